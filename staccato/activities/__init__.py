@@ -1,0 +1,12 @@
+"""Temporal activities: all I/O of a transfer happens here.
+
+Activities are plain (sync) functions so the worker can run them in a process pool:
+parallel streams then use several cores instead of sharing one GIL.
+"""
+
+from staccato.activities.copy import copy_stream
+from staccato.activities.transfer import cleanup, prepare, publish, stat, verify
+
+ALL_ACTIVITIES = [stat, prepare, copy_stream, publish, verify, cleanup]
+
+__all__ = ["ALL_ACTIVITIES", "cleanup", "copy_stream", "prepare", "publish", "stat", "verify"]

@@ -1,0 +1,194 @@
+"""The ``copy_stream`` activity: copy one segment's chunks, checkpointing as it goes.
+
+Resume (DESIGN.md, invariants): heartbeat details lag real progress (the SDK
+throttles heartbeats), so a retried stream asks the destination which chunks are
+durable (file journal, S3 ListParts) and copies only the others. Chunk writes are
+positional, so a chunk written twice is harmless. After a hard kill at most the
+chunk in flight per stream is sent again.
+
+Memory: one chunk-sized buffer per stream, whatever the object size.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from pydantic import ValidationError
+from temporalio import activity
+
+from staccato import checksums
+from staccato.activities.errors import mapped_errors
+from staccato.endpoints import get_driver
+from staccato.errors import RetryableError
+from staccato.models import Checkpoint, StreamInput, StreamResult
+from staccato.plan import chunk_bounds
+from staccato.urls import parse_url
+
+_HEARTBEAT_EVERY_S = 0.5
+
+
+class _Stopped(Exception):
+    """The activity was cancelled (pause) or the worker is going away."""
+
+
+class _StreamProgress:
+    """Tracks a stream's progress and heartbeats it, at most every 0.5 s."""
+
+    def __init__(self, segment: int, bytes_done: int, next_chunk: int) -> None:
+        self.segment = segment
+        self.bytes_done = bytes_done
+        self.next_chunk = next_chunk
+        self.bytes_read = 0
+        self._copied = 0
+        self._started = time.monotonic()
+        self._last_beat = 0.0
+        self._parent = os.getppid()
+
+    def add(self, copied: int, read: int) -> None:
+        self.bytes_done += copied
+        self._copied += copied
+        self.bytes_read += read
+
+    def beat(self, force: bool = False) -> None:
+        """Heartbeat if due; raise :class:`_Stopped` when cancellation was requested."""
+        now = time.monotonic()
+        if not force and now - self._last_beat < _HEARTBEAT_EVERY_S:
+            return
+        self._last_beat = now
+        if os.getppid() != self._parent:
+            # The worker process died: this is a stale writer, stop now.
+            raise _Stopped("worker process is gone")
+        elapsed = max(now - self._started, 1e-6)
+        activity.heartbeat(
+            Checkpoint(
+                segment=self.segment,
+                next_chunk=self.next_chunk,
+                bytes_done=self.bytes_done,
+                rate_bytes_per_s=round(self._copied / elapsed, 1),
+                bytes_read=self.bytes_read,
+            )
+        )
+        if activity.is_cancelled():
+            raise _Stopped("cancelled")
+
+
+def _previous_checkpoint() -> Checkpoint | None:
+    details = activity.info().heartbeat_details
+    if not details:
+        return None
+    try:
+        return Checkpoint.model_validate(details[0])
+    except ValidationError:
+        return None  # an older schema: the destination's durable set still tells the truth
+
+
+@activity.defn(name="copy_stream")
+@mapped_errors
+def copy_stream(request: StreamInput) -> StreamResult:
+    """Copy the chunks of ``request.segment`` that the destination does not hold yet.
+
+    Returns:
+        ``complete=True`` and the segment checksum when every chunk is durable;
+        ``complete=False`` with the first missing chunk when cancelled (pause).
+
+    Raises:
+        ApplicationError: a mapped :mod:`staccato.errors` error (see ``mapped_errors``).
+    """
+    segment = request.segment
+    session = request.session
+    algorithm = request.checksum.value
+    source_url = parse_url(request.source)
+    destination_url = parse_url(session.url)
+    source = get_driver(source_url.scheme)
+    destination = get_driver(destination_url.scheme)
+
+    checkpoint = _previous_checkpoint()
+    durable = {
+        index: digest
+        for index, digest in destination.durable_chunks(session).items()
+        if segment.first_chunk <= index < segment.end_chunk
+    }
+    todo = [i for i in range(segment.first_chunk, segment.end_chunk) if i not in durable]
+    done_bytes = sum(chunk_bounds(i, session.size, session.chunk_size)[1] for i in durable)
+    progress = _StreamProgress(segment.index, done_bytes, todo[0] if todo else segment.end_chunk)
+    if checkpoint is not None or durable:
+        activity.logger.info(
+            "segment %d resumes: %d of %d chunks durable (heartbeat said next chunk %s)",
+            segment.index,
+            len(durable),
+            segment.end_chunk - segment.first_chunk,
+            checkpoint.next_chunk if checkpoint else None,
+        )
+
+    buffer = memoryview(bytearray(session.chunk_size)) if todo else memoryview(b"")
+    try:
+        progress.beat(force=True)
+        with destination.open_writer(session) if todo else _NoWriter() as writer:
+            for run_start, run_end in _runs(todo):
+                first_offset = chunk_bounds(run_start, session.size, session.chunk_size)[0]
+                last_offset, last_length = chunk_bounds(run_end - 1, session.size, session.chunk_size)
+                with source.open_read(
+                    source_url, request.source_info, first_offset, last_offset + last_length - first_offset
+                ) as reader:
+                    for index in range(run_start, run_end):
+                        _, length = chunk_bounds(index, session.size, session.chunk_size)
+                        view = buffer[:length]
+                        before = reader.bytes_read
+                        filled = 0
+                        while filled < length:
+                            n = reader.readinto(view[filled:])
+                            if n == 0:
+                                raise RetryableError(
+                                    f"{request.source} ended at byte "
+                                    f"{index * session.chunk_size + filled}, expected {session.size}"
+                                )
+                            filled += n
+                            progress.beat()
+                        digest = checksums.checksum_bytes(algorithm, view)
+                        writer.write_chunk(index, view, digest)
+                        durable[index] = digest
+                        progress.next_chunk = index + 1
+                        progress.add(length, reader.bytes_read - before)
+                        progress.beat()
+    except _Stopped:
+        missing = [i for i in range(segment.first_chunk, segment.end_chunk) if i not in durable]
+        return StreamResult(
+            segment=segment.index,
+            complete=False,
+            next_chunk=missing[0] if missing else segment.end_chunk,
+            bytes_read=progress.bytes_read,
+        )
+    parts = [
+        (durable[i], chunk_bounds(i, session.size, session.chunk_size)[1])
+        for i in range(segment.first_chunk, segment.end_chunk)
+    ]
+    return StreamResult(
+        segment=segment.index,
+        complete=True,
+        next_chunk=segment.end_chunk,
+        checksum=checksums.combine(algorithm, parts),
+        bytes_read=progress.bytes_read,
+    )
+
+
+def _runs(indexes: list[int]) -> list[tuple[int, int]]:
+    """Group sorted chunk indexes into ``(first, end)`` runs of consecutive chunks."""
+    runs: list[tuple[int, int]] = []
+    for index in indexes:
+        if runs and runs[-1][1] == index:
+            runs[-1] = (runs[-1][0], index + 1)
+        else:
+            runs.append((index, index + 1))
+    return runs
+
+
+class _NoWriter:
+    def __enter__(self) -> _NoWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def write_chunk(self, index: int, data: memoryview, checksum: str) -> None:  # pragma: no cover
+        raise AssertionError("no chunks to write")

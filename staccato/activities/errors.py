@@ -1,0 +1,40 @@
+"""Turning :mod:`staccato.errors` into Temporal failures with the right retry behaviour."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+from temporalio.exceptions import ApplicationError
+
+from staccato.errors import StaccatoError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def mapped_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """Wrap an activity so a :class:`StaccatoError` becomes an ``ApplicationError``
+    whose ``type`` is the error class name and whose ``non_retryable`` flag is the
+    opposite of the error's ``retryable`` (Temporal then retries only what may heal).
+    Other ``OSError``s stay retryable; any other exception is a bug and fails at once.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except StaccatoError as err:
+            raise ApplicationError(
+                str(err), type=type(err).__name__, non_retryable=not err.retryable
+            ) from None
+        except OSError as err:  # an I/O error a driver did not classify: may heal
+            raise ApplicationError(f"{type(err).__name__}: {err}", type="OSError") from err
+        except Exception as err:
+            # A bug, not a condition of an endpoint: retrying 30 times would only hide it.
+            raise ApplicationError(
+                f"internal error: {type(err).__name__}: {err}", type="InternalError", non_retryable=True
+            ) from err
+
+    return wrapper

@@ -1,0 +1,132 @@
+"""Chunk and object checksums.
+
+Two algorithms, chosen per transfer:
+
+* ``crc32c`` (default): CRC-32C (Castagnoli, RFC 3720 §B.4) from the ``crc32c``
+  package, which uses the CPU's CRC instruction (SSE4.2 / ARMv8): ~15 GB/s on one
+  core here, and it reads any buffer (memoryview) without a copy.
+  Chunk CRCs are *combined* (zlib's ``crc32_combine`` method over GF(2)), so the
+  object checksum is the CRC-32C of the whole object whatever the chunking, the same
+  value S3 reports as a full-object ``ChecksumCRC32C``.
+* ``sha256``: SHA-256 per chunk (hashlib); the object checksum is a hash list,
+  ``sha256(d_1 || d_2 || ...)`` over the part digests in order (``sha256-tree``), so
+  it depends on the chunking and is only compared with one made by the same plan.
+
+A checksum is carried as text, ``"<algorithm>:<hex>"``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from typing import Protocol
+
+import crc32c as _crc32c
+
+_CRC32C_POLY_REFLECTED = 0x82F63B78
+
+
+class ChunkHasher(Protocol):
+    """Incremental hasher of one chunk."""
+
+    def update(self, data: bytes | memoryview) -> None: ...
+
+    def hexdigest(self) -> str: ...
+
+
+class _Crc32cHasher:
+    def __init__(self) -> None:
+        self._crc = 0
+
+    def update(self, data: bytes | memoryview) -> None:
+        self._crc = _crc32c.crc32c(data, self._crc)
+
+    def hexdigest(self) -> str:
+        return f"{self._crc:08x}"
+
+
+def new_hasher(algorithm: str) -> ChunkHasher:
+    """A fresh hasher for ``algorithm`` (``"crc32c"`` or ``"sha256"``).
+
+    Raises:
+        ValueError: for an unknown algorithm.
+    """
+    if algorithm == "crc32c":
+        return _Crc32cHasher()
+    if algorithm == "sha256":
+        return hashlib.sha256()
+    raise ValueError(f"unknown checksum algorithm {algorithm!r}; expected crc32c or sha256")
+
+
+def checksum_bytes(algorithm: str, data: bytes | memoryview) -> str:
+    """Hex digest of ``data``."""
+    hasher = new_hasher(algorithm)
+    hasher.update(data)
+    return hasher.hexdigest()
+
+
+def _gf2_times(matrix: list[int], vector: int) -> int:
+    total = 0
+    row = 0
+    while vector:
+        if vector & 1:
+            total ^= matrix[row]
+        vector >>= 1
+        row += 1
+    return total
+
+
+def _gf2_square(matrix: list[int]) -> list[int]:
+    return [_gf2_times(matrix, matrix[n]) for n in range(32)]
+
+
+def crc32c_combine(crc1: int, crc2: int, length2: int) -> int:
+    """CRC-32C of ``A || B`` from ``crc(A)``, ``crc(B)`` and ``len(B)`` in bytes.
+
+    The method of zlib's ``crc32_combine`` (Mark Adler): apply the operator for
+    ``length2`` zero bytes to ``crc1`` by repeated squaring, in O(log length2).
+    """
+    if length2 <= 0:
+        return crc1
+    odd = [_CRC32C_POLY_REFLECTED] + [1 << n for n in range(31)]  # one zero bit
+    even = _gf2_square(odd)  # two zero bits
+    odd = _gf2_square(even)  # four zero bits
+    while True:
+        even = _gf2_square(odd)
+        if length2 & 1:
+            crc1 = _gf2_times(even, crc1)
+        length2 >>= 1
+        if not length2:
+            break
+        odd = _gf2_square(even)
+        if length2 & 1:
+            crc1 = _gf2_times(odd, crc1)
+        length2 >>= 1
+        if not length2:
+            break
+    return crc1 ^ crc2
+
+
+def combine(algorithm: str, parts: Iterable[tuple[str, int]]) -> str:
+    """Hex digest of consecutive parts given as ``(hex digest, length in bytes)``.
+
+    For ``crc32c`` the result is the CRC-32C of the concatenated bytes; for
+    ``sha256`` it is the SHA-256 of the concatenated binary digests.
+    """
+    if algorithm == "crc32c":
+        crc = 0
+        for digest, length in parts:
+            crc = crc32c_combine(crc, int(digest, 16), length)
+        return f"{crc:08x}"
+    if algorithm == "sha256":
+        outer = hashlib.sha256()
+        for digest, _ in parts:
+            outer.update(bytes.fromhex(digest))
+        return outer.hexdigest()
+    raise ValueError(f"unknown checksum algorithm {algorithm!r}; expected crc32c or sha256")
+
+
+def label(algorithm: str, digest: str) -> str:
+    """The text form of an object checksum, e.g. ``crc32c:1a2b3c4d``."""
+    name = "sha256-tree" if algorithm == "sha256" else algorithm
+    return f"{name}:{digest}"

@@ -1,0 +1,396 @@
+"""``StaccatoClient``: submit, watch and control transfers (async Python API).
+
+    async with await StaccatoClient.connect() as staccato:   # or: staccato = await StaccatoClient.connect()
+        transfer_id = await staccato.submit("/data/in.bin", "/backup/in.bin")
+        result = await staccato.wait(transfer_id)
+
+The client talks only to Temporal; it never touches an endpoint. The Temporal
+connection comes from Temporal's environment configuration
+(:func:`staccato.settings.temporal_connect_config`).
+
+Exclusivity: the transfer id is derived from the canonical destination URL
+(:func:`transfer_id`), and workflows start with ``id_conflict_policy=FAIL``: while a
+transfer to a destination runs, an identical submission (same request hash, kept in
+the memo) attaches to it and any other is refused with :class:`DestinationBusy`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from datetime import timedelta
+from collections.abc import AsyncIterator
+from typing import Any
+
+from temporalio.api.enums.v1 import PendingActivityState
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from staccato import settings
+from staccato.errors import InvalidURL, StaccatoError
+from staccato.models import (
+    Checkpoint,
+    Progress,
+    TransferOptions,
+    TransferRequest,
+    TransferResult,
+    TransferState,
+    TransferStatus,
+)
+from staccato.urls import SOURCE_ONLY_SCHEMES, parse_url
+from staccato.workflows import TransferWorkflow
+from staccato.workflows import search_attributes as sa
+
+TRANSFER_ID_PREFIX = "staccato-"
+
+
+class TemporalUnavailable(StaccatoError):
+    """Temporal cannot be reached; the message names the address tried."""
+
+
+class DestinationBusy(StaccatoError):
+    """Another, different transfer to the same destination is running."""
+
+
+class TransferNotFound(StaccatoError):
+    """No transfer has this id (or destination)."""
+
+
+class TransferFailed(StaccatoError):
+    """The transfer ended failed or cancelled; the message is the reason."""
+
+    def __init__(self, message: str, state: TransferState) -> None:
+        super().__init__(message)
+        self.state = state
+
+
+def transfer_id(destination: str) -> str:
+    """The transfer id (= workflow id) for a destination URL or path.
+
+    ``staccato-`` + the first 32 hex digits of SHA-256 of the canonical destination:
+    one id per destination object, so the id is the destination's lock, and no
+    URL text (which may be long or private) lands in the id.
+    """
+    canonical = parse_url(destination).canonical
+    return TRANSFER_ID_PREFIX + hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+_STATUS_STATES = {
+    WorkflowExecutionStatus.COMPLETED: TransferState.completed,
+    WorkflowExecutionStatus.FAILED: TransferState.failed,
+    WorkflowExecutionStatus.TERMINATED: TransferState.failed,
+    WorkflowExecutionStatus.TIMED_OUT: TransferState.failed,
+    WorkflowExecutionStatus.CANCELED: TransferState.cancelled,
+}
+
+
+class StaccatoClient:
+    """Client of the transfer service.
+
+    Args:
+        client: a Temporal client created with the pydantic data converter.
+        task_queue: the workers' task queue (default ``STACCATO_TASK_QUEUE`` or ``staccato``).
+    """
+
+    def __init__(self, client: Client, *, task_queue: str | None = None) -> None:
+        self.temporal = client
+        self.task_queue = task_queue or settings.task_queue()
+
+    @classmethod
+    async def connect(cls, *, timeout_s: float = 10.0, **overrides: Any) -> StaccatoClient:
+        """Connect using Temporal's environment configuration (plus ``overrides``,
+        e.g. ``target_host="127.0.0.1:7233"``).
+
+        Raises:
+            TemporalUnavailable: nothing answers at the address within ``timeout_s``.
+        """
+        config = settings.temporal_connect_config()
+        config.update(overrides)
+        target = config["target_host"]
+        try:
+            client = await asyncio.wait_for(
+                Client.connect(data_converter=pydantic_data_converter, **config), timeout_s
+            )
+        except Exception as err:  # the SDK raises RuntimeError for connection failures
+            raise TemporalUnavailable(
+                f"cannot reach Temporal at {target} (namespace {config['namespace']}): "
+                f"{str(err) or type(err).__name__}. Start the embedded server with "
+                "`staccato up --detach`, or point TEMPORAL_ADDRESS at a running Temporal."
+            ) from None
+        return cls(client)
+
+    async def __aenter__(self) -> StaccatoClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    @staticmethod
+    def make_request(
+        source: str, destination: str, options: TransferOptions | None = None
+    ) -> TransferRequest:
+        """Validate and canonicalise a transfer request.
+
+        Raises:
+            InvalidURL: a URL is malformed, unknown, or cannot play its role.
+        """
+        src = parse_url(source)
+        dst = parse_url(destination)
+        if dst.scheme in SOURCE_ONLY_SCHEMES:
+            raise InvalidURL(f"{dst.scheme} endpoints can only be sources, not destinations: {dst}")
+        if src.canonical == dst.canonical:
+            raise InvalidURL(f"source and destination are the same object: {dst}")
+        if dst.scheme in ("file", "sftp") and dst.path.endswith("/"):
+            raise InvalidURL(f"destination {destination!r} names a directory; name the file to write")
+        return TransferRequest(
+            source=src.canonical, destination=dst.canonical, options=options or TransferOptions()
+        )
+
+    async def submit(
+        self, source: str, destination: str, options: TransferOptions | None = None
+    ) -> str:
+        """Start a transfer and return its id.
+
+        An identical request to a destination whose transfer is running attaches to it
+        (same id returned).
+
+        Raises:
+            InvalidURL: bad URLs.
+            DestinationBusy: a different transfer to this destination is running.
+        """
+        request = self.make_request(source, destination, options)
+        workflow_id = transfer_id(request.destination)
+        request_hash = request.request_hash()
+        try:
+            await self.temporal.start_workflow(
+                TransferWorkflow.run,
+                request,
+                id=workflow_id,
+                task_queue=self.task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                memo={
+                    "source": request.source,
+                    "destination": request.destination,
+                    "request_hash": request_hash,
+                    "chunk_size": request.options.chunk_size,
+                    "streams": request.options.streams,
+                },
+                search_attributes=TypedSearchAttributes(
+                    [
+                        SearchAttributePair(sa.SOURCE, sa.keyword(request.source)),
+                        SearchAttributePair(sa.DESTINATION, sa.keyword(request.destination)),
+                        SearchAttributePair(sa.STATE, TransferState.scheduled.value),
+                    ]
+                ),
+                static_summary=f"{request.source} -> {request.destination}"[:200],
+            )
+        except WorkflowAlreadyStartedError:
+            memo = await self._memo(self.temporal.get_workflow_handle(workflow_id))
+            if memo.get("request_hash") == request_hash:
+                return workflow_id
+            raise DestinationBusy(
+                f"destination busy: {request.destination} is being written by transfer "
+                f"{workflow_id} (from {memo.get('source', '?')}); wait for it to finish or "
+                f"cancel it with `staccato cancel {workflow_id}`"
+            ) from None
+        return workflow_id
+
+    async def _memo(self, handle: WorkflowHandle[Any, Any]) -> dict[str, Any]:
+        description = await handle.describe()
+        return await description.memo()
+
+    def _handle(self, transfer: str) -> WorkflowHandle[Any, Any]:
+        """A handle from a transfer id or a destination URL/path."""
+        workflow_id = transfer if transfer.startswith(TRANSFER_ID_PREFIX) else transfer_id(transfer)
+        return self.temporal.get_workflow_handle(workflow_id, result_type=TransferResult)
+
+    async def status(self, transfer: str) -> TransferStatus:
+        """Current status of a transfer (by id or destination).
+
+        ``bytes_done`` adds the running streams' last heartbeats (sent every ~1 s)
+        to the committed segments, so it moves while data moves.
+
+        Raises:
+            TransferNotFound: no such transfer.
+        """
+        handle = self._handle(transfer)
+        try:
+            description = await handle.describe()
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                raise TransferNotFound(f"no transfer {transfer!r}") from None
+            raise
+        memo = await description.memo()
+        status = description.status
+        progress: Progress | None = None
+        try:
+            progress = await handle.query(TransferWorkflow.progress, rpc_timeout=timedelta(seconds=5))
+        except Exception:  # no worker polling, or the run is gone: fall back to visibility
+            progress = None
+        chunk_size = progress.chunk_size if progress else int(memo.get("chunk_size", 0))
+        streams = progress.streams if progress else int(memo.get("streams", 0))
+        bytes_total = progress.bytes_total if progress else None
+        bytes_done = progress.bytes_committed if progress else 0
+        rate: float | None = None
+        last_retry: str | None = None
+        error: str | None = progress.error if progress else None
+        checksum = progress.checksum if progress else None
+        if status == WorkflowExecutionStatus.RUNNING:
+            state = progress.state if progress else TransferState.scheduled
+            rate_sum = 0.0
+            for pending in description.raw_description.pending_activities:
+                if pending.attempt > 1 and pending.HasField("last_failure"):
+                    last_retry = f"attempt {pending.attempt}: {pending.last_failure.message}"
+                if not pending.heartbeat_details.payloads:
+                    continue
+                try:
+                    (details,) = await self.temporal.data_converter.decode(
+                        pending.heartbeat_details.payloads, [Checkpoint]
+                    )
+                except Exception:
+                    continue
+                if isinstance(details, Checkpoint):
+                    bytes_done += details.bytes_done
+                    if pending.state != PendingActivityState.PENDING_ACTIVITY_STATE_SCHEDULED:
+                        rate_sum += details.rate_bytes_per_s
+            if state == TransferState.running:
+                rate = rate_sum
+        else:
+            state = _STATUS_STATES.get(status, TransferState.failed)
+            if state == TransferState.completed:
+                result: TransferResult = await handle.result()
+                bytes_total = bytes_done = result.bytes
+                checksum = result.checksum
+            elif error is None:
+                error = await self._failure_reason(handle, state)
+        eta = None
+        if rate and bytes_total is not None and rate > 0:
+            eta = round(max(0, bytes_total - bytes_done) / rate, 1)
+        if bytes_total is not None:
+            bytes_done = min(bytes_done, bytes_total)
+        return TransferStatus(
+            id=handle.id,
+            state=state,
+            source=memo.get("source", ""),
+            destination=memo.get("destination", ""),
+            bytes_total=bytes_total,
+            bytes_done=bytes_done,
+            rate_bytes_per_s=round(rate, 1) if rate is not None else None,
+            eta_s=eta,
+            streams=streams,
+            chunk_size=chunk_size,
+            checksum=checksum,
+            error=error,
+            last_retry_error=last_retry,
+            phase=progress.phase if progress else None,
+        )
+
+    async def _failure_reason(self, handle: WorkflowHandle[Any, Any], state: TransferState) -> str:
+        if state == TransferState.cancelled:
+            return "cancelled"
+        try:
+            await handle.result()
+        except WorkflowFailureError as err:
+            cause = err.cause
+            while getattr(cause, "cause", None) is not None:
+                cause = cause.cause  # type: ignore[union-attr]
+            return getattr(cause, "message", None) or str(cause)
+        except Exception as err:
+            return str(err)
+        return "failed"
+
+    async def list(self, *, state: TransferState | None = None, limit: int = 50) -> list[TransferStatus]:
+        """Recent transfers, newest first (at most ``limit``), optionally in one state."""
+        query = "WorkflowType = 'TransferWorkflow'"
+        if state is not None:
+            query += f" AND StaccatoState = '{state.value}'"
+        statuses: list[TransferStatus] = []
+        seen: set[str] = set()
+        async for execution in self.temporal.list_workflows(query):
+            if execution.id in seen:
+                continue  # an older run of the same destination's transfer
+            seen.add(execution.id)
+            if len(seen) > limit:
+                break
+            try:
+                statuses.append(await self.status(execution.id))
+            except TransferNotFound:
+                continue
+        return statuses
+
+    async def cancel(self, transfer: str) -> None:
+        """Cancel a transfer: streams stop, temp data is removed, the destination is untouched."""
+        handle = self._handle(transfer)
+        await self._require(handle)
+        await handle.cancel()
+
+    async def pause(self, transfer: str) -> None:
+        """Pause a running transfer (streams stop where they are).
+
+        Raises:
+            StaccatoError: the transfer is not running (message says its state).
+        """
+        await self._update(transfer, TransferWorkflow.pause)
+
+    async def resume(self, transfer: str) -> None:
+        """Resume a paused transfer."""
+        await self._update(transfer, TransferWorkflow.resume)
+
+    async def _require(self, handle: WorkflowHandle[Any, Any]) -> None:
+        try:
+            description = await handle.describe()
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                raise TransferNotFound(f"no transfer {handle.id!r}") from None
+            raise
+        if description.status != WorkflowExecutionStatus.RUNNING:
+            state = _STATUS_STATES.get(description.status, TransferState.failed)  # type: ignore[arg-type]
+            raise StaccatoError(f"transfer {handle.id} is already {state.value}")
+
+    async def _update(self, transfer: str, update: Any) -> None:
+        handle = self._handle(transfer)
+        await self._require(handle)
+        try:
+            await handle.execute_update(update)
+        except WorkflowUpdateFailedError as err:
+            cause = err.cause
+            raise StaccatoError(getattr(cause, "message", None) or str(cause)) from None
+
+    async def follow(self, transfer: str, *, interval_s: float = 0.5) -> AsyncIterator[TransferStatus]:
+        """Yield the status every ``interval_s`` seconds until the transfer ends
+        (the last status yielded is the final one)."""
+        while True:
+            current = await self.status(transfer)
+            yield current
+            if current.state in (TransferState.completed, TransferState.failed, TransferState.cancelled):
+                return
+            await asyncio.sleep(interval_s)
+
+    async def wait(self, transfer: str) -> TransferResult:
+        """Wait for the transfer to end.
+
+        Raises:
+            TransferFailed: it failed or was cancelled (message = reason).
+        """
+        handle = self._handle(transfer)
+        try:
+            return await handle.result()
+        except WorkflowFailureError:
+            current = await self.status(transfer)
+            raise TransferFailed(current.error or "failed", current.state) from None
+

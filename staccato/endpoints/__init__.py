@@ -1,0 +1,53 @@
+"""Endpoint drivers, one module per URL scheme, imported lazily (fsspec-style registry).
+
+Use :func:`get_driver` to get the (per-process) driver of a scheme.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+
+from staccato.endpoints.base import Driver
+from staccato.errors import InvalidURL
+
+# scheme -> (module, class, pip extra that provides its library)
+_REGISTRY: dict[str, tuple[str, str, str]] = {
+    "file": ("staccato.endpoints.file", "FileDriver", ""),
+    "http": ("staccato.endpoints.http", "HTTPDriver", "httpx"),
+    "https": ("staccato.endpoints.http", "HTTPDriver", "httpx"),
+    "s3": ("staccato.endpoints.s3", "S3Driver", "boto3"),
+    "sftp": ("staccato.endpoints.sftp", "SFTPDriver", "paramiko"),
+}
+_drivers: dict[str, Driver] = {}
+_lock = threading.Lock()
+
+
+def get_driver(scheme: str) -> Driver:
+    """The driver for ``scheme``, created once per process.
+
+    Raises:
+        InvalidURL: no driver for the scheme, or its library is not installed (the
+            message names the package to install).
+    """
+    with _lock:
+        driver = _drivers.get(scheme)
+        if driver is not None:
+            return driver
+        try:
+            module_name, class_name, package = _REGISTRY[scheme]
+        except KeyError:
+            raise InvalidURL(
+                f"no driver for URL scheme {scheme!r}; supported: {', '.join(sorted(_REGISTRY))}"
+            ) from None
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name and module_name.startswith(err.name):
+                raise InvalidURL(f"the {scheme} driver is not available in this version") from None
+            raise InvalidURL(
+                f"the {scheme} driver needs the Python package {package!r}: pip install {package}"
+            ) from err
+        driver = getattr(module, class_name)()
+        _drivers[scheme] = driver
+        return driver

@@ -1,0 +1,185 @@
+"""The driver interface: what every endpoint provides (DESIGN.md, Driver interface).
+
+A driver speaks one endpoint's protocol. It is constructed once per worker process
+(see :func:`staccato.endpoints.get_driver`) and is called from activities only;
+workflows never import a driver.
+
+Reads are streaming into caller-owned buffers, so memory per stream is one chunk.
+Writes go into a *write session* (temp file, S3 multipart upload) and become visible
+under the destination name only at :meth:`Driver.publish`. Chunk writes are
+positional (indexed), so repeating one is harmless. Shape after rclone's
+``ChunkWriter`` (numbered writes + explicit finish/abort).
+
+Every method raises only :mod:`staccato.errors` types.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable
+from types import TracebackType
+from typing import ClassVar
+
+from staccato import checksums
+from staccato.errors import Unsupported
+from staccato.models import ObjectInfo, WriteSession
+from staccato.plan import chunk_bounds
+from staccato.urls import EndpointURL
+
+
+class Reader(abc.ABC):
+    """A byte range of a pinned source version, read sequentially."""
+
+    #: bytes received from the source so far (including any discarded to reach the offset)
+    bytes_read: int = 0
+
+    @abc.abstractmethod
+    def readinto(self, buffer: memoryview) -> int:
+        """Fill ``buffer`` with up to ``len(buffer)`` next bytes; 0 means end of range.
+
+        Raises:
+            SourceChanged: the source no longer has the pinned version.
+            IncompleteRead, RetryableError: transient failures.
+        """
+
+    def readinto_full(self, buffer: memoryview) -> int:
+        """Fill ``buffer`` completely unless the range ends first; returns bytes filled."""
+        filled = 0
+        while filled < len(buffer):
+            n = self.readinto(buffer[filled:])
+            if n == 0:
+                break
+            filled += n
+        return filled
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the connection / file descriptor."""
+
+    def __enter__(self) -> Reader:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class ChunkWriter(abc.ABC):
+    """Writes chunks of one write session; used by one stream at a time."""
+
+    @abc.abstractmethod
+    def write_chunk(self, index: int, data: memoryview, checksum: str) -> None:
+        """Write chunk ``index`` (its bytes ``data`` and source-side hex ``checksum``)
+        and make it durable: once this returns, :meth:`Driver.durable_chunks` reports it.
+
+        Raises:
+            PermissionDenied, RetryableError, SourceChanged: as the endpoint reports.
+            RetryableError: the session is gone (e.g. published or aborted by another
+                attempt): a stale writer stops here.
+        """
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources."""
+
+    def __enter__(self) -> ChunkWriter:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class Driver(abc.ABC):
+    """One endpoint's protocol. Subclasses set ``scheme`` and the capability flags."""
+
+    scheme: ClassVar[str]
+    #: the driver can be a destination
+    can_write: ClassVar[bool] = True
+
+    def adjust_chunk_size(self, size: int, chunk_size: int) -> tuple[int, str | None]:
+        """Chunk size this destination accepts for an object of ``size`` bytes.
+
+        Returns:
+            ``(chunk_size, note)``; ``note`` says why it changed (None if unchanged).
+        """
+        return chunk_size, None
+
+    @abc.abstractmethod
+    def stat(self, url: EndpointURL) -> ObjectInfo:
+        """Size, version and range support of the object at ``url``.
+
+        Raises:
+            NotFound, IsADirectory, PermissionDenied, RetryableError.
+        """
+
+    @abc.abstractmethod
+    def open_read(self, url: EndpointURL, info: ObjectInfo, offset: int, length: int) -> Reader:
+        """A reader of ``[offset, offset+length)`` of the version pinned in ``info``."""
+
+    def check_destination(self, url: EndpointURL) -> None:
+        """Fail early if ``url`` cannot be written (missing parent, not writable, ...).
+
+        Raises:
+            Unsupported: the endpoint is read-only.
+        """
+        if not self.can_write:
+            raise Unsupported(f"{url.scheme} endpoints can only be sources, not destinations: {url}")
+
+    def open_session(
+        self, url: EndpointURL, size: int, chunk_size: int, transfer_id: str
+    ) -> WriteSession:
+        """Open (or re-open, idempotently for the same ``transfer_id``) a write session.
+
+        Raises:
+            DestinationMissing, PermissionDenied, IsADirectory, RetryableError.
+        """
+        raise Unsupported(f"{url.scheme} endpoints can only be sources, not destinations: {url}")
+
+    def open_writer(self, session: WriteSession) -> ChunkWriter:
+        """A chunk writer for ``session``."""
+        raise Unsupported(f"{self.scheme} endpoints cannot be written")
+
+    def durable_chunks(self, session: WriteSession) -> dict[int, str]:
+        """Chunks the destination holds durably for ``session``: index -> source checksum."""
+        raise Unsupported(f"{self.scheme} endpoints cannot be written")
+
+    def publish(self, session: WriteSession) -> None:
+        """Atomically make the destination name hold the complete object.
+
+        Idempotent: publishing an already published session succeeds.
+        """
+        raise Unsupported(f"{self.scheme} endpoints cannot be written")
+
+    def abort(self, session: WriteSession) -> None:
+        """Discard the session's temp data. Idempotent; the destination name is untouched."""
+        raise Unsupported(f"{self.scheme} endpoints cannot be written")
+
+    def object_checksum(
+        self,
+        url: EndpointURL,
+        size: int,
+        chunk_size: int,
+        segments: Iterable[tuple[int, int]],
+        algorithm: str,
+    ) -> str:
+        """Checksum of the published object computed the way transfers compute it:
+        per chunk, combined per segment ``(first_chunk, end_chunk)``, then per object.
+
+        The default reads the object back; drivers with stored checksums may override.
+        """
+        info = self.stat(url)
+        buffer = memoryview(bytearray(min(chunk_size, max(size, 1))))
+        segment_digests: list[tuple[str, int]] = []
+        with self.open_read(url, info, 0, size) as reader:
+            for first, end in segments:
+                parts: list[tuple[str, int]] = []
+                for index in range(first, end):
+                    _, length = chunk_bounds(index, size, chunk_size)
+                    view = buffer[:length]
+                    filled = reader.readinto_full(view)
+                    parts.append((checksums.checksum_bytes(algorithm, view[:filled]), filled))
+                segment_digests.append(
+                    (checksums.combine(algorithm, parts), sum(n for _, n in parts))
+                )
+        return checksums.combine(algorithm, segment_digests)

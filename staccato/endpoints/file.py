@@ -1,0 +1,276 @@
+"""The ``file`` endpoint: local (or locally mounted) file systems.
+
+Source: positional reads (``os.preadv`` into the caller's buffer), version pinned as
+size + mtime (ns) + inode and re-checked with ``fstat`` after every read, so a file
+rewritten, truncated or appended to during the copy fails with ``SourceChanged``.
+
+Destination: a temp file beside the target (same directory, so the final
+``rename(2)`` is atomic, POSIX ``rename``), written positionally; each chunk is
+``fdatasync``-ed, then recorded in a small journal beside the temp file (index and
+source checksum), so a resumed stream knows exactly what is durable. Publish fsyncs,
+renames over the target and fsyncs the directory.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat as stat_module
+from pathlib import Path
+
+from staccato.endpoints.base import ChunkWriter, Driver, Reader
+from staccato.errors import (
+    DestinationMissing,
+    IsADirectory,
+    NotFound,
+    PermanentError,
+    PermissionDenied,
+    RetryableError,
+    SourceChanged,
+    StaccatoError,
+)
+from staccato.models import ObjectInfo, WriteSession
+from staccato.plan import chunk_count
+from staccato.urls import EndpointURL
+
+_TEMP_SUFFIX = ".staccato-part"
+_JOURNAL_SUFFIX = ".staccato-journal"
+
+
+def _os_error(err: OSError, what: str) -> StaccatoError:
+    """Map an OSError to a Staccato error whose message names ``what``."""
+    if err.errno == errno.ENOENT:
+        return NotFound(f"{what}: no such file or directory")
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return PermissionDenied(f"{what}: permission denied ({err.strerror})")
+    if err.errno == errno.EISDIR:
+        return IsADirectory(f"{what}: is a directory")
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return RetryableError(f"{what}: no space left on device")
+    if err.errno in (errno.EIO, errno.EAGAIN, errno.EINTR, errno.ESTALE, errno.ETIMEDOUT):
+        return RetryableError(f"{what}: {err.strerror}")
+    return PermanentError(f"{what}: {err.strerror or err}")
+
+
+def _version(st: os.stat_result) -> str:
+    return f"size={st.st_size};mtime_ns={st.st_mtime_ns};ino={st.st_ino}"
+
+
+class FileReader(Reader):
+    """Reads ``[offset, offset+length)`` of a local file, checking its version."""
+
+    def __init__(self, path: str, info: ObjectInfo, offset: int, length: int) -> None:
+        self._path = path
+        self._info = info
+        try:
+            self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as err:
+            if err.errno == errno.ENOENT:
+                raise SourceChanged(f"source changed: {path} was removed during the transfer") from None
+            raise _os_error(err, f"source {path}") from None
+        self._position = offset
+        self._end = offset + length
+        self._check()
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(self._fd, offset, length, os.POSIX_FADV_SEQUENTIAL)
+
+    def _check(self) -> None:
+        st = os.fstat(self._fd)
+        if _version(st) != self._info.version:
+            raise SourceChanged(
+                f"source changed during the transfer: {self._path} now has size {st.st_size} "
+                f"bytes (was {self._info.size}) or a new modification time"
+            )
+
+    def readinto(self, buffer: memoryview) -> int:
+        want = min(len(buffer), self._end - self._position)
+        if want <= 0:
+            return 0
+        try:
+            n = os.preadv(self._fd, [buffer[:want]], self._position)
+        except OSError as err:
+            raise _os_error(err, f"source {self._path}") from None
+        if n == 0:
+            self._check()
+            raise SourceChanged(f"source changed: {self._path} ended early at byte {self._position}")
+        self._position += n
+        self.bytes_read += n
+        self._check()
+        if self._position == self._end == self._info.size:
+            # C2/C10: the stat size must be the real end of the file.
+            if os.pread(self._fd, 1, self._position):
+                raise SourceChanged(f"source changed: {self._path} grew beyond {self._info.size} bytes")
+        return n
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class FileChunkWriter(ChunkWriter):
+    """Positional writes into a session's temp file; one fdatasync + journal line per chunk."""
+
+    def __init__(self, session: WriteSession) -> None:
+        self._temp = session.session_id
+        self._journal_path = session.data["journal"]
+        try:
+            self._fd = os.open(self._temp, os.O_WRONLY | os.O_CLOEXEC)
+            self._journal = os.open(self._journal_path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        except OSError as err:
+            if err.errno == errno.ENOENT:
+                raise RetryableError(
+                    f"write session {self._temp} is gone (published or aborted by another attempt)"
+                ) from None
+            raise _os_error(err, f"destination temp file {self._temp}") from None
+        self._inode = os.fstat(self._fd).st_ino
+        self._chunk_size = session.chunk_size
+
+    def write_chunk(self, index: int, data: memoryview, checksum: str) -> None:
+        # A stale writer (an attempt Temporal gave up on) must not touch a published
+        # object: once publish renamed the temp file away, the name no longer leads here.
+        try:
+            if os.stat(self._temp).st_ino != self._inode:
+                raise FileNotFoundError
+        except FileNotFoundError:
+            raise RetryableError(f"write session {self._temp} is gone; stopping this stale writer") from None
+        offset = index * self._chunk_size
+        try:
+            view = data
+            while view:
+                n = os.pwrite(self._fd, view, offset)
+                view = view[n:]
+                offset += n
+            os.fdatasync(self._fd)
+            os.write(self._journal, f"{index} {checksum}\n".encode())
+        except OSError as err:
+            raise _os_error(err, f"destination temp file {self._temp}") from None
+
+    def close(self) -> None:
+        for fd in (self._fd, self._journal):
+            if fd >= 0:
+                os.close(fd)
+        self._fd = self._journal = -1
+
+
+class FileDriver(Driver):
+    """Driver for ``file://`` URLs."""
+
+    scheme = "file"
+
+    def stat(self, url: EndpointURL) -> ObjectInfo:
+        try:
+            st = os.stat(url.path)
+        except OSError as err:
+            raise _os_error(err, f"source {url.path}") from None
+        if stat_module.S_ISDIR(st.st_mode):
+            raise IsADirectory(
+                f"source {url.path} is a directory; name a file (directory transfers are not supported yet)"
+            )
+        if not stat_module.S_ISREG(st.st_mode):
+            raise PermanentError(f"source {url.path} is not a regular file")
+        if not os.access(url.path, os.R_OK):
+            raise PermissionDenied(f"source {url.path}: permission denied")
+        return ObjectInfo(size=st.st_size, version=_version(st), supports_ranges=True)
+
+    def open_read(self, url: EndpointURL, info: ObjectInfo, offset: int, length: int) -> Reader:
+        return FileReader(url.path, info, offset, length)
+
+    def check_destination(self, url: EndpointURL) -> None:
+        target = Path(url.path)
+        parent = target.parent
+        if not parent.is_dir():
+            raise DestinationMissing(
+                f"destination directory {parent} does not exist (for {url}); create it first"
+            )
+        if target.is_dir():
+            raise IsADirectory(
+                f"destination {target} is a directory; name the file to write, e.g. {target}/NAME"
+            )
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise PermissionDenied(f"destination directory {parent} is not writable")
+
+    def _paths(self, url: EndpointURL, transfer_id: str) -> tuple[str, str]:
+        target = Path(url.path)
+        stem = f".{target.name}.{transfer_id}"
+        return str(target.parent / (stem + _TEMP_SUFFIX)), str(target.parent / (stem + _JOURNAL_SUFFIX))
+
+    def open_session(
+        self, url: EndpointURL, size: int, chunk_size: int, transfer_id: str
+    ) -> WriteSession:
+        self.check_destination(url)
+        temp, journal = self._paths(url, transfer_id)
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                if os.fstat(fd).st_size != size:
+                    os.ftruncate(fd, size)
+            finally:
+                os.close(fd)
+            os.close(os.open(journal, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644))
+        except OSError as err:
+            raise _os_error(err, f"destination {url.path}") from None
+        return WriteSession(
+            url=url.canonical,
+            size=size,
+            chunk_size=chunk_size,
+            session_id=temp,
+            data={"path": url.path, "journal": journal},
+        )
+
+    def open_writer(self, session: WriteSession) -> ChunkWriter:
+        return FileChunkWriter(session)
+
+    def durable_chunks(self, session: WriteSession) -> dict[int, str]:
+        chunks = chunk_count(session.size, session.chunk_size)
+        durable: dict[int, str] = {}
+        try:
+            with open(session.data["journal"], encoding="ascii", errors="replace") as journal:
+                for line in journal:
+                    if not line.endswith("\n"):
+                        break  # a torn last line: that chunk is simply re-sent
+                    index_text, _, checksum = line.strip().partition(" ")
+                    if index_text.isdigit() and int(index_text) < chunks and checksum:
+                        durable[int(index_text)] = checksum
+        except FileNotFoundError:
+            return {}
+        return durable
+
+    def publish(self, session: WriteSession) -> None:
+        target = session.data["path"]
+        temp = session.session_id
+        if not os.path.exists(temp):
+            if os.path.isfile(target) and os.path.getsize(target) == session.size:
+                return  # an earlier attempt published it (the activity retried after rename)
+            raise RetryableError(f"write session {temp} is gone and {target} was not published")
+        missing = chunk_count(session.size, session.chunk_size) - len(self.durable_chunks(session))
+        if missing:
+            raise PermanentError(f"refusing to publish {target}: {missing} chunks are not durable")
+        try:
+            fd = os.open(temp, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if os.fstat(fd).st_size != session.size:
+                    raise PermanentError(f"refusing to publish {target}: temp file has the wrong size")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(temp, target)
+            dir_fd = os.open(os.path.dirname(target) or ".", os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as err:
+            raise _os_error(err, f"destination {target}") from None
+        _unlink(session.data["journal"])
+
+    def abort(self, session: WriteSession) -> None:
+        _unlink(session.session_id)
+        _unlink(session.data["journal"])
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

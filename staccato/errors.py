@@ -1,0 +1,93 @@
+"""Error types shared by drivers, activities and the client.
+
+Every error a driver raises is one of these, so that Temporal's retry policy does
+the right thing: activities turn a :class:`PermanentError` into a non-retryable
+``ApplicationError`` and a :class:`RetryableError` into a retryable one. The
+``ApplicationError.type`` is the class name, so clients can tell kinds apart.
+
+    StaccatoError
+     ├── RetryableError            network errors, timeouts, HTTP 5xx, S3 SlowDown
+     │    └── IncompleteRead       a body ended before its Content-Length (RFC 9112 §6.3)
+     └── PermanentError            retrying cannot help
+          ├── InvalidURL           unknown scheme, malformed URL, credentials in a URL
+          ├── NotFound             source missing (ENOENT, HTTP 404, NoSuchKey/NoSuchBucket)
+          ├── IsADirectoryError_   the source (or destination name) is a directory
+          ├── PermissionDenied     EACCES, HTTP 401/403, S3 AccessDenied
+          ├── DestinationMissing   the destination's parent directory / bucket does not exist
+          ├── SourceChanged        the source's version changed while it was being copied
+          ├── ChecksumMismatch     destination bytes differ from the source bytes
+          └── Unsupported          the endpoint cannot do what was asked
+"""
+
+from __future__ import annotations
+
+
+class StaccatoError(Exception):
+    """Base of every Staccato error; ``str(err)`` is a message meant for users."""
+
+    retryable: bool = False
+
+
+class RetryableError(StaccatoError):
+    """A transient failure: the operation may succeed if retried (with backoff)."""
+
+    retryable = True
+
+
+class IncompleteRead(RetryableError):
+    """The source sent fewer bytes than it announced."""
+
+
+class PermanentError(StaccatoError):
+    """A failure that retrying cannot fix; the transfer fails with this message."""
+
+
+class InvalidURL(PermanentError):
+    """A URL that cannot be used: unknown scheme, malformed, or carrying credentials."""
+
+
+class NotFound(PermanentError):
+    """The named object does not exist."""
+
+
+class IsADirectory(PermanentError):
+    """A directory was named where an object was expected."""
+
+
+class PermissionDenied(PermanentError):
+    """The endpoint refused access."""
+
+
+class DestinationMissing(PermanentError):
+    """The destination's parent (directory, bucket) does not exist."""
+
+
+class SourceChanged(PermanentError):
+    """The source object changed (size, mtime, ETag, VersionId) during the transfer."""
+
+
+class ChecksumMismatch(PermanentError):
+    """The bytes at the destination do not match the bytes read from the source."""
+
+
+class Unsupported(PermanentError):
+    """The endpoint cannot perform the requested operation."""
+
+
+ERROR_TYPES: dict[str, type[StaccatoError]] = {
+    cls.__name__: cls
+    for cls in (
+        StaccatoError,
+        RetryableError,
+        IncompleteRead,
+        PermanentError,
+        InvalidURL,
+        NotFound,
+        IsADirectory,
+        PermissionDenied,
+        DestinationMissing,
+        SourceChanged,
+        ChecksumMismatch,
+        Unsupported,
+    )
+}

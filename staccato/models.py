@@ -1,0 +1,298 @@
+"""Pydantic models passed through Temporal (inputs, results, heartbeat details) and
+shown to clients (status).
+
+Everything here is small by construction: URLs, offsets, ids and digests, never
+object bytes or lists that grow with the object (Temporal payload limit: 2 MiB,
+warning at 512 KiB). Sizes are in bytes, durations in seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+DEFAULT_CHUNK_SIZE = 16 * MiB
+DEFAULT_STREAMS = 4
+MAX_STREAMS = 64
+MAX_CHUNK_SIZE = 5 * GiB  # S3's largest part; larger buys nothing and costs memory
+
+
+class VerifyMode(StrEnum):
+    """How the destination is checked after publish."""
+
+    checksum = "checksum"  # re-read the destination and compare checksums
+    size = "size"  # compare sizes only
+    none = "none"
+
+
+class ChecksumAlgorithm(StrEnum):
+    """Chunk checksum algorithm (see :mod:`staccato.checksums`)."""
+
+    crc32c = "crc32c"
+    sha256 = "sha256"
+
+
+class TransferState(StrEnum):
+    """States a client sees (DESIGN.md, status JSON)."""
+
+    scheduled = "scheduled"
+    running = "running"
+    paused = "paused"
+    completed = "completed"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+class TransferOptions(BaseModel):
+    """Tuning and integrity options of one transfer.
+
+    Attributes:
+        chunk_size: bytes per chunk, the unit of copy, checksum and checkpoint.
+        streams: how many stream activities copy at once.
+        verify: how the destination is checked after publish.
+        checksum: chunk checksum algorithm.
+        heartbeat_timeout_s: seconds without a stream heartbeat before Temporal
+            retries the stream elsewhere (default 20 s); also how long a SIGKILLed
+            worker's streams wait before they resume.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    chunk_size: int = Field(DEFAULT_CHUNK_SIZE, ge=1, le=MAX_CHUNK_SIZE)
+    streams: int = Field(DEFAULT_STREAMS, ge=1, le=MAX_STREAMS)
+    verify: VerifyMode = VerifyMode.checksum
+    checksum: ChecksumAlgorithm = ChecksumAlgorithm.crc32c
+    heartbeat_timeout_s: float | None = Field(None, ge=1, le=600)
+
+
+class TransferRequest(BaseModel):
+    """Input of ``TransferWorkflow``: canonical source and destination URLs + options.
+
+    URLs never carry credentials (rejected by :func:`staccato.urls.parse_url`).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    source: str
+    destination: str
+    options: TransferOptions = TransferOptions()
+
+    def request_hash(self) -> str:
+        """A stable hash telling an identical re-submission from a different one."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:32]
+
+
+class ObjectInfo(BaseModel):
+    """What ``stat`` learns of an object.
+
+    Attributes:
+        size: bytes.
+        version: opaque token pinned for the whole transfer (ETag, VersionId,
+            size+mtime); a read that sees another version raises ``SourceChanged``.
+        supports_ranges: whether byte ranges can be read independently.
+        content_type: MIME type where the endpoint knows it.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    size: int = Field(ge=0)
+    version: str
+    supports_ranges: bool = True
+    content_type: str | None = None
+    extra: dict[str, str] = Field(default_factory=dict)
+
+
+class Segment(BaseModel):
+    """A run of consecutive chunks copied by one stream activity.
+
+    Attributes:
+        index: segment number, from 0.
+        first_chunk: index of the first chunk.
+        end_chunk: index one past the last chunk.
+        offset: byte offset of the first chunk.
+        length: bytes in the segment.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    index: int
+    first_chunk: int
+    end_chunk: int
+    offset: int
+    length: int
+
+
+class WriteSession(BaseModel):
+    """Destination-side state of an unfinished transfer (serialisable, no secrets).
+
+    Attributes:
+        url: canonical destination URL.
+        size: bytes the object will have.
+        chunk_size: bytes per chunk (the last may be shorter).
+        session_id: driver-specific id: a temp path, an S3 upload id.
+        data: further driver-specific fields (strings only).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    url: str
+    size: int
+    chunk_size: int
+    session_id: str
+    data: dict[str, str] = Field(default_factory=dict)
+
+
+class Checkpoint(BaseModel):
+    """A stream's heartbeat details; versioned because Temporal hands them back as a dict.
+
+    Attributes:
+        v: schema version.
+        segment: segment index.
+        next_chunk: every chunk of the segment below this index is durable.
+        bytes_done: bytes of the segment durable at the destination.
+        rate_bytes_per_s: this attempt's copy rate.
+        bytes_read: bytes read from the source by this attempt.
+    """
+
+    v: int = 1
+    segment: int
+    next_chunk: int
+    bytes_done: int = 0
+    rate_bytes_per_s: float = 0.0
+    bytes_read: int = 0
+
+
+class StreamInput(BaseModel):
+    """Input of the ``copy_stream`` activity."""
+
+    transfer_id: str
+    source: str
+    source_info: ObjectInfo
+    session: WriteSession
+    segment: Segment
+    checksum: ChecksumAlgorithm
+
+
+class StreamResult(BaseModel):
+    """Result of ``copy_stream``.
+
+    Attributes:
+        complete: False when the stream stopped early (pause).
+        next_chunk: first chunk not yet durable.
+        checksum: hex digest over the segment's chunks (only when complete).
+        bytes_read: bytes read from the source by the last attempt.
+    """
+
+    segment: int
+    complete: bool
+    next_chunk: int
+    checksum: str | None = None
+    bytes_read: int = 0
+
+
+class PrepareInput(BaseModel):
+    """Input of ``prepare``: where to write, how much, and a key unique to this run."""
+
+    destination: str
+    size: int
+    chunk_size: int
+    session_key: str
+
+
+class PrepareResult(BaseModel):
+    """The opened write session and the chunk size the destination accepted."""
+
+    session: WriteSession
+    chunk_size: int
+    note: str | None = None
+
+
+class PublishInput(BaseModel):
+    """Input of ``publish``: the session, and the source to re-check before publishing."""
+
+    session: WriteSession
+    source: str
+    source_info: ObjectInfo
+
+
+class VerifyInput(BaseModel):
+    """Input of the ``verify`` activity."""
+
+    url: str
+    size: int
+    chunk_size: int
+    segments: list[tuple[int, int]]  # (first_chunk, end_chunk), few: one per segment
+    checksum: ChecksumAlgorithm
+    expected: str  # hex digest
+    mode: VerifyMode
+
+
+class TransferResult(BaseModel):
+    """Result of ``TransferWorkflow``.
+
+    Attributes:
+        bytes: object size in bytes.
+        checksum: object checksum, ``"<algorithm>:<hex>"``.
+        duration_s: seconds from start to verified.
+        source_version: the version pinned at stat time.
+    """
+
+    source: str
+    destination: str
+    bytes: int
+    checksum: str
+    verified: VerifyMode
+    duration_s: float
+    source_version: str
+    chunk_size: int
+    streams: int
+
+
+class Progress(BaseModel):
+    """Workflow-side progress, served by the ``progress`` query (no history cost)."""
+
+    state: TransferState
+    bytes_total: int | None = None
+    bytes_committed: int = 0  # bytes of completed segments
+    segments_total: int = 0
+    segments_done: int = 0
+    chunk_size: int
+    streams: int
+    checksum: str | None = None
+    error: str | None = None
+    phase: str = "scheduled"
+
+
+class TransferStatus(BaseModel):
+    """What ``staccato status --json`` prints (DESIGN.md, status JSON keys).
+
+    Attributes:
+        rate_bytes_per_s: current copy rate; None when not copying.
+        eta_s: seconds to completion at the current rate; None when unknown.
+        last_retry_error: why the newest retry happened, while one is pending.
+    """
+
+    id: str
+    state: TransferState
+    source: str
+    destination: str
+    bytes_total: int | None
+    bytes_done: int
+    rate_bytes_per_s: float | None
+    eta_s: float | None
+    streams: int
+    chunk_size: int
+    checksum: str | None
+    error: str | None
+    last_retry_error: str | None = None
+    phase: str | None = None
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """Plain dict with the enum as text."""
+        return self.model_dump(mode="json")

@@ -1,0 +1,60 @@
+"""Process-level settings from the environment (DESIGN.md, Contracts).
+
+* ``STACCATO_TASK_QUEUE``: task queue of workflows and activities (default ``staccato``).
+* ``STACCATO_HOME``: where the embedded default keeps its SQLite file, logs and pid
+  file (default: the user's data directory, e.g. ``~/.local/share/staccato``).
+* ``STACCATO_WORKER_PROCESSES``: activity processes per worker (default: max(4, CPUs)).
+* Temporal connection: Temporal's own environment configuration (``TEMPORAL_ADDRESS``,
+  ``TEMPORAL_NAMESPACE``, ``TEMPORAL_PROFILE``, TLS, API key; ``temporalio.envconfig``),
+  default ``127.0.0.1:7233`` / ``default``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+DEFAULT_ADDRESS = "127.0.0.1:7233"
+DEFAULT_NAMESPACE = "default"
+DEFAULT_UI_PORT = 8233
+
+
+def task_queue() -> str:
+    """The task queue (``STACCATO_TASK_QUEUE``, default ``staccato``)."""
+    return os.environ.get("STACCATO_TASK_QUEUE") or "staccato"
+
+
+def home() -> Path:
+    """Directory of the embedded default's state (``STACCATO_HOME``)."""
+    path = Path(os.environ.get("STACCATO_HOME") or platformdirs.user_data_dir("staccato"))
+    return path
+
+
+def worker_processes() -> int:
+    """Activity processes per worker (``STACCATO_WORKER_PROCESSES``).
+
+    Raises:
+        ValueError: the variable is not a positive integer.
+    """
+    text = os.environ.get("STACCATO_WORKER_PROCESSES")
+    if not text:
+        return max(4, os.cpu_count() or 1)
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"STACCATO_WORKER_PROCESSES must be a positive integer, got {text!r}")
+    return int(text)
+
+
+def temporal_connect_config() -> dict[str, Any]:
+    """Keyword arguments for ``temporalio.client.Client.connect`` from Temporal's
+    standard environment configuration, with Staccato's defaults filled in."""
+    from temporalio.envconfig import ClientConfig
+
+    config: dict[str, Any] = dict(ClientConfig.load_client_connect_config())
+    config.setdefault("target_host", DEFAULT_ADDRESS)
+    if not config.get("target_host"):
+        config["target_host"] = DEFAULT_ADDRESS
+    config.setdefault("namespace", DEFAULT_NAMESPACE)
+    return config

@@ -1,0 +1,186 @@
+"""Parse and canonicalise endpoint URLs: one canonical text per object.
+
+Accepted forms (DESIGN.md, Contracts):
+
+* ``/abs/path``, ``rel/path``, ``file:///abs/path`` -> ``file:///abs/path``
+  (relative paths are made absolute against the caller's working directory;
+  ``.`` and ``..`` are resolved, symlinks are not; percent-escapes decoded).
+* ``http://host[:port]/path?query``, ``https://...`` (sources only): scheme and host
+  lower-cased, default port dropped, fragment dropped.
+* ``s3://bucket/key[?profile=NAME]``: the key is an opaque string (S3 keys are not
+  paths: ``a//b``, ``/lead``, ``x/./y`` stay as written).
+* ``sftp://[user@]host[:port]/path``.
+
+Credentials never appear in a URL: a password is refused with :class:`InvalidURL`
+(they would land in workflow history and logs).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from urllib.parse import quote, unquote, urlsplit
+
+from staccato.errors import InvalidURL
+
+SCHEMES = ("file", "http", "https", "s3", "sftp")
+SOURCE_ONLY_SCHEMES = ("http", "https")
+
+# S3 bucket naming rules: https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+_DEFAULT_PORTS = {"http": 80, "https": 443, "sftp": 22}
+
+
+@dataclass(frozen=True)
+class EndpointURL:
+    """A parsed, canonical endpoint URL.
+
+    Attributes:
+        scheme: ``file``, ``http``, ``https``, ``s3`` or ``sftp``.
+        canonical: the one text form of this object, used for workflow ids.
+        path: file path (file, sftp), URL path (http), or key (s3).
+        host: host name (http, sftp) or bucket (s3).
+        port: explicit port, or None for the default.
+        user: sftp user, if given.
+        params: query parameters Staccato understands (``profile`` for s3).
+    """
+
+    scheme: str
+    canonical: str
+    path: str
+    host: str = ""
+    port: int | None = None
+    user: str | None = None
+    params: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def bucket(self) -> str:
+        """S3 bucket name."""
+        return self.host
+
+    @property
+    def key(self) -> str:
+        """S3 object key."""
+        return self.path
+
+    def __str__(self) -> str:
+        return self.canonical
+
+
+def parse_url(text: str, *, cwd: str | None = None) -> EndpointURL:
+    """Parse ``text`` into its canonical :class:`EndpointURL`.
+
+    Args:
+        text: a URL or a local path.
+        cwd: directory against which relative paths are resolved (default: os.getcwd()).
+
+    Raises:
+        InvalidURL: empty text, an unknown scheme, a malformed URL or credentials in it;
+            the message names the URL and what was expected.
+    """
+    if not text or not text.strip():
+        raise InvalidURL("empty URL: expected a path or a URL such as file:///data/x.bin")
+    if text != text.strip() or any(c in text for c in "\r\n\t\0"):
+        raise InvalidURL(f"malformed URL {text!r}: it contains whitespace or control characters")
+    match = re.match(r"^([A-Za-z][A-Za-z0-9+.\-]*)://", text)
+    if not match:
+        if re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*:", text) and not os.path.exists(text):
+            scheme = text.split(":", 1)[0]
+            if len(scheme) > 1:
+                raise InvalidURL(
+                    f"malformed URL {text!r}: expected SCHEME://..., one of {', '.join(SCHEMES)}"
+                )
+        return _file_url(os.path.join(cwd or os.getcwd(), text))
+    scheme = match.group(1).lower()
+    if scheme not in SCHEMES:
+        raise InvalidURL(
+            f"unknown URL scheme {scheme!r} in {text!r}: supported schemes are {', '.join(SCHEMES)}"
+        )
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as err:
+        raise InvalidURL(f"malformed URL {text!r}: {err}") from None
+    if parts.password is not None:
+        raise InvalidURL(
+            f"refusing a password in URL {_redact(text)}: credentials never go in URLs "
+            "(they would be stored in the transfer's history); configure them on the worker "
+            "(ssh-agent, key files or ~/.ssh/config for sftp; AWS profiles for s3)"
+        )
+    if scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise InvalidURL(f"malformed file URL {text!r}: expected file:///absolute/path")
+        if parts.query or parts.fragment:
+            raise InvalidURL(f"malformed file URL {text!r}: '?' and '#' must be percent-encoded")
+        path = unquote(parts.path)
+        if not path.startswith("/"):
+            raise InvalidURL(f"malformed file URL {text!r}: expected file:///absolute/path")
+        return _file_url(path)
+    if scheme in ("http", "https"):
+        if not parts.hostname:
+            raise InvalidURL(f"malformed URL {text!r}: no host")
+        if parts.username is not None:
+            raise InvalidURL(f"refusing credentials in URL {_redact(text)}: configure them on the worker")
+        host = parts.hostname.lower()
+        netloc = f"[{host}]" if ":" in host else host
+        if port is not None and port != _DEFAULT_PORTS[scheme]:
+            netloc += f":{port}"
+        path = parts.path or "/"
+        canonical = f"{scheme}://{netloc}{path}" + (f"?{parts.query}" if parts.query else "")
+        return EndpointURL(scheme, canonical, path, host=host, port=port)
+    if scheme == "s3":
+        return _s3_url(text)
+    return _sftp_url(text, parts.hostname, port, parts.username, parts.path, parts.query)
+
+
+def _redact(text: str) -> str:
+    return re.sub(r"//([^/@]*)@", "//***@", text)
+
+
+def _file_url(path: str) -> EndpointURL:
+    path = os.path.normpath(path)
+    if path.startswith("//"):
+        path = "/" + path.lstrip("/")
+    return EndpointURL("file", "file://" + quote(path, safe="/"), path)
+
+
+def _s3_url(text: str) -> EndpointURL:
+    rest = text[len("s3://") :]
+    params: dict[str, str] = {}
+    if "?" in rest:
+        rest, query = rest.split("?", 1)
+        for item in query.split("&"):
+            name, _, value = item.partition("=")
+            if name != "profile" or not value:
+                raise InvalidURL(
+                    f"malformed S3 URL {text!r}: the only query parameter understood is "
+                    "?profile=NAME"
+                )
+            params[name] = unquote(value)
+    bucket, _, key = rest.partition("/")
+    if not _BUCKET_RE.match(bucket) or ".." in bucket:
+        raise InvalidURL(
+            f"invalid S3 bucket name {bucket!r} in {text!r}: 3-63 characters of lowercase "
+            "letters, digits, '.' and '-', starting and ending with a letter or digit"
+        )
+    canonical = f"s3://{bucket}/{key}" + (f"?profile={quote(params['profile'])}" if params else "")
+    return EndpointURL("s3", canonical, key, host=bucket, params=params)
+
+
+def _sftp_url(
+    text: str, host: str | None, port: int | None, user: str | None, path: str, query: str
+) -> EndpointURL:
+    if not host:
+        raise InvalidURL(f"malformed SFTP URL {text!r}: expected sftp://[user@]host[:port]/path")
+    if query:
+        raise InvalidURL(f"malformed SFTP URL {text!r}: query parameters are not understood")
+    path = unquote(path)
+    if not path.startswith("/"):
+        raise InvalidURL(f"malformed SFTP URL {text!r}: expected an absolute path after the host")
+    host = host.lower()
+    netloc = (f"{user}@" if user else "") + (f"[{host}]" if ":" in host else host)
+    if port is not None and port != 22:
+        netloc += f":{port}"
+    canonical = f"sftp://{netloc}{quote(path, safe='/')}"
+    return EndpointURL("sftp", canonical, path, host=host, port=port, user=user)

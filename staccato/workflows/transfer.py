@@ -1,0 +1,326 @@
+"""``TransferWorkflow``: stat -> plan -> prepare -> streams -> publish -> verify.
+
+One run moves one object. The workflow id is derived from the destination, so it is
+the destination's lock (see :func:`staccato.client.transfer_id`). The history stays
+small: a handful of activities, one per segment (a segment is many chunks), and a
+search-attribute upsert per state change: a 1 GiB transfer is well under 100 events.
+
+Pause (update ``pause``) cancels the running streams with
+``WAIT_CANCELLATION_COMPLETED``; they return where they stopped and the segments are
+re-scheduled on ``resume``; a re-scheduled stream skips the chunks the destination
+already holds. Cancel or permanent failure runs ``cleanup`` (temp file removed, S3
+upload aborted) and never touches the destination name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+
+with workflow.unsafe.imports_passed_through():
+    from staccato import checksums
+    from staccato.models import (
+        ObjectInfo,
+        PrepareInput,
+        PrepareResult,
+        Progress,
+        PublishInput,
+        Segment,
+        StreamInput,
+        StreamResult,
+        TransferRequest,
+        TransferResult,
+        TransferState,
+        VerifyInput,
+        WriteSession,
+    )
+    from staccato.plan import plan_segments
+    from staccato.workflows import search_attributes as sa
+
+# Retries: transient failures (network, 5xx, a killed worker) back off from 1 s to
+# 30 s; 30 attempts span ~13 minutes of an endpoint being down.
+RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=30,
+)
+SHORT_TIMEOUT = timedelta(minutes=2)
+DEFAULT_HEARTBEAT_TIMEOUT = timedelta(seconds=20)
+STREAM_RATE_FLOOR = 1_000_000  # bytes/s assumed when sizing a stream's start-to-close timeout
+
+
+@workflow.defn(name="TransferWorkflow")
+class TransferWorkflow:
+    """Copies one object from ``request.source`` to ``request.destination``."""
+
+    def __init__(self) -> None:
+        self._progress: Progress | None = None
+        self._paused = False
+        self._running: dict[int, workflow.ActivityHandle[StreamResult]] = {}
+        self._failure: BaseException | None = None
+
+    @workflow.run
+    async def run(self, request: TransferRequest) -> TransferResult:
+        """Run the transfer; returns its result or fails with the reason."""
+        options = request.options
+        self._progress = Progress(
+            state=TransferState.scheduled, chunk_size=options.chunk_size, streams=options.streams
+        )
+        started = workflow.now()
+        session: WriteSession | None = None
+        published = False
+        heartbeat_timeout = (
+            timedelta(seconds=options.heartbeat_timeout_s)
+            if options.heartbeat_timeout_s
+            else DEFAULT_HEARTBEAT_TIMEOUT
+        )
+        try:
+            self._set_phase("stat")
+            info: ObjectInfo = await workflow.execute_activity(
+                "stat", request.source, result_type=ObjectInfo,
+                start_to_close_timeout=SHORT_TIMEOUT, retry_policy=RETRY,
+            )
+            self._progress.bytes_total = info.size
+            self._set_state(TransferState.running)
+            self._set_phase("prepare")
+            prepared: PrepareResult = await workflow.execute_activity(
+                "prepare",
+                PrepareInput(
+                    destination=request.destination,
+                    size=info.size,
+                    chunk_size=options.chunk_size,
+                    session_key=_session_key(),
+                ),
+                result_type=PrepareResult,
+                start_to_close_timeout=SHORT_TIMEOUT,
+                retry_policy=RETRY,
+            )
+            session = prepared.session
+            chunk_size = prepared.chunk_size
+            if prepared.note:
+                workflow.logger.info("chunk size adjusted: %s", prepared.note)
+            self._progress.chunk_size = chunk_size
+            segments = plan_segments(info.size, chunk_size, options.streams if info.supports_ranges else 1)
+            self._progress.segments_total = len(segments)
+            self._set_phase("copy")
+            results = await self._copy(request, info, session, segments, heartbeat_timeout)
+            digest = checksums.combine(
+                options.checksum.value,
+                [(results[s.index].checksum or "", s.length) for s in segments],
+            )
+            self._set_phase("publish")
+            await workflow.execute_activity(
+                "publish",
+                PublishInput(session=session, source=request.source, source_info=info),
+                start_to_close_timeout=SHORT_TIMEOUT,
+                retry_policy=RETRY,
+            )
+            published = True
+            self._set_phase("verify")
+            await workflow.execute_activity(
+                "verify",
+                VerifyInput(
+                    url=request.destination,
+                    size=info.size,
+                    chunk_size=chunk_size,
+                    segments=[(s.first_chunk, s.end_chunk) for s in segments],
+                    checksum=options.checksum,
+                    expected=digest,
+                    mode=options.verify,
+                ),
+                result_type=str,
+                start_to_close_timeout=_copy_timeout(info.size) + SHORT_TIMEOUT,
+                retry_policy=RETRY,
+            )
+        except (asyncio.CancelledError, CancelledError):
+            await self._cleanup(session)
+            self._set_state(TransferState.cancelled)
+            raise
+        except ActivityError as err:
+            if not published:
+                await self._cleanup(session)
+            reason = _reason(err)
+            self._progress.error = reason
+            self._set_state(TransferState.failed)
+            raise ApplicationError(reason, type=_reason_type(err), non_retryable=True) from None
+        label = checksums.label(options.checksum.value, digest)
+        self._progress.checksum = label
+        self._progress.bytes_committed = info.size
+        self._set_state(TransferState.completed)
+        self._set_phase("done")
+        return TransferResult(
+            source=request.source,
+            destination=request.destination,
+            bytes=info.size,
+            checksum=label,
+            verified=options.verify,
+            duration_s=(workflow.now() - started).total_seconds(),
+            source_version=info.version,
+            chunk_size=chunk_size,
+            streams=options.streams,
+        )
+
+    async def _copy(
+        self,
+        request: TransferRequest,
+        info: ObjectInfo,
+        session: WriteSession,
+        segments: list[Segment],
+        heartbeat_timeout: timedelta,
+    ) -> dict[int, StreamResult]:
+        """Run the segments, ``streams`` at a time; returns each segment's result."""
+        assert self._progress is not None
+        queue: deque[Segment] = deque(segments)
+        results: dict[int, StreamResult] = {}
+        attempts: dict[int, int] = {}
+
+        async def lane() -> None:
+            assert self._progress is not None
+            while True:
+                await workflow.wait_condition(lambda: not self._paused or self._failure is not None)
+                if self._failure is not None or not queue:
+                    return
+                segment = queue.popleft()
+                attempts[segment.index] = attempts.get(segment.index, 0) + 1
+                handle = workflow.start_activity(
+                    "copy_stream",
+                    StreamInput(
+                        transfer_id=workflow.info().workflow_id,
+                        source=request.source,
+                        source_info=info,
+                        session=session,
+                        segment=segment,
+                        checksum=request.options.checksum,
+                    ),
+                    result_type=StreamResult,
+                    activity_id=f"stream-{segment.index:04d}-{attempts[segment.index]}",
+                    start_to_close_timeout=_copy_timeout(segment.length),
+                    heartbeat_timeout=heartbeat_timeout,
+                    retry_policy=RETRY,
+                    cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                )
+                self._running[segment.index] = handle
+                try:
+                    result = await handle
+                except ActivityError as err:
+                    if self._paused and isinstance(err.cause, CancelledError):
+                        queue.appendleft(segment)
+                        continue
+                    if self._failure is None:
+                        self._failure = err
+                    for other in self._running.values():
+                        other.cancel()
+                    return
+                finally:
+                    self._running.pop(segment.index, None)
+                if result.complete:
+                    results[segment.index] = result
+                    self._progress.segments_done += 1
+                    self._progress.bytes_committed += segment.length
+                else:
+                    queue.appendleft(segment)
+
+        await asyncio.gather(*(lane() for _ in range(max(1, min(request.options.streams, len(segments))))))
+        if self._failure is not None:
+            raise self._failure
+        return results
+
+    async def _cleanup(self, session: WriteSession | None) -> None:
+        if session is None:
+            return
+        self._set_phase("cleanup")
+        try:
+            await workflow.execute_activity(
+                "cleanup", session, start_to_close_timeout=SHORT_TIMEOUT,
+                retry_policy=RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=10)),
+            )
+        except ActivityError as err:
+            workflow.logger.warning("cleanup of %s failed: %s", session.url, _reason(err))
+
+    def _set_state(self, state: TransferState) -> None:
+        assert self._progress is not None
+        if self._progress.state != state:
+            self._progress.state = state
+            workflow.upsert_search_attributes([sa.STATE.value_set(state.value)])
+        self._show()
+
+    def _set_phase(self, phase: str) -> None:
+        assert self._progress is not None
+        self._progress.phase = phase
+        self._show()
+
+    def _show(self) -> None:
+        assert self._progress is not None
+        p = self._progress
+        workflow.set_current_details(
+            f"**{p.state.value}** ({p.phase}): {p.segments_done}/{p.segments_total} segments, "
+            f"{p.bytes_committed}/{p.bytes_total if p.bytes_total is not None else '?'} bytes committed"
+            + (f"\n\nerror: {p.error}" if p.error else "")
+        )
+
+    @workflow.query
+    def progress(self) -> Progress | None:
+        """Workflow-side progress (committed segments); costs no history."""
+        return self._progress
+
+    @workflow.update
+    async def pause(self) -> None:
+        """Stop the streams where they are; the transfer resumes on ``resume``."""
+        self._paused = True
+        self._set_state(TransferState.paused)
+        for handle in list(self._running.values()):
+            handle.cancel()
+
+    @pause.validator
+    def _validate_pause(self) -> None:
+        if self._progress is None or self._progress.state not in (
+            TransferState.running, TransferState.scheduled
+        ):
+            state = self._progress.state.value if self._progress else "starting"
+            raise ApplicationError(f"cannot pause a transfer that is {state}")
+
+    @workflow.update
+    async def resume(self) -> None:
+        """Continue a paused transfer from what the destination holds."""
+        self._paused = False
+        self._set_state(TransferState.running)
+
+    @resume.validator
+    def _validate_resume(self) -> None:
+        if self._progress is None or self._progress.state != TransferState.paused:
+            state = self._progress.state.value if self._progress else "starting"
+            raise ApplicationError(f"cannot resume a transfer that is {state}, not paused")
+
+
+def _session_key() -> str:
+    info = workflow.info()
+    return f"{info.workflow_id}-{info.run_id[:8]}"
+
+
+def _copy_timeout(size: int) -> timedelta:
+    """Generous start-to-close bound for moving ``size`` bytes (heartbeats catch stalls)."""
+    return timedelta(seconds=600 + size // STREAM_RATE_FLOOR)
+
+
+def _root(err: BaseException) -> BaseException:
+    while isinstance(err, ActivityError) and err.cause is not None:
+        err = err.cause
+    return err
+
+
+def _reason(err: BaseException) -> str:
+    root = _root(err)
+    return getattr(root, "message", None) or str(root)
+
+
+def _reason_type(err: BaseException) -> str:
+    root = _root(err)
+    if isinstance(root, ApplicationError) and root.type:
+        return root.type
+    return type(root).__name__
