@@ -121,10 +121,21 @@ def copy_stream(request: StreamInput) -> StreamResult:
             checkpoint.next_chunk if checkpoint else None,
         )
 
-    buffer = memoryview(bytearray(session.chunk_size)) if todo else memoryview(b"")
+    server_side = bool(todo) and destination.can_copy_from(source_url, destination_url)
+    buffer = memoryview(bytearray(session.chunk_size)) if todo and not server_side else memoryview(b"")
     try:
         progress.beat(force=True)
         with destination.open_writer(session) if todo else _NoWriter() as writer:
+            if server_side:
+                for index in todo:
+                    offset, length = chunk_bounds(index, session.size, session.chunk_size)
+                    durable[index] = writer.copy_chunk(
+                        index, source_url, request.source_info, offset, length, algorithm
+                    )
+                    progress.next_chunk = index + 1
+                    progress.add(length, 0)
+                    progress.beat()
+                todo = []
             for run_start, run_end in _runs(todo):
                 first_offset = chunk_bounds(run_start, session.size, session.chunk_size)[0]
                 last_offset, last_length = chunk_bounds(run_end - 1, session.size, session.chunk_size)
@@ -192,3 +203,6 @@ class _NoWriter:
 
     def write_chunk(self, index: int, data: memoryview, checksum: str) -> None:  # pragma: no cover
         raise AssertionError("no chunks to write")
+
+    def copy_chunk(self, *args: object) -> str:  # pragma: no cover
+        raise AssertionError("no chunks to copy")

@@ -78,6 +78,19 @@ class ChunkWriter(abc.ABC):
                 attempt): a stale writer stops here.
         """
 
+    def copy_chunk(
+        self, index: int, source: EndpointURL, info: ObjectInfo, offset: int, length: int, algorithm: str
+    ) -> str:
+        """Server-side copy of ``source[offset:offset+length]`` (pinned to ``info.version``)
+        into chunk ``index``, durable on return, no bytes through the worker.
+
+        Only called when :meth:`Driver.can_copy_from` said yes.
+
+        Returns:
+            The chunk's hex checksum in ``algorithm`` (as the store computed it).
+        """
+        raise Unsupported("server-side copy is not supported by this endpoint")
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources."""
 
@@ -104,6 +117,12 @@ class Driver(abc.ABC):
             ``(chunk_size, note)``; ``note`` says why it changed (None if unchanged).
         """
         return chunk_size, None
+
+    @abc.abstractmethod
+    def can_copy_from(self, source: EndpointURL, destination: EndpointURL) -> bool:
+        """Whether chunks of ``source`` can be copied into ``destination`` server-side
+        (optional capability, e.g. S3 UploadPartCopy on one endpoint)."""
+        return False
 
     @abc.abstractmethod
     def stat(self, url: EndpointURL) -> ObjectInfo:

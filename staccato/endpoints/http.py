@@ -1,9 +1,10 @@
 """The ``http``/``https`` endpoint (sources only), with httpx.
 
-Stat is a ranged ``GET`` for ``bytes=0-0`` (never ``HEAD``: some servers refuse it,
-case C12): a ``206`` with a matching ``Content-Range`` (RFC 9110 §14.4) proves range
-support and gives the size; a ``200`` means the server ignores ranges (C1); a ``416``
-with ``bytes */0`` is an empty object. The version pinned is the strong ``ETag``, or
+Stat sends ``HEAD``; when that advertises ranges (or is refused: some servers
+answer 405, case C12) a ranged ``GET`` for ``bytes=0-0`` decides: a ``206`` with a
+matching ``Content-Range`` (RFC 9110 §14.4) proves range support and gives the size;
+a ``200`` means the server ignores ranges (C1); a ``416`` with ``bytes */0`` is an
+empty object. The version pinned is the strong ``ETag``, or
 else ``Last-Modified`` (RFC 9110 §8.8).
 
 Reads send ``Range`` with ``If-Range`` (RFC 9110 §13.1.5) holding the pinned
@@ -195,6 +196,22 @@ class HTTPDriver(Driver):
         )
 
     def stat(self, url: EndpointURL) -> ObjectInfo:
+        """``HEAD`` first; if it advertises ``Accept-Ranges: bytes``, a ranged ``GET``
+        of one byte confirms it (some servers and proxies advertise ranges and ignore
+        them, C1). A refused ``HEAD`` (405, 501, ...) falls back to the ranged ``GET``
+        (C12)."""
+        try:
+            head = self._client.head(url.canonical, headers={"Accept-Encoding": "identity"})
+        except httpx.HTTPError as err:
+            raise _transport_error(err, url.canonical) from None
+        code = head.status_code
+        if code in (401, 403, 404, 410) or code >= 500 or code in (408, 429):
+            raise _status_error(head, url.canonical)
+        if code == 200:
+            length = head.headers.get("content-length", "")
+            advertises_ranges = "bytes" in head.headers.get("accept-ranges", "").lower()
+            if length.isdigit() and (int(length) == 0 or not advertises_ranges):
+                return self._info_from_probe(head, url.canonical)
         try:
             with self._client.stream(
                 "GET", url.canonical, headers={"Range": "bytes=0-0", "Accept-Encoding": "identity"}

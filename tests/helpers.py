@@ -1,0 +1,152 @@
+"""Test helpers: Staccato workers as real subprocesses, the CLI as a subprocess,
+and small file utilities. No mocks: workers talk to the real Temporal dev server."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+MiB = 1024 * 1024
+
+
+def write_random(path: Path, size: int, seed: int = 0) -> str:
+    """Write ``size`` pseudo-random bytes to ``path`` (world-readable); return their sha256."""
+    digest = hashlib.sha256()
+    block = hashlib.sha256(f"{seed}".encode()).digest() * 2048  # 64 KiB pattern seed
+    rnd = os.urandom(min(size, 1 << 20)) if size else b""
+    with open(path, "wb") as out:
+        written = 0
+        while written < size:
+            piece = rnd if size - written >= len(rnd) else rnd[: size - written]
+            if not piece:
+                piece = block[: size - written]
+            out.write(piece)
+            digest.update(piece)
+            written += len(piece)
+            rnd = hashlib.sha256(rnd[:64]).digest() * 32768 if written < size else rnd  # vary 1 MiB blocks
+    os.chmod(path, 0o644)
+    return digest.hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    """SHA-256 hex digest of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def leftovers(directory: Path) -> list[str]:
+    """Staccato temp/journal files left in ``directory``."""
+    return sorted(p.name for p in directory.iterdir() if ".staccato-" in p.name)
+
+
+class WorkerProcess:
+    """``staccato worker`` as a subprocess (its activity pool are its children).
+
+    Args:
+        address: Temporal address.
+        task_queue: queue to poll (default: a fresh unique one).
+        processes: activity processes.
+        env: extra environment (e.g. AWS settings for S3 tests).
+    """
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        task_queue: str | None = None,
+        processes: int = 4,
+        env: Mapping[str, str] | None = None,
+        log_dir: Path | None = None,
+    ) -> None:
+        self.address = address
+        self.task_queue = task_queue or f"test-{uuid.uuid4().hex[:12]}"
+        self.processes = processes
+        self.env = dict(env or {})
+        self.log_path = (log_dir or Path("/tmp")) / f"staccato-worker-{self.task_queue}-{uuid.uuid4().hex[:6]}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 60.0) -> WorkerProcess:
+        """Start and wait until the worker polls (its log says so)."""
+        env = {
+            **os.environ,
+            "TEMPORAL_ADDRESS": self.address,
+            "TEMPORAL_NAMESPACE": "default",
+            "STACCATO_TASK_QUEUE": self.task_queue,
+            **self.env,
+        }
+        log = open(self.log_path, "ab")
+        offset = self.log_path.stat().st_size
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "staccato.cli", "worker", "--processes", str(self.processes)],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=REPO,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited {self.process.returncode}:\n{self.log_tail()}")
+            with open(self.log_path, "rb") as f:
+                f.seek(offset)
+                if b"worker polling" in f.read():
+                    return self
+            time.sleep(0.1)
+        self.kill()
+        raise RuntimeError(f"worker did not start in {timeout_s} s:\n{self.log_tail()}")
+
+    def log_tail(self, size: int = 6000) -> str:
+        """The end of the worker's log."""
+        try:
+            data = self.log_path.read_bytes()
+        except FileNotFoundError:
+            return ""
+        return data[-size:].decode(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL the worker process only; its pool processes die with it (PDEATHSIG)."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        """SIGTERM (graceful shutdown), SIGKILL after 20 s."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def __enter__(self) -> WorkerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def run_cli(
+    *args: str, address: str, task_queue: str = "staccato", env: Mapping[str, str] | None = None,
+    timeout_s: float = 120, cwd: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``staccato ARGS`` against ``address``; returns the completed process (text)."""
+    full_env = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": address,
+        "TEMPORAL_NAMESPACE": "default",
+        "STACCATO_TASK_QUEUE": task_queue,
+        **(env or {}),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "staccato.cli", *args],
+        capture_output=True, text=True, env=full_env, timeout=timeout_s, cwd=cwd or REPO,
+    )
