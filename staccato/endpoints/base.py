@@ -118,7 +118,6 @@ class Driver(abc.ABC):
         """
         return chunk_size, None
 
-    @abc.abstractmethod
     def can_copy_from(self, source: EndpointURL, destination: EndpointURL) -> bool:
         """Whether chunks of ``source`` can be copied into ``destination`` server-side
         (optional capability, e.g. S3 UploadPartCopy on one endpoint)."""
