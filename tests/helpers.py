@@ -150,3 +150,41 @@ def run_cli(
         [sys.executable, "-m", "staccato.cli", *args],
         capture_output=True, text=True, env=full_env, timeout=timeout_s, cwd=cwd or REPO,
     )
+
+
+async def wait_for_status(client, transfer: str, predicate, *, timeout_s: float = 60.0, interval_s: float = 0.2):
+    """Poll ``client.status(transfer)`` until ``predicate(status)``; return that status.
+
+    Raises:
+        TimeoutError: not reached within ``timeout_s`` (message has the last status).
+    """
+    import asyncio
+
+    deadline = time.monotonic() + timeout_s
+    current = None
+    while time.monotonic() < deadline:
+        current = await client.status(transfer)
+        if predicate(current):
+            return current
+        await asyncio.sleep(interval_s)
+    raise TimeoutError(f"status condition not reached in {timeout_s} s; last: {current}")
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct children of ``pid`` (Linux /proc)."""
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            children += [int(c) for c in (task / "children").read_text().split()]
+        except FileNotFoundError:
+            continue
+    return children
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"

@@ -1,0 +1,186 @@
+"""Control and integrity: exclusivity, cancel, pause/resume, source changes,
+live progress, and a small workflow history."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from temporalio.api.enums.v1 import EventType
+
+from staccato.client import DestinationBusy, StaccatoClient, TransferFailed
+from staccato.models import TransferOptions, TransferState
+from tests.helpers import MiB, leftovers, run_cli, sha256_file, wait_for_status, write_random
+from tests.servers.nginx import NginxServer
+
+SIZE = 48 * MiB
+OPTIONS = TransferOptions(chunk_size=2 * MiB, streams=4, heartbeat_timeout_s=3)
+
+
+@pytest.fixture
+def slow_nginx(http_root: Path) -> Iterator[NginxServer]:
+    """nginx sending at most 3 MB/s per connection: a 48 MiB transfer lasts ~4 s."""
+    server = NginxServer(http_root, ranges=True, extra_server_config="limit_rate 3m;")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _started(fraction: float = 0.1):
+    return lambda s: s.state != TransferState.scheduled and (
+        s.state != TransferState.running or (s.bytes_total and s.bytes_done >= s.bytes_total * fraction)
+    )
+
+
+async def test_one_transfer_per_destination(
+    client: StaccatoClient, slow_nginx: NginxServer, http_root: Path, data_dir: Path, temporal_server
+) -> None:
+    write_random(http_root / "busy-a.bin", SIZE, seed=1)
+    write_random(http_root / "busy-b.bin", SIZE, seed=2)
+    destination = data_dir / "busy.bin"
+    a, b = slow_nginx.url("busy-a.bin"), slow_nginx.url("busy-b.bin")
+    outcomes = await asyncio.gather(
+        client.submit(a, str(destination), OPTIONS),
+        client.submit(b, str(destination), OPTIONS),
+        return_exceptions=True,
+    )
+    ids = [o for o in outcomes if isinstance(o, str)]
+    busy = [o for o in outcomes if isinstance(o, DestinationBusy)]
+    assert len(ids) == 1 and len(busy) == 1, outcomes
+    assert "destination busy" in str(busy[0]) and ids[0] in str(busy[0])
+    winner = a if outcomes[0] == ids[0] else b
+    loser = b if winner == a else a
+    # identical re-submission attaches to the running transfer
+    assert await client.submit(winner, str(destination), OPTIONS) == ids[0]
+    # the CLI exits non-zero, naming the running transfer
+    cli = run_cli(
+        "submit", loser, str(destination), "--chunk-size", "2MiB",
+        address=temporal_server.address, task_queue=client.task_queue,
+    )
+    assert cli.returncode == 1, cli
+    assert "destination busy" in cli.stderr and ids[0] in cli.stderr
+    await asyncio.wait_for(client.wait(ids[0]), 120)
+    assert sha256_file(destination) == sha256_file(http_root / os.path.basename(winner))
+
+
+async def test_cancel_keeps_existing_destination(
+    client: StaccatoClient, slow_nginx: NginxServer, http_root: Path, data_dir: Path
+) -> None:
+    write_random(http_root / "cancel.bin", SIZE, seed=3)
+    destination = data_dir / "cancel.bin"
+    destination.write_bytes(b"precious old content")
+    transfer = await client.submit(slow_nginx.url("cancel.bin"), str(destination), OPTIONS)
+    await wait_for_status(client, transfer, _started(0.2), timeout_s=60)
+    assert leftovers(data_dir), "a running transfer should have a temp file"
+    await client.cancel(transfer)
+    status = await wait_for_status(client, transfer, lambda s: s.state == TransferState.cancelled, timeout_s=60)
+    assert status.state == TransferState.cancelled
+    with pytest.raises(TransferFailed):
+        await client.wait(transfer)
+    assert destination.read_bytes() == b"precious old content"
+    assert leftovers(data_dir) == []
+
+
+async def test_pause_then_resume(
+    client: StaccatoClient, slow_nginx: NginxServer, http_root: Path, data_dir: Path
+) -> None:
+    digest = write_random(http_root / "pause.bin", SIZE, seed=4)
+    destination = data_dir / "pause.bin"
+    transfer = await client.submit(slow_nginx.url("pause.bin"), str(destination), OPTIONS)
+    await wait_for_status(client, transfer, _started(0.2), timeout_s=60)
+    await client.pause(transfer)
+    paused = await wait_for_status(client, transfer, lambda s: s.state == TransferState.paused, timeout_s=30)
+    await asyncio.sleep(2)
+    still = await client.status(transfer)
+    assert still.state == TransferState.paused
+    assert still.bytes_done <= paused.bytes_done + 4 * OPTIONS.chunk_size
+    assert not destination.exists()
+    await client.resume(transfer)
+    result = await asyncio.wait_for(client.wait(transfer), 120)
+    assert result.bytes == SIZE
+    assert sha256_file(destination) == digest
+    assert leftovers(data_dir) == []
+
+
+async def test_progress_moves_every_two_seconds(
+    client: StaccatoClient, slow_nginx: NginxServer, http_root: Path, data_dir: Path
+) -> None:
+    write_random(http_root / "progress.bin", SIZE, seed=5)
+    options = TransferOptions(chunk_size=2 * MiB, streams=2, heartbeat_timeout_s=3)  # ~6 MB/s: ~8 s
+    transfer = await client.submit(slow_nginx.url("progress.bin"), str(data_dir / "p.bin"), options)
+    await wait_for_status(client, transfer, lambda s: s.state != TransferState.scheduled and s.bytes_done > 0, timeout_s=60)
+    samples: list[tuple[float, int, TransferState]] = []
+    for _ in range(40):
+        status = await client.status(transfer)
+        samples.append((time.monotonic(), status.bytes_done, status.state))
+        if status.state != TransferState.running:
+            break
+        assert status.rate_bytes_per_s is not None
+        await asyncio.sleep(0.25)
+    running = [(t, b) for t, b, state in samples if state == TransferState.running]
+    assert len(running) >= 4, samples
+    for (t0, b0) in running:
+        later = [b for t, b in running if t0 < t <= t0 + 2.0]
+        if later and running[-1][0] >= t0 + 2.0:
+            assert max(later) > b0, f"bytes_done stuck at {b0} for 2 s: {samples}"
+    await asyncio.wait_for(client.wait(transfer), 120)
+
+
+async def test_source_file_changed_during_transfer(client: StaccatoClient, data_dir: Path) -> None:
+    """C2: a source appended to while it is copied fails with `source changed`."""
+    source = data_dir / "grow.bin"
+    with open(source, "wb") as f:
+        f.truncate(2048 * MiB)  # sparse, but 2 GiB to copy: a few seconds
+    destination = data_dir / "grow.out"
+    transfer = await client.submit(str(source), str(destination), OPTIONS)
+    await wait_for_status(client, transfer, lambda s: s.state != TransferState.scheduled and s.bytes_done > 0, timeout_s=60)
+    with open(source, "ab") as f:
+        f.write(b"appended while copying")
+    with pytest.raises(TransferFailed) as failure:
+        await asyncio.wait_for(client.wait(transfer), 60)
+    assert "source changed" in str(failure.value)
+    assert not destination.exists()
+    assert [n for n in leftovers(data_dir)] == []
+
+
+async def test_http_source_changed_during_transfer(
+    client: StaccatoClient, slow_nginx: NginxServer, http_root: Path, data_dir: Path
+) -> None:
+    """The ETag/Last-Modified pinned at stat time no longer matches: never a mixed object."""
+    source = http_root / "etag.bin"
+    write_random(source, SIZE, seed=7)
+    destination = data_dir / "etag.bin"
+    transfer = await client.submit(slow_nginx.url("etag.bin"), str(destination), OPTIONS)
+    await wait_for_status(client, transfer, _started(0.2), timeout_s=60)
+    time.sleep(1.1)  # a new Last-Modified second, so the ETag changes
+    write_random(source, SIZE, seed=8)
+    with pytest.raises(TransferFailed) as failure:
+        await asyncio.wait_for(client.wait(transfer), 120)
+    assert "source changed" in str(failure.value)
+    assert not destination.exists()
+    assert leftovers(data_dir) == []
+
+
+async def test_history_stays_small(client: StaccatoClient, data_dir: Path) -> None:
+    """1 GiB in 1 MiB chunks records fewer than 200 events."""
+    source = data_dir / "big.bin"
+    with open(source, "wb") as f:
+        f.truncate(1024 * MiB)  # sparse: reads fast, still 1,024 chunks to copy and checksum
+    destination = data_dir / "big.out"
+    transfer = await client.submit(
+        str(source), str(destination), TransferOptions(chunk_size=1 * MiB, streams=4, verify="size")
+    )
+    result = await asyncio.wait_for(client.wait(transfer), 300)
+    assert result.bytes == 1024 * MiB
+    history = await client.temporal.get_workflow_handle(transfer).fetch_history()
+    events = history.events
+    print(f"history: {len(events)} events for 1 GiB in 1 MiB chunks")
+    assert len(events) < 200
+    assert events[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED
+    destination.unlink()
