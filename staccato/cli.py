@@ -17,9 +17,13 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, NoReturn, TypeVar
 
-import typer
+if not sys.stderr.isatty():
+    # Plain usage errors when piped or logged (no boxes drawn at 80 columns).
+    os.environ.setdefault("TYPER_USE_RICH", "0")
+
+import typer  # noqa: E402
 from pydantic import ByteSize, TypeAdapter, ValidationError
 
 from staccato import settings
@@ -111,26 +115,37 @@ ChunkSizeOption = Annotated[
 ]
 StreamsOption = Annotated[
     int,
-    typer.Option("--streams", min=1, max=MAX_STREAMS, help="Parallel streams (activities) copying chunks."),
+    typer.Option(
+        "--streams", min=1, max=MAX_STREAMS, help="Parallel streams (activities) copying chunks."
+    ),
 ]
 VerifyOption = Annotated[
-    VerifyMode, typer.Option("--verify", help="After publishing: re-read and compare checksums, sizes, or nothing.")
+    VerifyMode,
+    typer.Option(
+        "--verify", help="After publishing: re-read and compare checksums, sizes, or nothing."
+    ),
 ]
 ChecksumOption = Annotated[
     ChecksumAlgorithm, typer.Option("--checksum", help="Chunk checksum: crc32c (fast) or sha256.")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-TransferArg = Annotated[str, typer.Argument(help="Transfer id, or the destination URL/path.", metavar="TRANSFER")]
+TransferArg = Annotated[
+    str, typer.Argument(help="Transfer id, or the destination URL/path.", metavar="TRANSFER")
+]
 
 
-def _options(chunk_size: int, streams: int, verify: VerifyMode, checksum: ChecksumAlgorithm) -> TransferOptions:
+def _options(
+    chunk_size: int, streams: int, verify: VerifyMode, checksum: ChecksumAlgorithm
+) -> TransferOptions:
     return TransferOptions(chunk_size=chunk_size, streams=streams, verify=verify, checksum=checksum)
 
 
 @app.command()
 def submit(
     source: Annotated[str, typer.Argument(help="Source URL or path.")],
-    destination: Annotated[str, typer.Argument(help="Destination URL or path (the file to write).")],
+    destination: Annotated[
+        str, typer.Argument(help="Destination URL or path (the file to write).")
+    ],
     chunk_size: ChunkSizeOption = DEFAULT_CHUNK_SIZE,
     streams: StreamsOption = DEFAULT_STREAMS,
     verify: VerifyOption = VerifyMode.checksum,
@@ -152,7 +167,9 @@ def submit(
 @app.command()
 def cp(
     source: Annotated[str, typer.Argument(help="Source URL or path.")],
-    destination: Annotated[str, typer.Argument(help="Destination URL or path (the file to write).")],
+    destination: Annotated[
+        str, typer.Argument(help="Destination URL or path (the file to write).")
+    ],
     chunk_size: ChunkSizeOption = DEFAULT_CHUNK_SIZE,
     streams: StreamsOption = DEFAULT_STREAMS,
     verify: VerifyOption = VerifyMode.checksum,
@@ -210,7 +227,7 @@ async def _follow(client: StaccatoClient, transfer: str, *, quiet: bool) -> Tran
     console = Console(stderr=True)
     final: TransferStatus | None = None
     if quiet:
-        async for final in client.follow(transfer):
+        async for final in client.follow(transfer):  # noqa: B007 - keep the last status
             pass
     elif console.is_terminal:
         columns = (
@@ -278,7 +295,9 @@ def status(transfer: TransferArg, as_json: JsonOption = False) -> None:
 
 @app.command("list")
 def list_transfers(
-    state: Annotated[TransferState | None, typer.Option("--state", help="Only transfers in this state.")] = None,
+    state: Annotated[
+        TransferState | None, typer.Option("--state", help="Only transfers in this state.")
+    ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=1000, help="At most this many.")] = 50,
     as_json: JsonOption = False,
 ) -> None:
@@ -293,7 +312,9 @@ def list_transfers(
         typer.echo(json.dumps([s.to_json_dict() for s in statuses], indent=2))
         return
     for s in statuses:
-        typer.echo(f"{s.id}  {s.state.value:10} {_plain_line(s).split(': ', 1)[1]:40}  {s.source} -> {s.destination}")
+        typer.echo(
+            f"{s.id}  {s.state.value:10} {_plain_line(s).split(': ', 1)[1]:40}  {s.source} -> {s.destination}"
+        )
 
 
 @app.command()
@@ -344,12 +365,20 @@ def _setup_logging(verbose: bool) -> None:
 
 ProcessesOption = Annotated[
     int | None,
-    typer.Option("--processes", min=1, max=256, help="Activity processes (default STACCATO_WORKER_PROCESSES or max(4, CPUs))."),
+    typer.Option(
+        "--processes",
+        min=1,
+        max=256,
+        help="Activity processes (default STACCATO_WORKER_PROCESSES or max(4, CPUs)).",
+    ),
 ]
 
 
 @app.command()
-def worker(processes: ProcessesOption = None, verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+def worker(
+    processes: ProcessesOption = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
     """Run a worker against the Temporal named by TEMPORAL_ADDRESS (default 127.0.0.1:7233)."""
     from staccato.workers.worker import run_worker
 
@@ -357,7 +386,11 @@ def worker(processes: ProcessesOption = None, verbose: Annotated[bool, typer.Opt
 
     async def go() -> None:
         client = await StaccatoClient.connect()
-        await run_worker(client.temporal, task_queue=client.task_queue, processes=processes or settings.worker_processes())
+        await run_worker(
+            client.temporal,
+            task_queue=client.task_queue,
+            processes=processes or settings.worker_processes(),
+        )
 
     try:
         _run(go)
@@ -371,9 +404,14 @@ def _pid_file() -> Path:
 
 @app.command()
 def up(
-    detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background; stop with `staccato down`.")] = False,
+    detach: Annotated[
+        bool,
+        typer.Option("--detach", "-d", help="Run in the background; stop with `staccato down`."),
+    ] = False,
     port: Annotated[int, typer.Option("--port", help="Temporal gRPC port on 127.0.0.1.")] = 7233,
-    ui_port: Annotated[int, typer.Option("--ui-port", help="Temporal UI port on 127.0.0.1.")] = settings.DEFAULT_UI_PORT,
+    ui_port: Annotated[
+        int, typer.Option("--ui-port", help="Temporal UI port on 127.0.0.1.")
+    ] = settings.DEFAULT_UI_PORT,
     processes: ProcessesOption = None,
 ) -> None:
     """Run the embedded default: Temporal's dev server (SQLite file under STACCATO_HOME,
@@ -390,13 +428,26 @@ def up(
         log_path = home / "staccato-up.log"
         ready_path = home / "up.ready"
         ready_path.unlink(missing_ok=True)
-        args = [sys.executable, "-m", "staccato.cli", "up", "--port", str(port), "--ui-port", str(ui_port)]
+        args = [
+            sys.executable,
+            "-m",
+            "staccato.cli",
+            "up",
+            "--port",
+            str(port),
+            "--ui-port",
+            str(ui_port),
+        ]
         if processes:
             args += ["--processes", str(processes)]
         with open(log_path, "ab") as log:
             child = subprocess.Popen(
-                args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, env={**os.environ, "STACCATO_UP_READY_FILE": str(ready_path)},
+                args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env={**os.environ, "STACCATO_UP_READY_FILE": str(ready_path)},
             )
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and not ready_path.exists():
@@ -422,7 +473,10 @@ def up(
         except DevServerError as err:
             _fail(str(err))
     _pid_file().write_text(str(os.getpid()))
-    typer.echo(f"Temporal dev server on {address}, UI at http://127.0.0.1:{ui_port}, data in {home}", err=True)
+    typer.echo(
+        f"Temporal dev server on {address}, UI at http://127.0.0.1:{ui_port}, data in {home}",
+        err=True,
+    )
 
     async def go() -> None:
         from staccato.workers.worker import run_worker
@@ -438,8 +492,10 @@ def up(
 
         marker = asyncio.create_task(mark_ready())
         await run_worker(
-            client.temporal, task_queue=client.task_queue,
-            processes=processes or settings.worker_processes(), ready=ready,
+            client.temporal,
+            task_queue=client.task_queue,
+            processes=processes or settings.worker_processes(),
+            ready=ready,
         )
         marker.cancel()
 

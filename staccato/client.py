@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from datetime import timedelta
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 from temporalio.api.enums.v1 import PendingActivityState
@@ -155,7 +155,9 @@ class StaccatoClient:
         if src.canonical == dst.canonical:
             raise InvalidURL(f"source and destination are the same object: {dst}")
         if dst.scheme in ("file", "sftp") and dst.path.endswith("/"):
-            raise InvalidURL(f"destination {destination!r} names a directory; name the file to write")
+            raise InvalidURL(
+                f"destination {destination!r} names a directory; name the file to write"
+            )
         return TransferRequest(
             source=src.canonical, destination=dst.canonical, options=options or TransferOptions()
         )
@@ -212,7 +214,7 @@ class StaccatoClient:
 
     async def _memo(self, handle: WorkflowHandle[Any, Any]) -> dict[str, Any]:
         description = await handle.describe()
-        return await description.memo()
+        return dict(await description.memo())
 
     def _handle(self, transfer: str) -> WorkflowHandle[Any, Any]:
         """A handle from a transfer id or a destination URL/path."""
@@ -239,7 +241,9 @@ class StaccatoClient:
         status = description.status
         progress: Progress | None = None
         try:
-            progress = await handle.query(TransferWorkflow.progress, rpc_timeout=timedelta(seconds=5))
+            progress = await handle.query(
+                TransferWorkflow.progress, rpc_timeout=timedelta(seconds=5)
+            )
         except Exception:  # no worker polling, or the run is gone: fall back to visibility
             progress = None
         chunk_size = progress.chunk_size if progress else int(memo.get("chunk_size", 0))
@@ -271,7 +275,9 @@ class StaccatoClient:
             if state == TransferState.running:
                 rate = rate_sum
         else:
-            state = _STATUS_STATES.get(status, TransferState.failed)
+            state = (
+                _STATUS_STATES.get(status, TransferState.failed) if status else TransferState.failed
+            )
             if state == TransferState.completed:
                 result: TransferResult = await handle.result()
                 bytes_total = bytes_done = result.bytes
@@ -306,15 +312,17 @@ class StaccatoClient:
         try:
             await handle.result()
         except WorkflowFailureError as err:
-            cause = err.cause
+            cause: BaseException | None = err.cause
             while getattr(cause, "cause", None) is not None:
-                cause = cause.cause  # type: ignore[union-attr]
+                cause = getattr(cause, "cause", None)
             return getattr(cause, "message", None) or str(cause)
         except Exception as err:
             return str(err)
         return "failed"
 
-    async def list(self, *, state: TransferState | None = None, limit: int = 50) -> list[TransferStatus]:
+    async def list(
+        self, *, state: TransferState | None = None, limit: int = 50
+    ) -> list[TransferStatus]:
         """Recent transfers, newest first (at most ``limit``), optionally in one state."""
         query = "WorkflowType = 'TransferWorkflow'"
         if state is not None:
@@ -371,13 +379,19 @@ class StaccatoClient:
             cause = err.cause
             raise StaccatoError(getattr(cause, "message", None) or str(cause)) from None
 
-    async def follow(self, transfer: str, *, interval_s: float = 0.5) -> AsyncIterator[TransferStatus]:
+    async def follow(
+        self, transfer: str, *, interval_s: float = 0.5
+    ) -> AsyncIterator[TransferStatus]:
         """Yield the status every ``interval_s`` seconds until the transfer ends
         (the last status yielded is the final one)."""
         while True:
             current = await self.status(transfer)
             yield current
-            if current.state in (TransferState.completed, TransferState.failed, TransferState.cancelled):
+            if current.state in (
+                TransferState.completed,
+                TransferState.failed,
+                TransferState.cancelled,
+            ):
                 return
             await asyncio.sleep(interval_s)
 
@@ -393,4 +407,3 @@ class StaccatoClient:
         except WorkflowFailureError:
             current = await self.status(transfer)
             raise TransferFailed(current.error or "failed", current.state) from None
-

@@ -48,7 +48,9 @@ def plan_segments(
         offset = first * chunk_size
         length = min(size, end * chunk_size) - offset
         segments.append(
-            Segment(index=len(segments), first_chunk=first, end_chunk=end, offset=offset, length=length)
+            Segment(
+                index=len(segments), first_chunk=first, end_chunk=end, offset=offset, length=length
+            )
         )
         first = end
     return segments

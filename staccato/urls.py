@@ -121,7 +121,9 @@ def parse_url(text: str, *, cwd: str | None = None) -> EndpointURL:
         if not parts.hostname:
             raise InvalidURL(f"malformed URL {text!r}: no host")
         if parts.username is not None:
-            raise InvalidURL(f"refusing credentials in URL {_redact(text)}: configure them on the worker")
+            raise InvalidURL(
+                f"refusing credentials in URL {_redact(text)}: configure them on the worker"
+            )
         host = parts.hostname.lower()
         netloc = f"[{host}]" if ":" in host else host
         if port is not None and port != _DEFAULT_PORTS[scheme]:

@@ -17,7 +17,9 @@ pytest_plugins = ["tests.servers.fixtures"]
 @pytest.fixture(scope="session")
 def worker(temporal_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
     """One worker subprocess for the session, on its own task queue."""
-    process = WorkerProcess(temporal_server.address, processes=4, log_dir=tmp_path_factory.mktemp("worker"))
+    process = WorkerProcess(
+        temporal_server.address, processes=4, log_dir=tmp_path_factory.mktemp("worker")
+    )
     process.start()
     try:
         yield process
@@ -28,7 +30,9 @@ def worker(temporal_server, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 @pytest.fixture(scope="session")
 async def client(temporal_server, worker: WorkerProcess) -> AsyncIterator[StaccatoClient]:
     """A client on the session worker's task queue."""
-    connected = await StaccatoClient.connect(target_host=temporal_server.address, namespace="default")
+    connected = await StaccatoClient.connect(
+        target_host=temporal_server.address, namespace="default"
+    )
     connected.task_queue = worker.task_queue
     yield connected
 

@@ -31,7 +31,9 @@ def write_random(path: Path, size: int, seed: int = 0) -> str:
             out.write(piece)
             digest.update(piece)
             written += len(piece)
-            rnd = hashlib.sha256(rnd[:64]).digest() * 32768 if written < size else rnd  # vary 1 MiB blocks
+            rnd = (
+                hashlib.sha256(rnd[:64]).digest() * 32768 if written < size else rnd
+            )  # vary 1 MiB blocks
     os.chmod(path, 0o644)
     return digest.hexdigest()
 
@@ -73,7 +75,9 @@ class WorkerProcess:
         self.task_queue = task_queue or f"test-{uuid.uuid4().hex[:12]}"
         self.processes = processes
         self.env = dict(env or {})
-        self.log_path = (log_dir or Path("/tmp")) / f"staccato-worker-{self.task_queue}-{uuid.uuid4().hex[:6]}.log"
+        self.log_path = (
+            log_dir or Path("/tmp")
+        ) / f"staccato-worker-{self.task_queue}-{uuid.uuid4().hex[:6]}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 60.0) -> WorkerProcess:
@@ -89,7 +93,11 @@ class WorkerProcess:
         offset = self.log_path.stat().st_size
         self.process = subprocess.Popen(
             [sys.executable, "-m", "staccato.cli", "worker", "--processes", str(self.processes)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=REPO,
         )
         log.close()
         deadline = time.monotonic() + timeout_s
@@ -135,8 +143,12 @@ class WorkerProcess:
 
 
 def run_cli(
-    *args: str, address: str, task_queue: str = "staccato", env: Mapping[str, str] | None = None,
-    timeout_s: float = 120, cwd: Path | None = None,
+    *args: str,
+    address: str,
+    task_queue: str = "staccato",
+    env: Mapping[str, str] | None = None,
+    timeout_s: float = 120,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``staccato ARGS`` against ``address``; returns the completed process (text)."""
     full_env = {
@@ -148,11 +160,17 @@ def run_cli(
     }
     return subprocess.run(
         [sys.executable, "-m", "staccato.cli", *args],
-        capture_output=True, text=True, env=full_env, timeout=timeout_s, cwd=cwd or REPO,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout_s,
+        cwd=cwd or REPO,
     )
 
 
-async def wait_for_status(client, transfer: str, predicate, *, timeout_s: float = 60.0, interval_s: float = 0.2):
+async def wait_for_status(
+    client, transfer: str, predicate, *, timeout_s: float = 60.0, interval_s: float = 0.2
+):
     """Poll ``client.status(transfer)`` until ``predicate(status)``; return that status.
 
     Raises:

@@ -33,13 +33,21 @@ def slow_nginx(http_root: Path) -> Iterator[NginxServer]:
 
 
 def _started(fraction: float = 0.1):
-    return lambda s: s.state != TransferState.scheduled and (
-        s.state != TransferState.running or (s.bytes_total and s.bytes_done >= s.bytes_total * fraction)
+    return lambda s: (
+        s.state != TransferState.scheduled
+        and (
+            s.state != TransferState.running
+            or (s.bytes_total and s.bytes_done >= s.bytes_total * fraction)
+        )
     )
 
 
 async def test_one_transfer_per_destination(
-    client: StaccatoClient, slow_nginx: NginxServer, http_root: Path, data_dir: Path, temporal_server
+    client: StaccatoClient,
+    slow_nginx: NginxServer,
+    http_root: Path,
+    data_dir: Path,
+    temporal_server,
 ) -> None:
     write_random(http_root / "busy-a.bin", SIZE, seed=1)
     write_random(http_root / "busy-b.bin", SIZE, seed=2)
@@ -60,8 +68,13 @@ async def test_one_transfer_per_destination(
     assert await client.submit(winner, str(destination), OPTIONS) == ids[0]
     # the CLI exits non-zero, naming the running transfer
     cli = run_cli(
-        "submit", loser, str(destination), "--chunk-size", "2MiB",
-        address=temporal_server.address, task_queue=client.task_queue,
+        "submit",
+        loser,
+        str(destination),
+        "--chunk-size",
+        "2MiB",
+        address=temporal_server.address,
+        task_queue=client.task_queue,
     )
     assert cli.returncode == 1, cli
     assert "destination busy" in cli.stderr and ids[0] in cli.stderr
@@ -79,7 +92,9 @@ async def test_cancel_keeps_existing_destination(
     await wait_for_status(client, transfer, _started(0.2), timeout_s=60)
     assert leftovers(data_dir), "a running transfer should have a temp file"
     await client.cancel(transfer)
-    status = await wait_for_status(client, transfer, lambda s: s.state == TransferState.cancelled, timeout_s=60)
+    status = await wait_for_status(
+        client, transfer, lambda s: s.state == TransferState.cancelled, timeout_s=60
+    )
     assert status.state == TransferState.cancelled
     with pytest.raises(TransferFailed):
         await client.wait(transfer)
@@ -95,7 +110,9 @@ async def test_pause_then_resume(
     transfer = await client.submit(slow_nginx.url("pause.bin"), str(destination), OPTIONS)
     await wait_for_status(client, transfer, _started(0.2), timeout_s=60)
     await client.pause(transfer)
-    paused = await wait_for_status(client, transfer, lambda s: s.state == TransferState.paused, timeout_s=30)
+    paused = await wait_for_status(
+        client, transfer, lambda s: s.state == TransferState.paused, timeout_s=30
+    )
     await asyncio.sleep(2)
     still = await client.status(transfer)
     assert still.state == TransferState.paused
@@ -114,7 +131,12 @@ async def test_progress_moves_every_two_seconds(
     write_random(http_root / "progress.bin", SIZE, seed=5)
     options = TransferOptions(chunk_size=2 * MiB, streams=2, heartbeat_timeout_s=3)  # ~6 MB/s: ~8 s
     transfer = await client.submit(slow_nginx.url("progress.bin"), str(data_dir / "p.bin"), options)
-    await wait_for_status(client, transfer, lambda s: s.state != TransferState.scheduled and s.bytes_done > 0, timeout_s=60)
+    await wait_for_status(
+        client,
+        transfer,
+        lambda s: s.state != TransferState.scheduled and s.bytes_done > 0,
+        timeout_s=60,
+    )
     samples: list[tuple[float, int, TransferState]] = []
     for _ in range(40):
         status = await client.status(transfer)
@@ -125,7 +147,7 @@ async def test_progress_moves_every_two_seconds(
         await asyncio.sleep(0.25)
     running = [(t, b) for t, b, state in samples if state == TransferState.running]
     assert len(running) >= 4, samples
-    for (t0, b0) in running:
+    for t0, b0 in running:
         later = [b for t, b in running if t0 < t <= t0 + 2.0]
         if later and running[-1][0] >= t0 + 2.0:
             assert max(later) > b0, f"bytes_done stuck at {b0} for 2 s: {samples}"
@@ -139,7 +161,12 @@ async def test_source_file_changed_during_transfer(client: StaccatoClient, data_
         f.truncate(2048 * MiB)  # sparse, but 2 GiB to copy: a few seconds
     destination = data_dir / "grow.out"
     transfer = await client.submit(str(source), str(destination), OPTIONS)
-    await wait_for_status(client, transfer, lambda s: s.state != TransferState.scheduled and s.bytes_done > 0, timeout_s=60)
+    await wait_for_status(
+        client,
+        transfer,
+        lambda s: s.state != TransferState.scheduled and s.bytes_done > 0,
+        timeout_s=60,
+    )
     with open(source, "ab") as f:
         f.write(b"appended while copying")
     with pytest.raises(TransferFailed) as failure:

@@ -49,13 +49,18 @@ async def _client(address: str, task_queue: str) -> StaccatoClient:
 
 
 def _running_and(fraction: float):
-    return lambda s: s.state in (TransferState.failed, TransferState.completed) or (
-        s.bytes_total and s.bytes_done >= s.bytes_total * fraction
+    return lambda s: (
+        s.state in (TransferState.failed, TransferState.completed)
+        or (s.bytes_total and s.bytes_done >= s.bytes_total * fraction)
     )
 
 
 async def test_resume_after_worker_kill(
-    temporal_server: TemporalDevServer, slow_nginx: NginxServer, http_root: Path, data_dir: Path, tmp_path: Path
+    temporal_server: TemporalDevServer,
+    slow_nginx: NginxServer,
+    http_root: Path,
+    data_dir: Path,
+    tmp_path: Path,
 ) -> None:
     digest = write_random(http_root / "kill.bin", SIZE, seed=7)
     destination = data_dir / "kill.bin"
@@ -79,7 +84,9 @@ async def test_resume_after_worker_kill(
     assert sha256_file(destination) == digest
     assert leftovers(data_dir) == []
     sent = sum(r["body_bytes_sent"] for r in slow_nginx.requests() if r["method"] == "GET")
-    print(f"worker kill: source sent {sent} bytes for {SIZE}: re-sent {sent - SIZE} (bound {STREAMS * CHUNK})")
+    print(
+        f"worker kill: source sent {sent} bytes for {SIZE}: re-sent {sent - SIZE} (bound {STREAMS * CHUNK})"
+    )
     # the 1-byte range probe of stat + the object + at most one chunk per stream again
     assert sent <= SIZE + STREAMS * CHUNK + 1, f"re-sent {sent - SIZE} bytes"
 

@@ -69,7 +69,9 @@ async def test_sha256_checksum_option(client: StaccatoClient, data_dir: Path) ->
     digest = write_random(source, 3 * MiB + 5)
     destination = data_dir / "dst.bin"
     transfer = await client.submit(
-        str(source), str(destination), TransferOptions(chunk_size=CHUNK, streams=2, checksum="sha256")
+        str(source),
+        str(destination),
+        TransferOptions(chunk_size=CHUNK, streams=2, checksum="sha256"),
     )
     result = await client.wait(transfer)
     assert result.checksum.startswith("sha256-tree:")

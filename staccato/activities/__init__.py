@@ -4,9 +4,12 @@ Activities are plain (sync) functions so the worker can run them in a process po
 parallel streams then use several cores instead of sharing one GIL.
 """
 
+from collections.abc import Callable
+from typing import Any
+
 from staccato.activities.copy import copy_stream
 from staccato.activities.transfer import cleanup, prepare, publish, stat, verify
 
-ALL_ACTIVITIES = [stat, prepare, copy_stream, publish, verify, cleanup]
+ALL_ACTIVITIES: list[Callable[..., Any]] = [stat, prepare, copy_stream, publish, verify, cleanup]
 
 __all__ = ["ALL_ACTIVITIES", "cleanup", "copy_stream", "prepare", "publish", "stat", "verify"]

@@ -122,7 +122,9 @@ def copy_stream(request: StreamInput) -> StreamResult:
         )
 
     server_side = bool(todo) and destination.can_copy_from(source_url, destination_url)
-    buffer = memoryview(bytearray(session.chunk_size)) if todo and not server_side else memoryview(b"")
+    buffer = (
+        memoryview(bytearray(session.chunk_size)) if todo and not server_side else memoryview(b"")
+    )
     try:
         progress.beat(force=True)
         with destination.open_writer(session) if todo else _NoWriter() as writer:
@@ -138,9 +140,14 @@ def copy_stream(request: StreamInput) -> StreamResult:
                 todo = []
             for run_start, run_end in _runs(todo):
                 first_offset = chunk_bounds(run_start, session.size, session.chunk_size)[0]
-                last_offset, last_length = chunk_bounds(run_end - 1, session.size, session.chunk_size)
+                last_offset, last_length = chunk_bounds(
+                    run_end - 1, session.size, session.chunk_size
+                )
                 with source.open_read(
-                    source_url, request.source_info, first_offset, last_offset + last_length - first_offset
+                    source_url,
+                    request.source_info,
+                    first_offset,
+                    last_offset + last_length - first_offset,
                 ) as reader:
                     for index in range(run_start, run_end):
                         _, length = chunk_bounds(index, session.size, session.chunk_size)

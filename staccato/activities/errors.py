@@ -34,7 +34,9 @@ def mapped_errors(fn: Callable[P, R]) -> Callable[P, R]:
         except Exception as err:
             # A bug, not a condition of an endpoint: retrying 30 times would only hide it.
             raise ApplicationError(
-                f"internal error: {type(err).__name__}: {err}", type="InternalError", non_retryable=True
+                f"internal error: {type(err).__name__}: {err}",
+                type="InternalError",
+                non_retryable=True,
             ) from err
 
     return wrapper

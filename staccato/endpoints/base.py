@@ -59,7 +59,10 @@ class Reader(abc.ABC):
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.close()
 
@@ -79,7 +82,13 @@ class ChunkWriter(abc.ABC):
         """
 
     def copy_chunk(
-        self, index: int, source: EndpointURL, info: ObjectInfo, offset: int, length: int, algorithm: str
+        self,
+        index: int,
+        source: EndpointURL,
+        info: ObjectInfo,
+        offset: int,
+        length: int,
+        algorithm: str,
     ) -> str:
         """Server-side copy of ``source[offset:offset+length]`` (pinned to ``info.version``)
         into chunk ``index``, durable on return, no bytes through the worker.
@@ -98,7 +107,10 @@ class ChunkWriter(abc.ABC):
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.close()
 
@@ -142,7 +154,9 @@ class Driver(abc.ABC):
             Unsupported: the endpoint is read-only.
         """
         if not self.can_write:
-            raise Unsupported(f"{url.scheme} endpoints can only be sources, not destinations: {url}")
+            raise Unsupported(
+                f"{url.scheme} endpoints can only be sources, not destinations: {url}"
+            )
 
     def open_session(
         self, url: EndpointURL, size: int, chunk_size: int, transfer_id: str

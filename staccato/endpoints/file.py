@@ -66,7 +66,9 @@ class FileReader(Reader):
             self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as err:
             if err.errno == errno.ENOENT:
-                raise SourceChanged(f"source changed: {path} was removed during the transfer") from None
+                raise SourceChanged(
+                    f"source changed: {path} was removed during the transfer"
+                ) from None
             raise _os_error(err, f"source {path}") from None
         self._position = offset
         self._end = offset + length
@@ -92,14 +94,18 @@ class FileReader(Reader):
             raise _os_error(err, f"source {self._path}") from None
         if n == 0:
             self._check()
-            raise SourceChanged(f"source changed: {self._path} ended early at byte {self._position}")
+            raise SourceChanged(
+                f"source changed: {self._path} ended early at byte {self._position}"
+            )
         self._position += n
         self.bytes_read += n
         self._check()
         if self._position == self._end == self._info.size:
             # C2/C10: the stat size must be the real end of the file.
             if os.pread(self._fd, 1, self._position):
-                raise SourceChanged(f"source changed: {self._path} grew beyond {self._info.size} bytes")
+                raise SourceChanged(
+                    f"source changed: {self._path} grew beyond {self._info.size} bytes"
+                )
         return n
 
     def close(self) -> None:
@@ -133,7 +139,9 @@ class FileChunkWriter(ChunkWriter):
             if os.stat(self._temp).st_ino != self._inode:
                 raise FileNotFoundError
         except FileNotFoundError:
-            raise RetryableError(f"write session {self._temp} is gone; stopping this stale writer") from None
+            raise RetryableError(
+                f"write session {self._temp} is gone; stopping this stale writer"
+            ) from None
         offset = index * self._chunk_size
         try:
             view = data
@@ -193,7 +201,9 @@ class FileDriver(Driver):
     def _paths(self, url: EndpointURL, transfer_id: str) -> tuple[str, str]:
         target = Path(url.path)
         stem = f".{target.name}.{transfer_id}"
-        return str(target.parent / (stem + _TEMP_SUFFIX)), str(target.parent / (stem + _JOURNAL_SUFFIX))
+        return str(target.parent / (stem + _TEMP_SUFFIX)), str(
+            target.parent / (stem + _JOURNAL_SUFFIX)
+        )
 
     def open_session(
         self, url: EndpointURL, size: int, chunk_size: int, transfer_id: str
@@ -250,7 +260,9 @@ class FileDriver(Driver):
             fd = os.open(temp, os.O_RDONLY | os.O_CLOEXEC)
             try:
                 if os.fstat(fd).st_size != session.size:
-                    raise PermanentError(f"refusing to publish {target}: temp file has the wrong size")
+                    raise PermanentError(
+                        f"refusing to publish {target}: temp file has the wrong size"
+                    )
                 os.fsync(fd)
             finally:
                 os.close(fd)

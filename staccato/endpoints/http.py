@@ -110,7 +110,9 @@ class HTTPReader(Reader):
         if not ranged and offset:
             self._discard(offset)
 
-    def _check_response(self, response: httpx.Response, ranged: bool, offset: int, length: int) -> None:
+    def _check_response(
+        self, response: httpx.Response, ranged: bool, offset: int, length: int
+    ) -> None:
         code = response.status_code
         if ranged:
             if code == 200:
@@ -120,7 +122,9 @@ class HTTPReader(Reader):
                 )
             if code != 206:
                 if code == 416:
-                    raise SourceChanged(f"source changed: {self._url} is now shorter than {offset + length} bytes")
+                    raise SourceChanged(
+                        f"source changed: {self._url} is now shorter than {offset + length} bytes"
+                    )
                 raise _status_error(response, self._url)
             match = _CONTENT_RANGE.match(response.headers.get("content-range", ""))
             expected = (offset, offset + length - 1)
@@ -139,7 +143,9 @@ class HTTPReader(Reader):
                 raise _status_error(response, self._url)
             total = response.headers.get("content-length")
             if total is not None and int(total) != self._info.size:
-                raise SourceChanged(f"source changed: {self._url} is now {total} bytes (was {self._info.size})")
+                raise SourceChanged(
+                    f"source changed: {self._url} is now {total} bytes (was {self._info.size})"
+                )
         if _version(response, self._info.size) != self._info.version and (
             response.headers.get("etag") or response.headers.get("last-modified")
         ):
@@ -244,8 +250,11 @@ class HTTPDriver(Driver):
             match = _UNSATISFIED_RANGE.match(response.headers.get("content-range", ""))
             if match and match.group(1) == "0":
                 return ObjectInfo(
-                    size=0, version=_version(response, 0), supports_ranges=True,
-                    content_type=content_type, extra=extra,
+                    size=0,
+                    version=_version(response, 0),
+                    supports_ranges=True,
+                    content_type=content_type,
+                    extra=extra,
                 )
         if code == 200:
             length = response.headers.get("content-length")
@@ -256,8 +265,11 @@ class HTTPDriver(Driver):
                 )
             size = int(length)
             return ObjectInfo(
-                size=size, version=_version(response, size), supports_ranges=False,
-                content_type=content_type, extra=extra,
+                size=size,
+                version=_version(response, size),
+                supports_ranges=False,
+                content_type=content_type,
+                extra=extra,
             )
         raise _status_error(response, url)
 

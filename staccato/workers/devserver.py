@@ -55,7 +55,11 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
 
 
 def start_dev_server(
-    data_dir: Path, *, host: str = "127.0.0.1", port: int = 7233, ui_port: int = 8233,
+    data_dir: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 7233,
+    ui_port: int = 8233,
     wait_s: float = 60.0,
 ) -> subprocess.Popen[bytes]:
     """Start ``temporal server start-dev`` with its SQLite file in ``data_dir``.
@@ -68,25 +72,42 @@ def start_dev_server(
             not accept connections within ``wait_s`` seconds (its log is named).
     """
     if port_open(host, port):
-        raise DevServerError(f"{host}:{port} is already in use; is a Temporal server running there?")
+        raise DevServerError(
+            f"{host}:{port} is already in use; is a Temporal server running there?"
+        )
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "temporal.log"
     args = [
-        temporal_binary(), "server", "start-dev",
-        "--ip", host, "--port", str(port), "--ui-port", str(ui_port),
-        "--db-filename", str(data_dir / "temporal.db"),
-        "--log-level", "warn",
+        temporal_binary(),
+        "server",
+        "start-dev",
+        "--ip",
+        host,
+        "--port",
+        str(port),
+        "--ui-port",
+        str(ui_port),
+        "--db-filename",
+        str(data_dir / "temporal.db"),
+        "--log-level",
+        "warn",
     ]
     for key in sa.ALL:
         args += ["--search-attribute", f"{key.name}=Keyword"]
     with open(log_path, "ab") as log:
-        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise DevServerError(f"the Temporal dev server exited with {process.returncode}; see {log_path}")
+            raise DevServerError(
+                f"the Temporal dev server exited with {process.returncode}; see {log_path}"
+            )
         if port_open(host, port):
             return process
         time.sleep(0.2)
     process.kill()
-    raise DevServerError(f"the Temporal dev server did not start within {wait_s:.0f} s; see {log_path}")
+    raise DevServerError(
+        f"the Temporal dev server did not start within {wait_s:.0f} s; see {log_path}"
+    )

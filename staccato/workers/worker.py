@@ -146,10 +146,14 @@ class StaccatoWorker:
         self._manager.shutdown()
 
 
-async def run_worker(client: Client, *, task_queue: str, processes: int, ready: asyncio.Event | None = None) -> None:
+async def run_worker(
+    client: Client, *, task_queue: str, processes: int, ready: asyncio.Event | None = None
+) -> None:
     """Run a worker until SIGINT/SIGTERM, then shut it down gracefully."""
     await ensure_search_attributes(client)
-    async with StaccatoWorker(client, task_queue=task_queue, processes=processes) as staccato_worker:
+    async with StaccatoWorker(
+        client, task_queue=task_queue, processes=processes
+    ) as staccato_worker:
         assert staccato_worker.worker is not None
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -158,7 +162,10 @@ async def run_worker(client: Client, *, task_queue: str, processes: int, ready: 
         run_task = asyncio.create_task(staccato_worker.run())
         log.info(
             "worker polling task queue %r on %s (namespace %s), %d activity processes",
-            task_queue, client.service_client.config.target_host, client.namespace, processes,
+            task_queue,
+            client.service_client.config.target_host,
+            client.namespace,
+            processes,
         )
         if ready is not None:
             ready.set()

@@ -83,8 +83,11 @@ class TransferWorkflow:
         try:
             self._set_phase("stat")
             info: ObjectInfo = await workflow.execute_activity(
-                "stat", request.source, result_type=ObjectInfo,
-                start_to_close_timeout=SHORT_TIMEOUT, retry_policy=RETRY,
+                "stat",
+                request.source,
+                result_type=ObjectInfo,
+                start_to_close_timeout=SHORT_TIMEOUT,
+                retry_policy=RETRY,
             )
             self._progress.bytes_total = info.size
             self._set_state(TransferState.running)
@@ -106,7 +109,9 @@ class TransferWorkflow:
             if prepared.note:
                 workflow.logger.info("chunk size adjusted: %s", prepared.note)
             self._progress.chunk_size = chunk_size
-            segments = plan_segments(info.size, chunk_size, options.streams if info.supports_ranges else 1)
+            segments = plan_segments(
+                info.size, chunk_size, options.streams if info.supports_ranges else 1
+            )
             self._progress.segments_total = len(segments)
             self._set_phase("copy")
             results = await self._copy(request, info, session, segments, heartbeat_timeout)
@@ -226,7 +231,9 @@ class TransferWorkflow:
                 else:
                     queue.appendleft(segment)
 
-        await asyncio.gather(*(lane() for _ in range(max(1, min(request.options.streams, len(segments))))))
+        await asyncio.gather(
+            *(lane() for _ in range(max(1, min(request.options.streams, len(segments)))))
+        )
         if self._failure is not None:
             raise self._failure
         return results
@@ -237,8 +244,12 @@ class TransferWorkflow:
         self._set_phase("cleanup")
         try:
             await workflow.execute_activity(
-                "cleanup", session, start_to_close_timeout=SHORT_TIMEOUT,
-                retry_policy=RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=10)),
+                "cleanup",
+                session,
+                start_to_close_timeout=SHORT_TIMEOUT,
+                retry_policy=RetryPolicy(
+                    maximum_attempts=10, maximum_interval=timedelta(seconds=10)
+                ),
             )
         except ActivityError as err:
             workflow.logger.warning("cleanup of %s failed: %s", session.url, _reason(err))
@@ -280,7 +291,8 @@ class TransferWorkflow:
     @pause.validator
     def _validate_pause(self) -> None:
         if self._progress is None or self._progress.state not in (
-            TransferState.running, TransferState.scheduled
+            TransferState.running,
+            TransferState.scheduled,
         ):
             state = self._progress.state.value if self._progress else "starting"
             raise ApplicationError(f"cannot pause a transfer that is {state}")

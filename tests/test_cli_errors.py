@@ -1,0 +1,156 @@
+"""Bad input: a clear message naming the problem, exit 2 for usage errors, 1 for
+failed transfers, and nothing at the destination."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import leftovers, run_cli, write_random
+
+
+@pytest.fixture
+def cli(temporal_server, worker):
+    def run(*args: str, **kwargs):
+        return run_cli(
+            *args, address=temporal_server.address, task_queue=worker.task_queue, **kwargs
+        )
+
+    return run
+
+
+@pytest.fixture
+def source(data_dir: Path) -> Path:
+    path = data_dir / "src.bin"
+    write_random(path, 4096)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["ftp://host/file", "{dst}"], "unknown URL scheme 'ftp'"),
+        (["http://", "{dst}"], "malformed URL 'http://'"),
+        (["{src}", "s3://Bad_Bucket/key"], "invalid S3 bucket name 'Bad_Bucket'"),
+        (["sftp://user:secret@host/file", "{dst}"], "refusing a password in URL"),
+        (["{src}", "http://example.com/x"], "can only be sources"),
+        (["{src}", "{src}"], "source and destination are the same"),
+        (["{src}", "{dst}", "--chunk-size", "0"], "chunk size must be at least 1 byte"),
+        (["{src}", "{dst}", "--chunk-size", "lots"], "'lots' is not a size"),
+        (["{src}", "{dst}", "--streams", "0"], "--streams"),
+    ],
+)
+def test_usage_errors_exit_2(
+    cli, source: Path, data_dir: Path, args: list[str], expected: str
+) -> None:
+    destination = data_dir / "dst.bin"
+    result = cli("cp", *[a.format(src=source, dst=destination) for a in args])
+    assert result.returncode == 2, result
+    assert expected in result.stderr, result.stderr
+    assert "secret" not in result.stderr
+    assert not destination.exists()
+
+
+def _assert_failed(
+    result: subprocess.CompletedProcess[str], expected: str, destination: Path
+) -> None:
+    assert result.returncode == 1, result
+    assert expected in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not destination.exists()
+    assert leftovers(destination.parent) == [] if destination.parent.is_dir() else True
+
+
+def test_missing_source_file(cli, data_dir: Path) -> None:
+    destination = data_dir / "dst.bin"
+    result = cli("cp", str(data_dir / "nope.bin"), str(destination))
+    _assert_failed(result, "nope.bin: no such file or directory", destination)
+
+
+def test_missing_http_source(cli, nginx_ranges, data_dir: Path) -> None:
+    destination = data_dir / "dst.bin"
+    result = cli("cp", nginx_ranges.url("missing.bin"), str(destination))
+    _assert_failed(result, "source not found", destination)
+    assert "HTTP 404" in result.stderr
+
+
+def test_source_is_directory(cli, data_dir: Path) -> None:
+    destination = data_dir / "dst.bin"
+    result = cli("cp", str(data_dir), str(destination))
+    _assert_failed(result, "is a directory", destination)
+
+
+def test_destination_directory_missing(cli, source: Path, data_dir: Path) -> None:
+    destination = data_dir / "no" / "such" / "dst.bin"
+    result = cli("cp", str(source), str(destination))
+    _assert_failed(
+        result, f"destination directory {data_dir / 'no' / 'such'} does not exist", destination
+    )
+
+
+@pytest.fixture
+def read_only_dir(data_dir: Path) -> Iterator[Path]:
+    """A directory nobody may write into, even root (immutable flag or ro bind mount)."""
+    path = data_dir / "readonly"
+    path.mkdir()
+    if os.geteuid() != 0:
+        path.chmod(0o555)
+        yield path
+        path.chmod(0o755)
+        return
+    if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode == 0:
+        yield path
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+        return
+    subprocess.run(["mount", "--bind", str(path), str(path)], check=True)
+    subprocess.run(["mount", "-o", "remount,ro,bind", str(path)], check=True)
+    yield path
+    subprocess.run(["umount", str(path)], check=True)
+
+
+def test_destination_not_writable(cli, source: Path, read_only_dir: Path) -> None:
+    destination = read_only_dir / "dst.bin"
+    result = cli("cp", str(source), str(destination))
+    assert result.returncode == 1, result
+    assert "permission denied" in result.stderr or "not writable" in result.stderr, result.stderr
+    assert str(read_only_dir) in result.stderr
+    assert not destination.exists()
+    assert os.listdir(read_only_dir) == []
+
+
+def test_temporal_not_reachable(source: Path, data_dir: Path) -> None:
+    destination = data_dir / "dst.bin"
+    result = run_cli("cp", str(source), str(destination), address="127.0.0.1:1", timeout_s=60)
+    assert result.returncode == 1, result
+    assert "cannot reach Temporal at 127.0.0.1:1" in result.stderr, result.stderr
+    assert "staccato up" in result.stderr
+    assert not destination.exists()
+
+
+def test_status_of_unknown_transfer(cli) -> None:
+    result = cli("status", "staccato-0000")
+    assert result.returncode == 1
+    assert "no transfer 'staccato-0000'" in result.stderr
+
+
+def test_help_lists_commands() -> None:
+    result = run_cli("--help", address="127.0.0.1:1")
+    assert result.returncode == 0
+    for command in (
+        "up",
+        "down",
+        "worker",
+        "submit",
+        "cp",
+        "status",
+        "watch",
+        "list",
+        "cancel",
+        "pause",
+        "resume",
+    ):
+        assert command in result.stdout

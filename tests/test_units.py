@@ -1,0 +1,129 @@
+"""Pure functions: URL canonicalisation, chunk planning, checksum combination, sizes."""
+
+from __future__ import annotations
+
+import os
+
+import crc32c
+import pytest
+import typer
+
+from staccato import checksums
+from staccato.cli import parse_size
+from staccato.client import transfer_id
+from staccato.errors import InvalidURL
+from staccato.models import GiB, MiB
+from staccato.plan import MAX_SEGMENT_BYTES, chunk_count, plan_segments
+from staccato.urls import parse_url
+
+
+@pytest.mark.parametrize(
+    ("text", "canonical"),
+    [
+        ("/tmp/a b", "file:///tmp/a%20b"),
+        ("file:///tmp/../tmp/x", "file:///tmp/x"),
+        ("file://localhost/tmp/x", "file:///tmp/x"),
+        ("HTTP://Example.COM:80/a?b=1#frag", "http://example.com/a?b=1"),
+        ("https://h:8443/x", "https://h:8443/x"),
+        ("s3://bkt/a//b.txt", "s3://bkt/a//b.txt"),
+        ("s3://bkt//lead.txt", "s3://bkt//lead.txt"),
+        ("s3://bkt/x/./y", "s3://bkt/x/./y"),
+        ("s3://bkt/k?profile=prod", "s3://bkt/k?profile=prod"),
+        ("sftp://U@Host:22/p/x", "sftp://U@host/p/x"),
+        ("sftp://host:2222/p", "sftp://host:2222/p"),
+    ],
+)
+def test_canonical_urls(text: str, canonical: str) -> None:
+    assert parse_url(text).canonical == canonical
+
+
+def test_relative_path_is_made_absolute() -> None:
+    assert parse_url("data/x.bin", cwd="/work").canonical == "file:///work/data/x.bin"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "empty URL"),
+        ("ftp://h/x", "unknown URL scheme 'ftp'"),
+        ("http://", "no host"),
+        ("http://u:p@h/x", "refusing a password"),
+        ("sftp://u:p@h/x", "refusing a password"),
+        ("s3://A/x", "invalid S3 bucket name"),
+        ("s3://bkt/x?region=eu", "only query parameter understood is ?profile=NAME"),
+        ("file://remotehost/x", "expected file:///absolute/path"),
+        (" /tmp/x", "whitespace"),
+    ],
+)
+def test_bad_urls(text: str, message: str) -> None:
+    with pytest.raises(InvalidURL, match=message.replace("?", r"\?")):
+        parse_url(text)
+
+
+def test_transfer_id_is_per_destination() -> None:
+    assert transfer_id("/tmp/x") == transfer_id("file:///tmp/../tmp/x")
+    assert transfer_id("/tmp/x") != transfer_id("/tmp/y")
+    assert len(transfer_id("s3://bucket/" + "k" * 900)) < 100
+
+
+@pytest.mark.parametrize("size", [0, 1, MiB - 1, MiB, MiB + 1, 10 * GiB + 7])
+@pytest.mark.parametrize("streams", [1, 3, 4, 64])
+def test_segments_cover_object_exactly(size: int, streams: int) -> None:
+    segments = plan_segments(size, MiB, streams)
+    assert sum(s.length for s in segments) == size
+    assert len(segments) <= max(streams, -(-size // MAX_SEGMENT_BYTES))
+    expected_offset = 0
+    expected_chunk = 0
+    for s in segments:
+        assert s.offset == expected_offset and s.first_chunk == expected_chunk
+        expected_offset += s.length
+        expected_chunk = s.end_chunk
+    assert expected_chunk == chunk_count(size, MiB)
+
+
+def test_huge_object_keeps_few_segments() -> None:
+    segments = plan_segments(10 * 1024 * GiB, 64 * MiB, 4)
+    assert len(segments) == 160  # 10 TiB / 64 GiB: ~1,000 history events, far below 51,200
+
+
+@pytest.mark.parametrize(
+    ("size", "piece"),
+    [(1001, 1), (10007, 7), (1000003, 4096), (1000003, 65536), (1000003, 1000003)],
+)
+def test_crc32c_combine_equals_whole(size: int, piece: int) -> None:
+    data = os.urandom(size)
+    parts = [
+        (
+            checksums.checksum_bytes("crc32c", memoryview(bytearray(data[i : i + piece]))),
+            len(data[i : i + piece]),
+        )
+        for i in range(0, len(data), piece)
+    ]
+    assert checksums.combine("crc32c", parts) == f"{crc32c.crc32c(data):08x}"
+
+
+def test_sha256_tree_depends_on_every_part() -> None:
+    a = checksums.combine("sha256", [(checksums.checksum_bytes("sha256", b"x"), 1)] * 2)
+    b = checksums.combine("sha256", [(checksums.checksum_bytes("sha256", b"y"), 1)] * 2)
+    assert a != b
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("8MiB", 8 * MiB),
+        ("64M", 64 * MiB),
+        ("64m", 64 * MiB),
+        ("1G", GiB),
+        ("100MB", 100_000_000),
+        ("4096", 4096),
+    ],
+)
+def test_parse_size(text: str, value: int) -> None:
+    assert parse_size(text) == value
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "lots", "6GiB", ""])
+def test_parse_size_rejects(text: str) -> None:
+    with pytest.raises(typer.BadParameter):
+        parse_size(text)
