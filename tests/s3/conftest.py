@@ -1,0 +1,271 @@
+"""S3 test fixtures: a metered SeaweedFS, S3-configured workers, and helpers.
+
+* ``s3_server``: SeaweedFS (``weed server -s3``) with its Prometheus metrics on, so
+  tests can count what the *server* received per bucket
+  (``SeaweedFS_s3_bucket_traffic_received_bytes_total``,
+  ``SeaweedFS_s3_request_total{type=PUT|GET|POST...}``), and a second, read-only
+  identity (for AccessDenied).
+* ``s3_worker`` / ``s3_client``: a ``staccato worker`` subprocess configured the way
+  AWS users configure things: ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` /
+  ``AWS_ENDPOINT_URL_S3`` in its environment, plus shared config/credentials files with
+  the profiles ``readonly``, ``badkey`` (unknown access key id) and ``badsecret``.
+* ``profile_worker`` / ``profile_client``: a worker with *no* AWS environment
+  variables, only config/credentials files: the default profile points at
+  ``s3_server`` (``endpoint_url``), profile ``other`` at a second SeaweedFS
+  (the shared ``seaweed_s3`` fixture), profile ``moto`` at moto (``services`` section).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from staccato.client import StaccatoClient
+from tests.helpers import WorkerProcess
+from tests.servers.seaweedfs import MotoS3, SeaweedS3
+from tests.servers.temporal_server import LOCALHOST, free_port
+
+_METRIC = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(\{[^}]*\})?\s+(\S+)$")
+
+
+class MeteredSeaweedS3(SeaweedS3):
+    """SeaweedFS with ``-metricsPort`` and a second, read-only identity."""
+
+    def __init__(self, data_dir: Path) -> None:
+        super().__init__(data_dir)
+        self.metrics_port = free_port()
+        self.readonly_key = "STACCATORO" + uuid.uuid4().hex[:10].upper()
+        self.readonly_secret = uuid.uuid4().hex + uuid.uuid4().hex
+
+    def _before_start(self) -> None:
+        super()._before_start()
+        identities = json.loads(self.s3_config_path.read_text())
+        identities["identities"].append(
+            {
+                "name": "staccato-readonly",
+                "credentials": [
+                    {"accessKey": self.readonly_key, "secretKey": self.readonly_secret}
+                ],
+                "actions": ["Read", "List"],
+            }
+        )
+        self.s3_config_path.write_text(json.dumps(identities, indent=2))
+
+    def _argv(self) -> list[str]:
+        return [*super()._argv(), f"-metricsIp={LOCALHOST}", f"-metricsPort={self.metrics_port}"]
+
+    def metrics(self) -> list[tuple[str, dict[str, str], float]]:
+        """All Prometheus samples: ``(name, labels, value)``."""
+        url = f"http://{LOCALHOST}:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        samples = []
+        for line in text.splitlines():
+            match = _METRIC.match(line)
+            if not match or line.startswith("#"):
+                continue
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2) or ""))
+            samples.append((match.group(1), labels, float(match.group(3))))
+        return samples
+
+    def received_bytes(self, bucket: str) -> int:
+        """Request-body bytes the S3 gateway received for ``bucket`` so far."""
+        return int(
+            sum(
+                v
+                for n, labels, v in self.metrics()
+                if n == "SeaweedFS_s3_bucket_traffic_received_bytes_total"
+                and labels.get("bucket") == bucket
+            )
+        )
+
+    def request_count(self, bucket: str, kind: str, code: str | None = "200") -> int:
+        """Requests of HTTP-method ``kind`` (``PUT``, ``GET``, ``POST``, ...) on ``bucket``."""
+        return int(
+            sum(
+                v
+                for n, labels, v in self.metrics()
+                if n == "SeaweedFS_s3_request_total"
+                and labels.get("bucket") == bucket
+                and labels.get("type") == kind
+                and (code is None or labels.get("code") == code)
+            )
+        )
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeteredSeaweedS3]:
+    server = MeteredSeaweedS3(tmp_path_factory.mktemp("seaweedfs-metered"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+def _write_ini(path: Path, sections: dict[str, dict[str, str]]) -> Path:
+    lines: list[str] = []
+    for section, values in sections.items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {v}" for k, v in values.items()]
+        lines.append("")
+    path.write_text("\n".join(lines))
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture(scope="session")
+def aws_files(
+    s3_server: MeteredSeaweedS3, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
+    """Shared config + credentials files for the env-configured worker (the endpoint
+    comes from ``AWS_ENDPOINT_URL_S3``, which applies to every profile)."""
+    directory = tmp_path_factory.mktemp("aws")
+    region = {"region": s3_server.region}
+    config = _write_ini(
+        directory / "config",
+        {"profile readonly": region, "profile badkey": region, "profile badsecret": region},
+    )
+    credentials = _write_ini(
+        directory / "credentials",
+        {
+            "readonly": {
+                "aws_access_key_id": s3_server.readonly_key,
+                "aws_secret_access_key": s3_server.readonly_secret,
+            },
+            "badkey": {
+                "aws_access_key_id": "STACCATONOSUCHKEY",
+                "aws_secret_access_key": "not-the-secret",
+            },
+            "badsecret": {
+                "aws_access_key_id": s3_server.access_key,
+                "aws_secret_access_key": "not-the-secret",
+            },
+        },
+    )
+    return {"AWS_CONFIG_FILE": str(config), "AWS_SHARED_CREDENTIALS_FILE": str(credentials)}
+
+
+@pytest.fixture(scope="session")
+def s3_worker_env(s3_server: MeteredSeaweedS3, aws_files: dict[str, str]) -> dict[str, str]:
+    return {**s3_server.subprocess_env(), **aws_files, "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+@pytest.fixture(scope="session")
+def s3_worker(
+    temporal_server, s3_worker_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcess]:
+    process = WorkerProcess(
+        temporal_server.address,
+        processes=4,
+        env=s3_worker_env,
+        log_dir=tmp_path_factory.mktemp("s3-worker"),
+    )
+    _start_without_inherited_aws(process)
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+async def _client(address: str, task_queue: str) -> StaccatoClient:
+    client = await StaccatoClient.connect(target_host=address, namespace="default")
+    client.task_queue = task_queue
+    return client
+
+
+@pytest.fixture(scope="session")
+async def s3_client(temporal_server, s3_worker: WorkerProcess) -> AsyncIterator[StaccatoClient]:
+    yield await _client(temporal_server.address, s3_worker.task_queue)
+
+
+@pytest.fixture(scope="session")
+def profile_worker(
+    temporal_server,
+    s3_server: MeteredSeaweedS3,
+    seaweed_s3: SeaweedS3,
+    moto_s3: MotoS3,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[WorkerProcess]:
+    """A worker configured only by shared config/credentials files and profiles."""
+    directory = tmp_path_factory.mktemp("aws-profiles")
+    region = s3_server.region
+    config = _write_ini(
+        directory / "config",
+        {
+            "default": {"region": region, "endpoint_url": s3_server.endpoint_url},
+            "profile other": {"region": region, "endpoint_url": seaweed_s3.endpoint_url},
+            "profile moto": {"region": region, "services": "moto-s3"},
+            "services moto-s3": {"s3 =\n  endpoint_url": moto_s3.endpoint_url},
+        },
+    )
+    credentials = _write_ini(
+        directory / "credentials",
+        {
+            name: {
+                "aws_access_key_id": server.access_key,
+                "aws_secret_access_key": server.secret_key,
+            }
+            for name, server in (("default", s3_server), ("other", seaweed_s3), ("moto", moto_s3))
+        },
+    )
+    env = {
+        "AWS_CONFIG_FILE": str(config),
+        "AWS_SHARED_CREDENTIALS_FILE": str(credentials),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    process = WorkerProcess(
+        temporal_server.address, processes=2, env=env, log_dir=tmp_path_factory.mktemp("pw")
+    )
+    _start_without_inherited_aws(process)
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def _start_without_inherited_aws(process: WorkerProcess) -> None:
+    """Start ``process`` with no AWS_* variable of this process leaking into it
+    (``WorkerProcess`` merges ``os.environ`` under its ``env``): an inherited
+    ``AWS_CA_BUNDLE``, ``AWS_PROFILE`` or key would change what the worker uses."""
+    with pytest.MonkeyPatch.context() as patch:
+        for key in [k for k in os.environ if k.startswith("AWS_")]:
+            patch.delenv(key)
+        process.start()
+
+
+@pytest.fixture(scope="session")
+async def profile_client(
+    temporal_server, profile_worker: WorkerProcess
+) -> AsyncIterator[StaccatoClient]:
+    yield await _client(temporal_server.address, profile_worker.task_queue)
+
+
+@pytest.fixture
+def s3(s3_server: MeteredSeaweedS3) -> Any:
+    """A boto3 client of ``s3_server`` (the test's own view of the store)."""
+    return s3_server.client()
+
+
+@pytest.fixture
+def bucket(s3: Any) -> str:
+    """A fresh, empty bucket on ``s3_server`` (unique per test, so metrics are per test)."""
+    name = f"t-{uuid.uuid4().hex[:16]}"
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def s3_env(s3_server: MeteredSeaweedS3, monkeypatch: pytest.MonkeyPatch) -> MeteredSeaweedS3:
+    """Point this test process's AWS configuration at ``s3_server`` (for in-process
+    driver tests) and give it a fresh S3 driver."""
+    s3_server.apply_env(monkeypatch)
+    return s3_server
