@@ -6,6 +6,10 @@ durable (file journal, S3 ListParts) and copies only the others. Chunk writes ar
 positional, so a chunk written twice is harmless. After a hard kill at most the
 chunk in flight per stream is sent again.
 
+A destination may hold a chunk without knowing its checksum (S3 stores whose
+ListParts reports no part checksums, a server-side copy without one): such a chunk
+is read from the source once more to checksum it, and not written again.
+
 Memory: one chunk-sized buffer per stream, whatever the object size.
 """
 
@@ -110,6 +114,7 @@ def copy_stream(request: StreamInput) -> StreamResult:
         if segment.first_chunk <= index < segment.end_chunk
     }
     todo = [i for i in range(segment.first_chunk, segment.end_chunk) if i not in durable]
+    rehash = {i for i, digest in durable.items() if not _is_digest(algorithm, digest)}
     done_bytes = sum(chunk_bounds(i, session.size, session.chunk_size)[1] for i in durable)
     progress = _StreamProgress(segment.index, done_bytes, todo[0] if todo else segment.end_chunk)
     if checkpoint is not None or durable:
@@ -122,9 +127,7 @@ def copy_stream(request: StreamInput) -> StreamResult:
         )
 
     server_side = bool(todo) and destination.can_copy_from(source_url, destination_url)
-    buffer = (
-        memoryview(bytearray(session.chunk_size)) if todo and not server_side else memoryview(b"")
-    )
+    buffer = memoryview(bytearray(session.chunk_size)) if todo or rehash else memoryview(b"")
     try:
         progress.beat(force=True)
         with destination.open_writer(session) if todo else _NoWriter() as writer:
@@ -134,11 +137,13 @@ def copy_stream(request: StreamInput) -> StreamResult:
                     durable[index] = writer.copy_chunk(
                         index, source_url, request.source_info, offset, length, algorithm
                     )
+                    if not _is_digest(algorithm, durable[index]):
+                        rehash.add(index)  # the store did not say: checksum the source range
                     progress.next_chunk = index + 1
                     progress.add(length, 0)
                     progress.beat()
                 todo = []
-            for run_start, run_end in _runs(todo):
+            for run_start, run_end in _runs(sorted(rehash.union(todo))):
                 first_offset = chunk_bounds(run_start, session.size, session.chunk_size)[0]
                 last_offset, last_length = chunk_bounds(
                     run_end - 1, session.size, session.chunk_size
@@ -164,6 +169,11 @@ def copy_stream(request: StreamInput) -> StreamResult:
                             filled += n
                             progress.beat()
                         digest = checksums.checksum_bytes(algorithm, view)
+                        if index in rehash:
+                            durable[index] = digest  # durable already: checksum only
+                            progress.add(0, reader.bytes_read - before)
+                            progress.beat()
+                            continue
                         writer.write_chunk(index, view, digest)
                         durable[index] = digest
                         progress.next_chunk = index + 1
@@ -187,6 +197,14 @@ def copy_stream(request: StreamInput) -> StreamResult:
         next_chunk=segment.end_chunk,
         checksum=checksums.combine(algorithm, parts),
         bytes_read=progress.bytes_read,
+    )
+
+
+def _is_digest(algorithm: str, digest: str) -> bool:
+    """Whether ``digest`` is a hex digest of ``algorithm`` (a destination that cannot
+    tell a chunk's checksum reports ``""``, or one in another algorithm)."""
+    return len(digest) == len(checksums.checksum_bytes(algorithm, b"")) and all(
+        c in "0123456789abcdef" for c in digest
     )
 
 

@@ -96,7 +96,9 @@ class ChunkWriter(abc.ABC):
         Only called when :meth:`Driver.can_copy_from` said yes.
 
         Returns:
-            The chunk's hex checksum in ``algorithm`` (as the store computed it).
+            The chunk's hex checksum in ``algorithm`` (as the store computed it), or
+            ``""`` when the store does not report one (the stream then reads the range
+            from the source to checksum it).
         """
         raise Unsupported("server-side copy is not supported by this endpoint")
 
@@ -173,7 +175,10 @@ class Driver(abc.ABC):
         raise Unsupported(f"{self.scheme} endpoints cannot be written")
 
     def durable_chunks(self, session: WriteSession) -> dict[int, str]:
-        """Chunks the destination holds durably for ``session``: index -> source checksum."""
+        """Chunks the destination holds durably for ``session``: index -> source checksum
+        (hex, in the transfer's algorithm), or ``""`` when the destination holds the chunk
+        but cannot tell its checksum (the stream re-reads that chunk from the source to
+        checksum it, without writing it again)."""
         raise Unsupported(f"{self.scheme} endpoints cannot be written")
 
     def publish(self, session: WriteSession) -> None:
