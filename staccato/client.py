@@ -98,6 +98,9 @@ _STATUS_STATES = {
 }
 
 
+_TERMINAL = (TransferState.completed, TransferState.failed, TransferState.cancelled)
+
+
 class StaccatoClient:
     """Client of the transfer service.
 
@@ -157,6 +160,11 @@ class StaccatoClient:
         if dst.scheme in ("file", "sftp") and dst.path.endswith("/"):
             raise InvalidURL(
                 f"destination {destination!r} names a directory; name the file to write"
+            )
+        if dst.scheme == "s3" and (not dst.key or dst.key.endswith("/")):
+            raise InvalidURL(
+                f"destination {destination!r} names no S3 object (a key ending in '/' is a "
+                "folder marker); name the object to write, e.g. s3://BUCKET/PREFIX/NAME"
             )
         return TransferRequest(
             source=src.canonical, destination=dst.canonical, options=options or TransferOptions()
@@ -379,21 +387,20 @@ class StaccatoClient:
             cause = err.cause
             raise StaccatoError(getattr(cause, "message", None) or str(cause)) from None
 
-    async def follow(
-        self, transfer: str, *, interval_s: float = 0.5
-    ) -> AsyncIterator[TransferStatus]:
+    async def follow(self, transfer: str, *, interval_s: float = 0.5) -> AsyncIterator[TransferStatus]:
         """Yield the status every ``interval_s`` seconds until the transfer ends
-        (the last status yielded is the final one)."""
-        while True:
-            current = await self.status(transfer)
-            yield current
-            if current.state in (
-                TransferState.completed,
-                TransferState.failed,
-                TransferState.cancelled,
-            ):
-                return
-            await asyncio.sleep(interval_s)
+        (the last status yielded is the final one, yielded as soon as it ends)."""
+        ended = asyncio.ensure_future(self._handle(transfer).result())
+        ended.add_done_callback(lambda task: task.cancelled() or task.exception())
+        try:
+            while True:
+                current = await self.status(transfer)
+                yield current
+                if current.state in _TERMINAL:
+                    return
+                await asyncio.wait({ended}, timeout=interval_s)
+        finally:
+            ended.cancel()
 
     async def wait(self, transfer: str) -> TransferResult:
         """Wait for the transfer to end.
