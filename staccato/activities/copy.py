@@ -24,6 +24,7 @@ from temporalio import activity
 from staccato import checksums
 from staccato.activities.errors import mapped_errors
 from staccato.endpoints import get_driver
+from staccato.endpoints.base import keepalive_hook
 from staccato.errors import RetryableError
 from staccato.models import Checkpoint, StreamInput, StreamResult
 from staccato.plan import chunk_bounds
@@ -99,6 +100,41 @@ def copy_stream(request: StreamInput) -> StreamResult:
     Raises:
         ApplicationError: a mapped :mod:`staccato.errors` error (see ``mapped_errors``).
     """
+    waiting = _Waiting()
+    # A driver may wait before the first chunk (e.g. for an SFTP connection slot): it
+    # calls base.keepalive(), which heartbeats here so the attempt is not timed out.
+    with keepalive_hook(waiting.beat):
+        try:
+            return _copy_segment(request, waiting)
+        except _Stopped:  # cancelled while a driver waited, before the stream began
+            return StreamResult(
+                segment=request.segment.index, complete=False, next_chunk=request.segment.first_chunk
+            )
+
+
+class _Waiting:
+    """Heartbeats while a driver waits: the stream's progress once it exists, else the
+    previous attempt's checkpoint unchanged (at most every 0.5 s)."""
+
+    def __init__(self) -> None:
+        self.progress: _StreamProgress | None = None
+        self._last_beat = 0.0
+
+    def beat(self) -> None:
+        if self.progress is not None:
+            self.progress.beat()
+            return
+        now = time.monotonic()
+        if now - self._last_beat < _HEARTBEAT_EVERY_S:
+            return
+        self._last_beat = now
+        activity.heartbeat(*activity.info().heartbeat_details)
+        if activity.is_cancelled():
+            raise _Stopped("cancelled")
+
+
+def _copy_segment(request: StreamInput, waiting: _Waiting) -> StreamResult:
+    """The body of :func:`copy_stream`."""
     segment = request.segment
     session = request.session
     algorithm = request.checksum.value
@@ -117,6 +153,7 @@ def copy_stream(request: StreamInput) -> StreamResult:
     rehash = {i for i, digest in durable.items() if not _is_digest(algorithm, digest)}
     done_bytes = sum(chunk_bounds(i, session.size, session.chunk_size)[1] for i in durable)
     progress = _StreamProgress(segment.index, done_bytes, todo[0] if todo else segment.end_chunk)
+    waiting.progress = progress
     if checkpoint is not None or durable:
         activity.logger.info(
             "segment %d resumes: %d of %d chunks durable (heartbeat said next chunk %s)",

@@ -16,7 +16,9 @@ Every method raises only :mod:`staccato.errors` types.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar
 from types import TracebackType
 from typing import ClassVar
 
@@ -25,6 +27,32 @@ from staccato.errors import Unsupported
 from staccato.models import ObjectInfo, WriteSession
 from staccato.plan import chunk_bounds
 from staccato.urls import EndpointURL
+
+_keepalive_hook: ContextVar[Callable[[], None] | None] = ContextVar("staccato_keepalive", default=None)
+
+
+def keepalive() -> None:
+    """Drivers call this every second or so while they wait (for a connection slot,
+    a rate limit...), so the activity running them keeps heartbeating. The hook may
+    raise (the activity was cancelled): let that propagate."""
+    hook = _keepalive_hook.get()
+    if hook is not None:
+        hook()
+
+
+def has_keepalive() -> bool:
+    """Whether the caller installed a :func:`keepalive` hook (long waits are safe)."""
+    return _keepalive_hook.get() is not None
+
+
+@contextlib.contextmanager
+def keepalive_hook(hook: Callable[[], None]) -> Iterator[None]:
+    """Install ``hook`` as what :func:`keepalive` calls, for the duration of the block."""
+    token = _keepalive_hook.set(hook)
+    try:
+        yield
+    finally:
+        _keepalive_hook.reset(token)
 
 
 class Reader(abc.ABC):
