@@ -1,0 +1,220 @@
+"""SFTP test fixtures: extra OpenSSH servers with special behaviour, and workers
+configured the way SSH users configure things.
+
+Servers (all real OpenSSH ``sshd`` on 127.0.0.1, each also authorizing the client key
+of the shared ``sshd_server`` fixture, so one key logs in everywhere):
+
+* ``sshd_server`` (shared, tests/servers): stock ``internal-sftp`` (posix-rename,
+  fsync, limits extensions).
+* ``sftp_no_rename``: ``internal-sftp -P posix-rename,fsync``: refuses both OpenSSH
+  extensions (C8; no server-side fsync).
+* ``sftp_readonly``: ``internal-sftp -R -P read``: refuses every write and read
+  (permission denied).
+* ``sftp_second_factor``: ``AuthenticationMethods publickey,keyboard-interactive``
+  (C9): the key is accepted, then a second factor is wanted.
+* ``sftp_logged``: the standalone ``sftp-server -l INFO`` whose log (``sftp_log``)
+  records ``close "PATH" bytes read R written W`` for every handle, also for handles
+  left open by a killed client: the server-side count of bytes written.
+
+Workers:
+
+* ``sftp_worker`` / ``sftp_client``: HOME is a temp dir whose ``~/.ssh`` holds the
+  client key as ``id_ed25519`` (a default identity), ``known_hosts`` (all servers
+  above, plus a *wrong* key for the alias ``changed.staccato.test``) and ``config``
+  with profiles: ``staccato-test`` (HostName/Port/User), ``nokey`` (an IdentityFile
+  that does not exist, IdentitiesOnly), ``unknownkey`` / ``changedkey`` (HostKeyAlias
+  with no / a wrong known key), ``trusting`` (``StrictHostKeyChecking accept-new``).
+  No ssh-agent (``SSH_AUTH_SOCK`` empty).
+* ``env_worker_env``: the environment for a worker configured with Staccato's own
+  settings instead (``STACCATO_SSH_CONFIG=none``, ``STACCATO_SSH_IDENTITY``,
+  ``STACCATO_SSH_KNOWN_HOSTS``), used by tests that start their own workers.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from staccato.client import StaccatoClient
+from tests.helpers import WorkerProcess
+from tests.servers.sshd import SshdServer
+
+
+class SecondFactorSshd(SshdServer):
+    """sshd that wants a public key *and* keyboard-interactive (a second factor)."""
+
+    def _before_start(self) -> None:
+        super()._before_start()
+        text = self.config_path.read_text().replace(
+            "KbdInteractiveAuthentication no", "KbdInteractiveAuthentication yes"
+        )
+        self.config_path.write_text(text + "AuthenticationMethods publickey,keyboard-interactive\n")
+        check = subprocess.run(
+            [self.binary, "-t", "-f", str(self.config_path)], capture_output=True, text=True, timeout=30
+        )
+        if check.returncode != 0:
+            raise RuntimeError(f"sshd config {self.config_path} rejected: {check.stderr}")
+
+
+def _started(server: SshdServer, main: SshdServer) -> SshdServer:
+    """Authorize ``main``'s client key too, then start."""
+    main_pub = (main.work_dir / "id_ed25519.pub").read_text().strip()
+    with open(server.authorized_keys_path, "a") as keys:
+        keys.write(main_pub + "\n")
+    server.start()
+    return server
+
+
+def _server_fixture(factory):
+    @pytest.fixture(scope="session")
+    def fixture(sshd_server: SshdServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdServer]:
+        server = _started(factory(tmp_path_factory.mktemp("sshd-extra")), sshd_server)
+        try:
+            yield server
+        finally:
+            server.stop()
+
+    return fixture
+
+
+sftp_no_rename = _server_fixture(
+    lambda d: SshdServer(d, extra_config="Match all\n  ForceCommand internal-sftp -P posix-rename,fsync")
+)
+sftp_readonly = _server_fixture(
+    lambda d: SshdServer(d, extra_config="Match all\n  ForceCommand internal-sftp -R -P read")
+)
+sftp_second_factor = _server_fixture(lambda d: SecondFactorSshd(d))
+sftp_logged = _server_fixture(
+    lambda d: SshdServer(
+        d,
+        extra_config=(
+            "Match all\n  ForceCommand /usr/lib/openssh/sftp-server -e -l INFO "
+            f"2>>{Path(d).resolve() / 'sftp.log'}"
+        ),
+    )
+)
+
+
+@pytest.fixture(scope="session")
+def sftp_log(sftp_logged: SshdServer) -> Path:
+    """The ``sftp-server -l INFO`` log of ``sftp_logged``."""
+    return sftp_logged.work_dir / "sftp.log"
+
+
+def known_hosts_lines(*servers: SshdServer) -> str:
+    return "".join(server.known_hosts_path.read_text() for server in servers)
+
+
+@pytest.fixture(scope="session")
+def sftp_home(
+    tmp_path_factory: pytest.TempPathFactory,
+    sshd_server: SshdServer,
+    sftp_no_rename: SshdServer,
+    sftp_readonly: SshdServer,
+    sftp_second_factor: SshdServer,
+    sftp_logged: SshdServer,
+) -> Path:
+    """A HOME with ``~/.ssh/{id_ed25519,known_hosts,config}`` (see module docstring)."""
+    home = tmp_path_factory.mktemp("home")
+    ssh = home / ".ssh"
+    ssh.mkdir(mode=0o700)
+    key = ssh / "id_ed25519"
+    key.write_bytes(sshd_server.client_key_path.read_bytes())
+    key.chmod(0o600)
+    other_key = (sftp_no_rename.work_dir / "ssh_host_ed25519_key.pub").read_text().split()
+    (ssh / "known_hosts").write_text(
+        known_hosts_lines(sshd_server, sftp_no_rename, sftp_readonly, sftp_second_factor, sftp_logged)
+        + f"changed.staccato.test {other_key[0]} {other_key[1]}\n"
+    )
+    port, user = sshd_server.port, sshd_server.user
+    (ssh / "config").write_text(
+        f"""# profiles of the sftp test worker
+Host staccato-test
+  HostName 127.0.0.1
+  Port {port}
+  User {user}
+
+Host nokey
+  HostName 127.0.0.1
+  Port {port}
+  User {user}
+  IdentityFile {ssh}/missing_key
+  IdentitiesOnly yes
+
+Host unknownkey
+  HostName 127.0.0.1
+  Port {port}
+  User {user}
+  HostKeyAlias unknown.staccato.test
+
+Host changedkey
+  HostName 127.0.0.1
+  Port {port}
+  User {user}
+  HostKeyAlias changed.staccato.test
+
+Host trusting
+  HostName 127.0.0.1
+  Port {port}
+  User {user}
+  HostKeyAlias trusting.staccato.test
+  StrictHostKeyChecking accept-new
+"""
+    )
+    return home
+
+
+@pytest.fixture(scope="session")
+def sftp_worker(temporal_server, sftp_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+    """A worker whose only SSH configuration is its HOME's ``~/.ssh``."""
+    process = WorkerProcess(
+        temporal_server.address,
+        processes=4,
+        env={
+            "HOME": str(sftp_home),
+            "SSH_AUTH_SOCK": "",
+            "STACCATO_SFTP_LOCK_DIR": str(tmp_path_factory.mktemp("sftp-locks")),
+            "STACCATO_SFTP_IDLE_TIMEOUT_S": "2",
+        },
+        log_dir=tmp_path_factory.mktemp("sftp-worker"),
+    )
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="session")
+async def sftp_client(temporal_server, sftp_worker: WorkerProcess) -> AsyncIterator[StaccatoClient]:
+    """A client on ``sftp_worker``'s task queue."""
+    client = await StaccatoClient.connect(target_host=temporal_server.address, namespace="default")
+    client.task_queue = sftp_worker.task_queue
+    yield client
+
+
+@pytest.fixture
+def env_worker_env(sshd_server: SshdServer, sftp_logged: SshdServer, tmp_path: Path) -> dict[str, str]:
+    """Environment for a worker configured only by STACCATO_SSH_* settings (no ssh config,
+    an empty HOME, no agent), with its own lock directory."""
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(known_hosts_lines(sshd_server, sftp_logged))
+    home = tmp_path / "empty-home"
+    home.mkdir()
+    return {
+        "HOME": str(home),
+        "SSH_AUTH_SOCK": "",
+        "STACCATO_SSH_CONFIG": "none",
+        "STACCATO_SSH_IDENTITY": str(sshd_server.client_key_path),
+        "STACCATO_SSH_KNOWN_HOSTS": str(known_hosts),
+        "STACCATO_SFTP_LOCK_DIR": str(tmp_path / "locks"),
+    }
+
+
+@pytest.fixture
+def sftp_url(sshd_server: SshdServer):
+    """``path -> sftp://user@127.0.0.1:port/path`` on the shared server."""
+    return lambda path: sshd_server.url(str(path))
