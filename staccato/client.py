@@ -258,6 +258,7 @@ class StaccatoClient:
         streams = progress.streams if progress else int(memo.get("streams", 0))
         bytes_total = progress.bytes_total if progress else None
         bytes_done = progress.bytes_committed if progress else 0
+        in_segments: dict[int, int] = dict(progress.partial) if progress else {}
         rate: float | None = None
         last_retry: str | None = None
         error: str | None = progress.error if progress else None
@@ -277,9 +278,12 @@ class StaccatoClient:
                 except Exception:
                     continue
                 if isinstance(details, Checkpoint):
-                    bytes_done += details.bytes_done
+                    in_segments[details.segment] = max(
+                        in_segments.get(details.segment, 0), details.bytes_done
+                    )
                     if pending.state != PendingActivityState.PENDING_ACTIVITY_STATE_SCHEDULED:
                         rate_sum += details.rate_bytes_per_s
+            bytes_done += sum(in_segments.values())
             if state == TransferState.running:
                 rate = rate_sum
         else:
@@ -387,7 +391,9 @@ class StaccatoClient:
             cause = err.cause
             raise StaccatoError(getattr(cause, "message", None) or str(cause)) from None
 
-    async def follow(self, transfer: str, *, interval_s: float = 0.5) -> AsyncIterator[TransferStatus]:
+    async def follow(
+        self, transfer: str, *, interval_s: float = 0.5
+    ) -> AsyncIterator[TransferStatus]:
         """Yield the status every ``interval_s`` seconds until the transfer ends
         (the last status yielded is the final one, yielded as soon as it ends)."""
         ended = asyncio.ensure_future(self._handle(transfer).result())

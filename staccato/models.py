@@ -185,6 +185,7 @@ class StreamResult(BaseModel):
     Attributes:
         complete: False when the stream stopped early (pause).
         next_chunk: first chunk not yet durable.
+        bytes_done: bytes of the segment durable at the destination.
         checksum: hex digest over the segment's chunks (only when complete).
         bytes_read: bytes read from the source by the last attempt.
     """
@@ -192,6 +193,7 @@ class StreamResult(BaseModel):
     segment: int
     complete: bool
     next_chunk: int
+    bytes_done: int = 0
     checksum: str | None = None
     bytes_read: int = 0
 
@@ -260,6 +262,9 @@ class Progress(BaseModel):
     state: TransferState
     bytes_total: int | None = None
     bytes_committed: int = 0  # bytes of completed segments
+    partial: dict[int, int] = Field(
+        default_factory=dict
+    )  # segment -> durable bytes, stopped segments
     segments_total: int = 0
     segments_done: int = 0
     chunk_size: int

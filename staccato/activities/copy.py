@@ -108,7 +108,9 @@ def copy_stream(request: StreamInput) -> StreamResult:
             return _copy_segment(request, waiting)
         except _Stopped:  # cancelled while a driver waited, before the stream began
             return StreamResult(
-                segment=request.segment.index, complete=False, next_chunk=request.segment.first_chunk
+                segment=request.segment.index,
+                complete=False,
+                next_chunk=request.segment.first_chunk,
             )
 
 
@@ -222,6 +224,7 @@ def _copy_segment(request: StreamInput, waiting: _Waiting) -> StreamResult:
             segment=segment.index,
             complete=False,
             next_chunk=missing[0] if missing else segment.end_chunk,
+            bytes_done=progress.bytes_done,
             bytes_read=progress.bytes_read,
         )
     parts = [
@@ -232,6 +235,7 @@ def _copy_segment(request: StreamInput, waiting: _Waiting) -> StreamResult:
         segment=segment.index,
         complete=True,
         next_chunk=segment.end_chunk,
+        bytes_done=segment.length,
         checksum=checksums.combine(algorithm, parts),
         bytes_read=progress.bytes_read,
     )

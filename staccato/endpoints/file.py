@@ -5,10 +5,14 @@ size + mtime (ns) + inode and re-checked with ``fstat`` after every read, so a f
 rewritten, truncated or appended to during the copy fails with ``SourceChanged``.
 
 Destination: a temp file beside the target (same directory, so the final
-``rename(2)`` is atomic, POSIX ``rename``), written positionally; each chunk is
-``fdatasync``-ed, then recorded in a small journal beside the temp file (index and
-source checksum), so a resumed stream knows exactly what is durable. Publish fsyncs,
-renames over the target and fsyncs the directory.
+``rename(2)`` is atomic, POSIX ``rename``), written positionally; after each chunk a
+line (index and source checksum) is appended to a small journal beside the temp
+file. A resumed stream re-reads each journaled chunk from the temp file and trusts
+only those whose bytes still match the journaled checksum, so neither a worker
+crash (the page cache survives) nor an OS crash (unsynced data lost, journal line
+kept) nor a torn write can make a missing chunk look durable, and no per-chunk
+``fdatasync`` is needed. Publish fsyncs the file, renames over the target and fsyncs
+the directory.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import os
 import stat as stat_module
 from pathlib import Path
 
+from staccato import checksums
 from staccato.endpoints.base import ChunkWriter, Driver, Reader
 from staccato.errors import (
     DestinationMissing,
@@ -30,7 +35,7 @@ from staccato.errors import (
     StaccatoError,
 )
 from staccato.models import ObjectInfo, WriteSession
-from staccato.plan import chunk_count
+from staccato.plan import chunk_bounds, chunk_count
 from staccato.urls import EndpointURL
 
 _TEMP_SUFFIX = ".staccato-part"
@@ -115,7 +120,7 @@ class FileReader(Reader):
 
 
 class FileChunkWriter(ChunkWriter):
-    """Positional writes into a session's temp file; one fdatasync + journal line per chunk."""
+    """Positional writes into a session's temp file; one journal line per chunk."""
 
     def __init__(self, session: WriteSession) -> None:
         self._temp = session.session_id
@@ -149,7 +154,6 @@ class FileChunkWriter(ChunkWriter):
                 n = os.pwrite(self._fd, view, offset)
                 view = view[n:]
                 offset += n
-            os.fdatasync(self._fd)
             os.write(self._journal, f"{index} {checksum}\n".encode())
         except OSError as err:
             raise _os_error(err, f"destination temp file {self._temp}") from None
@@ -231,19 +235,47 @@ class FileDriver(Driver):
     def open_writer(self, session: WriteSession) -> ChunkWriter:
         return FileChunkWriter(session)
 
-    def durable_chunks(self, session: WriteSession) -> dict[int, str]:
+    def _journaled_chunks(self, session: WriteSession) -> dict[int, str]:
+        """Chunks the journal lists (index -> source checksum), unverified."""
         chunks = chunk_count(session.size, session.chunk_size)
-        durable: dict[int, str] = {}
+        journaled: dict[int, str] = {}
         try:
             with open(session.data["journal"], encoding="ascii", errors="replace") as journal:
                 for line in journal:
                     if not line.endswith("\n"):
-                        break  # a torn last line: that chunk is simply re-sent
+                        break  # a torn last line: that chunk is simply sent again
                     index_text, _, checksum = line.strip().partition(" ")
                     if index_text.isdigit() and int(index_text) < chunks and checksum:
-                        durable[int(index_text)] = checksum
+                        journaled[int(index_text)] = checksum
         except FileNotFoundError:
             return {}
+        return journaled
+
+    def durable_chunks(self, session: WriteSession) -> dict[int, str]:
+        """Journaled chunks whose bytes in the temp file still match their checksum.
+
+        Costs one local read of the chunks already written (none on a first attempt).
+        """
+        journaled = self._journaled_chunks(session)
+        if not journaled:
+            return {}
+        durable: dict[int, str] = {}
+        buffer = memoryview(bytearray(session.chunk_size))
+        try:
+            fd = os.open(session.session_id, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return {}
+        try:
+            for index, checksum in sorted(journaled.items()):
+                offset, length = chunk_bounds(index, session.size, session.chunk_size)
+                view = buffer[:length]
+                if os.preadv(fd, [view], offset) != length:
+                    continue
+                algorithm = "sha256" if len(checksum) == 64 else "crc32c"
+                if checksums.checksum_bytes(algorithm, view) == checksum:
+                    durable[index] = checksum
+        finally:
+            os.close(fd)
         return durable
 
     def publish(self, session: WriteSession) -> None:
@@ -253,7 +285,9 @@ class FileDriver(Driver):
             if os.path.isfile(target) and os.path.getsize(target) == session.size:
                 return  # an earlier attempt published it (the activity retried after rename)
             raise RetryableError(f"write session {temp} is gone and {target} was not published")
-        missing = chunk_count(session.size, session.chunk_size) - len(self.durable_chunks(session))
+        missing = chunk_count(session.size, session.chunk_size) - len(
+            self._journaled_chunks(session)
+        )
         if missing:
             raise PermanentError(f"refusing to publish {target}: {missing} chunks are not durable")
         try:

@@ -228,7 +228,9 @@ class TransferWorkflow:
                     results[segment.index] = result
                     self._progress.segments_done += 1
                     self._progress.bytes_committed += segment.length
+                    self._progress.partial.pop(segment.index, None)
                 else:
+                    self._progress.partial[segment.index] = result.bytes_done
                     queue.appendleft(segment)
 
         await asyncio.gather(
