@@ -356,24 +356,20 @@ class HostKeyCheck:
         if self.target.trust_new and not self.for_host:
             self._record(key)
             return
-        where = ", ".join(self.target.known_hosts) or "~/.ssh/known_hosts"
-        scan = (
-            f"ssh-keyscan -p {self.target.port} {self.target.hostname}"
-            if self.target.port != 22
-            else f"ssh-keyscan {self.target.hostname}"
-        )
+        first = self.target.known_hosts[0] if self.target.known_hosts else "~/.ssh/known_hosts"
         also = (
             f" (known_hosts has only {', '.join(sorted({e.key.get_name() for e in self.for_host}))} "
-            f"keys for it)"
+            "keys for it)"
             if self.for_host
             else ""
         )
         raise PermanentError(
             f"unknown host key for {name}: the server shows {fingerprint(key)}{also}. Check that "
-            f"fingerprint with the server's administrator, then add the key to the worker's "
-            f"known_hosts ({where}), e.g. `{scan} >> {self.target.known_hosts[0] if self.target.known_hosts else '~/.ssh/known_hosts'}`, "
-            "or let the worker trust new hosts on first use (STACCATO_SFTP_TRUST_NEW_HOSTS=1, or "
-            "StrictHostKeyChecking accept-new for this host in its ssh config)"
+            "fingerprint with the server's administrator (ssh-keygen -lf on the server's host key), "
+            f"then add this line to the worker's known_hosts ({first}): "
+            f"`{name} {key.get_name()} {key.get_base64()}`; or let the worker trust new hosts on "
+            "first use (STACCATO_SFTP_TRUST_NEW_HOSTS=1, or StrictHostKeyChecking accept-new for "
+            "this host in its ssh config)"
         )
 
     def _record(self, key: paramiko.PKey) -> None:
