@@ -652,7 +652,7 @@ class Pool:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._connections: dict[tuple[str, int, str], Connection] = {}
+        self._connections: dict[tuple[str, int, str, str], Connection] = {}
         self._reaper: threading.Thread | None = None
 
     @contextmanager

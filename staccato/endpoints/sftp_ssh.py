@@ -138,9 +138,10 @@ class Target:
     proxy_command: str | None = None
 
     @property
-    def key(self) -> tuple[str, int, str]:
-        """Connection cache key: host, port, user."""
-        return (self.hostname, self.port, self.user)
+    def key(self) -> tuple[str, int, str, str]:
+        """Connection cache key: host, port, user, and the known_hosts name the host
+        key was checked under (so a profile with its own HostKeyAlias gets its own check)."""
+        return (self.hostname, self.port, self.user, self.host_key_name)
 
     @property
     def label(self) -> str:
