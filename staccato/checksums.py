@@ -80,30 +80,32 @@ def _gf2_square(matrix: list[int]) -> list[int]:
     return [_gf2_times(matrix, matrix[n]) for n in range(32)]
 
 
+def _zero_byte_operators() -> list[list[int]]:
+    """GF(2) matrices that append 2^k zero bytes to a CRC-32C, for k = 0..63."""
+    odd = [_CRC32C_POLY_REFLECTED] + [1 << n for n in range(31)]  # one zero bit
+    operator = _gf2_square(_gf2_square(_gf2_square(odd)))  # eight zero bits: one byte
+    operators = []
+    for _ in range(64):
+        operators.append(operator)
+        operator = _gf2_square(operator)
+    return operators
+
+
+_ZERO_BYTES = _zero_byte_operators()
+
+
 def crc32c_combine(crc1: int, crc2: int, length2: int) -> int:
     """CRC-32C of ``A || B`` from ``crc(A)``, ``crc(B)`` and ``len(B)`` in bytes.
 
-    The method of zlib's ``crc32_combine`` (Mark Adler): apply the operator for
-    ``length2`` zero bytes to ``crc1`` by repeated squaring, in O(log length2).
+    zlib's ``crc32_combine`` method (Mark Adler): shift ``crc1`` over ``length2`` zero
+    bytes with precomputed operators for 2^k zero bytes, one per set bit of ``length2``.
     """
-    if length2 <= 0:
-        return crc1
-    odd = [_CRC32C_POLY_REFLECTED] + [1 << n for n in range(31)]  # one zero bit
-    even = _gf2_square(odd)  # two zero bits
-    odd = _gf2_square(even)  # four zero bits
-    while True:
-        even = _gf2_square(odd)
+    bit = 0
+    while length2 > 0:
         if length2 & 1:
-            crc1 = _gf2_times(even, crc1)
+            crc1 = _gf2_times(_ZERO_BYTES[bit], crc1)
         length2 >>= 1
-        if not length2:
-            break
-        odd = _gf2_square(even)
-        if length2 & 1:
-            crc1 = _gf2_times(odd, crc1)
-        length2 >>= 1
-        if not length2:
-            break
+        bit += 1
     return crc1 ^ crc2
 
 

@@ -1,0 +1,163 @@
+"""Shared benchmark plumbing: a private Temporal dev server and Staccato worker,
+timing helpers, and worker memory (peak RSS of the worker and its activity processes).
+
+Benchmarks are run by hand (`make bench`), never by the test suite. Quote medians and
+ratios against a peer tool measured in the same run: this machine is noisy.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from staccato.workers.devserver import start_dev_server  # noqa: E402
+from tests.servers.temporal_server import free_port  # noqa: E402
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+
+class Service:
+    """A Temporal dev server (temp SQLite) and one `staccato worker` subprocess."""
+
+    def __init__(self, processes: int = 4, env: dict[str, str] | None = None) -> None:
+        self.home = Path(tempfile.mkdtemp(prefix="staccato-bench-"))
+        self.port = free_port()
+        self.processes = processes
+        self.extra_env = env or {}
+        self.server: subprocess.Popen[bytes] | None = None
+        self.worker: subprocess.Popen[bytes] | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "TEMPORAL_ADDRESS": f"127.0.0.1:{self.port}",
+            "STACCATO_TASK_QUEUE": "bench",
+            **self.extra_env,
+        }
+
+    def start(self) -> Service:
+        self.server = start_dev_server(self.home, port=self.port, ui_port=free_port())
+        self.start_worker()
+        return self
+
+    def start_worker(self) -> None:
+        log = open(self.home / "worker.log", "ab")
+        self.worker = subprocess.Popen(
+            [sys.executable, "-m", "staccato.cli", "worker", "--processes", str(self.processes)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=REPO,
+        )
+        deadline = time.monotonic() + 60
+        while b"worker polling" not in (self.home / "worker.log").read_bytes():
+            if time.monotonic() > deadline or self.worker.poll() is not None:
+                raise RuntimeError((self.home / "worker.log").read_text()[-3000:])
+            time.sleep(0.1)
+
+    def stop_worker(self) -> None:
+        if self.worker and self.worker.poll() is None:
+            self.worker.terminate()
+            self.worker.wait(30)
+
+    def worker_peak_rss_bytes(self) -> int:
+        """Sum of VmHWM (peak resident set) over the worker and its child processes."""
+        assert self.worker is not None
+        pids = [self.worker.pid] + _children(self.worker.pid)
+        total = 0
+        for pid in pids:
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        total += int(line.split()[1]) * 1024
+            except FileNotFoundError:
+                continue
+        return total
+
+    def staccato(self, *args: str) -> None:
+        subprocess.run(
+            [sys.executable, "-m", "staccato.cli", *args],
+            env=self.env,
+            check=True,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+        )
+
+    def stop(self) -> None:
+        self.stop_worker()
+        if self.server and self.server.poll() is None:
+            self.server.terminate()
+            self.server.wait(30)
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except FileNotFoundError:
+            pass
+    return found + [g for c in found for g in _children(c)]
+
+
+def timed(run: Callable[[], object]) -> float:
+    """Wall seconds of one call."""
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def median_of(
+    runs: int, run: Callable[[], object], before: Callable[[], object] | None = None
+) -> float:
+    """Median wall seconds over ``runs`` calls (``before`` runs untimed before each)."""
+    times = []
+    for _ in range(runs):
+        if before:
+            before()
+        times.append(timed(run))
+    return statistics.median(times)
+
+
+def random_file(path: Path, size: int) -> Path:
+    """``size`` random bytes at ``path`` (kept between runs), then read once to warm the cache."""
+    if not path.exists() or path.stat().st_size != size:
+        with open(path, "wb") as out:
+            block = os.urandom(64 * MiB)
+            for offset in range(0, size, len(block)):
+                out.write(
+                    block[: min(len(block), size - offset)]
+                    if offset % (256 * MiB)
+                    else os.urandom(min(len(block), size - offset))
+                )
+        path.chmod(0o644)
+    subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)
+    return path
+
+
+def table(rows: list[tuple[str, str, float, float]]) -> str:
+    """Markdown table of (case, peer, peer_s, staccato_s) with MB/s and ratios."""
+    lines = [
+        "| case | size | peer | peer s | peer MB/s | staccato s | staccato MB/s | ratio (peer s / staccato s) |",
+        "| --- | --: | --- | --: | --: | --: | --: | --: |",
+    ]
+    for case, peer, peer_s, ours_s in rows:
+        size = GiB
+        lines.append(
+            f"| {case} | 1 GiB | {peer} | {peer_s:.2f} | {size / peer_s / 1e6:.0f} | {ours_s:.2f} | "
+            f"{size / ours_s / 1e6:.0f} | {peer_s / ours_s:.2f}x |"
+        )
+    return "\n".join(lines)
