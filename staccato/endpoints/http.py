@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import http.client
 import re
+import urllib.request
 from collections.abc import Mapping
 from email.message import Message
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import httpx
 
@@ -76,6 +77,31 @@ def _version(headers: Mapping[str, str] | Message, size: int) -> str:
     return f"size={size}"
 
 
+def _connect(target: SplitResult) -> tuple[http.client.HTTPConnection, str]:
+    """An ``http.client`` connection for ``target`` and the request target to send,
+    honouring ``http_proxy``/``https_proxy``/``no_proxy`` as httpx and curl do: an
+    absolute URI through an HTTP proxy, a CONNECT tunnel for HTTPS."""
+    host = target.hostname or ""
+    https = target.scheme == "https"
+    port = target.port or (443 if https else 80)
+    path = (target.path or "/") + (f"?{target.query}" if target.query else "")
+    proxy = urllib.request.getproxies().get(target.scheme)
+    if proxy and not urllib.request.proxy_bypass(host):
+        via = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        if https:
+            tunnel = http.client.HTTPSConnection(
+                via.hostname or "", via.port or 80, timeout=_TIMEOUT.read
+            )
+            tunnel.set_tunnel(host, port)
+            return tunnel, path
+        plain = http.client.HTTPConnection(
+            via.hostname or "", via.port or 80, timeout=_TIMEOUT.read
+        )
+        return plain, target.geturl()
+    connection_class = http.client.HTTPSConnection if https else http.client.HTTPConnection
+    return connection_class(host, port, timeout=_TIMEOUT.read), path
+
+
 class HTTPReader(Reader):
     """Streams one byte range of an HTTP resource straight into caller buffers.
 
@@ -101,14 +127,8 @@ class HTTPReader(Reader):
             validator = _validator(info)
             if validator:
                 headers["If-Range"] = validator
-        connection_class = (
-            http.client.HTTPSConnection if target.scheme == "https" else http.client.HTTPConnection
-        )
         try:
-            self._connection = connection_class(
-                target.hostname or "", target.port, timeout=_TIMEOUT.read
-            )
-            path = (target.path or "/") + (f"?{target.query}" if target.query else "")
+            self._connection, path = _connect(target)
             self._connection.request("GET", path, headers=headers)
             self._response = self._connection.getresponse()
         except (OSError, http.client.HTTPException) as err:
