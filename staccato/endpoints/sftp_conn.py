@@ -41,6 +41,7 @@ import hashlib
 import logging
 import os
 import re
+import socket
 import struct
 import tempfile
 import threading
@@ -561,12 +562,31 @@ class Connection:
         return not self.broken and self.transport.is_active() and not self.sftp.sock.closed
 
     def close(self) -> None:
+        """Close the TCP connection, *then* free the slot."""
         try:
-            self.transport.close()
-        except Exception:
-            pass
+            _close_transport(self.transport)
         finally:
             self.slot.release()
+
+
+def _close_transport(transport: paramiko.Transport) -> None:
+    """Close a transport and its socket for sure. ``shutdown(2)`` sends the FIN at once:
+    a plain ``close(2)`` waits for paramiko's reader thread to leave ``recv`` (up to
+    0.1 s), during which another process could already hold the freed slot; and
+    ``Transport.close`` does nothing for a transport whose handshake failed."""
+    try:
+        sock = transport.sock
+        if isinstance(sock, socket.socket):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        transport.close()
+        sock.close()
+        if transport.is_alive() and transport is not threading.current_thread():
+            transport.join(2.0)
+    except Exception:
+        pass
 
 
 def connect(target: Target, slot: Slot) -> Connection:
@@ -619,7 +639,7 @@ def connect(target: Target, slot: Slot) -> Connection:
         except (paramiko.SSHException, EOFError, OSError, SFTPError, StatusError) as err:
             raise RetryableError(f"{target.label}: sftp subsystem failed to start: {err}") from None
     except BaseException:
-        transport.close()
+        _close_transport(transport)
         raise
     log.debug(
         "sftp connection to %s (slot %d): cipher %s, extensions %s, request sizes %d/%d",

@@ -1,0 +1,169 @@
+"""Crashes and outages with an sftp destination, and the per-host connection cap:
+
+* the worker is SIGKILLed mid-transfer: a new worker completes it, and the bytes the
+  *server* wrote into the temp file exceed the object size by at most
+  streams x chunk_size (counted from ``sftp-server -l INFO``'s per-handle
+  ``close "PATH" bytes read R written W`` lines, which it also logs for the handles a
+  killed client left open);
+* sshd is stopped for 10 s mid-transfer and started again: the transfer completes;
+* more streams than ``STACCATO_SFTP_MAX_CONNECTIONS``: never more TCP connections to the
+  server than the cap (sampled at the server's port every 10 ms).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from staccato.client import StaccatoClient
+from staccato.models import TransferOptions
+from tests.helpers import MiB, WorkerProcess, leftovers, sha256_file, write_random
+from tests.servers.sshd import SshdServer
+from tests.sftp.conftest import _started
+
+_CLOSE = re.compile(r'close "(?P<path>[^"]+)" bytes read (?P<read>\d+) written (?P<written>\d+)')
+
+
+def _journal_lines(directory: Path) -> int:
+    return sum(p.read_bytes().count(b"\n") for p in directory.glob(".*.staccato-journal"))
+
+
+async def _wait_for_journal(directory: Path, lines: int, timeout_s: float = 60) -> None:
+    """Until the destination's journal holds ``lines`` durable chunks (server side)."""
+    deadline = time.monotonic() + timeout_s
+    while _journal_lines(directory) < lines:
+        assert time.monotonic() < deadline, "the transfer made no progress"
+        await asyncio.sleep(0.01)
+
+
+async def _client(temporal_server, task_queue: str) -> StaccatoClient:
+    client = await StaccatoClient.connect(target_host=temporal_server.address, namespace="default")
+    client.task_queue = task_queue
+    return client
+
+
+def _written(log: Path, directory: Path) -> int:
+    """Bytes sftp-server wrote into temp files under ``directory``."""
+    total = 0
+    for match in _CLOSE.finditer(log.read_text(errors="replace")):
+        path = match.group("path")
+        if path.startswith(f"{directory}/") and path.endswith(".staccato-part"):
+            total += int(match.group("written"))
+    return total
+
+
+async def test_worker_sigkill_resends_at_most_streams_x_chunk(
+    temporal_server, sftp_logged: SshdServer, sftp_log: Path, env_worker_env: dict[str, str],
+    data_dir: Path, tmp_path: Path,
+) -> None:
+    size, chunk, streams = 256 * MiB, 8 * MiB, 4
+    source = data_dir / "src.bin"
+    digest = write_random(source, size, seed=21)
+    out = data_dir / "out"
+    out.mkdir()
+    destination = out / "killed.bin"
+    first = WorkerProcess(temporal_server.address, env=env_worker_env, log_dir=tmp_path).start()
+    client = await _client(temporal_server, first.task_queue)
+    options = TransferOptions(chunk_size=chunk, streams=streams, heartbeat_timeout_s=3)
+    transfer = await client.submit(str(source), sftp_logged.url(str(destination)), options)
+    await _wait_for_journal(out, 6)
+    first.kill()
+    durable_at_kill = _journal_lines(out)
+    assert durable_at_kill < size // chunk, "the transfer finished before the kill"
+    second = WorkerProcess(
+        temporal_server.address, task_queue=first.task_queue, env=env_worker_env, log_dir=tmp_path
+    ).start()
+    try:
+        result = await asyncio.wait_for(client.wait(transfer), 120)
+    finally:
+        second.stop()
+    assert result.bytes == size
+    assert sha256_file(destination) == digest
+    assert leftovers(out) == []
+    written = _written(sftp_log, out)
+    resent = written - size
+    print(f"durable chunks at kill: {durable_at_kill}; server wrote {written} bytes into the temp "
+          f"file for a {size}-byte object: re-sent {resent} bytes (bound {streams * chunk})")
+    assert 0 <= resent <= streams * chunk
+
+
+async def test_sshd_stopped_for_10_s(
+    sftp_client: StaccatoClient, sftp_logged: SshdServer, data_dir: Path
+) -> None:
+    size = 256 * MiB
+    source = data_dir / "src.bin"
+    digest = write_random(source, size, seed=22)
+    out = data_dir / "out"
+    out.mkdir()
+    destination = out / "outage.bin"
+    options = TransferOptions(chunk_size=8 * MiB, streams=4)
+    transfer = await sftp_client.submit(str(source), sftp_logged.url(str(destination)), options)
+    await _wait_for_journal(out, 4)
+    sftp_logged.stop()
+    try:
+        assert _journal_lines(out) < size // (8 * MiB), "the transfer finished before the outage"
+        await asyncio.sleep(10)
+    finally:
+        sftp_logged.start()
+    result = await asyncio.wait_for(sftp_client.wait(transfer), 150)
+    assert result.bytes == size
+    assert sha256_file(destination) == digest
+    assert leftovers(out) == []
+
+
+@pytest.fixture
+def capped_server(sshd_server: SshdServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdServer]:
+    """A server of its own, so only the worker under test connects to it."""
+    server = _started(SshdServer(tmp_path_factory.mktemp("sshd-capped")), sshd_server)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_connection_cap(
+    temporal_server, capped_server: SshdServer, env_worker_env: dict[str, str], data_dir: Path, tmp_path: Path
+) -> None:
+    """4 streams, 4 activity processes, cap 2: at most 2 connections at any moment,
+    for file->sftp and for sftp->sftp (reader and writer of a process share one)."""
+    cap = 2
+    known_hosts = Path(env_worker_env["STACCATO_SSH_KNOWN_HOSTS"])
+    known_hosts.write_text(known_hosts.read_text() + capped_server.known_hosts_path.read_text())
+    env = {**env_worker_env, "STACCATO_SFTP_MAX_CONNECTIONS": str(cap), "STACCATO_SFTP_IDLE_TIMEOUT_S": "1"}
+    size = 96 * MiB
+    source = data_dir / "src.bin"
+    digest = write_random(source, size, seed=23)
+    samples: list[int] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            samples.append(capped_server.connection_count())
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    with WorkerProcess(temporal_server.address, processes=4, env=env, log_dir=tmp_path) as worker:
+        client = await _client(temporal_server, worker.task_queue)
+        options = TransferOptions(chunk_size=4 * MiB, streams=4)
+        sampler.start()
+        try:
+            first = data_dir / "capped.bin"
+            await client.wait(await client.submit(str(source), capped_server.url(str(first)), options))
+            second = data_dir / "capped-copy.bin"
+            await client.wait(
+                await client.submit(capped_server.url(str(first)), capped_server.url(str(second)), options)
+            )
+        finally:
+            stop.set()
+            sampler.join()
+    assert sha256_file(first) == digest
+    assert sha256_file(second) == digest
+    print(f"connections to the capped server: max {max(samples)} over {len(samples)} samples (cap {cap})")
+    assert max(samples) <= cap
+    assert max(samples) == cap  # the streams did compete for the slots
