@@ -642,9 +642,14 @@ class S3ChunkWriter(ChunkWriter):
             ) from None
         except BotoCoreError as err:
             raise target.error(err, "UploadPartCopy") from None
-        if algorithm == "crc32c":
-            return _b64_to_hex(result.get("ChecksumCRC32C"))
-        return ""  # the stream reads the range to compute another algorithm
+        if algorithm != "crc32c":
+            return ""  # the stream reads the range to compute another algorithm
+        crc = _b64_to_hex(result.get("ChecksumCRC32C"))
+        if not crc and target.single_put:
+            # Some stores (SeaweedFS) answer CopyObject without the checksum but keep it.
+            head = self._driver._own_object(target)
+            crc = _b64_to_hex(head.get("ChecksumCRC32C")) if head else ""
+        return crc
 
 
 # ---------------------------------------------------------------------------- driver

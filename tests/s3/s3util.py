@@ -1,0 +1,91 @@
+"""Small helpers for the S3 tests: digests of objects, leftovers, random files."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import crc32c
+
+from tests.helpers import MiB
+
+
+def object_digest(s3: Any, bucket: str, key: str) -> str:
+    """SHA-256 of an object, streamed (1 MiB reads)."""
+    digest = hashlib.sha256()
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+    for piece in iter(lambda: body.read(MiB), b""):
+        digest.update(piece)
+    return digest.hexdigest()
+
+
+def file_crc32c(path: Path) -> str:
+    """CRC-32C of a file as Staccato prints it (8 hex digits)."""
+    value = 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(MiB), b""):
+            value = crc32c.crc32c(block, value)
+    return f"{value:08x}"
+
+
+def open_uploads(s3: Any, bucket: str) -> list[dict[str, Any]]:
+    """Multipart uploads still open in ``bucket`` (ListMultipartUploads)."""
+    return list(s3.list_multipart_uploads(Bucket=bucket).get("Uploads") or [])
+
+
+def keys(s3: Any, bucket: str) -> list[str]:
+    """Every key in ``bucket``."""
+    found: list[str] = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        found += [o["Key"] for o in page.get("Contents") or []]
+    return found
+
+
+def exists(s3: Any, bucket: str, key: str) -> bool:
+    from botocore.exceptions import ClientError
+
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as err:
+        if err.response["ResponseMetadata"]["HTTPStatusCode"] == 404:
+            return False
+        raise
+    return True
+
+
+def put_with_crc32c(s3: Any, bucket: str, key: str, path: Path, part_size: int = 8 * MiB) -> None:
+    """Upload ``path`` carrying CRC32C checksums (boto3 needs awscrt to compute CRC32C
+    itself): one PutObject up to ``part_size``, else a multipart upload with a CRC32C per
+    part and a full-object CRC32C, as Staccato writes objects."""
+    import base64
+
+    def b64(value: int) -> str:
+        return base64.b64encode(value.to_bytes(4, "big")).decode()
+
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        if size <= part_size:
+            data = f.read()
+            s3.put_object(
+                Bucket=bucket, Key=key, Body=data, ChecksumCRC32C=b64(crc32c.crc32c(data))
+            )
+            return
+        upload = s3.create_multipart_upload(
+            Bucket=bucket, Key=key, ChecksumAlgorithm="CRC32C", ChecksumType="FULL_OBJECT"
+        )
+        parts = []
+        for number, data in enumerate(iter(lambda: f.read(part_size), b""), start=1):
+            crc = b64(crc32c.crc32c(data))
+            etag = s3.upload_part(
+                Bucket=bucket,
+                Key=key,
+                UploadId=upload["UploadId"],
+                PartNumber=number,
+                Body=data,
+                ChecksumCRC32C=crc,
+            )["ETag"]
+            parts.append({"PartNumber": number, "ETag": etag, "ChecksumCRC32C": crc})
+        s3.complete_multipart_upload(
+            Bucket=bucket, Key=key, UploadId=upload["UploadId"], MultipartUpload={"Parts": parts}
+        )
