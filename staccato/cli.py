@@ -158,7 +158,9 @@ def submit(
     async def go() -> str:
         StaccatoClient.make_request(source, destination, options)  # usage errors before connecting
         client = await StaccatoClient.connect()
-        return await client.submit(source, destination, options)
+        submitted = await client.submit(source, destination, options)
+        await _warn_without_workers(client)
+        return submitted
 
     transfer = _run(go)
     typer.echo(json.dumps({"id": transfer}) if as_json else transfer)
@@ -189,6 +191,7 @@ def cp(
         transfer = await client.submit(source, destination, options)
         if not quiet:
             typer.echo(f"transfer {transfer}: {source} -> {destination}", err=True)
+        await _warn_without_workers(client)
         return await _follow(client, transfer, quiet=quiet)
 
     final = _run(go)
@@ -201,9 +204,22 @@ def watch(transfer: TransferArg) -> None:
 
     async def go() -> TransferStatus:
         client = await StaccatoClient.connect()
+        await _warn_without_workers(client)
         return await _follow(client, transfer, quiet=False)
 
     _exit_for(_run(go))
+
+
+async def _warn_without_workers(client: StaccatoClient) -> None:
+    try:
+        if await client.pollers() == 0:
+            typer.echo(
+                f"staccato: warning: no worker is polling task queue {client.task_queue!r}; the "
+                "transfer waits until one does (`staccato up --detach` or `staccato worker`)",
+                err=True,
+            )
+    except Exception:  # a hint only: never fail a transfer over it
+        pass
 
 
 def _exit_for(final: TransferStatus) -> None:

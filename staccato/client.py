@@ -391,6 +391,21 @@ class StaccatoClient:
             cause = err.cause
             raise StaccatoError(getattr(cause, "message", None) or str(cause)) from None
 
+    async def pollers(self) -> int:
+        """How many workers recently polled the task queue (for "is anyone there?" hints)."""
+        from temporalio.api.enums.v1 import TaskQueueType
+        from temporalio.api.taskqueue.v1 import TaskQueue
+        from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+
+        response = await self.temporal.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=self.temporal.namespace,
+                task_queue=TaskQueue(name=self.task_queue),
+                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+            )
+        )
+        return len(response.pollers)
+
     async def follow(
         self, transfer: str, *, interval_s: float = 0.5
     ) -> AsyncIterator[TransferStatus]:

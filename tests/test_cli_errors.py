@@ -154,3 +154,17 @@ def test_help_lists_commands() -> None:
         "resume",
     ):
         assert command in result.stdout
+
+
+def test_warns_when_no_worker_polls(cli, source: Path, data_dir: Path) -> None:
+    """A transfer submitted where no worker listens says so instead of waiting silently."""
+    result = cli(
+        "submit",
+        str(source),
+        str(data_dir / "queued.bin"),
+        env={"STACCATO_TASK_QUEUE": "nobody-home"},
+    )
+    assert result.returncode == 0, result
+    assert "no worker is polling task queue 'nobody-home'" in result.stderr
+    transfer = result.stdout.strip()
+    assert cli("cancel", transfer, env={"STACCATO_TASK_QUEUE": "nobody-home"}).returncode == 0
