@@ -119,6 +119,21 @@ _AWS_HOST = re.compile(r"(^|\.)amazonaws\.com(\.cn)?$")
 _ABORT_ROUNDS = 5
 _ABORT_PAUSE_S = 0.5
 _SEND_PIECE = 1 << 20  # bytes handed to the socket per write while sending a chunk
+#: the IAM permission each S3 call needs (for AccessDenied messages)
+_PERMISSIONS = {
+    "HeadObject": "s3:GetObject",
+    "GetObject": "s3:GetObject",
+    "HeadBucket": "s3:ListBucket",
+    "PutObject": "s3:PutObject",
+    "CreateMultipartUpload": "s3:PutObject",
+    "UploadPart": "s3:PutObject",
+    "CompleteMultipartUpload": "s3:PutObject",
+    "CopyObject": "s3:PutObject (and s3:GetObject on the source)",
+    "UploadPartCopy": "s3:PutObject (and s3:GetObject on the source)",
+    "ListParts": "s3:ListMultipartUploadParts",
+    "AbortMultipartUpload": "s3:AbortMultipartUpload",
+    "DeleteObject": "s3:DeleteObject",
+}
 _RETRYABLE_CODES = {
     "SlowDown",
     "ServiceUnavailable",
@@ -316,7 +331,7 @@ def _s3_error(
             f"refresh {endpoint.credentials_hint}"
         )
     if code in ("AccessDenied", "AllAccessDisabled", "403", "Forbidden"):
-        needed = {"source": "s3:GetObject", "destination": "s3:PutObject"}.get(role, "access")
+        needed = _PERMISSIONS.get(action.split()[0], "access")
         return PermissionDenied(
             f"access denied: {action} of {what} at {endpoint.where}; the credentials "
             f"({endpoint.credentials_hint}) need {needed} on this bucket/key"
@@ -340,6 +355,35 @@ def _s3_error(
     return PermanentError(
         f"{action} of {what} failed at {endpoint.where}: {code or status}: {message}"
     )
+
+
+def _explain_head(
+    err: ClientError, endpoint: _Endpoint, bucket: str, key: str, *, role: str, action: str
+) -> StaccatoError:
+    """Name the error of a HEAD, which has no body and hence no S3 error code: a 404 is
+    told apart (NoSuchBucket vs NoSuchKey) with HeadBucket, a 400/403 with a one-byte
+    GET, whose error body has the code (InvalidAccessKeyId, SignatureDoesNotMatch...)."""
+    code, status = _code(err), _status(err)
+    if not (code.isdigit() or code in ("NotFound", "Forbidden", "BadRequest")):
+        return _s3_error(err, endpoint, bucket, key, role=role, action=action)
+    client = endpoint.client
+    try:
+        if status == 404:
+            client.head_bucket(Bucket=bucket)
+            no_key = ClientError({"Error": {"Code": "NoSuchKey"}}, action)
+            return _s3_error(no_key, endpoint, bucket, key, role=role, action=action)
+        if status in (400, 403):
+            client.get_object(Bucket=bucket, Key=key, Range="bytes=0-0")["Body"].close()
+    except ClientError as detail:
+        detail_code = _code(detail)
+        if status == 404 and _status(detail) == 404:
+            detail = ClientError({"Error": {"Code": "NoSuchBucket"}}, "HeadBucket")
+        elif detail_code.isdigit() or detail_code in ("InvalidRange", "NoSuchKey"):
+            return _s3_error(err, endpoint, bucket, key, role=role, action=action)
+        return _s3_error(detail, endpoint, bucket, key, role=role, action=action)
+    except BotoCoreError:
+        pass
+    return _s3_error(err, endpoint, bucket, key, role=role, action=action)
 
 
 # ---------------------------------------------------------------------------- reading
@@ -708,7 +752,9 @@ class S3Driver(Driver):
                 Bucket=url.bucket, Key=url.key, ChecksumMode="ENABLED"
             )
         except ClientError as err:
-            raise self._explain(err, endpoint, url, role="source", action="HeadObject") from None
+            raise _explain_head(
+                err, endpoint, url.bucket, url.key, role="source", action="HeadObject"
+            ) from None
         except BotoCoreError as err:
             raise _s3_error(
                 err, endpoint, url.bucket, url.key, role="source", action="HeadObject"
@@ -731,38 +777,6 @@ class S3Driver(Driver):
             content_type=head.get("ContentType"),
             extra=extra,
         )
-
-    def _explain(
-        self, err: ClientError, endpoint: _Endpoint, url: EndpointURL, *, role: str, action: str
-    ) -> StaccatoError:
-        """Name the error of a HEAD, which has no body and hence no S3 error code."""
-        code, status = _code(err), _status(err)
-        if not (code.isdigit() or code in ("NotFound", "Forbidden", "BadRequest")):
-            return _s3_error(err, endpoint, url.bucket, url.key, role=role, action=action)
-        client = endpoint.client
-        try:
-            if status == 404:
-                client.head_bucket(Bucket=url.bucket)
-                return _s3_error(
-                    ClientError({"Error": {"Code": "NoSuchKey"}}, action),
-                    endpoint,
-                    url.bucket,
-                    url.key,
-                    role=role,
-                    action=action,
-                )
-            if status in (400, 403):
-                client.get_object(Bucket=url.bucket, Key=url.key, Range="bytes=0-0")["Body"].close()
-        except ClientError as detail:
-            detail_code = _code(detail)
-            if status == 404 and _status(detail) == 404:
-                detail = ClientError({"Error": {"Code": "NoSuchBucket"}}, "HeadBucket")
-            elif detail_code.isdigit() or detail_code == "InvalidRange":
-                return _s3_error(err, endpoint, url.bucket, url.key, role=role, action=action)
-            return _s3_error(detail, endpoint, url.bucket, url.key, role=role, action=action)
-        except BotoCoreError:
-            pass
-        return _s3_error(err, endpoint, url.bucket, url.key, role=role, action=action)
 
     def open_read(self, url: EndpointURL, info: ObjectInfo, offset: int, length: int) -> Reader:
         return S3Reader(self, url, info, offset, length)
@@ -880,7 +894,14 @@ class S3Driver(Driver):
         except ClientError as err:
             if _status(err) == 404:
                 return None
-            raise target.error(err, "HeadObject") from None
+            raise _explain_head(
+                err,
+                target.endpoint,
+                target.bucket,
+                target.key,
+                role="destination",
+                action="HeadObject",
+            ) from None
         except BotoCoreError as err:
             raise target.error(err, "HeadObject") from None
         if (head.get("Metadata") or {}).get(MARKER) != target.marker:

@@ -1,0 +1,126 @@
+"""Bad S3 input through the CLI: a message naming the bucket/key and what to fix;
+exit 2 for usage errors (refused before anything starts), 1 for failed transfers;
+nothing written and no upload left open. Server: SeaweedFS (``s3_server``) through the
+env-configured worker; wrong credentials and read-only access via its profiles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import run_cli, write_random
+from tests.s3.conftest import MeteredSeaweedS3
+from tests.s3.s3util import keys, open_uploads
+
+
+@pytest.fixture
+def cli(temporal_server, s3_worker):
+    def run(*args: str):
+        return run_cli(
+            "cp", "--quiet", *args, address=temporal_server.address, task_queue=s3_worker.task_queue
+        )
+
+    return run
+
+
+@pytest.fixture
+def source(data_dir: Path) -> Path:
+    path = data_dir / "src.bin"
+    write_random(path, 4096, seed=31)
+    return path
+
+
+def _failed(result, *expected: str) -> None:
+    assert result.returncode == 1, result
+    for text in expected:
+        assert text in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("destination", "expected"),
+    [
+        ("s3://Bad_Bucket/key", "invalid S3 bucket name 'Bad_Bucket'"),
+        ("s3://ab/key", "invalid S3 bucket name 'ab'"),
+        ("s3://{bucket}/dir/", "names no S3 object"),
+        ("s3://{bucket}", "names no S3 object"),
+        ("s3://{bucket}/k?region=x", "the only query parameter understood is ?profile=NAME"),
+    ],
+)
+def test_usage_errors_exit_2(
+    cli, s3: Any, bucket: str, source: Path, destination: str, expected: str
+) -> None:
+    result = cli(str(source), destination.format(bucket=bucket))
+    assert result.returncode == 2, result
+    assert expected in result.stderr, result.stderr
+    assert keys(s3, bucket) == []
+
+
+def test_no_such_bucket_as_source(cli, data_dir: Path) -> None:
+    result = cli("s3://no-such-bucket-src/key", str(data_dir / "dst.bin"))
+    _failed(result, "bucket 'no-such-bucket-src' does not exist", "check the bucket name")
+    assert not (data_dir / "dst.bin").exists()
+
+
+def test_no_such_bucket_as_destination(cli, s3: Any, source: Path) -> None:
+    result = cli(str(source), "s3://no-such-bucket-dst/key")
+    _failed(result, "bucket 'no-such-bucket-dst' does not exist", "create it first")
+    names = [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    assert "no-such-bucket-dst" not in names  # SeaweedFS would have created it on PUT
+
+
+def test_no_such_key(cli, bucket: str, data_dir: Path) -> None:
+    result = cli(f"s3://{bucket}/missing/key.bin", str(data_dir / "dst.bin"))
+    _failed(result, f"no such key 'missing/key.bin' in bucket '{bucket}'")
+
+
+@pytest.mark.parametrize(
+    ("profile", "expected"),
+    [
+        ("badkey", "InvalidAccessKeyId"),
+        ("badsecret", "SignatureDoesNotMatch"),
+    ],
+)
+def test_wrong_credentials(
+    cli, s3: Any, bucket: str, source: Path, data_dir: Path, profile: str, expected: str
+) -> None:
+    s3.put_object(Bucket=bucket, Key="obj", Body=b"data")
+    for args in (
+        (f"s3://{bucket}/obj?profile={profile}", str(data_dir / "dst.bin")),
+        (str(source), f"s3://{bucket}/new?profile={profile}"),
+    ):
+        result = cli(*args)
+        _failed(result, expected, f"profile '{profile}'", f"s3://{bucket}/")
+    assert keys(s3, bucket) == ["obj"] and open_uploads(s3, bucket) == []
+    assert not (data_dir / "dst.bin").exists()
+
+
+def test_access_denied_names_what_is_needed(
+    cli, s3: Any, s3_server: MeteredSeaweedS3, bucket: str, source: Path, data_dir: Path
+) -> None:
+    """Profile ``readonly`` (a SeaweedFS identity with Read+List) may read, not write."""
+    s3.put_object(Bucket=bucket, Key="obj", Body=b"data")
+    result = cli(f"s3://{bucket}/obj?profile=readonly", str(data_dir / "dst.bin"))
+    assert result.returncode == 0, result
+    assert (data_dir / "dst.bin").read_bytes() == b"data"
+    big = data_dir / "big.bin"
+    write_random(big, 6 * 1024 * 1024, seed=32)
+    for what, call in ((source, "PutObject"), (big, "CreateMultipartUpload")):
+        result = cli(str(what), f"s3://{bucket}/denied?profile=readonly", "--chunk-size", "5MiB")
+        _failed(result, "access denied", f"{call} of s3://{bucket}/denied", "need s3:PutObject")
+    assert keys(s3, bucket) == ["obj"] and open_uploads(s3, bucket) == []
+
+
+def test_profile_not_configured(cli, bucket: str, data_dir: Path) -> None:
+    result = cli(f"s3://{bucket}/obj?profile=nosuchprofile", str(data_dir / "dst.bin"))
+    _failed(result, "AWS profile 'nosuchprofile'", "is not configured on this worker")
+
+
+def test_key_the_store_refuses(cli, s3: Any, bucket: str, source: Path) -> None:
+    """SeaweedFS refuses keys with '.' segments (S3 itself accepts them, see C5 on
+    moto): the failure says so instead of silently writing another key."""
+    result = cli(str(source), f"s3://{bucket}/x/./y")
+    _failed(result, f"s3://{bucket}/x/./y", "refused")
+    assert keys(s3, bucket) == []

@@ -1,0 +1,184 @@
+"""The S3 driver in this process against the real SeaweedFS (``s3_server``): paging,
+pinning, store-side checksum verification, stale writers, abort, idempotency."""
+
+from __future__ import annotations
+
+import base64
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from staccato import checksums
+from staccato.endpoints.s3 import MARKER, S3Driver, UploadGone
+from staccato.errors import DestinationMissing, InvalidURL, NotFound, RetryableError, SourceChanged
+from staccato.models import MiB
+from staccato.urls import parse_url
+from tests.s3.conftest import MeteredSeaweedS3
+from tests.s3.s3util import exists, open_uploads
+
+
+@pytest.fixture
+def driver(s3_env: MeteredSeaweedS3) -> S3Driver:
+    """A fresh driver (its clients read this test's AWS environment)."""
+    return S3Driver()
+
+
+def _crc(data: bytes | memoryview) -> str:
+    return checksums.checksum_bytes("crc32c", data)
+
+
+def test_list_parts_pages_past_1000_parts(driver: S3Driver, s3: Any, bucket: str) -> None:
+    """C4 on a real server: 1,100 parts, ListParts pages of 1,000 (PartNumberMarker)."""
+    url = parse_url(f"s3://{bucket}/many")
+    count = 1100
+    session = driver.open_session(url, count, 1, "c4-test")  # 1-byte chunks: 1,100 parts
+    assert session.data["mode"] == "multipart"
+
+    def put(number: int) -> None:
+        s3.upload_part(
+            Bucket=bucket,
+            Key="many",
+            UploadId=session.session_id,
+            PartNumber=number,
+            Body=b"x",
+            ChecksumCRC32C=base64.b64encode(bytes.fromhex(_crc(b"x"))).decode(),
+        )
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(put, range(1, count + 1)))
+    first_page = s3.list_parts(
+        Bucket=bucket, Key="many", UploadId=session.session_id, MaxParts=1000
+    )
+    assert first_page["IsTruncated"] and len(first_page["Parts"]) == 1000  # it really pages
+    durable = driver.durable_chunks(session)
+    assert sorted(durable) == list(range(count))
+    assert set(durable.values()) == {""}  # SeaweedFS's ListParts has no part checksums
+    driver.abort(session)
+    driver.abort(session)  # idempotent
+    assert open_uploads(s3, bucket) == []
+
+
+def test_read_is_pinned_to_the_etag(driver: S3Driver, s3: Any, bucket: str) -> None:
+    s3.put_object(Bucket=bucket, Key="pinned", Body=b"a" * 1000)
+    url = parse_url(f"s3://{bucket}/pinned")
+    info = driver.stat(url)
+    assert info.extra["etag"] and info.size == 1000
+    with driver.open_read(url, info, 10, 20) as reader:
+        buffer = memoryview(bytearray(20))
+        assert reader.readinto_full(buffer) == 20
+    s3.put_object(Bucket=bucket, Key="pinned", Body=b"b" * 1000)  # same size, new bytes
+    with pytest.raises(SourceChanged, match="source changed"):
+        driver.open_read(url, info, 10, 20)
+    s3.delete_object(Bucket=bucket, Key="pinned")
+    with pytest.raises(SourceChanged, match="deleted"):
+        driver.open_read(url, info, 10, 20)
+
+
+def test_server_side_copy_is_pinned_to_the_etag(driver: S3Driver, s3: Any, bucket: str) -> None:
+    data = os.urandom(6 * MiB)
+    s3.put_object(Bucket=bucket, Key="src", Body=data)
+    source = parse_url(f"s3://{bucket}/src")
+    info = driver.stat(source)
+    destination = parse_url(f"s3://{bucket}/dst")
+    assert driver.can_copy_from(source, destination)
+    session = driver.open_session(destination, len(data), 5 * MiB, "copy-pin")
+    with driver.open_writer(session) as writer:
+        crc = writer.copy_chunk(0, source, info, 0, 5 * MiB, "crc32c")
+        assert crc == _crc(memoryview(data)[: 5 * MiB])  # SeaweedFS computed it
+        s3.put_object(Bucket=bucket, Key="src", Body=os.urandom(6 * MiB))
+        with pytest.raises(SourceChanged, match="source changed"):
+            writer.copy_chunk(1, source, info, 5 * MiB, MiB, "crc32c")
+    driver.abort(session)
+    assert open_uploads(s3, bucket) == [] and not exists(s3, bucket, "dst")
+
+
+def test_zero_byte_source_is_never_fetched(
+    driver: S3Driver, s3_server: MeteredSeaweedS3, s3: Any, bucket: str
+) -> None:
+    """C3: a ranged GET of a 0-byte object is 416; the driver sends none."""
+    s3.put_object(Bucket=bucket, Key="empty", Body=b"")
+    url = parse_url(f"s3://{bucket}/empty")
+    info = driver.stat(url)
+    assert info.size == 0
+    with driver.open_read(url, info, 0, 0) as reader:
+        assert reader.readinto(memoryview(bytearray(1))) == 0
+    assert driver.object_checksum(url, 0, MiB, [], "crc32c") == "00000000"
+    assert s3_server.request_count(bucket, "GET", code=None) == s3_server.request_count(
+        bucket, "GET", code="200"
+    )  # HEADs only: no 206, no 416
+
+
+def test_zero_byte_destination_is_one_empty_put(
+    driver: S3Driver, s3_server: MeteredSeaweedS3, s3: Any, bucket: str
+) -> None:
+    """C3: no multipart upload (a Complete with no parts is rejected): one PutObject."""
+    url = parse_url(f"s3://{bucket}/empty")
+    driver.check_destination(url)
+    session = driver.open_session(url, 0, 16 * MiB, "zero")
+    assert session.data["mode"] == "put" and driver.durable_chunks(session) == {}
+    driver.publish(session)
+    driver.publish(session)  # idempotent
+    head = s3.head_object(Bucket=bucket, Key="empty")
+    assert head["ContentLength"] == 0 and head["Metadata"][MARKER] == "zero"
+    assert s3_server.request_count(bucket, "POST", code=None) == 0  # no CreateMultipartUpload
+    assert open_uploads(s3, bucket) == []
+
+
+def test_store_verifies_the_source_checksum_of_each_part(
+    driver: S3Driver, s3: Any, bucket: str
+) -> None:
+    """Each UploadPart carries the CRC32C of the bytes read from the source; the store
+    refuses a part whose bytes do not match it (BadDigest -> retryable)."""
+    url = parse_url(f"s3://{bucket}/obj")
+    data = memoryview(os.urandom(6 * MiB))
+    session = driver.open_session(url, len(data), 5 * MiB, "crc")
+    with driver.open_writer(session) as writer:
+        with pytest.raises(RetryableError, match="BadDigest"):
+            writer.write_chunk(0, data[: 5 * MiB], "deadbeef")
+        assert driver.durable_chunks(session) == {}
+        writer.write_chunk(0, data[: 5 * MiB], _crc(data[: 5 * MiB]))
+        writer.write_chunk(1, data[5 * MiB :], _crc(data[5 * MiB :]))
+    driver.publish(session)
+    driver.publish(session)  # idempotent: the upload is gone, the object is ours
+    whole = _crc(data)
+    assert driver.stat(url).extra["crc32c"] == whole  # the store's full-object CRC32C
+    assert driver.object_checksum(url, len(data), 5 * MiB, [(0, 2)], "crc32c") == whole
+
+
+def test_stale_writer_stops_after_abort(driver: S3Driver, s3: Any, bucket: str) -> None:
+    url = parse_url(f"s3://{bucket}/obj")
+    data = memoryview(os.urandom(5 * MiB))
+    session = driver.open_session(url, 10 * MiB, 5 * MiB, "stale")
+    with driver.open_writer(session) as writer:
+        writer.write_chunk(0, data, _crc(data))
+        driver.abort(session)
+        with pytest.raises(UploadGone):
+            writer.write_chunk(1, data, _crc(data))
+    assert open_uploads(s3, bucket) == [] and not exists(s3, bucket, "obj")
+
+
+def test_abort_of_a_single_put_removes_only_its_own_object(
+    driver: S3Driver, s3: Any, bucket: str
+) -> None:
+    s3.put_object(Bucket=bucket, Key="obj", Body=b"someone else's")
+    url = parse_url(f"s3://{bucket}/obj")
+    session = driver.open_session(url, 3, MiB, "mine")
+    driver.abort(session)
+    assert exists(s3, bucket, "obj")  # not ours: untouched
+    with driver.open_writer(session) as writer:
+        writer.write_chunk(0, memoryview(b"abc"), _crc(b"abc"))
+    driver.abort(session)
+    assert not exists(s3, bucket, "obj")
+
+
+def test_errors_name_bucket_and_key(driver: S3Driver, bucket: str) -> None:
+    with pytest.raises(NotFound, match=r"bucket 'no-such-bucket-here' does not exist"):
+        driver.stat(parse_url("s3://no-such-bucket-here/k"))
+    with pytest.raises(NotFound, match=rf"no such key 'nope' in bucket '{bucket}'"):
+        driver.stat(parse_url(f"s3://{bucket}/nope"))
+    with pytest.raises(DestinationMissing, match="create it first"):
+        driver.check_destination(parse_url("s3://no-such-bucket-here/k"))
+    with pytest.raises(InvalidURL, match="names a bucket"):
+        driver.stat(parse_url(f"s3://{bucket}"))

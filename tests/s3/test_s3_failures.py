@@ -1,0 +1,177 @@
+"""Cancel, permanent failure and a changed source: no multipart upload left open
+(ListMultipartUploads), nothing published, a clear reason. Plus what must never leak
+(keys and secrets) and what must carry over (Content-Type, C7 multipart ETags).
+Server: SeaweedFS (``s3_server``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from staccato.client import StaccatoClient, TransferFailed
+from staccato.models import TransferOptions, TransferState
+from tests.helpers import MiB, WorkerProcess, leftovers, wait_for_status, write_random
+from tests.s3.conftest import MeteredSeaweedS3
+from tests.s3.s3util import exists, file_crc32c, object_digest, open_uploads, put_with_crc32c
+from tests.servers.nginx import NginxServer
+
+SIZE = 48 * MiB
+OPTIONS = TransferOptions(chunk_size=5 * MiB, streams=4, heartbeat_timeout_s=3)
+
+
+@pytest.fixture
+def slow_nginx(http_root: Path) -> Iterator[NginxServer]:
+    """nginx sending at most 3 MB/s per connection: a 48 MiB transfer lasts ~4 s."""
+    server = NginxServer(http_root, ranges=True, extra_server_config="limit_rate 3m;")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def _wait_for_parts(s3: Any, bucket: str, at_least: int = 1, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for upload in open_uploads(s3, bucket):
+            parts = s3.list_parts(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+            if len(parts.get("Parts") or []) >= at_least:
+                return
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"no multipart upload with {at_least} parts in {bucket}")
+
+
+async def test_cancel_aborts_the_multipart_upload(
+    s3_client: StaccatoClient, s3: Any, bucket: str, slow_nginx: NginxServer, http_root: Path
+) -> None:
+    write_random(http_root / "s3-cancel.bin", SIZE, seed=21)
+    transfer = await s3_client.submit(
+        slow_nginx.url("s3-cancel.bin"), f"s3://{bucket}/cancel.bin", OPTIONS
+    )
+    await _wait_for_parts(s3, bucket)
+    await s3_client.cancel(transfer)
+    status = await wait_for_status(
+        s3_client, transfer, lambda s: s.state == TransferState.cancelled, timeout_s=60
+    )
+    assert status.state == TransferState.cancelled
+    with pytest.raises(TransferFailed):
+        await s3_client.wait(transfer)
+    assert open_uploads(s3, bucket) == []
+    assert not exists(s3, bucket, "cancel.bin")
+
+
+async def test_permanent_failure_aborts_and_keeps_the_old_object(
+    s3_client: StaccatoClient, s3: Any, bucket: str, slow_nginx: NginxServer, http_root: Path
+) -> None:
+    """The HTTP source changes mid-transfer (SourceChanged, not retried): the upload is
+    aborted and the object already at the key is untouched."""
+    source = http_root / "s3-changed.bin"
+    write_random(source, SIZE, seed=22)
+    s3.put_object(Bucket=bucket, Key="kept.bin", Body=b"precious old content")
+    transfer = await s3_client.submit(
+        slow_nginx.url("s3-changed.bin"), f"s3://{bucket}/kept.bin", OPTIONS
+    )
+    await _wait_for_parts(s3, bucket)
+    time.sleep(1.1)  # a new Last-Modified second, so nginx's ETag changes
+    write_random(source, SIZE, seed=23)
+    with pytest.raises(TransferFailed) as failure:
+        await asyncio.wait_for(s3_client.wait(transfer), 120)
+    assert "source changed" in str(failure.value)
+    assert open_uploads(s3, bucket) == []
+    assert s3.get_object(Bucket=bucket, Key="kept.bin")["Body"].read() == b"precious old content"
+
+
+async def test_s3_source_overwritten_mid_transfer(
+    s3_client: StaccatoClient,
+    s3_server: MeteredSeaweedS3,
+    s3: Any,
+    bucket: str,
+    data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """Overwritten as soon as the first ranged GET was served: the next GET (If-Match)
+    or the publish-time re-check fails with `source changed`; nothing is published."""
+    source = tmp_path / "src.bin"
+    write_random(source, 128 * MiB, seed=24)
+    put_with_crc32c(s3, bucket, "src.bin", source, part_size=16 * MiB)
+    destination = data_dir / "dst.bin"
+    transfer = await s3_client.submit(
+        f"s3://{bucket}/src.bin",
+        str(destination),
+        TransferOptions(chunk_size=5 * MiB, streams=1),
+    )
+    deadline = time.monotonic() + 60
+    while s3_server.request_count(bucket, "GET", code="206") == 0:
+        assert time.monotonic() < deadline, "the transfer never read the source"
+        await asyncio.sleep(0.01)
+    s3.put_object(Bucket=bucket, Key="src.bin", Body=b"a different object")
+    with pytest.raises(TransferFailed) as failure:
+        await asyncio.wait_for(s3_client.wait(transfer), 120)
+    assert "source changed" in str(failure.value), failure.value
+    assert f"s3://{bucket}/src.bin" in str(failure.value)
+    assert not destination.exists()
+    assert leftovers(data_dir) == []
+
+
+async def test_keys_never_reach_history_or_logs(
+    s3_client: StaccatoClient,
+    s3_worker: WorkerProcess,
+    s3_server: MeteredSeaweedS3,
+    s3: Any,
+    bucket: str,
+    data_dir: Path,
+) -> None:
+    source = data_dir / "src.bin"
+    write_random(source, 6 * MiB, seed=25)
+    good = await s3_client.submit(str(source), f"s3://{bucket}/secret-test.bin", OPTIONS)
+    await s3_client.wait(good)
+    bad = await s3_client.submit(
+        str(source), f"s3://{bucket}/secret-test-2.bin?profile=badsecret", OPTIONS
+    )
+    with pytest.raises(TransferFailed, match="SignatureDoesNotMatch"):
+        await s3_client.wait(bad)
+    texts = [s3_worker.log_tail(10_000_000)]
+    for transfer in (good, bad):
+        history = await s3_client.temporal.get_workflow_handle(transfer).fetch_history()
+        texts.append(json.dumps(history.to_json_dict()))
+    for text in texts:
+        for secret in (s3_server.secret_key, s3_server.access_key, s3_server.readonly_secret):
+            assert secret not in text
+
+
+async def test_content_type_guessed_from_the_name_or_carried_over(
+    s3_client: StaccatoClient, s3: Any, bucket: str, data_dir: Path
+) -> None:
+    (data_dir / "doc.json").write_text('{"a": 1}')
+    transfer = await s3_client.submit(str(data_dir / "doc.json"), f"s3://{bucket}/doc.json")
+    await s3_client.wait(transfer)
+    assert s3.head_object(Bucket=bucket, Key="doc.json")["ContentType"] == "application/json"
+    s3.put_object(Bucket=bucket, Key="table", Body=b"a,b\n1,2\n", ContentType="text/csv")
+    transfer = await s3_client.submit(f"s3://{bucket}/table", f"s3://{bucket}/copy-of-table")
+    await s3_client.wait(transfer)  # one CopyObject: the source's Content-Type carries over
+    assert s3.head_object(Bucket=bucket, Key="copy-of-table")["ContentType"] == "text/csv"
+
+
+async def test_multipart_etag_is_not_taken_for_an_md5(
+    s3_client: StaccatoClient, s3: Any, bucket: str, data_dir: Path, tmp_path: Path
+) -> None:
+    """C7: a multipart source (ETag "...-3") verifies through CRC32C, and the object
+    Staccato uploads has the store's full-object CRC32C equal to the source-side one."""
+    source = tmp_path / "src.bin"
+    digest = write_random(source, 20 * MiB, seed=26)
+    put_with_crc32c(s3, bucket, "mp.bin", source, part_size=8 * MiB)
+    assert s3.head_object(Bucket=bucket, Key="mp.bin")["ETag"].endswith('-3"')
+    transfer = await s3_client.submit(f"s3://{bucket}/mp.bin", str(data_dir / "mp.bin"), OPTIONS)
+    result = await s3_client.wait(transfer)
+    assert result.verified == "checksum" and result.checksum == f"crc32c:{file_crc32c(source)}"
+    transfer = await s3_client.submit(str(data_dir / "mp.bin"), f"s3://{bucket}/again.bin", OPTIONS)
+    await s3_client.wait(transfer)
+    head = s3.head_object(Bucket=bucket, Key="again.bin", ChecksumMode="ENABLED")
+    assert head["ETag"].endswith('-4"') and head.get("ChecksumType") == "FULL_OBJECT"
+    assert head["ChecksumCRC32C"] and object_digest(s3, bucket, "again.bin") == digest
