@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -175,3 +176,56 @@ async def test_multipart_etag_is_not_taken_for_an_md5(
     head = s3.head_object(Bucket=bucket, Key="again.bin", ChecksumMode="ENABLED")
     assert head["ETag"].endswith('-4"') and head.get("ChecksumType") == "FULL_OBJECT"
     assert head["ChecksumCRC32C"] and object_digest(s3, bucket, "again.bin") == digest
+
+
+def _weed_shell(server: MeteredSeaweedS3, command: str) -> None:
+    result = subprocess.run(
+        [server.binary, "shell", f"-master=127.0.0.1:{server.master_port}"],
+        input=command + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result
+
+
+@pytest.fixture
+def throttled_bucket(s3_server: MeteredSeaweedS3, bucket: str) -> Iterator[str]:
+    """A bucket SeaweedFS's circuit breaker lets take one write at a time: every other
+    concurrent write is refused with ``503 ErrTooManyRequest`` (its SlowDown)."""
+    _weed_shell(
+        s3_server, "s3.circuitBreaker -global -type Count -actions Write -values 10000 -apply"
+    )
+    _weed_shell(
+        s3_server,
+        f"s3.circuitBreaker -buckets {bucket} -type Count -actions Write -values 1 -apply",
+    )
+    time.sleep(2)  # the S3 gateway picks the configuration up from the filer
+    try:
+        yield bucket
+    finally:
+        _weed_shell(s3_server, "s3.circuitBreaker -delete -apply")
+
+
+async def test_throttling_is_retried_with_backoff(
+    s3_client: StaccatoClient,
+    s3_server: MeteredSeaweedS3,
+    s3: Any,
+    throttled_bucket: str,
+    data_dir: Path,
+) -> None:
+    """Issue 9: four streams against a bucket that takes one write at a time. The 503s
+    are retried (botocore's standard retry mode, then Temporal's activity retries) and
+    the transfer completes byte-identical."""
+    source = data_dir / "src.bin"
+    digest = write_random(source, 40 * MiB, seed=27)
+    transfer = await s3_client.submit(
+        str(source), f"s3://{throttled_bucket}/throttled.bin", OPTIONS
+    )
+    result = await asyncio.wait_for(s3_client.wait(transfer), 150)
+    assert result.bytes == 40 * MiB
+    assert object_digest(s3, throttled_bucket, "throttled.bin") == digest
+    throttled = s3_server.request_count(throttled_bucket, "PUT", code="503")
+    print(f"503 answers retried: {throttled}")
+    assert throttled > 0
+    assert open_uploads(s3, throttled_bucket) == []
