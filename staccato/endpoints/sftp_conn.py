@@ -98,13 +98,16 @@ WINDOW_BYTES = 8 * 1024 * 1024
 PACKET_BYTES = 32 * 1024
 MAX_REQUEST_BYTES = 256 * 1024
 DEFAULT_REQUEST_BYTES = 32 * 1024
-READ_AHEAD_BYTES = 4 * 1024 * 1024
+READ_AHEAD_BYTES = 2 * 1024 * 1024
 WRITE_BEHIND_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_CONNECTIONS = 4
 DEFAULT_IDLE_TIMEOUT_S = 10.0
 DEFAULT_SLOT_WAIT_S = 600.0
 SLOT_WAIT_WITHOUT_KEEPALIVE_S = 60.0
 _REAPER_INTERVAL_S = 0.2
+SOCKET_BUFFER_BYTES = 256 * 1024  # see BufferedSocket
+RECV_BYTES = 1024 * 1024  # channel read size of the response parser
+MAX_PACKET_BYTES = 16 * 1024 * 1024  # larger SFTP packets are garbage (paramiko's rule)
 
 # SFTP v3 status codes (draft-ietf-secsh-filexfer-02 §7)
 FX_OK, FX_EOF, FX_NO_SUCH_FILE, FX_PERMISSION_DENIED, FX_FAILURE = 0, 1, 2, 3, 4
@@ -197,6 +200,22 @@ class _Responses:
             value = msg
         self.replies[num] = (t, value)
 
+    def take(self, t: int, num: int, body: memoryview) -> None:
+        """Like ``_async_response`` but from the raw payload after the request id,
+        without a paramiko ``Message`` (DATA stays a zero-copy view)."""
+        if t == CMD_DATA:
+            (length,) = struct.unpack_from(">I", body)
+            self.replies[num] = (t, body[4 : 4 + length])
+        elif t == CMD_STATUS:
+            (code,) = struct.unpack_from(">I", body)
+            text = ""
+            if len(body) >= 8:
+                (text_length,) = struct.unpack_from(">I", body, 4)
+                text = bytes(body[8 : 8 + text_length]).decode("utf-8", "replace")
+            self.replies[num] = (t, (code, text))
+        else:
+            self._async_response(t, Message(bytes(body)), num)
+
 
 class StaccatoSFTP(paramiko.SFTPClient):
     """paramiko's SFTP client plus: the server's extensions (draft §4 version packet),
@@ -210,6 +229,64 @@ class StaccatoSFTP(paramiko.SFTPClient):
     extensions: dict[str, bytes]
     read_size: int
     write_size: int
+
+    # Responses are parsed from our own buffer, filled by large channel reads: paramiko's
+    # per-packet reads copy each response several times and its channel buffer moves
+    # its whole remaining content for every read from the front (quadratic in the
+    # read-ahead). These override paramiko's SFTPClient._read_packet/_read_response
+    # (same contracts; tied to paramiko's SFTP client internals, 3.x-5.x).
+    _rbuf: bytes = b""
+    _rpos: int = 0
+
+    def _buffer_at_least(self, need: int) -> None:
+        while len(self._rbuf) - self._rpos < need:
+            chunk = self.sock.recv(max(need, RECV_BYTES))
+            if not chunk:
+                raise EOFError("connection closed")
+            self._rbuf = self._rbuf[self._rpos :] + chunk if self._rpos < len(self._rbuf) else chunk
+            self._rpos = 0
+
+    def _next_packet(self) -> tuple[int, memoryview]:
+        """The next SFTP packet: its type and payload (a view; valid while referenced)."""
+        self._buffer_at_least(4)
+        (size,) = struct.unpack_from(">I", self._rbuf, self._rpos)
+        if size == 0 or size > MAX_PACKET_BYTES:
+            raise SFTPError(f"Garbage packet received (length {size})")
+        self._buffer_at_least(4 + size)
+        start = self._rpos + 4
+        self._rpos = start + size
+        view = memoryview(self._rbuf)[start : start + size]
+        return view[0], view[1:]
+
+    def _read_packet(self) -> tuple[int, bytes]:  # paramiko hook (used by _send_version)
+        t, payload = self._next_packet()
+        return t, bytes(payload)
+
+    def _read_response(self, waitfor: int | None = None) -> tuple[int | None, Message | None]:
+        while True:
+            try:
+                t, payload = self._next_packet()
+            except EOFError as err:
+                raise paramiko.SSHException(f"Server connection dropped: {err}") from None
+            (num,) = struct.unpack_from(">I", payload)
+            with self._lock:
+                if num not in self._expecting:
+                    if waitfor is None:
+                        return None, None
+                    continue  # an answer for a file closed before it came back
+                receiver = self._expecting[num]
+                del self._expecting[num]
+            if num == waitfor:
+                message = Message(bytes(payload[4:]))
+                if t == CMD_STATUS:
+                    self._convert_status(message)
+                return t, message
+            if type(receiver) is _Responses:
+                receiver.take(t, num, payload[4:])
+            elif receiver is not type(None):
+                receiver._async_response(t, Message(bytes(payload[4:])), num)
+            if waitfor is None:
+                return None, None
 
     def _send_version(self) -> int:  # paramiko hook: called once by __init__
         message = Message()
@@ -331,6 +408,21 @@ class StaccatoSFTP(paramiko.SFTPClient):
         if failure is not None:
             raise failure
 
+    def send_reads(self, receiver: _Responses, handle: bytes, ranges: list[tuple[int, int]]) -> list[int]:
+        """Send SSH_FXP_READ requests for ``(offset, length)`` ranges in one write."""
+        with self._lock:
+            first = self.request_number
+            self.request_number += len(ranges)
+            for num in range(first, first + len(ranges)):
+                self._expecting[num] = receiver
+        prefix = struct.pack(f">I{len(handle)}s", len(handle), handle)
+        packets = b"".join(
+            struct.pack(">IBI", 1 + 4 + len(prefix) + 8 + 4, CMD_READ, num) + prefix + struct.pack(">QI", offset, length)
+            for num, (offset, length) in zip(range(first, first + len(ranges)), ranges, strict=True)
+        )
+        self.sock.sendall(packets)
+        return list(range(first, first + len(ranges)))
+
     def _send_write(self, receiver: _Responses, handle: bytes, offset: int, data: memoryview) -> int:
         """SSH_FXP_WRITE without copying ``data`` into a paramiko Message."""
         with self._lock:
@@ -393,14 +485,23 @@ class ReadPipeline:
         return (num, offset, length)
 
     def _fill(self) -> None:
-        while self._next < self._end and len(self._pending) < self._depth:
+        """Top the requests in flight up to the read-ahead once half of them were
+        answered, sending the new ones together (one SSH packet, not one each: fewer
+        sends and less contention with paramiko's reader thread for the GIL)."""
+        if len(self._pending) > self._depth // 2:
+            return
+        ranges: list[tuple[int, int]] = []
+        while self._next < self._end and len(self._pending) + len(ranges) < self._depth:
             length = min(self._size, self._end - self._next)
-            self._pending.append(self._request(self._next, length))
+            ranges.append((self._next, length))
             self._next += length
-        if self._probe and self._next >= self._end and len(self._pending) < self._depth + 1:
-            self._pending.append(self._request(self._end, 1))
+        if self._probe and self._next >= self._end:
+            ranges.append((self._end, 1))
             self._probe = False
             self._next = self._end + 1
+        if ranges:
+            nums = self._sftp.send_reads(self._receiver, self._handle, ranges)
+            self._pending.extend((num, offset, length) for num, (offset, length) in zip(nums, ranges, strict=True))
 
     def _take(self) -> tuple[int, int, int, int, Any]:
         num, offset, length = self._pending.popleft()
@@ -545,6 +646,51 @@ def _wanted_since(directory: str) -> float:
 # -- connections and the per-process pool ----------------------------------------------
 
 
+class BufferedSocket:
+    """A TCP socket for paramiko's ``Transport`` whose ``recv(n)`` is served from a
+    buffer filled by one large ``recv_into``: paramiko reads every SSH packet with two
+    exact-size ``recv`` calls (length, then the rest), i.e. two syscalls and two GIL
+    hand-overs per 32 KiB packet (OpenSSH sends channel data in packets of at most
+    32 KiB); this makes it one per ``SOCKET_BUFFER_BYTES``. Only paramiko's reader
+    thread calls ``recv``; everything else is passed through."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._buffer = memoryview(bytearray(SOCKET_BUFFER_BYTES))
+        self._start = 0
+        self._end = 0
+
+    def recv(self, size: int) -> bytes:
+        if self._start == self._end:
+            got = self._sock.recv_into(self._buffer)  # socket.timeout propagates, as paramiko expects
+            if not got:
+                return b""
+            self._start, self._end = 0, got
+        take = min(size, self._end - self._start)
+        data = bytes(self._buffer[self._start : self._start + take])
+        self._start += take
+        return data
+
+    def send(self, data: bytes) -> int:
+        return self._sock.send(data)
+
+    def settimeout(self, timeout: float | None) -> None:
+        self._sock.settimeout(timeout)
+
+    def shutdown(self, how: int) -> None:
+        self._sock.shutdown(how)
+
+    def close(self) -> None:
+        self._sock.close()
+
+    @property
+    def _closed(self) -> bool:  # read by paramiko's Transport.stop_thread
+        return self._sock._closed  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
 @dataclass
 class Connection:
     """An authenticated SSH connection with one SFTP channel, holding a slot."""
@@ -576,7 +722,7 @@ def _close_transport(transport: paramiko.Transport) -> None:
     ``Transport.close`` does nothing for a transport whose handshake failed."""
     try:
         sock = transport.sock
-        if isinstance(sock, socket.socket):
+        if hasattr(sock, "shutdown"):
             try:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
@@ -599,6 +745,8 @@ def connect(target: Target, slot: Slot) -> Connection:
     """
     check = HostKeyCheck(target)
     sock = open_socket(target)
+    if isinstance(sock, socket.socket):
+        sock = BufferedSocket(sock)
     transport = paramiko.Transport(sock, default_window_size=WINDOW_BYTES, default_max_packet_size=PACKET_BYTES)
     try:
         transport.banner_timeout = target.connect_timeout_s
@@ -632,12 +780,17 @@ def connect(target: Target, slot: Slot) -> Connection:
             if transport.is_active():
                 raise PermanentError(f"{target.label} does not offer the sftp subsystem ({err})") from None
             raise RetryableError(f"{target.label}: connection dropped starting sftp") from None
-        channel.settimeout(target.io_timeout_s)
+        channel.settimeout(target.connect_timeout_s)
         try:
             sftp = StaccatoSFTP(channel)
             sftp.setup()
         except (paramiko.SSHException, EOFError, OSError, SFTPError, StatusError) as err:
-            raise RetryableError(f"{target.label}: sftp subsystem failed to start: {err}") from None
+            reason = "no answer" if isinstance(err, TimeoutError) else (str(err) or type(err).__name__)
+            raise RetryableError(
+                f"{target.label}: the sftp subsystem did not start ({reason}; a login shell that "
+                "prints or stalls in its start-up files can cause this)"
+            ) from None
+        channel.settimeout(target.io_timeout_s)
     except BaseException:
         _close_transport(transport)
         raise

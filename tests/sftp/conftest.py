@@ -12,7 +12,8 @@ of the shared ``sshd_server`` fixture, so one key logs in everywhere):
   (permission denied).
 * ``sftp_second_factor``: ``AuthenticationMethods publickey,keyboard-interactive``
   (C9): the key is accepted, then a second factor is wanted.
-* ``sftp_logged``: the standalone ``sftp-server -l INFO`` whose log (``sftp_log``)
+* ``sftp_logged``: the standalone ``sftp-server -l INFO`` (``internal-sftp`` logs only
+  to syslog) whose log (``sftp_log``)
   records ``close "PATH" bytes read R written W`` for every handle, also for handles
   left open by a killed client: the server-side count of bytes written.
 
@@ -87,11 +88,14 @@ sftp_readonly = _server_fixture(
     lambda d: SshdServer(d, extra_config="Match all\n  ForceCommand internal-sftp -R -P read")
 )
 sftp_second_factor = _server_fixture(lambda d: SecondFactorSshd(d))
+# The standalone sftp-server runs through the login shell (ForceCommand), and a bash
+# started by sshd sources ~/.bashrc when its shell level is below 2: SHLVL=1 keeps the
+# machine's shell start-up files (which may be slow or print) out of the test server.
 sftp_logged = _server_fixture(
     lambda d: SshdServer(
         d,
         extra_config=(
-            "Match all\n  ForceCommand /usr/lib/openssh/sftp-server -e -l INFO "
+            "Match all\n  SetEnv SHLVL=1\n  ForceCommand /usr/lib/openssh/sftp-server -e -l INFO "
             f"2>>{Path(d).resolve() / 'sftp.log'}"
         ),
     )
