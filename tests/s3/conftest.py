@@ -37,10 +37,13 @@ _METRIC = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(\{[^}]*\})?\s+(\S+)$")
 
 
 class MeteredSeaweedS3(SeaweedS3):
-    """SeaweedFS with ``-metricsPort`` and a second, read-only identity."""
+    """SeaweedFS with ``-metricsPort``, a second, read-only identity, and room for
+    many buckets."""
 
     def __init__(self, data_dir: Path) -> None:
-        super().__init__(data_dir)
+        # Every bucket is a collection that grows 7 volumes at once; tests make a fresh
+        # bucket each (~100 in a run), so 200 slots would run out ("No writable volumes").
+        super().__init__(data_dir, max_volumes=3000)
         self.metrics_port = free_port()
         self.readonly_key = "STACCATORO" + uuid.uuid4().hex[:10].upper()
         self.readonly_secret = uuid.uuid4().hex + uuid.uuid4().hex
