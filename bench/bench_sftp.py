@@ -61,7 +61,10 @@ def main() -> None:
     source = random_file(work / "src.bin", size)
     local_out = work / "local-out.bin"
     remote_out = work / "remote-out.bin"
-    sshd = SshdServer(work / "sshd")
+    # SHLVL=1: a bash run by sshd then skips ~/.bashrc, so rclone's remote commands
+    # (md5sum for its hash check) cost what they cost on a machine with plain start-up
+    # files, whatever this machine's ~/.bashrc does.
+    sshd = SshdServer(work / "sshd", extra_config="Match all\n  SetEnv SHLVL=1")
     sshd.start()
     service = Service(
         processes=max(4, args.streams),
