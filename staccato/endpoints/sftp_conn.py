@@ -2,10 +2,12 @@
 per host across all processes, with pipelined reads and writes.
 
 Why one connection per process: paramiko does its crypto and packet work in Python,
-so several connections in threads of one process share one GIL (measured here: one
-connection reads ~300-400 MB/s with the pipeline below; four in one process ~45 MB/s
-in total). Streams already run in separate processes (process-pool activities), so each
-stream process opens its own connection and caches it (key: host, port, user).
+so several connections in threads of one process share one GIL (measured with paramiko
+5.1 on loopback: several connections in threads of one process 14-45 MB/s in total,
+while one connection with the pipeline below reads ~300-500 MB/s and writes ~250-300
+MB/s). Streams already run in separate processes (process-pool activities), so each
+stream process opens its own connection and caches it (key: host, port, user, and the
+known_hosts name its host key was checked under).
 
 Connection cap (user pain point 7: OpenSSH ``MaxStartups 10:30:100`` drops
 unauthenticated connections beyond 10, NAS boxes fall over with many sessions): at most
@@ -29,14 +31,21 @@ Throughput tuning (RFC 4254 §5.2 flow control; draft-ietf-secsh-filexfer-02 §6
 * request size: the server's ``limits@openssh.com`` max-read/max-write-length
   (OpenSSH: 261,120 bytes), capped at 256 KiB; 32 KiB if the server does not say (the
   draft's guaranteed minimum is ~32 KiB: "servers SHOULD support at least 34000 bytes").
-* ``READ_AHEAD_BYTES`` / ``WRITE_BEHIND_BYTES`` = 4 MiB of requests in flight per
-  stream (OpenSSH's ``sftp`` keeps 64 x 32 KiB = 2 MiB). This is also the extra memory a
-  stream needs beyond its chunk buffer.
+* ``READ_AHEAD_BYTES`` = 2 MiB and ``WRITE_BEHIND_BYTES`` = 4 MiB of requests in flight
+  per stream (OpenSSH's ``sftp`` keeps 64 x 32 KiB = 2 MiB; more read-ahead measured
+  slower here). Read requests are sent in batches (one SSH packet per refill).
+* Responses are parsed from 1 MiB channel reads, and paramiko's socket reads are
+  buffered (:class:`BufferedSocket`): per 32 KiB SSH packet paramiko would otherwise do
+  two ``recv`` syscalls and several copies.
+
+Memory per stream beyond its chunk buffer: the requests in flight (<= 4 MiB), the
+socket buffer (256 KiB) and paramiko's channel buffer (bounded by the read-ahead).
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import logging
 import os
@@ -594,8 +603,6 @@ def acquire_slot(target: Target) -> Slot:
     Raises:
         RetryableError: none came free within ``STACCATO_SFTP_SLOT_WAIT_S``.
     """
-    import fcntl
-
     cap = _int_setting("STACCATO_SFTP_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS)
     wait_s = _float_setting(
         "STACCATO_SFTP_SLOT_WAIT_S",
