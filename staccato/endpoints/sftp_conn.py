@@ -619,7 +619,11 @@ def acquire_slot(target: Target) -> Slot:
     announced = False
     while True:
         for index in range(cap):
-            fd = os.open(os.path.join(directory, f"slot-{index}"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            path = os.path.join(directory, f"slot-{index}")
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as err:
+                raise PermanentError(f"cannot open the sftp connection slot {path}: {err.strerror}") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
