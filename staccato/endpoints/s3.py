@@ -58,6 +58,7 @@ subclasses whose message names the bucket/key and what to fix.
 from __future__ import annotations
 
 import base64
+import http.client
 import logging
 import mimetypes
 import os
@@ -71,6 +72,7 @@ from typing import Any
 import boto3
 import botocore.session
 import crc32c as _crc32c
+import urllib3.exceptions
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -78,6 +80,7 @@ from botocore.exceptions import (
     ConnectionClosedError,
     ConnectTimeoutError,
     EndpointConnectionError,
+    HTTPClientError,
     IncompleteReadError,
     NoCredentialsError,
     PartialCredentialsError,
@@ -86,7 +89,7 @@ from botocore.exceptions import (
     ResponseStreamingError,
 )
 
-from staccato.endpoints.base import ChunkWriter, Driver, Reader
+from staccato.endpoints.base import ChunkWriter, Driver, Reader, keepalive
 from staccato.endpoints.s3_plan import (
     LIST_PARTS_PAGE,
     collect_parts,
@@ -518,6 +521,10 @@ class _ViewBody:
             end = min(len(self._view), self._position + max(size, _SEND_PIECE))
         piece = self._view[self._position : end]
         self._position = end
+        # A large part can take longer to send than the heartbeat timeout: heartbeat
+        # (rate-limited) while sending. If the stream was cancelled this raises, the
+        # request is abandoned and the part is simply not there.
+        keepalive()
         return piece
 
     def seek(self, offset: int, whence: int = 0) -> int:
@@ -538,6 +545,17 @@ class _ViewBody:
 class UploadGone(RetryableError):
     """The multipart upload no longer exists: completed or aborted (by another attempt
     of this transfer, or by a lifecycle rule). A stale writer stops here."""
+
+
+def _reraise_keepalive(err: Exception) -> None:
+    """botocore wraps an exception raised while it sends a body (``HTTPClientError``);
+    one from :func:`keepalive` (the stream was cancelled or paused) is not an S3 error:
+    let it through unwrapped."""
+    inner = getattr(err, "kwargs", {}).get("error") if isinstance(err, HTTPClientError) else None
+    if isinstance(inner, Exception) and not isinstance(
+        inner, (OSError, http.client.HTTPException, urllib3.exceptions.HTTPError, StaccatoError)
+    ):
+        raise inner
 
 
 @dataclass(frozen=True)
@@ -606,6 +624,7 @@ class S3ChunkWriter(ChunkWriter):
                     Metadata={MARKER: target.marker},
                 )
             except (ClientError, BotoCoreError) as err:
+                _reraise_keepalive(err)
                 raise target.error(err, "PutObject") from None
         else:
             try:
@@ -623,6 +642,7 @@ class S3ChunkWriter(ChunkWriter):
                     raise target.gone() from None  # a stale writer stops here
                 raise target.error(err, f"UploadPart {index + 1}") from None
             except BotoCoreError as err:
+                _reraise_keepalive(err)
                 raise target.error(err, f"UploadPart {index + 1}") from None
         echoed = response.get("ChecksumCRC32C")
         if echoed and echoed != crc_b64:

@@ -12,7 +12,8 @@
 * ``profile_worker`` / ``profile_client``: a worker with *no* AWS environment
   variables, only config/credentials files: the default profile points at
   ``s3_server`` (``endpoint_url``), profile ``other`` at a second SeaweedFS
-  (the shared ``seaweed_s3`` fixture), profile ``moto`` at moto (``services`` section).
+  (the shared ``seaweed_s3`` fixture), profile ``moto`` at moto (``services`` section),
+  profile ``slow`` at ``s3_server`` through a 2 MB/s uplink (``SlowLink``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
+import threading
+import time
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -102,6 +106,62 @@ class MeteredSeaweedS3(SeaweedS3):
                 and (code is None or labels.get("code") == code)
             )
         )
+
+
+class SlowLink:
+    """A TCP relay on 127.0.0.1 to ``upstream_port`` that carries client->server bytes
+    at most ``rate`` bytes/s per connection (server->client unlimited): a slow uplink
+    to a real S3 server, for parts that take longer to send than a heartbeat timeout."""
+
+    def __init__(self, upstream_port: int, rate: int) -> None:
+        self.upstream_port = upstream_port
+        self.rate = rate
+        self._listener = socket.socket()
+        # Small receive buffers (inherited by accepted sockets) keep the bytes in flight
+        # near the rate limit, instead of megabytes queued in loopback socket buffers.
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        self._listener.bind((LOCALHOST, 0))
+        self._listener.listen(16)
+        self.port = self._listener.getsockname()[1]
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://{LOCALHOST}:{self.port}"
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection((LOCALHOST, self.upstream_port))
+            threading.Thread(
+                target=self._pump, args=(client, upstream, self.rate), daemon=True
+            ).start()
+            threading.Thread(target=self._pump, args=(upstream, client, 0), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket, rate: int) -> None:
+        piece = 64 * 1024
+        try:
+            while data := source.recv(piece):
+                sink.sendall(data)
+                if rate:
+                    time.sleep(len(data) / rate)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self._closed = True
+        self._listener.close()
 
 
 @pytest.fixture(scope="session")
@@ -191,11 +251,20 @@ async def s3_client(temporal_server, s3_worker: WorkerProcess) -> AsyncIterator[
 
 
 @pytest.fixture(scope="session")
+def slow_link(s3_server: MeteredSeaweedS3) -> Iterator[SlowLink]:
+    """``s3_server`` behind a 2 MB/s uplink (profile ``slow`` of ``profile_worker``)."""
+    link = SlowLink(s3_server.s3_port, rate=2_000_000)
+    yield link
+    link.close()
+
+
+@pytest.fixture(scope="session")
 def profile_worker(
     temporal_server,
     s3_server: MeteredSeaweedS3,
     seaweed_s3: SeaweedS3,
     moto_s3: MotoS3,
+    slow_link: SlowLink,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[WorkerProcess]:
     """A worker configured only by shared config/credentials files and profiles."""
@@ -207,6 +276,7 @@ def profile_worker(
             "default": {"region": region, "endpoint_url": s3_server.endpoint_url},
             "profile other": {"region": region, "endpoint_url": seaweed_s3.endpoint_url},
             "profile moto": {"region": region, "services": "moto-s3"},
+            "profile slow": {"region": region, "endpoint_url": slow_link.endpoint_url},
             "services moto-s3": {"s3 =\n  endpoint_url": moto_s3.endpoint_url},
         },
     )
@@ -217,7 +287,12 @@ def profile_worker(
                 "aws_access_key_id": server.access_key,
                 "aws_secret_access_key": server.secret_key,
             }
-            for name, server in (("default", s3_server), ("other", seaweed_s3), ("moto", moto_s3))
+            for name, server in (
+                ("default", s3_server),
+                ("other", seaweed_s3),
+                ("moto", moto_s3),
+                ("slow", s3_server),
+            )
         },
     )
     env = {

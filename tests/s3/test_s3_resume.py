@@ -113,3 +113,34 @@ async def test_resume_after_worker_kill_uploads_only_missing_parts(
     assert received_after == sum(chunk_bounds(i, SIZE, CHUNK)[1] for i in missing)
     status = await client.status(transfer)
     assert status.state == TransferState.completed
+
+
+@pytest.mark.slow
+async def test_part_slower_than_the_heartbeat_timeout_completes(
+    profile_client: StaccatoClient,
+    s3_server: MeteredSeaweedS3,
+    s3: Any,
+    bucket: str,
+    data_dir: Path,
+) -> None:
+    """Two 16 MiB parts over a 2 MB/s uplink take ~8 s each, more than twice the 3 s heartbeat
+    timeout: the stream heartbeats while a part is being sent, so no attempt is timed
+    out (every activity ran once: ActivityTaskStarted attempt 1) and each part is
+    uploaded exactly once."""
+    source = data_dir / "src.bin"
+    digest = write_random(source, 32 * MiB, seed=12)
+    options = TransferOptions(chunk_size=16 * MiB, streams=2, heartbeat_timeout_s=3)
+    transfer = await profile_client.submit(
+        str(source), f"s3://{bucket}/slow.bin?profile=slow", options
+    )
+    result = await asyncio.wait_for(profile_client.wait(transfer), 120)
+    assert result.bytes == 32 * MiB
+    assert object_digest(s3, bucket, "slow.bin") == digest
+    assert s3_server.request_count(bucket, "PUT", code=None) == 1 + 2  # CreateBucket + 2 parts
+    history = await profile_client.temporal.get_workflow_handle(transfer).fetch_history()
+    attempts = [
+        e.activity_task_started_event_attributes.attempt
+        for e in history.events
+        if e.HasField("activity_task_started_event_attributes")
+    ]
+    assert attempts and set(attempts) == {1}, f"activities were retried: attempts {attempts}"
