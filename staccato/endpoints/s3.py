@@ -1053,13 +1053,15 @@ class S3Driver(Driver):
                     Bucket=target.bucket, Key=target.key, UploadId=target.upload_id
                 )
             except ClientError as err:
+                if _code(err) == "NoSuchBucket":
+                    return  # the bucket, and every upload in it, is gone
                 if _code(err) != "NoSuchUpload":
                     raise target.error(err, "AbortMultipartUpload") from None
             except BotoCoreError as err:
                 raise target.error(err, "AbortMultipartUpload") from None
             try:
                 remaining = self._parts(target)
-            except UploadGone:
+            except (UploadGone, DestinationMissing):
                 return
             log.info(
                 "s3://%s/%s: %d parts still listed after abort; aborting again",
