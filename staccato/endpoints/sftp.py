@@ -392,7 +392,10 @@ class SFTPDriver(Driver):
             handle = sftp.open_handle(paths["temp"], FXF_WRITE | FXF_CREAT)
             try:
                 if sftp.fstat_handle(handle).st_size != size:
-                    sftp.truncate_handle(handle, size)
+                    try:
+                        sftp.truncate_handle(handle, size)
+                    except StatusError:
+                        pass  # servers without FSETSTAT size: the chunk writes give the size
             finally:
                 sftp.close_handle(handle)
             sftp.close_handle(sftp.open_handle(paths["journal"], FXF_WRITE | FXF_CREAT | FXF_APPEND))

@@ -195,9 +195,8 @@ def resolve(url: EndpointURL) -> Target:
 
     identities = _env_paths("STACCATO_SSH_IDENTITY")
     configured = options.get("identityfile") or []
-    if isinstance(configured, str):
-        configured = [configured]
-    identities += [os.path.expanduser(str(p)) for p in configured]
+    files = [configured] if isinstance(configured, str) else list(configured)  # type: ignore[call-overload]
+    identities += [os.path.expanduser(str(p)) for p in files]
     if not identities:
         identities = [os.path.expanduser(p) for p in DEFAULT_IDENTITIES]
     use_agent = not _truthy(str(options.get("identitiesonly", ""))) and (
