@@ -17,10 +17,12 @@ fails with ``SourceChanged``.
 
 Destination (DESIGN.md invariants): chunks are written into a temp file beside the
 target (``.NAME.<transfer>.staccato-part``), positionally and pipelined; after a chunk's
-writes are acknowledged the server fsyncs it (``fsync@openssh.com``) and a line
-``index checksum crc32`` is appended to a journal beside it
-(``.NAME.<transfer>.staccato-journal``, opened with ``SSH_FXF_APPEND``; the line's own
-CRC-32 discards torn or interleaved lines), so a resumed stream re-sends only missing
+writes are acknowledged the server fsyncs it (``fsync@openssh.com``) and the chunk is
+recorded in a journal beside it (``.NAME.<transfer>.staccato-journal``): each chunk
+has a fixed-size record at
+``index x JOURNAL_RECORD_BYTES`` holding ``index checksum crc32`` (positional writes,
+so no reliance on a server honouring ``SSH_FXF_APPEND``; the record's own CRC-32 and
+index discard torn or stray bytes), so a resumed stream re-sends only missing
 chunks. Publish fsyncs the temp file and renames it over the target with
 ``posix-rename@openssh.com`` (an atomic ``rename(2)``). Where the server lacks it (or
 refuses it) a plain SFTP ``RENAME`` is used when the target does not exist; when it
@@ -50,7 +52,6 @@ from paramiko.sftp_attr import SFTPAttributes
 from staccato.endpoints.base import ChunkWriter, Driver, Reader
 from staccato.endpoints.sftp_conn import (
     FX_NO_SUCH_FILE,
-    FXF_APPEND,
     FXF_CREAT,
     FXF_READ,
     FXF_WRITE,
@@ -85,6 +86,7 @@ _JOURNAL_SUFFIX = ".staccato-journal"
 _BACKUP_SUFFIX = ".staccato-old"
 MEASURE_LIMIT_BYTES = 64 * 1024 * 1024  # C10: largest file measured by reading when its stat size is wrong
 _MEASURE_BUFFER = 1024 * 1024
+JOURNAL_RECORD_BYTES = 128  # per chunk: index (<= 20), checksum (<= 64 hex), crc32 (8)
 
 
 def _missing(err: BaseException) -> bool:
@@ -112,23 +114,27 @@ def _stat(sftp: StaccatoSFTP, path: str) -> SFTPAttributes | None:
         return None
 
 
-def _journal_line(index: int, checksum: str) -> bytes:
+def _journal_record(index: int, checksum: str) -> bytes:
+    """The journal record of chunk ``index``: ``index checksum crc32``, space-padded to
+    ``JOURNAL_RECORD_BYTES`` with a final newline (readable with ``cat``)."""
     body = f"{index} {checksum}"
-    return f"{body} {zlib.crc32(body.encode()):08x}\n".encode()
+    text = f"{body} {zlib.crc32(body.encode()):08x}"
+    if len(text) >= JOURNAL_RECORD_BYTES:
+        raise PermanentError(f"checksum {checksum!r} does not fit a journal record")
+    return (text.ljust(JOURNAL_RECORD_BYTES - 1) + "\n").encode()
 
 
 def _parse_journal(data: bytes, chunks: int) -> dict[int, str]:
+    """Durable chunks from journal bytes: valid records in their own slots only (holes
+    of never-written slots read as zero bytes and are skipped)."""
     durable: dict[int, str] = {}
-    for raw in data.split(b"\n")[:-1]:  # the part after the last newline is torn
-        parts = raw.decode("ascii", "replace").split(" ")
-        if len(parts) != 3 or not parts[0].isdigit():
+    for slot in range(min(chunks, len(data) // JOURNAL_RECORD_BYTES)):
+        record = data[slot * JOURNAL_RECORD_BYTES : (slot + 1) * JOURNAL_RECORD_BYTES]
+        parts = record.decode("ascii", "replace").split()
+        if len(parts) != 3 or parts[0] != str(slot) or not parts[1]:
             continue
-        body = f"{parts[0]} {parts[1]}"
-        if f"{zlib.crc32(body.encode()):08x}" != parts[2]:
-            continue
-        index = int(parts[0])
-        if index < chunks and parts[1]:
-            durable[index] = parts[1]
+        if f"{zlib.crc32(f'{parts[0]} {parts[1]}'.encode()):08x}" == parts[2]:
+            durable[slot] = parts[1]
     return durable
 
 
@@ -243,7 +249,7 @@ class SFTPChunkWriter(ChunkWriter):
                 sftp = self._connection.sftp
                 try:
                     self._handle = sftp.open_handle(self._temp, FXF_WRITE)
-                    self._journal = sftp.open_handle(self._journal_path, FXF_WRITE | FXF_APPEND)
+                    self._journal = sftp.open_handle(self._journal_path, FXF_WRITE)
                 except StatusError as err:
                     if err.code == FX_NO_SUCH_FILE:
                         raise RetryableError(
@@ -262,8 +268,8 @@ class SFTPChunkWriter(ChunkWriter):
                 raise RetryableError(f"write session {self._temp} is gone; stopping this stale writer")
             sftp.write_at(self._handle, index * self._chunk_size, data)
             sftp.fsync_handle(self._handle)
-            # SSH_FXF_APPEND: the server appends whatever offset we name.
-            sftp.write_at(self._journal, 0, memoryview(_journal_line(index, checksum)))
+            record = _journal_record(index, checksum)
+            sftp.write_at(self._journal, index * len(record), memoryview(record))
 
     def close(self) -> None:
         connection, self._connection = self._connection, None
@@ -398,7 +404,7 @@ class SFTPDriver(Driver):
                         pass  # servers without FSETSTAT size: the chunk writes give the size
             finally:
                 sftp.close_handle(handle)
-            sftp.close_handle(sftp.open_handle(paths["journal"], FXF_WRITE | FXF_CREAT | FXF_APPEND))
+            sftp.close_handle(sftp.open_handle(paths["journal"], FXF_WRITE | FXF_CREAT))
 
         self._run(url, f"destination {url}", op)
         return WriteSession(url=url.canonical, size=size, chunk_size=chunk_size, session_id=paths["temp"], data=paths)

@@ -115,9 +115,11 @@ def test_source_changed_while_read(driver_env: Path, sftp_url, data_dir: Path) -
             reader.readinto(memoryview(bytearray(info.size)))
 
 
-def test_journal_resume_and_torn_lines(driver_env: Path, sftp_url, data_dir: Path) -> None:
-    """Durable chunks come from the journal; a torn or corrupted line is ignored (its
+def test_journal_resume_and_torn_records(driver_env: Path, sftp_url, data_dir: Path) -> None:
+    """Durable chunks come from the journal; a corrupted or torn record is ignored (its
     chunk is simply re-sent); abort removes everything."""
+    from staccato.endpoints.sftp import JOURNAL_RECORD_BYTES
+
     driver = get_driver("sftp")
     url = parse_url(sftp_url(data_dir / "j.bin"))
     chunk = 64 * 1024
@@ -126,11 +128,14 @@ def test_journal_resume_and_torn_lines(driver_env: Path, sftp_url, data_dir: Pat
     assert driver.open_session(url, len(data), chunk, "t-journal") == session  # idempotent
     digests = [checksums.checksum_bytes("crc32c", data[i * chunk : (i + 1) * chunk]) for i in range(4)]
     with driver.open_writer(session) as writer:
-        for index in (0, 2):
+        for index in (2, 0):
             writer.write_chunk(index, memoryview(data)[index * chunk : (index + 1) * chunk], digests[index])
     assert driver.durable_chunks(session) == {0: digests[0], 2: digests[2]}
-    with open(session.data["journal"], "ab") as journal:
-        journal.write(b"1 deadbeef 00000000\n3 " + digests[3].encode())  # bad CRC, torn line
+    with open(session.data["journal"], "r+b") as journal:
+        journal.seek(1 * JOURNAL_RECORD_BYTES)
+        journal.write(f"1 {digests[1]} 00000000".encode())  # wrong CRC
+        journal.seek(3 * JOURNAL_RECORD_BYTES)
+        journal.write(f"3 {digests[3]}".encode())  # torn: no CRC, short
     assert driver.durable_chunks(session) == {0: digests[0], 2: digests[2]}
     with pytest.raises(PermanentError, match="2 chunks are not durable"):
         driver.publish(session)
