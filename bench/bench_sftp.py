@@ -18,8 +18,9 @@ Everything runs on this machine, in the same run, against the same OpenSSH sshd 
   has a shell (it does here), so the server re-reads the file, not the network.
 * OpenSSH ``sftp -b`` (batch mode, default settings: 64 requests of 32 KiB in flight).
 
-Warm-up once per tool and direction, then medians of ``--runs``; ratio = rclone's
-median seconds / Staccato's (>= 1.0 means Staccato is at least as fast).
+Warm-up once per tool and direction, then ``--runs`` rounds over all tools in turn
+(so load from other jobs falls on every tool alike) and medians; ratio = rclone's
+median seconds / the tool's (>= 1.0 means at least as fast as rclone).
 """
 
 from __future__ import annotations
@@ -27,13 +28,14 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.common import REPO, MiB, Service, median_of, random_file
+from bench.common import REPO, MiB, Service, random_file, timed
 from tests.servers.sshd import SshdServer
 
 
@@ -131,13 +133,27 @@ def main() -> None:
     }
     results: dict[tuple[str, str], float] = {}
     try:
+        runs: dict[tuple[str, str], list[float]] = {}
         for case, tools in cases.items():
             for tool, go in tools.items():
                 remove()
                 go()  # warm-up (and a check that it works)
-                seconds = median_of(args.runs, go, remove)
-                results[(case, tool)] = seconds
-                print(f"{case:11} {tool:24} {seconds:6.2f} s  {size / seconds / 1e6:6.0f} MB/s", flush=True)
+                runs[(case, tool)] = []
+        # Round-robin over the tools, so that load from other jobs on the machine falls
+        # on all of them alike; then medians.
+        for _ in range(args.runs):
+            for case, tools in cases.items():
+                for tool, go in tools.items():
+                    remove()
+                    runs[(case, tool)].append(timed(go))
+        for key, times in runs.items():
+            results[key] = statistics.median(times)
+            case, tool = key
+            print(
+                f"{case:11} {tool:24} {results[key]:6.2f} s  {size / results[key] / 1e6:6.0f} MB/s  "
+                f"runs: {', '.join(f'{t:.2f}' for t in times)}",
+                flush=True,
+            )
         print(
             f"\n{args.size_mib} MiB, medians of {args.runs}; staccato streams={args.streams} "
             f"chunk={args.chunk_size}; ratio = rclone s / tool s\n"
