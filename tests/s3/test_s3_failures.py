@@ -17,7 +17,7 @@ import pytest
 
 from staccato.client import StaccatoClient, TransferFailed
 from staccato.models import TransferOptions, TransferState
-from tests.helpers import MiB, WorkerProcess, leftovers, wait_for_status, write_random
+from tests.helpers import MiB, WorkerProcess, wait_for_status, write_random
 from tests.s3.conftest import MeteredSeaweedS3
 from tests.s3.s3util import exists, file_crc32c, object_digest, open_uploads, put_with_crc32c
 from tests.servers.nginx import NginxServer
@@ -89,35 +89,30 @@ async def test_permanent_failure_aborts_and_keeps_the_old_object(
 
 
 async def test_s3_source_overwritten_mid_transfer(
-    s3_client: StaccatoClient,
-    s3_server: MeteredSeaweedS3,
-    s3: Any,
-    bucket: str,
-    data_dir: Path,
-    tmp_path: Path,
+    profile_client: StaccatoClient, s3: Any, bucket: str, tmp_path: Path
 ) -> None:
-    """Overwritten as soon as the first ranged GET was served: the next GET (If-Match)
-    or the publish-time re-check fails with `source changed`; nothing is published."""
+    """The source object is overwritten while it is being copied: the next ranged GET
+    (If-Match -> 412) or else the publish-time re-check fails with `source changed`;
+    nothing is published and the upload is aborted. To make "while" certain, the
+    destination is the same SeaweedFS behind a 2 MB/s uplink (profile ``slow``) and the
+    source is overwritten once the first part has arrived; 4 segments on a worker with 2
+    activity processes, so the last two start (and GET with If-Match) after that."""
     source = tmp_path / "src.bin"
-    write_random(source, 128 * MiB, seed=24)
-    put_with_crc32c(s3, bucket, "src.bin", source, part_size=16 * MiB)
-    destination = data_dir / "dst.bin"
-    transfer = await s3_client.submit(
+    write_random(source, 20 * MiB, seed=24)
+    put_with_crc32c(s3, bucket, "src.bin", source)
+    transfer = await profile_client.submit(
         f"s3://{bucket}/src.bin",
-        str(destination),
-        TransferOptions(chunk_size=5 * MiB, streams=1),
+        f"s3://{bucket}/dst.bin?profile=slow",
+        TransferOptions(chunk_size=5 * MiB, streams=4),
     )
-    deadline = time.monotonic() + 60
-    while s3_server.request_count(bucket, "GET", code="206") == 0:
-        assert time.monotonic() < deadline, "the transfer never read the source"
-        await asyncio.sleep(0.01)
+    await _wait_for_parts(s3, bucket)
     s3.put_object(Bucket=bucket, Key="src.bin", Body=b"a different object")
     with pytest.raises(TransferFailed) as failure:
-        await asyncio.wait_for(s3_client.wait(transfer), 120)
+        await asyncio.wait_for(profile_client.wait(transfer), 120)
     assert "source changed" in str(failure.value), failure.value
     assert f"s3://{bucket}/src.bin" in str(failure.value)
-    assert not destination.exists()
-    assert leftovers(data_dir) == []
+    assert open_uploads(s3, bucket) == []
+    assert s3.list_objects_v2(Bucket=bucket)["KeyCount"] == 1  # the source only
 
 
 async def test_keys_never_reach_history_or_logs(
