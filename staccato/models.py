@@ -213,6 +213,10 @@ class PrepareResult(BaseModel):
     session: WriteSession
     chunk_size: int
     note: str | None = None
+    verify_by_segments: bool = True  # False: the store answers a whole-object checksum cheaply
+    session_url: str | None = (
+        None  # where the unpublished bytes can be read, to verify before publish
+    )
 
 
 class PublishInput(BaseModel):
@@ -231,8 +235,9 @@ class VerifyInput(BaseModel):
     chunk_size: int
     segments: list[tuple[int, int]]  # (first_chunk, end_chunk), few: one per segment
     checksum: ChecksumAlgorithm
-    expected: str  # hex digest
+    expected: str  # hex digest over ``segments``
     mode: VerifyMode
+    whole_object: bool = True  # False: ``segments`` is a part of the object, checked alone
 
 
 class TransferResult(BaseModel):

@@ -216,3 +216,30 @@ async def test_history_stays_small(client: StaccatoClient, data_dir: Path) -> No
     assert len(events) < 200
     assert events[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED
     destination.unlink()
+
+
+async def test_corrupted_temp_chunk_is_sent_again(
+    client: StaccatoClient, slow_nginx: NginxServer, http_root: Path, data_dir: Path
+) -> None:
+    """Journaled chunks whose bytes no longer match their checksum (torn write, OS crash,
+    stray writer) are not trusted: a resumed stream copies them again, and a segment that
+    had completed is caught by the verify before publish and copied again."""
+    digest = write_random(http_root / "torn.bin", SIZE, seed=10)
+    destination = data_dir / "torn.bin"
+    transfer = await client.submit(slow_nginx.url("torn.bin"), str(destination), OPTIONS)
+    await wait_for_status(client, transfer, _started(0.3), timeout_s=60)
+    await client.pause(transfer)
+    await wait_for_status(client, transfer, lambda s: s.state == TransferState.paused, timeout_s=30)
+    await asyncio.sleep(3)  # streams stop at their next heartbeat
+    (temp,) = [p for p in data_dir.iterdir() if p.name.endswith(".staccato-part")]
+    (journal,) = [p for p in data_dir.iterdir() if p.name.endswith(".staccato-journal")]
+    journaled = [int(line.split()[0]) for line in journal.read_text().splitlines()]
+    assert journaled
+    with open(temp, "r+b") as f:  # damage every chunk written so far, done segments included
+        for index in journaled:
+            f.seek(index * OPTIONS.chunk_size + 100)
+            f.write(b"\0garbage\0")
+    await client.resume(transfer)
+    result = await asyncio.wait_for(client.wait(transfer), 120)
+    assert result.bytes == SIZE
+    assert sha256_file(destination) == digest

@@ -37,7 +37,13 @@ def prepare(request: PrepareInput) -> PrepareResult:
     driver.check_destination(parsed)
     chunk_size, note = driver.adjust_chunk_size(request.size, request.chunk_size)
     session = driver.open_session(parsed, request.size, chunk_size, request.session_key)
-    return PrepareResult(session=session, chunk_size=chunk_size, note=note)
+    return PrepareResult(
+        session=session,
+        chunk_size=chunk_size,
+        note=note,
+        verify_by_segments=not driver.stored_object_checksum,
+        session_url=driver.session_url(session),
+    )
 
 
 @activity.defn(name="publish")
@@ -78,12 +84,22 @@ def verify(request: VerifyInput) -> str:
     if request.mode == VerifyMode.size:
         return ""
     activity.heartbeat()
-    actual = driver.object_checksum(
-        url, request.size, request.chunk_size, request.segments, request.checksum.value
-    )
+    if request.whole_object:
+        actual = driver.object_checksum(
+            url, request.size, request.chunk_size, request.segments, request.checksum.value
+        )
+    else:
+        actual = driver.segments_checksum(
+            url, request.size, request.chunk_size, request.segments, request.checksum.value
+        )
     if actual != request.expected:
+        where = ""
+        if not request.whole_object:
+            first = request.segments[0][0] * request.chunk_size
+            end = min(request.size, request.segments[-1][1] * request.chunk_size)
+            where = f" in bytes [{first}, {end})"
         raise ChecksumMismatch(
-            f"destination {request.url} checksum {checksums.label(request.checksum, actual)} "
+            f"destination {request.url}{where} checksum {checksums.label(request.checksum, actual)} "
             f"differs from the source's {checksums.label(request.checksum, request.expected)}"
         )
     return actual

@@ -28,7 +28,9 @@ from staccato.models import ObjectInfo, WriteSession
 from staccato.plan import chunk_bounds
 from staccato.urls import EndpointURL
 
-_keepalive_hook: ContextVar[Callable[[], None] | None] = ContextVar("staccato_keepalive", default=None)
+_keepalive_hook: ContextVar[Callable[[], None] | None] = ContextVar(
+    "staccato_keepalive", default=None
+)
 
 
 def keepalive() -> None:
@@ -209,6 +211,12 @@ class Driver(abc.ABC):
         checksum it, without writing it again)."""
         raise Unsupported(f"{self.scheme} endpoints cannot be written")
 
+    def session_url(self, session: WriteSession) -> str | None:
+        """A URL this driver can read the session's unpublished bytes from (a temp
+        file), so they can be verified *before* publish; None when the endpoint cannot
+        read an unfinished write (an S3 multipart upload)."""
+        return None
+
     def publish(self, session: WriteSession) -> None:
         """Atomically make the destination name hold the complete object.
 
@@ -220,6 +228,12 @@ class Driver(abc.ABC):
         """Discard the session's temp data. Idempotent; the destination name is untouched."""
         raise Unsupported(f"{self.scheme} endpoints cannot be written")
 
+    @property
+    def stored_object_checksum(self) -> bool:
+        """Whether :meth:`object_checksum` answers from stored metadata (a driver that
+        overrides it does) rather than by reading the whole object back."""
+        return type(self).object_checksum is not Driver.object_checksum
+
     def object_checksum(
         self,
         url: EndpointURL,
@@ -228,23 +242,37 @@ class Driver(abc.ABC):
         segments: Iterable[tuple[int, int]],
         algorithm: str,
     ) -> str:
-        """Checksum of the published object computed the way transfers compute it:
+        """Checksum of the whole published object computed the way transfers compute it:
         per chunk, combined per segment ``(first_chunk, end_chunk)``, then per object.
 
-        The default reads the object back; drivers with stored checksums may override.
+        The default reads the object back (:meth:`segments_checksum`); drivers with
+        stored checksums override it.
         """
+        return self.segments_checksum(url, size, chunk_size, segments, algorithm)
+
+    def segments_checksum(
+        self,
+        url: EndpointURL,
+        size: int,
+        chunk_size: int,
+        segments: Iterable[tuple[int, int]],
+        algorithm: str,
+    ) -> str:
+        """Combined checksum of the given consecutive-chunk segments, read back from
+        the published object at ``url`` (each segment with its own ranged read, so
+        several activities can verify one object in parallel)."""
         info = self.stat(url)
         buffer = memoryview(bytearray(min(chunk_size, max(size, 1))))
         segment_digests: list[tuple[str, int]] = []
-        with self.open_read(url, info, 0, size) as reader:
-            for first, end in segments:
-                parts: list[tuple[str, int]] = []
+        for first, end in segments:
+            offset = first * chunk_size
+            length = min(size, end * chunk_size) - offset
+            parts: list[tuple[str, int]] = []
+            with self.open_read(url, info, offset, length) as reader:
                 for index in range(first, end):
-                    _, length = chunk_bounds(index, size, chunk_size)
-                    view = buffer[:length]
+                    _, chunk_length = chunk_bounds(index, size, chunk_size)
+                    view = buffer[:chunk_length]
                     filled = reader.readinto_full(view)
                     parts.append((checksums.checksum_bytes(algorithm, view[:filled]), filled))
-                segment_digests.append(
-                    (checksums.combine(algorithm, parts), sum(n for _, n in parts))
-                )
+            segment_digests.append((checksums.combine(algorithm, parts), sum(n for _, n in parts)))
         return checksums.combine(algorithm, segment_digests)

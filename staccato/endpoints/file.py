@@ -21,6 +21,7 @@ import errno
 import os
 import stat as stat_module
 from pathlib import Path
+from urllib.parse import quote
 
 from staccato import checksums
 from staccato.endpoints.base import ChunkWriter, Driver, Reader
@@ -277,6 +278,9 @@ class FileDriver(Driver):
         finally:
             os.close(fd)
         return durable
+
+    def session_url(self, session: WriteSession) -> str | None:
+        return "file://" + quote(session.session_id, safe="/")
 
     def publish(self, session: WriteSession) -> None:
         target = session.data["path"]

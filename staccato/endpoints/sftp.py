@@ -46,6 +46,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
+from urllib.parse import quote
 
 from paramiko.sftp_attr import SFTPAttributes
 
@@ -84,7 +85,9 @@ T = TypeVar("T")
 _TEMP_SUFFIX = ".staccato-part"
 _JOURNAL_SUFFIX = ".staccato-journal"
 _BACKUP_SUFFIX = ".staccato-old"
-MEASURE_LIMIT_BYTES = 64 * 1024 * 1024  # C10: largest file measured by reading when its stat size is wrong
+MEASURE_LIMIT_BYTES = (
+    64 * 1024 * 1024
+)  # C10: largest file measured by reading when its stat size is wrong
 _MEASURE_BUFFER = 1024 * 1024
 JOURNAL_RECORD_BYTES = 128  # per chunk: index (<= 20), checksum (<= 64 hex), crc32 (8)
 
@@ -169,7 +172,9 @@ def _remove_if_exists(sftp: StaccatoSFTP, path: str) -> None:
 class SFTPReader(Reader):
     """Pipelined reads of ``[offset, offset+length)`` of a pinned remote file."""
 
-    def __init__(self, url: EndpointURL, target: Target, info: ObjectInfo, offset: int, length: int) -> None:
+    def __init__(
+        self, url: EndpointURL, target: Target, info: ObjectInfo, offset: int, length: int
+    ) -> None:
         self._url = url
         self._info = info
         self._connection: Connection | None = POOL.acquire(target)
@@ -181,7 +186,9 @@ class SFTPReader(Reader):
                     self._handle = sftp.open_handle(url.path, FXF_READ)
                 except StatusError as err:
                     if err.code == FX_NO_SUCH_FILE:
-                        raise SourceChanged(f"source changed: {url} was removed during the transfer") from None
+                        raise SourceChanged(
+                            f"source changed: {url} was removed during the transfer"
+                        ) from None
                     raise
                 self._check(sftp.fstat_handle(self._handle))
                 end = offset + length
@@ -193,7 +200,9 @@ class SFTPReader(Reader):
     def _check(self, attrs: SFTPAttributes) -> None:
         pinned_size = int(self._info.extra.get("stat_size", self._info.size))
         pinned_mtime = self._info.extra.get("mtime")
-        if attrs.st_size != pinned_size or (pinned_mtime is not None and str(attrs.st_mtime) != pinned_mtime):
+        if attrs.st_size != pinned_size or (
+            pinned_mtime is not None and str(attrs.st_mtime) != pinned_mtime
+        ):
             raise SourceChanged(
                 f"source changed during the transfer: {self._url} now has size {attrs.st_size} bytes "
                 f"(was {pinned_size}) or a new modification time"
@@ -245,7 +254,10 @@ class SFTPChunkWriter(ChunkWriter):
         self._journal: bytes | None = None
         self._connection: Connection | None = POOL.acquire(resolve(self._url))
         try:
-            with _mapped(f"destination {self._url} (temp file {self._temp})"), guarded(self._connection):
+            with (
+                _mapped(f"destination {self._url} (temp file {self._temp})"),
+                guarded(self._connection),
+            ):
                 sftp = self._connection.sftp
                 try:
                     self._handle = sftp.open_handle(self._temp, FXF_WRITE)
@@ -261,11 +273,18 @@ class SFTPChunkWriter(ChunkWriter):
             raise
 
     def write_chunk(self, index: int, data: memoryview, checksum: str) -> None:
-        assert self._connection is not None and self._handle is not None and self._journal is not None
+        assert (
+            self._connection is not None and self._handle is not None and self._journal is not None
+        )
         sftp = self._connection.sftp
-        with _mapped(f"destination {self._url} (temp file {self._temp})"), guarded(self._connection):
+        with (
+            _mapped(f"destination {self._url} (temp file {self._temp})"),
+            guarded(self._connection),
+        ):
             if _stat(sftp, self._temp) is None:
-                raise RetryableError(f"write session {self._temp} is gone; stopping this stale writer")
+                raise RetryableError(
+                    f"write session {self._temp} is gone; stopping this stale writer"
+                )
             sftp.write_at(self._handle, index * self._chunk_size, data)
             sftp.fsync_handle(self._handle)
             record = _journal_record(index, checksum)
@@ -318,7 +337,9 @@ class SFTPDriver(Driver):
                 again = _stat(sftp, url.path)
                 if again is None or again.st_size != stat_size or again.st_mtime != mtime:
                     raise SourceChanged(f"source changed: {url} is being modified")
-            version = f"size={size};mtime={mtime}" + (f";stat_size={stat_size}" if size != stat_size else "")
+            version = f"size={size};mtime={mtime}" + (
+                f";stat_size={stat_size}" if size != stat_size else ""
+            )
             return ObjectInfo(
                 size=size,
                 version=version,
@@ -334,7 +355,9 @@ class SFTPDriver(Driver):
         handle = sftp.open_handle(url.path, FXF_READ)
         try:
             try:
-                sftp.reader(handle, stat_size, stat_size, probe_eof=True).readinto(memoryview(bytearray(1)))
+                sftp.reader(handle, stat_size, stat_size, probe_eof=True).readinto(
+                    memoryview(bytearray(1))
+                )
                 return stat_size
             except SourceLonger:
                 pass
@@ -369,7 +392,9 @@ class SFTPDriver(Driver):
                 f"destination directory {parent} does not exist on {url.host} (for {url}); create it first"
             )
         if not stat_module.S_ISDIR(parent_attrs.st_mode or 0):
-            raise DestinationMissing(f"destination {parent} on {url.host} is not a directory (for {url})")
+            raise DestinationMissing(
+                f"destination {parent} on {url.host} is not a directory (for {url})"
+            )
         target_attrs = _stat(sftp, url.path)
         if target_attrs is not None and stat_module.S_ISDIR(target_attrs.st_mode or 0):
             raise IsADirectory(
@@ -390,7 +415,9 @@ class SFTPDriver(Driver):
             "backup": stem + _BACKUP_SUFFIX,
         }
 
-    def open_session(self, url: EndpointURL, size: int, chunk_size: int, transfer_id: str) -> WriteSession:
+    def open_session(
+        self, url: EndpointURL, size: int, chunk_size: int, transfer_id: str
+    ) -> WriteSession:
         paths = self._paths(url, transfer_id)
 
         def op(sftp: StaccatoSFTP) -> None:
@@ -407,17 +434,32 @@ class SFTPDriver(Driver):
             sftp.close_handle(sftp.open_handle(paths["journal"], FXF_WRITE | FXF_CREAT))
 
         self._run(url, f"destination {url}", op)
-        return WriteSession(url=url.canonical, size=size, chunk_size=chunk_size, session_id=paths["temp"], data=paths)
+        return WriteSession(
+            url=url.canonical,
+            size=size,
+            chunk_size=chunk_size,
+            session_id=paths["temp"],
+            data=paths,
+        )
 
     def open_writer(self, session: WriteSession) -> ChunkWriter:
         return SFTPChunkWriter(session)
 
     def durable_chunks(self, session: WriteSession) -> dict[int, str]:
         url = parse_url(session.url)
-        data = self._run(url, f"destination {url}", lambda sftp: _read_all(sftp, session.data["journal"]))
+        data = self._run(
+            url, f"destination {url}", lambda sftp: _read_all(sftp, session.data["journal"])
+        )
         if data is None:
             return {}
         return _parse_journal(data, chunk_count(session.size, session.chunk_size))
+
+    def session_url(self, session: WriteSession) -> str | None:
+        url = parse_url(session.url)
+        quoted_path = quote(url.path, safe="/")
+        return url.canonical[: len(url.canonical) - len(quoted_path)] + quote(
+            session.session_id, safe="/"
+        )
 
     def publish(self, session: WriteSession) -> None:
         url = parse_url(session.url)
@@ -433,7 +475,9 @@ class SFTPDriver(Driver):
                     _remove_if_exists(sftp, paths["backup"])
                     _remove_if_exists(sftp, paths["journal"])
                     return
-                raise RetryableError(f"write session {paths['temp']} is gone and {url} was not published")
+                raise RetryableError(
+                    f"write session {paths['temp']} is gone and {url} was not published"
+                )
             journal = _read_all(sftp, paths["journal"]) or b""
             missing = chunks - len(_parse_journal(journal, chunks))
             if missing:
@@ -494,7 +538,9 @@ class SFTPDriver(Driver):
             _remove_if_exists(sftp, paths["journal"])
             if _stat(sftp, paths["backup"]) is not None:
                 if _stat(sftp, paths["path"]) is None:
-                    sftp.rename(paths["backup"], paths["path"])  # a publish stopped half-way: undo it
+                    sftp.rename(
+                        paths["backup"], paths["path"]
+                    )  # a publish stopped half-way: undo it
                 else:
                     _remove_if_exists(sftp, paths["backup"])
 

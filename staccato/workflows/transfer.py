@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
         TransferResult,
         TransferState,
         VerifyInput,
+        VerifyMode,
         WriteSession,
     )
     from staccato.plan import plan_segments
@@ -119,6 +120,33 @@ class TransferWorkflow:
                 options.checksum.value,
                 [(results[s.index].checksum or "", s.length) for s in segments],
             )
+            if prepared.session_url:
+                bad = await self._verify(
+                    request, info, prepared, segments, results, digest, before_publish=True
+                )
+                if bad:
+                    # Chunks damaged after they were written (torn write, OS crash, stray
+                    # writer): copy those segments again (their journal check drops the
+                    # damaged chunks), then verify once more; a second mismatch fails.
+                    workflow.logger.warning("re-copying segments %s after a checksum mismatch", bad)
+                    again = [s for s in segments if s.index in bad]
+                    results.update(
+                        await self._copy(request, info, session, again, heartbeat_timeout)
+                    )
+                    digest = checksums.combine(
+                        options.checksum.value,
+                        [(results[s.index].checksum or "", s.length) for s in segments],
+                    )
+                    await self._verify(
+                        request,
+                        info,
+                        prepared,
+                        segments,
+                        results,
+                        digest,
+                        before_publish=True,
+                        repair=False,
+                    )
             self._set_phase("publish")
             await workflow.execute_activity(
                 "publish",
@@ -127,22 +155,12 @@ class TransferWorkflow:
                 retry_policy=RETRY,
             )
             published = True
-            self._set_phase("verify")
-            await workflow.execute_activity(
-                "verify",
-                VerifyInput(
-                    url=request.destination,
-                    size=info.size,
-                    chunk_size=chunk_size,
-                    segments=[(s.first_chunk, s.end_chunk) for s in segments],
-                    checksum=options.checksum,
-                    expected=digest,
-                    mode=options.verify,
-                ),
-                result_type=str,
-                start_to_close_timeout=_copy_timeout(info.size) + SHORT_TIMEOUT,
-                retry_policy=RETRY,
-            )
+            if not prepared.session_url:
+                await self._verify(
+                    request, info, prepared, segments, results, digest, before_publish=False
+                )
+            elif options.verify != VerifyMode.none:
+                await self._verify_size(request, info)
         except (asyncio.CancelledError, CancelledError):
             await self._cleanup(session)
             self._set_state(TransferState.cancelled)
@@ -239,6 +257,107 @@ class TransferWorkflow:
         if self._failure is not None:
             raise self._failure
         return results
+
+    async def _verify(
+        self,
+        request: TransferRequest,
+        info: ObjectInfo,
+        prepared: PrepareResult,
+        segments: list[Segment],
+        results: dict[int, StreamResult],
+        digest: str,
+        *,
+        before_publish: bool,
+        repair: bool = True,
+    ) -> set[int]:
+        """Compare what the destination holds with the source-side checksums.
+
+        Returns:
+            With ``repair``, the segments whose bytes mismatched (to be copied again);
+            otherwise a mismatch raises.
+
+        Before publish the unpublished temp data is read (``prepared.session_url``), so a
+        corrupted object never gets the destination name; stores that cannot read an
+        unfinished write (S3 multipart) are checked after publish, from their stored
+        checksum where they keep one.
+        """
+        options = request.options
+        if options.verify == VerifyMode.none:
+            return set()
+        self._set_phase("verify")
+        verify = VerifyInput(
+            url=(prepared.session_url if before_publish else None) or request.destination,
+            size=info.size,
+            chunk_size=prepared.chunk_size,
+            segments=[(s.first_chunk, s.end_chunk) for s in segments],
+            checksum=options.checksum,
+            expected=digest,
+            mode=options.verify,
+        )
+        parts = [verify]
+        if (
+            options.verify == VerifyMode.checksum
+            and prepared.verify_by_segments
+            and len(segments) > 1
+        ):
+            # read the data back in parallel, one activity per segment
+            parts = [
+                verify.model_copy(
+                    update={
+                        "segments": [(s.first_chunk, s.end_chunk)],
+                        "expected": checksums.combine(
+                            options.checksum.value, [(results[s.index].checksum or "", s.length)]
+                        ),
+                        "whole_object": False,
+                    }
+                )
+                for s in segments
+            ]
+        outcomes = await asyncio.gather(
+            *(
+                workflow.execute_activity(
+                    "verify",
+                    part,
+                    result_type=str,
+                    start_to_close_timeout=_copy_timeout(info.size) + SHORT_TIMEOUT,
+                    retry_policy=RETRY,
+                )
+                for part in parts
+            ),
+            return_exceptions=True,
+        )
+        bad: set[int] = set()
+        for part, outcome in zip(parts, outcomes, strict=True):
+            if not isinstance(outcome, BaseException):
+                continue
+            if (
+                repair
+                and not part.whole_object
+                and isinstance(outcome, ActivityError)
+                and _reason_type(outcome) == "ChecksumMismatch"
+            ):
+                bad.update(s.index for s in segments if s.first_chunk == part.segments[0][0])
+                continue
+            raise outcome
+        return bad
+
+    async def _verify_size(self, request: TransferRequest, info: ObjectInfo) -> None:
+        """After publishing verified bytes: the destination name holds the right size."""
+        await workflow.execute_activity(
+            "verify",
+            VerifyInput(
+                url=request.destination,
+                size=info.size,
+                chunk_size=request.options.chunk_size,
+                segments=[],
+                checksum=request.options.checksum,
+                expected="",
+                mode=VerifyMode.size,
+            ),
+            result_type=str,
+            start_to_close_timeout=SHORT_TIMEOUT,
+            retry_policy=RETRY,
+        )
 
     async def _cleanup(self, session: WriteSession | None) -> None:
         if session is None:
