@@ -154,7 +154,17 @@ def status_error(err: StatusError | OSError, what: str) -> StaccatoError:
 
 
 def _connection_error(err: BaseException) -> bool:
-    return isinstance(err, (EOFError, paramiko.SSHException, SFTPError, TimeoutError, ConnectionError, BrokenPipeError))
+    return isinstance(
+        err,
+        (
+            EOFError,
+            paramiko.SSHException,
+            SFTPError,
+            TimeoutError,
+            ConnectionError,
+            BrokenPipeError,
+        ),
+    )
 
 
 def _int_setting(name: str, default: int) -> int:
@@ -173,7 +183,9 @@ def _float_setting(name: str, default: float) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise PermanentError(f"worker setting {name} must be a number of seconds, got {text!r}") from None
+        raise PermanentError(
+            f"worker setting {name} must be a number of seconds, got {text!r}"
+        ) from None
     if value <= 0:
         raise PermanentError(f"worker setting {name} must be positive, got {text!r}")
     return value
@@ -417,7 +429,9 @@ class StaccatoSFTP(paramiko.SFTPClient):
         if failure is not None:
             raise failure
 
-    def send_reads(self, receiver: _Responses, handle: bytes, ranges: list[tuple[int, int]]) -> list[int]:
+    def send_reads(
+        self, receiver: _Responses, handle: bytes, ranges: list[tuple[int, int]]
+    ) -> list[int]:
         """Send SSH_FXP_READ requests for ``(offset, length)`` ranges in one write."""
         with self._lock:
             first = self.request_number
@@ -426,13 +440,17 @@ class StaccatoSFTP(paramiko.SFTPClient):
                 self._expecting[num] = receiver
         prefix = struct.pack(f">I{len(handle)}s", len(handle), handle)
         packets = b"".join(
-            struct.pack(">IBI", 1 + 4 + len(prefix) + 8 + 4, CMD_READ, num) + prefix + struct.pack(">QI", offset, length)
+            struct.pack(">IBI", 1 + 4 + len(prefix) + 8 + 4, CMD_READ, num)
+            + prefix
+            + struct.pack(">QI", offset, length)
             for num, (offset, length) in zip(range(first, first + len(ranges)), ranges, strict=True)
         )
         self.sock.sendall(packets)
         return list(range(first, first + len(ranges)))
 
-    def _send_write(self, receiver: _Responses, handle: bytes, offset: int, data: memoryview) -> int:
+    def _send_write(
+        self, receiver: _Responses, handle: bytes, offset: int, data: memoryview
+    ) -> int:
         """SSH_FXP_WRITE without copying ``data`` into a paramiko Message."""
         with self._lock:
             num = self.request_number
@@ -476,7 +494,9 @@ class ReadPipeline:
     the stat size is not trusted alone; the bytes actually there decide).
     """
 
-    def __init__(self, sftp: StaccatoSFTP, handle: bytes, offset: int, end: int, probe_eof: bool) -> None:
+    def __init__(
+        self, sftp: StaccatoSFTP, handle: bytes, offset: int, end: int, probe_eof: bool
+    ) -> None:
         self._sftp = sftp
         self._handle = handle
         self._next = offset  # next offset to request
@@ -490,7 +510,9 @@ class ReadPipeline:
         self.position = offset  # next byte handed to the caller
 
     def _request(self, offset: int, length: int) -> tuple[int, int, int]:
-        num = self._sftp._async_request(self._receiver, CMD_READ, self._handle, int64(offset), length)
+        num = self._sftp._async_request(
+            self._receiver, CMD_READ, self._handle, int64(offset), length
+        )
         return (num, offset, length)
 
     def _fill(self) -> None:
@@ -510,7 +532,9 @@ class ReadPipeline:
             self._next = self._end + 1
         if ranges:
             nums = self._sftp.send_reads(self._receiver, self._handle, ranges)
-            self._pending.extend((num, offset, length) for num, (offset, length) in zip(nums, ranges, strict=True))
+            self._pending.extend(
+                (num, offset, length) for num, (offset, length) in zip(nums, ranges, strict=True)
+            )
 
     def _take(self) -> tuple[int, int, int, int, Any]:
         num, offset, length = self._pending.popleft()
@@ -612,7 +636,9 @@ def acquire_slot(target: Target) -> Slot:
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
     except OSError as err:
-        raise PermanentError(f"cannot create the sftp lock directory {directory}: {err.strerror}") from None
+        raise PermanentError(
+            f"cannot create the sftp lock directory {directory}: {err.strerror}"
+        ) from None
     wanted = os.path.join(directory, "wanted")
     deadline = time.monotonic() + wait_s
     delay = 0.02
@@ -623,7 +649,9 @@ def acquire_slot(target: Target) -> Slot:
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             except OSError as err:
-                raise PermanentError(f"cannot open the sftp connection slot {path}: {err.strerror}") from None
+                raise PermanentError(
+                    f"cannot open the sftp connection slot {path}: {err.strerror}"
+                ) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -636,7 +664,12 @@ def acquire_slot(target: Target) -> Slot:
                 f"(STACCATO_SFTP_MAX_CONNECTIONS={cap}); waited {wait_s:.0f} s"
             )
         if not announced:
-            log.info("waiting for one of %d sftp connection slots to %s:%d", cap, target.hostname, target.port)
+            log.info(
+                "waiting for one of %d sftp connection slots to %s:%d",
+                cap,
+                target.hostname,
+                target.port,
+            )
             announced = True
         # Ask idle connections in other processes to let go (see Pool._reap).
         with open(wanted, "a"):
@@ -673,7 +706,9 @@ class BufferedSocket:
 
     def recv(self, size: int) -> bytes:
         if self._start == self._end:
-            got = self._sock.recv_into(self._buffer)  # socket.timeout propagates, as paramiko expects
+            got = self._sock.recv_into(
+                self._buffer
+            )  # socket.timeout propagates, as paramiko expects
             if not got:
                 return b""
             self._start, self._end = 0, got
@@ -758,7 +793,9 @@ def connect(target: Target, slot: Slot) -> Connection:
     sock = open_socket(target)
     if isinstance(sock, socket.socket):
         sock = BufferedSocket(sock)
-    transport = paramiko.Transport(sock, default_window_size=WINDOW_BYTES, default_max_packet_size=PACKET_BYTES)
+    transport = paramiko.Transport(
+        sock, default_window_size=WINDOW_BYTES, default_max_packet_size=PACKET_BYTES
+    )
     try:
         transport.banner_timeout = target.connect_timeout_s
         transport.handshake_timeout = target.connect_timeout_s
@@ -781,7 +818,9 @@ def connect(target: Target, slot: Slot) -> Connection:
         transport.set_keepalive(15)
         try:
             channel = transport.open_session(
-                window_size=WINDOW_BYTES, max_packet_size=PACKET_BYTES, timeout=target.connect_timeout_s
+                window_size=WINDOW_BYTES,
+                max_packet_size=PACKET_BYTES,
+                timeout=target.connect_timeout_s,
             )
         except (paramiko.SSHException, EOFError, OSError) as err:
             raise RetryableError(f"{target.label}: cannot open a session channel: {err}") from None
@@ -789,14 +828,18 @@ def connect(target: Target, slot: Slot) -> Connection:
             channel.invoke_subsystem("sftp")
         except paramiko.SSHException as err:
             if transport.is_active():
-                raise PermanentError(f"{target.label} does not offer the sftp subsystem ({err})") from None
+                raise PermanentError(
+                    f"{target.label} does not offer the sftp subsystem ({err})"
+                ) from None
             raise RetryableError(f"{target.label}: connection dropped starting sftp") from None
         channel.settimeout(target.connect_timeout_s)
         try:
             sftp = StaccatoSFTP(channel)
             sftp.setup()
         except (paramiko.SSHException, EOFError, OSError, SFTPError, StatusError) as err:
-            reason = "no answer" if isinstance(err, TimeoutError) else (str(err) or type(err).__name__)
+            reason = (
+                "no answer" if isinstance(err, TimeoutError) else (str(err) or type(err).__name__)
+            )
             raise RetryableError(
                 f"{target.label}: the sftp subsystem did not start ({reason}; a login shell that "
                 "prints or stalls in its start-up files can cause this)"
@@ -807,7 +850,12 @@ def connect(target: Target, slot: Slot) -> Connection:
         raise
     log.debug(
         "sftp connection to %s (slot %d): cipher %s, extensions %s, request sizes %d/%d",
-        target.label, slot.index, transport.remote_cipher, sorted(sftp.extensions), sftp.read_size, sftp.write_size,
+        target.label,
+        slot.index,
+        transport.remote_cipher,
+        sorted(sftp.extensions),
+        sftp.read_size,
+        sftp.write_size,
     )
     return Connection(target, transport, sftp, slot)
 
@@ -903,7 +951,9 @@ class Pool:
 
     def _start_reaper(self) -> None:
         if self._reaper is None or not self._reaper.is_alive():
-            self._reaper = threading.Thread(target=self._reap_forever, name="staccato-sftp-reaper", daemon=True)
+            self._reaper = threading.Thread(
+                target=self._reap_forever, name="staccato-sftp-reaper", daemon=True
+            )
             self._reaper.start()
 
     def _reap_forever(self) -> None:

@@ -88,7 +88,9 @@ def _env_seconds(name: str, default: float) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise PermanentError(f"worker setting {name} must be a number of seconds, got {text!r}") from None
+        raise PermanentError(
+            f"worker setting {name} must be a number of seconds, got {text!r}"
+        ) from None
     if value <= 0:
         raise PermanentError(f"worker setting {name} must be positive, got {text!r}")
     return value
@@ -156,7 +158,9 @@ def _ssh_config_path() -> str | None:
     if value:
         path = os.path.expanduser(value)
         if not os.path.isfile(path):
-            raise PermanentError(f"worker setting STACCATO_SSH_CONFIG names {path}, which is not a file")
+            raise PermanentError(
+                f"worker setting STACCATO_SSH_CONFIG names {path}, which is not a file"
+            )
         return path
     path = os.path.expanduser("~/.ssh/config")
     return path if os.path.isfile(path) else None
@@ -209,9 +213,16 @@ def resolve(url: EndpointURL) -> Target:
         if configured_kh:
             known_hosts = [os.path.expanduser(p) for p in str(configured_kh).split() if p]
         else:
-            known_hosts = [os.path.expanduser("~/.ssh/known_hosts"), os.path.expanduser("~/.ssh/known_hosts2")]
+            known_hosts = [
+                os.path.expanduser("~/.ssh/known_hosts"),
+                os.path.expanduser("~/.ssh/known_hosts2"),
+            ]
     strict = str(options.get("stricthostkeychecking", "")).lower()
-    trust_new = _truthy(os.environ.get("STACCATO_SFTP_TRUST_NEW_HOSTS")) or strict in ("accept-new", "no", "off")
+    trust_new = _truthy(os.environ.get("STACCATO_SFTP_TRUST_NEW_HOSTS")) or strict in (
+        "accept-new",
+        "no",
+        "off",
+    )
 
     connect_timeout = _env_seconds("STACCATO_SFTP_CONNECT_TIMEOUT_S", DEFAULT_CONNECT_TIMEOUT_S)
     if options.get("connecttimeout"):
@@ -251,7 +262,9 @@ class _KnownKey:
 def _pattern_regex(pattern: str) -> re.Pattern[str]:
     """An ssh pattern (``*`` and ``?`` wildcards only; ``[`` is literal, as in
     ``[host]:port``) as a regular expression."""
-    return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern))
+    return re.compile(
+        "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    )
 
 
 def _name_matches(patterns: list[str], name: str) -> bool:
@@ -309,10 +322,14 @@ class HostKeyCheck:
 
     def __init__(self, target: Target) -> None:
         self.target = target
-        self.files = list(target.known_hosts) + [p for p in GLOBAL_KNOWN_HOSTS if p not in target.known_hosts]
+        self.files = list(target.known_hosts) + [
+            p for p in GLOBAL_KNOWN_HOSTS if p not in target.known_hosts
+        ]
         self.keys = _load_known_keys(self.files)
         self.for_host = [
-            k for k in self.keys if k.marker is None and _name_matches(k.patterns, target.host_key_name)
+            k
+            for k in self.keys
+            if k.marker is None and _name_matches(k.patterns, target.host_key_name)
         ]
 
     def preferred_key_types(self, offered: tuple[str, ...]) -> tuple[str, ...]:
@@ -397,7 +414,9 @@ class HostKeyCheck:
 _SECOND_FACTOR = ("keyboard-interactive", "password")
 
 
-def _refuse_prompting(target: Target, methods: list[str], after_key: str | None) -> PermissionDenied:
+def _refuse_prompting(
+    target: Target, methods: list[str], after_key: str | None
+) -> PermissionDenied:
     """C9: the server wants a method that needs a human: fail now, never prompt."""
     asked = ", ".join(methods) or "nothing Staccato can offer"
     if after_key:
@@ -473,7 +492,9 @@ def authenticate(transport: paramiko.Transport, target: Target) -> None:
     except paramiko.AuthenticationException:
         allowed = None
     except (paramiko.SSHException, EOFError, OSError) as err:
-        raise RetryableError(f"connection to {target.label} dropped during authentication: {err}") from None
+        raise RetryableError(
+            f"connection to {target.label} dropped during authentication: {err}"
+        ) from None
     if not transport.is_active():
         raise RetryableError(f"connection to {target.label} dropped during authentication")
     if allowed is not None and "publickey" not in allowed:
@@ -493,12 +514,16 @@ def authenticate(transport: paramiko.Transport, target: Target) -> None:
                         f"connection to {target.label} dropped during authentication"
                     ) from None
                 refused.append(label)
-                notes.append(f"the server closed the connection after {len(refused)} refused keys (MaxAuthTries)")
+                notes.append(
+                    f"the server closed the connection after {len(refused)} refused keys (MaxAuthTries)"
+                )
                 break
             refused.append(label)
             continue
         except (paramiko.SSHException, EOFError, OSError) as err:
-            raise RetryableError(f"connection to {target.label} dropped during authentication: {err}") from None
+            raise RetryableError(
+                f"connection to {target.label} dropped during authentication: {err}"
+            ) from None
         if not remaining:
             return
         if "publickey" in remaining:  # e.g. AuthenticationMethods publickey,publickey
@@ -526,7 +551,9 @@ def open_socket(target: Target) -> socket.socket | paramiko.ProxyCommand:
         except Exception as err:
             raise RetryableError(f"ProxyCommand for {target.alias} failed: {err}") from None
     try:
-        sock = socket.create_connection((target.hostname, target.port), timeout=target.connect_timeout_s)
+        sock = socket.create_connection(
+            (target.hostname, target.port), timeout=target.connect_timeout_s
+        )
     except socket.gaierror as err:
         if err.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", -5)):
             raise PermanentError(
@@ -540,6 +567,8 @@ def open_socket(target: Target) -> socket.socket | paramiko.ProxyCommand:
         reason = err.strerror or str(err)
         if err.errno == errno.ECONNREFUSED:
             reason = "connection refused (is sshd running?)"
-        raise RetryableError(f"cannot connect to {target.hostname}:{target.port}: {reason}") from None
+        raise RetryableError(
+            f"cannot connect to {target.hostname}:{target.port}: {reason}"
+        ) from None
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
