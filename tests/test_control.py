@@ -85,11 +85,12 @@ async def test_one_transfer_per_destination(
 async def test_cancel_keeps_existing_destination(
     client: StaccatoClient, slow_nginx: NginxServer, http_root: Path, data_dir: Path
 ) -> None:
-    write_random(http_root / "cancel.bin", SIZE, seed=3)
+    write_random(http_root / "cancel.bin", 2 * SIZE, seed=3)
     destination = data_dir / "cancel.bin"
     destination.write_bytes(b"precious old content")
+    slow_nginx.clear_log()
     transfer = await client.submit(slow_nginx.url("cancel.bin"), str(destination), OPTIONS)
-    await wait_for_status(client, transfer, _started(0.2), timeout_s=60)
+    await wait_for_status(client, transfer, _started(0.1), timeout_s=60)
     assert leftovers(data_dir), "a running transfer should have a temp file"
     await client.cancel(transfer)
     status = await wait_for_status(
@@ -100,6 +101,8 @@ async def test_cancel_keeps_existing_destination(
         await client.wait(transfer)
     assert destination.read_bytes() == b"precious old content"
     assert leftovers(data_dir) == []
+    sent = sum(r["body_bytes_sent"] for r in slow_nginx.requests() if r["method"] == "GET")
+    assert sent < 2 * SIZE * 0.8, f"cancel let the copy run on: {sent} of {2 * SIZE} bytes read"
 
 
 async def test_pause_then_resume(

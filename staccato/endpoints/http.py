@@ -39,6 +39,7 @@ from staccato.models import ObjectInfo
 from staccato.urls import EndpointURL
 
 _CONTENT_RANGE = re.compile(r"^bytes\s+(\d+)-(\d+)/(\d+|\*)$")
+_MAX_READ = 1 << 20  # bytes per readinto call
 _UNSATISFIED_RANGE = re.compile(r"^bytes\s+\*/(\d+)$")
 _TIMEOUT = httpx.Timeout(connect=10.0, read=30.0, write=30.0, pool=30.0)
 
@@ -206,7 +207,9 @@ class HTTPReader(Reader):
     def readinto(self, buffer: memoryview) -> int:
         if self._remaining <= 0:
             return 0
-        n = self._read(buffer[: min(len(buffer), self._remaining)])
+        # At most 1 MiB per call: http.client fills the whole buffer before returning,
+        # and the caller heartbeats (and notices cancellation) between calls.
+        n = self._read(buffer[: min(len(buffer), self._remaining, _MAX_READ)])
         if n == 0:
             raise IncompleteRead(
                 f"{self._url} ended {self._remaining} bytes before the end of the requested range"

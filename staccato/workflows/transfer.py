@@ -166,6 +166,10 @@ class TransferWorkflow:
             self._set_state(TransferState.cancelled)
             raise
         except ActivityError as err:
+            if isinstance(err.cause, CancelledError):  # cancelled while an activity ran
+                await self._cleanup(session)
+                self._set_state(TransferState.cancelled)
+                raise asyncio.CancelledError() from None
             if not published:
                 await self._cleanup(session)
             reason = _reason(err)
@@ -207,6 +211,7 @@ class TransferWorkflow:
             assert self._progress is not None
             while True:
                 await workflow.wait_condition(lambda: not self._paused or self._failure is not None)
+                _raise_if_cancelling()
                 if self._failure is not None or not queue:
                     return
                 segment = queue.popleft()
@@ -250,6 +255,7 @@ class TransferWorkflow:
                 else:
                     self._progress.partial[segment.index] = result.bytes_done
                     queue.appendleft(segment)
+                    _raise_if_cancelling()  # the transfer was cancelled, not paused
 
         await asyncio.gather(
             *(lane() for _ in range(max(1, min(request.options.streams, len(segments)))))
@@ -429,6 +435,14 @@ class TransferWorkflow:
         if self._progress is None or self._progress.state != TransferState.paused:
             state = self._progress.state.value if self._progress else "starting"
             raise ApplicationError(f"cannot resume a transfer that is {state}, not paused")
+
+
+def _raise_if_cancelling() -> None:
+    """Raise if this task was asked to cancel (workflow cancellation): an activity
+    started with WAIT_CANCELLATION_COMPLETED may return normally after the request."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError()
 
 
 def _session_key() -> str:
