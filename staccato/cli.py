@@ -480,6 +480,9 @@ def up(
         return
 
     _setup_logging(False)
+    pid = _running_pid()
+    if pid and pid != os.getpid():
+        _fail(f"already running (pid {pid}); stop it with `staccato down`")
     server = None
     if port_open("127.0.0.1", port):
         typer.echo(f"using the Temporal server already listening on {address}", err=True)
@@ -547,10 +550,9 @@ def down() -> None:
     if pid is None:
         typer.echo("staccato is not running")
         return
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
-        os.kill(pid, signal.SIGTERM)
+    # SIGTERM to `staccato up` alone: it lets the worker's streams send their last
+    # heartbeat, then stops the dev server itself. The whole group only if it hangs.
+    os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -559,7 +561,10 @@ def down() -> None:
             break
         time.sleep(0.2)
     else:
-        os.killpg(pid, signal.SIGKILL)
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
     _pid_file().unlink(missing_ok=True)
     typer.echo("staccato is down")
 

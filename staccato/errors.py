@@ -91,3 +91,32 @@ ERROR_TYPES: dict[str, type[StaccatoError]] = {
         Unsupported,
     )
 }
+
+
+def from_os_error(err: OSError, what: str) -> StaccatoError:
+    """Map an ``OSError`` to a Staccato error whose message names ``what``: transient
+    conditions (EIO, EAGAIN, ESTALE, ETIMEDOUT, ENOSPC) are retryable, everything else
+    (ENOENT, EACCES, ENAMETOOLONG, ENOTDIR, ELOOP, ...) is permanent."""
+    import errno
+
+    reason = err.strerror or str(err)
+    if err.errno == errno.ENOENT:
+        return NotFound(f"{what}: no such file or directory")
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return PermissionDenied(f"{what}: permission denied ({reason})")
+    if err.errno == errno.EISDIR:
+        return IsADirectory(f"{what}: is a directory")
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return RetryableError(f"{what}: no space left on device")
+    if err.errno in (
+        errno.EIO,
+        errno.EAGAIN,
+        errno.EINTR,
+        errno.ESTALE,
+        errno.ETIMEDOUT,
+        errno.EBUSY,
+    ):
+        return RetryableError(f"{what}: {reason}")
+    if err.errno == errno.ENAMETOOLONG:
+        return InvalidURL(f"{what}: file name too long for the file system (255 bytes per name)")
+    return PermanentError(f"{what}: {reason}")

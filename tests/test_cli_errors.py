@@ -168,3 +168,40 @@ def test_warns_when_no_worker_polls(cli, source: Path, data_dir: Path) -> None:
     assert "no worker is polling task queue 'nobody-home'" in result.stderr
     transfer = result.stdout.strip()
     assert cli("cancel", transfer, env={"STACCATO_TASK_QUEUE": "nobody-home"}).returncode == 0
+
+
+def test_special_file_destination_is_refused(cli, source: Path, data_dir: Path) -> None:
+    """A FIFO (or device, socket) at the destination name is never replaced."""
+    fifo = data_dir / "pipe"
+    os.mkfifo(fifo)
+    result = cli("cp", str(source), str(fifo))
+    assert result.returncode == 1, result
+    assert "is not a regular file" in result.stderr
+    assert fifo.is_fifo()
+    assert leftovers(data_dir) == []
+
+
+def test_symlink_destination_is_refused(cli, source: Path, data_dir: Path) -> None:
+    target = data_dir / "real.bin"
+    target.write_bytes(b"keep")
+    link = data_dir / "link.bin"
+    link.symlink_to(target)
+    result = cli("cp", str(source), str(link))
+    assert result.returncode == 1, result
+    assert "symbolic link" in result.stderr and str(target) in result.stderr
+    assert link.is_symlink() and target.read_bytes() == b"keep"
+
+
+def test_long_destination_name_fails_fast(cli, source: Path, data_dir: Path) -> None:
+    """A name the file system cannot hold fails at once (not retried), with the reason."""
+    result = cli("cp", str(source), str(data_dir / ("n" * 300)), timeout_s=60)
+    assert result.returncode == 1, result
+    assert "name too long" in result.stderr
+
+
+def test_long_but_valid_destination_name(cli, source: Path, data_dir: Path) -> None:
+    """Names up to 255 bytes work: the temp name beside them stays within NAME_MAX."""
+    destination = data_dir / ("n" * 255)
+    result = cli("cp", str(source), str(destination))
+    assert result.returncode == 0, result.stderr
+    assert destination.read_bytes() == source.read_bytes()

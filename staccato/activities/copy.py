@@ -45,6 +45,7 @@ class _StreamProgress:
         self.bytes_done = bytes_done
         self.next_chunk = next_chunk
         self.bytes_read = 0
+        self.in_flight = 0  # bytes of the chunk being read, not yet written
         self._copied = 0
         self._started = time.monotonic()
         self._last_beat = 0.0
@@ -52,6 +53,7 @@ class _StreamProgress:
 
     def add(self, copied: int, read: int) -> None:
         self.bytes_done += copied
+        self.in_flight = 0
         self._copied += copied
         self.bytes_read += read
 
@@ -69,8 +71,8 @@ class _StreamProgress:
             Checkpoint(
                 segment=self.segment,
                 next_chunk=self.next_chunk,
-                bytes_done=self.bytes_done,
-                rate_bytes_per_s=round(self._copied / elapsed, 1),
+                bytes_done=self.bytes_done + self.in_flight,
+                rate_bytes_per_s=round((self._copied + self.in_flight) / elapsed, 1),
                 bytes_read=self.bytes_read,
             )
         )
@@ -206,6 +208,7 @@ def _copy_segment(request: StreamInput, waiting: _Waiting) -> StreamResult:
                                     f"{index * session.chunk_size + filled}, expected {session.size}"
                                 )
                             filled += n
+                            progress.in_flight = filled  # shown as progress, not yet durable
                             progress.beat()
                         digest = checksums.checksum_bytes(algorithm, view)
                         if index in rehash:

@@ -8,7 +8,17 @@ from typing import ParamSpec, TypeVar
 
 from temporalio.exceptions import ApplicationError
 
-from staccato.errors import StaccatoError
+from staccato.errors import StaccatoError, from_os_error
+
+MAX_MESSAGE_CHARS = 2000  # failure messages travel in Temporal payloads (2 MiB hard limit)
+
+
+def _short(message: str) -> str:
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    half = MAX_MESSAGE_CHARS // 2
+    return message[:half] + " … " + message[-half:]
+
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -27,10 +37,13 @@ def mapped_errors(fn: Callable[P, R]) -> Callable[P, R]:
             return fn(*args, **kwargs)
         except StaccatoError as err:
             raise ApplicationError(
-                str(err), type=type(err).__name__, non_retryable=not err.retryable
+                _short(str(err)), type=type(err).__name__, non_retryable=not err.retryable
             ) from None
-        except OSError as err:  # an I/O error a driver did not classify: may heal
-            raise ApplicationError(f"{type(err).__name__}: {err}", type="OSError") from err
+        except OSError as err:  # an I/O error a driver did not classify
+            mapped = from_os_error(err, f"{type(err).__name__} ({err.filename or 'no file name'})")
+            raise ApplicationError(
+                _short(str(mapped)), type=type(mapped).__name__, non_retryable=not mapped.retryable
+            ) from None
         except Exception as err:
             # A bug, not a condition of an endpoint: retrying 30 times would only hide it.
             raise ApplicationError(

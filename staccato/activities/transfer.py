@@ -19,6 +19,8 @@ from staccato.models import (
 )
 from staccato.urls import parse_url
 
+MAX_CHUNKS = 100_000  # per object: bounds journal size, heartbeat work and memory per segment
+
 
 @activity.defn(name="stat")
 @mapped_errors
@@ -36,6 +38,13 @@ def prepare(request: PrepareInput) -> PrepareResult:
     driver = get_driver(parsed.scheme)
     driver.check_destination(parsed)
     chunk_size, note = driver.adjust_chunk_size(request.size, request.chunk_size)
+    smallest = -(-request.size // MAX_CHUNKS)
+    if chunk_size < smallest:
+        note = (
+            f"chunk size raised from {chunk_size} to {smallest} bytes: at most "
+            f"{MAX_CHUNKS} chunks per object (per-chunk bookkeeping is bounded)"
+        )
+        chunk_size = smallest
     session = driver.open_session(parsed, request.size, chunk_size, request.session_key)
     return PrepareResult(
         session=session,

@@ -18,6 +18,7 @@ the directory.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import stat as stat_module
 from pathlib import Path
@@ -28,12 +29,12 @@ from staccato.endpoints.base import ChunkWriter, Driver, Reader
 from staccato.errors import (
     DestinationMissing,
     IsADirectory,
-    NotFound,
     PermanentError,
     PermissionDenied,
     RetryableError,
     SourceChanged,
     StaccatoError,
+    from_os_error,
 )
 from staccato.models import ObjectInfo, WriteSession
 from staccato.plan import chunk_bounds, chunk_count
@@ -44,18 +45,7 @@ _JOURNAL_SUFFIX = ".staccato-journal"
 
 
 def _os_error(err: OSError, what: str) -> StaccatoError:
-    """Map an OSError to a Staccato error whose message names ``what``."""
-    if err.errno == errno.ENOENT:
-        return NotFound(f"{what}: no such file or directory")
-    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return PermissionDenied(f"{what}: permission denied ({err.strerror})")
-    if err.errno == errno.EISDIR:
-        return IsADirectory(f"{what}: is a directory")
-    if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return RetryableError(f"{what}: no space left on device")
-    if err.errno in (errno.EIO, errno.EAGAIN, errno.EINTR, errno.ESTALE, errno.ETIMEDOUT):
-        return RetryableError(f"{what}: {err.strerror}")
-    return PermanentError(f"{what}: {err.strerror or err}")
+    return from_os_error(err, what)
 
 
 def _version(st: os.stat_result) -> str:
@@ -192,20 +182,61 @@ class FileDriver(Driver):
     def check_destination(self, url: EndpointURL) -> None:
         target = Path(url.path)
         parent = target.parent
-        if not parent.is_dir():
+        try:
+            parent_mode = os.stat(parent).st_mode
+        except FileNotFoundError:
             raise DestinationMissing(
                 f"destination directory {parent} does not exist (for {url}); create it first"
+            ) from None
+        except OSError as err:
+            raise _os_error(err, f"destination directory {parent}") from None
+        if not stat_module.S_ISDIR(parent_mode):
+            raise DestinationMissing(
+                f"destination directory {parent} is not a directory (for {url})"
             )
-        if target.is_dir():
-            raise IsADirectory(
-                f"destination {target} is a directory; name the file to write, e.g. {target}/NAME"
-            )
+        try:
+            existing = os.lstat(target)
+        except FileNotFoundError:
+            existing = None
+        except OSError as err:
+            raise _os_error(err, f"destination {target}") from None
+        if existing is not None:
+            if stat_module.S_ISDIR(existing.st_mode):
+                raise IsADirectory(
+                    f"destination {target} is a directory; name the file to write, e.g. {target}/NAME"
+                )
+            if stat_module.S_ISLNK(existing.st_mode):
+                raise PermanentError(
+                    f"destination {target} is a symbolic link; name the file it points to "
+                    f"({os.path.realpath(target)}) to replace that file"
+                )
+            if not stat_module.S_ISREG(existing.st_mode):
+                raise PermanentError(
+                    f"destination {target} exists and is not a regular file (a device, FIFO or "
+                    "socket); refusing to replace it"
+                )
         if not os.access(parent, os.W_OK | os.X_OK):
             raise PermissionDenied(f"destination directory {parent} is not writable")
 
+    def check_space(self, url: EndpointURL, size: int) -> None:
+        """Fail before copying when the destination file system cannot hold ``size`` bytes."""
+        parent = os.path.dirname(url.path) or "/"
+        try:
+            fs = os.statvfs(parent)
+        except OSError:
+            return
+        free = fs.f_bavail * fs.f_frsize
+        if size > free:
+            raise PermanentError(
+                f"not enough space for {url}: {size} bytes needed, {free} bytes free in {parent}"
+            )
+
     def _paths(self, url: EndpointURL, transfer_id: str) -> tuple[str, str]:
         target = Path(url.path)
-        stem = f".{target.name}.{transfer_id}"
+        # keep the temp name within NAME_MAX (255 bytes) whatever the target's name
+        key = hashlib.sha256(transfer_id.encode()).hexdigest()[:16]
+        name = target.name.encode()[:150].decode(errors="ignore")
+        stem = f".{name}.{key}"
         return str(target.parent / (stem + _TEMP_SUFFIX)), str(
             target.parent / (stem + _JOURNAL_SUFFIX)
         )
@@ -215,6 +246,8 @@ class FileDriver(Driver):
     ) -> WriteSession:
         self.check_destination(url)
         temp, journal = self._paths(url, transfer_id)
+        if not os.path.exists(temp):
+            self.check_space(url, size)
         try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
             try:
