@@ -26,7 +26,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +162,21 @@ class SlowLink:
     def close(self) -> None:
         self._closed = True
         self._listener.close()
+
+
+def settled(read: Callable[[], int], expected: int, timeout_s: float = 5.0) -> int:
+    """A server counter's value once it reached ``expected`` (SeaweedFS may count a
+    request a moment after answering it) or stopped moving: read until it is at least
+    ``expected`` and unchanged for 0.3 s, or ``timeout_s`` passed."""
+    deadline = time.monotonic() + timeout_s
+    value = read()
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        again = read()
+        if again == value and value >= expected:
+            return value
+        value = again
+    return value
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ import pytest
 from staccato.client import StaccatoClient, TransferFailed
 from staccato.models import TransferOptions, TransferState
 from tests.helpers import MiB, WorkerProcess, wait_for_status, write_random
-from tests.s3.conftest import MeteredSeaweedS3
+from tests.s3.conftest import MeteredSeaweedS3, settled
 from tests.s3.s3util import exists, file_crc32c, object_digest, open_uploads, put_with_crc32c
 from tests.servers.nginx import NginxServer
 
@@ -220,7 +220,7 @@ async def test_throttling_is_retried_with_backoff(
     result = await asyncio.wait_for(s3_client.wait(transfer), 150)
     assert result.bytes == 40 * MiB
     assert object_digest(s3, throttled_bucket, "throttled.bin") == digest
-    throttled = s3_server.request_count(throttled_bucket, "PUT", code="503")
+    throttled = settled(lambda: s3_server.request_count(throttled_bucket, "PUT", code="503"), 1)
     print(f"503 answers retried: {throttled}")
     assert throttled > 0
     assert open_uploads(s3, throttled_bucket) == []
