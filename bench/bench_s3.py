@@ -43,8 +43,10 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.common import MiB, Service, median_of, random_file
-from tests.servers.seaweedfs import SeaweedS3
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script or with -m
+
+from bench.common import MiB, Service, median_of, random_file  # noqa: E402
+from tests.servers.seaweedfs import SeaweedS3  # noqa: E402
 
 BUCKET = "bench"
 
