@@ -66,7 +66,7 @@ import re
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
@@ -120,6 +120,7 @@ _EMPTY_CRC32C = base64.b64encode(b"\0\0\0\0").decode()
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 _AWS_HOST = re.compile(r"(^|\.)amazonaws\.com(\.cn)?$")
 _ABORT_ROUNDS = 5
+_ENDPOINT_TTL_S = 60.0  # seconds a profile's client (and credentials) are reused
 _ABORT_PAUSE_S = 0.5
 _SEND_PIECE = 1 << 20  # bytes handed to the socket per write while sending a chunk
 #: the IAM permission each S3 call needs (for AccessDenied messages)
@@ -187,10 +188,11 @@ def _is_crc32c_hex(value: str) -> bool:
 class _Endpoint:
     """One profile's client, created once per process. Never logged or serialised."""
 
-    client: Any
+    client: Any = field(repr=False)
     endpoint_url: str
     is_aws: bool
-    identity: str  # access key id: compared in-process (server-side copy), never shown
+    #: access key id: compared in-process (server-side copy), never shown
+    identity: str = field(repr=False)
     profile: str | None
 
     @property
@@ -244,11 +246,11 @@ def _make_endpoint(profile: str | None) -> _Endpoint:
     host = re.sub(r"^[a-z]+://", "", endpoint_url).split("/")[0].split(":")[0].lower()
     is_aws = bool(_AWS_HOST.search(host))
     scoped_s3 = scoped.get("s3") or {}
-    s3_options: dict[str, Any] = {
+    s3_options: dict[str, Any] = {}
+    if "payload_signing_enabled" not in scoped_s3:
         # No SHA-256 pass over every body (x-amz-content-sha256: UNSIGNED-PAYLOAD):
         # each PutObject/UploadPart carries its CRC32C, which the store verifies.
-        "payload_signing_enabled": False,
-    }
+        s3_options["payload_signing_enabled"] = False
     if not is_aws and "addressing_style" not in scoped_s3:
         s3_options["addressing_style"] = "path"  # C6: no bucket DNS names off AWS
     settings: dict[str, Any] = {
@@ -270,8 +272,11 @@ def _make_endpoint(profile: str | None) -> _Endpoint:
         ):
             settings[name] = _configured(scoped, name, env) or "when_required"
     client = session.client("s3", config=Config(**settings))
-    credentials = session.get_credentials()
-    identity = credentials.get_frozen_credentials().access_key if credentials else ""
+    try:
+        credentials = session.get_credentials()
+        identity = credentials.get_frozen_credentials().access_key if credentials else ""
+    except BotoCoreError:  # the first request reports it, with a message
+        identity = ""
     return _Endpoint(client, endpoint_url, is_aws, identity, profile)
 
 
@@ -725,19 +730,22 @@ class S3Driver(Driver):
     scheme = "s3"
 
     def __init__(self) -> None:
-        self._endpoints: dict[str | None, _Endpoint] = {}
+        self._endpoints: dict[str | None, tuple[_Endpoint, float]] = {}
         self._lock = threading.Lock()
 
     # -- configuration
 
     def endpoint(self, url: EndpointURL) -> _Endpoint:
-        """The (cached) client for the URL's profile."""
+        """The client for the URL's profile, cached for at most a minute, so that a
+        worker picks up edited config/credentials files (e.g. after a wrong key was
+        fixed) without a restart. Refreshable credentials (roles, SSO) refresh anyway."""
         profile = url.params.get("profile")
+        now = time.monotonic()
         with self._lock:
-            found = self._endpoints.get(profile)
-            if found is None:
-                found = self._endpoints[profile] = _make_endpoint(profile)
-            return found
+            cached = self._endpoints.get(profile)
+            if cached is None or now - cached[1] > _ENDPOINT_TTL_S:
+                cached = self._endpoints[profile] = (_make_endpoint(profile), now)
+            return cached[0]
 
     def target(self, session: WriteSession) -> _Target:
         url = parse_url(session.url)
