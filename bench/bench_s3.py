@@ -186,8 +186,22 @@ def main() -> None:
                     continue
                 ratio = "" if name == "staccato" else f"{seconds / ours:.2f}x"
                 print(f"| {case} | {name} | {seconds:.2f} | {size / seconds / 1e6:.0f} | {ratio} |")
-        print(f"\nworker peak RSS (worker + activity processes): "
-              f"{service.worker_peak_rss_bytes() / MiB:.0f} MiB")  # fmt: skip
+        print("\nworker peak RSS (worker + activity processes, fresh worker per size, file->s3):\n")
+        print("| object | peak RSS |\n| --: | --: |")
+        peaks = {}
+        for mib in (256, 2048):
+            sparse = work / f"sparse-{mib}.bin"
+            with open(sparse, "wb") as f:
+                f.truncate(mib * MiB)
+            service.stop_worker()
+            service.start_worker()
+            service.staccato("cp", str(sparse), url, *options, "--verify", "size")
+            peaks[mib] = service.worker_peak_rss_bytes()
+            print(f"| {mib} MiB | {peaks[mib] / MiB:.0f} MiB |")
+            remove_object()
+            sparse.unlink()
+        growth = (peaks[2048] - peaks[256]) / MiB
+        print(f"\nRSS growth 256 MiB -> 2 GiB: {growth:.1f} MiB (bounded by streams x chunk)")
     finally:
         service.stop()
         seaweed.kill()
