@@ -28,8 +28,9 @@ chunk is fdatasync-ed before it is journalled, which is what makes resume exact)
 peers leave the data in the page cache, so s3->file also shows each peer followed by
 ``sync FILE``.
 
-Warm-up once per tool and direction, then medians of ``--runs``; ratio = peer's median
-seconds / Staccato's (>= 1.0 means Staccato is at least as fast).
+Warm-up once per tool and direction, then ``--runs`` rounds over the tools (round-robin,
+every run printed); medians; ratio = peer's median seconds / Staccato's (>= 1.0 means
+Staccato is at least as fast).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,7 +47,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script or with -m
 
-from bench.common import MiB, Service, median_of, random_file  # noqa: E402
+from bench.common import MiB, Service, random_file, timed  # noqa: E402
 from tests.servers.seaweedfs import SeaweedS3  # noqa: E402
 
 BUCKET = "bench"
@@ -171,9 +173,18 @@ def main() -> None:
             for run in runners.values():  # warm-up
                 before()
                 run()
-            for name, run in runners.items():
-                results[(direction, name)] = median_of(args.runs, run, before)
-                print(f"{direction} {name}: {results[(direction, name)]:.2f} s", flush=True)
+            # Round-robin (run 1 of every tool, then run 2, ...): this machine is shared
+            # and noisy, so a slow spell hits every tool alike instead of one.
+            times: dict[str, list[float]] = {name: [] for name in runners}
+            for number in range(args.runs):
+                for name, run in runners.items():
+                    before()
+                    times[name].append(timed(run))
+                    print(
+                        f"{direction} {name} run {number + 1}: {times[name][-1]:.2f} s", flush=True
+                    )
+            for name, values in times.items():
+                results[(direction, name)] = statistics.median(values)
         print(
             f"\nSeaweedFS 127.0.0.1, {args.size_mib} MiB, streams={args.streams}, "
             f"chunk={args.chunk_size}, medians of {args.runs}\n"
