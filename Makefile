@@ -42,7 +42,9 @@ lint: venv
 ## bench: benchmarks against peer tools (by hand; not part of the tests)
 bench: venv
 	$(BIN)/pip install -q -e '.[bench]'
-	$(BIN)/python bench/bench_file_http.py
+	$(BIN)/python -m bench.bench_file_http
+	$(BIN)/python -m bench.bench_s3
+	$(BIN)/python -m bench.bench_sftp
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -246,3 +246,19 @@ async def test_corrupted_temp_chunk_is_sent_again(
     result = await asyncio.wait_for(client.wait(transfer), 120)
     assert result.bytes == SIZE
     assert sha256_file(destination) == digest
+
+
+async def test_pause_right_after_submit_holds(client: StaccatoClient, data_dir: Path) -> None:
+    """A pause accepted while the transfer is still scheduled is not lost when it starts."""
+    source = data_dir / "early.bin"
+    digest = write_random(source, 8 * MiB, seed=11)
+    destination = data_dir / "early.out"
+    transfer = await client.submit(str(source), str(destination), OPTIONS)
+    await client.pause(transfer)
+    await asyncio.sleep(2)
+    status = await client.status(transfer)
+    assert status.state == TransferState.paused, status
+    assert not destination.exists()
+    await client.resume(transfer)
+    await asyncio.wait_for(client.wait(transfer), 60)
+    assert sha256_file(destination) == digest

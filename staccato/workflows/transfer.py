@@ -91,7 +91,8 @@ class TransferWorkflow:
                 retry_policy=RETRY,
             )
             self._progress.bytes_total = info.size
-            self._set_state(TransferState.running)
+            # a pause accepted while still scheduled holds: the streams wait for resume
+            self._set_state(TransferState.paused if self._paused else TransferState.running)
             self._set_phase("prepare")
             prepared: PrepareResult = await workflow.execute_activity(
                 "prepare",
