@@ -333,40 +333,33 @@ def list_transfers(
         )
 
 
-@app.command()
-def cancel(transfer: TransferArg) -> None:
-    """Cancel a transfer: temp data is removed, an existing destination is left as it was."""
+def _control(transfer: str, action: str, done: str) -> None:
+    """Run ``StaccatoClient.<action>(transfer)`` and say ``done``."""
 
     async def go() -> None:
         client = await StaccatoClient.connect()
-        await client.cancel(transfer)
+        await getattr(client, action)(transfer)
 
     _run(go)
-    typer.echo(f"cancel requested: {transfer}")
+    typer.echo(f"{done}: {transfer}")
+
+
+@app.command()
+def cancel(transfer: TransferArg) -> None:
+    """Cancel a transfer: temp data is removed, an existing destination is left as it was."""
+    _control(transfer, "cancel", "cancel requested")
 
 
 @app.command()
 def pause(transfer: TransferArg) -> None:
     """Pause a running transfer (streams stop at a chunk boundary)."""
-
-    async def go() -> None:
-        client = await StaccatoClient.connect()
-        await client.pause(transfer)
-
-    _run(go)
-    typer.echo(f"paused: {transfer}")
+    _control(transfer, "pause", "paused")
 
 
 @app.command()
 def resume(transfer: TransferArg) -> None:
     """Resume a paused transfer from what the destination already holds."""
-
-    async def go() -> None:
-        client = await StaccatoClient.connect()
-        await client.resume(transfer)
-
-    _run(go)
-    typer.echo(f"resumed: {transfer}")
+    _control(transfer, "resume", "resumed")
 
 
 def _setup_logging(verbose: bool) -> None:

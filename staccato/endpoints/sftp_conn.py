@@ -88,6 +88,7 @@ from staccato.endpoints.sftp_ssh import (
     PREFERRED_CIPHERS,
     HostKeyCheck,
     Target,
+    _env_seconds,
     authenticate,
     open_socket,
 )
@@ -174,21 +175,6 @@ def _int_setting(name: str, default: int) -> int:
     if not text.isdigit() or int(text) < 1:
         raise PermanentError(f"worker setting {name} must be a positive integer, got {text!r}")
     return int(text)
-
-
-def _float_setting(name: str, default: float) -> float:
-    text = os.environ.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        raise PermanentError(
-            f"worker setting {name} must be a number of seconds, got {text!r}"
-        ) from None
-    if value <= 0:
-        raise PermanentError(f"worker setting {name} must be positive, got {text!r}")
-    return value
 
 
 # -- SFTP client with extensions and pipelines ----------------------------------------
@@ -628,7 +614,7 @@ def acquire_slot(target: Target) -> Slot:
         RetryableError: none came free within ``STACCATO_SFTP_SLOT_WAIT_S``.
     """
     cap = _int_setting("STACCATO_SFTP_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS)
-    wait_s = _float_setting(
+    wait_s = _env_seconds(
         "STACCATO_SFTP_SLOT_WAIT_S",
         DEFAULT_SLOT_WAIT_S if base.has_keepalive() else SLOT_WAIT_WITHOUT_KEEPALIVE_S,
     )
@@ -965,7 +951,7 @@ class Pool:
                 log.exception("sftp connection reaper")
 
     def _reap(self) -> None:
-        idle_timeout = _float_setting("STACCATO_SFTP_IDLE_TIMEOUT_S", DEFAULT_IDLE_TIMEOUT_S)
+        idle_timeout = _env_seconds("STACCATO_SFTP_IDLE_TIMEOUT_S", DEFAULT_IDLE_TIMEOUT_S)
         now = time.time()
         closing: list[Connection] = []
         with self._lock:
