@@ -1,6 +1,6 @@
 """Benchmark: 1 GiB file->file against cp, http->file against curl, and worker memory.
 
-Run by hand: `.venv/bin/python bench/bench_file_http.py [--runs 3]`. Prints markdown
+Run by hand: `.venv/bin/python -m bench.bench_file_http [--runs 3]`. Prints markdown
 tables: medians of N runs, ratio = peer seconds / staccato seconds (>= 1 means
 Staccato is at least as fast). Staccato's time is the whole `staccato cp` command
 (submit, copy, publish, verify by re-reading, CLI start-up), as a user sees it.

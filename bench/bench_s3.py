@@ -2,7 +2,7 @@
 
 Run by hand (never by the test suite)::
 
-    .venv/bin/python bench/bench_s3.py [--runs 3] [--size-mib 1024] [--streams 4] [--chunk-size 16M]
+    .venv/bin/python -m bench.bench_s3 [--runs 3] [--size-mib 1024] [--streams 4] [--chunk-size 16M]
 
 Everything runs on this machine, in the same run, against the same SeaweedFS
 (``weed server -s3`` on 127.0.0.1, tests.servers.seaweedfs, fresh data dir):

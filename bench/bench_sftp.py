@@ -2,7 +2,7 @@
 
 Run by hand (never by the test suite)::
 
-    .venv/bin/python bench/bench_sftp.py [--runs 3] [--size-mib 1024] [--streams 4]
+    .venv/bin/python -m bench.bench_sftp [--runs 3] [--size-mib 1024] [--streams 4]
 
 Everything runs on this machine, in the same run, against the same OpenSSH sshd on
 127.0.0.1 (tests.servers.sshd: ``internal-sftp``, ed25519 host and client keys):
@@ -50,7 +50,9 @@ def _rclone() -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--streams", type=int, default=4)
@@ -97,7 +99,9 @@ def main() -> None:
         remote_out.unlink(missing_ok=True)
 
     def run(argv: list[str], env: dict[str, str] | None = None) -> Callable[[], None]:
-        return lambda: subprocess.run(argv, check=True, env=env, cwd=REPO, stdout=subprocess.DEVNULL)
+        return lambda: subprocess.run(
+            argv, check=True, env=env, cwd=REPO, stdout=subprocess.DEVNULL
+        )
 
     def openssh(command: str) -> Callable[[], None]:
         batch = work / "batch.txt"
@@ -106,7 +110,8 @@ def main() -> None:
             batch.write_text(command + "\n")
             subprocess.run(
                 ["sftp", "-q", "-b", str(batch), *sshd.ssh_options(), f"{sshd.user}@127.0.0.1"],
-                check=True, stdout=subprocess.DEVNULL,
+                check=True,
+                stdout=subprocess.DEVNULL,
             )
 
         return go
@@ -162,7 +167,9 @@ def main() -> None:
         print("| --- | --- | --: | --: | --: |")
         for (case, tool), seconds in results.items():
             ratio = results[(case, "rclone")] / seconds
-            print(f"| {case} | {tool} | {seconds:.2f} | {size / seconds / 1e6:.0f} | {ratio:.2f}x |")
+            print(
+                f"| {case} | {tool} | {seconds:.2f} | {size / seconds / 1e6:.0f} | {ratio:.2f}x |"
+            )
     finally:
         service.stop()
         sshd.stop()
