@@ -245,8 +245,10 @@ class StaccatoClient:
             if err.status == RPCStatusCode.NOT_FOUND:
                 raise TransferNotFound(f"no transfer {transfer!r}") from None
             raise
-        memo = await description.memo()
         status = description.status
+        if status == WorkflowExecutionStatus.COMPLETED:
+            return _completed_status(handle.id, await handle.result())
+        memo = await description.memo()
         progress: Progress | None = None
         try:
             progress = await handle.query(
@@ -290,11 +292,7 @@ class StaccatoClient:
             state = (
                 _STATUS_STATES.get(status, TransferState.failed) if status else TransferState.failed
             )
-            if state == TransferState.completed:
-                result: TransferResult = await handle.result()
-                bytes_total = bytes_done = result.bytes
-                checksum = result.checksum
-            elif error is None:
+            if error is None:
                 error = await self._failure_reason(handle, state)
         eta = None
         if rate and bytes_total is not None and rate > 0:
@@ -411,10 +409,15 @@ class StaccatoClient:
     ) -> AsyncIterator[TransferStatus]:
         """Yield the status every ``interval_s`` seconds until the transfer ends
         (the last status yielded is the final one, yielded as soon as it ends)."""
-        ended = asyncio.ensure_future(self._handle(transfer).result())
+        handle = self._handle(transfer)
+        ended = asyncio.ensure_future(handle.result())
         ended.add_done_callback(lambda task: task.cancelled() or task.exception())
         try:
             while True:
+                if ended.done() and not ended.cancelled() and ended.exception() is None:
+                    # completed: the result says it all (no query replaying the history)
+                    yield _completed_status(handle.id, ended.result())
+                    return
                 current = await self.status(transfer)
                 yield current
                 if current.state in _TERMINAL:
@@ -435,3 +438,22 @@ class StaccatoClient:
         except WorkflowFailureError:
             current = await self.status(transfer)
             raise TransferFailed(current.error or "failed", current.state) from None
+
+
+def _completed_status(workflow_id: str, result: TransferResult) -> TransferStatus:
+    """The status of a completed transfer, from its workflow result alone."""
+    return TransferStatus(
+        id=workflow_id,
+        state=TransferState.completed,
+        source=result.source,
+        destination=result.destination,
+        bytes_total=result.bytes,
+        bytes_done=result.bytes,
+        rate_bytes_per_s=None,
+        eta_s=None,
+        streams=result.streams,
+        chunk_size=result.chunk_size,
+        checksum=result.checksum,
+        error=None,
+        phase="done",
+    )

@@ -177,6 +177,9 @@ class StreamInput(BaseModel):
     session: WriteSession
     segment: Segment
     checksum: ChecksumAlgorithm
+    #: read each chunk back after writing it and compare checksums (``--verify
+    #: checksum``), where the destination can read back (:attr:`ChunkWriter.can_read_back`)
+    read_back: bool = False
 
 
 class StreamResult(BaseModel):
@@ -188,6 +191,8 @@ class StreamResult(BaseModel):
         bytes_done: bytes of the segment durable at the destination.
         checksum: hex digest over the segment's chunks (only when complete).
         bytes_read: bytes read from the source by the last attempt.
+        verified: every chunk of the segment was read back from the destination and
+            matched its source checksum (written by this attempt, or re-checked on resume).
     """
 
     segment: int
@@ -196,6 +201,7 @@ class StreamResult(BaseModel):
     bytes_done: int = 0
     checksum: str | None = None
     bytes_read: int = 0
+    verified: bool = False
 
 
 class PrepareInput(BaseModel):

@@ -14,6 +14,7 @@ from temporalio.api.enums.v1 import EventType
 
 from staccato.client import DestinationBusy, StaccatoClient, TransferFailed
 from staccato.models import TransferOptions, TransferState
+from staccato.workflows.transfer import TransferWorkflow
 from tests.helpers import MiB, leftovers, run_cli, sha256_file, wait_for_status, write_random
 from tests.servers.nginx import NginxServer
 
@@ -245,6 +246,38 @@ async def test_corrupted_temp_chunk_is_sent_again(
     await client.resume(transfer)
     result = await asyncio.wait_for(client.wait(transfer), 120)
     assert result.bytes == SIZE
+    assert sha256_file(destination) == digest
+
+
+async def test_chunk_damaged_while_paused_is_caught_before_publish(
+    client: StaccatoClient, slow_nginx: NginxServer, http_root: Path, data_dir: Path
+) -> None:
+    """A segment that finished (its chunks verified as written) and was then damaged
+    while the transfer was paused is caught by the read-back before publish and copied
+    again: the published file is byte-identical."""
+    chunk = 4 * MiB
+    digest = write_random(http_root / "late.bin", 3 * chunk, seed=12)
+    destination = data_dir / "late.bin"
+    # 2 streams: segment 0 = chunks 0-1 (~2.8 s at 3 MB/s), segment 1 = chunk 2 (~1.4 s)
+    options = TransferOptions(chunk_size=chunk, streams=2, heartbeat_timeout_s=3)
+    transfer = await client.submit(slow_nginx.url("late.bin"), str(destination), options)
+    handle = client.temporal.get_workflow_handle(transfer)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        progress = await handle.query(TransferWorkflow.progress)
+        if progress is not None and progress.segments_done >= 1:
+            break
+        await asyncio.sleep(0.05)
+    assert progress is not None and progress.segments_done == 1, progress
+    await client.pause(transfer)
+    await wait_for_status(client, transfer, lambda s: s.state == TransferState.paused, timeout_s=30)
+    (temp,) = [p for p in data_dir.iterdir() if p.name.endswith(".staccato-part")]
+    with open(temp, "r+b") as f:  # damage the finished segment's chunk
+        f.seek(2 * chunk + 100)
+        f.write(b"\0garbage\0")
+    await client.resume(transfer)
+    result = await asyncio.wait_for(client.wait(transfer), 120)
+    assert result.bytes == 3 * chunk
     assert sha256_file(destination) == digest
 
 

@@ -24,7 +24,7 @@ from temporalio import activity
 from staccato import checksums
 from staccato.activities.errors import mapped_errors
 from staccato.endpoints import get_driver
-from staccato.endpoints.base import keepalive_hook
+from staccato.endpoints.base import ChunkWriter, keepalive_hook
 from staccato.errors import RetryableError
 from staccato.models import Checkpoint, StreamInput, StreamResult
 from staccato.plan import chunk_bounds
@@ -167,6 +167,9 @@ def _copy_segment(request: StreamInput, waiting: _Waiting) -> StreamResult:
             checkpoint.next_chunk if checkpoint else None,
         )
 
+    # verify-on-write: each chunk is read back right after it is durable (still in the
+    # page cache / close in time) instead of in a separate pass over the whole object
+    read_back = request.read_back and destination.can_read_back
     server_side = bool(todo) and destination.can_copy_from(source_url, destination_url)
     buffer = memoryview(bytearray(session.chunk_size)) if todo or rehash else memoryview(b"")
     try:
@@ -180,6 +183,8 @@ def _copy_segment(request: StreamInput, waiting: _Waiting) -> StreamResult:
                     )
                     if not _is_digest(algorithm, durable[index]):
                         rehash.add(index)  # the store did not say: checksum the source range
+                    elif read_back:
+                        _check_read_back(writer, index, buffer[:length], algorithm, durable[index])
                     progress.next_chunk = index + 1
                     progress.add(length, 0)
                     progress.beat()
@@ -217,6 +222,8 @@ def _copy_segment(request: StreamInput, waiting: _Waiting) -> StreamResult:
                             progress.beat()
                             continue
                         writer.write_chunk(index, view, digest)
+                        if read_back:
+                            _check_read_back(writer, index, view, algorithm, digest)
                         durable[index] = digest
                         progress.next_chunk = index + 1
                         progress.add(length, reader.bytes_read - before)
@@ -241,7 +248,27 @@ def _copy_segment(request: StreamInput, waiting: _Waiting) -> StreamResult:
         bytes_done=segment.length,
         checksum=checksums.combine(algorithm, parts),
         bytes_read=progress.bytes_read,
+        verified=read_back and not rehash,
     )
+
+
+def _check_read_back(
+    writer: ChunkWriter, index: int, view: memoryview, algorithm: str, expected: str
+) -> None:
+    """Read chunk ``index`` back from the destination (into ``view``, whose bytes are
+    then overwritten) and compare its checksum with the source's.
+
+    Raises:
+        RetryableError: they differ; the retried stream's ``durable_chunks`` drops the
+            chunk (its bytes no longer match the journaled checksum) and copies it again.
+    """
+    writer.read_back(index, view)
+    actual = checksums.checksum_bytes(algorithm, view)
+    if actual != expected:
+        raise RetryableError(
+            f"chunk {index} read back from the destination has checksum {actual}, the "
+            f"source's is {expected}; copying it again"
+        )
 
 
 def _is_digest(algorithm: str, digest: str) -> bool:
@@ -263,15 +290,8 @@ def _runs(indexes: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
-class _NoWriter:
-    def __enter__(self) -> _NoWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
+class _NoWriter(ChunkWriter):
+    """Stands in for a writer when every chunk is durable already (nothing to open)."""
 
     def write_chunk(self, index: int, data: memoryview, checksum: str) -> None:  # pragma: no cover
         raise AssertionError("no chunks to write")
-
-    def copy_chunk(self, *args: object) -> str:  # pragma: no cover
-        raise AssertionError("no chunks to copy")

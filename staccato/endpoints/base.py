@@ -100,6 +100,15 @@ class Reader(abc.ABC):
 class ChunkWriter(abc.ABC):
     """Writes chunks of one write session; used by one stream at a time."""
 
+    def read_back(self, index: int, into: memoryview) -> None:
+        """Read chunk ``index`` as written into ``into`` (exactly its length), for the
+        stream's verify-on-write (only called when :attr:`Driver.can_read_back`).
+
+        Raises:
+            RetryableError: the bytes could not be read.
+        """
+        raise Unsupported("this endpoint cannot read back unpublished data")
+
     @abc.abstractmethod
     def write_chunk(self, index: int, data: memoryview, checksum: str) -> None:
         """Write chunk ``index`` (its bytes ``data`` and source-side hex ``checksum``)
@@ -161,6 +170,11 @@ class Driver(abc.ABC):
             ``(chunk_size, note)``; ``note`` says why it changed (None if unchanged).
         """
         return chunk_size, None
+
+    #: whether :meth:`ChunkWriter.read_back` works (unpublished data is readable) and
+    #: :meth:`durable_chunks` re-checks the bytes of the chunks it reports, so that a
+    #: stream can verify every chunk of its segment itself (verify-on-write)
+    can_read_back: ClassVar[bool] = False
 
     def can_copy_from(self, source: EndpointURL, destination: EndpointURL) -> bool:
         """Whether chunks of ``source`` can be copied into ``destination`` server-side

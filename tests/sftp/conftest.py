@@ -54,7 +54,10 @@ class SecondFactorSshd(SshdServer):
         )
         self.config_path.write_text(text + "AuthenticationMethods publickey,keyboard-interactive\n")
         check = subprocess.run(
-            [self.binary, "-t", "-f", str(self.config_path)], capture_output=True, text=True, timeout=30
+            [self.binary, "-t", "-f", str(self.config_path)],
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
         if check.returncode != 0:
             raise RuntimeError(f"sshd config {self.config_path} rejected: {check.stderr}")
@@ -71,7 +74,9 @@ def _started(server: SshdServer, main: SshdServer) -> SshdServer:
 
 def _server_fixture(factory):
     @pytest.fixture(scope="session")
-    def fixture(sshd_server: SshdServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdServer]:
+    def fixture(
+        sshd_server: SshdServer, tmp_path_factory: pytest.TempPathFactory
+    ) -> Iterator[SshdServer]:
         server = _started(factory(tmp_path_factory.mktemp("sshd-extra")), sshd_server)
         try:
             yield server
@@ -82,7 +87,9 @@ def _server_fixture(factory):
 
 
 sftp_no_rename = _server_fixture(
-    lambda d: SshdServer(d, extra_config="Match all\n  ForceCommand internal-sftp -P posix-rename,fsync")
+    lambda d: SshdServer(
+        d, extra_config="Match all\n  ForceCommand internal-sftp -P posix-rename,fsync"
+    )
 )
 sftp_readonly = _server_fixture(
     lambda d: SshdServer(d, extra_config="Match all\n  ForceCommand internal-sftp -R -P read")
@@ -130,7 +137,9 @@ def sftp_home(
     key.chmod(0o600)
     other_key = (sftp_no_rename.work_dir / "ssh_host_ed25519_key.pub").read_text().split()
     (ssh / "known_hosts").write_text(
-        known_hosts_lines(sshd_server, sftp_no_rename, sftp_readonly, sftp_second_factor, sftp_logged)
+        known_hosts_lines(
+            sshd_server, sftp_no_rename, sftp_readonly, sftp_second_factor, sftp_logged
+        )
         + f"changed.staccato.test {other_key[0]} {other_key[1]}\n"
     )
     port, user = sshd_server.port, sshd_server.user
@@ -172,7 +181,9 @@ Host trusting
 
 
 @pytest.fixture(scope="session")
-def sftp_worker(temporal_server, sftp_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+def sftp_worker(
+    temporal_server, sftp_home: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcess]:
     """A worker whose only SSH configuration is its HOME's ``~/.ssh``."""
     process = WorkerProcess(
         temporal_server.address,
@@ -201,7 +212,9 @@ async def sftp_client(temporal_server, sftp_worker: WorkerProcess) -> AsyncItera
 
 
 @pytest.fixture
-def env_worker_env(sshd_server: SshdServer, sftp_logged: SshdServer, tmp_path: Path) -> dict[str, str]:
+def env_worker_env(
+    sshd_server: SshdServer, sftp_logged: SshdServer, tmp_path: Path
+) -> dict[str, str]:
     """Environment for a worker configured only by STACCATO_SSH_* settings (no ssh config,
     an empty HOME, no agent), with its own lock directory."""
     known_hosts = tmp_path / "known_hosts"

@@ -52,7 +52,9 @@ async def test_wrong_stat_size(sftp_client: StaccatoClient, sftp_url, data_dir: 
     assert result.bytes == len(expected)
 
 
-async def test_trust_new_host_per_profile(sftp_client: StaccatoClient, sftp_home: Path, data_dir: Path) -> None:
+async def test_trust_new_host_per_profile(
+    sftp_client: StaccatoClient, sftp_home: Path, data_dir: Path
+) -> None:
     """``StrictHostKeyChecking accept-new`` in a profile: the unknown key is accepted
     and recorded in known_hosts; later transfers check against it."""
     known_hosts = sftp_home / ".ssh" / "known_hosts"
@@ -60,7 +62,9 @@ async def test_trust_new_host_per_profile(sftp_client: StaccatoClient, sftp_home
     source = data_dir / "src.bin"
     digest = write_random(source, 2 * MiB, seed=9)
     for name in ("first.bin", "second.bin"):
-        transfer = await sftp_client.submit(str(source), f"sftp://trusting{data_dir / name}", OPTIONS)
+        transfer = await sftp_client.submit(
+            str(source), f"sftp://trusting{data_dir / name}", OPTIONS
+        )
         await sftp_client.wait(transfer)
         assert sha256_file(data_dir / name) == digest
     assert known_hosts.read_text().count("trusting.staccato.test ssh-ed25519 ") == 1
@@ -70,7 +74,9 @@ async def test_trust_new_host_per_profile(sftp_client: StaccatoClient, sftp_home
 
 
 @pytest.fixture
-def driver_env(monkeypatch: pytest.MonkeyPatch, sshd_server: SshdServer, tmp_path: Path) -> Iterator[Path]:
+def driver_env(
+    monkeypatch: pytest.MonkeyPatch, sshd_server: SshdServer, tmp_path: Path
+) -> Iterator[Path]:
     """Staccato's SSH settings for the driver in this process; returns the known_hosts path."""
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text(sshd_server.known_hosts_path.read_text())
@@ -126,10 +132,14 @@ def test_journal_resume_and_torn_records(driver_env: Path, sftp_url, data_dir: P
     data = os.urandom(3 * chunk + 10)
     session = driver.open_session(url, len(data), chunk, "t-journal")
     assert driver.open_session(url, len(data), chunk, "t-journal") == session  # idempotent
-    digests = [checksums.checksum_bytes("crc32c", data[i * chunk : (i + 1) * chunk]) for i in range(4)]
+    digests = [
+        checksums.checksum_bytes("crc32c", data[i * chunk : (i + 1) * chunk]) for i in range(4)
+    ]
     with driver.open_writer(session) as writer:
         for index in (2, 0):
-            writer.write_chunk(index, memoryview(data)[index * chunk : (index + 1) * chunk], digests[index])
+            writer.write_chunk(
+                index, memoryview(data)[index * chunk : (index + 1) * chunk], digests[index]
+            )
     assert driver.durable_chunks(session) == {0: digests[0], 2: digests[2]}
     with open(session.data["journal"], "r+b") as journal:
         journal.seek(1 * JOURNAL_RECORD_BYTES)

@@ -22,7 +22,9 @@ def host_fingerprint(server: SshdServer) -> str:
     """``SHA256:...`` of the server's host key, as ``ssh-keygen -l`` prints it."""
     out = subprocess.run(
         ["ssh-keygen", "-l", "-f", str(server.work_dir / "ssh_host_ed25519_key.pub")],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return re.search(r"SHA256:\S+", out).group(0)
 
@@ -31,8 +33,15 @@ def host_fingerprint(server: SshdServer) -> str:
 def cli(temporal_server, sftp_worker):
     def run(*args: str) -> tuple[subprocess.CompletedProcess[str], float]:
         started = time.monotonic()
-        result = run_cli("cp", "-q", "--chunk-size", "1MiB", *args,
-                         address=temporal_server.address, task_queue=sftp_worker.task_queue)
+        result = run_cli(
+            "cp",
+            "-q",
+            "--chunk-size",
+            "1MiB",
+            *args,
+            address=temporal_server.address,
+            task_queue=sftp_worker.task_queue,
+        )
         return result, time.monotonic() - started
 
     return run
@@ -70,7 +79,9 @@ def test_unknown_host_key(cli, source: Path, data_dir: Path, sshd_server: SshdSe
     )
 
 
-def test_changed_host_key(cli, source: Path, data_dir: Path, sshd_server: SshdServer, sftp_no_rename) -> None:
+def test_changed_host_key(
+    cli, source: Path, data_dir: Path, sshd_server: SshdServer, sftp_no_rename
+) -> None:
     destination = data_dir / "dst.bin"
     _failed(
         cli(str(source), f"sftp://changedkey{destination}"),
@@ -100,19 +111,35 @@ def test_missing_key(cli, source: Path, data_dir: Path, sftp_home: Path) -> None
     )
 
 
-def test_permission_denied_destination(cli, source: Path, data_dir: Path, sftp_readonly: SshdServer) -> None:
+def test_permission_denied_destination(
+    cli, source: Path, data_dir: Path, sftp_readonly: SshdServer
+) -> None:
     destination = data_dir / "dst.bin"
-    _failed(cli(str(source), sftp_readonly.url(str(destination))), "permission denied", destination=destination)
+    _failed(
+        cli(str(source), sftp_readonly.url(str(destination))),
+        "permission denied",
+        destination=destination,
+    )
 
 
-def test_permission_denied_source(cli, source: Path, data_dir: Path, sftp_readonly: SshdServer) -> None:
+def test_permission_denied_source(
+    cli, source: Path, data_dir: Path, sftp_readonly: SshdServer
+) -> None:
     destination = data_dir / "dst.bin"
-    _failed(cli(sftp_readonly.url(str(source)), str(destination)), "permission denied", destination=destination)
+    _failed(
+        cli(sftp_readonly.url(str(source)), str(destination)),
+        "permission denied",
+        destination=destination,
+    )
 
 
 def test_no_such_file(cli, sftp_url, data_dir: Path) -> None:
     destination = data_dir / "dst.bin"
-    _failed(cli(sftp_url(data_dir / "nope.bin"), str(destination)), "nope.bin: no such file", destination=destination)
+    _failed(
+        cli(sftp_url(data_dir / "nope.bin"), str(destination)),
+        "nope.bin: no such file",
+        destination=destination,
+    )
 
 
 def test_source_is_a_directory(cli, sftp_url, data_dir: Path) -> None:
@@ -129,7 +156,9 @@ def test_destination_directory_missing(cli, source: Path, sftp_url, data_dir: Pa
     )
 
 
-def test_second_factor_fails_at_once(cli, source: Path, data_dir: Path, sftp_second_factor: SshdServer) -> None:
+def test_second_factor_fails_at_once(
+    cli, source: Path, data_dir: Path, sftp_second_factor: SshdServer
+) -> None:
     """C9: key accepted, then keyboard-interactive wanted: never prompt, not retried."""
     destination = data_dir / "dst.bin"
     _failed(
@@ -142,8 +171,13 @@ def test_second_factor_fails_at_once(cli, source: Path, data_dir: Path, sftp_sec
 
 def test_password_in_url_is_refused(temporal_server, sftp_worker, data_dir: Path) -> None:
     destination = data_dir / "dst.bin"
-    result = run_cli("cp", "sftp://root:hunter2@127.0.0.1/etc/hostname", str(destination),
-                     address=temporal_server.address, task_queue=sftp_worker.task_queue)
+    result = run_cli(
+        "cp",
+        "sftp://root:hunter2@127.0.0.1/etc/hostname",
+        str(destination),
+        address=temporal_server.address,
+        task_queue=sftp_worker.task_queue,
+    )
     assert result.returncode == 2, result
     assert "refusing a password" in result.stderr
     assert "ssh-agent, key files or ~/.ssh/config" in result.stderr

@@ -59,8 +59,12 @@ def _written(log: Path, directory: Path) -> int:
 
 
 async def test_worker_sigkill_resends_at_most_streams_x_chunk(
-    temporal_server, sftp_logged: SshdServer, sftp_log: Path, env_worker_env: dict[str, str],
-    data_dir: Path, tmp_path: Path,
+    temporal_server,
+    sftp_logged: SshdServer,
+    sftp_log: Path,
+    env_worker_env: dict[str, str],
+    data_dir: Path,
+    tmp_path: Path,
 ) -> None:
     size, chunk, streams = 256 * MiB, 8 * MiB, 4
     source = data_dir / "src.bin"
@@ -88,8 +92,10 @@ async def test_worker_sigkill_resends_at_most_streams_x_chunk(
     assert leftovers(out) == []
     written = _written(sftp_log, out)
     resent = written - size
-    print(f"durable chunks at kill: {durable_at_kill}; server wrote {written} bytes into the temp "
-          f"file for a {size}-byte object: re-sent {resent} bytes (bound {streams * chunk})")
+    print(
+        f"durable chunks at kill: {durable_at_kill}; server wrote {written} bytes into the temp "
+        f"file for a {size}-byte object: re-sent {resent} bytes (bound {streams * chunk})"
+    )
     assert 0 <= resent <= streams * chunk
 
 
@@ -118,7 +124,9 @@ async def test_sshd_stopped_for_10_s(
 
 
 @pytest.fixture
-def capped_server(sshd_server: SshdServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdServer]:
+def capped_server(
+    sshd_server: SshdServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SshdServer]:
     """A server of its own, so only the worker under test connects to it."""
     server = _started(SshdServer(tmp_path_factory.mktemp("sshd-capped")), sshd_server)
     try:
@@ -128,14 +136,22 @@ def capped_server(sshd_server: SshdServer, tmp_path_factory: pytest.TempPathFact
 
 
 async def test_connection_cap(
-    temporal_server, capped_server: SshdServer, env_worker_env: dict[str, str], data_dir: Path, tmp_path: Path
+    temporal_server,
+    capped_server: SshdServer,
+    env_worker_env: dict[str, str],
+    data_dir: Path,
+    tmp_path: Path,
 ) -> None:
     """4 streams, 4 activity processes, cap 2: at most 2 connections at any moment,
     for file->sftp and for sftp->sftp (reader and writer of a process share one)."""
     cap = 2
     known_hosts = Path(env_worker_env["STACCATO_SSH_KNOWN_HOSTS"])
     known_hosts.write_text(known_hosts.read_text() + capped_server.known_hosts_path.read_text())
-    env = {**env_worker_env, "STACCATO_SFTP_MAX_CONNECTIONS": str(cap), "STACCATO_SFTP_IDLE_TIMEOUT_S": "1"}
+    env = {
+        **env_worker_env,
+        "STACCATO_SFTP_MAX_CONNECTIONS": str(cap),
+        "STACCATO_SFTP_IDLE_TIMEOUT_S": "1",
+    }
     size = 96 * MiB
     source = data_dir / "src.bin"
     digest = write_random(source, size, seed=23)
@@ -154,16 +170,22 @@ async def test_connection_cap(
         sampler.start()
         try:
             first = data_dir / "capped.bin"
-            await client.wait(await client.submit(str(source), capped_server.url(str(first)), options))
+            await client.wait(
+                await client.submit(str(source), capped_server.url(str(first)), options)
+            )
             second = data_dir / "capped-copy.bin"
             await client.wait(
-                await client.submit(capped_server.url(str(first)), capped_server.url(str(second)), options)
+                await client.submit(
+                    capped_server.url(str(first)), capped_server.url(str(second)), options
+                )
             )
         finally:
             stop.set()
             sampler.join()
     assert sha256_file(first) == digest
     assert sha256_file(second) == digest
-    print(f"connections to the capped server: max {max(samples)} over {len(samples)} samples (cap {cap})")
+    print(
+        f"connections to the capped server: max {max(samples)} over {len(samples)} samples (cap {cap})"
+    )
     assert max(samples) <= cap
     assert max(samples) == cap  # the streams did compete for the slots

@@ -28,7 +28,9 @@ async def _copy(client: StaccatoClient, source: str, destination: str, size: int
 
 
 @pytest.mark.parametrize("size", SIZES)
-async def test_file_to_sftp(sftp_client: StaccatoClient, sftp_url, data_dir: Path, size: int) -> None:
+async def test_file_to_sftp(
+    sftp_client: StaccatoClient, sftp_url, data_dir: Path, size: int
+) -> None:
     source = data_dir / "src.bin"
     digest = write_random(source, size, seed=size + 10)
     destination = data_dir / "out" / "dst.bin"
@@ -40,7 +42,9 @@ async def test_file_to_sftp(sftp_client: StaccatoClient, sftp_url, data_dir: Pat
 
 
 @pytest.mark.parametrize("size", SIZES)
-async def test_sftp_to_file(sftp_client: StaccatoClient, sftp_url, data_dir: Path, size: int) -> None:
+async def test_sftp_to_file(
+    sftp_client: StaccatoClient, sftp_url, data_dir: Path, size: int
+) -> None:
     source = data_dir / "src.bin"
     digest = write_random(source, size, seed=size + 11)
     destination = data_dir / "dst.bin"
@@ -63,7 +67,9 @@ async def test_http_to_sftp(
 
 
 @pytest.mark.parametrize("size", SIZES)
-async def test_sftp_to_sftp(sftp_client: StaccatoClient, sftp_url, data_dir: Path, size: int) -> None:
+async def test_sftp_to_sftp(
+    sftp_client: StaccatoClient, sftp_url, data_dir: Path, size: int
+) -> None:
     source = data_dir / "src.bin"
     digest = write_random(source, size, seed=size + 13)
     destination = data_dir / "copy.bin"
