@@ -12,15 +12,17 @@ import argparse
 import os
 import subprocess
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
-from bench.common import GiB, MiB, Service, median_of, random_file, table
+from bench.common import GiB, MiB, Service, random_file, round_robin, table
 from tests.servers.nginx import NginxServer
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--streams", type=int, default=4)
     parser.add_argument("--chunk-size", default="16M")
     args = parser.parse_args()
@@ -36,57 +38,44 @@ def main() -> None:
 
     def remove() -> None:
         destination.unlink(missing_ok=True)
+        os.sync()  # the previous run's pages written out: every run starts alike
+        time.sleep(1)
 
     try:
         service.staccato("cp", str(source), str(destination), *options)  # warm-up
         remove()
-        rows = []
-        cp_s = median_of(
-            args.runs,
-            lambda: subprocess.run(["cp", str(source), str(destination)], check=True),
-            remove,
-        )
-        cp_sync_s = median_of(
-            args.runs,
-            lambda: subprocess.run(
+        url = nginx.url("1g.bin")
+        cases: dict[str, Callable[[], object]] = {
+            "cp": lambda: subprocess.run(["cp", str(source), str(destination)], check=True),
+            "cp + sync": lambda: subprocess.run(
                 ["sh", "-c", f"cp {source} {destination} && sync {destination}"], check=True
             ),
-            remove,
-        )
-        ours = median_of(
-            args.runs,
-            lambda: service.staccato("cp", str(source), str(destination), *options),
-            remove,
-        )
-        ours_size = median_of(
-            args.runs,
-            lambda: service.staccato(
+            "file ours": lambda: service.staccato("cp", str(source), str(destination), *options),
+            "file ours size": lambda: service.staccato(
                 "cp", str(source), str(destination), *options, "--verify", "size"
             ),
-            remove,
-        )
-        rows += [
-            ("file->file", "cp", cp_s, ours),
-            ("file->file", "cp + sync", cp_sync_s, ours),
-            ("file->file (--verify size)", "cp + sync", cp_sync_s, ours_size),
-        ]
-        url = nginx.url("1g.bin")
-        curl_s = median_of(
-            args.runs,
-            lambda: subprocess.run(["curl", "-sf", "-o", str(destination), url], check=True),
-            remove,
-        )
-        ours_http = median_of(
-            args.runs, lambda: service.staccato("cp", url, str(destination), *options), remove
-        )
-        ours_http_size = median_of(
-            args.runs,
-            lambda: service.staccato("cp", url, str(destination), *options, "--verify", "size"),
-            remove,
-        )
-        rows += [
-            ("http->file", "curl", curl_s, ours_http),
-            ("http->file (--verify size)", "curl", curl_s, ours_http_size),
+            "curl": lambda: subprocess.run(
+                ["curl", "-sf", "-o", str(destination), url], check=True
+            ),
+            "http ours": lambda: service.staccato("cp", url, str(destination), *options),
+            "http ours size": lambda: service.staccato(
+                "cp", url, str(destination), *options, "--verify", "size"
+            ),
+        }
+        # round-robin: every round runs each case once, so the machine's slow and fast
+        # spells fall on peers and Staccato alike; medians over the rounds
+        seconds = round_robin(args.runs, cases, remove)
+        rows = [
+            ("file->file", "cp", seconds["cp"], seconds["file ours"]),
+            ("file->file", "cp + sync", seconds["cp + sync"], seconds["file ours"]),
+            (
+                "file->file (--verify size)",
+                "cp + sync",
+                seconds["cp + sync"],
+                seconds["file ours size"],
+            ),
+            ("http->file", "curl", seconds["curl"], seconds["http ours"]),
+            ("http->file (--verify size)", "curl", seconds["curl"], seconds["http ours size"]),
         ]
         print(f"\nstreams={args.streams} chunk={args.chunk_size} runs={args.runs} (medians)\n")
         print(table(rows))

@@ -120,16 +120,22 @@ def timed(run: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def median_of(
-    runs: int, run: Callable[[], object], before: Callable[[], object] | None = None
-) -> float:
-    """Median wall seconds over ``runs`` calls (``before`` runs untimed before each)."""
-    times = []
-    for _ in range(runs):
-        if before:
-            before()
-        times.append(timed(run))
-    return statistics.median(times)
+def round_robin(
+    rounds: int,
+    cases: dict[str, Callable[[], object]],
+    before: Callable[[], object] | None = None,
+) -> dict[str, float]:
+    """Median wall seconds per case; each round runs every case once, in order, so
+    a slow spell of the machine hits all of them (``before`` runs untimed before each)."""
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(rounds):
+        for name, run in cases.items():
+            if before:
+                before()
+            times[name].append(timed(run))
+    for name, values in times.items():
+        print(f"{name}: " + " ".join(f"{v:.2f}" for v in values), flush=True)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def random_file(path: Path, size: int) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,25 @@ async def test_sha256_checksum_option(client: StaccatoClient, data_dir: Path) ->
     result = await client.wait(transfer)
     assert result.checksum.startswith("sha256-tree:")
     assert sha256_file(destination) == digest
+
+
+async def test_file_to_file_across_file_systems(client: StaccatoClient, data_dir: Path) -> None:
+    """file->file copies in the kernel (copy_file_range); between two file systems
+    (tmpfs -> the data directory's) the kernel refuses (EXDEV) and the stream writes
+    the bytes itself: the result is byte-identical either way."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == data_dir.stat().st_dev:
+        pytest.skip("needs /dev/shm on a file system of its own")
+    source = shm / f"staccato-test-{os.getpid()}.bin"
+    try:
+        digest = write_random(source, 5 * MiB + 7, seed=13)
+        destination = data_dir / "cross-fs.bin"
+        transfer = await client.submit(
+            str(source), str(destination), TransferOptions(chunk_size=1 * MiB, streams=2)
+        )
+        result = await client.wait(transfer)
+        assert result.bytes == 5 * MiB + 7
+        assert sha256_file(destination) == digest
+        assert leftovers(data_dir) == []
+    finally:
+        source.unlink(missing_ok=True)

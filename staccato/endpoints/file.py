@@ -191,28 +191,35 @@ class FileChunkWriter(ChunkWriter):
                 the copy).
         """
         self._check_session()
-        if self._buffer is None or len(self._buffer) < length:
-            self._buffer = memoryview(bytearray(self._chunk_size))
-        view = self._buffer[:length]
+        if self._buffer is None:
+            self._buffer = memoryview(bytearray(min(self._chunk_size, _COPY_BLOCK)))
+        hasher = checksums.new_hasher(algorithm)
+        target = index * self._chunk_size
         with contextlib.closing(FileReader(source.path, info, offset, length)) as reader:
-            if reader.readinto_full(view) != length:
-                raise SourceChanged(
-                    f"source changed: {source.path} ended before byte {offset + length}"
-                )
-            digest = checksums.checksum_bytes(algorithm, view)
-            target = index * self._chunk_size
             try:
                 done = 0
-                if self._kernel_copy:
-                    try:
-                        done = _copy_file_range(reader.fileno(), self._fd, offset, target, length)
-                    except OSError as err:
-                        if err.errno not in _NO_KERNEL_COPY:
-                            raise
-                        self._kernel_copy = False  # and write what is left from the buffer
-                while done < length:
-                    done += os.pwrite(self._fd, view[done:], target + done)
+                while done < length:  # block by block: read + checksum, then copy it
+                    block = self._buffer[: min(len(self._buffer), length - done)]
+                    if reader.readinto_full(block) != len(block):
+                        raise SourceChanged(
+                            f"source changed: {source.path} ended before byte {offset + length}"
+                        )
+                    hasher.update(block)
+                    copied = 0
+                    if self._kernel_copy:
+                        try:
+                            copied = _copy_file_range(
+                                reader.fileno(), self._fd, offset + done, target + done, len(block)
+                            )
+                        except OSError as err:
+                            if err.errno not in _NO_KERNEL_COPY:
+                                raise
+                            self._kernel_copy = False  # and write the block from the buffer
+                    while copied < len(block):
+                        copied += os.pwrite(self._fd, block[copied:], target + done + copied)
+                    done += len(block)
                 reader.check_version()  # the kernel read the source again: same version?
+                digest = hasher.hexdigest()
                 self._commit(index, digest)
             except OSError as err:
                 raise _os_error(err, f"destination temp file {self._temp}") from None
@@ -243,6 +250,8 @@ class FileChunkWriter(ChunkWriter):
                 os.close(fd)
         self._fd = self._journal = self._reader = -1
 
+
+_COPY_BLOCK = 1 << 20  # bytes read, checksummed and copied at a time by copy_chunk
 
 # copy_file_range(2) errors meaning "the kernel cannot copy between these two files"
 _NO_KERNEL_COPY = {errno.EXDEV, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL, errno.EIO}

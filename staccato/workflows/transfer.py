@@ -132,7 +132,11 @@ class TransferWorkflow:
                 and not self._was_paused
                 and all(results[s.index].verified for s in segments)
             )
-            if prepared.session_url and not verified_on_write:
+            if (
+                prepared.session_url
+                and options.verify == VerifyMode.checksum
+                and not verified_on_write
+            ):
                 bad = await self._verify(
                     request, info, prepared, segments, results, digest, before_publish=True
                 )
