@@ -125,14 +125,17 @@ def round_robin(
     cases: dict[str, Callable[[], object]],
     before: Callable[[], object] | None = None,
 ) -> dict[str, float]:
-    """Median wall seconds per case; each round runs every case once, in order, so
-    a slow spell of the machine hits all of them (``before`` runs untimed before each)."""
+    """Median wall seconds per case; each round runs every case once, so a slow spell
+    of the machine hits all of them, and each round starts one case later, so no case
+    always follows the same one (``before`` runs untimed before each)."""
     times: dict[str, list[float]] = {name: [] for name in cases}
-    for _ in range(rounds):
-        for name, run in cases.items():
+    names = list(cases)
+    for round_index in range(rounds):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
             if before:
                 before()
-            times[name].append(timed(run))
+            times[name].append(timed(cases[name]))
     for name, values in times.items():
         print(f"{name}: " + " ".join(f"{v:.2f}" for v in values), flush=True)
     return {name: statistics.median(values) for name, values in times.items()}

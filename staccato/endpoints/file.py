@@ -155,7 +155,7 @@ class FileChunkWriter(ChunkWriter):
         try:
             view = data
             while view:
-                n = os.pwrite(self._fd, view, offset)
+                n = os.pwrite(self._fd, view[:_WRITE_BLOCK], offset)
                 view = view[n:]
                 offset += n
             self._commit(index, checksum)
@@ -242,6 +242,11 @@ class FileChunkWriter(ChunkWriter):
     def _read_fd(self) -> int:
         if self._reader < 0:
             self._reader = os.open(self._temp, os.O_RDONLY | os.O_CLOEXEC)
+            if hasattr(os, "posix_fadvise"):
+                # No readahead: it would reach into chunks other streams are writing
+                # and slow their writes (measured: 4 streams' write time 1.4 s -> 3-7 s
+                # per GiB with readahead, back to 1.4 s without).
+                os.posix_fadvise(self._reader, 0, 0, os.POSIX_FADV_RANDOM)
         return self._reader
 
     def close(self) -> None:
@@ -251,6 +256,10 @@ class FileChunkWriter(ChunkWriter):
         self._fd = self._journal = self._reader = -1
 
 
+# Bytes per pwrite(2) call. Several streams write into one temp file; on this VM one
+# 16 MiB pwrite per chunk made 4 streams' 1 GiB take 0.9-2.8 s, erratically, while
+# 1 MiB calls take 0.9-1.0 s every time (fewer pages per call under the inode lock).
+_WRITE_BLOCK = 1 << 20
 _COPY_BLOCK = 1 << 20  # bytes read, checksummed and copied at a time by copy_chunk
 
 # copy_file_range(2) errors meaning "the kernel cannot copy between these two files"
