@@ -10,7 +10,8 @@ Everything runs on this machine, in the same run, against the same SeaweedFS
 * Staccato: ``staccato cp`` (the whole command as a user runs it: CLI start-up, submit,
   copy, publish, verify), once with the default ``--verify checksum`` and once with
   ``--verify size``. For an S3 destination, ``checksum`` compares the store's
-  full-object CRC32C (one HEAD); for a file destination it re-reads the file. The
+  full-object CRC32C (one HEAD); a file destination reads each chunk back as it is
+  written (verify-on-write). The
   worker gets the standard AWS environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
   AWS_ENDPOINT_URL_S3); ``--streams`` streams of ``--chunk-size`` parts.
 * boto3 TransferManager (``client.upload_file`` / ``download_file`` with

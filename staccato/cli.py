@@ -122,7 +122,10 @@ StreamsOption = Annotated[
 VerifyOption = Annotated[
     VerifyMode,
     typer.Option(
-        "--verify", help="After publishing: re-read and compare checksums, sizes, or nothing."
+        "--verify",
+        help="checksum: read each written chunk back and compare CRC32C/SHA-256 with the "
+        "source's before publishing (S3: the stored checksum after); size: compare sizes; "
+        "none.",
     ),
 ]
 ChecksumOption = Annotated[
@@ -142,9 +145,10 @@ def _options(
 
 @app.command()
 def submit(
-    source: Annotated[str, typer.Argument(help="Source URL or path.")],
+    source: Annotated[str, typer.Argument(help="Source URL or path.", metavar="SOURCE")],
     destination: Annotated[
-        str, typer.Argument(help="Destination URL or path (the file to write).")
+        str,
+        typer.Argument(help="Destination URL or path (the file to write).", metavar="DESTINATION"),
     ],
     chunk_size: ChunkSizeOption = DEFAULT_CHUNK_SIZE,
     streams: StreamsOption = DEFAULT_STREAMS,
@@ -168,9 +172,10 @@ def submit(
 
 @app.command()
 def cp(
-    source: Annotated[str, typer.Argument(help="Source URL or path.")],
+    source: Annotated[str, typer.Argument(help="Source URL or path.", metavar="SOURCE")],
     destination: Annotated[
-        str, typer.Argument(help="Destination URL or path (the file to write).")
+        str,
+        typer.Argument(help="Destination URL or path (the file to write).", metavar="DESTINATION"),
     ],
     chunk_size: ChunkSizeOption = DEFAULT_CHUNK_SIZE,
     streams: StreamsOption = DEFAULT_STREAMS,
@@ -432,8 +437,11 @@ def up(
     address = f"127.0.0.1:{port}"
     if detach:
         pid = _running_pid()
-        if pid:
-            _fail(f"already running (pid {pid}); stop it with `staccato down`")
+        if pid:  # idempotent: what the caller asked for is already true
+            typer.echo(
+                f"staccato is already up (pid {pid}); stop it with `staccato down`", err=True
+            )
+            return
         log_path = home / "staccato-up.log"
         ready_path = home / "up.ready"
         ready_path.unlink(missing_ok=True)

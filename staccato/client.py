@@ -224,21 +224,26 @@ class StaccatoClient:
         description = await handle.describe()
         return dict(await description.memo())
 
-    def _handle(self, transfer: str) -> WorkflowHandle[Any, Any]:
-        """A handle from a transfer id or a destination URL/path."""
+    def _handle(self, transfer: str, run_id: str | None = None) -> WorkflowHandle[Any, Any]:
+        """A handle from a transfer id or a destination URL/path (its latest run unless
+        ``run_id`` names one)."""
         workflow_id = transfer if transfer.startswith(TRANSFER_ID_PREFIX) else transfer_id(transfer)
-        return self.temporal.get_workflow_handle(workflow_id, result_type=TransferResult)
+        return self.temporal.get_workflow_handle(
+            workflow_id, run_id=run_id, result_type=TransferResult
+        )
 
-    async def status(self, transfer: str) -> TransferStatus:
+    async def status(self, transfer: str, *, run_id: str | None = None) -> TransferStatus:
         """Current status of a transfer (by id or destination).
 
+        A transfer id names a destination's transfers; the status is of the latest one
+        (a Temporal run), or of the run ``run_id``.
         ``bytes_done`` adds the running streams' last heartbeats (sent every ~1 s)
         to the committed segments, so it moves while data moves.
 
         Raises:
             TransferNotFound: no such transfer.
         """
-        handle = self._handle(transfer)
+        handle = self._handle(transfer, run_id)
         try:
             description = await handle.describe()
         except RPCError as err:
@@ -333,7 +338,12 @@ class StaccatoClient:
     async def list(
         self, *, state: TransferState | None = None, limit: int = 50
     ) -> list[TransferStatus]:
-        """Recent transfers, newest first (at most ``limit``), optionally in one state."""
+        """Recent transfers, newest first (at most ``limit``), optionally in one state.
+
+        One row per transfer id (destination): its latest run, or with ``state`` its
+        latest run in that state (an earlier failed run of a destination that has since
+        been copied again is listed under ``failed``, with its error).
+        """
         query = "WorkflowType = 'TransferWorkflow'"
         if state is not None:
             query += f" AND StaccatoState = '{state.value}'"
@@ -346,7 +356,11 @@ class StaccatoClient:
             if len(seen) > limit:
                 break
             try:
-                statuses.append(await self.status(execution.id))
+                statuses.append(
+                    await self.status(
+                        execution.id, run_id=execution.run_id if state is not None else None
+                    )
+                )
             except TransferNotFound:
                 continue
         return statuses

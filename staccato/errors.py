@@ -42,6 +42,12 @@ class PermanentError(StaccatoError):
     """A failure that retrying cannot fix; the transfer fails with this message."""
 
 
+class WriteSessionLost(PermanentError):
+    """The destination's write session (temp file, upload) vanished: deleted by hand,
+    or published or aborted by another attempt. Not retried as such: a stale writer
+    stops, and the workflow opens a new session and copies again."""
+
+
 class InvalidURL(PermanentError):
     """A URL that cannot be used: unknown scheme, malformed, or carrying credentials."""
 

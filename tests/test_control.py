@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.api.enums.v1 import EventType
@@ -281,6 +282,46 @@ async def test_chunk_damaged_while_paused_is_caught_before_publish(
     assert sha256_file(destination) == digest
 
 
+async def test_temp_file_deleted_mid_transfer(
+    client: StaccatoClient, slow_nginx: NginxServer, http_root: Path, data_dir: Path
+) -> None:
+    """The temp file removed by hand (a cleaner script) mid-copy: the transfer opens a
+    new write session, copies again and completes byte-identical, without retrying for
+    minutes."""
+    digest = write_random(http_root / "gone.bin", SIZE, seed=14)
+    destination = data_dir / "gone.bin"
+    transfer = await client.submit(slow_nginx.url("gone.bin"), str(destination), OPTIONS)
+    await wait_for_status(client, transfer, _started(0.2), timeout_s=60)
+    for temp in [p for p in data_dir.iterdir() if ".staccato-" in p.name]:
+        temp.unlink()
+    started = time.monotonic()
+    result = await asyncio.wait_for(client.wait(transfer), 120)
+    assert result.bytes == SIZE
+    assert sha256_file(destination) == digest
+    assert leftovers(data_dir) == []
+    print(f"temp deleted: completed {time.monotonic() - started:.1f} s later")
+
+
+async def test_destination_directory_removed_mid_transfer(
+    client: StaccatoClient, slow_nginx: NginxServer, http_root: Path, data_dir: Path
+) -> None:
+    """The destination directory removed mid-copy: a clear failure naming it, soon."""
+    write_random(http_root / "nodir.bin", SIZE, seed=15)
+    directory = data_dir / "vanishing"
+    directory.mkdir()
+    transfer = await client.submit(
+        slow_nginx.url("nodir.bin"), str(directory / "nodir.bin"), OPTIONS
+    )
+    await wait_for_status(client, transfer, _started(0.2), timeout_s=60)
+    for path in directory.iterdir():
+        path.unlink()
+    directory.rmdir()
+    with pytest.raises(TransferFailed) as failure:
+        await asyncio.wait_for(client.wait(transfer), 60)
+    assert f"destination directory {directory} does not exist" in str(failure.value)
+    assert not directory.exists()
+
+
 async def test_pause_right_after_submit_holds(client: StaccatoClient, data_dir: Path) -> None:
     """A pause accepted while the transfer is still scheduled is not lost when it starts."""
     source = data_dir / "early.bin"
@@ -295,3 +336,32 @@ async def test_pause_right_after_submit_holds(client: StaccatoClient, data_dir: 
     await client.resume(transfer)
     await asyncio.wait_for(client.wait(transfer), 60)
     assert sha256_file(destination) == digest
+
+
+async def test_list_by_state_shows_that_runs_row(client: StaccatoClient, data_dir: Path) -> None:
+    """A destination whose first transfer failed and second completed: `list --state
+    failed` shows the failed run with its error, `--state completed` the completed one."""
+    source = data_dir / "flip.src"
+    destination = data_dir / "flip.out"
+    failed = await client.submit(str(source), str(destination), OPTIONS)  # no source yet
+    with pytest.raises(TransferFailed):
+        await asyncio.wait_for(client.wait(failed), 60)
+    write_random(source, 1 * MiB, seed=16)
+    done = await client.submit(str(source), str(destination), OPTIONS)
+    await asyncio.wait_for(client.wait(done), 60)
+    assert failed == done  # one transfer id per destination
+
+    async def rows(state: TransferState) -> list[Any]:
+        deadline = time.monotonic() + 20  # visibility is eventually consistent
+        while True:
+            found = [s for s in await client.list(state=state) if s.id == done]
+            if found or time.monotonic() > deadline:
+                return found
+            await asyncio.sleep(0.2)
+
+    (failed_row,) = await rows(TransferState.failed)
+    assert failed_row.state == TransferState.failed
+    assert failed_row.error and "flip.src" in failed_row.error
+    (completed_row,) = await rows(TransferState.completed)
+    assert completed_row.state == TransferState.completed
+    assert completed_row.bytes_done == 1 * MiB

@@ -116,8 +116,9 @@ class ChunkWriter(abc.ABC):
 
         Raises:
             PermissionDenied, RetryableError, SourceChanged: as the endpoint reports.
-            RetryableError: the session is gone (e.g. published or aborted by another
-                attempt): a stale writer stops here.
+            WriteSessionLost: the session is gone (deleted, or published or aborted by
+                another attempt): a stale writer stops here; a live transfer opens a new
+                session and copies again.
         """
 
     def copy_chunk(

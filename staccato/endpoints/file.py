@@ -33,6 +33,7 @@ from staccato.errors import (
     RetryableError,
     SourceChanged,
     StaccatoError,
+    WriteSessionLost,
     from_os_error,
 )
 from staccato.models import ObjectInfo, WriteSession
@@ -49,6 +50,15 @@ def _os_error(err: OSError, what: str) -> StaccatoError:
 
 def _version(st: os.stat_result) -> str:
     return f"size={st.st_size};mtime_ns={st.st_mtime_ns};ino={st.st_ino}"
+
+
+def _what_changed(info: ObjectInfo, st: os.stat_result) -> str:
+    """Which part of the pinned version (size, mtime, inode) moved, in words."""
+    if st.st_size != info.size:
+        return f"now has {st.st_size} bytes (was {info.size})"
+    if not info.version.endswith(f";ino={st.st_ino}"):
+        return "was replaced by another file (new inode)"
+    return "was modified (new modification time)"
 
 
 class FileReader(Reader):
@@ -79,8 +89,7 @@ class FileReader(Reader):
         st = os.fstat(self._fd)
         if _version(st) != self._info.version:
             raise SourceChanged(
-                f"source changed during the transfer: {self._path} now has size {st.st_size} "
-                f"bytes (was {self._info.size}) or a new modification time"
+                f"source changed during the transfer: {self._path} {_what_changed(self._info, st)}"
             )
 
     def readinto(self, buffer: memoryview) -> int:
@@ -128,8 +137,8 @@ class FileChunkWriter(ChunkWriter):
             self._journal = os.open(self._journal_path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         except OSError as err:
             if err.errno == errno.ENOENT:
-                raise RetryableError(
-                    f"write session {self._temp} is gone (published or aborted by another attempt)"
+                raise WriteSessionLost(
+                    f"write session {self._temp} is gone (deleted, or published or aborted by another attempt)"
                 ) from None
             raise _os_error(err, f"destination temp file {self._temp}") from None
         self._inode = os.fstat(self._fd).st_ino
@@ -145,8 +154,8 @@ class FileChunkWriter(ChunkWriter):
             if os.stat(self._temp).st_ino != self._inode:
                 raise FileNotFoundError
         except FileNotFoundError:
-            raise RetryableError(
-                f"write session {self._temp} is gone; stopping this stale writer"
+            raise WriteSessionLost(
+                f"write session {self._temp} is gone (deleted, or published by another attempt); stopping this writer"
             ) from None
 
     def write_chunk(self, index: int, data: memoryview, checksum: str) -> None:
@@ -448,7 +457,7 @@ class FileDriver(Driver):
         if not os.path.exists(temp):
             if os.path.isfile(target) and os.path.getsize(target) == session.size:
                 return  # an earlier attempt published it (the activity retried after rename)
-            raise RetryableError(f"write session {temp} is gone and {target} was not published")
+            raise WriteSessionLost(f"write session {temp} is gone and {target} was not published")
         missing = chunk_count(session.size, session.chunk_size) - len(
             self._journaled_chunks(session)
         )

@@ -72,9 +72,9 @@ from staccato.errors import (
     IsADirectory,
     NotFound,
     PermanentError,
-    RetryableError,
     SourceChanged,
     StaccatoError,
+    WriteSessionLost,
 )
 from staccato.models import ObjectInfo, WriteSession
 from staccato.plan import chunk_count
@@ -264,8 +264,8 @@ class SFTPChunkWriter(ChunkWriter):
                     self._journal = sftp.open_handle(self._journal_path, FXF_WRITE)
                 except StatusError as err:
                     if err.code == FX_NO_SUCH_FILE:
-                        raise RetryableError(
-                            f"write session {self._temp} is gone (published or aborted by another attempt)"
+                        raise WriteSessionLost(
+                            f"write session {self._temp} is gone (deleted, or published or aborted by another attempt)"
                         ) from None
                     raise
         except BaseException:
@@ -282,8 +282,8 @@ class SFTPChunkWriter(ChunkWriter):
             guarded(self._connection),
         ):
             if _stat(sftp, self._temp) is None:
-                raise RetryableError(
-                    f"write session {self._temp} is gone; stopping this stale writer"
+                raise WriteSessionLost(
+                    f"write session {self._temp} is gone (deleted, or published by another attempt); stopping this writer"
                 )
             sftp.write_at(self._handle, index * self._chunk_size, data)
             sftp.fsync_handle(self._handle)
@@ -475,7 +475,7 @@ class SFTPDriver(Driver):
                     _remove_if_exists(sftp, paths["backup"])
                     _remove_if_exists(sftp, paths["journal"])
                     return
-                raise RetryableError(
+                raise WriteSessionLost(
                     f"write session {paths['temp']} is gone and {url} was not published"
                 )
             journal = _read_all(sftp, paths["journal"]) or b""

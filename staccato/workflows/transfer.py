@@ -63,6 +63,7 @@ RETRY = RetryPolicy(
 SHORT_TIMEOUT = timedelta(minutes=2)
 DEFAULT_HEARTBEAT_TIMEOUT = timedelta(seconds=20)
 T = TypeVar("T")
+MAX_WRITE_SESSIONS = 3  # write sessions opened per run when one vanishes (WriteSessionLost)
 STREAM_RATE_FLOOR = 1_000_000  # bytes/s assumed when sizing a stream's start-to-close timeout
 
 
@@ -74,6 +75,8 @@ class TransferWorkflow:
         self._progress: Progress | None = None
         self._paused = False
         self._was_paused = False
+        self._session: WriteSession | None = None
+        self._published = False
         self._running: dict[int, workflow.ActivityHandle[StreamResult]] = {}
         self._failure: BaseException | None = None
 
@@ -85,8 +88,6 @@ class TransferWorkflow:
             state=TransferState.scheduled, chunk_size=options.chunk_size, streams=options.streams
         )
         started = workflow.now()
-        session: WriteSession | None = None
-        published = False
         heartbeat_timeout = (
             timedelta(seconds=options.heartbeat_timeout_s)
             if options.heartbeat_timeout_s
@@ -98,95 +99,37 @@ class TransferWorkflow:
             self._progress.bytes_total = info.size
             # a pause accepted while still scheduled holds: the streams wait for resume
             self._set_state(TransferState.paused if self._paused else TransferState.running)
-            self._set_phase("prepare")
-            prepared: PrepareResult = await _short_activity(
-                "prepare",
-                PrepareInput(
-                    destination=request.destination,
-                    size=info.size,
-                    chunk_size=options.chunk_size,
-                    session_key=_session_key(),
-                ),
-                PrepareResult,
-            )
-            session = prepared.session
-            chunk_size = prepared.chunk_size
-            if prepared.note:
-                workflow.logger.info("chunk size adjusted: %s", prepared.note)
-            self._progress.chunk_size = chunk_size
-            segments = plan_segments(
-                info.size, chunk_size, options.streams if info.supports_ranges else 1
-            )
-            self._progress.segments_total = len(segments)
-            self._set_phase("copy")
-            results = await self._copy(request, info, session, segments, heartbeat_timeout)
-            digest = checksums.combine(
-                options.checksum.value,
-                [(results[s.index].checksum or "", s.length) for s in segments],
-            )
-            # Every chunk was read back as it was written. A pause leaves finished
-            # segments exposed for an unbounded time (stray writers, a user's editor):
-            # then the whole temp object is read back before publish.
-            verified_on_write = (
-                options.verify == VerifyMode.checksum
-                and not self._was_paused
-                and all(results[s.index].verified for s in segments)
-            )
-            if (
-                prepared.session_url
-                and options.verify == VerifyMode.checksum
-                and not verified_on_write
-            ):
-                bad = await self._verify(
-                    request, info, prepared, segments, results, digest, before_publish=True
-                )
-                if bad:
-                    # Chunks damaged after they were written (torn write, OS crash, stray
-                    # writer): copy those segments again (their journal check drops the
-                    # damaged chunks), then verify once more; a second mismatch fails.
-                    workflow.logger.warning("re-copying segments %s after a checksum mismatch", bad)
-                    again = [s for s in segments if s.index in bad]
-                    results.update(
-                        await self._copy(request, info, session, again, heartbeat_timeout)
+            for attempt in range(MAX_WRITE_SESSIONS):
+                try:
+                    chunk_size, digest = await self._write(
+                        request, info, heartbeat_timeout, _session_key(attempt)
                     )
-                    digest = checksums.combine(
-                        options.checksum.value,
-                        [(results[s.index].checksum or "", s.length) for s in segments],
-                    )
-                    await self._verify(
-                        request,
-                        info,
-                        prepared,
-                        segments,
-                        results,
-                        digest,
-                        before_publish=True,
-                        repair=False,
-                    )
-            self._set_phase("publish")
-            await _short_activity(
-                "publish",
-                PublishInput(session=session, source=request.source, source_info=info),
-                type(None),
-            )
-            published = True
-            if not prepared.session_url:
-                await self._verify(
-                    request, info, prepared, segments, results, digest, before_publish=False
-                )
-            elif options.verify != VerifyMode.none:
-                await self._verify_size(request, info)
+                    break
+                except (ActivityError, ApplicationError) as err:
+                    if (
+                        _reason_type(err) != "WriteSessionLost"
+                        or attempt + 1 == MAX_WRITE_SESSIONS
+                        or self._published
+                    ):
+                        raise
+                    # The temp data vanished under us (deleted by hand, a cleaner
+                    # script): open a new write session and copy everything again.
+                    workflow.logger.warning("%s; copying again into a new one", _reason(err))
+                    await self._cleanup(self._session)
+                    self._session = None
+                    self._progress.bytes_committed = self._progress.segments_done = 0
+                    self._progress.partial = {}
         except (asyncio.CancelledError, CancelledError):
-            await self._cleanup(session)
+            await self._cleanup(self._session)
             self._set_state(TransferState.cancelled)
             raise
         except (ActivityError, ApplicationError) as err:  # a local activity's may be bare
             if isinstance(err.cause, CancelledError):  # cancelled while an activity ran
-                await self._cleanup(session)
+                await self._cleanup(self._session)
                 self._set_state(TransferState.cancelled)
                 raise asyncio.CancelledError() from None
-            if not published:
-                await self._cleanup(session)
+            if not self._published:
+                await self._cleanup(self._session)
             reason = _reason(err)
             self._progress.error = reason
             self._set_state(TransferState.failed)
@@ -208,6 +151,94 @@ class TransferWorkflow:
             streams=options.streams,
         )
 
+    async def _write(
+        self,
+        request: TransferRequest,
+        info: ObjectInfo,
+        heartbeat_timeout: timedelta,
+        session_key: str,
+    ) -> tuple[int, str]:
+        """prepare -> streams -> verify -> publish (-> verify) into one write session.
+
+        Returns:
+            The chunk size used and the object checksum (hex).
+        """
+        assert self._progress is not None
+        options = request.options
+        self._set_phase("prepare")
+        prepared: PrepareResult = await _short_activity(
+            "prepare",
+            PrepareInput(
+                destination=request.destination,
+                size=info.size,
+                chunk_size=options.chunk_size,
+                session_key=session_key,
+            ),
+            PrepareResult,
+        )
+        session = self._session = prepared.session
+        chunk_size = prepared.chunk_size
+        if prepared.note:
+            workflow.logger.info("chunk size adjusted: %s", prepared.note)
+        self._progress.chunk_size = chunk_size
+        segments = plan_segments(
+            info.size, chunk_size, options.streams if info.supports_ranges else 1
+        )
+        self._progress.segments_total = len(segments)
+        self._set_phase("copy")
+        results = await self._copy(request, info, session, segments, heartbeat_timeout)
+        digest = checksums.combine(
+            options.checksum.value,
+            [(results[s.index].checksum or "", s.length) for s in segments],
+        )
+        # Every chunk was read back as it was written. A pause leaves finished
+        # segments exposed for an unbounded time (stray writers, a user's editor):
+        # then the whole temp object is read back before publish.
+        verified_on_write = (
+            options.verify == VerifyMode.checksum
+            and not self._was_paused
+            and all(results[s.index].verified for s in segments)
+        )
+        if prepared.session_url and options.verify == VerifyMode.checksum and not verified_on_write:
+            bad = await self._verify(
+                request, info, prepared, segments, results, digest, before_publish=True
+            )
+            if bad:
+                # Chunks damaged after they were written (torn write, OS crash, stray
+                # writer): copy those segments again (their journal check drops the
+                # damaged chunks), then verify once more; a second mismatch fails.
+                workflow.logger.warning("re-copying segments %s after a checksum mismatch", bad)
+                again = [s for s in segments if s.index in bad]
+                results.update(await self._copy(request, info, session, again, heartbeat_timeout))
+                digest = checksums.combine(
+                    options.checksum.value,
+                    [(results[s.index].checksum or "", s.length) for s in segments],
+                )
+                await self._verify(
+                    request,
+                    info,
+                    prepared,
+                    segments,
+                    results,
+                    digest,
+                    before_publish=True,
+                    repair=False,
+                )
+        self._set_phase("publish")
+        await _short_activity(
+            "publish",
+            PublishInput(session=session, source=request.source, source_info=info),
+            type(None),
+        )
+        self._published = True
+        if not prepared.session_url:
+            await self._verify(
+                request, info, prepared, segments, results, digest, before_publish=False
+            )
+        elif options.verify != VerifyMode.none:
+            await self._verify_size(request, info)
+        return chunk_size, digest
+
     async def _copy(
         self,
         request: TransferRequest,
@@ -218,6 +249,7 @@ class TransferWorkflow:
     ) -> dict[int, StreamResult]:
         """Run the segments, ``streams`` at a time; returns each segment's result."""
         assert self._progress is not None
+        self._failure = None  # a failure of an earlier write session is handled
         queue: deque[Segment] = deque(segments)
         results: dict[int, StreamResult] = {}
         attempts: dict[int, int] = {}
@@ -495,9 +527,11 @@ def _raise_if_cancelling() -> None:
         raise asyncio.CancelledError()
 
 
-def _session_key() -> str:
+def _session_key(attempt: int = 0) -> str:
+    """Unique per run (and per write session within the run, after a lost one)."""
     info = workflow.info()
-    return f"{info.workflow_id}-{info.run_id[:8]}"
+    key = f"{info.workflow_id}-{info.run_id[:8]}"
+    return key if attempt == 0 else f"{key}-{attempt}"
 
 
 def _copy_timeout(size: int) -> timedelta:

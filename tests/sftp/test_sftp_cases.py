@@ -14,7 +14,7 @@ from staccato import checksums
 from staccato.client import StaccatoClient
 from staccato.endpoints import get_driver
 from staccato.endpoints.sftp_conn import POOL
-from staccato.errors import PermanentError, RetryableError, SourceChanged
+from staccato.errors import PermanentError, RetryableError, SourceChanged, WriteSessionLost
 from staccato.models import TransferOptions
 from staccato.urls import parse_url
 from tests.helpers import MiB, leftovers, sha256_file, write_random
@@ -151,7 +151,7 @@ def test_journal_resume_and_torn_records(driver_env: Path, sftp_url, data_dir: P
         driver.publish(session)
     driver.abort(session)
     assert leftovers(data_dir) == []
-    with pytest.raises(RetryableError, match="is gone"):
+    with pytest.raises(WriteSessionLost, match="is gone"):
         driver.open_writer(session)
 
 
