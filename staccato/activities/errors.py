@@ -8,7 +8,7 @@ from typing import ParamSpec, TypeVar
 
 from temporalio.exceptions import ApplicationError
 
-from staccato.errors import StaccatoError, from_os_error
+from staccato.errors import StaccatoError, WriteSessionLost, from_os_error
 
 MAX_MESSAGE_CHARS = 2000  # failure messages travel in Temporal payloads (2 MiB hard limit)
 
@@ -24,6 +24,13 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+def _type_name(err: StaccatoError) -> str:
+    """The ``ApplicationError.type`` for ``err``: its class name, except that a driver's
+    kind of lost write session (S3 ``UploadGone``) is the ``WriteSessionLost`` that the
+    workflow acts on."""
+    return "WriteSessionLost" if isinstance(err, WriteSessionLost) else type(err).__name__
+
+
 def mapped_errors(fn: Callable[P, R]) -> Callable[P, R]:
     """Wrap an activity so a :class:`StaccatoError` becomes an ``ApplicationError``
     whose ``type`` is the error class name and whose ``non_retryable`` flag is the
@@ -37,7 +44,7 @@ def mapped_errors(fn: Callable[P, R]) -> Callable[P, R]:
             return fn(*args, **kwargs)
         except StaccatoError as err:
             raise ApplicationError(
-                _short(str(err)), type=type(err).__name__, non_retryable=not err.retryable
+                _short(str(err)), type=_type_name(err), non_retryable=not err.retryable
             ) from None
         except OSError as err:  # an I/O error a driver did not classify
             mapped = from_os_error(err, f"{type(err).__name__} ({err.filename or 'no file name'})")

@@ -107,6 +107,7 @@ from staccato.errors import (
     RetryableError,
     SourceChanged,
     StaccatoError,
+    WriteSessionLost,
 )
 from staccato.models import ObjectInfo, WriteSession
 from staccato.plan import chunk_bounds, chunk_count
@@ -547,9 +548,10 @@ class _ViewBody:
         return True
 
 
-class UploadGone(RetryableError):
+class UploadGone(WriteSessionLost):
     """The multipart upload no longer exists: completed or aborted (by another attempt
-    of this transfer, or by a lifecycle rule). A stale writer stops here."""
+    of this transfer, by hand, or by a lifecycle rule). A stale writer stops here; a
+    live transfer opens a new upload and copies again."""
 
 
 def _reraise_keepalive(err: Exception) -> None:

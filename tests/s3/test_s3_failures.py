@@ -67,6 +67,24 @@ async def test_cancel_aborts_the_multipart_upload(
     assert not exists(s3, bucket, "cancel.bin")
 
 
+async def test_upload_aborted_by_hand_is_started_again(
+    s3_client: StaccatoClient, s3: Any, bucket: str, slow_nginx: NginxServer, http_root: Path
+) -> None:
+    """The multipart upload aborted under a live transfer (by hand, a lifecycle rule):
+    the transfer starts a new upload, copies again and publishes the right bytes."""
+    digest = write_random(http_root / "s3-lost.bin", SIZE, seed=24)
+    transfer = await s3_client.submit(
+        slow_nginx.url("s3-lost.bin"), f"s3://{bucket}/lost.bin", OPTIONS
+    )
+    await _wait_for_parts(s3, bucket)
+    (upload,) = open_uploads(s3, bucket)
+    s3.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+    result = await asyncio.wait_for(s3_client.wait(transfer), 120)
+    assert result.bytes == SIZE
+    assert object_digest(s3, bucket, "lost.bin") == digest
+    assert open_uploads(s3, bucket) == []
+
+
 async def test_permanent_failure_aborts_and_keeps_the_old_object(
     s3_client: StaccatoClient, s3: Any, bucket: str, slow_nginx: NginxServer, http_root: Path
 ) -> None:
