@@ -282,24 +282,34 @@ async def test_chunk_damaged_while_paused_is_caught_before_publish(
     assert sha256_file(destination) == digest
 
 
-async def test_temp_file_deleted_mid_transfer(
-    client: StaccatoClient, slow_nginx: NginxServer, http_root: Path, data_dir: Path
+@pytest.mark.parametrize("tamper", ["delete both", "delete journal", "truncate temp"])
+async def test_temp_data_tampered_with_mid_transfer(
+    client: StaccatoClient, slow_nginx: NginxServer, http_root: Path, data_dir: Path, tamper: str
 ) -> None:
-    """The temp file removed by hand (a cleaner script) mid-copy: the transfer opens a
-    new write session, copies again and completes byte-identical, without retrying for
+    """The temp file or its journal removed or truncated by hand (a cleaner script)
+    mid-copy, with an older file of the same size at the destination: the transfer opens
+    a new write session, copies again and completes byte-identical, without retrying for
     minutes."""
     digest = write_random(http_root / "gone.bin", SIZE, seed=14)
     destination = data_dir / "gone.bin"
+    destination.write_bytes(b"\0" * SIZE)  # same size: must not pass for published
     transfer = await client.submit(slow_nginx.url("gone.bin"), str(destination), OPTIONS)
     await wait_for_status(client, transfer, _started(0.2), timeout_s=60)
-    for temp in [p for p in data_dir.iterdir() if ".staccato-" in p.name]:
+    (temp,) = [p for p in data_dir.iterdir() if p.name.endswith(".staccato-part")]
+    (journal,) = [p for p in data_dir.iterdir() if p.name.endswith(".staccato-journal")]
+    if tamper == "delete both":
         temp.unlink()
+        journal.unlink()
+    elif tamper == "delete journal":
+        journal.unlink()
+    else:
+        os.truncate(temp, 0)
     started = time.monotonic()
     result = await asyncio.wait_for(client.wait(transfer), 120)
     assert result.bytes == SIZE
     assert sha256_file(destination) == digest
     assert leftovers(data_dir) == []
-    print(f"temp deleted: completed {time.monotonic() - started:.1f} s later")
+    print(f"{tamper}: completed {time.monotonic() - started:.1f} s later")
 
 
 async def test_destination_directory_removed_mid_transfer(

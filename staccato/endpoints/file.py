@@ -142,14 +142,29 @@ class FileChunkWriter(ChunkWriter):
                 ) from None
             raise _os_error(err, f"destination temp file {self._temp}") from None
         self._inode = os.fstat(self._fd).st_ino
+        self._journal_inode = os.fstat(self._journal).st_ino
+        self._size = session.size
+        if session.data.get("inode", str(self._inode)) != str(self._inode):
+            self.close()
+            raise WriteSessionLost(
+                f"write session {self._temp} was replaced by another file (deleted and created again)"
+            )
         self._chunk_size = session.chunk_size
         self._reader = -1
         self._buffer: memoryview | None = None
         self._kernel_copy = True
 
     def _check_session(self) -> None:
-        # A stale writer (an attempt Temporal gave up on) must not touch a published
-        # object: once publish renamed the temp file away, the name no longer leads here.
+        """Before each chunk: the session's files are still the ones this writer opened.
+
+        A stale writer (an attempt Temporal gave up on) must not touch a published
+        object: once publish renamed the temp file away, the name no longer leads here.
+        A temp file or journal deleted, replaced or truncated under a live transfer is
+        a lost session too (the workflow then copies again into a new one).
+
+        Raises:
+            WriteSessionLost: as above.
+        """
         try:
             if os.stat(self._temp).st_ino != self._inode:
                 raise FileNotFoundError
@@ -157,6 +172,19 @@ class FileChunkWriter(ChunkWriter):
             raise WriteSessionLost(
                 f"write session {self._temp} is gone (deleted, or published by another attempt); stopping this writer"
             ) from None
+        try:
+            if os.stat(self._journal_path).st_ino != self._journal_inode:
+                raise FileNotFoundError
+        except FileNotFoundError:
+            raise WriteSessionLost(
+                f"write session {self._temp}: its journal {self._journal_path} was deleted"
+            ) from None
+        size = os.fstat(self._fd).st_size
+        if size != self._size:
+            raise WriteSessionLost(
+                f"write session {self._temp} was truncated or extended to {size} bytes "
+                f"(expected {self._size})"
+            )
 
     def write_chunk(self, index: int, data: memoryview, checksum: str) -> None:
         self._check_session()
@@ -387,11 +415,16 @@ class FileDriver(Driver):
         try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
             try:
-                if os.fstat(fd).st_size != size:
+                st = os.fstat(fd)
+                if st.st_size != size:
                     os.ftruncate(fd, size)
             finally:
                 os.close(fd)
-            os.close(os.open(journal, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644))
+            fd = os.open(journal, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+            try:
+                journal_inode = os.fstat(fd).st_ino
+            finally:
+                os.close(fd)
         except OSError as err:
             raise _os_error(err, f"destination {url.path}") from None
         return WriteSession(
@@ -399,7 +432,14 @@ class FileDriver(Driver):
             size=size,
             chunk_size=chunk_size,
             session_id=temp,
-            data={"path": url.path, "journal": journal},
+            # the inodes tell this session's files from look-alikes (a file re-created
+            # under the name, an old destination of the same size after publish)
+            data={
+                "path": url.path,
+                "journal": journal,
+                "inode": str(st.st_ino),
+                "journal_inode": str(journal_inode),
+            },
         )
 
     def open_writer(self, session: WriteSession) -> ChunkWriter:
@@ -452,24 +492,54 @@ class FileDriver(Driver):
         return "file://" + quote(session.session_id, safe="/")
 
     def publish(self, session: WriteSession) -> None:
+        """Check the temp file is still this session's, whole and unaltered where that
+        is cheap to see, then fsync + rename(2) over the target + fsync the directory.
+
+        Raises:
+            WriteSessionLost: the temp file or journal is gone or not this session's,
+                has the wrong size, or (when it has holes, e.g. truncated and written
+                again) a chunk no longer matches its journaled checksum.
+        """
         target = session.data["path"]
         temp = session.session_id
-        if not os.path.exists(temp):
-            if os.path.isfile(target) and os.path.getsize(target) == session.size:
+        inode = session.data.get("inode")
+        try:
+            st = os.stat(temp)
+        except FileNotFoundError:
+            if _is_published(target, session):
                 return  # an earlier attempt published it (the activity retried after rename)
-            raise WriteSessionLost(f"write session {temp} is gone and {target} was not published")
-        missing = chunk_count(session.size, session.chunk_size) - len(
-            self._journaled_chunks(session)
-        )
+            raise WriteSessionLost(
+                f"write session {temp} is gone and {target} was not published"
+            ) from None
+        if inode is not None and str(st.st_ino) != inode:
+            raise WriteSessionLost(f"write session {temp} was replaced by another file")
+        if st.st_size != session.size:
+            raise WriteSessionLost(
+                f"write session {temp} has {st.st_size} bytes, expected {session.size}"
+            )
+        journal_inode = session.data.get("journal_inode")
+        try:
+            journal_st = os.stat(session.data["journal"])
+        except FileNotFoundError:
+            raise WriteSessionLost(f"write session {temp}: its journal was deleted") from None
+        if journal_inode is not None and str(journal_st.st_ino) != journal_inode:
+            raise WriteSessionLost(f"write session {temp}: its journal was replaced")
+        journaled = self._journaled_chunks(session)
+        missing = chunk_count(session.size, session.chunk_size) - len(journaled)
         if missing:
             raise PermanentError(f"refusing to publish {target}: {missing} chunks are not durable")
+        if st.st_blocks * 512 < session.size - _BLOCK_SLACK:
+            # Holes where every chunk was written: truncated (or punched) after the
+            # fact, or a file system that shares/compresses blocks. Read it all back.
+            damaged = len(journaled) - len(self.durable_chunks(session))
+            if damaged:
+                raise WriteSessionLost(
+                    f"write session {temp}: {damaged} chunks no longer match their checksums "
+                    "(the temp file was altered)"
+                )
         try:
             fd = os.open(temp, os.O_RDONLY | os.O_CLOEXEC)
             try:
-                if os.fstat(fd).st_size != session.size:
-                    raise PermanentError(
-                        f"refusing to publish {target}: temp file has the wrong size"
-                    )
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -486,6 +556,23 @@ class FileDriver(Driver):
     def abort(self, session: WriteSession) -> None:
         _unlink(session.session_id)
         _unlink(session.data["journal"])
+
+
+# st_blocks may fall short of the size by the file system's rounding of a tail
+_BLOCK_SLACK = 64 * 1024
+
+
+def _is_published(target: str, session: WriteSession) -> bool:
+    """Whether ``target`` is this session's temp file, renamed (same inode); sessions
+    without a recorded inode fall back to the size."""
+    try:
+        st = os.stat(target)
+    except FileNotFoundError:
+        return False
+    inode = session.data.get("inode")
+    if inode is not None:
+        return str(st.st_ino) == inode
+    return stat_module.S_ISREG(st.st_mode) and st.st_size == session.size
 
 
 def _unlink(path: str) -> None:

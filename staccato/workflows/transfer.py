@@ -63,7 +63,7 @@ RETRY = RetryPolicy(
 SHORT_TIMEOUT = timedelta(minutes=2)
 DEFAULT_HEARTBEAT_TIMEOUT = timedelta(seconds=20)
 T = TypeVar("T")
-MAX_WRITE_SESSIONS = 3  # write sessions opened per run when one vanishes (WriteSessionLost)
+MAX_WRITE_SESSIONS = 3  # per run: a lost session (WriteSessionLost) is copied again twice at most
 STREAM_RATE_FLOOR = 1_000_000  # bytes/s assumed when sizing a stream's start-to-close timeout
 
 
@@ -106,12 +106,16 @@ class TransferWorkflow:
                     )
                     break
                 except (ActivityError, ApplicationError) as err:
-                    if (
-                        _reason_type(err) != "WriteSessionLost"
-                        or attempt + 1 == MAX_WRITE_SESSIONS
-                        or self._published
-                    ):
+                    if _reason_type(err) != "WriteSessionLost" or self._published:
                         raise
+                    if attempt + 1 == MAX_WRITE_SESSIONS:
+                        raise ApplicationError(
+                            f"{MAX_WRITE_SESSIONS} write sessions in a row were lost; giving "
+                            f"up (something keeps removing or altering the temp data). "
+                            f"Last: {_reason(err)}",
+                            type="WriteSessionLost",
+                            non_retryable=True,
+                        ) from None
                     # The temp data vanished under us (deleted by hand, a cleaner
                     # script): open a new write session and copy everything again.
                     workflow.logger.warning("%s; copying again into a new one", _reason(err))
