@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,21 +16,14 @@ from staccato.client import DestinationBusy, StaccatoClient, TransferFailed
 from staccato.models import TransferOptions, TransferState
 from staccato.workflows.transfer import TransferWorkflow
 from tests.helpers import MiB, leftovers, run_cli, sha256_file, wait_for_status, write_random
-from tests.servers.nginx import NginxServer
+from tests.servers.nginx import NginxServer, nginx_fixture
 
 SIZE = 48 * MiB
 OPTIONS = TransferOptions(chunk_size=2 * MiB, streams=4, heartbeat_timeout_s=3)
 
 
-@pytest.fixture
-def slow_nginx(http_root: Path) -> Iterator[NginxServer]:
-    """nginx sending at most 3 MB/s per connection: a 48 MiB transfer lasts ~4 s."""
-    server = NginxServer(http_root, ranges=True, extra_server_config="limit_rate 3m;")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+# nginx sending at most 3 MB/s per connection: a 48 MiB transfer lasts ~4 s.
+slow_nginx = nginx_fixture("http_root", scope="function", extra_server_config="limit_rate 3m;")
 
 
 def _started(fraction: float = 0.1):

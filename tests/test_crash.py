@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from staccato.client import StaccatoClient
 from staccato.models import TransferOptions, TransferState
@@ -22,7 +19,7 @@ from tests.helpers import (
     wait_for_status,
     write_random,
 )
-from tests.servers.nginx import NginxServer
+from tests.servers.nginx import NginxServer, nginx_fixture
 from tests.servers.temporal_server import TemporalDevServer
 
 SIZE = 64 * MiB
@@ -31,15 +28,8 @@ STREAMS = 4
 OPTIONS = TransferOptions(chunk_size=CHUNK, streams=STREAMS, heartbeat_timeout_s=3)
 
 
-@pytest.fixture
-def slow_nginx(http_root: Path) -> Iterator[NginxServer]:
-    """nginx sending at most 8 MB/s per connection, so a transfer lasts a few seconds."""
-    server = NginxServer(http_root, ranges=True, extra_server_config="limit_rate 8m;")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+# nginx sending at most 8 MB/s per connection, so a transfer lasts a few seconds.
+slow_nginx = nginx_fixture("http_root", scope="function", extra_server_config="limit_rate 8m;")
 
 
 async def _client(address: str, task_queue: str) -> StaccatoClient:

@@ -300,7 +300,7 @@ _WRITE_BLOCK = 1 << 20
 _COPY_BLOCK = 1 << 20  # bytes read, checksummed and copied at a time by copy_chunk
 
 # copy_file_range(2) errors meaning "the kernel cannot copy between these two files"
-_NO_KERNEL_COPY = {errno.EXDEV, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL, errno.EIO}
+_NO_KERNEL_COPY = {errno.EXDEV, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
 
 
 def _copy_file_range(source_fd: int, target_fd: int, offset: int, target: int, length: int) -> int:

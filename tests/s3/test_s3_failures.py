@@ -20,21 +20,14 @@ from staccato.models import TransferOptions, TransferState
 from tests.helpers import MiB, WorkerProcess, wait_for_status, write_random
 from tests.s3.conftest import MeteredSeaweedS3, settled
 from tests.s3.s3util import exists, file_crc32c, object_digest, open_uploads, put_with_crc32c
-from tests.servers.nginx import NginxServer
+from tests.servers.nginx import NginxServer, nginx_fixture
 
 SIZE = 48 * MiB
 OPTIONS = TransferOptions(chunk_size=5 * MiB, streams=4, heartbeat_timeout_s=3)
 
 
-@pytest.fixture
-def slow_nginx(http_root: Path) -> Iterator[NginxServer]:
-    """nginx sending at most 3 MB/s per connection: a 48 MiB transfer lasts ~4 s."""
-    server = NginxServer(http_root, ranges=True, extra_server_config="limit_rate 3m;")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+# nginx sending at most 3 MB/s per connection: a 48 MiB transfer lasts ~4 s.
+slow_nginx = nginx_fixture("http_root", scope="function", extra_server_config="limit_rate 3m;")
 
 
 async def _wait_for_parts(s3: Any, bucket: str, at_least: int = 1, timeout_s: float = 60) -> None:

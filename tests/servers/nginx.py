@@ -267,11 +267,17 @@ http {{
             conn.close()
 
 
-def nginx_fixture(root_fixture: str, ranges: bool = True, scope: Scope = "session") -> Any:
+def nginx_fixture(
+    root_fixture: str,
+    ranges: bool = True,
+    scope: Scope = "session",
+    extra_server_config: str = "",
+) -> Any:
     """Build a pytest fixture yielding a started ``NginxServer``.
 
-    ``root_fixture`` names the fixture giving the directory to serve (e.g. ``"http_root"``).
-    The server is stopped by PID at teardown.
+    ``root_fixture`` names the fixture giving the directory to serve (e.g. ``"http_root"``);
+    ``extra_server_config`` goes into its ``server`` block (e.g. ``"limit_rate 3m;"`` for
+    a source slow enough to act on mid-transfer). The server is stopped by PID at teardown.
     """
 
     @pytest.fixture(scope=scope)
@@ -280,7 +286,12 @@ def nginx_fixture(root_fixture: str, ranges: bool = True, scope: Scope = "sessio
     ) -> Iterator[NginxServer]:
         root = request.getfixturevalue(root_fixture)
         try:
-            server = NginxServer(root, ranges=ranges, prefix_dir=tmp_path_factory.mktemp("nginx"))
+            server = NginxServer(
+                root,
+                ranges=ranges,
+                prefix_dir=tmp_path_factory.mktemp("nginx"),
+                extra_server_config=extra_server_config,
+            )
         except MissingBinaryError as exc:
             fail_missing(exc)
             raise

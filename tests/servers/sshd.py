@@ -205,7 +205,15 @@ class SshdServer(ServerProcess):
         if self.extra_config:
             lines.append(self.extra_config)
         self.config_path.write_text("\n".join(lines) + "\n")
-        # Validate first so a bad option shows up as a clear error, not a timeout.
+        self.validate_config()
+
+    def validate_config(self) -> None:
+        """``sshd -t`` on the config, so a bad option shows up as a clear error rather
+        than a start-up timeout.
+
+        Raises:
+            RuntimeError: sshd rejected the config (its message included).
+        """
         check = subprocess.run(
             [self.binary, "-t", "-f", str(self.config_path)],
             capture_output=True,

@@ -33,7 +33,6 @@ Workers:
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -53,14 +52,7 @@ class SecondFactorSshd(SshdServer):
             "KbdInteractiveAuthentication no", "KbdInteractiveAuthentication yes"
         )
         self.config_path.write_text(text + "AuthenticationMethods publickey,keyboard-interactive\n")
-        check = subprocess.run(
-            [self.binary, "-t", "-f", str(self.config_path)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        if check.returncode != 0:
-            raise RuntimeError(f"sshd config {self.config_path} rejected: {check.stderr}")
+        self.validate_config()
 
 
 def _started(server: SshdServer, main: SshdServer) -> SshdServer:
