@@ -29,9 +29,20 @@ class StaccatoError(Exception):
 
 
 class RetryableError(StaccatoError):
-    """A transient failure: the operation may succeed if retried (with backoff)."""
+    """A transient failure: the operation may succeed if retried (with backoff).
+
+    Args:
+        message: what failed, for users.
+        retry_after_s: seconds the endpoint asked us to wait before trying again
+            (HTTP ``Retry-After``, RFC 9110 section 10.2.3; S3 ``SlowDown``); the activity
+            maps it to Temporal's ``next_retry_delay``. None: the retry policy's backoff.
+    """
 
     retryable = True
+
+    def __init__(self, message: str = "", *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class IncompleteRead(RetryableError):

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from datetime import timedelta
 from typing import ParamSpec, TypeVar
 
 from temporalio.exceptions import ApplicationError
 
-from staccato.errors import StaccatoError, WriteSessionLost, from_os_error
+from staccato.errors import RetryableError, StaccatoError, WriteSessionLost, from_os_error
 
 MAX_MESSAGE_CHARS = 2000  # failure messages travel in Temporal payloads (2 MiB hard limit)
+#: an endpoint's Retry-After is honoured up to this many seconds (a longer one is
+#: capped, so a confused server cannot park a transfer for hours per attempt)
+MAX_RETRY_AFTER_S = 300.0
 
 
 def _short(message: str) -> str:
@@ -43,8 +47,16 @@ def mapped_errors(fn: Callable[P, R]) -> Callable[P, R]:
         try:
             return fn(*args, **kwargs)
         except StaccatoError as err:
+            delay = err.retry_after_s if isinstance(err, RetryableError) else None
             raise ApplicationError(
-                _short(str(err)), type=_type_name(err), non_retryable=not err.retryable
+                _short(str(err)),
+                type=_type_name(err),
+                non_retryable=not err.retryable,
+                next_retry_delay=(
+                    timedelta(seconds=min(max(delay, 0.0), MAX_RETRY_AFTER_S))
+                    if delay is not None
+                    else None
+                ),
             ) from None
         except OSError as err:  # an I/O error a driver did not classify
             mapped = from_os_error(err, f"{type(err).__name__} ({err.filename or 'no file name'})")
