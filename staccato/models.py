@@ -97,6 +97,19 @@ class ObjectInfo(BaseModel):
             size+mtime); a read that sees another version raises ``SourceChanged``.
         supports_ranges: whether byte ranges can be read independently.
         content_type: MIME type where the endpoint knows it.
+        modified_at: last modification, seconds since the epoch on the endpoint's
+            clock, where the endpoint tells it.
+        mtime_resolution_s: > 0 when ``version`` rests on a modification time of this
+            resolution (size+mtime, ``Last-Modified``, ETags that servers derive from
+            the mtime): a rewrite in place within that resolution of the last one keeps
+            the version. 0 for validators that change with every write (S3 ETag).
+        endpoint_time: the endpoint's own clock when it answered the stat (HTTP
+            ``Date``), seconds since the epoch; lets ``modified_at`` be compared
+            without guessing the clock skew.
+        reread_before_publish: set by the ``stat`` activity when the version cannot
+            prove the source stays the same for the whole copy (it was modified just
+            before, or the endpoint gives no time): the source is then read a second
+            time and compared chunk by chunk before anything is published.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -106,6 +119,10 @@ class ObjectInfo(BaseModel):
     supports_ranges: bool = True
     content_type: str | None = None
     extra: dict[str, str] = Field(default_factory=dict)
+    modified_at: float | None = None
+    mtime_resolution_s: float = Field(0.0, ge=0)
+    endpoint_time: float | None = None
+    reread_before_publish: bool = False
 
 
 class Segment(BaseModel):
@@ -180,6 +197,25 @@ class StreamInput(BaseModel):
     #: read each chunk back after writing it and compare checksums (``--verify
     #: checksum``), where the destination can read back (:attr:`ChunkWriter.can_read_back`)
     read_back: bool = False
+
+
+class ConfirmSourceInput(BaseModel):
+    """Input of the ``confirm_source`` activity: read these segments of the source a
+    second time and compare them with the checksums of the copy.
+
+    Attributes:
+        source: canonical source URL.
+        source_info: the version pinned at stat.
+        chunk_size: bytes per chunk.
+        segments: ``(first_chunk, end_chunk, hex checksum of the copy)`` per segment.
+        checksum: chunk checksum algorithm.
+    """
+
+    source: str
+    source_info: ObjectInfo
+    chunk_size: int
+    segments: list[tuple[int, int, str]]
+    checksum: ChecksumAlgorithm
 
 
 class StreamResult(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,9 @@ async def test_http_without_ranges_roundtrip(
     """C1: a server that answers Range with 200 + whole body is read in one stream."""
     name = f"norange-{size}.bin"
     digest = write_random(http_root / name, size, seed=size + 2)
+    # a source at rest: one modified within its Last-Modified second is read a second
+    # time before publish (tests/test_source_rewritten.py)
+    os.utime(http_root / name, (time.time() - 3600, time.time() - 3600))
     destination = data_dir / "dst.bin"
     nginx_no_ranges.clear_log()
     transfer = await client.submit(

@@ -8,8 +8,32 @@ from collections.abc import Callable
 from typing import Any
 
 from staccato.activities.copy import copy_stream
-from staccato.activities.transfer import cleanup, prepare, publish, stat, verify
+from staccato.activities.transfer import (
+    cleanup,
+    confirm_source,
+    prepare,
+    publish,
+    stat,
+    verify,
+)
 
-ALL_ACTIVITIES: list[Callable[..., Any]] = [stat, prepare, copy_stream, publish, verify, cleanup]
+ALL_ACTIVITIES: list[Callable[..., Any]] = [
+    stat,
+    prepare,
+    copy_stream,
+    confirm_source,
+    publish,
+    verify,
+    cleanup,
+]
 
-__all__ = ["ALL_ACTIVITIES", "cleanup", "copy_stream", "prepare", "publish", "stat", "verify"]
+__all__ = [
+    "ALL_ACTIVITIES",
+    "cleanup",
+    "confirm_source",
+    "copy_stream",
+    "prepare",
+    "publish",
+    "stat",
+    "verify",
+]

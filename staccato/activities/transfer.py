@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import time
+
 from temporalio import activity
 
 from staccato import checksums
 from staccato.activities.errors import mapped_errors
 from staccato.endpoints import get_driver
+from staccato.endpoints.base import keepalive_hook
 from staccato.errors import ChecksumMismatch, SourceChanged
 from staccato.models import (
+    ConfirmSourceInput,
     ObjectInfo,
     PrepareInput,
     PrepareResult,
@@ -22,12 +26,91 @@ from staccato.urls import parse_url
 MAX_CHUNKS = 100_000  # per object: bounds journal size, heartbeat work and memory per segment
 
 
+#: how far a remote endpoint's clock may be ahead of the worker's, seconds: a source
+#: whose mtime is within this (plus the mtime's resolution) of the worker's "now" at
+#: stat time may be rewritten in place during the copy without its version changing
+REMOTE_CLOCK_SKEW_S = 120.0
+
+
 @activity.defn(name="stat")
 @mapped_errors
 def stat(url: str) -> ObjectInfo:
-    """Size, version and range support of the object at ``url``."""
+    """Size, version and range support of the object at ``url``; marks it for a second
+    read before publish when its version cannot prove it stays the same during the copy
+    (see :func:`needs_second_read`)."""
     parsed = parse_url(url)
-    return get_driver(parsed.scheme).stat(parsed)
+    info = get_driver(parsed.scheme).stat(parsed)
+    local = parsed.scheme == "file" and info.mtime_resolution_s < 1.0  # not NFS, SMB, FUSE
+    if needs_second_read(info, time.time(), local=local):
+        info = info.model_copy(update={"reread_before_publish": True})
+    return info
+
+
+def needs_second_read(info: ObjectInfo, now: float, *, local: bool) -> bool:
+    """Whether a rewrite in place during the copy could leave ``info.version`` as it is.
+
+    A version built on an mtime of resolution ``r`` misses a rewrite only when the
+    rewrite's mtime rounds to the one pinned, i.e. when the object was last modified
+    less than ``r`` before the copy began (on the endpoint's clock; a remote clock may
+    be off by :data:`REMOTE_CLOCK_SKEW_S`). An object modified longer ago than that is
+    proved stable by the version re-checked on every read and before publish.
+
+    Args:
+        info: what the driver's ``stat`` said.
+        now: the worker's time, seconds since the epoch.
+        local: the endpoint's mtimes come from the worker's clock (a local file
+            system; NFS and SMB servers set mtimes by their own clocks).
+    """
+    if info.mtime_resolution_s <= 0:
+        return False  # a validator that changes with every write (S3 ETag)
+    if info.modified_at is None:
+        return True  # nothing to prove it by
+    if info.endpoint_time is not None:  # the endpoint's own clock: no skew to allow for
+        # both times are whole seconds (HTTP-date): one more resolution of slack
+        return info.modified_at > info.endpoint_time - 2 * info.mtime_resolution_s
+    margin = info.mtime_resolution_s + (0.0 if local else REMOTE_CLOCK_SKEW_S)
+    return info.modified_at > now - margin
+
+
+@activity.defn(name="confirm_source")
+@mapped_errors
+def confirm_source(request: ConfirmSourceInput) -> None:
+    """Read segments of the source a second time and compare them with the copy's
+    checksums: a source rewritten in place during the copy (same size, an mtime too
+    coarse to tell) reads differently, and then nothing may be published.
+
+    Heartbeats per chunk (the reads of one segment can be long).
+
+    Raises:
+        SourceChanged: a segment reads differently now, or the version moved.
+    """
+    url = parse_url(request.source)
+    driver = get_driver(url.scheme)
+    algorithm = request.checksum.value
+    last_beat = 0.0
+
+    def beat() -> None:
+        nonlocal last_beat
+        now = time.monotonic()
+        if now - last_beat >= 0.5:
+            last_beat = now
+            activity.heartbeat()
+
+    size = request.source_info.size
+    with keepalive_hook(beat):
+        for first, end, expected in request.segments:
+            actual = driver.segments_checksum(
+                url, size, request.chunk_size, [(first, end)], algorithm, request.source_info
+            )
+            if actual != expected:
+                start = first * request.chunk_size
+                stop = min(size, end * request.chunk_size)
+                raise SourceChanged(
+                    f"source changed during the transfer: {request.source} bytes [{start}, "
+                    f"{stop}) read differently a second time (rewritten in place, size and "
+                    f"mtime unchanged); nothing was published. Copy it again once the "
+                    f"writer is done"
+                )
 
 
 @activity.defn(name="prepare")

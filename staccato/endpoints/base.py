@@ -272,11 +272,19 @@ class Driver(abc.ABC):
         chunk_size: int,
         segments: Iterable[tuple[int, int]],
         algorithm: str,
+        info: ObjectInfo | None = None,
     ) -> str:
         """Combined checksum of the given consecutive-chunk segments, read back from
-        the published object at ``url`` (each segment with its own ranged read, so
-        several activities can verify one object in parallel)."""
-        info = self.stat(url)
+        the object at ``url`` (each segment with its own ranged read, so several
+        activities can verify one object in parallel). Calls :func:`keepalive` per
+        chunk.
+
+        Args:
+            info: the version to pin the reads to (raises ``SourceChanged`` if the
+                object no longer has it); default: what a fresh ``stat`` says.
+        """
+        if info is None:
+            info = self.stat(url)
         buffer = memoryview(bytearray(min(chunk_size, max(size, 1))))
         segment_digests: list[tuple[str, int]] = []
         for first, end in segments:
@@ -288,6 +296,7 @@ class Driver(abc.ABC):
                     _, chunk_length = chunk_bounds(index, size, chunk_size)
                     view = buffer[:chunk_length]
                     filled = reader.readinto_full(view)
+                    keepalive()
                     parts.append((checksums.checksum_bytes(algorithm, view[:filled]), filled))
             segment_digests.append((checksums.combine(algorithm, parts), sum(n for _, n in parts)))
         return checksums.combine(algorithm, segment_digests)

@@ -19,6 +19,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import re
 import stat as stat_module
 from pathlib import Path
 from urllib.parse import quote
@@ -46,6 +47,50 @@ _JOURNAL_SUFFIX = ".staccato-journal"
 
 def _os_error(err: OSError, what: str) -> StaccatoError:
     return from_os_error(err, what)
+
+
+#: file systems whose mtimes come from this kernel's clock in (nearly) nanoseconds: a
+#: rewrite moves the mtime. On the others (NFS, SMB, FUSE: the server's clock; FAT and
+#: exFAT: 2 s) a rewrite within the mtime's resolution can keep it.
+FINE_MTIME_FILE_SYSTEMS = frozenset(
+    {"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "zfs", "f2fs", "overlay", "bcachefs"}
+)
+#: mtime resolution assumed of the other file systems, seconds (FAT keeps 2 s)
+COARSE_MTIME_RESOLUTION_S = 2.0
+FINE_MTIME_RESOLUTION_S = 0.01  # the kernel's coarse clock ticks every 1-10 ms
+
+
+_OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")  # mountinfo writes a space as \040
+
+
+def file_system_type(path: str) -> str:
+    """The type of the file system holding ``path`` (``ext4``, ``nfs4``...), from
+    ``/proc/self/mountinfo`` (proc(5)); ``""`` where that cannot be read."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            lines = f.readlines()
+    except OSError:
+        return ""
+    real = os.path.realpath(path)
+    best, fs_type = -1, ""
+    for line in lines:
+        fields = line.split()
+        try:
+            mount_point = fields[4].encode().decode("unicode_escape")  # \040 for a space
+            kind = fields[fields.index("-") + 1]
+        except (IndexError, ValueError):
+            continue
+        inside = real == mount_point or real.startswith(mount_point.rstrip("/") + "/")
+        if inside and len(mount_point) > best:
+            best, fs_type = len(mount_point), kind
+    return fs_type
+
+
+def mtime_resolution_s(path: str) -> float:
+    """How coarse the mtimes of the file system holding ``path`` may be, seconds."""
+    if file_system_type(path) in FINE_MTIME_FILE_SYSTEMS:
+        return FINE_MTIME_RESOLUTION_S
+    return COARSE_MTIME_RESOLUTION_S
 
 
 def _version(st: os.stat_result) -> str:
@@ -338,7 +383,13 @@ class FileDriver(Driver):
             raise PermanentError(f"source {url.path} is not a regular file")
         if not os.access(url.path, os.R_OK):
             raise PermissionDenied(f"source {url.path}: permission denied")
-        return ObjectInfo(size=st.st_size, version=_version(st), supports_ranges=True)
+        return ObjectInfo(
+            size=st.st_size,
+            version=_version(st),
+            supports_ranges=True,
+            modified_at=st.st_mtime,
+            mtime_resolution_s=mtime_resolution_s(url.path),
+        )
 
     def open_read(self, url: EndpointURL, info: ObjectInfo, offset: int, length: int) -> Reader:
         return FileReader(url.path, info, offset, length)

@@ -16,11 +16,13 @@ A body that ends before its ``Content-Length`` is a retryable error (C11).
 
 from __future__ import annotations
 
+import email.utils
 import http.client
 import re
 import urllib.request
 from collections.abc import Mapping
 from email.message import Message
+from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 import httpx
@@ -66,6 +68,38 @@ def _validator(info: ObjectInfo) -> str | None:
     if etag and not etag.startswith("W/"):
         return etag
     return info.extra.get("last_modified")
+
+
+def _freshness(headers: Mapping[str, str] | Message) -> dict[str, Any]:
+    """``ObjectInfo`` fields saying how far the version can be trusted.
+
+    ``Last-Modified`` has a resolution of one second (RFC 9110 section 8.8.2), and
+    common servers derive their ETag from it (nginx: mtime and size), so a source
+    modified within that second of the copy may change without a new version. Without
+    ``Last-Modified`` a strong ETag is trusted; with neither, nothing pins the version.
+    """
+    modified = _http_date(headers.get("last-modified"))
+    if modified is not None:
+        # the server's Date (RFC 9110 section 6.6.1) is on the same clock as its mtimes
+        return {
+            "modified_at": modified,
+            "mtime_resolution_s": 1.0,
+            "endpoint_time": _http_date(headers.get("date")),
+        }
+    etag = headers.get("etag")
+    if etag and not etag.startswith("W/"):
+        return {}
+    return {"modified_at": None, "mtime_resolution_s": 1.0}
+
+
+def _http_date(value: str | None) -> float | None:
+    """An HTTP-date (RFC 9110 section 5.6.7) as seconds since the epoch, or None."""
+    if not value:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
 
 
 def _version(headers: Mapping[str, str] | Message, size: int) -> str:
@@ -283,6 +317,7 @@ class HTTPDriver(Driver):
                     supports_ranges=True,
                     content_type=content_type,
                     extra=extra,
+                    **_freshness(response.headers),
                 )
             raise PermanentError(f"{url} answered a range probe with a malformed Content-Range")
         if code == 416:
@@ -294,6 +329,7 @@ class HTTPDriver(Driver):
                     supports_ranges=True,
                     content_type=content_type,
                     extra=extra,
+                    **_freshness(response.headers),
                 )
         if code == 200:
             length = response.headers.get("content-length")
@@ -309,6 +345,7 @@ class HTTPDriver(Driver):
                 supports_ranges=False,
                 content_type=content_type,
                 extra=extra,
+                **_freshness(response.headers),
             )
         raise _status_error(code, url)
 

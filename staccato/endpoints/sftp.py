@@ -345,6 +345,9 @@ class SFTPDriver(Driver):
                 version=version,
                 supports_ranges=size == stat_size,
                 extra={"mtime": str(mtime), "stat_size": str(stat_size)},
+                # SFTP v3 attributes carry whole seconds (draft-ietf-secsh-filexfer-02 5)
+                modified_at=float(mtime) if attrs.st_mtime is not None else None,
+                mtime_resolution_s=1.0,
             )
 
         return self._run(url, f"source {url}", op)

@@ -34,6 +34,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 with workflow.unsafe.imports_passed_through():
     from staccato import checksums
     from staccato.models import (
+        ConfirmSourceInput,
         ObjectInfo,
         PrepareInput,
         PrepareResult,
@@ -228,6 +229,10 @@ class TransferWorkflow:
                     before_publish=True,
                     repair=False,
                 )
+        if info.reread_before_publish:
+            await self._confirm_source(
+                request, info, chunk_size, segments, results, heartbeat_timeout
+            )
         self._set_phase("publish")
         await _short_activity(
             "publish",
@@ -398,6 +403,38 @@ class TransferWorkflow:
                 continue
             raise outcome
         return bad
+
+    async def _confirm_source(
+        self,
+        request: TransferRequest,
+        info: ObjectInfo,
+        chunk_size: int,
+        segments: list[Segment],
+        results: dict[int, StreamResult],
+        heartbeat_timeout: timedelta,
+    ) -> None:
+        """Read the source a second time, one activity per segment in parallel, and
+        compare with the copy (see ``ObjectInfo.reread_before_publish``): a mixed copy of
+        a source rewritten in place is never published."""
+        self._set_phase("confirm-source")
+        await asyncio.gather(
+            *(
+                workflow.execute_activity(
+                    "confirm_source",
+                    ConfirmSourceInput(
+                        source=request.source,
+                        source_info=info,
+                        chunk_size=chunk_size,
+                        segments=[(s.first_chunk, s.end_chunk, results[s.index].checksum or "")],
+                        checksum=request.options.checksum,
+                    ),
+                    start_to_close_timeout=_copy_timeout(s.length),
+                    heartbeat_timeout=heartbeat_timeout,
+                    retry_policy=RETRY,
+                )
+                for s in segments
+            )
+        )
 
     async def _verify_size(self, request: TransferRequest, info: ObjectInfo) -> None:
         """After publishing verified bytes: the destination name holds the right size."""

@@ -1,0 +1,142 @@
+"""A source rewritten in place during the copy, its size and mtime unchanged (a
+coarse-timestamp file system, SFTP's whole seconds, an HTTP Last-Modified second):
+the version cannot see it, so a source modified just before the copy is read a second
+time before publish. Never a completed transfer with mixed bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from pathlib import Path
+
+import pytest
+
+from staccato.activities.transfer import REMOTE_CLOCK_SKEW_S, needs_second_read
+from staccato.client import StaccatoClient, TransferFailed
+from staccato.endpoints.file import (
+    COARSE_MTIME_RESOLUTION_S,
+    FINE_MTIME_FILE_SYSTEMS,
+    file_system_type,
+    mtime_resolution_s,
+)
+from staccato.errors import StaccatoError
+from staccato.models import ObjectInfo, TransferOptions, TransferState
+from tests.helpers import MiB, leftovers, sha256_file, wait_for_status, write_random
+from tests.servers.nginx import NginxServer, nginx_fixture
+
+OPTIONS = TransferOptions(chunk_size=1 * MiB, streams=4, heartbeat_timeout_s=5)
+
+
+def test_which_sources_are_read_twice() -> None:
+    now = 1_000_000.0
+    strong = ObjectInfo(size=1, version="etag=x")
+    assert not needs_second_read(strong, now, local=False)
+    old = ObjectInfo(size=1, version="v", modified_at=now - 10, mtime_resolution_s=2.0)
+    assert not needs_second_read(old, now, local=True)
+    # a remote clock may be ahead of ours: ten seconds is not old enough there
+    assert needs_second_read(old, now, local=False)
+    remote_old = old.model_copy(update={"modified_at": now - REMOTE_CLOCK_SKEW_S - 3})
+    assert not needs_second_read(remote_old, now, local=False)
+    fresh = old.model_copy(update={"modified_at": now - 1})
+    assert needs_second_read(fresh, now, local=True)
+    future = old.model_copy(update={"modified_at": now + 30})
+    assert needs_second_read(future, now, local=True)
+    # the endpoint's own clock (HTTP Date) replaces the guess about skew
+    told = old.model_copy(update={"mtime_resolution_s": 1.0, "endpoint_time": now - 5})
+    assert not needs_second_read(told, now, local=False)
+    assert needs_second_read(told.model_copy(update={"endpoint_time": now - 11}), now, local=False)
+    unknown = ObjectInfo(size=1, version="size=1", mtime_resolution_s=1.0)
+    assert needs_second_read(unknown, now, local=False)
+
+
+def test_mtime_resolution_by_file_system(tmp_path: Path) -> None:
+    assert file_system_type("/proc/self/status") == "proc"
+    assert mtime_resolution_s("/proc/self/status") == COARSE_MTIME_RESOLUTION_S
+    kind = file_system_type(str(tmp_path))
+    assert kind, "no file system type found for the test's own directory"
+    if kind in FINE_MTIME_FILE_SYSTEMS:
+        assert mtime_resolution_s(str(tmp_path / "not-yet")) < 1.0
+
+
+def _rewrite_in_place(path: Path, regions: list[int], *, keep_mtime: bool) -> None:
+    """Overwrite 1 MiB at each offset with new bytes; size and inode stay, and with
+    ``keep_mtime`` the mtime too (what a rewrite within the mtime's resolution does)."""
+    st = os.stat(path)
+    with open(path, "r+b") as f:
+        for offset in regions:
+            f.seek(offset)
+            f.write(os.urandom(MiB))
+    if keep_mtime:
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+async def copy_while_rewritten(
+    client: StaccatoClient, source_url: str, source: Path, destination: Path, *, keep_mtime: bool
+) -> None:
+    """Copy ``source`` while its first and last MiB are rewritten in place: the
+    transfer fails with ``source changed`` or publishes exactly one version."""
+    size = source.stat().st_size
+    original = sha256_file(source)
+    transfer = await client.submit(source_url, str(destination), OPTIONS)
+    await wait_for_status(
+        client,
+        transfer,
+        lambda s: s.state != TransferState.running or s.bytes_done >= 8 * MiB,
+        timeout_s=120,
+        interval_s=0.05,
+    )
+    # The first chunks are durable; hold the streams while the source is rewritten, so
+    # the rest is read from the new bytes (a rewrite in the middle of the copy).
+    early = await client.status(transfer)
+    assert early.state == TransferState.running, early
+    await client.pause(transfer)
+    paused = await wait_for_status(
+        client, transfer, lambda s: s.state != TransferState.running, timeout_s=60
+    )
+    assert paused.state == TransferState.paused and paused.bytes_done < size, paused
+    _rewrite_in_place(source, [0, size - MiB], keep_mtime=keep_mtime)
+    rewritten = sha256_file(source)
+    with contextlib.suppress(StaccatoError):  # a stream still reading saw the change
+        await client.resume(transfer)
+    try:
+        await asyncio.wait_for(client.wait(transfer), 180)
+    except TransferFailed as failure:
+        assert "source changed" in str(failure), failure
+        assert not destination.exists()
+    else:
+        assert sha256_file(destination) in (original, rewritten), "a mixed copy was published"
+    assert leftovers(destination.parent) == []
+
+
+@pytest.mark.slow
+async def test_file_source_rewritten_in_place_is_never_published_mixed(
+    client: StaccatoClient, data_dir: Path
+) -> None:
+    source = data_dir / "rewritten.bin"
+    with open(source, "wb") as f:
+        f.truncate(1536 * MiB)  # sparse: seconds to copy, little disk
+    # a local file system's nanosecond mtime moves with the rewrite
+    await copy_while_rewritten(
+        client, str(source), source, data_dir / "rewritten.out", keep_mtime=False
+    )
+
+
+# nginx at most 8 MB/s per connection: the copy is still running when it is paused
+slow_nginx = nginx_fixture("http_root", scope="function", extra_server_config="limit_rate 8m;")
+
+
+async def test_http_source_rewritten_within_its_last_modified_second(
+    client: StaccatoClient, slow_nginx: NginxServer, http_root: Path, data_dir: Path
+) -> None:
+    """nginx's ETag and Last-Modified carry whole seconds: a rewrite that keeps the
+    second keeps both validators, so only a second read can tell."""
+    source = http_root / "rewritten-http.bin"
+    write_random(source, 48 * MiB, seed=11)
+    await copy_while_rewritten(
+        client,
+        slow_nginx.url(source.name),
+        source,
+        data_dir / "rewritten-http.out",
+        keep_mtime=True,
+    )
