@@ -74,7 +74,10 @@ class TransferOptions(BaseModel):
 class TransferRequest(BaseModel):
     """Input of ``TransferWorkflow``: canonical source and destination URLs + options.
 
-    URLs never carry credentials (rejected by :func:`staccato.urls.parse_url`).
+    URLs never carry credentials (rejected by :func:`staccato.urls.parse_url`). An
+    http(s) source's query is secret: ``source`` holds the URL with every query value
+    ``REDACTED`` (:func:`staccato.urls.redact`) and ``source_secret`` the real query,
+    sealed (:mod:`staccato.secrets`); only activities on a worker unseal it.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -82,6 +85,7 @@ class TransferRequest(BaseModel):
     source: str
     destination: str
     options: TransferOptions = TransferOptions()
+    source_secret: str | None = None
 
     def request_hash(self) -> str:
         """A stable hash telling an identical re-submission from a different one."""
@@ -180,6 +184,8 @@ class StreamInput(BaseModel):
     #: read each chunk back after writing it and compare checksums (``--verify
     #: checksum``), where the destination can read back (:attr:`ChunkWriter.can_read_back`)
     read_back: bool = False
+    #: the source's sealed query (:attr:`TransferRequest.source_secret`)
+    source_secret: str | None = None
 
 
 class StreamResult(BaseModel):
@@ -231,6 +237,8 @@ class PublishInput(BaseModel):
     session: WriteSession
     source: str
     source_info: ObjectInfo
+    #: the source's sealed query (:attr:`TransferRequest.source_secret`)
+    source_secret: str | None = None
 
 
 class VerifyInput(BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from temporalio import activity
 
-from staccato import checksums
+from staccato import checksums, secrets
 from staccato.activities.errors import mapped_errors
 from staccato.endpoints import get_driver
 from staccato.errors import ChecksumMismatch, SourceChanged
@@ -24,10 +24,12 @@ MAX_CHUNKS = 100_000  # per object: bounds journal size, heartbeat work and memo
 
 @activity.defn(name="stat")
 @mapped_errors
-def stat(url: str) -> ObjectInfo:
-    """Size, version and range support of the object at ``url``."""
-    parsed = parse_url(url)
-    return get_driver(parsed.scheme).stat(parsed)
+def stat(url: str, source_secret: str | None = None) -> ObjectInfo:
+    """Size, version and range support of the object at ``url`` (whose sealed query,
+    if any, is ``source_secret``). What it returns is stored in Temporal, so a
+    redirect target with a secret is kept only redacted (:func:`secrets.stored_info`)."""
+    parsed = secrets.source_url(url, source_secret)
+    return secrets.stored_info(get_driver(parsed.scheme).stat(parsed))
 
 
 @activity.defn(name="prepare")
@@ -59,7 +61,7 @@ def prepare(request: PrepareInput) -> PrepareResult:
 @mapped_errors
 def publish(request: PublishInput) -> None:
     """Re-check the source version, then atomically publish the destination."""
-    source = parse_url(request.source)
+    source = secrets.source_url(request.source, request.source_secret)
     now = get_driver(source.scheme).stat(source)
     if now.version != request.source_info.version:
         raise SourceChanged(

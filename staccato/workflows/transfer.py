@@ -95,7 +95,9 @@ class TransferWorkflow:
         )
         try:
             self._set_phase("stat")
-            info: ObjectInfo = await _short_activity("stat", request.source, ObjectInfo)
+            info: ObjectInfo = await _short_activity(
+                "stat", request.source, ObjectInfo, *_sealed(request.source_secret)
+            )
             self._progress.bytes_total = info.size
             # a pause accepted while still scheduled holds: the streams wait for resume
             self._set_state(TransferState.paused if self._paused else TransferState.running)
@@ -231,7 +233,12 @@ class TransferWorkflow:
         self._set_phase("publish")
         await _short_activity(
             "publish",
-            PublishInput(session=session, source=request.source, source_info=info),
+            PublishInput(
+                session=session,
+                source=request.source,
+                source_info=info,
+                source_secret=request.source_secret,
+            ),
             type(None),
         )
         self._published = True
@@ -277,6 +284,7 @@ class TransferWorkflow:
                         segment=segment,
                         checksum=request.options.checksum,
                         read_back=request.options.verify == VerifyMode.checksum,
+                        source_secret=request.source_secret,
                     ),
                     result_type=StreamResult,
                     activity_id=f"stream-{segment.index:04d}-{attempts[segment.index]}",
@@ -488,7 +496,12 @@ class TransferWorkflow:
             raise ApplicationError(f"cannot resume a transfer that is {state}, not paused")
 
 
-async def _short_activity(name: str, arg: Any, result_type: type[T]) -> T:
+def _sealed(source_secret: str | None) -> tuple[str, ...]:
+    """The extra argument of ``stat`` for a source with a sealed query (none without)."""
+    return (source_secret,) if source_secret is not None else ()
+
+
+async def _short_activity(name: str, arg: Any, result_type: type[T], *more_args: Any) -> T:
     """Run a short activity (stat, prepare, publish, a size check) with its retries.
 
     The first attempt is a local activity: it runs on this worker inside the workflow
@@ -501,7 +514,7 @@ async def _short_activity(name: str, arg: Any, result_type: type[T]) -> T:
     try:
         return await workflow.execute_local_activity(
             name,
-            arg,
+            args=[arg, *more_args],
             result_type=result_type,
             start_to_close_timeout=SHORT_TIMEOUT,
             retry_policy=RetryPolicy(maximum_attempts=1),
@@ -516,7 +529,7 @@ async def _short_activity(name: str, arg: Any, result_type: type[T]) -> T:
         workflow.logger.info("%s failed on its first attempt (%s); retrying", name, _reason(err))
     return await workflow.execute_activity(
         name,
-        arg,
+        args=[arg, *more_args],
         result_type=result_type,
         start_to_close_timeout=SHORT_TIMEOUT,
         retry_policy=RETRY,
