@@ -291,7 +291,7 @@ class StaccatoClient:
             rate_sum = 0.0
             for pending in description.raw_description.pending_activities:
                 if pending.attempt > 1 and pending.HasField("last_failure"):
-                    last_retry = f"attempt {pending.attempt}: {pending.last_failure.message}"
+                    last_retry = f"attempt {pending.attempt}: {await self._message(pending)}"
                 if not pending.heartbeat_details.payloads:
                     continue
                 try:
@@ -336,6 +336,17 @@ class StaccatoClient:
             last_retry_error=last_retry,
             phase=progress.phase if progress else None,
         )
+
+    async def _message(self, pending: Any) -> str:
+        """A pending activity's last failure message, decrypted when the payload codec
+        encrypted it (the raw message then reads "Encoded failure")."""
+        failure = type(pending.last_failure)()
+        failure.CopyFrom(pending.last_failure)
+        try:
+            decoded = await self.temporal.data_converter.decode_failure(failure)
+        except Exception:  # a key this client lacks: show what Temporal holds
+            return str(pending.last_failure.message)
+        return str(getattr(decoded, "message", None) or decoded)
 
     async def _failure_reason(self, handle: WorkflowHandle[Any, Any], state: TransferState) -> str:
         if state == TransferState.cancelled:

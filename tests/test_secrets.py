@@ -26,7 +26,15 @@ from staccato import secrets
 from staccato.client import StaccatoClient
 from staccato.errors import InvalidURL
 from staccato.urls import redact, redact_text
-from tests.helpers import REPO, MiB, WorkerProcess, run_cli, sha256_file, write_random
+from tests.helpers import (
+    REPO,
+    MiB,
+    WorkerProcess,
+    run_cli,
+    sha256_file,
+    wait_for_status,
+    write_random,
+)
 from tests.servers.nginx import nginx_fixture
 from tests.servers.temporal_server import free_port, temporal_binary
 
@@ -39,6 +47,7 @@ nginx_redirecting = nginx_fixture(
     extra_server_config=(
         "location = /signed-redirect { return 302 "
         f"/redirect-target.bin?X-Amz-Signature={REDIRECT_TOKEN}&X-Amz-Expires=300; }}"
+        " location = /unavailable { return 503; }"
     ),
 )
 
@@ -181,6 +190,27 @@ async def _copy_and_dump(
         assert done.returncode == 1, done.stderr
         assert "no-such-object.bin" in done.stderr and "REDACTED" in done.stderr
 
+        # a source that keeps failing: its retried stat's failure is kept in the
+        # pending activity (describe, status) while the transfer runs
+        retried = data_dir / "retried.bin"
+        done = run_cli(
+            "submit", _presigned(nginx_redirecting.url("unavailable"), tokens), str(retried), **cli
+        )
+        assert done.returncode == 0, done.stderr
+        client = await StaccatoClient.connect(
+            target_host=temporal_server.address, namespace="default"
+        )
+        retrying = await wait_for_status(
+            client, str(retried), lambda s: s.last_retry_error is not None, timeout_s=30
+        )
+        assert "HTTP 503" in (retrying.last_retry_error or ""), retrying
+        assert "REDACTED" in (retrying.last_retry_error or ""), retrying
+        retried_id = retrying.id
+        outputs["status retrying"] = _temporal(
+            temporal_server.address, "workflow", "describe", "-w", retried_id, "-o", "json"
+        )
+        outputs["status retrying --json"] = run_cli("status", "--json", str(retried), **cli).stdout
+
         for args in (
             ("status", "--json", str(destination)),
             ("status", "--json", str(data_dir / "never.bin")),
@@ -192,13 +222,11 @@ async def _copy_and_dump(
             outputs[" ".join(args)] = done.stdout + done.stderr
         assert "REDACTED" in outputs["status --json " + str(destination)]
 
-        client = await StaccatoClient.connect(
-            target_host=temporal_server.address, namespace="default"
-        )
+        await client.cancel(retried_id)
         ids = [
             (await client.status(str(path))).id
             for path in (destination, redirected, data_dir / "never.bin")
-        ]
+        ] + [retried_id]  # the first is the presigned copy's
         dumps = await _everything_temporal_keeps(temporal_server.address, client, ids)
     finally:
         worker.stop()
