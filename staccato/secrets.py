@@ -276,17 +276,27 @@ def source_url(source: str, source_secret: str | None) -> EndpointURL:
     put back.
 
     Raises:
-        InvalidURL: ``source`` shows redacted values but no sealed query came with it
-            (a client that does not seal), or the sealed query does not fit it.
+        InvalidURL: ``source`` shows redacted values but no sealed query came with it,
+            or an http(s) query in clear (both: a client that does not seal), or the
+            sealed query does not fit it.
         SecretKeyError: no key, or not the key it was sealed with.
     """
     if source_secret is None:
+        parsed = parse_url(source)
         if f"={REDACTED}" in source or f"?{REDACTED}" in source:
             raise InvalidURL(
-                f"the source {source} has redacted query values and no sealed query: "
+                f"the source {redact(source)} has redacted query values and no sealed query: "
                 "submit the real URL through Staccato's client (it seals the query)"
             )
-        return parse_url(source)
+        if parsed.scheme in SOURCE_ONLY_SCHEMES and redact(parsed.canonical) != parsed.canonical:
+            # a client that does not seal (a raw Temporal start): refuse rather than
+            # copy its token into results, failures and logs as well
+            raise InvalidURL(
+                f"the source {redact(source)} carries its query in clear in the workflow "
+                "input, where a token must never be stored: submit it through Staccato's "
+                "client or CLI, which store the query only sealed"
+            )
+        return parsed
     keys = seal_keys()
     if not keys:
         raise SecretKeyError(

@@ -386,8 +386,35 @@ def test_sealed_query_is_bound_to_its_url_and_key(secret_key, monkeypatch) -> No
         secrets.source_url(other, request.source_secret)
     with pytest.raises(InvalidURL, match="no sealed query"):
         secrets.source_url(request.source, None)
+    with pytest.raises(InvalidURL, match="in clear") as refused:
+        secrets.source_url(url, None)  # a raw Temporal client's unsealed query
+    assert "abcdef0123" not in str(refused.value)
+    assert secrets.source_url("https://h.example/a", None).canonical == "https://h.example/a"
     monkeypatch.setenv("STACCATO_SECRET_KEY", secrets.new_key_text())
     key_id = request.source_secret.split(".")[1]
     with pytest.raises(secrets.SecretKeyError, match=f"sealed with key {key_id}"):
         secrets.source_url(request.source, request.source_secret)
     assert "abcdef0123" not in secrets.scrub("HTTP 403 for signature abcdef0123")
+
+
+def test_log_lines_are_scrubbed(secret_key) -> None:
+    """A log line (message, arguments and traceback) of any library passes through the
+    scrubber before it is written."""
+    import io
+    import logging
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(secrets.ScrubFilter())
+    logger = logging.getLogger("test.scrub")
+    logger.addHandler(handler)
+    try:
+        try:
+            raise RuntimeError("GET https://h/x?X-Amz-Signature=sigvalue99 failed")
+        except RuntimeError:
+            logger.error("reading %s", "https://h/x?token=tokvalue99", exc_info=True)
+    finally:
+        logger.removeHandler(handler)
+    text = stream.getvalue()
+    assert "sigvalue99" not in text and "tokvalue99" not in text
+    assert "token=REDACTED" in text and "X-Amz-Signature=REDACTED" in text
