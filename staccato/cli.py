@@ -45,6 +45,7 @@ from staccato.models import (
     TransferStatus,
     VerifyMode,
 )
+from staccato.urls import redact
 
 app = typer.Typer(
     name="staccato",
@@ -195,7 +196,7 @@ def cp(
         client = await StaccatoClient.connect()
         transfer = await client.submit(source, destination, options)
         if not quiet:
-            typer.echo(f"transfer {transfer}: {source} -> {destination}", err=True)
+            typer.echo(f"transfer {transfer}: {redact(source)} -> {destination}", err=True)
         await _warn_without_workers(client)
         return await _follow(client, transfer, quiet=quiet)
 
@@ -434,6 +435,10 @@ def up(
 
     home = settings.home()
     home.mkdir(parents=True, exist_ok=True)
+    # the key sealing URL tokens, shared by this machine's clients and the worker
+    from staccato.secrets import ensure_default_key_file
+
+    ensure_default_key_file()
     address = f"127.0.0.1:{port}"
     if detach:
         pid = _running_pid()
@@ -529,6 +534,59 @@ def up(
             except subprocess.TimeoutExpired:
                 server.kill()
         _pid_file().unlink(missing_ok=True)
+
+
+@app.command("codec-server")
+def codec_server(
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8081,
+    host: Annotated[
+        str, typer.Option("--host", help="Address to bind (keep it private: it decrypts).")
+    ] = "127.0.0.1",
+    origins: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--origin",
+            help="Temporal UI origin allowed to call it (CORS); repeat for several. "
+            "Default: the embedded UI, http://127.0.0.1:8233 and http://localhost:8233.",
+        ),
+    ] = None,
+) -> None:
+    """Serve the payload codec (STACCATO_CODEC_KEY) for the Temporal UI and CLI: POST
+    /encode and /decode. Set http://HOST:PORT as the UI's codec endpoint."""
+    from staccato.codec import EncryptionCodec, codec_keys
+    from staccato.codec_server import make_server
+
+    _setup_logging(False)
+    try:
+        keys = codec_keys()
+    except StaccatoError as err:
+        _fail(str(err), EXIT_USAGE)
+    if not keys:
+        _fail(
+            "the payload codec is off: set STACCATO_CODEC_KEY (or STACCATO_CODEC_KEY_FILE) "
+            "to the key the clients and workers use",
+            EXIT_USAGE,
+        )
+    ui = origins or [
+        f"http://127.0.0.1:{settings.DEFAULT_UI_PORT}",
+        f"http://localhost:{settings.DEFAULT_UI_PORT}",
+    ]
+    try:
+        server = make_server(EncryptionCodec(keys), host, port, ui)
+    except OSError as err:
+        _fail(f"cannot listen on {host}:{port}: {err.strerror or err}")
+    typer.echo(
+        f"codec server on http://{host}:{server.server_port} (keys "
+        f"{', '.join(k.key_id for k in keys)}; CORS for {', '.join(ui)})",
+        err=True,
+    )
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
 
 
 def _running_pid() -> int | None:

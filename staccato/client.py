@@ -41,6 +41,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from staccato import settings
+from staccato.codec import with_codec
 from staccato.errors import InvalidURL, StaccatoError
 from staccato.models import (
     Checkpoint,
@@ -51,6 +52,7 @@ from staccato.models import (
     TransferState,
     TransferStatus,
 )
+from staccato.secrets import seal_source
 from staccato.urls import SOURCE_ONLY_SCHEMES, parse_url
 from staccato.workflows import TransferWorkflow
 from staccato.workflows import search_attributes as sa
@@ -118,15 +120,22 @@ class StaccatoClient:
         """Connect using Temporal's environment configuration (plus ``overrides``,
         e.g. ``target_host="127.0.0.1:7233"``).
 
+        The payload codec (:mod:`staccato.codec`) is on when ``STACCATO_CODEC_KEY`` is set.
+
         Raises:
             TemporalUnavailable: nothing answers at the address within ``timeout_s``.
+            SecretKeyError: the codec key is malformed.
         """
         config = settings.temporal_connect_config()
         config.update(overrides)
+        converter = with_codec(
+            pydantic_data_converter
+        )  # a bad key fails here, not as "unreachable"
         target = config["target_host"]
         try:
             client = await asyncio.wait_for(
-                Client.connect(data_converter=pydantic_data_converter, **config), timeout_s
+                Client.connect(data_converter=converter, **config),
+                timeout_s,
             )
         except Exception as err:  # the SDK raises RuntimeError for connection failures
             raise TemporalUnavailable(
@@ -149,7 +158,9 @@ class StaccatoClient:
         """Validate and canonicalise a transfer request.
 
         Raises:
-            InvalidURL: a URL is malformed, unknown, or cannot play its role.
+            InvalidURL: a URL is malformed, unknown, or cannot play its role, or the
+                source has a query (a token) and no key to seal it is configured.
+            SecretKeyError: a configured key is malformed.
         """
         src = parse_url(source)
         dst = parse_url(destination)
@@ -166,8 +177,13 @@ class StaccatoClient:
                 f"destination {destination!r} names no S3 object (a key ending in '/' is a "
                 "folder marker); name the object to write, e.g. s3://BUCKET/PREFIX/NAME"
             )
+        # an http(s) query is secret: Temporal gets the redacted URL and the query sealed
+        source_text, source_secret = seal_source(src.canonical)
         return TransferRequest(
-            source=src.canonical, destination=dst.canonical, options=options or TransferOptions()
+            source=source_text,
+            destination=dst.canonical,
+            options=options or TransferOptions(),
+            source_secret=source_secret,
         )
 
     async def submit(
@@ -275,7 +291,7 @@ class StaccatoClient:
             rate_sum = 0.0
             for pending in description.raw_description.pending_activities:
                 if pending.attempt > 1 and pending.HasField("last_failure"):
-                    last_retry = f"attempt {pending.attempt}: {pending.last_failure.message}"
+                    last_retry = f"attempt {pending.attempt}: {await self._message(pending)}"
                 if not pending.heartbeat_details.payloads:
                     continue
                 try:
@@ -320,6 +336,17 @@ class StaccatoClient:
             last_retry_error=last_retry,
             phase=progress.phase if progress else None,
         )
+
+    async def _message(self, pending: Any) -> str:
+        """A pending activity's last failure message, decrypted when the payload codec
+        encrypted it (the raw message then reads "Encoded failure")."""
+        failure = type(pending.last_failure)()
+        failure.CopyFrom(pending.last_failure)
+        try:
+            decoded = await self.temporal.data_converter.decode_failure(failure)
+        except Exception:  # a key this client lacks: show what Temporal holds
+            return str(pending.last_failure.message)
+        return str(getattr(decoded, "message", None) or decoded)
 
     async def _failure_reason(self, handle: WorkflowHandle[Any, Any], state: TransferState) -> str:
         if state == TransferState.cancelled:

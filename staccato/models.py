@@ -74,7 +74,10 @@ class TransferOptions(BaseModel):
 class TransferRequest(BaseModel):
     """Input of ``TransferWorkflow``: canonical source and destination URLs + options.
 
-    URLs never carry credentials (rejected by :func:`staccato.urls.parse_url`).
+    URLs never carry credentials (rejected by :func:`staccato.urls.parse_url`). An
+    http(s) source's query is secret: ``source`` holds the URL with every query value
+    ``REDACTED`` (:func:`staccato.urls.redact`) and ``source_secret`` the real query,
+    sealed (:mod:`staccato.secrets`); only activities on a worker unseal it.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -82,6 +85,7 @@ class TransferRequest(BaseModel):
     source: str
     destination: str
     options: TransferOptions = TransferOptions()
+    source_secret: str | None = None
 
     def request_hash(self) -> str:
         """A stable hash telling an identical re-submission from a different one."""
@@ -197,6 +201,8 @@ class StreamInput(BaseModel):
     #: read each chunk back after writing it and compare checksums (``--verify
     #: checksum``), where the destination can read back (:attr:`ChunkWriter.can_read_back`)
     read_back: bool = False
+    #: the source's sealed query (:attr:`TransferRequest.source_secret`)
+    source_secret: str | None = None
 
 
 class ConfirmSourceInput(BaseModel):
@@ -209,6 +215,7 @@ class ConfirmSourceInput(BaseModel):
         chunk_size: bytes per chunk.
         segments: ``(first_chunk, end_chunk, hex checksum of the copy)`` per segment.
         checksum: chunk checksum algorithm.
+        source_secret: the source URL's sealed query (see :mod:`staccato.secrets`).
     """
 
     source: str
@@ -216,6 +223,7 @@ class ConfirmSourceInput(BaseModel):
     chunk_size: int
     segments: list[tuple[int, int, str]]
     checksum: ChecksumAlgorithm
+    source_secret: str | None = None
 
 
 class StreamResult(BaseModel):
@@ -267,6 +275,8 @@ class PublishInput(BaseModel):
     session: WriteSession
     source: str
     source_info: ObjectInfo
+    #: the source's sealed query (:attr:`TransferRequest.source_secret`)
+    source_secret: str | None = None
 
 
 class VerifyInput(BaseModel):

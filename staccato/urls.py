@@ -12,7 +12,10 @@ Accepted forms (DESIGN.md, Contracts):
 * ``sftp://[user@]host[:port]/path``.
 
 Credentials never appear in a URL: a password is refused with :class:`InvalidURL`
-(they would land in workflow history and logs).
+(they would land in workflow history and logs). The query of an http(s) URL is
+treated as secret (presigned URLs carry their signature there): :func:`redact` is the
+form of such a URL that may be shown, stored in Temporal or logged, and
+:func:`redact_text` applies it to every URL inside a message.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ from dataclasses import dataclass, field
 from urllib.parse import quote, unquote, urlsplit
 
 from staccato.errors import InvalidURL
+
+#: what every query value of an http(s) URL is replaced with in shown and stored text
+REDACTED = "REDACTED"
 
 SCHEMES = ("file", "http", "https", "s3", "sftp")
 SOURCE_ONLY_SCHEMES = ("http", "https")
@@ -82,26 +88,28 @@ def parse_url(text: str, *, cwd: str | None = None) -> EndpointURL:
     if not text or not text.strip():
         raise InvalidURL("empty URL: expected a path or a URL such as file:///data/x.bin")
     if text != text.strip() or any(c in text for c in "\r\n\t\0"):
-        raise InvalidURL(f"malformed URL {text!r}: it contains whitespace or control characters")
+        raise InvalidURL(
+            f"malformed URL {_redact(text)!r}: it contains whitespace or control characters"
+        )
     match = re.match(r"^([A-Za-z][A-Za-z0-9+.\-]*)://", text)
     if not match:
         if re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*:", text) and not os.path.exists(text):
             scheme = text.split(":", 1)[0]
             if len(scheme) > 1:
                 raise InvalidURL(
-                    f"malformed URL {text!r}: expected SCHEME://..., one of {', '.join(SCHEMES)}"
+                    f"malformed URL {_redact(text)!r}: expected SCHEME://..., one of {', '.join(SCHEMES)}"
                 )
         return _file_url(os.path.join(cwd or os.getcwd(), text))
     scheme = match.group(1).lower()
     if scheme not in SCHEMES:
         raise InvalidURL(
-            f"unknown URL scheme {scheme!r} in {text!r}: supported schemes are {', '.join(SCHEMES)}"
+            f"unknown URL scheme {scheme!r} in {_redact(text)!r}: supported schemes are {', '.join(SCHEMES)}"
         )
     try:
         parts = urlsplit(text)
         port = parts.port
     except ValueError as err:
-        raise InvalidURL(f"malformed URL {text!r}: {err}") from None
+        raise InvalidURL(f"malformed URL {_redact(text)!r}: {err}") from None
     if parts.password is not None:
         raise InvalidURL(
             f"refusing a password in URL {_redact(text)}: credentials never go in URLs "
@@ -110,16 +118,22 @@ def parse_url(text: str, *, cwd: str | None = None) -> EndpointURL:
         )
     if scheme == "file":
         if parts.netloc not in ("", "localhost"):
-            raise InvalidURL(f"malformed file URL {text!r}: expected file:///absolute/path")
+            raise InvalidURL(
+                f"malformed file URL {_redact(text)!r}: expected file:///absolute/path"
+            )
         if parts.query or parts.fragment:
-            raise InvalidURL(f"malformed file URL {text!r}: '?' and '#' must be percent-encoded")
+            raise InvalidURL(
+                f"malformed file URL {_redact(text)!r}: '?' and '#' must be percent-encoded"
+            )
         path = unquote(parts.path)
         if not path.startswith("/"):
-            raise InvalidURL(f"malformed file URL {text!r}: expected file:///absolute/path")
+            raise InvalidURL(
+                f"malformed file URL {_redact(text)!r}: expected file:///absolute/path"
+            )
         return _file_url(path)
     if scheme in ("http", "https"):
         if not parts.hostname:
-            raise InvalidURL(f"malformed URL {text!r}: no host")
+            raise InvalidURL(f"malformed URL {_redact(text)!r}: no host")
         if parts.username is not None:
             raise InvalidURL(
                 f"refusing credentials in URL {_redact(text)}: configure them on the worker"
@@ -137,7 +151,63 @@ def parse_url(text: str, *, cwd: str | None = None) -> EndpointURL:
 
 
 def _redact(text: str) -> str:
-    return re.sub(r"//([^/@]*)@", "//***@", text)
+    return redact(text)
+
+
+def redact(url: str) -> str:
+    """``url`` with every secret part replaced by ``REDACTED``, for display, logs and
+    anything stored in Temporal (history, memo, search attributes, failures).
+
+    For ``http``/``https`` URLs every query value is replaced (``?X-Amz-Signature=…``,
+    ``?token=…``, ``?sig=…``: presigned URLs carry their credential in the query, and
+    which parameter is secret cannot be known in general); a bare query item without
+    ``=`` is replaced whole. For every scheme, user info holding a password
+    (``user:pass@``) becomes ``REDACTED@`` and a fragment becomes ``#REDACTED``.
+    Parameter names, order and everything else are kept, so the text still says
+    which object is meant. Text that is not a URL is returned unchanged.
+    """
+    match = re.match(r"^([A-Za-z][A-Za-z0-9+.\-]*)://([^/?#]*)(.*)$", url, re.DOTALL)
+    if not match:
+        return url
+    scheme, authority, rest = match.group(1).lower(), match.group(2), match.group(3)
+    if "@" in authority:
+        userinfo, _, hostport = authority.rpartition("@")
+        if ":" in userinfo or scheme in SOURCE_ONLY_SCHEMES:
+            authority = f"{REDACTED}@{hostport}"
+    fragment = ""
+    if "#" in rest:
+        rest, _, fragment_text = rest.partition("#")
+        fragment = f"#{REDACTED}" if fragment_text else "#"
+    if scheme in SOURCE_ONLY_SCHEMES and "?" in rest:
+        path, _, query = rest.partition("?")
+        items = []
+        for item in query.split("&"):
+            if not item:
+                items.append(item)
+            elif "=" in item:
+                items.append(item.split("=", 1)[0] + "=" + REDACTED)
+            else:
+                items.append(REDACTED)
+        rest = f"{path}?{'&'.join(items)}"
+    return f"{match.group(1)}://{authority}{rest}{fragment}"
+
+
+# a URL inside free text ends at white space, a quote or a bracket (RFC 3986, appendix C)
+_URL_IN_TEXT = re.compile(r"""[A-Za-z][A-Za-z0-9+.\-]*://[^\s'"<>`\\]+""")
+
+
+def redact_text(text: str) -> str:
+    """``text`` with :func:`redact` applied to every URL in it (error messages and log
+    lines of drivers and HTTP libraries quote the URL they were given)."""
+    if "://" not in text:
+        return text
+    return _URL_IN_TEXT.sub(lambda m: redact(m.group(0)), text)
+
+
+def has_secret(url: str) -> bool:
+    """Whether :func:`redact` changes ``url`` (it holds a query, user info or fragment
+    that must not be stored or shown)."""
+    return redact(url) != url
 
 
 def _file_url(path: str) -> EndpointURL:
@@ -156,14 +226,14 @@ def _s3_url(text: str) -> EndpointURL:
             name, _, value = item.partition("=")
             if name != "profile" or not value:
                 raise InvalidURL(
-                    f"malformed S3 URL {text!r}: the only query parameter understood is "
+                    f"malformed S3 URL {_redact(text)!r}: the only query parameter understood is "
                     "?profile=NAME"
                 )
             params[name] = unquote(value)
     bucket, _, key = rest.partition("/")
     if not _BUCKET_RE.match(bucket) or ".." in bucket:
         raise InvalidURL(
-            f"invalid S3 bucket name {bucket!r} in {text!r}: 3-63 characters of lowercase "
+            f"invalid S3 bucket name {bucket!r} in {_redact(text)!r}: 3-63 characters of lowercase "
             "letters, digits, '.' and '-', starting and ending with a letter or digit"
         )
     canonical = f"s3://{bucket}/{key}" + (f"?profile={quote(params['profile'])}" if params else "")
@@ -174,12 +244,18 @@ def _sftp_url(
     text: str, host: str | None, port: int | None, user: str | None, path: str, query: str
 ) -> EndpointURL:
     if not host:
-        raise InvalidURL(f"malformed SFTP URL {text!r}: expected sftp://[user@]host[:port]/path")
+        raise InvalidURL(
+            f"malformed SFTP URL {_redact(text)!r}: expected sftp://[user@]host[:port]/path"
+        )
     if query:
-        raise InvalidURL(f"malformed SFTP URL {text!r}: query parameters are not understood")
+        raise InvalidURL(
+            f"malformed SFTP URL {_redact(text)!r}: query parameters are not understood"
+        )
     path = unquote(path)
     if not path.startswith("/"):
-        raise InvalidURL(f"malformed SFTP URL {text!r}: expected an absolute path after the host")
+        raise InvalidURL(
+            f"malformed SFTP URL {_redact(text)!r}: expected an absolute path after the host"
+        )
     host = host.lower()
     netloc = (f"{user}@" if user else "") + (f"[{host}]" if ":" in host else host)
     if port is not None and port != 22:

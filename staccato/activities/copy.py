@@ -21,7 +21,7 @@ import time
 from pydantic import ValidationError
 from temporalio import activity
 
-from staccato import checksums
+from staccato import checksums, secrets
 from staccato.activities.errors import mapped_errors
 from staccato.endpoints import get_driver
 from staccato.endpoints.base import ChunkWriter, keepalive_hook
@@ -142,9 +142,10 @@ def _copy_segment(request: StreamInput, waiting: _Waiting) -> StreamResult:
     segment = request.segment
     session = request.session
     algorithm = request.checksum.value
-    source_url = parse_url(request.source)
+    source_url = secrets.source_url(request.source, request.source_secret)
     destination_url = parse_url(session.url)
     source = get_driver(source_url.scheme)
+    source_info = secrets.worker_info(source, source_url, request.source_info)
     destination = get_driver(destination_url.scheme)
 
     checkpoint = _previous_checkpoint()
@@ -179,7 +180,7 @@ def _copy_segment(request: StreamInput, waiting: _Waiting) -> StreamResult:
                 for index in todo:
                     offset, length = chunk_bounds(index, session.size, session.chunk_size)
                     durable[index] = writer.copy_chunk(
-                        index, source_url, request.source_info, offset, length, algorithm
+                        index, source_url, source_info, offset, length, algorithm
                     )
                     if not _is_digest(algorithm, durable[index]):
                         rehash.add(index)  # the store did not say: checksum the source range
@@ -196,7 +197,7 @@ def _copy_segment(request: StreamInput, waiting: _Waiting) -> StreamResult:
                 )
                 with source.open_read(
                     source_url,
-                    request.source_info,
+                    source_info,
                     first_offset,
                     last_offset + last_length - first_offset,
                 ) as reader:

@@ -1,8 +1,15 @@
-"""Turning :mod:`staccato.errors` into Temporal failures with the right retry behaviour."""
+"""Turning :mod:`staccato.errors` into Temporal failures with the right retry behaviour.
+
+Failure messages are stored in Temporal (history, pending activities) and shown by
+``status``: every message is scrubbed of secrets first (URL query values, user info,
+recently unsealed tokens: :func:`staccato.secrets.scrub`), because drivers and HTTP
+libraries quote the real URL they were given.
+"""
 
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from datetime import timedelta
 from typing import ParamSpec, TypeVar
@@ -10,6 +17,9 @@ from typing import ParamSpec, TypeVar
 from temporalio.exceptions import ApplicationError
 
 from staccato.errors import RetryableError, StaccatoError, WriteSessionLost, from_os_error
+from staccato.secrets import scrub
+
+log = logging.getLogger("staccato.activities")
 
 MAX_MESSAGE_CHARS = 2000  # failure messages travel in Temporal payloads (2 MiB hard limit)
 #: an endpoint's Retry-After is honoured up to this many seconds (a longer one is
@@ -18,6 +28,7 @@ MAX_RETRY_AFTER_S = 300.0
 
 
 def _short(message: str) -> str:
+    message = scrub(message)
     if len(message) <= MAX_MESSAGE_CHARS:
         return message
     half = MAX_MESSAGE_CHARS // 2
@@ -65,10 +76,13 @@ def mapped_errors(fn: Callable[P, R]) -> Callable[P, R]:
             ) from None
         except Exception as err:
             # A bug, not a condition of an endpoint: retrying 30 times would only hide it.
+            # The traceback goes to the worker's log (scrubbed there); the failure stored
+            # in Temporal carries only the scrubbed message, not the exception chain.
+            log.error("internal error in an activity", exc_info=True)
             raise ApplicationError(
-                f"internal error: {type(err).__name__}: {err}",
+                _short(f"internal error: {type(err).__name__}: {err}"),
                 type="InternalError",
                 non_retryable=True,
-            ) from err
+            ) from None
 
     return wrapper

@@ -6,7 +6,7 @@ import time
 
 from temporalio import activity
 
-from staccato import checksums
+from staccato import checksums, secrets
 from staccato.activities.errors import mapped_errors
 from staccato.endpoints import get_driver
 from staccato.endpoints.base import keepalive_hook
@@ -34,12 +34,14 @@ REMOTE_CLOCK_SKEW_S = 120.0
 
 @activity.defn(name="stat")
 @mapped_errors
-def stat(url: str) -> ObjectInfo:
-    """Size, version and range support of the object at ``url``; marks it for a second
-    read before publish when its version cannot prove it stays the same during the copy
-    (see :func:`needs_second_read`)."""
-    parsed = parse_url(url)
-    info = get_driver(parsed.scheme).stat(parsed)
+def stat(url: str, source_secret: str | None = None) -> ObjectInfo:
+    """Size, version and range support of the object at ``url`` (whose sealed query,
+    if any, is ``source_secret``); marks it for a second read before publish when its
+    version cannot prove it stays the same during the copy (see
+    :func:`needs_second_read`). What it returns is stored in Temporal, so a redirect
+    target with a secret is kept only redacted (:func:`secrets.stored_info`)."""
+    parsed = secrets.source_url(url, source_secret)
+    info = secrets.stored_info(get_driver(parsed.scheme).stat(parsed))
     local = parsed.scheme == "file" and info.mtime_resolution_s < 1.0  # not NFS, SMB, FUSE
     if needs_second_read(info, time.time(), local=local):
         info = info.model_copy(update={"reread_before_publish": True})
@@ -84,7 +86,7 @@ def confirm_source(request: ConfirmSourceInput) -> None:
     Raises:
         SourceChanged: a segment reads differently now, or the version moved.
     """
-    url = parse_url(request.source)
+    url = secrets.source_url(request.source, request.source_secret)
     driver = get_driver(url.scheme)
     algorithm = request.checksum.value
     last_beat = 0.0
@@ -142,7 +144,7 @@ def prepare(request: PrepareInput) -> PrepareResult:
 @mapped_errors
 def publish(request: PublishInput) -> None:
     """Re-check the source version, then atomically publish the destination."""
-    source = parse_url(request.source)
+    source = secrets.source_url(request.source, request.source_secret)
     now = get_driver(source.scheme).stat(source)
     if now.version != request.source_info.version:
         raise SourceChanged(

@@ -28,6 +28,7 @@ from temporalio.service import RPCError
 from temporalio.worker import SharedStateManager, Worker
 
 from staccato.activities import ALL_ACTIVITIES
+from staccato.secrets import install_log_scrubber
 from staccato.workflows import TransferWorkflow
 from staccato.workflows import search_attributes as sa
 
@@ -44,6 +45,7 @@ def die_with_parent() -> None:
         except (OSError, AttributeError):
             pass
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the worker's to handle
+    install_log_scrubber()  # a library's log line may quote a URL's token
 
 
 def _warm_up() -> int:
@@ -149,7 +151,11 @@ class StaccatoWorker:
 async def run_worker(
     client: Client, *, task_queue: str, processes: int, ready: asyncio.Event | None = None
 ) -> None:
-    """Run a worker until SIGINT/SIGTERM, then shut it down gracefully."""
+    """Run a worker until SIGINT/SIGTERM, then shut it down gracefully.
+
+    Every log line of the worker (and of its activity processes) is scrubbed of URL
+    secrets (:func:`staccato.secrets.install_log_scrubber`)."""
+    install_log_scrubber()
     await ensure_search_attributes(client)
     async with StaccatoWorker(
         client, task_queue=task_queue, processes=processes

@@ -96,7 +96,9 @@ class TransferWorkflow:
         )
         try:
             self._set_phase("stat")
-            info: ObjectInfo = await _short_activity("stat", request.source, ObjectInfo)
+            info: ObjectInfo = await _short_activity(
+                "stat", request.source, ObjectInfo, *_sealed(request.source_secret)
+            )
             self._progress.bytes_total = info.size
             # a pause accepted while still scheduled holds: the streams wait for resume
             self._set_state(TransferState.paused if self._paused else TransferState.running)
@@ -236,7 +238,12 @@ class TransferWorkflow:
         self._set_phase("publish")
         await _short_activity(
             "publish",
-            PublishInput(session=session, source=request.source, source_info=info),
+            PublishInput(
+                session=session,
+                source=request.source,
+                source_info=info,
+                source_secret=request.source_secret,
+            ),
             type(None),
         )
         self._published = True
@@ -282,6 +289,7 @@ class TransferWorkflow:
                         segment=segment,
                         checksum=request.options.checksum,
                         read_back=request.options.verify == VerifyMode.checksum,
+                        source_secret=request.source_secret,
                     ),
                     result_type=StreamResult,
                     activity_id=f"stream-{segment.index:04d}-{attempts[segment.index]}",
@@ -427,6 +435,7 @@ class TransferWorkflow:
                         chunk_size=chunk_size,
                         segments=[(s.first_chunk, s.end_chunk, results[s.index].checksum or "")],
                         checksum=request.options.checksum,
+                        source_secret=request.source_secret,
                     ),
                     start_to_close_timeout=_copy_timeout(s.length),
                     heartbeat_timeout=heartbeat_timeout,
@@ -525,7 +534,12 @@ class TransferWorkflow:
             raise ApplicationError(f"cannot resume a transfer that is {state}, not paused")
 
 
-async def _short_activity(name: str, arg: Any, result_type: type[T]) -> T:
+def _sealed(source_secret: str | None) -> tuple[str, ...]:
+    """The extra argument of ``stat`` for a source with a sealed query (none without)."""
+    return (source_secret,) if source_secret is not None else ()
+
+
+async def _short_activity(name: str, arg: Any, result_type: type[T], *more_args: Any) -> T:
     """Run a short activity (stat, prepare, publish, a size check) with its retries.
 
     The first attempt is a local activity: it runs on this worker inside the workflow
@@ -538,7 +552,7 @@ async def _short_activity(name: str, arg: Any, result_type: type[T]) -> T:
     try:
         return await workflow.execute_local_activity(
             name,
-            arg,
+            args=[arg, *more_args],
             result_type=result_type,
             start_to_close_timeout=SHORT_TIMEOUT,
             retry_policy=RetryPolicy(maximum_attempts=1),
@@ -553,7 +567,7 @@ async def _short_activity(name: str, arg: Any, result_type: type[T]) -> T:
         workflow.logger.info("%s failed on its first attempt (%s); retrying", name, _reason(err))
     return await workflow.execute_activity(
         name,
-        arg,
+        args=[arg, *more_args],
         result_type=result_type,
         start_to_close_timeout=SHORT_TIMEOUT,
         retry_policy=RETRY,

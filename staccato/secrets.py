@@ -1,0 +1,383 @@
+"""Sealing the secret part of a source URL, so it never reaches Temporal in clear.
+
+An http(s) source's query is secret (presigned URLs such as S3's
+``?X-Amz-Signature=…``, Azure's ``?sig=…`` or a ``?token=…`` carry their credential
+there). The client stores only :func:`staccato.urls.redact` of the URL in the
+workflow (input, memo, search attributes, summary, result) and puts the real query,
+encrypted with AES-256-GCM under a key shared by clients and workers, in a separate
+field (``TransferRequest.source_secret``). Only activities on a worker unseal it, to
+build the real URL they hand to the driver; everything they report back is redacted.
+
+Keys (:func:`seal_keys`): ``STACCATO_SECRET_KEY`` (base64 of 32 random bytes; several
+separated by commas to rotate: the first seals, all unseal), else the file named by
+``STACCATO_SECRET_KEY_FILE``, else ``$STACCATO_HOME/secret.key`` when it exists
+(``staccato up`` creates it, mode 0600, so a client and a worker on one machine share
+it with no setup). Make a key with ``staccato secret-key`` or
+``python -c "import os,base64;print(base64.b64encode(os.urandom(32)).decode())"``.
+
+Sealed text: ``s1.<key id>.<base64url(nonce || ciphertext || tag)>``. The key id is
+the first 8 hex digits of a SHA-256 of the key, so a worker with another key says
+which key the text needs. The nonce is an HMAC of the plaintext and its context
+(a synthetic IV, as in RFC 5297's SIV construction), so sealing the same query of the
+same URL twice gives the same text: an identical re-submission is recognised as such
+(its request hash does not change). The redacted URL is the associated data: a sealed
+query cannot be attached to another host or path by a client that did not seal it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import collections
+import hashlib
+import hmac
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from staccato import settings
+from staccato.endpoints.base import Driver
+from staccato.errors import InvalidURL, PermanentError, SourceChanged
+from staccato.models import ObjectInfo
+from staccato.urls import REDACTED, SOURCE_ONLY_SCHEMES, EndpointURL, parse_url, redact
+
+KEY_BYTES = 32  # AES-256
+NONCE_BYTES = 12  # AES-GCM's standard nonce (NIST SP 800-38D, 8.2)
+SEAL_PREFIX = "s1"
+DEFAULT_KEY_FILE = "secret.key"
+_PURPOSE_SOURCE_QUERY = b"staccato source query v1\0"
+
+
+class SecretKeyError(PermanentError):
+    """No key, a malformed key, or a sealed text this process's keys cannot open;
+    the message names the setting to change."""
+
+
+@dataclass(frozen=True)
+class Key:
+    """One AES-256 key and its public id (8 hex digits)."""
+
+    material: bytes
+
+    @property
+    def key_id(self) -> str:
+        return hashlib.sha256(b"staccato key id\0" + self.material).hexdigest()[:8]
+
+    def _derive(self, label: bytes) -> bytes:
+        return hmac.new(self.material, label, hashlib.sha256).digest()
+
+
+def parse_keys(text: str, where: str) -> list[Key]:
+    """Keys from ``text``: base64 (standard or URL-safe) of 32 bytes each, separated by
+    commas or new lines; the first one seals.
+
+    Raises:
+        SecretKeyError: empty, or an item is not base64 of 32 bytes (``where`` names
+            the variable or file, never the key).
+    """
+    keys: list[Key] = []
+    for number, item in enumerate(text.replace("\n", ",").split(","), start=1):
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            material = base64.b64decode(
+                item.replace("-", "+").replace("_", "/") + "=" * (-len(item) % 4), validate=True
+            )
+        except (binascii.Error, ValueError):
+            material = b""
+        if len(material) != KEY_BYTES:
+            raise SecretKeyError(
+                f"{where}: key {number} is not base64 of {KEY_BYTES} random bytes; make one "
+                'with `python -c "import os,base64;print(base64.b64encode(os.urandom(32)).decode())"`'
+            )
+        keys.append(Key(material))
+    if not keys:
+        raise SecretKeyError(f"{where} is empty: expected base64 of {KEY_BYTES} random bytes")
+    return keys
+
+
+def _keys_from(variable: str, file_variable: str, default_file: Path | None) -> list[Key]:
+    text = os.environ.get(variable)
+    if text:
+        return parse_keys(text, variable)
+    path_text = os.environ.get(file_variable)
+    path = Path(path_text) if path_text else default_file
+    if path is None or (not path_text and not path.exists()):
+        return []
+    try:
+        content = path.read_text()
+    except OSError as err:
+        raise SecretKeyError(
+            f"cannot read the key file {path} ({file_variable if path_text else 'default'}): "
+            f"{err.strerror or err}"
+        ) from None
+    return parse_keys(content, f"key file {path}")
+
+
+def seal_keys() -> list[Key]:
+    """The keys sealing source secrets (``STACCATO_SECRET_KEY``, ``STACCATO_SECRET_KEY_FILE``
+    or ``$STACCATO_HOME/secret.key``); empty when none is configured.
+
+    Raises:
+        SecretKeyError: a configured key is malformed or its file unreadable.
+    """
+    return _keys_from(
+        "STACCATO_SECRET_KEY", "STACCATO_SECRET_KEY_FILE", settings.home() / DEFAULT_KEY_FILE
+    )
+
+
+def new_key_text() -> str:
+    """A fresh random key, as base64 text."""
+    return base64.b64encode(os.urandom(KEY_BYTES)).decode()
+
+
+def ensure_default_key_file() -> Path | None:
+    """Create ``$STACCATO_HOME/secret.key`` (mode 0600) unless a key is configured
+    otherwise or the file exists; the embedded default's client and worker share it.
+
+    Returns:
+        The file's path when it is the key in use, else None.
+    """
+    if os.environ.get("STACCATO_SECRET_KEY") or os.environ.get("STACCATO_SECRET_KEY_FILE"):
+        return None
+    path = settings.home() / DEFAULT_KEY_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path
+    with os.fdopen(fd, "w") as f:
+        f.write(new_key_text() + "\n")
+    return path
+
+
+def _aesgcm(key: Key):  # type: ignore[no-untyped-def]
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    return AESGCM(key._derive(b"staccato seal key"))
+
+
+def seal(plaintext: str, context: str, keys: list[Key]) -> str:
+    """Encrypt ``plaintext`` bound to ``context`` (associated data) with ``keys[0]``."""
+    key = keys[0]
+    data = plaintext.encode()
+    aad = _PURPOSE_SOURCE_QUERY + context.encode()
+    nonce = hmac.new(
+        key._derive(b"staccato nonce key"), aad + b"\0" + data, hashlib.sha256
+    ).digest()[:NONCE_BYTES]
+    sealed = nonce + _aesgcm(key).encrypt(nonce, data, aad)
+    return f"{SEAL_PREFIX}.{key.key_id}.{base64.urlsafe_b64encode(sealed).decode().rstrip('=')}"
+
+
+def unseal(text: str, context: str, keys: list[Key]) -> str:
+    """Decrypt a :func:`seal` text bound to ``context``.
+
+    Raises:
+        SecretKeyError: malformed text, no key with its id (the message names both
+            ids and the settings), or it was sealed for another URL or altered.
+    """
+    from cryptography.exceptions import InvalidTag
+
+    prefix, _, rest = text.partition(".")
+    key_id, _, body = rest.partition(".")
+    if prefix != SEAL_PREFIX or not key_id or not body:
+        raise SecretKeyError(f"the sealed query of {context} is malformed (expected s1.KEYID.DATA)")
+    by_id = {key.key_id: key for key in keys}
+    key = by_id.get(key_id)
+    if key is None:
+        have = ", ".join(sorted(by_id)) or "none"
+        raise SecretKeyError(
+            f"the query of {context} was sealed with key {key_id}, and this worker has "
+            f"key(s) {have}: give the worker the client's key (STACCATO_SECRET_KEY or "
+            "STACCATO_SECRET_KEY_FILE; the embedded default uses $STACCATO_HOME/secret.key)"
+        )
+    try:
+        raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+        data = _aesgcm(key).decrypt(
+            raw[:NONCE_BYTES], raw[NONCE_BYTES:], _PURPOSE_SOURCE_QUERY + context.encode()
+        )
+    except (InvalidTag, binascii.Error, ValueError):
+        raise SecretKeyError(
+            f"the sealed query of {context} does not open with key {key_id}: it was sealed "
+            "for another URL or altered"
+        ) from None
+    return data.decode()
+
+
+# Secret values recently unsealed in this process: failure messages are scrubbed of
+# them even where a library quotes a value without its URL.
+_recent: collections.deque[str] = collections.deque(maxlen=64)
+_recent_lock = threading.Lock()
+_MIN_SCRUBBED_CHARS = 6  # shorter values (``1``, ``true``) would garble messages
+
+
+def _remember(query: str) -> None:
+    from urllib.parse import unquote
+
+    values = {part.partition("=")[2] or part for part in query.split("&") if part}
+    values |= {unquote(v) for v in values}
+    with _recent_lock:
+        for value in values:
+            if len(value) >= _MIN_SCRUBBED_CHARS and value not in _recent:
+                _recent.append(value)
+
+
+def scrub(text: str) -> str:
+    """``text`` with every URL redacted and every recently unsealed secret value
+    replaced by ``REDACTED`` (for failure messages and log lines)."""
+    from staccato.urls import redact_text
+
+    text = redact_text(text)
+    with _recent_lock:
+        values = sorted(_recent, key=len, reverse=True)
+    for value in values:
+        if value in text:
+            text = text.replace(value, REDACTED)
+    return text
+
+
+def seal_source(canonical: str) -> tuple[str, str | None]:
+    """Split a canonical source URL into what Temporal may store and the sealed rest.
+
+    Returns:
+        ``(redacted URL, sealed query or None)``; None when nothing is secret.
+
+    Raises:
+        InvalidURL: the URL has a query and no key is configured (the message says
+            how to set one).
+        SecretKeyError: a configured key is malformed.
+    """
+    redacted = redact(canonical)
+    if redacted == canonical:
+        return canonical, None
+    scheme = canonical.split("://", 1)[0]
+    if scheme not in SOURCE_ONLY_SCHEMES or "?" not in canonical:
+        raise InvalidURL(
+            f"refusing {redacted}: it carries a secret that cannot be kept out of Temporal"
+        )
+    keys = seal_keys()
+    if not keys:
+        raise InvalidURL(
+            f"the source {redacted} has a query (a token, e.g. a presigned URL's signature), "
+            "which Staccato stores only encrypted, and no key is configured: set "
+            "STACCATO_SECRET_KEY (base64 of 32 random bytes, the same on clients and "
+            "workers) or STACCATO_SECRET_KEY_FILE, or run `staccato up` once, which creates "
+            f"{settings.home() / DEFAULT_KEY_FILE} for a client and worker on this machine"
+        )
+    query = canonical.split("?", 1)[1]
+    return redacted, seal(query, redacted, keys)
+
+
+def source_url(source: str, source_secret: str | None) -> EndpointURL:
+    """The real source URL for a driver, on a worker: ``source`` with its sealed query
+    put back.
+
+    Raises:
+        InvalidURL: ``source`` shows redacted values but no sealed query came with it,
+            or an http(s) query in clear (both: a client that does not seal), or the
+            sealed query does not fit it.
+        SecretKeyError: no key, or not the key it was sealed with.
+    """
+    if source_secret is None:
+        parsed = parse_url(source)
+        if f"={REDACTED}" in source or f"?{REDACTED}" in source:
+            raise InvalidURL(
+                f"the source {redact(source)} has redacted query values and no sealed query: "
+                "submit the real URL through Staccato's client (it seals the query)"
+            )
+        if parsed.scheme in SOURCE_ONLY_SCHEMES and redact(parsed.canonical) != parsed.canonical:
+            # a client that does not seal (a raw Temporal start): refuse rather than
+            # copy its token into results, failures and logs as well
+            raise InvalidURL(
+                f"the source {redact(source)} carries its query in clear in the workflow "
+                "input, where a token must never be stored: submit it through Staccato's "
+                "client or CLI, which store the query only sealed"
+            )
+        return parsed
+    keys = seal_keys()
+    if not keys:
+        raise SecretKeyError(
+            f"the query of {source} is sealed and this worker has no key: set "
+            "STACCATO_SECRET_KEY or STACCATO_SECRET_KEY_FILE to the client's key"
+        )
+    query = unseal(source_secret, source, keys)
+    real = parse_url(source.split("?", 1)[0] + "?" + query)
+    if redact(real.canonical) != source:
+        raise InvalidURL(f"the sealed query does not fit the source {source}")
+    _remember(query)
+    return real
+
+
+#: ``ObjectInfo.extra`` key of a redirect target that held a secret (kept redacted)
+REDIRECTED_TO = "redirected_to"
+
+
+def stored_info(info: ObjectInfo) -> ObjectInfo:
+    """``info`` as it may be stored in Temporal: a redirect target (``extra["location"]``)
+    holding a secret (a presigned URL, as object stores and release-download
+    services redirect to) is replaced by its redacted form under ``redirected_to``;
+    the worker that reads looks it up again (:func:`worker_info`)."""
+    location = info.extra.get("location")
+    if location is None or redact(location) == location:
+        return info
+    extra = {k: v for k, v in info.extra.items() if k != "location"}
+    extra[REDIRECTED_TO] = redact(location)
+    return info.model_copy(update={"extra": extra})
+
+
+def worker_info(driver: Driver, url: EndpointURL, info: ObjectInfo) -> ObjectInfo:
+    """``info`` with a redirect target that :func:`stored_info` held back looked up
+    again (a fresh stat; presigned targets also expire within minutes, so a fresh
+    one is what a later stream needs anyway).
+
+    Raises:
+        SourceChanged: the source's version is no longer the pinned one.
+    """
+    if REDIRECTED_TO not in info.extra or "location" in info.extra:
+        return info
+    fresh = driver.stat(url)
+    if fresh.version != info.version:
+        raise SourceChanged(
+            f"source changed during the transfer: {redact(url.canonical)} is now version "
+            f"{fresh.version}, was {info.version}"
+        )
+    extra = dict(info.extra)
+    if "location" in fresh.extra:
+        extra["location"] = fresh.extra["location"]
+    return info.model_copy(update={"extra": extra})
+
+
+class ScrubFilter(logging.Filter):
+    """A logging filter that passes every record through :func:`scrub` (message,
+    arguments and traceback text), so no log line carries a URL's secret."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record: leave it to the handler to report
+            return True
+        record.msg, record.args = scrub(message), None
+        if record.exc_info and record.exc_info[0] is not None:
+            record.exc_text = scrub(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        if record.stack_info:
+            record.stack_info = scrub(record.stack_info)
+        return True
+
+
+def install_log_scrubber() -> None:
+    """Put a :class:`ScrubFilter` on every handler of the root logger (adding a
+    stderr handler first if there is none, as in a worker's activity processes), so
+    a log line from any library (httpx, botocore, paramiko, Temporal's own activity
+    failure lines) is scrubbed before it is written. Idempotent."""
+    root = logging.getLogger()
+    if not root.handlers:
+        stream = logging.StreamHandler()
+        stream.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(stream)
+    for handler in root.handlers:
+        if not any(isinstance(f, ScrubFilter) for f in handler.filters):
+            handler.addFilter(ScrubFilter())
