@@ -4,6 +4,8 @@
 * ``STACCATO_HOME``: where the embedded default keeps its SQLite file, logs and pid
   file (default: the user's data directory, e.g. ``~/.local/share/staccato``).
 * ``STACCATO_WORKER_PROCESSES``: activity processes per worker (default: max(4, CPUs)).
+* ``STACCATO_WORKER_SHUTDOWN_TIMEOUT_S``: seconds a stopping worker lets running
+  activities finish before cancelling them (default 5).
 * Temporal connection: Temporal's own environment configuration (``TEMPORAL_ADDRESS``,
   ``TEMPORAL_NAMESPACE``, ``TEMPORAL_PROFILE``, TLS, API key; ``temporalio.envconfig``),
   default ``127.0.0.1:7233`` / ``default``.
@@ -45,6 +47,29 @@ def worker_processes() -> int:
     if not text.isdigit() or int(text) < 1:
         raise ValueError(f"STACCATO_WORKER_PROCESSES must be a positive integer, got {text!r}")
     return int(text)
+
+
+def worker_shutdown_timeout_s() -> float:
+    """Seconds a stopping worker (SIGTERM, SIGINT) gives running activities to finish
+    before cancelling them (``STACCATO_WORKER_SHUTDOWN_TIMEOUT_S``, default 5: well
+    inside ``docker stop``'s 10 s before SIGKILL; cancelled streams keep their progress).
+
+    Raises:
+        ValueError: the variable is not a number of seconds from 0 to 3600.
+    """
+    text = os.environ.get("STACCATO_WORKER_SHUTDOWN_TIMEOUT_S")
+    if not text:
+        return 5.0
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 3600:
+        raise ValueError(
+            f"STACCATO_WORKER_SHUTDOWN_TIMEOUT_S must be a number of seconds from 0 to 3600, "
+            f"got {text!r}"
+        )
+    return value
 
 
 def temporal_connect_config() -> dict[str, Any]:

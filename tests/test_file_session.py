@@ -4,12 +4,14 @@ publish must never pass off anything but this session's complete, unaltered temp
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
 
 from staccato import checksums
 from staccato.endpoints import get_driver
+from staccato.endpoints.base import keepalive_hook
 from staccato.errors import WriteSessionLost
 from staccato.models import WriteSession
 from staccato.urls import parse_url
@@ -76,3 +78,96 @@ def test_writer_stops_when_its_files_are_tampered_with(tmp_path: Path, what: str
             os.truncate(session.session_id, CHUNK)
         with pytest.raises(WriteSessionLost):
             writer.write_chunk(1, chunk, digest)
+
+
+def _read_bytes() -> int:
+    """Bytes this process has read through read(2)-family calls so far (``rchar``)."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no rchar in /proc/self/io")
+
+
+def _sparse_session(tmp_path: Path, size: int, chunk: int) -> WriteSession:
+    """A session whose every chunk is journaled as zeros without writing a byte: the
+    temp file is all holes (a sparse temp file, as a file system that stores zero
+    blocks as holes would leave it)."""
+    driver = get_driver("file")
+    session = driver.open_session(parse_url(str(tmp_path / "big.bin")), size, chunk, "t-sparse")
+    zero = checksums.checksum_bytes("crc32c", bytes(chunk))
+    with open(session.data["journal"], "a") as journal:
+        journal.writelines(f"{i} {zero}\n" for i in range(size // chunk))
+    return session
+
+
+def test_resumed_stream_checks_only_its_segment(tmp_path: Path) -> None:
+    """durable_chunks for a stream's segment reads that segment's chunks, not the object."""
+    chunk = 1 << 20
+    chunks = 32
+    driver = get_driver("file")
+    session = driver.open_session(
+        parse_url(str(tmp_path / "seg.bin")), chunks * chunk, chunk, "t-seg"
+    )
+    data = os.urandom(chunks * chunk)
+    digests = {}
+    with driver.open_writer(session) as writer:
+        for index in range(chunks):
+            view = memoryview(data)[index * chunk : (index + 1) * chunk]
+            digests[index] = checksums.checksum_bytes("crc32c", view)
+            writer.write_chunk(index, view, digests[index])
+    before = _read_bytes()
+    durable = driver.durable_chunks(session, 8, 12)
+    read = _read_bytes() - before
+    assert durable == {i: digests[i] for i in range(8, 12)}
+    print(f"segment of 4 chunks checked: {read} bytes read (object: {chunks * chunk})")
+    assert 4 * chunk <= read < 4 * chunk + 1024 * 1024  # the segment + the journal
+
+
+def test_durable_check_heartbeats_before_it_finishes(tmp_path: Path) -> None:
+    """A big journal is checked with keepalive() calls from the start: the first comes
+    before 1/8 of the journaled bytes are read (a slow disk cannot starve heartbeats),
+    and a keepalive that raises (the activity was cancelled) stops the check."""
+    chunk = 4 << 20
+    session = _sparse_session(tmp_path, 64 * chunk, chunk)
+    driver = get_driver("file")
+
+    class Cancelled(Exception):
+        pass
+
+    start = _read_bytes()
+    read_at_first_beat: list[int] = []
+
+    def beat() -> None:
+        read_at_first_beat.append(_read_bytes() - start)
+        raise Cancelled
+
+    with keepalive_hook(beat), pytest.raises(Cancelled):
+        driver.durable_chunks(session)
+    assert read_at_first_beat and read_at_first_beat[0] < 64 * chunk // 8, read_at_first_beat
+
+    beats = 0
+
+    def count() -> None:
+        nonlocal beats
+        beats += 1
+
+    with keepalive_hook(count):
+        assert len(driver.durable_chunks(session)) == 64
+    assert beats >= 64  # at least one per chunk (more for chunks over 8 MiB)
+
+
+def test_publish_reads_no_data_of_a_sparse_temp(tmp_path: Path) -> None:
+    """A temp file with fewer blocks than bytes (all holes here; compressed or
+    zero-detecting file systems) publishes without being read back: publish's cost
+    does not grow with the object."""
+    size = 1 << 30
+    session = _sparse_session(tmp_path, size, 16 << 20)
+    assert os.stat(session.session_id).st_blocks * 512 < size
+    before = _read_bytes()
+    started = time.monotonic()
+    get_driver("file").publish(session)
+    took = time.monotonic() - started
+    read = _read_bytes() - before
+    print(f"publish of a 1 GiB sparse temp: {read} bytes read, {took:.3f} s")
+    assert read < 1 << 20, f"publish read {read} bytes"
+    assert os.stat(tmp_path / "big.bin").st_size == size

@@ -151,7 +151,9 @@ def _copy_segment(request: StreamInput, waiting: _Waiting) -> StreamResult:
     checkpoint = _previous_checkpoint()
     durable = {
         index: digest
-        for index, digest in destination.durable_chunks(session).items()
+        for index, digest in destination.durable_chunks(
+            session, segment.first_chunk, segment.end_chunk
+        ).items()
         if segment.first_chunk <= index < segment.end_chunk
     }
     todo = [i for i in range(segment.first_chunk, segment.end_chunk) if i not in durable]

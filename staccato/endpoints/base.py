@@ -219,11 +219,18 @@ class Driver(abc.ABC):
         """A chunk writer for ``session``."""
         raise Unsupported(f"{self.scheme} endpoints cannot be written")
 
-    def durable_chunks(self, session: WriteSession) -> dict[int, str]:
+    def durable_chunks(
+        self, session: WriteSession, first_chunk: int = 0, end_chunk: int | None = None
+    ) -> dict[int, str]:
         """Chunks the destination holds durably for ``session``: index -> source checksum
         (hex, in the transfer's algorithm), or ``""`` when the destination holds the chunk
         but cannot tell its checksum (the stream re-reads that chunk from the source to
-        checksum it, without writing it again)."""
+        checksum it, without writing it again).
+
+        ``[first_chunk, end_chunk)`` (``None``: to the last chunk) is the range the
+        caller needs (a stream's segment): a driver whose check costs work per chunk
+        checks only those and calls :func:`keepalive` as it goes; others may ignore it
+        and report more."""
         raise Unsupported(f"{self.scheme} endpoints cannot be written")
 
     def session_url(self, session: WriteSession) -> str | None:

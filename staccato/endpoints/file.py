@@ -7,10 +7,18 @@ rewritten, truncated or appended to during the copy fails with ``SourceChanged``
 Destination: a temp file beside the target (same directory, so the final
 ``rename(2)`` is atomic, POSIX ``rename``), written positionally; each chunk is
 ``fdatasync``-ed, then a line (index and source checksum) is appended to a small
-journal beside the temp file. A resumed stream also re-reads each journaled chunk
-from the temp file and trusts only those whose bytes still match the journaled
-checksum, so a torn write or a stray writer cannot make a damaged chunk look durable. Publish fsyncs the file, renames over the target and fsyncs
-the directory.
+journal beside the temp file. A resumed stream re-reads the journaled chunks of its
+own segment (heartbeating as it reads) and trusts only those whose bytes still match
+the journaled checksum, so a torn write or a stray writer cannot make a damaged chunk
+look durable. Publish reads no data (its cost does not grow with the object): it
+checks the temp file is this session's, whole, fully journaled and has no chunk
+turned into a hole, then fsyncs the file, renames over the target and fsyncs the
+directory.
+
+Running out of space (``ENOSPC``, ``EDQUOT``) is permanent: retrying cannot free the
+destination's file system, so the error names it, the bytes needed and free, and
+the fix. The free-space check runs on every attempt, counting what the temp file
+already holds.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from staccato import checksums
-from staccato.endpoints.base import ChunkWriter, Driver, Reader
+from staccato.endpoints.base import ChunkWriter, Driver, Reader, keepalive
 from staccato.errors import (
     DestinationMissing,
     IsADirectory,
@@ -46,6 +54,11 @@ _JOURNAL_SUFFIX = ".staccato-journal"
 
 
 def _os_error(err: OSError, what: str) -> StaccatoError:
+    if err.errno in _NO_SPACE:
+        return PermanentError(
+            f"{what}: {err.strerror or 'no space left on device'}; free space there or "
+            "choose another destination, then submit again"
+        )
     return from_os_error(err, what)
 
 
@@ -76,7 +89,7 @@ def file_system_type(path: str) -> str:
     for line in lines:
         fields = line.split()
         try:
-            mount_point = fields[4].encode().decode("unicode_escape")  # \040 for a space
+            mount_point = _OCTAL_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), fields[4])
             kind = fields[fields.index("-") + 1]
         except (IndexError, ValueError):
             continue
@@ -91,6 +104,56 @@ def mtime_resolution_s(path: str) -> float:
     if file_system_type(path) in FINE_MTIME_FILE_SYSTEMS:
         return FINE_MTIME_RESOLUTION_S
     return COARSE_MTIME_RESOLUTION_S
+
+
+# write errors no retry can heal: the file system (or the user's quota) is full
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
+
+
+def _mount_point(path: str) -> str:
+    """The mount point of the file system holding ``path`` (an existing path)."""
+    path = os.path.realpath(path)
+    while not os.path.ismount(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return path
+
+
+def _allocated(st: os.stat_result, size: int) -> int:
+    """Bytes of ``size`` the file already has blocks for (``st_blocks`` is in 512-byte
+    units, POSIX ``stat``), so a resumed write needs only the rest."""
+    return min(st.st_blocks * 512, size)
+
+
+def _no_space(target: str, size: int, temp: str, err: OSError | None = None) -> PermanentError:
+    """The out-of-space error for writing ``size`` bytes to ``target`` via ``temp``:
+    names the file system, the bytes still needed and free, and the fix."""
+    parent = os.path.dirname(target) or "."
+    mount = _mount_point(parent)
+    try:
+        fs = os.statvfs(parent)
+        free = fs.f_bavail * fs.f_frsize
+    except OSError:
+        free = -1
+    try:
+        held = _allocated(os.stat(temp), size)
+    except OSError:
+        held = 0
+    needed = size - held
+    if err is None:
+        cause = "not enough free space"
+    elif err.errno == errno.EDQUOT:
+        cause = "the disk quota is exhausted"
+    else:
+        cause = "the file system is full"
+    return PermanentError(
+        f"not enough space for {target} on the file system mounted at {mount}: {cause}; "
+        f"{needed} more bytes needed (of {size}), {free} bytes free. Free at least "
+        f"{max(needed - max(free, 0), 0)} bytes there (or raise the quota), or choose a "
+        "destination on another file system, then submit again"
+    )
 
 
 def _version(st: os.stat_result) -> str:
@@ -176,6 +239,7 @@ class FileChunkWriter(ChunkWriter):
 
     def __init__(self, session: WriteSession) -> None:
         self._temp = session.session_id
+        self._target = session.data["path"]
         self._journal_path = session.data["journal"]
         try:
             self._fd = os.open(self._temp, os.O_WRONLY | os.O_CLOEXEC)
@@ -242,7 +306,12 @@ class FileChunkWriter(ChunkWriter):
                 offset += n
             self._commit(index, checksum)
         except OSError as err:
-            raise _os_error(err, f"destination temp file {self._temp}") from None
+            raise self._write_error(err) from None
+
+    def _write_error(self, err: OSError) -> StaccatoError:
+        if err.errno in _NO_SPACE:
+            return _no_space(self._target, self._size, self._temp, err)
+        return _os_error(err, f"destination temp file {self._temp}")
 
     def _commit(self, index: int, checksum: str) -> None:
         # fdatasync per chunk: the journal then records durable chunks, and on this
@@ -304,7 +373,7 @@ class FileChunkWriter(ChunkWriter):
                 digest = hasher.hexdigest()
                 self._commit(index, digest)
             except OSError as err:
-                raise _os_error(err, f"destination temp file {self._temp}") from None
+                raise self._write_error(err) from None
         return digest
 
     def read_back(self, index: int, into: memoryview) -> None:
@@ -433,18 +502,30 @@ class FileDriver(Driver):
         if not os.access(parent, os.W_OK | os.X_OK):
             raise PermissionDenied(f"destination directory {parent} is not writable")
 
-    def check_space(self, url: EndpointURL, size: int) -> None:
-        """Fail before copying when the destination file system cannot hold ``size`` bytes."""
+    def check_space(self, url: EndpointURL, size: int, temp: str | None = None) -> None:
+        """Fail before copying when the destination file system cannot hold ``size``
+        bytes, less what the session's ``temp`` file already holds (a retried attempt).
+
+        Raises:
+            PermanentError: not enough free space (names the file system, bytes needed
+                and free, and the fix).
+        """
         parent = os.path.dirname(url.path) or "/"
         try:
             fs = os.statvfs(parent)
         except OSError:
             return
         free = fs.f_bavail * fs.f_frsize
-        if size > free:
-            raise PermanentError(
-                f"not enough space for {url}: {size} bytes needed, {free} bytes free in {parent}"
-            )
+        held = 0
+        if temp is not None:
+            try:
+                held = _allocated(os.stat(temp), size)
+            except FileNotFoundError:
+                held = 0
+            except OSError as err:
+                raise _os_error(err, f"destination temp file {temp}") from None
+        if size - held > free:
+            raise _no_space(url.path, size, temp or url.path)
 
     def _paths(self, url: EndpointURL, transfer_id: str) -> tuple[str, str]:
         target = Path(url.path)
@@ -461,8 +542,7 @@ class FileDriver(Driver):
     ) -> WriteSession:
         self.check_destination(url)
         temp, journal = self._paths(url, transfer_id)
-        if not os.path.exists(temp):
-            self.check_space(url, size)
+        self.check_space(url, size, temp)  # every attempt: a retry may find the disk full
         try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
             try:
@@ -512,29 +592,50 @@ class FileDriver(Driver):
             return {}
         return journaled
 
-    def durable_chunks(self, session: WriteSession) -> dict[int, str]:
-        """Journaled chunks whose bytes in the temp file still match their checksum.
+    def durable_chunks(
+        self, session: WriteSession, first_chunk: int = 0, end_chunk: int | None = None
+    ) -> dict[int, str]:
+        """Journaled chunks in ``[first_chunk, end_chunk)`` whose bytes in the temp file
+        still match their checksum.
 
-        Costs one local read of the chunks already written (none on a first attempt).
+        Costs one local read of the range's chunks already written (none on a first
+        attempt): a resumed stream checks its own segment only, reading
+        ``_CHECK_BLOCK`` bytes at a time and calling :func:`keepalive` between blocks
+        so its activity heartbeats however slow the disk is.
         """
-        journaled = self._journaled_chunks(session)
+        end = chunk_count(session.size, session.chunk_size) if end_chunk is None else end_chunk
+        journaled = {
+            index: checksum
+            for index, checksum in self._journaled_chunks(session).items()
+            if first_chunk <= index < end
+        }
         if not journaled:
             return {}
         durable: dict[int, str] = {}
-        buffer = memoryview(bytearray(session.chunk_size))
+        buffer = memoryview(bytearray(min(session.chunk_size, _CHECK_BLOCK)))
         try:
             fd = os.open(session.session_id, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             return {}
         try:
             for index, checksum in sorted(journaled.items()):
+                keepalive()
                 offset, length = chunk_bounds(index, session.size, session.chunk_size)
-                view = buffer[:length]
-                if os.preadv(fd, [view], offset) != length:
-                    continue
                 algorithm = "sha256" if len(checksum) == 64 else "crc32c"
-                if checksums.checksum_bytes(algorithm, view) == checksum:
+                hasher = checksums.new_hasher(algorithm)
+                done = 0
+                while done < length:
+                    view = buffer[: min(len(buffer), length - done)]
+                    n = os.preadv(fd, [view], offset + done)
+                    if n <= 0:
+                        break
+                    hasher.update(view[:n])
+                    done += n
+                    keepalive()
+                if done == length and hasher.hexdigest() == checksum:
                     durable[index] = checksum
+        except OSError as err:
+            raise _os_error(err, f"destination temp file {session.session_id}") from None
         finally:
             os.close(fd)
         return durable
@@ -546,10 +647,17 @@ class FileDriver(Driver):
         """Check the temp file is still this session's, whole and unaltered where that
         is cheap to see, then fsync + rename(2) over the target + fsync the directory.
 
+        Reads no data, so its cost does not grow with the object (it runs in a short
+        activity): the bytes were proven when written (journal after ``fdatasync``,
+        verify-on-write or the pre-publish verify). What it can see from metadata it
+        checks: inode, size, a journal line per chunk, and no chunk lying wholly in a
+        hole (``SEEK_HOLE``, e.g. truncated and extended again) unless the journal
+        says that chunk is zeros (some file systems store zero blocks as holes).
+
         Raises:
             WriteSessionLost: the temp file or journal is gone or not this session's,
-                has the wrong size, or (when it has holes, e.g. truncated and written
-                again) a chunk no longer matches its journaled checksum.
+                has the wrong size, or a chunk whose journaled checksum is not that of
+                zeros is a hole.
         """
         target = session.data["path"]
         temp = session.session_id
@@ -579,15 +687,13 @@ class FileDriver(Driver):
         missing = chunk_count(session.size, session.chunk_size) - len(journaled)
         if missing:
             raise PermanentError(f"refusing to publish {target}: {missing} chunks are not durable")
-        if st.st_blocks * 512 < session.size - _BLOCK_SLACK:
-            # Holes where every chunk was written: truncated (or punched) after the
-            # fact, or a file system that shares/compresses blocks. Read it all back.
-            damaged = len(journaled) - len(self.durable_chunks(session))
-            if damaged:
-                raise WriteSessionLost(
-                    f"write session {temp}: {damaged} chunks no longer match their checksums "
-                    "(the temp file was altered)"
-                )
+        damaged = _holed_chunks(temp, session, journaled)
+        if damaged:
+            raise WriteSessionLost(
+                f"write session {temp}: {len(damaged)} chunks (first: {damaged[0]}) no longer "
+                "match their checksums: they read as zeros (the temp file was truncated or "
+                "holes were punched into it)"
+            )
         try:
             fd = os.open(temp, os.O_RDONLY | os.O_CLOEXEC)
             try:
@@ -609,8 +715,80 @@ class FileDriver(Driver):
         _unlink(session.data["journal"])
 
 
-# st_blocks may fall short of the size by the file system's rounding of a tail
-_BLOCK_SLACK = 64 * 1024
+# bytes read (and checksummed) at a time when a resumed stream re-checks its chunks;
+# keepalive() is called between blocks (8 MiB: a few tens of ms on a slow disk)
+_CHECK_BLOCK = 8 << 20
+
+
+def _holes(fd: int, size: int) -> list[tuple[int, int]]:
+    """The holes ``[start, end)`` of the file's first ``size`` bytes, found with
+    ``lseek(SEEK_HOLE/SEEK_DATA)`` (metadata only: one call per hole or data extent).
+    File systems without hole reporting report none."""
+    if not hasattr(os, "SEEK_HOLE"):
+        return []
+    holes: list[tuple[int, int]] = []
+    position = 0
+    while position < size:
+        try:
+            hole = os.lseek(fd, position, os.SEEK_HOLE)
+        except OSError:
+            return holes  # EINVAL/ENXIO: no hole reporting here
+        if hole >= size:
+            break
+        try:
+            data = os.lseek(fd, hole, os.SEEK_DATA)
+        except OSError as err:
+            if err.errno != errno.ENXIO:
+                return holes
+            data = size  # a hole up to the end of the file
+        holes.append((hole, min(data, size)))
+        position = data
+    return holes
+
+
+def _holed_chunks(temp: str, session: WriteSession, journaled: dict[int, str]) -> list[int]:
+    """Chunks lying wholly in a hole of ``temp`` whose journaled checksum is not that of
+    zeros (their bytes would read as zeros): damage, found without reading data.
+
+    A chunk only partly in a hole is not judged here (file systems may store any zero
+    block as a hole); its bytes were proven when it was written.
+    """
+    try:
+        fd = os.open(temp, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as err:
+        raise _os_error(err, f"destination temp file {temp}") from None
+    try:
+        holes = _holes(fd, session.size)
+    finally:
+        os.close(fd)
+    chunk_size = session.chunk_size
+    zeros: dict[tuple[str, int], str] = {}
+    damaged: list[int] = []
+    for start, end in holes:
+        first = -(-start // chunk_size)
+        for index in range(first, chunk_count(session.size, chunk_size)):
+            offset, length = chunk_bounds(index, session.size, chunk_size)
+            if offset + length > end:
+                break
+            checksum = journaled.get(index, "")
+            algorithm = "sha256" if len(checksum) == 64 else "crc32c"
+            if (algorithm, length) not in zeros:
+                zeros[(algorithm, length)] = _zeros_checksum(algorithm, length)
+            if checksum != zeros[(algorithm, length)]:
+                damaged.append(index)
+    return damaged
+
+
+def _zeros_checksum(algorithm: str, length: int) -> str:
+    """Checksum of ``length`` zero bytes (fed 1 MiB at a time: memory stays small)."""
+    hasher = checksums.new_hasher(algorithm)
+    block = bytes(min(length, 1 << 20))
+    done = 0
+    while done < length:
+        piece = min(len(block), length - done)
+        hasher.update(block[:piece])
+        done += piece
+    return hasher.hexdigest()
 
 
 def _is_published(target: str, session: WriteSession) -> bool:

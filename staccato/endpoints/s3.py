@@ -938,7 +938,9 @@ class S3Driver(Driver):
             return None
         return head
 
-    def durable_chunks(self, session: WriteSession) -> dict[int, str]:
+    def durable_chunks(
+        self, session: WriteSession, first_chunk: int = 0, end_chunk: int | None = None
+    ) -> dict[int, str]:
         """Parts S3 holds whose size is the chunk's: index -> CRC32C (hex) where
         ListParts reports it (AWS does), else ``""`` (SeaweedFS, moto: the stream then
         re-reads those chunks from the source to checksum them, without re-sending)."""

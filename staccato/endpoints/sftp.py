@@ -448,7 +448,9 @@ class SFTPDriver(Driver):
     def open_writer(self, session: WriteSession) -> ChunkWriter:
         return SFTPChunkWriter(session)
 
-    def durable_chunks(self, session: WriteSession) -> dict[int, str]:
+    def durable_chunks(
+        self, session: WriteSession, first_chunk: int = 0, end_chunk: int | None = None
+    ) -> dict[int, str]:
         url = parse_url(session.url)
         data = self._run(
             url, f"destination {url}", lambda sftp: _read_all(sftp, session.data["journal"])

@@ -4,16 +4,26 @@ Activities run in a pool of processes (``spawn``), so parallel streams use sever
 cores instead of one GIL. Each pool process (and the multiprocessing manager that
 carries heartbeats) asks the kernel to SIGKILL it when the worker dies
 (``PR_SET_PDEATHSIG``), so a killed worker leaves no stale writer behind.
+
+Stopping: SIGTERM or SIGINT may reach the whole process group (systemd's
+``KillMode=control-group``, ``docker stop``, Kubernetes, Ctrl-C in a terminal). Pool
+and manager processes ignore both, so no stream dies mid-chunk without its last
+heartbeat; the main process handles either by a graceful shutdown: it stops polling,
+gives running activities ``STACCATO_WORKER_SHUTDOWN_TIMEOUT_S`` to finish, cancels
+the rest (a cancelled stream returns its progress), then stops the pool and exits.
+Every step is bounded, so the worker exits even if an activity never yields.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import logging
 import multiprocessing
 import signal
 import sys
+import time
 from concurrent.futures import ProcessPoolExecutor
 from datetime import timedelta
 from multiprocessing.managers import SyncManager
@@ -27,6 +37,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 from temporalio.worker import SharedStateManager, Worker
 
+from staccato import settings
 from staccato.activities import ALL_ACTIVITIES
 from staccato.secrets import install_log_scrubber
 from staccato.workflows import TransferWorkflow
@@ -37,14 +48,24 @@ log = logging.getLogger("staccato.worker")
 _PR_SET_PDEATHSIG = 1
 
 
+# Seconds, after the graceful shutdown time, that cancelled activities get to return
+# (they see the cancel at their next heartbeat, every 0.5-1 s) before the worker stops
+# waiting for them; and that idle pool processes get to exit before they are killed.
+_CANCEL_GRACE_S = 5.0
+_POOL_EXIT_S = 3.0
+
+
 def die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when its parent dies (no-op elsewhere)."""
+    """Ask Linux to SIGKILL this process when its parent dies (no-op elsewhere), and
+    leave SIGINT and SIGTERM to the worker: a signal sent to the whole process group
+    must not kill a stream mid-chunk; the worker's graceful shutdown cancels it."""
     if sys.platform.startswith("linux"):
         try:
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         except (OSError, AttributeError):
             pass
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the worker's to handle
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     install_log_scrubber()  # a library's log line may quote a URL's token
 
 
@@ -99,8 +120,20 @@ class StaccatoWorker:
         processes: activity processes (= concurrent activities).
     """
 
-    def __init__(self, client: Client, *, task_queue: str, processes: int) -> None:
+    def __init__(
+        self,
+        client: Client,
+        *,
+        task_queue: str,
+        processes: int,
+        shutdown_timeout_s: float | None = None,
+    ) -> None:
         self._client = client
+        self._shutdown_timeout_s = (
+            settings.worker_shutdown_timeout_s()
+            if shutdown_timeout_s is None
+            else shutdown_timeout_s
+        )
         self._task_queue = task_queue
         self._processes = processes
         context = multiprocessing.get_context("spawn")
@@ -126,7 +159,7 @@ class StaccatoWorker:
             activity_executor=self._executor,
             shared_state_manager=SharedStateManager.create_from_multiprocessing(self._manager),
             max_concurrent_activities=self._processes,
-            graceful_shutdown_timeout=timedelta(seconds=10),
+            graceful_shutdown_timeout=timedelta(seconds=self._shutdown_timeout_s),
             max_heartbeat_throttle_interval=timedelta(seconds=1),
             default_heartbeat_throttle_interval=timedelta(seconds=1),
         )
@@ -138,14 +171,40 @@ class StaccatoWorker:
         await self.worker.run()
 
     async def shutdown(self) -> None:
-        """Stop polling; running activities get the graceful-shutdown time to heartbeat."""
-        if self.worker is not None:
-            await self.worker.shutdown()
+        """Stop polling; running activities get the graceful-shutdown time to finish,
+        then are cancelled (a stream heartbeats its progress and returns). Gives up
+        waiting ``_CANCEL_GRACE_S`` after that (the pool is then killed on exit)."""
+        if self.worker is None:
+            return
+        bound = self._shutdown_timeout_s + _CANCEL_GRACE_S
+        try:
+            await asyncio.wait_for(asyncio.shield(self.worker.shutdown()), bound)
+        except TimeoutError:
+            log.warning(
+                "activities did not stop within %.0f s of the shutdown; killing them "
+                "(their transfers resume from the destination's durable chunks)",
+                bound,
+            )
 
     async def __aexit__(self, *exc: object) -> None:
         if self._executor is not None:
+            pool = list(getattr(self._executor, "_processes", {}).values())
             self._executor.shutdown(wait=False, cancel_futures=True)
+            await asyncio.to_thread(_stop_processes, pool, _POOL_EXIT_S)
         self._manager.shutdown()
+
+
+def _stop_processes(processes: list[multiprocessing.process.BaseProcess], wait_s: float) -> None:
+    """Wait up to ``wait_s`` seconds in all for ``processes`` to exit, then SIGKILL
+    the rest (they ignore SIGTERM)."""
+    deadline = time.monotonic() + wait_s
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+    for process in processes:
+        if process.is_alive():
+            log.warning("activity process %s did not exit; killing it", process.pid)
+            process.kill()
+            process.join(1.0)
 
 
 async def run_worker(
@@ -180,4 +239,7 @@ async def run_worker(
         if not run_task.done():
             log.info("shutting down: letting streams send their last heartbeat")
             await staccato_worker.shutdown()
-        await run_task
+            if not run_task.done():
+                run_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await run_task

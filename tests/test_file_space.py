@@ -1,0 +1,143 @@
+"""Running out of space on a file destination: a small real file system (tmpfs with
+``size=``, mounted by the test; needs root) fills up under the transfer. The error is
+permanent, names the file system, the bytes needed and free and the fix, and the
+free-space check also runs when a retry finds its temp file already there."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from staccato import checksums
+from staccato.client import StaccatoClient, TransferFailed
+from staccato.endpoints import get_driver
+from staccato.errors import PermanentError
+from staccato.models import TransferOptions, TransferState
+from staccato.urls import parse_url
+from tests.helpers import MiB, leftovers, wait_for_status, write_random
+from tests.servers.nginx import NginxServer, nginx_fixture
+
+# nginx sending at most 8 MB/s per connection, so a transfer lasts a few seconds.
+slow_nginx = nginx_fixture("http_root", scope="function", extra_server_config="limit_rate 8m;")
+
+
+def _mount_tmpfs(path: Path, size: str) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    path.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0777", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"mount -t tmpfs is not permitted here: {done.stderr.strip()}")
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """An 8 MiB tmpfs mounted for the test."""
+    path = tmp_path / "small"
+    _mount_tmpfs(path, "8m")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def _free(path: Path) -> int:
+    fs = os.statvfs(path)
+    return fs.f_bavail * fs.f_frsize
+
+
+def _fill(path: Path, leave: int) -> None:
+    """Write a filler file so that about ``leave`` bytes stay free (less if a transfer
+    writes there at the same time: then until the file system is full)."""
+    block = b"\1" * (64 * 1024)
+    with open(path / "filler", "ab", buffering=0) as filler:
+        try:
+            while _free(path) - len(block) >= leave:
+                filler.write(block)
+        except OSError as err:
+            if err.errno != errno.ENOSPC:
+                raise
+
+
+def _write(session, indexes: range, chunk: int) -> None:
+    driver = get_driver("file")
+    data = memoryview(os.urandom(chunk))
+    with driver.open_writer(session) as writer:
+        for index in indexes:
+            writer.write_chunk(index, data, checksums.checksum_bytes("crc32c", data))
+
+
+def _assert_names_the_cause(message: str, mount: Path) -> None:
+    assert f"mounted at {mount}" in message, message
+    assert "bytes needed" in message and "bytes free" in message, message
+    assert "Free at least" in message and "another file system" in message, message
+
+
+def test_disk_full_mid_write_is_permanent(small_fs: Path) -> None:
+    driver = get_driver("file")
+    url = parse_url(str(small_fs / "out.bin"))
+    session = driver.open_session(url, 6 * MiB, MiB, "t-full")  # fits: 8 MiB free
+    _fill(small_fs, 3 * MiB)  # someone else takes the space while we copy
+    with pytest.raises(PermanentError) as caught:
+        _write(session, range(6), MiB)
+    print(caught.value)
+    _assert_names_the_cause(str(caught.value), small_fs)
+
+
+def test_free_space_is_checked_on_a_retry_counting_the_temp(small_fs: Path) -> None:
+    driver = get_driver("file")
+    url = parse_url(str(small_fs / "out.bin"))
+    session = driver.open_session(url, 6 * MiB, MiB, "t-retry")
+    _write(session, range(3), MiB)  # the temp holds 3 MiB of the 6
+    _fill(small_fs, 3 * MiB + 512 * 1024)
+    driver.open_session(url, 6 * MiB, MiB, "t-retry")  # 3 MiB more needed: fits
+    _fill(small_fs, 2 * MiB)
+    with pytest.raises(PermanentError) as caught:  # 3 MiB more needed, 2 MiB free
+        driver.open_session(url, 6 * MiB, MiB, "t-retry")
+    print(caught.value)
+    _assert_names_the_cause(str(caught.value), small_fs)
+    assert "3145728 more bytes needed" in str(caught.value)
+
+
+async def test_transfer_onto_a_disk_that_fills_up_fails_at_once(
+    client: StaccatoClient,
+    slow_nginx: NginxServer,
+    http_root: Path,
+    tmp_path: Path,
+) -> None:
+    """A 24 MiB download into a 32 MiB file system that someone else fills while it
+    runs: the transfer fails within seconds with the cause, no retries, nothing left."""
+    small = tmp_path / "small32"
+    _mount_tmpfs(small, "32m")
+    try:
+        write_random(http_root / "fill.bin", 24 * MiB, seed=21)
+        options = TransferOptions(chunk_size=MiB, streams=2, heartbeat_timeout_s=3)
+        transfer = await client.submit(slow_nginx.url("fill.bin"), str(small / "fill.bin"), options)
+        await wait_for_status(
+            client,
+            transfer,
+            lambda s: s.state != TransferState.running or s.bytes_done >= 4 * MiB,
+            timeout_s=60,
+        )
+        _fill(small, 2 * MiB)
+        filled = time.monotonic()
+        with pytest.raises(TransferFailed) as caught:
+            await asyncio.wait_for(client.wait(transfer), 60)
+        took = time.monotonic() - filled
+        print(f"disk full: transfer failed {took:.1f} s after the disk filled: {caught.value}")
+        _assert_names_the_cause(str(caught.value), small)
+        assert took < 20, f"took {took:.1f} s: retried?"
+        assert leftovers(small) == []
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)

@@ -1,0 +1,162 @@
+"""SIGTERM to a worker's whole process group (what systemd's control-group kill,
+``docker stop`` and Kubernetes send): every process of the group exits within a
+bound, a busy worker's streams stop cleanly, and the transfer later completes on a
+new worker re-sending less than streams x chunk size."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from staccato.client import StaccatoClient
+from staccato.models import TransferOptions, TransferState
+from tests.helpers import (
+    REPO,
+    MiB,
+    WorkerProcess,
+    sha256_file,
+    wait_for_status,
+    write_random,
+)
+from tests.servers.nginx import NginxServer, nginx_fixture
+from tests.servers.temporal_server import TemporalDevServer
+
+SIZE = 64 * MiB
+CHUNK = 2 * MiB
+STREAMS = 4
+OPTIONS = TransferOptions(chunk_size=CHUNK, streams=STREAMS, heartbeat_timeout_s=3)
+# Every process of the group is gone this long after SIGTERM: the graceful shutdown
+# time the test sets (2 s) + cancelling the streams + exiting, with room for a slow VM.
+EXIT_BOUND_S = 15.0
+
+# nginx sending at most 8 MB/s per connection, so a transfer lasts a few seconds.
+slow_nginx = nginx_fixture("http_root", scope="function", extra_server_config="limit_rate 8m;")
+
+
+def _group(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of process group ``pgid`` (Linux /proc)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+class _GroupWorker:
+    """``staccato worker`` as the leader of its own process group."""
+
+    def __init__(self, address: str, task_queue: str, log: Path) -> None:
+        self.log = log
+        env = {
+            **os.environ,
+            "TEMPORAL_ADDRESS": address,
+            "TEMPORAL_NAMESPACE": "default",
+            "STACCATO_TASK_QUEUE": task_queue,
+            "STACCATO_WORKER_SHUTDOWN_TIMEOUT_S": "2",
+        }
+        with open(log, "ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "staccato.cli", "worker", "--processes", "4"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=REPO,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 60
+        while b"worker polling" not in log.read_bytes():
+            assert self.process.poll() is None, log.read_text(errors="replace")
+            assert time.monotonic() < deadline, "worker did not start in 60 s"
+            time.sleep(0.1)
+        self.pgid = self.process.pid
+
+    def terminate_group(self) -> float:
+        """SIGTERM every process of the group; seconds until all of them are gone.
+
+        Raises:
+            AssertionError: some are still alive after ``EXIT_BOUND_S`` (then killed).
+        """
+        members = _group(self.pgid)
+        assert len(members) >= 3, f"expected worker + pool + manager, got {members}"
+        started = time.monotonic()
+        os.killpg(self.pgid, signal.SIGTERM)
+        while time.monotonic() - started < EXIT_BOUND_S:
+            self.process.poll()  # reap the leader
+            if not _group(self.pgid):
+                return time.monotonic() - started
+            time.sleep(0.1)
+        left = _group(self.pgid)
+        os.killpg(self.pgid, signal.SIGKILL)
+        raise AssertionError(
+            f"processes {left} of the worker's group still alive {EXIT_BOUND_S} s after "
+            f"SIGTERM:\n{self.log.read_text(errors='replace')[-4000:]}"
+        )
+
+
+async def test_sigterm_to_idle_worker_group(
+    temporal_server: TemporalDevServer, data_dir: Path, tmp_path: Path
+) -> None:
+    """Idle after a transfer (its pool processes have run activities)."""
+    queue = f"idle-sigterm-{os.getpid()}"
+    worker = _GroupWorker(temporal_server.address, queue, tmp_path / "worker.log")
+    client = await StaccatoClient.connect(target_host=temporal_server.address, namespace="default")
+    client.task_queue = queue
+    write_random(data_dir / "small.bin", 4 * MiB, seed=14)
+    transfer = await client.submit(str(data_dir / "small.bin"), str(data_dir / "copy.bin"))
+    await asyncio.wait_for(client.wait(transfer), 60)
+    took = worker.terminate_group()
+    print(f"idle worker group exited {took:.1f} s after SIGTERM")
+    assert worker.process.returncode is not None
+
+
+async def test_sigterm_to_busy_worker_group(
+    temporal_server: TemporalDevServer,
+    slow_nginx: NginxServer,
+    http_root: Path,
+    data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    digest = write_random(http_root / "term.bin", SIZE, seed=13)
+    destination = data_dir / "term.bin"
+    queue = f"busy-sigterm-{os.getpid()}"
+    worker = _GroupWorker(temporal_server.address, queue, tmp_path / "worker.log")
+    client = await StaccatoClient.connect(target_host=temporal_server.address, namespace="default")
+    client.task_queue = queue
+    slow_nginx.clear_log()
+    transfer = await client.submit(slow_nginx.url("term.bin"), str(destination), OPTIONS)
+    status = await wait_for_status(
+        client,
+        transfer,
+        lambda s: s.state != TransferState.running or s.bytes_done >= SIZE * 0.3,
+        timeout_s=60,
+    )
+    assert status.state == TransferState.running, status
+    took = worker.terminate_group()
+    print(f"busy worker group exited {took:.1f} s after SIGTERM")
+    log = (tmp_path / "worker.log").read_text(errors="replace")
+    assert "Traceback" not in log, log[-4000:]
+
+    with WorkerProcess(temporal_server.address, task_queue=queue, log_dir=tmp_path):
+        result = await asyncio.wait_for(client.wait(transfer), 120)
+    assert result.bytes == SIZE
+    assert sha256_file(destination) == digest
+    sent = sum(
+        r["body_bytes_sent"]
+        for r in slow_nginx.requests()
+        if r["method"] == "GET" and r["range"] != "bytes=0-0"  # not the 1-byte stat probes
+    )
+    print(f"SIGTERM: source sent {sent} bytes for {SIZE}: re-sent {sent - SIZE}")
+    assert sent - SIZE < STREAMS * CHUNK, f"re-sent {sent - SIZE} bytes"
