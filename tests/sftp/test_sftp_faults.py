@@ -419,3 +419,36 @@ def test_paramiko_log_lines_lose_the_proxy_command(
         logger.error("Exception (client)", exc_info=True)
     assert "returned nonzero exit status" in caplog.text
     assert secret not in caplog.text
+
+
+# -- bounded pieces and heartbeats --------------------------------------------------------
+
+
+def test_big_chunk_heartbeats_between_pieces(
+    driver_on, sshd_server: SshdServer, data_dir: Path
+) -> None:
+    """A 64 MiB chunk: the write calls the activity's keepalive between 8 MiB pieces, and
+    one read call returns at most 16 MiB (the caller heartbeats between calls)."""
+    from staccato.endpoints.base import keepalive_hook
+
+    driver = get_driver("sftp")
+    size = 64 * MiB
+    data = os.urandom(size)
+    destination = data_dir / "big.bin"
+    session = driver.open_session(
+        parse_url(sshd_server.url(str(destination))), size, size, "t-big-chunk"
+    )
+    beats: list[float] = []
+    with keepalive_hook(lambda: beats.append(time.monotonic())):
+        with driver.open_writer(session) as writer:
+            writer.write_chunk(0, memoryview(data), checksums.checksum_bytes("crc32c", data))
+        written_beats = len(beats)
+        driver.publish(session)
+        url = parse_url(sshd_server.url(str(destination)))
+        info = driver.stat(url)
+        with driver.open_read(url, info, 0, size) as reader:
+            first = reader.readinto(memoryview(bytearray(size)))
+    print(f"keepalive calls while writing 64 MiB: {written_beats}; first read call: {first} bytes")
+    assert written_beats >= 7
+    assert 0 < first <= 16 * MiB
+    assert destination.read_bytes() == data
