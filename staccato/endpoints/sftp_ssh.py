@@ -225,6 +225,30 @@ def _ssh_config_path() -> str | None:
     return path if os.path.isfile(path) else None
 
 
+def _config_error(err: BaseException, path: str) -> str:
+    """paramiko's ssh config error without the text it quotes: ``Unparsable line LINE``
+    repeats the whole line, which may hold a secret (e.g. a ProxyCommand's password);
+    the line number is shown instead."""
+    text = describe(err)
+    for prefix in ("Unparsable line ", "Unparsable host "):
+        if text.startswith(prefix):
+            quoted = text[len(prefix) :].strip()
+            number = "?"
+            try:
+                with open(path, encoding="utf-8", errors="replace") as handle:
+                    for index, line in enumerate(handle, 1):
+                        if quoted and quoted in line:
+                            number = str(index)
+                            break
+            except OSError:
+                pass  # the number is only a hint
+            return (
+                f"line {number} is not `Keyword value` as ssh_config(5) wants "
+                "(its text is not shown: it may hold a secret)"
+            )
+    return text
+
+
 def resolve(url: EndpointURL) -> Target:
     """Resolve an ``sftp://`` URL into a :class:`Target` (ssh config + worker settings).
 
@@ -241,7 +265,9 @@ def resolve(url: EndpointURL) -> Target:
             config = paramiko.SSHConfig.from_path(config_path)
             options = dict(config.lookup(url.host))
         except Exception as err:  # paramiko raises several kinds for a bad file
-            raise PermanentError(f"cannot read ssh config {config_path}: {err}") from None
+            raise PermanentError(
+                f"cannot read ssh config {config_path}: {_config_error(err, config_path)}"
+            ) from None
     if options.get("proxyjump"):
         raise PermanentError(
             f"ssh config {config_path}: ProxyJump (for {url.host}) is not supported by Staccato's "

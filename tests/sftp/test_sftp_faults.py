@@ -378,6 +378,20 @@ def test_proxy_command_secret_stays_out(
     assert secret not in caplog.text
 
 
+def test_bad_ssh_config_line_is_not_echoed(driver_on, monkeypatch, tmp_path: Path) -> None:
+    """paramiko's parse error repeats the whole unparsable line; the message keeps only
+    its first word."""
+    secret = "hunter2-config-secret"
+    config = tmp_path / "ssh_config"
+    config.write_text(f"Host broken\n  HostName 127.0.0.1\n  sshpass-p{secret}\n")
+    monkeypatch.setenv("STACCATO_SSH_CONFIG", str(config))
+    with pytest.raises(PermanentError, match="cannot read ssh config") as raised:
+        get_driver("sftp").stat(parse_url("sftp://broken/tmp/x"))
+    print(raised.value)
+    assert secret not in str(raised.value)
+    assert "line 3 is not `Keyword value`" in str(raised.value)
+
+
 def test_proxy_command_failure_is_described_without_the_command(tmp_path: Path) -> None:
     """paramiko's own ProxyCommandFailure (a write to a proxy that has exited) quotes the
     command line; ``describe`` keeps what failed and drops the command."""
