@@ -622,6 +622,9 @@ class SFTPDriver(Driver):
                 if _missing(err) or isinstance(err, (TimeoutError, ConnectionError)):
                     raise
                 # refused (e.g. sftp-server -P posix-rename) or unsupported: stop asking
+                log.info(
+                    "posix-rename@openssh.com refused for %s (%s): using plain RENAME", target, err
+                )
                 sftp.extensions.pop("posix-rename@openssh.com", None)
         try:
             sftp.rename(temp, target)

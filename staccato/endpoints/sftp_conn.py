@@ -533,6 +533,9 @@ class StaccatoSFTP(paramiko.SFTPClient):
             self._status_request(CMD_EXTENDED, "fsync@openssh.com", handle)
         except StatusError as err:
             if err.code in (FX_OP_UNSUPPORTED, FX_PERMISSION_DENIED):
+                log.info(
+                    "fsync@openssh.com refused (%s): chunks are durable once acknowledged", err
+                )
                 self.extensions.pop("fsync@openssh.com", None)  # refused by policy: stop asking
                 return False
             raise
