@@ -83,3 +83,29 @@ def temporal_connect_config() -> dict[str, Any]:
         config["target_host"] = DEFAULT_ADDRESS
     config.setdefault("namespace", DEFAULT_NAMESPACE)
     return config
+
+
+DEFAULT_SFTP_STALL_S = 10.0
+
+
+def sftp_stall_s() -> float:
+    """Seconds without any answer from an SFTP server while several requests are in
+    flight after which the server is taken to ignore requests beyond a cap of its own
+    (``STACCATO_SFTP_STALL_S``, default 10): the driver lowers its requests in flight
+    and sends the unanswered ones again. Capped by ``STACCATO_SFTP_IO_TIMEOUT_S``.
+
+    Raises:
+        ValueError: the variable is not a positive number.
+    """
+    text = os.environ.get("STACCATO_SFTP_STALL_S", "").strip()
+    if not text:
+        return DEFAULT_SFTP_STALL_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ValueError(
+            f"STACCATO_SFTP_STALL_S must be a positive number of seconds, got {text!r}"
+        )
+    return value

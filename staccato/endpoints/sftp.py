@@ -16,7 +16,9 @@ object's end must be followed by ``SSH_FX_EOF``: a file that changed, shrank or 
 fails with ``SourceChanged``.
 
 Destination (DESIGN.md invariants): chunks are written into a temp file beside the
-target (``.NAME.<transfer>.staccato-part``), positionally and pipelined; after a chunk's
+target (``.NAME.<key>.staccato-part``; NAME is cut to 150 bytes and ``<key>`` is 16 hex
+digits of the SHA-256 of the transfer id, so the name fits NAME_MAX = 255 bytes
+whatever the target's name), positionally and pipelined; after a chunk's
 writes are acknowledged the server fsyncs it (``fsync@openssh.com``) and the chunk is
 recorded in a journal beside it (``.NAME.<transfer>.staccato-journal``): each chunk
 has a fixed-size record at
@@ -33,6 +35,17 @@ moment, never a partial one. Without ``fsync@openssh.com`` chunks are only as du
 as the server's page cache: a worker crash loses nothing, a server OS crash may, and
 ``verify`` (which re-reads the destination) would catch it.
 
+Proof of publish: SFTP v3 attributes carry no inode, so a publish retried after its
+rename (the activity failed before it could report) cannot tell this session's file
+from an older one of the same size by its attributes alone. Before the rename, publish
+records a *marker* in the journal (a record after the chunk records): the temp file's
+mtime, made different from the target's current mtime with ``SETSTAT`` where they
+would be equal; ``rename(2)`` keeps the mtime. A missing temp file then counts as
+published only when the journal holds the marker and the target has that mtime and
+the session's size; otherwise the session is lost (``WriteSessionLost``: the workflow
+copies again). A retry after the journal was removed (the very last step) also copies
+again: never the old content reported as the new.
+
 A stale writer (an attempt Temporal gave up on) checks before each chunk that the temp
 file still exists; after publish or abort it stops with a retryable error. (SFTP v3
 has no inode numbers, so the check is by name.)
@@ -40,6 +53,8 @@ has no inode numbers, so the check is by name.)
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import posixpath
 import stat as stat_module
 import zlib
@@ -81,6 +96,7 @@ from staccato.plan import chunk_count
 from staccato.urls import EndpointURL, parse_url
 
 T = TypeVar("T")
+log = logging.getLogger("staccato.sftp")
 
 _TEMP_SUFFIX = ".staccato-part"
 _JOURNAL_SUFFIX = ".staccato-journal"
@@ -90,6 +106,9 @@ MEASURE_LIMIT_BYTES = (
 )  # C10: largest file measured by reading when its stat size is wrong
 _MEASURE_BUFFER = 1024 * 1024
 JOURNAL_RECORD_BYTES = 128  # per chunk: index (<= 20), checksum (<= 64 hex), crc32 (8)
+READ_CALL_BYTES = 16 * 1024 * 1024  # most bytes one Reader.readinto call returns
+_NAME_BYTES = 150  # of the target's name kept in temp names (+ 42 bytes of key and suffix)
+_MARKER = "published-mtime"
 
 
 def _missing(err: BaseException) -> bool:
@@ -120,11 +139,9 @@ def _stat(sftp: StaccatoSFTP, path: str) -> SFTPAttributes | None:
 def _journal_record(index: int, checksum: str) -> bytes:
     """The journal record of chunk ``index``: ``index checksum crc32``, space-padded to
     ``JOURNAL_RECORD_BYTES`` with a final newline (readable with ``cat``)."""
-    body = f"{index} {checksum}"
-    text = f"{body} {zlib.crc32(body.encode()):08x}"
-    if len(text) >= JOURNAL_RECORD_BYTES:
+    if len(f"{index} {checksum} 00000000") >= JOURNAL_RECORD_BYTES:
         raise PermanentError(f"checksum {checksum!r} does not fit a journal record")
-    return (text.ljust(JOURNAL_RECORD_BYTES - 1) + "\n").encode()
+    return _journal_record_text(f"{index} {checksum}")
 
 
 def _parse_journal(data: bytes, chunks: int) -> dict[int, str]:
@@ -139,6 +156,28 @@ def _parse_journal(data: bytes, chunks: int) -> dict[int, str]:
         if f"{zlib.crc32(f'{parts[0]} {parts[1]}'.encode()):08x}" == parts[2]:
             durable[slot] = parts[1]
     return durable
+
+
+def _marker_record(mtime: int) -> bytes:
+    """The publish marker record: the mtime (seconds) the published file will have."""
+    return _journal_record_text(f"{_MARKER} {mtime}")
+
+
+def _journal_record_text(body: str) -> bytes:
+    text = f"{body} {zlib.crc32(body.encode()):08x}"
+    return (text.ljust(JOURNAL_RECORD_BYTES - 1) + "\n").encode()
+
+
+def _parse_marker(data: bytes, chunks: int) -> int | None:
+    """The publish marker's mtime from journal bytes (the slot after the last chunk's),
+    or None if there is no valid marker."""
+    record = data[chunks * JOURNAL_RECORD_BYTES : (chunks + 1) * JOURNAL_RECORD_BYTES]
+    parts = record.decode("ascii", "replace").split()
+    if len(parts) != 3 or parts[0] != _MARKER or not parts[1].isdigit():
+        return None
+    if f"{zlib.crc32(f'{parts[0]} {parts[1]}'.encode()):08x}" != parts[2]:
+        return None
+    return int(parts[1])
 
 
 def _read_all(sftp: StaccatoSFTP, path: str) -> bytes | None:
@@ -167,6 +206,24 @@ def _remove_if_exists(sftp: StaccatoSFTP, path: str) -> None:
         sftp.remove(path)
     except FileNotFoundError:
         pass
+
+
+def _published(sftp: StaccatoSFTP, paths: dict[str, str], size: int, chunks: int) -> bool:
+    """Whether the target provably is this session's temp file, renamed: the journal
+    holds the publish marker and the target has its mtime and the session's size."""
+    journal = _read_all(sftp, paths["journal"])
+    if journal is None:
+        return False
+    marker = _parse_marker(journal, chunks)
+    if marker is None:
+        return False
+    target = _stat(sftp, paths["path"])
+    return (
+        target is not None
+        and stat_module.S_ISREG(target.st_mode or 0)
+        and target.st_size == size
+        and target.st_mtime == marker
+    )
 
 
 class SFTPReader(Reader):
@@ -209,7 +266,10 @@ class SFTPReader(Reader):
             )
 
     def readinto(self, buffer: memoryview) -> int:
+        """Up to ``READ_CALL_BYTES`` (16 MiB) per call, whatever the buffer's size: the
+        caller heartbeats between calls."""
         assert self._connection is not None and self._handle is not None
+        buffer = buffer[:READ_CALL_BYTES]
         with _mapped(f"source {self._url}"), guarded(self._connection):
             try:
                 n = self._pipe.readinto(buffer)
@@ -235,8 +295,14 @@ class SFTPReader(Reader):
             if self._handle is not None and connection.alive():
                 with guarded(connection):
                     connection.sftp.close_handle(self._handle)
-        except Exception:
-            connection.broken = True  # answers still in flight: do not reuse this stream
+        except Exception as err:
+            # answers still in flight: do not reuse this connection
+            log.info(
+                "closing the source handle of %s failed (%r): dropping the connection",
+                self._url,
+                err,
+            )
+            connection.broken = True
         finally:
             POOL.release(connection)
 
@@ -300,7 +366,12 @@ class SFTPChunkWriter(ChunkWriter):
                     for handle in (self._handle, self._journal):
                         if handle is not None:
                             connection.sftp.close_handle(handle)
-        except Exception:
+        except Exception as err:
+            log.info(
+                "closing the temp file handles of %s failed (%r): dropping the connection",
+                self._temp,
+                err,
+            )
             connection.broken = True
         finally:
             POOL.release(connection)
@@ -410,7 +481,10 @@ class SFTPDriver(Driver):
     @staticmethod
     def _paths(url: EndpointURL, transfer_id: str) -> dict[str, str]:
         directory, name = posixpath.split(url.path)
-        stem = posixpath.join(directory, f".{name}.{transfer_id}")
+        # within NAME_MAX (255 bytes) whatever the target's name: 150 bytes of it + key
+        key = hashlib.sha256(transfer_id.encode()).hexdigest()[:16]
+        short = name.encode()[:_NAME_BYTES].decode(errors="ignore")
+        stem = posixpath.join(directory, f".{short}.{key}")
         return {
             "path": url.path,
             "temp": stem + _TEMP_SUFFIX,
@@ -430,8 +504,9 @@ class SFTPDriver(Driver):
                 if sftp.fstat_handle(handle).st_size != size:
                     try:
                         sftp.truncate_handle(handle, size)
-                    except StatusError:
-                        pass  # servers without FSETSTAT size: the chunk writes give the size
+                    except StatusError as err:
+                        # servers without FSETSTAT size: the chunk writes give the size
+                        log.debug("%s: cannot set the temp file's size (%s)", url, err)
             finally:
                 sftp.close_handle(handle)
             sftp.close_handle(sftp.open_handle(paths["journal"], FXF_WRITE | FXF_CREAT))
@@ -474,16 +549,21 @@ class SFTPDriver(Driver):
         def op(sftp: StaccatoSFTP) -> None:
             temp_attrs = _stat(sftp, paths["temp"])
             if temp_attrs is None:
-                target_attrs = _stat(sftp, paths["path"])
-                if target_attrs is not None and target_attrs.st_size == session.size:
+                if _published(sftp, paths, session.size, chunks):
                     # an earlier attempt published it (the activity retried after the rename)
                     _remove_if_exists(sftp, paths["backup"])
                     _remove_if_exists(sftp, paths["journal"])
                     return
                 raise WriteSessionLost(
-                    f"write session {paths['temp']} is gone and {url} was not published"
+                    f"write session {paths['temp']} is gone and nothing proves that {url} holds "
+                    "this transfer's bytes (it was not published by an earlier attempt, or the "
+                    "proof was already cleaned up): copying again"
                 )
-            journal = _read_all(sftp, paths["journal"]) or b""
+            journal = _read_all(sftp, paths["journal"])
+            if journal is None:
+                raise WriteSessionLost(
+                    f"write session {paths['temp']}: its journal {paths['journal']} was deleted"
+                )
             missing = chunks - len(_parse_journal(journal, chunks))
             if missing:
                 raise PermanentError(f"refusing to publish {url}: {missing} chunks are not durable")
@@ -496,11 +576,43 @@ class SFTPDriver(Driver):
                 sftp.fsync_handle(handle)
             finally:
                 sftp.close_handle(handle)
+            self._mark(sftp, paths, temp_attrs, chunks)
             self._replace(sftp, paths)
             _remove_if_exists(sftp, paths["backup"])
             _remove_if_exists(sftp, paths["journal"])
 
         self._run(url, f"destination {url}", op)
+
+    @staticmethod
+    def _mark(
+        sftp: StaccatoSFTP, paths: dict[str, str], temp_attrs: SFTPAttributes, chunks: int
+    ) -> None:
+        """Record the publish marker: the mtime (seconds) the temp file has, made
+        different from the current target's (``SETSTAT``, draft-ietf-secsh-filexfer-02
+        §6.9) where they are equal, written and fsynced into the journal's slot after
+        the chunk records. Without ``SETSTAT`` (refused) no marker is written: a retry
+        after the rename then copies again rather than guess."""
+        mtime = int(temp_attrs.st_mtime or 0)
+        target = _stat(sftp, paths["path"])
+        if target is not None and target.st_mtime == mtime:
+            mtime += 1
+            try:
+                sftp.utime(paths["temp"], (int(temp_attrs.st_atime or mtime), mtime))
+            except OSError as err:
+                if isinstance(err, (TimeoutError, ConnectionError)):
+                    raise
+                log.info(
+                    "%s: cannot set the temp file's mtime (%s): publishing without a marker",
+                    paths["temp"],
+                    err,
+                )
+                return
+        journal = sftp.open_handle(paths["journal"], FXF_WRITE)
+        try:
+            sftp.write_at(journal, chunks * JOURNAL_RECORD_BYTES, memoryview(_marker_record(mtime)))
+            sftp.fsync_handle(journal)
+        finally:
+            sftp.close_handle(journal)
 
     @staticmethod
     def _replace(sftp: StaccatoSFTP, paths: dict[str, str]) -> None:
@@ -515,6 +627,9 @@ class SFTPDriver(Driver):
                 if _missing(err) or isinstance(err, (TimeoutError, ConnectionError)):
                     raise
                 # refused (e.g. sftp-server -P posix-rename) or unsupported: stop asking
+                log.info(
+                    "posix-rename@openssh.com refused for %s (%s): using plain RENAME", target, err
+                )
                 sftp.extensions.pop("posix-rename@openssh.com", None)
         try:
             sftp.rename(temp, target)
@@ -527,11 +642,18 @@ class SFTPDriver(Driver):
         sftp.rename(target, backup)
         try:
             sftp.rename(temp, target)
-        except BaseException:
+        except BaseException as err:
             try:
                 sftp.rename(backup, target)
-            except Exception:
-                pass
+            except Exception as undo:
+                log.warning(
+                    "publishing %s failed (%r) and moving the previous file back from %s failed "
+                    "too (%r); abort or the next publish restores it",
+                    target,
+                    err,
+                    backup,
+                    undo,
+                )
             raise
 
     def abort(self, session: WriteSession) -> None:

@@ -34,6 +34,17 @@ Throughput tuning (RFC 4254 §5.2 flow control; draft-ietf-secsh-filexfer-02 §6
 * ``READ_AHEAD_BYTES`` = 2 MiB and ``WRITE_BEHIND_BYTES`` = 4 MiB of requests in flight
   per stream (OpenSSH's ``sftp`` keeps 64 x 32 KiB = 2 MiB; more read-ahead measured
   slower here). Read requests are sent in batches (one SSH packet per refill).
+* A server may cap the requests it handles at once below ours without saying so (no
+  ``limits@openssh.com``) and ignore the rest: with several requests in flight and no
+  answer at all for ``STACCATO_SFTP_STALL_S`` (default 10 s) the pipeline halves its
+  requests in flight (down to 1), sends the unanswered ones again (reads and
+  positional writes are idempotent; late answers to the old ones are ignored) and
+  goes on; the lowered depth is kept for that host in this process for 10 minutes. A single request
+  without an answer for ``STACCATO_SFTP_IO_TIMEOUT_S`` drops the connection.
+* Every wait for an answer is cut into slices of at most ``WAIT_SLICE_S`` (1 s),
+  between which :func:`staccato.endpoints.base.keepalive` is called, and a pipelined
+  write calls it after every ``PIECE_BYTES`` (8 MiB): a chunk of any size (up to
+  5 GiB) keeps its activity heartbeating and can be cancelled.
 * Responses are parsed from 1 MiB channel reads, and paramiko's socket reads are
   buffered (:class:`BufferedSocket`): per 32 KiB SSH packet paramiko would otherwise do
   two ``recv`` syscalls and several copies.
@@ -86,10 +97,12 @@ from paramiko.sftp_attr import SFTPAttributes
 from staccato.endpoints import base
 from staccato.endpoints.sftp_ssh import (
     PREFERRED_CIPHERS,
+    REDACT_PROXY_COMMAND,
     HostKeyCheck,
     Target,
     _env_seconds,
     authenticate,
+    describe,
     open_socket,
 )
 from staccato.errors import (
@@ -118,6 +131,13 @@ _REAPER_INTERVAL_S = 0.2
 SOCKET_BUFFER_BYTES = 256 * 1024  # see BufferedSocket
 RECV_BYTES = 1024 * 1024  # channel read size of the response parser
 MAX_PACKET_BYTES = 16 * 1024 * 1024  # larger SFTP packets are garbage (paramiko's rule)
+WAIT_SLICE_S = 1.0  # longest blocking channel read between keepalive calls
+PIECE_BYTES = 8 * 1024 * 1024  # pipelined bytes between keepalive calls
+# requests in flight learned per (host, port) in this process (servers that drop excess):
+# (cap, time.monotonic() when learned); kept for LEARNED_IN_FLIGHT_S, then tried afresh
+# (a server that was only slow for a while gets its full pipeline back)
+_LEARNED_IN_FLIGHT: dict[tuple[str, int], tuple[int, float]] = {}
+LEARNED_IN_FLIGHT_S = 600.0
 
 # SFTP v3 status codes (draft-ietf-secsh-filexfer-02 §7)
 FX_OK, FX_EOF, FX_NO_SUCH_FILE, FX_PERMISSION_DENIED, FX_FAILURE = 0, 1, 2, 3, 4
@@ -128,6 +148,18 @@ FXF_READ, FXF_WRITE, FXF_APPEND, FXF_CREAT, FXF_TRUNC, FXF_EXCL = 1, 2, 4, 8, 0x
 
 class ConnectionLost(RetryableError):
     """The SSH connection broke (EOF, reset, timeout); the cached connection is dropped."""
+
+
+class Stalled(Exception):
+    """No answer at all for the stall bound while several requests were in flight."""
+
+
+class GarbagePacket(SFTPError):
+    """Bytes that are not an SFTP packet (``head``: the first bytes received)."""
+
+    def __init__(self, message: str, head: bytes) -> None:
+        super().__init__(message)
+        self.head = head
 
 
 class StatusError(Exception):
@@ -152,6 +184,19 @@ def status_error(err: StatusError | OSError, what: str) -> StaccatoError:
         return Unsupported(f"{what}: the server does not support this operation")
     # SSH_FX_FAILURE covers ENOSPC, EIO, quota...: it may heal.
     return RetryableError(f"{what}: the server reports failure ({text or 'no reason given'})")
+
+
+class ShellPrints(PermanentError):
+    """The remote login shell prints text before the SFTP protocol starts."""
+
+
+def _excerpt(head: bytes) -> str:
+    """The first line received, for a message (at most 60 characters, up to the first
+    character that is not printable)."""
+    text = head.decode("utf-8", "replace")
+    end = next((i for i, c in enumerate(text) if not c.isprintable()), len(text))
+    shown = text[: min(end, 60)].strip()
+    return f"it sent {shown!r}" if shown else "unprintable bytes"
 
 
 def _connection_error(err: BaseException) -> bool:
@@ -244,10 +289,113 @@ class StaccatoSFTP(paramiko.SFTPClient):
     # (same contracts; tied to paramiko's SFTP client internals, 3.x-5.x).
     _rbuf: bytes = b""
     _rpos: int = 0
+    io_timeout_s: float = 60.0  # no answer for this long: TimeoutError (connection lost)
+    stall_s: float = 60.0  # see ``waiting_in_flight``
+    max_in_flight: int | None = None  # learned cap of requests in flight (None: ours)
+    cap_key: tuple[str, int] | None = None
+    _stall_wait: bool = False
+
+    def __init__(self, sock: paramiko.Channel, timeout_s: float = 60.0) -> None:
+        """Start the SFTP session on ``sock`` (INIT/VERSION), waiting up to
+        ``timeout_s`` seconds for each answer."""
+        self.io_timeout_s = self.stall_s = timeout_s
+        super().__init__(sock)
+
+    def _write_all(self, out: bytes | memoryview) -> None:  # paramiko hook (BaseSFTP)
+        """Send everything, waiting for the channel's window in slices of at most
+        ``WAIT_SLICE_S`` with :func:`base.keepalive` between them (a ``send`` that times
+        out has sent nothing).
+
+        Raises:
+            TimeoutError: the window stayed shut for ``io_timeout_s``.
+            EOFError: the channel closed.
+        """
+        view = memoryview(out)
+        started = time.monotonic()
+        while view:
+            try:
+                sent = self.sock.send(view)
+            except TimeoutError:
+                waited = time.monotonic() - started
+                if waited >= self.io_timeout_s:
+                    raise TimeoutError(
+                        f"the sftp server accepted no data for {waited:.0f} s "
+                        "(STACCATO_SFTP_IO_TIMEOUT_S)"
+                    ) from None
+                base.keepalive()
+                continue
+            if sent <= 0:
+                raise EOFError("connection closed")
+            view = view[sent:]
+            started = time.monotonic()
+
+    def _recv(self, need: int) -> bytes:
+        """One channel read, waited for in slices of at most ``WAIT_SLICE_S`` with
+        :func:`base.keepalive` between them (the channel's timeout is the slice).
+
+        Raises:
+            Stalled: nothing came for ``stall_s`` inside :meth:`waiting_in_flight`.
+            TimeoutError: nothing came for ``io_timeout_s``.
+        """
+        started = time.monotonic()
+        while True:
+            try:
+                return self.sock.recv(need)
+            except TimeoutError:
+                waited = time.monotonic() - started
+                if self._stall_wait and waited >= self.stall_s:
+                    raise Stalled() from None
+                if waited >= self.io_timeout_s:
+                    raise TimeoutError(
+                        f"no answer from the sftp server for {waited:.0f} s "
+                        "(STACCATO_SFTP_IO_TIMEOUT_S)"
+                    ) from None
+                base.keepalive()
+
+    @contextmanager
+    def waiting_in_flight(self, in_flight: int) -> Iterator[None]:
+        """Inside the block, with more than one request in flight, a wait without any
+        answer for ``stall_s`` raises :class:`Stalled` (instead of waiting for the I/O
+        timeout)."""
+        previous = self._stall_wait
+        self._stall_wait = in_flight > 1
+        try:
+            yield
+        finally:
+            self._stall_wait = previous
+
+    def in_flight_cap(self, ours: int) -> int:
+        """Requests to keep in flight: ``ours``, or less where a stall taught us."""
+        return max(1, min(ours, self.max_in_flight or ours))
+
+    def lower_in_flight(self, depth: int, what: str) -> int:
+        """After a stall at ``depth`` requests in flight: halve it (at least 1), for this
+        connection and later ones to the same host in this process; returns it."""
+        lowered = max(1, depth // 2)
+        self.max_in_flight = lowered
+        if self.cap_key is not None:
+            _LEARNED_IN_FLIGHT[self.cap_key] = (lowered, time.monotonic())
+        log.warning(
+            "sftp server %s answered none of %d %s requests in flight for %.1f s and does not "
+            "advertise its limits (limits@openssh.com): it seems to ignore requests beyond a "
+            "cap; sending the unanswered ones again with %d in flight",
+            f"{self.cap_key[0]}:{self.cap_key[1]}" if self.cap_key else "?",
+            depth,
+            what,
+            self.stall_s,
+            lowered,
+        )
+        return lowered
+
+    def forget(self, nums: list[int]) -> None:
+        """Stop expecting answers to these requests (late ones are then ignored)."""
+        with self._lock:
+            for num in nums:
+                self._expecting.pop(num, None)
 
     def _buffer_at_least(self, need: int) -> None:
         while len(self._rbuf) - self._rpos < need:
-            chunk = self.sock.recv(max(need, RECV_BYTES))
+            chunk = self._recv(max(need, RECV_BYTES))
             if not chunk:
                 raise EOFError("connection closed")
             self._rbuf = self._rbuf[self._rpos :] + chunk if self._rpos < len(self._rbuf) else chunk
@@ -258,7 +406,8 @@ class StaccatoSFTP(paramiko.SFTPClient):
         self._buffer_at_least(4)
         (size,) = struct.unpack_from(">I", self._rbuf, self._rpos)
         if size == 0 or size > MAX_PACKET_BYTES:
-            raise SFTPError(f"Garbage packet received (length {size})")
+            head = self._rbuf[self._rpos : self._rpos + 64]
+            raise GarbagePacket(f"Garbage packet received (length {size})", head)
         self._buffer_at_least(4 + size)
         start = self._rpos + 4
         self._rpos = start + size
@@ -301,7 +450,7 @@ class StaccatoSFTP(paramiko.SFTPClient):
         self._send_packet(CMD_INIT, message)
         t, data = self._read_packet()
         if t != CMD_VERSION:
-            raise SFTPError("Incompatible sftp protocol")
+            raise GarbagePacket("Incompatible sftp protocol", bytes([t]) + data[:63])
         reply = Message(data)
         version = reply.get_int()
         self.extensions = {}
@@ -309,8 +458,13 @@ class StaccatoSFTP(paramiko.SFTPClient):
             while reply.get_remainder():
                 name = reply.get_text()
                 self.extensions[name] = reply.get_string()
-        except Exception:
-            pass  # a malformed extension list: treat the rest as absent
+        except Exception as err:
+            # a malformed extension list: treat the rest as absent
+            log.info(
+                "malformed SFTP extension list after %s (%r): ignoring the rest",
+                sorted(self.extensions),
+                err,
+            )
         return version
 
     def setup(self) -> None:
@@ -379,6 +533,9 @@ class StaccatoSFTP(paramiko.SFTPClient):
             self._status_request(CMD_EXTENDED, "fsync@openssh.com", handle)
         except StatusError as err:
             if err.code in (FX_OP_UNSUPPORTED, FX_PERMISSION_DENIED):
+                log.info(
+                    "fsync@openssh.com refused (%s): chunks are durable once acknowledged", err
+                )
                 self.extensions.pop("fsync@openssh.com", None)  # refused by policy: stop asking
                 return False
             raise
@@ -386,32 +543,52 @@ class StaccatoSFTP(paramiko.SFTPClient):
 
     def write_at(self, handle: bytes, offset: int, data: memoryview) -> None:
         """Write ``data`` at ``offset`` with up to ``WRITE_BEHIND_BYTES`` of SSH_FXP_WRITE
-        requests in flight; returns when the server acknowledged every one.
+        requests in flight (fewer after a stall, see :meth:`waiting_in_flight`); returns
+        when the server acknowledged every one. Calls :func:`base.keepalive` after every
+        ``PIECE_BYTES`` acknowledged.
 
         Raises:
             StatusError: the first failed write.
         """
         size = self.write_size
-        depth = max(1, WRITE_BEHIND_BYTES // size)
+        depth = self.in_flight_cap(max(1, WRITE_BEHIND_BYTES // size))
         receiver = _Responses()
-        pending: deque[int] = deque()
+        pending: deque[tuple[int, int]] = deque()  # (request id, position)
         position = 0
         total = len(data)
         failure: StatusError | None = None
+        acknowledged = 0
         while position < total or pending:
             while position < total and len(pending) < depth and failure is None:
                 piece = data[position : position + size]
-                pending.append(self._send_write(receiver, handle, offset + position, piece))
+                pending.append(
+                    (self._send_write(receiver, handle, offset + position, piece), position)
+                )
                 position += len(piece)
-            num = pending.popleft()
-            while num not in receiver.replies:
-                self._read_response()
+            num, at = pending[0]
+            try:
+                with self.waiting_in_flight(len(pending)):
+                    while num not in receiver.replies:
+                        self._read_response()
+            except Stalled:
+                # the server ignored requests: send everything unacknowledged again
+                depth = self.lower_in_flight(len(pending), "write")
+                self.forget([n for n, _ in pending])
+                receiver.replies.clear()
+                pending.clear()
+                position = at if failure is None else total
+                continue
+            pending.popleft()
             kind, value = receiver.replies.pop(num)
             if kind != CMD_STATUS:
                 raise SFTPError("Expected status")
             if value[0] != FX_OK and failure is None:
                 failure = StatusError(*value)
                 position = total  # send no more; collect what is in flight
+            acknowledged += size
+            if acknowledged >= PIECE_BYTES:
+                acknowledged = 0
+                base.keepalive()
         if failure is not None:
             raise failure
 
@@ -431,7 +608,7 @@ class StaccatoSFTP(paramiko.SFTPClient):
             + struct.pack(">QI", offset, length)
             for num, (offset, length) in zip(range(first, first + len(ranges)), ranges, strict=True)
         )
-        self.sock.sendall(packets)
+        self._write_all(packets)
         return list(range(first, first + len(ranges)))
 
     def _send_write(
@@ -452,8 +629,8 @@ class StaccatoSFTP(paramiko.SFTPClient):
             offset,
             len(data),
         )
-        self.sock.sendall(header)
-        self.sock.sendall(data)
+        self._write_all(header)
+        self._write_all(data)
         return num
 
     def reader(self, handle: bytes, offset: int, end: int, probe_eof: bool) -> ReadPipeline:
@@ -489,7 +666,7 @@ class ReadPipeline:
         self._end = end
         self._probe = probe_eof
         self._size = sftp.read_size
-        self._depth = max(1, READ_AHEAD_BYTES // self._size)
+        self._depth = sftp.in_flight_cap(max(1, READ_AHEAD_BYTES // self._size))
         self._pending: deque[tuple[int, int, int]] = deque()  # (request id, offset, length)
         self._receiver = _Responses()
         self._leftover = memoryview(b"")
@@ -523,12 +700,38 @@ class ReadPipeline:
             )
 
     def _take(self) -> tuple[int, int, int, int, Any]:
-        num, offset, length = self._pending.popleft()
+        """The answer to the oldest request; after a stall, the pipeline starts again
+        from that request's offset with fewer requests in flight.
+
+        Raises:
+            Connection errors; TimeoutError after ``io_timeout_s`` with one in flight.
+        """
         replies = self._receiver.replies
-        while num not in replies:
-            self._sftp._read_response()
-        kind, value = replies.pop(num)
-        return num, offset, length, kind, value
+        while True:
+            num, offset, length = self._pending[0]
+            try:
+                with self._sftp.waiting_in_flight(len(self._pending)):
+                    while num not in replies:
+                        self._sftp._read_response()
+            except Stalled:
+                self._depth = self._sftp.lower_in_flight(len(self._pending), "read")
+                self._restart()
+                self._fill()
+                continue
+            self._pending.popleft()
+            kind, value = replies.pop(num)
+            return num, offset, length, kind, value
+
+    def _restart(self) -> None:
+        """Forget every request in flight (answered or not) and request again from the
+        oldest one's offset (the EOF probe too, if it was among them)."""
+        head = self._pending[0][1]
+        probe = any(offset >= self._end for _, offset, _ in self._pending)
+        self._sftp.forget([num for num, _, _ in self._pending])
+        self._receiver.replies.clear()
+        self._pending.clear()
+        self._next = min(head, self._end)
+        self._probe = self._probe or probe
 
     def readinto(self, buffer: memoryview) -> int:
         """Fill ``buffer`` as far as the range allows; 0 at the end of the range.
@@ -538,7 +741,11 @@ class ReadPipeline:
         """
         filled = 0
         want = len(buffer)
+        beat = PIECE_BYTES
         while filled < want:
+            if filled >= beat:
+                beat += PIECE_BYTES
+                base.keepalive()
             if self._leftover:
                 n = min(len(self._leftover), want - filled)
                 buffer[filled : filled + n] = self._leftover[:n]
@@ -758,13 +965,13 @@ def _close_transport(transport: paramiko.Transport) -> None:
             try:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
-                pass
+                pass  # not connected any more: nothing to shut down
         transport.close()
         sock.close()
         if transport.is_alive() and transport is not threading.current_thread():
             transport.join(2.0)
-    except Exception:
-        pass
+    except Exception as err:
+        log.info("closing an sftp connection failed: %s", describe(err))
 
 
 def connect(target: Target, slot: Slot) -> Connection:
@@ -782,6 +989,7 @@ def connect(target: Target, slot: Slot) -> Connection:
     transport = paramiko.Transport(
         sock, default_window_size=WINDOW_BYTES, default_max_packet_size=PACKET_BYTES
     )
+    transport.logger.addFilter(REDACT_PROXY_COMMAND)  # its log channel may differ
     try:
         transport.banner_timeout = target.connect_timeout_s
         transport.handshake_timeout = target.connect_timeout_s
@@ -796,7 +1004,7 @@ def connect(target: Target, slot: Slot) -> Connection:
             transport.start_client(timeout=target.connect_timeout_s)
         except (paramiko.SSHException, EOFError, OSError) as err:
             raise RetryableError(
-                f"SSH handshake with {target.hostname}:{target.port} failed: {err or type(err).__name__} "
+                f"SSH handshake with {target.hostname}:{target.port} failed: {describe(err, target)} "
                 "(the server may be restarting or refusing connections beyond MaxStartups)"
             ) from None
         check.check(transport.get_remote_server_key())
@@ -809,28 +1017,44 @@ def connect(target: Target, slot: Slot) -> Connection:
                 timeout=target.connect_timeout_s,
             )
         except (paramiko.SSHException, EOFError, OSError) as err:
-            raise RetryableError(f"{target.label}: cannot open a session channel: {err}") from None
+            raise RetryableError(
+                f"{target.label}: cannot open a session channel: {describe(err, target)}"
+            ) from None
         try:
             channel.invoke_subsystem("sftp")
         except paramiko.SSHException as err:
             if transport.is_active():
                 raise PermanentError(
-                    f"{target.label} does not offer the sftp subsystem ({err})"
+                    f"{target.label} does not offer the sftp subsystem ({describe(err, target)})"
                 ) from None
             raise RetryableError(f"{target.label}: connection dropped starting sftp") from None
-        channel.settimeout(target.connect_timeout_s)
+        channel.settimeout(min(WAIT_SLICE_S, target.connect_timeout_s))
         try:
-            sftp = StaccatoSFTP(channel)
+            sftp = StaccatoSFTP(channel, timeout_s=target.connect_timeout_s)
             sftp.setup()
+        except GarbagePacket as err:
+            raise ShellPrints(
+                f"{target.label}: the sftp subsystem started with text instead of the SFTP "
+                f"protocol ({_excerpt(err.head)}): the remote account's shell start-up files "
+                "(~/.bashrc, ~/.profile, /etc/bash.bashrc, ...) print to stdout also in "
+                "non-interactive sessions. Fix it on the server: print only in interactive "
+                "shells (e.g. put `[[ $- == *i* ]] || return` at the top of ~/.bashrc, or "
+                "send the messages to stderr), or use `Subsystem sftp internal-sftp`; "
+                "`ssh HOST true | od -c` shows what is printed"
+            ) from None
         except (paramiko.SSHException, EOFError, OSError, SFTPError, StatusError) as err:
-            reason = (
-                "no answer" if isinstance(err, TimeoutError) else (str(err) or type(err).__name__)
-            )
+            reason = "no answer" if isinstance(err, TimeoutError) else describe(err, target)
             raise RetryableError(
                 f"{target.label}: the sftp subsystem did not start ({reason}; a login shell that "
                 "prints or stalls in its start-up files can cause this)"
             ) from None
-        channel.settimeout(target.io_timeout_s)
+        sftp.io_timeout_s = target.io_timeout_s
+        sftp.stall_s = target.stall_s
+        sftp.cap_key = (target.hostname, target.port)
+        learned = _LEARNED_IN_FLIGHT.get(sftp.cap_key)
+        if learned is not None and time.monotonic() - learned[1] < LEARNED_IN_FLIGHT_S:
+            sftp.max_in_flight = learned[0]
+        channel.settimeout(min(WAIT_SLICE_S, target.io_timeout_s))
     except BaseException:
         _close_transport(transport)
         raise
@@ -859,7 +1083,7 @@ def guarded(connection: Connection) -> Iterator[None]:
         if _connection_error(err) or not connection.alive():
             connection.broken = True
             raise ConnectionLost(
-                f"connection to {connection.target.label} lost: {err or type(err).__name__}"
+                f"connection to {connection.target.label} lost: {describe(err, connection.target)}"
             ) from None
         raise
 

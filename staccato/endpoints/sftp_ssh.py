@@ -24,6 +24,11 @@ Worker settings (environment of ``staccato worker``; read at every new connectio
 ``STACCATO_SFTP_CONNECT_TIMEOUT_S``  TCP connect + SSH handshake + auth, seconds (15).
 ``STACCATO_SFTP_IO_TIMEOUT_S``       a request without an answer for this long drops the
                                      connection (retryable), seconds (60).
+``STACCATO_SFTP_STALL_S``            no answer at all for this long while several requests
+                                     are in flight: the server is taken to ignore requests
+                                     beyond a cap it does not advertise; requests in flight
+                                     are halved and the unanswered ones sent again,
+                                     seconds (10; at most the I/O timeout).
 ``SSH_AUTH_SOCK``                    the ssh-agent, as for OpenSSH.
 ===================================  =====================================================
 
@@ -51,8 +56,10 @@ import errno
 import fcntl
 import getpass
 import hashlib
+import logging
 import os
 import re
+import shlex
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +67,7 @@ from pathlib import Path
 import paramiko
 from paramiko.hostkeys import HostKeys
 
+from staccato import settings
 from staccato.errors import PermanentError, PermissionDenied, RetryableError
 from staccato.urls import EndpointURL
 
@@ -100,6 +108,54 @@ def _truthy(text: str | None) -> bool:
     return (text or "").strip().lower() in ("1", "yes", "true", "on")
 
 
+def describe(err: BaseException, target: Target | None = None) -> str:
+    """``err`` in words for a message or log line, without secrets: paramiko's
+    ``ProxyCommandFailure`` (and anything that quotes it) carries the whole
+    ``ProxyCommand`` line, which may hold a password or token (``sshpass -p ...``); it
+    is replaced by ``<ProxyCommand>``. paramiko's other exceptions name protocol
+    events, never key material or passphrases (keys are only ever loaded from files or
+    the agent, and Staccato passes no passphrase or password to paramiko)."""
+    if isinstance(err, paramiko.ProxyCommandFailure):
+        text = f"the ProxyCommand failed ({err.error})"
+    else:
+        text = _PROXY_COMMAND_QUOTED.sub("<ProxyCommand>", str(err) or type(err).__name__)
+    command = target.proxy_command if target is not None else None
+    if command:
+        try:
+            split = " ".join(shlex.split(command))
+        except ValueError:
+            split = command
+        for form in {command, split}:
+            if form.strip():
+                text = text.replace(form, "<ProxyCommand>")
+    return text
+
+
+_PROXY_COMMAND_QUOTED = re.compile(r'ProxyCommand\(".*"\)(?= returned nonzero exit status)')
+
+
+class RedactProxyCommand(logging.Filter):
+    """A filter for paramiko's loggers: its transport thread logs every exception at
+    ERROR with its traceback, and a ``ProxyCommandFailure`` quotes the whole command line
+    (``ProxyCommand("...") returned nonzero exit status: ...``); the command is replaced
+    by ``<ProxyCommand>`` in the message and in an attached traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if "ProxyCommand(" in text:
+            record.msg, record.args = _PROXY_COMMAND_QUOTED.sub("<ProxyCommand>", text), ()
+        if record.exc_info:
+            trace = logging.Formatter().formatException(record.exc_info)
+            record.exc_text = _PROXY_COMMAND_QUOTED.sub("<ProxyCommand>", trace)
+            record.exc_info = None
+        return True
+
+
+REDACT_PROXY_COMMAND = RedactProxyCommand()
+for _name in ("paramiko", "paramiko.transport", "paramiko.transport.sftp"):
+    logging.getLogger(_name).addFilter(REDACT_PROXY_COMMAND)
+
+
 def fingerprint(key: paramiko.PKey) -> str:
     """``TYPE SHA256:base64`` as ``ssh-keygen -l`` prints it."""
     digest = base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
@@ -123,6 +179,8 @@ class Target:
         trust_new: accept and record the key of an unknown host.
         connect_timeout_s: seconds for connect + handshake + auth.
         io_timeout_s: seconds without an answer before the connection is dropped.
+        stall_s: seconds without any answer, with several requests in flight, before
+            the requests in flight are lowered (at most ``io_timeout_s``).
         proxy_command: ``ProxyCommand`` (already %-expanded by paramiko), or None.
     """
 
@@ -137,6 +195,7 @@ class Target:
     trust_new: bool = False
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
     io_timeout_s: float = DEFAULT_IO_TIMEOUT_S
+    stall_s: float = DEFAULT_IO_TIMEOUT_S
     proxy_command: str | None = None
 
     @property
@@ -166,6 +225,30 @@ def _ssh_config_path() -> str | None:
     return path if os.path.isfile(path) else None
 
 
+def _config_error(err: BaseException, path: str) -> str:
+    """paramiko's ssh config error without the text it quotes: ``Unparsable line LINE``
+    repeats the whole line, which may hold a secret (e.g. a ProxyCommand's password);
+    the line number is shown instead."""
+    text = describe(err)
+    for prefix in ("Unparsable line ", "Unparsable host "):
+        if text.startswith(prefix):
+            quoted = text[len(prefix) :].strip()
+            number = "?"
+            try:
+                with open(path, encoding="utf-8", errors="replace") as handle:
+                    for index, line in enumerate(handle, 1):
+                        if quoted and quoted in line:
+                            number = str(index)
+                            break
+            except OSError:
+                pass  # the number is only a hint
+            return (
+                f"line {number} is not `Keyword value` as ssh_config(5) wants "
+                "(its text is not shown: it may hold a secret)"
+            )
+    return text
+
+
 def resolve(url: EndpointURL) -> Target:
     """Resolve an ``sftp://`` URL into a :class:`Target` (ssh config + worker settings).
 
@@ -182,7 +265,9 @@ def resolve(url: EndpointURL) -> Target:
             config = paramiko.SSHConfig.from_path(config_path)
             options = dict(config.lookup(url.host))
         except Exception as err:  # paramiko raises several kinds for a bad file
-            raise PermanentError(f"cannot read ssh config {config_path}: {err}") from None
+            raise PermanentError(
+                f"cannot read ssh config {config_path}: {_config_error(err, config_path)}"
+            ) from None
     if options.get("proxyjump"):
         raise PermanentError(
             f"ssh config {config_path}: ProxyJump (for {url.host}) is not supported by Staccato's "
@@ -231,6 +316,11 @@ def resolve(url: EndpointURL) -> Target:
         except ValueError:
             pass
     proxy = options.get("proxycommand")
+    io_timeout = _env_seconds("STACCATO_SFTP_IO_TIMEOUT_S", DEFAULT_IO_TIMEOUT_S)
+    try:
+        stall = min(settings.sftp_stall_s(), io_timeout)
+    except ValueError as err:
+        raise PermanentError(f"worker setting {err}") from None
     return Target(
         alias=url.host,
         hostname=hostname,
@@ -242,7 +332,8 @@ def resolve(url: EndpointURL) -> Target:
         known_hosts=known_hosts,
         trust_new=trust_new,
         connect_timeout_s=connect_timeout,
-        io_timeout_s=_env_seconds("STACCATO_SFTP_IO_TIMEOUT_S", DEFAULT_IO_TIMEOUT_S),
+        io_timeout_s=io_timeout,
+        stall_s=stall,
         proxy_command=str(proxy) if proxy and str(proxy).lower() != "none" else None,
     )
 
@@ -446,7 +537,7 @@ def _candidate_keys(target: Target, notes: list[str]) -> list[tuple[str, paramik
                 if not keys:
                     notes.append("ssh-agent has no keys")
             except (paramiko.SSHException, OSError) as err:
-                notes.append(f"ssh-agent unusable ({err})")
+                notes.append(f"ssh-agent unusable ({describe(err)})")
         else:
             notes.append("no ssh-agent (SSH_AUTH_SOCK unset)")
     for path in target.identities:
@@ -493,7 +584,7 @@ def authenticate(transport: paramiko.Transport, target: Target) -> None:
         allowed = None
     except (paramiko.SSHException, EOFError, OSError) as err:
         raise RetryableError(
-            f"connection to {target.label} dropped during authentication: {err}"
+            f"connection to {target.label} dropped during authentication: {describe(err, target)}"
         ) from None
     if not transport.is_active():
         raise RetryableError(f"connection to {target.label} dropped during authentication")
@@ -522,7 +613,7 @@ def authenticate(transport: paramiko.Transport, target: Target) -> None:
             continue
         except (paramiko.SSHException, EOFError, OSError) as err:
             raise RetryableError(
-                f"connection to {target.label} dropped during authentication: {err}"
+                f"connection to {target.label} dropped during authentication: {describe(err, target)}"
             ) from None
         if not remaining:
             return
@@ -549,7 +640,9 @@ def open_socket(target: Target) -> socket.socket | paramiko.ProxyCommand:
         try:
             return paramiko.ProxyCommand(target.proxy_command)
         except Exception as err:
-            raise RetryableError(f"ProxyCommand for {target.alias} failed: {err}") from None
+            raise RetryableError(
+                f"ProxyCommand for {target.alias} failed: {describe(err, target)}"
+            ) from None
     try:
         sock = socket.create_connection(
             (target.hostname, target.port), timeout=target.connect_timeout_s

@@ -12,6 +12,14 @@ of the shared ``sshd_server`` fixture, so one key logs in everywhere):
   (permission denied).
 * ``sftp_second_factor``: ``AuthenticationMethods publickey,keyboard-interactive``
   (C9): the key is accepted, then a second factor is wanted.
+* ``sftp_capped``: OpenSSH's ``sftp-server`` behind ``sftp_proxy.py`` (a relay run by
+  ``ForceCommand``) that answers at most 32 requests in flight, drops the others and
+  hides ``limits@openssh.com``; the relay's log (``proxy.log`` in its ``work_dir``)
+  lists every dropped request.
+* ``sftp_hand_removed``: ``sftp-server`` behind the relay with a trigger file
+  (``remove-temp-at`` in its ``work_dir``): it removes a temp file just before publish.
+* ``sftp_shell_prints``: a login that prints a greeting before starting
+  ``sftp-server`` (a shell start-up file that prints in non-interactive sessions).
 * ``sftp_logged``: the standalone ``sftp-server -l INFO`` (``internal-sftp`` logs only
   to syslog) whose log (``sftp_log``)
   records ``close "PATH" bytes read R written W`` for every handle, also for handles
@@ -33,12 +41,14 @@ Workers:
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from staccato.client import StaccatoClient
+from staccato.endpoints.sftp_conn import POOL
 from tests.helpers import WorkerProcess
 from tests.servers.sshd import SshdServer
 
@@ -96,6 +106,38 @@ sftp_logged = _server_fixture(
         extra_config=(
             "Match all\n  SetEnv SHLVL=1\n  ForceCommand /usr/lib/openssh/sftp-server -e -l INFO "
             f"2>>{Path(d).resolve() / 'sftp.log'}"
+        ),
+    )
+)
+
+
+_PROXY = Path(__file__).resolve().parent / "sftp_proxy.py"
+
+
+def _relay(directory: str, options: str) -> str:
+    """sshd config running ``sftp_proxy.py OPTIONS`` in front of sftp-server."""
+    work = Path(directory).resolve()
+    return (
+        "Match all\n  SetEnv SHLVL=1\n"
+        f"  ForceCommand {sys.executable} {_PROXY} --log {work / 'proxy.log'} {options}"
+    )
+
+
+sftp_capped = _server_fixture(
+    lambda d: SshdServer(d, extra_config=_relay(d, "--max-in-flight 32 --hide-limits"))
+)
+sftp_hand_removed = _server_fixture(
+    lambda d: SshdServer(
+        d,
+        extra_config=_relay(d, f"--remove-temp-trigger {Path(d).resolve() / 'remove-temp-at'}"),
+    )
+)
+sftp_shell_prints = _server_fixture(
+    lambda d: SshdServer(
+        d,
+        extra_config=(
+            "Match all\n  SetEnv SHLVL=1\n"
+            "  ForceCommand echo 'Welcome to the build box'; exec /usr/lib/openssh/sftp-server"
         ),
     )
 )
@@ -221,6 +263,23 @@ def env_worker_env(
         "STACCATO_SSH_KNOWN_HOSTS": str(known_hosts),
         "STACCATO_SFTP_LOCK_DIR": str(tmp_path / "locks"),
     }
+
+
+@pytest.fixture
+def driver_env(
+    monkeypatch: pytest.MonkeyPatch, sshd_server: SshdServer, tmp_path: Path
+) -> Iterator[Path]:
+    """Staccato's SSH settings for the driver in this process; returns the known_hosts path."""
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(sshd_server.known_hosts_path.read_text())
+    monkeypatch.setenv("STACCATO_SSH_CONFIG", "none")
+    monkeypatch.setenv("STACCATO_SSH_IDENTITY", str(sshd_server.client_key_path))
+    monkeypatch.setenv("STACCATO_SSH_KNOWN_HOSTS", str(known_hosts))
+    monkeypatch.setenv("STACCATO_SFTP_LOCK_DIR", str(tmp_path / "locks"))
+    monkeypatch.setenv("SSH_AUTH_SOCK", "")
+    POOL.close_all()
+    yield known_hosts
+    POOL.close_all()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ journal, source pinning and the connection-slot wait, against real sshd servers.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -71,23 +70,6 @@ async def test_trust_new_host_per_profile(
 
 
 # -- driver level, in this process -----------------------------------------------------
-
-
-@pytest.fixture
-def driver_env(
-    monkeypatch: pytest.MonkeyPatch, sshd_server: SshdServer, tmp_path: Path
-) -> Iterator[Path]:
-    """Staccato's SSH settings for the driver in this process; returns the known_hosts path."""
-    known_hosts = tmp_path / "known_hosts"
-    known_hosts.write_text(sshd_server.known_hosts_path.read_text())
-    monkeypatch.setenv("STACCATO_SSH_CONFIG", "none")
-    monkeypatch.setenv("STACCATO_SSH_IDENTITY", str(sshd_server.client_key_path))
-    monkeypatch.setenv("STACCATO_SSH_KNOWN_HOSTS", str(known_hosts))
-    monkeypatch.setenv("STACCATO_SFTP_LOCK_DIR", str(tmp_path / "locks"))
-    monkeypatch.setenv("SSH_AUTH_SOCK", "")
-    POOL.close_all()
-    yield known_hosts
-    POOL.close_all()
 
 
 def test_trust_new_hosts_setting(driver_env: Path, monkeypatch, sftp_url, data_dir: Path) -> None:
