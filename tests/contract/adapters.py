@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 from urllib.parse import quote
 
 from staccato.endpoints.base import Driver
+from staccato.models import WriteSession
 from staccato.urls import EndpointURL, parse_url
 
 
@@ -85,6 +86,11 @@ class EndpointAdapter(abc.ABC):
         characters, not bytes, is caught)."""
         return _name_of(self.name_limit + extra, alphabet)
 
+    def lose_temp(self, session: WriteSession) -> None:
+        """Delete the session's temp object alone (its journal, if any, stays), as a
+        clean-up of ``*.staccato-part`` files might. Default: all of the session's data."""
+        self.lose_session_data(keep=parse_url(session.url).path.rsplit("/", 1)[-1])
+
     @abc.abstractmethod
     def missing_parent(self, name: str) -> EndpointURL:
         """A URL for ``name`` whose parent (directory, bucket) does not exist."""
@@ -142,6 +148,9 @@ class _LocalDirectory(EndpointAdapter):
         for name in lost:
             os.unlink(self.root / name)
         return lost
+
+    def lose_temp(self, session: WriteSession) -> None:
+        os.unlink(session.session_id)  # file and SFTP sessions: the temp file's path
 
     def close(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)

@@ -9,6 +9,7 @@ import os
 
 import pytest
 
+from staccato import checksums
 from staccato.errors import NotFound, PermanentError, SourceChanged, Unsupported
 from staccato.models import ObjectInfo
 from staccato.urls import EndpointURL
@@ -80,13 +81,13 @@ def test_pinned_ranged_reads(endpoint: EndpointAdapter) -> None:
         assert got == data[offset : offset + length], (offset, length)
 
 
-@pytest.mark.parametrize("new_size", ["same size", "longer", "shorter"])
+@pytest.mark.parametrize("new_size", ["same_size", "longer", "shorter"])
 def test_source_changed_between_stat_and_read(endpoint: EndpointAdapter, new_size: str) -> None:
     """A source rewritten after ``stat`` is never read as if it were the pinned one."""
     data = os.urandom(100_000)
     url = endpoint.put("obj.bin", data)
     info = endpoint.driver.stat(url)
-    grown = {"same size": 0, "longer": 10, "shorter": -10}[new_size]
+    grown = {"same_size": 0, "longer": 10, "shorter": -10}[new_size]
     endpoint.rewrite("obj.bin", os.urandom(len(data) + grown))
     assert endpoint.driver.stat(url).version != info.version
     with pytest.raises(SourceChanged):
@@ -132,3 +133,33 @@ def test_read_only_endpoint_refuses_to_write(read_only: EndpointAdapter) -> None
         read_only.driver.check_destination(url)
     with pytest.raises(Unsupported):
         read_only.driver.open_session(url, 1, read_only.chunk_size, "contract")
+
+
+def expected_checksum(
+    data: bytes, chunk_size: int, segments: list[tuple[int, int]], algorithm: str
+) -> str:
+    """The object checksum a transfer computes: per chunk, combined per segment
+    ``(first_chunk, end_chunk)``, then over the segments."""
+    digests = []
+    for first, end in segments:
+        parts = []
+        for index in range(first, end):
+            piece = data[index * chunk_size : (index + 1) * chunk_size]
+            parts.append((checksums.checksum_bytes(algorithm, piece), len(piece)))
+        digests.append((checksums.combine(algorithm, parts), sum(n for _, n in parts)))
+    return checksums.combine(algorithm, digests)
+
+
+@pytest.mark.parametrize("algorithm", ["crc32c", "sha256"])
+def test_object_checksum_of_a_source(endpoint: EndpointAdapter, algorithm: str) -> None:
+    """What ``verify`` asks of a published object, computed the transfer's way."""
+    chunk = 64 * 1024
+    data = os.urandom(5 * chunk + 3)
+    url = endpoint.put("obj.bin", data)
+    segments = [(0, 2), (2, 5), (5, 6)]
+    expected = expected_checksum(data, chunk, segments, algorithm)
+    driver = endpoint.driver
+    assert driver.object_checksum(url, len(data), chunk, segments, algorithm) == expected
+    assert driver.segments_checksum(url, len(data), chunk, [(2, 5)], algorithm) == (
+        expected_checksum(data, chunk, [(2, 5)], algorithm)
+    )

@@ -16,6 +16,7 @@ two whole chunks and one byte (for S3 these are one PutObject vs a multipart upl
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Iterable
 
@@ -26,6 +27,7 @@ from staccato.errors import DestinationMissing, WriteSessionLost
 from staccato.models import WriteSession
 from staccato.plan import chunk_bounds, chunk_count
 from tests.contract.adapters import EndpointAdapter
+from tests.contract.test_read_contract import expected_checksum
 
 SHAPES = ["one_chunk", "several_chunks"]
 DST = "dst.bin"
@@ -190,8 +192,11 @@ def test_abort_after_publish_keeps_the_published_object(
     assert writable.listing() == {DST}
 
 
+@pytest.mark.parametrize("lost", ["temp", "all_data"])
 @pytest.mark.parametrize("shape", SHAPES)
-def test_missing_temp_is_never_taken_for_published(writable: EndpointAdapter, shape: str) -> None:
+def test_missing_temp_is_never_taken_for_published(
+    writable: EndpointAdapter, shape: str, lost: str
+) -> None:
     """The session's temp data deleted before publish while an older object of the
     same size sits at the destination: publish must not call that "already
     published" (the transfer would report success with the old bytes)."""
@@ -199,7 +204,10 @@ def test_missing_temp_is_never_taken_for_published(writable: EndpointAdapter, sh
     old = os.urandom(size)
     writable.put(DST, old)
     session, _ = _written(writable, shape)
-    writable.lose_session_data(keep=DST)
+    if lost == "temp":
+        writable.lose_temp(session)
+    else:
+        writable.lose_session_data(keep=DST)
     with pytest.raises(WriteSessionLost):
         writable.driver.publish(session)
     assert writable.get(DST) == old
@@ -325,3 +333,29 @@ def test_session_readable_before_publish_where_declared(writable: EndpointAdapte
 def test_destination_with_missing_parent(writable: EndpointAdapter) -> None:
     with pytest.raises(DestinationMissing):
         writable.driver.check_destination(writable.missing_parent(DST))
+
+
+@pytest.mark.parametrize("algorithm", ["crc32c", "sha256"])
+def test_published_object_checksum(writable: EndpointAdapter, algorithm: str) -> None:
+    """``verify`` of an object the driver published (stores that keep a full-object
+    checksum answer from it; others read back) equals the transfer's checksum."""
+    session, data = _written(writable, "several_chunks")
+    writable.driver.publish(session)
+    segments = [(0, 1), (1, chunk_count(session.size, session.chunk_size))]
+    expected = expected_checksum(data, session.chunk_size, segments, algorithm)
+    url = writable.url(DST)
+    got = writable.driver.object_checksum(url, len(data), session.chunk_size, segments, algorithm)
+    assert got == expected
+
+
+def test_durable_chunks_of_a_range(writable: EndpointAdapter) -> None:
+    """Asked for a stream's range of chunks, a driver may report more, never a chunk
+    that was not written, and every written one in the range."""
+    params = inspect.signature(writable.driver.durable_chunks).parameters
+    if "first_chunk" not in params:
+        pytest.skip("this driver's durable_chunks takes no range")
+    data = os.urandom(4 * writable.chunk_size + 1)
+    session = _open(writable, len(data))
+    _write(writable, session, data, [0, 2, 3])
+    durable = writable.driver.durable_chunks(session, first_chunk=1, end_chunk=3)  # type: ignore[call-arg]
+    assert {2} <= set(durable) <= {0, 2, 3}
