@@ -206,3 +206,21 @@ def pid_alive(pid: int) -> bool:
     except (FileNotFoundError, IndexError):
         return False
     return state != "Z"
+
+
+def edge_sizes(chunk_size: int) -> list[int]:
+    """Object sizes (bytes) at the edges of chunking: empty, one byte, a chunk less a
+    byte, one chunk, a chunk and a byte.
+
+    Every driver meets these at driver level in the contract suite
+    (``tests/contract/test_write_contract.py::test_write_round_trip``); end-to-end,
+    file -> file runs them all (the workflow's own chunk and segment planning) and the
+    other endpoint pairs pick a few (:func:`pair_sizes`)."""
+    return [0, 1, chunk_size - 1, chunk_size, chunk_size + 1]
+
+
+def pair_sizes(chunk_size: int) -> list[int]:
+    """Sizes (bytes) an end-to-end test of one endpoint pair runs: an empty object (no
+    stream at all, publish only) and two chunks' worth (two streams, a short last
+    chunk). The other chunk edges are each driver's contract, held at driver level."""
+    return [0, chunk_size + 1]

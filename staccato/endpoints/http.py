@@ -182,6 +182,10 @@ class HTTPReader(Reader):
     ) -> None:
         code = response.status
         headers = response.headers
+        if code in (404, 410):  # it was there at stat time, as every driver reports it
+            raise SourceChanged(
+                f"source changed: {self._url} was removed during the transfer (HTTP {code})"
+            )
         if ranged:
             if code == 200:
                 raise SourceChanged(
