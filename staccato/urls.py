@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from staccato.errors import InvalidURL
 
@@ -134,6 +134,30 @@ def parse_url(text: str, *, cwd: str | None = None) -> EndpointURL:
     if scheme == "s3":
         return _s3_url(text)
     return _sftp_url(text, parts.hostname, port, parts.username, parts.path, parts.query)
+
+
+def redact(url: str) -> str:
+    """``url`` fit to show in messages and logs: every query value replaced by
+    ``REDACTED``, a parameter without ``=`` replaced whole (presigned URLs carry their token in the query: ``X-Amz-Signature``,
+    ``sig``, ``token``), credentials before ``@`` replaced by ``***``, the fragment
+    dropped. Parameter names stay, so the message still says which URL it was.
+
+    Never raises: a text that does not parse as a URL is returned with everything
+    from the first ``?`` replaced.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        head, mark, _ = url.partition("?")
+        return _redact(head) + ("?REDACTED" if mark else "")
+    query = "&".join(
+        (item.partition("=")[0] + "=REDACTED" if "=" in item else "REDACTED") if item else item
+        for item in parts.query.split("&")
+    )
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 def _redact(text: str) -> str:
