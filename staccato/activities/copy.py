@@ -11,37 +11,115 @@ ListParts reports no part checksums, a server-side copy without one): such a chu
 is read from the source once more to checksum it, and not written again.
 
 Memory: one chunk-sized buffer per stream, whatever the object size.
+
+Stalls: while a stream waits for its source (drivers call ``keepalive`` during long
+waits), a minimum-throughput watchdog compares the bytes the source delivered with
+``STACCATO_MIN_RATE_BYTES_PER_S`` over the last ``STACCATO_MIN_RATE_WINDOW_S`` of
+reading time and fails the attempt with a retryable error naming the source and the
+rate seen (so it shows in ``status`` as the last retry error); time spent writing to
+the destination does not count against the source. A heartbeat that cannot be sent,
+or a cancel (a pause, or Temporal giving up on the attempt), stops the stream at its
+next heartbeat.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
+from collections import deque
 
 from pydantic import ValidationError
 from temporalio import activity
 
-from staccato import checksums
+from staccato import checksums, settings
 from staccato.activities.errors import mapped_errors
 from staccato.endpoints import get_driver
 from staccato.endpoints.base import ChunkWriter, keepalive_hook
 from staccato.errors import RetryableError
 from staccato.models import Checkpoint, StreamInput, StreamResult
 from staccato.plan import chunk_bounds
-from staccato.urls import parse_url
+from staccato.urls import parse_url, redact
 
 _HEARTBEAT_EVERY_S = 0.5
+log = logging.getLogger("staccato.stream")
 
 
 class _Stopped(Exception):
     """The activity was cancelled (pause) or the worker is going away."""
 
 
-class _StreamProgress:
-    """Tracks a stream's progress and heartbeats it, at most every 0.5 s."""
+class _RateWatchdog:
+    """Fails a stream whose source is slower than a minimum rate.
 
-    def __init__(self, segment: int, bytes_done: int, next_chunk: int) -> None:
+    Time counts only while the stream reads from its source (``reading(True)``); the
+    rate is the bytes delivered over the last ``window_s`` of that time.
+
+    Args:
+        source: the source URL as shown in messages (query values redacted).
+        min_rate: bytes per second; 0 turns the watchdog off.
+        window_s: seconds of reading time the rate is averaged over.
+    """
+
+    def __init__(self, source: str, min_rate: float, window_s: float) -> None:
+        self._source = source
+        self._min_rate = min_rate
+        self._window_s = window_s
+        self._clock = 0.0  # seconds spent reading, up to the start of the current spell
+        self._since: float | None = None  # monotonic start of the current reading spell
+        self._samples: deque[tuple[float, int]] = deque()  # (reading clock, bytes read)
+
+    def reading(self, active: bool) -> None:
+        """Start (True) or stop (False) counting time against the source."""
+        now = time.monotonic()
+        if active and self._since is None:
+            self._since = now
+        elif not active and self._since is not None:
+            self._clock += now - self._since
+            self._since = None
+
+    def check(self, source_bytes: int) -> None:
+        """Record that the source has delivered ``source_bytes`` so far.
+
+        Raises:
+            RetryableError: over the last window the source delivered less than the
+                minimum rate; the message names the source, the rate and the settings.
+        """
+        if self._since is None or self._min_rate <= 0:
+            return
+        clock = self._clock + time.monotonic() - self._since
+        samples = self._samples
+        samples.append((clock, source_bytes))
+        while len(samples) >= 2 and samples[1][0] <= clock - self._window_s:
+            samples.popleft()
+        first_clock, first_bytes = samples[0]
+        span = clock - first_clock
+        if span < self._window_s:
+            return
+        rate = (source_bytes - first_bytes) / span
+        if rate < self._min_rate:
+            raise RetryableError(
+                f"source {self._source} is too slow: it delivered "
+                f"{source_bytes - first_bytes} bytes in the last {span:.0f} s "
+                f"({rate:.0f} bytes/s), below the minimum of {self._min_rate:.0f} bytes/s "
+                f"over {self._window_s:g} s (worker settings STACCATO_MIN_RATE_BYTES_PER_S, "
+                "STACCATO_MIN_RATE_WINDOW_S); retrying"
+            )
+
+
+class _StreamProgress:
+    """Tracks a stream's progress and heartbeats it, at most every 0.5 s; runs the
+    source's :class:`_RateWatchdog` at each heartbeat."""
+
+    def __init__(
+        self,
+        segment: int,
+        bytes_done: int,
+        next_chunk: int,
+        watchdog: _RateWatchdog | None = None,
+    ) -> None:
         self.segment = segment
+        self.watchdog = watchdog
         self.bytes_done = bytes_done
         self.next_chunk = next_chunk
         self.bytes_read = 0
@@ -57,8 +135,19 @@ class _StreamProgress:
         self._copied += copied
         self.bytes_read += read
 
+    def reading(self, active: bool) -> None:
+        """The stream starts (True) or stops (False) waiting on its source."""
+        if self.watchdog is not None:
+            self.watchdog.reading(active)
+
     def beat(self, force: bool = False) -> None:
-        """Heartbeat if due; raise :class:`_Stopped` when cancellation was requested."""
+        """Heartbeat if due.
+
+        Raises:
+            _Stopped: cancellation was requested, the heartbeat could not be sent, or
+                the worker process is gone.
+            RetryableError: the source is below its minimum rate (:class:`_RateWatchdog`).
+        """
         now = time.monotonic()
         if not force and now - self._last_beat < _HEARTBEAT_EVERY_S:
             return
@@ -67,7 +156,7 @@ class _StreamProgress:
             # The worker process died: this is a stale writer, stop now.
             raise _Stopped("worker process is gone")
         elapsed = max(now - self._started, 1e-6)
-        activity.heartbeat(
+        _heartbeat(
             Checkpoint(
                 segment=self.segment,
                 next_chunk=self.next_chunk,
@@ -76,8 +165,29 @@ class _StreamProgress:
                 bytes_read=self.bytes_read,
             )
         )
-        if activity.is_cancelled():
-            raise _Stopped("cancelled")
+        if self.watchdog is not None:
+            self.watchdog.check(self.bytes_read + self.in_flight)
+
+
+def _heartbeat(*details: object) -> None:
+    """Send a heartbeat, then check for cancellation.
+
+    Raises:
+        _Stopped: the activity was cancelled (a pause; Temporal gave up on the attempt,
+            e.g. its heartbeat timed out and the server no longer knows it), or the
+            heartbeat could not be handed to the worker (its process or the shared
+            state manager is gone): either way nobody waits for this attempt's result.
+    """
+    try:
+        activity.heartbeat(*details)
+        cancelled = activity.is_cancelled()
+    except Exception as err:  # the worker's manager process is gone or broken
+        log.warning(
+            "stream stops: its heartbeat could not be sent (%s: %s)", type(err).__name__, err
+        )
+        raise _Stopped("heartbeat failed") from None
+    if cancelled:
+        raise _Stopped("cancelled")
 
 
 def _previous_checkpoint() -> Checkpoint | None:
@@ -132,9 +242,7 @@ class _Waiting:
         if now - self._last_beat < _HEARTBEAT_EVERY_S:
             return
         self._last_beat = now
-        activity.heartbeat(*activity.info().heartbeat_details)
-        if activity.is_cancelled():
-            raise _Stopped("cancelled")
+        _heartbeat(*activity.info().heartbeat_details)
 
 
 def _copy_segment(request: StreamInput, waiting: _Waiting) -> StreamResult:
@@ -156,7 +264,12 @@ def _copy_segment(request: StreamInput, waiting: _Waiting) -> StreamResult:
     todo = [i for i in range(segment.first_chunk, segment.end_chunk) if i not in durable]
     rehash = {i for i, digest in durable.items() if not _is_digest(algorithm, digest)}
     done_bytes = sum(chunk_bounds(i, session.size, session.chunk_size)[1] for i in durable)
-    progress = _StreamProgress(segment.index, done_bytes, todo[0] if todo else segment.end_chunk)
+    watchdog = _RateWatchdog(
+        redact(request.source), settings.min_rate_bytes_per_s(), settings.min_rate_window_s()
+    )
+    progress = _StreamProgress(
+        segment.index, done_bytes, todo[0] if todo else segment.end_chunk, watchdog
+    )
     waiting.progress = progress
     if checkpoint is not None or durable:
         activity.logger.info(
@@ -194,6 +307,7 @@ def _copy_segment(request: StreamInput, waiting: _Waiting) -> StreamResult:
                 last_offset, last_length = chunk_bounds(
                     run_end - 1, session.size, session.chunk_size
                 )
+                progress.reading(True)
                 with source.open_read(
                     source_url,
                     request.source_info,
@@ -205,16 +319,18 @@ def _copy_segment(request: StreamInput, waiting: _Waiting) -> StreamResult:
                         view = buffer[:length]
                         before = reader.bytes_read
                         filled = 0
+                        progress.reading(True)
                         while filled < length:
                             n = reader.readinto(view[filled:])
                             if n == 0:
                                 raise RetryableError(
-                                    f"{request.source} ended at byte "
+                                    f"{redact(request.source)} ended at byte "
                                     f"{index * session.chunk_size + filled}, expected {session.size}"
                                 )
                             filled += n
                             progress.in_flight = filled  # shown as progress, not yet durable
                             progress.beat()
+                        progress.reading(False)  # writing is the destination's time
                         digest = checksums.checksum_bytes(algorithm, view)
                         if index in rehash:
                             durable[index] = digest  # durable already: checksum only
