@@ -19,15 +19,23 @@ reading time and fails the attempt with a retryable error naming the source and 
 rate seen (so it shows in ``status`` as the last retry error); time spent writing to
 the destination does not count against the source. A heartbeat that cannot be sent,
 or a cancel (a pause, or Temporal giving up on the attempt), stops the stream at its
-next heartbeat.
+next heartbeat. And should the stream block in a call that never comes back (a
+driver waiting without ``keepalive``), a guard thread interrupts it once no heartbeat
+has been possible for the heartbeat timeout: by then Temporal has given up on the
+attempt and started another, and this one must let go of its process.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
+import threading
 import time
 from collections import deque
+from collections.abc import Iterator
+from types import FrameType
 
 from pydantic import ValidationError
 from temporalio import activity
@@ -47,6 +55,118 @@ log = logging.getLogger("staccato.stream")
 
 class _Stopped(Exception):
     """The activity was cancelled (pause) or the worker is going away."""
+
+
+class _Abandoned(RetryableError):
+    """Raised in a stream blocked past its heartbeat timeout (see :class:`_Guard`)."""
+
+
+class _Guard:
+    """Interrupts the stream's (main) thread when it has not reached a heartbeat for
+    ``limit_s`` seconds: Temporal has then timed the attempt out (no heartbeat for the
+    heartbeat timeout) and retried it, so nobody waits for this one, but its process
+    stays taken until the blocked call returns, and a worker has few processes.
+
+    The interrupt is ``SIGUSR2`` sent to the main thread: its handler raises
+    :class:`_Abandoned` there, a blocked system call (``recv``, ``read``, a lock wait)
+    returning with ``EINTR`` first (PEP 475). It is repeated every ``_GUARD_TICK_S``
+    while the thread stays blocked (a broad ``except`` in a driver may swallow one).
+    It is deferred while the thread talks to the worker's shared state manager
+    (heartbeat, cancel check), whose connection an interrupt would leave unusable.
+    The handler stays installed once set and does nothing unless a guard is armed,
+    so a signal that arrives late never disturbs the process's next activity.
+    """
+
+    def __init__(self, limit_s: float) -> None:
+        self.limit_s = limit_s
+        self.touched = time.monotonic()
+        self.armed = True
+        self.shielded = False
+        self.pending = False
+        self.message = ""
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._main = threading.main_thread().ident
+        self._thread = threading.Thread(target=self._watch, name="stream-guard", daemon=True)
+
+    def touch(self) -> None:
+        """The stream reached a heartbeat point (it is not blocked)."""
+        self.touched = time.monotonic()
+
+    @contextlib.contextmanager
+    def shield(self) -> Iterator[None]:
+        """Defer interrupts for the block (a call to the shared state manager)."""
+        self.shielded = True
+        try:
+            yield
+        finally:
+            self.shielded = False
+        if self.pending:
+            self.pending = False
+            raise _Abandoned(self.message)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(_GUARD_TICK_S):
+            idle = time.monotonic() - self.touched
+            if idle < self.limit_s:
+                continue
+            with self._lock:
+                if not self.armed:
+                    return
+                self.message = (
+                    f"stream attempt abandoned: blocked for {idle:.0f} s without a heartbeat "
+                    f"(heartbeat timeout {self.limit_s:g} s), so Temporal has retried it; "
+                    "stopping it to free its worker process"
+                )
+                log.warning("%s", self.message)
+                assert self._main is not None
+                signal.pthread_kill(self._main, signal.SIGUSR2)
+
+    def disarm(self) -> None:
+        with self._lock:
+            self.armed = False
+        self._stop.set()
+
+
+_GUARD_TICK_S = 0.5
+_guard: _Guard | None = None  # the armed guard of this process's running stream
+
+
+def _on_guard_signal(signum: int, frame: FrameType | None) -> None:
+    guard = _guard
+    if guard is None or not guard.armed:
+        return
+    if guard.shielded:
+        guard.pending = True
+        return
+    raise _Abandoned(guard.message)
+
+
+@contextlib.contextmanager
+def _guarded(limit_s: float | None) -> Iterator[_Guard | None]:
+    """Run the block under a :class:`_Guard` of ``limit_s`` seconds (the attempt's
+    heartbeat timeout). Only in a process's main thread (an activity process of the
+    worker's pool); elsewhere, and without a heartbeat timeout, unguarded."""
+    global _guard
+    if not limit_s or threading.current_thread() is not threading.main_thread():
+        yield None
+        return
+    if signal.getsignal(signal.SIGUSR2) is not _on_guard_signal:
+        signal.signal(signal.SIGUSR2, _on_guard_signal)
+    guard = _Guard(limit_s)
+    _guard = guard
+    guard._thread.start()
+    try:
+        yield guard
+    finally:
+        guard.disarm()
+        _guard = None
+
+
+def _touch() -> None:
+    guard = _guard
+    if guard is not None:
+        guard.touch()
 
 
 class _RateWatchdog:
@@ -149,6 +269,7 @@ class _StreamProgress:
             RetryableError: the source is below its minimum rate (:class:`_RateWatchdog`).
         """
         now = time.monotonic()
+        _touch()
         if not force and now - self._last_beat < _HEARTBEAT_EVERY_S:
             return
         self._last_beat = now
@@ -178,9 +299,13 @@ def _heartbeat(*details: object) -> None:
             heartbeat could not be handed to the worker (its process or the shared
             state manager is gone): either way nobody waits for this attempt's result.
     """
+    guard = _guard
     try:
-        activity.heartbeat(*details)
-        cancelled = activity.is_cancelled()
+        with guard.shield() if guard is not None else contextlib.nullcontext():
+            activity.heartbeat(*details)
+            cancelled = activity.is_cancelled()
+    except _Abandoned:
+        raise
     except Exception as err:  # the worker's manager process is gone or broken
         log.warning(
             "stream stops: its heartbeat could not be sent (%s: %s)", type(err).__name__, err
@@ -213,9 +338,13 @@ def copy_stream(request: StreamInput) -> StreamResult:
         ApplicationError: a mapped :mod:`staccato.errors` error (see ``mapped_errors``).
     """
     waiting = _Waiting()
+    timeout = activity.info().heartbeat_timeout
     # A driver may wait before the first chunk (e.g. for an SFTP connection slot): it
     # calls base.keepalive(), which heartbeats here so the attempt is not timed out.
-    with keepalive_hook(waiting.beat):
+    with (
+        _guarded(timeout.total_seconds() if timeout else None),
+        keepalive_hook(waiting.beat),
+    ):
         try:
             return _copy_segment(request, waiting)
         except _Stopped:  # cancelled while a driver waited, before the stream began
@@ -238,6 +367,7 @@ class _Waiting:
         if self.progress is not None:
             self.progress.beat()
             return
+        _touch()
         now = time.monotonic()
         if now - self._last_beat < _HEARTBEAT_EVERY_S:
             return
