@@ -5,6 +5,7 @@ busy or redirect elsewhere."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import select
@@ -275,7 +276,7 @@ async def test_slow_drip_source_fails_its_attempt_and_frees_its_process(
     a 2 s window) fails each attempt with a reason naming the source, the rate and the
     setting; each attempt lets go of its connection and its process, so the transfer
     keeps retrying on a 2-process worker and another transfer on that worker completes
-    meanwhile."""
+    meanwhile. A cancel then stops the stream waiting on the drip within seconds."""
     drip = _serve(quirky, QuirkyServer(os.urandom(256 * 1024), drip_every_s=0.5))
     source = data_dir / "other.bin"
     digest = write_random(source, 1 * MiB + 17)
@@ -313,11 +314,18 @@ async def test_slow_drip_source_fails_its_attempt_and_frees_its_process(
             assert elapsed < 20
             still = await client.status(dripping)
             assert still.state == TransferState.running, still
-        finally:
+
+            # a cancel reaches the stream waiting on the drip within seconds
+            started = time.monotonic()
             await client.cancel(dripping)
             await wait_for_status(
                 client, dripping, lambda s: s.state == TransferState.cancelled, timeout_s=30
             )
+            await _until(lambda: drip.drips_open == 0, 10, "drip connection closed on cancel")
+            assert time.monotonic() - started < 10
+        finally:
+            with contextlib.suppress(Exception):
+                await client.cancel(dripping)
 
 
 @pytest.mark.parametrize("method", ["HEAD", "GET"])

@@ -27,6 +27,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 from temporalio.worker import SharedStateManager, Worker
 
+from staccato import settings
 from staccato.activities import ALL_ACTIVITIES
 from staccato.workflows import TransferWorkflow
 from staccato.workflows import search_attributes as sa
@@ -149,7 +150,16 @@ class StaccatoWorker:
 async def run_worker(
     client: Client, *, task_queue: str, processes: int, ready: asyncio.Event | None = None
 ) -> None:
-    """Run a worker until SIGINT/SIGTERM, then shut it down gracefully."""
+    """Run a worker until SIGINT/SIGTERM, then shut it down gracefully.
+
+    Raises:
+        RuntimeError: a worker setting is invalid (the message names it).
+    """
+    try:  # streams read these: refuse a bad value at start, not in every stream
+        settings.min_rate_bytes_per_s()
+        settings.min_rate_window_s()
+    except ValueError as err:
+        raise RuntimeError(str(err)) from None
     await ensure_search_attributes(client)
     async with StaccatoWorker(
         client, task_queue=task_queue, processes=processes
