@@ -45,6 +45,8 @@ class QuirkyServer(ThreadingHTTPServer):
             ``Retry-After: <retry_after>``.
         redirect_to: answer every request with ``302`` to this URL.
         not_found: answer every request with ``404``.
+        drip_headers_s: answer every request by sending its status line and headers
+            one byte every this many seconds.
     """
 
     def __init__(
@@ -59,6 +61,7 @@ class QuirkyServer(ThreadingHTTPServer):
         retry_after: str = "2",
         redirect_to: str | None = None,
         not_found: bool = False,
+        drip_headers_s: float | None = None,
     ) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.data = data
@@ -70,6 +73,7 @@ class QuirkyServer(ThreadingHTTPServer):
         self.retry_after = retry_after
         self.redirect_to = redirect_to
         self.not_found = not_found
+        self.drip_headers_s = drip_headers_s
         self.gets: list[str] = []
         #: every request: (monotonic time, method, Range, headers, answered status)
         self.requests: list[tuple[float, str, str, dict[str, str], int]] = []
@@ -108,7 +112,9 @@ class _Handler(BaseHTTPRequestHandler):
         probe = self.headers.get("Range") == "bytes=0-0"
         with server.lock:
             status = 0
-            if server.redirect_to:
+            if server.drip_headers_s is not None:
+                status = 1
+            elif server.redirect_to:
                 status = 302
             elif server.not_found:
                 status = 404
@@ -124,7 +130,23 @@ class _Handler(BaseHTTPRequestHandler):
                     status,
                 )
             )
-        if status == 302:
+        if status == 1:
+            assert server.drip_headers_s is not None
+            head = (
+                f"HTTP/1.1 200 OK\r\nContent-Length: {len(server.data)}\r\n"
+                'ETag: "v1"\r\nAccept-Ranges: bytes\r\n\r\n'
+            ).encode()
+            self.close_connection = True
+            for i in range(len(head)):
+                readable, _, _ = select.select([self.connection], [], [], server.drip_headers_s)
+                if server.stopping.is_set() or (readable and not self.connection.recv(1)):
+                    break
+                try:
+                    self.wfile.write(head[i : i + 1])
+                    self.wfile.flush()
+                except OSError:
+                    break
+        elif status == 302:
             assert server.redirect_to is not None
             self._headers(302, 0, {"Location": server.redirect_to})
         elif status == 503:
@@ -421,3 +443,56 @@ def test_error_messages_hide_query_values(quirky) -> None:
     for error in errors:
         assert "abc" not in str(error), error
         assert "token=REDACTED" in str(error), error
+
+
+def test_dripping_headers_are_bounded(quirky, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that sends its response headers one byte every 0.2 s (no read ever
+    times out): stat gives up at its request deadline (shortened to 1 s) with a
+    retryable error; the bulk read keeps calling keepalive while it waits (the stream
+    heartbeats, sees a cancel, and runs its minimum-rate watchdog there)."""
+    from staccato.endpoints import http
+    from staccato.endpoints.base import keepalive_hook
+
+    monkeypatch.setattr(http, "REQUEST_DEADLINE_S", 1.0)
+    data = os.urandom(50_000)
+    server = _serve(quirky, QuirkyServer(data, drip_headers_s=0.2))
+    driver = HTTPDriver()
+    url = parse_url(server.url("/slow.bin?token=abc"))
+    started = time.monotonic()
+    with pytest.raises(RetryableError) as late:
+        driver.stat(url)
+    assert time.monotonic() - started < 3
+    assert "took longer than 1 s" in str(late.value) and "abc" not in str(late.value)
+
+    class Stop(Exception):
+        pass
+
+    calls: list[float] = []
+
+    def hook() -> None:
+        calls.append(time.monotonic())
+        if len(calls) >= 4:
+            raise Stop
+
+    info = driver.stat(parse_url(_serve(quirky, QuirkyServer(data)).url()))
+    started = time.monotonic()
+    with keepalive_hook(hook), pytest.raises(Stop):
+        driver.open_read(url, info, 0, len(data))
+    assert time.monotonic() - started < 5
+
+
+def test_server_without_ranges_read_from_an_offset(quirky) -> None:
+    """A server that ignores ranges, read from an offset: the bytes before it are
+    skipped on the first read (counted in ``bytes_read``), the range is exact."""
+    data = os.urandom(3 * 1024 * 1024 + 11)
+    server = _serve(quirky, QuirkyServer(data, ignore_ranges=True))
+    driver = HTTPDriver()
+    url = parse_url(server.url())
+    info = driver.stat(url)
+    assert not info.supports_ranges
+    offset, length = 1024 * 1024 + 5, 2 * 1024 * 1024
+    buffer = memoryview(bytearray(length))
+    with driver.open_read(url, info, offset, length) as reader:
+        assert reader.readinto_full(buffer) == length
+        assert reader.bytes_read == offset + length
+    assert bytes(buffer) == data[offset : offset + length]

@@ -43,7 +43,7 @@ from temporalio import activity
 from staccato import checksums, settings
 from staccato.activities.errors import mapped_errors
 from staccato.endpoints import get_driver
-from staccato.endpoints.base import ChunkWriter, keepalive_hook
+from staccato.endpoints.base import ChunkWriter, Reader, keepalive_hook
 from staccato.errors import RetryableError
 from staccato.models import Checkpoint, StreamInput, StreamResult
 from staccato.plan import chunk_bounds
@@ -240,6 +240,8 @@ class _StreamProgress:
     ) -> None:
         self.segment = segment
         self.watchdog = watchdog
+        self.reader: Reader | None = None  # the source reader in use, for the watchdog
+        self._closed_readers_bytes = 0
         self.bytes_done = bytes_done
         self.next_chunk = next_chunk
         self.bytes_read = 0
@@ -287,7 +289,21 @@ class _StreamProgress:
             )
         )
         if self.watchdog is not None:
-            self.watchdog.check(self.bytes_read + self.in_flight)
+            self.watchdog.check(self.source_bytes())
+
+    def source_bytes(self) -> int:
+        """Bytes received from the source so far, including those of the open reader
+        not yet in a chunk (and any it skipped to reach its offset)."""
+        reader = self.reader
+        return self._closed_readers_bytes + (reader.bytes_read if reader is not None else 0)
+
+    def reader_opened(self, reader: Reader) -> None:
+        self.reader = reader
+
+    def reader_closed(self) -> None:
+        if self.reader is not None:
+            self._closed_readers_bytes += self.reader.bytes_read
+        self.reader = None
 
 
 def _heartbeat(*details: object) -> None:
@@ -444,6 +460,7 @@ def _copy_segment(request: StreamInput, waiting: _Waiting) -> StreamResult:
                     first_offset,
                     last_offset + last_length - first_offset,
                 ) as reader:
+                    progress.reader_opened(reader)
                     for index in range(run_start, run_end):
                         _, length = chunk_bounds(index, session.size, session.chunk_size)
                         view = buffer[:length]
@@ -474,6 +491,7 @@ def _copy_segment(request: StreamInput, waiting: _Waiting) -> StreamResult:
                         progress.next_chunk = index + 1
                         progress.add(length, reader.bytes_read - before)
                         progress.beat()
+                progress.reader_closed()
     except _Stopped:
         missing = [i for i in range(segment.first_chunk, segment.end_chunk) if i not in durable]
         return StreamResult(

@@ -280,10 +280,10 @@ def _open(connection: http.client.HTTPConnection, url: str) -> None:
 
 class _PacedSocket(io.RawIOBase):
     """The raw byte stream of a response: each read first waits until the socket has
-    data, in slices of at most ``_WAIT_SLICE_S`` with :func:`keepalive` between them
-    (so the stream keeps heartbeating, sees a cancel, and its minimum-rate watchdog
-    can end a dripping source), and fails after ``READ_TIMEOUT_S`` of silence.
-    Then one ``recv`` takes what is there.
+    data, in slices of at most ``_WAIT_SLICE_S``, and fails after ``READ_TIMEOUT_S`` of
+    silence; then one ``recv`` takes what is there. :func:`keepalive` is called every
+    ``_WAIT_SLICE_S`` of reading, data or not (so the stream keeps heartbeating, sees a
+    cancel, and its minimum-rate watchdog can end a source that drips its headers).
 
     Raises (from ``readinto``):
         RetryableError: nothing arrived for ``READ_TIMEOUT_S``.
@@ -294,6 +294,7 @@ class _PacedSocket(io.RawIOBase):
         self._raw = raw  # the socket's own SocketIO: reading through it keeps its refcount
         self._sock = sock
         self._url = url
+        self._last_keepalive = time.monotonic()
         self._poll = select.poll()
         self._poll.register(sock.fileno(), select.POLLIN | select.POLLPRI)
 
@@ -308,14 +309,19 @@ class _PacedSocket(io.RawIOBase):
 
     def readinto(self, buffer: Any) -> int | None:
         silent_since = time.monotonic()
-        while not self._ready():
+        while True:
+            now = time.monotonic()
+            # every slice, whether or not bytes trickle in (a drip never waits a slice)
+            if now - self._last_keepalive >= _WAIT_SLICE_S:
+                self._last_keepalive = now
+                keepalive()
+            if self._ready():
+                return self._raw.readinto(buffer)
             if time.monotonic() - silent_since >= READ_TIMEOUT_S:
                 raise RetryableError(
                     f"{redact(self._url)} sent nothing for {READ_TIMEOUT_S:.0f} s "
                     "(read timeout); retrying"
                 )
-            keepalive()
-        return self._raw.readinto(buffer)
 
     def close(self) -> None:
         if not self.closed:
@@ -366,6 +372,7 @@ class HTTPReader(Reader):
         self._shown = redact(url)
         self._info = info
         self._remaining = length
+        self._skip = 0 if info.supports_ranges else offset  # bytes before the range
         self._connection: http.client.HTTPConnection | None = None
         self._response: http.client.HTTPResponse | None = None
         if length <= 0:
@@ -398,8 +405,6 @@ class HTTPReader(Reader):
             raise
         try:
             self._check_response(self._response, ranged, offset, length)
-            if not ranged and offset:
-                self._discard(offset)
         except BaseException:
             self.close()
             raise
@@ -450,13 +455,18 @@ class HTTPReader(Reader):
             )
 
     def _discard(self, count: int) -> None:
+        """Read and drop ``count`` bytes (a server without ranges sends from byte 0),
+        counting them in ``bytes_read`` and calling :func:`keepalive` as they pass, so
+        a long skip heartbeats and shows as source progress."""
         scratch = memoryview(bytearray(min(count, 1 << 20)))
+        offset = count
         while count > 0:
             n = self._read(scratch[: min(count, len(scratch))])
             if n == 0:
-                raise IncompleteRead(f"{self._shown} ended before byte {count}")
+                raise IncompleteRead(f"{self._shown} ended before byte {offset}")
             self.bytes_read += n
             count -= n
+            keepalive()
 
     def _read(self, buffer: memoryview) -> int:
         """What one ``recv`` brings (or the buffered bytes), at most ``len(buffer)``."""
@@ -475,6 +485,9 @@ class HTTPReader(Reader):
     def readinto(self, buffer: memoryview) -> int:
         if self._remaining <= 0:
             return 0
+        if self._skip:  # here, not at open: the caller watches bytes_read while it runs
+            self._discard(self._skip)
+            self._skip = 0
         n = self._read(buffer[: min(len(buffer), self._remaining, _MAX_READ)])
         if n == 0:
             raise IncompleteRead(
