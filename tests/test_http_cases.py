@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
 import select
@@ -445,6 +446,16 @@ def test_error_messages_hide_query_values(quirky) -> None:
         assert "token=REDACTED" in str(error), error
 
 
+def test_httpx_log_lines_hide_query_values(quirky, caplog: pytest.LogCaptureFixture) -> None:
+    """httpx logs each request's URL at INFO: the token in its query is not shown."""
+    server = _serve(quirky, QuirkyServer(os.urandom(1000)))
+    with caplog.at_level(logging.INFO, logger="httpx"):
+        HTTPDriver().stat(parse_url(server.url("/object.bin?token=abc")))
+    lines = [record.getMessage() for record in caplog.records if record.name == "httpx"]
+    assert lines and all("abc" not in line for line in lines), lines
+    assert any("token=REDACTED" in line for line in lines), lines
+
+
 def test_dripping_headers_are_bounded(quirky, monkeypatch: pytest.MonkeyPatch) -> None:
     """A server that sends its response headers one byte every 0.2 s (no read ever
     times out): stat gives up at its request deadline (shortened to 1 s) with a
@@ -496,3 +507,39 @@ def test_server_without_ranges_read_from_an_offset(quirky) -> None:
         assert reader.readinto_full(buffer) == length
         assert reader.bytes_read == offset + length
     assert bytes(buffer) == data[offset : offset + length]
+
+
+def test_https_source_read_through_tls(
+    quirky, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bulk path over TLS (bytes already decrypted wait in the TLS layer, not the
+    socket): a self-signed server trusted through ``SSL_CERT_FILE``; every range read
+    exactly, with no dropped or repeated byte."""
+    import ssl
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"]
+        + ["-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    data = os.urandom(3 * 1024 * 1024 + 333)
+    server = QuirkyServer(data)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    _serve(quirky, server)
+    driver = HTTPDriver()
+    url = parse_url(server.url().replace("http://", "https://"))
+    info = driver.stat(url)
+    assert info.size == len(data) and info.supports_ranges
+    for offset, length in ((0, len(data)), (1, 1), (1024 * 1024 - 7, 2 * 1024 * 1024 + 9)):
+        buffer = memoryview(bytearray(length))
+        with driver.open_read(url, info, offset, length) as reader:
+            assert reader.readinto_full(buffer) == length
+        assert bytes(buffer) == data[offset : offset + length]

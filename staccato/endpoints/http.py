@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import io
+import logging
 import re
 import select
 import signal
@@ -159,6 +160,24 @@ def _transport_error(err: httpx.HTTPError, url: str) -> StaccatoError:
     if isinstance(err, httpx.RemoteProtocolError):
         return IncompleteRead(f"connection to {shown} broke mid-response: {detail}")
     return RetryableError(f"cannot read {shown}: {type(err).__name__}: {detail}")
+
+
+class _RedactURLs(logging.Filter):
+    """Redacts the query values of URLs in httpx's log records (its INFO line
+    ``HTTP Request: GET <url> ...`` shows the whole URL, token included)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                redact(str(arg))
+                if isinstance(arg, httpx.URL) or (isinstance(arg, str) and "://" in arg)
+                else arg
+                for arg in record.args
+            )
+        return True
+
+
+logging.getLogger("httpx").addFilter(_RedactURLs())
 
 
 def _origin(url: str | httpx.URL) -> tuple[str, str, int | None]:
