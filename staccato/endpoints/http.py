@@ -51,7 +51,7 @@ from email.message import Message
 from email.utils import parsedate_to_datetime
 from types import FrameType
 from typing import Any
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import SplitResult, urljoin, urlsplit
 
 import httpx
 
@@ -374,7 +374,7 @@ class HTTPReader(Reader):
 
     Args:
         url: the source URL (its origin alone receives ``credentials``).
-        info: what stat found (``extra["location"]``: where redirects led).
+        info: what stat found (the pinned version, range support).
         offset, length: the byte range, in bytes.
         credentials: headers configured for the source's origin (``Authorization`` ...).
     """
@@ -394,39 +394,72 @@ class HTTPReader(Reader):
         self._skip = 0 if info.supports_ranges else offset  # bytes before the range
         self._connection: http.client.HTTPConnection | None = None
         self._response: http.client.HTTPResponse | None = None
+        self._location = url
         if length <= 0:
             return
-        location = info.extra.get("location") or url
-        target = urlsplit(location)
-        headers = {"Accept-Encoding": "identity", "User-Agent": "staccato"}
-        if credentials and _origin(location) == _origin(url):
-            headers.update(credentials)
-        elif credentials:  # redirected elsewhere: only what is not a credential
-            headers.update(_without_credentials(credentials))
         ranged = info.supports_ranges
+        headers = {"Accept-Encoding": "identity", "User-Agent": "staccato"}
         if ranged:
             headers["Range"] = f"bytes={offset}-{offset + length - 1}"
             validator = _validator(info)
             if validator:
                 headers["If-Range"] = validator
-        try:
-            self._connection, path = _connect(target)
-            self._connection.response_class = _response_class(location)
-            _open(self._connection, location)
-            self._connection.request("GET", path, headers=headers)
-            self._response = self._connection.getresponse()
-        except (OSError, http.client.HTTPException) as err:
+        # an older stat kept where redirects led; now each read follows them afresh (a
+        # presigned redirect target expires, and its token must not be kept)
+        location = info.extra.get("location") or url
+        for _ in range(_MAX_REDIRECTS + 1):
+            self._response = self._get(location, headers, credentials)
+            following = self._redirect(location, self._response)
+            if following is None:
+                break
             self.close()
-            detail = _scrubbed(f"{type(err).__name__}: {err}", url, location)
-            raise RetryableError(f"cannot read {self._shown}: {detail}") from None
-        except BaseException:
+            location = following
+        else:
             self.close()
-            raise
+            raise PermanentError(f"{self._shown} redirects more than {_MAX_REDIRECTS} times")
+        self._location = location
         try:
             self._check_response(self._response, ranged, offset, length)
         except BaseException:
             self.close()
             raise
+
+    def _get(
+        self, location: str, headers: Mapping[str, str], credentials: Mapping[str, str] | None
+    ) -> http.client.HTTPResponse:
+        """Send the ``GET`` to ``location``; credentials only to the source's own origin.
+
+        Raises:
+            RetryableError: connection or protocol failure (message redacted).
+        """
+        sent = dict(headers)
+        if credentials:
+            sent.update(
+                credentials
+                if _origin(location) == _origin(self._url)
+                else _without_credentials(credentials)
+            )
+        try:
+            self._connection, path = _connect(urlsplit(location))
+            self._connection.response_class = _response_class(location)
+            _open(self._connection, location)
+            self._connection.request("GET", path, headers=sent)
+            return self._connection.getresponse()
+        except (OSError, http.client.HTTPException) as err:
+            self.close()
+            detail = _scrubbed(f"{type(err).__name__}: {err}", self._url, location)
+            raise RetryableError(f"cannot read {self._shown}: {detail}") from None
+        except BaseException:
+            self.close()
+            raise
+
+    @staticmethod
+    def _redirect(location: str, response: http.client.HTTPResponse) -> str | None:
+        """The absolute URL a 301/302/303/307/308 response points to, else None."""
+        target = response.getheader("location")
+        if response.status not in (301, 302, 303, 307, 308) or not target:
+            return None
+        return urljoin(location, target)
 
     def _check_response(
         self, response: http.client.HTTPResponse, ranged: bool, offset: int, length: int
@@ -498,7 +531,7 @@ class HTTPReader(Reader):
                 return len(piece)
             return response.fp.readinto1(buffer)  # type: ignore[attr-defined,no-any-return]
         except (OSError, http.client.HTTPException) as err:
-            detail = _scrubbed(str(err), self._url, self._info.extra.get("location", ""))
+            detail = _scrubbed(str(err), self._url, self._location)
             raise IncompleteRead(f"reading {self._shown} failed mid-response: {detail}") from None
 
     def readinto(self, buffer: memoryview) -> int:
@@ -624,8 +657,6 @@ class HTTPDriver(Driver):
             for key, header in (("etag", "etag"), ("last_modified", "last-modified"))
             if header in response.headers
         }
-        if str(response.url) != url:
-            extra["location"] = str(response.url)  # after redirects: where reads go
         content_type = response.headers.get("content-type")
         if code == 206:
             match = _CONTENT_RANGE.match(response.headers.get("content-range", ""))
