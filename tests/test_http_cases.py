@@ -392,7 +392,7 @@ async def test_retry_after_is_honoured(
 def test_redirect_to_another_origin_drops_credentials(quirky) -> None:
     """Credentials configured for a source's origin (Authorization, Cookie) reach that
     origin only: neither stat nor the bulk read sends them to the server a redirect
-    leads to (another port is another origin). The redirect target (a presigned URL
+    leads to (another port is another origin), nor to a source there. The redirect target (a presigned URL
     with its token) is not kept in what stat returns (that goes to workflow history):
     each read follows the redirect itself."""
     data = os.urandom(300_000)
@@ -401,7 +401,11 @@ def test_redirect_to_another_origin_drops_credentials(quirky) -> None:
         quirky, QuirkyServer(b"", redirect_to=target.url("/object.bin?sig=s3cret-sig"))
     )
     secret = "Bearer s3cret-value"
-    driver = HTTPDriver(headers={"Authorization": secret, "Cookie": "session=s3cret-value"})
+    driver = HTTPDriver(
+        origin_headers={
+            redirector.url("/"): {"Authorization": secret, "Cookie": "session=s3cret-value"}
+        }
+    )
     url = parse_url(redirector.url())
     info = driver.stat(url)
     assert info.size == len(data)
@@ -413,6 +417,7 @@ def test_redirect_to_another_origin_drops_credentials(quirky) -> None:
     assert redirector.requests and all(
         headers.get("Authorization") == secret for _, _, _, headers, _ in redirector.requests
     )
+    driver.stat(parse_url(target.url()))  # an origin with no headers configured
     seen = [(m, r, h) for _, m, r, h, _ in target.requests]
     assert {m for m, _, _ in seen} >= {"HEAD", "GET"}, seen
     for _, _, headers in seen:

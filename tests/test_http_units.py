@@ -19,7 +19,7 @@ def test_retry_after_seconds_and_http_date() -> None:
     assert retry_after_s(formatdate(now + 30, usegmt=True), now) == pytest.approx(30.0)
     assert retry_after_s(formatdate(now - 30, usegmt=True), now) == 0.0  # past: at once
     assert retry_after_s("Tuesday, 14-Nov-23 22:13:50 GMT", now) == pytest.approx(30.0)
-    for bad in (None, "", "-1", "1.5", "soon", "Mon, 99 Foo 2023 00:00:00 GMT"):
+    for bad in (None, "", "-1", "1.5", "²", "soon", "Mon, 99 Foo 2023 00:00:00 GMT"):
         assert retry_after_s(bad, now) is None, bad
 
 

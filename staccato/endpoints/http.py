@@ -25,8 +25,8 @@ Retry-After: a ``503`` or ``429`` with ``Retry-After`` (RFC 9110 section 10.2.3,
 or an HTTP-date) raises a :class:`RetryableError` with ``retry_after_s``, which the
 activity turns into Temporal's next retry delay.
 
-Credentials: the request headers a worker is configured with (``HTTPDriver(headers=)``)
-go to the source URL's origin only. On a redirect to another origin
+Credentials: request headers a worker is configured with for an origin
+(``HTTPDriver(origin_headers=)``) go to that origin only. On a redirect to another origin
 ``Authorization``, ``Proxy-Authorization`` and ``Cookie`` are dropped (RFC 9110 section
 15.4), and the bulk path sends them only when it reads from the source's own origin.
 Messages never show a URL's query values (:func:`staccato.urls.redact`): presigned
@@ -103,7 +103,7 @@ def retry_after_s(value: str | None, now: float | None = None) -> float | None:
     if value is None:
         return None
     text = value.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         return float(int(text))
     try:
         when = parsedate_to_datetime(text)
@@ -564,12 +564,15 @@ class HTTPDriver(Driver):
     scheme = "http"
     can_write = False
 
-    def __init__(self, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(self, origin_headers: Mapping[str, Mapping[str, str]] | None = None) -> None:
         """Args:
-        headers: request headers for every source's own origin, e.g. an
-            ``Authorization`` configured on the worker; credentials among them never
-            follow a redirect to another origin."""
-        self._headers = dict(headers or {})
+        origin_headers: request headers per origin (``"https://host[:port]"``), e.g. an
+            ``Authorization`` configured on the worker for one server; sent to that
+            origin only, and credentials among them never follow a redirect to another
+            origin."""
+        self._origin_headers = {
+            _origin(origin): dict(headers) for origin, headers in (origin_headers or {}).items()
+        }
         self._client = httpx.Client(
             timeout=_TIMEOUT, follow_redirects=False, headers={"User-Agent": "staccato"}
         )
@@ -586,7 +589,9 @@ class HTTPDriver(Driver):
             PermanentError: too many redirects.
         """
         origin = _origin(url)
-        request = self._client.build_request(method, url, headers={**self._headers, **headers})
+        request = self._client.build_request(
+            method, url, headers={**self._origin_headers.get(origin, {}), **headers}
+        )
         for _ in range(_MAX_REDIRECTS + 1):
             response = self._client.send(request, stream=True, follow_redirects=False)
             following = response.next_request
@@ -700,4 +705,6 @@ class HTTPDriver(Driver):
         raise _status_error(code, url, response.headers)
 
     def open_read(self, url: EndpointURL, info: ObjectInfo, offset: int, length: int) -> Reader:
-        return HTTPReader(url.canonical, info, offset, length, self._headers)
+        return HTTPReader(
+            url.canonical, info, offset, length, self._origin_headers.get(_origin(url.canonical))
+        )
