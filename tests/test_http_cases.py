@@ -84,8 +84,10 @@ class QuirkyServer(ThreadingHTTPServer):
         self.stopping = threading.Event()
         self.lock = threading.Lock()
 
+    scheme = "http"  # "https" once the listening socket is wrapped (see the tls fixture)
+
     def url(self, path: str = "/object.bin") -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}{path}"
+        return f"{self.scheme}://127.0.0.1:{self.server_address[1]}{path}"
 
     def shutdown(self) -> None:
         self.stopping.set()
@@ -145,10 +147,10 @@ class _Handler(BaseHTTPRequestHandler):
             ).encode()
             self.close_connection = True
             for i in range(len(head)):
-                readable, _, _ = select.select([self.connection], [], [], server.drip_headers_s)
-                if server.stopping.is_set() or (readable and not self.connection.recv(1)):
-                    break
                 try:
+                    readable, _, _ = select.select([self.connection], [], [], server.drip_headers_s)
+                    if server.stopping.is_set() or (readable and not self.connection.recv(1)):
+                        break
                     self.wfile.write(head[i : i + 1])
                     self.wfile.flush()
                 except OSError:
@@ -229,6 +231,34 @@ def quirky() -> Iterator[list[QuirkyServer]]:
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def tls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Makes a QuirkyServer speak HTTPS with a self-signed certificate for 127.0.0.1,
+    trusted by this process through ``SSL_CERT_FILE`` (create drivers afterwards)."""
+    import ssl
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"]
+        + ["-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+
+    def secure(server: QuirkyServer) -> QuirkyServer:
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        server.scheme = "https"
+        return server
+
+    return secure
 
 
 def _serve(servers: list[QuirkyServer], server: QuirkyServer) -> QuirkyServer:
@@ -472,17 +502,22 @@ def test_httpx_log_lines_hide_query_values(quirky, caplog: pytest.LogCaptureFixt
     assert any("token=REDACTED" in line for line in lines), lines
 
 
-def test_dripping_headers_are_bounded(quirky, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_dripping_headers_are_bounded(
+    quirky, monkeypatch: pytest.MonkeyPatch, tls, scheme: str
+) -> None:
     """A server that sends its response headers one byte every 0.2 s (no read ever
-    times out): stat gives up at its request deadline (shortened to 1 s) with a
-    retryable error; the bulk read keeps calling keepalive while it waits (the stream
-    heartbeats, sees a cancel, and runs its minimum-rate watchdog there)."""
+    times out; over TLS, one record per byte):
+    stat gives up at its request deadline (shortened to 1 s) with a retryable error; the
+    bulk read keeps calling keepalive while it waits (the stream heartbeats, sees a
+    cancel, and runs its minimum-rate watchdog there)."""
     from staccato.endpoints import http
     from staccato.endpoints.base import keepalive_hook
 
     monkeypatch.setattr(http, "REQUEST_DEADLINE_S", 1.0)
     data = os.urandom(50_000)
-    server = _serve(quirky, QuirkyServer(data, drip_headers_s=0.2))
+    server = QuirkyServer(data, drip_headers_s=0.2)
+    server = _serve(quirky, tls(server) if scheme == "https" else server)
     driver = HTTPDriver()
     url = parse_url(server.url("/slow.bin?token=abc"))
     started = time.monotonic()
@@ -501,7 +536,8 @@ def test_dripping_headers_are_bounded(quirky, monkeypatch: pytest.MonkeyPatch) -
         if len(calls) >= 4:
             raise Stop
 
-    info = driver.stat(parse_url(_serve(quirky, QuirkyServer(data)).url()))
+    plain = QuirkyServer(data)
+    info = driver.stat(parse_url(_serve(quirky, tls(plain) if scheme == "https" else plain).url()))
     started = time.monotonic()
     with keepalive_hook(hook), pytest.raises(Stop):
         driver.open_read(url, info, 0, len(data))
@@ -525,33 +561,15 @@ def test_server_without_ranges_read_from_an_offset(quirky) -> None:
     assert bytes(buffer) == data[offset : offset + length]
 
 
-def test_https_source_read_through_tls(
-    quirky, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_https_source_read_through_tls(quirky, tls) -> None:
     """The bulk path over TLS (bytes already decrypted wait in the TLS layer, not the
     socket): a self-signed server trusted through ``SSL_CERT_FILE``; every range read
     exactly, with no dropped or repeated byte."""
-    import ssl
-    import subprocess
-
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-        + ["-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"]
-        + ["-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
     data = os.urandom(3 * 1024 * 1024 + 333)
-    server = QuirkyServer(data)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    _serve(quirky, server)
+    server = _serve(quirky, tls(QuirkyServer(data)))
     driver = HTTPDriver()
-    url = parse_url(server.url().replace("http://", "https://"))
+    url = parse_url(server.url())
+    assert url.scheme == "https"
     info = driver.stat(url)
     assert info.size == len(data) and info.supports_ranges
     for offset, length in ((0, len(data)), (1, 1), (1024 * 1024 - 7, 2 * 1024 * 1024 + 9)):

@@ -43,10 +43,11 @@ import re
 import select
 import signal
 import socket
+import ssl
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from email.message import Message
 from email.utils import parsedate_to_datetime
 from types import FrameType
@@ -298,11 +299,15 @@ def _open(connection: http.client.HTTPConnection, url: str) -> None:
 
 
 class _PacedSocket(io.RawIOBase):
-    """The raw byte stream of a response: each read first waits until the socket has
-    data, in slices of at most ``_WAIT_SLICE_S``, and fails after ``READ_TIMEOUT_S`` of
-    silence; then one ``recv`` takes what is there. :func:`keepalive` is called every
-    ``_WAIT_SLICE_S`` of reading, data or not (so the stream keeps heartbeating, sees a
-    cancel, and its minimum-rate watchdog can end a source that drips its headers).
+    """The raw byte stream of a response, read without blocking: each read takes what
+    the socket (or the TLS layer) has; when nothing is there it waits for the socket in
+    slices of at most ``_WAIT_SLICE_S`` and fails after ``READ_TIMEOUT_S`` of silence.
+    :func:`keepalive` is called every ``_WAIT_SLICE_S`` of reading, data or not (so the
+    stream keeps heartbeating, sees a cancel, and its minimum-rate watchdog can end a
+    source that drips its headers, or a TLS record, a byte at a time).
+
+    The socket is non-blocking while this is open (its timeout is restored at close:
+    a proxy's CONNECT answer is read this way before the TLS handshake).
 
     Raises (from ``readinto``):
         RetryableError: nothing arrived for ``READ_TIMEOUT_S``.
@@ -310,9 +315,11 @@ class _PacedSocket(io.RawIOBase):
 
     def __init__(self, raw: io.RawIOBase, sock: socket.socket, url: str) -> None:
         super().__init__()
-        self._raw = raw  # the socket's own SocketIO: reading through it keeps its refcount
+        self._raw = raw  # the socket's own SocketIO, kept for its refcount on the socket
         self._sock = sock
         self._url = url
+        self._timeout = sock.gettimeout()
+        sock.settimeout(0.0)
         self._last_keepalive = time.monotonic()
         self._poll = select.poll()
         self._poll.register(sock.fileno(), select.POLLIN | select.POLLPRI)
@@ -320,13 +327,7 @@ class _PacedSocket(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def _ready(self) -> bool:
-        pending: Callable[[], int] | None = getattr(self._sock, "pending", None)
-        if pending is not None and pending() > 0:  # TLS bytes already decrypted
-            return True
-        return bool(self._poll.poll(int(_WAIT_SLICE_S * 1000)))
-
-    def readinto(self, buffer: Any) -> int | None:
+    def readinto(self, buffer: Any) -> int:
         silent_since = time.monotonic()
         while True:
             now = time.monotonic()
@@ -334,16 +335,21 @@ class _PacedSocket(io.RawIOBase):
             if now - self._last_keepalive >= _WAIT_SLICE_S:
                 self._last_keepalive = now
                 keepalive()
-            if self._ready():
-                return self._raw.readinto(buffer)
-            if time.monotonic() - silent_since >= READ_TIMEOUT_S:
+            try:
+                return self._sock.recv_into(buffer)
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                pass  # nothing yet, or only part of a TLS record
+            if now - silent_since >= READ_TIMEOUT_S:
                 raise RetryableError(
                     f"{redact(self._url)} sent nothing for {READ_TIMEOUT_S:.0f} s "
                     "(read timeout); retrying"
                 )
+            self._poll.poll(int(_WAIT_SLICE_S * 1000))
 
     def close(self) -> None:
         if not self.closed:
+            with contextlib.suppress(OSError):
+                self._sock.settimeout(self._timeout)
             self._raw.close()
         super().close()
 
