@@ -38,9 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from staccato import settings
-from staccato.endpoints.base import Driver
-from staccato.errors import InvalidURL, PermanentError, SourceChanged
-from staccato.models import ObjectInfo
+from staccato.errors import InvalidURL, PermanentError
 from staccato.urls import REDACTED, SOURCE_ONLY_SCHEMES, EndpointURL, parse_url, redact
 
 KEY_BYTES = 32  # AES-256
@@ -309,45 +307,6 @@ def source_url(source: str, source_secret: str | None) -> EndpointURL:
         raise InvalidURL(f"the sealed query does not fit the source {source}")
     _remember(query)
     return real
-
-
-#: ``ObjectInfo.extra`` key of a redirect target that held a secret (kept redacted)
-REDIRECTED_TO = "redirected_to"
-
-
-def stored_info(info: ObjectInfo) -> ObjectInfo:
-    """``info`` as it may be stored in Temporal: a redirect target (``extra["location"]``)
-    holding a secret (a presigned URL, as object stores and release-download
-    services redirect to) is replaced by its redacted form under ``redirected_to``;
-    the worker that reads looks it up again (:func:`worker_info`)."""
-    location = info.extra.get("location")
-    if location is None or redact(location) == location:
-        return info
-    extra = {k: v for k, v in info.extra.items() if k != "location"}
-    extra[REDIRECTED_TO] = redact(location)
-    return info.model_copy(update={"extra": extra})
-
-
-def worker_info(driver: Driver, url: EndpointURL, info: ObjectInfo) -> ObjectInfo:
-    """``info`` with a redirect target that :func:`stored_info` held back looked up
-    again (a fresh stat; presigned targets also expire within minutes, so a fresh
-    one is what a later stream needs anyway).
-
-    Raises:
-        SourceChanged: the source's version is no longer the pinned one.
-    """
-    if REDIRECTED_TO not in info.extra or "location" in info.extra:
-        return info
-    fresh = driver.stat(url)
-    if fresh.version != info.version:
-        raise SourceChanged(
-            f"source changed during the transfer: {redact(url.canonical)} is now version "
-            f"{fresh.version}, was {info.version}"
-        )
-    extra = dict(info.extra)
-    if "location" in fresh.extra:
-        extra["location"] = fresh.extra["location"]
-    return info.model_copy(update={"extra": extra})
 
 
 class ScrubFilter(logging.Filter):

@@ -6,6 +6,9 @@
 * ``STACCATO_WORKER_PROCESSES``: activity processes per worker (default: max(4, CPUs)).
 * ``STACCATO_WORKER_SHUTDOWN_TIMEOUT_S``: seconds a stopping worker lets running
   activities finish before cancelling them (default 5).
+* ``STACCATO_MIN_RATE_BYTES_PER_S`` / ``STACCATO_MIN_RATE_WINDOW_S``: a stream whose
+  source delivers fewer bytes per second than this, averaged over the window, fails its
+  attempt with a retryable error (default 1024 bytes/s over 60 s; 0 turns it off).
 * Temporal connection: Temporal's own environment configuration (``TEMPORAL_ADDRESS``,
   ``TEMPORAL_NAMESPACE``, ``TEMPORAL_PROFILE``, TLS, API key; ``temporalio.envconfig``),
   default ``127.0.0.1:7233`` / ``default``.
@@ -70,6 +73,52 @@ def worker_shutdown_timeout_s() -> float:
             f"got {text!r}"
         )
     return value
+
+
+DEFAULT_MIN_RATE_BYTES_PER_S = 1024.0
+DEFAULT_MIN_RATE_WINDOW_S = 60.0
+
+
+def _number(name: str, default: float, *, positive: bool) -> float:
+    """The number in environment variable ``name`` (``default`` when unset or empty).
+
+    Raises:
+        ValueError: not a finite number, or negative (zero too when ``positive``); the
+            message names the variable and what was expected.
+    """
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    expected = "a positive number" if positive else "a number >= 0"
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{name} must be {expected}, got {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")) or value < 0:
+        raise ValueError(f"{name} must be {expected}, got {text!r}")
+    if positive and value == 0:
+        raise ValueError(f"{name} must be {expected}, got {text!r}")
+    return value
+
+
+def min_rate_bytes_per_s() -> float:
+    """Minimum source throughput of a stream, in bytes per second
+    (``STACCATO_MIN_RATE_BYTES_PER_S``, default 1024; 0 turns the watchdog off).
+
+    Raises:
+        ValueError: not a number >= 0.
+    """
+    return _number("STACCATO_MIN_RATE_BYTES_PER_S", DEFAULT_MIN_RATE_BYTES_PER_S, positive=False)
+
+
+def min_rate_window_s() -> float:
+    """Seconds over which a stream's source throughput is averaged before the minimum
+    rate applies (``STACCATO_MIN_RATE_WINDOW_S``, default 60).
+
+    Raises:
+        ValueError: not a positive number.
+    """
+    return _number("STACCATO_MIN_RATE_WINDOW_S", DEFAULT_MIN_RATE_WINDOW_S, positive=True)
 
 
 def temporal_connect_config() -> dict[str, Any]:

@@ -89,7 +89,7 @@ def parse_url(text: str, *, cwd: str | None = None) -> EndpointURL:
         raise InvalidURL("empty URL: expected a path or a URL such as file:///data/x.bin")
     if text != text.strip() or any(c in text for c in "\r\n\t\0"):
         raise InvalidURL(
-            f"malformed URL {_redact(text)!r}: it contains whitespace or control characters"
+            f"malformed URL {redact(text)!r}: it contains whitespace or control characters"
         )
     match = re.match(r"^([A-Za-z][A-Za-z0-9+.\-]*)://", text)
     if not match:
@@ -97,46 +97,42 @@ def parse_url(text: str, *, cwd: str | None = None) -> EndpointURL:
             scheme = text.split(":", 1)[0]
             if len(scheme) > 1:
                 raise InvalidURL(
-                    f"malformed URL {_redact(text)!r}: expected SCHEME://..., one of {', '.join(SCHEMES)}"
+                    f"malformed URL {redact(text)!r}: expected SCHEME://..., one of {', '.join(SCHEMES)}"
                 )
         return _file_url(os.path.join(cwd or os.getcwd(), text))
     scheme = match.group(1).lower()
     if scheme not in SCHEMES:
         raise InvalidURL(
-            f"unknown URL scheme {scheme!r} in {_redact(text)!r}: supported schemes are {', '.join(SCHEMES)}"
+            f"unknown URL scheme {scheme!r} in {redact(text)!r}: supported schemes are {', '.join(SCHEMES)}"
         )
     try:
         parts = urlsplit(text)
         port = parts.port
     except ValueError as err:
-        raise InvalidURL(f"malformed URL {_redact(text)!r}: {err}") from None
+        raise InvalidURL(f"malformed URL {redact(text)!r}: {err}") from None
     if parts.password is not None:
         raise InvalidURL(
-            f"refusing a password in URL {_redact(text)}: credentials never go in URLs "
+            f"refusing a password in URL {redact(text)}: credentials never go in URLs "
             "(they would be stored in the transfer's history); configure them on the worker "
             "(ssh-agent, key files or ~/.ssh/config for sftp; AWS profiles for s3)"
         )
     if scheme == "file":
         if parts.netloc not in ("", "localhost"):
-            raise InvalidURL(
-                f"malformed file URL {_redact(text)!r}: expected file:///absolute/path"
-            )
+            raise InvalidURL(f"malformed file URL {redact(text)!r}: expected file:///absolute/path")
         if parts.query or parts.fragment:
             raise InvalidURL(
-                f"malformed file URL {_redact(text)!r}: '?' and '#' must be percent-encoded"
+                f"malformed file URL {redact(text)!r}: '?' and '#' must be percent-encoded"
             )
         path = unquote(parts.path)
         if not path.startswith("/"):
-            raise InvalidURL(
-                f"malformed file URL {_redact(text)!r}: expected file:///absolute/path"
-            )
+            raise InvalidURL(f"malformed file URL {redact(text)!r}: expected file:///absolute/path")
         return _file_url(path)
     if scheme in ("http", "https"):
         if not parts.hostname:
-            raise InvalidURL(f"malformed URL {_redact(text)!r}: no host")
+            raise InvalidURL(f"malformed URL {redact(text)!r}: no host")
         if parts.username is not None:
             raise InvalidURL(
-                f"refusing credentials in URL {_redact(text)}: configure them on the worker"
+                f"refusing credentials in URL {redact(text)}: configure them on the worker"
             )
         host = parts.hostname.lower()
         netloc = f"[{host}]" if ":" in host else host
@@ -148,10 +144,6 @@ def parse_url(text: str, *, cwd: str | None = None) -> EndpointURL:
     if scheme == "s3":
         return _s3_url(text)
     return _sftp_url(text, parts.hostname, port, parts.username, parts.path, parts.query)
-
-
-def _redact(text: str) -> str:
-    return redact(text)
 
 
 def redact(url: str) -> str:
@@ -226,14 +218,14 @@ def _s3_url(text: str) -> EndpointURL:
             name, _, value = item.partition("=")
             if name != "profile" or not value:
                 raise InvalidURL(
-                    f"malformed S3 URL {_redact(text)!r}: the only query parameter understood is "
+                    f"malformed S3 URL {redact(text)!r}: the only query parameter understood is "
                     "?profile=NAME"
                 )
             params[name] = unquote(value)
     bucket, _, key = rest.partition("/")
     if not _BUCKET_RE.match(bucket) or ".." in bucket:
         raise InvalidURL(
-            f"invalid S3 bucket name {bucket!r} in {_redact(text)!r}: 3-63 characters of lowercase "
+            f"invalid S3 bucket name {bucket!r} in {redact(text)!r}: 3-63 characters of lowercase "
             "letters, digits, '.' and '-', starting and ending with a letter or digit"
         )
     canonical = f"s3://{bucket}/{key}" + (f"?profile={quote(params['profile'])}" if params else "")
@@ -245,16 +237,16 @@ def _sftp_url(
 ) -> EndpointURL:
     if not host:
         raise InvalidURL(
-            f"malformed SFTP URL {_redact(text)!r}: expected sftp://[user@]host[:port]/path"
+            f"malformed SFTP URL {redact(text)!r}: expected sftp://[user@]host[:port]/path"
         )
     if query:
         raise InvalidURL(
-            f"malformed SFTP URL {_redact(text)!r}: query parameters are not understood"
+            f"malformed SFTP URL {redact(text)!r}: query parameters are not understood"
         )
     path = unquote(path)
     if not path.startswith("/"):
         raise InvalidURL(
-            f"malformed SFTP URL {_redact(text)!r}: expected an absolute path after the host"
+            f"malformed SFTP URL {redact(text)!r}: expected an absolute path after the host"
         )
     host = host.lower()
     netloc = (f"{user}@" if user else "") + (f"[{host}]" if ":" in host else host)

@@ -246,8 +246,6 @@ async def test_presigned_url_token_appears_nowhere(
         temporal_server, nginx_ranges, nginx_redirecting, http_root, data_dir, tmp_path, env
     )
     assert any("REDACTED" in text for text in dumps.values())
-    # the redirect target was held back from history (and looked up again by streams)
-    assert any(_leaks(text, ["redirected_to"]) for text in dumps.values())
     _assert_nowhere(dumps, tokens)
 
 

@@ -11,37 +11,237 @@ ListParts reports no part checksums, a server-side copy without one): such a chu
 is read from the source once more to checksum it, and not written again.
 
 Memory: one chunk-sized buffer per stream, whatever the object size.
+
+Stalls: while a stream waits for its source (drivers call ``keepalive`` during long
+waits), a minimum-throughput watchdog compares the bytes the source delivered with
+``STACCATO_MIN_RATE_BYTES_PER_S`` over the last ``STACCATO_MIN_RATE_WINDOW_S`` of
+reading time and fails the attempt with a retryable error naming the source and the
+rate seen (so it shows in ``status`` as the last retry error); time spent writing to
+the destination does not count against the source. A heartbeat that cannot be sent,
+or a cancel (a pause, or Temporal giving up on the attempt), stops the stream at its
+next heartbeat. And should the stream block in a call that never comes back (a
+driver waiting without ``keepalive``), a guard thread interrupts it once no heartbeat
+has been possible for the heartbeat timeout: by then Temporal has given up on the
+attempt and started another, and this one must let go of its process.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import signal
+import threading
 import time
+from collections import deque
+from collections.abc import Iterator
+from types import FrameType
 
 from pydantic import ValidationError
 from temporalio import activity
 
-from staccato import checksums, secrets
+from staccato import checksums, secrets, settings
 from staccato.activities.errors import mapped_errors
 from staccato.endpoints import get_driver
-from staccato.endpoints.base import ChunkWriter, keepalive_hook
+from staccato.endpoints.base import ChunkWriter, Reader, keepalive_hook
 from staccato.errors import RetryableError
 from staccato.models import Checkpoint, StreamInput, StreamResult
 from staccato.plan import chunk_bounds
-from staccato.urls import parse_url
+from staccato.urls import parse_url, redact
 
 _HEARTBEAT_EVERY_S = 0.5
+log = logging.getLogger("staccato.stream")
 
 
 class _Stopped(Exception):
     """The activity was cancelled (pause) or the worker is going away."""
 
 
-class _StreamProgress:
-    """Tracks a stream's progress and heartbeats it, at most every 0.5 s."""
+class _Abandoned(RetryableError):
+    """Raised in a stream blocked past its heartbeat timeout (see :class:`_Guard`)."""
 
-    def __init__(self, segment: int, bytes_done: int, next_chunk: int) -> None:
+
+class _Guard:
+    """Interrupts the stream's (main) thread when it has not reached a heartbeat for
+    ``limit_s`` seconds: Temporal has then timed the attempt out (no heartbeat for the
+    heartbeat timeout) and retried it, so nobody waits for this one, but its process
+    stays taken until the blocked call returns, and a worker has few processes.
+
+    The interrupt is ``SIGUSR2`` sent to the main thread: its handler raises
+    :class:`_Abandoned` there, a blocked system call (``recv``, ``read``, a lock wait)
+    returning with ``EINTR`` first (PEP 475). It is repeated every ``_GUARD_TICK_S``
+    while the thread stays blocked (a broad ``except`` in a driver may swallow one).
+    It is deferred while the thread talks to the worker's shared state manager
+    (heartbeat, cancel check), whose connection an interrupt would leave unusable.
+    The handler stays installed once set and does nothing unless a guard is armed,
+    so a signal that arrives late never disturbs the process's next activity.
+    """
+
+    def __init__(self, limit_s: float) -> None:
+        self.limit_s = limit_s
+        self.touched = time.monotonic()
+        self.armed = True
+        self.shielded = False
+        self.pending = False
+        self.message = ""
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._main = threading.main_thread().ident
+        self._thread = threading.Thread(target=self._watch, name="stream-guard", daemon=True)
+
+    def touch(self) -> None:
+        """The stream reached a heartbeat point (it is not blocked)."""
+        self.touched = time.monotonic()
+
+    @contextlib.contextmanager
+    def shield(self) -> Iterator[None]:
+        """Defer interrupts for the block (a call to the shared state manager)."""
+        self.shielded = True
+        try:
+            yield
+        finally:
+            self.shielded = False
+        if self.pending:
+            self.pending = False
+            raise _Abandoned(self.message)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(_GUARD_TICK_S):
+            idle = time.monotonic() - self.touched
+            if idle < self.limit_s:
+                continue
+            with self._lock:
+                if not self.armed:
+                    return
+                self.message = (
+                    f"stream attempt abandoned: blocked for {idle:.0f} s without a heartbeat "
+                    f"(heartbeat timeout {self.limit_s:g} s), so Temporal has retried it; "
+                    "stopping it to free its worker process"
+                )
+                log.warning("%s", self.message)
+                assert self._main is not None
+                signal.pthread_kill(self._main, signal.SIGUSR2)
+
+    def disarm(self) -> None:
+        with self._lock:
+            self.armed = False
+        self._stop.set()
+
+
+_GUARD_TICK_S = 0.5
+_guard: _Guard | None = None  # the armed guard of this process's running stream
+
+
+def _on_guard_signal(signum: int, frame: FrameType | None) -> None:
+    guard = _guard
+    if guard is None or not guard.armed:
+        return
+    if guard.shielded:
+        guard.pending = True
+        return
+    raise _Abandoned(guard.message)
+
+
+@contextlib.contextmanager
+def _guarded(limit_s: float | None) -> Iterator[_Guard | None]:
+    """Run the block under a :class:`_Guard` of ``limit_s`` seconds (the attempt's
+    heartbeat timeout). Only in a process's main thread (an activity process of the
+    worker's pool); elsewhere, and without a heartbeat timeout, unguarded."""
+    global _guard
+    if not limit_s or threading.current_thread() is not threading.main_thread():
+        yield None
+        return
+    if signal.getsignal(signal.SIGUSR2) is not _on_guard_signal:
+        signal.signal(signal.SIGUSR2, _on_guard_signal)
+    guard = _Guard(limit_s)
+    _guard = guard
+    guard._thread.start()
+    try:
+        yield guard
+    finally:
+        guard.disarm()
+        _guard = None
+
+
+def _touch() -> None:
+    guard = _guard
+    if guard is not None:
+        guard.touch()
+
+
+class _RateWatchdog:
+    """Fails a stream whose source is slower than a minimum rate.
+
+    Time counts only while the stream reads from its source (``reading(True)``); the
+    rate is the bytes delivered over the last ``window_s`` of that time.
+
+    Args:
+        source: the source URL as shown in messages (query values redacted).
+        min_rate: bytes per second; 0 turns the watchdog off.
+        window_s: seconds of reading time the rate is averaged over.
+    """
+
+    def __init__(self, source: str, min_rate: float, window_s: float) -> None:
+        self._source = source
+        self._min_rate = min_rate
+        self._window_s = window_s
+        self._clock = 0.0  # seconds spent reading, up to the start of the current spell
+        self._since: float | None = None  # monotonic start of the current reading spell
+        self._samples: deque[tuple[float, int]] = deque()  # (reading clock, bytes read)
+
+    def reading(self, active: bool) -> None:
+        """Start (True) or stop (False) counting time against the source."""
+        now = time.monotonic()
+        if active and self._since is None:
+            self._since = now
+        elif not active and self._since is not None:
+            self._clock += now - self._since
+            self._since = None
+
+    def check(self, source_bytes: int) -> None:
+        """Record that the source has delivered ``source_bytes`` so far.
+
+        Raises:
+            RetryableError: over the last window the source delivered less than the
+                minimum rate; the message names the source, the rate and the settings.
+        """
+        if self._since is None or self._min_rate <= 0:
+            return
+        clock = self._clock + time.monotonic() - self._since
+        samples = self._samples
+        samples.append((clock, source_bytes))
+        while len(samples) >= 2 and samples[1][0] <= clock - self._window_s:
+            samples.popleft()
+        first_clock, first_bytes = samples[0]
+        span = clock - first_clock
+        if span < self._window_s:
+            return
+        rate = (source_bytes - first_bytes) / span
+        if rate < self._min_rate:
+            raise RetryableError(
+                f"source {self._source} is too slow: it delivered "
+                f"{source_bytes - first_bytes} bytes in the last {span:.0f} s "
+                f"({rate:.0f} bytes/s), below the minimum of {self._min_rate:.0f} bytes/s "
+                f"over {self._window_s:g} s (worker settings STACCATO_MIN_RATE_BYTES_PER_S, "
+                "STACCATO_MIN_RATE_WINDOW_S); retrying"
+            )
+
+
+class _StreamProgress:
+    """Tracks a stream's progress and heartbeats it, at most every 0.5 s; runs the
+    source's :class:`_RateWatchdog` at each heartbeat."""
+
+    def __init__(
+        self,
+        segment: int,
+        bytes_done: int,
+        next_chunk: int,
+        watchdog: _RateWatchdog | None = None,
+    ) -> None:
         self.segment = segment
+        self.watchdog = watchdog
+        self.reader: Reader | None = None  # the source reader in use, for the watchdog
+        self._closed_readers_bytes = 0
         self.bytes_done = bytes_done
         self.next_chunk = next_chunk
         self.bytes_read = 0
@@ -57,9 +257,21 @@ class _StreamProgress:
         self._copied += copied
         self.bytes_read += read
 
+    def reading(self, active: bool) -> None:
+        """The stream starts (True) or stops (False) waiting on its source."""
+        if self.watchdog is not None:
+            self.watchdog.reading(active)
+
     def beat(self, force: bool = False) -> None:
-        """Heartbeat if due; raise :class:`_Stopped` when cancellation was requested."""
+        """Heartbeat if due.
+
+        Raises:
+            _Stopped: cancellation was requested, the heartbeat could not be sent, or
+                the worker process is gone.
+            RetryableError: the source is below its minimum rate (:class:`_RateWatchdog`).
+        """
         now = time.monotonic()
+        _touch()
         if not force and now - self._last_beat < _HEARTBEAT_EVERY_S:
             return
         self._last_beat = now
@@ -67,7 +279,7 @@ class _StreamProgress:
             # The worker process died: this is a stale writer, stop now.
             raise _Stopped("worker process is gone")
         elapsed = max(now - self._started, 1e-6)
-        activity.heartbeat(
+        _heartbeat(
             Checkpoint(
                 segment=self.segment,
                 next_chunk=self.next_chunk,
@@ -76,8 +288,47 @@ class _StreamProgress:
                 bytes_read=self.bytes_read,
             )
         )
-        if activity.is_cancelled():
-            raise _Stopped("cancelled")
+        if self.watchdog is not None:
+            self.watchdog.check(self.source_bytes())
+
+    def source_bytes(self) -> int:
+        """Bytes received from the source so far, including those of the open reader
+        not yet in a chunk (and any it skipped to reach its offset)."""
+        reader = self.reader
+        return self._closed_readers_bytes + (reader.bytes_read if reader is not None else 0)
+
+    def reader_opened(self, reader: Reader) -> None:
+        self.reader = reader
+
+    def reader_closed(self) -> None:
+        if self.reader is not None:
+            self._closed_readers_bytes += self.reader.bytes_read
+        self.reader = None
+
+
+def _heartbeat(*details: object) -> None:
+    """Send a heartbeat, then check for cancellation.
+
+    Raises:
+        _Stopped: the activity was cancelled (a pause; Temporal gave up on the attempt,
+            e.g. its heartbeat timed out and the server no longer knows it), or the
+            heartbeat could not be handed to the worker (its process or the shared
+            state manager is gone): either way nobody waits for this attempt's result.
+    """
+    guard = _guard
+    try:
+        with guard.shield() if guard is not None else contextlib.nullcontext():
+            activity.heartbeat(*details)
+            cancelled = activity.is_cancelled()
+    except _Abandoned:
+        raise
+    except Exception as err:  # the worker's manager process is gone or broken
+        log.warning(
+            "stream stops: its heartbeat could not be sent (%s: %s)", type(err).__name__, err
+        )
+        raise _Stopped("heartbeat failed") from None
+    if cancelled:
+        raise _Stopped("cancelled")
 
 
 def _previous_checkpoint() -> Checkpoint | None:
@@ -103,9 +354,13 @@ def copy_stream(request: StreamInput) -> StreamResult:
         ApplicationError: a mapped :mod:`staccato.errors` error (see ``mapped_errors``).
     """
     waiting = _Waiting()
+    timeout = activity.info().heartbeat_timeout
     # A driver may wait before the first chunk (e.g. for an SFTP connection slot): it
     # calls base.keepalive(), which heartbeats here so the attempt is not timed out.
-    with keepalive_hook(waiting.beat):
+    with (
+        _guarded(timeout.total_seconds() if timeout else None),
+        keepalive_hook(waiting.beat),
+    ):
         try:
             return _copy_segment(request, waiting)
         except _Stopped:  # cancelled while a driver waited, before the stream began
@@ -128,13 +383,12 @@ class _Waiting:
         if self.progress is not None:
             self.progress.beat()
             return
+        _touch()
         now = time.monotonic()
         if now - self._last_beat < _HEARTBEAT_EVERY_S:
             return
         self._last_beat = now
-        activity.heartbeat(*activity.info().heartbeat_details)
-        if activity.is_cancelled():
-            raise _Stopped("cancelled")
+        _heartbeat(*activity.info().heartbeat_details)
 
 
 def _copy_segment(request: StreamInput, waiting: _Waiting) -> StreamResult:
@@ -145,7 +399,7 @@ def _copy_segment(request: StreamInput, waiting: _Waiting) -> StreamResult:
     source_url = secrets.source_url(request.source, request.source_secret)
     destination_url = parse_url(session.url)
     source = get_driver(source_url.scheme)
-    source_info = secrets.worker_info(source, source_url, request.source_info)
+    source_info = request.source_info
     destination = get_driver(destination_url.scheme)
 
     checkpoint = _previous_checkpoint()
@@ -159,7 +413,12 @@ def _copy_segment(request: StreamInput, waiting: _Waiting) -> StreamResult:
     todo = [i for i in range(segment.first_chunk, segment.end_chunk) if i not in durable]
     rehash = {i for i, digest in durable.items() if not _is_digest(algorithm, digest)}
     done_bytes = sum(chunk_bounds(i, session.size, session.chunk_size)[1] for i in durable)
-    progress = _StreamProgress(segment.index, done_bytes, todo[0] if todo else segment.end_chunk)
+    watchdog = _RateWatchdog(
+        redact(request.source), settings.min_rate_bytes_per_s(), settings.min_rate_window_s()
+    )
+    progress = _StreamProgress(
+        segment.index, done_bytes, todo[0] if todo else segment.end_chunk, watchdog
+    )
     waiting.progress = progress
     if checkpoint is not None or durable:
         activity.logger.info(
@@ -197,27 +456,31 @@ def _copy_segment(request: StreamInput, waiting: _Waiting) -> StreamResult:
                 last_offset, last_length = chunk_bounds(
                     run_end - 1, session.size, session.chunk_size
                 )
+                progress.reading(True)
                 with source.open_read(
                     source_url,
                     source_info,
                     first_offset,
                     last_offset + last_length - first_offset,
                 ) as reader:
+                    progress.reader_opened(reader)
                     for index in range(run_start, run_end):
                         _, length = chunk_bounds(index, session.size, session.chunk_size)
                         view = buffer[:length]
                         before = reader.bytes_read
                         filled = 0
+                        progress.reading(True)
                         while filled < length:
                             n = reader.readinto(view[filled:])
                             if n == 0:
                                 raise RetryableError(
-                                    f"{request.source} ended at byte "
+                                    f"{redact(request.source)} ended at byte "
                                     f"{index * session.chunk_size + filled}, expected {session.size}"
                                 )
                             filled += n
                             progress.in_flight = filled  # shown as progress, not yet durable
                             progress.beat()
+                        progress.reading(False)  # writing is the destination's time
                         digest = checksums.checksum_bytes(algorithm, view)
                         if index in rehash:
                             durable[index] = digest  # durable already: checksum only
@@ -231,6 +494,7 @@ def _copy_segment(request: StreamInput, waiting: _Waiting) -> StreamResult:
                         progress.next_chunk = index + 1
                         progress.add(length, reader.bytes_read - before)
                         progress.beat()
+                progress.reader_closed()
     except _Stopped:
         missing = [i for i in range(segment.first_chunk, segment.end_chunk) if i not in durable]
         return StreamResult(

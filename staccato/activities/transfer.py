@@ -38,10 +38,9 @@ def stat(url: str, source_secret: str | None = None) -> ObjectInfo:
     """Size, version and range support of the object at ``url`` (whose sealed query,
     if any, is ``source_secret``); marks it for a second read before publish when its
     version cannot prove it stays the same during the copy (see
-    :func:`needs_second_read`). What it returns is stored in Temporal, so a redirect
-    target with a secret is kept only redacted (:func:`secrets.stored_info`)."""
+    :func:`needs_second_read`)."""
     parsed = secrets.source_url(url, source_secret)
-    info = secrets.stored_info(get_driver(parsed.scheme).stat(parsed))
+    info = get_driver(parsed.scheme).stat(parsed)
     local = parsed.scheme == "file" and info.mtime_resolution_s < 1.0  # not NFS, SMB, FUSE
     if needs_second_read(info, time.time(), local=local):
         info = info.model_copy(update={"reread_before_publish": True})

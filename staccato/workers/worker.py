@@ -213,7 +213,16 @@ async def run_worker(
     """Run a worker until SIGINT/SIGTERM, then shut it down gracefully.
 
     Every log line of the worker (and of its activity processes) is scrubbed of URL
-    secrets (:func:`staccato.secrets.install_log_scrubber`)."""
+    secrets (:func:`staccato.secrets.install_log_scrubber`).
+
+    Raises:
+        RuntimeError: a worker setting is invalid (the message names it).
+    """
+    try:  # streams read these: refuse a bad value at start, not in every stream
+        settings.min_rate_bytes_per_s()
+        settings.min_rate_window_s()
+    except ValueError as err:
+        raise RuntimeError(str(err)) from None
     install_log_scrubber()
     await ensure_search_attributes(client)
     async with StaccatoWorker(

@@ -565,6 +565,11 @@ async def _short_activity(name: str, arg: Any, result_type: type[T], *more_args:
         ):
             raise
         workflow.logger.info("%s failed on its first attempt (%s); retrying", name, _reason(err))
+        # The endpoint asked for a pause (HTTP Retry-After): the regular activity's first
+        # attempt starts at once, so wait here as its retries would.
+        delay = cause.next_retry_delay if isinstance(cause, ApplicationError) else None
+        if delay and workflow.patched("retry-after-before-regular-activity"):
+            await workflow.sleep(delay)
     return await workflow.execute_activity(
         name,
         args=[arg, *more_args],
