@@ -393,8 +393,36 @@ ProcessesOption = Annotated[
 def worker(
     processes: ProcessesOption = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Print the effective STACCATO_* settings (secrets masked) and exit; exit 2 "
+            "naming each invalid one.",
+        ),
+    ] = False,
 ) -> None:
-    """Run a worker against the Temporal named by TEMPORAL_ADDRESS (default 127.0.0.1:7233)."""
+    """Run a worker against the Temporal named by TEMPORAL_ADDRESS (default 127.0.0.1:7233).
+
+    Every STACCATO_* setting is checked first: a bad value exits 2 naming it."""
+    from staccato.codec import codec_keys
+    from staccato.secrets import seal_keys
+
+    try:
+        config = settings.current()
+        seal_keys()
+        codec_keys()
+    except StaccatoError as err:  # SettingsError, SecretKeyError
+        _fail(str(err), EXIT_USAGE)
+    if check:
+        for name, value in config.shown().items():
+            typer.echo(f"{name}={value}")
+        unknown = settings.unknown_variables()
+        if unknown:
+            typer.echo(
+                f"warning: unknown settings (typos?), ignored: {', '.join(unknown)}", err=True
+            )
+        return
     from staccato.workers.worker import run_worker
 
     _setup_logging(verbose)

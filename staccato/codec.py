@@ -33,7 +33,8 @@ from temporalio.converter import (
     PayloadCodec,
 )
 
-from staccato.secrets import NONCE_BYTES, Key, SecretKeyError, _keys_from
+from staccato import settings
+from staccato.secrets import NONCE_BYTES, Key, SecretKeyError, keys_from
 
 ENCODING = b"binary/encrypted"
 KEY_ID_METADATA = "encryption-key-id"
@@ -46,7 +47,8 @@ def codec_keys() -> list[Key]:
     Raises:
         SecretKeyError: a key is malformed or its file unreadable.
     """
-    return _keys_from("STACCATO_CODEC_KEY", "STACCATO_CODEC_KEY_FILE", None)
+    config = settings.current()
+    return keys_from("STACCATO_CODEC_KEY", config.codec_key, config.codec_key_file, None)
 
 
 class EncryptionCodec(PayloadCodec):

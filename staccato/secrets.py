@@ -37,6 +37,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from staccato import settings
 from staccato.errors import InvalidURL, PermanentError
 from staccato.urls import REDACTED, SOURCE_ONLY_SCHEMES, EndpointURL, parse_url, redact
@@ -97,19 +99,21 @@ def parse_keys(text: str, where: str) -> list[Key]:
     return keys
 
 
-def _keys_from(variable: str, file_variable: str, default_file: Path | None) -> list[Key]:
-    text = os.environ.get(variable)
-    if text:
-        return parse_keys(text, variable)
-    path_text = os.environ.get(file_variable)
-    path = Path(path_text) if path_text else default_file
-    if path is None or (not path_text and not path.exists()):
+def keys_from(
+    variable: str, key: SecretStr | None, key_file: Path | None, default_file: Path | None
+) -> list[Key]:
+    """The keys in setting ``variable`` (``key``), else in ``key_file`` (setting
+    ``variable + "_FILE"``), else in ``default_file`` when it exists."""
+    if key is not None:
+        return parse_keys(key.get_secret_value(), variable)
+    path = key_file or default_file
+    if path is None or (key_file is None and not path.exists()):
         return []
     try:
         content = path.read_text()
     except OSError as err:
         raise SecretKeyError(
-            f"cannot read the key file {path} ({file_variable if path_text else 'default'}): "
+            f"cannot read the key file {path} ({variable + '_FILE' if key_file else 'default'}): "
             f"{err.strerror or err}"
         ) from None
     return parse_keys(content, f"key file {path}")
@@ -122,8 +126,12 @@ def seal_keys() -> list[Key]:
     Raises:
         SecretKeyError: a configured key is malformed or its file unreadable.
     """
-    return _keys_from(
-        "STACCATO_SECRET_KEY", "STACCATO_SECRET_KEY_FILE", settings.home() / DEFAULT_KEY_FILE
+    config = settings.current()
+    return keys_from(
+        "STACCATO_SECRET_KEY",
+        config.secret_key,
+        config.secret_key_file,
+        config.home / DEFAULT_KEY_FILE,
     )
 
 
@@ -139,9 +147,10 @@ def ensure_default_key_file() -> Path | None:
     Returns:
         The file's path when it is the key in use, else None.
     """
-    if os.environ.get("STACCATO_SECRET_KEY") or os.environ.get("STACCATO_SECRET_KEY_FILE"):
+    config = settings.current()
+    if config.secret_key is not None or config.secret_key_file is not None:
         return None
-    path = settings.home() / DEFAULT_KEY_FILE
+    path = config.home / DEFAULT_KEY_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -1,124 +1,161 @@
-"""Process-level settings from the environment (DESIGN.md, Contracts).
+"""Every setting Staccato reads from the environment, in one model (pydantic-settings).
 
-* ``STACCATO_TASK_QUEUE``: task queue of workflows and activities (default ``staccato``).
-* ``STACCATO_HOME``: where the embedded default keeps its SQLite file, logs and pid
-  file (default: the user's data directory, e.g. ``~/.local/share/staccato``).
-* ``STACCATO_WORKER_PROCESSES``: activity processes per worker (default: max(4, CPUs)).
-* ``STACCATO_WORKER_SHUTDOWN_TIMEOUT_S``: seconds a stopping worker lets running
-  activities finish before cancelling them (default 5).
-* ``STACCATO_MIN_RATE_BYTES_PER_S`` / ``STACCATO_MIN_RATE_WINDOW_S``: a stream whose
-  source delivers fewer bytes per second than this, averaged over the window, fails its
-  attempt with a retryable error (default 1024 bytes/s over 60 s; 0 turns it off).
-* Temporal connection: Temporal's own environment configuration (``TEMPORAL_ADDRESS``,
-  ``TEMPORAL_NAMESPACE``, ``TEMPORAL_PROFILE``, TLS, API key; ``temporalio.envconfig``),
-  default ``127.0.0.1:7233`` / ``default``.
+A worker validates them all when it starts (``staccato worker`` exits 2 naming a bad
+variable; ``staccato worker --check`` prints the effective values with secrets
+masked); clients read the few they need. Each variable is ``STACCATO_`` + the field
+name in capitals; see :class:`Settings` for meanings, units and defaults.
+
+The Temporal connection is not here: it comes from Temporal's own environment
+configuration (``TEMPORAL_ADDRESS``, ``TEMPORAL_NAMESPACE``, ``TEMPORAL_PROFILE``, TLS,
+API key; ``temporalio.envconfig``), default ``127.0.0.1:7233`` / ``default``.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import platformdirs
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from staccato.errors import PermanentError
 
 DEFAULT_ADDRESS = "127.0.0.1:7233"
 DEFAULT_NAMESPACE = "default"
 DEFAULT_UI_PORT = 8233
+ENV_PREFIX = "STACCATO_"
+
+PathList = Annotated[list[str], NoDecode]  # ``:``-separated in the environment
+
+
+class SettingsError(PermanentError):
+    """A ``STACCATO_*`` variable has a value that cannot be used; the message names
+    each such variable, its value and what was expected."""
+
+
+class Settings(BaseSettings):
+    """Staccato's environment settings. Durations are seconds, sizes bytes.
+
+    Attributes:
+        task_queue: task queue of workflows and activities.
+        home: state of the embedded default (SQLite file, logs, pid file, secret key).
+        worker_processes: activity processes per worker (= concurrent streams);
+            default max(4, CPUs).
+        worker_shutdown_timeout_s: on SIGTERM/SIGINT, how long running activities get
+            to finish before they are cancelled (inside ``docker stop``'s 10 s).
+        min_rate_bytes_per_s: a stream whose source delivers less than this, averaged
+            over ``min_rate_window_s``, fails its attempt (retryable); 0 turns it off.
+        min_rate_window_s: the window of that average.
+        ssh_config: ssh_config file of the SFTP profiles (``none`` for none);
+            default ``~/.ssh/config``.
+        ssh_known_hosts: known_hosts files used instead of the config's.
+        ssh_identity: private key files tried before the config's ``IdentityFile``.
+        sftp_trust_new_hosts: accept (and record) the key of an unknown host.
+        sftp_connect_timeout_s: TCP connect + SSH handshake + authentication.
+        sftp_io_timeout_s: a request without an answer for this long drops the connection.
+        sftp_stall_s: no answer at all while several requests are in flight for this
+            long: the server caps requests in flight; send fewer (at most the I/O timeout).
+        sftp_max_connections: connections per ``host:port`` from all the worker's processes.
+        sftp_lock_dir: where those processes coordinate; default ``$TMPDIR/staccato-sftp-<uid>``.
+        sftp_idle_timeout_s: an idle pooled connection closes after this long.
+        sftp_slot_wait_s: longest wait for a free connection slot; default 600 inside
+            a heartbeating activity, 60 elsewhere.
+        secret_key: base64 of 32 random bytes sealing URL query tokens (comma-separated
+            to rotate: the first seals, all open); same on clients and workers.
+        secret_key_file: a file holding that key; default ``$STACCATO_HOME/secret.key``
+            when it exists (``staccato up`` creates it).
+        codec_key: turns on the payload codec (AES-256-GCM of every payload); same
+            format and rotation as ``secret_key``.
+        codec_key_file: a file holding the codec key.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", validate_default=True, env_ignore_empty=True
+    )
+
+    task_queue: str = Field("staccato", min_length=1)
+    home: Path = Field(default_factory=lambda: Path(platformdirs.user_data_dir("staccato")))
+    worker_processes: int | None = Field(None, ge=1, le=1024)
+    worker_shutdown_timeout_s: float = Field(5.0, ge=0, le=3600)
+    min_rate_bytes_per_s: float = Field(1024.0, ge=0, allow_inf_nan=False)
+    min_rate_window_s: float = Field(60.0, gt=0, allow_inf_nan=False)
+    ssh_config: str | None = None
+    ssh_known_hosts: PathList = Field(default_factory=list)
+    ssh_identity: PathList = Field(default_factory=list)
+    sftp_trust_new_hosts: bool = False
+    sftp_connect_timeout_s: float = Field(15.0, gt=0, allow_inf_nan=False)
+    sftp_io_timeout_s: float = Field(60.0, gt=0, allow_inf_nan=False)
+    sftp_stall_s: float = Field(10.0, gt=0, allow_inf_nan=False)
+    sftp_max_connections: int = Field(4, ge=1)
+    sftp_lock_dir: str | None = None
+    sftp_idle_timeout_s: float = Field(10.0, gt=0, allow_inf_nan=False)
+    sftp_slot_wait_s: float | None = Field(None, gt=0, allow_inf_nan=False)
+    secret_key: SecretStr | None = None
+    secret_key_file: Path | None = None
+    codec_key: SecretStr | None = None
+    codec_key_file: Path | None = None
+
+    @field_validator("ssh_known_hosts", "ssh_identity", mode="before")
+    @classmethod
+    def _split_paths(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [os.path.expanduser(p) for p in value.split(os.pathsep) if p.strip()]
+        return value
+
+    @property
+    def effective_worker_processes(self) -> int:
+        """``worker_processes`` or its default, max(4, CPUs)."""
+        return self.worker_processes or max(4, os.cpu_count() or 1)
+
+    def shown(self) -> dict[str, str]:
+        """``STACCATO_*`` name -> effective value as text, secrets masked (``**********``)."""
+        shown: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, list):
+                text = os.pathsep.join(value)
+            elif value is None:
+                text = ""
+            else:
+                text = str(value)  # SecretStr prints as **********
+            shown[ENV_PREFIX + name.upper()] = text
+        shown[ENV_PREFIX + "WORKER_PROCESSES"] = str(self.effective_worker_processes)
+        return shown
+
+
+def current() -> Settings:
+    """The settings as the environment has them now (read on every call: cheap, and
+    tests change the environment).
+
+    Raises:
+        SettingsError: a variable is invalid; the message names each one.
+    """
+    try:
+        return Settings()
+    except ValidationError as err:
+        problems = []
+        for error in err.errors():
+            name = ENV_PREFIX + ".".join(str(p) for p in error["loc"][:1]).upper()
+            value = os.environ.get(name, "")
+            problems.append(f"{name}={value!r}: {error['msg']}")
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from None
 
 
 def task_queue() -> str:
     """The task queue (``STACCATO_TASK_QUEUE``, default ``staccato``)."""
-    return os.environ.get("STACCATO_TASK_QUEUE") or "staccato"
+    return current().task_queue
 
 
 def home() -> Path:
     """Directory of the embedded default's state (``STACCATO_HOME``)."""
-    path = Path(os.environ.get("STACCATO_HOME") or platformdirs.user_data_dir("staccato"))
-    return path
+    return current().home
 
 
 def worker_processes() -> int:
-    """Activity processes per worker (``STACCATO_WORKER_PROCESSES``).
-
-    Raises:
-        ValueError: the variable is not a positive integer.
-    """
-    text = os.environ.get("STACCATO_WORKER_PROCESSES")
-    if not text:
-        return max(4, os.cpu_count() or 1)
-    if not text.isdigit() or int(text) < 1:
-        raise ValueError(f"STACCATO_WORKER_PROCESSES must be a positive integer, got {text!r}")
-    return int(text)
-
-
-def worker_shutdown_timeout_s() -> float:
-    """Seconds a stopping worker (SIGTERM, SIGINT) gives running activities to finish
-    before cancelling them (``STACCATO_WORKER_SHUTDOWN_TIMEOUT_S``, default 5: well
-    inside ``docker stop``'s 10 s before SIGKILL; cancelled streams keep their progress).
-
-    Raises:
-        ValueError: the variable is not a number of seconds from 0 to 3600.
-    """
-    text = os.environ.get("STACCATO_WORKER_SHUTDOWN_TIMEOUT_S")
-    if not text:
-        return 5.0
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 3600:
-        raise ValueError(
-            f"STACCATO_WORKER_SHUTDOWN_TIMEOUT_S must be a number of seconds from 0 to 3600, "
-            f"got {text!r}"
-        )
-    return value
-
-
-DEFAULT_MIN_RATE_BYTES_PER_S = 1024.0
-DEFAULT_MIN_RATE_WINDOW_S = 60.0
-
-
-def _number(name: str, default: float, *, positive: bool) -> float:
-    """The number in environment variable ``name`` (``default`` when unset or empty).
-
-    Raises:
-        ValueError: not a finite number, or negative (zero too when ``positive``); the
-            message names the variable and what was expected.
-    """
-    text = os.environ.get(name, "").strip()
-    if not text:
-        return default
-    expected = "a positive number" if positive else "a number >= 0"
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"{name} must be {expected}, got {text!r}") from None
-    if value != value or value in (float("inf"), float("-inf")) or value < 0:
-        raise ValueError(f"{name} must be {expected}, got {text!r}")
-    if positive and value == 0:
-        raise ValueError(f"{name} must be {expected}, got {text!r}")
-    return value
-
-
-def min_rate_bytes_per_s() -> float:
-    """Minimum source throughput of a stream, in bytes per second
-    (``STACCATO_MIN_RATE_BYTES_PER_S``, default 1024; 0 turns the watchdog off).
-
-    Raises:
-        ValueError: not a number >= 0.
-    """
-    return _number("STACCATO_MIN_RATE_BYTES_PER_S", DEFAULT_MIN_RATE_BYTES_PER_S, positive=False)
-
-
-def min_rate_window_s() -> float:
-    """Seconds over which a stream's source throughput is averaged before the minimum
-    rate applies (``STACCATO_MIN_RATE_WINDOW_S``, default 60).
-
-    Raises:
-        ValueError: not a positive number.
-    """
-    return _number("STACCATO_MIN_RATE_WINDOW_S", DEFAULT_MIN_RATE_WINDOW_S, positive=True)
+    """Activity processes per worker (``STACCATO_WORKER_PROCESSES``, default max(4, CPUs))."""
+    return current().effective_worker_processes
 
 
 def temporal_connect_config() -> dict[str, Any]:
@@ -134,27 +171,11 @@ def temporal_connect_config() -> dict[str, Any]:
     return config
 
 
-DEFAULT_SFTP_STALL_S = 10.0
+#: STACCATO_* variables that are not settings but are set by Staccato itself
+_INTERNAL_VARIABLES = frozenset({"STACCATO_UP_READY_FILE"})
 
 
-def sftp_stall_s() -> float:
-    """Seconds without any answer from an SFTP server while several requests are in
-    flight after which the server is taken to ignore requests beyond a cap of its own
-    (``STACCATO_SFTP_STALL_S``, default 10): the driver lowers its requests in flight
-    and sends the unanswered ones again. Capped by ``STACCATO_SFTP_IO_TIMEOUT_S``.
-
-    Raises:
-        ValueError: the variable is not a positive number.
-    """
-    text = os.environ.get("STACCATO_SFTP_STALL_S", "").strip()
-    if not text:
-        return DEFAULT_SFTP_STALL_S
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise ValueError(
-            f"STACCATO_SFTP_STALL_S must be a positive number of seconds, got {text!r}"
-        )
-    return value
+def unknown_variables() -> list[str]:
+    """``STACCATO_*`` variables in the environment that no setting reads (typos)."""
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields} | _INTERNAL_VARIABLES
+    return sorted(n for n in os.environ if n.startswith(ENV_PREFIX) and n not in known)

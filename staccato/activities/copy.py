@@ -413,8 +413,9 @@ def _copy_segment(request: StreamInput, waiting: _Waiting) -> StreamResult:
     todo = [i for i in range(segment.first_chunk, segment.end_chunk) if i not in durable]
     rehash = {i for i, digest in durable.items() if not _is_digest(algorithm, digest)}
     done_bytes = sum(chunk_bounds(i, session.size, session.chunk_size)[1] for i in durable)
+    config = settings.current()
     watchdog = _RateWatchdog(
-        redact(request.source), settings.min_rate_bytes_per_s(), settings.min_rate_window_s()
+        redact(request.source), config.min_rate_bytes_per_s, config.min_rate_window_s
     )
     progress = _StreamProgress(
         segment.index, done_bytes, todo[0] if todo else segment.end_chunk, watchdog

@@ -94,13 +94,13 @@ from paramiko.sftp import (
 )
 from paramiko.sftp_attr import SFTPAttributes
 
+from staccato import settings
 from staccato.endpoints import base
 from staccato.endpoints.sftp_ssh import (
     PREFERRED_CIPHERS,
     REDACT_PROXY_COMMAND,
     HostKeyCheck,
     Target,
-    _env_seconds,
     authenticate,
     describe,
     open_socket,
@@ -123,8 +123,6 @@ MAX_REQUEST_BYTES = 256 * 1024
 DEFAULT_REQUEST_BYTES = 32 * 1024
 READ_AHEAD_BYTES = 2 * 1024 * 1024
 WRITE_BEHIND_BYTES = 4 * 1024 * 1024
-DEFAULT_MAX_CONNECTIONS = 4
-DEFAULT_IDLE_TIMEOUT_S = 10.0
 DEFAULT_SLOT_WAIT_S = 600.0
 SLOT_WAIT_WITHOUT_KEEPALIVE_S = 60.0
 _REAPER_INTERVAL_S = 0.2
@@ -211,15 +209,6 @@ def _connection_error(err: BaseException) -> bool:
             BrokenPipeError,
         ),
     )
-
-
-def _int_setting(name: str, default: int) -> int:
-    text = os.environ.get(name, "").strip()
-    if not text:
-        return default
-    if not text.isdigit() or int(text) < 1:
-        raise PermanentError(f"worker setting {name} must be a positive integer, got {text!r}")
-    return int(text)
 
 
 # -- SFTP client with extensions and pipelines ----------------------------------------
@@ -789,7 +778,7 @@ class ReadPipeline:
 
 def lock_dir() -> str:
     """``STACCATO_SFTP_LOCK_DIR`` or ``$TMPDIR/staccato-sftp-<uid>``."""
-    return os.environ.get("STACCATO_SFTP_LOCK_DIR") or os.path.join(
+    return settings.current().sftp_lock_dir or os.path.join(
         tempfile.gettempdir(), f"staccato-sftp-{os.getuid()}"
     )
 
@@ -820,10 +809,10 @@ def acquire_slot(target: Target) -> Slot:
     Raises:
         RetryableError: none came free within ``STACCATO_SFTP_SLOT_WAIT_S``.
     """
-    cap = _int_setting("STACCATO_SFTP_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS)
-    wait_s = _env_seconds(
-        "STACCATO_SFTP_SLOT_WAIT_S",
-        DEFAULT_SLOT_WAIT_S if base.has_keepalive() else SLOT_WAIT_WITHOUT_KEEPALIVE_S,
+    config = settings.current()
+    cap = config.sftp_max_connections
+    wait_s = config.sftp_slot_wait_s or (
+        DEFAULT_SLOT_WAIT_S if base.has_keepalive() else SLOT_WAIT_WITHOUT_KEEPALIVE_S
     )
     directory = _slot_directory(target.hostname, target.port)
     try:
@@ -1175,7 +1164,7 @@ class Pool:
                 log.exception("sftp connection reaper")
 
     def _reap(self) -> None:
-        idle_timeout = _env_seconds("STACCATO_SFTP_IDLE_TIMEOUT_S", DEFAULT_IDLE_TIMEOUT_S)
+        idle_timeout = settings.current().sftp_idle_timeout_s
         now = time.time()
         closing: list[Connection] = []
         with self._lock:

@@ -84,26 +84,6 @@ PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128
 _HOST_KEY_ALGORITHMS = {"ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa")}
 
 
-def _env_paths(name: str) -> list[str]:
-    value = os.environ.get(name, "")
-    return [os.path.expanduser(p) for p in value.split(os.pathsep) if p.strip()]
-
-
-def _env_seconds(name: str, default: float) -> float:
-    text = os.environ.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        raise PermanentError(
-            f"worker setting {name} must be a number of seconds, got {text!r}"
-        ) from None
-    if value <= 0:
-        raise PermanentError(f"worker setting {name} must be positive, got {text!r}")
-    return value
-
-
 def _truthy(text: str | None) -> bool:
     return (text or "").strip().lower() in ("1", "yes", "true", "on")
 
@@ -211,7 +191,7 @@ class Target:
 
 
 def _ssh_config_path() -> str | None:
-    value = os.environ.get("STACCATO_SSH_CONFIG", "").strip()
+    value = (settings.current().ssh_config or "").strip()
     if value.lower() == "none":
         return None
     if value:
@@ -282,7 +262,8 @@ def resolve(url: EndpointURL) -> Target:
     alias = options.get("hostkeyalias")
     host_key_name = str(alias) if alias else (hostname if port == 22 else f"[{hostname}]:{port}")
 
-    identities = _env_paths("STACCATO_SSH_IDENTITY")
+    config = settings.current()
+    identities = list(config.ssh_identity)
     configured = options.get("identityfile") or []
     files = [configured] if isinstance(configured, str) else list(configured)  # type: ignore[call-overload]
     identities += [os.path.expanduser(str(p)) for p in files]
@@ -292,7 +273,7 @@ def resolve(url: EndpointURL) -> Target:
         str(options.get("identityagent", "")).lower() != "none"
     )
 
-    known_hosts = _env_paths("STACCATO_SSH_KNOWN_HOSTS")
+    known_hosts = list(config.ssh_known_hosts)
     if not known_hosts:
         configured_kh = options.get("userknownhostsfile")
         if configured_kh:
@@ -303,24 +284,21 @@ def resolve(url: EndpointURL) -> Target:
                 os.path.expanduser("~/.ssh/known_hosts2"),
             ]
     strict = str(options.get("stricthostkeychecking", "")).lower()
-    trust_new = _truthy(os.environ.get("STACCATO_SFTP_TRUST_NEW_HOSTS")) or strict in (
+    trust_new = config.sftp_trust_new_hosts or strict in (
         "accept-new",
         "no",
         "off",
     )
 
-    connect_timeout = _env_seconds("STACCATO_SFTP_CONNECT_TIMEOUT_S", DEFAULT_CONNECT_TIMEOUT_S)
+    connect_timeout = config.sftp_connect_timeout_s
     if options.get("connecttimeout"):
         try:
             connect_timeout = float(str(options["connecttimeout"]))
         except ValueError:
             pass
     proxy = options.get("proxycommand")
-    io_timeout = _env_seconds("STACCATO_SFTP_IO_TIMEOUT_S", DEFAULT_IO_TIMEOUT_S)
-    try:
-        stall = min(settings.sftp_stall_s(), io_timeout)
-    except ValueError as err:
-        raise PermanentError(f"worker setting {err}") from None
+    io_timeout = config.sftp_io_timeout_s
+    stall = min(config.sftp_stall_s, io_timeout)
     return Target(
         alias=url.host,
         hostname=hostname,

@@ -130,7 +130,7 @@ class StaccatoWorker:
     ) -> None:
         self._client = client
         self._shutdown_timeout_s = (
-            settings.worker_shutdown_timeout_s()
+            settings.current().worker_shutdown_timeout_s
             if shutdown_timeout_s is None
             else shutdown_timeout_s
         )
@@ -216,13 +216,10 @@ async def run_worker(
     secrets (:func:`staccato.secrets.install_log_scrubber`).
 
     Raises:
-        RuntimeError: a worker setting is invalid (the message names it).
+        SettingsError: a worker setting is invalid (the message names it); checked
+            here, at start, rather than in every stream.
     """
-    try:  # streams read these: refuse a bad value at start, not in every stream
-        settings.min_rate_bytes_per_s()
-        settings.min_rate_window_s()
-    except ValueError as err:
-        raise RuntimeError(str(err)) from None
+    settings.current()
     install_log_scrubber()
     await ensure_search_attributes(client)
     async with StaccatoWorker(

@@ -1,0 +1,110 @@
+"""One settings model for every ``STACCATO_*`` variable: defaults, validation with a
+message naming the variable, ``staccato worker`` refusing to start on a bad value,
+and ``staccato worker --check`` printing the effective values with secrets masked."""
+
+from __future__ import annotations
+
+import base64
+import os
+
+import pytest
+
+from staccato import settings
+from tests.helpers import run_cli
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in list(os.environ):
+        if name.startswith("STACCATO_"):
+            monkeypatch.delenv(name)
+    return monkeypatch
+
+
+def test_defaults(clean_env: pytest.MonkeyPatch) -> None:
+    config = settings.current()
+    assert config.task_queue == "staccato"
+    assert config.min_rate_bytes_per_s == 1024 and config.min_rate_window_s == 60
+    assert config.worker_shutdown_timeout_s == 5
+    assert config.sftp_io_timeout_s == 60 and config.sftp_stall_s == 10
+    assert config.effective_worker_processes >= 4
+    assert config.secret_key is None and config.codec_key is None
+
+
+def test_values_are_parsed(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("STACCATO_MIN_RATE_BYTES_PER_S", "0")  # 0: watchdog off
+    clean_env.setenv("STACCATO_MIN_RATE_WINDOW_S", "2.5")
+    clean_env.setenv("STACCATO_SFTP_TRUST_NEW_HOSTS", "yes")
+    clean_env.setenv("STACCATO_SSH_IDENTITY", f"~/a{os.pathsep}/b")
+    clean_env.setenv("STACCATO_WORKER_PROCESSES", "3")
+    config = settings.current()
+    assert config.min_rate_bytes_per_s == 0 and config.min_rate_window_s == 2.5
+    assert config.sftp_trust_new_hosts is True
+    assert config.ssh_identity == [os.path.expanduser("~/a"), "/b"]
+    assert config.effective_worker_processes == 3
+
+
+@pytest.mark.parametrize(
+    ("name", "bad"),
+    [
+        ("STACCATO_MIN_RATE_BYTES_PER_S", "-1"),
+        ("STACCATO_MIN_RATE_BYTES_PER_S", "nan"),
+        ("STACCATO_MIN_RATE_WINDOW_S", "0"),
+        ("STACCATO_WORKER_PROCESSES", "four"),
+        ("STACCATO_WORKER_PROCESSES", "0"),
+        ("STACCATO_WORKER_SHUTDOWN_TIMEOUT_S", "-5"),
+        ("STACCATO_SFTP_IO_TIMEOUT_S", "a minute"),
+        ("STACCATO_SFTP_MAX_CONNECTIONS", "1.5"),
+        ("STACCATO_SFTP_TRUST_NEW_HOSTS", "perhaps"),
+    ],
+)
+def test_a_bad_value_names_the_variable(clean_env: pytest.MonkeyPatch, name: str, bad: str) -> None:
+    clean_env.setenv(name, bad)
+    with pytest.raises(settings.SettingsError) as err:
+        settings.current()
+    assert f"{name}={bad!r}" in str(err.value)
+
+
+def test_worker_refuses_a_bad_value_at_start(temporal_server) -> None:
+    """No Temporal connection or polling first: the value is refused at once, exit 2."""
+    run = run_cli(
+        "worker",
+        address=temporal_server.address,
+        env={"STACCATO_MIN_RATE_WINDOW_S": "0", "STACCATO_SFTP_STALL_S": "soon"},
+        timeout_s=60,
+    )
+    assert run.returncode == 2, run
+    assert "STACCATO_MIN_RATE_WINDOW_S='0'" in run.stderr
+    assert "STACCATO_SFTP_STALL_S='soon'" in run.stderr
+
+
+def test_worker_refuses_a_malformed_key(temporal_server) -> None:
+    run = run_cli(
+        "worker",
+        address=temporal_server.address,
+        env={"STACCATO_CODEC_KEY": "not-a-key"},
+        timeout_s=60,
+    )
+    assert run.returncode == 2, run
+    assert "STACCATO_CODEC_KEY" in run.stderr and "not-a-key" not in run.stderr
+
+
+def test_worker_check_masks_secrets_and_warns_of_typos(temporal_server) -> None:
+    key = base64.b64encode(os.urandom(32)).decode()
+    run = run_cli(
+        "worker",
+        "--check",
+        address=temporal_server.address,
+        env={
+            "STACCATO_SECRET_KEY": key,
+            "STACCATO_SFTP_IO_TIMEOUT_S": "30",
+            "STACCATO_WORKR_PROCESSES": "3",
+        },
+        timeout_s=60,
+    )
+    assert run.returncode == 0, run
+    shown = dict(line.split("=", 1) for line in run.stdout.splitlines())
+    assert shown["STACCATO_SFTP_IO_TIMEOUT_S"] == "30.0"
+    assert shown["STACCATO_SECRET_KEY"] == "**********"
+    assert key not in run.stdout + run.stderr
+    assert "STACCATO_WORKR_PROCESSES" in run.stderr
