@@ -16,13 +16,12 @@ import time
 from collections.abc import Iterator
 from email.utils import formatdate
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from staccato.client import StaccatoClient, TransferFailed
 from staccato.endpoints.s3 import S3Driver
-from staccato.errors import InvalidURL, PermanentError, PermissionDenied, RetryableError
+from staccato.errors import InvalidURL, PermanentError, RetryableError
 from staccato.models import TransferOptions
 from staccato.urls import parse_url
 from tests.helpers import WorkerProcess
