@@ -52,10 +52,18 @@ reads the object back. After publish the object's size is read back (C6).
 
 Errors: botocore's ``standard`` retry mode (unless configured otherwise) retries
 throttling (``503 SlowDown``) and 5xx with exponential backoff and jitter; what is
-still failing becomes a :class:`RetryableError`, so Temporal backs off further.
-Permanent errors (``NoSuchBucket``, ``NoSuchKey``, ``AccessDenied``,
-``InvalidAccessKeyId``, ``SignatureDoesNotMatch`` ...) become :class:`PermanentError`
-subclasses whose message names the bucket/key and what to fix.
+still failing becomes a :class:`RetryableError`, so Temporal backs off further. A
+throttling answer with ``Retry-After`` (RFC 9110 section 10.2.3; S3-compatible stores
+send it) is not retried inside botocore: its delay goes to Temporal as the next
+attempt's (``retry_after_s``, capped by the activities). Permanent errors
+(``NoSuchBucket``, ``NoSuchKey``, ``AccessDenied``, ``InvalidAccessKeyId``,
+``SignatureDoesNotMatch``, ``RequestTimeTooSkewed`` (the worker's clock), a bucket in
+another region (``301 PermanentRedirect`` with ``x-amz-bucket-region``,
+``AuthorizationHeaderMalformed``, ``IllegalLocationConstraintException``), an archived
+object, a key over 1,024 bytes, an unusable AWS configuration ...) become
+:class:`PermanentError` subclasses whose message names the bucket/key, the endpoint and
+what to fix. Every text taken from botocore is scrubbed of the access key id, secret,
+session token and request signatures before it reaches a message.
 """
 
 from __future__ import annotations
