@@ -6,6 +6,7 @@ profile's ``endpoint_url`` points at it: the driver and botocore run unchanged."
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from xml.sax.saxutils import escape
@@ -31,6 +32,7 @@ class S3Answers(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.answer = Answer(500, "InternalError")
         self.requests: list[str] = []
+        self.times: list[float] = []  # time.monotonic() of each request
         self.lock = threading.Lock()
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
@@ -42,6 +44,7 @@ class S3Answers(ThreadingHTTPServer):
         with self.lock:
             self.answer = answer
             self.requests = []
+            self.times = []
 
     def close(self) -> None:
         self.shutdown()
@@ -62,6 +65,7 @@ class _Handler(BaseHTTPRequestHandler):
         with self.server.lock:
             answer = self.server.answer
             self.server.requests.append(f"{self.command} {self.path}")
+            self.server.times.append(time.monotonic())
         values = {
             "authorization": self.headers.get("Authorization", ""),
             "token": self.headers.get("X-Amz-Security-Token", ""),

@@ -268,9 +268,13 @@ async def test_transfer_fails_at_once_and_history_holds_no_credential(
     source = data_dir / "src.bin"
     source.write_bytes(b"x" * 1000)
     started = time.monotonic()
-    transfer = await client.submit(str(source), "s3://bkt/dst.bin", TransferOptions())
-    with pytest.raises(TransferFailed) as failure:
-        await asyncio.wait_for(client.wait(transfer), 60)
+    transfer = await client.submit(str(source), f"s3://bkt/{answer.code}.bin", TransferOptions())
+    try:
+        with pytest.raises(TransferFailed) as failure:
+            await asyncio.wait_for(client.wait(transfer), 60)
+    except BaseException:
+        await client.cancel(transfer)  # old code retries on and on: end it
+        raise
     elapsed = time.monotonic() - started
     print(f"{answer.code}: failed after {elapsed:.1f} s, {len(answers.requests)} requests")
     assert elapsed < 20
@@ -298,3 +302,30 @@ def test_a_signed_request_in_any_text_is_scrubbed(driver: S3Driver) -> None:
     for secret in (KEY_ID, SECRET, TOKEN, "ab12" * 16, "cd34" * 16, "u:p@"):
         assert secret not in cleaned, cleaned
     assert "x-id=GetObject" in cleaned and "/bkt/k" in cleaned
+
+
+async def test_retry_after_spaces_the_attempts_of_a_transfer(
+    temporal_server, answers_worker: WorkerProcess, answers: S3Answers, data_dir: Path
+) -> None:
+    """End to end: a store answering ``503 SlowDown`` with ``Retry-After: 3`` sees the
+    transfer's attempts (as regular activities, after the first local one) at least
+    3 s apart, not botocore's sub-second retries nor Temporal's 1-2 s backoff."""
+    client = await StaccatoClient.connect(target_host=temporal_server.address)
+    client.task_queue = answers_worker.task_queue
+    answers.set(
+        Answer(503, "SlowDown", "Please reduce your request rate.", {}, {"Retry-After": "3"})
+    )
+    source = data_dir / "src.bin"
+    source.write_bytes(b"x" * 1000)
+    transfer = await client.submit(str(source), "s3://bkt/throttled.bin", TransferOptions())
+    try:
+        deadline = time.monotonic() + 40
+        while len(answers.times) < 5 and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        times = list(answers.times)
+    finally:
+        await client.cancel(transfer)
+    assert len(times) >= 5, answers.requests
+    gaps = [b - a for a, b in zip(times[1:], times[2:], strict=False)]
+    print(f"gaps between attempts after the local one: {[round(g, 2) for g in gaps]}")
+    assert all(gap >= 2.8 for gap in gaps), gaps
