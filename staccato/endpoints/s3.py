@@ -720,7 +720,8 @@ class S3Reader(Reader):
             n = self._body.readinto(buffer[:want])
         except (IncompleteReadError, ResponseStreamingError, ReadTimeoutError, OSError) as err:
             raise IncompleteRead(
-                f"GetObject of {self._what} broke with {self._remaining} bytes left: {err}"
+                f"GetObject of {self._what} broke with {self._remaining} bytes left: "
+                f"{_scrub(str(err), None)}"
             ) from None
         if not n:
             raise IncompleteRead(f"GetObject of {self._what} ended {self._remaining} bytes early")
