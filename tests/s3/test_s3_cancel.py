@@ -104,6 +104,8 @@ async def test_cancel_never_loses_the_previous_object(
         profile_client, transfer, lambda s: s.state in ENDED, timeout_s=90
     )
     assert await _until_empty(s3, bucket) == []
+    await asyncio.sleep(2)  # and none appears later (a request that was still under way)
+    assert open_uploads(s3, bucket) == []
     listed = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
     assert listed == [key], f"the key is gone after a cancel in {step} ({status.state})"
     body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
