@@ -101,6 +101,7 @@ from botocore.exceptions import (
     LoginError,
     NoCredentialsError,
     NoRegionError,
+    ParamValidationError,
     PartialCredentialsError,
     ProfileNotFound,
     ReadTimeoutError,
@@ -500,6 +501,10 @@ def _classify(
             f"{action} of {what}: the worker's AWS configuration for {endpoint.where} is not "
             f"usable ({type(err).__name__}: {err}); fix it in the profile or the AWS_* "
             "environment of the worker"
+        )
+    if isinstance(err, ParamValidationError):
+        return PermanentError(
+            f"{action} of {what}: the request was refused before it was sent ({err})"
         )
     if not isinstance(err, ClientError):
         if isinstance(err, BotoCoreError):
