@@ -158,11 +158,9 @@ _PERMISSIONS = {
     "CreateMultipartUpload": "s3:PutObject",
     "UploadPart": "s3:PutObject",
     "CompleteMultipartUpload": "s3:PutObject",
-    "CopyObject": "s3:PutObject (and s3:GetObject on the source)",
     "UploadPartCopy": "s3:PutObject (and s3:GetObject on the source)",
     "ListParts": "s3:ListMultipartUploadParts",
     "AbortMultipartUpload": "s3:AbortMultipartUpload",
-    "DeleteObject": "s3:DeleteObject",
 }
 _RETRYABLE_CODES = {
     "SlowDown",
