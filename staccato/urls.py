@@ -209,6 +209,10 @@ def _file_url(path: str) -> EndpointURL:
     return EndpointURL("file", "file://" + quote(path, safe="/"), path)
 
 
+#: longest S3 object key, bytes of UTF-8 (S3 API limit, ``KeyTooLongError``)
+S3_MAX_KEY_BYTES = 1024
+
+
 def _s3_url(text: str) -> EndpointURL:
     rest = text[len("s3://") :]
     params: dict[str, str] = {}
@@ -227,6 +231,11 @@ def _s3_url(text: str) -> EndpointURL:
         raise InvalidURL(
             f"invalid S3 bucket name {bucket!r} in {redact(text)!r}: 3-63 characters of lowercase "
             "letters, digits, '.' and '-', starting and ending with a letter or digit"
+        )
+    if len(key.encode("utf-8")) > S3_MAX_KEY_BYTES:
+        raise InvalidURL(
+            f"S3 key in {text[:80]!r}... is {len(key.encode('utf-8'))} bytes long; S3 keys are "
+            f"at most {S3_MAX_KEY_BYTES} bytes of UTF-8 (S3 API limit): use a shorter key"
         )
     canonical = f"s3://{bucket}/{key}" + (f"?profile={quote(params['profile'])}" if params else "")
     return EndpointURL("s3", canonical, key, host=bucket, params=params)

@@ -130,6 +130,12 @@ def prepare(request: PrepareInput) -> PrepareResult:
         )
         chunk_size = smallest
     session = driver.open_session(parsed, request.size, chunk_size, request.session_key)
+    if activity.is_cancelled():
+        # The workflow was cancelled while this prepare ran and may not wait for its
+        # result: nobody else would clean this session up (a multipart upload would be
+        # left behind). Abort is idempotent, so a workflow that does wait and cleans up
+        # too does no harm.
+        driver.abort(session)
     return PrepareResult(
         session=session,
         chunk_size=chunk_size,

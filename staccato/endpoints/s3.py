@@ -19,27 +19,30 @@ and to the VersionId where the bucket is versioned; ``412 PreconditionFailed``, 
 different ETag, a different total size or a missing key mean ``SourceChanged``. A 0-byte
 object is never read (a ranged GET of it is ``416``, C3).
 
-Destination:
+Destination: nothing touches the destination key before publish, on any path, so a
+cancel or a failure leaves the object that was there before intact:
 
-* an object that fits in one chunk (at most 5 GiB, :mod:`staccato.endpoints.s3_plan`)
-  is one PutObject (0 B: one empty PutObject at publish, C3); the PUT is atomic, so the
-  key never holds a partial object;
-* anything larger is a multipart upload whose upload id is the write session; chunk
-  ``i`` is part ``i + 1``; publish is CompleteMultipartUpload; a resumed stream asks
-  ListParts (paged, C4) which parts S3 already holds and sends only the others;
+* a non-empty object is always a multipart upload whose upload id is the write
+  session, even when it fits in one part (a sole, or last, part may be smaller than
+  5 MiB); chunk ``i`` is part ``i + 1``; publish is CompleteMultipartUpload, which
+  makes the whole object appear at once; a resumed stream asks ListParts (paged, C4)
+  which parts S3 already holds and sends only the others;
+* a 0-byte object is one empty PutObject, sent at publish (a Complete with no parts
+  is rejected, C3);
 * cancel or permanent failure aborts the upload, repeated until ListParts answers
-  ``NoSuchUpload`` (a part upload still in flight can outlive one abort).
+  ``NoSuchUpload`` (a part upload still in flight can outlive one abort). Abort never
+  deletes an object: whatever the key holds was either there before or published.
 
 Objects Staccato writes carry ``x-amz-meta-staccato-transfer: <session key>``, so a
 retried publish or abort recognises its own object. Content-Type is guessed from the
-destination key (``mimetypes``), else ``application/octet-stream``; a single-PUT
-server-side copy carries the source's Content-Type over.
+destination key (``mimetypes``), else ``application/octet-stream`` (the upload is
+created before the source's own Content-Type is at hand).
 
-S3 -> S3 on one endpoint with the same credentials: server-side copy (CopyObject for
-a single-PUT object, UploadPartCopy per part), pinned with ``x-amz-copy-source-if-match``;
+S3 -> S3 on one endpoint with the same credentials: server-side copy (UploadPartCopy
+per part), pinned with ``x-amz-copy-source-if-match``;
 no object bytes pass through the worker. Across endpoints the bytes are streamed.
 
-Integrity: every PutObject / UploadPart carries the chunk's CRC32C (computed from the
+Integrity: every UploadPart carries the chunk's CRC32C (computed from the
 source bytes), multipart uploads are created with ``ChecksumAlgorithm=CRC32C``,
 ``ChecksumType=FULL_OBJECT``, and verification compares the store's full-object
 CRC32C (HeadObject ``ChecksumMode=ENABLED``) with the CRC32C combined from the
@@ -49,15 +52,24 @@ reads the object back. After publish the object's size is read back (C6).
 
 Errors: botocore's ``standard`` retry mode (unless configured otherwise) retries
 throttling (``503 SlowDown``) and 5xx with exponential backoff and jitter; what is
-still failing becomes a :class:`RetryableError`, so Temporal backs off further.
-Permanent errors (``NoSuchBucket``, ``NoSuchKey``, ``AccessDenied``,
-``InvalidAccessKeyId``, ``SignatureDoesNotMatch`` ...) become :class:`PermanentError`
-subclasses whose message names the bucket/key and what to fix.
+still failing becomes a :class:`RetryableError`, so Temporal backs off further. A
+throttling answer with ``Retry-After`` (RFC 9110 section 10.2.3; S3-compatible stores
+send it) is not retried inside botocore: its delay goes to Temporal as the next
+attempt's (``retry_after_s``, capped by the activities). Permanent errors
+(``NoSuchBucket``, ``NoSuchKey``, ``AccessDenied``, ``InvalidAccessKeyId``,
+``SignatureDoesNotMatch``, ``RequestTimeTooSkewed`` (the worker's clock), a bucket in
+another region (``301 PermanentRedirect`` with ``x-amz-bucket-region``,
+``AuthorizationHeaderMalformed``, ``IllegalLocationConstraintException``), an archived
+object, a key over 1,024 bytes, an unusable AWS configuration ...) become
+:class:`PermanentError` subclasses whose message names the bucket/key, the endpoint and
+what to fix. Every text taken from botocore is scrubbed of the access key id, secret,
+session token and request signatures before it reaches a message.
 """
 
 from __future__ import annotations
 
 import base64
+import email.utils
 import http.client
 import logging
 import mimetypes
@@ -82,18 +94,31 @@ from botocore.exceptions import (
     EndpointConnectionError,
     HTTPClientError,
     IncompleteReadError,
+    InvalidConfigError,
+    InvalidEndpointConfigurationError,
+    InvalidRetryConfigurationError,
+    InvalidS3AddressingStyleError,
+    LoginError,
     NoCredentialsError,
+    NoRegionError,
+    ParamValidationError,
     PartialCredentialsError,
     ProfileNotFound,
     ReadTimeoutError,
+    RefreshWithMFAUnsupportedError,
     ResponseStreamingError,
+    SSLError,
+    SSOError,
+    UnknownSignatureVersionError,
+    UnsupportedSignatureVersionError,
+    ValidationError,
 )
 
 from staccato.endpoints.base import ChunkWriter, Driver, Reader, keepalive
 from staccato.endpoints.s3_plan import (
     LIST_PARTS_PAGE,
+    MAX_KEY_BYTES,
     collect_parts,
-    is_single_put,
     plan_part_size,
 )
 from staccato.errors import (
@@ -133,11 +158,9 @@ _PERMISSIONS = {
     "CreateMultipartUpload": "s3:PutObject",
     "UploadPart": "s3:PutObject",
     "CompleteMultipartUpload": "s3:PutObject",
-    "CopyObject": "s3:PutObject (and s3:GetObject on the source)",
     "UploadPartCopy": "s3:PutObject (and s3:GetObject on the source)",
     "ListParts": "s3:ListMultipartUploadParts",
     "AbortMultipartUpload": "s3:AbortMultipartUpload",
-    "DeleteObject": "s3:DeleteObject",
 }
 _RETRYABLE_CODES = {
     "SlowDown",
@@ -147,16 +170,38 @@ _RETRYABLE_CODES = {
     "Throttling",
     "ThrottlingException",
     "RequestThrottled",
-    "RequestTimeTooSkewed",
+    "TooManyRequests",
+    "TooManyRequestsException",
     "OperationAborted",
     "BadDigest",
     "XAmzContentChecksumMismatch",
+    "XAmzContentSHA256Mismatch",
     "InvalidDigest",
     "IncompleteBody",
     "RequestTimeoutException",
     "PriorRequestNotComplete",
     "EC2ThrottledException",
 }
+#: botocore errors of the worker's configuration (profile, environment): permanent
+_CONFIG_ERRORS = (
+    NoRegionError,
+    InvalidConfigError,
+    InvalidEndpointConfigurationError,
+    InvalidRetryConfigurationError,
+    InvalidS3AddressingStyleError,
+    UnknownSignatureVersionError,
+    UnsupportedSignatureVersionError,
+    ValidationError,
+    ProfileNotFound,
+)
+#: throttling answers whose ``Retry-After`` header (RFC 9110 section 10.2.3) is honoured
+_THROTTLING_STATUS = (429, 503)
+#: query parameters and headers of signed requests that carry credentials or signatures
+_SECRET_PARAMS = re.compile(
+    r"(?i)((?:X-Amz-(?:Credential|Signature|Security-Token)|AWSAccessKeyId|Signature|"
+    r"x-amz-security-token|Credential)\s*[=:]\s*)[^&\s,;'\"]+"
+)
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]+@")
 
 
 # ---------------------------------------------------------------------------- checksums
@@ -195,6 +240,10 @@ class _Endpoint:
     #: access key id: compared in-process (server-side copy), never shown
     identity: str = field(repr=False)
     profile: str | None
+    #: the region requests are signed for
+    region: str = ""
+    #: botocore's credentials object, only to scrub its values out of messages
+    credentials: Any = field(default=None, repr=False)
 
     @property
     def where(self) -> str:
@@ -204,7 +253,26 @@ class _Endpoint:
             if self.profile
             else "the worker's default AWS configuration"
         )
-        return f"{self.endpoint_url} ({source})"
+        url = _URL_USERINFO.sub(r"\1***@", self.endpoint_url)
+        return f"{url} ({source})"
+
+    def secrets(self) -> list[str]:
+        """The credential values in use (access key id, secret, session token), read
+        without triggering a refresh; for :func:`_scrub` only."""
+        values = [self.identity]
+        if self.credentials is not None:
+            found = vars(self.credentials)
+            for name in (
+                "access_key",
+                "secret_key",
+                "token",
+                "_access_key",
+                "_secret_key",
+                "_token",
+            ):
+                if isinstance(found.get(name), str):
+                    values.append(found[name])
+        return [v for v in values if v and len(v) >= 8]  # not a short test name
 
     @property
     def credentials_hint(self) -> str:
@@ -219,6 +287,67 @@ class _Endpoint:
         )
 
 
+def _scrub(text: str, endpoint: _Endpoint | None) -> str:
+    """``text`` without credentials: the endpoint's access key id, secret and session
+    token, signed-request parameters (``X-Amz-Signature=``, ``X-Amz-Credential=``,
+    ``X-Amz-Security-Token=``, ``Signature=``, ``AWSAccessKeyId=``) and URL user info."""
+    if endpoint is not None:
+        for secret in endpoint.secrets():
+            text = text.replace(secret, "***")
+    text = _SECRET_PARAMS.sub(r"\1***", text)
+    return _URL_USERINFO.sub(r"\1***@", text)
+
+
+class _RetryAfter(BotoCoreError):
+    """A throttling answer (429, 503, ``SlowDown``) with a ``Retry-After`` header: not
+    retried inside botocore (whose backoff ignores the header), but handed to Temporal
+    as the next attempt's delay (``RetryableError.retry_after_s``)."""
+
+    fmt = "throttled ({reason}); retry after {seconds} s"
+
+    def __init__(self, *, seconds: float, reason: str) -> None:
+        super().__init__(seconds=seconds, reason=reason)
+        self.seconds = seconds
+        self.reason = reason
+
+
+def _retry_after_s(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value (delay-seconds or an HTTP-date,
+    RFC 9110 section 10.2.3), at least 0; None if absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _honour_retry_after(response: Any = None, **_: Any) -> None:
+    """``needs-retry`` handler, registered before botocore's own retry handler: a
+    throttling answer carrying ``Retry-After`` stops botocore's retries and becomes
+    :class:`_RetryAfter` (the activity then waits as asked, capped by the activity's
+    bound, instead of botocore's few-second backoff).
+
+    Raises:
+        _RetryAfter: the answer was a 429 / 503 / SlowDown with ``Retry-After``.
+    """
+    if not response or response[0] is None:
+        return
+    http_response, parsed = response
+    code = str((parsed or {}).get("Error", {}).get("Code", ""))
+    if http_response.status_code not in _THROTTLING_STATUS and code != "SlowDown":
+        return
+    seconds = _retry_after_s(http_response.headers.get("retry-after"))
+    if seconds is not None:
+        raise _RetryAfter(seconds=seconds, reason=f"{http_response.status_code} {code}".rstrip())
+
+
 def _configured(scoped: Mapping[str, Any], name: str, env: str) -> Any:
     """A setting the user configured (environment or profile), or None."""
     return os.environ.get(env) or scoped.get(name)
@@ -228,8 +357,23 @@ def _make_endpoint(profile: str | None) -> _Endpoint:
     """Build the boto3 client of ``profile`` (None: the default chain).
 
     Raises:
-        PermanentError: the profile does not exist on this worker.
+        PermanentError: the profile does not exist on this worker, or its settings
+            (region, endpoint_url, retry mode...) are not usable.
     """
+    try:
+        return _build_endpoint(profile)
+    except PermanentError:
+        raise
+    except (BotoCoreError, ValueError) as err:
+        where = f"AWS profile {profile!r}" if profile else "the worker's default AWS configuration"
+        raise PermanentError(
+            f"{where} cannot make an S3 client: {type(err).__name__}: "
+            f"{_scrub(str(err), None)}; fix it in the worker's ~/.aws/config (or the AWS_* "
+            "environment variables)"
+        ) from None
+
+
+def _build_endpoint(profile: str | None) -> _Endpoint:
     try:
         core = botocore.session.Session(profile=profile)
         scoped = core.get_scoped_config()
@@ -273,12 +417,22 @@ def _make_endpoint(profile: str | None) -> _Endpoint:
         ):
             settings[name] = _configured(scoped, name, env) or "when_required"
     client = session.client("s3", config=Config(**settings))
+    client.meta.events.register_first("needs-retry.s3", _honour_retry_after)
+    credentials: Any = None
     try:
         credentials = session.get_credentials()
         identity = credentials.get_frozen_credentials().access_key if credentials else ""
     except BotoCoreError:  # the first request reports it, with a message
         identity = ""
-    return _Endpoint(client, endpoint_url, is_aws, identity, profile)
+    return _Endpoint(
+        client,
+        endpoint_url,
+        is_aws,
+        identity,
+        profile,
+        region=client.meta.region_name or "",
+        credentials=credentials,
+    )
 
 
 # ---------------------------------------------------------------------------- errors
@@ -297,19 +451,59 @@ def _s3_error(
 ) -> StaccatoError:
     """Map a botocore exception to a Staccato error naming the object and the fix.
 
-    ``role`` is ``"source"`` or ``"destination"``; ``action`` the S3 API call.
+    ``role`` is ``"source"`` or ``"destination"``; ``action`` the S3 API call. Every
+    text taken from botocore passes :func:`_scrub`, so no access key id, secret,
+    session token or signature reaches a message.
     """
+    mapped = _classify(err, endpoint, bucket, key, role=role, action=action)
+    cleaned = _scrub(str(mapped), endpoint)
+    if cleaned != str(mapped):
+        mapped.args = (cleaned,)
+    return mapped
+
+
+def _classify(
+    err: Exception, endpoint: _Endpoint, bucket: str, key: str | None, *, role: str, action: str
+) -> StaccatoError:
     what = f"s3://{bucket}/{key}" if key is not None else f"bucket {bucket!r}"
+    if isinstance(err, _RetryAfter):
+        return RetryableError(
+            f"{action} of {what}: {endpoint.where} is throttling ({err.reason}) and asked to "
+            f"retry after {err.seconds:g} s",
+            retry_after_s=err.seconds,
+        )
     if isinstance(err, (NoCredentialsError, PartialCredentialsError)):
         return PermissionDenied(
             f"no AWS credentials for {what}: configure {endpoint.credentials_hint}"
         )
+    if isinstance(err, (SSOError, LoginError, RefreshWithMFAUnsupportedError)):
+        return PermissionDenied(
+            f"{action} of {what}: the worker's AWS login cannot give credentials "
+            f"({type(err).__name__}: {err}); log in again on the worker (aws sso login / "
+            f"aws login) or configure {endpoint.credentials_hint}"
+        )
     if isinstance(err, (IncompleteReadError, ResponseStreamingError)):
         return IncompleteRead(f"{action} of {what} broke mid-body: {err}")
+    if isinstance(err, SSLError) and "CERTIFICATE_VERIFY_FAILED" in str(err):
+        return PermanentError(
+            f"{action} of {what}: the TLS certificate of {endpoint.where} is not trusted "
+            f"({err}); give the worker the CA that signed it (AWS_CA_BUNDLE, or ca_bundle "
+            "in the profile)"
+        )
     if isinstance(err, (EndpointConnectionError, ConnectTimeoutError, ConnectionClosedError)):
         return RetryableError(f"cannot reach the S3 endpoint {endpoint.where} for {what}: {err}")
     if isinstance(err, ReadTimeoutError):
         return RetryableError(f"{action} of {what} timed out at {endpoint.where}")
+    if isinstance(err, _CONFIG_ERRORS):
+        return PermanentError(
+            f"{action} of {what}: the worker's AWS configuration for {endpoint.where} is not "
+            f"usable ({type(err).__name__}: {err}); fix it in the profile or the AWS_* "
+            "environment of the worker"
+        )
+    if isinstance(err, ParamValidationError):
+        return PermanentError(
+            f"{action} of {what}: the request was refused before it was sent ({err})"
+        )
     if not isinstance(err, ClientError):
         if isinstance(err, BotoCoreError):
             return RetryableError(f"{action} of {what} failed: {type(err).__name__}: {err}")
@@ -324,6 +518,24 @@ def _s3_error(
         return DestinationMissing(text) if role == "destination" else NotFound(text)
     if code in ("NoSuchKey", "404", "NotFound"):
         return NotFound(f"no such key {key!r} in bucket {bucket!r} at {endpoint.where} ({what})")
+    wrong_place = _wrong_region(err, endpoint, what, action)
+    if wrong_place is not None:
+        return wrong_place
+    if code == "RequestTimeTooSkewed":
+        detail = err.response.get("Error", {})
+        times = ""
+        if detail.get("RequestTime") and detail.get("ServerTime"):
+            times = (
+                f" (the worker said {detail['RequestTime']}, the server's clock says "
+                f"{detail['ServerTime']})"
+            )
+        return PermanentError(
+            f"{action} of {what} refused by {endpoint.where}: the worker's clock is off from "
+            f"the server's by more than S3 allows (RequestTimeTooSkewed, 15 minutes){times}. "
+            "Requests are signed with the worker's time, so retrying cannot help: sync the "
+            "worker's clock (NTP: chrony, systemd-timesyncd, `timedatectl set-ntp true`), "
+            "then submit again"
+        )
     if code == "InvalidAccessKeyId":
         return PermissionDenied(
             f"{action} of {what} refused: the access key id is not known to {endpoint.where} "
@@ -334,10 +546,16 @@ def _s3_error(
             f"{action} of {what} refused: the secret access key does not match the access key "
             f"id (SignatureDoesNotMatch at {endpoint.where}); fix {endpoint.credentials_hint}"
         )
-    if code in ("ExpiredToken", "TokenRefreshRequired", "InvalidToken"):
+    if code in ("ExpiredToken", "TokenRefreshRequired", "InvalidToken", "InvalidSecurity"):
         return PermissionDenied(
             f"{action} of {what} refused: the session token is expired or invalid ({code}); "
             f"refresh {endpoint.credentials_hint}"
+        )
+    if code in ("AccountProblem", "NotSignedUp", "InvalidPayer"):
+        return PermissionDenied(
+            f"{action} of {what} refused by {endpoint.where}: {code}: {message}; the AWS "
+            "account behind the worker's credentials cannot use S3 as it is: see the account's "
+            "billing and status"
         )
     if code in ("AccessDenied", "AllAccessDisabled", "403", "Forbidden"):
         needed = _PERMISSIONS.get(action.split()[0], "access")
@@ -345,24 +563,86 @@ def _s3_error(
             f"access denied: {action} of {what} at {endpoint.where}; the credentials "
             f"({endpoint.credentials_hint}) need {needed} on this bucket/key"
         )
+    if code == "InvalidObjectState":
+        return PermanentError(
+            f"{action} of {what} refused: the object is archived (InvalidObjectState: "
+            f"{message}); restore it first (RestoreObject, S3 Glacier / Deep Archive), then "
+            "submit again"
+        )
+    if code.startswith("KMS.") and "Throttl" not in code:
+        return PermanentError(
+            f"{action} of {what} refused by {endpoint.where}: the object's KMS key cannot be "
+            f"used ({code}: {message}); check the key's state and the credentials' kms:Decrypt "
+            "/ kms:GenerateDataKey permissions"
+        )
     if code == "InvalidBucketName":
         return InvalidURL(f"invalid S3 bucket name {bucket!r} ({message or code})")
-    if code in _RETRYABLE_CODES or status >= 500 or status in (408, 429):
+    if code == "KeyTooLongError":
+        return InvalidURL(_key_too_long(key or ""))
+    if code in _RETRYABLE_CODES or "Throttl" in code or status >= 500 or status in (408, 429):
         return RetryableError(
             f"{action} of {what} failed at {endpoint.where}: {code or status} {message}".rstrip()
         )
     if code in ("EntityTooSmall", "EntityTooLarge", "InvalidPart", "InvalidPartOrder"):
         return PermanentError(f"{action} of {what} refused by S3: {code}: {message}")
-    if (
-        code in ("InvalidRequest", "InvalidArgument", "KeyTooLongError", "InvalidURI")
-        or status == 400
-    ):
-        return PermanentError(
-            f"{action} of {what} refused by {endpoint.where}: {code or status}: {message} "
-            "(some S3-compatible stores refuse keys with '.', '..' or empty path segments)"
-        )
+    hint = ""
+    if key is not None and len(key.encode("utf-8")) > MAX_KEY_BYTES:
+        hint = f" ({_key_too_long(key)})"
+    elif key is not None and any(part in ("", ".", "..") for part in key.split("/")):
+        hint = " (some S3-compatible stores refuse keys with '.', '..' or empty path segments)"
     return PermanentError(
-        f"{action} of {what} failed at {endpoint.where}: {code or status}: {message}"
+        f"{action} of {what} refused by {endpoint.where}: {code or status}: {message}{hint}"
+    )
+
+
+def _key_too_long(key: str) -> str:
+    return (
+        f"the S3 key is {len(key.encode('utf-8'))} bytes long; S3 keys are at most "
+        f"{MAX_KEY_BYTES} bytes of UTF-8 (S3 API limit): use a shorter key"
+    )
+
+
+def _wrong_region(
+    err: ClientError, endpoint: _Endpoint, what: str, action: str
+) -> PermanentError | None:
+    """The bucket lives in another region (or behind another endpoint) than the one the
+    worker's configuration sends requests to: ``301 PermanentRedirect`` / ``307``
+    (the region in the ``x-amz-bucket-region`` header), ``AuthorizationHeaderMalformed``
+    with the expected ``Region``, ``IllegalLocationConstraintException`` (an opt-in
+    region), ``InvalidRegion``. botocore follows such a redirect once on its own; what
+    is still failing cannot heal by retrying. None if ``err`` is none of these."""
+    code, status = _code(err), _status(err)
+    detail = err.response.get("Error", {})
+    headers = err.response.get("ResponseMetadata", {}).get("HTTPHeaders", {}) or {}
+    region = headers.get("x-amz-bucket-region") or detail.get("Region") or ""
+    redirect = code in ("301", "307", "PermanentRedirect", "TemporaryRedirect", "Redirect") or (
+        status in (301, 307) and not code
+    )
+    malformed = code == "AuthorizationHeaderMalformed" and (region or "region" in str(detail))
+    if not (
+        redirect
+        or malformed
+        or code in ("IllegalLocationConstraintException", "InvalidRegion")
+        or (status == 400 and region and code in ("400", "BadRequest"))
+    ):
+        return None
+    told = f"the bucket is in region {region!r}" if region else "the bucket is in another region"
+    if detail.get("Endpoint"):
+        told += f" (the server names endpoint {str(detail['Endpoint'])[:200]!r})"
+    profile = (
+        f"profile {endpoint.profile!r}"
+        if endpoint.profile
+        else "the worker's default AWS configuration"
+    )
+    fix = (
+        f"set region = {region} in {profile} (or AWS_REGION)"
+        if region
+        else f"set the bucket's region in {profile} (or AWS_REGION)"
+    )
+    return PermanentError(
+        f"{action} of {what}: {endpoint.where} answered {code or status}: {told}, and requests "
+        f"were sent to {endpoint.endpoint_url} signed for region {endpoint.region!r}; {fix}, "
+        "or point endpoint_url (AWS_ENDPOINT_URL_S3) at the endpoint that serves this bucket"
     )
 
 
@@ -443,7 +723,8 @@ class S3Reader(Reader):
             n = self._body.readinto(buffer[:want])
         except (IncompleteReadError, ResponseStreamingError, ReadTimeoutError, OSError) as err:
             raise IncompleteRead(
-                f"GetObject of {self._what} broke with {self._remaining} bytes left: {err}"
+                f"GetObject of {self._what} broke with {self._remaining} bytes left: "
+                f"{_scrub(str(err), None)}"
             ) from None
         if not n:
             raise IncompleteRead(f"GetObject of {self._what} ended {self._remaining} bytes early")
@@ -582,8 +863,24 @@ class _Target:
         return self.url.key
 
     @property
-    def single_put(self) -> bool:
+    def empty_put(self) -> bool:
+        """A 0-byte object: no upload, one empty PutObject at publish."""
         return self.session.data.get("mode") == "put"
+
+    def check_not_legacy(self) -> None:
+        """A ``put`` session of a non-empty object comes from an older Staccato that
+        wrote small objects with one PutObject before publish: treat it as lost, so the
+        workflow opens a new (multipart) session and copies again.
+
+        Raises:
+            WriteSessionLost: the session is such an old one.
+        """
+        if self.empty_put and self.session.size > 0:
+            raise WriteSessionLost(
+                f"write session {self.session.session_id!r} of s3://{self.bucket}/{self.key} "
+                "is a single-PutObject session of an older worker; copying again into a "
+                "multipart upload"
+            )
 
     @property
     def upload_id(self) -> str:
@@ -617,40 +914,26 @@ class S3ChunkWriter(ChunkWriter):
         crc = checksum if _is_crc32c_hex(checksum) else f"{_crc32c.crc32c(data):08x}"
         crc_b64 = _crc_b64(int(crc, 16))
         client = target.endpoint.client
-        if target.single_put:
-            if index != 0:
-                raise PermanentError(f"chunk {index} of a single-PUT session (bug)")
-            try:
-                response = client.put_object(
-                    Bucket=target.bucket,
-                    Key=target.key,
-                    Body=_ViewBody(data),
-                    ContentLength=len(data),
-                    ChecksumCRC32C=crc_b64,
-                    ContentType=target.session.data["content_type"],
-                    Metadata={MARKER: target.marker},
-                )
-            except (ClientError, BotoCoreError) as err:
-                _reraise_keepalive(err)
-                raise target.error(err, "PutObject") from None
-        else:
-            try:
-                response = client.upload_part(
-                    Bucket=target.bucket,
-                    Key=target.key,
-                    UploadId=target.upload_id,
-                    PartNumber=index + 1,
-                    Body=_ViewBody(data),
-                    ContentLength=len(data),
-                    ChecksumCRC32C=crc_b64,
-                )
-            except ClientError as err:
-                if _code(err) == "NoSuchUpload":
-                    raise target.gone() from None  # a stale writer stops here
-                raise target.error(err, f"UploadPart {index + 1}") from None
-            except BotoCoreError as err:
-                _reraise_keepalive(err)
-                raise target.error(err, f"UploadPart {index + 1}") from None
+        target.check_not_legacy()
+        if target.empty_put:
+            raise PermanentError(f"chunk {index} of a 0-byte object's session (bug)")
+        try:
+            response = client.upload_part(
+                Bucket=target.bucket,
+                Key=target.key,
+                UploadId=target.upload_id,
+                PartNumber=index + 1,
+                Body=_ViewBody(data),
+                ContentLength=len(data),
+                ChecksumCRC32C=crc_b64,
+            )
+        except ClientError as err:
+            if _code(err) == "NoSuchUpload":
+                raise target.gone() from None  # a stale writer stops here
+            raise target.error(err, f"UploadPart {index + 1}") from None
+        except BotoCoreError as err:
+            _reraise_keepalive(err)
+            raise target.error(err, f"UploadPart {index + 1}") from None
         echoed = response.get("ChecksumCRC32C")
         if echoed and echoed != crc_b64:
             raise RetryableError(
@@ -676,30 +959,18 @@ class S3ChunkWriter(ChunkWriter):
             pinned["CopySourceIfMatch"] = info.extra["etag"]
         client = target.endpoint.client
         source_endpoint = self._driver.endpoint(source)
+        target.check_not_legacy()
         try:
-            if target.single_put:
-                response = client.copy_object(
-                    Bucket=target.bucket,
-                    Key=target.key,
-                    CopySource=copy_source,
-                    MetadataDirective="REPLACE",
-                    ContentType=info.content_type or target.session.data["content_type"],
-                    Metadata={MARKER: target.marker},
-                    ChecksumAlgorithm="CRC32C",
-                    **pinned,
-                )
-                result = response.get("CopyObjectResult") or {}
-            else:
-                response = client.upload_part_copy(
-                    Bucket=target.bucket,
-                    Key=target.key,
-                    UploadId=target.upload_id,
-                    PartNumber=index + 1,
-                    CopySource=copy_source,
-                    CopySourceRange=f"bytes={offset}-{offset + length - 1}",
-                    **pinned,
-                )
-                result = response.get("CopyPartResult") or {}
+            response = client.upload_part_copy(
+                Bucket=target.bucket,
+                Key=target.key,
+                UploadId=target.upload_id,
+                PartNumber=index + 1,
+                CopySource=copy_source,
+                CopySourceRange=f"bytes={offset}-{offset + length - 1}",
+                **pinned,
+            )
+            result = response.get("CopyPartResult") or {}
         except ClientError as err:
             code = _code(err)
             if code == "NoSuchUpload":
@@ -708,19 +979,12 @@ class S3ChunkWriter(ChunkWriter):
                 raise _changed_or(
                     err, source_endpoint, source, info, offset, length, "UploadPartCopy"
                 ) from None
-            raise target.error(
-                err, "CopyObject" if target.single_put else "UploadPartCopy"
-            ) from None
+            raise target.error(err, "UploadPartCopy") from None
         except BotoCoreError as err:
             raise target.error(err, "UploadPartCopy") from None
         if algorithm != "crc32c":
             return ""  # the stream reads the range to compute another algorithm
-        crc = _b64_to_hex(result.get("ChecksumCRC32C"))
-        if not crc and target.single_put:
-            # Some stores (SeaweedFS) answer CopyObject without the checksum but keep it.
-            head = self._driver._own_object(target)
-            crc = _b64_to_hex(head.get("ChecksumCRC32C")) if head else ""
-        return crc
+        return _b64_to_hex(result.get("ChecksumCRC32C"))
 
 
 # ---------------------------------------------------------------------------- driver
@@ -847,10 +1111,12 @@ class S3Driver(Driver):
     def open_session(
         self, url: EndpointURL, size: int, chunk_size: int, transfer_id: str
     ) -> WriteSession:
-        """A single-PUT session (nothing created yet) or CreateMultipartUpload."""
+        """CreateMultipartUpload, for every non-empty object (even one part): nothing
+        reaches the destination key before publish. A 0-byte object's session creates
+        nothing (its one empty PutObject is sent at publish)."""
         content_type = mimetypes.guess_type(url.key, strict=False)[0] or "application/octet-stream"
         data = {"marker": transfer_id, "content_type": content_type}
-        if is_single_put(size, chunk_size):
+        if size == 0:
             return WriteSession(
                 url=url.canonical,
                 size=size,
@@ -945,13 +1211,9 @@ class S3Driver(Driver):
         ListParts reports it (AWS does), else ``""`` (SeaweedFS, moto: the stream then
         re-reads those chunks from the source to checksum them, without re-sending)."""
         target = self.target(session)
-        if target.single_put:
-            if session.size == 0:
-                return {}
-            head = self._own_object(target)
-            if head is None or int(head["ContentLength"]) != session.size:
-                return {}
-            return {0: _b64_to_hex(head.get("ChecksumCRC32C"))}
+        target.check_not_legacy()
+        if target.empty_put:
+            return {}
         chunks = chunk_count(session.size, session.chunk_size)
         durable: dict[int, str] = {}
         for number, part in self._parts(target).items():
@@ -969,8 +1231,14 @@ class S3Driver(Driver):
         read the object's size back (C6). Idempotent."""
         target = self.target(session)
         client = target.endpoint.client
-        if target.single_put:
-            if session.size == 0:
+        if target.empty_put:
+            if session.size > 0:
+                # an older worker's single-PutObject session: published if its object is
+                # there, else lost (copied again into a multipart upload)
+                head = self._own_object(target)
+                if head is None:
+                    target.check_not_legacy()
+            else:
                 try:
                     client.put_object(
                         Bucket=target.bucket,
@@ -983,11 +1251,10 @@ class S3Driver(Driver):
                     )
                 except (ClientError, BotoCoreError) as err:
                     raise target.error(err, "PutObject") from None
-            head = self._own_object(target)
+                head = self._own_object(target)
             if head is None:
-                raise PermanentError(
-                    f"refusing to publish s3://{target.bucket}/{target.key}: its one PutObject "
-                    "is not there"
+                raise RetryableError(
+                    f"s3://{target.bucket}/{target.key} is not readable right after PutObject"
                 )
             self._check_size(target, head)
             return
@@ -1048,16 +1315,13 @@ class S3Driver(Driver):
 
     def abort(self, session: WriteSession) -> None:
         """AbortMultipartUpload until ListParts says ``NoSuchUpload`` (a part upload in
-        flight can outlive one abort); a single-PUT session deletes its own object.
-        Idempotent; an object this session did not write is never touched."""
+        flight can outlive one abort). Idempotent. Never deletes or alters the object at
+        the key: before publish it is the one that was there before (this session wrote
+        nothing there), after publish it is the transfer's result; a 0-byte object's
+        session has nothing to abort."""
         target = self.target(session)
         client = target.endpoint.client
-        if target.single_put:
-            if self._own_object(target) is not None:
-                try:
-                    client.delete_object(Bucket=target.bucket, Key=target.key)
-                except (ClientError, BotoCoreError) as err:
-                    raise target.error(err, "DeleteObject") from None
+        if target.empty_put:
             return
         for _ in range(_ABORT_ROUNDS):
             try:

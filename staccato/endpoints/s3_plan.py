@@ -11,6 +11,7 @@ S3-compatible stores (SeaweedFS, MinIO, Ceph RGW, ...) copy:
 | parts per upload | <= 10,000, numbered 1..10,000 | UploadPart ``partNumber`` |
 | object size | <= 5 TiB | CompleteMultipartUpload |
 | one PutObject / CopyObject | <= 5 GiB | PutObject, CopyObject |
+| object key | <= 1,024 bytes of UTF-8 | every call (``KeyTooLongError``) |
 | ListParts page | <= 1,000 parts | ListParts ``max-parts`` |
 
 A chunk of a transfer is one part (chunk ``i`` is part number ``i + 1``), so the
@@ -24,6 +25,7 @@ from typing import Any
 
 from staccato.errors import Unsupported
 from staccato.models import GiB, MiB
+from staccato.urls import S3_MAX_KEY_BYTES
 
 TiB = 1024 * GiB
 
@@ -37,6 +39,8 @@ MAX_PARTS = 10_000
 MAX_OBJECT_SIZE = 5 * TiB
 #: largest single PutObject / CopyObject (bytes)
 MAX_PUT_SIZE = 5 * GiB
+#: longest object key (bytes of UTF-8)
+MAX_KEY_BYTES = S3_MAX_KEY_BYTES
 #: most parts ListParts returns per page
 LIST_PARTS_PAGE = 1_000
 
@@ -50,18 +54,19 @@ def _size_text(n: int) -> str:
     return f"{n} bytes"
 
 
-def is_single_put(size: int, part_size: int) -> bool:
-    """Whether an object of ``size`` bytes is written with one PutObject (it fits in
-    one part, and PutObject takes at most 5 GiB) rather than a multipart upload."""
-    return size <= part_size and size <= MAX_PUT_SIZE
+def fits_one_part(size: int, part_size: int) -> bool:
+    """Whether an object of ``size`` bytes is uploaded as one part (it fits in one
+    requested chunk, and a part holds at most 5 GiB). A sole part may be smaller than
+    5 MiB: only parts other than the last must reach it."""
+    return size <= part_size and size <= MAX_PART_SIZE
 
 
 def plan_part_size(size: int, requested: int) -> tuple[int, str | None]:
     """The part size (bytes) for an object of ``size`` bytes when ``requested`` bytes
     per chunk were asked for.
 
-    * An object that fits in one requested chunk (at most 5 GiB) is one PutObject;
-      the chunk size stays as requested (0 B: no chunk at all, one empty PutObject).
+    * An object that fits in one requested chunk (at most 5 GiB) is one part; the
+      chunk size stays as requested (0 B: no chunk at all, one empty PutObject).
     * Otherwise parts are at least 5 MiB and at most 5 GiB, and big enough that the
       object needs at most 10,000 parts (rounded up to a whole MiB).
 
@@ -77,7 +82,7 @@ def plan_part_size(size: int, requested: int) -> tuple[int, str | None]:
         raise Unsupported(
             f"the object is {size} bytes; S3 objects are at most 5 TiB ({MAX_OBJECT_SIZE} bytes)"
         )
-    if is_single_put(size, requested):
+    if fits_one_part(size, requested):
         return requested, None
     part = min(max(requested, MIN_PART_SIZE), MAX_PART_SIZE)
     reasons: list[str] = []

@@ -13,7 +13,8 @@
   variables, only config/credentials files: the default profile points at
   ``s3_server`` (``endpoint_url``), profile ``other`` at a second SeaweedFS
   (the shared ``seaweed_s3`` fixture), profile ``moto`` at moto (``services`` section),
-  profile ``slow`` at ``s3_server`` through a 2 MB/s uplink (``SlowLink``).
+  profile ``slow`` at ``s3_server`` through a 2 MB/s uplink (``SlowLink``), profile
+  ``gated`` at ``s3_server`` through a relay that can hold one request (``GatedLink``).
 """
 
 from __future__ import annotations
@@ -164,6 +165,74 @@ class SlowLink:
         self._listener.close()
 
 
+class GatedLink:
+    """A TCP relay on 127.0.0.1 to a real S3 server that can hold one kind of request:
+    after :meth:`arm` with a regex over the request line (e.g. ``rb"^POST /b/k\\?uploads"``),
+    the first client->server bytes matching it wait, unsent, until :meth:`release`.
+    :attr:`held` is set while such a request is held, so a test can act (cancel) in
+    the exact window between a driver sending a call and the store receiving it."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self._pattern: re.Pattern[bytes] | None = None
+        self.held = threading.Event()
+        self._released = threading.Event()
+        self._released.set()
+        self._listener = socket.socket()
+        self._listener.bind((LOCALHOST, 0))
+        self._listener.listen(32)
+        self.port = self._listener.getsockname()[1]
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://{LOCALHOST}:{self.port}"
+
+    def arm(self, pattern: bytes) -> None:
+        """Hold the next request whose bytes match ``pattern`` (multiline regex)."""
+        self.held.clear()
+        self._released.clear()
+        self._pattern = re.compile(pattern, re.MULTILINE)
+
+    def release(self) -> None:
+        """Send what is held and stop holding."""
+        self._pattern = None
+        self._released.set()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection((LOCALHOST, self.upstream_port))
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, gated: bool) -> None:
+        try:
+            while data := source.recv(256 * 1024):
+                pattern = self._pattern
+                if gated and pattern is not None and pattern.search(data):
+                    self.held.set()
+                    self._released.wait(120)
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self._closed = True
+        self.release()
+        self._listener.close()
+
+
 def settled(read: Callable[[], int], expected: int, timeout_s: float = 5.0) -> int:
     """A server counter's value once it reached ``expected`` (SeaweedFS may count a
     request a moment after answering it) or stopped moving: read until it is at least
@@ -274,12 +343,21 @@ def slow_link(s3_server: MeteredSeaweedS3) -> Iterator[SlowLink]:
 
 
 @pytest.fixture(scope="session")
+def gated_link(s3_server: MeteredSeaweedS3) -> Iterator[GatedLink]:
+    """``s3_server`` behind a relay that can hold a request (profile ``gated``)."""
+    link = GatedLink(s3_server.s3_port)
+    yield link
+    link.close()
+
+
+@pytest.fixture(scope="session")
 def profile_worker(
     temporal_server,
     s3_server: MeteredSeaweedS3,
     seaweed_s3: SeaweedS3,
     moto_s3: MotoS3,
     slow_link: SlowLink,
+    gated_link: GatedLink,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[WorkerProcess]:
     """A worker configured only by shared config/credentials files and profiles."""
@@ -292,6 +370,7 @@ def profile_worker(
             "profile other": {"region": region, "endpoint_url": seaweed_s3.endpoint_url},
             "profile moto": {"region": region, "services": "moto-s3"},
             "profile slow": {"region": region, "endpoint_url": slow_link.endpoint_url},
+            "profile gated": {"region": region, "endpoint_url": gated_link.endpoint_url},
             "services moto-s3": {"s3 =\n  endpoint_url": moto_s3.endpoint_url},
         },
     )
@@ -307,6 +386,7 @@ def profile_worker(
                 ("other", seaweed_s3),
                 ("moto", moto_s3),
                 ("slow", s3_server),
+                ("gated", s3_server),
             )
         },
     )

@@ -107,7 +107,14 @@ def test_access_denied_names_what_is_needed(
     assert (data_dir / "dst.bin").read_bytes() == b"data"
     big = data_dir / "big.bin"
     write_random(big, 6 * 1024 * 1024, seed=32)
-    for what, call in ((source, "PutObject"), (big, "CreateMultipartUpload")):
+    empty = data_dir / "empty.bin"
+    empty.write_bytes(b"")
+    # one part, several parts (multipart uploads), 0 bytes (one empty PutObject at publish)
+    for what, call in (
+        (source, "CreateMultipartUpload"),
+        (big, "CreateMultipartUpload"),
+        (empty, "PutObject"),
+    ):
         result = cli(str(what), f"s3://{bucket}/denied?profile=readonly", "--chunk-size", "5MiB")
         _failed(result, "access denied", f"{call} of s3://{bucket}/denied", "need s3:PutObject")
     assert keys(s3, bucket) == ["obj"] and open_uploads(s3, bucket) == []

@@ -12,8 +12,15 @@ import pytest
 
 from staccato import checksums
 from staccato.endpoints.s3 import MARKER, S3Driver, UploadGone
-from staccato.errors import DestinationMissing, InvalidURL, NotFound, RetryableError, SourceChanged
-from staccato.models import MiB
+from staccato.errors import (
+    DestinationMissing,
+    InvalidURL,
+    NotFound,
+    RetryableError,
+    SourceChanged,
+    WriteSessionLost,
+)
+from staccato.models import MiB, WriteSession
 from staccato.urls import parse_url
 from tests.s3.conftest import MeteredSeaweedS3
 from tests.s3.s3util import exists, open_uploads
@@ -159,18 +166,29 @@ def test_stale_writer_stops_after_abort(driver: S3Driver, s3: Any, bucket: str) 
     assert open_uploads(s3, bucket) == [] and not exists(s3, bucket, "obj")
 
 
-def test_abort_of_a_single_put_removes_only_its_own_object(
+def test_a_one_part_object_touches_the_key_only_at_publish(
     driver: S3Driver, s3: Any, bucket: str
 ) -> None:
-    s3.put_object(Bucket=bucket, Key="obj", Body=b"someone else's")
+    """An object that fits in one part is still a multipart upload: the old object at
+    the key stays as it was through write and abort; only publish replaces it."""
+    s3.put_object(Bucket=bucket, Key="obj", Body=b"the previous object")
     url = parse_url(f"s3://{bucket}/obj")
-    session = driver.open_session(url, 3, MiB, "mine")
-    driver.abort(session)
-    assert exists(s3, bucket, "obj")  # not ours: untouched
-    with driver.open_writer(session) as writer:
-        writer.write_chunk(0, memoryview(b"abc"), _crc(b"abc"))
-    driver.abort(session)
-    assert not exists(s3, bucket, "obj")
+    for marker, publish in (("aborted", False), ("published", True)):
+        session = driver.open_session(url, 3, MiB, marker)
+        assert session.data["mode"] == "multipart"
+        with driver.open_writer(session) as writer:
+            writer.write_chunk(0, memoryview(b"abc"), _crc(b"abc"))
+        assert list(driver.durable_chunks(session)) == [0]
+        assert s3.get_object(Bucket=bucket, Key="obj")["Body"].read() == b"the previous object"
+        if publish:
+            driver.publish(session)
+            driver.abort(session)  # after publish: the published object stays
+            assert s3.get_object(Bucket=bucket, Key="obj")["Body"].read() == b"abc"
+        else:
+            driver.abort(session)
+            driver.abort(session)  # idempotent
+            assert s3.get_object(Bucket=bucket, Key="obj")["Body"].read() == b"the previous object"
+        assert open_uploads(s3, bucket) == []
 
 
 def test_errors_name_bucket_and_key(driver: S3Driver, bucket: str) -> None:
@@ -182,3 +200,28 @@ def test_errors_name_bucket_and_key(driver: S3Driver, bucket: str) -> None:
         driver.check_destination(parse_url("s3://no-such-bucket-here/k"))
     with pytest.raises(InvalidURL, match="names a bucket"):
         driver.stat(parse_url(f"s3://{bucket}"))
+
+
+def test_an_older_single_put_session_is_copied_again(
+    driver: S3Driver, s3: Any, bucket: str
+) -> None:
+    """A non-empty ``put`` session of an older worker (which wrote the key before
+    publish) is reported lost, so the workflow copies again into a multipart upload;
+    its abort never deletes the object at the key."""
+    s3.put_object(Bucket=bucket, Key="obj", Body=b"the previous object")
+    url = parse_url(f"s3://{bucket}/obj")
+    session = WriteSession(
+        url=url.canonical,
+        size=3,
+        chunk_size=MiB,
+        session_id="put:old",
+        data={"marker": "old", "content_type": "text/plain", "mode": "put"},
+    )
+    with pytest.raises(WriteSessionLost), driver.open_writer(session) as writer:
+        writer.write_chunk(0, memoryview(b"abc"), _crc(b"abc"))
+    with pytest.raises(WriteSessionLost):
+        driver.durable_chunks(session)
+    with pytest.raises(WriteSessionLost):
+        driver.publish(session)
+    driver.abort(session)
+    assert s3.get_object(Bucket=bucket, Key="obj")["Body"].read() == b"the previous object"

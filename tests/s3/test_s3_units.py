@@ -13,7 +13,7 @@ from staccato.endpoints.s3_plan import (
     MIN_PART_SIZE,
     TiB,
     collect_parts,
-    is_single_put,
+    fits_one_part,
     plan_part_size,
 )
 from staccato.errors import InvalidURL, Unsupported
@@ -24,7 +24,7 @@ from staccato.urls import parse_url
 
 def _check_limits(size: int, part: int) -> None:
     """The plan obeys every S3 limit (s3_plan module docstring)."""
-    if is_single_put(size, part):
+    if fits_one_part(size, part):
         assert size <= 5 * GiB
         return
     parts = chunk_count(size, part)
@@ -34,16 +34,16 @@ def _check_limits(size: int, part: int) -> None:
 
 
 @pytest.mark.parametrize(
-    ("size", "requested", "expected_part", "single_put", "note"),
+    ("size", "requested", "expected_part", "one_part", "note"),
     [
-        (0, DEFAULT_CHUNK_SIZE, DEFAULT_CHUNK_SIZE, True, None),  # C3: one empty PutObject
+        (0, DEFAULT_CHUNK_SIZE, DEFAULT_CHUNK_SIZE, True, None),  # C3: no part, one empty PutObject
         (5 * MiB - 1, DEFAULT_CHUNK_SIZE, DEFAULT_CHUNK_SIZE, True, None),
         (5 * MiB - 1, 1 * MiB, 5 * MiB, True, "at least 5 MiB"),
         (5 * MiB, 5 * MiB, 5 * MiB, True, None),
         (5 * MiB + 1, 5 * MiB, 5 * MiB, False, None),
         (64 * MiB, 1 * MiB, 5 * MiB, False, "chunk size 1 MiB -> 5 MiB"),
         (5 * GiB, DEFAULT_CHUNK_SIZE, DEFAULT_CHUNK_SIZE, False, None),  # 320 parts
-        (5 * GiB, 5 * GiB, 5 * GiB, True, None),  # PutObject takes up to 5 GiB
+        (5 * GiB, 5 * GiB, 5 * GiB, True, None),  # one part of 5 GiB
         (5 * GiB, 1 * MiB, 5 * MiB, False, "at least 5 MiB"),  # 1024 parts
         (5 * TiB, DEFAULT_CHUNK_SIZE, 525 * MiB, False, "at most 10,000 parts"),
         (5 * TiB, 1 * MiB, 525 * MiB, False, "at most 10,000 parts"),
@@ -51,11 +51,11 @@ def _check_limits(size: int, part: int) -> None:
     ],
 )
 def test_part_planning(
-    size: int, requested: int, expected_part: int, single_put: bool, note: str | None
+    size: int, requested: int, expected_part: int, one_part: bool, note: str | None
 ) -> None:
     part, why = plan_part_size(size, requested)
     assert part == expected_part
-    assert is_single_put(size, part) == single_put
+    assert fits_one_part(size, part) == one_part
     if note is None:
         assert why is None
     else:
