@@ -56,11 +56,6 @@ _SFTP_PROOF_REMOVED = (
     "its own file from an older one and reports the session lost (the transfer copies "
     "again: slower, never wrong)"
 )
-_S3_SINGLE_PUT = (
-    "S3 single-PUT sessions write the destination key at write_chunk, before publish: "
-    "the previous object is replaced early, abort deletes the key, and a stale writer "
-    "overwrites a published object"
-)
 _S3_REOPEN = (
     "S3 open_session starts a new multipart upload on every call (CreateMultipartUpload "
     "is not idempotent): a retried prepare leaves the first upload behind"
@@ -73,14 +68,7 @@ _SFTP_FAILURE_RETRIED = (
 #: (endpoint, test function, parameter id or None for every parameter) -> the fault
 KNOWN_FAULTS: dict[tuple[str, str, str | None], str] = {
     ("sftp", "test_publish_is_idempotent", None): _SFTP_PROOF_REMOVED,
-    ("s3", "test_missing_temp_is_never_taken_for_published", "one_chunk"): _S3_SINGLE_PUT,
-    ("s3", "test_destination_untouched_until_publish", "one_chunk"): _S3_SINGLE_PUT,
-    ("s3", "test_abort_never_touches_the_destination", "one_chunk"): _S3_SINGLE_PUT,
-    ("s3", "test_abort_after_publish_keeps_the_published_object", "one_chunk"): _S3_SINGLE_PUT,
-    ("s3", "test_stale_writer_after_publish_is_stopped", "one_chunk"): _S3_SINGLE_PUT,
-    ("s3", "test_stale_writer_after_abort_is_stopped", "one_chunk"): _S3_SINGLE_PUT,
-    ("s3", "test_stale_session_is_never_published", "one_chunk"): _S3_SINGLE_PUT,
-    ("s3", "test_open_session_is_idempotent_per_key", "several_chunks"): _S3_REOPEN,
+    ("s3", "test_open_session_is_idempotent_per_key", None): _S3_REOPEN,
     ("sftp", "test_name_over_the_limit_is_a_permanent_error", None): _SFTP_FAILURE_RETRIED,
 }
 
