@@ -36,8 +36,10 @@ from staccato.client import (
 from staccato.errors import InvalidURL, StaccatoError
 from staccato.models import (
     DEFAULT_CHUNK_SIZE,
+    DEFAULT_RETRY_FOR_S,
     DEFAULT_STREAMS,
     MAX_CHUNK_SIZE,
+    MAX_RETRY_FOR_S,
     MAX_STREAMS,
     ChecksumAlgorithm,
     TransferOptions,
@@ -88,6 +90,27 @@ def parse_size(text: str | int) -> int:
     return value
 
 
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str | float) -> float:
+    """Parse a duration in seconds: ``90`` or ``90s``, ``30m``, ``24h``, ``2d``, ``1.5h``.
+
+    Raises:
+        typer.BadParameter: not a duration, or outside 1 s .. 30 days.
+    """
+    cleaned = str(text).strip().lower()
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhd]?)", cleaned)
+    if not match:
+        raise typer.BadParameter(
+            f"{text!r} is not a duration; use a number and a unit: 90s, 30m, 24h, 2d"
+        )
+    seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2) or "s"]
+    if not 1 <= seconds <= MAX_RETRY_FOR_S:
+        raise typer.BadParameter(f"{text!r}: the duration must be between 1s and 30d")
+    return seconds
+
+
 def _fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
     typer.echo(f"staccato: error: {message}", err=True)
     raise typer.Exit(code)
@@ -132,6 +155,16 @@ VerifyOption = Annotated[
 ChecksumOption = Annotated[
     ChecksumAlgorithm, typer.Option("--checksum", help="Chunk checksum: crc32c (fast) or sha256.")
 ]
+RetryForOption = Annotated[
+    float,
+    typer.Option(
+        "--retry-for",
+        parser=parse_duration,
+        metavar="DURATION",
+        help="Keep retrying transient failures (an endpoint down, a worker gone) for this "
+        "long without progress before failing: 90s, 30m, 24h, 2d.",
+    ),
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 TransferArg = Annotated[
     str, typer.Argument(help="Transfer id, or the destination URL/path.", metavar="TRANSFER")
@@ -139,9 +172,19 @@ TransferArg = Annotated[
 
 
 def _options(
-    chunk_size: int, streams: int, verify: VerifyMode, checksum: ChecksumAlgorithm
+    chunk_size: int,
+    streams: int,
+    verify: VerifyMode,
+    checksum: ChecksumAlgorithm,
+    retry_for: float = DEFAULT_RETRY_FOR_S,
 ) -> TransferOptions:
-    return TransferOptions(chunk_size=chunk_size, streams=streams, verify=verify, checksum=checksum)
+    return TransferOptions(
+        chunk_size=chunk_size,
+        streams=streams,
+        verify=verify,
+        checksum=checksum,
+        retry_for_s=retry_for,
+    )
 
 
 @app.command()
@@ -155,10 +198,11 @@ def submit(
     streams: StreamsOption = DEFAULT_STREAMS,
     verify: VerifyOption = VerifyMode.checksum,
     checksum: ChecksumOption = ChecksumAlgorithm.crc32c,
+    retry_for: RetryForOption = DEFAULT_RETRY_FOR_S,
     as_json: JsonOption = False,
 ) -> None:
     """Start a transfer and print its id; it runs on the workers whether or not you stay."""
-    options = _options(chunk_size, streams, verify, checksum)
+    options = _options(chunk_size, streams, verify, checksum, retry_for)
 
     async def go() -> str:
         StaccatoClient.make_request(source, destination, options)  # usage errors before connecting
@@ -182,6 +226,7 @@ def cp(
     streams: StreamsOption = DEFAULT_STREAMS,
     verify: VerifyOption = VerifyMode.checksum,
     checksum: ChecksumOption = ChecksumAlgorithm.crc32c,
+    retry_for: RetryForOption = DEFAULT_RETRY_FOR_S,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Copy SOURCE to DESTINATION and follow it with a progress bar.
@@ -189,7 +234,7 @@ def cp(
     Exits 0 only when the destination is published and verified. Ctrl-C stops
     following; the transfer goes on (see `staccato status`).
     """
-    options = _options(chunk_size, streams, verify, checksum)
+    options = _options(chunk_size, streams, verify, checksum, retry_for)
 
     async def go() -> TransferStatus:
         StaccatoClient.make_request(source, destination, options)
@@ -268,7 +313,7 @@ async def _follow(client: StaccatoClient, transfer: str, *, quiet: bool) -> Tran
                     total=final.bytes_total,
                     completed=final.bytes_done,
                     state=final.state.value,
-                    note=f"retrying: {final.last_retry_error}" if final.last_retry_error else "",
+                    note=_retry_note(final),
                 )
     else:
         last_line = 0.0
@@ -294,8 +339,16 @@ def _plain_line(s: TransferStatus) -> str:
     pct = f" ({100 * s.bytes_done / s.bytes_total:.0f}%)" if s.bytes_total else ""
     rate = f" {_human(s.rate_bytes_per_s)}/s" if s.rate_bytes_per_s else ""
     eta = f" eta {s.eta_s:.0f}s" if s.eta_s is not None else ""
-    retry = f" retrying: {s.last_retry_error}" if s.last_retry_error else ""
+    retry = f" {_retry_note(s)}" if s.last_retry_error else ""
     return f"{s.state.value}: {_human(s.bytes_done)} / {total}{pct}{rate}{eta}{retry}"
+
+
+def _retry_note(s: TransferStatus) -> str:
+    """``retrying: <reason> (next attempt at <time>)``, or "" when nothing is retrying."""
+    if not s.last_retry_error:
+        return ""
+    when = f" (next attempt at {s.next_attempt_at})" if s.next_attempt_at else ""
+    return f"retrying: {s.last_retry_error}{when}"
 
 
 @app.command()

@@ -12,6 +12,11 @@ Exclusivity: the transfer id is derived from the canonical destination URL
 (:func:`transfer_id`), and workflows start with ``id_conflict_policy=FAIL``: while a
 transfer to a destination runs, an identical submission (same request hash, kept in
 the memo) attaches to it and any other is refused with :class:`DestinationBusy`.
+
+Runs: one transfer id holds every transfer ever made to its destination (one Temporal
+run each). The client remembers the run of each transfer it submitted and follows
+that run (``wait``, ``follow``), never whichever run is the latest: a later transfer
+to the same destination, started by someone else, is another transfer.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 from temporalio.api.enums.v1 import PendingActivityState
@@ -114,6 +119,8 @@ class StaccatoClient:
     def __init__(self, client: Client, *, task_queue: str | None = None) -> None:
         self.temporal = client
         self.task_queue = task_queue or settings.task_queue()
+        #: transfer id -> the run this client submitted (or attached to)
+        self._runs: dict[str, str] = {}
 
     @classmethod
     async def connect(cls, *, timeout_s: float = 10.0, **overrides: Any) -> StaccatoClient:
@@ -202,8 +209,9 @@ class StaccatoClient:
         workflow_id = transfer_id(request.destination)
         request_hash = request.request_hash()
         try:
-            await self.temporal.start_workflow(
-                TransferWorkflow.run,
+            # by name: the workflow takes its input as a raw payload and validates it
+            handle = await self.temporal.start_workflow(
+                "TransferWorkflow",
                 request,
                 id=workflow_id,
                 task_queue=self.task_queue,
@@ -225,16 +233,25 @@ class StaccatoClient:
                 ),
                 static_summary=f"{request.source} -> {request.destination}"[:200],
             )
-        except WorkflowAlreadyStartedError:
-            memo = await self._memo(self.temporal.get_workflow_handle(workflow_id))
+        except WorkflowAlreadyStartedError as err:
+            description = await self.temporal.get_workflow_handle(workflow_id).describe()
+            memo = dict(await description.memo())
             if memo.get("request_hash") == request_hash:
+                self._runs[workflow_id] = err.run_id or description.run_id
                 return workflow_id
             raise DestinationBusy(
                 f"destination busy: {request.destination} is being written by transfer "
                 f"{workflow_id} (from {memo.get('source', '?')}); wait for it to finish or "
                 f"cancel it with `staccato cancel {workflow_id}`"
             ) from None
+        self._runs[workflow_id] = handle.first_execution_run_id or handle.result_run_id or ""
         return workflow_id
+
+    def submitted_run(self, transfer: str) -> str | None:
+        """The run id of the transfer this client submitted under ``transfer`` (an id or
+        a destination), or None if it submitted none."""
+        workflow_id = transfer if transfer.startswith(TRANSFER_ID_PREFIX) else transfer_id(transfer)
+        return self._runs.get(workflow_id) or None
 
     async def _memo(self, handle: WorkflowHandle[Any, Any]) -> dict[str, Any]:
         description = await handle.describe()
@@ -284,6 +301,7 @@ class StaccatoClient:
         in_segments: dict[int, int] = dict(progress.partial) if progress else {}
         rate: float | None = None
         last_retry: str | None = None
+        next_attempt: str | None = None
         error: str | None = progress.error if progress else None
         checksum = progress.checksum if progress else None
         if status == WorkflowExecutionStatus.RUNNING:
@@ -292,6 +310,13 @@ class StaccatoClient:
             for pending in description.raw_description.pending_activities:
                 if pending.attempt > 1 and pending.HasField("last_failure"):
                     last_retry = f"attempt {pending.attempt}: {await self._message(pending)}"
+                    if pending.HasField("next_attempt_schedule_time"):
+                        at = pending.next_attempt_schedule_time.ToDatetime(tzinfo=UTC)
+                    elif pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_SCHEDULED:
+                        at = pending.scheduled_time.ToDatetime(tzinfo=UTC)
+                    else:
+                        at = None  # the attempt is running now
+                    next_attempt = at.isoformat(timespec="seconds") if at else None
                 if not pending.heartbeat_details.payloads:
                     continue
                 try:
@@ -334,6 +359,7 @@ class StaccatoClient:
             checksum=checksum,
             error=error,
             last_retry_error=last_retry,
+            next_attempt_at=next_attempt,
             phase=progress.phase if progress else None,
         )
 
@@ -449,8 +475,13 @@ class StaccatoClient:
         self, transfer: str, *, interval_s: float = 0.5
     ) -> AsyncIterator[TransferStatus]:
         """Yield the status every ``interval_s`` seconds until the transfer ends
-        (the last status yielded is the final one, yielded as soon as it ends)."""
-        handle = self._handle(transfer)
+        (the last status yielded is the final one, yielded as soon as it ends).
+
+        Follows the run this client submitted under that id if any (see
+        :meth:`submitted_run`), else the latest run.
+        """
+        run_id = self.submitted_run(transfer)
+        handle = self._handle(transfer, run_id)
         ended = asyncio.ensure_future(handle.result())
         ended.add_done_callback(lambda task: task.cancelled() or task.exception())
         try:
@@ -459,7 +490,7 @@ class StaccatoClient:
                     # completed: the result says it all (no query replaying the history)
                     yield _completed_status(handle.id, ended.result())
                     return
-                current = await self.status(transfer)
+                current = await self.status(transfer, run_id=run_id)
                 yield current
                 if current.state in _TERMINAL:
                     return
@@ -470,14 +501,18 @@ class StaccatoClient:
     async def wait(self, transfer: str) -> TransferResult:
         """Wait for the transfer to end.
 
+        Waits for the run this client submitted under that id if any (see
+        :meth:`submitted_run`), else for the latest run.
+
         Raises:
             TransferFailed: it failed or was cancelled (message = reason).
         """
-        handle = self._handle(transfer)
+        run_id = self.submitted_run(transfer)
+        handle = self._handle(transfer, run_id)
         try:
-            return await handle.result()
+            return await handle.result(follow_runs=False)
         except WorkflowFailureError:
-            current = await self.status(transfer)
+            current = await self.status(transfer, run_id=run_id)
             raise TransferFailed(current.error or "failed", current.state) from None
 
 

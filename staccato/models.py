@@ -12,7 +12,10 @@ import hashlib
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from staccato.errors import InvalidURL
+from staccato.urls import parse_url
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -21,6 +24,8 @@ DEFAULT_CHUNK_SIZE = 16 * MiB
 DEFAULT_STREAMS = 4
 MAX_STREAMS = 64
 MAX_CHUNK_SIZE = 5 * GiB  # S3's largest part; larger buys nothing and costs memory
+DEFAULT_RETRY_FOR_S = 24 * 3600.0
+MAX_RETRY_FOR_S = 30 * 24 * 3600.0
 
 
 class VerifyMode(StrEnum):
@@ -57,9 +62,13 @@ class TransferOptions(BaseModel):
         streams: how many stream activities copy at once.
         verify: how the destination is checked after publish.
         checksum: chunk checksum algorithm.
-        heartbeat_timeout_s: seconds without a stream heartbeat before Temporal
-            retries the stream elsewhere (default 20 s); also how long a SIGKILLed
-            worker's streams wait before they resume.
+        heartbeat_timeout_s: seconds without a heartbeat before Temporal retries a
+            stream or a verify read-back elsewhere (default 20 s); also how long a
+            SIGKILLed worker's activities wait before they resume.
+        retry_for_s: seconds a step (stat, prepare, a stream, verify, publish) keeps
+            retrying transient failures (an endpoint down, a worker gone) without any
+            progress before the transfer fails (default 24 h). The budget is renewed
+            whenever the transfer makes progress.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -69,6 +78,7 @@ class TransferOptions(BaseModel):
     verify: VerifyMode = VerifyMode.checksum
     checksum: ChecksumAlgorithm = ChecksumAlgorithm.crc32c
     heartbeat_timeout_s: float | None = Field(None, ge=1, le=600)
+    retry_for_s: float = Field(DEFAULT_RETRY_FOR_S, ge=1, le=MAX_RETRY_FOR_S)
 
 
 class TransferRequest(BaseModel):
@@ -78,6 +88,9 @@ class TransferRequest(BaseModel):
     http(s) source's query is secret: ``source`` holds the URL with every query value
     ``REDACTED`` (:func:`staccato.urls.redact`) and ``source_secret`` the real query,
     sealed (:mod:`staccato.secrets`); only activities on a worker unseal it.
+    Both URLs must be canonical (``parse_url(url).canonical == url``): the workflow validates its
+    input itself, because any Temporal client can start it, and a relative path would
+    otherwise be resolved against the worker's working directory.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -86,6 +99,32 @@ class TransferRequest(BaseModel):
     destination: str
     options: TransferOptions = TransferOptions()
     source_secret: str | None = None
+
+    @field_validator("source", "destination")
+    @classmethod
+    def _canonical(cls, value: str) -> str:
+        """Refuse anything but a canonical absolute URL (never a bare or relative path).
+
+        Raises:
+            ValueError: the URL is malformed, relative, or not in canonical form.
+        """
+        if "://" not in value:
+            raise ValueError(
+                f"{value!r} is not an absolute URL: a bare or relative path would be "
+                "resolved against the worker's working directory; send the canonical "
+                "form, e.g. file:///absolute/path (clients canonicalise with "
+                "staccato.urls.parse_url)"
+            )
+        try:
+            canonical = parse_url(value).canonical
+        except InvalidURL as err:
+            raise ValueError(str(err)) from None
+        if canonical != value:
+            raise ValueError(
+                f"{value!r} is not in canonical form (expected {canonical!r}); "
+                "'.' and '..' segments are refused"
+            )
+        return value
 
     def request_hash(self) -> str:
         """A stable hash telling an identical re-submission from a different one."""
@@ -338,6 +377,8 @@ class TransferStatus(BaseModel):
         rate_bytes_per_s: current copy rate; None when not copying.
         eta_s: seconds to completion at the current rate; None when unknown.
         last_retry_error: why the newest retry happened, while one is pending.
+        next_attempt_at: when that retry's next attempt is scheduled (ISO 8601, UTC),
+            while the step waits out its backoff.
     """
 
     id: str
@@ -353,6 +394,7 @@ class TransferStatus(BaseModel):
     checksum: str | None
     error: str | None
     last_retry_error: str | None = None
+    next_attempt_at: str | None = None
     phase: str | None = None
 
     def to_json_dict(self) -> dict[str, Any]:

@@ -69,6 +69,9 @@ class Settings(BaseSettings):
         codec_key: turns on the payload codec (AES-256-GCM of every payload); same
             format and rotation as ``secret_key``.
         codec_key_file: a file holding the codec key.
+        file_roots: ``:``-separated absolute directories that file endpoints (sources
+            and destinations) must lie in, each resolved (symlinks, ``..``); empty (the
+            default): no restriction.
     """
 
     model_config = SettingsConfigDict(
@@ -96,6 +99,7 @@ class Settings(BaseSettings):
     secret_key_file: Path | None = None
     codec_key: SecretStr | None = None
     codec_key_file: Path | None = None
+    file_roots: PathList = Field(default_factory=list)
 
     @field_validator("ssh_known_hosts", "ssh_identity", mode="before")
     @classmethod
@@ -103,6 +107,25 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [os.path.expanduser(p) for p in value.split(os.pathsep) if p.strip()]
         return value
+
+    @field_validator("file_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        roots: list[str] = []
+        for entry in value.split(":"):
+            if not entry:
+                continue
+            if not os.path.isabs(entry):
+                raise ValueError(
+                    f"expected ':'-separated absolute directories, got the relative entry {entry!r}"
+                )
+            resolved = os.path.realpath(entry)
+            if not os.path.isdir(resolved):
+                raise ValueError(f"{entry!r} is not an existing directory (resolved: {resolved!r})")
+            roots.append(resolved)
+        return roots
 
     @property
     def effective_worker_processes(self) -> int:
@@ -156,6 +179,16 @@ def home() -> Path:
 def worker_processes() -> int:
     """Activity processes per worker (``STACCATO_WORKER_PROCESSES``, default max(4, CPUs))."""
     return current().effective_worker_processes
+
+
+def file_roots() -> tuple[str, ...] | None:
+    """Directories file endpoints are confined to (``STACCATO_FILE_ROOTS``), each
+    resolved (symlinks, ``..``); None when unset (no restriction).
+
+    Raises:
+        SettingsError: an entry is not an absolute path of an existing directory.
+    """
+    return tuple(current().file_roots) or None
 
 
 def temporal_connect_config() -> dict[str, Any]:

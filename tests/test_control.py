@@ -367,3 +367,31 @@ async def test_list_by_state_shows_that_runs_row(client: StaccatoClient, data_di
     (completed_row,) = await rows(TransferState.completed)
     assert completed_row.state == TransferState.completed
     assert completed_row.bytes_done == 1 * MiB
+
+
+async def test_wait_follows_the_run_it_submitted(
+    client: StaccatoClient,
+    temporal_server,
+    slow_nginx: NginxServer,
+    http_root: Path,
+    data_dir: Path,
+) -> None:
+    """A transfer that ended, then another one to the same destination started by
+    someone else: `wait` and `follow` on the first client report its own transfer, not
+    the newer run under the same id."""
+    first_source = data_dir / "mine.bin"
+    write_random(first_source, 1 * MiB, seed=17)
+    write_random(http_root / "theirs.bin", SIZE, seed=18)
+    destination = data_dir / "shared.bin"
+    mine = await client.submit(str(first_source), str(destination), OPTIONS)
+    await asyncio.wait_for(client.wait(mine), 60)
+    other = await StaccatoClient.connect(target_host=temporal_server.address)
+    other.task_queue = client.task_queue
+    theirs = await other.submit(slow_nginx.url("theirs.bin"), str(destination), OPTIONS)
+    assert theirs == mine  # one id per destination, two runs
+    result = await asyncio.wait_for(client.wait(mine), 5)
+    assert result.source == f"file://{first_source}" and result.bytes == 1 * MiB
+    statuses = [s async for s in client.follow(mine)]
+    assert statuses[-1].state == TransferState.completed
+    assert statuses[-1].source == f"file://{first_source}"
+    await asyncio.wait_for(other.wait(theirs), 120)

@@ -42,6 +42,7 @@ from temporalio import activity
 
 from staccato import checksums, secrets, settings
 from staccato.activities.errors import mapped_errors
+from staccato.activities.transfer import check_file_roots
 from staccato.endpoints import get_driver
 from staccato.endpoints.base import ChunkWriter, Reader, keepalive_hook
 from staccato.errors import RetryableError
@@ -353,6 +354,7 @@ def copy_stream(request: StreamInput) -> StreamResult:
     Raises:
         ApplicationError: a mapped :mod:`staccato.errors` error (see ``mapped_errors``).
     """
+    check_file_roots(request.source, request.session.url)
     waiting = _Waiting()
     timeout = activity.info().heartbeat_timeout
     # A driver may wait before the first chunk (e.g. for an SFTP connection slot): it

@@ -1,16 +1,29 @@
-"""The short activities of a transfer: stat, prepare, publish, verify, cleanup."""
+"""The activities of a transfer besides the streams: stat, prepare, publish, verify,
+cleanup.
+
+File roots: with ``STACCATO_FILE_ROOTS`` set (:func:`staccato.settings.file_roots`),
+every activity checks its file URLs before any I/O (:func:`check_file_roots`): the
+workflow's input can come from any Temporal client, so the worker itself decides
+which of its files a transfer may read or write.
+
+``verify`` reads the destination back and can run as long as a copy: it heartbeats
+per chunk (through :func:`staccato.endpoints.base.keepalive`), so a killed worker's
+verify is retried after the heartbeat timeout and a cancel reaches it.
+"""
 
 from __future__ import annotations
 
+import os
 import time
 
 from temporalio import activity
+from temporalio.exceptions import CancelledError
 
-from staccato import checksums, secrets
+from staccato import checksums, secrets, settings
 from staccato.activities.errors import mapped_errors
 from staccato.endpoints import get_driver
 from staccato.endpoints.base import keepalive_hook
-from staccato.errors import ChecksumMismatch, SourceChanged
+from staccato.errors import ChecksumMismatch, PermissionDenied, SourceChanged
 from staccato.models import (
     ConfirmSourceInput,
     ObjectInfo,
@@ -24,6 +37,36 @@ from staccato.models import (
 from staccato.urls import parse_url
 
 MAX_CHUNKS = 100_000  # per object: bounds journal size, heartbeat work and memory per segment
+_HEARTBEAT_EVERY_S = 0.5
+
+
+def check_file_roots(*urls: str) -> None:
+    """Refuse file URLs outside ``STACCATO_FILE_ROOTS`` (no-op when it is unset).
+
+    The path is resolved first (symlinks and ``..``, also of a destination that does
+    not exist yet), so neither can lead out of a root.
+
+    Raises:
+        PermissionDenied: a file URL resolves outside every root; names the path, what
+            it resolved to and the roots.
+        SettingsError: ``STACCATO_FILE_ROOTS`` is malformed (names the variable).
+    """
+    roots = settings.file_roots()
+    if roots is None:
+        return
+    for text in urls:
+        url = parse_url(text)
+        if url.scheme != "file":
+            continue
+        resolved = os.path.realpath(url.path)
+        if any(os.path.commonpath([resolved, root]) == root for root in roots):
+            continue
+        shown = "" if resolved == url.path else f" (resolves to {resolved})"
+        raise PermissionDenied(
+            f"{url.path}{shown} is outside the directories this worker may use "
+            f"(STACCATO_FILE_ROOTS={':'.join(roots)}); use a path under one of them, or "
+            "add its directory to STACCATO_FILE_ROOTS on the workers"
+        )
 
 
 #: how far a remote endpoint's clock may be ahead of the worker's, seconds: a source
@@ -39,6 +82,7 @@ def stat(url: str, source_secret: str | None = None) -> ObjectInfo:
     if any, is ``source_secret``); marks it for a second read before publish when its
     version cannot prove it stays the same during the copy (see
     :func:`needs_second_read`)."""
+    check_file_roots(url)
     parsed = secrets.source_url(url, source_secret)
     info = get_driver(parsed.scheme).stat(parsed)
     local = parsed.scheme == "file" and info.mtime_resolution_s < 1.0  # not NFS, SMB, FUSE
@@ -85,6 +129,7 @@ def confirm_source(request: ConfirmSourceInput) -> None:
     Raises:
         SourceChanged: a segment reads differently now, or the version moved.
     """
+    check_file_roots(request.source)
     url = secrets.source_url(request.source, request.source_secret)
     driver = get_driver(url.scheme)
     algorithm = request.checksum.value
@@ -118,6 +163,7 @@ def confirm_source(request: ConfirmSourceInput) -> None:
 @mapped_errors
 def prepare(request: PrepareInput) -> PrepareResult:
     """Check the destination and open a write session (idempotent per session_key)."""
+    check_file_roots(request.destination)
     parsed = parse_url(request.destination)
     driver = get_driver(parsed.scheme)
     driver.check_destination(parsed)
@@ -149,6 +195,7 @@ def prepare(request: PrepareInput) -> PrepareResult:
 @mapped_errors
 def publish(request: PublishInput) -> None:
     """Re-check the source version, then atomically publish the destination."""
+    check_file_roots(request.source, request.session.url)
     source = secrets.source_url(request.source, request.source_secret)
     now = get_driver(source.scheme).stat(source)
     if now.version != request.source_info.version:
@@ -160,17 +207,52 @@ def publish(request: PublishInput) -> None:
     get_driver(destination.scheme).publish(request.session)
 
 
+class _Stopped(Exception):
+    """The verify activity was cancelled (the transfer was cancelled)."""
+
+
+class _Beat:
+    """A :func:`keepalive` hook: heartbeats at most every 0.5 s; raises
+    :class:`_Stopped` once the activity is cancelled or the worker is gone."""
+
+    def __init__(self) -> None:
+        self._last = 0.0
+        self._parent = os.getppid()
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now - self._last < _HEARTBEAT_EVERY_S:
+            return
+        self._last = now
+        if os.getppid() != self._parent:
+            raise _Stopped("worker process is gone")
+        activity.heartbeat()
+        if activity.is_cancelled():
+            raise _Stopped("cancelled")
+
+
 @activity.defn(name="verify")
-@mapped_errors
 def verify(request: VerifyInput) -> str:
-    """Check the published destination against the source-side checksum.
+    """Check the destination against the source-side checksum, heartbeating per chunk.
 
     Returns:
         The destination's checksum (hex), or ``""`` when only the size was checked.
 
     Raises:
-        ChecksumMismatch: sizes or checksums differ.
+        ApplicationError: ``ChecksumMismatch`` (sizes or checksums differ) or another
+            mapped error (see :func:`mapped_errors`).
+        CancelledError: the activity was cancelled while reading back.
     """
+    with keepalive_hook(_Beat()):
+        try:
+            return _verify(request)
+        except _Stopped as err:
+            raise CancelledError(f"verify of {request.url} stopped: {err}") from None
+
+
+@mapped_errors
+def _verify(request: VerifyInput) -> str:
+    check_file_roots(request.url)
     url = parse_url(request.url)
     driver = get_driver(url.scheme)
     if request.mode == VerifyMode.none:
@@ -208,5 +290,6 @@ def verify(request: VerifyInput) -> str:
 @mapped_errors
 def cleanup(session: WriteSession) -> None:
     """Remove a write session's temp data (temp file, multipart upload). Idempotent."""
+    check_file_roots(session.url)
     url = parse_url(session.url)
     get_driver(url.scheme).abort(session)

@@ -5,8 +5,8 @@ reads every chunk back right after it is durable and compares checksums
 (verify-on-write), so no separate pass over the object is needed; otherwise
 (SFTP) the temp data is read back per segment before publish, or (S3) the
 published object's stored checksum is compared. Short steps (stat, prepare,
-publish, the final size check) run as local activities first (see
-:func:`_short_activity`).
+the final size check) run as local activities first (see :func:`_short_activity`);
+publish, which replaces the destination, always runs as a regular activity.
 
 One run moves one object. The workflow id is derived from the destination, so it is
 the destination's lock (see :func:`staccato.client.transfer_id`). The history stays
@@ -16,24 +16,59 @@ search-attribute upsert per state change: a 1 GiB transfer is well under 100 eve
 Pause (update ``pause``) cancels the running streams with
 ``WAIT_CANCELLATION_COMPLETED``; they return where they stopped and the segments are
 re-scheduled on ``resume``; a re-scheduled stream skips the chunks the destination
-already holds. Cancel or permanent failure runs ``cleanup`` (temp file removed, S3
-upload aborted) and never touches the destination name.
+already holds. Pause is refused once the copy is over (verify, publish): those steps
+run to their end.
+
+Cancel and failure: before publish, a cancel or a permanent failure runs ``cleanup``
+(temp file removed, S3 upload aborted), which never touches the destination name:
+the destination keeps what it held. Once ``publish`` has been started the transfer is
+committed: publish and the checks after it run to their end shielded from
+cancellation (``asyncio.shield``), and a cancel arriving meanwhile is ignored, so the
+transfer reports ``completed`` and the destination holds the new object. Restoring
+the previous object instead is not possible on every endpoint (an S3 bucket without
+versioning keeps no previous object), so the one rule everywhere is: the reported
+outcome always matches what the destination holds (cancelled or failed before
+publish: the old object; completed: the new one). If publish itself fails, nothing
+was published (drivers publish atomically) and the old object is intact.
+
+Retries: transient failures are retried with backoff (1 s to 30 s) without an
+attempt limit, for ``options.retry_for_s`` (default 24 h) without progress: each
+activity gets a Temporal ``schedule_to_close_timeout`` of the budget left since the
+transfer last made progress (a step finished); a stream gets its own copy-time bound
+on top, and one that runs into that timeout while its heartbeats show progress is
+scheduled again. When no attempt can start before the deadline the transfer fails
+naming the step and its last error.
+
+Input: the workflow takes its input as a raw payload and validates it itself, so a
+malformed start from any Temporal client (not JSON, a negative chunk size, a missing
+field, a relative path) fails the workflow at once with a message naming the field,
+instead of failing its workflow task forever.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.common import RawValue, RetryPolicy
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    RetryState,
+    TimeoutError,
+    TimeoutType,
+)
 
 with workflow.unsafe.imports_passed_through():
+    from pydantic import ValidationError
+
     from staccato import checksums
     from staccato.models import (
+        Checkpoint,
         ConfirmSourceInput,
         ObjectInfo,
         PrepareInput,
@@ -54,12 +89,13 @@ with workflow.unsafe.imports_passed_through():
     from staccato.workflows import search_attributes as sa
 
 # Retries: transient failures (network, 5xx, a killed worker) back off from 1 s to
-# 30 s; 30 attempts span ~13 minutes of an endpoint being down.
+# 30 s, with no attempt limit: how long is bounded by each activity's
+# schedule_to_close_timeout, the transfer's retry budget (options.retry_for_s).
 RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=30),
-    maximum_attempts=30,
+    maximum_attempts=0,
 )
 SHORT_TIMEOUT = timedelta(minutes=2)
 DEFAULT_HEARTBEAT_TIMEOUT = timedelta(seconds=20)
@@ -76,19 +112,36 @@ class TransferWorkflow:
         self._progress: Progress | None = None
         self._paused = False
         self._was_paused = False
+        self._stopped_by_pause: set[int] = set()  # segments whose stream a pause cancelled
         self._session: WriteSession | None = None
         self._published = False
         self._running: dict[int, workflow.ActivityHandle[StreamResult]] = {}
         self._failure: BaseException | None = None
+        self._retry_for = timedelta(hours=24)
+        self._progress_at = datetime.min  # set when the run starts
+        self._cancel_ignored = False
 
     @workflow.run
-    async def run(self, request: TransferRequest) -> TransferResult:
-        """Run the transfer; returns its result or fails with the reason."""
+    async def run(self, raw_request: RawValue) -> TransferResult:
+        """Run the transfer; returns its result or fails with the reason.
+
+        Args:
+            raw_request: a :class:`TransferRequest` as a JSON payload (decoded and
+                validated here, see :func:`_decode_request`).
+
+        Raises:
+            ApplicationError: non-retryable: invalid input (naming the field), or the
+                transfer failed (the reason).
+        """
+        request = _decode_request(raw_request)
         options = request.options
+        self._retry_for = timedelta(seconds=options.retry_for_s)
         self._progress = Progress(
             state=TransferState.scheduled, chunk_size=options.chunk_size, streams=options.streams
         )
-        started = workflow.now()
+        if self._paused:  # a pause that came with the start
+            self._set_state(TransferState.paused)
+        started = self._progress_at = workflow.now()
         heartbeat_timeout = (
             timedelta(seconds=options.heartbeat_timeout_s)
             if options.heartbeat_timeout_s
@@ -96,7 +149,7 @@ class TransferWorkflow:
         )
         try:
             self._set_phase("stat")
-            info: ObjectInfo = await _short_activity(
+            info: ObjectInfo = await self._short_activity(
                 "stat", request.source, ObjectInfo, *_sealed(request.source_secret)
             )
             self._progress.bytes_total = info.size
@@ -131,13 +184,14 @@ class TransferWorkflow:
             self._set_state(TransferState.cancelled)
             raise
         except (ActivityError, ApplicationError) as err:  # a local activity's may be bare
-            if isinstance(err.cause, CancelledError):  # cancelled while an activity ran
+            if isinstance(err.cause, CancelledError) and _cancelling():
+                # the transfer was cancelled while an activity ran
                 await self._cleanup(self._session)
                 self._set_state(TransferState.cancelled)
                 raise asyncio.CancelledError() from None
             if not self._published:
                 await self._cleanup(self._session)
-            reason = _reason(err)
+            reason = self._gave_up(err) or _reason(err)
             self._progress.error = reason
             self._set_state(TransferState.failed)
             raise ApplicationError(reason, type=_reason_type(err), non_retryable=True) from None
@@ -173,7 +227,7 @@ class TransferWorkflow:
         assert self._progress is not None
         options = request.options
         self._set_phase("prepare")
-        prepared: PrepareResult = await _short_activity(
+        prepared: PrepareResult = await self._short_activity(
             "prepare",
             PrepareInput(
                 destination=request.destination,
@@ -194,6 +248,9 @@ class TransferWorkflow:
         self._progress.segments_total = len(segments)
         self._set_phase("copy")
         results = await self._copy(request, info, session, segments, heartbeat_timeout)
+        # A pause accepted as the last segment finished holds here: nothing moves on
+        # to verify and publish while the transfer says paused.
+        await workflow.wait_condition(lambda: not self._paused)
         digest = checksums.combine(
             options.checksum.value,
             [(results[s.index].checksum or "", s.length) for s in segments],
@@ -208,7 +265,14 @@ class TransferWorkflow:
         )
         if prepared.session_url and options.verify == VerifyMode.checksum and not verified_on_write:
             bad = await self._verify(
-                request, info, prepared, segments, results, digest, before_publish=True
+                request,
+                info,
+                prepared,
+                segments,
+                results,
+                digest,
+                heartbeat_timeout,
+                before_publish=True,
             )
             if bad:
                 # Chunks damaged after they were written (torn write, OS crash, stray
@@ -228,6 +292,7 @@ class TransferWorkflow:
                     segments,
                     results,
                     digest,
+                    heartbeat_timeout,
                     before_publish=True,
                     repair=False,
                 )
@@ -236,24 +301,80 @@ class TransferWorkflow:
                 request, info, chunk_size, segments, results, heartbeat_timeout
             )
         self._set_phase("publish")
-        await _short_activity(
+        # Committed from here on: publish and the checks after it are shielded from
+        # cancellation (see the module docstring), so what is reported matches what
+        # the destination holds.
+        commit = asyncio.ensure_future(
+            self._publish_and_check(
+                request, info, prepared, segments, results, digest, heartbeat_timeout
+            )
+        )
+        while True:
+            try:
+                await asyncio.shield(commit)
+                break
+            except asyncio.CancelledError:
+                if commit.done():
+                    raise  # pragma: no cover - the shielded task is never cancelled itself
+                if not self._cancel_ignored:
+                    self._cancel_ignored = True
+                    workflow.logger.warning(
+                        "cancel requested after publish began: finishing the publish; the "
+                        "transfer completes with the new object at the destination"
+                    )
+            except (ActivityError, ApplicationError) as err:
+                if self._cancel_ignored and not self._published:
+                    # publish refused (nothing was published): the cancel applies
+                    raise asyncio.CancelledError() from err
+                raise
+        return chunk_size, digest
+
+    async def _publish_and_check(
+        self,
+        request: TransferRequest,
+        info: ObjectInfo,
+        prepared: PrepareResult,
+        segments: list[Segment],
+        results: dict[int, StreamResult],
+        digest: str,
+        heartbeat_timeout: timedelta,
+    ) -> None:
+        """Publish the write session, then check the destination name (run shielded).
+
+        Publish is never a local activity: a local activity's result lives only in the
+        workflow task that ran it, and when that task fails (a cancel request arriving
+        while it ran makes the server reject its completion) the replay no longer knows
+        the destination was replaced. As a regular activity, publish happens only once
+        its scheduling is in the history, so a cancel is ordered either before it (the
+        transfer is cancelled, nothing published) or after it (committed).
+        """
+        await workflow.execute_activity(
             "publish",
             PublishInput(
-                session=session,
+                session=prepared.session,
                 source=request.source,
                 source_info=info,
                 source_secret=request.source_secret,
             ),
-            type(None),
+            start_to_close_timeout=SHORT_TIMEOUT,
+            schedule_to_close_timeout=self._retry_budget(),
+            retry_policy=RETRY,
         )
+        self._progress_at = workflow.now()
         self._published = True
         if not prepared.session_url:
             await self._verify(
-                request, info, prepared, segments, results, digest, before_publish=False
+                request,
+                info,
+                prepared,
+                segments,
+                results,
+                digest,
+                heartbeat_timeout,
+                before_publish=False,
             )
-        elif options.verify != VerifyMode.none:
+        elif request.options.verify != VerifyMode.none:
             await self._verify_size(request, info)
-        return chunk_size, digest
 
     async def _copy(
         self,
@@ -294,6 +415,8 @@ class TransferWorkflow:
                     result_type=StreamResult,
                     activity_id=f"stream-{segment.index:04d}-{attempts[segment.index]}",
                     start_to_close_timeout=_copy_timeout(segment.length),
+                    # the retry budget on top of the time the copy itself may take
+                    schedule_to_close_timeout=self._retry_budget() + _copy_timeout(segment.length),
                     heartbeat_timeout=heartbeat_timeout,
                     retry_policy=RETRY,
                     cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
@@ -302,7 +425,20 @@ class TransferWorkflow:
                 try:
                     result = await handle
                 except ActivityError as err:
-                    if self._paused and isinstance(err.cause, CancelledError):
+                    if isinstance(err.cause, CancelledError) and (
+                        segment.index in self._stopped_by_pause
+                    ):
+                        # stopped by a pause before it started (a resume may already
+                        # have come): schedule it again once not paused
+                        self._stopped_by_pause.discard(segment.index)
+                        queue.appendleft(segment)
+                        continue
+                    moved = _stream_moved_on(err, self._progress.partial.get(segment.index, 0))
+                    if moved is not None:
+                        # out of retry budget while its heartbeats show progress (a long
+                        # segment): that is no outage, schedule it again
+                        self._progress.partial[segment.index] = moved
+                        self._progress_at = workflow.now()
                         queue.appendleft(segment)
                         continue
                     if self._failure is None:
@@ -312,7 +448,9 @@ class TransferWorkflow:
                     return
                 finally:
                     self._running.pop(segment.index, None)
+                self._stopped_by_pause.discard(segment.index)
                 if result.complete:
+                    self._progress_at = workflow.now()
                     results[segment.index] = result
                     self._progress.segments_done += 1
                     self._progress.bytes_committed += segment.length
@@ -337,6 +475,7 @@ class TransferWorkflow:
         segments: list[Segment],
         results: dict[int, StreamResult],
         digest: str,
+        heartbeat_timeout: timedelta,
         *,
         before_publish: bool,
         repair: bool = True,
@@ -391,12 +530,18 @@ class TransferWorkflow:
                     part,
                     result_type=str,
                     start_to_close_timeout=_copy_timeout(info.size) + SHORT_TIMEOUT,
+                    schedule_to_close_timeout=self._retry_budget(),
+                    # the read-back heartbeats per chunk: a killed worker's verify is
+                    # retried after this, not after the start-to-close bound (hours)
+                    heartbeat_timeout=heartbeat_timeout,
                     retry_policy=RETRY,
                 )
                 for part in parts
             ),
             return_exceptions=True,
         )
+        if not any(isinstance(outcome, BaseException) for outcome in outcomes):
+            self._progress_at = workflow.now()
         bad: set[int] = set()
         for part, outcome in zip(parts, outcomes, strict=True):
             if not isinstance(outcome, BaseException):
@@ -438,16 +583,18 @@ class TransferWorkflow:
                         source_secret=request.source_secret,
                     ),
                     start_to_close_timeout=_copy_timeout(s.length),
+                    schedule_to_close_timeout=self._retry_budget() + _copy_timeout(s.length),
                     heartbeat_timeout=heartbeat_timeout,
                     retry_policy=RETRY,
                 )
                 for s in segments
             )
         )
+        self._progress_at = workflow.now()
 
     async def _verify_size(self, request: TransferRequest, info: ObjectInfo) -> None:
         """After publishing verified bytes: the destination name holds the right size."""
-        await _short_activity(
+        await self._short_activity(
             "verify",
             VerifyInput(
                 url=request.destination,
@@ -508,30 +655,139 @@ class TransferWorkflow:
         """Stop the streams where they are; the transfer resumes on ``resume``."""
         self._paused = True
         self._was_paused = True
-        self._set_state(TransferState.paused)
-        for handle in list(self._running.values()):
+        if self._progress is not None:
+            self._set_state(TransferState.paused)
+        for index, handle in list(self._running.items()):
+            self._stopped_by_pause.add(index)
             handle.cancel()
 
     @pause.validator
     def _validate_pause(self) -> None:
-        if self._progress is None or self._progress.state not in (
-            TransferState.running,
-            TransferState.scheduled,
-        ):
-            state = self._progress.state.value if self._progress else "starting"
-            raise ApplicationError(f"cannot pause a transfer that is {state}")
+        if self._progress is None:
+            return  # not started yet (the update came with the start): held from the start
+        if self._progress.state not in (TransferState.running, TransferState.scheduled):
+            raise ApplicationError(f"cannot pause a transfer that is {self._progress.state.value}")
+        if self._progress.phase not in _PAUSABLE_PHASES:
+            raise ApplicationError(
+                f"cannot pause: the copy is over and the transfer is in its "
+                f"{self._progress.phase} step, which runs to its end (pause stops the "
+                "copy streams only); cancel it instead, or let it finish"
+            )
 
     @workflow.update
     async def resume(self) -> None:
         """Continue a paused transfer from what the destination holds."""
         self._paused = False
-        self._set_state(TransferState.running)
+        if self._progress is not None:
+            self._set_state(TransferState.running)
 
     @resume.validator
     def _validate_resume(self) -> None:
+        if self._progress is None and self._paused:
+            return
         if self._progress is None or self._progress.state != TransferState.paused:
             state = self._progress.state.value if self._progress else "starting"
             raise ApplicationError(f"cannot resume a transfer that is {state}, not paused")
+
+    def _retry_budget(self) -> timedelta:
+        """What is left of the retry budget (``options.retry_for_s``) since the transfer
+        last made progress: an activity's ``schedule_to_close_timeout`` (at least 1 s)."""
+        left = self._progress_at + self._retry_for - workflow.now()
+        return max(left, timedelta(seconds=1))
+
+    def _gave_up(self, err: BaseException) -> str | None:
+        """The message for an activity that ran out of retry budget, else None.
+
+        Temporal reports it two ways: the last attempt's failure with retry state
+        TIMEOUT (the next attempt would start after the schedule-to-close deadline), or
+        a schedule-to-close ``TimeoutError`` (the deadline passed during an attempt).
+        """
+        if not isinstance(err, ActivityError):
+            return None
+        if isinstance(err.cause, TimeoutError):
+            if err.cause.type != TimeoutType.SCHEDULE_TO_CLOSE:
+                return None
+            last = err.cause.cause
+        elif err.retry_state == RetryState.TIMEOUT:
+            last = err.cause
+        else:
+            return None
+        last_text = (
+            getattr(last, "message", None) or str(last) if last is not None else "none recorded"
+        )
+        return (
+            f"gave up: the {err.activity_type} step kept failing and the retry deadline "
+            f"passed (--retry-for {_duration(self._retry_for)} without progress; no attempt "
+            f"starts after it); last error: {last_text}"
+        )
+
+    async def _short_activity(
+        self, name: str, arg: Any, result_type: type[T], *more_args: Any
+    ) -> T:
+        """:func:`_short_activity` within the retry budget; a success renews the budget."""
+        result = await _short_activity(
+            name, arg, result_type, *more_args, budget=self._retry_budget()
+        )
+        self._progress_at = workflow.now()
+        return result
+
+
+_PAUSABLE_PHASES = ("scheduled", "stat", "prepare", "copy")
+
+
+def _decode_request(raw: RawValue) -> TransferRequest:
+    """Decode and validate the workflow input.
+
+    Raises:
+        ApplicationError: non-retryable, naming the payload encoding or each invalid
+            field (a raw Temporal client can send anything).
+    """
+    payload = raw.payload
+    encoding = payload.metadata.get("encoding", b"").decode(errors="replace")
+    if encoding != "json/plain":
+        raise ApplicationError(
+            f"invalid TransferWorkflow input: expected a JSON payload (encoding json/plain) "
+            f"holding a TransferRequest, got encoding {encoding or 'none'!r}",
+            type="InvalidInput",
+            non_retryable=True,
+        )
+    try:
+        return TransferRequest.model_validate_json(payload.data)
+    except ValidationError as err:
+        problems = []
+        for error in err.errors(include_url=False, include_input=False):
+            where = ".".join(str(part) for part in error["loc"]) or "input"
+            problems.append(f"{where}: {error['msg']}")
+        raise ApplicationError(
+            "invalid TransferWorkflow input: " + "; ".join(problems),
+            type="InvalidInput",
+            non_retryable=True,
+        ) from None
+
+
+def _stream_moved_on(err: ActivityError, known: int) -> int | None:
+    """If ``err`` is a stream's retry-budget timeout and its last heartbeat shows more
+    durable bytes than ``known``, those bytes; else None."""
+    cause = err.cause
+    if not isinstance(cause, TimeoutError) or cause.type != TimeoutType.SCHEDULE_TO_CLOSE:
+        return None
+    details = cause.last_heartbeat_details
+    if not details:
+        return None
+    try:
+        checkpoint = Checkpoint.model_validate(details[0])
+    except ValidationError:
+        return None
+    return checkpoint.bytes_done if checkpoint.bytes_done > known else None
+
+
+def _duration(span: timedelta) -> str:
+    seconds = span.total_seconds()
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g} h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
 
 
 def _sealed(source_secret: str | None) -> tuple[str, ...]:
@@ -539,11 +795,17 @@ def _sealed(source_secret: str | None) -> tuple[str, ...]:
     return (source_secret,) if source_secret is not None else ()
 
 
-async def _short_activity(name: str, arg: Any, result_type: type[T], *more_args: Any) -> T:
-    """Run a short activity (stat, prepare, publish, a size check) with its retries.
+async def _short_activity(
+    name: str,
+    arg: Any,
+    result_type: type[T],
+    *more_args: Any,
+    budget: timedelta | None = None,
+) -> T:
+    """Run a short activity (stat, prepare, a size check) with its retries.
 
     The first attempt is a local activity: it runs on this worker inside the workflow
-    task, saving the ~20 ms server round trip of a regular activity (four of them per
+    task, saving the ~20 ms server round trip of a regular activity (three of them per
     transfer). If it fails with a retryable error, the activity runs again as a regular
     activity with :data:`RETRY`, so its retries back off durably and their reasons show
     in ``status`` (pending activities; local activities do not appear there).
@@ -575,8 +837,15 @@ async def _short_activity(name: str, arg: Any, result_type: type[T], *more_args:
         args=[arg, *more_args],
         result_type=result_type,
         start_to_close_timeout=SHORT_TIMEOUT,
+        schedule_to_close_timeout=budget,
         retry_policy=RETRY,
     )
+
+
+def _cancelling() -> bool:
+    """Whether this task (the workflow's run, when called from it) was asked to cancel."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _raise_if_cancelling() -> None:

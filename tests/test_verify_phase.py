@@ -1,0 +1,100 @@
+"""The read-back before publish (verify): it heartbeats, so a SIGKILLed worker's verify
+is retried after the heartbeat timeout rather than its start-to-close bound (hours for
+a big object), and it cannot be paused (the copy is over)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from staccato.client import StaccatoClient, StaccatoError
+from staccato.models import TransferOptions, TransferState
+from staccato.workflows.transfer import TransferWorkflow
+from tests.helpers import MiB, WorkerProcess, leftovers, wait_for_status
+
+SIZE = 2048 * MiB
+OPTIONS = TransferOptions(
+    chunk_size=64 * MiB, streams=2, checksum="sha256", heartbeat_timeout_s=3, retry_for_s=600
+)
+
+
+@pytest.fixture
+def own_worker(temporal_server, tmp_path: Path) -> Iterator[WorkerProcess]:
+    process = WorkerProcess(temporal_server.address, processes=2, log_dir=tmp_path)
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+async def own_client(temporal_server, own_worker: WorkerProcess) -> StaccatoClient:
+    connected = await StaccatoClient.connect(target_host=temporal_server.address)
+    connected.task_queue = own_worker.task_queue
+    return connected
+
+
+async def _in_verify(client: StaccatoClient, data_dir: Path) -> tuple[str, Path]:
+    """Start a 2 GiB copy that reads its temp data back before publish (it was paused
+    once) and return when that read-back runs."""
+    source = data_dir / "big.bin"
+    with open(source, "wb") as f:
+        f.truncate(SIZE)  # sparse: copies fast; the read-back still checksums 2 GiB
+    destination = data_dir / "big.out"
+    transfer = await client.submit(str(source), str(destination), OPTIONS)
+    await client.pause(transfer)
+    await client.resume(transfer)
+    handle = client.temporal.get_workflow_handle(transfer)
+    deadline = time.monotonic() + 120
+    phase = None
+    while time.monotonic() < deadline:
+        progress = await handle.query(TransferWorkflow.progress)
+        phase = progress.phase if progress else None
+        if phase in ("verify", "publish", "done"):
+            break
+        await asyncio.sleep(0.05)
+    if phase != "verify":
+        print(await client.status(transfer))
+        print((await handle.describe()).raw_description.pending_activities)
+        history = await handle.fetch_history()
+        for event in history.events:
+            print(event.event_id, event.event_type, event.event_time.ToJsonString())
+    assert phase == "verify", f"did not catch the read-back (phase {phase})"
+    return transfer, destination
+
+
+async def test_verify_retried_soon_after_worker_sigkill(
+    own_client: StaccatoClient, own_worker: WorkerProcess, data_dir: Path
+) -> None:
+    transfer, destination = await _in_verify(own_client, data_dir)
+    own_worker.kill()
+    killed = time.monotonic()
+    own_worker.start()
+    result = await asyncio.wait_for(own_client.wait(transfer), 120)
+    elapsed = time.monotonic() - killed
+    print(f"verify killed; transfer completed {elapsed:.1f} s later")
+    assert result.bytes == SIZE
+    assert destination.stat().st_size == SIZE
+    # heartbeat timeout 3 s, a new attempt re-reads 2 GiB: far below the start-to-close
+    # bound (600 s + 1 s per MB)
+    assert elapsed < 90
+    assert leftovers(data_dir) == []
+
+
+async def test_pause_refused_once_the_copy_is_over(
+    own_client: StaccatoClient, data_dir: Path
+) -> None:
+    transfer, destination = await _in_verify(own_client, data_dir)
+    with pytest.raises(StaccatoError) as refused:
+        await own_client.pause(transfer)
+    assert "cannot pause" in str(refused.value) and "verify" in str(refused.value)
+    status = await wait_for_status(
+        own_client, transfer, lambda s: s.state == TransferState.completed, timeout_s=120
+    )
+    assert status.state == TransferState.completed
+    assert destination.stat().st_size == SIZE
