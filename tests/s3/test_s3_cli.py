@@ -126,8 +126,8 @@ def test_profile_not_configured(cli, bucket: str, data_dir: Path) -> None:
 
 
 def test_key_the_store_refuses(cli, s3: Any, bucket: str, source: Path) -> None:
-    """SeaweedFS refuses keys with '.' segments (S3 itself accepts them, see C5 on
-    moto): the failure says so instead of silently writing another key."""
+    """SeaweedFS refuses keys with '.' segments (S3 itself accepts them, see
+    test_s3_keys.py on moto): the failure says so instead of silently writing another key."""
     result = cli(str(source), f"s3://{bucket}/x/./y")
     _failed(result, f"s3://{bucket}/x/./y", "refused")
     assert keys(s3, bucket) == []

@@ -37,7 +37,7 @@ def _crc(data: bytes | memoryview) -> str:
 
 
 def test_list_parts_pages_past_1000_parts(driver: S3Driver, s3: Any, bucket: str) -> None:
-    """C4 on a real server: 1,100 parts, ListParts pages of 1,000 (PartNumberMarker)."""
+    """An upload with more than 1,000 parts, on a real server: 1,100 parts, ListParts pages of 1,000 (PartNumberMarker)."""
     url = parse_url(f"s3://{bucket}/many")
     count = 1100
     session = driver.open_session(url, count, 1, "c4-test")  # 1-byte chunks: 1,100 parts
@@ -104,7 +104,7 @@ def test_server_side_copy_is_pinned_to_the_etag(driver: S3Driver, s3: Any, bucke
 def test_zero_byte_source_is_never_fetched(
     driver: S3Driver, s3_server: MeteredSeaweedS3, s3: Any, bucket: str
 ) -> None:
-    """C3: a ranged GET of a 0-byte object is 416; the driver sends none."""
+    """A 0-byte object: a ranged GET of it is 416; the driver sends none."""
     s3.put_object(Bucket=bucket, Key="empty", Body=b"")
     url = parse_url(f"s3://{bucket}/empty")
     info = driver.stat(url)
@@ -120,7 +120,7 @@ def test_zero_byte_source_is_never_fetched(
 def test_zero_byte_destination_is_one_empty_put(
     driver: S3Driver, s3_server: MeteredSeaweedS3, s3: Any, bucket: str
 ) -> None:
-    """C3: no multipart upload (a Complete with no parts is rejected): one PutObject."""
+    """A 0-byte object: no multipart upload (a Complete with no parts is rejected): one PutObject."""
     url = parse_url(f"s3://{bucket}/empty")
     driver.check_destination(url)
     session = driver.open_session(url, 0, 16 * MiB, "zero")

@@ -1,6 +1,6 @@
 """Cancel, permanent failure and a changed source: no multipart upload left open
 (ListMultipartUploads), nothing published, a clear reason. Plus what must never leak
-(keys and secrets) and what must hold (Content-Type, C7 multipart ETags).
+(keys and secrets) and what must hold (Content-Type; a multipart ETag is not an MD5).
 Server: SeaweedFS (``s3_server``)."""
 
 from __future__ import annotations
@@ -169,7 +169,7 @@ async def test_content_type_guessed_from_the_name(
 async def test_multipart_etag_is_not_taken_for_an_md5(
     s3_client: StaccatoClient, s3: Any, bucket: str, data_dir: Path, tmp_path: Path
 ) -> None:
-    """C7: a multipart source (ETag "...-3") verifies through CRC32C, and the object
+    """A multipart ETag is not an MD5: a multipart source (ETag "...-3") verifies through CRC32C, and the object
     Staccato uploads has the store's full-object CRC32C equal to the source-side one."""
     source = tmp_path / "src.bin"
     digest = write_random(source, 20 * MiB, seed=26)

@@ -1,4 +1,4 @@
-"""C5: S3 keys are opaque strings. ``a//b.txt``, ``/lead.txt``, ``x/./y``, ``x/../z``,
+"""Opaque keys such as ``a//b``: S3 keys are opaque strings. ``a//b.txt``, ``/lead.txt``, ``x/./y``, ``x/../z``,
 ``dir/`` and ``dir`` are six different objects; each round-trips exactly, none is
 collapsed or merged by path normalisation.
 

@@ -33,7 +33,7 @@ OPTIONS = TransferOptions(chunk_size=PART, streams=4)
 
 def _put_source(s3: Any, bucket: str, key: str, path: Path) -> None:
     """Upload with boto3's TransferManager: objects over 8 MiB become multipart objects
-    with an ETag ``"...-N"`` (C7: never to be taken for an MD5); boto3 stores a CRC32
+    with an ETag ``"...-N"`` (a multipart ETag is not an MD5: never to be taken for one); boto3 stores a CRC32
     (not CRC32C) additional checksum."""
     s3.upload_file(str(path), bucket, key, Config=TransferConfig(multipart_chunksize=8 * MiB))
 

@@ -6,7 +6,7 @@ import pytest
 
 from staccato.client import StaccatoClient
 from staccato.endpoints.s3 import S3Driver, _b64_to_hex, _ViewBody
-from staccato.endpoints.s3_plan import (
+from staccato.endpoints.s3.parts import (
     MAX_OBJECT_SIZE,
     MAX_PART_SIZE,
     MAX_PARTS,
@@ -23,7 +23,7 @@ from staccato.urls import parse_url
 
 
 def _check_limits(size: int, part: int) -> None:
-    """The plan obeys every S3 limit (s3_plan module docstring)."""
+    """The plan obeys every S3 limit (staccato.endpoints.s3.parts module docstring)."""
     if fits_one_part(size, part):
         assert size <= 5 * GiB
         return
@@ -36,7 +36,7 @@ def _check_limits(size: int, part: int) -> None:
 @pytest.mark.parametrize(
     ("size", "requested", "expected_part", "one_part", "note"),
     [
-        (0, DEFAULT_CHUNK_SIZE, DEFAULT_CHUNK_SIZE, True, None),  # C3: no part, one empty PutObject
+        (0, DEFAULT_CHUNK_SIZE, DEFAULT_CHUNK_SIZE, True, None),  # 0 bytes: no part, one PutObject
         (5 * MiB - 1, DEFAULT_CHUNK_SIZE, DEFAULT_CHUNK_SIZE, True, None),
         (5 * MiB - 1, 1 * MiB, 5 * MiB, True, "at least 5 MiB"),
         (5 * MiB, 5 * MiB, 5 * MiB, True, None),
@@ -106,14 +106,16 @@ def test_collect_parts_pages_to_the_end() -> None:
 
 
 def test_collect_parts_falls_back_when_the_marker_does_not_move() -> None:
-    """C4: NextPartNumberMarker stuck at the request's marker: use the highest part seen."""
+    """An upload with more than 1,000 parts spans ListParts pages: a NextPartNumberMarker
+    stuck at the request's marker falls back to the highest part seen."""
     fetch, calls = _pages(1000, 2500, honour_marker=True, moving_marker=False)
     assert sorted(collect_parts(fetch)) == list(range(1, 2501))
     assert calls == [0, 1000, 2000]
 
 
 def test_collect_parts_stops_when_the_server_repeats_pages() -> None:
-    """C4: a server that ignores the marker repeats page 1 forever: de-duplicate, stop."""
+    """An upload with more than 1,000 parts spans ListParts pages: a server that ignores
+    the marker repeats page 1 forever: de-duplicate, stop."""
     fetch, calls = _pages(1000, 2500, honour_marker=False, moving_marker=True)
     parts = collect_parts(fetch)
     assert sorted(parts) == list(range(1, 1001))  # the rest are simply uploaded again
@@ -167,7 +169,7 @@ def _client_config(monkeypatch: pytest.MonkeyPatch, **env: str):
 def test_non_aws_endpoint_gets_path_style_and_checksums_when_required(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """C6: a custom endpoint (AWS_ENDPOINT_URL_S3) is an S3-compatible store."""
+    """A custom endpoint (AWS_ENDPOINT_URL_S3) is an S3-compatible store."""
     endpoint, config = _client_config(monkeypatch, AWS_ENDPOINT_URL_S3="http://127.0.0.1:9")
     assert endpoint.endpoint_url == "http://127.0.0.1:9" and not endpoint.is_aws
     assert config.s3["addressing_style"] == "path"

@@ -110,7 +110,7 @@ def collect_parts(
     """Every part of a multipart upload, by part number, from ListParts pages.
 
     ``fetch_page(marker)`` returns one ListParts response for ``PartNumberMarker=marker``
-    (0 for the first page). Paged to the end (``IsTruncated``). Case C4: some servers
+    (0 for the first page). Paged to the end (``IsTruncated``), past 1,000 parts. Some servers
     ignore the marker and repeat a page, or return a ``NextPartNumberMarker`` that does
     not move: parts are de-duplicated by part number (first seen wins), a marker that
     does not move falls back to the highest part number seen, and paging stops when

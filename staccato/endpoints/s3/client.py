@@ -1,0 +1,199 @@
+"""The boto3 S3 client of one AWS profile, configured for AWS or for an S3-compatible
+store on a custom endpoint.
+
+The configuration is the worker's standard AWS configuration (environment, shared
+config and credentials files, the profile named by ``?profile=``), resolved the way
+boto3 does. Off AWS, requests use path-style addressing and botocore's checksum
+trailers only when required, unless the profile or the environment says otherwise;
+uploads never hash their payload with SHA-256 (each part carries a CRC32C instead).
+A throttling answer with ``Retry-After`` is handed to Temporal rather than retried
+inside botocore (:func:`_honour_retry_after`).
+
+The driver caches one :class:`_Endpoint` per profile for a minute
+(:meth:`staccato.endpoints.s3.driver.S3Driver.endpoint`), so an edited config or
+credentials file is picked up without restarting the worker.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+import botocore.session
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ProfileNotFound
+
+from staccato.endpoints.s3.errors import _URL_USERINFO, _retry_after_s, _RetryAfter, _scrub
+from staccato.errors import PermanentError
+
+_AWS_HOST = re.compile(r"(^|\.)amazonaws\.com(\.cn)?$")
+#: throttling answers whose ``Retry-After`` header (RFC 9110 section 10.2.3) is honoured
+_THROTTLING_STATUS = (429, 503)
+
+
+@dataclass(frozen=True)
+class _Endpoint:
+    """One profile's client, created once per process. Never logged or serialised."""
+
+    client: Any = field(repr=False)
+    endpoint_url: str
+    is_aws: bool
+    #: access key id: compared in-process (server-side copy), never shown
+    identity: str = field(repr=False)
+    profile: str | None
+    #: the region requests are signed for
+    region: str = ""
+    #: botocore's credentials object, only to scrub its values out of messages
+    credentials: Any = field(default=None, repr=False)
+
+    @property
+    def where(self) -> str:
+        """Where requests go, for messages (no credentials)."""
+        source = (
+            f"profile {self.profile!r}"
+            if self.profile
+            else "the worker's default AWS configuration"
+        )
+        url = _URL_USERINFO.sub(r"\1***@", self.endpoint_url)
+        return f"{url} ({source})"
+
+    def secrets(self) -> list[str]:
+        """The credential values in use (access key id, secret, session token), read
+        without triggering a refresh; for :func:`_scrub` only."""
+        values = [self.identity]
+        if self.credentials is not None:
+            found = vars(self.credentials)
+            for name in (
+                "access_key",
+                "secret_key",
+                "token",
+                "_access_key",
+                "_secret_key",
+                "_token",
+            ):
+                if isinstance(found.get(name), str):
+                    values.append(found[name])
+        return [v for v in values if v and len(v) >= 8]  # not a short test name
+
+    @property
+    def credentials_hint(self) -> str:
+        if self.profile:
+            return (
+                f"aws_access_key_id / aws_secret_access_key of profile {self.profile!r} "
+                "in the worker's ~/.aws/credentials (or AWS_SHARED_CREDENTIALS_FILE)"
+            )
+        return (
+            "the worker's AWS credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, "
+            "AWS_PROFILE, or ~/.aws/credentials)"
+        )
+
+
+def _honour_retry_after(response: Any = None, **_: Any) -> None:
+    """``needs-retry`` handler, registered before botocore's own retry handler: a
+    throttling answer carrying ``Retry-After`` stops botocore's retries and becomes
+    :class:`_RetryAfter` (the activity then waits as asked, capped by the activity's
+    bound, instead of botocore's few-second backoff).
+
+    Raises:
+        _RetryAfter: the answer was a 429 / 503 / SlowDown with ``Retry-After``.
+    """
+    if not response or response[0] is None:
+        return
+    http_response, parsed = response
+    code = str((parsed or {}).get("Error", {}).get("Code", ""))
+    if http_response.status_code not in _THROTTLING_STATUS and code != "SlowDown":
+        return
+    seconds = _retry_after_s(http_response.headers.get("retry-after"))
+    if seconds is not None:
+        raise _RetryAfter(seconds=seconds, reason=f"{http_response.status_code} {code}".rstrip())
+
+
+def _configured(scoped: Mapping[str, Any], name: str, env: str) -> Any:
+    """A setting the user configured (environment or profile), or None."""
+    return os.environ.get(env) or scoped.get(name)
+
+
+def _make_endpoint(profile: str | None) -> _Endpoint:
+    """Build the boto3 client of ``profile`` (None: the default chain).
+
+    Raises:
+        PermanentError: the profile does not exist on this worker, or its settings
+            (region, endpoint_url, retry mode...) are not usable.
+    """
+    try:
+        return _build_endpoint(profile)
+    except PermanentError:
+        raise
+    except (BotoCoreError, ValueError) as err:
+        where = f"AWS profile {profile!r}" if profile else "the worker's default AWS configuration"
+        raise PermanentError(
+            f"{where} cannot make an S3 client: {type(err).__name__}: "
+            f"{_scrub(str(err), None)}; fix it in the worker's ~/.aws/config (or the AWS_* "
+            "environment variables)"
+        ) from None
+
+
+def _build_endpoint(profile: str | None) -> _Endpoint:
+    try:
+        core = botocore.session.Session(profile=profile)
+        scoped = core.get_scoped_config()
+    except ProfileNotFound:
+        raise PermanentError(
+            f"AWS profile {profile!r} (from ?profile= in the URL) is not configured on this "
+            "worker: add it to the worker's ~/.aws/config (or AWS_CONFIG_FILE)"
+        ) from None
+    # Resolve the endpoint the way boto3 does (AWS_ENDPOINT_URL_S3, profile
+    # endpoint_url / services section, else AWS) before choosing the client settings.
+    session = boto3.session.Session(botocore_session=core)
+    probe = session.client("s3")
+    endpoint_url = probe.meta.endpoint_url
+    probe.close()
+    host = re.sub(r"^[a-z]+://", "", endpoint_url).split("/")[0].split(":")[0].lower()
+    is_aws = bool(_AWS_HOST.search(host))
+    scoped_s3 = scoped.get("s3") or {}
+    s3_options: dict[str, Any] = {}
+    if "payload_signing_enabled" not in scoped_s3:
+        # No SHA-256 pass over every body (x-amz-content-sha256: UNSIGNED-PAYLOAD):
+        # each PutObject/UploadPart carries its CRC32C, which the store verifies.
+        s3_options["payload_signing_enabled"] = False
+    if not is_aws and "addressing_style" not in scoped_s3:
+        s3_options["addressing_style"] = "path"  # an S3-compatible store: no bucket DNS names
+    settings: dict[str, Any] = {
+        "s3": s3_options,
+        "connect_timeout": 10,
+        "read_timeout": 60,
+        "max_pool_connections": 16,
+        "retries": {
+            "mode": _configured(scoped, "retry_mode", "AWS_RETRY_MODE") or "standard",
+            # total attempts, like AWS_MAX_ATTEMPTS
+            "total_max_attempts": int(_configured(scoped, "max_attempts", "AWS_MAX_ATTEMPTS") or 5),
+        },
+        "user_agent_extra": "staccato",
+    }
+    if not is_aws:
+        for name, env in (
+            ("request_checksum_calculation", "AWS_REQUEST_CHECKSUM_CALCULATION"),
+            ("response_checksum_validation", "AWS_RESPONSE_CHECKSUM_VALIDATION"),
+        ):
+            settings[name] = _configured(scoped, name, env) or "when_required"
+    client = session.client("s3", config=Config(**settings))
+    client.meta.events.register_first("needs-retry.s3", _honour_retry_after)
+    credentials: Any = None
+    try:
+        credentials = session.get_credentials()
+        identity = credentials.get_frozen_credentials().access_key if credentials else ""
+    except BotoCoreError:  # the first request reports it, with a message
+        identity = ""
+    return _Endpoint(
+        client,
+        endpoint_url,
+        is_aws,
+        identity,
+        profile,
+        region=client.meta.region_name or "",
+        credentials=credentials,
+    )

@@ -1,0 +1,427 @@
+"""``S3Driver``: the ``s3://bucket/key[?profile=NAME]`` endpoint.
+
+Source: stat (HeadObject) and ranged reads (:mod:`.read`). Destination: write sessions
+(a multipart upload per non-empty object, one empty PutObject at publish for a 0-byte
+object), the parts S3 already holds (ListParts), publish (CompleteMultipartUpload) and
+abort (AbortMultipartUpload, repeated until the upload is gone); the parts themselves
+are written by :mod:`.write`. The package docstring (:mod:`staccato.endpoints.s3`)
+describes the whole driver; ``docs/architecture.md`` the contract it implements.
+"""
+
+from __future__ import annotations
+
+import logging
+import mimetypes
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from staccato.endpoints.base import ChunkWriter, Driver, Reader
+from staccato.endpoints.s3.checksums import _EMPTY_CRC32C, _b64_to_hex
+from staccato.endpoints.s3.client import _Endpoint, _make_endpoint
+from staccato.endpoints.s3.errors import _code, _explain_head, _s3_error, _status
+from staccato.endpoints.s3.parts import LIST_PARTS_PAGE, collect_parts, plan_part_size
+from staccato.endpoints.s3.read import S3Reader
+from staccato.endpoints.s3.write import S3ChunkWriter, UploadGone, _Target
+from staccato.errors import (
+    ChecksumMismatch,
+    DestinationMissing,
+    InvalidURL,
+    PermanentError,
+    RetryableError,
+)
+from staccato.models import ObjectInfo, WriteSession
+from staccato.plan import chunk_bounds, chunk_count
+from staccato.urls import EndpointURL, parse_url
+
+log = logging.getLogger("staccato.s3")
+
+#: user-metadata key marking objects written by a Staccato session
+MARKER = "staccato-transfer"
+_ABORT_ROUNDS = 5
+_ENDPOINT_TTL_S = 60.0  # seconds a profile's client (and credentials) are reused
+_ABORT_PAUSE_S = 0.5
+
+
+class S3Driver(Driver):
+    """Driver for ``s3://bucket/key[?profile=NAME]`` URLs."""
+
+    scheme = "s3"
+
+    def __init__(self) -> None:
+        self._endpoints: dict[str | None, tuple[_Endpoint, float]] = {}
+        self._lock = threading.Lock()
+
+    # -- configuration
+
+    def endpoint(self, url: EndpointURL) -> _Endpoint:
+        """The client for the URL's profile, cached for at most a minute, so that a
+        worker picks up edited config/credentials files (e.g. after a wrong key was
+        fixed) without a restart. Refreshable credentials (roles, SSO) refresh anyway."""
+        profile = url.params.get("profile")
+        now = time.monotonic()
+        with self._lock:
+            cached = self._endpoints.get(profile)
+            if cached is None or now - cached[1] > _ENDPOINT_TTL_S:
+                cached = self._endpoints[profile] = (_make_endpoint(profile), now)
+            return cached[0]
+
+    def target(self, session: WriteSession) -> _Target:
+        url = parse_url(session.url)
+        return _Target(url, self.endpoint(url), session)
+
+    def adjust_chunk_size(self, size: int, chunk_size: int) -> tuple[int, str | None]:
+        """S3 part-size rules (see :func:`staccato.endpoints.s3.parts.plan_part_size`)."""
+        return plan_part_size(size, chunk_size)
+
+    def can_copy_from(self, source: EndpointURL, destination: EndpointURL) -> bool:
+        """Same endpoint URL and same access key: the store can copy (CopyObject /
+        UploadPartCopy) with the destination's credentials."""
+        if source.scheme != "s3" or destination.scheme != "s3":
+            return False
+        a, b = self.endpoint(source), self.endpoint(destination)
+        return a.endpoint_url == b.endpoint_url and a.identity == b.identity
+
+    # -- source
+
+    def stat(self, url: EndpointURL) -> ObjectInfo:
+        """HeadObject (``ChecksumMode=ENABLED``): size, ETag (+ VersionId) as the
+        version, Content-Type and the full-object CRC32C where the store keeps one.
+
+        A HEAD error has no body, hence no S3 error code: a 404 is told apart
+        (NoSuchBucket vs NoSuchKey) with HeadBucket, a 403/400 with a one-byte GET.
+        """
+        if not url.key:
+            raise InvalidURL(f"{url} names a bucket, not an object: add the key, s3://BUCKET/KEY")
+        endpoint = self.endpoint(url)
+        try:
+            head = endpoint.client.head_object(
+                Bucket=url.bucket, Key=url.key, ChecksumMode="ENABLED"
+            )
+        except ClientError as err:
+            raise _explain_head(
+                err, endpoint, url.bucket, url.key, role="source", action="HeadObject"
+            ) from None
+        except BotoCoreError as err:
+            raise _s3_error(
+                err, endpoint, url.bucket, url.key, role="source", action="HeadObject"
+            ) from None
+        etag = head.get("ETag") or ""
+        version_id = head.get("VersionId")
+        size = int(head["ContentLength"])
+        extra = {"etag": etag}
+        version = f"etag={etag};size={size}"
+        if version_id and version_id != "null":
+            extra["version_id"] = version_id
+            version += f";version_id={version_id}"
+        crc = _b64_to_hex(head.get("ChecksumCRC32C"))
+        if crc and head.get("ChecksumType", "FULL_OBJECT") == "FULL_OBJECT":
+            extra["crc32c"] = crc
+        return ObjectInfo(
+            size=size,
+            version=version,
+            supports_ranges=True,
+            content_type=head.get("ContentType"),
+            extra=extra,
+        )
+
+    def open_read(self, url: EndpointURL, info: ObjectInfo, offset: int, length: int) -> Reader:
+        return S3Reader(self, url, info, offset, length)
+
+    # -- destination
+
+    def check_destination(self, url: EndpointURL) -> None:
+        """The key names an object (not ``dir/``) and the bucket exists (HeadBucket;
+        some stores would silently create a missing bucket on the first PUT)."""
+        if not url.key or url.key.endswith("/"):
+            raise InvalidURL(
+                f"destination {url} ends with '/': S3 keys ending in '/' are folder markers; "
+                "name the object to write, e.g. s3://BUCKET/PREFIX/NAME"
+            )
+        endpoint = self.endpoint(url)
+        try:
+            endpoint.client.head_bucket(Bucket=url.bucket)
+        except ClientError as err:
+            if _status(err) == 404:
+                raise _s3_error(
+                    ClientError({"Error": {"Code": "NoSuchBucket"}}, "HeadBucket"),
+                    endpoint,
+                    url.bucket,
+                    None,
+                    role="destination",
+                    action="HeadBucket",
+                ) from None
+            if _status(err) in (301, 400):
+                raise _s3_error(
+                    err, endpoint, url.bucket, None, role="destination", action="HeadBucket"
+                ) from None
+            # 403: maybe only s3:ListBucket is missing; the write itself will tell.
+        except BotoCoreError as err:
+            raise _s3_error(
+                err, endpoint, url.bucket, None, role="destination", action="HeadBucket"
+            ) from None
+
+    def open_session(
+        self, url: EndpointURL, size: int, chunk_size: int, transfer_id: str
+    ) -> WriteSession:
+        """CreateMultipartUpload, for every non-empty object (even one part): nothing
+        reaches the destination key before publish. A 0-byte object's session creates
+        nothing (its one empty PutObject is sent at publish)."""
+        content_type = mimetypes.guess_type(url.key, strict=False)[0] or "application/octet-stream"
+        data = {"marker": transfer_id, "content_type": content_type}
+        if size == 0:
+            return WriteSession(
+                url=url.canonical,
+                size=size,
+                chunk_size=chunk_size,
+                session_id=f"put:{transfer_id}",
+                data={**data, "mode": "put"},
+            )
+        endpoint = self.endpoint(url)
+        try:
+            created = endpoint.client.create_multipart_upload(
+                Bucket=url.bucket,
+                Key=url.key,
+                ContentType=content_type,
+                Metadata={MARKER: transfer_id},
+                ChecksumAlgorithm="CRC32C",
+                ChecksumType="FULL_OBJECT",
+            )
+        except (ClientError, BotoCoreError) as err:
+            raise _s3_error(
+                err,
+                endpoint,
+                url.bucket,
+                url.key,
+                role="destination",
+                action="CreateMultipartUpload",
+            ) from None
+        log.info("s3://%s/%s: multipart upload started (%d bytes)", url.bucket, url.key, size)
+        return WriteSession(
+            url=url.canonical,
+            size=size,
+            chunk_size=chunk_size,
+            session_id=created["UploadId"],
+            data={**data, "mode": "multipart"},
+        )
+
+    def open_writer(self, session: WriteSession) -> ChunkWriter:
+        return S3ChunkWriter(self, session)
+
+    def _parts(self, target: _Target) -> dict[int, Mapping[str, Any]]:
+        """ListParts, paged to the end (an upload with more than 1,000 parts spans pages;
+        see :func:`staccato.endpoints.s3.parts.collect_parts`).
+
+        Raises:
+            RetryableError: the upload no longer exists.
+        """
+        client = target.endpoint.client
+
+        def fetch(marker: int) -> Mapping[str, Any]:
+            try:
+                return client.list_parts(
+                    Bucket=target.bucket,
+                    Key=target.key,
+                    UploadId=target.upload_id,
+                    MaxParts=LIST_PARTS_PAGE,
+                    PartNumberMarker=marker,
+                )
+            except ClientError as err:
+                if _code(err) == "NoSuchUpload":
+                    raise target.gone() from None
+                raise target.error(err, "ListParts") from None
+            except BotoCoreError as err:
+                raise target.error(err, "ListParts") from None
+
+        return collect_parts(fetch)
+
+    def _own_object(self, target: _Target) -> Mapping[str, Any] | None:
+        """HeadObject of the destination if it is this session's object, else None."""
+        try:
+            head = target.endpoint.client.head_object(
+                Bucket=target.bucket, Key=target.key, ChecksumMode="ENABLED"
+            )
+        except ClientError as err:
+            if _status(err) == 404:
+                return None
+            raise _explain_head(
+                err,
+                target.endpoint,
+                target.bucket,
+                target.key,
+                role="destination",
+                action="HeadObject",
+            ) from None
+        except BotoCoreError as err:
+            raise target.error(err, "HeadObject") from None
+        if (head.get("Metadata") or {}).get(MARKER) != target.marker:
+            return None
+        return head
+
+    def durable_chunks(
+        self, session: WriteSession, first_chunk: int = 0, end_chunk: int | None = None
+    ) -> dict[int, str]:
+        """Parts S3 holds whose size is the chunk's: index -> CRC32C (hex) where
+        ListParts reports it (AWS does), else ``""`` (SeaweedFS, moto: the stream then
+        re-reads those chunks from the source to checksum them, without re-sending)."""
+        target = self.target(session)
+        target.check_not_legacy()
+        if target.empty_put:
+            return {}
+        chunks = chunk_count(session.size, session.chunk_size)
+        durable: dict[int, str] = {}
+        for number, part in self._parts(target).items():
+            index = number - 1
+            if (
+                0 <= index < chunks
+                and int(part.get("Size", -1))
+                == chunk_bounds(index, session.size, session.chunk_size)[1]
+            ):
+                durable[index] = _b64_to_hex(part.get("ChecksumCRC32C"))
+        return durable
+
+    def publish(self, session: WriteSession) -> None:
+        """CompleteMultipartUpload (or, for a 0-byte object, one empty PutObject), then
+        read the object's size back (an S3-compatible store is not trusted to have stored
+        what it acknowledged). Idempotent."""
+        target = self.target(session)
+        client = target.endpoint.client
+        if target.empty_put:
+            if session.size > 0:
+                # an older worker's single-PutObject session: published if its object is
+                # there, else lost (copied again into a multipart upload)
+                head = self._own_object(target)
+                if head is None:
+                    target.check_not_legacy()
+            else:
+                try:
+                    client.put_object(
+                        Bucket=target.bucket,
+                        Key=target.key,
+                        Body=b"",
+                        ContentLength=0,
+                        ChecksumCRC32C=_EMPTY_CRC32C,
+                        ContentType=session.data["content_type"],
+                        Metadata={MARKER: target.marker},
+                    )
+                except (ClientError, BotoCoreError) as err:
+                    raise target.error(err, "PutObject") from None
+                head = self._own_object(target)
+            if head is None:
+                raise RetryableError(
+                    f"s3://{target.bucket}/{target.key} is not readable right after PutObject"
+                )
+            self._check_size(target, head)
+            return
+        chunks = chunk_count(session.size, session.chunk_size)
+        try:
+            parts = self._parts(target)
+        except UploadGone:
+            head = self._own_object(target)
+            if head is not None:  # completed by an earlier attempt of this activity
+                self._check_size(target, head)
+                return
+            raise
+        listed: list[dict[str, Any]] = []
+        for index in range(chunks):
+            part = parts.get(index + 1)
+            length = chunk_bounds(index, session.size, session.chunk_size)[1]
+            if part is None or int(part.get("Size", -1)) != length:
+                missing = sum(1 for i in range(chunks) if (i + 1) not in parts)
+                raise PermanentError(
+                    f"refusing to publish s3://{target.bucket}/{target.key}: part {index + 1} "
+                    f"is missing or has the wrong size ({missing} of {chunks} parts missing)"
+                )
+            entry = {"PartNumber": index + 1, "ETag": part["ETag"]}
+            if part.get("ChecksumCRC32C"):
+                entry["ChecksumCRC32C"] = part["ChecksumCRC32C"]
+            listed.append(entry)
+        try:
+            client.complete_multipart_upload(
+                Bucket=target.bucket,
+                Key=target.key,
+                UploadId=target.upload_id,
+                MultipartUpload={"Parts": listed},
+            )
+        except ClientError as err:
+            if _code(err) == "NoSuchUpload":
+                head = self._own_object(target)
+                if head is not None:
+                    self._check_size(target, head)
+                    return
+                raise target.gone() from None
+            raise target.error(err, "CompleteMultipartUpload") from None
+        except BotoCoreError as err:
+            raise target.error(err, "CompleteMultipartUpload") from None
+        head = self._own_object(target)
+        if head is None:
+            raise RetryableError(
+                f"s3://{target.bucket}/{target.key} is not readable right after "
+                "CompleteMultipartUpload"
+            )
+        self._check_size(target, head)
+
+    def _check_size(self, target: _Target, head: Mapping[str, Any]) -> None:
+        if int(head["ContentLength"]) != target.session.size:
+            raise ChecksumMismatch(
+                f"s3://{target.bucket}/{target.key} has {head['ContentLength']} bytes after "
+                f"upload, expected {target.session.size}"
+            )
+
+    def abort(self, session: WriteSession) -> None:
+        """AbortMultipartUpload until ListParts says ``NoSuchUpload`` (a part upload in
+        flight can outlive one abort). Idempotent. Never deletes or alters the object at
+        the key: before publish it is the one that was there before (this session wrote
+        nothing there), after publish it is the transfer's result; a 0-byte object's
+        session has nothing to abort."""
+        target = self.target(session)
+        client = target.endpoint.client
+        if target.empty_put:
+            return
+        for _ in range(_ABORT_ROUNDS):
+            try:
+                client.abort_multipart_upload(
+                    Bucket=target.bucket, Key=target.key, UploadId=target.upload_id
+                )
+            except ClientError as err:
+                if _code(err) == "NoSuchBucket":
+                    return  # the bucket, and every upload in it, is gone
+                if _code(err) != "NoSuchUpload":
+                    raise target.error(err, "AbortMultipartUpload") from None
+            except BotoCoreError as err:
+                raise target.error(err, "AbortMultipartUpload") from None
+            try:
+                remaining = self._parts(target)
+            except (UploadGone, DestinationMissing):
+                return
+            log.info(
+                "s3://%s/%s: %d parts still listed after abort; aborting again",
+                target.bucket,
+                target.key,
+                len(remaining),
+            )
+            time.sleep(_ABORT_PAUSE_S)
+        raise RetryableError(
+            f"multipart upload of s3://{target.bucket}/{target.key} still lists parts after "
+            f"{_ABORT_ROUNDS} aborts"
+        )
+
+    def object_checksum(
+        self,
+        url: EndpointURL,
+        size: int,
+        chunk_size: int,
+        segments: Iterable[tuple[int, int]],
+        algorithm: str,
+    ) -> str:
+        """The store's full-object CRC32C (HeadObject ``ChecksumMode=ENABLED``) when it
+        has one; otherwise (composite or no checksum, or SHA-256) the object is read back.
+        The ETag is never used: a multipart ETag (``"...-N"``) is not an MD5 of the object."""
+        if algorithm == "crc32c":
+            info = self.stat(url)
+            if info.extra.get("crc32c"):
+                return info.extra["crc32c"]
+        return super().object_checksum(url, size, chunk_size, segments, algorithm)
