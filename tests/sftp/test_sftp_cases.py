@@ -26,9 +26,10 @@ OPTIONS = TransferOptions(chunk_size=1 * MiB, streams=3)
 async def test_existing_destination_is_replaced(
     sftp_client: StaccatoClient, request: pytest.FixtureRequest, data_dir: Path, server_name: str
 ) -> None:
-    """Replacing an existing destination: with posix-rename (stock OpenSSH) and without it (sftp-server -P posix-rename,
-    where a plain RENAME onto an existing name fails): the destination ends up holding
-    the new bytes, and no temp, journal or backup file stays behind."""
+    """Replacing an existing destination: with posix-rename (stock OpenSSH) and without
+    it (sftp-server -P posix-rename, where a plain RENAME onto an existing name fails):
+    the destination ends up holding the new bytes, and no temp, journal or backup file
+    stays behind."""
     server: SshdServer = request.getfixturevalue(server_name)
     destination = data_dir / "existing.bin"
     destination.write_bytes(b"old content that must be replaced\n" * 1000)
@@ -41,7 +42,8 @@ async def test_existing_destination_is_replaced(
 
 
 async def test_wrong_stat_size(sftp_client: StaccatoClient, sftp_url, data_dir: Path) -> None:
-    """A file whose stat size is wrong: /proc/version reports size 0 over SFTP but has bytes: they are copied."""
+    """A file whose stat size is wrong: /proc/version reports size 0 over SFTP but has
+    bytes: they are copied."""
     expected = Path("/proc/version").read_bytes()
     assert os.stat("/proc/version").st_size == 0 and expected
     destination = data_dir / "version.txt"
@@ -89,8 +91,9 @@ def test_trust_new_hosts_setting(driver_env: Path, monkeypatch, sftp_url, data_d
 
 
 def test_source_changed_while_read(driver_env: Path, sftp_url, data_dir: Path) -> None:
-    """A source that changes during the transfer, for sftp sources: a file that grows after stat fails with SourceChanged, both
-    through the pinned size and through the end-of-file check."""
+    """A source that changes during the transfer, for sftp sources: a file that grows
+    after stat fails with SourceChanged, both through the pinned size and through the
+    end-of-file check."""
     driver = get_driver("sftp")
     source = data_dir / "grow.bin"
     write_random(source, 2 * MiB, seed=4)

@@ -160,7 +160,8 @@ def test_destination_directory_missing(cli, source: Path, sftp_url, data_dir: Pa
 def test_second_factor_fails_at_once(
     cli, source: Path, data_dir: Path, sftp_second_factor: SshdServer
 ) -> None:
-    """A server that asks for keyboard-interactive: key accepted, then a second factor wanted: never prompt, not retried."""
+    """A server that asks for keyboard-interactive: key accepted, then a second factor
+    wanted: never prompt, not retried."""
     destination = data_dir / "dst.bin"
     _failed(
         cli(str(source), sftp_second_factor.url(str(destination))),
