@@ -27,8 +27,8 @@ import pytest
 from staccato.endpoints.file import FileDriver
 from staccato.endpoints.http import HTTPDriver
 from staccato.endpoints.s3 import S3Driver
-from staccato.endpoints.sftp import SFTPDriver
-from staccato.endpoints.sftp_conn import POOL
+from staccato.endpoints.sftp.driver import SFTPDriver
+from staccato.endpoints.sftp.pool import POOL
 from tests.contract.adapters import (
     EndpointAdapter,
     FileAdapter,

@@ -7,11 +7,12 @@ of the shared ``sshd_server`` fixture, so one key logs in everywhere):
 * ``sshd_server`` (shared, tests/servers): stock ``internal-sftp`` (posix-rename,
   fsync, limits extensions).
 * ``sftp_no_rename``: ``internal-sftp -P posix-rename,fsync``: refuses both OpenSSH
-  extensions (C8; no server-side fsync).
+  extensions (a server without posix-rename; no server-side fsync).
 * ``sftp_readonly``: ``internal-sftp -R -P read``: refuses every write and read
   (permission denied).
 * ``sftp_second_factor``: ``AuthenticationMethods publickey,keyboard-interactive``
-  (C9): the key is accepted, then a second factor is wanted.
+  (a server that asks for keyboard-interactive): the key is accepted, then a second
+  factor is wanted.
 * ``sftp_capped``: OpenSSH's ``sftp-server`` behind ``sftp_proxy.py`` (a relay run by
   ``ForceCommand``) that answers at most 32 requests in flight, drops the others and
   hides ``limits@openssh.com``; the relay's log (``proxy.log`` in its ``work_dir``)
@@ -48,7 +49,7 @@ from pathlib import Path
 import pytest
 
 from staccato.client import StaccatoClient
-from staccato.endpoints.sftp_conn import POOL
+from staccato.endpoints.sftp.pool import POOL
 from tests.helpers import WorkerProcess
 from tests.servers.sshd import SshdServer
 

@@ -1,5 +1,5 @@
-"""Cases C8 (replace an existing destination; server without posix-rename), C10 (a
-file whose stat size is wrong), trusting new hosts, and driver-level checks of the
+"""Replacing an existing destination (with and without posix-rename), a file whose
+stat size is wrong (/proc), trusting new hosts, and driver-level checks of the
 journal, source pinning and the connection-slot wait, against real sshd servers."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 from staccato import checksums
 from staccato.client import StaccatoClient
 from staccato.endpoints import get_driver
-from staccato.endpoints.sftp_conn import POOL
+from staccato.endpoints.sftp.pool import POOL
 from staccato.errors import PermanentError, RetryableError, SourceChanged, WriteSessionLost
 from staccato.models import TransferOptions
 from staccato.urls import parse_url
@@ -26,9 +26,10 @@ OPTIONS = TransferOptions(chunk_size=1 * MiB, streams=3)
 async def test_existing_destination_is_replaced(
     sftp_client: StaccatoClient, request: pytest.FixtureRequest, data_dir: Path, server_name: str
 ) -> None:
-    """C8: with posix-rename (stock OpenSSH) and without it (sftp-server -P posix-rename,
-    where a plain RENAME onto an existing name fails): the destination ends up holding
-    the new bytes, and no temp, journal or backup file stays behind."""
+    """Replacing an existing destination: with posix-rename (stock OpenSSH) and without
+    it (sftp-server -P posix-rename, where a plain RENAME onto an existing name fails):
+    the destination ends up holding the new bytes, and no temp, journal or backup file
+    stays behind."""
     server: SshdServer = request.getfixturevalue(server_name)
     destination = data_dir / "existing.bin"
     destination.write_bytes(b"old content that must be replaced\n" * 1000)
@@ -41,7 +42,8 @@ async def test_existing_destination_is_replaced(
 
 
 async def test_wrong_stat_size(sftp_client: StaccatoClient, sftp_url, data_dir: Path) -> None:
-    """C10: /proc/version reports size 0 over SFTP but has bytes: they are copied."""
+    """A file whose stat size is wrong: /proc/version reports size 0 over SFTP but has
+    bytes: they are copied."""
     expected = Path("/proc/version").read_bytes()
     assert os.stat("/proc/version").st_size == 0 and expected
     destination = data_dir / "version.txt"
@@ -89,8 +91,9 @@ def test_trust_new_hosts_setting(driver_env: Path, monkeypatch, sftp_url, data_d
 
 
 def test_source_changed_while_read(driver_env: Path, sftp_url, data_dir: Path) -> None:
-    """C2 for sftp sources: a file that grows after stat fails with SourceChanged, both
-    through the pinned size and through the end-of-file check."""
+    """A source that changes during the transfer, for sftp sources: a file that grows
+    after stat fails with SourceChanged, both through the pinned size and through the
+    end-of-file check."""
     driver = get_driver("sftp")
     source = data_dir / "grow.bin"
     write_random(source, 2 * MiB, seed=4)
@@ -106,7 +109,7 @@ def test_source_changed_while_read(driver_env: Path, sftp_url, data_dir: Path) -
 def test_journal_resume_and_torn_records(driver_env: Path, sftp_url, data_dir: Path) -> None:
     """Durable chunks come from the journal; a corrupted or torn record is ignored (its
     chunk is simply re-sent); abort removes everything."""
-    from staccato.endpoints.sftp import JOURNAL_RECORD_BYTES
+    from staccato.endpoints.sftp.journal import JOURNAL_RECORD_BYTES
 
     driver = get_driver("sftp")
     url = parse_url(sftp_url(data_dir / "j.bin"))
@@ -140,8 +143,8 @@ def test_journal_resume_and_torn_records(driver_env: Path, sftp_url, data_dir: P
 def test_slot_wait_is_bounded(driver_env: Path, monkeypatch, sftp_url, data_dir: Path) -> None:
     """With every slot of a host held, a new connection waits and then fails as
     retryable, naming the cap (here held by this process's own slots)."""
-    from staccato.endpoints.sftp_conn import acquire_slot
-    from staccato.endpoints.sftp_ssh import resolve
+    from staccato.endpoints.sftp.slots import acquire_slot
+    from staccato.endpoints.sftp.ssh import resolve
 
     monkeypatch.setenv("STACCATO_SFTP_MAX_CONNECTIONS", "2")
     monkeypatch.setenv("STACCATO_SFTP_SLOT_WAIT_S", "0.5")

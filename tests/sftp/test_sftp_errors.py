@@ -1,6 +1,7 @@
 """Bad input for the sftp endpoint: a clear message naming the problem, exit 1 for a
 failed transfer (2 for a usage error), failing at once (not retried), and nothing left
-at the destination. Also C9: a server that wants a second factor."""
+at the destination. Also a server that asks for keyboard-interactive as a second
+factor."""
 
 from __future__ import annotations
 
@@ -159,7 +160,8 @@ def test_destination_directory_missing(cli, source: Path, sftp_url, data_dir: Pa
 def test_second_factor_fails_at_once(
     cli, source: Path, data_dir: Path, sftp_second_factor: SshdServer
 ) -> None:
-    """C9: key accepted, then keyboard-interactive wanted: never prompt, not retried."""
+    """A server that asks for keyboard-interactive: key accepted, then a second factor
+    wanted: never prompt, not retried."""
     destination = data_dir / "dst.bin"
     _failed(
         cli(str(source), sftp_second_factor.url(str(destination))),

@@ -28,8 +28,9 @@ import pytest
 from staccato import checksums
 from staccato.client import StaccatoClient
 from staccato.endpoints import get_driver
-from staccato.endpoints import sftp as sftp_module
-from staccato.endpoints.sftp_conn import POOL, ConnectionLost
+from staccato.endpoints.sftp import driver as sftp_driver
+from staccato.endpoints.sftp.connection import ConnectionLost
+from staccato.endpoints.sftp.pool import POOL
 from staccato.errors import PermanentError, WriteSessionLost
 from staccato.models import TransferOptions, VerifyMode, WriteSession
 from staccato.urls import parse_url
@@ -156,7 +157,7 @@ def test_publish_retried_after_rename(
     url = parse_url(sshd_server.url(str(destination)))
 
     def publish_dropping_after_rename(session: WriteSession) -> None:
-        real = sftp_module._remove_if_exists
+        real = sftp_driver.remove_if_exists
 
         def drop(sftp, path: str) -> None:
             if path == session.data["journal"]:
@@ -164,7 +165,7 @@ def test_publish_retried_after_rename(
             real(sftp, path)
 
         with monkeypatch.context() as patch:
-            patch.setattr(sftp_module, "_remove_if_exists", drop)
+            patch.setattr(sftp_driver, "remove_if_exists", drop)
             with pytest.raises(ConnectionLost):
                 driver.publish(session)
 
@@ -395,7 +396,7 @@ def test_bad_ssh_config_line_is_not_echoed(driver_on, monkeypatch, tmp_path: Pat
 def test_proxy_command_failure_is_described_without_the_command(tmp_path: Path) -> None:
     """paramiko's own ProxyCommandFailure (a write to a proxy that has exited) quotes the
     command line; ``describe`` keeps what failed and drops the command."""
-    from staccato.endpoints.sftp_ssh import Target, describe
+    from staccato.endpoints.sftp.ssh import Target, describe
 
     secret = "hunter2-proxy-secret"
     command = f"sh -c 'exit 0' --password={secret}"
@@ -418,7 +419,7 @@ def test_paramiko_log_lines_lose_the_proxy_command(
     """paramiko's transport thread logs the failure and its traceback at ERROR (as it
     does for a ProxyCommand that fails during the handshake): the worker's log does not
     get the command line."""
-    import staccato.endpoints.sftp_ssh  # noqa: F401  (installs the filter)
+    import staccato.endpoints.sftp.ssh  # noqa: F401  (installs the filter)
 
     secret = "hunter2-proxy-secret"
     proxy = paramiko.ProxyCommand(f"sh -c 'exit 0' --password={secret}")

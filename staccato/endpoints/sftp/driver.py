@@ -1,0 +1,403 @@
+"""The ``sftp`` driver: ``sftp://[user@]host[:port]/path`` as source and destination,
+over SSH with paramiko (SFTP v3, draft-ietf-secsh-filexfer-02, plus OpenSSH
+extensions). ``docs/sftp.md`` is the user-facing description; the driver contract is
+in ``docs/architecture.md``.
+
+Source: ``stat`` pins size + mtime (SFTP v3 ``ATTRS``: mtime in whole seconds) and
+checks, with a 1-byte read at ``size``, that the file really ends there (a file whose
+stat size is wrong: e.g. files under ``/proc`` report size 0). If it does not, a small
+file (up to ``MEASURE_LIMIT_BYTES``) is measured by reading it to its end and copied in
+one stream; the end-of-file is checked again when it is copied. Reads
+(:class:`~staccato.endpoints.sftp.streams.SFTPReader`) are pipelined, re-check the
+pinned size + mtime (``FSTAT``) after every buffer, and a range that ends at the
+object's end must be followed by ``SSH_FX_EOF``: a file that changed, shrank or grew
+fails with ``SourceChanged``.
+
+Destination (the write-session invariants of ``docs/architecture.md``): chunks are
+written into a temp file beside the target (``.NAME.<key>.staccato-part``; NAME is cut
+to 150 bytes and ``<key>`` is 16 hex digits of the SHA-256 of the transfer id, so the
+name fits NAME_MAX = 255 bytes whatever the target's name), positionally and
+pipelined; after a chunk's writes are acknowledged the server fsyncs it
+(``fsync@openssh.com``) and the chunk is recorded in a journal beside it
+(:mod:`staccato.endpoints.sftp.journal`). Publish fsyncs the temp file and renames it
+over the target with ``posix-rename@openssh.com`` (an atomic ``rename(2)``). Where the
+server lacks it (or refuses it) a plain SFTP ``RENAME`` is used when the target does
+not exist; when it does (a server without posix-rename: OpenSSH's plain rename refuses
+to replace), the target is moved aside to ``.NAME.<key>.staccato-old``, the temp file
+renamed in, and the old one removed; a failure in between moves the old one back.
+Readers may then see no file for a moment, never a partial one. Without
+``fsync@openssh.com`` chunks are only as durable as the server's page cache: a worker
+crash loses nothing, a server OS crash may, and ``verify`` (which re-reads the
+destination) would catch it.
+
+Proof of publish (:func:`~staccato.endpoints.sftp.journal.published`): before the
+rename, publish records a marker in the journal: the temp file's mtime, made different
+from the target's current mtime with ``SETSTAT`` where they would be equal;
+``rename(2)`` keeps the mtime. A missing temp file then counts as published only when
+the journal holds the marker and the target has that mtime and the session's size;
+otherwise the session is lost (``WriteSessionLost``: the workflow copies again). A
+retry after the journal was removed (the very last step) also copies again: never the
+old content reported as the new.
+
+A stale writer (an attempt Temporal gave up on) checks before each chunk that the temp
+file still exists; after publish or abort it stops with a retryable error. (SFTP v3
+has no inode numbers, so the check is by name.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import posixpath
+import stat as stat_module
+from collections.abc import Callable
+from typing import TypeVar
+from urllib.parse import quote
+
+from paramiko.sftp_attr import SFTPAttributes
+
+from staccato.endpoints.base import ChunkWriter, Driver, Reader
+from staccato.endpoints.sftp.files import (
+    is_missing,
+    mapped,
+    read_all,
+    remove_if_exists,
+    stat_or_none,
+)
+from staccato.endpoints.sftp.journal import (
+    JOURNAL_RECORD_BYTES,
+    marker_record,
+    parse_journal,
+    published,
+)
+from staccato.endpoints.sftp.pipeline import ReadPipeline, SourceEnded, SourceLonger, write_at
+from staccato.endpoints.sftp.pool import run
+from staccato.endpoints.sftp.protocol import (
+    FXF_CREAT,
+    FXF_READ,
+    FXF_WRITE,
+    StaccatoSFTP,
+    StatusError,
+)
+from staccato.endpoints.sftp.ssh import resolve
+from staccato.endpoints.sftp.streams import SFTPChunkWriter, SFTPReader
+from staccato.errors import (
+    DestinationMissing,
+    IsADirectory,
+    NotFound,
+    PermanentError,
+    SourceChanged,
+    WriteSessionLost,
+)
+from staccato.models import ObjectInfo, WriteSession
+from staccato.plan import chunk_count
+from staccato.urls import EndpointURL, parse_url
+
+T = TypeVar("T")
+log = logging.getLogger("staccato.sftp")
+
+_TEMP_SUFFIX = ".staccato-part"
+_JOURNAL_SUFFIX = ".staccato-journal"
+_BACKUP_SUFFIX = ".staccato-old"
+# largest file measured by reading when its stat size is wrong (e.g. under /proc)
+MEASURE_LIMIT_BYTES = 64 * 1024 * 1024
+_MEASURE_BUFFER = 1024 * 1024
+_NAME_BYTES = 150  # of the target's name kept in temp names (+ 42 bytes of key and suffix)
+
+
+class SFTPDriver(Driver):
+    """Driver for ``sftp://`` URLs."""
+
+    scheme = "sftp"
+
+    def _run(self, url: EndpointURL, what: str, fn: Callable[[StaccatoSFTP], T]) -> T:
+        target = resolve(url)
+        with mapped(what):
+            return run(target, fn)
+
+    # -- source ----------------------------------------------------------------------
+
+    def stat(self, url: EndpointURL) -> ObjectInfo:
+        def op(sftp: StaccatoSFTP) -> ObjectInfo:
+            attrs = stat_or_none(sftp, url.path)
+            if attrs is None:
+                raise NotFound(f"source {url}: no such file on the server")
+            mode = attrs.st_mode or 0
+            if stat_module.S_ISDIR(mode):
+                raise IsADirectory(
+                    f"source {url} is a directory; name a file (directory transfers are not supported yet)"
+                )
+            if not stat_module.S_ISREG(mode):
+                raise PermanentError(f"source {url} is not a regular file")
+            stat_size = attrs.st_size or 0
+            mtime = attrs.st_mtime or 0
+            size = self._real_size(sftp, url, stat_size)
+            if size != stat_size:
+                again = stat_or_none(sftp, url.path)
+                if again is None or again.st_size != stat_size or again.st_mtime != mtime:
+                    raise SourceChanged(f"source changed: {url} is being modified")
+            version = f"size={size};mtime={mtime}" + (
+                f";stat_size={stat_size}" if size != stat_size else ""
+            )
+            return ObjectInfo(
+                size=size,
+                version=version,
+                supports_ranges=size == stat_size,
+                extra={"mtime": str(mtime), "stat_size": str(stat_size)},
+                # SFTP v3 attributes carry whole seconds (draft-ietf-secsh-filexfer-02 5)
+                modified_at=float(mtime) if attrs.st_mtime is not None else None,
+                mtime_resolution_s=1.0,
+            )
+
+        return self._run(url, f"source {url}", op)
+
+    def _real_size(self, sftp: StaccatoSFTP, url: EndpointURL, stat_size: int) -> int:
+        """``stat_size`` if the file ends there (1-byte read answers EOF), else its
+        length measured by reading it (a file whose stat size is wrong, e.g. under
+        ``/proc``), up to ``MEASURE_LIMIT_BYTES``."""
+        handle = sftp.open_handle(url.path, FXF_READ)
+        try:
+            try:
+                ReadPipeline(sftp, handle, stat_size, stat_size, probe_eof=True).readinto(
+                    memoryview(bytearray(1))
+                )
+                return stat_size
+            except SourceLonger:
+                pass
+            buffer = memoryview(bytearray(_MEASURE_BUFFER))
+            pipe = ReadPipeline(sftp, handle, 0, MEASURE_LIMIT_BYTES, probe_eof=True)
+            try:
+                while pipe.readinto(buffer):
+                    pass
+            except SourceEnded as ended:
+                pipe.drain()
+                return ended.at
+            except SourceLonger:
+                pass
+            raise PermanentError(
+                f"source {url}: the server reports {stat_size} bytes but the file is longer than "
+                f"{MEASURE_LIMIT_BYTES} bytes (a file whose size the server cannot tell, or one "
+                "being written to); copy it to a regular file first"
+            )
+        finally:
+            sftp.close_handle(handle)
+
+    def open_read(self, url: EndpointURL, info: ObjectInfo, offset: int, length: int) -> Reader:
+        return SFTPReader(url, resolve(url), info, offset, length)
+
+    # -- destination -----------------------------------------------------------------
+
+    def _check_destination(self, sftp: StaccatoSFTP, url: EndpointURL) -> None:
+        parent = posixpath.dirname(url.path) or "/"
+        parent_attrs = stat_or_none(sftp, parent)
+        if parent_attrs is None:
+            raise DestinationMissing(
+                f"destination directory {parent} does not exist on {url.host} (for {url}); create it first"
+            )
+        if not stat_module.S_ISDIR(parent_attrs.st_mode or 0):
+            raise DestinationMissing(
+                f"destination {parent} on {url.host} is not a directory (for {url})"
+            )
+        target_attrs = stat_or_none(sftp, url.path)
+        if target_attrs is not None and stat_module.S_ISDIR(target_attrs.st_mode or 0):
+            raise IsADirectory(
+                f"destination {url} is a directory; name the file to write, e.g. {url}/NAME"
+            )
+
+    def check_destination(self, url: EndpointURL) -> None:
+        self._run(url, f"destination {url}", lambda sftp: self._check_destination(sftp, url))
+
+    @staticmethod
+    def _paths(url: EndpointURL, transfer_id: str) -> dict[str, str]:
+        directory, name = posixpath.split(url.path)
+        # within NAME_MAX (255 bytes) whatever the target's name: 150 bytes of it + key
+        key = hashlib.sha256(transfer_id.encode()).hexdigest()[:16]
+        short = name.encode()[:_NAME_BYTES].decode(errors="ignore")
+        stem = posixpath.join(directory, f".{short}.{key}")
+        return {
+            "path": url.path,
+            "temp": stem + _TEMP_SUFFIX,
+            "journal": stem + _JOURNAL_SUFFIX,
+            "backup": stem + _BACKUP_SUFFIX,
+        }
+
+    def open_session(
+        self, url: EndpointURL, size: int, chunk_size: int, transfer_id: str
+    ) -> WriteSession:
+        paths = self._paths(url, transfer_id)
+
+        def op(sftp: StaccatoSFTP) -> None:
+            self._check_destination(sftp, url)
+            handle = sftp.open_handle(paths["temp"], FXF_WRITE | FXF_CREAT)
+            try:
+                if sftp.fstat_handle(handle).st_size != size:
+                    try:
+                        sftp.truncate_handle(handle, size)
+                    except StatusError as err:
+                        # servers without FSETSTAT size: the chunk writes give the size
+                        log.debug("%s: cannot set the temp file's size (%s)", url, err)
+            finally:
+                sftp.close_handle(handle)
+            sftp.close_handle(sftp.open_handle(paths["journal"], FXF_WRITE | FXF_CREAT))
+
+        self._run(url, f"destination {url}", op)
+        return WriteSession(
+            url=url.canonical,
+            size=size,
+            chunk_size=chunk_size,
+            session_id=paths["temp"],
+            data=paths,
+        )
+
+    def open_writer(self, session: WriteSession) -> ChunkWriter:
+        return SFTPChunkWriter(session)
+
+    def durable_chunks(
+        self, session: WriteSession, first_chunk: int = 0, end_chunk: int | None = None
+    ) -> dict[int, str]:
+        url = parse_url(session.url)
+        data = self._run(
+            url, f"destination {url}", lambda sftp: read_all(sftp, session.data["journal"])
+        )
+        if data is None:
+            return {}
+        return parse_journal(data, chunk_count(session.size, session.chunk_size))
+
+    def session_url(self, session: WriteSession) -> str | None:
+        url = parse_url(session.url)
+        quoted_path = quote(url.path, safe="/")
+        return url.canonical[: len(url.canonical) - len(quoted_path)] + quote(
+            session.session_id, safe="/"
+        )
+
+    def publish(self, session: WriteSession) -> None:
+        url = parse_url(session.url)
+        paths = session.data
+        chunks = chunk_count(session.size, session.chunk_size)
+
+        def op(sftp: StaccatoSFTP) -> None:
+            temp_attrs = stat_or_none(sftp, paths["temp"])
+            if temp_attrs is None:
+                if published(sftp, paths, session.size, chunks):
+                    # an earlier attempt published it (the activity retried after the rename)
+                    remove_if_exists(sftp, paths["backup"])
+                    remove_if_exists(sftp, paths["journal"])
+                    return
+                raise WriteSessionLost(
+                    f"write session {paths['temp']} is gone and nothing proves that {url} holds "
+                    "this transfer's bytes (it was not published by an earlier attempt, or the "
+                    "proof was already cleaned up): copying again"
+                )
+            journal = read_all(sftp, paths["journal"])
+            if journal is None:
+                raise WriteSessionLost(
+                    f"write session {paths['temp']}: its journal {paths['journal']} was deleted"
+                )
+            missing = chunks - len(parse_journal(journal, chunks))
+            if missing:
+                raise PermanentError(f"refusing to publish {url}: {missing} chunks are not durable")
+            if temp_attrs.st_size != session.size:
+                raise PermanentError(
+                    f"refusing to publish {url}: temp file has {temp_attrs.st_size} bytes, expected {session.size}"
+                )
+            handle = sftp.open_handle(paths["temp"], FXF_READ)
+            try:
+                sftp.fsync_handle(handle)
+            finally:
+                sftp.close_handle(handle)
+            self._mark(sftp, paths, temp_attrs, chunks)
+            self._replace(sftp, paths)
+            remove_if_exists(sftp, paths["backup"])
+            remove_if_exists(sftp, paths["journal"])
+
+        self._run(url, f"destination {url}", op)
+
+    @staticmethod
+    def _mark(
+        sftp: StaccatoSFTP, paths: dict[str, str], temp_attrs: SFTPAttributes, chunks: int
+    ) -> None:
+        """Record the publish marker: the mtime (seconds) the temp file has, made
+        different from the current target's (``SETSTAT``, draft-ietf-secsh-filexfer-02
+        §6.9) where they are equal, written and fsynced into the journal's slot after
+        the chunk records. Without ``SETSTAT`` (refused) no marker is written: a retry
+        after the rename then copies again rather than guess."""
+        mtime = int(temp_attrs.st_mtime or 0)
+        target = stat_or_none(sftp, paths["path"])
+        if target is not None and target.st_mtime == mtime:
+            mtime += 1
+            try:
+                sftp.utime(paths["temp"], (int(temp_attrs.st_atime or mtime), mtime))
+            except OSError as err:
+                if isinstance(err, (TimeoutError, ConnectionError)):
+                    raise
+                log.info(
+                    "%s: cannot set the temp file's mtime (%s): publishing without a marker",
+                    paths["temp"],
+                    err,
+                )
+                return
+        journal = sftp.open_handle(paths["journal"], FXF_WRITE)
+        try:
+            write_at(sftp, journal, chunks * JOURNAL_RECORD_BYTES, memoryview(marker_record(mtime)))
+            sftp.fsync_handle(journal)
+        finally:
+            sftp.close_handle(journal)
+
+    @staticmethod
+    def _replace(sftp: StaccatoSFTP, paths: dict[str, str]) -> None:
+        """Rename the temp file over the target: posix-rename where the server
+        offers and allows it, else a plain rename, else move the old target aside."""
+        temp, target, backup = paths["temp"], paths["path"], paths["backup"]
+        if sftp.has_posix_rename:
+            try:
+                sftp.posix_rename(temp, target)
+                return
+            except OSError as err:
+                if is_missing(err) or isinstance(err, (TimeoutError, ConnectionError)):
+                    raise
+                # refused (e.g. sftp-server -P posix-rename) or unsupported: stop asking
+                log.info(
+                    "posix-rename@openssh.com refused for %s (%s): using plain RENAME", target, err
+                )
+                sftp.extensions.pop("posix-rename@openssh.com", None)
+        try:
+            sftp.rename(temp, target)
+            return
+        except OSError as err:
+            if is_missing(err) or stat_or_none(sftp, target) is None:
+                raise
+        # The target exists and plain RENAME will not replace it (OpenSSH: link(2) semantics).
+        remove_if_exists(sftp, backup)
+        sftp.rename(target, backup)
+        try:
+            sftp.rename(temp, target)
+        except BaseException as err:
+            try:
+                sftp.rename(backup, target)
+            except Exception as undo:
+                log.warning(
+                    "publishing %s failed (%r) and moving the previous file back from %s failed "
+                    "too (%r); abort or the next publish restores it",
+                    target,
+                    err,
+                    backup,
+                    undo,
+                )
+            raise
+
+    def abort(self, session: WriteSession) -> None:
+        url = parse_url(session.url)
+        paths = session.data
+
+        def op(sftp: StaccatoSFTP) -> None:
+            remove_if_exists(sftp, paths["temp"])
+            remove_if_exists(sftp, paths["journal"])
+            if stat_or_none(sftp, paths["backup"]) is not None:
+                if stat_or_none(sftp, paths["path"]) is None:
+                    sftp.rename(
+                        paths["backup"], paths["path"]
+                    )  # a publish stopped half-way: undo it
+                else:
+                    remove_if_exists(sftp, paths["backup"])
+
+        self._run(url, f"destination {url}", op)

@@ -1,0 +1,99 @@
+"""Small file operations of the ``sftp`` driver over one
+:class:`~staccato.endpoints.sftp.protocol.StaccatoSFTP`: stat that answers None for a
+missing file, remove-if-exists, read a whole small file, and the mapping of SFTP
+failures (draft-ietf-secsh-filexfer-02 §7 status codes, paramiko's ``IOError``) to
+Staccato errors that name what failed.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from paramiko.sftp_attr import SFTPAttributes
+
+from staccato.endpoints.sftp.pipeline import ReadPipeline, SourceEnded
+from staccato.endpoints.sftp.protocol import (
+    FX_NO_SUCH_FILE,
+    FX_OP_UNSUPPORTED,
+    FX_PERMISSION_DENIED,
+    FXF_READ,
+    StaccatoSFTP,
+    StatusError,
+)
+from staccato.errors import (
+    NotFound,
+    PermissionDenied,
+    RetryableError,
+    StaccatoError,
+    Unsupported,
+)
+
+
+def status_error(err: StatusError | OSError, what: str) -> StaccatoError:
+    """Map an SFTP failure to a Staccato error naming ``what``."""
+    code = err.code if isinstance(err, StatusError) else None
+    number = getattr(err, "errno", None)
+    text = err.message if isinstance(err, StatusError) else (err.strerror or str(err))
+    if code == FX_NO_SUCH_FILE or number == errno.ENOENT:
+        return NotFound(f"{what}: no such file or directory")
+    if code == FX_PERMISSION_DENIED or number == errno.EACCES:
+        return PermissionDenied(f"{what}: permission denied by the server")
+    if code == FX_OP_UNSUPPORTED or text == "Operation unsupported":
+        return Unsupported(f"{what}: the server does not support this operation")
+    # SSH_FX_FAILURE covers ENOSPC, EIO, quota...: it may heal.
+    return RetryableError(f"{what}: the server reports failure ({text or 'no reason given'})")
+
+
+def is_missing(err: BaseException) -> bool:
+    if isinstance(err, StatusError):
+        return err.code == FX_NO_SUCH_FILE
+    return isinstance(err, FileNotFoundError)
+
+
+@contextmanager
+def mapped(what: str) -> Iterator[None]:
+    """SFTP status errors (and paramiko's IOErrors) -> Staccato errors naming ``what``."""
+    try:
+        yield
+    except StaccatoError:
+        raise
+    except (StatusError, OSError) as err:
+        raise status_error(err, what) from None
+
+
+def stat_or_none(sftp: StaccatoSFTP, path: str) -> SFTPAttributes | None:
+    """``SSH_FXP_STAT`` (follows symlinks); None if there is no such file."""
+    try:
+        return sftp.stat(path)
+    except FileNotFoundError:
+        return None
+
+
+def read_all(sftp: StaccatoSFTP, path: str) -> bytes | None:
+    """The whole (small) file at ``path``; None if it does not exist."""
+    try:
+        handle = sftp.open_handle(path, FXF_READ)
+    except StatusError as err:
+        if err.code == FX_NO_SUCH_FILE:
+            return None
+        raise
+    try:
+        size = sftp.fstat_handle(handle).st_size or 0
+        buffer = bytearray(size)
+        pipe = ReadPipeline(sftp, handle, 0, size, probe_eof=False)
+        try:
+            filled = pipe.readinto(memoryview(buffer))
+        except SourceEnded as ended:
+            filled = ended.at
+        return bytes(buffer[:filled])
+    finally:
+        sftp.close_handle(handle)
+
+
+def remove_if_exists(sftp: StaccatoSFTP, path: str) -> None:
+    try:
+        sftp.remove(path)
+    except FileNotFoundError:
+        pass

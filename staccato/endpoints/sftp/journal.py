@@ -1,0 +1,91 @@
+"""The journal of an ``sftp`` write session and the proof of publish.
+
+Journal (``.NAME.<key>.staccato-journal`` beside the target): each durable chunk has a
+fixed-size record at ``index x JOURNAL_RECORD_BYTES`` holding ``index checksum crc32``
+(positional writes, so no reliance on a server honouring ``SSH_FXF_APPEND``; the
+record's own CRC-32 and index discard torn or stray bytes), so a resumed stream
+re-sends only missing chunks. Test: ``test_journal_resume_and_torn_records`` in
+``tests/sftp/test_sftp_cases.py``.
+
+Proof of publish: SFTP v3 attributes carry no inode, so a publish retried after its
+rename cannot tell this session's file from an older one of the same size by its
+attributes alone. Before the rename, publish records a *marker* in the journal's slot
+after the chunk records: the mtime (seconds) the published file will have.
+:func:`published` accepts a missing temp file as published only when the journal holds
+the marker and the target has that mtime and the session's size. Test:
+``test_publish_retried_after_rename`` in ``tests/sftp/test_sftp_faults.py``.
+"""
+
+from __future__ import annotations
+
+import stat as stat_module
+import zlib
+
+from staccato.endpoints.sftp.files import read_all, stat_or_none
+from staccato.endpoints.sftp.protocol import StaccatoSFTP
+from staccato.errors import PermanentError
+
+JOURNAL_RECORD_BYTES = 128  # per chunk: index (<= 20), checksum (<= 64 hex), crc32 (8)
+_MARKER = "published-mtime"
+
+
+def journal_record(index: int, checksum: str) -> bytes:
+    """The journal record of chunk ``index``: ``index checksum crc32``, space-padded to
+    ``JOURNAL_RECORD_BYTES`` with a final newline (readable with ``cat``)."""
+    if len(f"{index} {checksum} 00000000") >= JOURNAL_RECORD_BYTES:
+        raise PermanentError(f"checksum {checksum!r} does not fit a journal record")
+    return _journal_record_text(f"{index} {checksum}")
+
+
+def parse_journal(data: bytes, chunks: int) -> dict[int, str]:
+    """Durable chunks from journal bytes: valid records in their own slots only (holes
+    of never-written slots read as zero bytes and are skipped)."""
+    durable: dict[int, str] = {}
+    for slot in range(min(chunks, len(data) // JOURNAL_RECORD_BYTES)):
+        record = data[slot * JOURNAL_RECORD_BYTES : (slot + 1) * JOURNAL_RECORD_BYTES]
+        parts = record.decode("ascii", "replace").split()
+        if len(parts) != 3 or parts[0] != str(slot) or not parts[1]:
+            continue
+        if f"{zlib.crc32(f'{parts[0]} {parts[1]}'.encode()):08x}" == parts[2]:
+            durable[slot] = parts[1]
+    return durable
+
+
+def marker_record(mtime: int) -> bytes:
+    """The publish marker record: the mtime (seconds) the published file will have."""
+    return _journal_record_text(f"{_MARKER} {mtime}")
+
+
+def _journal_record_text(body: str) -> bytes:
+    text = f"{body} {zlib.crc32(body.encode()):08x}"
+    return (text.ljust(JOURNAL_RECORD_BYTES - 1) + "\n").encode()
+
+
+def parse_marker(data: bytes, chunks: int) -> int | None:
+    """The publish marker's mtime from journal bytes (the slot after the last chunk's),
+    or None if there is no valid marker."""
+    record = data[chunks * JOURNAL_RECORD_BYTES : (chunks + 1) * JOURNAL_RECORD_BYTES]
+    parts = record.decode("ascii", "replace").split()
+    if len(parts) != 3 or parts[0] != _MARKER or not parts[1].isdigit():
+        return None
+    if f"{zlib.crc32(f'{parts[0]} {parts[1]}'.encode()):08x}" != parts[2]:
+        return None
+    return int(parts[1])
+
+
+def published(sftp: StaccatoSFTP, paths: dict[str, str], size: int, chunks: int) -> bool:
+    """Whether the target provably is this session's temp file, renamed: the journal
+    holds the publish marker and the target has its mtime and the session's size."""
+    journal = read_all(sftp, paths["journal"])
+    if journal is None:
+        return False
+    marker = parse_marker(journal, chunks)
+    if marker is None:
+        return False
+    target = stat_or_none(sftp, paths["path"])
+    return (
+        target is not None
+        and stat_module.S_ISREG(target.st_mode or 0)
+        and target.st_size == size
+        and target.st_mtime == marker
+    )

@@ -1,0 +1,185 @@
+"""Reading and writing the bytes of an ``sftp`` transfer: :class:`SFTPReader` (a
+pinned remote file's range, pipelined, re-checking the pinned size and mtime after
+every buffer) and :class:`SFTPChunkWriter` (a write session's chunks, written
+positionally and pipelined into the temp file, fsynced, then recorded in the journal).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from paramiko.sftp_attr import SFTPAttributes
+
+from staccato.endpoints.base import ChunkWriter, Reader
+from staccato.endpoints.sftp.connection import Connection, guarded
+from staccato.endpoints.sftp.files import mapped, stat_or_none
+from staccato.endpoints.sftp.journal import journal_record
+from staccato.endpoints.sftp.pipeline import (
+    ReadPipeline,
+    SourceEnded,
+    SourceLonger,
+    write_at,
+)
+from staccato.endpoints.sftp.pool import POOL
+from staccato.endpoints.sftp.protocol import FX_NO_SUCH_FILE, FXF_READ, FXF_WRITE, StatusError
+from staccato.endpoints.sftp.ssh import Target, resolve
+from staccato.errors import SourceChanged, WriteSessionLost
+from staccato.models import ObjectInfo, WriteSession
+from staccato.urls import EndpointURL, parse_url
+
+log = logging.getLogger("staccato.sftp")
+
+READ_CALL_BYTES = 16 * 1024 * 1024  # most bytes one Reader.readinto call returns
+
+
+class SFTPReader(Reader):
+    """Pipelined reads of ``[offset, offset+length)`` of a pinned remote file."""
+
+    def __init__(
+        self, url: EndpointURL, target: Target, info: ObjectInfo, offset: int, length: int
+    ) -> None:
+        self._url = url
+        self._info = info
+        self._connection: Connection | None = POOL.acquire(target)
+        self._handle: bytes | None = None
+        try:
+            with mapped(f"source {url}"), guarded(self._connection):
+                sftp = self._connection.sftp
+                try:
+                    self._handle = sftp.open_handle(url.path, FXF_READ)
+                except StatusError as err:
+                    if err.code == FX_NO_SUCH_FILE:
+                        raise SourceChanged(
+                            f"source changed: {url} was removed during the transfer"
+                        ) from None
+                    raise
+                self._check(sftp.fstat_handle(self._handle))
+                end = offset + length
+                self._pipe = ReadPipeline(
+                    sftp, self._handle, offset, end, probe_eof=end == info.size
+                )
+        except BaseException:
+            self.close()
+            raise
+
+    def _check(self, attrs: SFTPAttributes) -> None:
+        pinned_size = int(self._info.extra.get("stat_size", self._info.size))
+        pinned_mtime = self._info.extra.get("mtime")
+        if attrs.st_size != pinned_size or (
+            pinned_mtime is not None and str(attrs.st_mtime) != pinned_mtime
+        ):
+            raise SourceChanged(
+                f"source changed during the transfer: {self._url} now has size {attrs.st_size} bytes "
+                f"(was {pinned_size}) or a new modification time"
+            )
+
+    def readinto(self, buffer: memoryview) -> int:
+        """Up to ``READ_CALL_BYTES`` (16 MiB) per call, whatever the buffer's size: the
+        caller heartbeats between calls."""
+        assert self._connection is not None and self._handle is not None
+        buffer = buffer[:READ_CALL_BYTES]
+        with mapped(f"source {self._url}"), guarded(self._connection):
+            try:
+                n = self._pipe.readinto(buffer)
+            except SourceEnded as ended:
+                raise SourceChanged(
+                    f"source changed: {self._url} ended at byte {ended.at}, expected {self._info.size} bytes"
+                ) from None
+            except SourceLonger:
+                raise SourceChanged(
+                    f"source changed: {self._url} has more than the {self._info.size} bytes it had when "
+                    "the transfer started (it grew, or its size was reported wrongly)"
+                ) from None
+            self.bytes_read += n
+            if n:
+                self._check(self._connection.sftp.fstat_handle(self._handle))
+        return n
+
+    def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        try:
+            if self._handle is not None and connection.alive():
+                with guarded(connection):
+                    connection.sftp.close_handle(self._handle)
+        except Exception as err:
+            # answers still in flight: do not reuse this connection
+            log.info(
+                "closing the source handle of %s failed (%r): dropping the connection",
+                self._url,
+                err,
+            )
+            connection.broken = True
+        finally:
+            POOL.release(connection)
+
+
+class SFTPChunkWriter(ChunkWriter):
+    """Pipelined positional writes into a session's temp file; one fsync + journal line
+    per chunk."""
+
+    def __init__(self, session: WriteSession) -> None:
+        self._url = parse_url(session.url)
+        self._temp = session.data["temp"]
+        self._journal_path = session.data["journal"]
+        self._chunk_size = session.chunk_size
+        self._handle: bytes | None = None
+        self._journal: bytes | None = None
+        self._connection: Connection | None = POOL.acquire(resolve(self._url))
+        try:
+            with (
+                mapped(f"destination {self._url} (temp file {self._temp})"),
+                guarded(self._connection),
+            ):
+                sftp = self._connection.sftp
+                try:
+                    self._handle = sftp.open_handle(self._temp, FXF_WRITE)
+                    self._journal = sftp.open_handle(self._journal_path, FXF_WRITE)
+                except StatusError as err:
+                    if err.code == FX_NO_SUCH_FILE:
+                        raise WriteSessionLost(
+                            f"write session {self._temp} is gone (deleted, or published or aborted by another attempt)"
+                        ) from None
+                    raise
+        except BaseException:
+            self.close()
+            raise
+
+    def write_chunk(self, index: int, data: memoryview, checksum: str) -> None:
+        assert (
+            self._connection is not None and self._handle is not None and self._journal is not None
+        )
+        sftp = self._connection.sftp
+        with (
+            mapped(f"destination {self._url} (temp file {self._temp})"),
+            guarded(self._connection),
+        ):
+            if stat_or_none(sftp, self._temp) is None:
+                raise WriteSessionLost(
+                    f"write session {self._temp} is gone (deleted, or published by another attempt); stopping this writer"
+                )
+            write_at(sftp, self._handle, index * self._chunk_size, data)
+            sftp.fsync_handle(self._handle)
+            record = journal_record(index, checksum)
+            write_at(sftp, self._journal, index * len(record), memoryview(record))
+
+    def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        try:
+            if connection.alive():
+                with guarded(connection):
+                    for handle in (self._handle, self._journal):
+                        if handle is not None:
+                            connection.sftp.close_handle(handle)
+        except Exception as err:
+            log.info(
+                "closing the temp file handles of %s failed (%r): dropping the connection",
+                self._temp,
+                err,
+            )
+            connection.broken = True
+        finally:
+            POOL.release(connection)
