@@ -22,7 +22,7 @@ import pytest
 
 from staccato.client import StaccatoClient
 from staccato.endpoints.http import HTTPDriver
-from staccato.errors import NotFound, RetryableError, StaccatoError
+from staccato.errors import NotFoundError, RetryableError, StaccatoError
 from staccato.models import TransferOptions, TransferState
 from staccato.urls import parse_url
 from tests.helpers import MiB, WorkerProcess, leftovers, sha256_file, wait_for_status, write_random
@@ -467,7 +467,7 @@ def test_error_messages_hide_query_values(quirky) -> None:
         driver.stat(url)
     info = driver.stat(url)
     missing = _serve(quirky, QuirkyServer(data, not_found=True))
-    with pytest.raises(NotFound) as not_found:
+    with pytest.raises(NotFoundError) as not_found:
         driver.stat(parse_url(missing.url("/gone.bin?token=abc")))
     errors: list[StaccatoError] = [unavailable.value, not_found.value]
 

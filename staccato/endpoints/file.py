@@ -2,7 +2,7 @@
 
 Source: positional reads (``os.preadv`` into the caller's buffer), version pinned as
 size + mtime (ns) + inode and re-checked with ``fstat`` after every read, so a file
-rewritten, truncated or appended to during the copy fails with ``SourceChanged``.
+rewritten, truncated or appended to during the copy fails with ``SourceChangedError``.
 
 Destination: a temp file beside the target (same directory, so the final
 ``rename(2)`` is atomic, POSIX ``rename``), written positionally; each chunk is
@@ -35,14 +35,14 @@ from urllib.parse import quote
 from staccato import checksums
 from staccato.endpoints.base import ChunkWriter, Driver, Reader, keepalive
 from staccato.errors import (
-    DestinationMissing,
-    IsADirectory,
+    DestinationMissingError,
+    NotAFileError,
     PermanentError,
-    PermissionDenied,
+    PermissionDeniedError,
     RetryableError,
-    SourceChanged,
+    SourceChangedError,
     StaccatoError,
-    WriteSessionLost,
+    WriteSessionLostError,
     from_os_error,
 )
 from staccato.models import ObjectInfo, WriteSession
@@ -179,7 +179,7 @@ class FileReader(Reader):
             self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as err:
             if err.errno == errno.ENOENT:
-                raise SourceChanged(
+                raise SourceChangedError(
                     f"source changed: {path} was removed during the transfer"
                 ) from None
             raise _os_error(err, f"source {path}") from None
@@ -190,13 +190,13 @@ class FileReader(Reader):
             os.posix_fadvise(self._fd, offset, length, os.POSIX_FADV_SEQUENTIAL)
 
     def check_version(self) -> None:
-        """Raise :class:`SourceChanged` if the file no longer has the pinned version."""
+        """Raise :class:`SourceChangedError` if the file no longer has the pinned version."""
         self._check()
 
     def _check(self) -> None:
         st = os.fstat(self._fd)
         if _version(st) != self._info.version:
-            raise SourceChanged(
+            raise SourceChangedError(
                 f"source changed during the transfer: {self._path} {_what_changed(self._info, st)}"
             )
 
@@ -210,7 +210,7 @@ class FileReader(Reader):
             raise _os_error(err, f"source {self._path}") from None
         if n == 0:
             self._check()
-            raise SourceChanged(
+            raise SourceChangedError(
                 f"source changed: {self._path} ended early at byte {self._position}"
             )
         self._position += n
@@ -219,7 +219,7 @@ class FileReader(Reader):
         if self._position == self._end == self._info.size:
             # C2/C10: the stat size must be the real end of the file.
             if os.pread(self._fd, 1, self._position):
-                raise SourceChanged(
+                raise SourceChangedError(
                     f"source changed: {self._path} grew beyond {self._info.size} bytes"
                 )
         return n
@@ -246,7 +246,7 @@ class FileChunkWriter(ChunkWriter):
             self._journal = os.open(self._journal_path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         except OSError as err:
             if err.errno == errno.ENOENT:
-                raise WriteSessionLost(
+                raise WriteSessionLostError(
                     f"write session {self._temp} is gone (deleted, or published or aborted by another attempt)"
                 ) from None
             raise _os_error(err, f"destination temp file {self._temp}") from None
@@ -255,7 +255,7 @@ class FileChunkWriter(ChunkWriter):
         self._size = session.size
         if session.data.get("inode", str(self._inode)) != str(self._inode):
             self.close()
-            raise WriteSessionLost(
+            raise WriteSessionLostError(
                 f"write session {self._temp} was replaced by another file (deleted and created again)"
             )
         self._chunk_size = session.chunk_size
@@ -272,25 +272,25 @@ class FileChunkWriter(ChunkWriter):
         a lost session too (the workflow then copies again into a new one).
 
         Raises:
-            WriteSessionLost: as above.
+            WriteSessionLostError: as above.
         """
         try:
             if os.stat(self._temp).st_ino != self._inode:
                 raise FileNotFoundError
         except FileNotFoundError:
-            raise WriteSessionLost(
+            raise WriteSessionLostError(
                 f"write session {self._temp} is gone (deleted, or published by another attempt); stopping this writer"
             ) from None
         try:
             if os.stat(self._journal_path).st_ino != self._journal_inode:
                 raise FileNotFoundError
         except FileNotFoundError:
-            raise WriteSessionLost(
+            raise WriteSessionLostError(
                 f"write session {self._temp}: its journal {self._journal_path} was deleted"
             ) from None
         size = os.fstat(self._fd).st_size
         if size != self._size:
-            raise WriteSessionLost(
+            raise WriteSessionLostError(
                 f"write session {self._temp} was truncated or extended to {size} bytes "
                 f"(expected {self._size})"
             )
@@ -338,7 +338,7 @@ class FileChunkWriter(ChunkWriter):
         (``EXDEV``, ``EOPNOTSUPP``...).
 
         Raises:
-            SourceChanged: the source's version moved (checked after the read and after
+            SourceChangedError: the source's version moved (checked after the read and after
                 the copy).
         """
         self._check_session()
@@ -352,7 +352,7 @@ class FileChunkWriter(ChunkWriter):
                 while done < length:  # block by block: read + checksum, then copy it
                     block = self._buffer[: min(len(self._buffer), length - done)]
                     if reader.readinto_full(block) != len(block):
-                        raise SourceChanged(
+                        raise SourceChangedError(
                             f"source changed: {source.path} ended before byte {offset + length}"
                         )
                     hasher.update(block)
@@ -445,13 +445,13 @@ class FileDriver(Driver):
         except OSError as err:
             raise _os_error(err, f"source {url.path}") from None
         if stat_module.S_ISDIR(st.st_mode):
-            raise IsADirectory(
+            raise NotAFileError(
                 f"source {url.path} is a directory; name a file (directory transfers are not supported yet)"
             )
         if not stat_module.S_ISREG(st.st_mode):
             raise PermanentError(f"source {url.path} is not a regular file")
         if not os.access(url.path, os.R_OK):
-            raise PermissionDenied(f"source {url.path}: permission denied")
+            raise PermissionDeniedError(f"source {url.path}: permission denied")
         return ObjectInfo(
             size=st.st_size,
             version=_version(st),
@@ -469,13 +469,13 @@ class FileDriver(Driver):
         try:
             parent_mode = os.stat(parent).st_mode
         except FileNotFoundError:
-            raise DestinationMissing(
+            raise DestinationMissingError(
                 f"destination directory {parent} does not exist (for {url}); create it first"
             ) from None
         except OSError as err:
             raise _os_error(err, f"destination directory {parent}") from None
         if not stat_module.S_ISDIR(parent_mode):
-            raise DestinationMissing(
+            raise DestinationMissingError(
                 f"destination directory {parent} is not a directory (for {url})"
             )
         try:
@@ -486,7 +486,7 @@ class FileDriver(Driver):
             raise _os_error(err, f"destination {target}") from None
         if existing is not None:
             if stat_module.S_ISDIR(existing.st_mode):
-                raise IsADirectory(
+                raise NotAFileError(
                     f"destination {target} is a directory; name the file to write, e.g. {target}/NAME"
                 )
             if stat_module.S_ISLNK(existing.st_mode):
@@ -500,7 +500,7 @@ class FileDriver(Driver):
                     "socket); refusing to replace it"
                 )
         if not os.access(parent, os.W_OK | os.X_OK):
-            raise PermissionDenied(f"destination directory {parent} is not writable")
+            raise PermissionDeniedError(f"destination directory {parent} is not writable")
 
     def check_space(self, url: EndpointURL, size: int, temp: str | None = None) -> None:
         """Fail before copying when the destination file system cannot hold ``size``
@@ -655,7 +655,7 @@ class FileDriver(Driver):
         says that chunk is zeros (some file systems store zero blocks as holes).
 
         Raises:
-            WriteSessionLost: the temp file or journal is gone or not this session's,
+            WriteSessionLostError: the temp file or journal is gone or not this session's,
                 has the wrong size, or a chunk whose journaled checksum is not that of
                 zeros is a hole.
         """
@@ -667,29 +667,29 @@ class FileDriver(Driver):
         except FileNotFoundError:
             if _is_published(target, session):
                 return  # an earlier attempt published it (the activity retried after rename)
-            raise WriteSessionLost(
+            raise WriteSessionLostError(
                 f"write session {temp} is gone and {target} was not published"
             ) from None
         if inode is not None and str(st.st_ino) != inode:
-            raise WriteSessionLost(f"write session {temp} was replaced by another file")
+            raise WriteSessionLostError(f"write session {temp} was replaced by another file")
         if st.st_size != session.size:
-            raise WriteSessionLost(
+            raise WriteSessionLostError(
                 f"write session {temp} has {st.st_size} bytes, expected {session.size}"
             )
         journal_inode = session.data.get("journal_inode")
         try:
             journal_st = os.stat(session.data["journal"])
         except FileNotFoundError:
-            raise WriteSessionLost(f"write session {temp}: its journal was deleted") from None
+            raise WriteSessionLostError(f"write session {temp}: its journal was deleted") from None
         if journal_inode is not None and str(journal_st.st_ino) != journal_inode:
-            raise WriteSessionLost(f"write session {temp}: its journal was replaced")
+            raise WriteSessionLostError(f"write session {temp}: its journal was replaced")
         journaled = self._journaled_chunks(session)
         missing = chunk_count(session.size, session.chunk_size) - len(journaled)
         if missing:
             raise PermanentError(f"refusing to publish {target}: {missing} chunks are not durable")
         damaged = _holed_chunks(temp, session, journaled)
         if damaged:
-            raise WriteSessionLost(
+            raise WriteSessionLostError(
                 f"write session {temp}: {len(damaged)} chunks (first: {damaged[0]}) no longer "
                 "match their checksums: they read as zeros (the temp file was truncated or "
                 "holes were punched into it)"

@@ -9,7 +9,7 @@ else ``Last-Modified`` (RFC 9110 §8.8).
 
 Reads send ``Range`` with ``If-Range`` (RFC 9110 §13.1.5) holding the pinned
 validator, and accept only a ``206`` whose ``Content-Range`` is exactly the range asked
-for; a ``200`` then means the representation changed -> ``SourceChanged``. A server
+for; a ``200`` then means the representation changed -> ``SourceChangedError``. A server
 without range support is read from byte 0 in one stream (earlier bytes discarded).
 A body that ends before its ``Content-Length`` is a retryable error (C11).
 
@@ -58,12 +58,12 @@ import httpx
 
 from staccato.endpoints.base import Driver, Reader, keepalive
 from staccato.errors import (
-    IncompleteRead,
-    NotFound,
+    IncompleteReadError,
+    NotFoundError,
     PermanentError,
-    PermissionDenied,
+    PermissionDeniedError,
     RetryableError,
-    SourceChanged,
+    SourceChangedError,
     StaccatoError,
 )
 from staccato.models import ObjectInfo
@@ -120,9 +120,9 @@ def _status_error(
 ) -> StaccatoError:
     shown = redact(url)
     if code == 404 or code == 410:
-        return NotFound(f"source not found: {shown} (HTTP {code})")
+        return NotFoundError(f"source not found: {shown} (HTTP {code})")
     if code in (401, 403):
-        return PermissionDenied(f"source refused: {shown} (HTTP {code})")
+        return PermissionDeniedError(f"source refused: {shown} (HTTP {code})")
     if code in (408, 425, 429) or code >= 500:
         delay = (
             retry_after_s(headers.get("retry-after"))
@@ -159,7 +159,7 @@ def _transport_error(err: httpx.HTTPError, url: str) -> StaccatoError:
         urls.append(str(err.request.url))
     detail = _scrubbed(str(err), *urls)
     if isinstance(err, httpx.RemoteProtocolError):
-        return IncompleteRead(f"connection to {shown} broke mid-response: {detail}")
+        return IncompleteReadError(f"connection to {shown} broke mid-response: {detail}")
     return RetryableError(f"cannot read {shown}: {type(err).__name__}: {detail}")
 
 
@@ -505,18 +505,18 @@ class HTTPReader(Reader):
         code = response.status
         headers = response.headers
         if code in (404, 410):  # it was there at stat time, as every driver reports it
-            raise SourceChanged(
+            raise SourceChangedError(
                 f"source changed: {self._url} was removed during the transfer (HTTP {code})"
             )
         if ranged:
             if code == 200:
-                raise SourceChanged(
+                raise SourceChangedError(
                     f"source changed during the transfer: {self._shown} no longer matches "
                     f"the version pinned at start ({self._info.version})"
                 )
             if code != 206:
                 if code == 416:
-                    raise SourceChanged(
+                    raise SourceChangedError(
                         f"source changed: {self._shown} is now shorter than {offset + length} bytes"
                     )
                 raise _status_error(code, self._url, headers)
@@ -524,12 +524,12 @@ class HTTPReader(Reader):
             expected = (offset, offset + length - 1)
             if not match or (int(match.group(1)), int(match.group(2))) != expected:
                 # C1: never write a body at an offset it does not belong to.
-                raise SourceChanged(
+                raise SourceChangedError(
                     f"{self._shown} answered Range bytes={expected[0]}-{expected[1]} with "
                     f"Content-Range {headers.get('content-range')!r}"
                 )
             if match.group(3) != "*" and int(match.group(3)) != self._info.size:
-                raise SourceChanged(
+                raise SourceChangedError(
                     f"source changed: {self._shown} is now {match.group(3)} bytes "
                     f"(was {self._info.size})"
                 )
@@ -538,13 +538,13 @@ class HTTPReader(Reader):
                 raise _status_error(code, self._url, headers)
             total = headers.get("content-length")
             if total is not None and int(total) != self._info.size:
-                raise SourceChanged(
+                raise SourceChangedError(
                     f"source changed: {self._shown} is now {total} bytes (was {self._info.size})"
                 )
         if (headers.get("etag") or headers.get("last-modified")) and _version(
             headers, self._info.size
         ) != self._info.version:
-            raise SourceChanged(
+            raise SourceChangedError(
                 f"source changed during the transfer: {self._shown} has a new ETag/Last-Modified"
             )
 
@@ -557,7 +557,7 @@ class HTTPReader(Reader):
         while count > 0:
             n = self._read(scratch[: min(count, len(scratch))])
             if n == 0:
-                raise IncompleteRead(f"{self._shown} ended before byte {offset}")
+                raise IncompleteReadError(f"{self._shown} ended before byte {offset}")
             self.bytes_read += n
             count -= n
             keepalive()
@@ -574,7 +574,9 @@ class HTTPReader(Reader):
             return response.fp.readinto1(buffer)  # type: ignore[attr-defined,no-any-return]
         except (OSError, http.client.HTTPException) as err:
             detail = _scrubbed(str(err), self._url, self._location)
-            raise IncompleteRead(f"reading {self._shown} failed mid-response: {detail}") from None
+            raise IncompleteReadError(
+                f"reading {self._shown} failed mid-response: {detail}"
+            ) from None
 
     def readinto(self, buffer: memoryview) -> int:
         if self._remaining <= 0:
@@ -584,7 +586,7 @@ class HTTPReader(Reader):
             self._skip = 0
         n = self._read(buffer[: min(len(buffer), self._remaining, _MAX_READ)])
         if n == 0:
-            raise IncompleteRead(
+            raise IncompleteReadError(
                 f"{self._shown} ended {self._remaining} bytes before the end of the requested range"
             )
         self._remaining -= n
@@ -653,7 +655,7 @@ class HTTPDriver(Driver):
         (C12). Each request, redirects included, must end within ``REQUEST_DEADLINE_S``.
 
         Raises:
-            NotFound, PermissionDenied: 404/410, 401/403.
+            NotFoundError, PermissionDeniedError: 404/410, 401/403.
             RetryableError: 5xx, 408, 429 (with ``retry_after_s`` from ``Retry-After``
                 on 429/503), transport errors, a request over its deadline.
         """

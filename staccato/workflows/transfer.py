@@ -66,7 +66,7 @@ from temporalio.exceptions import (
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
-    from staccato import checksums
+    from staccato import checksums, errors
     from staccato.models import (
         Checkpoint,
         ConfirmSourceInput,
@@ -88,6 +88,10 @@ with workflow.unsafe.imports_passed_through():
     from staccato.plan import plan_segments
     from staccato.workflows import search_attributes as sa
 
+# failure types the workflow acts on (ApplicationError.type, from staccato.errors)
+WRITE_SESSION_LOST = errors.WriteSessionLostError.TYPE
+CHECKSUM_MISMATCH = errors.ChecksumMismatchError.TYPE
+
 # Retries: transient failures (network, 5xx, a killed worker) back off from 1 s to
 # 30 s, with no attempt limit: how long is bounded by each activity's
 # schedule_to_close_timeout, the transfer's retry budget (options.retry_for_s).
@@ -100,7 +104,9 @@ RETRY = RetryPolicy(
 SHORT_TIMEOUT = timedelta(minutes=2)
 DEFAULT_HEARTBEAT_TIMEOUT = timedelta(seconds=20)
 T = TypeVar("T")
-MAX_WRITE_SESSIONS = 3  # per run: a lost session (WriteSessionLost) is copied again twice at most
+MAX_WRITE_SESSIONS = (
+    3  # per run: a lost session (WriteSessionLostError) is copied again twice at most
+)
 STREAM_RATE_FLOOR = 1_000_000  # bytes/s assumed when sizing a stream's start-to-close timeout
 
 
@@ -162,14 +168,14 @@ class TransferWorkflow:
                     )
                     break
                 except (ActivityError, ApplicationError) as err:
-                    if _reason_type(err) != "WriteSessionLost" or self._published:
+                    if _reason_type(err) != WRITE_SESSION_LOST or self._published:
                         raise
                     if attempt + 1 == MAX_WRITE_SESSIONS:
                         raise ApplicationError(
                             f"{MAX_WRITE_SESSIONS} write sessions in a row were lost; giving "
                             f"up (something keeps removing or altering the temp data). "
                             f"Last: {_reason(err)}",
-                            type="WriteSessionLost",
+                            type=WRITE_SESSION_LOST,
                             non_retryable=True,
                         ) from None
                     # The temp data vanished under us (deleted by hand, a cleaner
@@ -550,7 +556,7 @@ class TransferWorkflow:
                 repair
                 and not part.whole_object
                 and isinstance(outcome, ActivityError)
-                and _reason_type(outcome) == "ChecksumMismatch"
+                and _reason_type(outcome) == CHECKSUM_MISMATCH
             ):
                 bad.update(s.index for s in segments if s.first_chunk == part.segments[0][0])
                 continue
@@ -748,7 +754,7 @@ def _decode_request(raw: RawValue) -> TransferRequest:
         raise ApplicationError(
             f"invalid TransferWorkflow input: expected a JSON payload (encoding json/plain) "
             f"holding a TransferRequest, got encoding {encoding or 'none'!r}",
-            type="InvalidInput",
+            type=errors.INVALID_INPUT_TYPE,
             non_retryable=True,
         )
     try:
@@ -760,7 +766,7 @@ def _decode_request(raw: RawValue) -> TransferRequest:
             problems.append(f"{where}: {error['msg']}")
         raise ApplicationError(
             "invalid TransferWorkflow input: " + "; ".join(problems),
-            type="InvalidInput",
+            type=errors.INVALID_INPUT_TYPE,
             non_retryable=True,
         ) from None
 
