@@ -44,7 +44,7 @@ class ChecksumAlgorithm(StrEnum):
 
 
 class TransferState(StrEnum):
-    """States a client sees (DESIGN.md, status JSON)."""
+    """States a client sees (README.md, "Status JSON")."""
 
     scheduled = "scheduled"
     running = "running"
@@ -371,7 +371,7 @@ class Progress(BaseModel):
 
 
 class TransferStatus(BaseModel):
-    """What ``staccato status --json`` prints (DESIGN.md, status JSON keys).
+    """What ``staccato status --json`` prints (README.md, "Status JSON").
 
     Attributes:
         rate_bytes_per_s: current copy rate; None when not copying.

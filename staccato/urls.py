@@ -1,6 +1,6 @@
 """Parse and canonicalise endpoint URLs: one canonical text per object.
 
-Accepted forms (DESIGN.md, Contracts):
+Accepted forms (tests/test_units.py ``test_canonical_urls`` and ``test_bad_urls``):
 
 * ``/abs/path``, ``rel/path``, ``file:///abs/path`` -> ``file:///abs/path``
   (relative paths are made absolute against the caller's working directory;

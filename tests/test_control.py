@@ -158,7 +158,7 @@ async def test_progress_moves_every_two_seconds(
 
 
 async def test_source_file_changed_during_transfer(client: StaccatoClient, data_dir: Path) -> None:
-    """C2: a source appended to while it is copied fails with `source changed`."""
+    """A source appended to while it is copied fails with `source changed`."""
     source = data_dir / "grow.bin"
     with open(source, "wb") as f:
         f.truncate(2048 * MiB)  # sparse, but 2 GiB to copy: a few seconds

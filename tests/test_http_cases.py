@@ -1,6 +1,6 @@
-"""HTTP cases from users' reports (shared/cases): C1 ranges advertised but ignored,
-C11 body shorter than Content-Length, C12 HEAD refused; and servers that are slow,
-busy or redirect elsewhere."""
+"""HTTP servers as users met them: a server that answers a Range request with 200 and
+the whole body, a body that ends before its Content-Length, a server that refuses
+HEAD; and servers that are slow, busy or redirect elsewhere."""
 
 from __future__ import annotations
 
@@ -37,9 +37,9 @@ class QuirkyServer(ThreadingHTTPServer):
     Args:
         data: the one resource, served at any path.
         ignore_ranges: advertise ``Accept-Ranges: bytes`` but answer every Range with
-            200 and the whole body (C1, as proxies that strip ranges do).
+            200 and the whole body (as proxies that strip ranges do).
         truncate_first: the first N GET responses end halfway through their announced
-            Content-Length and the connection is closed (C11).
+            Content-Length and the connection is closed.
         drip_every_s: GETs other than the one-byte range probe get their headers, then
             one byte of body every this many seconds, until the client goes away.
         unavailable_first: the first N requests of method ``unavailable_method`` (a
@@ -270,12 +270,12 @@ def _serve(servers: list[QuirkyServer], server: QuirkyServer) -> QuirkyServer:
 async def test_ranges_advertised_but_ignored(
     client: StaccatoClient, quirky, data_dir: Path
 ) -> None:
-    """C1: 200 + whole body to a Range request: detected, read in one stream, never
+    """A server that answers a Range request with 200 and the whole body: detected, read in one stream, never
     written at a chunk's offset."""
-    source = data_dir / "c1.bin"
+    source = data_dir / "ignored-ranges.bin"
     digest = write_random(source, 5 * MiB + 3)
     server = _serve(quirky, QuirkyServer(source.read_bytes(), ignore_ranges=True))
-    destination = data_dir / "c1.out"
+    destination = data_dir / "ignored-ranges.out"
     result = await client.wait(await client.submit(server.url(), str(destination), OPTIONS))
     assert result.bytes == 5 * MiB + 3
     assert sha256_file(destination) == digest
@@ -287,11 +287,11 @@ async def test_ranges_advertised_but_ignored(
 async def test_body_shorter_than_content_length(
     client: StaccatoClient, quirky, data_dir: Path
 ) -> None:
-    """C11: a response that ends early is retried from a validated Range; never a short file."""
-    source = data_dir / "c11.bin"
+    """A body that ends before its Content-Length is retried from a validated Range; never a short file."""
+    source = data_dir / "short-body.bin"
     digest = write_random(source, 6 * MiB + 1)
     server = _serve(quirky, QuirkyServer(source.read_bytes(), truncate_first=2))
-    destination = data_dir / "c11.out"
+    destination = data_dir / "short-body.out"
     result = await client.wait(await client.submit(server.url(), str(destination), OPTIONS))
     assert result.bytes == 6 * MiB + 1
     assert sha256_file(destination) == digest
@@ -302,16 +302,16 @@ async def test_body_shorter_than_content_length(
 
 
 async def test_head_refused(client: StaccatoClient, http_root: Path, data_dir: Path) -> None:
-    """C12: a server answering HEAD with 405 still serves GET: stat falls back to a ranged GET."""
+    """A server that refuses HEAD (405) still serves GET: stat falls back to a ranged GET."""
     server = NginxServer(
         http_root, extra_server_config="if ($request_method = HEAD) { return 405; }"
     )
     server.start()
     try:
-        digest = write_random(http_root / "c12.bin", 3 * MiB + 7)
-        destination = data_dir / "c12.out"
+        digest = write_random(http_root / "head-refused.bin", 3 * MiB + 7)
+        destination = data_dir / "head-refused.out"
         result = await client.wait(
-            await client.submit(server.url("c12.bin"), str(destination), OPTIONS)
+            await client.submit(server.url("head-refused.bin"), str(destination), OPTIONS)
         )
         assert result.bytes == 3 * MiB + 7
         assert sha256_file(destination) == digest

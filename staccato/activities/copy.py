@@ -1,6 +1,6 @@
 """The ``copy_stream`` activity: copy one segment's chunks, checkpointing as it goes.
 
-Resume (DESIGN.md, invariants): heartbeat details lag real progress (the SDK
+Resume (docs/architecture.md, "Invariants"): heartbeat details lag real progress (the SDK
 throttles heartbeats), so a retried stream asks the destination which chunks are
 durable (file journal, S3 ListParts) and copies only the others. Chunk writes are
 positional, so a chunk written twice is harmless. After a hard kill at most the

@@ -1,4 +1,5 @@
-"""The driver interface: what every endpoint provides (DESIGN.md, Driver interface).
+"""The driver interface: what every endpoint provides (docs/architecture.md, "The driver
+contract"; tests/contract/ runs it against every driver).
 
 A driver speaks one endpoint's protocol. It is constructed once per worker process
 (see :func:`staccato.endpoints.get_driver`) and is called from activities only;
@@ -206,9 +207,13 @@ class Driver(abc.ABC):
             )
 
     def open_session(
-        self, url: EndpointURL, size: int, chunk_size: int, transfer_id: str
+        self, url: EndpointURL, size: int, chunk_size: int, session_key: str
     ) -> WriteSession:
-        """Open (or re-open, idempotently for the same ``transfer_id``) a write session.
+        """Open (or re-open, idempotently for the same ``session_key``) a write session.
+
+        ``session_key`` is unique per workflow run and per write session within it
+        (:class:`staccato.models.PrepareInput`); it is not the transfer id, which is
+        the same for every transfer to a destination.
 
         Raises:
             DestinationMissingError, PermissionDeniedError, NotAFileError, RetryableError.

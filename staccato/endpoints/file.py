@@ -217,7 +217,8 @@ class FileReader(Reader):
         self.bytes_read += n
         self._check()
         if self._position == self._end == self._info.size:
-            # C2/C10: the stat size must be the real end of the file.
+            # A source appended to while it is copied: the stat size must be the real end
+            # of the file (tests/test_control.py test_source_file_changed_during_transfer).
             if os.pread(self._fd, 1, self._position):
                 raise SourceChangedError(
                     f"source changed: {self._path} grew beyond {self._info.size} bytes"
@@ -395,8 +396,7 @@ class FileChunkWriter(ChunkWriter):
             self._reader = os.open(self._temp, os.O_RDONLY | os.O_CLOEXEC)
             if hasattr(os, "posix_fadvise"):
                 # No readahead: it would reach into chunks other streams are writing
-                # and slow their writes (measured: 4 streams' write time 1.4 s -> 3-7 s
-                # per GiB with readahead, back to 1.4 s without).
+                # and slow their writes (compare with bench/bench_file_http.py).
                 os.posix_fadvise(self._reader, 0, 0, os.POSIX_FADV_RANDOM)
         return self._reader
 
@@ -407,9 +407,9 @@ class FileChunkWriter(ChunkWriter):
         self._fd = self._journal = self._reader = -1
 
 
-# Bytes per pwrite(2) call. Several streams write into one temp file; on this VM one
-# 16 MiB pwrite per chunk made 4 streams' 1 GiB take 0.9-2.8 s, erratically, while
-# 1 MiB calls take 0.9-1.0 s every time (fewer pages per call under the inode lock).
+# Bytes per pwrite(2) call. Several streams write into one temp file, and a write
+# holds the inode lock for all the pages it covers: 1 MiB calls keep one stream from
+# stalling the others for a whole chunk (bench/bench_file_http.py measures the copy).
 _WRITE_BLOCK = 1 << 20
 _COPY_BLOCK = 1 << 20  # bytes read, checksummed and copied at a time by copy_chunk
 
@@ -527,10 +527,10 @@ class FileDriver(Driver):
         if size - held > free:
             raise _no_space(url.path, size, temp or url.path)
 
-    def _paths(self, url: EndpointURL, transfer_id: str) -> tuple[str, str]:
+    def _paths(self, url: EndpointURL, session_key: str) -> tuple[str, str]:
         target = Path(url.path)
         # keep the temp name within NAME_MAX (255 bytes) whatever the target's name
-        key = hashlib.sha256(transfer_id.encode()).hexdigest()[:16]
+        key = hashlib.sha256(session_key.encode()).hexdigest()[:16]
         name = target.name.encode()[:150].decode(errors="ignore")
         stem = f".{name}.{key}"
         return str(target.parent / (stem + _TEMP_SUFFIX)), str(
@@ -538,10 +538,10 @@ class FileDriver(Driver):
         )
 
     def open_session(
-        self, url: EndpointURL, size: int, chunk_size: int, transfer_id: str
+        self, url: EndpointURL, size: int, chunk_size: int, session_key: str
     ) -> WriteSession:
         self.check_destination(url)
-        temp, journal = self._paths(url, transfer_id)
+        temp, journal = self._paths(url, session_key)
         self.check_space(url, size, temp)  # every attempt: a retry may find the disk full
         try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)

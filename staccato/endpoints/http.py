@@ -1,9 +1,10 @@
 """The ``http``/``https`` endpoint (sources only), with httpx.
 
 Stat sends ``HEAD``; when that advertises ranges (or is refused: some servers
-answer 405, case C12) a ranged ``GET`` for ``bytes=0-0`` decides: a ``206`` with a
+answer 405) a ranged ``GET`` for ``bytes=0-0`` decides: a ``206`` with a
 matching ``Content-Range`` (RFC 9110 §14.4) proves range support and gives the size;
-a ``200`` means the server ignores ranges (C1); a ``416`` with ``bytes */0`` is an
+a ``200`` means the server ignores ranges (it answers a Range request with 200 and
+the whole body, as proxies that strip ranges do); a ``416`` with ``bytes */0`` is an
 empty object. The version pinned is the strong ``ETag``, or
 else ``Last-Modified`` (RFC 9110 §8.8).
 
@@ -11,7 +12,8 @@ Reads send ``Range`` with ``If-Range`` (RFC 9110 §13.1.5) holding the pinned
 validator, and accept only a ``206`` whose ``Content-Range`` is exactly the range asked
 for; a ``200`` then means the representation changed -> ``SourceChangedError``. A server
 without range support is read from byte 0 in one stream (earlier bytes discarded).
-A body that ends before its ``Content-Length`` is a retryable error (C11).
+A body that ends before its ``Content-Length`` is a retryable error
+(tests/test_http_cases.py ``test_body_shorter_than_content_length``).
 
 Time bounds: every wait for the server is bounded. The bulk read path waits for each
 piece of the response (headers and body) in slices of at most a second, calling
@@ -523,7 +525,8 @@ class HTTPReader(Reader):
             match = _CONTENT_RANGE.match(headers.get("content-range", ""))
             expected = (offset, offset + length - 1)
             if not match or (int(match.group(1)), int(match.group(2))) != expected:
-                # C1: never write a body at an offset it does not belong to.
+                # never write a body at an offset it does not belong to (a server that
+                # answers a Range request with 200 and the whole body)
                 raise SourceChangedError(
                     f"{self._shown} answered Range bytes={expected[0]}-{expected[1]} with "
                     f"Content-Range {headers.get('content-range')!r}"
@@ -651,8 +654,8 @@ class HTTPDriver(Driver):
     def stat(self, url: EndpointURL) -> ObjectInfo:
         """``HEAD`` first; if it advertises ``Accept-Ranges: bytes``, a ranged ``GET``
         of one byte confirms it (some servers and proxies advertise ranges and ignore
-        them, C1). A refused ``HEAD`` (405, 501, ...) falls back to the ranged ``GET``
-        (C12). Each request, redirects included, must end within ``REQUEST_DEADLINE_S``.
+        them). A refused ``HEAD`` (405, 501, ...) falls back to the ranged ``GET``
+        (tests/test_http_cases.py ``test_head_refused``). Each request, redirects included, must end within ``REQUEST_DEADLINE_S``.
 
         Raises:
             NotFoundError, PermissionDeniedError: 404/410, 401/403.
