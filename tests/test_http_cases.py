@@ -511,10 +511,10 @@ def test_dripping_headers_are_bounded(
     stat gives up at its request deadline (shortened to 1 s) with a retryable error; the
     bulk read keeps calling keepalive while it waits (the stream heartbeats, sees a
     cancel, and runs its minimum-rate watchdog there)."""
-    from staccato.endpoints import http
     from staccato.endpoints.base import keepalive_hook
+    from staccato.endpoints.http import driver as http_driver
 
-    monkeypatch.setattr(http, "REQUEST_DEADLINE_S", 1.0)
+    monkeypatch.setattr(http_driver, "REQUEST_DEADLINE_S", 1.0)
     data = os.urandom(50_000)
     server = QuirkyServer(data, drip_headers_s=0.2)
     server = _serve(quirky, tls(server) if scheme == "https" else server)
