@@ -17,6 +17,15 @@ Runs: one transfer id holds every transfer ever made to its destination (one Tem
 run each). The client remembers the run of each transfer it submitted and follows
 that run (``wait``, ``follow``), never whichever run is the latest: a later transfer
 to the same destination, started by someone else, is another transfer.
+
+Errors: :class:`~staccato.errors.TemporalUnavailableError`,
+:class:`~staccato.errors.DestinationBusyError`, :class:`~staccato.errors.TransferNotFoundError`
+and :class:`~staccato.errors.TransferFailedError` live in :mod:`staccato.errors` (their
+old names stay importable from here).
+
+One module, a little over 500 lines: it is the one public class of the client API
+plus the transfer id; every method is one Temporal call and its translation into
+Staccato's terms, and they share the connection and the runs submitted.
 """
 
 from __future__ import annotations

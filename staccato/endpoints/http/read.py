@@ -31,8 +31,8 @@ class HTTPReader(Reader):
     The bulk read path uses the standard library's ``http.client``: reading the body
     with ``readinto1`` receives from the socket directly into the chunk buffer, with
     no intermediate ``bytes`` objects (httpx allocates and joins a ``bytes`` per piece:
-    an extra copy of every byte; bench/bench_file_http.py measures the throughput), and returns what one ``recv`` got, so the caller sees
-    progress as it comes. Stat, redirects and everything else use httpx.
+    an extra copy of every byte; bench/bench_file_http.py measures the throughput),
+    and returns what one ``recv`` got, so the caller sees progress as it comes. Stat, redirects and everything else use httpx.
 
     Args:
         url: the source URL (its origin alone receives ``credentials``).
