@@ -28,10 +28,12 @@ constant, never by a string written out where it is compared.
           ├── TransferNotFoundError     no transfer has this id (or destination)
           └── TransferFailedError       the transfer ended failed or cancelled
 
-Drivers subclass these for their own kinds (S3's lost multipart upload is a
-:class:`WriteSessionLostError`; SFTP's dropped connection a :class:`RetryableError`);
-a subclass that keeps a parent's meaning reports the parent's ``TYPE``
-(:func:`application_type`).
+Modules subclass these for kinds only they raise, next to the code that raises them:
+S3's lost multipart upload is a :class:`WriteSessionLostError` (and travels as
+``WriteSessionLost``, :func:`application_type`); SFTP's dropped connection, the HTTP
+driver's ``RequestDeadlineError`` (a stat request over its deadline) and the stream
+guard's ``StreamAbandonedError`` (a stream blocked past its heartbeat timeout) are
+retryable (:class:`RetryableError` subclasses).
 
 Two failure types are not classes: :data:`INTERNAL_ERROR_TYPE` (a bug in an activity,
 never retried) and :data:`INVALID_INPUT_TYPE` (a workflow input the workflow refuses).

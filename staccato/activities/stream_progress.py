@@ -30,7 +30,8 @@ log = logging.getLogger("staccato.stream")
 
 
 class StreamStopped(Exception):
-    """The activity was cancelled (pause) or the worker is going away."""
+    """The activity was cancelled (pause) or the worker is going away; the stream
+    returns where it stopped. Not an error (hence no ``Error`` in its name)."""
 
 
 class RateWatchdog:

@@ -208,7 +208,8 @@ def publish(request: PublishInput) -> None:
 
 
 class _Stopped(Exception):
-    """The verify activity was cancelled (the transfer was cancelled)."""
+    """The verify activity was cancelled (the transfer was cancelled). Not an error
+    (hence no ``Error`` in its name)."""
 
 
 class _Beat:

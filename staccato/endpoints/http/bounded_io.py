@@ -39,8 +39,10 @@ WAIT_SLICE_S = 0.5
 CONNECT_SLICE_S = 1.0
 
 
-class _Deadline(RetryableError):
+class RequestDeadlineError(RetryableError):
     """A stat request took longer than its deadline."""
+
+    TYPE = "_Deadline"  # its ApplicationError.type before the rename
 
 
 _alarm_lock = threading.Lock()
@@ -49,12 +51,12 @@ _alarm_message: list[str] = []  # the armed deadline's message; empty when none 
 
 def _on_alarm(signum: int, frame: FrameType | None) -> None:
     if _alarm_message:
-        raise _Deadline(_alarm_message[0])
+        raise RequestDeadlineError(_alarm_message[0])
 
 
 @contextlib.contextmanager
 def time_limit(seconds: float, message: str) -> Iterator[None]:
-    """Raise :class:`_Deadline` (retryable, with ``message``) if the block runs longer
+    """Raise :class:`RequestDeadlineError` (retryable, with ``message``) if the block runs longer
     than ``seconds``, by ``SIGALRM`` in the main thread (a blocked ``recv`` returns with
     ``EINTR`` and the handler's exception propagates, PEP 475). Elsewhere (a thread) the
     block runs unbounded but for httpx's per-read timeouts.
