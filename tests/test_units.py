@@ -149,3 +149,22 @@ def test_error_types_keep_their_wire_names() -> None:
     assert errors.application_type(LostUpload("x")) == "WriteSessionLost"
     assert errors.application_type(Gone("x")) == "Gone"
     assert errors.application_type(errors.RetryableError("x")) == "RetryableError"
+
+
+def test_workflow_names_failure_types_by_constant() -> None:
+    """The workflow compares and raises failure types only through the constants of
+    staccato.errors, never string literals that a rename would silently break."""
+    import ast
+    from pathlib import Path
+
+    import staccato.workflows
+
+    for path in Path(staccato.workflows.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare):
+                operands = [node.left, *node.comparators]
+                text = ast.unparse(node)
+                if any(isinstance(o, ast.Constant) and isinstance(o.value, str) for o in operands):
+                    assert "reason_type" not in text and ".type" not in text, f"{path.name}: {text}"
+            if isinstance(node, ast.keyword) and node.arg == "type":
+                assert not isinstance(node.value, ast.Constant), f"{path.name}: type={node.value}"
