@@ -2,7 +2,8 @@
 timing helpers, and worker memory (peak RSS of the worker and its activity processes).
 
 Benchmarks are run by hand (`make bench`), never by the test suite. Quote medians and
-ratios against a peer tool measured in the same run: this machine is noisy.
+ratios against a peer tool measured in the same run: a shared machine is noisy, so
+absolute times from different runs do not compare.
 """
 
 from __future__ import annotations

@@ -11,12 +11,21 @@ connection comes from Temporal's environment configuration
 Exclusivity: the transfer id is derived from the canonical destination URL
 (:func:`transfer_id`), and workflows start with ``id_conflict_policy=FAIL``: while a
 transfer to a destination runs, an identical submission (same request hash, kept in
-the memo) attaches to it and any other is refused with :class:`DestinationBusy`.
+the memo) attaches to it and any other is refused with :class:`DestinationBusyError`.
 
 Runs: one transfer id holds every transfer ever made to its destination (one Temporal
 run each). The client remembers the run of each transfer it submitted and follows
 that run (``wait``, ``follow``), never whichever run is the latest: a later transfer
 to the same destination, started by someone else, is another transfer.
+
+Errors: :class:`~staccato.errors.TemporalUnavailableError`,
+:class:`~staccato.errors.DestinationBusyError`, :class:`~staccato.errors.TransferNotFoundError`
+and :class:`~staccato.errors.TransferFailedError` live in :mod:`staccato.errors` (their
+old names stay importable from here).
+
+One module, a little over 500 lines: it is the one public class of the client API
+plus the transfer id; every method is one Temporal call and its translation into
+Staccato's terms, and they share the connection and the runs submitted.
 """
 
 from __future__ import annotations
@@ -47,7 +56,14 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from staccato import settings
 from staccato.codec import with_codec
-from staccato.errors import InvalidURL, StaccatoError
+from staccato.errors import (
+    DestinationBusyError,
+    InvalidURLError,
+    StaccatoError,
+    TemporalUnavailableError,
+    TransferFailedError,
+    TransferNotFoundError,
+)
 from staccato.models import (
     Checkpoint,
     Progress,
@@ -64,25 +80,11 @@ from staccato.workflows import search_attributes as sa
 
 TRANSFER_ID_PREFIX = "staccato-"
 
-
-class TemporalUnavailable(StaccatoError):
-    """Temporal cannot be reached; the message names the address tried."""
-
-
-class DestinationBusy(StaccatoError):
-    """Another, different transfer to the same destination is running."""
-
-
-class TransferNotFound(StaccatoError):
-    """No transfer has this id (or destination)."""
-
-
-class TransferFailed(StaccatoError):
-    """The transfer ended failed or cancelled; the message is the reason."""
-
-    def __init__(self, message: str, state: TransferState) -> None:
-        super().__init__(message)
-        self.state = state
+# The client's errors live in staccato.errors; their names before the rename stay here.
+TemporalUnavailable = TemporalUnavailableError
+DestinationBusy = DestinationBusyError
+TransferNotFound = TransferNotFoundError
+TransferFailed = TransferFailedError
 
 
 def transfer_id(destination: str) -> str:
@@ -130,7 +132,7 @@ class StaccatoClient:
         The payload codec (:mod:`staccato.codec`) is on when ``STACCATO_CODEC_KEY`` is set.
 
         Raises:
-            TemporalUnavailable: nothing answers at the address within ``timeout_s``.
+            TemporalUnavailableError: nothing answers at the address within ``timeout_s``.
             SecretKeyError: the codec key is malformed.
         """
         config = settings.temporal_connect_config()
@@ -145,7 +147,7 @@ class StaccatoClient:
                 timeout_s,
             )
         except Exception as err:  # the SDK raises RuntimeError for connection failures
-            raise TemporalUnavailable(
+            raise TemporalUnavailableError(
                 f"cannot reach Temporal at {target} (namespace {config['namespace']}): "
                 f"{str(err) or type(err).__name__}. Start the embedded server with "
                 "`staccato up --detach`, or point TEMPORAL_ADDRESS at a running Temporal."
@@ -165,22 +167,24 @@ class StaccatoClient:
         """Validate and canonicalise a transfer request.
 
         Raises:
-            InvalidURL: a URL is malformed, unknown, or cannot play its role, or the
+            InvalidURLError: a URL is malformed, unknown, or cannot play its role, or the
                 source has a query (a token) and no key to seal it is configured.
             SecretKeyError: a configured key is malformed.
         """
         src = parse_url(source)
         dst = parse_url(destination)
         if dst.scheme in SOURCE_ONLY_SCHEMES:
-            raise InvalidURL(f"{dst.scheme} endpoints can only be sources, not destinations: {dst}")
+            raise InvalidURLError(
+                f"{dst.scheme} endpoints can only be sources, not destinations: {dst}"
+            )
         if src.canonical == dst.canonical:
-            raise InvalidURL(f"source and destination are the same object: {dst}")
+            raise InvalidURLError(f"source and destination are the same object: {dst}")
         if dst.scheme in ("file", "sftp") and dst.path.endswith("/"):
-            raise InvalidURL(
+            raise InvalidURLError(
                 f"destination {destination!r} names a directory; name the file to write"
             )
         if dst.scheme == "s3" and (not dst.key or dst.key.endswith("/")):
-            raise InvalidURL(
+            raise InvalidURLError(
                 f"destination {destination!r} names no S3 object (a key ending in '/' is a "
                 "folder marker); name the object to write, e.g. s3://BUCKET/PREFIX/NAME"
             )
@@ -202,8 +206,8 @@ class StaccatoClient:
         (same id returned).
 
         Raises:
-            InvalidURL: bad URLs.
-            DestinationBusy: a different transfer to this destination is running.
+            InvalidURLError: bad URLs.
+            DestinationBusyError: a different transfer to this destination is running.
         """
         request = self.make_request(source, destination, options)
         workflow_id = transfer_id(request.destination)
@@ -239,7 +243,7 @@ class StaccatoClient:
             if memo.get("request_hash") == request_hash:
                 self._runs[workflow_id] = err.run_id or description.run_id
                 return workflow_id
-            raise DestinationBusy(
+            raise DestinationBusyError(
                 f"destination busy: {request.destination} is being written by transfer "
                 f"{workflow_id} (from {memo.get('source', '?')}); wait for it to finish or "
                 f"cancel it with `staccato cancel {workflow_id}`"
@@ -274,14 +278,14 @@ class StaccatoClient:
         to the committed segments, so it moves while data moves.
 
         Raises:
-            TransferNotFound: no such transfer.
+            TransferNotFoundError: no such transfer.
         """
         handle = self._handle(transfer, run_id)
         try:
             description = await handle.describe()
         except RPCError as err:
             if err.status == RPCStatusCode.NOT_FOUND:
-                raise TransferNotFound(f"no transfer {transfer!r}") from None
+                raise TransferNotFoundError(f"no transfer {transfer!r}") from None
             raise
         status = description.status
         if status == WorkflowExecutionStatus.COMPLETED:
@@ -414,7 +418,7 @@ class StaccatoClient:
                         execution.id, run_id=execution.run_id if state is not None else None
                     )
                 )
-            except TransferNotFound:
+            except TransferNotFoundError:
                 continue
         return statuses
 
@@ -441,7 +445,7 @@ class StaccatoClient:
             description = await handle.describe()
         except RPCError as err:
             if err.status == RPCStatusCode.NOT_FOUND:
-                raise TransferNotFound(f"no transfer {handle.id!r}") from None
+                raise TransferNotFoundError(f"no transfer {handle.id!r}") from None
             raise
         if description.status != WorkflowExecutionStatus.RUNNING:
             state = _STATUS_STATES.get(description.status, TransferState.failed)  # type: ignore[arg-type]
@@ -505,7 +509,7 @@ class StaccatoClient:
         :meth:`submitted_run`), else for the latest run.
 
         Raises:
-            TransferFailed: it failed or was cancelled (message = reason).
+            TransferFailedError: it failed or was cancelled (message = reason).
         """
         run_id = self.submitted_run(transfer)
         handle = self._handle(transfer, run_id)
@@ -513,7 +517,7 @@ class StaccatoClient:
             return await handle.result(follow_runs=False)
         except WorkflowFailureError:
             current = await self.status(transfer, run_id=run_id)
-            raise TransferFailed(current.error or "failed", current.state) from None
+            raise TransferFailedError(current.error or "failed", current.state) from None
 
 
 def _completed_status(workflow_id: str, result: TransferResult) -> TransferStatus:

@@ -1,31 +1,76 @@
-"""Error types shared by drivers, activities and the client.
+"""Every Staccato error type, in one module (it imports nothing from Staccato).
 
 Every error a driver raises is one of these, so that Temporal's retry policy does
-the right thing: activities turn a :class:`PermanentError` into a non-retryable
-``ApplicationError`` and a :class:`RetryableError` into a retryable one. The
-``ApplicationError.type`` is the class name, so clients can tell kinds apart.
+the right thing: activities (:mod:`staccato.activities.errors`) turn a
+:class:`PermanentError` into a non-retryable ``ApplicationError`` and a
+:class:`RetryableError` into a retryable one. The ``ApplicationError.type`` is the
+class's :attr:`StaccatoError.TYPE`, so clients and the workflow tell kinds apart by a
+constant, never by a string written out where it is compared.
 
-    StaccatoError
-     ├── RetryableError            network errors, timeouts, HTTP 5xx, S3 SlowDown
-     │    └── IncompleteRead       a body ended before its Content-Length (RFC 9112 §6.3)
-     └── PermanentError            retrying cannot help
-          ├── InvalidURL           unknown scheme, malformed URL, credentials in a URL
-          ├── NotFound             source missing (ENOENT, HTTP 404, NoSuchKey/NoSuchBucket)
-          ├── IsADirectoryError_   the source (or destination name) is a directory
-          ├── PermissionDenied     EACCES, HTTP 401/403, S3 AccessDenied
-          ├── DestinationMissing   the destination's parent directory / bucket does not exist
-          ├── SourceChanged        the source's version changed while it was being copied
-          ├── ChecksumMismatch     destination bytes differ from the source bytes
-          └── Unsupported          the endpoint cannot do what was asked
+    StaccatoError                   base; str(err) is a message meant for users
+     ├── RetryableError             network errors, timeouts, HTTP 5xx, S3 SlowDown, ENOSPC
+     │    └── IncompleteReadError   a body ended before its Content-Length (RFC 9112 §6.3)
+     ├── PermanentError             retrying cannot help
+     │    ├── WriteSessionLostError the destination's temp file / upload vanished
+     │    ├── InvalidURLError       unknown scheme, malformed URL, credentials in a URL
+     │    ├── NotFoundError         source missing (ENOENT, HTTP 404, NoSuchKey/NoSuchBucket)
+     │    ├── NotAFileError         the source (or destination name) is a directory
+     │    ├── PermissionDeniedError EACCES, HTTP 401/403, S3 AccessDenied
+     │    ├── DestinationMissingError the destination's parent directory / bucket is missing
+     │    ├── SourceChangedError    the source's version changed while it was being copied
+     │    ├── ChecksumMismatchError destination bytes differ from the source bytes
+     │    ├── UnsupportedError      the endpoint cannot do what was asked
+     │    ├── SettingsError         a STACCATO_* variable has an unusable value
+     │    └── SecretKeyError        no key, a malformed key, or a seal no key opens
+     └── client side (raised by StaccatoClient, never inside a transfer)
+          ├── TemporalUnavailableError  Temporal cannot be reached
+          ├── DestinationBusyError      another transfer to the destination is running
+          ├── TransferNotFoundError     no transfer has this id (or destination)
+          └── TransferFailedError       the transfer ended failed or cancelled
+
+Modules subclass these for kinds only they raise, next to the code that raises them:
+S3's lost multipart upload is a :class:`WriteSessionLostError` (and travels as
+``WriteSessionLost``, :func:`application_type`); SFTP's dropped connection, the HTTP
+driver's ``RequestDeadlineError`` (a stat request over its deadline) and the stream
+guard's ``StreamAbandonedError`` (a stream blocked past its heartbeat timeout) are
+retryable (:class:`RetryableError` subclasses).
+
+Two failure types are not classes: :data:`INTERNAL_ERROR_TYPE` (a bug in an activity,
+never retried) and :data:`INVALID_INPUT_TYPE` (a workflow input the workflow refuses).
+
+Names: every class ends in ``Error``; the old names (``NotFound``, ``WriteSessionLost``,
+``IsADirectory``, ...) stay as aliases, and ``TYPE`` keeps the old name, so failures
+recorded in Temporal before the rename (histories replayed by a new worker) still
+match.
 """
 
 from __future__ import annotations
 
+import errno
+from typing import ClassVar
+
+#: ``ApplicationError.type`` of an unexpected exception in an activity (a bug)
+INTERNAL_ERROR_TYPE = "InternalError"
+#: ``ApplicationError.type`` of a workflow input the workflow refuses
+INVALID_INPUT_TYPE = "InvalidInput"
+
 
 class StaccatoError(Exception):
-    """Base of every Staccato error; ``str(err)`` is a message meant for users."""
+    """Base of every Staccato error; ``str(err)`` is a message meant for users.
+
+    Attributes:
+        retryable: whether Temporal may retry the activity that raised it.
+        TYPE: the ``ApplicationError.type`` this error travels as; the class name
+            unless the class sets it (renamed classes keep their old name).
+    """
 
     retryable: bool = False
+    TYPE: ClassVar[str] = "StaccatoError"
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "TYPE" not in cls.__dict__:
+            cls.TYPE = cls.__name__
 
 
 class RetryableError(StaccatoError):
@@ -45,67 +90,159 @@ class RetryableError(StaccatoError):
         self.retry_after_s = retry_after_s
 
 
-class IncompleteRead(RetryableError):
+class IncompleteReadError(RetryableError):
     """The source sent fewer bytes than it announced."""
+
+    TYPE = "IncompleteRead"
 
 
 class PermanentError(StaccatoError):
     """A failure that retrying cannot fix; the transfer fails with this message."""
 
 
-class WriteSessionLost(PermanentError):
+class WriteSessionLostError(PermanentError):
     """The destination's write session (temp file, upload) vanished: deleted by hand,
     or published or aborted by another attempt. Not retried as such: a stale writer
     stops, and the workflow opens a new session and copies again."""
 
+    TYPE = "WriteSessionLost"
 
-class InvalidURL(PermanentError):
+
+class InvalidURLError(PermanentError):
     """A URL that cannot be used: unknown scheme, malformed, or carrying credentials."""
 
+    TYPE = "InvalidURL"
 
-class NotFound(PermanentError):
+
+class NotFoundError(PermanentError):
     """The named object does not exist."""
 
-
-class IsADirectory(PermanentError):
-    """A directory was named where an object was expected."""
+    TYPE = "NotFound"
 
 
-class PermissionDenied(PermanentError):
+class NotAFileError(PermanentError):
+    """A directory was named where an object was expected (not Python's
+    ``IsADirectoryError``, an ``OSError``)."""
+
+    TYPE = "IsADirectory"
+
+
+class PermissionDeniedError(PermanentError):
     """The endpoint refused access."""
 
+    TYPE = "PermissionDenied"
 
-class DestinationMissing(PermanentError):
+
+class DestinationMissingError(PermanentError):
     """The destination's parent (directory, bucket) does not exist."""
 
+    TYPE = "DestinationMissing"
 
-class SourceChanged(PermanentError):
+
+class SourceChangedError(PermanentError):
     """The source object changed (size, mtime, ETag, VersionId) during the transfer."""
 
+    TYPE = "SourceChanged"
 
-class ChecksumMismatch(PermanentError):
+
+class ChecksumMismatchError(PermanentError):
     """The bytes at the destination do not match the bytes read from the source."""
 
+    TYPE = "ChecksumMismatch"
 
-class Unsupported(PermanentError):
+
+class UnsupportedError(PermanentError):
     """The endpoint cannot perform the requested operation."""
+
+    TYPE = "Unsupported"
+
+
+class SettingsError(PermanentError):
+    """A ``STACCATO_*`` variable has a value that cannot be used; the message names
+    each such variable, its value and what was expected (:mod:`staccato.settings`)."""
+
+
+class SecretKeyError(PermanentError):
+    """No key, a malformed key, or a sealed text this process's keys cannot open;
+    the message names the setting to change (:mod:`staccato.secrets`)."""
+
+
+class TemporalUnavailableError(StaccatoError):
+    """Temporal cannot be reached; the message names the address tried."""
+
+    TYPE = "TemporalUnavailable"
+
+
+class DestinationBusyError(StaccatoError):
+    """Another, different transfer to the same destination is running."""
+
+    TYPE = "DestinationBusy"
+
+
+class TransferNotFoundError(StaccatoError):
+    """No transfer has this id (or destination)."""
+
+    TYPE = "TransferNotFound"
+
+
+class TransferFailedError(StaccatoError):
+    """The transfer ended failed or cancelled; the message is the reason.
+
+    Args:
+        message: the reason, for users.
+        state: the transfer's final state (a :class:`staccato.models.TransferState`;
+            typed loosely here so this module imports nothing from Staccato).
+    """
+
+    TYPE = "TransferFailed"
+
+    def __init__(self, message: str, state: object) -> None:
+        super().__init__(message)
+        self.state = state
+
+
+# The names before every error class ended in ``Error``; kept for callers.
+IncompleteRead = IncompleteReadError
+WriteSessionLost = WriteSessionLostError
+InvalidURL = InvalidURLError
+NotFound = NotFoundError
+IsADirectory = NotAFileError
+PermissionDenied = PermissionDeniedError
+DestinationMissing = DestinationMissingError
+SourceChanged = SourceChangedError
+ChecksumMismatch = ChecksumMismatchError
+Unsupported = UnsupportedError
+TemporalUnavailable = TemporalUnavailableError
+DestinationBusy = DestinationBusyError
+TransferNotFound = TransferNotFoundError
+TransferFailed = TransferFailedError
+
+
+def application_type(err: StaccatoError) -> str:
+    """The ``ApplicationError.type`` for ``err``: its ``TYPE``, except that any kind of
+    lost write session (S3's lost upload, ...) is the ``WriteSessionLost`` that the
+    workflow acts on."""
+    return WriteSessionLostError.TYPE if isinstance(err, WriteSessionLostError) else err.TYPE
 
 
 ERROR_TYPES: dict[str, type[StaccatoError]] = {
-    cls.__name__: cls
+    cls.TYPE: cls
     for cls in (
         StaccatoError,
         RetryableError,
-        IncompleteRead,
+        IncompleteReadError,
         PermanentError,
-        InvalidURL,
-        NotFound,
-        IsADirectory,
-        PermissionDenied,
-        DestinationMissing,
-        SourceChanged,
-        ChecksumMismatch,
-        Unsupported,
+        WriteSessionLostError,
+        InvalidURLError,
+        NotFoundError,
+        NotAFileError,
+        PermissionDeniedError,
+        DestinationMissingError,
+        SourceChangedError,
+        ChecksumMismatchError,
+        UnsupportedError,
+        SettingsError,
+        SecretKeyError,
     )
 }
 
@@ -114,15 +251,13 @@ def from_os_error(err: OSError, what: str) -> StaccatoError:
     """Map an ``OSError`` to a Staccato error whose message names ``what``: transient
     conditions (EIO, EAGAIN, ESTALE, ETIMEDOUT, ENOSPC) are retryable, everything else
     (ENOENT, EACCES, ENAMETOOLONG, ENOTDIR, ELOOP, ...) is permanent."""
-    import errno
-
     reason = err.strerror or str(err)
     if err.errno == errno.ENOENT:
-        return NotFound(f"{what}: no such file or directory")
+        return NotFoundError(f"{what}: no such file or directory")
     if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return PermissionDenied(f"{what}: permission denied ({reason})")
+        return PermissionDeniedError(f"{what}: permission denied ({reason})")
     if err.errno == errno.EISDIR:
-        return IsADirectory(f"{what}: is a directory")
+        return NotAFileError(f"{what}: is a directory")
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
         return RetryableError(f"{what}: no space left on device")
     if err.errno in (
@@ -135,5 +270,7 @@ def from_os_error(err: OSError, what: str) -> StaccatoError:
     ):
         return RetryableError(f"{what}: {reason}")
     if err.errno == errno.ENAMETOOLONG:
-        return InvalidURL(f"{what}: file name too long for the file system (255 bytes per name)")
+        return InvalidURLError(
+            f"{what}: file name too long for the file system (255 bytes per name)"
+        )
     return PermanentError(f"{what}: {reason}")

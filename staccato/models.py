@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from staccato.errors import InvalidURL
+from staccato.errors import InvalidURLError
 from staccato.urls import parse_url
 
 MiB = 1024 * 1024
@@ -44,7 +44,7 @@ class ChecksumAlgorithm(StrEnum):
 
 
 class TransferState(StrEnum):
-    """States a client sees (DESIGN.md, status JSON)."""
+    """States a client sees (README.md, "Status JSON")."""
 
     scheduled = "scheduled"
     running = "running"
@@ -117,7 +117,7 @@ class TransferRequest(BaseModel):
             )
         try:
             canonical = parse_url(value).canonical
-        except InvalidURL as err:
+        except InvalidURLError as err:
             raise ValueError(str(err)) from None
         if canonical != value:
             raise ValueError(
@@ -137,7 +137,7 @@ class ObjectInfo(BaseModel):
     Attributes:
         size: bytes.
         version: opaque token pinned for the whole transfer (ETag, VersionId,
-            size+mtime); a read that sees another version raises ``SourceChanged``.
+            size+mtime); a read that sees another version raises ``SourceChangedError``.
         supports_ranges: whether byte ranges can be read independently.
         content_type: MIME type where the endpoint knows it.
         modified_at: last modification, seconds since the epoch on the endpoint's
@@ -371,7 +371,7 @@ class Progress(BaseModel):
 
 
 class TransferStatus(BaseModel):
-    """What ``staccato status --json`` prints (DESIGN.md, status JSON keys).
+    """What ``staccato status --json`` prints (README.md, "Status JSON").
 
     Attributes:
         rate_bytes_per_s: current copy rate; None when not copying.

@@ -40,7 +40,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from staccato import settings
-from staccato.errors import InvalidURL, PermanentError
+from staccato.errors import InvalidURLError, SecretKeyError
 from staccato.urls import REDACTED, SOURCE_ONLY_SCHEMES, EndpointURL, parse_url, redact
 
 KEY_BYTES = 32  # AES-256
@@ -48,11 +48,6 @@ NONCE_BYTES = 12  # AES-GCM's standard nonce (NIST SP 800-38D, 8.2)
 SEAL_PREFIX = "s1"
 DEFAULT_KEY_FILE = "secret.key"
 _PURPOSE_SOURCE_QUERY = b"staccato source query v1\0"
-
-
-class SecretKeyError(PermanentError):
-    """No key, a malformed key, or a sealed text this process's keys cannot open;
-    the message names the setting to change."""
 
 
 @dataclass(frozen=True)
@@ -253,7 +248,7 @@ def seal_source(canonical: str) -> tuple[str, str | None]:
         ``(redacted URL, sealed query or None)``; None when nothing is secret.
 
     Raises:
-        InvalidURL: the URL has a query and no key is configured (the message says
+        InvalidURLError: the URL has a query and no key is configured (the message says
             how to set one).
         SecretKeyError: a configured key is malformed.
     """
@@ -262,12 +257,12 @@ def seal_source(canonical: str) -> tuple[str, str | None]:
         return canonical, None
     scheme = canonical.split("://", 1)[0]
     if scheme not in SOURCE_ONLY_SCHEMES or "?" not in canonical:
-        raise InvalidURL(
+        raise InvalidURLError(
             f"refusing {redacted}: it carries a secret that cannot be kept out of Temporal"
         )
     keys = seal_keys()
     if not keys:
-        raise InvalidURL(
+        raise InvalidURLError(
             f"the source {redacted} has a query (a token, e.g. a presigned URL's signature), "
             "which Staccato stores only encrypted, and no key is configured: set "
             "STACCATO_SECRET_KEY (base64 of 32 random bytes, the same on clients and "
@@ -283,7 +278,7 @@ def source_url(source: str, source_secret: str | None) -> EndpointURL:
     put back.
 
     Raises:
-        InvalidURL: ``source`` shows redacted values but no sealed query came with it,
+        InvalidURLError: ``source`` shows redacted values but no sealed query came with it,
             or an http(s) query in clear (both: a client that does not seal), or the
             sealed query does not fit it.
         SecretKeyError: no key, or not the key it was sealed with.
@@ -291,14 +286,14 @@ def source_url(source: str, source_secret: str | None) -> EndpointURL:
     if source_secret is None:
         parsed = parse_url(source)
         if f"={REDACTED}" in source or f"?{REDACTED}" in source:
-            raise InvalidURL(
+            raise InvalidURLError(
                 f"the source {redact(source)} has redacted query values and no sealed query: "
                 "submit the real URL through Staccato's client (it seals the query)"
             )
         if parsed.scheme in SOURCE_ONLY_SCHEMES and redact(parsed.canonical) != parsed.canonical:
             # a client that does not seal (a raw Temporal start): refuse rather than
             # copy its token into results, failures and logs as well
-            raise InvalidURL(
+            raise InvalidURLError(
                 f"the source {redact(source)} carries its query in clear in the workflow "
                 "input, where a token must never be stored: submit it through Staccato's "
                 "client or CLI, which store the query only sealed"
@@ -313,7 +308,7 @@ def source_url(source: str, source_secret: str | None) -> EndpointURL:
     query = unseal(source_secret, source, keys)
     real = parse_url(source.split("?", 1)[0] + "?" + query)
     if redact(real.canonical) != source:
-        raise InvalidURL(f"the sealed query does not fit the source {source}")
+        raise InvalidURLError(f"the sealed query does not fit the source {source}")
     _remember(query)
     return real
 

@@ -20,7 +20,8 @@ import platformdirs
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from staccato.errors import PermanentError
+# SettingsError is defined in staccato.errors and stays importable from here.
+from staccato.errors import SettingsError
 
 DEFAULT_ADDRESS = "127.0.0.1:7233"
 DEFAULT_NAMESPACE = "default"
@@ -28,11 +29,6 @@ DEFAULT_UI_PORT = 8233
 ENV_PREFIX = "STACCATO_"
 
 PathList = Annotated[list[str], NoDecode]  # ``:``-separated in the environment
-
-
-class SettingsError(PermanentError):
-    """A ``STACCATO_*`` variable has a value that cannot be used; the message names
-    each such variable, its value and what was expected."""
 
 
 class Settings(BaseSettings):

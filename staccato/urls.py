@@ -1,6 +1,6 @@
 """Parse and canonicalise endpoint URLs: one canonical text per object.
 
-Accepted forms (DESIGN.md, Contracts):
+Accepted forms (tests/test_units.py ``test_canonical_urls`` and ``test_bad_urls``):
 
 * ``/abs/path``, ``rel/path``, ``file:///abs/path`` -> ``file:///abs/path``
   (relative paths are made absolute against the caller's working directory;
@@ -11,7 +11,7 @@ Accepted forms (DESIGN.md, Contracts):
   paths: ``a//b``, ``/lead``, ``x/./y`` stay as written).
 * ``sftp://[user@]host[:port]/path``.
 
-Credentials never appear in a URL: a password is refused with :class:`InvalidURL`
+Credentials never appear in a URL: a password is refused with :class:`InvalidURLError`
 (they would land in workflow history and logs). The query of an http(s) URL is
 treated as secret (presigned URLs carry their signature there): :func:`redact` is the
 form of such a URL that may be shown, stored in Temporal or logged, and
@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote, urlsplit
 
-from staccato.errors import InvalidURL
+from staccato.errors import InvalidURLError
 
 #: what every query value of an http(s) URL is replaced with in shown and stored text
 REDACTED = "REDACTED"
@@ -82,13 +82,13 @@ def parse_url(text: str, *, cwd: str | None = None) -> EndpointURL:
         cwd: directory against which relative paths are resolved (default: os.getcwd()).
 
     Raises:
-        InvalidURL: empty text, an unknown scheme, a malformed URL or credentials in it;
+        InvalidURLError: empty text, an unknown scheme, a malformed URL or credentials in it;
             the message names the URL and what was expected.
     """
     if not text or not text.strip():
-        raise InvalidURL("empty URL: expected a path or a URL such as file:///data/x.bin")
+        raise InvalidURLError("empty URL: expected a path or a URL such as file:///data/x.bin")
     if text != text.strip() or any(c in text for c in "\r\n\t\0"):
-        raise InvalidURL(
+        raise InvalidURLError(
             f"malformed URL {redact(text)!r}: it contains whitespace or control characters"
         )
     match = re.match(r"^([A-Za-z][A-Za-z0-9+.\-]*)://", text)
@@ -96,42 +96,46 @@ def parse_url(text: str, *, cwd: str | None = None) -> EndpointURL:
         if re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*:", text) and not os.path.exists(text):
             scheme = text.split(":", 1)[0]
             if len(scheme) > 1:
-                raise InvalidURL(
+                raise InvalidURLError(
                     f"malformed URL {redact(text)!r}: expected SCHEME://..., one of {', '.join(SCHEMES)}"
                 )
         return _file_url(os.path.join(cwd or os.getcwd(), text))
     scheme = match.group(1).lower()
     if scheme not in SCHEMES:
-        raise InvalidURL(
+        raise InvalidURLError(
             f"unknown URL scheme {scheme!r} in {redact(text)!r}: supported schemes are {', '.join(SCHEMES)}"
         )
     try:
         parts = urlsplit(text)
         port = parts.port
     except ValueError as err:
-        raise InvalidURL(f"malformed URL {redact(text)!r}: {err}") from None
+        raise InvalidURLError(f"malformed URL {redact(text)!r}: {err}") from None
     if parts.password is not None:
-        raise InvalidURL(
+        raise InvalidURLError(
             f"refusing a password in URL {redact(text)}: credentials never go in URLs "
             "(they would be stored in the transfer's history); configure them on the worker "
             "(ssh-agent, key files or ~/.ssh/config for sftp; AWS profiles for s3)"
         )
     if scheme == "file":
         if parts.netloc not in ("", "localhost"):
-            raise InvalidURL(f"malformed file URL {redact(text)!r}: expected file:///absolute/path")
+            raise InvalidURLError(
+                f"malformed file URL {redact(text)!r}: expected file:///absolute/path"
+            )
         if parts.query or parts.fragment:
-            raise InvalidURL(
+            raise InvalidURLError(
                 f"malformed file URL {redact(text)!r}: '?' and '#' must be percent-encoded"
             )
         path = unquote(parts.path)
         if not path.startswith("/"):
-            raise InvalidURL(f"malformed file URL {redact(text)!r}: expected file:///absolute/path")
+            raise InvalidURLError(
+                f"malformed file URL {redact(text)!r}: expected file:///absolute/path"
+            )
         return _file_url(path)
     if scheme in ("http", "https"):
         if not parts.hostname:
-            raise InvalidURL(f"malformed URL {redact(text)!r}: no host")
+            raise InvalidURLError(f"malformed URL {redact(text)!r}: no host")
         if parts.username is not None:
-            raise InvalidURL(
+            raise InvalidURLError(
                 f"refusing credentials in URL {redact(text)}: configure them on the worker"
             )
         host = parts.hostname.lower()
@@ -221,19 +225,19 @@ def _s3_url(text: str) -> EndpointURL:
         for item in query.split("&"):
             name, _, value = item.partition("=")
             if name != "profile" or not value:
-                raise InvalidURL(
+                raise InvalidURLError(
                     f"malformed S3 URL {redact(text)!r}: the only query parameter understood is "
                     "?profile=NAME"
                 )
             params[name] = unquote(value)
     bucket, _, key = rest.partition("/")
     if not _BUCKET_RE.match(bucket) or ".." in bucket:
-        raise InvalidURL(
+        raise InvalidURLError(
             f"invalid S3 bucket name {bucket!r} in {redact(text)!r}: 3-63 characters of lowercase "
             "letters, digits, '.' and '-', starting and ending with a letter or digit"
         )
     if len(key.encode("utf-8")) > S3_MAX_KEY_BYTES:
-        raise InvalidURL(
+        raise InvalidURLError(
             f"S3 key in {text[:80]!r}... is {len(key.encode('utf-8'))} bytes long; S3 keys are "
             f"at most {S3_MAX_KEY_BYTES} bytes of UTF-8 (S3 API limit): use a shorter key"
         )
@@ -245,16 +249,16 @@ def _sftp_url(
     text: str, host: str | None, port: int | None, user: str | None, path: str, query: str
 ) -> EndpointURL:
     if not host:
-        raise InvalidURL(
+        raise InvalidURLError(
             f"malformed SFTP URL {redact(text)!r}: expected sftp://[user@]host[:port]/path"
         )
     if query:
-        raise InvalidURL(
+        raise InvalidURLError(
             f"malformed SFTP URL {redact(text)!r}: query parameters are not understood"
         )
     path = unquote(path)
     if not path.startswith("/"):
-        raise InvalidURL(
+        raise InvalidURLError(
             f"malformed SFTP URL {redact(text)!r}: expected an absolute path after the host"
         )
     host = host.lower()

@@ -12,7 +12,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from staccato.client import StaccatoClient, StaccatoError, TransferFailed
+from staccato.client import StaccatoClient
+from staccato.errors import StaccatoError, TransferFailedError
 from staccato.models import TransferOptions, TransferState
 from staccato.workflows.transfer import TransferWorkflow
 from tests.helpers import leftovers, sha256_file, wait_for_status, write_random
@@ -61,7 +62,7 @@ async def cancel_at_random_points(
         try:
             await asyncio.wait_for(client.wait(transfer), 120)
             state = TransferState.completed
-        except TransferFailed as err:
+        except TransferFailedError as err:
             state = err.state
         held = sha256_file(destination)
         if held not in (old, new) or (held == new) != (state == TransferState.completed):

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from temporalio.api.enums.v1 import EventType
 
-from staccato.client import DestinationBusy, StaccatoClient, TransferFailed
+from staccato.client import StaccatoClient
+from staccato.errors import DestinationBusyError, TransferFailedError
 from staccato.models import TransferOptions, TransferState
 from staccato.workflows.transfer import TransferWorkflow
 from tests.helpers import MiB, leftovers, run_cli, sha256_file, wait_for_status, write_random
@@ -53,7 +54,7 @@ async def test_one_transfer_per_destination(
         return_exceptions=True,
     )
     ids = [o for o in outcomes if isinstance(o, str)]
-    busy = [o for o in outcomes if isinstance(o, DestinationBusy)]
+    busy = [o for o in outcomes if isinstance(o, DestinationBusyError)]
     assert len(ids) == 1 and len(busy) == 1, outcomes
     assert "destination busy" in str(busy[0]) and ids[0] in str(busy[0])
     winner = a if outcomes[0] == ids[0] else b
@@ -91,7 +92,7 @@ async def test_cancel_keeps_existing_destination(
         client, transfer, lambda s: s.state == TransferState.cancelled, timeout_s=60
     )
     assert status.state == TransferState.cancelled
-    with pytest.raises(TransferFailed):
+    with pytest.raises(TransferFailedError):
         await client.wait(transfer)
     assert destination.read_bytes() == b"precious old content"
     assert leftovers(data_dir) == []
@@ -157,7 +158,7 @@ async def test_progress_moves_every_two_seconds(
 
 
 async def test_source_file_changed_during_transfer(client: StaccatoClient, data_dir: Path) -> None:
-    """C2: a source appended to while it is copied fails with `source changed`."""
+    """A source appended to while it is copied fails with `source changed`."""
     source = data_dir / "grow.bin"
     with open(source, "wb") as f:
         f.truncate(2048 * MiB)  # sparse, but 2 GiB to copy: a few seconds
@@ -171,7 +172,7 @@ async def test_source_file_changed_during_transfer(client: StaccatoClient, data_
     )
     with open(source, "ab") as f:
         f.write(b"appended while copying")
-    with pytest.raises(TransferFailed) as failure:
+    with pytest.raises(TransferFailedError) as failure:
         await asyncio.wait_for(client.wait(transfer), 60)
     assert "source changed" in str(failure.value)
     assert not destination.exists()
@@ -189,7 +190,7 @@ async def test_http_source_changed_during_transfer(
     await wait_for_status(client, transfer, _started(0.2), timeout_s=60)
     time.sleep(1.1)  # a new Last-Modified second, so the ETag changes
     write_random(source, SIZE, seed=8)
-    with pytest.raises(TransferFailed) as failure:
+    with pytest.raises(TransferFailedError) as failure:
         await asyncio.wait_for(client.wait(transfer), 120)
     assert "source changed" in str(failure.value)
     assert not destination.exists()
@@ -318,7 +319,7 @@ async def test_destination_directory_removed_mid_transfer(
     for path in directory.iterdir():
         path.unlink()
     directory.rmdir()
-    with pytest.raises(TransferFailed) as failure:
+    with pytest.raises(TransferFailedError) as failure:
         await asyncio.wait_for(client.wait(transfer), 60)
     assert f"destination directory {directory} does not exist" in str(failure.value)
     assert not directory.exists()
@@ -346,7 +347,7 @@ async def test_list_by_state_shows_that_runs_row(client: StaccatoClient, data_di
     source = data_dir / "flip.src"
     destination = data_dir / "flip.out"
     failed = await client.submit(str(source), str(destination), OPTIONS)  # no source yet
-    with pytest.raises(TransferFailed):
+    with pytest.raises(TransferFailedError):
         await asyncio.wait_for(client.wait(failed), 60)
     write_random(source, 1 * MiB, seed=16)
     done = await client.submit(str(source), str(destination), OPTIONS)

@@ -16,7 +16,7 @@ import pytest
 from staccato import checksums
 from staccato.endpoints import get_driver
 from staccato.endpoints.base import keepalive_hook
-from staccato.errors import WriteSessionLost
+from staccato.errors import WriteSessionLostError
 from staccato.models import WriteSession
 from staccato.urls import parse_url
 
@@ -40,7 +40,7 @@ def test_truncated_and_rewritten_temp_is_not_published(tmp_path: Path) -> None:
     session = _written_session(tmp_path, os.urandom(SIZE))
     os.truncate(session.session_id, 0)
     os.truncate(session.session_id, SIZE)
-    with pytest.raises(WriteSessionLost, match="no longer match"):
+    with pytest.raises(WriteSessionLostError, match="no longer match"):
         get_driver("file").publish(session)
     assert not (tmp_path / "out.bin").exists()
 
@@ -59,7 +59,7 @@ def test_writer_stops_when_its_files_are_tampered_with(tmp_path: Path, what: str
             os.unlink(session.data["journal"])
         else:
             os.truncate(session.session_id, CHUNK)
-        with pytest.raises(WriteSessionLost):
+        with pytest.raises(WriteSessionLostError):
             writer.write_chunk(1, chunk, digest)
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from staccato import checksums
-from staccato.client import StaccatoClient, TransferFailed
+from staccato.client import StaccatoClient
 from staccato.endpoints import get_driver
-from staccato.errors import PermanentError
+from staccato.errors import PermanentError, TransferFailedError
 from staccato.models import TransferOptions, TransferState
 from staccato.urls import parse_url
 from tests.helpers import MiB, leftovers, wait_for_status, write_random
@@ -132,7 +132,7 @@ async def test_transfer_onto_a_disk_that_fills_up_fails_at_once(
         )
         _fill(small, 2 * MiB)
         filled = time.monotonic()
-        with pytest.raises(TransferFailed) as caught:
+        with pytest.raises(TransferFailedError) as caught:
             await asyncio.wait_for(client.wait(transfer), 60)
         took = time.monotonic() - filled
         print(f"disk full: transfer failed {took:.1f} s after the disk filled: {caught.value}")

@@ -1,6 +1,6 @@
-"""HTTP cases from users' reports (shared/cases): C1 ranges advertised but ignored,
-C11 body shorter than Content-Length, C12 HEAD refused; and servers that are slow,
-busy or redirect elsewhere."""
+"""HTTP servers as users met them: a server that answers a Range request with 200 and
+the whole body, a body that ends before its Content-Length, a server that refuses
+HEAD; and servers that are slow, busy or redirect elsewhere."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import pytest
 
 from staccato.client import StaccatoClient
 from staccato.endpoints.http import HTTPDriver
-from staccato.errors import NotFound, RetryableError, StaccatoError
+from staccato.errors import NotFoundError, RetryableError, StaccatoError
 from staccato.models import TransferOptions, TransferState
 from staccato.urls import parse_url
 from tests.helpers import MiB, WorkerProcess, leftovers, sha256_file, wait_for_status, write_random
@@ -37,9 +37,9 @@ class QuirkyServer(ThreadingHTTPServer):
     Args:
         data: the one resource, served at any path.
         ignore_ranges: advertise ``Accept-Ranges: bytes`` but answer every Range with
-            200 and the whole body (C1, as proxies that strip ranges do).
+            200 and the whole body (as proxies that strip ranges do).
         truncate_first: the first N GET responses end halfway through their announced
-            Content-Length and the connection is closed (C11).
+            Content-Length and the connection is closed.
         drip_every_s: GETs other than the one-byte range probe get their headers, then
             one byte of body every this many seconds, until the client goes away.
         unavailable_first: the first N requests of method ``unavailable_method`` (a
@@ -270,12 +270,12 @@ def _serve(servers: list[QuirkyServer], server: QuirkyServer) -> QuirkyServer:
 async def test_ranges_advertised_but_ignored(
     client: StaccatoClient, quirky, data_dir: Path
 ) -> None:
-    """C1: 200 + whole body to a Range request: detected, read in one stream, never
+    """A server that answers a Range request with 200 and the whole body: detected, read in one stream, never
     written at a chunk's offset."""
-    source = data_dir / "c1.bin"
+    source = data_dir / "ignored-ranges.bin"
     digest = write_random(source, 5 * MiB + 3)
     server = _serve(quirky, QuirkyServer(source.read_bytes(), ignore_ranges=True))
-    destination = data_dir / "c1.out"
+    destination = data_dir / "ignored-ranges.out"
     result = await client.wait(await client.submit(server.url(), str(destination), OPTIONS))
     assert result.bytes == 5 * MiB + 3
     assert sha256_file(destination) == digest
@@ -287,11 +287,11 @@ async def test_ranges_advertised_but_ignored(
 async def test_body_shorter_than_content_length(
     client: StaccatoClient, quirky, data_dir: Path
 ) -> None:
-    """C11: a response that ends early is retried from a validated Range; never a short file."""
-    source = data_dir / "c11.bin"
+    """A body that ends before its Content-Length is retried from a validated Range; never a short file."""
+    source = data_dir / "short-body.bin"
     digest = write_random(source, 6 * MiB + 1)
     server = _serve(quirky, QuirkyServer(source.read_bytes(), truncate_first=2))
-    destination = data_dir / "c11.out"
+    destination = data_dir / "short-body.out"
     result = await client.wait(await client.submit(server.url(), str(destination), OPTIONS))
     assert result.bytes == 6 * MiB + 1
     assert sha256_file(destination) == digest
@@ -302,16 +302,16 @@ async def test_body_shorter_than_content_length(
 
 
 async def test_head_refused(client: StaccatoClient, http_root: Path, data_dir: Path) -> None:
-    """C12: a server answering HEAD with 405 still serves GET: stat falls back to a ranged GET."""
+    """A server that refuses HEAD (405) still serves GET: stat falls back to a ranged GET."""
     server = NginxServer(
         http_root, extra_server_config="if ($request_method = HEAD) { return 405; }"
     )
     server.start()
     try:
-        digest = write_random(http_root / "c12.bin", 3 * MiB + 7)
-        destination = data_dir / "c12.out"
+        digest = write_random(http_root / "head-refused.bin", 3 * MiB + 7)
+        destination = data_dir / "head-refused.out"
         result = await client.wait(
-            await client.submit(server.url("c12.bin"), str(destination), OPTIONS)
+            await client.submit(server.url("head-refused.bin"), str(destination), OPTIONS)
         )
         assert result.bytes == 3 * MiB + 7
         assert sha256_file(destination) == digest
@@ -467,7 +467,7 @@ def test_error_messages_hide_query_values(quirky) -> None:
         driver.stat(url)
     info = driver.stat(url)
     missing = _serve(quirky, QuirkyServer(data, not_found=True))
-    with pytest.raises(NotFound) as not_found:
+    with pytest.raises(NotFoundError) as not_found:
         driver.stat(parse_url(missing.url("/gone.bin?token=abc")))
     errors: list[StaccatoError] = [unavailable.value, not_found.value]
 
@@ -511,10 +511,10 @@ def test_dripping_headers_are_bounded(
     stat gives up at its request deadline (shortened to 1 s) with a retryable error; the
     bulk read keeps calling keepalive while it waits (the stream heartbeats, sees a
     cancel, and runs its minimum-rate watchdog there)."""
-    from staccato.endpoints import http
     from staccato.endpoints.base import keepalive_hook
+    from staccato.endpoints.http import driver as http_driver
 
-    monkeypatch.setattr(http, "REQUEST_DEADLINE_S", 1.0)
+    monkeypatch.setattr(http_driver, "REQUEST_DEADLINE_S", 1.0)
     data = os.urandom(50_000)
     server = QuirkyServer(data, drip_headers_s=0.2)
     server = _serve(quirky, tls(server) if scheme == "https" else server)

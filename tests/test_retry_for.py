@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from staccato.client import StaccatoClient, TransferFailed
+from staccato.client import StaccatoClient
+from staccato.errors import TransferFailedError
 from staccato.models import TransferOptions, TransferState
 from tests.helpers import MiB, run_cli, sha256_file, wait_for_status, write_random
 from tests.servers.nginx import NginxServer, nginx_fixture
@@ -38,7 +39,7 @@ async def test_outage_longer_than_retry_for_fails_naming_deadline_and_cause(
     assert status.last_retry_error and "Connection refused" in status.last_retry_error
     next_at = datetime.fromisoformat(status.next_attempt_at or "")
     assert abs((next_at - datetime.now(UTC)).total_seconds()) < 60
-    with pytest.raises(TransferFailed) as failure:
+    with pytest.raises(TransferFailedError) as failure:
         await asyncio.wait_for(client.wait(transfer), 60)
     elapsed = time.monotonic() - started
     message = str(failure.value)

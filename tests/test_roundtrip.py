@@ -52,7 +52,7 @@ async def test_http_to_file_roundtrip(
 async def test_http_without_ranges_roundtrip(
     client: StaccatoClient, nginx_no_ranges, http_root: Path, data_dir: Path, size: int
 ) -> None:
-    """C1: a server that answers Range with 200 + whole body is read in one stream."""
+    """A server that answers a Range request with 200 and the whole body is read in one stream."""
     name = f"norange-{size}.bin"
     digest = write_random(http_root / name, size, seed=size + 2)
     # a source at rest: one modified within its Last-Modified second is read a second

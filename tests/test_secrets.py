@@ -24,7 +24,7 @@ import pytest
 
 from staccato import secrets
 from staccato.client import StaccatoClient
-from staccato.errors import InvalidURL
+from staccato.errors import InvalidURLError
 from staccato.urls import redact, redact_text
 from tests.helpers import (
     REPO,
@@ -382,9 +382,9 @@ def test_sealed_query_is_bound_to_its_url_and_key(secret_key, monkeypatch) -> No
     other = request.source.replace("h.example", "evil.example")
     with pytest.raises(secrets.SecretKeyError, match="sealed for another URL"):
         secrets.source_url(other, request.source_secret)
-    with pytest.raises(InvalidURL, match="no sealed query"):
+    with pytest.raises(InvalidURLError, match="no sealed query"):
         secrets.source_url(request.source, None)
-    with pytest.raises(InvalidURL, match="in clear") as refused:
+    with pytest.raises(InvalidURLError, match="in clear") as refused:
         secrets.source_url(url, None)  # a raw Temporal client's unsealed query
     assert "abcdef0123" not in str(refused.value)
     assert secrets.source_url("https://h.example/a", None).canonical == "https://h.example/a"

@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 
 from staccato.activities.transfer import REMOTE_CLOCK_SKEW_S, needs_second_read
-from staccato.client import StaccatoClient, TransferFailed
+from staccato.client import StaccatoClient
 from staccato.endpoints.file import (
     COARSE_MTIME_RESOLUTION_S,
     FINE_MTIME_FILE_SYSTEMS,
     file_system_type,
     mtime_resolution_s,
 )
-from staccato.errors import StaccatoError
+from staccato.errors import StaccatoError, TransferFailedError
 from staccato.models import ObjectInfo, TransferOptions, TransferState
 from tests.helpers import MiB, leftovers, sha256_file, wait_for_status, write_random
 from tests.servers.nginx import NginxServer, nginx_fixture
@@ -101,7 +101,7 @@ async def copy_while_rewritten(
         await client.resume(transfer)
     try:
         await asyncio.wait_for(client.wait(transfer), 180)
-    except TransferFailed as failure:
+    except TransferFailedError as failure:
         assert "source changed" in str(failure), failure
         assert not destination.exists()
     else:

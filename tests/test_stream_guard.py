@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from staccato.activities.copy import _Abandoned, _guarded, _touch
+from staccato.activities.stream_guard import StreamAbandonedError, guarded, touch
 
 
 def test_blocked_call_is_interrupted_after_the_heartbeat_timeout() -> None:
@@ -20,7 +20,7 @@ def test_blocked_call_is_interrupted_after_the_heartbeat_timeout() -> None:
     quiet, _peer = socket.socketpair()
     quiet.settimeout(20)
     started = time.monotonic()
-    with pytest.raises(_Abandoned) as abandoned, _guarded(1.0):
+    with pytest.raises(StreamAbandonedError) as abandoned, guarded(1.0):
         quiet.recv(1)
     elapsed = time.monotonic() - started
     assert 1.0 <= elapsed < 2.5, elapsed
@@ -36,8 +36,8 @@ def test_blocked_call_is_interrupted_after_the_heartbeat_timeout() -> None:
 
 def test_stream_that_reaches_heartbeats_is_left_alone() -> None:
     """Waits shorter than the limit between heartbeat points, for three times the limit."""
-    with _guarded(1.0):
+    with guarded(1.0):
         end = time.monotonic() + 3.0
         while time.monotonic() < end:
             time.sleep(0.3)
-            _touch()
+            touch()

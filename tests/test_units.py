@@ -8,10 +8,10 @@ import crc32c
 import pytest
 import typer
 
-from staccato import checksums
+from staccato import checksums, errors
 from staccato.cli import parse_size
 from staccato.client import transfer_id
-from staccato.errors import InvalidURL
+from staccato.errors import InvalidURLError
 from staccato.models import GiB, MiB
 from staccato.plan import MAX_SEGMENT_BYTES, chunk_count, plan_segments
 from staccato.urls import parse_url
@@ -56,7 +56,7 @@ def test_relative_path_is_made_absolute() -> None:
     ],
 )
 def test_bad_urls(text: str, message: str) -> None:
-    with pytest.raises(InvalidURL, match=message.replace("?", r"\?")):
+    with pytest.raises(InvalidURLError, match=message.replace("?", r"\?")):
         parse_url(text)
 
 
@@ -127,3 +127,44 @@ def test_parse_size(text: str, value: int) -> None:
 def test_parse_size_rejects(text: str) -> None:
     with pytest.raises(typer.BadParameter):
         parse_size(text)
+
+
+def test_error_types_keep_their_wire_names() -> None:
+    """Failures travel as ``ApplicationError.type``; renaming a class must not change
+    the type recorded in Temporal (a worker replaying an old history compares it)."""
+    assert errors.WriteSessionLostError.TYPE == "WriteSessionLost"
+    assert errors.ChecksumMismatchError.TYPE == "ChecksumMismatch"
+    assert errors.NotAFileError.TYPE == "IsADirectory"
+    assert errors.NotFound is errors.NotFoundError
+    for name, cls in errors.ERROR_TYPES.items():
+        assert cls.TYPE == name
+        assert cls.__name__.endswith("Error"), cls
+
+    class LostUpload(errors.WriteSessionLostError):
+        """A driver's own kind of lost session."""
+
+    class Gone(errors.NotFoundError):
+        TYPE = "Gone"
+
+    assert errors.application_type(LostUpload("x")) == "WriteSessionLost"
+    assert errors.application_type(Gone("x")) == "Gone"
+    assert errors.application_type(errors.RetryableError("x")) == "RetryableError"
+
+
+def test_workflow_names_failure_types_by_constant() -> None:
+    """The workflow compares and raises failure types only through the constants of
+    staccato.errors, never string literals that a rename would silently break."""
+    import ast
+    from pathlib import Path
+
+    import staccato.workflows
+
+    for path in Path(staccato.workflows.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare):
+                operands = [node.left, *node.comparators]
+                text = ast.unparse(node)
+                if any(isinstance(o, ast.Constant) and isinstance(o.value, str) for o in operands):
+                    assert "reason_type" not in text and ".type" not in text, f"{path.name}: {text}"
+            if isinstance(node, ast.keyword) and node.arg == "type":
+                assert not isinstance(node.value, ast.Constant), f"{path.name}: type={node.value}"

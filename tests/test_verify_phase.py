@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from staccato.client import StaccatoClient, StaccatoError
+from staccato.client import StaccatoClient
+from staccato.errors import StaccatoError
 from staccato.models import TransferOptions, TransferState
 from staccato.workflows.transfer import TransferWorkflow
 from tests.helpers import MiB, WorkerProcess, leftovers, wait_for_status

@@ -16,7 +16,13 @@ from typing import ParamSpec, TypeVar
 
 from temporalio.exceptions import ApplicationError
 
-from staccato.errors import RetryableError, StaccatoError, WriteSessionLost, from_os_error
+from staccato.errors import (
+    INTERNAL_ERROR_TYPE,
+    RetryableError,
+    StaccatoError,
+    application_type,
+    from_os_error,
+)
 from staccato.secrets import scrub
 
 log = logging.getLogger("staccato.activities")
@@ -39,16 +45,9 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def _type_name(err: StaccatoError) -> str:
-    """The ``ApplicationError.type`` for ``err``: its class name, except that a driver's
-    kind of lost write session (S3 ``UploadGone``) is the ``WriteSessionLost`` that the
-    workflow acts on."""
-    return "WriteSessionLost" if isinstance(err, WriteSessionLost) else type(err).__name__
-
-
 def mapped_errors(fn: Callable[P, R]) -> Callable[P, R]:
     """Wrap an activity so a :class:`StaccatoError` becomes an ``ApplicationError``
-    whose ``type`` is the error class name and whose ``non_retryable`` flag is the
+    whose ``type`` is the error's ``TYPE`` (:func:`staccato.errors.application_type`) and whose ``non_retryable`` flag is the
     opposite of the error's ``retryable`` (Temporal then retries only what may heal).
     Other ``OSError``s stay retryable; any other exception is a bug and fails at once.
     """
@@ -61,7 +60,7 @@ def mapped_errors(fn: Callable[P, R]) -> Callable[P, R]:
             delay = err.retry_after_s if isinstance(err, RetryableError) else None
             raise ApplicationError(
                 _short(str(err)),
-                type=_type_name(err),
+                type=application_type(err),
                 non_retryable=not err.retryable,
                 next_retry_delay=(
                     timedelta(seconds=min(max(delay, 0.0), MAX_RETRY_AFTER_S))
@@ -72,7 +71,7 @@ def mapped_errors(fn: Callable[P, R]) -> Callable[P, R]:
         except OSError as err:  # an I/O error a driver did not classify
             mapped = from_os_error(err, f"{type(err).__name__} ({err.filename or 'no file name'})")
             raise ApplicationError(
-                _short(str(mapped)), type=type(mapped).__name__, non_retryable=not mapped.retryable
+                _short(str(mapped)), type=mapped.TYPE, non_retryable=not mapped.retryable
             ) from None
         except Exception as err:
             # A bug, not a condition of an endpoint: retrying 30 times would only hide it.
@@ -81,7 +80,7 @@ def mapped_errors(fn: Callable[P, R]) -> Callable[P, R]:
             log.error("internal error in an activity", exc_info=True)
             raise ApplicationError(
                 _short(f"internal error: {type(err).__name__}: {err}"),
-                type="InternalError",
+                type=INTERNAL_ERROR_TYPE,
                 non_retryable=True,
             ) from None
 

@@ -23,7 +23,7 @@ from staccato import checksums, secrets, settings
 from staccato.activities.errors import mapped_errors
 from staccato.endpoints import get_driver
 from staccato.endpoints.base import keepalive_hook
-from staccato.errors import ChecksumMismatch, PermissionDenied, SourceChanged
+from staccato.errors import ChecksumMismatchError, PermissionDeniedError, SourceChangedError
 from staccato.models import (
     ConfirmSourceInput,
     ObjectInfo,
@@ -47,7 +47,7 @@ def check_file_roots(*urls: str) -> None:
     not exist yet), so neither can lead out of a root.
 
     Raises:
-        PermissionDenied: a file URL resolves outside every root; names the path, what
+        PermissionDeniedError: a file URL resolves outside every root; names the path, what
             it resolved to and the roots.
         SettingsError: ``STACCATO_FILE_ROOTS`` is malformed (names the variable).
     """
@@ -62,7 +62,7 @@ def check_file_roots(*urls: str) -> None:
         if any(os.path.commonpath([resolved, root]) == root for root in roots):
             continue
         shown = "" if resolved == url.path else f" (resolves to {resolved})"
-        raise PermissionDenied(
+        raise PermissionDeniedError(
             f"{url.path}{shown} is outside the directories this worker may use "
             f"(STACCATO_FILE_ROOTS={':'.join(roots)}); use a path under one of them, or "
             "add its directory to STACCATO_FILE_ROOTS on the workers"
@@ -127,7 +127,7 @@ def confirm_source(request: ConfirmSourceInput) -> None:
     Heartbeats per chunk (the reads of one segment can be long).
 
     Raises:
-        SourceChanged: a segment reads differently now, or the version moved.
+        SourceChangedError: a segment reads differently now, or the version moved.
     """
     check_file_roots(request.source)
     url = secrets.source_url(request.source, request.source_secret)
@@ -151,7 +151,7 @@ def confirm_source(request: ConfirmSourceInput) -> None:
             if actual != expected:
                 start = first * request.chunk_size
                 stop = min(size, end * request.chunk_size)
-                raise SourceChanged(
+                raise SourceChangedError(
                     f"source changed during the transfer: {request.source} bytes [{start}, "
                     f"{stop}) read differently a second time (rewritten in place, size and "
                     f"mtime unchanged); nothing was published. Copy it again once the "
@@ -199,7 +199,7 @@ def publish(request: PublishInput) -> None:
     source = secrets.source_url(request.source, request.source_secret)
     now = get_driver(source.scheme).stat(source)
     if now.version != request.source_info.version:
-        raise SourceChanged(
+        raise SourceChangedError(
             f"source changed during the transfer: {request.source} was modified "
             f"(size {request.source_info.size} -> {now.size} bytes); nothing was published"
         )
@@ -208,7 +208,8 @@ def publish(request: PublishInput) -> None:
 
 
 class _Stopped(Exception):
-    """The verify activity was cancelled (the transfer was cancelled)."""
+    """The verify activity was cancelled (the transfer was cancelled). Not an error
+    (hence no ``Error`` in its name)."""
 
 
 class _Beat:
@@ -239,7 +240,7 @@ def verify(request: VerifyInput) -> str:
         The destination's checksum (hex), or ``""`` when only the size was checked.
 
     Raises:
-        ApplicationError: ``ChecksumMismatch`` (sizes or checksums differ) or another
+        ApplicationError: ``ChecksumMismatchError`` (sizes or checksums differ) or another
             mapped error (see :func:`mapped_errors`).
         CancelledError: the activity was cancelled while reading back.
     """
@@ -259,7 +260,7 @@ def _verify(request: VerifyInput) -> str:
         return ""
     info = driver.stat(url)
     if info.size != request.size:
-        raise ChecksumMismatch(
+        raise ChecksumMismatchError(
             f"destination {request.url} has {info.size} bytes, expected {request.size}"
         )
     if request.mode == VerifyMode.size:
@@ -279,7 +280,7 @@ def _verify(request: VerifyInput) -> str:
             first = request.segments[0][0] * request.chunk_size
             end = min(request.size, request.segments[-1][1] * request.chunk_size)
             where = f" in bytes [{first}, {end})"
-        raise ChecksumMismatch(
+        raise ChecksumMismatchError(
             f"destination {request.url}{where} checksum {checksums.label(request.checksum, actual)} "
             f"differs from the source's {checksums.label(request.checksum, request.expected)}"
         )

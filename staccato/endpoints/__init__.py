@@ -9,7 +9,7 @@ import importlib
 import threading
 
 from staccato.endpoints.base import Driver
-from staccato.errors import InvalidURL
+from staccato.errors import InvalidURLError
 
 # scheme -> (module, class, pip extra that provides its library)
 _REGISTRY: dict[str, tuple[str, str, str]] = {
@@ -27,7 +27,7 @@ def get_driver(scheme: str) -> Driver:
     """The driver for ``scheme``, created once per process.
 
     Raises:
-        InvalidURL: no driver for the scheme, or its library is not installed (the
+        InvalidURLError: no driver for the scheme, or its library is not installed (the
             message names the package to install).
     """
     with _lock:
@@ -37,15 +37,17 @@ def get_driver(scheme: str) -> Driver:
         try:
             module_name, class_name, package = _REGISTRY[scheme]
         except KeyError:
-            raise InvalidURL(
+            raise InvalidURLError(
                 f"no driver for URL scheme {scheme!r}; supported: {', '.join(sorted(_REGISTRY))}"
             ) from None
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as err:
             if err.name and module_name.startswith(err.name):
-                raise InvalidURL(f"the {scheme} driver is not available in this version") from None
-            raise InvalidURL(
+                raise InvalidURLError(
+                    f"the {scheme} driver is not available in this version"
+                ) from None
+            raise InvalidURLError(
                 f"the {scheme} driver needs the Python package {package!r}: pip install {package}"
             ) from err
         driver = getattr(module, class_name)()

@@ -1,4 +1,5 @@
-"""The driver interface: what every endpoint provides (DESIGN.md, Driver interface).
+"""The driver interface: what every endpoint provides (docs/architecture.md, "The driver
+contract"; tests/contract/ runs it against every driver).
 
 A driver speaks one endpoint's protocol. It is constructed once per worker process
 (see :func:`staccato.endpoints.get_driver`) and is called from activities only;
@@ -23,7 +24,7 @@ from types import TracebackType
 from typing import ClassVar
 
 from staccato import checksums
-from staccato.errors import Unsupported
+from staccato.errors import UnsupportedError
 from staccato.models import ObjectInfo, WriteSession
 from staccato.plan import chunk_bounds
 from staccato.urls import EndpointURL
@@ -68,8 +69,8 @@ class Reader(abc.ABC):
         """Fill ``buffer`` with up to ``len(buffer)`` next bytes; 0 means end of range.
 
         Raises:
-            SourceChanged: the source no longer has the pinned version.
-            IncompleteRead, RetryableError: transient failures.
+            SourceChangedError: the source no longer has the pinned version.
+            IncompleteReadError, RetryableError: transient failures.
         """
 
     def readinto_full(self, buffer: memoryview) -> int:
@@ -107,7 +108,7 @@ class ChunkWriter(abc.ABC):
         Raises:
             RetryableError: the bytes could not be read.
         """
-        raise Unsupported("this endpoint cannot read back unpublished data")
+        raise UnsupportedError("this endpoint cannot read back unpublished data")
 
     @abc.abstractmethod
     def write_chunk(self, index: int, data: memoryview, checksum: str) -> None:
@@ -115,8 +116,8 @@ class ChunkWriter(abc.ABC):
         and make it durable: once this returns, :meth:`Driver.durable_chunks` reports it.
 
         Raises:
-            PermissionDenied, RetryableError, SourceChanged: as the endpoint reports.
-            WriteSessionLost: the session is gone (deleted, or published or aborted by
+            PermissionDeniedError, RetryableError, SourceChangedError: as the endpoint reports.
+            WriteSessionLostError: the session is gone (deleted, or published or aborted by
                 another attempt): a stale writer stops here; a live transfer opens a new
                 session and copies again.
         """
@@ -140,7 +141,7 @@ class ChunkWriter(abc.ABC):
             ``""`` when the store does not report one (the stream then reads the range
             from the source to checksum it).
         """
-        raise Unsupported("server-side copy is not supported by this endpoint")
+        raise UnsupportedError("server-side copy is not supported by this endpoint")
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources."""
@@ -187,7 +188,7 @@ class Driver(abc.ABC):
         """Size, version and range support of the object at ``url``.
 
         Raises:
-            NotFound, IsADirectory, PermissionDenied, RetryableError.
+            NotFoundError, NotAFileError, PermissionDeniedError, RetryableError.
         """
 
     @abc.abstractmethod
@@ -198,26 +199,32 @@ class Driver(abc.ABC):
         """Fail early if ``url`` cannot be written (missing parent, not writable, ...).
 
         Raises:
-            Unsupported: the endpoint is read-only.
+            UnsupportedError: the endpoint is read-only.
         """
         if not self.can_write:
-            raise Unsupported(
+            raise UnsupportedError(
                 f"{url.scheme} endpoints can only be sources, not destinations: {url}"
             )
 
     def open_session(
-        self, url: EndpointURL, size: int, chunk_size: int, transfer_id: str
+        self, url: EndpointURL, size: int, chunk_size: int, session_key: str
     ) -> WriteSession:
-        """Open (or re-open, idempotently for the same ``transfer_id``) a write session.
+        """Open (or re-open, idempotently for the same ``session_key``) a write session.
+
+        ``session_key`` is unique per workflow run and per write session within it
+        (:class:`staccato.models.PrepareInput`); it is not the transfer id, which is
+        the same for every transfer to a destination.
 
         Raises:
-            DestinationMissing, PermissionDenied, IsADirectory, RetryableError.
+            DestinationMissingError, PermissionDeniedError, NotAFileError, RetryableError.
         """
-        raise Unsupported(f"{url.scheme} endpoints can only be sources, not destinations: {url}")
+        raise UnsupportedError(
+            f"{url.scheme} endpoints can only be sources, not destinations: {url}"
+        )
 
     def open_writer(self, session: WriteSession) -> ChunkWriter:
         """A chunk writer for ``session``."""
-        raise Unsupported(f"{self.scheme} endpoints cannot be written")
+        raise UnsupportedError(f"{self.scheme} endpoints cannot be written")
 
     def durable_chunks(
         self, session: WriteSession, first_chunk: int = 0, end_chunk: int | None = None
@@ -231,7 +238,7 @@ class Driver(abc.ABC):
         caller needs (a stream's segment): a driver whose check costs work per chunk
         checks only those and calls :func:`keepalive` as it goes; others may ignore it
         and report more."""
-        raise Unsupported(f"{self.scheme} endpoints cannot be written")
+        raise UnsupportedError(f"{self.scheme} endpoints cannot be written")
 
     def session_url(self, session: WriteSession) -> str | None:
         """A URL this driver can read the session's unpublished bytes from (a temp
@@ -244,11 +251,11 @@ class Driver(abc.ABC):
 
         Idempotent: publishing an already published session succeeds.
         """
-        raise Unsupported(f"{self.scheme} endpoints cannot be written")
+        raise UnsupportedError(f"{self.scheme} endpoints cannot be written")
 
     def abort(self, session: WriteSession) -> None:
         """Discard the session's temp data. Idempotent; the destination name is untouched."""
-        raise Unsupported(f"{self.scheme} endpoints cannot be written")
+        raise UnsupportedError(f"{self.scheme} endpoints cannot be written")
 
     @property
     def stored_object_checksum(self) -> bool:
@@ -287,7 +294,7 @@ class Driver(abc.ABC):
         chunk.
 
         Args:
-            info: the version to pin the reads to (raises ``SourceChanged`` if the
+            info: the version to pin the reads to (raises ``SourceChangedError`` if the
                 object no longer has it); default: what a fresh ``stat`` says.
         """
         if info is None:

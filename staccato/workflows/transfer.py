@@ -5,7 +5,7 @@ reads every chunk back right after it is durable and compares checksums
 (verify-on-write), so no separate pass over the object is needed; otherwise
 (SFTP) the temp data is read back per segment before publish, or (S3) the
 published object's stored checksum is compared. Short steps (stat, prepare,
-the final size check) run as local activities first (see :func:`_short_activity`);
+the final size check) run as local activities first (see :func:`staccato.workflows.calls.short_activity`);
 publish, which replaces the destination, always runs as a regular activity.
 
 One run moves one object. The workflow id is derived from the destination, so it is
@@ -42,7 +42,14 @@ naming the step and its last error.
 Input: the workflow takes its input as a raw payload and validates it itself, so a
 malformed start from any Temporal client (not JSON, a negative chunk size, a missing
 field, a relative path) fails the workflow at once with a message naming the field,
-instead of failing its workflow task forever.
+instead of failing its workflow task forever (:func:`staccato.workflows.failures.decode_request`).
+
+Modules: this one holds the workflow class alone, over 500 lines because it is one
+state machine (state, progress, pause and resume updates, the steps of a write
+session) whose methods share its fields; splitting it would pass that state around.
+What needs none of it lives beside it: :mod:`staccato.workflows.calls` (retry
+policy, timeouts, the short steps' local first attempt, cancellation checks) and
+:mod:`staccato.workflows.failures` (input validation, failure reasons and types).
 """
 
 from __future__ import annotations
@@ -64,11 +71,8 @@ from temporalio.exceptions import (
 )
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import ValidationError
-
     from staccato import checksums
     from staccato.models import (
-        Checkpoint,
         ConfirmSourceInput,
         ObjectInfo,
         PrepareInput,
@@ -88,20 +92,31 @@ with workflow.unsafe.imports_passed_through():
     from staccato.plan import plan_segments
     from staccato.workflows import search_attributes as sa
 
-# Retries: transient failures (network, 5xx, a killed worker) back off from 1 s to
-# 30 s, with no attempt limit: how long is bounded by each activity's
-# schedule_to_close_timeout, the transfer's retry budget (options.retry_for_s).
-RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-    maximum_attempts=0,
+from staccato.workflows.calls import (
+    RETRY,
+    SHORT_TIMEOUT,
+    cancelling,
+    copy_timeout,
+    raise_if_cancelling,
+    sealed,
+    session_key,
+    short_activity,
 )
-SHORT_TIMEOUT = timedelta(minutes=2)
+from staccato.workflows.failures import (
+    CHECKSUM_MISMATCH,
+    WRITE_SESSION_LOST,
+    decode_request,
+    duration,
+    reason,
+    reason_type,
+    stream_moved_on,
+)
+
 DEFAULT_HEARTBEAT_TIMEOUT = timedelta(seconds=20)
 T = TypeVar("T")
-MAX_WRITE_SESSIONS = 3  # per run: a lost session (WriteSessionLost) is copied again twice at most
-STREAM_RATE_FLOOR = 1_000_000  # bytes/s assumed when sizing a stream's start-to-close timeout
+MAX_WRITE_SESSIONS = (
+    3  # per run: a lost session (WriteSessionLostError) is copied again twice at most
+)
 
 
 @workflow.defn(name="TransferWorkflow")
@@ -127,13 +142,13 @@ class TransferWorkflow:
 
         Args:
             raw_request: a :class:`TransferRequest` as a JSON payload (decoded and
-                validated here, see :func:`_decode_request`).
+                validated here, see :func:`decode_request`).
 
         Raises:
             ApplicationError: non-retryable: invalid input (naming the field), or the
                 transfer failed (the reason).
         """
-        request = _decode_request(raw_request)
+        request = decode_request(raw_request)
         options = request.options
         self._retry_for = timedelta(seconds=options.retry_for_s)
         self._progress = Progress(
@@ -150,7 +165,7 @@ class TransferWorkflow:
         try:
             self._set_phase("stat")
             info: ObjectInfo = await self._short_activity(
-                "stat", request.source, ObjectInfo, *_sealed(request.source_secret)
+                "stat", request.source, ObjectInfo, *sealed(request.source_secret)
             )
             self._progress.bytes_total = info.size
             # a pause accepted while still scheduled holds: the streams wait for resume
@@ -158,23 +173,23 @@ class TransferWorkflow:
             for attempt in range(MAX_WRITE_SESSIONS):
                 try:
                     chunk_size, digest = await self._write(
-                        request, info, heartbeat_timeout, _session_key(attempt)
+                        request, info, heartbeat_timeout, session_key(attempt)
                     )
                     break
                 except (ActivityError, ApplicationError) as err:
-                    if _reason_type(err) != "WriteSessionLost" or self._published:
+                    if reason_type(err) != WRITE_SESSION_LOST or self._published:
                         raise
                     if attempt + 1 == MAX_WRITE_SESSIONS:
                         raise ApplicationError(
                             f"{MAX_WRITE_SESSIONS} write sessions in a row were lost; giving "
                             f"up (something keeps removing or altering the temp data). "
-                            f"Last: {_reason(err)}",
-                            type="WriteSessionLost",
+                            f"Last: {reason(err)}",
+                            type=WRITE_SESSION_LOST,
                             non_retryable=True,
                         ) from None
                     # The temp data vanished under us (deleted by hand, a cleaner
                     # script): open a new write session and copy everything again.
-                    workflow.logger.warning("%s; copying again into a new one", _reason(err))
+                    workflow.logger.warning("%s; copying again into a new one", reason(err))
                     await self._cleanup(self._session)
                     self._session = None
                     self._progress.bytes_committed = self._progress.segments_done = 0
@@ -184,17 +199,17 @@ class TransferWorkflow:
             self._set_state(TransferState.cancelled)
             raise
         except (ActivityError, ApplicationError) as err:  # a local activity's may be bare
-            if isinstance(err.cause, CancelledError) and _cancelling():
+            if isinstance(err.cause, CancelledError) and cancelling():
                 # the transfer was cancelled while an activity ran
                 await self._cleanup(self._session)
                 self._set_state(TransferState.cancelled)
                 raise asyncio.CancelledError() from None
             if not self._published:
                 await self._cleanup(self._session)
-            reason = self._gave_up(err) or _reason(err)
-            self._progress.error = reason
+            message = self._gave_up(err) or reason(err)
+            self._progress.error = message
             self._set_state(TransferState.failed)
-            raise ApplicationError(reason, type=_reason_type(err), non_retryable=True) from None
+            raise ApplicationError(message, type=reason_type(err), non_retryable=True) from None
         label = checksums.label(options.checksum.value, digest)
         self._progress.checksum = label
         self._progress.bytes_committed = info.size
@@ -395,7 +410,7 @@ class TransferWorkflow:
             assert self._progress is not None
             while True:
                 await workflow.wait_condition(lambda: not self._paused or self._failure is not None)
-                _raise_if_cancelling()
+                raise_if_cancelling()
                 if self._failure is not None or not queue:
                     return
                 segment = queue.popleft()
@@ -414,9 +429,9 @@ class TransferWorkflow:
                     ),
                     result_type=StreamResult,
                     activity_id=f"stream-{segment.index:04d}-{attempts[segment.index]}",
-                    start_to_close_timeout=_copy_timeout(segment.length),
+                    start_to_close_timeout=copy_timeout(segment.length),
                     # the retry budget on top of the time the copy itself may take
-                    schedule_to_close_timeout=self._retry_budget() + _copy_timeout(segment.length),
+                    schedule_to_close_timeout=self._retry_budget() + copy_timeout(segment.length),
                     heartbeat_timeout=heartbeat_timeout,
                     retry_policy=RETRY,
                     cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
@@ -433,7 +448,7 @@ class TransferWorkflow:
                         self._stopped_by_pause.discard(segment.index)
                         queue.appendleft(segment)
                         continue
-                    moved = _stream_moved_on(err, self._progress.partial.get(segment.index, 0))
+                    moved = stream_moved_on(err, self._progress.partial.get(segment.index, 0))
                     if moved is not None:
                         # out of retry budget while its heartbeats show progress (a long
                         # segment): that is no outage, schedule it again
@@ -458,7 +473,7 @@ class TransferWorkflow:
                 else:
                     self._progress.partial[segment.index] = result.bytes_done
                     queue.appendleft(segment)
-                    _raise_if_cancelling()  # the transfer was cancelled, not paused
+                    raise_if_cancelling()  # the transfer was cancelled, not paused
 
         await asyncio.gather(
             *(lane() for _ in range(max(1, min(request.options.streams, len(segments)))))
@@ -529,7 +544,7 @@ class TransferWorkflow:
                     "verify",
                     part,
                     result_type=str,
-                    start_to_close_timeout=_copy_timeout(info.size) + SHORT_TIMEOUT,
+                    start_to_close_timeout=copy_timeout(info.size) + SHORT_TIMEOUT,
                     schedule_to_close_timeout=self._retry_budget(),
                     # the read-back heartbeats per chunk: a killed worker's verify is
                     # retried after this, not after the start-to-close bound (hours)
@@ -550,7 +565,7 @@ class TransferWorkflow:
                 repair
                 and not part.whole_object
                 and isinstance(outcome, ActivityError)
-                and _reason_type(outcome) == "ChecksumMismatch"
+                and reason_type(outcome) == CHECKSUM_MISMATCH
             ):
                 bad.update(s.index for s in segments if s.first_chunk == part.segments[0][0])
                 continue
@@ -582,8 +597,8 @@ class TransferWorkflow:
                         checksum=request.options.checksum,
                         source_secret=request.source_secret,
                     ),
-                    start_to_close_timeout=_copy_timeout(s.length),
-                    schedule_to_close_timeout=self._retry_budget() + _copy_timeout(s.length),
+                    start_to_close_timeout=copy_timeout(s.length),
+                    schedule_to_close_timeout=self._retry_budget() + copy_timeout(s.length),
                     heartbeat_timeout=heartbeat_timeout,
                     retry_policy=RETRY,
                 )
@@ -622,7 +637,7 @@ class TransferWorkflow:
                 ),
             )
         except ActivityError as err:
-            workflow.logger.warning("cleanup of %s failed: %s", session.url, _reason(err))
+            workflow.logger.warning("cleanup of %s failed: %s", session.url, reason(err))
 
     def _set_state(self, state: TransferState) -> None:
         assert self._progress is not None
@@ -717,15 +732,15 @@ class TransferWorkflow:
         )
         return (
             f"gave up: the {err.activity_type} step kept failing and the retry deadline "
-            f"passed (--retry-for {_duration(self._retry_for)} without progress; no attempt "
+            f"passed (--retry-for {duration(self._retry_for)} without progress; no attempt "
             f"starts after it); last error: {last_text}"
         )
 
     async def _short_activity(
         self, name: str, arg: Any, result_type: type[T], *more_args: Any
     ) -> T:
-        """:func:`_short_activity` within the retry budget; a success renews the budget."""
-        result = await _short_activity(
+        """:func:`~staccato.workflows.calls.short_activity` within the retry budget; a success renews the budget."""
+        result = await short_activity(
             name, arg, result_type, *more_args, budget=self._retry_budget()
         )
         self._progress_at = workflow.now()
@@ -733,154 +748,3 @@ class TransferWorkflow:
 
 
 _PAUSABLE_PHASES = ("scheduled", "stat", "prepare", "copy")
-
-
-def _decode_request(raw: RawValue) -> TransferRequest:
-    """Decode and validate the workflow input.
-
-    Raises:
-        ApplicationError: non-retryable, naming the payload encoding or each invalid
-            field (a raw Temporal client can send anything).
-    """
-    payload = raw.payload
-    encoding = payload.metadata.get("encoding", b"").decode(errors="replace")
-    if encoding != "json/plain":
-        raise ApplicationError(
-            f"invalid TransferWorkflow input: expected a JSON payload (encoding json/plain) "
-            f"holding a TransferRequest, got encoding {encoding or 'none'!r}",
-            type="InvalidInput",
-            non_retryable=True,
-        )
-    try:
-        return TransferRequest.model_validate_json(payload.data)
-    except ValidationError as err:
-        problems = []
-        for error in err.errors(include_url=False, include_input=False):
-            where = ".".join(str(part) for part in error["loc"]) or "input"
-            problems.append(f"{where}: {error['msg']}")
-        raise ApplicationError(
-            "invalid TransferWorkflow input: " + "; ".join(problems),
-            type="InvalidInput",
-            non_retryable=True,
-        ) from None
-
-
-def _stream_moved_on(err: ActivityError, known: int) -> int | None:
-    """If ``err`` is a stream's retry-budget timeout and its last heartbeat shows more
-    durable bytes than ``known``, those bytes; else None."""
-    cause = err.cause
-    if not isinstance(cause, TimeoutError) or cause.type != TimeoutType.SCHEDULE_TO_CLOSE:
-        return None
-    details = cause.last_heartbeat_details
-    if not details:
-        return None
-    try:
-        checkpoint = Checkpoint.model_validate(details[0])
-    except ValidationError:
-        return None
-    return checkpoint.bytes_done if checkpoint.bytes_done > known else None
-
-
-def _duration(span: timedelta) -> str:
-    seconds = span.total_seconds()
-    if seconds >= 3600 and seconds % 3600 == 0:
-        return f"{seconds / 3600:g} h"
-    if seconds >= 60 and seconds % 60 == 0:
-        return f"{seconds / 60:g} min"
-    return f"{seconds:g} s"
-
-
-def _sealed(source_secret: str | None) -> tuple[str, ...]:
-    """The extra argument of ``stat`` for a source with a sealed query (none without)."""
-    return (source_secret,) if source_secret is not None else ()
-
-
-async def _short_activity(
-    name: str,
-    arg: Any,
-    result_type: type[T],
-    *more_args: Any,
-    budget: timedelta | None = None,
-) -> T:
-    """Run a short activity (stat, prepare, a size check) with its retries.
-
-    The first attempt is a local activity: it runs on this worker inside the workflow
-    task, saving the ~20 ms server round trip of a regular activity (three of them per
-    transfer). If it fails with a retryable error, the activity runs again as a regular
-    activity with :data:`RETRY`, so its retries back off durably and their reasons show
-    in ``status`` (pending activities; local activities do not appear there).
-    A non-retryable failure (missing source, permission denied...) fails at once.
-    """
-    try:
-        return await workflow.execute_local_activity(
-            name,
-            args=[arg, *more_args],
-            result_type=result_type,
-            start_to_close_timeout=SHORT_TIMEOUT,
-            retry_policy=RetryPolicy(maximum_attempts=1),
-        )
-    except (ActivityError, ApplicationError) as err:
-        # a local activity's failure may arrive unwrapped (no ActivityError around it)
-        cause = err.cause if isinstance(err, ActivityError) else err
-        if isinstance(cause, CancelledError) or (
-            isinstance(cause, ApplicationError) and cause.non_retryable
-        ):
-            raise
-        workflow.logger.info("%s failed on its first attempt (%s); retrying", name, _reason(err))
-        # The endpoint asked for a pause (HTTP Retry-After): the regular activity's first
-        # attempt starts at once, so wait here as its retries would.
-        delay = cause.next_retry_delay if isinstance(cause, ApplicationError) else None
-        if delay and workflow.patched("retry-after-before-regular-activity"):
-            await workflow.sleep(delay)
-    return await workflow.execute_activity(
-        name,
-        args=[arg, *more_args],
-        result_type=result_type,
-        start_to_close_timeout=SHORT_TIMEOUT,
-        schedule_to_close_timeout=budget,
-        retry_policy=RETRY,
-    )
-
-
-def _cancelling() -> bool:
-    """Whether this task (the workflow's run, when called from it) was asked to cancel."""
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
-
-
-def _raise_if_cancelling() -> None:
-    """Raise if this task was asked to cancel (workflow cancellation): an activity
-    started with WAIT_CANCELLATION_COMPLETED may return normally after the request."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError()
-
-
-def _session_key(attempt: int = 0) -> str:
-    """Unique per run (and per write session within the run, after a lost one)."""
-    info = workflow.info()
-    key = f"{info.workflow_id}-{info.run_id[:8]}"
-    return key if attempt == 0 else f"{key}-{attempt}"
-
-
-def _copy_timeout(size: int) -> timedelta:
-    """Generous start-to-close bound for moving ``size`` bytes (heartbeats catch stalls)."""
-    return timedelta(seconds=600 + size // STREAM_RATE_FLOOR)
-
-
-def _root(err: BaseException) -> BaseException:
-    while isinstance(err, ActivityError) and err.cause is not None:
-        err = err.cause
-    return err
-
-
-def _reason(err: BaseException) -> str:
-    root = _root(err)
-    return getattr(root, "message", None) or str(root)
-
-
-def _reason_type(err: BaseException) -> str:
-    root = _root(err)
-    if isinstance(root, ApplicationError) and root.type:
-        return root.type
-    return type(root).__name__

@@ -10,7 +10,7 @@ import os
 import pytest
 
 from staccato import checksums
-from staccato.errors import NotFound, PermanentError, SourceChanged, Unsupported
+from staccato.errors import NotFoundError, PermanentError, SourceChangedError, UnsupportedError
 from staccato.models import ObjectInfo
 from staccato.urls import EndpointURL
 from tests.contract.adapters import EndpointAdapter
@@ -90,9 +90,9 @@ def test_source_changed_between_stat_and_read(endpoint: EndpointAdapter, new_siz
     grown = {"same_size": 0, "longer": 10, "shorter": -10}[new_size]
     endpoint.rewrite("obj.bin", os.urandom(len(data) + grown))
     assert endpoint.driver.stat(url).version != info.version
-    with pytest.raises(SourceChanged):
+    with pytest.raises(SourceChangedError):
         read_range(endpoint, url, info, 50_000, 20_000)
-    with pytest.raises(SourceChanged):
+    with pytest.raises(SourceChangedError):
         read_range(endpoint, url, info, 0, len(data))
 
 
@@ -100,12 +100,12 @@ def test_source_removed_between_stat_and_read(endpoint: EndpointAdapter) -> None
     url = endpoint.put("obj.bin", os.urandom(10_000))
     info = endpoint.driver.stat(url)
     endpoint.delete("obj.bin")
-    with pytest.raises(SourceChanged):
+    with pytest.raises(SourceChangedError):
         read_range(endpoint, url, info, 0, 10_000)
 
 
 def test_missing_object_is_not_found(endpoint: EndpointAdapter) -> None:
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFoundError):
         endpoint.driver.stat(endpoint.url("no-such-object.bin"))
 
 
@@ -129,9 +129,9 @@ def test_name_over_the_limit_is_a_permanent_error(endpoint: EndpointAdapter) -> 
 def test_read_only_endpoint_refuses_to_write(read_only: EndpointAdapter) -> None:
     """An endpoint that is only a source says so when asked to write."""
     url = read_only.url("dst.bin")
-    with pytest.raises(Unsupported):
+    with pytest.raises(UnsupportedError):
         read_only.driver.check_destination(url)
-    with pytest.raises(Unsupported):
+    with pytest.raises(UnsupportedError):
         read_only.driver.open_session(url, 1, read_only.chunk_size, "contract")
 
 

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 import pytest
 
 from staccato import checksums
-from staccato.errors import DestinationMissing, WriteSessionLost
+from staccato.errors import DestinationMissingError, WriteSessionLostError
 from staccato.models import WriteSession
 from staccato.plan import chunk_bounds, chunk_count
 from tests.contract.adapters import EndpointAdapter
@@ -208,7 +208,7 @@ def test_missing_temp_is_never_taken_for_published(
         writable.lose_temp(session)
     else:
         writable.lose_session_data(keep=DST)
-    with pytest.raises(WriteSessionLost):
+    with pytest.raises(WriteSessionLostError):
         writable.driver.publish(session)
     assert writable.get(DST) == old
 
@@ -216,23 +216,23 @@ def test_missing_temp_is_never_taken_for_published(
 def test_missing_temp_without_a_destination_is_lost(writable: EndpointAdapter) -> None:
     session, _ = _written(writable, "several_chunks")
     writable.lose_session_data(keep=DST)
-    with pytest.raises(WriteSessionLost):
+    with pytest.raises(WriteSessionLostError):
         writable.driver.publish(session)
     assert writable.get(DST) is None
 
 
 def test_writer_stops_when_the_session_is_lost(writable: EndpointAdapter) -> None:
     """Temp data deleted under a live transfer: the next chunk write (or a new writer)
-    fails with WriteSessionLost, and no chunk is reported durable any more."""
+    fails with WriteSessionLostError, and no chunk is reported durable any more."""
     data = os.urandom(_size(writable, "several_chunks"))
     session = _open(writable, len(data))
     _write(writable, session, data, [0])
     assert writable.lose_session_data(keep=DST)
-    with pytest.raises(WriteSessionLost):
+    with pytest.raises(WriteSessionLostError):
         _write(writable, session, data, [1])
     try:
         assert writable.driver.durable_chunks(session) == {}
-    except WriteSessionLost:
+    except WriteSessionLostError:
         pass  # also an honest answer
     assert writable.get(DST) is None
 
@@ -247,7 +247,7 @@ def test_stale_writer_after_publish_is_stopped(writable: EndpointAdapter, shape:
         _write(writable, session, data)  # the retried attempt
         writable.driver.publish(session)
         junk = memoryview(os.urandom(min(len(data), session.chunk_size)))
-        with pytest.raises(WriteSessionLost):
+        with pytest.raises(WriteSessionLostError):
             stale.write_chunk(0, junk, _crc(junk))
     assert writable.get(DST) == data
     assert writable.listing() == {DST}
@@ -260,7 +260,7 @@ def test_stale_writer_after_abort_is_stopped(writable: EndpointAdapter, shape: s
     with writable.driver.open_writer(session) as stale:
         writable.driver.abort(session)
         chunk = memoryview(data)[: min(len(data), session.chunk_size)]
-        with pytest.raises(WriteSessionLost):
+        with pytest.raises(WriteSessionLostError):
             stale.write_chunk(0, chunk, _crc(chunk))
     assert writable.get(DST) is None
     assert writable.listing() == set()
@@ -280,7 +280,7 @@ def test_stale_session_is_never_published(writable: EndpointAdapter, shape: str)
     writable.driver.publish(current)
     try:
         _write(writable, abandoned, junk)
-    except WriteSessionLost:
+    except WriteSessionLostError:
         pass  # stopping it is fine; writing into its own temp data is fine too
     assert writable.get(DST) == data
     writable.driver.abort(abandoned)
@@ -331,7 +331,7 @@ def test_session_readable_before_publish_where_declared(writable: EndpointAdapte
 
 
 def test_destination_with_missing_parent(writable: EndpointAdapter) -> None:
-    with pytest.raises(DestinationMissing):
+    with pytest.raises(DestinationMissingError):
         writable.driver.check_destination(writable.missing_parent(DST))
 
 

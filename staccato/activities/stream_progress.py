@@ -1,0 +1,225 @@
+"""A stream's progress: heartbeats with its checkpoint, and the minimum-rate watchdog.
+
+Stalls: while a stream waits for its source (drivers call ``keepalive`` during long
+waits), a minimum-throughput watchdog compares the bytes the source delivered with
+``STACCATO_MIN_RATE_BYTES_PER_S`` over the last ``STACCATO_MIN_RATE_WINDOW_S`` of
+reading time and fails the attempt with a retryable error naming the source and the
+rate seen (so it shows in ``status`` as the last retry error); time spent writing to
+the destination does not count against the source. A heartbeat that cannot be sent,
+or a cancel (a pause, or Temporal giving up on the attempt), stops the stream at its
+next heartbeat (:class:`StreamStopped`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import deque
+
+from pydantic import ValidationError
+from temporalio import activity
+
+from staccato.activities.stream_guard import StreamAbandonedError, shield, touch
+from staccato.endpoints.base import Reader
+from staccato.errors import RetryableError
+from staccato.models import Checkpoint
+
+HEARTBEAT_EVERY_S = 0.5
+log = logging.getLogger("staccato.stream")
+
+
+class StreamStopped(Exception):
+    """The activity was cancelled (pause) or the worker is going away; the stream
+    returns where it stopped. Not an error (hence no ``Error`` in its name)."""
+
+
+class RateWatchdog:
+    """Fails a stream whose source is slower than a minimum rate.
+
+    Time counts only while the stream reads from its source (``reading(True)``); the
+    rate is the bytes delivered over the last ``window_s`` of that time.
+
+    Args:
+        source: the source URL as shown in messages (query values redacted).
+        min_rate: bytes per second; 0 turns the watchdog off.
+        window_s: seconds of reading time the rate is averaged over.
+    """
+
+    def __init__(self, source: str, min_rate: float, window_s: float) -> None:
+        self._source = source
+        self._min_rate = min_rate
+        self._window_s = window_s
+        self._clock = 0.0  # seconds spent reading, up to the start of the current spell
+        self._since: float | None = None  # monotonic start of the current reading spell
+        self._samples: deque[tuple[float, int]] = deque()  # (reading clock, bytes read)
+
+    def reading(self, active: bool) -> None:
+        """Start (True) or stop (False) counting time against the source."""
+        now = time.monotonic()
+        if active and self._since is None:
+            self._since = now
+        elif not active and self._since is not None:
+            self._clock += now - self._since
+            self._since = None
+
+    def check(self, source_bytes: int) -> None:
+        """Record that the source has delivered ``source_bytes`` so far.
+
+        Raises:
+            RetryableError: over the last window the source delivered less than the
+                minimum rate; the message names the source, the rate and the settings.
+        """
+        if self._since is None or self._min_rate <= 0:
+            return
+        clock = self._clock + time.monotonic() - self._since
+        samples = self._samples
+        samples.append((clock, source_bytes))
+        while len(samples) >= 2 and samples[1][0] <= clock - self._window_s:
+            samples.popleft()
+        first_clock, first_bytes = samples[0]
+        span = clock - first_clock
+        if span < self._window_s:
+            return
+        rate = (source_bytes - first_bytes) / span
+        if rate < self._min_rate:
+            raise RetryableError(
+                f"source {self._source} is too slow: it delivered "
+                f"{source_bytes - first_bytes} bytes in the last {span:.0f} s "
+                f"({rate:.0f} bytes/s), below the minimum of {self._min_rate:.0f} bytes/s "
+                f"over {self._window_s:g} s (worker settings STACCATO_MIN_RATE_BYTES_PER_S, "
+                "STACCATO_MIN_RATE_WINDOW_S); retrying"
+            )
+
+
+class StreamProgress:
+    """Tracks a stream's progress and heartbeats it, at most every 0.5 s; runs the
+    source's :class:`RateWatchdog` at each heartbeat."""
+
+    def __init__(
+        self,
+        segment: int,
+        bytes_done: int,
+        next_chunk: int,
+        watchdog: RateWatchdog | None = None,
+    ) -> None:
+        self.segment = segment
+        self.watchdog = watchdog
+        self.reader: Reader | None = None  # the source reader in use, for the watchdog
+        self._closed_readers_bytes = 0
+        self.bytes_done = bytes_done
+        self.next_chunk = next_chunk
+        self.bytes_read = 0
+        self.in_flight = 0  # bytes of the chunk being read, not yet written
+        self._copied = 0
+        self._started = time.monotonic()
+        self._last_beat = 0.0
+        self._parent = os.getppid()
+
+    def add(self, copied: int, read: int) -> None:
+        self.bytes_done += copied
+        self.in_flight = 0
+        self._copied += copied
+        self.bytes_read += read
+
+    def reading(self, active: bool) -> None:
+        """The stream starts (True) or stops (False) waiting on its source."""
+        if self.watchdog is not None:
+            self.watchdog.reading(active)
+
+    def beat(self, force: bool = False) -> None:
+        """Heartbeat if due.
+
+        Raises:
+            StreamStopped: cancellation was requested, the heartbeat could not be sent, or
+                the worker process is gone.
+            RetryableError: the source is below its minimum rate (:class:`RateWatchdog`).
+        """
+        now = time.monotonic()
+        touch()
+        if not force and now - self._last_beat < HEARTBEAT_EVERY_S:
+            return
+        self._last_beat = now
+        if os.getppid() != self._parent:
+            # The worker process died: this is a stale writer, stop now.
+            raise StreamStopped("worker process is gone")
+        elapsed = max(now - self._started, 1e-6)
+        heartbeat(
+            Checkpoint(
+                segment=self.segment,
+                next_chunk=self.next_chunk,
+                bytes_done=self.bytes_done + self.in_flight,
+                rate_bytes_per_s=round((self._copied + self.in_flight) / elapsed, 1),
+                bytes_read=self.bytes_read,
+            )
+        )
+        if self.watchdog is not None:
+            self.watchdog.check(self.source_bytes())
+
+    def source_bytes(self) -> int:
+        """Bytes received from the source so far, including those of the open reader
+        not yet in a chunk (and any it skipped to reach its offset)."""
+        reader = self.reader
+        return self._closed_readers_bytes + (reader.bytes_read if reader is not None else 0)
+
+    def reader_opened(self, reader: Reader) -> None:
+        self.reader = reader
+
+    def reader_closed(self) -> None:
+        if self.reader is not None:
+            self._closed_readers_bytes += self.reader.bytes_read
+        self.reader = None
+
+
+def heartbeat(*details: object) -> None:
+    """Send a heartbeat, then check for cancellation.
+
+    Raises:
+        StreamStopped: the activity was cancelled (a pause; Temporal gave up on the attempt,
+            e.g. its heartbeat timed out and the server no longer knows it), or the
+            heartbeat could not be handed to the worker (its process or the shared
+            state manager is gone): either way nobody waits for this attempt's result.
+    """
+    try:
+        with shield():
+            activity.heartbeat(*details)
+            cancelled = activity.is_cancelled()
+    except StreamAbandonedError:
+        raise
+    except Exception as err:  # the worker's manager process is gone or broken
+        log.warning(
+            "stream stops: its heartbeat could not be sent (%s: %s)", type(err).__name__, err
+        )
+        raise StreamStopped("heartbeat failed") from None
+    if cancelled:
+        raise StreamStopped("cancelled")
+
+
+def previous_checkpoint() -> Checkpoint | None:
+    details = activity.info().heartbeat_details
+    if not details:
+        return None
+    try:
+        return Checkpoint.model_validate(details[0])
+    except ValidationError:
+        return None  # an older schema: the destination's durable set still tells the truth
+
+
+class WaitingBeat:
+    """Heartbeats while a driver waits: the stream's progress once it exists, else the
+    previous attempt's checkpoint unchanged (at most every 0.5 s)."""
+
+    def __init__(self) -> None:
+        self.progress: StreamProgress | None = None
+        self._last_beat = 0.0
+
+    def beat(self) -> None:
+        if self.progress is not None:
+            self.progress.beat()
+            return
+        touch()
+        now = time.monotonic()
+        if now - self._last_beat < HEARTBEAT_EVERY_S:
+            return
+        self._last_beat = now
+        heartbeat(*activity.info().heartbeat_details)

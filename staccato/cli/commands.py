@@ -1,0 +1,181 @@
+"""The transfer commands: ``submit``, ``cp``, ``watch``, ``status``, ``list``,
+``cancel``, ``pause``, ``resume``. They talk to Temporal through
+:class:`staccato.client.StaccatoClient` only."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from staccato.cli import render
+from staccato.cli.common import fail, run
+from staccato.cli.options import (
+    ChecksumOption,
+    ChunkSizeOption,
+    DestinationArg,
+    JsonOption,
+    RetryForOption,
+    SourceArg,
+    StreamsOption,
+    TransferArg,
+    VerifyOption,
+    transfer_options,
+)
+from staccato.client import StaccatoClient
+from staccato.models import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_RETRY_FOR_S,
+    DEFAULT_STREAMS,
+    ChecksumAlgorithm,
+    TransferState,
+    TransferStatus,
+    VerifyMode,
+)
+from staccato.urls import redact
+
+
+def submit(
+    source: SourceArg,
+    destination: DestinationArg,
+    chunk_size: ChunkSizeOption = DEFAULT_CHUNK_SIZE,
+    streams: StreamsOption = DEFAULT_STREAMS,
+    verify: VerifyOption = VerifyMode.checksum,
+    checksum: ChecksumOption = ChecksumAlgorithm.crc32c,
+    retry_for: RetryForOption = DEFAULT_RETRY_FOR_S,
+    as_json: JsonOption = False,
+) -> None:
+    """Start a transfer and print its id; it runs on the workers whether or not you stay."""
+    options = transfer_options(chunk_size, streams, verify, checksum, retry_for)
+
+    async def go() -> str:
+        StaccatoClient.make_request(source, destination, options)  # usage errors before connecting
+        client = await StaccatoClient.connect()
+        submitted = await client.submit(source, destination, options)
+        await _warn_without_workers(client)
+        return submitted
+
+    transfer = run(go)
+    typer.echo(json.dumps({"id": transfer}) if as_json else transfer)
+
+
+def cp(
+    source: SourceArg,
+    destination: DestinationArg,
+    chunk_size: ChunkSizeOption = DEFAULT_CHUNK_SIZE,
+    streams: StreamsOption = DEFAULT_STREAMS,
+    verify: VerifyOption = VerifyMode.checksum,
+    checksum: ChecksumOption = ChecksumAlgorithm.crc32c,
+    retry_for: RetryForOption = DEFAULT_RETRY_FOR_S,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Copy SOURCE to DESTINATION and follow it with a progress bar.
+
+    Exits 0 only when the destination is published and verified. Ctrl-C stops
+    following; the transfer goes on (see `staccato status`).
+    """
+    options = transfer_options(chunk_size, streams, verify, checksum, retry_for)
+
+    async def go() -> TransferStatus:
+        StaccatoClient.make_request(source, destination, options)
+        client = await StaccatoClient.connect()
+        transfer = await client.submit(source, destination, options)
+        if not quiet:
+            typer.echo(f"transfer {transfer}: {redact(source)} -> {destination}", err=True)
+        await _warn_without_workers(client)
+        return await render.follow(client, transfer, quiet=quiet)
+
+    _exit_for(run(go))
+
+
+def watch(transfer: TransferArg) -> None:
+    """Follow a transfer with a progress bar until it ends (exit code as for cp)."""
+
+    async def go() -> TransferStatus:
+        client = await StaccatoClient.connect()
+        await _warn_without_workers(client)
+        return await render.follow(client, transfer, quiet=False)
+
+    _exit_for(run(go))
+
+
+async def _warn_without_workers(client: StaccatoClient) -> None:
+    try:
+        if await client.pollers() == 0:
+            typer.echo(
+                f"staccato: warning: no worker is polling task queue {client.task_queue!r}; the "
+                "transfer waits until one does (`staccato up --detach` or `staccato worker`)",
+                err=True,
+            )
+    except Exception:  # a hint only: never fail a transfer over it
+        pass
+
+
+def _exit_for(final: TransferStatus) -> None:
+    if final.state == TransferState.completed:
+        typer.echo(f"completed: {final.bytes_done} bytes, {final.checksum}", err=True)
+        return
+    fail(f"transfer {final.id} {final.state.value}: {final.error or final.state.value}")
+
+
+def status(transfer: TransferArg, as_json: JsonOption = False) -> None:
+    """Show one transfer: state, bytes, rate, ETA, checksum, error."""
+
+    async def go() -> TransferStatus:
+        client = await StaccatoClient.connect()
+        return await client.status(transfer)
+
+    current = run(go)
+    if as_json:
+        typer.echo(json.dumps(current.to_json_dict(), indent=2))
+        return
+    for line in render.status_lines(current):
+        typer.echo(line)
+
+
+def list_transfers(
+    state: Annotated[
+        TransferState | None, typer.Option("--state", help="Only transfers in this state.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000, help="At most this many.")] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    """List recent transfers, newest first."""
+
+    async def go() -> list[TransferStatus]:
+        client = await StaccatoClient.connect()
+        return await client.list(state=state, limit=limit)
+
+    statuses = run(go)
+    if as_json:
+        typer.echo(json.dumps([s.to_json_dict() for s in statuses], indent=2))
+        return
+    for s in statuses:
+        typer.echo(render.list_row(s))
+
+
+def _control(transfer: str, action: str, done: str) -> None:
+    """Run ``StaccatoClient.<action>(transfer)`` and say ``done``."""
+
+    async def go() -> None:
+        client = await StaccatoClient.connect()
+        await getattr(client, action)(transfer)
+
+    run(go)
+    typer.echo(f"{done}: {transfer}")
+
+
+def cancel(transfer: TransferArg) -> None:
+    """Cancel a transfer: temp data is removed, an existing destination is left as it was."""
+    _control(transfer, "cancel", "cancel requested")
+
+
+def pause(transfer: TransferArg) -> None:
+    """Pause a running transfer (streams stop at a chunk boundary)."""
+    _control(transfer, "pause", "paused")
+
+
+def resume(transfer: TransferArg) -> None:
+    """Resume a paused transfer from what the destination already holds."""
+    _control(transfer, "resume", "resumed")

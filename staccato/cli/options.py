@@ -1,0 +1,136 @@
+"""Command-line options shared by the transfer commands, and their parsers."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+import typer
+from pydantic import ByteSize, TypeAdapter, ValidationError
+
+from staccato.models import (
+    DEFAULT_RETRY_FOR_S,
+    MAX_CHUNK_SIZE,
+    MAX_RETRY_FOR_S,
+    MAX_STREAMS,
+    ChecksumAlgorithm,
+    TransferOptions,
+    VerifyMode,
+)
+
+_SIZE = TypeAdapter(ByteSize)
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_size(text: str | int) -> int:
+    """Parse a byte size: ``8388608``, ``8MiB``, ``64M`` (= 64 MiB, as in rclone and dd),
+    ``1.5GiB``, ``100MB`` (decimal, 10^6).
+
+    Raises:
+        typer.BadParameter: not a size, or below 1 byte / above 5 GiB.
+    """
+    cleaned = str(text).strip()
+    cleaned = re.sub(r"(?i)^([\d.]+)\s*([kmgt])$", lambda m: f"{m.group(1)}{m.group(2)}iB", cleaned)
+    try:
+        value = int(_SIZE.validate_python(cleaned))
+    except ValidationError:
+        raise typer.BadParameter(
+            f"{text!r} is not a size; use bytes or a unit, e.g. 8MiB, 64M, 1GiB"
+        ) from None
+    if value < 1:
+        raise typer.BadParameter(f"{text!r}: the chunk size must be at least 1 byte")
+    if value > MAX_CHUNK_SIZE:
+        raise typer.BadParameter(f"{text!r}: the chunk size must be at most 5GiB")
+    return value
+
+
+def parse_duration(text: str | float) -> float:
+    """Parse a duration in seconds: ``90`` or ``90s``, ``30m``, ``24h``, ``2d``, ``1.5h``.
+
+    Raises:
+        typer.BadParameter: not a duration, or outside 1 s .. 30 days.
+    """
+    cleaned = str(text).strip().lower()
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhd]?)", cleaned)
+    if not match:
+        raise typer.BadParameter(
+            f"{text!r} is not a duration; use a number and a unit: 90s, 30m, 24h, 2d"
+        )
+    seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2) or "s"]
+    if not 1 <= seconds <= MAX_RETRY_FOR_S:
+        raise typer.BadParameter(f"{text!r}: the duration must be between 1s and 30d")
+    return seconds
+
+
+SourceArg = Annotated[str, typer.Argument(help="Source URL or path.", metavar="SOURCE")]
+DestinationArg = Annotated[
+    str,
+    typer.Argument(help="Destination URL or path (the file to write).", metavar="DESTINATION"),
+]
+ChunkSizeOption = Annotated[
+    int,
+    typer.Option(
+        "--chunk-size",
+        parser=parse_size,
+        metavar="SIZE",
+        help="Bytes per chunk, the unit of copy, checksum and checkpoint: 8MiB, 64M (=MiB), 100MB.",
+    ),
+]
+StreamsOption = Annotated[
+    int,
+    typer.Option(
+        "--streams", min=1, max=MAX_STREAMS, help="Parallel streams (activities) copying chunks."
+    ),
+]
+VerifyOption = Annotated[
+    VerifyMode,
+    typer.Option(
+        "--verify",
+        help="checksum: read each written chunk back and compare CRC32C/SHA-256 with the "
+        "source's before publishing (S3: the stored checksum after); size: compare sizes; "
+        "none.",
+    ),
+]
+ChecksumOption = Annotated[
+    ChecksumAlgorithm, typer.Option("--checksum", help="Chunk checksum: crc32c (fast) or sha256.")
+]
+RetryForOption = Annotated[
+    float,
+    typer.Option(
+        "--retry-for",
+        parser=parse_duration,
+        metavar="DURATION",
+        help="Keep retrying transient failures (an endpoint down, a worker gone) for this "
+        "long without progress before failing: 90s, 30m, 24h, 2d.",
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+TransferArg = Annotated[
+    str, typer.Argument(help="Transfer id, or the destination URL/path.", metavar="TRANSFER")
+]
+ProcessesOption = Annotated[
+    int | None,
+    typer.Option(
+        "--processes",
+        min=1,
+        max=256,
+        help="Activity processes (default STACCATO_WORKER_PROCESSES or max(4, CPUs)).",
+    ),
+]
+
+
+def transfer_options(
+    chunk_size: int,
+    streams: int,
+    verify: VerifyMode,
+    checksum: ChecksumAlgorithm,
+    retry_for: float = DEFAULT_RETRY_FOR_S,
+) -> TransferOptions:
+    """The :class:`TransferOptions` the command-line options describe."""
+    return TransferOptions(
+        chunk_size=chunk_size,
+        streams=streams,
+        verify=verify,
+        checksum=checksum,
+        retry_for_s=retry_for,
+    )

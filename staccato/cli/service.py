@@ -1,0 +1,289 @@
+"""Running the service: ``worker``, ``up`` / ``down`` (the embedded default: Temporal's
+dev server, its UI and a worker, optionally in the background) and ``codec-server``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from staccato import settings
+from staccato.cli.common import EXIT_USAGE, fail, run, setup_logging
+from staccato.cli.options import ProcessesOption
+from staccato.client import StaccatoClient
+from staccato.errors import StaccatoError
+
+#: seconds ``up --detach`` waits for the background service to be ready
+UP_READY_TIMEOUT_S = 90
+#: seconds ``down`` waits for ``up`` to stop after SIGTERM before killing its group
+DOWN_TIMEOUT_S = 30
+
+
+def worker(
+    processes: ProcessesOption = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Print the effective STACCATO_* settings (secrets masked) and exit; exit 2 "
+            "naming each invalid one.",
+        ),
+    ] = False,
+) -> None:
+    """Run a worker against the Temporal named by TEMPORAL_ADDRESS (default 127.0.0.1:7233).
+
+    Every STACCATO_* setting is checked first: a bad value exits 2 naming it."""
+    from staccato.codec import codec_keys
+    from staccato.secrets import seal_keys
+
+    try:
+        config = settings.current()
+        seal_keys()
+        codec_keys()
+    except StaccatoError as err:  # SettingsError, SecretKeyError
+        fail(str(err), EXIT_USAGE)
+    if check:
+        for name, value in config.shown().items():
+            typer.echo(f"{name}={value}")
+        unknown = settings.unknown_variables()
+        if unknown:
+            typer.echo(
+                f"warning: unknown settings (typos?), ignored: {', '.join(unknown)}", err=True
+            )
+        return
+    from staccato.workers.worker import run_worker
+
+    setup_logging(verbose)
+
+    async def go() -> None:
+        client = await StaccatoClient.connect()
+        await run_worker(
+            client.temporal,
+            task_queue=client.task_queue,
+            processes=processes or settings.worker_processes(),
+        )
+
+    try:
+        run(go)
+    except RuntimeError as err:
+        fail(str(err))
+
+
+def _pid_file() -> Path:
+    return settings.home() / "up.pid"
+
+
+def _running_pid() -> int | None:
+    try:
+        pid = int(_pid_file().read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        _pid_file().unlink(missing_ok=True)
+        return None
+    return pid
+
+
+def up(
+    detach: Annotated[
+        bool,
+        typer.Option("--detach", "-d", help="Run in the background; stop with `staccato down`."),
+    ] = False,
+    port: Annotated[int, typer.Option("--port", help="Temporal gRPC port on 127.0.0.1.")] = 7233,
+    ui_port: Annotated[
+        int, typer.Option("--ui-port", help="Temporal UI port on 127.0.0.1.")
+    ] = settings.DEFAULT_UI_PORT,
+    processes: ProcessesOption = None,
+) -> None:
+    """Run the embedded default: Temporal's dev server (SQLite file under STACCATO_HOME,
+    so transfers survive restarts), the Temporal UI, and a worker."""
+    from staccato.workers.devserver import DevServerError, port_open, start_dev_server
+
+    home = settings.home()
+    home.mkdir(parents=True, exist_ok=True)
+    # the key sealing URL tokens, shared by this machine's clients and the worker
+    from staccato.secrets import ensure_default_key_file
+
+    ensure_default_key_file()
+    address = f"127.0.0.1:{port}"
+    if detach:
+        pid = _running_pid()
+        if pid:  # idempotent: what the caller asked for is already true
+            typer.echo(
+                f"staccato is already up (pid {pid}); stop it with `staccato down`", err=True
+            )
+            return
+        log_path = home / "staccato-up.log"
+        ready_path = home / "up.ready"
+        ready_path.unlink(missing_ok=True)
+        args = [
+            sys.executable,
+            "-m",
+            "staccato.cli",
+            "up",
+            "--port",
+            str(port),
+            "--ui-port",
+            str(ui_port),
+        ]
+        if processes:
+            args += ["--processes", str(processes)]
+        with open(log_path, "ab") as log:
+            child = subprocess.Popen(
+                args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env={**os.environ, "STACCATO_UP_READY_FILE": str(ready_path)},
+            )
+        deadline = time.monotonic() + UP_READY_TIMEOUT_S
+        while time.monotonic() < deadline and not ready_path.exists():
+            if child.poll() is not None:
+                fail(f"the service exited with {child.returncode}; see {log_path}")
+            time.sleep(0.2)
+        if not ready_path.exists():
+            child.kill()
+            fail(f"the service did not start within {UP_READY_TIMEOUT_S} s; see {log_path}")
+        typer.echo(
+            f"staccato is up (pid {child.pid}): Temporal at {address}, UI at http://127.0.0.1:{ui_port}, "
+            f"data in {home}, log in {log_path}. Stop it with `staccato down`."
+        )
+        return
+
+    setup_logging(False)
+    pid = _running_pid()
+    if pid and pid != os.getpid():
+        fail(f"already running (pid {pid}); stop it with `staccato down`")
+    server = None
+    if port_open("127.0.0.1", port):
+        typer.echo(f"using the Temporal server already listening on {address}", err=True)
+    else:
+        try:
+            server = start_dev_server(home, port=port, ui_port=ui_port)
+        except DevServerError as err:
+            fail(str(err))
+    _pid_file().write_text(str(os.getpid()))
+    typer.echo(
+        f"Temporal dev server on {address}, UI at http://127.0.0.1:{ui_port}, data in {home}",
+        err=True,
+    )
+
+    async def go() -> None:
+        from staccato.workers.worker import run_worker
+
+        client = await StaccatoClient.connect(target_host=address, namespace="default")
+        ready = asyncio.Event()
+
+        async def mark_ready() -> None:
+            await ready.wait()
+            ready_file = os.environ.get("STACCATO_UP_READY_FILE")
+            if ready_file:
+                Path(ready_file).write_text("ready")
+
+        marker = asyncio.create_task(mark_ready())
+        await run_worker(
+            client.temporal,
+            task_queue=client.task_queue,
+            processes=processes or settings.worker_processes(),
+            ready=ready,
+        )
+        marker.cancel()
+
+    try:
+        run(go)
+    finally:
+        if server is not None:
+            server.terminate()
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+        _pid_file().unlink(missing_ok=True)
+
+
+def down() -> None:
+    """Stop what `staccato up --detach` started (worker, dev server, UI)."""
+    pid = _running_pid()
+    if pid is None:
+        typer.echo("staccato is not running")
+        return
+    # SIGTERM to `staccato up` alone: it lets the worker's streams send their last
+    # heartbeat, then stops the dev server itself. The whole group only if it hangs.
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + DOWN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    _pid_file().unlink(missing_ok=True)
+    typer.echo("staccato is down")
+
+
+def codec_server(
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8081,
+    host: Annotated[
+        str, typer.Option("--host", help="Address to bind (keep it private: it decrypts).")
+    ] = "127.0.0.1",
+    origins: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--origin",
+            help="Temporal UI origin allowed to call it (CORS); repeat for several. "
+            "Default: the embedded UI, http://127.0.0.1:8233 and http://localhost:8233.",
+        ),
+    ] = None,
+) -> None:
+    """Serve the payload codec (STACCATO_CODEC_KEY) for the Temporal UI and CLI: POST
+    /encode and /decode. Set http://HOST:PORT as the UI's codec endpoint."""
+    from staccato.codec import EncryptionCodec, codec_keys
+    from staccato.codec_server import make_server
+
+    setup_logging(False)
+    try:
+        keys = codec_keys()
+    except StaccatoError as err:
+        fail(str(err), EXIT_USAGE)
+    if not keys:
+        fail(
+            "the payload codec is off: set STACCATO_CODEC_KEY (or STACCATO_CODEC_KEY_FILE) "
+            "to the key the clients and workers use",
+            EXIT_USAGE,
+        )
+    ui = origins or [
+        f"http://127.0.0.1:{settings.DEFAULT_UI_PORT}",
+        f"http://localhost:{settings.DEFAULT_UI_PORT}",
+    ]
+    try:
+        server = make_server(EncryptionCodec(keys), host, port, ui)
+    except OSError as err:
+        fail(f"cannot listen on {host}:{port}: {err.strerror or err}")
+    typer.echo(
+        f"codec server on http://{host}:{server.server_port} (keys "
+        f"{', '.join(k.key_id for k in keys)}; CORS for {', '.join(ui)})",
+        err=True,
+    )
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

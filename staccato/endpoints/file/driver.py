@@ -1,0 +1,219 @@
+"""The ``file`` driver: stat, read, check the destination and its free space, open,
+publish and abort write sessions (the session's files: :mod:`.session`)."""
+
+from __future__ import annotations
+
+import os
+import stat as stat_module
+from pathlib import Path
+from urllib.parse import quote
+
+from staccato.endpoints.base import ChunkWriter, Driver, Reader
+from staccato.endpoints.file.fs import allocated, mtime_resolution_s, no_space, os_error
+from staccato.endpoints.file.read import FileReader, file_version
+from staccato.endpoints.file.session import (
+    FileChunkWriter,
+    check_publishable,
+    durable_chunks,
+    session_paths,
+    unlink_if_present,
+)
+from staccato.errors import (
+    DestinationMissingError,
+    NotAFileError,
+    PermanentError,
+    PermissionDeniedError,
+)
+from staccato.models import ObjectInfo, WriteSession
+from staccato.plan import chunk_count
+from staccato.urls import EndpointURL
+
+
+class FileDriver(Driver):
+    """Driver for ``file://`` URLs."""
+
+    scheme = "file"
+    can_read_back = True  # the temp file is readable, and durable_chunks re-checks bytes
+
+    def can_copy_from(self, source: EndpointURL, destination: EndpointURL) -> bool:
+        """Local file to local file: ``copy_file_range(2)`` (see ``copy_chunk``)."""
+        return source.scheme == destination.scheme == "file"
+
+    def stat(self, url: EndpointURL) -> ObjectInfo:
+        try:
+            st = os.stat(url.path)
+        except OSError as err:
+            raise os_error(err, f"source {url.path}") from None
+        if stat_module.S_ISDIR(st.st_mode):
+            raise NotAFileError(
+                f"source {url.path} is a directory; name a file (directory transfers are not supported yet)"
+            )
+        if not stat_module.S_ISREG(st.st_mode):
+            raise PermanentError(f"source {url.path} is not a regular file")
+        if not os.access(url.path, os.R_OK):
+            raise PermissionDeniedError(f"source {url.path}: permission denied")
+        return ObjectInfo(
+            size=st.st_size,
+            version=file_version(st),
+            supports_ranges=True,
+            modified_at=st.st_mtime,
+            mtime_resolution_s=mtime_resolution_s(url.path),
+        )
+
+    def open_read(self, url: EndpointURL, info: ObjectInfo, offset: int, length: int) -> Reader:
+        return FileReader(url.path, info, offset, length)
+
+    def check_destination(self, url: EndpointURL) -> None:
+        target = Path(url.path)
+        parent = target.parent
+        try:
+            parent_mode = os.stat(parent).st_mode
+        except FileNotFoundError:
+            raise DestinationMissingError(
+                f"destination directory {parent} does not exist (for {url}); create it first"
+            ) from None
+        except OSError as err:
+            raise os_error(err, f"destination directory {parent}") from None
+        if not stat_module.S_ISDIR(parent_mode):
+            raise DestinationMissingError(
+                f"destination directory {parent} is not a directory (for {url})"
+            )
+        try:
+            existing = os.lstat(target)
+        except FileNotFoundError:
+            existing = None
+        except OSError as err:
+            raise os_error(err, f"destination {target}") from None
+        if existing is not None:
+            if stat_module.S_ISDIR(existing.st_mode):
+                raise NotAFileError(
+                    f"destination {target} is a directory; name the file to write, e.g. {target}/NAME"
+                )
+            if stat_module.S_ISLNK(existing.st_mode):
+                raise PermanentError(
+                    f"destination {target} is a symbolic link; name the file it points to "
+                    f"({os.path.realpath(target)}) to replace that file"
+                )
+            if not stat_module.S_ISREG(existing.st_mode):
+                raise PermanentError(
+                    f"destination {target} exists and is not a regular file (a device, FIFO or "
+                    "socket); refusing to replace it"
+                )
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise PermissionDeniedError(f"destination directory {parent} is not writable")
+
+    def check_space(self, url: EndpointURL, size: int, temp: str | None = None) -> None:
+        """Fail before copying when the destination file system cannot hold ``size``
+        bytes, less what the session's ``temp`` file already holds (a retried attempt).
+
+        Raises:
+            PermanentError: not enough free space (names the file system, bytes needed
+                and free, and the fix).
+        """
+        parent = os.path.dirname(url.path) or "/"
+        try:
+            fs = os.statvfs(parent)
+        except OSError:
+            return
+        free = fs.f_bavail * fs.f_frsize
+        held = 0
+        if temp is not None:
+            try:
+                held = allocated(os.stat(temp), size)
+            except FileNotFoundError:
+                held = 0
+            except OSError as err:
+                raise os_error(err, f"destination temp file {temp}") from None
+        if size - held > free:
+            raise no_space(url.path, size, temp or url.path)
+
+    def open_session(
+        self, url: EndpointURL, size: int, chunk_size: int, session_key: str
+    ) -> WriteSession:
+        self.check_destination(url)
+        temp, journal = session_paths(url, session_key)
+        self.check_space(url, size, temp)  # every attempt: a retry may find the disk full
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                st = os.fstat(fd)
+                if st.st_size != size:
+                    os.ftruncate(fd, size)
+            finally:
+                os.close(fd)
+            fd = os.open(journal, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+            try:
+                journal_inode = os.fstat(fd).st_ino
+            finally:
+                os.close(fd)
+        except OSError as err:
+            raise os_error(err, f"destination {url.path}") from None
+        return WriteSession(
+            url=url.canonical,
+            size=size,
+            chunk_size=chunk_size,
+            session_id=temp,
+            # the inodes tell this session's files from look-alikes (a file re-created
+            # under the name, an old destination of the same size after publish)
+            data={
+                "path": url.path,
+                "journal": journal,
+                "inode": str(st.st_ino),
+                "journal_inode": str(journal_inode),
+            },
+        )
+
+    def open_writer(self, session: WriteSession) -> ChunkWriter:
+        return FileChunkWriter(session)
+
+    def durable_chunks(
+        self, session: WriteSession, first_chunk: int = 0, end_chunk: int | None = None
+    ) -> dict[int, str]:
+        """Journaled chunks in ``[first_chunk, end_chunk)`` whose bytes in the temp file
+        still match their checksum (:func:`staccato.endpoints.file.session.durable_chunks`:
+        a resumed stream re-reads its own segment, heartbeating as it reads)."""
+        end = chunk_count(session.size, session.chunk_size) if end_chunk is None else end_chunk
+        return durable_chunks(session, first_chunk, end)
+
+    def session_url(self, session: WriteSession) -> str | None:
+        return "file://" + quote(session.session_id, safe="/")
+
+    def publish(self, session: WriteSession) -> None:
+        """Check the temp file is still this session's, whole and unaltered where that
+        is cheap to see, then fsync + rename(2) over the target + fsync the directory.
+
+        Reads no data, so its cost does not grow with the object (it runs in a short
+        activity): the bytes were proven when written (journal after ``fdatasync``,
+        verify-on-write or the pre-publish verify). What it can see from metadata it
+        checks: inode, size, a journal line per chunk, and no chunk lying wholly in a
+        hole (``SEEK_HOLE``, e.g. truncated and extended again) unless the journal
+        says that chunk is zeros (some file systems store zero blocks as holes).
+
+        Raises:
+            WriteSessionLostError: the temp file or journal is gone or not this session's,
+                has the wrong size, or a chunk whose journaled checksum is not that of
+                zeros is a hole.
+        """
+        if not check_publishable(session):
+            return
+        target = session.data["path"]
+        temp = session.session_id
+        try:
+            fd = os.open(temp, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(temp, target)
+            dir_fd = os.open(os.path.dirname(target) or ".", os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as err:
+            raise os_error(err, f"destination {target}") from None
+        unlink_if_present(session.data["journal"])
+
+    def abort(self, session: WriteSession) -> None:
+        unlink_if_present(session.session_id)
+        unlink_if_present(session.data["journal"])

@@ -1,0 +1,118 @@
+"""File-system facts the file driver needs: mtime resolution, mount points, free
+space, and the errors for a full file system.
+
+Running out of space (``ENOSPC``, ``EDQUOT``) is permanent: retrying cannot free the
+destination's file system, so the error names it, the bytes needed and free, and
+the fix (tests/test_file_space.py).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+
+from staccato.errors import PermanentError, StaccatoError, from_os_error
+
+# write errors no retry can heal: the file system (or the user's quota) is full
+NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
+
+
+def os_error(err: OSError, what: str) -> StaccatoError:
+    if err.errno in NO_SPACE:
+        return PermanentError(
+            f"{what}: {err.strerror or 'no space left on device'}; free space there or "
+            "choose another destination, then submit again"
+        )
+    return from_os_error(err, what)
+
+
+#: file systems whose mtimes come from this kernel's clock in (nearly) nanoseconds: a
+#: rewrite moves the mtime. On the others (NFS, SMB, FUSE: the server's clock; FAT and
+#: exFAT: 2 s) a rewrite within the mtime's resolution can keep it.
+FINE_MTIME_FILE_SYSTEMS = frozenset(
+    {"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "zfs", "f2fs", "overlay", "bcachefs"}
+)
+
+#: mtime resolution assumed of the other file systems, seconds (FAT keeps 2 s)
+COARSE_MTIME_RESOLUTION_S = 2.0
+FINE_MTIME_RESOLUTION_S = 0.01  # the kernel's coarse clock ticks every 1-10 ms
+
+
+_OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")  # mountinfo writes a space as \040
+
+
+def file_system_type(path: str) -> str:
+    """The type of the file system holding ``path`` (``ext4``, ``nfs4``...), from
+    ``/proc/self/mountinfo`` (proc(5)); ``""`` where that cannot be read."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            lines = f.readlines()
+    except OSError:
+        return ""
+    real = os.path.realpath(path)
+    best, fs_type = -1, ""
+    for line in lines:
+        fields = line.split()
+        try:
+            mount_point = _OCTAL_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), fields[4])
+            kind = fields[fields.index("-") + 1]
+        except (IndexError, ValueError):
+            continue
+        inside = real == mount_point or real.startswith(mount_point.rstrip("/") + "/")
+        if inside and len(mount_point) > best:
+            best, fs_type = len(mount_point), kind
+    return fs_type
+
+
+def mtime_resolution_s(path: str) -> float:
+    """How coarse the mtimes of the file system holding ``path`` may be, seconds."""
+    if file_system_type(path) in FINE_MTIME_FILE_SYSTEMS:
+        return FINE_MTIME_RESOLUTION_S
+    return COARSE_MTIME_RESOLUTION_S
+
+
+def mount_point(path: str) -> str:
+    """The mount point of the file system holding ``path`` (an existing path)."""
+    path = os.path.realpath(path)
+    while not os.path.ismount(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return path
+
+
+def allocated(st: os.stat_result, size: int) -> int:
+    """Bytes of ``size`` the file already has blocks for (``st_blocks`` is in 512-byte
+    units, POSIX ``stat``), so a resumed write needs only the rest."""
+    return min(st.st_blocks * 512, size)
+
+
+def no_space(target: str, size: int, temp: str, err: OSError | None = None) -> PermanentError:
+    """The out-of-space error for writing ``size`` bytes to ``target`` via ``temp``:
+    names the file system, the bytes still needed and free, and the fix."""
+    parent = os.path.dirname(target) or "."
+    mount = mount_point(parent)
+    try:
+        fs = os.statvfs(parent)
+        free = fs.f_bavail * fs.f_frsize
+    except OSError:
+        free = -1
+    try:
+        held = allocated(os.stat(temp), size)
+    except OSError:
+        held = 0
+    needed = size - held
+    if err is None:
+        cause = "not enough free space"
+    elif err.errno == errno.EDQUOT:
+        cause = "the disk quota is exhausted"
+    else:
+        cause = "the file system is full"
+    return PermanentError(
+        f"not enough space for {target} on the file system mounted at {mount}: {cause}; "
+        f"{needed} more bytes needed (of {size}), {free} bytes free. Free at least "
+        f"{max(needed - max(free, 0), 0)} bytes there (or raise the quota), or choose a "
+        "destination on another file system, then submit again"
+    )

@@ -1,0 +1,462 @@
+"""The file driver's write session: a temp file beside the target and its journal.
+
+The temp file is written positionally (:class:`FileChunkWriter`); each chunk is
+``fdatasync``-ed, then a line (index and source checksum) is appended to the journal.
+A resumed stream re-reads the journaled chunks of its own segment
+(:func:`durable_chunks`) and trusts only those whose bytes still match, so a torn write
+or a stray writer cannot make a damaged chunk look durable. Before publish,
+:func:`check_publishable` checks from metadata only that the temp file is still this
+session's, whole, fully journaled, and has no chunk turned into a hole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import stat as stat_module
+from pathlib import Path
+
+from staccato import checksums
+from staccato.endpoints.base import ChunkWriter, keepalive
+from staccato.endpoints.file.fs import NO_SPACE, no_space, os_error
+from staccato.endpoints.file.read import FileReader
+from staccato.errors import (
+    PermanentError,
+    RetryableError,
+    SourceChangedError,
+    StaccatoError,
+    WriteSessionLostError,
+)
+from staccato.models import ObjectInfo, WriteSession
+from staccato.plan import chunk_bounds, chunk_count
+from staccato.urls import EndpointURL
+
+TEMP_SUFFIX = ".staccato-part"
+JOURNAL_SUFFIX = ".staccato-journal"
+
+# Bytes per pwrite(2) call. Several streams write into one temp file, and a write
+# holds the inode lock for all the pages it covers: 1 MiB calls keep one stream from
+# stalling the others for a whole chunk (bench/bench_file_http.py measures the copy).
+_WRITE_BLOCK = 1 << 20
+_COPY_BLOCK = 1 << 20  # bytes read, checksummed and copied at a time by copy_chunk
+
+# copy_file_range(2) errors meaning "the kernel cannot copy between these two files"
+_NO_KERNEL_COPY = {errno.EXDEV, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
+
+# bytes read (and checksummed) at a time when a resumed stream re-checks its chunks;
+# keepalive() is called between blocks (8 MiB: a few tens of ms on a slow disk)
+CHECK_BLOCK = 8 << 20
+
+
+def session_paths(url: EndpointURL, session_key: str) -> tuple[str, str]:
+    """The temp file and journal paths of the session ``session_key`` for ``url``:
+    hidden names beside the target (same directory, so publish's rename is atomic)."""
+    target = Path(url.path)
+    # keep the temp name within NAME_MAX (255 bytes) whatever the target's name
+    key = hashlib.sha256(session_key.encode()).hexdigest()[:16]
+    name = target.name.encode()[:150].decode(errors="ignore")
+    stem = f".{name}.{key}"
+    return str(target.parent / (stem + TEMP_SUFFIX)), str(target.parent / (stem + JOURNAL_SUFFIX))
+
+
+def journaled_chunks(session: WriteSession) -> dict[int, str]:
+    """Chunks the journal lists (index -> source checksum), unverified."""
+    chunks = chunk_count(session.size, session.chunk_size)
+    journaled: dict[int, str] = {}
+    try:
+        with open(session.data["journal"], encoding="ascii", errors="replace") as journal:
+            for line in journal:
+                if not line.endswith("\n"):
+                    break  # a torn last line: that chunk is simply sent again
+                index_text, _, checksum = line.strip().partition(" ")
+                if index_text.isdigit() and int(index_text) < chunks and checksum:
+                    journaled[int(index_text)] = checksum
+    except FileNotFoundError:
+        return {}
+    return journaled
+
+
+def durable_chunks(session: WriteSession, first_chunk: int, end_chunk: int) -> dict[int, str]:
+    """Journaled chunks in ``[first_chunk, end_chunk)`` whose bytes in the temp file
+    still match their checksum.
+
+    Costs one local read of the range's chunks already written (none on a first
+    attempt), ``CHECK_BLOCK`` bytes at a time, calling :func:`keepalive` between blocks
+    so the stream's activity heartbeats however slow the disk is.
+    """
+    journaled = {
+        index: checksum
+        for index, checksum in journaled_chunks(session).items()
+        if first_chunk <= index < end_chunk
+    }
+    if not journaled:
+        return {}
+    buffer = memoryview(bytearray(min(session.chunk_size, CHECK_BLOCK)))
+    try:
+        fd = os.open(session.session_id, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return {}
+    try:
+        return {
+            index: checksum
+            for index, checksum in sorted(journaled.items())
+            if _chunk_matches(fd, session, index, checksum, buffer)
+        }
+    except OSError as err:
+        raise os_error(err, f"destination temp file {session.session_id}") from None
+    finally:
+        os.close(fd)
+
+
+def _chunk_matches(
+    fd: int, session: WriteSession, index: int, checksum: str, buffer: memoryview
+) -> bool:
+    """Whether chunk ``index`` of the temp file ``fd`` is whole and has ``checksum``."""
+    keepalive()
+    offset, length = chunk_bounds(index, session.size, session.chunk_size)
+    hasher = checksums.new_hasher(_algorithm_of(checksum))
+    done = 0
+    while done < length:
+        view = buffer[: min(len(buffer), length - done)]
+        n = os.preadv(fd, [view], offset + done)
+        if n <= 0:
+            break
+        hasher.update(view[:n])
+        done += n
+        keepalive()
+    return done == length and hasher.hexdigest() == checksum
+
+
+def _algorithm_of(checksum: str) -> str:
+    """The algorithm of a journaled checksum, told by its length (SHA-256: 64 hex)."""
+    return "sha256" if len(checksum) == 64 else "crc32c"
+
+
+def check_publishable(session: WriteSession) -> bool:
+    """Check the temp file is still this session's, whole and unaltered where metadata
+    shows it: inode, size, a journal line per chunk, and no chunk lying wholly in a hole
+    (``SEEK_HOLE``, e.g. truncated and extended again) unless the journal says that
+    chunk is zeros (some file systems store zero blocks as holes). Reads no data.
+
+    Returns:
+        False if there is nothing to publish because an earlier attempt published this
+        session (the temp file is gone and the target is it, same inode); True otherwise.
+
+    Raises:
+        WriteSessionLostError: the temp file or journal is gone or not this session's,
+            has the wrong size, or a chunk whose journaled checksum is not that of zeros
+            is a hole.
+        PermanentError: chunks are missing from the journal.
+    """
+    target = session.data["path"]
+    temp = session.session_id
+    inode = session.data.get("inode")
+    try:
+        st = os.stat(temp)
+    except FileNotFoundError:
+        if is_published(target, session):
+            return False  # an earlier attempt published it (the activity retried after rename)
+        raise WriteSessionLostError(
+            f"write session {temp} is gone and {target} was not published"
+        ) from None
+    if inode is not None and str(st.st_ino) != inode:
+        raise WriteSessionLostError(f"write session {temp} was replaced by another file")
+    if st.st_size != session.size:
+        raise WriteSessionLostError(
+            f"write session {temp} has {st.st_size} bytes, expected {session.size}"
+        )
+    journal_inode = session.data.get("journal_inode")
+    try:
+        journal_st = os.stat(session.data["journal"])
+    except FileNotFoundError:
+        raise WriteSessionLostError(f"write session {temp}: its journal was deleted") from None
+    if journal_inode is not None and str(journal_st.st_ino) != journal_inode:
+        raise WriteSessionLostError(f"write session {temp}: its journal was replaced")
+    journaled = journaled_chunks(session)
+    missing = chunk_count(session.size, session.chunk_size) - len(journaled)
+    if missing:
+        raise PermanentError(f"refusing to publish {target}: {missing} chunks are not durable")
+    damaged = holed_chunks(temp, session, journaled)
+    if damaged:
+        raise WriteSessionLostError(
+            f"write session {temp}: {len(damaged)} chunks (first: {damaged[0]}) no longer "
+            "match their checksums: they read as zeros (the temp file was truncated or "
+            "holes were punched into it)"
+        )
+    return True
+
+
+def _holes(fd: int, size: int) -> list[tuple[int, int]]:
+    """The holes ``[start, end)`` of the file's first ``size`` bytes, found with
+    ``lseek(SEEK_HOLE/SEEK_DATA)`` (metadata only: one call per hole or data extent).
+    File systems without hole reporting report none."""
+    if not hasattr(os, "SEEK_HOLE"):
+        return []
+    holes: list[tuple[int, int]] = []
+    position = 0
+    while position < size:
+        try:
+            hole = os.lseek(fd, position, os.SEEK_HOLE)
+        except OSError:
+            return holes  # EINVAL/ENXIO: no hole reporting here
+        if hole >= size:
+            break
+        try:
+            data = os.lseek(fd, hole, os.SEEK_DATA)
+        except OSError as err:
+            if err.errno != errno.ENXIO:
+                return holes
+            data = size  # a hole up to the end of the file
+        holes.append((hole, min(data, size)))
+        position = data
+    return holes
+
+
+def holed_chunks(temp: str, session: WriteSession, journaled: dict[int, str]) -> list[int]:
+    """Chunks lying wholly in a hole of ``temp`` whose journaled checksum is not that of
+    zeros (their bytes would read as zeros): damage, found without reading data.
+
+    A chunk only partly in a hole is not judged here (file systems may store any zero
+    block as a hole); its bytes were proven when it was written.
+    """
+    try:
+        fd = os.open(temp, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as err:
+        raise os_error(err, f"destination temp file {temp}") from None
+    try:
+        holes = _holes(fd, session.size)
+    finally:
+        os.close(fd)
+    chunk_size = session.chunk_size
+    zeros: dict[tuple[str, int], str] = {}
+    damaged: list[int] = []
+    for start, end in holes:
+        first = -(-start // chunk_size)
+        for index in range(first, chunk_count(session.size, chunk_size)):
+            offset, length = chunk_bounds(index, session.size, chunk_size)
+            if offset + length > end:
+                break
+            checksum = journaled.get(index, "")
+            algorithm = _algorithm_of(checksum)
+            if (algorithm, length) not in zeros:
+                zeros[(algorithm, length)] = _zeros_checksum(algorithm, length)
+            if checksum != zeros[(algorithm, length)]:
+                damaged.append(index)
+    return damaged
+
+
+def _zeros_checksum(algorithm: str, length: int) -> str:
+    """Checksum of ``length`` zero bytes (fed 1 MiB at a time: memory stays small)."""
+    hasher = checksums.new_hasher(algorithm)
+    block = bytes(min(length, 1 << 20))
+    done = 0
+    while done < length:
+        piece = min(len(block), length - done)
+        hasher.update(block[:piece])
+        done += piece
+    return hasher.hexdigest()
+
+
+def is_published(target: str, session: WriteSession) -> bool:
+    """Whether ``target`` is this session's temp file, renamed (same inode); sessions
+    without a recorded inode fall back to the size."""
+    try:
+        st = os.stat(target)
+    except FileNotFoundError:
+        return False
+    inode = session.data.get("inode")
+    if inode is not None:
+        return str(st.st_ino) == inode
+    return stat_module.S_ISREG(st.st_mode) and st.st_size == session.size
+
+
+def unlink_if_present(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _copy_file_range(source_fd: int, target_fd: int, offset: int, target: int, length: int) -> int:
+    """Copy ``length`` bytes in the kernel; returns bytes copied (less only at the
+    source's end-of-file, which the caller's version check then reports)."""
+    done = 0
+    while done < length:
+        n = os.copy_file_range(source_fd, target_fd, length - done, offset + done, target + done)
+        if n == 0:
+            break
+        done += n
+    return done
+
+
+class FileChunkWriter(ChunkWriter):
+    """Positional writes into a session's temp file; one journal line per chunk."""
+
+    def __init__(self, session: WriteSession) -> None:
+        self._temp = session.session_id
+        self._target = session.data["path"]
+        self._journal_path = session.data["journal"]
+        try:
+            self._fd = os.open(self._temp, os.O_WRONLY | os.O_CLOEXEC)
+            self._journal = os.open(self._journal_path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        except OSError as err:
+            if err.errno == errno.ENOENT:
+                raise WriteSessionLostError(
+                    f"write session {self._temp} is gone (deleted, or published or aborted by another attempt)"
+                ) from None
+            raise os_error(err, f"destination temp file {self._temp}") from None
+        self._inode = os.fstat(self._fd).st_ino
+        self._journal_inode = os.fstat(self._journal).st_ino
+        self._size = session.size
+        if session.data.get("inode", str(self._inode)) != str(self._inode):
+            self.close()
+            raise WriteSessionLostError(
+                f"write session {self._temp} was replaced by another file (deleted and created again)"
+            )
+        self._chunk_size = session.chunk_size
+        self._reader = -1
+        self._buffer: memoryview | None = None
+        self._kernel_copy = True
+
+    def _check_session(self) -> None:
+        """Before each chunk: the session's files are still the ones this writer opened.
+
+        A stale writer (an attempt Temporal gave up on) must not touch a published
+        object: once publish renamed the temp file away, the name no longer leads here.
+        A temp file or journal deleted, replaced or truncated under a live transfer is
+        a lost session too (the workflow then copies again into a new one).
+
+        Raises:
+            WriteSessionLostError: as above.
+        """
+        try:
+            if os.stat(self._temp).st_ino != self._inode:
+                raise FileNotFoundError
+        except FileNotFoundError:
+            raise WriteSessionLostError(
+                f"write session {self._temp} is gone (deleted, or published by another attempt); stopping this writer"
+            ) from None
+        try:
+            if os.stat(self._journal_path).st_ino != self._journal_inode:
+                raise FileNotFoundError
+        except FileNotFoundError:
+            raise WriteSessionLostError(
+                f"write session {self._temp}: its journal {self._journal_path} was deleted"
+            ) from None
+        size = os.fstat(self._fd).st_size
+        if size != self._size:
+            raise WriteSessionLostError(
+                f"write session {self._temp} was truncated or extended to {size} bytes "
+                f"(expected {self._size})"
+            )
+
+    def write_chunk(self, index: int, data: memoryview, checksum: str) -> None:
+        self._check_session()
+        offset = index * self._chunk_size
+        try:
+            view = data
+            while view:
+                n = os.pwrite(self._fd, view[:_WRITE_BLOCK], offset)
+                view = view[n:]
+                offset += n
+            self._commit(index, checksum)
+        except OSError as err:
+            raise self._write_error(err) from None
+
+    def _write_error(self, err: OSError) -> StaccatoError:
+        if err.errno in NO_SPACE:
+            return no_space(self._target, self._size, self._temp, err)
+        return os_error(err, f"destination temp file {self._temp}")
+
+    def _commit(self, index: int, checksum: str) -> None:
+        # fdatasync per chunk: the journal then records durable chunks, and dirty pages
+        # do not pile up until the kernel throttles every writer at once.
+        os.fdatasync(self._fd)
+        os.write(self._journal, f"{index} {checksum}\n".encode())
+
+    def copy_chunk(
+        self,
+        index: int,
+        source: EndpointURL,
+        info: ObjectInfo,
+        offset: int,
+        length: int,
+        algorithm: str,
+    ) -> str:
+        """Copy a local file's range in the kernel (``copy_file_range(2)``: no bytes
+        through user space for the write, extents shared on file systems with reflinks,
+        a server-side copy on NFS 4.2), checksumming the source range as it is read.
+
+        The read-back of :meth:`read_back` then checks the copy against that checksum.
+        Falls back to ``pwrite`` where the kernel cannot copy between the two files
+        (``EXDEV``, ``EOPNOTSUPP``...).
+
+        Raises:
+            SourceChangedError: the source's version moved (checked after the read and after
+                the copy).
+        """
+        self._check_session()
+        if self._buffer is None:
+            self._buffer = memoryview(bytearray(min(self._chunk_size, _COPY_BLOCK)))
+        hasher = checksums.new_hasher(algorithm)
+        target = index * self._chunk_size
+        with contextlib.closing(FileReader(source.path, info, offset, length)) as reader:
+            try:
+                done = 0
+                while done < length:  # block by block: read + checksum, then copy it
+                    block = self._buffer[: min(len(self._buffer), length - done)]
+                    if reader.readinto_full(block) != len(block):
+                        raise SourceChangedError(
+                            f"source changed: {source.path} ended before byte {offset + length}"
+                        )
+                    hasher.update(block)
+                    copied = 0
+                    if self._kernel_copy:
+                        try:
+                            copied = _copy_file_range(
+                                reader.fileno(), self._fd, offset + done, target + done, len(block)
+                            )
+                        except OSError as err:
+                            if err.errno not in _NO_KERNEL_COPY:
+                                raise
+                            self._kernel_copy = False  # and write the block from the buffer
+                    while copied < len(block):
+                        copied += os.pwrite(self._fd, block[copied:], target + done + copied)
+                    done += len(block)
+                reader.check_version()  # the kernel read the source again: same version?
+                digest = hasher.hexdigest()
+                self._commit(index, digest)
+            except OSError as err:
+                raise self._write_error(err) from None
+        return digest
+
+    def read_back(self, index: int, into: memoryview) -> None:
+        offset = index * self._chunk_size
+        try:
+            filled = 0
+            while filled < len(into):
+                n = os.preadv(self._read_fd(), [into[filled:]], offset + filled)
+                if n == 0:
+                    raise RetryableError(
+                        f"destination temp file {self._temp} ends before byte {offset + len(into)}"
+                    )
+                filled += n
+        except OSError as err:
+            raise os_error(err, f"destination temp file {self._temp}") from None
+
+    def _read_fd(self) -> int:
+        if self._reader < 0:
+            self._reader = os.open(self._temp, os.O_RDONLY | os.O_CLOEXEC)
+            if hasattr(os, "posix_fadvise"):
+                # No readahead: it would reach into chunks other streams are writing
+                # and slow their writes (compare with bench/bench_file_http.py).
+                os.posix_fadvise(self._reader, 0, 0, os.POSIX_FADV_RANDOM)
+        return self._reader
+
+    def close(self) -> None:
+        for fd in (self._fd, self._journal, self._reader):
+            if fd >= 0:
+                os.close(fd)
+        self._fd = self._journal = self._reader = -1

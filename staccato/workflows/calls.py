@@ -1,0 +1,105 @@
+"""How the transfer workflow schedules its activities: retry policy, timeouts, the
+short steps' local-activity first attempt, write-session keys, cancellation checks."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+
+from staccato.workflows.failures import reason
+
+# Retries: transient failures (network, 5xx, a killed worker) back off from 1 s to
+# 30 s, with no attempt limit: how long is bounded by each activity's
+# schedule_to_close_timeout, the transfer's retry budget (options.retry_for_s).
+RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=0,
+)
+SHORT_TIMEOUT = timedelta(minutes=2)
+STREAM_RATE_FLOOR = 1_000_000  # bytes/s assumed when sizing a stream's start-to-close timeout
+T = TypeVar("T")
+
+
+def sealed(source_secret: str | None) -> tuple[str, ...]:
+    """The extra argument of ``stat`` for a source with a sealed query (none without)."""
+    return (source_secret,) if source_secret is not None else ()
+
+
+async def short_activity(
+    name: str,
+    arg: Any,
+    result_type: type[T],
+    *more_args: Any,
+    budget: timedelta | None = None,
+) -> T:
+    """Run a short activity (stat, prepare, a size check) with its retries.
+
+    The first attempt is a local activity: it runs on this worker inside the workflow
+    task, saving the ~20 ms server round trip of a regular activity (three of them per
+    transfer). If it fails with a retryable error, the activity runs again as a regular
+    activity with :data:`RETRY`, so its retries back off durably and their reasons show
+    in ``status`` (pending activities; local activities do not appear there).
+    A non-retryable failure (missing source, permission denied...) fails at once.
+    """
+    try:
+        return await workflow.execute_local_activity(
+            name,
+            args=[arg, *more_args],
+            result_type=result_type,
+            start_to_close_timeout=SHORT_TIMEOUT,
+            retry_policy=RetryPolicy(maximum_attempts=1),
+        )
+    except (ActivityError, ApplicationError) as err:
+        # a local activity's failure may arrive unwrapped (no ActivityError around it)
+        cause = err.cause if isinstance(err, ActivityError) else err
+        if isinstance(cause, CancelledError) or (
+            isinstance(cause, ApplicationError) and cause.non_retryable
+        ):
+            raise
+        workflow.logger.info("%s failed on its first attempt (%s); retrying", name, reason(err))
+        # The endpoint asked for a pause (HTTP Retry-After): the regular activity's first
+        # attempt starts at once, so wait here as its retries would.
+        delay = cause.next_retry_delay if isinstance(cause, ApplicationError) else None
+        if delay and workflow.patched("retry-after-before-regular-activity"):
+            await workflow.sleep(delay)
+    return await workflow.execute_activity(
+        name,
+        args=[arg, *more_args],
+        result_type=result_type,
+        start_to_close_timeout=SHORT_TIMEOUT,
+        schedule_to_close_timeout=budget,
+        retry_policy=RETRY,
+    )
+
+
+def cancelling() -> bool:
+    """Whether this task (the workflow's run, when called from it) was asked to cancel."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def raise_if_cancelling() -> None:
+    """Raise if this task was asked to cancel (workflow cancellation): an activity
+    started with WAIT_CANCELLATION_COMPLETED may return normally after the request."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError()
+
+
+def session_key(attempt: int = 0) -> str:
+    """Unique per run (and per write session within the run, after a lost one)."""
+    info = workflow.info()
+    key = f"{info.workflow_id}-{info.run_id[:8]}"
+    return key if attempt == 0 else f"{key}-{attempt}"
+
+
+def copy_timeout(size: int) -> timedelta:
+    """Generous start-to-close bound for moving ``size`` bytes (heartbeats catch stalls)."""
+    return timedelta(seconds=600 + size // STREAM_RATE_FLOOR)

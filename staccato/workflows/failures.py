@@ -1,0 +1,97 @@
+"""How the transfer workflow reads failures: of its input, of its activities.
+
+Activities raise ``ApplicationError``s whose ``type`` is a :mod:`staccato.errors`
+class's ``TYPE``; the workflow compares them with the constants here, never with
+string literals.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RawValue
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError, TimeoutType
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import ValidationError
+
+    from staccato import errors
+    from staccato.models import Checkpoint, TransferRequest
+
+# failure types the workflow acts on (ApplicationError.type, from staccato.errors)
+WRITE_SESSION_LOST = errors.WriteSessionLostError.TYPE
+CHECKSUM_MISMATCH = errors.ChecksumMismatchError.TYPE
+
+
+def decode_request(raw: RawValue) -> TransferRequest:
+    """Decode and validate the workflow input.
+
+    Raises:
+        ApplicationError: non-retryable, naming the payload encoding or each invalid
+            field (a raw Temporal client can send anything).
+    """
+    payload = raw.payload
+    encoding = payload.metadata.get("encoding", b"").decode(errors="replace")
+    if encoding != "json/plain":
+        raise ApplicationError(
+            f"invalid TransferWorkflow input: expected a JSON payload (encoding json/plain) "
+            f"holding a TransferRequest, got encoding {encoding or 'none'!r}",
+            type=errors.INVALID_INPUT_TYPE,
+            non_retryable=True,
+        )
+    try:
+        return TransferRequest.model_validate_json(payload.data)
+    except ValidationError as err:
+        problems = []
+        for error in err.errors(include_url=False, include_input=False):
+            where = ".".join(str(part) for part in error["loc"]) or "input"
+            problems.append(f"{where}: {error['msg']}")
+        raise ApplicationError(
+            "invalid TransferWorkflow input: " + "; ".join(problems),
+            type=errors.INVALID_INPUT_TYPE,
+            non_retryable=True,
+        ) from None
+
+
+def stream_moved_on(err: ActivityError, known: int) -> int | None:
+    """If ``err`` is a stream's retry-budget timeout and its last heartbeat shows more
+    durable bytes than ``known``, those bytes; else None."""
+    cause = err.cause
+    if not isinstance(cause, TimeoutError) or cause.type != TimeoutType.SCHEDULE_TO_CLOSE:
+        return None
+    details = cause.last_heartbeat_details
+    if not details:
+        return None
+    try:
+        checkpoint = Checkpoint.model_validate(details[0])
+    except ValidationError:
+        return None
+    return checkpoint.bytes_done if checkpoint.bytes_done > known else None
+
+
+def duration(span: timedelta) -> str:
+    seconds = span.total_seconds()
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g} h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
+
+
+def root_cause(err: BaseException) -> BaseException:
+    while isinstance(err, ActivityError) and err.cause is not None:
+        err = err.cause
+    return err
+
+
+def reason(err: BaseException) -> str:
+    root = root_cause(err)
+    return getattr(root, "message", None) or str(root)
+
+
+def reason_type(err: BaseException) -> str:
+    root = root_cause(err)
+    if isinstance(root, ApplicationError) and root.type:
+        return root.type
+    return type(root).__name__
