@@ -396,7 +396,7 @@ def test_bad_ssh_config_line_is_not_echoed(driver_on, monkeypatch, tmp_path: Pat
 def test_proxy_command_failure_is_described_without_the_command(tmp_path: Path) -> None:
     """paramiko's own ProxyCommandFailure (a write to a proxy that has exited) quotes the
     command line; ``describe`` keeps what failed and drops the command."""
-    from staccato.endpoints.sftp.ssh import Target, describe
+    from staccato.endpoints.sftp.ssh import SSHHost, describe
 
     secret = "hunter2-proxy-secret"
     command = f"sh -c 'exit 0' --password={secret}"
@@ -406,7 +406,7 @@ def test_proxy_command_failure_is_described_without_the_command(tmp_path: Path) 
         for _ in range(100):
             proxy.send(b"x" * 65536)
     assert secret in str(raised.value)  # what paramiko says
-    target = Target("viaproxy", "127.0.0.1", 22, "u", "127.0.0.1", proxy_command=command)
+    target = SSHHost("viaproxy", "127.0.0.1", 22, "u", "127.0.0.1", proxy_command=command)
     text = describe(raised.value, target)
     assert secret not in text and "ProxyCommand failed" in text
     wrapped = paramiko.SSHException(f"Error reading SSH protocol banner{raised.value}")

@@ -25,7 +25,7 @@ from staccato.endpoints.s3.client import _Endpoint, _make_endpoint
 from staccato.endpoints.s3.errors import _code, _explain_head, _s3_error, _status
 from staccato.endpoints.s3.parts import LIST_PARTS_PAGE, collect_parts, plan_part_size
 from staccato.endpoints.s3.read import S3Reader
-from staccato.endpoints.s3.write import S3ChunkWriter, UploadGone, _Target
+from staccato.endpoints.s3.write import S3ChunkWriter, UploadGone, _UploadDestination
 from staccato.errors import (
     ChecksumMismatch,
     DestinationMissing,
@@ -69,9 +69,9 @@ class S3Driver(Driver):
                 cached = self._endpoints[profile] = (_make_endpoint(profile), now)
             return cached[0]
 
-    def target(self, session: WriteSession) -> _Target:
+    def target(self, session: WriteSession) -> _UploadDestination:
         url = parse_url(session.url)
-        return _Target(url, self.endpoint(url), session)
+        return _UploadDestination(url, self.endpoint(url), session)
 
     def adjust_chunk_size(self, size: int, chunk_size: int) -> tuple[int, str | None]:
         """S3 part-size rules (see :func:`staccato.endpoints.s3.parts.plan_part_size`)."""
@@ -165,19 +165,19 @@ class S3Driver(Driver):
             ) from None
 
     def open_session(
-        self, url: EndpointURL, size: int, chunk_size: int, transfer_id: str
+        self, url: EndpointURL, size: int, chunk_size: int, session_key: str
     ) -> WriteSession:
         """CreateMultipartUpload, for every non-empty object (even one part): nothing
         reaches the destination key before publish. A 0-byte object's session creates
         nothing (its one empty PutObject is sent at publish)."""
         content_type = mimetypes.guess_type(url.key, strict=False)[0] or "application/octet-stream"
-        data = {"marker": transfer_id, "content_type": content_type}
+        data = {"marker": session_key, "content_type": content_type}
         if size == 0:
             return WriteSession(
                 url=url.canonical,
                 size=size,
                 chunk_size=chunk_size,
-                session_id=f"put:{transfer_id}",
+                session_id=f"put:{session_key}",
                 data={**data, "mode": "put"},
             )
         endpoint = self.endpoint(url)
@@ -186,7 +186,7 @@ class S3Driver(Driver):
                 Bucket=url.bucket,
                 Key=url.key,
                 ContentType=content_type,
-                Metadata={MARKER: transfer_id},
+                Metadata={MARKER: session_key},
                 ChecksumAlgorithm="CRC32C",
                 ChecksumType="FULL_OBJECT",
             )
@@ -211,7 +211,7 @@ class S3Driver(Driver):
     def open_writer(self, session: WriteSession) -> ChunkWriter:
         return S3ChunkWriter(self, session)
 
-    def _parts(self, target: _Target) -> dict[int, Mapping[str, Any]]:
+    def _parts(self, target: _UploadDestination) -> dict[int, Mapping[str, Any]]:
         """ListParts, paged to the end (an upload with more than 1,000 parts spans pages;
         see :func:`staccato.endpoints.s3.parts.collect_parts`).
 
@@ -238,7 +238,7 @@ class S3Driver(Driver):
 
         return collect_parts(fetch)
 
-    def _own_object(self, target: _Target) -> Mapping[str, Any] | None:
+    def _own_object(self, target: _UploadDestination) -> Mapping[str, Any] | None:
         """HeadObject of the destination if it is this session's object, else None."""
         try:
             head = target.endpoint.client.head_object(
@@ -364,7 +364,7 @@ class S3Driver(Driver):
             )
         self._check_size(target, head)
 
-    def _check_size(self, target: _Target, head: Mapping[str, Any]) -> None:
+    def _check_size(self, target: _UploadDestination, head: Mapping[str, Any]) -> None:
         if int(head["ContentLength"]) != target.session.size:
             raise ChecksumMismatch(
                 f"s3://{target.bucket}/{target.key} has {head['ContentLength']} bytes after "

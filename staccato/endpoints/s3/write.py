@@ -92,7 +92,7 @@ def _reraise_keepalive(err: Exception) -> None:
 
 
 @dataclass(frozen=True)
-class _Target:
+class _UploadDestination:
     """The destination of a session, rebuilt from its (serialised) WriteSession."""
 
     url: EndpointURL

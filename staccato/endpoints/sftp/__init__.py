@@ -12,7 +12,7 @@
 ``protocol``              SFTP v3 over paramiko; the only user of paramiko's private names
 ``hostkeys``              known_hosts checks
 ``auth``                  public-key authentication, never a prompt
-``ssh``                   settings and ssh config -> :class:`Target`; socket; redaction
+``ssh``                   settings and ssh config -> :class:`SSHHost`; socket; redaction
 ========================  ==============================================================
 
 Each module imports only modules below it in this table (``protocol`` and ``ssh`` none
@@ -28,7 +28,7 @@ from staccato.endpoints.sftp.pipeline import ReadPipeline, SourceEnded, SourceLo
 from staccato.endpoints.sftp.pool import POOL, Pool, run
 from staccato.endpoints.sftp.protocol import StaccatoSFTP, StatusError
 from staccato.endpoints.sftp.slots import Slot, acquire_slot, lock_dir
-from staccato.endpoints.sftp.ssh import Target, describe, resolve
+from staccato.endpoints.sftp.ssh import SSHHost, describe, resolve
 from staccato.endpoints.sftp.streams import READ_CALL_BYTES, SFTPChunkWriter, SFTPReader
 
 __all__ = [
@@ -49,7 +49,7 @@ __all__ = [
     "SourceLonger",
     "StaccatoSFTP",
     "StatusError",
-    "Target",
+    "SSHHost",
     "acquire_slot",
     "describe",
     "guarded",

@@ -13,14 +13,14 @@ import os
 
 import paramiko
 
-from staccato.endpoints.sftp.ssh import Target, describe, fingerprint
+from staccato.endpoints.sftp.ssh import SSHHost, describe, fingerprint
 from staccato.errors import PermissionDenied, RetryableError
 
 _SECOND_FACTOR = ("keyboard-interactive", "password")
 
 
 def _refuse_prompting(
-    target: Target, methods: list[str], after_key: str | None
+    target: SSHHost, methods: list[str], after_key: str | None
 ) -> PermissionDenied:
     """The server asks for a method that needs a human (keyboard-interactive, password):
     fail now, never prompt."""
@@ -39,7 +39,7 @@ def _refuse_prompting(
     )
 
 
-def _candidate_keys(target: Target, notes: list[str]) -> list[tuple[str, paramiko.PKey]]:
+def _candidate_keys(target: SSHHost, notes: list[str]) -> list[tuple[str, paramiko.PKey]]:
     """Agent keys, then key files; ``notes`` collects why some could not be used."""
     keys: list[tuple[str, paramiko.PKey]] = []
     agent: paramiko.Agent | None = None
@@ -81,7 +81,7 @@ def _candidate_keys(target: Target, notes: list[str]) -> list[tuple[str, paramik
     return unique
 
 
-def authenticate(transport: paramiko.Transport, target: Target) -> None:
+def authenticate(transport: paramiko.Transport, target: SSHHost) -> None:
     """Public-key authentication (RFC 4252 §7), never interactive.
 
     Raises:

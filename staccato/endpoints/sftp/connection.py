@@ -47,7 +47,7 @@ from staccato.endpoints.sftp.slots import Slot
 from staccato.endpoints.sftp.ssh import (
     PREFERRED_CIPHERS,
     REDACT_PROXY_COMMAND,
-    Target,
+    SSHHost,
     describe,
     open_socket,
 )
@@ -96,7 +96,7 @@ def is_connection_error(err: BaseException) -> bool:
 class Connection:
     """An authenticated SSH connection with one SFTP channel, holding a slot."""
 
-    target: Target
+    target: SSHHost
     transport: paramiko.Transport
     sftp: StaccatoSFTP
     slot: Slot
@@ -136,7 +136,7 @@ def _close_transport(transport: paramiko.Transport) -> None:
         log.info("closing an sftp connection failed: %s", describe(err))
 
 
-def connect(target: Target, slot: Slot) -> Connection:
+def connect(target: SSHHost, slot: Slot) -> Connection:
     """Open, check and authenticate an SSH connection and start the SFTP subsystem.
 
     Raises:

@@ -208,10 +208,10 @@ class SFTPDriver(Driver):
         self._run(url, f"destination {url}", lambda sftp: self._check_destination(sftp, url))
 
     @staticmethod
-    def _paths(url: EndpointURL, transfer_id: str) -> dict[str, str]:
+    def _paths(url: EndpointURL, session_key: str) -> dict[str, str]:
         directory, name = posixpath.split(url.path)
         # within NAME_MAX (255 bytes) whatever the target's name: 150 bytes of it + key
-        key = hashlib.sha256(transfer_id.encode()).hexdigest()[:16]
+        key = hashlib.sha256(session_key.encode()).hexdigest()[:16]
         short = name.encode()[:_NAME_BYTES].decode(errors="ignore")
         stem = posixpath.join(directory, f".{short}.{key}")
         return {
@@ -222,9 +222,9 @@ class SFTPDriver(Driver):
         }
 
     def open_session(
-        self, url: EndpointURL, size: int, chunk_size: int, transfer_id: str
+        self, url: EndpointURL, size: int, chunk_size: int, session_key: str
     ) -> WriteSession:
-        paths = self._paths(url, transfer_id)
+        paths = self._paths(url, session_key)
 
         def op(sftp: StaccatoSFTP) -> None:
             self._check_destination(sftp, url)

@@ -23,7 +23,7 @@ from pathlib import Path
 import paramiko
 from paramiko.hostkeys import HostKeys
 
-from staccato.endpoints.sftp.ssh import Target, fingerprint
+from staccato.endpoints.sftp.ssh import SSHHost, fingerprint
 from staccato.errors import PermanentError
 
 GLOBAL_KNOWN_HOSTS = ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2")
@@ -101,7 +101,7 @@ def _load_known_keys(paths: list[str]) -> list[_KnownKey]:
 class HostKeyCheck:
     """The known_hosts entries for one target, and the check of the key a server shows."""
 
-    def __init__(self, target: Target) -> None:
+    def __init__(self, target: SSHHost) -> None:
         self.target = target
         self.files = list(target.known_hosts) + [
             p for p in GLOBAL_KNOWN_HOSTS if p not in target.known_hosts

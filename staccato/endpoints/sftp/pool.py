@@ -26,7 +26,7 @@ from staccato.endpoints.sftp.connection import (
 )
 from staccato.endpoints.sftp.protocol import StaccatoSFTP
 from staccato.endpoints.sftp.slots import acquire_slot, wanted_since
-from staccato.endpoints.sftp.ssh import Target
+from staccato.endpoints.sftp.ssh import SSHHost
 
 log = logging.getLogger("staccato.sftp")
 T = TypeVar("T")
@@ -44,7 +44,7 @@ class Pool:
         self._reaper: threading.Thread | None = None
 
     @contextmanager
-    def lease(self, target: Target) -> Iterator[Connection]:
+    def lease(self, target: SSHHost) -> Iterator[Connection]:
         """A connection for ``target``, shared by this process's users of that target;
         errors inside the block are classified by :func:`guarded`."""
         connection = self.acquire(target)
@@ -54,7 +54,7 @@ class Pool:
         finally:
             self.release(connection)
 
-    def acquire(self, target: Target) -> Connection:
+    def acquire(self, target: SSHHost) -> Connection:
         """The cached connection for ``target`` or a new one (waiting for a slot);
         give it back with :meth:`release`."""
         with self._lock:
@@ -96,7 +96,7 @@ class Pool:
                 del self._connections[connection.target.key]
         connection.close()
 
-    def discard(self, target: Target) -> None:
+    def discard(self, target: SSHHost) -> None:
         """Close the cached connection to ``target`` if nobody uses it."""
         with self._lock:
             connection = self._connections.get(target.key)
@@ -149,7 +149,7 @@ class Pool:
 POOL = Pool()
 
 
-def run(target: Target, fn: Callable[[StaccatoSFTP], T]) -> T:
+def run(target: SSHHost, fn: Callable[[StaccatoSFTP], T]) -> T:
     """Run ``fn`` (an idempotent operation) on a pooled connection; if a *reused*
     connection turns out to be dead (e.g. the server restarted while it sat idle), run
     it once more on a fresh one."""

@@ -29,7 +29,7 @@ import time
 
 from staccato import settings
 from staccato.endpoints import base
-from staccato.endpoints.sftp.ssh import Target
+from staccato.endpoints.sftp.ssh import SSHHost
 from staccato.errors import PermanentError, RetryableError
 
 log = logging.getLogger("staccato.sftp")
@@ -65,7 +65,7 @@ def _slot_directory(hostname: str, port: int) -> str:
     return os.path.join(lock_dir(), f"{readable}_{port}_{digest}")
 
 
-def acquire_slot(target: Target) -> Slot:
+def acquire_slot(target: SSHHost) -> Slot:
     """Wait for a free connection slot for ``target``'s host and port.
 
     Raises:

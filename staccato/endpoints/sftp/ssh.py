@@ -1,5 +1,5 @@
 """SSH side of the ``sftp`` endpoint: worker settings and ``~/.ssh/config`` resolved into
-a :class:`Target`, the TCP socket (or ``ProxyCommand``), and keeping secrets out of
+a :class:`SSHHost`, the TCP socket (or ``ProxyCommand``), and keeping secrets out of
 messages and paramiko's log lines. Host keys are checked in
 :mod:`staccato.endpoints.sftp.hostkeys`, authentication is in
 :mod:`staccato.endpoints.sftp.auth`; no SFTP here.
@@ -71,7 +71,7 @@ def _truthy(text: str | None) -> bool:
     return (text or "").strip().lower() in ("1", "yes", "true", "on")
 
 
-def describe(err: BaseException, target: Target | None = None) -> str:
+def describe(err: BaseException, target: SSHHost | None = None) -> str:
     """``err`` in words for a message or log line, without secrets: paramiko's
     ``ProxyCommandFailure`` (and anything that quotes it) carries the whole
     ``ProxyCommand`` line, which may hold a password or token (``sshpass -p ...``); it
@@ -126,7 +126,7 @@ def fingerprint(key: paramiko.PKey) -> str:
 
 
 @dataclass
-class Target:
+class SSHHost:
     """Where and how to connect, resolved from the URL, the ssh config and settings.
 
     Attributes:
@@ -212,8 +212,8 @@ def _config_error(err: BaseException, path: str) -> str:
     return text
 
 
-def resolve(url: EndpointURL) -> Target:
-    """Resolve an ``sftp://`` URL into a :class:`Target` (ssh config + worker settings).
+def resolve(url: EndpointURL) -> SSHHost:
+    """Resolve an ``sftp://`` URL into a :class:`SSHHost` (ssh config + worker settings).
 
     Precedence as in OpenSSH: the URL's user/port, then the config, then defaults
     (local user name, port 22).
@@ -282,7 +282,7 @@ def resolve(url: EndpointURL) -> Target:
     proxy = options.get("proxycommand")
     io_timeout = config.sftp_io_timeout_s
     stall = min(config.sftp_stall_s, io_timeout)
-    return Target(
+    return SSHHost(
         alias=url.host,
         hostname=hostname,
         port=port,
@@ -299,7 +299,7 @@ def resolve(url: EndpointURL) -> Target:
     )
 
 
-def open_socket(target: Target) -> socket.socket | paramiko.ProxyCommand:
+def open_socket(target: SSHHost) -> socket.socket | paramiko.ProxyCommand:
     """TCP connection (or ``ProxyCommand``) to the target.
 
     Raises:

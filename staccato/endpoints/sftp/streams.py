@@ -22,7 +22,7 @@ from staccato.endpoints.sftp.pipeline import (
 )
 from staccato.endpoints.sftp.pool import POOL
 from staccato.endpoints.sftp.protocol import FX_NO_SUCH_FILE, FXF_READ, FXF_WRITE, StatusError
-from staccato.endpoints.sftp.ssh import Target, resolve
+from staccato.endpoints.sftp.ssh import SSHHost, resolve
 from staccato.errors import SourceChanged, WriteSessionLost
 from staccato.models import ObjectInfo, WriteSession
 from staccato.urls import EndpointURL, parse_url
@@ -36,7 +36,7 @@ class SFTPReader(Reader):
     """Pipelined reads of ``[offset, offset+length)`` of a pinned remote file."""
 
     def __init__(
-        self, url: EndpointURL, target: Target, info: ObjectInfo, offset: int, length: int
+        self, url: EndpointURL, target: SSHHost, info: ObjectInfo, offset: int, length: int
     ) -> None:
         self._url = url
         self._info = info
