@@ -39,6 +39,9 @@ from tests.workflow.conftest import (
 
 Start = Callable[..., Awaitable[Run]]
 
+# A broken decision tends to show as a workflow that never ends: bound each test.
+pytestmark = pytest.mark.timeout(30)
+
 
 async def failure_of(run: Run) -> BaseException:
     """The cause the transfer ended with (it must not complete)."""
@@ -160,6 +163,24 @@ async def test_cancel_during_copy_cleans_up_and_ends_cancelled(transfer: Start) 
     assert (await run.progress()).state == TransferState.cancelled
 
 
+async def test_cancel_while_paused_cleans_up_and_ends_cancelled(transfer: Start) -> None:
+    """A paused transfer has no stream running; a cancel still removes the temp data
+    and ends it cancelled, and no stream is started again."""
+    endpoint = Endpoint()
+    endpoint.hooks["copy_stream"] = stream_until_cancelled
+    run = await transfer(endpoint)
+    await until(lambda: endpoint.running_streams == 2, "both streams to start")
+    await run.handle.execute_update("pause")
+    await until(lambda: endpoint.running_streams == 0, "the pause to stop the streams")
+
+    await run.handle.cancel()
+    await until(lambda: bool(endpoint.called("cleanup")), "cleanup after the cancel")
+    assert isinstance(await failure_of(run), CancelledError)
+    assert len(endpoint.called("copy_stream")) == 2
+    assert endpoint.called("publish") == []
+    assert (await run.progress()).state == TransferState.cancelled
+
+
 async def test_cancel_after_publish_started_completes_without_cleanup(transfer: Start) -> None:
     """Once publish is scheduled the transfer is committed: a cancel is ignored,
     publish and the size check finish, nothing is cleaned up, it ends completed."""
@@ -232,6 +253,23 @@ async def test_third_lost_write_session_fails_the_transfer(transfer: Start) -> N
     )
     assert endpoint.called("publish") == []
     assert (await run.progress()).state == TransferState.failed
+
+
+async def test_session_lost_after_publish_is_not_copied_again(transfer: Start) -> None:
+    """Where the data is verified only after publish (no readable temp data, as on
+    S3), a WriteSessionLost then must not start a new session: the destination was
+    already replaced. The transfer fails and nothing is cleaned up."""
+    endpoint = Endpoint(session_url=None)
+    endpoint.hooks["verify"] = failing("WriteSessionLost", "the upload is gone")
+    run = await transfer(endpoint)
+    error = await failure_of(run)
+
+    assert isinstance(error, ApplicationError) and error.type == "WriteSessionLost"
+    assert len(endpoint.called("prepare")) == 1
+    assert len(endpoint.called("publish")) == 1
+    after = endpoint.called("verify")
+    assert after and all(v.url == DESTINATION and v.mode == VerifyMode.checksum for v in after)
+    assert endpoint.called("cleanup") == []
 
 
 def _mismatch_on_segment(endpoint: Endpoint, chunk: int, times: int) -> None:
