@@ -205,6 +205,29 @@ async def test_cancel_after_publish_started_completes_without_cleanup(transfer: 
     assert (await run.progress()).state == TransferState.completed
 
 
+async def test_cancel_during_a_publish_that_fails_ends_cancelled(transfer: Start) -> None:
+    """A cancel ignored because publish had started applies after all when publish
+    fails (nothing was published): cleanup runs and the transfer ends cancelled."""
+    endpoint = Endpoint()
+    release = asyncio.Event()
+    refused = failing("PermissionDenied", "cannot rename onto /destination/object.bin")
+
+    async def slow_failing_publish(request: PublishInput) -> None:
+        await release.wait()
+        await refused(request)
+
+    endpoint.hooks["publish"] = slow_failing_publish
+    run = await transfer(endpoint)
+    await until(lambda: bool(endpoint.called("publish")), "publish to start")
+
+    await run.handle.cancel()
+    await until_processed(run.handle, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED)
+    release.set()
+    assert isinstance(await failure_of(run), CancelledError)
+    assert len(endpoint.called("cleanup")) == 1
+    assert (await run.progress()).state == TransferState.cancelled
+
+
 async def test_lost_write_session_is_copied_again_into_a_new_one(transfer: Start) -> None:
     """A stream reporting WriteSessionLost (the temp data vanished): the old session
     is cleaned up, a new one is prepared under a new key, every segment is copied
@@ -388,6 +411,25 @@ async def test_retries_until_the_retry_for_deadline(transfer: Start) -> None:
     # 1 local attempt, then backoff 1, 2, 4, 8, 16, then 30 s each: ~120 in an hour
     assert 100 <= attempts <= 125, attempts
     assert endpoint.called("prepare") == [] and endpoint.called("cleanup") == []
+
+
+async def test_stream_retries_until_the_deadline_then_cleans_up(transfer: Start) -> None:
+    """A stream that keeps failing with a retryable error: the transfer gives up
+    after the deadline, naming the copy step and the last error, and removes the
+    temp data of the session it opened."""
+    endpoint = Endpoint()
+    endpoint.hooks["copy_stream"] = failing(
+        "EndpointUnavailable", "connection reset by source.example", retryable=True
+    )
+    run = await transfer(endpoint, options=TransferOptions(chunk_size=16, retry_for_s=600))
+    error = await failure_of(run)
+
+    assert isinstance(error, ApplicationError)
+    assert error.message.startswith("gave up: the copy_stream step kept failing")
+    assert "connection reset by source.example" in error.message
+    assert endpoint.called("publish") == []
+    assert len(endpoint.called("cleanup")) == 1
+    assert (await run.progress()).state == TransferState.failed
 
 
 async def test_permanent_error_fails_at_once(transfer: Start) -> None:
