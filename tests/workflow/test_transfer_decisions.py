@@ -1,0 +1,477 @@
+"""``TransferWorkflow``'s decisions on the time-skipping test server, its activities
+replaced by test activities (see ``conftest.py``): which step runs next, with which
+input, and how the transfer ends."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError, CancelledError
+from temporalio.testing import WorkflowEnvironment
+
+from staccato.models import (
+    ConfirmSourceInput,
+    ObjectInfo,
+    PublishInput,
+    StreamInput,
+    TransferOptions,
+    TransferState,
+    VerifyInput,
+    VerifyMode,
+)
+from tests.workflow.conftest import (
+    DESTINATION,
+    SIZE,
+    SOURCE,
+    Endpoint,
+    Run,
+    failing,
+    segment_checksum,
+    stream_until_cancelled,
+    until,
+)
+
+Start = Callable[..., Awaitable[Run]]
+
+# A broken decision tends to show as a workflow that never ends: bound each test.
+pytestmark = pytest.mark.timeout(30)
+
+
+async def failure_of(run: Run) -> BaseException:
+    """The cause the transfer ended with (it must not complete)."""
+    with pytest.raises(WorkflowFailureError) as caught:
+        await run.handle.result()
+    assert caught.value.cause is not None
+    return caught.value.cause
+
+
+async def processed(handle: WorkflowHandle[Any, Any], event: EventType.ValueType) -> bool:
+    """Whether a workflow task completed after ``event`` (the workflow has seen it)."""
+    seen = False
+    async for item in handle.fetch_history_events():
+        seen = seen or item.event_type == event
+        if seen and item.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+            return True
+    return False
+
+
+async def until_processed(handle: WorkflowHandle[Any, Any], event: EventType.ValueType) -> None:
+    deadline = time.monotonic() + 10
+    while not await processed(handle, event):
+        assert time.monotonic() < deadline, f"the workflow never processed {event}"
+        await asyncio.sleep(0.05)
+
+
+async def lose_session(request: StreamInput, lost: Callable[[Any], Awaitable[Any]]) -> Any:
+    """Segment 0's stream finds the write session gone; the others copy until the
+    workflow cancels them.
+
+    Only one stream fails: when two fail at once, the workflow's cancel of the other
+    (already failed) stream is refused by the test server ("ACTIVITY_UNKNOWN"), which
+    a real server ignores."""
+    if request.segment.index == 0:
+        return await lost(request)
+    return await stream_until_cancelled(request)
+
+
+async def test_completes_with_one_session_and_the_combined_checksum(transfer: Start) -> None:
+    """Baseline: stat, prepare, one stream per segment, publish, the size check; the
+    streams verified every chunk on write, so nothing is read back before publish."""
+    endpoint = Endpoint()
+    run = await transfer(endpoint)
+    result = await run.handle.result()
+    assert endpoint.names() == ["stat", "prepare", "copy_stream", "publish", "verify"]
+    streams = endpoint.called("copy_stream")
+    assert sorted(s.segment.index for s in streams) == [0, 1]
+    assert all(s.read_back and s.session.session_id.startswith("temp-") for s in streams)
+    (size_check,) = endpoint.called("verify")
+    assert size_check.mode == VerifyMode.size and size_check.url == DESTINATION
+    assert result.bytes == SIZE and result.source_version == "v1"
+    assert result.checksum == "crc32c:" + segment_checksum(0, SIZE)
+    assert (await run.progress()).state == TransferState.completed
+
+
+async def test_pause_stops_streams_and_resume_reads_back_before_publish(transfer: Start) -> None:
+    """Pause cancels the running streams and holds; resume schedules the segments
+    again; since finished chunks sat exposed during the pause, the temp data is read
+    back (verify before publish) even though every stream verified on write."""
+    endpoint = Endpoint()
+    endpoint.hooks["copy_stream"] = stream_until_cancelled
+    run = await transfer(endpoint)
+    await until(lambda: endpoint.running_streams == 2, "both streams to start")
+
+    await run.handle.execute_update("pause")
+    await until(lambda: endpoint.running_streams == 0, "the pause to stop the streams")
+    progress = await run.progress()
+    assert progress.state == TransferState.paused and progress.phase == "copy"
+    assert len(endpoint.called("copy_stream")) == 2  # nothing rescheduled while paused
+
+    del endpoint.hooks["copy_stream"]  # the streams finish after the resume
+    await run.handle.execute_update("resume")
+    result = await run.handle.result()
+
+    assert result.bytes == SIZE
+    streams = endpoint.called("copy_stream")
+    assert sorted(s.segment.index for s in streams) == [0, 0, 1, 1]
+    assert endpoint.names() == ["stat", "prepare", "copy_stream", "verify", "publish", "verify"]
+    read_back = [v for v in endpoint.called("verify") if v.mode == VerifyMode.checksum]
+    assert read_back and all(v.url == endpoint.session_url for v in read_back)
+    assert endpoint.called("cleanup") == []
+
+
+async def test_pause_refused_once_publish_started(transfer: Start) -> None:
+    """Pause stops copy streams only: during publish it is refused with a reason and
+    the transfer completes."""
+    endpoint = Endpoint()
+    release = asyncio.Event()
+
+    async def slow_publish(_: PublishInput) -> None:
+        await release.wait()
+
+    endpoint.hooks["publish"] = slow_publish
+    run = await transfer(endpoint)
+    await until(lambda: bool(endpoint.called("publish")), "publish to start")
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await run.handle.execute_update("pause")
+    assert "cannot pause" in str(refused.value.cause) and "publish" in str(refused.value.cause)
+    release.set()
+    assert (await run.handle.result()).bytes == SIZE
+
+
+async def test_cancel_during_copy_cleans_up_and_ends_cancelled(transfer: Start) -> None:
+    """A cancel before publish stops the streams, removes the temp data (cleanup of
+    the session prepare opened), publishes nothing and ends cancelled."""
+    endpoint = Endpoint()
+    endpoint.hooks["copy_stream"] = stream_until_cancelled
+    run = await transfer(endpoint)
+    await until(lambda: endpoint.running_streams == 2, "both streams to start")
+
+    await run.handle.cancel()
+    await until(lambda: bool(endpoint.called("cleanup")), "cleanup after the cancel")
+    assert isinstance(await failure_of(run), CancelledError)
+
+    (prepared,) = endpoint.called("prepare")
+    (cleaned,) = endpoint.called("cleanup")
+    assert cleaned.session_id == f"temp-{prepared.session_key}"
+    assert endpoint.called("publish") == []
+    assert (await run.progress()).state == TransferState.cancelled
+
+
+async def test_cancel_while_paused_cleans_up_and_ends_cancelled(transfer: Start) -> None:
+    """A paused transfer has no stream running; a cancel still removes the temp data
+    and ends it cancelled, and no stream is started again."""
+    endpoint = Endpoint()
+    endpoint.hooks["copy_stream"] = stream_until_cancelled
+    run = await transfer(endpoint)
+    await until(lambda: endpoint.running_streams == 2, "both streams to start")
+    await run.handle.execute_update("pause")
+    await until(lambda: endpoint.running_streams == 0, "the pause to stop the streams")
+
+    await run.handle.cancel()
+    await until(lambda: bool(endpoint.called("cleanup")), "cleanup after the cancel")
+    assert isinstance(await failure_of(run), CancelledError)
+    assert len(endpoint.called("copy_stream")) == 2
+    assert endpoint.called("publish") == []
+    assert (await run.progress()).state == TransferState.cancelled
+
+
+async def test_cancel_after_publish_started_completes_without_cleanup(transfer: Start) -> None:
+    """Once publish is scheduled the transfer is committed: a cancel is ignored,
+    publish and the size check finish, nothing is cleaned up, it ends completed."""
+    endpoint = Endpoint()
+    release = asyncio.Event()
+
+    async def slow_publish(_: PublishInput) -> None:
+        await release.wait()
+
+    endpoint.hooks["publish"] = slow_publish
+    run = await transfer(endpoint)
+    await until(lambda: bool(endpoint.called("publish")), "publish to start")
+
+    await run.handle.cancel()
+    await until_processed(run.handle, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED)
+    release.set()
+    result = await run.handle.result()
+
+    assert result.bytes == SIZE
+    assert endpoint.called("cleanup") == []
+    assert endpoint.names()[-2:] == ["publish", "verify"]  # the size check still ran
+    assert (await run.progress()).state == TransferState.completed
+
+
+async def test_cancel_during_a_publish_that_fails_ends_cancelled(transfer: Start) -> None:
+    """A cancel ignored because publish had started applies after all when publish
+    fails (nothing was published): cleanup runs and the transfer ends cancelled."""
+    endpoint = Endpoint()
+    release = asyncio.Event()
+    refused = failing("PermissionDenied", "cannot rename onto /destination/object.bin")
+
+    async def slow_failing_publish(request: PublishInput) -> None:
+        await release.wait()
+        await refused(request)
+
+    endpoint.hooks["publish"] = slow_failing_publish
+    run = await transfer(endpoint)
+    await until(lambda: bool(endpoint.called("publish")), "publish to start")
+
+    await run.handle.cancel()
+    await until_processed(run.handle, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED)
+    release.set()
+    assert isinstance(await failure_of(run), CancelledError)
+    assert len(endpoint.called("cleanup")) == 1
+    assert (await run.progress()).state == TransferState.cancelled
+
+
+async def test_lost_write_session_is_copied_again_into_a_new_one(transfer: Start) -> None:
+    """A stream reporting WriteSessionLost (the temp data vanished): the old session
+    is cleaned up, a new one is prepared under a new key, every segment is copied
+    again into it, and that one is published."""
+    endpoint = Endpoint()
+    lost = failing("WriteSessionLost", "the temp file /destination/.part is gone")
+
+    async def lose_first_session(request: StreamInput) -> Any:
+        if request.session.session_id.endswith(endpoint.called("prepare")[0].session_key):
+            return await lose_session(request, lost)
+        return None
+
+    endpoint.hooks["copy_stream"] = lose_first_session
+    run = await transfer(endpoint)
+    result = await run.handle.result()
+
+    assert result.bytes == SIZE
+    first, second = endpoint.called("prepare")
+    assert second.session_key == first.session_key + "-1"
+    assert [s.session_id for s in endpoint.called("cleanup")] == [f"temp-{first.session_key}"]
+    (published,) = endpoint.called("publish")
+    assert published.session.session_id == f"temp-{second.session_key}"
+    into_second = [
+        s.segment.index
+        for s in endpoint.called("copy_stream")
+        if s.session.session_id == published.session.session_id
+    ]
+    assert sorted(into_second) == [0, 1]
+
+
+async def test_third_lost_write_session_fails_the_transfer(transfer: Start) -> None:
+    """Sessions lost again and again: three are opened, no more; the transfer fails
+    with WriteSessionLost, each session is cleaned up, nothing is published."""
+    endpoint = Endpoint()
+    lost = failing("WriteSessionLost", "the temp file is gone")
+    endpoint.hooks["copy_stream"] = lambda request: lose_session(request, lost)
+    run = await transfer(endpoint)
+    error = await failure_of(run)
+
+    assert isinstance(error, ApplicationError) and error.type == "WriteSessionLost"
+    assert "3 write sessions in a row were lost" in error.message
+    keys = [p.session_key for p in endpoint.called("prepare")]
+    assert len(keys) == 3 and len(set(keys)) == 3
+    assert sorted(s.session_id for s in endpoint.called("cleanup")) == sorted(
+        f"temp-{k}" for k in keys
+    )
+    assert endpoint.called("publish") == []
+    assert (await run.progress()).state == TransferState.failed
+
+
+async def test_session_lost_after_publish_is_not_copied_again(transfer: Start) -> None:
+    """Where the data is verified only after publish (no readable temp data, as on
+    S3), a WriteSessionLost then must not start a new session: the destination was
+    already replaced. The transfer fails and nothing is cleaned up."""
+    endpoint = Endpoint(session_url=None)
+    endpoint.hooks["verify"] = failing("WriteSessionLost", "the upload is gone")
+    run = await transfer(endpoint)
+    error = await failure_of(run)
+
+    assert isinstance(error, ApplicationError) and error.type == "WriteSessionLost"
+    assert len(endpoint.called("prepare")) == 1
+    assert len(endpoint.called("publish")) == 1
+    after = endpoint.called("verify")
+    assert after and all(v.url == DESTINATION and v.mode == VerifyMode.checksum for v in after)
+    assert endpoint.called("cleanup") == []
+
+
+def _mismatch_on_segment(endpoint: Endpoint, chunk: int, times: int) -> None:
+    """verify of the segment starting at ``chunk`` fails with ChecksumMismatch the
+    first ``times`` times it is asked."""
+    mismatch = failing("ChecksumMismatch", "chunk 2 of the temp file does not match")
+    seen = 0
+
+    async def hook(request: VerifyInput) -> Any:
+        nonlocal seen
+        if request.mode == VerifyMode.checksum and request.segments[0][0] == chunk:
+            seen += 1
+            if seen <= times:
+                return await mismatch(request)
+        return None
+
+    endpoint.hooks["verify"] = hook
+
+
+async def test_verify_mismatch_copies_that_segment_again(transfer: Start) -> None:
+    """Read-back before publish (streams did not verify on write): segment 1's
+    checksum mismatches once, so segment 1, and only it, is copied again, all
+    segments are verified again, then published."""
+    endpoint = Endpoint(verified_on_write=False)
+    _mismatch_on_segment(endpoint, chunk=2, times=1)
+    run = await transfer(endpoint)
+    result = await run.handle.result()
+
+    assert result.bytes == SIZE
+    assert sorted(s.segment.index for s in endpoint.called("copy_stream")) == [0, 1, 1]
+    assert endpoint.names() == [
+        "stat",
+        "prepare",
+        "copy_stream",
+        "verify",
+        "copy_stream",
+        "verify",
+        "publish",
+        "verify",
+    ]
+    read_back = [v for v in endpoint.called("verify") if v.mode == VerifyMode.checksum]
+    assert len(read_back) == 4  # two segments, twice
+    assert all(v.url == endpoint.session_url and not v.whole_object for v in read_back)
+    assert endpoint.called("cleanup") == []
+
+
+async def test_second_verify_mismatch_fails_and_cleans_up(transfer: Start) -> None:
+    """A segment that mismatches again after its repair fails the transfer; nothing
+    is published and the temp data is cleaned up."""
+    endpoint = Endpoint(verified_on_write=False)
+    _mismatch_on_segment(endpoint, chunk=2, times=2)
+    run = await transfer(endpoint)
+    error = await failure_of(run)
+
+    assert isinstance(error, ApplicationError) and error.type == "ChecksumMismatch"
+    assert sorted(s.segment.index for s in endpoint.called("copy_stream")) == [0, 1, 1]
+    assert endpoint.called("publish") == []
+    assert len(endpoint.called("cleanup")) == 1
+
+
+async def test_source_read_again_before_publish_when_stat_asks(transfer: Start) -> None:
+    """``reread_before_publish``: confirm_source runs once per segment, with the
+    copy's checksums, after the copy and before publish."""
+    endpoint = Endpoint(info=ObjectInfo(size=SIZE, version="v1", reread_before_publish=True))
+    run = await transfer(endpoint)
+    await run.handle.result()
+
+    assert endpoint.names() == [
+        "stat",
+        "prepare",
+        "copy_stream",
+        "confirm_source",
+        "publish",
+        "verify",
+    ]
+    confirms: list[ConfirmSourceInput] = endpoint.called("confirm_source")
+    assert sorted(c.segments[0] for c in confirms) == [
+        (0, 2, segment_checksum(0, 32)),
+        (2, 4, segment_checksum(32, 32)),
+    ]
+
+
+async def test_source_changed_at_second_read_fails_and_cleans_up(transfer: Start) -> None:
+    """The second read finds the source rewritten in place: nothing is published,
+    the temp data is cleaned up, the transfer fails with SourceChanged."""
+    endpoint = Endpoint(info=ObjectInfo(size=SIZE, version="v1", reread_before_publish=True))
+    endpoint.hooks["confirm_source"] = failing(
+        "SourceChanged", "file:///source/object.bin changed during the copy"
+    )
+    run = await transfer(endpoint)
+    error = await failure_of(run)
+
+    assert isinstance(error, ApplicationError) and error.type == "SourceChanged"
+    assert "changed during the copy" in error.message
+    assert endpoint.called("publish") == []
+    assert len(endpoint.called("cleanup")) == 1
+    assert (await run.progress()).state == TransferState.failed
+
+
+async def test_retries_until_the_retry_for_deadline(transfer: Start) -> None:
+    """A stat that keeps failing with a retryable error is retried with backoff
+    until ``retry_for_s`` (1 h here, skipped by the test server) has passed without
+    progress; then the transfer fails saying it gave up, with the last error."""
+    endpoint = Endpoint()
+    endpoint.hooks["stat"] = failing(
+        "EndpointUnavailable", "connection refused by source.example", retryable=True
+    )
+    run = await transfer(endpoint, options=TransferOptions(chunk_size=16, retry_for_s=3600))
+    error = await failure_of(run)
+
+    assert isinstance(error, ApplicationError)
+    assert error.message.startswith("gave up: the stat step kept failing")
+    assert "--retry-for 1 h without progress" in error.message
+    assert "connection refused by source.example" in error.message
+    attempts = len(endpoint.called("stat"))
+    # 1 local attempt, then backoff 1, 2, 4, 8, 16, then 30 s each: ~120 in an hour
+    assert 100 <= attempts <= 125, attempts
+    assert endpoint.called("prepare") == [] and endpoint.called("cleanup") == []
+
+
+async def test_stream_retries_until_the_deadline_then_cleans_up(transfer: Start) -> None:
+    """A stream that keeps failing with a retryable error: the transfer gives up
+    after the deadline, naming the copy step and the last error, and removes the
+    temp data of the session it opened."""
+    endpoint = Endpoint()
+    endpoint.hooks["copy_stream"] = failing(
+        "EndpointUnavailable", "connection reset by source.example", retryable=True
+    )
+    run = await transfer(endpoint, options=TransferOptions(chunk_size=16, retry_for_s=600))
+    error = await failure_of(run)
+
+    assert isinstance(error, ApplicationError)
+    assert error.message.startswith("gave up: the copy_stream step kept failing")
+    assert "connection reset by source.example" in error.message
+    assert endpoint.called("publish") == []
+    assert len(endpoint.called("cleanup")) == 1
+    assert (await run.progress()).state == TransferState.failed
+
+
+async def test_permanent_error_fails_at_once(transfer: Start) -> None:
+    """A non-retryable error (missing source) fails the transfer on its first
+    attempt, with the endpoint's message."""
+    endpoint = Endpoint()
+    endpoint.hooks["stat"] = failing("NotFound", "file:///source/object.bin: no such file")
+    run = await transfer(endpoint)
+    error = await failure_of(run)
+
+    assert isinstance(error, ApplicationError) and error.type == "NotFound"
+    assert "no such file" in error.message
+    assert len(endpoint.called("stat")) == 1
+
+
+@pytest.mark.parametrize(
+    ("request_input", "expected"),
+    [
+        (
+            {"source": SOURCE, "destination": DESTINATION, "options": {"chunk_size": -1}},
+            "options.chunk_size",
+        ),
+        ({"source": SOURCE, "destination": "relative/path.bin"}, "destination"),
+        ({"source": SOURCE}, "destination: Field required"),
+        (b"\x00not json", "expected a JSON payload"),
+    ],
+    ids=["negative-chunk-size", "relative-path", "missing-field", "not-json"],
+)
+async def test_malformed_input_fails_at_once(
+    transfer: Start, request_input: Any, expected: str
+) -> None:
+    """Any Temporal client can start the workflow: malformed input fails it at once
+    (no activity runs) with a message naming the field."""
+    endpoint = Endpoint()
+    run = await transfer(endpoint, request=request_input)
+    error = await failure_of(run)
+
+    assert isinstance(error, ApplicationError) and error.type == "InvalidInput"
+    assert expected in error.message
+    assert endpoint.calls == []
+
+
+async def test_environment_is_time_skipping(env: WorkflowEnvironment) -> None:
+    """The suite's premise: the retry test above relies on skipped time."""
+    assert env.supports_time_skipping
