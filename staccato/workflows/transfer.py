@@ -730,10 +730,17 @@ class TransferWorkflow:
         last_text = (
             getattr(last, "message", None) or str(last) if last is not None else "none recorded"
         )
+        # a stream (and the second read of a source) also gets the time one attempt may
+        # take to copy its segment, so that a long healthy copy is never cut off
+        allowance = (
+            " plus the time one attempt may take to copy its segment"
+            if err.activity_type in ("copy_stream", "confirm_source")
+            else ""
+        )
         return (
             f"gave up: the {err.activity_type} step kept failing and the retry deadline "
-            f"passed (--retry-for {duration(self._retry_for)} without progress; no attempt "
-            f"starts after it); last error: {last_text}"
+            f"passed (--retry-for {duration(self._retry_for)} without progress{allowance}; "
+            f"no attempt starts after it); last error: {last_text}"
         )
 
     async def _short_activity(
