@@ -12,10 +12,10 @@ import hashlib
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from staccato.errors import InvalidURLError
-from staccato.urls import parse_url
+from staccato.urls import parse_url, redact
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -110,7 +110,7 @@ class TransferRequest(BaseModel):
         """
         if "://" not in value:
             raise ValueError(
-                f"{value!r} is not an absolute URL: a bare or relative path would be "
+                f"{redact(value)!r} is not an absolute URL: a bare or relative path would be "
                 "resolved against the worker's working directory; send the canonical "
                 "form, e.g. file:///absolute/path (clients canonicalise with "
                 "staccato.urls.parse_url)"
@@ -121,10 +121,18 @@ class TransferRequest(BaseModel):
             raise ValueError(str(err)) from None
         if canonical != value:
             raise ValueError(
-                f"{value!r} is not in canonical form (expected {canonical!r}); "
+                f"{redact(value)!r} is not in canonical form (expected {redact(canonical)!r}); "
                 "'.' and '..' segments are refused"
             )
         return value
+
+    @model_validator(mode="after")
+    def _distinct(self) -> TransferRequest:
+        """Refuse copying an object onto itself (the publish would replace the source
+        with a copy of itself, or a failure remove it)."""
+        if self.source.split("?", 1)[0] == self.destination:
+            raise ValueError(f"source and destination are the same object: {self.destination}")
+        return self
 
     def request_hash(self) -> str:
         """A stable hash telling an identical re-submission from a different one."""

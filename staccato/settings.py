@@ -44,6 +44,10 @@ class Settings(BaseSettings):
         min_rate_bytes_per_s: a stream whose source delivers less than this, averaged
             over ``min_rate_window_s``, fails its attempt (retryable); 0 turns it off.
         min_rate_window_s: the window of that average.
+        clock_skew_s: how far a remote endpoint's clock (an SFTP server, an NFS server)
+            may be from the worker's: a source whose mtime is within this of the
+            worker's "now" is read a second time before publish, since a rewrite in
+            place within its mtime's resolution would go unseen.
         ssh_config: ssh_config file of the SFTP profiles (``none`` for none);
             default ``~/.ssh/config``.
         ssh_known_hosts: known_hosts files used instead of the config's.
@@ -74,12 +78,13 @@ class Settings(BaseSettings):
         env_prefix=ENV_PREFIX, extra="ignore", validate_default=True, env_ignore_empty=True
     )
 
-    task_queue: str = Field("staccato", min_length=1)
+    task_queue: str = Field("staccato", min_length=1, pattern=r"^\S(.*\S)?$")
     home: Path = Field(default_factory=lambda: Path(platformdirs.user_data_dir("staccato")))
     worker_processes: int | None = Field(None, ge=1, le=1024)
     worker_shutdown_timeout_s: float = Field(5.0, ge=0, le=3600)
     min_rate_bytes_per_s: float = Field(1024.0, ge=0, allow_inf_nan=False)
     min_rate_window_s: float = Field(60.0, gt=0, allow_inf_nan=False)
+    clock_skew_s: float = Field(120.0, ge=0, le=86400 * 366, allow_inf_nan=False)
     ssh_config: str | None = None
     ssh_known_hosts: PathList = Field(default_factory=list)
     ssh_identity: PathList = Field(default_factory=list)
@@ -96,6 +101,13 @@ class Settings(BaseSettings):
     codec_key: SecretStr | None = None
     codec_key_file: Path | None = None
     file_roots: PathList = Field(default_factory=list)
+
+    @field_validator("home")
+    @classmethod
+    def _home_is_a_directory(cls, value: Path) -> Path:
+        if value.exists() and not value.is_dir():
+            raise ValueError(f"{value} exists and is not a directory")
+        return value
 
     @field_validator("ssh_known_hosts", "ssh_identity", mode="before")
     @classmethod

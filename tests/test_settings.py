@@ -56,6 +56,10 @@ def test_values_are_parsed(clean_env: pytest.MonkeyPatch) -> None:
         ("STACCATO_SFTP_IO_TIMEOUT_S", "a minute"),
         ("STACCATO_SFTP_MAX_CONNECTIONS", "1.5"),
         ("STACCATO_SFTP_TRUST_NEW_HOSTS", "perhaps"),
+        ("STACCATO_TASK_QUEUE", "  "),
+        ("STACCATO_TASK_QUEUE", " staccato"),
+        ("STACCATO_CLOCK_SKEW_S", "-1"),
+        ("STACCATO_HOME", "/etc/hostname"),
     ],
 )
 def test_a_bad_value_names_the_variable(clean_env: pytest.MonkeyPatch, name: str, bad: str) -> None:

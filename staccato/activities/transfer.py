@@ -86,18 +86,21 @@ def stat(url: str, source_secret: str | None = None) -> ObjectInfo:
     parsed = secrets.source_url(url, source_secret)
     info = get_driver(parsed.scheme).stat(parsed)
     local = parsed.scheme == "file" and info.mtime_resolution_s < 1.0  # not NFS, SMB, FUSE
-    if needs_second_read(info, time.time(), local=local):
+    skew = settings.current().clock_skew_s
+    if needs_second_read(info, time.time(), local=local, clock_skew_s=skew):
         info = info.model_copy(update={"reread_before_publish": True})
     return info
 
 
-def needs_second_read(info: ObjectInfo, now: float, *, local: bool) -> bool:
+def needs_second_read(
+    info: ObjectInfo, now: float, *, local: bool, clock_skew_s: float = REMOTE_CLOCK_SKEW_S
+) -> bool:
     """Whether a rewrite in place during the copy could leave ``info.version`` as it is.
 
     A version built on an mtime of resolution ``r`` misses a rewrite only when the
     rewrite's mtime rounds to the one pinned, i.e. when the object was last modified
     less than ``r`` before the copy began (on the endpoint's clock; a remote clock may
-    be off by :data:`REMOTE_CLOCK_SKEW_S`). An object modified longer ago than that is
+    be off by ``clock_skew_s``, the worker setting ``STACCATO_CLOCK_SKEW_S``). An object modified longer ago than that is
     proved stable by the version re-checked on every read and before publish.
 
     Args:
@@ -105,6 +108,7 @@ def needs_second_read(info: ObjectInfo, now: float, *, local: bool) -> bool:
         now: the worker's time, seconds since the epoch.
         local: the endpoint's mtimes come from the worker's clock (a local file
             system; NFS and SMB servers set mtimes by their own clocks).
+        clock_skew_s: how far a remote endpoint's clock may be from the worker's.
     """
     if info.mtime_resolution_s <= 0:
         return False  # a validator that changes with every write (S3 ETag)
@@ -113,7 +117,7 @@ def needs_second_read(info: ObjectInfo, now: float, *, local: bool) -> bool:
     if info.endpoint_time is not None:  # the endpoint's own clock: no skew to allow for
         # both times are whole seconds (HTTP-date): one more resolution of slack
         return info.modified_at > info.endpoint_time - 2 * info.mtime_resolution_s
-    margin = info.mtime_resolution_s + (0.0 if local else REMOTE_CLOCK_SKEW_S)
+    margin = info.mtime_resolution_s + (0.0 if local else clock_skew_s)
     return info.modified_at > now - margin
 
 

@@ -38,6 +38,16 @@ def run(factory: Callable[[], Awaitable[T]]) -> T:
         fail(str(err), EXIT_USAGE)
     except StaccatoError as err:
         fail(str(err))
+    except KeyError as err:
+        # temporalio's converter meets a payload it cannot decode: one written with the
+        # payload codec on, read by a client that has no codec key
+        if "binary/encrypted" not in str(err):
+            raise
+        fail(
+            "this transfer's data in Temporal is encrypted by the payload codec and this "
+            "client has no key for it: set STACCATO_CODEC_KEY (or STACCATO_CODEC_KEY_FILE) "
+            "to the workers' key"
+        )
     except KeyboardInterrupt:
         fail("interrupted", EXIT_INTERRUPTED)
 

@@ -102,6 +102,7 @@ RetryForOption = Annotated[
         metavar="DURATION",
         help="Keep retrying transient failures (an endpoint down, a worker gone) for this "
         "long without progress before failing: 90s, 30m, 24h, 2d.",
+        show_default="24h",
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]

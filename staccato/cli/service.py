@@ -73,6 +73,8 @@ def worker(
 
     try:
         run(go)
+    except typer.Exit:
+        raise  # click's Exit is a RuntimeError too: already reported
     except RuntimeError as err:
         fail(str(err))
 

@@ -33,6 +33,14 @@ def decode_request(raw: RawValue) -> TransferRequest:
     """
     payload = raw.payload
     encoding = payload.metadata.get("encoding", b"").decode(errors="replace")
+    if encoding == "binary/encrypted":
+        raise ApplicationError(
+            "the transfer's input is encrypted by the payload codec, and this worker has no "
+            "codec key to open it: give the worker the client's STACCATO_CODEC_KEY (or "
+            "STACCATO_CODEC_KEY_FILE)",
+            type=errors.INVALID_INPUT_TYPE,
+            non_retryable=True,
+        )
     if encoding != "json/plain":
         raise ApplicationError(
             f"invalid TransferWorkflow input: expected a JSON payload (encoding json/plain) "

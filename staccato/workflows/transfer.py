@@ -119,7 +119,11 @@ MAX_WRITE_SESSIONS = (
 )
 
 
-@workflow.defn(name="TransferWorkflow")
+# A start with no input or with several (any Temporal client can start this workflow)
+# makes the SDK's call of ``run`` raise TypeError before any of our code runs: listing
+# TypeError fails such a run at once instead of retrying its workflow task forever
+# while the destination stays locked. (A TypeError of ours is a bug, and fails too.)
+@workflow.defn(name="TransferWorkflow", failure_exception_types=[TypeError])
 class TransferWorkflow:
     """Copies one object from ``request.source`` to ``request.destination``."""
 

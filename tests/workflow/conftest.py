@@ -269,7 +269,7 @@ class Run:
 async def transfer(
     env: WorkflowEnvironment,
 ) -> AsyncIterator[Callable[..., Awaitable[Run]]]:
-    """``await transfer(endpoint, options=..., request=...)`` starts a
+    """``await transfer(endpoint, options=..., request=..., args=[...])`` starts a
     ``TransferWorkflow`` on a worker (own task queue) whose activities are
     ``endpoint``'s; the worker stops at the end of the test."""
     workers: list[Worker] = []
@@ -279,6 +279,7 @@ async def transfer(
         endpoint: Endpoint,
         options: TransferOptions = OPTIONS,
         request: Any = None,
+        args: list[Any] | None = None,
     ) -> Run:
         task_queue = f"wf-{uuid.uuid4().hex[:12]}"
         worker = Worker(
@@ -296,7 +297,8 @@ async def transfer(
             request = TransferRequest(source=SOURCE, destination=DESTINATION, options=options)
         handle = await env.client.start_workflow(
             "TransferWorkflow",
-            request,
+            *([] if args is not None else [request]),
+            args=args if args is not None else (),
             id=f"transfer-{uuid.uuid4().hex[:12]}",
             task_queue=task_queue,
             result_type=TransferResult,

@@ -455,8 +455,9 @@ async def test_permanent_error_fails_at_once(transfer: Start) -> None:
         ({"source": SOURCE, "destination": "relative/path.bin"}, "destination"),
         ({"source": SOURCE}, "destination: Field required"),
         (b"\x00not json", "expected a JSON payload"),
+        ({"source": DESTINATION, "destination": DESTINATION}, "the same object"),
     ],
-    ids=["negative-chunk-size", "relative-path", "missing-field", "not-json"],
+    ids=["negative-chunk-size", "relative-path", "missing-field", "not-json", "onto-itself"],
 )
 async def test_malformed_input_fails_at_once(
     transfer: Start, request_input: Any, expected: str
@@ -469,6 +470,20 @@ async def test_malformed_input_fails_at_once(
 
     assert isinstance(error, ApplicationError) and error.type == "InvalidInput"
     assert expected in error.message
+    assert endpoint.calls == []
+
+
+@pytest.mark.parametrize("count", [0, 2])
+async def test_wrong_number_of_inputs_fails_at_once(transfer: Start, count: int) -> None:
+    """A raw start with no input or with two fails the run (it does not hang with its
+    workflow task failing), naming what was expected."""
+    endpoint = Endpoint()
+    request = {"source": SOURCE, "destination": DESTINATION}
+    run = await transfer(endpoint, args=[request] * count)
+    error = await failure_of(run)
+
+    assert isinstance(error, ApplicationError) and error.type == "TypeError"
+    assert "positional argument" in error.message
     assert endpoint.calls == []
 
 
