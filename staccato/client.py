@@ -309,7 +309,17 @@ class StaccatoClient:
         error: str | None = progress.error if progress else None
         checksum = progress.checksum if progress else None
         if status == WorkflowExecutionStatus.RUNNING:
-            state = progress.state if progress else TransferState.scheduled
+            if progress is not None:
+                state = progress.state
+            else:
+                # No worker answered the query: the state the workflow last recorded in
+                # visibility, and say why the rest is missing.
+                recorded = description.typed_search_attributes.get(sa.STATE)
+                state = TransferState(recorded) if recorded in _STATES else TransferState.scheduled
+                last_retry = (
+                    f"no worker answers on task queue {description.task_queue!r}: progress "
+                    "is the streams' last heartbeats; the transfer goes on when a worker polls"
+                )
             rate_sum = 0.0
             for pending in description.raw_description.pending_activities:
                 if pending.attempt > 1 and pending.HasField("last_failure"):
@@ -518,6 +528,9 @@ class StaccatoClient:
         except WorkflowFailureError:
             current = await self.status(transfer, run_id=run_id)
             raise TransferFailedError(current.error or "failed", current.state) from None
+
+
+_STATES = {state.value for state in TransferState}
 
 
 def _completed_status(workflow_id: str, result: TransferResult) -> TransferStatus:

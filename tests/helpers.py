@@ -224,3 +224,12 @@ def pair_sizes(chunk_size: int) -> list[int]:
     stream at all, publish only) and two chunks' worth (two streams, a short last
     chunk). The other chunk edges are each driver's contract, held at driver level."""
     return [0, chunk_size + 1]
+
+
+def at_rest(path: Path) -> None:
+    """Date ``path``'s mtime an hour back: a source at rest, as most are. A source
+    modified within its mtime's resolution of the copy is read a second time before
+    publish (tests/test_source_rewritten.py), which tests counting the bytes a server
+    sent must not mistake for re-sent chunks."""
+    past = time.time() - 3600
+    os.utime(path, (past, past))

@@ -12,6 +12,7 @@ from staccato.models import TransferOptions, TransferState
 from tests.helpers import (
     MiB,
     WorkerProcess,
+    at_rest,
     child_pids,
     leftovers,
     pid_alive,
@@ -53,6 +54,7 @@ async def test_resume_after_worker_kill(
     tmp_path: Path,
 ) -> None:
     digest = write_random(http_root / "kill.bin", SIZE, seed=7)
+    at_rest(http_root / "kill.bin")
     destination = data_dir / "kill.bin"
     first = WorkerProcess(temporal_server.address, log_dir=tmp_path).start()
     client = await _client(temporal_server.address, first.task_queue)
@@ -67,6 +69,11 @@ async def test_resume_after_worker_kill(
     while any(pid_alive(p) for p in pool) and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
     assert not any(pid_alive(p) for p in pool), "activity processes outlived the killed worker"
+    # no worker: status still tells the truth (running, the heartbeats' bytes, and why)
+    orphaned = await client.status(transfer)
+    assert orphaned.state == TransferState.running, orphaned
+    assert orphaned.bytes_done > 0, orphaned
+    assert "no worker answers" in (orphaned.last_retry_error or ""), orphaned
 
     with WorkerProcess(temporal_server.address, task_queue=first.task_queue, log_dir=tmp_path):
         result = await asyncio.wait_for(client.wait(transfer), 120)

@@ -19,6 +19,7 @@ from tests.helpers import (
     REPO,
     MiB,
     WorkerProcess,
+    at_rest,
     sha256_file,
     wait_for_status,
     write_random,
@@ -130,6 +131,7 @@ async def test_sigterm_to_busy_worker_group(
     tmp_path: Path,
 ) -> None:
     digest = write_random(http_root / "term.bin", SIZE, seed=13)
+    at_rest(http_root / "term.bin")
     destination = data_dir / "term.bin"
     queue = f"busy-sigterm-{os.getpid()}"
     worker = _GroupWorker(temporal_server.address, queue, tmp_path / "worker.log")
