@@ -78,6 +78,13 @@ def test_missing_http_source(cli, nginx_ranges, data_dir: Path) -> None:
     assert "HTTP 404" in result.stderr
 
 
+def test_source_on_a_pseudo_file_system(cli, data_dir: Path) -> None:
+    """/proc files report a size unrelated to what a read returns: refused at once."""
+    destination = data_dir / "dst.bin"
+    result = cli("cp", "/proc/self/status", str(destination))
+    _assert_failed(result, "is on the kernel's proc file system", destination)
+
+
 def test_source_is_directory(cli, data_dir: Path) -> None:
     destination = data_dir / "dst.bin"
     result = cli("cp", str(data_dir), str(destination))

@@ -9,7 +9,14 @@ from pathlib import Path
 from urllib.parse import quote
 
 from staccato.endpoints.base import ChunkWriter, Driver, Reader
-from staccato.endpoints.file.fs import allocated, mtime_resolution_s, no_space, os_error
+from staccato.endpoints.file.fs import (
+    PSEUDO_FILE_SYSTEMS,
+    allocated,
+    file_system_type,
+    mtime_resolution_s,
+    no_space,
+    os_error,
+)
 from staccato.endpoints.file.read import FileReader, file_version
 from staccato.endpoints.file.session import (
     FileChunkWriter,
@@ -52,6 +59,13 @@ class FileDriver(Driver):
             raise PermanentError(f"source {url.path} is not a regular file")
         if not os.access(url.path, os.R_OK):
             raise PermissionDeniedError(f"source {url.path}: permission denied")
+        kind = file_system_type(url.path)
+        if kind in PSEUDO_FILE_SYSTEMS:
+            raise PermanentError(
+                f"source {url.path} is on the kernel's {kind} file system: its size "
+                f"({st.st_size} bytes) says nothing of what a read returns, and it changes "
+                "as it is read; copy it to a regular file first (e.g. with cat)"
+            )
         return ObjectInfo(
             size=st.st_size,
             version=file_version(st),

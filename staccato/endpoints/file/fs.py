@@ -65,6 +65,11 @@ def file_system_type(path: str) -> str:
     return fs_type
 
 
+#: kernel pseudo-file systems: their files report a size (often 0) unrelated to what a
+#: read returns, and change at every read
+PSEUDO_FILE_SYSTEMS = frozenset({"proc", "sysfs", "debugfs", "tracefs", "securityfs", "configfs"})
+
+
 def mtime_resolution_s(path: str) -> float:
     """How coarse the mtimes of the file system holding ``path`` may be, seconds."""
     if file_system_type(path) in FINE_MTIME_FILE_SYSTEMS:
