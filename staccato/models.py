@@ -246,7 +246,7 @@ class StreamInput(BaseModel):
     segment: Segment
     checksum: ChecksumAlgorithm
     #: read each chunk back after writing it and compare checksums (``--verify
-    #: checksum``), where the destination can read back (:attr:`ChunkWriter.can_read_back`)
+    #: checksum``), where the destination can read back (``Driver.features.read_back``)
     read_back: bool = False
     #: the source's sealed query (:attr:`TransferRequest.source_secret`)
     source_secret: str | None = None

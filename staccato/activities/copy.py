@@ -142,9 +142,11 @@ class _SegmentCopy:
                 segment.end_chunk - segment.first_chunk,
                 checkpoint.next_chunk if checkpoint else None,
             )
-        self.read_back = request.read_back and self.destination.can_read_back
-        self.server_side = bool(self.todo) and self.destination.can_copy_from(
-            self.source_url, self.destination_url
+        self.read_back = request.read_back and self.destination.features.read_back
+        self.server_side = (
+            bool(self.todo)
+            and self.destination.features.server_side_copy
+            and self.destination.can_copy_from(self.source_url, self.destination_url)
         )
         needs_buffer = self.todo or self.rehash
         self.buffer = memoryview(bytearray(session.chunk_size) if needs_buffer else b"")

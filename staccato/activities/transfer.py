@@ -190,8 +190,8 @@ def prepare(request: PrepareInput) -> PrepareResult:
         session=session,
         chunk_size=chunk_size,
         note=note,
-        verify_by_segments=not driver.stored_object_checksum,
-        session_url=driver.session_url(session),
+        verify_by_segments=not driver.features.stored_checksum,
+        session_url=(driver.session_url(session) if driver.features.unpublished_readable else None),
     )
 
 

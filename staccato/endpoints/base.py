@@ -20,6 +20,7 @@ import abc
 import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
+from dataclasses import dataclass
 from types import TracebackType
 from typing import ClassVar
 
@@ -103,7 +104,7 @@ class ChunkWriter(abc.ABC):
 
     def read_back(self, index: int, into: memoryview) -> None:
         """Read chunk ``index`` as written into ``into`` (exactly its length), for the
-        stream's verify-on-write (only called when :attr:`Driver.can_read_back`).
+        stream's verify-on-write (only called when ``Driver.features.read_back``).
 
         Raises:
             RetryableError: the bytes could not be read.
@@ -134,7 +135,8 @@ class ChunkWriter(abc.ABC):
         """Server-side copy of ``source[offset:offset+length]`` (pinned to ``info.version``)
         into chunk ``index``, durable on return, no bytes through the worker.
 
-        Only called when :meth:`Driver.can_copy_from` said yes.
+        Only called when ``Driver.features.server_side_copy`` and
+        :meth:`Driver.can_copy_from` said yes.
 
         Returns:
             The chunk's hex checksum in ``algorithm`` (as the store computed it), or
@@ -158,12 +160,38 @@ class ChunkWriter(abc.ABC):
         self.close()
 
 
+@dataclass(frozen=True)
+class Features:
+    """What a driver can do beyond the required read side, declared in one place
+    (the shape of rclone's ``fs.Features``); the contract suite checks each claim
+    (``tests/contract/test_write_contract.py::test_declared_features_hold``).
+
+    Attributes:
+        write: the endpoint can be a destination (``open_session`` ... ``publish``).
+        read_back: ``ChunkWriter.read_back`` returns a chunk as written and
+            ``durable_chunks`` re-checks the bytes it reports, so a stream verifies each
+            chunk as it writes it (verify-on-write).
+        unpublished_readable: ``session_url`` names the unpublished data, so it can be
+            verified before publish (a temp file; not an S3 multipart upload).
+        stored_checksum: ``object_checksum`` answers from stored metadata (S3's
+            full-object CRC32C) instead of reading the object back.
+        server_side_copy: ``can_copy_from`` may say yes for some sources (chunks copied
+            inside the store, no bytes through the worker).
+    """
+
+    write: bool = False
+    read_back: bool = False
+    unpublished_readable: bool = False
+    stored_checksum: bool = False
+    server_side_copy: bool = False
+
+
 class Driver(abc.ABC):
-    """One endpoint's protocol. Subclasses set ``scheme`` and the capability flags."""
+    """One endpoint's protocol. Subclasses set ``scheme`` and ``features``."""
 
     scheme: ClassVar[str]
-    #: the driver can be a destination
-    can_write: ClassVar[bool] = True
+    #: what this driver can do beyond reading (see :class:`Features`)
+    features: ClassVar[Features] = Features()
 
     def adjust_chunk_size(self, size: int, chunk_size: int) -> tuple[int, str | None]:
         """Chunk size this destination accepts for an object of ``size`` bytes.
@@ -173,14 +201,10 @@ class Driver(abc.ABC):
         """
         return chunk_size, None
 
-    #: whether :meth:`ChunkWriter.read_back` works (unpublished data is readable) and
-    #: :meth:`durable_chunks` re-checks the bytes of the chunks it reports, so that a
-    #: stream can verify every chunk of its segment itself (verify-on-write)
-    can_read_back: ClassVar[bool] = False
-
     def can_copy_from(self, source: EndpointURL, destination: EndpointURL) -> bool:
         """Whether chunks of ``source`` can be copied into ``destination`` server-side
-        (optional capability, e.g. S3 UploadPartCopy on one endpoint)."""
+        (only asked when ``features.server_side_copy``; e.g. S3 UploadPartCopy on one
+        endpoint, ``copy_file_range`` between local files)."""
         return False
 
     @abc.abstractmethod
@@ -201,7 +225,7 @@ class Driver(abc.ABC):
         Raises:
             UnsupportedError: the endpoint is read-only.
         """
-        if not self.can_write:
+        if not self.features.write:
             raise UnsupportedError(
                 f"{url.scheme} endpoints can only be sources, not destinations: {url}"
             )
@@ -256,12 +280,6 @@ class Driver(abc.ABC):
     def abort(self, session: WriteSession) -> None:
         """Discard the session's temp data. Idempotent; the destination name is untouched."""
         raise UnsupportedError(f"{self.scheme} endpoints cannot be written")
-
-    @property
-    def stored_object_checksum(self) -> bool:
-        """Whether :meth:`object_checksum` answers from stored metadata (a driver that
-        overrides it does) rather than by reading the whole object back."""
-        return type(self).object_checksum is not Driver.object_checksum
 
     def object_checksum(
         self,

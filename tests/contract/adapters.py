@@ -30,7 +30,7 @@ class EndpointAdapter(abc.ABC):
         name: the id the suite's tests carry (``test_x[sftp]``).
         driver: the driver under test.
         writable: whether the endpoint is a destination too (the write-session tests
-            run only then); must agree with ``driver.can_write``.
+            run only then); must agree with ``driver.features.write``.
         supports_ranges: what ``stat`` must report for an ordinary object.
         chunk_size: the chunk size the write tests ask for (bytes): the smallest the
             endpoint takes for a multi-chunk write (S3: 5 MiB parts), so tests stay fast.

@@ -40,7 +40,7 @@ def read_range(
 
 def test_adapter_agrees_with_the_driver(endpoint: EndpointAdapter) -> None:
     """The suite's idea of the endpoint (destination or not) is the driver's."""
-    assert endpoint.driver.can_write is endpoint.writable
+    assert endpoint.driver.features.write is endpoint.writable
 
 
 @pytest.mark.parametrize("size", [0, 1, 100_000])

@@ -301,15 +301,37 @@ def test_write_names_at_the_length_limit(writable: EndpointAdapter, alphabet: st
     assert writable.listing() == {name}
 
 
+def test_declared_features_hold(writable: EndpointAdapter) -> None:
+    """A driver's ``features`` say what it does: a destination declares ``write``;
+    ``unpublished_readable`` exactly when ``session_url`` names the temp data;
+    ``stored_checksum`` exactly when ``object_checksum`` is its own (not the read-back
+    default). The bytes behind each claim are checked below."""
+    from staccato.endpoints.base import Driver
+
+    driver = writable.driver
+    features = driver.features
+    assert features.write
+    session = _open(writable, _size(writable, "one_chunk"))
+    try:
+        assert (driver.session_url(session) is not None) is features.unpublished_readable
+    finally:
+        driver.abort(session)
+    own_checksum = type(driver).object_checksum is not Driver.object_checksum
+    assert own_checksum is features.stored_checksum
+    if features.read_back:
+        assert features.unpublished_readable, "read-back needs readable unpublished data"
+
+
 def test_session_readable_before_publish_where_declared(writable: EndpointAdapter) -> None:
-    """Where a driver offers ``session_url`` (and ``read_back``), they give the bytes
-    written, before publish."""
+    """Where a driver declares ``unpublished_readable`` (and ``read_back``), the temp
+    data and each chunk read back are the bytes written, before publish."""
     data = os.urandom(_size(writable, "several_chunks"))
     session = _open(writable, len(data))
     _write(writable, session, data)
     driver = writable.driver
     temp = driver.session_url(session)
-    if temp is not None:
+    if driver.features.unpublished_readable:
+        assert temp is not None
         from staccato.urls import parse_url
 
         url = parse_url(temp)
@@ -319,7 +341,7 @@ def test_session_readable_before_publish_where_declared(writable: EndpointAdapte
             buffer = memoryview(bytearray(len(data)))
             assert reader.readinto_full(buffer) == len(data)
             assert bytes(buffer) == data
-    if driver.can_read_back:
+    if driver.features.read_back:
         with driver.open_writer(session) as writer:
             for index in range(chunk_count(session.size, session.chunk_size)):
                 offset, length = chunk_bounds(index, session.size, session.chunk_size)

@@ -8,7 +8,7 @@ import stat as stat_module
 from pathlib import Path
 from urllib.parse import quote
 
-from staccato.endpoints.base import ChunkWriter, Driver, Reader
+from staccato.endpoints.base import ChunkWriter, Driver, Features, Reader
 from staccato.endpoints.file.fs import (
     PSEUDO_FILE_SYSTEMS,
     allocated,
@@ -40,7 +40,10 @@ class FileDriver(Driver):
     """Driver for ``file://`` URLs."""
 
     scheme = "file"
-    can_read_back = True  # the temp file is readable, and durable_chunks re-checks bytes
+    # the temp file is readable, and durable_chunks re-checks the bytes it reports
+    features = Features(
+        write=True, read_back=True, unpublished_readable=True, server_side_copy=True
+    )
 
     def can_copy_from(self, source: EndpointURL, destination: EndpointURL) -> bool:
         """Local file to local file: ``copy_file_range(2)`` (see ``copy_chunk``)."""

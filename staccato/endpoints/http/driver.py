@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 import httpx
 
-from staccato.endpoints.base import Driver, Reader
+from staccato.endpoints.base import Driver, Features, Reader
 from staccato.endpoints.http.bounded_io import CONNECT_TIMEOUT_S, READ_TIMEOUT_S, time_limit
 from staccato.endpoints.http.messages import (
     CONTENT_RANGE,
@@ -41,7 +41,7 @@ class HTTPDriver(Driver):
     """Driver for ``http://`` and ``https://`` sources."""
 
     scheme = "http"
-    can_write = False
+    features = Features()  # a source only
 
     def __init__(self, origin_headers: Mapping[str, Mapping[str, str]] | None = None) -> None:
         """Args:

@@ -19,7 +19,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from staccato.endpoints.base import ChunkWriter, Driver, Reader
+from staccato.endpoints.base import ChunkWriter, Driver, Features, Reader
 from staccato.endpoints.s3.checksums import _EMPTY_CRC32C, _b64_to_hex
 from staccato.endpoints.s3.client import _Endpoint, _make_endpoint
 from staccato.endpoints.s3.errors import _code, _explain_head, _s3_error, _status
@@ -50,6 +50,9 @@ class S3Driver(Driver):
     """Driver for ``s3://bucket/key[?profile=NAME]`` URLs."""
 
     scheme = "s3"
+    # no readable unpublished data (a multipart upload); a stored full-object CRC32C;
+    # UploadPartCopy within one endpoint
+    features = Features(write=True, stored_checksum=True, server_side_copy=True)
 
     def __init__(self) -> None:
         self._endpoints: dict[str | None, tuple[_Endpoint, float]] = {}

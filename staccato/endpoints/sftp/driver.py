@@ -56,7 +56,7 @@ from urllib.parse import quote
 
 from paramiko.sftp_attr import SFTPAttributes
 
-from staccato.endpoints.base import ChunkWriter, Driver, Reader
+from staccato.endpoints.base import ChunkWriter, Driver, Features, Reader
 from staccato.endpoints.sftp.files import (
     is_missing,
     mapped,
@@ -109,6 +109,9 @@ class SFTPDriver(Driver):
     """Driver for ``sftp://`` URLs."""
 
     scheme = "sftp"
+    # the temp file is readable before publish (verified per segment); no read-back
+    # per chunk: a second round trip per chunk costs more than one pass at the end
+    features = Features(write=True, unpublished_readable=True)
 
     def _run(self, url: EndpointURL, what: str, fn: Callable[[StaccatoSFTP], T]) -> T:
         target = resolve(url)
