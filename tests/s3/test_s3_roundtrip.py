@@ -106,7 +106,8 @@ async def test_s3_to_s3_same_endpoint_is_server_side(
     put_with_crc32c(s3, bucket, "a/src.bin", source)
     target = f"{bucket}-copy"
     s3.create_bucket(Bucket=target)
-    writes_before = _writes(s3_server, target)
+    # CreateBucket is a PUT that SeaweedFS may count a moment after answering it
+    writes_before = settled(lambda: _writes(s3_server, target), 0)
     transfer = await s3_client.submit(
         f"s3://{bucket}/a/src.bin", f"s3://{target}/b/dst.bin", OPTIONS
     )
@@ -114,7 +115,18 @@ async def test_s3_to_s3_same_endpoint_is_server_side(
     assert result.bytes == size
     assert result.checksum == f"crc32c:{file_crc32c(source)}"
     assert object_digest(s3, target, "b/dst.bin") == digest
-    assert s3_server.request_count(bucket, "GET", code="206") == 0
+    ranged_gets = s3_server.request_count(bucket, "GET", code="206")
+    if ranged_gets:
+        # A stream retried (a heartbeat timeout on a loaded machine) re-reads the parts
+        # whose checksum ListParts does not report (SeaweedFS): that is the only excuse.
+        attempts = [
+            event.activity_task_started_event_attributes.attempt
+            async for event in s3_client.temporal.get_workflow_handle(
+                transfer
+            ).fetch_history_events()
+            if event.HasField("activity_task_started_event_attributes")
+        ]
+        assert max(attempts, default=1) > 1, f"{ranged_gets} ranged GETs, no retried attempt"
     expected = max(1, -(-size // PART))
     assert settled(lambda: _writes(s3_server, target) - writes_before, expected) == expected
     assert open_uploads(s3, target) == []
@@ -158,7 +170,7 @@ async def test_server_side_copy_of_a_source_without_store_checksum(
     _put_source(s3, bucket, "src.bin", source)
     target = f"{bucket}-copy"
     s3.create_bucket(Bucket=target)
-    writes_before = _writes(s3_server, target)
+    writes_before = settled(lambda: _writes(s3_server, target), 0)  # CreateBucket, counted late
     transfer = await s3_client.submit(f"s3://{bucket}/src.bin", f"s3://{target}/dst.bin", OPTIONS)
     result = await s3_client.wait(transfer)
     assert result.checksum == f"crc32c:{file_crc32c(source)}"
