@@ -295,9 +295,12 @@ class StaccatoWorker:
             )
         if self._channel_lost.is_set():
             return "the heartbeat channel to the multiprocessing manager process failed"
-        for process in self._pool_processes():
-            if not process.is_alive():
-                return f"activity process {process.pid} died (exit code {process.exitcode})"
+        # a broken pool tells its idle processes to exit (code 0): name the one that died
+        dead = sorted(
+            (p for p in self._pool_processes() if not p.is_alive()), key=lambda p: p.exitcode == 0
+        )
+        if dead:
+            return f"activity process {dead[0].pid} died (exit code {dead[0].exitcode})"
         if getattr(self._executor, "_broken", False):
             return f"the activity process pool is broken ({self._executor._broken})"  # type: ignore[union-attr]
         return None
@@ -343,10 +346,11 @@ class StaccatoWorker:
         if isinstance(self._shared, _GuardedSharedState):
             self._shared.close()
         if not run_task.done() and self.worker is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    asyncio.shield(self.worker.shutdown()), _FAILED_WORKER_EXIT_S
-                )
+            # Wait for run() only: with the manager gone, the Worker's shutdown fails
+            # to set its manager-backed event, and shutdown() would wait forever.
+            stopping = asyncio.create_task(self.worker.shutdown())
+            await asyncio.wait({run_task}, timeout=_FAILED_WORKER_EXIT_S)
+            stopping.cancel()
         if not run_task.done():
             run_task.cancel()
         try:
