@@ -32,6 +32,8 @@ OPTIONS = TransferOptions(chunk_size=CHUNK, streams=STREAMS, heartbeat_timeout_s
 # Seconds the transfer gets to complete after the kill (a few seconds of copying at
 # 4 x 8 MB/s, one retry backoff, a pool restart: room for a slow shared VM).
 FINISH_BOUND_S = 90.0
+# A fresh transfer shows ``scheduled`` before ``running``: wait for these or progress.
+DONE = (TransferState.completed, TransferState.failed, TransferState.cancelled)
 
 # nginx sending at most 8 MB/s per connection, so a transfer lasts a few seconds.
 slow_nginx = nginx_fixture("http_root", scope="function", extra_server_config="limit_rate 8m;")
@@ -76,10 +78,7 @@ async def _kill_mid_transfer(
         status = await wait_for_status(
             client,
             transfer,
-            lambda s: (
-                s.state != TransferState.running
-                or (s.bytes_total and s.bytes_done >= s.bytes_total * 0.3)
-            ),
+            lambda s: s.state in DONE or (s.bytes_total and s.bytes_done >= s.bytes_total * 0.3),
             timeout_s=60,
         )
         assert status.state == TransferState.running, status
@@ -99,11 +98,7 @@ async def _kill_mid_transfer(
             status = await client.status(transfer)
             if status.last_retry_error:
                 reasons.append(status.last_retry_error)
-            if status.state in (
-                TransferState.completed,
-                TransferState.failed,
-                TransferState.cancelled,
-            ):
+            if status.state in DONE:
                 break
             assert time.monotonic() < deadline, (
                 f"transfer not done {FINISH_BOUND_S} s after the {which} kill: {status}; "
