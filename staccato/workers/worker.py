@@ -12,6 +12,13 @@ heartbeat; the main process handles either by a graceful shutdown: it stops poll
 gives running activities ``STACCATO_WORKER_SHUTDOWN_TIMEOUT_S`` to finish, cancels
 the rest (a cancelled stream returns its progress), then stops the pool and exits.
 Every step is bounded, so the worker exits even if an activity never yields.
+
+A dead pool process (the OOM killer, a crash) or a dead manager does not take the
+worker down: the worker kills what is left of that pool and manager, builds a fresh
+manager, pool and Temporal ``Worker`` and goes on polling; Temporal retries the
+interrupted activities (they resume from the destination's durable chunks). At most
+``_MAX_REBUILDS`` rebuilds per ``_REBUILD_WINDOW_S`` seconds; one more means a crash
+loop, and the worker exits with an error saying so.
 """
 
 from __future__ import annotations
@@ -23,10 +30,14 @@ import logging
 import multiprocessing
 import signal
 import sys
+import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from datetime import timedelta
 from multiprocessing.managers import SyncManager
+from typing import Any
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
@@ -35,10 +46,11 @@ from temporalio.api.operatorservice.v1 import (
 )
 from temporalio.client import Client
 from temporalio.service import RPCError
-from temporalio.worker import SharedStateManager, Worker
+from temporalio.worker import SharedHeartbeatSender, SharedStateManager, Worker
 
 from staccato import settings
 from staccato.activities import ALL_ACTIVITIES
+from staccato.errors import RetryableError
 from staccato.secrets import install_log_scrubber
 from staccato.workflows import TransferWorkflow
 from staccato.workflows import search_attributes as sa
@@ -53,6 +65,88 @@ _PR_SET_PDEATHSIG = 1
 # waiting for them; and that idle pool processes get to exit before they are killed.
 _CANCEL_GRACE_S = 5.0
 _POOL_EXIT_S = 3.0
+
+# Rebuilds of the activity pool and manager allowed per window (seconds) before the
+# worker gives up as in a crash loop; how often (seconds) their processes are checked.
+_MAX_REBUILDS = 5
+_REBUILD_WINDOW_S = 60.0
+_CHECK_INTERVAL_S = 0.25
+# Seconds a failed Temporal Worker gets to finish its own shutdown before it is cancelled.
+_FAILED_WORKER_EXIT_S = 10.0
+
+# Errors a proxy of the multiprocessing manager raises once the manager process is gone.
+_CHANNEL_ERRORS = (OSError, EOFError)
+
+
+class WorkerChannelLost(RetryableError):
+    """The worker's heartbeat channel (its multiprocessing manager process) is gone:
+    the worker is rebuilding it, and Temporal retries the attempt. Not an endpoint
+    error."""
+
+    TYPE = "WorkerChannelLost"
+
+
+def _channel_lost(err: BaseException) -> WorkerChannelLost:
+    return WorkerChannelLost(
+        "the worker's heartbeat channel (its multiprocessing manager process) is gone "
+        f"({type(err).__name__}: {err}); the worker is rebuilding its activity processes "
+        "and this attempt is retried; the endpoints are not at fault"
+    )
+
+
+class _GuardedHeartbeatSender(SharedHeartbeatSender):
+    """Sends heartbeats from a pool process; a dead manager raises
+    :class:`WorkerChannelLost` instead of a connection error that reads like an
+    endpoint's."""
+
+    def __init__(self, inner: SharedHeartbeatSender) -> None:
+        self._inner = inner
+
+    def send_heartbeat(self, task_token: bytes, *details: Any) -> None:
+        try:
+            self._inner.send_heartbeat(task_token, *details)
+        except _CHANNEL_ERRORS as err:
+            raise _channel_lost(err) from None
+
+
+class _GuardedSharedState(SharedStateManager):
+    """Temporal's multiprocessing shared state, whose connection errors (the manager
+    process is gone) become :class:`WorkerChannelLost` and wake the worker's watch."""
+
+    def __init__(self, inner: SharedStateManager, lost: threading.Event) -> None:
+        self._inner = inner
+        self._lost = lost
+
+    def new_event(self) -> threading.Event:
+        try:
+            return self._inner.new_event()
+        except _CHANNEL_ERRORS as err:
+            self._lost.set()
+            raise _channel_lost(err) from None
+
+    async def register_heartbeater(
+        self, task_token: bytes, heartbeat: Callable[..., None]
+    ) -> SharedHeartbeatSender:
+        try:
+            sender = await self._inner.register_heartbeater(task_token, heartbeat)
+        except _CHANNEL_ERRORS as err:
+            self._lost.set()
+            raise _channel_lost(err) from None
+        return _GuardedHeartbeatSender(sender)
+
+    async def unregister_heartbeater(self, task_token: bytes) -> None:
+        try:
+            await self._inner.unregister_heartbeater(task_token)
+        except _CHANNEL_ERRORS as err:
+            self._lost.set()
+            raise _channel_lost(err) from None
+
+    def close(self) -> None:
+        """Forget every heartbeater: Temporal's queue-poller thread loops while any is
+        registered, and with the manager gone it would loop (and log) forever."""
+        heartbeats = getattr(self._inner, "_heartbeats", None)
+        if isinstance(heartbeats, dict):
+            heartbeats.clear()
 
 
 def die_with_parent() -> None:
@@ -114,10 +208,16 @@ async def ensure_search_attributes(client: Client) -> None:
 class StaccatoWorker:
     """A worker and its activity process pool; use as an async context manager.
 
+    The pool, the multiprocessing manager and the Temporal ``Worker`` using them form
+    one generation; :meth:`run` replaces a generation whose pool process or manager
+    died (see the module docstring).
+
     Args:
         client: a connected client (with the pydantic data converter).
         task_queue: the task queue to poll.
         processes: activity processes (= concurrent activities).
+        shutdown_timeout_s: seconds running activities get to finish on shutdown
+            (default: ``STACCATO_WORKER_SHUTDOWN_TIMEOUT_S``).
     """
 
     def __init__(
@@ -136,13 +236,23 @@ class StaccatoWorker:
         )
         self._task_queue = task_queue
         self._processes = processes
-        context = multiprocessing.get_context("spawn")
-        self._manager = SyncManager(ctx=context)
+        self._context = multiprocessing.get_context("spawn")
+        self._manager: SyncManager | None = None
         self._executor: ProcessPoolExecutor | None = None
-        self._context = context
+        self._shared: SharedStateManager | None = None
+        self._channel_lost = threading.Event()
+        self._stopping = False
+        self._rebuilds: deque[float] = deque()
         self.worker: Worker | None = None
 
     async def __aenter__(self) -> StaccatoWorker:
+        await self._build()
+        return self
+
+    async def _build(self) -> None:
+        """Start a manager, a warmed-up pool and a Temporal ``Worker`` using them."""
+        self._channel_lost = threading.Event()
+        self._manager = SyncManager(ctx=self._context)
         self._manager.start(die_with_parent)
         self._executor = ProcessPoolExecutor(
             max_workers=self._processes, mp_context=self._context, initializer=die_with_parent
@@ -151,29 +261,126 @@ class StaccatoWorker:
         await asyncio.gather(
             *(loop.run_in_executor(self._executor, _warm_up) for _ in range(self._processes))
         )
+        self._shared = _GuardedSharedState(
+            SharedStateManager.create_from_multiprocessing(self._manager), self._channel_lost
+        )
         self.worker = Worker(
             self._client,
             task_queue=self._task_queue,
             workflows=[TransferWorkflow],
             activities=ALL_ACTIVITIES,
             activity_executor=self._executor,
-            shared_state_manager=SharedStateManager.create_from_multiprocessing(self._manager),
+            shared_state_manager=self._shared,
             max_concurrent_activities=self._processes,
             graceful_shutdown_timeout=timedelta(seconds=self._shutdown_timeout_s),
             max_heartbeat_throttle_interval=timedelta(seconds=1),
             default_heartbeat_throttle_interval=timedelta(seconds=1),
         )
-        return self
+
+    def _pool_processes(self) -> list[multiprocessing.process.BaseProcess]:
+        for _ in range(3):  # the executor's own thread may change the dict meanwhile
+            try:
+                return list((getattr(self._executor, "_processes", None) or {}).values())
+            except RuntimeError:
+                continue
+        return []
+
+    def _fault(self) -> str | None:
+        """What broke this generation (a dead manager or pool process), or None."""
+        manager_process = getattr(self._manager, "_process", None)
+        if manager_process is not None and not manager_process.is_alive():
+            return (
+                f"the multiprocessing manager process {manager_process.pid} that carries "
+                f"heartbeats died (exit code {manager_process.exitcode})"
+            )
+        if self._channel_lost.is_set():
+            return "the heartbeat channel to the multiprocessing manager process failed"
+        # a broken pool tells its idle processes to exit (code 0): name the one that died
+        dead = sorted(
+            (p for p in self._pool_processes() if not p.is_alive()), key=lambda p: p.exitcode == 0
+        )
+        if dead:
+            return f"activity process {dead[0].pid} died (exit code {dead[0].exitcode})"
+        if getattr(self._executor, "_broken", False):
+            return f"the activity process pool is broken ({self._executor._broken})"  # type: ignore[union-attr]
+        return None
 
     async def run(self) -> None:
-        """Poll until shut down (``shutdown()`` or cancellation)."""
-        assert self.worker is not None
-        await self.worker.run()
+        """Poll until shut down (``shutdown()`` or cancellation), rebuilding the pool,
+        manager and Temporal ``Worker`` when a pool process or the manager dies.
+
+        Raises:
+            RuntimeError: more than ``_MAX_REBUILDS`` rebuilds within
+                ``_REBUILD_WINDOW_S`` seconds (a crash loop), or the Temporal
+                ``Worker`` failed for another reason (its error is chained).
+        """
+        while not self._stopping:
+            assert self.worker is not None
+            run_task = asyncio.create_task(self.worker.run())
+            fault = None
+            while not run_task.done() and not self._stopping:
+                fault = self._fault()
+                if fault is not None:
+                    break
+                await asyncio.wait({run_task}, timeout=_CHECK_INTERVAL_S)
+            if fault is None and (self._stopping or run_task.done()):
+                fault = None if self._stopping else self._fault()
+                if fault is None:
+                    await run_task  # a clean stop, or a failure not of the pool: raise it
+                    return
+            assert fault is not None
+            await self._rebuild(fault, run_task)
+
+    async def _rebuild(self, fault: str, run_task: asyncio.Task[None]) -> None:
+        """Replace a broken generation by a fresh one (bounded, see :meth:`run`)."""
+        log.error(
+            "%s; restarting the activity processes, the manager and polling (interrupted "
+            "activities are retried by Temporal and resume from the destination)",
+            fault,
+        )
+        # No process of the broken pool may go on writing while Temporal retries its
+        # activity elsewhere; they ignore SIGTERM, so SIGKILL.
+        for process in self._pool_processes():
+            if process.is_alive():
+                process.kill()
+        if isinstance(self._shared, _GuardedSharedState):
+            self._shared.close()
+        if not run_task.done() and self.worker is not None:
+            # Wait for run() only: with the manager gone, the Worker's shutdown fails
+            # to set its manager-backed event, and shutdown() would wait forever.
+            stopping = asyncio.create_task(self.worker.shutdown())
+            await asyncio.wait({run_task}, timeout=_FAILED_WORKER_EXIT_S)
+            stopping.cancel()
+        if not run_task.done():
+            run_task.cancel()
+        try:
+            await run_task
+        except (Exception, asyncio.CancelledError) as err:
+            log.info("the Temporal worker of the broken pool stopped: %s", err)
+        await self._teardown()
+        now = time.monotonic()
+        while self._rebuilds and now - self._rebuilds[0] > _REBUILD_WINDOW_S:
+            self._rebuilds.popleft()
+        if len(self._rebuilds) >= _MAX_REBUILDS:
+            message = (
+                f"activity processes or their manager died {len(self._rebuilds) + 1} times "
+                f"within {_REBUILD_WINDOW_S:.0f} s (last: {fault}); the worker stops rather "
+                "than restart them in a loop: look for the cause (out of memory: see the "
+                "kernel log, e.g. `dmesg`; a crash: see the lines above)"
+            )
+            log.error(message)
+            raise RuntimeError(message)
+        self._rebuilds.append(now)
+        if self._stopping:
+            return
+        await self._build()
+        log.info("activity processes and manager restarted; worker polling again")
 
     async def shutdown(self) -> None:
         """Stop polling; running activities get the graceful-shutdown time to finish,
         then are cancelled (a stream heartbeats its progress and returns). Gives up
         waiting ``_CANCEL_GRACE_S`` after that (the pool is then killed on exit)."""
+        self._stopping = True
         if self.worker is None:
             return
         bound = self._shutdown_timeout_s + _CANCEL_GRACE_S
@@ -186,12 +393,19 @@ class StaccatoWorker:
                 bound,
             )
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def _teardown(self) -> None:
+        """Stop the pool (idle processes get ``_POOL_EXIT_S`` seconds) and the manager."""
         if self._executor is not None:
-            pool = list(getattr(self._executor, "_processes", {}).values())
+            pool = self._pool_processes()
             self._executor.shutdown(wait=False, cancel_futures=True)
             await asyncio.to_thread(_stop_processes, pool, _POOL_EXIT_S)
-        self._manager.shutdown()
+            self._executor = None
+        if self._manager is not None:
+            await asyncio.to_thread(self._manager.shutdown)
+            self._manager = None
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._teardown()
 
 
 def _stop_processes(processes: list[multiprocessing.process.BaseProcess], wait_s: float) -> None:

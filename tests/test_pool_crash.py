@@ -1,0 +1,170 @@
+"""A worker whose activity process or heartbeat manager is SIGKILLed mid-transfer (the
+OOM killer, a crash): the same worker process rebuilds its pool and manager and goes
+on polling, and the interrupted transfer completes byte-identical."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+from staccato.client import StaccatoClient
+from staccato.models import TransferOptions, TransferState
+from tests.helpers import (
+    MiB,
+    WorkerProcess,
+    child_pids,
+    leftovers,
+    pid_alive,
+    sha256_file,
+    wait_for_status,
+    write_random,
+)
+from tests.servers.nginx import NginxServer, nginx_fixture
+from tests.servers.temporal_server import TemporalDevServer
+
+SIZE = 64 * MiB
+CHUNK = 2 * MiB
+STREAMS = 4
+OPTIONS = TransferOptions(chunk_size=CHUNK, streams=STREAMS, heartbeat_timeout_s=3)
+# Seconds the transfer gets to complete after the kill (a few seconds of copying at
+# 4 x 8 MB/s, one retry backoff, a pool restart: room for a slow shared VM).
+FINISH_BOUND_S = 90.0
+# A fresh transfer shows ``scheduled`` before ``running``: wait for these or progress.
+DONE = (TransferState.completed, TransferState.failed, TransferState.cancelled)
+
+# nginx sending at most 8 MB/s per connection, so a transfer lasts a few seconds.
+slow_nginx = nginx_fixture("http_root", scope="function", extra_server_config="limit_rate 8m;")
+
+
+def _spawned_children(pid: int) -> list[int]:
+    """Children of ``pid`` started by multiprocessing's ``spawn`` (the heartbeat manager
+    and the activity pool, not the resource tracker), oldest first: the manager is
+    started (and ready) before the pool."""
+    found = []
+    for child in child_pids(pid):
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+            started = int(Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        except (FileNotFoundError, IndexError, ValueError):
+            continue
+        if b"spawn_main" in cmdline:
+            found.append((started, child))
+    return [child for _, child in sorted(found)]
+
+
+async def _kill_mid_transfer(
+    which: str,
+    temporal_server: TemporalDevServer,
+    slow_nginx: NginxServer,
+    http_root: Path,
+    data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """SIGKILL the worker's manager (``which="manager"``) or one activity process
+    (``"pool"``) at 30 % of a transfer; the worker must outlive it and the transfer
+    complete with the source's bytes, never blaming an endpoint."""
+    digest = write_random(http_root / f"{which}.bin", SIZE, seed=21)
+    destination = data_dir / f"{which}.bin"
+    with WorkerProcess(temporal_server.address, log_dir=tmp_path) as worker:
+        assert worker.process is not None
+        client = await StaccatoClient.connect(
+            target_host=temporal_server.address, namespace="default"
+        )
+        client.task_queue = worker.task_queue
+        transfer = await client.submit(slow_nginx.url(f"{which}.bin"), str(destination), OPTIONS)
+        status = await wait_for_status(
+            client,
+            transfer,
+            lambda s: s.state in DONE or (s.bytes_total and s.bytes_done >= s.bytes_total * 0.3),
+            timeout_s=60,
+        )
+        assert status.state == TransferState.running, status
+        spawned = _spawned_children(worker.process.pid)
+        assert len(spawned) == 1 + worker.processes, f"manager + pool expected: {spawned}"
+        victim = spawned[0] if which == "manager" else spawned[-1]
+        os.kill(victim, signal.SIGKILL)
+        killed_at = time.monotonic()
+
+        reasons: list[str] = []
+        deadline = killed_at + FINISH_BOUND_S
+        while True:
+            assert worker.process.poll() is None, (
+                f"the worker exited ({worker.process.returncode}) after its {which} "
+                f"process was killed:\n{worker.log_tail()}"
+            )
+            status = await client.status(transfer)
+            if status.last_retry_error:
+                reasons.append(status.last_retry_error)
+            if status.state in DONE:
+                break
+            assert time.monotonic() < deadline, (
+                f"transfer not done {FINISH_BOUND_S} s after the {which} kill: {status}; "
+                f"retry reasons {reasons[-3:]}\n{worker.log_tail()}"
+            )
+            await asyncio.sleep(0.2)
+        took = time.monotonic() - killed_at
+        result = await asyncio.wait_for(client.wait(transfer), 30)
+        assert not pid_alive(victim)
+        assert worker.process.poll() is None, worker.log_tail()
+        log = worker.log_tail(200_000)
+    print(f"{which} kill: transfer completed {took:.1f} s later; retry reasons {set(reasons)}")
+    assert result.bytes == SIZE
+    assert sha256_file(destination) == digest
+    assert leftovers(data_dir) == []
+    assert "restarting the activity processes" in log, log[-4000:]
+    for reason in reasons:  # a connection error of the manager must not read as an endpoint's
+        assert "Errno" not in reason or "heartbeat channel" in reason, reason
+
+
+async def test_pool_process_killed_mid_transfer(
+    temporal_server: TemporalDevServer,
+    slow_nginx: NginxServer,
+    http_root: Path,
+    data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    await _kill_mid_transfer("pool", temporal_server, slow_nginx, http_root, data_dir, tmp_path)
+
+
+async def test_manager_process_killed_mid_transfer(
+    temporal_server: TemporalDevServer,
+    slow_nginx: NginxServer,
+    http_root: Path,
+    data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    await _kill_mid_transfer("manager", temporal_server, slow_nginx, http_root, data_dir, tmp_path)
+
+
+def test_crash_loop_stops_the_worker(temporal_server: TemporalDevServer, tmp_path: Path) -> None:
+    """Activity processes that keep dying: the worker restarts them a bounded number of
+    times, then exits non-zero saying why, rather than spin."""
+    worker = WorkerProcess(temporal_server.address, log_dir=tmp_path, processes=2).start()
+    assert worker.process is not None
+    try:
+        for kill in range(1, 7):
+            spawned = _spawned_children(worker.process.pid)
+            assert len(spawned) == 3, f"manager + 2 pool processes expected: {spawned}"
+            os.kill(spawned[-1], signal.SIGKILL)
+            deadline = time.monotonic() + 60
+            while True:
+                log = worker.log_path.read_text(errors="replace")
+                if worker.process.poll() is not None:
+                    break
+                if log.count("worker polling again") >= kill:
+                    break
+                assert time.monotonic() < deadline, f"no restart after kill {kill}:\n{log[-4000:]}"
+                time.sleep(0.1)
+            if worker.process.poll() is not None:
+                break
+        worker.process.wait(30)
+        log = worker.log_path.read_text(errors="replace")
+        print(f"crash loop: worker exited {worker.process.returncode} after {kill} kills")
+        assert worker.process.returncode != 0
+        assert kill == 6, f"stopped after {kill} kills:\n{log[-4000:]}"
+        assert "the worker stops rather than restart them in a loop" in log, log[-4000:]
+    finally:
+        worker.kill()
