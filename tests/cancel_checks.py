@@ -15,8 +15,7 @@ from pathlib import Path
 from staccato.client import StaccatoClient
 from staccato.errors import StaccatoError, TransferFailedError
 from staccato.models import TransferOptions, TransferState
-from staccato.workflows.transfer import TransferWorkflow
-from tests.helpers import leftovers, sha256_file, wait_for_status, write_random
+from tests.helpers import leftovers, sha256_file, wait_for_phase, wait_for_status, write_random
 from tests.servers.nginx import NginxServer
 
 OLD = b"the previous content of the destination, which a cancel must never lose\n" * 1000
@@ -108,15 +107,7 @@ async def cancel_once_publish_began(
     transfer = await client.submit(nginx.url("commit.bin"), destination_url, options)
     await client.pause(transfer)
     await client.resume(transfer)
-    handle = client.temporal.get_workflow_handle(transfer)
-    deadline = time.monotonic() + 120
-    phase = None
-    while time.monotonic() < deadline:
-        progress = await handle.query(TransferWorkflow.progress)
-        phase = progress.phase if progress else None
-        if phase in ("verify", "publish", "done"):
-            break
-        await asyncio.sleep(0.02)
+    phase = await wait_for_phase(client, transfer, ("verify", "publish", "done"), interval_s=0.02)
     assert phase == "verify", f"did not catch the verify before publish (phase {phase})"
     t0 = time.monotonic()
     nginx.stop()

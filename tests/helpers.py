@@ -233,3 +233,29 @@ def at_rest(path: Path) -> None:
     sent must not mistake for re-sent chunks."""
     past = time.time() - 3600
     os.utime(path, (past, past))
+
+
+async def wait_for_phase(
+    client,
+    transfer: str,
+    phases: tuple[str, ...],
+    *,
+    timeout_s: float = 120.0,
+    interval_s: float = 0.05,
+) -> str | None:
+    """Query the workflow's progress until its phase is one of ``phases`` (or the
+    deadline passes); returns the last phase seen (None if none was reported)."""
+    import asyncio
+
+    from staccato.workflows.transfer import TransferWorkflow
+
+    handle = client.temporal.get_workflow_handle(transfer)
+    deadline = time.monotonic() + timeout_s
+    phase = None
+    while time.monotonic() < deadline:
+        progress = await handle.query(TransferWorkflow.progress)
+        phase = progress.phase if progress else None
+        if phase in phases:
+            break
+        await asyncio.sleep(interval_s)
+    return phase

@@ -14,8 +14,7 @@ import pytest
 from staccato.client import StaccatoClient
 from staccato.errors import StaccatoError
 from staccato.models import TransferOptions, TransferState
-from staccato.workflows.transfer import TransferWorkflow
-from tests.helpers import MiB, WorkerProcess, leftovers, wait_for_status
+from tests.helpers import MiB, WorkerProcess, leftovers, wait_for_phase, wait_for_status
 
 SIZE = 2048 * MiB
 OPTIONS = TransferOptions(
@@ -50,15 +49,8 @@ async def _in_verify(client: StaccatoClient, data_dir: Path) -> tuple[str, Path]
     transfer = await client.submit(str(source), str(destination), OPTIONS)
     await client.pause(transfer)
     await client.resume(transfer)
+    phase = await wait_for_phase(client, transfer, ("verify", "publish", "done"))
     handle = client.temporal.get_workflow_handle(transfer)
-    deadline = time.monotonic() + 120
-    phase = None
-    while time.monotonic() < deadline:
-        progress = await handle.query(TransferWorkflow.progress)
-        phase = progress.phase if progress else None
-        if phase in ("verify", "publish", "done"):
-            break
-        await asyncio.sleep(0.05)
     if phase != "verify":
         print(await client.status(transfer))
         print((await handle.describe()).raw_description.pending_activities)
