@@ -41,6 +41,15 @@ from tests.servers.temporal_server import LOCALHOST, free_port
 _METRIC = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(\{[^}]*\})?\s+(\S+)$")
 
 
+def _shut_both(*socks: socket.socket) -> None:
+    """End a relayed connection in both directions (either may be gone already)."""
+    for sock in socks:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
 class MeteredSeaweedS3(SeaweedS3):
     """SeaweedFS with ``-metricsPort``, a second, read-only identity, and room for
     many buckets."""
@@ -154,11 +163,7 @@ class SlowLink:
         except OSError:
             pass
         finally:
-            for sock in (source, sink):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+            _shut_both(source, sink)
 
     def close(self) -> None:
         self._closed = True
@@ -221,11 +226,7 @@ class GatedLink:
         except OSError:
             pass
         finally:
-            for sock in (source, sink):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+            _shut_both(source, sink)
 
     def close(self) -> None:
         self._closed = True
