@@ -220,13 +220,14 @@ async def s3_destination(lab: Lab) -> str:
     return transfer
 
 
-async def source_rewritten(lab: Lab) -> str:
-    """file -> file from a source written just now (its mtime cannot tell a rewrite in
-    place from the copy's own time): read a second time (confirm_source) before publish."""
-    data = lab.data("rewritten")
-    write_random(data / "source.bin", SMALL_SIZE, seed=7)  # not at rest: modified now
+async def source_read_twice(lab: Lab) -> str:
+    """http -> file from a source written just now: its ETag and Last-Modified (whole
+    seconds) cannot tell a rewrite in place during the copy from the copy's own time, so
+    each segment is read a second time (confirm_source) before publish."""
+    write_random(lab.http_root / "fresh.bin", SMALL_SIZE, seed=7)  # not at rest
+    data = lab.data("read-twice")
     transfer = await lab.client.submit(
-        str(data / "source.bin"), str(data / "destination.bin"), OPTIONS
+        lab.slow_nginx.url("fresh.bin"), str(data / "fresh.bin"), OPTIONS
     )
     await _wait(lab.client, transfer)
     return transfer
@@ -241,7 +242,7 @@ SCENARIOS: dict[str, tuple[Scenario, str]] = {
     "retried_stream_worker_killed": (retried_stream_worker_killed, "WORKFLOW_EXECUTION_COMPLETED"),
     "sftp_destination": (sftp_destination, "WORKFLOW_EXECUTION_COMPLETED"),
     "s3_destination": (s3_destination, "WORKFLOW_EXECUTION_COMPLETED"),
-    "source_rewritten": (source_rewritten, "confirm_source"),
+    "source_read_twice": (source_read_twice, "confirm_source"),
 }
 
 
