@@ -304,6 +304,7 @@ async def record(names: list[str], out_dir: Path) -> list[Path]:
     root = Path(tempfile.mkdtemp(prefix="staccato-histories-"))
     root.chmod(0o755)
     written: list[Path] = []
+    recorded: dict[str, str] = {}
     try:
         with ExitStack() as stack:
             temporal = stack.enter_context(
@@ -368,14 +369,21 @@ async def record(names: list[str], out_dir: Path) -> list[Path]:
                 history = await client.temporal.get_workflow_handle(transfer).fetch_history()
                 text = history.to_json()
                 check_fixture(name, text, secrets, expected)
-                path = out_dir / f"{name}.json"
-                path.write_text(compact(text))
-                written.append(path)
+                recorded[name] = compact(text)
                 print(
-                    f"{name}: {len(history.events)} events, {len(text)} bytes, "
-                    f"{time.monotonic() - began:.1f} s -> {path}",
+                    f"{name}: {len(history.events)} events, {len(recorded[name])} bytes, "
+                    f"{time.monotonic() - began:.1f} s",
                     flush=True,
                 )
+        # written only once every scenario asked for succeeded; a full run also drops
+        # this release's fixtures of scenarios that no longer exist
+        if set(names) == set(SCENARIOS):
+            for stale in out_dir.glob("*.json"):
+                stale.unlink()
+        for name, text in recorded.items():
+            path = out_dir / f"{name}.json"
+            path.write_text(text)
+            written.append(path)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return written
