@@ -233,6 +233,28 @@ async def source_read_twice(lab: Lab) -> str:
     return transfer
 
 
+async def source_rewritten_in_place(lab: Lab) -> str:
+    """http -> file from a source written just now and rewritten in place mid-copy (its
+    first and last chunk; size and mtime kept, so ETag and Last-Modified stay): the
+    second read (confirm_source) sees the change; the transfer fails, cleanup runs."""
+    source = lab.http_root / "rewritten.bin"
+    write_random(source, SLOW_SIZE, seed=8)  # not at rest
+    data = lab.data("rewritten")
+    transfer = await lab.client.submit(
+        lab.slow_nginx.url(source.name), str(data / "rewritten.bin"), OPTIONS
+    )
+    await wait_for_status(lab.client, transfer, _copying, timeout_s=WAIT_S)
+    kept = os.stat(source)
+    chunk = OPTIONS.chunk_size
+    with open(source, "r+b") as f:
+        for offset in (0, SLOW_SIZE - chunk):
+            f.seek(offset)
+            f.write(os.urandom(chunk))
+    os.utime(source, ns=(kept.st_atime_ns, kept.st_mtime_ns))
+    await _wait(lab.client, transfer)
+    return transfer
+
+
 #: scenario name (the fixture's file name) -> what it runs, and what its history must show
 SCENARIOS: dict[str, tuple[Scenario, str]] = {
     "completed_file": (completed_file, "WORKFLOW_EXECUTION_COMPLETED"),
@@ -243,6 +265,7 @@ SCENARIOS: dict[str, tuple[Scenario, str]] = {
     "sftp_destination": (sftp_destination, "WORKFLOW_EXECUTION_COMPLETED"),
     "s3_destination": (s3_destination, "WORKFLOW_EXECUTION_COMPLETED"),
     "source_read_twice": (source_read_twice, "confirm_source"),
+    "source_rewritten_in_place": (source_rewritten_in_place, "confirm_source"),
 }
 
 

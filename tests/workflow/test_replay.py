@@ -3,8 +3,8 @@
 Every ``tests/workflow/histories/<release>/<scenario>.json`` is a real history
 recorded by ``scripts/record-histories`` against real servers with that release's
 code (completed, paused and resumed, cancelled, failed, a stream retried after a
-worker was killed, SFTP and S3 destinations, a source read twice before publish).
-Replaying it runs the workflow code of this checkout over the recorded events: a
+worker was killed, SFTP and S3 destinations, a source read twice before publish, a
+source rewritten in place mid-copy). Replaying it runs the workflow code of this checkout over the recorded events: a
 change to the commands the workflow issues (an activity, a timer, a search-attribute
 upsert added, removed or reordered) that is not behind ``workflow.patched`` raises a
 nondeterminism error here, the error a running transfer would hit on the next
@@ -21,6 +21,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from staccato.workflows.transfer import TransferWorkflow
+from tests.workflow.record_histories import SCENARIOS
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
 FIXTURES = sorted(HISTORIES.glob("*/*.json"))
@@ -33,6 +34,13 @@ def _name(path: Path) -> str:
 def test_there_are_histories_to_replay() -> None:
     """The replay test cannot pass by finding nothing."""
     assert FIXTURES, f"no recorded histories under {HISTORIES}; run scripts/record-histories"
+
+
+def test_every_scenario_has_a_recorded_history() -> None:
+    """A scenario added to the recorder is recorded (and so replayed) before it counts."""
+    recorded = {path.stem for path in FIXTURES}
+    missing = sorted(set(SCENARIOS) - recorded)
+    assert not missing, f"no recorded history of {missing}; run scripts/record-histories"
 
 
 @pytest.mark.parametrize("fixture", FIXTURES, ids=_name)
