@@ -546,7 +546,9 @@ def _completed_status(workflow_id: str, result: TransferResult) -> TransferStatu
         eta_s=None,
         streams=result.streams,
         chunk_size=result.chunk_size,
-        checksum=result.checksum,
+        checksum=result.checksum or None,
         error=None,
         phase="done",
+        up_to_date=result.up_to_date or None,
+        sync_level=result.sync_level,
     )
