@@ -375,6 +375,8 @@ class StaccatoClient:
             last_retry_error=last_retry,
             next_attempt_at=next_attempt,
             phase=progress.phase if progress else None,
+            up_to_date=True if progress and progress.up_to_date else None,
+            sync_level=progress.up_to_date if progress else None,
         )
 
     async def _message(self, pending: Any) -> str:
@@ -541,7 +543,7 @@ def _completed_status(workflow_id: str, result: TransferResult) -> TransferStatu
         source=result.source,
         destination=result.destination,
         bytes_total=result.bytes,
-        bytes_done=result.bytes,
+        bytes_done=0 if result.up_to_date else result.bytes,  # up to date: nothing copied
         rate_bytes_per_s=None,
         eta_s=None,
         streams=result.streams,

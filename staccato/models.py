@@ -449,6 +449,8 @@ class Progress(BaseModel):
     checksum: str | None = None
     error: str | None = None
     phase: str = "scheduled"
+    #: the sync level the destination matched at: completed without copying
+    up_to_date: SyncLevel | None = None
 
 
 class TransferStatus(BaseModel):
@@ -461,7 +463,8 @@ class TransferStatus(BaseModel):
         next_attempt_at: when that retry's next attempt is scheduled (ISO 8601, UTC),
             while the step waits out its backoff.
         up_to_date: True when the transfer completed without copying because the
-            destination already matched at ``sync_level``; None otherwise.
+            destination already matched at ``sync_level`` (``bytes_done`` is then 0:
+            nothing was copied); None otherwise.
         sync_level: the level it matched at (with ``up_to_date``).
     """
 

@@ -190,6 +190,7 @@ class TransferWorkflow:
                 self._progress_at = workflow.now()
                 if check.up_to_date:  # nothing to copy
                     self._progress.checksum = check.checksum
+                    self._progress.up_to_date = options.sync_level
                     self._set_state(TransferState.completed)
                     self._set_phase("up-to-date")
                     return sync.up_to_date_result(request, info, check, workflow.now() - started)
