@@ -16,7 +16,11 @@ Each level includes the ones before it:
   as the copy was written is not noticed at this level (use ``checksum``). The two
   times come from two clocks (the source's and the destination's): skew between
   them shifts the comparison. An endpoint that tells no time (an HTTP server
-  without ``Last-Modified``) never matches: the object is copied.
+  without ``Last-Modified``) never matches: the object is copied. A destination
+  written by a transfer is never older than the source it copied: its mtime is set
+  when the data is written (a file, SFTP), or for S3 when the multipart upload began
+  (S3's ``Last-Modified`` of a multipart object), both after the source's stat, and a
+  source modified after that stat fails the copy before publish.
 * ``checksum``: and the checksums are equal. A side that keeps a stored checksum
   comparable with the transfer's is not read: S3 with a full-object CRC32C, for the
   default ``crc32c`` algorithm (CRC-32C combines across chunks, so any chunking gives

@@ -20,6 +20,7 @@ from temporalio.client import WorkflowFailureError
 
 from staccato.client import StaccatoClient
 from staccato.models import SyncLevel, TransferOptions
+from staccato.sync import mtime_not_older
 from tests.helpers import MiB, leftovers, run_cli, sha256_file, write_random
 from tests.servers.nginx import NginxServer
 from tests.sync_checks import data_bytes_served, only_stat_requests, run, settled_requests
@@ -197,3 +198,13 @@ async def test_bad_sync_level_in_the_workflow_input_fails_naming_it(
     message = str(failure.value.cause)
     assert "sync_level" in message and "exists" in message and "checksum" in message, message
     assert not (data_dir / "dst.bin").exists()
+
+
+def test_mtimes_are_compared_at_the_coarser_granularity() -> None:
+    # a local file's fraction of a second against SFTP's or HTTP's whole seconds
+    assert mtime_not_older(100.7, "file", 100.0, "sftp")
+    assert mtime_not_older(100.7, "http", 100.2, "file")
+    assert not mtime_not_older(101.0, "http", 100.9, "file")
+    # two local files keep their fractions
+    assert not mtime_not_older(100.7, "file", 100.2, "file")
+    assert mtime_not_older(100.2, "file", 100.2, "file")
