@@ -130,8 +130,8 @@ def compare(
         algorithm: ``crc32c`` or ``sha256``.
 
     Raises:
-        PermanentError: the destination exists but cannot be compared (not a regular
-            file, permission denied); the message names the destination.
+        PermanentError: the destination exists but cannot be compared (a directory,
+            not a regular file, permission denied); the message names the destination.
         RetryableError, SourceChangedError: as the drivers raise them.
     """
     try:
@@ -139,6 +139,9 @@ def compare(
     except NotFoundError:
         return SyncResult(up_to_date=False, reason=f"destination {destination} does not exist")
     except PermanentError as err:
+        # a stat speaks of a source; the destination's own check names what is wrong
+        # with it as a destination (a directory, a symlink, not writable)
+        destination_driver.check_destination(destination)
         raise type(err)(
             f"destination {destination} cannot be compared with the source for "
             f"--sync-level {level.value}: {err}"

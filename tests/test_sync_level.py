@@ -19,6 +19,7 @@ import pytest
 from temporalio.client import WorkflowFailureError
 
 from staccato.client import StaccatoClient
+from staccato.errors import TransferFailedError
 from staccato.models import SyncLevel, TransferOptions
 from staccato.sync import mtime_not_older
 from tests.helpers import MiB, leftovers, run_cli, sha256_file, write_random
@@ -208,3 +209,15 @@ def test_mtimes_are_compared_at_the_coarser_granularity() -> None:
     # two local files keep their fractions
     assert not mtime_not_older(100.7, "file", 100.2, "file")
     assert mtime_not_older(100.2, "file", 100.2, "file")
+
+
+async def test_a_directory_at_the_destination_fails_naming_it(
+    client: StaccatoClient, data_dir: Path
+) -> None:
+    source = data_dir / "src.bin"
+    write_random(source, 10)
+    destination = data_dir / "dir"
+    destination.mkdir()
+    with pytest.raises(TransferFailedError) as failure:
+        await run(client, str(source), str(destination), _options(SyncLevel.size))
+    assert f"destination {destination} is a directory" in str(failure.value)
