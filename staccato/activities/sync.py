@@ -21,7 +21,7 @@ from staccato.activities.errors import mapped_errors
 from staccato.activities.transfer import check_file_roots
 from staccato.endpoints import get_driver
 from staccato.endpoints.base import keepalive_hook
-from staccato.models import SyncInput, SyncResult
+from staccato.models import SyncInput, SyncLevel, SyncResult
 from staccato.sync import compare
 from staccato.urls import parse_url
 
@@ -65,6 +65,10 @@ def sync_check(request: SyncInput) -> SyncResult:
             cannot be compared, the source changed while its checksum was read...).
         CancelledError: the activity was cancelled while reading.
     """
+    if request.level != SyncLevel.checksum:
+        # two stats, run like ``stat`` (a local activity first): no heartbeats, so no
+        # keepalive hook either (drivers then take no long waits)
+        return _sync_check(request)
     with keepalive_hook(_Beat()):
         try:
             return _sync_check(request)
