@@ -14,6 +14,7 @@ from staccato.models import (
     MAX_RETRY_FOR_S,
     MAX_STREAMS,
     ChecksumAlgorithm,
+    SyncLevel,
     TransferOptions,
     VerifyMode,
 )
@@ -105,6 +106,17 @@ RetryForOption = Annotated[
         show_default="24h",
     ),
 ]
+SyncLevelOption = Annotated[
+    SyncLevel | None,
+    typer.Option(
+        "--sync-level",
+        help="Skip the copy when the destination already matches the source: exists; "
+        "size (and sizes equal); mtime (and the destination is not older); checksum (and "
+        "checksums equal; reads an object that keeps no stored checksum once). Default: "
+        "always copy.",
+        show_default=False,
+    ),
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 TransferArg = Annotated[
     str, typer.Argument(help="Transfer id, or the destination URL/path.", metavar="TRANSFER")
@@ -126,6 +138,7 @@ def transfer_options(
     verify: VerifyMode,
     checksum: ChecksumAlgorithm,
     retry_for: float = DEFAULT_RETRY_FOR_S,
+    sync_level: SyncLevel | None = None,
 ) -> TransferOptions:
     """The :class:`TransferOptions` the command-line options describe."""
     return TransferOptions(
@@ -134,4 +147,5 @@ def transfer_options(
         verify=verify,
         checksum=checksum,
         retry_for_s=retry_for,
+        sync_level=sync_level,
     )
