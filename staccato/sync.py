@@ -1,7 +1,9 @@
 """Sync levels: whether the destination already matches the source, so a transfer
 can complete as *up to date* without copying (``--sync-level``, Globus semantics).
 
-Each level includes the ones before it:
+Each level includes the ones before it, except that ``checksum`` skips the time
+check (as Globus' checksum level and rclone's ``--checksum`` do): a source only
+touched, with the same bytes, is up to date at ``checksum``:
 
 * ``exists``: the destination exists.
 * ``size``: and its size equals the source's (both from stat).
@@ -21,7 +23,7 @@ Each level includes the ones before it:
   when the data is written (a file, SFTP), or for S3 when the multipart upload began
   (S3's ``Last-Modified`` of a multipart object), both after the source's stat, and a
   source modified after that stat fails the copy before publish.
-* ``checksum``: and the checksums are equal. A side that keeps a stored checksum
+* ``checksum``: sizes equal and the checksums are equal (times not compared). A side that keeps a stored checksum
   comparable with the transfer's is not read: S3 with a full-object CRC32C, for the
   default ``crc32c`` algorithm (CRC-32C combines across chunks, so any chunking gives
   the same value). Any other side (file, SFTP, HTTP; S3 without a full-object CRC32C,
@@ -155,6 +157,17 @@ def compare(
         )
     if level == SyncLevel.size:
         return SyncResult(up_to_date=True, reason=f"sizes equal ({target.size} bytes)")
+    if level == SyncLevel.checksum:
+        return _compare_checksums(
+            source_driver,
+            source,
+            source_info,
+            destination_driver,
+            destination,
+            target,
+            chunk_size,
+            algorithm,
+        )
     if source_info.modified_at is None or target.modified_at is None:
         missing = "source" if source_info.modified_at is None else "destination"
         return SyncResult(
@@ -170,8 +183,21 @@ def compare(
                 f"{source_info.modified_at:.3f} (seconds since the epoch)"
             ),
         )
-    if level == SyncLevel.mtime:
-        return SyncResult(up_to_date=True, reason="sizes equal, destination not older")
+    return SyncResult(up_to_date=True, reason="sizes equal, destination not older")
+
+
+def _compare_checksums(
+    source_driver: Driver,
+    source: EndpointURL,
+    source_info: ObjectInfo,
+    destination_driver: Driver,
+    destination: EndpointURL,
+    target: ObjectInfo,
+    chunk_size: int,
+    algorithm: str,
+) -> SyncResult:
+    """The checksum level's comparison (sizes already equal): stored checksums where
+    kept, else each side read once."""
     ours, destination_read = object_checksum(
         destination_driver, destination, target, chunk_size, algorithm
     )

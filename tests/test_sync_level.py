@@ -129,6 +129,14 @@ async def test_checksum_reads_the_source_once_and_writes_nothing(
     assert (after.st_ino, after.st_mtime_ns) == (st.st_ino, st.st_mtime_ns)  # not written
     assert leftovers(data_dir) == []
 
+    # touched only (same bytes, a newer mtime): the checksum level compares no times
+    later = destination.stat().st_mtime + 3600  # newer than the copy
+    os.utime(source, (later, later))
+    touched = await run(client, url, str(destination), _options(SyncLevel.checksum))
+    assert touched.up_to_date, "a source only touched was copied again at --sync-level checksum"
+    after = destination.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (st.st_ino, st.st_mtime_ns)
+
     # new bytes, same size, the old mtime back: only the checksum can tell
     old = source.stat()
     digest = _rewrite_same_size(source, seed=7)
