@@ -462,6 +462,16 @@ class TriggerOutcome(BaseModel):
     running: list[str] = Field(default_factory=list)
 
 
+def scheduled_options(options: TransferOptions | None) -> TransferOptions:
+    """The options of a scheduled run: ``options``, with ``if_busy`` ``wait`` unless
+    the caller set it (a scheduled run waits for a busy destination; a CLI submission
+    fails at once). Builds whose TransferOptions have no ``if_busy`` keep ``options``."""
+    options = options or TransferOptions()
+    if "if_busy" not in TransferOptions.model_fields or "if_busy" in options.model_fields_set:
+        return options
+    return TransferOptions.model_validate({**options.model_dump(), "if_busy": "wait"})
+
+
 class Schedules:
     """Create and manage recurring transfers through a :class:`StaccatoClient`.
 
@@ -511,13 +521,16 @@ class Schedules:
     ) -> ScheduleView:
         """Create schedule ``name`` copying ``source`` to ``destination`` at ``timing``.
 
+        ``options`` as for submit; a run due while another transfer writes the
+        destination waits for it unless ``options`` set ``if_busy`` (:func:`scheduled_options`).
+
         Raises:
             InvalidScheduleError: a bad name.
             InvalidURLError: bad URLs (as for submit).
             ScheduleExistsError: a schedule of this name exists.
         """
         check_name(name)
-        request = StaccatoClient.make_request(source, destination, options)
+        request = StaccatoClient.make_request(source, destination, scheduled_options(options))
         try:
             existing = await self.describe(name)
         except ScheduleNotFoundError:

@@ -296,3 +296,98 @@ def test_validators() -> None:
         2,
         5,
     )
+
+
+def test_failed_run_shows_its_reason(cli, data_dir: Path) -> None:
+    """A run that fails is listed with its outcome and the transfer's reason."""
+    name = _name()
+    created = cli(
+        "schedule", "create", name, str(data_dir / "missing.bin"), str(data_dir / "dst.bin"),
+        "--at", "1s",
+    )  # fmt: skip
+    assert created.returncode == 0, created
+    try:
+        view = _until(
+            cli,
+            name,
+            lambda v: [r["state"] for r in v["recent_runs"]] == ["failed"],
+            60,
+            "a failed run",
+        )
+        assert "missing.bin: no such file or directory" in view["recent_runs"][0]["error"]
+        text = cli("schedule", "describe", name)
+        assert "failed" in text.stdout and "no such file or directory" in text.stdout, text.stdout
+        assert not (data_dir / "dst.bin").exists()
+    finally:
+        cli("schedule", "delete", name)
+
+
+async def test_foreign_schedules_are_left_alone(cli, temporal_server, data_dir: Path) -> None:
+    """Schedules Staccato did not make (another id, another workflow type) never break
+    `schedule list`, are not listed, and are not Staccato's to describe."""
+    from temporalio.client import (
+        Schedule,
+        ScheduleActionStartWorkflow,
+        ScheduleIntervalSpec,
+        ScheduleSpec,
+        ScheduleState,
+    )
+
+    temporal = await temporal_server.client()
+    suffix = uuid.uuid4().hex[:8]
+    foreign = {
+        f"foreign-{suffix}": "TransferWorkflow",  # a raw Temporal schedule of transfers
+        f"staccato-schedule-odd-{suffix}": "SomeOtherWorkflow",
+    }
+    for schedule_id, workflow in foreign.items():
+        await temporal.create_schedule(
+            schedule_id,
+            Schedule(
+                action=ScheduleActionStartWorkflow(
+                    workflow, "not a request", id=schedule_id, task_queue="nobody-polls"
+                ),
+                spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(hours=1))]),
+                state=ScheduleState(paused=True),
+            ),
+        )
+    name = _name()
+    mine = cli(
+        "schedule", "create", name, str(data_dir / "a.bin"), str(data_dir / "b.bin"),
+        "--every", "1h", "--paused",
+    )  # fmt: skip
+    assert mine.returncode == 0, mine
+    try:
+        _until_listed(cli, name)
+        listed = cli("schedule", "list", "--json")
+        assert listed.returncode == 0, listed
+        names = [v["name"] for v in json.loads(listed.stdout)]
+        assert name in names and not any(suffix in n for n in names), names
+        odd = cli("schedule", "describe", f"odd-{suffix}")
+        assert odd.returncode == 1 and "does not run Staccato transfers" in odd.stderr, odd
+    finally:
+        cli("schedule", "delete", name)
+        for schedule_id in foreign:
+            await temporal.get_schedule_handle(schedule_id).delete()
+
+
+def test_runs_wait_for_a_busy_destination_and_take_sync_levels(cli, data_dir: Path) -> None:
+    """A scheduled run's options: --if-busy defaults to wait (the CLI's cp/submit fail),
+    --sync-level is passed on; both only where the transfer options have these fields."""
+    from staccato.models import TransferOptions
+
+    fields = TransferOptions.model_fields
+    name = _name()
+    args = ["schedule", "create", name, str(data_dir / "a.bin"), str(data_dir / "b.bin")]
+    created = cli(*args, "--every", "1h", "--paused", "--sync-level", "size")
+    if "sync_level" not in fields:
+        assert created.returncode == 2 and "--sync-level" in created.stderr, created
+        created = cli(*args, "--every", "1h", "--paused")
+    assert created.returncode == 0, created
+    try:
+        options = _describe(cli, name)["options"]
+        if "sync_level" in fields:
+            assert options["sync_level"] == "size"
+        if "if_busy" in fields:
+            assert options["if_busy"] == "wait"
+    finally:
+        cli("schedule", "delete", name)
