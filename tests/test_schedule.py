@@ -24,7 +24,11 @@ from staccato.schedules import (
     parse_catchup_window,
     parse_every,
 )
-from tests.helpers import MiB, run_cli, sha256_file, write_random
+from tests.helpers import MiB, at_rest, run_cli, sha256_file, write_random
+from tests.servers.nginx import NginxServer, nginx_fixture
+
+# nginx sending at most 2 MB/s per connection: an 8 MiB run on one stream lasts ~4 s.
+slow_nginx = nginx_fixture("http_root", scope="module", extra_server_config="limit_rate 2m;")
 
 # Nothing listens here: a usage error must be reported without reaching for Temporal.
 NO_TEMPORAL = "127.0.0.1:1"
@@ -113,7 +117,7 @@ def test_schedule_lifecycle(cli, data_dir: Path) -> None:
         view = _until(cli, name, lambda v: v["paused"] and not v["running"], 30, "paused, idle")
         before = view["runs_started"]
         assert view["next_runs"] == []
-        deadline = time.monotonic() + 6.5
+        deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             assert _describe(cli, name)["runs_started"] == before, "a run started while paused"
             time.sleep(0.5)
@@ -389,5 +393,35 @@ def test_runs_wait_for_a_busy_destination_and_take_sync_levels(cli, data_dir: Pa
             assert options["sync_level"] == "size"
         if "if_busy" in fields:
             assert options["if_busy"] == "wait"
+    finally:
+        cli("schedule", "delete", name)
+
+
+def test_overlap_skip_while_a_run_goes_on(
+    cli, slow_nginx: NginxServer, http_root: Path, data_dir: Path
+) -> None:
+    """With the default overlap policy a run due (here: triggered) while the last one
+    still runs is skipped, and `trigger` says so naming the running one."""
+    source = http_root / f"slow-{uuid.uuid4().hex[:8]}.bin"
+    digest = write_random(source, 8 * MiB, seed=11)
+    at_rest(source)
+    destination = data_dir / "dst.bin"
+    name = _name()
+    created = cli(
+        "schedule", "create", name, slow_nginx.url(source.name), str(destination),
+        "--every", "1h", "--paused", "--streams", "1", "--chunk-size", "1MiB",
+    )  # fmt: skip
+    assert created.returncode == 0, created
+    try:
+        first = cli("schedule", "trigger", name)
+        assert first.returncode == 0 and "started: " in first.stdout, first
+        run_id = first.stdout.split("started: ", 1)[1].strip()
+        second = cli("schedule", "trigger", name)
+        assert second.returncode == 1, second
+        assert "overlap policy skipped" in second.stderr and run_id in second.stderr
+        view = _until(cli, name, lambda v: not v["running"], 60, "the run's end")
+        assert view["runs_started"] == 1 and view["runs_skipped"] == 1, view
+        assert [r["state"] for r in view["recent_runs"]] == ["completed"]
+        assert sha256_file(destination) == digest
     finally:
         cli("schedule", "delete", name)
