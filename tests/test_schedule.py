@@ -425,3 +425,34 @@ def test_overlap_skip_while_a_run_goes_on(
         assert sha256_file(destination) == digest
     finally:
         cli("schedule", "delete", name)
+
+
+async def test_source_token_stays_sealed(
+    temporal_server, worker, data_dir: Path, tmp_path: Path
+) -> None:
+    """A source's query (a token) reaches the Schedule only sealed: not in its memo,
+    search attributes, summary or action input as Temporal stores them."""
+    import base64
+    import os
+
+    env = {
+        "STACCATO_SECRET_KEY": base64.b64encode(os.urandom(32)).decode(),
+        "STACCATO_HOME": str(tmp_path / "home"),
+    }
+    name = _name()
+    created = run_cli(
+        "schedule", "create", name, "https://example.org/x.bin?token=hunter2",
+        str(data_dir / "x.bin"), "--every", "1h", "--paused",
+        address=temporal_server.address, task_queue=worker.task_queue, env=env,
+    )  # fmt: skip
+    assert created.returncode == 0, created
+    assert "hunter2" not in created.stdout + created.stderr
+    temporal = await temporal_server.client()
+    handle = temporal.get_schedule_handle(f"staccato-schedule-{name}")
+    try:
+        raw = await handle.describe()
+        stored = str(raw.raw_description)
+        assert "REDACTED" in stored, stored[:2000]
+        assert "hunter2" not in stored
+    finally:
+        await handle.delete()
