@@ -124,6 +124,8 @@ def _with_lock_and_sync(
     Raises:
         InvalidScheduleError: ``--sync-level`` given to a build without sync levels.
     """
+    # TODO(merge): once TransferOptions has if_busy and sync_level, pass them directly
+    # (and take the shared --sync-level/--if-busy options from cli/options.py).
     fields = TransferOptions.model_fields
     extra: dict[str, str] = {}
     if "if_busy" in fields:
