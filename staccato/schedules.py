@@ -112,6 +112,8 @@ class ScheduledRun(BaseModel):
         state: its transfer state (``unknown`` once Temporal no longer keeps it).
         bytes_done / bytes_total: bytes.
         error: why it failed or was cancelled.
+        up_to_date: True when it completed without copying (the destination already
+            matched at the options' sync level); None otherwise.
     """
 
     workflow_id: str
@@ -122,6 +124,7 @@ class ScheduledRun(BaseModel):
     bytes_done: int = 0
     bytes_total: int | None = None
     error: str | None = None
+    up_to_date: bool | None = None
 
 
 class ScheduleView(BaseModel):
@@ -407,6 +410,8 @@ class Schedules:
         run.bytes_done = status.bytes_done
         run.bytes_total = status.bytes_total
         run.error = status.error
+        # TODO(merge): status.up_to_date directly once TransferStatus has it (sync levels)
+        run.up_to_date = getattr(status, "up_to_date", None)
         return run
 
     async def pause(self, name: str) -> None:

@@ -374,25 +374,48 @@ async def test_foreign_schedules_are_left_alone(cli, temporal_server, data_dir: 
             await temporal.get_schedule_handle(schedule_id).delete()
 
 
-def test_runs_wait_for_a_busy_destination_and_take_sync_levels(cli, data_dir: Path) -> None:
-    """A scheduled run's options: --if-busy defaults to wait (the CLI's cp/submit fail),
-    --sync-level is passed on; both only where the transfer options have these fields."""
+def test_runs_wait_for_a_busy_destination(cli, data_dir: Path) -> None:
+    """A scheduled run's --if-busy defaults to wait (cp/submit fail), where the transfer
+    options have the field."""
     from staccato.models import TransferOptions
 
-    fields = TransferOptions.model_fields
     name = _name()
     args = ["schedule", "create", name, str(data_dir / "a.bin"), str(data_dir / "b.bin")]
-    created = cli(*args, "--every", "1h", "--paused", "--sync-level", "size")
-    if "sync_level" not in fields:
-        assert created.returncode == 2 and "--sync-level" in created.stderr, created
-        created = cli(*args, "--every", "1h", "--paused")
+    created = cli(*args, "--every", "1h", "--paused")
     assert created.returncode == 0, created
     try:
         options = _describe(cli, name)["options"]
-        if "sync_level" in fields:
-            assert options["sync_level"] == "size"
-        if "if_busy" in fields:
+        if "if_busy" in TransferOptions.model_fields:
             assert options["if_busy"] == "wait"
+    finally:
+        cli("schedule", "delete", name)
+
+
+def test_sync_level_runs_after_the_first_are_up_to_date(cli, data_dir: Path) -> None:
+    """With --sync-level size, the first run copies and the next ones complete as up to
+    date, which describe says; a build whose transfer options have no sync levels
+    refuses the option (exit 2)."""
+    from staccato.models import TransferOptions
+
+    source, destination = data_dir / "src.bin", data_dir / "dst.bin"
+    digest = write_random(source, MiB, seed=5)
+    name = _name()
+    created = cli(
+        "schedule", "create", name, str(source), str(destination),
+        "--every", "2s", "--sync-level", "size",
+    )  # fmt: skip
+    if "sync_level" not in TransferOptions.model_fields:
+        assert created.returncode == 2 and "--sync-level" in created.stderr, created
+        return
+    assert created.returncode == 0, created
+    try:
+        view = _until(cli, name, lambda v: len(_completed(v)) >= 3, 60, "three completed runs")
+        assert view["options"]["sync_level"] == "size"
+        first, *later = _completed(view)
+        assert sha256_file(destination) == digest
+        assert [r["up_to_date"] for r in later] == [True] * len(later), view["recent_runs"]
+        text = cli("schedule", "describe", name)
+        assert "up to date" in text.stdout, text.stdout
     finally:
         cli("schedule", "delete", name)
 

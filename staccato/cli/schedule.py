@@ -42,6 +42,7 @@ from staccato.models import (
 from staccato.schedules import (
     InvalidScheduleError,
     Overlap,
+    ScheduledRun,
     Schedules,
     ScheduleView,
     Timing,
@@ -292,7 +293,7 @@ def list_schedules(as_json: JsonOption = False) -> None:
         state = "paused" if view.paused else "active"
         next_run = _time(view.next_runs[0]) if view.next_runs else "-"
         last = view.recent_runs[-1] if view.recent_runs else None
-        last_text = f"{_time(last.scheduled_at)} {last.state}" if last else "-"
+        last_text = f"{_time(last.scheduled_at)} {_outcome(last)}" if last else "-"
         typer.echo(
             f"{view.name}  {state}  {view.timing}  next {next_run}  last {last_text}  "
             f"{view.source} -> {view.destination}"
@@ -355,10 +356,15 @@ def _describe_lines(view: ScheduleView) -> list[str]:
     for r in reversed(view.recent_runs):
         total = render.size(r.bytes_total) if r.bytes_total is not None else "?"
         lines.append(
-            f"  {_time(r.scheduled_at)}  {r.state:<9}  {r.workflow_id}  "
+            f"  {_time(r.scheduled_at)}  {_outcome(r):<10}  {r.workflow_id}  "
             f"{render.size(r.bytes_done)} / {total}" + (f"  {r.error}" if r.error else "")
         )
     return lines
+
+
+def _outcome(run: ScheduledRun) -> str:
+    """A run's state, ``up to date`` for a completed run that had nothing to copy."""
+    return "up to date" if run.up_to_date else run.state
 
 
 def _time(at: datetime) -> str:
