@@ -111,8 +111,9 @@ SyncLevelOption = Annotated[
     typer.Option(
         "--sync-level",
         help="Skip the copy when the destination already matches the source: exists; "
-        "size (and sizes equal); mtime (and the destination is not older); checksum (and "
-        "checksums equal; reads an object that keeps no stored checksum once). Default: "
+        "size (and sizes equal); mtime (and the destination is not older); checksum (sizes "
+        "and checksums equal, times not compared; reads an object that keeps no stored "
+        "checksum once). Default: "
         "always copy.",
         show_default=False,
     ),

@@ -70,7 +70,7 @@ app = typer.Typer(
 
 
 class SyncLevelChoice(StrEnum):
-    """``--sync-level`` values (Globus semantics; each level includes the ones before)."""
+    """``--sync-level`` values (Globus semantics, as for ``cp``)."""
 
     exists = "exists"
     size = "size"
