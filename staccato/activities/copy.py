@@ -19,12 +19,17 @@ for good: :mod:`staccato.activities.stream_guard`.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from typing import Any
+
 from temporalio import activity
 
 from staccato import checksums, secrets, settings
 from staccato.activities.errors import mapped_errors
-from staccato.activities.stream_guard import guarded
+from staccato.activities.stream_guard import guarded, touch
 from staccato.activities.stream_progress import (
+    HEARTBEAT_EVERY_S,
     RateWatchdog,
     StreamProgress,
     StreamStopped,
@@ -79,14 +84,48 @@ def _copy_segment(request: StreamInput, waiting: WaitingBeat) -> StreamResult:
     waiting.progress = copy.progress
     try:
         copy.progress.beat(force=True)
-        with copy.open_writer() as writer:
-            if copy.server_side:
-                copy.copy_server_side(writer)
-            for run_start, run_end in _runs(sorted(copy.rehash.union(copy.todo))):
-                copy.copy_run(writer, run_start, run_end)
+        copy.copy_all()
     except StreamStopped:
         return copy.stopped_result()
     return copy.complete_result()
+
+
+def copy_segment_in_process(request: StreamInput, beat: Callable[[], None]) -> StreamResult:
+    """Copy ``request.segment`` inside another activity (a dataset's ``copy_batch``):
+    the same durable-chunk check, reads, checksums, writes and read-back as a stream,
+    but progress goes to ``beat`` (called at most every 0.5 s; it heartbeats the
+    caller's own details and raises to stop) instead of a stream checkpoint.
+
+    Returns:
+        The complete :class:`StreamResult` (segment checksum, ``verified``).
+
+    Raises:
+        StreamStopped: ``beat`` stopped the copy (cancelled).
+        StaccatoError: as the drivers raise them (not mapped).
+    """
+    copy = _SegmentCopy(request, beat)
+    copy.copy_all()
+    return copy.complete_result()
+
+
+class _ForwardedProgress(StreamProgress):
+    """A segment's progress inside another activity: due beats call the caller's hook
+    (which heartbeats its own details) instead of sending a stream checkpoint."""
+
+    def __init__(self, hook: Callable[[], None], *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._hook = hook
+        self._last_forwarded = 0.0
+
+    def beat(self, force: bool = False) -> None:
+        touch()
+        now = time.monotonic()
+        if not force and now - self._last_forwarded < HEARTBEAT_EVERY_S:
+            return
+        self._last_forwarded = now
+        self._hook()
+        if self.watchdog is not None:
+            self.watchdog.check(self.source_bytes())
 
 
 class _SegmentCopy:
@@ -103,7 +142,7 @@ class _SegmentCopy:
         server_side: the destination copies from the source itself (``copy_chunk``).
     """
 
-    def __init__(self, request: StreamInput) -> None:
+    def __init__(self, request: StreamInput, beat: Callable[[], None] | None = None) -> None:
         self.request = request
         self.segment = segment = request.segment
         self.session = session = request.session
@@ -112,7 +151,7 @@ class _SegmentCopy:
         self.destination_url = parse_url(session.url)
         self.source = get_driver(self.source_url.scheme)
         self.destination = get_driver(self.destination_url.scheme)
-        checkpoint = previous_checkpoint()
+        checkpoint = previous_checkpoint() if beat is None else None
         self.durable = {
             index: digest
             for index, digest in self.destination.durable_chunks(
@@ -131,8 +170,11 @@ class _SegmentCopy:
         watchdog = RateWatchdog(
             redact(request.source), config.min_rate_bytes_per_s, config.min_rate_window_s
         )
-        self.progress = StreamProgress(
-            segment.index, done_bytes, self.todo[0] if self.todo else segment.end_chunk, watchdog
+        next_chunk = self.todo[0] if self.todo else segment.end_chunk
+        self.progress = (
+            StreamProgress(segment.index, done_bytes, next_chunk, watchdog)
+            if beat is None
+            else _ForwardedProgress(beat, segment.index, done_bytes, next_chunk, watchdog)
         )
         if checkpoint is not None or self.durable:
             activity.logger.info(
@@ -153,6 +195,14 @@ class _SegmentCopy:
 
     def _length(self, index: int) -> int:
         return chunk_bounds(index, self.session.size, self.session.chunk_size)[1]
+
+    def copy_all(self) -> None:
+        """Server-side copies, then the runs of chunks read from the source."""
+        with self.open_writer() as writer:
+            if self.server_side:
+                self.copy_server_side(writer)
+            for run_start, run_end in _runs(sorted(self.rehash.union(self.todo))):
+                self.copy_run(writer, run_start, run_end)
 
     def open_writer(self) -> ChunkWriter:
         """The destination's writer, or a stand-in when every chunk is durable already."""

@@ -82,6 +82,15 @@ def stat(url: str, source_secret: str | None = None) -> ObjectInfo:
     if any, is ``source_secret``); marks it for a second read before publish when its
     version cannot prove it stays the same during the copy (see
     :func:`needs_second_read`)."""
+    return stat_source(url, source_secret)
+
+
+def stat_source(url: str, source_secret: str | None = None) -> ObjectInfo:
+    """The body of :func:`stat`, callable inside another activity (a dataset's batch).
+
+    Raises:
+        StaccatoError: as the driver's ``stat`` (not mapped to ``ApplicationError``).
+    """
     check_file_roots(url)
     parsed = secrets.source_url(url, source_secret)
     info = get_driver(parsed.scheme).stat(parsed)
@@ -167,6 +176,15 @@ def confirm_source(request: ConfirmSourceInput) -> None:
 @mapped_errors
 def prepare(request: PrepareInput) -> PrepareResult:
     """Check the destination and open a write session (idempotent per session_key)."""
+    return open_write_session(request)
+
+
+def open_write_session(request: PrepareInput) -> PrepareResult:
+    """The body of :func:`prepare`, callable inside another activity (a dataset's batch).
+
+    Raises:
+        StaccatoError: as the driver's checks and ``open_session`` (not mapped).
+    """
     check_file_roots(request.destination)
     parsed = parse_url(request.destination)
     driver = get_driver(parsed.scheme)
@@ -199,6 +217,16 @@ def prepare(request: PrepareInput) -> PrepareResult:
 @mapped_errors
 def publish(request: PublishInput) -> None:
     """Re-check the source version, then atomically publish the destination."""
+    publish_session(request)
+
+
+def publish_session(request: PublishInput) -> None:
+    """The body of :func:`publish`, callable inside another activity (a dataset's batch).
+
+    Raises:
+        SourceChangedError: the source's version moved since its stat.
+        StaccatoError: as the driver's ``publish``.
+    """
     check_file_roots(request.source, request.session.url)
     source = secrets.source_url(request.source, request.source_secret)
     now = get_driver(source.scheme).stat(source)
@@ -257,6 +285,19 @@ def verify(request: VerifyInput) -> str:
 
 @mapped_errors
 def _verify(request: VerifyInput) -> str:
+    return verify_object(request)
+
+
+def verify_object(request: VerifyInput) -> str:
+    """The body of :func:`verify` (without its heartbeat hook), callable inside another
+    activity (a dataset's batch).
+
+    Returns:
+        As :func:`verify`.
+
+    Raises:
+        ChecksumMismatchError: sizes or checksums differ.
+    """
     check_file_roots(request.url)
     url = parse_url(request.url)
     driver = get_driver(url.scheme)

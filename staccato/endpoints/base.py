@@ -230,6 +230,16 @@ class Driver(abc.ABC):
                 f"{url.scheme} endpoints can only be sources, not destinations: {url}"
             )
 
+    def make_parents(self, url: EndpointURL) -> None:
+        """Create the missing directories above ``url`` (a dataset's nested names);
+        nothing to do where names hold no directories (S3, the default).
+
+        Raises:
+            NotAFileError: a directory to create exists as a file (another file of the
+                dataset, or one there already); it is never replaced.
+            PermissionDeniedError, RetryableError: as the endpoint reports.
+        """
+
     def open_session(
         self, url: EndpointURL, size: int, chunk_size: int, session_key: str
     ) -> WriteSession:

@@ -119,6 +119,25 @@ class FileDriver(Driver):
         if not os.access(parent, os.W_OK | os.X_OK):
             raise PermissionDeniedError(f"destination directory {parent} is not writable")
 
+    def make_parents(self, url: EndpointURL) -> None:
+        parent = os.path.dirname(url.path) or "/"
+        try:
+            os.makedirs(parent, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            blocking = parent
+            for candidate in Path(parent).parents:
+                if candidate.is_dir():
+                    break
+                blocking = str(candidate)
+            while not os.path.isdir(os.path.dirname(blocking)):
+                blocking = os.path.dirname(blocking)
+            raise NotAFileError(
+                f"cannot create directory {blocking} for {url.path}: a file of that name "
+                "exists (another file of the dataset, or one there already); it is not replaced"
+            ) from None
+        except OSError as err:
+            raise os_error(err, f"destination directory {parent}") from None
+
     def check_space(self, url: EndpointURL, size: int, temp: str | None = None) -> None:
         """Fail before copying when the destination file system cannot hold ``size``
         bytes, less what the session's ``temp`` file already holds (a retried attempt).

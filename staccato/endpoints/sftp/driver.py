@@ -207,6 +207,37 @@ class SFTPDriver(Driver):
                 f"destination {url} is a directory; name the file to write, e.g. {url}/NAME"
             )
 
+    def make_parents(self, url: EndpointURL) -> None:
+        def op(sftp: StaccatoSFTP) -> None:
+            parent = posixpath.dirname(url.path) or "/"
+            attrs = stat_or_none(sftp, parent)
+            if attrs is not None and stat_module.S_ISDIR(attrs.st_mode or 0):
+                return  # the common case: one round trip
+            missing: list[str] = []
+            path = parent
+            while path not in ("", "/"):
+                attrs = stat_or_none(sftp, path)
+                if attrs is None:
+                    missing.append(path)
+                    path = posixpath.dirname(path)
+                    continue
+                if not stat_module.S_ISDIR(attrs.st_mode or 0):
+                    raise IsADirectory(
+                        f"cannot create directory {path} on {url.host} for {url.path}: a file "
+                        "of that name exists (another file of the dataset, or one there "
+                        "already); it is not replaced"
+                    )
+                break
+            for directory in reversed(missing):
+                try:
+                    sftp.mkdir(directory)
+                except OSError:
+                    again = stat_or_none(sftp, directory)  # made meanwhile by another batch
+                    if again is None or not stat_module.S_ISDIR(again.st_mode or 0):
+                        raise
+
+        self._run(url, f"destination directory of {url}", op)
+
     def check_destination(self, url: EndpointURL) -> None:
         self._run(url, f"destination {url}", lambda sftp: self._check_destination(sftp, url))
 

@@ -1,0 +1,291 @@
+"""Pydantic models of a dataset (``cp -r``) that cross Temporal: the request, the state
+carried across continue-as-new, the listing and batch activities' inputs and results,
+progress, the result and the status a client shows.
+
+Small by construction: a page of entries (bounded by ``page_size``), a batch of names
+(bounded by ``batch_files``), at most :data:`MAX_FAILURES_KEPT` failures with their
+reasons. Sizes are bytes, durations seconds.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from staccato.models import MiB, TransferOptions
+
+#: failed files kept with their reason (in the result, the status, the carried state);
+#: the count of those beyond is kept too
+MAX_FAILURES_KEPT = 1000
+#: names shown as "current files" in progress
+MAX_CURRENT_SHOWN = 8
+DATASET_ID_PREFIX = "staccato-dataset-"
+
+
+class DatasetState(StrEnum):
+    """States of a dataset (README.md, "Directories and prefixes").
+
+    ``completed_with_errors``: every file was tried; some failed (each one with its
+    reason in the result and ``status --failures``); the others are copied.
+    """
+
+    scheduled = "scheduled"
+    running = "running"
+    completed = "completed"
+    completed_with_errors = "completed_with_errors"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+class FileFailure(BaseModel):
+    """A file of the dataset that was not copied, and why."""
+
+    name: str
+    reason: str
+
+
+class DatasetCarried(BaseModel):
+    """What one run of ``DatasetWorkflow`` hands the next (continue-as-new).
+
+    Attributes:
+        after: every entry with a name <= this (UTF-8 byte order) was handled; the
+            listing restarts after it (None: from the start).
+        retry_index: with ``retry_failed``: how many of those names were handled.
+        listing_done: the listing ended (and every entry was handled).
+        runs: runs so far (this one included once it continues).
+        started_at: when the first run started, seconds since the epoch (for the rate).
+    """
+
+    after: str | None = None
+    retry_index: int = 0
+    files_listed: int = 0
+    files_done: int = 0
+    files_skipped: int = 0
+    files_failed: int = 0
+    bytes_listed: int = 0
+    bytes_done: int = 0
+    failures: list[FileFailure] = Field(default_factory=list)
+    runs: int = 1
+    started_at: float | None = None
+
+
+class DatasetRequest(BaseModel):
+    """Input of ``DatasetWorkflow``.
+
+    Attributes:
+        source_root: canonical URL of the source directory or prefix (file, s3, sftp).
+        destination_root: canonical URL of the destination directory or prefix.
+        options: the transfer options every file is copied with (``sync_level``
+            included).
+        include, exclude: ``fnmatch`` globs on the relative name ('/'-separated; ``*``
+            also matches '/'); a name is copied when it matches some include (or none
+            is given) and no exclude.
+        small_file_max: files up to this size are copied in batches (many per
+            activity); larger ones each by a child ``TransferWorkflow``.
+        retry_failed: copy only these relative names (a previous run's failures).
+        page_size: entries per listing page.
+        batch_files, batch_bytes: a batch holds at most this many files / bytes.
+        max_batches, max_children: batches / child transfers in flight at once.
+        history_limit: events in one run's history after which it drains what is in
+            flight and continues as new (Temporal suggests continuing at 4 MiB or
+            10,240 events; the default stays well under).
+        carried: the previous run's state (continue-as-new), None on the first run.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    source_root: str
+    destination_root: str
+    options: TransferOptions = TransferOptions()
+    include: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=list)
+    small_file_max: int = Field(64 * MiB, ge=0)
+    retry_failed: list[str] | None = None
+    page_size: int = Field(1000, ge=1, le=10_000)
+    batch_files: int = Field(256, ge=1, le=10_000)
+    batch_bytes: int = Field(256 * MiB, ge=1)
+    max_batches: int = Field(8, ge=1, le=64)
+    max_children: int = Field(4, ge=1, le=64)
+    history_limit: int = Field(8000, ge=100, le=40_000)
+    carried: DatasetCarried | None = None
+
+    @field_validator("source_root", "destination_root")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if "://" not in value:
+            raise ValueError(
+                f"{value!r} is not an absolute URL; send the canonical form, e.g. "
+                "file:///absolute/dir (clients canonicalise with staccato.urls.parse_url)"
+            )
+        return value
+
+
+class ListInput(BaseModel):
+    """Input of ``list_entries``: one page of the source, or the entries of given names.
+
+    Attributes:
+        after, limit: the page (``Driver.list_page``).
+        names: instead of listing, stat these relative names (``--retry-failed``).
+    """
+
+    source_root: str
+    destination_root: str
+    after: str | None = None
+    limit: int = 1000
+    include: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=list)
+    names: list[str] | None = None
+    small_file_max: int = 64 * MiB
+
+
+class DatasetEntry(BaseModel):
+    """One file of a page.
+
+    Attributes:
+        name: relative name as the source spells it.
+        size: bytes.
+        error: why it cannot be copied (a broken link, a name the destination cannot
+            hold); the file fails with it.
+        source, destination: canonical URLs, only for a large file (a child transfer's
+            request); batches build them on the worker.
+    """
+
+    name: str
+    size: int = 0
+    error: str | None = None
+    source: str | None = None
+    destination: str | None = None
+
+
+class ListResult(BaseModel):
+    """A page: the entries that passed the filters, and where the next page starts.
+
+    Attributes:
+        last: the last name the page covered (filtered out or not): the listing's cursor
+            once every entry up to it is handled.
+        next_after: None at the end of the listing.
+        skipped_by_filters: entries left out by include/exclude.
+    """
+
+    entries: list[DatasetEntry]
+    last: str | None = None
+    next_after: str | None = None
+    skipped_by_filters: int = 0
+
+
+class BatchFile(BaseModel):
+    """A file of a batch: relative name and listed size (bytes)."""
+
+    name: str
+    size: int
+
+
+class BatchInput(BaseModel):
+    """Input of ``copy_batch``.
+
+    Attributes:
+        key: unique per batch within the dataset run; write sessions are keyed by it
+            and the file's index, so a retried batch reopens the temp file it left.
+    """
+
+    source_root: str
+    destination_root: str
+    files: list[BatchFile]
+    options: TransferOptions
+    key: str
+
+
+class BatchResult(BaseModel):
+    """What a batch did: files copied, skipped (up to date), failed (with reasons),
+    bytes copied."""
+
+    done: int = 0
+    skipped: int = 0
+    bytes: int = 0
+    failures: list[FileFailure] = Field(default_factory=list)
+
+
+class BatchCheckpoint(BatchResult):
+    """``copy_batch``'s heartbeat details: every file before ``next_index`` is handled
+    (copied, skipped or failed, as counted)."""
+
+    next_index: int = 0
+    current: str | None = None
+
+
+class DatasetProgress(BaseModel):
+    """The ``progress`` query of ``DatasetWorkflow`` (no history cost)."""
+
+    state: DatasetState
+    source: str
+    destination: str
+    files_listed: int = 0
+    files_done: int = 0
+    files_skipped: int = 0
+    files_failed: int = 0
+    bytes_listed: int = 0
+    bytes_done: int = 0
+    listing_done: bool = False
+    current: list[str] = Field(default_factory=list)
+    runs: int = 1
+    started_at: float | None = None
+    now: float | None = None
+    error: str | None = None
+
+
+class DatasetResult(BaseModel):
+    """Result of ``DatasetWorkflow`` (also when some files failed).
+
+    Attributes:
+        failures: at most :data:`MAX_FAILURES_KEPT` failed files with reasons;
+            ``files_failed`` counts them all.
+    """
+
+    state: DatasetState
+    source: str
+    destination: str
+    files_done: int
+    files_skipped: int
+    files_failed: int
+    bytes_done: int
+    duration_s: float
+    runs: int
+    failures: list[FileFailure] = Field(default_factory=list)
+
+
+class DatasetStatus(BaseModel):
+    """What ``staccato status --json`` prints for a dataset.
+
+    Attributes:
+        files_total: files listed so far (final once ``listing_done``).
+        rate_files_per_s, rate_bytes_per_s: since the dataset started.
+        eta_s: seconds left at that rate, once the listing is done.
+        current: files being copied now (a few).
+        failures: failed files with reasons (at most :data:`MAX_FAILURES_KEPT`).
+    """
+
+    id: str
+    kind: str = "dataset"
+    state: DatasetState
+    source: str
+    destination: str
+    files_total: int
+    files_done: int
+    files_skipped: int
+    files_failed: int
+    bytes_total: int
+    bytes_done: int
+    listing_done: bool
+    rate_files_per_s: float | None = None
+    rate_bytes_per_s: float | None = None
+    eta_s: float | None = None
+    current: list[str] = Field(default_factory=list)
+    runs: int = 1
+    error: str | None = None
+    failures: list[FileFailure] = Field(default_factory=list)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """Plain dict with the enum as text."""
+        return self.model_dump(mode="json")
