@@ -1,0 +1,1 @@
+"""Dataset transfers: a directory or prefix copied object by object."""
