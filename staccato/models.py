@@ -489,3 +489,41 @@ class TransferStatus(BaseModel):
     def to_json_dict(self) -> dict[str, Any]:
         """Plain dict with the enum as text."""
         return self.model_dump(mode="json")
+
+
+# -- directory and prefix listings (Driver.list_page) -----------------------------------
+
+
+class ListEntry(BaseModel):
+    """One object under a listed directory or prefix (``Driver.list_page``).
+
+    Attributes:
+        name: the name relative to the listed root, exactly as the source spells it,
+            ``/``-separated (an S3 key minus the prefix, kept byte for byte: ``a//b``,
+            ``x/./y``, ``+``, ``%2B``, NFC or NFD). An error entry for a directory ends
+            in ``/`` (``dir/``).
+        size: bytes (a symbolic link's: its target's); 0 for an error entry.
+        modified_at: modification time, seconds since the epoch; None if unknown.
+        error: why this name cannot be copied ("broken symbolic link", "symbolic link
+            loop", "cannot list directory: permission denied", ...); None for an object
+            to copy.
+    """
+
+    name: str
+    size: int = 0
+    modified_at: float | None = None
+    error: str | None = None
+
+
+class ListPage(BaseModel):
+    """A page of a listing, in strictly increasing order of ``name`` as UTF-8 bytes.
+
+    Attributes:
+        entries: at most the ``limit`` asked for (fewer is not the end).
+        next_after: pass it as ``after`` for the next page; None when the listing is
+            over. A page of ``limit`` entries of names up to 1,024 bytes is at most
+            ~``limit`` KiB of JSON (Temporal's payload limit is 2 MiB).
+    """
+
+    entries: list[ListEntry]
+    next_after: str | None = None

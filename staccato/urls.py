@@ -8,7 +8,9 @@ Accepted forms (tests/test_units.py ``test_canonical_urls`` and ``test_bad_urls`
 * ``http://host[:port]/path?query``, ``https://...`` (sources only): scheme and host
   lower-cased, default port dropped, fragment dropped.
 * ``s3://bucket/key[?profile=NAME]``: the key is an opaque string (S3 keys are not
-  paths: ``a//b``, ``/lead``, ``x/./y`` stay as written).
+  paths: ``a//b``, ``/lead``, ``x/./y``, ``%2B`` stay as written). A key holding ``?``,
+  a tab, a line break or ending in white space is written percent-encoded in the query
+  instead: ``s3://bucket/?key=a%3Fb`` (the canonical form of such keys).
 * ``sftp://[user@]host[:port]/path``.
 
 Credentials never appear in a URL: a password is refused with :class:`InvalidURLError`
@@ -210,7 +212,100 @@ def _file_url(path: str) -> EndpointURL:
     path = os.path.normpath(path)
     if path.startswith("//"):
         path = "/" + path.lstrip("/")
-    return EndpointURL("file", "file://" + quote(path, safe="/"), path)
+    return EndpointURL("file", _file_canonical(path), path)
+
+
+def _file_canonical(path: str) -> str:
+    return "file://" + quote(path, safe="/")
+
+
+def _s3_canonical(bucket: str, key: str, params: dict[str, str]) -> str:
+    """``s3://bucket/key[?profile=NAME]`` with the key written as is (S3 keys are
+    opaque: ``%2B`` is the three characters ``%2B``); a key that text cannot hold that
+    way (:func:`_key_needs_quoting`) goes percent-encoded in ``?key=``:
+    ``s3://bucket/?key=a%3Fb[&profile=NAME]``. Either way one text per object."""
+    profile = f"profile={quote(params['profile'])}" if params else ""
+    if not _key_needs_quoting(key):
+        return f"s3://{bucket}/{key}" + (f"?{profile}" if profile else "")
+    return f"s3://{bucket}/?key={quote(key, safe='/')}" + (f"&{profile}" if profile else "")
+
+
+def _key_needs_quoting(key: str) -> bool:
+    """Whether the raw key cannot be written after ``s3://bucket/``: a ``?`` (it would
+    start the query), a tab, line break or NUL, or white space at its end (URLs with
+    those are refused as typed text)."""
+    return "?" in key or any(c in key for c in "\r\n\t\0") or key != key.rstrip()
+
+
+def _sftp_canonical(host: str, port: int | None, user: str | None, path: str) -> str:
+    netloc = (f"{user}@" if user else "") + (f"[{host}]" if ":" in host else host)
+    if port is not None and port != 22:
+        netloc += f":{port}"
+    return f"sftp://{netloc}{quote(path, safe='/')}"
+
+
+def directory_prefix(root: EndpointURL) -> str:
+    """The path (file, sftp) or key prefix (s3) that names the objects under the
+    directory or prefix ``root``, ending in ``/``: ``s3://b/run`` and ``s3://b/run/``
+    both hold ``run/x``; ``s3://b/`` (a whole bucket) holds every key, prefix ``""``."""
+    if root.scheme == "s3":
+        return root.key if not root.key or root.key.endswith("/") else root.key + "/"
+    return root.path if root.path.endswith("/") else root.path + "/"
+
+
+def child_url(root: EndpointURL, name: str) -> EndpointURL:
+    """The URL of the object ``name`` (a relative name, ``/``-separated) under the
+    directory or prefix ``root``, built from its parts, never by parsing text: the name
+    is taken byte for byte (``%2B`` stays the three characters ``%2B``; an S3 key keeps
+    ``a//b`` and ``x/./y``).
+
+    The canonical text of the result parses back to the same object (workflows carry
+    URLs as canonical text); a name that text cannot say is refused.
+
+    Raises:
+        InvalidURLError: ``root`` is an http(s) URL, or the result's canonical text would
+            name another object (file and sftp paths are normalised when parsed, so
+            ``.``/``..`` segments and ``//`` are refused; an S3 key with ``?``, a tab or
+            line break, or ending in white space cannot be written in an ``s3://`` URL;
+            an S3 key over 1,024 bytes).
+    """
+    path = directory_prefix(root) + name
+    if root.scheme == "file":
+        url = EndpointURL("file", _file_canonical(path), path)
+    elif root.scheme == "s3":
+        url = EndpointURL(
+            "s3",
+            _s3_canonical(root.bucket, path, root.params),
+            path,
+            host=root.host,
+            params=dict(root.params),
+        )
+    elif root.scheme == "sftp":
+        url = EndpointURL(
+            "sftp",
+            _sftp_canonical(root.host, root.port, root.user, path),
+            path,
+            host=root.host,
+            port=root.port,
+            user=root.user,
+        )
+    else:
+        raise InvalidURLError(
+            f"{root} names a single {root.scheme} object, not a directory: nothing can be "
+            "named under it"
+        )
+    try:
+        again = parse_url(url.canonical)
+    except InvalidURLError as err:
+        raise InvalidURLError(
+            f"{name!r} under {root} cannot be written as a {root.scheme} URL: {err}"
+        ) from None
+    if again != url:
+        raise InvalidURLError(
+            f"{name!r} under {root} cannot be written as a {root.scheme} URL: its text "
+            f"{again.canonical!r} names another object"
+        )
+    return url
 
 
 #: longest S3 object key, bytes of UTF-8 (S3 API limit, ``KeyTooLongError``)
@@ -220,17 +315,28 @@ S3_MAX_KEY_BYTES = 1024
 def _s3_url(text: str) -> EndpointURL:
     rest = text[len("s3://") :]
     params: dict[str, str] = {}
+    quoted_key: str | None = None
     if "?" in rest:
         rest, query = rest.split("?", 1)
         for item in query.split("&"):
             name, _, value = item.partition("=")
-            if name != "profile" or not value:
+            if name == "key" and quoted_key is None:
+                quoted_key = unquote(value)
+                continue
+            if name != "profile" or not value or name in params:
                 raise InvalidURLError(
-                    f"malformed S3 URL {redact(text)!r}: the only query parameter understood is "
-                    "?profile=NAME"
+                    f"malformed S3 URL {redact(text)!r}: the query parameters understood are "
+                    "?profile=NAME and ?key=PERCENT-ENCODED-KEY"
                 )
             params[name] = unquote(value)
     bucket, _, key = rest.partition("/")
+    if quoted_key is not None:
+        if key:
+            raise InvalidURLError(
+                f"malformed S3 URL {redact(text)!r}: give the key after the bucket or in "
+                "?key=, not both"
+            )
+        key = quoted_key
     if not _BUCKET_RE.match(bucket) or ".." in bucket:
         raise InvalidURLError(
             f"invalid S3 bucket name {bucket!r} in {redact(text)!r}: 3-63 characters of lowercase "
@@ -241,8 +347,7 @@ def _s3_url(text: str) -> EndpointURL:
             f"S3 key in {text[:80]!r}... is {len(key.encode('utf-8'))} bytes long; S3 keys are "
             f"at most {S3_MAX_KEY_BYTES} bytes of UTF-8 (S3 API limit): use a shorter key"
         )
-    canonical = f"s3://{bucket}/{key}" + (f"?profile={quote(params['profile'])}" if params else "")
-    return EndpointURL("s3", canonical, key, host=bucket, params=params)
+    return EndpointURL("s3", _s3_canonical(bucket, key, params), key, host=bucket, params=params)
 
 
 def _sftp_url(
@@ -262,8 +367,5 @@ def _sftp_url(
             f"malformed SFTP URL {redact(text)!r}: expected an absolute path after the host"
         )
     host = host.lower()
-    netloc = (f"{user}@" if user else "") + (f"[{host}]" if ":" in host else host)
-    if port is not None and port != 22:
-        netloc += f":{port}"
-    canonical = f"sftp://{netloc}{quote(path, safe='/')}"
+    canonical = _sftp_canonical(host, port, user, path)
     return EndpointURL("sftp", canonical, path, host=host, port=port, user=user)

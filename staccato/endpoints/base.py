@@ -26,7 +26,7 @@ from typing import ClassVar
 
 from staccato import checksums
 from staccato.errors import UnsupportedError
-from staccato.models import ObjectInfo, WriteSession
+from staccato.models import ListPage, ObjectInfo, WriteSession
 from staccato.plan import chunk_bounds
 from staccato.urls import EndpointURL
 
@@ -218,6 +218,28 @@ class Driver(abc.ABC):
     @abc.abstractmethod
     def open_read(self, url: EndpointURL, info: ObjectInfo, offset: int, length: int) -> Reader:
         """A reader of ``[offset, offset+length)`` of the version pinned in ``info``."""
+
+    def list_page(self, root: EndpointURL, after: str | None, limit: int) -> ListPage:
+        """One page of the objects under the directory or prefix ``root``
+        (docs/architecture.md, "Listing a directory or prefix").
+
+        Entries come in strictly increasing order of their relative name as UTF-8 bytes
+        (S3 ListObjectsV2 order), starting after ``after`` (S3 ``StartAfter``
+        semantics), at most ``limit`` of them. The listing restarts from ``after``
+        alone (no other state). Only objects are entries: directories are walked,
+        empty ones leave no trace; a symbolic link to a file is followed; a broken
+        link, a loop or an unreadable directory is an entry with ``error`` set.
+
+        Raises:
+            NotFoundError: ``root`` does not exist.
+            NotAFileError: ``root`` is a file, not a directory.
+            UnsupportedError: the endpoint names single objects (http).
+            PermissionDeniedError, RetryableError: as the endpoint reports.
+        """
+        raise UnsupportedError(
+            f"cannot list {root}: {self.scheme} endpoints name single objects, not "
+            "directories; name a file, or use a file, s3 or sftp source for a directory"
+        )
 
     def check_destination(self, url: EndpointURL) -> None:
         """Fail early if ``url`` cannot be written (missing parent, not writable, ...).

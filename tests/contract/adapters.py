@@ -36,6 +36,9 @@ class EndpointAdapter(abc.ABC):
             endpoint takes for a multi-chunk write (S3: 5 MiB parts), so tests stay fast.
         name_limit: longest name (bytes, UTF-8) the endpoint takes for the last
             component of an object's name (a file system's NAME_MAX, S3's 1,024-byte key).
+        listable: ``driver.list_page`` lists a directory or prefix (not http).
+        opaque_keys: names are opaque keys, not paths (S3: ``a//b``, ``x/./y``, ``dir/``
+            beside ``dir`` are distinct objects).
     """
 
     name: ClassVar[str]
@@ -43,6 +46,8 @@ class EndpointAdapter(abc.ABC):
     supports_ranges: ClassVar[bool] = True
     chunk_size: ClassVar[int] = 64 * 1024
     name_limit: ClassVar[int] = 255
+    listable: ClassVar[bool] = True
+    opaque_keys: ClassVar[bool] = False
 
     def __init__(self, driver: Driver) -> None:
         self.driver = driver
@@ -50,6 +55,10 @@ class EndpointAdapter(abc.ABC):
     @abc.abstractmethod
     def url(self, name: str) -> EndpointURL:
         """The URL of ``name`` in this test's namespace (the object need not exist)."""
+
+    def list_root(self) -> EndpointURL:
+        """The URL of this test's namespace as a directory or prefix (what is listed)."""
+        return self.url("")
 
     @abc.abstractmethod
     def put(self, name: str, data: bytes) -> EndpointURL:
@@ -120,6 +129,7 @@ class _LocalDirectory(EndpointAdapter):
 
     def put(self, name: str, data: bytes) -> EndpointURL:
         path = self._path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         path.chmod(0o644)
         return self.url(name)
@@ -162,7 +172,7 @@ class FileAdapter(_LocalDirectory):
     name = "file"
 
     def url(self, name: str) -> EndpointURL:
-        return parse_url(str(self._path(name)))
+        return parse_url("file://" + quote(str(self._path(name))))
 
     def missing_parent(self, name: str) -> EndpointURL:
         return parse_url(str(self.root / "no-such-dir" / name))
@@ -190,6 +200,7 @@ class HTTPAdapter(_LocalDirectory):
 
     name = "http"
     writable = False
+    listable = False
 
     def __init__(self, driver: Driver, root: Path, base_url: str) -> None:
         super().__init__(driver, root)
@@ -213,6 +224,7 @@ class S3Adapter(EndpointAdapter):
     """``s3://`` on a real SeaweedFS; the namespace is a fresh key prefix in a bucket."""
 
     name = "s3"
+    opaque_keys = True
     chunk_size = 5 * 1024 * 1024  # S3's smallest part but the last
     # S3's longest key is 1,024 bytes of UTF-8; the namespace's prefix takes its share
 

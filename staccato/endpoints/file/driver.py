@@ -1,8 +1,9 @@
-"""The ``file`` driver: stat, read, check the destination and its free space, open,
-publish and abort write sessions (the session's files: :mod:`.session`)."""
+"""The ``file`` driver: stat, read, list a directory tree, check the destination and its
+free space, open, publish and abort write sessions (the session's files: :mod:`.session`)."""
 
 from __future__ import annotations
 
+import errno
 import os
 import stat as stat_module
 from pathlib import Path
@@ -25,13 +26,21 @@ from staccato.endpoints.file.session import (
     session_paths,
     unlink_if_present,
 )
+from staccato.endpoints.listing import (
+    BROKEN_LINK,
+    LINK_LOOP,
+    Child,
+    ListDirectoryError,
+    page,
+    walk,
+)
 from staccato.errors import (
     DestinationMissingError,
     NotAFileError,
     PermanentError,
     PermissionDeniedError,
 )
-from staccato.models import ObjectInfo, WriteSession
+from staccato.models import ListPage, ObjectInfo, WriteSession
 from staccato.plan import chunk_count
 from staccato.urls import EndpointURL
 
@@ -79,6 +88,43 @@ class FileDriver(Driver):
 
     def open_read(self, url: EndpointURL, info: ObjectInfo, offset: int, length: int) -> Reader:
         return FileReader(url.path, info, offset, length)
+
+    def list_page(self, root: EndpointURL, after: str | None, limit: int) -> ListPage:
+        """The files under the directory ``root`` (see :meth:`Driver.list_page` and
+        :mod:`staccato.endpoints.listing` for the order and restart). Symbolic links are
+        followed, to files and to directories (a link back to a directory being walked
+        is a ``symbolic link loop`` entry); FIFOs, sockets and devices are error
+        entries; a name that is not valid UTF-8 is an error entry spelled with
+        ``\\xNN`` escapes. A file or directory removed while being listed is left
+        out. Memory: the entries of the directories on the current path + one page.
+
+        Raises:
+            NotFoundError, PermissionDeniedError: ``root`` is missing or unreadable.
+            PermanentError: ``root`` is not a directory.
+        """
+        top = root.path
+        try:
+            st = os.stat(top)
+        except OSError as err:
+            raise os_error(err, f"source directory {top}") from None
+        if not stat_module.S_ISDIR(st.st_mode):
+            raise PermanentError(
+                f"source {top} is not a directory: a recursive copy lists a directory; "
+                "copy a single file without -r"
+            )
+
+        def list_dir(prefix: str) -> list[Child]:
+            try:
+                return _children(os.path.join(top, prefix))
+            except OSError as err:
+                if not prefix:
+                    raise os_error(err, f"source directory {top}") from None
+                if err.errno == errno.ENOENT:
+                    return []  # removed while listed
+                reason = "permission denied" if err.errno == errno.EACCES else err.strerror
+                raise ListDirectoryError(f"cannot list directory: {reason}") from None
+
+        return page(walk(list_dir, (st.st_dev, st.st_ino), after), limit)
 
     def check_destination(self, url: EndpointURL) -> None:
         target = Path(url.path)
@@ -253,3 +299,40 @@ class FileDriver(Driver):
     def abort(self, session: WriteSession) -> None:
         unlink_if_present(session.session_id)
         unlink_if_present(session.data["journal"])
+
+
+def _children(path: str) -> list[Child]:
+    """The children of the directory ``path``, symbolic links followed.
+
+    Raises:
+        OSError: the directory cannot be read.
+    """
+    found: list[Child] = []
+    with os.scandir(path) as entries:
+        for entry in entries:
+            name = entry.name
+            try:
+                name.encode("utf-8")
+            except UnicodeEncodeError:
+                shown = os.fsencode(name).decode("utf-8", "backslashreplace")
+                found.append(Child(shown, error="the name is not valid UTF-8"))
+                continue
+            try:
+                st = entry.stat(follow_symlinks=True)
+            except OSError as err:
+                if err.errno == errno.ENOENT:
+                    if entry.is_symlink():
+                        found.append(Child(name, error=BROKEN_LINK))
+                    continue  # removed while listed
+                if err.errno == errno.ELOOP:
+                    found.append(Child(name, error=LINK_LOOP))
+                else:
+                    found.append(Child(name, error=f"cannot stat: {err.strerror}"))
+                continue
+            if stat_module.S_ISDIR(st.st_mode):
+                found.append(Child(name, is_dir=True, identity=(st.st_dev, st.st_ino)))
+            elif stat_module.S_ISREG(st.st_mode):
+                found.append(Child(name, size=st.st_size, modified_at=st.st_mtime))
+            else:
+                found.append(Child(name, error="not a regular file (a FIFO, socket or device)"))
+    return found

@@ -1,0 +1,80 @@
+"""From a listed name to the destination object's URL (docs/architecture.md, "Listing a
+directory or prefix").
+
+A name is the source's relative name exactly as listed (``Driver.list_page``): opaque,
+kept byte for byte (``+``, ``%2B``, spaces, NFC and NFD spellings are different names).
+:func:`target_url` builds the destination URL from its parts, never by parsing text,
+and refuses a name the destination cannot hold as that same name, so no file is ever
+written under a name other than its own (which could overwrite another source's file).
+"""
+
+from __future__ import annotations
+
+from staccato.errors import InvalidURLError, PermanentError
+from staccato.urls import S3_MAX_KEY_BYTES, EndpointURL, child_url, directory_prefix
+
+#: longest name of one path segment on the file systems Staccato writes to (NAME_MAX of
+#: Linux's ext4, xfs, btrfs...), bytes of UTF-8
+NAME_MAX_BYTES = 255
+
+
+class UnrepresentableNameError(PermanentError):
+    """The destination cannot hold this source name as it is spelled (the message says
+    which name, where and why); only this object fails."""
+
+
+def name_problem(destination_root: EndpointURL, name: str) -> str | None:
+    """Why the destination under ``destination_root`` cannot hold ``name``, or None.
+
+    File and SFTP destinations are POSIX file systems: a name is split at ``/``, and
+    an empty segment (``a//b``, a leading or trailing ``/``), a ``.`` or ``..`` segment
+    (the path would name another file), a segment over 255 bytes (NAME_MAX) or a NUL
+    cannot be written as itself. S3 keys hold anything up to 1,024 bytes of UTF-8.
+    """
+    try:
+        encoded = name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "the name is not valid UTF-8"
+    if not name:
+        return "the name is empty"
+    if destination_root.scheme == "s3":
+        key_bytes = len(directory_prefix(destination_root).encode("utf-8")) + len(encoded)
+        if key_bytes > S3_MAX_KEY_BYTES:
+            return (
+                f"the key would be {key_bytes} bytes; S3 keys are at most "
+                f"{S3_MAX_KEY_BYTES} bytes of UTF-8"
+            )
+        return None
+    if "\0" in name:
+        return "a file name cannot hold a NUL character"
+    for segment in name.split("/"):
+        if not segment:
+            return (
+                "it has an empty path segment ('//', or a leading or trailing '/'): a file "
+                "system cannot hold it as a different name from the one without"
+            )
+        if segment in (".", ".."):
+            return f"it has a {segment!r} path segment: as a path it names another file"
+        if len(segment.encode("utf-8")) > NAME_MAX_BYTES:
+            return (
+                f"its segment {segment[:40]!r}... is {len(segment.encode('utf-8'))} bytes; "
+                f"file names are at most {NAME_MAX_BYTES} bytes (NAME_MAX)"
+            )
+    return None
+
+
+def target_url(destination_root: EndpointURL, name: str) -> EndpointURL:
+    """The URL of the object ``name`` under the destination directory or prefix
+    ``destination_root`` (an S3 root ``s3://b/run`` is the prefix ``run/``).
+
+    Raises:
+        UnrepresentableNameError: the destination cannot hold ``name`` as it is spelled
+            (:func:`name_problem`), or no URL of that scheme can name it.
+    """
+    problem = name_problem(destination_root, name)
+    if problem is None:
+        try:
+            return child_url(destination_root, name)
+        except InvalidURLError as err:
+            problem = str(err)
+    raise UnrepresentableNameError(f"cannot copy {name!r} to {destination_root}: {problem}")

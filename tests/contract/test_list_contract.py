@@ -1,0 +1,199 @@
+"""The listing side of the driver contract (``Driver.list_page``), for every endpoint
+that lists: the objects under a directory or prefix, in strictly increasing order of
+their relative name as UTF-8 bytes, page by page, restartable from any name; odd names
+come back byte for byte and map to the same object at a destination of the same kind
+(``staccato.datasets.names.target_url``). Endpoints that name single objects (http)
+refuse to list with a clear error."""
+
+from __future__ import annotations
+
+import os
+import unicodedata
+
+import pytest
+
+from staccato.datasets.names import target_url
+from staccato.errors import NotFoundError, PermanentError, UnsupportedError
+from staccato.models import ListEntry, ListPage
+from staccato.urls import parse_url
+from tests.contract.adapters import EndpointAdapter, _LocalDirectory
+
+#: names every endpoint keeps as themselves (sizes differ, so a mix-up shows)
+ODD_NAMES = [
+    "+",
+    "%2B",
+    "a b",
+    " lead",
+    "trail ",
+    "q?x",
+    "hash#x",
+    unicodedata.normalize("NFC", "café"),
+    unicodedata.normalize("NFD", "café"),
+    "d-x",
+    "d/a",
+    "d/e/f",
+    "d0",
+    "empty.bin",
+    "ü/ß.txt",
+]
+
+
+def _listable(endpoint: EndpointAdapter) -> EndpointAdapter:
+    if not endpoint.listable:
+        pytest.skip(f"{endpoint.name} endpoints name single objects")
+    return endpoint
+
+
+def _fill(endpoint: EndpointAdapter, names: list[str]) -> dict[str, int]:
+    sizes = {}
+    for i, name in enumerate(names):
+        size = 0 if name == "empty.bin" else i + 1
+        endpoint.put(name, bytes([i % 256]) * size)
+        sizes[name] = size
+    return sizes
+
+
+def _all(endpoint: EndpointAdapter, limit: int, after: str | None = None) -> list[ListEntry]:
+    entries: list[ListEntry] = []
+    for _ in range(10_000):
+        page = endpoint.driver.list_page(endpoint.list_root(), after, limit)
+        assert len(page.entries) <= limit
+        assert ListPage.model_validate_json(page.model_dump_json()) == page  # via Temporal
+        entries += page.entries
+        if page.next_after is None:
+            return entries
+        assert page.entries, "a page before the end holds at least one entry"
+        assert page.next_after == page.entries[-1].name
+        after = page.next_after
+    raise AssertionError("the listing never ended")
+
+
+def _in_byte_order(names: list[str]) -> list[str]:
+    return sorted(names, key=lambda n: n.encode("utf-8"))
+
+
+def test_list_gives_every_object_once_in_byte_order(endpoint: EndpointAdapter) -> None:
+    endpoint = _listable(endpoint)
+    names = [*ODD_NAMES, endpoint.long_name("utf-8")]
+    sizes = _fill(endpoint, names)
+    entries = _all(endpoint, 1000)
+    assert [e.name for e in entries] == _in_byte_order(names)
+    assert all(e.error is None for e in entries), entries
+    assert {e.name: e.size for e in entries} == sizes
+    assert all(e.modified_at is not None for e in entries)
+
+
+@pytest.mark.parametrize("limit", [1, 2, 1000])
+def test_pages_of_any_size_and_any_restart_give_the_same_sequence(
+    endpoint: EndpointAdapter, limit: int
+) -> None:
+    endpoint = _listable(endpoint)
+    _fill(endpoint, ODD_NAMES)
+    whole = [e.name for e in _all(endpoint, 1000)]
+    assert [e.name for e in _all(endpoint, limit)] == whole
+    for i, name in enumerate(whole):  # restart from every name (S3 StartAfter semantics)
+        assert [e.name for e in _all(endpoint, limit, after=name)] == whole[i + 1 :]
+    # from a name that is not listed: the names above it
+    assert [e.name for e in _all(endpoint, limit, after="d/b")] == [
+        n for n in whole if n.encode() > b"d/b"
+    ]
+
+
+def test_listed_names_map_to_the_same_objects(endpoint: EndpointAdapter) -> None:
+    """Each listed name, mapped under the same root, names the object it came from (the
+    URL is built, never re-parsed: ``%2B`` stays ``%2B``) and survives canonical text."""
+    endpoint = _listable(endpoint)
+    names = [*ODD_NAMES, endpoint.long_name("ascii")]
+    sizes = _fill(endpoint, names)
+    for entry in _all(endpoint, 1000):
+        url = target_url(endpoint.list_root(), entry.name)
+        assert url == endpoint.url(entry.name)
+        assert parse_url(url.canonical) == url
+        assert endpoint.driver.stat(url).size == sizes[entry.name]
+
+
+def test_keys_that_are_not_paths_are_kept(endpoint: EndpointAdapter) -> None:
+    """S3 keys are opaque: ``a//b``, ``x/./y``, ``../up``, a leading ``/`` and ``dir/``
+    beside ``dir`` are distinct objects; a 0-byte key ending in ``/`` is a folder marker
+    (skipped)."""
+    endpoint = _listable(endpoint)
+    if not endpoint.opaque_keys:
+        pytest.skip(f"{endpoint.name} names are paths")
+    names = ["a//b", "x/./y", "x/../up", "/lead", "dir", "dir/", "dir/z"]
+    sizes = _fill(endpoint, names)
+    endpoint.put("marker/", b"")
+    entries = _all(endpoint, 1)
+    assert [e.name for e in entries] == _in_byte_order(names)
+    for entry in entries:
+        url = target_url(endpoint.list_root(), entry.name)
+        assert url.key.endswith(entry.name)
+        assert endpoint.driver.stat(url).size == sizes[entry.name]
+
+
+def test_missing_root(endpoint: EndpointAdapter) -> None:
+    """A missing directory is NotFound; a prefix with no keys is an empty listing (S3
+    has no directories)."""
+    endpoint = _listable(endpoint)
+    missing = endpoint.url("no-such-dir/")
+    if endpoint.opaque_keys:
+        assert endpoint.driver.list_page(missing, None, 10) == ListPage(entries=[])
+    else:
+        with pytest.raises(NotFoundError):
+            endpoint.driver.list_page(missing, None, 10)
+
+
+def test_endpoints_of_single_objects_refuse_to_list(read_only: EndpointAdapter) -> None:
+    with pytest.raises(UnsupportedError, match="name single objects"):
+        read_only.driver.list_page(read_only.list_root(), None, 10)
+
+
+# -- directory trees (file, sftp): symbolic links, empty and unreadable directories ----
+
+
+@pytest.fixture(params=["file", "sftp"])
+def tree(request: pytest.FixtureRequest) -> _LocalDirectory:
+    """An endpoint serving a local directory tree the test builds directly."""
+    adapter = request.getfixturevalue(f"{request.param}_endpoint")
+    assert isinstance(adapter, _LocalDirectory)
+    return adapter
+
+
+def test_symbolic_links_are_followed_and_bad_ones_reported(tree: _LocalDirectory) -> None:
+    """A link to a file is that file (its size); a link to a directory is walked; a
+    broken link, a link cycle and a link back to a directory being walked are error
+    entries naming the link; FIFOs are error entries; the walk ends."""
+    root = tree.root
+    tree.put("data/f.bin", b"12345")
+    (root / "file-link").symlink_to("data/f.bin")
+    (root / "dir-link").symlink_to("data")
+    (root / "broken").symlink_to("no-such-file")
+    (root / "loop-a").symlink_to("loop-b")
+    (root / "loop-b").symlink_to("loop-a")
+    (root / "data" / "up").symlink_to("..")
+    os.mkfifo(root / "fifo")
+    entries = {e.name: e for e in _all(tree, 2)}
+    assert list(entries) == _in_byte_order(list(entries))
+    assert {n: (e.size, e.error) for n, e in entries.items()} == {
+        "broken": (0, "broken symbolic link"),
+        "data/f.bin": (5, None),
+        "data/up/": (0, "symbolic link loop"),
+        "dir-link/f.bin": (5, None),
+        "dir-link/up/": (0, "symbolic link loop"),
+        "fifo": (0, "not a regular file (a FIFO, socket or device)"),
+        "file-link": (5, None),
+        "loop-a": (0, "symbolic link loop"),
+        "loop-b": (0, "symbolic link loop"),
+    }
+
+
+def test_empty_directories_leave_no_entry(tree: _LocalDirectory) -> None:
+    (tree.root / "empty" / "deeper").mkdir(parents=True)
+    (tree.root / "also-empty").mkdir()
+    tree.put("x/y.bin", b"y")
+    assert [e.name for e in _all(tree, 1)] == ["x/y.bin"]
+
+
+def test_a_file_is_not_a_directory(tree: _LocalDirectory) -> None:
+    url = tree.put("single.bin", b"1")
+    with pytest.raises(PermanentError, match="not a directory"):
+        tree.driver.list_page(url, None, 10)
