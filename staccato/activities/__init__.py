@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from staccato.activities.copy import copy_stream
+from staccato.activities.dataset import copy_batch, list_entries
 from staccato.activities.sync import sync_check
 from staccato.activities.transfer import (
     cleanup,
@@ -27,13 +28,17 @@ ALL_ACTIVITIES: list[Callable[..., Any]] = [
     verify,
     cleanup,
     sync_check,
+    list_entries,
+    copy_batch,
 ]
 
 __all__ = [
     "ALL_ACTIVITIES",
     "cleanup",
     "confirm_source",
+    "copy_batch",
     "copy_stream",
+    "list_entries",
     "prepare",
     "publish",
     "stat",

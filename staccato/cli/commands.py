@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from staccato.cli import render
+from staccato.cli import datasets, render
 from staccato.cli.common import fail, run
 from staccato.cli.options import (
     ChecksumOption,
@@ -25,6 +25,8 @@ from staccato.cli.options import (
     transfer_options,
 )
 from staccato.client import StaccatoClient
+from staccato.dataset_client import list_datasets
+from staccato.datasets.models import DATASET_ID_PREFIX, DatasetState, DatasetStatus
 from staccato.models import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_RETRY_FOR_S,
@@ -47,9 +49,28 @@ def submit(
     retry_for: RetryForOption = DEFAULT_RETRY_FOR_S,
     as_json: JsonOption = False,
     sync_level: SyncLevelOption = None,
+    recursive: datasets.RecursiveOption = False,
+    include: datasets.IncludeOption = None,
+    exclude: datasets.ExcludeOption = None,
+    retry_failed: datasets.RetryFailedOption = False,
+    small_file_max: datasets.SmallFileMaxOption = None,
 ) -> None:
-    """Start a transfer and print its id; it runs on the workers whether or not you stay."""
+    """Start a transfer (with -r: a dataset) and print its id; it runs on the workers
+    whether or not you stay."""
     options = transfer_options(chunk_size, streams, verify, checksum, retry_for, sync_level)
+    datasets.check_recursive_options(recursive, include, exclude, retry_failed, small_file_max)
+    if recursive:
+        datasets.submit_recursive(
+            source,
+            destination,
+            options,
+            include or [],
+            exclude or [],
+            small_file_max,
+            retry_failed,
+            as_json,
+        )
+        return
 
     async def go() -> str:
         StaccatoClient.make_request(source, destination, options)  # usage errors before connecting
@@ -72,6 +93,11 @@ def cp(
     retry_for: RetryForOption = DEFAULT_RETRY_FOR_S,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
     sync_level: SyncLevelOption = None,
+    recursive: datasets.RecursiveOption = False,
+    include: datasets.IncludeOption = None,
+    exclude: datasets.ExcludeOption = None,
+    retry_failed: datasets.RetryFailedOption = False,
+    small_file_max: datasets.SmallFileMaxOption = None,
 ) -> None:
     """Copy SOURCE to DESTINATION and follow it with a progress bar.
 
@@ -79,8 +105,24 @@ def cp(
     following; the transfer goes on (see `staccato status`). With --sync-level, a
     destination that already matches completes at once: "up to date (LEVEL): nothing
     copied".
+
+    With -r, SOURCE is a directory or prefix: every file under it is copied (exit 1
+    when some failed: `staccato status --failures ID` lists them).
     """
     options = transfer_options(chunk_size, streams, verify, checksum, retry_for, sync_level)
+    datasets.check_recursive_options(recursive, include, exclude, retry_failed, small_file_max)
+    if recursive:
+        datasets.cp_recursive(
+            source,
+            destination,
+            options,
+            include or [],
+            exclude or [],
+            small_file_max,
+            retry_failed,
+            quiet,
+        )
+        return
 
     async def go() -> TransferStatus:
         StaccatoClient.make_request(source, destination, options)
@@ -127,8 +169,17 @@ def _exit_for(final: TransferStatus) -> None:
     fail(f"transfer {final.id} {final.state.value}: {final.error or final.state.value}")
 
 
-def status(transfer: TransferArg, as_json: JsonOption = False) -> None:
-    """Show one transfer: state, bytes, rate, ETA, checksum, error."""
+def status(
+    transfer: TransferArg,
+    as_json: JsonOption = False,
+    failures: Annotated[
+        bool, typer.Option("--failures", help="A dataset's failed files and why, one a line.")
+    ] = False,
+) -> None:
+    """Show one transfer or dataset: state, bytes (files), rate, ETA, checksum, error."""
+    if transfer.startswith(DATASET_ID_PREFIX) or failures:
+        datasets.status(transfer, as_json, failures)
+        return
 
     async def go() -> TransferStatus:
         client = await StaccatoClient.connect()
@@ -156,11 +207,23 @@ def list_transfers(
         return await client.list(state=state, limit=limit)
 
     statuses = run(go)
+    sets: list[DatasetStatus] = []
+    if state is None or state.value in DatasetState.__members__:
+
+        async def go_datasets() -> list[DatasetStatus]:
+            client = await StaccatoClient.connect()
+            found = await list_datasets(client, limit=limit)
+            return [d for d in found if state is None or d.state.value == state.value]
+
+        sets = run(go_datasets)
     if as_json:
-        typer.echo(json.dumps([s.to_json_dict() for s in statuses], indent=2))
+        rows = [s.to_json_dict() for s in statuses] + [d.to_json_dict() for d in sets]
+        typer.echo(json.dumps(rows, indent=2))
         return
     for s in statuses:
         typer.echo(render.list_row(s))
+    for d in sets:
+        typer.echo(datasets.list_row(d))
 
 
 def _control(transfer: str, action: str, done: str) -> None:

@@ -252,7 +252,7 @@ class Driver(abc.ABC):
                 f"{url.scheme} endpoints can only be sources, not destinations: {url}"
             )
 
-    def make_parents(self, url: EndpointURL) -> None:
+    def make_parents(self, url: EndpointURL) -> None:  # noqa: B027 - optional hook
         """Create the missing directories above ``url`` (a dataset's nested names);
         nothing to do where names hold no directories (S3, the default).
 

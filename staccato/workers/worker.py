@@ -50,6 +50,7 @@ from temporalio.worker import SharedHeartbeatSender, SharedStateManager, Worker
 
 from staccato import settings
 from staccato.activities import ALL_ACTIVITIES
+from staccato.datasets.workflow import DatasetWorkflow
 from staccato.errors import RetryableError
 from staccato.secrets import install_log_scrubber
 from staccato.workflows import TransferWorkflow
@@ -267,7 +268,7 @@ class StaccatoWorker:
         self.worker = Worker(
             self._client,
             task_queue=self._task_queue,
-            workflows=[TransferWorkflow],
+            workflows=[TransferWorkflow, DatasetWorkflow],
             activities=ALL_ACTIVITIES,
             activity_executor=self._executor,
             shared_state_manager=self._shared,

@@ -65,7 +65,7 @@ class FileDriver(Driver):
             raise os_error(err, f"source {url.path}") from None
         if stat_module.S_ISDIR(st.st_mode):
             raise NotAFileError(
-                f"source {url.path} is a directory; name a file (directory transfers are not supported yet)"
+                f"source {url.path} is a directory; name a file, or copy the directory with cp -r"
             )
         if not stat_module.S_ISREG(st.st_mode):
             raise PermanentError(f"source {url.path} is not a regular file")

@@ -128,7 +128,7 @@ class SFTPDriver(Driver):
             mode = attrs.st_mode or 0
             if stat_module.S_ISDIR(mode):
                 raise IsADirectory(
-                    f"source {url} is a directory; name a file (directory transfers are not supported yet)"
+                    f"source {url} is a directory; name a file, or copy the directory with cp -r"
                 )
             if not stat_module.S_ISREG(mode):
                 raise PermanentError(f"source {url} is not a regular file")

@@ -1,0 +1,251 @@
+"""The activities of a dataset (``cp -r``): ``list_entries`` (one page of the source,
+filtered, with the names the destination cannot hold marked) and ``copy_batch`` (many
+small files in one activity, each with a single transfer's guarantees:
+:func:`staccato.activities.object_copy.copy_object`).
+
+Resume of a batch: its heartbeat details (:class:`BatchCheckpoint`) say how many files
+are handled and what they counted. Heartbeats reach the server at most every second or
+so, so after a worker is killed a few files past the checkpoint may be published
+already: a retried attempt compares each file from the checkpoint on with its
+destination at the checksum level (both read, nothing written) and counts those that
+match as done, until the first one that does not; from there it copies. The file that
+was half-written reopens its write session (same key) and copies only the chunks the
+destination does not hold.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import time
+
+from pydantic import ValidationError
+from temporalio import activity
+from temporalio.exceptions import CancelledError
+
+from staccato.activities.errors import mapped_errors
+from staccato.activities.object_copy import copy_object, up_to_date
+from staccato.activities.stream_progress import StreamStopped, heartbeat
+from staccato.activities.transfer import check_file_roots, stat_source
+from staccato.datasets.models import (
+    BatchCheckpoint,
+    BatchInput,
+    BatchResult,
+    DatasetEntry,
+    FileFailure,
+    ListInput,
+    ListResult,
+)
+from staccato.datasets.names import target_url
+from staccato.endpoints import get_driver
+from staccato.endpoints.base import keepalive_hook
+from staccato.errors import (
+    ChecksumMismatchError,
+    NotFoundError,
+    PermanentError,
+    StaccatoError,
+    WriteSessionLostError,
+)
+from staccato.models import SyncLevel, TransferOptions
+from staccato.urls import EndpointURL, parse_url
+
+_HEARTBEAT_EVERY_S = 0.5
+#: attempts per file in one batch when its copy proved bad (a checksum mismatch after
+#: writing, a write session lost): like a single transfer's fresh write session
+_FILE_ATTEMPTS = 2
+
+
+def selected(name: str, include: list[str], exclude: list[str]) -> bool:
+    """Whether ``name`` passes the filters: some include glob matches (or there is
+    none) and no exclude glob does (``fnmatch``, case-sensitive; ``*`` matches ``/``
+    too, so ``*.log`` matches ``a/b.log``)."""
+    if include and not any(fnmatch.fnmatchcase(name, glob) for glob in include):
+        return False
+    return not any(fnmatch.fnmatchcase(name, glob) for glob in exclude)
+
+
+class _Beat:
+    """A heartbeat hook at most every 0.5 s with the given details; raises
+    :class:`StreamStopped` when the activity is cancelled or the worker is gone."""
+
+    def __init__(self, details: object) -> None:
+        self.details = details
+        self._last = 0.0
+        self._parent = os.getppid()
+
+    def __call__(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < _HEARTBEAT_EVERY_S:
+            return
+        self._last = now
+        if os.getppid() != self._parent:
+            raise StreamStopped("worker process is gone")
+        heartbeat(self.details)
+
+
+@activity.defn(name="list_entries")
+@mapped_errors
+def list_entries(request: ListInput) -> ListResult:
+    """One page of the source (or, with ``names``, those names' current entries),
+    filtered by include/exclude; each entry whose name the destination cannot hold
+    carries that reason as its error; a large file carries its source and
+    destination URLs (a child transfer's request).
+
+    Raises:
+        NotFoundError, NotAFileError, UnsupportedError: the source root cannot be listed.
+        RetryableError: as the endpoint reports.
+    """
+    check_file_roots(request.source_root, request.destination_root)
+    root = parse_url(request.source_root)
+    destination_root = parse_url(request.destination_root)
+    beat = _Beat(None)
+    with keepalive_hook(beat):
+        if request.names is not None:
+            raw = [_named_entry(root, name) for name in request.names]
+            last = request.names[-1] if request.names else request.after
+            next_after: str | None = None
+        else:
+            page = get_driver(root.scheme).list_page(root, request.after, request.limit)
+            raw = [DatasetEntry(name=e.name, size=e.size, error=e.error) for e in page.entries]
+            next_after = page.next_after
+            last = raw[-1].name if raw else request.after
+    entries: list[DatasetEntry] = []
+    filtered = 0
+    for entry in raw:
+        if not selected(entry.name, request.include, request.exclude):
+            filtered += 1
+            continue
+        entries.append(_with_destination(entry, root, destination_root, request.small_file_max))
+    return ListResult(
+        entries=entries, last=last, next_after=next_after, skipped_by_filters=filtered
+    )
+
+
+def _named_entry(root: EndpointURL, name: str) -> DatasetEntry:
+    """The entry of ``name`` under ``root`` as it is now (``--retry-failed``)."""
+    try:
+        info = stat_source(target_url(root, name).canonical)
+    except NotFoundError:
+        return DatasetEntry(name=name, error=f"{name!r} is no longer at the source")
+    except PermanentError as err:
+        return DatasetEntry(name=name, error=str(err))
+    return DatasetEntry(name=name, size=info.size)
+
+
+def _with_destination(
+    entry: DatasetEntry, root: EndpointURL, destination_root: EndpointURL, small_file_max: int
+) -> DatasetEntry:
+    """``entry`` with its error set when the destination cannot hold its name, and its
+    URLs when it is a large file."""
+    if entry.error is not None:
+        return entry
+    try:
+        destination = target_url(destination_root, entry.name)
+        source = target_url(root, entry.name)
+        if entry.size > small_file_max:
+            # the child transfer writes into an existing directory, as any transfer does
+            get_driver(destination.scheme).make_parents(destination)
+            return entry.model_copy(
+                update={"source": source.canonical, "destination": destination.canonical}
+            )
+    except PermanentError as err:
+        return entry.model_copy(update={"error": str(err)})
+    return entry
+
+
+@activity.defn(name="copy_batch")
+@mapped_errors
+def copy_batch(request: BatchInput) -> BatchResult:
+    """Copy the batch's files one after the other (see the module docstring for resume).
+
+    A file that cannot be copied (missing, a name or a collision the destination
+    refuses, changed during the copy...) is counted as failed with its reason and the
+    batch goes on; a transient failure fails the attempt (Temporal retries it from the
+    heartbeat's checkpoint).
+
+    Returns:
+        Files copied, skipped (up to date at ``options.sync_level``), failed with
+        reasons, bytes written.
+
+    Raises:
+        RetryableError: a transient failure (the attempt is retried).
+        CancelledError: the dataset was cancelled.
+    """
+    check_file_roots(request.source_root, request.destination_root)
+    state = _previous(request)
+    resuming = activity.info().attempt > 1
+    beat = _Beat(state)
+    root = parse_url(request.source_root)
+    destination_root = parse_url(request.destination_root)
+    try:
+        with keepalive_hook(beat):
+            for index in range(state.next_index, len(request.files)):
+                name = request.files[index].name
+                state.current = name
+                beat()
+                resuming = _copy_one(request, index, root, destination_root, state, resuming, beat)
+                state.next_index = index + 1
+            state.current = None
+    except StreamStopped:
+        raise CancelledError("batch stopped: cancelled or its worker is gone") from None
+    except StaccatoError:
+        beat(force=True)  # the retry starts at the file that failed
+        raise
+    return BatchResult(
+        done=state.done, skipped=state.skipped, bytes=state.bytes, failures=state.failures
+    )
+
+
+def _previous(request: BatchInput) -> BatchCheckpoint:
+    details = activity.info().heartbeat_details
+    if details:
+        try:
+            return BatchCheckpoint.model_validate(details[0])
+        except ValidationError:
+            pass
+    return BatchCheckpoint()
+
+
+def _copy_one(
+    request: BatchInput,
+    index: int,
+    root: EndpointURL,
+    destination_root: EndpointURL,
+    state: BatchCheckpoint,
+    resuming: bool,
+    beat: _Beat,
+) -> bool:
+    """Copy file ``index`` of the batch, counting it in ``state``.
+
+    Returns:
+        Whether the next file should still be checked as possibly done by a previous
+        attempt (see the module docstring).
+    """
+    name = request.files[index].name
+    options: TransferOptions = request.options
+    try:
+        source = target_url(root, name).canonical
+        destination = target_url(destination_root, name).canonical
+        if resuming:
+            matched, _ = up_to_date(source, destination, SyncLevel.checksum, options)
+            if matched:
+                state.done += 1
+                state.bytes += request.files[index].size
+                return True
+        for attempt in range(_FILE_ATTEMPTS):
+            key = f"{request.key}-{index}" + (f"-{attempt}" if attempt else "")
+            try:
+                outcome = copy_object(source, destination, options, key, beat)
+                break
+            except (ChecksumMismatchError, WriteSessionLostError):
+                if attempt + 1 == _FILE_ATTEMPTS:
+                    raise
+    except PermanentError as err:
+        state.failures.append(FileFailure(name=name, reason=str(err)))
+        return False
+    if outcome.copied:
+        state.done += 1
+        state.bytes += outcome.bytes
+    else:
+        state.skipped += 1
+    return False

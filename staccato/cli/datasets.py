@@ -1,0 +1,297 @@
+"""``cp -r`` / ``submit -r`` and a dataset's ``status``: the command side of datasets
+(:mod:`staccato.dataset_client`). Exit codes: 0 every file copied or up to date;
+1 some files failed (``completed_with_errors``, listed by ``status --failures``), the
+dataset failed or was cancelled; 2 a usage error."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated
+
+import typer
+
+from staccato.cli import render
+from staccato.cli.common import EXIT_USAGE, fail, run
+from staccato.cli.options import parse_size
+from staccato.client import StaccatoClient
+from staccato.dataset_client import (
+    dataset_status,
+    follow_dataset,
+    make_dataset_request,
+    submit_dataset,
+)
+from staccato.datasets.models import DatasetState, DatasetStatus
+from staccato.models import TransferOptions
+
+#: seconds between two progress lines when stderr is not a terminal
+PLAIN_LINE_INTERVAL_S = 2.0
+
+
+async def _submit(
+    client: StaccatoClient,
+    source: str,
+    destination: str,
+    options: TransferOptions,
+    include: list[str],
+    exclude: list[str],
+    small_file_max: int | None,
+    retry_failed: bool,
+) -> str:
+    extra = {} if small_file_max is None else {"small_file_max": small_file_max}
+    return await submit_dataset(
+        client,
+        source,
+        destination,
+        options,
+        include=include,
+        exclude=exclude,
+        retry_failed=retry_failed,
+        **extra,
+    )
+
+
+RecursiveOption = Annotated[
+    bool,
+    typer.Option(
+        "--recursive",
+        "-r",
+        help="SOURCE is a directory (file, sftp) or prefix (s3): copy every file under it "
+        "to DESTINATION, keeping relative names.",
+    ),
+]
+IncludeOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--include",
+        metavar="GLOB",
+        help="With -r: copy only names matching GLOB (fnmatch on the relative name; * "
+        "also matches /). Repeatable.",
+    ),
+]
+ExcludeOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--exclude", metavar="GLOB", help="With -r: skip names matching GLOB. Repeatable."
+    ),
+]
+RetryFailedOption = Annotated[
+    bool,
+    typer.Option(
+        "--retry-failed",
+        help="With -r: copy only the files that failed in the last dataset to DESTINATION.",
+    ),
+]
+SmallFileMaxOption = Annotated[
+    int | None,
+    typer.Option(
+        "--small-file-max",
+        parser=parse_size,
+        metavar="SIZE",
+        help="With -r: files up to SIZE are copied many per activity; larger ones each "
+        "as a transfer of its own (resumable mid-file). Default 64MiB.",
+        show_default=False,
+    ),
+]
+
+
+def check_recursive_options(
+    recursive: bool,
+    include: list[str] | None,
+    exclude: list[str] | None,
+    retry_failed: bool,
+    small_file_max: int | None,
+) -> None:
+    """Refuse the dataset options without ``-r`` (exit 2, naming the option)."""
+    if recursive:
+        return
+    for name, given in (
+        ("--include", include),
+        ("--exclude", exclude),
+        ("--retry-failed", retry_failed),
+        ("--small-file-max", small_file_max),
+    ):
+        if given:
+            fail(f"{name} applies to directories and prefixes: add -r", EXIT_USAGE)
+
+
+def submit_recursive(
+    source: str,
+    destination: str,
+    options: TransferOptions,
+    include: list[str],
+    exclude: list[str],
+    small_file_max: int | None,
+    retry_failed: bool,
+    as_json: bool,
+) -> None:
+    """``submit -r``: start the dataset and print its id."""
+
+    async def go() -> str:
+        make_dataset_request(source, destination, options, include=include, exclude=exclude)
+        client = await StaccatoClient.connect()
+        return str(
+            await _submit(
+                client,
+                source,
+                destination,
+                options,
+                include,
+                exclude,
+                small_file_max,
+                retry_failed,
+            )
+        )
+
+    dataset = run(go)
+    typer.echo(json.dumps({"id": dataset}) if as_json else dataset)
+
+
+def cp_recursive(
+    source: str,
+    destination: str,
+    options: TransferOptions,
+    include: list[str],
+    exclude: list[str],
+    small_file_max: int | None,
+    retry_failed: bool,
+    quiet: bool,
+) -> None:
+    """``cp -r``: start the dataset and follow it with a progress bar; exit 1 when
+    some files failed."""
+
+    async def go() -> DatasetStatus:
+        make_dataset_request(source, destination, options, include=include, exclude=exclude)
+        client = await StaccatoClient.connect()
+        dataset = str(
+            await _submit(
+                client,
+                source,
+                destination,
+                options,
+                include,
+                exclude,
+                small_file_max,
+                retry_failed,
+            )
+        )
+        if not quiet:
+            typer.echo(f"dataset {dataset}: {source} -> {destination}", err=True)
+        return await follow(client, dataset, quiet=quiet)
+
+    final = run(go)
+    exit_for(final)
+
+
+def progress_text(s: DatasetStatus) -> str:
+    """``120/2000 files, 3 up to date, 1 failed, 1.5 MiB, 240.0 files/s eta 8s``."""
+    total = f"{s.files_total}" + ("" if s.listing_done else "+")
+    parts = [f"{s.files_done}/{total} files"]
+    if s.files_skipped:
+        parts.append(f"{s.files_skipped} up to date")
+    if s.files_failed:
+        parts.append(f"{s.files_failed} failed")
+    parts.append(render.size(s.bytes_done))
+    rate = f"{s.rate_files_per_s} files/s" if s.rate_files_per_s else ""
+    eta = f" eta {s.eta_s:.0f}s" if s.eta_s is not None else ""
+    return ", ".join(parts) + (f", {rate}" if rate else "") + eta
+
+
+async def follow(client: StaccatoClient, dataset: str, *, quiet: bool) -> DatasetStatus:
+    """Follow ``dataset`` until it ends: the same rich bar as a single transfer's
+    (files handled of files listed, bytes, rate) on a terminal, a line every
+    :data:`PLAIN_LINE_INTERVAL_S` otherwise, nothing if ``quiet``."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    final: DatasetStatus | None = None
+    if quiet:
+        async for final in follow_dataset(client, dataset):  # noqa: B007 - keep the last
+            pass
+    elif console.is_terminal:
+        columns = (
+            TextColumn("[bold]{task.fields[state]}"),
+            BarColumn(),
+            TextColumn("{task.fields[note]}"),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=console, transient=False) as bar:
+            task = bar.add_task("copy", total=None, state="scheduled", note="")
+            async for final in follow_dataset(client, dataset):
+                handled = final.files_done + final.files_skipped + final.files_failed
+                bar.update(
+                    task,
+                    total=final.files_total if final.listing_done else None,
+                    completed=handled,
+                    state=final.state.value,
+                    note=progress_text(final),
+                )
+    else:
+        last_line = 0.0
+        async for final in follow_dataset(client, dataset):
+            now = time.monotonic()
+            if now - last_line >= PLAIN_LINE_INTERVAL_S or final.state != DatasetState.running:
+                last_line = now
+                console.print(
+                    f"{final.state.value}: {progress_text(final)}", highlight=False, soft_wrap=True
+                )
+    assert final is not None
+    return final
+
+
+def exit_for(final: DatasetStatus) -> None:
+    """Say how the dataset ended; exit 1 unless every file was copied or up to date."""
+    summary = (
+        f"{final.files_done} files copied ({render.size(final.bytes_done)}), "
+        f"{final.files_skipped} up to date, {final.files_failed} failed"
+    )
+    if final.state == DatasetState.completed:
+        typer.echo(f"completed: {summary}", err=True)
+        return
+    if final.state == DatasetState.completed_with_errors:
+        for failure in final.failures[:10]:
+            typer.echo(f"failed: {failure.name}: {failure.reason}", err=True)
+        more = final.files_failed - min(10, len(final.failures))
+        if more > 0:
+            typer.echo(f"... and {more} more (staccato status --failures {final.id})", err=True)
+        fail(
+            f"dataset {final.id} completed_with_errors: {summary}; copy the failed files "
+            "again with --retry-failed"
+        )
+    fail(f"dataset {final.id} {final.state.value}: {final.error or final.state.value}")
+
+
+def status_lines(s: DatasetStatus, failures: bool) -> list[str]:
+    """``staccato status`` of a dataset: ``key value`` lines; with ``failures`` one line
+    per failed file (name, tab, reason) instead."""
+    if failures:
+        lines = [f"{f.name}\t{f.reason}" for f in s.failures]
+        if s.files_failed > len(s.failures):
+            lines.append(f"... and {s.files_failed - len(s.failures)} more (names not kept)")
+        return lines
+    shown = s.to_json_dict()
+    shown.pop("failures")
+    shown["progress"] = progress_text(s)
+    return [f"{key:18} {value}" for key, value in shown.items() if value not in (None, [])]
+
+
+def status(dataset: str, as_json: bool, failures: bool) -> None:
+    """``staccato status`` of a dataset id (``staccato-dataset-...``)."""
+
+    async def go() -> DatasetStatus:
+        client = await StaccatoClient.connect()
+        return await dataset_status(client, dataset)
+
+    current = run(go)
+    if as_json:
+        data = current.to_json_dict()
+        typer.echo(json.dumps(data["failures"] if failures else data, indent=2))
+        return
+    for line in status_lines(current, failures):
+        typer.echo(line)
+
+
+def list_row(s: DatasetStatus) -> str:
+    """``staccato list``: a dataset's row beside the transfers'."""
+    return f"{s.id}  {s.state.value:10} {progress_text(s):40}  {s.source}/ -> {s.destination}/"

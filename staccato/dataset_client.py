@@ -1,0 +1,406 @@
+"""Datasets (``cp -r``) in the Python API: submit, status, list, follow.
+
+    async with await StaccatoClient.connect() as staccato:
+        dataset = await submit_dataset(staccato, "/data/run42", "s3://bucket/run42/")
+        async for status in follow_dataset(staccato, dataset): ...
+
+A dataset is one ``DatasetWorkflow`` with id ``staccato-dataset-`` + 32 hex of SHA-256
+of the canonical destination root (:func:`dataset_id`): one dataset writes under a root
+at a time; an identical request attaches to the running one. Like
+:class:`~staccato.client.StaccatoClient`, these talk to Temporal only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator, Sequence
+from datetime import timedelta
+from typing import Any
+
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from staccato.client import StaccatoClient
+from staccato.datasets.models import (
+    DATASET_ID_PREFIX,
+    BatchCheckpoint,
+    DatasetProgress,
+    DatasetRequest,
+    DatasetResult,
+    DatasetState,
+    DatasetStatus,
+)
+from staccato.errors import (
+    DestinationBusyError,
+    InvalidURLError,
+    StaccatoError,
+    TransferNotFoundError,
+)
+from staccato.models import MiB, TransferOptions
+from staccato.urls import EndpointURL, parse_url
+from staccato.workflows import search_attributes as sa
+
+#: schemes a dataset can be listed from
+LISTABLE_SCHEMES = ("file", "s3", "sftp")
+_TERMINAL = (
+    DatasetState.completed,
+    DatasetState.completed_with_errors,
+    DatasetState.failed,
+    DatasetState.cancelled,
+)
+_STATUS_STATES = {
+    WorkflowExecutionStatus.FAILED: DatasetState.failed,
+    WorkflowExecutionStatus.TERMINATED: DatasetState.failed,
+    WorkflowExecutionStatus.TIMED_OUT: DatasetState.failed,
+    WorkflowExecutionStatus.CANCELED: DatasetState.cancelled,
+}
+
+
+def _root_text(url: EndpointURL) -> str:
+    """The canonical root without a trailing '/' (``s3://b/run`` and ``s3://b/run/``,
+    ``/data/x`` and ``/data/x/`` are one root), except a bucket or file-system root."""
+    canonical = url.canonical
+    inner = url.key if url.scheme == "s3" else url.path
+    if canonical.endswith("/") and inner not in ("", "/"):
+        return canonical.rstrip("/")
+    return canonical
+
+
+def dataset_id(destination_root: str) -> str:
+    """The dataset id (= workflow id) for a destination directory or prefix."""
+    root = _root_text(parse_url(destination_root))
+    return DATASET_ID_PREFIX + hashlib.sha256(root.encode()).hexdigest()[:32]
+
+
+def make_dataset_request(
+    source: str,
+    destination: str,
+    options: TransferOptions | None = None,
+    *,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    small_file_max: int = 64 * MiB,
+    retry_failed: list[str] | None = None,
+    **tuning: Any,
+) -> DatasetRequest:
+    """Validate and canonicalise a dataset request.
+
+    Args:
+        tuning: further :class:`DatasetRequest` fields (``page_size``, ``batch_files``,
+            ``batch_bytes``, ``max_batches``, ``max_children``, ``history_limit``).
+
+    Raises:
+        InvalidURLError: a URL is malformed, the source cannot be listed (http), the
+            destination cannot be written, or one root lies inside the other.
+    """
+    src = parse_url(source)
+    dst = parse_url(destination)
+    if src.scheme not in LISTABLE_SCHEMES:
+        raise InvalidURLError(
+            f"cannot copy {src} recursively: {src.scheme} endpoints name single objects; "
+            "cp -r needs a file, s3 or sftp directory or prefix as source"
+        )
+    if dst.scheme not in LISTABLE_SCHEMES:
+        raise InvalidURLError(
+            f"{dst.scheme} endpoints can only be sources, not destinations: {dst}"
+        )
+    source_root, destination_root = _root_text(src), _root_text(dst)
+    for one, other in ((source_root, destination_root), (destination_root, source_root)):
+        if one == other or other.startswith(one.rstrip("/") + "/"):
+            raise InvalidURLError(
+                f"source {source_root} and destination {destination_root} overlap (one is "
+                "inside the other): the copy would list its own output; pick disjoint roots"
+            )
+    try:
+        return DatasetRequest(
+            source_root=source_root,
+            destination_root=destination_root,
+            options=options or TransferOptions(),
+            include=list(include),
+            exclude=list(exclude),
+            small_file_max=small_file_max,
+            retry_failed=retry_failed,
+            **tuning,
+        )
+    except ValueError as err:
+        raise InvalidURLError(f"invalid dataset request: {err}") from None
+
+
+def request_hash(request: DatasetRequest) -> str:
+    """Tells an identical re-submission (attach) from a different one (busy)."""
+    return hashlib.sha256(request.model_dump_json().encode()).hexdigest()[:32]
+
+
+async def failed_names(client: StaccatoClient, destination: str) -> list[str]:
+    """The relative names that failed in the last dataset to ``destination``.
+
+    Raises:
+        TransferNotFoundError: no dataset to that destination.
+        StaccatoError: it did not end with errors, or it failed more files than it kept
+            (then re-run with ``--sync-level``, which copies only what differs).
+    """
+    status = await dataset_status(client, dataset_id(destination))
+    if status.state != DatasetState.completed_with_errors:
+        raise StaccatoError(
+            f"dataset {status.id} is {status.state.value}: --retry-failed re-runs the "
+            "files of a dataset that ended completed_with_errors"
+        )
+    if status.files_failed > len(status.failures):
+        raise StaccatoError(
+            f"dataset {status.id} failed {status.files_failed} files and kept the names of "
+            f"{len(status.failures)}: re-run it with --sync-level size (or checksum) to copy "
+            "only what differs"
+        )
+    return [failure.name for failure in status.failures]
+
+
+async def submit_dataset(
+    client: StaccatoClient,
+    source: str,
+    destination: str,
+    options: TransferOptions | None = None,
+    *,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    small_file_max: int = 64 * MiB,
+    retry_failed: bool = False,
+    **tuning: Any,
+) -> str:
+    """Start copying the directory or prefix ``source`` to ``destination``; returns the
+    dataset id. With ``retry_failed`` only the previous dataset's failed files are copied.
+
+    Raises:
+        InvalidURLError: see :func:`make_dataset_request`.
+        DestinationBusyError: another dataset writes under that destination.
+        StaccatoError: ``retry_failed`` and nothing to retry (see :func:`failed_names`).
+    """
+    names = await failed_names(client, destination) if retry_failed else None
+    request = make_dataset_request(
+        source,
+        destination,
+        options,
+        include=include,
+        exclude=exclude,
+        small_file_max=small_file_max,
+        retry_failed=names,
+        **tuning,
+    )
+    workflow_id = dataset_id(request.destination_root)
+    digest = request_hash(request)
+    try:
+        await client.temporal.start_workflow(
+            "DatasetWorkflow",
+            request,
+            id=workflow_id,
+            task_queue=client.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            memo={
+                "source": request.source_root,
+                "destination": request.destination_root,
+                "request_hash": digest,
+                "kind": "dataset",
+            },
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(sa.SOURCE, sa.keyword(request.source_root)),
+                    SearchAttributePair(sa.DESTINATION, sa.keyword(request.destination_root)),
+                    SearchAttributePair(sa.STATE, DatasetState.scheduled.value),
+                ]
+            ),
+            static_summary=f"{request.source_root}/ -> {request.destination_root}/ (dataset)"[:200],
+        )
+    except WorkflowAlreadyStartedError:
+        description = await client.temporal.get_workflow_handle(workflow_id).describe()
+        memo = dict(await description.memo())
+        if memo.get("request_hash") == digest:
+            return workflow_id
+        raise DestinationBusyError(
+            f"destination busy: {request.destination_root} is being written by dataset "
+            f"{workflow_id} (from {memo.get('source', '?')}); wait for it to finish or "
+            f"cancel it with `staccato cancel {workflow_id}`"
+        ) from None
+    return workflow_id
+
+
+def _handle(client: StaccatoClient, dataset: str) -> WorkflowHandle[Any, Any]:
+    workflow_id = dataset if dataset.startswith(DATASET_ID_PREFIX) else dataset_id(dataset)
+    return client.temporal.get_workflow_handle(workflow_id, result_type=DatasetResult)
+
+
+async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
+    """Status of the latest dataset under ``dataset`` (an id or a destination root):
+    counts, bytes, rate, ETA (once the listing is done), current files, failures.
+
+    Raises:
+        TransferNotFoundError: no such dataset.
+    """
+    handle = _handle(client, dataset)
+    try:
+        description = await handle.describe()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise TransferNotFoundError(f"no dataset {dataset!r}") from None
+        raise
+    memo = dict(await description.memo())
+    if description.status == WorkflowExecutionStatus.COMPLETED:
+        return _from_result(handle.id, await handle.result())
+    progress: DatasetProgress | None = None
+    try:
+        progress = await handle.query(
+            "progress", result_type=DatasetProgress, rpc_timeout=timedelta(seconds=5)
+        )
+    except Exception:  # no worker answers, or the run is over: what visibility says
+        progress = None
+    if description.status in (
+        WorkflowExecutionStatus.RUNNING,
+        WorkflowExecutionStatus.CONTINUED_AS_NEW,  # between two runs
+    ):
+        state = progress.state if progress else DatasetState.running
+        error = None
+    else:
+        state = _STATUS_STATES.get(description.status, DatasetState.failed)  # type: ignore[arg-type]
+        error = await _failure_reason(handle, state)
+    status = DatasetStatus(
+        id=handle.id,
+        state=state,
+        source=memo.get("source", ""),
+        destination=memo.get("destination", ""),
+        files_total=0,
+        files_done=0,
+        files_skipped=0,
+        files_failed=0,
+        bytes_total=0,
+        bytes_done=0,
+        listing_done=False,
+        error=error,
+    )
+    if progress is None:
+        return status
+    done, done_bytes, current = progress.files_done, progress.bytes_done, []
+    if state == DatasetState.running:  # the batches' heartbeats: files done in flight
+        for pending in description.raw_description.pending_activities:
+            if pending.activity_type.name != "copy_batch":
+                continue
+            if not pending.heartbeat_details.payloads:
+                continue
+            try:
+                (details,) = await client.temporal.data_converter.decode(
+                    pending.heartbeat_details.payloads, [BatchCheckpoint]
+                )
+            except Exception:
+                continue
+            done += details.done
+            done_bytes += details.bytes
+            if details.current:
+                current.append(details.current)
+    elapsed = (progress.now or 0) - (progress.started_at or 0)
+    rate_files = (done + progress.files_skipped) / elapsed if elapsed > 0 else None
+    rate_bytes = done_bytes / elapsed if elapsed > 0 else None
+    handled = done + progress.files_skipped + progress.files_failed
+    eta = None
+    if progress.listing_done and rate_files:
+        eta = round(max(0, progress.files_listed - handled) / rate_files, 1)
+    return status.model_copy(
+        update={
+            "files_total": progress.files_listed,
+            "files_done": done,
+            "files_skipped": progress.files_skipped,
+            "files_failed": progress.files_failed,
+            "bytes_total": progress.bytes_listed,
+            "bytes_done": done_bytes,
+            "listing_done": progress.listing_done,
+            "rate_files_per_s": round(rate_files, 1) if rate_files is not None else None,
+            "rate_bytes_per_s": round(rate_bytes, 1) if rate_bytes is not None else None,
+            "eta_s": eta,
+            "current": current or progress.current,
+            "runs": progress.runs,
+            "error": error or progress.error,
+        }
+    )
+
+
+def _from_result(workflow_id: str, result: DatasetResult) -> DatasetStatus:
+    total = result.files_done + result.files_skipped + result.files_failed
+    return DatasetStatus(
+        id=workflow_id,
+        state=result.state,
+        source=result.source,
+        destination=result.destination,
+        files_total=total,
+        files_done=result.files_done,
+        files_skipped=result.files_skipped,
+        files_failed=result.files_failed,
+        bytes_total=result.bytes_done,
+        bytes_done=result.bytes_done,
+        listing_done=True,
+        rate_files_per_s=(
+            round((result.files_done + result.files_skipped) / result.duration_s, 1)
+            if result.duration_s > 0
+            else None
+        ),
+        rate_bytes_per_s=(
+            round(result.bytes_done / result.duration_s, 1) if result.duration_s > 0 else None
+        ),
+        runs=result.runs,
+        failures=result.failures,
+    )
+
+
+async def _failure_reason(handle: WorkflowHandle[Any, Any], state: DatasetState) -> str:
+    if state == DatasetState.cancelled:
+        return "cancelled"
+    try:
+        await handle.result()
+    except WorkflowFailureError as err:
+        cause: BaseException | None = err.cause
+        while getattr(cause, "cause", None) is not None:
+            cause = getattr(cause, "cause", None)
+        return getattr(cause, "message", None) or str(cause)
+    except Exception as err:
+        return str(err)
+    return "failed"
+
+
+async def list_datasets(client: StaccatoClient, *, limit: int = 50) -> list[DatasetStatus]:
+    """Recent datasets, newest first (one row per destination root)."""
+    statuses: list[DatasetStatus] = []
+    seen: set[str] = set()
+    async for execution in client.temporal.list_workflows("WorkflowType = 'DatasetWorkflow'"):
+        if execution.id in seen or not execution.id.startswith(DATASET_ID_PREFIX):
+            continue
+        seen.add(execution.id)
+        if len(seen) > limit:
+            break
+        try:
+            statuses.append(await dataset_status(client, execution.id))
+        except (TransferNotFoundError, RPCError):
+            continue
+    return statuses
+
+
+async def follow_dataset(
+    client: StaccatoClient, dataset: str, *, interval_s: float = 0.5
+) -> AsyncIterator[DatasetStatus]:
+    """Yield the status every ``interval_s`` seconds until the dataset ends (the last
+    one yielded is the final status)."""
+    while True:
+        current = await dataset_status(client, dataset)
+        yield current
+        if current.state in _TERMINAL:
+            return
+        await asyncio.sleep(interval_s)
+
+
+async def cancel_dataset(client: StaccatoClient, dataset: str) -> None:
+    """Cancel a running dataset (in-flight files stop; temp data is removed)."""
+    handle = _handle(client, dataset)
+    await handle.cancel()

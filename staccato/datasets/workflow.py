@@ -1,0 +1,462 @@
+"""``DatasetWorkflow``: copy a directory or prefix (``cp -r``) page by page.
+
+Loop: a ``list_entries`` activity lists one page of the source (``page_size`` entries,
+include/exclude applied on the worker); the next page is listed while this one is
+copied. Small files (<= ``small_file_max``) are grouped into batches (<= ``batch_files``
+files and <= ``batch_bytes``) copied by one ``copy_batch`` activity each; a large file
+is a child ``TransferWorkflow`` under its destination's transfer id (its lock),
+resumable mid-file. At most ``max_batches`` batches and ``max_children`` children are
+in flight. A file that fails (its name, a collision, a missing source...) is counted
+with its reason; the rest goes on; the dataset then ends ``completed_with_errors``.
+
+Id: ``staccato-dataset-`` + 32 hex of SHA-256 of the canonical destination root, so
+one dataset writes under a root at a time.
+
+History: per page ~6 events (list activity + workflow task), per batch ~6, per child
+~6. After ``history_limit`` events (less room for what is in flight) or when Temporal
+suggests it, the run stops dispatching, waits for everything in flight and continues
+as new with :class:`DatasetCarried` (listing cursor = the last name dispatched,
+counters, at most 1,000 failures). So one run holds a bounded history whatever the
+file count: with the defaults (1,000-entry pages, 256-file batches) ~30 events per
+1,000 small files, i.e. ~250,000 files per run.
+
+Cancel: batches and children in flight are cancelled (children clean up their temp
+data, batches abort the session of the file in flight at their next heartbeat).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RawValue, RetryPolicy, SearchAttributePair, TypedSearchAttributes
+from temporalio.exceptions import (
+    ApplicationError,
+    CancelledError,
+    ChildWorkflowError,
+    WorkflowAlreadyStartedError,
+)
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import ValidationError
+
+    from staccato import errors
+    from staccato.datasets.models import (
+        MAX_CURRENT_SHOWN,
+        MAX_FAILURES_KEPT,
+        BatchFile,
+        BatchInput,
+        BatchResult,
+        DatasetCarried,
+        DatasetEntry,
+        DatasetProgress,
+        DatasetRequest,
+        DatasetResult,
+        DatasetState,
+        FileFailure,
+        ListInput,
+        ListResult,
+    )
+    from staccato.models import TransferRequest, TransferResult
+    from staccato.workflows import search_attributes as sa
+
+from staccato.workflows.calls import RETRY
+from staccato.workflows.failures import reason
+
+DEFAULT_HEARTBEAT_TIMEOUT = timedelta(seconds=20)
+LIST_TIMEOUT = timedelta(minutes=10)
+#: events a batch or a child adds to the history (scheduled, started, completed and a
+#: workflow task), to keep room for what is in flight when the run continues as new
+EVENTS_PER_UNIT = 8
+TRANSFER_ID_PREFIX = "staccato-"
+
+
+def decode_dataset_request(raw: RawValue) -> DatasetRequest:
+    """Decode and validate the workflow input.
+
+    Raises:
+        ApplicationError: non-retryable, naming each invalid field.
+    """
+    payload = raw.payload
+    encoding = payload.metadata.get("encoding", b"").decode(errors="replace")
+    if encoding != "json/plain":
+        raise ApplicationError(
+            f"invalid DatasetWorkflow input: expected a JSON payload (encoding json/plain) "
+            f"holding a DatasetRequest, got encoding {encoding or 'none'!r} (a payload "
+            "encrypted by the codec needs STACCATO_CODEC_KEY on the worker)",
+            type=errors.INVALID_INPUT_TYPE,
+            non_retryable=True,
+        )
+    try:
+        return DatasetRequest.model_validate_json(payload.data)
+    except ValidationError as err:
+        problems = [
+            f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}"
+            for e in err.errors(include_url=False, include_input=False)
+        ]
+        raise ApplicationError(
+            "invalid DatasetWorkflow input: " + "; ".join(problems),
+            type=errors.INVALID_INPUT_TYPE,
+            non_retryable=True,
+        ) from None
+
+
+@workflow.defn(name="DatasetWorkflow", failure_exception_types=[TypeError])
+class DatasetWorkflow:
+    """Copies every file under ``request.source_root`` to ``request.destination_root``."""
+
+    def __init__(self) -> None:
+        self._request: DatasetRequest | None = None
+        self._carried = DatasetCarried()
+        self._state = DatasetState.scheduled
+        self._listing_done = False
+        self._batches: dict[int, asyncio.Task[None]] = {}
+        self._children: dict[str, asyncio.Task[None]] = {}
+        self._current: dict[int | str, str] = {}
+        self._units = 0
+        self._error: str | None = None
+
+    @workflow.run
+    async def run(self, raw_request: RawValue) -> DatasetResult:
+        """Copy the dataset; returns its result (``completed`` or
+        ``completed_with_errors``), continues as new when the history is long.
+
+        Raises:
+            ApplicationError: non-retryable: invalid input, or the source cannot be
+                listed (the reason).
+        """
+        request = decode_dataset_request(raw_request)
+        self._request = request
+        carried = request.carried or DatasetCarried(started_at=workflow.now().timestamp())
+        self._carried = carried
+        self._set_state(DatasetState.running)
+        try:
+            more = await self._copy_all(request)
+        except asyncio.CancelledError:
+            await self._stop_in_flight()
+            self._set_state(DatasetState.cancelled)
+            raise
+        except BaseException as err:
+            await self._stop_in_flight()
+            self._error = reason(err)
+            self._set_state(DatasetState.failed)
+            raise
+        if more:
+            carried.runs += 1
+            workflow.continue_as_new(request.model_copy(update={"carried": carried}))
+        state = (
+            DatasetState.completed_with_errors if carried.files_failed else DatasetState.completed
+        )
+        self._set_state(state)
+        return DatasetResult(
+            state=state,
+            source=request.source_root,
+            destination=request.destination_root,
+            files_done=carried.files_done,
+            files_skipped=carried.files_skipped,
+            files_failed=carried.files_failed,
+            bytes_done=carried.bytes_done,
+            duration_s=round(workflow.now().timestamp() - (carried.started_at or 0), 3),
+            runs=carried.runs,
+            failures=carried.failures,
+        )
+
+    # -- the loop --------------------------------------------------------------------
+
+    async def _copy_all(self, request: DatasetRequest) -> bool:
+        """List and dispatch until the listing ends (False) or this run's history is
+        full (True: continue as new); everything dispatched is done on return."""
+        carried = self._carried
+        names = request.retry_failed
+        after, index = carried.after, carried.retry_index
+        listing: asyncio.Task[ListResult] | None = asyncio.create_task(
+            self._list(request, after, index)
+        )
+        while listing is not None:
+            page = await listing
+            listing = None
+            base = index
+            if names is not None:
+                index += request.page_size
+                more = index < len(names)
+            else:
+                more = page.next_after is not None
+                after = page.next_after
+            if more and not self._history_full(request):
+                listing = asyncio.create_task(self._list(request, after, index))  # prefetch
+            stopped = await self._dispatch(request, page, base)
+            if stopped:
+                if listing is not None:
+                    listing.cancel()
+                    try:
+                        await listing
+                    except (asyncio.CancelledError, CancelledError, Exception):  # noqa: BLE001
+                        pass
+                await self._drain()
+                return True
+            if names is not None:
+                carried.retry_index = index
+            else:
+                carried.after = page.last
+            if more and listing is None:  # history full: this page was the run's last
+                await self._drain()
+                return True
+        await self._drain()
+        self._listing_done = True
+        return False
+
+    async def _dispatch(self, request: DatasetRequest, page: ListResult, base: int) -> bool:
+        """Start the work of ``page``'s entries (waiting for room in the windows).
+
+        Returns:
+            True when the run's history filled up before the page's end: the cursor
+            (``carried.after`` / ``retry_index``) then points at the last entry started.
+        """
+        carried = self._carried
+        group: list[BatchFile] = []
+        group_bytes = 0
+        handled: tuple[int, str] | None = None  # the last entry dispatched or failed
+
+        async def flush() -> None:
+            nonlocal group, group_bytes
+            if group:
+                await self._start_batch(request, group)
+            group, group_bytes = [], 0
+            if handled is not None:
+                self._advance(request, *handled)
+
+        for position, entry in enumerate(page.entries):
+            if self._history_full(request):
+                await flush()
+                return True
+            carried.files_listed += 1
+            carried.bytes_listed += entry.size
+            if entry.error is not None:
+                self._fail(entry.name, entry.error)
+            elif entry.destination is not None:  # large: a child transfer
+                await flush()
+                await self._start_child(request, entry)
+            else:
+                if group and (
+                    len(group) >= request.batch_files
+                    or group_bytes + entry.size > request.batch_bytes
+                ):
+                    await flush()
+                group.append(BatchFile(name=entry.name, size=entry.size))
+                group_bytes += entry.size
+            handled = (base + position, entry.name)
+            if not group:
+                self._advance(request, *handled)
+        await flush()
+        return False
+
+    def _advance(self, request: DatasetRequest, position: int, name: str) -> None:
+        """Every entry up to ``name`` (``position`` in the retry list) is started."""
+        if request.retry_failed is not None:
+            self._carried.retry_index = position + 1
+        else:
+            self._carried.after = name
+
+    def _history_full(self, request: DatasetRequest) -> bool:
+        info = workflow.info()
+        room = (request.max_batches + request.max_children) * EVENTS_PER_UNIT + 20
+        return (
+            info.is_continue_as_new_suggested()
+            or info.get_current_history_length() + room >= request.history_limit
+        )
+
+    async def _list(self, request: DatasetRequest, after: str | None, index: int) -> ListResult:
+        names = request.retry_failed
+        return await workflow.execute_activity(
+            "list_entries",
+            ListInput(
+                source_root=request.source_root,
+                destination_root=request.destination_root,
+                after=after,
+                limit=request.page_size,
+                include=request.include,
+                exclude=request.exclude,
+                names=names[index : index + request.page_size] if names is not None else None,
+                small_file_max=request.small_file_max,
+            ),
+            result_type=ListResult,
+            start_to_close_timeout=LIST_TIMEOUT,
+            heartbeat_timeout=self._heartbeat_timeout(request),
+            schedule_to_close_timeout=timedelta(seconds=request.options.retry_for_s),
+            retry_policy=RETRY,
+        )
+
+    def _heartbeat_timeout(self, request: DatasetRequest) -> timedelta:
+        seconds = request.options.heartbeat_timeout_s
+        return timedelta(seconds=seconds) if seconds else DEFAULT_HEARTBEAT_TIMEOUT
+
+    # -- batches -----------------------------------------------------------------------
+
+    async def _start_batch(self, request: DatasetRequest, files: list[BatchFile]) -> None:
+        await workflow.wait_condition(lambda: len(self._batches) < request.max_batches)
+        self._units += 1
+        number = self._units
+        info = workflow.info()
+        batch = BatchInput(
+            source_root=request.source_root,
+            destination_root=request.destination_root,
+            files=files,
+            options=request.options,
+            key=f"{info.workflow_id}-{info.run_id[:8]}-b{number}",
+        )
+        self._current[number] = files[0].name
+        self._batches[number] = asyncio.create_task(self._run_batch(request, number, batch))
+
+    async def _run_batch(self, request: DatasetRequest, number: int, batch: BatchInput) -> None:
+        size = sum(f.size for f in batch.files)
+        try:
+            result: BatchResult = await workflow.execute_activity(
+                "copy_batch",
+                batch,
+                result_type=BatchResult,
+                start_to_close_timeout=timedelta(seconds=600 + size // 1_000_000),
+                heartbeat_timeout=self._heartbeat_timeout(request),
+                schedule_to_close_timeout=timedelta(seconds=request.options.retry_for_s),
+                retry_policy=RETRY,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            # the attempt's counts are lost with it: every file is reported failed, and
+            # --retry-failed compares each one before copying
+            for f in batch.files:
+                self._fail(f.name, f"its batch failed: {reason(err)}")
+            return
+        finally:
+            self._batches.pop(number, None)
+            self._current.pop(number, None)
+        carried = self._carried
+        carried.files_done += result.done
+        carried.files_skipped += result.skipped
+        carried.bytes_done += result.bytes
+        for failure in result.failures:
+            self._fail(failure.name, failure.reason)
+        self._show()
+
+    # -- children ----------------------------------------------------------------------
+
+    async def _start_child(self, request: DatasetRequest, entry: DatasetEntry) -> None:
+        await workflow.wait_condition(lambda: len(self._children) < request.max_children)
+        self._units += 1
+        assert entry.destination is not None and entry.source is not None
+        child_id = TRANSFER_ID_PREFIX + hashlib.sha256(entry.destination.encode()).hexdigest()[:32]
+        self._current[child_id] = entry.name
+        self._children[child_id] = asyncio.create_task(self._run_child(request, entry, child_id))
+
+    async def _run_child(self, request: DatasetRequest, entry: DatasetEntry, child_id: str) -> None:
+        assert entry.destination is not None and entry.source is not None
+        transfer = TransferRequest(
+            source=entry.source, destination=entry.destination, options=request.options
+        )
+        try:
+            result: TransferResult = await workflow.execute_child_workflow(
+                "TransferWorkflow",
+                transfer,
+                id=child_id,
+                result_type=TransferResult,
+                parent_close_policy=workflow.ParentClosePolicy.REQUEST_CANCEL,
+                memo={
+                    "source": transfer.source,
+                    "destination": transfer.destination,
+                    "request_hash": transfer.request_hash(),
+                    "chunk_size": transfer.options.chunk_size,
+                    "streams": transfer.options.streams,
+                    "dataset": workflow.info().workflow_id,
+                },
+                search_attributes=TypedSearchAttributes(
+                    [
+                        SearchAttributePair(sa.SOURCE, sa.keyword(transfer.source)),
+                        SearchAttributePair(sa.DESTINATION, sa.keyword(transfer.destination)),
+                        SearchAttributePair(sa.STATE, "scheduled"),
+                    ]
+                ),
+                retry_policy=RetryPolicy(maximum_attempts=1),
+            )
+        except asyncio.CancelledError:
+            raise
+        except WorkflowAlreadyStartedError:
+            self._fail(
+                entry.name,
+                f"destination busy: {entry.destination} is being written by transfer {child_id}",
+            )
+            return
+        except ChildWorkflowError as err:
+            cause: BaseException = err
+            while isinstance(cause, ChildWorkflowError) and cause.cause is not None:
+                cause = cause.cause
+            self._fail(entry.name, reason(cause))
+            return
+        finally:
+            self._children.pop(child_id, None)
+            self._current.pop(child_id, None)
+        if result.up_to_date:
+            self._carried.files_skipped += 1
+        else:
+            self._carried.files_done += 1
+            self._carried.bytes_done += result.bytes
+        self._show()
+
+    # -- bookkeeping -------------------------------------------------------------------
+
+    def _fail(self, name: str, why: str) -> None:
+        carried = self._carried
+        carried.files_failed += 1
+        if len(carried.failures) < MAX_FAILURES_KEPT:
+            carried.failures.append(FileFailure(name=name, reason=why))
+
+    async def _drain(self) -> None:
+        await workflow.wait_condition(lambda: not self._batches and not self._children)
+
+    async def _stop_in_flight(self) -> None:
+        tasks: list[asyncio.Task[Any]] = [*self._batches.values(), *self._children.values()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _set_state(self, state: DatasetState) -> None:
+        self._state = state
+        workflow.upsert_search_attributes([sa.STATE.value_set(state.value)])
+        self._show()
+
+    def _show(self) -> None:
+        """The Temporal UI's current-details line (no history event)."""
+        c = self._carried
+        workflow.set_current_details(
+            f"{self._state.value}: {c.files_done} files copied, {c.files_skipped} up to "
+            f"date, {c.files_failed} failed of {c.files_listed} listed"
+            + ("" if self._listing_done else " (listing goes on)")
+        )
+
+    @workflow.query
+    def progress(self) -> DatasetProgress | None:
+        """Counts, bytes and the files in flight (None before the run began)."""
+        request = self._request
+        if request is None:
+            return None
+        c = self._carried
+        return DatasetProgress(
+            state=self._state,
+            source=request.source_root,
+            destination=request.destination_root,
+            files_listed=c.files_listed,
+            files_done=c.files_done,
+            files_skipped=c.files_skipped,
+            files_failed=c.files_failed,
+            bytes_listed=c.bytes_listed,
+            bytes_done=c.bytes_done,
+            listing_done=self._listing_done,
+            current=list(self._current.values())[:MAX_CURRENT_SHOWN],
+            runs=c.runs,
+            started_at=c.started_at,
+            now=workflow.now().timestamp(),
+            error=self._error,
+        )

@@ -1,0 +1,107 @@
+"""Datasets (``cp -r``) file -> file against the session's real worker and Temporal:
+trees round-trip (names, sizes, checksums), small files in batches and a large one
+as a child transfer, sync levels, per-file failures, the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from staccato.client import StaccatoClient
+from staccato.dataset_client import dataset_id
+from staccato.datasets.models import DatasetState
+from staccato.models import SyncLevel, TransferOptions
+from tests.dataset_checks import MiB, make_tree, run_dataset, tree
+from tests.helpers import WorkerProcess, run_cli
+
+OPTIONS = TransferOptions(chunk_size=1 * MiB, streams=2)
+
+
+async def test_tree_round_trips_with_batches_and_a_child(
+    client: StaccatoClient, data_dir: Path
+) -> None:
+    source, destination = data_dir / "src", data_dir / "dst"
+    source.mkdir()
+    files = make_tree(source, large=3 * MiB + 5)
+    final = await run_dataset(
+        client,
+        str(source),
+        str(destination),
+        options=OPTIONS,
+        small_file_max=1 * MiB,
+        batch_files=4,
+    )
+    assert final.state == DatasetState.completed, final
+    assert final.files_done == len(files) and final.files_failed == 0
+    assert final.bytes_done == sum(files.values())
+    assert tree(destination) == tree(source)  # no temp file, no empty dir, same bytes
+    # the large file went through its own transfer (a child under its lock)
+    child = await client.status(str(destination / "big" / "large.bin"))
+    assert child.state.value == "completed" and child.bytes_total == 3 * MiB + 5
+
+
+async def test_sync_level_second_run_copies_nothing(client: StaccatoClient, data_dir: Path) -> None:
+    source, destination = data_dir / "src", data_dir / "dst"
+    source.mkdir()
+    files = make_tree(source)
+    options = OPTIONS.model_copy(update={"sync_level": SyncLevel.size})
+    first = await run_dataset(client, str(source), str(destination), options=options)
+    assert first.files_done == len(files)
+    inodes = {p: p.stat().st_ino for p in destination.rglob("*") if p.is_file()}
+    again = await run_dataset(client, str(source), str(destination), options=options)
+    assert again.state == DatasetState.completed
+    assert again.files_done == 0 and again.files_skipped == len(files) and again.bytes_done == 0
+    assert {p: p.stat().st_ino for p in destination.rglob("*") if p.is_file()} == inodes
+    # one file changes size: only it is copied
+    (source / "a" / "one").write_bytes(b"two")
+    third = await run_dataset(client, str(source), str(destination), options=options)
+    assert third.files_done == 1 and third.files_skipped == len(files) - 1
+    assert (destination / "a" / "one").read_bytes() == b"two"
+
+
+def test_cli_collision_fails_that_file_and_lists_it(
+    worker: WorkerProcess, temporal_server, data_dir: Path
+) -> None:
+    source, destination = data_dir / "src", data_dir / "dst"
+    (source / "d").mkdir(parents=True)
+    (source / "d" / "x").write_bytes(b"x")
+    (source / "ok").write_bytes(b"fine")
+    (source / "plain").write_bytes(b"p")
+    # the destination holds a file where the source has a directory: d/x cannot be
+    # written without replacing it, and the file there is kept
+    destination.mkdir()
+    (destination / "d").write_bytes(b"someone else's")
+    args = dict(address=temporal_server.address, task_queue=worker.task_queue)
+    done = run_cli("cp", "-r", str(source), str(destination), **args)
+    assert done.returncode == 1, done.stderr
+    assert "completed_with_errors" in done.stderr and "d/x" in done.stderr
+    assert (destination / "d").read_bytes() == b"someone else's"
+    assert (destination / "ok").read_bytes() == b"fine"
+    assert (destination / "plain").read_bytes() == b"p"
+    listed = run_cli("status", "--failures", dataset_id(str(destination)), **args)
+    assert listed.returncode == 0, listed.stderr
+    (line,) = listed.stdout.splitlines()
+    name, reason = line.split("\t")
+    assert name == "d/x" and "d" in reason and "not replaced" in reason
+    shown = run_cli("status", "--json", dataset_id(str(destination)), **args)
+    status = json.loads(shown.stdout)
+    assert status["state"] == "completed_with_errors" and status["files_failed"] == 1
+    assert status["files_done"] == 2
+    # --retry-failed copies only that file; once the obstacle is gone it succeeds
+    (destination / "d").unlink()
+    (source / "ok").write_bytes(b"changed, but not retried")
+    retried = run_cli("cp", "-r", "--retry-failed", str(source), str(destination), **args)
+    assert retried.returncode == 0, retried.stderr
+    assert (destination / "d" / "x").read_bytes() == b"x"
+    assert (destination / "ok").read_bytes() == b"fine"
+
+
+def test_cli_without_r_refuses_a_directory_and_dataset_options(
+    worker: WorkerProcess, temporal_server, data_dir: Path
+) -> None:
+    args = dict(address=temporal_server.address, task_queue=worker.task_queue)
+    usage = run_cli("cp", "--include", "*.txt", str(data_dir), str(data_dir / "x"), **args)
+    assert usage.returncode == 2 and "add -r" in usage.stderr
+    (data_dir / "dir").mkdir()
+    plain = run_cli("cp", str(data_dir / "dir"), str(data_dir / "copy"), **args)
+    assert plain.returncode == 1 and "cp -r" in plain.stderr, plain.stderr
