@@ -59,6 +59,8 @@ def tree(root: Path) -> dict[str, tuple[int, str]]:
     for directory, _, names in os.walk(root):
         for name in names:
             path = Path(directory) / name
+            if not path.exists():
+                continue  # a broken symbolic link
             data = path.read_bytes()
             found[str(path.relative_to(root))] = (len(data), hashlib.sha256(data).hexdigest())
     return found

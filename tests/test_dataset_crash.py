@@ -1,0 +1,116 @@
+"""A dataset survives its worker's SIGKILL: files published before the kill are not
+written again, the rest completes, no temp file is left; and a long dataset continues
+as new with a bounded history per run."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+from temporalio.api.enums.v1 import EventType
+
+from staccato.client import StaccatoClient
+from staccato.dataset_client import dataset_status, submit_dataset
+from staccato.datasets.models import DatasetState
+from staccato.models import TransferOptions
+from tests.dataset_checks import MiB, tree, wait_dataset
+from tests.helpers import WorkerProcess
+
+FILES = 2000
+
+
+def _small_tree(root: Path, count: int) -> None:
+    for i in range(count):
+        path = root / f"d{i % 20:02d}" / f"f{i:05d}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(os.urandom(200 + i % 300))
+        past = time.time() - 3600
+        os.utime(path, (past, past))
+
+
+async def test_worker_sigkill_mid_dataset_resends_nothing_published(
+    temporal_server, data_dir: Path
+) -> None:
+    source, destination = data_dir / "src", data_dir / "dst"
+    _small_tree(source, FILES)
+    worker = WorkerProcess(temporal_server.address, processes=2, log_dir=data_dir)
+    worker.start()
+    client = await StaccatoClient.connect(target_host=temporal_server.address, namespace="default")
+    client.task_queue = worker.task_queue
+    try:
+        dataset = await submit_dataset(
+            client,
+            str(source),
+            str(destination),
+            TransferOptions(chunk_size=1 * MiB, heartbeat_timeout_s=2),
+            batch_files=100,
+            max_batches=2,
+            page_size=500,
+        )
+        deadline = time.monotonic() + 120
+        published: list[Path] = []
+        while time.monotonic() < deadline:
+            published = [p for p in destination.rglob("f*") if ".staccato-" not in p.name]
+            if len(published) >= FILES // 2:
+                break
+            await asyncio.sleep(0.05)
+        worker.kill()
+        assert FILES // 4 < len(published) < FILES, len(published)
+        # what the destination held at the kill: inode and mtime of each published file
+        marks = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in destination.rglob("f*")}
+        marks = {p: m for p, m in marks.items() if ".staccato-" not in p.name}
+        worker.start()
+        final = await wait_dataset(client, dataset, timeout_s=240)
+        assert final.state == DatasetState.completed, final
+        assert final.files_done == FILES and final.files_failed == 0
+        rewritten = [p for p, m in marks.items() if (p.stat().st_ino, p.stat().st_mtime_ns) != m]
+        assert rewritten == [], f"{len(rewritten)} of {len(marks)} files written again"
+        assert tree(destination) == tree(source)  # no temp or journal file anywhere
+    finally:
+        worker.stop()
+
+
+async def test_continue_as_new_keeps_each_runs_history_bounded(
+    client: StaccatoClient, data_dir: Path
+) -> None:
+    source, destination = data_dir / "src", data_dir / "dst"
+    _small_tree(source, 120)
+    (source / "d03" / "f00003").unlink()
+    os.symlink("/nonexistent/target", source / "d03" / "broken")
+    limit = 150
+    dataset = await submit_dataset(
+        client,
+        str(source),
+        str(destination),
+        TransferOptions(chunk_size=1 * MiB),
+        page_size=7,
+        batch_files=3,
+        max_batches=2,
+        max_children=1,
+        history_limit=limit,
+    )
+    final = await wait_dataset(client, dataset, timeout_s=120)
+    assert final.state == DatasetState.completed_with_errors, final
+    assert final.files_done == 119 and final.files_failed == 1
+    assert final.failures[0].name == "d03/broken"
+    assert final.runs > 2
+    assert {k: v for k, v in tree(destination).items()} == {
+        k: v for k, v in tree(source).items() if k != "d03/broken"
+    }
+    # every run's history stayed under the limit; the runs chain by continue-as-new
+    runs = 0
+    async for execution in client.temporal.list_workflows(f"WorkflowId = '{dataset}'"):
+        handle = client.temporal.get_workflow_handle(dataset, run_id=execution.run_id)
+        events = [e async for e in handle.fetch_history_events()]
+        assert len(events) < limit, len(events)
+        runs += 1
+        last = events[-1].event_type
+        assert last in (
+            EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW,
+            EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED,
+        )
+    assert runs == final.runs
+    status = await dataset_status(client, dataset)
+    assert status.files_total == 120
