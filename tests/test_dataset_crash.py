@@ -68,6 +68,15 @@ async def test_worker_sigkill_mid_dataset_resends_nothing_published(
         rewritten = [p for p, m in marks.items() if (p.stat().st_ino, p.stat().st_mtime_ns) != m]
         assert rewritten == [], f"{len(rewritten)} of {len(marks)} files written again"
         assert tree(destination) == tree(source)  # no temp or journal file anywhere
+        # the kill interrupted batches: their activities ran a second attempt
+        handle = client.temporal.get_workflow_handle(dataset)
+        retried = [
+            e.activity_task_started_event_attributes.attempt
+            async for e in handle.fetch_history_events()
+            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+            and e.activity_task_started_event_attributes.attempt > 1
+        ]
+        assert retried, "no batch was interrupted by the kill"
     finally:
         worker.stop()
 

@@ -174,6 +174,14 @@ def copy_batch(request: BatchInput) -> BatchResult:
     check_file_roots(request.source_root, request.destination_root)
     state = _previous(request)
     resuming = activity.info().attempt > 1
+    if resuming:
+        activity.logger.info(
+            "batch %s resumes at file %d of %d (attempt %d)",
+            request.key,
+            state.next_index,
+            len(request.files),
+            activity.info().attempt,
+        )
     beat = _Beat(state)
     root = parse_url(request.source_root)
     destination_root = parse_url(request.destination_root)
@@ -229,6 +237,7 @@ def _copy_one(
         if resuming:
             matched, _ = up_to_date(source, destination, SyncLevel.checksum, options)
             if matched:
+                activity.logger.info("%s: copied by the previous attempt already", name)
                 state.done += 1
                 state.bytes += request.files[index].size
                 return True

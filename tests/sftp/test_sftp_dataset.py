@@ -1,0 +1,48 @@
+"""Datasets through SFTP: a local tree -> an SFTP directory -> a local tree compares
+equal (names, sizes, checksums), with nested directories created on the server, a
+large file through a child transfer, a symbolic link followed and a broken one failed
+with its reason."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from staccato.client import StaccatoClient
+from staccato.datasets.models import DatasetState
+from staccato.models import SyncLevel, TransferOptions
+from tests.dataset_checks import MiB, make_tree, run_dataset, tree
+
+OPTIONS = TransferOptions(chunk_size=1 * MiB, streams=2)
+
+
+async def test_file_to_sftp_to_file_round_trip(
+    sftp_client: StaccatoClient, sftp_url, data_dir: Path
+) -> None:
+    source, remote, back = data_dir / "src", data_dir / "remote", data_dir / "back"
+    source.mkdir()
+    files = make_tree(source, large=3 * MiB + 1)
+    os.symlink("a/one", source / "link-to-one")
+    os.symlink("missing", source / "broken-link")
+    up = await run_dataset(
+        sftp_client, str(source), sftp_url(remote), options=OPTIONS, small_file_max=1 * MiB
+    )
+    assert up.state == DatasetState.completed_with_errors, up
+    assert [f.name for f in up.failures] == ["broken-link"]
+    assert "broken symbolic link" in up.failures[0].reason
+    assert up.files_done == len(files) + 1
+    down = await run_dataset(
+        sftp_client, sftp_url(remote), str(back), options=OPTIONS, small_file_max=1 * MiB
+    )
+    assert down.state == DatasetState.completed, down
+    expected = tree(source)
+    assert tree(remote) == expected == tree(back)
+    assert not (back / "link-to-one").is_symlink()  # followed: a copy of its target
+    again = await run_dataset(
+        sftp_client,
+        str(source),
+        sftp_url(remote),
+        options=OPTIONS.model_copy(update={"sync_level": SyncLevel.mtime}),
+        small_file_max=1 * MiB,
+    )
+    assert again.files_done == 0 and again.files_skipped == len(files) + 1, again
