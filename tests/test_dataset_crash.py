@@ -13,7 +13,7 @@ from temporalio.api.enums.v1 import EventType
 
 from staccato.client import StaccatoClient
 from staccato.dataset_client import dataset_status, submit_dataset
-from staccato.datasets.models import DatasetState
+from staccato.datasets.models import BatchCheckpoint, DatasetState
 from staccato.models import TransferOptions
 from tests.dataset_checks import MiB, tree, wait_dataset
 from tests.helpers import WorkerProcess
@@ -51,11 +51,13 @@ async def test_worker_sigkill_mid_dataset_resends_nothing_published(
         )
         deadline = time.monotonic() + 120
         published: list[Path] = []
+        handle = client.temporal.get_workflow_handle(dataset)
         while time.monotonic() < deadline:
             published = [p for p in destination.rglob("f*") if ".staccato-" not in p.name]
-            if len(published) >= FILES // 2:
+            # kill at half, while the server sees a batch half done (its heartbeat)
+            if len(published) >= FILES // 2 and await _batch_mid_way(client, handle):
                 break
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.02)
         worker.kill()
         assert FILES // 4 < len(published) < FILES, len(published)
         # what the destination held at the kill: inode and mtime of each published file
@@ -79,6 +81,20 @@ async def test_worker_sigkill_mid_dataset_resends_nothing_published(
         assert retried, "no batch was interrupted by the kill"
     finally:
         worker.stop()
+
+
+async def _batch_mid_way(client: StaccatoClient, handle) -> bool:
+    """Whether a ``copy_batch`` attempt is running with a heartbeat past its 5th file."""
+    description = await handle.describe()
+    for pending in description.raw_description.pending_activities:
+        if pending.activity_type.name != "copy_batch" or not pending.heartbeat_details.payloads:
+            continue
+        (details,) = await client.temporal.data_converter.decode(
+            pending.heartbeat_details.payloads, [BatchCheckpoint]
+        )
+        if 5 <= details.next_index < 90:
+            return True
+    return False
 
 
 async def test_continue_as_new_keeps_each_runs_history_bounded(
