@@ -57,12 +57,21 @@ from urllib.parse import quote
 from paramiko.sftp_attr import SFTPAttributes
 
 from staccato.endpoints.base import ChunkWriter, Driver, Features, Reader
+from staccato.endpoints.listing import (
+    BROKEN_LINK,
+    LINK_LOOP,
+    Child,
+    ListDirectoryError,
+    page,
+    walk,
+)
 from staccato.endpoints.sftp.files import (
     is_missing,
     mapped,
     read_all,
     remove_if_exists,
     stat_or_none,
+    status_error,
 )
 from staccato.endpoints.sftp.journal import (
     JOURNAL_RECORD_BYTES,
@@ -73,6 +82,8 @@ from staccato.endpoints.sftp.journal import (
 from staccato.endpoints.sftp.pipeline import ReadPipeline, SourceEnded, SourceLonger, write_at
 from staccato.endpoints.sftp.pool import run
 from staccato.endpoints.sftp.protocol import (
+    FX_NO_SUCH_FILE,
+    FX_PERMISSION_DENIED,
     FXF_CREAT,
     FXF_READ,
     FXF_WRITE,
@@ -89,7 +100,7 @@ from staccato.errors import (
     SourceChanged,
     WriteSessionLost,
 )
-from staccato.models import ObjectInfo, WriteSession
+from staccato.models import ListPage, ObjectInfo, WriteSession
 from staccato.plan import chunk_count
 from staccato.urls import EndpointURL, parse_url
 
@@ -189,6 +200,63 @@ class SFTPDriver(Driver):
         return SFTPReader(url, resolve(url), info, offset, length)
 
     # -- destination -----------------------------------------------------------------
+
+    def list_page(self, root: EndpointURL, after: str | None, limit: int) -> ListPage:
+        """The files under the server directory ``root``, on one pooled connection
+        (see :meth:`Driver.list_page`; order and restart:
+        :mod:`staccato.endpoints.listing`). Directories are read with raw names
+        (:meth:`StaccatoSFTP.read_dir`); a symbolic link costs one STAT (a link to a
+        directory one REALPATH more, to tell a loop back to a directory being walked);
+        a link the server cannot follow is followed hop by hop to tell a loop from a missing target (OpenSSH answers
+        ``ELOOP`` as ``SSH_FX_NO_SUCH_FILE``). FIFOs, sockets and devices are error entries, names that
+        are not UTF-8 error entries spelled with ``\\xNN`` escapes. Memory: the
+        entries of the directories on the current path + one page.
+
+        Raises:
+            NotFoundError, PermissionDeniedError: ``root`` is missing or unreadable.
+            PermanentError: ``root`` is not a directory.
+        """
+        top = root.path
+
+        def op(sftp: StaccatoSFTP) -> ListPage:
+            attrs = stat_or_none(sftp, top)
+            if attrs is None:
+                raise NotFound(f"source directory {root}: no such directory on the server")
+            if not stat_module.S_ISDIR(attrs.st_mode or 0):
+                raise PermanentError(
+                    f"source {root} is not a directory: a recursive copy lists a "
+                    "directory; copy a single file without -r"
+                )
+            reals = {"": sftp.real_path(top)}
+
+            def list_dir(prefix: str) -> list[Child]:
+                real = reals.pop(prefix, None)
+                try:
+                    children = _children(sftp, posixpath.join(top, prefix))
+                except StatusError as err:
+                    if not prefix:
+                        raise status_error(err, f"source directory {root}") from None
+                    if err.code == FX_NO_SUCH_FILE:
+                        return []  # removed while listed
+                    if err.code == FX_PERMISSION_DENIED:
+                        raise ListDirectoryError(
+                            "cannot list directory: permission denied"
+                        ) from None
+                    raise ListDirectoryError(f"cannot list directory: {err.message}") from None
+                for child in children:
+                    if child.is_dir and child.error is None:
+                        identity = child.identity or posixpath.join(real or "", child.name)
+                        reals[prefix + child.name + "/"] = str(identity)
+                return [
+                    Child(c.name, is_dir=True, identity=reals[prefix + c.name + "/"])
+                    if c.is_dir and c.error is None
+                    else c
+                    for c in children
+                ]
+
+            return page(walk(list_dir, reals[""], after), limit)
+
+        return self._run(root, f"listing {root}", op)
 
     def _check_destination(self, sftp: StaccatoSFTP, url: EndpointURL) -> None:
         parent = posixpath.dirname(url.path) or "/"
@@ -404,3 +472,77 @@ class SFTPDriver(Driver):
                     remove_if_exists(sftp, paths["backup"])
 
         self._run(url, f"destination {url}", op)
+
+
+def _children(sftp: StaccatoSFTP, path: str) -> list[Child]:
+    """The children of the server directory ``path``, symbolic links followed; a link
+    to a directory carries its resolved path as identity.
+
+    Raises:
+        StatusError: the directory cannot be read.
+    """
+    found: list[Child] = []
+    for raw, attrs in sftp.read_dir(path):
+        try:
+            name = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            found.append(
+                Child(raw.decode("utf-8", "backslashreplace"), error="the name is not valid UTF-8")
+            )
+            continue
+        full = posixpath.join(path, name)
+        mode = attrs.st_mode or 0
+        identity = None
+        if stat_module.S_ISLNK(mode):
+            try:
+                attrs = sftp.stat(full)
+            except PermissionError:
+                found.append(Child(name, error="cannot follow symbolic link: permission denied"))
+                continue
+            except OSError:
+                found.append(Child(name, error=_link_problem(sftp, full)))
+                continue
+            mode = attrs.st_mode or 0
+            if stat_module.S_ISDIR(mode):
+                try:
+                    identity = sftp.real_path(full)
+                except StatusError:
+                    found.append(Child(name, error=LINK_LOOP))
+                    continue
+        if stat_module.S_ISDIR(mode):
+            found.append(Child(name, is_dir=True, identity=identity))
+        elif stat_module.S_ISREG(mode):
+            found.append(
+                Child(
+                    name,
+                    size=attrs.st_size or 0,
+                    modified_at=float(attrs.st_mtime) if attrs.st_mtime is not None else None,
+                )
+            )
+        else:
+            found.append(Child(name, error="not a regular file (a FIFO, socket or device)"))
+    return found
+
+
+#: most links followed in one path resolution (Linux's MAXSYMLINKS, path_resolution(7))
+_MAX_LINK_HOPS = 40
+
+
+def _link_problem(sftp: StaccatoSFTP, path: str) -> str:
+    """Why the server could not follow the link at ``path``: READLINK hop by hop, a
+    link seen twice (or more than 40 hops) is a loop, a missing target a broken link."""
+    seen: set[str] = set()
+    for _ in range(_MAX_LINK_HOPS):
+        if path in seen:
+            return LINK_LOOP
+        seen.add(path)
+        try:
+            if not stat_module.S_ISLNK(sftp.lstat(path).st_mode or 0):
+                return BROKEN_LINK  # exists, yet could not be followed: a bad component
+            target = sftp.readlink(path)
+        except OSError:
+            return BROKEN_LINK
+        if target is None:
+            return BROKEN_LINK
+        path = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
+    return LINK_LOOP
