@@ -8,12 +8,16 @@ refuse to list with a clear error."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import unicodedata
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from staccato.datasets.names import target_url
+from staccato.endpoints.file import driver as file_driver
 from staccato.errors import NotFoundError, PermanentError, UnsupportedError
 from staccato.models import ListEntry, ListPage
 from staccato.urls import parse_url
@@ -208,3 +212,74 @@ def test_a_file_is_not_a_directory(tree: _LocalDirectory) -> None:
     url = tree.put("single.bin", b"1")
     with pytest.raises(PermanentError, match="not a directory"):
         tree.driver.list_page(url, None, 10)
+
+
+def test_names_that_are_not_utf8_are_error_entries(tree: _LocalDirectory) -> None:
+    """A name that is not UTF-8 cannot become a destination name nor travel through
+    Temporal: an error entry spelled with escapes; the rest of the tree is listed."""
+    os.makedirs(os.fsencode(tree.root) + b"/ok", exist_ok=True)
+    (tree.root / "ok" / "a.bin").write_bytes(b"a")
+    open(os.fsencode(tree.root) + b"/bad\xff.bin", "wb").close()
+    os.mkdir(os.fsencode(tree.root) + b"/dir\xfe")
+    assert [(e.name, e.error) for e in _all(tree, 1)] == [
+        ("bad\\xff.bin", "the name is not valid UTF-8"),
+        ("dir\\xfe", "the name is not valid UTF-8"),
+        ("ok/a.bin", None),
+    ]
+
+
+def _list_without_root_powers(path: str) -> str:
+    """The listing of the local ``path`` as JSON, by the file driver in a process that
+    cannot bypass file modes (as root: without CAP_DAC_OVERRIDE and
+    CAP_DAC_READ_SEARCH, so a mode-000 directory is unreadable as for anyone else)."""
+    code = (
+        "import sys; from staccato.endpoints.file import FileDriver; "
+        "from staccato.urls import parse_url; "
+        "print(FileDriver().list_page(parse_url(sys.argv[1]), None, 100).model_dump_json())"
+    )
+    argv = [sys.executable, "-c", code, path]
+    if os.geteuid() == 0:
+        caps = "-dac_override,-dac_read_search"
+        argv = ["setpriv", "--bounding-set", caps, "--inh-caps", caps, *argv]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_an_unreadable_directory_is_one_error_entry(file_endpoint: _LocalDirectory) -> None:
+    tree = file_endpoint
+    tree.put("a.bin", b"a")
+    tree.put("locked/secret.bin", b"s")
+    tree.put("z.bin", b"z")
+    (tree.root / "locked").chmod(0)
+    try:
+        listed = ListPage.model_validate_json(_list_without_root_powers(str(tree.root)))
+    finally:
+        (tree.root / "locked").chmod(0o755)
+    assert [(e.name, e.error) for e in listed.entries] == [
+        ("a.bin", None),
+        ("locked/", "cannot list directory: permission denied"),
+        ("z.bin", None),
+    ]
+
+
+def test_a_restart_opens_only_the_directories_on_the_way(
+    file_endpoint: _LocalDirectory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Restarting from ``after`` lists the directories on the path to it and those
+    after it, never one that holds only smaller names (what bounds a restart's cost)."""
+    tree = file_endpoint
+    for name in ["a/1", "a/b/2", "m/x", "m/y", "m-z", "n/w/3"]:
+        tree.put(name, b"1")
+    opened: list[str] = []
+    real = file_driver._children
+
+    def spy(path: str) -> list[Any]:
+        opened.append(os.path.relpath(path, tree.root))
+        return real(path)
+
+    monkeypatch.setattr(file_driver, "_children", spy)
+    page = tree.driver.list_page(tree.list_root(), "m/x", 1)
+    assert [e.name for e in page.entries] == ["m/y"]
+    # a/ and m-z hold smaller names; n/w/ is walked to see whether anything follows m/y
+    assert opened == [".", "m", "n", "n/w"]
