@@ -283,3 +283,22 @@ def test_a_restart_opens_only_the_directories_on_the_way(
     assert [e.name for e in page.entries] == ["m/y"]
     # a/ and m-z hold smaller names; n/w/ is walked to see whether anything follows m/y
     assert opened == [".", "m", "n", "n/w"]
+
+
+def test_paging_a_large_directory_sees_names_added_after_the_cursor(
+    tree: _LocalDirectory,
+) -> None:
+    """Paging through a directory larger than the file driver keeps sorted between
+    pages: every name once, in order, and a name added between pages above the cursor
+    is listed (the kept listing is dropped when the directory changes)."""
+    big = tree.root / "big"
+    big.mkdir()
+    names = [f"f{i:05}" for i in range(0, 12_000, 2)]  # 6,000 names
+    for name in names:
+        (big / name).touch()
+    first = tree.driver.list_page(tree.list_root(), None, 1000)
+    assert [e.name for e in first.entries] == [f"big/{n}" for n in names[:1000]]
+    (big / "f09999").touch()  # above the cursor
+    (big / "f00001").touch()  # below it: not listed from here
+    rest = _all(tree, 1000, after=first.next_after)
+    assert [e.name for e in rest] == [f"big/{n}" for n in sorted([*names[1000:], "f09999"])]
