@@ -6,9 +6,6 @@ from __future__ import annotations
 import errno
 import os
 import stat as stat_module
-import threading
-from collections import OrderedDict
-from collections.abc import Hashable
 from pathlib import Path
 from urllib.parse import quote
 
@@ -34,6 +31,7 @@ from staccato.endpoints.listing import (
     LINK_LOOP,
     Child,
     ListDirectoryError,
+    SortedCache,
     SortedChildren,
     page,
     sort_children,
@@ -292,12 +290,8 @@ class FileDriver(Driver):
         unlink_if_present(session.data["journal"])
 
 
-#: directories of at least this many names stay sorted in memory for the next page
-#: (paging through a directory of N names then costs one readdir, not N / limit)
-_CACHE_MIN_NAMES = 5_000
-_CACHE_DIRS = 2  # the most directories kept: bounds the memory (~200 bytes per name)
-_cache: OrderedDict[Hashable, SortedChildren] = OrderedDict()
-_cache_lock = threading.Lock()
+#: large directories' sorted names, kept for the next page (see SortedCache)
+_CACHE = SortedCache()
 
 
 def _sorted_children(path: str) -> SortedChildren:
@@ -312,17 +306,11 @@ def _sorted_children(path: str) -> SortedChildren:
     """
     st = os.stat(path)
     token = (path, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
-    with _cache_lock:
-        cached = _cache.get(token)
-        if cached is not None:
-            _cache.move_to_end(token)
-            return cached
+    cached = _CACHE.get(token)
+    if cached is not None:
+        return cached
     listed = sort_children(_children(path))
-    if len(listed.children) >= _CACHE_MIN_NAMES:
-        with _cache_lock:
-            _cache[token] = listed
-            while len(_cache) > _CACHE_DIRS:
-                _cache.popitem(last=False)
+    _CACHE.put(token, listed)
     return listed
 
 

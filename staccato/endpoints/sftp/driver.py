@@ -46,10 +46,12 @@ has no inode numbers, so the check is by name.)
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import posixpath
 import stat as stat_module
+import time
 from collections.abc import Callable
 from typing import TypeVar
 from urllib.parse import quote
@@ -62,7 +64,10 @@ from staccato.endpoints.listing import (
     LINK_LOOP,
     Child,
     ListDirectoryError,
+    SortedCache,
+    SortedChildren,
     page,
+    sort_children,
     walk,
 )
 from staccato.endpoints.sftp.files import (
@@ -82,7 +87,6 @@ from staccato.endpoints.sftp.journal import (
 from staccato.endpoints.sftp.pipeline import ReadPipeline, SourceEnded, SourceLonger, write_at
 from staccato.endpoints.sftp.pool import run
 from staccato.endpoints.sftp.protocol import (
-    FX_NO_SUCH_FILE,
     FX_PERMISSION_DENIED,
     FXF_CREAT,
     FXF_READ,
@@ -113,6 +117,12 @@ _BACKUP_SUFFIX = ".staccato-old"
 # largest file measured by reading when its stat size is wrong (e.g. under /proc)
 MEASURE_LIMIT_BYTES = 64 * 1024 * 1024
 _MEASURE_BUFFER = 1024 * 1024
+#: large directories' sorted names, kept for the next page (see SortedCache) while the
+#: directory's mtime and size hold. SFTP mtimes are whole seconds, so a directory
+#: changed in the last _CACHE_QUIET_S seconds (by this worker's clock; allows that much
+#: skew) is never kept: a name added within the second of a listing could be missed.
+_CACHE = SortedCache()
+_CACHE_QUIET_S = 10.0
 _NAME_BYTES = 150  # of the target's name kept in temp names (+ 42 bytes of key and suffix)
 
 
@@ -227,34 +237,53 @@ class SFTPDriver(Driver):
                     f"source {root} is not a directory: a recursive copy lists a "
                     "directory; copy a single file without -r"
                 )
+            # resolved paths of the directories on the walk's current path (loop check)
             reals = {"": sftp.real_path(top)}
 
-            def list_dir(prefix: str) -> list[Child]:
-                real = reals.pop(prefix, None)
+            def list_dir(prefix: str) -> SortedChildren:
+                path = posixpath.join(top, prefix)
                 try:
-                    children = _children(sftp, posixpath.join(top, prefix))
-                except StatusError as err:
+                    dir_attrs = sftp.stat(path)
+                    token = (
+                        root.host,
+                        root.port,
+                        root.user,
+                        path,
+                        dir_attrs.st_mtime,
+                        dir_attrs.st_size,
+                    )
+                    cached = _CACHE.get(token)
+                    if cached is not None:
+                        return cached
+                    listed = sort_children(_children(sftp, path))
+                except (StatusError, OSError) as err:
                     if not prefix:
                         raise status_error(err, f"source directory {root}") from None
-                    if err.code == FX_NO_SUCH_FILE:
-                        return []  # removed while listed
-                    if err.code == FX_PERMISSION_DENIED:
+                    if is_missing(err):
+                        return SortedChildren((), ())  # removed while listed
+                    if isinstance(err, PermissionError) or (
+                        isinstance(err, StatusError) and err.code == FX_PERMISSION_DENIED
+                    ):
                         raise ListDirectoryError(
                             "cannot list directory: permission denied"
                         ) from None
-                    raise ListDirectoryError(f"cannot list directory: {err.message}") from None
-                for child in children:
-                    if child.is_dir and child.error is None:
-                        identity = child.identity or posixpath.join(real or "", child.name)
-                        reals[prefix + child.name + "/"] = str(identity)
-                return [
-                    Child(c.name, is_dir=True, identity=reals[prefix + c.name + "/"])
-                    if c.is_dir and c.error is None
-                    else c
-                    for c in children
-                ]
+                    reason = err.message if isinstance(err, StatusError) else str(err)
+                    raise ListDirectoryError(f"cannot list directory: {reason}") from None
+                mtime = dir_attrs.st_mtime
+                if mtime is not None and mtime < time.time() - _CACHE_QUIET_S:
+                    _CACHE.put(token, listed)
+                return listed
 
-            return page(walk(list_dir, reals[""], after), limit)
+            def describe(prefix: str, child: Child) -> Child:
+                # a directory's identity: its resolved path (a link's was resolved when
+                # listed); kept for the directories on the current path only
+                identity = child.identity or posixpath.join(reals[prefix], child.name)
+                for stale in [k for k in reals if not prefix.startswith(k)]:
+                    del reals[stale]
+                reals[prefix + child.name + "/"] = str(identity)
+                return dataclasses.replace(child, identity=identity, described=True)
+
+            return page(walk(list_dir, reals[""], after, describe), limit)
 
         return self._run(root, f"listing {root}", op)
 
@@ -510,7 +539,7 @@ def _children(sftp: StaccatoSFTP, path: str) -> list[Child]:
                     found.append(Child(name, error=LINK_LOOP))
                     continue
         if stat_module.S_ISDIR(mode):
-            found.append(Child(name, is_dir=True, identity=identity))
+            found.append(Child(name, is_dir=True, identity=identity, described=False))
         elif stat_module.S_ISREG(mode):
             found.append(
                 Child(
