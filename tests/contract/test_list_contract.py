@@ -12,16 +12,23 @@ import subprocess
 import sys
 import unicodedata
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from staccato.datasets.names import target_url
 from staccato.endpoints.file import driver as file_driver
+from staccato.endpoints.sftp.driver import SFTPDriver
+from staccato.endpoints.sftp.pool import POOL
 from staccato.errors import NotFoundError, PermanentError, UnsupportedError
 from staccato.models import ListEntry, ListPage
 from staccato.urls import parse_url
-from tests.contract.adapters import EndpointAdapter, _LocalDirectory
+from tests.contract.adapters import EndpointAdapter, SFTPAdapter, _LocalDirectory
+from tests.servers.sshd import SshdServer, sshd_fixture
+
+#: OpenSSH's SFTP server program (a process of its own, unlike internal-sftp)
+_SFTP_SERVER = "/usr/lib/openssh/sftp-server"
 
 #: names every endpoint keeps as themselves (sizes differ, so a mix-up shows)
 ODD_NAMES = [
@@ -302,3 +309,46 @@ def test_paging_a_large_directory_sees_names_added_after_the_cursor(
     (big / "f00001").touch()  # below it: not listed from here
     rest = _all(tree, 1000, after=first.next_after)
     assert [e.name for e in rest] == [f"big/{n}" for n in sorted([*names[1000:], "f09999"])]
+
+
+#: as root: the SFTP server runs without the capabilities that bypass file modes
+_CAPS = "-dac_override,-dac_read_search"
+powerless_sshd = sshd_fixture(
+    scope="module",
+    extra_config=(
+        f"ForceCommand setpriv --bounding-set {_CAPS} --inh-caps {_CAPS} {_SFTP_SERVER}"
+        if os.geteuid() == 0
+        else ""
+    ),
+)
+
+
+def test_an_unreadable_directory_is_one_error_entry_over_sftp(
+    powerless_sshd: SshdServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(powerless_sshd.known_hosts_path.read_text())
+    for key, value in {
+        "STACCATO_SSH_CONFIG": "none",
+        "STACCATO_SSH_IDENTITY": str(powerless_sshd.client_key_path),
+        "STACCATO_SSH_KNOWN_HOSTS": str(known_hosts),
+        "STACCATO_SFTP_LOCK_DIR": str(tmp_path / "locks"),
+        "SSH_AUTH_SOCK": "",
+    }.items():
+        monkeypatch.setenv(key, value)
+    base = f"sftp://{powerless_sshd.user}@{powerless_sshd.host}:{powerless_sshd.port}"
+    tree = SFTPAdapter(SFTPDriver(), tmp_path / "sftp-ns", base)
+    tree.put("a.bin", b"a")
+    tree.put("locked/secret.bin", b"s")
+    tree.put("z.bin", b"z")
+    (tree.root / "locked").chmod(0)
+    try:
+        listed = tree.driver.list_page(tree.list_root(), None, 100)
+    finally:
+        (tree.root / "locked").chmod(0o755)
+        POOL.close_all()
+    assert [(e.name, e.error) for e in listed.entries] == [
+        ("a.bin", None),
+        ("locked/", "cannot list directory: permission denied"),
+        ("z.bin", None),
+    ]
