@@ -39,6 +39,9 @@ class EndpointAdapter(abc.ABC):
         listable: ``driver.list_page`` lists a directory or prefix (not http).
         opaque_keys: names are opaque keys, not paths (S3: ``a//b``, ``x/./y``, ``dir/``
             beside ``dir`` are distinct objects).
+        tree_order: the store lists in file-tree order (``/`` before every other
+            character: SeaweedFS keeps keys in a file tree) rather than in UTF-8 byte
+            order (AWS S3, and the file and sftp walks).
     """
 
     name: ClassVar[str]
@@ -48,6 +51,7 @@ class EndpointAdapter(abc.ABC):
     name_limit: ClassVar[int] = 255
     listable: ClassVar[bool] = True
     opaque_keys: ClassVar[bool] = False
+    tree_order: ClassVar[bool] = False
 
     def __init__(self, driver: Driver) -> None:
         self.driver = driver
@@ -224,7 +228,7 @@ class S3Adapter(EndpointAdapter):
     """``s3://`` on a real SeaweedFS; the namespace is a fresh key prefix in a bucket."""
 
     name = "s3"
-    opaque_keys = True
+    tree_order = True  # SeaweedFS; it also rewrites a//b as a/b and refuses x/./y
     chunk_size = 5 * 1024 * 1024  # S3's smallest part but the last
     # S3's longest key is 1,024 bytes of UTF-8; the namespace's prefix takes its share
 
@@ -236,7 +240,8 @@ class S3Adapter(EndpointAdapter):
         self.name_limit = 1024 - len(self.prefix)  # type: ignore[misc]
 
     def url(self, name: str) -> EndpointURL:
-        return parse_url(f"s3://{self.bucket}/{self.prefix}{name}")
+        # the percent-encoded form holds any key (?, trailing spaces...)
+        return parse_url(f"s3://{self.bucket}/?key={quote(self.prefix + name)}")
 
     def put(self, name: str, data: bytes) -> EndpointURL:
         self.s3.put_object(Bucket=self.bucket, Key=self.prefix + name, Body=data)
@@ -294,3 +299,12 @@ class S3Adapter(EndpointAdapter):
 
     def missing_parent(self, name: str) -> EndpointURL:
         return parse_url(f"s3://no-such-bucket-{uuid.uuid4().hex[:8]}/{name}")
+
+
+class MotoS3Adapter(S3Adapter):
+    """``s3://`` on moto, which keeps keys opaque and lists them in UTF-8 byte order as
+    AWS S3 does (listing tests only: moto is slow for large ranged reads)."""
+
+    name = "s3_moto"
+    opaque_keys = True
+    tree_order = False

@@ -34,11 +34,12 @@ from tests.contract.adapters import (
     FileAdapter,
     HTTPAdapter,
     HTTPWithoutRangesAdapter,
+    MotoS3Adapter,
     S3Adapter,
     SFTPAdapter,
 )
 from tests.servers.nginx import NginxServer
-from tests.servers.seaweedfs import SeaweedS3
+from tests.servers.seaweedfs import MotoS3, SeaweedS3
 from tests.servers.sshd import SshdServer
 
 #: endpoint name -> whether it is a destination too (its adapter fixture: NAME_endpoint)
@@ -173,6 +174,17 @@ def s3_endpoint(
     seaweed_s3.apply_env(monkeypatch)
     client, bucket = contract_bucket
     return S3Adapter(_s3_driver, client, bucket)
+
+
+@pytest.fixture
+def s3_moto_endpoint(moto_s3: MotoS3, monkeypatch: pytest.MonkeyPatch) -> EndpointAdapter:
+    """S3 on moto (AWS's key and listing semantics); not in :data:`ENDPOINTS`: only
+    the listing tests take it."""
+    moto_s3.apply_env(monkeypatch)
+    client = moto_s3.client()
+    bucket = f"contract-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=bucket)
+    return MotoS3Adapter(S3Driver(), client, bucket)
 
 
 @pytest.fixture(scope="session")

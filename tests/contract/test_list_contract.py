@@ -8,15 +8,27 @@ refuse to list with a clear error."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import unicodedata
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from staccato.datasets.names import target_url
+from staccato.endpoints.file import driver as file_driver
+from staccato.endpoints.sftp.driver import SFTPDriver
+from staccato.endpoints.sftp.pool import POOL
 from staccato.errors import NotFoundError, PermanentError, UnsupportedError
 from staccato.models import ListEntry, ListPage
 from staccato.urls import parse_url
-from tests.contract.adapters import EndpointAdapter, _LocalDirectory
+from tests.contract.adapters import EndpointAdapter, SFTPAdapter, _LocalDirectory
+from tests.servers.sshd import SshdServer, sshd_fixture
+
+#: OpenSSH's SFTP server program (a process of its own, unlike internal-sftp)
+_SFTP_SERVER = "/usr/lib/openssh/sftp-server"
 
 #: names every endpoint keeps as themselves (sizes differ, so a mix-up shows)
 ODD_NAMES = [
@@ -38,10 +50,12 @@ ODD_NAMES = [
 ]
 
 
-def _listable(endpoint: EndpointAdapter) -> EndpointAdapter:
-    if not endpoint.listable:
-        pytest.skip(f"{endpoint.name} endpoints name single objects")
-    return endpoint
+@pytest.fixture(params=["file", "sftp", "s3", "s3_moto"])
+def listable(request: pytest.FixtureRequest) -> EndpointAdapter:
+    """The endpoints that list (S3 twice: SeaweedFS, and moto for AWS's semantics)."""
+    adapter = request.getfixturevalue(f"{request.param}_endpoint")
+    assert adapter.listable
+    return adapter
 
 
 def _fill(endpoint: EndpointAdapter, names: list[str]) -> dict[str, int]:
@@ -68,16 +82,23 @@ def _all(endpoint: EndpointAdapter, limit: int, after: str | None = None) -> lis
     raise AssertionError("the listing never ended")
 
 
-def _in_byte_order(names: list[str]) -> list[str]:
-    return sorted(names, key=lambda n: n.encode("utf-8"))
+def _order_key(endpoint: EndpointAdapter) -> Callable[[str], bytes]:
+    """UTF-8 bytes, or file-tree order ('/' first) for a store that keeps a tree."""
+    if endpoint.tree_order:
+        return lambda n: n.encode("utf-8").replace(b"/", b"\0")
+    return lambda n: n.encode("utf-8")
 
 
-def test_list_gives_every_object_once_in_byte_order(endpoint: EndpointAdapter) -> None:
-    endpoint = _listable(endpoint)
+def _in_order(endpoint: EndpointAdapter, names: list[str]) -> list[str]:
+    return sorted(names, key=_order_key(endpoint))
+
+
+def test_list_gives_every_object_once_in_byte_order(listable: EndpointAdapter) -> None:
+    endpoint = listable
     names = [*ODD_NAMES, endpoint.long_name("utf-8")]
     sizes = _fill(endpoint, names)
     entries = _all(endpoint, 1000)
-    assert [e.name for e in entries] == _in_byte_order(names)
+    assert [e.name for e in entries] == _in_order(endpoint, names)
     assert all(e.error is None for e in entries), entries
     assert {e.name: e.size for e in entries} == sizes
     assert all(e.modified_at is not None for e in entries)
@@ -85,24 +106,25 @@ def test_list_gives_every_object_once_in_byte_order(endpoint: EndpointAdapter) -
 
 @pytest.mark.parametrize("limit", [1, 2, 1000])
 def test_pages_of_any_size_and_any_restart_give_the_same_sequence(
-    endpoint: EndpointAdapter, limit: int
+    listable: EndpointAdapter, limit: int
 ) -> None:
-    endpoint = _listable(endpoint)
+    endpoint = listable
     _fill(endpoint, ODD_NAMES)
     whole = [e.name for e in _all(endpoint, 1000)]
     assert [e.name for e in _all(endpoint, limit)] == whole
     for i, name in enumerate(whole):  # restart from every name (S3 StartAfter semantics)
         assert [e.name for e in _all(endpoint, limit, after=name)] == whole[i + 1 :]
     # from a name that is not listed: the names above it
+    key = _order_key(endpoint)
     assert [e.name for e in _all(endpoint, limit, after="d/b")] == [
-        n for n in whole if n.encode() > b"d/b"
+        n for n in whole if key(n) > key("d/b")
     ]
 
 
-def test_listed_names_map_to_the_same_objects(endpoint: EndpointAdapter) -> None:
+def test_listed_names_map_to_the_same_objects(listable: EndpointAdapter) -> None:
     """Each listed name, mapped under the same root, names the object it came from (the
     URL is built, never re-parsed: ``%2B`` stays ``%2B``) and survives canonical text."""
-    endpoint = _listable(endpoint)
+    endpoint = listable
     names = [*ODD_NAMES, endpoint.long_name("ascii")]
     sizes = _fill(endpoint, names)
     for entry in _all(endpoint, 1000):
@@ -112,30 +134,30 @@ def test_listed_names_map_to_the_same_objects(endpoint: EndpointAdapter) -> None
         assert endpoint.driver.stat(url).size == sizes[entry.name]
 
 
-def test_keys_that_are_not_paths_are_kept(endpoint: EndpointAdapter) -> None:
+def test_keys_that_are_not_paths_are_kept(listable: EndpointAdapter) -> None:
     """S3 keys are opaque: ``a//b``, ``x/./y``, ``../up``, a leading ``/`` and ``dir/``
     beside ``dir`` are distinct objects; a 0-byte key ending in ``/`` is a folder marker
     (skipped)."""
-    endpoint = _listable(endpoint)
+    endpoint = listable
     if not endpoint.opaque_keys:
-        pytest.skip(f"{endpoint.name} names are paths")
+        pytest.skip(f"{endpoint.name} keeps names as paths")
     names = ["a//b", "x/./y", "x/../up", "/lead", "dir", "dir/", "dir/z"]
     sizes = _fill(endpoint, names)
     endpoint.put("marker/", b"")
     entries = _all(endpoint, 1)
-    assert [e.name for e in entries] == _in_byte_order(names)
+    assert [e.name for e in entries] == _in_order(endpoint, names)
     for entry in entries:
         url = target_url(endpoint.list_root(), entry.name)
         assert url.key.endswith(entry.name)
         assert endpoint.driver.stat(url).size == sizes[entry.name]
 
 
-def test_missing_root(endpoint: EndpointAdapter) -> None:
+def test_missing_root(listable: EndpointAdapter) -> None:
     """A missing directory is NotFound; a prefix with no keys is an empty listing (S3
     has no directories)."""
-    endpoint = _listable(endpoint)
+    endpoint = listable
     missing = endpoint.url("no-such-dir/")
-    if endpoint.opaque_keys:
+    if endpoint.driver.scheme == "s3":
         assert endpoint.driver.list_page(missing, None, 10) == ListPage(entries=[])
     else:
         with pytest.raises(NotFoundError):
@@ -172,7 +194,7 @@ def test_symbolic_links_are_followed_and_bad_ones_reported(tree: _LocalDirectory
     (root / "data" / "up").symlink_to("..")
     os.mkfifo(root / "fifo")
     entries = {e.name: e for e in _all(tree, 2)}
-    assert list(entries) == _in_byte_order(list(entries))
+    assert list(entries) == _in_order(tree, list(entries))
     assert {n: (e.size, e.error) for n, e in entries.items()} == {
         "broken": (0, "broken symbolic link"),
         "data/f.bin": (5, None),
@@ -197,3 +219,136 @@ def test_a_file_is_not_a_directory(tree: _LocalDirectory) -> None:
     url = tree.put("single.bin", b"1")
     with pytest.raises(PermanentError, match="not a directory"):
         tree.driver.list_page(url, None, 10)
+
+
+def test_names_that_are_not_utf8_are_error_entries(tree: _LocalDirectory) -> None:
+    """A name that is not UTF-8 cannot become a destination name nor travel through
+    Temporal: an error entry spelled with escapes; the rest of the tree is listed."""
+    os.makedirs(os.fsencode(tree.root) + b"/ok", exist_ok=True)
+    (tree.root / "ok" / "a.bin").write_bytes(b"a")
+    open(os.fsencode(tree.root) + b"/bad\xff.bin", "wb").close()
+    os.mkdir(os.fsencode(tree.root) + b"/dir\xfe")
+    assert [(e.name, e.error) for e in _all(tree, 1)] == [
+        ("bad\\xff.bin", "the name is not valid UTF-8"),
+        ("dir\\xfe", "the name is not valid UTF-8"),
+        ("ok/a.bin", None),
+    ]
+
+
+def _list_without_root_powers(path: str) -> str:
+    """The listing of the local ``path`` as JSON, by the file driver in a process that
+    cannot bypass file modes (as root: without CAP_DAC_OVERRIDE and
+    CAP_DAC_READ_SEARCH, so a mode-000 directory is unreadable as for anyone else)."""
+    code = (
+        "import sys; from staccato.endpoints.file import FileDriver; "
+        "from staccato.urls import parse_url; "
+        "print(FileDriver().list_page(parse_url(sys.argv[1]), None, 100).model_dump_json())"
+    )
+    argv = [sys.executable, "-c", code, path]
+    if os.geteuid() == 0:
+        caps = "-dac_override,-dac_read_search"
+        argv = ["setpriv", "--bounding-set", caps, "--inh-caps", caps, *argv]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_an_unreadable_directory_is_one_error_entry(file_endpoint: _LocalDirectory) -> None:
+    tree = file_endpoint
+    tree.put("a.bin", b"a")
+    tree.put("locked/secret.bin", b"s")
+    tree.put("z.bin", b"z")
+    (tree.root / "locked").chmod(0)
+    try:
+        listed = ListPage.model_validate_json(_list_without_root_powers(str(tree.root)))
+    finally:
+        (tree.root / "locked").chmod(0o755)
+    assert [(e.name, e.error) for e in listed.entries] == [
+        ("a.bin", None),
+        ("locked/", "cannot list directory: permission denied"),
+        ("z.bin", None),
+    ]
+
+
+def test_a_restart_opens_only_the_directories_on_the_way(
+    file_endpoint: _LocalDirectory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Restarting from ``after`` lists the directories on the path to it and those
+    after it, never one that holds only smaller names (what bounds a restart's cost)."""
+    tree = file_endpoint
+    for name in ["a/1", "a/b/2", "m/x", "m/y", "m-z", "n/w/3"]:
+        tree.put(name, b"1")
+    opened: list[str] = []
+    real = file_driver._children
+
+    def spy(path: str) -> list[Any]:
+        opened.append(os.path.relpath(path, tree.root))
+        return real(path)
+
+    monkeypatch.setattr(file_driver, "_children", spy)
+    page = tree.driver.list_page(tree.list_root(), "m/x", 1)
+    assert [e.name for e in page.entries] == ["m/y"]
+    # a/ and m-z hold smaller names; n/w/ is walked to see whether anything follows m/y
+    assert opened == [".", "m", "n", "n/w"]
+
+
+def test_paging_a_large_directory_sees_names_added_after_the_cursor(
+    tree: _LocalDirectory,
+) -> None:
+    """Paging through a directory larger than the file driver keeps sorted between
+    pages: every name once, in order, and a name added between pages above the cursor
+    is listed (the kept listing is dropped when the directory changes)."""
+    big = tree.root / "big"
+    big.mkdir()
+    names = [f"f{i:05}" for i in range(0, 12_000, 2)]  # 6,000 names
+    for name in names:
+        (big / name).touch()
+    first = tree.driver.list_page(tree.list_root(), None, 1000)
+    assert [e.name for e in first.entries] == [f"big/{n}" for n in names[:1000]]
+    (big / "f09999").touch()  # above the cursor
+    (big / "f00001").touch()  # below it: not listed from here
+    rest = _all(tree, 1000, after=first.next_after)
+    assert [e.name for e in rest] == [f"big/{n}" for n in sorted([*names[1000:], "f09999"])]
+
+
+#: as root: the SFTP server runs without the capabilities that bypass file modes
+_CAPS = "-dac_override,-dac_read_search"
+powerless_sshd = sshd_fixture(
+    scope="module",
+    extra_config=(
+        f"ForceCommand setpriv --bounding-set {_CAPS} --inh-caps {_CAPS} {_SFTP_SERVER}"
+        if os.geteuid() == 0
+        else ""
+    ),
+)
+
+
+def test_an_unreadable_directory_is_one_error_entry_over_sftp(
+    powerless_sshd: SshdServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(powerless_sshd.known_hosts_path.read_text())
+    for key, value in {
+        "STACCATO_SSH_CONFIG": "none",
+        "STACCATO_SSH_IDENTITY": str(powerless_sshd.client_key_path),
+        "STACCATO_SSH_KNOWN_HOSTS": str(known_hosts),
+        "STACCATO_SFTP_LOCK_DIR": str(tmp_path / "locks"),
+        "SSH_AUTH_SOCK": "",
+    }.items():
+        monkeypatch.setenv(key, value)
+    base = f"sftp://{powerless_sshd.user}@{powerless_sshd.host}:{powerless_sshd.port}"
+    tree = SFTPAdapter(SFTPDriver(), tmp_path / "sftp-ns", base)
+    tree.put("a.bin", b"a")
+    tree.put("locked/secret.bin", b"s")
+    tree.put("z.bin", b"z")
+    (tree.root / "locked").chmod(0)
+    try:
+        listed = tree.driver.list_page(tree.list_root(), None, 100)
+    finally:
+        (tree.root / "locked").chmod(0o755)
+        POOL.close_all()
+    assert [(e.name, e.error) for e in listed.entries] == [
+        ("a.bin", None),
+        ("locked/", "cannot list directory: permission denied"),
+        ("z.bin", None),
+    ]

@@ -31,7 +31,10 @@ from staccato.endpoints.listing import (
     LINK_LOOP,
     Child,
     ListDirectoryError,
+    SortedCache,
+    SortedChildren,
     page,
+    sort_children,
     walk,
 )
 from staccato.errors import (
@@ -96,7 +99,9 @@ class FileDriver(Driver):
         is a ``symbolic link loop`` entry); FIFOs, sockets and devices are error
         entries; a name that is not valid UTF-8 is an error entry spelled with
         ``\\xNN`` escapes. A file or directory removed while being listed is left
-        out. Memory: the entries of the directories on the current path + one page.
+        out. Memory: the entries of the directories on the current path + one page,
+        and the sorted names of the last two directories of 5,000 names or more (so
+        paging through a huge directory does not re-read it per page).
 
         Raises:
             NotFoundError, PermissionDeniedError: ``root`` is missing or unreadable.
@@ -113,18 +118,21 @@ class FileDriver(Driver):
                 "copy a single file without -r"
             )
 
-        def list_dir(prefix: str) -> list[Child]:
+        def list_dir(prefix: str) -> SortedChildren:
             try:
-                return _children(os.path.join(top, prefix))
+                return _sorted_children(os.path.join(top, prefix))
             except OSError as err:
                 if not prefix:
                     raise os_error(err, f"source directory {top}") from None
                 if err.errno == errno.ENOENT:
-                    return []  # removed while listed
+                    return SortedChildren((), ())  # removed while listed
                 reason = "permission denied" if err.errno == errno.EACCES else err.strerror
                 raise ListDirectoryError(f"cannot list directory: {reason}") from None
 
-        return page(walk(list_dir, (st.st_dev, st.st_ino), after), limit)
+        def describe(prefix: str, child: Child) -> Child | None:
+            return _described(os.path.join(top, prefix, child.name), child)
+
+        return page(walk(list_dir, (st.st_dev, st.st_ino), after, describe), limit)
 
     def check_destination(self, url: EndpointURL) -> None:
         target = Path(url.path)
@@ -301,8 +309,34 @@ class FileDriver(Driver):
         unlink_if_present(session.data["journal"])
 
 
+#: large directories' sorted names, kept for the next page (see SortedCache)
+_CACHE = SortedCache()
+
+
+def _sorted_children(path: str) -> SortedChildren:
+    """:func:`_children` of ``path`` in walk order; a large directory's sorted names are
+    kept for the next page while the directory's mtime and ctime (nanoseconds) stay
+    the same (a name added or removed changes them). A name added within the file
+    system's clock tick of the listing may be missed, as with any listing of a
+    directory that changes while it is listed.
+
+    Raises:
+        OSError: the directory cannot be read.
+    """
+    st = os.stat(path)
+    token = (path, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
+    cached = _CACHE.get(token)
+    if cached is not None:
+        return cached
+    listed = sort_children(_children(path))
+    _CACHE.put(token, listed)
+    return listed
+
+
 def _children(path: str) -> list[Child]:
-    """The children of the directory ``path``, symbolic links followed.
+    """The children of the directory ``path``: names and kinds from ``readdir`` alone
+    (``d_type``), except symbolic links, which are followed (one ``stat``) to tell a
+    directory from a file; the rest is described later (:func:`_described`).
 
     Raises:
         OSError: the directory cannot be read.
@@ -318,21 +352,33 @@ def _children(path: str) -> list[Child]:
                 found.append(Child(shown, error="the name is not valid UTF-8"))
                 continue
             try:
-                st = entry.stat(follow_symlinks=True)
-            except OSError as err:
-                if err.errno == errno.ENOENT:
-                    if entry.is_symlink():
-                        found.append(Child(name, error=BROKEN_LINK))
-                    continue  # removed while listed
-                if err.errno == errno.ELOOP:
-                    found.append(Child(name, error=LINK_LOOP))
-                else:
-                    found.append(Child(name, error=f"cannot stat: {err.strerror}"))
-                continue
-            if stat_module.S_ISDIR(st.st_mode):
-                found.append(Child(name, is_dir=True, identity=(st.st_dev, st.st_ino)))
-            elif stat_module.S_ISREG(st.st_mode):
-                found.append(Child(name, size=st.st_size, modified_at=st.st_mtime))
-            else:
-                found.append(Child(name, error="not a regular file (a FIFO, socket or device)"))
+                if not entry.is_symlink():
+                    is_dir = entry.is_dir(follow_symlinks=False)
+                    found.append(Child(name, is_dir=is_dir, described=False))
+                    continue
+            except OSError:
+                continue  # removed while listed
+            child = _described(entry.path, Child(name))
+            if child is not None:
+                found.append(child)
     return found
+
+
+def _described(path: str, child: Child) -> Child | None:
+    """``child`` (at ``path``) with what ``stat`` says (symbolic links followed): a
+    directory's identity, a file's size and mtime, or why it cannot be copied; None
+    if it is gone."""
+    name = child.name
+    try:
+        st = os.stat(path)
+    except OSError as err:
+        if err.errno == errno.ENOENT:
+            return Child(name, error=BROKEN_LINK) if os.path.islink(path) else None
+        if err.errno == errno.ELOOP:
+            return Child(name, error=LINK_LOOP)
+        return Child(name, is_dir=child.is_dir, error=f"cannot stat: {err.strerror}")
+    if stat_module.S_ISDIR(st.st_mode):
+        return Child(name, is_dir=True, identity=(st.st_dev, st.st_ino))
+    if stat_module.S_ISREG(st.st_mode):
+        return Child(name, size=st.st_size, modified_at=st.st_mtime)
+    return Child(name, error="not a regular file (a FIFO, socket or device)")

@@ -19,7 +19,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from staccato.endpoints.base import ChunkWriter, Driver, Features, Reader
+from staccato.endpoints.base import ChunkWriter, Driver, Features, Reader, keepalive
 from staccato.endpoints.s3.checksums import _EMPTY_CRC32C, _b64_to_hex
 from staccato.endpoints.s3.client import _Endpoint, _make_endpoint
 from staccato.endpoints.s3.errors import _code, _explain_head, _s3_error, _status
@@ -33,9 +33,9 @@ from staccato.errors import (
     PermanentError,
     RetryableError,
 )
-from staccato.models import ObjectInfo, WriteSession
+from staccato.models import ListEntry, ListPage, ObjectInfo, WriteSession
 from staccato.plan import chunk_bounds, chunk_count
-from staccato.urls import EndpointURL, parse_url
+from staccato.urls import EndpointURL, directory_prefix, parse_url
 
 log = logging.getLogger("staccato.s3")
 
@@ -44,6 +44,14 @@ MARKER = "staccato-transfer"
 _ABORT_ROUNDS = 5
 _ENDPOINT_TTL_S = 60.0  # seconds a profile's client (and credentials) are reused
 _ABORT_PAUSE_S = 0.5
+
+
+def _listed_after(key: str, cursor: str) -> bool:
+    """Whether ``key`` may follow ``cursor`` in a listing: greater in UTF-8 byte order
+    (AWS S3) or in file-tree order, where ``/`` sorts before every other character
+    (stores keeping keys in a file tree: SeaweedFS lists ``d/x`` before ``d-x``)."""
+    a, b = key.encode("utf-8"), cursor.encode("utf-8")
+    return a > b or a.replace(b"/", b"\0") > b.replace(b"/", b"\0")
 
 
 class S3Driver(Driver):
@@ -135,6 +143,71 @@ class S3Driver(Driver):
 
     def open_read(self, url: EndpointURL, info: ObjectInfo, offset: int, length: int) -> Reader:
         return S3Reader(self, url, info, offset, length)
+
+    def list_page(self, root: EndpointURL, after: str | None, limit: int) -> ListPage:
+        """The objects under the prefix of ``root`` (``s3://b/run`` and ``s3://b/run/``
+        both list ``run/...``; ``s3://b/`` the whole bucket): ListObjectsV2 with
+        ``StartAfter`` = prefix + ``after``, as many requests of up to 1,000 keys as it
+        takes to fill ``limit`` (:func:`keepalive` between them). Names are the keys minus
+        the prefix, byte for byte (botocore asks for ``EncodingType=url`` and decodes, so
+        keys with control characters survive the XML). Folder markers (0-byte keys
+        ending in ``/``) are skipped. Order: the store's, strictly increasing and
+        consistent with its ``StartAfter``: UTF-8 byte order on AWS S3; file-tree order
+        (``/`` before every other character) on stores that keep keys in a file tree
+        (SeaweedFS, whose keys are also paths: it stores ``a//b`` as ``a/b``). A prefix with no keys is an empty listing: S3 has
+        no directories. Memory: one response (1,000 keys) + one page.
+
+        Raises:
+            NotFoundError (no such bucket), PermissionDeniedError, RetryableError.
+            RetryableError: the store answered keys out of order (no usable cursor).
+        """
+        if limit < 1:
+            raise PermanentError(f"a listing page holds at least 1 entry, not {limit}")
+        prefix = directory_prefix(root)
+        endpoint = self.endpoint(root)
+        entries: list[ListEntry] = []
+        cursor = prefix + after if after is not None else None
+        while True:
+            request: dict[str, Any] = {
+                "Bucket": root.bucket,
+                "Prefix": prefix,
+                "MaxKeys": min(1000, limit - len(entries)),
+            }
+            if cursor is not None:
+                request["StartAfter"] = cursor
+            try:
+                answer = endpoint.client.list_objects_v2(**request)
+            except (ClientError, BotoCoreError) as err:
+                raise _s3_error(
+                    err, endpoint, root.bucket, prefix, role="source", action="ListObjectsV2"
+                ) from None
+            for item in answer.get("Contents") or []:
+                key = item["Key"]
+                if not key.startswith(prefix) or (
+                    cursor is not None and not _listed_after(key, cursor)
+                ):
+                    raise RetryableError(
+                        f"listing {root}: the store answered key {key!r} after {cursor!r}, "
+                        "out of order (S3 lists keys in increasing order after StartAfter)"
+                    )
+                cursor = key
+                name = key[len(prefix) :]
+                size = int(item.get("Size") or 0)
+                if not name or (name.endswith("/") and size == 0):
+                    continue  # the prefix's own marker, or a folder marker
+                modified = item.get("LastModified")
+                entries.append(
+                    ListEntry(
+                        name=name,
+                        size=size,
+                        modified_at=modified.timestamp() if modified is not None else None,
+                    )
+                )
+            if not answer.get("IsTruncated"):
+                return ListPage(entries=entries)
+            if len(entries) >= limit:
+                return ListPage(entries=entries, next_after=entries[-1].name)
+            keepalive()
 
     # -- destination
 

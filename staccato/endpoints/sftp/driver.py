@@ -46,10 +46,12 @@ has no inode numbers, so the check is by name.)
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import posixpath
 import stat as stat_module
+import time
 from collections.abc import Callable
 from typing import TypeVar
 from urllib.parse import quote
@@ -57,12 +59,24 @@ from urllib.parse import quote
 from paramiko.sftp_attr import SFTPAttributes
 
 from staccato.endpoints.base import ChunkWriter, Driver, Features, Reader
+from staccato.endpoints.listing import (
+    BROKEN_LINK,
+    LINK_LOOP,
+    Child,
+    ListDirectoryError,
+    SortedCache,
+    SortedChildren,
+    page,
+    sort_children,
+    walk,
+)
 from staccato.endpoints.sftp.files import (
     is_missing,
     mapped,
     read_all,
     remove_if_exists,
     stat_or_none,
+    status_error,
 )
 from staccato.endpoints.sftp.journal import (
     JOURNAL_RECORD_BYTES,
@@ -73,6 +87,7 @@ from staccato.endpoints.sftp.journal import (
 from staccato.endpoints.sftp.pipeline import ReadPipeline, SourceEnded, SourceLonger, write_at
 from staccato.endpoints.sftp.pool import run
 from staccato.endpoints.sftp.protocol import (
+    FX_PERMISSION_DENIED,
     FXF_CREAT,
     FXF_READ,
     FXF_WRITE,
@@ -89,7 +104,7 @@ from staccato.errors import (
     SourceChanged,
     WriteSessionLost,
 )
-from staccato.models import ObjectInfo, WriteSession
+from staccato.models import ListPage, ObjectInfo, WriteSession
 from staccato.plan import chunk_count
 from staccato.urls import EndpointURL, parse_url
 
@@ -102,6 +117,12 @@ _BACKUP_SUFFIX = ".staccato-old"
 # largest file measured by reading when its stat size is wrong (e.g. under /proc)
 MEASURE_LIMIT_BYTES = 64 * 1024 * 1024
 _MEASURE_BUFFER = 1024 * 1024
+#: large directories' sorted names, kept for the next page (see SortedCache) while the
+#: directory's mtime and size hold. SFTP mtimes are whole seconds, so a directory
+#: changed in the last _CACHE_QUIET_S seconds (by this worker's clock; allows that much
+#: skew) is never kept: a name added within the second of a listing could be missed.
+_CACHE = SortedCache()
+_CACHE_QUIET_S = 10.0
 _NAME_BYTES = 150  # of the target's name kept in temp names (+ 42 bytes of key and suffix)
 
 
@@ -189,6 +210,82 @@ class SFTPDriver(Driver):
         return SFTPReader(url, resolve(url), info, offset, length)
 
     # -- destination -----------------------------------------------------------------
+
+    def list_page(self, root: EndpointURL, after: str | None, limit: int) -> ListPage:
+        """The files under the server directory ``root``, on one pooled connection
+        (see :meth:`Driver.list_page`; order and restart:
+        :mod:`staccato.endpoints.listing`). Directories are read with raw names
+        (:meth:`StaccatoSFTP.read_dir`); a symbolic link costs one STAT (a link to a
+        directory one REALPATH more, to tell a loop back to a directory being walked);
+        a link the server cannot follow is followed hop by hop to tell a loop from a missing target (OpenSSH answers
+        ``ELOOP`` as ``SSH_FX_NO_SUCH_FILE``). FIFOs, sockets and devices are error entries, names that
+        are not UTF-8 error entries spelled with ``\\xNN`` escapes. Memory: the
+        entries of the directories on the current path + one page.
+
+        Raises:
+            NotFoundError, PermissionDeniedError: ``root`` is missing or unreadable.
+            PermanentError: ``root`` is not a directory.
+        """
+        top = root.path
+
+        def op(sftp: StaccatoSFTP) -> ListPage:
+            attrs = stat_or_none(sftp, top)
+            if attrs is None:
+                raise NotFound(f"source directory {root}: no such directory on the server")
+            if not stat_module.S_ISDIR(attrs.st_mode or 0):
+                raise PermanentError(
+                    f"source {root} is not a directory: a recursive copy lists a "
+                    "directory; copy a single file without -r"
+                )
+            # resolved paths of the directories on the walk's current path (loop check)
+            reals = {"": sftp.real_path(top)}
+
+            def list_dir(prefix: str) -> SortedChildren:
+                path = posixpath.join(top, prefix)
+                try:
+                    dir_attrs = sftp.stat(path)
+                    token = (
+                        root.host,
+                        root.port,
+                        root.user,
+                        path,
+                        dir_attrs.st_mtime,
+                        dir_attrs.st_size,
+                    )
+                    cached = _CACHE.get(token)
+                    if cached is not None:
+                        return cached
+                    listed = sort_children(_children(sftp, path))
+                except (StatusError, OSError) as err:
+                    if not prefix:
+                        raise status_error(err, f"source directory {root}") from None
+                    if is_missing(err):
+                        return SortedChildren((), ())  # removed while listed
+                    if isinstance(err, PermissionError) or (
+                        isinstance(err, StatusError) and err.code == FX_PERMISSION_DENIED
+                    ):
+                        raise ListDirectoryError(
+                            "cannot list directory: permission denied"
+                        ) from None
+                    reason = err.message if isinstance(err, StatusError) else str(err)
+                    raise ListDirectoryError(f"cannot list directory: {reason}") from None
+                mtime = dir_attrs.st_mtime
+                if mtime is not None and mtime < time.time() - _CACHE_QUIET_S:
+                    _CACHE.put(token, listed)
+                return listed
+
+            def describe(prefix: str, child: Child) -> Child:
+                # a directory's identity: its resolved path (a link's was resolved when
+                # listed); kept for the directories on the current path only
+                identity = child.identity or posixpath.join(reals[prefix], child.name)
+                for stale in [k for k in reals if not prefix.startswith(k)]:
+                    del reals[stale]
+                reals[prefix + child.name + "/"] = str(identity)
+                return dataclasses.replace(child, identity=identity, described=True)
+
+            return page(walk(list_dir, reals[""], after, describe), limit)
+
+        return self._run(root, f"listing {root}", op)
 
     def _check_destination(self, sftp: StaccatoSFTP, url: EndpointURL) -> None:
         parent = posixpath.dirname(url.path) or "/"
@@ -435,3 +532,77 @@ class SFTPDriver(Driver):
                     remove_if_exists(sftp, paths["backup"])
 
         self._run(url, f"destination {url}", op)
+
+
+def _children(sftp: StaccatoSFTP, path: str) -> list[Child]:
+    """The children of the server directory ``path``, symbolic links followed; a link
+    to a directory carries its resolved path as identity.
+
+    Raises:
+        StatusError: the directory cannot be read.
+    """
+    found: list[Child] = []
+    for raw, attrs in sftp.read_dir(path):
+        try:
+            name = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            found.append(
+                Child(raw.decode("utf-8", "backslashreplace"), error="the name is not valid UTF-8")
+            )
+            continue
+        full = posixpath.join(path, name)
+        mode = attrs.st_mode or 0
+        identity = None
+        if stat_module.S_ISLNK(mode):
+            try:
+                attrs = sftp.stat(full)
+            except PermissionError:
+                found.append(Child(name, error="cannot follow symbolic link: permission denied"))
+                continue
+            except OSError:
+                found.append(Child(name, error=_link_problem(sftp, full)))
+                continue
+            mode = attrs.st_mode or 0
+            if stat_module.S_ISDIR(mode):
+                try:
+                    identity = sftp.real_path(full)
+                except StatusError:
+                    found.append(Child(name, error=LINK_LOOP))
+                    continue
+        if stat_module.S_ISDIR(mode):
+            found.append(Child(name, is_dir=True, identity=identity, described=False))
+        elif stat_module.S_ISREG(mode):
+            found.append(
+                Child(
+                    name,
+                    size=attrs.st_size or 0,
+                    modified_at=float(attrs.st_mtime) if attrs.st_mtime is not None else None,
+                )
+            )
+        else:
+            found.append(Child(name, error="not a regular file (a FIFO, socket or device)"))
+    return found
+
+
+#: most links followed in one path resolution (Linux's MAXSYMLINKS, path_resolution(7))
+_MAX_LINK_HOPS = 40
+
+
+def _link_problem(sftp: StaccatoSFTP, path: str) -> str:
+    """Why the server could not follow the link at ``path``: READLINK hop by hop, a
+    link seen twice (or more than 40 hops) is a loop, a missing target a broken link."""
+    seen: set[str] = set()
+    for _ in range(_MAX_LINK_HOPS):
+        if path in seen:
+            return LINK_LOOP
+        seen.add(path)
+        try:
+            if not stat_module.S_ISLNK(sftp.lstat(path).st_mode or 0):
+                return BROKEN_LINK  # exists, yet could not be followed: a bad component
+            target = sftp.readlink(path)
+        except OSError:
+            return BROKEN_LINK
+        if target is None:
+            return BROKEN_LINK
+        path = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
+    return LINK_LOOP

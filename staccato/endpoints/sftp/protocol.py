@@ -53,8 +53,12 @@ from paramiko.sftp import (
     CMD_FSTAT,
     CMD_HANDLE,
     CMD_INIT,
+    CMD_NAME,
     CMD_OPEN,
+    CMD_OPENDIR,
     CMD_READ,
+    CMD_READDIR,
+    CMD_REALPATH,
     CMD_STATUS,
     CMD_VERSION,
     CMD_WRITE,
@@ -384,6 +388,51 @@ class StaccatoSFTP(paramiko.SFTPClient):
 
     def close_handle(self, handle: bytes) -> None:
         self._status_request(CMD_CLOSE, handle)
+
+    def read_dir(self, path: str) -> list[tuple[bytes, SFTPAttributes]]:
+        """SSH_FXP_OPENDIR, then SSH_FXP_READDIR until EOF (draft §6.7): each name as
+        the server's raw bytes (a name need not be UTF-8; paramiko's ``listdir_attr``
+        would fail on it) with its attributes as READDIR reports them (OpenSSH: those
+        of ``lstat``, so a symbolic link shows as a link). ``.`` and ``..`` left out.
+
+        Raises:
+            StatusError: the directory cannot be opened or read.
+        """
+        kind, handle = self._status_request(CMD_OPENDIR, path.encode("utf-8"))
+        if kind != CMD_HANDLE:
+            raise SFTPError("Expected handle")
+        found: list[tuple[bytes, SFTPAttributes]] = []
+        try:
+            while True:
+                try:
+                    kind, msg = self._status_request(CMD_READDIR, handle)
+                except StatusError as err:
+                    if err.code == FX_EOF:
+                        return found
+                    raise
+                if kind != CMD_NAME:
+                    raise SFTPError("Expected name response")
+                for _ in range(msg.get_int()):
+                    name = msg.get_string()
+                    msg.get_string()  # longname (ls -l text)
+                    attrs = SFTPAttributes._from_msg(msg)
+                    if name not in (b".", b".."):
+                        found.append((name, attrs))
+                base.keepalive()
+        finally:
+            self.close_handle(handle)
+
+    def real_path(self, path: str) -> str:
+        """SSH_FXP_REALPATH (draft §6.11): the absolute path with symbolic links
+        resolved (OpenSSH: ``realpath(3)``).
+
+        Raises:
+            StatusError: it cannot be resolved (missing, a link loop...).
+        """
+        kind, msg = self._status_request(CMD_REALPATH, path.encode("utf-8"))
+        if kind != CMD_NAME or msg.get_int() != 1:
+            raise SFTPError("Expected one name")
+        return str(msg.get_string().decode("utf-8", "surrogateescape"))
 
     def fstat_handle(self, handle: bytes) -> SFTPAttributes:
         kind, value = self._status_request(CMD_FSTAT, handle)
