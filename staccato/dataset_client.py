@@ -265,6 +265,8 @@ async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
         WorkflowExecutionStatus.CONTINUED_AS_NEW,  # between two runs
     ):
         state = progress.state if progress else DatasetState.running
+        if state in _TERMINAL:  # the run is returning: report its result
+            state = DatasetState.running
         error = None
     else:
         state = _STATUS_STATES.get(description.status, DatasetState.failed)  # type: ignore[arg-type]
@@ -324,6 +326,7 @@ async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
             "current": current or progress.current,
             "runs": progress.runs,
             "error": error or progress.error,
+            "failures": progress.failures,
         }
     )
 

@@ -233,6 +233,7 @@ class DatasetProgress(BaseModel):
     started_at: float | None = None
     now: float | None = None
     error: str | None = None
+    failures: list[FileFailure] = Field(default_factory=list)
 
 
 class DatasetResult(BaseModel):

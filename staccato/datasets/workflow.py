@@ -459,4 +459,5 @@ class DatasetWorkflow:
             started_at=c.started_at,
             now=workflow.now().timestamp(),
             error=self._error,
+            failures=c.failures,
         )
