@@ -87,6 +87,10 @@ def test_cli_collision_fails_that_file_and_lists_it(
     status = json.loads(shown.stdout)
     assert status["state"] == "completed_with_errors" and status["files_failed"] == 1
     assert status["files_done"] == 2
+    by_root = run_cli("status", str(destination), **args)
+    assert "completed_with_errors" in by_root.stdout and "1 failed" in by_root.stdout
+    listed_all = run_cli("list", **args)
+    assert dataset_id(str(destination)) in listed_all.stdout, listed_all.stdout
     # --retry-failed copies only that file; once the obstacle is gone it succeeds
     (destination / "d").unlink()
     (source / "ok").write_bytes(b"changed, but not retried")

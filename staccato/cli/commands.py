@@ -27,6 +27,7 @@ from staccato.cli.options import (
 from staccato.client import StaccatoClient
 from staccato.dataset_client import list_datasets
 from staccato.datasets.models import DATASET_ID_PREFIX, DatasetState, DatasetStatus
+from staccato.errors import TransferNotFoundError
 from staccato.models import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_RETRY_FOR_S,
@@ -137,7 +138,10 @@ def cp(
 
 
 def watch(transfer: TransferArg) -> None:
-    """Follow a transfer with a progress bar until it ends (exit code as for cp)."""
+    """Follow a transfer or dataset with a progress bar until it ends (exit code as for cp)."""
+    if transfer.startswith(DATASET_ID_PREFIX):
+        datasets.watch(transfer)
+        return
 
     async def go() -> TransferStatus:
         client = await StaccatoClient.connect()
@@ -181,11 +185,19 @@ def status(
         datasets.status(transfer, as_json, failures)
         return
 
-    async def go() -> TransferStatus:
+    async def go() -> TransferStatus | None:
         client = await StaccatoClient.connect()
-        return await client.status(transfer)
+        try:
+            return await client.status(transfer)
+        except TransferNotFoundError:
+            if "://" in transfer or transfer.startswith(("/", ".")):
+                return None  # a destination: perhaps a dataset's root
+            raise
 
     current = run(go)
+    if current is None:
+        datasets.status(transfer, as_json, failures)
+        return
     if as_json:
         typer.echo(json.dumps(current.to_json_dict(), indent=2))
         return

@@ -292,6 +292,16 @@ def status(dataset: str, as_json: bool, failures: bool) -> None:
         typer.echo(line)
 
 
+def watch(dataset: str) -> None:
+    """``staccato watch`` of a dataset id: the progress bar until it ends."""
+
+    async def go() -> DatasetStatus:
+        client = await StaccatoClient.connect()
+        return await follow(client, dataset, quiet=False)
+
+    exit_for(run(go))
+
+
 def list_row(s: DatasetStatus) -> str:
     """``staccato list``: a dataset's row beside the transfers'."""
     return f"{s.id}  {s.state.value:10} {progress_text(s):40}  {s.source}/ -> {s.destination}/"
