@@ -139,3 +139,23 @@ async def test_continue_as_new_keeps_each_runs_history_bounded(
     assert runs == final.runs
     status = await dataset_status(client, dataset)
     assert status.files_total == 120
+
+
+async def test_cancel_mid_dataset_leaves_no_temp_file(
+    client: StaccatoClient, data_dir: Path
+) -> None:
+    source, destination = data_dir / "src", data_dir / "dst"
+    _small_tree(source, 600)
+    dataset = await submit_dataset(
+        client, str(source), str(destination), TransferOptions(chunk_size=1 * MiB), batch_files=50
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(list(destination.rglob("f*"))) < 100:
+        await asyncio.sleep(0.05)
+    await client.cancel(dataset)
+    final = await wait_dataset(client, dataset, timeout_s=60)
+    assert final.state == DatasetState.cancelled, final
+    assert final.files_done < 600 and final.failures == []
+    left = [p.name for p in destination.rglob("*") if ".staccato-" in p.name]
+    assert left == []
+    assert all(tree(destination)[k] == tree(source)[k] for k in tree(destination))

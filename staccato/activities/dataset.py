@@ -154,8 +154,21 @@ def _with_destination(
 
 
 @activity.defn(name="copy_batch")
-@mapped_errors
 def copy_batch(request: BatchInput) -> BatchResult:
+    """Copy the batch's files one after the other (see :func:`_copy_batch`).
+
+    Raises:
+        CancelledError: the dataset was cancelled (the file in flight is removed).
+        ApplicationError: a mapped error (see ``mapped_errors``).
+    """
+    result = _copy_batch(request)
+    if result is None:
+        raise CancelledError("batch stopped: cancelled or its worker is gone")
+    return result
+
+
+@mapped_errors
+def _copy_batch(request: BatchInput) -> BatchResult | None:
     """Copy the batch's files one after the other (see the module docstring for resume).
 
     A file that cannot be copied (missing, a name or a collision the destination
@@ -165,11 +178,11 @@ def copy_batch(request: BatchInput) -> BatchResult:
 
     Returns:
         Files copied, skipped (up to date at ``options.sync_level``), failed with
-        reasons, bytes written.
+        reasons, bytes written; None when the dataset was cancelled (or the worker is
+        gone): the file in flight is removed.
 
     Raises:
         RetryableError: a transient failure (the attempt is retried).
-        CancelledError: the dataset was cancelled.
     """
     check_file_roots(request.source_root, request.destination_root)
     state = _previous(request)
@@ -195,7 +208,7 @@ def copy_batch(request: BatchInput) -> BatchResult:
                 state.next_index = index + 1
             state.current = None
     except StreamStopped:
-        raise CancelledError("batch stopped: cancelled or its worker is gone") from None
+        return None
     except StaccatoError:
         beat(force=True)  # the retry starts at the file that failed
         raise

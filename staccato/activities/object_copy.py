@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from staccato import checksums
 from staccato.activities.copy import copy_segment_in_process
+from staccato.activities.stream_progress import StreamStopped
 from staccato.activities.transfer import (
     open_write_session,
     publish_session,
@@ -107,6 +108,7 @@ def copy_object(
             details); may raise to stop.
 
     Raises:
+        StreamStopped: ``beat`` stopped it (cancelled): the write session is removed.
         PermanentError: this object cannot be copied (missing, changed during the copy,
             a name the destination cannot hold...): its write session is removed and
             the destination name is untouched.
@@ -144,6 +146,9 @@ def copy_object(
     except StaccatoError as err:
         if not err.retryable:
             destination_driver.abort(session)
+        raise
+    except StreamStopped:  # cancelled: nothing of this file is left behind
+        destination_driver.abort(session)
         raise
     return ObjectOutcome(copied=True, bytes=info.size)
 

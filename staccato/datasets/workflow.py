@@ -321,10 +321,14 @@ class DatasetWorkflow:
                 heartbeat_timeout=self._heartbeat_timeout(request),
                 schedule_to_close_timeout=timedelta(seconds=request.options.retry_for_s),
                 retry_policy=RETRY,
+                # a cancelled dataset waits for the batch to remove its file in flight
+                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             )
         except asyncio.CancelledError:
             raise
         except Exception as err:
+            if isinstance(getattr(err, "cause", None), CancelledError):
+                return  # the dataset is being cancelled
             # the attempt's counts are lost with it: every file is reported failed, and
             # --retry-failed compares each one before copying
             for f in batch.files:
