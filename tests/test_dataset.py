@@ -109,3 +109,15 @@ def test_cli_without_r_refuses_a_directory_and_dataset_options(
     (data_dir / "dir").mkdir()
     plain = run_cli("cp", str(data_dir / "dir"), str(data_dir / "copy"), **args)
     assert plain.returncode == 1 and "cp -r" in plain.stderr, plain.stderr
+
+
+def test_cli_missing_source_root_fails_naming_it(
+    worker: WorkerProcess, temporal_server, data_dir: Path
+) -> None:
+    args = dict(address=temporal_server.address, task_queue=worker.task_queue)
+    missing = data_dir / "no-such-dir"
+    done = run_cli("cp", "-r", str(missing), str(data_dir / "out"), **args)
+    assert done.returncode == 1 and "failed" in done.stderr, done.stderr
+    assert str(missing) in done.stderr
+    http = run_cli("cp", "-r", "https://example.org/x/", str(data_dir / "out"), **args)
+    assert http.returncode == 2 and "cp -r needs a file, s3 or sftp" in http.stderr
