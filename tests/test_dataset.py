@@ -121,3 +121,21 @@ def test_cli_missing_source_root_fails_naming_it(
     assert str(missing) in done.stderr
     http = run_cli("cp", "-r", "https://example.org/x/", str(data_dir / "out"), **args)
     assert http.returncode == 2 and "cp -r needs a file, s3 or sftp" in http.stderr
+
+
+async def test_include_and_exclude_globs(client: StaccatoClient, data_dir: Path) -> None:
+    source, destination = data_dir / "src", data_dir / "dst"
+    for name in ["a.txt", "keep/b.txt", "keep/tmp/c.txt", "d.log", "keep/e.bin"]:
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / name).write_bytes(name.encode())
+    final = await run_dataset(
+        client,
+        str(source),
+        str(destination),
+        options=OPTIONS,
+        include=["*.txt", "*.bin"],
+        exclude=["*/tmp/*"],
+    )
+    assert final.state == DatasetState.completed, final
+    assert sorted(tree(destination)) == ["a.txt", "keep/b.txt", "keep/e.bin"]
+    assert final.files_total == 3
