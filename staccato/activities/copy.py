@@ -191,7 +191,9 @@ class _SegmentCopy:
             and self.destination.can_copy_from(self.source_url, self.destination_url)
         )
         needs_buffer = self.todo or self.rehash
-        self.buffer = memoryview(bytearray(session.chunk_size) if needs_buffer else b"")
+        # a chunk at most, and no more than the object (a small file in a batch)
+        length = min(session.chunk_size, max(session.size, 1))
+        self.buffer = memoryview(bytearray(length) if needs_buffer else b"")
 
     def _length(self, index: int) -> int:
         return chunk_bounds(index, self.session.size, self.session.chunk_size)[1]
