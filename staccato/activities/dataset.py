@@ -10,7 +10,9 @@ already: a retried attempt compares each file from the checkpoint on with its
 destination at the checksum level (both read, nothing written) and counts those that
 match as done, until the first one that does not; from there it copies. The file that
 was half-written reopens its write session (same key) and copies only the chunks the
-destination does not hold.
+destination does not hold; the session of the last file found published is reopened
+and aborted (the kill may have come between its publish and the removal of its
+journal).
 """
 
 from __future__ import annotations
@@ -198,14 +200,22 @@ def _copy_batch(request: BatchInput) -> BatchResult | None:
     beat = _Beat(state)
     root = parse_url(request.source_root)
     destination_root = parse_url(request.destination_root)
+    last_matched: int | None = None  # the last file found copied by the previous attempt
     try:
         with keepalive_hook(beat):
             for index in range(state.next_index, len(request.files)):
                 name = request.files[index].name
                 state.current = name
                 beat()
+                was_resuming = resuming
                 resuming = _copy_one(request, index, root, destination_root, state, resuming, beat)
+                if resuming:
+                    last_matched = index
+                elif was_resuming and last_matched is not None:
+                    _discard_session(request, destination_root, last_matched)
                 state.next_index = index + 1
+            if resuming and last_matched is not None:
+                _discard_session(request, destination_root, last_matched)
             state.current = None
     except StreamStopped:
         return None
@@ -215,6 +225,22 @@ def _copy_batch(request: BatchInput) -> BatchResult | None:
     return BatchResult(
         done=state.done, skipped=state.skipped, bytes=state.bytes, failures=state.failures
     )
+
+
+def _discard_session(request: BatchInput, destination_root: EndpointURL, index: int) -> None:
+    """Remove what is left of file ``index``'s write session (reopened by its key, then
+    aborted): the previous attempt may have been killed after publishing it and before
+    removing its journal (file, SFTP), the last file it published being the one in
+    flight at the kill."""
+    destination = target_url(destination_root, request.files[index].name)
+    driver = get_driver(destination.scheme)
+    session = driver.open_session(
+        destination,
+        request.files[index].size,
+        request.options.chunk_size,
+        f"{request.key}-{index}",
+    )
+    driver.abort(session)
 
 
 def _previous(request: BatchInput) -> BatchCheckpoint:
