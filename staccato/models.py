@@ -516,7 +516,8 @@ class ListEntry(BaseModel):
 
 
 class ListPage(BaseModel):
-    """A page of a listing, in strictly increasing order of ``name`` as UTF-8 bytes.
+    """A page of a listing, in strictly increasing order of ``name`` (UTF-8 bytes; an S3
+    store keeping keys in a file tree lists ``/`` first: see ``Driver.list_page``).
 
     Attributes:
         entries: at most the ``limit`` asked for (fewer is not the end).

@@ -224,8 +224,10 @@ class Driver(abc.ABC):
         (docs/architecture.md, "Listing a directory or prefix").
 
         Entries come in strictly increasing order of their relative name as UTF-8 bytes
-        (S3 ListObjectsV2 order), starting after ``after`` (S3 ``StartAfter``
-        semantics), at most ``limit`` of them. The listing restarts from ``after``
+        (S3 ListObjectsV2 order; an S3-compatible store that keeps keys in a file tree,
+        such as SeaweedFS, lists ``/`` before every other character, consistently with
+        its own ``StartAfter``), starting after ``after`` (S3 ``StartAfter``
+        semantics), at most ``limit`` of them (fewer is not the end). The listing restarts from ``after``
         alone (no other state). Only objects are entries: directories are walked,
         empty ones leave no trace; a symbolic link to a file is followed; a broken
         link, a loop or an unreadable directory is an entry with ``error`` set.

@@ -12,7 +12,8 @@ prefix of it holds only smaller names and is never opened; only the directories 
 path to ``after`` are listed again (one ``readdir`` per level).
 
 Memory: the sorted children of each directory on the current path (for a tree of
-ordinary depth, about one directory's entries), plus one page.
+ordinary depth, about one directory's entries), plus one page, plus what a driver keeps
+in a :class:`SortedCache` (the last two large directories).
 """
 
 from __future__ import annotations

@@ -7,7 +7,9 @@ refuse to list with a clear error."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import unicodedata
@@ -19,13 +21,15 @@ import pytest
 
 from staccato.datasets.names import target_url
 from staccato.endpoints.file import driver as file_driver
+from staccato.endpoints.sftp import driver as sftp_driver
 from staccato.endpoints.sftp.driver import SFTPDriver
 from staccato.endpoints.sftp.pool import POOL
-from staccato.errors import NotFoundError, PermanentError, UnsupportedError
+from staccato.errors import NotFoundError, PermanentError, RetryableError, UnsupportedError
 from staccato.models import ListEntry, ListPage
 from staccato.urls import parse_url
 from tests.contract.adapters import EndpointAdapter, SFTPAdapter, _LocalDirectory
 from tests.servers.sshd import SshdServer, sshd_fixture
+from tests.servers.temporal_server import _descendants
 
 #: OpenSSH's SFTP server program (a process of its own, unlike internal-sftp)
 _SFTP_SERVER = "/usr/lib/openssh/sftp-server"
@@ -130,6 +134,23 @@ def test_listed_names_map_to_the_same_objects(listable: EndpointAdapter) -> None
     for entry in _all(endpoint, 1000):
         url = target_url(endpoint.list_root(), entry.name)
         assert url == endpoint.url(entry.name)
+        assert parse_url(url.canonical) == url
+        assert endpoint.driver.stat(url).size == sizes[entry.name]
+
+
+def test_names_with_control_characters(listable: EndpointAdapter) -> None:
+    """Line breaks, tabs and other control characters are legal in file names and S3
+    keys: listed as they are (S3: through the XML listing's URL encoding) and mapped to
+    the same object (canonical text percent-encodes them)."""
+    endpoint = listable
+    if endpoint.name == "s3_moto":
+        pytest.skip("moto cannot store keys with control characters (its PUT answers 404)")
+    names = ["new\nline", "tab\tctl\x01", "cr\rend "]
+    sizes = _fill(endpoint, names)
+    entries = _all(endpoint, 1)
+    assert [e.name for e in entries] == _in_order(endpoint, names)
+    for entry in entries:
+        url = target_url(endpoint.list_root(), entry.name)
         assert parse_url(url.canonical) == url
         assert endpoint.driver.stat(url).size == sizes[entry.name]
 
@@ -323,21 +344,26 @@ powerless_sshd = sshd_fixture(
 )
 
 
-def test_an_unreadable_directory_is_one_error_entry_over_sftp(
-    powerless_sshd: SshdServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _own_sftp(server: SshdServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SFTPAdapter:
+    """An SFTP adapter on ``server`` (its own keys and known_hosts)."""
     known_hosts = tmp_path / "known_hosts"
-    known_hosts.write_text(powerless_sshd.known_hosts_path.read_text())
+    known_hosts.write_text(server.known_hosts_path.read_text())
     for key, value in {
         "STACCATO_SSH_CONFIG": "none",
-        "STACCATO_SSH_IDENTITY": str(powerless_sshd.client_key_path),
+        "STACCATO_SSH_IDENTITY": str(server.client_key_path),
         "STACCATO_SSH_KNOWN_HOSTS": str(known_hosts),
         "STACCATO_SFTP_LOCK_DIR": str(tmp_path / "locks"),
         "SSH_AUTH_SOCK": "",
     }.items():
         monkeypatch.setenv(key, value)
-    base = f"sftp://{powerless_sshd.user}@{powerless_sshd.host}:{powerless_sshd.port}"
-    tree = SFTPAdapter(SFTPDriver(), tmp_path / "sftp-ns", base)
+    base = f"sftp://{server.user}@{server.host}:{server.port}"
+    return SFTPAdapter(SFTPDriver(), tmp_path / "sftp-ns", base)
+
+
+def test_an_unreadable_directory_is_one_error_entry_over_sftp(
+    powerless_sshd: SshdServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tree = _own_sftp(powerless_sshd, tmp_path, monkeypatch)
     tree.put("a.bin", b"a")
     tree.put("locked/secret.bin", b"s")
     tree.put("z.bin", b"z")
@@ -352,3 +378,46 @@ def test_an_unreadable_directory_is_one_error_entry_over_sftp(
         ("locked/", "cannot list directory: permission denied"),
         ("z.bin", None),
     ]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "stopped"])
+def test_a_connection_lost_while_listing_is_retryable_never_an_entry(
+    powerless_sshd: SshdServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    sig: signal.Signals,
+) -> None:
+    """The server's SFTP processes are SIGKILLed (the connection drops) or SIGSTOPped
+    (no answer: the request times out, a ``TimeoutError``, which is an ``OSError``
+    like the server's status answers) while a page is being listed: the page fails
+    with a retryable error, no entry blames a directory, and the next attempt lists
+    everything."""
+    monkeypatch.setenv("STACCATO_SFTP_IO_TIMEOUT_S", "2")
+    tree = _own_sftp(powerless_sshd, tmp_path, monkeypatch)
+    for name in ["a/1", "b/2", "c/3"]:
+        tree.put(name, b"x")
+    real = sftp_driver._children
+    calls: list[str] = []
+    hit: list[int] = []
+
+    def signal_on_second_directory(sftp: Any, path: str) -> list[Any]:
+        calls.append(path)
+        if len(calls) == 2:
+            assert powerless_sshd.pid is not None
+            for pid, _ in _descendants(powerless_sshd.pid):
+                os.kill(pid, sig)
+                hit.append(pid)
+        return real(sftp, path)
+
+    monkeypatch.setattr(sftp_driver, "_children", signal_on_second_directory)
+    try:
+        with pytest.raises(RetryableError):
+            tree.driver.list_page(tree.list_root(), None, 100)
+    finally:
+        for pid in hit:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        POOL.close_all()
+    monkeypatch.setattr(sftp_driver, "_children", real)
+    assert [e.name for e in _all(tree, 100)] == ["a/1", "b/2", "c/3"]
+    POOL.close_all()

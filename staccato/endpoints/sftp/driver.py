@@ -47,6 +47,7 @@ has no inode numbers, so the check is by name.)
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import logging
 import posixpath
@@ -217,10 +218,12 @@ class SFTPDriver(Driver):
         :mod:`staccato.endpoints.listing`). Directories are read with raw names
         (:meth:`StaccatoSFTP.read_dir`); a symbolic link costs one STAT (a link to a
         directory one REALPATH more, to tell a loop back to a directory being walked);
-        a link the server cannot follow is followed hop by hop to tell a loop from a missing target (OpenSSH answers
-        ``ELOOP`` as ``SSH_FX_NO_SUCH_FILE``). FIFOs, sockets and devices are error entries, names that
-        are not UTF-8 error entries spelled with ``\\xNN`` escapes. Memory: the
-        entries of the directories on the current path + one page.
+        a link the server cannot follow is walked hop by hop to tell a loop from a
+        missing target (OpenSSH answers ``ELOOP`` as ``SSH_FX_NO_SUCH_FILE``). FIFOs,
+        sockets and devices are error entries, names that are not UTF-8 error entries
+        spelled with ``\\xNN`` escapes. A lost connection is retryable, never an entry.
+        Memory: the entries of the directories on the current path + one page + the
+        sorted names of the last two large directories (``_CACHE``).
 
         Raises:
             NotFoundError, PermissionDeniedError: ``root`` is missing or unreadable.
@@ -257,6 +260,8 @@ class SFTPDriver(Driver):
                         return cached
                     listed = sort_children(_children(sftp, path))
                 except (StatusError, OSError) as err:
+                    if not _is_status(err):
+                        raise  # the connection, not the directory: retried
                     if not prefix:
                         raise status_error(err, f"source directory {root}") from None
                     if is_missing(err):
@@ -556,11 +561,14 @@ def _children(sftp: StaccatoSFTP, path: str) -> list[Child]:
         if stat_module.S_ISLNK(mode):
             try:
                 attrs = sftp.stat(full)
-            except PermissionError:
-                found.append(Child(name, error="cannot follow symbolic link: permission denied"))
-                continue
-            except OSError:
-                found.append(Child(name, error=_link_problem(sftp, full)))
+            except OSError as err:
+                if not _is_status(err):
+                    raise
+                if isinstance(err, PermissionError):
+                    reason = "cannot follow symbolic link: permission denied"
+                else:
+                    reason = _link_problem(sftp, full)
+                found.append(Child(name, error=reason))
                 continue
             mode = attrs.st_mode or 0
             if stat_module.S_ISDIR(mode):
@@ -600,9 +608,23 @@ def _link_problem(sftp: StaccatoSFTP, path: str) -> str:
             if not stat_module.S_ISLNK(sftp.lstat(path).st_mode or 0):
                 return BROKEN_LINK  # exists, yet could not be followed: a bad component
             target = sftp.readlink(path)
-        except OSError:
+        except OSError as err:
+            if not _is_status(err):
+                raise
             return BROKEN_LINK
         if target is None:
             return BROKEN_LINK
         path = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
     return LINK_LOOP
+
+
+def _is_status(err: BaseException) -> bool:
+    """Whether ``err`` is the server's answer about a file (an SFTP status: paramiko
+    raises ``OSError`` with ``ENOENT``, ``EACCES`` or no errno for one) rather than a
+    lost connection (``ConnectionResetError``, ``TimeoutError``, ``EPIPE``...), which
+    must be retried, never reported as a property of the file."""
+    if isinstance(err, StatusError):
+        return True
+    return type(err) in (OSError, FileNotFoundError, PermissionError) and (
+        getattr(err, "errno", None) in (None, errno.ENOENT, errno.EACCES)
+    )
