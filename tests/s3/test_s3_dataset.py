@@ -1,4 +1,5 @@
-"""Datasets through S3: a local tree -> an S3 prefix -> a local tree compares equal
+"""Datasets through S3: a local tree -> an S3 prefix -> another prefix -> a local tree
+compares equal
 (names, sizes, checksums), a large file through a child transfer, a second run at a
 sync level copies nothing; a name S3 cannot hold (over 1,024 bytes) fails alone with
 the reason while the rest is copied. (SeaweedFS refuses or rewrites the keys a file
@@ -31,13 +32,19 @@ async def test_file_to_s3_to_file_round_trip(
     assert up.files_done == len(files)
     assert keys(s3, bucket) == sorted(f"run/{name}" for name in files)
     assert open_uploads(s3, bucket) == []
+    # prefix to prefix on one store (server-side copies), then back to files
+    copy = await run_dataset(
+        s3_client, prefix, f"s3://{bucket}/copy", options=OPTIONS, small_file_max=1 * MiB
+    )
+    assert copy.state == DatasetState.completed and copy.files_done == len(files), copy
+    prefix = f"s3://{bucket}/copy/"
     down = await run_dataset(s3_client, prefix, str(back), options=OPTIONS, small_file_max=1 * MiB)
     assert down.state == DatasetState.completed, down
     assert tree(back) == tree(source)
     again = await run_dataset(
         s3_client,
         str(source),
-        prefix,
+        f"s3://{bucket}/run/",
         options=OPTIONS.model_copy(update={"sync_level": SyncLevel.checksum}),
         small_file_max=1 * MiB,
     )
