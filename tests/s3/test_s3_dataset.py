@@ -1,7 +1,6 @@
 """Datasets through S3: a local tree -> an S3 prefix -> another prefix -> a local tree
-compares equal
-(names, sizes, checksums), a large file through a child transfer, a second run at a
-sync level copies nothing; a name S3 cannot hold (over 1,024 bytes) fails alone with
+compares equal (names, sizes, checksums), a large file through a child transfer, a
+second run at a sync level copies nothing; a name S3 cannot hold (over 1,024 bytes) fails alone with
 the reason while the rest is copied. (SeaweedFS refuses or rewrites the keys a file
 system cannot hold, ``a//b``, ``x/./y``, long segments, so that direction is held by
 the listing contract and ``datasets.names``.)"""
