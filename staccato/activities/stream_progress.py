@@ -20,6 +20,7 @@ from collections import deque
 from pydantic import ValidationError
 from temporalio import activity
 
+from staccato import units
 from staccato.activities.stream_guard import StreamAbandonedError, shield, touch
 from staccato.endpoints.base import Reader
 from staccato.errors import RetryableError
@@ -102,8 +103,10 @@ class StreamProgress:
         bytes_done: int,
         next_chunk: int,
         watchdog: RateWatchdog | None = None,
+        length: int | None = None,
     ) -> None:
         self.segment = segment
+        self.length = length  # bytes in the segment, for the heartbeat's summary
         self.watchdog = watchdog
         self.reader: Reader | None = None  # the source reader in use, for the watchdog
         self._closed_readers_bytes = 0
@@ -144,13 +147,16 @@ class StreamProgress:
             # The worker process died: this is a stale writer, stop now.
             raise StreamStopped("worker process is gone")
         elapsed = max(now - self._started, 1e-6)
+        done = self.bytes_done + self.in_flight
+        rate = round((self._copied + self.in_flight) / elapsed, 1)
         heartbeat(
             Checkpoint(
                 segment=self.segment,
                 next_chunk=self.next_chunk,
-                bytes_done=self.bytes_done + self.in_flight,
-                rate_bytes_per_s=round((self._copied + self.in_flight) / elapsed, 1),
+                bytes_done=done,
+                rate_bytes_per_s=rate,
                 bytes_read=self.bytes_read,
+                summary=f"segment {self.segment}: {units.progress(done, self.length, rate)}",
             )
         )
         if self.watchdog is not None:
