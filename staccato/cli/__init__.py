@@ -57,9 +57,13 @@ def main() -> NoReturn:
     text (no boxes drawn at 80 columns): typer's rich formatting is turned off for
     this run by ``rich_markup_mode=None``, without touching the environment.
 
-    Ends with ``os._exit``: the Temporal client's native threads can crash CPython's
-    finalization of a short-lived process ("PyGILState_Release: thread state ... must
-    be current", temporalio/sdk-python#300), which would turn a success into SIGABRT.
+    Ends with ``os._exit``: a Temporal runtime's native (Tokio) threads still alive
+    when CPython finalizes may be handing a reply to Python at that moment, which
+    crashes the exit ("PyGILState_Release: thread state ... must be current",
+    temporalio/sdk-python#300) and would turn a success into SIGABRT. The Python API
+    avoids it by stopping those threads when a client closes (see
+    :meth:`staccato.client.StaccatoClient.close`); the command skips finalization
+    altogether, so no client it made can outlive it.
     """
     if not sys.stderr.isatty():
         app.rich_markup_mode = None
