@@ -394,10 +394,14 @@ class StaccatoClient:
                     in_segments[details.segment] = max(
                         in_segments.get(details.segment, 0), details.bytes_done
                     )
-                    if pending.state != PendingActivityState.PENDING_ACTIVITY_STATE_SCHEDULED:
+                    if pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED:
+                        # not a stream waiting to start, nor one a pause or cancel is
+                        # stopping: their last rate is history
                         rate_sum += details.rate_bytes_per_s
             bytes_done += sum(in_segments.values())
-            if state == TransferState.running:
+            # a cancel requested: the streams are stopping, their last rate is history
+            stopping = description.raw_description.workflow_extended_info.cancel_requested
+            if state == TransferState.running and not stopping:
                 rate = rate_sum
         else:
             state = (
