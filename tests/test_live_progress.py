@@ -12,11 +12,14 @@ import time
 from pathlib import Path
 
 from temporalio.api.sdk.v1 import WorkflowMetadata
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
 
 from staccato.client import StaccatoClient
 from staccato.errors import StaccatoError
 from staccato.models import TransferOptions, TransferState
 from staccato.workers.progress_reporter import MIN_PERIOD_S, reports_by
+from staccato.workflows.transfer import TransferWorkflow
 from tests.helpers import MiB, at_rest, sha256_file, write_random
 from tests.servers.nginx import NginxServer, nginx_fixture
 
@@ -90,6 +93,10 @@ async def test_current_details_advance_while_data_moves(
     assert "streams running" in first, first
     copy_s = times[-1] - times[0]
     assert signals <= reports_by(copy_s + 2 * MIN_PERIOD_S) + 1, (signals, copy_s)
+    # a history with report_progress signals replays: the handler issues no command
+    recorded = await client.temporal.get_workflow_handle(transfer).fetch_history()
+    replayer = Replayer(workflows=[TransferWorkflow], data_converter=pydantic_data_converter)
+    await replayer.replay_workflow(recorded)
 
 
 async def test_heartbeats_carry_a_summary(
