@@ -18,7 +18,7 @@ from temporalio.worker import Replayer
 from staccato.client import StaccatoClient
 from staccato.errors import StaccatoError
 from staccato.models import TransferOptions, TransferState
-from staccato.workers.progress_reporter import MIN_PERIOD_S, reports_by
+from staccato.workers.progress_reporter import MIN_PERIOD_S, report_period, reports_by
 from staccato.workflows.transfer import TransferWorkflow
 from tests.helpers import MiB, at_rest, sha256_file, write_random
 from tests.servers.nginx import NginxServer, nginx_fixture
@@ -126,3 +126,13 @@ async def test_heartbeats_carry_a_summary(
         r"segment \d+: [0-9.]+ [KMG]?i?B / 16\.0 MiB \(\d+%\)( at [0-9.]+ [KMG]?i?B/s)?",
         summaries[0],
     ), summaries
+
+
+def test_reports_stay_far_below_temporal_history_warning() -> None:
+    """The numbers the reporter's docstring and the README give: about 4 events per
+    report; a month-long copy stays well below Temporal's 10,240-event warning."""
+    hour, day = 3600, 86400
+    assert report_period(0) == MIN_PERIOD_S and report_period(day) == day / 180
+    assert 300 <= reports_by(hour) <= 330  # ~1,300 events in the first hour
+    assert 880 <= reports_by(day) <= 910  # ~3,600 by a day
+    assert 4 * reports_by(30 * day) <= 6100  # ~6,000 by 30 days (the longest retry budget)
