@@ -129,6 +129,7 @@ async def test_rate_and_eta_after_pause_resume_and_cancel(
     assert paused.state == TransferState.paused, paused
     assert paused.rate_bytes_per_s is None and paused.eta_s is None, paused
     await client.resume(transfer)
+    resumed_at = time.monotonic()
     # the new streams' first heartbeats bring a rate and an ETA within seconds
     resumed = await wait_for_status(
         client,
@@ -137,6 +138,7 @@ async def test_rate_and_eta_after_pause_resume_and_cancel(
         timeout_s=10,
     )
     assert resumed.state == TransferState.running, resumed
+    print(f"rate and ETA {time.monotonic() - resumed_at:.1f} s after resume")
     await client.cancel(transfer)
     # from the cancel on, no rate nor ETA: the streams are stopping
     deadline = time.monotonic() + 30
