@@ -68,7 +68,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.runtime import Runtime, TelemetryConfig
 from temporalio.service import RPCError, RPCStatusCode
 
-from staccato import settings
+from staccato import settings, units
 from staccato.codec import with_codec
 from staccato.errors import (
     DestinationBusyError,
@@ -410,8 +410,9 @@ class StaccatoClient:
             if error is None:
                 error = await self._failure_reason(handle, state)
         eta = None
-        if rate and bytes_total is not None and rate > 0:
-            eta = round(max(0, bytes_total - bytes_done) / rate, 1)
+        if bytes_total is not None:
+            seconds = units.eta(bytes_total - bytes_done, rate)
+            eta = round(seconds, 1) if seconds is not None else None
         if bytes_total is not None:
             bytes_done = min(bytes_done, bytes_total)
         return TransferStatus(

@@ -87,7 +87,8 @@ class RateWatchdog:
             raise RetryableError(
                 f"source {self._source} is too slow: it delivered "
                 f"{source_bytes - first_bytes} bytes in the last {span:.0f} s "
-                f"({rate:.0f} bytes/s), below the minimum of {self._min_rate:.0f} bytes/s "
+                f"({units.rate(rate)}, {rate:.0f} bytes/s), below the minimum of "
+                f"{self._min_rate:.0f} bytes/s ({units.rate(self._min_rate)}) "
                 f"over {self._window_s:g} s (worker settings STACCATO_MIN_RATE_BYTES_PER_S, "
                 "STACCATO_MIN_RATE_WINDOW_S); retrying"
             )
