@@ -1,8 +1,18 @@
 """``StaccatoClient``: submit, watch and control transfers (async Python API).
 
-    async with await StaccatoClient.connect() as staccato:   # or: staccato = await StaccatoClient.connect()
+    async with await StaccatoClient.connect() as staccato:
         transfer_id = await staccato.submit("/data/in.bin", "/backup/in.bin")
         result = await staccato.wait(transfer_id)
+
+Closing: a client from :meth:`StaccatoClient.connect` runs its Temporal connection on
+a Tokio runtime of its own (native threads). Leave the ``async with`` block (or call
+:meth:`StaccatoClient.close`) before the process exits, and keep no reference to
+``staccato.temporal`` or its workflow handles beyond it: closing drops the last
+reference, which stops those threads while Python is fully alive. A runtime still
+alive when the interpreter is torn down (Temporal's default one lives until then)
+may have a thread handing a reply to Python at that moment, which crashes the exit
+(SIGSEGV, or SIGABRT "PyGILState_Release: thread state ... must be current",
+temporalio/sdk-python#300).
 
 The client talks only to Temporal; it never touches an endpoint. The Temporal
 connection comes from Temporal's environment configuration
@@ -31,12 +41,15 @@ Staccato's terms, and they share the connection and the runs submitted.
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
+import weakref
 from collections.abc import AsyncIterator
 from datetime import UTC, timedelta
 from typing import Any
 
 from temporalio.api.enums.v1 import PendingActivityState
+from temporalio.bridge import temporal_sdk_bridge
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -52,9 +65,10 @@ from temporalio.common import (
 )
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.runtime import Runtime, TelemetryConfig
 from temporalio.service import RPCError, RPCStatusCode
 
-from staccato import settings
+from staccato import settings, units
 from staccato.codec import with_codec
 from staccato.errors import (
     DestinationBusyError,
@@ -108,6 +122,8 @@ _STATUS_STATES = {
 
 
 _TERMINAL = (TransferState.completed, TransferState.failed, TransferState.cancelled)
+#: seconds :meth:`StaccatoClient.close` waits for the connection's last references to go
+_CLOSE_WAIT_S = 2.0
 
 
 class StaccatoClient:
@@ -123,6 +139,8 @@ class StaccatoClient:
         self.task_queue = task_queue or settings.task_queue()
         #: transfer id -> the run this client submitted (or attached to)
         self._runs: dict[str, str] = {}
+        #: the Tokio runtime :meth:`connect` made for this client, dropped by :meth:`close`
+        self._runtime: Runtime | None = None
 
     @classmethod
     async def connect(cls, *, timeout_s: float = 10.0, **overrides: Any) -> StaccatoClient:
@@ -141,6 +159,8 @@ class StaccatoClient:
             pydantic_data_converter
         )  # a bad key fails here, not as "unreachable"
         target = config["target_host"]
+        # a runtime of its own, which close() can stop (see the module docstring)
+        config.setdefault("runtime", Runtime(telemetry=TelemetryConfig()))
         try:
             client = await asyncio.wait_for(
                 Client.connect(data_converter=converter, **config),
@@ -152,13 +172,44 @@ class StaccatoClient:
                 f"{str(err) or type(err).__name__}. Start the embedded server with "
                 "`staccato up --detach`, or point TEMPORAL_ADDRESS at a running Temporal."
             ) from None
-        return cls(client)
+        connected = cls(client)
+        connected._runtime = config["runtime"]
+        return connected
+
+    async def close(self) -> None:
+        """Close the Temporal connection and stop its runtime's threads now.
+
+        After this the client cannot be used (``temporal`` is gone). Idempotent. The
+        threads stop only once nothing else refers to the connection: keep no
+        ``staccato.temporal`` or workflow handle of it past this call. A client built
+        around a caller's own ``Client`` (``StaccatoClient(client)``) leaves that
+        connection to its owner.
+        """
+        runtime, self._runtime = self._runtime, None
+        if runtime is None:
+            return
+        self.__dict__.pop("temporal", None)
+        released = weakref.ref(runtime)
+        del runtime
+        # Release every last reference, so the runtime's threads stop here and not at
+        # interpreter teardown: the SDK's client objects hold reference cycles (gc),
+        # and objects a Tokio thread let go of without the GIL (a failed call's error,
+        # whose traceback holds the connection) wait in PyO3's queue of deferred
+        # releases until PyO3 next runs with the GIL. Bounded: a caller that keeps a
+        # handle keeps the runtime (see the module docstring).
+        deadline = asyncio.get_running_loop().time() + _CLOSE_WAIT_S
+        while True:
+            _release_deferred()
+            gc.collect()
+            if released() is None or asyncio.get_running_loop().time() >= deadline:
+                break
+            await asyncio.sleep(0.01)
 
     async def __aenter__(self) -> StaccatoClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        return None
+        await self.close()
 
     @staticmethod
     def make_request(
@@ -343,10 +394,14 @@ class StaccatoClient:
                     in_segments[details.segment] = max(
                         in_segments.get(details.segment, 0), details.bytes_done
                     )
-                    if pending.state != PendingActivityState.PENDING_ACTIVITY_STATE_SCHEDULED:
+                    if pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED:
+                        # not a stream waiting to start, nor one a pause or cancel is
+                        # stopping: their last rate is history
                         rate_sum += details.rate_bytes_per_s
             bytes_done += sum(in_segments.values())
-            if state == TransferState.running:
+            # a cancel requested: the streams are stopping, their last rate is history
+            stopping = description.raw_description.workflow_extended_info.cancel_requested
+            if state == TransferState.running and not stopping:
                 rate = rate_sum
         else:
             state = (
@@ -355,8 +410,9 @@ class StaccatoClient:
             if error is None:
                 error = await self._failure_reason(handle, state)
         eta = None
-        if rate and bytes_total is not None and rate > 0:
-            eta = round(max(0, bytes_total - bytes_done) / rate, 1)
+        if bytes_total is not None:
+            seconds = units.eta(bytes_total - bytes_done, rate)
+            eta = round(seconds, 1) if seconds is not None else None
         if bytes_total is not None:
             bytes_done = min(bytes_done, bytes_total)
         return TransferStatus(
@@ -533,6 +589,17 @@ class StaccatoClient:
 
 
 _STATES = {state.value for state in TransferState}
+
+
+def _release_deferred() -> None:
+    """Have PyO3 apply the reference releases it deferred (objects Temporal's native
+    threads dropped without holding the GIL); PyO3 does so whenever Python calls into
+    the native module. The call: ``raise_in_thread`` for thread id 0, which matches
+    no thread (CPython's ``PyThreadState_SetAsyncExc`` then changes nothing)."""
+    try:
+        temporal_sdk_bridge.raise_in_thread(0, RuntimeError)
+    except Exception:  # another SDK build: the collector's loop still bounds close()
+        pass
 
 
 def _completed_status(workflow_id: str, result: TransferResult) -> TransferStatus:

@@ -253,6 +253,9 @@ class Checkpoint(BaseModel):
         bytes_done: bytes of the segment durable at the destination.
         rate_bytes_per_s: this attempt's copy rate.
         bytes_read: bytes read from the source by this attempt.
+        summary: the same for people (``segment 2: 128.0 MiB / 256.0 MiB (50%) at
+            20.0 MiB/s``), so ``temporal workflow describe`` and the UI's pending
+            activities read well; never read back by Staccato.
     """
 
     v: int = 1
@@ -261,6 +264,22 @@ class Checkpoint(BaseModel):
     bytes_done: int = 0
     rate_bytes_per_s: float = 0.0
     bytes_read: int = 0
+    summary: str | None = None
+
+
+class ProgressReport(BaseModel):
+    """Argument of the ``report_progress`` signal: the server's view of a transfer's
+    running streams, sent by a worker's progress reporter (see
+    :mod:`staccato.workers.progress_reporter`) every ~10 s while data moves.
+
+    Attributes:
+        segments: segment index -> bytes of that segment durable or in flight, per
+            running stream (from its last heartbeat).
+        rate_bytes_per_s: the running streams' summed copy rate.
+    """
+
+    segments: dict[int, int] = Field(default_factory=dict)
+    rate_bytes_per_s: float = Field(0.0, ge=0)
 
 
 class StreamInput(BaseModel):

@@ -132,7 +132,11 @@ class _SegmentCopy:
             redact(request.source), config.min_rate_bytes_per_s, config.min_rate_window_s
         )
         self.progress = StreamProgress(
-            segment.index, done_bytes, self.todo[0] if self.todo else segment.end_chunk, watchdog
+            segment.index,
+            done_bytes,
+            self.todo[0] if self.todo else segment.end_chunk,
+            watchdog,
+            length=segment.length,
         )
         if checkpoint is not None or self.durable:
             activity.logger.info(

@@ -4,11 +4,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Annotated
 
 import typer
 
+from staccato import units
 from staccato.cli import render
 from staccato.cli.common import fail, run
 from staccato.cli.options import (
@@ -75,10 +77,11 @@ def cp(
 ) -> None:
     """Copy SOURCE to DESTINATION and follow it with a progress bar.
 
-    Exits 0 only when the destination is published and verified. Ctrl-C stops
-    following; the transfer goes on (see `staccato status`). With --sync-level, a
-    destination that already matches completes at once: "up to date (LEVEL): nothing
-    copied".
+    Exits 0 only when the destination is published and verified, 1 when the transfer
+    failed or was cancelled. Ctrl-C stops following and exits 130; the transfer goes
+    on (`staccato watch ID` to follow it again, `staccato cancel ID` to stop it).
+    With --sync-level, a destination that already matches completes at once: "up to
+    date (LEVEL): nothing copied".
     """
     options = transfer_options(chunk_size, streams, verify, checksum, retry_for, sync_level)
 
@@ -89,20 +92,37 @@ def cp(
         if not quiet:
             typer.echo(f"transfer {transfer}: {redact(source)} -> {destination}", err=True)
         await _warn_without_workers(client)
-        return await render.follow(client, transfer, quiet=quiet)
+        return await _follow(client, transfer, quiet=quiet)
 
     _exit_for(run(go))
 
 
 def watch(transfer: TransferArg) -> None:
-    """Follow a transfer with a progress bar until it ends (exit code as for cp)."""
+    """Follow a transfer with a progress bar until it ends (exit codes as for cp: 0
+    completed, 1 failed or cancelled, 130 Ctrl-C, after which the transfer goes on)."""
 
     async def go() -> TransferStatus:
         client = await StaccatoClient.connect()
         await _warn_without_workers(client)
-        return await render.follow(client, transfer, quiet=False)
+        return await _follow(client, transfer, quiet=False)
 
     _exit_for(run(go))
+
+
+async def _follow(client: StaccatoClient, transfer: str, *, quiet: bool) -> TransferStatus:
+    """:func:`render.follow`; on Ctrl-C (the run is cancelled) say that the transfer
+    goes on and how to watch or cancel it, then let the interrupt end the command
+    (exit 130, :data:`staccato.cli.common.EXIT_INTERRUPTED`)."""
+    try:
+        return await render.follow(client, transfer, quiet=quiet)
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        typer.echo(
+            f"\nstaccato: stopped following; transfer {transfer} goes on without you.\n"
+            f"  follow it again:  staccato watch {transfer}\n"
+            f"  cancel it:        staccato cancel {transfer}",
+            err=True,
+        )
+        raise
 
 
 async def _warn_without_workers(client: StaccatoClient) -> None:
@@ -122,7 +142,11 @@ def _exit_for(final: TransferStatus) -> None:
         typer.echo(f"up to date ({final.sync_level.value}): nothing copied", err=True)
         return
     if final.state == TransferState.completed:
-        typer.echo(f"completed: {final.bytes_done} bytes, {final.checksum}", err=True)
+        typer.echo(
+            f"completed: {units.size(final.bytes_done)} ({final.bytes_done} bytes), "
+            f"{final.checksum}",
+            err=True,
+        )
         return
     fail(f"transfer {final.id} {final.state.value}: {final.error or final.state.value}")
 

@@ -52,6 +52,7 @@ from staccato import settings
 from staccato.activities import ALL_ACTIVITIES
 from staccato.errors import RetryableError
 from staccato.secrets import install_log_scrubber
+from staccato.workers.progress_reporter import ProgressReporter, RunningStreams
 from staccato.workflows import TransferWorkflow
 from staccato.workflows import search_attributes as sa
 
@@ -244,6 +245,8 @@ class StaccatoWorker:
         self._stopping = False
         self._rebuilds: deque[float] = deque()
         self.worker: Worker | None = None
+        #: the streams running here, for the progress reporter (kept across rebuilds)
+        self.streams = RunningStreams()
 
     async def __aenter__(self) -> StaccatoWorker:
         await self._build()
@@ -275,6 +278,7 @@ class StaccatoWorker:
             graceful_shutdown_timeout=timedelta(seconds=self._shutdown_timeout_s),
             max_heartbeat_throttle_interval=timedelta(seconds=1),
             default_heartbeat_throttle_interval=timedelta(seconds=1),
+            interceptors=[self.streams.interceptor()],
         )
 
     def _pool_processes(self) -> list[multiprocessing.process.BaseProcess]:
@@ -445,6 +449,8 @@ async def run_worker(
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         run_task = asyncio.create_task(staccato_worker.run())
+        # live progress in the Temporal UI (see staccato.workers.progress_reporter)
+        reporter = asyncio.create_task(ProgressReporter(client, staccato_worker.streams).run())
         log.info(
             "worker polling task queue %r on %s (namespace %s), %d activity processes",
             task_queue,
@@ -461,5 +467,8 @@ async def run_worker(
             await staccato_worker.shutdown()
             if not run_task.done():
                 run_task.cancel()
+        reporter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reporter
         with contextlib.suppress(asyncio.CancelledError):
             await run_task

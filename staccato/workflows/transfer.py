@@ -75,13 +75,14 @@ from temporalio.exceptions import (
 )
 
 with workflow.unsafe.imports_passed_through():
-    from staccato import checksums
+    from staccato import checksums, units
     from staccato.models import (
         ConfirmSourceInput,
         ObjectInfo,
         PrepareInput,
         PrepareResult,
         Progress,
+        ProgressReport,
         PublishInput,
         Segment,
         StreamInput,
@@ -144,6 +145,10 @@ class TransferWorkflow:
         self._retry_for = timedelta(hours=24)
         self._progress_at = datetime.min  # set when the run starts
         self._cancel_ignored = False
+        # the running streams' last progress report (signal ``report_progress``) and
+        # when it came; shown in the current details only, never used for a decision
+        self._live: ProgressReport | None = None
+        self._live_at = datetime.min
 
     @workflow.run
     async def run(self, raw_request: RawValue) -> TransferResult:
@@ -669,6 +674,7 @@ class TransferWorkflow:
         if self._progress.state != state:
             self._progress.state = state
             workflow.upsert_search_attributes([sa.STATE.value_set(state.value)])
+            self._live = None  # a rate measured before a pause or resume is stale
         self._show()
 
     def _set_phase(self, phase: str) -> None:
@@ -677,13 +683,50 @@ class TransferWorkflow:
         self._show()
 
     def _show(self) -> None:
+        """The current-details line (Temporal UI, ``temporal workflow describe``):
+        ``**running** (copy): 512.0 MiB / 1.0 GiB (50%) at 20.0 MiB/s, ETA 26 s; 4 streams;
+        1/4 segments done``. Metadata only: setting it is no workflow command."""
         assert self._progress is not None
         p = self._progress
-        workflow.set_current_details(
-            f"**{p.state.value}** ({p.phase}): {p.segments_done}/{p.segments_total} segments, "
-            f"{p.bytes_committed}/{p.bytes_total if p.bytes_total is not None else '?'} bytes committed"
-            + (f"\n\nerror: {p.error}" if p.error else "")
-        )
+        in_flight = dict(p.partial)
+        rate: float | None = None
+        live = self._live
+        if live is not None and p.state == TransferState.running:
+            for segment, done in live.segments.items():
+                if segment in self._running:  # a finished segment is in bytes_committed
+                    in_flight[segment] = max(in_flight.get(segment, 0), done)
+            if p.phase == "copy" and workflow.now() - self._live_at <= _LIVE_RATE_FOR:
+                rate = live.rate_bytes_per_s or None
+        done = p.bytes_committed + sum(in_flight.values())
+        if p.bytes_total is not None:
+            done = min(done, p.bytes_total)
+        eta = units.eta(p.bytes_total - done, rate) if p.bytes_total is not None else None
+        line = f"**{p.state.value}** ({p.phase}): {units.progress(done, p.bytes_total, rate, eta)}"
+        if p.phase == "copy" and p.state == TransferState.running:
+            line += f"; {len(self._running)} of {p.streams} streams running"
+        line += f"; {p.segments_done}/{p.segments_total} segments done"
+        workflow.set_current_details(line + (f"\n\nerror: {p.error}" if p.error else ""))
+
+    @workflow.signal(name="report_progress")
+    def report_progress(self, raw_report: RawValue) -> None:
+        """Progress of the running streams, from a worker's progress reporter (a
+        :class:`ProgressReport`), shown in the current details.
+
+        Changes in-memory state read only by :meth:`_show` and issues no workflow
+        command, so histories with or without these signals replay alike. A malformed
+        report (any client can signal) is ignored.
+        """
+        if self._progress is None:
+            return
+        try:
+            report = workflow.payload_converter().from_payload(raw_report.payload, ProgressReport)
+            report = ProgressReport.model_validate(report)
+        except Exception:
+            workflow.logger.warning("ignoring a malformed report_progress signal")
+            return
+        self._live = report
+        self._live_at = workflow.now()
+        self._show()
 
     @workflow.query
     def progress(self) -> Progress | None:
@@ -780,3 +823,6 @@ class TransferWorkflow:
 
 
 _PAUSABLE_PHASES = ("scheduled", "stat", "sync-check", "prepare", "copy")
+#: how long a reported rate is shown without a newer report (reports come every
+#: 10 s to a few minutes, see :mod:`staccato.workers.progress_reporter`)
+_LIVE_RATE_FOR = timedelta(minutes=15)
