@@ -47,11 +47,20 @@ class TransferState(StrEnum):
     """States a client sees (README.md, "Status JSON")."""
 
     scheduled = "scheduled"
+    #: a front run waiting for its destination, busy with another transfer (if_busy=wait)
+    queued = "queued"
     running = "running"
     paused = "paused"
     completed = "completed"
     failed = "failed"
     cancelled = "cancelled"
+
+
+class IfBusy(StrEnum):
+    """What a start does when a different transfer holds its destination."""
+
+    fail = "fail"  # fail at once: "destination busy"
+    wait = "wait"  # wait (state queued) until the destination is free, then run
 
 
 class TransferOptions(BaseModel):
@@ -69,6 +78,9 @@ class TransferOptions(BaseModel):
             retrying transient failures (an endpoint down, a worker gone) without any
             progress before the transfer fails (default 24 h). The budget is renewed
             whenever the transfer makes progress.
+        if_busy: what a start does when a different transfer holds the destination:
+            fail with "destination busy" (default) or wait for it to end (state
+            ``queued``). How to start, not what to write: not part of the request hash.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -79,6 +91,7 @@ class TransferOptions(BaseModel):
     checksum: ChecksumAlgorithm = ChecksumAlgorithm.crc32c
     heartbeat_timeout_s: float | None = Field(None, ge=1, le=600)
     retry_for_s: float = Field(DEFAULT_RETRY_FOR_S, ge=1, le=MAX_RETRY_FOR_S)
+    if_busy: IfBusy = IfBusy.fail
 
 
 class TransferRequest(BaseModel):
@@ -135,8 +148,13 @@ class TransferRequest(BaseModel):
         return self
 
     def request_hash(self) -> str:
-        """A stable hash telling an identical re-submission from a different one."""
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:32]
+        """A stable hash telling an identical re-submission from a different one.
+
+        ``options.if_busy`` says how to start, not what to write: left out, so the hash
+        of a request with default options is the one the previous release computed.
+        """
+        data = self.model_dump_json(exclude={"options": {"if_busy"}})
+        return hashlib.sha256(data.encode()).hexdigest()[:32]
 
 
 class ObjectInfo(BaseModel):
@@ -387,6 +405,12 @@ class TransferStatus(BaseModel):
         last_retry_error: why the newest retry happened, while one is pending.
         next_attempt_at: when that retry's next attempt is scheduled (ISO 8601, UTC),
             while the step waits out its backoff.
+        reason: why a ``queued`` transfer waits (which transfer holds the destination).
+        runs_as: for a front run (a ``TransferWorkflow`` whose id is not the
+            destination's transfer id): the destination's transfer it runs as, whose
+            progress this status shows.
+        starts_at: for a ``scheduled`` transfer started with a delay (``submit
+            --not-before``): when it starts (ISO 8601, UTC).
     """
 
     id: str
@@ -404,7 +428,42 @@ class TransferStatus(BaseModel):
     last_retry_error: str | None = None
     next_attempt_at: str | None = None
     phase: str | None = None
+    reason: str | None = None
+    runs_as: str | None = None
+    starts_at: str | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         """Plain dict with the enum as text."""
         return self.model_dump(mode="json")
+
+
+class FrontInput(BaseModel):
+    """Input of the ``run_as_destination_transfer`` activity of a front run.
+
+    Attributes:
+        request: the front run's validated request.
+        front_id: the front run's workflow id.
+        front_run_id: the front run's run id (marks the canonical run it starts).
+    """
+
+    request: TransferRequest
+    front_id: str
+    front_run_id: str
+
+
+class FrontCheckpoint(BaseModel):
+    """Heartbeat details of ``run_as_destination_transfer``: what the front runs as.
+
+    Attributes:
+        v: schema version.
+        transfer_id: the destination's transfer id (canonical workflow id).
+        run_id: the canonical run started or attached to; None while waiting.
+        attached: the run was an identical transfer already running.
+        waiting_for: while queued: why (which transfer holds the destination).
+    """
+
+    v: int = 1
+    transfer_id: str
+    run_id: str | None = None
+    attached: bool = False
+    waiting_for: str | None = None

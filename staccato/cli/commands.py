@@ -15,7 +15,9 @@ from staccato.cli.options import (
     ChecksumOption,
     ChunkSizeOption,
     DestinationArg,
+    IfBusyOption,
     JsonOption,
+    NotBeforeOption,
     RetryForOption,
     SourceArg,
     StreamsOption,
@@ -23,12 +25,13 @@ from staccato.cli.options import (
     VerifyOption,
     transfer_options,
 )
-from staccato.client import StaccatoClient
+from staccato.client import StaccatoClient, Submission
 from staccato.models import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_RETRY_FOR_S,
     DEFAULT_STREAMS,
     ChecksumAlgorithm,
+    IfBusy,
     TransferState,
     TransferStatus,
     VerifyMode,
@@ -44,20 +47,45 @@ def submit(
     verify: VerifyOption = VerifyMode.checksum,
     checksum: ChecksumOption = ChecksumAlgorithm.crc32c,
     retry_for: RetryForOption = DEFAULT_RETRY_FOR_S,
+    if_busy: IfBusyOption = IfBusy.fail,
+    not_before: NotBeforeOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Start a transfer and print its id; it runs on the workers whether or not you stay."""
-    options = transfer_options(chunk_size, streams, verify, checksum, retry_for)
+    options = transfer_options(chunk_size, streams, verify, checksum, retry_for, if_busy)
 
-    async def go() -> str:
+    async def go() -> Submission:
         StaccatoClient.make_request(source, destination, options)  # usage errors before connecting
         client = await StaccatoClient.connect()
-        submitted = await client.submit(source, destination, options)
+        submitted = await client.start(source, destination, options, not_before=not_before)
+        _say(submitted)
         await _warn_without_workers(client)
         return submitted
 
-    transfer = run(go)
+    transfer = run(go).id
     typer.echo(json.dumps({"id": transfer}) if as_json else transfer)
+
+
+def _say(submitted: Submission) -> None:
+    """Tell on stderr what a start did when it did not simply start a transfer."""
+    if submitted.attached:
+        typer.echo(
+            f"attached to running transfer {submitted.id} (same request); nothing new started",
+            err=True,
+        )
+    elif submitted.queued:
+        typer.echo(
+            f"destination busy: queued as {submitted.id}; it runs when the transfer "
+            "writing the destination ends (see `staccato status "
+            f"{submitted.id}`)",
+            err=True,
+        )
+    elif submitted.starts_at is not None:
+        typer.echo(
+            f"scheduled: {submitted.id} starts at "
+            f"{submitted.starts_at.isoformat(timespec='seconds')}",
+            err=True,
+        )
 
 
 def cp(
@@ -68,6 +96,7 @@ def cp(
     verify: VerifyOption = VerifyMode.checksum,
     checksum: ChecksumOption = ChecksumAlgorithm.crc32c,
     retry_for: RetryForOption = DEFAULT_RETRY_FOR_S,
+    if_busy: IfBusyOption = IfBusy.fail,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Copy SOURCE to DESTINATION and follow it with a progress bar.
@@ -75,14 +104,16 @@ def cp(
     Exits 0 only when the destination is published and verified. Ctrl-C stops
     following; the transfer goes on (see `staccato status`).
     """
-    options = transfer_options(chunk_size, streams, verify, checksum, retry_for)
+    options = transfer_options(chunk_size, streams, verify, checksum, retry_for, if_busy)
 
     async def go() -> TransferStatus:
         StaccatoClient.make_request(source, destination, options)
         client = await StaccatoClient.connect()
-        transfer = await client.submit(source, destination, options)
+        submitted = await client.start(source, destination, options)
+        transfer = submitted.id
         if not quiet:
             typer.echo(f"transfer {transfer}: {redact(source)} -> {destination}", err=True)
+            _say(submitted)
         await _warn_without_workers(client)
         return await render.follow(client, transfer, quiet=quiet)
 

@@ -9,7 +9,9 @@ the final size check) run as local activities first (see :func:`staccato.workflo
 publish, which replaces the destination, always runs as a regular activity.
 
 One run moves one object. The workflow id is derived from the destination, so it is
-the destination's lock (see :func:`staccato.client.transfer_id`). The history stays
+the destination's lock (see :func:`staccato.ids.transfer_id`); a run under any other
+id is a front run and runs as the destination's transfer (:mod:`staccato.workflows.front`).
+The history stays
 small: a handful of activities, one per segment (a segment is many chunks), and a
 search-attribute upsert per state change: a 1 GiB transfer is well under 100 events.
 
@@ -92,6 +94,7 @@ with workflow.unsafe.imports_passed_through():
     from staccato.plan import plan_segments
     from staccato.workflows import search_attributes as sa
 
+from staccato.workflows import front
 from staccato.workflows.calls import (
     RETRY,
     SHORT_TIMEOUT,
@@ -113,6 +116,9 @@ from staccato.workflows.failures import (
 )
 
 DEFAULT_HEARTBEAT_TIMEOUT = timedelta(seconds=20)
+# workflow.patched ids of changes to the commands the workflow issues
+VISIBLE_AT_START_PATCH = "visible-at-start"
+FRONT_RUN_PATCH = "front-run"
 T = TypeVar("T")
 MAX_WRITE_SESSIONS = (
     3  # per run: a lost session (WriteSessionLostError) is copied again twice at most
@@ -158,6 +164,13 @@ class TransferWorkflow:
         self._progress = Progress(
             state=TransferState.scheduled, chunk_size=options.chunk_size, streams=options.streams
         )
+        # A run started by any client or Schedule: visible to `staccato status`/`list`
+        # and the UI's filters; one under an id other than its destination's transfer
+        # id runs as that transfer, never writing itself (see staccato.workflows.front).
+        if front.lacks_visibility(request) and workflow.patched(VISIBLE_AT_START_PATCH):
+            front.make_visible(request)
+        if front.is_front(request) and workflow.patched(FRONT_RUN_PATCH):
+            return await front.run_front(request, self._set_state)
         if self._paused:  # a pause that came with the start
             self._set_state(TransferState.paused)
         started = self._progress_at = workflow.now()
