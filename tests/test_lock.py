@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.exceptions import CancelledError
 
 from staccato.client import StaccatoClient, transfer_id
 from staccato.errors import DestinationBusyError
-from staccato.models import IfBusy, TransferOptions, TransferState
+from staccato.models import TransferOptions, TransferState
 from tests.helpers import (
     MiB,
     WorkerProcess,
@@ -35,10 +36,13 @@ SIZE = 8 * MiB
 OPTIONS = TransferOptions(chunk_size=1 * MiB, streams=1, heartbeat_timeout_s=3)
 
 
-def raw_input(source: str, destination: str, options: TransferOptions = OPTIONS) -> dict[str, Any]:
-    """The JSON input a plain Temporal client sends (canonical URLs, options)."""
-    request = StaccatoClient.make_request(source, destination, options)
-    return request.model_dump(mode="json", exclude_none=True)
+def raw_input(source: str, destination: str, **options: Any) -> dict[str, Any]:
+    """The JSON input a plain Temporal client sends (canonical URLs, OPTIONS and
+    ``options``, e.g. ``if_busy="wait"``)."""
+    request = StaccatoClient.make_request(source, destination, OPTIONS)
+    data = request.model_dump(mode="json", exclude_none=True)
+    data["options"].update(options)
+    return data
 
 
 async def raw_client(address: str) -> Client:
@@ -281,10 +285,9 @@ async def test_if_busy_wait_queues_then_runs(
     destination = data_dir / "wait.out"
     holder = await client.submit(slow_source.url("hold.bin"), str(destination), OPTIONS)
     plain = await raw_client(temporal_server.address)
-    waiting = OPTIONS.model_copy(update={"if_busy": IfBusy.wait})
     handle = await plain.start_workflow(
         "TransferWorkflow",
-        raw_input(slow_source.url("wait.bin"), str(destination), waiting),
+        raw_input(slow_source.url("wait.bin"), str(destination), if_busy="wait"),
         id=f"waiter-{uuid.uuid4().hex[:6]}",
         task_queue=worker.task_queue,
     )
@@ -322,10 +325,16 @@ async def test_front_survives_worker_kill_without_a_second_run(
     client = await StaccatoClient.connect(target_host=temporal_server.address, namespace="default")
     client.task_queue = first.task_queue
     holder = await client.submit(slow_source.url("khold.bin"), str(destination), OPTIONS)
-    waiting = OPTIONS.model_copy(update={"if_busy": IfBusy.wait})
-    front = await client.start(slow_source.url("kfront.bin"), str(destination), waiting)
-    assert front.queued and front.id.startswith(holder + "-"), front
-    await wait_for_status(client, front.id, lambda s: s.state == TransferState.queued)
+    plain = await raw_client(temporal_server.address)
+    front = f"kfront-{uuid.uuid4().hex[:6]}"
+    await plain.start_workflow(
+        "TransferWorkflow",
+        raw_input(slow_source.url("kfront.bin"), str(destination), if_busy="wait"),
+        id=front,
+        task_queue=first.task_queue,
+    )
+    queued = await wait_for_status(client, front, lambda s: s.state == TransferState.queued)
+    assert holder in (queued.reason or ""), queued
     first.kill()  # while it waits
     await asyncio.sleep(1)
     second = WorkerProcess(
@@ -334,7 +343,7 @@ async def test_front_survives_worker_kill_without_a_second_run(
     try:
         driving = await wait_for_status(
             client,
-            front.id,
+            front,
             lambda s: s.state == TransferState.running and s.bytes_done > 0 and s.runs_as,
             timeout_s=90,
         )
@@ -344,13 +353,13 @@ async def test_front_survives_worker_kill_without_a_second_run(
         with WorkerProcess(
             temporal_server.address, task_queue=first.task_queue, processes=2, log_dir=tmp_path
         ):
-            result = await asyncio.wait_for(client.wait(front.id), 120)
+            result = await asyncio.wait_for(client.wait(front), 120)
     finally:
         second.kill()
     assert result.source == slow_source.url("kfront.bin")
     assert sha256_file(destination) == digest
     runs = await eventually(lambda: _closed(canonical_runs(client, destination), 2))
-    started = [r for r in runs if (await r.memo()).get("started_by", "").startswith(front.id)]
+    started = [r for r in runs if (await r.memo()).get("started_by", "").startswith(front)]
     assert len(started) == 1, [(r.run_id, r.status) for r in runs]
     assert len(runs) == 2, [(r.run_id, r.status) for r in runs]
     no_overlap(runs)
@@ -366,7 +375,7 @@ async def test_cancelling_a_front_cancels_its_transfer(
 ) -> None:
     """Cancel a front mid-copy: the canonical run it drives is cancelled, the front
     reports cancelled, and the destination keeps what it held."""
-    write_random(http_root / "cfront.bin", SIZE, seed=601)
+    write_random(http_root / "cfront.bin", 3 * SIZE, seed=601)  # ~6 s
     at_rest(http_root / "cfront.bin")
     destination = data_dir / "cancel.out"
     destination.write_bytes(b"previous")
@@ -380,11 +389,13 @@ async def test_cancelling_a_front_cancels_its_transfer(
     await wait_for_status(
         client, handle.id, lambda s: s.state == TransferState.running and s.bytes_done > 0
     )
+    cancelled_at = await client.status(handle.id)
     await client.cancel(handle.id)
-    with pytest.raises(WorkflowFailureError):
+    with pytest.raises(WorkflowFailureError) as failure:
         await asyncio.wait_for(handle.result(), 30)
+    assert isinstance(failure.value.cause, CancelledError), failure.value.cause
     status = await client.status(handle.id)
-    assert status.state == TransferState.cancelled, status
+    assert status.state == TransferState.cancelled, (status, cancelled_at)
     assert status.runs_as == transfer_id(str(destination)), status
     inner = await client.status(status.runs_as)
     assert inner.state == TransferState.cancelled, inner
