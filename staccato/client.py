@@ -436,6 +436,11 @@ class StaccatoClient:
             next_attempt_at=next_attempt,
             phase=progress.phase if progress else None,
             runs_as=runs_as,
+            reason=(
+                f"destination busy: waiting for transfer {runs_as}, which is writing it"
+                if state == TransferState.queued and runs_as
+                else None
+            ),
         )
 
     async def _front_status(

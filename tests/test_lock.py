@@ -276,34 +276,52 @@ async def test_if_busy_wait_queues_then_runs(
     http_root: Path,
     data_dir: Path,
 ) -> None:
-    """A raw start with if_busy=wait while another transfer writes the destination
-    is `queued` (the reason names the holder) and copies after it ends."""
+    """`submit --if-busy wait` while another transfer writes the destination: it is
+    `queued` (status, the StaccatoState search attribute; the reason names the
+    holder) and copies after the holder ends, never beside it."""
     write_random(http_root / "hold.bin", SIZE, seed=401)
     at_rest(http_root / "hold.bin")
     waiter_digest = write_random(http_root / "wait.bin", 1 * MiB, seed=402)
     at_rest(http_root / "wait.bin")
     destination = data_dir / "wait.out"
     holder = await client.submit(slow_source.url("hold.bin"), str(destination), OPTIONS)
-    plain = await raw_client(temporal_server.address)
-    handle = await plain.start_workflow(
-        "TransferWorkflow",
-        raw_input(slow_source.url("wait.bin"), str(destination), if_busy="wait"),
-        id=f"waiter-{uuid.uuid4().hex[:6]}",
+    out = run_cli(
+        "submit",
+        slow_source.url("wait.bin"),
+        str(destination),
+        "--chunk-size",
+        "1MiB",
+        "--streams",
+        "1",
+        "--if-busy",
+        "wait",
+        address=temporal_server.address,
         task_queue=worker.task_queue,
     )
+    assert out.returncode == 0, out.stderr
+    assert "queued" in out.stderr, out.stderr
+    waiter = out.stdout.strip()
+    assert waiter.startswith(holder + "-"), waiter
     queued = await wait_for_status(
-        client, handle.id, lambda s: s.state == TransferState.queued, timeout_s=30
+        client, waiter, lambda s: s.state == TransferState.queued, timeout_s=30
     )
     assert holder in (queued.reason or ""), queued
+    assert queued.runs_as == holder, queued
+    visible = await eventually(
+        lambda: _ids(
+            client.temporal.list_workflows(f"WorkflowId = '{waiter}' AND StaccatoState = 'queued'")
+        )
+    )
+    assert visible == [waiter]
     holder_status = await client.status(holder)
     assert holder_status.state == TransferState.running, holder_status
-    result = await asyncio.wait_for(handle.result(), 60)
-    assert result["source"] == slow_source.url("wait.bin")
+    result = await asyncio.wait_for(client.wait(waiter), 60)
+    assert result.source == slow_source.url("wait.bin")
     assert sha256_file(destination) == waiter_digest
     runs = await eventually(lambda: _closed(canonical_runs(client, destination), 2))
     assert len(runs) == 2
     no_overlap(runs)
-    done = await client.status(handle.id)
+    done = await client.status(waiter)
     assert done.state == TransferState.completed and done.runs_as == holder, done
 
 

@@ -24,8 +24,9 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from staccato.errors import DestinationBusyError, TransferFailedError
 from staccato.ids import transfer_id
-from staccato.models import FrontCheckpoint, FrontInput, IfBusy, TransferResult
+from staccato.models import FrontCheckpoint, FrontInput, IfBusy, TransferResult, TransferState
 from staccato.starts import STARTED_BY, start_or_attach
+from staccato.workflows.front import FRONT_STATE_SIGNAL
 
 #: seconds between two looks at a busy destination (``if_busy = wait``)
 BUSY_POLL_S = 2.0
@@ -79,6 +80,7 @@ class FrontActivities:
                         ) from None
                     if state.waiting_for is None:
                         activity.logger.info("%s: queued: %s", front.front_id, err)
+                        await self._signal_state(front.front_id, TransferState.queued)
                     state.waiting_for = str(err)
                     activity.heartbeat(state)
                     await asyncio.sleep(self._busy_poll_s)
@@ -89,6 +91,7 @@ class FrontActivities:
                     None,
                 )
                 activity.heartbeat(state)
+            await self._signal_state(front.front_id, TransferState.running)
             return await self._outcome(canonical, state.run_id)
         except asyncio.CancelledError:
             details = activity.cancellation_details()
@@ -97,6 +100,14 @@ class FrontActivities:
             return await self._cancel(canonical, state.run_id)
         finally:
             beat.cancel()
+
+    async def _signal_state(self, front_id: str, state: TransferState) -> None:
+        """Tell the front run its live state (its search attribute and UI line); a
+        hint only: a failure is logged, never fatal."""
+        try:
+            await self._client.get_workflow_handle(front_id).signal(FRONT_STATE_SIGNAL, state.value)
+        except RPCError as err:
+            activity.logger.info("could not signal %s %s: %s", front_id, state.value, err)
 
     async def _run_started_by(self, canonical: str, started_by: str) -> str | None:
         """The latest canonical run if this front started it (memo ``started_by``)."""

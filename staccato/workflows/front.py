@@ -14,8 +14,10 @@ or cancelled. Cancelling the front cancels the canonical run it drives, and stil
 reports what that run did (one that had begun publishing completes: completed).
 
 History: a front run adds 2 markers (patches), at most 2 upserts (search attributes,
-memo, only when the start lacked them), the activity's 3 events and the state
-upsert at the end: about 15 events per front run, however long it waits or copies.
+memo, only when the start lacked them), the activity's 3 events, at most 2
+``front_state`` signals (queued, running: 5 events each with their upsert) and the
+state upsert at the end: about 25 events per front run, however long it waits or
+copies.
 """
 
 from __future__ import annotations
@@ -30,7 +32,13 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 
 with workflow.unsafe.imports_passed_through():
     from staccato.ids import transfer_id
-    from staccato.models import FrontInput, TransferRequest, TransferResult, TransferState
+    from staccato.models import (
+        FrontInput,
+        Progress,
+        TransferRequest,
+        TransferResult,
+        TransferState,
+    )
 
 from staccato.workflows import search_attributes as sa
 from staccato.workflows.failures import reason, reason_type
@@ -138,3 +146,26 @@ def make_visible(request: TransferRequest) -> None:
         )
     if workflow.memo_value("request_hash", None) != request.request_hash():
         workflow.upsert_memo(sa.memo(request))
+
+
+#: signal the front's activity sends when the front becomes ``queued`` or ``running``
+FRONT_STATE_SIGNAL = "front_state"
+_FRONT_STATES = (TransferState.queued, TransferState.running)
+
+
+def show_state(progress: Progress, state: str, canonical: str) -> None:
+    """Record a front run's live state (search attribute StaccatoState, the UI's
+    current details), as its activity reports it; other states are ignored."""
+    if state not in {s.value for s in _FRONT_STATES} or progress.state == state:
+        return
+    progress.state = TransferState(state)
+    progress.phase = state
+    workflow.upsert_search_attributes([sa.STATE.value_set(state)])
+    workflow.set_current_details(
+        f"**{state}**: "
+        + (
+            f"waiting for the transfer writing the destination ({canonical}) to end"
+            if state == TransferState.queued
+            else f"runs as the destination's transfer {canonical}"
+        )
+    )

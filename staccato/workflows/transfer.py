@@ -74,6 +74,7 @@ from temporalio.exceptions import (
 
 with workflow.unsafe.imports_passed_through():
     from staccato import checksums
+    from staccato.ids import transfer_id
     from staccato.models import (
         ConfirmSourceInput,
         ObjectInfo,
@@ -145,6 +146,8 @@ class TransferWorkflow:
         self._retry_for = timedelta(hours=24)
         self._progress_at = datetime.min  # set when the run starts
         self._cancel_ignored = False
+        # a front run: the transfer id it runs as (see staccato.workflows.front)
+        self._front: str | None = None
 
     @workflow.run
     async def run(self, raw_request: RawValue) -> TransferResult:
@@ -170,6 +173,7 @@ class TransferWorkflow:
         if front.lacks_visibility(request) and workflow.patched(VISIBLE_AT_START_PATCH):
             front.make_visible(request)
         if front.is_front(request) and workflow.patched(FRONT_RUN_PATCH):
+            self._front = transfer_id(request.destination)
             return await front.run_front(request, self._set_state)
         if self._paused:  # a pause that came with the start
             self._set_state(TransferState.paused)
@@ -676,6 +680,13 @@ class TransferWorkflow:
             f"{p.bytes_committed}/{p.bytes_total if p.bytes_total is not None else '?'} bytes committed"
             + (f"\n\nerror: {p.error}" if p.error else "")
         )
+
+    @workflow.signal(name=front.FRONT_STATE_SIGNAL)
+    def front_state(self, state: str) -> None:
+        """A front run's activity reports ``queued`` or ``running`` (ignored by a
+        canonical run)."""
+        if self._front and self._progress is not None:
+            front.show_state(self._progress, state, self._front)
 
     @workflow.query
     def progress(self) -> Progress | None:
