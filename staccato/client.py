@@ -443,12 +443,8 @@ class StaccatoClient:
             ),
         )
 
-    async def _front_status(
-        self, front: str, canonical: str, description: Any
-    ) -> TransferStatus | None:
-        """A running front run's status: the canonical run's live progress under the
-        front's id (``runs_as`` names it), or ``queued`` with the reason while it waits
-        for a busy destination; None before its activity has reported anything."""
+    async def _front_checkpoint(self, description: Any) -> FrontCheckpoint | None:
+        """A running front run's last ``FrontCheckpoint`` (its activity's heartbeat)."""
         for pending in description.raw_description.pending_activities:
             if not pending.heartbeat_details.payloads:
                 continue
@@ -458,8 +454,18 @@ class StaccatoClient:
                 )
             except Exception:
                 continue
-            if not isinstance(details, FrontCheckpoint):
-                continue
+            if isinstance(details, FrontCheckpoint):
+                return details
+        return None
+
+    async def _front_status(
+        self, front: str, canonical: str, description: Any
+    ) -> TransferStatus | None:
+        """A running front run's status: the canonical run's live progress under the
+        front's id (``runs_as`` names it), or ``queued`` with the reason while it waits
+        for a busy destination; None before its activity has reported anything."""
+        details = await self._front_checkpoint(description)
+        if details is not None:
             if details.run_id:
                 try:
                     inner = await self.status(details.transfer_id, run_id=details.run_id)
@@ -577,6 +583,18 @@ class StaccatoClient:
     async def _update(self, transfer: str, update: Any) -> None:
         handle = await self._handle(transfer)
         await self._require(handle)
+        # a front run pauses and resumes the transfer it runs as
+        description = await handle.describe()
+        runs_as = _runs_as(handle.id, await description.memo())
+        if runs_as is not None:
+            details = await self._front_checkpoint(description)
+            if details is None or not details.run_id:
+                raise StaccatoError(
+                    f"transfer {handle.id} is not copying yet (it is queued or starting); "
+                    "cancel it instead, or pause it once it runs"
+                )
+            handle = self.temporal.get_workflow_handle(runs_as, run_id=details.run_id)
+            await self._require(handle)
         try:
             await handle.execute_update(update)
         except WorkflowUpdateFailedError as err:

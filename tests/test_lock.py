@@ -391,8 +391,9 @@ async def test_cancelling_a_front_cancels_its_transfer(
     http_root: Path,
     data_dir: Path,
 ) -> None:
-    """Cancel a front mid-copy: the canonical run it drives is cancelled, the front
-    reports cancelled, and the destination keeps what it held."""
+    """Pause, resume and cancel a front mid-copy: they reach the canonical run it
+    drives; after the cancel both report cancelled, and the destination keeps what
+    it held."""
     write_random(http_root / "cfront.bin", 3 * SIZE, seed=601)  # ~6 s
     at_rest(http_root / "cfront.bin")
     destination = data_dir / "cancel.out"
@@ -407,6 +408,11 @@ async def test_cancelling_a_front_cancels_its_transfer(
     await wait_for_status(
         client, handle.id, lambda s: s.state == TransferState.running and s.bytes_done > 0
     )
+    # pause and resume reach the transfer it drives
+    await client.pause(handle.id)
+    await wait_for_status(client, handle.id, lambda s: s.state == TransferState.paused)
+    await client.resume(handle.id)
+    await wait_for_status(client, handle.id, lambda s: s.state == TransferState.running)
     cancelled_at = await client.status(handle.id)
     await client.cancel(handle.id)
     with pytest.raises(WorkflowFailureError) as failure:
