@@ -180,7 +180,9 @@ async def test_list_skips_foreign_workflows_and_limit_is_exact(
         assert len(await listed("--limit", str(limit))) == limit
 
 
+@pytest.mark.parametrize("if_busy", ["fail", "wait"])
 async def test_fronts_and_submit_race_one_writer(
+    if_busy: str,
     client: StaccatoClient,
     worker: WorkerProcess,
     temporal_server,
@@ -190,7 +192,8 @@ async def test_fronts_and_submit_race_one_writer(
 ) -> None:
     """Two raw starts under their own ids and a `staccato submit`, different sources,
     one destination, at once: one writer at a time, the file equals exactly one
-    source, and every run's outcome agrees with it."""
+    source, and every run's outcome agrees with it: completed with the source now in
+    the file (or copied before it, under ``wait``), or failed "destination busy"."""
     sources = {}
     for name, seed in (("race-a", 301), ("race-b", 302), ("race-c", 303)):
         sources[name] = write_random(http_root / f"{name}.bin", SIZE, seed=seed)
@@ -214,22 +217,26 @@ async def test_fronts_and_submit_race_one_writer(
     async def front(name: str) -> tuple[str, Any]:
         handle = await plain.start_workflow(
             "TransferWorkflow",
-            raw_input(slow_source.url(f"{name}.bin"), str(destination)),
+            raw_input(slow_source.url(f"{name}.bin"), str(destination), if_busy=if_busy),
             id=f"{name}-{uuid.uuid4().hex[:6]}",
             task_queue=worker.task_queue,
         )
         try:
-            return name, await asyncio.wait_for(handle.result(), 60)
+            return name, await asyncio.wait_for(handle.result(), 90)
         except WorkflowFailureError as err:
             return name, err
 
     async def submit() -> tuple[str, Any]:
         try:
-            transfer = await client.submit(slow_source.url("race-c.bin"), str(destination), OPTIONS)
+            transfer = await client.submit(
+                slow_source.url("race-c.bin"),
+                str(destination),
+                OPTIONS.model_copy(update={"if_busy": if_busy}),
+            )
         except DestinationBusyError as err:
             return "race-c", err
         try:
-            return "race-c", await asyncio.wait_for(client.wait(transfer), 60)
+            return "race-c", await asyncio.wait_for(client.wait(transfer), 90)
         except Exception as err:
             return "race-c", err
 
@@ -249,6 +256,8 @@ async def test_fronts_and_submit_race_one_writer(
         assert reported == slow_source.url(f"{name}.bin")
         completed.append(name)
     assert completed, outcomes
+    if if_busy == "wait":
+        assert len(completed) == 3, outcomes  # one after the other
     if len(completed) == 1:
         assert final == sources[completed[0]]
     # the destination's transfer ran one at a time; the file is its last run's source
