@@ -9,6 +9,7 @@ import asyncio
 import json
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -459,3 +460,20 @@ async def test_submit_not_before_starts_later(
     assert not destination.exists()
     await asyncio.wait_for(client.wait(transfer), 60)
     assert sha256_file(destination) == digest
+
+
+def test_not_before_accepts_delays_and_iso_times_and_names_bad_ones() -> None:
+    """`--not-before`: a delay or an ISO 8601 time (Z, an offset, or local); a past
+    time or anything else is refused with a message saying what is expected."""
+    import typer
+
+    from staccato.cli.options import parse_not_before
+
+    now = datetime.now(UTC)
+    assert abs((parse_not_before("10m") - now).total_seconds() - 600) < 5
+    later = (now + timedelta(hours=1)).replace(microsecond=0)
+    assert parse_not_before(later.isoformat().replace("+00:00", "Z")) == later
+    assert parse_not_before(later.astimezone().replace(tzinfo=None).isoformat()) == later
+    for bad, expected in (("soon", "ISO 8601"), ("2001-01-01T00:00:00Z", "in the past")):
+        with pytest.raises(typer.BadParameter, match=expected):
+            parse_not_before(bad)
