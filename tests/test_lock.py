@@ -269,7 +269,8 @@ async def test_fronts_and_submit_race_one_writer(
     last = max(runs, key=lambda r: r.close_time)
     last_source = (await last.memo())["source"]
     assert final == sources[last_source.rsplit("/", 1)[1].removesuffix(".bin")]
-    print(f"race: completed {completed}, {len(runs)} canonical runs, temp files seen {parts}")
+    spans = sorted((r.start_time.time(), r.close_time.time()) for r in runs)
+    print(f"race: completed {completed}, canonical runs {spans}, temp files seen {parts}")
 
 
 async def _closed(runs_coro, at_least: int) -> list[Any]:
