@@ -200,6 +200,7 @@ async def test_fronts_and_submit_race_one_writer(
         sources[name] = write_random(http_root / f"{name}.bin", SIZE, seed=seed)
         at_rest(http_root / f"{name}.bin")
     destination = data_dir / "race.out"
+    busy = {"if_busy": if_busy} if if_busy == "wait" else {}  # fail: the default
     plain = await raw_client(temporal_server.address)
     parts: set[str] = set()
     most_parts = 0
@@ -218,7 +219,7 @@ async def test_fronts_and_submit_race_one_writer(
     async def front(name: str) -> tuple[str, Any]:
         handle = await plain.start_workflow(
             "TransferWorkflow",
-            raw_input(slow_source.url(f"{name}.bin"), str(destination), if_busy=if_busy),
+            raw_input(slow_source.url(f"{name}.bin"), str(destination), **busy),
             id=f"{name}-{uuid.uuid4().hex[:6]}",
             task_queue=worker.task_queue,
         )
@@ -232,7 +233,7 @@ async def test_fronts_and_submit_race_one_writer(
             transfer = await client.submit(
                 slow_source.url("race-c.bin"),
                 str(destination),
-                OPTIONS.model_copy(update={"if_busy": if_busy}),
+                OPTIONS.model_copy(update=busy),
             )
         except DestinationBusyError as err:
             return "race-c", err
