@@ -441,6 +441,8 @@ class StaccatoClient:
                 if state == TransferState.queued and runs_as
                 else None
             ),
+            up_to_date=True if progress and progress.up_to_date else None,
+            sync_level=progress.up_to_date if progress else None,
         )
 
     async def _front_checkpoint(self, description: Any) -> FrontCheckpoint | None:
@@ -720,12 +722,14 @@ def _completed_status(workflow_id: str, result: TransferResult) -> TransferStatu
         source=result.source,
         destination=result.destination,
         bytes_total=result.bytes,
-        bytes_done=result.bytes,
+        bytes_done=0 if result.up_to_date else result.bytes,  # up to date: nothing copied
         rate_bytes_per_s=None,
         eta_s=None,
         streams=result.streams,
         chunk_size=result.chunk_size,
-        checksum=result.checksum,
+        checksum=result.checksum or None,
         error=None,
         phase="done",
+        up_to_date=result.up_to_date or None,
+        sync_level=result.sync_level,
     )

@@ -43,6 +43,24 @@ class ChecksumAlgorithm(StrEnum):
     sha256 = "sha256"
 
 
+class SyncLevel(StrEnum):
+    """When a destination that already exists counts as up to date, so nothing is copied
+    (Globus ``sync_level`` semantics; each level includes the ones before it):
+
+    * ``exists``: the destination exists;
+    * ``size``: and its size equals the source's;
+    * ``mtime``: and its modification time is not older than the source's (compared at
+      the coarser of the two endpoints' time resolutions, see :mod:`staccato.sync`);
+    * ``checksum``: and its checksum equals the source's (stored checksums where the
+      endpoint keeps one, otherwise computed by reading).
+    """
+
+    exists = "exists"
+    size = "size"
+    mtime = "mtime"
+    checksum = "checksum"
+
+
 class TransferState(StrEnum):
     """States a client sees (README.md, "Status JSON")."""
 
@@ -81,6 +99,9 @@ class TransferOptions(BaseModel):
         if_busy: what a start does when a different transfer holds the destination:
             fail with "destination busy" (default) or wait for it to end (state
             ``queued``). How to start, not what to write: not part of the request hash.
+        sync_level: None (the default) copies always; a level skips the copy when the
+            destination already matches the source at that level (see
+            :class:`SyncLevel`): the transfer then completes as up to date.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -92,6 +113,7 @@ class TransferOptions(BaseModel):
     heartbeat_timeout_s: float | None = Field(None, ge=1, le=600)
     retry_for_s: float = Field(DEFAULT_RETRY_FOR_S, ge=1, le=MAX_RETRY_FOR_S)
     if_busy: IfBusy = IfBusy.fail
+    sync_level: SyncLevel | None = None
 
 
 class TransferRequest(BaseModel):
@@ -150,10 +172,12 @@ class TransferRequest(BaseModel):
     def request_hash(self) -> str:
         """A stable hash telling an identical re-submission from a different one.
 
-        ``options.if_busy`` says how to start, not what to write: left out, so the hash
-        of a request with default options is the one the previous release computed.
+        ``options.if_busy`` says how to start, not what to write, and an unset
+        ``sync_level`` is left out: a request with default options hashes as it did
+        before these options existed (a resubmission still attaches across the upgrade).
         """
-        data = self.model_dump_json(exclude={"options": {"if_busy"}})
+        skipped = {"if_busy"} | ({"sync_level"} if self.options.sync_level is None else set())
+        data = self.model_dump_json(exclude={"options": skipped})
         return hashlib.sha256(data.encode()).hexdigest()[:32]
 
 
@@ -357,14 +381,58 @@ class VerifyInput(BaseModel):
     whole_object: bool = True  # False: ``segments`` is a part of the object, checked alone
 
 
+class SyncInput(BaseModel):
+    """Input of the ``sync_check`` activity: does the destination already match the
+    source (stat'ed as ``source_info``) at ``level``?
+
+    Attributes:
+        chunk_size: bytes per chunk, for a checksum computed by reading (``sha256``
+            object checksums depend on the chunking).
+        checksum: the algorithm checksums are compared in.
+        source_secret: the source URL's sealed query (see :mod:`staccato.secrets`).
+    """
+
+    source: str
+    source_info: ObjectInfo
+    destination: str
+    level: SyncLevel
+    chunk_size: int
+    checksum: ChecksumAlgorithm
+    source_secret: str | None = None
+
+
+class SyncResult(BaseModel):
+    """Result of ``sync_check``.
+
+    Attributes:
+        up_to_date: the destination matches at the requested level: nothing to copy.
+        reason: what matched, or the first thing that differed (for logs and status).
+        checksum: ``"<algorithm>:<hex>"`` of the destination when checksums were
+            compared and equal, else None.
+        source_bytes_read: bytes read from the source to compute its checksum (0 when
+            it was not needed or came from a stored checksum).
+        destination_bytes_read: the same for the destination.
+    """
+
+    up_to_date: bool
+    reason: str
+    checksum: str | None = None
+    source_bytes_read: int = 0
+    destination_bytes_read: int = 0
+
+
 class TransferResult(BaseModel):
     """Result of ``TransferWorkflow``.
 
     Attributes:
         bytes: object size in bytes.
-        checksum: object checksum, ``"<algorithm>:<hex>"``.
+        checksum: object checksum, ``"<algorithm>:<hex>"`` ("" when an up-to-date
+            destination was not checksummed).
         duration_s: seconds from start to verified.
         source_version: the version pinned at stat time.
+        up_to_date: the destination already matched the source at ``sync_level``, so
+            nothing was copied (``--sync-level``).
+        sync_level: the level the destination matched at (None unless up to date).
     """
 
     source: str
@@ -376,6 +444,8 @@ class TransferResult(BaseModel):
     source_version: str
     chunk_size: int
     streams: int
+    up_to_date: bool = False
+    sync_level: SyncLevel | None = None
 
 
 class Progress(BaseModel):
@@ -394,6 +464,8 @@ class Progress(BaseModel):
     checksum: str | None = None
     error: str | None = None
     phase: str = "scheduled"
+    #: the sync level the destination matched at: completed without copying
+    up_to_date: SyncLevel | None = None
 
 
 class TransferStatus(BaseModel):
@@ -411,6 +483,10 @@ class TransferStatus(BaseModel):
             progress this status shows.
         starts_at: for a ``scheduled`` transfer started with a delay (``submit
             --not-before``): when it starts (ISO 8601, UTC).
+        up_to_date: True when the transfer completed without copying because the
+            destination already matched at ``sync_level`` (``bytes_done`` is then 0:
+            nothing was copied); None otherwise.
+        sync_level: the level it matched at (with ``up_to_date``).
     """
 
     id: str
@@ -431,6 +507,8 @@ class TransferStatus(BaseModel):
     reason: str | None = None
     runs_as: str | None = None
     starts_at: str | None = None
+    up_to_date: bool | None = None
+    sync_level: SyncLevel | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         """Plain dict with the enum as text."""

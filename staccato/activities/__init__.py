@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from staccato.activities.copy import copy_stream
+from staccato.activities.sync import sync_check
 from staccato.activities.transfer import (
     cleanup,
     confirm_source,
@@ -25,6 +26,7 @@ ALL_ACTIVITIES: list[Callable[..., Any]] = [
     publish,
     verify,
     cleanup,
+    sync_check,
 ]
 
 __all__ = [
@@ -35,5 +37,6 @@ __all__ = [
     "prepare",
     "publish",
     "stat",
+    "sync_check",
     "verify",
 ]

@@ -1,7 +1,9 @@
 """The ``staccato`` command (``staccato = "staccato.cli:main"``; ``python -m staccato.cli``).
 
 Modules: :mod:`~staccato.cli.commands` (transfer commands), :mod:`~staccato.cli.service`
-(``worker``, ``up``, ``down``, ``codec-server``), :mod:`~staccato.cli.render` (progress,
+(``worker``, ``up``, ``down``, ``codec-server``), :mod:`~staccato.cli.schedule`
+(``schedule create|list|describe|pause|unpause|trigger|delete``),
+:mod:`~staccato.cli.render` (progress,
 status and list output), :mod:`~staccato.cli.options` (shared options and their
 parsers), :mod:`~staccato.cli.common` (exit codes, error reporting). Imports go one
 way: cli -> client -> workflows / models; the command never touches an endpoint.
@@ -18,7 +20,7 @@ from typing import NoReturn
 
 import typer
 
-from staccato.cli import commands, service
+from staccato.cli import commands, schedule, service
 from staccato.cli.common import EXIT_FAILED, EXIT_USAGE
 from staccato.cli.options import parse_duration, parse_size
 
@@ -48,6 +50,7 @@ app.command()(service.worker)
 app.command()(service.up)
 app.command("codec-server")(service.codec_server)
 app.command()(service.down)
+app.add_typer(schedule.app, name="schedule")
 
 
 def main() -> NoReturn:

@@ -21,6 +21,7 @@ from staccato.cli.options import (
     RetryForOption,
     SourceArg,
     StreamsOption,
+    SyncLevelOption,
     TransferArg,
     VerifyOption,
     transfer_options,
@@ -50,9 +51,12 @@ def submit(
     if_busy: IfBusyOption = IfBusy.fail,
     not_before: NotBeforeOption = None,
     as_json: JsonOption = False,
+    sync_level: SyncLevelOption = None,
 ) -> None:
     """Start a transfer and print its id; it runs on the workers whether or not you stay."""
-    options = transfer_options(chunk_size, streams, verify, checksum, retry_for, if_busy)
+    options = transfer_options(
+        chunk_size, streams, verify, checksum, retry_for, sync_level, if_busy=if_busy
+    )
 
     async def go() -> Submission:
         StaccatoClient.make_request(source, destination, options)  # usage errors before connecting
@@ -98,13 +102,18 @@ def cp(
     retry_for: RetryForOption = DEFAULT_RETRY_FOR_S,
     if_busy: IfBusyOption = IfBusy.fail,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    sync_level: SyncLevelOption = None,
 ) -> None:
     """Copy SOURCE to DESTINATION and follow it with a progress bar.
 
     Exits 0 only when the destination is published and verified. Ctrl-C stops
-    following; the transfer goes on (see `staccato status`).
+    following; the transfer goes on (see `staccato status`). With --sync-level, a
+    destination that already matches completes at once: "up to date (LEVEL): nothing
+    copied".
     """
-    options = transfer_options(chunk_size, streams, verify, checksum, retry_for, if_busy)
+    options = transfer_options(
+        chunk_size, streams, verify, checksum, retry_for, sync_level, if_busy=if_busy
+    )
 
     async def go() -> TransferStatus:
         StaccatoClient.make_request(source, destination, options)
@@ -144,6 +153,9 @@ async def _warn_without_workers(client: StaccatoClient) -> None:
 
 
 def _exit_for(final: TransferStatus) -> None:
+    if final.state == TransferState.completed and final.up_to_date and final.sync_level:
+        typer.echo(f"up to date ({final.sync_level.value}): nothing copied", err=True)
+        return
     if final.state == TransferState.completed:
         typer.echo(f"completed: {final.bytes_done} bytes, {final.checksum}", err=True)
         return

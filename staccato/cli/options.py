@@ -16,6 +16,7 @@ from staccato.models import (
     MAX_STREAMS,
     ChecksumAlgorithm,
     IfBusy,
+    SyncLevel,
     TransferOptions,
     VerifyMode,
 )
@@ -152,6 +153,18 @@ NotBeforeOption = Annotated[
         "delay (10m, 2h); the destination is locked only from then on.",
     ),
 ]
+SyncLevelOption = Annotated[
+    SyncLevel | None,
+    typer.Option(
+        "--sync-level",
+        help="Skip the copy when the destination already matches the source: exists; "
+        "size (and sizes equal); mtime (and the destination is not older); checksum (sizes "
+        "and checksums equal, times not compared; reads an object that keeps no stored "
+        "checksum once). Default: "
+        "always copy.",
+        show_default=False,
+    ),
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 TransferArg = Annotated[
     str, typer.Argument(help="Transfer id, or the destination URL/path.", metavar="TRANSFER")
@@ -173,6 +186,7 @@ def transfer_options(
     verify: VerifyMode,
     checksum: ChecksumAlgorithm,
     retry_for: float = DEFAULT_RETRY_FOR_S,
+    sync_level: SyncLevel | None = None,
     if_busy: IfBusy = IfBusy.fail,
 ) -> TransferOptions:
     """The :class:`TransferOptions` the command-line options describe."""
@@ -182,5 +196,6 @@ def transfer_options(
         verify=verify,
         checksum=checksum,
         retry_for_s=retry_for,
+        sync_level=sync_level,
         if_busy=if_busy,
     )

@@ -29,7 +29,10 @@ def retry_note(s: TransferStatus) -> str:
 
 
 def progress_text(s: TransferStatus) -> str:
-    """``1.0 MiB / 4.0 MiB (25%) 2.0 MiB/s eta 2s`` and a retry note if one is pending."""
+    """``1.0 MiB / 4.0 MiB (25%) 2.0 MiB/s eta 2s`` and a retry note if one is pending;
+    ``up to date (size): nothing copied`` for a transfer its sync level skipped."""
+    if s.up_to_date and s.sync_level:
+        return f"up to date ({s.sync_level.value}): nothing copied"
     total = size(s.bytes_total) if s.bytes_total is not None else "?"
     pct = f" ({100 * s.bytes_done / s.bytes_total:.0f}%)" if s.bytes_total else ""
     rate = f" {size(s.rate_bytes_per_s)}/s" if s.rate_bytes_per_s else ""

@@ -1,4 +1,8 @@
-"""``TransferWorkflow``: stat -> plan -> prepare -> streams -> publish -> verify.
+"""``TransferWorkflow``: stat -> (sync check) -> plan -> prepare -> streams -> publish -> verify.
+
+With a sync level (``--sync-level``), a destination that already matches the source
+completes the transfer as up to date right after the source's stat
+(:mod:`staccato.workflows.sync`).
 
 Verify: where the destination can read back unpublished data (file), each stream
 reads every chunk back right after it is durable and compares checksums
@@ -95,7 +99,7 @@ with workflow.unsafe.imports_passed_through():
     from staccato.plan import plan_segments
     from staccato.workflows import search_attributes as sa
 
-from staccato.workflows import front
+from staccato.workflows import front, sync
 from staccato.workflows.calls import (
     RETRY,
     SHORT_TIMEOUT,
@@ -191,6 +195,22 @@ class TransferWorkflow:
             self._progress.bytes_total = info.size
             # a pause accepted while still scheduled holds: the streams wait for resume
             self._set_state(TransferState.paused if self._paused else TransferState.running)
+            if options.sync_level is not None and workflow.patched("sync-level"):
+                self._set_phase("sync-check")
+                check = await sync.check_destination(
+                    request,
+                    info,
+                    budget=self._retry_budget(),
+                    heartbeat_timeout=heartbeat_timeout,
+                )
+                self._progress_at = workflow.now()
+                if check.up_to_date:  # nothing to copy
+                    self._progress.checksum = check.checksum
+                    self._progress.up_to_date = options.sync_level
+                    self._set_state(TransferState.completed)
+                    self._set_phase("up-to-date")
+                    return sync.up_to_date_result(request, info, check, workflow.now() - started)
+                workflow.logger.info("copying: %s", check.reason)
             for attempt in range(MAX_WRITE_SESSIONS):
                 try:
                     chunk_size, digest = await self._write(
@@ -782,4 +802,4 @@ class TransferWorkflow:
         return result
 
 
-_PAUSABLE_PHASES = ("scheduled", "stat", "prepare", "copy")
+_PAUSABLE_PHASES = ("scheduled", "stat", "sync-check", "prepare", "copy")

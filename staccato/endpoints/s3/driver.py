@@ -123,12 +123,14 @@ class S3Driver(Driver):
         crc = _b64_to_hex(head.get("ChecksumCRC32C"))
         if crc and head.get("ChecksumType", "FULL_OBJECT") == "FULL_OBJECT":
             extra["crc32c"] = crc
+        modified = head.get("LastModified")  # whole seconds (an HTTP-date); for sync levels
         return ObjectInfo(
             size=size,
             version=version,
             supports_ranges=True,
             content_type=head.get("ContentType"),
             extra=extra,
+            modified_at=modified.timestamp() if modified is not None else None,
         )
 
     def open_read(self, url: EndpointURL, info: ObjectInfo, offset: int, length: int) -> Reader:

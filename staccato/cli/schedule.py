@@ -1,0 +1,428 @@
+"""``staccato schedule create|list|describe|pause|unpause|trigger|delete``: recurring
+transfers on Temporal Schedules, through :class:`staccato.schedules.Schedules`.
+
+Every option is checked before Temporal is asked anything: a bad name, cron, interval,
+time zone, time or URL exits 2 naming the option; an existing name on create or an
+unknown one on the other commands exits 1 (as any service error).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from staccato.cli import render
+from staccato.cli.common import EXIT_USAGE, fail, run
+from staccato.cli.options import (
+    ChecksumOption,
+    ChunkSizeOption,
+    DestinationArg,
+    JsonOption,
+    RetryForOption,
+    SourceArg,
+    StreamsOption,
+    VerifyOption,
+    transfer_options,
+)
+from staccato.client import StaccatoClient
+from staccato.errors import InvalidURLError
+from staccato.models import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_RETRY_FOR_S,
+    DEFAULT_STREAMS,
+    ChecksumAlgorithm,
+    TransferOptions,
+    VerifyMode,
+)
+from staccato.schedules import (
+    InvalidScheduleError,
+    Overlap,
+    ScheduledRun,
+    Schedules,
+    ScheduleView,
+    Timing,
+    check_cron,
+    check_name,
+    check_time_zone,
+    duration_text,
+    parse_at,
+    parse_catchup_window,
+    parse_every,
+)
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="schedule",
+    help=(
+        "Recurring transfers on Temporal Schedules: `staccato schedule create NAME SOURCE "
+        "DESTINATION --every 1h` (or --cron '30 2 * * *', or --at TIME for one run)."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class SyncLevelChoice(StrEnum):
+    """``--sync-level`` values (Globus semantics, as for ``cp``)."""
+
+    exists = "exists"
+    size = "size"
+    mtime = "mtime"
+    checksum = "checksum"
+
+
+class IfBusyChoice(StrEnum):
+    """``--if-busy`` values: a run due while another transfer writes the destination
+    waits for it, or fails at once."""
+
+    wait = "wait"
+    fail = "fail"
+
+
+def _usage(check: Callable[[], T]) -> T:
+    """Run a validation; a bad value exits 2 with its message (before any Temporal call)."""
+    try:
+        return check()
+    except (InvalidScheduleError, InvalidURLError) as err:
+        fail(str(err), EXIT_USAGE)
+
+
+def _parser(check: Callable[[str], Any]) -> Callable[[str], Any]:
+    """A typer parser from a validator: its message becomes typer's "Invalid value"."""
+
+    def parse(text: str) -> Any:
+        try:
+            return check(text)
+        except InvalidScheduleError as err:
+            raise typer.BadParameter(str(err)) from None
+
+    return parse
+
+
+NameArg = Annotated[
+    str,
+    typer.Argument(
+        help="Schedule name: letters, digits, '.', '_', '-'.",
+        metavar="NAME",
+        parser=_parser(check_name),
+    ),
+]
+
+
+def _with_lock_and_sync(
+    options: TransferOptions, sync_level: SyncLevelChoice | None, if_busy: IfBusyChoice
+) -> TransferOptions:
+    """``options`` plus ``--sync-level`` and ``--if-busy``, for the builds whose
+    :class:`TransferOptions` has those fields.
+
+    Raises:
+        InvalidScheduleError: ``--sync-level`` given to a build without sync levels.
+    """
+    # TODO(merge): once TransferOptions has if_busy and sync_level, pass them directly
+    # (and take the shared --sync-level/--if-busy options from cli/options.py).
+    fields = TransferOptions.model_fields
+    extra: dict[str, str] = {}
+    if "if_busy" in fields:
+        extra["if_busy"] = if_busy.value
+    if sync_level is not None:
+        if "sync_level" not in fields:
+            raise InvalidScheduleError(
+                "--sync-level: this Staccato build has no sync levels; leave it out"
+            )
+        extra["sync_level"] = sync_level.value
+    if not extra:
+        return options
+    return TransferOptions.model_validate({**options.model_dump(), **extra})
+
+
+@app.command()
+def create(
+    name: NameArg,
+    source: SourceArg,
+    destination: DestinationArg,
+    every: Annotated[
+        str | None,
+        typer.Option(
+            "--every",
+            metavar="INTERVAL",
+            help="Run every INTERVAL (30s, 5m, 1h, 1h30m, 1d), counted from the Unix epoch.",
+        ),
+    ] = None,
+    cron: Annotated[
+        str | None,
+        typer.Option(
+            "--cron",
+            metavar="EXPR",
+            help="Run at the times of a cron expression, e.g. '30 2 * * *' (02:30 daily), "
+            "read in --time-zone; day-of-month and day-of-week must both match.",
+        ),
+    ] = None,
+    at: Annotated[
+        str | None,
+        typer.Option(
+            "--at",
+            metavar="TIME",
+            help="Run once at TIME: ISO 8601 (2026-12-02T03:00, offset optional) or a "
+            "delay (10m, 2h).",
+        ),
+    ] = None,
+    time_zone: Annotated[
+        str | None,
+        typer.Option(
+            "--time-zone",
+            metavar="ZONE",
+            help="IANA time zone of --cron and of an --at without offset (default UTC).",
+        ),
+    ] = None,
+    overlap: Annotated[
+        Overlap,
+        typer.Option(
+            "--overlap",
+            help="When a run is due while the last one still runs: skip it, buffer one or "
+            "all, cancel or terminate the running one, or allow all.",
+        ),
+    ] = Overlap.skip,
+    catchup_window: Annotated[
+        str | None,
+        typer.Option(
+            "--catchup-window",
+            metavar="DURATION",
+            help="After Temporal was down, make up a missed run due within this long "
+            "(10s .. 366d; default Temporal's, 1 year).",
+        ),
+    ] = None,
+    sync_level: Annotated[
+        SyncLevelChoice | None,
+        typer.Option(
+            "--sync-level",
+            help="Skip a run's copy when the destination already matches the source at "
+            "this level (exists < size < mtime < checksum); default: always copy.",
+        ),
+    ] = None,
+    if_busy: Annotated[
+        IfBusyChoice,
+        typer.Option(
+            "--if-busy",
+            help="A run due while another transfer writes the destination waits for it "
+            "(wait) or fails (fail).",
+        ),
+    ] = IfBusyChoice.wait,
+    chunk_size: ChunkSizeOption = DEFAULT_CHUNK_SIZE,
+    streams: StreamsOption = DEFAULT_STREAMS,
+    verify: VerifyOption = VerifyMode.checksum,
+    checksum: ChecksumOption = ChecksumAlgorithm.crc32c,
+    retry_for: RetryForOption = DEFAULT_RETRY_FOR_S,
+    paused: Annotated[
+        bool, typer.Option("--paused", help="Create it paused (`schedule unpause` starts it).")
+    ] = False,
+    pause_on_failure: Annotated[
+        bool, typer.Option("--pause-on-failure", help="Pause the schedule when a run fails.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Create a schedule copying SOURCE to DESTINATION at the given times.
+
+    Each run is a transfer with its own id (staccato-schedule-NAME-<time>); by default a
+    run due while the previous one still runs is skipped (--overlap).
+    """
+    timing = _usage(
+        lambda: Timing(
+            every_s=int(parse_every(every).total_seconds()) if every is not None else None,
+            cron=check_cron(cron) if cron is not None else None,
+            at=parse_at(at, check_time_zone(time_zone) if time_zone else None)
+            if at is not None
+            else None,
+            time_zone=time_zone,
+        )
+    )
+    window = _usage(lambda: parse_catchup_window(catchup_window)) if catchup_window else None
+    options = _usage(
+        lambda: _with_lock_and_sync(
+            transfer_options(chunk_size, streams, verify, checksum, retry_for), sync_level, if_busy
+        )
+    )
+    _usage(lambda: StaccatoClient.make_request(source, destination, options))
+
+    async def go() -> ScheduleView:
+        client = await StaccatoClient.connect()
+        return await Schedules(client).create(
+            name,
+            source,
+            destination,
+            timing,
+            options,
+            overlap=overlap,
+            catchup_window=window,
+            paused=paused,
+            pause_on_failure=pause_on_failure,
+        )
+
+    view = run(go)
+    if as_json:
+        typer.echo(json.dumps(view.model_dump(mode="json"), indent=2))
+        return
+    typer.echo(f"created schedule {view.name}: {view.timing}, {view.source} -> {view.destination}")
+    if view.paused:
+        typer.echo(f"paused: start it with `staccato schedule unpause {view.name}`")
+    elif view.next_runs:
+        typer.echo(f"next run: {_time(view.next_runs[0])}")
+    else:
+        typer.echo("warning: Temporal finds no time this schedule is due", err=True)
+
+
+@app.command("list")
+def list_schedules(as_json: JsonOption = False) -> None:
+    """List the schedules: state, timing, next run, last run and its outcome."""
+
+    async def go() -> list[ScheduleView]:
+        client = await StaccatoClient.connect()
+        return await Schedules(client).list()
+
+    views = run(go)
+    if as_json:
+        typer.echo(json.dumps([v.model_dump(mode="json") for v in views], indent=2))
+        return
+    for view in views:
+        state = "paused" if view.paused else "active"
+        next_run = _time(view.next_runs[0]) if view.next_runs else "-"
+        last = view.recent_runs[-1] if view.recent_runs else None
+        last_text = f"{_time(last.scheduled_at)} {_outcome(last)}" if last else "-"
+        typer.echo(
+            f"{view.name}  {state}  {view.timing}  next {next_run}  last {last_text}  "
+            f"{view.source} -> {view.destination}"
+        )
+
+
+@app.command()
+def describe(name: NameArg, as_json: JsonOption = False) -> None:
+    """Show a schedule: timing, policy, options, next runs, recent runs and outcomes."""
+
+    async def go() -> ScheduleView:
+        client = await StaccatoClient.connect()
+        return await Schedules(client).describe(name)
+
+    view = run(go)
+    if as_json:
+        typer.echo(json.dumps(view.model_dump(mode="json"), indent=2))
+        return
+    for line in _describe_lines(view):
+        typer.echo(line)
+
+
+def _options_text(options: dict[str, Any]) -> str:
+    """``chunk 16.0 MiB, 4 streams, verify checksum, ...`` from TransferOptions' JSON."""
+    known = {
+        "chunk_size": lambda v: f"chunk {render.size(v)}",
+        "streams": lambda v: f"{v} streams",
+        "verify": lambda v: f"verify {v}",
+        "checksum": lambda v: f"checksum {v}",
+        "retry_for_s": lambda v: f"retry for {duration_text(v)}",
+        "heartbeat_timeout_s": lambda v: f"heartbeat timeout {duration_text(v)}",
+        "sync_level": lambda v: f"sync level {v}",
+        "if_busy": lambda v: f"if busy {v}",
+    }
+    return ", ".join(
+        known[k](v) if k in known else f"{k} {v}" for k, v in options.items() if v is not None
+    )
+
+
+def _describe_lines(view: ScheduleView) -> list[str]:
+    window = duration_text(view.catchup_window_s) if view.catchup_window_s else "Temporal's default"
+    state = "paused" if view.paused else "active"
+    if view.note:
+        state += f" ({view.note})"
+    lines = [
+        f"schedule:     {view.name} ({view.id})",
+        f"state:        {state}",
+        f"when:         {view.timing}",
+        f"source:       {view.source}",
+        f"destination:  {view.destination}",
+        f"overlap:      {view.overlap}; catch-up window {window}",
+        f"options:      {_options_text(view.options) or '-'}",
+        f"runs:         {view.runs_started} started, {view.runs_skipped} skipped (overlap), "
+        f"{view.runs_missed} missed (catch-up window)"
+        + (f", {view.remaining_runs} left" if view.remaining_runs is not None else ""),
+        f"running:      {', '.join(view.running) or '-'}",
+        f"next runs:    {', '.join(_time(t) for t in view.next_runs[:5]) or '-'}",
+        "recent runs:" + ("" if view.recent_runs else "  -"),
+    ]
+    for r in reversed(view.recent_runs):
+        total = render.size(r.bytes_total) if r.bytes_total is not None else "?"
+        lines.append(
+            f"  {_time(r.scheduled_at)}  {_outcome(r):<10}  {r.workflow_id}  "
+            f"{render.size(r.bytes_done)} / {total}" + (f"  {r.error}" if r.error else "")
+        )
+    return lines
+
+
+def _outcome(run: ScheduledRun) -> str:
+    """A run's state, ``up to date`` for a completed run that had nothing to copy."""
+    return "up to date" if run.up_to_date else run.state
+
+
+def _time(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _act(name: str, action: str, done: str) -> None:
+    async def go() -> None:
+        client = await StaccatoClient.connect()
+        await getattr(Schedules(client), action)(name)
+
+    run(go)
+    typer.echo(f"{done}: {name}")
+
+
+@app.command()
+def pause(name: NameArg) -> None:
+    """Pause a schedule: no run starts until unpause (a running one goes on)."""
+    _act(name, "pause", "paused schedule")
+
+
+@app.command()
+def unpause(name: NameArg) -> None:
+    """Unpause a schedule: runs start again from the next due time."""
+    _act(name, "unpause", "unpaused schedule")
+
+
+@app.command()
+def trigger(name: NameArg) -> None:
+    """Start one run now (also when paused), under the schedule's overlap policy."""
+
+    async def go() -> Any:
+        client = await StaccatoClient.connect()
+        return await Schedules(client).trigger(name)
+
+    outcome = run(go)
+    if outcome.outcome == "started":
+        typer.echo(f"started: {outcome.workflow_id}")
+    elif outcome.outcome == "skipped":
+        fail(
+            f"schedule {name}: a run is still going ({', '.join(outcome.running) or '?'}) and "
+            "the overlap policy skipped the new one"
+        )
+    else:
+        typer.echo(f"trigger sent: {name} (`staccato schedule describe {name}` shows the run)")
+
+
+@app.command()
+def delete(name: NameArg) -> None:
+    """Delete a schedule. A run still going goes on (`staccato cancel ID` stops it)."""
+
+    async def go() -> list[str]:
+        client = await StaccatoClient.connect()
+        return await Schedules(client).delete(name)
+
+    running = run(go)
+    typer.echo(f"deleted schedule: {name}")
+    for workflow_id in running:
+        typer.echo(
+            f"still running: {workflow_id} (`staccato cancel {workflow_id}` stops it)", err=True
+        )

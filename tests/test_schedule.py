@@ -1,0 +1,477 @@
+"""``staccato schedule``: recurring transfers on Temporal Schedules, against the real
+Temporal dev server and a real worker; and every bad input refused before Temporal is
+asked anything."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import uuid
+import zoneinfo
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from staccato.schedules import (
+    InvalidScheduleError,
+    Timing,
+    check_cron,
+    check_name,
+    parse_at,
+    parse_catchup_window,
+    parse_every,
+)
+from tests.helpers import MiB, at_rest, run_cli, sha256_file, write_random
+from tests.servers.nginx import NginxServer, nginx_fixture
+
+# nginx sending at most 2 MB/s per connection: an 8 MiB run on one stream lasts ~4 s.
+slow_nginx = nginx_fixture("http_root", scope="module", extra_server_config="limit_rate 2m;")
+
+# Nothing listens here: a usage error must be reported without reaching for Temporal.
+NO_TEMPORAL = "127.0.0.1:1"
+
+
+@pytest.fixture
+def cli(temporal_server, worker):
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return run_cli(
+            *args, address=temporal_server.address, task_queue=worker.task_queue, timeout_s=60
+        )
+
+    return run
+
+
+def _name() -> str:
+    return f"t-{uuid.uuid4().hex[:8]}"
+
+
+def _describe(cli, name: str) -> dict[str, Any]:
+    result = cli("schedule", "describe", name, "--json")
+    assert result.returncode == 0, result
+    return json.loads(result.stdout)
+
+
+def _until(cli, name: str, predicate, timeout_s: float, what: str) -> dict[str, Any]:
+    """Describe the schedule until ``predicate(view)``; fail after ``timeout_s`` seconds."""
+    deadline = time.monotonic() + timeout_s
+    view: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        view = _describe(cli, name)
+        if predicate(view):
+            return view
+        time.sleep(0.3)
+    raise AssertionError(f"{what} not seen in {timeout_s} s; last view: {view}")
+
+
+def _completed(view: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r for r in view["recent_runs"] if r["state"] == "completed"]
+
+
+def test_schedule_lifecycle(cli, data_dir: Path) -> None:
+    """Runs every 2 s copy the file; list/describe show next and recent runs with
+    outcomes; pause stops runs, unpause resumes them, trigger starts one now (also
+    while paused), delete removes the schedule."""
+    source, destination = data_dir / "src.bin", data_dir / "dst.bin"
+    digest = write_random(source, 3 * MiB + 5, seed=7)
+    name = _name()
+    created = cli(
+        "schedule", "create", name, str(source), str(destination),
+        "--every", "2s", "--chunk-size", "1MiB", "--streams", "2",
+    )  # fmt: skip
+    assert created.returncode == 0, created
+    assert f"created schedule {name}: every 2s" in created.stdout
+    try:
+        view = _until(cli, name, lambda v: len(_completed(v)) >= 2, 60, "two completed runs")
+        assert sha256_file(destination) == digest
+        run = _completed(view)[0]
+        assert run["workflow_id"].startswith(f"staccato-schedule-{name}-")
+        assert run["bytes_done"] == run["bytes_total"] == 3 * MiB + 5
+        assert view["timing"] == "every 2s" and view["overlap"] == "skip"
+        assert view["options"]["chunk_size"] == MiB and view["options"]["streams"] == 2
+        assert view["source"] == source.as_uri() and view["destination"] == destination.as_uri()
+        assert view["next_runs"] and all(
+            datetime.fromisoformat(t) > datetime.fromisoformat(run["scheduled_at"])
+            for t in view["next_runs"]
+        )
+        # each run is a transfer `staccato status` knows
+        status = cli("status", run["workflow_id"], "--json")
+        assert status.returncode == 0, status
+        assert json.loads(status.stdout)["state"] == "completed"
+
+        text = cli("schedule", "describe", name)
+        assert text.returncode == 0, text
+        assert "next runs:" in text.stdout and "completed" in text.stdout, text.stdout
+        listed = _until_listed(cli, name)
+        assert listed["paused"] is False and listed["recent_runs"], listed
+        plain = cli("schedule", "list")
+        assert any(
+            line.startswith(f"{name}  active  every 2s") for line in plain.stdout.splitlines()
+        )
+
+        # pause: once Temporal shows it paused, no run starts over 3 intervals
+        paused = cli("schedule", "pause", name)
+        assert paused.returncode == 0 and f"paused schedule: {name}" in paused.stdout, paused
+        view = _until(cli, name, lambda v: v["paused"] and not v["running"], 30, "paused, idle")
+        before = view["runs_started"]
+        assert view["next_runs"] == []
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            assert _describe(cli, name)["runs_started"] == before, "a run started while paused"
+            time.sleep(0.5)
+
+        # trigger starts one now, paused or not
+        triggered = cli("schedule", "trigger", name)
+        assert triggered.returncode == 0, triggered
+        assert f"started: staccato-schedule-{name}-" in triggered.stdout
+        view = _until(
+            cli,
+            name,
+            lambda v: v["runs_started"] == before + 1 and not v["running"],
+            30,
+            "the triggered run",
+        )
+        assert view["recent_runs"][-1]["state"] == "completed"
+        assert view["paused"] is True
+
+        unpaused = cli("schedule", "unpause", name)
+        assert unpaused.returncode == 0, unpaused
+        _until(cli, name, lambda v: v["runs_started"] >= before + 2, 30, "runs after unpause")
+        assert sha256_file(destination) == digest
+    finally:
+        deleted = cli("schedule", "delete", name)
+    assert deleted.returncode == 0 and f"deleted schedule: {name}" in deleted.stdout, deleted
+    gone = cli("schedule", "describe", name)
+    assert gone.returncode == 1 and f"no schedule '{name}'" in gone.stderr, gone
+
+
+def _until_listed(cli, name: str, timeout_s: float = 20) -> dict[str, Any]:
+    """``schedule list --json`` until it shows ``name`` (Temporal's list lags a little)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = cli("schedule", "list", "--json")
+        assert result.returncode == 0, result
+        for view in json.loads(result.stdout):
+            if view["name"] == name:
+                return view
+        time.sleep(0.5)
+    raise AssertionError(f"schedule {name} not listed in {timeout_s} s")
+
+
+def test_one_off_at(cli, data_dir: Path) -> None:
+    """--at runs the transfer once, then the schedule has no run left."""
+    source, destination = data_dir / "src.bin", data_dir / "dst.bin"
+    digest = write_random(source, MiB, seed=3)
+    name = _name()
+    # a few seconds ahead: a time that passes before Temporal has the schedule never runs
+    created = cli("schedule", "create", name, str(source), str(destination), "--at", "4s")
+    assert created.returncode == 0, created
+    try:
+        view = _until(cli, name, lambda v: len(_completed(v)) == 1, 60, "the one run")
+        assert sha256_file(destination) == digest
+        assert view["remaining_runs"] == 0 and view["next_runs"] == []
+        assert view["runs_started"] == 1
+    finally:
+        cli("schedule", "delete", name)
+
+
+def test_cron_in_time_zone_paused(cli, data_dir: Path) -> None:
+    """--cron is read in --time-zone; --paused creates it without any run."""
+    name = _name()
+    created = cli(
+        "schedule", "create", name, str(data_dir / "a.bin"), str(data_dir / "b.bin"),
+        "--cron", "30 2 * * *", "--time-zone", "America/New_York", "--paused",
+    )  # fmt: skip
+    assert created.returncode == 0, created
+    try:
+        view = _describe(cli, name)
+        assert view["paused"] is True and view["runs_started"] == 0
+        assert view["timing"] == "cron '30 2 * * *' (America/New_York)"
+        # paused: Temporal lists no next run; unpaused, each is 02:30 in New York
+        assert cli("schedule", "unpause", name).returncode == 0
+        view = _until(cli, name, lambda v: len(v["next_runs"]) >= 2, 20, "next runs")
+        for text in view["next_runs"]:
+            local = datetime.fromisoformat(text).astimezone(zoneinfo.ZoneInfo("America/New_York"))
+            assert (local.hour, local.minute, local.second) == (2, 30, 0), view["next_runs"]
+        exists = cli(
+            "schedule", "create", name, str(data_dir / "c.bin"), str(data_dir / "d.bin"),
+            "--every", "1h",
+        )  # fmt: skip
+        assert exists.returncode == 1, exists
+        assert f"schedule {name!r} already exists" in exists.stderr
+        assert "Traceback" not in exists.stderr
+    finally:
+        cli("schedule", "delete", name)
+
+
+@pytest.mark.parametrize("command", ["describe", "pause", "unpause", "trigger", "delete"])
+def test_unknown_name_exits_1(cli, command: str) -> None:
+    result = cli("schedule", command, "no-such-schedule")
+    assert result.returncode == 1, result
+    assert "no schedule 'no-such-schedule'" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["create", "bad name!", "{src}", "{dst}", "--every", "1h"], "schedule name 'bad name!'"),
+        (["create", "n", "{src}", "{dst}", "--every", "5 parsecs"], "--every '5 parsecs'"),
+        (["create", "n", "{src}", "{dst}", "--every", "0s"], "between 1s and 366d"),
+        (["create", "n", "{src}", "{dst}", "--cron", "61 * * * *"], "minute 61 is outside 0-59"),
+        (["create", "n", "{src}", "{dst}", "--cron", "* * *"], "expected 5 fields"),
+        (["create", "n", "{src}", "{dst}", "--cron", "0 0 * * funday"], "day of week 'funday'"),
+        (["create", "n", "{src}", "{dst}", "--cron", "CRON_TZ=UTC 0 * * * *"], "--time-zone"),
+        (
+            ["create", "n", "{src}", "{dst}", "--cron", "0 3 * * *", "--time-zone", "Mars/Olympus"],
+            "--time-zone 'Mars/Olympus'",
+        ),
+        (["create", "n", "{src}", "{dst}"], "exactly one of --every, --cron, --at"),
+        (["create", "n", "{src}", "{dst}", "--every", "1h", "--cron", "0 * * * *"], "exactly one"),
+        (
+            ["create", "n", "{src}", "{dst}", "--every", "1h", "--time-zone", "UTC"],
+            "--every counts from the Unix epoch",
+        ),
+        (["create", "n", "{src}", "{dst}", "--at", "2001-01-01T00:00"], "is not in the future"),
+        (["create", "n", "{src}", "{dst}", "--at", "tomorrow"], "--at 'tomorrow'"),
+        (
+            ["create", "n", "{src}", "{dst}", "--every", "1h", "--catchup-window", "5s"],
+            "--catchup-window '5s'",
+        ),
+        (["create", "n", "ftp://h/f", "{dst}", "--every", "1h"], "unknown URL scheme 'ftp'"),
+        (["create", "n", "{src}", "{src}", "--every", "1h"], "source and destination are the same"),
+        (["create", "n", "{src}", "{dst}", "--every", "1h", "--overlap", "sometimes"], "--overlap"),
+        (["describe", "_bad"], "schedule name '_bad'"),
+        (["delete", "a/b"], "schedule name 'a/b'"),
+    ],
+)
+def test_usage_errors_exit_2_without_temporal(
+    data_dir: Path, args: list[str], expected: str
+) -> None:
+    source, destination = data_dir / "src.bin", data_dir / "dst.bin"
+    args = [a.format(src=source, dst=destination) for a in args]
+    result = run_cli("schedule", *args, address=NO_TEMPORAL, timeout_s=60)
+    assert result.returncode == 2, result
+    assert expected in result.stderr, result.stderr
+    assert "cannot reach Temporal" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_validators() -> None:
+    """The parsers accept Temporal's forms and name the option in every refusal."""
+    assert parse_every("1h30m") == timedelta(hours=1, minutes=30)
+    assert parse_every("90") == timedelta(seconds=90)
+    assert parse_catchup_window("10m") == timedelta(minutes=10)
+    for cron in ["*/15 * * * *", "0 9-17 * * mon-fri", "0 0 1 jan,jul *", "@daily",
+                 "0 30 2 * * * 2030", "0 0 * * 7", "5/10 * * * * 2026-2030"]:  # fmt: skip
+        assert check_cron(cron) == cron
+    for cron, message in [
+        ("0 24 * * *", "hour 24 is outside 0-23"),
+        ("0 0 0 * *", "day of month 0 is outside 1-31"),
+        ("*/0 * * * *", "step '0'"),
+        ("10-5 * * * *", "ends before it starts"),
+        ("0 0 * ja *", "month 'ja' is not a number or a name"),
+        ("@every 5m", "use --every"),
+    ]:
+        with pytest.raises(InvalidScheduleError, match="--cron") as err:
+            check_cron(cron)
+        assert message in str(err.value)
+    now = datetime(2026, 12, 1, 18, 0, tzinfo=UTC)
+    assert parse_at("10m", now=now) == now + timedelta(minutes=10)
+    assert parse_at("2026-12-02T03:00", "Europe/Paris", now=now) == datetime(
+        2026, 12, 2, 2, 0, tzinfo=UTC
+    )
+    assert parse_at("2026-12-02T03:00+05:00", "Europe/Paris", now=now) == datetime(
+        2026, 12, 1, 22, 0, tzinfo=UTC
+    )
+    with pytest.raises(InvalidScheduleError, match="before 2101"):
+        parse_at("2101-01-01T00:00", now=now)
+    for name in ["nightly", "a", "backup.v2_x-1", "x" * 64]:
+        assert check_name(name) == name
+    for name in ["", "-x", "x" * 65, "a b", "a/b", "é"]:
+        with pytest.raises(InvalidScheduleError, match="schedule name"):
+            check_name(name)
+    at = Timing(at=datetime(2026, 12, 2, 2, 0, 5, tzinfo=UTC), time_zone="Europe/Paris")
+    assert at.text() == "at 2026-12-02T03:00:05+01:00"
+    (calendar,) = at.spec().calendars
+    assert (calendar.year[0].start, calendar.hour[0].start, calendar.second[0].start) == (
+        2026,
+        2,
+        5,
+    )
+
+
+def test_failed_run_shows_its_reason(cli, data_dir: Path) -> None:
+    """A run that fails is listed with its outcome and the transfer's reason."""
+    name = _name()
+    created = cli(
+        "schedule", "create", name, str(data_dir / "missing.bin"), str(data_dir / "dst.bin"),
+        "--every", "2s",
+    )  # fmt: skip
+    assert created.returncode == 0, created
+    try:
+        view = _until(cli, name, lambda v: bool(v["recent_runs"]) and not v["running"], 60, "a run")
+        assert {r["state"] for r in view["recent_runs"]} == {"failed"}, view["recent_runs"]
+        assert "missing.bin: no such file or directory" in view["recent_runs"][0]["error"]
+        text = cli("schedule", "describe", name)
+        assert "failed" in text.stdout and "no such file or directory" in text.stdout, text.stdout
+        assert not (data_dir / "dst.bin").exists()
+    finally:
+        cli("schedule", "delete", name)
+
+
+async def test_foreign_schedules_are_left_alone(cli, temporal_server, data_dir: Path) -> None:
+    """Schedules Staccato did not make (another id, another workflow type) never break
+    `schedule list`, are not listed, and are not Staccato's to describe."""
+    from temporalio.client import (
+        Schedule,
+        ScheduleActionStartWorkflow,
+        ScheduleIntervalSpec,
+        ScheduleSpec,
+        ScheduleState,
+    )
+
+    temporal = await temporal_server.client()
+    suffix = uuid.uuid4().hex[:8]
+    foreign = {
+        f"foreign-{suffix}": "TransferWorkflow",  # a raw Temporal schedule of transfers
+        f"staccato-schedule-odd-{suffix}": "SomeOtherWorkflow",
+    }
+    for schedule_id, workflow in foreign.items():
+        await temporal.create_schedule(
+            schedule_id,
+            Schedule(
+                action=ScheduleActionStartWorkflow(
+                    workflow, "not a request", id=schedule_id, task_queue="nobody-polls"
+                ),
+                spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(hours=1))]),
+                state=ScheduleState(paused=True),
+            ),
+        )
+    name = _name()
+    mine = cli(
+        "schedule", "create", name, str(data_dir / "a.bin"), str(data_dir / "b.bin"),
+        "--every", "1h", "--paused",
+    )  # fmt: skip
+    assert mine.returncode == 0, mine
+    try:
+        _until_listed(cli, name)
+        listed = cli("schedule", "list", "--json")
+        assert listed.returncode == 0, listed
+        names = [v["name"] for v in json.loads(listed.stdout)]
+        assert name in names and not any(suffix in n for n in names), names
+        odd = cli("schedule", "describe", f"odd-{suffix}")
+        assert odd.returncode == 1 and "does not run Staccato transfers" in odd.stderr, odd
+    finally:
+        cli("schedule", "delete", name)
+        for schedule_id in foreign:
+            await temporal.get_schedule_handle(schedule_id).delete()
+
+
+def test_runs_wait_for_a_busy_destination(cli, data_dir: Path) -> None:
+    """A scheduled run's --if-busy defaults to wait (cp/submit fail), where the transfer
+    options have the field."""
+    from staccato.models import TransferOptions
+
+    name = _name()
+    args = ["schedule", "create", name, str(data_dir / "a.bin"), str(data_dir / "b.bin")]
+    created = cli(*args, "--every", "1h", "--paused")
+    assert created.returncode == 0, created
+    try:
+        options = _describe(cli, name)["options"]
+        if "if_busy" in TransferOptions.model_fields:
+            assert options["if_busy"] == "wait"
+    finally:
+        cli("schedule", "delete", name)
+
+
+def test_sync_level_runs_after_the_first_are_up_to_date(cli, data_dir: Path) -> None:
+    """With --sync-level size, the first run copies and the next ones complete as up to
+    date, which describe says; a build whose transfer options have no sync levels
+    refuses the option (exit 2)."""
+    from staccato.models import TransferOptions
+
+    source, destination = data_dir / "src.bin", data_dir / "dst.bin"
+    digest = write_random(source, MiB, seed=5)
+    name = _name()
+    created = cli(
+        "schedule", "create", name, str(source), str(destination),
+        "--every", "2s", "--sync-level", "size",
+    )  # fmt: skip
+    if "sync_level" not in TransferOptions.model_fields:
+        assert created.returncode == 2 and "--sync-level" in created.stderr, created
+        return
+    assert created.returncode == 0, created
+    try:
+        view = _until(cli, name, lambda v: len(_completed(v)) >= 3, 60, "three completed runs")
+        assert view["options"]["sync_level"] == "size"
+        first, *later = _completed(view)
+        assert sha256_file(destination) == digest
+        assert [r["up_to_date"] for r in later] == [True] * len(later), view["recent_runs"]
+        text = cli("schedule", "describe", name)
+        assert "up to date" in text.stdout, text.stdout
+    finally:
+        cli("schedule", "delete", name)
+
+
+def test_overlap_skip_while_a_run_goes_on(
+    cli, slow_nginx: NginxServer, http_root: Path, data_dir: Path
+) -> None:
+    """With the default overlap policy a run due (here: triggered) while the last one
+    still runs is skipped, and `trigger` says so naming the running one."""
+    source = http_root / f"slow-{uuid.uuid4().hex[:8]}.bin"
+    digest = write_random(source, 8 * MiB, seed=11)
+    at_rest(source)
+    destination = data_dir / "dst.bin"
+    name = _name()
+    created = cli(
+        "schedule", "create", name, slow_nginx.url(source.name), str(destination),
+        "--every", "1h", "--paused", "--streams", "1", "--chunk-size", "1MiB",
+    )  # fmt: skip
+    assert created.returncode == 0, created
+    try:
+        first = cli("schedule", "trigger", name)
+        assert first.returncode == 0 and "started: " in first.stdout, first
+        run_id = first.stdout.split("started: ", 1)[1].strip()
+        second = cli("schedule", "trigger", name)
+        assert second.returncode == 1, second
+        assert "overlap policy skipped" in second.stderr and run_id in second.stderr
+        view = _until(cli, name, lambda v: not v["running"], 60, "the run's end")
+        assert view["runs_started"] == 1 and view["runs_skipped"] == 1, view
+        assert [r["state"] for r in view["recent_runs"]] == ["completed"]
+        assert sha256_file(destination) == digest
+    finally:
+        cli("schedule", "delete", name)
+
+
+async def test_source_token_stays_sealed(
+    temporal_server, worker, data_dir: Path, tmp_path: Path
+) -> None:
+    """A source's query (a token) reaches the Schedule only sealed: not in its memo,
+    search attributes, summary or action input as Temporal stores them."""
+    import base64
+    import os
+
+    env = {
+        "STACCATO_SECRET_KEY": base64.b64encode(os.urandom(32)).decode(),
+        "STACCATO_HOME": str(tmp_path / "home"),
+    }
+    name = _name()
+    created = run_cli(
+        "schedule", "create", name, "https://example.org/x.bin?token=hunter2",
+        str(data_dir / "x.bin"), "--every", "1h", "--paused",
+        address=temporal_server.address, task_queue=worker.task_queue, env=env,
+    )  # fmt: skip
+    assert created.returncode == 0, created
+    assert "hunter2" not in created.stdout + created.stderr
+    temporal = await temporal_server.client()
+    handle = temporal.get_schedule_handle(f"staccato-schedule-{name}")
+    try:
+        raw = await handle.describe()
+        stored = str(raw.raw_description)
+        assert "REDACTED" in stored, stored[:2000]
+        assert "hunter2" not in stored
+    finally:
+        await handle.delete()

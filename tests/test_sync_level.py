@@ -1,0 +1,231 @@
+"""Sync levels (``--sync-level``): a destination that already matches its source at the
+level completes the transfer as up to date without reading the source's data; a
+source changed at that level is copied again.
+
+Source: a real nginx (its JSON access log counts the body bytes it served, after the
+log settles); destination: a local file. Every run stats the HTTP source with a HEAD
+and a one-byte range probe (``bytes=0-0``), sync level or not; "data bytes" are the
+body bytes of every other GET.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowFailureError
+
+from staccato.client import StaccatoClient
+from staccato.errors import TransferFailedError
+from staccato.models import SyncLevel, TransferOptions
+from staccato.sync import mtime_not_older
+from tests.helpers import MiB, leftovers, run_cli, sha256_file, write_random
+from tests.servers.nginx import NginxServer
+from tests.sync_checks import data_bytes_served, only_stat_requests, run, settled_requests
+
+SIZE = 3 * MiB + 123
+
+
+def _options(level: SyncLevel) -> TransferOptions:
+    return TransferOptions(chunk_size=1 * MiB, streams=2, sync_level=level)
+
+
+def _source(http_root: Path, nginx: NginxServer, seed: int) -> tuple[Path, str, str]:
+    """A fresh object served by nginx: its path, URL and URI."""
+    name = f"sync-{uuid.uuid4().hex[:8]}.bin"
+    path = http_root / name
+    write_random(path, SIZE, seed=seed)
+    return path, nginx.url(name), f"/{name}"
+
+
+def _rewrite_same_size(path: Path, seed: int) -> str:
+    """New bytes, same size; returns their sha256."""
+    return write_random(path, path.stat().st_size, seed=seed)
+
+
+async def test_exists_copies_a_missing_destination_then_reads_nothing(
+    client: StaccatoClient, nginx_ranges: NginxServer, http_root: Path, data_dir: Path
+) -> None:
+    source, url, uri = _source(http_root, nginx_ranges, seed=1)
+    destination = data_dir / "dst.bin"
+    first = await run(client, url, str(destination), _options(SyncLevel.exists))
+    assert not first.up_to_date and first.bytes == SIZE
+    assert sha256_file(destination) == sha256_file(source)
+    kept = sha256_file(destination)
+
+    # exists ignores everything else: a longer source leaves the destination as it is
+    with open(source, "ab") as f:
+        f.write(b"more")
+    before = len(settled_requests(nginx_ranges, uri))
+    second = await run(client, url, str(destination), _options(SyncLevel.exists))
+    assert second.up_to_date and second.sync_level == SyncLevel.exists
+    served = settled_requests(nginx_ranges, uri)[before:]
+    assert only_stat_requests(served) and data_bytes_served(served) == 0, served
+    assert sha256_file(destination) == kept
+    assert leftovers(data_dir) == []
+
+
+async def test_size_up_to_date_reads_nothing_and_a_new_size_is_copied(
+    client: StaccatoClient, nginx_ranges: NginxServer, http_root: Path, data_dir: Path
+) -> None:
+    source, url, uri = _source(http_root, nginx_ranges, seed=2)
+    destination = data_dir / "dst.bin"
+    assert not (await run(client, url, str(destination), _options(SyncLevel.size))).up_to_date
+    for _ in range(2):  # the second and third runs
+        before = len(settled_requests(nginx_ranges, uri))
+        again = await run(client, url, str(destination), _options(SyncLevel.size))
+        assert again.up_to_date and again.sync_level == SyncLevel.size
+        served = settled_requests(nginx_ranges, uri)[before:]
+        assert only_stat_requests(served) and data_bytes_served(served) == 0, served
+
+    digest = write_random(source, SIZE + 1, seed=3)  # a new size
+    before = len(settled_requests(nginx_ranges, uri))
+    changed = await run(client, url, str(destination), _options(SyncLevel.size))
+    assert not changed.up_to_date and changed.bytes == SIZE + 1
+    assert sha256_file(destination) == digest
+    assert data_bytes_served(settled_requests(nginx_ranges, uri)[before:]) >= SIZE + 1
+
+
+async def test_mtime_up_to_date_reads_nothing_and_a_newer_source_is_copied(
+    client: StaccatoClient, nginx_ranges: NginxServer, http_root: Path, data_dir: Path
+) -> None:
+    source, url, uri = _source(http_root, nginx_ranges, seed=4)
+    destination = data_dir / "dst.bin"
+    assert not (await run(client, url, str(destination), _options(SyncLevel.mtime))).up_to_date
+    before = len(settled_requests(nginx_ranges, uri))
+    again = await run(client, url, str(destination), _options(SyncLevel.mtime))
+    assert again.up_to_date and again.sync_level == SyncLevel.mtime
+    served = settled_requests(nginx_ranges, uri)[before:]
+    assert only_stat_requests(served) and data_bytes_served(served) == 0, served
+
+    # same size, new bytes, modified two whole seconds after the destination was
+    # written (Last-Modified has whole seconds): size would call it up to date
+    digest = _rewrite_same_size(source, seed=5)
+    newer = destination.stat().st_mtime + 2
+    os.utime(source, (newer, newer))
+    changed = await run(client, url, str(destination), _options(SyncLevel.mtime))
+    assert not changed.up_to_date
+    assert sha256_file(destination) == digest
+
+
+async def test_checksum_reads_the_source_once_and_writes_nothing(
+    client: StaccatoClient, nginx_ranges: NginxServer, http_root: Path, data_dir: Path
+) -> None:
+    source, url, uri = _source(http_root, nginx_ranges, seed=6)
+    destination = data_dir / "dst.bin"
+    assert not (await run(client, url, str(destination), _options(SyncLevel.checksum))).up_to_date
+    st = destination.stat()
+    before = len(settled_requests(nginx_ranges, uri))
+    again = await run(client, url, str(destination), _options(SyncLevel.checksum))
+    assert again.up_to_date and again.sync_level == SyncLevel.checksum
+    assert again.checksum.startswith("crc32c:")
+    served = settled_requests(nginx_ranges, uri)[before:]
+    # nginx keeps no checksum: the source is read exactly once to compute one
+    assert data_bytes_served(served) == SIZE, served
+    after = destination.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (st.st_ino, st.st_mtime_ns)  # not written
+    assert leftovers(data_dir) == []
+
+    # touched only (same bytes, a newer mtime): the checksum level compares no times
+    later = destination.stat().st_mtime + 3600  # newer than the copy
+    os.utime(source, (later, later))
+    touched = await run(client, url, str(destination), _options(SyncLevel.checksum))
+    assert touched.up_to_date, "a source only touched was copied again at --sync-level checksum"
+    after = destination.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (st.st_ino, st.st_mtime_ns)
+
+    # new bytes, same size, the old mtime back: only the checksum can tell
+    old = source.stat()
+    digest = _rewrite_same_size(source, seed=7)
+    os.utime(source, ns=(old.st_atime_ns, old.st_mtime_ns))
+    changed = await run(client, url, str(destination), _options(SyncLevel.checksum))
+    assert not changed.up_to_date
+    assert sha256_file(destination) == digest
+
+
+def test_cli_says_up_to_date(
+    temporal_server, worker, nginx_ranges: NginxServer, http_root: Path, data_dir: Path
+) -> None:
+    _, url, _ = _source(http_root, nginx_ranges, seed=8)
+    destination = str(data_dir / "dst.bin")
+
+    def cli(*args: str):
+        return run_cli(*args, address=temporal_server.address, task_queue=worker.task_queue)
+
+    first = cli("cp", "-q", "--sync-level", "size", url, destination)
+    assert first.returncode == 0, first.stderr
+    assert "completed:" in first.stderr
+    second = cli("cp", "-q", "--sync-level", "size", url, destination)
+    assert second.returncode == 0, second.stderr
+    assert "up to date (size): nothing copied" in second.stderr
+    status = cli("status", "--json", destination)
+    assert status.returncode == 0, status.stderr
+    shown = json.loads(status.stdout)
+    assert shown["state"] == "completed"
+    assert shown["up_to_date"] is True and shown["sync_level"] == "size"
+
+
+@pytest.mark.parametrize("command", ["cp", "submit"])
+def test_bad_sync_level_is_refused(temporal_server, data_dir: Path, command: str) -> None:
+    source = data_dir / "src.bin"
+    write_random(source, 10)
+    result = run_cli(
+        command,
+        "--sync-level",
+        "sometimes",
+        str(source),
+        str(data_dir / "dst.bin"),
+        address=temporal_server.address,
+    )
+    assert result.returncode == 2
+    assert "--sync-level" in result.stderr and "'sometimes'" in result.stderr
+    for level in ("exists", "size", "mtime", "checksum"):
+        assert level in result.stderr
+    assert not (data_dir / "dst.bin").exists()
+
+
+async def test_bad_sync_level_in_the_workflow_input_fails_naming_it(
+    client: StaccatoClient, data_dir: Path
+) -> None:
+    source = data_dir / "src.bin"
+    write_random(source, 10)
+    request = StaccatoClient.make_request(str(source), str(data_dir / "dst.bin")).model_dump(
+        mode="json"
+    )
+    request["options"]["sync_level"] = "sometimes"
+    handle = await client.temporal.start_workflow(
+        "TransferWorkflow",
+        request,
+        id=f"raw-sync-{uuid.uuid4().hex[:8]}",
+        task_queue=client.task_queue,
+    )
+    with pytest.raises(WorkflowFailureError) as failure:
+        await handle.result()
+    message = str(failure.value.cause)
+    assert "sync_level" in message and "exists" in message and "checksum" in message, message
+    assert not (data_dir / "dst.bin").exists()
+
+
+def test_mtimes_are_compared_at_the_coarser_granularity() -> None:
+    # a local file's fraction of a second against SFTP's or HTTP's whole seconds
+    assert mtime_not_older(100.7, "file", 100.0, "sftp")
+    assert mtime_not_older(100.7, "http", 100.2, "file")
+    assert not mtime_not_older(101.0, "http", 100.9, "file")
+    # two local files keep their fractions
+    assert not mtime_not_older(100.7, "file", 100.2, "file")
+    assert mtime_not_older(100.2, "file", 100.2, "file")
+
+
+async def test_a_directory_at_the_destination_fails_naming_it(
+    client: StaccatoClient, data_dir: Path
+) -> None:
+    source = data_dir / "src.bin"
+    write_random(source, 10)
+    destination = data_dir / "dir"
+    destination.mkdir()
+    with pytest.raises(TransferFailedError) as failure:
+        await run(client, str(source), str(destination), _options(SyncLevel.size))
+    assert f"destination {destination} is a directory" in str(failure.value)

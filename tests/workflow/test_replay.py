@@ -1,0 +1,57 @@
+"""Recorded ``TransferWorkflow`` histories replay with the current workflow code.
+
+Every ``tests/workflow/histories/<release>/<scenario>.json`` is a real history
+recorded by ``scripts/record-histories`` against real servers with that release's
+code (completed, paused and resumed, cancelled, failed, a stream retried after a
+worker was killed, SFTP and S3 destinations, a source read twice before publish, a
+source rewritten in place mid-copy). Replaying it runs the workflow code of this checkout over the recorded events: a
+change to the commands the workflow issues (an activity, a timer, a search-attribute
+upsert added, removed or reordered) that is not behind ``workflow.patched`` raises a
+nondeterminism error here, the error a running transfer would hit on the next
+worker deploy. Histories of older releases are kept so they keep replaying.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from staccato.workflows.transfer import TransferWorkflow
+from tests.workflow.record_histories import SCENARIOS
+
+HISTORIES = Path(__file__).resolve().parent / "histories"
+FIXTURES = sorted(HISTORIES.glob("*/*.json"))
+
+
+def _name(path: Path) -> str:
+    return str(path.relative_to(HISTORIES))
+
+
+def test_there_are_histories_to_replay() -> None:
+    """The replay test cannot pass by finding nothing."""
+    assert FIXTURES, f"no recorded histories under {HISTORIES}; run scripts/record-histories"
+
+
+def test_every_scenario_has_a_recorded_history() -> None:
+    """A scenario added to the recorder is recorded (and so replayed) before it counts."""
+    recorded = {path.stem for path in FIXTURES}
+    missing = sorted(set(SCENARIOS) - recorded)
+    assert not missing, f"no recorded history of {missing}; run scripts/record-histories"
+
+
+@pytest.mark.parametrize("fixture", FIXTURES, ids=_name)
+async def test_recorded_history_replays(fixture: Path) -> None:
+    history = WorkflowHistory.from_json(fixture.stem, fixture.read_text())
+    assert history.events, f"{_name(fixture)}: empty history"
+    replayer = Replayer(workflows=[TransferWorkflow], data_converter=pydantic_data_converter)
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    if result.replay_failure is not None:
+        pytest.fail(
+            f"{_name(fixture)} no longer replays with the current TransferWorkflow (a "
+            f"command added, removed or reordered outside workflow.patched?): "
+            f"{type(result.replay_failure).__name__}: {result.replay_failure}"
+        )
