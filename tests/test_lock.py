@@ -117,6 +117,9 @@ async def test_raw_start_runs_under_the_lock_and_is_visible(
     )
     assert front_progress.state == TransferState.completed, front_progress
     assert front_progress.bytes_committed == 3 * MiB, front_progress
+    events = (await client.temporal.get_workflow_handle("manual-1").fetch_history()).events
+    print(f"front run manual-1 (raw start, no memo/attributes): {len(events)} history events")
+    assert len(events) <= 40
 
     query = f"StaccatoDestination = '{destination.as_uri()}'"
     ids = await eventually(
@@ -341,6 +344,9 @@ async def test_if_busy_wait_queues_then_runs(
     no_overlap(runs)
     done = await client.status(waiter)
     assert done.state == TransferState.completed and done.runs_as == holder, done
+    events = (await client.temporal.get_workflow_handle(waiter).fetch_history()).events
+    print(f"front run {waiter} (queued, then ran): {len(events)} history events")
+    assert len(events) <= 40
 
 
 async def test_front_survives_worker_kill_without_a_second_run(
