@@ -637,7 +637,7 @@ class StaccatoClient:
                     # completed: the result says it all (no query replaying the history)
                     yield _completed_status(handle.id, ended.result())
                     return
-                current = await self.status(transfer, run_id=run_id)
+                current = await self.status(handle.id, run_id=run_id)
                 yield current
                 if current.state in _TERMINAL:
                     return
@@ -659,7 +659,7 @@ class StaccatoClient:
         try:
             return await handle.result(follow_runs=False)
         except WorkflowFailureError:
-            current = await self.status(transfer, run_id=run_id)
+            current = await self.status(handle.id, run_id=run_id)
             raise TransferFailedError(current.error or "failed", current.state) from None
 
 

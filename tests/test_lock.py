@@ -19,7 +19,7 @@ from temporalio.exceptions import CancelledError
 
 from staccato.client import StaccatoClient, transfer_id
 from staccato.errors import DestinationBusyError
-from staccato.models import TransferOptions, TransferState
+from staccato.models import Progress, TransferOptions, TransferState
 from tests.helpers import (
     MiB,
     WorkerProcess,
@@ -111,6 +111,15 @@ async def test_raw_start_runs_under_the_lock_and_is_visible(
     assert status["state"] == "completed" and status["id"] == "manual-1", status
     assert status["runs_as"] == transfer_id(str(destination)), status
     assert status["destination"] == destination.as_uri(), status
+    # the front's own progress (the UI's current details come from it) shows the outcome
+    front_progress = await client.temporal.get_workflow_handle("manual-1").query(
+        "progress", result_type=Progress
+    )
+    assert front_progress.state == TransferState.completed, front_progress
+    assert front_progress.bytes_committed == 3 * MiB, front_progress
+    events = (await client.temporal.get_workflow_handle("manual-1").fetch_history()).events
+    print(f"front run manual-1 (raw start, no memo/attributes): {len(events)} history events")
+    assert len(events) <= 40
 
     query = f"StaccatoDestination = '{destination.as_uri()}'"
     ids = await eventually(
@@ -335,6 +344,9 @@ async def test_if_busy_wait_queues_then_runs(
     no_overlap(runs)
     done = await client.status(waiter)
     assert done.state == TransferState.completed and done.runs_as == holder, done
+    events = (await client.temporal.get_workflow_handle(waiter).fetch_history()).events
+    print(f"front run {waiter} (queued, then ran): {len(events)} history events")
+    assert len(events) <= 40
 
 
 async def test_front_survives_worker_kill_without_a_second_run(

@@ -70,13 +70,15 @@ def is_front(request: TransferRequest) -> bool:
 
 
 async def run_front(
-    request: TransferRequest, set_state: Callable[[TransferState], None]
+    request: TransferRequest, progress: Progress, set_state: Callable[[TransferState], None]
 ) -> TransferResult:
     """Run ``request`` as its destination's transfer and return that run's result.
 
     Args:
         request: the validated input.
-        set_state: records the front's state (search attribute, progress).
+        progress: the front's progress (the ``progress`` query, the UI line): gets the
+            canonical run's size, checksum or error when it ends.
+        set_state: records the front's state (search attribute, progress, UI line).
 
     Raises:
         ApplicationError: non-retryable: destination busy (``if_busy = fail``), or the
@@ -115,11 +117,16 @@ async def run_front(
                 # that run did (completed if it was publishing already)
                 task.cancel()
     except ActivityError as err:
+        progress.phase = "done"
         if isinstance(err.cause, CancelledError):
             set_state(TransferState.cancelled)
             raise asyncio.CancelledError() from None
+        progress.error = reason(err)
         set_state(TransferState.failed)
-        raise ApplicationError(reason(err), type=reason_type(err), non_retryable=True) from None
+        raise ApplicationError(progress.error, type=reason_type(err), non_retryable=True) from None
+    progress.bytes_total = progress.bytes_committed = result.bytes
+    progress.checksum = result.checksum
+    progress.phase = "done"
     set_state(TransferState.completed)
     return result
 

@@ -178,7 +178,7 @@ class TransferWorkflow:
             front.make_visible(request)
         if front.is_front(request) and workflow.patched(FRONT_RUN_PATCH):
             self._front = transfer_id(request.destination)
-            return await front.run_front(request, self._set_state)
+            return await front.run_front(request, self._progress, self._set_state)
         if self._paused:  # a pause that came with the start
             self._set_state(TransferState.paused)
         started = self._progress_at = workflow.now()
