@@ -297,15 +297,34 @@ async def test_if_busy_wait_queues_then_runs(
     http_root: Path,
     data_dir: Path,
 ) -> None:
-    """`submit --if-busy wait` while another transfer writes the destination: it is
-    `queued` (status, the StaccatoState search attribute; the reason names the
-    holder) and copies after the holder ends, never beside it."""
+    """An identical `submit` attaches and says so; `submit --if-busy wait` while
+    another transfer writes the destination is `queued` (status, the StaccatoState
+    search attribute; the reason names the holder) and copies after the holder ends,
+    never beside it."""
     write_random(http_root / "hold.bin", SIZE, seed=401)
     at_rest(http_root / "hold.bin")
     waiter_digest = write_random(http_root / "wait.bin", 1 * MiB, seed=402)
     at_rest(http_root / "wait.bin")
     destination = data_dir / "wait.out"
-    holder = await client.submit(slow_source.url("hold.bin"), str(destination), OPTIONS)
+    cli_options = ("--chunk-size", "1MiB", "--streams", "1")
+
+    def submit(source: str, *more: str) -> Any:
+        return run_cli(
+            "submit",
+            source,
+            str(destination),
+            *cli_options,
+            *more,
+            address=temporal_server.address,
+            task_queue=worker.task_queue,
+        )
+
+    first = submit(slow_source.url("hold.bin"))
+    assert first.returncode == 0, first.stderr
+    holder = first.stdout.strip()
+    again = submit(slow_source.url("hold.bin"))  # the identical request attaches, and says so
+    assert again.returncode == 0 and again.stdout.strip() == holder, again
+    assert f"attached to running transfer {holder} (same request)" in again.stderr, again.stderr
     out = run_cli(
         "submit",
         slow_source.url("wait.bin"),
