@@ -301,7 +301,7 @@ async def test_if_busy_wait_queues_then_runs(
     another transfer writes the destination is `queued` (status, the StaccatoState
     search attribute; the reason names the holder) and copies after the holder ends,
     never beside it."""
-    write_random(http_root / "hold.bin", SIZE, seed=401)
+    write_random(http_root / "hold.bin", 3 * SIZE, seed=401)  # ~6 s: outlasts two CLI starts
     at_rest(http_root / "hold.bin")
     waiter_digest = write_random(http_root / "wait.bin", 1 * MiB, seed=402)
     at_rest(http_root / "wait.bin")
