@@ -383,25 +383,28 @@ async def test_front_survives_worker_kill_without_a_second_run(
     at_rest(http_root / "kfront.bin")
     destination = data_dir / "kill.out"
     first = WorkerProcess(temporal_server.address, processes=2, log_dir=tmp_path).start()
-    client = await StaccatoClient.connect(target_host=temporal_server.address, namespace="default")
-    client.task_queue = first.task_queue
-    holder = await client.submit(slow_source.url("khold.bin"), str(destination), OPTIONS)
-    plain = await raw_client(temporal_server.address)
-    front = f"kfront-{uuid.uuid4().hex[:6]}"
-    await plain.start_workflow(
-        "TransferWorkflow",
-        raw_input(slow_source.url("kfront.bin"), str(destination), if_busy="wait"),
-        id=front,
-        task_queue=first.task_queue,
-    )
-    queued = await wait_for_status(client, front, lambda s: s.state == TransferState.queued)
-    assert holder in (queued.reason or ""), queued
-    first.kill()  # while it waits
-    await asyncio.sleep(1)
     second = WorkerProcess(
         temporal_server.address, task_queue=first.task_queue, processes=2, log_dir=tmp_path
-    ).start()
+    )
     try:
+        client = await StaccatoClient.connect(
+            target_host=temporal_server.address, namespace="default"
+        )
+        client.task_queue = first.task_queue
+        holder = await client.submit(slow_source.url("khold.bin"), str(destination), OPTIONS)
+        plain = await raw_client(temporal_server.address)
+        front = f"kfront-{uuid.uuid4().hex[:6]}"
+        await plain.start_workflow(
+            "TransferWorkflow",
+            raw_input(slow_source.url("kfront.bin"), str(destination), if_busy="wait"),
+            id=front,
+            task_queue=first.task_queue,
+        )
+        queued = await wait_for_status(client, front, lambda s: s.state == TransferState.queued)
+        assert holder in (queued.reason or ""), queued
+        first.kill()  # while it waits
+        await asyncio.sleep(1)
+        second.start()
         driving = await wait_for_status(
             client,
             front,
@@ -416,6 +419,7 @@ async def test_front_survives_worker_kill_without_a_second_run(
         ):
             result = await asyncio.wait_for(client.wait(front), 120)
     finally:
+        first.kill()
         second.kill()
     assert result.source == slow_source.url("kfront.bin")
     assert sha256_file(destination) == digest
