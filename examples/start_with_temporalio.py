@@ -2,9 +2,14 @@
 
 Any Temporal client, in any SDK language, can do the same: start workflow type
 ``TransferWorkflow`` on task queue ``staccato`` with a JSON input
-``{"source": URL, "destination": URL, "options": {...}}``. Use the workflow id
-``staccato-<first 32 hex of sha256(canonical destination URL)>`` so the
-one-transfer-per-destination rule holds (``staccato.client.transfer_id`` computes it).
+``{"source": URL, "destination": URL, "options": {...}}``, under any workflow id.
+The one-transfer-per-destination rule holds whatever the id: the destination's
+transfer id is ``staccato-<first 32 hex of sha256(canonical destination URL)>``
+(``staccato.client.transfer_id`` computes it); a run under another id (e.g.
+``manual-1``) runs as that transfer and reports its outcome, failing with
+"destination busy" when a different transfer writes the destination, or waiting
+for it with ``"options": {"if_busy": "wait"}``. This example uses the transfer id
+itself, so an identical start attaches (``USE_EXISTING``).
 
 Run: python examples/start_with_temporalio.py /tmp/source.bin /tmp/copy.bin
 """

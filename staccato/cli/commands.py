@@ -17,7 +17,9 @@ from staccato.cli.options import (
     ChecksumOption,
     ChunkSizeOption,
     DestinationArg,
+    IfBusyOption,
     JsonOption,
+    NotBeforeOption,
     RetryForOption,
     SourceArg,
     StreamsOption,
@@ -26,12 +28,13 @@ from staccato.cli.options import (
     VerifyOption,
     transfer_options,
 )
-from staccato.client import StaccatoClient
+from staccato.client import StaccatoClient, Submission
 from staccato.models import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_RETRY_FOR_S,
     DEFAULT_STREAMS,
     ChecksumAlgorithm,
+    IfBusy,
     TransferState,
     TransferStatus,
     VerifyMode,
@@ -47,21 +50,48 @@ def submit(
     verify: VerifyOption = VerifyMode.checksum,
     checksum: ChecksumOption = ChecksumAlgorithm.crc32c,
     retry_for: RetryForOption = DEFAULT_RETRY_FOR_S,
+    if_busy: IfBusyOption = IfBusy.fail,
+    not_before: NotBeforeOption = None,
     as_json: JsonOption = False,
     sync_level: SyncLevelOption = None,
 ) -> None:
     """Start a transfer and print its id; it runs on the workers whether or not you stay."""
-    options = transfer_options(chunk_size, streams, verify, checksum, retry_for, sync_level)
+    options = transfer_options(
+        chunk_size, streams, verify, checksum, retry_for, sync_level, if_busy=if_busy
+    )
 
-    async def go() -> str:
+    async def go() -> Submission:
         StaccatoClient.make_request(source, destination, options)  # usage errors before connecting
         client = await StaccatoClient.connect()
-        submitted = await client.submit(source, destination, options)
+        submitted = await client.start(source, destination, options, not_before=not_before)
+        _say(submitted)
         await _warn_without_workers(client)
         return submitted
 
-    transfer = run(go)
+    transfer = run(go).id
     typer.echo(json.dumps({"id": transfer}) if as_json else transfer)
+
+
+def _say(submitted: Submission) -> None:
+    """Tell on stderr what a start did when it did not simply start a transfer."""
+    if submitted.attached:
+        typer.echo(
+            f"attached to running transfer {submitted.id} (same request); nothing new started",
+            err=True,
+        )
+    elif submitted.queued:
+        typer.echo(
+            f"destination busy: queued as {submitted.id}; it runs when the transfer "
+            "writing the destination ends (see `staccato status "
+            f"{submitted.id}`)",
+            err=True,
+        )
+    elif submitted.starts_at is not None:
+        typer.echo(
+            f"scheduled: {submitted.id} starts at "
+            f"{submitted.starts_at.isoformat(timespec='seconds')}",
+            err=True,
+        )
 
 
 def cp(
@@ -72,6 +102,7 @@ def cp(
     verify: VerifyOption = VerifyMode.checksum,
     checksum: ChecksumOption = ChecksumAlgorithm.crc32c,
     retry_for: RetryForOption = DEFAULT_RETRY_FOR_S,
+    if_busy: IfBusyOption = IfBusy.fail,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
     sync_level: SyncLevelOption = None,
 ) -> None:
@@ -83,14 +114,18 @@ def cp(
     With --sync-level, a destination that already matches completes at once: "up to
     date (LEVEL): nothing copied".
     """
-    options = transfer_options(chunk_size, streams, verify, checksum, retry_for, sync_level)
+    options = transfer_options(
+        chunk_size, streams, verify, checksum, retry_for, sync_level, if_busy=if_busy
+    )
 
     async def go() -> TransferStatus:
         StaccatoClient.make_request(source, destination, options)
         client = await StaccatoClient.connect()
-        transfer = await client.submit(source, destination, options)
+        submitted = await client.start(source, destination, options)
+        transfer = submitted.id
         if not quiet:
             typer.echo(f"transfer {transfer}: {redact(source)} -> {destination}", err=True)
+            _say(submitted)
         await _warn_without_workers(client)
         return await _follow(client, transfer, quiet=quiet)
 

@@ -13,7 +13,9 @@ the final size check) run as local activities first (see :func:`staccato.workflo
 publish, which replaces the destination, always runs as a regular activity.
 
 One run moves one object. The workflow id is derived from the destination, so it is
-the destination's lock (see :func:`staccato.client.transfer_id`). The history stays
+the destination's lock (see :func:`staccato.ids.transfer_id`); a run under any other
+id is a front run and runs as the destination's transfer (:mod:`staccato.workflows.front`).
+The history stays
 small: a handful of activities, one per segment (a segment is many chunks), and a
 search-attribute upsert per state change: a 1 GiB transfer is well under 100 events.
 
@@ -76,6 +78,7 @@ from temporalio.exceptions import (
 
 with workflow.unsafe.imports_passed_through():
     from staccato import checksums, units
+    from staccato.ids import transfer_id
     from staccato.models import (
         ConfirmSourceInput,
         ObjectInfo,
@@ -97,7 +100,7 @@ with workflow.unsafe.imports_passed_through():
     from staccato.plan import plan_segments
     from staccato.workflows import search_attributes as sa
 
-from staccato.workflows import sync
+from staccato.workflows import front, sync
 from staccato.workflows.calls import (
     RETRY,
     SHORT_TIMEOUT,
@@ -119,6 +122,9 @@ from staccato.workflows.failures import (
 )
 
 DEFAULT_HEARTBEAT_TIMEOUT = timedelta(seconds=20)
+# workflow.patched ids of changes to the commands the workflow issues
+VISIBLE_AT_START_PATCH = "visible-at-start"
+FRONT_RUN_PATCH = "front-run"
 T = TypeVar("T")
 MAX_WRITE_SESSIONS = (
     3  # per run: a lost session (WriteSessionLostError) is copied again twice at most
@@ -149,6 +155,8 @@ class TransferWorkflow:
         # when it came; shown in the current details only, never used for a decision
         self._live: ProgressReport | None = None
         self._live_at = datetime.min
+        # a front run: the transfer id it runs as (see staccato.workflows.front)
+        self._front: str | None = None
 
     @workflow.run
     async def run(self, raw_request: RawValue) -> TransferResult:
@@ -168,6 +176,14 @@ class TransferWorkflow:
         self._progress = Progress(
             state=TransferState.scheduled, chunk_size=options.chunk_size, streams=options.streams
         )
+        # A run started by any client or Schedule: visible to `staccato status`/`list`
+        # and the UI's filters; one under an id other than its destination's transfer
+        # id runs as that transfer, never writing itself (see staccato.workflows.front).
+        if front.lacks_visibility(request) and workflow.patched(VISIBLE_AT_START_PATCH):
+            front.make_visible(request)
+        if front.is_front(request) and workflow.patched(FRONT_RUN_PATCH):
+            self._front = transfer_id(request.destination)
+            return await front.run_front(request, self._progress, self._set_state)
         if self._paused:  # a pause that came with the start
             self._set_state(TransferState.paused)
         started = self._progress_at = workflow.now()
@@ -727,6 +743,13 @@ class TransferWorkflow:
         self._live = report
         self._live_at = workflow.now()
         self._show()
+
+    @workflow.signal(name=front.FRONT_STATE_SIGNAL)
+    def front_state(self, state: str) -> None:
+        """A front run's activity reports ``queued`` or ``running`` (ignored by a
+        canonical run)."""
+        if self._front and self._progress is not None:
+            front.show_state(self._progress, state, self._front)
 
     @workflow.query
     def progress(self) -> Progress | None:
