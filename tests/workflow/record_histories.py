@@ -569,7 +569,7 @@ async def record(names: list[str], out_dir: Path) -> list[Path]:
                 transfer = await scenario(lab)
                 history = await client.temporal.get_workflow_handle(transfer).fetch_history()
                 text = history.to_json()
-                recorded[name] = compact(text)
+                recorded[name] = compact(text, transfer)
                 check_fixture(name, recorded[name], secrets, expected)
                 print(
                     f"{name}: {len(history.events)} events, {len(recorded[name])} bytes, "
@@ -590,14 +590,17 @@ async def record(names: list[str], out_dir: Path) -> list[Path]:
     return written
 
 
-def compact(text: str) -> str:
-    """A history's JSON with one event per line (small, and diffs read per event)."""
+def compact(text: str, workflow_id: str) -> str:
+    """A history's JSON with one event per line (small, and diffs read per event), and
+    the run's ``workflowId`` first: the history's events do not hold it, and the
+    workflow reads it (a run under another id than its destination's transfer id is
+    a front run), so the replay must run under the recorded id."""
     history = json.loads(text)
     events = ",\n".join(json.dumps(event, separators=(",", ":")) for event in history["events"])
     rest = {key: value for key, value in history.items() if key != "events"}
     if rest:
         raise RuntimeError(f"unexpected top-level keys in a history: {sorted(rest)}")
-    return '{"events":[\n' + events + "\n]}\n"
+    return '{"workflowId":' + json.dumps(workflow_id) + ',"events":[\n' + events + "\n]}\n"
 
 
 def release() -> str:

@@ -15,6 +15,8 @@ worker deploy. Histories of older releases are kept so they keep replaying.
 
 from __future__ import annotations
 
+import base64
+import json
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from staccato.ids import transfer_id
 from staccato.workflows.transfer import TransferWorkflow
 from tests.workflow.record_histories import SCENARIOS, release
 
@@ -67,9 +70,27 @@ def test_every_scenario_has_a_recorded_history() -> None:
     )
 
 
+def recorded_history(fixture: Path) -> WorkflowHistory:
+    """The fixture's history under the workflow id it ran with.
+
+    The workflow reads its own id (a run under another id than its destination's
+    transfer id is a front run), so replaying under any other id would take other
+    paths than the recorded run did. Fixtures since 0.2.0 carry ``workflowId``; the
+    0.1.0 ones were all started by ``StaccatoClient.submit``, under the destination's
+    transfer id, which is derived from the start event's input.
+    """
+    data = json.loads(fixture.read_text())
+    workflow_id = data.pop("workflowId", None)
+    if workflow_id is None:
+        started = data["events"][0]["workflowExecutionStartedEventAttributes"]
+        request = json.loads(base64.b64decode(started["input"]["payloads"][0]["data"]))
+        workflow_id = transfer_id(request["destination"])
+    return WorkflowHistory.from_json(workflow_id, data)
+
+
 @pytest.mark.parametrize("fixture", FIXTURES, ids=_name)
 async def test_recorded_history_replays(fixture: Path) -> None:
-    history = WorkflowHistory.from_json(fixture.stem, fixture.read_text())
+    history = recorded_history(fixture)
     assert history.events, f"{_name(fixture)}: empty history"
     replayer = Replayer(workflows=[TransferWorkflow], data_converter=pydantic_data_converter)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
