@@ -75,9 +75,12 @@ def recorded_history(fixture: Path) -> WorkflowHistory:
 
     The workflow reads its own id (a run under another id than its destination's
     transfer id is a front run), so replaying under any other id would take other
-    paths than the recorded run did. Fixtures since 0.2.0 carry ``workflowId``; the
-    0.1.0 ones were all started by ``StaccatoClient.submit``, under the destination's
-    transfer id, which is derived from the start event's input.
+    paths than the recorded run did. Fixtures since 0.2.0 carry ``workflowId``, and so
+    does 0.1.0's ``raw_start_own_id`` (a plain-client start under ``manual-raw-1``,
+    which 0.1.0 ran as a transfer writing itself: it keeps the front-run and
+    visible-at-start guards honest); the other 0.1.0 ones were started by
+    ``StaccatoClient.submit``, under the destination's transfer id, derived here from
+    the start event's input.
     """
     data = json.loads(fixture.read_text())
     workflow_id = data.pop("workflowId", None)
