@@ -2,9 +2,14 @@
 
 Any Temporal client, in any SDK language, can do the same: start workflow type
 ``TransferWorkflow`` on task queue ``staccato`` with a JSON input
-``{"source": URL, "destination": URL, "options": {...}}``. Use the workflow id
-``staccato-<first 32 hex of sha256(canonical destination URL)>`` so the
-one-transfer-per-destination rule holds (``staccato.client.transfer_id`` computes it).
+``{"source": URL, "destination": URL, "options": {...}}``, under any workflow id.
+The one-transfer-per-destination rule holds whatever the id: the destination's
+transfer id is ``staccato-<first 32 hex of sha256(canonical destination URL)>``
+(``staccato.client.transfer_id`` computes it); a run under another id (e.g.
+``manual-1``) runs as that transfer and reports its outcome, failing with
+"destination busy" when a different transfer writes the destination, or waiting
+for it with ``"options": {"if_busy": "wait"}``. This example uses the transfer id
+itself, so an identical start attaches (``USE_EXISTING``).
 
 Run: python examples/start_with_temporalio.py /tmp/source.bin /tmp/copy.bin
 """
@@ -12,15 +17,20 @@ Run: python examples/start_with_temporalio.py /tmp/source.bin /tmp/copy.bin
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
+import os
 import sys
 
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.runtime import Runtime, TelemetryConfig
+
+ADDRESS = os.environ.get("TEMPORAL_ADDRESS", "127.0.0.1:7233")
+TASK_QUEUE = os.environ.get("STACCATO_TASK_QUEUE", "staccato")
 
 
-async def main(source: str, destination: str) -> None:
-    client = await Client.connect("127.0.0.1:7233")  # default JSON converter is enough
+async def transfer(client: Client, source: str, destination: str) -> None:
     source_url = f"file://{source}"
     destination_url = f"file://{destination}"
     workflow_id = "staccato-" + hashlib.sha256(destination_url.encode()).hexdigest()[:32]
@@ -32,11 +42,27 @@ async def main(source: str, destination: str) -> None:
             "options": {"chunk_size": 8 * 1024 * 1024, "streams": 4, "verify": "checksum"},
         },
         id=workflow_id,
-        task_queue="staccato",
+        task_queue=TASK_QUEUE,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         memo={"source": source_url, "destination": destination_url},
     )
     print(result)  # {'bytes': ..., 'checksum': 'crc32c:...', 'duration_s': ..., ...}
+
+
+async def main(source: str, destination: str) -> None:
+    # The client's connection runs on a Tokio runtime (native threads). Temporal's
+    # default runtime lives until the interpreter is torn down, and a thread of it
+    # still handing the last reply to Python then crashes the exit (SIGSEGV, or SIGABRT
+    # "PyGILState_Release: thread state ... must be current"). So: a runtime of our
+    # own, dropped with the client before the process exits; dropping the last
+    # reference to it stops its threads while Python is fully alive.
+    runtime = Runtime(telemetry=TelemetryConfig())
+    client = await Client.connect(ADDRESS, runtime=runtime)  # default JSON converter is enough
+    try:
+        await transfer(client, source, destination)
+    finally:
+        del client, runtime
+        gc.collect()  # the client's reference cycles, so the runtime is dropped now
 
 
 if __name__ == "__main__":

@@ -1,8 +1,18 @@
 """``StaccatoClient``: submit, watch and control transfers (async Python API).
 
-    async with await StaccatoClient.connect() as staccato:   # or: staccato = await StaccatoClient.connect()
+    async with await StaccatoClient.connect() as staccato:
         transfer_id = await staccato.submit("/data/in.bin", "/backup/in.bin")
         result = await staccato.wait(transfer_id)
+
+Closing: a client from :meth:`StaccatoClient.connect` runs its Temporal connection on
+a Tokio runtime of its own (native threads). Leave the ``async with`` block (or call
+:meth:`StaccatoClient.close`) before the process exits, and keep no reference to
+``staccato.temporal`` or its workflow handles beyond it: closing drops the last
+reference, which stops those threads while Python is fully alive. A runtime still
+alive when the interpreter is torn down (Temporal's default one lives until then)
+may have a thread handing a reply to Python at that moment, which crashes the exit
+(SIGSEGV, or SIGABRT "PyGILState_Release: thread state ... must be current",
+temporalio/sdk-python#300).
 
 The client talks only to Temporal; it never touches an endpoint. The Temporal
 connection comes from Temporal's environment configuration
@@ -31,12 +41,15 @@ Staccato's terms, and they share the connection and the runs submitted.
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import gc
+import weakref
 from collections.abc import AsyncIterator
-from datetime import UTC, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from temporalio.api.enums.v1 import PendingActivityState
+from temporalio.bridge import temporal_sdk_bridge
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -44,17 +57,11 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
-from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
-)
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.runtime import Runtime, TelemetryConfig
 from temporalio.service import RPCError, RPCStatusCode
 
-from staccato import settings
+from staccato import settings, units
 from staccato.codec import with_codec
 from staccato.errors import (
     DestinationBusyError,
@@ -64,8 +71,11 @@ from staccato.errors import (
     TransferFailedError,
     TransferNotFoundError,
 )
+from staccato.ids import TRANSFER_ID_PREFIX, transfer_id
 from staccato.models import (
     Checkpoint,
+    FrontCheckpoint,
+    IfBusy,
     Progress,
     TransferOptions,
     TransferRequest,
@@ -74,11 +84,12 @@ from staccato.models import (
     TransferStatus,
 )
 from staccato.secrets import seal_source
+from staccato.starts import front_id, start_front, start_or_attach
 from staccato.urls import SOURCE_ONLY_SCHEMES, parse_url
 from staccato.workflows import TransferWorkflow
 from staccato.workflows import search_attributes as sa
 
-TRANSFER_ID_PREFIX = "staccato-"
+__all__ = ["TRANSFER_ID_PREFIX", "StaccatoClient", "Submission", "transfer_id"]
 
 # The client's errors live in staccato.errors; their names before the rename stay here.
 TemporalUnavailable = TemporalUnavailableError
@@ -87,15 +98,25 @@ TransferNotFound = TransferNotFoundError
 TransferFailed = TransferFailedError
 
 
-def transfer_id(destination: str) -> str:
-    """The transfer id (= workflow id) for a destination URL or path.
+@dataclass(frozen=True)
+class Submission:
+    """What :meth:`StaccatoClient.start` did.
 
-    ``staccato-`` + the first 32 hex digits of SHA-256 of the canonical destination:
-    one id per destination object, so the id is the destination's lock, and no
-    URL text (which may be long or private) lands in the id.
+    Attributes:
+        id: the transfer id to follow (the destination's transfer id, or a front
+            run's ``<transfer id>-<8 hex>`` when it waits or starts later).
+        run_id: the Temporal run.
+        attached: an identical transfer was running: nothing new was started.
+        queued: a different transfer holds the destination; this one waits for it
+            (``if_busy = wait``) as a front run.
+        starts_at: the start time of a delayed start (``not_before``), else None.
     """
-    canonical = parse_url(destination).canonical
-    return TRANSFER_ID_PREFIX + hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+    id: str
+    run_id: str
+    attached: bool = False
+    queued: bool = False
+    starts_at: datetime | None = None
 
 
 _STATUS_STATES = {
@@ -108,6 +129,8 @@ _STATUS_STATES = {
 
 
 _TERMINAL = (TransferState.completed, TransferState.failed, TransferState.cancelled)
+#: seconds :meth:`StaccatoClient.close` waits for the connection's last references to go
+_CLOSE_WAIT_S = 2.0
 
 
 class StaccatoClient:
@@ -123,6 +146,8 @@ class StaccatoClient:
         self.task_queue = task_queue or settings.task_queue()
         #: transfer id -> the run this client submitted (or attached to)
         self._runs: dict[str, str] = {}
+        #: the Tokio runtime :meth:`connect` made for this client, dropped by :meth:`close`
+        self._runtime: Runtime | None = None
 
     @classmethod
     async def connect(cls, *, timeout_s: float = 10.0, **overrides: Any) -> StaccatoClient:
@@ -141,6 +166,8 @@ class StaccatoClient:
             pydantic_data_converter
         )  # a bad key fails here, not as "unreachable"
         target = config["target_host"]
+        # a runtime of its own, which close() can stop (see the module docstring)
+        config.setdefault("runtime", Runtime(telemetry=TelemetryConfig()))
         try:
             client = await asyncio.wait_for(
                 Client.connect(data_converter=converter, **config),
@@ -152,13 +179,44 @@ class StaccatoClient:
                 f"{str(err) or type(err).__name__}. Start the embedded server with "
                 "`staccato up --detach`, or point TEMPORAL_ADDRESS at a running Temporal."
             ) from None
-        return cls(client)
+        connected = cls(client)
+        connected._runtime = config["runtime"]
+        return connected
+
+    async def close(self) -> None:
+        """Close the Temporal connection and stop its runtime's threads now.
+
+        After this the client cannot be used (``temporal`` is gone). Idempotent. The
+        threads stop only once nothing else refers to the connection: keep no
+        ``staccato.temporal`` or workflow handle of it past this call. A client built
+        around a caller's own ``Client`` (``StaccatoClient(client)``) leaves that
+        connection to its owner.
+        """
+        runtime, self._runtime = self._runtime, None
+        if runtime is None:
+            return
+        self.__dict__.pop("temporal", None)
+        released = weakref.ref(runtime)
+        del runtime
+        # Release every last reference, so the runtime's threads stop here and not at
+        # interpreter teardown: the SDK's client objects hold reference cycles (gc),
+        # and objects a Tokio thread let go of without the GIL (a failed call's error,
+        # whose traceback holds the connection) wait in PyO3's queue of deferred
+        # releases until PyO3 next runs with the GIL. Bounded: a caller that keeps a
+        # handle keeps the runtime (see the module docstring).
+        deadline = asyncio.get_running_loop().time() + _CLOSE_WAIT_S
+        while True:
+            _release_deferred()
+            gc.collect()
+            if released() is None or asyncio.get_running_loop().time() >= deadline:
+                break
+            await asyncio.sleep(0.01)
 
     async def __aenter__(self) -> StaccatoClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        return None
+        await self.close()
 
     @staticmethod
     def make_request(
@@ -198,75 +256,119 @@ class StaccatoClient:
         )
 
     async def submit(
-        self, source: str, destination: str, options: TransferOptions | None = None
+        self,
+        source: str,
+        destination: str,
+        options: TransferOptions | None = None,
+        *,
+        not_before: datetime | timedelta | None = None,
     ) -> str:
-        """Start a transfer and return its id.
-
-        An identical request to a destination whose transfer is running attaches to it
-        (same id returned).
+        """Start a transfer and return its id (see :meth:`start`).
 
         Raises:
             InvalidURLError: bad URLs.
-            DestinationBusyError: a different transfer to this destination is running.
+            DestinationBusyError: a different transfer to this destination is running
+                and ``options.if_busy`` is ``fail``.
+        """
+        return (await self.start(source, destination, options, not_before=not_before)).id
+
+    async def start(
+        self,
+        source: str,
+        destination: str,
+        options: TransferOptions | None = None,
+        *,
+        not_before: datetime | timedelta | None = None,
+    ) -> Submission:
+        """Start a transfer; say whether it attached, queued or starts later.
+
+        The destination's transfer id is its lock: an identical request to a
+        destination whose transfer is running attaches to it (same id returned). A
+        different running transfer makes it fail with :class:`DestinationBusyError`
+        (``options.if_busy = fail``, the default), or (``wait``) starts a front run
+        ``<transfer id>-<8 hex>`` that waits, state ``queued``, and runs when the
+        destination is free. ``not_before`` (a time, or a delay from now) starts a
+        front run with Temporal's start delay: the destination is locked only from
+        then on, and ``if_busy`` applies at that time.
+
+        Raises:
+            InvalidURLError: bad URLs.
+            DestinationBusyError: busy and ``if_busy`` is ``fail``.
         """
         request = self.make_request(source, destination, options)
-        workflow_id = transfer_id(request.destination)
-        request_hash = request.request_hash()
-        try:
-            # by name: the workflow takes its input as a raw payload and validates it
-            handle = await self.temporal.start_workflow(
-                "TransferWorkflow",
-                request,
-                id=workflow_id,
-                task_queue=self.task_queue,
-                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-                memo={
-                    "source": request.source,
-                    "destination": request.destination,
-                    "request_hash": request_hash,
-                    "chunk_size": request.options.chunk_size,
-                    "streams": request.options.streams,
-                },
-                search_attributes=TypedSearchAttributes(
-                    [
-                        SearchAttributePair(sa.SOURCE, sa.keyword(request.source)),
-                        SearchAttributePair(sa.DESTINATION, sa.keyword(request.destination)),
-                        SearchAttributePair(sa.STATE, TransferState.scheduled.value),
-                    ]
-                ),
-                static_summary=f"{request.source} -> {request.destination}"[:200],
+        if not_before is not None:
+            delay = (
+                not_before if isinstance(not_before, timedelta) else not_before - datetime.now(UTC)
             )
-        except WorkflowAlreadyStartedError as err:
-            description = await self.temporal.get_workflow_handle(workflow_id).describe()
-            memo = dict(await description.memo())
-            if memo.get("request_hash") == request_hash:
-                self._runs[workflow_id] = err.run_id or description.run_id
-                return workflow_id
-            raise DestinationBusyError(
-                f"destination busy: {request.destination} is being written by transfer "
-                f"{workflow_id} (from {memo.get('source', '?')}); wait for it to finish or "
-                f"cancel it with `staccato cancel {workflow_id}`"
-            ) from None
-        self._runs[workflow_id] = handle.first_execution_run_id or handle.result_run_id or ""
-        return workflow_id
+            delay = max(delay, timedelta(0))
+            workflow_id = front_id(request)
+            run_id = await start_front(
+                self.temporal,
+                request,
+                task_queue=self.task_queue,
+                workflow_id=workflow_id,
+                start_delay=delay,
+            )
+            self._runs[workflow_id] = run_id
+            return Submission(workflow_id, run_id, starts_at=datetime.now(UTC) + delay)
+        try:
+            started = await start_or_attach(self.temporal, request, task_queue=self.task_queue)
+        except DestinationBusyError:
+            if request.options.if_busy != IfBusy.wait:
+                raise
+            workflow_id = front_id(request)
+            run_id = await start_front(
+                self.temporal, request, task_queue=self.task_queue, workflow_id=workflow_id
+            )
+            self._runs[workflow_id] = run_id
+            return Submission(workflow_id, run_id, queued=True)
+        self._runs[started.workflow_id] = started.run_id
+        return Submission(started.workflow_id, started.run_id, attached=started.attached)
 
     def submitted_run(self, transfer: str) -> str | None:
         """The run id of the transfer this client submitted under ``transfer`` (an id or
         a destination), or None if it submitted none."""
-        workflow_id = transfer if transfer.startswith(TRANSFER_ID_PREFIX) else transfer_id(transfer)
-        return self._runs.get(workflow_id) or None
+        if transfer in self._runs:
+            return self._runs[transfer]
+        try:
+            return self._runs.get(transfer_id(transfer))
+        except InvalidURLError:
+            return None
 
     async def _memo(self, handle: WorkflowHandle[Any, Any]) -> dict[str, Any]:
         description = await handle.describe()
         return dict(await description.memo())
 
-    def _handle(self, transfer: str, run_id: str | None = None) -> WorkflowHandle[Any, Any]:
-        """A handle from a transfer id or a destination URL/path (its latest run unless
-        ``run_id`` names one)."""
-        workflow_id = transfer if transfer.startswith(TRANSFER_ID_PREFIX) else transfer_id(transfer)
+    async def workflow_id(self, transfer: str) -> str:
+        """The workflow id ``transfer`` names: a transfer id (``staccato-...``), any
+        existing ``TransferWorkflow``'s id (a Schedule's run, ``manual-1``), else a
+        destination URL or path (its transfer id).
+
+        Raises:
+            TransferNotFoundError: neither an existing workflow id nor a valid
+                destination.
+        """
+        if transfer.startswith(TRANSFER_ID_PREFIX) or transfer in self._runs:
+            return transfer
+        try:
+            await self.temporal.get_workflow_handle(transfer).describe()
+            return transfer
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+        try:
+            return transfer_id(transfer)
+        except InvalidURLError as err:
+            raise TransferNotFoundError(
+                f"no transfer {transfer!r}: no workflow has this id, and it is not a "
+                f"destination URL or path ({err})"
+            ) from None
+
+    async def _handle(self, transfer: str, run_id: str | None = None) -> WorkflowHandle[Any, Any]:
+        """A handle from a transfer id, a workflow id or a destination URL/path (its
+        latest run unless ``run_id`` names one)."""
         return self.temporal.get_workflow_handle(
-            workflow_id, run_id=run_id, result_type=TransferResult
+            await self.workflow_id(transfer), run_id=run_id, result_type=TransferResult
         )
 
     async def status(self, transfer: str, *, run_id: str | None = None) -> TransferStatus:
@@ -280,7 +382,7 @@ class StaccatoClient:
         Raises:
             TransferNotFoundError: no such transfer.
         """
-        handle = self._handle(transfer, run_id)
+        handle = await self._handle(transfer, run_id)
         try:
             description = await handle.describe()
         except RPCError as err:
@@ -288,9 +390,18 @@ class StaccatoClient:
                 raise TransferNotFoundError(f"no transfer {transfer!r}") from None
             raise
         status = description.status
-        if status == WorkflowExecutionStatus.COMPLETED:
-            return _completed_status(handle.id, await handle.result())
         memo = await description.memo()
+        runs_as = _runs_as(handle.id, memo)
+        if status == WorkflowExecutionStatus.COMPLETED:
+            completed = _completed_status(handle.id, await handle.result())
+            return completed.model_copy(update={"runs_as": runs_as})
+        starts_at = _delayed_start(description)
+        if starts_at is not None and status == WorkflowExecutionStatus.RUNNING:
+            return _scheduled_status(handle.id, memo, runs_as, starts_at)
+        if runs_as is not None and status == WorkflowExecutionStatus.RUNNING:
+            front = await self._front_status(handle.id, runs_as, description)
+            if front is not None:
+                return front
         progress: Progress | None = None
         try:
             progress = await handle.query(
@@ -343,10 +454,14 @@ class StaccatoClient:
                     in_segments[details.segment] = max(
                         in_segments.get(details.segment, 0), details.bytes_done
                     )
-                    if pending.state != PendingActivityState.PENDING_ACTIVITY_STATE_SCHEDULED:
+                    if pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED:
+                        # not a stream waiting to start, nor one a pause or cancel is
+                        # stopping: their last rate is history
                         rate_sum += details.rate_bytes_per_s
             bytes_done += sum(in_segments.values())
-            if state == TransferState.running:
+            # a cancel requested: the streams are stopping, their last rate is history
+            stopping = description.raw_description.workflow_extended_info.cancel_requested
+            if state == TransferState.running and not stopping:
                 rate = rate_sum
         else:
             state = (
@@ -355,8 +470,9 @@ class StaccatoClient:
             if error is None:
                 error = await self._failure_reason(handle, state)
         eta = None
-        if rate and bytes_total is not None and rate > 0:
-            eta = round(max(0, bytes_total - bytes_done) / rate, 1)
+        if bytes_total is not None:
+            seconds = units.eta(bytes_total - bytes_done, rate)
+            eta = round(seconds, 1) if seconds is not None else None
         if bytes_total is not None:
             bytes_done = min(bytes_done, bytes_total)
         return TransferStatus(
@@ -375,9 +491,65 @@ class StaccatoClient:
             last_retry_error=last_retry,
             next_attempt_at=next_attempt,
             phase=progress.phase if progress else None,
+            runs_as=runs_as,
+            reason=(
+                f"destination busy: waiting for transfer {runs_as}, which is writing it"
+                if state == TransferState.queued and runs_as
+                else None
+            ),
             up_to_date=True if progress and progress.up_to_date else None,
             sync_level=progress.up_to_date if progress else None,
         )
+
+    async def _front_checkpoint(self, description: Any) -> FrontCheckpoint | None:
+        """A running front run's last ``FrontCheckpoint`` (its activity's heartbeat)."""
+        for pending in description.raw_description.pending_activities:
+            if not pending.heartbeat_details.payloads:
+                continue
+            try:
+                (details,) = await self.temporal.data_converter.decode(
+                    pending.heartbeat_details.payloads, [FrontCheckpoint]
+                )
+            except Exception:
+                continue
+            if isinstance(details, FrontCheckpoint):
+                return details
+        return None
+
+    async def _front_status(
+        self, front: str, canonical: str, description: Any
+    ) -> TransferStatus | None:
+        """A running front run's status: the canonical run's live progress under the
+        front's id (``runs_as`` names it), or ``queued`` with the reason while it waits
+        for a busy destination; None before its activity has reported anything."""
+        details = await self._front_checkpoint(description)
+        if details is not None:
+            if details.run_id:
+                try:
+                    inner = await self.status(details.transfer_id, run_id=details.run_id)
+                except TransferNotFoundError:
+                    return None
+                return inner.model_copy(update={"id": front, "runs_as": canonical})
+            if details.waiting_for:
+                memo = await description.memo()
+                return TransferStatus(
+                    id=front,
+                    state=TransferState.queued,
+                    source=memo.get("source", ""),
+                    destination=memo.get("destination", ""),
+                    bytes_total=None,
+                    bytes_done=0,
+                    rate_bytes_per_s=None,
+                    eta_s=None,
+                    streams=int(memo.get("streams", 0)),
+                    chunk_size=int(memo.get("chunk_size", 0)),
+                    checksum=None,
+                    error=None,
+                    phase="queued",
+                    reason=details.waiting_for,
+                    runs_as=canonical,
+                )
+        return None
 
     async def _message(self, pending: Any) -> str:
         """A pending activity's last failure message, decrypted when the payload codec
@@ -407,11 +579,15 @@ class StaccatoClient:
     async def list(
         self, *, state: TransferState | None = None, limit: int = 50
     ) -> list[TransferStatus]:
-        """Recent transfers, newest first (at most ``limit``), optionally in one state.
+        """Recent transfers, newest first (exactly ``limit`` when that many exist),
+        optionally in one state.
 
-        One row per transfer id (destination): its latest run, or with ``state`` its
-        latest run in that state (an earlier failed run of a destination that has since
-        been copied again is listed under ``failed``, with its error).
+        One row per workflow id: a destination's transfer (its latest run, or with
+        ``state`` its latest run in that state: an earlier failed run of a destination
+        since copied again is listed under ``failed``, with its error), or a front run
+        (a Schedule's run, a start under another id). Every ``TransferWorkflow`` in the
+        namespace is considered; one whose status cannot be read (odd input, memo or
+        id made by someone else) is skipped, never an error.
         """
         query = "WorkflowType = 'TransferWorkflow'"
         if state is not None:
@@ -419,24 +595,23 @@ class StaccatoClient:
         statuses: list[TransferStatus] = []
         seen: set[str] = set()
         async for execution in self.temporal.list_workflows(query):
+            if len(statuses) >= limit:
+                break
             if execution.id in seen:
                 continue  # an older run of the same destination's transfer
             seen.add(execution.id)
-            if len(seen) > limit:
-                break
             try:
-                statuses.append(
-                    await self.status(
-                        execution.id, run_id=execution.run_id if state is not None else None
-                    )
+                row = await self.status(
+                    execution.id, run_id=execution.run_id if state is not None else None
                 )
-            except TransferNotFoundError:
-                continue
+            except (StaccatoError, RPCError, ValueError, KeyError, TypeError):
+                continue  # not one Staccato can read: skip it
+            statuses.append(row)
         return statuses
 
     async def cancel(self, transfer: str) -> None:
         """Cancel a transfer: streams stop, temp data is removed, the destination is untouched."""
-        handle = self._handle(transfer)
+        handle = await self._handle(transfer)
         await self._require(handle)
         await handle.cancel()
 
@@ -464,8 +639,20 @@ class StaccatoClient:
             raise StaccatoError(f"transfer {handle.id} is already {state.value}")
 
     async def _update(self, transfer: str, update: Any) -> None:
-        handle = self._handle(transfer)
+        handle = await self._handle(transfer)
         await self._require(handle)
+        # a front run pauses and resumes the transfer it runs as
+        description = await handle.describe()
+        runs_as = _runs_as(handle.id, await description.memo())
+        if runs_as is not None:
+            details = await self._front_checkpoint(description)
+            if details is None or not details.run_id:
+                raise StaccatoError(
+                    f"transfer {handle.id} is not copying yet (it is queued or starting); "
+                    "cancel it instead, or pause it once it runs"
+                )
+            handle = self.temporal.get_workflow_handle(runs_as, run_id=details.run_id)
+            await self._require(handle)
         try:
             await handle.execute_update(update)
         except WorkflowUpdateFailedError as err:
@@ -497,7 +684,7 @@ class StaccatoClient:
         :meth:`submitted_run`), else the latest run.
         """
         run_id = self.submitted_run(transfer)
-        handle = self._handle(transfer, run_id)
+        handle = await self._handle(transfer, run_id)
         ended = asyncio.ensure_future(handle.result())
         ended.add_done_callback(lambda task: task.cancelled() or task.exception())
         try:
@@ -506,7 +693,7 @@ class StaccatoClient:
                     # completed: the result says it all (no query replaying the history)
                     yield _completed_status(handle.id, ended.result())
                     return
-                current = await self.status(transfer, run_id=run_id)
+                current = await self.status(handle.id, run_id=run_id)
                 yield current
                 if current.state in _TERMINAL:
                     return
@@ -524,15 +711,74 @@ class StaccatoClient:
             TransferFailedError: it failed or was cancelled (message = reason).
         """
         run_id = self.submitted_run(transfer)
-        handle = self._handle(transfer, run_id)
+        handle = await self._handle(transfer, run_id)
         try:
             return await handle.result(follow_runs=False)
         except WorkflowFailureError:
-            current = await self.status(transfer, run_id=run_id)
+            current = await self.status(handle.id, run_id=run_id)
             raise TransferFailedError(current.error or "failed", current.state) from None
 
 
 _STATES = {state.value for state in TransferState}
+
+
+def _release_deferred() -> None:
+    """Have PyO3 apply the reference releases it deferred (objects Temporal's native
+    threads dropped without holding the GIL); PyO3 does so whenever Python calls into
+    the native module. The call: ``raise_in_thread`` for thread id 0, which matches
+    no thread (CPython's ``PyThreadState_SetAsyncExc`` then changes nothing)."""
+    try:
+        temporal_sdk_bridge.raise_in_thread(0, RuntimeError)
+    except Exception:  # another SDK build: the collector's loop still bounds close()
+        pass
+
+
+def _runs_as(workflow_id: str, memo: Any) -> str | None:
+    """The destination's transfer id a front run runs as (None for a canonical run,
+    or a run whose memo names no valid destination)."""
+    destination = memo.get("destination") if hasattr(memo, "get") else None
+    if not isinstance(destination, str):
+        return None
+    try:
+        canonical = transfer_id(destination)
+    except InvalidURLError:
+        return None
+    return canonical if canonical != workflow_id else None
+
+
+def _scheduled_status(
+    workflow_id: str, memo: Any, runs_as: str | None, starts_at: str
+) -> TransferStatus:
+    """The status of a run started with a delay that has not begun yet."""
+    return TransferStatus(
+        id=workflow_id,
+        state=TransferState.scheduled,
+        source=memo.get("source", ""),
+        destination=memo.get("destination", ""),
+        bytes_total=None,
+        bytes_done=0,
+        rate_bytes_per_s=None,
+        eta_s=None,
+        streams=int(memo.get("streams", 0)),
+        chunk_size=int(memo.get("chunk_size", 0)),
+        checksum=None,
+        error=None,
+        phase="scheduled",
+        runs_as=runs_as,
+        starts_at=starts_at,
+    )
+
+
+def _delayed_start(description: Any) -> str | None:
+    """When a run started with a start delay begins (ISO 8601, UTC), while that is
+    still ahead; else None."""
+    info = description.raw_description.workflow_execution_info
+    if not info.HasField("execution_time"):
+        return None
+    at = info.execution_time.ToDatetime(tzinfo=UTC)
+    if at <= datetime.now(UTC):
+        return None
+    return at.isoformat(timespec="seconds")
 
 
 def _completed_status(workflow_id: str, result: TransferResult) -> TransferStatus:

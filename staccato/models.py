@@ -65,11 +65,20 @@ class TransferState(StrEnum):
     """States a client sees (README.md, "Status JSON")."""
 
     scheduled = "scheduled"
+    #: a front run waiting for its destination, busy with another transfer (if_busy=wait)
+    queued = "queued"
     running = "running"
     paused = "paused"
     completed = "completed"
     failed = "failed"
     cancelled = "cancelled"
+
+
+class IfBusy(StrEnum):
+    """What a start does when a different transfer holds its destination."""
+
+    fail = "fail"  # fail at once: "destination busy"
+    wait = "wait"  # wait (state queued) until the destination is free, then run
 
 
 class TransferOptions(BaseModel):
@@ -87,6 +96,9 @@ class TransferOptions(BaseModel):
             retrying transient failures (an endpoint down, a worker gone) without any
             progress before the transfer fails (default 24 h). The budget is renewed
             whenever the transfer makes progress.
+        if_busy: what a start does when a different transfer holds the destination:
+            fail with "destination busy" (default) or wait for it to end (state
+            ``queued``). How to start, not what to write: not part of the request hash.
         sync_level: None (the default) copies always; a level skips the copy when the
             destination already matches the source at that level (see
             :class:`SyncLevel`): the transfer then completes as up to date.
@@ -100,6 +112,7 @@ class TransferOptions(BaseModel):
     checksum: ChecksumAlgorithm = ChecksumAlgorithm.crc32c
     heartbeat_timeout_s: float | None = Field(None, ge=1, le=600)
     retry_for_s: float = Field(DEFAULT_RETRY_FOR_S, ge=1, le=MAX_RETRY_FOR_S)
+    if_busy: IfBusy = IfBusy.fail
     sync_level: SyncLevel | None = None
 
 
@@ -159,11 +172,13 @@ class TransferRequest(BaseModel):
     def request_hash(self) -> str:
         """A stable hash telling an identical re-submission from a different one.
 
-        An unset ``sync_level`` is left out, so a request without it hashes as it did
-        before the option existed (a resubmission still attaches across the upgrade).
+        ``options.if_busy`` says how to start, not what to write, and an unset
+        ``sync_level`` is left out: a request with default options hashes as it did
+        before these options existed (a resubmission still attaches across the upgrade).
         """
-        exclude = {"options": {"sync_level"}} if self.options.sync_level is None else None
-        return hashlib.sha256(self.model_dump_json(exclude=exclude).encode()).hexdigest()[:32]
+        skipped = {"if_busy"} | ({"sync_level"} if self.options.sync_level is None else set())
+        data = self.model_dump_json(exclude={"options": skipped})
+        return hashlib.sha256(data.encode()).hexdigest()[:32]
 
 
 class ObjectInfo(BaseModel):
@@ -253,6 +268,9 @@ class Checkpoint(BaseModel):
         bytes_done: bytes of the segment durable at the destination.
         rate_bytes_per_s: this attempt's copy rate.
         bytes_read: bytes read from the source by this attempt.
+        summary: the same for people (``segment 2: 128.0 MiB / 256.0 MiB (50%) at
+            20.0 MiB/s``), so ``temporal workflow describe`` and the UI's pending
+            activities read well; never read back by Staccato.
     """
 
     v: int = 1
@@ -261,6 +279,22 @@ class Checkpoint(BaseModel):
     bytes_done: int = 0
     rate_bytes_per_s: float = 0.0
     bytes_read: int = 0
+    summary: str | None = None
+
+
+class ProgressReport(BaseModel):
+    """Argument of the ``report_progress`` signal: the server's view of a transfer's
+    running streams, sent by a worker's progress reporter (see
+    :mod:`staccato.workers.progress_reporter`) every ~10 s while data moves.
+
+    Attributes:
+        segments: segment index -> bytes of that segment durable or in flight, per
+            running stream (from its last heartbeat).
+        rate_bytes_per_s: the running streams' summed copy rate.
+    """
+
+    segments: dict[int, int] = Field(default_factory=dict)
+    rate_bytes_per_s: float = Field(0.0, ge=0)
 
 
 class StreamInput(BaseModel):
@@ -462,6 +496,12 @@ class TransferStatus(BaseModel):
         last_retry_error: why the newest retry happened, while one is pending.
         next_attempt_at: when that retry's next attempt is scheduled (ISO 8601, UTC),
             while the step waits out its backoff.
+        reason: why a ``queued`` transfer waits (which transfer holds the destination).
+        runs_as: for a front run (a ``TransferWorkflow`` whose id is not the
+            destination's transfer id): the destination's transfer it runs as, whose
+            progress this status shows.
+        starts_at: for a ``scheduled`` transfer started with a delay (``submit
+            --not-before``): when it starts (ISO 8601, UTC).
         up_to_date: True when the transfer completed without copying because the
             destination already matched at ``sync_level`` (``bytes_done`` is then 0:
             nothing was copied); None otherwise.
@@ -483,6 +523,9 @@ class TransferStatus(BaseModel):
     last_retry_error: str | None = None
     next_attempt_at: str | None = None
     phase: str | None = None
+    reason: str | None = None
+    runs_as: str | None = None
+    starts_at: str | None = None
     up_to_date: bool | None = None
     sync_level: SyncLevel | None = None
 
@@ -528,3 +571,35 @@ class ListPage(BaseModel):
 
     entries: list[ListEntry]
     next_after: str | None = None
+
+
+class FrontInput(BaseModel):
+    """Input of the ``run_as_destination_transfer`` activity of a front run.
+
+    Attributes:
+        request: the front run's validated request.
+        front_id: the front run's workflow id.
+        front_run_id: the front run's run id (marks the canonical run it starts).
+    """
+
+    request: TransferRequest
+    front_id: str
+    front_run_id: str
+
+
+class FrontCheckpoint(BaseModel):
+    """Heartbeat details of ``run_as_destination_transfer``: what the front runs as.
+
+    Attributes:
+        v: schema version.
+        transfer_id: the destination's transfer id (canonical workflow id).
+        run_id: the canonical run started or attached to; None while waiting.
+        attached: the run was an identical transfer already running.
+        waiting_for: while queued: why (which transfer holds the destination).
+    """
+
+    v: int = 1
+    transfer_id: str
+    run_id: str | None = None
+    attached: bool = False
+    waiting_for: str | None = None

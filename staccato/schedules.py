@@ -177,9 +177,9 @@ class TriggerOutcome(BaseModel):
 def scheduled_options(options: TransferOptions | None) -> TransferOptions:
     """The options of a scheduled run: ``options``, with ``if_busy`` ``wait`` unless
     the caller set it (a scheduled run waits for a busy destination; a CLI submission
-    fails at once). Builds whose TransferOptions have no ``if_busy`` keep ``options``."""
+    fails at once)."""
     options = options or TransferOptions()
-    if "if_busy" not in TransferOptions.model_fields or "if_busy" in options.model_fields_set:
+    if "if_busy" in options.model_fields_set:
         return options
     return TransferOptions.model_validate({**options.model_dump(), "if_busy": "wait"})
 
@@ -410,8 +410,7 @@ class Schedules:
         run.bytes_done = status.bytes_done
         run.bytes_total = status.bytes_total
         run.error = status.error
-        # TODO(merge): status.up_to_date directly once TransferStatus has it (sync levels)
-        run.up_to_date = getattr(status, "up_to_date", None)
+        run.up_to_date = status.up_to_date
         return run
 
     async def pause(self, name: str) -> None:

@@ -5,6 +5,7 @@ asked anything."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 import uuid
@@ -26,6 +27,7 @@ from staccato.schedules import (
 )
 from tests.helpers import MiB, at_rest, run_cli, sha256_file, write_random
 from tests.servers.nginx import NginxServer, nginx_fixture
+from tests.sync_checks import data_bytes_served, settled_requests
 
 # nginx sending at most 2 MB/s per connection: an 8 MiB run on one stream lasts ~4 s.
 slow_nginx = nginx_fixture("http_root", scope="module", extra_server_config="limit_rate 2m;")
@@ -387,29 +389,51 @@ def test_runs_wait_for_a_busy_destination(cli, data_dir: Path) -> None:
         cli("schedule", "delete", name)
 
 
-def test_sync_level_runs_after_the_first_are_up_to_date(cli, data_dir: Path) -> None:
-    """With --sync-level size, the first run copies and the next ones complete as up to
-    date, which describe says; a build whose transfer options have no sync levels
-    refuses the option (exit 2)."""
-    from staccato.models import TransferOptions
-
-    source, destination = data_dir / "src.bin", data_dir / "dst.bin"
-    digest = write_random(source, MiB, seed=5)
+@pytest.mark.parametrize("level", ["size", "mtime", "checksum"])
+def test_sync_level_runs_after_the_first_are_up_to_date(
+    cli, level: str, nginx_ranges: NginxServer, http_root: Path, data_dir: Path
+) -> None:
+    """With --sync-level, the first scheduled run copies, the second and third complete
+    as up to date and the source serves no data bytes (checksum: one read of a source
+    that keeps no checksum, never a copy); after the source changes, the next run
+    copies it."""
+    source = http_root / f"sync-{level}-{uuid.uuid4().hex[:8]}.bin"
+    size = 2 * MiB
+    digest = write_random(source, size, seed=21)
+    at_rest(source)
+    uri = f"/{source.name}"
+    destination = data_dir / "dst.bin"
     name = _name()
     created = cli(
-        "schedule", "create", name, str(source), str(destination),
-        "--every", "2s", "--sync-level", "size",
+        "schedule", "create", name, nginx_ranges.url(source.name), str(destination),
+        "--every", "1h", "--paused", "--sync-level", level,
     )  # fmt: skip
-    if "sync_level" not in TransferOptions.model_fields:
-        assert created.returncode == 2 and "--sync-level" in created.stderr, created
-        return
     assert created.returncode == 0, created
+
+    def run_once(count: int) -> dict[str, Any]:
+        triggered = cli("schedule", "trigger", name)
+        assert triggered.returncode == 0, triggered
+        view = _until(cli, name, lambda v: len(_completed(v)) >= count, 60, f"{count} runs")
+        return _completed(view)[-1]  # oldest first
+
     try:
-        view = _until(cli, name, lambda v: len(_completed(v)) >= 3, 60, "three completed runs")
-        assert view["options"]["sync_level"] == "size"
-        first, *later = _completed(view)
+        first = run_once(1)
+        assert not first["up_to_date"] and sha256_file(destination) == digest
+        for count in (2, 3):
+            before = len(settled_requests(nginx_ranges, uri))
+            again = run_once(count)
+            assert again["up_to_date"], again
+            served = data_bytes_served(settled_requests(nginx_ranges, uri)[before:])
+            assert served == (size if level == "checksum" else 0), (level, served)
         assert sha256_file(destination) == digest
-        assert [r["up_to_date"] for r in later] == [True] * len(later), view["recent_runs"]
+        # the source changes (new bytes, a newer mtime; for size, one byte more): the
+        # next run copies
+        changed = write_random(source, size + (level == "size"), seed=22)
+        later = destination.stat().st_mtime + 3600
+        os.utime(source, (later, later))
+        copied = run_once(4)
+        assert not copied["up_to_date"], copied
+        assert sha256_file(destination) == changed
         text = cli("schedule", "describe", name)
         assert "up to date" in text.stdout, text.stdout
     finally:

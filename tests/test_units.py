@@ -169,3 +169,37 @@ def test_workflow_names_failure_types_by_constant() -> None:
                     assert "reason_type" not in text and ".type" not in text, f"{path.name}: {text}"
             if isinstance(node, ast.keyword) and node.arg == "type":
                 assert not isinstance(node.value, ast.Constant), f"{path.name}: type={node.value}"
+
+
+@pytest.mark.parametrize(
+    ("n", "text"),
+    [
+        (0, "0 B"),
+        (1023, "1023 B"),
+        (1024, "1.0 KiB"),
+        (1536, "1.5 KiB"),
+        (MiB - 1, "1.0 MiB"),  # 1023.999 KiB reads as the next unit, never "1024.0 KiB"
+        (GiB, "1.0 GiB"),
+        (4 * GiB + GiB // 2, "4.5 GiB"),
+    ],
+)
+def test_sizes_in_iec_units(n: int, text: str) -> None:
+    from staccato import units
+
+    assert units.size(n) == text
+
+
+def test_rates_durations_percentages() -> None:
+    from staccato import units
+
+    assert units.rate(20 * MiB) == "20.0 MiB/s"
+    assert [units.duration(s) for s in (0, 5.2, 200, 7500, 3 * 86400 + 4000)] == [
+        "0 s", "6 s", "3 min 20 s", "2 h 05 min", "3 d 01 h",
+    ]  # fmt: skip
+    assert units.percent(999, 1000) == "99%"  # rounded down: 100% only when all of it
+    assert units.percent(0, 0) == "100%" and units.percent(5, None) is None
+    assert units.eta(100, 0) is None and units.eta(100, 50.0) == 2.0
+    assert units.progress(512 * MiB, GiB, 20 * MiB, 25.2) == (
+        "512.0 MiB / 1.0 GiB (50%) at 20.0 MiB/s, ETA 26 s"
+    )
+    assert units.progress(0, None) == "0 B / ?"

@@ -172,9 +172,11 @@ class _SegmentCopy:
         )
         next_chunk = self.todo[0] if self.todo else segment.end_chunk
         self.progress = (
-            StreamProgress(segment.index, done_bytes, next_chunk, watchdog)
+            StreamProgress(segment.index, done_bytes, next_chunk, watchdog, length=segment.length)
             if beat is None
-            else _ForwardedProgress(beat, segment.index, done_bytes, next_chunk, watchdog)
+            else _ForwardedProgress(
+                beat, segment.index, done_bytes, next_chunk, watchdog, length=segment.length
+            )
         )
         if checkpoint is not None or self.durable:
             activity.logger.info(

@@ -20,6 +20,7 @@ from collections import deque
 from pydantic import ValidationError
 from temporalio import activity
 
+from staccato import units
 from staccato.activities.stream_guard import StreamAbandonedError, shield, touch
 from staccato.endpoints.base import Reader
 from staccato.errors import RetryableError
@@ -86,7 +87,8 @@ class RateWatchdog:
             raise RetryableError(
                 f"source {self._source} is too slow: it delivered "
                 f"{source_bytes - first_bytes} bytes in the last {span:.0f} s "
-                f"({rate:.0f} bytes/s), below the minimum of {self._min_rate:.0f} bytes/s "
+                f"({units.rate(rate)}, {rate:.0f} bytes/s), below the minimum of "
+                f"{self._min_rate:.0f} bytes/s ({units.rate(self._min_rate)}) "
                 f"over {self._window_s:g} s (worker settings STACCATO_MIN_RATE_BYTES_PER_S, "
                 "STACCATO_MIN_RATE_WINDOW_S); retrying"
             )
@@ -102,8 +104,10 @@ class StreamProgress:
         bytes_done: int,
         next_chunk: int,
         watchdog: RateWatchdog | None = None,
+        length: int | None = None,
     ) -> None:
         self.segment = segment
+        self.length = length  # bytes in the segment, for the heartbeat's summary
         self.watchdog = watchdog
         self.reader: Reader | None = None  # the source reader in use, for the watchdog
         self._closed_readers_bytes = 0
@@ -144,13 +148,16 @@ class StreamProgress:
             # The worker process died: this is a stale writer, stop now.
             raise StreamStopped("worker process is gone")
         elapsed = max(now - self._started, 1e-6)
+        done = self.bytes_done + self.in_flight
+        rate = round((self._copied + self.in_flight) / elapsed, 1)
         heartbeat(
             Checkpoint(
                 segment=self.segment,
                 next_chunk=self.next_chunk,
-                bytes_done=self.bytes_done + self.in_flight,
-                rate_bytes_per_s=round((self._copied + self.in_flight) / elapsed, 1),
+                bytes_done=done,
+                rate_bytes_per_s=rate,
                 bytes_read=self.bytes_read,
+                summary=f"segment {self.segment}: {units.progress(done, self.length, rate)}",
             )
         )
         if self.watchdog is not None:

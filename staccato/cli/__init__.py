@@ -9,14 +9,18 @@ parsers), :mod:`~staccato.cli.common` (exit codes, error reporting). Imports go 
 way: cli -> client -> workflows / models; the command never touches an endpoint.
 
 Exit codes: 0 success; 1 a transfer failed or was cancelled, or a service error
-(Temporal unreachable, destination busy); 2 a usage error (bad option or URL).
+(Temporal unreachable, destination busy); 2 a usage error (bad option or URL); 130
+interrupted (Ctrl-C: a transfer being followed goes on).
+
+``-h``/``--help`` and ``--version`` work on the command and on every subcommand.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import sys
-from typing import NoReturn
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -25,6 +29,27 @@ from staccato.cli.common import EXIT_FAILED, EXIT_USAGE
 from staccato.cli.options import parse_duration, parse_size
 
 __all__ = ["EXIT_FAILED", "EXIT_USAGE", "app", "main", "parse_duration", "parse_size"]
+
+
+def version() -> str:
+    """The installed package's version (``unknown`` when run from a source tree)."""
+    try:
+        return importlib.metadata.version("staccato")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"staccato {version()}")
+        raise typer.Exit()
+
+
+def _asks_version(args: list[str]) -> bool:
+    """``--version`` anywhere among the options (before a ``--``): on the command and
+    on every subcommand (``staccato cp --version``), whatever else is given."""
+    return "--version" in (args[: args.index("--")] if "--" in args else args)
+
 
 app = typer.Typer(
     name="staccato",
@@ -36,7 +61,25 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+@app.callback()
+def _root(
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            is_eager=True,
+            expose_value=False,
+            callback=_show_version,
+            help="Show the version and exit (also after any command).",
+        ),
+    ] = False,
+) -> None:
+    """Staccato: durable, resumable transfers on Temporal."""
+
 
 app.command()(commands.submit)
 app.command()(commands.cp)
@@ -60,14 +103,21 @@ def main() -> NoReturn:
     text (no boxes drawn at 80 columns): typer's rich formatting is turned off for
     this run by ``rich_markup_mode=None``, without touching the environment.
 
-    Ends with ``os._exit``: the Temporal client's native threads can crash CPython's
-    finalization of a short-lived process ("PyGILState_Release: thread state ... must
-    be current", temporalio/sdk-python#300), which would turn a success into SIGABRT.
+    Ends with ``os._exit``: a Temporal runtime's native (Tokio) threads still alive
+    when CPython finalizes may be handing a reply to Python at that moment, which
+    crashes the exit ("PyGILState_Release: thread state ... must be current",
+    temporalio/sdk-python#300) and would turn a success into SIGABRT. The Python API
+    avoids it by stopping those threads when a client closes (see
+    :meth:`staccato.client.StaccatoClient.close`); the command skips finalization
+    altogether, so no client it made can outlive it.
     """
     if not sys.stderr.isatty():
         app.rich_markup_mode = None
     code = 0
     try:
+        if _asks_version(sys.argv[1:]):
+            typer.echo(f"staccato {version()}")
+            raise SystemExit(0)
         app()
     except SystemExit as exit_:
         if isinstance(exit_.code, int):

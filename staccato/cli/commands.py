@@ -4,18 +4,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Annotated
 
 import typer
 
+from staccato import units
 from staccato.cli import datasets, render
 from staccato.cli.common import fail, run
 from staccato.cli.options import (
     ChecksumOption,
     ChunkSizeOption,
     DestinationArg,
+    IfBusyOption,
     JsonOption,
+    NotBeforeOption,
     RetryForOption,
     SourceArg,
     StreamsOption,
@@ -24,7 +28,7 @@ from staccato.cli.options import (
     VerifyOption,
     transfer_options,
 )
-from staccato.client import StaccatoClient
+from staccato.client import StaccatoClient, Submission
 from staccato.dataset_client import list_datasets
 from staccato.datasets.models import DATASET_ID_PREFIX, DatasetState, DatasetStatus
 from staccato.errors import TransferNotFoundError
@@ -33,6 +37,7 @@ from staccato.models import (
     DEFAULT_RETRY_FOR_S,
     DEFAULT_STREAMS,
     ChecksumAlgorithm,
+    IfBusy,
     TransferState,
     TransferStatus,
     VerifyMode,
@@ -48,6 +53,8 @@ def submit(
     verify: VerifyOption = VerifyMode.checksum,
     checksum: ChecksumOption = ChecksumAlgorithm.crc32c,
     retry_for: RetryForOption = DEFAULT_RETRY_FOR_S,
+    if_busy: IfBusyOption = IfBusy.fail,
+    not_before: NotBeforeOption = None,
     as_json: JsonOption = False,
     sync_level: SyncLevelOption = None,
     recursive: datasets.RecursiveOption = False,
@@ -58,7 +65,9 @@ def submit(
 ) -> None:
     """Start a transfer (with -r: a dataset) and print its id; it runs on the workers
     whether or not you stay."""
-    options = transfer_options(chunk_size, streams, verify, checksum, retry_for, sync_level)
+    options = transfer_options(
+        chunk_size, streams, verify, checksum, retry_for, sync_level, if_busy=if_busy
+    )
     datasets.check_recursive_options(recursive, include, exclude, retry_failed, small_file_max)
     if recursive:
         datasets.submit_recursive(
@@ -73,15 +82,38 @@ def submit(
         )
         return
 
-    async def go() -> str:
+    async def go() -> Submission:
         StaccatoClient.make_request(source, destination, options)  # usage errors before connecting
         client = await StaccatoClient.connect()
-        submitted = await client.submit(source, destination, options)
+        submitted = await client.start(source, destination, options, not_before=not_before)
+        _say(submitted)
         await _warn_without_workers(client)
         return submitted
 
-    transfer = run(go)
+    transfer = run(go).id
     typer.echo(json.dumps({"id": transfer}) if as_json else transfer)
+
+
+def _say(submitted: Submission) -> None:
+    """Tell on stderr what a start did when it did not simply start a transfer."""
+    if submitted.attached:
+        typer.echo(
+            f"attached to running transfer {submitted.id} (same request); nothing new started",
+            err=True,
+        )
+    elif submitted.queued:
+        typer.echo(
+            f"destination busy: queued as {submitted.id}; it runs when the transfer "
+            "writing the destination ends (see `staccato status "
+            f"{submitted.id}`)",
+            err=True,
+        )
+    elif submitted.starts_at is not None:
+        typer.echo(
+            f"scheduled: {submitted.id} starts at "
+            f"{submitted.starts_at.isoformat(timespec='seconds')}",
+            err=True,
+        )
 
 
 def cp(
@@ -92,6 +124,7 @@ def cp(
     verify: VerifyOption = VerifyMode.checksum,
     checksum: ChecksumOption = ChecksumAlgorithm.crc32c,
     retry_for: RetryForOption = DEFAULT_RETRY_FOR_S,
+    if_busy: IfBusyOption = IfBusy.fail,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
     sync_level: SyncLevelOption = None,
     recursive: datasets.RecursiveOption = False,
@@ -102,15 +135,18 @@ def cp(
 ) -> None:
     """Copy SOURCE to DESTINATION and follow it with a progress bar.
 
-    Exits 0 only when the destination is published and verified. Ctrl-C stops
-    following; the transfer goes on (see `staccato status`). With --sync-level, a
-    destination that already matches completes at once: "up to date (LEVEL): nothing
-    copied".
+    Exits 0 only when the destination is published and verified, 1 when the transfer
+    failed or was cancelled. Ctrl-C stops following and exits 130; the transfer goes
+    on (`staccato watch ID` to follow it again, `staccato cancel ID` to stop it).
+    With --sync-level, a destination that already matches completes at once: "up to
+    date (LEVEL): nothing copied".
 
     With -r, SOURCE is a directory or prefix: every file under it is copied (exit 1
     when some failed: `staccato status --failures ID` lists them).
     """
-    options = transfer_options(chunk_size, streams, verify, checksum, retry_for, sync_level)
+    options = transfer_options(
+        chunk_size, streams, verify, checksum, retry_for, sync_level, if_busy=if_busy
+    )
     datasets.check_recursive_options(recursive, include, exclude, retry_failed, small_file_max)
     if recursive:
         datasets.cp_recursive(
@@ -128,17 +164,20 @@ def cp(
     async def go() -> TransferStatus:
         StaccatoClient.make_request(source, destination, options)
         client = await StaccatoClient.connect()
-        transfer = await client.submit(source, destination, options)
+        submitted = await client.start(source, destination, options)
+        transfer = submitted.id
         if not quiet:
             typer.echo(f"transfer {transfer}: {redact(source)} -> {destination}", err=True)
+            _say(submitted)
         await _warn_without_workers(client)
-        return await render.follow(client, transfer, quiet=quiet)
+        return await _follow(client, transfer, quiet=quiet)
 
     _exit_for(run(go))
 
 
 def watch(transfer: TransferArg) -> None:
-    """Follow a transfer or dataset with a progress bar until it ends (exit code as for cp)."""
+    """Follow a transfer or dataset with a progress bar until it ends (exit codes as
+    for cp: 0 completed, 1 failed or cancelled, 130 Ctrl-C, after which it goes on)."""
     if transfer.startswith(DATASET_ID_PREFIX):
         datasets.watch(transfer)
         return
@@ -146,9 +185,25 @@ def watch(transfer: TransferArg) -> None:
     async def go() -> TransferStatus:
         client = await StaccatoClient.connect()
         await _warn_without_workers(client)
-        return await render.follow(client, transfer, quiet=False)
+        return await _follow(client, transfer, quiet=False)
 
     _exit_for(run(go))
+
+
+async def _follow(client: StaccatoClient, transfer: str, *, quiet: bool) -> TransferStatus:
+    """:func:`render.follow`; on Ctrl-C (the run is cancelled) say that the transfer
+    goes on and how to watch or cancel it, then let the interrupt end the command
+    (exit 130, :data:`staccato.cli.common.EXIT_INTERRUPTED`)."""
+    try:
+        return await render.follow(client, transfer, quiet=quiet)
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        typer.echo(
+            f"\nstaccato: stopped following; transfer {transfer} goes on without you.\n"
+            f"  follow it again:  staccato watch {transfer}\n"
+            f"  cancel it:        staccato cancel {transfer}",
+            err=True,
+        )
+        raise
 
 
 async def _warn_without_workers(client: StaccatoClient) -> None:
@@ -168,7 +223,11 @@ def _exit_for(final: TransferStatus) -> None:
         typer.echo(f"up to date ({final.sync_level.value}): nothing copied", err=True)
         return
     if final.state == TransferState.completed:
-        typer.echo(f"completed: {final.bytes_done} bytes, {final.checksum}", err=True)
+        typer.echo(
+            f"completed: {units.size(final.bytes_done)} ({final.bytes_done} bytes), "
+            f"{final.checksum}",
+            err=True,
+        )
         return
     fail(f"transfer {final.id} {final.state.value}: {final.error or final.state.value}")
 

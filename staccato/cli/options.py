@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
@@ -14,6 +15,7 @@ from staccato.models import (
     MAX_RETRY_FOR_S,
     MAX_STREAMS,
     ChecksumAlgorithm,
+    IfBusy,
     SyncLevel,
     TransferOptions,
     VerifyMode,
@@ -63,6 +65,33 @@ def parse_duration(text: str | float) -> float:
     return seconds
 
 
+def parse_not_before(text: str) -> datetime:
+    """Parse a start time: a delay from now (``90s``, ``10m``, ``2h``, ``1d``) or an
+    ISO 8601 time (``2026-12-01T18:00:00Z``, ``2026-12-01 18:00``; without an offset
+    it is local time). Returns an aware UTC datetime.
+
+    Raises:
+        typer.BadParameter: neither form, or a time in the past, or more than 30 days ahead.
+    """
+    cleaned = text.strip()
+    now = datetime.now(UTC)
+    if re.fullmatch(r"\d+(?:\.\d+)?\s*[smhd]?", cleaned.lower()):
+        return now + timedelta(seconds=parse_duration(cleaned))
+    try:
+        at = datetime.fromisoformat(cleaned.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r} is neither a delay (90s, 10m, 2h, 1d) nor an ISO 8601 time "
+            "(2026-12-01T18:00:00Z)"
+        ) from None
+    at = (at if at.tzinfo else at.astimezone()).astimezone(UTC)
+    if at < now - timedelta(seconds=1):
+        raise typer.BadParameter(f"{text!r} is in the past (now: {now:%Y-%m-%dT%H:%M:%SZ})")
+    if at - now > timedelta(seconds=MAX_RETRY_FOR_S):
+        raise typer.BadParameter(f"{text!r} is more than 30 days ahead")
+    return at
+
+
 SourceArg = Annotated[str, typer.Argument(help="Source URL or path.", metavar="SOURCE")]
 DestinationArg = Annotated[
     str,
@@ -106,6 +135,24 @@ RetryForOption = Annotated[
         show_default="24h",
     ),
 ]
+IfBusyOption = Annotated[
+    IfBusy,
+    typer.Option(
+        "--if-busy",
+        help="When a different transfer is writing the destination: fail (exit 1, "
+        '"destination busy") or wait for it to end (state queued) and then run.',
+    ),
+]
+NotBeforeOption = Annotated[
+    datetime | None,
+    typer.Option(
+        "--not-before",
+        parser=parse_not_before,
+        metavar="TIME",
+        help="Start at this time (ISO 8601, e.g. 2026-12-01T18:00:00Z) or after this "
+        "delay (10m, 2h); the destination is locked only from then on.",
+    ),
+]
 SyncLevelOption = Annotated[
     SyncLevel | None,
     typer.Option(
@@ -140,6 +187,7 @@ def transfer_options(
     checksum: ChecksumAlgorithm,
     retry_for: float = DEFAULT_RETRY_FOR_S,
     sync_level: SyncLevel | None = None,
+    if_busy: IfBusy = IfBusy.fail,
 ) -> TransferOptions:
     """The :class:`TransferOptions` the command-line options describe."""
     return TransferOptions(
@@ -149,4 +197,5 @@ def transfer_options(
         checksum=checksum,
         retry_for_s=retry_for,
         sync_level=sync_level,
+        if_busy=if_busy,
     )

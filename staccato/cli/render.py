@@ -1,12 +1,17 @@
 """How the ``staccato`` command shows transfers: the progress bar (a terminal), one
-line every 2 s (a pipe or a log), ``status`` key/value lines and ``list`` rows."""
+line every 2 s (a pipe or a log), ``status`` key/value lines and ``list`` rows.
+
+Every size, rate and time comes from :mod:`staccato.units` (IEC units, as in the
+Temporal UI's current-details line), and every rate and ETA is the one the status
+reports (the streams' own heartbeats), never an estimate kept across a pause.
+"""
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
-from pydantic import ByteSize
-
+from staccato import units
 from staccato.client import StaccatoClient
 from staccato.models import TransferState, TransferStatus
 
@@ -16,8 +21,8 @@ PLAIN_LINE_INTERVAL_S = 2.0
 
 
 def size(n: float) -> str:
-    """Bytes for people, in binary units: ``512 B``, ``1.5 MiB`` (pydantic's ByteSize)."""
-    return ByteSize(int(n)).human_readable(separator=" ")
+    """Bytes for people, in binary units: ``512 B``, ``1.5 MiB`` (:func:`staccato.units.size`)."""
+    return units.size(n)
 
 
 def retry_note(s: TransferStatus) -> str:
@@ -29,16 +34,12 @@ def retry_note(s: TransferStatus) -> str:
 
 
 def progress_text(s: TransferStatus) -> str:
-    """``1.0 MiB / 4.0 MiB (25%) 2.0 MiB/s eta 2s`` and a retry note if one is pending;
+    """``1.0 MiB / 4.0 MiB (25%) at 2.0 MiB/s, ETA 2 s`` and a retry note if one is pending;
     ``up to date (size): nothing copied`` for a transfer its sync level skipped."""
     if s.up_to_date and s.sync_level:
         return f"up to date ({s.sync_level.value}): nothing copied"
-    total = size(s.bytes_total) if s.bytes_total is not None else "?"
-    pct = f" ({100 * s.bytes_done / s.bytes_total:.0f}%)" if s.bytes_total else ""
-    rate = f" {size(s.rate_bytes_per_s)}/s" if s.rate_bytes_per_s else ""
-    eta = f" eta {s.eta_s:.0f}s" if s.eta_s is not None else ""
-    retry = f" {retry_note(s)}" if s.last_retry_error else ""
-    return f"{size(s.bytes_done)} / {total}{pct}{rate}{eta}{retry}"
+    text = units.progress(s.bytes_done, s.bytes_total, s.rate_bytes_per_s, s.eta_s)
+    return f"{text} {retry_note(s)}" if s.last_retry_error else text
 
 
 def plain_line(s: TransferStatus) -> str:
@@ -47,8 +48,26 @@ def plain_line(s: TransferStatus) -> str:
 
 
 def status_lines(s: TransferStatus) -> list[str]:
-    """``staccato status``: one ``key value`` line per field that has a value."""
-    return [f"{key:18} {value}" for key, value in s.to_json_dict().items() if value is not None]
+    """``staccato status``: one ``key value`` line per field that has a value; sizes,
+    rates and times for people (``--json`` keeps the exact numbers)."""
+    lines: list[str] = []
+    for key, value in s.to_json_dict().items():
+        if value is None:
+            continue
+        shown: Any = value
+        if key == "bytes_total":
+            shown = f"{units.size(value)} ({value} bytes)"
+        elif key == "bytes_done":
+            share = units.percent(value, s.bytes_total)
+            shown = f"{units.size(value)}" + (f" ({share})" if share else "")
+        elif key == "rate_bytes_per_s":
+            key, shown = "rate", units.rate(value)
+        elif key == "eta_s":
+            key, shown = "eta", units.duration(value)
+        elif key == "chunk_size":
+            shown = units.size(value)
+        lines.append(f"{key:18} {shown}")
+    return lines
 
 
 def list_row(s: TransferStatus) -> str:
@@ -56,19 +75,46 @@ def list_row(s: TransferStatus) -> str:
     return f"{s.id}  {s.state.value:10} {progress_text(s):40}  {s.source} -> {s.destination}"
 
 
+class Bar:
+    """The progress bar on a terminal: ``running ━━━━━━━━━━ 512.0 MiB / 1.0 GiB (50%)
+    at 20.0 MiB/s, ETA 26 s``. The rate and ETA are the status's own, so a
+    pause shows none at once and a resume shows the new ones with the first heartbeats.
+    Use as a context manager; :meth:`update` with each status."""
+
+    def __init__(self, console: Any) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn
+
+        self.progress = Progress(
+            TextColumn("[bold]{task.fields[state]}"),
+            BarColumn(),
+            TextColumn("{task.fields[text]}"),
+            console=console,
+            transient=False,
+        )
+        self.task = self.progress.add_task("copy", total=None, state="scheduled", text="")
+
+    def __enter__(self) -> Bar:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(None, None, None)
+
+    def update(self, s: TransferStatus) -> None:
+        self.progress.update(
+            self.task,
+            total=s.bytes_total if s.bytes_total else None,
+            completed=s.bytes_done,
+            state=s.state.value,
+            text=progress_text(s),
+        )
+
+
 async def follow(client: StaccatoClient, transfer: str, *, quiet: bool) -> TransferStatus:
     """Follow ``transfer`` until it ends and return its last status: a progress bar on
     a terminal, a line every :data:`PLAIN_LINE_INTERVAL_S` otherwise, nothing if
     ``quiet``."""
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
 
     console = Console(stderr=True)
     final: TransferStatus | None = None
@@ -76,24 +122,9 @@ async def follow(client: StaccatoClient, transfer: str, *, quiet: bool) -> Trans
         async for final in client.follow(transfer):  # noqa: B007 - keep the last status
             pass
     elif console.is_terminal:
-        columns = (
-            TextColumn("[bold]{task.fields[state]}"),
-            BarColumn(),
-            DownloadColumn(binary_units=True),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[note]}"),
-        )
-        with Progress(*columns, console=console, transient=False) as bar:
-            task = bar.add_task("copy", total=None, state="scheduled", note="")
+        with Bar(console) as bar:
             async for final in client.follow(transfer):
-                bar.update(
-                    task,
-                    total=final.bytes_total,
-                    completed=final.bytes_done,
-                    state=final.state.value,
-                    note=retry_note(final),
-                )
+                bar.update(final)
     else:
         last_line = 0.0
         async for final in client.follow(transfer):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -22,10 +21,12 @@ from staccato.cli.options import (
     ChecksumOption,
     ChunkSizeOption,
     DestinationArg,
+    IfBusyOption,
     JsonOption,
     RetryForOption,
     SourceArg,
     StreamsOption,
+    SyncLevelOption,
     VerifyOption,
     transfer_options,
 )
@@ -36,7 +37,7 @@ from staccato.models import (
     DEFAULT_RETRY_FOR_S,
     DEFAULT_STREAMS,
     ChecksumAlgorithm,
-    TransferOptions,
+    IfBusy,
     VerifyMode,
 )
 from staccato.schedules import (
@@ -69,23 +70,6 @@ app = typer.Typer(
 )
 
 
-class SyncLevelChoice(StrEnum):
-    """``--sync-level`` values (Globus semantics, as for ``cp``)."""
-
-    exists = "exists"
-    size = "size"
-    mtime = "mtime"
-    checksum = "checksum"
-
-
-class IfBusyChoice(StrEnum):
-    """``--if-busy`` values: a run due while another transfer writes the destination
-    waits for it, or fails at once."""
-
-    wait = "wait"
-    fail = "fail"
-
-
 def _usage(check: Callable[[], T]) -> T:
     """Run a validation; a bad value exits 2 with its message (before any Temporal call)."""
     try:
@@ -114,32 +98,6 @@ NameArg = Annotated[
         parser=_parser(check_name),
     ),
 ]
-
-
-def _with_lock_and_sync(
-    options: TransferOptions, sync_level: SyncLevelChoice | None, if_busy: IfBusyChoice
-) -> TransferOptions:
-    """``options`` plus ``--sync-level`` and ``--if-busy``, for the builds whose
-    :class:`TransferOptions` has those fields.
-
-    Raises:
-        InvalidScheduleError: ``--sync-level`` given to a build without sync levels.
-    """
-    # TODO(merge): once TransferOptions has if_busy and sync_level, pass them directly
-    # (and take the shared --sync-level/--if-busy options from cli/options.py).
-    fields = TransferOptions.model_fields
-    extra: dict[str, str] = {}
-    if "if_busy" in fields:
-        extra["if_busy"] = if_busy.value
-    if sync_level is not None:
-        if "sync_level" not in fields:
-            raise InvalidScheduleError(
-                "--sync-level: this Staccato build has no sync levels; leave it out"
-            )
-        extra["sync_level"] = sync_level.value
-    if not extra:
-        return options
-    return TransferOptions.model_validate({**options.model_dump(), **extra})
 
 
 @app.command()
@@ -198,22 +156,8 @@ def create(
             "(10s .. 366d; default Temporal's, 1 year).",
         ),
     ] = None,
-    sync_level: Annotated[
-        SyncLevelChoice | None,
-        typer.Option(
-            "--sync-level",
-            help="Skip a run's copy when the destination already matches the source at "
-            "this level (exists < size < mtime < checksum); default: always copy.",
-        ),
-    ] = None,
-    if_busy: Annotated[
-        IfBusyChoice,
-        typer.Option(
-            "--if-busy",
-            help="A run due while another transfer writes the destination waits for it "
-            "(wait) or fails (fail).",
-        ),
-    ] = IfBusyChoice.wait,
+    sync_level: SyncLevelOption = None,
+    if_busy: IfBusyOption = IfBusy.wait,
     chunk_size: ChunkSizeOption = DEFAULT_CHUNK_SIZE,
     streams: StreamsOption = DEFAULT_STREAMS,
     verify: VerifyOption = VerifyMode.checksum,
@@ -243,10 +187,8 @@ def create(
         )
     )
     window = _usage(lambda: parse_catchup_window(catchup_window)) if catchup_window else None
-    options = _usage(
-        lambda: _with_lock_and_sync(
-            transfer_options(chunk_size, streams, verify, checksum, retry_for), sync_level, if_busy
-        )
+    options = transfer_options(
+        chunk_size, streams, verify, checksum, retry_for, sync_level, if_busy
     )
     _usage(lambda: StaccatoClient.make_request(source, destination, options))
 

@@ -50,11 +50,14 @@ from temporalio.worker import SharedHeartbeatSender, SharedStateManager, Worker
 
 from staccato import settings
 from staccato.activities import ALL_ACTIVITIES
+from staccato.activities.front import FrontActivities
 from staccato.datasets.workflow import DatasetWorkflow
 from staccato.errors import RetryableError
 from staccato.secrets import install_log_scrubber
+from staccato.workers.progress_reporter import ProgressReporter, RunningStreams
 from staccato.workflows import TransferWorkflow
 from staccato.workflows import search_attributes as sa
+from staccato.workflows.front import control_queue
 
 log = logging.getLogger("staccato.worker")
 
@@ -72,6 +75,9 @@ _POOL_EXIT_S = 3.0
 _MAX_REBUILDS = 5
 _REBUILD_WINDOW_S = 60.0
 _CHECK_INTERVAL_S = 0.25
+# Front runs' activities served at once by one worker process (each only awaits
+# Temporal calls, in the main process's event loop).
+CONTROL_CONCURRENCY = 1000
 # Seconds a failed Temporal Worker gets to finish its own shutdown before it is cancelled.
 _FAILED_WORKER_EXIT_S = 10.0
 
@@ -245,6 +251,8 @@ class StaccatoWorker:
         self._stopping = False
         self._rebuilds: deque[float] = deque()
         self.worker: Worker | None = None
+        #: the streams running here, for the progress reporter (kept across rebuilds)
+        self.streams = RunningStreams()
 
     async def __aenter__(self) -> StaccatoWorker:
         await self._build()
@@ -276,6 +284,7 @@ class StaccatoWorker:
             graceful_shutdown_timeout=timedelta(seconds=self._shutdown_timeout_s),
             max_heartbeat_throttle_interval=timedelta(seconds=1),
             default_heartbeat_throttle_interval=timedelta(seconds=1),
+            interceptors=[self.streams.interceptor()],
         )
 
     def _pool_processes(self) -> list[multiprocessing.process.BaseProcess]:
@@ -422,6 +431,22 @@ def _stop_processes(processes: list[multiprocessing.process.BaseProcess], wait_s
             process.join(1.0)
 
 
+def control_worker(client: Client, *, task_queue: str) -> Worker:
+    """The Temporal ``Worker`` of the control task queue ``<task_queue>-control``:
+    front runs' async activity (:mod:`staccato.activities.front`) in this process,
+    with this worker's client; canonical runs it starts go to ``task_queue``."""
+    activities = FrontActivities(client, task_queue=task_queue)
+    return Worker(
+        client,
+        task_queue=control_queue(task_queue),
+        activities=[activities.run_as_destination_transfer],
+        max_concurrent_activities=CONTROL_CONCURRENCY,
+        graceful_shutdown_timeout=timedelta(0),
+        max_heartbeat_throttle_interval=timedelta(seconds=1),
+        default_heartbeat_throttle_interval=timedelta(seconds=1),
+    )
+
+
 async def run_worker(
     client: Client, *, task_queue: str, processes: int, ready: asyncio.Event | None = None
 ) -> None:
@@ -446,9 +471,14 @@ async def run_worker(
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         run_task = asyncio.create_task(staccato_worker.run())
+        # live progress in the Temporal UI (see staccato.workers.progress_reporter)
+        reporter = asyncio.create_task(ProgressReporter(client, staccato_worker.streams).run())
+        control = control_worker(client, task_queue=task_queue)
+        control_task = asyncio.create_task(control.run())
         log.info(
-            "worker polling task queue %r on %s (namespace %s), %d activity processes",
+            "worker polling task queue %r (and %r) on %s (namespace %s), %d activity processes",
             task_queue,
+            control_queue(task_queue),
             client.service_client.config.target_host,
             client.namespace,
             processes,
@@ -456,11 +486,24 @@ async def run_worker(
         if ready is not None:
             ready.set()
         stop_task = asyncio.create_task(stop.wait())
-        await asyncio.wait({run_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({run_task, stop_task, control_task}, return_when=asyncio.FIRST_COMPLETED)
+        if not control_task.done():
+            # its activities only wait on Temporal: cancelled at once, retried elsewhere
+            await control.shutdown()
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await control_task
         if not run_task.done():
             log.info("shutting down: letting streams send their last heartbeat")
             await staccato_worker.shutdown()
             if not run_task.done():
                 run_task.cancel()
+        reporter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reporter
         with contextlib.suppress(asyncio.CancelledError):
             await run_task
+        if control_task.done() and not control_task.cancelled() and control_task.exception():
+            raise RuntimeError(
+                f"the control worker (task queue {control_queue(task_queue)!r}, front runs) "
+                f"failed: {control_task.exception()}"
+            ) from control_task.exception()

@@ -93,10 +93,20 @@ def raise_if_cancelling() -> None:
         raise asyncio.CancelledError()
 
 
+SESSION_KEY_PATCH = "session-key-whole-run-id"
+
+
 def session_key(attempt: int = 0) -> str:
-    """Unique per run (and per write session within the run, after a lost one)."""
+    """Unique per run (and per write session within the run, after a lost one).
+
+    The whole run id: Temporal's run ids are time-ordered UUIDs (version 7), whose first
+    8 hex digits are the same for runs started within about a minute, so a prefix would
+    give two runs of one destination the same temp data and journal. Runs recorded
+    before this rule keep their prefix key (``workflow.patched``).
+    """
     info = workflow.info()
-    key = f"{info.workflow_id}-{info.run_id[:8]}"
+    run = info.run_id if workflow.patched(SESSION_KEY_PATCH) else info.run_id[:8]
+    key = f"{info.workflow_id}-{run}"
     return key if attempt == 0 else f"{key}-{attempt}"
 
 

@@ -13,7 +13,9 @@ the final size check) run as local activities first (see :func:`staccato.workflo
 publish, which replaces the destination, always runs as a regular activity.
 
 One run moves one object. The workflow id is derived from the destination, so it is
-the destination's lock (see :func:`staccato.client.transfer_id`). The history stays
+the destination's lock (see :func:`staccato.ids.transfer_id`); a run under any other
+id is a front run and runs as the destination's transfer (:mod:`staccato.workflows.front`).
+The history stays
 small: a handful of activities, one per segment (a segment is many chunks), and a
 search-attribute upsert per state change: a 1 GiB transfer is well under 100 events.
 
@@ -75,13 +77,15 @@ from temporalio.exceptions import (
 )
 
 with workflow.unsafe.imports_passed_through():
-    from staccato import checksums
+    from staccato import checksums, units
+    from staccato.ids import transfer_id
     from staccato.models import (
         ConfirmSourceInput,
         ObjectInfo,
         PrepareInput,
         PrepareResult,
         Progress,
+        ProgressReport,
         PublishInput,
         Segment,
         StreamInput,
@@ -96,7 +100,7 @@ with workflow.unsafe.imports_passed_through():
     from staccato.plan import plan_segments
     from staccato.workflows import search_attributes as sa
 
-from staccato.workflows import sync
+from staccato.workflows import front, sync
 from staccato.workflows.calls import (
     RETRY,
     SHORT_TIMEOUT,
@@ -118,6 +122,9 @@ from staccato.workflows.failures import (
 )
 
 DEFAULT_HEARTBEAT_TIMEOUT = timedelta(seconds=20)
+# workflow.patched ids of changes to the commands the workflow issues
+VISIBLE_AT_START_PATCH = "visible-at-start"
+FRONT_RUN_PATCH = "front-run"
 T = TypeVar("T")
 MAX_WRITE_SESSIONS = (
     3  # per run: a lost session (WriteSessionLostError) is copied again twice at most
@@ -144,6 +151,12 @@ class TransferWorkflow:
         self._retry_for = timedelta(hours=24)
         self._progress_at = datetime.min  # set when the run starts
         self._cancel_ignored = False
+        # the running streams' last progress report (signal ``report_progress``) and
+        # when it came; shown in the current details only, never used for a decision
+        self._live: ProgressReport | None = None
+        self._live_at = datetime.min
+        # a front run: the transfer id it runs as (see staccato.workflows.front)
+        self._front: str | None = None
 
     @workflow.run
     async def run(self, raw_request: RawValue) -> TransferResult:
@@ -163,6 +176,14 @@ class TransferWorkflow:
         self._progress = Progress(
             state=TransferState.scheduled, chunk_size=options.chunk_size, streams=options.streams
         )
+        # A run started by any client or Schedule: visible to `staccato status`/`list`
+        # and the UI's filters; one under an id other than its destination's transfer
+        # id runs as that transfer, never writing itself (see staccato.workflows.front).
+        if front.lacks_visibility(request) and workflow.patched(VISIBLE_AT_START_PATCH):
+            front.make_visible(request)
+        if front.is_front(request) and workflow.patched(FRONT_RUN_PATCH):
+            self._front = transfer_id(request.destination)
+            return await front.run_front(request, self._progress, self._set_state)
         if self._paused:  # a pause that came with the start
             self._set_state(TransferState.paused)
         started = self._progress_at = workflow.now()
@@ -669,6 +690,7 @@ class TransferWorkflow:
         if self._progress.state != state:
             self._progress.state = state
             workflow.upsert_search_attributes([sa.STATE.value_set(state.value)])
+            self._live = None  # a rate measured before a pause or resume is stale
         self._show()
 
     def _set_phase(self, phase: str) -> None:
@@ -677,13 +699,57 @@ class TransferWorkflow:
         self._show()
 
     def _show(self) -> None:
+        """The current-details line (Temporal UI, ``temporal workflow describe``):
+        ``**running** (copy): 512.0 MiB / 1.0 GiB (50%) at 20.0 MiB/s, ETA 26 s; 4 streams;
+        1/4 segments done``. Metadata only: setting it is no workflow command."""
         assert self._progress is not None
         p = self._progress
-        workflow.set_current_details(
-            f"**{p.state.value}** ({p.phase}): {p.segments_done}/{p.segments_total} segments, "
-            f"{p.bytes_committed}/{p.bytes_total if p.bytes_total is not None else '?'} bytes committed"
-            + (f"\n\nerror: {p.error}" if p.error else "")
-        )
+        in_flight = dict(p.partial)
+        rate: float | None = None
+        live = self._live
+        if live is not None and p.state == TransferState.running:
+            for segment, done in live.segments.items():
+                if segment in self._running:  # a finished segment is in bytes_committed
+                    in_flight[segment] = max(in_flight.get(segment, 0), done)
+            if p.phase == "copy" and workflow.now() - self._live_at <= _LIVE_RATE_FOR:
+                rate = live.rate_bytes_per_s or None
+        done = p.bytes_committed + sum(in_flight.values())
+        if p.bytes_total is not None:
+            done = min(done, p.bytes_total)
+        eta = units.eta(p.bytes_total - done, rate) if p.bytes_total is not None else None
+        line = f"**{p.state.value}** ({p.phase}): {units.progress(done, p.bytes_total, rate, eta)}"
+        if p.phase == "copy" and p.state == TransferState.running:
+            line += f"; {len(self._running)} of {p.streams} streams running"
+        line += f"; {p.segments_done}/{p.segments_total} segments done"
+        workflow.set_current_details(line + (f"\n\nerror: {p.error}" if p.error else ""))
+
+    @workflow.signal(name="report_progress")
+    def report_progress(self, raw_report: RawValue) -> None:
+        """Progress of the running streams, from a worker's progress reporter (a
+        :class:`ProgressReport`), shown in the current details.
+
+        Changes in-memory state read only by :meth:`_show` and issues no workflow
+        command, so histories with or without these signals replay alike. A malformed
+        report (any client can signal) is ignored.
+        """
+        if self._progress is None:
+            return
+        try:
+            report = workflow.payload_converter().from_payload(raw_report.payload, ProgressReport)
+            report = ProgressReport.model_validate(report)
+        except Exception:
+            workflow.logger.warning("ignoring a malformed report_progress signal")
+            return
+        self._live = report
+        self._live_at = workflow.now()
+        self._show()
+
+    @workflow.signal(name=front.FRONT_STATE_SIGNAL)
+    def front_state(self, state: str) -> None:
+        """A front run's activity reports ``queued`` or ``running`` (ignored by a
+        canonical run)."""
+        if self._front and self._progress is not None:
+            front.show_state(self._progress, state, self._front)
 
     @workflow.query
     def progress(self) -> Progress | None:
@@ -780,3 +846,6 @@ class TransferWorkflow:
 
 
 _PAUSABLE_PHASES = ("scheduled", "stat", "sync-check", "prepare", "copy")
+#: how long a reported rate is shown without a newer report (reports come every
+#: 10 s to a few minutes, see :mod:`staccato.workers.progress_reporter`)
+_LIVE_RATE_FOR = timedelta(minutes=15)

@@ -31,12 +31,15 @@ from temporalio import activity
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from staccato import checksums
+from staccato.errors import InvalidURLError
+from staccato.ids import transfer_id
 from staccato.models import (
     ConfirmSourceInput,
     ObjectInfo,
@@ -265,6 +268,25 @@ class Run:
         return await self.handle.query("progress", result_type=Progress)
 
 
+def _workflow_id(request: Any) -> str:
+    """The destination's transfer id (a run under another id is a front run, which
+    never writes: see staccato.workflows.front); a fresh id for input the workflow
+    refuses before it looks at the destination."""
+    destination = (
+        request.destination
+        if isinstance(request, TransferRequest)
+        else request.get("destination")
+        if isinstance(request, dict)
+        else None
+    )
+    if isinstance(destination, str):
+        try:
+            return transfer_id(destination)
+        except InvalidURLError:
+            pass
+    return f"transfer-{uuid.uuid4().hex[:12]}"
+
+
 @pytest.fixture
 async def transfer(
     env: WorkflowEnvironment,
@@ -299,9 +321,11 @@ async def transfer(
             "TransferWorkflow",
             *([] if args is not None else [request]),
             args=args if args is not None else (),
-            id=f"transfer-{uuid.uuid4().hex[:12]}",
+            id=_workflow_id(request),
             task_queue=task_queue,
             result_type=TransferResult,
+            # a run a previous test left open holds the same destination's id
+            id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING,
         )
         return Run(handle=handle, endpoint=endpoint)
 

@@ -9,8 +9,8 @@ installed ``staccato`` version. Only that release's directory is rewritten: the
 histories of earlier releases stay, so ``tests/workflow/test_replay.py`` keeps
 replaying them with the current workflow code.
 
-Objects are small (tens to hundreds of KiB, 16 KiB chunks, 2 streams) so each history
-is a few KiB. No payload codec is used (``STACCATO_CODEC_KEY`` is removed from the
+Objects are small (tens of KiB to 1.5 MiB, 16 KiB chunks, 2 streams) so each history
+is 8-40 KiB. No payload codec is used (``STACCATO_CODEC_KEY`` is removed from the
 workers' environment), and every fixture is checked for the S3 keys and the SSH key
 before it is written: no secret ends up in a fixture.
 
@@ -35,9 +35,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from temporalio.client import Client, WorkflowFailureError
+
 from staccato.client import StaccatoClient
 from staccato.errors import TransferFailedError
-from staccato.models import TransferOptions, TransferState
+from staccato.models import IfBusy, SyncLevel, TransferOptions, TransferState
 from tests.helpers import WorkerProcess, at_rest, wait_for_status, write_random
 from tests.servers.nginx import NginxServer
 from tests.servers.seaweedfs import SeaweedS3
@@ -52,6 +54,10 @@ OPTIONS = TransferOptions(chunk_size=16 * KiB, streams=2, heartbeat_timeout_s=2,
 SLOW_RATE = 32 * KiB
 SLOW_SIZE = 256 * KiB
 SMALL_SIZE = 64 * KiB
+#: a copy that outlasts the worker's progress reporter's first two reports (one per
+#: ``MIN_PERIOD_S`` = 9 s, no setting shortens it): 1.5 MiB on 2 streams at 32 KiB/s
+#: each is ~24 s
+PROGRESS_SIZE = 1536 * KiB
 WAIT_S = 90.0  # bound of every wait for a transfer's state (seconds)
 
 
@@ -255,8 +261,167 @@ async def source_rewritten_in_place(lab: Lab) -> str:
     return transfer
 
 
+async def _raw_start(
+    lab: Lab, workflow_id: str, source: str, destination: str, **options: Any
+) -> str:
+    """Start a ``TransferWorkflow`` with a plain temporalio client (default converter, no
+    memo, no search attributes) under ``workflow_id``, as ``temporal workflow start`` or
+    an SDK start would: a front run unless the id is the destination's transfer id."""
+    request = StaccatoClient.make_request(source, destination, OPTIONS)
+    data = request.model_dump(mode="json", exclude_none=True)
+    data["options"].update(options)
+    plain = await Client.connect(lab.temporal.address, namespace="default")
+    await plain.start_workflow(
+        "TransferWorkflow", data, id=workflow_id, task_queue=lab.worker.task_queue
+    )
+    return workflow_id
+
+
+async def _wait_raw(lab: Lab, workflow_id: str) -> None:
+    """Wait for the end of the run ``workflow_id`` (any outcome), at most ``WAIT_S``."""
+    handle = lab.client.temporal.get_workflow_handle(workflow_id)
+    try:
+        await asyncio.wait_for(handle.result(), WAIT_S)
+    except WorkflowFailureError:
+        pass
+
+
+async def _holder(lab: Lab, name: str, destination: str) -> str:
+    """A transfer from the slow source writing ``destination``, copying (bytes moved)."""
+    write_random(lab.http_root / name, 2 * SLOW_SIZE, seed=20)  # ~8 s
+    at_rest(lab.http_root / name)
+    holder = await lab.client.submit(lab.slow_nginx.url(name), destination, OPTIONS)
+    await wait_for_status(lab.client, holder, _copying, timeout_s=WAIT_S)
+    return holder
+
+
+async def front_completed(lab: Lab) -> str:
+    """A raw start under its own id (not the destination's transfer id): the front
+    makes itself visible, runs ``run_as_destination_transfer`` on the control queue
+    (which starts the destination's transfer) and completes with its result."""
+    data = lab.data("front")
+    write_random(data / "source.bin", SMALL_SIZE, seed=9)
+    at_rest(data / "source.bin")
+    front = await _raw_start(
+        lab, "manual-front-1", str(data / "source.bin"), str(data / "destination.bin")
+    )
+    await _wait_raw(lab, front)
+    return front
+
+
+async def front_waited(lab: Lab) -> str:
+    """A raw start with ``if_busy = wait`` while another transfer writes its
+    destination: queued (``front_state`` signal), then runs once the holder ended."""
+    data = lab.data("front-wait")
+    destination = str(data / "destination.bin")
+    holder = await _holder(lab, "front-hold.bin", destination)
+    write_random(data / "source.bin", SMALL_SIZE, seed=10)
+    at_rest(data / "source.bin")
+    front = await _raw_start(
+        lab, "manual-front-wait", str(data / "source.bin"), destination, if_busy=IfBusy.wait.value
+    )
+    queued = await wait_for_status(
+        lab.client, front, lambda s: s.state != TransferState.scheduled, timeout_s=WAIT_S
+    )
+    if queued.state != TransferState.queued:
+        raise RuntimeError(f"front_waited: the front was {queued.state}, not queued")
+    await _wait(lab.client, holder)
+    await _wait_raw(lab, front)
+    return front
+
+
+async def front_busy_failed(lab: Lab) -> str:
+    """A raw start (``if_busy`` left out: fail) while another transfer writes its
+    destination: fails "destination busy" at once."""
+    data = lab.data("front-busy")
+    destination = str(data / "destination.bin")
+    holder = await _holder(lab, "busy-hold.bin", destination)
+    write_random(data / "source.bin", SMALL_SIZE, seed=11)
+    at_rest(data / "source.bin")
+    front = await _raw_start(lab, "manual-front-busy", str(data / "source.bin"), destination)
+    await _wait_raw(lab, front)
+    await lab.client.cancel(holder)
+    await _wait(lab.client, holder)
+    return front
+
+
+async def front_cancelled(lab: Lab) -> str:
+    """A raw start from the slow source, cancelled mid-copy: the front cancels the
+    destination's transfer it drives and ends cancelled."""
+    write_random(lab.http_root / "front-cancel.bin", SLOW_SIZE, seed=12)
+    at_rest(lab.http_root / "front-cancel.bin")
+    data = lab.data("front-cancel")
+    front = await _raw_start(
+        lab,
+        "manual-front-cancel",
+        lab.slow_nginx.url("front-cancel.bin"),
+        str(data / "destination.bin"),
+    )
+    await wait_for_status(lab.client, front, _copying, timeout_s=WAIT_S)
+    await lab.client.cancel(front)
+    await _wait_raw(lab, front)
+    return front
+
+
+async def sync_up_to_date(lab: Lab) -> str:
+    """file -> file at sync level ``size`` whose destination already has the source's
+    size (a first run copied it): the sync check says up to date, nothing is copied."""
+    data = lab.data("sync-size")
+    write_random(data / "source.bin", SMALL_SIZE, seed=13)
+    at_rest(data / "source.bin")
+    options = OPTIONS.model_copy(update={"sync_level": SyncLevel.size})
+    source, destination = str(data / "source.bin"), str(data / "destination.bin")
+    first = await lab.client.submit(source, destination, options)
+    await _wait(lab.client, first)
+    transfer = await lab.client.submit(source, destination, options)
+    result = await asyncio.wait_for(lab.client.wait(transfer), WAIT_S)
+    if not result.up_to_date:
+        raise RuntimeError("sync_up_to_date: the second run copied")
+    return transfer
+
+
+async def sync_copied(lab: Lab) -> str:
+    """file -> file at sync level ``checksum`` whose destination has the source's size
+    but other bytes: the sync check reads both, they differ, the object is copied."""
+    data = lab.data("sync-checksum")
+    write_random(data / "source.bin", SMALL_SIZE, seed=14)
+    at_rest(data / "source.bin")
+    write_random(data / "destination.bin", SMALL_SIZE, seed=15)
+    options = OPTIONS.model_copy(update={"sync_level": SyncLevel.checksum})
+    transfer = await lab.client.submit(
+        str(data / "source.bin"), str(data / "destination.bin"), options
+    )
+    result = await asyncio.wait_for(lab.client.wait(transfer), WAIT_S)
+    if result.up_to_date:
+        raise RuntimeError("sync_copied: the destination was taken as up to date")
+    return transfer
+
+
+async def progress_reported(lab: Lab) -> str:
+    """http -> file from the slow source for ~24 s: the worker's progress reporter
+    signals ``report_progress`` at least twice while the streams copy."""
+    write_random(lab.http_root / "progress.bin", PROGRESS_SIZE, seed=16)
+    at_rest(lab.http_root / "progress.bin")
+    data = lab.data("progress")
+    transfer = await lab.client.submit(
+        lab.slow_nginx.url("progress.bin"), str(data / "progress.bin"), OPTIONS
+    )
+    await _wait(lab.client, transfer)
+    history = await lab.client.temporal.get_workflow_handle(transfer).fetch_history()
+    signals = sum(
+        1
+        for event in history.events
+        if event.HasField("workflow_execution_signaled_event_attributes")
+        and event.workflow_execution_signaled_event_attributes.signal_name == "report_progress"
+    )
+    if signals < 2:
+        raise RuntimeError(f"progress_reported: {signals} report_progress signal(s), not 2")
+    return transfer
+
+
+FRONT = "run_as_destination_transfer"  # the front run's one activity
 #: scenario name (the fixture's file name) -> what it runs, and what its history must show
-SCENARIOS: dict[str, tuple[Scenario, str]] = {
+SCENARIOS: dict[str, tuple[Scenario, str | tuple[str, ...]]] = {
     "completed_file": (completed_file, "WORKFLOW_EXECUTION_COMPLETED"),
     "paused_resumed": (paused_resumed, "WORKFLOW_EXECUTION_UPDATE_COMPLETED"),
     "cancelled_mid_copy": (cancelled_mid_copy, "WORKFLOW_EXECUTION_CANCELED"),
@@ -267,6 +432,14 @@ SCENARIOS: dict[str, tuple[Scenario, str]] = {
     "s3_destination": (s3_destination, "WORKFLOW_EXECUTION_COMPLETED"),
     "source_read_twice": (source_read_twice, "confirm_source"),
     "source_rewritten_in_place": (source_rewritten_in_place, "confirm_source"),
+    # since 0.2.0
+    "front_completed": (front_completed, (FRONT, "WORKFLOW_EXECUTION_COMPLETED")),
+    "front_waited": (front_waited, (FRONT, "queued", "WORKFLOW_EXECUTION_COMPLETED")),
+    "front_busy_failed": (front_busy_failed, (FRONT, "destination busy")),
+    "front_cancelled": (front_cancelled, (FRONT, "WORKFLOW_EXECUTION_CANCELED")),
+    "sync_up_to_date": (sync_up_to_date, ("sync-level", "WORKFLOW_EXECUTION_COMPLETED")),
+    "sync_copied": (sync_copied, ("sync-level", "copy_stream", "WORKFLOW_EXECUTION_COMPLETED")),
+    "progress_reported": (progress_reported, ("report_progress", "WORKFLOW_EXECUTION_COMPLETED")),
 }
 
 
@@ -293,8 +466,11 @@ def _decoded_texts(value: Any) -> Iterator[str]:
         yield value
 
 
-def check_fixture(name: str, text: str, secrets: list[str], expected: str) -> None:
-    """Refuse a history holding a secret or lacking what its scenario must show.
+def check_fixture(
+    name: str, text: str, secrets: list[str], expected: str | tuple[str, ...]
+) -> None:
+    """Refuse a history holding a secret or lacking what its scenario must show
+    (``expected``: one string, or several that must all be there).
 
     Raises:
         RuntimeError: naming the scenario and what was wrong.
@@ -304,8 +480,9 @@ def check_fixture(name: str, text: str, secrets: list[str], expected: str) -> No
         for secret in secrets:
             if secret and secret in piece:
                 raise RuntimeError(f"{name}: the history holds a secret; not written")
-    if expected not in text and not any(expected in piece for piece in _decoded_texts(history)):
-        raise RuntimeError(f"{name}: the history shows no {expected}; scenario did not happen")
+    for wanted in (expected,) if isinstance(expected, str) else expected:
+        if wanted not in text and not any(wanted in piece for piece in _decoded_texts(history)):
+            raise RuntimeError(f"{name}: the history shows no {wanted}; scenario did not happen")
 
 
 @contextmanager
@@ -392,7 +569,7 @@ async def record(names: list[str], out_dir: Path) -> list[Path]:
                 transfer = await scenario(lab)
                 history = await client.temporal.get_workflow_handle(transfer).fetch_history()
                 text = history.to_json()
-                recorded[name] = compact(text)
+                recorded[name] = compact(text, transfer)
                 check_fixture(name, recorded[name], secrets, expected)
                 print(
                     f"{name}: {len(history.events)} events, {len(recorded[name])} bytes, "
@@ -413,14 +590,17 @@ async def record(names: list[str], out_dir: Path) -> list[Path]:
     return written
 
 
-def compact(text: str) -> str:
-    """A history's JSON with one event per line (small, and diffs read per event)."""
+def compact(text: str, workflow_id: str) -> str:
+    """A history's JSON with one event per line (small, and diffs read per event), and
+    the run's ``workflowId`` first: the history's events do not hold it, and the
+    workflow reads it (a run under another id than its destination's transfer id is
+    a front run), so the replay must run under the recorded id."""
     history = json.loads(text)
     events = ",\n".join(json.dumps(event, separators=(",", ":")) for event in history["events"])
     rest = {key: value for key, value in history.items() if key != "events"}
     if rest:
         raise RuntimeError(f"unexpected top-level keys in a history: {sorted(rest)}")
-    return '{"events":[\n' + events + "\n]}\n"
+    return '{"workflowId":' + json.dumps(workflow_id) + ',"events":[\n' + events + "\n]}\n"
 
 
 def release() -> str:

@@ -4,7 +4,9 @@ Every ``tests/workflow/histories/<release>/<scenario>.json`` is a real history
 recorded by ``scripts/record-histories`` against real servers with that release's
 code (completed, paused and resumed, cancelled, failed, a stream retried after a
 worker was killed, SFTP and S3 destinations, a source read twice before publish, a
-source rewritten in place mid-copy). Replaying it runs the workflow code of this checkout over the recorded events: a
+source rewritten in place mid-copy; since 0.2.0 also front runs that completed,
+waited, failed on a busy destination and were cancelled, sync runs up to date and
+copied, and a transfer that received progress reports). Replaying it runs the workflow code of this checkout over the recorded events: a
 change to the commands the workflow issues (an activity, a timer, a search-attribute
 upsert added, removed or reordered) that is not behind ``workflow.patched`` raises a
 nondeterminism error here, the error a running transfer would hit on the next
@@ -13,6 +15,8 @@ worker deploy. Histories of older releases are kept so they keep replaying.
 
 from __future__ import annotations
 
+import base64
+import json
 from pathlib import Path
 
 import pytest
@@ -20,8 +24,9 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from staccato.ids import transfer_id
 from staccato.workflows.transfer import TransferWorkflow
-from tests.workflow.record_histories import SCENARIOS
+from tests.workflow.record_histories import SCENARIOS, release
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
 FIXTURES = sorted(HISTORIES.glob("*/*.json"))
@@ -36,16 +41,59 @@ def test_there_are_histories_to_replay() -> None:
     assert FIXTURES, f"no recorded histories under {HISTORIES}; run scripts/record-histories"
 
 
+def _release_key(folder: Path) -> tuple[int, ...]:
+    """``0.10.0`` sorts after ``0.9.1``: a release folder's name as numbers.
+
+    Raises:
+        AssertionError: naming the folder whose name is not a release ``X.Y.Z``.
+    """
+    parts = folder.name.split(".")
+    assert all(part.isdigit() for part in parts), f"{folder}: not a release folder (X.Y.Z)"
+    return tuple(int(part) for part in parts)
+
+
 def test_every_scenario_has_a_recorded_history() -> None:
-    """A scenario added to the recorder is recorded (and so replayed) before it counts."""
-    recorded = {path.stem for path in FIXTURES}
+    """A scenario added to the recorder is recorded (and so replayed) before it counts:
+    the newest release's folder holds every scenario (older ones keep what their
+    release recorded)."""
+    releases = sorted((p for p in HISTORIES.iterdir() if p.is_dir()), key=_release_key)
+    assert releases, f"no release folder under {HISTORIES}; run scripts/record-histories"
+    newest = releases[-1]
+    assert newest.name == release(), (
+        f"the newest recorded release is {newest.name}, the installed one {release()}: "
+        f"run scripts/record-histories for {release()}"
+    )
+    recorded = {path.stem for path in newest.glob("*.json")}
     missing = sorted(set(SCENARIOS) - recorded)
-    assert not missing, f"no recorded history of {missing}; run scripts/record-histories"
+    assert not missing, (
+        f"{newest.name} has no recorded history of {missing}; run scripts/record-histories"
+    )
+
+
+def recorded_history(fixture: Path) -> WorkflowHistory:
+    """The fixture's history under the workflow id it ran with.
+
+    The workflow reads its own id (a run under another id than its destination's
+    transfer id is a front run), so replaying under any other id would take other
+    paths than the recorded run did. Fixtures since 0.2.0 carry ``workflowId``, and so
+    does 0.1.0's ``raw_start_own_id`` (a plain-client start under ``manual-raw-1``,
+    which 0.1.0 ran as a transfer writing itself: it keeps the front-run and
+    visible-at-start guards honest); the other 0.1.0 ones were started by
+    ``StaccatoClient.submit``, under the destination's transfer id, derived here from
+    the start event's input.
+    """
+    data = json.loads(fixture.read_text())
+    workflow_id = data.pop("workflowId", None)
+    if workflow_id is None:
+        started = data["events"][0]["workflowExecutionStartedEventAttributes"]
+        request = json.loads(base64.b64decode(started["input"]["payloads"][0]["data"]))
+        workflow_id = transfer_id(request["destination"])
+    return WorkflowHistory.from_json(workflow_id, data)
 
 
 @pytest.mark.parametrize("fixture", FIXTURES, ids=_name)
 async def test_recorded_history_replays(fixture: Path) -> None:
-    history = WorkflowHistory.from_json(fixture.stem, fixture.read_text())
+    history = recorded_history(fixture)
     assert history.events, f"{_name(fixture)}: empty history"
     replayer = Replayer(workflows=[TransferWorkflow], data_converter=pydantic_data_converter)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)

@@ -1,0 +1,89 @@
+"""Sizes, rates, durations and percentages for people: the one unit system of every
+Staccato output (the CLI's progress bar, ``status``, ``list``, the Temporal UI's
+current-details line, heartbeat summaries).
+
+Binary (IEC 80000-13) units: KiB, MiB, GiB, TiB, PiB, EiB (1 KiB = 1024 bytes);
+rates in the same units per second (``20.0 MiB/s``). Pure functions of their
+arguments (no clock, no I/O, standard library only), so the workflow sandbox can
+import this module and its output is deterministic on replay.
+"""
+
+from __future__ import annotations
+
+import math
+
+_IEC = ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+
+
+def size(n: float) -> str:
+    """Bytes in binary units: ``512 B``, ``1.5 KiB``, ``4.0 GiB`` (one decimal above 1 KiB).
+
+    Args:
+        n: bytes (negative values are shown as 0 B).
+    """
+    value = max(0.0, float(n))
+    if value < 1024:
+        return f"{int(value)} B"
+    unit = "B"
+    for unit in _IEC:
+        value /= 1024
+        if value < 1024 or unit == _IEC[-1]:
+            break
+    if round(value, 1) >= 1024 and unit != _IEC[-1]:  # 1023.96 MiB reads 1.0 GiB
+        value /= 1024
+        unit = _IEC[_IEC.index(unit) + 1]
+    return f"{value:.1f} {unit}"
+
+
+def rate(bytes_per_s: float) -> str:
+    """A transfer rate: ``20.0 MiB/s``, ``512 B/s``."""
+    return f"{size(bytes_per_s)}/s"
+
+
+def duration(seconds: float) -> str:
+    """A span of time, to the second below a minute and coarser above: ``45 s``,
+    ``3 min 20 s``, ``2 h 05 min``, ``3 d 04 h``."""
+    s = max(0, math.ceil(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    if s < 86400:
+        return f"{s // 3600} h {s % 3600 // 60:02d} min"
+    return f"{s // 86400} d {s % 86400 // 3600:02d} h"
+
+
+def percent(done: int, total: int | None) -> str | None:
+    """``done`` of ``total`` as a whole percentage, rounded down so that ``100%`` means
+    all of it: ``99%`` for 99.9 %. None when the total is unknown; ``100%`` for an
+    empty object."""
+    if total is None:
+        return None
+    if total <= 0:
+        return "100%"
+    return f"{min(100, 100 * max(0, done) // total)}%"
+
+
+def eta(bytes_left: int, bytes_per_s: float | None) -> float | None:
+    """Seconds to move ``bytes_left`` at ``bytes_per_s``; None when the rate is unknown
+    or zero."""
+    if not bytes_per_s or bytes_per_s <= 0:
+        return None
+    return max(0, bytes_left) / bytes_per_s
+
+
+def progress(
+    done: int, total: int | None, bytes_per_s: float | None = None, eta_s: float | None = None
+) -> str:
+    """The progress phrase every output shares:
+    ``512.0 MiB / 1.0 GiB (50%) at 20.0 MiB/s, ETA 25 s``; the rate and ETA only when known
+    (a paused or finished transfer has neither)."""
+    text = f"{size(done)} / {size(total) if total is not None else '?'}"
+    share = percent(done, total)
+    if share is not None:
+        text += f" ({share})"
+    if bytes_per_s:
+        text += f" at {rate(bytes_per_s)}"
+    if eta_s is not None:
+        text += f", ETA {duration(eta_s)}"
+    return text

@@ -1,0 +1,199 @@
+"""CLI details: ``--version`` and ``-h`` everywhere, sizes/rates/times for people in one
+unit system, a percentage on the bar, rate and ETA that are never stale after pause,
+resume or cancel, and what Ctrl-C says."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from staccato.cli import render
+from staccato.client import StaccatoClient
+from staccato.models import TransferOptions, TransferState, TransferStatus
+from tests.helpers import REPO, MiB, at_rest, wait_for_status, write_random
+from tests.servers.nginx import NginxServer, nginx_fixture
+
+COMMANDS = [
+    "submit", "cp", "watch", "status", "list", "cancel", "pause", "resume",
+    "worker", "up", "codec-server", "down",
+]  # fmt: skip
+GiB = 1024 * MiB
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "staccato.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def _status(**fields: object) -> TransferStatus:
+    base: dict[str, object] = {
+        "id": "staccato-0123",
+        "state": TransferState.running,
+        "source": "http://example.org/a.bin",
+        "destination": "file:///tmp/a.bin",
+        "bytes_total": GiB,
+        "bytes_done": GiB // 2,
+        "rate_bytes_per_s": 20.0 * MiB,
+        "eta_s": 25.6,
+        "streams": 4,
+        "chunk_size": 16 * MiB,
+        "checksum": None,
+        "error": None,
+        "phase": "copy",
+    }
+    base.update(fields)
+    return TransferStatus.model_validate(base)
+
+
+def test_version_and_short_help_on_every_command() -> None:
+    top = _cli("--version")
+    assert top.returncode == 0 and top.stdout.startswith("staccato "), top
+    assert "-h, --help" in _cli("-h").stdout
+    for command in COMMANDS:
+        version = _cli(command, "--version")
+        assert version.returncode == 0, (command, version.stderr)
+        assert version.stdout == top.stdout, (command, version.stdout)
+        short_help = _cli(command, "-h")
+        assert short_help.returncode == 0, (command, short_help.stderr)
+        usage = short_help.stdout.splitlines()[0]
+        assert usage.startswith("Usage: ") and f" {command} " in usage, (command, usage)
+
+
+def test_status_text_in_units_for_people() -> None:
+    lines = render.status_lines(_status())
+    text = "\n".join(lines)
+    assert f"bytes_total        1.0 GiB ({GiB} bytes)" in lines, text
+    assert "bytes_done         512.0 MiB (50%)" in lines, text
+    assert "rate               20.0 MiB/s" in lines, text
+    assert "eta                26 s" in lines, text
+    assert "chunk_size         16.0 MiB" in lines, text
+    # the same units in the list row and the plain progress line
+    assert "512.0 MiB / 1.0 GiB (50%) at 20.0 MiB/s, ETA 26 s" in render.list_row(_status())
+    assert render.plain_line(_status()).startswith("running: 512.0 MiB / 1.0 GiB (50%)")
+
+
+def _bar_text(*statuses: TransferStatus) -> str:
+    """The bar as drawn last (a console that is no terminal draws it once, at the end)."""
+    out = io.StringIO()
+    console = Console(file=out, width=200, color_system=None)
+    with render.Bar(console) as bar:
+        for status in statuses:
+            bar.update(status)
+    return out.getvalue().strip()
+
+
+def test_bar_shows_percent_and_the_status_rate_only() -> None:
+    running = _bar_text(_status())
+    assert "(50%)" in running and "20.0 MiB/s" in running and "ETA 26 s" in running, running
+    # paused right after running: no rate or ETA carried over from before the pause
+    paused = _bar_text(
+        _status(),
+        _status(state=TransferState.paused, rate_bytes_per_s=None, eta_s=None),
+    )
+    assert "paused" in paused and "(50%)" in paused, paused
+    assert "/s" not in paused and "ETA" not in paused, paused
+
+
+SIZE = 96 * MiB
+OPTIONS = TransferOptions(chunk_size=2 * MiB, streams=4)
+slow_nginx = nginx_fixture("http_root", scope="function", extra_server_config="limit_rate 2m;")
+
+
+async def test_rate_and_eta_after_pause_resume_and_cancel(
+    client: StaccatoClient, slow_nginx: NginxServer, http_root: Path, data_dir: Path
+) -> None:
+    write_random(http_root / "control.bin", SIZE, seed=31)
+    at_rest(http_root / "control.bin")
+    transfer = await client.submit(
+        slow_nginx.url("control.bin"), str(data_dir / "control.bin"), OPTIONS
+    )
+    await wait_for_status(
+        client, transfer, lambda s: bool(s.rate_bytes_per_s) and s.eta_s is not None
+    )
+    await client.pause(transfer)
+    paused = await client.status(transfer)
+    assert paused.state == TransferState.paused, paused
+    assert paused.rate_bytes_per_s is None and paused.eta_s is None, paused
+    await client.resume(transfer)
+    resumed_at = time.monotonic()
+    # the new streams' first heartbeats bring a rate and an ETA within seconds
+    resumed = await wait_for_status(
+        client,
+        transfer,
+        lambda s: bool(s.rate_bytes_per_s) and s.eta_s is not None,
+        timeout_s=10,
+    )
+    assert resumed.state == TransferState.running, resumed
+    print(f"rate and ETA {time.monotonic() - resumed_at:.1f} s after resume")
+    await client.cancel(transfer)
+    # from the cancel on, no rate nor ETA: the streams are stopping
+    deadline = time.monotonic() + 30
+    seen: list[TransferStatus] = []
+    while time.monotonic() < deadline:
+        current = await client.status(transfer)
+        seen.append(current)
+        if current.state == TransferState.cancelled:
+            break
+        await asyncio.sleep(0.05)
+    assert seen[-1].state == TransferState.cancelled, seen[-1]
+    stale = [s for s in seen if s.rate_bytes_per_s or s.eta_s is not None]
+    assert not stale, stale[0]
+
+
+def test_ctrl_c_says_the_transfer_goes_on(
+    temporal_server, worker, slow_nginx: NginxServer, http_root: Path, data_dir: Path
+) -> None:
+    write_random(http_root / "interrupted.bin", SIZE, seed=32)
+    at_rest(http_root / "interrupted.bin")
+    env = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": temporal_server.address,
+        "TEMPORAL_NAMESPACE": "default",
+        "STACCATO_TASK_QUEUE": worker.task_queue,
+    }
+    destination = data_dir / "interrupted.bin"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "staccato.cli",
+            "cp",
+            "--chunk-size",
+            "2MiB",
+            slow_nginx.url("interrupted.bin"),
+            str(destination),
+        ],  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
+    assert process.stderr is not None
+    first = process.stderr.readline()  # "transfer ID: SOURCE -> DESTINATION"
+    assert first.startswith("transfer staccato-"), first
+    transfer = first.split()[1].rstrip(":")
+    time.sleep(1.5)  # let it follow a little (the bar or lines), then Ctrl-C
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 130, (process.returncode, err)
+    assert f"transfer {transfer} goes on" in err, err
+    assert f"staccato watch {transfer}" in err and f"staccato cancel {transfer}" in err, err
+    # and it does go on
+    status = _cli("status", transfer, env=env)
+    assert "state              running" in status.stdout, status.stdout
+    _cli("cancel", transfer, env=env)
