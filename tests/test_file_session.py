@@ -154,3 +154,15 @@ def test_publish_reads_no_data_of_a_sparse_temp(tmp_path: Path) -> None:
     print(f"publish of a 1 GiB sparse temp: {read} bytes read, {took:.3f} s")
     assert read < 1 << 20, f"publish read {read} bytes"
     assert os.stat(tmp_path / "big.bin").st_size == size
+
+
+def test_publish_retried_after_the_rename_removes_the_journal(tmp_path: Path) -> None:
+    """A worker killed between publish's rename and its journal's removal: the retried
+    publish finds the session published, and still removes the journal (nothing
+    leaked beside the destination)."""
+    data = os.urandom(SIZE)
+    session = _written_session(tmp_path, data)
+    os.rename(session.session_id, tmp_path / "out.bin")  # the rename, then the kill
+    get_driver("file").publish(session)
+    assert (tmp_path / "out.bin").read_bytes() == data
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]

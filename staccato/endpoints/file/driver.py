@@ -285,6 +285,8 @@ class FileDriver(Driver):
                 zeros is a hole.
         """
         if not check_publishable(session):
+            # published by an attempt killed before it removed the journal
+            unlink_if_present(session.data["journal"])
             return
         target = session.data["path"]
         temp = session.session_id
