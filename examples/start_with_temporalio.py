@@ -8,8 +8,12 @@ transfer id is ``staccato-<first 32 hex of sha256(canonical destination URL)>``
 (``staccato.client.transfer_id`` computes it); a run under another id (e.g.
 ``manual-1``) runs as that transfer and reports its outcome, failing with
 "destination busy" when a different transfer writes the destination, or waiting
-for it with ``"options": {"if_busy": "wait"}``. This example uses the transfer id
-itself, so an identical start attaches (``USE_EXISTING``).
+for it with ``"options": {"if_busy": "wait"}``. This example starts under an id of
+its own (``example-<random>``), so it gets those rules: never start under the transfer
+id with ``USE_EXISTING``, which would attach to whatever transfer writes the
+destination, even one from another source.
+
+Paths must be absolute (the worker resolves nothing against your directory).
 
 Run: python examples/start_with_temporalio.py /tmp/source.bin /tmp/copy.bin
 """
@@ -18,12 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import hashlib
 import os
 import sys
+import uuid
+from pathlib import Path
 
 from temporalio.client import Client
-from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.runtime import Runtime, TelemetryConfig
 
 ADDRESS = os.environ.get("TEMPORAL_ADDRESS", "127.0.0.1:7233")
@@ -31,9 +35,8 @@ TASK_QUEUE = os.environ.get("STACCATO_TASK_QUEUE", "staccato")
 
 
 async def transfer(client: Client, source: str, destination: str) -> None:
-    source_url = f"file://{source}"
-    destination_url = f"file://{destination}"
-    workflow_id = "staccato-" + hashlib.sha256(destination_url.encode()).hexdigest()[:32]
+    source_url = Path(source).absolute().as_uri()
+    destination_url = Path(destination).absolute().as_uri()
     result = await client.execute_workflow(
         "TransferWorkflow",
         {
@@ -41,10 +44,8 @@ async def transfer(client: Client, source: str, destination: str) -> None:
             "destination": destination_url,
             "options": {"chunk_size": 8 * 1024 * 1024, "streams": 4, "verify": "checksum"},
         },
-        id=workflow_id,
+        id=f"example-{uuid.uuid4().hex[:8]}",  # any id: the run takes the destination's lock
         task_queue=TASK_QUEUE,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        memo={"source": source_url, "destination": destination_url},
     )
     print(result)  # {'bytes': ..., 'checksum': 'crc32c:...', 'duration_s': ..., ...}
 

@@ -85,7 +85,7 @@ from staccato.models import (
 )
 from staccato.secrets import seal_source
 from staccato.starts import front_id, start_front, start_or_attach
-from staccato.urls import SOURCE_ONLY_SCHEMES, parse_url
+from staccato.urls import SOURCE_ONLY_SCHEMES, parse_url, resolve_local_directory
 from staccato.workflows import TransferWorkflow
 from staccato.workflows import search_attributes as sa
 
@@ -117,6 +117,17 @@ class Submission:
     attached: bool = False
     queued: bool = False
     starts_at: datetime | None = None
+
+
+def destination_transfer_id(destination: str) -> str:
+    """The transfer id of a destination as a user names it: a local path whose
+    directory is a symbolic link is named by the directory's real path first, as
+    :meth:`StaccatoClient.make_request` does (:func:`staccato.urls.resolve_local_directory`).
+
+    Raises:
+        InvalidURLError: not a valid destination URL or path.
+    """
+    return transfer_id(resolve_local_directory(parse_url(destination)).canonical)
 
 
 _STATUS_STATES = {
@@ -230,7 +241,7 @@ class StaccatoClient:
             SecretKeyError: a configured key is malformed.
         """
         src = parse_url(source)
-        dst = parse_url(destination)
+        dst = resolve_local_directory(parse_url(destination))
         if dst.scheme in SOURCE_ONLY_SCHEMES:
             raise InvalidURLError(
                 f"{dst.scheme} endpoints can only be sources, not destinations: {dst}"
@@ -331,7 +342,7 @@ class StaccatoClient:
         if transfer in self._runs:
             return self._runs[transfer]
         try:
-            return self._runs.get(transfer_id(transfer))
+            return self._runs.get(destination_transfer_id(transfer))
         except InvalidURLError:
             return None
 
@@ -357,7 +368,7 @@ class StaccatoClient:
             if err.status != RPCStatusCode.NOT_FOUND:
                 raise
         try:
-            return transfer_id(transfer)
+            return destination_transfer_id(transfer)
         except InvalidURLError as err:
             raise TransferNotFoundError(
                 f"no transfer {transfer!r}: no workflow has this id, and it is not a "

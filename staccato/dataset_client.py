@@ -45,7 +45,7 @@ from staccato.errors import (
     TransferNotFoundError,
 )
 from staccato.models import MiB, TransferOptions
-from staccato.urls import EndpointURL, parse_url
+from staccato.urls import EndpointURL, parse_url, resolve_local_directory
 from staccato.workflows import search_attributes as sa
 
 #: schemes a dataset can be listed from
@@ -75,8 +75,9 @@ def _root_text(url: EndpointURL) -> str:
 
 
 def dataset_id(destination_root: str) -> str:
-    """The dataset id (= workflow id) for a destination directory or prefix."""
-    root = _root_text(parse_url(destination_root))
+    """The dataset id (= workflow id) for a destination directory or prefix (a local
+    directory named through a symbolic link by its real path, as requests are)."""
+    root = _root_text(resolve_local_directory(parse_url(destination_root), is_directory=True))
     return DATASET_ID_PREFIX + hashlib.sha256(root.encode()).hexdigest()[:32]
 
 
@@ -102,7 +103,7 @@ def make_dataset_request(
             destination cannot be written, or one root lies inside the other.
     """
     src = parse_url(source)
-    dst = parse_url(destination)
+    dst = resolve_local_directory(parse_url(destination), is_directory=True)
     if src.scheme not in LISTABLE_SCHEMES:
         raise InvalidURLError(
             f"cannot copy {src} recursively: {src.scheme} endpoints name single objects; "

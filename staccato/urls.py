@@ -244,6 +244,34 @@ def _sftp_canonical(host: str, port: int | None, user: str | None, path: str) ->
     return f"sftp://{netloc}{quote(path, safe='/')}"
 
 
+def resolve_local_directory(url: EndpointURL, *, is_directory: bool = False) -> EndpointURL:
+    """A ``file`` URL whose directory is named through a symbolic link, named by the
+    directory's real path instead (``os.path.realpath``; the last component is kept as
+    it is, unless ``is_directory``: then the URL names the directory itself, a dataset's
+    root). Other URLs, and paths whose directory does not exist here, are returned as
+    they are.
+
+    The transfer id is derived from the destination's URL, so two spellings of one
+    directory (``/data/link/x`` and ``/data/real/x``) would be two locks on one file.
+    Clients resolve what they can see (the command runs on the machine whose paths it
+    was given, as relative paths already assume); the worker refuses a destination
+    whose directory is still a link (``FileDriver.check_destination``). Reads the
+    local file system: never call it inside a workflow.
+    """
+    if url.scheme != "file":
+        return url
+    if is_directory and os.path.isdir(url.path):
+        real = os.path.realpath(url.path)
+        if real == url.path.rstrip("/"):
+            return url
+        return _file_url(real + ("/" if url.path.endswith("/") else ""))
+    parent, name = os.path.split(url.path)
+    real = os.path.realpath(parent)
+    if real == parent or not os.path.isdir(real):
+        return url
+    return _file_url(os.path.join(real, name))
+
+
 def directory_prefix(root: EndpointURL) -> str:
     """The path (file, sftp) or key prefix (s3) that names the objects under the
     directory or prefix ``root``, ending in ``/``: ``s3://b/run`` and ``s3://b/run/``

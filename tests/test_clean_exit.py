@@ -11,9 +11,11 @@ import sys
 from pathlib import Path
 
 from tests.helpers import MiB, sha256_file, write_random
+from tests.servers.nginx import nginx_fixture
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "start_with_temporalio.py"
+slow_source = nginx_fixture("http_root", scope="module", extra_server_config="limit_rate 2m;")
 RUNS = int(os.environ.get("STACCATO_TEST_EXIT_RUNS", "5"))
 
 # Runs a script as __main__, then reports the process's OS threads while the
@@ -104,3 +106,33 @@ def test_client_context_manager_stops_its_threads(
         assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
         assert "pollers: 1" in done.stdout and "status: no transfer" in done.stdout, done.stdout
         assert "os threads after main: 1\n" in done.stdout, done.stdout
+
+
+async def test_example_never_attaches_to_another_source(
+    temporal_server, worker, client, slow_source, http_root: Path, data_dir: Path
+) -> None:
+    """While a transfer from another source writes the destination, the example fails
+    with "destination busy" (it does not attach to that transfer and report its
+    result as its own copy)."""
+    from staccato.models import TransferOptions, TransferState
+    from tests.helpers import wait_for_status
+
+    other = http_root / "example-other.bin"
+    write_random(other, 16 * MiB, seed=22)  # 8 s at 2 MiB/s
+    mine = data_dir / "mine.bin"
+    write_random(mine, 1 * MiB, seed=23)
+    destination = data_dir / "busy.bin"
+    holder = await client.submit(
+        slow_source.url(other.name), str(destination), TransferOptions(streams=1, chunk_size=MiB)
+    )
+    await wait_for_status(client, holder, lambda s: s.state == TransferState.running)
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLE), str(mine), str(destination)],
+        capture_output=True,
+        text=True,
+        env=_env(temporal_server, worker),
+        timeout=120,
+    )
+    await client.cancel(holder)
+    assert done.returncode != 0, done.stdout
+    assert "destination busy" in done.stderr, done.stderr[-2000:]

@@ -149,6 +149,15 @@ class FileDriver(Driver):
             raise DestinationMissingError(
                 f"destination directory {parent} is not a directory (for {url})"
             )
+        real_parent = os.path.realpath(parent)
+        if real_parent != str(parent):
+            # the transfer id (the destination's lock) is derived from the path: two
+            # spellings of one directory would let two transfers write one file
+            raise PermanentError(
+                f"destination {target} names its directory through a symbolic link; name "
+                f"it by its real path, {os.path.join(real_parent, target.name)}, so that "
+                "one transfer at a time writes it (the lock is the destination's path)"
+            )
         try:
             existing = os.lstat(target)
         except FileNotFoundError:

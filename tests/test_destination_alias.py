@@ -1,0 +1,70 @@
+"""One destination, two spellings: a directory named through a symbolic link.
+
+The transfer id (the destination's lock) is derived from the destination's path, so
+``/data/link/x`` and ``/data/real/x`` must never be two locks on one file: clients
+name a local destination by its directory's real path, and the worker refuses a
+destination whose directory is still named through a link (a start from any client).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowFailureError
+
+from staccato.client import StaccatoClient, transfer_id
+from tests.helpers import MiB, WorkerProcess, run_cli, sha256_file, write_random
+from tests.test_lock import raw_client, raw_input
+
+
+def test_cli_names_a_linked_directory_by_its_real_path(
+    temporal_server, worker: WorkerProcess, data_dir: Path
+) -> None:
+    real = data_dir / "real"
+    real.mkdir()
+    os.symlink(real, data_dir / "link")
+    source = data_dir / "src.bin"
+    digest = write_random(source, 1 * MiB, seed=3)
+    done = run_cli(
+        "cp", "-q", str(source), str(data_dir / "link" / "x.bin"),
+        address=temporal_server.address, task_queue=worker.task_queue,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert sha256_file(real / "x.bin") == digest
+    shown = run_cli(
+        "status", str(data_dir / "link" / "x.bin"), "--json",
+        address=temporal_server.address, task_queue=worker.task_queue,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert f'"id": "{transfer_id(str(real / "x.bin"))}"' in shown.stdout
+    assert (
+        StaccatoClient.make_request(str(source), str(data_dir / "link" / "x.bin")).destination
+        == (real / "x.bin").as_uri()
+    )
+
+
+async def test_worker_refuses_a_destination_named_through_a_link(
+    temporal_server, worker: WorkerProcess, data_dir: Path
+) -> None:
+    real = data_dir / "real"
+    real.mkdir()
+    os.symlink(real, data_dir / "link")
+    source = data_dir / "src.bin"
+    write_random(source, 64 * 1024, seed=4)
+    linked = (data_dir / "link" / "y.bin").as_uri()
+    plain = await raw_client(temporal_server.address)
+    data = raw_input(str(source), str(real / "y.bin"))
+    data["destination"] = linked  # what a client that resolves nothing sends
+    with pytest.raises(WorkflowFailureError) as failure:
+        await plain.execute_workflow(
+            "TransferWorkflow",
+            data,
+            id=transfer_id(linked),
+            task_queue=worker.task_queue,
+        )
+    cause = failure.value.cause
+    message = getattr(cause, "message", str(cause))
+    assert "symbolic link" in message and str(real / "y.bin") in message, message
+    assert sorted(p.name for p in real.iterdir()) == []
