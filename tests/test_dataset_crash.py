@@ -20,6 +20,9 @@ from tests.helpers import WorkerProcess
 from tests.servers.temporal_server import TemporalDevServer
 
 FILES = 2000
+#: seconds the SDK retries reporting an activity's result before it drops it (logs
+#: "Network error while completing activity"), plus a margin
+RESULT_RETRIES_S = 10
 
 
 def _small_tree(root: Path, count: int) -> None:
@@ -201,9 +204,11 @@ async def test_temporal_kill_mid_dataset_resends_nothing_published(
         server.kill()
         marks = _marks(destination)
         assert FILES // 4 < len(marks) < FILES, len(marks)
-        # the worker goes on without its server until the batches in flight stop (their
-        # heartbeats cannot be sent); the server stays down past their heartbeat timeout
-        await _settled(lambda: len(_published(destination)), quiet_s=3, timeout_s=20)
+        # the batches in flight go on without the server and end (nothing is published
+        # for 2 s); the outage then outlasts the SDK's retries of their results (~10 s),
+        # which are lost, so Temporal retries the batches from their last heartbeats
+        await _settled(lambda: len(_published(destination)), quiet_s=2, timeout_s=20)
+        await asyncio.sleep(RESULT_RETRIES_S)  # the outage's length, not a wait for a state
         server.start()  # same port, same database file
         final = await wait_dataset(client, dataset, timeout_s=120)
         assert final.state == DatasetState.completed, final
