@@ -85,4 +85,28 @@ async def wait_dataset(client: StaccatoClient, dataset: str, *, timeout_s: float
         await asyncio.sleep(0.2)
 
 
-__all__ = ["MiB", "ODD_NAMES", "make_tree", "run_dataset", "tree", "wait_dataset"]
+def tree_difference(
+    copied: dict[str, tuple[int, str]], original: dict[str, tuple[int, str]]
+) -> list[str]:
+    """What differs between two :func:`tree` results, one line per name, sorted:
+    ``missing NAME``, ``extra NAME`` (a temp or journal file, or a stray), or
+    ``differs NAME: (size, sha256) != (size, sha256)``."""
+    lines = [f"missing {name}" for name in original if name not in copied]
+    lines += [f"extra {name}" for name in copied if name not in original]
+    lines += [
+        f"differs {name}: {copied[name]} != {original[name]}"
+        for name in original
+        if name in copied and copied[name] != original[name]
+    ]
+    return sorted(lines)
+
+
+__all__ = [
+    "MiB",
+    "ODD_NAMES",
+    "make_tree",
+    "run_dataset",
+    "tree",
+    "tree_difference",
+    "wait_dataset",
+]

@@ -15,10 +15,14 @@ from staccato.client import StaccatoClient
 from staccato.dataset_client import dataset_status, submit_dataset
 from staccato.datasets.models import BatchCheckpoint, DatasetState
 from staccato.models import TransferOptions
-from tests.dataset_checks import MiB, tree, wait_dataset
+from tests.dataset_checks import MiB, tree, tree_difference, wait_dataset
 from tests.helpers import WorkerProcess
+from tests.servers.temporal_server import TemporalDevServer
 
 FILES = 2000
+#: seconds the SDK retries reporting an activity's result before it drops it (logs
+#: "Network error while completing activity"), plus a margin
+RESULT_RETRIES_S = 10
 
 
 def _small_tree(root: Path, count: int) -> None:
@@ -61,18 +65,20 @@ async def test_worker_sigkill_mid_dataset_resends_nothing_published(
         worker.kill()
         assert FILES // 4 < len(published) < FILES, len(published)
         # what the destination held at the kill: inode and mtime of each published file
-        marks = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in destination.rglob("f*")}
-        marks = {p: m for p, m in marks.items() if ".staccato-" not in p.name}
+        marks = _marks(destination)
         worker.start()
         final = await wait_dataset(client, dataset, timeout_s=240)
         assert final.state == DatasetState.completed, final
         assert final.files_done == FILES and final.files_failed == 0
-        rewritten = [p for p, m in marks.items() if (p.stat().st_ino, p.stat().st_mtime_ns) != m]
-        assert rewritten == [], f"{len(rewritten)} of {len(marks)} files written again"
-        copied, original = tree(destination), tree(source)
-        extra = sorted(set(copied) - set(original))
-        assert extra == [], extra  # no temp or journal file anywhere
-        assert copied == original
+        rewritten = sorted(
+            str(p.relative_to(destination)) for p, m in marks.items() if _mark(p) != m
+        )
+        assert rewritten == [], (
+            f"{len(rewritten)} of {len(marks)} files written again: {rewritten[:20]}"
+        )
+        # same names, sizes and checksums; no temp or journal file anywhere
+        differ = tree_difference(tree(destination), tree(source))
+        assert differ == [], f"{len(differ)} files differ: {differ[:20]}"
         # the kill interrupted batches: their activities ran a second attempt
         handle = client.temporal.get_workflow_handle(dataset)
         retried = [
@@ -162,3 +168,102 @@ async def test_cancel_mid_dataset_leaves_no_temp_file(
     left = [p.name for p in destination.rglob("*") if ".staccato-" in p.name]
     assert left == []
     assert all(tree(destination)[k] == tree(source)[k] for k in tree(destination))
+
+
+async def test_temporal_kill_mid_dataset_resends_nothing_published(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """The Temporal server SIGKILLed mid-dataset and started again on its port and
+    database: the dataset completes, no file published before the kill is written
+    again, no temp file is left."""
+    server = TemporalDevServer(tmp_path / "temporal.db", headless=True)
+    server.start()
+    source, destination = data_dir / "src", data_dir / "dst"
+    _small_tree(source, FILES)
+    worker = WorkerProcess(server.address, processes=2, log_dir=tmp_path)
+    try:
+        worker.start()
+        client = await StaccatoClient.connect(target_host=server.address, namespace="default")
+        client.task_queue = worker.task_queue
+        dataset = await submit_dataset(
+            client,
+            str(source),
+            str(destination),
+            TransferOptions(chunk_size=1 * MiB, heartbeat_timeout_s=2),
+            batch_files=100,
+            max_batches=2,
+            page_size=500,
+        )
+        handle = client.temporal.get_workflow_handle(dataset)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            published = _published(destination)
+            if len(published) >= FILES // 2 and await _batch_mid_way(client, handle):
+                break
+            await asyncio.sleep(0.02)
+        server.kill()
+        marks = _marks(destination)
+        assert FILES // 4 < len(marks) < FILES, len(marks)
+        # the batches in flight go on without the server and end (nothing is published
+        # for 2 s); the outage then outlasts the SDK's retries of their results (~10 s),
+        # which are lost, so Temporal retries the batches from their last heartbeats
+        await _settled(lambda: len(_published(destination)), quiet_s=2, timeout_s=20)
+        await asyncio.sleep(RESULT_RETRIES_S)  # the outage's length, not a wait for a state
+        server.start()  # same port, same database file
+        final = await wait_dataset(client, dataset, timeout_s=120)
+        assert final.state == DatasetState.completed, final
+        assert final.files_done == FILES and final.files_failed == 0
+        rewritten = sorted(
+            str(p.relative_to(destination)) for p, m in marks.items() if _mark(p) != m
+        )
+        assert rewritten == [], (
+            f"{len(rewritten)} of {len(marks)} files written again: {rewritten[:20]}"
+        )
+        differ = tree_difference(tree(destination), tree(source))
+        assert differ == [], f"{len(differ)} files differ: {differ[:20]}"
+        # the kill interrupted batches: their activities ran a second attempt
+        retried = [
+            e.activity_task_started_event_attributes.attempt
+            async for e in handle.fetch_history_events()
+            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+            and e.activity_task_started_event_attributes.attempt > 1
+        ]
+        assert retried, "no batch was interrupted by the kill"
+    finally:
+        worker.stop()
+        server.stop()
+
+
+def _published(destination: Path) -> list[Path]:
+    """Published files under ``destination`` (not temp or journal files)."""
+    return [p for p in destination.rglob("f*") if ".staccato-" not in p.name]
+
+
+def _mark(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_ino, st.st_mtime_ns
+
+
+def _marks(destination: Path) -> dict[Path, tuple[int, int]]:
+    """Inode and mtime (ns) of each published file: a file written again (a new temp
+    file renamed over it) gets a new inode."""
+    marks: dict[Path, tuple[int, int]] = {}
+    for path in _published(destination):
+        try:
+            marks[path] = _mark(path)
+        except FileNotFoundError:
+            pass
+    return marks
+
+
+async def _settled(read, *, quiet_s: float, timeout_s: float) -> int:
+    """``read()`` once it stayed unchanged for ``quiet_s`` seconds (or ``timeout_s``
+    passed)."""
+    deadline = time.monotonic() + timeout_s
+    value, since = read(), time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - since < quiet_s:
+        await asyncio.sleep(0.1)
+        again = read()
+        if again != value:
+            value, since = again, time.monotonic()
+    return value

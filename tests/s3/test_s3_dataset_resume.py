@@ -1,0 +1,146 @@
+"""A large file in flight inside a dataset (its child transfer) resumes from its
+checkpoint after the worker is SIGKILLed: the source sends the object once more at
+most by one chunk per stream (the bound of the single-file crash tests).
+
+Counted at the server: the dataset's source is an S3 prefix on SeaweedFS reached
+through nginx (a reverse proxy sending at most 2 MB/s per connection, so the copy
+lasts long enough to be killed mid-file, and logging each request's body bytes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from staccato.client import StaccatoClient
+from staccato.dataset_client import submit_dataset
+from staccato.datasets.models import DatasetState
+from staccato.errors import TransferNotFoundError
+from staccato.models import TransferOptions, TransferState
+from tests.dataset_checks import MiB, tree, tree_difference, wait_dataset
+from tests.helpers import WorkerProcess, child_pids, pid_alive, write_random
+from tests.s3.conftest import MeteredSeaweedS3, _start_without_inherited_aws
+from tests.servers.nginx import NginxServer
+
+SIZE = 32 * MiB
+CHUNK = 2 * MiB
+STREAMS = 4
+OPTIONS = TransferOptions(chunk_size=CHUNK, streams=STREAMS, heartbeat_timeout_s=3)
+SMALL = 20
+
+
+@pytest.fixture
+def s3_proxy(s3_server: MeteredSeaweedS3, bucket: str, http_root: Path) -> Iterator[NginxServer]:
+    """nginx proxying ``/BUCKET`` to ``s3_server`` at 2 MB/s per connection (the
+    ``Host`` header passed on as signed), with its JSON access log."""
+    proxy = NginxServer(
+        http_root,
+        extra_server_config=f"""
+        location /{bucket} {{
+            proxy_pass http://127.0.0.1:{s3_server.s3_port};
+            proxy_set_header Host $http_host;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_max_temp_file_size 0;
+            limit_rate 2m;
+        }}
+""",
+    )
+    proxy.start()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
+
+
+async def test_large_file_in_a_dataset_resumes_from_its_checkpoint_after_worker_kill(
+    temporal_server,
+    s3_server: MeteredSeaweedS3,
+    s3_worker_env: dict[str, str],
+    s3_proxy: NginxServer,
+    s3: Any,
+    bucket: str,
+    data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    source, destination = data_dir / "src", data_dir / "dst"
+    source.mkdir()
+    write_random(source / "big.bin", SIZE, seed=21)
+    (source / "small").mkdir()
+    for i in range(SMALL):
+        write_random(source / f"small/f{i:02d}", 1000 + i, seed=i)
+    for path in source.rglob("*"):
+        if path.is_file():
+            s3.upload_file(str(path), bucket, f"run/{path.relative_to(source)}")
+    env = {**s3_worker_env, "AWS_ENDPOINT_URL_S3": s3_proxy.base_url}
+    first = WorkerProcess(temporal_server.address, processes=4, env=env, log_dir=tmp_path)
+    _start_without_inherited_aws(first)
+    second: WorkerProcess | None = None
+    try:
+        client = await StaccatoClient.connect(
+            target_host=temporal_server.address, namespace="default"
+        )
+        client.task_queue = first.task_queue
+        dataset = await submit_dataset(
+            client, f"s3://{bucket}/run/", str(destination), OPTIONS, small_file_max=1 * MiB
+        )
+        # kill once the child transfer of big.bin has heartbeated 40 % of its bytes
+        child = str(destination / "big.bin")
+        deadline = time.monotonic() + 60
+        done = 0
+        while time.monotonic() < deadline:
+            try:
+                status = await client.status(child)
+            except TransferNotFoundError:  # the child is not started yet
+                status = None
+            if status is not None:
+                assert status.state != TransferState.completed, "killed too late"
+                done = status.bytes_done
+                if done >= SIZE * 0.4:
+                    break
+            await asyncio.sleep(0.05)
+        assert done >= SIZE * 0.4, f"the child never got to 40 % ({done} bytes)"
+        pool = child_pids(first.process.pid)
+        first.kill()
+        while any(pid_alive(p) for p in pool) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        second = WorkerProcess(
+            temporal_server.address,
+            task_queue=first.task_queue,
+            processes=4,
+            env=env,
+            log_dir=tmp_path,
+        )
+        _start_without_inherited_aws(second)
+        final = await wait_dataset(client, dataset, timeout_s=90)
+        assert final.state == DatasetState.completed, final
+        assert final.files_done == SMALL + 1 and final.files_failed == 0
+        differ = tree_difference(tree(destination), tree(source))
+        assert differ == [], f"{len(differ)} files differ: {differ[:20]}"
+    finally:
+        first.kill()
+        if second is not None:
+            second.stop()
+    # nginx logs a request once it ended (the killed worker's too, with what was sent)
+    deadline = time.monotonic() + 10
+    requests: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        requests = [
+            r
+            for r in s3_proxy.requests()
+            if r["method"] == "GET" and r["uri"].startswith(f"/{bucket}/run/big.bin")
+        ]
+        if sum(r["body_bytes_sent"] for r in requests) >= SIZE:
+            break
+        await asyncio.sleep(0.1)
+    sent = sum(r["body_bytes_sent"] for r in requests)
+    print(
+        f"big.bin killed at {done} bytes: the source sent {sent} bytes for {SIZE} in "
+        f"{len(requests)} GETs: re-sent {sent - SIZE} (bound {STREAMS * CHUNK})"
+    )
+    assert SIZE <= sent <= SIZE + STREAMS * CHUNK, f"re-sent {sent - SIZE} bytes"
