@@ -46,7 +46,7 @@ def _failed(result, *expected: str) -> None:
         ("s3://ab/key", "invalid S3 bucket name 'ab'"),
         ("s3://{bucket}/dir/", "names no S3 object"),
         ("s3://{bucket}", "names no S3 object"),
-        ("s3://{bucket}/k?region=x", "the only query parameter understood is ?profile=NAME"),
+        ("s3://{bucket}/k?region=x", "the query parameters understood are ?profile=NAME"),
     ],
 )
 def test_usage_errors_exit_2(
