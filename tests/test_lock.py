@@ -301,7 +301,7 @@ async def test_if_busy_wait_queues_then_runs(
     another transfer writes the destination is `queued` (status, the StaccatoState
     search attribute; the reason names the holder) and copies after the holder ends,
     never beside it."""
-    write_random(http_root / "hold.bin", 3 * SIZE, seed=401)  # ~6 s: outlasts two CLI starts
+    write_random(http_root / "hold.bin", 3 * SIZE, seed=401)  # ~6 s once resumed
     at_rest(http_root / "hold.bin")
     waiter_digest = write_random(http_root / "wait.bin", 1 * MiB, seed=402)
     at_rest(http_root / "wait.bin")
@@ -322,6 +322,8 @@ async def test_if_busy_wait_queues_then_runs(
     first = submit(slow_source.url("hold.bin"))
     assert first.returncode == 0, first.stderr
     holder = first.stdout.strip()
+    # paused, the holder keeps the destination however slow the CLI starts below are
+    await client.pause(holder)
     again = submit(slow_source.url("hold.bin"))  # the identical request attaches, and says so
     assert again.returncode == 0 and again.stdout.strip() == holder, again
     assert f"attached to running transfer {holder} (same request)" in again.stderr, again.stderr
@@ -354,7 +356,8 @@ async def test_if_busy_wait_queues_then_runs(
     )
     assert visible == [waiter]
     holder_status = await client.status(holder)
-    assert holder_status.state == TransferState.running, holder_status
+    assert holder_status.state == TransferState.paused, holder_status
+    await client.resume(holder)
     result = await asyncio.wait_for(client.wait(waiter), 60)
     assert result.source == slow_source.url("wait.bin")
     assert sha256_file(destination) == waiter_digest
