@@ -1,0 +1,126 @@
+"""Workflows Staccato did not start share the namespace: the transfer commands refuse
+them quickly and leave them alone; calls that need a worker give up with a message."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowExecutionStatus
+
+from staccato.client import StaccatoClient
+from staccato.models import TransferOptions, TransferState
+from tests.helpers import run_cli, write_random
+
+
+@pytest.mark.parametrize("command", ["cancel", "pause", "resume", "status", "watch"])
+async def test_a_foreign_workflow_is_refused_and_left_alone(
+    client: StaccatoClient, temporal_server, command: str
+) -> None:
+    foreign = f"foreign ☃ id {secrets.token_hex(4)}"
+    handle = await client.temporal.start_workflow(
+        "SomethingElse", id=foreign, task_queue=f"other-{secrets.token_hex(4)}"
+    )
+    try:
+        started = time.monotonic()
+        result = run_cli(
+            command,
+            foreign,
+            address=temporal_server.address,
+            task_queue=client.task_queue,
+            timeout_s=60,
+        )
+        elapsed = time.monotonic() - started
+        assert result.returncode == 1, result
+        assert (
+            f"{foreign} is not a Staccato transfer (workflow type SomethingElse)" in result.stderr
+        ), result.stderr
+        assert elapsed < 20, elapsed
+        description = await handle.describe()
+        assert description.status == WorkflowExecutionStatus.RUNNING
+        assert not description.raw_description.workflow_extended_info.cancel_requested
+    finally:
+        await handle.terminate("test over")
+
+
+async def test_pause_of_a_dataset_says_it_is_a_dataset(
+    client: StaccatoClient, temporal_server
+) -> None:
+    dataset = f"staccato-dataset-{secrets.token_hex(16)}"
+    handle = await client.temporal.start_workflow(
+        "DatasetWorkflow", id=dataset, task_queue=f"nobody-{secrets.token_hex(4)}"
+    )
+    try:
+        result = run_cli(
+            "pause", dataset, address=temporal_server.address, task_queue=client.task_queue
+        )
+        assert result.returncode == 1, result
+        assert f"{dataset} is a Staccato dataset, not a single transfer" in result.stderr
+        assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+    finally:
+        await handle.terminate("test over")
+
+
+async def test_pause_without_a_worker_gives_up_with_a_message(
+    temporal_server, data_dir: Path
+) -> None:
+    """A transfer on a task queue no worker polls: the pause (an update, which needs a
+    worker) ends within STACCATO_CLIENT_WAIT_S, saying why."""
+    source = data_dir / "src.bin"
+    write_random(source, 1024)
+    queue = f"nobody-{secrets.token_hex(4)}"
+    async with await StaccatoClient.connect(target_host=temporal_server.address) as alone:
+        alone.task_queue = queue
+        transfer = await alone.submit(str(source), str(data_dir / "dst.bin"), TransferOptions())
+        try:
+            started = time.monotonic()
+            result = run_cli(
+                "pause",
+                transfer,
+                address=temporal_server.address,
+                task_queue=queue,
+                env={"STACCATO_CLIENT_WAIT_S": "2"},
+                timeout_s=60,
+            )
+            elapsed = time.monotonic() - started
+            assert result.returncode == 1, result
+            assert "no worker took the pause" in result.stderr, result.stderr
+            assert repr(queue) in result.stderr
+            assert elapsed < 15, elapsed
+        finally:
+            await alone.temporal.get_workflow_handle(transfer).terminate("test over")
+
+
+async def _closed_runs_no_worker_can_replay(
+    client: StaccatoClient, data_dir: Path, n: int
+) -> list[str]:
+    """``n`` transfers started on a task queue no worker polls, then terminated: closed
+    runs that a query could only wait on."""
+    source = data_dir / "closed-src.bin"
+    write_random(source, 1024)
+    async with await StaccatoClient.connect(
+        target_host=client.temporal.service_client.config.target_host
+    ) as alone:
+        alone.task_queue = f"nobody-{secrets.token_hex(4)}"
+        ids = [await alone.submit(str(source), str(data_dir / f"closed-{i}.bin")) for i in range(n)]
+        for transfer in ids:
+            await alone.temporal.get_workflow_handle(transfer).terminate("test over")
+    return ids
+
+
+async def test_list_and_status_of_closed_runs_wait_for_no_worker(
+    client: StaccatoClient, data_dir: Path
+) -> None:
+    ids = await _closed_runs_no_worker_can_replay(client, data_dir, 30)
+    started = time.monotonic()
+    closed = await asyncio.wait_for(client.status(ids[0]), 30)
+    assert time.monotonic() - started < 3
+    assert closed.state == TransferState.failed and closed.error and "terminated" in closed.error
+    started = time.monotonic()
+    rows = await asyncio.wait_for(client.list(limit=30), 60)
+    assert time.monotonic() - started < 10
+    assert len(rows) == 30
+    assert set(ids) <= {r.id for r in rows}
