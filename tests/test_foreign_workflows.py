@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import signal
 import time
 from pathlib import Path
 
@@ -12,8 +13,9 @@ import pytest
 from temporalio.client import WorkflowExecutionStatus
 
 from staccato.client import StaccatoClient
+from staccato.errors import TransferFailedError
 from staccato.models import TransferOptions, TransferState
-from tests.helpers import run_cli, write_random
+from tests.helpers import WorkerProcess, run_cli, write_random
 
 
 @pytest.mark.parametrize("command", ["cancel", "pause", "resume", "status", "watch"])
@@ -94,33 +96,34 @@ async def test_pause_without_a_worker_gives_up_with_a_message(
             await alone.temporal.get_workflow_handle(transfer).terminate("test over")
 
 
-async def _closed_runs_no_worker_can_replay(
-    client: StaccatoClient, data_dir: Path, n: int
-) -> list[str]:
-    """``n`` transfers started on a task queue no worker polls, then terminated: closed
-    runs that a query could only wait on."""
-    source = data_dir / "closed-src.bin"
-    write_random(source, 1024)
-    async with await StaccatoClient.connect(
-        target_host=client.temporal.service_client.config.target_host
-    ) as alone:
-        alone.task_queue = f"nobody-{secrets.token_hex(4)}"
-        ids = [await alone.submit(str(source), str(data_dir / f"closed-{i}.bin")) for i in range(n)]
-        for transfer in ids:
-            await alone.temporal.get_workflow_handle(transfer).terminate("test over")
-    return ids
-
-
 async def test_list_and_status_of_closed_runs_wait_for_no_worker(
-    client: StaccatoClient, data_dir: Path
+    client: StaccatoClient, temporal_server, data_dir: Path
 ) -> None:
-    ids = await _closed_runs_no_worker_can_replay(client, data_dir, 30)
-    started = time.monotonic()
-    closed = await asyncio.wait_for(client.status(ids[0]), 30)
-    assert time.monotonic() - started < 3
-    assert closed.state == TransferState.failed and closed.error and "terminated" in closed.error
-    started = time.monotonic()
-    rows = await asyncio.wait_for(client.list(limit=30), 60)
-    assert time.monotonic() - started < 10
-    assert len(rows) == 30
-    assert set(ids) <= {r.id for r in rows}
+    """Closed runs on a task queue whose worker polls but cannot answer (stopped with
+    SIGSTOP): a query on each would wait its whole timeout; status and list do not
+    query closed runs."""
+    with WorkerProcess(temporal_server.address, processes=1) as stuck:
+        async with await StaccatoClient.connect(target_host=temporal_server.address) as own:
+            own.task_queue = stuck.task_queue
+            failed = [
+                await own.submit(str(data_dir / "missing.bin"), str(data_dir / f"bad-{i}.bin"))
+                for i in range(12)
+            ]
+            for transfer in failed:
+                with pytest.raises(TransferFailedError):
+                    await asyncio.wait_for(own.wait(transfer), 60)
+        assert stuck.process is not None
+        stuck.process.send_signal(signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            closed = await asyncio.wait_for(client.status(failed[0]), 60)
+            assert time.monotonic() - started < 3
+            assert closed.state == TransferState.failed
+            assert closed.error and "missing.bin" in closed.error
+            started = time.monotonic()
+            rows = await asyncio.wait_for(client.list(state=TransferState.failed, limit=12), 120)
+            assert time.monotonic() - started < 10
+            assert len(rows) == 12
+            assert set(failed) <= {r.id for r in rows}
+        finally:
+            stuck.process.send_signal(signal.SIGCONT)
