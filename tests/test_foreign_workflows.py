@@ -117,12 +117,12 @@ async def test_list_and_status_of_closed_runs_wait_for_no_worker(
         try:
             started = time.monotonic()
             closed = await asyncio.wait_for(client.status(failed[0]), 60)
-            assert time.monotonic() - started < 3
+            assert time.monotonic() - started < 4.5  # a query would wait 5 s
             assert closed.state == TransferState.failed
             assert closed.error and "missing.bin" in closed.error
             started = time.monotonic()
             rows = await asyncio.wait_for(client.list(state=TransferState.failed, limit=12), 120)
-            assert time.monotonic() - started < 10
+            assert time.monotonic() - started < 30  # 12 queries would wait 60 s
             assert len(rows) == 12
             assert set(failed) <= {r.id for r in rows}
         finally:
