@@ -13,7 +13,7 @@ import pytest
 from temporalio.client import WorkflowExecutionStatus
 
 from staccato.client import StaccatoClient
-from staccato.errors import TransferFailedError
+from staccato.errors import DestinationBusyError, TransferFailedError
 from staccato.models import TransferOptions, TransferState
 from tests.helpers import WorkerProcess, run_cli, write_random
 
@@ -127,3 +127,24 @@ async def test_list_and_status_of_closed_runs_wait_for_no_worker(
             assert set(failed) <= {r.id for r in rows}
         finally:
             stuck.process.send_signal(signal.SIGCONT)
+
+
+async def test_destination_busy_names_the_option_for_every_kind_of_start(
+    temporal_server, data_dir: Path
+) -> None:
+    """A transfer holding the destination (here on a task queue no worker polls): a
+    different start is refused with the CLI option and the input field to wait."""
+    write_random(data_dir / "a.bin", 1024, seed=1)
+    write_random(data_dir / "b.bin", 1024, seed=2)
+    destination = str(data_dir / "busy.bin")
+    async with await StaccatoClient.connect(target_host=temporal_server.address) as alone:
+        alone.task_queue = f"nobody-{secrets.token_hex(4)}"
+        holder = await alone.submit(str(data_dir / "a.bin"), destination)
+        try:
+            with pytest.raises(DestinationBusyError) as busy:
+                await alone.submit(str(data_dir / "b.bin"), destination)
+            message = str(busy.value)
+            assert "--if-busy wait" in message, message
+            assert '"options": {"if_busy": "wait"}' in message, message
+        finally:
+            await alone.temporal.get_workflow_handle(holder).terminate("test over")
