@@ -52,10 +52,12 @@ from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.bridge import temporal_sdk_bridge
 from temporalio.client import (
     Client,
+    WorkflowExecution,
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
     WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import Runtime, TelemetryConfig
@@ -140,6 +142,14 @@ _STATUS_STATES = {
 
 
 _TERMINAL = (TransferState.completed, TransferState.failed, TransferState.cancelled)
+#: the workflow types Staccato starts: a transfer, and a dataset (``staccato cp -r``)
+TRANSFER_TYPE = "TransferWorkflow"
+DATASET_TYPE = "DatasetWorkflow"
+#: rows :meth:`StaccatoClient.list` reads at once (each: a describe, and a query for a
+#: running transfer or the result of a completed one)
+LIST_CONCURRENCY = 16
+#: seconds a status query waits for a worker (at most; see ``STACCATO_CLIENT_WAIT_S``)
+QUERY_TIMEOUT_S = 5.0
 #: seconds :meth:`StaccatoClient.close` waits for the connection's last references to go
 _CLOSE_WAIT_S = 2.0
 
@@ -388,7 +398,10 @@ class StaccatoClient:
         A transfer id names a destination's transfers; the status is of the latest one
         (a Temporal run), or of the run ``run_id``.
         ``bytes_done`` adds the running streams' last heartbeats (sent every ~1 s)
-        to the committed segments, so it moves while data moves.
+        to the committed segments, so it moves while data moves. Only a running run
+        is queried (at most min(5 s, ``STACCATO_CLIENT_WAIT_S``)): a closed one's
+        state, result or failure come from Temporal without a worker (a failed or
+        cancelled run then shows no byte counts).
 
         Raises:
             TransferNotFoundError: no such transfer.
@@ -400,6 +413,7 @@ class StaccatoClient:
             if err.status == RPCStatusCode.NOT_FOUND:
                 raise TransferNotFoundError(f"no transfer {transfer!r}") from None
             raise
+        require_type(handle.id, description, (TRANSFER_TYPE,))
         status = description.status
         memo = await description.memo()
         runs_as = _runs_as(handle.id, memo)
@@ -414,12 +428,16 @@ class StaccatoClient:
             if front is not None:
                 return front
         progress: Progress | None = None
-        try:
-            progress = await handle.query(
-                TransferWorkflow.progress, rpc_timeout=timedelta(seconds=5)
-            )
-        except Exception:  # no worker polling, or the run is gone: fall back to visibility
-            progress = None
+        if status == WorkflowExecutionStatus.RUNNING:
+            # a closed run is not queried: a query replays its whole history on a worker
+            # (seconds, or the query's timeout when none can); its state and failure
+            # come from Temporal itself
+            try:
+                progress = await handle.query(
+                    TransferWorkflow.progress, rpc_timeout=timedelta(seconds=_query_wait_s())
+                )
+            except Exception:  # no worker polling: fall back to visibility
+                progress = None
         chunk_size = progress.chunk_size if progress else int(memo.get("chunk_size", 0))
         streams = progress.streams if progress else int(memo.get("streams", 0))
         bytes_total = progress.bytes_total if progress else None
@@ -599,31 +617,54 @@ class StaccatoClient:
         (a Schedule's run, a start under another id). Every ``TransferWorkflow`` in the
         namespace is considered; one whose status cannot be read (odd input, memo or
         id made by someone else) is skipped, never an error.
+
+        Rows are read ``LIST_CONCURRENCY`` at a time; a closed run is never queried
+        (see :meth:`status`), so no row waits for a worker.
         """
         query = "WorkflowType = 'TransferWorkflow'"
         if state is not None:
             query += f" AND StaccatoState = '{state.value}'"
+        bound = asyncio.Semaphore(LIST_CONCURRENCY)
+
+        async def row(execution: WorkflowExecution) -> TransferStatus | None:
+            async with bound:
+                try:
+                    return await self.status(execution.id, run_id=execution.run_id)
+                except (StaccatoError, RPCError, ValueError, KeyError, TypeError):
+                    return None  # not one Staccato can read: skip it
+
         statuses: list[TransferStatus] = []
         seen: set[str] = set()
-        async for execution in self.temporal.list_workflows(query):
-            if len(statuses) >= limit:
-                break
-            if execution.id in seen:
-                continue  # an older run of the same destination's transfer
-            seen.add(execution.id)
-            try:
-                row = await self.status(
-                    execution.id, run_id=execution.run_id if state is not None else None
-                )
-            except (StaccatoError, RPCError, ValueError, KeyError, TypeError):
-                continue  # not one Staccato can read: skip it
-            statuses.append(row)
+        executions = aiter(self.temporal.list_workflows(query))
+        exhausted = False
+        while len(statuses) < limit and not exhausted:
+            # the next rows still missing, read at once; skipped ones are made up for
+            # by the next round
+            batch: list[WorkflowExecution] = []
+            while len(batch) < limit - len(statuses):
+                try:
+                    execution = await anext(executions)
+                except StopAsyncIteration:
+                    exhausted = True
+                    break
+                if execution.id in seen:
+                    continue  # an older run of the same destination's transfer
+                seen.add(execution.id)
+                batch.append(execution)
+            rows = await asyncio.gather(*(row(execution) for execution in batch))
+            statuses.extend(r for r in rows if r is not None)
         return statuses
 
     async def cancel(self, transfer: str) -> None:
-        """Cancel a transfer: streams stop, temp data is removed, the destination is untouched."""
+        """Cancel a transfer (or a dataset): streams stop, temp data is removed, the
+        destination is untouched.
+
+        Raises:
+            TransferNotFoundError: no such workflow.
+            StaccatoError: it is not running, or not Staccato's (another workflow type).
+        """
         handle = await self._handle(transfer)
-        await self._require(handle)
+        await self._require(handle, kinds=(TRANSFER_TYPE, DATASET_TYPE))
         await handle.cancel()
 
     async def pause(self, transfer: str) -> None:
@@ -638,13 +679,22 @@ class StaccatoClient:
         """Resume a paused transfer."""
         await self._update(transfer, TransferWorkflow.resume)
 
-    async def _require(self, handle: WorkflowHandle[Any, Any]) -> None:
+    async def _require(
+        self, handle: WorkflowHandle[Any, Any], *, kinds: tuple[str, ...] = (TRANSFER_TYPE,)
+    ) -> None:
+        """Check that ``handle``'s run is one of ``kinds`` (workflow types) and running.
+
+        Raises:
+            TransferNotFoundError: no such workflow.
+            StaccatoError: another workflow type, or the run is not running.
+        """
         try:
             description = await handle.describe()
         except RPCError as err:
             if err.status == RPCStatusCode.NOT_FOUND:
                 raise TransferNotFoundError(f"no transfer {handle.id!r}") from None
             raise
+        require_type(handle.id, description, kinds)
         if description.status != WorkflowExecutionStatus.RUNNING:
             state = _STATUS_STATES.get(description.status, TransferState.failed)  # type: ignore[arg-type]
             raise StaccatoError(f"transfer {handle.id} is already {state.value}")
@@ -664,11 +714,21 @@ class StaccatoClient:
                 )
             handle = self.temporal.get_workflow_handle(runs_as, run_id=details.run_id)
             await self._require(handle)
+        wait_s = settings.current().client_wait_s
         try:
-            await handle.execute_update(update)
+            # bounded: an update to a run no worker polls for would wait for minutes
+            await handle.execute_update(update, rpc_timeout=timedelta(seconds=wait_s))
         except WorkflowUpdateFailedError as err:
             cause = err.cause
             raise StaccatoError(getattr(cause, "message", None) or str(cause)) from None
+        except WorkflowUpdateRPCTimeoutOrCancelledError:
+            name = getattr(update, "__name__", "update")
+            raise StaccatoError(
+                f"no worker took the {name} of transfer {handle.id} within "
+                f"{wait_s:g} s (STACCATO_CLIENT_WAIT_S): is a worker polling task queue "
+                f"{description.task_queue!r}? (`staccato up --detach` or `staccato worker`); "
+                "Temporal may still deliver it when one does"
+            ) from None
 
     async def pollers(self) -> int:
         """How many workers recently polled the task queue (for "is anyone there?" hints)."""
@@ -755,6 +815,30 @@ def _runs_as(workflow_id: str, memo: Any) -> str | None:
     except InvalidURLError:
         return None
     return canonical if canonical != workflow_id else None
+
+
+def _query_wait_s() -> float:
+    """Seconds a query waits for a worker: min(5, ``STACCATO_CLIENT_WAIT_S``)."""
+    return min(QUERY_TIMEOUT_S, settings.current().client_wait_s)
+
+
+def require_type(workflow_id: str, description: Any, kinds: tuple[str, ...]) -> None:
+    """Refuse a workflow Staccato did not start (another type shares the namespace).
+
+    Raises:
+        StaccatoError: ``description``'s workflow type is not in ``kinds``; a dataset
+            where only transfers are allowed says so.
+    """
+    kind = description.workflow_type
+    if kind in kinds:
+        return
+    if kind == DATASET_TYPE:
+        raise StaccatoError(
+            f"{workflow_id} is a Staccato dataset, not a single transfer: pause and resume "
+            f"apply to single transfers; `staccato status {workflow_id}` and "
+            f"`staccato cancel {workflow_id}` work on datasets"
+        )
+    raise StaccatoError(f"{workflow_id} is not a Staccato transfer (workflow type {kind})")
 
 
 def _scheduled_status(

@@ -28,7 +28,7 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from staccato.client import StaccatoClient
+from staccato.client import DATASET_TYPE, StaccatoClient, require_type
 from staccato.datasets.models import (
     DATASET_ID_PREFIX,
     BatchCheckpoint,
@@ -251,6 +251,7 @@ async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
         if err.status == RPCStatusCode.NOT_FOUND:
             raise TransferNotFoundError(f"no dataset {dataset!r}") from None
         raise
+    require_type(handle.id, description, (DATASET_TYPE,))
     memo = dict(await description.memo())
     if description.status == WorkflowExecutionStatus.COMPLETED:
         return _from_result(handle.id, await handle.result())

@@ -116,6 +116,35 @@ class TransferOptions(BaseModel):
     sync_level: SyncLevel | None = None
 
 
+def _not_canonical_because(value: str, canonical: str) -> str:
+    """What makes ``value`` differ from its canonical form ``canonical`` (both URLs
+    with ``://``), in words for the one who wrote it."""
+    scheme, _, rest = value.partition("://")
+    canonical_scheme, _, canonical_rest = canonical.partition("://")
+    if scheme != canonical_scheme:
+        return f"the scheme is written in lower case ({canonical_scheme!r}, not {scheme!r})"
+    authority, _, path = rest.partition("/")
+    canonical_authority, _, canonical_path = canonical_rest.partition("/")
+    if authority != canonical_authority:
+        if scheme == "file":
+            return f"a file URL names no host ({authority!r}): file:///absolute/path"
+        return (
+            f"the host is written {canonical_authority!r} (lower case, no default port), "
+            f"not {authority!r}"
+        )
+    path, canonical_path = path.split("?", 1)[0], canonical_path.split("?", 1)[0]
+    segments = path.split("/")
+    if "." in segments or ".." in segments:
+        return "'.' and '..' segments are refused"
+    if path.endswith("/") and not canonical_path.endswith("/"):
+        return "a trailing '/' is not part of an object's name"
+    if "" in segments[:-1]:
+        return "empty segments ('//') are not part of an object's name"
+    return (
+        "some characters are percent-encoded as RFC 3986 section 2.1 spells them (a space as %20)"
+    )
+
+
 class TransferRequest(BaseModel):
     """Input of ``TransferWorkflow``: canonical source and destination URLs + options.
 
@@ -156,8 +185,8 @@ class TransferRequest(BaseModel):
             raise ValueError(str(err)) from None
         if canonical != value:
             raise ValueError(
-                f"{redact(value)!r} is not in canonical form (expected {redact(canonical)!r}); "
-                "'.' and '..' segments are refused"
+                f"{redact(value)!r} is not in canonical form (expected {redact(canonical)!r}): "
+                f"{_not_canonical_because(value, canonical)}"
             )
         return value
 

@@ -240,7 +240,8 @@ def check_cron(text: str) -> str:
     """Return ``text`` (trimmed) if Temporal's cron dialect accepts it (module docstring).
 
     Raises:
-        InvalidScheduleError: wrong number of fields, a value out of range, a
+        InvalidScheduleError: wrong number of fields, a value out of range, no date
+            from today on that it matches (``0 0 31 2 *``), a
             ``CRON_TZ=``/``TZ=`` prefix (use ``--time-zone``) or ``@every`` (use ``--every``).
     """
     cron = " ".join(text.split())
@@ -263,7 +264,52 @@ def check_cron(text: str) -> str:
             _check_cron_field(value, field)
     except ValueError as err:
         raise InvalidScheduleError(f"--cron {text!r}: {err}") from None
+    if not _has_a_date(dict(zip((f[0] for f in layout), fields, strict=True))):
+        raise InvalidScheduleError(
+            f"--cron {text!r}: matches no date from today to {_YEAR[2]} (the day of "
+            "month and the day of week must both match, on a day the month has); expected "
+            "an expression that names a date to come"
+        )
     return cron
+
+
+def _values(text: str, field: tuple[str, int, int, tuple[str, ...], int]) -> set[int]:
+    """The values a checked cron field names (``a``, ``a-b``, ``*``, ``/step``, lists);
+    day of week 7 is 0 (Sunday)."""
+    found: set[int] = set()
+    for part in text.split(","):
+        span, _, step = part.partition("/")
+        first, dash, last = span.partition("-")
+        start = field[1] if span == "*" else _cron_value(first, field)
+        if span == "*" or step:
+            end = _cron_value(last, field) if dash else field[2]
+        else:
+            end = _cron_value(last, field) if dash else start
+        found.update(range(start, end + 1, int(step) if step else 1))
+    if field is _DOW and 7 in found:
+        found = (found - {7}) | {0}
+    return found
+
+
+def _has_a_date(fields: dict[str, str]) -> bool:
+    """Whether some date from today (UTC) to the last year the dialect knows matches
+    the day-of-month, month, day-of-week and year fields (keyed by field name)."""
+    days = _values(fields[_DOM[0]], _DOM)
+    months = _values(fields[_MONTH[0]], _MONTH)
+    weekdays = _values(fields[_DOW[0]], _DOW)
+    today = datetime.now(UTC).date()
+    years = _values(fields.get(_YEAR[0], "*"), _YEAR)
+    for year in sorted(y for y in years if y >= today.year):
+        for month in sorted(months):
+            for day in sorted(days):
+                try:
+                    date = datetime(year, month, day).date()
+                except ValueError:
+                    continue  # no such day in that month
+                # cron counts Sunday as 0; isoweekday() counts it as 7
+                if date >= today and date.isoweekday() % 7 in weekdays:
+                    return True
+    return False
 
 
 class Timing(BaseModel):
@@ -298,7 +344,7 @@ class Timing(BaseModel):
             )
         if self.cron is not None:
             check_cron(self.cron)
-        if self.time_zone:
+        if self.time_zone is not None:  # an empty name is not UTC: refused
             check_time_zone(self.time_zone)
         return self
 

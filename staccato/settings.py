@@ -69,6 +69,9 @@ class Settings(BaseSettings):
         codec_key: turns on the payload codec (AES-256-GCM of every payload); same
             format and rotation as ``secret_key``.
         codec_key_file: a file holding the codec key.
+        client_wait_s: how long a client (the CLI, the Python API) waits for a worker to
+            take an update (pause, resume) before it gives up with a message; a status
+            query waits at most min(5, this).
         file_roots: ``:``-separated absolute directories that file endpoints (sources
             and destinations) must lie in, each resolved (symlinks, ``..``); empty (the
             default): no restriction.
@@ -101,6 +104,7 @@ class Settings(BaseSettings):
     codec_key: SecretStr | None = None
     codec_key_file: Path | None = None
     file_roots: PathList = Field(default_factory=list)
+    client_wait_s: float = Field(10.0, gt=0, le=600, allow_inf_nan=False)
 
     @field_validator("home")
     @classmethod

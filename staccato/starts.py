@@ -111,7 +111,8 @@ async def start_or_attach(
         raise DestinationBusyError(
             f"destination busy: {request.destination} is being written by transfer "
             f"{workflow_id} (from {holder.get('source', '?')}); wait for it to finish, "
-            f"cancel it with `staccato cancel {workflow_id}`, or start with --if-busy wait"
+            f"cancel it with `staccato cancel {workflow_id}`, or start with --if-busy wait "
+            '(in a raw start\'s or a Schedule\'s input: "options": {"if_busy": "wait"})'
         ) from None
     return Started(workflow_id, handle.first_execution_run_id or handle.result_run_id or "", False)
 

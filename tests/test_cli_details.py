@@ -193,6 +193,7 @@ def test_ctrl_c_says_the_transfer_goes_on(
     assert process.returncode == 130, (process.returncode, err)
     assert f"transfer {transfer} goes on" in err, err
     assert f"staccato watch {transfer}" in err and f"staccato cancel {transfer}" in err, err
+    assert "error" not in err.split("goes on", 1)[1], err  # no "error: interrupted" after it
     # and it does go on
     status = _cli("status", transfer, env=env)
     assert "state              running" in status.stdout, status.stdout

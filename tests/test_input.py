@@ -89,6 +89,36 @@ async def test_malformed_raw_input_fails_at_once(
     assert named in message
 
 
+async def test_a_start_without_input_says_what_the_input_is(client: StaccatoClient) -> None:
+    handle = await client.temporal.start_workflow(
+        "TransferWorkflow", id=f"raw-{uuid.uuid4().hex[:12]}", task_queue=client.task_queue
+    )
+    message = await _failure(handle)
+    assert "TransferWorkflow needs its input" in message, message
+    assert '{"source": URL, "destination": URL, "options": {...}}' in message
+
+
+@pytest.mark.parametrize(
+    ("destination", "named"),
+    [
+        ("file://localhost/tmp/b", "a file URL names no host ('localhost')"),
+        ("FILE:///tmp/b", "the scheme is written in lower case ('file', not 'FILE')"),
+        ("file:///tmp/b/", "a trailing '/' is not part of an object's name"),
+        ("file:///tmp/./b", "'.' and '..' segments are refused"),
+    ],
+)
+async def test_a_non_canonical_url_is_refused_for_what_is_wrong(
+    client: StaccatoClient, destination: str, named: str
+) -> None:
+    handle = await _start_raw(
+        client, client.task_queue, _json({"source": "file:///tmp/a", "destination": destination})
+    )
+    message = await _failure(handle)
+    assert "is not in canonical form" in message and named in message, message
+    if "'.'" not in named:
+        assert "'.' and '..'" not in message, message
+
+
 @pytest.fixture(scope="module")
 def rooted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("roots")

@@ -230,6 +230,22 @@ def test_unknown_name_exits_1(cli, command: str) -> None:
             ["create", "n", "{src}", "{dst}", "--cron", "0 3 * * *", "--time-zone", "Mars/Olympus"],
             "--time-zone 'Mars/Olympus'",
         ),
+        (
+            ["create", "n", "{src}", "{dst}", "--cron", "0 3 * * *", "--time-zone", ""],
+            "--time-zone '': expected an IANA time zone name",
+        ),
+        (
+            ["create", "n", "{src}", "{dst}", "--at", "2099-01-01T00:00", "--time-zone", ""],
+            "--time-zone '': expected an IANA time zone name",
+        ),
+        (
+            ["create", "n", "{src}", "{dst}", "--cron", "0 0 31 2 *"],
+            "--cron '0 0 31 2 *': matches no date from today",
+        ),
+        (
+            ["create", "n", "{src}", "{dst}", "--cron", "0 0 13 2 * 2020"],
+            "--cron '0 0 13 2 * 2020': matches no date from today",
+        ),
         (["create", "n", "{src}", "{dst}"], "exactly one of --every, --cron, --at"),
         (["create", "n", "{src}", "{dst}", "--every", "1h", "--cron", "0 * * * *"], "exactly one"),
         (

@@ -12,7 +12,7 @@ import typer
 
 from staccato import units
 from staccato.cli import datasets, render
-from staccato.cli.common import fail, run
+from staccato.cli.common import EXIT_INTERRUPTED, fail, run
 from staccato.cli.options import (
     ChecksumOption,
     ChunkSizeOption,
@@ -192,8 +192,8 @@ def watch(transfer: TransferArg) -> None:
 
 async def _follow(client: StaccatoClient, transfer: str, *, quiet: bool) -> TransferStatus:
     """:func:`render.follow`; on Ctrl-C (the run is cancelled) say that the transfer
-    goes on and how to watch or cancel it, then let the interrupt end the command
-    (exit 130, :data:`staccato.cli.common.EXIT_INTERRUPTED`)."""
+    goes on and how to watch or cancel it, and end the command with exit 130
+    (:data:`staccato.cli.common.EXIT_INTERRUPTED`) and no further message."""
     try:
         return await render.follow(client, transfer, quiet=quiet)
     except (asyncio.CancelledError, KeyboardInterrupt):
@@ -203,7 +203,7 @@ async def _follow(client: StaccatoClient, transfer: str, *, quiet: bool) -> Tran
             f"  cancel it:        staccato cancel {transfer}",
             err=True,
         )
-        raise
+        raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 async def _warn_without_workers(client: StaccatoClient) -> None:

@@ -180,7 +180,7 @@ def create(
         lambda: Timing(
             every_s=int(parse_every(every).total_seconds()) if every is not None else None,
             cron=check_cron(cron) if cron is not None else None,
-            at=parse_at(at, check_time_zone(time_zone) if time_zone else None)
+            at=parse_at(at, check_time_zone(time_zone) if time_zone is not None else None)
             if at is not None
             else None,
             time_zone=time_zone,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
+from temporalio.api.common.v1 import Payload
 from temporalio.common import RawValue
 from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError, TimeoutType
 
@@ -24,13 +25,28 @@ WRITE_SESSION_LOST = errors.WriteSessionLostError.TYPE
 CHECKSUM_MISMATCH = errors.ChecksumMismatchError.TYPE
 
 
+#: the workflow's input when a start gave none (the parameter's default; its type stays
+#: RawValue, which the SDK hands over undecoded)
+NO_INPUT = RawValue(Payload())
+
+
 def decode_request(raw: RawValue) -> TransferRequest:
-    """Decode and validate the workflow input.
+    """Decode and validate the workflow input (:data:`NO_INPUT`: a start without input).
 
     Raises:
         ApplicationError: non-retryable, naming the payload encoding or each invalid
-            field (a raw Temporal client can send anything).
+            field (a raw Temporal client can send anything), or saying what the input
+            is when there is none.
     """
+    if raw is NO_INPUT:
+        raise ApplicationError(
+            "TransferWorkflow needs its input: one JSON object "
+            '{"source": URL, "destination": URL, "options": {...}} ("options" may be '
+            "left out), e.g. temporal workflow start --type TransferWorkflow --input "
+            '\'{"source": "https://example.com/a.bin", "destination": "file:///data/a.bin"}\'',
+            type=errors.INVALID_INPUT_TYPE,
+            non_retryable=True,
+        )
     payload = raw.payload
     encoding = payload.metadata.get("encoding", b"").decode(errors="replace")
     if encoding == "binary/encrypted":

@@ -113,6 +113,7 @@ from staccato.workflows.calls import (
 )
 from staccato.workflows.failures import (
     CHECKSUM_MISMATCH,
+    NO_INPUT,
     WRITE_SESSION_LOST,
     decode_request,
     duration,
@@ -159,12 +160,14 @@ class TransferWorkflow:
         self._front: str | None = None
 
     @workflow.run
-    async def run(self, raw_request: RawValue) -> TransferResult:
+    async def run(self, raw_request: RawValue = NO_INPUT) -> TransferResult:
         """Run the transfer; returns its result or fails with the reason.
 
         Args:
             raw_request: a :class:`TransferRequest` as a JSON payload (decoded and
-                validated here, see :func:`decode_request`).
+                validated here, see :func:`decode_request`); ``NO_INPUT`` for a start
+                without input, which fails saying what the input is (the same one failure
+                command as the TypeError of a required argument, so histories replay).
 
         Raises:
             ApplicationError: non-retryable: invalid input (naming the field), or the
