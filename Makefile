@@ -45,6 +45,7 @@ bench: venv
 	$(BIN)/python -m bench.bench_file_http
 	$(BIN)/python -m bench.bench_s3
 	$(BIN)/python -m bench.bench_sftp
+	$(BIN)/python -m bench.bench_dataset
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

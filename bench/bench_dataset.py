@@ -105,6 +105,9 @@ def main() -> None:
     args = parser.parse_args()
     size = args.size_kib * 1024
     cases = args.cases.split(",")
+    known = ("file->s3", "s3->file", "file->file")
+    if unknown := [case for case in cases if case not in known]:
+        parser.error(f"--cases: unknown {unknown} (expected some of {', '.join(known)}; quote '>')")
 
     work = Path(tempfile.mkdtemp(prefix="staccato-bench-dataset-", dir="/tmp"))
     work.chmod(0o755)
