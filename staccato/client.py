@@ -497,7 +497,7 @@ class StaccatoClient:
                 _STATUS_STATES.get(status, TransferState.failed) if status else TransferState.failed
             )
             if error is None:
-                error = await self._failure_reason(handle, state)
+                error = await failure_reason(handle, cancelled=state == TransferState.cancelled)
         eta = None
         if bytes_total is not None:
             seconds = units.eta(bytes_total - bytes_done, rate)
@@ -561,22 +561,12 @@ class StaccatoClient:
                 return inner.model_copy(update={"id": front, "runs_as": canonical})
             if details.waiting_for:
                 memo = await description.memo()
-                return TransferStatus(
-                    id=front,
-                    state=TransferState.queued,
-                    source=memo.get("source", ""),
-                    destination=memo.get("destination", ""),
-                    bytes_total=None,
-                    bytes_done=0,
-                    rate_bytes_per_s=None,
-                    eta_s=None,
-                    streams=int(memo.get("streams", 0)),
-                    chunk_size=int(memo.get("chunk_size", 0)),
-                    checksum=None,
-                    error=None,
-                    phase="queued",
-                    reason=details.waiting_for,
+                return _waiting_status(
+                    front,
+                    memo,
+                    TransferState.queued,
                     runs_as=canonical,
+                    reason=details.waiting_for,
                 )
         return None
 
@@ -590,20 +580,6 @@ class StaccatoClient:
         except Exception:  # a key this client lacks: show what Temporal holds
             return str(pending.last_failure.message)
         return str(getattr(decoded, "message", None) or decoded)
-
-    async def _failure_reason(self, handle: WorkflowHandle[Any, Any], state: TransferState) -> str:
-        if state == TransferState.cancelled:
-            return "cancelled"
-        try:
-            await handle.result()
-        except WorkflowFailureError as err:
-            cause: BaseException | None = err.cause
-            while getattr(cause, "cause", None) is not None:
-                cause = getattr(cause, "cause", None)
-            return getattr(cause, "message", None) or str(cause)
-        except Exception as err:
-            return str(err)
-        return "failed"
 
     async def list(
         self, *, state: TransferState | None = None, limit: int = 50
@@ -841,13 +817,47 @@ def require_type(workflow_id: str, description: Any, kinds: tuple[str, ...]) -> 
     raise StaccatoError(f"{workflow_id} is not a Staccato transfer (workflow type {kind})")
 
 
+async def failure_reason(handle: WorkflowHandle[Any, Any], *, cancelled: bool) -> str:
+    """Why a closed run did not complete: "cancelled", or its failure's innermost
+    message (an activity's error under the workflow's), read from Temporal's result
+    without any worker."""
+    if cancelled:
+        return "cancelled"
+    try:
+        await handle.result()
+    except WorkflowFailureError as err:
+        cause: BaseException | None = err.cause
+        while getattr(cause, "cause", None) is not None:
+            cause = getattr(cause, "cause", None)
+        return getattr(cause, "message", None) or str(cause)
+    except Exception as err:
+        return str(err)
+    return "failed"
+
+
 def _scheduled_status(
     workflow_id: str, memo: Any, runs_as: str | None, starts_at: str
 ) -> TransferStatus:
     """The status of a run started with a delay that has not begun yet."""
+    return _waiting_status(
+        workflow_id, memo, TransferState.scheduled, runs_as=runs_as, starts_at=starts_at
+    )
+
+
+def _waiting_status(
+    workflow_id: str,
+    memo: Any,
+    state: TransferState,
+    *,
+    runs_as: str | None,
+    reason: str | None = None,
+    starts_at: str | None = None,
+) -> TransferStatus:
+    """The status of a run that has not begun copying (``scheduled`` to start later,
+    ``queued`` behind a busy destination): what its memo says, nothing moved yet."""
     return TransferStatus(
         id=workflow_id,
-        state=TransferState.scheduled,
+        state=state,
         source=memo.get("source", ""),
         destination=memo.get("destination", ""),
         bytes_total=None,
@@ -858,7 +868,8 @@ def _scheduled_status(
         chunk_size=int(memo.get("chunk_size", 0)),
         checksum=None,
         error=None,
-        phase="scheduled",
+        phase=state.value,
+        reason=reason,
         runs_as=runs_as,
         starts_at=starts_at,
     )

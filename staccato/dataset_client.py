@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from typing import Any
 
-from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
@@ -28,7 +28,7 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from staccato.client import DATASET_TYPE, StaccatoClient, require_type
+from staccato.client import DATASET_TYPE, StaccatoClient, failure_reason, require_type
 from staccato.datasets.models import (
     DATASET_ID_PREFIX,
     BatchCheckpoint,
@@ -272,7 +272,7 @@ async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
         error = None
     else:
         state = _STATUS_STATES.get(description.status, DatasetState.failed)  # type: ignore[arg-type]
-        error = await _failure_reason(handle, state)
+        error = await failure_reason(handle, cancelled=state == DatasetState.cancelled)
     status = DatasetStatus(
         id=handle.id,
         state=state,
@@ -358,21 +358,6 @@ def _from_result(workflow_id: str, result: DatasetResult) -> DatasetStatus:
         runs=result.runs,
         failures=result.failures,
     )
-
-
-async def _failure_reason(handle: WorkflowHandle[Any, Any], state: DatasetState) -> str:
-    if state == DatasetState.cancelled:
-        return "cancelled"
-    try:
-        await handle.result()
-    except WorkflowFailureError as err:
-        cause: BaseException | None = err.cause
-        while getattr(cause, "cause", None) is not None:
-            cause = getattr(cause, "cause", None)
-        return getattr(cause, "message", None) or str(cause)
-    except Exception as err:
-        return str(err)
-    return "failed"
 
 
 async def list_datasets(client: StaccatoClient, *, limit: int = 50) -> list[DatasetStatus]:
