@@ -271,7 +271,7 @@ def list_transfers(
     limit: Annotated[int, typer.Option("--limit", min=1, max=1000, help="At most this many.")] = 50,
     as_json: JsonOption = False,
 ) -> None:
-    """List recent transfers, newest first."""
+    """List recent transfers, newest first, then datasets (at most --limit rows in all)."""
 
     async def go() -> list[TransferStatus]:
         client = await StaccatoClient.connect()
@@ -286,7 +286,8 @@ def list_transfers(
             found = await list_datasets(client, limit=limit)
             return [d for d in found if state is None or d.state.value == state.value]
 
-        sets = run(go_datasets)
+        # at most ``limit`` rows in all: the transfers, then datasets in what is left
+        sets = run(go_datasets)[: max(0, limit - len(statuses))]
     if as_json:
         rows = [s.to_json_dict() for s in statuses] + [d.to_json_dict() for d in sets]
         typer.echo(json.dumps(rows, indent=2))

@@ -39,8 +39,9 @@ from tests.workflow.conftest import (
 
 Start = Callable[..., Awaitable[Run]]
 
-# A broken decision tends to show as a workflow that never ends: bound each test.
-pytestmark = pytest.mark.timeout(30)
+# A broken decision tends to show as a workflow that never ends: bound each test
+# (generously: a loaded machine made a 600 s retry deadline, skipped, take over 30 s).
+pytestmark = pytest.mark.timeout(120)
 
 
 async def failure_of(run: Run) -> BaseException:
