@@ -271,7 +271,7 @@ def list_transfers(
     limit: Annotated[int, typer.Option("--limit", min=1, max=1000, help="At most this many.")] = 50,
     as_json: JsonOption = False,
 ) -> None:
-    """List recent transfers, newest first, then datasets (at most --limit rows in all)."""
+    """List recent datasets and transfers, newest first (datasets first; at most --limit rows in all)."""
 
     async def go() -> list[TransferStatus]:
         client = await StaccatoClient.connect()
@@ -286,16 +286,19 @@ def list_transfers(
             found = await list_datasets(client, limit=limit)
             return [d for d in found if state is None or d.state.value == state.value]
 
-        # at most ``limit`` rows in all: the transfers, then datasets in what is left
-        sets = run(go_datasets)[: max(0, limit - len(statuses))]
+        sets = run(go_datasets)
+    # at most ``limit`` rows in all: datasets first (each stands for many files), then
+    # the transfers in what is left
+    sets = sets[:limit]
+    statuses = statuses[: max(0, limit - len(sets))]
     if as_json:
-        rows = [s.to_json_dict() for s in statuses] + [d.to_json_dict() for d in sets]
+        rows = [d.to_json_dict() for d in sets] + [s.to_json_dict() for s in statuses]
         typer.echo(json.dumps(rows, indent=2))
         return
-    for s in statuses:
-        typer.echo(render.list_row(s))
     for d in sets:
         typer.echo(datasets.list_row(d))
+    for s in statuses:
+        typer.echo(render.list_row(s))
 
 
 def _control(transfer: str, action: str, done: str) -> None:
