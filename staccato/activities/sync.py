@@ -10,46 +10,17 @@ heartbeat timeout and a cancel reaches it.
 
 from __future__ import annotations
 
-import os
-import time
-
 from temporalio import activity
 from temporalio.exceptions import CancelledError
 
 from staccato import secrets
 from staccato.activities.errors import mapped_errors
-from staccato.activities.transfer import check_file_roots
+from staccato.activities.transfer import HeartbeatStopped, ThrottledHeartbeat, check_file_roots
 from staccato.endpoints import get_driver
 from staccato.endpoints.base import keepalive_hook
 from staccato.models import SyncInput, SyncLevel, SyncResult
 from staccato.sync import compare
 from staccato.urls import parse_url
-
-_HEARTBEAT_EVERY_S = 0.5
-
-
-class _Stopped(Exception):
-    """The check was cancelled (the transfer was cancelled) or the worker is gone."""
-
-
-class _Beat:
-    """A keepalive hook: heartbeats at most every 0.5 s; raises :class:`_Stopped`
-    once the activity is cancelled or the worker process is gone."""
-
-    def __init__(self) -> None:
-        self._last = 0.0
-        self._parent = os.getppid()
-
-    def __call__(self) -> None:
-        now = time.monotonic()
-        if now - self._last < _HEARTBEAT_EVERY_S:
-            return
-        self._last = now
-        if os.getppid() != self._parent:
-            raise _Stopped("worker process is gone")
-        activity.heartbeat()
-        if activity.is_cancelled():
-            raise _Stopped("cancelled")
 
 
 @activity.defn(name="sync_check")
@@ -69,10 +40,10 @@ def sync_check(request: SyncInput) -> SyncResult:
         # two stats, run like ``stat`` (a local activity first): no heartbeats, so no
         # keepalive hook either (drivers then take no long waits)
         return _sync_check(request)
-    with keepalive_hook(_Beat()):
+    with keepalive_hook(ThrottledHeartbeat()):
         try:
             return _sync_check(request)
-        except _Stopped as err:
+        except HeartbeatStopped as err:
             raise CancelledError(f"sync check of {request.destination} stopped: {err}") from None
 
 

@@ -239,14 +239,14 @@ def publish_session(request: PublishInput) -> None:
     get_driver(destination.scheme).publish(request.session)
 
 
-class _Stopped(Exception):
+class HeartbeatStopped(Exception):
     """The verify activity was cancelled (the transfer was cancelled). Not an error
     (hence no ``Error`` in its name)."""
 
 
-class _Beat:
+class ThrottledHeartbeat:
     """A :func:`keepalive` hook: heartbeats at most every 0.5 s; raises
-    :class:`_Stopped` once the activity is cancelled or the worker is gone."""
+    :class:`HeartbeatStopped` once the activity is cancelled or the worker is gone."""
 
     def __init__(self) -> None:
         self._last = 0.0
@@ -258,10 +258,10 @@ class _Beat:
             return
         self._last = now
         if os.getppid() != self._parent:
-            raise _Stopped("worker process is gone")
+            raise HeartbeatStopped("worker process is gone")
         activity.heartbeat()
         if activity.is_cancelled():
-            raise _Stopped("cancelled")
+            raise HeartbeatStopped("cancelled")
 
 
 @activity.defn(name="verify")
@@ -276,10 +276,10 @@ def verify(request: VerifyInput) -> str:
             mapped error (see :func:`mapped_errors`).
         CancelledError: the activity was cancelled while reading back.
     """
-    with keepalive_hook(_Beat()):
+    with keepalive_hook(ThrottledHeartbeat()):
         try:
             return _verify(request)
-        except _Stopped as err:
+        except HeartbeatStopped as err:
             raise CancelledError(f"verify of {request.url} stopped: {err}") from None
 
 
