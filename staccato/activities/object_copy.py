@@ -21,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from temporalio import activity
+
 from staccato import checksums
 from staccato.activities.copy import copy_segment_in_process
 from staccato.activities.stream_progress import StreamStopped
@@ -108,7 +110,8 @@ def copy_object(
             details); may raise to stop.
 
     Raises:
-        StreamStopped: ``beat`` stopped it (cancelled): the write session is removed.
+        StreamStopped: ``beat`` stopped it, or the activity was cancelled while the
+            write session was opened: the write session is removed.
         PermanentError: this object cannot be copied (missing, changed during the copy,
             a name the destination cannot hold...): its write session is removed and
             the destination name is untouched.
@@ -141,6 +144,11 @@ def copy_object(
         )
     )
     session = prepared.session
+    if activity.is_cancelled():
+        # open_write_session removed the session it saw cancelled: this file is not a
+        # failure, the batch stops here (a file counted failed after a cancel would be
+        # reported with "write session is gone")
+        raise StreamStopped("cancelled while the write session was opened")
     try:
         _write_and_publish(source, info, session, prepared.session_url, options, beat)
     except StaccatoError as err:
