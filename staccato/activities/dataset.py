@@ -442,7 +442,9 @@ def _copy_one(
         for attempt in range(_FILE_ATTEMPTS):
             key = f"{request.key}-{index}" + (f"-{attempt}" if attempt else "")
             try:
-                outcome = copy_object(source, destination, options, key, beat)
+                outcome = copy_object(
+                    source, destination, options, key, beat, request.files[index].size
+                )
                 break
             except (ChecksumMismatchError, WriteSessionLostError):
                 if attempt + 1 == _FILE_ATTEMPTS:
