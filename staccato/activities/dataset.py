@@ -3,23 +3,33 @@ filtered, with the names the destination cannot hold marked) and ``copy_batch`` 
 small files in one activity, each with a single transfer's guarantees:
 :func:`staccato.activities.object_copy.copy_object`).
 
+Files of a batch: up to :data:`FILES_IN_FLIGHT` copied at once (threads), file ``k``
+started only while ``k`` < (the first file not ended) + ``FILES_IN_FLIGHT``.
+
 Resume of a batch: its heartbeat details (:class:`BatchCheckpoint`) say how many files
-are handled and what they counted. Heartbeats reach the server at most every second or
-so, so after a worker is killed a few files past the checkpoint may be published
-already: a retried attempt compares each file from the checkpoint on with its
-destination at the checksum level (both read, nothing written) and counts those that
-match as done, until the first one that does not; from there it copies. The file that
-was half-written reopens its write session (same key) and copies only the chunks the
-destination does not hold; the session of the last file found published is reopened
-and aborted (the kill may have come between its publish and the removal of its
-journal).
+are ended (in order: the first file not ended is ``next_index``) and what they
+counted. Heartbeats reach the server at most every second or so, and files after the
+first not ended may be ended too, so after a worker is killed some files past the
+checkpoint may be published already: a retried attempt compares each file from the
+checkpoint on with its destination at the checksum level (both read, nothing written)
+and counts those that match as done, up to ``FILES_IN_FLIGHT`` files past the first
+one that does not match (beyond that, nothing was started); the others are copied.
+A file that was half-written reopens its write session (same key) and copies only
+the chunks the destination does not hold; the sessions of the matching files that may
+have been in flight at the kill are reopened and aborted (the kill may have come
+between a publish and the removal of its journal).
 """
 
 from __future__ import annotations
 
+import contextvars
 import fnmatch
 import os
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 
 from pydantic import ValidationError
 from temporalio import activity
@@ -55,6 +65,10 @@ _HEARTBEAT_EVERY_S = 0.5
 #: attempts per file in one batch when its copy proved bad (a checksum mismatch after
 #: writing, a write session lost): like a single transfer's fresh write session
 _FILE_ATTEMPTS = 2
+#: files of a batch copied at once (threads of the activity process): a small file's
+#: time is mostly waits (``fdatasync``, a directory ``fsync``, request round trips),
+#: which overlap
+FILES_IN_FLIGHT = 4
 
 
 def selected(name: str, include: list[str], exclude: list[str]) -> bool:
@@ -157,7 +171,7 @@ def _with_destination(
 
 @activity.defn(name="copy_batch")
 def copy_batch(request: BatchInput) -> BatchResult:
-    """Copy the batch's files one after the other (see :func:`_copy_batch`).
+    """Copy the batch's files up to FILES_IN_FLIGHT at once (see :func:`_copy_batch`).
 
     Raises:
         CancelledError: the dataset was cancelled (the file in flight is removed).
@@ -171,17 +185,18 @@ def copy_batch(request: BatchInput) -> BatchResult:
 
 @mapped_errors
 def _copy_batch(request: BatchInput) -> BatchResult | None:
-    """Copy the batch's files one after the other (see the module docstring for resume).
+    """Copy the batch's files, up to :data:`FILES_IN_FLIGHT` at once (see the module
+    docstring for resume).
 
     A file that cannot be copied (missing, a name or a collision the destination
     refuses, changed during the copy...) is counted as failed with its reason and the
     batch goes on; a transient failure fails the attempt (Temporal retries it from the
-    heartbeat's checkpoint).
+    heartbeat's checkpoint) once the files in flight have ended.
 
     Returns:
         Files copied, skipped (up to date at ``options.sync_level``), failed with
         reasons, bytes written; None when the dataset was cancelled (or the worker is
-        gone): the file in flight is removed.
+        gone): the files in flight are removed.
 
     Raises:
         RetryableError: a transient failure (the attempt is retried).
@@ -200,31 +215,158 @@ def _copy_batch(request: BatchInput) -> BatchResult | None:
     beat = _Beat(state)
     root = parse_url(request.source_root)
     destination_root = parse_url(request.destination_root)
-    last_matched: int | None = None  # the last file found copied by the previous attempt
     try:
         with keepalive_hook(beat):
-            for index in range(state.next_index, len(request.files)):
-                name = request.files[index].name
-                state.current = name
-                beat()
-                was_resuming = resuming
-                resuming = _copy_one(request, index, root, destination_root, state, resuming, beat)
-                if resuming:
-                    last_matched = index
-                elif was_resuming and last_matched is not None:
-                    _discard_session(request, destination_root, last_matched)
-                state.next_index = index + 1
-            if resuming and last_matched is not None:
-                _discard_session(request, destination_root, last_matched)
+            if resuming:
+                _resume(request, root, destination_root, state, beat)
+            _copy_in_flight(request, root, destination_root, state, beat)
             state.current = None
     except StreamStopped:
         return None
     except StaccatoError:
-        beat(force=True)  # the retry starts at the file that failed
+        beat(force=True)  # the retry starts at the first file not ended
         raise
     return BatchResult(
         done=state.done, skipped=state.skipped, bytes=state.bytes, failures=state.failures
     )
+
+
+def _resume(
+    request: BatchInput,
+    root: EndpointURL,
+    destination_root: EndpointURL,
+    state: BatchCheckpoint,
+    beat: _Beat,
+) -> None:
+    """What a retried attempt does first, one file at a time (see the module docstring).
+
+    The previous attempt started file ``k`` only while ``k`` < (its first file not
+    ended) + :data:`FILES_IN_FLIGHT`, so with ``first`` the first file found not
+    copied, every file it may have published is before ``first + FILES_IN_FLIGHT``:
+    the files from the checkpoint to there are compared (checksum level) and those
+    that match count as done; the others are copied. The write session of each match
+    in ``[first - FILES_IN_FLIGHT, first + FILES_IN_FLIGHT)`` (the files that may have
+    been in flight at the kill, between publish and the removal of their journal) is
+    reopened and aborted.
+    """
+    first: int | None = None
+    matched: list[int] = []
+    files = len(request.files)
+    while state.next_index < files and (
+        first is None or state.next_index < first + FILES_IN_FLIGHT
+    ):
+        index = state.next_index
+        state.current = request.files[index].name
+        beat()
+        ended = _compare_one(request, index, root, destination_root, state)
+        if ended:
+            matched.append(index)
+        else:
+            if first is None:
+                first = index
+            _apply(state, request, index, _copy_one(request, index, root, destination_root, beat))
+        state.next_index = index + 1
+    if first is None:
+        first = state.next_index
+    for index in matched:
+        if first - FILES_IN_FLIGHT <= index < first + FILES_IN_FLIGHT:
+            _discard_session(request, destination_root, index)
+
+
+def _copy_in_flight(
+    request: BatchInput,
+    root: EndpointURL,
+    destination_root: EndpointURL,
+    state: BatchCheckpoint,
+    beat: _Beat,
+) -> None:
+    """Copy the files from ``state.next_index`` on, up to :data:`FILES_IN_FLIGHT` at
+    once (threads: the waits of one file, its ``fdatasync``, its requests, overlap the
+    work of others; SFTP: one at a time), file ``k`` started only while ``k < state.next_index +
+    FILES_IN_FLIGHT``. ``state`` counts the files in order: ``next_index`` is the first
+    file not ended, so a checkpoint never covers a file still in flight.
+
+    Raises:
+        StreamStopped: cancelled (each file in flight removes its write session).
+        StaccatoError: a transient failure of a file, raised once the files in flight
+            have ended (they are counted if they precede it).
+    """
+    files = len(request.files)
+    if "sftp" in (root.scheme, destination_root.scheme):
+        # one file at a time, in this thread: SFTP copies in several threads of one
+        # process stalled (a batch stopped mid-file in the round-trip test)
+        for index in range(state.next_index, files):
+            state.current = request.files[index].name
+            beat()
+            _apply(state, request, index, _copy_one(request, index, root, destination_root, beat))
+            state.next_index = index + 1
+        return
+    stop = threading.Event()
+
+    def file_beat() -> None:
+        if stop.is_set():
+            raise StreamStopped("batch stopped")
+
+    def run(index: int) -> _Outcome:
+        with keepalive_hook(file_beat):
+            return _copy_one(request, index, root, destination_root, file_beat)
+
+    pending: dict[int, Future[_Outcome]] = {}
+    ended: dict[int, Future[_Outcome]] = {}
+    next_start = state.next_index
+    failure: BaseException | None = None
+    with ThreadPoolExecutor(FILES_IN_FLIGHT, thread_name_prefix="batch-file") as pool:
+        try:
+            while pending or (next_start < files and failure is None):
+                while (
+                    failure is None
+                    and next_start < files
+                    and next_start < state.next_index + FILES_IN_FLIGHT
+                ):
+                    # each thread sees this activity's context (info, cancellation)
+                    context = contextvars.copy_context()
+                    pending[next_start] = pool.submit(context.run, run, next_start)
+                    next_start += 1
+                done, _ = wait(
+                    pending.values(), timeout=_HEARTBEAT_EVERY_S, return_when=FIRST_COMPLETED
+                )
+                for index in [i for i, f in pending.items() if f in done]:
+                    future = ended[index] = pending.pop(index)
+                    error = future.exception()
+                    if error is not None and failure is None:
+                        failure = error
+                while state.next_index in ended and ended[state.next_index].exception() is None:
+                    index = state.next_index
+                    _apply(state, request, index, ended.pop(index).result())
+                    state.next_index = index + 1
+                state.current = request.files[min(state.next_index, files - 1)].name
+                beat()
+        except BaseException:
+            stop.set()  # cancelled: each file in flight stops and removes its session
+            wait(pending.values())
+            raise
+    if failure is not None:
+        raise failure
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """One file's end: copied (``bytes`` written), skipped (up to date), or failed."""
+
+    copied: bool = False
+    bytes: int = 0
+    failure: FileFailure | None = None
+
+
+def _apply(state: BatchCheckpoint, request: BatchInput, index: int, outcome: _Outcome) -> None:
+    """Count file ``index``'s outcome in ``state``."""
+    if outcome.failure is not None:
+        state.failures.append(outcome.failure)
+    elif outcome.copied:
+        state.done += 1
+        state.bytes += outcome.bytes
+    else:
+        state.skipped += 1
 
 
 def _discard_session(request: BatchInput, destination_root: EndpointURL, index: int) -> None:
@@ -253,47 +395,60 @@ def _previous(request: BatchInput) -> BatchCheckpoint:
     return BatchCheckpoint()
 
 
-def _copy_one(
+def _compare_one(
     request: BatchInput,
     index: int,
     root: EndpointURL,
     destination_root: EndpointURL,
     state: BatchCheckpoint,
-    resuming: bool,
-    beat: _Beat,
 ) -> bool:
-    """Copy file ``index`` of the batch, counting it in ``state``.
+    """Whether file ``index`` was copied by a previous attempt (its destination matches
+    its source at the checksum level); if so it is counted as done in ``state``."""
+    name = request.files[index].name
+    try:
+        source = target_url(root, name).canonical
+        destination = target_url(destination_root, name).canonical
+        matched, _ = up_to_date(source, destination, SyncLevel.checksum, request.options)
+    except PermanentError:
+        return False  # copying it says why
+    if matched:
+        activity.logger.info("%s: copied by the previous attempt already", name)
+        state.done += 1
+        state.bytes += request.files[index].size
+    return matched
+
+
+def _copy_one(
+    request: BatchInput,
+    index: int,
+    root: EndpointURL,
+    destination_root: EndpointURL,
+    beat: Callable[[], None],
+) -> _Outcome:
+    """Copy file ``index`` of the batch.
 
     Returns:
-        Whether the next file should still be checked as possibly done by a previous
-        attempt (see the module docstring).
+        Its outcome; a permanent error is a failure with its reason.
+
+    Raises:
+        StreamStopped: ``beat`` stopped it (its write session is removed).
+        RetryableError: a transient failure (the session is kept for the retry).
     """
     name = request.files[index].name
     options: TransferOptions = request.options
     try:
         source = target_url(root, name).canonical
         destination = target_url(destination_root, name).canonical
-        if resuming:
-            matched, _ = up_to_date(source, destination, SyncLevel.checksum, options)
-            if matched:
-                activity.logger.info("%s: copied by the previous attempt already", name)
-                state.done += 1
-                state.bytes += request.files[index].size
-                return True
         for attempt in range(_FILE_ATTEMPTS):
             key = f"{request.key}-{index}" + (f"-{attempt}" if attempt else "")
             try:
-                outcome = copy_object(source, destination, options, key, beat)
+                outcome = copy_object(
+                    source, destination, options, key, beat, request.files[index].size
+                )
                 break
             except (ChecksumMismatchError, WriteSessionLostError):
                 if attempt + 1 == _FILE_ATTEMPTS:
                     raise
     except PermanentError as err:
-        state.failures.append(FileFailure(name=name, reason=str(err)))
-        return False
-    if outcome.copied:
-        state.done += 1
-        state.bytes += outcome.bytes
-    else:
-        state.skipped += 1
-    return False
+        return _Outcome(failure=FileFailure(name=name, reason=str(err)))
+    return _Outcome(copied=outcome.copied, bytes=outcome.bytes)

@@ -25,6 +25,7 @@ from temporalio import activity
 
 from staccato import checksums
 from staccato.activities.copy import copy_segment_in_process
+from staccato.activities.small_copy import copy_small
 from staccato.activities.stream_progress import StreamStopped
 from staccato.activities.transfer import (
     open_write_session,
@@ -97,6 +98,7 @@ def copy_object(
     options: TransferOptions,
     session_key: str,
     beat: Callable[[], None],
+    listed_size: int | None = None,
 ) -> ObjectOutcome:
     """Copy ``source`` to ``destination`` (canonical URLs) with the guarantees of a
     single transfer, in this process.
@@ -108,6 +110,9 @@ def copy_object(
             so a retried batch resumes a half-written file from its durable chunks.
         beat: called at most every 0.5 s while data moves (heartbeats the caller's
             details); may raise to stop.
+        listed_size: the size the listing gave (bytes): a small object is tried in as
+            few requests as its endpoints allow first
+            (:func:`staccato.activities.small_copy.copy_small`).
 
     Raises:
         StreamStopped: ``beat`` stopped it, or the activity was cancelled while the
@@ -117,6 +122,10 @@ def copy_object(
             the destination name is untouched.
         RetryableError: a transient failure; the write session is kept for the retry.
     """
+    if listed_size is not None:
+        written = copy_small(source, destination, options, session_key, listed_size)
+        if written is not None:
+            return ObjectOutcome(copied=True, bytes=written)
     info = stat_source(source)
     src = parse_url(source)
     dst = parse_url(destination)

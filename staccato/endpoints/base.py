@@ -177,6 +177,11 @@ class Features:
             full-object CRC32C) instead of reading the object back.
         server_side_copy: ``can_copy_from`` may say yes for some sources (chunks copied
             inside the store, no bytes through the worker).
+        whole_get: ``read_whole`` reads a small object and its version in one request
+            (one atomic response: the bytes are of one version by construction).
+        whole_put: ``put_whole`` writes a small object in one atomic request the store
+            checks against the CRC32C sent with it (nothing is visible unless all of it
+            arrived as sent).
     """
 
     write: bool = False
@@ -184,6 +189,8 @@ class Features:
     unpublished_readable: bool = False
     stored_checksum: bool = False
     server_side_copy: bool = False
+    whole_get: bool = False
+    whole_put: bool = False
 
 
 class Driver(abc.ABC):
@@ -253,6 +260,29 @@ class Driver(abc.ABC):
             raise UnsupportedError(
                 f"{url.scheme} endpoints can only be sources, not destinations: {url}"
             )
+
+    def read_whole(self, url: EndpointURL, max_size: int) -> tuple[ObjectInfo, bytes] | None:
+        """The object at ``url`` and its info in one request (``features.whole_get``);
+        None when it is larger than ``max_size`` bytes (nothing read past the headers).
+
+        Raises:
+            NotFoundError, PermissionDeniedError, RetryableError: as ``stat`` and reads.
+        """
+        raise UnsupportedError(f"{self.scheme} endpoints cannot read an object in one request")
+
+    def put_whole(self, url: EndpointURL, data: bytes, crc32c: str, marker: str) -> str:
+        """Write ``data`` (its CRC32C ``crc32c``, 8 hex digits) as the object at ``url``
+        in one atomic request (``features.whole_put``); ``marker`` names the writer
+        (as a session key).
+
+        Returns:
+            The CRC32C the store says it stored (8 hex digits), ``""`` if it said none.
+
+        Raises:
+            ChecksumMismatchError: the store received other bytes (nothing was stored).
+            PermissionDeniedError, DestinationMissingError, RetryableError.
+        """
+        raise UnsupportedError(f"{self.scheme} endpoints cannot write an object in one request")
 
     def make_parents(self, url: EndpointURL) -> None:  # noqa: B027 - optional hook
         """Create the missing directories above ``url`` (a dataset's nested names);

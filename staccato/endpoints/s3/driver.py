@@ -19,16 +19,18 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from staccato import checksums
 from staccato.endpoints.base import ChunkWriter, Driver, Features, Reader, keepalive
-from staccato.endpoints.s3.checksums import _EMPTY_CRC32C, _b64_to_hex
+from staccato.endpoints.s3.checksums import _EMPTY_CRC32C, _b64_to_hex, _crc_b64
 from staccato.endpoints.s3.client import _Endpoint, _make_endpoint
-from staccato.endpoints.s3.errors import _code, _explain_head, _s3_error, _status
+from staccato.endpoints.s3.errors import _code, _explain_head, _s3_error, _scrub, _status
 from staccato.endpoints.s3.parts import LIST_PARTS_PAGE, collect_parts, plan_part_size
 from staccato.endpoints.s3.read import S3Reader
 from staccato.endpoints.s3.write import S3ChunkWriter, UploadGone, _UploadDestination
 from staccato.errors import (
     ChecksumMismatch,
     DestinationMissing,
+    IncompleteRead,
     InvalidURL,
     PermanentError,
     RetryableError,
@@ -46,6 +48,30 @@ _ENDPOINT_TTL_S = 60.0  # seconds a profile's client (and credentials) are reuse
 _ABORT_PAUSE_S = 0.5
 
 
+def _object_info(head: Mapping[str, Any], size: int) -> ObjectInfo:
+    """:class:`ObjectInfo` from HeadObject's or GetObject's response: ETag (+ VersionId)
+    and size as the version, the full-object CRC32C where the store keeps one."""
+    etag = head.get("ETag") or ""
+    version_id = head.get("VersionId")
+    extra = {"etag": etag}
+    version = f"etag={etag};size={size}"
+    if version_id and version_id != "null":
+        extra["version_id"] = version_id
+        version += f";version_id={version_id}"
+    crc = _b64_to_hex(head.get("ChecksumCRC32C"))
+    if crc and head.get("ChecksumType", "FULL_OBJECT") == "FULL_OBJECT":
+        extra["crc32c"] = crc
+    modified = head.get("LastModified")  # whole seconds (an HTTP-date); for sync levels
+    return ObjectInfo(
+        size=size,
+        version=version,
+        supports_ranges=True,
+        content_type=head.get("ContentType"),
+        extra=extra,
+        modified_at=modified.timestamp() if modified is not None else None,
+    )
+
+
 def _listed_after(key: str, cursor: str) -> bool:
     """Whether ``key`` may follow ``cursor`` in a listing: greater in UTF-8 byte order
     (AWS S3) or in file-tree order, where ``/`` sorts before every other character
@@ -60,10 +86,15 @@ class S3Driver(Driver):
     scheme = "s3"
     # no readable unpublished data (a multipart upload); a stored full-object CRC32C;
     # UploadPartCopy within one endpoint
-    features = Features(write=True, stored_checksum=True, server_side_copy=True)
+    # one-request reads and writes of small objects (GetObject; PutObject with its CRC32C)
+    features = Features(
+        write=True, stored_checksum=True, server_side_copy=True, whole_get=True, whole_put=True
+    )
 
     def __init__(self) -> None:
         self._endpoints: dict[str | None, tuple[_Endpoint, float]] = {}
+        #: (profile, bucket) -> when HeadBucket last found it (monotonic seconds)
+        self._buckets: dict[tuple[str | None, str], float] = {}
         self._lock = threading.Lock()
 
     # -- configuration
@@ -120,26 +151,55 @@ class S3Driver(Driver):
             raise _s3_error(
                 err, endpoint, url.bucket, url.key, role="source", action="HeadObject"
             ) from None
-        etag = head.get("ETag") or ""
-        version_id = head.get("VersionId")
-        size = int(head["ContentLength"])
-        extra = {"etag": etag}
-        version = f"etag={etag};size={size}"
-        if version_id and version_id != "null":
-            extra["version_id"] = version_id
-            version += f";version_id={version_id}"
-        crc = _b64_to_hex(head.get("ChecksumCRC32C"))
-        if crc and head.get("ChecksumType", "FULL_OBJECT") == "FULL_OBJECT":
-            extra["crc32c"] = crc
-        modified = head.get("LastModified")  # whole seconds (an HTTP-date); for sync levels
-        return ObjectInfo(
-            size=size,
-            version=version,
-            supports_ranges=True,
-            content_type=head.get("ContentType"),
-            extra=extra,
-            modified_at=modified.timestamp() if modified is not None else None,
-        )
+        return _object_info(head, int(head["ContentLength"]))
+
+    def read_whole(self, url: EndpointURL, max_size: int) -> tuple[ObjectInfo, bytes] | None:
+        """One GetObject (``ChecksumMode=ENABLED``): the object's info from the response
+        headers (as :meth:`stat` builds it from HeadObject) and its bytes, checked
+        against the store's full-object CRC32C where it keeps one. One response carries
+        one version, so the bytes cannot mix versions. None when the object is larger
+        than ``max_size`` bytes (the body is closed unread).
+
+        Raises:
+            NotFoundError, PermissionDeniedError, RetryableError (a short body, or bytes
+            that differ from the stored CRC32C: read again).
+        """
+        if not url.key:
+            raise InvalidURL(f"{url} names a bucket, not an object: add the key, s3://BUCKET/KEY")
+        endpoint = self.endpoint(url)
+        try:
+            response = endpoint.client.get_object(
+                Bucket=url.bucket, Key=url.key, ChecksumMode="ENABLED"
+            )
+        except (ClientError, BotoCoreError) as err:
+            raise _s3_error(
+                err, endpoint, url.bucket, url.key, role="source", action="GetObject"
+            ) from None
+        body = response["Body"]
+        try:
+            size = int(response["ContentLength"])
+            if size > max_size:
+                return None
+            data = body.read(size + 1) if size else b""
+        except (BotoCoreError, OSError) as err:
+            raise IncompleteRead(
+                f"GetObject of s3://{url.bucket}/{url.key} broke: {_scrub(str(err), None)}"
+            ) from None
+        finally:
+            body.close()
+        if len(data) != size:
+            raise IncompleteRead(
+                f"GetObject of s3://{url.bucket}/{url.key} gave {len(data)} bytes, "
+                f"Content-Length said {size}"
+            )
+        info = _object_info(response, size)
+        stored = info.extra.get("crc32c")
+        if stored and checksums.checksum_bytes("crc32c", data) != stored:
+            raise IncompleteRead(
+                f"GetObject of s3://{url.bucket}/{url.key}: the bytes received have another "
+                f"CRC32C than the store's ({stored}); reading again"
+            )
+        return info, data
 
     def open_read(self, url: EndpointURL, info: ObjectInfo, offset: int, length: int) -> Reader:
         return S3Reader(self, url, info, offset, length)
@@ -213,15 +273,24 @@ class S3Driver(Driver):
 
     def check_destination(self, url: EndpointURL) -> None:
         """The key names an object (not ``dir/``) and the bucket exists (HeadBucket;
-        some stores would silently create a missing bucket on the first PUT)."""
+        some stores would silently create a missing bucket on the first PUT). A bucket
+        found is not asked about again for as long as its client is reused (a minute,
+        ``_ENDPOINT_TTL_S``): a dataset writes many objects into one bucket."""
         if not url.key or url.key.endswith("/"):
             raise InvalidURL(
                 f"destination {url} ends with '/': S3 keys ending in '/' are folder markers; "
                 "name the object to write, e.g. s3://BUCKET/PREFIX/NAME"
             )
         endpoint = self.endpoint(url)
+        seen = (url.params.get("profile"), url.bucket)
+        with self._lock:
+            found = self._buckets.get(seen)
+        if found is not None and time.monotonic() - found <= _ENDPOINT_TTL_S:
+            return
         try:
             endpoint.client.head_bucket(Bucket=url.bucket)
+            with self._lock:
+                self._buckets[seen] = time.monotonic()
         except ClientError as err:
             if _status(err) == 404:
                 raise _s3_error(
@@ -241,6 +310,38 @@ class S3Driver(Driver):
             raise _s3_error(
                 err, endpoint, url.bucket, None, role="destination", action="HeadBucket"
             ) from None
+
+    def put_whole(self, url: EndpointURL, data: bytes, crc32c: str, marker: str) -> str:
+        """One PutObject carrying ``x-amz-checksum-crc32c``: S3 (and SeaweedFS) compute
+        the CRC32C of the body received and reject it (``BadDigest``, nothing stored)
+        when it differs; a PutObject is atomic (the key shows the old object or the
+        whole new one, never a part). The object carries ``marker`` as a multipart
+        session's object does.
+
+        Returns:
+            The CRC32C the store answered (8 hex digits), ``""`` when it answered none.
+
+        Raises:
+            RetryableError: ``BadDigest`` (the body was damaged on the way) or a transient
+                failure; PermissionDeniedError, NotFoundError (no such bucket).
+        """
+        content_type = mimetypes.guess_type(url.key, strict=False)[0] or "application/octet-stream"
+        endpoint = self.endpoint(url)
+        try:
+            answer = endpoint.client.put_object(
+                Bucket=url.bucket,
+                Key=url.key,
+                Body=data,
+                ContentLength=len(data),
+                ChecksumCRC32C=_crc_b64(int(crc32c, 16)),
+                ContentType=content_type,
+                Metadata={MARKER: marker},
+            )
+        except (ClientError, BotoCoreError) as err:
+            raise _s3_error(
+                err, endpoint, url.bucket, url.key, role="destination", action="PutObject"
+            ) from None
+        return _b64_to_hex(answer.get("ChecksumCRC32C"))
 
     def open_session(
         self, url: EndpointURL, size: int, chunk_size: int, session_key: str

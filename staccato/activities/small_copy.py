@@ -1,0 +1,243 @@
+"""A small object copied in as few requests as its endpoints allow: the fast path of
+:func:`staccato.activities.object_copy.copy_object` for a dataset's small files.
+
+Taken when the object fits in one chunk (and in ``SMALL_OBJECT_MAX`` bytes, so it is
+held in memory whole), no ``--sync-level`` check is asked for, and one of the two
+sides can move the whole object in one request:
+
+* an S3 destination (``Features.whole_put``): one PutObject carrying the CRC32C of the
+  bytes read from the source. The store computes the CRC32C of the body it received
+  and rejects a body that differs (``BadDigest``, nothing stored; SeaweedFS and AWS S3
+  both do, ``tests/s3/test_s3_small_objects.py`` sends a wrong one), and a PutObject
+  is atomic: the key shows the old object or the whole new one. So nothing is
+  published unverified and a failure leaves the destination untouched, without a
+  multipart upload. The CRC32C the store answers is compared with ours (``--verify
+  checksum``); a store answering none is checked by HeadObject after, as a single
+  transfer does. One request per file instead of nine (HeadBucket is asked once per
+  bucket and minute, :meth:`staccato.endpoints.s3.driver.S3Driver.check_destination`).
+* an S3 source (``Features.whole_get``): one GetObject gives the bytes and the
+  version (ETag, size) in one response, checked against the store's full-object
+  CRC32C. One response holds one version, so the bytes cannot mix versions, which is
+  what the single transfer's version re-check before publish guards against for a
+  copy read in several requests: no HeadObject before or after. The destination
+  (file, SFTP) is written as always: temp name, fdatasync, read back, rename.
+
+A file or SFTP source is read as a single transfer reads it: stat, one read of the
+pinned version, a second read when its mtime cannot prove it unchanged, and its
+version re-checked before publish.
+"""
+
+from __future__ import annotations
+
+from staccato import checksums, secrets
+from staccato.activities.copy import _check_read_back
+from staccato.activities.transfer import (
+    check_file_roots,
+    open_write_session,
+    stat_source,
+    verify_object,
+)
+from staccato.endpoints import get_driver
+from staccato.endpoints.base import Driver
+from staccato.errors import (
+    ChecksumMismatchError,
+    PermanentError,
+    SourceChangedError,
+    StaccatoError,
+)
+from staccato.models import (
+    ObjectInfo,
+    PrepareInput,
+    TransferOptions,
+    VerifyInput,
+    VerifyMode,
+)
+from staccato.plan import chunk_count
+from staccato.urls import EndpointURL, parse_url
+
+#: bytes: the largest object copied whole in memory (per thread of a batch)
+SMALL_OBJECT_MAX = 8 * 1024 * 1024
+
+
+def copy_small(
+    source: str,
+    destination: str,
+    options: TransferOptions,
+    session_key: str,
+    listed_size: int,
+) -> int | None:
+    """Copy a small object (see the module docstring).
+
+    Args:
+        listed_size: the object's size as listed (bytes); decides whether to try.
+
+    Returns:
+        The bytes written, or None when this path does not apply (nothing was written:
+        the caller copies the object the usual way).
+
+    Raises:
+        PermanentError: this object cannot be copied (missing, changed during the
+            copy...); the destination name is untouched.
+        RetryableError: a transient failure.
+    """
+    limit = min(options.chunk_size, SMALL_OBJECT_MAX)
+    if options.sync_level is not None or listed_size > limit:
+        return None
+    src = secrets.source_url(source, None)
+    dst = parse_url(destination)
+    source_driver = get_driver(src.scheme)
+    destination_driver = get_driver(dst.scheme)
+    whole_get = source_driver.features.whole_get
+    if not (whole_get or destination_driver.features.whole_put):
+        return None
+    check_file_roots(source, destination)
+    if whole_get:
+        got = source_driver.read_whole(src, limit)
+        if got is None:
+            return None
+        info, data = got
+    else:
+        info = stat_source(source)
+        if info.size > limit:
+            return None
+        data = _read(source_driver, src, info)
+        if info.reread_before_publish and data != _read(source_driver, src, info):
+            raise SourceChangedError(
+                f"source changed during the copy: {source} read differently a second "
+                "time (rewritten in place, size and mtime unchanged); nothing was published"
+            )
+        if source_driver.stat(src).version != info.version:
+            raise SourceChangedError(
+                f"source changed during the transfer: {source} was modified; nothing was published"
+            )
+    if destination_driver.features.whole_put:
+        _put(destination_driver, dst, data, options, session_key)
+    else:
+        _write_and_publish(destination_driver, dst, data, info, options, session_key)
+    return len(data)
+
+
+def _object_digest(algorithm: str, data: bytes) -> str:
+    """The object checksum a transfer computes for ``data`` held in one chunk: the
+    chunk's digest combined into its segment's, then into the object's."""
+    if not data:
+        return checksums.combine(algorithm, [])
+    segment = checksums.combine(algorithm, [(checksums.checksum_bytes(algorithm, data), len(data))])
+    return checksums.combine(algorithm, [(segment, len(data))])
+
+
+def _read(driver: Driver, url: EndpointURL, info: ObjectInfo) -> bytes:
+    """The whole object, of the version pinned in ``info``."""
+    buffer = bytearray(info.size)
+    if info.size:
+        with driver.open_read(url, info, 0, info.size) as reader:
+            reader.readinto_full(memoryview(buffer))
+    return bytes(buffer)
+
+
+def _put(
+    driver: Driver, url: EndpointURL, data: bytes, options: TransferOptions, marker: str
+) -> None:
+    """One atomic write checked by the store against our CRC32C, then compared with the
+    CRC32C it answers (HeadObject when it answers none)."""
+    driver.check_destination(url)
+    crc = checksums.checksum_bytes("crc32c", data)
+    stored = driver.put_whole(url, data, crc, marker)
+    if options.verify == VerifyMode.none or stored == crc:
+        return
+    if stored:
+        raise ChecksumMismatchError(
+            f"after publish: {url} has CRC32C {stored}, the source's bytes {crc}"
+        )
+    algorithm = options.checksum.value
+    verify_object(
+        VerifyInput(
+            url=url.canonical,
+            size=len(data),
+            chunk_size=options.chunk_size,
+            segments=[(0, chunk_count(len(data), options.chunk_size))],
+            checksum=options.checksum,
+            expected=_object_digest(algorithm, data),
+            mode=options.verify,
+            whole_object=True,
+        )
+    )
+
+
+def _write_and_publish(
+    driver: Driver,
+    url: EndpointURL,
+    data: bytes,
+    info: ObjectInfo,
+    options: TransferOptions,
+    session_key: str,
+) -> None:
+    """A write session holding one chunk (temp name), read back where the destination
+    can (else the temp data is read once before publish), published, size checked.
+    A failure before publish removes the temp data unless it is worth a retry."""
+    algorithm = options.checksum
+    size = len(data)
+    driver.make_parents(url)
+    prepared = open_write_session(
+        PrepareInput(
+            destination=url.canonical,
+            size=size,
+            chunk_size=options.chunk_size,
+            session_key=session_key,
+        )
+    )
+    session = prepared.session
+    chunks = chunk_count(size, session.chunk_size)
+    digest = checksums.checksum_bytes(algorithm.value, data)
+    expected = _object_digest(algorithm.value, data)
+    checking = options.verify == VerifyMode.checksum
+    try:
+        verified = not size
+        if size:
+            if chunks != 1:
+                raise PermanentError(
+                    f"{url}: {size} bytes do not fit in one chunk of {session.chunk_size}"
+                )
+            with driver.open_writer(session) as writer:
+                view = memoryview(bytearray(data))
+                writer.write_chunk(0, view, digest)
+                if checking and driver.features.read_back:
+                    _check_read_back(writer, 0, view, algorithm.value, digest)
+                    verified = True
+        if checking and not verified and prepared.session_url is not None:
+            verify_object(
+                VerifyInput(
+                    url=prepared.session_url,
+                    size=size,
+                    chunk_size=session.chunk_size,
+                    segments=[(0, chunks)],
+                    checksum=algorithm,
+                    expected=expected,
+                    mode=VerifyMode.checksum,
+                    whole_object=False,
+                )
+            )
+            verified = True
+        driver.publish(session)
+    except StaccatoError as err:
+        if not err.retryable:
+            driver.abort(session)
+        raise
+    after = VerifyMode.size if verified or not checking else VerifyMode.checksum
+    if options.verify == VerifyMode.none:
+        return
+    try:
+        verify_object(
+            VerifyInput(
+                url=session.url,
+                size=size,
+                chunk_size=session.chunk_size,
+                segments=[(0, chunks)],
+                checksum=algorithm,
+                expected=expected,
+                mode=after,
+                whole_object=True,
+            )
+        )
+    except ChecksumMismatchError as err:
+        raise ChecksumMismatchError(f"after publish: {err}") from None
