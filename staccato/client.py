@@ -524,6 +524,9 @@ class StaccatoClient:
             reason=(
                 f"destination busy: waiting for transfer {runs_as}, which is writing it"
                 if state == TransferState.queued and runs_as
+                # waiting for an endpoint or link limit (staccato.workflows.governor)
+                else progress.queued_reason
+                if state == TransferState.queued and progress
                 else None
             ),
             up_to_date=True if progress and progress.up_to_date else None,

@@ -79,7 +79,10 @@ from temporalio.exceptions import (
 with workflow.unsafe.imports_passed_through():
     from staccato import checksums, units
     from staccato.ids import transfer_id
+    from staccato.links import governor_id, transfer_governors
     from staccato.models import (
+        AcquireInput,
+        AcquireResult,
         ConfirmSourceInput,
         ObjectInfo,
         PrepareInput,
@@ -88,6 +91,9 @@ with workflow.unsafe.imports_passed_through():
         ProgressReport,
         PublishInput,
         Segment,
+        SlotGrant,
+        SlotRelease,
+        SlotRequest,
         StreamInput,
         StreamResult,
         TransferRequest,
@@ -121,11 +127,19 @@ from staccato.workflows.failures import (
     reason_type,
     stream_moved_on,
 )
+from staccato.workflows.governor import RELEASE_SIGNAL
 
 DEFAULT_HEARTBEAT_TIMEOUT = timedelta(seconds=20)
 # workflow.patched ids of changes to the commands the workflow issues
 VISIBLE_AT_START_PATCH = "visible-at-start"
 FRONT_RUN_PATCH = "front-run"
+ENDPOINT_LIMITS_PATCH = "endpoint-limits"
+#: the control activity that asks the endpoint and link governors for slots
+ACQUIRE_SLOTS = "acquire_slots"
+_ACQUIRE_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
+_ACQUIRE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10)
+)
 T = TypeVar("T")
 MAX_WRITE_SESSIONS = (
     3  # per run: a lost session (WriteSessionLostError) is copied again twice at most
@@ -158,6 +172,14 @@ class TransferWorkflow:
         self._live_at = datetime.min
         # a front run: the transfer id it runs as (see staccato.workflows.front)
         self._front: str | None = None
+        # endpoint and link limits (staccato.workflows.governor): the slots held, the
+        # streams granted, whether a resume must ask again (a pause gave them back)
+        self._grants: list[SlotGrant] = []
+        self._lanes = 0
+        self._acquisitions = 0
+        self._reacquire = False
+        self._acquiring = False
+        self._request: TransferRequest | None = None
 
     @workflow.run
     async def run(self, raw_request: RawValue = NO_INPUT) -> TransferResult:
@@ -175,6 +197,8 @@ class TransferWorkflow:
         """
         request = decode_request(raw_request)
         options = request.options
+        self._request = request
+        self._lanes = options.streams
         self._retry_for = timedelta(seconds=options.retry_for_s)
         self._progress = Progress(
             state=TransferState.scheduled, chunk_size=options.chunk_size, streams=options.streams
@@ -219,6 +243,9 @@ class TransferWorkflow:
                     self._set_phase("up-to-date")
                     return sync.up_to_date_result(request, info, check, workflow.now() - started)
                 workflow.logger.info("copying: %s", check.reason)
+            if workflow.patched(ENDPOINT_LIMITS_PATCH):
+                # an up-to-date transfer needs no slot: asked after the sync check
+                await self._acquire_slots(request)
             for attempt in range(MAX_WRITE_SESSIONS):
                 try:
                     chunk_size, digest = await self._write(
@@ -259,6 +286,9 @@ class TransferWorkflow:
             self._progress.error = message
             self._set_state(TransferState.failed)
             raise ApplicationError(message, type=reason_type(err), non_retryable=True) from None
+        finally:
+            # every ending gives the slots back (no command when none are held)
+            await asyncio.shield(asyncio.ensure_future(self._release_slots()))
         label = checksums.label(options.checksum.value, digest)
         self._progress.checksum = label
         self._progress.bytes_committed = info.size
@@ -455,13 +485,22 @@ class TransferWorkflow:
         results: dict[int, StreamResult] = {}
         attempts: dict[int, int] = {}
 
-        async def lane() -> None:
+        async def lane(lane_index: int) -> None:
             assert self._progress is not None
             while True:
-                await workflow.wait_condition(lambda: not self._paused or self._failure is not None)
+                # a lane beyond the streams granted (max-streams) idles until the end
+                await workflow.wait_condition(
+                    lambda: (
+                        (not self._paused and (lane_index < self._lanes or not queue))
+                        or self._failure is not None
+                    )
+                )
                 raise_if_cancelling()
                 if self._failure is not None or not queue:
                     return
+                if self._reacquire:  # resumed after a pause gave the slots back
+                    await self._reacquire_slots()
+                    continue
                 segment = queue.popleft()
                 attempts[segment.index] = attempts.get(segment.index, 0) + 1
                 handle = workflow.start_activity(
@@ -525,7 +564,7 @@ class TransferWorkflow:
                     raise_if_cancelling()  # the transfer was cancelled, not paused
 
         await asyncio.gather(
-            *(lane() for _ in range(max(1, min(request.options.streams, len(segments)))))
+            *(lane(i) for i in range(max(1, min(request.options.streams, len(segments)))))
         )
         if self._failure is not None:
             raise self._failure
@@ -754,6 +793,78 @@ class TransferWorkflow:
         if self._front and self._progress is not None:
             front.show_state(self._progress, state, self._front)
 
+    @workflow.signal(name="limit_queued")
+    def limit_queued(self, why: str) -> None:
+        """The ``acquire_slots`` activity reports why the transfer waits for a limit
+        (sent only by runs that ask governors)."""
+        if self._progress is None or not self._acquiring:
+            return
+        self._progress.queued_reason = why
+        if not self._paused:
+            self._set_state(TransferState.queued)
+        workflow.set_current_details(f"**queued**: {why}")
+
+    async def _acquire_slots(self, request: TransferRequest) -> None:
+        """Ask the governors of the source and destination endpoints and their link
+        (in sorted order) for slots; returns once every one that exists granted.
+
+        History: the activity's 3 events and a workflow task; while queued, a
+        ``limit_queued`` signal per changed reason (at most one per 10 s) and the
+        state upserts (queued, running).
+        """
+        assert self._progress is not None
+        info = workflow.info()
+        self._acquisitions += 1
+        self._acquiring = True
+        try:
+            result: AcquireResult = await workflow.execute_activity(
+                ACQUIRE_SLOTS,
+                AcquireInput(
+                    names=transfer_governors(request.source, request.destination),
+                    request=SlotRequest(
+                        ticket=f"{info.workflow_id}/{info.run_id}/{self._acquisitions}",
+                        workflow_id=info.workflow_id,
+                        run_id=info.run_id,
+                        owner=request.options.owner or "",
+                        priority=request.options.priority,
+                        streams=request.options.streams,
+                    ),
+                ),
+                result_type=AcquireResult,
+                task_queue=front.control_queue(info.task_queue),
+                start_to_close_timeout=timedelta(days=3650),
+                heartbeat_timeout=_ACQUIRE_HEARTBEAT_TIMEOUT,
+                retry_policy=_ACQUIRE_RETRY,
+                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            )
+        finally:
+            self._acquiring = False
+        self._grants = list(result.grants)
+        self._lanes = result.streams
+        self._progress.queued_reason = None
+        if self._progress.state == TransferState.queued:
+            self._set_state(TransferState.paused if self._paused else TransferState.running)
+
+    async def _reacquire_slots(self) -> None:
+        """After a resume: one lane asks again, the others wait for it."""
+        if self._acquiring:
+            await workflow.wait_condition(lambda: not self._acquiring)
+            return
+        assert self._request is not None
+        await self._acquire_slots(self._request)
+        self._reacquire = False
+
+    async def _release_slots(self) -> None:
+        """Give every slot held back (a signal to each governor that granted one)."""
+        grants, self._grants = self._grants, []
+        for grant in grants:
+            try:
+                await workflow.get_external_workflow_handle(governor_id(grant.name)).signal(
+                    RELEASE_SIGNAL, SlotRelease(ticket=grant.ticket)
+                )
+            except Exception as err:  # the governor is gone: nothing is held there
+                workflow.logger.warning("release at %s failed: %s", grant.name, err)
+
     @workflow.query
     def progress(self) -> Progress | None:
         """Workflow-side progress (committed segments); costs no history."""
@@ -769,6 +880,9 @@ class TransferWorkflow:
         for index, handle in list(self._running.items()):
             self._stopped_by_pause.add(index)
             handle.cancel()
+        if self._grants:  # a paused transfer holds no slot; resume asks again
+            self._reacquire = True
+            await self._release_slots()
 
     @pause.validator
     def _validate_pause(self) -> None:
