@@ -56,12 +56,17 @@ async def governor_state(client: StaccatoClient, name: str) -> GovernorState | N
     return await handle.query(STATE_QUERY, result_type=GovernorState)
 
 
+def is_data(entry: dict[str, Any]) -> bool:
+    """Whether a logged request moved object data (a stream's read), not a stat's probe."""
+    return int(entry["body_bytes_sent"]) >= 64 * 1024
+
+
 def max_overlap(nginx: NginxServer, uris: set[str]) -> int:
-    """Most data requests (GETs of ``uris`` with a body) nginx served at once, from
+    """Most data requests (GETs of ``uris``, see :func:`is_data`) nginx served at once, from
     the access log's end time and duration of each."""
     edges: list[tuple[float, int]] = []
     for entry in nginx.requests():
-        if entry["method"] != "GET" or entry["uri"] not in uris or not entry["body_bytes_sent"]:
+        if entry["method"] != "GET" or entry["uri"] not in uris or not is_data(entry):
             continue
         end = float(entry["msec"])
         edges += [(end - float(entry["request_time"]), 1), (end, -1)]
@@ -76,7 +81,12 @@ def served_order(nginx: NginxServer, uris: list[str]) -> list[str]:
     """The order nginx finished serving ``uris`` (first data request of each)."""
     seen: list[str] = []
     for entry in nginx.requests():
-        if entry["method"] == "GET" and entry["uri"] in uris and entry["uri"] not in seen:
+        if (
+            entry["method"] == "GET"
+            and entry["uri"] in uris
+            and is_data(entry)
+            and entry["uri"] not in seen
+        ):
             seen.append(entry["uri"])
     return seen
 
@@ -377,3 +387,33 @@ def _streams_to(worker: WorkerProcess, port: int) -> bool:
         ["ss", "-tnpH", "dst", f"127.0.0.1:{port}"], capture_output=True, text=True, check=True
     ).stdout
     return any(int(pid) in pids for pid in re.findall(r"pid=(\d+)", listing))
+
+
+async def test_pause_gives_the_slot_back_and_resume_asks_again(
+    client: StaccatoClient, limits: Any, slow_nginx: NginxServer, http_root: Path, data_dir: Path
+) -> None:
+    """--max-active 1: pausing the holder hands its slot to the queued transfer; the
+    resumed one waits (queued) for the slot again and completes after it."""
+    target = endpoint_of(slow_nginx.base_url)
+    await limits(target, max_active=1)
+    blocker = await queue_behind_blocker(client, slow_nginx, http_root, data_dir, target)
+    (name,) = sources(slow_nginx, http_root, "after-pause", 1, 8 * MiB)
+    waiting = (await client.start(slow_nginx.url(name), str(data_dir / name), OPTIONS)).id
+
+    async def holds(transfer: str) -> bool:
+        state = await governor_state(client, target)
+        return bool(state and [h.workflow_id for h in state.holders] == [transfer])
+
+    await until(lambda: queued(client, waiting), "the second transfer is queued")
+    await client.pause(blocker)
+    await until(lambda: holds(waiting), "the paused holder's slot goes to the queued one")
+    await client.resume(blocker)
+    await until(lambda: queued(client, blocker), "the resumed transfer waits for the slot")
+    assert (await asyncio.wait_for(client.wait(waiting), 60)).bytes == 8 * MiB
+    assert (await asyncio.wait_for(client.wait(blocker), 90)).bytes == 12 * MiB
+
+
+async def queued(client: StaccatoClient, transfer: str) -> bool:
+    """Whether ``transfer`` is queued for a limit."""
+    status = await client.status(transfer)
+    return status.state == TransferState.queued and bool(status.reason)
