@@ -528,6 +528,10 @@ class Progress(BaseModel):
     up_to_date: SyncLevel | None = None
     #: while ``queued`` for an endpoint or link limit: why (which limit, place in line)
     queued_reason: str | None = None
+    #: the governor (endpoint or link name) and ticket it waits for (the place in line
+    #: is read from the governor at status time)
+    queued_for: str | None = None
+    queued_ticket: str | None = None
 
 
 class TransferStatus(BaseModel):
@@ -690,6 +694,7 @@ class SlotRequest(BaseModel):
     priority: int = DEFAULT_PRIORITY
     streams: int = 1
     seq: int = 0  # arrival order, set by the governor
+    told: bool = False  # the governor signalled it why it waits
 
 
 class SlotHolder(SlotRequest):
@@ -751,18 +756,11 @@ class SlotGrant(BaseModel):
     streams: int
 
 
-class AcquireInput(BaseModel):
-    """Input of the ``acquire_slots`` activity: ask ``names`` in order."""
+class StartGovernorInput(BaseModel):
+    """Input of the ``start_governor`` activity: ``acquire`` with signal-with-start."""
 
-    names: list[str]
+    name: str
     request: SlotRequest
-
-
-class AcquireResult(BaseModel):
-    """The grants (governors that exist only) and the streams the transfer may run."""
-
-    grants: list[SlotGrant] = Field(default_factory=list)
-    streams: int
 
 
 class HolderRef(BaseModel):

@@ -445,7 +445,8 @@ def control_worker(client: Client, *, task_queue: str) -> Worker:
         task_queue=control_queue(task_queue),
         activities=[
             activities.run_as_destination_transfer,
-            limits.acquire_slots,
+            limits.find_governors,
+            limits.start_governor,
             limits.find_ended,
         ],
         max_concurrent_activities=CONTROL_CONCURRENCY,

@@ -5,14 +5,17 @@ task queue. Its state (:class:`~staccato.models.GovernorState`) is the durable s
 of the name's limits (``staccato limit set`` signals ``set_limits`` with
 signal-with-start) and of who holds and who waits for a slot.
 
-Protocol (all by signal; transfers read their grant by the ``slot`` query, which
-costs no history):
+Protocol (signals both ways: nothing polls):
 
 * ``acquire`` (:class:`~staccato.models.SlotRequest`): join the queue; a ticket seen
-  before is ignored (a retried activity re-sends it).
+  before is ignored (a transfer that asks again after a retry re-sends it).
 * ``release`` (:class:`~staccato.models.SlotRelease`): give the slot back or leave the
   queue; with ``streams`` set, keep the slot with fewer streams.
 * ``set_limits`` (:class:`~staccato.models.LimitChange`).
+* to the transfer: ``slot_granted`` (:class:`~staccato.models.SlotGrant`) when it gets
+  its slot, ``limit_queued`` (the reason) once when it has to wait. A transfer that
+  cannot be signalled (it ended) loses its place. The ``slot`` query tells where a
+  ticket stands (``staccato status`` shows the place in line from it).
 
 Grants: while a slot is free (``max_active``: holders < N; ``max_streams``: streams
 held < N, the head of the queue gets ``min(asked, free)``), the queue's best waiter
@@ -25,13 +28,16 @@ timed out) is found every :data:`CHECK_EVERY` by the ``find_ended`` activity (co
 queue) and dropped. The governor ends when it has no limits, no holders and no
 waiters; it continues as new (carrying its state) when Temporal suggests it.
 
-History per transfer: an ``acquire`` and a ``release`` signal, each with a workflow
-task and a cancelled timer: about 12 events; the check adds about 11 events per
-5 s while anyone holds or waits (continue-as-new keeps it bounded).
+History per transfer: the ``acquire`` and ``release`` signals (1 event each), the
+``slot_granted`` signal sent (2) and, when it waited, ``limit_queued`` (2), plus the
+workflow tasks and a cancelled timer per wake-up (signals arriving together share
+them): about 10-15 events; the check adds about 11 events per 5 s while anyone holds
+or waits (continue-as-new keeps it bounded).
 """
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
@@ -43,6 +49,7 @@ with workflow.unsafe.imports_passed_through():
         HolderRef,
         LimitChange,
         Limits,
+        SlotGrant,
         SlotHolder,
         SlotRelease,
         SlotRequest,
@@ -60,6 +67,9 @@ ACQUIRE_SIGNAL = "acquire"
 RELEASE_SIGNAL = "release"
 SET_LIMITS_SIGNAL = "set_limits"
 SLOT_QUERY = "slot"
+#: signals a governor sends to a transfer
+SLOT_GRANTED_SIGNAL = "slot_granted"
+LIMIT_QUEUED_SIGNAL = "limit_queued"
 STATE_QUERY = "state"
 
 
@@ -76,6 +86,8 @@ class GovernorWorkflow:
     def __init__(self, state: GovernorState) -> None:
         self._s = GovernorState.model_validate(state)
         self._changed = False
+        # signals to transfers being sent (awaited before continue-as-new or the end)
+        self._sending = 0
 
     @workflow.run
     async def run(self, state: GovernorState) -> None:
@@ -87,15 +99,35 @@ class GovernorWorkflow:
         s = self._s
         last_check = workflow.now()
         while True:
-            self._grant()
+            for holder in self._grant():
+                self._send(
+                    holder,
+                    SLOT_GRANTED_SIGNAL,
+                    SlotGrant(
+                        name=s.name,
+                        ticket=holder.ticket,
+                        token=holder.token,
+                        streams=holder.streams,
+                    ),
+                )
+            for waiter in s.waiters:
+                if not waiter.told:
+                    waiter.told = True
+                    self._send(waiter, LIMIT_QUEUED_SIGNAL, self.slot(waiter.ticket).reason)
             self._show()
             if s.limits.empty() and not s.holders and not s.waiters:
+                await workflow.wait_condition(lambda: self._sending == 0)
+                if self._changed:  # a signal came meanwhile
+                    self._changed = False
+                    continue
                 return
             info = workflow.info()
             if info.is_continue_as_new_suggested() or info.get_current_history_length() > (
                 MAX_HISTORY
             ):
-                await workflow.wait_condition(workflow.all_handlers_finished)
+                await workflow.wait_condition(
+                    lambda: self._sending == 0 and workflow.all_handlers_finished()
+                )
                 workflow.continue_as_new(s)
             if s.holders or s.waiters:
                 due = last_check + CHECK_EVERY - workflow.now()
@@ -129,9 +161,7 @@ class GovernorWorkflow:
         )
         if ended:
             workflow.logger.info("%s: dropping slots of ended runs: %s", s.name, ended)
-            gone = set(ended)
-            s.holders = [h for h in s.holders if h.ticket not in gone]
-            s.waiters = [w for w in s.waiters if w.ticket not in gone]
+            self._drop(set(ended))
 
     def _order(self, w: SlotRequest) -> tuple[int, int, int, int]:
         """Queue order: priority, then slots held by the owner, then the owner's
@@ -144,8 +174,34 @@ class GovernorWorkflow:
         limit = self._s.limits.max_streams
         return None if limit is None else limit - sum(h.streams for h in self._s.holders)
 
-    def _grant(self) -> None:
-        """Give free slots to the best waiters (none is skipped for a later one)."""
+    def _send(self, to: SlotRequest, signal: str, arg: object) -> None:
+        """Signal a transfer (in the background); one that cannot be signalled (its
+        run ended) loses its slot or place."""
+
+        async def send() -> None:
+            try:
+                await workflow.get_external_workflow_handle(
+                    to.workflow_id, run_id=to.run_id
+                ).signal(signal, arg)
+            except Exception as err:  # the run ended: no one to hold the slot
+                workflow.logger.info("%s: dropping %s: %s", self._s.name, to.ticket, err)
+                self._drop({to.ticket})
+            finally:
+                self._sending -= 1
+
+        self._sending += 1
+        asyncio.create_task(send())
+
+    def _drop(self, tickets: set[str]) -> None:
+        s = self._s
+        s.holders = [h for h in s.holders if h.ticket not in tickets]
+        s.waiters = [w for w in s.waiters if w.ticket not in tickets]
+        self._changed = True
+
+    def _grant(self) -> list[SlotHolder]:
+        """Give free slots to the best waiters (none is skipped for a later one);
+        returns the new holders."""
+        granted: list[SlotHolder] = []
         s = self._s
         while s.waiters:
             if s.limits.max_active is not None and len(s.holders) >= s.limits.max_active:
@@ -156,16 +212,17 @@ class GovernorWorkflow:
             best = min(s.waiters, key=self._order)
             s.waiters.remove(best)
             streams = best.streams if free is None else min(best.streams, free)
-            s.holders.append(
-                SlotHolder(
-                    **best.model_dump(exclude={"streams"}), streams=streams, token=s.next_token
-                )
+            holder = SlotHolder(
+                **best.model_dump(exclude={"streams"}), streams=streams, token=s.next_token
             )
+            s.holders.append(holder)
+            granted.append(holder)
             s.next_token += 1
             s.grants_total += 1
             s.grants_by_owner[best.owner] = s.grants_by_owner.get(best.owner, 0) + 1
         if not s.waiters:
             s.grants_by_owner = {}
+        return granted
 
     def _show(self) -> None:
         """The current-details line: limits, active, queued."""

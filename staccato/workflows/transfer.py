@@ -71,6 +71,7 @@ from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
     CancelledError,
+    FailureError,
     RetryState,
     TimeoutError,
     TimeoutType,
@@ -81,8 +82,6 @@ with workflow.unsafe.imports_passed_through():
     from staccato.ids import transfer_id
     from staccato.links import governor_id, transfer_governors
     from staccato.models import (
-        AcquireInput,
-        AcquireResult,
         ConfirmSourceInput,
         ObjectInfo,
         PrepareInput,
@@ -94,6 +93,7 @@ with workflow.unsafe.imports_passed_through():
         SlotGrant,
         SlotRelease,
         SlotRequest,
+        StartGovernorInput,
         StreamInput,
         StreamResult,
         TransferRequest,
@@ -127,7 +127,12 @@ from staccato.workflows.failures import (
     reason_type,
     stream_moved_on,
 )
-from staccato.workflows.governor import RELEASE_SIGNAL
+from staccato.workflows.governor import (
+    ACQUIRE_SIGNAL,
+    LIMIT_QUEUED_SIGNAL,
+    RELEASE_SIGNAL,
+    SLOT_GRANTED_SIGNAL,
+)
 
 DEFAULT_HEARTBEAT_TIMEOUT = timedelta(seconds=20)
 # workflow.patched ids of changes to the commands the workflow issues
@@ -135,9 +140,9 @@ VISIBLE_AT_START_PATCH = "visible-at-start"
 FRONT_RUN_PATCH = "front-run"
 ENDPOINT_LIMITS_PATCH = "endpoint-limits"
 #: the control activity that asks the endpoint and link governors for slots
-ACQUIRE_SLOTS = "acquire_slots"
-_ACQUIRE_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
-_ACQUIRE_RETRY = RetryPolicy(
+FIND_GOVERNORS = "find_governors"
+START_GOVERNOR = "start_governor"
+_LIMITS_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10)
 )
 T = TypeVar("T")
@@ -174,7 +179,10 @@ class TransferWorkflow:
         self._front: str | None = None
         # endpoint and link limits (staccato.workflows.governor): the slots held, the
         # streams granted, whether a resume must ask again (a pause gave them back)
-        self._grants: list[SlotGrant] = []
+        self._asked: list[str] = []  # governors asked (released at the end, on pause)
+        self._granted: dict[str, SlotGrant] = {}
+        self._ticket: str | None = None
+        self._waiting_for: str | None = None  # the governor whose grant is awaited
         self._lanes = 0
         self._acquisitions = 0
         self._reacquire = False
@@ -793,55 +801,88 @@ class TransferWorkflow:
         if self._front and self._progress is not None:
             front.show_state(self._progress, state, self._front)
 
-    @workflow.signal(name="limit_queued")
+    @workflow.signal(name=LIMIT_QUEUED_SIGNAL)
     def limit_queued(self, why: str) -> None:
-        """The ``acquire_slots`` activity reports why the transfer waits for a limit
-        (sent only by runs that ask governors)."""
-        if self._progress is None or not self._acquiring:
+        """A governor tells why the transfer waits for its slot (sent only to runs that
+        asked it, while they wait)."""
+        if self._progress is None or self._waiting_for is None:
             return
         self._progress.queued_reason = why
+        self._progress.queued_for = self._waiting_for
+        self._progress.queued_ticket = self._ticket
         if not self._paused:
             self._set_state(TransferState.queued)
         workflow.set_current_details(f"**queued**: {why}")
 
+    @workflow.signal(name=SLOT_GRANTED_SIGNAL)
+    def slot_granted(self, grant: SlotGrant) -> None:
+        """A governor granted a slot (a grant for an older ticket is ignored: that
+        ticket was released)."""
+        grant = SlotGrant.model_validate(grant)
+        if grant.ticket == self._ticket:
+            self._granted[grant.name] = grant
+
     async def _acquire_slots(self, request: TransferRequest) -> None:
         """Ask the governors of the source and destination endpoints and their link
-        (in sorted order) for slots; returns once every one that exists granted.
+        (in sorted order: no two transfers wait for each other) for slots; returns
+        once every one that runs has granted one. Sets the streams granted.
 
-        History: the activity's 3 events and a workflow task; while queued, a
-        ``limit_queued`` signal per changed reason (at most one per 10 s) and the
-        state upserts (queued, running).
+        History: the ``find_governors`` activity (3 events and a workflow task);
+        per governor that runs, the ``acquire`` signal sent (2 events), the grant
+        received (1 and a workflow task), and while queued ``limit_queued`` (1) with
+        the state upserts (queued, running).
         """
         assert self._progress is not None
         info = workflow.info()
+        control = front.control_queue(info.task_queue)
+        names: list[str] = await workflow.execute_activity(
+            FIND_GOVERNORS,
+            transfer_governors(request.source, request.destination),
+            result_type=list[str],
+            task_queue=control,
+            start_to_close_timeout=SHORT_TIMEOUT,
+            retry_policy=_LIMITS_RETRY,
+        )
+        if not names:
+            return
         self._acquisitions += 1
-        self._acquiring = True
-        try:
-            result: AcquireResult = await workflow.execute_activity(
-                ACQUIRE_SLOTS,
-                AcquireInput(
-                    names=transfer_governors(request.source, request.destination),
-                    request=SlotRequest(
-                        ticket=f"{info.workflow_id}/{info.run_id}/{self._acquisitions}",
-                        workflow_id=info.workflow_id,
-                        run_id=info.run_id,
-                        owner=request.options.owner or "",
-                        priority=request.options.priority,
-                        streams=request.options.streams,
-                    ),
-                ),
-                result_type=AcquireResult,
-                task_queue=front.control_queue(info.task_queue),
-                start_to_close_timeout=timedelta(days=3650),
-                heartbeat_timeout=_ACQUIRE_HEARTBEAT_TIMEOUT,
-                retry_policy=_ACQUIRE_RETRY,
-                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+        ticket = self._ticket = f"{info.workflow_id}/{info.run_id}/{self._acquisitions}"
+        self._granted = {}
+        streams = request.options.streams
+        for name in names:
+            ask = SlotRequest(
+                ticket=ticket,
+                workflow_id=info.workflow_id,
+                run_id=info.run_id,
+                owner=request.options.owner or "",
+                priority=request.options.priority,
+                streams=streams,
             )
-        finally:
-            self._acquiring = False
-        self._grants = list(result.grants)
-        self._lanes = result.streams
-        self._progress.queued_reason = None
+            self._asked.append(name)
+            self._waiting_for = name
+            try:
+                await workflow.get_external_workflow_handle(governor_id(name)).signal(
+                    ACQUIRE_SIGNAL, ask
+                )
+            except FailureError:  # it ended since find_governors: start it again
+                await workflow.execute_activity(
+                    START_GOVERNOR,
+                    StartGovernorInput(name=name, request=ask),
+                    task_queue=control,
+                    start_to_close_timeout=SHORT_TIMEOUT,
+                    retry_policy=_LIMITS_RETRY,
+                )
+            await workflow.wait_condition(lambda name=name: name in self._granted)  # type: ignore[misc]
+            streams = min(streams, self._granted[name].streams)
+        self._waiting_for = None
+        for name, grant in self._granted.items():  # an earlier one granted more streams
+            if grant.streams > streams:
+                await workflow.get_external_workflow_handle(governor_id(name)).signal(
+                    RELEASE_SIGNAL, SlotRelease(ticket=ticket, streams=streams)
+                )
+        self._lanes = streams
+        self._progress.queued_reason = self._progress.queued_for = None
+        self._progress.queued_ticket = None
         if self._progress.state == TransferState.queued:
             self._set_state(TransferState.paused if self._paused else TransferState.running)
 
@@ -851,19 +892,26 @@ class TransferWorkflow:
             await workflow.wait_condition(lambda: not self._acquiring)
             return
         assert self._request is not None
-        await self._acquire_slots(self._request)
+        self._acquiring = True
+        try:
+            await self._acquire_slots(self._request)
+        finally:
+            self._acquiring = False
         self._reacquire = False
 
     async def _release_slots(self) -> None:
-        """Give every slot held back (a signal to each governor that granted one)."""
-        grants, self._grants = self._grants, []
-        for grant in grants:
+        """Give back every slot held or asked for (a ``release`` signal to each
+        governor asked: 2 events each; none when no governor was asked)."""
+        names, self._asked = self._asked, []
+        self._granted = {}
+        self._waiting_for = None
+        for name in names:
             try:
-                await workflow.get_external_workflow_handle(governor_id(grant.name)).signal(
-                    RELEASE_SIGNAL, SlotRelease(ticket=grant.ticket)
+                await workflow.get_external_workflow_handle(governor_id(name)).signal(
+                    RELEASE_SIGNAL, SlotRelease(ticket=self._ticket or "")
                 )
-            except Exception as err:  # the governor is gone: nothing is held there
-                workflow.logger.warning("release at %s failed: %s", grant.name, err)
+            except FailureError as err:  # the governor is gone: nothing is held there
+                workflow.logger.warning("release at %s failed: %s", name, err)
 
     @workflow.query
     def progress(self) -> Progress | None:
@@ -880,7 +928,7 @@ class TransferWorkflow:
         for index, handle in list(self._running.items()):
             self._stopped_by_pause.add(index)
             handle.cancel()
-        if self._grants:  # a paused transfer holds no slot; resume asks again
+        if self._asked:  # a paused transfer holds no slot; resume asks again
             self._reacquire = True
             await self._release_slots()
 
