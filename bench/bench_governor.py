@@ -1,12 +1,12 @@
 """How many acquire+release cycles per second one governor sustains, and how many
 history events a transfer gains from asking its governors.
 
-A private dev server and one worker; ``--clients`` concurrent loops each send
-``acquire`` (a fresh ticket), wait for the grant (``wait_slot`` update), and send
-``release``, for ``--seconds``; the governor has ``--max-active`` slots. Tickets name
-the governor's own run as their holder, so its liveness check keeps them.
+A private dev server and one worker (it runs the governor); this process runs
+``--clients`` ``BenchHolder`` workflows, each asking the governor for a slot the way a
+transfer does (``acquire`` signal, waits for ``slot_granted``, ``release`` signal),
+``--cycles`` times; the governor has ``--max-active`` slots.
 
-    python -m bench.bench_governor [--clients 20] [--seconds 20] [--max-active 4]
+    python -m bench.bench_governor [--clients 20] [--cycles 10] [--max-active 4]
 """
 
 from __future__ import annotations
@@ -16,52 +16,49 @@ import asyncio
 import os
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
-from temporalio.service import RPCError
+from temporalio import workflow
+from temporalio.worker import Worker
 
 from bench.common import Service
 from staccato import governors
 from staccato.client import StaccatoClient
 from staccato.links import governor_id, parse_limit_target
-from staccato.models import Limits, SlotRelease, SlotRequest, SlotView
-from staccato.workflows.governor import ACQUIRE_SIGNAL, RELEASE_SIGNAL, WAIT_SLOT_UPDATE
+from staccato.models import Limits, SlotGrant, SlotRelease, SlotRequest
+from staccato.workflows.governor import ACQUIRE_SIGNAL, RELEASE_SIGNAL, SLOT_GRANTED_SIGNAL
 
 
-async def cycles(client: StaccatoClient, name: str, clients: int, seconds: float) -> float:
-    """acquire+release cycles per second over ``seconds``."""
-    handle = client.temporal.get_workflow_handle(governor_id(name))
-    run_id = (await handle.describe()).run_id
-    done = refused = 0
-    stop = time.monotonic() + seconds
+@workflow.defn(name="BenchHolder", sandboxed=False)
+class BenchHolder:
+    """Acquire and release a slot at one governor ``cycles`` times."""
 
-    async def loop(n: int) -> None:
-        nonlocal done, refused
-        i = 0
-        while time.monotonic() < stop:
-            i += 1
-            ticket = f"bench/{n}/{i}"
-            await handle.signal(
+    def __init__(self) -> None:
+        self._granted: set[str] = set()
+
+    @workflow.run
+    async def run(self, name: str, cycles: int, owner: str) -> None:
+        info = workflow.info()
+        governor = workflow.get_external_workflow_handle(governor_id(name))
+        for i in range(cycles):
+            ticket = f"{info.workflow_id}/{info.run_id}/{i}"
+            await governor.signal(
                 ACQUIRE_SIGNAL,
-                SlotRequest(ticket=ticket, workflow_id=handle.id, run_id=run_id, owner=str(n % 3)),
+                SlotRequest(
+                    ticket=ticket, workflow_id=info.workflow_id, run_id=info.run_id, owner=owner
+                ),
             )
-            while True:
-                try:
-                    view = await handle.execute_update(
-                        WAIT_SLOT_UPDATE, ticket, result_type=SlotView
-                    )
-                    if view.granted:
-                        break
-                except RPCError:
-                    refused += 1
-                await asyncio.sleep(0.1)
-            await handle.signal(RELEASE_SIGNAL, SlotRelease(ticket=ticket))
-            done += 1
+            await workflow.wait_condition(lambda t=ticket: t in self._granted)  # type: ignore[misc]
+            await governor.signal(RELEASE_SIGNAL, SlotRelease(ticket=ticket))
 
-    started = time.monotonic()
-    await asyncio.gather(*(loop(n) for n in range(clients)))
-    print(f"calls refused: {refused}")
-    return done / (time.monotonic() - started)
+    @workflow.signal(name=SLOT_GRANTED_SIGNAL)
+    def slot_granted(self, grant: SlotGrant) -> None:
+        self._granted.add(SlotGrant.model_validate(grant).ticket)
+
+    @workflow.signal(name="limit_queued")
+    def limit_queued(self, why: str) -> None:
+        pass
 
 
 async def events_per_transfer(client: StaccatoClient, data: Path, limit: bool) -> int:
@@ -98,9 +95,26 @@ async def main(args: argparse.Namespace) -> None:
             Limits(max_active=args.max_active),
             task_queue=client.task_queue,
         )
-        rate = await cycles(client, name, args.clients, args.seconds)
+        queue = f"bench-holders-{uuid.uuid4().hex[:6]}"
+        async with Worker(client.temporal, task_queue=queue, workflows=[BenchHolder]):
+            started = time.monotonic()
+            handles = [
+                await client.temporal.start_workflow(
+                    BenchHolder.run,
+                    args=[name, args.cycles, str(n % 3)],
+                    id=f"bench-holder-{n}-{uuid.uuid4().hex[:6]}",
+                    task_queue=queue,
+                )
+                for n in range(args.clients)
+            ]
+            await asyncio.gather(*(h.result() for h in handles))
+            elapsed = time.monotonic() - started
+        total = args.clients * args.cycles
+        history = await client.temporal.get_workflow_handle(governor_id(name)).fetch_history()
         print(
-            f"{rate:.1f} acquire+release/s ({args.clients} clients, max-active {args.max_active})"
+            f"{total / elapsed:.1f} acquire+release/s ({total} cycles by {args.clients} "
+            f"holders in {elapsed:.1f} s, max-active {args.max_active}); governor run "
+            f"history now {len(history.events)} events"
         )
     finally:
         service.stop()
@@ -109,6 +123,6 @@ async def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--clients", type=int, default=20)
-    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--cycles", type=int, default=10)
     parser.add_argument("--max-active", type=int, default=4)
     asyncio.run(main(parser.parse_args()))
