@@ -432,3 +432,34 @@ async def queued(client: StaccatoClient, transfer: str) -> bool:
 async def phase_is(client: StaccatoClient, transfer: str, phase: str) -> bool:
     """Whether ``transfer`` is in ``phase``."""
     return (await client.status(transfer)).phase == phase
+
+
+async def test_cancel_while_queued_leaves_the_queue(
+    client: StaccatoClient, limits: Any, slow_nginx: NginxServer, http_root: Path, data_dir: Path
+) -> None:
+    """A transfer cancelled while queued ends cancelled, leaves the governor's queue
+    and never writes the destination."""
+    target = endpoint_of(slow_nginx.base_url)
+    await limits(target, max_active=1)
+    blocker = await queue_behind_blocker(client, slow_nginx, http_root, data_dir, target)
+    (name,) = sources(slow_nginx, http_root, "cancel-queued", 1, 1 * MiB)
+    waiting = (await client.start(slow_nginx.url(name), str(data_dir / name), OPTIONS)).id
+    await until(lambda: queued(client, waiting), "the second transfer is queued")
+    await client.cancel(waiting)
+
+    async def left() -> bool:
+        state = await governor_state(client, target)
+        return bool(state and not any(w.workflow_id == waiting for w in state.waiters))
+
+    await until(left, "the cancelled transfer left the queue", timeout_s=20)
+    status = await until(
+        lambda: _ended(client, waiting), "the cancelled transfer ends", timeout_s=20
+    )
+    assert status.state == TransferState.cancelled, status
+    assert not (data_dir / name).exists()
+    await asyncio.wait_for(client.wait(blocker), 90)
+
+
+async def _ended(client: StaccatoClient, transfer: str) -> Any:
+    status = await client.status(transfer)
+    return status if status.state in (TransferState.cancelled, TransferState.failed) else None
