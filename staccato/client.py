@@ -74,11 +74,13 @@ from staccato.errors import (
     TransferNotFoundError,
 )
 from staccato.ids import TRANSFER_ID_PREFIX, transfer_id
+from staccato.links import governor_id
 from staccato.models import (
     Checkpoint,
     FrontCheckpoint,
     IfBusy,
     Progress,
+    SlotView,
     TransferOptions,
     TransferRequest,
     TransferResult,
@@ -90,6 +92,7 @@ from staccato.starts import front_id, start_front, start_or_attach
 from staccato.urls import SOURCE_ONLY_SCHEMES, parse_url, resolve_local_directory
 from staccato.workflows import TransferWorkflow
 from staccato.workflows import search_attributes as sa
+from staccato.workflows.governor import SLOT_QUERY
 
 __all__ = ["TRANSFER_ID_PREFIX", "StaccatoClient", "Submission", "transfer_id"]
 
@@ -524,11 +527,28 @@ class StaccatoClient:
             reason=(
                 f"destination busy: waiting for transfer {runs_as}, which is writing it"
                 if state == TransferState.queued and runs_as
+                # waiting for an endpoint or link limit (staccato.workflows.governor)
+                else await self._limit_reason(progress)
+                if state == TransferState.queued and progress
                 else None
             ),
             up_to_date=True if progress and progress.up_to_date else None,
             sync_level=progress.up_to_date if progress else None,
         )
+
+    async def _limit_reason(self, progress: Progress) -> str | None:
+        """Why a transfer waits for a limit, with its place in line now (asked of the
+        governor); what the governor last told the transfer when it cannot answer."""
+        if progress.queued_for and progress.queued_ticket:
+            try:
+                view = await self.temporal.get_workflow_handle(
+                    governor_id(progress.queued_for)
+                ).query(SLOT_QUERY, progress.queued_ticket, result_type=SlotView)
+                if view.reason:
+                    return view.reason
+            except RPCError:
+                pass
+        return progress.queued_reason
 
     async def _front_checkpoint(self, description: Any) -> FrontCheckpoint | None:
         """A running front run's last ``FrontCheckpoint`` (its activity's heartbeat)."""

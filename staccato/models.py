@@ -23,6 +23,8 @@ GiB = 1024 * MiB
 DEFAULT_CHUNK_SIZE = 16 * MiB
 DEFAULT_STREAMS = 4
 MAX_STREAMS = 64
+#: default ``--priority`` (1 = most urgent .. 5), as Temporal's task priority keys
+DEFAULT_PRIORITY = 3
 MAX_CHUNK_SIZE = 5 * GiB  # S3's largest part; larger buys nothing and costs memory
 DEFAULT_RETRY_FOR_S = 24 * 3600.0
 MAX_RETRY_FOR_S = 30 * 24 * 3600.0
@@ -102,6 +104,12 @@ class TransferOptions(BaseModel):
         sync_level: None (the default) copies always; a level skips the copy when the
             destination already matches the source at that level (see
             :class:`SyncLevel`): the transfer then completes as up to date.
+        priority: 1 (most urgent) .. 5; orders the queue of a limited endpoint or link
+            and is the Temporal task priority of the transfer's tasks. How to start,
+            not what to write: not part of the request hash.
+        owner: who the transfer is for (fair share of a limited endpoint between
+            owners); None: the submitting client fills it in. Not a secret; not part
+            of the request hash.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -114,6 +122,8 @@ class TransferOptions(BaseModel):
     retry_for_s: float = Field(DEFAULT_RETRY_FOR_S, ge=1, le=MAX_RETRY_FOR_S)
     if_busy: IfBusy = IfBusy.fail
     sync_level: SyncLevel | None = None
+    priority: int = Field(DEFAULT_PRIORITY, ge=1, le=5)
+    owner: str | None = Field(None, min_length=1, max_length=64)
 
 
 def _not_canonical_because(value: str, canonical: str) -> str:
@@ -205,7 +215,9 @@ class TransferRequest(BaseModel):
         ``sync_level`` is left out: a request with default options hashes as it did
         before these options existed (a resubmission still attaches across the upgrade).
         """
-        skipped = {"if_busy"} | ({"sync_level"} if self.options.sync_level is None else set())
+        skipped = {"if_busy", "priority", "owner"} | (
+            {"sync_level"} if self.options.sync_level is None else set()
+        )
         data = self.model_dump_json(exclude={"options": skipped})
         return hashlib.sha256(data.encode()).hexdigest()[:32]
 
@@ -514,6 +526,12 @@ class Progress(BaseModel):
     phase: str = "scheduled"
     #: the sync level the destination matched at: completed without copying
     up_to_date: SyncLevel | None = None
+    #: while ``queued`` for an endpoint or link limit: why (which limit, place in line)
+    queued_reason: str | None = None
+    #: the governor (endpoint or link name) and ticket it waits for (the place in line
+    #: is read from the governor at status time)
+    queued_for: str | None = None
+    queued_ticket: str | None = None
 
 
 class TransferStatus(BaseModel):
@@ -632,3 +650,122 @@ class FrontCheckpoint(BaseModel):
     run_id: str | None = None
     attached: bool = False
     waiting_for: str | None = None
+
+
+# --- endpoint and link limits (staccato.workflows.governor) ---------------------------
+
+
+class Limits(BaseModel):
+    """The limits of one endpoint or link (None: not limited).
+
+    Attributes:
+        max_active: transfers holding a slot at once.
+        max_streams: streams (copy activities) at once, summed over the holders.
+        max_rate: bytes per second shared by every stream (stored, not enforced yet).
+        window: ``HH:MM-HH:MM[,TZ]`` when new transfers may start (stored, not
+            enforced yet).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_active: int | None = Field(None, ge=1)
+    max_streams: int | None = Field(None, ge=1)
+    max_rate: int | None = Field(None, ge=1)
+    window: str | None = None
+
+    def empty(self) -> bool:
+        """Whether no limit is set."""
+        return all(v is None for v in self.model_dump().values())
+
+
+class SlotRequest(BaseModel):
+    """A transfer asking a governor for a slot (signal ``acquire``).
+
+    Attributes:
+        ticket: ``<workflow id>/<run id>/<n>``: one per acquisition of a run; a
+            repeated signal with the same ticket is ignored.
+        streams: streams asked for (a ``max_streams`` governor grants 1..streams).
+    """
+
+    ticket: str
+    workflow_id: str
+    run_id: str
+    owner: str = ""
+    priority: int = DEFAULT_PRIORITY
+    streams: int = 1
+    seq: int = 0  # arrival order, set by the governor
+    told: bool = False  # the governor signalled it why it waits
+
+
+class SlotHolder(SlotRequest):
+    """A granted request: ``token`` is the fencing token (grows with every grant)."""
+
+    token: int
+
+
+class SlotRelease(BaseModel):
+    """Signal ``release``: give back the slot of ``ticket`` (or leave the queue)."""
+
+    ticket: str
+    streams: int | None = None  # set: keep the slot but hold only this many streams
+
+
+class LimitChange(BaseModel):
+    """Signal ``set_limits``: the limits in ``set`` replace the stored ones; those
+    named in ``unset`` (field names of :class:`Limits`) are cleared."""
+
+    set: Limits = Field(default_factory=Limits)
+    unset: list[str] = Field(default_factory=list)
+
+
+class GovernorState(BaseModel):
+    """The durable state of a governor, carried through continue-as-new.
+
+    Attributes:
+        grants_by_owner: grants since the queue was last empty, per owner (fair share).
+    """
+
+    name: str
+    limits: Limits = Field(default_factory=Limits)
+    holders: list[SlotHolder] = Field(default_factory=list)
+    waiters: list[SlotRequest] = Field(default_factory=list)
+    grants_by_owner: dict[str, int] = Field(default_factory=dict)
+    next_token: int = 1
+    next_seq: int = 1
+    grants_total: int = 0
+
+
+class SlotView(BaseModel):
+    """Query ``slot``: where a ticket stands (``known`` False: the governor never saw it
+    or has forgotten it, e.g. after it ended)."""
+
+    known: bool
+    granted: bool = False
+    token: int = 0
+    streams: int = 0
+    position: int = 0  # 1-based place in line while waiting
+    reason: str = ""
+
+
+class SlotGrant(BaseModel):
+    """One governor's grant to a transfer."""
+
+    name: str
+    ticket: str
+    token: int
+    streams: int
+
+
+class StartGovernorInput(BaseModel):
+    """Input of the ``start_governor`` activity: ``acquire`` with signal-with-start."""
+
+    name: str
+    request: SlotRequest
+
+
+class HolderRef(BaseModel):
+    """A holder or waiter, for the governor's liveness check."""
+
+    ticket: str
+    workflow_id: str
+    run_id: str

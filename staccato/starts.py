@@ -16,6 +16,7 @@ from datetime import timedelta
 
 from temporalio.client import Client
 from temporalio.common import (
+    Priority,
     SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
@@ -101,6 +102,8 @@ async def start_or_attach(
             memo=run_memo,
             search_attributes=search_attributes(request, TransferState.scheduled),
             static_summary=summary(request),
+            # Temporal's task priority: the transfer's activities inherit it
+            priority=Priority(priority_key=request.options.priority),
         )
     except WorkflowAlreadyStartedError as err:
         description = await client.get_workflow_handle(workflow_id).describe()
@@ -144,5 +147,6 @@ async def start_front(
         search_attributes=search_attributes(request, TransferState.scheduled),
         static_summary=summary(request),
         start_delay=start_delay,
+        priority=Priority(priority_key=request.options.priority),
     )
     return handle.first_execution_run_id or handle.result_run_id or ""

@@ -24,7 +24,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from staccato.cli import commands, schedule, service
+from staccato.cli import commands, limits, schedule, service
 from staccato.cli.common import EXIT_FAILED, EXIT_USAGE
 from staccato.cli.options import parse_duration, parse_size
 
@@ -94,6 +94,7 @@ app.command()(service.up)
 app.command("codec-server")(service.codec_server)
 app.command()(service.down)
 app.add_typer(schedule.app, name="schedule")
+app.add_typer(limits.app, name="limit")
 
 
 def main() -> NoReturn:

@@ -20,6 +20,8 @@ from staccato.cli.options import (
     IfBusyOption,
     JsonOption,
     NotBeforeOption,
+    OwnerOption,
+    PriorityOption,
     RetryForOption,
     SourceArg,
     StreamsOption,
@@ -34,6 +36,7 @@ from staccato.datasets.models import DATASET_ID_PREFIX, DatasetState, DatasetSta
 from staccato.errors import TransferNotFoundError
 from staccato.models import (
     DEFAULT_CHUNK_SIZE,
+    DEFAULT_PRIORITY,
     DEFAULT_RETRY_FOR_S,
     DEFAULT_STREAMS,
     ChecksumAlgorithm,
@@ -62,11 +65,21 @@ def submit(
     exclude: datasets.ExcludeOption = None,
     retry_failed: datasets.RetryFailedOption = False,
     small_file_max: datasets.SmallFileMaxOption = None,
+    priority: PriorityOption = DEFAULT_PRIORITY,
+    owner: OwnerOption = None,
 ) -> None:
     """Start a transfer (with -r: a dataset) and print its id; it runs on the workers
     whether or not you stay."""
     options = transfer_options(
-        chunk_size, streams, verify, checksum, retry_for, sync_level, if_busy=if_busy
+        chunk_size,
+        streams,
+        verify,
+        checksum,
+        retry_for,
+        sync_level,
+        if_busy=if_busy,
+        priority=priority,
+        owner=owner,
     )
     datasets.check_recursive_options(recursive, include, exclude, retry_failed, small_file_max)
     if recursive:
@@ -132,6 +145,8 @@ def cp(
     exclude: datasets.ExcludeOption = None,
     retry_failed: datasets.RetryFailedOption = False,
     small_file_max: datasets.SmallFileMaxOption = None,
+    priority: PriorityOption = DEFAULT_PRIORITY,
+    owner: OwnerOption = None,
 ) -> None:
     """Copy SOURCE to DESTINATION and follow it with a progress bar.
 
@@ -145,7 +160,15 @@ def cp(
     when some failed: `staccato status --failures ID` lists them).
     """
     options = transfer_options(
-        chunk_size, streams, verify, checksum, retry_for, sync_level, if_busy=if_busy
+        chunk_size,
+        streams,
+        verify,
+        checksum,
+        retry_for,
+        sync_level,
+        if_busy=if_busy,
+        priority=priority,
+        owner=owner,
     )
     datasets.check_recursive_options(recursive, include, exclude, retry_failed, small_file_max)
     if recursive:

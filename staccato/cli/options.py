@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import getpass
+import os
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
@@ -10,6 +12,7 @@ import typer
 from pydantic import ByteSize, TypeAdapter, ValidationError
 
 from staccato.models import (
+    DEFAULT_PRIORITY,
     DEFAULT_RETRY_FOR_S,
     MAX_CHUNK_SIZE,
     MAX_RETRY_FOR_S,
@@ -180,6 +183,38 @@ ProcessesOption = Annotated[
 ]
 
 
+PriorityOption = Annotated[
+    int,
+    typer.Option(
+        "--priority",
+        min=1,
+        max=5,
+        help="1 (most urgent) .. 5: orders the queue of a limited endpoint or link "
+        "(`staccato limit`) and Temporal's task queues.",
+    ),
+]
+OwnerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--owner",
+        help="Who the transfer is for: owners share a limited endpoint fairly. Default: "
+        "STACCATO_OWNER, else your OS user name.",
+        show_default=False,
+    ),
+]
+
+
+def default_owner() -> str:
+    """``STACCATO_OWNER``, else the OS user (``getpass.getuser``), else ``""``."""
+    owner = os.environ.get("STACCATO_OWNER", "").strip()
+    if owner:
+        return owner[:64]
+    try:
+        return getpass.getuser()[:64]
+    except (KeyError, OSError):  # no user name for this uid (a bare container)
+        return ""
+
+
 def transfer_options(
     chunk_size: int,
     streams: int,
@@ -188,9 +223,14 @@ def transfer_options(
     retry_for: float = DEFAULT_RETRY_FOR_S,
     sync_level: SyncLevel | None = None,
     if_busy: IfBusy = IfBusy.fail,
+    priority: int = DEFAULT_PRIORITY,
+    owner: str | None = None,
 ) -> TransferOptions:
-    """The :class:`TransferOptions` the command-line options describe."""
+    """The :class:`TransferOptions` the command-line options describe (``owner``
+    None: :func:`default_owner`)."""
     return TransferOptions(
+        priority=priority,
+        owner=owner or default_owner() or None,
         chunk_size=chunk_size,
         streams=streams,
         verify=verify,

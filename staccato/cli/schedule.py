@@ -23,6 +23,8 @@ from staccato.cli.options import (
     DestinationArg,
     IfBusyOption,
     JsonOption,
+    OwnerOption,
+    PriorityOption,
     RetryForOption,
     SourceArg,
     StreamsOption,
@@ -34,6 +36,7 @@ from staccato.client import StaccatoClient
 from staccato.errors import InvalidURLError
 from staccato.models import (
     DEFAULT_CHUNK_SIZE,
+    DEFAULT_PRIORITY,
     DEFAULT_RETRY_FOR_S,
     DEFAULT_STREAMS,
     ChecksumAlgorithm,
@@ -170,6 +173,8 @@ def create(
         bool, typer.Option("--pause-on-failure", help="Pause the schedule when a run fails.")
     ] = False,
     as_json: JsonOption = False,
+    priority: PriorityOption = DEFAULT_PRIORITY,
+    owner: OwnerOption = None,
 ) -> None:
     """Create a schedule copying SOURCE to DESTINATION at the given times.
 
@@ -188,7 +193,15 @@ def create(
     )
     window = _usage(lambda: parse_catchup_window(catchup_window)) if catchup_window else None
     options = transfer_options(
-        chunk_size, streams, verify, checksum, retry_for, sync_level, if_busy
+        chunk_size,
+        streams,
+        verify,
+        checksum,
+        retry_for,
+        sync_level,
+        if_busy,
+        priority=priority,
+        owner=owner,
     )
     _usage(lambda: StaccatoClient.make_request(source, destination, options))
 

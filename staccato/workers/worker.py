@@ -51,6 +51,7 @@ from temporalio.worker import SharedHeartbeatSender, SharedStateManager, Worker
 from staccato import settings
 from staccato.activities import ALL_ACTIVITIES
 from staccato.activities.front import FrontActivities
+from staccato.activities.limits import LimitActivities
 from staccato.datasets.workflow import DatasetWorkflow
 from staccato.errors import RetryableError
 from staccato.secrets import install_log_scrubber
@@ -58,6 +59,7 @@ from staccato.workers.progress_reporter import ProgressReporter, RunningStreams
 from staccato.workflows import TransferWorkflow
 from staccato.workflows import search_attributes as sa
 from staccato.workflows.front import control_queue
+from staccato.workflows.governor import GovernorWorkflow
 
 log = logging.getLogger("staccato.worker")
 
@@ -276,7 +278,7 @@ class StaccatoWorker:
         self.worker = Worker(
             self._client,
             task_queue=self._task_queue,
-            workflows=[TransferWorkflow, DatasetWorkflow],
+            workflows=[TransferWorkflow, DatasetWorkflow, GovernorWorkflow],
             activities=ALL_ACTIVITIES,
             activity_executor=self._executor,
             shared_state_manager=self._shared,
@@ -433,13 +435,20 @@ def _stop_processes(processes: list[multiprocessing.process.BaseProcess], wait_s
 
 def control_worker(client: Client, *, task_queue: str) -> Worker:
     """The Temporal ``Worker`` of the control task queue ``<task_queue>-control``:
-    front runs' async activity (:mod:`staccato.activities.front`) in this process,
-    with this worker's client; canonical runs it starts go to ``task_queue``."""
+    front runs' async activity (:mod:`staccato.activities.front`) and the limits'
+    (:mod:`staccato.activities.limits`) in this process, with this worker's client;
+    canonical runs and governors it starts go to ``task_queue``."""
     activities = FrontActivities(client, task_queue=task_queue)
+    limits = LimitActivities(client, task_queue=task_queue)
     return Worker(
         client,
         task_queue=control_queue(task_queue),
-        activities=[activities.run_as_destination_transfer],
+        activities=[
+            activities.run_as_destination_transfer,
+            limits.find_governors,
+            limits.start_governor,
+            limits.find_ended,
+        ],
         max_concurrent_activities=CONTROL_CONCURRENCY,
         graceful_shutdown_timeout=timedelta(0),
         max_heartbeat_throttle_interval=timedelta(seconds=1),

@@ -71,6 +71,7 @@ from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
     CancelledError,
+    FailureError,
     RetryState,
     TimeoutError,
     TimeoutType,
@@ -79,6 +80,7 @@ from temporalio.exceptions import (
 with workflow.unsafe.imports_passed_through():
     from staccato import checksums, units
     from staccato.ids import transfer_id
+    from staccato.links import governor_id, transfer_governors
     from staccato.models import (
         ConfirmSourceInput,
         ObjectInfo,
@@ -88,6 +90,10 @@ with workflow.unsafe.imports_passed_through():
         ProgressReport,
         PublishInput,
         Segment,
+        SlotGrant,
+        SlotRelease,
+        SlotRequest,
+        StartGovernorInput,
         StreamInput,
         StreamResult,
         TransferRequest,
@@ -121,11 +127,24 @@ from staccato.workflows.failures import (
     reason_type,
     stream_moved_on,
 )
+from staccato.workflows.governor import (
+    ACQUIRE_SIGNAL,
+    LIMIT_QUEUED_SIGNAL,
+    RELEASE_SIGNAL,
+    SLOT_GRANTED_SIGNAL,
+)
 
 DEFAULT_HEARTBEAT_TIMEOUT = timedelta(seconds=20)
 # workflow.patched ids of changes to the commands the workflow issues
 VISIBLE_AT_START_PATCH = "visible-at-start"
 FRONT_RUN_PATCH = "front-run"
+ENDPOINT_LIMITS_PATCH = "endpoint-limits"
+#: the control activity that asks the endpoint and link governors for slots
+FIND_GOVERNORS = "find_governors"
+START_GOVERNOR = "start_governor"
+_LIMITS_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10)
+)
 T = TypeVar("T")
 MAX_WRITE_SESSIONS = (
     3  # per run: a lost session (WriteSessionLostError) is copied again twice at most
@@ -158,6 +177,17 @@ class TransferWorkflow:
         self._live_at = datetime.min
         # a front run: the transfer id it runs as (see staccato.workflows.front)
         self._front: str | None = None
+        # endpoint and link limits (staccato.workflows.governor): the slots held, the
+        # streams granted, whether a resume must ask again (a pause gave them back)
+        self._asked: list[str] = []  # governors asked (released at the end, on pause)
+        self._granted: dict[str, SlotGrant] = {}
+        self._ticket: str | None = None
+        self._waiting_for: str | None = None  # the governor whose grant is awaited
+        self._lanes = 0
+        self._acquisitions = 0
+        self._reacquire = False
+        self._acquiring = False
+        self._request: TransferRequest | None = None
 
     @workflow.run
     async def run(self, raw_request: RawValue = NO_INPUT) -> TransferResult:
@@ -175,6 +205,8 @@ class TransferWorkflow:
         """
         request = decode_request(raw_request)
         options = request.options
+        self._request = request
+        self._lanes = options.streams
         self._retry_for = timedelta(seconds=options.retry_for_s)
         self._progress = Progress(
             state=TransferState.scheduled, chunk_size=options.chunk_size, streams=options.streams
@@ -219,6 +251,9 @@ class TransferWorkflow:
                     self._set_phase("up-to-date")
                     return sync.up_to_date_result(request, info, check, workflow.now() - started)
                 workflow.logger.info("copying: %s", check.reason)
+            if workflow.patched(ENDPOINT_LIMITS_PATCH):
+                # an up-to-date transfer needs no slot: asked after the sync check
+                await self._acquire_slots(request)
             for attempt in range(MAX_WRITE_SESSIONS):
                 try:
                     chunk_size, digest = await self._write(
@@ -259,6 +294,9 @@ class TransferWorkflow:
             self._progress.error = message
             self._set_state(TransferState.failed)
             raise ApplicationError(message, type=reason_type(err), non_retryable=True) from None
+        finally:
+            # every ending gives the slots back (no command when none are held)
+            await asyncio.shield(asyncio.ensure_future(self._release_slots()))
         label = checksums.label(options.checksum.value, digest)
         self._progress.checksum = label
         self._progress.bytes_committed = info.size
@@ -455,13 +493,22 @@ class TransferWorkflow:
         results: dict[int, StreamResult] = {}
         attempts: dict[int, int] = {}
 
-        async def lane() -> None:
+        async def lane(lane_index: int) -> None:
             assert self._progress is not None
             while True:
-                await workflow.wait_condition(lambda: not self._paused or self._failure is not None)
+                # a lane beyond the streams granted (max-streams) idles until the end
+                await workflow.wait_condition(
+                    lambda: (
+                        (not self._paused and (lane_index < self._lanes or not queue))
+                        or self._failure is not None
+                    )
+                )
                 raise_if_cancelling()
                 if self._failure is not None or not queue:
                     return
+                if self._reacquire:  # resumed after a pause gave the slots back
+                    await self._reacquire_slots()
+                    continue
                 segment = queue.popleft()
                 attempts[segment.index] = attempts.get(segment.index, 0) + 1
                 handle = workflow.start_activity(
@@ -525,7 +572,7 @@ class TransferWorkflow:
                     raise_if_cancelling()  # the transfer was cancelled, not paused
 
         await asyncio.gather(
-            *(lane() for _ in range(max(1, min(request.options.streams, len(segments)))))
+            *(lane(i) for i in range(max(1, min(request.options.streams, len(segments)))))
         )
         if self._failure is not None:
             raise self._failure
@@ -754,6 +801,118 @@ class TransferWorkflow:
         if self._front and self._progress is not None:
             front.show_state(self._progress, state, self._front)
 
+    @workflow.signal(name=LIMIT_QUEUED_SIGNAL)
+    def limit_queued(self, why: str) -> None:
+        """A governor tells why the transfer waits for its slot (sent only to runs that
+        asked it, while they wait)."""
+        if self._progress is None or self._waiting_for is None:
+            return
+        self._progress.queued_reason = why
+        self._progress.queued_for = self._waiting_for
+        self._progress.queued_ticket = self._ticket
+        if not self._paused:
+            self._set_state(TransferState.queued)
+        workflow.set_current_details(f"**queued**: {why}")
+
+    @workflow.signal(name=SLOT_GRANTED_SIGNAL)
+    def slot_granted(self, grant: SlotGrant) -> None:
+        """A governor granted a slot (a grant for an older ticket is ignored: that
+        ticket was released)."""
+        grant = SlotGrant.model_validate(grant)
+        if grant.ticket == self._ticket:
+            self._granted[grant.name] = grant
+
+    async def _acquire_slots(self, request: TransferRequest) -> None:
+        """Ask the governors of the source and destination endpoints and their link
+        (in sorted order: no two transfers wait for each other) for slots; returns
+        once every one that runs has granted one. Sets the streams granted.
+
+        History: the ``find_governors`` activity (3 events and a workflow task);
+        per governor that runs, the ``acquire`` signal sent (2 events), the grant
+        received (1 and a workflow task), and while queued ``limit_queued`` (1) with
+        the state upserts (queued, running).
+        """
+        assert self._progress is not None
+        info = workflow.info()
+        control = front.control_queue(info.task_queue)
+        names: list[str] = await workflow.execute_activity(
+            FIND_GOVERNORS,
+            transfer_governors(request.source, request.destination),
+            result_type=list[str],
+            task_queue=control,
+            start_to_close_timeout=SHORT_TIMEOUT,
+            retry_policy=_LIMITS_RETRY,
+        )
+        if not names:
+            return
+        self._acquisitions += 1
+        ticket = self._ticket = f"{info.workflow_id}/{info.run_id}/{self._acquisitions}"
+        self._granted = {}
+        streams = request.options.streams
+        for name in names:
+            ask = SlotRequest(
+                ticket=ticket,
+                workflow_id=info.workflow_id,
+                run_id=info.run_id,
+                owner=request.options.owner or "",
+                priority=request.options.priority,
+                streams=streams,
+            )
+            self._asked.append(name)
+            self._waiting_for = name
+            try:
+                await workflow.get_external_workflow_handle(governor_id(name)).signal(
+                    ACQUIRE_SIGNAL, ask
+                )
+            except FailureError:  # it ended since find_governors: start it again
+                await workflow.execute_activity(
+                    START_GOVERNOR,
+                    StartGovernorInput(name=name, request=ask),
+                    task_queue=control,
+                    start_to_close_timeout=SHORT_TIMEOUT,
+                    retry_policy=_LIMITS_RETRY,
+                )
+            await workflow.wait_condition(lambda name=name: name in self._granted)  # type: ignore[misc]
+            streams = min(streams, self._granted[name].streams)
+        self._waiting_for = None
+        for name, grant in self._granted.items():  # an earlier one granted more streams
+            if grant.streams > streams:
+                await workflow.get_external_workflow_handle(governor_id(name)).signal(
+                    RELEASE_SIGNAL, SlotRelease(ticket=ticket, streams=streams)
+                )
+        self._lanes = streams
+        self._progress.queued_reason = self._progress.queued_for = None
+        self._progress.queued_ticket = None
+        if self._progress.state == TransferState.queued:
+            self._set_state(TransferState.paused if self._paused else TransferState.running)
+
+    async def _reacquire_slots(self) -> None:
+        """After a resume: one lane asks again, the others wait for it."""
+        if self._acquiring:
+            await workflow.wait_condition(lambda: not self._acquiring)
+            return
+        assert self._request is not None
+        self._acquiring = True
+        try:
+            await self._acquire_slots(self._request)
+        finally:
+            self._acquiring = False
+        self._reacquire = False
+
+    async def _release_slots(self) -> None:
+        """Give back every slot held or asked for (a ``release`` signal to each
+        governor asked: 2 events each; none when no governor was asked)."""
+        names, self._asked = self._asked, []
+        self._granted = {}
+        self._waiting_for = None
+        for name in names:
+            try:
+                await workflow.get_external_workflow_handle(governor_id(name)).signal(
+                    RELEASE_SIGNAL, SlotRelease(ticket=self._ticket or "")
+                )
+            except FailureError as err:  # the governor is gone: nothing is held there
+                workflow.logger.warning("release at %s failed: %s", name, err)
+
     @workflow.query
     def progress(self) -> Progress | None:
         """Workflow-side progress (committed segments); costs no history."""
@@ -769,6 +928,9 @@ class TransferWorkflow:
         for index, handle in list(self._running.items()):
             self._stopped_by_pause.add(index)
             handle.cancel()
+        if self._asked:  # a paused transfer holds no slot; resume asks again
+            self._reacquire = True
+            await self._release_slots()
 
     @pause.validator
     def _validate_pause(self) -> None:

@@ -52,7 +52,7 @@ _LOG_FORMAT = (
     '\'{"status":$status,"body_bytes_sent":$body_bytes_sent,'
     '"method":"$request_method","uri":"$request_uri",'
     '"range":"$http_range","request":"$request",'
-    '"request_time":$request_time}\''
+    '"request_time":$request_time,"msec":$msec}\''
 )
 
 

@@ -1,0 +1,212 @@
+"""``staccato limit set|list|unset``: limits of an endpoint or a link, kept durably in
+the governor workflow of each (:mod:`staccato.governors`).
+
+Every value is checked before Temporal is asked anything: an unknown target form, a
+number below 1, a malformed rate or window exits 2 naming the option.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated
+
+import typer
+from pydantic import ByteSize, TypeAdapter, ValidationError
+
+from staccato import governors, units
+from staccato.cli.common import EXIT_USAGE, fail, run
+from staccato.cli.options import JsonOption
+from staccato.client import StaccatoClient
+from staccato.links import LimitTarget, LimitTargetError, parse_limit_target
+from staccato.models import Limits
+
+app = typer.Typer(
+    name="limit",
+    help=(
+        "Limits of an endpoint (http://HOST[:PORT], sftp://HOST[:PORT], s3://BUCKET, "
+        "file://) or a link (SRC_ENDPOINT,DST_ENDPOINT), across every worker: "
+        "`staccato limit set sftp://host:22 --max-active 2`."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+_SIZE = TypeAdapter(ByteSize)
+
+TargetArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="TARGET",
+        help="An endpoint (http://HOST[:PORT], https://..., sftp://HOST[:PORT], "
+        "s3://BUCKET[?profile=NAME], file://) or a link SRC_ENDPOINT,DST_ENDPOINT.",
+    ),
+]
+
+
+def _target(text: str) -> LimitTarget:
+    try:
+        return parse_limit_target(text)
+    except LimitTargetError as err:
+        fail(f"TARGET: {err}", EXIT_USAGE)
+
+
+def parse_rate(text: str) -> int:
+    """A rate in bytes per second: ``40MB/s``, ``1GiB/s``, ``500k`` (= KiB/s).
+
+    Raises:
+        typer.BadParameter: not a positive rate.
+    """
+    cleaned = re.sub(r"(?i)/s$", "", str(text).strip())
+    cleaned = re.sub(r"(?i)^([\d.]+)\s*([kmgt])$", lambda m: f"{m.group(1)}{m.group(2)}iB", cleaned)
+    try:
+        value = int(_SIZE.validate_python(cleaned))
+    except ValidationError:
+        raise typer.BadParameter(
+            f"{text!r} is not a rate: expected bytes per second such as 40MB/s or 1GiB/s"
+        ) from None
+    if value < 1:
+        raise typer.BadParameter(f"{text!r}: the rate must be at least 1 byte/s")
+    return value
+
+
+def parse_window(text: str) -> str:
+    """``HH:MM-HH:MM[,TZ]``; raises typer.BadParameter naming what was expected."""
+    try:
+        return governors.check_window(text)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
+
+
+@app.command("set")
+def set_(
+    target: TargetArg,
+    max_active: Annotated[
+        int | None,
+        typer.Option("--max-active", min=1, help="Transfers at once (each holds one slot)."),
+    ] = None,
+    max_streams: Annotated[
+        int | None,
+        typer.Option(
+            "--max-streams",
+            min=1,
+            help="Streams (connections) at once, summed over the transfers; a transfer "
+            "runs min(its --streams, free) and waits while none is free.",
+        ),
+    ] = None,
+    max_rate: Annotated[
+        int | None,
+        typer.Option(
+            "--max-rate",
+            parser=parse_rate,
+            metavar="RATE",
+            help="Bytes per second shared by all transfers (40MB/s). Stored, not enforced yet.",
+        ),
+    ] = None,
+    window: Annotated[
+        str | None,
+        typer.Option(
+            "--window",
+            parser=parse_window,
+            metavar="HH:MM-HH:MM[,TZ]",
+            help="When new transfers may start. Stored, not enforced yet.",
+        ),
+    ] = None,
+) -> None:
+    """Set limits on an endpoint or link (others it has are kept); transfers waiting
+    for it see the change within a second."""
+    limits = Limits(
+        max_active=max_active, max_streams=max_streams, max_rate=max_rate, window=window
+    )
+    if limits.empty():
+        fail("give at least one of --max-active, --max-streams, --max-rate, --window", EXIT_USAGE)
+    parsed = _target(target)
+
+    async def go() -> None:
+        client = await StaccatoClient.connect()
+        await governors.set_limits(client.temporal, parsed, limits, task_queue=client.task_queue)
+
+    run(go)
+    typer.echo(f"{parsed.name}: {_limits_text(limits)}")
+
+
+@app.command("unset")
+def unset(
+    target: Annotated[
+        str | None,
+        typer.Argument(metavar="[TARGET]", help="Endpoint or link (omit with --all)."),
+    ] = None,
+    max_active: Annotated[bool, typer.Option("--max-active", help="Clear --max-active.")] = False,
+    max_streams: Annotated[
+        bool, typer.Option("--max-streams", help="Clear --max-streams.")
+    ] = False,
+    max_rate: Annotated[bool, typer.Option("--max-rate", help="Clear --max-rate.")] = False,
+    window: Annotated[bool, typer.Option("--window", help="Clear --window.")] = False,
+    all_targets: Annotated[
+        bool, typer.Option("--all", help="Clear every limit of every endpoint and link.")
+    ] = False,
+) -> None:
+    """Clear limits of TARGET (all of them when no option names one), or of every
+    endpoint and link with --all."""
+    fields = [
+        name
+        for name, chosen in (
+            ("max_active", max_active),
+            ("max_streams", max_streams),
+            ("max_rate", max_rate),
+            ("window", window),
+        )
+        if chosen
+    ]
+    if all_targets == (target is not None):
+        fail("give either a TARGET or --all", EXIT_USAGE)
+    parsed = _target(target) if target is not None else None
+
+    async def go() -> list[str]:
+        client = await StaccatoClient.connect()
+        if parsed is not None:
+            if not await governors.unset_limits(client.temporal, parsed, fields):
+                fail(f"no limits are set on {parsed.name}")
+            return [parsed.name]
+        names = [v.target for v in await governors.list_limits(client.temporal)]
+        for name in names:
+            await governors.unset_limits(client.temporal, parse_limit_target(name), fields)
+        return names
+
+    for name in run(go):
+        typer.echo(f"{name}: cleared {', '.join(fields) if fields else 'all limits'}")
+
+
+@app.command("list")
+def list_(as_json: JsonOption = False) -> None:
+    """Every endpoint and link with limits (or slots held): limits, active, queued."""
+
+    async def go() -> list[governors.LimitView]:
+        client = await StaccatoClient.connect()
+        return await governors.list_limits(client.temporal)
+
+    views = run(go)
+    if as_json:
+        typer.echo(json.dumps([v.model_dump(mode="json") for v in views], indent=2))
+        return
+    if not views:
+        typer.echo("no limits set")
+        return
+    for v in views:
+        typer.echo(
+            f"{v.target}  {_limits_text(v.limits)}  active {v.active} "
+            f"({v.streams} streams), queued {v.queued}"
+        )
+
+
+def _limits_text(limits: Limits) -> str:
+    parts = []
+    if limits.max_active is not None:
+        parts.append(f"max-active {limits.max_active}")
+    if limits.max_streams is not None:
+        parts.append(f"max-streams {limits.max_streams}")
+    if limits.max_rate is not None:
+        parts.append(f"max-rate {units.rate(limits.max_rate)} (not enforced yet)")
+    if limits.window is not None:
+        parts.append(f"window {limits.window} (not enforced yet)")
+    return ", ".join(parts) or "no limits"

@@ -1,0 +1,154 @@
+"""Endpoint and link names: what limits are set on (pure: no I/O, no clock).
+
+Used by the client (``staccato limit``), by the CLI and inside the transfer workflow
+(which names the governors it asks), so one URL always maps to the same name.
+
+An *endpoint* is where bytes live and are served from:
+
+* ``http://host:port`` / ``https://host:port``: the default port written out;
+* ``sftp://host:port``: 22 written out, no user (every user of a server shares it);
+* ``s3://bucket`` (``s3://bucket?profile=NAME`` when the URL names a profile): the S3
+  service endpoint a worker talks to comes from its environment or profile, which the
+  client cannot see, so the bucket (and profile) stand for it;
+* ``file://``: the local file systems of the site (one site per task queue today).
+
+A *link* is ``SRC_ENDPOINT,DST_ENDPOINT``: one shell word, no quoting needed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from urllib.parse import quote, urlsplit
+
+from staccato.urls import EndpointURL, parse_url
+
+#: the endpoint name of every local path (one site per task queue)
+FILE_ENDPOINT = "file://"
+#: workflow id prefix of the governor of an endpoint or link
+GOVERNOR_ID_PREFIX = "staccato-governor-"
+_DEFAULT_PORTS = {"http": 80, "https": 443, "sftp": 22}
+_HOST_RE = re.compile(r"^[a-z0-9]([a-z0-9.\-]*[a-z0-9])?$|^\[[0-9a-f:.]+\]$")
+_FORMS = (
+    "expected an endpoint (http://HOST[:PORT], https://HOST[:PORT], sftp://HOST[:PORT], "
+    "s3://BUCKET[?profile=NAME], file://) or a link SRC_ENDPOINT,DST_ENDPOINT"
+)
+
+
+class LimitTargetError(ValueError):
+    """A text that is neither an endpoint nor a link name; the message names it and
+    the forms expected."""
+
+
+@dataclass(frozen=True)
+class LimitTarget:
+    """An endpoint or a link, by its canonical name.
+
+    Attributes:
+        name: ``http://host:80`` or ``sftp://h:22,file://``.
+        endpoints: the one endpoint, or the link's (source, destination).
+    """
+
+    name: str
+    endpoints: tuple[str, ...]
+
+    @property
+    def is_link(self) -> bool:
+        """Whether this is a (source, destination) pair."""
+        return len(self.endpoints) == 2
+
+
+def endpoint_of(url: EndpointURL | str) -> str:
+    """The endpoint name of a URL (see the module docstring for the forms).
+
+    Raises:
+        InvalidURLError: ``url`` is text that is not a valid URL or path.
+    """
+    if isinstance(url, str):
+        url = parse_url(url)
+    if url.scheme == "file":
+        return FILE_ENDPOINT
+    if url.scheme == "s3":
+        profile = url.params.get("profile")
+        return f"s3://{url.bucket}" + (f"?profile={quote(profile, safe='')}" if profile else "")
+    host = f"[{url.host}]" if ":" in url.host else url.host
+    return f"{url.scheme}://{host}:{url.port or _DEFAULT_PORTS[url.scheme]}"
+
+
+def link_of(source: str, destination: str) -> str:
+    """The link name ``SRC_ENDPOINT,DST_ENDPOINT`` of a transfer's URLs."""
+    return f"{endpoint_of(source)},{endpoint_of(destination)}"
+
+
+def governor_id(name: str) -> str:
+    """The workflow id of the governor of ``name`` (an endpoint or link name):
+    ``staccato-governor-`` + 32 hex digits of SHA-256 of the name."""
+    return GOVERNOR_ID_PREFIX + hashlib.sha256(name.encode()).hexdigest()[:32]
+
+
+def transfer_governors(source: str, destination: str) -> list[str]:
+    """The names a transfer asks, in the order it asks them (sorted: every transfer
+    takes them in one global order, so two can never wait for each other)."""
+    src, dst = endpoint_of(source), endpoint_of(destination)
+    return sorted({src, dst, f"{src},{dst}"})
+
+
+def parse_endpoint(text: str) -> str:
+    """The canonical endpoint name of ``text`` (``HTTP://Host`` -> ``http://host:80``).
+
+    Raises:
+        LimitTargetError: not an endpoint form (the message names the text).
+    """
+    original = text
+    text = text.strip()
+    if text in ("file://", "file:", "file:///"):
+        return FILE_ENDPOINT
+    match = re.match(r"^([A-Za-z][A-Za-z0-9+.\-]*)://(.*)$", text)
+    if not match:
+        raise LimitTargetError(f"unknown endpoint form {original!r}: {_FORMS}")
+    scheme, rest = match.group(1).lower(), match.group(2)
+    if scheme == "s3":
+        bucket, _, query = rest.rstrip("/").partition("?")
+        if query and not re.match(r"^profile=[^&=]+$", query):
+            raise LimitTargetError(
+                f"malformed S3 endpoint {original!r}: the only query understood is ?profile=NAME"
+            )
+        try:
+            url = parse_url(f"s3://{bucket}/x" + (f"?{query}" if query else ""))
+        except ValueError as err:
+            raise LimitTargetError(f"malformed S3 endpoint {original!r}: {err}") from None
+        return endpoint_of(url)
+    if scheme not in _DEFAULT_PORTS:
+        raise LimitTargetError(f"unknown endpoint scheme {scheme!r} in {original!r}: {_FORMS}")
+    if "/" in rest.rstrip("/") or "?" in rest or "#" in rest or "@" in rest:
+        raise LimitTargetError(
+            f"malformed endpoint {original!r}: an endpoint is {scheme}://HOST[:PORT] "
+            "(no user, path or query)"
+        )
+    try:
+        parts = urlsplit(f"{scheme}://{rest.rstrip('/')}")
+        port = parts.port or _DEFAULT_PORTS[scheme]
+    except ValueError as err:
+        raise LimitTargetError(f"malformed endpoint {original!r}: {err}") from None
+    host = (parts.hostname or "").lower()
+    shown = f"[{host}]" if ":" in host else host
+    if not host or not _HOST_RE.match(shown):
+        raise LimitTargetError(f"malformed endpoint {original!r}: no valid host; {_FORMS}")
+    return f"{scheme}://{shown}:{port}"
+
+
+def parse_limit_target(text: str) -> LimitTarget:
+    """Validate an endpoint or link as typed by a user.
+
+    Raises:
+        LimitTargetError: empty, not one of the forms, or a link without two endpoints;
+            the message names the text and the expected forms.
+    """
+    if not text or not text.strip():
+        raise LimitTargetError(f"empty target: {_FORMS}")
+    parts = text.split(",")
+    if len(parts) > 2 or any(not p.strip() for p in parts):
+        raise LimitTargetError(f"malformed link {text!r}: {_FORMS}")
+    endpoints = tuple(parse_endpoint(p) for p in parts)
+    return LimitTarget(name=",".join(endpoints), endpoints=endpoints)

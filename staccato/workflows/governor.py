@@ -1,0 +1,300 @@
+"""``GovernorWorkflow``: the limits of one endpoint or link, and its permit keeper.
+
+One workflow per name (:func:`staccato.links.governor_id`), on the stream workers'
+task queue. Its state (:class:`~staccato.models.GovernorState`) is the durable store
+of the name's limits (``staccato limit set`` signals ``set_limits`` with
+signal-with-start) and of who holds and who waits for a slot.
+
+Protocol (signals both ways: nothing polls):
+
+* ``acquire`` (:class:`~staccato.models.SlotRequest`): join the queue; a ticket seen
+  before is ignored (a transfer that asks again after a retry re-sends it).
+* ``release`` (:class:`~staccato.models.SlotRelease`): give the slot back or leave the
+  queue; with ``streams`` set, keep the slot with fewer streams.
+* ``set_limits`` (:class:`~staccato.models.LimitChange`).
+* to the transfer: ``slot_granted`` (:class:`~staccato.models.SlotGrant`) when it gets
+  its slot, ``limit_queued`` (the reason) once when it has to wait. A transfer that
+  cannot be signalled (it ended) loses its place. The ``slot`` query tells where a
+  ticket stands (``staccato status`` shows the place in line from it).
+
+Grants: while a slot is free (``max_active``: holders < N; ``max_streams``: streams
+held < N, the head of the queue gets ``min(asked, free)``), the queue's best waiter
+gets one, with a fencing token that grows with every grant. Best = lowest priority
+number (1 = most urgent), then fair share: the owner with the fewest slots held,
+then the fewest grants since the queue was last empty, then first come.
+
+A holder or waiter whose workflow run ended without releasing (terminated, reset,
+timed out) is found every :data:`CHECK_EVERY` by the ``find_ended`` activity (control
+queue) and dropped. The governor ends when it has no limits, no holders and no
+waiters; it continues as new (carrying its state) when Temporal suggests it.
+
+History per transfer: the ``acquire`` and ``release`` signals (1 event each), the
+``slot_granted`` signal sent (2) and, when it waited, ``limit_queued`` (2), plus the
+workflow tasks and a cancelled timer per wake-up (signals arriving together share
+them): about 10-15 events; the check adds about 11 events per 5 s while anyone holds
+or waits (continue-as-new keeps it bounded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from staccato.models import (
+        GovernorState,
+        HolderRef,
+        LimitChange,
+        Limits,
+        SlotGrant,
+        SlotHolder,
+        SlotRelease,
+        SlotRequest,
+        SlotView,
+    )
+
+from staccato.workflows.front import control_queue
+
+#: how often holders and waiters are checked for runs that ended without releasing
+CHECK_EVERY = timedelta(seconds=5)
+#: continue as new after this many events even when Temporal does not suggest it yet
+MAX_HISTORY = 8000
+FIND_ENDED = "find_ended"
+ACQUIRE_SIGNAL = "acquire"
+RELEASE_SIGNAL = "release"
+SET_LIMITS_SIGNAL = "set_limits"
+SLOT_QUERY = "slot"
+#: signals a governor sends to a transfer
+SLOT_GRANTED_SIGNAL = "slot_granted"
+LIMIT_QUEUED_SIGNAL = "limit_queued"
+STATE_QUERY = "state"
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+@workflow.defn(name="GovernorWorkflow")
+class GovernorWorkflow:
+    """Keeps the limits of one endpoint or link and grants its slots."""
+
+    @workflow.init
+    def __init__(self, state: GovernorState) -> None:
+        self._s = GovernorState.model_validate(state)
+        self._changed = False
+        # signals to transfers being sent (awaited before continue-as-new or the end)
+        self._sending = 0
+
+    @workflow.run
+    async def run(self, state: GovernorState) -> None:
+        """Grant slots until nothing is limited, held or waited for.
+
+        Args:
+            state: the state to go on from (a fresh one names the endpoint or link).
+        """
+        s = self._s
+        last_check = workflow.now()
+        while True:
+            for holder in self._grant():
+                self._send(
+                    holder,
+                    SLOT_GRANTED_SIGNAL,
+                    SlotGrant(
+                        name=s.name,
+                        ticket=holder.ticket,
+                        token=holder.token,
+                        streams=holder.streams,
+                    ),
+                )
+            for waiter in s.waiters:
+                if not waiter.told:
+                    waiter.told = True
+                    self._send(waiter, LIMIT_QUEUED_SIGNAL, self.slot(waiter.ticket).reason)
+            self._show()
+            if s.limits.empty() and not s.holders and not s.waiters:
+                await workflow.wait_condition(lambda: self._sending == 0)
+                if self._changed:  # a signal came meanwhile
+                    self._changed = False
+                    continue
+                return
+            info = workflow.info()
+            if info.is_continue_as_new_suggested() or info.get_current_history_length() > (
+                MAX_HISTORY
+            ):
+                await workflow.wait_condition(
+                    lambda: self._sending == 0 and workflow.all_handlers_finished()
+                )
+                workflow.continue_as_new(s)
+            if s.holders or s.waiters:
+                due = last_check + CHECK_EVERY - workflow.now()
+                if due <= timedelta(0):
+                    await self._drop_ended()
+                    last_check = workflow.now()
+                    continue
+                try:
+                    await workflow.wait_condition(lambda: self._changed, timeout=due)
+                except TimeoutError:
+                    pass
+            else:
+                await workflow.wait_condition(lambda: self._changed)
+            self._changed = False
+
+    async def _drop_ended(self) -> None:
+        """Drop holders and waiters whose workflow run has ended (the ``find_ended``
+        activity describes them)."""
+        s = self._s
+        refs = [
+            HolderRef(ticket=h.ticket, workflow_id=h.workflow_id, run_id=h.run_id)
+            for h in [*s.holders, *s.waiters]
+        ]
+        ended: list[str] = await workflow.execute_activity(
+            FIND_ENDED,
+            refs,
+            result_type=list[str],
+            task_queue=control_queue(workflow.info().task_queue),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=5)),
+        )
+        if ended:
+            workflow.logger.info("%s: dropping slots of ended runs: %s", s.name, ended)
+            self._drop(set(ended))
+
+    def _order(self, w: SlotRequest) -> tuple[int, int, int, int]:
+        """Queue order: priority, then slots held by the owner, then the owner's
+        grants since the queue was last empty, then arrival."""
+        s = self._s
+        held = sum(1 for h in s.holders if h.owner == w.owner)
+        return (w.priority, held, s.grants_by_owner.get(w.owner, 0), w.seq)
+
+    def _free_streams(self) -> int | None:
+        limit = self._s.limits.max_streams
+        return None if limit is None else limit - sum(h.streams for h in self._s.holders)
+
+    def _send(self, to: SlotRequest, signal: str, arg: object) -> None:
+        """Signal a transfer (in the background); one that cannot be signalled (its
+        run ended) loses its slot or place."""
+
+        async def send() -> None:
+            try:
+                await workflow.get_external_workflow_handle(
+                    to.workflow_id, run_id=to.run_id
+                ).signal(signal, arg)
+            except Exception as err:  # the run ended: no one to hold the slot
+                workflow.logger.info("%s: dropping %s: %s", self._s.name, to.ticket, err)
+                self._drop({to.ticket})
+            finally:
+                self._sending -= 1
+
+        self._sending += 1
+        asyncio.create_task(send())
+
+    def _drop(self, tickets: set[str]) -> None:
+        s = self._s
+        s.holders = [h for h in s.holders if h.ticket not in tickets]
+        s.waiters = [w for w in s.waiters if w.ticket not in tickets]
+        self._changed = True
+
+    def _grant(self) -> list[SlotHolder]:
+        """Give free slots to the best waiters (none is skipped for a later one);
+        returns the new holders."""
+        granted: list[SlotHolder] = []
+        s = self._s
+        while s.waiters:
+            if s.limits.max_active is not None and len(s.holders) >= s.limits.max_active:
+                break
+            free = self._free_streams()
+            if free is not None and free < 1:
+                break
+            best = min(s.waiters, key=self._order)
+            s.waiters.remove(best)
+            streams = best.streams if free is None else min(best.streams, free)
+            holder = SlotHolder(
+                **best.model_dump(exclude={"streams"}), streams=streams, token=s.next_token
+            )
+            s.holders.append(holder)
+            granted.append(holder)
+            s.next_token += 1
+            s.grants_total += 1
+            s.grants_by_owner[best.owner] = s.grants_by_owner.get(best.owner, 0) + 1
+        if not s.waiters:
+            s.grants_by_owner = {}
+        return granted
+
+    def _show(self) -> None:
+        """The current-details line: limits, active, queued."""
+        s = self._s
+        limits = ", ".join(f"{k}={v}" for k, v in s.limits.model_dump().items() if v is not None)
+        workflow.set_current_details(
+            f"**{s.name}**: {limits or 'no limits'}; {len(s.holders)} active "
+            f"({sum(h.streams for h in s.holders)} streams), {len(s.waiters)} queued"
+        )
+
+    @workflow.signal(name=ACQUIRE_SIGNAL)
+    def acquire(self, request: SlotRequest) -> None:
+        """Join the queue (a ticket already held or queued is ignored)."""
+        s = self._s
+        request = SlotRequest.model_validate(request)
+        if any(x.ticket == request.ticket for x in [*s.holders, *s.waiters]):
+            return
+        s.waiters.append(request.model_copy(update={"seq": s.next_seq}))
+        s.next_seq += 1
+        self._changed = True
+
+    @workflow.signal(name=RELEASE_SIGNAL)
+    def release(self, release: SlotRelease) -> None:
+        """Give a slot back, leave the queue, or hold fewer streams."""
+        s = self._s
+        release = SlotRelease.model_validate(release)
+        if release.streams is not None:
+            for h in s.holders:
+                if h.ticket == release.ticket:
+                    h.streams = max(1, min(h.streams, release.streams))
+        else:
+            s.holders = [h for h in s.holders if h.ticket != release.ticket]
+            s.waiters = [w for w in s.waiters if w.ticket != release.ticket]
+        self._changed = True
+
+    @workflow.signal(name=SET_LIMITS_SIGNAL)
+    def set_limits(self, change: LimitChange) -> None:
+        """Set and clear limits; waiting transfers see the change at once."""
+        change = LimitChange.model_validate(change)
+        values = self._s.limits.model_dump()
+        values.update({k: v for k, v in change.set.model_dump().items() if v is not None})
+        for name in change.unset:
+            values[name] = None
+        self._s.limits = Limits.model_validate(values)
+        self._changed = True
+
+    @workflow.query(name=SLOT_QUERY)
+    def slot(self, ticket: str) -> SlotView:
+        """Where ``ticket`` stands: granted (token, streams) or its place in line and
+        why it waits."""
+        s = self._s
+        for h in s.holders:
+            if h.ticket == ticket:
+                return SlotView(known=True, granted=True, token=h.token, streams=h.streams)
+        ordered = sorted(s.waiters, key=self._order)
+        for place, w in enumerate(ordered, start=1):
+            if w.ticket == ticket:
+                if s.limits.max_active is not None and len(s.holders) >= s.limits.max_active:
+                    busy = f"{len(s.holders)}/{s.limits.max_active} active"
+                elif s.limits.max_streams is not None:
+                    held = sum(h.streams for h in s.holders)
+                    busy = f"{held}/{s.limits.max_streams} streams in use"
+                else:
+                    busy = f"{len(s.holders)} active"
+                return SlotView(
+                    known=True,
+                    position=place,
+                    reason=f"waiting for {s.name}: {busy}, {_ordinal(place)} in line",
+                )
+        return SlotView(known=False)
+
+    @workflow.query(name=STATE_QUERY)
+    def state(self) -> GovernorState:
+        """The whole state (``staccato limit list``)."""
+        return self._s

@@ -1,0 +1,465 @@
+"""Endpoint and link limits hold across every transfer: ``--max-active`` and
+``--max-streams`` counted at the server (nginx's access log), queue order by priority
+and by fair share between owners, slots coming back when a holder is terminated or its
+worker is SIGKILLed, and ``staccato limit`` refusing bad input with exit 2."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import subprocess
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import WorkflowExecutionStatus
+
+from staccato import governors
+from staccato.client import StaccatoClient
+from staccato.links import (
+    endpoint_of,
+    governor_id,
+    link_of,
+    parse_limit_target,
+    transfer_governors,
+)
+from staccato.models import GovernorState, Limits, TransferOptions, TransferState
+from staccato.workflows.governor import STATE_QUERY
+from tests.helpers import MiB, WorkerProcess, child_pids, run_cli, sha256_file, write_random
+from tests.servers.nginx import NginxServer, nginx_fixture
+
+# at most 4 MB/s per connection: a 2 MiB object on one stream takes ~0.5 s
+slow_nginx = nginx_fixture("http_root", scope="module", extra_server_config="limit_rate 4m;")
+OPTIONS = TransferOptions(chunk_size=1 * MiB, streams=1, heartbeat_timeout_s=3, owner="t")
+
+
+async def until(probe: Callable[[], Awaitable[Any]], what: str, timeout_s: float = 60.0) -> Any:
+    """Await ``probe()`` every 0.1 s until truthy; fail naming ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = await probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not reached in {timeout_s} s: {what}")
+        await asyncio.sleep(0.1)
+
+
+async def governor_state(client: StaccatoClient, name: str) -> GovernorState | None:
+    """The governor's state, None when it does not run."""
+    handle = client.temporal.get_workflow_handle(governor_id(name))
+    if (await handle.describe()).status != WorkflowExecutionStatus.RUNNING:
+        return None
+    return await handle.query(STATE_QUERY, result_type=GovernorState)
+
+
+def is_data(entry: dict[str, Any]) -> bool:
+    """Whether a logged request moved object data (a stream's read), not a stat's probe."""
+    return int(entry["body_bytes_sent"]) >= 64 * 1024
+
+
+def max_overlap(nginx: NginxServer, uris: set[str]) -> int:
+    """Most data requests (GETs of ``uris``, see :func:`is_data`) nginx served at once, from
+    the access log's end time and duration of each."""
+    edges: list[tuple[float, int]] = []
+    for entry in nginx.requests():
+        if entry["method"] != "GET" or entry["uri"] not in uris or not is_data(entry):
+            continue
+        end = float(entry["msec"])
+        # times are logged in ms: one stream's back-to-back requests may seem to overlap
+        # by a ms; 10 ms off each start tells them apart
+        edges += [(end - float(entry["request_time"]) + 0.01, 1), (end, -1)]
+    current = best = 0
+    for _, step in sorted(edges, key=lambda e: (e[0], e[1])):
+        current += step
+        best = max(best, current)
+    return best
+
+
+def served_order(nginx: NginxServer, uris: list[str]) -> list[str]:
+    """The order nginx finished serving ``uris`` (first data request of each)."""
+    seen: list[str] = []
+    for entry in nginx.requests():
+        if (
+            entry["method"] == "GET"
+            and entry["uri"] in uris
+            and is_data(entry)
+            and entry["uri"] not in seen
+        ):
+            seen.append(entry["uri"])
+    return seen
+
+
+@pytest.fixture
+async def limits(client: StaccatoClient) -> AsyncIterator[Callable[..., Awaitable[None]]]:
+    """``limits(target, **Limits)`` sets limits; every governor is cleared after the test."""
+    used: list[str] = []
+
+    async def set_(target: str, **values: Any) -> None:
+        parsed = parse_limit_target(target)
+        used.append(parsed.name)
+        await governors.set_limits(
+            client.temporal, parsed, Limits(**values), task_queue=client.task_queue
+        )
+
+    yield set_
+    for name in used:
+        await governors.unset_limits(client.temporal, parse_limit_target(name), [])
+
+
+def sources(nginx: NginxServer, root: Path, prefix: str, count: int, size: int) -> list[str]:
+    """``count`` objects of ``size`` bytes under nginx; their relative names."""
+    names = []
+    for i in range(count):
+        name = f"{prefix}-{i}.bin"
+        write_random(root / name, size, seed=i + 7)
+        names.append(name)
+    return names
+
+
+def test_names_of_endpoints_and_links() -> None:
+    """One canonical name per endpoint: default ports written out, no user, bucket
+    (and profile) for S3, one name for local paths; links sort into one order."""
+    assert endpoint_of("http://Example.org/a?x=1") == "http://example.org:80"
+    assert endpoint_of("https://example.org:8443/a") == "https://example.org:8443"
+    assert endpoint_of("sftp://alice@h.example/x") == "sftp://h.example:22"
+    assert endpoint_of("s3://bucket-1/k/ey") == "s3://bucket-1"
+    assert endpoint_of("s3://bucket-1/k?profile=ceph") == "s3://bucket-1?profile=ceph"
+    assert endpoint_of("/tmp/x") == "file://"
+    assert link_of("http://h/a", "/tmp/b") == "http://h:80,file://"
+    assert transfer_governors("http://h/a", "/tmp/b") == [
+        "file://",
+        "http://h:80",
+        "http://h:80,file://",
+    ]
+    assert parse_limit_target("HTTP://H").name == "http://h:80"
+    assert parse_limit_target("sftp://h:2222,file://").endpoints == ("sftp://h:2222", "file://")
+    assert governor_id("file://").startswith("staccato-governor-")
+    assert len(governor_id("file://")) == len("staccato-governor-") + 32
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["set", "foo", "--max-active", "2"], "unknown endpoint form 'foo'"),
+        (["set", "ftp://h", "--max-active", "2"], "unknown endpoint scheme 'ftp'"),
+        (["set", "http://h/path", "--max-active", "2"], "no user, path or query"),
+        (["set", "http://h,file://,s3://bb1", "--max-active", "2"], "malformed link"),
+        (["set", "sftp://h", "--max-active", "0"], "--max-active"),
+        (["set", "sftp://h", "--max-streams", "-3"], "--max-streams"),
+        (["set", "sftp://h", "--max-rate", "fast"], "--max-rate"),
+        (["set", "sftp://h", "--window", "25:00-06:00"], "malformed window"),
+        (["set", "sftp://h", "--window", "22:00-06:00,Mars/Base"], "unknown time zone"),
+        (["set", "sftp://h"], "give at least one of"),
+        (["unset"], "give either a TARGET or --all"),
+    ],
+)
+def test_limit_bad_input_exits_2(args: list[str], expected: str) -> None:
+    """Bad input exits 2 with a message naming what was wrong, before any Temporal
+    call (the address given reaches nothing)."""
+    done = run_cli("limit", *args, address="127.0.0.1:1", timeout_s=60)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert expected in done.stderr, done.stderr
+
+
+async def test_max_active_holds_across_transfers(
+    client: StaccatoClient, limits: Any, slow_nginx: NginxServer, http_root: Path, data_dir: Path
+) -> None:
+    """--max-active 2 on the nginx endpoint, 10 transfers at once: the governor never
+    holds more than 2, nginx never serves more than 2 at once, 2 is reached, all
+    complete with the right bytes; `limit list` shows it; a queued transfer says why."""
+    endpoint = endpoint_of(slow_nginx.base_url)
+    await limits(endpoint, max_active=2)
+    names = sources(slow_nginx, http_root, "active", 10, 2 * MiB)
+    ids = [(await client.start(slow_nginx.url(n), str(data_dir / n), OPTIONS)).id for n in names]
+    results = asyncio.ensure_future(
+        asyncio.wait_for(asyncio.gather(*(client.wait(t) for t in ids)), 120)
+    )
+    most = 0
+    reasons: set[str] = set()
+    while not results.done():
+        state = await governor_state(client, endpoint)
+        assert state is not None
+        most = max(most, len(state.holders))
+        assert len(state.holders) <= 2, state.holders
+        if not reasons and state.waiters:
+            status = await client.status(state.waiters[-1].workflow_id)
+            if status.state == TransferState.queued and status.reason:
+                reasons.add(status.reason)
+        await asyncio.sleep(0.2)
+    assert [r.bytes for r in await results] == [2 * MiB] * 10
+    assert most == 2
+    uris = {f"/{n}" for n in names}
+    assert max_overlap(slow_nginx, uris) <= 2
+    for n in names:
+        assert sha256_file(data_dir / n) == sha256_file(http_root / n)
+    assert any(r.startswith(f"waiting for {endpoint}: 2/2 active") for r in reasons), reasons
+    listed = run_cli(
+        "limit", "list", "--json", address=client_address(client), task_queue=client.task_queue
+    )
+    assert listed.returncode == 0, listed.stderr
+    (view,) = [v for v in json.loads(listed.stdout) if v["target"] == endpoint]
+    assert view["limits"]["max_active"] == 2
+
+
+def client_address(client: StaccatoClient) -> str:
+    """The Temporal address the client is connected to."""
+    return client.temporal.service_client.config.target_host
+
+
+async def test_max_streams_counts_connections(
+    client: StaccatoClient, limits: Any, slow_nginx: NginxServer, http_root: Path, data_dir: Path
+) -> None:
+    """--max-streams 3 on the link, 3 transfers of 2 streams each (the worker has 4
+    activity processes, so 4 would run without the limit): nginx never serves more
+    than 3 data requests at once and reaches 3."""
+    link = f"{endpoint_of(slow_nginx.base_url)},file://"
+    await limits(link, max_streams=3)
+    names = sources(slow_nginx, http_root, "streams", 3, 8 * MiB)
+    options = OPTIONS.model_copy(update={"streams": 2})
+    ids = [(await client.start(slow_nginx.url(n), str(data_dir / n), options)).id for n in names]
+    for transfer in ids:
+        assert (await asyncio.wait_for(client.wait(transfer), 120)).bytes == 8 * MiB
+    assert max_overlap(slow_nginx, {f"/{n}" for n in names}) == 3
+
+
+async def queue_behind_blocker(
+    client: StaccatoClient,
+    nginx: NginxServer,
+    http_root: Path,
+    data_dir: Path,
+    target: str,
+    size: int = 12 * MiB,
+) -> str:
+    """Start a slow transfer that takes target's one slot; returns its id once granted."""
+    (blocker,) = sources(nginx, http_root, f"blocker-{time.monotonic_ns()}", 1, size)
+    started = await client.start(nginx.url(blocker), str(data_dir / blocker), OPTIONS)
+
+    async def granted() -> bool:
+        state = await governor_state(client, target)
+        return bool(state and any(h.workflow_id == started.id for h in state.holders))
+
+    await until(granted, "the blocker holds the slot")
+    return started.id
+
+
+async def test_priority_one_starts_next(
+    client: StaccatoClient, limits: Any, slow_nginx: NginxServer, http_root: Path, data_dir: Path
+) -> None:
+    """--max-active 1: five priority-3 transfers queue behind a running one, then a
+    priority-1 transfer: it is the next one nginx serves."""
+    target = endpoint_of(slow_nginx.base_url)
+    await limits(target, max_active=1)
+    blocker = await queue_behind_blocker(client, slow_nginx, http_root, data_dir, target)
+    names = sources(slow_nginx, http_root, "prio", 6, 1 * MiB)
+    ids = []
+    for n in names[:5]:
+        ids.append((await client.start(slow_nginx.url(n), str(data_dir / n), OPTIONS)).id)
+
+    async def all_queued() -> bool:
+        state = await governor_state(client, target)
+        return bool(state and len(state.waiters) == 5)
+
+    await until(all_queued, "five transfers queued")
+    urgent = OPTIONS.model_copy(update={"priority": 1})
+    ids.append((await client.start(slow_nginx.url(names[5]), str(data_dir / names[5]), urgent)).id)
+    for transfer in [blocker, *ids]:
+        await asyncio.wait_for(client.wait(transfer), 120)
+    order = served_order(slow_nginx, [f"/{n}" for n in names])
+    assert order[0] == f"/{names[5]}", order
+
+
+async def test_fair_share_alternates_owners(
+    client: StaccatoClient, limits: Any, slow_nginx: NginxServer, http_root: Path, data_dir: Path
+) -> None:
+    """--max-active 1, owner A queues 6 transfers, then owner B 6: they start
+    alternately (at most 2 in a row from one owner), not first come first served."""
+    target = endpoint_of(slow_nginx.base_url)
+    await limits(target, max_active=1)
+    blocker = await queue_behind_blocker(client, slow_nginx, http_root, data_dir, target)
+    names = sources(slow_nginx, http_root, "fair", 12, 256 * 1024)
+    ids = []
+    for i, n in enumerate(names):
+        options = OPTIONS.model_copy(update={"owner": "A" if i < 6 else "B"})
+        ids.append((await client.start(slow_nginx.url(n), str(data_dir / n), options)).id)
+    for transfer in [blocker, *ids]:
+        await asyncio.wait_for(client.wait(transfer), 120)
+    order = served_order(slow_nginx, [f"/{n}" for n in names])
+    owners = "".join("A" if names.index(u[1:]) < 6 else "B" for u in order)
+    assert len(owners) == 12
+    assert "AAA" not in owners and "BBB" not in owners, owners
+
+
+async def test_terminated_holder_frees_its_slot(
+    client: StaccatoClient, limits: Any, slow_nginx: NginxServer, http_root: Path, data_dir: Path
+) -> None:
+    """A holder terminated (no release signal possible) loses its slot within the
+    governor's check (5 s): the queued transfer runs and completes."""
+    target = endpoint_of(slow_nginx.base_url)
+    await limits(target, max_active=1)
+    blocker = await queue_behind_blocker(client, slow_nginx, http_root, data_dir, target)
+    (name,) = sources(slow_nginx, http_root, "after-terminate", 1, 1 * MiB)
+    waiting = (await client.start(slow_nginx.url(name), str(data_dir / name), OPTIONS)).id
+
+    async def queued() -> bool:
+        return (await client.status(waiting)).state == TransferState.queued
+
+    await until(queued, "the second transfer is queued")
+    await client.temporal.get_workflow_handle(blocker).terminate("test: holder dies")
+    terminated_at = time.monotonic()
+
+    async def granted() -> bool:
+        state = await governor_state(client, target)
+        return bool(state and [h.workflow_id for h in state.holders] == [waiting])
+
+    await until(granted, "the queued transfer holds the slot", timeout_s=20)
+    assert time.monotonic() - terminated_at < 8
+    assert (await asyncio.wait_for(client.wait(waiting), 60)).bytes == 1 * MiB
+
+
+async def test_worker_sigkill_holder_completes_and_releases(
+    temporal_server: Any, slow_nginx: NginxServer, http_root: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    """Three workers on one queue, --max-active 1: SIGKILL the worker that runs the
+    holder's stream; the holder completes on another worker, releases its slot, and
+    the queued transfer proceeds; nothing stays held."""
+    workers = [
+        WorkerProcess(
+            temporal_server.address,
+            task_queue=f"limits-{time.monotonic_ns()}",
+            processes=2,
+            log_dir=tmp_path,
+        )
+    ]
+    workers += [
+        WorkerProcess(
+            temporal_server.address, task_queue=workers[0].task_queue, processes=2, log_dir=tmp_path
+        )
+        for _ in range(2)
+    ]
+    for w in workers:
+        w.start()
+    try:
+        client = await StaccatoClient.connect(
+            target_host=temporal_server.address, namespace="default"
+        )
+        client.task_queue = workers[0].task_queue
+        target = f"{endpoint_of(slow_nginx.base_url)},file://"
+        await governors.set_limits(
+            client.temporal,
+            parse_limit_target(target),
+            Limits(max_active=1),
+            task_queue=client.task_queue,
+        )
+        names = sources(slow_nginx, http_root, "kill", 3, 12 * MiB)
+        ids = [
+            (await client.start(slow_nginx.url(n), str(data_dir / n), OPTIONS)).id for n in names
+        ]
+
+        async def copying() -> str | None:
+            for transfer in ids:
+                status = await client.status(transfer)
+                if status.state == TransferState.running and status.bytes_done > 0:
+                    return transfer
+            return None
+
+        holder = await until(copying, "a transfer copies")
+        # the worker whose activity process holds a connection to nginx runs the stream
+        victim = next(w for w in workers if _streams_to(w, slow_nginx.port))
+        victim.kill()
+        for transfer in ids:
+            assert (await asyncio.wait_for(client.wait(transfer), 150)).bytes == 12 * MiB
+        assert holder in ids
+
+        async def drained() -> bool:
+            state = await governor_state(client, target)
+            return bool(state is None or (not state.holders and not state.waiters))
+
+        await until(drained, "no slot held after all completed", timeout_s=20)
+        await governors.unset_limits(client.temporal, parse_limit_target(target), [])
+    finally:
+        for w in workers:
+            w.kill()
+
+
+def _streams_to(worker: WorkerProcess, port: int) -> bool:
+    """Whether a process of ``worker`` (it or its activity processes) has a TCP
+    connection to 127.0.0.1:``port`` (``ss -tnp``)."""
+    assert worker.process is not None
+    pids = {worker.process.pid, *child_pids(worker.process.pid)}
+    listing = subprocess.run(
+        ["ss", "-tnpH", "dst", f"127.0.0.1:{port}"], capture_output=True, text=True, check=True
+    ).stdout
+    return any(int(pid) in pids for pid in re.findall(r"pid=(\d+)", listing))
+
+
+async def test_pause_gives_the_slot_back_and_resume_asks_again(
+    client: StaccatoClient, limits: Any, slow_nginx: NginxServer, http_root: Path, data_dir: Path
+) -> None:
+    """--max-active 1: pausing the holder hands its slot to the queued transfer; the
+    resumed one waits (queued) for the slot again and completes after it."""
+    target = endpoint_of(slow_nginx.base_url)
+    await limits(target, max_active=1)
+    blocker = await queue_behind_blocker(
+        client, slow_nginx, http_root, data_dir, target, size=64 * MiB
+    )
+    (name,) = sources(slow_nginx, http_root, "after-pause", 1, 4 * MiB)
+    waiting = (await client.start(slow_nginx.url(name), str(data_dir / name), OPTIONS)).id
+
+    async def holds(transfer: str) -> bool:
+        state = await governor_state(client, target)
+        return bool(state and [h.workflow_id for h in state.holders] == [transfer])
+
+    await until(lambda: queued(client, waiting), "the second transfer is queued")
+    await until(lambda: phase_is(client, blocker, "copy"), "the holder copies", timeout_s=30)
+    await client.pause(blocker)
+    await until(lambda: holds(waiting), "the paused holder's slot goes to the queued one")
+    await client.resume(blocker)
+    await until(lambda: queued(client, blocker), "the resumed transfer waits for the slot")
+    assert (await asyncio.wait_for(client.wait(waiting), 60)).bytes == 4 * MiB
+    assert (await asyncio.wait_for(client.wait(blocker), 120)).bytes == 64 * MiB
+
+
+async def queued(client: StaccatoClient, transfer: str) -> bool:
+    """Whether ``transfer`` is queued for a limit."""
+    status = await client.status(transfer)
+    return status.state == TransferState.queued and bool(status.reason)
+
+
+async def phase_is(client: StaccatoClient, transfer: str, phase: str) -> bool:
+    """Whether ``transfer`` is in ``phase``."""
+    return (await client.status(transfer)).phase == phase
+
+
+async def test_cancel_while_queued_leaves_the_queue(
+    client: StaccatoClient, limits: Any, slow_nginx: NginxServer, http_root: Path, data_dir: Path
+) -> None:
+    """A transfer cancelled while queued ends cancelled, leaves the governor's queue
+    and never writes the destination."""
+    target = endpoint_of(slow_nginx.base_url)
+    await limits(target, max_active=1)
+    blocker = await queue_behind_blocker(client, slow_nginx, http_root, data_dir, target)
+    (name,) = sources(slow_nginx, http_root, "cancel-queued", 1, 1 * MiB)
+    waiting = (await client.start(slow_nginx.url(name), str(data_dir / name), OPTIONS)).id
+    await until(lambda: queued(client, waiting), "the second transfer is queued")
+    await client.cancel(waiting)
+
+    async def left() -> bool:
+        state = await governor_state(client, target)
+        return bool(state and not any(w.workflow_id == waiting for w in state.waiters))
+
+    await until(left, "the cancelled transfer left the queue", timeout_s=20)
+    status = await until(
+        lambda: _ended(client, waiting), "the cancelled transfer ends", timeout_s=20
+    )
+    assert status.state == TransferState.cancelled, status
+    assert not (data_dir / name).exists()
+    await asyncio.wait_for(client.wait(blocker), 90)
+
+
+async def _ended(client: StaccatoClient, transfer: str) -> Any:
+    status = await client.status(transfer)
+    return status if status.state in (TransferState.cancelled, TransferState.failed) else None
