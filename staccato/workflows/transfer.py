@@ -295,8 +295,10 @@ class TransferWorkflow:
             self._set_state(TransferState.failed)
             raise ApplicationError(message, type=reason_type(err), non_retryable=True) from None
         finally:
-            # every ending gives the slots back (no command when none are held)
-            await asyncio.shield(asyncio.ensure_future(self._release_slots()))
+            # every ending gives the slots back (no command when none are held; no
+            # coroutine either, so a workflow evicted from the cache leaves none behind)
+            if self._asked:
+                await asyncio.shield(asyncio.ensure_future(self._release_slots()))
         label = checksums.label(options.checksum.value, digest)
         self._progress.checksum = label
         self._progress.bytes_committed = info.size

@@ -56,7 +56,8 @@ from staccato.models import (
     WriteSession,
 )
 from staccato.workflows import search_attributes as sa
-from staccato.workflows.transfer import TransferWorkflow
+from staccato.workflows.front import control_queue
+from staccato.workflows.transfer import FIND_GOVERNORS, TransferWorkflow
 
 SOURCE = "file:///source/object.bin"
 DESTINATION = "file:///destination/object.bin"
@@ -257,6 +258,14 @@ def failing(error_type: str, message: str, *, retryable: bool = False) -> Hook:
     return hook
 
 
+@activity.defn(name=FIND_GOVERNORS)
+async def no_governors(names: list[str]) -> list[str]:
+    """The control worker's ``find_governors`` with no limit set anywhere: no governor
+    runs, so the transfer asks none (the limits themselves are tested against a real
+    server in tests/test_limits.py)."""
+    return []
+
+
 @dataclass
 class Run:
     """A started transfer and the endpoint its activities act on."""
@@ -313,8 +322,11 @@ async def transfer(
             max_heartbeat_throttle_interval=timedelta(milliseconds=100),
             default_heartbeat_throttle_interval=timedelta(milliseconds=100),
         )
-        workers.append(worker)
-        runs.append(asyncio.create_task(worker.run()))
+        control = Worker(
+            env.client, task_queue=control_queue(task_queue), activities=[no_governors]
+        )
+        workers.extend([worker, control])
+        runs.extend([asyncio.create_task(worker.run()), asyncio.create_task(control.run())])
         if request is None:
             request = TransferRequest(source=SOURCE, destination=DESTINATION, options=options)
         handle = await env.client.start_workflow(
