@@ -22,7 +22,7 @@ from temporalio.exceptions import CancelledError
 from staccato import checksums, secrets, settings
 from staccato.activities.errors import mapped_errors
 from staccato.endpoints import get_driver
-from staccato.endpoints.base import keepalive_hook
+from staccato.endpoints.base import keepalive, keepalive_hook
 from staccato.errors import ChecksumMismatchError, PermissionDeniedError, SourceChangedError
 from staccato.models import (
     ConfirmSourceInput,
@@ -310,7 +310,10 @@ def verify_object(request: VerifyInput) -> str:
         )
     if request.mode == VerifyMode.size:
         return ""
-    activity.heartbeat()
+    # through the caller's hook, never a bare activity.heartbeat(): inside a dataset's
+    # batch that would replace the batch's checkpoint (its heartbeat details) with
+    # nothing, and a retried batch would start again at its first file
+    keepalive()
     if request.whole_object:
         actual = driver.object_checksum(
             url, request.size, request.chunk_size, request.segments, request.checksum.value
