@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from typing import Any
 
-from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
@@ -388,6 +388,24 @@ async def follow_dataset(
         if current.state in _TERMINAL:
             return
         await asyncio.sleep(interval_s)
+
+
+async def await_dataset_end(client: StaccatoClient, dataset: str) -> DatasetStatus:
+    """Wait for the dataset to end (one long poll for its result, across its runs'
+    continue-as-new; no status query every half second) and return its final status.
+
+    Raises:
+        TransferNotFoundError: no such dataset.
+    """
+    handle = _handle(client, dataset)
+    try:
+        await handle.result()
+    except WorkflowFailureError:
+        pass  # failed, cancelled, terminated or timed out: the status says which
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise
+    return await dataset_status(client, dataset)
 
 
 async def cancel_dataset(client: StaccatoClient, dataset: str) -> None:

@@ -22,6 +22,7 @@ form of such a URL that may be shown, stored in Temporal or logged, and
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import dataclass, field
@@ -93,6 +94,26 @@ def parse_url(text: str, *, cwd: str | None = None) -> EndpointURL:
         raise InvalidURLError(
             f"malformed URL {redact(text)!r}: it contains whitespace or control characters"
         )
+    if text.startswith(_CACHED_SCHEMES):
+        return _parse_cached(text)
+    return _parse(text, cwd)
+
+
+#: URLs whose parse depends on their text alone and holds no secret (an http(s) URL may
+#: carry a token in its query): kept by :func:`_parse_cached`
+_CACHED_SCHEMES = ("file://", "s3://", "sftp://")
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_cached(text: str) -> EndpointURL:
+    """:func:`_parse` of a ``file``, ``s3`` or ``sftp`` URL, remembered: a dataset's
+    batch parses each file's URLs ~10 times, ~40 us each (errors are not
+    remembered: they are raised again)."""
+    return _parse(text, None)
+
+
+def _parse(text: str, cwd: str | None) -> EndpointURL:
+    """The body of :func:`parse_url` after the checks of the text's characters."""
     match = re.match(r"^([A-Za-z][A-Za-z0-9+.\-]*)://", text)
     if not match:
         if re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*:", text) and not os.path.exists(text):

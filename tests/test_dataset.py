@@ -72,7 +72,8 @@ def test_cli_collision_fails_that_file_and_lists_it(
     destination.mkdir()
     (destination / "d").write_bytes(b"someone else's")
     args = dict(address=temporal_server.address, task_queue=worker.task_queue)
-    done = run_cli("cp", "-r", str(source), str(destination), **args)
+    # -q waits for the result without following the progress; same exit and summary
+    done = run_cli("cp", "-r", "-q", str(source), str(destination), **args)
     assert done.returncode == 1, done.stderr
     assert "completed_with_errors" in done.stderr and "d/x" in done.stderr
     assert (destination / "d").read_bytes() == b"someone else's"

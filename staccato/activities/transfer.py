@@ -22,7 +22,7 @@ from temporalio.exceptions import CancelledError
 from staccato import checksums, secrets, settings
 from staccato.activities.errors import mapped_errors
 from staccato.endpoints import get_driver
-from staccato.endpoints.base import keepalive_hook
+from staccato.endpoints.base import keepalive, keepalive_hook
 from staccato.errors import ChecksumMismatchError, PermissionDeniedError, SourceChangedError
 from staccato.models import (
     ConfirmSourceInput,
@@ -176,7 +176,14 @@ def confirm_source(request: ConfirmSourceInput) -> None:
 @mapped_errors
 def prepare(request: PrepareInput) -> PrepareResult:
     """Check the destination and open a write session (idempotent per session_key)."""
-    return open_write_session(request)
+    prepared = open_write_session(request)
+    if activity.is_cancelled():
+        # The workflow was cancelled while this prepare ran and may not wait for its
+        # result: nobody else would clean this session up (a multipart upload would be
+        # left behind). Abort is idempotent, so a workflow that does wait and cleans up
+        # too does no harm.
+        get_driver(parse_url(request.destination).scheme).abort(prepared.session)
+    return prepared
 
 
 def open_write_session(request: PrepareInput) -> PrepareResult:
@@ -198,12 +205,9 @@ def open_write_session(request: PrepareInput) -> PrepareResult:
         )
         chunk_size = smallest
     session = driver.open_session(parsed, request.size, chunk_size, request.session_key)
-    if activity.is_cancelled():
-        # The workflow was cancelled while this prepare ran and may not wait for its
-        # result: nobody else would clean this session up (a multipart upload would be
-        # left behind). Abort is idempotent, so a workflow that does wait and cleans up
-        # too does no harm.
-        driver.abort(session)
+    # no activity.is_cancelled() here: in a process pool it is a round trip to the
+    # worker's manager process (~1-5 ms, more than the rest of a small file); the
+    # prepare activity checks it, a batch's heartbeat hook does between files
     return PrepareResult(
         session=session,
         chunk_size=chunk_size,
@@ -310,7 +314,10 @@ def verify_object(request: VerifyInput) -> str:
         )
     if request.mode == VerifyMode.size:
         return ""
-    activity.heartbeat()
+    # through the caller's hook, never a bare activity.heartbeat(): inside a dataset's
+    # batch that would replace the batch's checkpoint (its heartbeat details) with
+    # nothing, and a retried batch would start again at its first file
+    keepalive()
     if request.whole_object:
         actual = driver.object_checksum(
             url, request.size, request.chunk_size, request.segments, request.checksum.value

@@ -16,6 +16,7 @@ from staccato.cli.common import EXIT_USAGE, fail, run
 from staccato.cli.options import parse_size
 from staccato.client import StaccatoClient
 from staccato.dataset_client import (
+    await_dataset_end,
     dataset_status,
     follow_dataset,
     make_dataset_request,
@@ -207,8 +208,7 @@ async def follow(client: StaccatoClient, dataset: str, *, quiet: bool) -> Datase
     console = Console(stderr=True)
     final: DatasetStatus | None = None
     if quiet:
-        async for final in follow_dataset(client, dataset):  # noqa: B007 - keep the last
-            pass
+        final = await await_dataset_end(client, dataset)
     elif console.is_terminal:
         columns = (
             TextColumn("[bold]{task.fields[state]}"),

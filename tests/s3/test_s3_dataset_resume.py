@@ -19,7 +19,7 @@ import pytest
 
 from staccato.client import StaccatoClient
 from staccato.dataset_client import submit_dataset
-from staccato.datasets.models import DatasetState
+from staccato.datasets.models import BatchCheckpoint, DatasetState
 from staccato.errors import TransferNotFoundError
 from staccato.models import TransferOptions, TransferState
 from tests.dataset_checks import MiB, tree, tree_difference, wait_dataset
@@ -144,3 +144,95 @@ async def test_large_file_in_a_dataset_resumes_from_its_checkpoint_after_worker_
         f"{len(requests)} GETs: re-sent {sent - SIZE} (bound {STREAMS * CHUNK})"
     )
     assert SIZE <= sent <= SIZE + STREAMS * CHUNK, f"re-sent {sent - SIZE} bytes"
+
+
+BATCH = 600
+
+
+async def test_a_killed_batch_to_s3_resumes_past_its_first_file(
+    temporal_server,
+    s3_worker_env: dict[str, str],
+    s3: Any,
+    bucket: str,
+    data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """The heartbeat details a retried batch starts from (what the server holds after
+    the worker's SIGKILL) are the batch's checkpoint, past its first file: the steps of
+    each file (the check after publish reads the object back from S3) heartbeat through
+    the batch, never with details of their own."""
+    source = data_dir / "src"
+    source.mkdir()
+    for i in range(BATCH):
+        write_random(source / f"f{i:04d}", 100 + i, seed=i)
+    prefix = f"killed-batch-{time.time_ns()}/"
+    first = WorkerProcess(temporal_server.address, processes=2, env=s3_worker_env, log_dir=tmp_path)
+    _start_without_inherited_aws(first)
+    second: WorkerProcess | None = None
+    try:
+        client = await StaccatoClient.connect(
+            target_host=temporal_server.address, namespace="default"
+        )
+        client.task_queue = first.task_queue
+        dataset = await submit_dataset(
+            client,
+            str(source),
+            f"s3://{bucket}/{prefix}",
+            TransferOptions(chunk_size=1 * MiB, heartbeat_timeout_s=2),
+            batch_files=BATCH,
+            max_batches=1,
+        )
+        handle = client.temporal.get_workflow_handle(dataset)
+
+        def published() -> int:
+            pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            return sum(page.get("KeyCount", 0) for page in pages)
+
+        # kill once the batch has run for two of the SDK's heartbeat intervals (0.8 x
+        # the 2 s timeout): its details have reached the server since file 0 (or at 80 %
+        # of the batch published, on a machine fast enough to get there sooner)
+        deadline = time.monotonic() + 60
+        started: float | None = None
+        count = 0
+        while time.monotonic() < deadline:
+            count = await asyncio.to_thread(published)
+            if count and started is None:
+                started = time.monotonic()
+            if started is not None and time.monotonic() - started >= 4.0:
+                break
+            if count >= BATCH * 4 // 5:
+                break
+            await asyncio.sleep(0.1)
+        pool = child_pids(first.process.pid)
+        first.kill()
+        assert 0 < count < BATCH, f"killed at {count} of {BATCH} files published"
+        while any(pid_alive(p) for p in pool) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        description = await handle.describe()
+        pending = [
+            p
+            for p in description.raw_description.pending_activities
+            if p.activity_type.name == "copy_batch"
+        ]
+        assert len(pending) == 1, pending
+        assert pending[0].heartbeat_details.payloads, "the batch's checkpoint was overwritten"
+        (checkpoint,) = await client.temporal.data_converter.decode(
+            pending[0].heartbeat_details.payloads, [BatchCheckpoint]
+        )
+        assert 0 < checkpoint.next_index <= count, (checkpoint, count)
+        second = WorkerProcess(
+            temporal_server.address,
+            task_queue=first.task_queue,
+            processes=2,
+            env=s3_worker_env,
+            log_dir=tmp_path,
+        )
+        _start_without_inherited_aws(second)
+        final = await wait_dataset(client, dataset, timeout_s=120)
+        assert final.state == DatasetState.completed, final
+        assert final.files_done == BATCH and final.files_failed == 0
+        assert await asyncio.to_thread(published) == BATCH
+    finally:
+        first.kill()
+        if second is not None:
+            second.stop()

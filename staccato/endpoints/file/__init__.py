@@ -12,8 +12,8 @@ own segment (heartbeating as it reads) and trusts only those whose bytes still m
 the journaled checksum, so a torn write or a stray writer cannot make a damaged chunk
 look durable. Publish reads no data (its cost does not grow with the object): it
 checks the temp file is this session's, whole, fully journaled and has no chunk
-turned into a hole, then fsyncs the file, renames over the target and fsyncs the
-directory.
+turned into a hole, then renames over the target and fsyncs the directory (the
+data is on disk already: every chunk was ``fdatasync``-ed before it was journaled).
 
 Running out of space (``ENOSPC``, ``EDQUOT``) is permanent: retrying cannot free the
 destination's file system, so the error names it, the bytes needed and free, and

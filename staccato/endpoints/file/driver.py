@@ -14,7 +14,7 @@ from staccato.endpoints.file.fs import (
     PSEUDO_FILE_SYSTEMS,
     allocated,
     file_system_type,
-    mtime_resolution_s,
+    mtime_resolution_of,
     no_space,
     os_error,
 )
@@ -74,7 +74,7 @@ class FileDriver(Driver):
             raise PermanentError(f"source {url.path} is not a regular file")
         if not os.access(url.path, os.R_OK):
             raise PermissionDeniedError(f"source {url.path}: permission denied")
-        kind = file_system_type(url.path)
+        kind = file_system_type(url.path, st.st_dev)
         if kind in PSEUDO_FILE_SYSTEMS:
             raise PermanentError(
                 f"source {url.path} is on the kernel's {kind} file system: its size "
@@ -86,7 +86,7 @@ class FileDriver(Driver):
             version=file_version(st),
             supports_ranges=True,
             modified_at=st.st_mtime,
-            mtime_resolution_s=mtime_resolution_s(url.path),
+            mtime_resolution_s=mtime_resolution_of(kind),
         )
 
     def open_read(self, url: EndpointURL, info: ObjectInfo, offset: int, length: int) -> Reader:
@@ -279,7 +279,8 @@ class FileDriver(Driver):
 
     def publish(self, session: WriteSession) -> None:
         """Check the temp file is still this session's, whole and unaltered where that
-        is cheap to see, then fsync + rename(2) over the target + fsync the directory.
+        is cheap to see, then rename(2) over the target + fsync the directory (each
+        chunk was fdatasync'ed before it was journaled).
 
         Reads no data, so its cost does not grow with the object (it runs in a short
         activity): the bytes were proven when written (journal after ``fdatasync``,
@@ -300,11 +301,10 @@ class FileDriver(Driver):
         target = session.data["path"]
         temp = session.session_id
         try:
-            fd = os.open(temp, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            # no fsync of the temp file here: check_publishable found a journal line
+            # for every chunk, and a line is written only after that chunk's
+            # fdatasync (FileChunkWriter._commit), so the data (and the size it needs)
+            # is on disk already; a second sync costs a journal commit per file
             os.rename(temp, target)
             dir_fd = os.open(os.path.dirname(target) or ".", os.O_RDONLY | os.O_DIRECTORY)
             try:

@@ -42,9 +42,42 @@ FINE_MTIME_RESOLUTION_S = 0.01  # the kernel's coarse clock ticks every 1-10 ms
 _OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")  # mountinfo writes a space as \040
 
 
-def file_system_type(path: str) -> str:
+#: st_dev -> file system type, filled by :func:`file_system_type` (a device holds one
+#: file system while mounted; a dataset's batch asks several times per file, and
+#: reading the mount table costs more than copying a small file)
+_TYPE_BY_DEVICE: dict[int, str] = {}
+_TYPE_BY_DEVICE_MAX = 256
+
+
+def file_system_type(path: str, device: int | None = None) -> str:
     """The type of the file system holding ``path`` (``ext4``, ``nfs4``...), from
-    ``/proc/self/mountinfo`` (proc(5)); ``""`` where that cannot be read."""
+    ``/proc/self/mountinfo`` (proc(5)); ``""`` where that cannot be read.
+
+    Args:
+        device: ``st_dev`` of ``path`` when the caller has stat'ed it already; the
+            answer is remembered per device (a device holds one file system while it
+            is mounted). Without it ``path`` is stat'ed; a path that does not exist
+            (yet) is looked up in the mount table each time.
+    """
+    if device is None:
+        try:
+            device = os.stat(path).st_dev
+        except OSError:
+            return _mount_table_type(path)
+    known = _TYPE_BY_DEVICE.get(device)
+    if known is not None:
+        return known
+    kind = _mount_table_type(path)
+    if kind:
+        if len(_TYPE_BY_DEVICE) >= _TYPE_BY_DEVICE_MAX:
+            _TYPE_BY_DEVICE.clear()
+        _TYPE_BY_DEVICE[device] = kind
+    return kind
+
+
+def _mount_table_type(path: str) -> str:
+    """:func:`file_system_type` read from the mount table: the type of the longest
+    mount point ``path`` (resolved) lies under."""
     try:
         with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
             lines = f.readlines()
@@ -72,7 +105,12 @@ PSEUDO_FILE_SYSTEMS = frozenset({"proc", "sysfs", "debugfs", "tracefs", "securit
 
 def mtime_resolution_s(path: str) -> float:
     """How coarse the mtimes of the file system holding ``path`` may be, seconds."""
-    if file_system_type(path) in FINE_MTIME_FILE_SYSTEMS:
+    return mtime_resolution_of(file_system_type(path))
+
+
+def mtime_resolution_of(kind: str) -> float:
+    """How coarse the mtimes of a file system of type ``kind`` may be, seconds."""
+    if kind in FINE_MTIME_FILE_SYSTEMS:
         return FINE_MTIME_RESOLUTION_S
     return COARSE_MTIME_RESOLUTION_S
 
