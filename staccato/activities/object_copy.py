@@ -21,8 +21,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from temporalio import activity
-
 from staccato import checksums
 from staccato.activities.copy import copy_segment_in_process
 from staccato.activities.small_copy import copy_small
@@ -115,8 +113,7 @@ def copy_object(
             (:func:`staccato.activities.small_copy.copy_small`).
 
     Raises:
-        StreamStopped: ``beat`` stopped it, or the activity was cancelled while the
-            write session was opened: the write session is removed.
+        StreamStopped: ``beat`` stopped it (cancelled): the write session is removed.
         PermanentError: this object cannot be copied (missing, changed during the copy,
             a name the destination cannot hold...): its write session is removed and
             the destination name is untouched.
@@ -153,11 +150,6 @@ def copy_object(
         )
     )
     session = prepared.session
-    if activity.is_cancelled():
-        # open_write_session removed the session it saw cancelled: this file is not a
-        # failure, the batch stops here (a file counted failed after a cancel would be
-        # reported with "write session is gone")
-        raise StreamStopped("cancelled while the write session was opened")
     try:
         _write_and_publish(source, info, session, prepared.session_url, options, beat)
     except StaccatoError as err:
