@@ -108,6 +108,23 @@ async def limits(client: StaccatoClient) -> AsyncIterator[Callable[..., Awaitabl
     yield set_
     for name in used:
         await governors.unset_limits(client.temporal, parse_limit_target(name), [])
+        await governor_ends(client, name)
+
+
+async def governor_ends(client: StaccatoClient, name: str, timeout_s: float = 15.0) -> None:
+    """Wait until ``name``'s governor ended (no limits, holders or waiters left); one
+    still running at the deadline (a failed test left transfers in it) is terminated,
+    so that the next test's transfers never wait in it."""
+
+    async def ended() -> bool:
+        return await governor_state(client, name) is None
+
+    try:
+        await until(ended, f"the governor of {name} ends", timeout_s=timeout_s)
+    except AssertionError:
+        await client.temporal.get_workflow_handle(governor_id(name)).terminate(
+            "test cleanup: left running by a failed test"
+        )
 
 
 def sources(nginx: NginxServer, root: Path, prefix: str, count: int, size: int) -> list[str]:
@@ -345,14 +362,12 @@ async def test_worker_sigkill_holder_completes_and_releases(
         )
         for _ in range(2)
     ]
+    client = await StaccatoClient.connect(target_host=temporal_server.address, namespace="default")
+    client.task_queue = workers[0].task_queue
+    target = f"{endpoint_of(slow_nginx.base_url)},file://"
     for w in workers:
         w.start()
     try:
-        client = await StaccatoClient.connect(
-            target_host=temporal_server.address, namespace="default"
-        )
-        client.task_queue = workers[0].task_queue
-        target = f"{endpoint_of(slow_nginx.base_url)},file://"
         await governors.set_limits(
             client.temporal,
             parse_limit_target(target),
@@ -386,6 +401,9 @@ async def test_worker_sigkill_holder_completes_and_releases(
         await until(drained, "no slot held after all completed", timeout_s=20)
         await governors.unset_limits(client.temporal, parse_limit_target(target), [])
     finally:
+        # The governor runs on this test's task queue: it must end (or be ended)
+        # before its workers die, or every later transfer on the link waits in it.
+        await governor_ends(client, target)
         for w in workers:
             w.kill()
 
