@@ -427,9 +427,9 @@ async def test_pause_gives_the_slot_back_and_resume_asks_again(
     target = endpoint_of(slow_nginx.base_url)
     await limits(target, max_active=1)
     blocker = await queue_behind_blocker(
-        client, slow_nginx, http_root, data_dir, target, size=32 * MiB
+        client, slow_nginx, http_root, data_dir, target, size=64 * MiB
     )
-    (name,) = sources(slow_nginx, http_root, "after-pause", 1, 4 * MiB)
+    (name,) = sources(slow_nginx, http_root, "after-pause", 1, 12 * MiB)
     waiting = (await client.start(slow_nginx.url(name), str(data_dir / name), OPTIONS)).id
 
     async def holds(transfer: str) -> bool:
@@ -442,8 +442,8 @@ async def test_pause_gives_the_slot_back_and_resume_asks_again(
     await until(lambda: holds(waiting), "the paused holder's slot goes to the queued one")
     await client.resume(blocker)
     await until(lambda: queued(client, blocker), "the resumed transfer waits for the slot")
-    assert (await asyncio.wait_for(client.wait(waiting), 60)).bytes == 4 * MiB
-    assert (await asyncio.wait_for(client.wait(blocker), 120)).bytes == 32 * MiB
+    assert (await asyncio.wait_for(client.wait(waiting), 60)).bytes == 12 * MiB
+    assert (await asyncio.wait_for(client.wait(blocker), 120)).bytes == 64 * MiB
 
 
 async def queued(client: StaccatoClient, transfer: str) -> bool:
