@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -139,6 +140,9 @@ DEFAULT_HEARTBEAT_TIMEOUT = timedelta(seconds=20)
 VISIBLE_AT_START_PATCH = "visible-at-start"
 FRONT_RUN_PATCH = "front-run"
 ENDPOINT_LIMITS_PATCH = "endpoint-limits"
+#: the reads of verify and of the second source read run at most as many at once as
+#: the streams granted (before it, one activity per segment all at once)
+READS_WITHIN_STREAMS_PATCH = "reads-within-granted-streams"
 #: the control activity that asks the endpoint and link governors for slots
 FIND_GOVERNORS = "find_governors"
 START_GOVERNOR = "start_governor"
@@ -636,22 +640,22 @@ class TransferWorkflow:
                 )
                 for s in segments
             ]
-        outcomes = await asyncio.gather(
-            *(
-                workflow.execute_activity(
-                    "verify",
-                    part,
-                    result_type=str,
-                    start_to_close_timeout=copy_timeout(info.size) + SHORT_TIMEOUT,
-                    schedule_to_close_timeout=self._retry_budget(),
-                    # the read-back heartbeats per chunk: a killed worker's verify is
-                    # retried after this, not after the start-to-close bound (hours)
-                    heartbeat_timeout=heartbeat_timeout,
-                    retry_policy=RETRY,
-                )
-                for part in parts
-            ),
-            return_exceptions=True,
+
+        def verify_part(part: VerifyInput) -> Callable[[], Awaitable[str]]:
+            return lambda: workflow.execute_activity(
+                "verify",
+                part,
+                result_type=str,
+                start_to_close_timeout=copy_timeout(info.size) + SHORT_TIMEOUT,
+                schedule_to_close_timeout=self._retry_budget(),
+                # the read-back heartbeats per chunk: a killed worker's verify is
+                # retried after this, not after the start-to-close bound (hours)
+                heartbeat_timeout=heartbeat_timeout,
+                retry_policy=RETRY,
+            )
+
+        outcomes = await self._within_streams(
+            [verify_part(part) for part in parts], return_exceptions=True
         )
         if not any(isinstance(outcome, BaseException) for outcome in outcomes):
             self._progress_at = workflow.now()
@@ -683,27 +687,64 @@ class TransferWorkflow:
         compare with the copy (see ``ObjectInfo.reread_before_publish``): a mixed copy of
         a source rewritten in place is never published."""
         self._set_phase("confirm-source")
-        await asyncio.gather(
-            *(
-                workflow.execute_activity(
-                    "confirm_source",
-                    ConfirmSourceInput(
-                        source=request.source,
-                        source_info=info,
-                        chunk_size=chunk_size,
-                        segments=[(s.first_chunk, s.end_chunk, results[s.index].checksum or "")],
-                        checksum=request.options.checksum,
-                        source_secret=request.source_secret,
-                    ),
-                    start_to_close_timeout=copy_timeout(s.length),
-                    schedule_to_close_timeout=self._retry_budget() + copy_timeout(s.length),
-                    heartbeat_timeout=heartbeat_timeout,
-                    retry_policy=RETRY,
-                )
-                for s in segments
+
+        def confirm(s: Segment) -> Callable[[], Awaitable[Any]]:
+            return lambda: workflow.execute_activity(
+                "confirm_source",
+                ConfirmSourceInput(
+                    source=request.source,
+                    source_info=info,
+                    chunk_size=chunk_size,
+                    segments=[(s.first_chunk, s.end_chunk, results[s.index].checksum or "")],
+                    checksum=request.options.checksum,
+                    source_secret=request.source_secret,
+                ),
+                start_to_close_timeout=copy_timeout(s.length),
+                schedule_to_close_timeout=self._retry_budget() + copy_timeout(s.length),
+                heartbeat_timeout=heartbeat_timeout,
+                retry_policy=RETRY,
             )
-        )
+
+        await self._within_streams([confirm(s) for s in segments])
         self._progress_at = workflow.now()
+
+    async def _within_streams(
+        self, calls: list[Callable[[], Awaitable[T]]], *, return_exceptions: bool = False
+    ) -> list[Any]:
+        """Run ``calls`` (activity calls, one per segment) at most as many at once as
+        the streams the transfer runs (``max-streams`` of an endpoint or link may have
+        granted fewer than asked; its reads count against the same limit).
+
+        Returns:
+            The results in the order of ``calls``; with ``return_exceptions``, an
+            exception in place of a failed call's result (as :func:`asyncio.gather`).
+
+        Raises:
+            Exception: without ``return_exceptions``, the first failure (once the calls
+                already running have ended; no further call starts after it).
+        """
+        width = max(1, self._lanes)
+        if width >= len(calls) or not workflow.patched(READS_WITHIN_STREAMS_PATCH):
+            return await asyncio.gather(
+                *(call() for call in calls), return_exceptions=return_exceptions
+            )
+        todo: deque[int] = deque(range(len(calls)))
+        outcomes: list[Any] = [None] * len(calls)
+        failure: list[BaseException] = []
+
+        async def lane() -> None:
+            while todo and (return_exceptions or not failure):
+                index = todo.popleft()
+                try:
+                    outcomes[index] = await calls[index]()
+                except Exception as err:  # a cancel of the transfer propagates
+                    outcomes[index] = err
+                    failure.append(err)
+
+        await asyncio.gather(*(lane() for _ in range(width)))
+        if failure and not return_exceptions:
+            raise failure[0]
+        return outcomes
 
     async def _verify_size(self, request: TransferRequest, info: ObjectInfo) -> None:
         """After publishing verified bytes: the destination name holds the right size."""
