@@ -26,13 +26,14 @@ from staccato.activities.copy import copy_segment_in_process
 from staccato.activities.small_copy import copy_small
 from staccato.activities.stream_progress import StreamStopped
 from staccato.activities.transfer import (
+    check_after_publish,
     open_write_session,
     publish_session,
     stat_source,
     verify_object,
 )
 from staccato.endpoints import get_driver
-from staccato.errors import ChecksumMismatchError, SourceChangedError, StaccatoError
+from staccato.errors import SourceChangedError, StaccatoError
 from staccato.models import (
     ObjectInfo,
     PrepareInput,
@@ -220,21 +221,4 @@ def _write_and_publish(
                 "time (rewritten in place, size and mtime unchanged); nothing was published"
             )
     publish_session(PublishInput(session=session, source=source, source_info=info))
-    after = VerifyMode.size if verified or not checking else VerifyMode.checksum
-    if options.verify == VerifyMode.none:
-        after = VerifyMode.none
-    try:
-        verify_object(
-            VerifyInput(
-                url=session.url,
-                size=info.size,
-                chunk_size=session.chunk_size,
-                segments=segments,
-                checksum=algorithm,
-                expected=digest,
-                mode=after,
-                whole_object=True,
-            )
-        )
-    except ChecksumMismatchError as err:
-        raise ChecksumMismatchError(f"after publish: {err}") from None
+    check_after_publish(session, info.size, segments, algorithm, digest, verified, options.verify)

@@ -32,6 +32,7 @@ from __future__ import annotations
 from staccato import checksums, secrets
 from staccato.activities.copy import _check_read_back
 from staccato.activities.transfer import (
+    check_after_publish,
     check_file_roots,
     open_write_session,
     stat_source,
@@ -223,21 +224,4 @@ def _write_and_publish(
         if not err.retryable:
             driver.abort(session)
         raise
-    after = VerifyMode.size if verified or not checking else VerifyMode.checksum
-    if options.verify == VerifyMode.none:
-        return
-    try:
-        verify_object(
-            VerifyInput(
-                url=session.url,
-                size=size,
-                chunk_size=session.chunk_size,
-                segments=[(0, chunks)],
-                checksum=algorithm,
-                expected=expected,
-                mode=after,
-                whole_object=True,
-            )
-        )
-    except ChecksumMismatchError as err:
-        raise ChecksumMismatchError(f"after publish: {err}") from None
+    check_after_publish(session, size, [(0, chunks)], algorithm, expected, verified, options.verify)

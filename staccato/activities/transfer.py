@@ -25,6 +25,7 @@ from staccato.endpoints import get_driver
 from staccato.endpoints.base import keepalive, keepalive_hook
 from staccato.errors import ChecksumMismatchError, PermissionDeniedError, SourceChangedError
 from staccato.models import (
+    ChecksumAlgorithm,
     ConfirmSourceInput,
     ObjectInfo,
     PrepareInput,
@@ -337,6 +338,47 @@ def verify_object(request: VerifyInput) -> str:
             f"differs from the source's {checksums.label(request.checksum, request.expected)}"
         )
     return actual
+
+
+def check_after_publish(
+    session: WriteSession,
+    size: int,
+    segments: list[tuple[int, int]],
+    algorithm: ChecksumAlgorithm,
+    expected: str,
+    verified: bool,
+    verify: VerifyMode,
+) -> None:
+    """The check after publish: the published object's size, or (``verify`` checksum
+    and the data not verified before publish, e.g. S3 compared against its stored
+    checksum) its checksum; nothing with ``verify`` none.
+
+    Args:
+        size: bytes expected at the destination.
+        segments: ``(first_chunk, end_chunk)`` ranges ``expected`` combines.
+        expected: the object's checksum as ``verify_object`` compares it.
+
+    Raises:
+        ChecksumMismatchError: "after publish: ..." (size or checksum differ).
+    """
+    if verify == VerifyMode.none:
+        return
+    mode = VerifyMode.size if verified or verify != VerifyMode.checksum else VerifyMode.checksum
+    try:
+        verify_object(
+            VerifyInput(
+                url=session.url,
+                size=size,
+                chunk_size=session.chunk_size,
+                segments=segments,
+                checksum=algorithm,
+                expected=expected,
+                mode=mode,
+                whole_object=True,
+            )
+        )
+    except ChecksumMismatchError as err:
+        raise ChecksumMismatchError(f"after publish: {err}") from None
 
 
 @activity.defn(name="cleanup")

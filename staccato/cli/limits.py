@@ -12,11 +12,10 @@ import re
 from typing import Annotated
 
 import typer
-from pydantic import ByteSize, TypeAdapter, ValidationError
 
 from staccato import governors, units
 from staccato.cli.common import EXIT_USAGE, fail, run
-from staccato.cli.options import JsonOption
+from staccato.cli.options import JsonOption, byte_count
 from staccato.client import StaccatoClient
 from staccato.links import LimitTarget, LimitTargetError, parse_limit_target
 from staccato.models import Limits
@@ -32,7 +31,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-_SIZE = TypeAdapter(ByteSize)
 
 TargetArg = Annotated[
     str,
@@ -57,14 +55,10 @@ def parse_rate(text: str) -> int:
     Raises:
         typer.BadParameter: not a positive rate.
     """
-    cleaned = re.sub(r"(?i)/s$", "", str(text).strip())
-    cleaned = re.sub(r"(?i)^([\d.]+)\s*([kmgt])$", lambda m: f"{m.group(1)}{m.group(2)}iB", cleaned)
-    try:
-        value = int(_SIZE.validate_python(cleaned))
-    except ValidationError:
-        raise typer.BadParameter(
-            f"{text!r} is not a rate: expected bytes per second such as 40MB/s or 1GiB/s"
-        ) from None
+    cleaned_rate = re.sub(r"(?i)/s$", "", str(text).strip())
+    value = byte_count(
+        cleaned_rate, "a rate: expected bytes per second such as 40MB/s or 1GiB/s", shown=str(text)
+    )
     if value < 1:
         raise typer.BadParameter(f"{text!r}: the rate must be at least 1 byte/s")
     return value

@@ -28,6 +28,21 @@ _SIZE = TypeAdapter(ByteSize)
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+def byte_count(text: str, expected: str, shown: str | None = None) -> int:
+    """``text`` as a number of bytes: plain bytes or a unit (``8MiB``, ``64M``, ``1GB``;
+    a bare ``k``/``m``/``g``/``t`` means the binary unit), via pydantic's ``ByteSize``.
+
+    Raises:
+        typer.BadParameter: not a byte count; the message names ``shown`` (default
+            ``text``: what the user typed) and ``expected``.
+    """
+    cleaned = re.sub(r"(?i)^([\d.]+)\s*([kmgt])$", lambda m: f"{m.group(1)}{m.group(2)}iB", text)
+    try:
+        return int(_SIZE.validate_python(cleaned))
+    except ValidationError:
+        raise typer.BadParameter(f"{shown or text!r} is not {expected}") from None
+
+
 def parse_size(text: str | int) -> int:
     """Parse a byte size: ``8388608``, ``8MiB``, ``64M`` (= 64 MiB, as in rclone and dd),
     ``1.5GiB``, ``100MB`` (decimal, 10^6).
@@ -35,14 +50,7 @@ def parse_size(text: str | int) -> int:
     Raises:
         typer.BadParameter: not a size, or below 1 byte / above 5 GiB.
     """
-    cleaned = str(text).strip()
-    cleaned = re.sub(r"(?i)^([\d.]+)\s*([kmgt])$", lambda m: f"{m.group(1)}{m.group(2)}iB", cleaned)
-    try:
-        value = int(_SIZE.validate_python(cleaned))
-    except ValidationError:
-        raise typer.BadParameter(
-            f"{text!r} is not a size; use bytes or a unit, e.g. 8MiB, 64M, 1GiB"
-        ) from None
+    value = byte_count(str(text).strip(), "a size; use bytes or a unit, e.g. 8MiB, 64M, 1GiB")
     if value < 1:
         raise typer.BadParameter(f"{text!r}: the chunk size must be at least 1 byte")
     if value > MAX_CHUNK_SIZE:
