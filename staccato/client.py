@@ -154,7 +154,7 @@ LIST_CONCURRENCY = 16
 #: seconds a status query waits for a worker (at most; see ``STACCATO_CLIENT_WAIT_S``)
 QUERY_TIMEOUT_S = 5.0
 #: seconds :meth:`StaccatoClient.close` waits for the connection's last references to go
-_CLOSE_WAIT_S = 2.0
+_CLOSE_WAIT_S = 5.0
 
 
 class StaccatoClient:

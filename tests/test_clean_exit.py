@@ -20,12 +20,19 @@ RUNS = int(os.environ.get("STACCATO_TEST_EXIT_RUNS", "5"))
 
 # Runs a script as __main__, then reports the process's OS threads while the
 # interpreter is still fully alive: 1 means no runtime thread is left to race
-# the interpreter's teardown.
+# the interpreter's teardown. A dropped runtime's threads take a moment to leave
+# the kernel's list on a busy machine, so it waits for them, up to 10 s (a runtime
+# still referenced keeps its threads for good), and names any left.
 _THREADS_AFTER = (
-    "import os, runpy, sys\n"
+    "import os, runpy, sys, time\n"
     "sys.argv = sys.argv[1:]\n"
     "runpy.run_path(sys.argv[0], run_name='__main__')\n"
-    "print('os threads after main:', len(os.listdir('/proc/self/task')))\n"
+    "deadline = time.monotonic() + 10\n"
+    "while len(os.listdir('/proc/self/task')) > 1 and time.monotonic() < deadline:\n"
+    "    time.sleep(0.02)\n"
+    "tasks = os.listdir('/proc/self/task')\n"
+    "print('os threads after main:', len(tasks))\n"
+    "print('threads:', [open(f'/proc/self/task/{t}/comm').read().strip() for t in tasks])\n"
 )
 
 _CONTEXT_MANAGER = """

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from staccato.client import StaccatoClient
-from staccato.models import TransferOptions, TransferState
+from staccato.models import Checkpoint, TransferOptions, TransferState
 from tests.helpers import (
     MiB,
     WorkerProcess,
@@ -26,6 +26,9 @@ from tests.servers.temporal_server import TemporalDevServer
 SIZE = 64 * MiB
 CHUNK = 2 * MiB
 STREAMS = 4
+# the worker-kill object: 32 MiB per stream at 8 MB/s lasts ~4 s, longer than the
+# 2.4 s after which the SDK sends a stream's first heartbeat details past its start
+KILL_SIZE = 128 * MiB
 OPTIONS = TransferOptions(chunk_size=CHUNK, streams=STREAMS, heartbeat_timeout_s=3)
 
 
@@ -37,6 +40,22 @@ async def _client(address: str, task_queue: str) -> StaccatoClient:
     client = await StaccatoClient.connect(target_host=address, namespace="default")
     client.task_queue = task_queue
     return client
+
+
+async def _heartbeated_bytes(client: StaccatoClient, transfer: str) -> int:
+    """Bytes the streams' heartbeat details at the server say are durable: what a new
+    worker resumes from (the SDK sends details at most every 0.8 x the heartbeat
+    timeout, so a stream's live progress runs ahead of them)."""
+    description = await client.temporal.get_workflow_handle(transfer).describe()
+    total = 0
+    for pending in description.raw_description.pending_activities:
+        if not pending.heartbeat_details.payloads:
+            continue
+        (details,) = await client.temporal.data_converter.decode(
+            pending.heartbeat_details.payloads, [Checkpoint]
+        )
+        total += details.bytes_done if isinstance(details, Checkpoint) else 0
+    return total
 
 
 def _running_and(fraction: float):
@@ -53,15 +72,21 @@ async def test_resume_after_worker_kill(
     data_dir: Path,
     tmp_path: Path,
 ) -> None:
-    digest = write_random(http_root / "kill.bin", SIZE, seed=7)
+    digest = write_random(http_root / "kill.bin", KILL_SIZE, seed=7)
     at_rest(http_root / "kill.bin")
     destination = data_dir / "kill.bin"
     first = WorkerProcess(temporal_server.address, log_dir=tmp_path).start()
     client = await _client(temporal_server.address, first.task_queue)
     slow_nginx.clear_log()
     transfer = await client.submit(slow_nginx.url("kill.bin"), str(destination), OPTIONS)
-    status = await wait_for_status(client, transfer, _running_and(0.3), timeout_s=60)
+    status = await wait_for_status(client, transfer, _running_and(0.2), timeout_s=60)
     assert status.state == TransferState.running, status
+    # kill once a checkpoint is at the server, so there is something to resume from
+    deadline = time.monotonic() + 30
+    while await _heartbeated_bytes(client, transfer) == 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    checkpointed = await _heartbeated_bytes(client, transfer)
+    assert 0 < checkpointed < KILL_SIZE, f"{checkpointed} bytes checkpointed before the kill"
     pool = child_pids(first.process.pid)
     assert pool, "the worker should run its activities in child processes"
     first.kill()
@@ -77,7 +102,7 @@ async def test_resume_after_worker_kill(
 
     with WorkerProcess(temporal_server.address, task_queue=first.task_queue, log_dir=tmp_path):
         result = await asyncio.wait_for(client.wait(transfer), 120)
-    assert result.bytes == SIZE
+    assert result.bytes == KILL_SIZE
     assert sha256_file(destination) == digest
     assert leftovers(data_dir) == []
     sent = sum(
@@ -86,10 +111,10 @@ async def test_resume_after_worker_kill(
         if r["method"] == "GET" and r["range"] != "bytes=0-0"  # not the 1-byte stat probes
     )
     print(
-        f"worker kill: source sent {sent} bytes for {SIZE}: re-sent {sent - SIZE} (bound {STREAMS * CHUNK})"
+        f"worker kill: source sent {sent} bytes for {KILL_SIZE}: re-sent {sent - KILL_SIZE} (bound {STREAMS * CHUNK})"
     )
     # the object + at most the chunk in flight per stream again
-    assert sent <= SIZE + STREAMS * CHUNK, f"re-sent {sent - SIZE} bytes"
+    assert sent <= KILL_SIZE + STREAMS * CHUNK, f"re-sent {sent - KILL_SIZE} bytes"
 
 
 async def test_resume_after_temporal_kill(

@@ -34,6 +34,7 @@ from temporalio.client import WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -305,6 +306,7 @@ async def transfer(
     ``endpoint``'s; the worker stops at the end of the test."""
     workers: list[Worker] = []
     runs: list[asyncio.Task[None]] = []
+    handles: list[WorkflowHandle[Any, Any]] = []
 
     async def start(
         endpoint: Endpoint,
@@ -339,9 +341,18 @@ async def transfer(
             # a run a previous test left open holds the same destination's id
             id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING,
         )
+        handles.append(handle)
         return Run(handle=handle, endpoint=endpoint)
 
     yield start
+    # A run left open (its worker stops below) keeps a pending activity on the shared
+    # time-skipping server, which then skips no time for the next tests until that
+    # activity times out in real time: end every run this test started.
+    for handle in handles:
+        try:
+            await handle.terminate("test over")
+        except RPCError:
+            pass  # already closed
     for worker in workers:
         await asyncio.wait_for(worker.shutdown(), WAIT_S)
     await asyncio.gather(*runs, return_exceptions=True)
