@@ -419,11 +419,6 @@ def _streams_to(worker: WorkerProcess, port: int) -> bool:
     return any(int(pid) in pids for pid in re.findall(r"pid=(\d+)", listing))
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="failed 1 of 4 runs of this file on a busy machine, cause not captured yet: "
-    "still runs and reports, must become a plain pass",
-)
 async def test_pause_gives_the_slot_back_and_resume_asks_again(
     client: StaccatoClient, limits: Any, slow_nginx: NginxServer, http_root: Path, data_dir: Path
 ) -> None:
@@ -434,7 +429,9 @@ async def test_pause_gives_the_slot_back_and_resume_asks_again(
     blocker = await queue_behind_blocker(
         client, slow_nginx, http_root, data_dir, target, size=64 * MiB
     )
-    (name,) = sources(slow_nginx, http_root, "after-pause", 1, 12 * MiB)
+    # 40 MiB at 4 MB/s: ~10 s, so it still holds the slot when the resumed one asks
+    # again, however slow the status calls between are on a busy machine
+    (name,) = sources(slow_nginx, http_root, "after-pause", 1, 40 * MiB)
     waiting = (await client.start(slow_nginx.url(name), str(data_dir / name), OPTIONS)).id
 
     async def holds(transfer: str) -> bool:
@@ -447,7 +444,7 @@ async def test_pause_gives_the_slot_back_and_resume_asks_again(
     await until(lambda: holds(waiting), "the paused holder's slot goes to the queued one")
     await client.resume(blocker)
     await until(lambda: queued(client, blocker), "the resumed transfer waits for the slot")
-    assert (await asyncio.wait_for(client.wait(waiting), 60)).bytes == 12 * MiB
+    assert (await asyncio.wait_for(client.wait(waiting), 60)).bytes == 40 * MiB
     assert (await asyncio.wait_for(client.wait(blocker), 120)).bytes == 64 * MiB
 
 
