@@ -101,9 +101,7 @@ async def limits(client: StaccatoClient) -> AsyncIterator[Callable[..., Awaitabl
     async def set_(target: str, **values: Any) -> None:
         parsed = parse_limit_target(target)
         used.append(parsed.name)
-        await governors.set_limits(
-            client.temporal, parsed, Limits(**values), task_queue=client.task_queue
-        )
+        await governors.set_limits(client.temporal, parsed, Limits(**values))
 
     yield set_
     for name in used:
@@ -214,9 +212,7 @@ async def test_max_active_holds_across_transfers(
     for n in names:
         assert sha256_file(data_dir / n) == sha256_file(http_root / n)
     assert any(r.startswith(f"waiting for {endpoint}: 2/2 active") for r in reasons), reasons
-    listed = run_cli(
-        "limit", "list", "--json", address=client_address(client), task_queue=client.task_queue
-    )
+    listed = run_cli("limit", "list", "--json", address=client_address(client))
     assert listed.returncode == 0, listed.stderr
     (view,) = [v for v in json.loads(listed.stdout) if v["target"] == endpoint]
     assert view["limits"]["max_active"] == 2
@@ -372,7 +368,6 @@ async def test_worker_sigkill_holder_completes_and_releases(
             client.temporal,
             parse_limit_target(target),
             Limits(max_active=1),
-            task_queue=client.task_queue,
         )
         names = sources(slow_nginx, http_root, "kill", 3, 12 * MiB)
         ids = [
@@ -401,8 +396,6 @@ async def test_worker_sigkill_holder_completes_and_releases(
         await until(drained, "no slot held after all completed", timeout_s=20)
         await governors.unset_limits(client.temporal, parse_limit_target(target), [])
     finally:
-        # The governor runs on this test's task queue: it must end (or be ended)
-        # before its workers die, or every later transfer on the link waits in it.
         await governor_ends(client, target)
         for w in workers:
             w.kill()
@@ -491,3 +484,159 @@ async def test_cancel_while_queued_leaves_the_queue(
 async def _ended(client: StaccatoClient, transfer: str) -> Any:
     status = await client.status(transfer)
     return status if status.state in (TransferState.cancelled, TransferState.failed) else None
+
+
+async def test_governor_outlives_the_queue_that_started_it(
+    client: StaccatoClient,
+    temporal_server: Any,
+    slow_nginx: NginxServer,
+    http_root: Path,
+    data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """A limit set from task queue A and a transfer on A through it; A's only worker is
+    SIGKILLed; transfers on another queue (the session worker's) still get their slots
+    from the governor, one at a time, and the governor ends once the limit is unset."""
+    target = f"{endpoint_of(slow_nginx.base_url)},file://"
+    other = WorkerProcess(temporal_server.address, processes=1, log_dir=tmp_path).start()
+    try:
+        address = client_address(client)
+        made = run_cli(
+            "limit",
+            "set",
+            target,
+            "--max-active",
+            "1",
+            address=address,
+            task_queue=other.task_queue,
+        )
+        assert made.returncode == 0, made.stderr
+        names = sources(slow_nginx, http_root, "queues", 3, 2 * MiB)
+        on_a = StaccatoClient(client.temporal, task_queue=other.task_queue)
+        first = (await on_a.start(slow_nginx.url(names[0]), str(data_dir / names[0]), OPTIONS)).id
+        assert (await asyncio.wait_for(client.wait(first), 60)).bytes == 2 * MiB
+        other.kill()
+        ids = [
+            (await client.start(slow_nginx.url(n), str(data_dir / n), OPTIONS)).id
+            for n in names[1:]
+        ]
+        results = asyncio.ensure_future(
+            asyncio.wait_for(asyncio.gather(*(client.wait(t) for t in ids)), 60)
+        )
+        most = 0
+        while not results.done():
+            state = await governor_state(client, target)
+            assert state is not None
+            most = max(most, len(state.holders))
+            await asyncio.sleep(0.2)
+        assert [r.bytes for r in await results] == [2 * MiB] * 2
+        assert most == 1
+        assert max_overlap(slow_nginx, {f"/{n}" for n in names}) <= 1
+    finally:
+        other.kill()
+        await governors.unset_limits(client.temporal, parse_limit_target(target), [])
+        await governor_ends(client, target)
+
+
+def written(directory: Path) -> int:
+    """Bytes the destination file system holds under ``directory`` (allocated blocks:
+    a file transfer's temp file is sparse until its chunks are written)."""
+    return sum(p.stat().st_blocks * 512 for p in directory.rglob("*") if p.is_file())
+
+
+class GrowthLog:
+    """Samples :func:`written` every 0.1 s: (monotonic time, bytes)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.samples: list[tuple[float, int]] = []
+
+    def sample(self) -> int:
+        value = written(self.directory)
+        self.samples.append((time.monotonic(), value))
+        return value
+
+    def rate(self, since: float, until: float) -> float:
+        """Bytes per second written between two times (the samples nearest inside)."""
+        inside = [s for s in self.samples if since <= s[0] <= until]
+        assert len(inside) >= 2, (since, until, self.samples[-3:])
+        (t0, b0), (t1, b1) = inside[0], inside[-1]
+        return (b1 - b0) / (t1 - t0)
+
+
+async def follow(growth: GrowthLog, done: asyncio.Future[Any], timeout_s: float) -> None:
+    """Sample ``growth`` until ``done``; fail at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while not done.done():
+        growth.sample()
+        assert time.monotonic() < deadline, "transfers did not end in time"
+        await asyncio.sleep(0.1)
+    growth.sample()
+
+
+async def test_endpoint_max_rate_is_shared_by_its_transfers(
+    client: StaccatoClient, limits: Any, nginx_ranges: NginxServer, http_root: Path, data_dir: Path
+) -> None:
+    """--max-rate 6MiB/s on an nginx endpoint (which serves far faster), two transfers
+    of two streams each: the bytes reaching the destination over the middle of the run
+    (20 %..80 % written) come at the cap, +-25 %."""
+    cap = 6 * MiB
+    await limits(endpoint_of(nginx_ranges.base_url), max_rate=cap)
+    names = sources(nginx_ranges, http_root, "rate", 2, 24 * MiB)
+    options = OPTIONS.model_copy(update={"streams": 2})
+    ids = [(await client.start(nginx_ranges.url(n), str(data_dir / n), options)).id for n in names]
+    results = asyncio.ensure_future(asyncio.gather(*(client.wait(t) for t in ids)))
+    growth = GrowthLog(data_dir)
+    await follow(growth, results, 90)
+    assert [r.bytes for r in await results] == [24 * MiB] * 2
+    total = 48 * MiB
+    start = next(t for t, b in growth.samples if b >= 0.2 * total)
+    end = next(t for t, b in growth.samples if b >= 0.8 * total)
+    rate = 0.6 * total / (end - start)
+    assert 0.75 * cap <= rate <= 1.25 * cap, f"{rate / MiB:.2f} MiB/s under a 6 MiB/s cap"
+
+
+async def test_lowered_max_rate_reaches_a_running_transfer(
+    client: StaccatoClient, limits: Any, nginx_ranges: NginxServer, http_root: Path, data_dir: Path
+) -> None:
+    """--max-rate 8MiB/s on a link, one transfer of two streams copying; lowering the cap
+    to 3MiB/s slows the destination's growth to 3 MiB/s (+-25 %) within 5 s; clearing
+    it lets the transfer finish at full speed."""
+    link = f"{endpoint_of(nginx_ranges.base_url)},file://"
+    await limits(link, max_rate=8 * MiB)
+    (name,) = sources(nginx_ranges, http_root, "lower", 1, 40 * MiB)
+    options = OPTIONS.model_copy(update={"streams": 2})
+    transfer = (await client.start(nginx_ranges.url(name), str(data_dir / name), options)).id
+    growth = GrowthLog(data_dir)
+    deadline = time.monotonic() + 30
+    while growth.sample() < 6 * MiB:
+        assert time.monotonic() < deadline, "the transfer did not start copying"
+        await asyncio.sleep(0.1)
+    await limits(link, max_rate=3 * MiB)
+    changed = time.monotonic()
+    while time.monotonic() < changed + 8:
+        growth.sample()
+        await asyncio.sleep(0.1)
+    rate = growth.rate(changed + 5, changed + 8)
+    assert 0.75 * 3 * MiB <= rate <= 1.25 * 3 * MiB, f"{rate / MiB:.2f} MiB/s after lowering to 3"
+    await governors.unset_limits(client.temporal, parse_limit_target(link), ["max_rate"])
+    assert (await asyncio.wait_for(client.wait(transfer), 30)).bytes == 40 * MiB
+    assert sha256_file(data_dir / name) == sha256_file(http_root / name)
+
+
+async def test_transfer_max_rate_paces_its_streams(
+    client: StaccatoClient, nginx_ranges: NginxServer, http_root: Path, data_dir: Path
+) -> None:
+    """cp --max-rate 4MiB/s with two streams, no endpoint limit: the destination grows
+    at 4 MiB/s (+-25 %) over the middle of the run."""
+    (name,) = sources(nginx_ranges, http_root, "own-rate", 1, 20 * MiB)
+    options = OPTIONS.model_copy(update={"streams": 2, "max_rate": 4 * MiB})
+    transfer = (await client.start(nginx_ranges.url(name), str(data_dir / name), options)).id
+    done = asyncio.ensure_future(client.wait(transfer))
+    growth = GrowthLog(data_dir)
+    await follow(growth, done, 60)
+    assert (await done).bytes == 20 * MiB
+    start = next(t for t, b in growth.samples if b >= 4 * MiB)
+    end = next(t for t, b in growth.samples if b >= 16 * MiB)
+    rate = 12 * MiB / (end - start)
+    assert 0.75 * 4 * MiB <= rate <= 1.25 * 4 * MiB, f"{rate / MiB:.2f} MiB/s under 4"

@@ -528,6 +528,7 @@ class TransferWorkflow:
                         checksum=request.options.checksum,
                         read_back=request.options.verify == VerifyMode.checksum,
                         source_secret=request.source_secret,
+                        **self._stream_rate(request),
                     ),
                     result_type=StreamResult,
                     activity_id=f"stream-{segment.index:04d}-{attempts[segment.index]}",
@@ -928,6 +929,18 @@ class TransferWorkflow:
         self._progress.queued_ticket = None
         if self._progress.state == TransferState.queued:
             self._set_state(TransferState.paused if self._paused else TransferState.running)
+
+    def _stream_rate(self, request: TransferRequest) -> dict[str, Any]:
+        """The rate fields of a stream's input: its equal share of the transfer's own
+        ``max_rate`` (over the streams it runs), and the ticket and governors its share
+        of an endpoint's or link's ``max_rate`` is looked up by (activity input only,
+        no command)."""
+        own = request.options.max_rate
+        return {
+            "max_rate": None if own is None else own / max(1, self._lanes),
+            "ticket": self._ticket if self._granted else None,
+            "governors": sorted(self._granted),
+        }
 
     async def _reacquire_slots(self) -> None:
         """After a resume: one lane asks again, the others wait for it."""
