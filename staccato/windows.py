@@ -1,5 +1,5 @@
-"""Time windows of endpoint and link limits: ``HH:MM-HH:MM[,TZ]`` (24 h clock, an
-IANA time zone, default UTC), when new transfers may start. Pure functions (no I/O
+"""Time windows of endpoint and link limits: ``HH:MM-HH:MM[,TZ]`` (24 h clock,
+seconds allowed as ``HH:MM:SS``, an IANA time zone, default UTC), when new transfers may start. Pure functions (no I/O
 besides the time zone database), used by the CLI and by the governor workflow."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ import re
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-_WINDOW_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)(?:,(.+))?$")
+_CLOCK = r"([01]\d|2[0-3]):([0-5]\d)(?::([0-5]\d))?"
+_WINDOW_RE = re.compile(rf"^{_CLOCK}-{_CLOCK}(?:,(.+))?$")
 
 
 def parse_window(text: str) -> tuple[time, time, ZoneInfo]:
@@ -24,9 +25,11 @@ def parse_window(text: str) -> tuple[time, time, ZoneInfo]:
         raise ValueError(
             f"malformed window {text!r}: expected HH:MM-HH:MM[,TZ], e.g. 22:00-06:00,Europe/Paris"
         )
-    if match.group(1, 2) == match.group(3, 4):
+    start = time(int(match[1]), int(match[2]), int(match[3] or 0))
+    end = time(int(match[4]), int(match[5]), int(match[6] or 0))
+    if start == end:
         raise ValueError(f"empty window {text!r}: start and end are the same time")
-    zone_name = match.group(5) or "UTC"
+    zone_name = match[7] or "UTC"
     try:
         zone = ZoneInfo(zone_name)
     except (ZoneInfoNotFoundError, ValueError):
@@ -34,8 +37,6 @@ def parse_window(text: str) -> tuple[time, time, ZoneInfo]:
             f"unknown time zone {zone_name!r} in window {text!r}: expected an IANA "
             "name such as UTC or Europe/Paris"
         ) from None
-    start = time(int(match.group(1)), int(match.group(2)))
-    end = time(int(match.group(3)), int(match.group(4)))
     return start, end, zone
 
 

@@ -11,6 +11,7 @@ import re
 import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -640,3 +641,33 @@ async def test_transfer_max_rate_paces_its_streams(
     end = next(t for t, b in growth.samples if b >= 16 * MiB)
     rate = 12 * MiB / (end - start)
     assert 0.75 * 4 * MiB <= rate <= 1.25 * 4 * MiB, f"{rate / MiB:.2f} MiB/s under 4"
+
+
+async def test_window_holds_new_transfers_until_it_opens(
+    client: StaccatoClient, limits: Any, slow_nginx: NginxServer, http_root: Path, data_dir: Path
+) -> None:
+    """A window that opens in 6 s is set while a transfer runs: that one finishes
+    inside the closed time; a new one waits queued with the window in its reason and
+    starts (first byte at nginx) only once the window is open."""
+    target = endpoint_of(slow_nginx.base_url)
+    await limits(target, max_active=5)
+    blocker = await queue_behind_blocker(
+        client, slow_nginx, http_root, data_dir, target, size=4 * MiB
+    )
+    opens = (datetime.now(UTC) + timedelta(seconds=6)).replace(microsecond=0)
+    window = f"{opens:%H:%M:%S}-{opens + timedelta(hours=1):%H:%M:%S},UTC"
+    await limits(target, window=window)
+    (name,) = sources(slow_nginx, http_root, "window", 1, 1 * MiB)
+    waiting = (await client.start(slow_nginx.url(name), str(data_dir / name), OPTIONS)).id
+    await until(lambda: queued(client, waiting), "the new transfer is queued")
+    reason = (await client.status(waiting)).reason or ""
+    assert f"outside its window {window}" in reason, reason
+    assert (await asyncio.wait_for(client.wait(blocker), 30)).bytes == 4 * MiB
+    assert datetime.now(UTC) < opens, "the running transfer was not let finish first"
+    assert (await asyncio.wait_for(client.wait(waiting), 30)).bytes == 1 * MiB
+    first_byte = min(
+        float(e["msec"]) - float(e["request_time"])
+        for e in slow_nginx.requests()
+        if e["uri"] == f"/{name}" and is_data(e)
+    )
+    assert first_byte >= opens.timestamp() - 0.01, (first_byte, opens.timestamp())

@@ -58,8 +58,8 @@ with workflow.unsafe.imports_passed_through():
         SlotRequest,
         SlotView,
     )
+    from staccato.windows import window_opens
 
-from staccato.windows import window_opens
 from staccato.workflows.front import control_queue
 
 #: the task queue of every governor and of its ``find_ended`` activity: every worker
@@ -262,8 +262,12 @@ class GovernorWorkflow:
         window = self._s.limits.window
         if window is None or not self._windows:
             return None
-        with workflow.unsafe.sandbox_unrestricted():  # zoneinfo reads the tz database
-            return window_opens(window, workflow.now())
+        try:
+            with workflow.unsafe.sandbox_unrestricted():  # zoneinfo reads the tz database
+                return window_opens(window, workflow.now())
+        except ValueError as err:  # validated by the client; another client may not
+            workflow.logger.warning("%s: ignoring window %r: %s", self._s.name, window, err)
+            return None
 
     def per_stream_rate(self) -> float | None:
         """Bytes per second each holder stream may read: ``max_rate`` divided equally
