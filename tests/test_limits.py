@@ -594,6 +594,7 @@ async def test_endpoint_max_rate_is_shared_by_its_transfers(
     start = next(t for t, b in growth.samples if b >= 0.2 * total)
     end = next(t for t, b in growth.samples if b >= 0.8 * total)
     rate = 0.6 * total / (end - start)
+    print(f"aggregate {rate / MiB:.2f} MiB/s under a 6 MiB/s endpoint cap")
     assert 0.75 * cap <= rate <= 1.25 * cap, f"{rate / MiB:.2f} MiB/s under a 6 MiB/s cap"
 
 
@@ -619,6 +620,8 @@ async def test_lowered_max_rate_reaches_a_running_transfer(
         growth.sample()
         await asyncio.sleep(0.1)
     rate = growth.rate(changed + 5, changed + 8)
+    print(f"{rate / MiB:.2f} MiB/s 5-8 s after lowering 8 -> 3 MiB/s", end=" ")
+    print(f"(1-3 s after: {growth.rate(changed + 1, changed + 3) / MiB:.2f})")
     assert 0.75 * 3 * MiB <= rate <= 1.25 * 3 * MiB, f"{rate / MiB:.2f} MiB/s after lowering to 3"
     await governors.unset_limits(client.temporal, parse_limit_target(link), ["max_rate"])
     assert (await asyncio.wait_for(client.wait(transfer), 30)).bytes == 40 * MiB
@@ -640,6 +643,7 @@ async def test_transfer_max_rate_paces_its_streams(
     start = next(t for t, b in growth.samples if b >= 4 * MiB)
     end = next(t for t, b in growth.samples if b >= 16 * MiB)
     rate = 12 * MiB / (end - start)
+    print(f"{rate / MiB:.2f} MiB/s under cp --max-rate 4MiB/s")
     assert 0.75 * 4 * MiB <= rate <= 1.25 * 4 * MiB, f"{rate / MiB:.2f} MiB/s under 4"
 
 
