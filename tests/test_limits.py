@@ -675,3 +675,56 @@ async def test_window_holds_new_transfers_until_it_opens(
         if e["uri"] == f"/{name}" and is_data(e)
     )
     assert first_byte >= opens.timestamp() - 0.01, (first_byte, opens.timestamp())
+
+
+async def test_pause_while_queued_leaves_the_queue_and_resume_asks_again(
+    client: StaccatoClient, limits: Any, slow_nginx: NginxServer, http_root: Path, data_dir: Path
+) -> None:
+    """--max-active 1: a queued transfer paused leaves the governor's queue (paused, no
+    bytes written); resumed, it queues again and completes after the holder."""
+    target = endpoint_of(slow_nginx.base_url)
+    await limits(target, max_active=1)
+    blocker = await queue_behind_blocker(client, slow_nginx, http_root, data_dir, target)
+    (name,) = sources(slow_nginx, http_root, "pause-queued", 1, 1 * MiB)
+    waiting = (await client.start(slow_nginx.url(name), str(data_dir / name), OPTIONS)).id
+    await until(lambda: queued(client, waiting), "the second transfer is queued")
+    await client.pause(waiting)
+
+    async def left() -> bool:
+        state = await governor_state(client, target)
+        return bool(state and not any(w.workflow_id == waiting for w in state.waiters))
+
+    await until(left, "the paused transfer left the queue", timeout_s=20)
+    assert (await client.status(waiting)).state == TransferState.paused
+    await client.resume(waiting)
+
+    async def back() -> bool:
+        state = await governor_state(client, target)
+        return bool(
+            state and any(x.workflow_id == waiting for x in [*state.waiters, *state.holders])
+        )
+
+    await until(back, "the resumed transfer asks again", timeout_s=20)
+    assert (await asyncio.wait_for(client.wait(blocker), 60)).bytes == 12 * MiB
+    assert (await asyncio.wait_for(client.wait(waiting), 60)).bytes == 1 * MiB
+    assert sha256_file(data_dir / name) == sha256_file(http_root / name)
+
+
+async def test_waiter_asks_again_when_its_governor_is_terminated(
+    client: StaccatoClient, limits: Any, slow_nginx: NginxServer, http_root: Path, data_dir: Path
+) -> None:
+    """--max-active 1, a transfer queued behind a holder; the governor is terminated
+    (its queue and limits lost): the queued transfer notices within its first look
+    (5 s), asks again (a fresh governor, no limits) and completes."""
+    target = endpoint_of(slow_nginx.base_url)
+    await limits(target, max_active=1)
+    blocker = await queue_behind_blocker(
+        client, slow_nginx, http_root, data_dir, target, size=24 * MiB
+    )
+    (name,) = sources(slow_nginx, http_root, "lost-governor", 1, 1 * MiB)
+    waiting = (await client.start(slow_nginx.url(name), str(data_dir / name), OPTIONS)).id
+    await until(lambda: queued(client, waiting), "the second transfer is queued")
+    await client.temporal.get_workflow_handle(governor_id(target)).terminate("test: lost")
+    assert (await asyncio.wait_for(client.wait(waiting), 20)).bytes == 1 * MiB
+    assert (await client.status(blocker)).state == TransferState.running, "not ahead of it"
+    assert (await asyncio.wait_for(client.wait(blocker), 60)).bytes == 24 * MiB
