@@ -29,6 +29,8 @@ class LimitView(BaseModel):
     active: int
     streams: int
     queued: int
+    #: the share of ``max_rate`` each held stream reads at (bytes/s); None without one
+    rate_per_stream: float | None = None
 
 
 def check_window(text: str) -> str:
@@ -78,6 +80,11 @@ async def list_limits(client: Client) -> list[LimitView]:
             active=len(state.holders),
             streams=sum(h.streams for h in state.holders),
             queued=len(state.waiters),
+            rate_per_stream=(
+                None
+                if state.limits.max_rate is None
+                else state.limits.max_rate / max(1, sum(h.streams for h in state.holders))
+            ),
         )
 
     views = [v for v in await asyncio.gather(*(one(i) for i in ids)) if v is not None]

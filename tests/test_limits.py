@@ -587,6 +587,19 @@ async def test_endpoint_max_rate_is_shared_by_its_transfers(
     options = OPTIONS.model_copy(update={"streams": 2})
     ids = [(await client.start(nginx_ranges.url(n), str(data_dir / n), options)).id for n in names]
     results = asyncio.ensure_future(asyncio.gather(*(client.wait(t) for t in ids)))
+
+    async def both_hold() -> bool:
+        state = await governor_state(client, endpoint_of(nginx_ranges.base_url))
+        return bool(state and len(state.holders) == 2)
+
+    await until(both_hold, "both transfers hold a slot", timeout_s=30)
+    listed = run_cli(
+        "limit", "list", "--json", address=client_address(client), task_queue=client.task_queue
+    )
+    (view,) = [
+        v for v in json.loads(listed.stdout) if v["target"] == endpoint_of(nginx_ranges.base_url)
+    ]
+    assert view["rate_per_stream"] == cap / 4, view
     growth = GrowthLog(data_dir)
     await follow(growth, results, 90)
     assert [r.bytes for r in await results] == [24 * MiB] * 2

@@ -174,9 +174,14 @@ def list_(as_json: JsonOption = False) -> None:
         typer.echo("no limits set")
         return
     for v in views:
+        share = (
+            f", {units.rate(v.rate_per_stream)} per stream"
+            if v.rate_per_stream is not None and v.streams
+            else ""
+        )
         typer.echo(
             f"{v.target}  {_limits_text(v.limits)}  active {v.active} "
-            f"({v.streams} streams), queued {v.queued}"
+            f"({v.streams} streams{share}), queued {v.queued}"
         )
 
 
