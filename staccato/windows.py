@@ -23,7 +23,7 @@ def parse_window(text: str) -> tuple[time, time, ZoneInfo]:
     match = _WINDOW_RE.match(text.strip())
     if not match:
         raise ValueError(
-            f"malformed window {text!r}: expected HH:MM-HH:MM[,TZ], e.g. 22:00-06:00,Europe/Paris"
+            f"malformed window {text!r}: expected HH:MM-HH:MM[,TZ] (HH:MM:SS allowed), e.g. 22:00-06:00,Europe/Paris"
         )
     start = time(int(match[1]), int(match[2]), int(match[3] or 0))
     end = time(int(match[4]), int(match[5]), int(match[6] or 0))
