@@ -741,3 +741,18 @@ async def test_waiter_asks_again_when_its_governor_is_terminated(
     assert (await asyncio.wait_for(client.wait(waiting), 20)).bytes == 1 * MiB
     assert (await client.status(blocker)).state == TransferState.running, "not ahead of it"
     assert (await asyncio.wait_for(client.wait(blocker), 60)).bytes == 24 * MiB
+
+
+def test_window_opens_across_midnight_and_zones() -> None:
+    """``window_opens``: None inside (start included, end excluded), else the next
+    opening in the window's zone; a window may span midnight."""
+    from staccato.windows import window_opens
+
+    at = datetime(2026, 1, 1, 23, 0, tzinfo=UTC)
+    assert window_opens("22:00-06:00", at) is None
+    assert window_opens("23:00-23:30", at) is None
+    assert window_opens("22:00-23:00", at) == datetime(2026, 1, 2, 22, 0, tzinfo=UTC)
+    assert window_opens("06:00-22:00", at) == datetime(2026, 1, 2, 6, 0, tzinfo=UTC)
+    # 23:00 UTC is 00:00 on Jan 2 in Paris
+    paris = window_opens("00:00:05-01:00,Europe/Paris", at)
+    assert paris is not None and paris.astimezone(UTC) == datetime(2026, 1, 1, 23, 0, 5, tzinfo=UTC)
