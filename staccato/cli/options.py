@@ -234,7 +234,9 @@ MaxRateOption = Annotated[
         parser=parse_rate,
         metavar="RATE",
         help="Bytes per second for this transfer, summed over its streams (40MB/s); "
-        "an endpoint's or link's --max-rate (`staccato limit`) applies too.",
+        "an endpoint's or link's --max-rate (`staccato limit`) applies too. With -r it "
+        "caps each file's transfer, not the dataset (for a total, set an endpoint or "
+        "link limit); batches of small files are not paced.",
         show_default=False,
     ),
 ]

@@ -472,6 +472,10 @@ def control_worker(client: Client, *, task_queue: str) -> Worker:
     )
 
 
+#: how long a governor's next workflow task waits for the worker that ran it last
+GOVERNOR_STICKY_TIMEOUT = timedelta(seconds=2)
+
+
 def governor_worker(client: Client) -> Worker:
     """The Temporal ``Worker`` of :data:`GOVERNOR_QUEUE`, polled by every Staccato
     worker whatever its own task queue: the governors and their ``find_ended``
@@ -484,6 +488,9 @@ def governor_worker(client: Client) -> Worker:
         activities=[limits.find_ended],
         max_concurrent_activities=CONTROL_CONCURRENCY,
         graceful_shutdown_timeout=timedelta(0),
+        # a governor cached by a worker that died gets its next task elsewhere after
+        # this (default 10 s): every transfer on the endpoint waits meanwhile
+        sticky_queue_schedule_to_start_timeout=GOVERNOR_STICKY_TIMEOUT,
     )
 
 
