@@ -71,7 +71,6 @@ async def events_per_transfer(client: StaccatoClient, data: Path, limit: bool) -
             client.temporal,
             parse_limit_target("file://,file://"),
             Limits(max_active=10),
-            task_queue=client.task_queue,
         )
     transfer = await client.submit(str(source), str(data / f"dst-{limit}.bin"))
     await client.wait(transfer)
@@ -93,7 +92,6 @@ async def main(args: argparse.Namespace) -> None:
             client.temporal,
             parse_limit_target(name),
             Limits(max_active=args.max_active),
-            task_queue=client.task_queue,
         )
         queue = f"bench-holders-{uuid.uuid4().hex[:6]}"
         async with Worker(client.temporal, task_queue=queue, workflows=[BenchHolder]):

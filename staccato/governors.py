@@ -9,8 +9,6 @@ signals it (it ends once nothing is limited, held or queued).
 from __future__ import annotations
 
 import asyncio
-import re
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel
 from temporalio.client import Client
@@ -19,11 +17,8 @@ from temporalio.service import RPCError
 from staccato.activities.limits import governor_running, start_governor_signal
 from staccato.links import LimitTarget, governor_id
 from staccato.models import GovernorState, LimitChange, Limits
+from staccato.windows import parse_window
 from staccato.workflows.governor import SET_LIMITS_SIGNAL, STATE_QUERY
-
-#: limits stored and listed but not enforced yet
-NOT_ENFORCED = ("max_rate", "window")
-_WINDOW_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)(?:,(.+))?$")
 
 
 class LimitView(BaseModel):
@@ -34,6 +29,8 @@ class LimitView(BaseModel):
     active: int
     streams: int
     queued: int
+    #: the share of ``max_rate`` each held stream reads at (bytes/s); None without one
+    rate_per_stream: float | None = None
 
 
 def check_window(text: str) -> str:
@@ -42,31 +39,13 @@ def check_window(text: str) -> str:
     Raises:
         ValueError: the message says what was expected.
     """
-    match = _WINDOW_RE.match(text.strip())
-    if not match:
-        raise ValueError(
-            f"malformed window {text!r}: expected HH:MM-HH:MM[,TZ], e.g. 22:00-06:00,Europe/Paris"
-        )
-    if match.group(1, 2) == match.group(3, 4):
-        raise ValueError(f"empty window {text!r}: start and end are the same time")
-    if match.group(5):
-        try:
-            ZoneInfo(match.group(5))
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(
-                f"unknown time zone {match.group(5)!r} in window {text!r}: expected an IANA "
-                "name such as UTC or Europe/Paris"
-            ) from None
+    parse_window(text)
     return text.strip()
 
 
-async def set_limits(
-    client: Client, target: LimitTarget, limits: Limits, *, task_queue: str
-) -> None:
+async def set_limits(client: Client, target: LimitTarget, limits: Limits) -> None:
     """Store ``limits`` (the fields set) on ``target``'s governor, starting it if needed."""
-    await start_governor_signal(
-        client, target.name, task_queue, SET_LIMITS_SIGNAL, LimitChange(set=limits)
-    )
+    await start_governor_signal(client, target.name, SET_LIMITS_SIGNAL, LimitChange(set=limits))
 
 
 async def unset_limits(client: Client, target: LimitTarget, fields: list[str]) -> bool:
@@ -101,6 +80,11 @@ async def list_limits(client: Client) -> list[LimitView]:
             active=len(state.holders),
             streams=sum(h.streams for h in state.holders),
             queued=len(state.waiters),
+            rate_per_stream=(
+                None
+                if state.limits.max_rate is None
+                else state.limits.max_rate / max(1, sum(h.streams for h in state.holders))
+            ),
         )
 
     views = [v for v in await asyncio.gather(*(one(i) for i in ids)) if v is not None]

@@ -110,6 +110,9 @@ class TransferOptions(BaseModel):
         owner: who the transfer is for (fair share of a limited endpoint between
             owners); None: the submitting client fills it in. Not a secret; not part
             of the request hash.
+        max_rate: bytes per second for this transfer, summed over its streams (each
+            paces its reads to its share); None: no cap of its own (an endpoint's or
+            link's ``--max-rate`` still applies). Not part of the request hash.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -124,6 +127,7 @@ class TransferOptions(BaseModel):
     sync_level: SyncLevel | None = None
     priority: int = Field(DEFAULT_PRIORITY, ge=1, le=5)
     owner: str | None = Field(None, min_length=1, max_length=64)
+    max_rate: int | None = Field(None, ge=1)
 
 
 def _not_canonical_because(value: str, canonical: str) -> str:
@@ -215,7 +219,7 @@ class TransferRequest(BaseModel):
         ``sync_level`` is left out: a request with default options hashes as it did
         before these options existed (a resubmission still attaches across the upgrade).
         """
-        skipped = {"if_busy", "priority", "owner"} | (
+        skipped = {"if_busy", "priority", "owner", "max_rate"} | (
             {"sync_level"} if self.options.sync_level is None else set()
         )
         data = self.model_dump_json(exclude={"options": skipped})
@@ -352,6 +356,14 @@ class StreamInput(BaseModel):
     read_back: bool = False
     #: the source's sealed query (:attr:`TransferRequest.source_secret`)
     source_secret: str | None = None
+    #: bytes per second this stream may read (its share of the transfer's own
+    #: ``max_rate``); None: no cap of its own
+    max_rate: float | None = None
+    #: the ticket the transfer holds its governors' slots with: the worker looks up
+    #: this stream's share of their ``max_rate`` by it (:mod:`staccato.workers.rates`)
+    ticket: str | None = None
+    #: the governors (endpoint and link names) that granted ``ticket``
+    governors: list[str] = Field(default_factory=list)
 
 
 class ConfirmSourceInput(BaseModel):
@@ -661,7 +673,8 @@ class Limits(BaseModel):
     Attributes:
         max_active: transfers holding a slot at once.
         max_streams: streams (copy activities) at once, summed over the holders.
-        max_rate: bytes per second shared by every stream (stored, not enforced yet).
+        max_rate: bytes per second shared by every stream of every holder (each
+            holder stream paces its reads to an equal share).
         window: ``HH:MM-HH:MM[,TZ]`` when new transfers may start (stored, not
             enforced yet).
     """

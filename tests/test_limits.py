@@ -11,6 +11,7 @@ import re
 import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -101,9 +102,7 @@ async def limits(client: StaccatoClient) -> AsyncIterator[Callable[..., Awaitabl
     async def set_(target: str, **values: Any) -> None:
         parsed = parse_limit_target(target)
         used.append(parsed.name)
-        await governors.set_limits(
-            client.temporal, parsed, Limits(**values), task_queue=client.task_queue
-        )
+        await governors.set_limits(client.temporal, parsed, Limits(**values))
 
     yield set_
     for name in used:
@@ -214,9 +213,7 @@ async def test_max_active_holds_across_transfers(
     for n in names:
         assert sha256_file(data_dir / n) == sha256_file(http_root / n)
     assert any(r.startswith(f"waiting for {endpoint}: 2/2 active") for r in reasons), reasons
-    listed = run_cli(
-        "limit", "list", "--json", address=client_address(client), task_queue=client.task_queue
-    )
+    listed = run_cli("limit", "list", "--json", address=client_address(client))
     assert listed.returncode == 0, listed.stderr
     (view,) = [v for v in json.loads(listed.stdout) if v["target"] == endpoint]
     assert view["limits"]["max_active"] == 2
@@ -372,7 +369,6 @@ async def test_worker_sigkill_holder_completes_and_releases(
             client.temporal,
             parse_limit_target(target),
             Limits(max_active=1),
-            task_queue=client.task_queue,
         )
         names = sources(slow_nginx, http_root, "kill", 3, 12 * MiB)
         ids = [
@@ -401,8 +397,6 @@ async def test_worker_sigkill_holder_completes_and_releases(
         await until(drained, "no slot held after all completed", timeout_s=20)
         await governors.unset_limits(client.temporal, parse_limit_target(target), [])
     finally:
-        # The governor runs on this test's task queue: it must end (or be ended)
-        # before its workers die, or every later transfer on the link waits in it.
         await governor_ends(client, target)
         for w in workers:
             w.kill()
@@ -488,3 +482,274 @@ async def test_cancel_while_queued_leaves_the_queue(
 async def _ended(client: StaccatoClient, transfer: str) -> Any:
     status = await client.status(transfer)
     return status if status.state in (TransferState.cancelled, TransferState.failed) else None
+
+
+async def test_governor_outlives_the_queue_that_started_it(
+    client: StaccatoClient,
+    temporal_server: Any,
+    slow_nginx: NginxServer,
+    http_root: Path,
+    data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """A limit set from task queue A and a transfer on A through it; A's only worker is
+    SIGKILLed; transfers on another queue (the session worker's) still get their slots
+    from the governor, one at a time, and the governor ends once the limit is unset."""
+    target = f"{endpoint_of(slow_nginx.base_url)},file://"
+    other = WorkerProcess(temporal_server.address, processes=1, log_dir=tmp_path).start()
+    try:
+        address = client_address(client)
+        made = run_cli(
+            "limit",
+            "set",
+            target,
+            "--max-active",
+            "1",
+            address=address,
+            task_queue=other.task_queue,
+        )
+        assert made.returncode == 0, made.stderr
+        names = sources(slow_nginx, http_root, "queues", 3, 2 * MiB)
+        on_a = StaccatoClient(client.temporal, task_queue=other.task_queue)
+        first = (await on_a.start(slow_nginx.url(names[0]), str(data_dir / names[0]), OPTIONS)).id
+        assert (await asyncio.wait_for(client.wait(first), 60)).bytes == 2 * MiB
+        other.kill()
+        ids = [
+            (await client.start(slow_nginx.url(n), str(data_dir / n), OPTIONS)).id
+            for n in names[1:]
+        ]
+        results = asyncio.ensure_future(
+            asyncio.wait_for(asyncio.gather(*(client.wait(t) for t in ids)), 60)
+        )
+        most = 0
+        while not results.done():
+            state = await governor_state(client, target)
+            assert state is not None
+            most = max(most, len(state.holders))
+            await asyncio.sleep(0.2)
+        assert [r.bytes for r in await results] == [2 * MiB] * 2
+        assert most == 1
+        assert max_overlap(slow_nginx, {f"/{n}" for n in names}) <= 1
+    finally:
+        other.kill()
+        await governors.unset_limits(client.temporal, parse_limit_target(target), [])
+        await governor_ends(client, target)
+
+
+def written(directory: Path) -> int:
+    """Bytes the destination file system holds under ``directory`` (allocated blocks:
+    a file transfer's temp file is sparse until its chunks are written)."""
+    return sum(p.stat().st_blocks * 512 for p in directory.rglob("*") if p.is_file())
+
+
+class GrowthLog:
+    """Samples :func:`written` every 0.1 s: (monotonic time, bytes)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.samples: list[tuple[float, int]] = []
+
+    def sample(self) -> int:
+        value = written(self.directory)
+        self.samples.append((time.monotonic(), value))
+        return value
+
+    def rate(self, since: float, until: float) -> float:
+        """Bytes per second written between two times (the samples nearest inside)."""
+        inside = [s for s in self.samples if since <= s[0] <= until]
+        assert len(inside) >= 2, (since, until, self.samples[-3:])
+        (t0, b0), (t1, b1) = inside[0], inside[-1]
+        return (b1 - b0) / (t1 - t0)
+
+
+async def follow(growth: GrowthLog, done: asyncio.Future[Any], timeout_s: float) -> None:
+    """Sample ``growth`` until ``done``; fail at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while not done.done():
+        growth.sample()
+        assert time.monotonic() < deadline, "transfers did not end in time"
+        await asyncio.sleep(0.1)
+    growth.sample()
+
+
+async def test_endpoint_max_rate_is_shared_by_its_transfers(
+    client: StaccatoClient, limits: Any, nginx_ranges: NginxServer, http_root: Path, data_dir: Path
+) -> None:
+    """--max-rate 6MiB/s on an nginx endpoint (which serves far faster), two transfers
+    of two streams each: the bytes reaching the destination over the middle of the run
+    (20 %..80 % written) come at the cap, +-25 %."""
+    cap = 6 * MiB
+    await limits(endpoint_of(nginx_ranges.base_url), max_rate=cap)
+    names = sources(nginx_ranges, http_root, "rate", 2, 24 * MiB)
+    options = OPTIONS.model_copy(update={"streams": 2})
+    ids = [(await client.start(nginx_ranges.url(n), str(data_dir / n), options)).id for n in names]
+    results = asyncio.ensure_future(asyncio.gather(*(client.wait(t) for t in ids)))
+
+    async def both_hold() -> bool:
+        state = await governor_state(client, endpoint_of(nginx_ranges.base_url))
+        return bool(state and len(state.holders) == 2)
+
+    await until(both_hold, "both transfers hold a slot", timeout_s=30)
+    listed = run_cli(
+        "limit", "list", "--json", address=client_address(client), task_queue=client.task_queue
+    )
+    (view,) = [
+        v for v in json.loads(listed.stdout) if v["target"] == endpoint_of(nginx_ranges.base_url)
+    ]
+    assert view["rate_per_stream"] == cap / 4, view
+    growth = GrowthLog(data_dir)
+    await follow(growth, results, 90)
+    assert [r.bytes for r in await results] == [24 * MiB] * 2
+    total = 48 * MiB
+    start = next(t for t, b in growth.samples if b >= 0.2 * total)
+    end = next(t for t, b in growth.samples if b >= 0.8 * total)
+    rate = 0.6 * total / (end - start)
+    print(f"aggregate {rate / MiB:.2f} MiB/s under a 6 MiB/s endpoint cap")
+    assert 0.75 * cap <= rate <= 1.25 * cap, f"{rate / MiB:.2f} MiB/s under a 6 MiB/s cap"
+
+
+async def test_lowered_max_rate_reaches_a_running_transfer(
+    client: StaccatoClient, limits: Any, nginx_ranges: NginxServer, http_root: Path, data_dir: Path
+) -> None:
+    """--max-rate 8MiB/s on a link, one transfer of two streams copying; lowering the cap
+    to 3MiB/s slows the destination's growth to 3 MiB/s (+-25 %) within 5 s; clearing
+    it lets the transfer finish at full speed."""
+    link = f"{endpoint_of(nginx_ranges.base_url)},file://"
+    await limits(link, max_rate=8 * MiB)
+    (name,) = sources(nginx_ranges, http_root, "lower", 1, 40 * MiB)
+    options = OPTIONS.model_copy(update={"streams": 2})
+    transfer = (await client.start(nginx_ranges.url(name), str(data_dir / name), options)).id
+    growth = GrowthLog(data_dir)
+    deadline = time.monotonic() + 30
+    while growth.sample() < 6 * MiB:
+        assert time.monotonic() < deadline, "the transfer did not start copying"
+        await asyncio.sleep(0.1)
+    await limits(link, max_rate=3 * MiB)
+    changed = time.monotonic()
+    while time.monotonic() < changed + 8:
+        growth.sample()
+        await asyncio.sleep(0.1)
+    rate = growth.rate(changed + 5, changed + 8)
+    print(f"{rate / MiB:.2f} MiB/s 5-8 s after lowering 8 -> 3 MiB/s", end=" ")
+    print(f"(1-3 s after: {growth.rate(changed + 1, changed + 3) / MiB:.2f})")
+    assert 0.75 * 3 * MiB <= rate <= 1.25 * 3 * MiB, f"{rate / MiB:.2f} MiB/s after lowering to 3"
+    await governors.unset_limits(client.temporal, parse_limit_target(link), ["max_rate"])
+    assert (await asyncio.wait_for(client.wait(transfer), 30)).bytes == 40 * MiB
+    assert sha256_file(data_dir / name) == sha256_file(http_root / name)
+
+
+async def test_transfer_max_rate_paces_its_streams(
+    client: StaccatoClient, nginx_ranges: NginxServer, http_root: Path, data_dir: Path
+) -> None:
+    """cp --max-rate 4MiB/s with two streams, no endpoint limit: the destination grows
+    at 4 MiB/s (+-25 %) over the middle of the run."""
+    (name,) = sources(nginx_ranges, http_root, "own-rate", 1, 20 * MiB)
+    options = OPTIONS.model_copy(update={"streams": 2, "max_rate": 4 * MiB})
+    transfer = (await client.start(nginx_ranges.url(name), str(data_dir / name), options)).id
+    done = asyncio.ensure_future(client.wait(transfer))
+    growth = GrowthLog(data_dir)
+    await follow(growth, done, 60)
+    assert (await done).bytes == 20 * MiB
+    start = next(t for t, b in growth.samples if b >= 4 * MiB)
+    end = next(t for t, b in growth.samples if b >= 16 * MiB)
+    rate = 12 * MiB / (end - start)
+    print(f"{rate / MiB:.2f} MiB/s under cp --max-rate 4MiB/s")
+    assert 0.75 * 4 * MiB <= rate <= 1.25 * 4 * MiB, f"{rate / MiB:.2f} MiB/s under 4"
+
+
+async def test_window_holds_new_transfers_until_it_opens(
+    client: StaccatoClient, limits: Any, slow_nginx: NginxServer, http_root: Path, data_dir: Path
+) -> None:
+    """A window that opens in 6 s is set while a transfer runs: that one finishes
+    inside the closed time; a new one waits queued with the window in its reason and
+    starts (first byte at nginx) only once the window is open."""
+    target = endpoint_of(slow_nginx.base_url)
+    await limits(target, max_active=5)
+    blocker = await queue_behind_blocker(
+        client, slow_nginx, http_root, data_dir, target, size=4 * MiB
+    )
+    opens = (datetime.now(UTC) + timedelta(seconds=6)).replace(microsecond=0)
+    window = f"{opens:%H:%M:%S}-{opens + timedelta(hours=1):%H:%M:%S},UTC"
+    await limits(target, window=window)
+    (name,) = sources(slow_nginx, http_root, "window", 1, 1 * MiB)
+    waiting = (await client.start(slow_nginx.url(name), str(data_dir / name), OPTIONS)).id
+    await until(lambda: queued(client, waiting), "the new transfer is queued")
+    reason = (await client.status(waiting)).reason or ""
+    assert f"outside its window {window}" in reason, reason
+    assert (await asyncio.wait_for(client.wait(blocker), 30)).bytes == 4 * MiB
+    assert datetime.now(UTC) < opens, "the running transfer was not let finish first"
+    assert (await asyncio.wait_for(client.wait(waiting), 30)).bytes == 1 * MiB
+    first_byte = min(
+        float(e["msec"]) - float(e["request_time"])
+        for e in slow_nginx.requests()
+        if e["uri"] == f"/{name}" and is_data(e)
+    )
+    assert first_byte >= opens.timestamp() - 0.01, (first_byte, opens.timestamp())
+
+
+async def test_pause_while_queued_leaves_the_queue_and_resume_asks_again(
+    client: StaccatoClient, limits: Any, slow_nginx: NginxServer, http_root: Path, data_dir: Path
+) -> None:
+    """--max-active 1: a queued transfer paused leaves the governor's queue (paused, no
+    bytes written); resumed, it queues again and completes after the holder."""
+    target = endpoint_of(slow_nginx.base_url)
+    await limits(target, max_active=1)
+    blocker = await queue_behind_blocker(client, slow_nginx, http_root, data_dir, target)
+    (name,) = sources(slow_nginx, http_root, "pause-queued", 1, 1 * MiB)
+    waiting = (await client.start(slow_nginx.url(name), str(data_dir / name), OPTIONS)).id
+    await until(lambda: queued(client, waiting), "the second transfer is queued")
+    await client.pause(waiting)
+
+    async def left() -> bool:
+        state = await governor_state(client, target)
+        return bool(state and not any(w.workflow_id == waiting for w in state.waiters))
+
+    await until(left, "the paused transfer left the queue", timeout_s=20)
+    assert (await client.status(waiting)).state == TransferState.paused
+    await client.resume(waiting)
+
+    async def back() -> bool:
+        state = await governor_state(client, target)
+        return bool(
+            state and any(x.workflow_id == waiting for x in [*state.waiters, *state.holders])
+        )
+
+    await until(back, "the resumed transfer asks again", timeout_s=20)
+    assert (await asyncio.wait_for(client.wait(blocker), 60)).bytes == 12 * MiB
+    assert (await asyncio.wait_for(client.wait(waiting), 60)).bytes == 1 * MiB
+    assert sha256_file(data_dir / name) == sha256_file(http_root / name)
+
+
+async def test_waiter_asks_again_when_its_governor_is_terminated(
+    client: StaccatoClient, limits: Any, slow_nginx: NginxServer, http_root: Path, data_dir: Path
+) -> None:
+    """--max-active 1, a transfer queued behind a holder; the governor is terminated
+    (its queue and limits lost): the queued transfer notices within its first look
+    (5 s), asks again (a fresh governor, no limits) and completes."""
+    target = endpoint_of(slow_nginx.base_url)
+    await limits(target, max_active=1)
+    blocker = await queue_behind_blocker(
+        client, slow_nginx, http_root, data_dir, target, size=24 * MiB
+    )
+    (name,) = sources(slow_nginx, http_root, "lost-governor", 1, 1 * MiB)
+    waiting = (await client.start(slow_nginx.url(name), str(data_dir / name), OPTIONS)).id
+    await until(lambda: queued(client, waiting), "the second transfer is queued")
+    await client.temporal.get_workflow_handle(governor_id(target)).terminate("test: lost")
+    assert (await asyncio.wait_for(client.wait(waiting), 20)).bytes == 1 * MiB
+    assert (await client.status(blocker)).state == TransferState.running, "not ahead of it"
+    assert (await asyncio.wait_for(client.wait(blocker), 60)).bytes == 24 * MiB
+
+
+def test_window_opens_across_midnight_and_zones() -> None:
+    """``window_opens``: None inside (start included, end excluded), else the next
+    opening in the window's zone; a window may span midnight."""
+    from staccato.windows import window_opens
+
+    at = datetime(2026, 1, 1, 23, 0, tzinfo=UTC)
+    assert window_opens("22:00-06:00", at) is None
+    assert window_opens("23:00-23:30", at) is None
+    assert window_opens("22:00-23:00", at) == datetime(2026, 1, 2, 22, 0, tzinfo=UTC)
+    assert window_opens("06:00-22:00", at) == datetime(2026, 1, 2, 6, 0, tzinfo=UTC)
+    # 23:00 UTC is 00:00 on Jan 2 in Paris
+    paris = window_opens("00:00:05-01:00,Europe/Paris", at)
+    assert paris is not None and paris.astimezone(UTC) == datetime(2026, 1, 1, 23, 0, 5, tzinfo=UTC)

@@ -27,6 +27,7 @@ from temporalio import activity
 
 from staccato import checksums, secrets, settings
 from staccato.activities.errors import mapped_errors
+from staccato.activities.pacing import Pacer
 from staccato.activities.stream_guard import guarded, touch
 from staccato.activities.stream_progress import (
     HEARTBEAT_EVERY_S,
@@ -196,6 +197,7 @@ class _SegmentCopy:
         # a chunk at most, and no more than the object (a small file in a batch)
         length = min(session.chunk_size, max(session.size, 1))
         self.buffer = memoryview(bytearray(length) if needs_buffer else b"")
+        self.pacer = Pacer(request.max_rate, request.ticket if request.governors else None)
 
     def _length(self, index: int) -> int:
         return chunk_bounds(index, self.session.size, self.session.chunk_size)[1]
@@ -274,7 +276,9 @@ class _SegmentCopy:
         filled = 0
         self.progress.reading(True)
         while filled < len(view):
-            n = reader.readinto(view[filled:])
+            step = self.pacer.step(self._paced_wait) if self.pacer.active else None
+            end = len(view) if step is None else min(len(view), filled + step)
+            n = reader.readinto(view[filled:end])
             if n == 0:
                 raise RetryableError(
                     f"{redact(self.request.source)} ended at byte "
@@ -283,7 +287,17 @@ class _SegmentCopy:
             filled += n
             self.progress.in_flight = filled  # shown as progress, not yet durable
             self.progress.beat()
+            if step is not None:
+                self.pacer.take(n, self._paced_wait)
         self.progress.reading(False)  # writing is the destination's time
+
+    def _paced_wait(self, seconds: float) -> None:
+        """Sleep while the pacer holds the stream back: heartbeating, and not counted
+        as source reading time by the minimum-rate watchdog."""
+        self.progress.reading(False)
+        time.sleep(seconds)
+        self.progress.beat()
+        self.progress.reading(True)
 
     def stopped_result(self) -> StreamResult:
         """Where a cancelled (paused) stream stopped: its first chunk not durable."""

@@ -22,19 +22,20 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from staccato.links import governor_id
 from staccato.models import GovernorState, HolderRef, StartGovernorInput
-from staccato.workflows.governor import ACQUIRE_SIGNAL, GovernorWorkflow
+from staccato.workflows.governor import ACQUIRE_SIGNAL, GOVERNOR_QUEUE, GovernorWorkflow
 
 
 async def start_governor_signal(
-    client: Client, name: str, task_queue: str, signal: str, arg: object
+    client: Client, name: str, signal: str, arg: object
 ) -> WorkflowHandle:
-    """Signal the governor of ``name``, starting it (with no limits) when it is not
-    running (signal-with-start)."""
+    """Signal the governor of ``name``, starting it (with no limits, on
+    :data:`~staccato.workflows.governor.GOVERNOR_QUEUE`) when it is not running
+    (signal-with-start)."""
     return await client.start_workflow(
         GovernorWorkflow.run,
         GovernorState(name=name),
         id=governor_id(name),
-        task_queue=task_queue,
+        task_queue=GOVERNOR_QUEUE,
         start_signal=signal,
         start_signal_args=[arg],
     )
@@ -56,12 +57,10 @@ class LimitActivities:
 
     Args:
         client: the worker's client.
-        task_queue: the stream workers' task queue (governors run there).
     """
 
-    def __init__(self, client: Client, *, task_queue: str):
+    def __init__(self, client: Client):
         self._client = client
-        self._task_queue = task_queue
 
     @activity.defn(name="find_governors")
     async def find_governors(self, names: list[str]) -> list[str]:
@@ -72,9 +71,7 @@ class LimitActivities:
     @activity.defn(name="start_governor")
     async def start_governor(self, arg: StartGovernorInput) -> None:
         """Send ``acquire`` to the governor of ``arg.name``, starting it if needed."""
-        await start_governor_signal(
-            self._client, arg.name, self._task_queue, ACQUIRE_SIGNAL, arg.request
-        )
+        await start_governor_signal(self._client, arg.name, ACQUIRE_SIGNAL, arg.request)
 
     @activity.defn(name="find_ended")
     async def find_ended(self, refs: list[HolderRef]) -> list[str]:

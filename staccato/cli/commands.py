@@ -19,6 +19,7 @@ from staccato.cli.options import (
     DestinationArg,
     IfBusyOption,
     JsonOption,
+    MaxRateOption,
     NotBeforeOption,
     OwnerOption,
     PriorityOption,
@@ -67,6 +68,7 @@ def submit(
     small_file_max: datasets.SmallFileMaxOption = None,
     priority: PriorityOption = DEFAULT_PRIORITY,
     owner: OwnerOption = None,
+    max_rate: MaxRateOption = None,
 ) -> None:
     """Start a transfer (with -r: a dataset) and print its id; it runs on the workers
     whether or not you stay."""
@@ -80,6 +82,7 @@ def submit(
         if_busy=if_busy,
         priority=priority,
         owner=owner,
+        max_rate=max_rate,
     )
     datasets.check_recursive_options(recursive, include, exclude, retry_failed, small_file_max)
     if recursive:
@@ -147,6 +150,7 @@ def cp(
     small_file_max: datasets.SmallFileMaxOption = None,
     priority: PriorityOption = DEFAULT_PRIORITY,
     owner: OwnerOption = None,
+    max_rate: MaxRateOption = None,
 ) -> None:
     """Copy SOURCE to DESTINATION and follow it with a progress bar.
 
@@ -169,6 +173,7 @@ def cp(
         if_busy=if_busy,
         priority=priority,
         owner=owner,
+        max_rate=max_rate,
     )
     datasets.check_recursive_options(recursive, include, exclude, retry_failed, small_file_max)
     if recursive:

@@ -8,14 +8,13 @@ number below 1, a malformed rate or window exits 2 naming the option.
 from __future__ import annotations
 
 import json
-import re
 from typing import Annotated
 
 import typer
 
 from staccato import governors, units
 from staccato.cli.common import EXIT_USAGE, fail, run
-from staccato.cli.options import JsonOption, byte_count
+from staccato.cli.options import JsonOption, parse_rate
 from staccato.client import StaccatoClient
 from staccato.links import LimitTarget, LimitTargetError, parse_limit_target
 from staccato.models import Limits
@@ -49,21 +48,6 @@ def _target(text: str) -> LimitTarget:
         fail(f"TARGET: {err}", EXIT_USAGE)
 
 
-def parse_rate(text: str) -> int:
-    """A rate in bytes per second: ``40MB/s``, ``1GiB/s``, ``500k`` (= KiB/s).
-
-    Raises:
-        typer.BadParameter: not a positive rate.
-    """
-    cleaned_rate = re.sub(r"(?i)/s$", "", str(text).strip())
-    value = byte_count(
-        cleaned_rate, "a rate: expected bytes per second such as 40MB/s or 1GiB/s", shown=str(text)
-    )
-    if value < 1:
-        raise typer.BadParameter(f"{text!r}: the rate must be at least 1 byte/s")
-    return value
-
-
 def parse_window(text: str) -> str:
     """``HH:MM-HH:MM[,TZ]``; raises typer.BadParameter naming what was expected."""
     try:
@@ -94,7 +78,9 @@ def set_(
             "--max-rate",
             parser=parse_rate,
             metavar="RATE",
-            help="Bytes per second shared by all transfers (40MB/s). Stored, not enforced yet.",
+            help="Bytes per second shared by all transfers on it, across workers (40MB/s); "
+            "each stream reads at an equal share; a change reaches running transfers "
+            "within a few seconds.",
         ),
     ] = None,
     window: Annotated[
@@ -103,7 +89,8 @@ def set_(
             "--window",
             parser=parse_window,
             metavar="HH:MM-HH:MM[,TZ]",
-            help="When new transfers may start. Stored, not enforced yet.",
+            help="When new transfers may start (24 h clock, default zone UTC); outside it "
+            "they wait queued, running ones finish.",
         ),
     ] = None,
 ) -> None:
@@ -118,7 +105,7 @@ def set_(
 
     async def go() -> None:
         client = await StaccatoClient.connect()
-        await governors.set_limits(client.temporal, parsed, limits, task_queue=client.task_queue)
+        await governors.set_limits(client.temporal, parsed, limits)
 
     run(go)
     typer.echo(f"{parsed.name}: {_limits_text(limits)}")
@@ -187,9 +174,14 @@ def list_(as_json: JsonOption = False) -> None:
         typer.echo("no limits set")
         return
     for v in views:
+        share = (
+            f", {units.rate(v.rate_per_stream)} per stream"
+            if v.rate_per_stream is not None and v.streams
+            else ""
+        )
         typer.echo(
             f"{v.target}  {_limits_text(v.limits)}  active {v.active} "
-            f"({v.streams} streams), queued {v.queued}"
+            f"({v.streams} streams{share}), queued {v.queued}"
         )
 
 
@@ -200,7 +192,7 @@ def _limits_text(limits: Limits) -> str:
     if limits.max_streams is not None:
         parts.append(f"max-streams {limits.max_streams}")
     if limits.max_rate is not None:
-        parts.append(f"max-rate {units.rate(limits.max_rate)} (not enforced yet)")
+        parts.append(f"max-rate {units.rate(limits.max_rate)}")
     if limits.window is not None:
-        parts.append(f"window {limits.window} (not enforced yet)")
+        parts.append(f"window {limits.window}")
     return ", ".join(parts) or "no limits"

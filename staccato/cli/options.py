@@ -212,6 +212,36 @@ OwnerOption = Annotated[
 ]
 
 
+def parse_rate(text: str) -> int:
+    """A rate in bytes per second: ``40MB/s``, ``1GiB/s``, ``500k`` (= KiB/s).
+
+    Raises:
+        typer.BadParameter: not a positive rate.
+    """
+    cleaned_rate = re.sub(r"(?i)/s$", "", str(text).strip())
+    value = byte_count(
+        cleaned_rate, "a rate: expected bytes per second such as 40MB/s or 1GiB/s", shown=str(text)
+    )
+    if value < 1:
+        raise typer.BadParameter(f"{text!r}: the rate must be at least 1 byte/s")
+    return value
+
+
+MaxRateOption = Annotated[
+    int | None,
+    typer.Option(
+        "--max-rate",
+        parser=parse_rate,
+        metavar="RATE",
+        help="Bytes per second for this transfer, summed over its streams (40MB/s); "
+        "an endpoint's or link's --max-rate (`staccato limit`) applies too. With -r it "
+        "caps each file's transfer, not the dataset (for a total, set an endpoint or "
+        "link limit); batches of small files are not paced.",
+        show_default=False,
+    ),
+]
+
+
 def default_owner() -> str:
     """``STACCATO_OWNER``, else the OS user (``getpass.getuser``), else ``""``."""
     owner = os.environ.get("STACCATO_OWNER", "").strip()
@@ -233,6 +263,7 @@ def transfer_options(
     if_busy: IfBusy = IfBusy.fail,
     priority: int = DEFAULT_PRIORITY,
     owner: str | None = None,
+    max_rate: int | None = None,
 ) -> TransferOptions:
     """The :class:`TransferOptions` the command-line options describe (``owner``
     None: :func:`default_owner`)."""
@@ -246,4 +277,5 @@ def transfer_options(
         retry_for_s=retry_for,
         sync_level=sync_level,
         if_busy=if_busy,
+        max_rate=max_rate,
     )

@@ -33,7 +33,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from concurrent.futures import ProcessPoolExecutor
 from datetime import timedelta
 from multiprocessing.managers import SyncManager
@@ -52,14 +52,16 @@ from staccato import settings
 from staccato.activities import ALL_ACTIVITIES
 from staccato.activities.front import FrontActivities
 from staccato.activities.limits import LimitActivities
+from staccato.activities.pacing import install_board
 from staccato.datasets.workflow import DatasetWorkflow
 from staccato.errors import RetryableError
 from staccato.secrets import install_log_scrubber
 from staccato.workers.progress_reporter import ProgressReporter, RunningStreams
+from staccato.workers.rates import RateBoard
 from staccato.workflows import TransferWorkflow
 from staccato.workflows import search_attributes as sa
 from staccato.workflows.front import control_queue
-from staccato.workflows.governor import GovernorWorkflow
+from staccato.workflows.governor import GOVERNOR_QUEUE, GovernorWorkflow
 
 log = logging.getLogger("staccato.worker")
 
@@ -172,6 +174,13 @@ def die_with_parent() -> None:
     install_log_scrubber()  # a library's log line may quote a URL's token
 
 
+def _start_pool_process(rate_board: MutableMapping[str, float]) -> None:
+    """The initializer of each activity process: :func:`die_with_parent`, and the
+    worker's rate board for the streams' pacing (:mod:`staccato.activities.pacing`)."""
+    die_with_parent()
+    install_board(rate_board)
+
+
 def _warm_up() -> int:
     import staccato.activities  # noqa: F401 - import drivers' common code once per process
 
@@ -255,6 +264,9 @@ class StaccatoWorker:
         self.worker: Worker | None = None
         #: the streams running here, for the progress reporter (kept across rebuilds)
         self.streams = RunningStreams()
+        #: ticket -> bytes/s per stream, shared with the pool (a new one per rebuild)
+        self.rate_board: MutableMapping[str, float] | None = None
+        self.rates = RateBoard(client, lambda: self.rate_board)
 
     async def __aenter__(self) -> StaccatoWorker:
         await self._build()
@@ -265,8 +277,12 @@ class StaccatoWorker:
         self._channel_lost = threading.Event()
         self._manager = SyncManager(ctx=self._context)
         self._manager.start(die_with_parent)
+        self.rate_board = self._manager.dict()
         self._executor = ProcessPoolExecutor(
-            max_workers=self._processes, mp_context=self._context, initializer=die_with_parent
+            max_workers=self._processes,
+            mp_context=self._context,
+            initializer=_start_pool_process,
+            initargs=(self.rate_board,),
         )
         loop = asyncio.get_running_loop()
         await asyncio.gather(
@@ -286,7 +302,7 @@ class StaccatoWorker:
             graceful_shutdown_timeout=timedelta(seconds=self._shutdown_timeout_s),
             max_heartbeat_throttle_interval=timedelta(seconds=1),
             default_heartbeat_throttle_interval=timedelta(seconds=1),
-            interceptors=[self.streams.interceptor()],
+            interceptors=[self.streams.interceptor(), self.rates.interceptor()],
         )
 
     def _pool_processes(self) -> list[multiprocessing.process.BaseProcess]:
@@ -439,7 +455,7 @@ def control_worker(client: Client, *, task_queue: str) -> Worker:
     (:mod:`staccato.activities.limits`) in this process, with this worker's client;
     canonical runs and governors it starts go to ``task_queue``."""
     activities = FrontActivities(client, task_queue=task_queue)
-    limits = LimitActivities(client, task_queue=task_queue)
+    limits = LimitActivities(client)
     return Worker(
         client,
         task_queue=control_queue(task_queue),
@@ -447,12 +463,34 @@ def control_worker(client: Client, *, task_queue: str) -> Worker:
             activities.run_as_destination_transfer,
             limits.find_governors,
             limits.start_governor,
-            limits.find_ended,
+            limits.find_ended,  # of governors started on a stream queue by an older release
         ],
         max_concurrent_activities=CONTROL_CONCURRENCY,
         graceful_shutdown_timeout=timedelta(0),
         max_heartbeat_throttle_interval=timedelta(seconds=1),
         default_heartbeat_throttle_interval=timedelta(seconds=1),
+    )
+
+
+#: how long a governor's next workflow task waits for the worker that ran it last
+GOVERNOR_STICKY_TIMEOUT = timedelta(seconds=2)
+
+
+def governor_worker(client: Client) -> Worker:
+    """The Temporal ``Worker`` of :data:`GOVERNOR_QUEUE`, polled by every Staccato
+    worker whatever its own task queue: the governors and their ``find_ended``
+    activity (in this process, with this worker's client)."""
+    limits = LimitActivities(client)
+    return Worker(
+        client,
+        task_queue=GOVERNOR_QUEUE,
+        workflows=[GovernorWorkflow],
+        activities=[limits.find_ended],
+        max_concurrent_activities=CONTROL_CONCURRENCY,
+        graceful_shutdown_timeout=timedelta(0),
+        # a governor cached by a worker that died gets its next task elsewhere after
+        # this (default 10 s): every transfer on the endpoint waits meanwhile
+        sticky_queue_schedule_to_start_timeout=GOVERNOR_STICKY_TIMEOUT,
     )
 
 
@@ -482,12 +520,17 @@ async def run_worker(
         run_task = asyncio.create_task(staccato_worker.run())
         # live progress in the Temporal UI (see staccato.workers.progress_reporter)
         reporter = asyncio.create_task(ProgressReporter(client, staccato_worker.streams).run())
+        # the streams' shares of their endpoints' and links' --max-rate
+        rates = asyncio.create_task(staccato_worker.rates.run())
         control = control_worker(client, task_queue=task_queue)
         control_task = asyncio.create_task(control.run())
+        governing = governor_worker(client)
+        governor_task = asyncio.create_task(governing.run())
         log.info(
-            "worker polling task queue %r (and %r) on %s (namespace %s), %d activity processes",
+            "worker polling task queue %r (and %r, %r) on %s (namespace %s), %d activity processes",
             task_queue,
             control_queue(task_queue),
+            GOVERNOR_QUEUE,
             client.service_client.config.target_host,
             client.namespace,
             processes,
@@ -495,20 +538,27 @@ async def run_worker(
         if ready is not None:
             ready.set()
         stop_task = asyncio.create_task(stop.wait())
-        await asyncio.wait({run_task, stop_task, control_task}, return_when=asyncio.FIRST_COMPLETED)
-        if not control_task.done():
-            # its activities only wait on Temporal: cancelled at once, retried elsewhere
-            await control.shutdown()
-        with contextlib.suppress(Exception, asyncio.CancelledError):
-            await control_task
+        await asyncio.wait(
+            {run_task, stop_task, control_task, governor_task},
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        for other, task in ((control, control_task), (governing, governor_task)):
+            if not task.done():
+                # its activities only wait on Temporal: cancelled at once, retried elsewhere
+                await other.shutdown()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await task
         if not run_task.done():
             log.info("shutting down: letting streams send their last heartbeat")
             await staccato_worker.shutdown()
             if not run_task.done():
                 run_task.cancel()
         reporter.cancel()
+        rates.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reporter
+        with contextlib.suppress(asyncio.CancelledError):
+            await rates
         with contextlib.suppress(asyncio.CancelledError):
             await run_task
         if control_task.done() and not control_task.cancelled() and control_task.exception():
@@ -516,3 +566,8 @@ async def run_worker(
                 f"the control worker (task queue {control_queue(task_queue)!r}, front runs) "
                 f"failed: {control_task.exception()}"
             ) from control_task.exception()
+        if governor_task.done() and not governor_task.cancelled() and governor_task.exception():
+            raise RuntimeError(
+                f"the governor worker (task queue {GOVERNOR_QUEUE!r}) failed: "
+                f"{governor_task.exception()}"
+            ) from governor_task.exception()

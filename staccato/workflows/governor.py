@@ -1,7 +1,10 @@
 """``GovernorWorkflow``: the limits of one endpoint or link, and its permit keeper.
 
-One workflow per name (:func:`staccato.links.governor_id`), on the stream workers'
-task queue. Its state (:class:`~staccato.models.GovernorState`) is the durable store
+One workflow per name (:func:`staccato.links.governor_id`), on the fixed task queue
+:data:`GOVERNOR_QUEUE` that every worker polls whatever its own queue, so a governor
+keeps granting when the workers of the queue whose transfer started it are gone
+(governors started by an older release on a stream queue move there at their next
+continue-as-new). Its state (:class:`~staccato.models.GovernorState`) is the durable store
 of the name's limits (``staccato limit set`` signals ``set_limits`` with
 signal-with-start) and of who holds and who waits for a slot.
 
@@ -38,7 +41,7 @@ or waits (continue-as-new keeps it bounded).
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -55,9 +58,15 @@ with workflow.unsafe.imports_passed_through():
         SlotRequest,
         SlotView,
     )
+    from staccato.windows import window_opens
 
 from staccato.workflows.front import control_queue
 
+#: the task queue of every governor and of its ``find_ended`` activity: every worker
+#: polls it, whichever task queue it serves
+GOVERNOR_QUEUE = "staccato-governors"
+#: ``workflow.patched`` id: a governor on another queue continues as new on this one
+GOVERNOR_QUEUE_PATCH = "governor-queue"
 #: how often holders and waiters are checked for runs that ended without releasing
 CHECK_EVERY = timedelta(seconds=5)
 #: continue as new after this many events even when Temporal does not suggest it yet
@@ -71,6 +80,16 @@ SLOT_QUERY = "slot"
 SLOT_GRANTED_SIGNAL = "slot_granted"
 LIMIT_QUEUED_SIGNAL = "limit_queued"
 STATE_QUERY = "state"
+RATES_QUERY = "rates"
+#: ``workflow.patched`` id: a ``window`` limit holds new grants outside its hours
+WINDOW_PATCH = "governor-window"
+
+
+def _activity_queue() -> str:
+    """Where the governor's activities run: its own queue, or (a governor started by an
+    older release on a stream queue) that queue's control queue."""
+    queue = workflow.info().task_queue
+    return queue if queue == GOVERNOR_QUEUE else control_queue(queue)
 
 
 def _ordinal(n: int) -> str:
@@ -88,6 +107,8 @@ class GovernorWorkflow:
         self._changed = False
         # signals to transfers being sent (awaited before continue-as-new or the end)
         self._sending = 0
+        # whether ``window`` limits hold grants (set by the run loop, not a query)
+        self._windows = False
 
     @workflow.run
     async def run(self, state: GovernorState) -> None:
@@ -99,6 +120,8 @@ class GovernorWorkflow:
         s = self._s
         last_check = workflow.now()
         while True:
+            if s.limits.window is not None and not self._windows:
+                self._windows = workflow.patched(WINDOW_PATCH)
             for holder in self._grant():
                 self._send(
                     holder,
@@ -128,13 +151,20 @@ class GovernorWorkflow:
                 await workflow.wait_condition(
                     lambda: self._sending == 0 and workflow.all_handlers_finished()
                 )
+                if workflow.info().task_queue != GOVERNOR_QUEUE and workflow.patched(
+                    GOVERNOR_QUEUE_PATCH
+                ):
+                    workflow.continue_as_new(s, task_queue=GOVERNOR_QUEUE)
                 workflow.continue_as_new(s)
             if s.holders or s.waiters:
                 due = last_check + CHECK_EVERY - workflow.now()
+                opens = self._closed_until() if s.waiters else None
                 if due <= timedelta(0):
                     await self._drop_ended()
                     last_check = workflow.now()
                     continue
+                if opens is not None:  # wake when the window opens
+                    due = min(due, max(opens - workflow.now(), timedelta(milliseconds=1)))
                 try:
                     await workflow.wait_condition(lambda: self._changed, timeout=due)
                 except TimeoutError:
@@ -155,7 +185,7 @@ class GovernorWorkflow:
             FIND_ENDED,
             refs,
             result_type=list[str],
-            task_queue=control_queue(workflow.info().task_queue),
+            task_queue=_activity_queue(),
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=5)),
         )
@@ -203,6 +233,8 @@ class GovernorWorkflow:
         returns the new holders."""
         granted: list[SlotHolder] = []
         s = self._s
+        if s.waiters and self._closed_until() is not None:
+            return granted  # outside the window: the running ones go on, none starts
         while s.waiters:
             if s.limits.max_active is not None and len(s.holders) >= s.limits.max_active:
                 break
@@ -223,6 +255,27 @@ class GovernorWorkflow:
         if not s.waiters:
             s.grants_by_owner = {}
         return granted
+
+    def _closed_until(self) -> datetime | None:
+        """When the ``window`` limit opens next while it is closed now; None when it is
+        open or not set (governors recorded before windows held grant as ever)."""
+        window = self._s.limits.window
+        if window is None or not self._windows:
+            return None
+        try:
+            with workflow.unsafe.sandbox_unrestricted():  # zoneinfo reads the tz database
+                return window_opens(window, workflow.now())
+        except ValueError as err:  # validated by the client; another client may not
+            workflow.logger.warning("%s: ignoring window %r: %s", self._s.name, window, err)
+            return None
+
+    def per_stream_rate(self) -> float | None:
+        """Bytes per second each holder stream may read: ``max_rate`` divided equally
+        among the streams held (None: no ``max_rate``)."""
+        s = self._s
+        if s.limits.max_rate is None:
+            return None
+        return s.limits.max_rate / max(1, sum(h.streams for h in s.holders))
 
     def _show(self) -> None:
         """The current-details line: limits, active, queued."""
@@ -287,12 +340,26 @@ class GovernorWorkflow:
                     busy = f"{held}/{s.limits.max_streams} streams in use"
                 else:
                     busy = f"{len(s.holders)} active"
+                opens = self._closed_until()
+                if opens is not None:
+                    busy = (
+                        f"outside its window {s.limits.window} (opens "
+                        f"{opens.strftime('%Y-%m-%d %H:%M:%S %Z')}), {busy}"
+                    )
                 return SlotView(
                     known=True,
                     position=place,
                     reason=f"waiting for {s.name}: {busy}, {_ordinal(place)} in line",
                 )
         return SlotView(known=False)
+
+    @workflow.query(name=RATES_QUERY)
+    def rates(self) -> dict[str, float]:
+        """Each holder's ticket -> bytes per second each of its streams may read
+        (:meth:`per_stream_rate`); empty without ``max_rate``. Workers ask every
+        second for the streams they run (:mod:`staccato.workers.rates`)."""
+        rate = self.per_stream_rate()
+        return {} if rate is None else {h.ticket: rate for h in self._s.holders}
 
     @workflow.query(name=STATE_QUERY)
     def state(self) -> GovernorState:

@@ -61,6 +61,7 @@ policy, timeouts, the short steps' local first attempt, cancellation checks) and
 from __future__ import annotations
 
 import asyncio
+import builtins
 from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -146,6 +147,11 @@ READS_WITHIN_STREAMS_PATCH = "reads-within-granted-streams"
 #: the control activity that asks the endpoint and link governors for slots
 FIND_GOVERNORS = "find_governors"
 START_GOVERNOR = "start_governor"
+#: a transfer waiting for a grant looks whether its governor still runs (and asks
+#: again if not), and a pause while queued leaves the queue
+REASK_PATCH = "reask-lost-governor"
+REASK_FIRST = timedelta(seconds=5)
+REASK_MAX = timedelta(minutes=10)
 _LIMITS_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10)
 )
@@ -191,6 +197,7 @@ class TransferWorkflow:
         self._acquisitions = 0
         self._reacquire = False
         self._acquiring = False
+        self._left_queue = False  # a pause came while waiting for a grant
         self._request: TransferRequest | None = None
 
     @workflow.run
@@ -528,6 +535,7 @@ class TransferWorkflow:
                         checksum=request.options.checksum,
                         read_back=request.options.verify == VerifyMode.checksum,
                         source_secret=request.source_secret,
+                        **self._stream_rate(request),
                     ),
                     result_type=StreamResult,
                     activity_id=f"stream-{segment.index:04d}-{attempts[segment.index]}",
@@ -915,7 +923,13 @@ class TransferWorkflow:
                     start_to_close_timeout=SHORT_TIMEOUT,
                     retry_policy=_LIMITS_RETRY,
                 )
-            await workflow.wait_condition(lambda name=name: name in self._granted)  # type: ignore[misc]
+            if not await self._await_grant(name, ask, control):
+                # paused while queued: it left every queue; ask again once resumed
+                self._left_queue = False
+                await workflow.wait_condition(lambda: not self._paused)
+                await self._acquire_slots(request)
+                self._reacquire = False
+                return
             streams = min(streams, self._granted[name].streams)
         self._waiting_for = None
         for name, grant in self._granted.items():  # an earlier one granted more streams
@@ -928,6 +942,60 @@ class TransferWorkflow:
         self._progress.queued_ticket = None
         if self._progress.state == TransferState.queued:
             self._set_state(TransferState.paused if self._paused else TransferState.running)
+
+    async def _await_grant(self, name: str, ask: SlotRequest, control: str) -> bool:
+        """Wait for ``name``'s grant; False when a pause took the transfer out of the
+        queue meanwhile.
+
+        While it waits it looks (after :data:`REASK_FIRST`, then twice as long each
+        time up to :data:`REASK_MAX`) whether the governor still runs; one that was
+        terminated (and with it the queue) is asked again with signal-with-start,
+        which starts a fresh governor. History: a timer per wait (2 events), and per
+        look the ``find_governors`` activity and its workflow tasks (~11 events):
+        ~11 looks in the first hour of waiting, 6 an hour after.
+        """
+        if not workflow.patched(REASK_PATCH):  # runs recorded before waited plainly
+            await workflow.wait_condition(lambda: name in self._granted)
+            return True
+        check = REASK_FIRST
+        while True:
+            try:
+                await workflow.wait_condition(
+                    lambda: name in self._granted or self._left_queue, timeout=check
+                )
+            except builtins.TimeoutError:  # this module imports Temporal's TimeoutError
+                running: list[str] = await workflow.execute_activity(
+                    FIND_GOVERNORS,
+                    [name],
+                    result_type=list[str],
+                    task_queue=control,
+                    start_to_close_timeout=SHORT_TIMEOUT,
+                    retry_policy=_LIMITS_RETRY,
+                )
+                if not running and not self._left_queue and name not in self._granted:
+                    workflow.logger.warning("the governor of %s is gone: asking again", name)
+                    await workflow.execute_activity(
+                        START_GOVERNOR,
+                        StartGovernorInput(name=name, request=ask),
+                        task_queue=control,
+                        start_to_close_timeout=SHORT_TIMEOUT,
+                        retry_policy=_LIMITS_RETRY,
+                    )
+                check = min(check * 2, REASK_MAX)
+                continue
+            return not self._left_queue
+
+    def _stream_rate(self, request: TransferRequest) -> dict[str, Any]:
+        """The rate fields of a stream's input: its equal share of the transfer's own
+        ``max_rate`` (over the streams it runs), and the ticket and governors its share
+        of an endpoint's or link's ``max_rate`` is looked up by (activity input only,
+        no command)."""
+        own = request.options.max_rate
+        return {
+            "max_rate": None if own is None else own / max(1, self._lanes),
+            "ticket": self._ticket if self._granted else None,
+            "governors": sorted(self._granted),
+        }
 
     async def _reacquire_slots(self) -> None:
         """After a resume: one lane asks again, the others wait for it."""
@@ -973,13 +1041,18 @@ class TransferWorkflow:
             handle.cancel()
         if self._asked:  # a paused transfer holds no slot; resume asks again
             self._reacquire = True
+            self._left_queue = self._waiting_for is not None
             await self._release_slots()
 
     @pause.validator
     def _validate_pause(self) -> None:
         if self._progress is None:
             return  # not started yet (the update came with the start): held from the start
-        if self._progress.state not in (TransferState.running, TransferState.scheduled):
+        # queued for an endpoint's or link's slot: a pause leaves the queue
+        waiting = self._progress.state == TransferState.queued and self._waiting_for is not None
+        if self._progress.state not in (TransferState.running, TransferState.scheduled) and not (
+            waiting
+        ):
             raise ApplicationError(f"cannot pause a transfer that is {self._progress.state.value}")
         if self._progress.phase not in _PAUSABLE_PHASES:
             raise ApplicationError(

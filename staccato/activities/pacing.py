@@ -1,0 +1,129 @@
+"""Read pacing of copy streams: a token bucket per stream, at the stream's rate.
+
+A stream's rate is the lower of its share of its transfer's own ``max_rate``
+(:attr:`~staccato.models.StreamInput.max_rate`, fixed for the attempt) and its share of
+the ``max_rate`` of the endpoints and links whose slots its transfer holds. The latter
+changes while the stream runs (a cap set or changed, another transfer starting or
+ending): the worker's main process asks the governors every second and publishes
+each ticket's per-stream rate on the rate board, a dict shared with the activity
+processes through the worker's multiprocessing manager (:mod:`staccato.workers.rates`);
+the pacer looks at it every :data:`REFRESH_S`. A change thus reaches the bytes within
+about 2 s.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+#: seconds between two looks at the rate board
+REFRESH_S = 0.5
+#: credit a stream may build up while it does not read (seconds at its rate): small,
+#: so that a stream that waited on its destination does not then burst
+BURST_S = 0.2
+#: longest sleep between two heartbeats while a stream waits for its tokens
+SLEEP_STEP_S = 0.2
+#: longest a stream with a ticket waits for the board's first word on it (seconds);
+#: the worker publishes a new ticket's rate at once, so this only bounds a hiccup
+FIRST_WAIT_S = 5.0
+#: read size bounds while paced (bytes): about a tenth of a second of the rate
+MIN_STEP = 16 * 1024
+MAX_STEP = 1024 * 1024
+
+# this activity process's view of the rate board (ticket -> bytes/s per stream), or
+# None outside a worker's pool (set by the pool's initializer)
+_board: Mapping[str, float] | None = None
+
+
+def install_board(board: Mapping[str, float] | None) -> None:
+    """Called in each activity process at its start: the worker's shared rate board."""
+    global _board
+    _board = board
+
+
+class Pacer:
+    """Paces one stream's reads.
+
+    Args:
+        own_rate: bytes per second of the stream's own share (None: none).
+        ticket: the slot ticket its governors' shares are published under (None: the
+            transfer holds no slot).
+        board: ticket -> bytes per second per stream (default: the process's board).
+    """
+
+    def __init__(
+        self,
+        own_rate: float | None,
+        ticket: str | None,
+        board: Mapping[str, float] | None = None,
+    ) -> None:
+        self._own = own_rate
+        self._ticket = ticket
+        self._board = board if board is not None else _board
+        self._shared: float | None = None
+        self._looked = -REFRESH_S
+        self._t: float | None = None  # when the bytes taken so far are paid for
+        self._started = False
+
+    @property
+    def active(self) -> bool:
+        """Whether the stream can be paced at all (a cap of its own or a ticket)."""
+        return self._own is not None or (self._ticket is not None and self._board is not None)
+
+    def start(self, wait: Callable[[float], Any]) -> None:
+        """Before the first read: wait (bounded by :data:`FIRST_WAIT_S`, through
+        ``wait(seconds)``) until the board has a rate for the ticket, so that a capped
+        stream does not read unpaced before the worker asked its governors."""
+        self._started = True
+        if self._ticket is None or self._board is None:
+            return
+        deadline = time.monotonic() + FIRST_WAIT_S
+        while time.monotonic() < deadline:
+            try:
+                if self._ticket in self._board:
+                    return
+            except (OSError, EOFError):
+                return
+            wait(0.05)
+
+    def rate(self) -> float | None:
+        """Bytes per second now (None: not paced; the board says ``inf`` for a ticket
+        none of whose governors has a ``max_rate``)."""
+        if self._ticket is not None and self._board is not None:
+            now = time.monotonic()
+            if now - self._looked >= REFRESH_S:
+                self._looked = now
+                try:
+                    self._shared = self._board.get(self._ticket)
+                except (OSError, EOFError):  # the manager is gone: keep the last rate
+                    pass
+        rates = [r for r in (self._own, self._shared) if r is not None and r != float("inf")]
+        return min(rates) if rates else None
+
+    def step(self, wait: Callable[[float], Any]) -> int | None:
+        """How many bytes to read at most before the next :meth:`take` (None: any);
+        the first call waits as :meth:`start`."""
+        if not self._started:
+            self.start(wait)
+        rate = self.rate()
+        if rate is None:
+            return None
+        return int(min(MAX_STEP, max(MIN_STEP, rate / 10)))
+
+    def take(self, n: int, wait: Callable[[float], Any]) -> None:
+        """Account for ``n`` bytes read; wait (through ``wait(seconds)``, which
+        heartbeats and may raise to stop) until they are within the rate."""
+        rate = self.rate()
+        now = time.monotonic()
+        if rate is None:
+            self._t = None
+            return
+        if self._t is None or self._t < now - BURST_S:
+            self._t = now - BURST_S
+        self._t += n / rate
+        while True:
+            left = self._t - time.monotonic()
+            if left <= 0:
+                return
+            wait(min(left, SLEEP_STEP_S))
