@@ -272,7 +272,9 @@ async def test_priority_one_starts_next(
     priority-1 transfer: it is the next one nginx serves."""
     target = endpoint_of(slow_nginx.base_url)
     await limits(target, max_active=1)
-    blocker = await queue_behind_blocker(client, slow_nginx, http_root, data_dir, target)
+    blocker = await queue_behind_blocker(
+        client, slow_nginx, http_root, data_dir, target, size=64 * MiB
+    )
     names = sources(slow_nginx, http_root, "prio", 6, 1 * MiB)
     ids = []
     for n in names[:5]:
@@ -285,10 +287,27 @@ async def test_priority_one_starts_next(
     await until(all_queued, "five transfers queued")
     urgent = OPTIONS.model_copy(update={"priority": 1})
     ids.append((await client.start(slow_nginx.url(names[5]), str(data_dir / names[5]), urgent)).id)
-    for transfer in [blocker, *ids]:
+    await release_once_queued(client, target, blocker, 6)
+    for transfer in ids:
         await asyncio.wait_for(client.wait(transfer), 120)
     order = served_order(slow_nginx, [f"/{n}" for n in names])
     assert order[0] == f"/{names[5]}", order
+
+
+async def release_once_queued(
+    client: StaccatoClient, target: str, blocker: str, waiting: int
+) -> None:
+    """Cancel ``blocker`` (the slot's holder) once ``waiting`` transfers wait for the
+    slot, so the governor picks among all of them however slow the machine (a blocker
+    that ended by itself could hand the slot on before the last one queued)."""
+
+    async def all_queued() -> bool:
+        state = await governor_state(client, target)
+        assert state and [h.workflow_id for h in state.holders] == [blocker], state
+        return len(state.waiters) == waiting
+
+    await until(all_queued, f"{waiting} transfers queued behind the blocker")
+    await client.cancel(blocker)
 
 
 async def test_fair_share_alternates_owners(
@@ -298,13 +317,16 @@ async def test_fair_share_alternates_owners(
     alternately (at most 2 in a row from one owner), not first come first served."""
     target = endpoint_of(slow_nginx.base_url)
     await limits(target, max_active=1)
-    blocker = await queue_behind_blocker(client, slow_nginx, http_root, data_dir, target)
+    blocker = await queue_behind_blocker(
+        client, slow_nginx, http_root, data_dir, target, size=64 * MiB
+    )
     names = sources(slow_nginx, http_root, "fair", 12, 256 * 1024)
     ids = []
     for i, n in enumerate(names):
         options = OPTIONS.model_copy(update={"owner": "A" if i < 6 else "B"})
         ids.append((await client.start(slow_nginx.url(n), str(data_dir / n), options)).id)
-    for transfer in [blocker, *ids]:
+    await release_once_queued(client, target, blocker, 12)
+    for transfer in ids:
         await asyncio.wait_for(client.wait(transfer), 120)
     order = served_order(slow_nginx, [f"/{n}" for n in names])
     owners = "".join("A" if names.index(u[1:]) < 6 else "B" for u in order)
