@@ -12,7 +12,7 @@ import typer
 
 from staccato import units
 from staccato.cli import datasets, render
-from staccato.cli.common import EXIT_INTERRUPTED, fail, run
+from staccato.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, fail, run
 from staccato.cli.options import (
     ChecksumOption,
     ChunkSizeOption,
@@ -24,6 +24,7 @@ from staccato.cli.options import (
     PriorityOption,
     RetryForOption,
     SourceArg,
+    StageOption,
     StreamsOption,
     SyncLevelOption,
     TransferArg,
@@ -67,6 +68,7 @@ def submit(
     small_file_max: datasets.SmallFileMaxOption = None,
     priority: PriorityOption = DEFAULT_PRIORITY,
     owner: OwnerOption = None,
+    stage: StageOption = False,
 ) -> None:
     """Start a transfer (with -r: a dataset) and print its id; it runs on the workers
     whether or not you stay."""
@@ -80,8 +82,11 @@ def submit(
         if_busy=if_busy,
         priority=priority,
         owner=owner,
+        stage=stage,
     )
     datasets.check_recursive_options(recursive, include, exclude, retry_failed, small_file_max)
+    if stage and recursive:
+        fail("--stage applies to one object, not to -r (directories and prefixes)", EXIT_USAGE)
     if recursive:
         datasets.submit_recursive(
             source,
@@ -147,6 +152,7 @@ def cp(
     small_file_max: datasets.SmallFileMaxOption = None,
     priority: PriorityOption = DEFAULT_PRIORITY,
     owner: OwnerOption = None,
+    stage: StageOption = False,
 ) -> None:
     """Copy SOURCE to DESTINATION and follow it with a progress bar.
 
@@ -169,8 +175,11 @@ def cp(
         if_busy=if_busy,
         priority=priority,
         owner=owner,
+        stage=stage,
     )
     datasets.check_recursive_options(recursive, include, exclude, retry_failed, small_file_max)
+    if stage and recursive:
+        fail("--stage applies to one object, not to -r (directories and prefixes)", EXIT_USAGE)
     if recursive:
         datasets.cp_recursive(
             source,

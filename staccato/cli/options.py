@@ -164,6 +164,16 @@ NotBeforeOption = Annotated[
         "delay (10m, 2h); the destination is locked only from then on.",
     ),
 ]
+StageOption = Annotated[
+    bool,
+    typer.Option(
+        "--stage",
+        help="Read the source once into the worker's staging cache (STACCATO_STAGING_DIR, "
+        "capped by STACCATO_STAGING_MAX_BYTES) and write the destination from there, so a "
+        "failure at the destination never reads the source again. Sources that cannot "
+        "serve byte ranges are always staged. Not with -r.",
+    ),
+]
 SyncLevelOption = Annotated[
     SyncLevel | None,
     typer.Option(
@@ -233,6 +243,7 @@ def transfer_options(
     if_busy: IfBusy = IfBusy.fail,
     priority: int = DEFAULT_PRIORITY,
     owner: str | None = None,
+    stage: bool = False,
 ) -> TransferOptions:
     """The :class:`TransferOptions` the command-line options describe (``owner``
     None: :func:`default_owner`)."""
@@ -246,4 +257,5 @@ def transfer_options(
         retry_for_s=retry_for,
         sync_level=sync_level,
         if_busy=if_busy,
+        stage=stage,
     )
