@@ -171,7 +171,7 @@ def test_stage_with_recursive_is_refused(temporal_server, data_dir: Path) -> Non
     done = run_cli("cp", "-r", "--stage", str(data_dir), str(data_dir / "x"),
                    address=temporal_server.address)  # fmt: skip
     assert done.returncode == 2, done.stderr
-    assert "--stage" in done.stderr
+    assert "--stage applies to one object, not to -r" in done.stderr, done.stderr
 
 
 async def test_an_unwritable_staging_dir_fails_naming_the_setting(

@@ -153,8 +153,8 @@ async def test_store_down_mid_upload_the_source_is_read_once(
     assert result.bytes == SIZE
     staging_s3.client().download_file(bucket, name, str(data_dir / "back.bin"))
     assert sha256_file(data_dir / "back.bin") == digest
-    assert "staging" in seen, seen
     assert _served(nginx_no_ranges, name) == (1, SIZE), nginx_no_ranges.requests()
+    assert "staging" in seen, seen  # status showed the staging phase
 
 
 async def test_worker_killed_after_staging_the_next_one_uses_the_cache(
