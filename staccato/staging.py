@@ -30,12 +30,13 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from staccato import checksums, units
-from staccato.endpoints.base import Reader
+from staccato.endpoints.base import Reader, keepalive
 from staccato.errors import PermanentError
 from staccato.urls import redact
 
@@ -46,6 +47,8 @@ DATA = "data"
 PARTIAL = "data.partial"
 PINS = "pins"
 USED = "used"
+#: seconds between tries of a lock another process holds
+_LOCK_POLL_S = 0.2
 DIR_SETTING = "STACCATO_STAGING_DIR"
 CAP_SETTING = "STACCATO_STAGING_MAX_BYTES"
 
@@ -127,15 +130,23 @@ class StagingCache:
 
     @contextlib.contextmanager
     def locked(self, key: str, *, wait: bool = True) -> Iterator[bool]:
-        """Hold the entry's lock; yields False (without it) when ``wait`` is False and
-        another process holds it."""
+        """Hold the entry's lock (``flock``); yields False (without it) when ``wait`` is
+        False and another process holds it. While waiting (another process stages the
+        key), :func:`~staccato.endpoints.base.keepalive` is called, so the waiting
+        activity keeps heartbeating."""
         fd = os.open(self.root / f"{key}.lock", os.O_CREAT | os.O_RDWR, 0o600)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-            except BlockingIOError:
-                yield False
-                return
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if not wait:
+                        yield False
+                        return
+                    # another process stages this key: wait, heartbeating the activity
+                    keepalive()
+                    time.sleep(_LOCK_POLL_S)
             yield True
         finally:
             os.close(fd)  # releases the lock

@@ -119,6 +119,8 @@ async def _wait_copying(
         status = await client.status(transfer)
         if status.phase and (not seen or seen[-1] != status.phase):
             seen.append(status.phase)
+        if status.phase == "staging":  # its progress: the bytes read into the cache
+            assert status.staged_bytes is not None and status.staged_bytes <= SIZE, status
         assert status.state not in (TransferState.failed, TransferState.completed), status
         if status.phase == "copy" and status.bytes_done > 0:
             assert status.bytes_done < SIZE, "the upload ended before the test could act"
