@@ -277,6 +277,10 @@ class TransferWorkflow:
                 and info.size > 0
                 and workflow.patched(STAGING_PATCH)
             ):
+                # a pause that came before: staging reads the source, so it waits too
+                await workflow.wait_condition(lambda: not self._paused)
+                if self._reacquire:  # the pause gave the slots back
+                    await self._reacquire_slots()
                 await self._stage(request, info, heartbeat_timeout)
             for attempt in range(MAX_WRITE_SESSIONS):
                 try:
