@@ -168,6 +168,7 @@ class Settings(BaseSettings):
                 text = str(value)  # SecretStr prints as **********
             shown[ENV_PREFIX + name.upper()] = text
         shown[ENV_PREFIX + "WORKER_PROCESSES"] = str(self.effective_worker_processes)
+        shown[ENV_PREFIX + "STAGING_DIR"] = str(self.effective_staging_dir)
         return shown
 
 
