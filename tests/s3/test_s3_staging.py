@@ -11,6 +11,7 @@ mid-upload.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import threading
@@ -85,9 +86,21 @@ def bucket(staging_s3: SeaweedS3) -> str:
 
 
 def _worker(address: str, env: dict[str, str], task_queue: str | None = None) -> WorkerProcess:
+    """A started worker (the caller stops or kills it)."""
     process = WorkerProcess(address, processes=4, env=env, task_queue=task_queue)
     _start_without_inherited_aws(process)
     return process
+
+
+@contextlib.contextmanager
+def _running_worker(
+    address: str, env: dict[str, str], task_queue: str | None = None
+) -> Iterator[WorkerProcess]:
+    process = _worker(address, env, task_queue)
+    try:
+        yield process
+    finally:
+        process.stop()
 
 
 @pytest.fixture
@@ -142,7 +155,7 @@ async def test_store_down_mid_upload_the_source_is_read_once(
     name = "staged-outage.bin"
     digest = _source(http_root, name)
     nginx_no_ranges.clear_log()
-    with _worker(temporal_server.address, staging_env) as worker:
+    with _running_worker(temporal_server.address, staging_env) as worker:
         client.task_queue = worker.task_queue
         transfer = await client.submit(nginx_no_ranges.url(name), f"s3://{bucket}/{name}", OPTIONS)
         seen = await _wait_copying(client, transfer)
@@ -179,7 +192,7 @@ async def test_worker_killed_after_staging_the_next_one_uses_the_cache(
         await _wait_copying(client, transfer)
     finally:
         first.kill()
-    with _worker(temporal_server.address, staging_env, task_queue=first.task_queue):
+    with _running_worker(temporal_server.address, staging_env, task_queue=first.task_queue):
         result = await asyncio.wait_for(client.wait(transfer), timeout=240)
     assert result.bytes == SIZE
     staging_s3.client().download_file(bucket, name, str(data_dir / "back.bin"))
