@@ -42,6 +42,8 @@ from staccato.urls import redact
 
 #: bytes per cache chunk, each with its own CRC32C in the manifest
 CACHE_CHUNK = 4 * 1024 * 1024
+#: bytes staged between two fdatasyncs of the data
+SYNC_EVERY = 32 * 1024 * 1024
 MANIFEST = "manifest.json"
 DATA = "data"
 PARTIAL = "data.partial"
@@ -300,6 +302,11 @@ class StagingCache:
                                 f"{manifest_url} sent more than the {size} bytes it announced"
                             )
                         out.write(data)
+                        if written // SYNC_EVERY != (written - len(data)) // SYNC_EVERY:
+                            # bounded dirty data: the final fdatasync stays short, so
+                            # the staging activity never goes long without a heartbeat
+                            out.flush()
+                            os.fdatasync(out.fileno())
                         pending.extend(data)
                         while len(pending) >= CACHE_CHUNK:
                             crcs.append(

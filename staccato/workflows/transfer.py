@@ -814,7 +814,9 @@ class TransferWorkflow:
             activity_id=f"stage-{self._stagings}",
             start_to_close_timeout=copy_timeout(info.size),
             schedule_to_close_timeout=self._retry_budget() + copy_timeout(info.size),
-            heartbeat_timeout=heartbeat_timeout,
+            # a stage given up on restarts from byte 0 (a no-range source): a slow
+            # disk sync must not pass for a dead worker, so at least the default
+            heartbeat_timeout=max(heartbeat_timeout, DEFAULT_HEARTBEAT_TIMEOUT),
             retry_policy=RETRY,
         )
         self._progress_at = workflow.now()
