@@ -81,6 +81,7 @@ from staccato.models import (
     IfBusy,
     Progress,
     SlotView,
+    StagingProgress,
     TransferOptions,
     TransferRequest,
     TransferResult,
@@ -451,6 +452,7 @@ class StaccatoClient:
         next_attempt: str | None = None
         error: str | None = progress.error if progress else None
         checksum = progress.checksum if progress else None
+        staged_bytes: int | None = None
         if status == WorkflowExecutionStatus.RUNNING:
             if progress is not None:
                 state = progress.state
@@ -475,6 +477,16 @@ class StaccatoClient:
                         at = None  # the attempt is running now
                     next_attempt = at.isoformat(timespec="seconds") if at else None
                 if not pending.heartbeat_details.payloads:
+                    continue
+                if pending.activity_type.name == "stage_source":
+                    # the source read into the staging cache (phase "staging")
+                    try:
+                        (staging,) = await self.temporal.data_converter.decode(
+                            pending.heartbeat_details.payloads, [StagingProgress]
+                        )
+                        staged_bytes = StagingProgress.model_validate(staging).bytes_staged
+                    except Exception:
+                        pass
                     continue
                 try:
                     (details,) = await self.temporal.data_converter.decode(
@@ -523,6 +535,9 @@ class StaccatoClient:
             last_retry_error=last_retry,
             next_attempt_at=next_attempt,
             phase=progress.phase if progress else None,
+            staged_bytes=(
+                staged_bytes if staged_bytes is not None or not _staging(progress) else 0
+            ),
             runs_as=runs_as,
             reason=(
                 f"destination busy: waiting for transfer {runs_as}, which is writing it"
@@ -806,6 +821,11 @@ def _release_deferred() -> None:
         temporal_sdk_bridge.raise_in_thread(0, RuntimeError)
     except Exception:  # another SDK build: the collector's loop still bounds close()
         pass
+
+
+def _staging(progress: Progress | None) -> bool:
+    """Whether the transfer is in its ``staging`` phase (the source read into the cache)."""
+    return progress is not None and progress.phase == "staging"
 
 
 def _runs_as(workflow_id: str, memo: Any) -> str | None:

@@ -113,6 +113,8 @@ class TransferOptions(BaseModel):
         max_rate: bytes per second for this transfer, summed over its streams (each
             paces its reads to its share); None: no cap of its own (an endpoint's or
             link's ``--max-rate`` still applies). Not part of the request hash.
+        stage: read the source once into the worker's staging cache and write the
+            destination from there (sources that cannot serve byte ranges always are).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -128,6 +130,7 @@ class TransferOptions(BaseModel):
     priority: int = Field(DEFAULT_PRIORITY, ge=1, le=5)
     owner: str | None = Field(None, min_length=1, max_length=64)
     max_rate: int | None = Field(None, ge=1)
+    stage: bool = False
 
 
 def _not_canonical_because(value: str, canonical: str) -> str:
@@ -364,6 +367,38 @@ class StreamInput(BaseModel):
     ticket: str | None = None
     #: the governors (endpoint and link names) that granted ``ticket``
     governors: list[str] = Field(default_factory=list)
+    #: read the source from this staging cache entry (its key) instead of the origin
+    staged: str | None = None
+
+
+class StageInput(BaseModel):
+    """Input of the ``stage_source`` and ``release_staged`` activities.
+
+    Attributes:
+        transfer_id: the transfer using the entry (its pin).
+        source: the source URL (canonical); ``source_info`` its stat (size, version).
+    """
+
+    transfer_id: str
+    source: str
+    source_info: ObjectInfo
+    source_secret: str | None = None
+
+
+class StageResult(BaseModel):
+    """Result of ``stage_source``: the entry's key, its size (bytes), and whether it
+    was in the cache already (no byte read from the source)."""
+
+    key: str
+    size: int
+    reused: bool = False
+
+
+class StagingProgress(BaseModel):
+    """Heartbeat details of ``stage_source``: bytes staged so far (informative only:
+    a source that cannot serve ranges is staged again from byte 0)."""
+
+    bytes_staged: int = 0
 
 
 class ConfirmSourceInput(BaseModel):
@@ -565,6 +600,8 @@ class TransferStatus(BaseModel):
             destination already matched at ``sync_level`` (``bytes_done`` is then 0:
             nothing was copied); None otherwise.
         sync_level: the level it matched at (with ``up_to_date``).
+        staged_bytes: in the ``staging`` phase, the bytes of the source read into the
+            worker's staging cache so far; None otherwise.
     """
 
     id: str
@@ -587,6 +624,7 @@ class TransferStatus(BaseModel):
     starts_at: str | None = None
     up_to_date: bool | None = None
     sync_level: SyncLevel | None = None
+    staged_bytes: int | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         """Plain dict with the enum as text."""

@@ -75,6 +75,10 @@ class Settings(BaseSettings):
         file_roots: ``:``-separated absolute directories that file endpoints (sources
             and destinations) must lie in, each resolved (symlinks, ``..``); empty (the
             default): no restriction.
+        staging_dir: the staging cache's directory (sources read once, kept for
+            the destination writes); default ``$STACCATO_HOME/staging``.
+        staging_max_bytes: the cap on the bytes the staging cache holds (least
+            recently used entries not in use are evicted to make room).
     """
 
     model_config = SettingsConfigDict(
@@ -105,6 +109,13 @@ class Settings(BaseSettings):
     codec_key_file: Path | None = None
     file_roots: PathList = Field(default_factory=list)
     client_wait_s: float = Field(10.0, gt=0, le=600, allow_inf_nan=False)
+    staging_dir: Path | None = None
+    staging_max_bytes: int = Field(20 * 1024**3, ge=0)
+
+    @property
+    def effective_staging_dir(self) -> Path:
+        """``staging_dir`` or its default, ``<home>/staging``."""
+        return self.staging_dir or self.home / "staging"
 
     @field_validator("home")
     @classmethod
@@ -157,6 +168,7 @@ class Settings(BaseSettings):
                 text = str(value)  # SecretStr prints as **********
             shown[ENV_PREFIX + name.upper()] = text
         shown[ENV_PREFIX + "WORKER_PROCESSES"] = str(self.effective_worker_processes)
+        shown[ENV_PREFIX + "STAGING_DIR"] = str(self.effective_staging_dir)
         return shown
 
 

@@ -18,7 +18,11 @@ pytest_plugins = ["tests.servers.fixtures"]
 def worker(temporal_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
     """One worker subprocess for the session, on its own task queue."""
     process = WorkerProcess(
-        temporal_server.address, processes=4, log_dir=tmp_path_factory.mktemp("worker")
+        temporal_server.address,
+        processes=4,
+        log_dir=tmp_path_factory.mktemp("worker"),
+        # sources that cannot serve ranges are staged: not into the user's own home
+        env={"STACCATO_STAGING_DIR": str(tmp_path_factory.mktemp("staging"))},
     )
     process.start()
     try:

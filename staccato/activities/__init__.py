@@ -9,6 +9,7 @@ from typing import Any
 
 from staccato.activities.copy import copy_stream
 from staccato.activities.dataset import copy_batch, list_entries
+from staccato.activities.staging import release_staged, stage_source
 from staccato.activities.sync import sync_check
 from staccato.activities.transfer import (
     cleanup,
@@ -30,6 +31,8 @@ ALL_ACTIVITIES: list[Callable[..., Any]] = [
     sync_check,
     list_entries,
     copy_batch,
+    stage_source,
+    release_staged,
 ]
 
 __all__ = [
@@ -41,6 +44,8 @@ __all__ = [
     "list_entries",
     "prepare",
     "publish",
+    "release_staged",
+    "stage_source",
     "stat",
     "sync_check",
     "verify",

@@ -28,6 +28,7 @@ from temporalio import activity
 from staccato import checksums, secrets, settings
 from staccato.activities.errors import mapped_errors
 from staccato.activities.pacing import Pacer
+from staccato.activities.staging import StagedSource, staged_source
 from staccato.activities.stream_guard import guarded, touch
 from staccato.activities.stream_progress import (
     HEARTBEAT_EVERY_S,
@@ -39,7 +40,7 @@ from staccato.activities.stream_progress import (
 )
 from staccato.activities.transfer import check_file_roots
 from staccato.endpoints import get_driver
-from staccato.endpoints.base import ChunkWriter, Reader, keepalive_hook
+from staccato.endpoints.base import ChunkWriter, Driver, Reader, keepalive_hook
 from staccato.errors import RetryableError
 from staccato.models import StreamInput, StreamResult
 from staccato.plan import chunk_bounds
@@ -150,7 +151,10 @@ class _SegmentCopy:
         self.algorithm = request.checksum.value
         self.source_url = secrets.source_url(request.source, request.source_secret)
         self.destination_url = parse_url(session.url)
-        self.source = get_driver(self.source_url.scheme)
+        # a staged source is read from the worker's staging cache, never the origin
+        self.source: Driver | StagedSource = (
+            staged_source(request.staged) if request.staged else get_driver(self.source_url.scheme)
+        )
         self.destination = get_driver(self.destination_url.scheme)
         checkpoint = previous_checkpoint() if beat is None else None
         self.durable = {
@@ -190,6 +194,7 @@ class _SegmentCopy:
         self.read_back = request.read_back and self.destination.features.read_back
         self.server_side = (
             bool(self.todo)
+            and not request.staged
             and self.destination.features.server_side_copy
             and self.destination.can_copy_from(self.source_url, self.destination_url)
         )

@@ -12,7 +12,7 @@ import typer
 
 from staccato import units
 from staccato.cli import datasets, render
-from staccato.cli.common import EXIT_INTERRUPTED, fail, run
+from staccato.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, fail, run
 from staccato.cli.options import (
     ChecksumOption,
     ChunkSizeOption,
@@ -25,6 +25,7 @@ from staccato.cli.options import (
     PriorityOption,
     RetryForOption,
     SourceArg,
+    StageOption,
     StreamsOption,
     SyncLevelOption,
     TransferArg,
@@ -69,6 +70,7 @@ def submit(
     priority: PriorityOption = DEFAULT_PRIORITY,
     owner: OwnerOption = None,
     max_rate: MaxRateOption = None,
+    stage: StageOption = False,
 ) -> None:
     """Start a transfer (with -r: a dataset) and print its id; it runs on the workers
     whether or not you stay."""
@@ -83,8 +85,11 @@ def submit(
         priority=priority,
         owner=owner,
         max_rate=max_rate,
+        stage=stage,
     )
     datasets.check_recursive_options(recursive, include, exclude, retry_failed, small_file_max)
+    if stage and recursive:
+        fail("--stage applies to one object, not to -r (directories and prefixes)", EXIT_USAGE)
     if recursive:
         datasets.submit_recursive(
             source,
@@ -151,6 +156,7 @@ def cp(
     priority: PriorityOption = DEFAULT_PRIORITY,
     owner: OwnerOption = None,
     max_rate: MaxRateOption = None,
+    stage: StageOption = False,
 ) -> None:
     """Copy SOURCE to DESTINATION and follow it with a progress bar.
 
@@ -174,8 +180,11 @@ def cp(
         priority=priority,
         owner=owner,
         max_rate=max_rate,
+        stage=stage,
     )
     datasets.check_recursive_options(recursive, include, exclude, retry_failed, small_file_max)
+    if stage and recursive:
+        fail("--stage applies to one object, not to -r (directories and prefixes)", EXIT_USAGE)
     if recursive:
         datasets.cp_recursive(
             source,

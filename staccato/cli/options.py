@@ -164,6 +164,16 @@ NotBeforeOption = Annotated[
         "delay (10m, 2h); the destination is locked only from then on.",
     ),
 ]
+StageOption = Annotated[
+    bool,
+    typer.Option(
+        "--stage",
+        help="Read the source once into the worker's staging cache (STACCATO_STAGING_DIR, "
+        "capped by STACCATO_STAGING_MAX_BYTES) and write the destination from there, so a "
+        "failure at the destination never reads the source again. Sources that cannot "
+        "serve byte ranges are always staged. Not with -r.",
+    ),
+]
 SyncLevelOption = Annotated[
     SyncLevel | None,
     typer.Option(
@@ -264,6 +274,7 @@ def transfer_options(
     priority: int = DEFAULT_PRIORITY,
     owner: str | None = None,
     max_rate: int | None = None,
+    stage: bool = False,
 ) -> TransferOptions:
     """The :class:`TransferOptions` the command-line options describe (``owner``
     None: :func:`default_owner`)."""
@@ -278,4 +289,5 @@ def transfer_options(
         sync_level=sync_level,
         if_busy=if_busy,
         max_rate=max_rate,
+        stage=stage,
     )

@@ -39,6 +39,8 @@ def progress_text(s: TransferStatus) -> str:
     if s.up_to_date and s.sync_level:
         return f"up to date ({s.sync_level.value}): nothing copied"
     text = units.progress(s.bytes_done, s.bytes_total, s.rate_bytes_per_s, s.eta_s)
+    if s.phase == "staging" and s.staged_bytes is not None:  # the source read into the cache
+        text = "staging " + units.progress(s.staged_bytes, s.bytes_total, None, None)
     return f"{text} {retry_note(s)}" if s.last_retry_error else text
 
 
@@ -66,6 +68,9 @@ def status_lines(s: TransferStatus) -> list[str]:
             key, shown = "eta", units.duration(value)
         elif key == "chunk_size":
             shown = units.size(value)
+        elif key == "staged_bytes":
+            share = units.percent(value, s.bytes_total)
+            shown = f"{units.size(value)}" + (f" ({share})" if share else "")
         lines.append(f"{key:18} {shown}")
     return lines
 

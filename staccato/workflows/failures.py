@@ -23,6 +23,8 @@ with workflow.unsafe.imports_passed_through():
 # failure types the workflow acts on (ApplicationError.type, from staccato.errors)
 WRITE_SESSION_LOST = errors.WriteSessionLostError.TYPE
 CHECKSUM_MISMATCH = errors.ChecksumMismatchError.TYPE
+#: ``staccato.staging.StagedEntryLostError.TYPE``: a stream found the staged copy damaged or gone
+STAGED_ENTRY_LOST = "StagedEntryLost"
 
 
 #: the workflow's input when a start gave none (the parameter's default; its type stays

@@ -95,6 +95,8 @@ with workflow.unsafe.imports_passed_through():
         SlotGrant,
         SlotRelease,
         SlotRequest,
+        StageInput,
+        StageResult,
         StartGovernorInput,
         StreamInput,
         StreamResult,
@@ -122,6 +124,7 @@ from staccato.workflows.calls import (
 from staccato.workflows.failures import (
     CHECKSUM_MISMATCH,
     NO_INPUT,
+    STAGED_ENTRY_LOST,
     WRITE_SESSION_LOST,
     decode_request,
     duration,
@@ -144,6 +147,12 @@ ENDPOINT_LIMITS_PATCH = "endpoint-limits"
 #: the reads of verify and of the second source read run at most as many at once as
 #: the streams granted (before it, one activity per segment all at once)
 READS_WITHIN_STREAMS_PATCH = "reads-within-granted-streams"
+#: a source that cannot serve ranges (or any with ``options.stage``) is read once into
+#: the worker's staging cache (``stage_source``) and the streams read it from there
+STAGING_PATCH = "staging"
+#: how many times a transfer stages its source again after its staged copy was lost
+#: (damaged, evicted, on another machine) before it fails
+MAX_RESTAGES = 3
 #: the control activity that asks the endpoint and link governors for slots
 FIND_GOVERNORS = "find_governors"
 START_GOVERNOR = "start_governor"
@@ -199,6 +208,11 @@ class TransferWorkflow:
         self._acquiring = False
         self._left_queue = False  # a pause came while waiting for a grant
         self._request: TransferRequest | None = None
+        # the staging cache entry the streams read from (None: they read the origin)
+        self._staged: StageResult | None = None
+        self._stage_input: StageInput | None = None
+        self._stagings = 0  # stage_source runs (each new one after a loss)
+        self._restaging = False
 
     @workflow.run
     async def run(self, raw_request: RawValue = NO_INPUT) -> TransferResult:
@@ -265,6 +279,16 @@ class TransferWorkflow:
             if workflow.patched(ENDPOINT_LIMITS_PATCH):
                 # an up-to-date transfer needs no slot: asked after the sync check
                 await self._acquire_slots(request)
+            if (
+                (options.stage or not info.supports_ranges)
+                and info.size > 0
+                and workflow.patched(STAGING_PATCH)
+            ):
+                # a pause that came before: staging reads the source, so it waits too
+                await workflow.wait_condition(lambda: not self._paused)
+                if self._reacquire:  # the pause gave the slots back
+                    await self._reacquire_slots()
+                await self._stage(request, info, heartbeat_timeout)
             for attempt in range(MAX_WRITE_SESSIONS):
                 try:
                     chunk_size, digest = await self._write(
@@ -310,6 +334,8 @@ class TransferWorkflow:
             # coroutine either, so a workflow evicted from the cache leaves none behind)
             if self._asked:
                 await asyncio.shield(asyncio.ensure_future(self._release_slots()))
+            if self._stage_input is not None:  # the staged entry's pin (best effort)
+                await asyncio.shield(asyncio.ensure_future(self._release_staged()))
         label = checksums.label(options.checksum.value, digest)
         self._progress.checksum = label
         self._progress.bytes_committed = info.size
@@ -358,7 +384,9 @@ class TransferWorkflow:
             workflow.logger.info("chunk size adjusted: %s", prepared.note)
         self._progress.chunk_size = chunk_size
         segments = plan_segments(
-            info.size, chunk_size, options.streams if info.supports_ranges else 1
+            info.size,
+            chunk_size,
+            options.streams if info.supports_ranges or self._staged else 1,
         )
         self._progress.segments_total = len(segments)
         self._set_phase("copy")
@@ -411,7 +439,8 @@ class TransferWorkflow:
                     before_publish=True,
                     repair=False,
                 )
-        if info.reread_before_publish:
+        # a staged copy was read once, whole, with its version pinned: it is not mixed
+        if info.reread_before_publish and self._staged is None:
             await self._confirm_source(
                 request, info, chunk_size, segments, results, heartbeat_timeout
             )
@@ -523,6 +552,7 @@ class TransferWorkflow:
                     await self._reacquire_slots()
                     continue
                 segment = queue.popleft()
+                staged_by = self._stagings  # the staging the stream reads from
                 attempts[segment.index] = attempts.get(segment.index, 0) + 1
                 handle = workflow.start_activity(
                     "copy_stream",
@@ -536,6 +566,7 @@ class TransferWorkflow:
                         read_back=request.options.verify == VerifyMode.checksum,
                         source_secret=request.source_secret,
                         **self._stream_rate(request),
+                        staged=self._staged.key if self._staged else None,
                     ),
                     result_type=StreamResult,
                     activity_id=f"stream-{segment.index:04d}-{attempts[segment.index]}",
@@ -556,6 +587,16 @@ class TransferWorkflow:
                         # stopped by a pause before it started (a resume may already
                         # have come): schedule it again once not paused
                         self._stopped_by_pause.discard(segment.index)
+                        queue.appendleft(segment)
+                        continue
+                    if (
+                        self._staged is not None
+                        and reason_type(err) == STAGED_ENTRY_LOST
+                        and self._stagings <= MAX_RESTAGES
+                    ):
+                        # the staged copy is damaged or gone: stage the source again
+                        # (one lane does, the others wait) and copy this segment from it
+                        await self._restage(request, info, heartbeat_timeout, staged_by)
                         queue.appendleft(segment)
                         continue
                     moved = stream_moved_on(err, self._progress.partial.get(segment.index, 0))
@@ -753,6 +794,80 @@ class TransferWorkflow:
         if failure and not return_exceptions:
             raise failure[0]
         return outcomes
+
+    async def _stage(
+        self, request: TransferRequest, info: ObjectInfo, heartbeat_timeout: timedelta
+    ) -> None:
+        """Read the source once into the worker's staging cache (``stage_source``, or
+        find it there); the streams then read the entry. Phase ``staging``; ``status``
+        shows the bytes staged from the activity's heartbeats.
+
+        History: one activity (3 events and a workflow task); ``release_staged`` at the
+        end adds the same again.
+        """
+        assert self._progress is not None
+        phase = self._progress.phase
+        self._set_phase("staging")
+        self._stage_input = StageInput(
+            transfer_id=workflow.info().workflow_id,
+            source=request.source,
+            source_info=info,
+            source_secret=request.source_secret,
+        )
+        self._stagings += 1
+        self._staged = await workflow.execute_activity(
+            "stage_source",
+            self._stage_input,
+            result_type=StageResult,
+            activity_id=f"stage-{self._stagings}",
+            start_to_close_timeout=copy_timeout(info.size),
+            schedule_to_close_timeout=self._retry_budget() + copy_timeout(info.size),
+            # a stage given up on restarts from byte 0 (a no-range source): a slow
+            # disk sync must not pass for a dead worker, so at least the default
+            heartbeat_timeout=max(heartbeat_timeout, DEFAULT_HEARTBEAT_TIMEOUT),
+            retry_policy=RETRY,
+        )
+        self._progress_at = workflow.now()
+        if phase == "copy":  # staged again during the copy
+            self._set_phase(phase)
+
+    async def _restage(
+        self,
+        request: TransferRequest,
+        info: ObjectInfo,
+        heartbeat_timeout: timedelta,
+        staged_by: int,
+    ) -> None:
+        """Stage the source again after a stream found the staged copy damaged or
+        gone; a lane whose stream read an older staging than the current one only
+        retries (another lane staged since), one lane stages while others wait."""
+        if self._restaging:
+            await workflow.wait_condition(lambda: not self._restaging)
+            return
+        if staged_by != self._stagings:
+            return
+        self._restaging = True
+        try:
+            workflow.logger.warning("the staged copy of the source was lost: staging it again")
+            await self._stage(request, info, heartbeat_timeout)
+        finally:
+            self._restaging = False
+
+    async def _release_staged(self) -> None:
+        """Remove the transfer's pin of its staged entry (best effort: an entry left
+        pinned is only kept from eviction)."""
+        stage_input, self._stage_input = self._stage_input, None
+        try:
+            await workflow.execute_activity(
+                "release_staged",
+                stage_input,
+                start_to_close_timeout=SHORT_TIMEOUT,
+                retry_policy=RetryPolicy(
+                    maximum_attempts=5, maximum_interval=timedelta(seconds=10)
+                ),
+            )
+        except ActivityError as err:
+            workflow.logger.warning("releasing the staged copy failed: %s", reason(err))
 
     async def _verify_size(self, request: TransferRequest, info: ObjectInfo) -> None:
         """After publishing verified bytes: the destination name holds the right size."""
@@ -1054,6 +1169,12 @@ class TransferWorkflow:
             waiting
         ):
             raise ApplicationError(f"cannot pause a transfer that is {self._progress.state.value}")
+        if self._progress.phase == "staging":
+            raise ApplicationError(
+                "cannot pause while the source is read into the staging cache (a source "
+                "that cannot serve ranges would be read again from its start); pause once "
+                "the copy began, or cancel"
+            )
         if self._progress.phase not in _PAUSABLE_PHASES:
             raise ApplicationError(
                 f"cannot pause: the copy is over and the transfer is in its "
@@ -1106,7 +1227,7 @@ class TransferWorkflow:
         # take to copy its segment, so that a long healthy copy is never cut off
         allowance = (
             " plus the time one attempt may take to copy its segment"
-            if err.activity_type in ("copy_stream", "confirm_source")
+            if err.activity_type in ("copy_stream", "confirm_source", "stage_source")
             else ""
         )
         return (

@@ -174,7 +174,7 @@ class HTTPDriver(Driver):
             if length is None or not length.isdigit():
                 raise PermanentError(
                     f"{redact(url)} sends no Content-Length and no byte ranges; its size cannot be known "
-                    "(staging through a cache is not supported yet)"
+                    "(the staging cache needs the size before it reads)"
                 )
             size = int(length)
             return ObjectInfo(

@@ -1,0 +1,130 @@
+"""The staging activities: ``stage_source`` reads a source once into the worker's
+staging cache (:mod:`staccato.staging`); ``release_staged`` removes the transfer's pin
+when it ends. The streams then read the entry (``StreamInput.staged``) through
+:func:`staged_source`, by offset, with the usual resume, verify and publish.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from temporalio import activity
+
+from staccato import secrets, settings
+from staccato.activities.errors import mapped_errors
+from staccato.activities.stream_guard import guarded, touch
+from staccato.activities.stream_progress import HEARTBEAT_EVERY_S, StreamStopped, heartbeat
+from staccato.activities.transfer import check_file_roots
+from staccato.endpoints import get_driver
+from staccato.endpoints.base import Reader, keepalive_hook
+from staccato.errors import RetryableError
+from staccato.models import ObjectInfo, StageInput, StageResult, StagingProgress
+from staccato.staging import StagingCache, entry_key, shown_url
+from staccato.urls import EndpointURL
+
+#: bytes read from the source per read call while staging
+_READ_BLOCK = 1024 * 1024
+
+
+def worker_cache() -> StagingCache:
+    """The staging cache of this worker's settings (``STACCATO_STAGING_DIR``,
+    ``STACCATO_STAGING_MAX_BYTES``)."""
+    config = settings.current()
+    return StagingCache(config.effective_staging_dir, config.staging_max_bytes)
+
+
+@activity.defn(name="stage_source")
+@mapped_errors
+def stage_source(request: StageInput) -> StageResult:
+    """Read ``request.source`` whole into the staging cache (or find it there) and pin
+    the entry for the transfer. Heartbeats :class:`StagingProgress` every 0.5 s.
+
+    Raises:
+        ApplicationError: mapped from PermanentError (the cache directory is not
+            writable, the cap has no room: the message names the setting) or a
+            retryable source failure (the next attempt stages from byte 0).
+    """
+    check_file_roots(request.source)
+    info = request.source_info
+    cache = worker_cache()
+    key = entry_key(request.source, info.version)
+    url = secrets.source_url(request.source, request.source_secret)
+    driver = get_driver(url.scheme)
+    staged = 0
+    last = 0.0
+
+    def beat(force: bool = False) -> None:
+        nonlocal last
+        touch()
+        now = time.monotonic()
+        if force or now - last >= HEARTBEAT_EVERY_S:
+            last = now
+            heartbeat(StagingProgress(bytes_staged=staged))
+
+    def fill(write: Callable[[bytes | memoryview], None]) -> None:
+        nonlocal staged
+        buffer = memoryview(bytearray(min(_READ_BLOCK, max(info.size, 1))))
+        with driver.open_read(url, info, 0, info.size) as reader:
+            while staged < info.size:
+                n = reader.readinto(buffer[: min(len(buffer), info.size - staged)])
+                if n == 0:
+                    raise RetryableError(
+                        f"{shown_url(request.source)} ended at byte {staged} while staging, "
+                        f"expected {info.size}; staging it again"
+                    )
+                write(buffer[:n])
+                staged += n
+                beat()
+
+    timeout = activity.info().heartbeat_timeout
+    with guarded(timeout.total_seconds() if timeout else None), keepalive_hook(beat):
+        try:
+            beat(force=True)
+            manifest, reused = cache.stage(
+                key, shown_url(request.source), info.version, info.size, request.transfer_id, fill
+            )
+        except StreamStopped as stopped:  # cancelled, or the worker is going away
+            raise RetryableError(f"staging stopped ({stopped}) at byte {staged}") from None
+    activity.logger.info(
+        "staged %s (%d bytes) as %s%s",
+        manifest.url,
+        manifest.size,
+        key[:12],
+        " (found in the cache)" if reused else "",
+    )
+    return StageResult(key=key, size=manifest.size, reused=reused)
+
+
+@activity.defn(name="release_staged")
+@mapped_errors
+def release_staged(request: StageInput) -> None:
+    """Remove the transfer's pin of its entry (the entry stays, least recently used
+    first to go when room is needed). Absent pin or entry: nothing to do."""
+    key = entry_key(request.source, request.source_info.version)
+    cache = worker_cache()
+    if cache.path(key).exists():
+        cache.unpin(key, request.transfer_id)
+
+
+class StagedSource:
+    """Stands in for the source's driver in a stream: reads come from the staging
+    cache entry ``key`` (each cache chunk's CRC32C checked) instead of the origin."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.cache = worker_cache()
+
+    def open_read(self, url: EndpointURL, info: ObjectInfo, offset: int, length: int) -> Reader:
+        """A reader of ``[offset, offset + length)`` of the staged copy.
+
+        Raises:
+            StagedEntryLostError: the entry is not here or is damaged (the workflow
+                stages the source again).
+        """
+        return self.cache.open_reader(self.key, offset, length)
+
+
+def staged_source(key: str) -> StagedSource:
+    """The source reader of a stream whose input says ``staged=key``."""
+    return StagedSource(key)

@@ -1,0 +1,194 @@
+"""The staging cache with file destinations: the size cap evicts the least recently
+used entry, a damaged entry is detected and the source read again (never published),
+``--stage`` stages a source that serves ranges, and bad settings name themselves.
+
+Real nginx (with and without ranges) and real workers; the cache is inspected on disk
+(``<STACCATO_STAGING_DIR>/<key>/manifest.json`` and ``data``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from staccato.client import StaccatoClient
+from staccato.models import TransferOptions
+from tests.helpers import MiB, WorkerProcess, run_cli, sha256_file, write_random
+from tests.servers.nginx import NginxServer
+
+#: the cache cap and the sources: the cap holds one source, not two
+CAP = 48 * MiB
+SIZE = 32 * MiB
+OPTIONS = TransferOptions(chunk_size=4 * MiB, streams=2, heartbeat_timeout_s=3)
+
+
+@pytest.fixture(scope="module")
+def staging_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("staging-cache")
+
+
+@pytest.fixture(scope="module")
+def staging_worker(temporal_server, staging_dir: Path) -> Iterator[WorkerProcess]:
+    with WorkerProcess(
+        temporal_server.address,
+        processes=2,
+        env={"STACCATO_STAGING_DIR": str(staging_dir), "STACCATO_STAGING_MAX_BYTES": str(CAP)},
+    ) as worker:
+        yield worker
+
+
+@pytest.fixture
+async def staging_client(temporal_server, staging_worker: WorkerProcess) -> StaccatoClient:
+    client = await StaccatoClient.connect(target_host=temporal_server.address, namespace="default")
+    client.task_queue = staging_worker.task_queue
+    return client
+
+
+def _source(http_root: Path, name: str, size: int = SIZE) -> str:
+    digest = write_random(http_root / name, size, seed=len(name) + size)
+    old = time.time() - 3600  # at rest: its Last-Modified second is long past
+    os.utime(http_root / name, (old, old))
+    return digest
+
+
+def _entries(staging_dir: Path) -> dict[str, Path]:
+    """Complete cache entries: the source URL their manifest names -> the entry."""
+    found = {}
+    for manifest in staging_dir.glob("*/manifest.json"):
+        found[json.loads(manifest.read_text())["url"]] = manifest.parent
+    return found
+
+
+def _get_bytes(nginx: NginxServer, name: str) -> int:
+    return sum(
+        int(r["body_bytes_sent"])
+        for r in nginx.requests()
+        if r["method"] == "GET" and r["uri"].endswith(f"/{name}")
+    )
+
+
+async def test_the_cap_evicts_the_least_recently_used_entry(
+    staging_client: StaccatoClient,
+    staging_dir: Path,
+    nginx_no_ranges: NginxServer,
+    http_root: Path,
+    data_dir: Path,
+) -> None:
+    first, second = nginx_no_ranges.url("cap-first.bin"), nginx_no_ranges.url("cap-second.bin")
+    digests = [_source(http_root, "cap-first.bin"), _source(http_root, "cap-second.bin")]
+    for source, digest, target in zip(
+        (first, second), digests, ("one.bin", "two.bin"), strict=True
+    ):
+        transfer = await staging_client.submit(source, str(data_dir / target), OPTIONS)
+        await staging_client.wait(transfer)
+        assert sha256_file(data_dir / target) == digest
+        if source == first:
+            assert first in _entries(staging_dir), "the first source was not staged"
+    entries = _entries(staging_dir)
+    assert second in entries and first not in entries, sorted(entries)
+    held = sum((e / "data").stat().st_size for e in entries.values())
+    assert held <= CAP
+
+
+async def test_a_damaged_entry_is_read_again_from_the_source_never_published(
+    staging_client: StaccatoClient,
+    staging_dir: Path,
+    nginx_no_ranges: NginxServer,
+    http_root: Path,
+    data_dir: Path,
+) -> None:
+    name = "damaged.bin"
+    digest = _source(http_root, name)
+    url = nginx_no_ranges.url(name)
+    nginx_no_ranges.clear_log()
+    transfer = await staging_client.submit(url, str(data_dir / "a.bin"), OPTIONS)
+    await staging_client.wait(transfer)
+    assert _get_bytes(nginx_no_ranges, name) == SIZE
+    entry = _entries(staging_dir)[url]
+    with open(entry / "data", "r+b") as data:  # flip one byte in the middle
+        data.seek(SIZE // 2 + 12345)
+        byte = data.read(1)
+        data.seek(-1, os.SEEK_CUR)
+        data.write(bytes([byte[0] ^ 0xFF]))
+    transfer = await staging_client.submit(url, str(data_dir / "b.bin"), OPTIONS)
+    await staging_client.wait(transfer)
+    assert sha256_file(data_dir / "b.bin") == digest
+    # read once for the first transfer and once more after the damage was found
+    assert _get_bytes(nginx_no_ranges, name) == 2 * SIZE
+    assert sha256_file(_entries(staging_dir)[url] / "data") == digest
+
+
+async def test_stage_option_stages_a_source_that_serves_ranges(
+    temporal_server,
+    staging_worker: WorkerProcess,
+    staging_dir: Path,
+    nginx_ranges: NginxServer,
+    http_root: Path,
+    data_dir: Path,
+) -> None:
+    name = "ranged-staged.bin"
+    digest = _source(http_root, name, 8 * MiB)
+    url = nginx_ranges.url(name)
+    nginx_ranges.clear_log()
+    done = run_cli(
+        "cp", "-q", "--stage", url, str(data_dir / "c.bin"),
+        address=temporal_server.address, task_queue=staging_worker.task_queue,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert sha256_file(data_dir / "c.bin") == digest
+    assert url in _entries(staging_dir)
+    gets = [r for r in nginx_ranges.requests() if r["method"] == "GET" and name in r["uri"]]
+    # besides one-byte range probes (stat, the check before publish): one whole read
+    reads = [r for r in gets if r["range"] != "bytes=0-0"]
+    assert [int(r["body_bytes_sent"]) for r in reads] == [8 * MiB], gets
+
+
+async def test_a_source_over_the_cap_fails_naming_the_setting(
+    temporal_server,
+    staging_worker: WorkerProcess,
+    nginx_ranges: NginxServer,
+    http_root: Path,
+    data_dir: Path,
+) -> None:
+    name = "over-cap.bin"
+    _source(http_root, name, CAP + MiB)
+    done = run_cli(
+        "cp", "-q", "--stage", "--retry-for", "10s", nginx_ranges.url(name),
+        str(data_dir / "d.bin"),
+        address=temporal_server.address, task_queue=staging_worker.task_queue,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "STACCATO_STAGING_MAX_BYTES" in done.stderr, done.stderr
+    assert not (data_dir / "d.bin").exists()
+
+
+def test_stage_with_recursive_is_refused(temporal_server, data_dir: Path) -> None:
+    done = run_cli("cp", "-r", "--stage", str(data_dir), str(data_dir / "x"),
+                   address=temporal_server.address)  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "--stage applies to one object, not to -r" in done.stderr, done.stderr
+
+
+async def test_an_unwritable_staging_dir_fails_naming_the_setting(
+    temporal_server, nginx_no_ranges: NginxServer, http_root: Path, data_dir: Path
+) -> None:
+    name = "unwritable.bin"
+    _source(http_root, name, 1 * MiB)
+    blocker = data_dir / "a-file"
+    blocker.write_bytes(b"")
+    bad = blocker / "staging"  # under a regular file: cannot be created
+    with WorkerProcess(
+        temporal_server.address, processes=1, env={"STACCATO_STAGING_DIR": str(bad)}
+    ) as worker:
+        done = run_cli(
+            "cp", "-q", nginx_no_ranges.url(name), str(data_dir / "e.bin"),
+            address=temporal_server.address, task_queue=worker.task_queue,
+        )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "STACCATO_STAGING_DIR" in done.stderr and str(bad) in done.stderr, done.stderr
+    assert not (data_dir / "e.bin").exists()
