@@ -231,15 +231,16 @@ async def test_temporal_kill_mid_dataset_resends_nothing_published(
         )
         handle = client.temporal.get_workflow_handle(dataset)
         deadline = time.monotonic() + 60
+        batches = _batches(source, page_size=500, batch_files=200)
         while time.monotonic() < deadline:
             published = _published(destination)
+            # kill at half, while a batch is half done (as the worker SIGKILL test)
             if len(published) >= FILES // 2 and (
-                # a batch's mid-way heartbeat may never reach the server on a fast
-                # machine (heartbeats are throttled): then kill at 60 %, in a batch too
-                len(published) >= FILES * 3 // 5 or await _batch_mid_way(client, handle)
+                _batch_part_published(batches, destination, published)
+                or await _batch_mid_way(client, handle)
             ):
                 break
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.01)
         server.kill()
         marks = _marks(destination)
         assert FILES // 4 < len(marks) < FILES, len(marks)
