@@ -421,7 +421,11 @@ def _copy_in_flight(
                 or (next_start < files and failure is None)
             ):
                 while (
-                    failure is None and next_start < files and next_start < first_open + in_flight
+                    failure is None
+                    and next_start < files
+                    and next_start < first_open + in_flight
+                    # staged files hold an open fd each until committed: at most two groups
+                    and len(waiting) < 2 * GROUP_FILES
                 ):
                     # each thread sees this activity's context (info, cancellation)
                     context = contextvars.copy_context()

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import os
 import threading
 from collections.abc import Callable
@@ -40,6 +41,7 @@ from staccato.endpoints.file.read import file_version, what_changed
 from staccato.endpoints.file.session import JOURNAL_SUFFIX, session_paths, unlink_if_present
 from staccato.errors import (
     ChecksumMismatchError,
+    NotAFileError,
     SourceChangedError,
     StaccatoError,
 )
@@ -211,11 +213,7 @@ class LocalGroup:
                 os.rename(item.temp, item.target)
             except (StaccatoError, OSError) as err:
                 unlink_if_present(item.temp)
-                results.append(
-                    err
-                    if isinstance(err, StaccatoError)
-                    else os_error(err, f"destination {item.target}")
-                )
+                results.append(_publish_error(err, item.target))
                 continue
             directories.add(os.path.dirname(item.target) or "/")
             results.append(None)
@@ -266,6 +264,19 @@ def _open_directory(url: EndpointURL, parent: str) -> int | StaccatoError:
         return err
     except OSError as err:
         return os_error(err, f"destination directory {parent}")
+
+
+def _publish_error(err: StaccatoError | OSError, target: str) -> StaccatoError:
+    """Why ``target`` was not published, in words (a directory now at its name: another
+    file of the dataset whose name has ``target`` as a directory, or one there before)."""
+    if isinstance(err, StaccatoError):
+        return err
+    if err.errno in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST):
+        return NotAFileError(
+            f"destination {target} is a directory (made for another file of the dataset, "
+            "or there already); it is not replaced"
+        )
+    return os_error(err, f"destination {target}")
 
 
 def _fsync_directory(directory: str) -> None:
