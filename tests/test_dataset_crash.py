@@ -56,20 +56,29 @@ async def test_worker_sigkill_mid_dataset_resends_nothing_published(
         deadline = time.monotonic() + 120
         published: list[Path] = []
         handle = client.temporal.get_workflow_handle(dataset)
+        batches = _batches(source, page_size=500, batch_files=200)
         while time.monotonic() < deadline:
             published = [p for p in destination.rglob("f*") if ".staccato-" not in p.name]
-            # kill at half, while the server sees a batch half done (its heartbeat)
+            # kill at half, while a batch is half done: its heartbeat says so at the
+            # server, or (heartbeats are throttled, a batch may end between two) some
+            # but not all of its files are published
             if len(published) >= FILES // 2 and (
-                # a batch's mid-way heartbeat may never reach the server on a fast
-                # machine (heartbeats are throttled): then kill at 60 %, in a batch too
-                len(published) >= FILES * 3 // 5 or await _batch_mid_way(client, handle)
+                _batch_part_published(batches, destination, published)
+                or await _batch_mid_way(client, handle)
             ):
                 break
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.01)
         worker.kill()
         assert FILES // 4 < len(published) < FILES, len(published)
-        # what the destination held at the kill: inode and mtime of each published file
+        # what the destination held at the kill: inode and mtime of each published
+        # file, each whole (no partial file at a final name, whatever the kill cut)
         marks = _marks(destination)
+        partial = [
+            str(p)
+            for p in marks
+            if p.read_bytes() != (source / p.relative_to(destination)).read_bytes()
+        ]
+        assert partial == [], f"{len(partial)} files at their final names differ: {partial[:5]}"
         worker.start()
         final = await wait_dataset(client, dataset, timeout_s=240)
         assert final.state == DatasetState.completed, final
@@ -94,6 +103,28 @@ async def test_worker_sigkill_mid_dataset_resends_nothing_published(
         assert retried, "no batch was interrupted by the kill"
     finally:
         worker.stop()
+
+
+def _batches(source: Path, *, page_size: int, batch_files: int) -> list[set[str]]:
+    """The relative names of each batch the dataset of ``source`` runs (small files
+    only: listed in name order, a page of ``page_size`` cut into ``batch_files``)."""
+    names = sorted(
+        (str(p.relative_to(source)) for p in source.rglob("*") if p.is_file()),
+        key=lambda name: name.encode(),
+    )
+    batches: list[set[str]] = []
+    for start in range(0, len(names), page_size):
+        page = names[start : start + page_size]
+        batches += [set(page[i : i + batch_files]) for i in range(0, len(page), batch_files)]
+    return batches
+
+
+def _batch_part_published(
+    batches: list[set[str]], destination: Path, published: list[Path]
+) -> bool:
+    """Whether some batch has some but not all of its files published."""
+    done = {str(p.relative_to(destination)) for p in published}
+    return any(0 < len(batch & done) < len(batch) for batch in batches)
 
 
 async def _batch_mid_way(client: StaccatoClient, handle) -> bool:
@@ -200,15 +231,16 @@ async def test_temporal_kill_mid_dataset_resends_nothing_published(
         )
         handle = client.temporal.get_workflow_handle(dataset)
         deadline = time.monotonic() + 60
+        batches = _batches(source, page_size=500, batch_files=200)
         while time.monotonic() < deadline:
             published = _published(destination)
+            # kill at half, while a batch is half done (as the worker SIGKILL test)
             if len(published) >= FILES // 2 and (
-                # a batch's mid-way heartbeat may never reach the server on a fast
-                # machine (heartbeats are throttled): then kill at 60 %, in a batch too
-                len(published) >= FILES * 3 // 5 or await _batch_mid_way(client, handle)
+                _batch_part_published(batches, destination, published)
+                or await _batch_mid_way(client, handle)
             ):
                 break
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.01)
         server.kill()
         marks = _marks(destination)
         assert FILES // 4 < len(marks) < FILES, len(marks)

@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import contextvars
 import fnmatch
+import gc
 import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from typing import TypeVar
 
 from pydantic import ValidationError
 from temporalio import activity
@@ -37,6 +39,7 @@ from temporalio.exceptions import CancelledError
 
 from staccato.activities.errors import mapped_errors
 from staccato.activities.object_copy import copy_object, up_to_date
+from staccato.activities.small_copy import stage_small
 from staccato.activities.stream_progress import StreamStopped, heartbeat
 from staccato.activities.transfer import check_file_roots, stat_source
 from staccato.datasets.models import (
@@ -51,6 +54,7 @@ from staccato.datasets.models import (
 from staccato.datasets.names import target_url
 from staccato.endpoints import get_driver
 from staccato.endpoints.base import keepalive_hook
+from staccato.endpoints.file.group import LocalGroup, StagedFile, remove_temp
 from staccato.errors import (
     ChecksumMismatchError,
     NotFoundError,
@@ -62,6 +66,7 @@ from staccato.models import SyncLevel, TransferOptions
 from staccato.urls import EndpointURL, parse_url
 
 _HEARTBEAT_EVERY_S = 0.5
+_T = TypeVar("_T")
 #: attempts per file in one batch when its copy proved bad (a checksum mismatch after
 #: writing, a write session lost): like a single transfer's fresh write session
 _FILE_ATTEMPTS = 2
@@ -69,6 +74,13 @@ _FILE_ATTEMPTS = 2
 #: time is mostly waits (``fdatasync``, a directory ``fsync``, request round trips),
 #: which overlap
 FILES_IN_FLIGHT = 4
+#: small files to a local file system are published in groups (see
+#: :mod:`staccato.endpoints.file.group`): one commit at a time, in its own thread,
+#: of at most this many files (those written while the previous commit ran)
+GROUP_FILES = 64
+#: files past the first one a retried attempt finds not copied that the previous
+#: attempt may have published: files in flight, and a group being committed
+RESUME_WINDOW = FILES_IN_FLIGHT + GROUP_FILES
 
 
 def selected(name: str, include: list[str], exclude: list[str]) -> bool:
@@ -202,6 +214,7 @@ def _copy_batch(request: BatchInput) -> BatchResult | None:
         RetryableError: a transient failure (the attempt is retried).
     """
     check_file_roots(request.source_root, request.destination_root)
+    _freeze_once()
     state = _previous(request)
     resuming = activity.info().attempt > 1
     if resuming:
@@ -231,6 +244,20 @@ def _copy_batch(request: BatchInput) -> BatchResult | None:
     )
 
 
+_frozen = False
+
+
+def _freeze_once() -> None:
+    """Move what this process holds once it runs batches (its modules, the worker's
+    objects) out of the garbage collector's sight (``gc.freeze``): a batch allocates
+    many short-lived objects per file, which triggers collections, and each full one
+    would otherwise walk every object of the process again."""
+    global _frozen
+    if not _frozen:
+        _frozen = True
+        gc.freeze()
+
+
 def _resume(
     request: BatchInput,
     root: EndpointURL,
@@ -241,20 +268,19 @@ def _resume(
     """What a retried attempt does first, one file at a time (see the module docstring).
 
     The previous attempt started file ``k`` only while ``k`` < (its first file not
-    ended) + :data:`FILES_IN_FLIGHT`, so with ``first`` the first file found not
-    copied, every file it may have published is before ``first + FILES_IN_FLIGHT``:
-    the files from the checkpoint to there are compared (checksum level) and those
-    that match count as done; the others are copied. The write session of each match
-    in ``[first - FILES_IN_FLIGHT, first + FILES_IN_FLIGHT)`` (the files that may have
-    been in flight at the kill, between publish and the removal of their journal) is
-    reopened and aborted.
+    ended) + :data:`FILES_IN_FLIGHT`, and published staged files a group at a time,
+    so with ``first`` the first file found not copied, every file it may have
+    published is before ``first + RESUME_WINDOW``: the files from the checkpoint to
+    there are compared (checksum level) and those that match count as done; the
+    others are copied. What the write session of each match in ``[first -
+    RESUME_WINDOW, first + RESUME_WINDOW)`` may have left (the files that may have
+    been in flight at the kill: a journal after publish, a temp file staged beside a
+    destination that already matched) is removed.
     """
     first: int | None = None
     matched: list[int] = []
     files = len(request.files)
-    while state.next_index < files and (
-        first is None or state.next_index < first + FILES_IN_FLIGHT
-    ):
+    while state.next_index < files and (first is None or state.next_index < first + RESUME_WINDOW):
         index = state.next_index
         state.current = request.files[index].name
         beat()
@@ -269,7 +295,7 @@ def _resume(
     if first is None:
         first = state.next_index
     for index in matched:
-        if first - FILES_IN_FLIGHT <= index < first + FILES_IN_FLIGHT:
+        if first - RESUME_WINDOW <= index < first + RESUME_WINDOW:
             _discard_session(request, destination_root, index)
 
 
@@ -281,15 +307,22 @@ def _copy_in_flight(
     beat: _Beat,
 ) -> None:
     """Copy the files from ``state.next_index`` on, up to :data:`FILES_IN_FLIGHT` at
-    once (threads: the waits of one file, its ``fdatasync``, its requests, overlap the
-    work of others; SFTP: one at a time), file ``k`` started only while ``k < state.next_index +
-    FILES_IN_FLIGHT``. ``state`` counts the files in order: ``next_index`` is the first
-    file not ended, so a checkpoint never covers a file still in flight.
+    once (threads: the waits of one file, its requests, overlap the work of others;
+    SFTP: one at a time), file ``k`` started only while ``k`` < (the first file not
+    ended) + ``FILES_IN_FLIGHT``. Small files to a local file system end staged
+    (written under their temp names) and are published by group commits
+    (:mod:`staccato.endpoints.file.group`), one at a time in a thread of their own, of
+    at most :data:`GROUP_FILES` files: those staged while the previous commit ran.
+    ``state`` counts the files in order, each once it is published (or skipped, or
+    failed): ``next_index`` is the first file not ended and committed, so a
+    checkpoint never covers a file in flight or one whose publish is not durable.
 
     Raises:
-        StreamStopped: cancelled (each file in flight removes its write session).
-        StaccatoError: a transient failure of a file, raised once the files in flight
-            have ended (they are counted if they precede it).
+        StreamStopped: cancelled (each file in flight removes its write session; the
+            staged files not being committed are removed).
+        StaccatoError: a transient failure of a file (or of a group commit), raised
+            once the files in flight have ended (the files before it are committed
+            and counted first).
     """
     files = len(request.files)
     if "sftp" in (root.scheme, destination_root.scheme):
@@ -302,6 +335,7 @@ def _copy_in_flight(
             state.next_index = index + 1
         return
     stop = threading.Event()
+    group = LocalGroup() if destination_root.scheme == "file" else None
 
     def file_beat() -> None:
         if stop.is_set():
@@ -309,53 +343,169 @@ def _copy_in_flight(
 
     def run(index: int) -> _Outcome:
         with keepalive_hook(file_beat):
-            return _copy_one(request, index, root, destination_root, file_beat)
+            return _copy_one(request, index, root, destination_root, file_beat, group)
 
     pending: dict[int, Future[_Outcome]] = {}
     ended: dict[int, Future[_Outcome]] = {}
-    next_start = state.next_index
+    # the files from state.next_index on that have ended, in order (up to first_open,
+    # the first file not ended); some of them staged: the first ones are in the
+    # commit running (``committing``, the first ``in_commit`` of them)
+    waiting: list[_Outcome] = []
+    in_commit = 0
+    committing: Future[list[StaccatoError | None]] | None = None
+    first_open = next_start = state.next_index
     failure: BaseException | None = None
-    with ThreadPoolExecutor(FILES_IN_FLIGHT, thread_name_prefix="batch-file") as pool:
+
+    def count(outcomes: list[_Outcome], errors: list[StaccatoError | None]) -> None:
+        """Count ``outcomes`` (the first of ``waiting``) in order; ``errors``: the
+        commit's result per staged file among them."""
+        results = iter(errors)
+        for outcome in outcomes:
+            index = state.next_index
+            if outcome.staged is not None:
+                error = next(results)
+                outcome = (
+                    _Outcome(copied=True, bytes=outcome.bytes)
+                    if error is None
+                    else _Outcome(
+                        failure=FileFailure(name=request.files[index].name, reason=str(error))
+                    )
+                )
+            _apply(state, request, index, outcome)
+            state.next_index = index + 1
+
+    def next_commit() -> None:
+        """Count the ended files that need no commit; start committing the next group
+        (a commit runs in its own thread while the files after it are written)."""
+        nonlocal waiting, in_commit, committing
+        assert committing is None
+        staged: list[StagedFile] = []
+        end = 0
+        while end < len(waiting) and len(staged) < GROUP_FILES:
+            if waiting[end].staged is not None:
+                staged.append(waiting[end].staged)  # type: ignore[arg-type]
+            end += 1
+        if not staged:
+            count(waiting[:end], [])
+            waiting = waiting[end:]
+            return
+        assert group is not None and committer is not None
+        in_commit = end
+        committing = committer.submit(group.commit, staged)
+
+    def commit_ended() -> None:
+        """Count the files of the commit that ended (raises its error, if any)."""
+        nonlocal waiting, in_commit, committing
+        assert committing is not None
+        errors = committing.result()
+        count(waiting[:in_commit], errors)
+        waiting = waiting[in_commit:]
+        in_commit = 0
+        committing = None
+
+    committer = (
+        ThreadPoolExecutor(1, thread_name_prefix="batch-commit") if group is not None else None
+    )
+    # local file to local file: one at a time in this thread (no wait is worth
+    # overlapping but the commit's; threads of one process only contend for the GIL,
+    # the worker's processes give the parallelism)
+    in_flight = 1 if group is not None and root.scheme == "file" else FILES_IN_FLIGHT
+    with (
+        _InlineExecutor() if in_flight == 1 else ThreadPoolExecutor(in_flight, "batch-file")
+    ) as pool:
         try:
-            while pending or (next_start < files and failure is None):
+            while (
+                pending
+                or waiting
+                or committing is not None
+                or (next_start < files and failure is None)
+            ):
                 while (
                     failure is None
                     and next_start < files
-                    and next_start < state.next_index + FILES_IN_FLIGHT
+                    and next_start < first_open + in_flight
+                    # staged files hold an open fd each until committed: at most two groups
+                    and len(waiting) < 2 * GROUP_FILES
                 ):
                     # each thread sees this activity's context (info, cancellation)
                     context = contextvars.copy_context()
                     pending[next_start] = pool.submit(context.run, run, next_start)
                     next_start += 1
-                done, _ = wait(
-                    pending.values(), timeout=_HEARTBEAT_EVERY_S, return_when=FIRST_COMPLETED
-                )
-                for index in [i for i, f in pending.items() if f in done]:
-                    future = ended[index] = pending.pop(index)
-                    error = future.exception()
-                    if error is not None and failure is None:
-                        failure = error
-                while state.next_index in ended and ended[state.next_index].exception() is None:
-                    index = state.next_index
-                    _apply(state, request, index, ended.pop(index).result())
-                    state.next_index = index + 1
-                state.current = request.files[min(state.next_index, files - 1)].name
+                watched: list[Future[object]] = list(pending.values())  # type: ignore[arg-type]
+                if committing is not None:
+                    watched.append(committing)  # type: ignore[arg-type]
+                if watched:
+                    done, _ = wait(watched, timeout=_HEARTBEAT_EVERY_S, return_when=FIRST_COMPLETED)
+                    for index in [i for i, f in pending.items() if f in done]:
+                        future = ended[index] = pending.pop(index)
+                        error = future.exception()
+                        if error is not None and failure is None:
+                            failure = error
+                while first_open in ended and ended[first_open].exception() is None:
+                    waiting.append(ended.pop(first_open).result())
+                    first_open += 1
+                if committing is not None and committing.done():
+                    commit_ended()
+                if committing is None and waiting:
+                    next_commit()
+                state.current = request.files[min(first_open, files - 1)].name
                 beat()
         except BaseException:
             stop.set()  # cancelled: each file in flight stops and removes its session
             wait(pending.values())
+            if committing is not None:
+                wait([committing])  # its files are published, not counted: the retry compares
+            if group is not None:
+                group.discard(_staged(waiting[in_commit:] if committing else waiting, ended))
             raise
+        finally:
+            if committer is not None:
+                committer.shutdown(wait=True)
+            if group is not None:
+                if failure is not None:
+                    # the files after the one that failed: staged, never published
+                    group.discard(_staged([], ended))
+                group.close()
     if failure is not None:
         raise failure
 
 
+class _InlineExecutor(Executor):
+    """Runs each task at once in the caller's thread (a done future)."""
+
+    def submit(  # type: ignore[override]
+        self, fn: Callable[..., _T], /, *args: object, **kwargs: object
+    ) -> Future[_T]:
+        future: Future[_T] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except Exception as err:  # handed to the caller, as a pool does
+            future.set_exception(err)
+        return future
+
+
+def _staged(waiting: list[_Outcome], *futures: dict[int, Future[_Outcome]]) -> list[StagedFile]:
+    """The staged files among ``waiting`` and the ended futures (not yet committed)."""
+    staged = [outcome.staged for outcome in waiting if outcome.staged is not None]
+    for by_index in futures:
+        for future in by_index.values():
+            if future.done() and future.exception() is None:
+                outcome = future.result()
+                if outcome.staged is not None:
+                    staged.append(outcome.staged)
+    return staged
+
+
 @dataclass(frozen=True)
 class _Outcome:
-    """One file's end: copied (``bytes`` written), skipped (up to date), or failed."""
+    """One file's end: copied (``bytes`` written), skipped (up to date), failed, or
+    ``staged`` (written under its temp name, ``bytes`` long; copied once its group
+    is committed)."""
 
     copied: bool = False
     bytes: int = 0
     failure: FileFailure | None = None
+    staged: StagedFile | None = None
 
 
 def _apply(state: BatchCheckpoint, request: BatchInput, index: int, outcome: _Outcome) -> None:
@@ -375,6 +525,10 @@ def _discard_session(request: BatchInput, destination_root: EndpointURL, index: 
     removing its journal (file, SFTP), the last file it published being the one in
     flight at the kill."""
     destination = target_url(destination_root, request.files[index].name)
+    if destination.scheme == "file":
+        for attempt in range(_FILE_ATTEMPTS):
+            remove_temp(destination, f"{request.key}-{index}" + (f"-{attempt}" if attempt else ""))
+        return
     driver = get_driver(destination.scheme)
     session = driver.open_session(
         destination,
@@ -424,8 +578,10 @@ def _copy_one(
     root: EndpointURL,
     destination_root: EndpointURL,
     beat: Callable[[], None],
+    group: LocalGroup | None = None,
 ) -> _Outcome:
-    """Copy file ``index`` of the batch.
+    """Copy file ``index`` of the batch (with ``group``, a small file to a local file
+    system is only staged: :func:`staccato.activities.small_copy.stage_small`).
 
     Returns:
         Its outcome; a permanent error is a failure with its reason.
@@ -439,12 +595,15 @@ def _copy_one(
     try:
         source = target_url(root, name).canonical
         destination = target_url(destination_root, name).canonical
+        size = request.files[index].size
         for attempt in range(_FILE_ATTEMPTS):
             key = f"{request.key}-{index}" + (f"-{attempt}" if attempt else "")
             try:
-                outcome = copy_object(
-                    source, destination, options, key, beat, request.files[index].size
-                )
+                if group is not None:
+                    staged = stage_small(source, destination, options, key, size, group)
+                    if staged is not None:
+                        return _Outcome(bytes=staged.size, staged=staged)
+                outcome = copy_object(source, destination, options, key, beat, size)
                 break
             except (ChecksumMismatchError, WriteSessionLostError):
                 if attempt + 1 == _FILE_ATTEMPTS:

@@ -29,17 +29,24 @@ version re-checked before publish.
 
 from __future__ import annotations
 
-from staccato import checksums, secrets
+import os
+import time
+
+from staccato import checksums, secrets, settings
 from staccato.activities.copy import _check_read_back
 from staccato.activities.transfer import (
     check_after_publish,
     check_file_roots,
+    needs_second_read,
     open_write_session,
     stat_source,
     verify_object,
 )
 from staccato.endpoints import get_driver
 from staccato.endpoints.base import Driver
+from staccato.endpoints.file.fs import PSEUDO_FILE_SYSTEMS, file_system_type, mtime_resolution_of
+from staccato.endpoints.file.group import LocalGroup, StagedFile
+from staccato.endpoints.file.read import file_version
 from staccato.errors import (
     ChecksumMismatchError,
     PermanentError,
@@ -225,3 +232,123 @@ def _write_and_publish(
             driver.abort(session)
         raise
     check_after_publish(session, size, [(0, chunks)], algorithm, expected, verified, options.verify)
+
+
+def stage_small(
+    source: str,
+    destination: str,
+    options: TransferOptions,
+    session_key: str,
+    listed_size: int,
+    group: LocalGroup,
+) -> StagedFile | None:
+    """Write a small object to a local file destination under its temp name, to be
+    published by ``group``'s next commit (:mod:`staccato.endpoints.file.group`).
+
+    Taken when the destination is a local file, the object fits in one chunk (and in
+    ``SMALL_OBJECT_MAX``), no ``--sync-level`` check is asked for, and the source is
+    a local file (read whole: one open, ``fstat``, read; re-read when its mtime
+    cannot prove it unchanged; its version, ``stat`` by path, re-checked before
+    publish: a change during the read moves it) or can
+    be read whole in one request (``Features.whole_get``: S3 GetObject, its bytes
+    checked against the store's CRC32C).
+
+    Returns:
+        The staged file, or None when this path does not apply (nothing was written:
+        the caller copies the object the usual way, which also reports any problem of
+        the source with its usual message).
+
+    Raises:
+        PermanentError: the destination cannot take the file (a directory or link at
+            its name, no space...); nothing is left under its temp name.
+        ChecksumMismatchError: the temp file read back differently (removed).
+        RetryableError: a transient failure of the source.
+    """
+    limit = min(options.chunk_size, SMALL_OBJECT_MAX)
+    if options.sync_level is not None or listed_size > limit:
+        return None
+    dst = parse_url(destination)
+    if dst.scheme != "file":
+        return None
+    src = secrets.source_url(source, None)
+    check_file_roots(source, destination)
+    source_path: str | None = None
+    version: str | None = None
+    if src.scheme == "file":
+        local = _read_local(src.path, limit)
+        if local is None:
+            return None
+        data, version = local
+        source_path = src.path
+    else:
+        driver = get_driver(src.scheme)
+        if not driver.features.whole_get:
+            return None
+        got = driver.read_whole(src, limit)
+        if got is None:
+            return None
+        data = got[1]
+    algorithm = options.checksum.value
+    digest = (
+        checksums.checksum_bytes(algorithm, data) if options.verify == VerifyMode.checksum else None
+    )
+    return group.stage(dst, session_key, data, algorithm, digest, source_path, version)
+
+
+def _read_local(path: str, limit: int) -> tuple[bytes, str] | None:
+    """A local regular file of at most ``limit`` bytes read whole, and the version
+    (:func:`staccato.endpoints.file.read.file_version`) its bytes are of: the same
+    before and after the read (``fstat``), and read a second time when its mtime is
+    too recent to prove a rewrite in place would move it (as ``stat_source`` decides).
+    None for anything else (missing, not a regular file, unreadable, on a kernel
+    pseudo file system, larger, changing while read): the usual path reports it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not (st.st_mode & 0o170000 == 0o100000) or st.st_size > limit:
+            return None
+        kind = file_system_type(path, st.st_dev)
+        if kind in PSEUDO_FILE_SYSTEMS:
+            return None
+        data = _read_fd(fd, st.st_size)
+        version = file_version(st)
+        if len(data) != st.st_size:
+            return None  # changing while read
+        resolution = mtime_resolution_of(kind)
+        info = ObjectInfo(
+            size=st.st_size,
+            version=version,
+            modified_at=st.st_mtime,
+            mtime_resolution_s=resolution,
+        )
+        skew = settings.current().clock_skew_s
+        if needs_second_read(info, time.time(), local=resolution < 1.0, clock_skew_s=skew):
+            if _read_fd(fd, st.st_size) != data:
+                raise SourceChangedError(
+                    f"source changed during the copy: {path} read differently a second "
+                    "time (rewritten in place, size and mtime unchanged); nothing was published"
+                )
+        return data, version
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _read_fd(fd: int, size: int) -> bytes:
+    """Up to ``size + 1`` bytes of a regular file from offset 0 (one more than
+    expected: a file that grew reads longer). A read of a regular file returns fewer
+    bytes than asked only at its end (read(2)), so one read usually does."""
+    parts: list[bytes] = []
+    got = 0
+    while got <= size:
+        wanted = size + 1 - got
+        part = os.pread(fd, wanted, got)
+        parts.append(part)
+        got += len(part)
+        if len(part) < wanted:
+            break  # short read: the end of the file
+    return parts[0] if len(parts) == 1 else b"".join(parts)

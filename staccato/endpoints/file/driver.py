@@ -136,51 +136,8 @@ class FileDriver(Driver):
 
     def check_destination(self, url: EndpointURL) -> None:
         target = Path(url.path)
-        parent = target.parent
-        try:
-            parent_mode = os.stat(parent).st_mode
-        except FileNotFoundError:
-            raise DestinationMissingError(
-                f"destination directory {parent} does not exist (for {url}); create it first"
-            ) from None
-        except OSError as err:
-            raise os_error(err, f"destination directory {parent}") from None
-        if not stat_module.S_ISDIR(parent_mode):
-            raise DestinationMissingError(
-                f"destination directory {parent} is not a directory (for {url})"
-            )
-        real_parent = os.path.realpath(parent)
-        if real_parent != str(parent):
-            # the transfer id (the destination's lock) is derived from the path: two
-            # spellings of one directory would let two transfers write one file
-            raise PermanentError(
-                f"destination {target} names its directory through a symbolic link; name "
-                f"it by its real path, {os.path.join(real_parent, target.name)}, so that "
-                "one transfer at a time writes it (the lock is the destination's path)"
-            )
-        try:
-            existing = os.lstat(target)
-        except FileNotFoundError:
-            existing = None
-        except OSError as err:
-            raise os_error(err, f"destination {target}") from None
-        if existing is not None:
-            if stat_module.S_ISDIR(existing.st_mode):
-                raise NotAFileError(
-                    f"destination {target} is a directory; name the file to write, e.g. {target}/NAME"
-                )
-            if stat_module.S_ISLNK(existing.st_mode):
-                raise PermanentError(
-                    f"destination {target} is a symbolic link; name the file it points to "
-                    f"({os.path.realpath(target)}) to replace that file"
-                )
-            if not stat_module.S_ISREG(existing.st_mode):
-                raise PermanentError(
-                    f"destination {target} exists and is not a regular file (a device, FIFO or "
-                    "socket); refusing to replace it"
-                )
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise PermissionDeniedError(f"destination directory {parent} is not writable")
+        check_parent(target.parent, url)
+        check_target(target)
 
     def make_parents(self, url: EndpointURL) -> None:
         parent = os.path.dirname(url.path) or "/"
@@ -318,6 +275,72 @@ class FileDriver(Driver):
     def abort(self, session: WriteSession) -> None:
         unlink_if_present(session.session_id)
         unlink_if_present(session.data["journal"])
+
+
+def check_parent(parent: Path, url: EndpointURL) -> None:
+    """The destination directory ``parent`` (of ``url``) exists, is a directory named by
+    its real path (no symbolic link on the way) and is writable.
+
+    Raises:
+        DestinationMissingError: missing, or not a directory.
+        PermanentError: reached through a symbolic link (names the real path).
+        PermissionDeniedError: not writable.
+    """
+    try:
+        parent_mode = os.stat(parent).st_mode
+    except FileNotFoundError:
+        raise DestinationMissingError(
+            f"destination directory {parent} does not exist (for {url}); create it first"
+        ) from None
+    except OSError as err:
+        raise os_error(err, f"destination directory {parent}") from None
+    if not stat_module.S_ISDIR(parent_mode):
+        raise DestinationMissingError(
+            f"destination directory {parent} is not a directory (for {url})"
+        )
+    real_parent = os.path.realpath(parent)
+    if real_parent != str(parent):
+        # the transfer id (the destination's lock) is derived from the path: two
+        # spellings of one directory would let two transfers write one file
+        target = Path(url.path)
+        raise PermanentError(
+            f"destination {target} names its directory through a symbolic link; name "
+            f"it by its real path, {os.path.join(real_parent, target.name)}, so that "
+            "one transfer at a time writes it (the lock is the destination's path)"
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionDeniedError(f"destination directory {parent} is not writable")
+
+
+def check_target(target: Path | str) -> None:
+    """What is at the destination name ``target`` now, if anything, is a regular file
+    (which may be replaced): not a directory, a symbolic link, a device, FIFO or socket.
+
+    Raises:
+        NotAFileError: a directory.
+        PermanentError: a symbolic link or another non-regular file.
+    """
+    try:
+        existing = os.lstat(target)
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        raise os_error(err, f"destination {target}") from None
+    if stat_module.S_ISREG(existing.st_mode):
+        return
+    if stat_module.S_ISDIR(existing.st_mode):
+        raise NotAFileError(
+            f"destination {target} is a directory; name the file to write, e.g. {target}/NAME"
+        )
+    if stat_module.S_ISLNK(existing.st_mode):
+        raise PermanentError(
+            f"destination {target} is a symbolic link; name the file it points to "
+            f"({os.path.realpath(target)}) to replace that file"
+        )
+    raise PermanentError(
+        f"destination {target} exists and is not a regular file (a device, FIFO or "
+        "socket); refusing to replace it"
+    )
 
 
 #: large directories' sorted names, kept for the next page (see SortedCache)

@@ -24,6 +24,7 @@ from staccato.endpoints.base import ChunkWriter, Driver, Features, Reader, keepa
 from staccato.endpoints.s3.checksums import _EMPTY_CRC32C, _b64_to_hex, _crc_b64
 from staccato.endpoints.s3.client import _Endpoint, _make_endpoint
 from staccato.endpoints.s3.errors import _code, _explain_head, _s3_error, _scrub, _status
+from staccato.endpoints.s3.lean import LeanGetter
 from staccato.endpoints.s3.parts import LIST_PARTS_PAGE, collect_parts, plan_part_size
 from staccato.endpoints.s3.read import S3Reader
 from staccato.endpoints.s3.write import S3ChunkWriter, UploadGone, _UploadDestination
@@ -72,6 +73,25 @@ def _object_info(head: Mapping[str, Any], size: int) -> ObjectInfo:
     )
 
 
+def _checked_whole(
+    url: EndpointURL, response: Mapping[str, Any], data: bytes
+) -> tuple[ObjectInfo, bytes]:
+    """A whole object's info (GetObject's fields) and bytes, checked against the
+    store's full-object CRC32C where it keeps one.
+
+    Raises:
+        IncompleteRead: the bytes have another CRC32C (read again).
+    """
+    info = _object_info(response, len(data))
+    stored = info.extra.get("crc32c")
+    if stored and checksums.checksum_bytes("crc32c", data) != stored:
+        raise IncompleteRead(
+            f"GetObject of s3://{url.bucket}/{url.key}: the bytes received have another "
+            f"CRC32C than the store's ({stored}); reading again"
+        )
+    return info, data
+
+
 def _listed_after(key: str, cursor: str) -> bool:
     """Whether ``key`` may follow ``cursor`` in a listing: greater in UTF-8 byte order
     (AWS S3) or in file-tree order, where ``/`` sorts before every other character
@@ -96,6 +116,8 @@ class S3Driver(Driver):
         #: (profile, bucket) -> when HeadBucket last found it (monotonic seconds)
         self._buckets: dict[tuple[str | None, str], float] = {}
         self._lock = threading.Lock()
+        #: profile -> (the endpoint it serves, its lean GetObject or None)
+        self._lean: dict[str | None, tuple[_Endpoint, LeanGetter | None]] = {}
 
     # -- configuration
 
@@ -167,6 +189,12 @@ class S3Driver(Driver):
         if not url.key:
             raise InvalidURL(f"{url} names a bucket, not an object: add the key, s3://BUCKET/KEY")
         endpoint = self.endpoint(url)
+        lean = self._lean_getter(url, endpoint)
+        got = lean.get(url.bucket, url.key, max_size) if lean is not None else None
+        if got is not None:
+            fields, data = got
+            size = fields["ContentLength"]
+            return None if size > max_size else _checked_whole(url, fields, data)
         try:
             response = endpoint.client.get_object(
                 Bucket=url.bucket, Key=url.key, ChecksumMode="ENABLED"
@@ -192,14 +220,27 @@ class S3Driver(Driver):
                 f"GetObject of s3://{url.bucket}/{url.key} gave {len(data)} bytes, "
                 f"Content-Length said {size}"
             )
-        info = _object_info(response, size)
-        stored = info.extra.get("crc32c")
-        if stored and checksums.checksum_bytes("crc32c", data) != stored:
-            raise IncompleteRead(
-                f"GetObject of s3://{url.bucket}/{url.key}: the bytes received have another "
-                f"CRC32C than the store's ({stored}); reading again"
-            )
-        return info, data
+        return _checked_whole(url, response, data)
+
+    def _lean_getter(self, url: EndpointURL, endpoint: _Endpoint) -> LeanGetter | None:
+        """The lean GetObject of ``url``'s endpoint where it applies
+        (:mod:`staccato.endpoints.s3.lean`), made once per endpoint client."""
+        profile = url.params.get("profile")
+        known = self._lean.get(profile)
+        if known is None or known[0] is not endpoint:
+            with self._lock:
+                known = self._lean.get(profile)
+                if known is None or known[0] is not endpoint:
+                    usable = LeanGetter.usable(
+                        endpoint.endpoint_url, endpoint.is_aws, endpoint.client
+                    )
+                    getter = (
+                        LeanGetter(endpoint.endpoint_url, endpoint.region, endpoint.credentials)
+                        if usable
+                        else None
+                    )
+                    known = self._lean[profile] = (endpoint, getter)
+        return known[1]
 
     def open_read(self, url: EndpointURL, info: ObjectInfo, offset: int, length: int) -> Reader:
         return S3Reader(self, url, info, offset, length)

@@ -1,0 +1,325 @@
+"""Group commit of small files written whole to a local file system (a dataset's batch).
+
+A single transfer makes each chunk durable (``fdatasync``) before it journals it, and
+each publish durable (``fsync`` of the directory): two journal commits of the file
+system per file, which for a file of 64 KiB cost far more than its bytes. A batch of
+small files instead commits them in groups, with the same guarantees:
+
+1. :meth:`LocalGroup.stage`: the whole file is written under its temp name (the
+   write session's name, :func:`staccato.endpoints.file.session.session_paths`) and,
+   with ``--verify checksum``, read back and compared with the source's checksum. No
+   journal: the file is one chunk, and a temp file not published is written again
+   whole by a retry (``O_TRUNC``), never trusted.
+2. :meth:`LocalGroup.commit`, for the files staged so far, in order: their data made
+   durable (``sync_file_range`` starts the write-back of every temp file at once, then
+   one ``fdatasync`` each, which mostly finds its blocks already written and the
+   journal commit already done), each local source's version re-checked, each temp
+   file renamed over its target, then each directory touched ``fsync``-ed once.
+   Only then does the caller count the files as done (its checkpoint moves past them).
+
+So nothing is renamed to its final name before its bytes are durable (a crash at any
+point leaves at a final name either the old file or the whole new one), and the
+checkpoint never covers a file whose rename is not durable. A temp file left by a
+killed attempt keeps its name (same session key), so the retry rewrites and renames it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from staccato import checksums
+from staccato.endpoints.file.driver import FileDriver, check_parent, check_target
+from staccato.endpoints.file.fs import NO_SPACE, no_space, os_error
+from staccato.endpoints.file.read import file_version, what_changed
+from staccato.endpoints.file.session import JOURNAL_SUFFIX, session_paths, unlink_if_present
+from staccato.errors import (
+    ChecksumMismatchError,
+    NotAFileError,
+    SourceChangedError,
+    StaccatoError,
+)
+from staccato.models import ObjectInfo
+from staccato.urls import EndpointURL
+
+
+def _libc_sync_file_range() -> Callable[..., int] | None:
+    """``sync_file_range(2)`` from the C library (Linux), or None."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        function = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function  # type: ignore[no-any-return]
+
+
+_SYNC_FILE_RANGE = _libc_sync_file_range()
+#: sync_file_range(2) flag: start write-back of the dirty pages, do not wait
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+@dataclass
+class StagedFile:
+    """One file written whole under its temp name, not yet durable nor published.
+
+    Attributes:
+        target: the destination path (final name).
+        temp: the temp file's path (beside ``target``).
+        fd: the temp file, open until the commit.
+        size: bytes written.
+        source_path: a local source to re-stat before publish (its version pinned in
+            ``source_version``); None for a source whose bytes are of one version by
+            construction (one GetObject response).
+    """
+
+    target: str
+    temp: str
+    fd: int
+    size: int
+    source_path: str | None = None
+    source_version: str | None = None
+
+
+class LocalGroup:
+    """The destination side of a batch of small files to a local file system: each
+    directory checked and created once per batch, files staged, committed in groups.
+
+    Thread-safe: files are staged from several threads; commit and discard run in
+    one thread (the batch's).
+    """
+
+    def __init__(self) -> None:
+        self._directories: dict[str, int | StaccatoError] = {}
+        self._lock = threading.Lock()
+
+    def _directory(self, url: EndpointURL) -> int:
+        """The destination directory of ``url``, created if missing and checked as a
+        single transfer checks it (:func:`check_parent`) the first time: an open fd
+        (``O_DIRECTORY``) to ``fsync`` at commit.
+
+        Raises:
+            StaccatoError: as ``make_parents`` and ``check_parent`` (remembered for
+                the batch: every file of that directory fails alike).
+        """
+        parent = os.path.dirname(url.path) or "/"
+        known = self._directories.get(parent)
+        if known is None:
+            with self._lock:
+                known = self._directories.get(parent)
+                if known is None:
+                    known = self._directories[parent] = _open_directory(url, parent)
+        if isinstance(known, StaccatoError):
+            raise known
+        return known
+
+    def stage(
+        self,
+        url: EndpointURL,
+        session_key: str,
+        data: bytes,
+        algorithm: str,
+        digest: str | None,
+        source_path: str | None = None,
+        source_version: str | None = None,
+    ) -> StagedFile:
+        """Write ``data`` whole under ``url``'s temp name (session ``session_key``).
+
+        Args:
+            algorithm, digest: with ``digest`` set, the temp file is read back and its
+                checksum (``algorithm``) compared with it (verify-on-write).
+            source_path, source_version: a local source, re-checked before publish.
+
+        Raises:
+            NotAFileError, PermanentError: the target is a directory, a symbolic link or
+                another non-regular file; the directory cannot be created or used.
+            ChecksumMismatchError: the bytes read back differ (the temp file is removed).
+            PermanentError: no space left (names the file system and the fix).
+        """
+        self._directory(url)
+        check_target(url.path)
+        temp, _ = session_paths(url, session_key)
+        try:
+            fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        except OSError as err:
+            raise os_error(err, f"destination {url.path}") from None
+        try:
+            view = memoryview(data)
+            written = 0
+            while written < len(view):
+                written += os.pwrite(fd, view[written:], written)
+            if digest is not None and data:
+                back = os.pread(fd, len(data) + 1, 0)
+                if len(back) != len(data) or checksums.checksum_bytes(algorithm, back) != digest:
+                    raise ChecksumMismatchError(
+                        f"destination temp file {temp} reads back differently from what was written"
+                    )
+        except BaseException as err:
+            os.close(fd)
+            unlink_if_present(temp)
+            if isinstance(err, OSError):
+                if err.errno in NO_SPACE:
+                    raise no_space(url.path, len(data), temp, err) from None
+                raise os_error(err, f"destination temp file {temp}") from None
+            raise
+        return StagedFile(
+            target=url.path,
+            temp=temp,
+            fd=fd,
+            size=len(data),
+            source_path=source_path,
+            source_version=source_version,
+        )
+
+    def commit(self, staged: list[StagedFile]) -> list[StaccatoError | None]:
+        """Make ``staged`` durable and publish them, in order (see the module docstring).
+
+        Returns:
+            Per file (same order): None when published, else the reason it was not (a
+            source changed, a rename refused); that file's temp file is removed.
+
+        Raises:
+            StaccatoError: the data or a directory could not be made durable (an I/O
+                error): nothing counts as published; the temp files are left for the
+                retry (which rewrites them).
+        """
+        if not staged:
+            return []
+        try:
+            if _SYNC_FILE_RANGE is not None:
+                for item in staged:
+                    # start every write-back at once: one journal commit serves them all
+                    _SYNC_FILE_RANGE(item.fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
+            for item in staged:
+                os.fdatasync(item.fd)
+        except OSError as err:
+            raise os_error(err, "destination: making the written files durable") from None
+        finally:
+            for item in staged:
+                os.close(item.fd)
+                item.fd = -1
+        results: list[StaccatoError | None] = []
+        directories: set[str] = set()
+        for item in staged:
+            try:
+                _check_source(item)
+                os.rename(item.temp, item.target)
+            except (StaccatoError, OSError) as err:
+                unlink_if_present(item.temp)
+                results.append(_publish_error(err, item.target))
+                continue
+            directories.add(os.path.dirname(item.target) or "/")
+            results.append(None)
+        for directory in sorted(directories):
+            known = self._directories.get(directory)
+            try:
+                if isinstance(known, int):
+                    os.fsync(known)
+                else:
+                    _fsync_directory(directory)
+            except OSError as err:
+                raise os_error(err, f"destination directory {directory}") from None
+        return results
+
+    def discard(self, staged: list[StagedFile]) -> None:
+        """Remove staged files never committed (cancelled, or a failure before commit)."""
+        for item in staged:
+            if item.fd >= 0:
+                os.close(item.fd)
+                item.fd = -1
+            unlink_if_present(item.temp)
+
+    def close(self) -> None:
+        """Close the directories' fds."""
+        with self._lock:
+            for known in self._directories.values():
+                if isinstance(known, int):
+                    os.close(known)
+            self._directories.clear()
+
+
+def _open_directory(url: EndpointURL, parent: str) -> int | StaccatoError:
+    """``parent`` created (as ``make_parents``), checked (``check_parent``) and opened."""
+    try:
+        created = []
+        missing = parent
+        while not os.path.isdir(missing) and os.path.dirname(missing) != missing:
+            created.append(missing)
+            missing = os.path.dirname(missing)
+        FileDriver().make_parents(url)
+        for directory in reversed(created):
+            # the new directory's own name made durable in its parent, so a crash
+            # cannot take away a directory whose files were counted as done
+            _fsync_directory(os.path.dirname(directory))
+        check_parent(Path(parent), url)
+        return os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except StaccatoError as err:
+        return err
+    except OSError as err:
+        return os_error(err, f"destination directory {parent}")
+
+
+def _publish_error(err: StaccatoError | OSError, target: str) -> StaccatoError:
+    """Why ``target`` was not published, in words (a directory now at its name: another
+    file of the dataset whose name has ``target`` as a directory, or one there before)."""
+    if isinstance(err, StaccatoError):
+        return err
+    if err.errno in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST):
+        return NotAFileError(
+            f"destination {target} is a directory (made for another file of the dataset, "
+            "or there already); it is not replaced"
+        )
+    return os_error(err, f"destination {target}")
+
+
+def _fsync_directory(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _check_source(item: StagedFile) -> None:
+    """The local source still has the version its bytes were read at (as a single
+    transfer re-checks it before publish).
+
+    Raises:
+        SourceChangedError: it was modified, replaced or removed.
+    """
+    if item.source_path is None or item.source_version is None:
+        return
+    try:
+        st = os.stat(item.source_path)
+    except FileNotFoundError:
+        raise SourceChangedError(
+            f"source changed during the transfer: {item.source_path} was removed; "
+            "nothing was published"
+        ) from None
+    except OSError as err:
+        raise os_error(err, f"source {item.source_path}") from None
+    if file_version(st) != item.source_version:
+        raise SourceChangedError(
+            f"source changed during the transfer: {item.source_path} "
+            f"{_what_changed(item, st)}; nothing was published"
+        )
+
+
+def _what_changed(item: StagedFile, st: os.stat_result) -> str:
+    return what_changed(ObjectInfo(size=item.size, version=item.source_version or ""), st)
+
+
+def remove_temp(url: EndpointURL, session_key: str) -> None:
+    """Remove what a session ``session_key`` of ``url`` may have left (its temp file,
+    and the journal an earlier release kept beside it)."""
+    temp, journal = session_paths(url, session_key)
+    unlink_if_present(temp)
+    if journal.endswith(JOURNAL_SUFFIX):
+        unlink_if_present(journal)
