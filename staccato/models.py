@@ -713,8 +713,9 @@ class Limits(BaseModel):
         max_streams: streams (copy activities) at once, summed over the holders.
         max_rate: bytes per second shared by every stream of every holder (each
             holder stream paces its reads to an equal share).
-        window: ``HH:MM-HH:MM[,TZ]`` when new transfers may start (stored, not
-            enforced yet).
+        window: ``HH:MM[:SS]-HH:MM[:SS][,TZ]`` when new transfers may start (the
+            governor grants nothing outside it, by workflow time; running holders
+            finish): :mod:`staccato.windows`.
     """
 
     model_config = ConfigDict(extra="forbid")

@@ -37,9 +37,11 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowFailureError
 
+from staccato import governors
 from staccato.client import StaccatoClient
 from staccato.errors import TransferFailedError
-from staccato.models import IfBusy, SyncLevel, TransferOptions, TransferState
+from staccato.links import endpoint_of, parse_limit_target
+from staccato.models import IfBusy, Limits, SyncLevel, TransferOptions, TransferState
 from tests.helpers import WorkerProcess, at_rest, wait_for_status, write_random
 from tests.servers.nginx import NginxServer
 from tests.servers.seaweedfs import SeaweedS3
@@ -419,6 +421,42 @@ async def progress_reported(lab: Lab) -> str:
     return transfer
 
 
+async def staged(lab: Lab) -> str:
+    """http -> file with ``--stage``: the source read once into the worker's staging
+    cache (stage_source), the streams read the entry, its pin released at the end."""
+    write_random(lab.http_root / "staged.bin", SMALL_SIZE, seed=17)
+    at_rest(lab.http_root / "staged.bin")
+    data = lab.data("staged")
+    options = OPTIONS.model_copy(update={"stage": True})
+    transfer = await lab.client.submit(
+        lab.slow_nginx.url("staged.bin"), str(data / "staged.bin"), options
+    )
+    await _wait(lab.client, transfer)
+    return transfer
+
+
+async def limited(lab: Lab) -> str:
+    """http -> file from an endpoint with ``--max-active 1`` and a ``--max-rate`` (its
+    governor grants the slot by signal), with a ``--max-rate`` of its own; the limits
+    are cleared after."""
+    write_random(lab.http_root / "limited.bin", SMALL_SIZE, seed=18)
+    at_rest(lab.http_root / "limited.bin")
+    target = parse_limit_target(endpoint_of(lab.slow_nginx.base_url))
+    await governors.set_limits(
+        lab.client.temporal, target, Limits(max_active=1, max_rate=64 * 1024 * 1024)
+    )
+    data = lab.data("limited")
+    options = OPTIONS.model_copy(update={"max_rate": 32 * 1024 * 1024})
+    try:
+        transfer = await lab.client.submit(
+            lab.slow_nginx.url("limited.bin"), str(data / "limited.bin"), options
+        )
+        await _wait(lab.client, transfer)
+    finally:
+        await governors.unset_limits(lab.client.temporal, target, [])
+    return transfer
+
+
 FRONT = "run_as_destination_transfer"  # the front run's one activity
 #: scenario name (the fixture's file name) -> what it runs, and what its history must show
 SCENARIOS: dict[str, tuple[Scenario, str | tuple[str, ...]]] = {
@@ -440,6 +478,9 @@ SCENARIOS: dict[str, tuple[Scenario, str | tuple[str, ...]]] = {
     "sync_up_to_date": (sync_up_to_date, ("sync-level", "WORKFLOW_EXECUTION_COMPLETED")),
     "sync_copied": (sync_copied, ("sync-level", "copy_stream", "WORKFLOW_EXECUTION_COMPLETED")),
     "progress_reported": (progress_reported, ("report_progress", "WORKFLOW_EXECUTION_COMPLETED")),
+    # since 0.4.0
+    "staged": (staged, ("stage_source", "release_staged", "WORKFLOW_EXECUTION_COMPLETED")),
+    "limited": (limited, ("find_governors", "WORKFLOW_EXECUTION_COMPLETED")),
 }
 
 
