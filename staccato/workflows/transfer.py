@@ -63,7 +63,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -150,6 +150,9 @@ READS_WITHIN_STREAMS_PATCH = "reads-within-granted-streams"
 #: a source that cannot serve ranges (or any with ``options.stage``) is read once into
 #: the worker's staging cache (``stage_source``) and the streams read it from there
 STAGING_PATCH = "staging"
+#: a cancel request that arrives while the ending steps run (slots given back, staged
+#: entry unpinned) after publish no longer ends the transfer cancelled: it completes
+COMPLETED_ONCE_PUBLISHED_PATCH = "completed-once-published"
 #: how many times a transfer stages its source again after its staged copy was lost
 #: (damaged, evicted, on another machine) before it fails
 MAX_RESTAGES = 3
@@ -333,9 +336,9 @@ class TransferWorkflow:
             # every ending gives the slots back (no command when none are held; no
             # coroutine either, so a workflow evicted from the cache leaves none behind)
             if self._asked:
-                await asyncio.shield(asyncio.ensure_future(self._release_slots()))
+                await self._closing_step(self._release_slots())
             if self._stage_input is not None:  # the staged entry's pin (best effort)
-                await asyncio.shield(asyncio.ensure_future(self._release_staged()))
+                await self._closing_step(self._release_staged())
         label = checksums.label(options.checksum.value, digest)
         self._progress.checksum = label
         self._progress.bytes_committed = info.size
@@ -852,6 +855,30 @@ class TransferWorkflow:
             await self._stage(request, info, heartbeat_timeout)
         finally:
             self._restaging = False
+
+    async def _closing_step(self, step: Coroutine[Any, Any, None]) -> None:
+        """Run a step of the transfer's ending (giving slots back, unpinning its staged
+        entry) to its end, shielded from cancellation.
+
+        A cancel request that arrives during it once the new object is published is
+        ignored: the destination holds the new object, so the transfer completes
+        (ending cancelled would report what the destination does not hold). Before
+        publish the cancel ends the transfer as it always did.
+        """
+        task = asyncio.ensure_future(step)
+        while True:
+            try:
+                await asyncio.shield(task)
+                return
+            except asyncio.CancelledError:
+                if task.done() or not (
+                    self._published and workflow.patched(COMPLETED_ONCE_PUBLISHED_PATCH)
+                ):
+                    raise
+                workflow.logger.warning(
+                    "cancel requested after the new object was published: the transfer "
+                    "completes (the destination holds it)"
+                )
 
     async def _release_staged(self) -> None:
         """Remove the transfer's pin of its staged entry (best effort: an entry left

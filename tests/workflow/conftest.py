@@ -48,6 +48,8 @@ from staccato.models import (
     PrepareResult,
     Progress,
     PublishInput,
+    StageInput,
+    StageResult,
     StreamInput,
     StreamResult,
     TransferOptions,
@@ -127,7 +129,7 @@ Hook = Callable[[Any], Awaitable[Any]]
 
 @dataclass
 class Endpoint:
-    """Stands in for the source and the destination: the seven activities, each
+    """Stands in for the source and the destination: the nine activities, each
     recording its call and then doing what the test set in ``hooks[name]`` (an async
     function of the activity's input, which may raise) or else succeeding.
 
@@ -222,6 +224,17 @@ class Endpoint:
     async def cleanup(self, session: WriteSession) -> None:
         await self._hook("cleanup", session)
 
+    @activity.defn(name="stage_source")
+    async def stage_source(self, request: StageInput) -> StageResult:
+        result = await self._hook("stage_source", request)
+        if result is not None:
+            return result
+        return StageResult(key="staged-entry", size=request.source_info.size)
+
+    @activity.defn(name="release_staged")
+    async def release_staged(self, request: StageInput) -> None:
+        await self._hook("release_staged", request)
+
     def activities(self) -> list[Callable[..., Any]]:
         return [
             self.stat,
@@ -231,6 +244,8 @@ class Endpoint:
             self.verify,
             self.publish,
             self.cleanup,
+            self.stage_source,
+            self.release_staged,
         ]
 
 

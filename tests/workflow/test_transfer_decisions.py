@@ -206,6 +206,32 @@ async def test_cancel_after_publish_started_completes_without_cleanup(transfer: 
     assert (await run.progress()).state == TransferState.completed
 
 
+async def test_cancel_while_the_ending_steps_run_after_publish_completes(
+    transfer: Start,
+) -> None:
+    """A cancel that arrives after publish, while the transfer unpins its staged entry
+    (an ending step), does not end it cancelled: the destination holds the new
+    object, so it completes (before, it ended cancelled over a published object)."""
+    endpoint = Endpoint()
+    release = asyncio.Event()
+
+    async def slow_release(_: Any) -> None:
+        await release.wait()
+
+    endpoint.hooks["release_staged"] = slow_release
+    run = await transfer(endpoint, options=TransferOptions(chunk_size=16, stage=True))
+    await until(lambda: bool(endpoint.called("release_staged")), "the entry's release to start")
+
+    await run.handle.cancel()
+    await until_processed(run.handle, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED)
+    release.set()
+    result = await run.handle.result()
+
+    assert result.bytes == SIZE
+    assert len(endpoint.called("publish")) == 1 and endpoint.called("cleanup") == []
+    assert (await run.progress()).state == TransferState.completed
+
+
 async def test_cancel_during_a_publish_that_fails_ends_cancelled(transfer: Start) -> None:
     """A cancel ignored because publish had started applies after all when publish
     fails (nothing was published): cleanup runs and the transfer ends cancelled."""
