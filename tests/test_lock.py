@@ -385,7 +385,9 @@ async def test_front_survives_worker_kill_without_a_second_run(
     after each restart it re-attaches; one canonical run for it, the file is its."""
     write_random(http_root / "khold.bin", SIZE, seed=501)
     at_rest(http_root / "khold.bin")
-    digest = write_random(http_root / "kfront.bin", SIZE, seed=502)
+    # 32 MiB at 4 MB/s: ~8 s of driving, so the kill lands while it drives however
+    # slow the status polls on a busy machine (8 MiB once finished between two polls)
+    digest = write_random(http_root / "kfront.bin", 4 * SIZE, seed=502)
     at_rest(http_root / "kfront.bin")
     destination = data_dir / "kill.out"
     first = WorkerProcess(temporal_server.address, processes=2, log_dir=tmp_path).start()
