@@ -140,3 +140,28 @@ async def test_http_source_rewritten_within_its_last_modified_second(
         data_dir / "rewritten-http.out",
         keep_mtime=True,
     )
+
+
+def test_a_same_size_rewrite_is_named_as_a_new_version(tmp_path: Path) -> None:
+    """A source rewritten in place with the same size: the refusal to publish says the
+    version moved at the same size (not "size N -> N bytes", which reads as no change),
+    and nothing is published."""
+    from staccato.activities.transfer import publish_session
+    from staccato.endpoints import get_driver
+    from staccato.errors import SourceChangedError
+    from staccato.models import PublishInput, WriteSession
+    from staccato.urls import parse_url
+
+    source = tmp_path / "same-size.bin"
+    write_random(source, 4096, seed=41)
+    before = get_driver("file").stat(parse_url(str(source)))
+    write_random(source, 4096, seed=42)
+    os.utime(source, ns=(before_ns := os.stat(source).st_mtime_ns + 10**9, before_ns))
+    destination = tmp_path / "out.bin"
+    session = WriteSession(
+        url=destination.as_uri(), size=4096, chunk_size=4096, session_id=str(tmp_path / "x")
+    )
+    with pytest.raises(SourceChangedError) as caught:
+        publish_session(PublishInput(session=session, source=source.as_uri(), source_info=before))
+    assert "same size, version" in str(caught.value), caught.value
+    assert not destination.exists()

@@ -236,9 +236,15 @@ def publish_session(request: PublishInput) -> None:
     source = secrets.source_url(request.source, request.source_secret)
     now = get_driver(source.scheme).stat(source)
     if now.version != request.source_info.version:
+        before, after = request.source_info, now
+        change = (
+            f"size {before.size} -> {after.size} bytes"
+            if after.size != before.size
+            else f"same size, version {before.version!r} -> {after.version!r}"
+        )
         raise SourceChangedError(
             f"source changed during the transfer: {request.source} was modified "
-            f"(size {request.source_info.size} -> {now.size} bytes); nothing was published"
+            f"({change}); nothing was published"
         )
     destination = parse_url(request.session.url)
     get_driver(destination.scheme).publish(request.session)
