@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
+from staccato.errors import InvalidURLError
 from staccato.urls import EndpointURL, parse_url
 
 #: the endpoint name of every local path (one site per task queue)
@@ -104,20 +105,41 @@ def parse_endpoint(text: str) -> str:
     text = text.strip()
     if text in ("file://", "file:", "file:///"):
         return FILE_ENDPOINT
+    if text.lower().startswith("file:"):
+        raise LimitTargetError(
+            f"malformed file endpoint {original!r}: the local file systems are one endpoint, "
+            "written file:// (no host or path)"
+        )
     match = re.match(r"^([A-Za-z][A-Za-z0-9+.\-]*)://(.*)$", text)
     if not match:
         raise LimitTargetError(f"unknown endpoint form {original!r}: {_FORMS}")
     scheme, rest = match.group(1).lower(), match.group(2)
     if scheme == "s3":
-        bucket, _, query = rest.rstrip("/").partition("?")
+        path, _, query = rest.partition("?")
+        bucket, _, key = path.partition("/")
         if query and not re.match(r"^profile=[^&=]+$", query):
             raise LimitTargetError(
                 f"malformed S3 endpoint {original!r}: the only query understood is ?profile=NAME"
             )
+        if key.strip("/"):
+            raise LimitTargetError(
+                f"malformed S3 endpoint {original!r}: an endpoint is s3://BUCKET[?profile=NAME] "
+                "(no key)"
+            )
         try:
+            # parse_url checks the bucket name (and the profile); the key is a placeholder
             url = parse_url(f"s3://{bucket}/x" + (f"?{query}" if query else ""))
-        except ValueError as err:
-            raise LimitTargetError(f"malformed S3 endpoint {original!r}: {err}") from None
+        except (ValueError, InvalidURLError) as err:
+            if not bucket:
+                why = "no bucket; expected s3://BUCKET[?profile=NAME]"
+            elif "bucket" in str(err):
+                why = (
+                    f"{bucket!r} is not a bucket name (3-63 characters of lowercase letters, "
+                    "digits, '.' and '-', starting and ending with a letter or digit)"
+                )
+            else:
+                why = "expected s3://BUCKET[?profile=NAME]"
+            raise LimitTargetError(f"malformed S3 endpoint {original!r}: {why}") from None
         return endpoint_of(url)
     if scheme not in _DEFAULT_PORTS:
         raise LimitTargetError(f"unknown endpoint scheme {scheme!r} in {original!r}: {_FORMS}")
@@ -128,9 +150,11 @@ def parse_endpoint(text: str) -> str:
         )
     try:
         parts = urlsplit(f"{scheme}://{rest.rstrip('/')}")
-        port = parts.port or _DEFAULT_PORTS[scheme]
+        port = _DEFAULT_PORTS[scheme] if parts.port is None else parts.port
     except ValueError as err:
         raise LimitTargetError(f"malformed endpoint {original!r}: {err}") from None
+    if not 1 <= port <= 65535:
+        raise LimitTargetError(f"malformed endpoint {original!r}: the port must be 1-65535")
     host = (parts.hostname or "").lower()
     shown = f"[{host}]" if ":" in host else host
     if not host or not _HOST_RE.match(shown):

@@ -181,6 +181,55 @@ def test_limit_bad_input_exits_2(args: list[str], expected: str) -> None:
     assert expected in done.stderr, done.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["set", "s3://", "--max-active", "1"], "TARGET: malformed S3 endpoint 's3://': no bucket"),
+        (
+            ["set", "s3://Bad_Bucket!", "--max-active", "1"],
+            "TARGET: malformed S3 endpoint 's3://Bad_Bucket!': 'Bad_Bucket!' is not a bucket",
+        ),
+        (["set", "s3://ab,file://", "--max-active", "1"], "'ab' is not a bucket name"),
+        (["unset", "s3://"], "TARGET: malformed S3 endpoint 's3://': no bucket"),
+        (["unset", "s3://X_Y"], "'X_Y' is not a bucket name"),
+        (["set", "s3://bucket/key", "--max-active", "1"], "(no key)"),
+        (["set", "http://h:0", "--max-active", "1"], "'http://h:0': the port must be 1-65535"),
+        (["set", "file://x", "--max-active", "1"], "written file:// (no host or path)"),
+        (["set", "sftp://h", "--max-active", "99999999999999999999999"], "--max-active"),
+        (["set", "sftp://h", "--max-streams", "1000001"], "--max-streams"),
+        (["set", "sftp://h", "--max-rate", "2PiB/s"], "at most 1PiB/s"),
+        (["set", "sftp://h", "--max-rate", "40MB/h"], "/s or no suffix"),
+        (["set", "sftp://h", "--max-rate", "40MB/s/s"], "/s or no suffix"),
+    ],
+)
+def test_limit_malformed_targets_and_values_exit_2(args: list[str], expected: str) -> None:
+    """Bad buckets, ports, keys, file hosts, huge numbers and rates per hour exit 2 with
+    one line naming what was typed (no traceback, no invented key), before any Temporal
+    call."""
+    done = run_cli("limit", *args, address="127.0.0.1:1", timeout_s=60)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert expected in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and "s3:///x" not in done.stderr, done.stderr
+
+
+async def test_unset_of_a_limit_not_set_says_so(client: StaccatoClient, limits: Any) -> None:
+    """``limit unset T --max-active`` on a target with only --max-rate says T has no
+    --max-active limit (exit 0) and keeps --max-rate; clearing --max-rate says so with
+    the option's spelling."""
+    await limits("sftp://unset-probe.example", max_rate=1 * MiB)
+    name = "sftp://unset-probe.example:22"
+    address = client_address(client)
+    done = run_cli("limit", "unset", name, "--max-active", address=address)
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    assert f"{name} has no --max-active limit" in done.stdout, done.stdout
+    assert "cleared" not in done.stdout, done.stdout
+    state = await governor_state(client, name)
+    assert state is not None and state.limits.max_rate == 1 * MiB
+    done = run_cli("limit", "unset", name, "--max-rate", address=address)
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    assert f"{name}: cleared --max-rate" in done.stdout, done.stdout
+
+
 async def test_max_active_holds_across_transfers(
     client: StaccatoClient, limits: Any, slow_nginx: NginxServer, http_root: Path, data_dir: Path
 ) -> None:

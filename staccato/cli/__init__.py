@@ -27,6 +27,7 @@ import typer
 from staccato.cli import commands, limits, schedule, service
 from staccato.cli.common import EXIT_FAILED, EXIT_USAGE
 from staccato.cli.options import parse_duration, parse_size
+from staccato.errors import SettingsError
 
 __all__ = ["EXIT_FAILED", "EXIT_USAGE", "app", "main", "parse_duration", "parse_size"]
 
@@ -120,6 +121,9 @@ def main() -> NoReturn:
             typer.echo(f"staccato {version()}")
             raise SystemExit(0)
         app()
+    except SettingsError as err:  # a STACCATO_* value read outside `run`: a usage error
+        print(f"staccato: error: {err}", file=sys.stderr)
+        code = EXIT_USAGE
     except SystemExit as exit_:
         if isinstance(exit_.code, int):
             code = exit_.code

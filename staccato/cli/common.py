@@ -14,7 +14,7 @@ from typing import NoReturn, TypeVar
 
 import typer
 
-from staccato.errors import InvalidURLError, StaccatoError
+from staccato.errors import InvalidURLError, SettingsError, StaccatoError
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -30,11 +30,11 @@ def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
 
 def run(factory: Callable[[], Awaitable[T]]) -> T:
     """Run a coroutine, turning Staccato errors into messages and exit codes: a bad URL
-    exits 2, any other :class:`StaccatoError` (Temporal unreachable, destination busy,
+    or STACCATO_* setting exits 2, any other :class:`StaccatoError` (Temporal unreachable, destination busy,
     no such transfer, ...) exits 1, Ctrl-C exits 130."""
     try:
         return asyncio.run(factory())  # type: ignore[arg-type]
-    except InvalidURLError as err:
+    except (InvalidURLError, SettingsError) as err:
         fail(str(err), EXIT_USAGE)
     except StaccatoError as err:
         fail(str(err))

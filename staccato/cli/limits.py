@@ -16,8 +16,9 @@ from staccato import governors, units
 from staccato.cli.common import EXIT_USAGE, fail, run
 from staccato.cli.options import JsonOption, parse_rate
 from staccato.client import StaccatoClient
-from staccato.links import LimitTarget, LimitTargetError, parse_limit_target
-from staccato.models import Limits
+from staccato.links import LimitTarget, LimitTargetError, governor_id, parse_limit_target
+from staccato.models import GovernorState, Limits
+from staccato.workflows.governor import STATE_QUERY
 
 app = typer.Typer(
     name="limit",
@@ -30,6 +31,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+#: the highest --max-active / --max-streams accepted (far above any real endpoint)
+MAX_COUNT = 1_000_000
 
 TargetArg = Annotated[
     str,
@@ -61,13 +65,16 @@ def set_(
     target: TargetArg,
     max_active: Annotated[
         int | None,
-        typer.Option("--max-active", min=1, help="Transfers at once (each holds one slot)."),
+        typer.Option(
+            "--max-active", min=1, max=MAX_COUNT, help="Transfers at once (each holds one slot)."
+        ),
     ] = None,
     max_streams: Annotated[
         int | None,
         typer.Option(
             "--max-streams",
             min=1,
+            max=MAX_COUNT,
             help="Streams (connections) at once, summed over the transfers; a transfer "
             "runs min(its --streams, free) and waits while none is free.",
         ),
@@ -143,19 +150,36 @@ def unset(
         fail("give either a TARGET or --all", EXIT_USAGE)
     parsed = _target(target) if target is not None else None
 
-    async def go() -> list[str]:
+    async def go() -> list[tuple[str, list[str]]]:
         client = await StaccatoClient.connect()
         if parsed is not None:
-            if not await governors.unset_limits(client.temporal, parsed, fields):
+            if not await governors.governor_running(client.temporal, parsed.name):
                 fail(f"no limits are set on {parsed.name}")
-            return [parsed.name]
+            state = await client.temporal.get_workflow_handle(governor_id(parsed.name)).query(
+                STATE_QUERY, result_type=GovernorState
+            )
+            # a limit asked for that is not set: said (exit 0), not reported as cleared
+            absent = [f for f in fields if getattr(state.limits, f) is None]
+            for name in absent:
+                typer.echo(f"{parsed.name} has no {_option(name)} limit")
+            to_clear = [f for f in fields if f not in absent]
+            if fields and not to_clear:
+                return []
+            await governors.unset_limits(client.temporal, parsed, to_clear)
+            return [(parsed.name, to_clear)]
         names = [v.target for v in await governors.list_limits(client.temporal)]
         for name in names:
             await governors.unset_limits(client.temporal, parse_limit_target(name), fields)
-        return names
+        return [(name, fields) for name in names]
 
-    for name in run(go):
-        typer.echo(f"{name}: cleared {', '.join(fields) if fields else 'all limits'}")
+    for name, cleared in run(go):
+        shown = ", ".join(_option(f) for f in cleared) if cleared else "all limits"
+        typer.echo(f"{name}: cleared {shown}")
+
+
+def _option(field: str) -> str:
+    """The option that sets a limit field: ``max_active`` -> ``--max-active``."""
+    return "--" + field.replace("_", "-")
 
 
 @app.command("list")

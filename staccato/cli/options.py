@@ -142,8 +142,8 @@ RetryForOption = Annotated[
         parser=parse_duration,
         metavar="DURATION",
         help="Keep retrying transient failures (an endpoint down, a worker gone) for this "
-        "long without progress before failing: 90s, 30m, 24h, 2d.",
-        show_default="24h",
+        "long without progress before failing: 90s, 30m, 24h, 2d. Default: 24h.",
+        show_default=False,
     ),
 ]
 IfBusyOption = Annotated[
@@ -222,18 +222,29 @@ OwnerOption = Annotated[
 ]
 
 
+#: the highest rate accepted, bytes per second (1 PiB/s: far above any link)
+MAX_RATE = 1 << 50
+_RATE_EXPECTED = (
+    "a rate: expected bytes per second, a number and a unit with /s or no suffix, "
+    "such as 40MB/s, 1GiB/s or 500k"
+)
+
+
 def parse_rate(text: str) -> int:
-    """A rate in bytes per second: ``40MB/s``, ``1GiB/s``, ``500k`` (= KiB/s).
+    """A rate in bytes per second: ``40MB/s``, ``1GiB/s``, ``500k`` (= KiB/s); the only
+    suffix understood is ``/s`` (``40MB/h`` is refused, not read as 40MB/s).
 
     Raises:
-        typer.BadParameter: not a positive rate.
+        typer.BadParameter: not a rate, below 1 byte/s or above 1 PiB/s.
     """
-    cleaned_rate = re.sub(r"(?i)/s$", "", str(text).strip())
-    value = byte_count(
-        cleaned_rate, "a rate: expected bytes per second such as 40MB/s or 1GiB/s", shown=str(text)
-    )
+    match = re.fullmatch(r"(?i)\s*(\d+(?:\.\d+)?\s*[a-z]*)\s*(?:/s)?\s*", str(text))
+    if not match:
+        raise typer.BadParameter(f"{str(text)!r} is not {_RATE_EXPECTED}")
+    value = byte_count(match.group(1), _RATE_EXPECTED, shown=str(text))
     if value < 1:
         raise typer.BadParameter(f"{text!r}: the rate must be at least 1 byte/s")
+    if value > MAX_RATE:
+        raise typer.BadParameter(f"{text!r}: the rate must be at most 1PiB/s")
     return value
 
 

@@ -109,8 +109,16 @@ def up(
 ) -> None:
     """Run the embedded default: Temporal's dev server (SQLite file under STACCATO_HOME,
     so transfers survive restarts), the Temporal UI, and a worker."""
+    from staccato.codec import codec_keys
+    from staccato.secrets import seal_keys
     from staccato.workers.devserver import DevServerError, port_open, start_dev_server
 
+    try:  # checked as `staccato worker` does, before anything starts
+        settings.current()
+        seal_keys()
+        codec_keys()
+    except StaccatoError as err:  # SettingsError, SecretKeyError
+        fail(str(err), EXIT_USAGE)
     home = settings.home()
     home.mkdir(parents=True, exist_ok=True)
     # the key sealing URL tokens, shared by this machine's clients and the worker

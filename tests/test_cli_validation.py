@@ -1,0 +1,79 @@
+"""The command refuses bad settings and option values with one line and exit 2:
+a bad STACCATO_* setting for ``up`` and for client commands, a rate with a suffix
+other than ``/s``; and ``cp --help`` shows ``--retry-for``'s default as typed."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from tests.helpers import run_cli
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nothing listens on (now)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("STACCATO_STAGING_MAX_BYTES", "-5"), ("STACCATO_MIN_RATE_WINDOW_S", "abc")],
+)
+def test_up_with_a_bad_setting_exits_2(name: str, value: str, tmp_path) -> None:
+    """``staccato up`` checks the settings as ``staccato worker`` does: one line naming
+    the variable, exit 2, nothing started."""
+    done = run_cli(
+        "up",
+        "--port",
+        str(free_port()),
+        "--ui-port",
+        str(free_port()),
+        address="127.0.0.1:1",
+        env={name: value, "STACCATO_HOME": str(tmp_path / "home")},
+        timeout_s=60,
+    )
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.startswith("staccato: error: "), done.stderr
+    assert name in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["status", "t-1"], ["list"], ["limit", "list"], ["cp", "/etc/hostname", "/tmp/x-cliv"]],
+)
+def test_client_commands_with_a_bad_setting_exit_2(args: list[str], tmp_path) -> None:
+    """A bad STACCATO_* setting makes a client command exit 2 with one line naming it
+    (as ``staccato worker`` does), not exit 1 with a traceback."""
+    done = run_cli(
+        *args,
+        address="127.0.0.1:1",
+        env={"STACCATO_STAGING_MAX_BYTES": "abc", "STACCATO_HOME": str(tmp_path / "home")},
+        timeout_s=60,
+    )
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "STACCATO_STAGING_MAX_BYTES" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("rate", ["40MB/h", "40MB/s/s", "2PiB/s"])
+def test_cp_max_rate_refuses_other_suffixes(rate: str, tmp_path) -> None:
+    """``cp --max-rate 40MB/h`` is refused (it was read as 40MB/s), as is ``/s/s`` and a
+    rate above 1 PiB/s: exit 2 naming --max-rate."""
+    done = run_cli(
+        "cp", "--max-rate", rate, "/etc/hostname", str(tmp_path / "x"), address="127.0.0.1:1"
+    )
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "--max-rate" in done.stderr, done.stderr
+
+
+def test_cp_help_shows_retry_for_default_plainly() -> None:
+    """``cp --help`` shows --retry-for's default as 24h, without stray parentheses."""
+    done = run_cli("cp", "--help", address="127.0.0.1:1")
+    assert done.returncode == 0, done.stderr
+    text = " ".join(done.stdout.split())
+    assert "(24h)" not in text, text
+    assert "Default: 24h" in text, text
