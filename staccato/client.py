@@ -614,7 +614,13 @@ class StaccatoClient:
             decoded = await self.temporal.data_converter.decode_failure(failure)
         except Exception:  # a key this client lacks: show what Temporal holds
             return str(pending.last_failure.message)
-        return str(getattr(decoded, "message", None) or decoded)
+        message = str(getattr(decoded, "message", None) or decoded)
+        if _POOL_BROKEN in message:  # concurrent.futures' BrokenProcessPool, for people
+            return (
+                "the worker process running it died (killed, or out of memory); the worker "
+                "restarted its processes and Temporal runs the step again"
+            )
+        return message
 
     async def list(
         self, *, state: TransferState | None = None, limit: int = 50
@@ -810,6 +816,8 @@ class StaccatoClient:
 
 
 _STATES = {state.value for state in TransferState}
+#: what concurrent.futures says when a worker's activity process died mid-call
+_POOL_BROKEN = "process pool was terminated abruptly"
 
 
 def _release_deferred() -> None:
