@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from staccato.client import StaccatoClient
 from staccato.models import TransferOptions
 from tests.helpers import MiB, WorkerProcess, run_cli, sha256_file, write_random
 from tests.servers.nginx import NginxServer
+from tests.test_file_space import _mount_tmpfs
 
 #: the cache cap and the sources: the cap holds one source, not two
 CAP = 48 * MiB
@@ -179,16 +181,66 @@ async def test_an_unwritable_staging_dir_fails_naming_the_setting(
 ) -> None:
     name = "unwritable.bin"
     _source(http_root, name, 1 * MiB)
-    blocker = data_dir / "a-file"
-    blocker.write_bytes(b"")
-    bad = blocker / "staging"  # under a regular file: cannot be created
+    bad = data_dir / "staging-gone"
+    bad.mkdir()
     with WorkerProcess(
         temporal_server.address, processes=1, env={"STACCATO_STAGING_DIR": str(bad)}
     ) as worker:
+        bad.rmdir()
+        bad.write_bytes(b"")  # replaced by a regular file after the worker started
         done = run_cli(
             "cp", "-q", nginx_no_ranges.url(name), str(data_dir / "e.bin"),
             address=temporal_server.address, task_queue=worker.task_queue,
         )  # fmt: skip
     assert done.returncode == 1, done.stderr
     assert "STACCATO_STAGING_DIR" in done.stderr and str(bad) in done.stderr, done.stderr
+    assert "is not a directory" in done.stderr, done.stderr
     assert not (data_dir / "e.bin").exists()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("STACCATO_STAGING_DIR", "{file}", "is not a directory"),
+        ("STACCATO_STAGING_DIR", "{file}/staging", "Not a directory"),
+        ("STACCATO_STAGING_DIR", "/proc/nope/x", "/proc/nope/x"),
+        ("STACCATO_STAGING_DIR", "relative/staging", "absolute"),
+        ("STACCATO_STAGING_MAX_BYTES", "0", "greater than or equal to 1"),
+    ],
+)
+def test_worker_check_refuses_a_bad_staging_setting(
+    tmp_path: Path, variable: str, value: str, expected: str
+) -> None:
+    (tmp_path / "a-file").write_bytes(b"")
+    value = value.format(file=tmp_path / "a-file")
+    done = run_cli("worker", "--check", address="127.0.0.1:1", env={variable: value})
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert variable in done.stderr and expected in done.stderr, done.stderr
+
+
+def test_a_staging_dir_without_room_fails_at_once_reading_the_source_at_most_once(
+    temporal_server, nginx_no_ranges: NginxServer, http_root: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    small = tmp_path / "small"
+    _mount_tmpfs(small, "8m")
+    try:
+        name = "too-big-for-the-disk.bin"
+        _source(http_root, name, 16 * MiB)
+        with WorkerProcess(
+            temporal_server.address, processes=1, env={"STACCATO_STAGING_DIR": str(small)}
+        ) as worker:
+            started = time.monotonic()
+            done = run_cli(
+                "cp", "-q", "--retry-for", "60s", nginx_no_ranges.url(name),
+                str(data_dir / "f.bin"),
+                address=temporal_server.address, task_queue=worker.task_queue, timeout_s=60,
+            )  # fmt: skip
+            took = time.monotonic() - started
+        assert done.returncode == 1, done.stderr
+        assert "STACCATO_STAGING_DIR" in done.stderr and str(small) in done.stderr, done.stderr
+        assert took < 30, took
+        gets = [r for r in nginx_no_ranges.requests() if r["method"] == "GET" and name in r["uri"]]
+        assert len(gets) <= 1, gets
+        assert not (data_dir / "f.bin").exists()
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
