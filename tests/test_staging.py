@@ -8,6 +8,7 @@ Real nginx (with and without ranges) and real workers; the cache is inspected on
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -20,7 +21,7 @@ import pytest
 from staccato.client import StaccatoClient
 from staccato.models import TransferOptions
 from tests.helpers import MiB, WorkerProcess, run_cli, sha256_file, write_random
-from tests.servers.nginx import NginxServer
+from tests.servers.nginx import NginxServer, nginx_fixture
 from tests.test_file_space import _mount_tmpfs
 
 #: the cache cap and the sources: the cap holds one source, not two
@@ -244,3 +245,32 @@ def test_a_staging_dir_without_room_fails_at_once_reading_the_source_at_most_onc
         assert not (data_dir / "f.bin").exists()
     finally:
         subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+slow_ranges = nginx_fixture("http_root", scope="function", extra_server_config="limit_rate 4m;")
+
+
+async def test_a_transfer_waiting_for_anothers_stage_shows_its_staged_bytes(
+    staging_client: StaccatoClient, slow_ranges: NginxServer, http_root: Path, data_dir: Path
+) -> None:
+    name = "shared-stage.bin"
+    digest = _source(http_root, name, 32 * MiB)
+    options = OPTIONS.model_copy(update={"stage": True})
+    transfers = [
+        await staging_client.submit(slow_ranges.url(name), str(data_dir / t), options)
+        for t in ("w1.bin", "w2.bin")
+    ]
+    seen: dict[str, int] = {}
+    deadline = time.monotonic() + 30
+    while len(seen) < 2 and time.monotonic() < deadline:
+        for transfer in transfers:
+            status = await staging_client.status(transfer)
+            if status.phase == "staging" and (status.staged_bytes or 0) > 0:
+                seen[transfer] = status.staged_bytes or 0
+        await asyncio.sleep(0.2)
+    for transfer in transfers:
+        await staging_client.wait(transfer)
+    assert len(seen) == 2, seen  # both, the one staging and the one waiting for it
+    assert sha256_file(data_dir / "w1.bin") == sha256_file(data_dir / "w2.bin") == digest
+    gets = [r for r in slow_ranges.requests() if r["method"] == "GET" and r["range"] != "bytes=0-0"]
+    assert len(gets) == 1, gets
