@@ -76,9 +76,10 @@ class Settings(BaseSettings):
             and destinations) must lie in, each resolved (symlinks, ``..``); empty (the
             default): no restriction.
         staging_dir: the staging cache's directory (sources read once, kept for
-            the destination writes); default ``$STACCATO_HOME/staging``.
+            the destination writes); default ``$STACCATO_HOME/staging``; absolute,
+            a directory if it exists.
         staging_max_bytes: the cap on the bytes the staging cache holds (least
-            recently used entries not in use are evicted to make room).
+            recently used entries not in use are evicted to make room); at least 1.
     """
 
     model_config = SettingsConfigDict(
@@ -110,7 +111,7 @@ class Settings(BaseSettings):
     file_roots: PathList = Field(default_factory=list)
     client_wait_s: float = Field(10.0, gt=0, le=600, allow_inf_nan=False)
     staging_dir: Path | None = None
-    staging_max_bytes: int = Field(20 * 1024**3, ge=0)
+    staging_max_bytes: int = Field(20 * 1024**3, ge=1)
 
     @property
     def effective_staging_dir(self) -> Path:
@@ -121,6 +122,18 @@ class Settings(BaseSettings):
     @classmethod
     def _home_is_a_directory(cls, value: Path) -> Path:
         if value.exists() and not value.is_dir():
+            raise ValueError(f"{value} exists and is not a directory")
+        return value
+
+    @field_validator("staging_dir")
+    @classmethod
+    def _staging_dir_is_absolute(cls, value: Path | None) -> Path | None:
+        # a relative directory would depend on the worker's working directory
+        if value is not None and not value.is_absolute():
+            raise ValueError(
+                f"expected an absolute directory, got the relative path {str(value)!r}"
+            )
+        if value is not None and value.exists() and not value.is_dir():
             raise ValueError(f"{value} exists and is not a directory")
         return value
 

@@ -5,6 +5,7 @@ the destination never makes the service fetch the source again.
 Layout under ``root`` (``STACCATO_STAGING_DIR``), one directory per entry::
 
     <key>.lock              flock(2) of the entry: staging, pinning, eviction
+                            (removed with the entry)
     <key>/data.partial      the bytes while they are staged
     <key>/data              the staged bytes (renamed from data.partial once durable)
     <key>/manifest.json     written last (temp + fsync + rename): the commit point
@@ -119,6 +120,11 @@ class StagingCache:
         Raises:
             PermanentError: it cannot be created or written (names the setting).
         """
+        if self.root.exists() and not self.root.is_dir():
+            raise PermanentError(
+                f"the staging cache directory {self.root} ({DIR_SETTING}) exists and is not a "
+                f"directory; set {DIR_SETTING} to a writable directory"
+            )
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             probe = self.root / f".probe-{os.getpid()}"
@@ -130,28 +136,46 @@ class StagingCache:
                 f"{err.strerror or err}; set {DIR_SETTING} to a writable directory"
             ) from None
 
+    def lock_path(self, key: str) -> Path:
+        return self.root / f"{key}.lock"
+
     @contextlib.contextmanager
-    def locked(self, key: str, *, wait: bool = True) -> Iterator[bool]:
+    def locked(
+        self, key: str, *, wait: bool = True, waiting: Callable[[], None] | None = None
+    ) -> Iterator[bool]:
         """Hold the entry's lock (``flock``); yields False (without it) when ``wait`` is
         False and another process holds it. While waiting (another process stages the
-        key), :func:`~staccato.endpoints.base.keepalive` is called, so the waiting
-        activity keeps heartbeating."""
-        fd = os.open(self.root / f"{key}.lock", os.O_CREAT | os.O_RDWR, 0o600)
-        try:
-            while True:
+        key), ``waiting`` (if given) then :func:`~staccato.endpoints.base.keepalive` are
+        called every 0.2 s, so the waiting activity keeps heartbeating.
+
+        The lock file is removed with its entry (:meth:`forget`); a lock taken on a
+        file that was removed meanwhile is let go and taken again on the current one."""
+        while True:
+            fd = os.open(self.lock_path(key), os.O_CREAT | os.O_RDWR, 0o600)
+            try:
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        if not wait:
+                            yield False
+                            return
+                        # another process stages this key: wait, heartbeating the activity
+                        if waiting is not None:
+                            waiting()
+                        keepalive()
+                        time.sleep(_LOCK_POLL_S)
                 try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if not wait:
-                        yield False
-                        return
-                    # another process stages this key: wait, heartbeating the activity
-                    keepalive()
-                    time.sleep(_LOCK_POLL_S)
-            yield True
-        finally:
-            os.close(fd)  # releases the lock
+                    current = os.stat(self.lock_path(key)).st_ino
+                except FileNotFoundError:
+                    current = -1
+                if current != os.fstat(fd).st_ino:
+                    continue  # its holder removed it with the entry: lock the new file
+                yield True
+                return
+            finally:
+                os.close(fd)  # releases the lock
 
     # -- entries ----------------------------------------------------------------------------
     def manifest(self, key: str) -> Manifest | None:
@@ -198,6 +222,21 @@ class StagingCache:
             (entry / MANIFEST).unlink()
         shutil.rmtree(entry, ignore_errors=True)
 
+    def forget(self, key: str) -> None:
+        """Remove the entry and its lock file (call with the entry's lock held; a
+        waiter on the removed lock file takes the lock again on a new one)."""
+        self.drop(key)
+        with contextlib.suppress(FileNotFoundError):
+            self.lock_path(key).unlink()
+
+    def staged_so_far(self, key: str) -> int:
+        """Bytes of the entry staged so far by whoever stages it (the partial data
+        file's size), or its size once complete; 0 when absent."""
+        for name in (PARTIAL, DATA):
+            with contextlib.suppress(OSError):
+                return (self.path(key) / name).stat().st_size
+        return 0
+
     def entries(self) -> list[tuple[float, str, int]]:
         """Complete entries as ``(last use, key, bytes)``, least recently used first."""
         found: list[tuple[float, str, int]] = []
@@ -241,7 +280,7 @@ class StagingCache:
             with self.locked(other, wait=False) as held:
                 if not held or self.pins(other):
                     continue
-                self.drop(other)
+                self.forget(other)
             evicted.append(other)
             used -= other_size
         if used + size > self.max_bytes:
@@ -260,6 +299,7 @@ class StagingCache:
         size: int,
         holder: str,
         fill: Callable[[Callable[[bytes | memoryview], None]], None],
+        waiting: Callable[[int], None] | None = None,
     ) -> tuple[Manifest, bool]:
         """Stage a source version as entry ``key`` (or reuse the complete entry) and
         pin it for ``holder``.
@@ -267,17 +307,25 @@ class StagingCache:
         Args:
             fill: called with a ``write(bytes)`` function; writes the source's bytes in
                 order, from byte 0 (an error it raises leaves no entry).
+            waiting: while another process stages ``key``, called every 0.2 s with
+                the bytes it has staged so far.
 
         Returns:
             The manifest and whether the entry was there already (no source read).
 
         Raises:
             PermanentError: the directory is not writable, the cap has no room, the
-                source sent another number of bytes than ``size``.
+                file system has less free space than ``size`` or runs out while
+                staging (ENOSPC), the source sent another number of bytes than ``size``.
             Whatever ``fill`` raises.
         """
         self.ensure_root()
-        with self.locked(key):
+
+        def report() -> None:
+            if waiting is not None:
+                waiting(self.staged_so_far(key))
+
+        with self.locked(key, waiting=report):
             found = self.manifest(key)
             if found is not None and found.size == size:
                 self.pin(key, holder)
@@ -285,6 +333,7 @@ class StagingCache:
                 return found, True
             self.drop(key)  # a half-written entry of a crashed stage, or a stale one
             self.make_room(key, size)
+            self._check_free_space(size)
             entry = self.path(key)
             entry.mkdir(parents=True)
             self.pin(key, holder)
@@ -341,11 +390,36 @@ class StagingCache:
                 os.rename(temp, entry / MANIFEST)  # the commit point
                 _fsync_dir(entry)
                 _fsync_dir(self.root)
+            except OSError as err:
+                self.forget(key)
+                if err.errno != errno.ENOSPC:
+                    raise
+                raise PermanentError(self._no_space(size, written)) from None
             except BaseException:
-                self.drop(key)
+                self.forget(key)
                 raise
             self.touch(key)
             return made, False
+
+    def _free_bytes(self) -> int:
+        found = os.statvfs(self.root)
+        return found.f_bavail * found.f_frsize
+
+    def _no_space(self, size: int, written: int = 0) -> str:
+        free = self._free_bytes()
+        ran_out = f" (ran out after {written} bytes)" if written else ""
+        return (
+            f"the staging cache directory {self.root} ({DIR_SETTING}) has {free} bytes "
+            f"({units.size(free)}) free, the source needs {size} bytes "
+            f"({units.size(size)}){ran_out}; set {DIR_SETTING} to a directory on a file "
+            f"system with room, or lower {CAP_SETTING} to fit it"
+        )
+
+    def _check_free_space(self, size: int) -> None:
+        """Raise PermanentError (naming the setting, the bytes needed and free) when
+        the cache's file system has fewer than ``size`` bytes free (statvfs)."""
+        if self._free_bytes() < size:
+            raise PermanentError(self._no_space(size))
 
     def open_reader(self, key: str, offset: int, length: int) -> StagedReader:
         """A reader of bytes ``[offset, offset + length)`` of entry ``key``.
@@ -398,7 +472,7 @@ class StagedReader(Reader):
         expected = self._manifest.crc32c[index] if index < len(self._manifest.crc32c) else ""
         if len(data) != min(chunk, size - start) or actual != expected:
             with self._cache.locked(self._key):
-                self._cache.drop(self._key)
+                self._cache.forget(self._key)
             raise StagedEntryLostError(
                 f"the staged copy of {self._manifest.url} is damaged: cache chunk {index} has "
                 f"CRC32C {actual}, its manifest says {expected}; dropped it, staging the "

@@ -8,8 +8,10 @@ Real nginx (with and without ranges) and real workers; the cache is inspected on
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +21,8 @@ import pytest
 from staccato.client import StaccatoClient
 from staccato.models import TransferOptions
 from tests.helpers import MiB, WorkerProcess, run_cli, sha256_file, write_random
-from tests.servers.nginx import NginxServer
+from tests.servers.nginx import NginxServer, nginx_fixture
+from tests.test_file_space import _mount_tmpfs
 
 #: the cache cap and the sources: the cap holds one source, not two
 CAP = 48 * MiB
@@ -179,16 +182,95 @@ async def test_an_unwritable_staging_dir_fails_naming_the_setting(
 ) -> None:
     name = "unwritable.bin"
     _source(http_root, name, 1 * MiB)
-    blocker = data_dir / "a-file"
-    blocker.write_bytes(b"")
-    bad = blocker / "staging"  # under a regular file: cannot be created
+    bad = data_dir / "staging-gone"
+    bad.mkdir()
     with WorkerProcess(
         temporal_server.address, processes=1, env={"STACCATO_STAGING_DIR": str(bad)}
     ) as worker:
+        bad.rmdir()
+        bad.write_bytes(b"")  # replaced by a regular file after the worker started
         done = run_cli(
             "cp", "-q", nginx_no_ranges.url(name), str(data_dir / "e.bin"),
             address=temporal_server.address, task_queue=worker.task_queue,
         )  # fmt: skip
     assert done.returncode == 1, done.stderr
     assert "STACCATO_STAGING_DIR" in done.stderr and str(bad) in done.stderr, done.stderr
+    assert "is not a directory" in done.stderr, done.stderr
     assert not (data_dir / "e.bin").exists()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("STACCATO_STAGING_DIR", "{file}", "is not a directory"),
+        ("STACCATO_STAGING_DIR", "{file}/staging", "Not a directory"),
+        ("STACCATO_STAGING_DIR", "/proc/nope/x", "/proc/nope/x"),
+        ("STACCATO_STAGING_DIR", "relative/staging", "absolute"),
+        ("STACCATO_STAGING_MAX_BYTES", "0", "greater than or equal to 1"),
+    ],
+)
+def test_worker_check_refuses_a_bad_staging_setting(
+    tmp_path: Path, variable: str, value: str, expected: str
+) -> None:
+    (tmp_path / "a-file").write_bytes(b"")
+    value = value.format(file=tmp_path / "a-file")
+    done = run_cli("worker", "--check", address="127.0.0.1:1", env={variable: value})
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert variable in done.stderr and expected in done.stderr, done.stderr
+
+
+def test_a_staging_dir_without_room_fails_at_once_reading_the_source_at_most_once(
+    temporal_server, nginx_no_ranges: NginxServer, http_root: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    small = tmp_path / "small"
+    _mount_tmpfs(small, "8m")
+    try:
+        name = "too-big-for-the-disk.bin"
+        _source(http_root, name, 16 * MiB)
+        with WorkerProcess(
+            temporal_server.address, processes=1, env={"STACCATO_STAGING_DIR": str(small)}
+        ) as worker:
+            started = time.monotonic()
+            done = run_cli(
+                "cp", "-q", "--retry-for", "60s", nginx_no_ranges.url(name),
+                str(data_dir / "f.bin"),
+                address=temporal_server.address, task_queue=worker.task_queue, timeout_s=60,
+            )  # fmt: skip
+            took = time.monotonic() - started
+        assert done.returncode == 1, done.stderr
+        assert "STACCATO_STAGING_DIR" in done.stderr and str(small) in done.stderr, done.stderr
+        assert took < 30, took
+        gets = [r for r in nginx_no_ranges.requests() if r["method"] == "GET" and name in r["uri"]]
+        assert len(gets) <= 1, gets
+        assert not (data_dir / "f.bin").exists()
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+slow_ranges = nginx_fixture("http_root", scope="function", extra_server_config="limit_rate 4m;")
+
+
+async def test_a_transfer_waiting_for_anothers_stage_shows_its_staged_bytes(
+    staging_client: StaccatoClient, slow_ranges: NginxServer, http_root: Path, data_dir: Path
+) -> None:
+    name = "shared-stage.bin"
+    digest = _source(http_root, name, 32 * MiB)
+    options = OPTIONS.model_copy(update={"stage": True})
+    transfers = [
+        await staging_client.submit(slow_ranges.url(name), str(data_dir / t), options)
+        for t in ("w1.bin", "w2.bin")
+    ]
+    seen: dict[str, int] = {}
+    deadline = time.monotonic() + 30
+    while len(seen) < 2 and time.monotonic() < deadline:
+        for transfer in transfers:
+            status = await staging_client.status(transfer)
+            if status.phase == "staging" and (status.staged_bytes or 0) > 0:
+                seen[transfer] = status.staged_bytes or 0
+        await asyncio.sleep(0.2)
+    for transfer in transfers:
+        await staging_client.wait(transfer)
+    assert len(seen) == 2, seen  # both, the one staging and the one waiting for it
+    assert sha256_file(data_dir / "w1.bin") == sha256_file(data_dir / "w2.bin") == digest
+    gets = [r for r in slow_ranges.requests() if r["method"] == "GET" and r["range"] != "bytes=0-0"]
+    assert len(gets) == 1, gets

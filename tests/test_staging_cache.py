@@ -5,12 +5,17 @@ a damaged chunk is refused before any of its bytes is handed out."""
 from __future__ import annotations
 
 import os
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from staccato.errors import PermanentError
 from staccato.staging import CACHE_CHUNK, StagedEntryLostError, StagingCache, entry_key
+from tests.test_file_space import _mount_tmpfs
 
 MiB = 1024 * 1024
 
@@ -98,3 +103,105 @@ def test_an_unwritable_directory_names_the_setting(tmp_path: Path) -> None:
     cache = StagingCache(tmp_path / "file" / "staging", MiB)
     with pytest.raises(PermanentError, match="STACCATO_STAGING_DIR"):
         cache.stage("k", "u", "v", 1, "t", _fill(b"x"))
+
+
+def test_an_evicted_or_failed_entry_leaves_no_lock_file(tmp_path: Path) -> None:
+    cache = StagingCache(tmp_path, 3 * MiB)
+    first, second, third = (entry_key(f"http://h/{n}", "v1") for n in "abc")
+    cache.stage(first, "http://h/a", "v1", 2 * MiB, "t1", _fill(os.urandom(2 * MiB)))
+    cache.unpin(first, "t1")
+    cache.stage(second, "http://h/b", "v1", 2 * MiB, "t2", _fill(os.urandom(2 * MiB)))
+    assert not cache.path(first).exists()
+    assert not (tmp_path / f"{first}.lock").exists()  # evicted with its entry
+
+    def broken(write) -> None:
+        write(b"x" * 100)
+        raise OSError("the source went away")
+
+    with pytest.raises(OSError):
+        cache.stage(third, "http://h/c", "v1", MiB, "t3", broken)
+    assert not (tmp_path / f"{third}.lock").exists()
+    # the remaining entry's lock still works after the others' files went
+    found, reused = cache.stage(second, "http://h/b", "v1", 2 * MiB, "t4", _fill(b""))
+    assert reused and found.size == 2 * MiB
+
+
+def test_a_stage_waiting_for_another_reports_the_bytes_it_staged(tmp_path: Path) -> None:
+    cache = StagingCache(tmp_path, 64 * MiB)
+    key = entry_key("http://h/shared", "v1")
+    data = os.urandom(4 * MiB)
+    half_written = threading.Event()
+    go_on = threading.Event()
+
+    def slow(write) -> None:
+        write(data[: 3 * MiB])
+        half_written.set()
+        assert go_on.wait(30)
+        write(data[3 * MiB :])
+
+    seen: list[int] = []
+    results: dict[str, bool] = {}
+
+    def waiter() -> None:
+        assert half_written.wait(30)
+        results["waiter"] = cache.stage(
+            key, "http://h/shared", "v1", len(data), "t2", _fill(data), waiting=seen.append
+        )[1]
+
+    first = threading.Thread(
+        target=lambda: results.update(first=cache.stage(key, "u", "v1", len(data), "t1", slow)[1])
+    )
+    second = threading.Thread(target=waiter)
+    first.start()
+    second.start()
+    deadline = time.monotonic() + 30
+    while 3 * MiB not in seen and time.monotonic() < deadline:
+        time.sleep(0.05)
+    go_on.set()
+    first.join(30)
+    second.join(30)
+    assert 3 * MiB in seen, seen
+    assert results == {"first": False, "waiter": True}
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """An 8 MiB tmpfs mounted for the test."""
+    path = tmp_path / "small"
+    _mount_tmpfs(path, "8m")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def test_a_source_larger_than_the_free_space_is_refused_before_reading(small_fs: Path) -> None:
+    cache = StagingCache(small_fs / "staging", 64 * MiB)
+    read: list[int] = []
+
+    def fill(write) -> None:
+        read.append(1)
+        _fill(os.urandom(16 * MiB))(write)
+
+    with pytest.raises(PermanentError) as raised:
+        cache.stage(entry_key("http://h/big", "v1"), "http://h/big", "v1", 16 * MiB, "t", fill)
+    message = str(raised.value)
+    assert "STACCATO_STAGING_DIR" in message and str(small_fs / "staging") in message, message
+    assert str(16 * MiB) in message and "free" in message, message
+    assert read == []  # the source was never read
+
+
+def test_running_out_of_space_while_staging_names_the_setting(small_fs: Path) -> None:
+    cache = StagingCache(small_fs / "staging", 64 * MiB)
+    key = entry_key("http://h/mid", "v1")
+
+    def fill(write) -> None:
+        # something else fills the file system after the free-space check
+        (small_fs / "other").write_bytes(b"\0" * 5 * MiB)
+        _fill(os.urandom(6 * MiB))(write)
+
+    with pytest.raises(PermanentError) as raised:
+        cache.stage(key, "http://h/mid", "v1", 6 * MiB, "t", fill)
+    message = str(raised.value)
+    assert "STACCATO_STAGING_DIR" in message and "ran out" in message, message
+    assert not cache.path(key).exists()

@@ -52,6 +52,8 @@ def stage_source(request: StageInput) -> StageResult:
     url = secrets.source_url(request.source, request.source_secret)
     driver = get_driver(url.scheme)
     staged = 0
+    #: bytes another transfer has staged of the entry this one waits for
+    waited = 0
     last = 0.0
 
     def beat(force: bool = False) -> None:
@@ -60,10 +62,15 @@ def stage_source(request: StageInput) -> StageResult:
         now = time.monotonic()
         if force or now - last >= HEARTBEAT_EVERY_S:
             last = now
-            heartbeat(StagingProgress(bytes_staged=staged))
+            heartbeat(StagingProgress(bytes_staged=max(staged, waited)))
+
+    def waiting(so_far: int) -> None:
+        nonlocal waited
+        waited = so_far
 
     def fill(write: Callable[[bytes | memoryview], None]) -> None:
-        nonlocal staged
+        nonlocal staged, waited
+        waited = 0  # staging it here after all: from byte 0
         buffer = memoryview(bytearray(min(_READ_BLOCK, max(info.size, 1))))
         with driver.open_read(url, info, 0, info.size) as reader:
             while staged < info.size:
@@ -82,7 +89,13 @@ def stage_source(request: StageInput) -> StageResult:
         try:
             beat(force=True)
             manifest, reused = cache.stage(
-                key, shown_url(request.source), info.version, info.size, request.transfer_id, fill
+                key,
+                shown_url(request.source),
+                info.version,
+                info.size,
+                request.transfer_id,
+                fill,
+                waiting=waiting,
             )
         except StreamStopped as stopped:  # cancelled, or the worker is going away
             raise RetryableError(f"staging stopped ({stopped}) at byte {staged}") from None

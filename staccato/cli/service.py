@@ -48,7 +48,11 @@ def worker(
         config = settings.current()
         seal_keys()
         codec_keys()
-    except StaccatoError as err:  # SettingsError, SecretKeyError
+        if config.staging_dir is not None:  # set explicitly: it must be usable now
+            from staccato.staging import StagingCache
+
+            StagingCache(config.staging_dir, config.staging_max_bytes).ensure_root()
+    except StaccatoError as err:  # SettingsError, SecretKeyError, PermanentError
         fail(str(err), EXIT_USAGE)
     if check:
         for name, value in config.shown().items():
