@@ -383,6 +383,13 @@ class StageInput(BaseModel):
     source: str
     source_info: ObjectInfo
     source_secret: str | None = None
+    #: bytes per second the staging read may take (the transfer's own ``max_rate``);
+    #: None: no cap of its own
+    max_rate: float | None = None
+    #: the slot ticket and its governors: the staging read is paced at one stream's
+    #: share of their ``max_rate``, as a copy stream (:mod:`staccato.workers.rates`)
+    ticket: str | None = None
+    governors: list[str] = Field(default_factory=list)
 
 
 class StageResult(BaseModel):

@@ -827,3 +827,60 @@ def test_window_opens_across_midnight_and_zones() -> None:
     # 23:00 UTC is 00:00 on Jan 2 in Paris
     paris = window_opens("00:00:05-01:00,Europe/Paris", at)
     assert paris is not None and paris.astimezone(UTC) == datetime(2026, 1, 1, 23, 0, 5, tzinfo=UTC)
+
+
+async def test_transfer_max_rate_is_not_split_over_streams_that_never_run(
+    client: StaccatoClient, nginx_ranges: NginxServer, http_root: Path, data_dir: Path
+) -> None:
+    """cp --max-rate 512KiB/s --streams 4 of a 2 MiB file of one chunk: one segment, so
+    one stream, which reads at the whole 512 KiB/s (about 4 s), not at a quarter of it
+    (16 s)."""
+    (name,) = sources(nginx_ranges, http_root, "one-segment", 1, 2 * MiB)
+    options = OPTIONS.model_copy(
+        update={"streams": 4, "chunk_size": 4 * MiB, "max_rate": 512 * 1024}
+    )
+    started = time.monotonic()
+    transfer = (await client.start(nginx_ranges.url(name), str(data_dir / name), options)).id
+    assert (await asyncio.wait_for(client.wait(transfer), 60)).bytes == 2 * MiB
+    elapsed = time.monotonic() - started
+    print(f"2 MiB in {elapsed:.1f} s under cp --max-rate 512KiB/s --streams 4")
+    assert 3.0 <= elapsed <= 9.0, f"{elapsed:.1f} s for 2 MiB at 512 KiB/s (4 s expected)"
+
+
+async def test_transfer_max_rate_paces_a_local_file_copy(
+    client: StaccatoClient, tmp_path: Path, data_dir: Path
+) -> None:
+    """cp --max-rate 4MiB/s of a local file to a local file (which the destination
+    could copy in the kernel, unpaced): the destination grows at 4 MiB/s (at most
+    +25 %) over the middle of the run."""
+    source = tmp_path / "local-source.bin"
+    digest = write_random(source, 20 * MiB, seed=7)
+    options = OPTIONS.model_copy(update={"streams": 2, "max_rate": 4 * MiB})
+    transfer = (await client.start(str(source), str(data_dir / "local.bin"), options)).id
+    done = asyncio.ensure_future(client.wait(transfer))
+    growth = GrowthLog(data_dir)
+    await follow(growth, done, 60)
+    assert (await done).bytes == 20 * MiB
+    assert sha256_file(data_dir / "local.bin") == digest
+    start = next(t for t, b in growth.samples if b >= 4 * MiB)
+    end = next(t for t, b in growth.samples if b >= 16 * MiB)
+    rate = 12 * MiB / max(end - start, 1e-3)
+    print(f"{rate / MiB:.2f} MiB/s file -> file under cp --max-rate 4MiB/s")
+    assert 0.4 * 4 * MiB <= rate <= 1.25 * 4 * MiB, f"{rate / MiB:.2f} MiB/s under 4"
+
+
+async def test_endpoint_max_rate_is_not_split_over_streams_that_never_run(
+    client: StaccatoClient, limits: Any, nginx_ranges: NginxServer, http_root: Path, data_dir: Path
+) -> None:
+    """--max-rate 512KiB/s on the endpoint, cp --streams 4 of a 2 MiB file of one chunk:
+    the transfer asks for (and holds) one stream, which reads at the whole 512 KiB/s
+    (about 4 s), not at a quarter of it (16 s)."""
+    await limits(endpoint_of(nginx_ranges.base_url), max_rate=512 * 1024)
+    (name,) = sources(nginx_ranges, http_root, "one-held", 1, 2 * MiB)
+    options = OPTIONS.model_copy(update={"streams": 4, "chunk_size": 4 * MiB})
+    started = time.monotonic()
+    transfer = (await client.start(nginx_ranges.url(name), str(data_dir / name), options)).id
+    assert (await asyncio.wait_for(client.wait(transfer), 60)).bytes == 2 * MiB
+    elapsed = time.monotonic() - started
+    print(f"2 MiB in {elapsed:.1f} s under an endpoint --max-rate 512KiB/s, --streams 4")
+    assert 3.0 <= elapsed <= 9.0, f"{elapsed:.1f} s for 2 MiB at 512 KiB/s (4 s expected)"

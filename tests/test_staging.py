@@ -274,3 +274,30 @@ async def test_a_transfer_waiting_for_anothers_stage_shows_its_staged_bytes(
     assert sha256_file(data_dir / "w1.bin") == sha256_file(data_dir / "w2.bin") == digest
     gets = [r for r in slow_ranges.requests() if r["method"] == "GET" and r["range"] != "bytes=0-0"]
     assert len(gets) == 1, gets
+
+
+async def test_staging_read_is_paced_by_the_transfer_max_rate(
+    staging_client: StaccatoClient,
+    nginx_no_ranges: NginxServer,
+    http_root: Path,
+    data_dir: Path,
+) -> None:
+    """cp --max-rate 4MiB/s of a 12 MiB source without ranges (staged): the staging
+    GET takes about 3 s at nginx, not the fraction of a second of an unpaced read
+    (half of 3 s is allowed for the socket buffers nginx fills ahead)."""
+    name = "paced-staging.bin"
+    size, cap = 12 * MiB, 4 * MiB
+    digest = _source(http_root, name, size)
+    nginx_no_ranges.clear_log()
+    options = OPTIONS.model_copy(update={"max_rate": cap})
+    transfer = await staging_client.submit(nginx_no_ranges.url(name), str(data_dir / name), options)
+    assert (await staging_client.wait(transfer)).bytes == size
+    assert sha256_file(data_dir / name) == digest
+    gets = [
+        r
+        for r in nginx_no_ranges.requests()
+        if r["method"] == "GET" and r["uri"].endswith(f"/{name}")
+    ]
+    assert [r["body_bytes_sent"] for r in gets] == [size], gets
+    print(f"staging GET took {gets[0]['request_time']:.1f} s under --max-rate 4MiB/s")
+    assert gets[0]["request_time"] >= 0.5 * size / cap, gets

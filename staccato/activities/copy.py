@@ -192,17 +192,29 @@ class _SegmentCopy:
                 checkpoint.next_chunk if checkpoint else None,
             )
         self.read_back = request.read_back and self.destination.features.read_back
+        self.pacer = Pacer(request.max_rate, request.ticket if request.governors else None)
         self.server_side = (
             bool(self.todo)
             and not request.staged
             and self.destination.features.server_side_copy
             and self.destination.can_copy_from(self.source_url, self.destination_url)
+            and not self._rate_in_force()
         )
         needs_buffer = self.todo or self.rehash
         # a chunk at most, and no more than the object (a small file in a batch)
         length = min(session.chunk_size, max(session.size, 1))
         self.buffer = memoryview(bytearray(length) if needs_buffer else b"")
-        self.pacer = Pacer(request.max_rate, request.ticket if request.governors else None)
+
+    def _rate_in_force(self) -> bool:
+        """Whether a ``max_rate`` (the transfer's own, or an endpoint's or link's share
+        on the rate board) paces this stream now. A server-side copy (a kernel file
+        copy, an S3 part copy) cannot be paced, so a paced stream reads and writes
+        through the worker instead. A cap set after the stream started does not turn
+        a running server-side copy into a paced one."""
+        if not self.pacer.active:
+            return False
+        self.pacer.start(self._paced_wait)  # the board's first word on the ticket
+        return self.pacer.rate() is not None
 
     def _length(self, index: int) -> int:
         return chunk_bounds(index, self.session.size, self.session.chunk_size)[1]

@@ -13,6 +13,7 @@ from temporalio import activity
 
 from staccato import secrets, settings
 from staccato.activities.errors import mapped_errors
+from staccato.activities.pacing import Pacer
 from staccato.activities.stream_guard import guarded, touch
 from staccato.activities.stream_progress import HEARTBEAT_EVERY_S, StreamStopped, heartbeat
 from staccato.activities.transfer import check_file_roots
@@ -68,13 +69,22 @@ def stage_source(request: StageInput) -> StageResult:
         nonlocal waited
         waited = so_far
 
+    # paced as a copy stream: the transfer's own max_rate, its governors' share
+    pacer = Pacer(request.max_rate, request.ticket if request.governors else None)
+
+    def paced_wait(seconds: float) -> None:
+        time.sleep(seconds)
+        beat()
+
     def fill(write: Callable[[bytes | memoryview], None]) -> None:
         nonlocal staged, waited
         waited = 0  # staging it here after all: from byte 0
         buffer = memoryview(bytearray(min(_READ_BLOCK, max(info.size, 1))))
         with driver.open_read(url, info, 0, info.size) as reader:
             while staged < info.size:
-                n = reader.readinto(buffer[: min(len(buffer), info.size - staged)])
+                step = pacer.step(paced_wait) if pacer.active else None
+                want = min(len(buffer), info.size - staged, step or len(buffer))
+                n = reader.readinto(buffer[:want])
                 if n == 0:
                     raise RetryableError(
                         f"{shown_url(request.source)} ended at byte {staged} while staging, "
@@ -83,6 +93,8 @@ def stage_source(request: StageInput) -> StageResult:
                 write(buffer[:n])
                 staged += n
                 beat()
+                if step is not None:
+                    pacer.take(n, paced_wait)
 
     timeout = activity.info().heartbeat_timeout
     with guarded(timeout.total_seconds() if timeout else None), keepalive_hook(beat):

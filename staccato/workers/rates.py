@@ -7,7 +7,7 @@ processes, where the streams read, do not. So :class:`RateBoard` (in the main
 process):
 
 * records, through a worker interceptor, which slot tickets and governors the
-  ``copy_stream`` attempts running on this worker have (from their input);
+  ``copy_stream`` and ``stage_source`` attempts running on this worker have (from their input);
 * every :data:`TICK_S` asks each of those governors once (a query: no history
   event) and writes ticket -> the lowest per-stream rate of its governors into a dict
   shared with the activity processes through the worker's multiprocessing manager
@@ -31,7 +31,7 @@ from temporalio.client import Client
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
 from staccato.links import governor_id
-from staccato.models import StreamInput
+from staccato.models import StageInput, StreamInput
 from staccato.workflows.governor import RATES_QUERY
 
 log = logging.getLogger("staccato.rates")
@@ -39,6 +39,8 @@ log = logging.getLogger("staccato.rates")
 #: seconds between two rounds of questions to the governors
 TICK_S = 1.0
 STREAM_ACTIVITY = "copy_stream"
+#: the activities whose reads are paced (a copy stream, the staging read)
+PACED_ACTIVITIES = frozenset({STREAM_ACTIVITY, "stage_source"})
 
 
 class RateBoard:
@@ -145,8 +147,8 @@ class _Inbound(ActivityInboundInterceptor):
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
         arg = input.args[0] if input.args else None
         if (
-            activity.info().activity_type != STREAM_ACTIVITY
-            or not isinstance(arg, StreamInput)
+            activity.info().activity_type not in PACED_ACTIVITIES
+            or not isinstance(arg, StreamInput | StageInput)
             or arg.ticket is None
             or not arg.governors
         ):

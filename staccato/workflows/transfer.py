@@ -206,6 +206,9 @@ class TransferWorkflow:
         self._ticket: str | None = None
         self._waiting_for: str | None = None  # the governor whose grant is awaited
         self._lanes = 0
+        # segments the source can make at most (its size over the chunk size asked
+        # for; a destination only raises the chunk size): no more streams are asked for
+        self._most_segments: int | None = None
         self._acquisitions = 0
         self._reacquire = False
         self._acquiring = False
@@ -261,6 +264,7 @@ class TransferWorkflow:
                 "stat", request.source, ObjectInfo, *sealed(request.source_secret)
             )
             self._progress.bytes_total = info.size
+            self._most_segments = max(1, -(-info.size // options.chunk_size))
             # a pause accepted while still scheduled holds: the streams wait for resume
             self._set_state(TransferState.paused if self._paused else TransferState.running)
             if options.sync_level is not None and workflow.patched("sync-level"):
@@ -568,7 +572,7 @@ class TransferWorkflow:
                         checksum=request.options.checksum,
                         read_back=request.options.verify == VerifyMode.checksum,
                         source_secret=request.source_secret,
-                        **self._stream_rate(request),
+                        **self._stream_rate(request, len(self._running) + 1 + len(queue)),
                         staged=self._staged.key if self._staged else None,
                     ),
                     result_type=StreamResult,
@@ -816,6 +820,8 @@ class TransferWorkflow:
             source=request.source,
             source_info=info,
             source_secret=request.source_secret,
+            # the one staging read may take the whole of the transfer's own max_rate
+            **self._stream_rate(request, 1),
         )
         self._stagings += 1
         self._staged = await workflow.execute_activity(
@@ -1041,7 +1047,9 @@ class TransferWorkflow:
         self._acquisitions += 1
         ticket = self._ticket = f"{info.workflow_id}/{info.run_id}/{self._acquisitions}"
         self._granted = {}
-        streams = request.options.streams
+        # a governor divides its max_rate over the streams granted: ask for no more
+        # than can run (signal input only, no command)
+        streams = min(request.options.streams, self._most_segments or request.options.streams)
         for name in names:
             ask = SlotRequest(
                 ticket=ticket,
@@ -1127,14 +1135,23 @@ class TransferWorkflow:
                 continue
             return not self._left_queue
 
-    def _stream_rate(self, request: TransferRequest) -> dict[str, Any]:
+    def _stream_rate(self, request: TransferRequest, wanted: int | None = None) -> dict[str, Any]:
         """The rate fields of a stream's input: its equal share of the transfer's own
-        ``max_rate`` (over the streams it runs), and the ticket and governors its share
-        of an endpoint's or link's ``max_rate`` is looked up by (activity input only,
-        no command)."""
+        ``max_rate`` over the streams that run while it starts, and the ticket and
+        governors its share of an endpoint's or link's ``max_rate`` is looked up by
+        (activity input only, no command).
+
+        Args:
+            wanted: streams that could run now (those running, this one, and the
+                segments still queued); the share divides by the lower of this and the
+                streams granted, so a one-segment file gets the whole ``max_rate``. A
+                stream keeps its share to its end: one that started while others ran
+                does not speed up when they finish.
+        """
         own = request.options.max_rate
+        running = max(1, self._lanes if wanted is None else min(self._lanes, wanted))
         return {
-            "max_rate": None if own is None else own / max(1, self._lanes),
+            "max_rate": None if own is None else own / running,
             "ticket": self._ticket if self._granted else None,
             "governors": sorted(self._granted),
         }
