@@ -121,7 +121,9 @@ def test_sshd_sftp_roundtrip(sshd_server: SshdServer, tmp_path: Path) -> None:
         with sftp.open(str(target), "wb") as handle:
             handle.write(data)
         assert sftp.stat(str(target)).st_size == len(data)
-        assert sshd_server.connection_count() == 1
+        # ours at least: a session worker of another test may still hold a pooled
+        # connection to this session-wide server
+        assert sshd_server.connection_count() >= 1
     finally:
         client.close()
     assert target.read_bytes() == data
