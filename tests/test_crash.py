@@ -111,10 +111,13 @@ async def test_resume_after_worker_kill(
         if r["method"] == "GET" and r["range"] != "bytes=0-0"  # not the 1-byte stat probes
     )
     print(
-        f"worker kill: source sent {sent} bytes for {KILL_SIZE}: re-sent {sent - KILL_SIZE} (bound {STREAMS * CHUNK})"
+        f"worker kill: source sent {sent} bytes for {KILL_SIZE}: re-sent {sent - KILL_SIZE} (bound {2 * STREAMS * CHUNK})"
     )
-    # the object + at most the chunk in flight per stream again
-    assert sent <= KILL_SIZE + STREAMS * CHUNK, f"re-sent {sent - KILL_SIZE} bytes"
+    # the object + at most the chunk in flight per stream again, plus what nginx had
+    # handed to the kernel but the killed reader never read: nginx counts bytes written
+    # to the socket, and a reader slowed by a busy machine leaves up to about a chunk per
+    # connection in the loopback buffers (once 10 MiB were counted against 8 in flight)
+    assert sent <= KILL_SIZE + 2 * STREAMS * CHUNK, f"re-sent {sent - KILL_SIZE} bytes"
 
 
 async def test_resume_after_temporal_kill(

@@ -21,6 +21,7 @@ import importlib.metadata
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -89,8 +90,15 @@ def server_binary() -> str:
 
 @pytest.fixture(scope="session")
 async def env() -> AsyncIterator[WorkflowEnvironment]:
-    """One time-skipping test server for the session, with Staccato's search
-    attributes registered (the workflow upserts its state into them)."""
+    """One time-skipping test server for the session."""
+    async with time_skipping_env() as environment:
+        yield environment
+
+
+@asynccontextmanager
+async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping test server with Staccato's search attributes registered (the
+    workflow upserts its state into them); shut down on leaving."""
     environment = await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter,
         test_server_existing_path=server_binary(),
