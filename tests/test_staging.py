@@ -20,9 +20,8 @@ import pytest
 
 from staccato.client import StaccatoClient
 from staccato.models import TransferOptions
-from tests.helpers import MiB, WorkerProcess, run_cli, sha256_file, write_random
+from tests.helpers import MiB, WorkerProcess, mount_tmpfs, run_cli, sha256_file, write_random
 from tests.servers.nginx import NginxServer, nginx_fixture
-from tests.test_file_space import _mount_tmpfs
 
 #: the cache cap and the sources: the cap holds one source, not two
 CAP = 48 * MiB
@@ -223,7 +222,7 @@ def test_a_staging_dir_without_room_fails_at_once_reading_the_source_at_most_onc
     temporal_server, nginx_no_ranges: NginxServer, http_root: Path, data_dir: Path, tmp_path: Path
 ) -> None:
     small = tmp_path / "small"
-    _mount_tmpfs(small, "8m")
+    mount_tmpfs(small, "8m")
     try:
         name = "too-big-for-the-disk.bin"
         _source(http_root, name, 16 * MiB)

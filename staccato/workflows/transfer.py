@@ -890,17 +890,7 @@ class TransferWorkflow:
         """Remove the transfer's pin of its staged entry (best effort: an entry left
         pinned is only kept from eviction)."""
         stage_input, self._stage_input = self._stage_input, None
-        try:
-            await workflow.execute_activity(
-                "release_staged",
-                stage_input,
-                start_to_close_timeout=SHORT_TIMEOUT,
-                retry_policy=RetryPolicy(
-                    maximum_attempts=5, maximum_interval=timedelta(seconds=10)
-                ),
-            )
-        except ActivityError as err:
-            workflow.logger.warning("releasing the staged copy failed: %s", reason(err))
+        await self._best_effort("release_staged", stage_input, 5, "releasing the staged copy")
 
     async def _verify_size(self, request: TransferRequest, info: ObjectInfo) -> None:
         """After publishing verified bytes: the destination name holds the right size."""
@@ -922,17 +912,23 @@ class TransferWorkflow:
         if session is None:
             return
         self._set_phase("cleanup")
+        await self._best_effort("cleanup", session, 10, f"cleanup of {session.url}")
+
+    async def _best_effort(self, activity: str, arg: Any, attempts: int, what: str) -> None:
+        """Run a short ``activity`` with up to ``attempts`` tries (10 s apart at most);
+        a failure is logged as ``what`` failed and otherwise ignored (the transfer's
+        outcome does not depend on it)."""
         try:
             await workflow.execute_activity(
-                "cleanup",
-                session,
+                activity,
+                arg,
                 start_to_close_timeout=SHORT_TIMEOUT,
                 retry_policy=RetryPolicy(
-                    maximum_attempts=10, maximum_interval=timedelta(seconds=10)
+                    maximum_attempts=attempts, maximum_interval=timedelta(seconds=10)
                 ),
             )
         except ActivityError as err:
-            workflow.logger.warning("cleanup of %s failed: %s", session.url, reason(err))
+            workflow.logger.warning("%s failed: %s", what, reason(err))
 
     def _set_state(self, state: TransferState) -> None:
         assert self._progress is not None
