@@ -23,9 +23,12 @@ from staccato.models import TransferOptions
 from tests.helpers import MiB, WorkerProcess, mount_tmpfs, run_cli, sha256_file, write_random
 from tests.servers.nginx import NginxServer, nginx_fixture
 
-#: the cache cap and the sources: the cap holds one source, not two
-CAP = 48 * MiB
-SIZE = 32 * MiB
+#: the cache cap and the sources: the cap holds one source, not two. The suite runs
+#: them scaled down; STACCATO_TEST_FULL_SIZE=1 runs the sizes a user would (a 300 MiB
+#: cap and 256 MiB sources) by hand.
+FULL_SIZE = os.environ.get("STACCATO_TEST_FULL_SIZE") == "1"
+CAP = (300 if FULL_SIZE else 48) * MiB
+SIZE = (256 if FULL_SIZE else 32) * MiB
 OPTIONS = TransferOptions(chunk_size=4 * MiB, streams=2, heartbeat_timeout_s=3)
 
 
