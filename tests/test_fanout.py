@@ -150,6 +150,7 @@ async def test_a_source_goes_to_four_destinations_read_once(
     assert _s3_sha256(seaweed_s3, bucket, "copies/three.bin") == digest
     assert sha256_file(data_dir / "sftp" / "four.bin") == digest
     served = _served(nginx_ranges, name, BIG)
+    print(f"fan-out to 4: nginx served {served} bytes of {BIG} ({served / BIG:.3f} x)")
     assert BIG <= served <= 1.1 * BIG, f"nginx served {served} bytes of a {BIG}-byte source"
 
 
@@ -199,6 +200,17 @@ def test_a_dead_destination_fails_alone_with_its_reason(
     # the reason names the unreachable server
     assert "connection refused" in states[canonical[3]]["error"], status
     assert f"failed: {dead}" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    human = run_cli(
+        "status", group, address=temporal_server.address, task_queue=fanout_worker.task_queue
+    )
+    assert f"group {group}: completed_with_errors, 3/4" in human.stdout, human.stdout
+    assert "failed: gave up: the prepare step" in human.stdout, human.stdout
+    listed = run_cli(
+        "list", "--json", address=temporal_server.address, task_queue=fanout_worker.task_queue
+    )
+    rows = [r for r in json.loads(listed.stdout) if r.get("id") == group]
+    assert rows and rows[0]["kind"] == "group", listed.stdout
     served = _served(nginx_ranges, name, SMALL)
     assert served <= 1.1 * SMALL, served
 
