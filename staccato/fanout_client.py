@@ -29,6 +29,7 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from staccato import units
 from staccato.errors import DestinationBusyError, InvalidURLError, TransferNotFoundError
 from staccato.models import (
     GROUP_ID_PREFIX,
@@ -39,6 +40,7 @@ from staccato.models import (
     GroupState,
     GroupStatus,
     IfBusy,
+    StagingProgress,
     TransferOptions,
     TransferState,
 )
@@ -201,6 +203,9 @@ async def group_status(client: StaccatoClient, group: str) -> GroupStatus:
         state = _CLOSED_STATES.get(description.status, GroupState.failed)  # type: ignore[arg-type]
     elif description.status == WorkflowExecutionStatus.RUNNING and state in _TERMINAL:
         state = GroupState.running  # returning: its result comes next
+    staged_bytes = progress.staged_bytes if progress else None
+    if progress is not None and progress.phase == "staging":
+        staged_bytes = await _staged_so_far(client, description) or 0
     running = [d for d in destinations if d.state == TransferState.running and d.run_id]
     for row, child in zip(
         running,
@@ -228,8 +233,26 @@ async def group_status(client: StaccatoClient, group: str) -> GroupStatus:
         phase=progress.phase if progress else None,
         bytes_total=progress.bytes_total if progress else None,
         error=error or (progress.error if progress else None),
+        staged_bytes=staged_bytes,
         destinations=destinations,
     )
+
+
+async def _staged_so_far(client: StaccatoClient, description: Any) -> int | None:
+    """Bytes the group's running ``stage_source`` reported in its last heartbeat."""
+    for pending in description.raw_description.pending_activities:
+        if pending.activity_type.name != "stage_source":
+            continue
+        if not pending.heartbeat_details.payloads:
+            return None
+        try:
+            (details,) = await client.temporal.data_converter.decode(
+                pending.heartbeat_details.payloads, [StagingProgress]
+            )
+            return StagingProgress.model_validate(details).bytes_staged
+        except Exception:  # not ours to read: no figure
+            return None
+    return None
 
 
 async def follow_group(
@@ -276,8 +299,6 @@ def destination_line(row: DestinationStatus) -> str:
     """One destination's line: ``DESTINATION  state  done/total (phase)  error``."""
     text = f"  {redact(row.destination)}  {row.state.value}"
     if row.bytes_total is not None and row.bytes_done is not None:
-        from staccato import units
-
         text += f"  {units.size(row.bytes_done)} / {units.size(row.bytes_total)}"
     if row.phase and row.state == TransferState.running:
         text += f" ({row.phase})"
@@ -296,5 +317,10 @@ def status_lines(status: GroupStatus) -> list[str]:
     ]
     if status.error:
         lines.append(f"  error: {status.error}")
+    if status.phase == "staging" and status.state == GroupState.running:
+        lines.append(
+            f"  staging the source: {units.size(status.staged_bytes or 0)} / "
+            f"{units.size(status.bytes_total or 0)}"
+        )
     lines.extend(destination_line(row) for row in status.destinations)
     return lines

@@ -984,6 +984,8 @@ class GroupStatus(BaseModel):
     phase: str | None = None
     bytes_total: int | None = None
     error: str | None = None
+    #: bytes of the source in the staging cache (while staging: read so far)
+    staged_bytes: int | None = None
     destinations: list[DestinationStatus]
 
     def to_json_dict(self) -> dict[str, Any]:

@@ -97,7 +97,7 @@ async def _follow(client: StaccatoClient, group: str, *, quiet: bool) -> GroupSt
         ended = current.state != GroupState.running
         if not quiet and not ended and now - last_shown >= PROGRESS_INTERVAL_S:
             last_shown = now
-            for line in status_lines(current)[2:]:  # one line per destination
+            for line in status_lines(current)[2:]:  # staging, then one line per destination
                 typer.echo(line, err=True)
             sys.stderr.flush()
     assert final is not None
