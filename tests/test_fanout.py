@@ -3,14 +3,17 @@
 Real nginx (ranges on; its access log counts the bytes served), a real S3 store
 (SeaweedFS), a real sshd, real workers. A 512 MiB source goes to two files, one S3
 object and one SFTP file: all four byte-identical, nginx served at most 1.1 x the
-source. A destination whose server is down the whole run (an SFTP URL at a port
-nothing listens on) fails with its reason while the others complete: exit 1. A
-destination given twice, or equal to the source, is refused (exit 2) before anything
-starts.
+source, which was staged once and whose pin the group released. A destination whose
+server is down the whole run (an SFTP URL at a port nothing listens on) fails with
+its reason while the others complete: exit 1. A missing source fails the group before
+any destination starts; a cancelled group cancels every destination (temp data
+removed). A destination given twice, or equal to the source, is refused (exit 2)
+before anything starts.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -25,7 +28,7 @@ import pytest
 from staccato.client import StaccatoClient
 from staccato.models import GroupState, TransferOptions, TransferState
 from staccato.urls import parse_url
-from tests.helpers import MiB, WorkerProcess, run_cli, sha256_file, write_random
+from tests.helpers import MiB, WorkerProcess, leftovers, run_cli, sha256_file, write_random
 from tests.servers.nginx import NginxServer
 from tests.servers.seaweedfs import SeaweedS3
 from tests.servers.sshd import SshdServer
@@ -124,6 +127,7 @@ def _s3_sha256(seaweed_s3: SeaweedS3, bucket: str, key: str) -> str:
 
 async def test_a_source_goes_to_four_destinations_read_once(
     fanout_client: StaccatoClient,
+    fanout_env: dict[str, str],
     nginx_ranges: NginxServer,
     http_root: Path,
     data_dir: Path,
@@ -149,6 +153,11 @@ async def test_a_source_goes_to_four_destinations_read_once(
     assert sha256_file(data_dir / "two.bin") == digest
     assert _s3_sha256(seaweed_s3, bucket, "copies/three.bin") == digest
     assert sha256_file(data_dir / "sftp" / "four.bin") == digest
+    # staged once, and the group's pin released at its end
+    staging = Path(fanout_env["STACCATO_STAGING_DIR"])
+    manifests = [json.loads(m.read_text()) for m in staging.glob("*/manifest.json")]
+    assert [m["size"] for m in manifests if m["url"].endswith(f"/{name}")] == [BIG]
+    assert list(staging.glob("*/pins/*")) == []
     served = _served(nginx_ranges, name, BIG)
     print(f"fan-out to 4: nginx served {served} bytes of {BIG} ({served / BIG:.3f} x)")
     assert BIG <= served <= 1.1 * BIG, f"nginx served {served} bytes of a {BIG}-byte source"
@@ -241,3 +250,41 @@ def test_a_destination_equal_to_the_source_is_refused(temporal_server, data_dir:
     assert "source and destination are the same object" in done.stderr, done.stderr
     assert str(source) in done.stderr, done.stderr
     assert not (data_dir / "a.bin").exists()
+
+
+def test_a_missing_source_fails_the_group_before_any_destination_starts(
+    temporal_server, fanout_worker: WorkerProcess, nginx_ranges: NginxServer, data_dir: Path
+) -> None:
+    missing = nginx_ranges.url(f"absent-{uuid.uuid4().hex[:8]}.bin")
+    done = run_cli(
+        "cp", missing, str(data_dir / "a.bin"), str(data_dir / "b.bin"),
+        address=temporal_server.address, task_queue=fanout_worker.task_queue,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "reading the source failed" in done.stderr and "404" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert not (data_dir / "a.bin").exists() and not (data_dir / "b.bin").exists()
+
+
+async def test_cancelling_the_group_cancels_every_destination(
+    fanout_client: StaccatoClient, nginx_ranges: NginxServer, http_root: Path, data_dir: Path
+) -> None:
+    name = f"fan-cancel-{uuid.uuid4().hex[:8]}.bin"
+    _source(http_root, name, SMALL)
+    destinations = [str(data_dir / "a.bin"), str(data_dir / "b.bin")]
+    # 2 MB/s per transfer: the copy lasts ~8 s, long enough to cancel mid-way
+    slow = OPTIONS.model_copy(update={"max_rate": 2_000_000, "chunk_size": MiB})
+    group = await fanout_client.fan_out(nginx_ranges.url(name), destinations, slow)
+    deadline = time.monotonic() + 60
+    while True:
+        current = await fanout_client.group_status(group)
+        if any((d.bytes_done or 0) > 0 for d in current.destinations):
+            break
+        assert time.monotonic() < deadline, current
+        await asyncio.sleep(0.2)
+    await fanout_client.cancel(group)
+    final = await fanout_client.wait_group(group)
+    assert final.state == GroupState.cancelled, final
+    assert [d.state for d in final.destinations] == [TransferState.cancelled] * 2, final
+    assert not (data_dir / "a.bin").exists() and not (data_dir / "b.bin").exists()
+    assert leftovers(data_dir) == []  # each transfer removed its temp data
