@@ -55,7 +55,7 @@ DestinationsArg = Annotated[
     typer.Argument(
         help="Destination URL or path (the file to write); several: a fan-out group that "
         "reads the source once and writes each.",
-        metavar="DESTINATION...",
+        metavar="DESTINATION",
     ),
 ]
 
