@@ -153,6 +153,10 @@ async def test_a_source_goes_to_four_destinations_read_once(
     assert sha256_file(data_dir / "two.bin") == digest
     assert _s3_sha256(seaweed_s3, bucket, "copies/three.bin") == digest
     assert sha256_file(data_dir / "sftp" / "four.bin") == digest
+    # the group's history is small and does not grow with the size
+    history = await fanout_client.temporal.get_workflow_handle(group).fetch_history()
+    print(f"fan-out to 4: group history {len(history.events)} events")
+    assert len(history.events) < 100
     # staged once, and the group's pin released at its end
     staging = Path(fanout_env["STACCATO_STAGING_DIR"])
     manifests = [json.loads(m.read_text()) for m in staging.glob("*/manifest.json")]
