@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.client import WorkflowFailureError
 
 from staccato.client import StaccatoClient
 from staccato.models import GroupState, TransferOptions, TransferState
@@ -292,3 +293,18 @@ async def test_cancelling_the_group_cancels_every_destination(
     assert [d.state for d in final.destinations] == [TransferState.cancelled] * 2, final
     assert not (data_dir / "a.bin").exists() and not (data_dir / "b.bin").exists()
     assert leftovers(data_dir) == []  # each transfer removed its temp data
+
+
+async def test_a_malformed_raw_start_fails_naming_the_field(
+    fanout_client: StaccatoClient,
+) -> None:
+    handle = await fanout_client.temporal.start_workflow(
+        "FanOutWorkflow",
+        {"source": "http://127.0.0.1:9/a.bin", "destinations": ["file:///tmp/only-one.bin"]},
+        id=f"raw-fan-out-{uuid.uuid4().hex[:8]}",
+        task_queue=fanout_client.task_queue,
+    )
+    with pytest.raises(WorkflowFailureError) as failed:
+        await asyncio.wait_for(handle.result(), 60)
+    message = str(failed.value.cause)
+    assert "invalid FanOutWorkflow input: destinations:" in message, message

@@ -34,7 +34,7 @@ import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes
+from temporalio.common import RawValue, RetryPolicy, SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
@@ -44,6 +44,9 @@ from temporalio.exceptions import (
 )
 
 with workflow.unsafe.imports_passed_through():
+    from pydantic import ValidationError
+
+    from staccato import errors
     from staccato.ids import transfer_id
     from staccato.models import (
         DestinationOutcome,
@@ -63,11 +66,43 @@ with workflow.unsafe.imports_passed_through():
 from staccato.workflows.calls import RETRY, SHORT_TIMEOUT, copy_timeout, sealed, short_activity
 from staccato.workflows.failures import reason
 
+
+def _decode(raw: RawValue) -> FanOutRequest:
+    """The group's input, validated.
+
+    Raises:
+        ApplicationError: non-retryable, naming each invalid field (or the encoding).
+    """
+    payload = raw.payload
+    encoding = payload.metadata.get("encoding", b"").decode(errors="replace")
+    if encoding != "json/plain":
+        raise ApplicationError(
+            f"invalid FanOutWorkflow input: expected a JSON payload (encoding json/plain) "
+            f"holding a FanOutRequest, got encoding {encoding or 'none'!r}",
+            type=errors.INVALID_INPUT_TYPE,
+            non_retryable=True,
+        )
+    try:
+        return FanOutRequest.model_validate_json(payload.data)
+    except ValidationError as err:
+        problems = [
+            f"{'.'.join(str(part) for part in e['loc']) or 'input'}: {e['msg']}"
+            for e in err.errors(include_url=False, include_input=False)
+        ]
+        raise ApplicationError(
+            "invalid FanOutWorkflow input: " + "; ".join(problems),
+            type=errors.INVALID_INPUT_TYPE,
+            non_retryable=True,
+        ) from None
+
+
 #: the staging read's heartbeat timeout (a slow disk sync must not pass for a dead worker)
 STAGE_HEARTBEAT_TIMEOUT = timedelta(seconds=20)
 
 
-@workflow.defn(name="FanOutWorkflow")
+# a start without input makes the SDK's call of ``run`` raise TypeError: fail that run at
+# once (as TransferWorkflow does) instead of retrying its workflow task forever
+@workflow.defn(name="FanOutWorkflow", failure_exception_types=[TypeError])
 class FanOutWorkflow:
     """Copies ``request.source`` to every one of ``request.destinations``."""
 
@@ -75,14 +110,20 @@ class FanOutWorkflow:
         self._progress: FanOutProgress | None = None
 
     @workflow.run
-    async def run(self, request: FanOutRequest) -> FanOutProgress:
+    async def run(self, raw_request: RawValue) -> FanOutProgress:
         """Run the group; returns every destination's outcome (never fails for a
         destination's failure: that is in its outcome).
 
+        Args:
+            raw_request: a :class:`FanOutRequest` as a JSON payload, validated here so
+                that a malformed start from any Temporal client fails the run naming
+                the field instead of failing its workflow task forever.
+
         Raises:
-            ApplicationError: non-retryable: the source could not be stat-ed or staged
-                (no destination was started; the message says why).
+            ApplicationError: non-retryable: invalid input, or the source could not be
+                stat-ed or staged (no destination was started; the message says why).
         """
+        request = _decode(raw_request)
         group_id = workflow.info().workflow_id
         progress = self._progress = FanOutProgress(
             group_id=group_id,
