@@ -148,6 +148,9 @@ STAGING_PATCH = "staging"
 #: a cancel request that arrives while the ending steps run (slots given back, staged
 #: entry unpinned) after publish no longer ends the transfer cancelled: it completes
 COMPLETED_ONCE_PUBLISHED_PATCH = "completed-once-published"
+#: a fan-out child (``request.staged_from_group``) skips its stat and staging: its
+#: streams read the entry its group staged (no command less for any other transfer)
+FAN_OUT_STAGED_PATCH = "fan-out-staged"
 #: how many times a transfer stages its source again after its staged copy was lost
 #: (damaged, evicted, on another machine) before it fails
 MAX_RESTAGES = 3
@@ -246,10 +249,17 @@ class TransferWorkflow:
             else DEFAULT_HEARTBEAT_TIMEOUT
         )
         try:
-            self._set_phase("stat")
-            info: ObjectInfo = await self._short_activity(
-                "stat", request.source, ObjectInfo, *sealed(request.source_secret)
-            )
+            group = request.staged_from_group
+            if group is not None and workflow.patched(FAN_OUT_STAGED_PATCH):
+                # a fan-out child: the group stat-ed and staged the source; its streams
+                # read that entry (pinned by the group), never the origin
+                info = group.source_info
+                self._staged = StageResult(key=group.key, size=info.size)
+            else:
+                self._set_phase("stat")
+                info = await self._short_activity(
+                    "stat", request.source, ObjectInfo, *sealed(request.source_secret)
+                )
             self._progress.bytes_total = info.size
             self._most_segments = max(1, -(-info.size // options.chunk_size))
             # a pause accepted while still scheduled holds: the streams wait for resume
@@ -274,7 +284,8 @@ class TransferWorkflow:
                 # an up-to-date transfer needs no slot: asked after the sync check
                 await self._acquire_slots(request)
             if (
-                (options.stage or not info.supports_ranges)
+                self._staged is None  # a fan-out child reads its group's staged entry
+                and (options.stage or not info.supports_ranges)
                 and info.size > 0
                 and workflow.patched(STAGING_PATCH)
             ):

@@ -457,6 +457,20 @@ async def limited(lab: Lab) -> str:
     return transfer
 
 
+async def fan_out_child(lab: Lab) -> str:
+    """A fan-out of one http source to two files (``cp SRC DST1 DST2``): the history of
+    one child transfer, which reads the entry its group staged (no stat, no staging of
+    its own)."""
+    write_random(lab.http_root / "fanned.bin", SMALL_SIZE, seed=19)
+    at_rest(lab.http_root / "fanned.bin")
+    data = lab.data("fan-out")
+    group = await lab.client.fan_out(
+        lab.slow_nginx.url("fanned.bin"), [str(data / "a.bin"), str(data / "b.bin")], OPTIONS
+    )
+    final = await asyncio.wait_for(lab.client.wait_group(group), WAIT_S)
+    return final.destinations[0].transfer_id
+
+
 FRONT = "run_as_destination_transfer"  # the front run's one activity
 #: scenario name (the fixture's file name) -> what it runs, and what its history must show
 SCENARIOS: dict[str, tuple[Scenario, str | tuple[str, ...]]] = {
@@ -481,6 +495,8 @@ SCENARIOS: dict[str, tuple[Scenario, str | tuple[str, ...]]] = {
     # since 0.4.0
     "staged": (staged, ("stage_source", "release_staged", "WORKFLOW_EXECUTION_COMPLETED")),
     "limited": (limited, ("find_governors", "WORKFLOW_EXECUTION_COMPLETED")),
+    # since 0.5.0
+    "fan_out_child": (fan_out_child, ("fan-out-staged", "WORKFLOW_EXECUTION_COMPLETED")),
 }
 
 
