@@ -57,6 +57,13 @@ ERROR_RATE = 0.10
 ALPHA = 0.5
 #: decisions held before probing one step up again
 REPROBE_EVERY = 6
+#: smaller objects are not tuned (too few segments to measure): the fixed defaults
+MIN_TUNED_BYTES = 64 * MiB
+#: a tuned transfer's segments are about this long (more of them: the streams can
+#: change between them), at least two per stream allowed and at most :data:`MAX_SEGMENTS`
+SEGMENT_BYTES = 64 * MiB
+#: each segment is an activity (~6 history events): this bounds them per object
+MAX_SEGMENTS = 256
 #: decisions kept in the log (state and memory stay small: Temporal payloads)
 LOG_SIZE = 20
 
@@ -157,6 +164,14 @@ def streams_within_budget(chunk_size: int, budget: int) -> int:
         budget: bytes of buffers a transfer may hold at once.
     """
     return max(MIN_STREAMS, min(MAX_STREAMS, budget // (chunk_size * BUFFERS_PER_STREAM)))
+
+
+def segments_for(size: int, chunk_size: int, max_streams: int) -> int:
+    """How many segments a tuned transfer of ``size`` bytes is cut into: about
+    :data:`SEGMENT_BYTES` each, at least two per stream allowed, at most
+    :data:`MAX_SEGMENTS`, never more than its chunks."""
+    chunks = max(1, -(-size // chunk_size))
+    return max(1, min(chunks, MAX_SEGMENTS, max(2 * max_streams, size // SEGMENT_BYTES)))
 
 
 def start(
@@ -297,15 +312,17 @@ def observe(state: TuningState, window: Window) -> tuple[TuningState, Decision]:
 
 def remember(state: TuningState, link: str, memory: LinkMemory | None) -> LinkMemory:
     """What ``link`` keeps from a transfer that ended in ``state``: the best setting
-    measured (the fewest streams within :data:`GAIN` of the best rate), its rate and
-    the last reasons."""
+    measured below any that saw errors (the fewest streams within :data:`GAIN` of the
+    best rate), its rate and the last reasons."""
     transfers = (memory.transfers if memory else 0) + 1
-    if not state.rates:
+    # a setting that saw errors is not remembered, however fast it measured
+    rates = {k: v for k, v in state.rates.items() if state.ceiling is None or k < state.ceiling}
+    if not rates:
         streams, rate = state.streams, None
     else:
-        best = max(state.rates.values())
-        streams = min(k for k, v in state.rates.items() if v >= best * (1 - GAIN))
-        rate = state.rates[streams]
+        best = max(rates.values())
+        streams = min(k for k, v in rates.items() if v >= best * (1 - GAIN))
+        rate = rates[streams]
     return LinkMemory(
         link=link,
         streams=min(max(streams, MIN_STREAMS), MAX_STREAMS),

@@ -345,6 +345,7 @@ class _SegmentCopy:
             checksum=checksums.combine(self.algorithm, parts),
             bytes_read=self.progress.bytes_read,
             verified=self.read_back and not self.rehash,
+            attempt=activity.info().attempt if activity.in_activity() else 1,
         )
 
 

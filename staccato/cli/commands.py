@@ -265,6 +265,8 @@ def _exit_for(final: TransferStatus) -> None:
             f"{final.checksum}",
             err=True,
         )
+        if final.tuning is not None:
+            typer.echo(f"tuned: {render.tuning_text(final.tuning)}", err=True)
         return
     fail(f"transfer {final.id} {final.state.value}: {final.error or final.state.value}")
 

@@ -274,6 +274,24 @@ def default_owner() -> str:
         return ""
 
 
+def tuning_wanted() -> bool:
+    """Whether the per-link optimizer chooses streams and chunk size: the command
+    line gave neither ``--streams`` nor ``--chunk-size`` (a user's value always wins)
+    and ``STACCATO_TUNING`` does not turn it off."""
+    import click  # typer's own parser: the command being run
+
+    from staccato import settings
+
+    context = click.get_current_context(silent=True)
+    if context is None:
+        return False
+    for name in ("streams", "chunk_size"):
+        source = context.get_parameter_source(name)
+        if source is not None and source != click.core.ParameterSource.DEFAULT:
+            return False
+    return settings.current().tuning
+
+
 def transfer_options(
     chunk_size: int,
     streams: int,
@@ -288,8 +306,9 @@ def transfer_options(
     stage: bool = False,
 ) -> TransferOptions:
     """The :class:`TransferOptions` the command-line options describe (``owner``
-    None: :func:`default_owner`)."""
+    None: :func:`default_owner`; ``tuning``: :func:`tuning_wanted`)."""
     return TransferOptions(
+        tuning=tuning_wanted(),
         priority=priority,
         owner=owner or default_owner() or None,
         chunk_size=chunk_size,
