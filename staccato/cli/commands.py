@@ -37,10 +37,8 @@ from staccato.dataset_client import list_datasets
 from staccato.datasets.models import DATASET_ID_PREFIX, DatasetState, DatasetStatus
 from staccato.errors import TransferNotFoundError
 from staccato.models import (
-    DEFAULT_CHUNK_SIZE,
     DEFAULT_PRIORITY,
     DEFAULT_RETRY_FOR_S,
-    DEFAULT_STREAMS,
     ChecksumAlgorithm,
     IfBusy,
     TransferState,
@@ -53,8 +51,8 @@ from staccato.urls import redact
 def submit(
     source: SourceArg,
     destination: DestinationArg,
-    chunk_size: ChunkSizeOption = DEFAULT_CHUNK_SIZE,
-    streams: StreamsOption = DEFAULT_STREAMS,
+    chunk_size: ChunkSizeOption = None,
+    streams: StreamsOption = None,
     verify: VerifyOption = VerifyMode.checksum,
     checksum: ChecksumOption = ChecksumAlgorithm.crc32c,
     retry_for: RetryForOption = DEFAULT_RETRY_FOR_S,
@@ -140,8 +138,8 @@ def _say(submitted: Submission) -> None:
 def cp(
     source: SourceArg,
     destination: DestinationArg,
-    chunk_size: ChunkSizeOption = DEFAULT_CHUNK_SIZE,
-    streams: StreamsOption = DEFAULT_STREAMS,
+    chunk_size: ChunkSizeOption = None,
+    streams: StreamsOption = None,
     verify: VerifyOption = VerifyMode.checksum,
     checksum: ChecksumOption = ChecksumAlgorithm.crc32c,
     retry_for: RetryForOption = DEFAULT_RETRY_FOR_S,
