@@ -380,6 +380,9 @@ class StreamInput(BaseModel):
     #: SO_SNDBUF/SO_RCVBUF (bytes) of the stream's connections (:mod:`staccato.sockets`);
     #: None: the worker's setting, else the kernel's autotuning
     socket_buffer: int | None = None
+    #: a tuned transfer: the rate (bytes/s) one stream measured on the link, which its
+    #: connections' buffers are sized for (bandwidth-delay product)
+    stream_rate: float | None = None
 
 
 class StageInput(BaseModel):

@@ -61,6 +61,12 @@ def test_cp_without_streams_is_tuned_and_the_link_remembers(
     warm = _status(temporal_server, worker, data_dir / "warm.bin")["tuning"]
     assert any("link memory" in why for why in warm["reasons"]) or warm["decisions"] > 3
 
+    # forgotten: the next transfer would start cold
+    forgot = run_cli("limit", "learned", LINK, "--forget", **args)
+    assert forgot.returncode == 0 and "forgotten" in forgot.stdout, forgot.stderr
+    gone = run_cli("limit", "learned", LINK, "--json", **args)
+    assert json.loads(gone.stdout) == []
+
 
 def test_user_streams_or_tuning_off_are_not_tuned(
     temporal_server: Any, worker: WorkerProcess, data_dir: Path

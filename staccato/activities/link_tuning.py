@@ -13,49 +13,13 @@ from __future__ import annotations
 
 from temporalio import activity
 from temporalio.client import Client
-from temporalio.service import RPCError, RPCStatusCode
 
 from staccato import settings
+from staccato.link_memory import read_link_memory
 from staccato.models import TuningRecall
 from staccato.tuning import LinkMemory
 from staccato.workflows.governor import GOVERNOR_QUEUE
-from staccato.workflows.link_tuning import (
-    GET_QUERY,
-    RECORD_SIGNAL,
-    LinkTuningWorkflow,
-    link_tuning_id,
-)
-
-
-async def read_link_memory(client: Client, link: str) -> LinkMemory | None:
-    """``link``'s memory, or None when nothing was recorded (no workflow runs).
-
-    Raises:
-        RPCError: Temporal failed otherwise.
-    """
-    try:
-        return await client.get_workflow_handle(link_tuning_id(link)).query(
-            GET_QUERY, result_type=LinkMemory
-        )
-    except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
-            return None
-        raise
-
-
-async def list_link_memories(client: Client) -> list[LinkMemory]:
-    """Every link's memory, sorted by link name."""
-    memories: list[LinkMemory] = []
-    async for w in client.list_workflows(
-        "WorkflowType = 'LinkTuningWorkflow' AND ExecutionStatus = 'Running'"
-    ):
-        try:
-            memory = await client.get_workflow_handle(w.id).query(GET_QUERY, result_type=LinkMemory)
-        except RPCError:
-            continue  # continued as new or ended meanwhile
-        if memory is not None:
-            memories.append(memory)
-    return sorted(memories, key=lambda m: m.link)
+from staccato.workflows.link_tuning import RECORD_SIGNAL, LinkTuningWorkflow, link_tuning_id
 
 
 class LinkTuningActivities:

@@ -13,13 +13,12 @@ from typing import Annotated
 import typer
 
 from staccato import governors, units
-from staccato.activities.link_tuning import list_link_memories, read_link_memory
 from staccato.cli.common import EXIT_USAGE, fail, run
 from staccato.cli.options import JsonOption, parse_rate
 from staccato.client import StaccatoClient
 from staccato.links import LimitTarget, LimitTargetError, governor_id, parse_limit_target
 from staccato.models import GovernorState, Limits
-from staccato.tuning import LinkMemory
+from staccato.tuning import LinkMemory  # pure: no driver, no Temporal client
 from staccato.workflows.governor import STATE_QUERY
 
 app = typer.Typer(
@@ -193,6 +192,8 @@ def list_(as_json: JsonOption = False) -> None:
         return await governors.list_limits(client.temporal)
 
     async def learned() -> list[LinkMemory]:
+        from staccato.link_memory import list_link_memories
+
         client = await StaccatoClient.connect()
         return await list_link_memories(client.temporal)
 
@@ -225,6 +226,10 @@ def learned_(
         ),
     ] = None,
     as_json: JsonOption = False,
+    forget: Annotated[
+        bool,
+        typer.Option("--forget", help="Drop what LINK learned: its next transfer starts cold."),
+    ] = False,
 ) -> None:
     """What per-link tuning learned: the streams and chunk size each link settled on,
     its rate there and the last decisions' reasons (transfers given neither --streams
@@ -232,8 +237,24 @@ def learned_(
     parsed = _target(target) if target is not None else None
     if parsed is not None and not parsed.is_link:
         fail(f"{parsed.name} is an endpoint; tuning is learned per link SRC,DST", EXIT_USAGE)
+    if forget:
+        if parsed is None:
+            fail("--forget needs a LINK", EXIT_USAGE)
+        assert parsed is not None
+
+        async def drop() -> bool:
+            from staccato.link_memory import forget_link_memory
+
+            client = await StaccatoClient.connect()
+            return await forget_link_memory(client.temporal, parsed.name)
+
+        dropped = run(drop)
+        typer.echo(f"{parsed.name}: " + ("forgotten" if dropped else "nothing learned yet"))
+        return
 
     async def go() -> list[LinkMemory]:
+        from staccato.link_memory import list_link_memories, read_link_memory
+
         client = await StaccatoClient.connect()
         if parsed is not None:
             memory = await read_link_memory(client.temporal, parsed.name)

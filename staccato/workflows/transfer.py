@@ -629,6 +629,7 @@ class TransferWorkflow:
                         **self._stream_rate(request, len(self._running) + 1 + len(queue)),
                         staged=self._staged.key if self._staged else None,
                         socket_buffer=self._tune_socket_buffer,
+                        stream_rate=self._tune_stream_rate(),
                     ),
                     result_type=StreamResult,
                     activity_id=f"stream-{segment.index:04d}-{attempts[segment.index]}",
@@ -1145,6 +1146,14 @@ class TransferWorkflow:
             self._tune_draining = set(self._running) if decision.streams < self._lanes else set()
             self._lanes = decision.streams
         self._show_tuning()
+
+    def _tune_stream_rate(self) -> float | None:
+        """The rate (bytes/s) one stream measured at the current setting; None before
+        the first measurement or untuned."""
+        if self._tuner is None:
+            return None
+        rate = self._tuner.rates.get(self._tuner.streams)
+        return None if rate is None else rate / self._tuner.streams
 
     def _tune_to_grant(self, granted: int) -> int:
         """The streams to run under a governor's grant of ``granted``: the optimizer
