@@ -161,3 +161,29 @@ def test_state_round_trips_through_json() -> None:
 def test_log_is_bounded() -> None:
     state, _ = run(tuning.start(None)[0], lambda s: (100 * MB, 0), 50)
     assert len(state.decisions) == tuning.LOG_SIZE
+
+
+def test_status_shows_the_choice_in_one_line() -> None:
+    from staccato.cli import render
+    from staccato.models import TransferState, TransferStatus, TuningView
+
+    view = TuningView(
+        link="http://h:80,file://",
+        streams=8,
+        chunk_size=16 * MiB,
+        max_streams=16,
+        rate_bytes_per_s=200 * MiB,
+        decisions=3,
+        reasons=["a", "holding 8 streams at 200.0 MiB/s"],
+    )
+    status = TransferStatus(
+        id="t", state=TransferState.running, source="s", destination="d", bytes_total=1,
+        bytes_done=0, rate_bytes_per_s=None, eta_s=None, streams=8, chunk_size=16 * MiB,
+        checksum=None, error=None, tuning=view,
+    )  # fmt: skip
+    line = next(x for x in render.status_lines(status) if x.startswith("tuning"))
+    assert line == (
+        "tuning             8 streams x 16.0 MiB (at most 16) at 200.0 MiB/s; "
+        "last: holding 8 streams at 200.0 MiB/s"
+    )
+    assert status.to_json_dict()["tuning"]["reasons"][-1].startswith("holding 8")
