@@ -615,12 +615,15 @@ class TuningRecall(BaseModel):
         memory: the link's :class:`~staccato.tuning.LinkMemory` as JSON data, if any.
         memory_budget: bytes of stream buffers the transfer may hold.
         socket_buffer_bytes: the worker's fixed socket buffer size, if set.
+        worker_processes: the worker's activity processes (streams it can run at
+            once; more would wait in Temporal's queue); None: no bound.
     """
 
     enabled: bool = True
     memory: dict[str, Any] | None = None
     memory_budget: int
     socket_buffer_bytes: int | None = None
+    worker_processes: int | None = None
 
 
 class Progress(BaseModel):

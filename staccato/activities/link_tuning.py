@@ -42,6 +42,7 @@ class LinkTuningActivities:
             memory=None if memory is None else memory.model_dump(mode="json"),
             memory_budget=current.tuning_memory_bytes,
             socket_buffer_bytes=current.socket_buffer_bytes,
+            worker_processes=current.effective_worker_processes,
         )
 
     @activity.defn(name="record_link_tuning")

@@ -1109,7 +1109,12 @@ class TransferWorkflow:
         if not recall.enabled:
             return request
         memory = None if recall.memory is None else LinkMemory.model_validate(recall.memory)
-        state, _ = tuning.start(memory, budget=recall.memory_budget)
+        # no more streams than a worker runs at once (the rest would queue)
+        state, _ = tuning.start(
+            memory,
+            budget=recall.memory_budget,
+            max_streams=min(tuning.MAX_STREAMS, recall.worker_processes or tuning.MAX_STREAMS),
+        )
         self._tuner, self._tune_link, self._tune_memory = state, link, memory
         self._tune_socket_buffer = recall.socket_buffer_bytes
         options = request.options.model_copy(
