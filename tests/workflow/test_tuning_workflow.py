@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from temporalio import activity
-from temporalio.client import WorkflowHandle
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
@@ -113,6 +113,18 @@ async def start(env: WorkflowEnvironment) -> AsyncIterator[Start]:
     await asyncio.gather(*runs, return_exceptions=True)
 
 
+async def finished(handle: WorkflowHandle[Any, Any]) -> TransferResult:
+    """The run's result once it closed, waited for by polling its description: asking
+    for the result would let the time-skipping server skip time while the test's
+    activities run in real time (timing them out)."""
+    deadline = asyncio.get_running_loop().time() + 60
+    while (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
+        assert asyncio.get_running_loop().time() < deadline, "the transfer did not end in 60 s"
+        await asyncio.sleep(0.05)
+    result: TransferResult = await handle.result()
+    return result
+
+
 def refusing_past(endpoint: Endpoint, limit: int) -> Callable[[StreamInput], Awaitable[Any]]:
     """A ``copy_stream`` of a server that fails connections past ``limit`` at once:
     each stream waits (at most 0.3 s) for more to start, and reports that it needed
@@ -146,7 +158,7 @@ async def test_tuned_transfer_backs_off_from_failing_streams_and_remembers(
     endpoint.hooks["copy_stream"] = refusing_past(endpoint, 4)
     control = Control()
     handle = await start(endpoint, control, TUNED)
-    result: TransferResult = await asyncio.wait_for(handle.result(), 60)
+    result: TransferResult = await finished(handle)
     assert control.recalled == ["file://,file://"]
     streams = endpoint.called("copy_stream")
     # many segments (the streams change between them), in 16 MiB chunks
@@ -165,7 +177,7 @@ async def test_user_values_are_not_tuned(start: Start) -> None:
     endpoint = Endpoint(info=ObjectInfo(size=SIZE, version="v1"))
     control = Control(LinkMemory(link="file://,file://", streams=12))
     handle = await start(endpoint, control, TransferOptions(streams=2, chunk_size=8 * MiB))
-    result: TransferResult = await asyncio.wait_for(handle.result(), 60)
+    result: TransferResult = await finished(handle)
     assert control.recalled == [] and control.recorded == []
     assert len(endpoint.called("copy_stream")) == 2
     assert result.tuning is None and result.streams == 2
@@ -185,7 +197,7 @@ async def test_warm_start_runs_the_remembered_streams(start: Start) -> None:
     watcher = asyncio.create_task(watch())
     try:
         handle = await start(endpoint, control, TUNED)
-        result: TransferResult = await asyncio.wait_for(handle.result(), 60)
+        result: TransferResult = await finished(handle)
     finally:
         watcher.cancel()
     streams = endpoint.called("copy_stream")
@@ -200,5 +212,5 @@ async def test_small_objects_are_not_tuned(start: Start) -> None:
     endpoint = Endpoint(info=ObjectInfo(size=tuning.MIN_TUNED_BYTES - 1, version="v1"))
     control = Control()
     handle = await start(endpoint, control, TUNED)
-    result: TransferResult = await asyncio.wait_for(handle.result(), 60)
+    result: TransferResult = await finished(handle)
     assert control.recalled == [] and result.tuning is None
