@@ -571,6 +571,7 @@ class StaccatoClient:
             last_retry_error=last_retry,
             next_attempt_at=next_attempt,
             phase=progress.phase if progress else None,
+            tuning=progress.tuning if progress else None,
             staged_bytes=(
                 staged_bytes if staged_bytes is not None or not _staging(progress) else 0
             ),
@@ -997,4 +998,5 @@ def _completed_status(workflow_id: str, result: TransferResult) -> TransferStatu
         phase="done",
         up_to_date=result.up_to_date or None,
         sync_level=result.sync_level,
+        tuning=result.tuning,
     )

@@ -115,6 +115,11 @@ class TransferOptions(BaseModel):
             link's ``--max-rate`` still applies). Not part of the request hash.
         stage: read the source once into the worker's staging cache and write the
             destination from there (sources that cannot serve byte ranges always are).
+        tuning: the client was given neither ``--streams`` nor ``--chunk-size``: the
+            per-link optimizer (:mod:`staccato.tuning`) chooses both, ``streams`` and
+            ``chunk_size`` being only the fixed fallback. False (the default for any
+            other client): the values given are used as they are. Not part of the
+            request hash when False.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -131,6 +136,7 @@ class TransferOptions(BaseModel):
     owner: str | None = Field(None, min_length=1, max_length=64)
     max_rate: int | None = Field(None, ge=1)
     stage: bool = False
+    tuning: bool = False
 
 
 def _not_canonical_because(value: str, canonical: str) -> str:
@@ -225,8 +231,10 @@ class TransferRequest(BaseModel):
         ``sync_level`` is left out: a request with default options hashes as it did
         before these options existed (a resubmission still attaches across the upgrade).
         """
-        skipped = {"if_busy", "priority", "owner", "max_rate"} | (
-            {"sync_level"} if self.options.sync_level is None else set()
+        skipped = (
+            {"if_busy", "priority", "owner", "max_rate"}
+            | ({"sync_level"} if self.options.sync_level is None else set())
+            | (set() if self.options.tuning else {"tuning"})
         )
         data = self.model_dump_json(exclude={"options": skipped})
         return hashlib.sha256(data.encode()).hexdigest()[:32]
@@ -372,6 +380,12 @@ class StreamInput(BaseModel):
     governors: list[str] = Field(default_factory=list)
     #: read the source from this staging cache entry (its key) instead of the origin
     staged: str | None = None
+    #: SO_SNDBUF/SO_RCVBUF (bytes) of the stream's connections (:mod:`staccato.sockets`);
+    #: None: the worker's setting, else the kernel's autotuning
+    socket_buffer: int | None = None
+    #: a tuned transfer: the rate (bytes/s) one stream measured on the link, which its
+    #: connections' buffers are sized for (bandwidth-delay product)
+    stream_rate: float | None = None
 
 
 class StageInput(BaseModel):
@@ -452,6 +466,9 @@ class StreamResult(BaseModel):
     checksum: str | None = None
     bytes_read: int = 0
     verified: bool = False
+    #: the activity attempt that finished it (attempts before it failed: the optimizer
+    #: counts them as errors)
+    attempt: int = 1
 
 
 class PrepareInput(BaseModel):
@@ -563,6 +580,53 @@ class TransferResult(BaseModel):
     streams: int
     up_to_date: bool = False
     sync_level: SyncLevel | None = None
+    tuning: TuningView | None = None
+
+
+class TuningView(BaseModel):
+    """The per-link optimizer's choice for a tuned transfer (``status --json``:
+    ``tuning``).
+
+    Attributes:
+        link: ``SRC_ENDPOINT,DST_ENDPOINT``.
+        streams: streams running now (at the end: the last choice).
+        chunk_size: bytes per chunk (fixed at the start).
+        max_streams: the most it may run (bounds, memory budget, a ``max-streams`` grant).
+        rate_bytes_per_s: the moving-average rate measured at ``streams``; None before
+            the first measurement.
+        decisions: decisions made so far.
+        reasons: the last decisions' reasons, newest last (at most 3).
+        socket_buffer_bytes: SO_SNDBUF/SO_RCVBUF asked for the streams' connections;
+            None: the kernel's autotuning.
+    """
+
+    link: str
+    streams: int
+    chunk_size: int
+    max_streams: int
+    rate_bytes_per_s: float | None = None
+    decisions: int = 0
+    reasons: list[str] = Field(default_factory=list)
+    socket_buffer_bytes: int | None = None
+
+
+class TuningRecall(BaseModel):
+    """Result of ``recall_link_tuning``: what a tuned transfer starts from.
+
+    Attributes:
+        enabled: the worker allows tuning (setting ``STACCATO_TUNING``).
+        memory: the link's :class:`~staccato.tuning.LinkMemory` as JSON data, if any.
+        memory_budget: bytes of stream buffers the transfer may hold.
+        socket_buffer_bytes: the worker's fixed socket buffer size, if set.
+        worker_processes: the worker's activity processes (streams it can run at
+            once; more would wait in Temporal's queue); None: no bound.
+    """
+
+    enabled: bool = True
+    memory: dict[str, Any] | None = None
+    memory_budget: int
+    socket_buffer_bytes: int | None = None
+    worker_processes: int | None = None
 
 
 class Progress(BaseModel):
@@ -589,6 +653,8 @@ class Progress(BaseModel):
     #: is read from the governor at status time)
     queued_for: str | None = None
     queued_ticket: str | None = None
+    #: a tuned transfer: the optimizer's current choice and why
+    tuning: TuningView | None = None
 
 
 class TransferStatus(BaseModel):
@@ -612,6 +678,8 @@ class TransferStatus(BaseModel):
         sync_level: the level it matched at (with ``up_to_date``).
         staged_bytes: in the ``staging`` phase, the bytes of the source read into the
             worker's staging cache so far; None otherwise.
+        tuning: a tuned transfer's optimizer choice (:class:`TuningView`); None for
+            one with fixed streams and chunk size.
     """
 
     id: str
@@ -635,6 +703,7 @@ class TransferStatus(BaseModel):
     up_to_date: bool | None = None
     sync_level: SyncLevel | None = None
     staged_bytes: int | None = None
+    tuning: TuningView | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         """Plain dict with the enum as text."""

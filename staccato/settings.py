@@ -80,6 +80,15 @@ class Settings(BaseSettings):
             a directory if it exists.
         staging_max_bytes: the cap on the bytes the staging cache holds (least
             recently used entries not in use are evicted to make room); at least 1.
+        tuning: let the per-link optimizer choose streams and chunk size for a transfer
+            given neither ``--streams`` nor ``--chunk-size`` (default on; ``0`` turns it
+            off: on a client, its transfers use the fixed defaults; on a worker, every
+            transfer it runs does).
+        tuning_memory_bytes: the bytes of stream buffers one tuned transfer may hold
+            (streams x chunk x 2); the optimizer never runs more streams than fit.
+        socket_buffer_bytes: SO_SNDBUF/SO_RCVBUF of HTTP, S3 and SFTP connections (and
+            the SSH window); None (the default): sized per link to the bandwidth-delay
+            product when a transfer is tuned, else left to the kernel's autotuning.
     """
 
     model_config = SettingsConfigDict(
@@ -112,6 +121,9 @@ class Settings(BaseSettings):
     client_wait_s: float = Field(10.0, gt=0, le=600, allow_inf_nan=False)
     staging_dir: Path | None = None
     staging_max_bytes: int = Field(20 * 1024**3, ge=1)
+    tuning: bool = True
+    tuning_memory_bytes: int = Field(2 * 1024**3, ge=8 * 1024**2)
+    socket_buffer_bytes: int | None = Field(None, ge=4096, le=1024**3)
 
     @property
     def effective_staging_dir(self) -> Path:

@@ -25,7 +25,7 @@ from typing import Any
 
 from temporalio import activity
 
-from staccato import checksums, secrets, settings
+from staccato import checksums, secrets, settings, sockets
 from staccato.activities.errors import mapped_errors
 from staccato.activities.pacing import Pacer
 from staccato.activities.staging import StagedSource, staged_source
@@ -60,6 +60,7 @@ def copy_stream(request: StreamInput) -> StreamResult:
         ApplicationError: a mapped :mod:`staccato.errors` error (see ``mapped_errors``).
     """
     check_file_roots(request.source, request.session.url)
+    sockets.use(request.socket_buffer, request.stream_rate)  # this stream's connections
     waiting = WaitingBeat()
     timeout = activity.info().heartbeat_timeout
     # A driver may wait before the first chunk (e.g. for an SFTP connection slot): it
@@ -345,6 +346,7 @@ class _SegmentCopy:
             checksum=checksums.combine(self.algorithm, parts),
             bytes_read=self.progress.bytes_read,
             verified=self.read_back and not self.rehash,
+            attempt=activity.info().attempt if activity.in_activity() else 1,
         )
 
 

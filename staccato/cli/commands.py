@@ -36,10 +36,8 @@ from staccato.dataset_client import list_datasets
 from staccato.datasets.models import DATASET_ID_PREFIX, DatasetState, DatasetStatus
 from staccato.errors import TransferNotFoundError
 from staccato.models import (
-    DEFAULT_CHUNK_SIZE,
     DEFAULT_PRIORITY,
     DEFAULT_RETRY_FOR_S,
-    DEFAULT_STREAMS,
     GROUP_ID_PREFIX,
     ChecksumAlgorithm,
     IfBusy,
@@ -63,8 +61,8 @@ DestinationsArg = Annotated[
 def submit(
     source: SourceArg,
     destinations: DestinationsArg,
-    chunk_size: ChunkSizeOption = DEFAULT_CHUNK_SIZE,
-    streams: StreamsOption = DEFAULT_STREAMS,
+    chunk_size: ChunkSizeOption = None,
+    streams: StreamsOption = None,
     verify: VerifyOption = VerifyMode.checksum,
     checksum: ChecksumOption = ChecksumAlgorithm.crc32c,
     retry_for: RetryForOption = DEFAULT_RETRY_FOR_S,
@@ -170,8 +168,8 @@ def _say(submitted: Submission) -> None:
 def cp(
     source: SourceArg,
     destinations: DestinationsArg,
-    chunk_size: ChunkSizeOption = DEFAULT_CHUNK_SIZE,
-    streams: StreamsOption = DEFAULT_STREAMS,
+    chunk_size: ChunkSizeOption = None,
+    streams: StreamsOption = None,
     verify: VerifyOption = VerifyMode.checksum,
     checksum: ChecksumOption = ChecksumAlgorithm.crc32c,
     retry_for: RetryForOption = DEFAULT_RETRY_FOR_S,
@@ -306,6 +304,8 @@ def _exit_for(final: TransferStatus) -> None:
             f"{final.checksum}",
             err=True,
         )
+        if final.tuning is not None:
+            typer.echo(f"tuned: {render.tuning_text(final.tuning)}", err=True)
         return
     fail(f"transfer {final.id} {final.state.value}: {final.error or final.state.value}")
 

@@ -18,6 +18,7 @@ from staccato.cli.options import JsonOption, parse_rate
 from staccato.client import StaccatoClient
 from staccato.links import LimitTarget, LimitTargetError, governor_id, parse_limit_target
 from staccato.models import GovernorState, Limits
+from staccato.tuning import LinkMemory  # pure: no driver, no Temporal client
 from staccato.workflows.governor import STATE_QUERY
 
 app = typer.Typer(
@@ -190,13 +191,20 @@ def list_(as_json: JsonOption = False) -> None:
         client = await StaccatoClient.connect()
         return await governors.list_limits(client.temporal)
 
+    async def learned() -> list[LinkMemory]:
+        from staccato.link_memory import list_link_memories
+
+        client = await StaccatoClient.connect()
+        return await list_link_memories(client.temporal)
+
     views = run(go)
     if as_json:
         typer.echo(json.dumps([v.model_dump(mode="json") for v in views], indent=2))
         return
     if not views:
         typer.echo("no limits set")
-        return
+    for memory in run(learned):  # what per-link tuning learned (`limit learned`)
+        typer.echo(f"{memory.link}  learned {learned_text(memory)}")
     for v in views:
         share = (
             f", {units.rate(v.rate_per_stream)} per stream"
@@ -207,6 +215,73 @@ def list_(as_json: JsonOption = False) -> None:
             f"{v.target}  {_limits_text(v.limits)}  active {v.active} "
             f"({v.streams} streams{share}), queued {v.queued}"
         )
+
+
+@app.command("learned")
+def learned_(
+    target: Annotated[
+        str | None,
+        typer.Argument(
+            help="A link SRC_ENDPOINT,DST_ENDPOINT; default: every link.", metavar="LINK"
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+    forget: Annotated[
+        bool,
+        typer.Option("--forget", help="Drop what LINK learned: its next transfer starts cold."),
+    ] = False,
+) -> None:
+    """What per-link tuning learned: the streams and chunk size each link settled on,
+    its rate there and the last decisions' reasons (transfers given neither --streams
+    nor --chunk-size start from it)."""
+    parsed = _target(target) if target is not None else None
+    if parsed is not None and not parsed.is_link:
+        fail(f"{parsed.name} is an endpoint; tuning is learned per link SRC,DST", EXIT_USAGE)
+    if forget:
+        if parsed is None:
+            fail("--forget needs a LINK", EXIT_USAGE)
+        assert parsed is not None
+
+        async def drop() -> bool:
+            from staccato.link_memory import forget_link_memory
+
+            client = await StaccatoClient.connect()
+            return await forget_link_memory(client.temporal, parsed.name)
+
+        dropped = run(drop)
+        typer.echo(f"{parsed.name}: " + ("forgotten" if dropped else "nothing learned yet"))
+        return
+
+    async def go() -> list[LinkMemory]:
+        from staccato.link_memory import list_link_memories, read_link_memory
+
+        client = await StaccatoClient.connect()
+        if parsed is not None:
+            memory = await read_link_memory(client.temporal, parsed.name)
+            return [] if memory is None else [memory]
+        return await list_link_memories(client.temporal)
+
+    memories = run(go)
+    if as_json:
+        typer.echo(json.dumps([m.model_dump(mode="json") for m in memories], indent=2))
+        return
+    if not memories:
+        typer.echo("nothing learned yet" + (f" on {parsed.name}" if parsed else ""))
+        return
+    for memory in memories:
+        typer.echo(f"{memory.link}  {learned_text(memory)}")
+        for why in memory.reasons:
+            typer.echo(f"  {why}")
+
+
+def learned_text(memory: LinkMemory) -> str:
+    """``8 streams x 16.0 MiB at 190.7 MiB/s (3 transfers)``."""
+    rate = f" at {units.rate(memory.rate)}" if memory.rate else ""
+    ceiling = f", errors at {memory.ceiling}" if memory.ceiling else ""
+    return (
+        f"{memory.streams} streams x {units.size(memory.chunk_size)}{rate} "
+        f"({memory.transfers} transfers{ceiling})"
+    )
 
 
 def _limits_text(limits: Limits) -> str:

@@ -12,8 +12,10 @@ import typer
 from pydantic import ByteSize, TypeAdapter, ValidationError
 
 from staccato.models import (
+    DEFAULT_CHUNK_SIZE,
     DEFAULT_PRIORITY,
     DEFAULT_RETRY_FOR_S,
+    DEFAULT_STREAMS,
     MAX_CHUNK_SIZE,
     MAX_RETRY_FOR_S,
     MAX_STREAMS,
@@ -108,19 +110,26 @@ DestinationArg = Annotated[
     str,
     typer.Argument(help="Destination URL or path (the file to write).", metavar="DESTINATION"),
 ]
+#: shown as the default of --streams and --chunk-size
+_TUNED_DEFAULT = "tuned per link unless either is given; STACCATO_TUNING=0: {}"
 ChunkSizeOption = Annotated[
-    int,
+    int | None,
     typer.Option(
         "--chunk-size",
         parser=parse_size,
         metavar="SIZE",
         help="Bytes per chunk, the unit of copy, checksum and checkpoint: 8MiB, 64M (=MiB), 100MB.",
+        show_default=_TUNED_DEFAULT.format("16MiB"),
     ),
 ]
 StreamsOption = Annotated[
-    int,
+    int | None,
     typer.Option(
-        "--streams", min=1, max=MAX_STREAMS, help="Parallel streams (activities) copying chunks."
+        "--streams",
+        min=1,
+        max=MAX_STREAMS,
+        help="Parallel streams (activities) copying chunks.",
+        show_default=_TUNED_DEFAULT.format(DEFAULT_STREAMS),
     ),
 ]
 VerifyOption = Annotated[
@@ -297,8 +306,8 @@ def default_owner() -> str:
 
 
 def transfer_options(
-    chunk_size: int,
-    streams: int,
+    chunk_size: int | None,
+    streams: int | None,
     verify: VerifyMode,
     checksum: ChecksumAlgorithm,
     retry_for: float = DEFAULT_RETRY_FOR_S,
@@ -310,12 +319,17 @@ def transfer_options(
     stage: bool = False,
 ) -> TransferOptions:
     """The :class:`TransferOptions` the command-line options describe (``owner``
-    None: :func:`default_owner`)."""
+    None: :func:`default_owner`). Neither ``chunk_size`` nor ``streams`` given: the
+    per-link optimizer chooses both (``tuning``), unless ``STACCATO_TUNING`` turns it
+    off; a value given always wins."""
+    from staccato import settings
+
     return TransferOptions(
+        tuning=chunk_size is None and streams is None and settings.current().tuning,
         priority=priority,
         owner=owner or default_owner() or None,
-        chunk_size=chunk_size,
-        streams=streams,
+        chunk_size=DEFAULT_CHUNK_SIZE if chunk_size is None else chunk_size,
+        streams=DEFAULT_STREAMS if streams is None else streams,
         verify=verify,
         checksum=checksum,
         retry_for_s=retry_for,

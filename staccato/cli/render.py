@@ -13,7 +13,7 @@ from typing import Any
 
 from staccato import units
 from staccato.client import StaccatoClient
-from staccato.models import TransferState, TransferStatus
+from staccato.models import TransferState, TransferStatus, TuningView
 
 _TERMINAL = (TransferState.completed, TransferState.failed, TransferState.cancelled)
 #: seconds between two progress lines when stderr is not a terminal
@@ -44,6 +44,17 @@ def progress_text(s: TransferStatus) -> str:
     return f"{text} {retry_note(s)}" if s.last_retry_error else text
 
 
+def tuning_text(t: TuningView) -> str:
+    """The optimizer's choice in one line: ``8 streams x 16.0 MiB (at most 16) at
+    190.7 MiB/s; last: <reason>``."""
+    text = f"{t.streams} streams x {units.size(t.chunk_size)} (at most {t.max_streams})"
+    if t.rate_bytes_per_s:
+        text += f" at {units.rate(t.rate_bytes_per_s)}"
+    if t.reasons:
+        text += f"; last: {t.reasons[-1]}"
+    return text
+
+
 def plain_line(s: TransferStatus) -> str:
     """One progress line for a pipe or a log: ``running: <progress_text>``."""
     return f"{s.state.value}: {progress_text(s)}"
@@ -68,6 +79,8 @@ def status_lines(s: TransferStatus) -> list[str]:
             key, shown = "eta", units.duration(value)
         elif key == "chunk_size":
             shown = units.size(value)
+        elif key == "tuning" and s.tuning is not None:
+            shown = tuning_text(s.tuning)
         elif key == "staged_bytes":
             share = units.percent(value, s.bytes_total)
             shown = f"{units.size(value)}" + (f" ({share})" if share else "")

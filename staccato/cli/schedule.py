@@ -37,10 +37,8 @@ from staccato.cli.options import (
 from staccato.client import StaccatoClient
 from staccato.errors import InvalidURLError
 from staccato.models import (
-    DEFAULT_CHUNK_SIZE,
     DEFAULT_PRIORITY,
     DEFAULT_RETRY_FOR_S,
-    DEFAULT_STREAMS,
     ChecksumAlgorithm,
     IfBusy,
     VerifyMode,
@@ -163,8 +161,8 @@ def create(
     ] = None,
     sync_level: SyncLevelOption = None,
     if_busy: IfBusyOption = IfBusy.wait,
-    chunk_size: ChunkSizeOption = DEFAULT_CHUNK_SIZE,
-    streams: StreamsOption = DEFAULT_STREAMS,
+    chunk_size: ChunkSizeOption = None,
+    streams: StreamsOption = None,
     verify: VerifyOption = VerifyMode.checksum,
     checksum: ChecksumOption = ChecksumAlgorithm.crc32c,
     retry_for: RetryForOption = DEFAULT_RETRY_FOR_S,
@@ -290,10 +288,11 @@ def _options_text(options: dict[str, Any]) -> str:
         "if_busy": lambda v: f"if busy {v}",
         "max_rate": lambda v: f"max rate {render.size(v)}/s",
         "stage": lambda v: "staged" if v else "not staged",
+        # streams and chunk size are only the fallback of a tuned transfer
+        "tuning": lambda v: "tuned per link" if v else "",
     }
-    return ", ".join(
-        known[k](v) if k in known else f"{k} {v}" for k, v in options.items() if v is not None
-    )
+    shown = (known[k](v) if k in known else f"{k} {v}" for k, v in options.items() if v is not None)
+    return ", ".join(text for text in shown if text)
 
 
 def _describe_lines(view: ScheduleView) -> list[str]:

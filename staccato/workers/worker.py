@@ -52,6 +52,7 @@ from staccato import settings
 from staccato.activities import ALL_ACTIVITIES
 from staccato.activities.front import FrontActivities
 from staccato.activities.limits import LimitActivities
+from staccato.activities.link_tuning import LinkTuningActivities
 from staccato.activities.pacing import install_board
 from staccato.datasets.workflow import DatasetWorkflow
 from staccato.errors import RetryableError
@@ -63,6 +64,7 @@ from staccato.workflows import search_attributes as sa
 from staccato.workflows.fanout import FanOutWorkflow
 from staccato.workflows.front import control_queue
 from staccato.workflows.governor import GOVERNOR_QUEUE, GovernorWorkflow
+from staccato.workflows.link_tuning import LinkTuningWorkflow
 
 log = logging.getLogger("staccato.worker")
 
@@ -457,6 +459,7 @@ def control_worker(client: Client, *, task_queue: str) -> Worker:
     canonical runs and governors it starts go to ``task_queue``."""
     activities = FrontActivities(client, task_queue=task_queue)
     limits = LimitActivities(client)
+    link_tuning = LinkTuningActivities(client)
     return Worker(
         client,
         task_queue=control_queue(task_queue),
@@ -465,6 +468,8 @@ def control_worker(client: Client, *, task_queue: str) -> Worker:
             limits.find_governors,
             limits.start_governor,
             limits.find_ended,  # of governors started on a stream queue by an older release
+            link_tuning.recall_link_tuning,
+            link_tuning.record_link_tuning,
         ],
         max_concurrent_activities=CONTROL_CONCURRENCY,
         graceful_shutdown_timeout=timedelta(0),
@@ -485,7 +490,7 @@ def governor_worker(client: Client) -> Worker:
     return Worker(
         client,
         task_queue=GOVERNOR_QUEUE,
-        workflows=[GovernorWorkflow],
+        workflows=[GovernorWorkflow, LinkTuningWorkflow],
         activities=[limits.find_ended],
         max_concurrent_activities=CONTROL_CONCURRENCY,
         graceful_shutdown_timeout=timedelta(0),

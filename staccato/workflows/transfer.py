@@ -78,9 +78,9 @@ from temporalio.exceptions import (
 )
 
 with workflow.unsafe.imports_passed_through():
-    from staccato import checksums, units
+    from staccato import checksums, tuning, units
     from staccato.ids import transfer_id
-    from staccato.links import transfer_governors
+    from staccato.links import link_of, transfer_governors
     from staccato.models import (
         ConfirmSourceInput,
         ObjectInfo,
@@ -100,11 +100,14 @@ with workflow.unsafe.imports_passed_through():
         TransferRequest,
         TransferResult,
         TransferState,
+        TuningRecall,
+        TuningView,
         VerifyInput,
         VerifyMode,
         WriteSession,
     )
     from staccato.plan import plan_segments
+    from staccato.tuning import LinkMemory, TuningState, Window
     from staccato.workflows import search_attributes as sa
 
 from staccato.workflows import front, slots, sync
@@ -157,6 +160,14 @@ MAX_RESTAGES = 3
 #: a transfer waiting for a grant looks whether its governor still runs (and asks
 #: again if not), and a pause while queued leaves the queue
 REASK_PATCH = "reask-lost-governor"
+#: a transfer given neither streams nor chunk size (``options.tuning``) has the per-link
+#: optimizer choose them: the ``recall_link_tuning`` activity at start, more (smaller)
+#: segments, and ``record_link_tuning`` once the copy is over
+TUNING_PATCH = "tuning"
+RECALL_TUNING = "recall_link_tuning"
+RECORD_TUNING = "record_link_tuning"
+#: the tuning activities are best effort: a worker without them runs the fixed defaults
+_TUNING_RETRY = RetryPolicy(maximum_attempts=3, maximum_interval=timedelta(seconds=2))
 T = TypeVar("T")
 MAX_WRITE_SESSIONS = (
     3  # per run: a lost session (WriteSessionLostError) is copied again twice at most
@@ -209,6 +220,17 @@ class TransferWorkflow:
         self._stage_input: StageInput | None = None
         self._stagings = 0  # stage_source runs (each new one after a loss)
         self._restaging = False
+        # per-link tuning (options.tuning): the optimizer's state, the link, the setting
+        # epoch (segments started in an older one are not measured), and the window of
+        # finished segments being summed: [bytes, stream seconds, segments, errors]
+        self._tuner: TuningState | None = None
+        self._tune_link = ""
+        self._tune_memory: LinkMemory | None = None
+        self._tune_epoch = 0
+        self._tune_window: list[float] = [0, 0.0, 0, 0]
+        self._tune_draining: set[int] = set()  # running when fewer streams were chosen
+        self._tune_socket_buffer: int | None = None
+        self._tune_record: workflow.ActivityHandle[None] | None = None
 
     @workflow.run
     async def run(self, raw_request: RawValue = NO_INPUT) -> TransferResult:
@@ -280,6 +302,13 @@ class TransferWorkflow:
                     self._set_phase("up-to-date")
                     return sync.up_to_date_result(request, info, check, workflow.now() - started)
                 workflow.logger.info("copying: %s", check.reason)
+            if (
+                options.tuning
+                and info.size >= tuning.MIN_TUNED_BYTES
+                and workflow.patched(TUNING_PATCH)
+            ):
+                request = await self._start_tuning(request, info)
+                options = request.options
             if workflow.patched(ENDPOINT_LIMITS_PATCH):
                 # an up-to-date transfer needs no slot: asked after the sync check
                 await self._acquire_slots(request)
@@ -341,6 +370,8 @@ class TransferWorkflow:
                 await self._closing_step(self._release_slots())
             if self._stage_input is not None:  # the staged entry's pin (best effort)
                 await self._closing_step(self._release_staged())
+        if self._tune_record is not None:
+            await self._closing_step(self._recorded())
         label = checksums.label(options.checksum.value, digest)
         self._progress.checksum = label
         self._progress.bytes_committed = info.size
@@ -355,7 +386,8 @@ class TransferWorkflow:
             duration_s=(workflow.now() - started).total_seconds(),
             source_version=info.version,
             chunk_size=chunk_size,
-            streams=options.streams,
+            streams=options.streams if self._tuner is None else self._tuner.streams,
+            tuning=self._progress.tuning,
         )
 
     async def _write(
@@ -388,14 +420,24 @@ class TransferWorkflow:
         if prepared.note:
             workflow.logger.info("chunk size adjusted: %s", prepared.note)
         self._progress.chunk_size = chunk_size
-        segments = plan_segments(
-            info.size,
-            chunk_size,
-            options.streams if info.supports_ranges or self._staged else 1,
-        )
+        ways = options.streams if info.supports_ranges or self._staged else 1
+        if self._tuner is not None and ways > 1:
+            # more, smaller segments: the streams can change between them
+            self._tuner.chunk_size = chunk_size
+            ways = tuning.segments_for(info.size, chunk_size, options.streams)
+        segments = plan_segments(info.size, chunk_size, ways)
         self._progress.segments_total = len(segments)
         self._set_phase("copy")
         results = await self._copy(request, info, session, segments, heartbeat_timeout)
+        if self._tuner is not None and self._tune_record is None:
+            # what the link learned, stored while verify and publish run
+            self._tune_record = workflow.start_activity(
+                RECORD_TUNING,
+                tuning.remember(self._tuner, self._tune_link, self._tune_memory),
+                task_queue=front.control_queue(workflow.info().task_queue),
+                start_to_close_timeout=SHORT_TIMEOUT,
+                retry_policy=_TUNING_RETRY,
+            )
         # A pause accepted as the last segment finished holds here: nothing moves on
         # to verify and publish while the transfer says paused.
         await workflow.wait_condition(lambda: not self._paused)
@@ -556,7 +598,19 @@ class TransferWorkflow:
                 if self._reacquire:  # resumed after a pause gave the slots back
                     await self._reacquire_slots()
                     continue
+                if self._tuner is not None and lane_index >= self._lanes:
+                    continue  # the optimizer chose fewer streams since the wait ended
                 segment = queue.popleft()
+                # measured only when it starts under the current setting alone (after
+                # fewer streams were chosen, the extra ones still share the link until
+                # every stream running at that decision ended)
+                started = workflow.now()
+                epoch = (
+                    self._tune_epoch
+                    if len(self._running) < self._lanes
+                    and not self._tune_draining.intersection(self._running)
+                    else -1
+                )
                 staged_by = self._stagings  # the staging the stream reads from
                 attempts[segment.index] = attempts.get(segment.index, 0) + 1
                 handle = workflow.start_activity(
@@ -572,6 +626,8 @@ class TransferWorkflow:
                         source_secret=request.source_secret,
                         **self._stream_rate(request, len(self._running) + 1 + len(queue)),
                         staged=self._staged.key if self._staged else None,
+                        socket_buffer=self._tune_socket_buffer,
+                        stream_rate=self._tune_stream_rate(),
                     ),
                     result_type=StreamResult,
                     activity_id=f"stream-{segment.index:04d}-{attempts[segment.index]}",
@@ -626,6 +682,8 @@ class TransferWorkflow:
                     self._progress.segments_done += 1
                     self._progress.bytes_committed += segment.length
                     self._progress.partial.pop(segment.index, None)
+                    if self._tuner is not None and epoch == self._tune_epoch:
+                        self._tune_measure(segment.length, workflow.now() - started, result)
                 else:
                     self._progress.partial[segment.index] = result.bytes_done
                     queue.appendleft(segment)
@@ -1015,6 +1073,122 @@ class TransferWorkflow:
         if grant.ticket == self._ticket:
             self._granted[grant.name] = grant
 
+    async def _start_tuning(self, request: TransferRequest, info: ObjectInfo) -> TransferRequest:
+        """Start the per-link optimizer (:mod:`staccato.tuning`) from the link's memory.
+
+        Returns:
+            The request to run: ``options.streams`` the most streams the optimizer may
+            run (lanes, the streams asked of a governor), ``options.chunk_size`` its
+            chunk size; the request as it was when the worker turned tuning off or the
+            memory could not be read (the fixed defaults run).
+
+        History: the ``recall_link_tuning`` activity (3 events and a workflow task);
+        ``record_link_tuning`` after the copy adds the same. The decisions themselves
+        issue no command.
+        """
+        assert self._progress is not None
+        link = link_of(request.source, request.destination)
+        try:
+            recall: TuningRecall = await workflow.execute_activity(
+                RECALL_TUNING,
+                link,
+                result_type=TuningRecall,
+                task_queue=front.control_queue(workflow.info().task_queue),
+                start_to_close_timeout=SHORT_TIMEOUT,
+                retry_policy=_TUNING_RETRY,
+            )
+        except ActivityError as err:
+            workflow.logger.warning("link tuning unavailable, fixed defaults: %s", reason(err))
+            return request
+        if not recall.enabled:
+            return request
+        memory = None if recall.memory is None else LinkMemory.model_validate(recall.memory)
+        # no more streams than a worker runs at once (the rest would queue)
+        state, _ = tuning.start(
+            memory,
+            budget=recall.memory_budget,
+            max_streams=min(tuning.MAX_STREAMS, recall.worker_processes or tuning.MAX_STREAMS),
+        )
+        self._tuner, self._tune_link, self._tune_memory = state, link, memory
+        self._tune_socket_buffer = recall.socket_buffer_bytes
+        options = request.options.model_copy(
+            update={"streams": state.max_streams, "chunk_size": state.chunk_size}
+        )
+        request = self._request = request.model_copy(update={"options": options})
+        self._lanes = state.streams
+        self._most_segments = max(1, -(-info.size // state.chunk_size))
+        self._progress.chunk_size = state.chunk_size
+        self._show_tuning()
+        return request
+
+    def _tune_measure(self, length: int, took: timedelta, result: StreamResult) -> None:
+        """Count a segment finished under the current setting; once the window holds
+        enough of them (half the streams, at least 2), let the optimizer decide, and
+        run the streams it chose from the next segment on."""
+        assert self._tuner is not None
+        w = self._tune_window
+        w[0] += length
+        w[1] += took.total_seconds()
+        w[2] += 1
+        w[3] += max(0, result.attempt - 1)
+        if w[2] < max(2, (self._tuner.streams + 1) // 2):
+            return
+        self._tune_window = [0, 0.0, 0, 0]
+        if w[1] <= 0:  # no time passed (a time-skipping test server): nothing measured
+            return
+        self._tuner, decision = tuning.observe(
+            self._tuner,
+            Window(bytes=int(w[0]), stream_seconds=w[1], segments=int(w[2]), errors=int(w[3])),
+        )
+        if decision.streams != self._lanes:
+            self._tune_epoch += 1
+            self._tune_draining = set(self._running) if decision.streams < self._lanes else set()
+            self._lanes = decision.streams
+        self._show_tuning()
+
+    def _tune_stream_rate(self) -> float | None:
+        """The rate (bytes/s) one stream measured at the current setting; None before
+        the first measurement or untuned."""
+        if self._tuner is None:
+            return None
+        rate = self._tuner.rates.get(self._tuner.streams)
+        return None if rate is None else rate / self._tuner.streams
+
+    def _tune_to_grant(self, granted: int) -> int:
+        """The streams to run under a governor's grant of ``granted``: the optimizer
+        never goes past it."""
+        assert self._tuner is not None
+        self._tuner.max_streams = max(1, min(self._tuner.max_streams, granted))
+        self._tuner.streams = min(self._tuner.streams, self._tuner.max_streams)
+        self._show_tuning()
+        return self._tuner.streams
+
+    def _show_tuning(self) -> None:
+        """The optimizer's choice in the progress (``status`` shows it)."""
+        assert self._progress is not None and self._tuner is not None
+        t = self._tuner
+        self._progress.streams = t.streams
+        self._progress.tuning = TuningView(
+            link=self._tune_link,
+            streams=t.streams,
+            chunk_size=t.chunk_size,
+            max_streams=t.max_streams,
+            rate_bytes_per_s=t.rates.get(t.streams),
+            decisions=len(t.decisions),
+            reasons=[d.reason for d in t.decisions[-3:]],
+            socket_buffer_bytes=self._tune_socket_buffer,
+        )
+
+    async def _recorded(self) -> None:
+        """Wait for ``record_link_tuning`` (best effort: a failure is logged)."""
+        handle, self._tune_record = self._tune_record, None
+        if handle is None:
+            return
+        try:
+            await handle
+        except ActivityError as err:
+            workflow.logger.warning("the link's tuning was not recorded: %s", reason(err))
+
     async def _acquire_slots(self, request: TransferRequest) -> None:
         """Ask the governors of the source and destination endpoints and their link
         (in sorted order: no two transfers wait for each other) for slots; returns
@@ -1063,7 +1237,7 @@ class TransferWorkflow:
         for name, grant in self._granted.items():  # an earlier one granted more streams
             if grant.streams > streams:
                 await slots.release([name], SlotRelease(ticket=ticket, streams=streams))
-        self._lanes = streams
+        self._lanes = streams if self._tuner is None else self._tune_to_grant(streams)
         self._progress.queued_reason = self._progress.queued_for = None
         self._progress.queued_ticket = None
         if self._progress.state == TransferState.queued:
@@ -1132,6 +1306,7 @@ class TransferWorkflow:
         """Stop the streams where they are; the transfer resumes on ``resume``."""
         self._paused = True
         self._was_paused = True
+        self._tune_epoch += 1  # segments stopped by the pause measure nothing
         if self._progress is not None:
             self._set_state(TransferState.paused)
         for index, handle in list(self._running.items()):

@@ -25,6 +25,7 @@ from types import FrameType
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
+from staccato import sockets
 from staccato.endpoints.base import keepalive
 from staccato.errors import RetryableError
 from staccato.urls import redact
@@ -126,6 +127,7 @@ def open_connection(connection: http.client.HTTPConnection, url: str) -> None:
             keepalive()
     assert connection.sock is not None
     connection.sock.settimeout(READ_TIMEOUT_S)
+    sockets.apply(connection.sock)  # buffers sized to the link (staccato.sockets)
 
 
 class PacedSocket(io.RawIOBase):

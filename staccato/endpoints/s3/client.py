@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,7 @@ import botocore.session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ProfileNotFound
 
+from staccato import sockets
 from staccato.endpoints.s3.errors import _URL_USERINFO, _retry_after_s, _RetryAfter, _scrub
 from staccato.errors import PermanentError
 
@@ -117,6 +119,22 @@ def _configured(scoped: Mapping[str, Any], name: str, env: str) -> Any:
     return os.environ.get(env) or scoped.get(name)
 
 
+def _size_socket_buffers(client: Any) -> None:
+    """Give the client's new connections the worker's fixed socket buffer size
+    (``STACCATO_SOCKET_BUFFER_BYTES``, see :mod:`staccato.sockets`), set before they
+    connect. botocore has no public option for it: its urllib3 session keeps the socket
+    options in ``_socket_options``, applied to every pool it makes; a botocore without
+    it is left as it is."""
+    size = sockets.chosen()
+    session = getattr(getattr(client, "_endpoint", None), "http_session", None)
+    options = getattr(session, "_socket_options", None)
+    if size is None or not isinstance(options, list):
+        return
+    options.extend(
+        [(socket.SOL_SOCKET, socket.SO_SNDBUF, size), (socket.SOL_SOCKET, socket.SO_RCVBUF, size)]
+    )
+
+
 def _make_endpoint(profile: str | None) -> _Endpoint:
     """Build the boto3 client of ``profile`` (None: the default chain).
 
@@ -182,6 +200,7 @@ def _build_endpoint(profile: str | None) -> _Endpoint:
             settings[name] = _configured(scoped, name, env) or "when_required"
     client = session.client("s3", config=Config(**settings))
     client.meta.events.register_first("needs-retry.s3", _honour_retry_after)
+    _size_socket_buffers(client)
     credentials: Any = None
     try:
         credentials = session.get_credentials()

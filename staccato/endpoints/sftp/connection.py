@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import paramiko
 from paramiko.sftp import SFTPError
 
+from staccato import sockets
 from staccato.endpoints.sftp.auth import authenticate
 from staccato.endpoints.sftp.hostkeys import HostKeyCheck
 from staccato.endpoints.sftp.pipeline import learned_in_flight
@@ -149,8 +150,10 @@ def connect(target: SSHHost, slot: Slot) -> Connection:
     sock = open_socket(target)
     if isinstance(sock, socket.socket):
         sock = BufferedSocket(sock)
+    # the SSH window, like TCP's, must hold the bandwidth-delay product
+    window = max(WINDOW_BYTES, sockets.chosen() or 0)
     transport = paramiko.Transport(
-        sock, default_window_size=WINDOW_BYTES, default_max_packet_size=PACKET_BYTES
+        sock, default_window_size=window, default_max_packet_size=PACKET_BYTES
     )
     transport.logger.addFilter(REDACT_PROXY_COMMAND)  # its log channel may differ
     try:

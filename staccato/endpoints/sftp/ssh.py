@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 
 import paramiko
 
-from staccato import settings
+from staccato import settings, sockets
 from staccato.errors import PermanentError, RetryableError
 from staccato.urls import EndpointURL
 
@@ -334,4 +334,5 @@ def open_socket(target: SSHHost) -> socket.socket | paramiko.ProxyCommand:
             f"cannot connect to {target.hostname}:{target.port}: {reason}"
         ) from None
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sockets.apply(sock)  # buffers sized to the link (staccato.sockets)
     return sock

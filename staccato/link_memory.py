@@ -1,0 +1,62 @@
+"""Client side of per-link tuning's memory: read what links learned
+(:mod:`staccato.workflows.link_tuning` keeps it; ``staccato limit learned`` shows it).
+Imports no driver: the CLI loads it only for the commands that use it."""
+
+from __future__ import annotations
+
+from temporalio.client import Client, WorkflowQueryRejectedError
+from temporalio.common import QueryRejectCondition
+from temporalio.service import RPCError, RPCStatusCode
+
+from staccato.tuning import LinkMemory
+from staccato.workflows.link_tuning import GET_QUERY, link_tuning_id
+
+
+async def read_link_memory(client: Client, link: str) -> LinkMemory | None:
+    """``link``'s memory, or None when nothing was recorded (no workflow runs).
+
+    Raises:
+        RPCError: Temporal failed otherwise.
+    """
+    try:
+        # a forgotten (terminated) memory is no memory
+        return await client.get_workflow_handle(link_tuning_id(link)).query(
+            GET_QUERY, result_type=LinkMemory, reject_condition=QueryRejectCondition.NOT_OPEN
+        )
+    except WorkflowQueryRejectedError:
+        return None
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+
+
+async def list_link_memories(client: Client) -> list[LinkMemory]:
+    """Every link's memory, sorted by link name."""
+    memories: list[LinkMemory] = []
+    async for w in client.list_workflows(
+        "WorkflowType = 'LinkTuningWorkflow' AND ExecutionStatus = 'Running'"
+    ):
+        try:
+            memory = await client.get_workflow_handle(w.id).query(GET_QUERY, result_type=LinkMemory)
+        except RPCError:
+            continue  # continued as new or ended meanwhile
+        if memory is not None:
+            memories.append(memory)
+    return sorted(memories, key=lambda m: m.link)
+
+
+async def forget_link_memory(client: Client, link: str) -> bool:
+    """Drop what ``link`` learned (its next tuned transfer starts cold); False when
+    nothing was recorded.
+
+    Raises:
+        RPCError: Temporal failed otherwise.
+    """
+    try:
+        await client.get_workflow_handle(link_tuning_id(link)).terminate("forgotten by a user")
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return True

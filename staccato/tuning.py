@@ -1,0 +1,360 @@
+"""Per-link tuning: the optimizer that picks a transfer's streams and chunk size.
+
+Pure (no Temporal, no I/O, no clock): the transfer workflow feeds it what its
+finished segments measured and applies what it decides; the link's memory
+(:class:`LinkMemory`) is read before and written after a transfer by activities.
+
+The approach is FTS3's (CERN's File Transfer Service optimizer): start mid-range,
+step the number of streams up while the measured throughput improves by more than
+:data:`GAIN` and errors stay rare, step back and hold after a drop or errors, and
+probe again now and then. Throughput per setting is smoothed with an exponential
+moving average (:data:`ALPHA`).
+
+Measurement: a :class:`Window` sums the segments that started under the current
+setting and finished: their bytes and the seconds each stream took (from start to
+finish as the workflow saw it: scheduling, connection set-up and retries count).
+Its aggregate rate is ``streams x bytes / stream_seconds`` (bytes/s): the mean rate of
+one stream times the streams running. Under a per-connection cap ``c`` and an
+aggregate cap ``C`` that is ``min(streams x c, C)``, and a server that refuses
+connections past a limit shows up as errors and longer segments.
+
+Search: the first step doubles the streams (4 -> 8); every later step halves
+after a drop or a flat result, so the search narrows onto the knee (where one more
+stream stops paying). Flat (within :data:`GAIN`) keeps the fewer streams: the same
+throughput for less memory and fewer connections at the server.
+
+Bounds: :data:`MIN_STREAMS`..:data:`MAX_STREAMS` streams, chunk
+:data:`MIN_CHUNK`..:data:`MAX_CHUNK`, and a worker's memory budget:
+``streams x chunk x BUFFERS_PER_STREAM <= budget`` (a stream holds a chunk buffer and
+may read it back into a second one).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from staccato import units
+
+MiB = 1024 * 1024
+MIN_STREAMS = 1
+MAX_STREAMS = 16
+#: cold start: mid-range
+START_STREAMS = 4
+MIN_CHUNK = 4 * MiB
+MAX_CHUNK = 64 * MiB
+START_CHUNK = 16 * MiB
+#: buffers of one chunk a stream holds at once (the chunk read, its read-back)
+BUFFERS_PER_STREAM = 2
+#: default worker memory budget for the streams' buffers (bytes)
+DEFAULT_MEMORY_BUDGET = 2 * 1024 * MiB
+#: an improvement smaller than this fraction is no improvement
+GAIN = 0.05
+#: a fall larger than this fraction is a drop
+DROP = 0.10
+#: failed attempts per segment above which the streams back off
+ERROR_RATE = 0.10
+#: weight of a new window in a setting's moving average
+ALPHA = 0.5
+#: decisions held before probing one step up again
+REPROBE_EVERY = 6
+#: smaller objects are not tuned (too few segments to measure): the fixed defaults
+MIN_TUNED_BYTES = 64 * MiB
+#: a tuned transfer's segments are about this long (more of them: the streams can
+#: change between them), at least two per stream allowed and at most :data:`MAX_SEGMENTS`
+SEGMENT_BYTES = 64 * MiB
+#: each segment is an activity (~6 history events): this bounds them per object
+MAX_SEGMENTS = 256
+#: decisions kept in the log (state and memory stay small: Temporal payloads)
+LOG_SIZE = 20
+
+
+class Window(BaseModel):
+    """What the segments finished under one setting measured.
+
+    Attributes:
+        bytes: bytes the segments copied.
+        stream_seconds: seconds the streams took, summed over the segments (> 0).
+        segments: segments finished.
+        errors: failed attempts (retried) among them.
+    """
+
+    bytes: int = Field(ge=0)
+    stream_seconds: float = Field(gt=0)
+    segments: int = Field(1, ge=1)
+    errors: int = Field(0, ge=0)
+
+
+class Decision(BaseModel):
+    """One decision: the setting to run and why.
+
+    Attributes:
+        streams: streams to run from now.
+        chunk_size: bytes per chunk (fixed once a transfer planned its segments).
+        rate: the aggregate rate measured (bytes/s) that led to it; None at start.
+        reason: in words, what was measured and why this setting follows.
+    """
+
+    streams: int
+    chunk_size: int
+    rate: float | None = None
+    reason: str
+
+
+class LinkMemory(BaseModel):
+    """What a link remembers across transfers (kept in Temporal, see
+    :mod:`staccato.workflows.link_tuning`).
+
+    Attributes:
+        link: ``SRC_ENDPOINT,DST_ENDPOINT``.
+        streams: the streams the last transfer settled on.
+        chunk_size: its chunk size (bytes).
+        rate: its moving-average aggregate rate there (bytes/s).
+        ceiling: streams that saw errors (not gone past before a re-probe), if any.
+        transfers: tuned transfers recorded.
+        reasons: the last decisions' reasons, newest last.
+    """
+
+    link: str
+    streams: int = Field(START_STREAMS, ge=MIN_STREAMS, le=MAX_STREAMS)
+    chunk_size: int = Field(START_CHUNK, ge=MIN_CHUNK, le=MAX_CHUNK)
+    rate: float | None = None
+    ceiling: int | None = None
+    transfers: int = 0
+    reasons: list[str] = Field(default_factory=list)
+
+
+class TuningState(BaseModel):
+    """The optimizer's state for one transfer.
+
+    Attributes:
+        streams: streams running now.
+        chunk_size: bytes per chunk.
+        max_streams: the most streams allowed (bounds, memory budget, grants).
+        pinned_streams: streams given by the user: never changed.
+        step: streams added by the next probe up.
+        previous: the setting the current one was probed from; None when holding.
+        rates: moving-average aggregate rate (bytes/s) per streams setting.
+        held: decisions held since the last probe.
+        ceiling: streams that saw errors; probes stay below it.
+        decisions: the last :data:`LOG_SIZE` decisions, newest last.
+    """
+
+    streams: int
+    chunk_size: int
+    max_streams: int
+    pinned_streams: bool = False
+    step: int
+    previous: int | None = None
+    rates: dict[int, float] = Field(default_factory=dict)
+    held: int = 0
+    ceiling: int | None = None
+    decisions: list[Decision] = Field(default_factory=list)
+
+    @property
+    def last(self) -> Decision | None:
+        """The newest decision."""
+        return self.decisions[-1] if self.decisions else None
+
+
+def streams_within_budget(chunk_size: int, budget: int) -> int:
+    """The most streams whose buffers fit ``budget`` bytes (at least one).
+
+    Args:
+        chunk_size: bytes per chunk.
+        budget: bytes of buffers a transfer may hold at once.
+    """
+    return max(MIN_STREAMS, min(MAX_STREAMS, budget // (chunk_size * BUFFERS_PER_STREAM)))
+
+
+def segments_for(size: int, chunk_size: int, max_streams: int) -> int:
+    """How many segments a tuned transfer of ``size`` bytes is cut into: about
+    :data:`SEGMENT_BYTES` each, at least two per stream allowed, at most
+    :data:`MAX_SEGMENTS`, never more than its chunks."""
+    chunks = max(1, -(-size // chunk_size))
+    return max(1, min(chunks, MAX_SEGMENTS, max(2 * max_streams, size // SEGMENT_BYTES)))
+
+
+def start(
+    memory: LinkMemory | None,
+    *,
+    budget: int = DEFAULT_MEMORY_BUDGET,
+    max_streams: int = MAX_STREAMS,
+    streams: int | None = None,
+    chunk_size: int | None = None,
+) -> tuple[TuningState, Decision]:
+    """The first setting of a transfer.
+
+    Cold (no memory): :data:`START_STREAMS` streams of :data:`START_CHUNK`, then
+    probing up. Warm: the link's remembered setting, holding (small re-probes only).
+    A user's ``streams`` or ``chunk_size`` wins over both and is never changed.
+
+    Args:
+        memory: what the link learned before, if anything.
+        budget: bytes of stream buffers the transfer may hold (a worker's share).
+        max_streams: the most streams that may run (a governor's grant).
+        streams: the user's ``--streams``, if given.
+        chunk_size: the user's ``--chunk-size``, if given.
+    """
+    chunk = chunk_size or (memory.chunk_size if memory else START_CHUNK)
+    if chunk_size is None:
+        chunk = min(max(chunk, MIN_CHUNK), MAX_CHUNK)
+        # more memory per stream than the budget allows for even the start: smaller chunks
+        while chunk > MIN_CHUNK and chunk * BUFFERS_PER_STREAM * START_STREAMS > budget:
+            chunk //= 2
+    cap = max(MIN_STREAMS, min(max_streams, streams_within_budget(chunk, budget)))
+    if streams is not None:
+        state = TuningState(
+            streams=streams, chunk_size=chunk, max_streams=streams, pinned_streams=True, step=0
+        )
+        decision = Decision(streams=streams, chunk_size=chunk, reason="streams given by the user")
+    elif memory is not None:
+        first = min(memory.streams, cap)
+        state = TuningState(
+            streams=first,
+            chunk_size=chunk,
+            max_streams=cap,
+            step=max(1, first // 4),
+            ceiling=memory.ceiling,
+            # re-probe soon: the link may have changed since
+            held=REPROBE_EVERY - 2,
+        )
+        decision = Decision(
+            streams=first,
+            chunk_size=chunk,
+            rate=memory.rate,
+            reason=(
+                f"link memory: {memory.streams} streams x {units.size(chunk)}"
+                + (f" at {units.rate(memory.rate)}" if memory.rate else "")
+                + (f", capped at {cap} (memory budget or grant)" if first < memory.streams else "")
+            ),
+        )
+    else:
+        first = min(START_STREAMS, cap)
+        state = TuningState(
+            streams=first, chunk_size=chunk, max_streams=cap, step=first, previous=0
+        )
+        decision = Decision(
+            streams=first,
+            chunk_size=chunk,
+            reason=f"cold start: {first} streams x {units.size(chunk)}, probing up to {cap}",
+        )
+    return _log(state, decision), decision
+
+
+def observe(state: TuningState, window: Window) -> tuple[TuningState, Decision]:
+    """Take one window measured under ``state.streams`` and decide the next setting.
+
+    Returns:
+        The new state and its decision (``decision.streams`` to run from now).
+    """
+    s = state.streams
+    rate = window.bytes / window.stream_seconds * s
+    old = state.rates.get(s)
+    ema = rate if old is None else ALPHA * rate + (1 - ALPHA) * old
+    state = state.model_copy(update={"rates": {**state.rates, s: ema}}, deep=True)
+    if state.pinned_streams:
+        return _decide(state, s, ema, f"streams given by the user: {s} at {units.rate(ema)}")
+    error_rate = window.errors / window.segments
+    if window.errors and error_rate > ERROR_RATE:
+        below = [k for k in state.rates if k < s]
+        back = (
+            max(below, key=lambda k: state.rates[k])
+            if below
+            else max(MIN_STREAMS, s - max(1, s // 4))
+        )
+        state.ceiling = s
+        state.previous = None
+        state.held = 0
+        state.step = max(1, state.step // 2)
+        return _decide(
+            state,
+            back,
+            ema,
+            f"errors: {window.errors} failed attempts in {window.segments} segments at {s} "
+            f"streams; back to {back} and holding",
+        )
+    cap = state.max_streams if state.ceiling is None else min(state.max_streams, state.ceiling - 1)
+    if state.previous is not None:  # probing: compare with the setting probed from
+        before = state.rates.get(state.previous)
+        if before is None:  # the first window of a cold start
+            return _probe_up(state, ema, cap, f"{units.rate(ema)} at {s} streams")
+        change = ema / before - 1 if before > 0 else 1.0
+        said = (
+            f"{units.rate(ema)} at {s} streams vs {units.rate(before)} at "
+            f"{state.previous} ({change:+.0%})"
+        )
+        if change > GAIN:
+            return _probe_up(state, ema, cap, said)
+        back = state.previous if change < -DROP else min(state.previous, s)
+        state.previous = None
+        state.held = 0
+        state.step = max(1, state.step // 2)
+        why = "a drop" if change < -DROP else "no gain"
+        return _decide(state, back, ema, f"{said}: {why}, holding {back}")
+    state.held += 1
+    # the link changed under a held setting (it fell well below its best measured)
+    best = max(state.rates.values())
+    if ema < best * (1 - 2 * DROP) and state.held > 1:
+        better = max(state.rates, key=lambda k: state.rates[k])
+        if better != s and better <= cap:
+            state.held = 0
+            return _decide(
+                state,
+                better,
+                ema,
+                f"{units.rate(ema)} at {s} streams is below the {units.rate(best)} measured "
+                f"at {better}: trying {better}",
+            )
+    if state.held >= REPROBE_EVERY and s + max(1, state.step) <= cap:
+        return _probe_up(state, ema, cap, f"re-probing after {state.held} windows held")
+    return _decide(state, s, ema, f"holding {s} streams at {units.rate(ema)}")
+
+
+def remember(state: TuningState, link: str, memory: LinkMemory | None) -> LinkMemory:
+    """What ``link`` keeps from a transfer that ended in ``state``: the best setting
+    measured below any that saw errors (the fewest streams within :data:`GAIN` of the
+    best rate), its rate and the last reasons."""
+    transfers = (memory.transfers if memory else 0) + 1
+    # a setting that saw errors is not remembered, however fast it measured
+    rates = {k: v for k, v in state.rates.items() if state.ceiling is None or k < state.ceiling}
+    if not rates:
+        streams, rate = state.streams, None
+    else:
+        best = max(rates.values())
+        streams = min(k for k, v in rates.items() if v >= best * (1 - GAIN))
+        rate = rates[streams]
+    return LinkMemory(
+        link=link,
+        streams=min(max(streams, MIN_STREAMS), MAX_STREAMS),
+        chunk_size=min(max(state.chunk_size, MIN_CHUNK), MAX_CHUNK),
+        rate=rate,
+        ceiling=state.ceiling,
+        transfers=transfers,
+        reasons=[d.reason for d in state.decisions[-5:]],
+    )
+
+
+def _probe_up(state: TuningState, ema: float, cap: int, said: str) -> tuple[TuningState, Decision]:
+    s = state.streams
+    step = max(1, state.step)
+    nxt = min(cap, s + step)
+    if nxt <= s:
+        state.previous = None
+        state.held = 0
+        return _decide(state, s, ema, f"{said}: at the most streams allowed ({cap}), holding")
+    state.previous = s
+    state.held = 0
+    return _decide(state, nxt, ema, f"{said}: trying {nxt}")
+
+
+def _decide(
+    state: TuningState, streams: int, rate: float, reason: str
+) -> tuple[TuningState, Decision]:
+    state.streams = streams
+    decision = Decision(streams=streams, chunk_size=state.chunk_size, rate=rate, reason=reason)
+    return _log(state, decision), decision
+
+
+def _log(state: TuningState, decision: Decision) -> TuningState:
+    state.decisions = [*state.decisions, decision][-LOG_SIZE:]
+    return state

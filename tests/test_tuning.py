@@ -1,0 +1,189 @@
+"""The per-link optimizer on recorded and synthetic throughput series (no timing:
+every window says what it measured)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from staccato import tuning
+from staccato.tuning import Decision, LinkMemory, TuningState, Window
+
+MB = 1_000_000
+MiB = 1024 * 1024
+
+
+def window(rate: float, streams: int, errors: int = 0, segments: int = 4) -> Window:
+    """A window whose aggregate rate under ``streams`` is ``rate`` bytes/s."""
+    return Window(
+        bytes=int(rate / streams * 10), stream_seconds=10.0, segments=segments, errors=errors
+    )
+
+
+def run(
+    state: TuningState, link: Callable[[int], tuple[float, int]], windows: int
+) -> tuple[TuningState, list[Decision]]:
+    """Feed ``windows`` windows of ``link(streams) -> (rate, errors)``."""
+    decisions = []
+    for _ in range(windows):
+        rate, errors = link(state.streams)
+        state, decision = tuning.observe(state, window(rate, state.streams, errors))
+        decisions.append(decision)
+    return state, decisions
+
+
+def knee(per_stream: float, total: float, hurt_past: int) -> Callable[[int], tuple[float, int]]:
+    """More streams help up to the aggregate cap; past ``hurt_past`` each one costs 8 %."""
+
+    def rate(s: int) -> tuple[float, int]:
+        r = min(s * per_stream, total)
+        if s > hurt_past:
+            r *= 1 - 0.08 * (s - hurt_past)
+        return r, 0
+
+    return rate
+
+
+def test_cold_start_is_mid_range_and_says_so() -> None:
+    state, decision = tuning.start(None)
+    assert (decision.streams, decision.chunk_size) == (4, 16 * MiB)
+    assert "cold start" in decision.reason
+    assert state.decisions == [decision]
+
+
+def test_steps_up_while_throughput_improves() -> None:
+    # recorded: each added stream adds ~its per-connection rate (25 MB/s)
+    state, _ = tuning.start(None)
+    state, first = tuning.observe(state, window(100 * MB, 4))
+    assert first.streams == 8 and "trying 8" in first.reason
+    state, second = tuning.observe(state, window(198 * MB, 8))
+    assert second.streams == 12 and "+98%" in second.reason
+
+
+def test_backs_off_on_errors_and_holds_below_them() -> None:
+    state, _ = tuning.start(None)
+    state, _ = tuning.observe(state, window(100 * MB, 4))
+    state, decision = tuning.observe(state, window(120 * MB, 8, errors=3, segments=8))
+    assert decision.streams == 4
+    assert decision.reason.startswith("errors: 3 failed attempts in 8 segments at 8 streams")
+    assert state.ceiling == 8
+    # held, and re-probes never reach the streams that failed
+    state, decisions = run(state, lambda s: (s * 25 * MB, 0), 30)
+    assert max(d.streams for d in decisions) <= 7
+
+
+def test_backs_off_on_a_drop() -> None:
+    state, _ = tuning.start(None)
+    state, _ = tuning.observe(state, window(400 * MB, 4))
+    state, decision = tuning.observe(state, window(300 * MB, 8))
+    assert decision.streams == 4
+    assert "a drop, holding 4" in decision.reason
+
+
+def test_flat_keeps_the_fewer_streams() -> None:
+    state, _ = tuning.start(None)
+    state, _ = tuning.observe(state, window(400 * MB, 4))
+    state, decision = tuning.observe(state, window(404 * MB, 8))
+    assert decision.streams == 4
+    assert "no gain" in decision.reason
+
+
+def test_converges_near_the_knee() -> None:
+    # 25 MB/s per connection, 200 MB/s in all: the knee is at 8 streams
+    link = knee(25 * MB, 200 * MB, hurt_past=9)
+    state, decisions = run(tuning.start(None)[0], link, 40)
+    best = max(link(s)[0] for s in range(1, 17))
+    # after the first window it runs at >= 90 % of the best fixed setting ...
+    assert link(decisions[0].streams)[0] >= 0.9 * best
+    # ... and holds it: the probes past the knee are short and come back
+    held = [link(d.streams)[0] for d in decisions[2:]]
+    assert sum(r >= 0.9 * best for r in held) >= 0.85 * len(held)
+    assert decisions[-1].streams == 8
+
+
+def test_converges_on_a_low_knee() -> None:
+    # 100 MB/s per connection, 400 MB/s in all: 4 streams (the start) is the knee
+    link = knee(100 * MB, 400 * MB, hurt_past=5)
+    state, decisions = run(tuning.start(None)[0], link, 30)
+    assert decisions[-1].streams == 4
+    assert sum(d.streams == 4 for d in decisions) >= 0.8 * len(decisions)
+
+
+def test_memory_budget_bounds_streams_and_chunk() -> None:
+    # 256 MiB for buffers of 2 x 16 MiB a stream: 8 streams at most
+    state, decision = tuning.start(None, budget=256 * MiB)
+    assert state.max_streams == 8
+    state, decisions = run(state, lambda s: (s * 25 * MB, 0), 20)
+    assert max(d.streams for d in decisions) == 8
+    assert all(d.streams * d.chunk_size * tuning.BUFFERS_PER_STREAM <= 256 * MiB for d in decisions)
+    # too small a budget for even the start: smaller chunks
+    _, small = tuning.start(None, budget=64 * MiB)
+    assert small.chunk_size * 4 * tuning.BUFFERS_PER_STREAM <= 64 * MiB
+    assert small.chunk_size >= tuning.MIN_CHUNK
+
+
+def test_grant_bounds_streams() -> None:
+    state, _ = tuning.start(None, max_streams=5)
+    state, decisions = run(state, lambda s: (s * 25 * MB, 0), 10)
+    assert max(d.streams for d in decisions) == 5
+
+
+def test_user_streams_and_chunk_win() -> None:
+    memory = LinkMemory(link="http://a:80,file://", streams=12, chunk_size=32 * MiB)
+    state, decision = tuning.start(memory, streams=2, chunk_size=8 * MiB)
+    assert (decision.streams, decision.chunk_size) == (2, 8 * MiB)
+    state, decisions = run(state, lambda s: (s * 25 * MB, 0), 10)
+    assert {d.streams for d in decisions} == {2}
+    assert all("given by the user" in d.reason for d in decisions)
+    _, chunk_only = tuning.start(memory, chunk_size=8 * MiB)
+    assert chunk_only.chunk_size == 8 * MiB
+
+
+def test_memory_round_trip_and_warm_start() -> None:
+    link = knee(25 * MB, 200 * MB, hurt_past=9)
+    state, _ = run(tuning.start(None)[0], link, 20)
+    memory = tuning.remember(state, "http://a:80,file://", None)
+    assert memory.streams == 8 and memory.transfers == 1 and memory.reasons
+    again = LinkMemory.model_validate_json(memory.model_dump_json())
+    assert again == memory
+    warm, decision = tuning.start(again)
+    assert decision.streams == 8 and "link memory" in decision.reason
+    # warm: it stays at the knee from the first window on
+    _, decisions = run(warm, link, 10)
+    assert sum(d.streams == 8 for d in decisions) >= 8
+    assert tuning.remember(warm, again.link, again).transfers == 2
+
+
+def test_state_round_trips_through_json() -> None:
+    state, _ = run(tuning.start(None)[0], knee(25 * MB, 200 * MB, 9), 5)
+    assert TuningState.model_validate_json(state.model_dump_json()) == state
+
+
+def test_log_is_bounded() -> None:
+    state, _ = run(tuning.start(None)[0], lambda s: (100 * MB, 0), 50)
+    assert len(state.decisions) == tuning.LOG_SIZE
+
+
+def test_status_shows_the_choice_in_one_line() -> None:
+    from staccato.cli import render
+    from staccato.models import TransferState, TransferStatus, TuningView
+
+    view = TuningView(
+        link="http://h:80,file://",
+        streams=8,
+        chunk_size=16 * MiB,
+        max_streams=16,
+        rate_bytes_per_s=200 * MiB,
+        decisions=3,
+        reasons=["a", "holding 8 streams at 200.0 MiB/s"],
+    )
+    status = TransferStatus(
+        id="t", state=TransferState.running, source="s", destination="d", bytes_total=1,
+        bytes_done=0, rate_bytes_per_s=None, eta_s=None, streams=8, chunk_size=16 * MiB,
+        checksum=None, error=None, tuning=view,
+    )  # fmt: skip
+    line = next(x for x in render.status_lines(status) if x.startswith("tuning"))
+    assert line == (
+        "tuning             8 streams x 16.0 MiB (at most 16) at 200.0 MiB/s; "
+        "last: holding 8 streams at 200.0 MiB/s"
+    )
+    assert status.to_json_dict()["tuning"]["reasons"][-1].startswith("holding 8")

@@ -1,0 +1,82 @@
+"""Per-link tuning end to end: `staccato cp` given neither --streams nor --chunk-size
+is tuned on a real worker, says so, shows the optimizer's choice in `status --json`,
+and the link remembers it in Temporal (`staccato limit learned`, `limit list`); a
+user's --streams, or STACCATO_TUNING=0, leaves the transfer untuned."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.helpers import MiB, WorkerProcess, run_cli, sha256_file, write_random
+
+SIZE = 80 * MiB  # above the smallest object the optimizer tunes (64 MiB)
+LINK = "file://,file://"
+
+
+def _status(temporal_server: Any, worker: WorkerProcess, destination: Path) -> dict[str, Any]:
+    shown = run_cli(
+        "status", str(destination), "--json",
+        address=temporal_server.address, task_queue=worker.task_queue,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    status: dict[str, Any] = json.loads(shown.stdout)
+    return status
+
+
+def test_cp_without_streams_is_tuned_and_the_link_remembers(
+    temporal_server: Any, worker: WorkerProcess, data_dir: Path
+) -> None:
+    args = {"address": temporal_server.address, "task_queue": worker.task_queue}
+    source = data_dir / "src.bin"
+    digest = write_random(source, SIZE, seed=14)
+    done = run_cli("cp", str(source), str(data_dir / "tuned.bin"), **args)
+    assert done.returncode == 0, done.stderr
+    assert sha256_file(data_dir / "tuned.bin") == digest
+    assert "tuned: " in done.stderr and "streams x 16.0 MiB" in done.stderr, done.stderr
+    tuned = _status(temporal_server, worker, data_dir / "tuned.bin")["tuning"]
+    assert tuned["link"] == LINK and tuned["chunk_size"] == 16 * MiB
+    assert 1 <= tuned["streams"] <= tuned["max_streams"] <= 16
+    assert tuned["reasons"] and tuned["decisions"] >= 1
+
+    # the memory is in Temporal: recorded before the transfer completed
+    deadline = time.monotonic() + 30
+    while True:
+        learned = run_cli("limit", "learned", LINK, "--json", **args)
+        assert learned.returncode == 0, learned.stderr
+        memories = json.loads(learned.stdout)
+        if memories or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    (memory,) = memories
+    assert memory["link"] == LINK and memory["transfers"] >= 1 and memory["reasons"]
+    listed = run_cli("limit", "list", **args)
+    assert f"{LINK}  learned {memory['streams']} streams x 16.0 MiB" in listed.stdout
+
+    # (a warm start from it: tests/workflow/test_tuning_workflow.py)
+    # forgotten: the next transfer would start cold
+    forgot = run_cli("limit", "learned", LINK, "--forget", **args)
+    assert forgot.returncode == 0 and "forgotten" in forgot.stdout, forgot.stderr
+    gone = run_cli("limit", "learned", LINK, "--json", **args)
+    assert json.loads(gone.stdout) == []
+
+
+def test_user_streams_or_tuning_off_are_not_tuned(
+    temporal_server: Any, worker: WorkerProcess, data_dir: Path
+) -> None:
+    args = {"address": temporal_server.address, "task_queue": worker.task_queue}
+    source = data_dir / "src.bin"
+    write_random(source, SIZE, seed=15)
+    given = run_cli("cp", "--streams", "3", str(source), str(data_dir / "given.bin"), **args)
+    assert given.returncode == 0, given.stderr
+    assert "tuned:" not in given.stderr
+    status = _status(temporal_server, worker, data_dir / "given.bin")
+    assert status["tuning"] is None and status["streams"] == 3
+    off = run_cli(
+        "cp", str(source), str(data_dir / "off.bin"), env={"STACCATO_TUNING": "0"}, **args
+    )
+    assert off.returncode == 0, off.stderr
+    status = _status(temporal_server, worker, data_dir / "off.bin")
+    assert status["tuning"] is None and status["streams"] == 4

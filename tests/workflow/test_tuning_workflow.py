@@ -1,0 +1,216 @@
+"""``TransferWorkflow`` with the per-link optimizer (``options.tuning``): what it asks
+the control queue, how it cuts and runs the segments, what it remembers. The
+optimizer's arithmetic is tested on throughput series in tests/test_tuning.py; here
+the decisions are driven by errors (a failed attempt is no timing)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from temporalio import activity
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from staccato import tuning
+from staccato.ids import transfer_id
+from staccato.models import (
+    ObjectInfo,
+    StreamInput,
+    StreamResult,
+    TransferOptions,
+    TransferRequest,
+    TransferResult,
+    TuningRecall,
+)
+from staccato.tuning import LinkMemory
+from staccato.workflows.front import control_queue
+from staccato.workflows.transfer import FIND_GOVERNORS, TransferWorkflow
+
+from .conftest import DESTINATION, SOURCE, WAIT_S, Endpoint, segment_checksum
+
+MiB = 1024 * 1024
+SIZE = 1024 * MiB  # the fake activities move no bytes: only the plan's arithmetic
+TUNED = TransferOptions(tuning=True)
+
+
+class Control:
+    """The control queue's activities: no governor, and a link memory kept here."""
+
+    def __init__(self, memory: LinkMemory | None = None) -> None:
+        self.memory = memory
+        self.recalled: list[str] = []
+        self.recorded: list[LinkMemory] = []
+
+    @activity.defn(name=FIND_GOVERNORS)
+    async def find_governors(self, names: list[str]) -> list[str]:
+        return []
+
+    @activity.defn(name="recall_link_tuning")
+    async def recall(self, link: str) -> TuningRecall:
+        self.recalled.append(link)
+        return TuningRecall(
+            memory=None if self.memory is None else self.memory.model_dump(mode="json"),
+            memory_budget=tuning.DEFAULT_MEMORY_BUDGET,
+        )
+
+    @activity.defn(name="record_link_tuning")
+    async def record(self, memory: LinkMemory) -> None:
+        self.recorded.append(LinkMemory.model_validate(memory))
+
+
+Start = Callable[[Endpoint, Control, TransferOptions], Awaitable[WorkflowHandle[Any, Any]]]
+
+
+@pytest.fixture
+async def start(env: WorkflowEnvironment) -> AsyncIterator[Start]:
+    workers: list[Worker] = []
+    runs: list[asyncio.Task[None]] = []
+    handles: list[WorkflowHandle[Any, Any]] = []
+
+    async def go(
+        endpoint: Endpoint, control: Control, options: TransferOptions
+    ) -> WorkflowHandle[Any, Any]:
+        queue = f"wf-{uuid.uuid4().hex[:12]}"
+        worker = Worker(
+            env.client,
+            task_queue=queue,
+            workflows=[TransferWorkflow],
+            activities=endpoint.activities(),
+        )
+        control_worker = Worker(
+            env.client,
+            task_queue=control_queue(queue),
+            activities=[control.find_governors, control.recall, control.record],
+        )
+        workers.extend([worker, control_worker])
+        runs.extend([asyncio.create_task(w.run()) for w in (worker, control_worker)])
+        handle = await env.client.start_workflow(
+            "TransferWorkflow",
+            TransferRequest(source=SOURCE, destination=DESTINATION, options=options),
+            id=transfer_id(DESTINATION),
+            task_queue=queue,
+            result_type=TransferResult,
+            id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING,
+        )
+        handles.append(handle)
+        return handle
+
+    yield go
+    for handle in handles:
+        try:
+            await handle.terminate("test over")
+        except RPCError:
+            pass
+    for worker in workers:
+        await asyncio.wait_for(worker.shutdown(), WAIT_S)
+    await asyncio.gather(*runs, return_exceptions=True)
+
+
+async def finished(handle: WorkflowHandle[Any, Any]) -> TransferResult:
+    """The run's result once it closed, waited for by polling its description: asking
+    for the result would let the time-skipping server skip time while the test's
+    activities run in real time (timing them out)."""
+    deadline = asyncio.get_running_loop().time() + 60
+    while (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
+        assert asyncio.get_running_loop().time() < deadline, "the transfer did not end in 60 s"
+        await asyncio.sleep(0.05)
+    result: TransferResult = await handle.result()
+    return result
+
+
+def refusing_past(endpoint: Endpoint, limit: int) -> Callable[[StreamInput], Awaitable[Any]]:
+    """A ``copy_stream`` of a server that fails connections past ``limit`` at once:
+    each stream waits (at most 0.3 s) for more to start, and reports that it needed
+    three attempts when more than ``limit`` ran beside it."""
+
+    async def hook(request: StreamInput) -> StreamResult:
+        deadline = asyncio.get_running_loop().time() + 0.3
+        crowded = False
+        while asyncio.get_running_loop().time() < deadline:
+            crowded = crowded or endpoint.running_streams > limit
+            await asyncio.sleep(0.01)
+        segment = request.segment
+        return StreamResult(
+            segment=segment.index,
+            complete=True,
+            next_chunk=segment.end_chunk,
+            bytes_done=segment.length,
+            checksum=segment_checksum(segment.offset, segment.length),
+            bytes_read=segment.length,
+            verified=request.read_back,
+            attempt=3 if crowded else 1,
+        )
+
+    return hook
+
+
+async def test_tuned_transfer_backs_off_from_failing_streams_and_remembers(
+    start: Start,
+) -> None:
+    endpoint = Endpoint(info=ObjectInfo(size=SIZE, version="v1"))
+    endpoint.hooks["copy_stream"] = refusing_past(endpoint, 4)
+    control = Control()
+    handle = await start(endpoint, control, TUNED)
+    result: TransferResult = await finished(handle)
+    assert control.recalled == ["file://,file://"]
+    streams = endpoint.called("copy_stream")
+    # many segments (the streams change between them), in 16 MiB chunks
+    assert len(streams) == tuning.segments_for(SIZE, 16 * MiB, tuning.MAX_STREAMS) == 32
+    assert {s.session.chunk_size for s in streams} == {16 * MiB}
+    (memory,) = control.recorded
+    # it probed past 4, met the failures, and remembers a setting below them
+    assert memory.ceiling is not None and 4 < memory.ceiling <= 8
+    assert memory.streams < memory.ceiling
+    assert memory.link == "file://,file://" and memory.transfers == 1
+    assert result.tuning is not None and result.tuning.decisions >= 3
+    assert result.bytes == SIZE
+
+
+async def test_user_values_are_not_tuned(start: Start) -> None:
+    endpoint = Endpoint(info=ObjectInfo(size=SIZE, version="v1"))
+    control = Control(LinkMemory(link="file://,file://", streams=12))
+    handle = await start(endpoint, control, TransferOptions(streams=2, chunk_size=8 * MiB))
+    result: TransferResult = await finished(handle)
+    assert control.recalled == [] and control.recorded == []
+    assert len(endpoint.called("copy_stream")) == 2
+    assert result.tuning is None and result.streams == 2
+
+
+async def test_warm_start_runs_the_remembered_streams(start: Start) -> None:
+    endpoint = Endpoint(info=ObjectInfo(size=SIZE, version="v1"))
+    endpoint.hooks["copy_stream"] = refusing_past(endpoint, 16)
+    control = Control(LinkMemory(link="file://,file://", streams=2, chunk_size=32 * MiB))
+    seen: list[int] = []
+
+    async def watch() -> None:
+        while True:
+            seen.append(endpoint.running_streams)
+            await asyncio.sleep(0.01)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        handle = await start(endpoint, control, TUNED)
+        result: TransferResult = await finished(handle)
+    finally:
+        watcher.cancel()
+    streams = endpoint.called("copy_stream")
+    assert {s.session.chunk_size for s in streams} == {32 * MiB}
+    # the first segments run two at a time (re-probes add one stream at a time)
+    assert max(seen[:10]) <= 2
+    assert result.tuning is not None and result.tuning.chunk_size == 32 * MiB
+    assert control.recorded[0].transfers == 1
+
+
+async def test_small_objects_are_not_tuned(start: Start) -> None:
+    endpoint = Endpoint(info=ObjectInfo(size=tuning.MIN_TUNED_BYTES - 1, version="v1"))
+    control = Control()
+    handle = await start(endpoint, control, TUNED)
+    result: TransferResult = await finished(handle)
+    assert control.recalled == [] and result.tuning is None
