@@ -31,7 +31,8 @@ from staccato.models import (
 )
 from staccato.tuning import LinkMemory
 from staccato.workflows.front import control_queue
-from staccato.workflows.transfer import FIND_GOVERNORS, TransferWorkflow
+from staccato.workflows.slots import FIND_GOVERNORS
+from staccato.workflows.transfer import TransferWorkflow
 
 from .conftest import DESTINATION, SOURCE, WAIT_S, Endpoint, segment_checksum
 
