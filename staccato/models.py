@@ -115,6 +115,9 @@ class TransferOptions(BaseModel):
             link's ``--max-rate`` still applies). Not part of the request hash.
         stage: read the source once into the worker's staging cache and write the
             destination from there (sources that cannot serve byte ranges always are).
+        from_origin: read the source itself, never a known copy of it (a destination
+            an earlier transfer wrote and that still matches its record). How to read,
+            not what to write: not part of the request hash.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -131,6 +134,7 @@ class TransferOptions(BaseModel):
     owner: str | None = Field(None, min_length=1, max_length=64)
     max_rate: int | None = Field(None, ge=1)
     stage: bool = False
+    from_origin: bool = False
 
 
 def _not_canonical_because(value: str, canonical: str) -> str:
@@ -222,7 +226,7 @@ class TransferRequest(BaseModel):
         ``sync_level`` is left out: a request with default options hashes as it did
         before these options existed (a resubmission still attaches across the upgrade).
         """
-        skipped = {"if_busy", "priority", "owner", "max_rate"} | (
+        skipped = {"if_busy", "priority", "owner", "max_rate", "from_origin"} | (
             {"sync_level"} if self.options.sync_level is None else set()
         )
         data = self.model_dump_json(exclude={"options": skipped})
@@ -408,6 +412,44 @@ class StagingProgress(BaseModel):
     bytes_staged: int = 0
 
 
+class KnownCopyInput(BaseModel):
+    """Input of the ``find_known_copy`` activity: a copy of ``source`` at the version
+    and size of ``source_info``, to read instead of the origin.
+
+    Attributes:
+        source: canonical source URL (no secret query: such sources are not looked up).
+        source_info: the origin's stat (version and size the copy must have had).
+        destination: the transfer's own destination (never a candidate).
+        transfer_id: the transfer's workflow id (its own records are skipped).
+        chunk_size: bytes per chunk a copy is checksummed in (CRC32C: any chunking).
+        max_candidates: copies checked at most (each check may read the copy whole).
+    """
+
+    source: str
+    source_info: ObjectInfo
+    destination: str
+    transfer_id: str
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    max_candidates: int = Field(3, ge=1)
+
+
+class KnownCopy(BaseModel):
+    """Result of ``find_known_copy``.
+
+    Attributes:
+        url: the copy to read from; None: read the origin.
+        info: the copy's stat (its version is pinned for the reads, as a source's).
+        checksum: the recorded checksum (``"crc32c:<hex>"``) the copy matched: the
+            copy read by the streams must give it again.
+        reason: why this copy, or why none (for status).
+    """
+
+    url: str | None = None
+    info: ObjectInfo | None = None
+    checksum: str | None = None
+    reason: str
+
+
 class ConfirmSourceInput(BaseModel):
     """Input of the ``confirm_source`` activity: read these segments of the source a
     second time and compare them with the checksums of the copy.
@@ -547,6 +589,14 @@ class TransferResult(BaseModel):
         up_to_date: the destination already matched the source at ``sync_level``, so
             nothing was copied (``--sync-level``).
         sync_level: the level the destination matched at (None unless up to date).
+        destination_version: the destination's version read right after publish
+            (ETag, size+mtime): with ``source``, ``source_version``, ``bytes`` and
+            ``checksum``, the record of a verified copy a later transfer of the same
+            source version may read from (:mod:`staccato.known_copies`). None when
+            not read (older releases, an up-to-date destination, a failed stat).
+        read_from: where the bytes were read: ``"origin"`` or a known copy's URL
+            (None: older releases, or nothing read).
+        read_from_reason: why (which copy matched its record, or why none was used).
     """
 
     source: str
@@ -560,6 +610,9 @@ class TransferResult(BaseModel):
     streams: int
     up_to_date: bool = False
     sync_level: SyncLevel | None = None
+    destination_version: str | None = None
+    read_from: str | None = None
+    read_from_reason: str | None = None
 
 
 class Progress(BaseModel):
@@ -586,6 +639,10 @@ class Progress(BaseModel):
     #: is read from the governor at status time)
     queued_for: str | None = None
     queued_ticket: str | None = None
+    #: where the streams read: "origin" or a known copy's URL (None: not decided yet)
+    read_from: str | None = None
+    #: why (the copy matched its record; or why no copy was used)
+    read_from_reason: str | None = None
 
 
 class TransferStatus(BaseModel):
@@ -609,6 +666,10 @@ class TransferStatus(BaseModel):
         sync_level: the level it matched at (with ``up_to_date``).
         staged_bytes: in the ``staging`` phase, the bytes of the source read into the
             worker's staging cache so far; None otherwise.
+        read_from: where the transfer reads (read) the bytes: ``"origin"`` or the URL
+            of a known copy (a destination an earlier transfer of the same source
+            version wrote, checked against its record); None until decided.
+        read_from_reason: why that one (the copy's record matched; or why the origin).
     """
 
     id: str
@@ -632,6 +693,8 @@ class TransferStatus(BaseModel):
     up_to_date: bool | None = None
     sync_level: SyncLevel | None = None
     staged_bytes: int | None = None
+    read_from: str | None = None
+    read_from_reason: str | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         """Plain dict with the enum as text."""

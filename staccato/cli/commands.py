@@ -17,6 +17,7 @@ from staccato.cli.options import (
     ChecksumOption,
     ChunkSizeOption,
     DestinationArg,
+    FromOriginOption,
     IfBusyOption,
     JsonOption,
     MaxRateOption,
@@ -71,6 +72,7 @@ def submit(
     owner: OwnerOption = None,
     max_rate: MaxRateOption = None,
     stage: StageOption = False,
+    from_origin: FromOriginOption = False,
 ) -> None:
     """Start a transfer (with -r: a dataset) and print its id; it runs on the workers
     whether or not you stay."""
@@ -86,10 +88,16 @@ def submit(
         owner=owner,
         max_rate=max_rate,
         stage=stage,
+        from_origin=from_origin,
     )
     datasets.check_recursive_options(recursive, include, exclude, retry_failed, small_file_max)
     if stage and recursive:
         fail("--stage applies to one object, not to -r (directories and prefixes)", EXIT_USAGE)
+    if from_origin and recursive:
+        fail(
+            "--from-origin applies to one object, not to -r (directories and prefixes)",
+            EXIT_USAGE,
+        )
     if recursive:
         datasets.submit_recursive(
             source,
@@ -157,6 +165,7 @@ def cp(
     owner: OwnerOption = None,
     max_rate: MaxRateOption = None,
     stage: StageOption = False,
+    from_origin: FromOriginOption = False,
 ) -> None:
     """Copy SOURCE to DESTINATION and follow it with a progress bar.
 
@@ -181,10 +190,16 @@ def cp(
         owner=owner,
         max_rate=max_rate,
         stage=stage,
+        from_origin=from_origin,
     )
     datasets.check_recursive_options(recursive, include, exclude, retry_failed, small_file_max)
     if stage and recursive:
         fail("--stage applies to one object, not to -r (directories and prefixes)", EXIT_USAGE)
+    if from_origin and recursive:
+        fail(
+            "--from-origin applies to one object, not to -r (directories and prefixes)",
+            EXIT_USAGE,
+        )
     if recursive:
         datasets.cp_recursive(
             source,
