@@ -21,9 +21,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
-from bench.common import MiB, REPO, Service, timed
+from bench.common import REPO, MiB, Service, timed
 from tests.servers.nginx import NginxServer
 from tests.servers.pacing_proxy import PacingProxy
 
@@ -81,13 +82,13 @@ def main() -> None:
             url = proxy.url(name)
             d1, d2, d3 = (work / f"d{i}-{run}.bin" for i in (1, 2, 3))
             nginx.clear_log()
-            t1 = timed(lambda: service.staccato("cp", url, str(d1), *options))
+            t1 = timed(partial(service.staccato, "cp", url, str(d1), *options))
             # visibility lists transfer 1 as completed within a moment of its end
             time.sleep(1)
-            t2 = timed(lambda: service.staccato("cp", url, str(d2), *options))
+            t2 = timed(partial(service.staccato, "cp", url, str(d2), *options))
             served = _origin_bytes(nginx, name)
             read_from = str(_status(service, d2).get("read_from"))
-            t3 = timed(lambda: service.staccato("cp", url, str(d3), "--from-origin", *options))
+            t3 = timed(partial(service.staccato, "cp", url, str(d3), "--from-origin", *options))
             rows.append((t1, t2, t3, served, read_from))
             print(
                 f"run {run}: t1 {t1:.2f} s, t2 {t2:.2f} s (ratio {t2 / t1:.3f}), "

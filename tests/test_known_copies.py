@@ -177,6 +177,8 @@ async def test_from_origin_reads_the_origin(
     nginx_ranges: NginxServer,
     http_root: Path,
     data_dir: Path,
+    temporal_server,
+    worker,
 ) -> None:
     name, size = "known-copies-from-origin.bin", 16 * MiB
     digest = _source(http_root, name, size)
@@ -185,10 +187,25 @@ async def test_from_origin_reads_the_origin(
     await _recorded(client, source, first)
     nginx_ranges.clear_log()
 
-    _, second = await _copy(client, source, data_dir / "d2.bin", from_origin=True)
+    copied = run_cli(
+        "cp", source, str(data_dir / "d2.bin"), "--from-origin", "-q", "--chunk-size", "4M",
+        address=temporal_server.address, task_queue=worker.task_queue,
+    )  # fmt: skip
+    assert copied.returncode == 0, copied.stderr
+    second = await client.status(str(data_dir / "d2.bin"))
     assert second.state == TransferState.completed, second
     assert sha256_file(data_dir / "d2.bin") == digest
     assert second.read_from == "origin", second
     assert "--from-origin" in (second.read_from_reason or ""), second
     # the whole object, plus the one-byte probes of stat and of the publish re-check
     assert size <= _origin_bytes(nginx_ranges, name) <= size + 16
+
+
+def test_from_origin_is_refused_with_r(temporal_server, data_dir: Path) -> None:
+    """``--from-origin`` names one object's read: with -r it is a usage error."""
+    refused = run_cli(
+        "cp", "-r", str(data_dir), str(data_dir.parent / "out"), "--from-origin",
+        address=temporal_server.address,
+    )  # fmt: skip
+    assert refused.returncode == 2, (refused.stdout, refused.stderr)
+    assert "--from-origin" in refused.stderr and "-r" in refused.stderr
