@@ -209,3 +209,32 @@ def test_from_origin_is_refused_with_r(temporal_server, data_dir: Path) -> None:
     )  # fmt: skip
     assert refused.returncode == 2, (refused.stdout, refused.stderr)
     assert "--from-origin" in refused.stderr and "-r" in refused.stderr
+
+
+def test_candidates_are_tried_cheapest_first_never_the_own_destination() -> None:
+    """Files first, then the destination's kind, then the rest; newest first within
+    each; one record per copy (its newest); the transfer's own destination never."""
+    from staccato.known_copies import Record, order
+
+    def record(url: str, at: float) -> Record:
+        return Record(
+            transfer_id=f"t-{at}", url=url, version="v", checksum="crc32c:0", closed_at=at
+        )
+
+    records = [
+        record("sftp://h/x", 5),
+        record("s3://bucket/old", 1),
+        record("file:///a", 2),
+        record("s3://bucket/new", 3),
+        record("file:///b", 4),
+        record("file:///a", 6),  # a newer record of the same copy
+        record("s3://bucket/mine", 9),  # the transfer's own destination
+    ]
+    ordered = order(records, "s3://bucket/mine")
+    assert [(r.url, r.closed_at) for r in ordered] == [
+        ("file:///a", 6),
+        ("file:///b", 4),
+        ("s3://bucket/new", 3),
+        ("s3://bucket/old", 1),
+        ("sftp://h/x", 5),
+    ]
