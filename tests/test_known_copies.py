@@ -208,7 +208,7 @@ def test_from_origin_is_refused_with_r(temporal_server, data_dir: Path) -> None:
         address=temporal_server.address,
     )  # fmt: skip
     assert refused.returncode == 2, (refused.stdout, refused.stderr)
-    assert "--from-origin" in refused.stderr and "-r" in refused.stderr
+    assert "--from-origin applies to one object, not to -r" in refused.stderr, refused.stderr
 
 
 def test_candidates_are_tried_cheapest_first_never_the_own_destination() -> None:
