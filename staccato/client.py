@@ -78,6 +78,7 @@ from staccato.links import governor_id
 from staccato.models import (
     Checkpoint,
     FrontCheckpoint,
+    GroupStatus,
     IfBusy,
     Progress,
     SlotView,
@@ -149,6 +150,8 @@ _TERMINAL = (TransferState.completed, TransferState.failed, TransferState.cancel
 #: the workflow types Staccato starts: a transfer, and a dataset (``staccato cp -r``)
 TRANSFER_TYPE = "TransferWorkflow"
 DATASET_TYPE = "DatasetWorkflow"
+#: a fan-out group (``staccato cp SRC DST1 DST2 ...``)
+GROUP_TYPE = "FanOutWorkflow"
 #: rows :meth:`StaccatoClient.list` reads at once (each: a describe, and a query for a
 #: running transfer or the result of a completed one)
 LIST_CONCURRENCY = 16
@@ -349,6 +352,39 @@ class StaccatoClient:
             return Submission(workflow_id, run_id, queued=True)
         self._runs[started.workflow_id] = started.run_id
         return Submission(started.workflow_id, started.run_id, attached=started.attached)
+
+    # -- fan-out: one source to several destinations (staccato.fanout_client) ----------
+
+    async def fan_out(
+        self, source: str, destinations: list[str], options: TransferOptions | None = None
+    ) -> str:
+        """Start a fan-out group: ``source`` read once (staged), written to every one of
+        ``destinations`` (2 or more) by a transfer each; returns the group id
+        (``staccato-group-...``). An identical group running is attached to.
+
+        Raises:
+            InvalidURLError: a bad URL, a destination given twice or equal to the source.
+            DestinationBusyError: the same group runs with other options.
+        """
+        from staccato.fanout_client import make_fan_out_request, start_group
+
+        request = make_fan_out_request(source, destinations, options)
+        workflow_id, _attached = await start_group(self, request)
+        return workflow_id
+
+    async def group_status(self, group: str) -> GroupStatus:
+        """A fan-out group's state and one row per destination (see
+        :func:`staccato.fanout_client.group_status`)."""
+        from staccato.fanout_client import group_status
+
+        return await group_status(self, group)
+
+    async def wait_group(self, group: str) -> GroupStatus:
+        """Wait for a fan-out group to end; its final status (never raises for a
+        destination that failed: its row says so)."""
+        from staccato.fanout_client import wait_group
+
+        return await wait_group(self, group)
 
     def submitted_run(self, transfer: str) -> str | None:
         """The run id of the transfer this client submitted under ``transfer`` (an id or
@@ -683,7 +719,7 @@ class StaccatoClient:
             StaccatoError: it is not running, or not Staccato's (another workflow type).
         """
         handle = await self._handle(transfer)
-        await self._require(handle, kinds=(TRANSFER_TYPE, DATASET_TYPE))
+        await self._require(handle, kinds=(TRANSFER_TYPE, DATASET_TYPE, GROUP_TYPE))
         await handle.cancel()
 
     async def pause(self, transfer: str) -> None:

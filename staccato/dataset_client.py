@@ -329,6 +329,7 @@ async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
             "runs": progress.runs,
             "error": error or progress.error,
             "failures": progress.failures,
+            "queued_reason": progress.queued_reason,
         }
     )
 

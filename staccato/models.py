@@ -184,6 +184,9 @@ class TransferRequest(BaseModel):
     destination: str
     options: TransferOptions = TransferOptions()
     source_secret: str | None = None
+    #: set by a fan-out group for its children: read the group's staged copy of the
+    #: source instead of stat-ing and reading the origin (see :class:`StagedFromGroup`)
+    staged_from_group: StagedFromGroup | None = None
 
     @field_validator("source", "destination")
     @classmethod
@@ -891,3 +894,166 @@ class HolderRef(BaseModel):
     ticket: str
     workflow_id: str
     run_id: str
+
+
+# -- fan-out: one source to several destinations (staccato.workflows.fanout) -------------
+
+#: workflow id prefix of a fan-out group (``staccato-group-<24 hex>``)
+GROUP_ID_PREFIX = "staccato-group-"
+#: most destinations of one fan-out group (each a child workflow; keeps the group's
+#: history and its result well under Temporal's limits)
+MAX_FAN_OUT = 64
+
+
+class StagedFromGroup(BaseModel):
+    """What a fan-out child reads instead of the origin: the group's staging cache
+    entry of the source, staged once by the group (and pinned under the group id
+    until the group ends).
+
+    Attributes:
+        group_id: the fan-out group's workflow id (holds the pin).
+        key: the staging cache key (:func:`staccato.staging.entry_key`).
+        source_info: the source's stat as the group read it (size in bytes, version).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    group_id: str
+    key: str
+    source_info: ObjectInfo
+
+
+class GroupState(StrEnum):
+    """States of a fan-out group (the dataset's state names): ``completed`` when every
+    destination completed, ``completed_with_errors`` when some did not (each with its
+    reason), ``failed`` when the source could not be read (no destination started),
+    ``cancelled`` when the group was cancelled."""
+
+    running = "running"
+    completed = "completed"
+    completed_with_errors = "completed_with_errors"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+class FanOutRequest(BaseModel):
+    """Input of ``FanOutWorkflow``: one canonical source, two or more canonical
+    destinations (distinct, none the source), the options every child uses.
+
+    Raises (validation):
+        ValueError: fewer than two destinations, a destination given twice, a
+            destination equal to the source, or a non-canonical URL (as
+            :class:`TransferRequest`, which validates each pair).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    source: str
+    destinations: list[str] = Field(min_length=2, max_length=MAX_FAN_OUT)
+    options: TransferOptions = TransferOptions()
+    source_secret: str | None = None
+
+    @model_validator(mode="after")
+    def _distinct(self) -> FanOutRequest:
+        seen: set[str] = set()
+        for destination in self.destinations:
+            if destination in seen:
+                raise ValueError(f"destination given twice: {destination}")
+            seen.add(destination)
+            self.child(destination)  # canonical, not the source
+        return self
+
+    def child(self, destination: str, staged: StagedFromGroup | None = None) -> TransferRequest:
+        """The request of the child transfer writing ``destination``."""
+        return TransferRequest(
+            source=self.source,
+            destination=destination,
+            options=self.options,
+            source_secret=self.source_secret,
+            staged_from_group=staged,
+        )
+
+    def group_hash(self) -> str:
+        """Hash of the source and the destination set (the group id's digits)."""
+        text = "\n".join([self.source.split("?", 1)[0], *sorted(self.destinations)])
+        return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+    def request_hash(self) -> str:
+        """Tells an identical re-submission (attaches) from a different one."""
+        data = self.model_dump_json(exclude={"options": {"if_busy", "priority", "owner"}})
+        return hashlib.sha256(data.encode()).hexdigest()[:32]
+
+
+class DestinationOutcome(BaseModel):
+    """One destination of a fan-out group.
+
+    Attributes:
+        destination: canonical URL.
+        transfer_id: the child transfer's workflow id (the destination's lock).
+        run_id: the child's run (None until it started).
+        state: scheduled, running, completed, failed or cancelled.
+        error: why it failed or was cancelled.
+        bytes: bytes copied (completed), else None.
+        checksum: the object's checksum label (completed), else None.
+    """
+
+    destination: str
+    transfer_id: str
+    run_id: str | None = None
+    state: TransferState = TransferState.scheduled
+    error: str | None = None
+    bytes: int | None = None
+    checksum: str | None = None
+
+
+class FanOutProgress(BaseModel):
+    """The group's state and its destinations (query ``progress``, and the result).
+
+    Attributes:
+        staged_bytes: bytes of the source in the staging cache (None: not staged, an
+            empty source).
+        stagings: how many times the group staged the source (1 unless the staging
+            activity had to start over).
+    """
+
+    group_id: str
+    state: GroupState
+    source: str
+    phase: str = "stat"
+    bytes_total: int | None = None
+    source_version: str | None = None
+    destinations: list[DestinationOutcome] = Field(default_factory=list)
+    error: str | None = None
+    staged_bytes: int | None = None
+
+
+class DestinationStatus(DestinationOutcome):
+    """A destination's row of ``staccato status GROUP --json``: the outcome plus, while
+    its transfer runs, its bytes done (bytes) and phase."""
+
+    bytes_done: int | None = None
+    bytes_total: int | None = None
+    phase: str | None = None
+
+
+class GroupStatus(BaseModel):
+    """What ``staccato status GROUP_ID --json`` prints for a fan-out group (README.md,
+    "Status JSON"): ``kind`` is ``"group"``."""
+
+    kind: str = "group"
+    id: str
+    state: GroupState
+    source: str
+    phase: str | None = None
+    bytes_total: int | None = None
+    error: str | None = None
+    #: bytes of the source in the staging cache (while staging: read so far)
+    staged_bytes: int | None = None
+    destinations: list[DestinationStatus]
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """Plain dict with the enums as text."""
+        return self.model_dump(mode="json")
+
+
+TransferRequest.model_rebuild()  # its staged_from_group names a model defined above

@@ -3,13 +3,14 @@ subprocess per session, and a connected client."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from staccato.client import StaccatoClient
-from tests.helpers import WorkerProcess
+from tests.helpers import WorkerProcess, mount_tmpfs
 
 pytest_plugins = ["tests.servers.fixtures"]
 
@@ -47,3 +48,14 @@ def data_dir(tmp_path: Path) -> Path:
     path = tmp_path / "data"
     path.mkdir()
     return path
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """An 8 MiB tmpfs mounted for the test (unmounted after it)."""
+    path = tmp_path / "small"
+    mount_tmpfs(path, "8m")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)

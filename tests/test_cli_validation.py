@@ -77,3 +77,17 @@ def test_cp_help_shows_retry_for_default_plainly() -> None:
     text = " ".join(done.stdout.split())
     assert "(24h)" not in text, text
     assert "Default: 24h" in text, text
+
+
+@pytest.mark.parametrize(
+    "command", [["cp"], ["submit"], ["schedule", "create", "n", "--every", "1h"]]
+)
+@pytest.mark.parametrize("owner", ["", "  ", "x" * 65])
+def test_an_empty_or_long_owner_is_refused(command: list[str], owner: str, tmp_path) -> None:
+    """``--owner ""`` (it fell back to the OS user silently) and a name over 64
+    characters: exit 2 naming --owner, before any connection."""
+    args = [*command[:3], "/etc/hostname", str(tmp_path / "x"), *command[3:]]
+    done = run_cli(*args, "--owner", owner, address="127.0.0.1:1")
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "--owner" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert not (tmp_path / "x").exists()

@@ -10,7 +10,6 @@ import errno
 import os
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,35 +20,11 @@ from staccato.endpoints import get_driver
 from staccato.errors import PermanentError, StaccatoError, TransferFailedError
 from staccato.models import TransferOptions, TransferState
 from staccato.urls import parse_url
-from tests.helpers import MiB, leftovers, wait_for_status, write_random
+from tests.helpers import MiB, leftovers, mount_tmpfs, wait_for_status, write_random
 from tests.servers.nginx import NginxServer, nginx_fixture
 
 # nginx sending at most 8 MB/s per connection, so a transfer lasts a few seconds.
 slow_nginx = nginx_fixture("http_root", scope="function", extra_server_config="limit_rate 8m;")
-
-
-def _mount_tmpfs(path: Path, size: str) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    path.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0777", "tmpfs", str(path)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"mount -t tmpfs is not permitted here: {done.stderr.strip()}")
-
-
-@pytest.fixture
-def small_fs(tmp_path: Path) -> Iterator[Path]:
-    """An 8 MiB tmpfs mounted for the test."""
-    path = tmp_path / "small"
-    _mount_tmpfs(path, "8m")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 def _free(path: Path) -> int:
@@ -120,7 +95,7 @@ async def test_transfer_onto_a_disk_that_fills_up_fails_at_once(
     free) while the transfer is under way: it fails within seconds of running into the
     full disk, with the cause, no retries, nothing left."""
     small = tmp_path / "small32"
-    _mount_tmpfs(small, "32m")
+    mount_tmpfs(small, "32m")
     try:
         write_random(http_root / "fill.bin", 24 * MiB, seed=21)
         options = TransferOptions(chunk_size=MiB, streams=2, heartbeat_timeout_s=3)

@@ -884,3 +884,56 @@ async def test_endpoint_max_rate_is_not_split_over_streams_that_never_run(
     elapsed = time.monotonic() - started
     print(f"2 MiB in {elapsed:.1f} s under an endpoint --max-rate 512KiB/s, --streams 4")
     assert 3.0 <= elapsed <= 9.0, f"{elapsed:.1f} s for 2 MiB at 512 KiB/s (4 s expected)"
+
+
+async def test_dataset_batches_wait_for_a_limited_endpoint(
+    client: StaccatoClient,
+    limits: Any,
+    slow_nginx: NginxServer,
+    http_root: Path,
+    data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """``--max-active 1`` on the local file systems while a transfer holds that slot: a
+    dataset's batch of small files waits (queued, saying why) and writes nothing until
+    the holder is done, then completes; the governor never holds two at once."""
+    from staccato.dataset_client import dataset_status, submit_dataset
+    from staccato.datasets.models import DatasetState
+    from tests.dataset_checks import make_tree, tree, tree_difference, wait_dataset
+
+    await limits("file://", max_active=1)
+    (name,) = sources(slow_nginx, http_root, "ds-holder", 1, 12 * MiB)  # ~3 s at 4 MB/s
+    holder = await client.start(slow_nginx.url(name), str(data_dir / name), OPTIONS)
+    await until(
+        lambda: _is_copying(client, holder.id), "the holder copies (it holds the file:// slot)"
+    )
+    source, target = tmp_path / "tree", data_dir / "ds-limited"
+    source.mkdir()
+    make_tree(source, small=20)
+    dataset = await submit_dataset(client, str(source), str(target), options=OPTIONS)
+
+    async def queued() -> Any:
+        status = await dataset_status(client, dataset)
+        return status if status.queued_reason else None
+
+    waiting = await until(queued, "the dataset's batch says it waits for file://")
+    assert waiting.queued_reason.startswith("waiting for file://: 1/1 active"), waiting
+    holder_status = await client.status(holder.id)
+    assert holder_status.state == TransferState.running, holder_status
+    assert not target.exists() or tree(target) == {}, "the batch wrote while the slot was held"
+    deadline = time.monotonic() + 60
+    while (await dataset_status(client, dataset)).state == DatasetState.running:
+        state = await governor_state(client, "file://")
+        assert state is None or len(state.holders) <= 1, state.holders
+        assert time.monotonic() < deadline, "the dataset did not end in 60 s"
+        await asyncio.sleep(0.2)
+    final = await wait_dataset(client, dataset, timeout_s=60)
+    assert final.state == DatasetState.completed, final
+    assert final.queued_reason is None
+    assert tree_difference(tree(target), tree(source)) == []
+    assert (await client.wait(holder.id)).bytes == 12 * MiB
+
+
+async def _is_copying(client: StaccatoClient, transfer: str) -> bool:
+    status = await client.status(transfer)
+    return status.state == TransferState.running and status.bytes_done > 0

@@ -405,6 +405,22 @@ def test_runs_wait_for_a_busy_destination(cli, data_dir: Path) -> None:
         cli("schedule", "delete", name)
 
 
+def test_runs_carry_the_rate_cap_and_staging(cli, data_dir: Path) -> None:
+    """``schedule create --max-rate --stage``: each run's options carry both, and
+    describe shows them in words."""
+    name = _name()
+    args = ["schedule", "create", name, str(data_dir / "a.bin"), str(data_dir / "b.bin")]
+    created = cli(*args, "--every", "1h", "--paused", "--max-rate", "10MB/s", "--stage")
+    assert created.returncode == 0, created
+    try:
+        options = _describe(cli, name)["options"]
+        assert options["max_rate"] == 10 * 1000 * 1000 and options["stage"] is True, options
+        text = cli("schedule", "describe", name).stdout
+        assert "max rate 9.5 MiB/s" in text and "staged" in text, text
+    finally:
+        cli("schedule", "delete", name)
+
+
 @pytest.mark.parametrize("level", ["size", "mtime", "checksum"])
 def test_sync_level_runs_after_the_first_are_up_to_date(
     cli, level: str, nginx_ranges: NginxServer, http_root: Path, data_dir: Path

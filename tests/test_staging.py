@@ -20,13 +20,15 @@ import pytest
 
 from staccato.client import StaccatoClient
 from staccato.models import TransferOptions
-from tests.helpers import MiB, WorkerProcess, run_cli, sha256_file, write_random
+from tests.helpers import MiB, WorkerProcess, mount_tmpfs, run_cli, sha256_file, write_random
 from tests.servers.nginx import NginxServer, nginx_fixture
-from tests.test_file_space import _mount_tmpfs
 
-#: the cache cap and the sources: the cap holds one source, not two
-CAP = 48 * MiB
-SIZE = 32 * MiB
+#: the cache cap and the sources: the cap holds one source, not two. The suite runs
+#: them scaled down; STACCATO_TEST_FULL_SIZE=1 runs the sizes a user would (a 300 MiB
+#: cap and 256 MiB sources) by hand.
+FULL_SIZE = os.environ.get("STACCATO_TEST_FULL_SIZE") == "1"
+CAP = (300 if FULL_SIZE else 48) * MiB
+SIZE = (256 if FULL_SIZE else 32) * MiB
 OPTIONS = TransferOptions(chunk_size=4 * MiB, streams=2, heartbeat_timeout_s=3)
 
 
@@ -225,7 +227,7 @@ def test_a_staging_dir_without_room_fails_at_once_reading_the_source_at_most_onc
     temporal_server, nginx_no_ranges: NginxServer, http_root: Path, data_dir: Path, tmp_path: Path
 ) -> None:
     small = tmp_path / "small"
-    _mount_tmpfs(small, "8m")
+    mount_tmpfs(small, "8m")
     try:
         name = "too-big-for-the-disk.bin"
         _source(http_root, name, 16 * MiB)

@@ -5,17 +5,14 @@ a damaged chunk is refused before any of its bytes is handed out."""
 from __future__ import annotations
 
 import os
-import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from staccato.errors import PermanentError
 from staccato.staging import CACHE_CHUNK, StagedEntryLostError, StagingCache, entry_key
-from tests.test_file_space import _mount_tmpfs
 
 MiB = 1024 * 1024
 
@@ -162,17 +159,6 @@ def test_a_stage_waiting_for_another_reports_the_bytes_it_staged(tmp_path: Path)
     second.join(30)
     assert 3 * MiB in seen, seen
     assert results == {"first": False, "waiter": True}
-
-
-@pytest.fixture
-def small_fs(tmp_path: Path) -> Iterator[Path]:
-    """An 8 MiB tmpfs mounted for the test."""
-    path = tmp_path / "small"
-    _mount_tmpfs(path, "8m")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 def test_a_source_larger_than_the_free_space_is_refused_before_reading(small_fs: Path) -> None:

@@ -11,12 +11,11 @@ from typing import Annotated
 import typer
 
 from staccato import units
-from staccato.cli import datasets, render
+from staccato.cli import datasets, fanout, render
 from staccato.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, fail, run
 from staccato.cli.options import (
     ChecksumOption,
     ChunkSizeOption,
-    DestinationArg,
     FromOriginOption,
     IfBusyOption,
     JsonOption,
@@ -42,6 +41,7 @@ from staccato.models import (
     DEFAULT_PRIORITY,
     DEFAULT_RETRY_FOR_S,
     DEFAULT_STREAMS,
+    GROUP_ID_PREFIX,
     ChecksumAlgorithm,
     IfBusy,
     TransferState,
@@ -50,10 +50,20 @@ from staccato.models import (
 )
 from staccato.urls import redact
 
+#: one destination: a transfer; two or more: a fan-out group (the source read once)
+DestinationsArg = Annotated[
+    list[str],
+    typer.Argument(
+        help="Destination URL or path (the file to write); several: a fan-out group that "
+        "reads the source once and writes each.",
+        metavar="DESTINATION",
+    ),
+]
+
 
 def submit(
     source: SourceArg,
-    destination: DestinationArg,
+    destinations: DestinationsArg,
     chunk_size: ChunkSizeOption = DEFAULT_CHUNK_SIZE,
     streams: StreamsOption = DEFAULT_STREAMS,
     verify: VerifyOption = VerifyMode.checksum,
@@ -98,6 +108,12 @@ def submit(
             "--from-origin applies to one object, not to -r (directories and prefixes)",
             EXIT_USAGE,
         )
+    destination = _one_destination(destinations, recursive)
+    if destination is None:
+        if not_before is not None:
+            fail("--not-before applies to one destination, not to a fan-out", EXIT_USAGE)
+        fanout.submit(source, destinations, options, as_json)
+        return
     if recursive:
         datasets.submit_recursive(
             source,
@@ -121,6 +137,20 @@ def submit(
 
     transfer = run(go).id
     typer.echo(json.dumps({"id": transfer}) if as_json else transfer)
+
+
+def _one_destination(destinations: list[str], recursive: bool) -> str | None:
+    """The destination of a single transfer or dataset; None for a fan-out (several
+    destinations). Several with -r: exit 2."""
+    if len(destinations) == 1:
+        return destinations[0]
+    if recursive:
+        fail(
+            "-r takes one destination (a fan-out of a directory or prefix to several "
+            "destinations is not supported yet): run one cp -r per destination",
+            EXIT_USAGE,
+        )
+    return None
 
 
 def _say(submitted: Submission) -> None:
@@ -147,7 +177,7 @@ def _say(submitted: Submission) -> None:
 
 def cp(
     source: SourceArg,
-    destination: DestinationArg,
+    destinations: DestinationsArg,
     chunk_size: ChunkSizeOption = DEFAULT_CHUNK_SIZE,
     streams: StreamsOption = DEFAULT_STREAMS,
     verify: VerifyOption = VerifyMode.checksum,
@@ -177,6 +207,10 @@ def cp(
 
     With -r, SOURCE is a directory or prefix: every file under it is copied (exit 1
     when some failed: `staccato status --failures ID` lists them).
+
+    With several DESTINATIONs: a fan-out group reads SOURCE once and writes each
+    destination (one progress line per destination); exit 0 only when all completed,
+    1 otherwise, 2 when a destination is given twice or equals SOURCE.
     """
     options = transfer_options(
         chunk_size,
@@ -200,6 +234,10 @@ def cp(
             "--from-origin applies to one object, not to -r (directories and prefixes)",
             EXIT_USAGE,
         )
+    destination = _one_destination(destinations, recursive)
+    if destination is None:
+        fanout.cp(source, destinations, options, quiet)
+        return
     if recursive:
         datasets.cp_recursive(
             source,
@@ -232,6 +270,9 @@ def watch(transfer: TransferArg) -> None:
     for cp: 0 completed, 1 failed or cancelled, 130 Ctrl-C, after which it goes on)."""
     if transfer.startswith(DATASET_ID_PREFIX):
         datasets.watch(transfer)
+        return
+    if transfer.startswith(GROUP_ID_PREFIX):
+        fanout.watch(transfer)
         return
 
     async def go() -> TransferStatus:
@@ -292,6 +333,9 @@ def status(
     ] = False,
 ) -> None:
     """Show one transfer or dataset: state, bytes (files), rate, ETA, checksum, error."""
+    if transfer.startswith(GROUP_ID_PREFIX) and not failures:
+        fanout.status(transfer, as_json)
+        return
     if transfer.startswith(DATASET_ID_PREFIX) or failures:
         datasets.status(transfer, as_json, failures)
         return
@@ -343,12 +387,20 @@ def list_transfers(
     # the transfers in what is left
     sets = sets[:limit]
     statuses = statuses[: max(0, limit - len(sets))]
+    # fan-out groups next to the datasets (each stands for several destinations)
+    groups = [g for g in fanout.listed(limit) if state is None or g.state.value == state.value][
+        : max(0, limit - len(sets))
+    ]
+    statuses = statuses[: max(0, limit - len(sets) - len(groups))]
     if as_json:
-        rows = [d.to_json_dict() for d in sets] + [s.to_json_dict() for s in statuses]
+        rows = [d.to_json_dict() for d in sets] + [g.to_json_dict() for g in groups]
+        rows += [s.to_json_dict() for s in statuses]
         typer.echo(json.dumps(rows, indent=2))
         return
     for d in sets:
         typer.echo(datasets.list_row(d))
+    for g in groups:
+        typer.echo(fanout.list_row(g))
     for s in statuses:
         typer.echo(render.list_row(s))
 

@@ -220,10 +220,32 @@ PriorityOption = Annotated[
         "(`staccato limit`) and Temporal's task queues.",
     ),
 ]
+
+
+def parse_owner(text: str) -> str:
+    """An owner name: 1..64 characters after stripping blanks (the limit of
+    :class:`~staccato.models.TransferOptions`' ``owner``).
+
+    Raises:
+        typer.BadParameter: empty (or blanks only) or over 64 characters.
+    """
+    owner = str(text).strip()
+    if not owner:
+        raise typer.BadParameter(
+            "an empty owner: expected a name of 1..64 characters "
+            "(leave --owner out for STACCATO_OWNER or your OS user name)"
+        )
+    if len(owner) > 64:
+        raise typer.BadParameter(f"{owner[:20]!r}...: expected at most 64 characters")
+    return owner
+
+
 OwnerOption = Annotated[
     str | None,
     typer.Option(
         "--owner",
+        parser=parse_owner,
+        metavar="NAME",
         help="Who the transfer is for: owners share a limited endpoint fairly. Default: "
         "STACCATO_OWNER, else your OS user name.",
         show_default=False,

@@ -23,10 +23,12 @@ from staccato.cli.options import (
     DestinationArg,
     IfBusyOption,
     JsonOption,
+    MaxRateOption,
     OwnerOption,
     PriorityOption,
     RetryForOption,
     SourceArg,
+    StageOption,
     StreamsOption,
     SyncLevelOption,
     VerifyOption,
@@ -175,6 +177,8 @@ def create(
     as_json: JsonOption = False,
     priority: PriorityOption = DEFAULT_PRIORITY,
     owner: OwnerOption = None,
+    max_rate: MaxRateOption = None,
+    stage: StageOption = False,
 ) -> None:
     """Create a schedule copying SOURCE to DESTINATION at the given times.
 
@@ -202,6 +206,8 @@ def create(
         if_busy,
         priority=priority,
         owner=owner,
+        max_rate=max_rate,
+        stage=stage,
     )
     _usage(lambda: StaccatoClient.make_request(source, destination, options))
 
@@ -282,6 +288,8 @@ def _options_text(options: dict[str, Any]) -> str:
         "heartbeat_timeout_s": lambda v: f"heartbeat timeout {duration_text(v)}",
         "sync_level": lambda v: f"sync level {v}",
         "if_busy": lambda v: f"if busy {v}",
+        "max_rate": lambda v: f"max rate {render.size(v)}/s",
+        "stage": lambda v: "staged" if v else "not staged",
     }
     return ", ".join(
         known[k](v) if k in known else f"{k} {v}" for k, v in options.items() if v is not None

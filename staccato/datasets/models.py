@@ -234,6 +234,8 @@ class DatasetProgress(BaseModel):
     now: float | None = None
     error: str | None = None
     failures: list[FileFailure] = Field(default_factory=list)
+    #: why a batch waits for a slot of a limited endpoint or link (``staccato limit``)
+    queued_reason: str | None = None
 
 
 class DatasetResult(BaseModel):
@@ -286,6 +288,8 @@ class DatasetStatus(BaseModel):
     runs: int = 1
     error: str | None = None
     failures: list[FileFailure] = Field(default_factory=list)
+    #: why a batch waits for a slot of a limited endpoint or link (None: none waits)
+    queued_reason: str | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         """Plain dict with the enum as text."""

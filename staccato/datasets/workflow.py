@@ -12,8 +12,15 @@ with its reason; the rest goes on; the dataset then ends ``completed_with_errors
 Id: ``staccato-dataset-`` + 32 hex of SHA-256 of the canonical destination root, so
 one dataset writes under a root at a time.
 
+Limits: a batch counts as one transfer at the governors of its source and destination
+endpoints and their link (``staccato limit``): it asks each for a slot of one stream
+before it starts and gives it back when it ends, so ``--max-active``, windows,
+priorities and fair share hold for small files too (a large file's child transfer asks
+for itself). Batches are not paced by a ``--max-rate``.
+
 History: per page ~6 events (list activity + workflow task), per batch ~6, per child
-~6. After ``history_limit`` events (less room for what is in flight) or when Temporal
+~6; with limits set, one ``find_governors`` activity per run and per batch and
+governor ~5 more (the acquire and release signals, the grant). After ``history_limit`` events (less room for what is in flight) or when Temporal
 suggests it, the run stops dispatching, waits for everything in flight and continues
 as new with :class:`DatasetCarried` (listing cursor = the last name dispatched,
 counters, at most 1,000 failures). So one run holds a bounded history whatever the
@@ -28,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -60,11 +68,20 @@ with workflow.unsafe.imports_passed_through():
         ListInput,
         ListResult,
     )
-    from staccato.models import TransferRequest, TransferResult
+    from staccato.links import transfer_governors
+    from staccato.models import (
+        SlotGrant,
+        SlotRelease,
+        SlotRequest,
+        TransferRequest,
+        TransferResult,
+    )
     from staccato.workflows import search_attributes as sa
 
+from staccato.workflows import front, slots
 from staccato.workflows.calls import RETRY
 from staccato.workflows.failures import reason
+from staccato.workflows.governor import LIMIT_QUEUED_SIGNAL, SLOT_GRANTED_SIGNAL
 
 DEFAULT_HEARTBEAT_TIMEOUT = timedelta(seconds=20)
 LIST_TIMEOUT = timedelta(minutes=10)
@@ -72,6 +89,8 @@ LIST_TIMEOUT = timedelta(minutes=10)
 #: workflow task), to keep room for what is in flight when the run continues as new
 EVENTS_PER_UNIT = 8
 TRANSFER_ID_PREFIX = "staccato-"
+#: ``workflow.patched`` id: batches ask the endpoint and link governors for a slot
+DATASET_LIMITS_PATCH = "dataset-limits"
 
 
 def decode_dataset_request(raw: RawValue) -> DatasetRequest:
@@ -118,6 +137,12 @@ class DatasetWorkflow:
         self._current: dict[int | str, str] = {}
         self._units = 0
         self._error: str | None = None
+        # limits: the governors of this run's batches (found once), the grants per
+        # batch ticket, and why a batch waits (the governor's words)
+        self._governors: asyncio.Task[list[str]] | None = None
+        self._grants: dict[str, set[str]] = {}
+        self._waiting: dict[str, str] = {}
+        self._queued_reason: str | None = None
 
     @workflow.run
     async def run(self, raw_request: RawValue) -> DatasetResult:
@@ -312,7 +337,10 @@ class DatasetWorkflow:
 
     async def _run_batch(self, request: DatasetRequest, number: int, batch: BatchInput) -> None:
         size = sum(f.size for f in batch.files)
+        held: list[str] = []
         try:
+            if workflow.patched(DATASET_LIMITS_PATCH):
+                held = await self._acquire(request, batch.key)
             result: BatchResult = await workflow.execute_activity(
                 "copy_batch",
                 batch,
@@ -337,6 +365,10 @@ class DatasetWorkflow:
         finally:
             self._batches.pop(number, None)
             self._current.pop(number, None)
+            self._waiting.pop(batch.key, None)
+            self._grants.pop(batch.key, None)
+            if held:
+                await slots.release(held, SlotRelease(ticket=batch.key))
         carried = self._carried
         carried.files_done += result.done
         carried.files_skipped += result.skipped
@@ -344,6 +376,64 @@ class DatasetWorkflow:
         for failure in result.failures:
             self._fail(failure.name, failure.reason)
         self._show()
+
+    async def _acquire(self, request: DatasetRequest, ticket: str) -> list[str]:
+        """Ask the governors of the batches' endpoints and link (sorted: no two runs
+        wait for each other) for a slot of one stream under ``ticket``; returns the
+        governors asked (none when no limit is set), once every one granted."""
+        if self._governors is None:  # found once per run, shared by its batches
+            info = workflow.info()
+            self._governors = asyncio.create_task(
+                slots.find_governors(
+                    transfer_governors(request.source_root, request.destination_root),
+                    front.control_queue(info.task_queue),
+                )
+            )
+        names = await self._governors
+        if not names:
+            return []
+        info = workflow.info()
+        control = front.control_queue(info.task_queue)
+        ask = SlotRequest(
+            ticket=ticket,
+            workflow_id=info.workflow_id,
+            run_id=info.run_id,
+            owner=request.options.owner or "",
+            priority=request.options.priority,
+            streams=1,
+        )
+        asked: list[str] = []
+        try:
+            for name in names:
+                asked.append(name)
+                self._waiting[ticket] = name
+                await slots.ask_governor(name, ask, control)
+                await slots.await_grant(name, ask, control, self._granted(ticket, name))
+        except BaseException:
+            await slots.release(asked, SlotRelease(ticket=ticket))
+            raise
+        finally:
+            self._waiting.pop(ticket, None)
+            if not self._waiting:
+                self._queued_reason = None
+        return asked
+
+    def _granted(self, ticket: str, name: str) -> Callable[[], bool]:
+        return lambda: name in self._grants.get(ticket, set())
+
+    @workflow.signal(name=SLOT_GRANTED_SIGNAL)
+    def slot_granted(self, grant: SlotGrant) -> None:
+        """A governor granted a batch's slot (one for a batch that ended is ignored)."""
+        grant = SlotGrant.model_validate(grant)
+        if grant.ticket in self._waiting:
+            self._grants.setdefault(grant.ticket, set()).add(grant.name)
+
+    @workflow.signal(name=LIMIT_QUEUED_SIGNAL)
+    def limit_queued(self, why: str) -> None:
+        """A governor tells why a batch waits for its slot."""
+        if self._waiting:
+            self._queued_reason = why
+            workflow.set_current_details(f"**queued**: {why}")
 
     # -- children ----------------------------------------------------------------------
 
@@ -464,4 +554,5 @@ class DatasetWorkflow:
             now=workflow.now().timestamp(),
             error=self._error,
             failures=c.failures,
+            queued_reason=self._queued_reason if self._waiting else None,
         )

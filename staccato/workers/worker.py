@@ -61,6 +61,7 @@ from staccato.workers.progress_reporter import ProgressReporter, RunningStreams
 from staccato.workers.rates import RateBoard
 from staccato.workflows import TransferWorkflow
 from staccato.workflows import search_attributes as sa
+from staccato.workflows.fanout import FanOutWorkflow
 from staccato.workflows.front import control_queue
 from staccato.workflows.governor import GOVERNOR_QUEUE, GovernorWorkflow
 
@@ -295,7 +296,7 @@ class StaccatoWorker:
         self.worker = Worker(
             self._client,
             task_queue=self._task_queue,
-            workflows=[TransferWorkflow, DatasetWorkflow, GovernorWorkflow],
+            workflows=[TransferWorkflow, DatasetWorkflow, GovernorWorkflow, FanOutWorkflow],
             activities=ALL_ACTIVITIES,
             activity_executor=self._executor,
             shared_state_manager=self._shared,

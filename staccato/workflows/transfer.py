@@ -61,7 +61,6 @@ policy, timeouts, the short steps' local first attempt, cancellation checks) and
 from __future__ import annotations
 
 import asyncio
-import builtins
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime, timedelta
@@ -73,7 +72,6 @@ from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
     CancelledError,
-    FailureError,
     RetryState,
     TimeoutError,
     TimeoutType,
@@ -82,7 +80,7 @@ from temporalio.exceptions import (
 with workflow.unsafe.imports_passed_through():
     from staccato import checksums, units
     from staccato.ids import transfer_id
-    from staccato.links import governor_id, transfer_governors
+    from staccato.links import transfer_governors
     from staccato.models import (
         ConfirmSourceInput,
         KnownCopy,
@@ -99,7 +97,6 @@ with workflow.unsafe.imports_passed_through():
         SlotRequest,
         StageInput,
         StageResult,
-        StartGovernorInput,
         StreamInput,
         StreamResult,
         TransferRequest,
@@ -112,7 +109,7 @@ with workflow.unsafe.imports_passed_through():
     from staccato.plan import plan_segments
     from staccato.workflows import search_attributes as sa
 
-from staccato.workflows import front, sync
+from staccato.workflows import front, slots, sync
 from staccato.workflows.calls import (
     RETRY,
     SHORT_TIMEOUT,
@@ -135,9 +132,7 @@ from staccato.workflows.failures import (
     stream_moved_on,
 )
 from staccato.workflows.governor import (
-    ACQUIRE_SIGNAL,
     LIMIT_QUEUED_SIGNAL,
-    RELEASE_SIGNAL,
     SLOT_GRANTED_SIGNAL,
 )
 
@@ -163,20 +158,15 @@ FIND_KNOWN_COPY = "find_known_copy"
 #: heartbeat timeout of ``find_known_copy`` (it heartbeats every second)
 _FIND_COPY_HEARTBEAT = timedelta(seconds=20)
 _FIND_COPY_RETRY = RetryPolicy(maximum_attempts=3, maximum_interval=timedelta(seconds=10))
+#: a fan-out child (``request.staged_from_group``) skips its stat and staging: its
+#: streams read the entry its group staged (no command less for any other transfer)
+FAN_OUT_STAGED_PATCH = "fan-out-staged"
 #: how many times a transfer stages its source again after its staged copy was lost
 #: (damaged, evicted, on another machine) before it fails
 MAX_RESTAGES = 3
-#: the control activity that asks the endpoint and link governors for slots
-FIND_GOVERNORS = "find_governors"
-START_GOVERNOR = "start_governor"
 #: a transfer waiting for a grant looks whether its governor still runs (and asks
 #: again if not), and a pause while queued leaves the queue
 REASK_PATCH = "reask-lost-governor"
-REASK_FIRST = timedelta(seconds=5)
-REASK_MAX = timedelta(minutes=10)
-_LIMITS_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10)
-)
 T = TypeVar("T")
 MAX_WRITE_SESSIONS = (
     3  # per run: a lost session (WriteSessionLostError) is copied again twice at most
@@ -275,10 +265,17 @@ class TransferWorkflow:
             else DEFAULT_HEARTBEAT_TIMEOUT
         )
         try:
-            self._set_phase("stat")
-            info: ObjectInfo = await self._short_activity(
-                "stat", request.source, ObjectInfo, *sealed(request.source_secret)
-            )
+            group = request.staged_from_group
+            if group is not None and workflow.patched(FAN_OUT_STAGED_PATCH):
+                # a fan-out child: the group stat-ed and staged the source; its streams
+                # read that entry (pinned by the group), never the origin
+                info = group.source_info
+                self._staged = StageResult(key=group.key, size=info.size)
+            else:
+                self._set_phase("stat")
+                info = await self._short_activity(
+                    "stat", request.source, ObjectInfo, *sealed(request.source_secret)
+                )
             self._progress.bytes_total = info.size
             self._most_segments = max(1, -(-info.size // options.chunk_size))
             self._known_copies = workflow.patched(KNOWN_COPIES_PATCH)
@@ -306,7 +303,8 @@ class TransferWorkflow:
                 # an up-to-date transfer needs no slot: asked after the sync check
                 await self._acquire_slots(request)
             if (
-                (options.stage or not info.supports_ranges)
+                self._staged is None  # a fan-out child reads its group's staged entry
+                and (options.stage or not info.supports_ranges)
                 and info.size > 0
                 and self._known_copy is None  # a known copy serves ranges and is read instead
                 and workflow.patched(STAGING_PATCH)
@@ -396,7 +394,10 @@ class TransferWorkflow:
         """
         assert self._progress is not None
         options = request.options
-        if options.from_origin:
+        group = request.staged_from_group
+        if group is not None and self._staged is not None:  # a fan-out child
+            why = f"the entry its fan-out group {group.group_id} staged from the origin once"
+        elif options.from_origin:
             why = "--from-origin: known copies are not looked up"
         elif info.size == 0:
             why = "an empty source: nothing to read"
@@ -1025,17 +1026,7 @@ class TransferWorkflow:
         """Remove the transfer's pin of its staged entry (best effort: an entry left
         pinned is only kept from eviction)."""
         stage_input, self._stage_input = self._stage_input, None
-        try:
-            await workflow.execute_activity(
-                "release_staged",
-                stage_input,
-                start_to_close_timeout=SHORT_TIMEOUT,
-                retry_policy=RetryPolicy(
-                    maximum_attempts=5, maximum_interval=timedelta(seconds=10)
-                ),
-            )
-        except ActivityError as err:
-            workflow.logger.warning("releasing the staged copy failed: %s", reason(err))
+        await self._best_effort("release_staged", stage_input, 5, "releasing the staged copy")
 
     async def _verify_size(self, request: TransferRequest, info: ObjectInfo) -> None:
         """After publishing verified bytes: the destination name holds the right size."""
@@ -1057,17 +1048,23 @@ class TransferWorkflow:
         if session is None:
             return
         self._set_phase("cleanup")
+        await self._best_effort("cleanup", session, 10, f"cleanup of {session.url}")
+
+    async def _best_effort(self, activity: str, arg: Any, attempts: int, what: str) -> None:
+        """Run a short ``activity`` with up to ``attempts`` tries (10 s apart at most);
+        a failure is logged as ``what`` failed and otherwise ignored (the transfer's
+        outcome does not depend on it)."""
         try:
             await workflow.execute_activity(
-                "cleanup",
-                session,
+                activity,
+                arg,
                 start_to_close_timeout=SHORT_TIMEOUT,
                 retry_policy=RetryPolicy(
-                    maximum_attempts=10, maximum_interval=timedelta(seconds=10)
+                    maximum_attempts=attempts, maximum_interval=timedelta(seconds=10)
                 ),
             )
         except ActivityError as err:
-            workflow.logger.warning("cleanup of %s failed: %s", session.url, reason(err))
+            workflow.logger.warning("%s failed: %s", what, reason(err))
 
     def _set_state(self, state: TransferState) -> None:
         assert self._progress is not None
@@ -1169,13 +1166,8 @@ class TransferWorkflow:
         assert self._progress is not None
         info = workflow.info()
         control = front.control_queue(info.task_queue)
-        names: list[str] = await workflow.execute_activity(
-            FIND_GOVERNORS,
-            transfer_governors(request.source, request.destination),
-            result_type=list[str],
-            task_queue=control,
-            start_to_close_timeout=SHORT_TIMEOUT,
-            retry_policy=_LIMITS_RETRY,
+        names = await slots.find_governors(
+            transfer_governors(request.source, request.destination), control
         )
         if not names:
             return
@@ -1196,18 +1188,7 @@ class TransferWorkflow:
             )
             self._asked.append(name)
             self._waiting_for = name
-            try:
-                await workflow.get_external_workflow_handle(governor_id(name)).signal(
-                    ACQUIRE_SIGNAL, ask
-                )
-            except FailureError:  # it ended since find_governors: start it again
-                await workflow.execute_activity(
-                    START_GOVERNOR,
-                    StartGovernorInput(name=name, request=ask),
-                    task_queue=control,
-                    start_to_close_timeout=SHORT_TIMEOUT,
-                    retry_policy=_LIMITS_RETRY,
-                )
+            await slots.ask_governor(name, ask, control)
             if not await self._await_grant(name, ask, control):
                 # paused while queued: it left every queue; ask again once resumed
                 self._left_queue = False
@@ -1219,9 +1200,7 @@ class TransferWorkflow:
         self._waiting_for = None
         for name, grant in self._granted.items():  # an earlier one granted more streams
             if grant.streams > streams:
-                await workflow.get_external_workflow_handle(governor_id(name)).signal(
-                    RELEASE_SIGNAL, SlotRelease(ticket=ticket, streams=streams)
-                )
+                await slots.release([name], SlotRelease(ticket=ticket, streams=streams))
         self._lanes = streams
         self._progress.queued_reason = self._progress.queued_for = None
         self._progress.queued_ticket = None
@@ -1229,46 +1208,15 @@ class TransferWorkflow:
             self._set_state(TransferState.paused if self._paused else TransferState.running)
 
     async def _await_grant(self, name: str, ask: SlotRequest, control: str) -> bool:
-        """Wait for ``name``'s grant; False when a pause took the transfer out of the
-        queue meanwhile.
-
-        While it waits it looks (after :data:`REASK_FIRST`, then twice as long each
-        time up to :data:`REASK_MAX`) whether the governor still runs; one that was
-        terminated (and with it the queue) is asked again with signal-with-start,
-        which starts a fresh governor. History: a timer per wait (2 events), and per
-        look the ``find_governors`` activity and its workflow tasks (~11 events):
-        ~11 looks in the first hour of waiting, 6 an hour after.
-        """
+        """Wait for ``name``'s grant (:func:`staccato.workflows.slots.await_grant`);
+        False when a pause took the transfer out of the queue meanwhile."""
         if not workflow.patched(REASK_PATCH):  # runs recorded before waited plainly
             await workflow.wait_condition(lambda: name in self._granted)
             return True
-        check = REASK_FIRST
-        while True:
-            try:
-                await workflow.wait_condition(
-                    lambda: name in self._granted or self._left_queue, timeout=check
-                )
-            except builtins.TimeoutError:  # this module imports Temporal's TimeoutError
-                running: list[str] = await workflow.execute_activity(
-                    FIND_GOVERNORS,
-                    [name],
-                    result_type=list[str],
-                    task_queue=control,
-                    start_to_close_timeout=SHORT_TIMEOUT,
-                    retry_policy=_LIMITS_RETRY,
-                )
-                if not running and not self._left_queue and name not in self._granted:
-                    workflow.logger.warning("the governor of %s is gone: asking again", name)
-                    await workflow.execute_activity(
-                        START_GOVERNOR,
-                        StartGovernorInput(name=name, request=ask),
-                        task_queue=control,
-                        start_to_close_timeout=SHORT_TIMEOUT,
-                        retry_policy=_LIMITS_RETRY,
-                    )
-                check = min(check * 2, REASK_MAX)
-                continue
-            return not self._left_queue
+        await slots.await_grant(
+            name, ask, control, lambda: name in self._granted, lambda: self._left_queue
+        )
+        return not self._left_queue
 
     def _stream_rate(self, request: TransferRequest, wanted: int | None = None) -> dict[str, Any]:
         """The rate fields of a stream's input: its equal share of the transfer's own
@@ -1310,13 +1258,7 @@ class TransferWorkflow:
         names, self._asked = self._asked, []
         self._granted = {}
         self._waiting_for = None
-        for name in names:
-            try:
-                await workflow.get_external_workflow_handle(governor_id(name)).signal(
-                    RELEASE_SIGNAL, SlotRelease(ticket=self._ticket or "")
-                )
-            except FailureError as err:  # the governor is gone: nothing is held there
-                workflow.logger.warning("release at %s failed: %s", name, err)
+        await slots.release(names, SlotRelease(ticket=self._ticket or ""))
 
     @workflow.query
     def progress(self) -> Progress | None:

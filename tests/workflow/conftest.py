@@ -63,7 +63,8 @@ from staccato.models import (
 )
 from staccato.workflows import search_attributes as sa
 from staccato.workflows.front import control_queue
-from staccato.workflows.transfer import FIND_GOVERNORS, TransferWorkflow
+from staccato.workflows.slots import FIND_GOVERNORS
+from staccato.workflows.transfer import TransferWorkflow
 
 SOURCE = "file:///source/object.bin"
 DESTINATION = "file:///destination/object.bin"

@@ -462,7 +462,7 @@ async def known_copy(lab: Lab) -> str:
     verified copy the first one wrote (find_known_copy), not the origin."""
     from staccato.activities.known_copies import records_query
 
-    write_random(lab.http_root / "known.bin", SMALL_SIZE, seed=19)
+    write_random(lab.http_root / "known.bin", SMALL_SIZE, seed=20)
     at_rest(lab.http_root / "known.bin")
     source = lab.slow_nginx.url("known.bin")
     first = await lab.client.submit(source, str(lab.data("known-1") / "known.bin"), OPTIONS)
@@ -477,6 +477,20 @@ async def known_copy(lab: Lab) -> str:
     transfer = await lab.client.submit(source, str(lab.data("known-2") / "known.bin"), OPTIONS)
     await _wait(lab.client, transfer)
     return transfer
+
+
+async def fan_out_child(lab: Lab) -> str:
+    """A fan-out of one http source to two files (``cp SRC DST1 DST2``): the history of
+    one child transfer, which reads the entry its group staged (no stat, no staging of
+    its own)."""
+    write_random(lab.http_root / "fanned.bin", SMALL_SIZE, seed=19)
+    at_rest(lab.http_root / "fanned.bin")
+    data = lab.data("fan-out")
+    group = await lab.client.fan_out(
+        lab.slow_nginx.url("fanned.bin"), [str(data / "a.bin"), str(data / "b.bin")], OPTIONS
+    )
+    final = await asyncio.wait_for(lab.client.wait_group(group), WAIT_S)
+    return final.destinations[0].transfer_id
 
 
 FRONT = "run_as_destination_transfer"  # the front run's one activity
@@ -508,6 +522,7 @@ SCENARIOS: dict[str, tuple[Scenario, str | tuple[str, ...]]] = {
         known_copy,
         ("find_known_copy", "a verified copy", "WORKFLOW_EXECUTION_COMPLETED"),
     ),
+    "fan_out_child": (fan_out_child, ("fan-out-staged", "WORKFLOW_EXECUTION_COMPLETED")),
 }
 
 

@@ -1,0 +1,161 @@
+"""``cp``/``submit`` with several destinations (a fan-out group), and a group's
+``status``, ``watch`` and ``list`` rows (:mod:`staccato.fanout_client`).
+
+Exit codes: 0 every destination completed; 1 any destination failed or was
+cancelled, or the group failed (the source could not be read); 2 a usage error (a
+destination given twice, a destination equal to the source, a bad URL or option),
+before anything starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+
+import typer
+
+from staccato import units
+from staccato.cli.common import EXIT_INTERRUPTED, fail, run
+from staccato.client import StaccatoClient
+from staccato.fanout_client import (
+    follow_group,
+    group_status,
+    list_groups,
+    make_fan_out_request,
+    start_group,
+    status_lines,
+)
+from staccato.models import GroupState, GroupStatus, TransferOptions, TransferState
+from staccato.urls import redact
+
+#: seconds between two progress blocks (one line per destination) on stderr
+PROGRESS_INTERVAL_S = 2.0
+
+
+def submit(source: str, destinations: list[str], options: TransferOptions, as_json: bool) -> None:
+    """``submit SRC DST1 DST2 ...``: start the group and print its id."""
+
+    async def go() -> tuple[str, bool]:
+        request = make_fan_out_request(source, destinations, options)  # before connecting
+        client = await StaccatoClient.connect()
+        return await start_group(client, request)
+
+    group, attached = run(go)
+    if attached:
+        typer.echo(f"attached to running fan-out group {group} (same request)", err=True)
+    typer.echo(json.dumps({"id": group}) if as_json else group)
+
+
+def cp(source: str, destinations: list[str], options: TransferOptions, quiet: bool) -> None:
+    """``cp SRC DST1 DST2 ...``: start the group, show one progress line per
+    destination, exit 0 only when every destination completed."""
+
+    async def go() -> GroupStatus:
+        request = make_fan_out_request(source, destinations, options)
+        client = await StaccatoClient.connect()
+        group, attached = await start_group(client, request)
+        if not quiet:
+            typer.echo(
+                f"fan-out group {group}: {redact(source)} -> {len(destinations)} destinations"
+                + (" (attached: the same group was running)" if attached else ""),
+                err=True,
+            )
+        try:
+            return await _follow(client, group, quiet=quiet)
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            typer.echo(
+                f"\nstaccato: stopped following; group {group} goes on without you.\n"
+                f"  follow it again:  staccato watch {group}\n"
+                f"  cancel it:        staccato cancel {group}",
+                err=True,
+            )
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+
+    exit_for(run(go))
+
+
+def watch(group: str) -> None:
+    """Follow a group until it ends (exit codes as for ``cp``)."""
+
+    async def go() -> GroupStatus:
+        client = await StaccatoClient.connect()
+        return await _follow(client, group, quiet=False)
+
+    exit_for(run(go))
+
+
+async def _follow(client: StaccatoClient, group: str, *, quiet: bool) -> GroupStatus:
+    """Follow the group; every :data:`PROGRESS_INTERVAL_S` (and at the end) print one
+    line per destination on stderr unless ``quiet``."""
+    last_shown = 0.0
+    final: GroupStatus | None = None
+    async for current in follow_group(client, group):
+        final = current
+        now = time.monotonic()
+        ended = current.state != GroupState.running
+        if not quiet and not ended and now - last_shown >= PROGRESS_INTERVAL_S:
+            last_shown = now
+            for line in status_lines(current)[2:]:  # staging, then one line per destination
+                typer.echo(line, err=True)
+            sys.stderr.flush()
+    assert final is not None
+    return final
+
+
+def exit_for(final: GroupStatus) -> None:
+    """Say the outcome per destination; exit 0 only when all completed."""
+    for row in final.destinations:
+        if row.state == TransferState.completed:
+            typer.echo(
+                f"completed: {redact(row.destination)}: {units.size(row.bytes or 0)}, "
+                f"{row.checksum}",
+                err=True,
+            )
+        else:
+            typer.echo(
+                f"{row.state.value}: {redact(row.destination)}: {row.error or row.state.value}",
+                err=True,
+            )
+    if final.state == GroupState.completed:
+        return
+    failed = sum(1 for d in final.destinations if d.state != TransferState.completed)
+    fail(
+        f"group {final.id} {final.state.value}: {failed} of {len(final.destinations)} "
+        f"destinations did not complete" + (f" ({final.error})" if final.error else "")
+    )
+
+
+def status(group: str, as_json: bool) -> None:
+    """``status GROUP_ID``: the group and one line per destination."""
+
+    async def go() -> GroupStatus:
+        client = await StaccatoClient.connect()
+        return await group_status(client, group)
+
+    current = run(go)
+    if as_json:
+        typer.echo(json.dumps(current.to_json_dict(), indent=2))
+        return
+    for line in status_lines(current):
+        typer.echo(line)
+
+
+def listed(limit: int) -> list[GroupStatus]:
+    """The newest groups for ``list`` (at most ``limit``)."""
+
+    async def go() -> list[GroupStatus]:
+        client = await StaccatoClient.connect()
+        return await list_groups(client, limit=limit)
+
+    return run(go)
+
+
+def list_row(status: GroupStatus) -> str:
+    """A group's ``list`` row: id, state, destinations completed, source."""
+    done = sum(1 for d in status.destinations if d.state == TransferState.completed)
+    return (
+        f"{status.id}  {status.state.value:<21}  {done}/{len(status.destinations)} "
+        f"destinations  {redact(status.source)}"
+    )

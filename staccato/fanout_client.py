@@ -1,0 +1,326 @@
+"""Fan-out groups from the client side: validate and start a group
+(:class:`staccato.workflows.fanout.FanOutWorkflow`), its status, list, follow.
+
+    async with await StaccatoClient.connect() as staccato:
+        group = await staccato.fan_out("https://h/a.iso", ["/m1/a.iso", "s3://b/a.iso"])
+        final = await staccato.wait_group(group)   # GroupStatus, one row per destination
+
+Group id: ``staccato-group-`` + 24 hex digits of SHA-256 of the source and the sorted
+destinations. Derived, not random, so that submitting the same fan-out again while it
+runs attaches to it (same request hash, as a transfer does) instead of starting a
+second group that would find every destination locked by the first one's children;
+once it ended, the same id starts a new run (``status`` shows the latest).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from staccato import units
+from staccato.errors import DestinationBusyError, InvalidURLError, TransferNotFoundError
+from staccato.models import (
+    GROUP_ID_PREFIX,
+    MAX_FAN_OUT,
+    DestinationStatus,
+    FanOutProgress,
+    FanOutRequest,
+    GroupState,
+    GroupStatus,
+    IfBusy,
+    StagingProgress,
+    TransferOptions,
+    TransferState,
+)
+from staccato.urls import redact
+from staccato.workflows import search_attributes as sa
+
+if TYPE_CHECKING:
+    from staccato.client import StaccatoClient
+
+GROUP_TYPE = "FanOutWorkflow"
+_TERMINAL = (
+    GroupState.completed,
+    GroupState.completed_with_errors,
+    GroupState.failed,
+    GroupState.cancelled,
+)
+_CLOSED_STATES = {
+    WorkflowExecutionStatus.FAILED: GroupState.failed,
+    WorkflowExecutionStatus.TERMINATED: GroupState.failed,
+    WorkflowExecutionStatus.TIMED_OUT: GroupState.failed,
+    WorkflowExecutionStatus.CANCELED: GroupState.cancelled,
+}
+
+
+def make_fan_out_request(
+    source: str, destinations: list[str], options: TransferOptions | None = None
+) -> FanOutRequest:
+    """Validate and canonicalise a fan-out (each destination as a single transfer's).
+
+    Raises:
+        InvalidURLError: a URL is bad, a destination is the source, the same
+            destination is given twice (after canonicalisation: ``/a`` and
+            ``file:///a`` are one), fewer than 2 or more than ``MAX_FAN_OUT``
+            destinations, or ``if_busy = wait`` (not supported for a group).
+    """
+    from staccato.client import StaccatoClient
+
+    if len(destinations) < 2:
+        raise InvalidURLError("a fan-out needs at least 2 destinations")
+    if len(destinations) > MAX_FAN_OUT:
+        raise InvalidURLError(
+            f"{len(destinations)} destinations: a fan-out writes at most {MAX_FAN_OUT}"
+        )
+    options = options or TransferOptions()
+    if options.if_busy == IfBusy.wait:
+        raise InvalidURLError(
+            "--if-busy wait applies to one destination; a fan-out's busy destination "
+            "fails in the group (the others go on)"
+        )
+    given: dict[str, str] = {}
+    requests = []
+    for destination in destinations:
+        request = StaccatoClient.make_request(source, destination, options)
+        if request.destination in given:
+            raise InvalidURLError(
+                f"destination {request.destination} is given twice (as "
+                f"{given[request.destination]!r} and {destination!r})"
+            )
+        given[request.destination] = destination
+        requests.append(request)
+    first = requests[0]
+    return FanOutRequest(
+        source=first.source,
+        destinations=[r.destination for r in requests],
+        options=options,
+        source_secret=first.source_secret,
+    )
+
+
+def group_id(request: FanOutRequest) -> str:
+    """The group's workflow id (see the module docstring)."""
+    return GROUP_ID_PREFIX + request.group_hash()
+
+
+async def start_group(client: StaccatoClient, request: FanOutRequest) -> tuple[str, bool]:
+    """Start the group, or attach to the identical one running; returns (id, attached).
+
+    Raises:
+        DestinationBusyError: a different fan-out of the same source to the same
+            destinations runs (other options).
+    """
+    workflow_id = group_id(request)
+    try:
+        await client.temporal.start_workflow(
+            GROUP_TYPE,
+            request,
+            id=workflow_id,
+            task_queue=client.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            memo={
+                "source": request.source,
+                "destinations": request.destinations,
+                "request_hash": request.request_hash(),
+            },
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(sa.SOURCE, sa.keyword(request.source)),
+                    SearchAttributePair(sa.STATE, GroupState.running.value),
+                ]
+            ),
+            static_summary=f"{request.source} -> {len(request.destinations)} destinations"[:200],
+        )
+    except WorkflowAlreadyStartedError:
+        description = await client.temporal.get_workflow_handle(workflow_id).describe()
+        if dict(await description.memo()).get("request_hash") == request.request_hash():
+            return workflow_id, True
+        raise DestinationBusyError(
+            f"fan-out group {workflow_id} of the same source to the same destinations is "
+            f"running with other options; wait for it or `staccato cancel {workflow_id}`"
+        ) from None
+    return workflow_id, False
+
+
+async def group_status(client: StaccatoClient, group: str) -> GroupStatus:
+    """The latest run of group ``group``: its state and one row per destination (a
+    running destination with its transfer's bytes done and phase).
+
+    Raises:
+        TransferNotFoundError: no such group.
+    """
+    handle = client.temporal.get_workflow_handle(group, result_type=FanOutProgress)
+    try:
+        description = await handle.describe()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise TransferNotFoundError(f"no fan-out group {group!r}") from None
+        raise
+    if description.workflow_type != GROUP_TYPE:
+        raise TransferNotFoundError(f"{group} is not a fan-out group")
+    memo: dict[str, Any] = dict(await description.memo())
+    progress: FanOutProgress | None = None
+    error: str | None = None
+    if description.status == WorkflowExecutionStatus.COMPLETED:
+        progress = await handle.result()
+    else:
+        try:
+            progress = await handle.query(
+                "progress", result_type=FanOutProgress, rpc_timeout=timedelta(seconds=5)
+            )
+        except Exception:  # no worker answers, or the run is over: what Temporal says
+            progress = None
+        if description.status != WorkflowExecutionStatus.RUNNING:
+            from staccato.client import failure_reason
+
+            closed = _CLOSED_STATES.get(description.status, GroupState.failed)  # type: ignore[arg-type]
+            error = await failure_reason(handle, cancelled=closed == GroupState.cancelled)
+    destinations = [
+        DestinationStatus(destination=d, transfer_id="", state=TransferState.scheduled)
+        for d in memo.get("destinations", [])
+    ]
+    state = GroupState.running
+    if progress is not None:
+        destinations = [DestinationStatus(**o.model_dump()) for o in progress.destinations]
+        state = progress.state
+    if description.status not in (
+        WorkflowExecutionStatus.RUNNING,
+        WorkflowExecutionStatus.COMPLETED,
+    ):
+        state = _CLOSED_STATES.get(description.status, GroupState.failed)  # type: ignore[arg-type]
+    elif description.status == WorkflowExecutionStatus.RUNNING and state in _TERMINAL:
+        state = GroupState.running  # returning: its result comes next
+    staged_bytes = progress.staged_bytes if progress else None
+    if progress is not None and progress.phase == "staging":
+        staged_bytes = await _staged_so_far(client, description) or 0
+    running = [d for d in destinations if d.state == TransferState.running and d.run_id]
+    for row, child in zip(
+        running,
+        await asyncio.gather(
+            *(client.status(d.transfer_id, run_id=d.run_id) for d in running),
+            return_exceptions=True,
+        ),
+        strict=True,
+    ):
+        if isinstance(child, BaseException):
+            continue
+        row.bytes_done, row.bytes_total, row.phase = (
+            child.bytes_done,
+            child.bytes_total,
+            child.phase,
+        )
+    for row in destinations:
+        if row.state == TransferState.completed:
+            row.bytes_done = row.bytes_total = row.bytes
+            row.phase = "done"
+    return GroupStatus(
+        id=handle.id,
+        state=state,
+        source=(progress.source if progress else memo.get("source", "")),
+        phase=progress.phase if progress else None,
+        bytes_total=progress.bytes_total if progress else None,
+        error=error or (progress.error if progress else None),
+        staged_bytes=staged_bytes,
+        destinations=destinations,
+    )
+
+
+async def _staged_so_far(client: StaccatoClient, description: Any) -> int | None:
+    """Bytes the group's running ``stage_source`` reported in its last heartbeat."""
+    for pending in description.raw_description.pending_activities:
+        if pending.activity_type.name != "stage_source":
+            continue
+        if not pending.heartbeat_details.payloads:
+            return None
+        try:
+            (details,) = await client.temporal.data_converter.decode(
+                pending.heartbeat_details.payloads, [StagingProgress]
+            )
+            return StagingProgress.model_validate(details).bytes_staged
+        except Exception:  # not ours to read: no figure
+            return None
+    return None
+
+
+async def follow_group(
+    client: StaccatoClient, group: str, *, interval_s: float = 1.0
+) -> AsyncIterator[GroupStatus]:
+    """Yield the group's status every ``interval_s`` seconds until it ends (the last
+    one yielded is the final status)."""
+    while True:
+        current = await group_status(client, group)
+        yield current
+        if current.state in _TERMINAL:
+            return
+        await asyncio.sleep(interval_s)
+
+
+async def wait_group(client: StaccatoClient, group: str) -> GroupStatus:
+    """Wait for the group to end (one long poll) and return its final status."""
+    handle = client.temporal.get_workflow_handle(group, result_type=FanOutProgress)
+    try:
+        await handle.result()
+    except WorkflowFailureError:
+        pass  # failed or cancelled: the status says which
+    return await group_status(client, group)
+
+
+async def list_groups(client: StaccatoClient, *, limit: int = 50) -> list[GroupStatus]:
+    """Recent fan-out groups, newest first (one row per group id)."""
+    statuses: list[GroupStatus] = []
+    seen: set[str] = set()
+    async for execution in client.temporal.list_workflows(f"WorkflowType = '{GROUP_TYPE}'"):
+        if execution.id in seen:
+            continue
+        seen.add(execution.id)
+        if len(seen) > limit:
+            break
+        try:
+            statuses.append(await group_status(client, execution.id))
+        except (TransferNotFoundError, RPCError):
+            continue
+    return statuses
+
+
+def destination_line(row: DestinationStatus) -> str:
+    """One destination's line: ``DESTINATION  state  done/total (phase)  error``."""
+    text = f"  {redact(row.destination)}  {row.state.value}"
+    if row.bytes_total is not None and row.bytes_done is not None:
+        text += f"  {units.size(row.bytes_done)} / {units.size(row.bytes_total)}"
+    if row.phase and row.state == TransferState.running:
+        text += f" ({row.phase})"
+    if row.error:
+        text += f": {row.error}"
+    return text
+
+
+def status_lines(status: GroupStatus) -> list[str]:
+    """The human ``status`` of a group: a header line, then one line per destination."""
+    done = sum(1 for d in status.destinations if d.state == TransferState.completed)
+    lines = [
+        f"group {status.id}: {status.state.value}, {done}/{len(status.destinations)} "
+        f"destinations completed",
+        f"  source: {redact(status.source)}",
+    ]
+    if status.error:
+        lines.append(f"  error: {status.error}")
+    if status.phase == "staging" and status.state == GroupState.running:
+        lines.append(
+            f"  staging the source: {units.size(status.staged_bytes or 0)} / "
+            f"{units.size(status.bytes_total or 0)}"
+        )
+    lines.extend(destination_line(row) for row in status.destinations)
+    return lines
