@@ -586,6 +586,8 @@ class StaccatoClient:
             ),
             up_to_date=True if progress and progress.up_to_date else None,
             sync_level=progress.up_to_date if progress else None,
+            read_from=progress.read_from if progress else None,
+            read_from_reason=progress.read_from_reason if progress else None,
         )
 
     async def _limit_reason(self, progress: Progress) -> str | None:
@@ -999,4 +1001,6 @@ def _completed_status(workflow_id: str, result: TransferResult) -> TransferStatu
         up_to_date=result.up_to_date or None,
         sync_level=result.sync_level,
         tuning=result.tuning,
+        read_from=result.read_from,
+        read_from_reason=result.read_from_reason,
     )

@@ -120,6 +120,9 @@ class TransferOptions(BaseModel):
             ``chunk_size`` being only the fixed fallback. False (the default for any
             other client): the values given are used as they are. Not part of the
             request hash when False.
+        from_origin: read the source itself, never a known copy of it (a destination
+            an earlier transfer wrote and that still matches its record). How to read,
+            not what to write: not part of the request hash.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -137,6 +140,7 @@ class TransferOptions(BaseModel):
     max_rate: int | None = Field(None, ge=1)
     stage: bool = False
     tuning: bool = False
+    from_origin: bool = False
 
 
 def _not_canonical_because(value: str, canonical: str) -> str:
@@ -232,7 +236,7 @@ class TransferRequest(BaseModel):
         before these options existed (a resubmission still attaches across the upgrade).
         """
         skipped = (
-            {"if_busy", "priority", "owner", "max_rate"}
+            {"if_busy", "priority", "owner", "max_rate", "from_origin"}
             | ({"sync_level"} if self.options.sync_level is None else set())
             | (set() if self.options.tuning else {"tuning"})
         )
@@ -425,6 +429,44 @@ class StagingProgress(BaseModel):
     bytes_staged: int = 0
 
 
+class KnownCopyInput(BaseModel):
+    """Input of the ``find_known_copy`` activity: a copy of ``source`` at the version
+    and size of ``source_info``, to read instead of the origin.
+
+    Attributes:
+        source: canonical source URL (no secret query: such sources are not looked up).
+        source_info: the origin's stat (version and size the copy must have had).
+        destination: the transfer's own destination (never a candidate).
+        transfer_id: the transfer's workflow id (its own records are skipped).
+        chunk_size: bytes per chunk a copy is checksummed in (CRC32C: any chunking).
+        max_candidates: copies checked at most (each check may read the copy whole).
+    """
+
+    source: str
+    source_info: ObjectInfo
+    destination: str
+    transfer_id: str
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    max_candidates: int = Field(3, ge=1)
+
+
+class KnownCopy(BaseModel):
+    """Result of ``find_known_copy``.
+
+    Attributes:
+        url: the copy to read from; None: read the origin.
+        info: the copy's stat (its version is pinned for the reads, as a source's).
+        checksum: the recorded checksum (``"crc32c:<hex>"``) the copy matched: the
+            copy read by the streams must give it again.
+        reason: why this copy, or why none (for status).
+    """
+
+    url: str | None = None
+    info: ObjectInfo | None = None
+    checksum: str | None = None
+    reason: str
+
+
 class ConfirmSourceInput(BaseModel):
     """Input of the ``confirm_source`` activity: read these segments of the source a
     second time and compare them with the checksums of the copy.
@@ -567,6 +609,14 @@ class TransferResult(BaseModel):
         up_to_date: the destination already matched the source at ``sync_level``, so
             nothing was copied (``--sync-level``).
         sync_level: the level the destination matched at (None unless up to date).
+        destination_version: the destination's version read right after publish
+            (ETag, size+mtime): with ``source``, ``source_version``, ``bytes`` and
+            ``checksum``, the record of a verified copy a later transfer of the same
+            source version may read from (:mod:`staccato.known_copies`). None when
+            not read (older releases, an up-to-date destination, a failed stat).
+        read_from: where the bytes were read: ``"origin"`` or a known copy's URL
+            (None: older releases, or nothing read).
+        read_from_reason: why (which copy matched its record, or why none was used).
     """
 
     source: str
@@ -581,6 +631,10 @@ class TransferResult(BaseModel):
     up_to_date: bool = False
     sync_level: SyncLevel | None = None
     tuning: TuningView | None = None
+
+    destination_version: str | None = None
+    read_from: str | None = None
+    read_from_reason: str | None = None
 
 
 class TuningView(BaseModel):
@@ -655,6 +709,10 @@ class Progress(BaseModel):
     queued_ticket: str | None = None
     #: a tuned transfer: the optimizer's current choice and why
     tuning: TuningView | None = None
+    #: where the streams read: "origin" or a known copy's URL (None: not decided yet)
+    read_from: str | None = None
+    #: why (the copy matched its record; or why no copy was used)
+    read_from_reason: str | None = None
 
 
 class TransferStatus(BaseModel):
@@ -680,6 +738,10 @@ class TransferStatus(BaseModel):
             worker's staging cache so far; None otherwise.
         tuning: a tuned transfer's optimizer choice (:class:`TuningView`); None for
             one with fixed streams and chunk size.
+        read_from: where the transfer reads (read) the bytes: ``"origin"`` or the URL
+            of a known copy (a destination an earlier transfer of the same source
+            version wrote, checked against its record); None until decided.
+        read_from_reason: why that one (the copy's record matched; or why the origin).
     """
 
     id: str
@@ -704,6 +766,8 @@ class TransferStatus(BaseModel):
     sync_level: SyncLevel | None = None
     staged_bytes: int | None = None
     tuning: TuningView | None = None
+    read_from: str | None = None
+    read_from_reason: str | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         """Plain dict with the enum as text."""

@@ -120,7 +120,9 @@ async def test_a_damaged_entry_is_read_again_from_the_source_never_published(
         byte = data.read(1)
         data.seek(-1, os.SEEK_CUR)
         data.write(bytes([byte[0] ^ 0xFF]))
-    transfer = await staging_client.submit(url, str(data_dir / "b.bin"), OPTIONS)
+    # from the origin: a.bin, the first transfer's verified copy, would serve it otherwise
+    from_origin = OPTIONS.model_copy(update={"from_origin": True})
+    transfer = await staging_client.submit(url, str(data_dir / "b.bin"), from_origin)
     await staging_client.wait(transfer)
     assert sha256_file(data_dir / "b.bin") == digest
     # read once for the first transfer and once more after the damage was found

@@ -23,7 +23,12 @@ from staccato import checksums, secrets, settings
 from staccato.activities.errors import mapped_errors
 from staccato.endpoints import get_driver
 from staccato.endpoints.base import keepalive, keepalive_hook
-from staccato.errors import ChecksumMismatchError, PermissionDeniedError, SourceChangedError
+from staccato.errors import (
+    ChecksumMismatchError,
+    PermissionDeniedError,
+    SourceChangedError,
+    StaccatoError,
+)
 from staccato.models import (
     ChecksumAlgorithm,
     ConfirmSourceInput,
@@ -220,9 +225,21 @@ def open_write_session(request: PrepareInput) -> PrepareResult:
 
 @activity.defn(name="publish")
 @mapped_errors
-def publish(request: PublishInput) -> None:
-    """Re-check the source version, then atomically publish the destination."""
+def publish(request: PublishInput) -> str | None:
+    """Re-check the source version, then atomically publish the destination.
+
+    Returns:
+        The destination's version read right after publish (ETag, size+mtime), the
+        record of a known copy (:mod:`staccato.known_copies`); None when that stat
+        failed (the publish itself succeeded: best effort, no copy is recorded).
+    """
     publish_session(request)
+    destination = parse_url(request.session.url)
+    try:
+        return get_driver(destination.scheme).stat(destination).version
+    except StaccatoError as err:
+        activity.logger.warning("no version of %s after publish: %s", request.session.url, err)
+        return None
 
 
 def publish_session(request: PublishInput) -> None:

@@ -16,6 +16,7 @@ from staccato.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, fail, run
 from staccato.cli.options import (
     ChecksumOption,
     ChunkSizeOption,
+    FromOriginOption,
     IfBusyOption,
     JsonOption,
     MaxRateOption,
@@ -79,6 +80,7 @@ def submit(
     owner: OwnerOption = None,
     max_rate: MaxRateOption = None,
     stage: StageOption = False,
+    from_origin: FromOriginOption = False,
 ) -> None:
     """Start a transfer (with -r: a dataset) and print its id; it runs on the workers
     whether or not you stay."""
@@ -94,10 +96,16 @@ def submit(
         owner=owner,
         max_rate=max_rate,
         stage=stage,
+        from_origin=from_origin,
     )
     datasets.check_recursive_options(recursive, include, exclude, retry_failed, small_file_max)
     if stage and recursive:
         fail("--stage applies to one object, not to -r (directories and prefixes)", EXIT_USAGE)
+    if from_origin and recursive:
+        fail(
+            "--from-origin applies to one object, not to -r (directories and prefixes)",
+            EXIT_USAGE,
+        )
     destination = _one_destination(destinations, recursive)
     if destination is None:
         if not_before is not None:
@@ -185,6 +193,7 @@ def cp(
     owner: OwnerOption = None,
     max_rate: MaxRateOption = None,
     stage: StageOption = False,
+    from_origin: FromOriginOption = False,
 ) -> None:
     """Copy SOURCE to DESTINATION and follow it with a progress bar.
 
@@ -213,10 +222,16 @@ def cp(
         owner=owner,
         max_rate=max_rate,
         stage=stage,
+        from_origin=from_origin,
     )
     datasets.check_recursive_options(recursive, include, exclude, retry_failed, small_file_max)
     if stage and recursive:
         fail("--stage applies to one object, not to -r (directories and prefixes)", EXIT_USAGE)
+    if from_origin and recursive:
+        fail(
+            "--from-origin applies to one object, not to -r (directories and prefixes)",
+            EXIT_USAGE,
+        )
     destination = _one_destination(destinations, recursive)
     if destination is None:
         fanout.cp(source, destinations, options, quiet)

@@ -183,6 +183,15 @@ StageOption = Annotated[
         "serve byte ranges are always staged. Not with -r.",
     ),
 ]
+FromOriginOption = Annotated[
+    bool,
+    typer.Option(
+        "--from-origin",
+        help="Read the source itself, never a known copy: by default a transfer reads a "
+        "destination an earlier transfer of the same source version wrote, when that "
+        "copy still matches its record (version and checksum). Not with -r.",
+    ),
+]
 SyncLevelOption = Annotated[
     SyncLevel | None,
     typer.Option(
@@ -317,6 +326,7 @@ def transfer_options(
     owner: str | None = None,
     max_rate: int | None = None,
     stage: bool = False,
+    from_origin: bool = False,
 ) -> TransferOptions:
     """The :class:`TransferOptions` the command-line options describe (``owner``
     None: :func:`default_owner`). Neither ``chunk_size`` nor ``streams`` given: the
@@ -337,4 +347,5 @@ def transfer_options(
         if_busy=if_busy,
         max_rate=max_rate,
         stage=stage,
+        from_origin=from_origin,
     )

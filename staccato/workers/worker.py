@@ -51,6 +51,7 @@ from temporalio.worker import SharedHeartbeatSender, SharedStateManager, Worker
 from staccato import settings
 from staccato.activities import ALL_ACTIVITIES
 from staccato.activities.front import FrontActivities
+from staccato.activities.known_copies import KnownCopyActivities
 from staccato.activities.limits import LimitActivities
 from staccato.activities.link_tuning import LinkTuningActivities
 from staccato.activities.pacing import install_board
@@ -460,6 +461,7 @@ def control_worker(client: Client, *, task_queue: str) -> Worker:
     activities = FrontActivities(client, task_queue=task_queue)
     limits = LimitActivities(client)
     link_tuning = LinkTuningActivities(client)
+    copies = KnownCopyActivities(client)  # a transfer's known-copy lookup and check
     return Worker(
         client,
         task_queue=control_queue(task_queue),
@@ -470,6 +472,7 @@ def control_worker(client: Client, *, task_queue: str) -> Worker:
             limits.find_ended,  # of governors started on a stream queue by an older release
             link_tuning.recall_link_tuning,
             link_tuning.record_link_tuning,
+            copies.find_known_copy,
         ],
         max_concurrent_activities=CONTROL_CONCURRENCY,
         graceful_shutdown_timeout=timedelta(0),

@@ -83,6 +83,8 @@ with workflow.unsafe.imports_passed_through():
     from staccato.links import link_of, transfer_governors
     from staccato.models import (
         ConfirmSourceInput,
+        KnownCopy,
+        KnownCopyInput,
         ObjectInfo,
         PrepareInput,
         PrepareResult,
@@ -151,6 +153,14 @@ STAGING_PATCH = "staging"
 #: a cancel request that arrives while the ending steps run (slots given back, staged
 #: entry unpinned) after publish no longer ends the transfer cancelled: it completes
 COMPLETED_ONCE_PUBLISHED_PATCH = "completed-once-published"
+#: a transfer may read a verified copy of its source version that an earlier transfer
+#: wrote (``find_known_copy``) instead of the origin; its result records the
+#: destination's version after publish, the record later transfers look up
+KNOWN_COPIES_PATCH = "known-copies"
+FIND_KNOWN_COPY = "find_known_copy"
+#: heartbeat timeout of ``find_known_copy`` (it heartbeats every second)
+_FIND_COPY_HEARTBEAT = timedelta(seconds=20)
+_FIND_COPY_RETRY = RetryPolicy(maximum_attempts=3, maximum_interval=timedelta(seconds=10))
 #: a fan-out child (``request.staged_from_group``) skips its stat and staging: its
 #: streams read the entry its group staged (no command less for any other transfer)
 FAN_OUT_STAGED_PATCH = "fan-out-staged"
@@ -231,6 +241,12 @@ class TransferWorkflow:
         self._tune_draining: set[int] = set()  # running when fewer streams were chosen
         self._tune_socket_buffer: int | None = None
         self._tune_record: workflow.ActivityHandle[None] | None = None
+        # known copies (staccato.known_copies): whether this run records and looks
+        # them up (patch), the copy the streams read (None: the origin), and the
+        # destination's version after publish (the record this run leaves)
+        self._known_copies = False
+        self._known_copy: KnownCopy | None = None
+        self._destination_version: str | None = None
 
     @workflow.run
     async def run(self, raw_request: RawValue = NO_INPUT) -> TransferResult:
@@ -284,6 +300,7 @@ class TransferWorkflow:
                 )
             self._progress.bytes_total = info.size
             self._most_segments = max(1, -(-info.size // options.chunk_size))
+            self._known_copies = workflow.patched(KNOWN_COPIES_PATCH)
             # a pause accepted while still scheduled holds: the streams wait for resume
             self._set_state(TransferState.paused if self._paused else TransferState.running)
             if options.sync_level is not None and workflow.patched("sync-level"):
@@ -309,6 +326,8 @@ class TransferWorkflow:
             ):
                 request = await self._start_tuning(request, info)
                 options = request.options
+            if self._known_copies:  # read a verified copy of this version, or the origin
+                await self._choose_read_source(request, info)
             if workflow.patched(ENDPOINT_LIMITS_PATCH):
                 # an up-to-date transfer needs no slot: asked after the sync check
                 await self._acquire_slots(request)
@@ -316,6 +335,7 @@ class TransferWorkflow:
                 self._staged is None  # a fan-out child reads its group's staged entry
                 and (options.stage or not info.supports_ranges)
                 and info.size > 0
+                and self._known_copy is None  # a known copy serves ranges and is read instead
                 and workflow.patched(STAGING_PATCH)
             ):
                 # a pause that came before: staging reads the source, so it waits too
@@ -388,7 +408,99 @@ class TransferWorkflow:
             chunk_size=chunk_size,
             streams=options.streams if self._tuner is None else self._tuner.streams,
             tuning=self._progress.tuning,
+            destination_version=self._destination_version,
+            read_from=self._progress.read_from,
+            read_from_reason=self._progress.read_from_reason,
         )
+
+    async def _choose_read_source(self, request: TransferRequest, info: ObjectInfo) -> None:
+        """Decide where the streams read: a verified copy of this source version that an
+        earlier transfer wrote (the ``find_known_copy`` activity looks up the records
+        and checks the candidates, :mod:`staccato.known_copies`), or the origin; the
+        decision and why go into the progress (``read_from``, ``read_from_reason``).
+
+        History: one activity on the control queue (3 events and a workflow task),
+        none when no lookup can help (``--from-origin``, an empty source, a source URL
+        with a secret query, a version that cannot prove the source unchanged). A
+        failed lookup reads the origin; a cancel propagates.
+        """
+        assert self._progress is not None
+        options = request.options
+        group = request.staged_from_group
+        if group is not None and self._staged is not None:  # a fan-out child
+            why = f"the entry its fan-out group {group.group_id} staged from the origin once"
+        elif options.from_origin:
+            why = "--from-origin: known copies are not looked up"
+        elif info.size == 0:
+            why = "an empty source: nothing to read"
+        elif request.source_secret is not None:
+            why = (
+                "the source URL has a secret query: copies are found by URL, and its "
+                "query is never recorded"
+            )
+        elif info.reread_before_publish:
+            why = (
+                "the source was modified within its version's time resolution: no record "
+                "can prove a copy holds this content"
+            )
+        else:
+            phase = self._progress.phase
+            self._set_phase("find-copy")
+            try:
+                found = await workflow.execute_activity(
+                    FIND_KNOWN_COPY,
+                    KnownCopyInput(
+                        source=request.source,
+                        source_info=info,
+                        destination=request.destination,
+                        transfer_id=workflow.info().workflow_id,
+                        chunk_size=options.chunk_size,
+                    ),
+                    result_type=KnownCopy,
+                    task_queue=front.control_queue(workflow.info().task_queue),
+                    # a candidate file is read whole to check it
+                    start_to_close_timeout=copy_timeout(info.size) * 3 + SHORT_TIMEOUT,
+                    heartbeat_timeout=_FIND_COPY_HEARTBEAT,
+                    retry_policy=_FIND_COPY_RETRY,
+                )
+            except ActivityError as err:
+                if isinstance(err.cause, CancelledError) and cancelling():
+                    raise
+                found = KnownCopy(reason=f"looking up known copies failed: {reason(err)}")
+            self._set_phase(phase)
+            if found.url is not None and found.info is not None:
+                self._known_copy = found
+            why = found.reason
+        self._progress.read_from = self._known_copy.url if self._known_copy else "origin"
+        self._progress.read_from_reason = why
+        workflow.logger.info("reading from %s: %s", self._progress.read_from, why)
+
+    def _read_source(self, request: TransferRequest, info: ObjectInfo) -> dict[str, Any]:
+        """The source fields of a stream's input: the known copy chosen (pinned at its
+        checked version) or the origin (activity input only, no command)."""
+        if self._known_copy is not None and self._known_copy.url and self._known_copy.info:
+            return {
+                "source": self._known_copy.url,
+                "source_info": self._known_copy.info,
+                "source_secret": None,
+            }
+        return {
+            "source": request.source,
+            "source_info": info,
+            "source_secret": request.source_secret,
+        }
+
+    def _copy_failed(self, err: BaseException) -> None:
+        """A stream reading the known copy failed (it changed or vanished while read):
+        the remaining segments read the origin, and status says why."""
+        assert self._progress is not None and self._known_copy is not None
+        url, self._known_copy = self._known_copy.url, None
+        self._progress.read_from = "origin"
+        self._progress.read_from_reason = (
+            f"the copy {url} failed while it was read ({reason(err)}); the rest is read "
+            "from the origin"
+        )
+        workflow.logger.warning("%s", self._progress.read_from_reason)
 
     async def _write(
         self,
@@ -420,7 +532,7 @@ class TransferWorkflow:
         if prepared.note:
             workflow.logger.info("chunk size adjusted: %s", prepared.note)
         self._progress.chunk_size = chunk_size
-        ways = options.streams if info.supports_ranges or self._staged else 1
+        ways = options.streams if info.supports_ranges or self._staged or self._known_copy else 1
         if self._tuner is not None and ways > 1:
             # more, smaller segments: the streams can change between them
             self._tuner.chunk_size = chunk_size
@@ -445,6 +557,22 @@ class TransferWorkflow:
             options.checksum.value,
             [(results[s.index].checksum or "", s.length) for s in segments],
         )
+        copy = self._known_copy
+        if (
+            copy is not None
+            and copy.checksum
+            and copy.checksum.startswith(f"{options.checksum.value}:")
+        ):
+            # the copy was read pinned at its checked version: it must give the
+            # checksum its record has (the origin's); never publish it otherwise
+            label = checksums.label(options.checksum.value, digest)
+            if label != copy.checksum:
+                raise ApplicationError(
+                    f"the known copy {copy.url} read as {label}, not the recorded "
+                    f"{copy.checksum}; nothing was published (copy again with --from-origin)",
+                    type=CHECKSUM_MISMATCH,
+                    non_retryable=True,
+                )
         # Every chunk was read back as it was written. A pause leaves finished
         # segments exposed for an unbounded time (stray writers, a user's editor):
         # then the whole temp object is read back before publish.
@@ -539,7 +667,7 @@ class TransferWorkflow:
         its scheduling is in the history, so a cancel is ordered either before it (the
         transfer is cancelled, nothing published) or after it (committed).
         """
-        await workflow.execute_activity(
+        published = await workflow.execute_activity(
             "publish",
             PublishInput(
                 session=prepared.session,
@@ -553,6 +681,8 @@ class TransferWorkflow:
         )
         self._progress_at = workflow.now()
         self._published = True
+        if self._known_copies and isinstance(published, str):
+            self._destination_version = published  # the record of this verified copy
         if not prepared.session_url:
             await self._verify(
                 request,
@@ -612,18 +742,17 @@ class TransferWorkflow:
                     else -1
                 )
                 staged_by = self._stagings  # the staging the stream reads from
+                from_copy = self._known_copy is not None  # it reads the known copy
                 attempts[segment.index] = attempts.get(segment.index, 0) + 1
                 handle = workflow.start_activity(
                     "copy_stream",
                     StreamInput(
                         transfer_id=workflow.info().workflow_id,
-                        source=request.source,
-                        source_info=info,
                         session=session,
                         segment=segment,
                         checksum=request.options.checksum,
                         read_back=request.options.verify == VerifyMode.checksum,
-                        source_secret=request.source_secret,
+                        **self._read_source(request, info),
                         **self._stream_rate(request, len(self._running) + 1 + len(queue)),
                         staged=self._staged.key if self._staged else None,
                         socket_buffer=self._tune_socket_buffer,
@@ -658,6 +787,15 @@ class TransferWorkflow:
                         # the staged copy is damaged or gone: stage the source again
                         # (one lane does, the others wait) and copy this segment from it
                         await self._restage(request, info, heartbeat_timeout, staged_by)
+                        queue.appendleft(segment)
+                        continue
+                    if from_copy and not isinstance(err.cause, CancelledError):
+                        # the known copy changed or vanished while read: read the origin
+                        # (staged first when it cannot serve the segments' ranges)
+                        if self._known_copy is not None:
+                            self._copy_failed(err)
+                        if not info.supports_ranges and self._stagings <= MAX_RESTAGES:
+                            await self._restage(request, info, heartbeat_timeout, staged_by)
                         queue.appendleft(segment)
                         continue
                     moved = stream_moved_on(err, self._progress.partial.get(segment.index, 0))
@@ -1405,7 +1543,7 @@ class TransferWorkflow:
         return result
 
 
-_PAUSABLE_PHASES = ("scheduled", "stat", "sync-check", "prepare", "copy")
+_PAUSABLE_PHASES = ("scheduled", "stat", "sync-check", "find-copy", "prepare", "copy")
 #: how long a reported rate is shown without a newer report (reports come every
 #: 10 s to a few minutes, see :mod:`staccato.workers.progress_reporter`)
 _LIVE_RATE_FOR = timedelta(minutes=15)

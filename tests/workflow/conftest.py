@@ -44,6 +44,8 @@ from staccato.errors import InvalidURLError
 from staccato.ids import transfer_id
 from staccato.models import (
     ConfirmSourceInput,
+    KnownCopy,
+    KnownCopyInput,
     ObjectInfo,
     PrepareInput,
     PrepareResult,
@@ -291,6 +293,14 @@ async def no_governors(names: list[str]) -> list[str]:
     return []
 
 
+@activity.defn(name="find_known_copy")
+async def no_known_copies(request: KnownCopyInput) -> KnownCopy:
+    """The control worker's ``find_known_copy`` with no copy recorded: the transfer
+    reads the origin (copies are tested against real servers in
+    tests/test_known_copies.py)."""
+    return KnownCopy(reason="no verified copy of this source version is recorded")
+
+
 @dataclass
 class Run:
     """A started transfer and the endpoint its activities act on."""
@@ -349,7 +359,9 @@ async def transfer(
             default_heartbeat_throttle_interval=timedelta(milliseconds=100),
         )
         control = Worker(
-            env.client, task_queue=control_queue(task_queue), activities=[no_governors]
+            env.client,
+            task_queue=control_queue(task_queue),
+            activities=[no_governors, no_known_copies],
         )
         workers.extend([worker, control])
         runs.extend([asyncio.create_task(worker.run()), asyncio.create_task(control.run())])

@@ -457,6 +457,28 @@ async def limited(lab: Lab) -> str:
     return transfer
 
 
+async def known_copy(lab: Lab) -> str:
+    """http -> file twice: the second transfer of the same source version reads the
+    verified copy the first one wrote (find_known_copy), not the origin."""
+    from staccato.activities.known_copies import records_query
+
+    write_random(lab.http_root / "known.bin", SMALL_SIZE, seed=20)
+    at_rest(lab.http_root / "known.bin")
+    source = lab.slow_nginx.url("known.bin")
+    first = await lab.client.submit(source, str(lab.data("known-1") / "known.bin"), OPTIONS)
+    await _wait(lab.client, first)
+    query = records_query(source)
+    assert query is not None
+    deadline = time.monotonic() + 30  # visibility lists the first one as completed
+    while time.monotonic() < deadline:
+        if [e async for e in lab.client.temporal.list_workflows(query) if e.id == first]:
+            break
+        await asyncio.sleep(0.2)
+    transfer = await lab.client.submit(source, str(lab.data("known-2") / "known.bin"), OPTIONS)
+    await _wait(lab.client, transfer)
+    return transfer
+
+
 async def fan_out_child(lab: Lab) -> str:
     """A fan-out of one http source to two files (``cp SRC DST1 DST2``): the history of
     one child transfer, which reads the entry its group staged (no stat, no staging of
@@ -496,6 +518,10 @@ SCENARIOS: dict[str, tuple[Scenario, str | tuple[str, ...]]] = {
     "staged": (staged, ("stage_source", "release_staged", "WORKFLOW_EXECUTION_COMPLETED")),
     "limited": (limited, ("find_governors", "WORKFLOW_EXECUTION_COMPLETED")),
     # since 0.5.0
+    "known_copy": (
+        known_copy,
+        ("find_known_copy", "a verified copy", "WORKFLOW_EXECUTION_COMPLETED"),
+    ),
     "fan_out_child": (fan_out_child, ("fan-out-staged", "WORKFLOW_EXECUTION_COMPLETED")),
 }
 
