@@ -386,7 +386,11 @@ async def transfer(
     # activity times out in real time: end every run this test started.
     for handle in handles:
         try:
-            await handle.terminate("test over")
+            # this run only: a terminate by id alone would end the newest run of the
+            # id, which may be the next test's run of the same destination
+            await env.client.get_workflow_handle(handle.id, run_id=handle.result_run_id).terminate(
+                "test over"
+            )
         except RPCError:
             pass  # already closed
     for worker in workers:

@@ -106,7 +106,11 @@ async def start(env: WorkflowEnvironment) -> AsyncIterator[Start]:
     yield go
     for handle in handles:
         try:
-            await handle.terminate("test over")
+            # this run only: a terminate by id alone would end the newest run of the
+            # id, which may be the next test's run of the same destination
+            await env.client.get_workflow_handle(handle.id, run_id=handle.result_run_id).terminate(
+                "test over"
+            )
         except RPCError:
             pass
     for worker in workers:
