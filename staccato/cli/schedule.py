@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -32,7 +32,6 @@ from staccato.cli.options import (
     VerifyOption,
     transfer_options,
 )
-from staccato.client import StaccatoClient
 from staccato.errors import InvalidURLError
 from staccato.models import (
     DEFAULT_CHUNK_SIZE,
@@ -43,12 +42,9 @@ from staccato.models import (
     IfBusy,
     VerifyMode,
 )
-from staccato.schedules import (
+from staccato.schedule_timing import (
     InvalidScheduleError,
     Overlap,
-    ScheduledRun,
-    Schedules,
-    ScheduleView,
     Timing,
     check_cron,
     check_name,
@@ -58,6 +54,9 @@ from staccato.schedules import (
     parse_catchup_window,
     parse_every,
 )
+
+if TYPE_CHECKING:  # imported where used: `--help` and usage errors need no Temporal client
+    from staccato.schedules import ScheduledRun, ScheduleView
 
 T = TypeVar("T")
 
@@ -203,9 +202,13 @@ def create(
         priority=priority,
         owner=owner,
     )
+    from staccato.client import StaccatoClient
+
     _usage(lambda: StaccatoClient.make_request(source, destination, options))
 
     async def go() -> ScheduleView:
+        from staccato.schedules import Schedules
+
         client = await StaccatoClient.connect()
         return await Schedules(client).create(
             name,
@@ -237,6 +240,9 @@ def list_schedules(as_json: JsonOption = False) -> None:
     """List the schedules: state, timing, next run, last run and its outcome."""
 
     async def go() -> list[ScheduleView]:
+        from staccato.client import StaccatoClient
+        from staccato.schedules import Schedules
+
         client = await StaccatoClient.connect()
         return await Schedules(client).list()
 
@@ -260,6 +266,9 @@ def describe(name: NameArg, as_json: JsonOption = False) -> None:
     """Show a schedule: timing, policy, options, next runs, recent runs and outcomes."""
 
     async def go() -> ScheduleView:
+        from staccato.client import StaccatoClient
+        from staccato.schedules import Schedules
+
         client = await StaccatoClient.connect()
         return await Schedules(client).describe(name)
 
@@ -328,6 +337,9 @@ def _time(at: datetime) -> str:
 
 def _act(name: str, action: str, done: str) -> None:
     async def go() -> None:
+        from staccato.client import StaccatoClient
+        from staccato.schedules import Schedules
+
         client = await StaccatoClient.connect()
         await getattr(Schedules(client), action)(name)
 
@@ -352,6 +364,9 @@ def trigger(name: NameArg) -> None:
     """Start one run now (also when paused), under the schedule's overlap policy."""
 
     async def go() -> Any:
+        from staccato.client import StaccatoClient
+        from staccato.schedules import Schedules
+
         client = await StaccatoClient.connect()
         return await Schedules(client).trigger(name)
 
@@ -372,6 +387,9 @@ def delete(name: NameArg) -> None:
     """Delete a schedule. A run still going goes on (`staccato cancel ID` stops it)."""
 
     async def go() -> list[str]:
+        from staccato.client import StaccatoClient
+        from staccato.schedules import Schedules
+
         client = await StaccatoClient.connect()
         return await Schedules(client).delete(name)
 
