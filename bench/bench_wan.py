@@ -218,6 +218,10 @@ def main() -> None:
     parser.add_argument("--optimizer", action="store_true", help="cold and warm runs, no options")
     parser.add_argument("--optimizer-size-gib", type=float, default=4.0)
     parser.add_argument("--hurt", default="decay", choices=["decay", "limit_conn"])
+    parser.add_argument(
+        "--best-mb-s", type=float, nargs="+", default=[],
+        help="with --no-sweep: each profile's best fixed link MB/s (from an earlier sweep)",
+    )  # fmt: skip
     parser.add_argument("--dest-dir", type=Path, default=Path("/dev/shm"))
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/staccato-wan-data"))
     args = parser.parse_args()
@@ -235,7 +239,10 @@ def main() -> None:
             profile = PROFILES[name]
             print(f"\n{profile.describe()}", flush=True)
             with WanLink(profile, args.data_dir, hurt=args.hurt) as link:
-                best: float | None = None
+                index = args.profile.index(name)
+                best: float | None = (
+                    args.best_mb_s[index] * 1e6 if index < len(args.best_mb_s) else None
+                )
                 if not args.no_sweep:
                     service = Service(processes=processes).start()
                     try:
