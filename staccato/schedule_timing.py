@@ -19,17 +19,14 @@ import re
 import zoneinfo
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from temporalio.client import (
-    ScheduleCalendarSpec,
-    ScheduleIntervalSpec,
-    ScheduleOverlapPolicy,
-    ScheduleRange,
-    ScheduleSpec,
-)
 
 from staccato.errors import StaccatoError
+
+if TYPE_CHECKING:  # imported where built: the command's checks need no Temporal client
+    from temporalio.client import ScheduleOverlapPolicy, ScheduleSpec
 
 SCHEDULE_ID_PREFIX = "staccato-schedule-"
 MAX_NAME_CHARS = 64
@@ -65,6 +62,8 @@ class Overlap(StrEnum):
 
     def temporal(self) -> ScheduleOverlapPolicy:
         """The Temporal policy of this name."""
+        from temporalio.client import ScheduleOverlapPolicy
+
         return ScheduleOverlapPolicy[self.name.upper()]
 
 
@@ -350,6 +349,13 @@ class Timing(BaseModel):
 
     def spec(self) -> ScheduleSpec:
         """The Temporal schedule spec."""
+        from temporalio.client import (
+            ScheduleCalendarSpec,
+            ScheduleIntervalSpec,
+            ScheduleRange,
+            ScheduleSpec,
+        )
+
         if self.every_s is not None:
             return ScheduleSpec(
                 intervals=[ScheduleIntervalSpec(every=timedelta(seconds=self.every_s))]

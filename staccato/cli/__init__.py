@@ -17,7 +17,6 @@ interrupted (Ctrl-C: a transfer being followed goes on).
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import sys
 from typing import Annotated, NoReturn
@@ -34,6 +33,8 @@ __all__ = ["EXIT_FAILED", "EXIT_USAGE", "app", "main", "parse_duration", "parse_
 
 def version() -> str:
     """The installed package's version (``unknown`` when run from a source tree)."""
+    import importlib.metadata  # ~tens of ms: only when the version is asked for
+
     try:
         return importlib.metadata.version("staccato")
     except importlib.metadata.PackageNotFoundError:

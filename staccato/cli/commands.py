@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -32,8 +32,6 @@ from staccato.cli.options import (
     VerifyOption,
     transfer_options,
 )
-from staccato.client import StaccatoClient, Submission
-from staccato.dataset_client import list_datasets
 from staccato.datasets.models import DATASET_ID_PREFIX, DatasetState, DatasetStatus
 from staccato.errors import TransferNotFoundError
 from staccato.models import (
@@ -57,6 +55,8 @@ DestinationsArg = Annotated[
         metavar="DESTINATION",
     ),
 ]
+if TYPE_CHECKING:  # imported where used: `--help` and usage errors need no Temporal client
+    from staccato.client import StaccatoClient, Submission
 
 
 def submit(
@@ -126,6 +126,8 @@ def submit(
         return
 
     async def go() -> Submission:
+        from staccato.client import StaccatoClient
+
         StaccatoClient.make_request(source, destination, options)  # usage errors before connecting
         client = await StaccatoClient.connect()
         submitted = await client.start(source, destination, options, not_before=not_before)
@@ -250,6 +252,8 @@ def cp(
         return
 
     async def go() -> TransferStatus:
+        from staccato.client import StaccatoClient
+
         StaccatoClient.make_request(source, destination, options)
         client = await StaccatoClient.connect()
         submitted = await client.start(source, destination, options)
@@ -274,6 +278,8 @@ def watch(transfer: TransferArg) -> None:
         return
 
     async def go() -> TransferStatus:
+        from staccato.client import StaccatoClient
+
         client = await StaccatoClient.connect()
         await _warn_without_workers(client)
         return await _follow(client, transfer, quiet=False)
@@ -341,6 +347,8 @@ def status(
         return
 
     async def go() -> TransferStatus | None:
+        from staccato.client import StaccatoClient
+
         client = await StaccatoClient.connect()
         try:
             return await client.status(transfer)
@@ -370,6 +378,8 @@ def list_transfers(
     """List recent datasets and transfers, newest first (datasets first; at most --limit rows in all)."""
 
     async def go() -> list[TransferStatus]:
+        from staccato.client import StaccatoClient
+
         client = await StaccatoClient.connect()
         return await client.list(state=state, limit=limit)
 
@@ -378,6 +388,9 @@ def list_transfers(
     if state is None or state.value in DatasetState.__members__:
 
         async def go_datasets() -> list[DatasetStatus]:
+            from staccato.client import StaccatoClient
+            from staccato.dataset_client import list_datasets
+
             client = await StaccatoClient.connect()
             found = await list_datasets(client, limit=limit)
             return [d for d in found if state is None or d.state.value == state.value]
@@ -409,6 +422,8 @@ def _control(transfer: str, action: str, done: str) -> None:
     """Run ``StaccatoClient.<action>(transfer)`` and say ``done``."""
 
     async def go() -> None:
+        from staccato.client import StaccatoClient
+
         client = await StaccatoClient.connect()
         await getattr(client, action)(transfer)
 

@@ -7,23 +7,18 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from staccato.cli import render
 from staccato.cli.common import EXIT_USAGE, fail, run
 from staccato.cli.options import parse_size
-from staccato.client import StaccatoClient
-from staccato.dataset_client import (
-    await_dataset_end,
-    dataset_status,
-    follow_dataset,
-    make_dataset_request,
-    submit_dataset,
-)
 from staccato.datasets.models import DatasetState, DatasetStatus
 from staccato.models import TransferOptions
+
+if TYPE_CHECKING:  # imported where used: `--help` and usage errors need no Temporal client
+    from staccato.client import StaccatoClient
 
 #: seconds between two progress lines when stderr is not a terminal
 PLAIN_LINE_INTERVAL_S = 2.0
@@ -39,6 +34,8 @@ async def _submit(
     small_file_max: int | None,
     retry_failed: bool,
 ) -> str:
+    from staccato.dataset_client import submit_dataset
+
     extra = {} if small_file_max is None else {"small_file_max": small_file_max}
     return await submit_dataset(
         client,
@@ -129,6 +126,9 @@ def submit_recursive(
     """``submit -r``: start the dataset and print its id."""
 
     async def go() -> str:
+        from staccato.client import StaccatoClient
+        from staccato.dataset_client import make_dataset_request
+
         make_dataset_request(source, destination, options, include=include, exclude=exclude)
         client = await StaccatoClient.connect()
         return str(
@@ -162,6 +162,9 @@ def cp_recursive(
     some files failed."""
 
     async def go() -> DatasetStatus:
+        from staccato.client import StaccatoClient
+        from staccato.dataset_client import make_dataset_request
+
         make_dataset_request(source, destination, options, include=include, exclude=exclude)
         client = await StaccatoClient.connect()
         dataset = str(
@@ -204,6 +207,8 @@ async def follow(client: StaccatoClient, dataset: str, *, quiet: bool) -> Datase
     :data:`PLAIN_LINE_INTERVAL_S` otherwise, nothing if ``quiet``."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from staccato.dataset_client import await_dataset_end, follow_dataset
 
     console = Console(stderr=True)
     final: DatasetStatus | None = None
@@ -280,6 +285,9 @@ def status(dataset: str, as_json: bool, failures: bool) -> None:
     """``staccato status`` of a dataset id (``staccato-dataset-...``)."""
 
     async def go() -> DatasetStatus:
+        from staccato.client import StaccatoClient
+        from staccato.dataset_client import dataset_status
+
         client = await StaccatoClient.connect()
         return await dataset_status(client, dataset)
 
@@ -296,6 +304,8 @@ def watch(dataset: str) -> None:
     """``staccato watch`` of a dataset id: the progress bar until it ends."""
 
     async def go() -> DatasetStatus:
+        from staccato.client import StaccatoClient
+
         client = await StaccatoClient.connect()
         return await follow(client, dataset, quiet=False)
 

@@ -8,18 +8,19 @@ number below 1, a malformed rate or window exits 2 naming the option.
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from staccato import governors, units
+from staccato import units
 from staccato.cli.common import EXIT_USAGE, fail, run
 from staccato.cli.options import JsonOption, parse_rate
-from staccato.client import StaccatoClient
 from staccato.links import LimitTarget, LimitTargetError, governor_id, parse_limit_target
 from staccato.models import GovernorState, Limits
 from staccato.tuning import LinkMemory  # pure: no driver, no Temporal client
-from staccato.workflows.governor import STATE_QUERY
+
+if TYPE_CHECKING:  # imported where used: `--help` and usage errors need no Temporal client
+    from staccato import governors
 
 app = typer.Typer(
     name="limit",
@@ -55,6 +56,8 @@ def _target(text: str) -> LimitTarget:
 
 def parse_window(text: str) -> str:
     """``HH:MM-HH:MM[,TZ]``; raises typer.BadParameter naming what was expected."""
+    from staccato import governors
+
     try:
         return governors.check_window(text)
     except ValueError as err:
@@ -112,6 +115,9 @@ def set_(
     parsed = _target(target)
 
     async def go() -> None:
+        from staccato import governors
+        from staccato.client import StaccatoClient
+
         client = await StaccatoClient.connect()
         await governors.set_limits(client.temporal, parsed, limits)
 
@@ -152,6 +158,10 @@ def unset(
     parsed = _target(target) if target is not None else None
 
     async def go() -> list[tuple[str, list[str]]]:
+        from staccato import governors
+        from staccato.client import StaccatoClient
+        from staccato.workflows.governor import STATE_QUERY
+
         client = await StaccatoClient.connect()
         if parsed is not None:
             if not await governors.governor_running(client.temporal, parsed.name):
@@ -188,10 +198,14 @@ def list_(as_json: JsonOption = False) -> None:
     """Every endpoint and link with limits (or slots held): limits, active, queued."""
 
     async def go() -> list[governors.LimitView]:
+        from staccato import governors
+        from staccato.client import StaccatoClient
+
         client = await StaccatoClient.connect()
         return await governors.list_limits(client.temporal)
 
     async def learned() -> list[LinkMemory]:
+        from staccato.client import StaccatoClient
         from staccato.link_memory import list_link_memories
 
         client = await StaccatoClient.connect()
@@ -243,6 +257,7 @@ def learned_(
         assert parsed is not None
 
         async def drop() -> bool:
+            from staccato.client import StaccatoClient
             from staccato.link_memory import forget_link_memory
 
             client = await StaccatoClient.connect()
@@ -253,6 +268,7 @@ def learned_(
         return
 
     async def go() -> list[LinkMemory]:
+        from staccato.client import StaccatoClient
         from staccato.link_memory import list_link_memories, read_link_memory
 
         client = await StaccatoClient.connect()

@@ -9,11 +9,13 @@ reports (the streams' own heartbeats), never an estimate kept across a pause.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from staccato import units
-from staccato.client import StaccatoClient
 from staccato.models import TransferState, TransferStatus, TuningView
+
+if TYPE_CHECKING:  # only an annotation here: `--help` needs no Temporal client
+    from staccato.client import StaccatoClient
 
 _TERMINAL = (TransferState.completed, TransferState.failed, TransferState.cancelled)
 #: seconds between two progress lines when stderr is not a terminal

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -34,7 +34,6 @@ from staccato.cli.options import (
     VerifyOption,
     transfer_options,
 )
-from staccato.client import StaccatoClient
 from staccato.errors import InvalidURLError
 from staccato.models import (
     DEFAULT_PRIORITY,
@@ -43,12 +42,9 @@ from staccato.models import (
     IfBusy,
     VerifyMode,
 )
-from staccato.schedules import (
+from staccato.schedule_timing import (
     InvalidScheduleError,
     Overlap,
-    ScheduledRun,
-    Schedules,
-    ScheduleView,
     Timing,
     check_cron,
     check_name,
@@ -58,6 +54,9 @@ from staccato.schedules import (
     parse_catchup_window,
     parse_every,
 )
+
+if TYPE_CHECKING:  # imported where used: `--help` and usage errors need no Temporal client
+    from staccato.schedules import ScheduledRun, ScheduleView
 
 T = TypeVar("T")
 
@@ -207,9 +206,13 @@ def create(
         max_rate=max_rate,
         stage=stage,
     )
+    from staccato.client import StaccatoClient
+
     _usage(lambda: StaccatoClient.make_request(source, destination, options))
 
     async def go() -> ScheduleView:
+        from staccato.schedules import Schedules
+
         client = await StaccatoClient.connect()
         return await Schedules(client).create(
             name,
@@ -241,6 +244,9 @@ def list_schedules(as_json: JsonOption = False) -> None:
     """List the schedules: state, timing, next run, last run and its outcome."""
 
     async def go() -> list[ScheduleView]:
+        from staccato.client import StaccatoClient
+        from staccato.schedules import Schedules
+
         client = await StaccatoClient.connect()
         return await Schedules(client).list()
 
@@ -264,6 +270,9 @@ def describe(name: NameArg, as_json: JsonOption = False) -> None:
     """Show a schedule: timing, policy, options, next runs, recent runs and outcomes."""
 
     async def go() -> ScheduleView:
+        from staccato.client import StaccatoClient
+        from staccato.schedules import Schedules
+
         client = await StaccatoClient.connect()
         return await Schedules(client).describe(name)
 
@@ -335,6 +344,9 @@ def _time(at: datetime) -> str:
 
 def _act(name: str, action: str, done: str) -> None:
     async def go() -> None:
+        from staccato.client import StaccatoClient
+        from staccato.schedules import Schedules
+
         client = await StaccatoClient.connect()
         await getattr(Schedules(client), action)(name)
 
@@ -359,6 +371,9 @@ def trigger(name: NameArg) -> None:
     """Start one run now (also when paused), under the schedule's overlap policy."""
 
     async def go() -> Any:
+        from staccato.client import StaccatoClient
+        from staccato.schedules import Schedules
+
         client = await StaccatoClient.connect()
         return await Schedules(client).trigger(name)
 
@@ -379,6 +394,9 @@ def delete(name: NameArg) -> None:
     """Delete a schedule. A run still going goes on (`staccato cancel ID` stops it)."""
 
     async def go() -> list[str]:
+        from staccato.client import StaccatoClient
+        from staccato.schedules import Schedules
+
         client = await StaccatoClient.connect()
         return await Schedules(client).delete(name)
 

@@ -17,7 +17,6 @@ import typer
 from staccato import settings
 from staccato.cli.common import EXIT_USAGE, fail, run, setup_logging
 from staccato.cli.options import ProcessesOption
-from staccato.client import StaccatoClient
 from staccato.errors import StaccatoError
 
 #: seconds ``up --detach`` waits for the background service to be ready
@@ -68,6 +67,8 @@ def worker(
     setup_logging(verbose)
 
     async def go() -> None:
+        from staccato.client import StaccatoClient
+
         client = await StaccatoClient.connect()
         await run_worker(
             client.temporal,
@@ -194,6 +195,7 @@ def up(
     )
 
     async def go() -> None:
+        from staccato.client import StaccatoClient
         from staccato.workers.worker import run_worker
 
         client = await StaccatoClient.connect(target_host=address, namespace="default")

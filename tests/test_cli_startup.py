@@ -1,0 +1,108 @@
+"""The command loads only what it needs: help builds no Temporal client, and neither
+help nor a whole ``cp`` loads an endpoint driver (boto3, paramiko, httpx) or the
+activities; the worker does that. Checked on the modules a fresh interpreter holds
+after the command ran, not on timings."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import REPO, write_random
+
+#: loaded only by the worker (drivers and the code that runs them)
+DRIVERS = (
+    "boto3",
+    "botocore",
+    "paramiko",
+    "httpx",
+    "staccato.endpoints",
+    "staccato.activities",
+    "temporalio.worker",
+)
+#: not needed to print help or to reject bad input
+CLIENT = ("temporalio.client", "staccato.client")
+
+#: runs the command in-process (not ``main``: that ends with ``os._exit``) and prints
+#: the modules then loaded as one JSON line
+PROBE = """
+import json, os, sys
+sys.argv = ["staccato", *json.loads(sys.argv[1])]
+from staccato.cli import app
+code = 0
+try:
+    app()
+except SystemExit as exit_:
+    code = exit_.code if isinstance(exit_.code, int) else 1
+sys.stdout.flush()
+print("\\nPROBE " + json.dumps({"code": code, "modules": sorted(sys.modules)}), flush=True)
+os._exit(0)
+"""
+
+
+def _probe(*args: str, env: dict[str, str] | None = None) -> tuple[int, set[str], str]:
+    """Run ``staccato ARGS`` in a fresh interpreter: (exit code, modules loaded, stderr)."""
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(list(args))],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("PROBE ")]
+    assert lines, f"probe printed nothing; stderr:\n{done.stderr}"
+    found = json.loads(lines[-1].removeprefix("PROBE "))
+    return found["code"], set(found["modules"]), done.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["cp", "--help"],
+        ["submit", "--help"],
+        ["limit", "set", "--help"],
+        ["schedule", "create", "--help"],
+    ],
+    ids=lambda a: " ".join(a),
+)
+def test_help_loads_no_client_and_no_driver(args: list[str]) -> None:
+    code, modules, stderr = _probe(*args)
+    assert code == 0, stderr
+    assert sorted(m for m in DRIVERS + CLIENT if m in modules) == []
+
+
+def test_usage_error_loads_no_driver(tmp_path: Path) -> None:
+    """A bad option is refused before anything heavy is imported."""
+    code, modules, _ = _probe("cp", "--streams", "0", str(tmp_path / "a"), str(tmp_path / "b"))
+    assert code == 2
+    assert sorted(m for m in DRIVERS + CLIENT if m in modules) == []
+
+
+def test_whole_cp_loads_no_driver(temporal_server, worker, tmp_path: Path) -> None:
+    """A real ``cp`` through the suite's Temporal server and worker: the command talks
+    to Temporal only; the bytes (and the drivers) are the worker's."""
+    source = tmp_path / "src.bin"
+    write_random(source, 64 * 1024)
+    destination = tmp_path / "dst.bin"
+    code, modules, stderr = _probe(
+        "cp",
+        "--quiet",
+        str(source),
+        str(destination),
+        env={
+            "TEMPORAL_ADDRESS": temporal_server.address,
+            "TEMPORAL_NAMESPACE": "default",
+            "STACCATO_TASK_QUEUE": worker.task_queue,
+        },
+    )
+    assert code == 0, stderr
+    assert destination.read_bytes() == source.read_bytes()
+    assert "temporalio.client" in modules  # it did talk to Temporal
+    assert sorted(m for m in DRIVERS if m in modules) == []
