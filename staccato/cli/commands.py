@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from staccato import units
-from staccato.cli import datasets, fanout, render
+from staccato.cli import datasets, render
 from staccato.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, fail, run
 from staccato.cli.options import (
     ChecksumOption,
@@ -110,6 +110,8 @@ def submit(
     if destination is None:
         if not_before is not None:
             fail("--not-before applies to one destination, not to a fan-out", EXIT_USAGE)
+        from staccato.cli import fanout  # imports the Temporal client
+
         fanout.submit(source, destinations, options, as_json)
         return
     if recursive:
@@ -236,6 +238,8 @@ def cp(
         )
     destination = _one_destination(destinations, recursive)
     if destination is None:
+        from staccato.cli import fanout  # imports the Temporal client
+
         fanout.cp(source, destinations, options, quiet)
         return
     if recursive:
@@ -274,6 +278,8 @@ def watch(transfer: TransferArg) -> None:
         datasets.watch(transfer)
         return
     if transfer.startswith(GROUP_ID_PREFIX):
+        from staccato.cli import fanout  # imports the Temporal client
+
         fanout.watch(transfer)
         return
 
@@ -340,6 +346,8 @@ def status(
 ) -> None:
     """Show one transfer or dataset: state, bytes (files), rate, ETA, checksum, error."""
     if transfer.startswith(GROUP_ID_PREFIX) and not failures:
+        from staccato.cli import fanout  # imports the Temporal client
+
         fanout.status(transfer, as_json)
         return
     if transfer.startswith(DATASET_ID_PREFIX) or failures:
@@ -401,6 +409,8 @@ def list_transfers(
     sets = sets[:limit]
     statuses = statuses[: max(0, limit - len(sets))]
     # fan-out groups next to the datasets (each stands for several destinations)
+    from staccato.cli import fanout  # imports the Temporal client
+
     groups = [g for g in fanout.listed(limit) if state is None or g.state.value == state.value][
         : max(0, limit - len(sets))
     ]
