@@ -211,6 +211,8 @@ PriorityOption = Annotated[
         "(`staccato limit`) and Temporal's task queues.",
     ),
 ]
+
+
 def parse_owner(text: str) -> str:
     """An owner name: 1..64 characters after stripping blanks (the limit of
     :class:`~staccato.models.TransferOptions`' ``owner``).
