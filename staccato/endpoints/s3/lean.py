@@ -1,4 +1,5 @@
-"""A lean GetObject for a dataset's small objects: the request botocore would send,
+"""A lean GetObject and PutObject for a dataset's small objects: the requests botocore
+would send,
 signed with AWS Signature Version 4 here (the S3 flavour: the URI path encoded once,
 the payload hash of the empty body signed; AWS "Signature Version 4 signing process"
 and "Authenticating Requests: Using the Authorization Header", Amazon S3 API
@@ -18,7 +19,14 @@ request through boto3 as always (which retries, follows redirects and words erro
 * a ``200`` answer with a ``Content-Length``. Any other status, any connection or
   protocol error: None, nothing else done (the boto3 request that follows reports it).
   A kept-alive connection the store closed meanwhile is tried once more on a new one
-  (GET is idempotent).
+  (GET and PUT of a whole object are idempotent).
+
+PutObject carries what boto3's ``put_object`` call in
+:meth:`staccato.endpoints.s3.driver.S3Driver.put_whole` carries: ``Content-Length``,
+``Content-Type``, the body's CRC32C (``x-amz-checksum-crc32c``: the store rejects a
+body that differs, nothing stored), the marker metadata, and the SHA-256 of the body
+signed (as botocore signs it on ``http``). Any answer but a plain ``200``: None, and
+the boto3 request that follows sends it again and reports what the store says.
 """
 
 from __future__ import annotations
@@ -50,7 +58,7 @@ _IDLE_MAX = 16
 _TIMEOUT_S = 60.0
 
 
-class LeanGetter:
+class LeanS3:
     """GetObject of small objects on one endpoint (thread-safe: each request takes a
     connection of its own from a small pool of idle ones)."""
 
@@ -91,30 +99,77 @@ class LeanGetter:
             fields alone with an empty body when the object is over ``max_size`` bytes,
             or None when the lean path does not apply or did not get a plain ``200``.
         """
-        segments = key.split("/")
-        if not key or any(segment in ("", ".", "..") for segment in segments):
+        if _odd_key(key) or self._credentials is None:
             return None
-        if self._credentials is None:
+        path = self._path(bucket, key)
+        sent = self._send("GET", path, {"x-amz-checksum-mode": "ENABLED"}, b"", _EMPTY_SHA256)
+        if sent is None:
             return None
-        path = f"{self._base_path}/{quote(bucket, safe='')}/{quote(key, safe='/~')}"
+        return self._answer(*sent, max_size)
+
+    def put(
+        self, bucket: str, key: str, data: bytes, headers: dict[str, str]
+    ) -> dict[str, Any] | None:
+        """PutObject ``key`` with ``data`` and ``headers`` (``Content-Type``,
+        ``x-amz-checksum-crc32c``, ``x-amz-meta-*``; lowercase names).
+
+        Returns:
+            The answer's fields as boto3 names them (ETag, VersionId, ChecksumCRC32C),
+            or None when the lean path does not apply or did not get a plain ``200``.
+        """
+        if _odd_key(key) or self._credentials is None:
+            return None
+        payload = hashlib.sha256(data).hexdigest()
+        sent = self._send("PUT", self._path(bucket, key), headers, data, payload)
+        if sent is None:
+            return None
+        connection, response = sent
+        whole = False
         try:
-            headers = self._signed_headers(path)
+            response.read()  # the body of a 200 answer to PutObject is empty
+            if response.status != 200:
+                return None
+            whole = not response.will_close
+            return {
+                "ETag": response.getheader("ETag"),
+                "VersionId": response.getheader("x-amz-version-id"),
+                "ChecksumCRC32C": response.getheader("x-amz-checksum-crc32c"),
+            }
+        except Exception:  # noqa: BLE001 - the boto3 request that follows reports it
+            return None
+        finally:
+            if whole:
+                self._release(connection)
+            else:
+                connection.close()
+
+    def _path(self, bucket: str, key: str) -> str:
+        """The request path of ``key`` (path-style; each byte URI-encoded once, as
+        SigV4 for S3 signs it)."""
+        return f"{self._base_path}/{quote(bucket, safe='')}/{quote(key, safe='/~')}"
+
+    def _send(
+        self, method: str, path: str, extra: dict[str, str], body: bytes, payload_hash: str
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse] | None:
+        """Send a signed request; the connection and the answer (its status and
+        headers read, its body not), or None on a connection or protocol error."""
+        try:
+            headers = self._signed_headers(method, path, extra, payload_hash)
         except Exception:  # noqa: BLE001 - the boto3 request that follows reports it
             return None
         for _ in range(2):
             connection, reused = self._connection()
             try:
-                connection.request("GET", path, headers=headers)
-                response = connection.getresponse()
+                connection.request(method, path, body=body or None, headers=headers)
+                return connection, connection.getresponse()
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
                 connection.close()
-                if reused:
-                    continue  # the store closed an idle connection: once more on a new one
-                return None
+                if not reused:
+                    return None
+                # the store closed an idle connection: once more on a new one
             except Exception:  # noqa: BLE001 - as above
                 connection.close()
                 return None
-            return self._answer(connection, response, max_size)
         return None
 
     def _answer(
@@ -170,29 +225,32 @@ class LeanGetter:
                 return
         connection.close()
 
-    def _signed_headers(self, path: str) -> dict[str, str]:
-        """The headers of a GET of ``path`` with its SigV4 ``Authorization``."""
+    def _signed_headers(
+        self, method: str, path: str, extra: dict[str, str], payload_hash: str
+    ) -> dict[str, str]:
+        """The headers of a request with its SigV4 ``Authorization`` (every header
+        signed; ``extra``'s names lowercase)."""
         frozen = self._credentials.get_frozen_credentials()
         amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         day = amz_date[:8]
         headers = {
+            **extra,
             "host": self._host_header,
-            "x-amz-checksum-mode": "ENABLED",
-            "x-amz-content-sha256": _EMPTY_SHA256,
+            "x-amz-content-sha256": payload_hash,
             "x-amz-date": amz_date,
         }
         if frozen.token:
             headers["x-amz-security-token"] = frozen.token
         names = sorted(headers)
-        signed = ";".join(names)
+        signed = ";".join(names)  # Content-Length is sent, not signed (as botocore)
         canonical = "\n".join(
             [
-                "GET",
+                method,
                 path,
                 "",  # no query
                 "".join(f"{name}:{headers[name].strip()}\n" for name in names),
                 signed,
-                _EMPTY_SHA256,
+                payload_hash,
             ]
         )
         scope = f"{day}/{self._region}/s3/aws4_request"
@@ -226,3 +284,9 @@ class LeanGetter:
                     self._keys.clear()
                 self._keys[cached] = found
         return found
+
+
+def _odd_key(key: str) -> bool:
+    """Whether some layer could normalise ``key``'s URL path (an empty, ``.`` or ``..``
+    segment), or it is empty: those go through boto3."""
+    return not key or any(segment in ("", ".", "..") for segment in key.split("/"))
