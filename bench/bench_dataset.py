@@ -70,6 +70,9 @@ def make_tree(root: Path, files: int, size: int) -> Path:
     complete), 100 per directory; then read once to warm the page cache."""
     marker = root.parent / f"{root.name}.complete-{files}-{size}"
     if not marker.exists():
+        # a tree of another shape left its own marker: it no longer describes the tree
+        for stale in root.parent.glob(f"{root.name}.complete-*"):
+            stale.unlink()
         shutil.rmtree(root, ignore_errors=True)
         for number in range(files):
             directory = root / f"d{number // FILES_PER_DIRECTORY:03d}"

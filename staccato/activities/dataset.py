@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextvars
 import fnmatch
 import gc
+import json
 import os
 import threading
 import time
@@ -81,6 +82,12 @@ GROUP_FILES = 64
 #: files past the first one a retried attempt finds not copied that the previous
 #: attempt may have published: files in flight, and a group being committed
 RESUME_WINDOW = FILES_IN_FLIGHT + GROUP_FILES
+#: bytes: a listing page's result is cut after the entry that brings its estimated
+#: JSON size over this (Temporal refuses a payload over 2 MiB and warns over 512 KiB);
+#: the next page starts after that entry
+PAGE_BYTES_MAX = 512 * 1024
+#: bytes of JSON an entry costs besides its name (and a large file's two URLs)
+_ENTRY_OVERHEAD = 90
 
 
 def selected(name: str, include: list[str], exclude: list[str]) -> bool:
@@ -139,14 +146,30 @@ def list_entries(request: ListInput) -> ListResult:
             last = raw[-1].name if raw else request.after
     entries: list[DatasetEntry] = []
     filtered = 0
-    for entry in raw:
+    budget = PAGE_BYTES_MAX
+    for position, entry in enumerate(raw):
         if not selected(entry.name, request.include, request.exclude):
             filtered += 1
             continue
-        entries.append(_with_destination(entry, root, destination_root, request.small_file_max))
+        entry = _with_destination(entry, root, destination_root, request.small_file_max)
+        entries.append(entry)
+        budget -= _entry_bytes(entry)
+        if budget < 0 and request.names is None and position + 1 < len(raw):
+            # the rest is listed again by the next page, which starts after this entry
+            last = next_after = entry.name
+            break
     return ListResult(
         entries=entries, last=last, next_after=next_after, skipped_by_filters=filtered
     )
+
+
+def _entry_bytes(entry: DatasetEntry) -> int:
+    """Bytes of ``entry`` in a page's JSON, about (its strings as JSON escapes them)."""
+    size = _ENTRY_OVERHEAD
+    for text in (entry.name, entry.error, entry.source, entry.destination):
+        if text is not None:
+            size += len(json.dumps(text, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+    return size
 
 
 def _named_entry(root: EndpointURL, name: str) -> DatasetEntry:

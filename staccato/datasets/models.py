@@ -85,7 +85,8 @@ class DatasetRequest(BaseModel):
         small_file_max: files up to this size are copied in batches (many per
             activity); larger ones each by a child ``TransferWorkflow``.
         retry_failed: copy only these relative names (a previous run's failures).
-        page_size: entries per listing page.
+        page_size: entries per listing page (a run's first page holds at most 768; a
+            page is cut shorter where its names would make its result over ~512 KiB).
         batch_files, batch_bytes: a batch holds at most this many files / bytes.
         max_batches, max_children: batches / child transfers in flight at once.
         history_limit: events in one run's history after which it drains what is in
@@ -103,7 +104,7 @@ class DatasetRequest(BaseModel):
     exclude: list[str] = Field(default_factory=list)
     small_file_max: int = Field(64 * MiB, ge=0)
     retry_failed: list[str] | None = None
-    page_size: int = Field(1000, ge=1, le=10_000)
+    page_size: int = Field(4000, ge=1, le=10_000)
     batch_files: int = Field(256, ge=1, le=10_000)
     batch_bytes: int = Field(256 * MiB, ge=1)
     max_batches: int = Field(8, ge=1, le=64)

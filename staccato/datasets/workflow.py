@@ -1,8 +1,9 @@
 """``DatasetWorkflow``: copy a directory or prefix (``cp -r``) page by page.
 
 Loop: a ``list_entries`` activity lists one page of the source (``page_size`` entries,
-include/exclude applied on the worker); the next page is listed while this one is
-copied. Small files (<= ``small_file_max``) are grouped into batches (<= ``batch_files``
+include/exclude applied on the worker; the first page of a run at most
+:data:`FIRST_PAGE_ENTRIES`, so copying starts after a short listing); the next page is
+listed while this one is copied. Small files (<= ``small_file_max``) are grouped into batches (<= ``batch_files``
 files and <= ``batch_bytes``) copied by one ``copy_batch`` activity each; a large file
 is a child ``TransferWorkflow`` under its destination's transfer id (its lock),
 resumable mid-file. At most ``max_batches`` batches and ``max_children`` children are
@@ -91,6 +92,12 @@ EVENTS_PER_UNIT = 8
 TRANSFER_ID_PREFIX = "staccato-"
 #: ``workflow.patched`` id: batches ask the endpoint and link governors for a slot
 DATASET_LIMITS_PATCH = "dataset-limits"
+#: entries of a run's first listing page at most: nothing is copied until it is listed,
+#: and a short first page leaves activity slots free to list the next one beside its
+#: batches. Later pages are ``page_size`` long: a listing activity waits for a free
+#: activity slot behind the batches (a task queue hands its tasks out in no fixed
+#: order), so each page should hold several rounds of batches
+FIRST_PAGE_ENTRIES = 768
 
 
 def decode_dataset_request(raw: RawValue) -> DatasetRequest:
@@ -197,8 +204,9 @@ class DatasetWorkflow:
         carried = self._carried
         names = request.retry_failed
         after, index = carried.after, carried.retry_index
+        first_limit = request.page_size if names is not None else FIRST_PAGE_ENTRIES
         listing: asyncio.Task[ListResult] | None = asyncio.create_task(
-            self._list(request, after, index)
+            self._list(request, after, index, min(request.page_size, first_limit))
         )
         while listing is not None:
             page = await listing
@@ -211,7 +219,9 @@ class DatasetWorkflow:
                 more = page.next_after is not None
                 after = page.next_after
             if more and not self._history_full(request):
-                listing = asyncio.create_task(self._list(request, after, index))  # prefetch
+                listing = asyncio.create_task(  # prefetch
+                    self._list(request, after, index, request.page_size)
+                )
             stopped = await self._dispatch(request, page, base)
             if stopped:
                 if listing is not None:
@@ -293,7 +303,11 @@ class DatasetWorkflow:
             or info.get_current_history_length() + room >= request.history_limit
         )
 
-    async def _list(self, request: DatasetRequest, after: str | None, index: int) -> ListResult:
+    async def _list(
+        self, request: DatasetRequest, after: str | None, index: int, limit: int
+    ) -> ListResult:
+        """List up to ``limit`` entries after ``after`` (or, with ``retry_failed``, the
+        ``page_size`` names from ``index``)."""
         names = request.retry_failed
         return await workflow.execute_activity(
             "list_entries",
@@ -301,7 +315,7 @@ class DatasetWorkflow:
                 source_root=request.source_root,
                 destination_root=request.destination_root,
                 after=after,
-                limit=request.page_size,
+                limit=limit,
                 include=request.include,
                 exclude=request.exclude,
                 names=names[index : index + request.page_size] if names is not None else None,

@@ -12,8 +12,10 @@ small files instead commits them in groups, with the same guarantees:
    whole by a retry (``O_TRUNC``), never trusted.
 2. :meth:`LocalGroup.commit`, for the files staged so far, in order: their data made
    durable (``sync_file_range`` starts the write-back of every temp file at once, then
-   one ``fdatasync`` each, which mostly finds its blocks already written and the
-   journal commit already done), each local source's version re-checked, each temp
+   one ``fdatasync`` each, up to :data:`SYNC_THREADS` at once: each waits mostly for
+   the device, and on a file system without a journal each flushes the device's cache,
+   which a device serves better several at a time than one after the other), each
+   local source's version re-checked, each temp
    file renamed over its target, then each directory touched ``fsync``-ed once.
    Only then does the caller count the files as done (its checkpoint moves past them).
 
@@ -31,6 +33,7 @@ import errno
 import os
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +65,38 @@ def _libc_sync_file_range() -> Callable[..., int] | None:
 
 
 _SYNC_FILE_RANGE = _libc_sync_file_range()
+#: ``fdatasync`` calls of one commit in flight at once (threads of this process, shared
+#: by its batches; measured on a virtio disk: 64 files of 64 KiB 0.10-0.13 s one after
+#: the other, 0.06-0.08 s eight at a time)
+SYNC_THREADS = 8
+_syncers: ThreadPoolExecutor | None = None
+_syncers_lock = threading.Lock()
+
+
+def _datasync_all(fds: list[int]) -> None:
+    """``fdatasync`` each of ``fds``, up to :data:`SYNC_THREADS` at once; returns once
+    every call has returned (so the caller may close them).
+
+    Raises:
+        OSError: the first call that failed (the others ran to their end).
+    """
+    global _syncers
+    if len(fds) < 3:
+        for fd in fds:
+            os.fdatasync(fd)
+        return
+    with _syncers_lock:
+        if _syncers is None:
+            _syncers = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="group-sync")
+        pool = _syncers
+    futures = [pool.submit(os.fdatasync, fd) for fd in fds]
+    wait(futures)
+    for future in futures:
+        error = future.exception()
+        if error is not None:
+            raise error
+
+
 #: sync_file_range(2) flag: start write-back of the dirty pages, do not wait
 _SYNC_FILE_RANGE_WRITE = 2
 
@@ -197,8 +232,7 @@ class LocalGroup:
                 for item in staged:
                     # start every write-back at once: one journal commit serves them all
                     _SYNC_FILE_RANGE(item.fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
-            for item in staged:
-                os.fdatasync(item.fd)
+            _datasync_all([item.fd for item in staged])
         except OSError as err:
             raise os_error(err, "destination: making the written files durable") from None
         finally:

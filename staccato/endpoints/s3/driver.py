@@ -24,7 +24,7 @@ from staccato.endpoints.base import ChunkWriter, Driver, Features, Reader, keepa
 from staccato.endpoints.s3.checksums import _EMPTY_CRC32C, _b64_to_hex, _crc_b64
 from staccato.endpoints.s3.client import _Endpoint, _make_endpoint
 from staccato.endpoints.s3.errors import _code, _explain_head, _s3_error, _scrub, _status
-from staccato.endpoints.s3.lean import LeanGetter
+from staccato.endpoints.s3.lean import LeanS3
 from staccato.endpoints.s3.parts import LIST_PARTS_PAGE, collect_parts, plan_part_size
 from staccato.endpoints.s3.read import S3Reader
 from staccato.endpoints.s3.write import S3ChunkWriter, UploadGone, _UploadDestination
@@ -116,8 +116,8 @@ class S3Driver(Driver):
         #: (profile, bucket) -> when HeadBucket last found it (monotonic seconds)
         self._buckets: dict[tuple[str | None, str], float] = {}
         self._lock = threading.Lock()
-        #: profile -> (the endpoint it serves, its lean GetObject or None)
-        self._lean: dict[str | None, tuple[_Endpoint, LeanGetter | None]] = {}
+        #: profile -> (the endpoint it serves, its lean GetObject/PutObject or None)
+        self._lean: dict[str | None, tuple[_Endpoint, LeanS3 | None]] = {}
 
     # -- configuration
 
@@ -189,7 +189,7 @@ class S3Driver(Driver):
         if not url.key:
             raise InvalidURL(f"{url} names a bucket, not an object: add the key, s3://BUCKET/KEY")
         endpoint = self.endpoint(url)
-        lean = self._lean_getter(url, endpoint)
+        lean = self._lean_for(url, endpoint)
         got = lean.get(url.bucket, url.key, max_size) if lean is not None else None
         if got is not None:
             fields, data = got
@@ -222,8 +222,8 @@ class S3Driver(Driver):
             )
         return _checked_whole(url, response, data)
 
-    def _lean_getter(self, url: EndpointURL, endpoint: _Endpoint) -> LeanGetter | None:
-        """The lean GetObject of ``url``'s endpoint where it applies
+    def _lean_for(self, url: EndpointURL, endpoint: _Endpoint) -> LeanS3 | None:
+        """The lean GetObject/PutObject of ``url``'s endpoint where it applies
         (:mod:`staccato.endpoints.s3.lean`), made once per endpoint client."""
         profile = url.params.get("profile")
         known = self._lean.get(profile)
@@ -231,11 +231,9 @@ class S3Driver(Driver):
             with self._lock:
                 known = self._lean.get(profile)
                 if known is None or known[0] is not endpoint:
-                    usable = LeanGetter.usable(
-                        endpoint.endpoint_url, endpoint.is_aws, endpoint.client
-                    )
+                    usable = LeanS3.usable(endpoint.endpoint_url, endpoint.is_aws, endpoint.client)
                     getter = (
-                        LeanGetter(endpoint.endpoint_url, endpoint.region, endpoint.credentials)
+                        LeanS3(endpoint.endpoint_url, endpoint.region, endpoint.credentials)
                         if usable
                         else None
                     )
@@ -356,7 +354,9 @@ class S3Driver(Driver):
         """One PutObject carrying ``x-amz-checksum-crc32c``: S3 (and SeaweedFS) compute
         the CRC32C of the body received and reject it (``BadDigest``, nothing stored)
         when it differs; a PutObject is atomic (the key shows the old object or the
-        whole new one, never a part). The object carries ``marker`` as a multipart
+        whole new one, never a part). Sent by :mod:`staccato.endpoints.s3.lean` where it
+        applies (a plain ``200`` answer), else (or when that answers otherwise) by boto3.
+        The object carries ``marker`` as a multipart
         session's object does.
 
         Returns:
@@ -368,6 +368,20 @@ class S3Driver(Driver):
         """
         content_type = mimetypes.guess_type(url.key, strict=False)[0] or "application/octet-stream"
         endpoint = self.endpoint(url)
+        lean = self._lean_for(url, endpoint)
+        if lean is not None:
+            fields = lean.put(
+                url.bucket,
+                url.key,
+                data,
+                {
+                    "content-type": content_type,
+                    "x-amz-checksum-crc32c": _crc_b64(int(crc32c, 16)),
+                    f"x-amz-meta-{MARKER}": marker,
+                },
+            )
+            if fields is not None:
+                return _b64_to_hex(fields.get("ChecksumCRC32C"))
         try:
             answer = endpoint.client.put_object(
                 Bucket=url.bucket,
