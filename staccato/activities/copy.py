@@ -14,7 +14,8 @@ Memory: one chunk-sized buffer per stream, whatever the object size.
 
 Heartbeats, the minimum-rate watchdog and stopping on a cancel:
 :mod:`staccato.activities.stream_progress`; freeing a process whose stream is blocked
-for good: :mod:`staccato.activities.stream_guard`.
+for good: :mod:`staccato.activities.stream_guard`; no write after the attempt may
+have lost its segment (a frozen process woken up): :mod:`staccato.activities.stream_lease`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from staccato.activities.errors import mapped_errors
 from staccato.activities.pacing import Pacer
 from staccato.activities.staging import StagedSource, staged_source
 from staccato.activities.stream_guard import guarded, touch
+from staccato.activities.stream_lease import leased
 from staccato.activities.stream_progress import (
     HEARTBEAT_EVERY_S,
     RateWatchdog,
@@ -67,6 +69,7 @@ def copy_stream(request: StreamInput) -> StreamResult:
     # calls base.keepalive(), which heartbeats here so the attempt is not timed out.
     with (
         guarded(timeout.total_seconds() if timeout else None),
+        leased(timeout.total_seconds() if timeout else None),
         keepalive_hook(waiting.beat),
     ):
         try:

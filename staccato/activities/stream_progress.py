@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from temporalio import activity
 
 from staccato import units
+from staccato.activities import stream_lease
 from staccato.activities.stream_guard import StreamAbandonedError, shield, touch
 from staccato.endpoints.base import Reader
 from staccato.errors import RetryableError
@@ -182,11 +183,14 @@ def heartbeat(*details: object) -> None:
     """Send a heartbeat, then check for cancellation.
 
     Raises:
+        StreamLeaseExpiredError: the stream's lease had expired before this heartbeat
+            (:mod:`staccato.activities.stream_lease`).
         StreamStopped: the activity was cancelled (a pause; Temporal gave up on the attempt,
             e.g. its heartbeat timed out and the server no longer knows it), or the
             heartbeat could not be handed to the worker (its process or the shared
             state manager is gone): either way nobody waits for this attempt's result.
     """
+    stream_lease.check()  # an expired lease is not renewed by a late heartbeat
     try:
         with shield():
             activity.heartbeat(*details)
@@ -200,6 +204,7 @@ def heartbeat(*details: object) -> None:
         raise StreamStopped("heartbeat failed") from None
     if cancelled:
         raise StreamStopped("cancelled")
+    stream_lease.renew()
 
 
 def previous_checkpoint() -> Checkpoint | None:

@@ -59,6 +59,32 @@ def keepalive_hook(hook: Callable[[], None]) -> Iterator[None]:
         _keepalive_hook.reset(token)
 
 
+_write_fence_hook: ContextVar[Callable[[], None] | None] = ContextVar(
+    "staccato_write_fence", default=None
+)
+
+
+def write_fence() -> None:
+    """Drivers call this right before each write to a destination (each ``pwrite``
+    block, each SFTP write request, each piece of an S3 part body): the hook raises
+    when the running attempt may have lost its lease (it went without a heartbeat
+    for about its heartbeat timeout, so Temporal may have retried it elsewhere), and
+    the write must not happen. Let that error propagate."""
+    hook = _write_fence_hook.get()
+    if hook is not None:
+        hook()
+
+
+@contextlib.contextmanager
+def write_fence_hook(hook: Callable[[], None]) -> Iterator[None]:
+    """Install ``hook`` as what :func:`write_fence` calls, for the duration of the block."""
+    token = _write_fence_hook.set(hook)
+    try:
+        yield
+    finally:
+        _write_fence_hook.reset(token)
+
+
 class Reader(abc.ABC):
     """A byte range of a pinned source version, read sequentially."""
 

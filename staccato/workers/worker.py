@@ -55,6 +55,7 @@ from staccato.activities.known_copies import KnownCopyActivities
 from staccato.activities.limits import LimitActivities
 from staccato.activities.link_tuning import LinkTuningActivities
 from staccato.activities.pacing import install_board
+from staccato.activities.stream_lease import HEARTBEAT_THROTTLE_S
 from staccato.datasets.workflow import DatasetWorkflow
 from staccato.errors import RetryableError
 from staccato.secrets import install_log_scrubber
@@ -304,8 +305,9 @@ class StaccatoWorker:
             shared_state_manager=self._shared,
             max_concurrent_activities=self._processes,
             graceful_shutdown_timeout=timedelta(seconds=self._shutdown_timeout_s),
-            max_heartbeat_throttle_interval=timedelta(seconds=1),
-            default_heartbeat_throttle_interval=timedelta(seconds=1),
+            # a stream's lease (staccato.activities.stream_lease) allows for this
+            max_heartbeat_throttle_interval=timedelta(seconds=HEARTBEAT_THROTTLE_S),
+            default_heartbeat_throttle_interval=timedelta(seconds=HEARTBEAT_THROTTLE_S),
             interceptors=[self.streams.interceptor(), self.rates.interceptor()],
         )
 

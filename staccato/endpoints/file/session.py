@@ -19,7 +19,7 @@ import stat as stat_module
 from pathlib import Path
 
 from staccato import checksums
-from staccato.endpoints.base import ChunkWriter, keepalive
+from staccato.endpoints.base import ChunkWriter, keepalive, write_fence
 from staccato.endpoints.file.fs import NO_SPACE, no_space, os_error
 from staccato.endpoints.file.read import FileReader
 from staccato.errors import (
@@ -358,6 +358,7 @@ class FileChunkWriter(ChunkWriter):
         try:
             view = data
             while view:
+                write_fence()
                 n = os.pwrite(self._fd, view[:_WRITE_BLOCK], offset)
                 view = view[n:]
                 offset += n
@@ -413,6 +414,7 @@ class FileChunkWriter(ChunkWriter):
                         )
                     hasher.update(block)
                     copied = 0
+                    write_fence()
                     if self._kernel_copy:
                         try:
                             copied = _copy_file_range(

@@ -18,7 +18,7 @@ import crc32c as _crc32c
 import urllib3.exceptions
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 
-from staccato.endpoints.base import ChunkWriter, keepalive
+from staccato.endpoints.base import ChunkWriter, keepalive, write_fence
 from staccato.endpoints.s3.checksums import _b64_to_hex, _crc_b64, _is_crc32c_hex
 from staccato.endpoints.s3.client import _Endpoint
 from staccato.endpoints.s3.errors import _changed_or, _code, _s3_error
@@ -51,6 +51,7 @@ class _ViewBody:
             end = len(self._view)
         else:
             end = min(len(self._view), self._position + max(size, _SEND_PIECE))
+        write_fence()  # the piece goes on the wire next
         piece = self._view[self._position : end]
         self._position = end
         # A large part can take longer to send than the heartbeat timeout: heartbeat
@@ -206,6 +207,7 @@ class S3ChunkWriter(ChunkWriter):
         client = target.endpoint.client
         source_endpoint = self._driver.endpoint(source)
         target.check_not_legacy()
+        write_fence()
         try:
             response = client.upload_part_copy(
                 Bucket=target.bucket,

@@ -112,6 +112,7 @@ def write_at(sftp: StaccatoSFTP, handle: bytes, offset: int, data: memoryview) -
     while position < total or pending:
         while position < total and len(pending) < depth and failure is None:
             piece = data[position : position + size]
+            base.write_fence()
             pending.append((sftp.send_write(receiver, handle, offset + position, piece), position))
             position += len(piece)
         num, at = pending[0]

@@ -1,0 +1,135 @@
+"""The stream's lease: a stream attempt writes to its destination only while it may
+still own its segment.
+
+Temporal gives an activity attempt up once the server has had no heartbeat from it
+for the heartbeat timeout, and retries the segment elsewhere. A process that was
+frozen meanwhile (SIGSTOP, a suspended VM, a swap storm) does not know that when it
+wakes: it would go on with the write it was about to make, possibly after the new
+attempt has finished and the transfer published its destination. The lease closes
+that window on the worker's side: the time (``time.monotonic``, which runs on while
+the process is stopped) since the attempt last handed a heartbeat to the worker is
+checked before every write to the destination (:func:`staccato.endpoints.base.write_fence`,
+called by each driver before each write it makes), and once it exceeds the heartbeat
+timeout less a margin the attempt stops without writing
+(:class:`StreamLeaseExpiredError`). A lease once expired stays expired: a heartbeat
+sent after it does not renew it (the server may no longer know the attempt).
+
+The margin: the worker sends a stream's heartbeats to the server at most every
+:data:`HEARTBEAT_THROTTLE_S` (Temporal's heartbeat throttling), so the server's last
+heartbeat may be up to that much older than the stream's last one; one more second
+covers the RPC and scheduling. It is at most half the timeout, so a short timeout
+still leaves the stream time between heartbeats (it heartbeats every 0.5 s).
+
+What the lease cannot stop: a write already inside the kernel (or on the wire) when
+the process is frozen completes when it wakes; a fenced write happens within
+microseconds of its check. Destinations refuse stale writers themselves too: a file
+session's temp file is checked before each chunk, S3 refuses parts of a completed
+upload, SFTP's temp file is checked before each chunk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from contextvars import ContextVar
+
+from staccato.endpoints.base import write_fence_hook
+from staccato.errors import RetryableError
+
+#: seconds: the worker's ``max_heartbeat_throttle_interval`` (and default), the
+#: longest a heartbeat a stream hands to the worker waits before it goes to the server
+HEARTBEAT_THROTTLE_S = 1.0
+#: seconds: RPC and scheduling slack on top of the throttle
+_SLACK_S = 1.0
+
+
+class StreamLeaseExpiredError(RetryableError):
+    """The stream attempt went without a heartbeat for about its heartbeat timeout
+    (its process was frozen or starved), so Temporal may have retried its segment
+    elsewhere: it stops before writing. Retryable: if the attempt was in fact still
+    current, Temporal retries it and the retry resumes from the durable chunks."""
+
+    TYPE = "StreamLeaseExpired"
+
+
+def margin_s(heartbeat_timeout_s: float) -> float:
+    """Seconds before the heartbeat timeout at which a lease expires (see the module)."""
+    return min(heartbeat_timeout_s / 2, HEARTBEAT_THROTTLE_S + _SLACK_S)
+
+
+class Lease:
+    """One stream attempt's lease.
+
+    Args:
+        heartbeat_timeout_s: the attempt's heartbeat timeout (seconds).
+
+    Attributes:
+        limit_s: seconds without a heartbeat after which the lease is lost.
+        renewed: ``time.monotonic()`` of the last heartbeat (or of the attempt's start).
+    """
+
+    def __init__(self, heartbeat_timeout_s: float) -> None:
+        self.heartbeat_timeout_s = heartbeat_timeout_s
+        self.limit_s = heartbeat_timeout_s - margin_s(heartbeat_timeout_s)
+        self.renewed = time.monotonic()
+        self.expired_after: float | None = None
+
+    def check(self) -> None:
+        """Raises:
+        StreamLeaseExpiredError: more than :attr:`limit_s` seconds passed since the
+            last heartbeat (now, or at an earlier check)."""
+        if self.expired_after is None:
+            idle = time.monotonic() - self.renewed
+            if idle <= self.limit_s:
+                return
+            self.expired_after = idle
+        raise StreamLeaseExpiredError(
+            f"stream attempt stopped before writing: it went {self.expired_after:.1f} s "
+            f"without a heartbeat (heartbeat timeout {self.heartbeat_timeout_s:g} s), so "
+            "Temporal may have given its segment to another attempt; its process was "
+            "probably frozen (stopped, suspended or starved)"
+        )
+
+    def renew(self) -> None:
+        """A heartbeat was handed to the worker: the lease runs from now on, unless it
+        had expired already.
+
+        Raises:
+            StreamLeaseExpiredError: it had.
+        """
+        self.check()
+        self.renewed = time.monotonic()
+
+
+_lease: ContextVar[Lease | None] = ContextVar("staccato_stream_lease", default=None)
+
+
+@contextlib.contextmanager
+def leased(heartbeat_timeout_s: float | None) -> Iterator[Lease | None]:
+    """Run the block (a stream attempt) under a :class:`Lease` checked before each
+    destination write; without a heartbeat timeout, unfenced."""
+    if not heartbeat_timeout_s:
+        yield None
+        return
+    lease = Lease(heartbeat_timeout_s)
+    token = _lease.set(lease)
+    try:
+        with write_fence_hook(lease.check):
+            yield lease
+    finally:
+        _lease.reset(token)
+
+
+def check() -> None:
+    """Check the running stream's lease, if any (see :meth:`Lease.check`)."""
+    lease = _lease.get()
+    if lease is not None:
+        lease.check()
+
+
+def renew() -> None:
+    """Renew the running stream's lease, if any (see :meth:`Lease.renew`)."""
+    lease = _lease.get()
+    if lease is not None:
+        lease.renew()

@@ -1,0 +1,116 @@
+"""A frozen stream writes nothing after it lost its segment (SFTP destination).
+
+An SFTP chunk goes out as pipelined write requests on a handle of the temp file; the
+temp file's name is checked once per chunk. A worker frozen (SIGSTOP of its whole
+process tree) while its stream waits for the server's acknowledgements, in the
+middle of a chunk, and woken after the other worker has completed and published the
+file, would send the rest of that chunk on its handle, which now leads to the
+published file. The stream's lease stops it before its next write request: the
+published file's bytes, mtime and ctime stay as published, the server wrote nothing
+into it after publish, and no temp file is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from pathlib import Path
+
+from staccato.client import StaccatoClient
+from staccato.models import TransferOptions, TransferState
+from tests.helpers import (
+    MiB,
+    WorkerProcess,
+    leftovers,
+    sha256_file,
+    wait_for_status,
+    write_random,
+)
+from tests.servers.sshd import SshdServer
+from tests.zombie_checks import FUTEX, freeze_a_writer, main_thread_call, sending_to, thaw
+
+SIZE = 256 * MiB
+CHUNK = 32 * MiB  # many write requests per chunk beyond the 4 MiB in flight
+HEARTBEAT_TIMEOUT_S = 3
+OPTIONS = TransferOptions(chunk_size=CHUNK, streams=2, heartbeat_timeout_s=HEARTBEAT_TIMEOUT_S)
+_HANDLE = re.compile(r'(?P<what>open|close) "(?P<path>[^"]+\.staccato-part)"')
+
+
+def _sending_a_chunk(pid: int, port: int) -> bool:
+    """Whether ``pid`` is in the middle of a chunk's write requests to the server at
+    ``port``: its main thread waits (for acknowledgements) while bytes it sent are
+    still queued on its connection (a chunk's fsync request is too small to queue)."""
+    return main_thread_call(pid) == FUTEX and sending_to(pid, port, 64 * 1024)
+
+
+def _open_handles(log: Path, directory: Path) -> int:
+    """Handles on temp files under ``directory`` the server has open now (its log)."""
+    count = 0
+    for match in _HANDLE.finditer(log.read_text(errors="replace")):
+        if match.group("path").startswith(f"{directory}/"):
+            count += 1 if match.group("what") == "open" else -1
+    return count
+
+
+async def test_frozen_sftp_stream_writes_nothing_after_losing_its_segment(
+    temporal_server,
+    sftp_logged: SshdServer,
+    sftp_log: Path,
+    env_worker_env: dict[str, str],
+    data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    source = data_dir / "src.bin"
+    digest = write_random(source, SIZE, seed=32)
+    out = data_dir / "out"
+    out.mkdir()
+    destination = out / "zombie.bin"
+    with (
+        WorkerProcess(
+            temporal_server.address, processes=2, env=env_worker_env, log_dir=tmp_path
+        ) as first,
+        WorkerProcess(
+            temporal_server.address,
+            task_queue=first.task_queue,
+            processes=2,
+            env=env_worker_env,
+            log_dir=tmp_path,
+        ) as second,
+    ):
+        async with await StaccatoClient.connect(target_host=temporal_server.address) as client:
+            client.task_queue = first.task_queue
+            transfer = await client.submit(str(source), sftp_logged.url(str(destination)), OPTIONS)
+            await wait_for_status(client, transfer, lambda s: s.bytes_done > 0, timeout_s=60)
+            zombie, frozen = await freeze_a_writer(
+                [first, second],
+                lambda pid: _sending_a_chunk(pid, sftp_logged.port),
+                timeout_s=60,
+            )
+            frozen_at = time.monotonic()
+            print(f"froze worker tree {frozen} mid-chunk")
+            try:
+                result = await asyncio.wait_for(client.wait(transfer), 120)
+                assert result.bytes == SIZE
+                assert time.monotonic() - frozen_at > HEARTBEAT_TIMEOUT_S
+                published = destination.stat()
+                assert sha256_file(destination) == digest
+            finally:
+                thaw(frozen)
+            # the woken streams end: the server closed every handle on the temp file,
+            # and the woken worker's attempts ended
+            deadline = time.monotonic() + 30
+            while _open_handles(sftp_log, out) > 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            assert _open_handles(sftp_log, out) == 0, zombie.log_tail()
+            after = destination.stat()
+            print(f"woken worker's log:\n{zombie.log_tail(3000)}")
+            assert (after.st_ino, after.st_mtime_ns, after.st_ctime_ns) == (
+                published.st_ino,
+                published.st_mtime_ns,
+                published.st_ctime_ns,
+            ), "the published file was written to after publish"
+            assert sha256_file(destination) == digest
+            assert leftovers(out) == []
+            status = await client.status(transfer)
+            assert status.state == TransferState.completed, status

@@ -1,0 +1,49 @@
+"""The stream lease: destination writes are fenced once the attempt went without a
+heartbeat for its heartbeat timeout less the margin, and a late heartbeat does not
+bring the lease back."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from staccato.activities.stream_lease import (
+    StreamLeaseExpiredError,
+    leased,
+    margin_s,
+    renew,
+)
+from staccato.endpoints.base import write_fence
+
+
+def test_margin_is_the_throttle_and_slack_or_half_a_short_timeout() -> None:
+    assert margin_s(20) == 2.0
+    assert margin_s(3) == 1.5
+    assert margin_s(1) == 0.5
+
+
+def test_writes_are_fenced_once_the_lease_ran_out_and_stay_fenced() -> None:
+    with leased(2.0) as lease:  # expires 1 s after the last heartbeat
+        assert lease is not None
+        write_fence()
+        time.sleep(0.6)
+        renew()  # a heartbeat in time: the lease runs from now
+        time.sleep(0.6)
+        write_fence()
+        time.sleep(0.6)  # 1.2 s since the heartbeat
+        with pytest.raises(StreamLeaseExpiredError) as expired:
+            write_fence()
+        assert expired.value.retryable
+        assert "heartbeat timeout 2 s" in str(expired.value)
+        with pytest.raises(StreamLeaseExpiredError):
+            renew()  # a late heartbeat does not renew it
+        with pytest.raises(StreamLeaseExpiredError):
+            write_fence()
+    write_fence()  # outside a stream: no fence
+
+
+def test_without_a_heartbeat_timeout_nothing_is_fenced() -> None:
+    with leased(None) as lease:
+        assert lease is None
+        write_fence()

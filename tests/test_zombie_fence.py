@@ -1,0 +1,96 @@
+"""A frozen stream writes nothing after it lost its segment (file destination).
+
+Two workers on one task queue copy from a slow nginx to a file. The test waits until
+a stream's process is inside a chunk write (its ``fdatasync``), then freezes that
+worker's whole process tree (SIGSTOP) for longer than the heartbeat timeout. Temporal
+retries the frozen streams on the other worker, which completes and publishes the
+file. Then the frozen tree is woken (SIGCONT) and its streams end: the published
+file's bytes, inode, mtime and ctime are what they were at publish, and no temp file
+is left. (The SFTP destination's case, where a frozen write goes on into the
+published file unless the stream's lease stops it: tests/sftp/test_sftp_zombie.py.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from staccato.client import StaccatoClient
+from staccato.models import TransferOptions, TransferState
+from tests.helpers import (
+    MiB,
+    WorkerProcess,
+    at_rest,
+    leftovers,
+    sha256_file,
+    wait_for_status,
+    write_random,
+)
+from tests.servers.nginx import NginxServer, nginx_fixture
+from tests.servers.temporal_server import TemporalDevServer
+from tests.zombie_checks import FDATASYNC, freeze_a_writer, main_thread_call, open_under, thaw
+
+SIZE = 48 * MiB
+CHUNK = 4 * MiB
+HEARTBEAT_TIMEOUT_S = 3
+OPTIONS = TransferOptions(chunk_size=CHUNK, streams=2, heartbeat_timeout_s=HEARTBEAT_TIMEOUT_S)
+
+# 4 MB/s per connection: each 24 MiB segment lasts ~6 s
+zombie_nginx = nginx_fixture("http_root", scope="function", extra_server_config="limit_rate 4m;")
+
+
+async def test_frozen_stream_writes_nothing_after_losing_its_segment(
+    temporal_server: TemporalDevServer,
+    zombie_nginx: NginxServer,
+    http_root: Path,
+    data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    digest = write_random(http_root / "zombie.bin", SIZE, seed=31)
+    at_rest(http_root / "zombie.bin")
+    destination = data_dir / "zombie.bin"
+    with (
+        WorkerProcess(temporal_server.address, processes=2, log_dir=tmp_path) as first,
+        WorkerProcess(
+            temporal_server.address, task_queue=first.task_queue, processes=2, log_dir=tmp_path
+        ) as second,
+    ):
+        async with await StaccatoClient.connect(target_host=temporal_server.address) as client:
+            client.task_queue = first.task_queue
+            transfer = await client.submit(
+                zombie_nginx.url("zombie.bin"), str(destination), OPTIONS
+            )
+            await wait_for_status(client, transfer, lambda s: s.bytes_done > 0, timeout_s=60)
+            zombie, frozen = await freeze_a_writer(
+                [first, second],
+                lambda pid: (
+                    main_thread_call(pid) == FDATASYNC and bool(open_under([pid], data_dir))
+                ),
+            )
+            frozen_at = time.monotonic()
+            try:
+                result = await asyncio.wait_for(client.wait(transfer), 120)
+                assert result.bytes == SIZE
+                assert time.monotonic() - frozen_at > HEARTBEAT_TIMEOUT_S
+                published = destination.stat()
+                assert sha256_file(destination) == digest
+            finally:
+                thaw(frozen)
+            # the woken streams end: they let go of the destination's files
+            deadline = time.monotonic() + 30
+            while open_under(frozen, data_dir) and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            held = open_under(frozen, data_dir)
+            assert not held, f"woken streams still hold {held}:\n{zombie.log_tail()}"
+            after = destination.stat()
+            print(f"woken worker's log:\n{zombie.log_tail(4000)}")
+            assert (after.st_ino, after.st_mtime_ns, after.st_ctime_ns) == (
+                published.st_ino,
+                published.st_mtime_ns,
+                published.st_ctime_ns,
+            ), "the published file was written to after publish"
+            assert sha256_file(destination) == digest
+            assert leftovers(data_dir) == []
+            status = await client.status(transfer)
+            assert status.state == TransferState.completed, status

@@ -1,0 +1,118 @@
+"""Freezing a worker whose stream is inside a chunk write (SIGSTOP of its whole process
+tree), for the tests that a woken (zombie) stream writes nothing after it lost its
+segment. Linux only: reads ``/proc``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from tests.helpers import WorkerProcess, child_pids
+
+#: x86_64 system call numbers, as ``/proc/PID/syscall`` shows a blocked thread's call
+FDATASYNC = 75
+FUTEX = 202
+
+
+def tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        try:
+            todo += child_pids(current)
+        except FileNotFoundError:
+            continue
+    return found
+
+
+def main_thread_call(pid: int) -> int | None:
+    """The system call ``pid``'s main thread is blocked in, or None (running, gone)."""
+    try:
+        first = Path(f"/proc/{pid}/syscall").read_text().split()[0]
+    except (OSError, IndexError):
+        return None
+    return int(first) if first.isdigit() else None
+
+
+def open_under(pids: Iterable[int], directory: Path) -> list[str]:
+    """``PID:path`` of every file under ``directory`` one of ``pids`` holds open."""
+    held = []
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith(f"{directory}/"):
+                held.append(f"{pid}:{target}")
+    return held
+
+
+def sending_to(pid: int, port: int, queued: int = 1) -> bool:
+    """Whether ``pid`` holds an established TCP connection to 127.0.0.1:``port`` with
+    at least ``queued`` bytes in its send queue (sent, not yet acknowledged by TCP)."""
+    try:
+        inodes = {
+            os.readlink(f"/proc/{pid}/fd/{fd}")[len("socket:[") : -1]
+            for fd in os.listdir(f"/proc/{pid}/fd")
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:[")
+        }
+        table = Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return False
+    for line in table:
+        fields = line.split()
+        remote, state, tx_queue, inode = fields[2], fields[3], fields[4], fields[9]
+        if (
+            state == "01"
+            and int(remote.split(":")[1], 16) == port
+            and inode in inodes
+            and int(tx_queue.split(":")[0], 16) >= queued
+        ):
+            return True
+    return False
+
+
+async def freeze_a_writer(
+    workers: list[WorkerProcess], writing: Callable[[int], bool], timeout_s: float = 30
+) -> tuple[WorkerProcess, list[int]]:
+    """Poll the activity processes of ``workers`` until ``writing(pid)`` says one is
+    inside a chunk write; SIGSTOP it at once, then the rest of its worker's tree.
+
+    Returns:
+        The frozen worker and the pids stopped (SIGCONT them).
+
+    Raises:
+        AssertionError: none was seen writing within ``timeout_s`` seconds.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for worker in workers:
+            assert worker.process is not None
+            for pid in tree(worker.process.pid)[1:]:
+                if writing(pid):
+                    os.kill(pid, signal.SIGSTOP)
+                    frozen = tree(worker.process.pid)
+                    for other in frozen:
+                        os.kill(other, signal.SIGSTOP)
+                    return worker, frozen
+        await asyncio.sleep(0)
+    raise AssertionError(f"no activity process was seen writing within {timeout_s} s")
+
+
+def thaw(pids: Iterable[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            continue
