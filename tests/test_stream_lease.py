@@ -28,7 +28,7 @@ def test_writes_are_fenced_once_the_lease_ran_out_and_stay_fenced() -> None:
         assert lease is not None
         write_fence()
         time.sleep(0.6)
-        renew()  # a heartbeat in time: the lease runs from now
+        renew(time.monotonic())  # a heartbeat in time: the lease runs from now
         time.sleep(0.6)
         write_fence()
         time.sleep(0.6)  # 1.2 s since the heartbeat
@@ -36,8 +36,7 @@ def test_writes_are_fenced_once_the_lease_ran_out_and_stay_fenced() -> None:
             write_fence()
         assert expired.value.retryable
         assert "heartbeat timeout 2 s" in str(expired.value)
-        with pytest.raises(StreamLeaseExpiredError):
-            renew()  # a late heartbeat does not renew it
+        renew(time.monotonic())  # a late heartbeat does not renew it
         with pytest.raises(StreamLeaseExpiredError):
             write_fence()
     write_fence()  # outside a stream: no fence

@@ -91,15 +91,13 @@ class Lease:
             "probably frozen (stopped, suspended or starved)"
         )
 
-    def renew(self) -> None:
-        """A heartbeat was handed to the worker: the lease runs from now on, unless it
-        had expired already.
-
-        Raises:
-            StreamLeaseExpiredError: it had.
-        """
-        self.check()
-        self.renewed = time.monotonic()
+    def renew(self, handed_at: float) -> None:
+        """A heartbeat was handed to the worker at ``handed_at`` (``time.monotonic()``,
+        taken before the hand-off: a process frozen during it wakes with a lease that
+        runs from before the freeze, caught at the next check). A lease that had
+        expired is not renewed."""
+        if self.expired_after is None:
+            self.renewed = max(self.renewed, handed_at)
 
 
 _lease: ContextVar[Lease | None] = ContextVar("staccato_stream_lease", default=None)
@@ -128,8 +126,8 @@ def check() -> None:
         lease.check()
 
 
-def renew() -> None:
+def renew(handed_at: float) -> None:
     """Renew the running stream's lease, if any (see :meth:`Lease.renew`)."""
     lease = _lease.get()
     if lease is not None:
-        lease.renew()
+        lease.renew(handed_at)

@@ -191,6 +191,7 @@ def heartbeat(*details: object) -> None:
             state manager is gone): either way nobody waits for this attempt's result.
     """
     stream_lease.check()  # an expired lease is not renewed by a late heartbeat
+    handed_at = time.monotonic()
     try:
         with shield():
             activity.heartbeat(*details)
@@ -204,7 +205,7 @@ def heartbeat(*details: object) -> None:
         raise StreamStopped("heartbeat failed") from None
     if cancelled:
         raise StreamStopped("cancelled")
-    stream_lease.renew()
+    stream_lease.renew(handed_at)
 
 
 def previous_checkpoint() -> Checkpoint | None:
