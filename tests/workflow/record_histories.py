@@ -1,4 +1,4 @@
-"""Record ``TransferWorkflow`` histories as replay fixtures (run by ``scripts/record-histories``).
+"""Record workflow histories (``TransferWorkflow``, ``DatasetWorkflow``, ``FanOutWorkflow``) as replay fixtures (run by ``scripts/record-histories``).
 
 Starts what it needs the way the test suite does (``tests/servers``: a Temporal dev
 server, nginx, OpenSSH sshd, SeaweedFS; ``tests/helpers.WorkerProcess``: real
@@ -493,6 +493,70 @@ async def fan_out_child(lab: Lab) -> str:
     return final.destinations[0].transfer_id
 
 
+async def fan_out_group(lab: Lab) -> str:
+    """The group's own history of a fan-out to two files: stat, stage once, two child
+    transfers, the pin released."""
+    write_random(lab.http_root / "group.bin", SMALL_SIZE, seed=21)
+    at_rest(lab.http_root / "group.bin")
+    data = lab.data("fan-out-group")
+    group = await lab.client.fan_out(
+        lab.slow_nginx.url("group.bin"), [str(data / "a.bin"), str(data / "b.bin")], OPTIONS
+    )
+    await asyncio.wait_for(lab.client.wait_group(group), WAIT_S)
+    return group
+
+
+async def tuned(lab: Lab) -> str:
+    """file -> file of an object large enough to be tuned (``options.tuning``): the
+    link's memory recalled, the optimizer's segments, the memory recorded."""
+    from staccato.tuning import MIN_TUNED_BYTES
+
+    data = lab.data("tuned")
+    write_random(data / "source.bin", MIN_TUNED_BYTES, seed=22)
+    at_rest(data / "source.bin")
+    options = TransferOptions(tuning=True, heartbeat_timeout_s=5, retry_for_s=120)
+    transfer = await lab.client.submit(
+        str(data / "source.bin"), str(data / "destination.bin"), options
+    )
+    await _wait(lab.client, transfer)
+    return transfer
+
+
+async def _dataset(lab: Lab, name: str) -> str:
+    """A dataset of a small local tree (5 small files in one batch, one file over
+    ``small_file_max`` as a child transfer) to a local directory; waits for its end."""
+    from staccato.dataset_client import submit_dataset
+    from tests.dataset_checks import wait_dataset
+
+    source = lab.data(f"{name}-source")
+    for i in range(5):
+        write_random(source / f"small-{i}.bin", 1000 + i, seed=30 + i)
+        at_rest(source / f"small-{i}.bin")
+    write_random(source / "large.bin", SMALL_SIZE, seed=40)
+    at_rest(source / "large.bin")
+    dataset = await submit_dataset(
+        lab.client, str(source), str(lab.data(name)), OPTIONS, small_file_max=32 * KiB
+    )
+    await wait_dataset(lab.client, dataset, timeout_s=WAIT_S)
+    return dataset
+
+
+async def dataset_files(lab: Lab) -> str:
+    """A dataset: a listing page, one batch of small files, one child transfer."""
+    return await _dataset(lab, "dataset")
+
+
+async def dataset_limited(lab: Lab) -> str:
+    """A dataset while the local file systems have ``--max-active 1``: its batch asks
+    the governors for a slot and releases it; the limit is cleared after."""
+    target = parse_limit_target("file://")
+    await governors.set_limits(lab.client.temporal, target, Limits(max_active=1))
+    try:
+        return await _dataset(lab, "dataset-limited")
+    finally:
+        await governors.unset_limits(lab.client.temporal, target, [])
+
+
 FRONT = "run_as_destination_transfer"  # the front run's one activity
 #: scenario name (the fixture's file name) -> what it runs, and what its history must show
 SCENARIOS: dict[str, tuple[Scenario, str | tuple[str, ...]]] = {
@@ -523,6 +587,26 @@ SCENARIOS: dict[str, tuple[Scenario, str | tuple[str, ...]]] = {
         ("find_known_copy", "a verified copy", "WORKFLOW_EXECUTION_COMPLETED"),
     ),
     "fan_out_child": (fan_out_child, ("fan-out-staged", "WORKFLOW_EXECUTION_COMPLETED")),
+    "fan_out_group": (
+        fan_out_group,
+        (
+            "stage_source",
+            "START_CHILD_WORKFLOW_EXECUTION_INITIATED",
+            "WORKFLOW_EXECUTION_COMPLETED",
+        ),
+    ),
+    "tuned": (
+        tuned,
+        ("recall_link_tuning", "record_link_tuning", "WORKFLOW_EXECUTION_COMPLETED"),
+    ),
+    "dataset_files": (
+        dataset_files,
+        ("list_entries", "copy_batch", "TransferWorkflow", "WORKFLOW_EXECUTION_COMPLETED"),
+    ),
+    "dataset_limited": (
+        dataset_limited,
+        ("find_governors", "slot_granted", "copy_batch", "WORKFLOW_EXECUTION_COMPLETED"),
+    ),
 }
 
 

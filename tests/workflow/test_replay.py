@@ -1,4 +1,4 @@
-"""Recorded ``TransferWorkflow`` histories replay with the current workflow code.
+"""Recorded workflow histories (transfers, datasets, fan-out groups) replay with the current code.
 
 Every ``tests/workflow/histories/<release>/<scenario>.json`` is a real history
 recorded by ``scripts/record-histories`` against real servers with that release's
@@ -24,12 +24,16 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from staccato.datasets.workflow import DatasetWorkflow
 from staccato.ids import transfer_id
+from staccato.workflows.fanout import FanOutWorkflow
 from staccato.workflows.transfer import TransferWorkflow
 from tests.workflow.record_histories import SCENARIOS, release
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
 FIXTURES = sorted(HISTORIES.glob("*/*.json"))
+#: every workflow a fixture may hold (the replayer picks by the recorded type)
+WORKFLOWS = [TransferWorkflow, DatasetWorkflow, FanOutWorkflow]
 
 
 def _name(path: Path) -> str:
@@ -95,11 +99,11 @@ def recorded_history(fixture: Path) -> WorkflowHistory:
 async def test_recorded_history_replays(fixture: Path) -> None:
     history = recorded_history(fixture)
     assert history.events, f"{_name(fixture)}: empty history"
-    replayer = Replayer(workflows=[TransferWorkflow], data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     if result.replay_failure is not None:
         pytest.fail(
-            f"{_name(fixture)} no longer replays with the current TransferWorkflow (a "
+            f"{_name(fixture)} no longer replays with the current workflow code (a "
             f"command added, removed or reordered outside workflow.patched?): "
             f"{type(result.replay_failure).__name__}: {result.replay_failure}"
         )
