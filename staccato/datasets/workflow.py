@@ -43,16 +43,12 @@ from typing import Any
 from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy, SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import (
-    ApplicationError,
     CancelledError,
     ChildWorkflowError,
     WorkflowAlreadyStartedError,
 )
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import ValidationError
-
-    from staccato import errors
     from staccato.datasets.models import (
         MAX_CURRENT_SHOWN,
         MAX_FAILURES_KEPT,
@@ -81,7 +77,7 @@ with workflow.unsafe.imports_passed_through():
 
 from staccato.workflows import front, slots
 from staccato.workflows.calls import RETRY
-from staccato.workflows.failures import reason
+from staccato.workflows.failures import decode_input, reason
 from staccato.workflows.governor import LIMIT_QUEUED_SIGNAL, SLOT_GRANTED_SIGNAL
 
 DEFAULT_HEARTBEAT_TIMEOUT = timedelta(seconds=20)
@@ -101,33 +97,12 @@ FIRST_PAGE_ENTRIES = 768
 
 
 def decode_dataset_request(raw: RawValue) -> DatasetRequest:
-    """Decode and validate the workflow input.
+    """Decode and validate the workflow input (see :func:`decode_input`).
 
     Raises:
-        ApplicationError: non-retryable, naming each invalid field.
+        ApplicationError: non-retryable, naming each invalid field (or the encoding).
     """
-    payload = raw.payload
-    encoding = payload.metadata.get("encoding", b"").decode(errors="replace")
-    if encoding != "json/plain":
-        raise ApplicationError(
-            f"invalid DatasetWorkflow input: expected a JSON payload (encoding json/plain) "
-            f"holding a DatasetRequest, got encoding {encoding or 'none'!r} (a payload "
-            "encrypted by the codec needs STACCATO_CODEC_KEY on the worker)",
-            type=errors.INVALID_INPUT_TYPE,
-            non_retryable=True,
-        )
-    try:
-        return DatasetRequest.model_validate_json(payload.data)
-    except ValidationError as err:
-        problems = [
-            f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}"
-            for e in err.errors(include_url=False, include_input=False)
-        ]
-        raise ApplicationError(
-            "invalid DatasetWorkflow input: " + "; ".join(problems),
-            type=errors.INVALID_INPUT_TYPE,
-            non_retryable=True,
-        ) from None
+    return decode_input(raw, DatasetRequest, "DatasetWorkflow")
 
 
 @workflow.defn(name="DatasetWorkflow", failure_exception_types=[TypeError])

@@ -8,6 +8,7 @@ string literals.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.api.common.v1 import Payload
@@ -15,7 +16,7 @@ from temporalio.common import RawValue
 from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError, TimeoutType
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import ValidationError
+    from pydantic import BaseModel, ValidationError
 
     from staccato import errors
     from staccato.models import Checkpoint, TransferRequest
@@ -49,11 +50,26 @@ def decode_request(raw: RawValue) -> TransferRequest:
             type=errors.INVALID_INPUT_TYPE,
             non_retryable=True,
         )
+    return decode_input(raw, TransferRequest, "TransferWorkflow")
+
+
+Input = TypeVar("Input", bound=BaseModel)
+
+
+def decode_input(raw: RawValue, model: type[Input], workflow_type: str) -> Input:
+    """Decode and validate a workflow's JSON input as ``model`` (any Temporal client
+    can start a workflow with any payload).
+
+    Raises:
+        ApplicationError: non-retryable, naming ``workflow_type`` and the payload
+            encoding (one the codec encrypted and this worker cannot open, or not
+            JSON) or each invalid field.
+    """
     payload = raw.payload
     encoding = payload.metadata.get("encoding", b"").decode(errors="replace")
     if encoding == "binary/encrypted":
         raise ApplicationError(
-            "the transfer's input is encrypted by the payload codec, and this worker has no "
+            f"the {workflow_type} input is encrypted by the payload codec, and this worker has no "
             "codec key to open it: give the worker the client's STACCATO_CODEC_KEY (or "
             "STACCATO_CODEC_KEY_FILE)",
             type=errors.INVALID_INPUT_TYPE,
@@ -61,20 +77,20 @@ def decode_request(raw: RawValue) -> TransferRequest:
         )
     if encoding != "json/plain":
         raise ApplicationError(
-            f"invalid TransferWorkflow input: expected a JSON payload (encoding json/plain) "
-            f"holding a TransferRequest, got encoding {encoding or 'none'!r}",
+            f"invalid {workflow_type} input: expected a JSON payload (encoding json/plain) "
+            f"holding a {model.__name__}, got encoding {encoding or 'none'!r}",
             type=errors.INVALID_INPUT_TYPE,
             non_retryable=True,
         )
     try:
-        return TransferRequest.model_validate_json(payload.data)
+        return model.model_validate_json(payload.data)
     except ValidationError as err:
         problems = []
         for error in err.errors(include_url=False, include_input=False):
             where = ".".join(str(part) for part in error["loc"]) or "input"
             problems.append(f"{where}: {error['msg']}")
         raise ApplicationError(
-            "invalid TransferWorkflow input: " + "; ".join(problems),
+            f"invalid {workflow_type} input: " + "; ".join(problems),
             type=errors.INVALID_INPUT_TYPE,
             non_retryable=True,
         ) from None

@@ -44,9 +44,6 @@ from temporalio.exceptions import (
 )
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import ValidationError
-
-    from staccato import errors
     from staccato.ids import transfer_id
     from staccato.models import (
         DestinationOutcome,
@@ -64,36 +61,16 @@ with workflow.unsafe.imports_passed_through():
     from staccato.workflows import search_attributes as sa
 
 from staccato.workflows.calls import RETRY, SHORT_TIMEOUT, copy_timeout, sealed, short_activity
-from staccato.workflows.failures import reason
+from staccato.workflows.failures import decode_input, reason
 
 
 def _decode(raw: RawValue) -> FanOutRequest:
-    """The group's input, validated.
+    """The group's input, validated (see :func:`decode_input`).
 
     Raises:
         ApplicationError: non-retryable, naming each invalid field (or the encoding).
     """
-    payload = raw.payload
-    encoding = payload.metadata.get("encoding", b"").decode(errors="replace")
-    if encoding != "json/plain":
-        raise ApplicationError(
-            f"invalid FanOutWorkflow input: expected a JSON payload (encoding json/plain) "
-            f"holding a FanOutRequest, got encoding {encoding or 'none'!r}",
-            type=errors.INVALID_INPUT_TYPE,
-            non_retryable=True,
-        )
-    try:
-        return FanOutRequest.model_validate_json(payload.data)
-    except ValidationError as err:
-        problems = [
-            f"{'.'.join(str(part) for part in e['loc']) or 'input'}: {e['msg']}"
-            for e in err.errors(include_url=False, include_input=False)
-        ]
-        raise ApplicationError(
-            "invalid FanOutWorkflow input: " + "; ".join(problems),
-            type=errors.INVALID_INPUT_TYPE,
-            non_retryable=True,
-        ) from None
+    return decode_input(raw, FanOutRequest, "FanOutWorkflow")
 
 
 #: the staging read's heartbeat timeout (a slow disk sync must not pass for a dead worker)
