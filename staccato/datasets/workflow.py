@@ -69,7 +69,6 @@ with workflow.unsafe.imports_passed_through():
     from staccato.models import (
         SlotGrant,
         SlotRelease,
-        SlotRequest,
         TransferRequest,
         TransferResult,
     )
@@ -370,27 +369,17 @@ class DatasetWorkflow:
         """Ask the governors of the batches' endpoints and link (sorted: no two runs
         wait for each other) for a slot of one stream under ``ticket``; returns the
         governors asked (none when no limit is set), once every one granted."""
+        control = front.control_queue(workflow.info().task_queue)
         if self._governors is None:  # found once per run, shared by its batches
-            info = workflow.info()
             self._governors = asyncio.create_task(
                 slots.find_governors(
-                    transfer_governors(request.source_root, request.destination_root),
-                    front.control_queue(info.task_queue),
+                    transfer_governors(request.source_root, request.destination_root), control
                 )
             )
         names = await self._governors
         if not names:
             return []
-        info = workflow.info()
-        control = front.control_queue(info.task_queue)
-        ask = SlotRequest(
-            ticket=ticket,
-            workflow_id=info.workflow_id,
-            run_id=info.run_id,
-            owner=request.options.owner or "",
-            priority=request.options.priority,
-            streams=1,
-        )
+        ask = slots.slot_request(ticket, request.options, 1)
         asked: list[str] = []
         try:
             for name in names:

@@ -21,7 +21,7 @@ from temporalio.exceptions import FailureError
 
 with workflow.unsafe.imports_passed_through():
     from staccato.links import governor_id
-    from staccato.models import SlotRelease, SlotRequest, StartGovernorInput
+    from staccato.models import SlotRelease, SlotRequest, StartGovernorInput, TransferOptions
 
 from staccato.workflows.calls import SHORT_TIMEOUT
 from staccato.workflows.governor import ACQUIRE_SIGNAL, RELEASE_SIGNAL
@@ -37,6 +37,20 @@ REASK_MAX = timedelta(minutes=10)
 LIMITS_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10)
 )
+
+
+def slot_request(ticket: str, options: TransferOptions, streams: int) -> SlotRequest:
+    """What this run asks a governor for under ``ticket``: ``streams`` streams, in the
+    queue place its options' ``priority`` and ``owner`` give."""
+    info = workflow.info()
+    return SlotRequest(
+        ticket=ticket,
+        workflow_id=info.workflow_id,
+        run_id=info.run_id,
+        owner=options.owner or "",
+        priority=options.priority,
+        streams=streams,
+    )
 
 
 async def find_governors(names: list[str], control: str) -> list[str]:

@@ -1352,14 +1352,7 @@ class TransferWorkflow:
         # than can run (signal input only, no command)
         streams = min(request.options.streams, self._most_segments or request.options.streams)
         for name in names:
-            ask = SlotRequest(
-                ticket=ticket,
-                workflow_id=info.workflow_id,
-                run_id=info.run_id,
-                owner=request.options.owner or "",
-                priority=request.options.priority,
-                streams=streams,
-            )
+            ask = slots.slot_request(ticket, request.options, streams)
             self._asked.append(name)
             self._waiting_for = name
             await slots.ask_governor(name, ask, control)
