@@ -930,6 +930,9 @@ async def test_dataset_batches_wait_for_a_limited_endpoint(
     final = await wait_dataset(client, dataset, timeout_s=60)
     assert final.state == DatasetState.completed, final
     assert final.queued_reason is None
+    # the counts of the batches land in the result (they were lost once: the run ended
+    # while a batch gave its slot back)
+    assert final.files_done == len(tree(source)) and final.files_failed == 0, final
     assert tree_difference(tree(target), tree(source)) == []
     assert (await client.wait(holder.id)).bytes == 12 * MiB
 

@@ -351,12 +351,13 @@ class DatasetWorkflow:
                 self._fail(f.name, f"its batch failed: {reason(err)}")
             return
         finally:
-            self._batches.pop(number, None)
-            self._current.pop(number, None)
             self._waiting.pop(batch.key, None)
             self._grants.pop(batch.key, None)
-            if held:
+            if held:  # before the batch leaves self._batches: the run ends once it is empty
                 await slots.release(held, SlotRelease(ticket=batch.key))
+            self._batches.pop(number, None)
+            self._current.pop(number, None)
+        # no await from here on: the counts land before the run can see no batch
         carried = self._carried
         carried.files_done += result.done
         carried.files_skipped += result.skipped
