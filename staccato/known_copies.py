@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from staccato import sync
 from staccato.endpoints import get_driver
 from staccato.errors import StaccatoError
-from staccato.models import ObjectInfo
+from staccato.models import ObjectInfo, same_version
 from staccato.urls import parse_url
 
 #: the only checksum a record is compared in: CRC-32C is the same whatever the
@@ -115,7 +115,7 @@ def check_copy(record: Record, size: int, chunk_size: int) -> Check:
         info = driver.stat(url)
     except StaccatoError as err:
         return Check(None, f"it cannot be read now ({err})")
-    if info.version != record.version or info.size != size:
+    if not same_version(record.version, info.version) or info.size != size:
         return Check(
             None,
             f"it changed since it was recorded (version {record.version!r} -> "

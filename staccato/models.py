@@ -244,6 +244,35 @@ class TransferRequest(BaseModel):
         return hashlib.sha256(data.encode()).hexdigest()[:32]
 
 
+def same_version(pinned: str, now: str) -> bool:
+    """Whether an object's version ``now`` is still the ``pinned`` one.
+
+    Opaque versions (ETags, VersionIds) compare equal or not. A local file's version
+    is ``size=..;mtime_ns=..;ctime_ns=..;ino=..``; one pinned by an older release has
+    no ``ctime_ns`` (it was added so that a rewrite whose mtime was put back, e.g. by
+    ``touch -r``, moves the version: the kernel sets ctime on every change and no call
+    sets it back), and is compared on the fields it has, so a transfer running across
+    the upgrade is not taken for a changed source.
+    """
+    if pinned == now:
+        return True
+    old, new = _version_fields(pinned), _version_fields(now)
+    if not old or not new or not old.keys() <= new.keys() or "size" not in old:
+        return False
+    return all(new[key] == value for key, value in old.items())
+
+
+def _version_fields(version: str) -> dict[str, str]:
+    """``{"size": .., "mtime_ns": .., ...}`` of a ``k=v;k=v`` version, else ``{}``."""
+    fields: dict[str, str] = {}
+    for part in version.split(";"):
+        key, sep, value = part.partition("=")
+        if not sep or not key.isidentifier():
+            return {}
+        fields[key] = value
+    return fields
+
+
 class ObjectInfo(BaseModel):
     """What ``stat`` learns of an object.
 

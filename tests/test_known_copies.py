@@ -238,3 +238,24 @@ def test_candidates_are_tried_cheapest_first_never_the_own_destination() -> None
         ("s3://bucket/old", 1),
         ("sftp://h/x", 5),
     ]
+
+
+async def test_a_source_rewritten_with_its_mtime_put_back_is_read_again(
+    client: StaccatoClient, data_dir: Path, tmp_path: Path
+) -> None:
+    """A local source rewritten in place (same size and inode) with its mtime put back
+    (``touch -r``): its version moves (ctime), so neither the known copy of the old
+    bytes nor a staged entry of them is used; every destination gets the new bytes."""
+    source = tmp_path / "rewritten.bin"
+    write_random(source, 6 * MiB, seed=77)
+    at_rest(source)
+    first, _ = await _copy(client, str(source), data_dir / "rw-1.bin")
+    await _copy(client, str(source), data_dir / "rw-2.bin", stage=True)  # a staged entry
+    await _recorded(client, source.as_uri(), first)
+    _flip_byte_keeping_mtime(source, 3 * MiB + 5)  # same size, inode and mtime
+    digest = sha256_file(source)
+    _, status = await _copy(client, str(source), data_dir / "rw-3.bin")
+    assert sha256_file(data_dir / "rw-3.bin") == digest, status
+    assert status.read_from == "origin", status
+    _, status = await _copy(client, str(source), data_dir / "rw-4.bin", stage=True)
+    assert sha256_file(data_dir / "rw-4.bin") == digest, status

@@ -165,3 +165,18 @@ def test_a_same_size_rewrite_is_named_as_a_new_version(tmp_path: Path) -> None:
         publish_session(PublishInput(session=session, source=source.as_uri(), source_info=before))
     assert "same size, version" in str(caught.value), caught.value
     assert not destination.exists()
+
+
+def test_a_file_version_pinned_before_ctime_was_added_still_matches() -> None:
+    """A transfer pinned by an older release (no ctime in the file version) is not
+    taken for a changed source after the upgrade; any field that moved still is."""
+    from staccato.models import same_version
+
+    now = "size=10;mtime_ns=5;ctime_ns=7;ino=3"
+    assert same_version(now, now)
+    assert same_version("size=10;mtime_ns=5;ino=3", now)  # pinned by 0.4.0
+    assert not same_version("size=10;mtime_ns=5;ino=4", now)  # another file
+    assert not same_version("size=10;mtime_ns=5;ctime_ns=6;ino=3", now)  # touch -r
+    assert not same_version("size=10;mtime_ns=5;ctime_ns=7;ino=3", "size=10;mtime_ns=5;ino=3")
+    assert same_version('"etag"', '"etag"') and not same_version('"a"', '"b"')
+    assert not same_version("v1", "size=10;mtime_ns=5;ctime_ns=7;ino=3")

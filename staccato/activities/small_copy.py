@@ -59,6 +59,7 @@ from staccato.models import (
     TransferOptions,
     VerifyInput,
     VerifyMode,
+    same_version,
 )
 from staccato.plan import chunk_count
 from staccato.urls import EndpointURL, parse_url
@@ -114,7 +115,7 @@ def copy_small(
                 f"source changed during the copy: {source} read differently a second "
                 "time (rewritten in place, size and mtime unchanged); nothing was published"
             )
-        if source_driver.stat(src).version != info.version:
+        if not same_version(info.version, source_driver.stat(src).version):
             raise SourceChangedError(
                 f"source changed during the transfer: {source} was modified; nothing was published"
             )

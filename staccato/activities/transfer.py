@@ -39,6 +39,7 @@ from staccato.models import (
     VerifyInput,
     VerifyMode,
     WriteSession,
+    same_version,
 )
 from staccato.urls import parse_url
 
@@ -252,7 +253,7 @@ def publish_session(request: PublishInput) -> None:
     check_file_roots(request.source, request.session.url)
     source = secrets.source_url(request.source, request.source_secret)
     now = get_driver(source.scheme).stat(source)
-    if now.version != request.source_info.version:
+    if not same_version(request.source_info.version, now.version):
         before, after = request.source_info, now
         change = (
             f"size {before.size} -> {after.size} bytes"

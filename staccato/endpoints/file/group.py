@@ -48,7 +48,7 @@ from staccato.errors import (
     SourceChangedError,
     StaccatoError,
 )
-from staccato.models import ObjectInfo
+from staccato.models import ObjectInfo, same_version
 from staccato.urls import EndpointURL
 
 
@@ -339,7 +339,7 @@ def _check_source(item: StagedFile) -> None:
         ) from None
     except OSError as err:
         raise os_error(err, f"source {item.source_path}") from None
-    if file_version(st) != item.source_version:
+    if not same_version(item.source_version or "", file_version(st)):
         raise SourceChangedError(
             f"source changed during the transfer: {item.source_path} "
             f"{_what_changed(item, st)}; nothing was published"

@@ -10,11 +10,15 @@ import os
 from staccato.endpoints.base import Reader
 from staccato.endpoints.file.fs import os_error
 from staccato.errors import SourceChangedError
-from staccato.models import ObjectInfo
+from staccato.models import ObjectInfo, same_version
 
 
 def file_version(st: os.stat_result) -> str:
-    return f"size={st.st_size};mtime_ns={st.st_mtime_ns};ino={st.st_ino}"
+    """A local file's version: size, mtime and ctime (ns) and inode. The ctime moves on
+    every write and metadata change and cannot be set back (``touch -r`` restores only
+    the mtime), so a rewrite in place with the mtime put back is a new version. Compare
+    with :func:`staccato.models.same_version`."""
+    return f"size={st.st_size};mtime_ns={st.st_mtime_ns};ctime_ns={st.st_ctime_ns};ino={st.st_ino}"
 
 
 def what_changed(info: ObjectInfo, st: os.stat_result) -> str:
@@ -23,7 +27,9 @@ def what_changed(info: ObjectInfo, st: os.stat_result) -> str:
         return f"now has {st.st_size} bytes (was {info.size})"
     if not info.version.endswith(f";ino={st.st_ino}"):
         return "was replaced by another file (new inode)"
-    return "was modified (new modification time)"
+    if f";mtime_ns={st.st_mtime_ns};" not in info.version:
+        return "was modified (new modification time)"
+    return "was modified or its metadata changed (new change time; its mtime is the same)"
 
 
 class FileReader(Reader):
@@ -52,7 +58,7 @@ class FileReader(Reader):
 
     def _check(self) -> None:
         st = os.fstat(self._fd)
-        if file_version(st) != self._info.version:
+        if not same_version(self._info.version, file_version(st)):
             raise SourceChangedError(
                 f"source changed during the transfer: {self._path} {what_changed(self._info, st)}"
             )
