@@ -17,21 +17,21 @@ from staccato.activities.stream_lease import (
 from staccato.endpoints.base import write_fence
 
 
-def test_margin_is_the_throttle_and_slack_or_half_a_short_timeout() -> None:
+def test_margin_is_the_throttle_and_slack_or_a_quarter_of_a_short_timeout() -> None:
     assert margin_s(20) == 2.0
-    assert margin_s(3) == 1.5
-    assert margin_s(1) == 0.5
+    assert margin_s(3) == 0.75
+    assert margin_s(1) == 0.25
 
 
 def test_writes_are_fenced_once_the_lease_ran_out_and_stay_fenced() -> None:
-    with leased(2.0) as lease:  # expires 1 s after the last heartbeat
+    with leased(2.0) as lease:  # expires 1.5 s after the last heartbeat
         assert lease is not None
         write_fence()
         time.sleep(0.6)
         renew(time.monotonic())  # a heartbeat in time: the lease runs from now
         time.sleep(0.6)
         write_fence()
-        time.sleep(0.6)  # 1.2 s since the heartbeat
+        time.sleep(1.0)  # 1.6 s since the heartbeat
         with pytest.raises(StreamLeaseExpiredError) as expired:
             write_fence()
         assert expired.value.retryable

@@ -17,8 +17,10 @@ sent after it does not renew it (the server may no longer know the attempt).
 The margin: the worker sends a stream's heartbeats to the server at most every
 :data:`HEARTBEAT_THROTTLE_S` (Temporal's heartbeat throttling), so the server's last
 heartbeat may be up to that much older than the stream's last one; one more second
-covers the RPC and scheduling. It is at most half the timeout, so a short timeout
-still leaves the stream time between heartbeats (it heartbeats every 0.5 s).
+covers the RPC and scheduling. It is at most a quarter of the timeout: a stream on a
+busy machine can go over a second between two heartbeats (a chunk's ``fdatasync``
+under load), and a lease lost that early only makes a needless retry that sends the
+segment again.
 
 What the lease cannot stop: a write already inside the kernel (or on the wire) when
 the process is frozen completes when it wakes; a fenced write happens within
@@ -55,7 +57,7 @@ class StreamLeaseExpiredError(RetryableError):
 
 def margin_s(heartbeat_timeout_s: float) -> float:
     """Seconds before the heartbeat timeout at which a lease expires (see the module)."""
-    return min(heartbeat_timeout_s / 2, HEARTBEAT_THROTTLE_S + _SLACK_S)
+    return min(heartbeat_timeout_s / 4, HEARTBEAT_THROTTLE_S + _SLACK_S)
 
 
 class Lease:
