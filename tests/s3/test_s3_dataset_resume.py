@@ -141,9 +141,12 @@ async def test_large_file_in_a_dataset_resumes_from_its_checkpoint_after_worker_
     sent = sum(r["body_bytes_sent"] for r in requests)
     print(
         f"big.bin killed at {done} bytes: the source sent {sent} bytes for {SIZE} in "
-        f"{len(requests)} GETs: re-sent {sent - SIZE} (bound {STREAMS * CHUNK})"
+        f"{len(requests)} GETs: re-sent {sent - SIZE} (bound {2 * STREAMS * CHUNK})"
     )
-    assert SIZE <= sent <= SIZE + STREAMS * CHUNK, f"re-sent {sent - SIZE} bytes"
+    # nginx counts what it handed to the kernel: the killed streams' chunk in flight
+    # and, on a busy machine, up to about as much again in the loopback socket buffers
+    # they never read (11 MiB against 8 once)
+    assert SIZE <= sent <= SIZE + 2 * STREAMS * CHUNK, f"re-sent {sent - SIZE} bytes"
 
 
 BATCH = 2400
