@@ -90,6 +90,14 @@ def test_cli_collision_fails_that_file_and_lists_it(
     assert status["files_done"] == 2
     by_root = run_cli("status", str(destination), **args)
     assert "completed_with_errors" in by_root.stdout and "1 failed" in by_root.stdout
+    # the root as a relative path, to status and to watch (both looked up a transfer)
+    relative = destination.relative_to(destination.parent.parent)
+    by_relative = run_cli("status", str(relative), cwd=destination.parent.parent, **args)
+    assert "completed_with_errors" in by_relative.stdout, by_relative.stdout + by_relative.stderr
+    watched = run_cli("watch", str(relative), cwd=destination.parent.parent, **args)
+    assert watched.returncode == 1 and "1 failed" in watched.stderr + watched.stdout, watched
+    unknown = run_cli("status", "no/such/thing", **args)
+    assert unknown.returncode == 1 and "no transfer" in unknown.stderr, unknown.stderr
     listed_all = run_cli("list", **args)
     assert dataset_id(str(destination)) in listed_all.stdout, listed_all.stdout
     # --retry-failed copies only that file; once the obstacle is gone it succeeds

@@ -283,14 +283,37 @@ def watch(transfer: TransferArg) -> None:
         fanout.watch(transfer)
         return
 
-    async def go() -> TransferStatus:
+    async def go() -> TransferStatus | None:
         from staccato.client import StaccatoClient
 
         client = await StaccatoClient.connect()
         await _warn_without_workers(client)
+        try:
+            await client.status(transfer)
+        except TransferNotFoundError:
+            if await _is_dataset_root(client, transfer):
+                return None
+            raise
         return await _follow(client, transfer, quiet=False)
 
-    _exit_for(run(go))
+    followed = run(go)
+    if followed is None:  # a dataset's destination root
+        datasets.watch(transfer)
+        return
+    _exit_for(followed)
+
+
+async def _is_dataset_root(client: StaccatoClient, destination: str) -> bool:
+    """Whether ``destination`` (a path, relative or not, or a URL) is the destination
+    root of a dataset Temporal knows."""
+    from staccato.dataset_client import dataset_status
+    from staccato.errors import StaccatoError
+
+    try:
+        await dataset_status(client, destination)
+    except StaccatoError:  # not found, or not a URL or path at all
+        return False
+    return True
 
 
 async def _follow(client: StaccatoClient, transfer: str, *, quiet: bool) -> TransferStatus:
@@ -361,8 +384,8 @@ def status(
         try:
             return await client.status(transfer)
         except TransferNotFoundError:
-            if "://" in transfer or transfer.startswith(("/", ".")):
-                return None  # a destination: perhaps a dataset's root
+            if await _is_dataset_root(client, transfer):
+                return None
             raise
 
     current = run(go)
