@@ -12,7 +12,7 @@ import asyncio
 
 from pydantic import BaseModel
 from temporalio.client import Client
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from staccato.activities.limits import governor_running, start_governor_signal
 from staccato.links import LimitTarget, governor_id
@@ -52,9 +52,14 @@ async def unset_limits(client: Client, target: LimitTarget, fields: list[str]) -
     """Clear ``fields`` (all when empty) on ``target``; False when no governor runs."""
     if not await governor_running(client, target.name):
         return False
-    await client.get_workflow_handle(governor_id(target.name)).signal(
-        SET_LIMITS_SIGNAL, LimitChange(unset=fields or list(Limits.model_fields))
-    )
+    try:
+        await client.get_workflow_handle(governor_id(target.name)).signal(
+            SET_LIMITS_SIGNAL, LimitChange(unset=fields or list(Limits.model_fields))
+        )
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise
+        return False  # it ended since it was found running: nothing is set there
     return True
 
 
