@@ -37,6 +37,7 @@ from staccato.datasets.models import (
     DatasetResult,
     DatasetState,
     DatasetStatus,
+    FanOutBatchCheckpoint,
 )
 from staccato.errors import (
     DestinationBusyError,
@@ -81,9 +82,66 @@ def dataset_id(destination_root: str) -> str:
     return DATASET_ID_PREFIX + hashlib.sha256(root.encode()).hexdigest()[:32]
 
 
+def fan_out_dataset_id(source_root: str, destination_roots: Sequence[str]) -> str:
+    """The id of a dataset with several destination roots (canonical roots, as in its
+    request): ``staccato-dataset-`` + 32 hex of SHA-256 of the source root and the
+    sorted destination roots. Stable for the same source and set of roots (a re-run
+    attaches, resumes or dedups), and never a single destination's id (whose digest
+    is of one root alone)."""
+    text = "\n".join(["fan-out", source_root, *sorted(destination_roots)])
+    return DATASET_ID_PREFIX + hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def request_id(request: DatasetRequest) -> str:
+    """The workflow id of ``request``: :func:`dataset_id` of its destination root, or
+    :func:`fan_out_dataset_id` with several roots."""
+    if request.destination_roots is not None:
+        return fan_out_dataset_id(request.source_root, request.destination_roots)
+    return dataset_id(request.destination_root)
+
+
+def _fan_out_roots(source_root: str, destinations: Sequence[str]) -> list[str]:
+    """Canonical destination roots of a dataset with several (exit-2 checks of a
+    fan-out: a root given twice, a root equal to or inside the source or another root).
+
+    Raises:
+        InvalidURLError: naming the URL and what is wrong.
+    """
+    from staccato.models import MAX_FAN_OUT
+
+    if len(destinations) > MAX_FAN_OUT:
+        raise InvalidURLError(
+            f"{len(destinations)} destinations: a dataset writes at most {MAX_FAN_OUT}"
+        )
+    roots: list[str] = []
+    given: dict[str, str] = {}
+    for text in destinations:
+        dst = resolve_local_directory(parse_url(text), is_directory=True)
+        if dst.scheme not in LISTABLE_SCHEMES:
+            raise InvalidURLError(
+                f"{dst.scheme} endpoints can only be sources, not destinations: {dst}"
+            )
+        root = _root_text(dst)
+        if root in given:
+            raise InvalidURLError(
+                f"destination {root} is given twice (as {given[root]!r} and {text!r})"
+            )
+        if root == source_root:
+            raise InvalidURLError(f"destination {root} is the source")
+        for other in roots:
+            if root.startswith(other.rstrip("/") + "/") or other.startswith(root.rstrip("/") + "/"):
+                raise InvalidURLError(
+                    f"destinations {other} and {root} overlap (one is inside the other); "
+                    "pick disjoint roots"
+                )
+        given[root] = text
+        roots.append(root)
+    return roots
+
+
 def make_dataset_request(
     source: str,
-    destination: str,
+    destination: str | Sequence[str],
     options: TransferOptions | None = None,
     *,
     include: Sequence[str] = (),
@@ -98,10 +156,30 @@ def make_dataset_request(
         tuning: further :class:`DatasetRequest` fields (``page_size``, ``batch_files``,
             ``batch_bytes``, ``max_batches``, ``max_children``, ``history_limit``).
 
+    Args:
+        destination: one destination root, or several (a list of two or more: each
+            file read once and written to every root; ``retry_failed`` then holds
+            (name, root) pairs through ``tuning["retry_targets"]``).
+
     Raises:
         InvalidURLError: a URL is malformed, the source cannot be listed (http), the
-            destination cannot be written, or one root lies inside the other.
+            destination cannot be written, or one root lies inside the other; with
+            several: a root given twice or equal to the source.
     """
+    if not isinstance(destination, str):
+        if len(destination) == 1:
+            destination = destination[0]
+        else:
+            return _make_fan_out_request(
+                source,
+                list(destination),
+                options,
+                include=include,
+                exclude=exclude,
+                small_file_max=small_file_max,
+                retry_failed=retry_failed,
+                **tuning,
+            )
     src = parse_url(source)
     dst = resolve_local_directory(parse_url(destination), is_directory=True)
     if src.scheme not in LISTABLE_SCHEMES:
@@ -135,6 +213,75 @@ def make_dataset_request(
         raise InvalidURLError(f"invalid dataset request: {err}") from None
 
 
+def _make_fan_out_request(
+    source: str,
+    destinations: list[str],
+    options: TransferOptions | None,
+    *,
+    include: Sequence[str],
+    exclude: Sequence[str],
+    small_file_max: int,
+    retry_failed: list[str] | None,
+    **tuning: Any,
+) -> DatasetRequest:
+    """:func:`make_dataset_request` with several destination roots."""
+    if len(destinations) < 2:
+        raise InvalidURLError("a dataset needs at least one destination")
+    firsts = [
+        make_dataset_request(source, d, options, include=include, exclude=exclude)
+        for d in destinations
+    ]  # each pair as a single dataset checks it (kinds, overlap with the source)
+    roots = _fan_out_roots(firsts[0].source_root, destinations)
+    try:
+        return DatasetRequest(
+            source_root=firsts[0].source_root,
+            destination_root=roots[0],
+            destination_roots=roots,
+            options=options or TransferOptions(),
+            include=list(include),
+            exclude=list(exclude),
+            small_file_max=small_file_max,
+            retry_failed=retry_failed,
+            **tuning,
+        )
+    except ValueError as err:
+        raise InvalidURLError(f"invalid dataset request: {err}") from None
+
+
+async def failed_pairs(
+    client: StaccatoClient, source: str, destinations: Sequence[str]
+) -> tuple[list[str], list[list[str]]]:
+    """The (name, destination roots) that failed in the last dataset from ``source``
+    to these roots: the names, and per name the roots it failed at.
+
+    Raises:
+        TransferNotFoundError, StaccatoError: as :func:`failed_names`.
+    """
+    probe = make_dataset_request(source, list(destinations))
+    assert probe.destination_roots is not None
+    status = await dataset_status(
+        client, fan_out_dataset_id(probe.source_root, probe.destination_roots)
+    )
+    if status.state != DatasetState.completed_with_errors:
+        raise StaccatoError(
+            f"dataset {status.id} is {status.state.value}: --retry-failed re-runs the "
+            "files of a dataset that ended completed_with_errors"
+        )
+    pairs_failed = sum(d.files_failed for d in status.destinations or [])
+    if pairs_failed > len(status.failures):
+        raise StaccatoError(
+            f"dataset {status.id} failed {pairs_failed} (file, destination) pairs and kept "
+            f"{len(status.failures)}: re-run it with --sync-level size (or checksum) to copy "
+            "only what differs"
+        )
+    by_name: dict[str, list[str]] = {}
+    for failure in status.failures:
+        by_name.setdefault(failure.name, [])
+        if failure.destination and failure.destination not in by_name[failure.name]:
+            by_name[failure.name].append(failure.destination)
+    return list(by_name), list(by_name.values())
+
+
 def request_hash(request: DatasetRequest) -> str:
     """Tells an identical re-submission (attach) from a different one (busy)."""
     return hashlib.sha256(request.model_dump_json().encode()).hexdigest()[:32]
@@ -166,7 +313,7 @@ async def failed_names(client: StaccatoClient, destination: str) -> list[str]:
 async def submit_dataset(
     client: StaccatoClient,
     source: str,
-    destination: str,
+    destination: str | Sequence[str],
     options: TransferOptions | None = None,
     *,
     include: Sequence[str] = (),
@@ -183,6 +330,20 @@ async def submit_dataset(
         DestinationBusyError: another dataset writes under that destination.
         StaccatoError: ``retry_failed`` and nothing to retry (see :func:`failed_names`).
     """
+    if not isinstance(destination, str) and len(destination) > 1:
+        return await _submit_fan_out(
+            client,
+            source,
+            list(destination),
+            options,
+            include=include,
+            exclude=exclude,
+            small_file_max=small_file_max,
+            retry_failed=retry_failed,
+            **tuning,
+        )
+    if not isinstance(destination, str):
+        destination = destination[0]
     names = await failed_names(client, destination) if retry_failed else None
     request = make_dataset_request(
         source,
@@ -228,6 +389,91 @@ async def submit_dataset(
             f"destination busy: {request.destination_root} is being written by dataset "
             f"{workflow_id} (from {memo.get('source', '?')}); wait for it to finish or "
             f"cancel it with `staccato cancel {workflow_id}`"
+        ) from None
+    return workflow_id
+
+
+async def _submit_fan_out(
+    client: StaccatoClient,
+    source: str,
+    destinations: list[str],
+    options: TransferOptions | None,
+    *,
+    include: Sequence[str],
+    exclude: Sequence[str],
+    small_file_max: int,
+    retry_failed: bool,
+    **tuning: Any,
+) -> str:
+    """:func:`submit_dataset` with several destination roots (one dataset id for the
+    source and the set of roots; an identical request attaches)."""
+    names: list[str] | None = None
+    if retry_failed:
+        names, failed_at = await failed_pairs(client, source, destinations)
+    request = make_dataset_request(
+        source,
+        destinations,
+        options,
+        include=include,
+        exclude=exclude,
+        small_file_max=small_file_max,
+        retry_failed=names,
+        **tuning,
+    )
+    roots = request.destination_roots
+    assert roots is not None
+    if names is not None:
+        request = request.model_copy(
+            update={
+                "retry_targets": [[roots.index(r) for r in at if r in roots] for at in failed_at]
+            }
+        )
+    for root in roots:  # a single dataset writing under one of the roots
+        single = client.temporal.get_workflow_handle(dataset_id(root))
+        try:
+            running = (await single.describe()).status == WorkflowExecutionStatus.RUNNING
+        except RPCError:
+            running = False
+        if running:
+            raise DestinationBusyError(
+                f"destination busy: {root} is being written by dataset {single.id}; wait for "
+                f"it to finish or cancel it with `staccato cancel {single.id}`"
+            )
+    workflow_id = request_id(request)
+    digest = request_hash(request)
+    try:
+        await client.temporal.start_workflow(
+            "DatasetWorkflow",
+            request,
+            id=workflow_id,
+            task_queue=client.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            memo={
+                "source": request.source_root,
+                "destination": request.destination_root,
+                "destinations": roots,
+                "request_hash": digest,
+                "kind": "dataset",
+            },
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(sa.SOURCE, sa.keyword(request.source_root)),
+                    SearchAttributePair(sa.DESTINATION, sa.keyword(request.destination_root)),
+                    SearchAttributePair(sa.STATE, DatasetState.scheduled.value),
+                ]
+            ),
+            static_summary=(f"{request.source_root}/ -> {len(roots)} destinations (dataset)")[:200],
+        )
+    except WorkflowAlreadyStartedError:
+        description = await client.temporal.get_workflow_handle(workflow_id).describe()
+        memo = dict(await description.memo())
+        if memo.get("request_hash") == digest:
+            return workflow_id
+        raise DestinationBusyError(
+            f"destination busy: dataset {workflow_id} from {request.source_root} to these "
+            f"destinations runs with other options; wait for it to finish or cancel it "
+            f"with `staccato cancel {workflow_id}`"
         ) from None
     return workflow_id
 
@@ -292,13 +538,15 @@ async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
     done, done_bytes, current = progress.files_done, progress.bytes_done, []
     if state == DatasetState.running:  # the batches' heartbeats: files done in flight
         for pending in description.raw_description.pending_activities:
-            if pending.activity_type.name != "copy_batch":
+            kind = pending.activity_type.name
+            if kind not in ("copy_batch", "copy_batch_to_many"):
                 continue
             if not pending.heartbeat_details.payloads:
                 continue
             try:
                 (details,) = await client.temporal.data_converter.decode(
-                    pending.heartbeat_details.payloads, [BatchCheckpoint]
+                    pending.heartbeat_details.payloads,
+                    [BatchCheckpoint if kind == "copy_batch" else FanOutBatchCheckpoint],
                 )
             except Exception:
                 continue
@@ -330,6 +578,7 @@ async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
             "error": error or progress.error,
             "failures": progress.failures,
             "queued_reason": progress.queued_reason,
+            "destinations": progress.destinations,
         }
     )
 
@@ -358,6 +607,7 @@ def _from_result(workflow_id: str, result: DatasetResult) -> DatasetStatus:
         ),
         runs=result.runs,
         failures=result.failures,
+        destinations=result.destinations,
     )
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from staccato.activities.copy import copy_stream
 from staccato.activities.dataset import copy_batch, list_entries
+from staccato.activities.dataset_fanout import compare_targets, copy_batch_to_many
 from staccato.activities.staging import release_staged, stage_source
 from staccato.activities.sync import sync_check
 from staccato.activities.transfer import (
@@ -33,13 +34,17 @@ ALL_ACTIVITIES: list[Callable[..., Any]] = [
     copy_batch,
     stage_source,
     release_staged,
+    copy_batch_to_many,
+    compare_targets,
 ]
 
 __all__ = [
     "ALL_ACTIVITIES",
     "cleanup",
+    "compare_targets",
     "confirm_source",
     "copy_batch",
+    "copy_batch_to_many",
     "copy_stream",
     "list_entries",
     "prepare",

@@ -131,6 +131,8 @@ def list_entries(request: ListInput) -> ListResult:
         RetryableError: as the endpoint reports.
     """
     check_file_roots(request.source_root, request.destination_root)
+    for other in request.destination_roots or ():
+        check_file_roots(request.source_root, other)
     root = parse_url(request.source_root)
     destination_root = parse_url(request.destination_root)
     beat = _Beat(None)
@@ -151,7 +153,12 @@ def list_entries(request: ListInput) -> ListResult:
         if not selected(entry.name, request.include, request.exclude):
             filtered += 1
             continue
-        entry = _with_destination(entry, root, destination_root, request.small_file_max)
+        if request.destination_roots is not None:
+            entry = _with_destinations(
+                entry, root, request.destination_roots, request.small_file_max
+            )
+        else:
+            entry = _with_destination(entry, root, destination_root, request.small_file_max)
         entries.append(entry)
         budget -= _entry_bytes(entry)
         if budget < 0 and request.names is None and position + 1 < len(raw):
@@ -166,7 +173,14 @@ def list_entries(request: ListInput) -> ListResult:
 def _entry_bytes(entry: DatasetEntry) -> int:
     """Bytes of ``entry`` in a page's JSON, about (its strings as JSON escapes them)."""
     size = _ENTRY_OVERHEAD
-    for text in (entry.name, entry.error, entry.source, entry.destination):
+    for text in (
+        entry.name,
+        entry.error,
+        entry.source,
+        entry.destination,
+        *(entry.destinations or ()),
+        *(entry.target_errors or ()),
+    ):
         if text is not None:
             size += len(json.dumps(text, ensure_ascii=False).encode("utf-8", "surrogatepass"))
     return size
@@ -202,6 +216,43 @@ def _with_destination(
     except PermanentError as err:
         return entry.model_copy(update={"error": str(err)})
     return entry
+
+
+def _with_destinations(
+    entry: DatasetEntry, root: EndpointURL, destination_roots: list[str], small_file_max: int
+) -> DatasetEntry:
+    """``entry`` for several destination roots: ``target_errors`` where a root cannot
+    hold its name; a large file's URL per root (parents made, as
+    :func:`_with_destination` does)."""
+    if entry.error is not None:
+        return entry
+    try:
+        source = target_url(root, entry.name)
+    except PermanentError as err:
+        return entry.model_copy(update={"error": str(err)})
+    errors: list[str | None] = []
+    urls: list[str | None] = []
+    for text in destination_roots:
+        try:
+            destination = target_url(parse_url(text), entry.name)
+        except PermanentError as err:
+            errors.append(str(err))
+            urls.append(None)
+            continue
+        if entry.size > small_file_max:
+            try:
+                get_driver(destination.scheme).make_parents(destination)
+            except StaccatoError:
+                pass  # that root's transfer says why (one root down never stops a page)
+        errors.append(None)
+        urls.append(destination.canonical)
+    update: dict[str, object] = {}
+    if any(e is not None for e in errors):
+        update["target_errors"] = errors
+    if entry.size > small_file_max:
+        update["source"] = source.canonical
+        update["destinations"] = urls
+    return entry.model_copy(update=update) if update else entry
 
 
 @activity.defn(name="copy_batch")

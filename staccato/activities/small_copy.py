@@ -353,3 +353,64 @@ def _read_fd(fd: int, size: int) -> bytes:
         if len(part) < wanted:
             break  # short read: the end of the file
     return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+# -- one read, several destinations (a dataset with several destination roots) --------
+
+
+def read_whole_source(source: str, limit: int) -> tuple[ObjectInfo, bytes]:
+    """Read a small source object whole, once, with the guarantees :func:`copy_small`
+    gives its bytes: one GetObject where the source can (its CRC32C checked), else
+    stat, one read of the pinned version (a second when its mtime cannot prove it
+    unchanged) and the version re-checked after.
+
+    Returns:
+        The version read (``ObjectInfo``) and its bytes (at most ``limit``).
+
+    Raises:
+        PermanentError: missing, larger than ``limit`` bytes (grew since listed), or
+            changed while read.
+        RetryableError: a transient failure of the source.
+    """
+    src = secrets.source_url(source, None)
+    driver = get_driver(src.scheme)
+    if driver.features.whole_get:
+        got = driver.read_whole(src, limit)
+        if got is None:
+            raise PermanentError(f"{source} is larger than {limit} bytes now (grew since listed)")
+        return got
+    info = stat_source(source)
+    if info.size > limit:
+        raise PermanentError(f"{source} is larger than {limit} bytes now (grew since listed)")
+    data = _read(driver, src, info)
+    if info.reread_before_publish and data != _read(driver, src, info):
+        raise SourceChangedError(
+            f"source changed during the copy: {source} read differently a second "
+            "time (rewritten in place, size and mtime unchanged); nothing was published"
+        )
+    if not same_version(info.version, driver.stat(src).version):
+        raise SourceChangedError(
+            f"source changed during the transfer: {source} was modified; nothing was published"
+        )
+    return info, data
+
+
+def write_whole(
+    destination: str, data: bytes, info: ObjectInfo, options: TransferOptions, session_key: str
+) -> None:
+    """Write ``data`` (one chunk at most, read by :func:`read_whole_source`) to
+    ``destination`` as :func:`copy_small` does: one checked PutObject to S3, else a
+    write session under a temp name, read back, published.
+
+    Raises:
+        PermanentError: the destination cannot take it (nothing published).
+        ChecksumMismatchError, WriteSessionLostError: the write proved bad (retry it
+            under a new session key).
+        RetryableError: a transient failure of the destination.
+    """
+    dst = parse_url(destination)
+    driver = get_driver(dst.scheme)
+    if driver.features.whole_put:
+        _put(driver, dst, data, options, session_key)
+    else:
+        _write_and_publish(driver, dst, data, info, options, session_key)

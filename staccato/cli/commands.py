@@ -107,6 +107,20 @@ def submit(
             EXIT_USAGE,
         )
     destination = _one_destination(destinations, recursive)
+    if destination is None and recursive:  # a dataset to several roots
+        if not_before is not None:
+            fail("--not-before applies to one destination, not to a fan-out", EXIT_USAGE)
+        datasets.submit_recursive(
+            source,
+            destinations,
+            options,
+            include or [],
+            exclude or [],
+            small_file_max,
+            retry_failed,
+            as_json,
+        )
+        return
     if destination is None:
         if not_before is not None:
             fail("--not-before applies to one destination, not to a fan-out", EXIT_USAGE)
@@ -143,15 +157,9 @@ def submit(
 
 def _one_destination(destinations: list[str], recursive: bool) -> str | None:
     """The destination of a single transfer or dataset; None for a fan-out (several
-    destinations). Several with -r: exit 2."""
+    destinations; with -r a dataset to several roots)."""
     if len(destinations) == 1:
         return destinations[0]
-    if recursive:
-        fail(
-            "-r takes one destination (a fan-out of a directory or prefix to several "
-            "destinations is not supported yet): run one cp -r per destination",
-            EXIT_USAGE,
-        )
     return None
 
 
@@ -212,7 +220,9 @@ def cp(
 
     With several DESTINATIONs: a fan-out group reads SOURCE once and writes each
     destination (one progress line per destination); exit 0 only when all completed,
-    1 otherwise, 2 when a destination is given twice or equals SOURCE.
+    1 otherwise, 2 when a destination is given twice or equals SOURCE. With -r and
+    several DESTINATIONs: one dataset lists SOURCE once, reads each file once and
+    writes it under every destination root (counts per destination in `status`).
     """
     options = transfer_options(
         chunk_size,
@@ -237,6 +247,18 @@ def cp(
             EXIT_USAGE,
         )
     destination = _one_destination(destinations, recursive)
+    if destination is None and recursive:  # a dataset to several roots
+        datasets.cp_recursive(
+            source,
+            destinations,
+            options,
+            include or [],
+            exclude or [],
+            small_file_max,
+            retry_failed,
+            quiet,
+        )
+        return
     if destination is None:
         from staccato.cli import fanout  # imports the Temporal client
 

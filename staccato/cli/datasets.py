@@ -27,7 +27,7 @@ PLAIN_LINE_INTERVAL_S = 2.0
 async def _submit(
     client: StaccatoClient,
     source: str,
-    destination: str,
+    destination: str | list[str],
     options: TransferOptions,
     include: list[str],
     exclude: list[str],
@@ -115,7 +115,7 @@ def check_recursive_options(
 
 def submit_recursive(
     source: str,
-    destination: str,
+    destination: str | list[str],
     options: TransferOptions,
     include: list[str],
     exclude: list[str],
@@ -150,7 +150,7 @@ def submit_recursive(
 
 def cp_recursive(
     source: str,
-    destination: str,
+    destination: str | list[str],
     options: TransferOptions,
     include: list[str],
     exclude: list[str],
@@ -180,7 +180,8 @@ def cp_recursive(
             )
         )
         if not quiet:
-            typer.echo(f"dataset {dataset}: {source} -> {destination}", err=True)
+            shown = destination if isinstance(destination, str) else " ".join(destination)
+            typer.echo(f"dataset {dataset}: {source} -> {shown}", err=True)
         return await follow(client, dataset, quiet=quiet)
 
     final = run(go)
@@ -256,7 +257,8 @@ def exit_for(final: DatasetStatus) -> None:
         return
     if final.state == DatasetState.completed_with_errors:
         for failure in final.failures[:10]:
-            typer.echo(f"failed: {failure.name}: {failure.reason}", err=True)
+            at = f" at {failure.destination}" if failure.destination else ""
+            typer.echo(f"failed: {failure.name}{at}: {failure.reason}", err=True)
         more = final.files_failed - min(10, len(final.failures))
         if more > 0:
             typer.echo(f"... and {more} more (staccato status --failures {final.id})", err=True)
@@ -271,14 +273,31 @@ def status_lines(s: DatasetStatus, failures: bool) -> list[str]:
     """``staccato status`` of a dataset: ``key value`` lines; with ``failures`` one line
     per failed file (name, tab, reason) instead."""
     if failures:
-        lines = [f"{f.name}\t{f.reason}" for f in s.failures]
-        if s.files_failed > len(s.failures):
-            lines.append(f"... and {s.files_failed - len(s.failures)} more (names not kept)")
+        # several destination roots: name, root, reason (one line per failed pair)
+        lines = [
+            f"{f.name}\t{f.destination}\t{f.reason}" if f.destination else f"{f.name}\t{f.reason}"
+            for f in s.failures
+        ]
+        failed = (
+            s.files_failed
+            if s.destinations is None
+            else sum(d.files_failed for d in s.destinations)
+        )
+        if failed > len(s.failures):
+            lines.append(f"... and {failed - len(s.failures)} more (names not kept)")
         return lines
     shown = s.to_json_dict()
     shown.pop("failures")
+    rows = shown.pop("destinations", None)
     shown["progress"] = progress_text(s)
-    return [f"{key:18} {value}" for key, value in shown.items() if value not in (None, [])]
+    lines = [f"{key:18} {value}" for key, value in shown.items() if value not in (None, [])]
+    for row in rows or []:
+        lines.append(
+            f"{'destination':18} {row['destination']}: {row['files_done']} copied, "
+            f"{row['files_skipped']} up to date, {row['files_failed']} failed, "
+            f"{render.size(row['bytes_done'])}"
+        )
+    return lines
 
 
 def status(dataset: str, as_json: bool, failures: bool) -> None:
@@ -314,4 +333,7 @@ def watch(dataset: str) -> None:
 
 def list_row(s: DatasetStatus) -> str:
     """``staccato list``: a dataset's row beside the transfers'."""
+    if s.destinations is not None:
+        roots = " ".join(f"{d.destination}/" for d in s.destinations)
+        return f"{s.id}  {s.state.value:10} {progress_text(s):40}  {s.source}/ -> {roots}"
     return f"{s.id}  {s.state.value:10} {progress_text(s):40}  {s.source}/ -> {s.destination}/"

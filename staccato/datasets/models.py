@@ -12,9 +12,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from staccato.models import MiB, TransferOptions
+from staccato.models import MAX_FAN_OUT, MiB, TransferOptions
 
 #: failed files kept with their reason (in the result, the status, the carried state);
 #: the count of those beyond is kept too
@@ -22,6 +22,10 @@ MAX_FAILURES_KEPT = 1000
 #: names shown as "current files" in progress
 MAX_CURRENT_SHOWN = 8
 DATASET_ID_PREFIX = "staccato-dataset-"
+#: bytes: with several destination roots, files up to this size (and one chunk) are
+#: read whole into memory once by a batch and written to every root; larger ones are
+#: a fan-out group each (staged once). Equals ``small_copy.SMALL_OBJECT_MAX``.
+FAN_OUT_SMALL_MAX = 8 * MiB
 
 
 class DatasetState(StrEnum):
@@ -40,10 +44,28 @@ class DatasetState(StrEnum):
 
 
 class FileFailure(BaseModel):
-    """A file of the dataset that was not copied, and why."""
+    """A file of the dataset that was not copied, and why.
+
+    Attributes:
+        destination: with several destination roots, the root this failure is of
+            (one failure per file and destination); None for a single destination.
+    """
 
     name: str
     reason: str
+    destination: str | None = None
+
+
+class DestinationCounts(BaseModel):
+    """One destination root of a dataset with several: files copied to it, up to date
+    there (``--sync-level``), failed there (each with its reason in the failures), and
+    bytes written to it."""
+
+    destination: str
+    files_done: int = 0
+    files_skipped: int = 0
+    files_failed: int = 0
+    bytes_done: int = 0
 
 
 class DatasetCarried(BaseModel):
@@ -69,6 +91,8 @@ class DatasetCarried(BaseModel):
     failures: list[FileFailure] = Field(default_factory=list)
     runs: int = 1
     started_at: float | None = None
+    #: several destination roots: the counts of each (in ``destination_roots`` order)
+    destinations: list[DestinationCounts] | None = None
 
 
 class DatasetRequest(BaseModel):
@@ -93,6 +117,11 @@ class DatasetRequest(BaseModel):
             flight and continues as new (Temporal suggests continuing at 4 MiB or
             10,240 events; the default stays well under).
         carried: the previous run's state (continue-as-new), None on the first run.
+        destination_roots: two or more destination roots (distinct, canonical, the
+            first = ``destination_root``): the source is listed once and each file
+            read once and written to every root (None: one destination).
+        retry_targets: with ``retry_failed`` and several roots: for each name, the
+            indexes in ``destination_roots`` it failed at (only those are written).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -111,6 +140,8 @@ class DatasetRequest(BaseModel):
     max_children: int = Field(4, ge=1, le=64)
     history_limit: int = Field(8000, ge=100, le=40_000)
     carried: DatasetCarried | None = None
+    destination_roots: list[str] | None = Field(None, min_length=2, max_length=MAX_FAN_OUT)
+    retry_targets: list[list[int]] | None = None
 
     @field_validator("source_root", "destination_root")
     @classmethod
@@ -121,6 +152,27 @@ class DatasetRequest(BaseModel):
                 "file:///absolute/dir (clients canonicalise with staccato.urls.parse_url)"
             )
         return value
+
+    @model_validator(mode="after")
+    def _roots(self) -> DatasetRequest:
+        roots = self.destination_roots
+        if roots is None:
+            if self.retry_targets is not None:
+                raise ValueError("retry_targets needs destination_roots")
+            return self
+        for root in roots:
+            self._absolute(root)
+        if roots[0] != self.destination_root:
+            raise ValueError("destination_roots[0] must be destination_root")
+        if len(set(roots)) != len(roots) or self.source_root in roots:
+            raise ValueError("destination_roots must be distinct and not the source root")
+        if self.retry_targets is not None and (
+            self.retry_failed is None
+            or len(self.retry_targets) != len(self.retry_failed)
+            or any(not 0 <= i < len(roots) for t in self.retry_targets for i in t)
+        ):
+            raise ValueError("retry_targets: one list of root indexes per retry_failed name")
+        return self
 
 
 class ListInput(BaseModel):
@@ -139,6 +191,9 @@ class ListInput(BaseModel):
     exclude: list[str] = Field(default_factory=list)
     names: list[str] | None = None
     small_file_max: int = 64 * MiB
+    #: several destination roots: each entry says, per root, its URL (a large file) or
+    #: why that root cannot hold its name
+    destination_roots: list[str] | None = None
 
 
 class DatasetEntry(BaseModel):
@@ -158,6 +213,12 @@ class DatasetEntry(BaseModel):
     error: str | None = None
     source: str | None = None
     destination: str | None = None
+    #: several destination roots: per root (in order) why it cannot hold the name
+    #: (None where it can); None when every root can
+    target_errors: list[str | None] | None = None
+    #: several destination roots, a large file: its URL per root (None where that
+    #: root cannot hold the name)
+    destinations: list[str | None] | None = None
 
 
 class ListResult(BaseModel):
@@ -237,6 +298,8 @@ class DatasetProgress(BaseModel):
     failures: list[FileFailure] = Field(default_factory=list)
     #: why a batch waits for a slot of a limited endpoint or link (``staccato limit``)
     queued_reason: str | None = None
+    #: several destination roots: the counts of each
+    destinations: list[DestinationCounts] | None = None
 
 
 class DatasetResult(BaseModel):
@@ -257,6 +320,8 @@ class DatasetResult(BaseModel):
     duration_s: float
     runs: int
     failures: list[FileFailure] = Field(default_factory=list)
+    #: several destination roots: the counts of each
+    destinations: list[DestinationCounts] | None = None
 
 
 class DatasetStatus(BaseModel):
@@ -291,7 +356,99 @@ class DatasetStatus(BaseModel):
     failures: list[FileFailure] = Field(default_factory=list)
     #: why a batch waits for a slot of a limited endpoint or link (None: none waits)
     queued_reason: str | None = None
+    #: several destination roots: files done / skipped / failed and bytes per root
+    #: (``files_*`` above then count files: failed at some root, up to date at every
+    #: root, else done; ``bytes_done`` the source bytes of the files done)
+    destinations: list[DestinationCounts] | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
-        """Plain dict with the enum as text."""
-        return self.model_dump(mode="json")
+        """Plain dict with the enum as text (a single destination's dataset without the
+        fields of several: ``destinations`` and each failure's ``destination``)."""
+        data = self.model_dump(mode="json")
+        if data["destinations"] is None:
+            del data["destinations"]
+        for failure in data["failures"]:
+            if failure["destination"] is None:
+                del failure["destination"]
+        return data
+
+
+# -- several destination roots (one read of each file, written to every root) ----------
+
+
+class FanOutBatchFile(BaseModel):
+    """A file of a batch to several roots.
+
+    Attributes:
+        name, size: relative name, listed size (bytes).
+        targets: the indexes (in ``destination_roots``) of the roots to write it to.
+        prefailed: it already failed at some other root (its name): counted failed.
+    """
+
+    name: str
+    size: int
+    targets: list[int]
+    prefailed: bool = False
+
+
+class FanOutBatchInput(BaseModel):
+    """Input of ``copy_batch_to_many``: each file read once from the source and written
+    to each of its targets (``key`` as :class:`BatchInput`'s)."""
+
+    source_root: str
+    destination_roots: list[str]
+    files: list[FanOutBatchFile]
+    options: TransferOptions
+    key: str
+
+
+class FanOutBatchResult(BaseModel):
+    """What a batch to several roots did.
+
+    Attributes:
+        done, skipped, failed: files copied (to every target that needed it, none
+            failed), up to date at every target, failed at some target (or prefailed).
+        bytes: source bytes of the files done.
+        destinations: per root (``destination_roots`` order) its own counts.
+        failures: one per failed (file, root), naming the root.
+    """
+
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    bytes: int = 0
+    destinations: list[DestinationCounts] = Field(default_factory=list)
+    failures: list[FileFailure] = Field(default_factory=list)
+
+
+class FanOutBatchCheckpoint(FanOutBatchResult):
+    """``copy_batch_to_many``'s heartbeat details: every file before ``next_index`` is
+    handled at every target (as counted), but the ``deferred`` pairs.
+
+    Attributes:
+        deferred: [file index, root index] pairs whose root failed transiently, to try
+            again.
+        partial: file index (text) -> its class so far ('c', 's', 'f') for the files
+            with deferred pairs (counted as a file once none is left).
+        reasons: root index (text) -> its last transient error.
+    """
+
+    next_index: int = 0
+    current: str | None = None
+    deferred: list[list[int]] = Field(default_factory=list)
+    partial: dict[str, str] = Field(default_factory=dict)
+    reasons: dict[str, str] = Field(default_factory=dict)
+
+
+class TargetsInput(BaseModel):
+    """Input of ``compare_targets``: a large file and its destinations (canonical URLs)."""
+
+    source: str
+    destinations: list[str]
+    options: TransferOptions
+
+
+class TargetsResult(BaseModel):
+    """Per destination (same order): whether it already matches at the sync level."""
+
+    up_to_date: list[bool]

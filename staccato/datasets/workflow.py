@@ -43,6 +43,7 @@ from typing import Any
 from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy, SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import (
+    ApplicationError,
     CancelledError,
     ChildWorkflowError,
     WorkflowAlreadyStartedError,
@@ -50,6 +51,7 @@ from temporalio.exceptions import (
 
 with workflow.unsafe.imports_passed_through():
     from staccato.datasets.models import (
+        FAN_OUT_SMALL_MAX,
         MAX_CURRENT_SHOWN,
         MAX_FAILURES_KEPT,
         BatchFile,
@@ -61,16 +63,26 @@ with workflow.unsafe.imports_passed_through():
         DatasetRequest,
         DatasetResult,
         DatasetState,
+        DestinationCounts,
+        FanOutBatchFile,
+        FanOutBatchInput,
+        FanOutBatchResult,
         FileFailure,
         ListInput,
         ListResult,
+        TargetsInput,
+        TargetsResult,
     )
     from staccato.links import transfer_governors
     from staccato.models import (
+        GROUP_ID_PREFIX,
+        FanOutProgress,
+        FanOutRequest,
         SlotGrant,
         SlotRelease,
         TransferRequest,
         TransferResult,
+        TransferState,
     )
     from staccato.workflows import search_attributes as sa
 
@@ -87,6 +99,9 @@ EVENTS_PER_UNIT = 8
 TRANSFER_ID_PREFIX = "staccato-"
 #: ``workflow.patched`` id: batches ask the endpoint and link governors for a slot
 DATASET_LIMITS_PATCH = "dataset-limits"
+#: ``workflow.patched`` id: a dataset with several destination roots (batches of
+#: ``copy_batch_to_many``, large files as fan-out groups, ``compare_targets``)
+DATASET_FAN_OUT_PATCH = "dataset-fan-out"
 #: entries of a run's first listing page at most: nothing is copied until it is listed,
 #: and a short first page leaves activity slots free to list the next one beside its
 #: batches. Later pages are ``page_size`` long: a listing activity waits for a free
@@ -124,6 +139,8 @@ class DatasetWorkflow:
         self._grants: dict[str, set[str]] = {}
         self._waiting: dict[str, str] = {}
         self._queued_reason: str | None = None
+        # several destination roots (see ``_dispatch_many``)
+        self._fan_out = False
 
     @workflow.run
     async def run(self, raw_request: RawValue) -> DatasetResult:
@@ -138,6 +155,17 @@ class DatasetWorkflow:
         self._request = request
         carried = request.carried or DatasetCarried(started_at=workflow.now().timestamp())
         self._carried = carried
+        if request.destination_roots is not None:
+            if not workflow.patched(DATASET_FAN_OUT_PATCH):
+                raise ApplicationError(
+                    "a dataset with several destinations needs workers of release 0.6 or later",
+                    non_retryable=True,
+                )
+            self._fan_out = True
+            if carried.destinations is None:
+                carried.destinations = [
+                    DestinationCounts(destination=root) for root in request.destination_roots
+                ]
         self._set_state(DatasetState.running)
         try:
             more = await self._copy_all(request)
@@ -168,6 +196,7 @@ class DatasetWorkflow:
             duration_s=round(workflow.now().timestamp() - (carried.started_at or 0), 3),
             runs=carried.runs,
             failures=carried.failures,
+            destinations=carried.destinations,
         )
 
     # -- the loop --------------------------------------------------------------------
@@ -196,7 +225,10 @@ class DatasetWorkflow:
                 listing = asyncio.create_task(  # prefetch
                     self._list(request, after, index, request.page_size)
                 )
-            stopped = await self._dispatch(request, page, base)
+            if self._fan_out:
+                stopped = await self._dispatch_many(request, page, base)
+            else:
+                stopped = await self._dispatch(request, page, base)
             if stopped:
                 if listing is not None:
                     listing.cancel()
@@ -293,7 +325,12 @@ class DatasetWorkflow:
                 include=request.include,
                 exclude=request.exclude,
                 names=names[index : index + request.page_size] if names is not None else None,
-                small_file_max=request.small_file_max,
+                small_file_max=(
+                    min(request.small_file_max, FAN_OUT_SMALL_MAX, request.options.chunk_size)
+                    if self._fan_out
+                    else request.small_file_max
+                ),
+                destination_roots=request.destination_roots if self._fan_out else None,
             ),
             result_type=ListResult,
             start_to_close_timeout=LIST_TIMEOUT,
@@ -477,6 +514,324 @@ class DatasetWorkflow:
             self._carried.bytes_done += result.bytes
         self._show()
 
+    # -- several destination roots -----------------------------------------------------
+
+    async def _dispatch_many(self, request: DatasetRequest, page: ListResult, base: int) -> bool:
+        """:meth:`_dispatch` for several destination roots: each entry goes to the roots
+        it is meant for (all, or with ``--retry-failed`` those it failed at) that can
+        hold its name (the others fail for it, each with the reason); small files in
+        ``copy_batch_to_many`` batches, a large file as a fan-out group."""
+        carried = self._carried
+        roots = request.destination_roots or []
+        group: list[FanOutBatchFile] = []
+        group_bytes = 0
+        handled: tuple[int, str] | None = None
+
+        async def flush() -> None:
+            nonlocal group, group_bytes
+            if group:
+                await self._start_batch_many(request, group)
+            group, group_bytes = [], 0
+            if handled is not None:
+                self._advance(request, *handled)
+
+        for position, entry in enumerate(page.entries):
+            if self._history_full(request):
+                await flush()
+                return True
+            carried.files_listed += 1
+            carried.bytes_listed += entry.size
+            targets = (
+                request.retry_targets[base + position]
+                if request.retry_targets is not None
+                else list(range(len(roots)))
+            )
+            errors = entry.target_errors or [None] * len(roots)
+            prefailed = False
+            for t in targets:
+                why = entry.error or errors[t]
+                if why is not None:
+                    self._fail_pair(entry.name, t, why)
+                    prefailed = True
+            write = [t for t in targets if entry.error is None and errors[t] is None]
+            if not write:
+                carried.files_failed += 1
+            elif entry.destinations is not None:  # large: a fan-out group
+                await flush()
+                await self._start_group(request, entry, write, prefailed)
+            else:
+                if group and (
+                    len(group) >= request.batch_files
+                    or group_bytes + entry.size > request.batch_bytes
+                ):
+                    await flush()
+                group.append(
+                    FanOutBatchFile(
+                        name=entry.name, size=entry.size, targets=write, prefailed=prefailed
+                    )
+                )
+                group_bytes += entry.size
+            handled = (base + position, entry.name)
+            if not group:
+                self._advance(request, *handled)
+        await flush()
+        return False
+
+    def _fail_pair(self, name: str, target: int, why: str) -> None:
+        """(``name``, root ``target``) failed: counted at that root, kept with its reason
+        (the file itself is counted by the caller)."""
+        carried = self._carried
+        assert carried.destinations is not None and self._request is not None
+        carried.destinations[target].files_failed += 1
+        if len(carried.failures) < MAX_FAILURES_KEPT:
+            root = (self._request.destination_roots or [])[target]
+            carried.failures.append(FileFailure(name=name, reason=why, destination=root))
+
+    def _end_file(self, size: int, outcomes: dict[int, tuple[str, str, int]]) -> None:
+        """Count a file by its outcome at each root ('c' copied, 's' up to date, 'f'
+        failed; with the reason and bytes written), as a batch does."""
+        carried = self._carried
+        assert carried.destinations is not None
+        kinds = {kind for kind, _, _ in outcomes.values()}
+        for target, (kind, _, written) in outcomes.items():
+            if target < 0:
+                continue
+            counts = carried.destinations[target]
+            if kind == "c":
+                counts.files_done += 1
+                counts.bytes_done += written
+            elif kind == "s":
+                counts.files_skipped += 1
+        if "f" in kinds:
+            carried.files_failed += 1
+        elif "c" in kinds:
+            carried.files_done += 1
+            carried.bytes_done += size
+        else:
+            carried.files_skipped += 1
+        self._show()
+
+    async def _start_batch_many(
+        self, request: DatasetRequest, files: list[FanOutBatchFile]
+    ) -> None:
+        await workflow.wait_condition(lambda: len(self._batches) < request.max_batches)
+        self._units += 1
+        number = self._units
+        info = workflow.info()
+        batch = FanOutBatchInput(
+            source_root=request.source_root,
+            destination_roots=request.destination_roots or [],
+            files=files,
+            options=request.options,
+            key=f"{info.workflow_id}-{info.run_id[:8]}-b{number}",
+        )
+        self._current[number] = files[0].name
+        self._batches[number] = asyncio.create_task(self._run_batch_many(request, number, batch))
+
+    async def _run_batch_many(
+        self, request: DatasetRequest, number: int, batch: FanOutBatchInput
+    ) -> None:
+        size = sum(f.size for f in batch.files)
+        # the batch retries a root that is down itself, for --retry-for from its
+        # schedule (the others go on meanwhile): its window is that plus its work
+        work = timedelta(seconds=600 + size * len(batch.destination_roots) // 1_000_000)
+        try:
+            result: FanOutBatchResult = await workflow.execute_activity(
+                "copy_batch_to_many",
+                batch,
+                result_type=FanOutBatchResult,
+                start_to_close_timeout=work,
+                heartbeat_timeout=self._heartbeat_timeout(request),
+                schedule_to_close_timeout=timedelta(seconds=request.options.retry_for_s) + work,
+                retry_policy=RETRY,
+                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            if isinstance(getattr(err, "cause", None), CancelledError):
+                return  # the dataset is being cancelled
+            for f in batch.files:
+                for t in f.targets:
+                    self._fail_pair(f.name, t, f"its batch failed: {reason(err)}")
+                self._carried.files_failed += 1
+            return
+        finally:
+            self._batches.pop(number, None)
+            self._current.pop(number, None)
+        carried = self._carried
+        assert carried.destinations is not None
+        carried.files_done += result.done
+        carried.files_skipped += result.skipped
+        carried.files_failed += result.failed
+        carried.bytes_done += result.bytes
+        for mine, theirs in zip(carried.destinations, result.destinations, strict=False):
+            mine.files_done += theirs.files_done
+            mine.files_skipped += theirs.files_skipped
+            mine.files_failed += theirs.files_failed
+            mine.bytes_done += theirs.bytes_done
+        for failure in result.failures:
+            if len(carried.failures) < MAX_FAILURES_KEPT:
+                carried.failures.append(failure)
+        self._show()
+
+    async def _start_group(
+        self, request: DatasetRequest, entry: DatasetEntry, targets: list[int], prefailed: bool
+    ) -> None:
+        await workflow.wait_condition(lambda: len(self._children) < request.max_children)
+        self._units += 1
+        key = f"f{self._units}"
+        self._current[key] = entry.name
+        self._children[key] = asyncio.create_task(
+            self._run_group(request, entry, targets, prefailed, key)
+        )
+
+    async def _run_group(
+        self,
+        request: DatasetRequest,
+        entry: DatasetEntry,
+        targets: list[int],
+        prefailed: bool,
+        key: str,
+    ) -> None:
+        """A large file to its ``targets``: compared first with ``--sync-level`` (the
+        roots that match are up to date, a file matching everywhere is not read), then
+        one child transfer (one root left) or a ``FanOutWorkflow`` (several: the file
+        staged once, one transfer per root under its own lock)."""
+        assert entry.source is not None and entry.destinations is not None
+        urls = {t: entry.destinations[t] or "" for t in targets}
+        outcomes: dict[int, tuple[str, str, int]] = {}
+        try:
+            if request.options.sync_level is not None:
+                try:
+                    check: TargetsResult = await workflow.execute_activity(
+                        "compare_targets",
+                        TargetsInput(
+                            source=entry.source,
+                            destinations=[urls[t] for t in targets],
+                            options=request.options,
+                        ),
+                        result_type=TargetsResult,
+                        start_to_close_timeout=LIST_TIMEOUT,
+                        heartbeat_timeout=self._heartbeat_timeout(request),
+                        schedule_to_close_timeout=timedelta(seconds=request.options.retry_for_s),
+                        retry_policy=RETRY,
+                    )
+                except asyncio.CancelledError:
+                    raise
+                except Exception as err:
+                    if isinstance(getattr(err, "cause", None), CancelledError):
+                        return
+                    for t in targets:
+                        outcomes[t] = ("f", reason(err), 0)
+                    check = TargetsResult(up_to_date=[])
+                for t, same in zip(targets, check.up_to_date, strict=False):
+                    if same:
+                        outcomes[t] = ("s", "up to date", 0)
+            left = [t for t in targets if t not in outcomes]
+            if len(left) == 1:
+                (t,) = left
+                outcomes[t] = await self._one_transfer(request, entry.source, urls[t])
+            elif left:
+                outcomes.update(
+                    await self._group(request, entry.source, {t: urls[t] for t in left})
+                )
+        finally:
+            self._children.pop(key, None)
+            self._current.pop(key, None)
+        for t, (kind, why, _) in outcomes.items():
+            if kind == "f":
+                self._fail_pair(entry.name, t, why)
+        if prefailed:
+            outcomes[-1] = ("f", "", 0)  # failed at another root (its name): no root's count
+        self._end_file(entry.size, outcomes)
+
+    async def _one_transfer(
+        self, request: DatasetRequest, source: str, destination: str
+    ) -> tuple[str, str, int]:
+        """A child ``TransferWorkflow`` of the file to one root: its outcome."""
+        child_id = TRANSFER_ID_PREFIX + hashlib.sha256(destination.encode()).hexdigest()[:32]
+        transfer = TransferRequest(source=source, destination=destination, options=request.options)
+        try:
+            result: TransferResult = await workflow.execute_child_workflow(
+                "TransferWorkflow",
+                transfer,
+                id=child_id,
+                result_type=TransferResult,
+                parent_close_policy=workflow.ParentClosePolicy.REQUEST_CANCEL,
+                memo={**sa.memo(transfer), "dataset": workflow.info().workflow_id},
+                search_attributes=TypedSearchAttributes(
+                    [
+                        SearchAttributePair(sa.SOURCE, sa.keyword(transfer.source)),
+                        SearchAttributePair(sa.DESTINATION, sa.keyword(transfer.destination)),
+                        SearchAttributePair(sa.STATE, "scheduled"),
+                    ]
+                ),
+                retry_policy=RetryPolicy(maximum_attempts=1),
+            )
+        except asyncio.CancelledError:
+            raise
+        except WorkflowAlreadyStartedError:
+            return (
+                "f",
+                f"destination busy: {destination} is being written by transfer {child_id}",
+                0,
+            )
+        except ChildWorkflowError as err:
+            return ("f", reason(_root_cause(err)), 0)
+        if result.up_to_date:
+            return ("s", "up to date", 0)
+        return ("c", "", result.bytes)
+
+    async def _group(
+        self, request: DatasetRequest, source: str, urls: dict[int, str]
+    ) -> dict[int, tuple[str, str, int]]:
+        """A child ``FanOutWorkflow`` of the file to several roots: each root's outcome."""
+        fan = FanOutRequest(
+            source=source, destinations=list(urls.values()), options=request.options
+        )
+        group_id = GROUP_ID_PREFIX + fan.group_hash()
+        try:
+            result: FanOutProgress = await workflow.execute_child_workflow(
+                "FanOutWorkflow",
+                fan,
+                id=group_id,
+                result_type=FanOutProgress,
+                parent_close_policy=workflow.ParentClosePolicy.REQUEST_CANCEL,
+                memo={
+                    "source": fan.source,
+                    "destinations": fan.destinations,
+                    "request_hash": fan.request_hash(),
+                    "dataset": workflow.info().workflow_id,
+                },
+                search_attributes=TypedSearchAttributes(
+                    [
+                        SearchAttributePair(sa.SOURCE, sa.keyword(fan.source)),
+                        SearchAttributePair(sa.STATE, "running"),
+                    ]
+                ),
+                retry_policy=RetryPolicy(maximum_attempts=1),
+            )
+        except asyncio.CancelledError:
+            raise
+        except WorkflowAlreadyStartedError:
+            why = f"destination busy: fan-out group {group_id} of this file is running"
+            return {t: ("f", why, 0) for t in urls}
+        except ChildWorkflowError as err:
+            why = reason(_root_cause(err))
+            return {t: ("f", why, 0) for t in urls}
+        by_url = {o.destination: o for o in result.destinations}
+        outcomes: dict[int, tuple[str, str, int]] = {}
+        for t, url in urls.items():
+            outcome = by_url.get(url)
+            if outcome is None:
+                outcomes[t] = ("f", "the fan-out group did not report it", 0)
+            elif outcome.state == TransferState.completed:
+                outcomes[t] = ("c", "", outcome.bytes or 0)
+            else:
+                outcomes[t] = ("f", outcome.error or outcome.state.value, 0)
+        return outcomes
+
     # -- bookkeeping -------------------------------------------------------------------
 
     def _fail(self, name: str, why: str) -> None:
@@ -534,4 +889,13 @@ class DatasetWorkflow:
             error=self._error,
             failures=c.failures,
             queued_reason=self._queued_reason if self._waiting else None,
+            destinations=c.destinations,
         )
+
+
+def _root_cause(err: BaseException) -> BaseException:
+    """The innermost cause of a child workflow's failure (the child's own reason)."""
+    cause: BaseException = err
+    while isinstance(cause, ChildWorkflowError) and cause.cause is not None:
+        cause = cause.cause
+    return cause

@@ -1,0 +1,541 @@
+"""The activities of a dataset with several destination roots (``cp -r SRC D1 D2 ...``):
+``copy_batch_to_many`` (small files, each read once from the source and written to
+every root that needs it) and ``compare_targets`` (a large file's ``--sync-level``
+check at each root, before the group that reads it once is started).
+
+A file of a batch: with ``--sync-level``, each target root is compared first
+(:func:`staccato.sync.compare`) and only those that do not match are written; a file
+matching everywhere is not read. Otherwise the file is read whole into memory once
+(it is small: at most :data:`staccato.datasets.models.FAN_OUT_SMALL_MAX` bytes and one
+chunk) and written to each target with a single transfer's guarantees (temp name,
+read back or the store's CRC32C, publish:
+:func:`staccato.activities.small_copy.write_whole`). One outcome per (file, root): a
+permanent error fails that pair with its reason and never the other roots.
+
+A root that fails transiently (its server down) is marked down for the rest of the
+pass: its pairs are deferred (kept in the checkpoint) while the other roots go on.
+After the pass, the deferred pairs are tried again in rounds (backoff 1 s doubling
+to 30 s), each round reading each of their files once more, until ``--retry-for``
+after the batch was first scheduled (the workflow gives the batch that long plus its
+working time): then each deferred pair fails with the root's last error. So a down root costs the other roots nothing and re-reads
+only the small files it still misses.
+
+Files: up to :data:`FILES_IN_FLIGHT` at once (threads; one at a time with SFTP on
+either side), a group at a time: the checkpoint (:class:`FanOutBatchCheckpoint`,
+the heartbeat details) moves after each group. A retried attempt (worker killed)
+compares the files of the group that was in flight with each target at the checksum
+level and counts the matches as copied (nothing sent again); what their write
+sessions left under temp names is removed.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from pydantic import ValidationError
+from temporalio import activity
+from temporalio.exceptions import CancelledError
+
+from staccato.activities.dataset import _Beat
+from staccato.activities.errors import mapped_errors
+from staccato.activities.small_copy import read_whole_source, write_whole
+from staccato.activities.stream_progress import StreamStopped
+from staccato.activities.transfer import (
+    HeartbeatStopped,
+    ThrottledHeartbeat,
+    check_file_roots,
+    stat_source,
+)
+from staccato.datasets.models import (
+    FAN_OUT_SMALL_MAX,
+    DestinationCounts,
+    FanOutBatchCheckpoint,
+    FanOutBatchInput,
+    FanOutBatchResult,
+    FileFailure,
+    TargetsInput,
+    TargetsResult,
+)
+from staccato.datasets.names import target_url
+from staccato.endpoints import get_driver
+from staccato.endpoints.base import keepalive_hook
+from staccato.endpoints.file.group import remove_temp
+from staccato.errors import (
+    ChecksumMismatchError,
+    PermanentError,
+    StaccatoError,
+    WriteSessionLostError,
+)
+from staccato.models import ObjectInfo, SyncLevel
+from staccato.sync import compare
+from staccato.urls import EndpointURL, parse_url
+
+#: files of a batch copied at once (threads: each file's waits overlap the others')
+FILES_IN_FLIGHT = 4
+#: attempts per (file, root) when the write proved bad (checksum, session lost)
+_PAIR_ATTEMPTS = 2
+#: seconds between two rounds of deferred pairs: first, and the cap of the doubling
+_BACKOFF_FIRST_S = 1.0
+_BACKOFF_MAX_S = 30.0
+
+
+@dataclass
+class _FileEnd:
+    """One file's pass: per target, its outcome ('c' copied, 's' skipped, 'f' failed
+    with a reason, 'd' deferred with the root's transient error)."""
+
+    outcomes: dict[int, tuple[str, str]] = field(default_factory=dict)
+
+
+class _Down:
+    """The roots found down in this pass (shared by the file threads)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.roots: dict[int, str] = {}
+
+    def mark(self, target: int, why: str) -> None:
+        with self._lock:
+            self.roots[target] = why
+
+    def why(self, target: int) -> str | None:
+        with self._lock:
+            return self.roots.get(target)
+
+
+@activity.defn(name="compare_targets")
+def compare_targets(request: TargetsInput) -> TargetsResult:
+    """Whether each destination of a large file already matches its source at
+    ``request.options.sync_level`` (stat once; ``checksum`` reads both, heartbeating).
+    A destination that cannot be compared (down, refused) counts as not matching:
+    its transfer then says why.
+
+    Raises:
+        ApplicationError: the source cannot be stat-ed (mapped: missing, refused...).
+        CancelledError: cancelled while reading.
+    """
+    with keepalive_hook(ThrottledHeartbeat()):
+        try:
+            return _compare_targets(request)
+        except HeartbeatStopped as err:
+            raise CancelledError(f"compare of {request.source} stopped: {err}") from None
+
+
+@mapped_errors
+def _compare_targets(request: TargetsInput) -> TargetsResult:
+    check_file_roots(request.source, *request.destinations)
+    level = request.options.sync_level or SyncLevel.size
+    info = stat_source(request.source)
+    src = parse_url(request.source)
+    matches = []
+    for destination in request.destinations:
+        try:
+            dst = parse_url(destination)
+            result = compare(
+                level,
+                get_driver(src.scheme),
+                src,
+                info,
+                get_driver(dst.scheme),
+                dst,
+                chunk_size=request.options.chunk_size,
+                algorithm=request.options.checksum.value,
+            )
+            matches.append(result.up_to_date)
+        except StaccatoError:
+            matches.append(False)
+    return TargetsResult(up_to_date=matches)
+
+
+@activity.defn(name="copy_batch_to_many")
+def copy_batch_to_many(request: FanOutBatchInput) -> FanOutBatchResult:
+    """Copy the batch's files to their target roots (see the module docstring).
+
+    Raises:
+        CancelledError: the dataset was cancelled (the writes in flight are removed).
+        ApplicationError: a mapped error: a transient failure of the source (retried
+            from the checkpoint).
+    """
+    result = _copy_batch(request)
+    if result is None:
+        raise CancelledError("batch stopped: cancelled or its worker is gone")
+    return result
+
+
+def _previous(request: FanOutBatchInput) -> FanOutBatchCheckpoint:
+    details = activity.info().heartbeat_details
+    state: FanOutBatchCheckpoint | None = None
+    if details:
+        try:
+            state = FanOutBatchCheckpoint.model_validate(details[0])
+        except ValidationError:
+            state = None
+    if state is None:
+        state = FanOutBatchCheckpoint()
+    if len(state.destinations) != len(request.destination_roots):
+        state.destinations = [DestinationCounts(destination=r) for r in request.destination_roots]
+    return state
+
+
+def _deadline(retry_for_s: float) -> float:
+    """``time.monotonic()`` by which deferred pairs give up: ``retry_for_s`` after the
+    batch was first scheduled (its ``--retry-for``), and before its start-to-close
+    window ends (less a fifth of it, at least 2 s, to report in time)."""
+    info = activity.info()
+    now = datetime.now(UTC)
+    left = (info.scheduled_time + timedelta(seconds=retry_for_s) - now).total_seconds()
+    if info.start_to_close_timeout:
+        window = info.start_to_close_timeout
+        margin = max(2.0, window.total_seconds() / 5)
+        left = min(left, (info.started_time + window - now).total_seconds() - margin)
+    return time.monotonic() + left
+
+
+@mapped_errors
+def _copy_batch(request: FanOutBatchInput) -> FanOutBatchResult | None:
+    check_file_roots(request.source_root, *request.destination_roots)
+    state = _previous(request)
+    resuming = activity.info().attempt > 1
+    beat = _Beat(state)
+    root = parse_url(request.source_root)
+    roots = [parse_url(r) for r in request.destination_roots]
+    sftp = "sftp" in (root.scheme, *(r.scheme for r in roots))
+    deadline = _deadline(request.options.retry_for_s)
+    try:
+        with keepalive_hook(beat):
+            if resuming:
+                _resume(request, root, roots, state, beat)
+            _pass(request, root, roots, state, beat, in_flight=1 if sftp else FILES_IN_FLIGHT)
+            _deferred_rounds(request, root, roots, state, beat, deadline)
+            state.current = None
+    except StreamStopped:
+        return None
+    except StaccatoError:
+        beat(force=True)  # the retry starts at the first file not ended
+        raise
+    return FanOutBatchResult(
+        done=state.done,
+        skipped=state.skipped,
+        failed=state.failed,
+        bytes=state.bytes,
+        destinations=state.destinations,
+        failures=state.failures,
+    )
+
+
+def _pass(
+    request: FanOutBatchInput,
+    root: EndpointURL,
+    roots: list[EndpointURL],
+    state: FanOutBatchCheckpoint,
+    beat: _Beat,
+    *,
+    in_flight: int,
+) -> None:
+    """Every file from the checkpoint on, ``in_flight`` at a time; the checkpoint moves
+    after each group (its files' outcomes counted first)."""
+    down = _Down()
+    stop = threading.Event()
+    files = len(request.files)
+
+    def file_beat() -> None:
+        if stop.is_set():
+            raise StreamStopped("batch stopped")
+
+    def run(index: int) -> _FileEnd:
+        with keepalive_hook(file_beat):
+            targets = request.files[index].targets
+            return _copy_file(request, index, root, roots, targets, down, file_beat)
+
+    with ThreadPoolExecutor(in_flight, thread_name_prefix="fan-file") as pool:
+        while state.next_index < files:
+            group = range(state.next_index, min(files, state.next_index + in_flight))
+            state.current = request.files[group[0]].name
+            futures = [pool.submit(contextvars.copy_context().run, run, index) for index in group]
+            try:
+                while True:
+                    _, pending = wait(futures, timeout=0.5)
+                    beat()
+                    if not pending:
+                        break
+            except BaseException:
+                stop.set()  # each file in flight stops and removes its write session
+                wait(futures)
+                raise
+            error = next((f.exception() for f in futures if f.exception() is not None), None)
+            if error is not None:
+                raise error
+            for index, future in zip(group, futures, strict=True):
+                _count(request, state, index, future.result())
+            state.next_index = group[-1] + 1
+            beat()
+
+
+def _copy_file(
+    request: FanOutBatchInput,
+    index: int,
+    root: EndpointURL,
+    roots: list[EndpointURL],
+    targets: list[int],
+    down: _Down,
+    beat: Callable[[], None],
+) -> _FileEnd:
+    """One file to its ``targets``: compare (sync level), read once, write each.
+
+    Raises:
+        StreamStopped: cancelled.
+        RetryableError: the source failed transiently (the attempt is retried).
+    """
+    end = _FileEnd()
+    name = request.files[index].name
+    options = request.options
+    try:
+        source = target_url(root, name).canonical
+        urls = {t: target_url(roots[t], name).canonical for t in targets}
+    except PermanentError as err:
+        for t in targets:
+            end.outcomes[t] = ("f", str(err))
+        return end
+    needed = list(targets)
+    if options.sync_level is not None:
+        try:
+            info = stat_source(source)
+        except PermanentError as err:
+            for t in targets:
+                end.outcomes[t] = ("f", str(err))
+            return end
+        needed = []
+        src = parse_url(source)
+        for t in targets:
+            if (why := down.why(t)) is not None:
+                end.outcomes[t] = ("d", why)
+                continue
+            try:
+                dst = parse_url(urls[t])
+                check = compare(
+                    options.sync_level,
+                    get_driver(src.scheme),
+                    src,
+                    info,
+                    get_driver(dst.scheme),
+                    dst,
+                    chunk_size=options.chunk_size,
+                    algorithm=options.checksum.value,
+                )
+            except PermanentError as err:
+                end.outcomes[t] = ("f", str(err))
+                continue
+            except StaccatoError as err:
+                down.mark(t, str(err))
+                end.outcomes[t] = ("d", str(err))
+                continue
+            if check.up_to_date:
+                end.outcomes[t] = ("s", check.reason)
+            else:
+                needed.append(t)
+    for t in list(needed):
+        if (why := down.why(t)) is not None:
+            end.outcomes[t] = ("d", why)
+            needed.remove(t)
+    if not needed:
+        return end  # up to date (or deferred) everywhere: not read
+    try:
+        info, data = read_whole_source(source, _limit(request))
+    except PermanentError as err:
+        for t in needed:
+            end.outcomes[t] = ("f", str(err))
+        return end
+    for t in needed:
+        beat()
+        end.outcomes[t] = _write(request, index, t, urls[t], data, info, down)
+    return end
+
+
+def _limit(request: FanOutBatchInput) -> int:
+    return min(FAN_OUT_SMALL_MAX, request.options.chunk_size)
+
+
+def _write(
+    request: FanOutBatchInput,
+    index: int,
+    target: int,
+    url: str,
+    data: bytes,
+    info: ObjectInfo,
+    down: _Down,
+) -> tuple[str, str]:
+    """One (file, root) write; its outcome (see :class:`_FileEnd`)."""
+    if (why := down.why(target)) is not None:
+        return ("d", why)
+    try:
+        for attempt in range(_PAIR_ATTEMPTS):
+            key = _session_key(request, index, target, attempt)
+            try:
+                write_whole(url, data, info, request.options, key)
+                return ("c", "")
+            except (ChecksumMismatchError, WriteSessionLostError):
+                if attempt + 1 == _PAIR_ATTEMPTS:
+                    raise
+    except PermanentError as err:
+        return ("f", str(err))
+    except StaccatoError as err:  # transient: this root is down for the rest of the pass
+        down.mark(target, str(err))
+        return ("d", str(err))
+    return ("f", "not written")  # not reached
+
+
+def _session_key(request: FanOutBatchInput, index: int, target: int, attempt: int) -> str:
+    return f"{request.key}-{index}-t{target}" + (f"-{attempt}" if attempt else "")
+
+
+def _rank(a: str, b: str) -> str:
+    """The file-level class of two: failed over copied over skipped."""
+    for kind in ("f", "c"):
+        if kind in (a, b):
+            return kind
+    return "s"
+
+
+def _count(
+    request: FanOutBatchInput, state: FanOutBatchCheckpoint, index: int, end: _FileEnd
+) -> None:
+    """Count file ``index``'s pass: per root, and the file itself once no pair of it
+    is deferred."""
+    entry = request.files[index]
+    kind = state.partial.pop(str(index), "f" if entry.prefailed else "s")
+    for target, (outcome, why) in sorted(end.outcomes.items()):
+        counts = state.destinations[target]
+        if outcome == "c":
+            counts.files_done += 1
+            counts.bytes_done += entry.size
+        elif outcome == "s":
+            counts.files_skipped += 1
+        elif outcome == "f":
+            counts.files_failed += 1
+            state.failures.append(
+                FileFailure(
+                    name=entry.name, reason=why, destination=request.destination_roots[target]
+                )
+            )
+        else:
+            state.deferred.append([index, target])
+            state.reasons[str(target)] = why
+            continue
+        kind = _rank(kind, outcome)
+    if any(i == index for i, _ in state.deferred):
+        state.partial[str(index)] = kind
+        return
+    if kind == "f":
+        state.failed += 1
+    elif kind == "c":
+        state.done += 1
+        state.bytes += entry.size
+    else:
+        state.skipped += 1
+
+
+def _deferred_rounds(
+    request: FanOutBatchInput,
+    root: EndpointURL,
+    roots: list[EndpointURL],
+    state: FanOutBatchCheckpoint,
+    beat: _Beat,
+    deadline: float,
+) -> None:
+    """Try the deferred pairs again, a round at a time, until none is left or the
+    batch's time is up (then each fails with its root's last error)."""
+    wait_s = _BACKOFF_FIRST_S
+    while state.deferred:
+        if time.monotonic() + wait_s >= deadline:
+            pairs, state.deferred = state.deferred, []
+            by_file: dict[int, _FileEnd] = {}
+            for index, target in pairs:
+                why = state.reasons.get(str(target), "destination unreachable")
+                by_file.setdefault(index, _FileEnd()).outcomes[target] = (
+                    "f",
+                    f"gave up retrying within the batch's --retry-for: {why}",
+                )
+            for index, end in sorted(by_file.items()):
+                _count(request, state, index, end)
+            beat(force=True)
+            return
+        until = time.monotonic() + wait_s
+        while time.monotonic() < until:
+            beat()
+            time.sleep(min(0.25, max(0.0, until - time.monotonic())))
+        wait_s = min(_BACKOFF_MAX_S, wait_s * 2)
+        by_index: dict[int, list[int]] = {}
+        for index, target in state.deferred:
+            by_index.setdefault(index, []).append(target)
+        down = _Down()
+        for index, targets in sorted(by_index.items()):
+            state.current = request.files[index].name
+            beat()
+            end = _copy_file(request, index, root, roots, targets, down, beat)
+            # the pairs leave the checkpoint only now, with their outcomes counted
+            state.deferred = [pair for pair in state.deferred if pair[0] != index]
+            _count(request, state, index, end)
+        beat(force=True)
+
+
+def _resume(
+    request: FanOutBatchInput,
+    root: EndpointURL,
+    roots: list[EndpointURL],
+    state: FanOutBatchCheckpoint,
+    beat: _Beat,
+) -> None:
+    """A retried attempt: the group that was in flight (the files from the checkpoint,
+    :data:`FILES_IN_FLIGHT` of them) may be written at some roots already: each of
+    those pairs that matches at the checksum level counts as copied and is not sent
+    again; what its write session left is removed. The pairs that do not match are
+    left to the pass (the file's targets narrowed to them)."""
+    first = state.next_index
+    for index in range(first, min(len(request.files), first + FILES_IN_FLIGHT)):
+        entry = request.files[index]
+        state.current = entry.name
+        beat()
+        try:
+            source = target_url(root, entry.name).canonical
+            info = stat_source(source)
+        except StaccatoError:
+            continue  # the pass says why
+        src = parse_url(source)
+        matched: list[int] = []
+        for t in entry.targets:
+            try:
+                dst = target_url(roots[t], entry.name)
+                check = compare(
+                    SyncLevel.checksum,
+                    get_driver(src.scheme),
+                    src,
+                    info,
+                    get_driver(dst.scheme),
+                    dst,
+                    chunk_size=request.options.chunk_size,
+                    algorithm=request.options.checksum.value,
+                )
+            except StaccatoError:
+                continue
+            if check.up_to_date:
+                matched.append(t)
+                if dst.scheme == "file":
+                    for attempt in range(_PAIR_ATTEMPTS):
+                        remove_temp(dst, _session_key(request, index, t, attempt))
+        if not matched:
+            continue
+        activity.logger.info(
+            "%s: written by the previous attempt to %d roots", entry.name, len(matched)
+        )
+        # counted now; the pass counts the file with its other roots (none: not read)
+        for t in matched:
+            state.destinations[t].files_done += 1
+            state.destinations[t].bytes_done += entry.size
+        state.partial[str(index)] = _rank(state.partial.get(str(index), "s"), "c")
+        entry.targets = [t for t in entry.targets if t not in matched]

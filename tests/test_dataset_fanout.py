@@ -1,0 +1,253 @@
+"""Datasets to several destinations (``cp -r SRC D1 D2 ...``): the source listed once,
+each file read once and written to every root.
+
+Real servers: the source is an S3 prefix on SeaweedFS reached through an nginx
+reverse proxy whose access log counts every request at the server (the worker's S3
+endpoint is the proxy; nginx passes the signed requests through unchanged). A tree
+(nested dirs, 0-byte files, odd names, a file above the lowered large-file threshold)
+goes to two local roots and one S3 prefix: all three equal the source (names, sizes,
+SHA-256) and the proxy served each source object's bytes exactly once; a second run
+at ``--sync-level size`` reads no source object and writes nothing. A root whose
+server is down (an SFTP port nothing listens on, a short ``--retry-for``) fails alone:
+the other root completes, exit 1, every failure names the dead root. A root given
+twice, or equal to the source, exits 2 naming it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from staccato.client import StaccatoClient
+from staccato.datasets.models import DatasetState
+from staccato.models import SyncLevel, TransferOptions
+from tests.dataset_checks import MiB, make_tree, run_dataset, tree
+from tests.helpers import WorkerProcess, run_cli
+from tests.servers.nginx import NginxServer
+from tests.servers.seaweedfs import SeaweedS3
+from tests.servers.temporal_server import free_port
+
+OPTIONS = TransferOptions(chunk_size=1 * MiB, streams=2, heartbeat_timeout_s=5)
+SMALL_FILE_MAX = 512 * 1024
+LARGE = 2 * MiB + 3
+
+
+@pytest.fixture(scope="module")
+def s3_proxy(seaweed_s3: SeaweedS3, http_root: Path) -> Iterator[NginxServer]:
+    """nginx in front of the S3 store, logging each request (method, raw URI, bytes)."""
+    upstream = f"http://127.0.0.1:{seaweed_s3.s3_port}"
+    proxy = NginxServer(
+        http_root,
+        extra_server_config=f"""
+        location ~ ^/ {{
+            proxy_pass {upstream};
+            proxy_http_version 1.1;
+            proxy_set_header Host $http_host;
+            proxy_set_header Connection "";
+            proxy_request_buffering off;
+            proxy_buffering off;
+            client_max_body_size 0;
+        }}
+""",
+    )
+    proxy.start()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
+
+
+@pytest.fixture(scope="module")
+def env(
+    seaweed_s3: SeaweedS3, s3_proxy: NginxServer, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
+    home = tmp_path_factory.mktemp("dsfan-home")
+    return {
+        **seaweed_s3.subprocess_env(),
+        "AWS_ENDPOINT_URL_S3": s3_proxy.base_url,
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "HOME": str(home),
+        "SSH_AUTH_SOCK": "",
+        "STACCATO_SSH_CONFIG": "none",
+        "STACCATO_STAGING_DIR": str(tmp_path_factory.mktemp("dsfan-staging")),
+    }
+
+
+@pytest.fixture(scope="module")
+def fan_worker(temporal_server, env: dict[str, str]) -> Iterator[WorkerProcess]:
+    process = WorkerProcess(temporal_server.address, processes=4, env=env)
+    with pytest.MonkeyPatch.context() as patch:
+        for key in [k for k in os.environ if k.startswith("AWS_")]:
+            patch.delenv(key)
+        process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+async def fan_client(temporal_server, fan_worker: WorkerProcess) -> AsyncIterator[StaccatoClient]:
+    client = await StaccatoClient.connect(target_host=temporal_server.address, namespace="default")
+    client.task_queue = fan_worker.task_queue
+    yield client
+
+
+@pytest.fixture
+def bucket(seaweed_s3: SeaweedS3) -> str:
+    name = f"dsfan-{uuid.uuid4().hex[:12]}"
+    seaweed_s3.client().create_bucket(Bucket=name)
+    return name
+
+
+def _upload(seaweed_s3: SeaweedS3, bucket: str, local: Path, prefix: str) -> None:
+    s3 = seaweed_s3.client()
+    for name in tree(local):
+        s3.put_object(Bucket=bucket, Key=prefix + name, Body=(local / name).read_bytes())
+
+
+def _s3_tree(seaweed_s3: SeaweedS3, bucket: str, prefix: str) -> dict[str, tuple[int, str]]:
+    s3: Any = seaweed_s3.client()
+    found: dict[str, tuple[int, str]] = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            data = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+            found[item["Key"][len(prefix) :]] = (len(data), hashlib.sha256(data).hexdigest())
+    return found
+
+
+def _source_reads(proxy: NginxServer, bucket: str, prefix: str) -> tuple[int, int]:
+    """(GET requests, body bytes) the proxy served for objects under ``prefix``."""
+    gets = [
+        r
+        for r in proxy.requests()
+        if r["method"] == "GET" and r["uri"].startswith(f"/{bucket}/{prefix}")
+    ]
+    return len(gets), sum(int(r["body_bytes_sent"]) for r in gets)
+
+
+def _writes(proxy: NginxServer, bucket: str, prefix: str) -> int:
+    return sum(
+        1
+        for r in proxy.requests()
+        if r["method"] in ("PUT", "POST") and r["uri"].startswith(f"/{bucket}/{prefix}")
+    )
+
+
+async def test_a_tree_goes_to_three_roots_each_file_read_once(
+    fan_client: StaccatoClient,
+    s3_proxy: NginxServer,
+    seaweed_s3: SeaweedS3,
+    bucket: str,
+    data_dir: Path,
+) -> None:
+    local = data_dir / "tree"
+    files = make_tree(local, large=LARGE)
+    expected = tree(local)
+    _upload(seaweed_s3, bucket, local, "src/")
+    one, two = data_dir / "one", data_dir / "two"
+    roots = [str(one), str(two), f"s3://{bucket}/copy/"]
+    s3_proxy.clear_log()
+    final = await run_dataset(
+        fan_client,
+        f"s3://{bucket}/src/",
+        roots,
+        options=OPTIONS,
+        small_file_max=SMALL_FILE_MAX,
+    )
+    assert final.state == DatasetState.completed, final
+    assert final.files_done == len(files) and final.files_failed == 0, final
+    assert final.destinations is not None and len(final.destinations) == 3, final
+    for row in final.destinations:
+        assert (row.files_done, row.files_failed) == (len(files), 0), final
+    assert tree(one) == expected
+    assert tree(two) == expected
+    assert _s3_tree(seaweed_s3, bucket, "copy/") == expected
+    # read once: the source objects' bytes served exactly once in all
+    gets, served = _source_reads(s3_proxy, bucket, "src/")
+    total = sum(files.values())
+    print(f"dataset to 3 roots: {gets} GETs of the source, {served} bytes of {total}")
+    assert served == total, f"the source served {served} bytes for a {total}-byte tree"
+    # the id is stable for the same source and set of roots, not any single root's
+    from staccato.dataset_client import dataset_id
+
+    assert final.id not in {dataset_id(r) for r in roots}
+    # a second run at --sync-level size (roots in another order: the same dataset)
+    # reads no source object and writes nothing
+    s3_proxy.clear_log()
+    again = await run_dataset(
+        fan_client,
+        f"s3://{bucket}/src/",
+        list(reversed(roots)),
+        options=OPTIONS.model_copy(update={"sync_level": SyncLevel.size}),
+        small_file_max=SMALL_FILE_MAX,
+    )
+    assert again.id == final.id
+    assert again.state == DatasetState.completed, again
+    assert (again.files_done, again.files_skipped) == (0, len(files)), again
+    assert _source_reads(s3_proxy, bucket, "src/")[0] == 0
+    assert _writes(s3_proxy, bucket, "copy/") == 0
+    assert tree(one) == expected and tree(two) == expected
+
+
+def test_a_dead_root_fails_alone_naming_it(
+    temporal_server,
+    fan_worker: WorkerProcess,
+    env: dict[str, str],
+    seaweed_s3: SeaweedS3,
+    bucket: str,
+    data_dir: Path,
+) -> None:
+    local = data_dir / "tree"
+    files = make_tree(local, large=LARGE, small=2)
+    _upload(seaweed_s3, bucket, local, "src/")
+    good = data_dir / "good"
+    dead = f"sftp://nobody@127.0.0.1:{free_port()}/{data_dir}/dead"
+    cli = {"address": temporal_server.address, "task_queue": fan_worker.task_queue, "env": env}
+    done = run_cli(
+        "cp", "-r", "-q", "--retry-for", "15s", "--chunk-size", "1MiB", "--small-file-max",
+        str(SMALL_FILE_MAX), f"s3://{bucket}/src/", str(good), dead, **cli,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert tree(good) == tree(local), done.stderr
+    found = re.search(r"staccato-dataset-[0-9a-f]{32}", done.stderr)
+    assert found is not None, done.stderr
+    dataset = found.group(0)
+    status = run_cli("status", "--json", dataset, **cli)
+    assert status.returncode == 0, (status.stderr, done.stderr)
+    data = json.loads(status.stdout)
+    assert data["state"] == "completed_with_errors", data
+    rows = {row["destination"]: row for row in data["destinations"]}
+    assert rows[f"file://{good}"]["files_done"] == len(files), data
+    (dead_root,) = [r for r in rows if r.startswith("sftp://")]
+    assert rows[dead_root]["files_failed"] == len(files), data
+    assert data["failures"] and all(f["destination"] == dead_root for f in data["failures"])
+    failures = run_cli("status", "--failures", dataset, **cli)
+    lines = failures.stdout.splitlines()
+    assert len(lines) == len(files), failures.stdout
+    assert all(line.split("\t")[1] == dead_root for line in lines), failures.stdout
+
+
+@pytest.mark.parametrize("case", ["twice", "source"])
+def test_a_root_given_twice_or_equal_to_the_source_exits_2_naming_it(
+    temporal_server, data_dir: Path, case: str
+) -> None:
+    source = data_dir / "src"
+    source.mkdir()
+    (source / "f").write_bytes(b"x")
+    other = data_dir / "other"
+    roots = [str(other), f"file://{other}/"] if case == "twice" else [str(other), str(source)]
+    done = run_cli("cp", "-r", str(source), *roots, address=temporal_server.address)
+    assert done.returncode == 2, done.stderr
+    named = str(other) if case == "twice" else str(source)
+    assert named in done.stderr, done.stderr
+    assert ("twice" if case == "twice" else "source") in done.stderr, done.stderr
+    assert not other.exists()
