@@ -251,3 +251,142 @@ def test_a_root_given_twice_or_equal_to_the_source_exits_2_naming_it(
     assert named in done.stderr, done.stderr
     assert ("twice" if case == "twice" else "source") in done.stderr, done.stderr
     assert not other.exists()
+
+
+async def test_retry_failed_copies_only_the_failed_pairs(
+    fan_client: StaccatoClient,
+    s3_proxy: NginxServer,
+    seaweed_s3: SeaweedS3,
+    bucket: str,
+    data_dir: Path,
+) -> None:
+    from staccato.dataset_client import submit_dataset
+    from tests.dataset_checks import wait_dataset
+
+    local = data_dir / "tree"
+    files = make_tree(local, small=2)
+    one = data_dir / "one"
+    (one / "a" / "one").mkdir(parents=True)  # a directory where a file goes: that pair fails
+    roots = [str(one), f"s3://{bucket}/copy/"]
+    first = await run_dataset(fan_client, str(local), roots, options=OPTIONS)
+    assert first.state == DatasetState.completed_with_errors, first
+    (failure,) = first.failures
+    assert (failure.name, failure.destination) == ("a/one", f"file://{one}"), failure
+    assert first.files_failed == 1 and first.files_done == len(files) - 1, first
+    assert first.destinations is not None
+    assert [d.files_done for d in first.destinations] == [len(files) - 1, len(files)], first
+    (one / "a" / "one").rmdir()
+    marks = {p: p.stat().st_mtime_ns for p in one.rglob("*") if p.is_file()}
+    s3_proxy.clear_log()
+    dataset = await submit_dataset(fan_client, str(local), roots, OPTIONS, retry_failed=True)
+    assert dataset == first.id
+    again = await wait_dataset(fan_client, dataset, timeout_s=120)
+    assert again.state == DatasetState.completed, again
+    assert (again.files_done, again.files_failed) == (1, 0), again
+    assert again.destinations is not None
+    assert [d.files_done for d in again.destinations] == [1, 0], again
+    assert _writes(s3_proxy, bucket, "copy/") == 0  # the S3 root had it: nothing sent
+    assert {p: p.stat().st_mtime_ns for p in marks} == marks  # nothing else rewritten
+    assert tree(one) == tree(local)
+
+
+async def test_worker_sigkill_resends_nothing_completed_to_every_root(
+    temporal_server,
+    env: dict[str, str],
+    s3_proxy: NginxServer,
+    seaweed_s3: SeaweedS3,
+    bucket: str,
+    data_dir: Path,
+) -> None:
+    import asyncio
+    import time
+
+    from staccato.dataset_client import submit_dataset
+    from tests.dataset_checks import tree_difference, wait_dataset
+
+    count = 800
+    source, one = data_dir / "src", data_dir / "one"
+    for i in range(count):
+        path = source / f"d{i % 10}" / f"f{i:04d}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(os.urandom(200 + i % 300))
+        past = time.time() - 3600
+        os.utime(path, (past, past))
+    worker = WorkerProcess(temporal_server.address, processes=2, env=env, log_dir=data_dir)
+    with pytest.MonkeyPatch.context() as patch:
+        for key in [k for k in os.environ if k.startswith("AWS_")]:
+            patch.delenv(key)
+        worker.start()
+    client = await StaccatoClient.connect(target_host=temporal_server.address, namespace="default")
+    client.task_queue = worker.task_queue
+    s3: Any = seaweed_s3.client()
+    try:
+        dataset = await submit_dataset(
+            client,
+            str(source),
+            [str(one), f"s3://{bucket}/copy/"],
+            TransferOptions(chunk_size=1 * MiB, heartbeat_timeout_s=2),
+            batch_files=100,
+            max_batches=2,
+            page_size=400,
+        )
+        deadline = time.monotonic() + 120
+        published: list[Path] = []
+        while time.monotonic() < deadline:
+            published = [p for p in one.rglob("f*") if ".staccato-" not in p.name]
+            if len(published) >= count // 2:
+                break
+            await asyncio.sleep(0.01)
+        worker.kill()
+        assert count // 4 < len(published) < count, len(published)
+        marks = {
+            str(p.relative_to(one)): (p.stat().st_ino, p.stat().st_mtime_ns)
+            for p in one.rglob("f*")
+            if ".staccato-" not in p.name
+        }
+        stored: set[str] = set()
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="copy/"):
+            stored |= {item["Key"][len("copy/") :] for item in page.get("Contents", [])}
+        both = set(marks) & stored
+        assert both, "nothing was completed to both roots before the kill"
+        restarted = time.time()
+        with pytest.MonkeyPatch.context() as patch:
+            for key in [k for k in os.environ if k.startswith("AWS_")]:
+                patch.delenv(key)
+            worker.start()
+        final = await wait_dataset(client, dataset, timeout_s=240)
+        assert final.state == DatasetState.completed, final
+        assert final.files_done == count and final.files_failed == 0, final
+        assert final.destinations is not None
+        assert [d.files_done for d in final.destinations] == [count, count], final
+        rewritten = sorted(
+            name
+            for name in both
+            if ((one / name).stat().st_ino, (one / name).stat().st_mtime_ns) != marks[name]
+        )
+        assert rewritten == [], f"{len(rewritten)} local files written again: {rewritten[:10]}"
+        sent_again = sorted(
+            r["uri"]
+            for r in s3_proxy.requests()
+            if r["method"] == "PUT"
+            and float(r["msec"]) > restarted
+            and r["uri"].split("?")[0].removeprefix(f"/{bucket}/copy/") in both
+        )
+        print(
+            f"killed with {len(both)} of {count} files at both roots; after the restart "
+            f"{len(sent_again)} of them were PUT again"
+        )
+        assert sent_again == [], f"{len(sent_again)} objects sent again: {sent_again[:10]}"
+        assert tree_difference(tree(one), tree(source)) == []
+        # the kill interrupted batches: their activities ran a second attempt
+        from temporalio.api.enums.v1 import EventType
+
+        retried = [
+            e.activity_task_started_event_attributes.attempt
+            async for e in client.temporal.get_workflow_handle(dataset).fetch_history_events()
+            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+            and e.activity_task_started_event_attributes.attempt > 1
+        ]
+        assert retried, "no batch was interrupted by the kill"
+    finally:
+        worker.stop()

@@ -23,9 +23,11 @@ only the small files it still misses.
 Files: up to :data:`FILES_IN_FLIGHT` at once (threads; one at a time with SFTP on
 either side), a group at a time: the checkpoint (:class:`FanOutBatchCheckpoint`,
 the heartbeat details) moves after each group. A retried attempt (worker killed)
-compares the files of the group that was in flight with each target at the checksum
-level and counts the matches as copied (nothing sent again); what their write
-sessions left under temp names is removed.
+compares the files from its checkpoint on with each target at the checksum level,
+group by group up to the first group not wholly written (the one in flight at the
+kill: heartbeats are throttled, so the checkpoint may lag by a few groups), and
+counts the matches as copied (nothing sent again); what their write sessions left
+under temp names is removed.
 """
 
 from __future__ import annotations
@@ -209,9 +211,10 @@ def _copy_batch(request: FanOutBatchInput) -> FanOutBatchResult | None:
     deadline = _deadline(request.options.retry_for_s)
     try:
         with keepalive_hook(beat):
+            in_flight = 1 if sftp else FILES_IN_FLIGHT
             if resuming:
-                _resume(request, root, roots, state, beat)
-            _pass(request, root, roots, state, beat, in_flight=1 if sftp else FILES_IN_FLIGHT)
+                _resume(request, root, roots, state, beat, in_flight)
+            _pass(request, root, roots, state, beat, in_flight=in_flight)
             _deferred_rounds(request, root, roots, state, beat, deadline)
             state.current = None
     except StreamStopped:
@@ -490,52 +493,75 @@ def _resume(
     roots: list[EndpointURL],
     state: FanOutBatchCheckpoint,
     beat: _Beat,
+    in_flight: int,
 ) -> None:
-    """A retried attempt: the group that was in flight (the files from the checkpoint,
-    :data:`FILES_IN_FLIGHT` of them) may be written at some roots already: each of
-    those pairs that matches at the checksum level counts as copied and is not sent
-    again; what its write session left is removed. The pairs that do not match are
-    left to the pass (the file's targets narrowed to them)."""
-    first = state.next_index
-    for index in range(first, min(len(request.files), first + FILES_IN_FLIGHT)):
-        entry = request.files[index]
-        state.current = entry.name
-        beat()
-        try:
-            source = target_url(root, entry.name).canonical
-            info = stat_source(source)
-        except StaccatoError:
-            continue  # the pass says why
-        src = parse_url(source)
-        matched: list[int] = []
-        for t in entry.targets:
-            try:
-                dst = target_url(roots[t], entry.name)
-                check = compare(
-                    SyncLevel.checksum,
-                    get_driver(src.scheme),
-                    src,
-                    info,
-                    get_driver(dst.scheme),
-                    dst,
-                    chunk_size=request.options.chunk_size,
-                    algorithm=request.options.checksum.value,
-                )
-            except StaccatoError:
+    """A retried attempt: the previous one wrote the files a group of ``in_flight`` at
+    a time from its checkpoint on, and its checkpoint (throttled heartbeats) may lag
+    behind by some groups. So from the checkpoint on, group by group, each (file,
+    root) pair that matches at the checksum level counts as copied and is not sent
+    again (what its write session left is removed), until a group with a pair that
+    does not match: the group in flight at the kill; nothing after it was started.
+    The pairs that do not match are left to the pass (the file's targets narrowed to
+    them; a file matching everywhere is not read again)."""
+    start = state.next_index
+    files = len(request.files)
+    while start < files:
+        complete = True
+        for index in range(start, min(files, start + in_flight)):
+            entry = request.files[index]
+            state.current = entry.name
+            beat()
+            matched = _matching_targets(request, index, root, roots)
+            if len(matched) < len(entry.targets):
+                complete = False
+            if not matched:
                 continue
-            if check.up_to_date:
-                matched.append(t)
-                if dst.scheme == "file":
-                    for attempt in range(_PAIR_ATTEMPTS):
-                        remove_temp(dst, _session_key(request, index, t, attempt))
-        if not matched:
+            # counted now; the pass counts the file with its other roots (none: not read)
+            for t in matched:
+                state.destinations[t].files_done += 1
+                state.destinations[t].bytes_done += entry.size
+            state.partial[str(index)] = _rank(state.partial.get(str(index), "s"), "c")
+            entry.targets = [t for t in entry.targets if t not in matched]
+        if not complete:
+            return
+        start += in_flight
+
+
+def _matching_targets(
+    request: FanOutBatchInput, index: int, root: EndpointURL, roots: list[EndpointURL]
+) -> list[int]:
+    """The targets of file ``index`` that already hold it (checksum level); the temp
+    data their write sessions may have left is removed."""
+    entry = request.files[index]
+    try:
+        source = target_url(root, entry.name).canonical
+        info = stat_source(source)
+    except StaccatoError:
+        return []  # the pass says why
+    src = parse_url(source)
+    matched: list[int] = []
+    for t in entry.targets:
+        try:
+            dst = target_url(roots[t], entry.name)
+            check = compare(
+                SyncLevel.checksum,
+                get_driver(src.scheme),
+                src,
+                info,
+                get_driver(dst.scheme),
+                dst,
+                chunk_size=request.options.chunk_size,
+                algorithm=request.options.checksum.value,
+            )
+        except StaccatoError:
             continue
+        if check.up_to_date:
+            matched.append(t)
+            if dst.scheme == "file":
+                for attempt in range(_PAIR_ATTEMPTS):
+                    remove_temp(dst, _session_key(request, index, t, attempt))
+    if matched:
         activity.logger.info(
             "%s: written by the previous attempt to %d roots", entry.name, len(matched)
         )
-        # counted now; the pass counts the file with its other roots (none: not read)
-        for t in matched:
-            state.destinations[t].files_done += 1
-            state.destinations[t].bytes_done += entry.size
-        state.partial[str(index)] = _rank(state.partial.get(str(index), "s"), "c")
-        entry.targets = [t for t in entry.targets if t not in matched]
+    return matched

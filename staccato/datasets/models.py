@@ -10,9 +10,17 @@ reasons. Sizes are bytes, durations seconds.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from staccato.models import MAX_FAN_OUT, MiB, TransferOptions
 
@@ -26,6 +34,23 @@ DATASET_ID_PREFIX = "staccato-dataset-"
 #: read whole into memory once by a batch and written to every root; larger ones are
 #: a fan-out group each (staged once). Equals ``small_copy.SMALL_OBJECT_MAX``.
 FAN_OUT_SMALL_MAX = 8 * MiB
+
+
+class _Lean(BaseModel):
+    """A model whose fields named in ``_lean`` (those of several destination roots)
+    are left out of its dumps while None: a single destination's payloads, hashes
+    and JSON stay exactly as they were."""
+
+    _lean: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _drop_unset(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict):
+            for name in self._lean:
+                if data.get(name, 0) is None:
+                    del data[name]
+        return data
 
 
 class DatasetState(StrEnum):
@@ -43,13 +68,15 @@ class DatasetState(StrEnum):
     cancelled = "cancelled"
 
 
-class FileFailure(BaseModel):
+class FileFailure(_Lean):
     """A file of the dataset that was not copied, and why.
 
     Attributes:
         destination: with several destination roots, the root this failure is of
             (one failure per file and destination); None for a single destination.
     """
+
+    _lean = ("destination",)
 
     name: str
     reason: str
@@ -68,7 +95,7 @@ class DestinationCounts(BaseModel):
     bytes_done: int = 0
 
 
-class DatasetCarried(BaseModel):
+class DatasetCarried(_Lean):
     """What one run of ``DatasetWorkflow`` hands the next (continue-as-new).
 
     Attributes:
@@ -79,6 +106,8 @@ class DatasetCarried(BaseModel):
         runs: runs so far (this one included once it continues).
         started_at: when the first run started, seconds since the epoch (for the rate).
     """
+
+    _lean = ("destinations",)
 
     after: str | None = None
     retry_index: int = 0
@@ -95,7 +124,7 @@ class DatasetCarried(BaseModel):
     destinations: list[DestinationCounts] | None = None
 
 
-class DatasetRequest(BaseModel):
+class DatasetRequest(_Lean):
     """Input of ``DatasetWorkflow``.
 
     Attributes:
@@ -123,6 +152,8 @@ class DatasetRequest(BaseModel):
         retry_targets: with ``retry_failed`` and several roots: for each name, the
             indexes in ``destination_roots`` it failed at (only those are written).
     """
+
+    _lean = ("destination_roots", "retry_targets")
 
     model_config = ConfigDict(extra="forbid")
 
@@ -175,13 +206,15 @@ class DatasetRequest(BaseModel):
         return self
 
 
-class ListInput(BaseModel):
+class ListInput(_Lean):
     """Input of ``list_entries``: one page of the source, or the entries of given names.
 
     Attributes:
         after, limit: the page (``Driver.list_page``).
         names: instead of listing, stat these relative names (``--retry-failed``).
     """
+
+    _lean = ("destination_roots",)
 
     source_root: str
     destination_root: str
@@ -196,7 +229,7 @@ class ListInput(BaseModel):
     destination_roots: list[str] | None = None
 
 
-class DatasetEntry(BaseModel):
+class DatasetEntry(_Lean):
     """One file of a page.
 
     Attributes:
@@ -207,6 +240,8 @@ class DatasetEntry(BaseModel):
         source, destination: canonical URLs, only for a large file (a child transfer's
             request); batches build them on the worker.
     """
+
+    _lean = ("target_errors", "destinations")
 
     name: str
     size: int = 0
@@ -277,8 +312,10 @@ class BatchCheckpoint(BatchResult):
     current: str | None = None
 
 
-class DatasetProgress(BaseModel):
+class DatasetProgress(_Lean):
     """The ``progress`` query of ``DatasetWorkflow`` (no history cost)."""
+
+    _lean = ("destinations",)
 
     state: DatasetState
     source: str
@@ -302,13 +339,15 @@ class DatasetProgress(BaseModel):
     destinations: list[DestinationCounts] | None = None
 
 
-class DatasetResult(BaseModel):
+class DatasetResult(_Lean):
     """Result of ``DatasetWorkflow`` (also when some files failed).
 
     Attributes:
         failures: at most :data:`MAX_FAILURES_KEPT` failed files with reasons;
             ``files_failed`` counts them all.
     """
+
+    _lean = ("destinations",)
 
     state: DatasetState
     source: str
@@ -324,7 +363,7 @@ class DatasetResult(BaseModel):
     destinations: list[DestinationCounts] | None = None
 
 
-class DatasetStatus(BaseModel):
+class DatasetStatus(_Lean):
     """What ``staccato status --json`` prints for a dataset.
 
     Attributes:
@@ -334,6 +373,8 @@ class DatasetStatus(BaseModel):
         current: files being copied now (a few).
         failures: failed files with reasons (at most :data:`MAX_FAILURES_KEPT`).
     """
+
+    _lean = ("destinations",)
 
     id: str
     kind: str = "dataset"
@@ -364,12 +405,7 @@ class DatasetStatus(BaseModel):
     def to_json_dict(self) -> dict[str, Any]:
         """Plain dict with the enum as text (a single destination's dataset without the
         fields of several: ``destinations`` and each failure's ``destination``)."""
-        data = self.model_dump(mode="json")
-        if data["destinations"] is None:
-            del data["destinations"]
-        for failure in data["failures"]:
-            if failure["destination"] is None:
-                del failure["destination"]
+        data: dict[str, Any] = self.model_dump(mode="json")
         return data
 
 
