@@ -546,6 +546,24 @@ async def dataset_files(lab: Lab) -> str:
     return await _dataset(lab, "dataset")
 
 
+async def dataset_fan_out(lab: Lab) -> str:
+    """A dataset to two local roots (``cp -r SRC D1 D2``): a listing page, one
+    ``copy_batch_to_many`` of small files, one fan-out group for the large file."""
+    from staccato.dataset_client import submit_dataset
+    from tests.dataset_checks import wait_dataset
+
+    source = lab.data("dataset-fan-out-source")
+    for i in range(5):
+        write_random(source / f"small-{i}.bin", 1000 + i, seed=50 + i)
+        at_rest(source / f"small-{i}.bin")
+    write_random(source / "large.bin", SMALL_SIZE, seed=60)
+    at_rest(source / "large.bin")
+    roots = [str(lab.data("dataset-fan-out-a")), str(lab.data("dataset-fan-out-b"))]
+    dataset = await submit_dataset(lab.client, str(source), roots, OPTIONS, small_file_max=32 * KiB)
+    await wait_dataset(lab.client, dataset, timeout_s=WAIT_S)
+    return dataset
+
+
 async def dataset_limited(lab: Lab) -> str:
     """A dataset while the local file systems have ``--max-active 1``: its batch asks
     the governors for a slot and releases it; the limit is cleared after."""
@@ -606,6 +624,16 @@ SCENARIOS: dict[str, tuple[Scenario, str | tuple[str, ...]]] = {
     "dataset_limited": (
         dataset_limited,
         ("find_governors", "slot_granted", "copy_batch", "WORKFLOW_EXECUTION_COMPLETED"),
+    ),
+    # since 0.6.0
+    "dataset_fan_out": (
+        dataset_fan_out,
+        (
+            "dataset-fan-out",
+            "copy_batch_to_many",
+            "FanOutWorkflow",
+            "WORKFLOW_EXECUTION_COMPLETED",
+        ),
     ),
 }
 
