@@ -304,7 +304,7 @@ async def test_worker_sigkill_resends_nothing_completed_to_every_root(
     from staccato.dataset_client import submit_dataset
     from tests.dataset_checks import tree_difference, wait_dataset
 
-    count = 800
+    count = 400
     source, one = data_dir / "src", data_dir / "one"
     for i in range(count):
         path = source / f"d{i % 10}" / f"f{i:04d}"
@@ -326,9 +326,9 @@ async def test_worker_sigkill_resends_nothing_completed_to_every_root(
             str(source),
             [str(one), f"s3://{bucket}/copy/"],
             TransferOptions(chunk_size=1 * MiB, heartbeat_timeout_s=2),
-            batch_files=100,
+            batch_files=50,
             max_batches=2,
-            page_size=400,
+            page_size=200,
         )
         deadline = time.monotonic() + 120
         published: list[Path] = []
