@@ -5,7 +5,7 @@ Real servers: the source is an S3 prefix on SeaweedFS reached through an nginx
 reverse proxy whose access log counts every request at the server (the worker's S3
 endpoint is the proxy; nginx passes the signed requests through unchanged). A tree
 (nested dirs, 0-byte files, odd names, a file above the lowered large-file threshold)
-goes to two local roots and one S3 prefix: all three equal the source (names, sizes,
+goes to two local roots, one S3 prefix and one SFTP directory: all four equal the source (names, sizes,
 SHA-256) and the proxy served each source object's bytes exactly once; a second run
 at ``--sync-level size`` reads no source object and writes nothing. A root whose
 server is down (an SFTP port nothing listens on, a short ``--retry-for``) fails alone:
@@ -33,6 +33,7 @@ from tests.dataset_checks import MiB, make_tree, run_dataset, tree
 from tests.helpers import WorkerProcess, run_cli
 from tests.servers.nginx import NginxServer
 from tests.servers.seaweedfs import SeaweedS3
+from tests.servers.sshd import SshdServer
 from tests.servers.temporal_server import free_port
 
 OPTIONS = TransferOptions(chunk_size=1 * MiB, streams=2, heartbeat_timeout_s=5)
@@ -67,9 +68,16 @@ def s3_proxy(seaweed_s3: SeaweedS3, http_root: Path) -> Iterator[NginxServer]:
 
 @pytest.fixture(scope="module")
 def env(
-    seaweed_s3: SeaweedS3, s3_proxy: NginxServer, tmp_path_factory: pytest.TempPathFactory
+    seaweed_s3: SeaweedS3,
+    s3_proxy: NginxServer,
+    sshd_server: SshdServer,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[str, str]:
-    home = tmp_path_factory.mktemp("dsfan-home")
+    ssh = tmp_path_factory.mktemp("dsfan-ssh")
+    known_hosts = ssh / "known_hosts"
+    known_hosts.write_text(sshd_server.known_hosts_path.read_text())
+    home = ssh / "home"
+    home.mkdir()
     return {
         **seaweed_s3.subprocess_env(),
         "AWS_ENDPOINT_URL_S3": s3_proxy.base_url,
@@ -77,6 +85,9 @@ def env(
         "HOME": str(home),
         "SSH_AUTH_SOCK": "",
         "STACCATO_SSH_CONFIG": "none",
+        "STACCATO_SSH_IDENTITY": str(sshd_server.client_key_path),
+        "STACCATO_SSH_KNOWN_HOSTS": str(known_hosts),
+        "STACCATO_SFTP_LOCK_DIR": str(ssh / "locks"),
         "STACCATO_STAGING_DIR": str(tmp_path_factory.mktemp("dsfan-staging")),
     }
 
@@ -142,10 +153,11 @@ def _writes(proxy: NginxServer, bucket: str, prefix: str) -> int:
     )
 
 
-async def test_a_tree_goes_to_three_roots_each_file_read_once(
+async def test_a_tree_goes_to_four_roots_each_file_read_once(
     fan_client: StaccatoClient,
     s3_proxy: NginxServer,
     seaweed_s3: SeaweedS3,
+    sshd_server: SshdServer,
     bucket: str,
     data_dir: Path,
 ) -> None:
@@ -153,8 +165,8 @@ async def test_a_tree_goes_to_three_roots_each_file_read_once(
     files = make_tree(local, large=LARGE)
     expected = tree(local)
     _upload(seaweed_s3, bucket, local, "src/")
-    one, two = data_dir / "one", data_dir / "two"
-    roots = [str(one), str(two), f"s3://{bucket}/copy/"]
+    one, two, far = data_dir / "one", data_dir / "two", data_dir / "far"
+    roots = [str(one), str(two), f"s3://{bucket}/copy/", sshd_server.url(str(far))]
     s3_proxy.clear_log()
     final = await run_dataset(
         fan_client,
@@ -165,16 +177,17 @@ async def test_a_tree_goes_to_three_roots_each_file_read_once(
     )
     assert final.state == DatasetState.completed, final
     assert final.files_done == len(files) and final.files_failed == 0, final
-    assert final.destinations is not None and len(final.destinations) == 3, final
+    assert final.destinations is not None and len(final.destinations) == 4, final
     for row in final.destinations:
         assert (row.files_done, row.files_failed) == (len(files), 0), final
     assert tree(one) == expected
     assert tree(two) == expected
     assert _s3_tree(seaweed_s3, bucket, "copy/") == expected
+    assert tree(far) == expected
     # read once: the source objects' bytes served exactly once in all
     gets, served = _source_reads(s3_proxy, bucket, "src/")
     total = sum(files.values())
-    print(f"dataset to 3 roots: {gets} GETs of the source, {served} bytes of {total}")
+    print(f"dataset to 4 roots: {gets} GETs of the source, {served} bytes of {total}")
     assert served == total, f"the source served {served} bytes for a {total}-byte tree"
     # the id is stable for the same source and set of roots, not any single root's
     from staccato.dataset_client import dataset_id
@@ -195,7 +208,7 @@ async def test_a_tree_goes_to_three_roots_each_file_read_once(
     assert (again.files_done, again.files_skipped) == (0, len(files)), again
     assert _source_reads(s3_proxy, bucket, "src/")[0] == 0
     assert _writes(s3_proxy, bucket, "copy/") == 0
-    assert tree(one) == expected and tree(two) == expected
+    assert tree(one) == expected and tree(two) == expected and tree(far) == expected
 
 
 def test_a_dead_root_fails_alone_naming_it(
@@ -230,6 +243,13 @@ def test_a_dead_root_fails_alone_naming_it(
     (dead_root,) = [r for r in rows if r.startswith("sftp://")]
     assert rows[dead_root]["files_failed"] == len(files), data
     assert data["failures"] and all(f["destination"] == dead_root for f in data["failures"])
+    human = run_cli("status", dataset, **cli).stdout
+    assert f"destination        file://{good}: {len(files)} copied" in human, human
+    assert f"destination        {dead_root}: 0 copied, 0 up to date, {len(files)} failed" in (
+        human
+    ), human
+    listed = run_cli("list", **cli).stdout
+    assert any(dataset in line and dead_root in line for line in listed.splitlines()), listed
     failures = run_cli("status", "--failures", dataset, **cli)
     lines = failures.stdout.splitlines()
     assert len(lines) == len(files), failures.stdout
