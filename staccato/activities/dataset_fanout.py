@@ -520,7 +520,8 @@ def _resume(
             for t in matched:
                 state.destinations[t].files_done += 1
                 state.destinations[t].bytes_done += entry.size
-            state.partial[str(index)] = _rank(state.partial.get(str(index), "s"), "c")
+            first = "f" if entry.prefailed else "s"
+            state.partial[str(index)] = _rank(state.partial.get(str(index), first), "c")
             entry.targets = [t for t in entry.targets if t not in matched]
         if not complete:
             return
