@@ -1,7 +1,9 @@
 """A Staccato worker: runs ``TransferWorkflow`` and its activities.
 
 Activities run in a pool of processes (``spawn``), so parallel streams use several
-cores instead of one GIL. Each pool process (and the multiprocessing manager that
+cores instead of one GIL, each running up to ``STACCATO_WORKER_THREADS`` activities in
+threads (:mod:`staccato.workers.threaded_pool`: streams are I/O-bound), their chunk
+buffers held within ``STACCATO_WORKER_MEMORY_BYTES`` (:mod:`staccato.activities.capacity`). Each pool process (and the multiprocessing manager that
 carries heartbeats) asks the kernel to SIGKILL it when the worker dies
 (``PR_SET_PDEATHSIG``), so a killed worker leaves no stale writer behind.
 
@@ -32,9 +34,9 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, MutableMapping
-from concurrent.futures import ProcessPoolExecutor
 from datetime import timedelta
 from multiprocessing.managers import SyncManager
 from typing import Any
@@ -50,6 +52,7 @@ from temporalio.worker import SharedHeartbeatSender, SharedStateManager, Worker
 
 from staccato import settings
 from staccato.activities import ALL_ACTIVITIES
+from staccato.activities.capacity import install_budget
 from staccato.activities.front import FrontActivities
 from staccato.activities.known_copies import KnownCopyActivities
 from staccato.activities.limits import LimitActivities
@@ -61,6 +64,7 @@ from staccato.errors import RetryableError
 from staccato.secrets import install_log_scrubber
 from staccato.workers.progress_reporter import ProgressReporter, RunningStreams
 from staccato.workers.rates import RateBoard
+from staccato.workers.threaded_pool import ThreadedProcessPool
 from staccato.workflows import TransferWorkflow
 from staccato.workflows import search_attributes as sa
 from staccato.workflows.fanout import FanOutWorkflow
@@ -179,11 +183,14 @@ def die_with_parent() -> None:
     install_log_scrubber()  # a library's log line may quote a URL's token
 
 
-def _start_pool_process(rate_board: MutableMapping[str, float]) -> None:
-    """The initializer of each activity process: :func:`die_with_parent`, and the
-    worker's rate board for the streams' pacing (:mod:`staccato.activities.pacing`)."""
+def _start_pool_process(rate_board: MutableMapping[str, float], buffer_budget: int) -> None:
+    """The initializer of each activity process: :func:`die_with_parent`, the
+    worker's rate board for the streams' pacing (:mod:`staccato.activities.pacing`),
+    and the process's memory budget for chunk buffers (bytes,
+    :mod:`staccato.activities.capacity`)."""
     die_with_parent()
     install_board(rate_board)
+    install_budget(buffer_budget)
 
 
 def _warm_up() -> int:
@@ -238,7 +245,9 @@ class StaccatoWorker:
     Args:
         client: a connected client (with the pydantic data converter).
         task_queue: the task queue to poll.
-        processes: activity processes (= concurrent activities).
+        processes: activity processes.
+        threads: concurrent activities per process (default
+            ``STACCATO_WORKER_THREADS``).
         shutdown_timeout_s: seconds running activities get to finish on shutdown
             (default: ``STACCATO_WORKER_SHUTDOWN_TIMEOUT_S``).
     """
@@ -249,6 +258,7 @@ class StaccatoWorker:
         *,
         task_queue: str,
         processes: int,
+        threads: int | None = None,
         shutdown_timeout_s: float | None = None,
     ) -> None:
         self._client = client
@@ -259,9 +269,14 @@ class StaccatoWorker:
         )
         self._task_queue = task_queue
         self._processes = processes
+        config = settings.current()
+        #: activities per process (streams are I/O-bound: threads, see threaded_pool)
+        self.threads = config.worker_threads if threads is None else threads
+        #: bytes of chunk buffers each process may hold (the worker's memory cap)
+        self.buffer_budget = config.buffer_budget_bytes(processes)
         self._context = multiprocessing.get_context("spawn")
         self._manager: SyncManager | None = None
-        self._executor: ProcessPoolExecutor | None = None
+        self._executor: ThreadedProcessPool | None = None
         self._shared: SharedStateManager | None = None
         self._channel_lost = threading.Event()
         self._stopping = False
@@ -283,11 +298,12 @@ class StaccatoWorker:
         self._manager = SyncManager(ctx=self._context)
         self._manager.start(die_with_parent)
         self.rate_board = self._manager.dict()
-        self._executor = ProcessPoolExecutor(
-            max_workers=self._processes,
+        self._executor = ThreadedProcessPool(
+            self._processes,
+            self.threads,
             mp_context=self._context,
             initializer=_start_pool_process,
-            initargs=(self.rate_board,),
+            initargs=(self.rate_board, self.buffer_budget),
         )
         loop = asyncio.get_running_loop()
         await asyncio.gather(
@@ -296,14 +312,20 @@ class StaccatoWorker:
         self._shared = _GuardedSharedState(
             SharedStateManager.create_from_multiprocessing(self._manager), self._channel_lost
         )
-        self.worker = Worker(
+        with warnings.catch_warnings():
+            # it compares with the processes only; each runs ``threads`` activities
+            warnings.filterwarnings("ignore", message="Worker max_concurrent_activities")
+            self.worker = self._temporal_worker()
+
+    def _temporal_worker(self) -> Worker:
+        return Worker(
             self._client,
             task_queue=self._task_queue,
             workflows=[TransferWorkflow, DatasetWorkflow, GovernorWorkflow, FanOutWorkflow],
             activities=ALL_ACTIVITIES,
             activity_executor=self._executor,
             shared_state_manager=self._shared,
-            max_concurrent_activities=self._processes,
+            max_concurrent_activities=self._processes * self.threads,
             graceful_shutdown_timeout=timedelta(seconds=self._shutdown_timeout_s),
             # a stream's lease (staccato.activities.stream_lease) allows for this
             max_heartbeat_throttle_interval=timedelta(seconds=HEARTBEAT_THROTTLE_S),
@@ -538,13 +560,16 @@ async def run_worker(
         governing = governor_worker(client)
         governor_task = asyncio.create_task(governing.run())
         log.info(
-            "worker polling task queue %r (and %r, %r) on %s (namespace %s), %d activity processes",
+            "worker polling task queue %r (and %r, %r) on %s (namespace %s), %d activity processes"
+            " x %d threads, %d bytes of chunk buffers each",
             task_queue,
             control_queue(task_queue),
             GOVERNOR_QUEUE,
             client.service_client.config.target_host,
             client.namespace,
             processes,
+            staccato_worker.threads,
+            staccato_worker.buffer_budget,
         )
         if ready is not None:
             ready.set()
