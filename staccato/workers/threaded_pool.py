@@ -12,19 +12,23 @@ pool, ``BrokenProcessPool``, which the worker notices and rebuilds; shutdown; th
 ``initializer``), and the Temporal ``Worker`` treats it as it treats any
 non-thread executor (heartbeats and cancellation through the shared state manager).
 Each process takes a call off the pool's call queue only while it has a free thread,
-so calls spread over the processes.
+and the busier it is the later it comes back for one, so calls spread over the
+processes.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures import process as _process
 from multiprocessing.context import BaseContext
 from typing import Any
 
+#: seconds per running call a process waits before it takes the next one
+_BACK_OFF_S = 0.002
 #: seconds a process's finishing threads get on shutdown (the pool kills it later)
 _THREADS_EXIT_S = 5.0
 
@@ -113,6 +117,9 @@ def _threaded_worker(
 
     while True:
         free.acquire()
+        # a busy process comes back for the next call a little later than an idle one,
+        # so calls spread over the processes (and their GILs)
+        time.sleep(_BACK_OFF_S * (threads - free._value))  # type: ignore[attr-defined]
         call_item = call_queue.get(block=True)
         if call_item is None:
             finisher = threading.Thread(target=running.shutdown, daemon=True)
