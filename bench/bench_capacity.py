@@ -56,8 +56,7 @@ def _quantiles(values: list[float]) -> str:
         return "-"
     values = sorted(values)
     return (
-        f"{statistics.median(values):.2f} / {values[int(len(values) * 0.9)]:.2f} / "
-        f"{values[-1]:.2f}"
+        f"{statistics.median(values):.2f} / {values[int(len(values) * 0.9)]:.2f} / {values[-1]:.2f}"
     )
 
 
@@ -67,8 +66,19 @@ def _profilers(pid: int, out: Path) -> list[subprocess.Popen[bytes]]:
     pids = [pid] + [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     return [
         subprocess.Popen(
-            [spy, "record", "--pid", str(p), "--format", "speedscope", "--nonblocking",
-             "--rate", "50", "-o", str(out / f"worker-{i}-{p}.json")],
+            [
+                spy,
+                "record",
+                "--pid",
+                str(p),
+                "--format",
+                "speedscope",
+                "--nonblocking",
+                "--rate",
+                "50",
+                "-o",
+                str(out / f"worker-{i}-{p}.json"),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -146,7 +156,9 @@ def _tree_cpu(pid: int) -> float:
         try:
             fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
             total += (int(fields[11]) + int(fields[12])) / ticks
-            todo += [int(c) for c in Path(f"/proc/{current}/task/{current}/children").read_text().split()]
+            todo += [
+                int(c) for c in Path(f"/proc/{current}/task/{current}/children").read_text().split()
+            ]
         except OSError:
             continue
     return total

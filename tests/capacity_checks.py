@@ -147,7 +147,9 @@ async def first_stream_breakdown(
     earliest = None
     histories = []
     for transfer in transfers:
-        events = [e async for e in client.temporal.get_workflow_handle(transfer).fetch_history_events()]
+        events = [
+            e async for e in client.temporal.get_workflow_handle(transfer).fetch_history_events()
+        ]
         histories.append(events)
         if earliest is None or events[0].event_time.ToDatetime() < earliest.ToDatetime():
             earliest = events[0].event_time
