@@ -39,7 +39,12 @@ from bench.common import MiB, Service, random_file
 from staccato import settings
 from staccato.client import StaccatoClient
 from staccato.models import TransferOptions
-from tests.capacity_checks import RssSampler, first_stream_breakdown, submit_all, watch_starts
+from tests.capacity_checks import (
+    RssSampler,
+    first_stream_breakdown,
+    submit_all,
+    watch_writes,
+)
 from tests.servers.nginx import NginxServer
 
 
@@ -104,7 +109,8 @@ async def _starts(
             ids, submitted = await submit_all(
                 client, nginx.url("64m.bin"), destinations, TransferOptions()
             )
-            starts = await watch_starts(client, ids, submitted, 600)
+            # in a thread: the destinations' file system only, no load on Temporal
+            written = await asyncio.to_thread(watch_writes, destinations, submitted, 600)
             cpu_started = _tree_cpu(service.worker.pid)
             began = time.monotonic()
             await asyncio.gather(*(client.wait(t) for t in ids))
@@ -113,25 +119,25 @@ async def _starts(
             spy.send_signal(2)
         breakdown = await first_stream_breakdown(client, ids)
     load_after = os.getloadavg()
-    times = sorted(starts.started.values())
+    times = sorted(written.values())
     memory = getattr(settings.current(), "worker_memory_bytes", 0) or 1
     identical = sum(_sha256(d) == digest for d in destinations)
     print(f"\n{transfers} concurrent 64 MiB http->file transfers on one worker (defaults):\n")
     print("| measure | value |\n| --- | --: |")
     print(f"| load average before / after | {load_before[0]:.1f} / {load_after[0]:.1f} |")
-    print(f"| copying (all) | {len(times)}/{transfers} |")
+    print(f"| bytes written (all) | {len(times)}/{transfers} |")
     if times:
-        print(f"| first copying | {times[0]:.1f} s |")
-        print(f"| median copying | {times[len(times) // 2]:.1f} s |")
-        print(f"| last copying (goal <= 5 s) | {times[-1]:.1f} s |")
-    print(f"| worker tree CPU until all copying | {cpu_started - cpu_before:.1f} s |")
+        print("| first byte written, after the last submit: |  |")
+        print(f"| first | {times[0]:.1f} s |")
+        print(f"| median | {times[len(times) // 2]:.1f} s |")
+        print(f"| last (goal <= 5 s) | {times[-1]:.1f} s |")
+    print(f"| worker tree CPU (user+sys) until all wrote | {cpu_started - cpu_before:.1f} s |")
     print(f"| all completed, after the last start | {finished:.1f} s |")
     print(f"| byte-identical | {identical}/{transfers} |")
     print(
         f"| worker tree peak RSS | {rss.peak / MiB:.0f} MiB of {memory / MiB:.0f} MiB "
         f"({rss.samples} samples) |"
     )
-    print(f"| streams seen waiting for worker capacity | {'yes' if starts.reasons else 'no'} |")
     print("\nBefore each transfer's first stream started (server history times, seconds;")
     print("median / p90 / max over the transfers):\n")
     print("| component | value |\n| --- | --: |")

@@ -213,3 +213,29 @@ async def first_stream_breakdown(
                 row["their run time"] += _seconds(event.event_time, started.event_time)
         rows.append(row)
     return rows
+
+
+def watch_writes(destinations: list[Path], since: float, timeout_s: float) -> dict[Path, float]:
+    """Poll (every 0.1 s, in the file system only: no load on Temporal) until each
+    destination has a byte written: its file driver's temp file beside it
+    (``.NAME.*.staccato-part``) holds allocated blocks, or it is published. Returns
+    destination -> seconds after ``since`` (late by up to a poll); stops at
+    ``timeout_s`` seconds after ``since``."""
+    written: dict[Path, float] = {}
+    while len(written) < len(destinations) and time.monotonic() - since < timeout_s:
+        now = time.monotonic() - since
+        for destination in destinations:
+            if destination in written:
+                continue
+            if destination.exists():
+                written[destination] = now
+                continue
+            for temp in destination.parent.glob(f".{destination.name}.*.staccato-part"):
+                try:
+                    if temp.stat().st_blocks > 0:
+                        written[destination] = now
+                        break
+                except OSError:
+                    continue
+        time.sleep(0.1)
+    return written

@@ -49,6 +49,7 @@ from temporalio.api.operatorservice.v1 import (
 from temporalio.client import Client
 from temporalio.service import RPCError
 from temporalio.worker import SharedHeartbeatSender, SharedStateManager, Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from staccato import settings
 from staccato.activities import ALL_ACTIVITIES
@@ -93,6 +94,19 @@ _CHECK_INTERVAL_S = 0.25
 CONTROL_CONCURRENCY = 1000
 # Seconds a failed Temporal Worker gets to finish its own shutdown before it is cancelled.
 _FAILED_WORKER_EXIT_S = 10.0
+
+#: How the worker runs workflow code: in Temporal's sandbox, with Staccato's own modules
+#: (workflows included) passed through, imported once per process instead of once per
+#: workflow run. The sandbox re-imports every module not passed through for each new
+#: run (and each run evicted from the cache), compiling it from source where no
+#: bytecode is cached (``PYTHONDONTWRITEBYTECODE``, set in the image): with 50
+#: transfers starting at once that took most of the worker's main process and held
+#: its event loop for seconds, so workflow tasks timed out and were retried. Workflow
+#: modules keep no state between runs; the test suite's workers and the replay test
+#: keep the default sandbox, so non-deterministic workflow code is still caught there.
+WORKFLOW_RUNNER = SandboxedWorkflowRunner(
+    restrictions=SandboxRestrictions.default.with_passthrough_modules("staccato")
+)
 
 # Errors a proxy of the multiprocessing manager raises once the manager process is gone.
 _CHANNEL_ERRORS = (OSError, EOFError)
@@ -322,6 +336,7 @@ class StaccatoWorker:
             self._client,
             task_queue=self._task_queue,
             workflows=[TransferWorkflow, DatasetWorkflow, GovernorWorkflow, FanOutWorkflow],
+            workflow_runner=WORKFLOW_RUNNER,
             activities=ALL_ACTIVITIES,
             activity_executor=self._executor,
             shared_state_manager=self._shared,
@@ -518,6 +533,7 @@ def governor_worker(client: Client) -> Worker:
         client,
         task_queue=GOVERNOR_QUEUE,
         workflows=[GovernorWorkflow, LinkTuningWorkflow],
+        workflow_runner=WORKFLOW_RUNNER,
         activities=[limits.find_ended],
         max_concurrent_activities=CONTROL_CONCURRENCY,
         graceful_shutdown_timeout=timedelta(0),
