@@ -30,6 +30,7 @@ import contextlib
 import ctypes
 import logging
 import multiprocessing
+import queue
 import signal
 import sys
 import threading
@@ -48,7 +49,12 @@ from temporalio.api.operatorservice.v1 import (
 )
 from temporalio.client import Client
 from temporalio.service import RPCError
-from temporalio.worker import SharedHeartbeatSender, SharedStateManager, Worker
+from temporalio.worker import (
+    PollerBehaviorSimpleMaximum,
+    SharedHeartbeatSender,
+    SharedStateManager,
+    Worker,
+)
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from staccato import settings
@@ -108,6 +114,14 @@ WORKFLOW_RUNNER = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules("staccato")
 )
 
+#: How many polls for tasks a worker keeps open (Temporal's default, 5, left many
+#: transfers started at once waiting for a poll: each workflow task waited seconds in
+#: the queue while the worker idled).
+POLLERS = PollerBehaviorSimpleMaximum(maximum=20)
+
+# Cancel events made ahead for activity starts (see _GuardedSharedState).
+_READY_EVENTS = 64
+
 # Errors a proxy of the multiprocessing manager raises once the manager process is gone.
 _CHANNEL_ERRORS = (OSError, EOFError)
 
@@ -150,8 +164,36 @@ class _GuardedSharedState(SharedStateManager):
     def __init__(self, inner: SharedStateManager, lost: threading.Event) -> None:
         self._inner = inner
         self._lost = lost
+        # Temporal asks for a cancel event (a manager proxy: a new connection to the
+        # manager, its authentication and a call) in the worker's event loop for each
+        # activity it starts; a thread makes them ahead, so many starts at once do
+        # not hold the loop (and the workflow tasks behind it)
+        self._ready: queue.Queue[threading.Event] = queue.Queue()
+        self._wanted = threading.Event()
+        self._closed = False
+        self._filler = threading.Thread(target=self._fill, name="cancel-events", daemon=True)
+        self._filler.start()
+
+    def _fill(self) -> None:
+        while not self._closed:
+            while self._ready.qsize() < _READY_EVENTS and not self._closed:
+                try:
+                    self._ready.put(self._inner.new_event())
+                except _CHANNEL_ERRORS:
+                    self._lost.set()
+                    return
+            self._wanted.wait(1.0)
+            self._wanted.clear()
 
     def new_event(self) -> threading.Event:
+        try:
+            event = self._ready.get_nowait()
+        except queue.Empty:
+            event = None
+        if self._ready.qsize() < _READY_EVENTS // 2:
+            self._wanted.set()
+        if event is not None:
+            return event
         try:
             return self._inner.new_event()
         except _CHANNEL_ERRORS as err:
@@ -178,6 +220,8 @@ class _GuardedSharedState(SharedStateManager):
     def close(self) -> None:
         """Forget every heartbeater: Temporal's queue-poller thread loops while any is
         registered, and with the manager gone it would loop (and log) forever."""
+        self._closed = True
+        self._wanted.set()
         heartbeats = getattr(self._inner, "_heartbeats", None)
         if isinstance(heartbeats, dict):
             heartbeats.clear()
@@ -337,6 +381,8 @@ class StaccatoWorker:
             task_queue=self._task_queue,
             workflows=[TransferWorkflow, DatasetWorkflow, GovernorWorkflow, FanOutWorkflow],
             workflow_runner=WORKFLOW_RUNNER,
+            workflow_task_poller_behavior=POLLERS,
+            activity_task_poller_behavior=POLLERS,
             activities=ALL_ACTIVITIES,
             activity_executor=self._executor,
             shared_state_manager=self._shared,
@@ -471,6 +517,8 @@ class StaccatoWorker:
             self._executor.shutdown(wait=False, cancel_futures=True)
             await asyncio.to_thread(_stop_processes, pool, _POOL_EXIT_S)
             self._executor = None
+        if isinstance(self._shared, _GuardedSharedState):
+            self._shared.close()  # its event maker stops before the manager does
         if self._manager is not None:
             await asyncio.to_thread(self._manager.shutdown)
             self._manager = None
@@ -514,6 +562,7 @@ def control_worker(client: Client, *, task_queue: str) -> Worker:
             copies.find_known_copy,
         ],
         max_concurrent_activities=CONTROL_CONCURRENCY,
+        activity_task_poller_behavior=POLLERS,
         graceful_shutdown_timeout=timedelta(0),
         max_heartbeat_throttle_interval=timedelta(seconds=1),
         default_heartbeat_throttle_interval=timedelta(seconds=1),
