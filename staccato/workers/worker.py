@@ -120,7 +120,7 @@ WORKFLOW_RUNNER = SandboxedWorkflowRunner(
 POLLERS = PollerBehaviorSimpleMaximum(maximum=20)
 
 # Cancel events made ahead for activity starts (see _GuardedSharedState).
-_READY_EVENTS = 64
+_READY_EVENTS = 32
 
 # Errors a proxy of the multiprocessing manager raises once the manager process is gone.
 _CHANNEL_ERRORS = (OSError, EOFError)
@@ -171,8 +171,8 @@ class _GuardedSharedState(SharedStateManager):
         self._ready: queue.Queue[threading.Event] = queue.Queue()
         self._wanted = threading.Event()
         self._closed = False
-        self._filler = threading.Thread(target=self._fill, name="cancel-events", daemon=True)
-        self._filler.start()
+        # started by the first activity: none are made for a worker that runs none
+        self._filler: threading.Thread | None = None
 
     def _fill(self) -> None:
         while not self._closed:
@@ -190,7 +190,10 @@ class _GuardedSharedState(SharedStateManager):
             event = self._ready.get_nowait()
         except queue.Empty:
             event = None
-        if self._ready.qsize() < _READY_EVENTS // 2:
+        if self._filler is None and not self._closed:
+            self._filler = threading.Thread(target=self._fill, name="cancel-events", daemon=True)
+            self._filler.start()
+        elif self._ready.qsize() < _READY_EVENTS // 2:
             self._wanted.set()
         if event is not None:
             return event
