@@ -31,7 +31,10 @@ GiB = 1024 * MiB
 class Service:
     """A Temporal dev server (temp SQLite) and one `staccato worker` subprocess."""
 
-    def __init__(self, processes: int = 4, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, processes: int = 4, env: dict[str, str] | None = None, repo: Path = REPO
+    ) -> None:
+        self.repo = repo  # the checkout whose staccato runs (another release: compare)
         self.home = Path(tempfile.mkdtemp(prefix="staccato-bench-"))
         self.port = free_port()
         self.processes = processes
@@ -60,7 +63,7 @@ class Service:
             stdout=log,
             stderr=subprocess.STDOUT,
             env=self.env,
-            cwd=REPO,
+            cwd=self.repo,
         )
         deadline = time.monotonic() + 60
         while b"worker polling" not in (self.home / "worker.log").read_bytes():
@@ -92,7 +95,7 @@ class Service:
             [sys.executable, "-m", "staccato.cli", *args],
             env=self.env,
             check=True,
-            cwd=REPO,
+            cwd=self.repo,
             stdout=subprocess.DEVNULL,
         )
 

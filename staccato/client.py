@@ -468,6 +468,7 @@ class StaccatoClient:
             if front is not None:
                 return front
         progress: Progress | None = None
+        capacity_wait: str | None = None  # a stream waiting for its worker's memory
         if status == WorkflowExecutionStatus.RUNNING:
             # a closed run is not queried: a query replays its whole history on a worker
             # (seconds, or the query's timeout when none can); its state and failure
@@ -531,6 +532,11 @@ class StaccatoClient:
                 except Exception:
                     continue
                 if isinstance(details, Checkpoint):
+                    if (
+                        details.waiting
+                        and pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+                    ):
+                        capacity_wait = details.waiting
                     in_segments[details.segment] = max(
                         in_segments.get(details.segment, 0), details.bytes_done
                     )
@@ -582,6 +588,8 @@ class StaccatoClient:
                 # waiting for an endpoint or link limit (staccato.workflows.governor)
                 else await self._limit_reason(progress)
                 if state == TransferState.queued and progress
+                else capacity_wait
+                if state == TransferState.running
                 else None
             ),
             up_to_date=True if progress and progress.up_to_date else None,

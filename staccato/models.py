@@ -363,6 +363,8 @@ class Checkpoint(BaseModel):
         summary: the same for people (``segment 2: 128.0 MiB / 256.0 MiB (50%) at
             20.0 MiB/s``), so ``temporal workflow describe`` and the UI's pending
             activities read well; never read back by Staccato.
+        waiting: set while the stream waits for its worker's capacity (memory for
+            its chunk buffer): why, for ``status``.
     """
 
     v: int = 1
@@ -372,6 +374,7 @@ class Checkpoint(BaseModel):
     rate_bytes_per_s: float = 0.0
     bytes_read: int = 0
     summary: str | None = None
+    waiting: str | None = None
 
 
 class ProgressReport(BaseModel):

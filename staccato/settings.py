@@ -28,6 +28,10 @@ DEFAULT_NAMESPACE = "default"
 DEFAULT_UI_PORT = 8233
 ENV_PREFIX = "STACCATO_"
 
+#: bytes: the resident memory of one idle worker process (Python, temporalio, the
+#: drivers), measured ~70-150 MiB; what the memory cap keeps aside per process
+WORKER_PROCESS_OVERHEAD_BYTES = 160 * 1024**2
+
 PathList = Annotated[list[str], NoDecode]  # ``:``-separated in the environment
 
 
@@ -39,6 +43,14 @@ class Settings(BaseSettings):
         home: state of the embedded default (SQLite file, logs, pid file, secret key).
         worker_processes: activity processes per worker (= concurrent streams);
             default max(4, CPUs).
+        worker_threads: stream threads per activity process: a worker runs up to
+            processes x threads activities at once (streams are I/O-bound: a thread
+            waiting on a socket or a disk costs no CPU); default 64.
+        worker_memory_bytes: the worker's memory cap (all its processes): streams
+            reserve their chunk buffers (``chunk_size`` bytes each) against it less
+            ``WORKER_PROCESS_OVERHEAD_BYTES`` per process; a stream that cannot
+            reserve waits (its transfer's status says "waiting for worker
+            capacity"); default 2 GiB.
         worker_shutdown_timeout_s: on SIGTERM/SIGINT, how long running activities get
             to finish before they are cancelled (inside ``docker stop``'s 10 s).
         min_rate_bytes_per_s: a stream whose source delivers less than this, averaged
@@ -98,6 +110,8 @@ class Settings(BaseSettings):
     task_queue: str = Field("staccato", min_length=1, pattern=r"^\S(.*\S)?$")
     home: Path = Field(default_factory=lambda: Path(platformdirs.user_data_dir("staccato")))
     worker_processes: int | None = Field(None, ge=1, le=1024)
+    worker_threads: int = Field(64, ge=1, le=1024)
+    worker_memory_bytes: int = Field(2 * 1024**3, ge=256 * 1024**2)
     worker_shutdown_timeout_s: float = Field(5.0, ge=0, le=3600)
     min_rate_bytes_per_s: float = Field(1024.0, ge=0, allow_inf_nan=False)
     min_rate_window_s: float = Field(60.0, gt=0, allow_inf_nan=False)
@@ -174,6 +188,26 @@ class Settings(BaseSettings):
                 raise ValueError(f"{entry!r} is not an existing directory (resolved: {resolved!r})")
             roots.append(resolved)
         return roots
+
+    def buffer_budget_bytes(self, processes: int) -> int:
+        """Bytes of chunk buffers one of ``processes`` activity processes may hold:
+        ``worker_memory_bytes`` less the processes' own memory (the activity processes,
+        the worker's main process and its manager, ``WORKER_PROCESS_OVERHEAD_BYTES``
+        each), shared equally; at least one 16 MiB chunk.
+
+        Raises:
+            SettingsError: the memory cap does not even cover the processes.
+        """
+        spare = self.worker_memory_bytes - (processes + 2) * WORKER_PROCESS_OVERHEAD_BYTES
+        if spare <= 0:
+            raise SettingsError(
+                f"STACCATO_WORKER_MEMORY_BYTES={self.worker_memory_bytes} does not cover "
+                f"{processes} activity processes and the worker's own two (about "
+                f"{WORKER_PROCESS_OVERHEAD_BYTES // 1024**2} MiB each): raise it to at least "
+                f"{(processes + 2) * WORKER_PROCESS_OVERHEAD_BYTES + 16 * 1024**2} or use "
+                "fewer processes (--processes)"
+            )
+        return max(spare // processes, 16 * 1024**2)
 
     @property
     def effective_worker_processes(self) -> int:

@@ -20,29 +20,32 @@ What a new connection gets (:func:`chosen`):
   when it exceeds what autotuning may reach by itself;
 * else nothing: the kernel's autotuning.
 
-The stream activity says what it expects with :func:`use` (one activity at a time
-runs in an activity process); drivers call :func:`apply` on each new socket.
+The stream activity says what it expects with :func:`use` (per thread: a worker
+process runs streams in threads); drivers call :func:`apply` on each new socket, which
+also registers it with :mod:`staccato.interrupts` (a stuck stream's guard shuts it down).
 """
 
 from __future__ import annotations
 
 import socket
 import struct
+import threading
 from pathlib import Path
+
+from staccato import interrupts
 
 MIN_BUFFER = 64 * 1024
 MAX_BUFFER = 16 * 1024 * 1024
 #: the rate a stream is sized for, over the rate measured (room to grow)
 HEADROOM = 2.0
-#: what the current stream expects: (explicit size, rate per stream in bytes/s)
-_expected: tuple[int | None, float | None] = (None, None)
+#: .expected: what this thread's stream expects: (explicit size, rate per stream in bytes/s)
+_local = threading.local()
 
 
 def use(size: int | None, rate: float | None) -> None:
-    """Set what the next connections of this process are sized for: an explicit
+    """Set what the next connections of this thread are sized for: an explicit
     ``size`` (bytes) or the stream's expected ``rate`` (bytes/s); both None: nothing."""
-    global _expected
-    _expected = (size, rate)
+    _local.expected = (size, rate)
 
 
 def kernel_max(kind: str) -> int | None:
@@ -89,7 +92,7 @@ def chosen(sock: socket.socket | None = None) -> int | None:
     from staccato import settings
 
     fixed = settings.current().socket_buffer_bytes
-    size, rate = _expected
+    size, rate = getattr(_local, "expected", (None, None))
     if fixed is None:
         fixed = size
     if fixed is not None:
@@ -108,7 +111,9 @@ def apply(sock: socket.socket, size: int | None = None) -> int | None:
     """Set ``SO_SNDBUF`` and ``SO_RCVBUF`` of ``sock`` to ``size`` (default
     :func:`chosen`), no more than the kernel allows (it clamps silently to
     ``rmem_max``/``wmem_max``). Returns the size asked for, None when left alone.
-    A socket that refuses (not TCP) is left alone."""
+    A socket that refuses (not TCP) is left alone. Registers ``sock`` with
+    :func:`staccato.interrupts.register_socket`."""
+    interrupts.register_socket(sock)
     size = chosen(sock) if size is None else size
     if size is None:
         return None

@@ -596,3 +596,37 @@ async def test_transfer_through_a_redirect(client: StaccatoClient, quirky, data_
     assert sha256_file(destination) == digest
     ranged = [r for _, m, r, _, _ in target.requests if m == "GET" and r != "bytes=0-0"]
     assert len(ranged) >= 2, target.requests  # several streams, each redirected
+
+
+def test_dripping_headers_are_bounded_in_a_thread(quirky, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stat deadline holds in a thread too (a worker process runs its activities in
+    threads, where no SIGALRM reaches them): headers dripped one byte every 0.2 s, the
+    deadline shortened to 1 s, a retryable error within 3 s; a stat that ends in time is
+    not interrupted afterwards."""
+    from staccato.endpoints.http import driver as http_driver
+
+    monkeypatch.setattr(http_driver, "REQUEST_DEADLINE_S", 1.0)
+    data = os.urandom(50_000)
+    slow = _serve(quirky, QuirkyServer(data, drip_headers_s=0.2))
+    fast = _serve(quirky, QuirkyServer(data))
+    outcome: list[object] = []
+
+    def stat_both() -> None:
+        driver = HTTPDriver()
+        started = time.monotonic()
+        try:
+            driver.stat(parse_url(slow.url("/slow.bin")))
+        except RetryableError as err:
+            outcome.append((time.monotonic() - started, str(err)))
+        info = driver.stat(parse_url(fast.url()))
+        time.sleep(1.5)  # past the deadline of the stat that ended
+        outcome.append(info.size)
+
+    thread = threading.Thread(target=stat_both)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive()
+    assert len(outcome) == 2, outcome
+    elapsed, message = outcome[0]  # type: ignore[misc]
+    assert elapsed < 3 and "took longer than 1 s" in message
+    assert outcome[1] == len(data)

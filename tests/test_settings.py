@@ -60,6 +60,8 @@ def test_values_are_parsed(clean_env: pytest.MonkeyPatch) -> None:
         ("STACCATO_TASK_QUEUE", " staccato"),
         ("STACCATO_CLOCK_SKEW_S", "-1"),
         ("STACCATO_HOME", "/etc/hostname"),
+        ("STACCATO_WORKER_THREADS", "0"),
+        ("STACCATO_WORKER_MEMORY_BYTES", "1000"),
     ],
 )
 def test_a_bad_value_names_the_variable(clean_env: pytest.MonkeyPatch, name: str, bad: str) -> None:
@@ -112,3 +114,38 @@ def test_worker_check_masks_secrets_and_warns_of_typos(temporal_server) -> None:
     assert shown["STACCATO_SECRET_KEY"] == "**********"
     assert key not in run.stdout + run.stderr
     assert "STACCATO_WORKR_PROCESSES" in run.stderr
+
+
+def test_worker_capacity_settings(clean_env: pytest.MonkeyPatch) -> None:
+    """Threads per process and the memory cap: defaults, and the chunk-buffer share of
+    each process (the cap less the processes' own memory)."""
+    config = settings.current()
+    assert config.worker_threads == 64 and config.worker_memory_bytes == 2 * 1024**3
+    overhead = settings.WORKER_PROCESS_OVERHEAD_BYTES
+    assert config.buffer_budget_bytes(4) == (2 * 1024**3 - 6 * overhead) // 4
+    clean_env.setenv("STACCATO_WORKER_MEMORY_BYTES", str(512 * 1024**2))
+    with pytest.raises(settings.SettingsError) as err:
+        settings.current().buffer_budget_bytes(8)
+    assert "STACCATO_WORKER_MEMORY_BYTES=536870912" in str(err.value)
+
+
+def test_worker_check_shows_capacity_and_refuses_a_cap_below_the_processes(
+    temporal_server,
+) -> None:
+    run = run_cli("worker", "--check", address=temporal_server.address, timeout_s=60)
+    assert run.returncode == 0, run
+    shown = dict(line.split("=", 1) for line in run.stdout.splitlines())
+    assert shown["STACCATO_WORKER_THREADS"] == "64"
+    assert shown["STACCATO_WORKER_MEMORY_BYTES"] == str(2 * 1024**3)
+    run = run_cli(
+        "worker",
+        "--check",
+        "--processes",
+        "16",
+        address=temporal_server.address,
+        env={"STACCATO_WORKER_MEMORY_BYTES": str(1024**3)},
+        timeout_s=60,
+    )
+    assert run.returncode == 2, run
+    assert "STACCATO_WORKER_MEMORY_BYTES=1073741824" in run.stderr
+    assert "--processes" in run.stderr

@@ -1,7 +1,7 @@
 """A frozen stream writes nothing after it lost its segment (file destination).
 
 Two workers on one task queue copy from a slow nginx to a file. The test waits until
-a stream's process is inside a chunk write (its ``fdatasync``), then freezes that
+a stream's thread is inside a chunk write (its ``fdatasync``), then freezes that
 worker's whole process tree (SIGSTOP) for longer than the heartbeat timeout. Temporal
 retries the frozen streams on the other worker, which completes and publishes the
 file. Then the frozen tree is woken (SIGCONT) and its streams end: the published
@@ -29,7 +29,7 @@ from tests.helpers import (
 )
 from tests.servers.nginx import NginxServer, nginx_fixture
 from tests.servers.temporal_server import TemporalDevServer
-from tests.zombie_checks import FDATASYNC, freeze_a_writer, main_thread_call, open_under, thaw
+from tests.zombie_checks import FDATASYNC, blocked_calls, freeze_a_writer, open_under, thaw
 
 SIZE = 48 * MiB
 CHUNK = 4 * MiB
@@ -64,9 +64,7 @@ async def test_frozen_stream_writes_nothing_after_losing_its_segment(
             await wait_for_status(client, transfer, lambda s: s.bytes_done > 0, timeout_s=60)
             zombie, frozen = await freeze_a_writer(
                 [first, second],
-                lambda pid: (
-                    main_thread_call(pid) == FDATASYNC and bool(open_under([pid], data_dir))
-                ),
+                lambda pid: FDATASYNC in blocked_calls(pid) and bool(open_under([pid], data_dir)),
             )
             frozen_at = time.monotonic()
             try:

@@ -13,9 +13,8 @@ from pathlib import Path
 
 from tests.helpers import WorkerProcess, child_pids
 
-#: x86_64 system call numbers, as ``/proc/PID/syscall`` shows a blocked thread's call
+#: x86_64 system call number, as ``/proc/PID/task/TID/syscall`` shows a blocked call
 FDATASYNC = 75
-FUTEX = 202
 
 
 def tree(pid: int) -> list[int]:
@@ -31,13 +30,21 @@ def tree(pid: int) -> list[int]:
     return found
 
 
-def main_thread_call(pid: int) -> int | None:
-    """The system call ``pid``'s main thread is blocked in, or None (running, gone)."""
+def blocked_calls(pid: int) -> set[int]:
+    """The system calls ``pid``'s threads are blocked in (running ones show none)."""
+    calls = set()
     try:
-        first = Path(f"/proc/{pid}/syscall").read_text().split()[0]
-    except (OSError, IndexError):
-        return None
-    return int(first) if first.isdigit() else None
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return calls
+    for task in tasks:
+        try:
+            first = Path(f"/proc/{pid}/task/{task}/syscall").read_text().split()[0]
+        except (OSError, IndexError):
+            continue
+        if first.isdigit():
+            calls.add(int(first))
+    return calls
 
 
 def open_under(pids: Iterable[int], directory: Path) -> list[str]:

@@ -10,7 +10,8 @@ A destination may hold a chunk without knowing its checksum (S3 stores whose
 ListParts reports no part checksums, a server-side copy without one): such a chunk
 is read from the source once more to checksum it, and not written again.
 
-Memory: one chunk-sized buffer per stream, whatever the object size.
+Memory: one chunk-sized buffer per stream, whatever the object size, reserved against
+the worker process's budget first (:mod:`staccato.activities.capacity`).
 
 Heartbeats, the minimum-rate watchdog and stopping on a cancel:
 :mod:`staccato.activities.stream_progress`; freeing a process whose stream is blocked
@@ -27,6 +28,7 @@ from typing import Any
 from temporalio import activity
 
 from staccato import checksums, secrets, settings, sockets
+from staccato.activities import capacity
 from staccato.activities.errors import mapped_errors
 from staccato.activities.pacing import Pacer
 from staccato.activities.staging import StagedSource, staged_source
@@ -38,13 +40,14 @@ from staccato.activities.stream_progress import (
     StreamProgress,
     StreamStopped,
     WaitingBeat,
+    heartbeat,
     previous_checkpoint,
 )
 from staccato.activities.transfer import check_file_roots
 from staccato.endpoints import get_driver
 from staccato.endpoints.base import ChunkWriter, Driver, Reader, keepalive_hook
 from staccato.errors import RetryableError
-from staccato.models import StreamInput, StreamResult
+from staccato.models import Checkpoint, StreamInput, StreamResult
 from staccato.plan import chunk_bounds
 from staccato.urls import parse_url, redact
 
@@ -73,13 +76,46 @@ def copy_stream(request: StreamInput) -> StreamResult:
         keepalive_hook(waiting.beat),
     ):
         try:
-            return _copy_segment(request, waiting)
+            with capacity.reserved(
+                _buffer_bytes(request), request.segment.index, _waiting_for_capacity(request)
+            ):
+                return _copy_segment(request, waiting)
         except StreamStopped:  # cancelled while a driver waited, before the stream began
             return StreamResult(
                 segment=request.segment.index,
                 complete=False,
                 next_chunk=request.segment.first_chunk,
             )
+
+
+def _buffer_bytes(request: StreamInput) -> int:
+    """The stream's chunk buffer: a chunk at most, and no more than the object."""
+    return min(request.session.chunk_size, max(request.session.size, 1))
+
+
+def _waiting_for_capacity(request: StreamInput) -> Callable[[str], None]:
+    """Heartbeats (at most every 0.5 s) while the stream waits for its buffer: the
+    previous attempt's progress, and why it waits (shown by ``status``)."""
+    previous = previous_checkpoint()
+    last = [0.0]
+
+    def beat(reason: str) -> None:
+        touch()
+        now = time.monotonic()
+        if now - last[0] < HEARTBEAT_EVERY_S:
+            return
+        last[0] = now
+        heartbeat(
+            Checkpoint(
+                segment=request.segment.index,
+                next_chunk=previous.next_chunk if previous else request.segment.first_chunk,
+                bytes_done=previous.bytes_done if previous else 0,
+                summary=f"segment {request.segment.index}: {reason}",
+                waiting=reason,
+            )
+        )
+
+    return beat
 
 
 def _copy_segment(request: StreamInput, waiting: WaitingBeat) -> StreamResult:

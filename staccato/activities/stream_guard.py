@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from types import FrameType
 
+from staccato import interrupts
 from staccato.errors import RetryableError
 
 log = logging.getLogger("staccato.stream")
@@ -34,7 +35,7 @@ class StreamGuard:
     heartbeat timeout) and retried it, so nobody waits for this one, but its process
     stays taken until the blocked call returns, and a worker has few processes.
 
-    The interrupt is ``SIGUSR2`` sent to the main thread: its handler raises
+    In a process's main thread the interrupt is ``SIGUSR2``: its handler raises
     :class:`StreamAbandonedError` there, a blocked system call (``recv``, ``read``, a lock wait)
     returning with ``EINTR`` first (PEP 475). It is repeated every ``GUARD_TICK_S``
     while the thread stays blocked (a broad ``except`` in a driver may swallow one).
@@ -42,6 +43,12 @@ class StreamGuard:
     (heartbeat, cancel check), whose connection an interrupt would leave unusable.
     The handler stays installed once set and does nothing unless a guard is armed,
     so a signal that arrives late never disturbs the process's next activity.
+
+    In another thread (a worker process runs many streams in threads) a signal
+    cannot reach it: the guard has :func:`staccato.interrupts.interrupt` raise
+    :class:`StreamAbandonedError` in that thread and shut down the sockets it
+    registered (its blocked ``recv`` returns); repeated every ``GUARD_TICK_S`` too,
+    deferred while shielded, and taken back when the block ends first.
     """
 
     def __init__(self, limit_s: float) -> None:
@@ -54,6 +61,8 @@ class StreamGuard:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._main = threading.main_thread().ident
+        #: the guarded thread (the one that made the guard)
+        self.ident = threading.get_ident()
         self._thread = threading.Thread(target=self._watch, name="stream-guard", daemon=True)
 
     def touch(self) -> None:
@@ -63,11 +72,13 @@ class StreamGuard:
     @contextlib.contextmanager
     def shield(self) -> Iterator[None]:
         """Defer interrupts for the block (a call to the shared state manager)."""
-        self.shielded = True
+        with self._lock:
+            self.shielded = True
         try:
             yield
         finally:
-            self.shielded = False
+            with self._lock:
+                self.shielded = False
         if self.pending:
             self.pending = False
             raise StreamAbandonedError(self.message)
@@ -86,21 +97,51 @@ class StreamGuard:
                     "stopping it to free its worker process"
                 )
                 log.warning("%s", self.message)
-                assert self._main is not None
-                signal.pthread_kill(self._main, signal.SIGUSR2)
+                if self.ident == self._main:
+                    signal.pthread_kill(self.ident, signal.SIGUSR2)
+                elif self.shielded:
+                    self.pending = True
+                else:
+                    _abandoned_messages[self.ident] = self.message
+                    with contextlib.suppress(ValueError):  # the thread ended meanwhile
+                        interrupts.interrupt(self.ident, _ThreadAbandoned)
 
     def disarm(self) -> None:
         with self._lock:
             self.armed = False
+            if self.ident != self._main:
+                interrupts.cancel(self.ident)  # one asked for but not raised yet
+                _abandoned_messages.pop(self.ident, None)
         self._stop.set()
 
 
+#: thread ident -> the message of the abandoned stream interrupted there
+_abandoned_messages: dict[int, str] = {}
+
+
+class _ThreadAbandoned(StreamAbandonedError):
+    """:class:`StreamAbandonedError` as raised in a stream's thread by
+    :func:`staccato.interrupts.interrupt`, which builds it without arguments: it reads
+    its message from the guard."""
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(
+            message or _abandoned_messages.get(threading.get_ident(), "stream attempt abandoned")
+        )
+
+
 GUARD_TICK_S = 0.5
-_guard: StreamGuard | None = None  # the armed guard of this process's running stream
+_main_guard: StreamGuard | None = None  # the armed guard of the main thread's stream
+_local = threading.local()  # .guard: the armed guard of this thread's stream
+
+
+def _current() -> StreamGuard | None:
+    guard: StreamGuard | None = getattr(_local, "guard", None)
+    return guard
 
 
 def _on_guard_signal(signum: int, frame: FrameType | None) -> None:
-    guard = _guard
+    guard = _main_guard
     if guard is None or not guard.armed:
         return
     if guard.shielded:
@@ -112,26 +153,33 @@ def _on_guard_signal(signum: int, frame: FrameType | None) -> None:
 @contextlib.contextmanager
 def guarded(limit_s: float | None) -> Iterator[StreamGuard | None]:
     """Run the block under a :class:`StreamGuard` of ``limit_s`` seconds (the attempt's
-    heartbeat timeout). Only in a process's main thread (an activity process of the
-    worker's pool); elsewhere, and without a heartbeat timeout, unguarded."""
-    global _guard
-    if not limit_s or threading.current_thread() is not threading.main_thread():
+    heartbeat timeout), in whatever thread it runs; without a heartbeat timeout,
+    unguarded."""
+    global _main_guard
+    if not limit_s:
         yield None
         return
-    if signal.getsignal(signal.SIGUSR2) is not _on_guard_signal:
-        signal.signal(signal.SIGUSR2, _on_guard_signal)
     guard = StreamGuard(limit_s)
-    _guard = guard
+    main = guard.ident == guard._main
+    if main:
+        if signal.getsignal(signal.SIGUSR2) is not _on_guard_signal:
+            signal.signal(signal.SIGUSR2, _on_guard_signal)
+        _main_guard = guard
+    _local.guard = guard
     guard._thread.start()
     try:
         yield guard
     finally:
         guard.disarm()
-        _guard = None
+        _local.guard = None
+        if main:
+            _main_guard = None
+        else:
+            interrupts.forget_sockets()
 
 
 def touch() -> None:
-    guard = _guard
+    guard = _current()
     if guard is not None:
         guard.touch()
 
@@ -139,5 +187,5 @@ def touch() -> None:
 def shield() -> contextlib.AbstractContextManager[None]:
     """Defer the armed guard's interrupts for the block (a call to the worker's shared
     state manager, whose connection an interrupt would leave unusable)."""
-    guard = _guard
+    guard = _current()
     return guard.shield() if guard is not None else contextlib.nullcontext()

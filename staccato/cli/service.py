@@ -51,6 +51,8 @@ def worker(
             from staccato.staging import StagingCache
 
             StagingCache(config.staging_dir, config.staging_max_bytes).ensure_root()
+        # the memory cap must cover the processes asked for
+        config.buffer_budget_bytes(processes or config.effective_worker_processes)
     except StaccatoError as err:  # SettingsError, SecretKeyError, PermanentError
         fail(str(err), EXIT_USAGE)
     if check:

@@ -1,7 +1,9 @@
 """A Staccato worker: runs ``TransferWorkflow`` and its activities.
 
 Activities run in a pool of processes (``spawn``), so parallel streams use several
-cores instead of one GIL. Each pool process (and the multiprocessing manager that
+cores instead of one GIL, each running up to ``STACCATO_WORKER_THREADS`` activities in
+threads (:mod:`staccato.workers.threaded_pool`: streams are I/O-bound), their chunk
+buffers held within ``STACCATO_WORKER_MEMORY_BYTES`` (:mod:`staccato.activities.capacity`). Each pool process (and the multiprocessing manager that
 carries heartbeats) asks the kernel to SIGKILL it when the worker dies
 (``PR_SET_PDEATHSIG``), so a killed worker leaves no stale writer behind.
 
@@ -28,13 +30,14 @@ import contextlib
 import ctypes
 import logging
 import multiprocessing
+import queue
 import signal
 import sys
 import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, MutableMapping
-from concurrent.futures import ProcessPoolExecutor
 from datetime import timedelta
 from multiprocessing.managers import SyncManager
 from typing import Any
@@ -46,10 +49,17 @@ from temporalio.api.operatorservice.v1 import (
 )
 from temporalio.client import Client
 from temporalio.service import RPCError
-from temporalio.worker import SharedHeartbeatSender, SharedStateManager, Worker
+from temporalio.worker import (
+    PollerBehaviorSimpleMaximum,
+    SharedHeartbeatSender,
+    SharedStateManager,
+    Worker,
+)
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from staccato import settings
 from staccato.activities import ALL_ACTIVITIES
+from staccato.activities.capacity import install_budget
 from staccato.activities.front import FrontActivities
 from staccato.activities.known_copies import KnownCopyActivities
 from staccato.activities.limits import LimitActivities
@@ -61,6 +71,7 @@ from staccato.errors import RetryableError
 from staccato.secrets import install_log_scrubber
 from staccato.workers.progress_reporter import ProgressReporter, RunningStreams
 from staccato.workers.rates import RateBoard
+from staccato.workers.threaded_pool import ThreadedProcessPool
 from staccato.workflows import TransferWorkflow
 from staccato.workflows import search_attributes as sa
 from staccato.workflows.fanout import FanOutWorkflow
@@ -89,6 +100,27 @@ _CHECK_INTERVAL_S = 0.25
 CONTROL_CONCURRENCY = 1000
 # Seconds a failed Temporal Worker gets to finish its own shutdown before it is cancelled.
 _FAILED_WORKER_EXIT_S = 10.0
+
+#: How the worker runs workflow code: in Temporal's sandbox, with Staccato's own modules
+#: (workflows included) passed through, imported once per process instead of once per
+#: workflow run. The sandbox re-imports every module not passed through for each new
+#: run (and each run evicted from the cache), compiling it from source where no
+#: bytecode is cached (``PYTHONDONTWRITEBYTECODE``, set in the image): with 50
+#: transfers starting at once that took most of the worker's main process and held
+#: its event loop for seconds, so workflow tasks timed out and were retried. Workflow
+#: modules keep no state between runs; the test suite's workers and the replay test
+#: keep the default sandbox, so non-deterministic workflow code is still caught there.
+WORKFLOW_RUNNER = SandboxedWorkflowRunner(
+    restrictions=SandboxRestrictions.default.with_passthrough_modules("staccato")
+)
+
+#: How many polls for tasks a worker keeps open (Temporal's default, 5, left many
+#: transfers started at once waiting for a poll: each workflow task waited seconds in
+#: the queue while the worker idled).
+POLLERS = PollerBehaviorSimpleMaximum(maximum=20)
+
+# Cancel events made ahead for activity starts (see _GuardedSharedState).
+_READY_EVENTS = 32
 
 # Errors a proxy of the multiprocessing manager raises once the manager process is gone.
 _CHANNEL_ERRORS = (OSError, EOFError)
@@ -132,8 +164,39 @@ class _GuardedSharedState(SharedStateManager):
     def __init__(self, inner: SharedStateManager, lost: threading.Event) -> None:
         self._inner = inner
         self._lost = lost
+        # Temporal asks for a cancel event (a manager proxy: a new connection to the
+        # manager, its authentication and a call) in the worker's event loop for each
+        # activity it starts; a thread makes them ahead, so many starts at once do
+        # not hold the loop (and the workflow tasks behind it)
+        self._ready: queue.Queue[threading.Event] = queue.Queue()
+        self._wanted = threading.Event()
+        self._closed = False
+        # started by the first activity: none are made for a worker that runs none
+        self._filler: threading.Thread | None = None
+
+    def _fill(self) -> None:
+        while not self._closed:
+            while self._ready.qsize() < _READY_EVENTS and not self._closed:
+                try:
+                    self._ready.put(self._inner.new_event())
+                except _CHANNEL_ERRORS:
+                    self._lost.set()
+                    return
+            self._wanted.wait(1.0)
+            self._wanted.clear()
 
     def new_event(self) -> threading.Event:
+        try:
+            event = self._ready.get_nowait()
+        except queue.Empty:
+            event = None
+        if self._filler is None and not self._closed:
+            self._filler = threading.Thread(target=self._fill, name="cancel-events", daemon=True)
+            self._filler.start()
+        elif self._ready.qsize() < _READY_EVENTS // 2:
+            self._wanted.set()
+        if event is not None:
+            return event
         try:
             return self._inner.new_event()
         except _CHANNEL_ERRORS as err:
@@ -160,6 +223,8 @@ class _GuardedSharedState(SharedStateManager):
     def close(self) -> None:
         """Forget every heartbeater: Temporal's queue-poller thread loops while any is
         registered, and with the manager gone it would loop (and log) forever."""
+        self._closed = True
+        self._wanted.set()
         heartbeats = getattr(self._inner, "_heartbeats", None)
         if isinstance(heartbeats, dict):
             heartbeats.clear()
@@ -179,11 +244,14 @@ def die_with_parent() -> None:
     install_log_scrubber()  # a library's log line may quote a URL's token
 
 
-def _start_pool_process(rate_board: MutableMapping[str, float]) -> None:
-    """The initializer of each activity process: :func:`die_with_parent`, and the
-    worker's rate board for the streams' pacing (:mod:`staccato.activities.pacing`)."""
+def _start_pool_process(rate_board: MutableMapping[str, float], buffer_budget: int) -> None:
+    """The initializer of each activity process: :func:`die_with_parent`, the
+    worker's rate board for the streams' pacing (:mod:`staccato.activities.pacing`),
+    and the process's memory budget for chunk buffers (bytes,
+    :mod:`staccato.activities.capacity`)."""
     die_with_parent()
     install_board(rate_board)
+    install_budget(buffer_budget)
 
 
 def _warm_up() -> int:
@@ -238,7 +306,9 @@ class StaccatoWorker:
     Args:
         client: a connected client (with the pydantic data converter).
         task_queue: the task queue to poll.
-        processes: activity processes (= concurrent activities).
+        processes: activity processes.
+        threads: concurrent activities per process (default
+            ``STACCATO_WORKER_THREADS``).
         shutdown_timeout_s: seconds running activities get to finish on shutdown
             (default: ``STACCATO_WORKER_SHUTDOWN_TIMEOUT_S``).
     """
@@ -249,6 +319,7 @@ class StaccatoWorker:
         *,
         task_queue: str,
         processes: int,
+        threads: int | None = None,
         shutdown_timeout_s: float | None = None,
     ) -> None:
         self._client = client
@@ -259,9 +330,14 @@ class StaccatoWorker:
         )
         self._task_queue = task_queue
         self._processes = processes
+        config = settings.current()
+        #: activities per process (streams are I/O-bound: threads, see threaded_pool)
+        self.threads = config.worker_threads if threads is None else threads
+        #: bytes of chunk buffers each process may hold (the worker's memory cap)
+        self.buffer_budget = config.buffer_budget_bytes(processes)
         self._context = multiprocessing.get_context("spawn")
         self._manager: SyncManager | None = None
-        self._executor: ProcessPoolExecutor | None = None
+        self._executor: ThreadedProcessPool | None = None
         self._shared: SharedStateManager | None = None
         self._channel_lost = threading.Event()
         self._stopping = False
@@ -283,11 +359,12 @@ class StaccatoWorker:
         self._manager = SyncManager(ctx=self._context)
         self._manager.start(die_with_parent)
         self.rate_board = self._manager.dict()
-        self._executor = ProcessPoolExecutor(
-            max_workers=self._processes,
+        self._executor = ThreadedProcessPool(
+            self._processes,
+            self.threads,
             mp_context=self._context,
             initializer=_start_pool_process,
-            initargs=(self.rate_board,),
+            initargs=(self.rate_board, self.buffer_budget),
         )
         loop = asyncio.get_running_loop()
         await asyncio.gather(
@@ -296,14 +373,23 @@ class StaccatoWorker:
         self._shared = _GuardedSharedState(
             SharedStateManager.create_from_multiprocessing(self._manager), self._channel_lost
         )
-        self.worker = Worker(
+        with warnings.catch_warnings():
+            # it compares with the processes only; each runs ``threads`` activities
+            warnings.filterwarnings("ignore", message="Worker max_concurrent_activities")
+            self.worker = self._temporal_worker()
+
+    def _temporal_worker(self) -> Worker:
+        return Worker(
             self._client,
             task_queue=self._task_queue,
             workflows=[TransferWorkflow, DatasetWorkflow, GovernorWorkflow, FanOutWorkflow],
+            workflow_runner=WORKFLOW_RUNNER,
+            workflow_task_poller_behavior=POLLERS,
+            activity_task_poller_behavior=POLLERS,
             activities=ALL_ACTIVITIES,
             activity_executor=self._executor,
             shared_state_manager=self._shared,
-            max_concurrent_activities=self._processes,
+            max_concurrent_activities=self._processes * self.threads,
             graceful_shutdown_timeout=timedelta(seconds=self._shutdown_timeout_s),
             # a stream's lease (staccato.activities.stream_lease) allows for this
             max_heartbeat_throttle_interval=timedelta(seconds=HEARTBEAT_THROTTLE_S),
@@ -434,6 +520,8 @@ class StaccatoWorker:
             self._executor.shutdown(wait=False, cancel_futures=True)
             await asyncio.to_thread(_stop_processes, pool, _POOL_EXIT_S)
             self._executor = None
+        if isinstance(self._shared, _GuardedSharedState):
+            self._shared.close()  # its event maker stops before the manager does
         if self._manager is not None:
             await asyncio.to_thread(self._manager.shutdown)
             self._manager = None
@@ -477,6 +565,7 @@ def control_worker(client: Client, *, task_queue: str) -> Worker:
             copies.find_known_copy,
         ],
         max_concurrent_activities=CONTROL_CONCURRENCY,
+        activity_task_poller_behavior=POLLERS,
         graceful_shutdown_timeout=timedelta(0),
         max_heartbeat_throttle_interval=timedelta(seconds=1),
         default_heartbeat_throttle_interval=timedelta(seconds=1),
@@ -496,6 +585,7 @@ def governor_worker(client: Client) -> Worker:
         client,
         task_queue=GOVERNOR_QUEUE,
         workflows=[GovernorWorkflow, LinkTuningWorkflow],
+        workflow_runner=WORKFLOW_RUNNER,
         activities=[limits.find_ended],
         max_concurrent_activities=CONTROL_CONCURRENCY,
         graceful_shutdown_timeout=timedelta(0),
@@ -538,13 +628,16 @@ async def run_worker(
         governing = governor_worker(client)
         governor_task = asyncio.create_task(governing.run())
         log.info(
-            "worker polling task queue %r (and %r, %r) on %s (namespace %s), %d activity processes",
+            "worker polling task queue %r (and %r, %r) on %s (namespace %s), %d activity processes"
+            " x %d threads, %d bytes of chunk buffers each",
             task_queue,
             control_queue(task_queue),
             GOVERNOR_QUEUE,
             client.service_client.config.target_host,
             client.namespace,
             processes,
+            staccato_worker.threads,
+            staccato_worker.buffer_budget,
         )
         if ready is not None:
             ready.set()

@@ -3,7 +3,7 @@
 An SFTP chunk goes out as pipelined write requests on a handle of the temp file; the
 temp file's name is checked once per chunk. A worker frozen (SIGSTOP of its whole
 process tree) while its stream waits for the server's acknowledgements, in the
-middle of a chunk, and woken after the other worker has completed and published the
+middle of a chunk (its write requests queued on the connection), and woken after the other worker has completed and published the
 file, would send the rest of that chunk on its handle, which now leads to the
 published file. The stream's lease stops it before its next write request: the
 published file's bytes, mtime and ctime stay as published, the server wrote nothing

@@ -25,7 +25,7 @@ from types import FrameType
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
-from staccato import sockets
+from staccato import interrupts, sockets
 from staccato.endpoints.base import keepalive
 from staccato.errors import RetryableError
 from staccato.urls import redact
@@ -58,15 +58,18 @@ def _on_alarm(signum: int, frame: FrameType | None) -> None:
 @contextlib.contextmanager
 def time_limit(seconds: float, message: str) -> Iterator[None]:
     """Raise :class:`RequestDeadlineError` (retryable, with ``message``) if the block runs longer
-    than ``seconds``, by ``SIGALRM`` in the main thread (a blocked ``recv`` returns with
-    ``EINTR`` and the handler's exception propagates, PEP 475). Elsewhere (a thread) the
-    block runs unbounded but for httpx's per-read timeouts.
+    than ``seconds``.
 
-    The handler stays installed once set: it does nothing when no deadline is armed,
-    so a late alarm can never end the process.
+    In the main thread by ``SIGALRM`` (a blocked ``recv`` returns with ``EINTR`` and the
+    handler's exception propagates, PEP 475); the handler stays installed once set: it
+    does nothing when no deadline is armed, so a late alarm can never end the process.
+    In another thread (an activity in a worker process's thread) a timer interrupts
+    it (:func:`staccato.interrupts.interrupt`: the exception at its next bytecode, its
+    registered sockets shut down so a blocked ``recv`` returns).
     """
     if threading.current_thread() is not threading.main_thread():
-        yield
+        with _thread_time_limit(seconds, message):
+            yield
         return
     with _alarm_lock:
         if signal.getsignal(signal.SIGALRM) is not _on_alarm:
@@ -78,6 +81,47 @@ def time_limit(seconds: float, message: str) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         _alarm_message.clear()
+
+
+#: thread ident -> the message of the deadline that expired there
+_thread_messages: dict[int, str] = {}
+
+
+class _ThreadDeadlineError(RequestDeadlineError):
+    """:class:`RequestDeadlineError` as raised in a thread by
+    :func:`staccato.interrupts.interrupt`, which builds it without arguments."""
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(
+            message or _thread_messages.get(threading.get_ident(), "request deadline passed")
+        )
+
+
+@contextlib.contextmanager
+def _thread_time_limit(seconds: float, message: str) -> Iterator[None]:
+    ident = threading.get_ident()
+    lock = threading.Lock()
+    done = False
+
+    def expire() -> None:
+        with lock:
+            if done:
+                return
+            _thread_messages[ident] = message
+            with contextlib.suppress(ValueError):  # the thread ended meanwhile
+                interrupts.interrupt(ident, _ThreadDeadlineError)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        with lock:
+            done = True
+            timer.cancel()
+            interrupts.cancel(ident)  # one asked for but not raised yet
+            _thread_messages.pop(ident, None)
 
 
 def connection_for(target: SplitResult) -> tuple[http.client.HTTPConnection, str]:

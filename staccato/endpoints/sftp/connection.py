@@ -5,10 +5,12 @@ classification of failures on an open connection (:func:`guarded`).
 Why one connection per process and host: paramiko does its crypto and packet work in
 Python, so several connections in threads of one process share one GIL and do not move
 more bytes in total than one pipelined connection (``bench/bench_sftp.py`` compares
-them; ``docs/sftp.md`` has the figures). Streams already run in separate processes
-(process-pool activities), so each stream process opens its own connection and caches
-it in :mod:`staccato.endpoints.sftp.pool` (key: host, port, user, and the known_hosts
-name its host key was checked under).
+them; ``docs/sftp.md`` has the figures). Streams run in threads of several processes
+(:mod:`staccato.workers.threaded_pool`); each stream thread opens its own connection
+(one connection is not safe for two threads) and caches it in
+:mod:`staccato.endpoints.sftp.pool` (key: host, port, user, the known_hosts name its
+host key was checked under, and the thread); ``STACCATO_SFTP_MAX_CONNECTIONS`` still
+caps them per host.
 
 Throughput settings (RFC 4254 §5.2 flow control):
 

@@ -40,7 +40,10 @@ class Pool:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._connections: dict[tuple[str, int, str, str], Connection] = {}
+        # key: the target's (host, port, user, known_hosts name) and the thread: a
+        # connection is not safe for two threads at once (responses are read by the
+        # caller), and a worker runs streams in threads of its processes
+        self._connections: dict[tuple[tuple[str, int, str, str], int], Connection] = {}
         self._reaper: threading.Thread | None = None
 
     @contextmanager
@@ -58,14 +61,15 @@ class Pool:
         """The cached connection for ``target`` or a new one (waiting for a slot);
         give it back with :meth:`release`."""
         with self._lock:
-            existing = self._connections.get(target.key)
+            key = (target.key, threading.get_ident())
+            existing = self._connections.get(key)
             if existing is not None:
                 if existing.alive():
                     existing.users += 1
                     existing.leases += 1
                     return existing
                 if existing.users == 0:
-                    self._connections.pop(target.key, None)
+                    self._connections.pop(key, None)
                     existing.close()
         slot = acquire_slot(target)
         try:
@@ -76,8 +80,8 @@ class Pool:
         with self._lock:
             connection.users = 1
             connection.leases = 1
-            replaced = self._connections.get(target.key)
-            self._connections[target.key] = connection
+            replaced = self._connections.get(key)
+            self._connections[key] = connection
             self._start_reaper()
         if replaced is not None and replaced.users == 0:
             replaced.close()
@@ -92,17 +96,19 @@ class Pool:
             connection.idle_since = time.time()
             if connection.alive():
                 return
-            if self._connections.get(connection.target.key) is connection:
-                del self._connections[connection.target.key]
+            for key, cached in list(self._connections.items()):
+                if cached is connection:
+                    del self._connections[key]
         connection.close()
 
     def discard(self, target: SSHHost) -> None:
         """Close the cached connection to ``target`` if nobody uses it."""
         with self._lock:
-            connection = self._connections.get(target.key)
+            key = (target.key, threading.get_ident())
+            connection = self._connections.get(key)
             if connection is None or connection.users:
                 return
-            del self._connections[target.key]
+            del self._connections[key]
         connection.close()
 
     def _start_reaper(self) -> None:

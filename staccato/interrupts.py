@@ -1,0 +1,79 @@
+"""Interrupting a thread that is blocked in a call: the stream guard's and the HTTP
+stat deadline's way to stop an activity running in a thread of a worker process.
+
+A signal handler runs only in a process's main thread, so ``SIGUSR2``/``SIGALRM``
+cannot stop an activity running in another thread. Instead :func:`interrupt`:
+
+1. asks CPython to raise an exception in the thread at its next bytecode
+   (``PyThreadState_SetAsyncExc``, the C API's documented way to do so), and
+2. shuts down (``shutdown(SHUT_RDWR)``) every socket the thread registered with
+   :func:`register_socket` (drivers do, through :func:`staccato.sockets.apply`), so a
+   ``recv``/``send``/``select`` blocked in C returns at once and the exception is
+   raised as soon as the thread is back in Python.
+
+A call blocked in C on something else (a disk that hangs) is left until it returns;
+then the exception is raised. :func:`cancel` takes back an exception not raised yet
+(the guarded block ended first), so it cannot surface in the thread's next activity.
+
+This module imports nothing from Staccato (drivers and activities both use it).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import socket
+import threading
+import weakref
+
+_lock = threading.Lock()
+#: thread ident -> the sockets that thread registered (gone with the socket objects)
+_sockets: dict[int, weakref.WeakSet[socket.socket]] = {}
+
+# two function pointers (item access makes a new one each time): one passes an
+# exception class, the other NULL
+_set_async_exc = ctypes.pythonapi["PyThreadState_SetAsyncExc"]
+_set_async_exc.argtypes = (ctypes.c_ulong, ctypes.py_object)
+_set_async_exc.restype = ctypes.c_int
+_clear_async_exc = ctypes.pythonapi["PyThreadState_SetAsyncExc"]
+_clear_async_exc.argtypes = (ctypes.c_ulong, ctypes.c_void_p)
+_clear_async_exc.restype = ctypes.c_int
+
+
+def register_socket(sock: socket.socket) -> None:
+    """Let :func:`interrupt` of the calling thread shut ``sock`` down (a weak
+    reference: a closed, collected socket drops out by itself)."""
+    ident = threading.get_ident()
+    with _lock:
+        _sockets.setdefault(ident, weakref.WeakSet()).add(sock)
+
+
+def forget_sockets() -> None:
+    """Drop the calling thread's registered sockets (its activity is over; the next
+    one on this thread registers its own)."""
+    with _lock:
+        _sockets.pop(threading.get_ident(), None)
+
+
+def interrupt(ident: int, error: type[BaseException]) -> None:
+    """Raise ``error()`` (built with no arguments, in the thread) in thread ``ident`` at
+    its next bytecode, and shut down the sockets it registered.
+
+    Raises:
+        ValueError: no thread ``ident`` (it ended).
+    """
+    if _set_async_exc(ident, error) == 0:
+        raise ValueError(f"no thread {ident}")
+    with _lock:
+        registered = list(_sockets.get(ident, ()))
+    for sock in registered:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # closed, or never connected
+
+
+def cancel(ident: int) -> None:
+    """Take back an exception :func:`interrupt` asked for that the thread has not
+    raised yet (no-op otherwise)."""
+    # a NULL exception clears the thread's pending one
+    _clear_async_exc(ident, None)
