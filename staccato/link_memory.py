@@ -4,6 +4,8 @@ Imports no driver: the CLI loads it only for the commands that use it."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from temporalio.client import Client, WorkflowQueryRejectedError
 from temporalio.common import QueryRejectCondition
 from temporalio.service import RPCError, RPCStatusCode
@@ -12,16 +14,25 @@ from staccato.tuning import LinkMemory
 from staccato.workflows.link_tuning import GET_QUERY, link_tuning_id
 
 
-async def read_link_memory(client: Client, link: str) -> LinkMemory | None:
+async def read_link_memory(
+    client: Client, link: str, *, timeout: timedelta | None = None
+) -> LinkMemory | None:
     """``link``'s memory, or None when nothing was recorded (no workflow runs).
 
+    Args:
+        timeout: bound on the query (None: the client's default); a query waits for a
+            worker of the governors' queue to answer it.
+
     Raises:
-        RPCError: Temporal failed otherwise.
+        RPCError: Temporal failed otherwise (``DEADLINE_EXCEEDED`` past ``timeout``).
     """
     try:
         # a forgotten (terminated) memory is no memory
         return await client.get_workflow_handle(link_tuning_id(link)).query(
-            GET_QUERY, result_type=LinkMemory, reject_condition=QueryRejectCondition.NOT_OPEN
+            GET_QUERY,
+            result_type=LinkMemory,
+            reject_condition=QueryRejectCondition.NOT_OPEN,
+            rpc_timeout=timeout,
         )
     except WorkflowQueryRejectedError:
         return None

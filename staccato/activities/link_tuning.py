@@ -11,8 +11,11 @@ the worker's own Temporal client: they only call Temporal and read the settings.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from temporalio import activity
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from staccato import settings
 from staccato.link_memory import read_link_memory
@@ -20,6 +23,9 @@ from staccato.models import TuningRecall
 from staccato.tuning import LinkMemory
 from staccato.workflows.governor import GOVERNOR_QUEUE
 from staccato.workflows.link_tuning import RECORD_SIGNAL, LinkTuningWorkflow, link_tuning_id
+
+#: bound on reading a link's memory (seconds): past it the transfer starts cold
+RECALL_TIMEOUT = timedelta(seconds=10)
 
 
 class LinkTuningActivities:
@@ -36,7 +42,15 @@ class LinkTuningActivities:
     async def recall_link_tuning(self, link: str) -> TuningRecall:
         """What a tuned transfer on ``link`` starts from (memory and settings)."""
         current = settings.current()
-        memory = await read_link_memory(self._client, link)
+        try:
+            memory = await read_link_memory(self._client, link, timeout=RECALL_TIMEOUT)
+        except RPCError as err:
+            # a busy governors' queue must not hold the transfer for the activity's
+            # whole timeout: start cold, the next transfer reads the memory again
+            activity.logger.warning(
+                "link %s: its memory was not read (%s); starting cold", link, err
+            )
+            memory = None
         return TuningRecall(
             enabled=current.tuning,
             memory=None if memory is None else memory.model_dump(mode="json"),
