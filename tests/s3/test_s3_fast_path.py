@@ -16,9 +16,9 @@ import pytest
 
 from staccato.endpoints.s3 import S3Driver
 from staccato.endpoints.s3 import read as s3_read
-from staccato.errors import IncompleteRead, PermanentError, SourceChanged
+from staccato.errors import IncompleteRead, PermanentError
 from staccato.urls import parse_url
-from tests.s3.conftest import MeteredSeaweedS3, settled
+from tests.s3.conftest import MeteredSeaweedS3
 
 
 def _credentials(path: Path, key: str, secret: str) -> None:
@@ -142,36 +142,3 @@ def test_a_body_cut_short_on_the_direct_path_is_an_incomplete_read(
             assert 0 < reader.bytes_read < 100_000
     finally:
         link.close()
-
-
-def test_a_long_range_is_read_with_gets_sent_ahead(
-    s3_server: MeteredSeaweedS3,
-    s3_env: MeteredSeaweedS3,
-    s3: Any,
-    bucket: str,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A range longer than one GET piece is read as consecutive ranged GETs (the next
-    sent while the current one is read): the exact bytes, one 206 per piece; an
-    object replaced meanwhile fails a later piece with SourceChanged (each GET is
-    pinned with If-Match), never bytes of two versions."""
-    piece = 256 * 1024
-    monkeypatch.setattr(s3_read, "GET_PIECE", piece)
-    data = os.urandom(5 * piece + 1234)
-    s3.put_object(Bucket=bucket, Key="long", Body=data)
-    driver = S3Driver()
-    url = parse_url(f"s3://{bucket}/long")
-    info = driver.stat(url)
-    offset, length = 1000, len(data) - 2000
-    buffer = memoryview(bytearray(length))
-    with driver.open_read(url, info, offset, length) as reader:
-        assert reader.readinto_full(buffer) == length
-        assert reader.bytes_read == length
-    assert bytes(buffer) == data[offset : offset + length]
-    pieces = -(-length // piece)  # 5
-    assert settled(lambda: s3_server.request_count(bucket, "GET", code="206"), pieces) == pieces
-
-    reader = driver.open_read(url, info, 0, len(data))
-    s3.put_object(Bucket=bucket, Key="long", Body=os.urandom(len(data)))
-    with reader, pytest.raises(SourceChanged):
-        reader.readinto_full(memoryview(bytearray(len(data))))

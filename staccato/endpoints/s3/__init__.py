@@ -14,8 +14,7 @@ stores), unless the profile or environment sets them. Staccato sends its own
 CRC32C per request in a plain ``x-amz-checksum-crc32c`` header instead, which the
 store verifies (``BadDigest`` otherwise).
 
-Source (GetObject): ranged GETs (a long range as consecutive GETs of 32 MiB, the next
-one sent while the current one is read) pinned to the ETag seen at stat time (``If-Match``)
+Source (GetObject): ranged GETs pinned to the ETag seen at stat time (``If-Match``)
 and to the VersionId where the bucket is versioned; ``412 PreconditionFailed``, a
 different ETag, a different total size or a missing key mean ``SourceChanged``. A 0-byte
 object is never read (a ranged GET of it is ``416``).
