@@ -9,7 +9,8 @@ uploads never hash their payload with SHA-256 (each part carries a CRC32C instea
 A throttling answer with ``Retry-After`` is handed to Temporal rather than retried
 inside botocore (:func:`_honour_retry_after`).
 
-The driver caches one :class:`_Endpoint` per profile for a minute
+The driver keeps one :class:`_Endpoint` per profile and process for as long as the AWS
+configuration it was made from is unchanged
 (:meth:`staccato.endpoints.s3.driver.S3Driver.endpoint`), so an edited config or
 credentials file is picked up without restarting the worker.
 """

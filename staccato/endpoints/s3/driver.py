@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import mimetypes
+import os
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -19,7 +20,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from staccato import checksums
+from staccato import checksums, sockets
 from staccato.endpoints.base import ChunkWriter, Driver, Features, Reader, keepalive
 from staccato.endpoints.s3.checksums import _EMPTY_CRC32C, _b64_to_hex, _crc_b64
 from staccato.endpoints.s3.client import _Endpoint, _make_endpoint
@@ -45,7 +46,7 @@ log = logging.getLogger("staccato.s3")
 #: user-metadata key marking objects written by a Staccato session
 MARKER = "staccato-transfer"
 _ABORT_ROUNDS = 5
-_ENDPOINT_TTL_S = 60.0  # seconds a profile's client (and credentials) are reused
+_BUCKET_TTL_S = 60.0  # seconds a bucket HeadBucket found is not asked about again
 _ABORT_PAUSE_S = 0.5
 
 
@@ -92,6 +93,26 @@ def _checked_whole(
     return info, data
 
 
+def _configuration() -> tuple[object, ...]:
+    """What an S3 client is made from, cheaply compared: the ``AWS_*`` environment
+    variables, the size and mtime (ns) of the shared config and credentials files
+    (``AWS_CONFIG_FILE``, ``AWS_SHARED_CREDENTIALS_FILE``, else ``~/.aws/config`` and
+    ``~/.aws/credentials``; None where missing), and the socket buffer size new
+    connections get (:func:`staccato.sockets.chosen`)."""
+    files: list[tuple[int, int, int] | None] = []
+    for variable, default in (
+        ("AWS_CONFIG_FILE", "~/.aws/config"),
+        ("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials"),
+    ):
+        try:
+            st = os.stat(os.path.expanduser(os.environ.get(variable) or default))
+            files.append((st.st_size, st.st_mtime_ns, st.st_ino))
+        except OSError:
+            files.append(None)
+    environment = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_")))
+    return (environment, tuple(files), sockets.chosen())
+
+
 def _listed_after(key: str, cursor: str) -> bool:
     """Whether ``key`` may follow ``cursor`` in a listing: greater in UTF-8 byte order
     (AWS S3) or in file-tree order, where ``/`` sorts before every other character
@@ -112,7 +133,8 @@ class S3Driver(Driver):
     )
 
     def __init__(self) -> None:
-        self._endpoints: dict[str | None, tuple[_Endpoint, float]] = {}
+        #: profile -> (its client, the configuration it was made from)
+        self._endpoints: dict[str | None, tuple[_Endpoint, tuple[object, ...]]] = {}
         #: (profile, bucket) -> when HeadBucket last found it (monotonic seconds)
         self._buckets: dict[tuple[str | None, str], float] = {}
         self._lock = threading.Lock()
@@ -122,15 +144,19 @@ class S3Driver(Driver):
     # -- configuration
 
     def endpoint(self, url: EndpointURL) -> _Endpoint:
-        """The client for the URL's profile, cached for at most a minute, so that a
-        worker picks up edited config/credentials files (e.g. after a wrong key was
-        fixed) without a restart. Refreshable credentials (roles, SSO) refresh anyway."""
+        """The client for the URL's profile: one per process, kept for as long as the
+        worker's AWS configuration is the same (:func:`_configuration`: the ``AWS_*``
+        environment, the config and credentials files' size and mtime, the socket
+        buffer size), so that a worker picks up edited config/credentials files (e.g.
+        after a wrong key was fixed) without a restart, and only then pays for a new
+        client (~0.1-0.2 s of CPU, its connection pool emptied). Refreshable
+        credentials (roles, SSO) refresh anyway."""
         profile = url.params.get("profile")
-        now = time.monotonic()
+        configuration = _configuration()
         with self._lock:
             cached = self._endpoints.get(profile)
-            if cached is None or now - cached[1] > _ENDPOINT_TTL_S:
-                cached = self._endpoints[profile] = (_make_endpoint(profile), now)
+            if cached is None or cached[1] != configuration:
+                cached = self._endpoints[profile] = (_make_endpoint(profile), configuration)
             return cached[0]
 
     def target(self, session: WriteSession) -> _UploadDestination:
@@ -313,8 +339,8 @@ class S3Driver(Driver):
     def check_destination(self, url: EndpointURL) -> None:
         """The key names an object (not ``dir/``) and the bucket exists (HeadBucket;
         some stores would silently create a missing bucket on the first PUT). A bucket
-        found is not asked about again for as long as its client is reused (a minute,
-        ``_ENDPOINT_TTL_S``): a dataset writes many objects into one bucket."""
+        found is not asked about again for a minute
+        (``_BUCKET_TTL_S``): a dataset writes many objects into one bucket."""
         if not url.key or url.key.endswith("/"):
             raise InvalidURL(
                 f"destination {url} ends with '/': S3 keys ending in '/' are folder markers; "
@@ -324,7 +350,7 @@ class S3Driver(Driver):
         seen = (url.params.get("profile"), url.bucket)
         with self._lock:
             found = self._buckets.get(seen)
-        if found is not None and time.monotonic() - found <= _ENDPOINT_TTL_S:
+        if found is not None and time.monotonic() - found <= _BUCKET_TTL_S:
             return
         try:
             endpoint.client.head_bucket(Bucket=url.bucket)
