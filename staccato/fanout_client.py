@@ -222,6 +222,8 @@ async def group_status(client: StaccatoClient, group: str) -> GroupStatus:
             child.bytes_total,
             child.phase,
         )
+        if child.state in (TransferState.paused, TransferState.queued):
+            row.state = child.state  # the group sees its child as running: say which
     for row in destinations:
         if row.state == TransferState.completed:
             row.bytes_done = row.bytes_total = row.bytes

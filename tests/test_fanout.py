@@ -295,6 +295,51 @@ async def test_cancelling_the_group_cancels_every_destination(
     assert leftovers(data_dir) == []  # each transfer removed its temp data
 
 
+async def test_a_paused_destination_shows_paused_in_the_group(
+    temporal_server,
+    fanout_client: StaccatoClient,
+    fanout_worker: WorkerProcess,
+    nginx_ranges: NginxServer,
+    http_root: Path,
+    data_dir: Path,
+) -> None:
+    name = f"fan-pause-{uuid.uuid4().hex[:8]}.bin"
+    _source(http_root, name, SMALL)
+    destinations = [str(data_dir / "a.bin"), str(data_dir / "b.bin")]
+    slow = OPTIONS.model_copy(update={"max_rate": 2_000_000, "chunk_size": MiB})
+    group = await fanout_client.fan_out(nginx_ranges.url(name), destinations, slow)
+    deadline = time.monotonic() + 60
+    while True:
+        current = await fanout_client.group_status(group)
+        if all((d.bytes_done or 0) > 0 for d in current.destinations):
+            break
+        assert time.monotonic() < deadline, current
+        await asyncio.sleep(0.2)
+    paused = current.destinations[0]
+    await fanout_client.pause(paused.transfer_id)
+    try:
+        while True:
+            current = await fanout_client.group_status(group)
+            if current.destinations[0].state == TransferState.paused:
+                break
+            assert time.monotonic() < deadline, current
+            await asyncio.sleep(0.2)
+        assert current.destinations[1].state == TransferState.running, current
+        shown = run_cli(
+            "status", "--json", group, address=temporal_server.address,
+            task_queue=fanout_worker.task_queue,
+        )  # fmt: skip
+        states = [d["state"] for d in json.loads(shown.stdout)["destinations"]]
+        assert states == ["paused", "running"], shown.stdout
+        human = run_cli(
+            "status", group, address=temporal_server.address, task_queue=fanout_worker.task_queue
+        )
+        assert f"{paused.destination}  paused" in human.stdout, human.stdout
+    finally:
+        await fanout_client.cancel(group)
+        await fanout_client.wait_group(group)
+
+
 async def test_a_malformed_raw_start_fails_naming_the_field(
     fanout_client: StaccatoClient,
 ) -> None:
