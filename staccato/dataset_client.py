@@ -313,8 +313,13 @@ async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
     eta = None
     if progress.listing_done and rate_files:
         eta = round(max(0, progress.files_listed - handled) / rate_files, 1)
+    if state == DatasetState.running and progress.queued_reason:
+        # every batch in flight waits for a slot: queued, as a single transfer is
+        if progress.waiting >= progress.in_flight:
+            state = DatasetState.queued
     return status.model_copy(
         update={
+            "state": state,
             "files_total": progress.files_listed,
             "files_done": done,
             "files_skipped": progress.files_skipped,

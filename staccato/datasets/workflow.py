@@ -534,4 +534,6 @@ class DatasetWorkflow:
             error=self._error,
             failures=c.failures,
             queued_reason=self._queued_reason if self._waiting else None,
+            in_flight=len(self._batches) + len(self._children),
+            waiting=len(self._waiting),
         )
