@@ -372,6 +372,9 @@ class Checkpoint(BaseModel):
     rate_bytes_per_s: float = 0.0
     bytes_read: int = 0
     summary: str | None = None
+    #: attempts of this segment that failed with an endpoint's error (each failing
+    #: attempt heartbeats it before it fails); a lost worker (heartbeat timeout) adds none
+    endpoint_errors: int = 0
 
 
 class ProgressReport(BaseModel):
@@ -537,9 +540,11 @@ class StreamResult(BaseModel):
     checksum: str | None = None
     bytes_read: int = 0
     verified: bool = False
-    #: the activity attempt that finished it (attempts before it failed: the optimizer
-    #: counts them as errors)
+    #: the activity attempt that finished it (attempts before it failed)
     attempt: int = 1
+    #: of those, attempts that failed with an endpoint's error (the optimizer counts
+    #: these; the others were lost with a worker: heartbeat timeout)
+    endpoint_errors: int = 0
 
 
 class PrepareInput(BaseModel):
