@@ -267,6 +267,7 @@ def test_a_missing_source_fails_the_group_before_any_destination_starts(
     )  # fmt: skip
     assert done.returncode == 1, done.stderr
     assert "reading the source failed" in done.stderr and "404" in done.stderr, done.stderr
+    assert done.stderr.count("reading the source failed") == 1, done.stderr  # said once
     assert "Traceback" not in done.stderr, done.stderr
     assert not (data_dir / "a.bin").exists() and not (data_dir / "b.bin").exists()
 
