@@ -459,6 +459,8 @@ class StagingProgress(BaseModel):
     a source that cannot serve ranges is staged again from byte 0)."""
 
     bytes_staged: int = 0
+    #: bytes/s this attempt read the source at (0: not known yet)
+    rate_bytes_per_s: float = 0.0
 
 
 class KnownCopyInput(BaseModel):
@@ -799,6 +801,8 @@ class TransferStatus(BaseModel):
     up_to_date: bool | None = None
     sync_level: SyncLevel | None = None
     staged_bytes: int | None = None
+    #: the staging read's rate (bytes/s) while the source is being staged
+    staging_rate_bytes_per_s: float | None = None
     tuning: TuningView | None = None
     read_from: str | None = None
     read_from_reason: str | None = None
@@ -1153,6 +1157,8 @@ class GroupStatus(BaseModel):
     error: str | None = None
     #: bytes of the source in the staging cache (while staging: read so far)
     staged_bytes: int | None = None
+    #: the staging read's rate (bytes/s) while the source is being staged
+    staging_rate_bytes_per_s: float | None = None
     destinations: list[DestinationStatus]
 
     def to_json_dict(self) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -27,6 +28,7 @@ import pytest
 from temporalio.client import WorkflowFailureError
 
 from staccato.client import StaccatoClient
+from staccato.errors import StaccatoError
 from staccato.models import GroupState, TransferOptions, TransferState
 from staccato.urls import parse_url
 from tests.helpers import MiB, WorkerProcess, leftovers, run_cli, sha256_file, write_random
@@ -310,14 +312,17 @@ async def test_a_paused_destination_shows_paused_in_the_group(
     slow = OPTIONS.model_copy(update={"max_rate": 2_000_000, "chunk_size": MiB})
     group = await fanout_client.fan_out(nginx_ranges.url(name), destinations, slow)
     deadline = time.monotonic() + 60
-    while True:
+    while True:  # pause the first destination once its copy runs (8 s at 2 MB/s)
         current = await fanout_client.group_status(group)
-        if all((d.bytes_done or 0) > 0 for d in current.destinations):
-            break
+        paused = current.destinations[0]
+        if paused.state == TransferState.running and paused.run_id:
+            try:
+                await fanout_client.pause(paused.transfer_id)
+                break
+            except StaccatoError as err:  # not copying yet: starting
+                assert "not copying yet" in str(err), err
         assert time.monotonic() < deadline, current
         await asyncio.sleep(0.2)
-    paused = current.destinations[0]
-    await fanout_client.pause(paused.transfer_id)
     try:
         while True:
             current = await fanout_client.group_status(group)
@@ -339,6 +344,29 @@ async def test_a_paused_destination_shows_paused_in_the_group(
     finally:
         await fanout_client.cancel(group)
         await fanout_client.wait_group(group)
+
+
+def test_cp_shows_the_staging_progress_of_a_group(
+    temporal_server,
+    fanout_worker: WorkerProcess,
+    nginx_ranges: NginxServer,
+    http_root: Path,
+    data_dir: Path,
+) -> None:
+    """A fan-out's source staged at 4 MB/s (its --max-rate paces the staging read too):
+    `cp` shows the bytes staged growing, with the rate, from the staging heartbeats."""
+    name = f"fan-staging-{uuid.uuid4().hex[:8]}.bin"
+    _source(http_root, name, SMALL)
+    done = run_cli(
+        "cp", "--max-rate", "4MB", "--chunk-size", "4MiB", nginx_ranges.url(name),
+        str(data_dir / "a.bin"), str(data_dir / "b.bin"),
+        address=temporal_server.address, task_queue=fanout_worker.task_queue,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    staging = [line for line in done.stderr.splitlines() if "staging the source" in line]
+    staged = {line.split(":", 1)[1].split("/")[0].strip() for line in staging}
+    assert staged - {"0 B"}, done.stderr  # it grows while it runs
+    assert any(re.search(r"\) at [0-9.]+ [KM]iB/s, ETA", line) for line in staging), done.stderr
 
 
 async def test_a_malformed_raw_start_fails_naming_the_field(
