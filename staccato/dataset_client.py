@@ -12,7 +12,6 @@ at a time; an identical request attaches to the running one. Like
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
@@ -44,6 +43,7 @@ from staccato.errors import (
     StaccatoError,
     TransferNotFoundError,
 )
+from staccato.following import follow_until_ended
 from staccato.models import MiB, TransferOptions
 from staccato.urls import EndpointURL, parse_url, resolve_local_directory
 from staccato.workflows import search_attributes as sa
@@ -388,12 +388,10 @@ async def follow_dataset(
 ) -> AsyncIterator[DatasetStatus]:
     """Yield the status every ``interval_s`` seconds until the dataset ends (the last
     one yielded is the final status)."""
-    while True:
-        current = await dataset_status(client, dataset)
+    async for current in follow_until_ended(
+        lambda: dataset_status(client, dataset), _TERMINAL, interval_s
+    ):
         yield current
-        if current.state in _TERMINAL:
-            return
-        await asyncio.sleep(interval_s)
 
 
 async def await_dataset_end(client: StaccatoClient, dataset: str) -> DatasetStatus:

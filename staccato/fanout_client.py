@@ -31,6 +31,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from staccato import units
 from staccato.errors import DestinationBusyError, InvalidURLError, TransferNotFoundError
+from staccato.following import follow_until_ended
 from staccato.models import (
     GROUP_ID_PREFIX,
     MAX_FAN_OUT,
@@ -267,12 +268,10 @@ async def follow_group(
 ) -> AsyncIterator[GroupStatus]:
     """Yield the group's status every ``interval_s`` seconds until it ends (the last
     one yielded is the final status)."""
-    while True:
-        current = await group_status(client, group)
+    async for current in follow_until_ended(
+        lambda: group_status(client, group), _TERMINAL, interval_s
+    ):
         yield current
-        if current.state in _TERMINAL:
-            return
-        await asyncio.sleep(interval_s)
 
 
 async def wait_group(client: StaccatoClient, group: str) -> GroupStatus:

@@ -274,15 +274,22 @@ def test_a_missing_source_fails_the_group_before_any_destination_starts(
     assert not (data_dir / "a.bin").exists() and not (data_dir / "b.bin").exists()
 
 
+async def _slow_group(
+    client: StaccatoClient, nginx: NginxServer, http_root: Path, data_dir: Path, what: str
+) -> str:
+    """A group of a 16 MiB source to ``a.bin`` and ``b.bin`` at 2 MB/s per transfer:
+    its copies last ~8 s, long enough to act on mid-way. Returns the group id."""
+    name = f"fan-{what}-{uuid.uuid4().hex[:8]}.bin"
+    _source(http_root, name, SMALL)
+    destinations = [str(data_dir / "a.bin"), str(data_dir / "b.bin")]
+    slow = OPTIONS.model_copy(update={"max_rate": 2_000_000, "chunk_size": MiB})
+    return await client.fan_out(nginx.url(name), destinations, slow)
+
+
 async def test_cancelling_the_group_cancels_every_destination(
     fanout_client: StaccatoClient, nginx_ranges: NginxServer, http_root: Path, data_dir: Path
 ) -> None:
-    name = f"fan-cancel-{uuid.uuid4().hex[:8]}.bin"
-    _source(http_root, name, SMALL)
-    destinations = [str(data_dir / "a.bin"), str(data_dir / "b.bin")]
-    # 2 MB/s per transfer: the copy lasts ~8 s, long enough to cancel mid-way
-    slow = OPTIONS.model_copy(update={"max_rate": 2_000_000, "chunk_size": MiB})
-    group = await fanout_client.fan_out(nginx_ranges.url(name), destinations, slow)
+    group = await _slow_group(fanout_client, nginx_ranges, http_root, data_dir, "cancel")
     deadline = time.monotonic() + 60
     while True:
         current = await fanout_client.group_status(group)
@@ -306,11 +313,7 @@ async def test_a_paused_destination_shows_paused_in_the_group(
     http_root: Path,
     data_dir: Path,
 ) -> None:
-    name = f"fan-pause-{uuid.uuid4().hex[:8]}.bin"
-    _source(http_root, name, SMALL)
-    destinations = [str(data_dir / "a.bin"), str(data_dir / "b.bin")]
-    slow = OPTIONS.model_copy(update={"max_rate": 2_000_000, "chunk_size": MiB})
-    group = await fanout_client.fan_out(nginx_ranges.url(name), destinations, slow)
+    group = await _slow_group(fanout_client, nginx_ranges, http_root, data_dir, "pause")
     deadline = time.monotonic() + 60
     while True:  # pause the first destination once its copy runs (8 s at 2 MB/s)
         current = await fanout_client.group_status(group)
