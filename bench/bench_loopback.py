@@ -45,7 +45,16 @@ from pathlib import Path
 
 from bench.bench_s3 import _BOTO3_SCRIPT, BUCKET
 from bench.bench_s3 import _rclone as rclone_binary
-from bench.common import GiB, MiB, Service, random_file, timed
+from bench.common import (
+    GiB,
+    MiB,
+    Service,
+    random_file,
+    rclone_s3_remote,
+    rclone_sftp_remote,
+    sftp_worker_env,
+    timed,
+)
 from tests.servers.nginx import NginxServer
 from tests.servers.seaweedfs import SeaweedS3
 from tests.servers.sshd import SshdServer
@@ -100,30 +109,15 @@ def main() -> None:
         processes=max(4, args.streams),
         env={
             **{k: v for k, v in s3_env.items() if k.startswith("AWS_")},
-            "STACCATO_SSH_CONFIG": "none",
-            "STACCATO_SSH_IDENTITY": str(sshd.client_key_path),
-            "STACCATO_SSH_KNOWN_HOSTS": str(sshd.known_hosts_path),
-            "STACCATO_SFTP_LOCK_DIR": str(work / "locks"),
-            "SSH_AUTH_SOCK": "",
+            **sftp_worker_env(sshd, work),
         },
     ).start()
     (work / "rclone.conf").write_text("")
     rclone_env = {
         **s3_env,
         "RCLONE_CONFIG": str(work / "rclone.conf"),
-        "RCLONE_CONFIG_S3_TYPE": "s3",
-        "RCLONE_CONFIG_S3_PROVIDER": "SeaweedFS",
-        "RCLONE_CONFIG_S3_ENDPOINT": seaweed.endpoint_url,
-        "RCLONE_CONFIG_S3_ACCESS_KEY_ID": seaweed.access_key,
-        "RCLONE_CONFIG_S3_SECRET_ACCESS_KEY": seaweed.secret_key,
-        "RCLONE_CONFIG_S3_REGION": seaweed.region,
-        "RCLONE_CONFIG_S3_FORCE_PATH_STYLE": "true",
-        "RCLONE_CONFIG_SFTP_TYPE": "sftp",
-        "RCLONE_CONFIG_SFTP_HOST": "127.0.0.1",
-        "RCLONE_CONFIG_SFTP_PORT": str(sshd.port),
-        "RCLONE_CONFIG_SFTP_USER": sshd.user,
-        "RCLONE_CONFIG_SFTP_KEY_FILE": str(sshd.client_key_path),
-        "RCLONE_CONFIG_SFTP_KNOWN_HOSTS_FILE": str(sshd.known_hosts_path),
+        **rclone_s3_remote("S3", seaweed),
+        **rclone_sftp_remote("SFTP", sshd),
     }
     rclone = rclone_binary()
     key = "obj.bin"

@@ -48,7 +48,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script or with -m
 
-from bench.common import MiB, Service, random_file, timed  # noqa: E402
+from bench.common import MiB, Service, random_file, rclone_s3_remote, timed  # noqa: E402
 from tests.servers.seaweedfs import SeaweedS3  # noqa: E402
 
 BUCKET = "bench"
@@ -108,16 +108,7 @@ def main() -> None:
     env.pop("AWS_CA_BUNDLE", None)
     service = Service(processes=max(4, args.streams), env=env).start()
     python_env = {k: v for k, v in env.items() if k != "AWS_CA_BUNDLE"}
-    rclone_env = {
-        **python_env,
-        "RCLONE_CONFIG_BENCH_TYPE": "s3",
-        "RCLONE_CONFIG_BENCH_PROVIDER": "SeaweedFS",
-        "RCLONE_CONFIG_BENCH_ENDPOINT": seaweed.endpoint_url,
-        "RCLONE_CONFIG_BENCH_ACCESS_KEY_ID": seaweed.access_key,
-        "RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY": seaweed.secret_key,
-        "RCLONE_CONFIG_BENCH_REGION": seaweed.region,
-        "RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE": "true",
-    }
+    rclone_env = {**python_env, **rclone_s3_remote("BENCH", seaweed)}
     options = ["--streams", str(args.streams), "--chunk-size", args.chunk_size, "-q"]
     key = "obj.bin"
     url = f"s3://{BUCKET}/{key}"

@@ -35,7 +35,15 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.common import REPO, MiB, Service, random_file, timed
+from bench.common import (
+    REPO,
+    MiB,
+    Service,
+    random_file,
+    rclone_sftp_remote,
+    sftp_worker_env,
+    timed,
+)
 from tests.servers.sshd import SshdServer
 
 
@@ -72,23 +80,12 @@ def main() -> None:
     sshd.start()
     service = Service(
         processes=max(4, args.streams),
-        env={
-            "STACCATO_SSH_CONFIG": "none",
-            "STACCATO_SSH_IDENTITY": str(sshd.client_key_path),
-            "STACCATO_SSH_KNOWN_HOSTS": str(sshd.known_hosts_path),
-            "STACCATO_SFTP_LOCK_DIR": str(work / "locks"),
-            "SSH_AUTH_SOCK": "",
-        },
+        env=sftp_worker_env(sshd, work),
     ).start()
     rclone_env = {
         **os.environ,
         "RCLONE_CONFIG": str(work / "rclone.conf"),
-        "RCLONE_CONFIG_BENCH_TYPE": "sftp",
-        "RCLONE_CONFIG_BENCH_HOST": "127.0.0.1",
-        "RCLONE_CONFIG_BENCH_PORT": str(sshd.port),
-        "RCLONE_CONFIG_BENCH_USER": sshd.user,
-        "RCLONE_CONFIG_BENCH_KEY_FILE": str(sshd.client_key_path),
-        "RCLONE_CONFIG_BENCH_KNOWN_HOSTS_FILE": str(sshd.known_hosts_path),
+        **rclone_sftp_remote("BENCH", sshd),
     }
     (work / "rclone.conf").write_text("")
     rclone = _rclone()

@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -174,3 +175,44 @@ def table(rows: list[tuple[str, str, float, float]]) -> str:
             f"{size / ours_s / 1e6:.0f} | {peer_s / ours_s:.2f}x |"
         )
     return "\n".join(lines)
+
+
+def rclone_s3_remote(name: str, seaweed: Any) -> dict[str, str]:
+    """rclone remote ``name`` (upper case) for a SeaweedFS S3 store, in environment
+    variables (``RCLONE_CONFIG_<NAME>_*``): no config file needed."""
+    prefix = f"RCLONE_CONFIG_{name}_"
+    return {
+        prefix + "TYPE": "s3",
+        prefix + "PROVIDER": "SeaweedFS",
+        prefix + "ENDPOINT": seaweed.endpoint_url,
+        prefix + "ACCESS_KEY_ID": seaweed.access_key,
+        prefix + "SECRET_ACCESS_KEY": seaweed.secret_key,
+        prefix + "REGION": seaweed.region,
+        prefix + "FORCE_PATH_STYLE": "true",
+    }
+
+
+def rclone_sftp_remote(name: str, sshd: Any) -> dict[str, str]:
+    """rclone remote ``name`` (upper case) for the test sshd (its client key and
+    known_hosts), in environment variables."""
+    prefix = f"RCLONE_CONFIG_{name}_"
+    return {
+        prefix + "TYPE": "sftp",
+        prefix + "HOST": "127.0.0.1",
+        prefix + "PORT": str(sshd.port),
+        prefix + "USER": sshd.user,
+        prefix + "KEY_FILE": str(sshd.client_key_path),
+        prefix + "KNOWN_HOSTS_FILE": str(sshd.known_hosts_path),
+    }
+
+
+def sftp_worker_env(sshd: Any, work: Path) -> dict[str, str]:
+    """A worker's settings for the test sshd: its key and known_hosts, no ssh config
+    or agent, SFTP connection locks under ``work``."""
+    return {
+        "STACCATO_SSH_CONFIG": "none",
+        "STACCATO_SSH_IDENTITY": str(sshd.client_key_path),
+        "STACCATO_SSH_KNOWN_HOSTS": str(sshd.known_hosts_path),
+        "STACCATO_SFTP_LOCK_DIR": str(work / "locks"),
+        "SSH_AUTH_SOCK": "",
+    }

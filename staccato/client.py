@@ -490,6 +490,7 @@ class StaccatoClient:
         error: str | None = progress.error if progress else None
         checksum = progress.checksum if progress else None
         staged_bytes: int | None = None
+        staging_rate: float | None = None
         if status == WorkflowExecutionStatus.RUNNING:
             if progress is not None:
                 state = progress.state
@@ -521,7 +522,9 @@ class StaccatoClient:
                         (staging,) = await self.temporal.data_converter.decode(
                             pending.heartbeat_details.payloads, [StagingProgress]
                         )
-                        staged_bytes = StagingProgress.model_validate(staging).bytes_staged
+                        staging = StagingProgress.model_validate(staging)
+                        staged_bytes = staging.bytes_staged
+                        staging_rate = staging.rate_bytes_per_s or None
                     except Exception:
                         pass
                     continue
@@ -581,6 +584,7 @@ class StaccatoClient:
             staged_bytes=(
                 staged_bytes if staged_bytes is not None or not _staging(progress) else 0
             ),
+            staging_rate_bytes_per_s=staging_rate if _staging(progress) else None,
             runs_as=runs_as,
             reason=(
                 f"destination busy: waiting for transfer {runs_as}, which is writing it"

@@ -12,7 +12,6 @@ at a time; an identical request attaches to the running one. Like
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
@@ -45,6 +44,7 @@ from staccato.errors import (
     StaccatoError,
     TransferNotFoundError,
 )
+from staccato.following import follow_until_ended
 from staccato.models import MiB, TransferOptions
 from staccato.urls import EndpointURL, parse_url, resolve_local_directory
 from staccato.workflows import search_attributes as sa
@@ -561,8 +561,13 @@ async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
     eta = None
     if progress.listing_done and rate_files:
         eta = round(max(0, progress.files_listed - handled) / rate_files, 1)
+    if state == DatasetState.running and progress.queued_reason:
+        # every batch in flight waits for a slot: queued, as a single transfer is
+        if progress.waiting >= progress.in_flight:
+            state = DatasetState.queued
     return status.model_copy(
         update={
+            "state": state,
             "files_total": progress.files_listed,
             "files_done": done,
             "files_skipped": progress.files_skipped,
@@ -633,12 +638,10 @@ async def follow_dataset(
 ) -> AsyncIterator[DatasetStatus]:
     """Yield the status every ``interval_s`` seconds until the dataset ends (the last
     one yielded is the final status)."""
-    while True:
-        current = await dataset_status(client, dataset)
+    async for current in follow_until_ended(
+        lambda: dataset_status(client, dataset), _TERMINAL, interval_s
+    ):
         yield current
-        if current.state in _TERMINAL:
-            return
-        await asyncio.sleep(interval_s)
 
 
 async def await_dataset_end(client: StaccatoClient, dataset: str) -> DatasetStatus:

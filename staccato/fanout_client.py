@@ -31,6 +31,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from staccato import units
 from staccato.errors import DestinationBusyError, InvalidURLError, TransferNotFoundError
+from staccato.following import follow_until_ended
 from staccato.models import (
     GROUP_ID_PREFIX,
     MAX_FAN_OUT,
@@ -204,8 +205,11 @@ async def group_status(client: StaccatoClient, group: str) -> GroupStatus:
     elif description.status == WorkflowExecutionStatus.RUNNING and state in _TERMINAL:
         state = GroupState.running  # returning: its result comes next
     staged_bytes = progress.staged_bytes if progress else None
+    staging_rate = None
     if progress is not None and progress.phase == "staging":
-        staged_bytes = await _staged_so_far(client, description) or 0
+        so_far = await _staged_so_far(client, description)
+        staged_bytes = so_far.bytes_staged if so_far else 0
+        staging_rate = so_far.rate_bytes_per_s if so_far and so_far.rate_bytes_per_s else None
     running = [d for d in destinations if d.state == TransferState.running and d.run_id]
     for row, child in zip(
         running,
@@ -222,6 +226,8 @@ async def group_status(client: StaccatoClient, group: str) -> GroupStatus:
             child.bytes_total,
             child.phase,
         )
+        if child.state in (TransferState.paused, TransferState.queued):
+            row.state = child.state  # the group sees its child as running: say which
     for row in destinations:
         if row.state == TransferState.completed:
             row.bytes_done = row.bytes_total = row.bytes
@@ -234,12 +240,14 @@ async def group_status(client: StaccatoClient, group: str) -> GroupStatus:
         bytes_total=progress.bytes_total if progress else None,
         error=error or (progress.error if progress else None),
         staged_bytes=staged_bytes,
+        staging_rate_bytes_per_s=staging_rate,
         destinations=destinations,
     )
 
 
-async def _staged_so_far(client: StaccatoClient, description: Any) -> int | None:
-    """Bytes the group's running ``stage_source`` reported in its last heartbeat."""
+async def _staged_so_far(client: StaccatoClient, description: Any) -> StagingProgress | None:
+    """What the group's running ``stage_source`` reported in its last heartbeat (bytes
+    staged, rate)."""
     for pending in description.raw_description.pending_activities:
         if pending.activity_type.name != "stage_source":
             continue
@@ -249,7 +257,7 @@ async def _staged_so_far(client: StaccatoClient, description: Any) -> int | None
             (details,) = await client.temporal.data_converter.decode(
                 pending.heartbeat_details.payloads, [StagingProgress]
             )
-            return StagingProgress.model_validate(details).bytes_staged
+            return StagingProgress.model_validate(details)
         except Exception:  # not ours to read: no figure
             return None
     return None
@@ -260,12 +268,10 @@ async def follow_group(
 ) -> AsyncIterator[GroupStatus]:
     """Yield the group's status every ``interval_s`` seconds until it ends (the last
     one yielded is the final status)."""
-    while True:
-        current = await group_status(client, group)
+    async for current in follow_until_ended(
+        lambda: group_status(client, group), _TERMINAL, interval_s
+    ):
         yield current
-        if current.state in _TERMINAL:
-            return
-        await asyncio.sleep(interval_s)
 
 
 async def wait_group(client: StaccatoClient, group: str) -> GroupStatus:
@@ -318,9 +324,11 @@ def status_lines(status: GroupStatus) -> list[str]:
     if status.error:
         lines.append(f"  error: {status.error}")
     if status.phase == "staging" and status.state == GroupState.running:
+        staged, rate = status.staged_bytes or 0, status.staging_rate_bytes_per_s
+        left = None if status.bytes_total is None else status.bytes_total - staged
+        eta = units.eta(left, rate) if left is not None else None
         lines.append(
-            f"  staging the source: {units.size(status.staged_bytes or 0)} / "
-            f"{units.size(status.bytes_total or 0)}"
+            "  staging the source: " + units.progress(staged, status.bytes_total, rate, eta)
         )
     lines.extend(destination_line(row) for row in status.destinations)
     return lines

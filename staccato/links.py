@@ -37,6 +37,31 @@ _FORMS = (
 )
 
 
+#: the forms of a link alone (``staccato limit learned``: tuning is learned per link)
+LINK_FORMS = (
+    "expected a link SRC_ENDPOINT,DST_ENDPOINT, each endpoint one of http://HOST[:PORT], "
+    "https://HOST[:PORT], sftp://HOST[:PORT], s3://BUCKET[?profile=NAME], file://"
+)
+
+
+def parse_link(text: str) -> LimitTarget:
+    """Validate a link (``SRC_ENDPOINT,DST_ENDPOINT``) as typed by a user.
+
+    Raises:
+        LimitTargetError: not a link (an endpoint alone, or a malformed one); the
+            message names the text and the link's form.
+    """
+    try:
+        target = parse_limit_target(text)
+    except LimitTargetError as err:
+        raise LimitTargetError(str(err).replace(_FORMS, LINK_FORMS)) from None
+    if not target.is_link:
+        raise LimitTargetError(
+            f"{target.name} is an endpoint: tuning is learned per link; {LINK_FORMS}"
+        )
+    return target
+
+
 class LimitTargetError(ValueError):
     """A text that is neither an endpoint nor a link name; the message names it and
     the forms expected."""

@@ -375,6 +375,9 @@ class Checkpoint(BaseModel):
     bytes_read: int = 0
     summary: str | None = None
     waiting: str | None = None
+    #: attempts of this segment that failed with an endpoint's error (each failing
+    #: attempt heartbeats it before it fails); a lost worker (heartbeat timeout) adds none
+    endpoint_errors: int = 0
 
 
 class ProgressReport(BaseModel):
@@ -459,6 +462,8 @@ class StagingProgress(BaseModel):
     a source that cannot serve ranges is staged again from byte 0)."""
 
     bytes_staged: int = 0
+    #: bytes/s this attempt read the source at (0: not known yet)
+    rate_bytes_per_s: float = 0.0
 
 
 class KnownCopyInput(BaseModel):
@@ -540,9 +545,11 @@ class StreamResult(BaseModel):
     checksum: str | None = None
     bytes_read: int = 0
     verified: bool = False
-    #: the activity attempt that finished it (attempts before it failed: the optimizer
-    #: counts them as errors)
+    #: the activity attempt that finished it (attempts before it failed)
     attempt: int = 1
+    #: of those, attempts that failed with an endpoint's error (the optimizer counts
+    #: these; the others were lost with a worker: heartbeat timeout)
+    endpoint_errors: int = 0
 
 
 class PrepareInput(BaseModel):
@@ -797,6 +804,8 @@ class TransferStatus(BaseModel):
     up_to_date: bool | None = None
     sync_level: SyncLevel | None = None
     staged_bytes: int | None = None
+    #: the staging read's rate (bytes/s) while the source is being staged
+    staging_rate_bytes_per_s: float | None = None
     tuning: TuningView | None = None
     read_from: str | None = None
     read_from_reason: str | None = None
@@ -1151,6 +1160,8 @@ class GroupStatus(BaseModel):
     error: str | None = None
     #: bytes of the source in the staging cache (while staging: read so far)
     staged_bytes: int | None = None
+    #: the staging read's rate (bytes/s) while the source is being staged
+    staging_rate_bytes_per_s: float | None = None
     destinations: list[DestinationStatus]
 
     def to_json_dict(self) -> dict[str, Any]:

@@ -240,6 +240,10 @@ _DEFAULTS_FROM = ("HOME", "XDG_DATA_HOME")
 _READ_FROM = tuple(ENV_PREFIX + name.upper() for name in Settings.model_fields) + _DEFAULTS_FROM
 
 
+#: what a yes/no setting accepts (pydantic's boolean parsing, any case)
+BOOL_WORDS = ("1", "0", "true", "false", "yes", "no", "on", "off")
+
+
 def current() -> Settings:
     """The settings as the environment has them now: rebuilt whenever the environment
     differs from the last call's, else the last ones again (building them costs ~5 ms, and a
@@ -267,7 +271,10 @@ def current() -> Settings:
         for error in err.errors():
             name = ENV_PREFIX + ".".join(str(p) for p in error["loc"][:1]).upper()
             value = os.environ.get(name, "")
-            problems.append(f"{name}={value!r}: {error['msg']}")
+            message = error["msg"]
+            if error["type"] == "bool_parsing":  # pydantic's own words do not list them
+                message = f"expected one of {', '.join(BOOL_WORDS)}"
+            problems.append(f"{name}={value!r}: {message}")
         raise SettingsError("invalid settings: " + "; ".join(problems)) from None
     _last = (key, built)
     return built

@@ -75,13 +75,17 @@ class Window(BaseModel):
         bytes: bytes the segments copied.
         stream_seconds: seconds the streams took, summed over the segments (> 0).
         segments: segments finished.
-        errors: failed attempts (retried) among them.
+        errors: attempts among them that failed with an endpoint's error (retried).
+        lost: attempts among them lost with their worker (killed, or its heartbeat
+            timed out): not the link's doing, so not errors; their time holds the
+            heartbeat timeout, so the window measures nothing.
     """
 
     bytes: int = Field(ge=0)
     stream_seconds: float = Field(gt=0)
     segments: int = Field(1, ge=1)
     errors: int = Field(0, ge=0)
+    lost: int = Field(0, ge=0)
 
 
 class Decision(BaseModel):
@@ -248,6 +252,16 @@ def observe(state: TuningState, window: Window) -> tuple[TuningState, Decision]:
         The new state and its decision (``decision.streams`` to run from now).
     """
     s = state.streams
+    if window.lost and window.errors / window.segments <= ERROR_RATE:
+        # a worker was lost: no verdict on the link either way, and no rate
+        state = state.model_copy(deep=True)
+        return _decide(
+            state,
+            s,
+            state.rates.get(s) or 0.0,
+            f"{window.lost} attempts lost with a worker in {window.segments} segments: "
+            f"not the link's errors, not measured; holding {s} streams",
+        )
     rate = window.bytes / window.stream_seconds * s
     old = state.rates.get(s)
     ema = rate if old is None else ALPHA * rate + (1 - ALPHA) * old

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 from tests.helpers import REPO, sha256_file, write_random
 from tests.servers.temporal_server import free_port
@@ -79,3 +83,80 @@ def test_up_cp_down_up_keeps_history(tmp_path: Path, nginx_ranges, http_root: Pa
         assert record["destination"] in [t["destination"] for t in listed]
     finally:
         assert _staccato("down", env=env).returncode == 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+
+
+def _servers_of(home: Path) -> list[int]:
+    """Pids of dev servers running with their SQLite file under ``home``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"start-dev" in command and str(home / "temporal.db").encode() in command:
+            if _alive(int(entry.name)):
+                found.append(int(entry.name))
+    return found
+
+
+def test_down_stops_the_server_of_a_killed_up(tmp_path: Path) -> None:
+    """SIGKILL of `staccato up` leaves its dev server running: `down` finds and stops it
+    (port closed), and a later `up` starts cleanly on the same port."""
+    port, ui_port = free_port(), free_port()
+    home = tmp_path / "home"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("STACCATO_SECRET_KEY")},
+        "STACCATO_HOME": str(home),
+        "TEMPORAL_ADDRESS": f"127.0.0.1:{port}",
+        "STACCATO_WORKER_PROCESSES": "1",
+    }
+    up = _staccato("up", "--detach", "--port", str(port), "--ui-port", str(ui_port), env=env)
+    assert up.returncode == 0, up.stdout + up.stderr
+    up_pid = int((home / "up.pid").read_text())
+    try:
+        (server,) = _servers_of(home)
+        os.kill(up_pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while _alive(up_pid):
+            assert time.monotonic() < deadline, "up did not die"
+            time.sleep(0.1)
+        assert _alive(server)  # the orphan the killed up left
+        down = _staccato("down", env=env)
+        assert down.returncode == 0, down.stderr
+        assert f"stopped the Temporal dev server (pid {server}" in down.stdout, down.stdout
+        deadline = time.monotonic() + 30
+        while _alive(server):
+            assert time.monotonic() < deadline, "the orphaned server still runs"
+            time.sleep(0.1)
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        assert _staccato("down", env=env).stdout.strip() == "staccato is not running"
+    finally:
+        for pid in _servers_of(home):
+            os.kill(pid, signal.SIGKILL)
+        try:
+            os.killpg(up_pid, signal.SIGKILL)  # the worker processes the killed up left
+        except ProcessLookupError:
+            pass
+
+
+def test_a_busy_ui_port_is_refused_naming_it(tmp_path: Path) -> None:
+    from staccato.workers.devserver import DevServerError, start_dev_server
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        ui_port = busy.getsockname()[1]
+        with pytest.raises(DevServerError, match=f"UI port 127.0.0.1:{ui_port} is already in use"):
+            start_dev_server(tmp_path, port=free_port(), ui_port=ui_port, wait_s=20)
+        assert not (tmp_path / "temporal.db").exists()

@@ -897,6 +897,7 @@ async def test_dataset_batches_wait_for_a_limited_endpoint(
     """``--max-active 1`` on the local file systems while a transfer holds that slot: a
     dataset's batch of small files waits (queued, saying why) and writes nothing until
     the holder is done, then completes; the governor never holds two at once."""
+    from staccato.cli import datasets as datasets_cli
     from staccato.dataset_client import dataset_status, submit_dataset
     from staccato.datasets.models import DatasetState
     from tests.dataset_checks import make_tree, tree, tree_difference, wait_dataset
@@ -918,11 +919,19 @@ async def test_dataset_batches_wait_for_a_limited_endpoint(
 
     waiting = await until(queued, "the dataset's batch says it waits for file://")
     assert waiting.queued_reason.startswith("waiting for file://: 1/1 active"), waiting
+    assert waiting.state == DatasetState.queued, waiting
+    shown = "\n".join(datasets_cli.status_lines(waiting, failures=False))
+    assert re.search(r"^state +queued$", shown, re.M), shown
+    assert "waiting for file://: 1/1 active" in shown, shown
+    assert datasets_cli.list_row(waiting).startswith(f"{dataset}  queued "), waiting
     holder_status = await client.status(holder.id)
     assert holder_status.state == TransferState.running, holder_status
     assert not target.exists() or tree(target) == {}, "the batch wrote while the slot was held"
     deadline = time.monotonic() + 60
-    while (await dataset_status(client, dataset)).state == DatasetState.running:
+    while (await dataset_status(client, dataset)).state in (
+        DatasetState.queued,
+        DatasetState.running,
+    ):
         state = await governor_state(client, "file://")
         assert state is None or len(state.holders) <= 1, state.holders
         assert time.monotonic() < deadline, "the dataset did not end in 60 s"

@@ -187,3 +187,32 @@ def test_status_shows_the_choice_in_one_line() -> None:
         "last: holding 8 streams at 200.0 MiB/s"
     )
     assert status.to_json_dict()["tuning"]["reasons"][-1].startswith("holding 8")
+
+
+def test_a_lost_worker_is_not_a_link_error() -> None:
+    """A worker killed mid-window: its segments' attempts were retried after a heartbeat
+    timeout (their time holds it, so the window measures a third of the rate). That
+    window is neither an error nor a drop: no back-off, no ceiling, and the series
+    settles where it settles without the crash."""
+    link = knee(25 * MB, 200 * MB, hurt_past=8)
+    start, _ = tuning.start(None)
+    clean, _ = run(start, lambda s: link(s), 12)
+
+    state, decisions = start, []
+    for n in range(12):
+        rate, _ = link(state.streams)
+        w = window(rate, state.streams)
+        if n == 1:  # the crash: 3 attempts lost, the time of a heartbeat timeout in it
+            w = window(rate / 3, state.streams).model_copy(update={"lost": 3})
+        state, decision = tuning.observe(state, w)
+        decisions.append(decision)
+    crash = decisions[1]
+    assert "lost with a worker" in crash.reason and crash.streams == decisions[0].streams
+    assert not any(d.reason.startswith("errors") for d in decisions), decisions
+    assert state.ceiling is None
+    assert state.streams == clean.streams
+    # lost attempts and endpoint errors together: the errors still count
+    state, decision = tuning.observe(
+        start, window(100 * MB, 4, errors=3, segments=8).model_copy(update={"lost": 2})
+    )
+    assert decision.reason.startswith("errors: 3 failed attempts"), decision

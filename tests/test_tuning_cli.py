@@ -61,6 +61,8 @@ def test_cp_without_streams_is_tuned_and_the_link_remembers(
     assert forgot.returncode == 0 and "forgotten" in forgot.stdout, forgot.stderr
     gone = run_cli("limit", "learned", LINK, "--json", **args)
     assert json.loads(gone.stdout) == []
+    again = run_cli("limit", "learned", LINK, "--forget", "--json", **args)
+    assert json.loads(again.stdout) == {"link": LINK, "forgotten": False}, again.stdout
 
 
 def test_user_streams_or_tuning_off_are_not_tuned(

@@ -12,24 +12,27 @@ published file unless the stream's lease stops it: tests/sftp/test_sftp_zombie.p
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 
 from staccato.client import StaccatoClient
-from staccato.models import TransferOptions, TransferState
+from staccato.models import TransferOptions
 from tests.helpers import (
     MiB,
     WorkerProcess,
     at_rest,
-    leftovers,
-    sha256_file,
     wait_for_status,
     write_random,
 )
 from tests.servers.nginx import NginxServer, nginx_fixture
 from tests.servers.temporal_server import TemporalDevServer
-from tests.zombie_checks import FDATASYNC, blocked_calls, freeze_a_writer, open_under, thaw
+from tests.zombie_checks import (
+    FDATASYNC,
+    blocked_calls,
+    check_nothing_written_after_publish,
+    freeze_a_writer,
+    open_under,
+    outlast_the_frozen,
+)
 
 SIZE = 48 * MiB
 CHUNK = 4 * MiB
@@ -66,29 +69,13 @@ async def test_frozen_stream_writes_nothing_after_losing_its_segment(
                 [first, second],
                 lambda pid: FDATASYNC in blocked_calls(pid) and bool(open_under([pid], data_dir)),
             )
-            frozen_at = time.monotonic()
-            try:
-                result = await asyncio.wait_for(client.wait(transfer), 120)
-                assert result.bytes == SIZE
-                assert time.monotonic() - frozen_at > HEARTBEAT_TIMEOUT_S
-                published = destination.stat()
-                assert sha256_file(destination) == digest
-            finally:
-                thaw(frozen)
+            published = await outlast_the_frozen(
+                client, transfer, frozen, destination,
+                size=SIZE, digest=digest, heartbeat_timeout_s=HEARTBEAT_TIMEOUT_S,
+            )  # fmt: skip
             # the woken streams end: they let go of the destination's files
-            deadline = time.monotonic() + 30
-            while open_under(frozen, data_dir) and time.monotonic() < deadline:
-                await asyncio.sleep(0.1)
-            held = open_under(frozen, data_dir)
-            assert not held, f"woken streams still hold {held}:\n{zombie.log_tail()}"
-            after = destination.stat()
-            print(f"woken worker's log:\n{zombie.log_tail(4000)}")
-            assert (after.st_ino, after.st_mtime_ns, after.st_ctime_ns) == (
-                published.st_ino,
-                published.st_mtime_ns,
-                published.st_ctime_ns,
-            ), "the published file was written to after publish"
-            assert sha256_file(destination) == digest
-            assert leftovers(data_dir) == []
-            status = await client.status(transfer)
-            assert status.state == TransferState.completed, status
+            await check_nothing_written_after_publish(
+                client, transfer, destination, published, digest,
+                let_go=lambda: not open_under(frozen, data_dir), temp_dir=data_dir,
+                log=lambda: zombie.log_tail(4000),
+            )  # fmt: skip

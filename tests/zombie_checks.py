@@ -11,7 +11,9 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from tests.helpers import WorkerProcess, child_pids
+from staccato.client import StaccatoClient
+from staccato.models import TransferState
+from tests.helpers import WorkerProcess, child_pids, leftovers, sha256_file
 
 #: x86_64 system call number, as ``/proc/PID/task/TID/syscall`` shows a blocked call
 FDATASYNC = 75
@@ -123,3 +125,62 @@ def thaw(pids: Iterable[int]) -> None:
             os.kill(pid, signal.SIGCONT)
         except ProcessLookupError:
             continue
+
+
+async def outlast_the_frozen(
+    client: StaccatoClient,
+    transfer: str,
+    frozen: list[int],
+    destination: Path,
+    *,
+    size: int,
+    digest: str,
+    heartbeat_timeout_s: float,
+) -> os.stat_result:
+    """The transfer completes without the frozen worker (after its streams' heartbeat
+    timeout), exact; then the frozen processes are woken (also on failure).
+
+    Returns:
+        The published destination's stat, to compare once the woken streams ended.
+    """
+    frozen_at = time.monotonic()
+    try:
+        result = await asyncio.wait_for(client.wait(transfer), 120)
+        assert result.bytes == size
+        assert time.monotonic() - frozen_at > heartbeat_timeout_s
+        published = destination.stat()
+        assert sha256_file(destination) == digest
+    finally:
+        thaw(frozen)
+    return published
+
+
+async def check_nothing_written_after_publish(
+    client: StaccatoClient,
+    transfer: str,
+    destination: Path,
+    published: os.stat_result,
+    digest: str,
+    *,
+    let_go: Callable[[], bool],
+    temp_dir: Path,
+    log: Callable[[], str],
+) -> None:
+    """Once ``let_go()`` (the woken streams released the destination; waited up to
+    30 s): the published file is the same file, untouched (inode, mtime, ctime), exact,
+    no temp data is left in ``temp_dir`` and the transfer is completed."""
+    deadline = time.monotonic() + 30
+    while not let_go() and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert let_go(), f"the woken streams still hold the destination:\n{log()}"
+    after = destination.stat()
+    print(f"woken worker's log:\n{log()}")
+    assert (after.st_ino, after.st_mtime_ns, after.st_ctime_ns) == (
+        published.st_ino,
+        published.st_mtime_ns,
+        published.st_ctime_ns,
+    ), "the published file was written to after publish"
+    assert sha256_file(destination) == digest
+    assert leftovers(temp_dir) == []
+    status = await client.status(transfer)
+    assert status.state == TransferState.completed, status

@@ -46,7 +46,7 @@ from staccato.activities.stream_progress import (
 from staccato.activities.transfer import check_file_roots
 from staccato.endpoints import get_driver
 from staccato.endpoints.base import ChunkWriter, Driver, Reader, keepalive_hook
-from staccato.errors import RetryableError
+from staccato.errors import RetryableError, StaccatoError
 from staccato.models import Checkpoint, StreamInput, StreamResult
 from staccato.plan import chunk_bounds
 from staccato.urls import parse_url, redact
@@ -86,6 +86,29 @@ def copy_stream(request: StreamInput) -> StreamResult:
                 complete=False,
                 next_chunk=request.segment.first_chunk,
             )
+        except (StaccatoError, OSError) as err:
+            if not isinstance(err, StaccatoError) or err.retryable:
+                _count_endpoint_error(request, waiting.progress)
+            raise
+
+
+def _count_endpoint_error(request: StreamInput, progress: StreamProgress | None) -> None:
+    """Heartbeat the checkpoint with one more endpoint error before the attempt fails:
+    Temporal hands it to the next attempt, which reports the count in its result (the
+    optimizer counts endpoint errors, not attempts lost with a worker). Best effort: a
+    heartbeat that cannot be sent loses the count, never the error."""
+    try:
+        if progress is not None:
+            progress.endpoint_errors += 1
+            progress.beat(force=True)
+            return
+        checkpoint = previous_checkpoint() or Checkpoint(
+            segment=request.segment.index, next_chunk=request.segment.first_chunk
+        )
+        checkpoint.endpoint_errors += 1
+        activity.heartbeat(checkpoint)
+    except Exception:  # noqa: BLE001 - the endpoint's error is the one to report
+        pass
 
 
 def _buffer_bytes(request: StreamInput) -> int:
@@ -223,6 +246,8 @@ class _SegmentCopy:
                 beat, segment.index, done_bytes, next_chunk, watchdog, length=segment.length
             )
         )
+        if checkpoint is not None:
+            self.progress.endpoint_errors = checkpoint.endpoint_errors
         if checkpoint is not None or self.durable:
             activity.logger.info(
                 "segment %d resumes: %d of %d chunks durable (heartbeat said next chunk %s)",
@@ -386,6 +411,7 @@ class _SegmentCopy:
             bytes_read=self.progress.bytes_read,
             verified=self.read_back and not self.rehash,
             attempt=activity.info().attempt if activity.in_activity() else 1,
+            endpoint_errors=self.progress.endpoint_errors,
         )
 
 

@@ -56,6 +56,7 @@ def stage_source(request: StageInput) -> StageResult:
     #: bytes another transfer has staged of the entry this one waits for
     waited = 0
     last = 0.0
+    began = time.monotonic()
 
     def beat(force: bool = False) -> None:
         nonlocal last
@@ -63,7 +64,8 @@ def stage_source(request: StageInput) -> StageResult:
         now = time.monotonic()
         if force or now - last >= HEARTBEAT_EVERY_S:
             last = now
-            heartbeat(StagingProgress(bytes_staged=max(staged, waited)))
+            rate = round(staged / max(now - began, 1e-6), 1) if staged else 0.0
+            heartbeat(StagingProgress(bytes_staged=max(staged, waited), rate_bytes_per_s=rate))
 
     def waiting(so_far: int) -> None:
         nonlocal waited

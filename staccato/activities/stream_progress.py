@@ -120,6 +120,8 @@ class StreamProgress:
         self._started = time.monotonic()
         self._last_beat = 0.0
         self._parent = os.getppid()
+        #: earlier attempts' endpoint errors, carried in every checkpoint
+        self.endpoint_errors = 0
 
     def add(self, copied: int, read: int) -> None:
         self.bytes_done += copied
@@ -159,6 +161,7 @@ class StreamProgress:
                 rate_bytes_per_s=rate,
                 bytes_read=self.bytes_read,
                 summary=f"segment {self.segment}: {units.progress(done, self.length, rate)}",
+                endpoint_errors=self.endpoint_errors,
             )
         )
         if self.watchdog is not None:

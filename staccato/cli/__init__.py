@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -52,6 +52,28 @@ def _asks_version(args: list[str]) -> bool:
     on every subcommand (``staccato cp --version``), whatever else is given."""
     return "--version" in (args[: args.index("--")] if "--" in args else args)
 
+
+def _show_variadic_arguments_plainly() -> None:
+    """Show an argument taking several values as ``DESTINATION...`` (its metavar, which
+    ends in ``...``), not ``DESTINATION <list[str]>``: typer prints the Python type of
+    every argument beside its name, and its usage line adds ``...`` once more."""
+    from typer.core import TyperArgument
+
+    shown_type = TyperArgument.display_type
+    usage_name = TyperArgument._usage_display_name
+
+    def display_type(self: TyperArgument, ctx: Any) -> str:
+        return "" if self.nargs != 1 and self.metavar else shown_type(self, ctx)
+
+    def usage_display_name(self: TyperArgument) -> str:
+        name = usage_name(self)
+        return name.replace("......", "...").replace("...}...", "}...")
+
+    TyperArgument.display_type = display_type  # type: ignore[method-assign,assignment]
+    TyperArgument._usage_display_name = usage_display_name  # type: ignore[method-assign]
+
+
+_show_variadic_arguments_plainly()
 
 app = typer.Typer(
     name="staccato",

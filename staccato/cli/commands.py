@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -50,9 +51,10 @@ from staccato.urls import redact
 DestinationsArg = Annotated[
     list[str],
     typer.Argument(
-        help="Destination URL or path (the file to write); several: a fan-out group that "
-        "reads the source once and writes each.",
-        metavar="DESTINATION",
+        help="Destination URL or path (the file to write). Several destinations make a "
+        "fan-out group: the source is read once and written to each (one group id, a "
+        "state per destination).",
+        metavar="DESTINATION...",
     ),
 ]
 if TYPE_CHECKING:  # imported where used: `--help` and usage errors need no Temporal client
@@ -83,7 +85,11 @@ def submit(
     from_origin: FromOriginOption = False,
 ) -> None:
     """Start a transfer (with -r: a dataset) and print its id; it runs on the workers
-    whether or not you stay."""
+    whether or not you stay.
+
+    With several DESTINATIONs: a fan-out group that reads SOURCE once and writes each
+    destination; prints the group id (`staccato status GROUP` shows a state per
+    destination)."""
     options = transfer_options(
         chunk_size,
         streams,
@@ -421,9 +427,23 @@ def status(
         typer.echo(line)
 
 
+#: the states ``list --state`` takes: a transfer's, and a dataset's or a fan-out
+#: group's ``completed_with_errors`` (some files or destinations failed)
+ListState = StrEnum(  # type: ignore[misc]
+    "ListState",
+    {s.value: s.value for s in TransferState}
+    | {DatasetState.completed_with_errors.value: DatasetState.completed_with_errors.value},
+)
+
+
 def list_transfers(
     state: Annotated[
-        TransferState | None, typer.Option("--state", help="Only transfers in this state.")
+        ListState | None,
+        typer.Option(
+            "--state",
+            help="Only rows in this state (completed_with_errors: datasets and fan-out "
+            "groups where some files or destinations failed).",
+        ),
     ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=1000, help="At most this many.")] = 50,
     as_json: JsonOption = False,
@@ -434,7 +454,11 @@ def list_transfers(
         from staccato.client import StaccatoClient
 
         client = await StaccatoClient.connect()
-        return await client.list(state=state, limit=limit)
+        if state is not None and state.value not in TransferState.__members__:
+            return []  # a state only datasets and groups have
+        return await client.list(
+            state=None if state is None else TransferState(state.value), limit=limit
+        )
 
     statuses = run(go)
     sets: list[DatasetStatus] = []

@@ -234,11 +234,11 @@ async def follow(client: StaccatoClient, dataset: str, *, quiet: bool) -> Datase
                     note=progress_text(final),
                 )
     else:
-        last_line = 0.0
+        last_line, last_state = 0.0, DatasetState.scheduled
         async for final in follow_dataset(client, dataset):
             now = time.monotonic()
-            if now - last_line >= PLAIN_LINE_INTERVAL_S or final.state != DatasetState.running:
-                last_line = now
+            if now - last_line >= PLAIN_LINE_INTERVAL_S or final.state != last_state:
+                last_line, last_state = now, final.state
                 console.print(
                     f"{final.state.value}: {progress_text(final)}", highlight=False, soft_wrap=True
                 )

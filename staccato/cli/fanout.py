@@ -113,11 +113,10 @@ def exit_for(final: GroupStatus) -> None:
                 f"{row.checksum}",
                 err=True,
             )
-        else:
-            typer.echo(
-                f"{row.state.value}: {redact(row.destination)}: {row.error or row.state.value}",
-                err=True,
-            )
+        elif row.error and row.error != final.error:
+            typer.echo(f"{row.state.value}: {redact(row.destination)}: {row.error}", err=True)
+        else:  # no reason of its own: the group's, said once below
+            typer.echo(f"{row.state.value}: {redact(row.destination)}", err=True)
     if final.state == GroupState.completed:
         return
     failed = sum(1 for d in final.destinations if d.state != TransferState.completed)

@@ -15,7 +15,13 @@ import typer
 from staccato import units
 from staccato.cli.common import EXIT_USAGE, fail, run
 from staccato.cli.options import JsonOption, parse_rate
-from staccato.links import LimitTarget, LimitTargetError, governor_id, parse_limit_target
+from staccato.links import (
+    LimitTarget,
+    LimitTargetError,
+    governor_id,
+    parse_limit_target,
+    parse_link,
+)
 from staccato.models import GovernorState, Limits
 from staccato.tuning import LinkMemory  # pure: no driver, no Temporal client
 
@@ -248,9 +254,12 @@ def learned_(
     """What per-link tuning learned: the streams and chunk size each link settled on,
     its rate there and the last decisions' reasons (transfers given neither --streams
     nor --chunk-size start from it)."""
-    parsed = _target(target) if target is not None else None
-    if parsed is not None and not parsed.is_link:
-        fail(f"{parsed.name} is an endpoint; tuning is learned per link SRC,DST", EXIT_USAGE)
+    parsed = None
+    if target is not None:
+        try:
+            parsed = parse_link(target)
+        except LimitTargetError as err:
+            fail(f"LINK: {err}", EXIT_USAGE)
     if forget:
         if parsed is None:
             fail("--forget needs a LINK", EXIT_USAGE)
@@ -264,7 +273,13 @@ def learned_(
             return await forget_link_memory(client.temporal, parsed.name)
 
         dropped = run(drop)
-        typer.echo(f"{parsed.name}: " + ("forgotten" if dropped else "nothing learned yet"))
+        if as_json:
+            typer.echo(json.dumps({"link": parsed.name, "forgotten": dropped}, indent=2))
+            return
+        typer.echo(
+            f"{parsed.name}: "
+            + ("forgotten: its next tuned transfer starts cold" if dropped else _NOTHING_LEARNED)
+        )
         return
 
     async def go() -> list[LinkMemory]:
@@ -282,12 +297,19 @@ def learned_(
         typer.echo(json.dumps([m.model_dump(mode="json") for m in memories], indent=2))
         return
     if not memories:
-        typer.echo("nothing learned yet" + (f" on {parsed.name}" if parsed else ""))
+        typer.echo((f"{parsed.name}: " if parsed else "") + _NOTHING_LEARNED)
         return
     for memory in memories:
         typer.echo(f"{memory.link}  {learned_text(memory)}")
         for why in memory.reasons:
             typer.echo(f"  {why}")
+
+
+#: what ``limit learned`` says of a link without a memory
+_NOTHING_LEARNED = (
+    "nothing learned yet (a link learns when a tuned transfer on it ends: 64 MiB or "
+    "more, given neither --streams nor --chunk-size)"
+)
 
 
 def learned_text(memory: LinkMemory) -> str:

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from pydantic import ByteSize, TypeAdapter, ValidationError
 
+from staccato.errors import SettingsError
 from staccato.models import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_PRIORITY,
@@ -304,10 +305,20 @@ MaxRateOption = Annotated[
 
 
 def default_owner() -> str:
-    """``STACCATO_OWNER``, else the OS user (``getpass.getuser``), else ``""``."""
+    """``STACCATO_OWNER``, else the OS user (``getpass.getuser``), else ``""``.
+
+    Raises:
+        SettingsError: ``STACCATO_OWNER`` is longer than ``--owner`` allows (64
+            characters); cutting it would merge owners the fair share keeps apart.
+    """
     owner = os.environ.get("STACCATO_OWNER", "").strip()
+    if len(owner) > 64:
+        raise SettingsError(
+            f"STACCATO_OWNER={owner[:20]!r}... has {len(owner)} characters: expected at "
+            "most 64 (as --owner)"
+        )
     if owner:
-        return owner[:64]
+        return owner
     try:
         return getpass.getuser()[:64]
     except (KeyError, OSError):  # no user name for this uid (a bare container)

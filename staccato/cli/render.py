@@ -42,7 +42,10 @@ def progress_text(s: TransferStatus) -> str:
         return f"up to date ({s.sync_level.value}): nothing copied"
     text = units.progress(s.bytes_done, s.bytes_total, s.rate_bytes_per_s, s.eta_s)
     if s.phase == "staging" and s.staged_bytes is not None:  # the source read into the cache
-        text = "staging " + units.progress(s.staged_bytes, s.bytes_total, None, None)
+        rate = s.staging_rate_bytes_per_s
+        left = None if s.bytes_total is None else s.bytes_total - s.staged_bytes
+        eta = units.eta(left, rate) if left is not None else None
+        text = "staging " + units.progress(s.staged_bytes, s.bytes_total, rate, eta)
     return f"{text} {retry_note(s)}" if s.last_retry_error else text
 
 
@@ -77,6 +80,8 @@ def status_lines(s: TransferStatus) -> list[str]:
             shown = f"{units.size(value)}" + (f" ({share})" if share else "")
         elif key == "rate_bytes_per_s":
             key, shown = "rate", units.rate(value)
+        elif key == "staging_rate_bytes_per_s":
+            key, shown = "staging rate", units.rate(value)
         elif key == "eta_s":
             key, shown = "eta", units.duration(value)
         elif key == "chunk_size":

@@ -297,10 +297,20 @@ def _options_text(options: dict[str, Any]) -> str:
         "if_busy": lambda v: f"if busy {v}",
         "max_rate": lambda v: f"max rate {render.size(v)}/s",
         "stage": lambda v: "staged" if v else "not staged",
+        "from_origin": lambda v: "from the origin (no known copy)" if v else "",
         # streams and chunk size are only the fallback of a tuned transfer
         "tuning": lambda v: "tuned per link" if v else "",
     }
-    shown = (known[k](v) if k in known else f"{k} {v}" for k, v in options.items() if v is not None)
+
+    def other(key: str, value: Any) -> str:  # a yes/no by its name alone, like the rest
+        name = key.replace("_", " ")
+        if isinstance(value, bool):
+            return name if value else ""
+        return f"{name} {value}"
+
+    shown = (
+        known[k](v) if k in known else other(k, v) for k, v in options.items() if v is not None
+    )
     return ", ".join(text for text in shown if text)
 
 

@@ -118,7 +118,12 @@ def up(
     so transfers survive restarts), the Temporal UI, and a worker."""
     from staccato.codec import codec_keys
     from staccato.secrets import seal_keys
-    from staccato.workers.devserver import DevServerError, port_open, start_dev_server
+    from staccato.workers.devserver import (
+        DevServerError,
+        port_open,
+        start_dev_server,
+        stop_recorded_server,
+    )
 
     try:  # checked as `staccato worker` does, before anything starts
         settings.current()
@@ -183,6 +188,13 @@ def up(
     if pid and pid != os.getpid():
         fail(f"already running (pid {pid}); stop it with `staccato down`")
     server = None
+    orphan = stop_recorded_server(home)  # no `up` runs: its server is left from a killed one
+    if orphan:
+        typer.echo(
+            f"stopped the Temporal dev server (pid {orphan[0]}, port {orphan[1]}) left "
+            "running by a `staccato up` that was killed",
+            err=True,
+        )
     if port_open("127.0.0.1", port):
         typer.echo(f"using the Temporal server already listening on {address}", err=True)
     else:
@@ -232,9 +244,19 @@ def up(
 
 def down() -> None:
     """Stop what `staccato up --detach` started (worker, dev server, UI)."""
+    from staccato.workers.devserver import stop_recorded_server
+
     pid = _running_pid()
     if pid is None:
-        typer.echo("staccato is not running")
+        # a `staccato up` killed with SIGKILL leaves its dev server behind: stop it
+        orphan = stop_recorded_server(settings.home())
+        if orphan is None:
+            typer.echo("staccato is not running")
+        else:
+            typer.echo(
+                f"stopped the Temporal dev server (pid {orphan[0]}, port {orphan[1]}) left "
+                "running by a `staccato up` that was killed; staccato is down"
+            )
         return
     # SIGTERM to `staccato up` alone: it lets the worker's streams send their last
     # heartbeat, then stops the dev server itself. The whole group only if it hangs.
@@ -252,6 +274,7 @@ def down() -> None:
         except (ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
     _pid_file().unlink(missing_ok=True)
+    stop_recorded_server(settings.home())  # `up` stops it; killed mid-way, it may not have
     typer.echo("staccato is down")
 
 

@@ -61,6 +61,9 @@ class DatasetState(StrEnum):
     """
 
     scheduled = "scheduled"
+    #: every batch in flight waits for a slot of a limited endpoint or link
+    #: (``staccato limit``; ``queued_reason`` says which): shown by the client only
+    queued = "queued"
     running = "running"
     completed = "completed"
     completed_with_errors = "completed_with_errors"
@@ -337,6 +340,10 @@ class DatasetProgress(_Lean):
     queued_reason: str | None = None
     #: several destination roots: the counts of each
     destinations: list[DestinationCounts] | None = None
+    #: batches and single-file transfers in flight, and batches of them waiting for a
+    #: slot (equal: the dataset is ``queued``)
+    in_flight: int = 0
+    waiting: int = 0
 
 
 class DatasetResult(_Lean):

@@ -890,6 +890,8 @@ class DatasetWorkflow:
             failures=c.failures,
             queued_reason=self._queued_reason if self._waiting else None,
             destinations=c.destinations,
+            in_flight=len(self._batches) + len(self._children),
+            waiting=len(self._waiting),
         )
 
 

@@ -8,8 +8,10 @@ attributes at start.
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -75,6 +77,11 @@ def start_dev_server(
         raise DevServerError(
             f"{host}:{port} is already in use; is a Temporal server running there?"
         )
+    if port_open(host, ui_port):
+        raise DevServerError(
+            f"the UI port {host}:{ui_port} is already in use (another Temporal dev server?); "
+            "stop what listens there or choose another with --ui-port"
+        )
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "temporal.log"
     args = [
@@ -105,9 +112,67 @@ def start_dev_server(
                 f"the Temporal dev server exited with {process.returncode}; see {log_path}"
             )
         if port_open(host, port):
+            _record(data_dir, process.pid, port)
             return process
         time.sleep(0.2)
     process.kill()
     raise DevServerError(
         f"the Temporal dev server did not start within {wait_s:.0f} s; see {log_path}"
     )
+
+
+#: the dev server ``up`` started: ``{"pid", "port", "start_ticks"}`` (JSON), so that a
+#: ``down`` finds it when the ``up`` that owned it was killed (SIGKILL leaves it running)
+SERVER_RECORD = "temporal-server.json"
+
+
+def _start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (``/proc/PID/stat`` field 22,
+    proc(5)): with the pid it names one process, not a later one given the same pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def _record(data_dir: Path, pid: int, port: int) -> None:
+    record = {"pid": pid, "port": port, "start_ticks": _start_ticks(pid)}
+    (data_dir / SERVER_RECORD).write_text(json.dumps(record))
+
+
+def recorded_server(data_dir: Path) -> tuple[int, int] | None:
+    """``(pid, port)`` of the dev server started with its data in ``data_dir`` when it
+    still runs (the same process: pid and start time match), else None (and the stale
+    record is removed)."""
+    path = data_dir / SERVER_RECORD
+    try:
+        record = json.loads(path.read_text())
+        pid, port, ticks = int(record["pid"]), int(record["port"]), record["start_ticks"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if ticks is None or _start_ticks(pid) != ticks:
+        path.unlink(missing_ok=True)
+        return None
+    return pid, port
+
+
+def stop_recorded_server(data_dir: Path, timeout_s: float = 20.0) -> tuple[int, int] | None:
+    """Stop the recorded dev server (SIGTERM, SIGKILL after ``timeout_s`` seconds) and
+    remove its record; returns its ``(pid, port)``, or None when none was running."""
+    found = recorded_server(data_dir)
+    if found is None:
+        return None
+    pid, _ = found
+    ticks = _start_ticks(pid)
+    try:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while _start_ticks(pid) == ticks and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _start_ticks(pid) == ticks:
+            os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    (data_dir / SERVER_RECORD).unlink(missing_ok=True)
+    return found

@@ -174,6 +174,11 @@ REASK_PATCH = "reask-lost-governor"
 #: optimizer choose them: the ``recall_link_tuning`` activity at start, more (smaller)
 #: segments, and ``record_link_tuning`` once the copy is over
 TUNING_PATCH = "tuning"
+#: the optimizer counts a segment's attempts that failed with an endpoint's error
+#: (``StreamResult.endpoint_errors``), not attempts lost with a worker, and does not
+#: measure a window that lost one (its time includes the heartbeat timeout); a marker
+#: event once per tuned transfer
+TUNE_ENDPOINT_ERRORS_PATCH = "tune-endpoint-errors"
 RECALL_TUNING = "recall_link_tuning"
 RECORD_TUNING = "record_link_tuning"
 #: the tuning activities are best effort: a worker without them runs the fixed defaults
@@ -237,7 +242,8 @@ class TransferWorkflow:
         self._tune_link = ""
         self._tune_memory: LinkMemory | None = None
         self._tune_epoch = 0
-        self._tune_window: list[float] = [0, 0.0, 0, 0]
+        self._tune_window: list[float] = [0, 0.0, 0, 0, 0]
+        self._tune_endpoint_errors = False
         self._tune_draining: set[int] = set()  # running when fewer streams were chosen
         self._tune_socket_buffer: int | None = None
         self._tune_record: workflow.ActivityHandle[None] | None = None
@@ -324,6 +330,7 @@ class TransferWorkflow:
                 and info.size >= tuning.MIN_TUNED_BYTES
                 and workflow.patched(TUNING_PATCH)
             ):
+                self._tune_endpoint_errors = workflow.patched(TUNE_ENDPOINT_ERRORS_PATCH)
                 request = await self._start_tuning(request, info)
                 options = request.options
             if self._known_copies:  # read a verified copy of this version, or the origin
@@ -1268,15 +1275,26 @@ class TransferWorkflow:
         w[0] += length
         w[1] += took.total_seconds()
         w[2] += 1
-        w[3] += max(0, result.attempt - 1)
+        failed = max(0, result.attempt - 1)
+        if self._tune_endpoint_errors:
+            w[3] += min(failed, result.endpoint_errors)
+            w[4] += failed - min(failed, result.endpoint_errors)
+        else:  # runs recorded before: every failed attempt was an error
+            w[3] += failed
         if w[2] < max(2, (self._tuner.streams + 1) // 2):
             return
-        self._tune_window = [0, 0.0, 0, 0]
+        self._tune_window = [0, 0.0, 0, 0, 0]
         if w[1] <= 0:  # no time passed (a time-skipping test server): nothing measured
             return
         self._tuner, decision = tuning.observe(
             self._tuner,
-            Window(bytes=int(w[0]), stream_seconds=w[1], segments=int(w[2]), errors=int(w[3])),
+            Window(
+                bytes=int(w[0]),
+                stream_seconds=w[1],
+                segments=int(w[2]),
+                errors=int(w[3]),
+                lost=int(w[4]),
+            ),
         )
         if decision.streams != self._lanes:
             self._tune_epoch += 1

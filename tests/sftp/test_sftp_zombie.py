@@ -14,21 +14,23 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from pathlib import Path
 
 from staccato.client import StaccatoClient
-from staccato.models import TransferOptions, TransferState
+from staccato.models import TransferOptions
 from tests.helpers import (
     MiB,
     WorkerProcess,
-    leftovers,
-    sha256_file,
     wait_for_status,
     write_random,
 )
 from tests.servers.sshd import SshdServer
-from tests.zombie_checks import freeze_a_writer, sending_to, thaw
+from tests.zombie_checks import (
+    check_nothing_written_after_publish,
+    freeze_a_writer,
+    outlast_the_frozen,
+    sending_to,
+)
 
 SIZE = 256 * MiB
 CHUNK = 32 * MiB  # many write requests per chunk beyond the 4 MiB in flight
@@ -98,30 +100,15 @@ async def test_frozen_sftp_stream_writes_nothing_after_losing_its_segment(
                     await asyncio.wait_for(client.wait(transfer), 120)
             else:
                 raise AssertionError("no chunk write was caught in 3 transfers")
-            frozen_at = time.monotonic()
             print(f"froze worker tree {frozen} mid-chunk")
-            try:
-                result = await asyncio.wait_for(client.wait(transfer), 120)
-                assert result.bytes == SIZE
-                assert time.monotonic() - frozen_at > HEARTBEAT_TIMEOUT_S
-                published = destination.stat()
-                assert sha256_file(destination) == digest
-            finally:
-                thaw(frozen)
+            published = await outlast_the_frozen(
+                client, transfer, frozen, destination,
+                size=SIZE, digest=digest, heartbeat_timeout_s=HEARTBEAT_TIMEOUT_S,
+            )  # fmt: skip
             # the woken streams end: the server closed every handle on the temp file,
             # and the woken worker's attempts ended
-            deadline = time.monotonic() + 30
-            while _open_handles(sftp_log, out) > 0 and time.monotonic() < deadline:
-                await asyncio.sleep(0.1)
-            assert _open_handles(sftp_log, out) == 0, zombie.log_tail()
-            after = destination.stat()
-            print(f"woken worker's log:\n{zombie.log_tail(3000)}")
-            assert (after.st_ino, after.st_mtime_ns, after.st_ctime_ns) == (
-                published.st_ino,
-                published.st_mtime_ns,
-                published.st_ctime_ns,
-            ), "the published file was written to after publish"
-            assert sha256_file(destination) == digest
-            assert leftovers(out) == []
-            status = await client.status(transfer)
-            assert status.state == TransferState.completed, status
+            await check_nothing_written_after_publish(
+                client, transfer, destination, published, digest,
+                let_go=lambda: _open_handles(sftp_log, out) == 0, temp_dir=out,
+                log=lambda: zombie.log_tail(3000),
+            )  # fmt: skip

@@ -130,10 +130,14 @@ async def finished(handle: WorkflowHandle[Any, Any]) -> TransferResult:
     return result
 
 
-def refusing_past(endpoint: Endpoint, limit: int) -> Callable[[StreamInput], Awaitable[Any]]:
+def refusing_past(
+    endpoint: Endpoint, limit: int, *, lost_worker: bool = False
+) -> Callable[[StreamInput], Awaitable[Any]]:
     """A ``copy_stream`` of a server that fails connections past ``limit`` at once:
     each stream waits (at most 0.3 s) for more to start, and reports that it needed
-    three attempts when more than ``limit`` ran beside it."""
+    three attempts (two failed with the endpoint's error) when more than ``limit``
+    ran beside it. ``lost_worker``: the two failed attempts were lost with a worker
+    (heartbeat timeout) instead, not the endpoint's errors."""
 
     async def hook(request: StreamInput) -> StreamResult:
         deadline = asyncio.get_running_loop().time() + 0.3
@@ -151,6 +155,7 @@ def refusing_past(endpoint: Endpoint, limit: int) -> Callable[[StreamInput], Awa
             bytes_read=segment.length,
             verified=request.read_back,
             attempt=3 if crowded else 1,
+            endpoint_errors=2 if crowded and not lost_worker else 0,
         )
 
     return hook
@@ -175,6 +180,18 @@ async def test_tuned_transfer_backs_off_from_failing_streams_and_remembers(
     assert memory.streams < memory.ceiling
     assert memory.link == "file://,file://" and memory.transfers == 1
     assert result.tuning is not None and result.tuning.decisions >= 3
+    assert result.bytes == SIZE
+
+
+async def test_attempts_lost_with_a_worker_are_not_link_errors(start: Start) -> None:
+    endpoint = Endpoint(info=ObjectInfo(size=SIZE, version="v1"))
+    endpoint.hooks["copy_stream"] = refusing_past(endpoint, 4, lost_worker=True)
+    control = Control()
+    handle = await start(endpoint, control, TUNED)
+    result: TransferResult = await finished(handle)
+    (memory,) = control.recorded
+    assert memory.ceiling is None, memory  # no back-off, nothing learned against the link
+    assert result.tuning is not None
     assert result.bytes == SIZE
 
 
