@@ -339,8 +339,7 @@ def _read_local(path: str, limit: int) -> tuple[bytes, str] | None:
         if len(data) != st.st_size:
             return None  # changing while read
         resolution = mtime_resolution_of(kind)
-        # fields straight from fstat, nothing to validate (~0.05 ms a file saved)
-        info = ObjectInfo.model_construct(
+        info = ObjectInfo(
             size=st.st_size,
             version=version,
             modified_at=st.st_mtime,
