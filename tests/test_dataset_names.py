@@ -10,7 +10,7 @@ import pytest
 
 from staccato.datasets.names import UnrepresentableNameError, target_url
 from staccato.errors import PermanentError
-from staccato.urls import parse_url
+from staccato.urls import _file_canonical, parse_url
 
 FILE_ROOT = parse_url("file:///data/run")
 SFTP_ROOT = parse_url("sftp://me@host:2222/data/run/")
@@ -116,3 +116,40 @@ def test_s3_keys_plain_text_cannot_hold_go_percent_encoded_in_the_query(
 def test_a_quoted_key_that_needs_no_quoting_has_the_plain_canonical_form() -> None:
     assert parse_url("s3://bucket/?key=a%2Fb%2B").canonical == "s3://bucket/a/b+"
     assert parse_url("s3://bucket/?profile=lab&key=x").canonical == "s3://bucket/x?profile=lab"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "+",
+        "%2B",
+        "a b",
+        "q?x",
+        "h#x",
+        "a//b",
+        "x/./y",
+        "a/..",
+        "dir/",
+        "new\nline",
+        "tab\t",
+        " lead",
+        "trail ",
+        "q=REDACTED",
+        unicodedata.normalize("NFD", "é"),
+        "/abs",
+    ],
+)
+def test_a_file_url_is_built_only_when_its_text_parses_back_to_it(name: str) -> None:
+    """A file URL under a root is not parsed back (cost) when its path is already
+    normal: it must be exactly the URL its canonical text parses to, and a name whose
+    text would name another path is still refused."""
+    path = "/data/run/" + name
+    try:
+        url = target_url(FILE_ROOT, name)
+    except UnrepresentableNameError:
+        url = None
+    if url is None:
+        assert parse_url(_file_canonical(path)).path != path
+    else:
+        assert parse_url(url.canonical) == url
+        assert url.path == path

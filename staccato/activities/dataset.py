@@ -40,7 +40,7 @@ from temporalio.exceptions import CancelledError
 
 from staccato.activities.errors import mapped_errors
 from staccato.activities.object_copy import copy_object, up_to_date
-from staccato.activities.small_copy import stage_small
+from staccato.activities.small_copy import stage_small_url
 from staccato.activities.stream_progress import StreamStopped, heartbeat
 from staccato.activities.transfer import check_file_roots, stat_source
 from staccato.datasets.models import (
@@ -509,7 +509,13 @@ def _copy_in_flight(
                 if committing is not None:
                     watched.append(committing)  # type: ignore[arg-type]
                 if watched:
-                    done, _ = wait(watched, timeout=_HEARTBEAT_EVERY_S, return_when=FIRST_COMPLETED)
+                    # a file run inline has ended already: no wait (its locks and
+                    # waiter cost more than the rest of this loop)
+                    done = {future for future in watched if future.done()}
+                    if not done:
+                        done, _ = wait(
+                            watched, timeout=_HEARTBEAT_EVERY_S, return_when=FIRST_COMPLETED
+                        )
                     for index in [i for i, f in pending.items() if f in done]:
                         future = ended[index] = pending.pop(index)
                         error = future.exception()
@@ -667,14 +673,18 @@ def _copy_one(
     name = request.files[index].name
     options: TransferOptions = request.options
     try:
-        source = target_url(root, name).canonical
-        destination = target_url(destination_root, name).canonical
+        # built once per file (the steps below take them as they are)
+        source_url = target_url(root, name)
+        destination_url = target_url(destination_root, name)
+        source = source_url.canonical
+        destination = destination_url.canonical
         size = request.files[index].size
         for attempt in range(_FILE_ATTEMPTS):
             key = f"{request.key}-{index}" + (f"-{attempt}" if attempt else "")
             try:
                 if group is not None:
-                    staged = stage_small(source, destination, options, key, size, group)
+                    check_file_roots(source, destination)  # a link inside may lead out
+                    staged = stage_small_url(source_url, destination_url, options, key, size, group)
                     if staged is not None:
                         return _Outcome(bytes=staged.size, staged=staged)
                 outcome = copy_object(source, destination, options, key, beat, size)

@@ -273,6 +273,26 @@ def stage_small(
         return None
     src = secrets.source_url(source, None)
     check_file_roots(source, destination)
+    return stage_small_url(src, dst, options, session_key, listed_size, group)
+
+
+def stage_small_url(
+    src: EndpointURL,
+    dst: EndpointURL,
+    options: TransferOptions,
+    session_key: str,
+    listed_size: int,
+    group: LocalGroup,
+) -> StagedFile | None:
+    """:func:`stage_small` of URLs already parsed (a dataset's batch builds each file's
+    URLs once, from its roots; the caller checks them against ``STACCATO_FILE_ROOTS``);
+    ``dst`` a ``file`` URL.
+
+    Returns, raises: as :func:`stage_small`.
+    """
+    limit = min(options.chunk_size, SMALL_OBJECT_MAX)
+    if options.sync_level is not None or listed_size > limit:
+        return None
     source_path: str | None = None
     version: str | None = None
     if src.scheme == "file":

@@ -16,7 +16,6 @@ import errno
 import hashlib
 import os
 import stat as stat_module
-from pathlib import Path
 
 from staccato import checksums
 from staccato.endpoints.base import ChunkWriter, keepalive, write_fence
@@ -53,12 +52,13 @@ CHECK_BLOCK = 8 << 20
 def session_paths(url: EndpointURL, session_key: str) -> tuple[str, str]:
     """The temp file and journal paths of the session ``session_key`` for ``url``:
     hidden names beside the target (same directory, so publish's rename is atomic)."""
-    target = Path(url.path)
+    # string operations, not pathlib: called once per small file of a dataset
+    parent, target_name = os.path.split(url.path)
     # keep the temp name within NAME_MAX (255 bytes) whatever the target's name
     key = hashlib.sha256(session_key.encode()).hexdigest()[:16]
-    name = target.name.encode()[:150].decode(errors="ignore")
-    stem = f".{name}.{key}"
-    return str(target.parent / (stem + TEMP_SUFFIX)), str(target.parent / (stem + JOURNAL_SUFFIX))
+    name = target_name.encode()[:150].decode(errors="ignore")
+    stem = os.path.join(parent, f".{name}.{key}")
+    return stem + TEMP_SUFFIX, stem + JOURNAL_SUFFIX
 
 
 def journaled_chunks(session: WriteSession) -> dict[int, str]:
