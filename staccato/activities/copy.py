@@ -10,7 +10,8 @@ A destination may hold a chunk without knowing its checksum (S3 stores whose
 ListParts reports no part checksums, a server-side copy without one): such a chunk
 is read from the source once more to checksum it, and not written again.
 
-Memory: one chunk-sized buffer per stream, whatever the object size.
+Memory: one chunk-sized buffer per stream, whatever the object size (page-aligned,
+so a file destination can write it with direct I/O).
 
 Heartbeats, the minimum-rate watchdog and stopping on a cancel:
 :mod:`staccato.activities.stream_progress`; freeing a process whose stream is blocked
@@ -144,8 +145,10 @@ class _SegmentCopy:
         todo: chunks still to copy.
         rehash: durable chunks whose checksum the destination could not tell: read
             from the source once more to checksum them, never written again.
-        read_back: verify-on-write: each chunk is read back right after it is durable
-            (still in the page cache / close in time) instead of in a separate pass.
+        read_back: verify-on-write: each chunk is checked right after it is durable
+            instead of in a separate pass: read back and compared, or, where the
+            writer wrote the stream's checksummed buffer itself
+            (``ChunkWriter.checked_in_memory``), by that in-memory checksum.
         server_side: the destination copies from the source itself (``copy_chunk``).
     """
 
