@@ -47,6 +47,7 @@ _COPY_BLOCK = 1 << 20  # bytes read, checksummed and copied at a time by copy_ch
 # multiples of the device's logical block size; a page (4 KiB) covers 512-byte and
 # 4 KiB devices alike. Pieces not so aligned go through the page cache.
 _DIRECT_ALIGN = 4096
+_DIRECT_BLOCK = 16 << 20  # bytes per direct pwrite(2) (the lease is checked before each)
 
 # copy_file_range(2) errors meaning "the kernel cannot copy between these two files"
 _NO_KERNEL_COPY = {errno.EXDEV, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
@@ -374,37 +375,40 @@ class FileChunkWriter(ChunkWriter):
             view = data
             while view:
                 write_fence()
-                n = self._pwrite(view[:_WRITE_BLOCK], offset)
+                n = self._pwrite(view, offset)
                 view = view[n:]
                 offset += n
             self._commit(index, checksum)
         except OSError as err:
             raise self._write_error(err) from None
 
-    def _pwrite(self, block: memoryview, offset: int) -> int:
-        """Write ``block`` at ``offset``; returns bytes written.
+    def _pwrite(self, view: memoryview, offset: int) -> int:
+        """Write the start of ``view`` at ``offset``; returns bytes written.
 
-        Direct I/O where the block, its address and the offset are aligned: the disk
-        reads the stream's buffer itself (no copy into the page cache, no dirty pages
-        left for ``fdatasync`` to find), which on a loaded machine costs a fraction of
-        the CPU of a buffered write. Durability is still ``fdatasync``'s (the device's
-        write cache). Anything else, and a file system refusing a direct write
-        (``EINVAL``), goes through the page cache.
+        Direct I/O where address, offset and length are aligned: the disk reads the
+        stream's buffer itself (no copy into the page cache, no dirty pages left for
+        ``fdatasync`` to find), which on a loaded machine costs a fraction of the CPU
+        of a buffered write; up to ``_DIRECT_BLOCK`` at a time (the device gets many
+        requests at once, a direct write waits for them). Durability is still
+        ``fdatasync``'s (the device's write cache). Anything else, and a file system
+        refusing a direct write (``EINVAL``), goes through the page cache,
+        ``_WRITE_BLOCK`` at a time.
         """
+        aligned = len(view) - len(view) % _DIRECT_ALIGN
         if (
             self._direct >= 0
+            and aligned
             and offset % _DIRECT_ALIGN == 0
-            and len(block) % _DIRECT_ALIGN == 0
-            and _address(block) % _DIRECT_ALIGN == 0
+            and _address(view) % _DIRECT_ALIGN == 0
         ):
             try:
-                return os.pwrite(self._direct, block, offset)
+                return os.pwrite(self._direct, view[: min(aligned, _DIRECT_BLOCK)], offset)
             except OSError as err:
                 if err.errno != errno.EINVAL:
                     raise
                 os.close(self._direct)
                 self._direct = -1
-        return os.pwrite(self._fd, block, offset)
+        return os.pwrite(self._fd, view[:_WRITE_BLOCK], offset)
 
     def _write_error(self, err: OSError) -> StaccatoError:
         if err.errno in NO_SPACE:
