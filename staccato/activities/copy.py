@@ -10,8 +10,9 @@ A destination may hold a chunk without knowing its checksum (S3 stores whose
 ListParts reports no part checksums, a server-side copy without one): such a chunk
 is read from the source once more to checksum it, and not written again.
 
-Memory: one chunk-sized buffer per stream, whatever the object size, reserved against
-the worker process's budget first (:mod:`staccato.activities.capacity`).
+Memory: one chunk-sized buffer per stream, whatever the object size (page-aligned,
+so a file destination can write it with direct I/O), reserved against the worker
+process's budget first (:mod:`staccato.activities.capacity`).
 
 Heartbeats, the minimum-rate watchdog and stopping on a cancel:
 :mod:`staccato.activities.stream_progress`; freeing a process whose stream is blocked
@@ -21,6 +22,7 @@ have lost its segment (a frozen process woken up): :mod:`staccato.activities.str
 
 from __future__ import annotations
 
+import mmap
 import time
 from collections.abc import Callable
 from typing import Any
@@ -202,8 +204,10 @@ class _SegmentCopy:
         todo: chunks still to copy.
         rehash: durable chunks whose checksum the destination could not tell: read
             from the source once more to checksum them, never written again.
-        read_back: verify-on-write: each chunk is read back right after it is durable
-            (still in the page cache / close in time) instead of in a separate pass.
+        read_back: verify-on-write: each chunk is checked right after it is durable
+            instead of in a separate pass: read back and compared, or, where the
+            writer wrote the stream's checksummed buffer itself
+            (``ChunkWriter.checked_in_memory``), by that in-memory checksum.
         server_side: the destination copies from the source itself (``copy_chunk``).
     """
 
@@ -268,7 +272,8 @@ class _SegmentCopy:
         needs_buffer = self.todo or self.rehash
         # a chunk at most, and no more than the object (a small file in a batch)
         length = min(session.chunk_size, max(session.size, 1))
-        self.buffer = memoryview(bytearray(length) if needs_buffer else b"")
+        # page-aligned (anonymous mmap), so a file destination can write it with direct I/O
+        self.buffer = memoryview(mmap.mmap(-1, length) if needs_buffer else bytearray())
 
     def _rate_in_force(self) -> bool:
         """Whether a ``max_rate`` (the transfer's own, or an endpoint's or link's share
@@ -306,8 +311,9 @@ class _SegmentCopy:
             self.durable[index] = digest
             if not _is_digest(self.algorithm, digest):
                 self.rehash.add(index)  # the store did not say: checksum the source range
-            elif self.read_back:
-                _check_read_back(writer, index, self.buffer[:length], self.algorithm, digest)
+            elif self.read_back:  # the bytes did not pass through the stream: read back
+                actual = writer.read_back_checksum(index, length, self.algorithm, self.buffer)
+                _compare_read_back(index, actual, digest)
             self.progress.next_chunk = index + 1
             self.progress.add(length, 0)
             self.progress.beat()
@@ -342,7 +348,7 @@ class _SegmentCopy:
             self.progress.beat()
             return
         writer.write_chunk(index, view, digest)
-        if self.read_back:
+        if self.read_back and not writer.checked_in_memory:
             _check_read_back(writer, index, view, self.algorithm, digest)
         self.durable[index] = digest
         self.progress.next_chunk = index + 1
@@ -426,7 +432,15 @@ def _check_read_back(
             chunk (its bytes no longer match the journaled checksum) and copies it again.
     """
     writer.read_back(index, view)
-    actual = checksums.checksum_bytes(algorithm, view)
+    _compare_read_back(index, checksums.checksum_bytes(algorithm, view), expected)
+
+
+def _compare_read_back(index: int, actual: str, expected: str) -> None:
+    """Raise if chunk ``index`` read back as ``actual`` where the source gave ``expected``.
+
+    Raises:
+        RetryableError: as :func:`_check_read_back`.
+    """
     if actual != expected:
         raise RetryableError(
             f"chunk {index} read back from the destination has checksum {actual}, the "

@@ -128,6 +128,15 @@ class Reader(abc.ABC):
 class ChunkWriter(abc.ABC):
     """Writes chunks of one write session; used by one stream at a time."""
 
+    #: :meth:`write_chunk` hands the kernel exactly the bytes it is given (the buffer
+    #: the stream checksummed, which nothing changes until it returns) and returns only
+    #: once the kernel reports them durable (``fdatasync``): reading them back at once
+    #: would read those same pages from the page cache, so the stream's verify-on-write
+    #: takes the in-memory checksum as the chunk's check instead of a second full read
+    #: (docs/architecture.md, "Integrity of a written chunk"). Chunks copied without
+    #: passing through the stream (:meth:`copy_chunk`) are still read back.
+    checked_in_memory: bool = False
+
     def read_back(self, index: int, into: memoryview) -> None:
         """Read chunk ``index`` as written into ``into`` (exactly its length), for the
         stream's verify-on-write (only called when ``Driver.features.read_back``).
@@ -136,6 +145,21 @@ class ChunkWriter(abc.ABC):
             RetryableError: the bytes could not be read.
         """
         raise UnsupportedError("this endpoint cannot read back unpublished data")
+
+    def read_back_checksum(self, index: int, length: int, algorithm: str, into: memoryview) -> str:
+        """Checksum in ``algorithm`` (hex) of chunk ``index`` (``length`` bytes) as
+        written, read back through ``into`` (any size > 0; its bytes are overwritten).
+
+        The default reads the chunk whole with :meth:`read_back` (``into`` must hold
+        ``length`` bytes then); a writer that can read a range block by block
+        overrides it to keep the bytes in the CPU cache between read and checksum.
+
+        Raises:
+            RetryableError: the bytes could not be read.
+        """
+        view = into[:length]
+        self.read_back(index, view)
+        return checksums.checksum_bytes(algorithm, view)
 
     @abc.abstractmethod
     def write_chunk(self, index: int, data: memoryview, checksum: str) -> None:

@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 from staccato.endpoints.base import ChunkWriter, Driver, Features, Reader
 from staccato.endpoints.file.fs import (
+    KERNEL_COPY_FILE_SYSTEMS,
     PSEUDO_FILE_SYSTEMS,
     allocated,
     file_system_type,
@@ -58,8 +59,14 @@ class FileDriver(Driver):
     )
 
     def can_copy_from(self, source: EndpointURL, destination: EndpointURL) -> bool:
-        """Local file to local file: ``copy_file_range(2)`` (see ``copy_chunk``)."""
-        return source.scheme == destination.scheme == "file"
+        """Local file to local file where the destination's file system copies without
+        this machine's page cache (``KERNEL_COPY_FILE_SYSTEMS``: shared extents, a
+        server-side copy): ``copy_file_range(2)`` (see ``copy_chunk``). Elsewhere the
+        stream reads, checksums and writes the bytes itself (direct I/O)."""
+        if not source.scheme == destination.scheme == "file":
+            return False
+        parent = os.path.dirname(destination.path) or "."
+        return file_system_type(parent) in KERNEL_COPY_FILE_SYSTEMS
 
     def stat(self, url: EndpointURL) -> ObjectInfo:
         try:

@@ -98,6 +98,16 @@ def _mount_table_type(path: str) -> str:
     return fs_type
 
 
+#: file systems on which ``copy_file_range(2)`` moves no bytes through the page cache
+#: of this machine: it shares extents (btrfs, XFS with reflink, bcachefs, OCFS2) or has
+#: the server copy (NFS 4.2, SMB3, CephFS). Elsewhere (ext4, tmpfs...) the kernel copy
+#: is a read and a buffered write like any other, and a stream writing its checksummed
+#: buffer with direct I/O costs less CPU and needs no read-back (docs/architecture.md).
+KERNEL_COPY_FILE_SYSTEMS = frozenset(
+    {"btrfs", "xfs", "bcachefs", "ocfs2", "nfs", "nfs4", "cifs", "smb3", "ceph"}
+)
+
+
 #: kernel pseudo-file systems: their files report a size (often 0) unrelated to what a
 #: read returns, and change at every read
 PSEUDO_FILE_SYSTEMS = frozenset({"proc", "sysfs", "debugfs", "tracefs", "securityfs", "configfs"})
