@@ -626,18 +626,10 @@ SCENARIOS: dict[str, tuple[Scenario, str | tuple[str, ...]]] = {
         ("find_governors", "slot_granted", "copy_batch", "WORKFLOW_EXECUTION_COMPLETED"),
     ),
 }
-# since the release after 0.5.0: recorded (and then demanded in the newest folder by
-# test_every_scenario_has_a_recorded_history) once the version is bumped past 0.5.0
-if importlib.metadata.version("staccato") != "0.5.0":
-    SCENARIOS["dataset_fan_out"] = (
-        dataset_fan_out,
-        (
-            "dataset-fan-out",
-            "copy_batch_to_many",
-            "FanOutWorkflow",
-            "WORKFLOW_EXECUTION_COMPLETED",
-        ),
-    )
+SCENARIOS["dataset_fan_out"] = (  # since 0.6.0
+    dataset_fan_out,
+    ("dataset-fan-out", "copy_batch_to_many", "FanOutWorkflow", "WORKFLOW_EXECUTION_COMPLETED"),
+)
 
 
 async def _connect(temporal: TemporalDevServer, task_queue: str) -> StaccatoClient:
