@@ -160,3 +160,27 @@ def test_a_busy_ui_port_is_refused_naming_it(tmp_path: Path) -> None:
         with pytest.raises(DevServerError, match=f"UI port 127.0.0.1:{ui_port} is already in use"):
             start_dev_server(tmp_path, port=free_port(), ui_port=ui_port, wait_s=20)
         assert not (tmp_path / "temporal.db").exists()
+
+
+def test_an_unreaped_killed_up_counts_as_not_running(tmp_path: Path) -> None:
+    """A SIGKILLed `up` whose new parent never reaps it (a container's init may not)
+    stays a zombie with its pid: `down` and `up` must take it for gone, not send it
+    SIGTERM and wait, nor say 'already up'."""
+    home = tmp_path / "home"
+    home.mkdir()
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])  # not waited for: a zombie
+    deadline = time.monotonic() + 30
+    while _alive(zombie.pid) or not Path(f"/proc/{zombie.pid}").exists():
+        assert time.monotonic() < deadline, "the child did not exit"
+        time.sleep(0.05)
+    try:
+        (home / "up.pid").write_text(str(zombie.pid))
+        env = {**os.environ, "STACCATO_HOME": str(home)}
+        started = time.monotonic()
+        down = _staccato("down", env=env)
+        assert down.returncode == 0, down.stderr
+        assert down.stdout.strip() == "staccato is not running", down.stdout
+        assert time.monotonic() - started < 60  # no wait for a process that has exited
+        assert not (home / "up.pid").exists()
+    finally:
+        zombie.wait()

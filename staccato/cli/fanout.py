@@ -95,7 +95,10 @@ async def _follow(client: StaccatoClient, group: str, *, quiet: bool) -> GroupSt
         final = current
         now = time.monotonic()
         ended = current.state != GroupState.running
-        if not quiet and not ended and now - last_shown >= PROGRESS_INTERVAL_S:
+        # a group that has failed but not yet ended (its rows carry the group's error
+        # too) prints nothing more: the ending says the reason once
+        failing = current.error is not None
+        if not quiet and not ended and not failing and now - last_shown >= PROGRESS_INTERVAL_S:
             last_shown = now
             for line in status_lines(current)[2:]:  # staging, then one line per destination
                 typer.echo(line, err=True)

@@ -95,9 +95,9 @@ def _running_pid() -> int | None:
         pid = int(_pid_file().read_text().strip())
     except (FileNotFoundError, ValueError):
         return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    from staccato.workers.devserver import process_running
+
+    if not process_running(pid):  # gone, or a zombie: a killed `up` nobody reaped
         _pid_file().unlink(missing_ok=True)
         return None
     return pid
@@ -244,7 +244,7 @@ def up(
 
 def down() -> None:
     """Stop what `staccato up --detach` started (worker, dev server, UI)."""
-    from staccato.workers.devserver import stop_recorded_server
+    from staccato.workers.devserver import process_running, stop_recorded_server
 
     pid = _running_pid()
     if pid is None:
@@ -263,9 +263,7 @@ def down() -> None:
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + DOWN_TIMEOUT_S
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not process_running(pid):
             break
         time.sleep(0.2)
     else:

@@ -136,6 +136,20 @@ def _start_ticks(pid: int) -> int | None:
     return int(stat.rsplit(")", 1)[1].split()[19])
 
 
+def process_running(pid: int, start_ticks: int | None = None) -> bool:
+    """True when ``pid`` names a process that has not exited: a zombie (state ``Z`` in
+    ``/proc/PID/stat``, proc(5)) has exited but stays until its parent reaps it, which
+    an orphan's new parent in a container may never do; with ``start_ticks``, also
+    the same process (not a later one given the same pid)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    if fields[0] == "Z":
+        return False
+    return start_ticks is None or int(fields[19]) == start_ticks
+
+
 def _record(data_dir: Path, pid: int, port: int) -> None:
     record = {"pid": pid, "port": port, "start_ticks": _start_ticks(pid)}
     (data_dir / SERVER_RECORD).write_text(json.dumps(record))
@@ -168,9 +182,9 @@ def stop_recorded_server(data_dir: Path, timeout_s: float = 20.0) -> tuple[int, 
     try:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
-        while _start_ticks(pid) == ticks and time.monotonic() < deadline:
+        while process_running(pid, ticks) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if _start_ticks(pid) == ticks:
+        if process_running(pid, ticks):
             os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
