@@ -27,6 +27,7 @@ from tests.servers.nginx import NginxServer, nginx_fixture
 from tests.servers.temporal_server import TemporalDevServer
 from tests.zombie_checks import (
     FDATASYNC,
+    PWRITE64,
     blocked_calls,
     check_nothing_written_after_publish,
     freeze_a_writer,
@@ -67,7 +68,10 @@ async def test_frozen_stream_writes_nothing_after_losing_its_segment(
             await wait_for_status(client, transfer, lambda s: s.bytes_done > 0, timeout_s=60)
             zombie, frozen = await freeze_a_writer(
                 [first, second],
-                lambda pid: FDATASYNC in blocked_calls(pid) and bool(open_under([pid], data_dir)),
+                lambda pid: (
+                    bool({FDATASYNC, PWRITE64} & blocked_calls(pid))
+                    and bool(open_under([pid], data_dir))
+                ),
             )
             published = await outlast_the_frozen(
                 client, transfer, frozen, destination,

@@ -17,6 +17,9 @@ from tests.helpers import WorkerProcess, child_pids, leftovers, sha256_file
 
 #: x86_64 system call number, as ``/proc/PID/task/TID/syscall`` shows a blocked call
 FDATASYNC = 75
+#: x86_64 system call number of pwrite64 (a chunk written with direct I/O spends its
+#: time here; its fdatasync then has little to flush)
+PWRITE64 = 18
 
 
 def tree(pid: int) -> list[int]:
