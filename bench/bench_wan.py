@@ -84,6 +84,20 @@ class Run:
             now = t
         return now - start
 
+    def window_streams(self, window: int) -> list[float]:
+        """Requests in flight on average over each ``window`` bytes (the streams the
+        copy ran there, as the server saw them)."""
+        total = sum(b for _, _, b in self.spans)
+        start = min(s for s, _, _ in self.spans)
+        marks = [self.time_at(m) + start for m in range(window, total, window)]
+        marks.append(max(e for _, e, _ in self.spans))
+        out, before = [], start
+        for mark in marks:
+            busy = sum(max(0.0, min(e, mark) - max(s, before)) for s, e, _ in self.spans)
+            out.append(busy / max(mark - before, 1e-9))
+            before = mark
+        return out
+
     def window_rates(self, window: int) -> list[float]:
         """MB/s over each ``window`` bytes (the last one possibly shorter)."""
         total = sum(b for _, _, b in self.spans)
@@ -197,9 +211,10 @@ def optimizer_rows(label: str, run: Run, best: float | None, warm_up: int) -> st
     after = (total - warm_up) / max(end - t_warm, 1e-9) if total > warm_up else 0.0
     of_best = f"{first / best:.0%} / {after / best:.0%}" if best else "n/a (no sweep)"
     windows = " ".join(f"{r:.0f}" for r in run.window_rates(WINDOW_BYTES))
+    streams = " ".join(f"{s:.1f}" for s in run.window_streams(WINDOW_BYTES))
     return (
         f"| {label} | {run.wall_s:.1f} | {run.cmd_rate / 1e6:.1f} | {first / 1e6:.1f} | "
-        f"{after / 1e6:.1f} | {of_best} | {run.errors} | {windows} |"
+        f"{after / 1e6:.1f} | {of_best} | {run.errors} | {windows} | {streams} |"
     )
 
 
@@ -219,8 +234,17 @@ def main() -> None:
     parser.add_argument("--optimizer-size-gib", type=float, default=4.0)
     parser.add_argument("--hurt", default="decay", choices=["decay", "limit_conn"])
     parser.add_argument(
+        "--scale", type=float, default=1.0,
+        help="multiply the profiles' rates (e.g. 0.25 on a loaded machine: the same "
+        "decisions per byte, a quarter of the CPU per second)",
+    )  # fmt: skip
+    parser.add_argument(
         "--best-mb-s", type=float, nargs="+", default=[],
         help="with --no-sweep: each profile's best fixed link MB/s (from an earlier sweep)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--processes", type=int, default=4,
+        help="the worker's activity processes (each runs STACCATO_WORKER_THREADS streams)",
     )  # fmt: skip
     parser.add_argument("--dest-dir", type=Path, default=Path("/dev/shm"))
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/staccato-wan-data"))
@@ -232,11 +256,11 @@ def main() -> None:
     for size in sizes:
         _object(args.data_dir, size)
     dest = args.dest_dir / f"staccato-wan-out-{int(time.time())}.bin"
-    processes = max(STREAMS) + 2  # every stream its activity, plus prepare/verify
+    processes = args.processes
     reports: list[str] = []
     try:
         for name in args.profile:
-            profile = PROFILES[name]
+            profile = PROFILES[name].scaled(args.scale)
             print(f"\n{profile.describe()}", flush=True)
             with WanLink(profile, args.data_dir, hurt=args.hurt) as link:
                 index = args.profile.index(name)
@@ -244,7 +268,7 @@ def main() -> None:
                     args.best_mb_s[index] * 1e6 if index < len(args.best_mb_s) else None
                 )
                 if not args.no_sweep:
-                    service = Service(processes=processes).start()
+                    service = Service(processes=processes, env=_worker_env(processes)).start()
                     try:
                         size = int(args.size_gib * GiB)
                         copy(service, link, _name(size), size, dest, [])  # warm-up
@@ -262,22 +286,49 @@ def main() -> None:
                         f"{size / GiB:g} GiB, fresh Temporal server (cold), then again (warm)\n",
                         f"| run | cmd s | cmd MB/s | link MB/s first {warm_up / GiB:g} GiB | "
                         "after | of best fixed "
-                        "(first / after) | errors | link MB/s per 512 MiB |",
-                        "| --- | --: | --: | --: | --: | --: | --: | --- |",
+                        "(first / after) | errors | link MB/s per 512 MiB | streams per 512 MiB |",
+                        "| --- | --: | --: | --: | --: | --: | --: | --- | --- |",
                     ]
-                    service = Service(processes=processes).start()
+                    service = Service(processes=processes, env=_worker_env(processes)).start()
                     try:
                         for label in ("cold", "warm"):
                             _object(args.data_dir, size)  # in the page cache again
                             run = copy(service, link, _name(size), size, dest, [])
                             rows.append(optimizer_rows(label, run, best, warm_up))
                             print(rows[-1], flush=True)
+                            _print_learned(service)
                     finally:
                         service.stop()
                     reports.append("\n".join(rows))
     finally:
         dest.unlink(missing_ok=True)
     print("\n" + "\n\n".join(reports))
+
+
+def _print_learned(service: Service) -> None:
+    """What the link learned and the last decisions' reasons (``limit learned``)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "staccato.cli", "limit", "learned", "--json"],
+        env=service.env,
+        capture_output=True,
+        text=True,
+    )
+    print(done.stdout.strip() or done.stderr.strip(), flush=True)
+
+
+def _worker_env(processes: int) -> dict[str, str]:
+    """The worker's memory cap: its processes' own memory plus every stream's buffers at
+    the largest setting swept (16 streams x 64 MiB, a chunk and its read-back each), so
+    the sweep's fixed settings never wait for capacity."""
+    from staccato.settings import WORKER_PROCESS_OVERHEAD_BYTES
+
+    buffers = max(STREAMS) * max(CHUNKS_MIB) * MiB * 2
+    return {
+        "STACCATO_WORKER_PROCESSES": str(processes),
+        "STACCATO_WORKER_MEMORY_BYTES": str(
+            (processes + 2) * WORKER_PROCESS_OVERHEAD_BYTES + buffers
+        ),
+    }
 
 
 def _name(size: int) -> str:

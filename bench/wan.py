@@ -75,10 +75,21 @@ class Profile:
             return self.per_connection
         return max(1, int(self.per_connection * (self.knee_requests / requests) ** 2))
 
+    def scaled(self, factor: float) -> Profile:
+        """The same link with its rates multiplied by ``factor`` (same knee)."""
+        if factor == 1:
+            return self
+        return Profile(
+            f"{self.name} x{factor:g}",
+            int(self.per_connection * factor),
+            int(self.aggregate * factor),
+            self.knee_requests,
+        )
+
     def describe(self) -> str:
         return (
-            f"profile {self.name}: {self.per_connection / 1e6:.0f} MB/s per connection, "
-            f"{self.aggregate / 1e6:.0f} MB/s in all, server slows past "
+            f"profile {self.name}: {self.per_connection / 1e6:g} MB/s per connection, "
+            f"{self.aggregate / 1e6:g} MB/s in all, server slows past "
             f"{self.knee_requests} requests at once"
         )
 

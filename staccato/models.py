@@ -711,8 +711,9 @@ class TuningRecall(BaseModel):
         memory: the link's :class:`~staccato.tuning.LinkMemory` as JSON data, if any.
         memory_budget: bytes of stream buffers the transfer may hold.
         socket_buffer_bytes: the worker's fixed socket buffer size, if set.
-        worker_processes: the worker's activity processes (streams it can run at
-            once; more would wait in Temporal's queue); None: no bound.
+        worker_processes: the streams the worker runs at once (its activity
+            processes x threads; releases before threads: its processes); more would
+            wait in Temporal's queue; None: no bound.
     """
 
     enabled: bool = True

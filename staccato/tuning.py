@@ -18,10 +18,25 @@ one stream times the streams running. Under a per-connection cap ``c`` and an
 aggregate cap ``C`` that is ``min(streams x c, C)``, and a server that refuses
 connections past a limit shows up as errors and longer segments.
 
-Search: the first step doubles the streams (4 -> 8); every later step halves
-after a drop or a flat result, so the search narrows onto the knee (where one more
-stream stops paying). Flat (within :data:`GAIN`) keeps the fewer streams: the same
+Search (``sweep=False``, runs recorded before the sweep): start at
+:data:`START_STREAMS`, the first step doubles the streams (4 -> 8); every later step
+halves after a drop or a flat result, so the search narrows onto the knee (where one
+more stream stops paying). Flat (within :data:`GAIN`) keeps the fewer streams: the same
 throughput for less memory and fewer connections at the server.
+
+Search with the sweep (``sweep=True``): a cold link starts at :data:`SWEEP_STREAMS`
+(the middle of 1..16 streams: a window-limited long fat link needs many streams, and
+every byte moved at too few of them is lost time the search cannot make up) and
+sweeps up in steps of half the streams (8 -> 12 -> 16, a geometric step: doubling
+from 8 would land on 16, far past a knee at 10) while each step gains more than
+:data:`GAIN`. The first step that does not gain ends the sweep: a drop goes back to
+the setting before it, a flat result keeps the fewer streams; from there the search
+is FTS3's, with steps of a quarter of the streams, and its re-probes alternate up
+and down, so a link whose best is few streams (loopback, a busy CPU) walks down
+while throughput holds, a step at a time, never below a setting that measured
+better by more than :data:`GAIN`. Errors end the sweep too (back-off, a ceiling). A
+transfer that ends during the sweep leaves the link ``sweeping``: the next one goes
+on from there.
 
 Bounds: :data:`MIN_STREAMS`..:data:`MAX_STREAMS` streams, chunk
 :data:`MIN_CHUNK`..:data:`MAX_CHUNK`, and a worker's memory budget:
@@ -38,8 +53,10 @@ from staccato import units
 MiB = 1024 * 1024
 MIN_STREAMS = 1
 MAX_STREAMS = 16
-#: cold start: mid-range
+#: cold start: mid-range (runs recorded before the sweep)
 START_STREAMS = 4
+#: cold start of the sweep: the middle of MIN_STREAMS..MAX_STREAMS
+SWEEP_STREAMS = 8
 MIN_CHUNK = 4 * MiB
 MAX_CHUNK = 64 * MiB
 START_CHUNK = 16 * MiB
@@ -55,8 +72,17 @@ DROP = 0.10
 ERROR_RATE = 0.10
 #: weight of a new window in a setting's moving average
 ALPHA = 0.5
+#: with the sweep, its steps up are this fraction of the streams
+SWEEP_DIVISOR = 2
+#: the sweep goes on only while a step up pays at least this fraction of what its
+#: streams would if each added one carried as much as those before (8 -> 12 streams:
+#: +50 % streams, so a gain of at least +30 %)
+SWEEP_EFFICIENCY = 0.6
 #: decisions held before probing one step up again
 REPROBE_EVERY = 6
+#: a sweep that gained nothing above its start probes half the streams after this many
+#: windows held
+DOWN_AFTER = 3
 #: smaller objects are not tuned (too few segments to measure): the fixed defaults
 MIN_TUNED_BYTES = 64 * MiB
 #: a tuned transfer's segments are about this long (more of them: the streams can
@@ -116,6 +142,8 @@ class LinkMemory(BaseModel):
         ceiling: streams that saw errors (not gone past before a re-probe), if any.
         transfers: tuned transfers recorded.
         reasons: the last decisions' reasons, newest last.
+        sweeping: the last transfer ended before its sweep did: the next one sweeps on
+            from ``streams`` (memories stored before the sweep: False).
     """
 
     link: str
@@ -125,6 +153,7 @@ class LinkMemory(BaseModel):
     ceiling: int | None = None
     transfers: int = 0
     reasons: list[str] = Field(default_factory=list)
+    sweeping: bool = False
 
 
 class TuningState(BaseModel):
@@ -141,6 +170,10 @@ class TuningState(BaseModel):
         held: decisions held since the last probe.
         ceiling: streams that saw errors; probes stay below it.
         decisions: the last :data:`LOG_SIZE` decisions, newest last.
+        sweeping: in the sweep (see the module doc): a gain steps up by half.
+        alternate: re-probes alternate up and down (the search with the sweep);
+            False: up only, as before it.
+        down_next: the next re-probe goes down.
     """
 
     streams: int
@@ -153,6 +186,9 @@ class TuningState(BaseModel):
     held: int = 0
     ceiling: int | None = None
     decisions: list[Decision] = Field(default_factory=list)
+    sweeping: bool = False
+    alternate: bool = False
+    down_next: bool = False
 
     @property
     def last(self) -> Decision | None:
@@ -185,25 +221,31 @@ def start(
     max_streams: int = MAX_STREAMS,
     streams: int | None = None,
     chunk_size: int | None = None,
+    sweep: bool = False,
 ) -> tuple[TuningState, Decision]:
     """The first setting of a transfer.
 
     Cold (no memory): :data:`START_STREAMS` streams of :data:`START_CHUNK`, then
-    probing up. Warm: the link's remembered setting, holding (small re-probes only).
+    probing up; with ``sweep``, :data:`SWEEP_STREAMS` and the sweep (module doc).
+    Warm: the link's remembered setting, holding (small re-probes only); with
+    ``sweep``, a link whose last transfer ended mid-sweep sweeps on from there.
     A user's ``streams`` or ``chunk_size`` wins over both and is never changed.
 
     Args:
         memory: what the link learned before, if anything.
         budget: bytes of stream buffers the transfer may hold (a worker's share).
-        max_streams: the most streams that may run (a governor's grant).
+        max_streams: the most streams that may run (a governor's grant, the streams
+            a worker runs at once).
         streams: the user's ``--streams``, if given.
         chunk_size: the user's ``--chunk-size``, if given.
+        sweep: search with the sweep (transfers started by this release).
     """
     chunk = chunk_size or (memory.chunk_size if memory else START_CHUNK)
+    fit = SWEEP_STREAMS if sweep and memory is None else START_STREAMS
     if chunk_size is None:
         chunk = min(max(chunk, MIN_CHUNK), MAX_CHUNK)
         # more memory per stream than the budget allows for even the start: smaller chunks
-        while chunk > MIN_CHUNK and chunk * BUFFERS_PER_STREAM * START_STREAMS > budget:
+        while chunk > MIN_CHUNK and chunk * BUFFERS_PER_STREAM * fit > budget:
             chunk //= 2
     cap = max(MIN_STREAMS, min(max_streams, streams_within_budget(chunk, budget)))
     if streams is not None:
@@ -211,6 +253,27 @@ def start(
             streams=streams, chunk_size=chunk, max_streams=streams, pinned_streams=True, step=0
         )
         decision = Decision(streams=streams, chunk_size=chunk, reason="streams given by the user")
+    elif memory is not None and sweep and memory.sweeping:
+        first = min(memory.streams, cap)
+        state = TuningState(
+            streams=first,
+            chunk_size=chunk,
+            max_streams=cap,
+            step=max(1, first // 2),
+            previous=0,
+            ceiling=memory.ceiling,
+            sweeping=True,
+            alternate=True,
+        )
+        decision = Decision(
+            streams=first,
+            chunk_size=chunk,
+            rate=memory.rate,
+            reason=(
+                f"link memory: the last transfer ended mid-sweep at {memory.streams} streams"
+                f" x {units.size(chunk)}; sweeping on from {first}, up to {cap}"
+            ),
+        )
     elif memory is not None:
         first = min(memory.streams, cap)
         state = TuningState(
@@ -221,6 +284,7 @@ def start(
             ceiling=memory.ceiling,
             # re-probe soon: the link may have changed since
             held=REPROBE_EVERY - 2,
+            alternate=sweep,
         )
         decision = Decision(
             streams=first,
@@ -230,6 +294,25 @@ def start(
                 f"link memory: {memory.streams} streams x {units.size(chunk)}"
                 + (f" at {units.rate(memory.rate)}" if memory.rate else "")
                 + (f", capped at {cap} (memory budget or grant)" if first < memory.streams else "")
+            ),
+        )
+    elif sweep:
+        first = min(SWEEP_STREAMS, cap)
+        state = TuningState(
+            streams=first,
+            chunk_size=chunk,
+            max_streams=cap,
+            step=max(1, first // 2),
+            previous=0,
+            sweeping=True,
+            alternate=True,
+        )
+        decision = Decision(
+            streams=first,
+            chunk_size=chunk,
+            reason=(
+                f"cold start: {first} streams x {units.size(chunk)}, sweeping up by half "
+                f"the streams while it gains, up to {cap}"
             ),
         )
     else:
@@ -280,6 +363,7 @@ def observe(state: TuningState, window: Window) -> tuple[TuningState, Decision]:
         state.previous = None
         state.held = 0
         state.step = max(1, state.step // 2)
+        state.sweeping = False
         return _decide(
             state,
             back,
@@ -291,17 +375,51 @@ def observe(state: TuningState, window: Window) -> tuple[TuningState, Decision]:
     if state.previous is not None:  # probing: compare with the setting probed from
         before = state.rates.get(state.previous)
         if before is None:  # the first window of a cold start
+            if state.sweeping:
+                state.step = max(1, s // SWEEP_DIVISOR)
             return _probe_up(state, ema, cap, f"{units.rate(ema)} at {s} streams")
         change = ema / before - 1 if before > 0 else 1.0
         said = (
             f"{units.rate(ema)} at {s} streams vs {units.rate(before)} at "
             f"{state.previous} ({change:+.0%})"
         )
+        if s < state.previous:  # a probe down (re-probes alternate): fewer if no worse
+            if change >= -GAIN:
+                state.previous = None
+                state.held = 0
+                state.step = max(1, s // 4)
+                return _decide(state, s, ema, f"{said}: no worse with fewer, holding {s}")
+            back = state.previous
+            state.previous = None
+            state.held = 0
+            state.step = max(1, back // 4)
+            return _decide(state, back, ema, f"{said}: fewer is slower, back to {back}")
+        if change > GAIN and state.sweeping:
+            paid = SWEEP_EFFICIENCY * (s / state.previous - 1) if state.previous else 0.0
+            if change >= paid:
+                state.step = max(1, s // SWEEP_DIVISOR)
+                return _probe_up(state, ema, cap, said)
+            # better, but the added streams carried little each: the knee is near
+            state.previous = None
+            state.held = 0
+            state.sweeping = False
+            state.step = max(1, s // 4)
+            return _decide(state, s, ema, f"{said}: less than {paid:.0%}, sweep over, holding {s}")
         if change > GAIN:
             return _probe_up(state, ema, cap, said)
         back = state.previous if change < -DROP else min(state.previous, s)
         state.previous = None
         state.held = 0
+        if state.sweeping:
+            state.sweeping = False
+            state.step = max(1, back // 4)
+            why = "a drop" if change < -DROP else "no gain"
+            if back == state.decisions[0].streams and back // 2 >= MIN_STREAMS:
+                # no gain above the start: is half as good? (few streams suit some links)
+                state.down_next = True
+                state.held = REPROBE_EVERY - DOWN_AFTER
+                state.step = max(1, back // 2)
+            return _decide(state, back, ema, f"{said}: {why}, sweep over, holding {back}")
         state.step = max(1, state.step // 2)
         why = "a drop" if change < -DROP else "no gain"
         return _decide(state, back, ema, f"{said}: {why}, holding {back}")
@@ -319,7 +437,20 @@ def observe(state: TuningState, window: Window) -> tuple[TuningState, Decision]:
                 f"{units.rate(ema)} at {s} streams is below the {units.rate(best)} measured "
                 f"at {better}: trying {better}",
             )
-    if state.held >= REPROBE_EVERY and s + max(1, state.step) <= cap:
+    if state.held >= REPROBE_EVERY and state.alternate:
+        down = state.down_next
+        state.down_next = not down
+        if down and s - max(1, state.step) >= MIN_STREAMS:
+            lower = s - max(1, state.step)
+            state.previous = s
+            state.held = 0
+            return _decide(
+                state, lower, ema, f"re-probing down after {REPROBE_EVERY} windows held: "
+                f"trying {lower}"
+            )  # fmt: skip
+        if not down and s + max(1, state.step) <= cap:
+            return _probe_up(state, ema, cap, f"re-probing after {state.held} windows held")
+    elif state.held >= REPROBE_EVERY and s + max(1, state.step) <= cap:
         return _probe_up(state, ema, cap, f"re-probing after {state.held} windows held")
     return _decide(state, s, ema, f"holding {s} streams at {units.rate(ema)}")
 
@@ -345,6 +476,7 @@ def remember(state: TuningState, link: str, memory: LinkMemory | None) -> LinkMe
         ceiling=state.ceiling,
         transfers=transfers,
         reasons=[d.reason for d in state.decisions[-5:]],
+        sweeping=state.sweeping,
     )
 
 

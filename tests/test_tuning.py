@@ -216,3 +216,125 @@ def test_a_lost_worker_is_not_a_link_error() -> None:
         start, window(100 * MB, 4, errors=3, segments=8).model_copy(update={"lost": 2})
     )
     assert decision.reason.startswith("errors: 3 failed attempts"), decision
+
+
+# -- the search with the sweep (transfers started by this release) ----------------------
+
+#: recorded by the WAN bench (profile A at a quarter of its rates, 6.25 MB/s per
+#: connection, 50 MB/s in all, the server slowing past 10 requests): the aggregate rate
+#: each streams setting measured, bytes/s
+RECORDED_A = {4: 19.7 * MiB, 8: 36.0 * MiB, 12: 46.5 * MiB, 16: 47.3 * MiB}
+
+
+def recorded(rates: dict[int, float]) -> Callable[[int], tuple[float, int]]:
+    """The recorded rate of the nearest setting measured (a link between them)."""
+    return lambda s: (rates[min(rates, key=lambda k: (abs(k - s), -k))], 0)
+
+
+def test_sweep_starts_at_eight_and_steps_up_by_half_while_it_pays() -> None:
+    state, decision = tuning.start(None, sweep=True)
+    assert (decision.streams, decision.chunk_size) == (8, 16 * MiB)
+    assert "cold start" in decision.reason and "sweeping" in decision.reason
+    # a link that scales with its streams (a window-limited long fat link)
+    state, first = tuning.observe(state, window(200 * MB, 8))
+    assert first.streams == 12 and "trying 12" in first.reason
+    state, second = tuning.observe(state, window(300 * MB, 12))
+    assert second.streams == 16 and "+50%" in second.reason
+    assert state.sweeping
+
+
+def test_sweep_stops_where_a_step_pays_little_on_a_recorded_series() -> None:
+    """The bench's profile A series: 8 -> 12 streams gained +29 %, less than the +30 %
+    the sweep asks of +50 % streams; it holds 12 and never tries 16 (the old search
+    went 4 -> 8 -> 12 -> 16, spending its first GiB below 8 streams' rate and past
+    the knee)."""
+    link = recorded(RECORDED_A)
+    state, _ = tuning.start(None, sweep=True)
+    state, decisions = run(state, link, 12)
+    assert [d.streams for d in decisions[:2]] == [12, 12]
+    assert "sweep over, holding 12" in decisions[1].reason
+    assert not state.sweeping
+    assert max(d.streams for d in decisions) < 16
+    best = max(r for r, _ in map(link, range(1, 17)))
+    assert all(link(d.streams)[0] >= 0.9 * best for d in decisions[1:])
+
+
+def test_sweep_drop_goes_back_then_tries_half_the_streams() -> None:
+    """A link whose best is few streams (a busy CPU, loopback): no step up from the
+    start pays, so the sweep steps back, and soon tries half; no worse with fewer, it
+    keeps them; slower, it goes back."""
+    flat = lambda s: (400 * MB if s <= 8 else 300 * MB, 0)  # noqa: E731
+    state, _ = tuning.start(None, sweep=True)
+    state, decisions = run(state, flat, 2 + tuning.DOWN_AFTER + 2)
+    assert [d.streams for d in decisions[:2]] == [12, 8]
+    assert "a drop, sweep over, holding 8" in decisions[1].reason
+    down = next(d for d in decisions if "re-probing down" in d.reason)
+    assert down.streams == 4
+    assert decisions[-1].streams == 4 and "no worse with fewer" in decisions[-2].reason
+    # the same, where half the streams is slower: back to 8
+    knee_at_8 = lambda s: (min(s, 8) * 50 * MB * (0.75 if s > 8 else 1), 0)  # noqa: E731
+    state, decisions = run(tuning.start(None, sweep=True)[0], knee_at_8, 2 + tuning.DOWN_AFTER + 2)
+    assert [d.streams for d in decisions[:2]] == [12, 8]
+    back = next(d for d in decisions if "fewer is slower" in d.reason)
+    assert back.streams == 8
+
+
+def test_sweep_backs_off_on_errors_and_stays_below_them() -> None:
+    state, _ = tuning.start(None, sweep=True)
+    state, _ = tuning.observe(state, window(200 * MB, 8))
+    state, decision = tuning.observe(state, window(290 * MB, 12, errors=3, segments=6))
+    assert decision.streams == 8
+    assert decision.reason.startswith("errors: 3 failed attempts in 6 segments at 12 streams")
+    assert state.ceiling == 12 and not state.sweeping
+    state, decisions = run(state, lambda s: (s * 25 * MB, 0), 30)
+    assert max(d.streams for d in decisions) <= 11
+    assert tuning.remember(state, "http://a:80,file://", None).ceiling == 12
+
+
+def test_a_transfer_ended_mid_sweep_leaves_the_link_sweeping_on() -> None:
+    """Kept in the link's memory (Temporal): the next transfer goes on from the
+    streams the sweep reached instead of holding them."""
+    state, _ = tuning.start(None, sweep=True)
+    state, _ = tuning.observe(state, window(200 * MB, 8))  # -> 12: still sweeping
+    state, _ = tuning.observe(state, window(300 * MB, 12))  # -> 16
+    memory = tuning.remember(state, "http://a:80,file://", None)
+    assert memory.sweeping and memory.streams == 12
+    again = LinkMemory.model_validate_json(memory.model_dump_json())
+    assert again == memory
+    warm, decision = tuning.start(again, sweep=True)
+    assert decision.streams == 12 and "mid-sweep" in decision.reason
+    warm, first = tuning.observe(warm, window(300 * MB, 12))
+    assert first.streams == 16
+    # a memory stored before the sweep existed reads as settled
+    old = LinkMemory.model_validate({"link": "http://a:80,file://", "streams": 8})
+    assert not old.sweeping
+    assert "mid-sweep" not in tuning.start(old, sweep=True)[1].reason
+
+
+def test_user_streams_and_chunk_win_over_the_sweep() -> None:
+    memory = LinkMemory(link="http://a:80,file://", streams=12, sweeping=True)
+    state, decision = tuning.start(memory, streams=2, sweep=True)
+    assert decision.streams == 2 and not state.sweeping
+    state, decisions = run(state, lambda s: (s * 25 * MB, 0), 8)
+    assert {d.streams for d in decisions} == {2}
+    state, decision = tuning.start(None, chunk_size=8 * MiB, sweep=True)
+    assert (decision.streams, decision.chunk_size) == (8, 8 * MiB)
+    state, decisions = run(state, lambda s: (s * 25 * MB, 0), 3)
+    assert [d.streams for d in decisions] == [12, 16, 16]
+    assert all(d.chunk_size == 8 * MiB for d in decisions)
+
+
+def test_sweep_stays_within_the_memory_budget() -> None:
+    # 128 MiB of buffers: 8 streams fit only with 8 MiB chunks (2 buffers a stream)
+    state, decision = tuning.start(None, budget=128 * MiB, sweep=True)
+    assert (decision.streams, decision.chunk_size) == (8, 8 * MiB)
+    state, decisions = run(state, lambda s: (s * 25 * MB, 0), 10)
+    assert max(d.streams for d in decisions) == 8
+    assert all(d.streams * d.chunk_size * tuning.BUFFERS_PER_STREAM <= 128 * MiB for d in decisions)
+
+
+def test_sweep_without_the_patch_is_the_old_search() -> None:
+    """Runs recorded before the sweep replay the same decisions (sweep=False)."""
+    link = recorded(RECORDED_A)
+    _, decisions = run(tuning.start(None)[0], link, 4)
+    assert [d.streams for d in decisions] == [8, 12, 16, 12]

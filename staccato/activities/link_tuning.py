@@ -18,9 +18,10 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from staccato import settings
+from staccato.errors import SettingsError
 from staccato.link_memory import read_link_memory
 from staccato.models import TuningRecall
-from staccato.tuning import LinkMemory
+from staccato.tuning import BUFFERS_PER_STREAM, LinkMemory
 from staccato.workflows.governor import GOVERNOR_QUEUE
 from staccato.workflows.link_tuning import RECORD_SIGNAL, LinkTuningWorkflow, link_tuning_id
 
@@ -33,10 +34,18 @@ class LinkTuningActivities:
 
     Args:
         client: the worker's client.
+        streams_at_once: streams this worker runs at once (its activity processes x
+            threads); None: from the settings.
+        buffer_bytes: bytes of chunk buffers this worker holds at once (its processes'
+            shares of ``STACCATO_WORKER_MEMORY_BYTES``); None: from the settings.
     """
 
-    def __init__(self, client: Client):
+    def __init__(
+        self, client: Client, *, streams_at_once: int | None = None, buffer_bytes: int | None = None
+    ):
         self._client = client
+        self._streams_at_once = streams_at_once
+        self._buffer_bytes = buffer_bytes
 
     @activity.defn(name="recall_link_tuning")
     async def recall_link_tuning(self, link: str) -> TuningRecall:
@@ -51,12 +60,24 @@ class LinkTuningActivities:
                 "link %s: its memory was not read (%s); starting cold", link, err
             )
             memory = None
+        processes = current.effective_worker_processes
+        streams = self._streams_at_once or processes * current.worker_threads
+        buffers = self._buffer_bytes
+        if buffers is None:
+            try:
+                buffers = current.buffer_budget_bytes(processes) * processes
+            except SettingsError:  # the worker refuses to start with it: not reached
+                buffers = current.tuning_memory_bytes
         return TuningRecall(
             enabled=current.tuning,
             memory=None if memory is None else memory.model_dump(mode="json"),
-            memory_budget=current.tuning_memory_bytes,
+            # a stream reserves its chunk against the worker's buffers; the optimizer
+            # counts BUFFERS_PER_STREAM chunks a stream, so its budget is that many times
+            # the worker's buffers, and never more than the tuning setting
+            memory_budget=min(current.tuning_memory_bytes, BUFFERS_PER_STREAM * buffers),
             socket_buffer_bytes=current.socket_buffer_bytes,
-            worker_processes=current.effective_worker_processes,
+            # a worker runs processes x threads streams at once (not one per process)
+            worker_processes=streams,
         )
 
     @activity.defn(name="record_link_tuning")

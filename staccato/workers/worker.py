@@ -543,14 +543,24 @@ def _stop_processes(processes: list[multiprocessing.process.BaseProcess], wait_s
             process.join(1.0)
 
 
-def control_worker(client: Client, *, task_queue: str) -> Worker:
+def control_worker(
+    client: Client,
+    *,
+    task_queue: str,
+    streams_at_once: int | None = None,
+    buffer_bytes: int | None = None,
+) -> Worker:
     """The Temporal ``Worker`` of the control task queue ``<task_queue>-control``:
     front runs' async activity (:mod:`staccato.activities.front`) and the limits'
     (:mod:`staccato.activities.limits`) in this process, with this worker's client;
-    canonical runs and governors it starts go to ``task_queue``."""
+    canonical runs and governors it starts go to ``task_queue``. ``streams_at_once`` and
+    ``buffer_bytes``: the stream worker's capacity, told to the optimizer (None: from
+    the settings)."""
     activities = FrontActivities(client, task_queue=task_queue)
     limits = LimitActivities(client)
-    link_tuning = LinkTuningActivities(client)
+    link_tuning = LinkTuningActivities(
+        client, streams_at_once=streams_at_once, buffer_bytes=buffer_bytes
+    )
     copies = KnownCopyActivities(client)  # a transfer's known-copy lookup and check
     return Worker(
         client,
@@ -623,7 +633,12 @@ async def run_worker(
         reporter = asyncio.create_task(ProgressReporter(client, staccato_worker.streams).run())
         # the streams' shares of their endpoints' and links' --max-rate
         rates = asyncio.create_task(staccato_worker.rates.run())
-        control = control_worker(client, task_queue=task_queue)
+        control = control_worker(
+            client,
+            task_queue=task_queue,
+            streams_at_once=processes * staccato_worker.threads,
+            buffer_bytes=processes * staccato_worker.buffer_budget,
+        )
         control_task = asyncio.create_task(control.run())
         governing = governor_worker(client)
         governor_task = asyncio.create_task(governing.run())

@@ -179,6 +179,11 @@ TUNING_PATCH = "tuning"
 #: measure a window that lost one (its time includes the heartbeat timeout); a marker
 #: event once per tuned transfer
 TUNE_ENDPOINT_ERRORS_PATCH = "tune-endpoint-errors"
+#: the optimizer's search with the sweep (a cold start at 8 streams, steps up by half
+#: the streams while they pay, re-probes alternating up and down; ``tuning.start``
+#: ``sweep``): decisions, so the segments' scheduling, differ; a marker event once per
+#: tuned transfer
+TUNE_SWEEP_PATCH = "tune-sweep"
 RECALL_TUNING = "recall_link_tuning"
 RECORD_TUNING = "record_link_tuning"
 #: the tuning activities are best effort: a worker without them runs the fixed defaults
@@ -1253,6 +1258,7 @@ class TransferWorkflow:
             memory,
             budget=recall.memory_budget,
             max_streams=min(tuning.MAX_STREAMS, recall.worker_processes or tuning.MAX_STREAMS),
+            sweep=workflow.patched(TUNE_SWEEP_PATCH),
         )
         self._tuner, self._tune_link, self._tune_memory = state, link, memory
         self._tune_socket_buffer = recall.socket_buffer_bytes
