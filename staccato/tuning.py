@@ -31,7 +31,7 @@ sweeps up in steps of half the streams (8 -> 12 -> 16, a geometric step: doublin
 from 8 would land on 16, far past a knee at 10) while each step gains more than
 :data:`GAIN`. The first step that does not gain ends the sweep: a drop goes back to
 the setting before it, a flat result keeps the fewer streams; from there the search
-is FTS3's, with steps of a quarter of the streams, and its re-probes alternate up
+is FTS3's, with steps of an eighth of the streams (at least one), and its re-probes alternate up
 and down, so a link whose best is few streams (loopback, a busy CPU) walks down
 while throughput holds, a step at a time, never below a setting that measured
 better by more than :data:`GAIN`. Errors end the sweep too (back-off, a ceiling). A
@@ -49,6 +49,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from staccato import units
+from staccato.models import Segment
 
 MiB = 1024 * 1024
 MIN_STREAMS = 1
@@ -78,6 +79,9 @@ SWEEP_DIVISOR = 2
 #: streams would if each added one carried as much as those before (8 -> 12 streams:
 #: +50 % streams, so a gain of at least +30 %)
 SWEEP_EFFICIENCY = 0.6
+#: after the sweep, steps (re-probes) are this fraction of the streams, at least one:
+#: a probe past the knee costs while it is measured, a small one little
+STEP_DIVISOR = 8
 #: decisions held before probing one step up again
 REPROBE_EVERY = 6
 #: a sweep that gained nothing above its start probes half the streams after this many
@@ -212,6 +216,40 @@ def segments_for(size: int, chunk_size: int, max_streams: int) -> int:
     :data:`MAX_SEGMENTS`, never more than its chunks."""
     chunks = max(1, -(-size // chunk_size))
     return max(1, min(chunks, MAX_SEGMENTS, max(2 * max_streams, size // SEGMENT_BYTES)))
+
+
+def taper(segments: list[Segment], size: int, chunk_size: int, lanes: int) -> list[Segment]:
+    """The plan with a shorter tail: the last ``lanes`` segments are cut in halves, and
+    the last ``lanes`` of those in halves again (whole chunks; a one-chunk segment is
+    kept), so the streams run out of work within a quarter of a segment of each other
+    (equal segments leave the last ones running alone for up to a whole segment's
+    time, the link mostly idle). At most ``3 x lanes`` segments more.
+
+    Args:
+        segments: the plan (consecutive, in order, from ``plan_segments``).
+        size: the object's bytes.
+        chunk_size: bytes per chunk.
+        lanes: streams that may run at once.
+    """
+    ranges = [(s.first_chunk, s.end_chunk) for s in segments]
+    for _ in range(2):
+        head, tail = ranges[: max(0, len(ranges) - lanes)], ranges[-lanes:] if lanes else []
+        split: list[tuple[int, int]] = []
+        for first, end in tail:
+            if end - first >= 2:
+                middle = first + (end - first) // 2
+                split += [(first, middle), (middle, end)]
+            else:
+                split.append((first, end))
+        ranges = head + split
+    out = []
+    for index, (first, end) in enumerate(ranges):
+        offset = first * chunk_size
+        length = min(size, end * chunk_size) - offset
+        out.append(
+            Segment(index=index, first_chunk=first, end_chunk=end, offset=offset, length=length)
+        )
+    return out
 
 
 def start(
@@ -387,12 +425,12 @@ def observe(state: TuningState, window: Window) -> tuple[TuningState, Decision]:
             if change >= -GAIN:
                 state.previous = None
                 state.held = 0
-                state.step = max(1, s // 4)
+                state.step = max(1, s // STEP_DIVISOR)
                 return _decide(state, s, ema, f"{said}: no worse with fewer, holding {s}")
             back = state.previous
             state.previous = None
             state.held = 0
-            state.step = max(1, back // 4)
+            state.step = max(1, back // STEP_DIVISOR)
             return _decide(state, back, ema, f"{said}: fewer is slower, back to {back}")
         if change > GAIN and state.sweeping:
             paid = SWEEP_EFFICIENCY * (s / state.previous - 1) if state.previous else 0.0
@@ -403,7 +441,7 @@ def observe(state: TuningState, window: Window) -> tuple[TuningState, Decision]:
             state.previous = None
             state.held = 0
             state.sweeping = False
-            state.step = max(1, s // 4)
+            state.step = max(1, s // STEP_DIVISOR)
             return _decide(state, s, ema, f"{said}: less than {paid:.0%}, sweep over, holding {s}")
         if change > GAIN:
             return _probe_up(state, ema, cap, said)
@@ -412,7 +450,7 @@ def observe(state: TuningState, window: Window) -> tuple[TuningState, Decision]:
         state.held = 0
         if state.sweeping:
             state.sweeping = False
-            state.step = max(1, back // 4)
+            state.step = max(1, back // STEP_DIVISOR)
             why = "a drop" if change < -DROP else "no gain"
             if back == state.decisions[0].streams and back // 2 >= MIN_STREAMS:
                 # no gain above the start: is half as good? (few streams suit some links)

@@ -550,6 +550,9 @@ class TransferWorkflow:
             self._tuner.chunk_size = chunk_size
             ways = tuning.segments_for(info.size, chunk_size, options.streams)
         segments = plan_segments(info.size, chunk_size, ways)
+        if self._tuner is not None and self._tuner.alternate and ways > 1:
+            # the search with the sweep (patch tune-sweep): a shorter tail
+            segments = tuning.taper(segments, info.size, chunk_size, options.streams)
         self._progress.segments_total = len(segments)
         self._set_phase("copy")
         results = await self._copy(request, info, session, segments, heartbeat_timeout)

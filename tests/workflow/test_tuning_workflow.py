@@ -6,6 +6,7 @@ the decisions are driven by errors (a failed attempt is no timing)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -236,3 +237,37 @@ async def test_small_objects_are_not_tuned(start: Start) -> None:
     handle = await start(endpoint, control, TUNED)
     result: TransferResult = await finished(handle)
     assert control.recalled == [] and result.tuning is None
+
+
+async def test_a_cold_link_starts_at_eight_streams_and_sweeps(start: Start) -> None:
+    """A new run (patch ``tune-sweep``) starts a link it knows nothing of at 8 streams,
+    and records the sweep's state with what the link learned."""
+    endpoint = Endpoint(info=ObjectInfo(size=SIZE, version="v1"))
+    endpoint.hooks["copy_stream"] = refusing_past(endpoint, 16)
+    control = Control()
+    seen: list[int] = []
+
+    async def watch() -> None:
+        while True:
+            seen.append(endpoint.running_streams)
+            await asyncio.sleep(0.01)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        handle = await start(endpoint, control, TUNED)
+        result: TransferResult = await finished(handle)
+    finally:
+        watcher.cancel()
+    # the first segments run 8 at a time (the sweep's start; before it, 4)
+    # (each takes 0.3 s: the first wave is the first 0.2 s after one started)
+    began = next(i for i, n in enumerate(seen) if n)
+    assert max(seen[began : began + 20]) == 8, seen[:80]
+    patches = [
+        json.loads(e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data)["id"]
+        async for e in handle.fetch_history_events()
+        if e.marker_recorded_event_attributes.marker_name == "core_patch"
+    ]
+    assert "tune-sweep" in patches, patches
+    assert result.tuning is not None
+    (memory,) = control.recorded
+    assert memory.transfers == 1 and result.bytes == SIZE
