@@ -94,6 +94,8 @@ MIN_TUNED_BYTES = 64 * MiB
 SEGMENT_BYTES = 64 * MiB
 #: each segment is an activity (~6 history events): this bounds them per object
 MAX_SEGMENTS = 256
+#: a tuned plan's tail segments of at least this many chunks are cut in halves
+TAPER_CHUNKS = 4
 #: decisions kept in the log (state and memory stay small: Temporal payloads)
 LOG_SIZE = 20
 
@@ -178,6 +180,8 @@ class TuningState(BaseModel):
         alternate: re-probes alternate up and down (the search with the sweep);
             False: up only, as before it.
         down_next: the next re-probe goes down.
+        warm_up: the next window is the transfer's first (with the sweep): not
+            compared, its start-up in it.
     """
 
     streams: int
@@ -193,6 +197,7 @@ class TuningState(BaseModel):
     sweeping: bool = False
     alternate: bool = False
     down_next: bool = False
+    warm_up: bool = False
 
     @property
     def last(self) -> Decision | None:
@@ -219,11 +224,12 @@ def segments_for(size: int, chunk_size: int, max_streams: int) -> int:
 
 
 def taper(segments: list[Segment], size: int, chunk_size: int, lanes: int) -> list[Segment]:
-    """The plan with a shorter tail: the last ``lanes`` segments are cut in halves, and
-    the last ``lanes`` of those in halves again (whole chunks; a one-chunk segment is
-    kept), so the streams run out of work within a quarter of a segment of each other
-    (equal segments leave the last ones running alone for up to a whole segment's
-    time, the link mostly idle). At most ``3 x lanes`` segments more.
+    """The plan with a shorter tail: each of the last ``lanes`` segments of at least
+    :data:`TAPER_CHUNKS` chunks is cut in halves, and the last ``lanes`` of those again,
+    so the streams run out of work closer together (equal segments leave the last
+    ones running alone for up to a whole segment's time, the link mostly idle). At
+    most ``3 x lanes`` segments more (a 4 GiB object in 16 MiB chunks: 16 more; 1 GiB:
+    none, its segments are short already).
 
     Args:
         segments: the plan (consecutive, in order, from ``plan_segments``).
@@ -236,7 +242,7 @@ def taper(segments: list[Segment], size: int, chunk_size: int, lanes: int) -> li
         head, tail = ranges[: max(0, len(ranges) - lanes)], ranges[-lanes:] if lanes else []
         split: list[tuple[int, int]] = []
         for first, end in tail:
-            if end - first >= 2:
+            if end - first >= TAPER_CHUNKS:
                 middle = first + (end - first) // 2
                 split += [(first, middle), (middle, end)]
             else:
@@ -302,6 +308,7 @@ def start(
             ceiling=memory.ceiling,
             sweeping=True,
             alternate=True,
+            warm_up=True,
         )
         decision = Decision(
             streams=first,
@@ -344,6 +351,7 @@ def start(
             previous=0,
             sweeping=True,
             alternate=True,
+            warm_up=True,
         )
         decision = Decision(
             streams=first,
@@ -384,6 +392,14 @@ def observe(state: TuningState, window: Window) -> tuple[TuningState, Decision]:
             f"not the link's errors, not measured; holding {s} streams",
         )
     rate = window.bytes / window.stream_seconds * s
+    if state.warm_up and window.errors / window.segments <= ERROR_RATE:
+        # the transfer's first window holds its start-up (processes, connections):
+        # measured low, it would make any step up look like a gain
+        state = state.model_copy(update={"warm_up": False}, deep=True)
+        return _decide(
+            state, s, rate, f"{units.rate(rate)} at {s} streams in the first window (start-up "
+            f"in it): not compared, measuring {s} again"
+        )  # fmt: skip
     old = state.rates.get(s)
     ema = rate if old is None else ALPHA * rate + (1 - ALPHA) * old
     state = state.model_copy(update={"rates": {**state.rates, s: ema}}, deep=True)

@@ -177,7 +177,8 @@ async def test_tuned_transfer_backs_off_from_failing_streams_and_remembers(
     assert {s.session.chunk_size for s in streams} == {16 * MiB}
     (memory,) = control.recorded
     # it probed past 4, met the failures, and remembers a setting below them
-    assert memory.ceiling is not None and 4 < memory.ceiling <= 8
+    # the sweep starts at 8: the failures are met there or at its first step up (12)
+    assert memory.ceiling is not None and 4 < memory.ceiling <= 12
     assert memory.streams < memory.ceiling
     assert memory.link == "file://,file://" and memory.transfers == 1
     assert result.tuning is not None and result.tuning.decisions >= 3
