@@ -2,11 +2,18 @@
 settings against each other and against the optimizer.
 
 Run by hand, as root: ``.venv/bin/python -m bench.bench_wan [--profile A B]
-[--size-gib 1] [--optimizer] [--optimizer-size-gib 4]``.
+[--size-gib 1] [--optimizer] [--optimizer-size-gib 4] [--scale 0.25]``.
+
+``--scale F`` multiplies the profiles' rates (same knees): the optimizer's decisions
+depend on bytes (segments, windows), not seconds, so a quarter-rate link shows the same
+search at a quarter of the CPU per second, on a machine too busy for the full rates.
+The worker runs ``--processes`` (default 4) activity processes x
+``STACCATO_WORKER_THREADS`` threads, with enough ``STACCATO_WORKER_MEMORY_BYTES`` for
+16 streams of 64 MiB chunks.
 
 For each profile:
 
-* the sweep: ``staccato cp --streams S --chunk-size C URL DEST`` for S in 1, 2, 4, 8,
+* the sweep: ``staccato cp --streams S --chunk-size C URL DEST`` for S in 1, 2, 4, 8, 12,
   16 and C in 4, 16, 64 MiB; the best fixed setting, and the default (4 x 16 MiB)
   beside it;
 * ``--optimizer``: ``staccato cp URL DEST`` without ``--streams``/``--chunk-size``
@@ -36,7 +43,7 @@ from typing import Any
 from bench.common import GiB, MiB, Service
 from bench.wan import PROFILES, Profile, WanLink
 
-STREAMS = (1, 2, 4, 8, 16)
+STREAMS = (1, 2, 4, 8, 12, 16)
 CHUNKS_MIB = (4, 16, 64)
 DEFAULT = (4, 16)
 #: the optimizer must reach its level within this many bytes

@@ -325,7 +325,7 @@ def start(
             streams=first,
             chunk_size=chunk,
             max_streams=cap,
-            step=max(1, first // 4),
+            step=max(1, first // (STEP_DIVISOR if sweep else 4)),
             ceiling=memory.ceiling,
             # re-probe soon: the link may have changed since
             held=REPROBE_EVERY - 2,
@@ -497,11 +497,10 @@ def observe(state: TuningState, window: Window) -> tuple[TuningState, Decision]:
         if down and s - max(1, state.step) >= MIN_STREAMS:
             lower = s - max(1, state.step)
             state.previous = s
-            state.held = 0
+            held, state.held = state.held, 0
             return _decide(
-                state, lower, ema, f"re-probing down after {REPROBE_EVERY} windows held: "
-                f"trying {lower}"
-            )  # fmt: skip
+                state, lower, ema, f"re-probing down after {held} windows held: trying {lower}"
+            )
         if not down and s + max(1, state.step) <= cap:
             return _probe_up(state, ema, cap, f"re-probing after {state.held} windows held")
     elif state.held >= REPROBE_EVERY and s + max(1, state.step) <= cap:
