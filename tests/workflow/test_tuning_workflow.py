@@ -272,3 +272,35 @@ async def test_a_cold_link_starts_at_eight_streams_and_sweeps(start: Start) -> N
     assert result.tuning is not None
     (memory,) = control.recorded
     assert memory.transfers == 1 and result.bytes == SIZE
+
+
+async def test_recall_caps_streams_at_the_workers_capacity_not_its_processes(
+    env: WorkflowEnvironment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker runs processes x threads streams at once: the optimizer may use them
+    (capped at 4, the processes of a default 2-core worker, it never passed 4
+    streams), and its budget is no more than the worker's chunk buffers allow."""
+    from temporalio.testing import ActivityEnvironment
+
+    from staccato.activities.link_tuning import LinkTuningActivities
+
+    monkeypatch.setenv("STACCATO_WORKER_PROCESSES", "4")
+    monkeypatch.setenv("STACCATO_WORKER_THREADS", "8")
+    monkeypatch.setenv("STACCATO_WORKER_MEMORY_BYTES", str(1024 * MiB))
+    link = f"http://h-{uuid.uuid4().hex[:8]}:80,file://"
+    recall = await ActivityEnvironment().run(
+        LinkTuningActivities(env.client).recall_link_tuning, link
+    )
+    assert recall.memory is None
+    assert recall.worker_processes == 4 * 8
+    # 1 GiB less 6 processes' own 160 MiB: 64 MiB of chunk buffers (16 MiB a process),
+    # counted twice (a stream's chunk and its read-back), below the 2 GiB tuning setting
+    assert recall.memory_budget == tuning.BUFFERS_PER_STREAM * 64 * MiB
+    told = await ActivityEnvironment().run(
+        LinkTuningActivities(
+            env.client, streams_at_once=18 * 64, buffer_bytes=100 * MiB
+        ).recall_link_tuning,
+        link,
+    )
+    assert told.worker_processes == 18 * 64
+    assert told.memory_budget == 200 * MiB
