@@ -12,6 +12,7 @@ at a time; an identical request attaches to the running one. Like
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
@@ -28,6 +29,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from staccato.client import DATASET_TYPE, StaccatoClient, failure_reason, require_type
+from staccato.datasets.locks import ROOT_LOCK_TYPE, root_lock_id
 from staccato.datasets.models import (
     DATASET_ID_PREFIX,
     BatchCheckpoint,
@@ -357,6 +359,11 @@ async def submit_dataset(
     )
     workflow_id = dataset_id(request.destination_root)
     digest = request_hash(request)
+    # the root's lock held by a dataset to several roots: wait for it to end if its
+    # holder has already ended (Temporal is ending it), else refuse naming the holder
+    holder = await _root_holder(client, workflow_id)
+    if holder is not None and holder[0] != workflow_id:
+        raise _busy(request.destination_root, *holder)
     try:
         await client.temporal.start_workflow(
             "DatasetWorkflow",
@@ -385,12 +392,57 @@ async def submit_dataset(
         memo = dict(await description.memo())
         if memo.get("request_hash") == digest:
             return workflow_id
-        raise DestinationBusyError(
-            f"destination busy: {request.destination_root} is being written by dataset "
-            f"{workflow_id} (from {memo.get('source', '?')}); wait for it to finish or "
-            f"cancel it with `staccato cancel {workflow_id}`"
-        ) from None
+        if description.workflow_type == ROOT_LOCK_TYPE:  # locked since the check above
+            raise _busy(request.destination_root, str(memo.get("holder", "?")), "?") from None
+        raise _busy(request.destination_root, workflow_id, str(memo.get("source", "?"))) from None
     return workflow_id
+
+
+#: seconds a submission waits for a root lock whose dataset has ended (Temporal
+#: terminates the lock when its parent closes, a moment later)
+STALE_LOCK_WAIT_S = 10.0
+
+
+async def _root_holder(client: StaccatoClient, lock_id: str) -> tuple[str, str] | None:
+    """Who writes the root whose lock (= single-root dataset) id is ``lock_id``: the
+    (dataset id, its source root) of a running dataset to that root alone or of the
+    dataset to several roots holding its lock; None when nothing holds it. A lock
+    whose dataset has ended is waited for (at most :data:`STALE_LOCK_WAIT_S`)."""
+    handle = client.temporal.get_workflow_handle(lock_id)
+    deadline = asyncio.get_running_loop().time() + STALE_LOCK_WAIT_S
+    while True:
+        try:
+            description = await handle.describe()
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                return None
+            raise
+        if description.status != WorkflowExecutionStatus.RUNNING:
+            return None
+        memo = dict(await description.memo())
+        if description.workflow_type != ROOT_LOCK_TYPE:
+            return lock_id, str(memo.get("source", "?"))
+        holder = str(memo.get("holder", "?"))
+        try:
+            owner = await client.temporal.get_workflow_handle(holder).describe()
+            running = owner.status in (
+                WorkflowExecutionStatus.RUNNING,
+                WorkflowExecutionStatus.CONTINUED_AS_NEW,
+            )
+            source = str(dict(await owner.memo()).get("source", "?"))
+        except RPCError:
+            running, source = False, "?"
+        if running or asyncio.get_running_loop().time() >= deadline:
+            return holder, source
+        await asyncio.sleep(0.2)
+
+
+def _busy(root: str, holder: str, source: str) -> DestinationBusyError:
+    """The refusal of a dataset whose root ``root`` another dataset writes."""
+    return DestinationBusyError(
+        f"destination busy: {root} is being written by dataset {holder} (from {source}); "
+        f"wait for it to finish or cancel it with `staccato cancel {holder}`"
+    )
 
 
 async def _submit_fan_out(
@@ -428,19 +480,12 @@ async def _submit_fan_out(
                 "retry_targets": [[roots.index(r) for r in at if r in roots] for at in failed_at]
             }
         )
-    for root in roots:  # a single dataset writing under one of the roots
-        single = client.temporal.get_workflow_handle(dataset_id(root))
-        try:
-            running = (await single.describe()).status == WorkflowExecutionStatus.RUNNING
-        except RPCError:
-            running = False
-        if running:
-            raise DestinationBusyError(
-                f"destination busy: {root} is being written by dataset {single.id}; wait for "
-                f"it to finish or cancel it with `staccato cancel {single.id}`"
-            )
     workflow_id = request_id(request)
     digest = request_hash(request)
+    for root in roots:  # another dataset writing one of the roots (its lock is held)
+        holder = await _root_holder(client, root_lock_id(root))
+        if holder is not None and holder[0] != workflow_id:
+            raise _busy(root, *holder)
     try:
         await client.temporal.start_workflow(
             "DatasetWorkflow",
@@ -497,8 +542,11 @@ async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
         if err.status == RPCStatusCode.NOT_FOUND:
             raise TransferNotFoundError(f"no dataset {dataset!r}") from None
         raise
-    require_type(handle.id, description, (DATASET_TYPE,))
     memo = dict(await description.memo())
+    if description.workflow_type == ROOT_LOCK_TYPE and memo.get("holder"):
+        # a root's lock: the dataset to several roots that holds (or held) it
+        return await dataset_status(client, str(memo["holder"]))
+    require_type(handle.id, description, (DATASET_TYPE,))
     if description.status == WorkflowExecutionStatus.COMPLETED:
         return _from_result(handle.id, await handle.result())
     progress: DatasetProgress | None = None
@@ -524,6 +572,7 @@ async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
         state=state,
         source=memo.get("source", ""),
         destination=memo.get("destination", ""),
+        destination_roots=memo.get("destinations"),
         files_total=0,
         files_done=0,
         files_skipped=0,
@@ -595,6 +644,9 @@ def _from_result(workflow_id: str, result: DatasetResult) -> DatasetStatus:
         state=result.state,
         source=result.source,
         destination=result.destination,
+        destination_roots=(
+            [d.destination for d in result.destinations] if result.destinations else None
+        ),
         files_total=total,
         files_done=result.files_done,
         files_skipped=result.files_skipped,

@@ -410,3 +410,85 @@ async def test_worker_sigkill_resends_nothing_completed_to_every_root(
         assert retried, "no batch was interrupted by the kill"
     finally:
         worker.stop()
+
+
+def _files(root: Path, count: int, seed: bytes) -> dict[str, tuple[int, str]]:
+    """``count`` small files under ``root`` (the same names for every seed, contents
+    of their own); returns :func:`tree` of it."""
+    for i in range(count):
+        path = root / f"d{i % 6}" / f"f{i:04d}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(seed + hashlib.sha256(seed + str(i).encode()).digest() * 64)
+    return tree(root)
+
+
+async def test_two_datasets_sharing_a_root_never_write_it_at_once(
+    temporal_server,
+    fan_worker: WorkerProcess,
+    fan_client: StaccatoClient,
+    env: dict[str, str],
+    data_dir: Path,
+) -> None:
+    """Each root is locked for a dataset's life: while A (to R1 and SHARED) runs, B (to
+    R3 and SHARED) is refused by the CLI and the Python API naming SHARED and A, a
+    single-root dataset to SHARED is refused, and B started by a plain Temporal client
+    fails before writing anything (its lock of R3, taken first, ends with it). B runs
+    once A ended; every file at SHARED is A's until then, B's after (mtimes)."""
+    import asyncio
+    import time
+
+    from temporalio.client import WorkflowFailureError
+
+    from staccato.dataset_client import (
+        dataset_status,
+        make_dataset_request,
+        request_id,
+        submit_dataset,
+    )
+    from staccato.errors import DestinationBusyError
+    from tests.dataset_checks import wait_dataset
+
+    src_a, src_b = data_dir / "a", data_dir / "b"
+    want_a, want_b = _files(src_a, 600, b"A"), _files(src_b, 600, b"B")
+    r1, shared, r3 = data_dir / "r1", data_dir / "shared", data_dir / "r3"
+    slow = {"batch_files": 2, "max_batches": 1}
+    a = await submit_dataset(fan_client, str(src_a), [str(r1), str(shared)], OPTIONS, **slow)
+    deadline = time.monotonic() + 60
+    while not any(p.name.startswith("f") for p in shared.rglob("f*")):
+        assert time.monotonic() < deadline, "A wrote nothing to the shared root in 60 s"
+        await asyncio.sleep(0.05)
+    cli = {"address": temporal_server.address, "task_queue": fan_worker.task_queue, "env": env}
+    refused = run_cli("cp", "-r", "-q", str(src_b), str(r3), str(shared), **cli)
+    assert refused.returncode == 1, refused.stderr
+    assert f"destination busy: file://{shared} is being written by dataset {a}" in (
+        refused.stderr
+    ), refused.stderr
+    for roots in ([str(shared), str(r3)], [str(shared)]):
+        with pytest.raises(DestinationBusyError, match=a):
+            await submit_dataset(fan_client, str(src_b), roots, OPTIONS)
+    # a plain Temporal client skips the client's checks: the workflow's locks hold
+    request = make_dataset_request(str(src_b), [str(r3), str(shared)], OPTIONS)
+    raw = await fan_client.temporal.start_workflow(
+        "DatasetWorkflow", request, id=request_id(request), task_queue=fan_worker.task_queue
+    )
+    with pytest.raises(WorkflowFailureError) as failed:
+        await asyncio.wait_for(raw.result(), 60)
+    running = (await dataset_status(fan_client, a)).state
+    assert running == DatasetState.running, "A ended too soon: the test proves nothing"
+    assert "destination busy" in str(failed.value.cause) and str(shared) in str(
+        failed.value.cause
+    ), failed.value.cause
+    assert not r3.exists() or tree(r3) == {}, "B wrote to its other root while refused"
+    # R3's lock ended with B's failed run: a dataset to R3 alone starts
+    alone = await submit_dataset(fan_client, str(src_b), str(r3), OPTIONS)
+    assert (await wait_dataset(fan_client, alone, timeout_s=120)).state == DatasetState.completed
+    final_a = await wait_dataset(fan_client, a, timeout_s=180)
+    assert final_a.state == DatasetState.completed, final_a
+    assert tree(shared) == want_a, "the shared root holds files not from A"
+    a_last = max(p.stat().st_mtime_ns for p in shared.rglob("f*"))
+    # A ended: its locks were released, B runs and rewrites every file after A's last
+    b = await submit_dataset(fan_client, str(src_b), [str(r3), str(shared)], OPTIONS)
+    final_b = await wait_dataset(fan_client, b, timeout_s=120)
+    assert final_b.state == DatasetState.completed, final_b
+    assert tree(shared) == want_b and tree(r3) == want_b
+    assert min(p.stat().st_mtime_ns for p in shared.rglob("f*")) > a_last

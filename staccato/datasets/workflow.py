@@ -50,6 +50,7 @@ from temporalio.exceptions import (
 )
 
 with workflow.unsafe.imports_passed_through():
+    from staccato.datasets.locks import ROOT_LOCK_TYPE, RootLock, root_lock_id
     from staccato.datasets.models import (
         FAN_OUT_SMALL_MAX,
         MAX_CURRENT_SHOWN,
@@ -102,6 +103,11 @@ DATASET_LIMITS_PATCH = "dataset-limits"
 #: ``workflow.patched`` id: a dataset with several destination roots (batches of
 #: ``copy_batch_to_many``, large files as fan-out groups, ``compare_targets``)
 DATASET_FAN_OUT_PATCH = "dataset-fan-out"
+#: ``workflow.patched`` id: a dataset with several roots locks each root (a child
+#: ``DatasetRootLockWorkflow`` under the root's single-dataset id) before it writes
+DATASET_ROOT_LOCKS_PATCH = "dataset-root-locks"
+#: seconds a run continued as new retries a root lock still held by its previous run
+RELOCK_WAIT_S = 30
 #: entries of a run's first listing page at most: nothing is copied until it is listed,
 #: and a short first page leaves activity slots free to list the next one beside its
 #: batches. Later pages are ``page_size`` long: a listing activity waits for a free
@@ -168,6 +174,8 @@ class DatasetWorkflow:
                 ]
         self._set_state(DatasetState.running)
         try:
+            if self._fan_out and workflow.patched(DATASET_ROOT_LOCKS_PATCH):
+                await self._lock_roots(request.destination_roots or [], carried.runs > 0)
             more = await self._copy_all(request)
         except asyncio.CancelledError:
             await self._stop_in_flight()
@@ -198,6 +206,46 @@ class DatasetWorkflow:
             failures=carried.failures,
             destinations=carried.destinations,
         )
+
+    # -- root locks ------------------------------------------------------------------
+
+    async def _lock_roots(self, roots: list[str], continued: bool) -> None:
+        """Take each root's lock (:mod:`staccato.datasets.locks`) before anything is
+        written; a run continued as new retries a busy lock for
+        :data:`RELOCK_WAIT_S` seconds (its previous run's locks may still be ending).
+
+        Raises:
+            ApplicationError: non-retryable ``DestinationBusy``: a root is locked by
+                another dataset (it names the root and the lock's id); the locks taken
+                so far end with this run.
+        """
+        holder = workflow.info().workflow_id
+        for root in roots:
+            lock_id = root_lock_id(root)
+            waited = 0
+            while True:
+                try:
+                    await workflow.start_child_workflow(
+                        ROOT_LOCK_TYPE,
+                        RootLock(root=root, holder=holder),
+                        id=lock_id,
+                        parent_close_policy=workflow.ParentClosePolicy.TERMINATE,
+                        memo={"destination": root, "holder": holder, "kind": "lock"},
+                        retry_policy=RetryPolicy(maximum_attempts=1),
+                        static_summary=f"lock of {root} for dataset {holder}"[:200],
+                    )
+                    break
+                except WorkflowAlreadyStartedError:
+                    if not continued or waited >= RELOCK_WAIT_S:
+                        raise ApplicationError(
+                            f"destination busy: {root} is being written by another dataset "
+                            f"(its lock {lock_id} is held; `staccato status {lock_id}` names "
+                            "it); wait for it to finish or cancel it",
+                            type="DestinationBusy",
+                            non_retryable=True,
+                        ) from None
+                    waited += 1
+                    await workflow.sleep(1)
 
     # -- the loop --------------------------------------------------------------------
 
