@@ -261,9 +261,15 @@ async def failed_pairs(
     """
     probe = make_dataset_request(source, list(destinations))
     assert probe.destination_roots is not None
-    status = await dataset_status(
-        client, fan_out_dataset_id(probe.source_root, probe.destination_roots)
-    )
+    try:
+        status = await dataset_status(
+            client, fan_out_dataset_id(probe.source_root, probe.destination_roots)
+        )
+    except TransferNotFoundError:
+        raise NothingToRetryError(
+            f"nothing to retry: no earlier dataset from {probe.source_root} to "
+            f"{' '.join(probe.destination_roots)}"
+        ) from None
     if status.state != DatasetState.completed_with_errors:
         raise StaccatoError(
             f"dataset {status.id} is {status.state.value}: --retry-failed re-runs the "
@@ -289,15 +295,33 @@ def request_hash(request: DatasetRequest) -> str:
     return hashlib.sha256(request.model_dump_json().encode()).hexdigest()[:32]
 
 
-async def failed_names(client: StaccatoClient, destination: str) -> list[str]:
-    """The relative names that failed in the last dataset to ``destination``.
+class NothingToRetryError(TransferNotFoundError):
+    """``--retry-failed`` found no earlier dataset from that source to that destination
+    (or those roots): a usage error for the CLI (exit 2)."""
+
+
+async def failed_names(
+    client: StaccatoClient, destination: str, source_root: str | None = None
+) -> list[str]:
+    """The relative names that failed in the last dataset to ``destination`` (from
+    ``source_root``, a canonical root, when given).
 
     Raises:
-        TransferNotFoundError: no dataset to that destination.
+        NothingToRetryError: no dataset from that source to that destination alone.
         StaccatoError: it did not end with errors, or it failed more files than it kept
             (then re-run with ``--sync-level``, which copies only what differs).
     """
-    status = await dataset_status(client, dataset_id(destination))
+    nothing = NothingToRetryError(
+        f"nothing to retry: no earlier dataset from {source_root or 'its source'} to {destination}"
+    )
+    try:
+        status = await dataset_status(client, dataset_id(destination))
+    except TransferNotFoundError:
+        raise nothing from None
+    if status.destination_roots is not None or (
+        source_root is not None and status.source != source_root
+    ):  # the last dataset there was to several roots, or from another source
+        raise nothing
     if status.state != DatasetState.completed_with_errors:
         raise StaccatoError(
             f"dataset {status.id} is {status.state.value}: --retry-failed re-runs the "
@@ -346,7 +370,10 @@ async def submit_dataset(
         )
     if not isinstance(destination, str):
         destination = destination[0]
-    names = await failed_names(client, destination) if retry_failed else None
+    names = None
+    if retry_failed:
+        probe = make_dataset_request(source, destination, options)
+        names = await failed_names(client, probe.destination_root, probe.source_root)
     request = make_dataset_request(
         source,
         destination,
