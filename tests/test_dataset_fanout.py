@@ -366,6 +366,11 @@ async def test_worker_sigkill_resends_nothing_completed_to_every_root(
             await asyncio.sleep(0.01)
         worker.kill()
         assert count // 4 < len(published) < count, len(published)
+        # the dataset goes on after its worker's death: its roots stay locked
+        from staccato.errors import DestinationBusyError
+
+        with pytest.raises(DestinationBusyError, match=dataset):
+            await submit_dataset(client, str(source), str(one))
         marks = {
             str(p.relative_to(one)): (p.stat().st_ino, p.stat().st_mtime_ns)
             for p in one.rglob("f*")
@@ -415,6 +420,12 @@ async def test_worker_sigkill_resends_nothing_completed_to_every_root(
             and e.activity_task_started_event_attributes.attempt > 1
         ]
         assert retried, "no batch was interrupted by the kill"
+        # and once it ended, they are free
+        alone = await submit_dataset(
+            client, str(source), str(one), TransferOptions(sync_level=SyncLevel.size)
+        )
+        again = await wait_dataset(client, alone, timeout_s=120)
+        assert (again.state, again.files_skipped) == (DatasetState.completed, count), again
     finally:
         worker.stop()
 
@@ -447,6 +458,7 @@ async def test_two_datasets_sharing_a_root_never_write_it_at_once(
     from temporalio.client import WorkflowFailureError
 
     from staccato.dataset_client import (
+        cancel_dataset,
         dataset_status,
         make_dataset_request,
         request_id,
@@ -499,6 +511,17 @@ async def test_two_datasets_sharing_a_root_never_write_it_at_once(
     assert final_b.state == DatasetState.completed, final_b
     assert tree(shared) == want_b and tree(r3) == want_b
     assert min(p.stat().st_mtime_ns for p in shared.rglob("f*")) > a_last
+    # a cancelled dataset releases its locks too
+    r4 = data_dir / "r4"
+    c = await submit_dataset(fan_client, str(src_a), [str(r1), str(r4)], OPTIONS, **slow)
+    deadline = time.monotonic() + 60
+    while not any(r4.rglob("f*")):
+        assert time.monotonic() < deadline, "C wrote nothing in 60 s"
+        await asyncio.sleep(0.05)
+    await cancel_dataset(fan_client, c)
+    assert (await wait_dataset(fan_client, c, timeout_s=60)).state == DatasetState.cancelled
+    after = await submit_dataset(fan_client, str(src_b), str(r4), OPTIONS)
+    assert (await wait_dataset(fan_client, after, timeout_s=120)).state == DatasetState.completed
 
 
 def _immutable(path: Path) -> None:
