@@ -106,6 +106,9 @@ DATASET_FAN_OUT_PATCH = "dataset-fan-out"
 #: ``workflow.patched`` id: a dataset with several roots locks each root (a child
 #: ``DatasetRootLockWorkflow`` under the root's single-dataset id) before it writes
 DATASET_ROOT_LOCKS_PATCH = "dataset-root-locks"
+#: ``workflow.patched`` id: a multi-root dataset's batches ask the governors of the
+#: source, every root and every link for a slot, as a single root's batches do
+DATASET_FAN_OUT_LIMITS_PATCH = "dataset-fan-out-limits"
 #: seconds a run continued as new retries a root lock still held by its previous run
 RELOCK_WAIT_S = 30
 #: entries of a run's first listing page at most: nothing is copied until it is listed,
@@ -457,11 +460,17 @@ class DatasetWorkflow:
         governors asked (none when no limit is set), once every one granted."""
         control = front.control_queue(workflow.info().task_queue)
         if self._governors is None:  # found once per run, shared by its batches
-            self._governors = asyncio.create_task(
-                slots.find_governors(
-                    transfer_governors(request.source_root, request.destination_root), control
-                )
+            # several roots: the source, every root and every link, in one sorted order
+            # (one root: exactly a transfer's names, as recorded before)
+            roots = (request.destination_roots or []) if self._fan_out else []
+            names = sorted(
+                {
+                    name
+                    for root in roots or [request.destination_root]
+                    for name in transfer_governors(request.source_root, root)
+                }
             )
+            self._governors = asyncio.create_task(slots.find_governors(names, control))
         names = await self._governors
         if not names:
             return []
@@ -683,7 +692,10 @@ class DatasetWorkflow:
         # the batch retries a root that is down itself, for --retry-for from its
         # schedule (the others go on meanwhile): its window is that plus its work
         work = timedelta(seconds=600 + size * len(batch.destination_roots) // 1_000_000)
+        held: list[str] = []
         try:
+            if workflow.patched(DATASET_FAN_OUT_LIMITS_PATCH):
+                held = await self._acquire(request, batch.key)
             result: FanOutBatchResult = await workflow.execute_activity(
                 "copy_batch_to_many",
                 batch,
@@ -705,6 +717,10 @@ class DatasetWorkflow:
                 self._carried.files_failed += 1
             return
         finally:
+            self._waiting.pop(batch.key, None)
+            self._grants.pop(batch.key, None)
+            if held:  # before the batch leaves self._batches: the run ends once it is empty
+                await slots.release(held, SlotRelease(ticket=batch.key))
             self._batches.pop(number, None)
             self._current.pop(number, None)
         carried = self._carried
