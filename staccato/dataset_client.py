@@ -261,27 +261,12 @@ async def failed_pairs(
     """
     probe = make_dataset_request(source, list(destinations))
     assert probe.destination_roots is not None
-    try:
-        status = await dataset_status(
-            client, fan_out_dataset_id(probe.source_root, probe.destination_roots)
-        )
-    except TransferNotFoundError:
-        raise NothingToRetryError(
-            f"nothing to retry: no earlier dataset from {probe.source_root} to "
-            f"{' '.join(probe.destination_roots)}"
-        ) from None
-    if status.state != DatasetState.completed_with_errors:
-        raise StaccatoError(
-            f"dataset {status.id} is {status.state.value}: --retry-failed re-runs the "
-            "files of a dataset that ended completed_with_errors"
-        )
-    pairs_failed = sum(d.files_failed for d in status.destinations or [])
-    if pairs_failed > len(status.failures):
-        raise StaccatoError(
-            f"dataset {status.id} failed {pairs_failed} (file, destination) pairs and kept "
-            f"{len(status.failures)}: re-run it with --sync-level size (or checksum) to copy "
-            "only what differs"
-        )
+    status = await _earlier_dataset(
+        client,
+        fan_out_dataset_id(probe.source_root, probe.destination_roots),
+        probe.source_root,
+        probe.destination_roots,
+    )
     by_name: dict[str, list[str]] = {}
     for failure in status.failures:
         by_name.setdefault(failure.name, [])
@@ -300,6 +285,47 @@ class NothingToRetryError(TransferNotFoundError):
     (or those roots): a usage error for the CLI (exit 2)."""
 
 
+async def _earlier_dataset(
+    client: StaccatoClient, dataset: str, source_root: str | None, roots: list[str]
+) -> DatasetStatus:
+    """The dataset ``dataset`` from ``source_root`` to ``roots`` (one: a dataset to that
+    root alone) for ``--retry-failed``, checked: it ended with errors and kept every
+    failure.
+
+    Raises:
+        NothingToRetryError: no such dataset (none, or the last one under that id was
+            from another source or to other roots).
+        StaccatoError: it did not end with errors, or it failed more (files or pairs)
+            than it kept (then re-run with ``--sync-level``, which copies only what
+            differs).
+    """
+    nothing = NothingToRetryError(
+        f"nothing to retry: no earlier dataset from {source_root or 'its source'} to "
+        f"{' '.join(roots)}"
+    )
+    try:
+        status = await dataset_status(client, dataset)
+    except TransferNotFoundError:
+        raise nothing from None
+    several = status.destination_roots is not None
+    if several != (len(roots) > 1) or source_root not in (None, status.source):
+        raise nothing  # a lock's holder (several roots), or another source
+    if status.state != DatasetState.completed_with_errors:
+        raise StaccatoError(
+            f"dataset {status.id} is {status.state.value}: --retry-failed re-runs the "
+            "files of a dataset that ended completed_with_errors"
+        )
+    failed = sum(d.files_failed for d in status.destinations or []) if several else None
+    what = "(file, destination) pairs" if several else "files"
+    if (failed if failed is not None else status.files_failed) > len(status.failures):
+        raise StaccatoError(
+            f"dataset {status.id} failed {failed or status.files_failed} {what} and kept "
+            f"{len(status.failures)}: re-run it with --sync-level size (or checksum) to copy "
+            "only what differs"
+        )
+    return status
+
+
 async def failed_names(
     client: StaccatoClient, destination: str, source_root: str | None = None
 ) -> list[str]:
@@ -311,28 +337,7 @@ async def failed_names(
         StaccatoError: it did not end with errors, or it failed more files than it kept
             (then re-run with ``--sync-level``, which copies only what differs).
     """
-    nothing = NothingToRetryError(
-        f"nothing to retry: no earlier dataset from {source_root or 'its source'} to {destination}"
-    )
-    try:
-        status = await dataset_status(client, dataset_id(destination))
-    except TransferNotFoundError:
-        raise nothing from None
-    if status.destination_roots is not None or (
-        source_root is not None and status.source != source_root
-    ):  # the last dataset there was to several roots, or from another source
-        raise nothing
-    if status.state != DatasetState.completed_with_errors:
-        raise StaccatoError(
-            f"dataset {status.id} is {status.state.value}: --retry-failed re-runs the "
-            "files of a dataset that ended completed_with_errors"
-        )
-    if status.files_failed > len(status.failures):
-        raise StaccatoError(
-            f"dataset {status.id} failed {status.files_failed} files and kept the names of "
-            f"{len(status.failures)}: re-run it with --sync-level size (or checksum) to copy "
-            "only what differs"
-        )
+    status = await _earlier_dataset(client, dataset_id(destination), source_root, [destination])
     return [failure.name for failure in status.failures]
 
 
@@ -384,45 +389,7 @@ async def submit_dataset(
         retry_failed=names,
         **tuning,
     )
-    workflow_id = dataset_id(request.destination_root)
-    digest = request_hash(request)
-    # the root's lock held by a dataset to several roots: wait for it to end if its
-    # holder has already ended (Temporal is ending it), else refuse naming the holder
-    holder = await _root_holder(client, workflow_id)
-    if holder is not None and holder[0] != workflow_id:
-        raise _busy(request.destination_root, *holder)
-    try:
-        await client.temporal.start_workflow(
-            "DatasetWorkflow",
-            request,
-            id=workflow_id,
-            task_queue=client.task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            memo={
-                "source": request.source_root,
-                "destination": request.destination_root,
-                "request_hash": digest,
-                "kind": "dataset",
-            },
-            search_attributes=TypedSearchAttributes(
-                [
-                    SearchAttributePair(sa.SOURCE, sa.keyword(request.source_root)),
-                    SearchAttributePair(sa.DESTINATION, sa.keyword(request.destination_root)),
-                    SearchAttributePair(sa.STATE, DatasetState.scheduled.value),
-                ]
-            ),
-            static_summary=f"{request.source_root}/ -> {request.destination_root}/ (dataset)"[:200],
-        )
-    except WorkflowAlreadyStartedError:
-        description = await client.temporal.get_workflow_handle(workflow_id).describe()
-        memo = dict(await description.memo())
-        if memo.get("request_hash") == digest:
-            return workflow_id
-        if description.workflow_type == ROOT_LOCK_TYPE:  # locked since the check above
-            raise _busy(request.destination_root, str(memo.get("holder", "?")), "?") from None
-        raise _busy(request.destination_root, workflow_id, str(memo.get("source", "?"))) from None
-    return workflow_id
+    return await _start(client, request)
 
 
 #: seconds a submission waits for a root lock whose dataset has ended (Temporal
@@ -507,12 +474,33 @@ async def _submit_fan_out(
                 "retry_targets": [[roots.index(r) for r in at if r in roots] for at in failed_at]
             }
         )
+    return await _start(client, request)
+
+
+async def _start(client: StaccatoClient, request: DatasetRequest) -> str:
+    """Start the ``DatasetWorkflow`` of ``request`` under :func:`request_id`; an
+    identical request running attaches (its id is returned).
+
+    Raises:
+        DestinationBusyError: another dataset writes one of its roots (named, with the
+            dataset and its source), or one with other options runs under its id.
+    """
+    roots = request.destination_roots
     workflow_id = request_id(request)
     digest = request_hash(request)
-    for root in roots:  # another dataset writing one of the roots (its lock is held)
+    for root in roots or [request.destination_root]:  # another dataset holds a root
         holder = await _root_holder(client, root_lock_id(root))
         if holder is not None and holder[0] != workflow_id:
             raise _busy(root, *holder)
+    memo: dict[str, Any] = {
+        "source": request.source_root,
+        "destination": request.destination_root,
+        "request_hash": digest,
+        "kind": "dataset",
+    }
+    if roots is not None:
+        memo["destinations"] = roots
+    shown = f"{len(roots)} destinations" if roots else f"{request.destination_root}/"
     try:
         await client.temporal.start_workflow(
             "DatasetWorkflow",
@@ -521,13 +509,7 @@ async def _submit_fan_out(
             task_queue=client.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            memo={
-                "source": request.source_root,
-                "destination": request.destination_root,
-                "destinations": roots,
-                "request_hash": digest,
-                "kind": "dataset",
-            },
+            memo=memo,
             search_attributes=TypedSearchAttributes(
                 [
                     SearchAttributePair(sa.SOURCE, sa.keyword(request.source_root)),
@@ -535,13 +517,19 @@ async def _submit_fan_out(
                     SearchAttributePair(sa.STATE, DatasetState.scheduled.value),
                 ]
             ),
-            static_summary=(f"{request.source_root}/ -> {len(roots)} destinations (dataset)")[:200],
+            static_summary=f"{request.source_root}/ -> {shown} (dataset)"[:200],
         )
     except WorkflowAlreadyStartedError:
         description = await client.temporal.get_workflow_handle(workflow_id).describe()
-        memo = dict(await description.memo())
-        if memo.get("request_hash") == digest:
+        running = dict(await description.memo())
+        if running.get("request_hash") == digest:
             return workflow_id
+        if description.workflow_type == ROOT_LOCK_TYPE:  # locked since the check above
+            raise _busy(request.destination_root, str(running.get("holder", "?")), "?") from None
+        if roots is None:
+            raise _busy(
+                request.destination_root, workflow_id, str(running.get("source", "?"))
+            ) from None
         raise DestinationBusyError(
             f"destination busy: dataset {workflow_id} from {request.source_root} to these "
             f"destinations runs with other options; wait for it to finish or cancel it "
