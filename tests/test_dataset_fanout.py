@@ -494,6 +494,7 @@ async def test_two_datasets_sharing_a_root_never_write_it_at_once(
         await asyncio.wait_for(raw.result(), 60)
     running = (await dataset_status(fan_client, a)).state
     assert running == DatasetState.running, "A ended too soon: the test proves nothing"
+    assert (await dataset_status(fan_client, str(shared))).id == a  # status ROOT: its holder
     assert "destination busy" in str(failed.value.cause) and str(shared) in str(
         failed.value.cause
     ), failed.value.cause
