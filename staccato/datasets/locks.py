@@ -15,9 +15,9 @@ until the dataset, resumed by the next worker, ends. A run that continues as new
 closes too: the next run takes its locks again before it writes (its previous run's
 children may still be ending, so it retries for a short while).
 
-History: per root and per run a child start (initiated, started: 2 events, in the
-workflow tasks the run has anyway) and one marker per run for the patch; the lock's
-own history is 5 events.
+History: per root and per run a child start (initiated, started, and the workflow task
+the start waits for: ~5 events; roots are locked one after the other) and one marker
+per run for the patch; the lock's own history is ~5 events.
 """
 
 from __future__ import annotations
