@@ -12,6 +12,7 @@ at a time; an identical request attaches to the running one. Like
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
@@ -28,6 +29,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from staccato.client import DATASET_TYPE, StaccatoClient, failure_reason, require_type
+from staccato.datasets.locks import ROOT_LOCK_TYPE, root_lock_id
 from staccato.datasets.models import (
     DATASET_ID_PREFIX,
     BatchCheckpoint,
@@ -259,21 +261,12 @@ async def failed_pairs(
     """
     probe = make_dataset_request(source, list(destinations))
     assert probe.destination_roots is not None
-    status = await dataset_status(
-        client, fan_out_dataset_id(probe.source_root, probe.destination_roots)
+    status = await _earlier_dataset(
+        client,
+        fan_out_dataset_id(probe.source_root, probe.destination_roots),
+        probe.source_root,
+        probe.destination_roots,
     )
-    if status.state != DatasetState.completed_with_errors:
-        raise StaccatoError(
-            f"dataset {status.id} is {status.state.value}: --retry-failed re-runs the "
-            "files of a dataset that ended completed_with_errors"
-        )
-    pairs_failed = sum(d.files_failed for d in status.destinations or [])
-    if pairs_failed > len(status.failures):
-        raise StaccatoError(
-            f"dataset {status.id} failed {pairs_failed} (file, destination) pairs and kept "
-            f"{len(status.failures)}: re-run it with --sync-level size (or checksum) to copy "
-            "only what differs"
-        )
     by_name: dict[str, list[str]] = {}
     for failure in status.failures:
         by_name.setdefault(failure.name, [])
@@ -287,26 +280,64 @@ def request_hash(request: DatasetRequest) -> str:
     return hashlib.sha256(request.model_dump_json().encode()).hexdigest()[:32]
 
 
-async def failed_names(client: StaccatoClient, destination: str) -> list[str]:
-    """The relative names that failed in the last dataset to ``destination``.
+class NothingToRetryError(TransferNotFoundError):
+    """``--retry-failed`` found no earlier dataset from that source to that destination
+    (or those roots): a usage error for the CLI (exit 2)."""
+
+
+async def _earlier_dataset(
+    client: StaccatoClient, dataset: str, source_root: str | None, roots: list[str]
+) -> DatasetStatus:
+    """The dataset ``dataset`` from ``source_root`` to ``roots`` (one: a dataset to that
+    root alone) for ``--retry-failed``, checked: it ended with errors and kept every
+    failure.
 
     Raises:
-        TransferNotFoundError: no dataset to that destination.
-        StaccatoError: it did not end with errors, or it failed more files than it kept
-            (then re-run with ``--sync-level``, which copies only what differs).
+        NothingToRetryError: no such dataset (none, or the last one under that id was
+            from another source or to other roots).
+        StaccatoError: it did not end with errors, or it failed more (files or pairs)
+            than it kept (then re-run with ``--sync-level``, which copies only what
+            differs).
     """
-    status = await dataset_status(client, dataset_id(destination))
+    nothing = NothingToRetryError(
+        f"nothing to retry: no earlier dataset from {source_root or 'its source'} to "
+        f"{' '.join(roots)}"
+    )
+    try:
+        status = await dataset_status(client, dataset)
+    except TransferNotFoundError:
+        raise nothing from None
+    several = status.destination_roots is not None
+    if several != (len(roots) > 1) or source_root not in (None, status.source):
+        raise nothing  # a lock's holder (several roots), or another source
     if status.state != DatasetState.completed_with_errors:
         raise StaccatoError(
             f"dataset {status.id} is {status.state.value}: --retry-failed re-runs the "
             "files of a dataset that ended completed_with_errors"
         )
-    if status.files_failed > len(status.failures):
+    failed = sum(d.files_failed for d in status.destinations or []) if several else None
+    what = "(file, destination) pairs" if several else "files"
+    if (failed if failed is not None else status.files_failed) > len(status.failures):
         raise StaccatoError(
-            f"dataset {status.id} failed {status.files_failed} files and kept the names of "
+            f"dataset {status.id} failed {failed or status.files_failed} {what} and kept "
             f"{len(status.failures)}: re-run it with --sync-level size (or checksum) to copy "
             "only what differs"
         )
+    return status
+
+
+async def failed_names(
+    client: StaccatoClient, destination: str, source_root: str | None = None
+) -> list[str]:
+    """The relative names that failed in the last dataset to ``destination`` (from
+    ``source_root``, a canonical root, when given).
+
+    Raises:
+        NothingToRetryError: no dataset from that source to that destination alone.
+        StaccatoError: it did not end with errors, or it failed more files than it kept
+            (then re-run with ``--sync-level``, which copies only what differs).
+    """
+    status = await _earlier_dataset(client, dataset_id(destination), source_root, [destination])
     return [failure.name for failure in status.failures]
 
 
@@ -344,7 +375,10 @@ async def submit_dataset(
         )
     if not isinstance(destination, str):
         destination = destination[0]
-    names = await failed_names(client, destination) if retry_failed else None
+    names = None
+    if retry_failed:
+        probe = make_dataset_request(source, destination, options)
+        names = await failed_names(client, probe.destination_root, probe.source_root)
     request = make_dataset_request(
         source,
         destination,
@@ -355,42 +389,54 @@ async def submit_dataset(
         retry_failed=names,
         **tuning,
     )
-    workflow_id = dataset_id(request.destination_root)
-    digest = request_hash(request)
-    try:
-        await client.temporal.start_workflow(
-            "DatasetWorkflow",
-            request,
-            id=workflow_id,
-            task_queue=client.task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            memo={
-                "source": request.source_root,
-                "destination": request.destination_root,
-                "request_hash": digest,
-                "kind": "dataset",
-            },
-            search_attributes=TypedSearchAttributes(
-                [
-                    SearchAttributePair(sa.SOURCE, sa.keyword(request.source_root)),
-                    SearchAttributePair(sa.DESTINATION, sa.keyword(request.destination_root)),
-                    SearchAttributePair(sa.STATE, DatasetState.scheduled.value),
-                ]
-            ),
-            static_summary=f"{request.source_root}/ -> {request.destination_root}/ (dataset)"[:200],
-        )
-    except WorkflowAlreadyStartedError:
-        description = await client.temporal.get_workflow_handle(workflow_id).describe()
+    return await _start(client, request)
+
+
+#: seconds a submission waits for a root lock whose dataset has ended (Temporal
+#: terminates the lock when its parent closes, a moment later)
+STALE_LOCK_WAIT_S = 10.0
+
+
+async def _root_holder(client: StaccatoClient, lock_id: str) -> tuple[str, str] | None:
+    """Who writes the root whose lock (= single-root dataset) id is ``lock_id``: the
+    (dataset id, its source root) of a running dataset to that root alone or of the
+    dataset to several roots holding its lock; None when nothing holds it. A lock
+    whose dataset has ended is waited for (at most :data:`STALE_LOCK_WAIT_S`)."""
+    handle = client.temporal.get_workflow_handle(lock_id)
+    deadline = asyncio.get_running_loop().time() + STALE_LOCK_WAIT_S
+    while True:
+        try:
+            description = await handle.describe()
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                return None
+            raise
+        if description.status != WorkflowExecutionStatus.RUNNING:
+            return None
         memo = dict(await description.memo())
-        if memo.get("request_hash") == digest:
-            return workflow_id
-        raise DestinationBusyError(
-            f"destination busy: {request.destination_root} is being written by dataset "
-            f"{workflow_id} (from {memo.get('source', '?')}); wait for it to finish or "
-            f"cancel it with `staccato cancel {workflow_id}`"
-        ) from None
-    return workflow_id
+        if description.workflow_type != ROOT_LOCK_TYPE:
+            return lock_id, str(memo.get("source", "?"))
+        holder = str(memo.get("holder", "?"))
+        try:
+            owner = await client.temporal.get_workflow_handle(holder).describe()
+            running = owner.status in (
+                WorkflowExecutionStatus.RUNNING,
+                WorkflowExecutionStatus.CONTINUED_AS_NEW,
+            )
+            source = str(dict(await owner.memo()).get("source", "?"))
+        except RPCError:
+            running, source = False, "?"
+        if running or asyncio.get_running_loop().time() >= deadline:
+            return holder, source
+        await asyncio.sleep(0.2)
+
+
+def _busy(root: str, holder: str, source: str) -> DestinationBusyError:
+    """The refusal of a dataset whose root ``root`` another dataset writes."""
+    return DestinationBusyError(
+        f"destination busy: {root} is being written by dataset {holder} (from {source}); "
+        f"wait for it to finish or cancel it with `staccato cancel {holder}`"
+    )
 
 
 async def _submit_fan_out(
@@ -428,19 +474,33 @@ async def _submit_fan_out(
                 "retry_targets": [[roots.index(r) for r in at if r in roots] for at in failed_at]
             }
         )
-    for root in roots:  # a single dataset writing under one of the roots
-        single = client.temporal.get_workflow_handle(dataset_id(root))
-        try:
-            running = (await single.describe()).status == WorkflowExecutionStatus.RUNNING
-        except RPCError:
-            running = False
-        if running:
-            raise DestinationBusyError(
-                f"destination busy: {root} is being written by dataset {single.id}; wait for "
-                f"it to finish or cancel it with `staccato cancel {single.id}`"
-            )
+    return await _start(client, request)
+
+
+async def _start(client: StaccatoClient, request: DatasetRequest) -> str:
+    """Start the ``DatasetWorkflow`` of ``request`` under :func:`request_id`; an
+    identical request running attaches (its id is returned).
+
+    Raises:
+        DestinationBusyError: another dataset writes one of its roots (named, with the
+            dataset and its source), or one with other options runs under its id.
+    """
+    roots = request.destination_roots
     workflow_id = request_id(request)
     digest = request_hash(request)
+    for root in roots or [request.destination_root]:  # another dataset holds a root
+        holder = await _root_holder(client, root_lock_id(root))
+        if holder is not None and holder[0] != workflow_id:
+            raise _busy(root, *holder)
+    memo: dict[str, Any] = {
+        "source": request.source_root,
+        "destination": request.destination_root,
+        "request_hash": digest,
+        "kind": "dataset",
+    }
+    if roots is not None:
+        memo["destinations"] = roots
+    shown = f"{len(roots)} destinations" if roots else f"{request.destination_root}/"
     try:
         await client.temporal.start_workflow(
             "DatasetWorkflow",
@@ -449,13 +509,7 @@ async def _submit_fan_out(
             task_queue=client.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            memo={
-                "source": request.source_root,
-                "destination": request.destination_root,
-                "destinations": roots,
-                "request_hash": digest,
-                "kind": "dataset",
-            },
+            memo=memo,
             search_attributes=TypedSearchAttributes(
                 [
                     SearchAttributePair(sa.SOURCE, sa.keyword(request.source_root)),
@@ -463,13 +517,19 @@ async def _submit_fan_out(
                     SearchAttributePair(sa.STATE, DatasetState.scheduled.value),
                 ]
             ),
-            static_summary=(f"{request.source_root}/ -> {len(roots)} destinations (dataset)")[:200],
+            static_summary=f"{request.source_root}/ -> {shown} (dataset)"[:200],
         )
     except WorkflowAlreadyStartedError:
         description = await client.temporal.get_workflow_handle(workflow_id).describe()
-        memo = dict(await description.memo())
-        if memo.get("request_hash") == digest:
+        running = dict(await description.memo())
+        if running.get("request_hash") == digest:
             return workflow_id
+        if description.workflow_type == ROOT_LOCK_TYPE:  # locked since the check above
+            raise _busy(request.destination_root, str(running.get("holder", "?")), "?") from None
+        if roots is None:
+            raise _busy(
+                request.destination_root, workflow_id, str(running.get("source", "?"))
+            ) from None
         raise DestinationBusyError(
             f"destination busy: dataset {workflow_id} from {request.source_root} to these "
             f"destinations runs with other options; wait for it to finish or cancel it "
@@ -497,8 +557,11 @@ async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
         if err.status == RPCStatusCode.NOT_FOUND:
             raise TransferNotFoundError(f"no dataset {dataset!r}") from None
         raise
-    require_type(handle.id, description, (DATASET_TYPE,))
     memo = dict(await description.memo())
+    if description.workflow_type == ROOT_LOCK_TYPE and memo.get("holder"):
+        # a root's lock: the dataset to several roots that holds (or held) it
+        return await dataset_status(client, str(memo["holder"]))
+    require_type(handle.id, description, (DATASET_TYPE,))
     if description.status == WorkflowExecutionStatus.COMPLETED:
         return _from_result(handle.id, await handle.result())
     progress: DatasetProgress | None = None
@@ -524,6 +587,7 @@ async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
         state=state,
         source=memo.get("source", ""),
         destination=memo.get("destination", ""),
+        destination_roots=memo.get("destinations"),
         files_total=0,
         files_done=0,
         files_skipped=0,
@@ -595,6 +659,9 @@ def _from_result(workflow_id: str, result: DatasetResult) -> DatasetStatus:
         state=result.state,
         source=result.source,
         destination=result.destination,
+        destination_roots=(
+            [d.destination for d in result.destinations] if result.destinations else None
+        ),
         files_total=total,
         files_done=result.files_done,
         files_skipped=result.files_skipped,

@@ -231,6 +231,10 @@ def test_a_dead_root_fails_alone_naming_it(
     )  # fmt: skip
     assert done.returncode == 1, done.stderr
     assert tree(good) == tree(local), done.stderr
+    # the end line counts per root: the good root got every file
+    assert "0 files copied" not in done.stderr, done.stderr
+    assert "1 of 2 destinations complete" in done.stderr, done.stderr
+    assert f"{len(files)} failed, 0 copied, 0 up to date" in done.stderr, done.stderr
     found = re.search(r"staccato-dataset-[0-9a-f]{32}", done.stderr)
     assert found is not None, done.stderr
     dataset = found.group(0)
@@ -241,9 +245,12 @@ def test_a_dead_root_fails_alone_naming_it(
     rows = {row["destination"]: row for row in data["destinations"]}
     assert rows[f"file://{good}"]["files_done"] == len(files), data
     (dead_root,) = [r for r in rows if r.startswith("sftp://")]
+    assert data["destination"] == f"file://{good}", data  # kept: the first root
+    assert data["destination_roots"] == [f"file://{good}", dead_root], data
     assert rows[dead_root]["files_failed"] == len(files), data
     assert data["failures"] and all(f["destination"] == dead_root for f in data["failures"])
     human = run_cli("status", dataset, **cli).stdout
+    assert f"destination        file://{good} {dead_root}\n" in human, human
     assert f"destination        file://{good}: {len(files)} copied" in human, human
     assert f"destination        {dead_root}: 0 copied, 0 up to date, {len(files)} failed" in (
         human
@@ -359,6 +366,11 @@ async def test_worker_sigkill_resends_nothing_completed_to_every_root(
             await asyncio.sleep(0.01)
         worker.kill()
         assert count // 4 < len(published) < count, len(published)
+        # the dataset goes on after its worker's death: its roots stay locked
+        from staccato.errors import DestinationBusyError
+
+        with pytest.raises(DestinationBusyError, match=dataset):
+            await submit_dataset(client, str(source), str(one))
         marks = {
             str(p.relative_to(one)): (p.stat().st_ino, p.stat().st_mtime_ns)
             for p in one.rglob("f*")
@@ -408,5 +420,226 @@ async def test_worker_sigkill_resends_nothing_completed_to_every_root(
             and e.activity_task_started_event_attributes.attempt > 1
         ]
         assert retried, "no batch was interrupted by the kill"
+        # and once it ended, they are free
+        alone = await submit_dataset(
+            client, str(source), str(one), TransferOptions(sync_level=SyncLevel.size)
+        )
+        again = await wait_dataset(client, alone, timeout_s=120)
+        assert (again.state, again.files_skipped) == (DatasetState.completed, count), again
     finally:
         worker.stop()
+
+
+def _files(root: Path, count: int, seed: bytes) -> dict[str, tuple[int, str]]:
+    """``count`` small files under ``root`` (the same names for every seed, contents
+    of their own); returns :func:`tree` of it."""
+    for i in range(count):
+        path = root / f"d{i % 6}" / f"f{i:04d}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(seed + hashlib.sha256(seed + str(i).encode()).digest() * 64)
+    return tree(root)
+
+
+async def test_two_datasets_sharing_a_root_never_write_it_at_once(
+    temporal_server,
+    fan_worker: WorkerProcess,
+    fan_client: StaccatoClient,
+    env: dict[str, str],
+    data_dir: Path,
+) -> None:
+    """Each root is locked for a dataset's life: while A (to R1 and SHARED) runs, B (to
+    R3 and SHARED) is refused by the CLI and the Python API naming SHARED and A, a
+    single-root dataset to SHARED is refused, and B started by a plain Temporal client
+    fails before writing anything (its lock of R3, taken first, ends with it). B runs
+    once A ended; every file at SHARED is A's until then, B's after (mtimes)."""
+    import asyncio
+    import time
+
+    from temporalio.client import WorkflowFailureError
+
+    from staccato.dataset_client import (
+        cancel_dataset,
+        dataset_status,
+        make_dataset_request,
+        request_id,
+        submit_dataset,
+    )
+    from staccato.errors import DestinationBusyError
+    from tests.dataset_checks import wait_dataset
+
+    src_a, src_b = data_dir / "a", data_dir / "b"
+    want_a, want_b = _files(src_a, 600, b"A"), _files(src_b, 600, b"B")
+    r1, shared, r3 = data_dir / "r1", data_dir / "shared", data_dir / "r3"
+    slow = {"batch_files": 2, "max_batches": 1}
+    a = await submit_dataset(fan_client, str(src_a), [str(r1), str(shared)], OPTIONS, **slow)
+    deadline = time.monotonic() + 60
+    while not any(p.name.startswith("f") for p in shared.rglob("f*")):
+        assert time.monotonic() < deadline, "A wrote nothing to the shared root in 60 s"
+        await asyncio.sleep(0.05)
+    cli = {"address": temporal_server.address, "task_queue": fan_worker.task_queue, "env": env}
+    refused = run_cli("cp", "-r", "-q", str(src_b), str(r3), str(shared), **cli)
+    assert refused.returncode == 1, refused.stderr
+    assert f"destination busy: file://{shared} is being written by dataset {a}" in (
+        refused.stderr
+    ), refused.stderr
+    for roots in ([str(shared), str(r3)], [str(shared)]):
+        with pytest.raises(DestinationBusyError, match=a):
+            await submit_dataset(fan_client, str(src_b), roots, OPTIONS)
+    # a plain Temporal client skips the client's checks: the workflow's locks hold
+    request = make_dataset_request(str(src_b), [str(r3), str(shared)], OPTIONS)
+    raw = await fan_client.temporal.start_workflow(
+        "DatasetWorkflow", request, id=request_id(request), task_queue=fan_worker.task_queue
+    )
+    with pytest.raises(WorkflowFailureError) as failed:
+        await asyncio.wait_for(raw.result(), 60)
+    running = (await dataset_status(fan_client, a)).state
+    assert running == DatasetState.running, "A ended too soon: the test proves nothing"
+    assert (await dataset_status(fan_client, str(shared))).id == a  # status ROOT: its holder
+    assert "destination busy" in str(failed.value.cause) and str(shared) in str(
+        failed.value.cause
+    ), failed.value.cause
+    assert not r3.exists() or tree(r3) == {}, "B wrote to its other root while refused"
+    # R3's lock ended with B's failed run: a dataset to R3 alone starts
+    alone = await submit_dataset(fan_client, str(src_b), str(r3), OPTIONS)
+    assert (await wait_dataset(fan_client, alone, timeout_s=120)).state == DatasetState.completed
+    final_a = await wait_dataset(fan_client, a, timeout_s=180)
+    assert final_a.state == DatasetState.completed, final_a
+    assert tree(shared) == want_a, "the shared root holds files not from A"
+    a_last = max(p.stat().st_mtime_ns for p in shared.rglob("f*"))
+    # A ended: its locks were released, B runs and rewrites every file after A's last
+    b = await submit_dataset(fan_client, str(src_b), [str(r3), str(shared)], OPTIONS)
+    final_b = await wait_dataset(fan_client, b, timeout_s=120)
+    assert final_b.state == DatasetState.completed, final_b
+    assert tree(shared) == want_b and tree(r3) == want_b
+    assert min(p.stat().st_mtime_ns for p in shared.rglob("f*")) > a_last
+    # a cancelled dataset releases its locks too
+    r4 = data_dir / "r4"
+    c = await submit_dataset(fan_client, str(src_a), [str(r1), str(r4)], OPTIONS, **slow)
+    deadline = time.monotonic() + 60
+    while not any(r4.rglob("f*")):
+        assert time.monotonic() < deadline, "C wrote nothing in 60 s"
+        await asyncio.sleep(0.05)
+    await cancel_dataset(fan_client, c)
+    assert (await wait_dataset(fan_client, c, timeout_s=60)).state == DatasetState.cancelled
+    after = await submit_dataset(fan_client, str(src_b), str(r4), OPTIONS)
+    assert (await wait_dataset(fan_client, after, timeout_s=120)).state == DatasetState.completed
+
+
+def _immutable(path: Path) -> None:
+    """Make the directory ``path`` refuse new entries even to root (chattr +i)."""
+    import subprocess
+
+    path.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"chattr +i is not available here: {done.stderr.strip()}")
+
+
+def _mutable(path: Path) -> None:
+    import subprocess
+
+    subprocess.run(["chattr", "-i", str(path)], capture_output=True)
+
+
+async def test_a_large_file_to_a_read_only_root_or_a_file_names_the_cause(
+    temporal_server,
+    fan_worker: WorkerProcess,
+    fan_client: StaccatoClient,
+    env: dict[str, str],
+    data_dir: Path,
+) -> None:
+    """A large file to a root that refuses new entries fails as permission denied (not
+    "does not exist; create it first"), to a root that is a regular file as "is a file,
+    not a directory" (not a bare "Not a directory"); a single transfer under a file
+    says the same."""
+    source = data_dir / "src"
+    (source / "sub").mkdir(parents=True)
+    (source / "sub" / "big").write_bytes(os.urandom(LARGE))
+    (source / "small").write_bytes(b"s" * 100)
+    good, locked, afile = data_dir / "good", data_dir / "locked", data_dir / "afile"
+    afile.write_bytes(b"a file, not a directory")
+    _immutable(locked)
+    try:
+        final = await run_dataset(
+            fan_client,
+            str(source),
+            [str(good), str(locked), str(afile)],
+            options=OPTIONS,
+            small_file_max=SMALL_FILE_MAX,
+        )
+    finally:
+        _mutable(locked)
+    assert final.state == DatasetState.completed_with_errors, final
+    assert tree(good) == tree(source)
+    why = {(f.name, f.destination): f.reason for f in final.failures if f.name == "sub/big"}
+    at_locked = why[("sub/big", f"file://{locked}")]
+    assert "permission denied" in at_locked and "does not exist" not in at_locked, at_locked
+    at_file = why[("sub/big", f"file://{afile}")]
+    assert f"{afile} is a file, not a directory" in at_file, at_file
+    cli = {"address": temporal_server.address, "task_queue": fan_worker.task_queue, "env": env}
+    single = run_cli("cp", "-q", str(source / "sub" / "big"), f"{afile}/x/big", **cli)
+    assert single.returncode == 1, single.stderr
+    assert f"{afile} is a file, not a directory" in single.stderr, single.stderr
+
+
+def test_retry_failed_without_an_earlier_dataset_exits_2_and_quiet_prints_nothing(
+    temporal_server, fan_worker: WorkerProcess, env: dict[str, str], data_dir: Path
+) -> None:
+    source, one, two = data_dir / "src", data_dir / "one", data_dir / "two"
+    source.mkdir()
+    (source / "f").write_bytes(b"x" * 10)
+    cli = {"address": temporal_server.address, "task_queue": fan_worker.task_queue, "env": env}
+    for roots in ([str(one)], [str(one), str(two)]):
+        done = run_cli("cp", "-r", "--retry-failed", str(source), *roots, **cli)
+        assert done.returncode == 2, done.stderr
+        said = f"nothing to retry: no earlier dataset from file://{source} to file://{one}"
+        assert said in done.stderr, done.stderr
+    for roots in ([str(one)], [str(one), str(two)]):  # -q: nothing but errors
+        done = run_cli("cp", "-r", "-q", str(source), *roots, **cli)
+        assert (done.returncode, done.stdout, done.stderr) == (0, "", ""), done.stderr
+    done = run_cli("cp", "-q", str(source / "f"), str(data_dir / "g"), **cli)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", ""), done.stderr
+    # the root of a single-root dataset now was, before, written by one to both roots:
+    # that dataset's failures are not this one's to retry
+    done = run_cli("cp", "-r", "--retry-failed", str(source), str(two), **cli)
+    assert done.returncode == 2 and "nothing to retry" in done.stderr, done.stderr
+
+
+def test_status_failures_of_a_group_lists_its_failed_destinations(
+    temporal_server, fan_worker: WorkerProcess, env: dict[str, str], data_dir: Path
+) -> None:
+    source = data_dir / "f"
+    source.write_bytes(os.urandom(4096))
+    locked = data_dir / "locked"
+    _immutable(locked)
+    cli = {"address": temporal_server.address, "task_queue": fan_worker.task_queue, "env": env}
+    try:
+        done = run_cli("cp", "-q", str(source), str(data_dir / "g"), str(locked / "g"), **cli)
+    finally:
+        _mutable(locked)
+    assert done.returncode == 1, done.stderr
+    found = re.search(r"staccato-group-[0-9a-f]+", done.stderr)
+    assert found is not None, done.stderr
+    failures = run_cli("status", "--failures", found.group(0), **cli)
+    assert failures.returncode == 0, failures.stderr
+    (line,) = failures.stdout.splitlines()
+    destination, state, why = line.split("\t")
+    assert (destination, state) == (f"file://{locked}/g", "failed"), line
+    assert "not writable" in why or "permission denied" in why, line
+
+
+def test_help_describes_datasets_roots_and_ids() -> None:
+    def flat(text: str) -> str:  # wrapped at any width: compare without whitespace
+        return "".join(text.replace("│", " ").split())
+
+    cp = flat(run_cli("cp", "--help", address="127.0.0.1:1").stdout)
+    for said in (
+        "the file to write, or with -r the directory or prefix to write the tree under",
+        "With several destinations at most 8MiB",
+        "--retry-failed with no earlier dataset",
+        "Print nothing but errors",
+    ):
+        assert flat(said) in cp, said
+    status = flat(run_cli("status", "--help", address="127.0.0.1:1").stdout)
+    for said in ("a dataset id (staccato-dataset-...)", "a fan-out group id (staccato-group-"):
+        assert flat(said) in status, said

@@ -886,6 +886,7 @@ async def test_endpoint_max_rate_is_not_split_over_streams_that_never_run(
     assert 3.0 <= elapsed <= 9.0, f"{elapsed:.1f} s for 2 MiB at 512 KiB/s (4 s expected)"
 
 
+@pytest.mark.parametrize("roots", [1, 2])
 async def test_dataset_batches_wait_for_a_limited_endpoint(
     client: StaccatoClient,
     limits: Any,
@@ -893,10 +894,12 @@ async def test_dataset_batches_wait_for_a_limited_endpoint(
     http_root: Path,
     data_dir: Path,
     tmp_path: Path,
+    roots: int,
 ) -> None:
     """``--max-active 1`` on the local file systems while a transfer holds that slot: a
-    dataset's batch of small files waits (queued, saying why) and writes nothing until
-    the holder is done, then completes; the governor never holds two at once."""
+    dataset's batch of small files (to one root, or to two) waits (queued, saying why)
+    and writes nothing until the holder is done, then completes; the governor never
+    holds two at once."""
     from staccato.cli import datasets as datasets_cli
     from staccato.dataset_client import dataset_status, submit_dataset
     from staccato.datasets.models import DatasetState
@@ -908,10 +911,11 @@ async def test_dataset_batches_wait_for_a_limited_endpoint(
     await until(
         lambda: _is_copying(client, holder.id), "the holder copies (it holds the file:// slot)"
     )
-    source, target = tmp_path / "tree", data_dir / "ds-limited"
+    source = tmp_path / "tree"
+    targets = [data_dir / f"ds-limited-{i}" for i in range(roots)]
     source.mkdir()
     make_tree(source, small=20)
-    dataset = await submit_dataset(client, str(source), str(target), options=OPTIONS)
+    dataset = await submit_dataset(client, str(source), [str(t) for t in targets], options=OPTIONS)
 
     async def queued() -> Any:
         status = await dataset_status(client, dataset)
@@ -926,7 +930,8 @@ async def test_dataset_batches_wait_for_a_limited_endpoint(
     assert datasets_cli.list_row(waiting).startswith(f"{dataset}  queued "), waiting
     holder_status = await client.status(holder.id)
     assert holder_status.state == TransferState.running, holder_status
-    assert not target.exists() or tree(target) == {}, "the batch wrote while the slot was held"
+    for target in targets:
+        assert not target.exists() or tree(target) == {}, "a batch wrote while the slot was held"
     deadline = time.monotonic() + 60
     while (await dataset_status(client, dataset)).state in (
         DatasetState.queued,
@@ -942,7 +947,8 @@ async def test_dataset_batches_wait_for_a_limited_endpoint(
     # the counts of the batches land in the result (they were lost once: the run ended
     # while a batch gave its slot back)
     assert final.files_done == len(tree(source)) and final.files_failed == 0, final
-    assert tree_difference(tree(target), tree(source)) == []
+    for target in targets:
+        assert tree_difference(tree(target), tree(source)) == []
     assert (await client.wait(holder.id)).bytes == 12 * MiB
 
 

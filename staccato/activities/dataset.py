@@ -242,8 +242,12 @@ def _with_destinations(
         if entry.size > small_file_max:
             try:
                 get_driver(destination.scheme).make_parents(destination)
+            except PermanentError as err:  # read-only, a file on the way: the real cause
+                errors.append(str(err))
+                urls.append(None)
+                continue
             except StaccatoError:
-                pass  # that root's transfer says why (one root down never stops a page)
+                pass  # transient: that root's transfer retries (one root down never stops a page)
         errors.append(None)
         urls.append(destination.canonical)
     update: dict[str, object] = {}

@@ -46,6 +46,7 @@ from temporalio.exceptions import CancelledError
 
 from staccato.activities.dataset import _Beat
 from staccato.activities.errors import mapped_errors
+from staccato.activities.object_copy import up_to_date
 from staccato.activities.small_copy import read_whole_source, write_whole
 from staccato.activities.stream_progress import StreamStopped
 from staccato.activities.transfer import (
@@ -65,7 +66,6 @@ from staccato.datasets.models import (
     TargetsResult,
 )
 from staccato.datasets.names import target_url
-from staccato.endpoints import get_driver
 from staccato.endpoints.base import keepalive_hook
 from staccato.endpoints.file.group import remove_temp
 from staccato.errors import (
@@ -75,7 +75,6 @@ from staccato.errors import (
     WriteSessionLostError,
 )
 from staccato.models import ObjectInfo, SyncLevel
-from staccato.sync import compare
 from staccato.urls import EndpointURL, parse_url
 
 #: files of a batch copied at once (threads: each file's waits overlap the others')
@@ -134,22 +133,11 @@ def _compare_targets(request: TargetsInput) -> TargetsResult:
     check_file_roots(request.source, *request.destinations)
     level = request.options.sync_level or SyncLevel.size
     info = stat_source(request.source)
-    src = parse_url(request.source)
     matches = []
     for destination in request.destinations:
         try:
-            dst = parse_url(destination)
-            result = compare(
-                level,
-                get_driver(src.scheme),
-                src,
-                info,
-                get_driver(dst.scheme),
-                dst,
-                chunk_size=request.options.chunk_size,
-                algorithm=request.options.checksum.value,
-            )
-            matches.append(result.up_to_date)
+            same, _ = up_to_date(request.source, destination, level, request.options, info)
+            matches.append(same)
         except StaccatoError:
             matches.append(False)
     return TargetsResult(up_to_date=matches)
@@ -314,23 +302,12 @@ def _copy_file(
                 end.outcomes[t] = ("f", str(err))
             return end
         needed = []
-        src = parse_url(source)
         for t in targets:
             if (why := down.why(t)) is not None:
                 end.outcomes[t] = ("d", why)
                 continue
             try:
-                dst = parse_url(urls[t])
-                check = compare(
-                    options.sync_level,
-                    get_driver(src.scheme),
-                    src,
-                    info,
-                    get_driver(dst.scheme),
-                    dst,
-                    chunk_size=options.chunk_size,
-                    algorithm=options.checksum.value,
-                )
+                same, why = up_to_date(source, urls[t], options.sync_level, options, info)
             except PermanentError as err:
                 end.outcomes[t] = ("f", str(err))
                 continue
@@ -338,8 +315,8 @@ def _copy_file(
                 down.mark(t, str(err))
                 end.outcomes[t] = ("d", str(err))
                 continue
-            if check.up_to_date:
-                end.outcomes[t] = ("s", check.reason)
+            if same:
+                end.outcomes[t] = ("s", why)
             else:
                 needed.append(t)
     for t in list(needed):
@@ -539,24 +516,14 @@ def _matching_targets(
         info = stat_source(source)
     except StaccatoError:
         return []  # the pass says why
-    src = parse_url(source)
     matched: list[int] = []
     for t in entry.targets:
         try:
             dst = target_url(roots[t], entry.name)
-            check = compare(
-                SyncLevel.checksum,
-                get_driver(src.scheme),
-                src,
-                info,
-                get_driver(dst.scheme),
-                dst,
-                chunk_size=request.options.chunk_size,
-                algorithm=request.options.checksum.value,
-            )
+            same, _ = up_to_date(source, dst.canonical, SyncLevel.checksum, request.options, info)
         except StaccatoError:
             continue
-        if check.up_to_date:
+        if same:
             matched.append(t)
             if dst.scheme == "file":
                 for attempt in range(_PAIR_ATTEMPTS):

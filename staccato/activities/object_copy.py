@@ -67,15 +67,20 @@ class ObjectOutcome:
 
 
 def up_to_date(
-    source: str, destination: str, level: SyncLevel, options: TransferOptions
+    source: str,
+    destination: str,
+    level: SyncLevel,
+    options: TransferOptions,
+    info: ObjectInfo | None = None,
 ) -> tuple[bool, str]:
     """Whether ``destination`` already matches ``source`` at ``level``
-    (:func:`staccato.sync.compare`), and why.
+    (:func:`staccato.sync.compare`), and why; ``info`` is the source's stat when the
+    caller has it (several destinations compared with one source).
 
     Raises:
         StaccatoError: as the drivers raise them (a missing source: NotFoundError).
     """
-    info = stat_source(source)
+    info = info or stat_source(source)
     src = parse_url(source)
     dst = parse_url(destination)
     result = compare(

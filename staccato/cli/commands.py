@@ -51,9 +51,10 @@ from staccato.urls import redact
 DestinationsArg = Annotated[
     list[str],
     typer.Argument(
-        help="Destination URL or path (the file to write). Several destinations make a "
-        "fan-out group: the source is read once and written to each (one group id, a "
-        "state per destination).",
+        help="Destination URL or path: the file to write, or with -r the directory or "
+        "prefix to write the tree under. Several destinations make a fan-out group "
+        "(with -r, one dataset): the source is read once and written to each (one id, "
+        "a state or counts per destination).",
         metavar="DESTINATION...",
     ),
 ]
@@ -200,7 +201,12 @@ def cp(
     checksum: ChecksumOption = ChecksumAlgorithm.crc32c,
     retry_for: RetryForOption = DEFAULT_RETRY_FOR_S,
     if_busy: IfBusyOption = IfBusy.fail,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet", "-q", help="Print nothing but errors (no progress, no summary lines)."
+        ),
+    ] = False,
     sync_level: SyncLevelOption = None,
     recursive: datasets.RecursiveOption = False,
     include: datasets.IncludeOption = None,
@@ -226,9 +232,17 @@ def cp(
 
     With several DESTINATIONs: a fan-out group reads SOURCE once and writes each
     destination (one progress line per destination); exit 0 only when all completed,
-    1 otherwise, 2 when a destination is given twice or equals SOURCE. With -r and
-    several DESTINATIONs: one dataset lists SOURCE once, reads each file once and
-    writes it under every destination root (counts per destination in `status`).
+    1 otherwise. With -r and several DESTINATIONs: one dataset lists SOURCE once,
+    reads each file once and writes it under every destination root, each root
+    locked for the dataset's life (counts per destination in `status` and on the end
+    lines).
+
+    Exit 2 (usage): a bad option or value, a malformed URL or one that cannot be a
+    destination, a dataset option without -r, a destination given twice, equal to
+    SOURCE or (with -r) inside SOURCE or another destination, --retry-failed with no
+    earlier dataset from SOURCE to the DESTINATIONs, an unusable STACCATO_* setting.
+    Exit 1: the copy failed, was cancelled or (with -r) some files failed; a
+    destination busy; Temporal unreachable.
     """
     options = transfer_options(
         chunk_size,
@@ -296,7 +310,7 @@ def cp(
         await _warn_without_workers(client)
         return await _follow(client, transfer, quiet=quiet)
 
-    _exit_for(run(go))
+    _exit_for(run(go), quiet)
 
 
 def watch(transfer: TransferArg) -> None:
@@ -372,7 +386,10 @@ async def _warn_without_workers(client: StaccatoClient) -> None:
         pass
 
 
-def _exit_for(final: TransferStatus) -> None:
+def _exit_for(final: TransferStatus, quiet: bool = False) -> None:
+    """Say how the transfer ended (nothing when ``quiet`` and it completed)."""
+    if final.state == TransferState.completed and quiet:
+        return
     if final.state == TransferState.completed and final.up_to_date and final.sync_level:
         typer.echo(f"up to date ({final.sync_level.value}): nothing copied", err=True)
         return
@@ -392,14 +409,26 @@ def status(
     transfer: TransferArg,
     as_json: JsonOption = False,
     failures: Annotated[
-        bool, typer.Option("--failures", help="A dataset's failed files and why, one a line.")
+        bool,
+        typer.Option(
+            "--failures",
+            help="A dataset's failed files and why, one a line (NAME<TAB>REASON; with "
+            "several roots NAME<TAB>ROOT<TAB>REASON). Takes a dataset id or root, or a "
+            "fan-out group id (its failed destinations).",
+        ),
     ] = False,
 ) -> None:
-    """Show one transfer or dataset: state, bytes (files), rate, ETA, checksum, error."""
-    if transfer.startswith(GROUP_ID_PREFIX) and not failures:
+    """Show one transfer, dataset or fan-out group: state, bytes (files), rate, ETA,
+    checksum, error.
+
+    TRANSFER is a transfer id (staccato-...), a destination URL or path (its
+    transfer, or the dataset writing under that root), a dataset id
+    (staccato-dataset-...) or a fan-out group id (staccato-group-...).
+    """
+    if transfer.startswith(GROUP_ID_PREFIX):
         from staccato.cli import fanout  # imports the Temporal client
 
-        fanout.status(transfer, as_json)
+        fanout.status(transfer, as_json, failures)
         return
     if transfer.startswith(DATASET_ID_PREFIX) or failures:
         datasets.status(transfer, as_json, failures)

@@ -34,19 +34,22 @@ async def _submit(
     small_file_max: int | None,
     retry_failed: bool,
 ) -> str:
-    from staccato.dataset_client import submit_dataset
+    from staccato.dataset_client import NothingToRetryError, submit_dataset
 
     extra = {} if small_file_max is None else {"small_file_max": small_file_max}
-    return await submit_dataset(
-        client,
-        source,
-        destination,
-        options,
-        include=include,
-        exclude=exclude,
-        retry_failed=retry_failed,
-        **extra,
-    )
+    try:
+        return await submit_dataset(
+            client,
+            source,
+            destination,
+            options,
+            include=include,
+            exclude=exclude,
+            retry_failed=retry_failed,
+            **extra,
+        )
+    except NothingToRetryError as err:  # a usage error: --retry-failed with no dataset
+        fail(str(err), EXIT_USAGE)
 
 
 RecursiveOption = Annotated[
@@ -77,7 +80,9 @@ RetryFailedOption = Annotated[
     bool,
     typer.Option(
         "--retry-failed",
-        help="With -r: copy only the files that failed in the last dataset to DESTINATION.",
+        help="With -r: copy only the files that failed in the last dataset from SOURCE to "
+        "DESTINATION (with several, the failed (file, destination) pairs). Exit 2 when "
+        "there is no such dataset.",
     ),
 ]
 SmallFileMaxOption = Annotated[
@@ -87,7 +92,9 @@ SmallFileMaxOption = Annotated[
         parser=parse_size,
         metavar="SIZE",
         help="With -r: files up to SIZE are copied many per activity; larger ones each "
-        "as a transfer of its own (resumable mid-file). Default 64MiB.",
+        "as a transfer of its own (resumable mid-file). Default 64MiB. With several "
+        "destinations at most 8MiB and one --chunk-size (a small file is held in "
+        "memory to be written to every root).",
         show_default=False,
     ),
 ]
@@ -185,7 +192,7 @@ def cp_recursive(
         return await follow(client, dataset, quiet=quiet)
 
     final = run(go)
-    exit_for(final)
+    exit_for(final, quiet)
 
 
 def progress_text(s: DatasetStatus) -> str:
@@ -246,22 +253,52 @@ async def follow(client: StaccatoClient, dataset: str, *, quiet: bool) -> Datase
     return final
 
 
-def exit_for(final: DatasetStatus) -> None:
-    """Say how the dataset ended; exit 1 unless every file was copied or up to date."""
+def root_summary(s: DatasetStatus) -> list[str]:
+    """Several roots: ``ROOT: 9 copied (1.0 MiB), 0 up to date, 0 failed`` per root."""
+    return [
+        f"{d.destination}: {d.files_done} copied ({render.size(d.bytes_done)}), "
+        f"{d.files_skipped} up to date, {d.files_failed} failed"
+        for d in s.destinations or []
+    ]
+
+
+def exit_for(final: DatasetStatus, quiet: bool = False) -> None:
+    """Say how the dataset ended (nothing when ``quiet`` and it completed; with
+    several roots a line per root, and the error line names the roots that failed);
+    exit 1 unless every file was copied or up to date at every root."""
     summary = (
         f"{final.files_done} files copied ({render.size(final.bytes_done)}), "
         f"{final.files_skipped} up to date, {final.files_failed} failed"
     )
+    per_root = root_summary(final)
     if final.state == DatasetState.completed:
-        typer.echo(f"completed: {summary}", err=True)
+        if not quiet:
+            for line in per_root or [summary]:
+                typer.echo(f"completed: {line}", err=True)
         return
     if final.state == DatasetState.completed_with_errors:
         for failure in final.failures[:10]:
             at = f" at {failure.destination}" if failure.destination else ""
             typer.echo(f"failed: {failure.name}{at}: {failure.reason}", err=True)
         more = final.files_failed - min(10, len(final.failures))
+        if final.destinations is not None:
+            more = sum(d.files_failed for d in final.destinations) - min(10, len(final.failures))
         if more > 0:
             typer.echo(f"... and {more} more (staccato status --failures {final.id})", err=True)
+        if final.destinations is not None:
+            if not quiet:
+                for line in per_root:
+                    typer.echo(line, err=True)
+            bad = [d for d in final.destinations if d.files_failed]
+            summary = (
+                f"{len(final.destinations) - len(bad)} of {len(final.destinations)} "
+                "destinations complete; "
+                + "; ".join(
+                    f"{d.destination}: {d.files_failed} failed, {d.files_done} copied, "
+                    f"{d.files_skipped} up to date"
+                    for d in bad
+                )
+            )
         fail(
             f"dataset {final.id} completed_with_errors: {summary}; copy the failed files "
             "again with --retry-failed"
@@ -289,6 +326,9 @@ def status_lines(s: DatasetStatus, failures: bool) -> list[str]:
     shown = s.to_json_dict()
     shown.pop("failures")
     rows = shown.pop("destinations", None)
+    roots = shown.pop("destination_roots", None)
+    if roots:  # several roots: every one on the destination line
+        shown["destination"] = " ".join(roots)
     shown["progress"] = progress_text(s)
     lines = [f"{key:18} {value}" for key, value in shown.items() if value not in (None, [])]
     for row in rows or []:

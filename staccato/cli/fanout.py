@@ -73,7 +73,7 @@ def cp(source: str, destinations: list[str], options: TransferOptions, quiet: bo
             )
             raise typer.Exit(EXIT_INTERRUPTED) from None
 
-    exit_for(run(go))
+    exit_for(run(go), quiet)
 
 
 def watch(group: str) -> None:
@@ -107,9 +107,12 @@ async def _follow(client: StaccatoClient, group: str, *, quiet: bool) -> GroupSt
     return final
 
 
-def exit_for(final: GroupStatus) -> None:
-    """Say the outcome per destination; exit 0 only when all completed."""
+def exit_for(final: GroupStatus, quiet: bool = False) -> None:
+    """Say the outcome per destination (with ``quiet`` only the ones that did not
+    complete); exit 0 only when all completed."""
     for row in final.destinations:
+        if row.state == TransferState.completed and quiet:
+            continue
         if row.state == TransferState.completed:
             typer.echo(
                 f"completed: {redact(row.destination)}: {units.size(row.bytes or 0)}, "
@@ -129,14 +132,27 @@ def exit_for(final: GroupStatus) -> None:
     )
 
 
-def status(group: str, as_json: bool) -> None:
-    """``status GROUP_ID``: the group and one line per destination."""
+def status(group: str, as_json: bool, failures: bool = False) -> None:
+    """``status GROUP_ID``: the group and one line per destination; with ``failures``
+    one line per destination that did not complete (``DESTINATION<TAB>STATE<TAB>REASON``;
+    ``--json``: those destinations' objects)."""
 
     async def go() -> GroupStatus:
         client = await StaccatoClient.connect()
         return await group_status(client, group)
 
     current = run(go)
+    if failures:
+        bad = [d for d in current.destinations if d.state != TransferState.completed]
+        if as_json:
+            rows = current.to_json_dict()["destinations"]
+            shown = [r for r in rows if r["state"] != TransferState.completed.value]
+            typer.echo(json.dumps(shown, indent=2))
+            return
+        for row in bad:
+            why = row.error or current.error or row.state.value
+            typer.echo(f"{redact(row.destination)}\t{row.state.value}\t{why}")
+        return
     if as_json:
         typer.echo(json.dumps(current.to_json_dict(), indent=2))
         return

@@ -381,7 +381,7 @@ class DatasetStatus(_Lean):
         failures: failed files with reasons (at most :data:`MAX_FAILURES_KEPT`).
     """
 
-    _lean = ("destinations",)
+    _lean = ("destinations", "destination_roots")
 
     id: str
     kind: str = "dataset"
@@ -408,6 +408,9 @@ class DatasetStatus(_Lean):
     #: (``files_*`` above then count files: failed at some root, up to date at every
     #: root, else done; ``bytes_done`` the source bytes of the files done)
     destinations: list[DestinationCounts] | None = None
+    #: several destination roots: every root, in the request's order (``destination``
+    #: above is the first, kept for readers of one root)
+    destination_roots: list[str] | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         """Plain dict with the enum as text (a single destination's dataset without the

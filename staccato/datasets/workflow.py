@@ -50,6 +50,7 @@ from temporalio.exceptions import (
 )
 
 with workflow.unsafe.imports_passed_through():
+    from staccato.datasets.locks import ROOT_LOCK_TYPE, RootLock, root_lock_id
     from staccato.datasets.models import (
         FAN_OUT_SMALL_MAX,
         MAX_CURRENT_SHOWN,
@@ -102,6 +103,14 @@ DATASET_LIMITS_PATCH = "dataset-limits"
 #: ``workflow.patched`` id: a dataset with several destination roots (batches of
 #: ``copy_batch_to_many``, large files as fan-out groups, ``compare_targets``)
 DATASET_FAN_OUT_PATCH = "dataset-fan-out"
+#: ``workflow.patched`` id: a dataset with several roots locks each root (a child
+#: ``DatasetRootLockWorkflow`` under the root's single-dataset id) before it writes
+DATASET_ROOT_LOCKS_PATCH = "dataset-root-locks"
+#: ``workflow.patched`` id: a multi-root dataset's batches ask the governors of the
+#: source, every root and every link for a slot, as a single root's batches do
+DATASET_FAN_OUT_LIMITS_PATCH = "dataset-fan-out-limits"
+#: seconds a run continued as new retries a root lock still held by its previous run
+RELOCK_WAIT_S = 30
 #: entries of a run's first listing page at most: nothing is copied until it is listed,
 #: and a short first page leaves activity slots free to list the next one beside its
 #: batches. Later pages are ``page_size`` long: a listing activity waits for a free
@@ -168,6 +177,8 @@ class DatasetWorkflow:
                 ]
         self._set_state(DatasetState.running)
         try:
+            if self._fan_out and workflow.patched(DATASET_ROOT_LOCKS_PATCH):
+                await self._lock_roots(request.destination_roots or [], carried.runs > 0)
             more = await self._copy_all(request)
         except asyncio.CancelledError:
             await self._stop_in_flight()
@@ -198,6 +209,46 @@ class DatasetWorkflow:
             failures=carried.failures,
             destinations=carried.destinations,
         )
+
+    # -- root locks ------------------------------------------------------------------
+
+    async def _lock_roots(self, roots: list[str], continued: bool) -> None:
+        """Take each root's lock (:mod:`staccato.datasets.locks`) before anything is
+        written; a run continued as new retries a busy lock for
+        :data:`RELOCK_WAIT_S` seconds (its previous run's locks may still be ending).
+
+        Raises:
+            ApplicationError: non-retryable ``DestinationBusy``: a root is locked by
+                another dataset (it names the root and the lock's id); the locks taken
+                so far end with this run.
+        """
+        holder = workflow.info().workflow_id
+        for root in roots:
+            lock_id = root_lock_id(root)
+            waited = 0
+            while True:
+                try:
+                    await workflow.start_child_workflow(
+                        ROOT_LOCK_TYPE,
+                        RootLock(root=root, holder=holder),
+                        id=lock_id,
+                        parent_close_policy=workflow.ParentClosePolicy.TERMINATE,
+                        memo={"destination": root, "holder": holder, "kind": "lock"},
+                        retry_policy=RetryPolicy(maximum_attempts=1),
+                        static_summary=f"lock of {root} for dataset {holder}"[:200],
+                    )
+                    break
+                except WorkflowAlreadyStartedError:
+                    if not continued or waited >= RELOCK_WAIT_S:
+                        raise ApplicationError(
+                            f"destination busy: {root} is being written by another dataset "
+                            f"(its lock {lock_id} is held; `staccato status {lock_id}` names "
+                            "it); wait for it to finish or cancel it",
+                            type="DestinationBusy",
+                            non_retryable=True,
+                        ) from None
+                    waited += 1
+                    await workflow.sleep(1)
 
     # -- the loop --------------------------------------------------------------------
 
@@ -409,11 +460,17 @@ class DatasetWorkflow:
         governors asked (none when no limit is set), once every one granted."""
         control = front.control_queue(workflow.info().task_queue)
         if self._governors is None:  # found once per run, shared by its batches
-            self._governors = asyncio.create_task(
-                slots.find_governors(
-                    transfer_governors(request.source_root, request.destination_root), control
-                )
+            # several roots: the source, every root and every link, in one sorted order
+            # (one root: exactly a transfer's names, as recorded before)
+            roots = (request.destination_roots or []) if self._fan_out else []
+            names = sorted(
+                {
+                    name
+                    for root in roots or [request.destination_root]
+                    for name in transfer_governors(request.source_root, root)
+                }
             )
+            self._governors = asyncio.create_task(slots.find_governors(names, control))
         names = await self._governors
         if not names:
             return []
@@ -635,7 +692,10 @@ class DatasetWorkflow:
         # the batch retries a root that is down itself, for --retry-for from its
         # schedule (the others go on meanwhile): its window is that plus its work
         work = timedelta(seconds=600 + size * len(batch.destination_roots) // 1_000_000)
+        held: list[str] = []
         try:
+            if workflow.patched(DATASET_FAN_OUT_LIMITS_PATCH):
+                held = await self._acquire(request, batch.key)
             result: FanOutBatchResult = await workflow.execute_activity(
                 "copy_batch_to_many",
                 batch,
@@ -657,6 +717,10 @@ class DatasetWorkflow:
                 self._carried.files_failed += 1
             return
         finally:
+            self._waiting.pop(batch.key, None)
+            self._grants.pop(batch.key, None)
+            if held:  # before the batch leaves self._batches: the run ends once it is empty
+                await slots.release(held, SlotRelease(ticket=batch.key))
             self._batches.pop(number, None)
             self._current.pop(number, None)
         carried = self._carried

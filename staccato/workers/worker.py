@@ -66,6 +66,7 @@ from staccato.activities.limits import LimitActivities
 from staccato.activities.link_tuning import LinkTuningActivities
 from staccato.activities.pacing import install_board
 from staccato.activities.stream_lease import HEARTBEAT_THROTTLE_S
+from staccato.datasets.locks import DatasetRootLockWorkflow
 from staccato.datasets.workflow import DatasetWorkflow
 from staccato.errors import RetryableError
 from staccato.secrets import install_log_scrubber
@@ -382,7 +383,13 @@ class StaccatoWorker:
         return Worker(
             self._client,
             task_queue=self._task_queue,
-            workflows=[TransferWorkflow, DatasetWorkflow, GovernorWorkflow, FanOutWorkflow],
+            workflows=[
+                TransferWorkflow,
+                DatasetWorkflow,
+                GovernorWorkflow,
+                FanOutWorkflow,
+                DatasetRootLockWorkflow,
+            ],
             workflow_runner=WORKFLOW_RUNNER,
             workflow_task_poller_behavior=POLLERS,
             activity_task_poller_behavior=POLLERS,

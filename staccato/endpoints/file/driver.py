@@ -159,8 +159,9 @@ class FileDriver(Driver):
             while not os.path.isdir(os.path.dirname(blocking)):
                 blocking = os.path.dirname(blocking)
             raise NotAFileError(
-                f"cannot create directory {blocking} for {url.path}: a file of that name "
-                "exists (another file of the dataset, or one there already); it is not replaced"
+                f"cannot create directory {blocking} for {url.path}: {blocking} is a file, "
+                "not a directory (another file of the dataset, or one there already); it is "
+                "not replaced"
             ) from None
         except OSError as err:
             raise os_error(err, f"destination directory {parent}") from None
@@ -284,6 +285,15 @@ class FileDriver(Driver):
         unlink_if_present(session.data["journal"])
 
 
+def _file_on_the_way(path: Path | str) -> str:
+    """The first component of ``path`` that exists and is not a directory (``path``
+    itself when none is found: it changed meanwhile)."""
+    for candidate in reversed(Path(path).parents):
+        if candidate.exists() and not candidate.is_dir():
+            return str(candidate)
+    return str(path)
+
+
 def check_parent(parent: Path, url: EndpointURL) -> None:
     """The destination directory ``parent`` (of ``url``) exists, is a directory named by
     its real path (no symbolic link on the way) and is writable.
@@ -298,6 +308,11 @@ def check_parent(parent: Path, url: EndpointURL) -> None:
     except FileNotFoundError:
         raise DestinationMissingError(
             f"destination directory {parent} does not exist (for {url}); create it first"
+        ) from None
+    except NotADirectoryError:  # ENOTDIR: a component of the path is a file
+        raise DestinationMissingError(
+            f"destination directory {parent}: {_file_on_the_way(parent)} is a file, not a "
+            f"directory (for {url})"
         ) from None
     except OSError as err:
         raise os_error(err, f"destination directory {parent}") from None
