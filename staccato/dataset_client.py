@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from typing import Any
@@ -77,6 +78,16 @@ def _root_text(url: EndpointURL) -> str:
     return canonical
 
 
+def _real_root(url: EndpointURL) -> str:
+    """The root as the overlap checks compare it: a local path with every symbolic link
+    on it resolved, also where its tail does not exist yet (``os.path.realpath``), so
+    ``cp -r /data/link /data/real/sub`` is seen to copy into itself; other roots as
+    :func:`_root_text`. Reads the local file system: client side only."""
+    if url.scheme != "file":
+        return _root_text(url)
+    return "file://" + os.path.realpath(url.path)
+
+
 def dataset_id(destination_root: str) -> str:
     """The dataset id (= workflow id) for a destination directory or prefix (a local
     directory named through a symbolic link by its real path, as requests are)."""
@@ -116,6 +127,7 @@ def _fan_out_roots(source_root: str, destinations: Sequence[str]) -> list[str]:
             f"{len(destinations)} destinations: a dataset writes at most {MAX_FAN_OUT}"
         )
     roots: list[str] = []
+    reals: list[str] = []
     given: dict[str, str] = {}
     for text in destinations:
         dst = resolve_local_directory(parse_url(text), is_directory=True)
@@ -130,14 +142,23 @@ def _fan_out_roots(source_root: str, destinations: Sequence[str]) -> list[str]:
             )
         if root == source_root:
             raise InvalidURLError(f"destination {root} is the source")
-        for other in roots:
-            if root.startswith(other.rstrip("/") + "/") or other.startswith(root.rstrip("/") + "/"):
+        real = _real_root(dst)
+        for other, other_real in zip(roots, reals, strict=True):
+            if real == other_real:
+                raise InvalidURLError(
+                    f"destinations {other} and {root} are one directory (through a "
+                    "symbolic link): give it once"
+                )
+            if real.startswith(other_real.rstrip("/") + "/") or other_real.startswith(
+                real.rstrip("/") + "/"
+            ):
                 raise InvalidURLError(
                     f"destinations {other} and {root} overlap (one is inside the other); "
                     "pick disjoint roots"
                 )
         given[root] = text
         roots.append(root)
+        reals.append(real)
     return roots
 
 
@@ -194,7 +215,8 @@ def make_dataset_request(
             f"{dst.scheme} endpoints can only be sources, not destinations: {dst}"
         )
     source_root, destination_root = _root_text(src), _root_text(dst)
-    for one, other in ((source_root, destination_root), (destination_root, source_root)):
+    real_source, real_destination = _real_root(src), _real_root(dst)
+    for one, other in ((real_source, real_destination), (real_destination, real_source)):
         if one == other or other.startswith(one.rstrip("/") + "/"):
             raise InvalidURLError(
                 f"source {source_root} and destination {destination_root} overlap (one is "

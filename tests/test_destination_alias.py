@@ -68,3 +68,36 @@ async def test_worker_refuses_a_destination_named_through_a_link(
     message = getattr(cause, "message", str(cause))
     assert "symbolic link" in message and str(real / "y.bin") in message, message
     assert sorted(p.name for p in real.iterdir()) == []
+
+
+def test_a_dataset_into_its_own_source_through_a_link_is_refused(
+    temporal_server, worker: WorkerProcess, data_dir: Path
+) -> None:
+    """``cp -r LINK REAL/sub``, where LINK names REAL: the source and the destination
+    overlap, though their texts do not; the copy would list its own output (and its
+    temp files) without end. Refused with exit 2 before anything is written; so is a
+    second root that is the first one through a link."""
+    from staccato.dataset_client import make_dataset_request
+    from staccato.urls import InvalidURLError
+
+    real = data_dir / "tree"
+    (real / "a").mkdir(parents=True)
+    (real / "a" / "f.bin").write_bytes(b"x" * 100)
+    os.symlink(real, data_dir / "tree-link")
+    refused = run_cli(
+        "cp", "-r", str(data_dir / "tree-link"), str(real / "copy"),
+        address=temporal_server.address, task_queue=worker.task_queue,
+    )  # fmt: skip
+    assert refused.returncode == 2, refused.stderr
+    assert "overlap" in refused.stderr and str(real / "copy") in refused.stderr
+    assert not (real / "copy").exists()
+    with pytest.raises(InvalidURLError, match="overlap"):
+        make_dataset_request(str(real), str(data_dir / "tree-link" / "sub" / "deeper"))
+    other = data_dir / "other"
+    other.mkdir()
+    os.symlink(other, data_dir / "other-link")
+    with pytest.raises(InvalidURLError, match="one directory"):
+        make_dataset_request(
+            str(real),
+            [str(other / "a" / "b"), str(data_dir / "other-link" / "a" / "b"), str(data_dir / "c")],
+        )
