@@ -72,6 +72,7 @@ from staccato.errors import (
     TemporalUnavailableError,
     TransferFailedError,
     TransferNotFoundError,
+    innermost_message,
 )
 from staccato.ids import TRANSFER_ID_PREFIX, transfer_id
 from staccato.links import governor_id
@@ -933,10 +934,7 @@ async def failure_reason(handle: WorkflowHandle[Any, Any], *, cancelled: bool) -
     try:
         await handle.result()
     except WorkflowFailureError as err:
-        cause: BaseException | None = err.cause
-        while getattr(cause, "cause", None) is not None:
-            cause = getattr(cause, "cause", None)
-        return getattr(cause, "message", None) or str(cause)
+        return innermost_message(err.cause)
     except Exception as err:
         return str(err)
     return "failed"

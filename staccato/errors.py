@@ -274,3 +274,21 @@ def from_os_error(err: OSError, what: str) -> StaccatoError:
             f"{what}: file name too long for the file system (255 bytes per name)"
         )
     return PermanentError(f"{what}: {reason}")
+
+
+#: ``ApplicationError.type`` of the traceback text a process pool attaches as the
+#: ``__cause__`` of an exception raised in a worker process (``concurrent.futures``)
+REMOTE_TRACEBACK_TYPE = "_RemoteTraceback"
+
+
+def innermost_message(err: BaseException | None) -> str:
+    """The message of the innermost cause of a Temporal failure chain (a workflow's
+    failure, its child's, its activity's), for users: a process pool's traceback
+    text, which Temporal carries as one more cause below the activity's own error,
+    is not a message and is skipped."""
+    while True:
+        cause = getattr(err, "cause", None)
+        if cause is None or getattr(cause, "type", None) == REMOTE_TRACEBACK_TYPE:
+            break
+        err = cause
+    return getattr(err, "message", None) or str(err)

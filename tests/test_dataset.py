@@ -128,6 +128,9 @@ def test_cli_missing_source_root_fails_naming_it(
     done = run_cli("cp", "-r", str(missing), str(data_dir / "out"), **args)
     assert done.returncode == 1 and "failed" in done.stderr, done.stderr
     assert str(missing) in done.stderr
+    assert "Traceback" not in done.stderr and '"""' not in done.stderr, done.stderr
+    shown = run_cli("status", str(data_dir / "out"), "--json", **args)
+    assert "Traceback" not in shown.stdout, shown.stdout
     http = run_cli("cp", "-r", "https://example.org/x/", str(data_dir / "out"), **args)
     assert http.returncode == 2 and "cp -r needs a file, s3 or sftp" in http.stderr
 

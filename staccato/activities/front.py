@@ -22,7 +22,7 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 from temporalio.exceptions import ApplicationError, CancelledError, TerminatedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from staccato.errors import DestinationBusyError, TransferFailedError
+from staccato.errors import DestinationBusyError, TransferFailedError, innermost_message
 from staccato.ids import transfer_id
 from staccato.models import FrontCheckpoint, FrontInput, IfBusy, TransferResult, TransferState
 from staccato.starts import STARTED_BY, start_or_attach
@@ -137,9 +137,7 @@ class FrontActivities:
             elif isinstance(cause, TerminatedError):
                 message = f"failed: the destination's transfer {canonical} was terminated"
             else:
-                while getattr(cause, "cause", None) is not None:
-                    cause = getattr(cause, "cause", None)
-                message = getattr(cause, "message", None) or str(cause)
+                message = innermost_message(cause)
             raise ApplicationError(
                 message, type=TransferFailedError.TYPE, non_retryable=True
             ) from None
