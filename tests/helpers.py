@@ -54,6 +54,12 @@ def leftovers(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if ".staccato-" in p.name)
 
 
+#: real seconds a worker may take to start polling: ~2 s on a quiet machine; at load 35
+#: on 2 cores a worker with 4 activity processes wrote nothing in 60 s (its imports
+#: alone took 10 s)
+WORKER_START_S = 120.0
+
+
 class WorkerProcess:
     """``staccato worker`` as a subprocess (its activity pool are its children).
 
@@ -82,7 +88,7 @@ class WorkerProcess:
         ) / f"staccato-worker-{self.task_queue}-{uuid.uuid4().hex[:6]}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout_s: float = 60.0) -> WorkerProcess:
+    def start(self, timeout_s: float = WORKER_START_S) -> WorkerProcess:
         """Start and wait until the worker polls (its log says so)."""
         env = {
             **os.environ,

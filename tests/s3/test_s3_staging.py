@@ -1,6 +1,6 @@
 """A source that cannot serve ranges (nginx with ``max_ranges 0``) is staged once into
 the worker's staging cache; failures at the S3 destination afterwards (the store down
-for 15 s, the worker SIGKILLed) are recovered from the cache, and nginx serves the
+for 5 s, the worker SIGKILLed) are recovered from the cache, and nginx serves the
 object exactly once (its access log's body bytes).
 
 The store here is the module's own SeaweedFS (it is stopped and started again),
@@ -55,6 +55,35 @@ class _Relay(SlowLink):
                 target=self._pump, args=(client, upstream, self.rate), daemon=True
             ).start()
             threading.Thread(target=self._pump, args=(upstream, client, 0), daemon=True).start()
+
+
+#: the outage test's options: a stream whose connection hangs (rather than resets) when
+#: the store goes away is retried only after its heartbeat timeout, so that stays
+#: short; but at 3 s (its lease ends 2.25 s after a heartbeat) a loaded machine's late
+#: heartbeats failed attempts on their own (at load 27, 25 of 28 failed attempts: 282 s)
+OUTAGE_OPTIONS = OPTIONS.model_copy(update={"heartbeat_timeout_s": 8})
+#: seconds the store is down (it was 15): the upload's connections break when it goes
+#: (reset at once, or hung until the heartbeat timeout), so streams fail whatever its
+#: length, which the test checks (a stream attempt after the first); a longer outage
+#: only made the next retry wait longer (1, 2, 4, 8, 16 s backoff)
+OUTAGE_S = 5.0
+
+
+async def _stream_attempts(client: StaccatoClient, transfer: str) -> list[int]:
+    """The attempt number of each ``copy_stream`` run of ``transfer`` (its history's
+    ActivityTaskStarted events: Temporal records the last attempt of each)."""
+    handle = client.temporal.get_workflow_handle(transfer)
+    scheduled: set[int] = set()
+    attempts: list[int] = []
+    async for event in handle.fetch_history_events():
+        if event.activity_task_scheduled_event_attributes.activity_type.name == "copy_stream":
+            scheduled.add(event.event_id)
+        started = event.activity_task_started_event_attributes
+        if event.HasField("activity_task_started_event_attributes") and (
+            started.scheduled_event_id in scheduled
+        ):
+            attempts.append(started.attempt)
+    return attempts
 
 
 @pytest.fixture(scope="module")
@@ -157,14 +186,18 @@ async def test_store_down_mid_upload_the_source_is_read_once(
     nginx_no_ranges.clear_log()
     with _running_worker(temporal_server.address, staging_env) as worker:
         client.task_queue = worker.task_queue
-        transfer = await client.submit(nginx_no_ranges.url(name), f"s3://{bucket}/{name}", OPTIONS)
+        transfer = await client.submit(
+            nginx_no_ranges.url(name), f"s3://{bucket}/{name}", OUTAGE_OPTIONS
+        )
         seen = await _wait_copying(client, transfer)
         staging_s3.kill()  # the store goes away mid-upload
         try:
-            await asyncio.sleep(15)  # the outage itself, not a wait for a condition
+            await asyncio.sleep(OUTAGE_S)  # the outage itself, not a wait for a condition
         finally:
             staging_s3.start()
         result = await asyncio.wait_for(client.wait(transfer), timeout=240)
+        retried = await _stream_attempts(client, transfer)
+    assert max(retried) > 1, f"no stream attempt failed in the outage: {retried}"
     assert result.bytes == SIZE
     staging_s3.client().download_file(bucket, name, str(data_dir / "back.bin"))
     assert sha256_file(data_dir / "back.bin") == digest
