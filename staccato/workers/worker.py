@@ -65,6 +65,7 @@ from staccato.activities.known_copies import KnownCopyActivities
 from staccato.activities.limits import LimitActivities
 from staccato.activities.link_tuning import LinkTuningActivities
 from staccato.activities.pacing import install_board
+from staccato.activities.start_lookup import StartLookupActivities
 from staccato.activities.stream_lease import HEARTBEAT_THROTTLE_S
 from staccato.datasets.workflow import DatasetWorkflow
 from staccato.errors import RetryableError
@@ -563,6 +564,8 @@ def control_worker(client: Client, *, task_queue: str) -> Worker:
             link_tuning.recall_link_tuning,
             link_tuning.record_link_tuning,
             copies.find_known_copy,
+            # the three lookups above a transfer makes before its first stream, at once
+            StartLookupActivities(client).look_up_start,
         ],
         max_concurrent_activities=CONTROL_CONCURRENCY,
         activity_task_poller_behavior=POLLERS,
