@@ -723,6 +723,37 @@ class TuningRecall(BaseModel):
     worker_processes: int | None = None
 
 
+class StartLookupInput(BaseModel):
+    """Input of the ``look_up_start`` activity: the control lookups a transfer makes
+    before its first stream, in one activity (each part optional).
+
+    Attributes:
+        link: the link whose tuning memory to recall (``recall_link_tuning``); None:
+            the transfer is not tuned.
+        known_copy: the known-copy lookup (``find_known_copy``); None: not looked up.
+        governors: endpoint and link names whose governors to look for
+            (``find_governors``); empty: none.
+    """
+
+    link: str | None = None
+    known_copy: KnownCopyInput | None = None
+    governors: list[str] = Field(default_factory=list)
+
+
+class StartLookup(BaseModel):
+    """Result of ``look_up_start`` (a part not asked for is None).
+
+    Attributes:
+        recall: what a tuned transfer starts from.
+        known_copy: the copy to read, or why the origin.
+        governors: the names of the input's ``governors`` whose governor runs, in order.
+    """
+
+    recall: TuningRecall | None = None
+    known_copy: KnownCopy | None = None
+    governors: list[str] | None = None
+
+
 class Progress(BaseModel):
     """Workflow-side progress, served by the ``progress`` query (no history cost)."""
 

@@ -67,6 +67,13 @@ def test_up_cp_down_up_keeps_history(tmp_path: Path, nginx_ranges, http_root: Pa
         assert "embeddedtoken123" not in signed.stdout + signed.stderr
         again = _staccato("up", "--detach", "--port", str(port), env=env)
         assert again.returncode == 0 and "already up" in again.stderr  # idempotent
+        assert f"127.0.0.1:{port}" in again.stderr
+        # another port is not what runs: refused, naming the port that does
+        other = free_port()
+        elsewhere = _staccato("up", "--detach", "--port", str(other), env=env)
+        assert elsewhere.returncode == 1, elsewhere.stderr
+        assert "already up (pid " in elsewhere.stderr
+        assert f"Temporal at 127.0.0.1:{port}, not at 127.0.0.1:{other}" in elsewhere.stderr
     finally:
         down = _staccato("down", env=env)
         assert down.returncode == 0, down.stderr
@@ -148,6 +155,34 @@ def test_down_stops_the_server_of_a_killed_up(tmp_path: Path) -> None:
             os.killpg(up_pid, signal.SIGKILL)  # the worker processes the killed up left
         except ProcessLookupError:
             pass
+
+
+@pytest.mark.parametrize("detach", [True, False], ids=["detached", "foreground"])
+def test_up_with_too_little_worker_memory_starts_nothing(tmp_path: Path, detach: bool) -> None:
+    """A worker memory setting below what its processes need is refused before the dev
+    server starts, naming the setting and the least it may be."""
+    from staccato.settings import WORKER_PROCESS_OVERHEAD_BYTES
+    from staccato.workers.devserver import port_open
+
+    home = tmp_path / "home"
+    port, ui_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "STACCATO_HOME": str(home),
+        "STACCATO_WORKER_PROCESSES": "4",
+        "STACCATO_WORKER_MEMORY_BYTES": str(300 * 1024**2),
+    }
+    args = ["up", "--port", str(port), "--ui-port", str(ui_port)]
+    up = _staccato(*args, *(["--detach"] if detach else []), env=env, timeout_s=60)
+    floor = 6 * WORKER_PROCESS_OVERHEAD_BYTES + 16 * 1024**2
+    assert up.returncode == 2, up.stdout + up.stderr
+    assert "STACCATO_WORKER_MEMORY_BYTES=314572800" in up.stderr, up.stderr
+    assert f"at least {floor}" in up.stderr, up.stderr
+    assert "see " not in up.stderr  # the reason itself, not a pointer to a log
+    assert not port_open("127.0.0.1", port)
+    assert _servers_of(home) == []
+    assert not (home / "temporal.db").exists()
+    assert not (home / "up.pid").exists()
 
 
 def test_a_busy_ui_port_is_refused_naming_it(tmp_path: Path) -> None:

@@ -90,6 +90,36 @@ def _pid_file() -> Path:
     return settings.home() / "up.pid"
 
 
+def _address_file() -> Path:
+    """Where a running ``up`` keeps its Temporal address (``127.0.0.1:PORT``)."""
+    return settings.home() / "up.address"
+
+
+def _running_address() -> str:
+    """The Temporal address of the running ``up``; "an unknown port" when it did not
+    say (an older release's ``up``)."""
+    try:
+        return _address_file().read_text().strip() or "an unknown port"
+    except OSError:
+        return "an unknown port"
+
+
+def _already_up(pid: int, address: str) -> str:
+    """What ``up`` says when an ``up`` (pid ``pid``) already runs: where it runs, and
+    whether that is the ``address`` asked for."""
+    running = _running_address()
+    if running == address:
+        return (
+            f"staccato is already up (pid {pid}) with Temporal at {running}; stop it with "
+            "`staccato down`"
+        )
+    return (
+        f"staccato is already up (pid {pid}) with Temporal at {running}, not at {address} "
+        f"as asked; use {running}, or stop it with `staccato down` and run `up` again "
+        "(one `up` per STACCATO_HOME)"
+    )
+
+
 def _running_pid() -> int | None:
     try:
         pid = int(_pid_file().read_text().strip())
@@ -99,6 +129,7 @@ def _running_pid() -> int | None:
 
     if not process_running(pid):  # gone, or a zombie: a killed `up` nobody reaped
         _pid_file().unlink(missing_ok=True)
+        _address_file().unlink(missing_ok=True)
         return None
     return pid
 
@@ -126,9 +157,12 @@ def up(
     )
 
     try:  # checked as `staccato worker` does, before anything starts
-        settings.current()
+        config = settings.current()
         seal_keys()
         codec_keys()
+        # the memory cap must cover the processes asked for (names the setting and
+        # the least it may be)
+        config.buffer_budget_bytes(processes or config.effective_worker_processes)
     except StaccatoError as err:  # SettingsError, SecretKeyError
         fail(str(err), EXIT_USAGE)
     home = settings.home()
@@ -140,10 +174,11 @@ def up(
     address = f"127.0.0.1:{port}"
     if detach:
         pid = _running_pid()
-        if pid:  # idempotent: what the caller asked for is already true
-            typer.echo(
-                f"staccato is already up (pid {pid}); stop it with `staccato down`", err=True
-            )
+        if pid:
+            if _running_address() != address:  # not what the caller asked for
+                fail(_already_up(pid, address))
+            # idempotent: what the caller asked for is already true
+            typer.echo(_already_up(pid, address), err=True)
             return
         log_path = home / "staccato-up.log"
         ready_path = home / "up.ready"
@@ -186,7 +221,7 @@ def up(
     setup_logging(False)
     pid = _running_pid()
     if pid and pid != os.getpid():
-        fail(f"already running (pid {pid}); stop it with `staccato down`")
+        fail(_already_up(pid, address))
     server = None
     orphan = stop_recorded_server(home)  # no `up` runs: its server is left from a killed one
     if orphan:
@@ -203,6 +238,7 @@ def up(
         except DevServerError as err:
             fail(str(err))
     _pid_file().write_text(str(os.getpid()))
+    _address_file().write_text(address)
     typer.echo(
         f"Temporal dev server on {address}, UI at http://127.0.0.1:{ui_port}, data in {home}",
         err=True,
@@ -240,6 +276,7 @@ def up(
             except subprocess.TimeoutExpired:
                 server.kill()
         _pid_file().unlink(missing_ok=True)
+        _address_file().unlink(missing_ok=True)
 
 
 def down() -> None:
@@ -272,6 +309,7 @@ def down() -> None:
         except (ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
     _pid_file().unlink(missing_ok=True)
+    _address_file().unlink(missing_ok=True)
     stop_recorded_server(settings.home())  # `up` stops it; killed mid-way, it may not have
     typer.echo("staccato is down")
 

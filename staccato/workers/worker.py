@@ -65,6 +65,7 @@ from staccato.activities.known_copies import KnownCopyActivities
 from staccato.activities.limits import LimitActivities
 from staccato.activities.link_tuning import LinkTuningActivities
 from staccato.activities.pacing import install_board
+from staccato.activities.start_lookup import StartLookupActivities
 from staccato.activities.stream_lease import HEARTBEAT_THROTTLE_S
 from staccato.datasets.locks import DatasetRootLockWorkflow
 from staccato.datasets.workflow import DatasetWorkflow
@@ -73,6 +74,7 @@ from staccato.secrets import install_log_scrubber
 from staccato.workers.progress_reporter import ProgressReporter, RunningStreams
 from staccato.workers.rates import RateBoard
 from staccato.workers.threaded_pool import ThreadedProcessPool
+from staccato.workers.workflow_thread import WorkflowThread
 from staccato.workflows import TransferWorkflow
 from staccato.workflows import search_attributes as sa
 from staccato.workflows.fanout import FanOutWorkflow
@@ -119,6 +121,15 @@ WORKFLOW_RUNNER = SandboxedWorkflowRunner(
 #: transfers started at once waiting for a poll: each workflow task waited seconds in
 #: the queue while the worker idled).
 POLLERS = PollerBehaviorSimpleMaximum(maximum=20)
+
+#: the workflows a worker runs on its own task queue
+TASK_QUEUE_WORKFLOWS = [
+    TransferWorkflow,
+    DatasetWorkflow,
+    GovernorWorkflow,
+    FanOutWorkflow,
+    DatasetRootLockWorkflow,
+]
 
 # Cancel events made ahead for activity starts (see _GuardedSharedState).
 _READY_EVENTS = 32
@@ -312,6 +323,8 @@ class StaccatoWorker:
             ``STACCATO_WORKER_THREADS``).
         shutdown_timeout_s: seconds running activities get to finish on shutdown
             (default: ``STACCATO_WORKER_SHUTDOWN_TIMEOUT_S``).
+        workflows: its Temporal ``Worker`` runs the workflows as well; False: the
+            activities only (the workflows then run in a :class:`WorkflowThread`).
     """
 
     def __init__(
@@ -322,8 +335,10 @@ class StaccatoWorker:
         processes: int,
         threads: int | None = None,
         shutdown_timeout_s: float | None = None,
+        workflows: bool = True,
     ) -> None:
         self._client = client
+        self._workflows = workflows
         self._shutdown_timeout_s = (
             settings.current().worker_shutdown_timeout_s
             if shutdown_timeout_s is None
@@ -383,13 +398,7 @@ class StaccatoWorker:
         return Worker(
             self._client,
             task_queue=self._task_queue,
-            workflows=[
-                TransferWorkflow,
-                DatasetWorkflow,
-                GovernorWorkflow,
-                FanOutWorkflow,
-                DatasetRootLockWorkflow,
-            ],
+            workflows=TASK_QUEUE_WORKFLOWS if self._workflows else [],
             workflow_runner=WORKFLOW_RUNNER,
             workflow_task_poller_behavior=POLLERS,
             activity_task_poller_behavior=POLLERS,
@@ -580,6 +589,8 @@ def control_worker(
             link_tuning.recall_link_tuning,
             link_tuning.record_link_tuning,
             copies.find_known_copy,
+            # the three lookups above a transfer makes before its first stream, at once
+            StartLookupActivities(client).look_up_start,
         ],
         max_concurrent_activities=CONTROL_CONCURRENCY,
         activity_task_poller_behavior=POLLERS,
@@ -627,10 +638,22 @@ async def run_worker(
     settings.current()
     install_log_scrubber()
     await ensure_search_attributes(client)
+    # workflow tasks on a loop of their own, not behind the streams' (see
+    # staccato.workers.workflow_thread)
+    workflows = WorkflowThread(
+        client,
+        task_queue=task_queue,
+        workflows=TASK_QUEUE_WORKFLOWS,
+        runner=WORKFLOW_RUNNER,
+        pollers=POLLERS,
+        local_activities=ALL_ACTIVITIES,
+    )
     async with StaccatoWorker(
-        client, task_queue=task_queue, processes=processes
+        client, task_queue=task_queue, processes=processes, workflows=False
     ) as staccato_worker:
         assert staccato_worker.worker is not None
+        workflows.start()
+        workflow_task = asyncio.create_task(workflows.ended())
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -661,11 +684,12 @@ async def run_worker(
             staccato_worker.threads,
             staccato_worker.buffer_budget,
         )
+        await workflows.ready()
         if ready is not None:
             ready.set()
         stop_task = asyncio.create_task(stop.wait())
         await asyncio.wait(
-            {run_task, stop_task, control_task, governor_task},
+            {run_task, stop_task, control_task, governor_task, workflow_task},
             return_when=asyncio.FIRST_COMPLETED,
         )
         for other, task in ((control, control_task), (governing, governor_task)):
@@ -679,6 +703,7 @@ async def run_worker(
             await staccato_worker.shutdown()
             if not run_task.done():
                 run_task.cancel()
+        await workflows.shutdown()
         reporter.cancel()
         rates.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -692,6 +717,11 @@ async def run_worker(
                 f"the control worker (task queue {control_queue(task_queue)!r}, front runs) "
                 f"failed: {control_task.exception()}"
             ) from control_task.exception()
+        if workflow_task.done() and not workflow_task.cancelled() and workflow_task.exception():
+            raise RuntimeError(
+                f"the workflow worker (task queue {task_queue!r}) failed: "
+                f"{workflow_task.exception()}"
+            ) from workflow_task.exception()
         if governor_task.done() and not governor_task.cancelled() and governor_task.exception():
             raise RuntimeError(
                 f"the governor worker (task queue {GOVERNOR_QUEUE!r}) failed: "

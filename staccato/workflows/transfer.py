@@ -97,6 +97,8 @@ with workflow.unsafe.imports_passed_through():
         SlotRequest,
         StageInput,
         StageResult,
+        StartLookup,
+        StartLookupInput,
         StreamInput,
         StreamResult,
         TransferRequest,
@@ -185,6 +187,11 @@ TUNE_ENDPOINT_ERRORS_PATCH = "tune-endpoint-errors"
 #: tuned transfer
 TUNE_SWEEP_PATCH = "tune-sweep"
 RECALL_TUNING = "recall_link_tuning"
+#: the control lookups before the first stream (tuning memory, known copy, governors)
+#: run as one activity, ``look_up_start``, instead of one each: one activity and one
+#: workflow task fewer per transfer (two for a tuned one), all three at once
+START_LOOKUP_PATCH = "one-start-lookup"
+START_LOOKUP = "look_up_start"
 RECORD_TUNING = "record_link_tuning"
 #: the tuning activities are best effort: a worker without them runs the fixed defaults
 _TUNING_RETRY = RetryPolicy(maximum_attempts=3, maximum_interval=timedelta(seconds=2))
@@ -330,19 +337,28 @@ class TransferWorkflow:
                     self._set_phase("up-to-date")
                     return sync.up_to_date_result(request, info, check, workflow.now() - started)
                 workflow.logger.info("copying: %s", check.reason)
+            lookup = (
+                await self._look_up_start(request, info)
+                if workflow.patched(START_LOOKUP_PATCH)
+                else None
+            )
             if (
                 options.tuning
                 and info.size >= tuning.MIN_TUNED_BYTES
                 and workflow.patched(TUNING_PATCH)
             ):
                 self._tune_endpoint_errors = workflow.patched(TUNE_ENDPOINT_ERRORS_PATCH)
-                request = await self._start_tuning(request, info)
+                request = await self._start_tuning(
+                    request, info, lookup.recall if lookup is not None else None
+                )
                 options = request.options
             if self._known_copies:  # read a verified copy of this version, or the origin
-                await self._choose_read_source(request, info)
+                await self._choose_read_source(
+                    request, info, lookup.known_copy if lookup is not None else None
+                )
             if workflow.patched(ENDPOINT_LIMITS_PATCH):
                 # an up-to-date transfer needs no slot: asked after the sync check
-                await self._acquire_slots(request)
+                await self._acquire_slots(request, lookup.governors if lookup is not None else None)
             if (
                 self._staged is None  # a fan-out child reads its group's staged entry
                 and (options.stage or not info.supports_ranges)
@@ -425,49 +441,117 @@ class TransferWorkflow:
             read_from_reason=self._progress.read_from_reason,
         )
 
-    async def _choose_read_source(self, request: TransferRequest, info: ObjectInfo) -> None:
+    async def _look_up_start(
+        self, request: TransferRequest, info: ObjectInfo
+    ) -> StartLookup | None:
+        """The control lookups before the first stream, in one ``look_up_start``
+        activity on the control queue: the link's tuning memory (a tuned transfer),
+        a known copy (when one can help, :meth:`_known_copy_input`) and which
+        governors run (always). None when it failed (each part then runs as its own
+        activity, as runs recorded before did); a cancel propagates.
+
+        History: 3 events and a workflow task (before: as many per part).
+        """
+        assert self._progress is not None
+        options = request.options
+        tuned = (
+            options.tuning
+            and info.size >= tuning.MIN_TUNED_BYTES
+            and workflow.patched(TUNING_PATCH)
+        )
+        copy_input = self._known_copy_input(request, info)[0] if self._known_copies else None
+        governors = (
+            transfer_governors(request.source, request.destination)
+            if workflow.patched(ENDPOINT_LIMITS_PATCH)
+            else []
+        )
+        phase = self._progress.phase
+        self._set_phase("look-up")
+        try:
+            return await workflow.execute_activity(
+                START_LOOKUP,
+                StartLookupInput(
+                    link=link_of(request.source, request.destination) if tuned else None,
+                    known_copy=copy_input,
+                    governors=governors,
+                ),
+                result_type=StartLookup,
+                task_queue=front.control_queue(workflow.info().task_queue),
+                # a candidate file is read whole to check it
+                start_to_close_timeout=copy_timeout(info.size) * 3 + SHORT_TIMEOUT
+                if copy_input is not None
+                else SHORT_TIMEOUT,
+                heartbeat_timeout=_FIND_COPY_HEARTBEAT,
+                retry_policy=_FIND_COPY_RETRY,
+            )
+        except ActivityError as err:
+            if isinstance(err.cause, CancelledError) and cancelling():
+                raise
+            workflow.logger.warning("the start lookups failed, one at a time: %s", reason(err))
+            return None
+        finally:
+            self._set_phase(phase)
+
+    def _known_copy_input(
+        self, request: TransferRequest, info: ObjectInfo
+    ) -> tuple[KnownCopyInput | None, str]:
+        """The known-copy lookup to make, or None and why none can help
+        (``--from-origin``, an empty source, a source URL with a secret query, a
+        version that cannot prove the source unchanged, a fan-out child)."""
+        options = request.options
+        group = request.staged_from_group
+        if group is not None and self._staged is not None:  # a fan-out child
+            return None, f"the entry its fan-out group {group.group_id} staged from the origin once"
+        if options.from_origin:
+            return None, "--from-origin: known copies are not looked up"
+        if info.size == 0:
+            return None, "an empty source: nothing to read"
+        if request.source_secret is not None:
+            return None, (
+                "the source URL has a secret query: copies are found by URL, and its "
+                "query is never recorded"
+            )
+        if info.reread_before_publish:
+            return None, (
+                "the source was modified within its version's time resolution: no record "
+                "can prove a copy holds this content"
+            )
+        return KnownCopyInput(
+            source=request.source,
+            source_info=info,
+            destination=request.destination,
+            transfer_id=workflow.info().workflow_id,
+            chunk_size=options.chunk_size,
+        ), ""
+
+    async def _choose_read_source(
+        self, request: TransferRequest, info: ObjectInfo, looked_up: KnownCopy | None = None
+    ) -> None:
         """Decide where the streams read: a verified copy of this source version that an
         earlier transfer wrote (the ``find_known_copy`` activity looks up the records
         and checks the candidates, :mod:`staccato.known_copies`), or the origin; the
         decision and why go into the progress (``read_from``, ``read_from_reason``).
 
+        Args:
+            looked_up: the lookup's result from ``look_up_start`` (then no activity).
+
         History: one activity on the control queue (3 events and a workflow task),
         none when no lookup can help (``--from-origin``, an empty source, a source URL
-        with a secret query, a version that cannot prove the source unchanged). A
-        failed lookup reads the origin; a cancel propagates.
+        with a secret query, a version that cannot prove the source unchanged) or
+        ``looked_up`` is given. A failed lookup reads the origin; a cancel propagates.
         """
         assert self._progress is not None
-        options = request.options
-        group = request.staged_from_group
-        if group is not None and self._staged is not None:  # a fan-out child
-            why = f"the entry its fan-out group {group.group_id} staged from the origin once"
-        elif options.from_origin:
-            why = "--from-origin: known copies are not looked up"
-        elif info.size == 0:
-            why = "an empty source: nothing to read"
-        elif request.source_secret is not None:
-            why = (
-                "the source URL has a secret query: copies are found by URL, and its "
-                "query is never recorded"
-            )
-        elif info.reread_before_publish:
-            why = (
-                "the source was modified within its version's time resolution: no record "
-                "can prove a copy holds this content"
-            )
-        else:
+        copy_input, why = (
+            (None, "") if looked_up is not None else self._known_copy_input(request, info)
+        )
+        found = looked_up
+        if copy_input is not None:
             phase = self._progress.phase
             self._set_phase("find-copy")
             try:
                 found = await workflow.execute_activity(
                     FIND_KNOWN_COPY,
-                    KnownCopyInput(
-                        source=request.source,
-                        source_info=info,
-                        destination=request.destination,
-                        transfer_id=workflow.info().workflow_id,
-                        chunk_size=options.chunk_size,
-                    ),
+                    copy_input,
                     result_type=KnownCopy,
                     task_queue=front.control_queue(workflow.info().task_queue),
                     # a candidate file is read whole to check it
@@ -480,6 +564,7 @@ class TransferWorkflow:
                     raise
                 found = KnownCopy(reason=f"looking up known copies failed: {reason(err)}")
             self._set_phase(phase)
+        if found is not None:
             if found.url is not None and found.info is not None:
                 self._known_copy = found
             why = found.reason
@@ -1226,8 +1311,11 @@ class TransferWorkflow:
         if grant.ticket == self._ticket:
             self._granted[grant.name] = grant
 
-    async def _start_tuning(self, request: TransferRequest, info: ObjectInfo) -> TransferRequest:
-        """Start the per-link optimizer (:mod:`staccato.tuning`) from the link's memory.
+    async def _start_tuning(
+        self, request: TransferRequest, info: ObjectInfo, recalled: TuningRecall | None = None
+    ) -> TransferRequest:
+        """Start the per-link optimizer (:mod:`staccato.tuning`) from the link's memory
+        (``recalled``: from ``look_up_start``; None: the ``recall_link_tuning`` activity).
 
         Returns:
             The request to run: ``options.streams`` the most streams the optimizer may
@@ -1242,7 +1330,7 @@ class TransferWorkflow:
         assert self._progress is not None
         link = link_of(request.source, request.destination)
         try:
-            recall: TuningRecall = await workflow.execute_activity(
+            recall: TuningRecall = recalled or await workflow.execute_activity(
                 RECALL_TUNING,
                 link,
                 result_type=TuningRecall,
@@ -1354,10 +1442,16 @@ class TransferWorkflow:
         except ActivityError as err:
             workflow.logger.warning("the link's tuning was not recorded: %s", reason(err))
 
-    async def _acquire_slots(self, request: TransferRequest) -> None:
+    async def _acquire_slots(
+        self, request: TransferRequest, running: list[str] | None = None
+    ) -> None:
         """Ask the governors of the source and destination endpoints and their link
         (in sorted order: no two transfers wait for each other) for slots; returns
         once every one that runs has granted one. Sets the streams granted.
+
+        Args:
+            running: the names whose governor runs, from ``look_up_start`` (then no
+                ``find_governors``); None: looked up here.
 
         History: the ``find_governors`` activity (3 events and a workflow task);
         per governor that runs, the ``acquire`` signal sent (2 events), the grant
@@ -1367,8 +1461,12 @@ class TransferWorkflow:
         assert self._progress is not None
         info = workflow.info()
         control = front.control_queue(info.task_queue)
-        names = await slots.find_governors(
-            transfer_governors(request.source, request.destination), control
+        names = (
+            running
+            if running is not None
+            else await slots.find_governors(
+                transfer_governors(request.source, request.destination), control
+            )
         )
         if not names:
             return

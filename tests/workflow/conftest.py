@@ -39,7 +39,7 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from staccato import checksums
+from staccato import checksums, tuning
 from staccato.errors import InvalidURLError
 from staccato.ids import transfer_id
 from staccato.models import (
@@ -53,11 +53,14 @@ from staccato.models import (
     PublishInput,
     StageInput,
     StageResult,
+    StartLookup,
+    StartLookupInput,
     StreamInput,
     StreamResult,
     TransferOptions,
     TransferRequest,
     TransferResult,
+    TuningRecall,
     VerifyInput,
     WriteSession,
 )
@@ -301,6 +304,22 @@ async def no_known_copies(request: KnownCopyInput) -> KnownCopy:
     return KnownCopy(reason="no verified copy of this source version is recorded")
 
 
+@activity.defn(name="look_up_start")
+async def no_start_lookups(request: StartLookupInput) -> StartLookup:
+    """The control worker's ``look_up_start`` with no governor, no copy recorded and
+    no link memory (each part against real servers: tests/test_limits.py,
+    tests/test_known_copies.py, tests/test_tuning.py)."""
+    return StartLookup(
+        recall=None
+        if request.link is None
+        else TuningRecall(memory_budget=tuning.DEFAULT_MEMORY_BUDGET),
+        known_copy=None
+        if request.known_copy is None
+        else KnownCopy(reason="no verified copy of this source version is recorded"),
+        governors=[],
+    )
+
+
 @dataclass
 class Run:
     """A started transfer and the endpoint its activities act on."""
@@ -361,7 +380,7 @@ async def transfer(
         control = Worker(
             env.client,
             task_queue=control_queue(task_queue),
-            activities=[no_governors, no_known_copies],
+            activities=[no_governors, no_known_copies, no_start_lookups],
         )
         workers.extend([worker, control])
         runs.extend([asyncio.create_task(worker.run()), asyncio.create_task(control.run())])

@@ -23,6 +23,8 @@ from staccato import tuning
 from staccato.ids import transfer_id
 from staccato.models import (
     ObjectInfo,
+    StartLookup,
+    StartLookupInput,
     StreamInput,
     StreamResult,
     TransferOptions,
@@ -62,6 +64,11 @@ class Control:
             memory_budget=tuning.DEFAULT_MEMORY_BUDGET,
         )
 
+    @activity.defn(name="look_up_start")
+    async def look_up_start(self, request: StartLookupInput) -> StartLookup:
+        recalled = None if request.link is None else await self.recall(request.link)
+        return StartLookup(recall=recalled, governors=[])
+
     @activity.defn(name="record_link_tuning")
     async def record(self, memory: LinkMemory) -> None:
         self.recorded.append(LinkMemory.model_validate(memory))
@@ -89,7 +96,12 @@ async def start(env: WorkflowEnvironment) -> AsyncIterator[Start]:
         control_worker = Worker(
             env.client,
             task_queue=control_queue(queue),
-            activities=[control.find_governors, control.recall, control.record],
+            activities=[
+                control.find_governors,
+                control.recall,
+                control.record,
+                control.look_up_start,
+            ],
         )
         workers.extend([worker, control_worker])
         runs.extend([asyncio.create_task(w.run()) for w in (worker, control_worker)])
