@@ -93,9 +93,7 @@ from staccato.models import (
 from staccato.secrets import seal_source
 from staccato.starts import front_id, start_front, start_or_attach
 from staccato.urls import SOURCE_ONLY_SCHEMES, parse_url, resolve_local_directory
-from staccato.workflows import TransferWorkflow
 from staccato.workflows import search_attributes as sa
-from staccato.workflows.governor import SLOT_QUERY
 
 __all__ = ["TRANSFER_ID_PREFIX", "StaccatoClient", "Submission", "transfer_id"]
 
@@ -156,6 +154,8 @@ GROUP_TYPE = "FanOutWorkflow"
 #: rows :meth:`StaccatoClient.list` reads at once (each: a describe, and a query for a
 #: running transfer or the result of a completed one)
 LIST_CONCURRENCY = 16
+#: ``TransferWorkflow.progress``, asked by name: the client imports no workflow code
+PROGRESS_QUERY = "progress"
 #: seconds a status query waits for a worker (at most; see ``STACCATO_CLIENT_WAIT_S``)
 QUERY_TIMEOUT_S = 5.0
 #: seconds :meth:`StaccatoClient.close` waits for the connection's last references to go
@@ -476,7 +476,9 @@ class StaccatoClient:
             # come from Temporal itself
             try:
                 progress = await handle.query(
-                    TransferWorkflow.progress, rpc_timeout=timedelta(seconds=_query_wait_s())
+                    PROGRESS_QUERY,
+                    result_type=Progress,
+                    rpc_timeout=timedelta(seconds=_query_wait_s()),
                 )
             except Exception:  # no worker polling: fall back to visibility
                 progress = None
@@ -607,6 +609,8 @@ class StaccatoClient:
         """Why a transfer waits for a limit, with its place in line now (asked of the
         governor); what the governor last told the transfer when it cannot answer."""
         if progress.queued_for and progress.queued_ticket:
+            from staccato.workflows.governor import SLOT_QUERY
+
             try:
                 view = await self.temporal.get_workflow_handle(
                     governor_id(progress.queued_for)
@@ -742,10 +746,14 @@ class StaccatoClient:
         Raises:
             StaccatoError: the transfer is not running (message says its state).
         """
+        from staccato.workflows import TransferWorkflow
+
         await self._update(transfer, TransferWorkflow.pause)
 
     async def resume(self, transfer: str) -> None:
         """Resume a paused transfer."""
+        from staccato.workflows import TransferWorkflow
+
         await self._update(transfer, TransferWorkflow.resume)
 
     async def _require(
@@ -835,19 +843,44 @@ class StaccatoClient:
         handle = await self._handle(transfer, run_id)
         ended = asyncio.ensure_future(handle.result())
         ended.add_done_callback(lambda task: task.cancelled() or task.exception())
+        asked: asyncio.Future[TransferStatus] | None = None
         try:
             while True:
-                if ended.done() and not ended.cancelled() and ended.exception() is None:
+                if _completed(ended):
                     # completed: the result says it all (no query replaying the history)
                     yield _completed_status(handle.id, ended.result())
                     return
-                current = await self.status(handle.id, run_id=run_id)
+                # a status takes a describe and a query that a busy worker may answer
+                # late: the run's end, seen meanwhile, is not kept waiting behind it
+                asked = asyncio.ensure_future(self.status(handle.id, run_id=run_id))
+                await asyncio.wait({asked, ended}, return_when=asyncio.FIRST_COMPLETED)
+                if _completed(ended):
+                    continue
+                current = await asked
                 yield current
                 if current.state in _TERMINAL:
                     return
                 await asyncio.wait({ended}, timeout=interval_s)
         finally:
             ended.cancel()
+            if asked is not None:
+                asked.cancel()
+
+    async def outcome(self, transfer: str) -> TransferStatus:
+        """The transfer's final status, once it ends, asking nothing while it runs
+        (what :meth:`follow` yields last, without its status every ``interval_s``:
+        a completed run's status is its result; a failed or cancelled one's is asked
+        once, at the end).
+
+        Follows the run this client submitted under that id if any (see
+        :meth:`submitted_run`), else the latest run.
+        """
+        run_id = self.submitted_run(transfer)
+        handle = await self._handle(transfer, run_id)
+        try:
+            return _completed_status(handle.id, await handle.result())
+        except Exception:  # failed, cancelled, or the wait broke: the status says which
+            return await self.status(handle.id, run_id=run_id)
 
     async def wait(self, transfer: str) -> TransferResult:
         """Wait for the transfer to end.
@@ -870,6 +903,11 @@ class StaccatoClient:
 _STATES = {state.value for state in TransferState}
 #: what concurrent.futures says when a worker's activity process died mid-call
 _POOL_BROKEN = "process pool was terminated abruptly"
+
+
+def _completed(ended: asyncio.Future[Any]) -> bool:
+    """Whether the run's result (``handle.result()``) came back: it completed."""
+    return ended.done() and not ended.cancelled() and ended.exception() is None
 
 
 def _release_deferred() -> None:

@@ -27,6 +27,16 @@ DRIVERS = (
 )
 #: not needed to print help or to reject bad input
 CLIENT = ("temporalio.client", "staccato.client")
+#: not needed by a single ``cp`` without a terminal: rich draws only a terminal's
+#: progress bar; the client asks the workflow by name, not through its code
+NOT_FOR_CP = (
+    "rich",
+    "staccato.workflows.transfer",
+    "staccato.workflows.governor",
+    "staccato.dataset_client",
+    "staccato.fanout_client",
+    "opentelemetry",
+)
 
 #: runs the command in-process (not ``main``: that ends with ``os._exit``) and prints
 #: the modules then loaded as one JSON line
@@ -85,15 +95,19 @@ def test_usage_error_loads_no_driver(tmp_path: Path) -> None:
     assert sorted(m for m in DRIVERS + CLIENT if m in modules) == []
 
 
-def test_whole_cp_loads_no_driver(temporal_server, worker, tmp_path: Path) -> None:
+@pytest.mark.parametrize("quiet", [["--quiet"], []], ids=["quiet", "lines"])
+def test_whole_cp_loads_no_driver(
+    temporal_server, worker, tmp_path: Path, quiet: list[str]
+) -> None:
     """A real ``cp`` through the suite's Temporal server and worker: the command talks
-    to Temporal only; the bytes (and the drivers) are the worker's."""
+    to Temporal only; the bytes (and the drivers) are the worker's. Its stderr is a
+    pipe: no progress bar, so no rich either, quiet or not."""
     source = tmp_path / "src.bin"
     write_random(source, 64 * 1024)
     destination = tmp_path / "dst.bin"
     code, modules, stderr = _probe(
         "cp",
-        "--quiet",
+        *quiet,
         str(source),
         str(destination),
         env={
@@ -105,4 +119,31 @@ def test_whole_cp_loads_no_driver(temporal_server, worker, tmp_path: Path) -> No
     assert code == 0, stderr
     assert destination.read_bytes() == source.read_bytes()
     assert "temporalio.client" in modules  # it did talk to Temporal
-    assert sorted(m for m in DRIVERS if m in modules) == []
+    assert sorted(m for m in DRIVERS + NOT_FOR_CP if m in modules) == []
+    assert "completed: 64.0 KiB" in stderr
+
+
+#: prints the names of the models whose validator was built by the import alone
+BUILT = """
+import json, pydantic, staccato.models, staccato.datasets.models
+built = sorted(
+    f"{module.__name__}.{name}"
+    for module in (staccato.models, staccato.datasets.models)
+    for name, value in vars(module).items()
+    if isinstance(value, type) and issubclass(value, pydantic.BaseModel)
+    and value.__module__ == module.__name__ and value.__pydantic_complete__
+)
+print(json.dumps(built))
+"""
+
+
+def test_importing_the_models_builds_only_what_a_default_needs() -> None:
+    """A model's validator is built at its first use, not at import (each command
+    uses a few of ~70). The two built are a default value's (``TransferOptions()``,
+    the default of ``TransferRequest.options``) and its holder's."""
+    done = subprocess.run(
+        [sys.executable, "-c", BUILT], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    built = set(json.loads(done.stdout))
+    assert built <= {"staccato.models.TransferOptions", "staccato.models.TransferRequest"}

@@ -213,16 +213,15 @@ async def follow(client: StaccatoClient, dataset: str, *, quiet: bool) -> Datase
     """Follow ``dataset`` until it ends: the same rich bar as a single transfer's
     (files handled of files listed, bytes, rate) on a terminal, a line every
     :data:`PLAIN_LINE_INTERVAL_S` otherwise, nothing if ``quiet``."""
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
     from staccato.dataset_client import await_dataset_end, follow_dataset
 
-    console = Console(stderr=True)
+    console = None if quiet else render.stderr_console()
     final: DatasetStatus | None = None
     if quiet:
         final = await await_dataset_end(client, dataset)
-    elif console.is_terminal:
+    elif console is not None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
         columns = (
             TextColumn("[bold]{task.fields[state]}"),
             BarColumn(),
@@ -246,9 +245,7 @@ async def follow(client: StaccatoClient, dataset: str, *, quiet: bool) -> Datase
             now = time.monotonic()
             if now - last_line >= PLAIN_LINE_INTERVAL_S or final.state != last_state:
                 last_line, last_state = now, final.state
-                console.print(
-                    f"{final.state.value}: {progress_text(final)}", highlight=False, soft_wrap=True
-                )
+                render.say(f"{final.state.value}: {progress_text(final)}")
     assert final is not None
     return final
 

@@ -8,6 +8,8 @@ reports (the streams' own heartbeats), never an estimate kept across a pause.
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -135,27 +137,50 @@ class Bar:
         )
 
 
-async def follow(client: StaccatoClient, transfer: str, *, quiet: bool) -> TransferStatus:
-    """Follow ``transfer`` until it ends and return its last status: a progress bar on
-    a terminal, a line every :data:`PLAIN_LINE_INTERVAL_S` otherwise, nothing if
-    ``quiet``."""
+#: variables with which rich decides by itself whether stderr is a terminal
+_RICH_TERMINAL_VARIABLES = ("FORCE_TERMINAL", "TTY_COMPATIBLE", "TTY_INTERACTIVE")
+#: seconds between two status polls under a progress bar
+BAR_INTERVAL_S = 0.5
+
+
+def stderr_console() -> Any | None:
+    """A rich ``Console`` on stderr when stderr is a terminal (a progress bar can be
+    drawn), else None. rich (~0.05 CPU-s to import) is loaded only then, or when one
+    of rich's own variables (``FORCE_TERMINAL``, ``TTY_COMPATIBLE``,
+    ``TTY_INTERACTIVE``) may override what ``isatty`` says."""
+    if not sys.stderr.isatty() and not any(v in os.environ for v in _RICH_TERMINAL_VARIABLES):
+        return None
     from rich.console import Console
 
     console = Console(stderr=True)
-    final: TransferStatus | None = None
+    return console if console.is_terminal else None
+
+
+def say(line: str) -> None:
+    """One progress line on stderr, as it is (no markup: a ``[`` in a reason stays)."""
+    print(line, file=sys.stderr, flush=True)
+
+
+async def follow(client: StaccatoClient, transfer: str, *, quiet: bool) -> TransferStatus:
+    """Follow ``transfer`` until it ends and return its last status: a progress bar on
+    a terminal (a status every :data:`BAR_INTERVAL_S`), a line every
+    :data:`PLAIN_LINE_INTERVAL_S` otherwise (a status as often), nothing if ``quiet``
+    (no status asked until the end: :meth:`StaccatoClient.outcome`). The end is seen
+    when the run ends, whatever the interval."""
     if quiet:
-        async for final in client.follow(transfer):  # noqa: B007 - keep the last status
-            pass
-    elif console.is_terminal:
+        return await client.outcome(transfer)
+    console = stderr_console()
+    final: TransferStatus | None = None
+    if console is not None:
         with Bar(console) as bar:
-            async for final in client.follow(transfer):
+            async for final in client.follow(transfer, interval_s=BAR_INTERVAL_S):
                 bar.update(final)
     else:
         last_line = 0.0
-        async for final in client.follow(transfer):
+        async for final in client.follow(transfer, interval_s=PLAIN_LINE_INTERVAL_S):
             now = time.monotonic()
             if now - last_line >= PLAIN_LINE_INTERVAL_S or final.state in _TERMINAL:
                 last_line = now
-                console.print(plain_line(final), highlight=False, soft_wrap=True)
+                say(plain_line(final))
     assert final is not None
     return final

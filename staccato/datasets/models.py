@@ -13,7 +13,6 @@ from enum import StrEnum
 from typing import Any, ClassVar
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
@@ -22,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from staccato.models import MAX_FAN_OUT, MiB, TransferOptions
+from staccato.models import MAX_FAN_OUT, BaseModel, MiB, TransferOptions
 
 #: failed files kept with their reason (in the result, the status, the carried state);
 #: the count of those beyond is kept too
