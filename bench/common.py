@@ -109,6 +109,29 @@ class Service:
         shutil.rmtree(self.home, ignore_errors=True)
 
 
+class OtherService(Service):
+    """A Service whose worker and CLI are another checkout's (its own venv's python,
+    its own source tree): an A/B of two releases in one run."""
+
+    def __init__(self, checkout: Path, **kwargs: Any) -> None:
+        super().__init__(repo=checkout, **kwargs)
+        self.checkout = checkout
+
+    def _run_there(self, run: Callable[[], object]) -> object:
+        saved = sys.executable  # Service runs ``sys.executable`` (cwd: the checkout)
+        sys.executable = str(self.checkout / ".venv/bin/python")
+        try:
+            return run()
+        finally:
+            sys.executable = saved
+
+    def start_worker(self) -> None:
+        self._run_there(super().start_worker)
+
+    def staccato(self, *args: str) -> None:
+        self._run_there(lambda: Service.staccato(self, *args))
+
+
 def _children(pid: int) -> list[int]:
     found: list[int] = []
     for task in Path(f"/proc/{pid}/task").iterdir():
@@ -266,6 +289,16 @@ def rclone_s3_remote(name: str, seaweed: Any) -> dict[str, str]:
         prefix + "REGION": seaweed.region,
         prefix + "FORCE_PATH_STYLE": "true",
     }
+
+
+def rclone_s3_env(seaweed: Any, work: Path, name: str = "S3") -> dict[str, str]:
+    """The environment for rclone against a SeaweedFS store: the store's subprocess
+    environment (no CA bundle: plain http), an empty config file in ``work`` and remote
+    ``name`` (:func:`rclone_s3_remote`)."""
+    config = work / "rclone.conf"
+    config.write_text("")
+    env = {k: v for k, v in seaweed.subprocess_env().items() if k != "AWS_CA_BUNDLE"}
+    return {**env, "RCLONE_CONFIG": str(config), **rclone_s3_remote(name, seaweed)}
 
 
 def rclone_sftp_remote(name: str, sshd: Any) -> dict[str, str]:
