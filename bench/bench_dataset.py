@@ -32,6 +32,15 @@ by ``sync -f`` of the destination's file system. Warm-up once per tool and case 
 result checked: file count and bytes), then ``--runs`` rounds round-robin (a slow
 spell of the shared machine hits every tool alike); medians, files/s; ratio = the
 peer's median seconds / Staccato's (>= 1.0 means Staccato is at least as fast).
+
+Every run also prints the CPU seconds (user + system) of each group of processes
+(``bench.common.CpuMeter``): the command (the ``staccato`` CLI or the peer tool), the
+worker's main process, its activity processes, the Temporal dev server and SeaweedFS,
+with the load average; the table gives their medians and the CPU ms per file of all
+of them. ``--other CHECKOUT`` adds that checkout's Staccato (its own worker, Temporal
+dev server and venv) as ``staccato (other)`` in the same rounds: an A/B of two
+releases (the CPU groups then sum both services' processes; the idle one polls).
+``--tools`` runs a subset; ``--spy DIR`` records one more Staccato run with py-spy.
 """
 
 from __future__ import annotations

@@ -67,7 +67,7 @@ class Service:
             env=self.env,
             cwd=self.repo,
         )
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180
         while b"worker polling" not in (self.home / "worker.log").read_bytes():
             if time.monotonic() > deadline or self.worker.poll() is not None:
                 raise RuntimeError((self.home / "worker.log").read_text()[-3000:])
