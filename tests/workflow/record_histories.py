@@ -598,11 +598,11 @@ SCENARIOS: dict[str, tuple[Scenario, str | tuple[str, ...]]] = {
     "progress_reported": (progress_reported, ("report_progress", "WORKFLOW_EXECUTION_COMPLETED")),
     # since 0.4.0
     "staged": (staged, ("stage_source", "release_staged", "WORKFLOW_EXECUTION_COMPLETED")),
-    "limited": (limited, ("find_governors", "WORKFLOW_EXECUTION_COMPLETED")),
+    "limited": (limited, ("look_up_start", "WORKFLOW_EXECUTION_COMPLETED")),
     # since 0.5.0
     "known_copy": (
         known_copy,
-        ("find_known_copy", "a verified copy", "WORKFLOW_EXECUTION_COMPLETED"),
+        ("look_up_start", "a verified copy", "WORKFLOW_EXECUTION_COMPLETED"),
     ),
     "fan_out_child": (fan_out_child, ("fan-out-staged", "WORKFLOW_EXECUTION_COMPLETED")),
     "fan_out_group": (
@@ -615,7 +615,7 @@ SCENARIOS: dict[str, tuple[Scenario, str | tuple[str, ...]]] = {
     ),
     "tuned": (
         tuned,
-        ("recall_link_tuning", "record_link_tuning", "WORKFLOW_EXECUTION_COMPLETED"),
+        ("look_up_start", "tune-sweep", "record_link_tuning", "WORKFLOW_EXECUTION_COMPLETED"),
     ),
     "dataset_files": (
         dataset_files,
@@ -628,7 +628,14 @@ SCENARIOS: dict[str, tuple[Scenario, str | tuple[str, ...]]] = {
 }
 SCENARIOS["dataset_fan_out"] = (  # since 0.6.0
     dataset_fan_out,
-    ("dataset-fan-out", "copy_batch_to_many", "FanOutWorkflow", "WORKFLOW_EXECUTION_COMPLETED"),
+    (
+        "dataset-fan-out",
+        "dataset-root-locks",
+        "DatasetRootLockWorkflow",
+        "copy_batch_to_many",
+        "FanOutWorkflow",
+        "WORKFLOW_EXECUTION_COMPLETED",
+    ),
 )
 
 
