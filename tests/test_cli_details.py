@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import signal
 import subprocess
@@ -198,3 +199,53 @@ def test_ctrl_c_says_the_transfer_goes_on(
     status = _cli("status", transfer, env=env)
     assert "state              running" in status.stdout, status.stdout
     _cli("cancel", transfer, env=env)
+
+
+def test_ctrl_c_while_following_a_dataset_says_it_goes_on(
+    temporal_server, worker, data_dir: Path
+) -> None:
+    """Ctrl-C on ``cp -r`` stops the following, not the dataset: like a single
+    transfer's, the message names the dataset and how to watch or cancel it (it said
+    only "error: interrupted")."""
+    source = data_dir / "tree"
+    source.mkdir()
+    write_random(source / "big.bin", 8 * MiB, seed=33)  # a child transfer, paced below
+    env = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": temporal_server.address,
+        "TEMPORAL_NAMESPACE": "default",
+        "STACCATO_TASK_QUEUE": worker.task_queue,
+    }
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "staccato.cli",
+            "cp",
+            "-r",
+            "--max-rate",
+            "2MB/s",
+            str(source),
+            str(data_dir / "copy"),
+        ],  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
+    assert process.stderr is not None
+    first = process.stderr.readline()  # "dataset ID: SOURCE -> DESTINATION"
+    assert first.startswith("dataset staccato-"), first
+    dataset = first.split()[1].rstrip(":")
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 130, (process.returncode, err)
+    assert f"dataset {dataset} goes on" in err, err
+    assert f"staccato watch {dataset}" in err and f"staccato cancel {dataset}" in err, err
+    assert "error" not in err.split("goes on", 1)[1], err
+    status = _cli("status", dataset, "--json", env=env)
+    state = json.loads(status.stdout)["state"]
+    assert state in ("scheduled", "running", "completed"), state  # it went on
+    if state != "completed":
+        assert _cli("cancel", dataset, env=env).returncode == 0

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated
@@ -13,7 +12,7 @@ import typer
 
 from staccato import units
 from staccato.cli import datasets, render
-from staccato.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, fail, run
+from staccato.cli.common import EXIT_USAGE, fail, follow_or_hint, run
 from staccato.cli.options import (
     ChecksumOption,
     ChunkSizeOption,
@@ -362,16 +361,7 @@ async def _follow(client: StaccatoClient, transfer: str, *, quiet: bool) -> Tran
     """:func:`render.follow`; on Ctrl-C (the run is cancelled) say that the transfer
     goes on and how to watch or cancel it, and end the command with exit 130
     (:data:`staccato.cli.common.EXIT_INTERRUPTED`) and no further message."""
-    try:
-        return await render.follow(client, transfer, quiet=quiet)
-    except (asyncio.CancelledError, KeyboardInterrupt):
-        typer.echo(
-            f"\nstaccato: stopped following; transfer {transfer} goes on without you.\n"
-            f"  follow it again:  staccato watch {transfer}\n"
-            f"  cancel it:        staccato cancel {transfer}",
-            err=True,
-        )
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+    return await follow_or_hint("transfer", transfer, render.follow(client, transfer, quiet=quiet))
 
 
 async def _warn_without_workers(client: StaccatoClient) -> None:

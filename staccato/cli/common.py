@@ -61,3 +61,19 @@ def setup_logging(verbose: bool) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("botocore").setLevel(logging.WARNING)
     logging.getLogger("paramiko").setLevel(logging.WARNING)
+
+
+async def follow_or_hint(kind: str, run_id: str, following: Awaitable[T]) -> T:
+    """Await ``following`` (a client following a transfer, group or dataset); on
+    Ctrl-C (the follow is cancelled, the run is not) say that the ``kind`` ``run_id``
+    goes on and how to watch or cancel it, and exit 130 (:data:`EXIT_INTERRUPTED`)."""
+    try:
+        return await following
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        typer.echo(
+            f"\nstaccato: stopped following; {kind} {run_id} goes on without you.\n"
+            f"  follow it again:  staccato watch {run_id}\n"
+            f"  cancel it:        staccato cancel {run_id}",
+            err=True,
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None

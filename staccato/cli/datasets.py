@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from staccato.cli import render
-from staccato.cli.common import EXIT_USAGE, fail, run
+from staccato.cli.common import EXIT_USAGE, fail, follow_or_hint, run
 from staccato.cli.options import parse_size
 from staccato.datasets.models import DatasetState, DatasetStatus
 from staccato.models import TransferOptions
@@ -189,7 +189,7 @@ def cp_recursive(
         if not quiet:
             shown = destination if isinstance(destination, str) else " ".join(destination)
             typer.echo(f"dataset {dataset}: {source} -> {shown}", err=True)
-        return await follow(client, dataset, quiet=quiet)
+        return await follow_or_hint("dataset", dataset, follow(client, dataset, quiet=quiet))
 
     final = run(go)
     exit_for(final, quiet)

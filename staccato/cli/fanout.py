@@ -9,7 +9,6 @@ before anything starts.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 import time
@@ -17,7 +16,7 @@ import time
 import typer
 
 from staccato import units
-from staccato.cli.common import EXIT_INTERRUPTED, fail, run
+from staccato.cli.common import fail, follow_or_hint, run
 from staccato.client import StaccatoClient
 from staccato.fanout_client import (
     follow_group,
@@ -62,16 +61,7 @@ def cp(source: str, destinations: list[str], options: TransferOptions, quiet: bo
                 + (" (attached: the same group was running)" if attached else ""),
                 err=True,
             )
-        try:
-            return await _follow(client, group, quiet=quiet)
-        except (asyncio.CancelledError, KeyboardInterrupt):
-            typer.echo(
-                f"\nstaccato: stopped following; group {group} goes on without you.\n"
-                f"  follow it again:  staccato watch {group}\n"
-                f"  cancel it:        staccato cancel {group}",
-                err=True,
-            )
-            raise typer.Exit(EXIT_INTERRUPTED) from None
+        return await follow_or_hint("group", group, _follow(client, group, quiet=quiet))
 
     exit_for(run(go), quiet)
 
