@@ -249,3 +249,25 @@ def test_ctrl_c_while_following_a_dataset_says_it_goes_on(
     assert state in ("scheduled", "running", "completed"), state  # it went on
     if state != "completed":
         assert _cli("cancel", dataset, env=env).returncode == 0
+
+
+def test_failures_of_a_single_transfer_says_what_it_takes(
+    temporal_server, worker, data_dir: Path
+) -> None:
+    """``status --failures`` of a single transfer's id: exit 2 saying the option takes
+    a dataset or group and the id is a transfer (it said "no dataset ID", which reads
+    as if the id did not exist)."""
+    env = {
+        "TEMPORAL_ADDRESS": temporal_server.address,
+        "TEMPORAL_NAMESPACE": "default",
+        "STACCATO_TASK_QUEUE": worker.task_queue,
+    }
+    write_random(data_dir / "one.bin", 4096, seed=34)
+    done = _cli("submit", "--json", str(data_dir / "one.bin"), str(data_dir / "one.out"), env=env)
+    assert done.returncode == 0, done.stderr
+    transfer = json.loads(done.stdout)["id"]
+    shown = _cli("status", "--failures", transfer, env=env)
+    assert shown.returncode == 2, shown.stderr
+    assert f"{transfer} is a single transfer" in shown.stderr, shown.stderr
+    unknown = _cli("status", "--failures", "staccato-nosuch", env=env)
+    assert unknown.returncode == 1 and "staccato-nosuch" in unknown.stderr, unknown.stderr

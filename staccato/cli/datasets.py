@@ -343,9 +343,21 @@ def status(dataset: str, as_json: bool, failures: bool) -> None:
     async def go() -> DatasetStatus:
         from staccato.client import StaccatoClient
         from staccato.dataset_client import dataset_status
+        from staccato.errors import TransferNotFoundError
 
         client = await StaccatoClient.connect()
-        return await dataset_status(client, dataset)
+        try:
+            return await dataset_status(client, dataset)
+        except TransferNotFoundError:
+            if not failures:
+                raise
+            single = await client.status(dataset)  # raises TransferNotFoundError in turn
+        fail(
+            f"--failures lists the failed files of a dataset (or the failed destinations of "
+            f"a fan-out group); {single.id} is a single transfer ({single.state.value}): "
+            f"see staccato status {single.id}",
+            EXIT_USAGE,
+        )
 
     current = run(go)
     if as_json:
