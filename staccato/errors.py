@@ -174,9 +174,19 @@ class TemporalUnavailableError(StaccatoError):
 
 
 class DestinationBusyError(StaccatoError):
-    """Another, different transfer to the same destination is running."""
+    """Another, different transfer to the same destination is running.
+
+    Attributes:
+        holder: what holds the destination, without advice ("destination busy: X is
+            being written by transfer T (from S)"): the reason a start that waits
+            (``--if-busy wait``) shows while queued; the message adds what to do.
+    """
 
     TYPE = "DestinationBusy"
+
+    def __init__(self, message: str, holder: str | None = None) -> None:
+        super().__init__(message)
+        self.holder = holder or message
 
 
 class TransferNotFoundError(StaccatoError):

@@ -111,11 +111,15 @@ async def start_or_attach(
         run_id = err.run_id or description.run_id
         if holder.get("request_hash") == request_hash:
             return Started(workflow_id, run_id, attached=True)
-        raise DestinationBusyError(
+        held = (
             f"destination busy: {request.destination} is being written by transfer "
-            f"{workflow_id} (from {holder.get('source', '?')}); wait for it to finish, "
+            f"{workflow_id} (from {holder.get('source', '?')})"
+        )
+        raise DestinationBusyError(
+            f"{held}; wait for it to finish, "
             f"cancel it with `staccato cancel {workflow_id}`, or start with --if-busy wait "
-            '(in a raw start\'s or a Schedule\'s input: "options": {"if_busy": "wait"})'
+            '(in a raw start\'s or a Schedule\'s input: "options": {"if_busy": "wait"})',
+            holder=held,
         ) from None
     return Started(workflow_id, handle.first_execution_run_id or handle.result_run_id or "", False)
 

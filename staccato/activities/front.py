@@ -81,7 +81,7 @@ class FrontActivities:
                     if state.waiting_for is None:
                         activity.logger.info("%s: queued: %s", front.front_id, err)
                         await self._signal_state(front.front_id, TransferState.queued)
-                    state.waiting_for = str(err)
+                    state.waiting_for = f"{err.holder}; waiting for it to end (--if-busy wait)"
                     activity.heartbeat(state)
                     await asyncio.sleep(self._busy_poll_s)
                     continue

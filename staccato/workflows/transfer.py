@@ -1661,7 +1661,7 @@ class TransferWorkflow:
         return result
 
 
-_PAUSABLE_PHASES = ("scheduled", "stat", "sync-check", "find-copy", "prepare", "copy")
+_PAUSABLE_PHASES = ("scheduled", "stat", "sync-check", "look-up", "find-copy", "prepare", "copy")
 #: how long a reported rate is shown without a newer report (reports come every
 #: 10 s to a few minutes, see :mod:`staccato.workers.progress_reporter`)
 _LIVE_RATE_FOR = timedelta(minutes=15)
