@@ -214,6 +214,11 @@ def make_dataset_request(
         raise InvalidURLError(
             f"{dst.scheme} endpoints can only be sources, not destinations: {dst}"
         )
+    if dst.scheme == "file" and os.path.exists(dst.path) and not os.path.isdir(dst.path):
+        raise InvalidURLError(
+            f"destination {dst.path} is a file, not a directory: cp -r writes the source's "
+            "files under a directory; name a directory (it is created if missing)"
+        )
     source_root, destination_root = _root_text(src), _root_text(dst)
     real_source, real_destination = _real_root(src), _real_root(dst)
     for one, other in ((real_source, real_destination), (real_destination, real_source)):

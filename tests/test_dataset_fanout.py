@@ -27,7 +27,9 @@ from typing import Any
 import pytest
 
 from staccato.client import StaccatoClient
+from staccato.dataset_client import make_dataset_request
 from staccato.datasets.models import DatasetState
+from staccato.errors import InvalidURLError
 from staccato.models import SyncLevel, TransferOptions
 from tests.dataset_checks import MiB, make_tree, run_dataset, tree
 from tests.helpers import WorkerProcess, run_cli
@@ -563,19 +565,20 @@ async def test_a_large_file_to_a_read_only_root_or_a_file_names_the_cause(
         final = await run_dataset(
             fan_client,
             str(source),
-            [str(good), str(locked), str(afile)],
+            [str(good), str(locked)],
             options=OPTIONS,
             small_file_max=SMALL_FILE_MAX,
         )
     finally:
         _mutable(locked)
+    # a root that is a file already is refused before the dataset starts
+    with pytest.raises(InvalidURLError, match=f"{afile} is a file, not a directory"):
+        make_dataset_request(str(source), [str(good), str(afile)])
     assert final.state == DatasetState.completed_with_errors, final
     assert tree(good) == tree(source)
     why = {(f.name, f.destination): f.reason for f in final.failures if f.name == "sub/big"}
     at_locked = why[("sub/big", f"file://{locked}")]
     assert "permission denied" in at_locked and "does not exist" not in at_locked, at_locked
-    at_file = why[("sub/big", f"file://{afile}")]
-    assert f"{afile} is a file, not a directory" in at_file, at_file
     cli = {"address": temporal_server.address, "task_queue": fan_worker.task_queue, "env": env}
     single = run_cli("cp", "-q", str(source / "sub" / "big"), f"{afile}/x/big", **cli)
     assert single.returncode == 1, single.stderr

@@ -101,3 +101,19 @@ def test_a_dataset_into_its_own_source_through_a_link_is_refused(
             str(real),
             [str(other / "a" / "b"), str(data_dir / "other-link" / "a" / "b"), str(data_dir / "c")],
         )
+
+
+def test_a_dataset_root_that_is_a_file_is_refused_up_front(data_dir: Path) -> None:
+    """``cp -r DIR FILE``: refused before the dataset starts, naming the file (each
+    file failed alone, some naming the wrong path)."""
+    from staccato.dataset_client import make_dataset_request
+    from staccato.urls import InvalidURLError
+
+    (data_dir / "tree").mkdir()
+    (data_dir / "plain.txt").write_bytes(b"x")
+    with pytest.raises(InvalidURLError, match="plain.txt is a file, not a directory"):
+        make_dataset_request(str(data_dir / "tree"), str(data_dir / "plain.txt"))
+    with pytest.raises(InvalidURLError, match="plain.txt is a file, not a directory"):
+        make_dataset_request(
+            str(data_dir / "tree"), [str(data_dir / "d1"), str(data_dir / "plain.txt")]
+        )
