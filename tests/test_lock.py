@@ -358,6 +358,12 @@ async def test_if_busy_wait_queues_then_runs(
         )
     )
     assert visible == [waiter]
+    table = run_cli(
+        "list", "--state", "queued", address=temporal_server.address, task_queue=worker.task_queue
+    )
+    row, why = table.stdout.split(waiter, 1)[1].split("\n")[:2]
+    assert "queued" in row and why.strip().startswith("queued: destination busy"), table.stdout
+    assert holder in why and "cancel it with" not in why, why  # no advice to do what it does
     holder_status = await client.status(holder)
     assert holder_status.state == TransferState.paused, holder_status
     await client.resume(holder)

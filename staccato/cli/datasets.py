@@ -384,5 +384,7 @@ def list_row(s: DatasetStatus) -> str:
     """``staccato list``: a dataset's row beside the transfers'."""
     if s.destinations is not None:
         roots = " ".join(f"{d.destination}/" for d in s.destinations)
-        return f"{s.id}  {s.state.value:10} {progress_text(s):40}  {s.source}/ -> {roots}"
-    return f"{s.id}  {s.state.value:10} {progress_text(s):40}  {s.source}/ -> {s.destination}/"
+    else:
+        roots = f"{s.destination}/"
+    row = f"{s.id}  {s.state.value:10} {progress_text(s):40}  {s.source}/ -> {roots}"
+    return row + render.queued_line(s.state.value, s.queued_reason)

@@ -98,8 +98,16 @@ def status_lines(s: TransferStatus) -> list[str]:
 
 
 def list_row(s: TransferStatus) -> str:
-    """``staccato list``: id, state, progress, source -> destination."""
-    return f"{s.id}  {s.state.value:10} {progress_text(s):40}  {s.source} -> {s.destination}"
+    """``staccato list``: id, state, progress, source -> destination; a queued
+    transfer's reason on an indented line below."""
+    row = f"{s.id}  {s.state.value:10} {progress_text(s):40}  {s.source} -> {s.destination}"
+    return row + queued_line(s.state.value, s.reason)
+
+
+def queued_line(state: str, reason: str | None) -> str:
+    """The line under a queued row of ``staccato list`` saying why it waits (empty when
+    it is not queued or gives no reason)."""
+    return f"\n    queued: {reason}" if state == "queued" and reason else ""
 
 
 class Bar:
