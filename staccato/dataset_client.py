@@ -78,6 +78,10 @@ def _root_text(url: EndpointURL) -> str:
     return canonical
 
 
+#: seconds a status waits for a worker to answer a dataset's progress query
+PROGRESS_QUERY_S = 5.0
+
+
 def _real_root(url: EndpointURL) -> str:
     """The root as the overlap checks compare it: a local path with every symbolic link
     on it resolved, also where its tail does not exist yet (``os.path.realpath``), so
@@ -594,7 +598,9 @@ async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
     progress: DatasetProgress | None = None
     try:
         progress = await handle.query(
-            "progress", result_type=DatasetProgress, rpc_timeout=timedelta(seconds=5)
+            "progress",
+            result_type=DatasetProgress,
+            rpc_timeout=timedelta(seconds=PROGRESS_QUERY_S),
         )
     except Exception:  # no worker answers, or the run is over: what visibility says
         progress = None
@@ -625,6 +631,12 @@ async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
         error=error,
     )
     if progress is None:
+        if state in (DatasetState.running, DatasetState.queued, DatasetState.scheduled):
+            status.counts_unknown = (
+                f"no worker answered the progress query within {PROGRESS_QUERY_S:g} s (a "
+                "restarted worker replays the dataset's history first); counts return "
+                "when one does"
+            )
         return status
     done, done_bytes, current = progress.files_done, progress.bytes_done, []
     if state == DatasetState.running:  # the batches' heartbeats: files done in flight
@@ -732,9 +744,13 @@ async def follow_dataset(
 ) -> AsyncIterator[DatasetStatus]:
     """Yield the status every ``interval_s`` seconds until the dataset ends (the last
     one yielded is the final status)."""
+    last: DatasetStatus | None = None
     async for current in follow_until_ended(
         lambda: dataset_status(client, dataset), _TERMINAL, interval_s
     ):
+        if current.counts_unknown and last is not None and current.state not in _TERMINAL:
+            continue  # the last known counts stand (not zeros) until a worker answers
+        last = current
         yield current
 
 

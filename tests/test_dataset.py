@@ -151,3 +151,25 @@ async def test_include_and_exclude_globs(client: StaccatoClient, data_dir: Path)
     assert final.state == DatasetState.completed, final
     assert sorted(tree(destination)) == ["a.txt", "keep/b.txt", "keep/e.bin"]
     assert final.files_total == 3
+
+
+async def test_status_says_the_counts_are_unknown_when_no_worker_answers(
+    client: StaccatoClient, data_dir: Path
+) -> None:
+    """A running dataset no worker answers for (here: its task queue has none; after a
+    worker SIGKILL: while the new one replays): the status says its counts are unknown
+    and why, rather than 0 files done (a tester saw 10,000 done drop to 0 for 20 s)."""
+    from staccato.dataset_client import dataset_status, submit_dataset
+
+    source = data_dir / "src"
+    source.mkdir()
+    (source / "f").write_bytes(b"x")
+    lonely = StaccatoClient(client.temporal, task_queue="no-worker-polls-this")
+    dataset = await submit_dataset(lonely, str(source), str(data_dir / "dst"), OPTIONS)
+    try:
+        status = await dataset_status(client, str(dataset))
+        assert status.state == DatasetState.running, status
+        assert status.counts_unknown and "no worker answered" in status.counts_unknown
+        assert "counts_unknown" in status.to_json_dict()
+    finally:
+        await client.temporal.get_workflow_handle(str(dataset)).terminate("test over")

@@ -326,7 +326,9 @@ def status_lines(s: DatasetStatus, failures: bool) -> list[str]:
     roots = shown.pop("destination_roots", None)
     if roots:  # several roots: every one on the destination line
         shown["destination"] = " ".join(roots)
-    shown["progress"] = progress_text(s)
+    shown["progress"] = (
+        f"unknown now: {shown.pop('counts_unknown')}" if s.counts_unknown else progress_text(s)
+    )
     lines = [f"{key:18} {value}" for key, value in shown.items() if value not in (None, [])]
     for row in rows or []:
         lines.append(

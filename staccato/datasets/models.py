@@ -380,7 +380,7 @@ class DatasetStatus(_Lean):
         failures: failed files with reasons (at most :data:`MAX_FAILURES_KEPT`).
     """
 
-    _lean = ("destinations", "destination_roots")
+    _lean = ("destinations", "destination_roots", "counts_unknown")
 
     id: str
     kind: str = "dataset"
@@ -410,6 +410,10 @@ class DatasetStatus(_Lean):
     #: several destination roots: every root, in the request's order (``destination``
     #: above is the first, kept for readers of one root)
     destination_roots: list[str] | None = None
+    #: why the counts above are not known now (0 then means unknown, not none done):
+    #: no worker answered the progress query, e.g. while a restarted worker replays
+    #: the dataset's history; left out of the JSON while the counts are known
+    counts_unknown: str | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         """Plain dict with the enum as text (a single destination's dataset without the
