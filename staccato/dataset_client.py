@@ -639,6 +639,7 @@ async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
             )
         return status
     done, done_bytes, current = progress.files_done, progress.bytes_done, []
+    retrying = await _last_retry_error(client, description) if state in _LIVE else None
     if state == DatasetState.running:  # the batches' heartbeats: files done in flight
         for pending in description.raw_description.pending_activities:
             kind = pending.activity_type.name
@@ -687,8 +688,35 @@ async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
             "failures": progress.failures,
             "queued_reason": progress.queued_reason,
             "destinations": progress.destinations,
+            "last_retry_error": retrying,
         }
     )
+
+
+#: dataset states whose steps may be retrying now
+_LIVE = (DatasetState.running, DatasetState.queued)
+#: large files' transfers in flight asked for their retry reason, at most, per status
+_CHILDREN_ASKED = 3
+
+
+async def _last_retry_error(client: StaccatoClient, description: Any) -> str | None:
+    """Why a running dataset makes no progress, if a step of it is being retried: the
+    newest failure of its own activities (listing, batches), else of one of its first
+    :data:`_CHILDREN_ASKED` large files' transfers (their own status); None when
+    nothing is retrying."""
+    raw = description.raw_description
+    for pending in raw.pending_activities:
+        if pending.attempt > 1 and pending.HasField("last_failure"):
+            message = await client._message(pending)
+            return f"{pending.activity_type.name} attempt {pending.attempt}: {message}"
+    for child in list(raw.pending_children)[:_CHILDREN_ASKED]:
+        try:
+            shown = await client.status(child.workflow_id)
+        except (StaccatoError, RPCError):  # gone, or a fan-out group (several roots)
+            continue
+        if shown.last_retry_error:
+            return f"{child.workflow_id}: {shown.last_retry_error}"
+    return None
 
 
 def _from_result(workflow_id: str, result: DatasetResult) -> DatasetStatus:

@@ -173,3 +173,27 @@ async def test_status_says_the_counts_are_unknown_when_no_worker_answers(
         assert "counts_unknown" in status.to_json_dict()
     finally:
         await client.temporal.get_workflow_handle(str(dataset)).terminate("test over")
+
+
+async def test_status_names_the_step_being_retried(client: StaccatoClient, data_dir: Path) -> None:
+    """A dataset whose destination refuses connections makes no progress while its
+    steps are retried: the status says which step and why (it said only "running:
+    0/16+ files" for minutes), and cancel still ends it."""
+    from staccato.dataset_client import cancel_dataset, dataset_status, submit_dataset
+    from tests.test_lock import eventually
+
+    source = data_dir / "src"
+    source.mkdir()
+    (source / "f").write_bytes(b"x" * 100)
+    dataset = str(
+        await submit_dataset(client, str(source), "sftp://127.0.0.1:1/tmp/nowhere", OPTIONS)
+    )
+    try:
+
+        async def retrying() -> str | None:
+            return (await dataset_status(client, dataset)).last_retry_error
+
+        why = await eventually(retrying, timeout_s=90)
+        assert "attempt" in why and "127.0.0.1:1" in why, why
+    finally:
+        await cancel_dataset(client, dataset)

@@ -380,7 +380,7 @@ class DatasetStatus(_Lean):
         failures: failed files with reasons (at most :data:`MAX_FAILURES_KEPT`).
     """
 
-    _lean = ("destinations", "destination_roots", "counts_unknown")
+    _lean = ("destinations", "destination_roots", "counts_unknown", "last_retry_error")
 
     id: str
     kind: str = "dataset"
@@ -414,6 +414,9 @@ class DatasetStatus(_Lean):
     #: no worker answered the progress query, e.g. while a restarted worker replays
     #: the dataset's history; left out of the JSON while the counts are known
     counts_unknown: str | None = None
+    #: the newest failed attempt of a step being retried: a batch, the listing, or a
+    #: large file's transfer (``ID: attempt N: message``); left out while none is
+    last_retry_error: str | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         """Plain dict with the enum as text (a single destination's dataset without the
