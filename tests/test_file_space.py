@@ -121,3 +121,17 @@ async def test_transfer_onto_a_disk_that_fills_up_fails_at_once(
         assert leftovers(small) == []
     finally:
         subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+def test_a_destination_on_a_virtual_file_system_says_it_cannot_hold_files() -> None:
+    """``cp SRC /proc/x``: not "not enough space ... 0 bytes free, free at least 6
+    bytes" (statvfs reports no capacity there), but what the place is."""
+    from staccato.endpoints.file.driver import FileDriver
+    from staccato.errors import PermanentError
+    from staccato.urls import parse_url
+
+    if os.statvfs("/proc").f_blocks != 0:
+        pytest.skip("this /proc reports a capacity")
+    with pytest.raises(PermanentError, match="no capacity") as caught:
+        FileDriver().check_space(parse_url("/proc/staccato-test.bin"), 6)
+    assert "not enough space" not in str(caught.value) and "/proc" in str(caught.value)

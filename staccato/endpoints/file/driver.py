@@ -15,6 +15,7 @@ from staccato.endpoints.file.fs import (
     PSEUDO_FILE_SYSTEMS,
     allocated,
     file_system_type,
+    mount_point,
     mtime_resolution_of,
     no_space,
     os_error,
@@ -179,6 +180,12 @@ class FileDriver(Driver):
             fs = os.statvfs(parent)
         except OSError:
             return
+        if fs.f_blocks == 0:  # no capacity at all: /proc, /sys and the like (statvfs(3))
+            raise PermanentError(
+                f"destination {url.path}: the file system mounted at {mount_point(parent)} "
+                "has no capacity (a virtual file system such as /proc or /sys): it cannot "
+                "hold files; choose a destination on a disk"
+            )
         free = fs.f_bavail * fs.f_frsize
         held = 0
         if temp is not None:
