@@ -197,3 +197,26 @@ async def test_status_names_the_step_being_retried(client: StaccatoClient, data_
         assert "attempt" in why and "127.0.0.1:1" in why, why
     finally:
         await cancel_dataset(client, dataset)
+
+
+def test_retry_failed_of_a_link_loop_says_it_is_a_directory(
+    worker: WorkerProcess, temporal_server, data_dir: Path
+) -> None:
+    """A directory that failed as a link loop, retried with --retry-failed: its reason
+    says it failed as a directory and what to do (it said "empty path segment" and named
+    the source root as if it were the destination)."""
+    import os
+
+    args = dict(address=temporal_server.address, task_queue=worker.task_queue)
+    source, destination = data_dir / "src", data_dir / "dst"
+    (source / "loop").mkdir(parents=True)
+    (source / "f").write_bytes(b"f")
+    os.symlink("..", source / "loop" / "up")
+    first = run_cli("cp", "-r", str(source), str(destination), **args)
+    assert first.returncode == 1, first.stderr
+    again = run_cli("cp", "-r", "--retry-failed", str(source), str(destination), **args)
+    assert again.returncode == 1, again.stderr
+    listed = run_cli("status", "--failures", dataset_id(str(destination)), **args)
+    reasons = dict(line.split("\t") for line in listed.stdout.splitlines())
+    assert "failed as a directory" in reasons["loop/up/"], reasons
+    assert "empty path segment" not in reasons["loop/up/"], reasons

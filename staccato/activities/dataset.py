@@ -187,7 +187,18 @@ def _entry_bytes(entry: DatasetEntry) -> int:
 
 
 def _named_entry(root: EndpointURL, name: str) -> DatasetEntry:
-    """The entry of ``name`` under ``root`` as it is now (``--retry-failed``)."""
+    """The entry of ``name`` under ``root`` as it is now (``--retry-failed``). A name
+    ending in ``/`` failed as a directory (a link loop, an unreadable directory): it
+    names no file to copy again, and says so."""
+    if name.endswith("/"):
+        return DatasetEntry(
+            name=name,
+            error=(
+                f"{name!r} failed as a directory when the dataset listed it; --retry-failed "
+                "copies failed files again, it does not list directories: run the dataset "
+                "again without --retry-failed (--sync-level size skips what is there)"
+            ),
+        )
     try:
         info = stat_source(target_url(root, name).canonical)
     except NotFoundError:
