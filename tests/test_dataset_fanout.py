@@ -472,12 +472,21 @@ async def test_two_datasets_sharing_a_root_never_write_it_at_once(
     src_a, src_b = data_dir / "a", data_dir / "b"
     want_a, want_b = _files(src_a, 600, b"A"), _files(src_b, 600, b"B")
     r1, shared, r3 = data_dir / "r1", data_dir / "shared", data_dir / "r3"
-    slow = {"batch_files": 2, "max_batches": 1}
+    slow = {"batch_files": 1, "max_batches": 1}  # 600 batches one after the other
     a = await submit_dataset(fan_client, str(src_a), [str(r1), str(shared)], OPTIONS, **slow)
     deadline = time.monotonic() + 60
     while not any(p.name.startswith("f") for p in shared.rglob("f*")):
         assert time.monotonic() < deadline, "A wrote nothing to the shared root in 60 s"
         await asyncio.sleep(0.05)
+    # a plain Temporal client skips the client's checks: the workflow's locks hold
+    request = make_dataset_request(str(src_b), [str(r3), str(shared)], OPTIONS)
+    raw = await fan_client.temporal.start_workflow(
+        "DatasetWorkflow", request, id=request_id(request), task_queue=fan_worker.task_queue
+    )
+    with pytest.raises(WorkflowFailureError) as failed:
+        await asyncio.wait_for(raw.result(), 60)
+    running = (await dataset_status(fan_client, a)).state
+    assert running == DatasetState.running, "A ended too soon: the test proves nothing"
     cli = {"address": temporal_server.address, "task_queue": fan_worker.task_queue, "env": env}
     refused = run_cli("cp", "-r", "-q", str(src_b), str(r3), str(shared), **cli)
     assert refused.returncode == 1, refused.stderr
@@ -487,13 +496,6 @@ async def test_two_datasets_sharing_a_root_never_write_it_at_once(
     for roots in ([str(shared), str(r3)], [str(shared)]):
         with pytest.raises(DestinationBusyError, match=a):
             await submit_dataset(fan_client, str(src_b), roots, OPTIONS)
-    # a plain Temporal client skips the client's checks: the workflow's locks hold
-    request = make_dataset_request(str(src_b), [str(r3), str(shared)], OPTIONS)
-    raw = await fan_client.temporal.start_workflow(
-        "DatasetWorkflow", request, id=request_id(request), task_queue=fan_worker.task_queue
-    )
-    with pytest.raises(WorkflowFailureError) as failed:
-        await asyncio.wait_for(raw.result(), 60)
     running = (await dataset_status(fan_client, a)).state
     assert running == DatasetState.running, "A ended too soon: the test proves nothing"
     assert (await dataset_status(fan_client, str(shared))).id == a  # status ROOT: its holder
