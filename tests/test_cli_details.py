@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -38,6 +39,35 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
         cwd=REPO,
         env={**os.environ, **(env or {})},
     )
+
+
+def _cli_env(temporal_server: Any, worker: Any) -> dict[str, str]:
+    """This process's environment pointed at the suite's Temporal server and worker."""
+    return {
+        **os.environ,
+        "TEMPORAL_ADDRESS": temporal_server.address,
+        "TEMPORAL_NAMESPACE": "default",
+        "STACCATO_TASK_QUEUE": worker.task_queue,
+    }
+
+
+def _start_following(
+    kind: str, *args: str, env: dict[str, str]
+) -> tuple[subprocess.Popen[str], str]:
+    """Start ``staccato ARGS`` following what it starts; return the process and the id
+    its first line names (``KIND ID: SOURCE -> DESTINATION``)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "staccato.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
+    assert process.stderr is not None
+    first = process.stderr.readline()
+    assert first.startswith(f"{kind} staccato-"), first
+    return process, first.split()[1].rstrip(":")
 
 
 def _status(**fields: object) -> TransferStatus:
@@ -160,34 +190,12 @@ def test_ctrl_c_says_the_transfer_goes_on(
 ) -> None:
     write_random(http_root / "interrupted.bin", SIZE, seed=32)
     at_rest(http_root / "interrupted.bin")
-    env = {
-        **os.environ,
-        "TEMPORAL_ADDRESS": temporal_server.address,
-        "TEMPORAL_NAMESPACE": "default",
-        "STACCATO_TASK_QUEUE": worker.task_queue,
-    }
+    env = _cli_env(temporal_server, worker)
     destination = data_dir / "interrupted.bin"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "staccato.cli",
-            "cp",
-            "--chunk-size",
-            "2MiB",
-            slow_nginx.url("interrupted.bin"),
-            str(destination),
-        ],  # fmt: skip
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=REPO,
-    )
-    assert process.stderr is not None
-    first = process.stderr.readline()  # "transfer ID: SOURCE -> DESTINATION"
-    assert first.startswith("transfer staccato-"), first
-    transfer = first.split()[1].rstrip(":")
+    process, transfer = _start_following(
+        "transfer", "cp", "--chunk-size", "2MiB", slow_nginx.url("interrupted.bin"),
+        str(destination), env=env,
+    )  # fmt: skip
     time.sleep(1.5)  # let it follow a little (the bar or lines), then Ctrl-C
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=30)
@@ -210,34 +218,11 @@ def test_ctrl_c_while_following_a_dataset_says_it_goes_on(
     source = data_dir / "tree"
     source.mkdir()
     write_random(source / "big.bin", 8 * MiB, seed=33)  # a child transfer, paced below
-    env = {
-        **os.environ,
-        "TEMPORAL_ADDRESS": temporal_server.address,
-        "TEMPORAL_NAMESPACE": "default",
-        "STACCATO_TASK_QUEUE": worker.task_queue,
-    }
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "staccato.cli",
-            "cp",
-            "-r",
-            "--max-rate",
-            "2MB/s",
-            str(source),
-            str(data_dir / "copy"),
-        ],  # fmt: skip
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=REPO,
-    )
-    assert process.stderr is not None
-    first = process.stderr.readline()  # "dataset ID: SOURCE -> DESTINATION"
-    assert first.startswith("dataset staccato-"), first
-    dataset = first.split()[1].rstrip(":")
+    env = _cli_env(temporal_server, worker)
+    process, dataset = _start_following(
+        "dataset", "cp", "-r", "--small-file-max", "1MiB", "--max-rate", "1MB/s",
+        str(source), str(data_dir / "copy"), env=env,
+    )  # fmt: skip
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=30)
     assert process.returncode == 130, (process.returncode, err)
@@ -257,11 +242,7 @@ def test_failures_of_a_single_transfer_says_what_it_takes(
     """``status --failures`` of a single transfer's id: exit 2 saying the option takes
     a dataset or group and the id is a transfer (it said "no dataset ID", which reads
     as if the id did not exist)."""
-    env = {
-        "TEMPORAL_ADDRESS": temporal_server.address,
-        "TEMPORAL_NAMESPACE": "default",
-        "STACCATO_TASK_QUEUE": worker.task_queue,
-    }
+    env = _cli_env(temporal_server, worker)
     write_random(data_dir / "one.bin", 4096, seed=34)
     done = _cli("submit", "--json", str(data_dir / "one.bin"), str(data_dir / "one.out"), env=env)
     assert done.returncode == 0, done.stderr
