@@ -182,14 +182,25 @@ def confirm_source(request: ConfirmSourceInput) -> None:
 @activity.defn(name="prepare")
 @mapped_errors
 def prepare(request: PrepareInput) -> PrepareResult:
-    """Check the destination and open a write session (idempotent per session_key)."""
-    prepared = open_write_session(request)
-    if activity.is_cancelled():
-        # The workflow was cancelled while this prepare ran and may not wait for its
-        # result: nobody else would clean this session up (a multipart upload would be
-        # left behind). Abort is idempotent, so a workflow that does wait and cleans up
-        # too does no harm.
-        get_driver(parse_url(request.destination).scheme).abort(prepared.session)
+    """Check the destination and open a write session (idempotent per session_key).
+
+    A cancel never interrupts it half-way: in a thread the SDK raises the cancel inside
+    the running code, which could land after the endpoint created the session (an S3
+    CreateMultipartUpload answered) and before its id was returned, leaving it unknown
+    to everyone. Shielded, the session is opened, then aborted here if a cancel came
+    (the workflow of a run recorded before this rule does not wait for the result), and
+    the result is returned, so a workflow that waits aborts it too (abort is
+    idempotent).
+    """
+    prepared: PrepareResult | None = None
+    try:
+        with activity.shield_thread_cancel_exception():
+            prepared = open_write_session(request)
+            if activity.is_cancelled():
+                get_driver(parse_url(request.destination).scheme).abort(prepared.session)
+    except CancelledError:
+        if prepared is None:
+            raise
     return prepared
 
 

@@ -38,6 +38,9 @@ async def short_activity(
     result_type: type[T],
     *more_args: Any,
     budget: timedelta | None = None,
+    cancellation_type: workflow.ActivityCancellationType = (
+        workflow.ActivityCancellationType.TRY_CANCEL
+    ),
 ) -> T:
     """Run a short activity (stat, prepare, a size check) with its retries.
 
@@ -47,6 +50,11 @@ async def short_activity(
     activity with :data:`RETRY`, so its retries back off durably and their reasons show
     in ``status`` (pending activities; local activities do not appear there).
     A non-retryable failure (missing source, permission denied...) fails at once.
+
+    ``cancellation_type`` applies to both: ``WAIT_CANCELLATION_COMPLETED`` makes a
+    cancel of the workflow wait for the attempt under way to end, so a step that
+    creates something at an endpoint (``prepare``: an S3 multipart upload) hands its
+    result back for clean-up instead of leaving it unknown.
     """
     try:
         return await workflow.execute_local_activity(
@@ -55,6 +63,7 @@ async def short_activity(
             result_type=result_type,
             start_to_close_timeout=SHORT_TIMEOUT,
             retry_policy=RetryPolicy(maximum_attempts=1),
+            cancellation_type=cancellation_type,
         )
     except (ActivityError, ApplicationError) as err:
         # a local activity's failure may arrive unwrapped (no ActivityError around it)
@@ -76,6 +85,7 @@ async def short_activity(
         start_to_close_timeout=SHORT_TIMEOUT,
         schedule_to_close_timeout=budget,
         retry_policy=RETRY,
+        cancellation_type=cancellation_type,
     )
 
 
@@ -83,6 +93,13 @@ def cancelling() -> bool:
     """Whether this task (the workflow's run, when called from it) was asked to cancel."""
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
+
+
+def cancel_requested() -> bool:
+    """Whether the server asked this workflow to cancel (true from the request on, even
+    after an activity started with ``WAIT_CANCELLATION_COMPLETED`` returned normally
+    and the SDK cleared the task's cancel count)."""
+    return workflow.cancellation_reason() is not None
 
 
 def raise_if_cancelling() -> None:

@@ -118,6 +118,7 @@ from staccato.workflows import front, slots, sync
 from staccato.workflows.calls import (
     RETRY,
     SHORT_TIMEOUT,
+    cancel_requested,
     cancelling,
     copy_timeout,
     raise_if_cancelling,
@@ -192,6 +193,11 @@ RECALL_TUNING = "recall_link_tuning"
 #: workflow task fewer per transfer (two for a tuned one), all three at once
 START_LOOKUP_PATCH = "one-start-lookup"
 START_LOOKUP = "look_up_start"
+#: ``prepare`` runs with ``WAIT_CANCELLATION_COMPLETED``: a cancel while it runs waits
+#: for it to end and cleans up the session it opened (with TRY_CANCEL the workflow
+#: ended at once and an S3 multipart upload created meanwhile was never aborted); a
+#: marker event once per write session
+PREPARE_WAITS_PATCH = "prepare-waits-out-cancel"
 RECORD_TUNING = "record_link_tuning"
 #: the tuning activities are best effort: a worker without them runs the fixed defaults
 _TUNING_RETRY = RetryPolicy(maximum_attempts=3, maximum_interval=timedelta(seconds=2))
@@ -614,6 +620,10 @@ class TransferWorkflow:
         assert self._progress is not None
         options = request.options
         self._set_phase("prepare")
+        # A cancel while prepare runs waits for it to end, so the session it opened (an
+        # S3 multipart upload, known only by the id its answer carries) is cleaned up
+        # instead of left behind (runs recorded before keep TRY_CANCEL).
+        waits = workflow.patched(PREPARE_WAITS_PATCH)
         prepared: PrepareResult = await self._short_activity(
             "prepare",
             PrepareInput(
@@ -623,8 +633,15 @@ class TransferWorkflow:
                 session_key=session_key,
             ),
             PrepareResult,
+            cancellation_type=(
+                workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
+                if waits
+                else workflow.ActivityCancellationType.TRY_CANCEL
+            ),
         )
         session = self._session = prepared.session
+        if waits and cancel_requested():
+            raise asyncio.CancelledError()  # the transfer's ending cleans the session up
         chunk_size = prepared.chunk_size
         if prepared.note:
             workflow.logger.info("chunk size adjusted: %s", prepared.note)
@@ -1651,11 +1668,23 @@ class TransferWorkflow:
         )
 
     async def _short_activity(
-        self, name: str, arg: Any, result_type: type[T], *more_args: Any
+        self,
+        name: str,
+        arg: Any,
+        result_type: type[T],
+        *more_args: Any,
+        cancellation_type: workflow.ActivityCancellationType = (
+            workflow.ActivityCancellationType.TRY_CANCEL
+        ),
     ) -> T:
         """:func:`~staccato.workflows.calls.short_activity` within the retry budget; a success renews the budget."""
         result = await short_activity(
-            name, arg, result_type, *more_args, budget=self._retry_budget()
+            name,
+            arg,
+            result_type,
+            *more_args,
+            budget=self._retry_budget(),
+            cancellation_type=cancellation_type,
         )
         self._progress_at = workflow.now()
         return result

@@ -13,13 +13,14 @@ once after submit. Sizes: an object that fits in one part, one of three parts, 0
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowExecutionStatus
 
 from staccato.client import StaccatoClient
 from staccato.models import MiB, TransferOptions, TransferState
@@ -55,6 +56,28 @@ async def _until_empty(s3: Any, bucket: str, timeout_s: float = 20) -> list[Any]
         await asyncio.sleep(0.3)
         uploads = open_uploads(s3, bucket)
     return uploads
+
+
+async def _cancel_seen(client: StaccatoClient, transfer: str, timeout_s: float) -> bool:
+    """Whether, within ``timeout_s``, a workflow task completed after the transfer's
+    cancel request (or the transfer ended)."""
+    handle = client.temporal.get_workflow_handle(transfer)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        requested = False
+        async for event in handle.fetch_history_events():
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED:
+                requested = True
+            elif requested and event.event_type in (
+                EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED,
+                EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED,
+                EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT,
+            ):
+                return True
+        if (await handle.describe()).status != WorkflowExecutionStatus.RUNNING:
+            return True
+        await asyncio.sleep(0.3)
+    return False
 
 
 @pytest.mark.parametrize(
@@ -93,16 +116,20 @@ async def test_cancel_never_loses_the_previous_object(
             assert held, f"the {step} request never came"
         await profile_client.cancel(transfer)
         if pattern is not None:
-            # let the cancel reach the workflow while the request is still held
-            with contextlib.suppress(TimeoutError):
-                await wait_for_status(
-                    profile_client, transfer, lambda s: s.state in ENDED, timeout_s=3
-                )
+            # the cancel reaches the workflow while the request is still held: a workflow
+            # task has run since the request (the local activity running prepare is
+            # cancelled then, in its thread, at once when its answer comes back)
+            assert await _cancel_seen(profile_client, transfer, timeout_s=60), (
+                "no workflow task ran after the cancel request"
+            )
     finally:
         gated_link.release()
     status = await wait_for_status(
         profile_client, transfer, lambda s: s.state in ENDED, timeout_s=90
     )
+    if step == "prepare":
+        # nothing can have been published: the cancel is what ended it
+        assert status.state == TransferState.cancelled, status
     assert await _until_empty(s3, bucket) == []
     await asyncio.sleep(2)  # and none appears later (a request that was still under way)
     assert open_uploads(s3, bucket) == []
