@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from staccato import checksums
 from staccato.activities.copy import copy_segment_in_process
-from staccato.activities.small_copy import copy_small
+from staccato.activities.small_copy import copy_small, drop_session
 from staccato.activities.stream_progress import StreamStopped
 from staccato.activities.transfer import (
     check_after_publish,
@@ -159,8 +159,7 @@ def copy_object(
     try:
         _write_and_publish(source, info, session, prepared.session_url, options, beat)
     except StaccatoError as err:
-        if not err.retryable:
-            destination_driver.abort(session)
+        drop_session(destination_driver, session, err)
         raise
     except StreamStopped:  # cancelled: nothing of this file is left behind
         destination_driver.abort(session)

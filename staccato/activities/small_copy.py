@@ -29,6 +29,7 @@ version re-checked before publish.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 
@@ -59,6 +60,7 @@ from staccato.models import (
     TransferOptions,
     VerifyInput,
     VerifyMode,
+    WriteSession,
     same_version,
 )
 from staccato.plan import chunk_count
@@ -66,6 +68,8 @@ from staccato.urls import EndpointURL, parse_url
 
 #: bytes: the largest object copied whole in memory (per thread of a batch)
 SMALL_OBJECT_MAX = 8 * 1024 * 1024
+
+log = logging.getLogger("staccato.activities")
 
 
 def copy_small(
@@ -229,10 +233,25 @@ def _write_and_publish(
             verified = True
         driver.publish(session)
     except StaccatoError as err:
-        if not err.retryable:
-            driver.abort(session)
+        drop_session(driver, session, err)
         raise
     check_after_publish(session, size, [(0, chunks)], algorithm, expected, verified, options.verify)
+
+
+def drop_session(driver: Driver, session: WriteSession, err: StaccatoError) -> None:
+    """Abort ``session`` after ``err`` ended its copy, unless a retry will find it again
+    (a transient error on a destination whose sessions reopen by key: its temp data is
+    kept for the retry). A session that cannot be found again (an S3 multipart upload)
+    is always aborted, or it would be left behind; if that abort fails too, it is
+    logged and ``err`` is what the caller raises."""
+    if err.retryable and driver.features.reopens_by_key:
+        return
+    try:
+        driver.abort(session)
+    except StaccatoError as abort_error:
+        if not err.retryable:
+            raise
+        log.warning("%s: the write session was not aborted: %s", session.url, abort_error)
 
 
 def stage_small(

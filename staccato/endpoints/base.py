@@ -232,6 +232,11 @@ class Features:
         whole_put: ``put_whole`` writes a small object in one atomic request the store
             checks against the CRC32C sent with it (nothing is visible unless all of it
             arrived as sent).
+        reopens_by_key: ``open_session`` with a session key used before finds that
+            session again (a temp name derived from the key), so a caller may keep it
+            for a retry. Without it each call opens a new one (S3: a new multipart
+            upload, known only by the id its answer carried): a caller giving up on a
+            session it cannot hand on must abort it, or it is left behind.
     """
 
     write: bool = False
@@ -241,6 +246,7 @@ class Features:
     server_side_copy: bool = False
     whole_get: bool = False
     whole_put: bool = False
+    reopens_by_key: bool = False
 
 
 class Driver(abc.ABC):

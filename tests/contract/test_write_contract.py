@@ -305,7 +305,8 @@ def test_declared_features_hold(writable: EndpointAdapter) -> None:
     """A driver's ``features`` say what it does: a destination declares ``write``;
     ``unpublished_readable`` exactly when ``session_url`` names the temp data;
     ``stored_checksum`` exactly when ``object_checksum`` is its own (not the read-back
-    default). The bytes behind each claim are checked below."""
+    default); ``reopens_by_key`` exactly when a second ``open_session`` with the same
+    key gives the same session. The bytes behind each claim are checked below."""
     from staccato.endpoints.base import Driver
 
     driver = writable.driver
@@ -318,6 +319,14 @@ def test_declared_features_hold(writable: EndpointAdapter) -> None:
         driver.abort(session)
     own_checksum = type(driver).object_checksum is not Driver.object_checksum
     assert own_checksum is features.stored_checksum
+    size = _size(writable, "one_chunk")
+    first = _open(writable, size, key="reopened")
+    again = _open(writable, size, key="reopened")
+    try:
+        assert (again.session_id == first.session_id) is features.reopens_by_key
+    finally:
+        driver.abort(again)
+        driver.abort(first)
     if features.read_back:
         assert features.unpublished_readable, "read-back needs readable unpublished data"
 

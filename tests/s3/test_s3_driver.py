@@ -225,3 +225,30 @@ def test_an_older_single_put_session_is_copied_again(
         driver.publish(session)
     driver.abort(session)
     assert s3.get_object(Bucket=bucket, Key="obj")["Body"].read() == b"the previous object"
+
+
+def test_a_session_given_up_after_a_transient_error_is_aborted_when_it_cannot_be_found_again(
+    driver: S3Driver, s3: Any, bucket: str, tmp_path: Any
+) -> None:
+    """A dataset's file that fails with a transient error keeps its write session for
+    the retry only where the retry can find it again (a temp name derived from the
+    key). An S3 multipart upload is new at every ``open_session``: kept, it would be
+    left open (its parts stored and billed) while the retry opens another one."""
+    from staccato.activities.small_copy import drop_session
+    from staccato.endpoints.file.driver import FileDriver
+
+    transient = RetryableError("connection reset by the store")
+    url = parse_url(f"s3://{bucket}/medium.bin")
+    session = driver.open_session(url, 12 * MiB, 5 * MiB, "given-up")
+    assert [u["UploadId"] for u in open_uploads(s3, bucket)] == [session.session_id]
+    drop_session(driver, session, transient)
+    assert open_uploads(s3, bucket) == []
+
+    files = FileDriver()
+    local = parse_url(str(tmp_path / "medium.bin"))
+    kept = files.open_session(local, 12 * MiB, 5 * MiB, "given-up")
+    drop_session(files, kept, transient)
+    assert files.open_session(local, 12 * MiB, 5 * MiB, "given-up").session_id == kept.session_id
+    assert any(tmp_path.iterdir()), "the temp file kept for the retry is gone"
+    drop_session(files, kept, WriteSessionLost("gone"))
+    assert not any(tmp_path.iterdir()), "a session ended by a permanent error is left behind"

@@ -56,7 +56,11 @@ class FileDriver(Driver):
     scheme = "file"
     # the temp file is readable, and durable_chunks re-checks the bytes it reports
     features = Features(
-        write=True, read_back=True, unpublished_readable=True, server_side_copy=True
+        write=True,
+        read_back=True,
+        unpublished_readable=True,
+        server_side_copy=True,
+        reopens_by_key=True,
     )
 
     def can_copy_from(self, source: EndpointURL, destination: EndpointURL) -> bool:

@@ -133,7 +133,7 @@ class SFTPDriver(Driver):
     scheme = "sftp"
     # the temp file is readable before publish (verified per segment); no read-back
     # per chunk: a second round trip per chunk costs more than one pass at the end
-    features = Features(write=True, unpublished_readable=True)
+    features = Features(write=True, unpublished_readable=True, reopens_by_key=True)
 
     def _run(self, url: EndpointURL, what: str, fn: Callable[[StaccatoSFTP], T]) -> T:
         target = resolve(url)
