@@ -625,6 +625,8 @@ def _discard_session(request: BatchInput, destination_root: EndpointURL, index: 
             remove_temp(destination, f"{request.key}-{index}" + (f"-{attempt}" if attempt else ""))
         return
     driver = get_driver(destination.scheme)
+    if not driver.features.reopens_by_key:
+        return  # nothing to find again: opening would only start a new session (S3)
     session = driver.open_session(
         destination,
         request.files[index].size,
