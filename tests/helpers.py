@@ -88,8 +88,9 @@ class WorkerProcess:
         ) / f"staccato-worker-{self.task_queue}-{uuid.uuid4().hex[:6]}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout_s: float = WORKER_START_S) -> WorkerProcess:
-        """Start and wait until the worker polls (its log says so)."""
+    def start(self, timeout_s: float = WORKER_START_S, *, wait: bool = True) -> WorkerProcess:
+        """Start and wait until the worker polls (its log says so); ``wait=False``:
+        return as soon as the process is started."""
         env = {
             **os.environ,
             "TEMPORAL_ADDRESS": self.address,
@@ -108,6 +109,8 @@ class WorkerProcess:
             cwd=REPO,
         )
         log.close()
+        if not wait:
+            return self
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

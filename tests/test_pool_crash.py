@@ -13,25 +13,30 @@ from pathlib import Path
 from staccato.client import StaccatoClient
 from staccato.models import TransferOptions, TransferState
 from tests.helpers import (
+    WORKER_START_S,
     MiB,
     WorkerProcess,
     child_pids,
     leftovers,
     pid_alive,
     sha256_file,
-    wait_for_status,
     write_random,
 )
+from tests.servers.holding_proxy import HoldingProxy, tcp_socket_owners
 from tests.servers.nginx import NginxServer, nginx_fixture
 from tests.servers.temporal_server import TemporalDevServer
 
 SIZE = 64 * MiB
 CHUNK = 2 * MiB
 STREAMS = 4
-OPTIONS = TransferOptions(chunk_size=CHUNK, streams=STREAMS, heartbeat_timeout_s=3)
-# Seconds the transfer gets to complete after the kill (a few seconds of copying at
-# 4 x 8 MB/s, one retry backoff, a pool restart: room for a slow shared VM).
-FINISH_BOUND_S = 90.0
+# A heartbeat timeout a loaded machine does not reach by itself after the kill: at load
+# 47 a 3 s one timed the retried streams out again and again (60-82 s to complete).
+OPTIONS = TransferOptions(chunk_size=CHUNK, streams=STREAMS, heartbeat_timeout_s=8)
+# Seconds the transfer gets to complete after the kill: a few seconds of copying at
+# 4 x 8 MB/s and one retry backoff, after a pool restart, which starts the manager and
+# every activity process afresh (their imports) and so may take as long as a worker's
+# start: at load 60 one took longer than the 90 s this bound was.
+FINISH_BOUND_S = WORKER_START_S + 30.0
 # A fresh transfer shows ``scheduled`` before ``running``: wait for these or progress.
 DONE = (TransferState.completed, TransferState.failed, TransferState.cancelled)
 
@@ -64,60 +69,69 @@ async def _kill_mid_transfer(
     tmp_path: Path,
 ) -> None:
     """SIGKILL the worker's manager (``which="manager"``) or one activity process
-    (``"pool"``) at 30 % of a transfer; the worker must outlive it and the transfer
-    complete with the source's bytes, never blaming an endpoint."""
+    (``"pool"``) while the source holds the transfer's streams at 30 % of it; the worker
+    must outlive it and the transfer complete with the source's bytes, never blaming an
+    endpoint."""
     digest = write_random(http_root / f"{which}.bin", SIZE, seed=21)
     destination = data_dir / f"{which}.bin"
-    with WorkerProcess(temporal_server.address, log_dir=tmp_path) as worker:
-        assert worker.process is not None
-        client = await StaccatoClient.connect(
-            target_host=temporal_server.address, namespace="default"
-        )
-        client.task_queue = worker.task_queue
-        transfer = await client.submit(slow_nginx.url(f"{which}.bin"), str(destination), OPTIONS)
-        status = await wait_for_status(
-            client,
-            transfer,
-            lambda s: s.state in DONE or (s.bytes_total and s.bytes_done >= s.bytes_total * 0.3),
-            timeout_s=60,
-        )
-        assert status.state == TransferState.running, status
-        spawned = _spawned_children(worker.process.pid)
-        assert len(spawned) == 1 + worker.processes, f"manager + pool expected: {spawned}"
-        victim = spawned[0] if which == "manager" else spawned[-1]
-        os.kill(victim, signal.SIGKILL)
-        killed_at = time.monotonic()
+    proxy = HoldingProxy(slow_nginx.port, hold_after=int(SIZE * 0.3)).start()
+    try:
+        with WorkerProcess(temporal_server.address, log_dir=tmp_path) as worker:
+            assert worker.process is not None
+            client = await StaccatoClient.connect(
+                target_host=temporal_server.address, namespace="default"
+            )
+            client.task_queue = worker.task_queue
+            transfer = await client.submit(proxy.url(f"{which}.bin"), str(destination), OPTIONS)
+            # the transfer cannot end while held: no window to catch by polling
+            await asyncio.to_thread(proxy.wait_held, 60)
+            spawned = _spawned_children(worker.process.pid)
+            assert len(spawned) == 1 + worker.processes, f"manager + pool expected: {spawned}"
+            manager, pool = spawned[0], spawned[1:]
+            # the processes running this transfer's streams: each is mid-body, holding a
+            # source connection the proxy holds
+            streams = tcp_socket_owners(proxy.held_ports(), pool)
+            assert streams, f"no pool process holds a held connection {proxy.held_ports()}"
+            victim = manager if which == "manager" else next(iter(streams.values()))
+            assert all(pid_alive(pid) for pid in streams.values()), streams
+            os.kill(victim, signal.SIGKILL)
+            killed_at = time.monotonic()
+            print(f"{which} {victim} killed with {proxy.relayed} of {SIZE} bytes relayed")
+            proxy.release()
 
-        reasons: list[str] = []
-        deadline = killed_at + FINISH_BOUND_S
-        while True:
-            assert worker.process.poll() is None, (
-                f"the worker exited ({worker.process.returncode}) after its {which} "
-                f"process was killed:\n{worker.log_tail()}"
-            )
-            status = await client.status(transfer)
-            if status.last_retry_error:
-                reasons.append(status.last_retry_error)
-            if status.state in DONE:
-                break
-            assert time.monotonic() < deadline, (
-                f"transfer not done {FINISH_BOUND_S} s after the {which} kill: {status}; "
-                f"retry reasons {reasons[-3:]}\n{worker.log_tail()}"
-            )
-            await asyncio.sleep(0.2)
-        took = time.monotonic() - killed_at
-        result = await asyncio.wait_for(client.wait(transfer), 30)
-        assert not pid_alive(victim)
-        assert worker.process.poll() is None, worker.log_tail()
-        log = worker.log_tail(200_000)
-    print(f"{which} kill: transfer completed {took:.1f} s later; retry reasons {set(reasons)}")
-    assert result.bytes == SIZE
-    assert sha256_file(destination) == digest
-    assert leftovers(data_dir) == []
-    assert "restarting the activity processes" in log, log[-4000:]
-    for reason in reasons:  # a connection error of the manager must not read as an endpoint's
-        assert "Errno" not in reason or "heartbeat channel" in reason, reason
-        assert "terminated abruptly" not in reason, reason  # Python's words, not a person's
+            reasons: list[str] = []
+            deadline = killed_at + FINISH_BOUND_S
+            while True:
+                assert worker.process.poll() is None, (
+                    f"the worker exited ({worker.process.returncode}) after its {which} "
+                    f"process was killed:\n{worker.log_tail()}"
+                )
+                status = await client.status(transfer)
+                if status.last_retry_error:
+                    reasons.append(status.last_retry_error)
+                if status.state in DONE:
+                    break
+                assert time.monotonic() < deadline, (
+                    f"transfer not done {FINISH_BOUND_S} s after the {which} kill: {status}; "
+                    f"retry reasons {reasons[-3:]}\n{worker.log_tail()}"
+                )
+                await asyncio.sleep(0.2)
+            took = time.monotonic() - killed_at
+            result = await asyncio.wait_for(client.wait(transfer), 30)
+            assert not pid_alive(victim)
+            assert worker.process.poll() is None, worker.log_tail()
+            log = worker.log_tail(200_000)
+        print(f"{which} kill: transfer completed {took:.1f} s later; retry reasons {set(reasons)}")
+        assert result.bytes == SIZE
+        assert sha256_file(destination) == digest
+        assert leftovers(data_dir) == []
+        assert "restarting the activity processes" in log, log[-4000:]
+        for reason in reasons:  # a connection error of the manager must not read as an endpoint's
+            assert "Errno" not in reason or "heartbeat channel" in reason, reason
+            assert "terminated abruptly" not in reason, reason  # Python's words, not a person's
+    finally:
+        proxy.release()
+        proxy.stop()
 
 
 async def test_pool_process_killed_mid_transfer(

@@ -37,7 +37,9 @@ class ThreadedProcessPool(ProcessPoolExecutor):
     """``processes`` processes x ``threads`` threads (see the module).
 
     Args:
-        processes: processes (spawned through ``mp_context``).
+        processes: processes (spawned through ``mp_context`` at once, by the calling
+            thread: it must outlive the pool where the initializer asks for a
+            parent-death signal).
         threads: concurrent calls per process.
         mp_context, initializer, initargs: as for ``ProcessPoolExecutor``.
     """
@@ -68,6 +70,12 @@ class ThreadedProcessPool(ProcessPoolExecutor):
             thread_wakeup=self._executor_manager_thread_wakeup,  # type: ignore[attr-defined]
         )
         self._call_queue._ignore_epipe = True  # type: ignore[attr-defined]
+        # all spawned here, by the thread that builds the pool, rather than on demand by
+        # whichever thread submits: Linux's parent-death signal (which the processes'
+        # initializer may ask for) follows the thread that spawned a process, not its
+        # process, so that thread must live as long as the pool
+        for _ in range(processes):
+            self._spawn_process()
 
     def _spawn_process(self) -> None:
         process = self._mp_context.Process(  # type: ignore[attr-defined,union-attr]

@@ -4,8 +4,8 @@ Activities run in a pool of processes (``spawn``), so parallel streams use sever
 cores instead of one GIL, each running up to ``STACCATO_WORKER_THREADS`` activities in
 threads (:mod:`staccato.workers.threaded_pool`: streams are I/O-bound), their chunk
 buffers held within ``STACCATO_WORKER_MEMORY_BYTES`` (:mod:`staccato.activities.capacity`). Each pool process (and the multiprocessing manager that
-carries heartbeats) asks the kernel to SIGKILL it when the worker dies
-(``PR_SET_PDEATHSIG``), so a killed worker leaves no stale writer behind.
+carries heartbeats) ends when the worker dies, however early in its start
+(:mod:`staccato.workers.lifeline`), so a killed worker leaves no stale writer behind.
 
 Stopping: SIGTERM or SIGINT may reach the whole process group (systemd's
 ``KillMode=control-group``, ``docker stop``, Kubernetes, Ctrl-C in a terminal). Pool
@@ -27,12 +27,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import multiprocessing
 import queue
 import signal
-import sys
 import threading
 import time
 import warnings
@@ -59,18 +57,17 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from staccato import settings
 from staccato.activities import ALL_ACTIVITIES
-from staccato.activities.capacity import install_budget
 from staccato.activities.front import FrontActivities
 from staccato.activities.known_copies import KnownCopyActivities
 from staccato.activities.limits import LimitActivities
 from staccato.activities.link_tuning import LinkTuningActivities
-from staccato.activities.pacing import install_board
 from staccato.activities.start_lookup import StartLookupActivities
 from staccato.activities.stream_lease import HEARTBEAT_THROTTLE_S
 from staccato.datasets.locks import DatasetRootLockWorkflow
 from staccato.datasets.workflow import DatasetWorkflow
 from staccato.errors import RetryableError
 from staccato.secrets import install_log_scrubber
+from staccato.workers.lifeline import start_activity_process, start_manager_process
 from staccato.workers.progress_reporter import ProgressReporter, RunningStreams
 from staccato.workers.rates import RateBoard
 from staccato.workers.threaded_pool import ThreadedProcessPool
@@ -83,9 +80,6 @@ from staccato.workflows.governor import GOVERNOR_QUEUE, GovernorWorkflow
 from staccato.workflows.link_tuning import LinkTuningWorkflow
 
 log = logging.getLogger("staccato.worker")
-
-_PR_SET_PDEATHSIG = 1
-
 
 # Seconds, after the graceful shutdown time, that cancelled activities get to return
 # (they see the cancel at their next heartbeat, every 0.5-1 s) before the worker stops
@@ -242,30 +236,6 @@ class _GuardedSharedState(SharedStateManager):
             heartbeats.clear()
 
 
-def die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when its parent dies (no-op elsewhere), and
-    leave SIGINT and SIGTERM to the worker: a signal sent to the whole process group
-    must not kill a stream mid-chunk; the worker's graceful shutdown cancels it."""
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        except (OSError, AttributeError):
-            pass
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    install_log_scrubber()  # a library's log line may quote a URL's token
-
-
-def _start_pool_process(rate_board: MutableMapping[str, float], buffer_budget: int) -> None:
-    """The initializer of each activity process: :func:`die_with_parent`, the
-    worker's rate board for the streams' pacing (:mod:`staccato.activities.pacing`),
-    and the process's memory budget for chunk buffers (bytes,
-    :mod:`staccato.activities.capacity`)."""
-    die_with_parent()
-    install_board(rate_board)
-    install_budget(buffer_budget)
-
-
 def _warm_up() -> int:
     import staccato.activities  # noqa: F401 - import drivers' common code once per process
 
@@ -373,13 +343,13 @@ class StaccatoWorker:
         """Start a manager, a warmed-up pool and a Temporal ``Worker`` using them."""
         self._channel_lost = threading.Event()
         self._manager = SyncManager(ctx=self._context)
-        self._manager.start(die_with_parent)
+        self._manager.start(start_manager_process)
         self.rate_board = self._manager.dict()
         self._executor = ThreadedProcessPool(
             self._processes,
             self.threads,
             mp_context=self._context,
-            initializer=_start_pool_process,
+            initializer=start_activity_process,
             initargs=(self.rate_board, self.buffer_budget),
         )
         loop = asyncio.get_running_loop()

@@ -1,0 +1,94 @@
+"""What each process a worker spawns (its activity processes and its multiprocessing
+manager) runs first: it ties its life to the worker's, so a killed worker (SIGKILL,
+the OOM killer) leaves no process behind, and none that could go on writing a
+destination while Temporal retries its stream elsewhere.
+
+On Linux the process asks the kernel to SIGKILL it when its parent dies
+(``PR_SET_PDEATHSIG``, prctl(2)). Three traps, each handled here:
+
+- The request takes effect when the child makes it, not at the spawn: a worker killed
+  before that (while its pool starts, or while it rebuilds one) never signals the
+  child. Such a child would wait forever on the pool's call queue, whose write end it
+  holds itself (it lived on for more than 20 minutes). So after the request the child
+  compares ``getppid()`` with the pid of the process that spawned it, and exits if
+  they differ: the parent died first.
+- A spawned child imports whatever unpickling its target and arguments needs before
+  it runs any of it. This module and the pool's entry
+  (:mod:`staccato.workers.threaded_pool`) import the standard library only, and the
+  rest (temporalio, pydantic, the drivers: seconds on a loaded machine) is imported
+  after the lifeline is set, so an orphan exits within a second or two, not after its
+  imports.
+- The "parent" is the thread that spawned the child, not its process: when that
+  thread exits, the child is killed though the worker lives. The worker spawns its
+  processes from the thread that builds the pool (its event loop's), which lives as
+  long as the worker.
+
+Elsewhere (no prctl), and if the request fails, a thread of the child waits on
+multiprocessing's parent sentinel (a pipe whose other end only the parent holds) and
+ends the process when it closes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+from collections.abc import MutableMapping
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent() -> None:
+    """Arrange for this process to end when the process that spawned it does (see
+    the module), and leave SIGINT and SIGTERM to the worker: a signal sent to the whole
+    process group must not kill a stream mid-chunk; the worker's graceful shutdown
+    cancels it. Ends this process at once if its parent is already gone. A no-op for
+    the lifeline in a process not started by :mod:`multiprocessing`."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            armed = ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) == 0
+        except (OSError, AttributeError):
+            armed = False
+    if os.getppid() != parent.pid:  # reparented: the parent died before the prctl
+        os._exit(1)
+    if not armed:
+        threading.Thread(target=_end_with, args=(parent,), name="parent-watch", daemon=True).start()
+
+
+def _end_with(parent: multiprocessing.process.BaseProcess) -> None:
+    parent.join()  # returns when the parent's end of the sentinel pipe closes: it died
+    os._exit(1)
+
+
+def start_activity_process(rate_board: MutableMapping[str, float], buffer_budget: int) -> None:
+    """The initializer of each activity process: :func:`die_with_parent`, then URL
+    secrets scrubbed from log lines, the worker's rate board for the streams' pacing
+    (:mod:`staccato.activities.pacing`) and the process's memory budget for chunk
+    buffers (bytes, :mod:`staccato.activities.capacity`)."""
+    die_with_parent()
+    from staccato.activities.capacity import install_budget
+    from staccato.activities.pacing import install_board
+    from staccato.secrets import install_log_scrubber
+
+    install_log_scrubber()  # a library's log line may quote a URL's token
+    install_board(rate_board)
+    install_budget(buffer_budget)
+
+
+def start_manager_process() -> None:
+    """The initializer of the worker's multiprocessing manager (it carries heartbeats
+    and the rate board): :func:`die_with_parent`, then URL secrets scrubbed from log
+    lines."""
+    die_with_parent()
+    from staccato.secrets import install_log_scrubber
+
+    install_log_scrubber()
