@@ -294,6 +294,10 @@ class BatchInput(BaseModel):
     files: list[BatchFile]
     options: TransferOptions
     key: str
+    #: the governors (endpoint and link names) that granted the batch its slot, under
+    #: the ticket ``key``: the worker looks up the batch's share of their
+    #: ``max_rate`` by it (:mod:`staccato.workers.rates`); empty: none
+    governors: list[str] = Field(default_factory=list)
 
 
 class BatchResult(BaseModel):
