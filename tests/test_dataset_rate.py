@@ -156,3 +156,38 @@ async def test_lowered_endpoint_max_rate_reaches_a_running_batch(
     final = await done
     check_copied(final, source, target, files)
     assert final.bytes_done == total, final
+
+
+async def test_dataset_max_rate_paces_batches_to_several_roots(
+    client: StaccatoClient, tmp_path: Path, data_dir: Path
+) -> None:
+    """cp -r --max-rate 2MB/s of 24 x 1 MiB small files to two roots (each file read
+    once, written to both; 4 files in flight): each root holds all 24 no sooner than
+    80 % of 24 MiB / 2 MB/s (10 s) after the submission (timed from it: with files in
+    flight, a first file slowed by load would shorten a span from the first file)."""
+    rate = 2_000_000
+    source = tmp_path / "src"
+    total = small_files(source, count=24)
+    roots = [data_dir / "one", data_dir / "two"]
+    submitted = time.monotonic()
+    dataset = await submit_dataset(
+        client,
+        str(source),
+        [str(r) for r in roots],
+        options=OPTIONS.model_copy(update={"max_rate": rate}),
+    )
+    done = asyncio.ensure_future(wait_dataset(client, dataset, timeout_s=60))
+    growth = [GrowthLog(r) for r in roots]
+    while not done.done():
+        for g in growth:
+            g.sample()
+        await asyncio.sleep(0.1)
+    for g in growth:
+        g.sample()
+    final = await done
+    assert final.state == DatasetState.completed and final.files_done == 24, final
+    for root, g in zip(roots, growth, strict=True):
+        assert tree_difference(tree(root), tree(source)) == []
+        took = next(t for t, b in g.samples if b >= total) - submitted
+        print(f"{root.name}: 24 MiB landed {took:.1f} s after submission under 2MB/s")
+        assert took >= 0.8 * total / rate, f"{took:.1f} s: the batch was not paced"

@@ -49,6 +49,7 @@ from staccato.datasets.models import (
     BatchInput,
     BatchResult,
     DatasetEntry,
+    FanOutBatchInput,
     FileFailure,
     ListInput,
     ListResult,
@@ -337,7 +338,7 @@ def _copy_batch(request: BatchInput) -> BatchResult | None:
     )
 
 
-def batch_pacer(request: BatchInput) -> SharedPacer | None:
+def batch_pacer(request: BatchInput | FanOutBatchInput) -> SharedPacer | None:
     """The batch's pacer, which every file of it draws from (None when no rate can
     apply: no ``max_rate`` of its own and no governor slot, so an unpaced batch does
     no pacing work per file). The batch reads as one stream: at most the transfer's

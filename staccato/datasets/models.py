@@ -456,6 +456,8 @@ class FanOutBatchInput(BaseModel):
     files: list[FanOutBatchFile]
     options: TransferOptions
     key: str
+    #: as :attr:`BatchInput.governors` (the source's, every root's and every link's)
+    governors: list[str] = Field(default_factory=list)
 
 
 class FanOutBatchResult(BaseModel):

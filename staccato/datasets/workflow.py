@@ -700,6 +700,8 @@ class DatasetWorkflow:
         try:
             if workflow.patched(DATASET_FAN_OUT_LIMITS_PATCH):
                 held = await self._acquire(request, batch.key)
+            if held:  # paced as a batch to one root is (the activity's input only)
+                batch = batch.model_copy(update={"governors": held})
             result: FanOutBatchResult = await workflow.execute_activity(
                 "copy_batch_to_many",
                 batch,

@@ -7,8 +7,8 @@ processes, where the streams read, do not. So :class:`RateBoard` (in the main
 process):
 
 * records, through a worker interceptor, which slot tickets and governors the
-  ``copy_stream``, ``stage_source`` and ``copy_batch`` (a dataset's batch of small
-  files: one stream, its ticket its ``key``) attempts running on this worker have
+  ``copy_stream``, ``stage_source``, ``copy_batch`` and ``copy_batch_to_many`` (a
+  dataset's batch of small files: one stream, its ticket its ``key``) attempts running on this worker have
   (from their input);
 * every :data:`TICK_S` asks each of those governors once (a query: no history
   event) and writes ticket -> the lowest per-stream rate of its governors into a dict
@@ -32,7 +32,7 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
-from staccato.datasets.models import BatchInput
+from staccato.datasets.models import BatchInput, FanOutBatchInput
 from staccato.links import governor_id
 from staccato.models import StageInput, StreamInput
 from staccato.workflows.governor import RATES_QUERY
@@ -44,7 +44,7 @@ TICK_S = 1.0
 STREAM_ACTIVITY = "copy_stream"
 #: the activities whose reads are paced (a copy stream, the staging read, a dataset's
 #: batch of small files)
-PACED_ACTIVITIES = frozenset({STREAM_ACTIVITY, "stage_source", "copy_batch"})
+PACED_ACTIVITIES = frozenset({STREAM_ACTIVITY, "stage_source", "copy_batch", "copy_batch_to_many"})
 
 
 class RateBoard:
@@ -165,7 +165,7 @@ def _slot(arg: object) -> tuple[str, tuple[str, ...]] | None:
     none, or not a paced input)."""
     if isinstance(arg, StreamInput | StageInput):
         ticket = arg.ticket
-    elif isinstance(arg, BatchInput):
+    elif isinstance(arg, BatchInput | FanOutBatchInput):
         ticket = arg.key  # a batch's slot is asked for under its key
     else:
         return None
