@@ -157,11 +157,15 @@ def _copy_segment(request: StreamInput, waiting: WaitingBeat) -> StreamResult:
     return copy.complete_result()
 
 
-def copy_segment_in_process(request: StreamInput, beat: Callable[[], None]) -> StreamResult:
+def copy_segment_in_process(
+    request: StreamInput, beat: Callable[[], None], pacer: Pacer | None = None
+) -> StreamResult:
     """Copy ``request.segment`` inside another activity (a dataset's ``copy_batch``):
     the same durable-chunk check, reads, checksums, writes and read-back as a stream,
     but progress goes to ``beat`` (called at most every 0.5 s; it heartbeats the
-    caller's own details and raises to stop) instead of a stream checkpoint.
+    caller's own details and raises to stop) instead of a stream checkpoint, and the
+    reads are paced by the caller's ``pacer`` (a batch's, shared by its files; None:
+    by the request's ``max_rate`` and ticket, as a stream).
 
     Returns:
         The complete :class:`StreamResult` (segment checksum, ``verified``).
@@ -170,7 +174,7 @@ def copy_segment_in_process(request: StreamInput, beat: Callable[[], None]) -> S
         StreamStopped: ``beat`` stopped the copy (cancelled).
         StaccatoError: as the drivers raise them (not mapped).
     """
-    copy = _SegmentCopy(request, beat)
+    copy = _SegmentCopy(request, beat, pacer)
     copy.copy_all()
     return copy.complete_result()
 
@@ -211,7 +215,12 @@ class _SegmentCopy:
         server_side: the destination copies from the source itself (``copy_chunk``).
     """
 
-    def __init__(self, request: StreamInput, beat: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        request: StreamInput,
+        beat: Callable[[], None] | None = None,
+        pacer: Pacer | None = None,
+    ) -> None:
         self.request = request
         self.segment = segment = request.segment
         self.session = session = request.session
@@ -261,7 +270,7 @@ class _SegmentCopy:
                 checkpoint.next_chunk if checkpoint else None,
             )
         self.read_back = request.read_back and self.destination.features.read_back
-        self.pacer = Pacer(request.max_rate, request.ticket if request.governors else None)
+        self.pacer = pacer or Pacer(request.max_rate, request.ticket if request.governors else None)
         self.server_side = (
             bool(self.todo)
             and not request.staged

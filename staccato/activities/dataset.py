@@ -40,6 +40,7 @@ from temporalio.exceptions import CancelledError
 
 from staccato.activities.errors import mapped_errors
 from staccato.activities.object_copy import copy_object, up_to_date
+from staccato.activities.pacing import SharedPacer, beating_wait, paced_by
 from staccato.activities.small_copy import stage_small_url
 from staccato.activities.stream_progress import StreamStopped, heartbeat
 from staccato.activities.transfer import check_file_roots, stat_source
@@ -48,6 +49,7 @@ from staccato.datasets.models import (
     BatchInput,
     BatchResult,
     DatasetEntry,
+    FanOutBatchInput,
     FileFailure,
     ListInput,
     ListResult,
@@ -317,11 +319,14 @@ def _copy_batch(request: BatchInput) -> BatchResult | None:
     beat = _Beat(state)
     root = parse_url(request.source_root)
     destination_root = parse_url(request.destination_root)
+    pacer = batch_pacer(request)
     try:
         with keepalive_hook(beat):
+            if pacer is not None:
+                pacer.start(beating_wait(beat))
             if resuming:
-                _resume(request, root, destination_root, state, beat)
-            _copy_in_flight(request, root, destination_root, state, beat)
+                _resume(request, root, destination_root, state, beat, pacer)
+            _copy_in_flight(request, root, destination_root, state, beat, pacer)
             state.current = None
     except StreamStopped:
         return None
@@ -331,6 +336,20 @@ def _copy_batch(request: BatchInput) -> BatchResult | None:
     return BatchResult(
         done=state.done, skipped=state.skipped, bytes=state.bytes, failures=state.failures
     )
+
+
+def batch_pacer(request: BatchInput | FanOutBatchInput) -> SharedPacer | None:
+    """The batch's pacer, which every file of it draws from (None when no rate can
+    apply: no ``max_rate`` of its own and no governor slot, so an unpaced batch does
+    no pacing work per file). The batch reads as one stream: at most the transfer's
+    own ``max_rate`` (``options.max_rate``, whole: as each large file's transfer) and
+    at most one stream's share of its governors' ``max_rate`` (looked up by its
+    ticket, its ``key``, on the worker's rate board; a change reaches it within ~2 s)."""
+    ticket = request.key if request.governors else None
+    if request.options.max_rate is None and ticket is None:
+        return None
+    pacer = SharedPacer(request.options.max_rate, ticket)
+    return pacer if pacer.active else None
 
 
 _frozen = False
@@ -353,6 +372,7 @@ def _resume(
     destination_root: EndpointURL,
     state: BatchCheckpoint,
     beat: _Beat,
+    pacer: SharedPacer | None = None,
 ) -> None:
     """What a retried attempt does first, one file at a time (see the module docstring).
 
@@ -379,7 +399,12 @@ def _resume(
         else:
             if first is None:
                 first = index
-            _apply(state, request, index, _copy_one(request, index, root, destination_root, beat))
+            _apply(
+                state,
+                request,
+                index,
+                _copy_one(request, index, root, destination_root, beat, pacer=pacer),
+            )
         state.next_index = index + 1
     if first is None:
         first = state.next_index
@@ -394,6 +419,7 @@ def _copy_in_flight(
     destination_root: EndpointURL,
     state: BatchCheckpoint,
     beat: _Beat,
+    pacer: SharedPacer | None = None,
 ) -> None:
     """Copy the files from ``state.next_index`` on, up to :data:`FILES_IN_FLIGHT` at
     once (threads: the waits of one file, its requests, overlap the work of others;
@@ -420,7 +446,12 @@ def _copy_in_flight(
         for index in range(state.next_index, files):
             state.current = request.files[index].name
             beat()
-            _apply(state, request, index, _copy_one(request, index, root, destination_root, beat))
+            _apply(
+                state,
+                request,
+                index,
+                _copy_one(request, index, root, destination_root, beat, pacer=pacer),
+            )
             state.next_index = index + 1
         return
     stop = threading.Event()
@@ -431,8 +462,11 @@ def _copy_in_flight(
             raise StreamStopped("batch stopped")
 
     def run(index: int) -> _Outcome:
-        with keepalive_hook(file_beat):
-            return _copy_one(request, index, root, destination_root, file_beat, group)
+        # a paced file run inline (in this thread) sleeps in its pacer: it heartbeats
+        # itself meanwhile (the loop below beats between files only)
+        each = beat if pacer is not None and in_flight == 1 else file_beat
+        with keepalive_hook(each):
+            return _copy_one(request, index, root, destination_root, each, group, pacer)
 
     pending: dict[int, Future[_Outcome]] = {}
     ended: dict[int, Future[_Outcome]] = {}
@@ -676,9 +710,11 @@ def _copy_one(
     destination_root: EndpointURL,
     beat: Callable[[], None],
     group: LocalGroup | None = None,
+    pacer: SharedPacer | None = None,
 ) -> _Outcome:
     """Copy file ``index`` of the batch (with ``group``, a small file to a local file
-    system is only staged: :func:`staccato.activities.small_copy.stage_small`).
+    system is only staged: :func:`staccato.activities.small_copy.stage_small`); its
+    source reads paced by the batch's ``pacer`` (None: not paced).
 
     Returns:
         Its outcome; a permanent error is a failure with its reason.
@@ -696,15 +732,18 @@ def _copy_one(
         source = source_url.canonical
         destination = destination_url.canonical
         size = request.files[index].size
+        pace = None if pacer is None else paced_by(pacer, beat)
         for attempt in range(_FILE_ATTEMPTS):
             key = f"{request.key}-{index}" + (f"-{attempt}" if attempt else "")
             try:
                 if group is not None:
                     check_file_roots(source, destination)  # a link inside may lead out
-                    staged = stage_small_url(source_url, destination_url, options, key, size, group)
+                    staged = stage_small_url(
+                        source_url, destination_url, options, key, size, group, pace
+                    )
                     if staged is not None:
                         return _Outcome(bytes=staged.size, staged=staged)
-                outcome = copy_object(source, destination, options, key, beat, size)
+                outcome = copy_object(source, destination, options, key, beat, size, pacer)
                 break
             except (ChecksumMismatchError, WriteSessionLostError):
                 if attempt + 1 == _FILE_ATTEMPTS:

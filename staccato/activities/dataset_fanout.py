@@ -44,9 +44,10 @@ from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import CancelledError
 
-from staccato.activities.dataset import _Beat
+from staccato.activities.dataset import _Beat, batch_pacer
 from staccato.activities.errors import mapped_errors
 from staccato.activities.object_copy import up_to_date
+from staccato.activities.pacing import SharedPacer, beating_wait, paced_by
 from staccato.activities.small_copy import read_whole_source, write_whole
 from staccato.activities.stream_progress import StreamStopped
 from staccato.activities.transfer import (
@@ -197,13 +198,16 @@ def _copy_batch(request: FanOutBatchInput) -> FanOutBatchResult | None:
     roots = [parse_url(r) for r in request.destination_roots]
     sftp = "sftp" in (root.scheme, *(r.scheme for r in roots))
     deadline = _deadline(request.options.retry_for_s)
+    pacer = batch_pacer(request)
     try:
         with keepalive_hook(beat):
+            if pacer is not None:
+                pacer.start(beating_wait(beat))
             in_flight = 1 if sftp else FILES_IN_FLIGHT
             if resuming:
                 _resume(request, root, roots, state, beat, in_flight)
-            _pass(request, root, roots, state, beat, in_flight=in_flight)
-            _deferred_rounds(request, root, roots, state, beat, deadline)
+            _pass(request, root, roots, state, beat, in_flight=in_flight, pacer=pacer)
+            _deferred_rounds(request, root, roots, state, beat, deadline, pacer)
             state.current = None
     except StreamStopped:
         return None
@@ -228,9 +232,11 @@ def _pass(
     beat: _Beat,
     *,
     in_flight: int,
+    pacer: SharedPacer | None = None,
 ) -> None:
     """Every file from the checkpoint on, ``in_flight`` at a time; the checkpoint moves
-    after each group (its files' outcomes counted first)."""
+    after each group (its files' outcomes counted first); their reads paced by
+    ``pacer`` (None: not paced)."""
     down = _Down()
     stop = threading.Event()
     files = len(request.files)
@@ -242,7 +248,7 @@ def _pass(
     def run(index: int) -> _FileEnd:
         with keepalive_hook(file_beat):
             targets = request.files[index].targets
-            return _copy_file(request, index, root, roots, targets, down, file_beat)
+            return _copy_file(request, index, root, roots, targets, down, file_beat, pacer)
 
     with ThreadPoolExecutor(in_flight, thread_name_prefix="fan-file") as pool:
         while state.next_index < files:
@@ -276,8 +282,10 @@ def _copy_file(
     targets: list[int],
     down: _Down,
     beat: Callable[[], None],
+    pacer: SharedPacer | None = None,
 ) -> _FileEnd:
-    """One file to its ``targets``: compare (sync level), read once, write each.
+    """One file to its ``targets``: compare (sync level), read once (its bytes taken
+    from the batch's ``pacer`` before they are written), write each.
 
     Raises:
         StreamStopped: cancelled.
@@ -331,6 +339,8 @@ def _copy_file(
         for t in needed:
             end.outcomes[t] = ("f", str(err))
         return end
+    if pacer is not None:
+        paced_by(pacer, beat)(len(data))
     for t in needed:
         beat()
         end.outcomes[t] = _write(request, index, t, urls[t], data, info, down)
@@ -427,6 +437,7 @@ def _deferred_rounds(
     state: FanOutBatchCheckpoint,
     beat: _Beat,
     deadline: float,
+    pacer: SharedPacer | None = None,
 ) -> None:
     """Try the deferred pairs again, a round at a time, until none is left or the
     batch's time is up (then each fails with its root's last error)."""
@@ -457,7 +468,7 @@ def _deferred_rounds(
         for index, targets in sorted(by_index.items()):
             state.current = request.files[index].name
             beat()
-            end = _copy_file(request, index, root, roots, targets, down, beat)
+            end = _copy_file(request, index, root, roots, targets, down, beat, pacer)
             # the pairs leave the checkpoint only now, with their outcomes counted
             state.deferred = [pair for pair in state.deferred if pair[0] != index]
             _count(request, state, index, end)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from staccato import checksums
 from staccato.activities.copy import copy_segment_in_process
+from staccato.activities.pacing import Pacer, paced_by
 from staccato.activities.small_copy import copy_small, drop_session
 from staccato.activities.stream_progress import StreamStopped
 from staccato.activities.transfer import (
@@ -103,6 +104,7 @@ def copy_object(
     session_key: str,
     beat: Callable[[], None],
     listed_size: int | None = None,
+    pacer: Pacer | None = None,
 ) -> ObjectOutcome:
     """Copy ``source`` to ``destination`` (canonical URLs) with the guarantees of a
     single transfer, in this process.
@@ -117,6 +119,8 @@ def copy_object(
         listed_size: the size the listing gave (bytes): a small object is tried in as
             few requests as its endpoints allow first
             (:func:`staccato.activities.small_copy.copy_small`).
+        pacer: paces the source reads (a batch's, shared by its files: see
+            :class:`staccato.activities.pacing.SharedPacer`); None: not paced.
 
     Raises:
         StreamStopped: ``beat`` stopped it (cancelled): the write session is removed.
@@ -126,7 +130,8 @@ def copy_object(
         RetryableError: a transient failure; the write session is kept for the retry.
     """
     if listed_size is not None:
-        written = copy_small(source, destination, options, session_key, listed_size)
+        pace = None if pacer is None else paced_by(pacer, beat)
+        written = copy_small(source, destination, options, session_key, listed_size, pace)
         if written is not None:
             return ObjectOutcome(copied=True, bytes=written)
     info = stat_source(source)
@@ -157,7 +162,7 @@ def copy_object(
     )
     session = prepared.session
     try:
-        _write_and_publish(source, info, session, prepared.session_url, options, beat)
+        _write_and_publish(source, info, session, prepared.session_url, options, beat, pacer)
     except StaccatoError as err:
         drop_session(destination_driver, session, err)
         raise
@@ -174,6 +179,7 @@ def _write_and_publish(
     session_url: str | None,
     options: TransferOptions,
     beat: Callable[[], None],
+    pacer: Pacer | None = None,
 ) -> None:
     """Chunks, checks before publish, publish, checks after (see the module docstring)."""
     chunks = chunk_count(info.size, session.chunk_size)
@@ -194,6 +200,7 @@ def _write_and_publish(
                 read_back=options.verify == VerifyMode.checksum,
             ),
             beat,
+            pacer,
         )
         digest = checksums.combine(algorithm.value, [(result.checksum or "", info.size)])
         verified = result.verified

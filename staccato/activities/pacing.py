@@ -13,6 +13,7 @@ about 2 s.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -114,16 +115,83 @@ class Pacer:
     def take(self, n: int, wait: Callable[[float], Any]) -> None:
         """Account for ``n`` bytes read; wait (through ``wait(seconds)``, which
         heartbeats and may raise to stop) until they are within the rate."""
+        until = self._reserve(n)
+        if until is None:
+            return
+        while True:
+            left = until - time.monotonic()
+            if left <= 0:
+                return
+            wait(min(left, SLEEP_STEP_S))
+
+    def _reserve(self, n: int) -> float | None:
+        """Put ``n`` bytes on the bucket: the monotonic time they are paid for (None:
+        not paced now)."""
         rate = self.rate()
         now = time.monotonic()
         if rate is None:
             self._t = None
-            return
+            return None
         if self._t is None or self._t < now - BURST_S:
             self._t = now - BURST_S
         self._t += n / rate
-        while True:
-            left = self._t - time.monotonic()
-            if left <= 0:
-                return
-            wait(min(left, SLEEP_STEP_S))
+        return self._t
+
+
+class SharedPacer(Pacer):
+    """One token bucket that several threads draw from: the files in flight of a
+    dataset's batch (``copy_batch``), which holds one slot (one stream's share of its
+    governors' ``max_rate``) and has the transfer's own ``max_rate`` whole, as one
+    stream. Each thread waits for its own bytes (through its own ``wait``), after
+    those the others took before it, so the batch's bytes together keep the rate.
+
+    :meth:`start` is meant to be called once, before the threads start (it may wait
+    up to :data:`FIRST_WAIT_S` for the board); later calls return at once.
+    """
+
+    def __init__(
+        self,
+        own_rate: float | None,
+        ticket: str | None,
+        board: Mapping[str, float] | None = None,
+    ) -> None:
+        super().__init__(own_rate, ticket, board)
+        self._lock = threading.RLock()
+
+    def start(self, wait: Callable[[float], Any]) -> None:
+        if self._started:
+            return
+        with self._lock:
+            if not self._started:
+                super().start(wait)
+
+    def rate(self) -> float | None:
+        with self._lock:
+            return super().rate()
+
+    def _reserve(self, n: int) -> float | None:
+        with self._lock:
+            return super()._reserve(n)
+
+
+def beating_wait(beat: Callable[[], Any]) -> Callable[[float], None]:
+    """A ``wait(seconds)`` for :meth:`Pacer.take`: sleeps, then calls ``beat`` (which
+    heartbeats and may raise to stop)."""
+
+    def wait(seconds: float) -> None:
+        time.sleep(seconds)
+        beat()
+
+    return wait
+
+
+def paced_by(pacer: Pacer, beat: Callable[[], Any]) -> Callable[[int], None]:
+    """``take(n)``: account ``n`` bytes read with ``pacer``, sleeping (calling ``beat``,
+    which heartbeats and may raise to stop, between sleeps of at most
+    :data:`SLEEP_STEP_S`) until they are within its rate."""
+    wait = beating_wait(beat)
+
+    def take(n: int) -> None:
+        pacer.take(n, wait)
+
+    return take

@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 
 from staccato import checksums, secrets, settings
 from staccato.activities.copy import _check_read_back
@@ -78,11 +79,15 @@ def copy_small(
     options: TransferOptions,
     session_key: str,
     listed_size: int,
+    pace: Callable[[int], None] | None = None,
 ) -> int | None:
     """Copy a small object (see the module docstring).
 
     Args:
         listed_size: the object's size as listed (bytes); decides whether to try.
+        pace: called with the bytes read from the source once they are read, before
+            they are written (a batch's rate: :func:`staccato.activities.pacing.paced_by`;
+            it sleeps while they are over it); None: not paced.
 
     Returns:
         The bytes written, or None when this path does not apply (nothing was written:
@@ -123,6 +128,8 @@ def copy_small(
             raise SourceChangedError(
                 f"source changed during the transfer: {source} was modified; nothing was published"
             )
+    if pace is not None:
+        pace(len(data))
     if destination_driver.features.whole_put:
         _put(destination_driver, dst, data, options, session_key)
     else:
@@ -302,10 +309,12 @@ def stage_small_url(
     session_key: str,
     listed_size: int,
     group: LocalGroup,
+    pace: Callable[[int], None] | None = None,
 ) -> StagedFile | None:
     """:func:`stage_small` of URLs already parsed (a dataset's batch builds each file's
     URLs once, from its roots; the caller checks them against ``STACCATO_FILE_ROOTS``);
-    ``dst`` a ``file`` URL.
+    ``dst`` a ``file`` URL; ``pace`` as :func:`copy_small`'s (called before the bytes
+    are staged).
 
     Returns, raises: as :func:`stage_small`.
     """
@@ -328,6 +337,8 @@ def stage_small_url(
         if got is None:
             return None
         data = got[1]
+    if pace is not None:
+        pace(len(data))
     algorithm = options.checksum.value
     digest = (
         checksums.checksum_bytes(algorithm, data) if options.verify == VerifyMode.checksum else None

@@ -294,6 +294,10 @@ class BatchInput(BaseModel):
     files: list[BatchFile]
     options: TransferOptions
     key: str
+    #: the governors (endpoint and link names) that granted the batch its slot, under
+    #: the ticket ``key``: the worker looks up the batch's share of their
+    #: ``max_rate`` by it (:mod:`staccato.workers.rates`); empty: none
+    governors: list[str] = Field(default_factory=list)
 
 
 class BatchResult(BaseModel):
@@ -452,6 +456,8 @@ class FanOutBatchInput(BaseModel):
     files: list[FanOutBatchFile]
     options: TransferOptions
     key: str
+    #: as :attr:`BatchInput.governors` (the source's, every root's and every link's)
+    governors: list[str] = Field(default_factory=list)
 
 
 class FanOutBatchResult(BaseModel):

@@ -417,6 +417,10 @@ class DatasetWorkflow:
         try:
             if workflow.patched(DATASET_LIMITS_PATCH):
                 held = await self._acquire(request, batch.key)
+            if held:
+                # the worker paces the batch at its share of their max_rate (the
+                # activity's input only: no command of its own)
+                batch = batch.model_copy(update={"governors": held})
             result: BatchResult = await workflow.execute_activity(
                 "copy_batch",
                 batch,
@@ -696,6 +700,8 @@ class DatasetWorkflow:
         try:
             if workflow.patched(DATASET_FAN_OUT_LIMITS_PATCH):
                 held = await self._acquire(request, batch.key)
+            if held:  # paced as a batch to one root is (the activity's input only)
+                batch = batch.model_copy(update={"governors": held})
             result: FanOutBatchResult = await workflow.execute_activity(
                 "copy_batch_to_many",
                 batch,

@@ -7,7 +7,9 @@ processes, where the streams read, do not. So :class:`RateBoard` (in the main
 process):
 
 * records, through a worker interceptor, which slot tickets and governors the
-  ``copy_stream`` and ``stage_source`` attempts running on this worker have (from their input);
+  ``copy_stream``, ``stage_source``, ``copy_batch`` and ``copy_batch_to_many`` (a
+  dataset's batch of small files: one stream, its ticket its ``key``) attempts running on this worker have
+  (from their input);
 * every :data:`TICK_S` asks each of those governors once (a query: no history
   event) and writes ticket -> the lowest per-stream rate of its governors into a dict
   shared with the activity processes through the worker's multiprocessing manager
@@ -30,6 +32,7 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
+from staccato.datasets.models import BatchInput, FanOutBatchInput
 from staccato.links import governor_id
 from staccato.models import StageInput, StreamInput
 from staccato.workflows.governor import RATES_QUERY
@@ -39,8 +42,9 @@ log = logging.getLogger("staccato.rates")
 #: seconds between two rounds of questions to the governors
 TICK_S = 1.0
 STREAM_ACTIVITY = "copy_stream"
-#: the activities whose reads are paced (a copy stream, the staging read)
-PACED_ACTIVITIES = frozenset({STREAM_ACTIVITY, "stage_source"})
+#: the activities whose reads are paced (a copy stream, the staging read, a dataset's
+#: batch of small files)
+PACED_ACTIVITIES = frozenset({STREAM_ACTIVITY, "stage_source", "copy_batch", "copy_batch_to_many"})
 
 
 class RateBoard:
@@ -145,13 +149,26 @@ class _Inbound(ActivityInboundInterceptor):
         self._board = board
 
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
-        arg = input.args[0] if input.args else None
-        if (
-            activity.info().activity_type not in PACED_ACTIVITIES
-            or not isinstance(arg, StreamInput | StageInput)
-            or arg.ticket is None
-            or not arg.governors
-        ):
+        slot = (
+            _slot(input.args[0])
+            if input.args and activity.info().activity_type in PACED_ACTIVITIES
+            else None
+        )
+        if slot is None:
             return await super().execute_activity(input)
-        with self._board._running(arg.ticket, tuple(arg.governors)):
+        with self._board._running(*slot):
             return await super().execute_activity(input)
+
+
+def _slot(arg: object) -> tuple[str, tuple[str, ...]] | None:
+    """The ticket and governors a paced activity's input holds a slot with (None:
+    none, or not a paced input)."""
+    if isinstance(arg, StreamInput | StageInput):
+        ticket = arg.ticket
+    elif isinstance(arg, BatchInput | FanOutBatchInput):
+        ticket = arg.key  # a batch's slot is asked for under its key
+    else:
+        return None
+    if ticket is None or not arg.governors:
+        return None
+    return ticket, tuple(arg.governors)
