@@ -45,7 +45,9 @@ def _failed(result, *expected: str) -> None:
         ("s3://Bad_Bucket/key", "invalid S3 bucket name 'Bad_Bucket'"),
         ("s3://ab/key", "invalid S3 bucket name 'ab'"),
         ("s3://{bucket}/dir/", "names no S3 object"),
+        ("s3://{bucket}/dir/", "e.g. s3://{bucket}/dir/src.bin"),
         ("s3://{bucket}", "names no S3 object"),
+        ("s3://{bucket}", "e.g. s3://{bucket}/src.bin"),
         ("s3://{bucket}/k?region=x", "the query parameters understood are ?profile=NAME"),
     ],
 )
@@ -54,7 +56,7 @@ def test_usage_errors_exit_2(
 ) -> None:
     result = cli(str(source), destination.format(bucket=bucket))
     assert result.returncode == 2, result
-    assert expected in result.stderr, result.stderr
+    assert expected.format(bucket=bucket) in result.stderr, result.stderr
     assert keys(s3, bucket) == []
 
 
