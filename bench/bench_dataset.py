@@ -152,8 +152,10 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="staccato-bench-dataset-", dir="/tmp"))
     work.chmod(0o755)
-    # the source tree is kept between invocations (generating it takes a while)
-    source = make_tree(Path(tempfile.gettempdir()) / "staccato-bench-dataset-src", args.files, size)
+    # the source tree is kept between invocations (generating it takes a while), one per
+    # shape: benches of other shapes running at once on a shared machine never rewrite it
+    shape = f"staccato-bench-dataset-src-{args.files}x{args.size_kib}k"
+    source = make_tree(Path(tempfile.gettempdir()) / shape, args.files, size)
     seaweed = SeaweedS3(work / "seaweedfs", max_volumes=400)
     seaweed.start()
     s3 = seaweed.client()

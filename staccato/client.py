@@ -42,11 +42,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import posixpath
 import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import unquote
 
 from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.bridge import temporal_sdk_bridge
@@ -92,7 +94,12 @@ from staccato.models import (
 )
 from staccato.secrets import seal_source
 from staccato.starts import front_id, start_front, start_or_attach
-from staccato.urls import SOURCE_ONLY_SCHEMES, parse_url, resolve_local_directory
+from staccato.urls import (
+    SOURCE_ONLY_SCHEMES,
+    EndpointURL,
+    parse_url,
+    resolve_local_directory,
+)
 from staccato.workflows import search_attributes as sa
 
 __all__ = ["TRANSFER_ID_PREFIX", "StaccatoClient", "Submission", "transfer_id"]
@@ -160,6 +167,34 @@ PROGRESS_QUERY = "progress"
 QUERY_TIMEOUT_S = 5.0
 #: seconds :meth:`StaccatoClient.close` waits for the connection's last references to go
 _CLOSE_WAIT_S = 5.0
+
+
+def _directory_destination(src: EndpointURL, text: str, dst: EndpointURL) -> str | None:
+    """Why the destination ``text`` (parsed: ``dst``) cannot be a single transfer's
+    destination because it names a directory or prefix, or None when it names an
+    object. A destination ending in ``/`` (a local path, ``file://``, ``sftp://``, an
+    S3 key; a bare ``s3://BUCKET``) is refused alike for every kind: a transfer writes
+    the object it is given the name of, never a name it picks inside a directory
+    (``cp -r`` copies into a directory). The message suggests the full name with the
+    source's base name."""
+    if dst.scheme == "s3":
+        if dst.key and not dst.key.endswith("/"):
+            return None
+        what = "names no S3 object (a key ending in '/' is a folder marker)"
+    elif dst.scheme in ("file", "sftp"):
+        # a local path's trailing '/' is gone from its canonical form: read the text
+        if not (dst.path.endswith("/") or text.split("?", 1)[0].endswith("/")):
+            return None
+        what = "ends in '/': it names a directory"
+    else:
+        return None
+    base = posixpath.basename(unquote(src.path) if src.scheme in ("http", "https") else src.path)
+    full = text if text.endswith("/") else text + "/"
+    example = f"{full}{base}" if base else f"{full}NAME"
+    return (
+        f"destination {text!r} {what}; name the object to write in full, e.g. "
+        f"{example} (cp -r copies into a directory or prefix)"
+    )
 
 
 class StaccatoClient:
@@ -266,15 +301,8 @@ class StaccatoClient:
             )
         if src.canonical == dst.canonical:
             raise InvalidURLError(f"source and destination are the same object: {dst}")
-        if dst.scheme in ("file", "sftp") and dst.path.endswith("/"):
-            raise InvalidURLError(
-                f"destination {destination!r} names a directory; name the file to write"
-            )
-        if dst.scheme == "s3" and (not dst.key or dst.key.endswith("/")):
-            raise InvalidURLError(
-                f"destination {destination!r} names no S3 object (a key ending in '/' is a "
-                "folder marker); name the object to write, e.g. s3://BUCKET/PREFIX/NAME"
-            )
+        if refused := _directory_destination(src, destination, dst):
+            raise InvalidURLError(refused)
         # an http(s) query is secret: Temporal gets the redacted URL and the query sealed
         source_text, source_secret = seal_source(src.canonical)
         return TransferRequest(

@@ -29,7 +29,7 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from staccato.client import DATASET_TYPE, StaccatoClient, failure_reason, require_type
+from staccato.client import DATASET_TYPE, StaccatoClient, require_type
 from staccato.datasets.locks import ROOT_LOCK_TYPE, root_lock_id
 from staccato.datasets.models import (
     DATASET_ID_PREFIX,
@@ -46,6 +46,8 @@ from staccato.errors import (
     InvalidURLError,
     StaccatoError,
     TransferNotFoundError,
+    innermost_message,
+    innermost_type,
 )
 from staccato.following import follow_until_ended
 from staccato.models import MiB, TransferOptions
@@ -611,10 +613,10 @@ async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
         state = progress.state if progress else DatasetState.running
         if state in _TERMINAL:  # the run is returning: report its result
             state = DatasetState.running
-        error = None
+        error = error_type = None
     else:
         state = _STATUS_STATES.get(description.status, DatasetState.failed)  # type: ignore[arg-type]
-        error = await failure_reason(handle, cancelled=state == DatasetState.cancelled)
+        error, error_type = await _failure(handle, cancelled=state == DatasetState.cancelled)
     status = DatasetStatus(
         id=handle.id,
         state=state,
@@ -629,6 +631,7 @@ async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
         bytes_done=0,
         listing_done=False,
         error=error,
+        error_type=error_type,
     )
     if progress is None:
         if state in (DatasetState.running, DatasetState.queued, DatasetState.scheduled):
@@ -780,6 +783,20 @@ async def follow_dataset(
             continue  # the last known counts stand (not zeros) until a worker answers
         last = current
         yield current
+
+
+async def _failure(handle: WorkflowHandle[Any, Any], *, cancelled: bool) -> tuple[str, str | None]:
+    """Why a closed dataset did not complete (as :func:`staccato.client.failure_reason`)
+    and the innermost failure's type (None when cancelled or unknown)."""
+    if cancelled:
+        return "cancelled", None
+    try:
+        await handle.result()
+    except WorkflowFailureError as err:
+        return innermost_message(err.cause), innermost_type(err.cause)
+    except Exception as err:
+        return str(err), None
+    return "failed", None
 
 
 async def await_dataset_end(client: StaccatoClient, dataset: str) -> DatasetStatus:

@@ -120,6 +120,14 @@ class NotFoundError(PermanentError):
     TYPE = "NotFound"
 
 
+class SourceRootNotFoundError(NotFoundError):
+    """A dataset's source directory or prefix is not there: a missing directory, or an
+    S3 prefix no key starts with (S3 has no directories, so a mistyped prefix would
+    otherwise list as an empty dataset). A usage error: ``cp -r`` exits 2."""
+
+    TYPE = "SourceRootNotFound"
+
+
 class NotAFileError(PermanentError):
     """A directory was named where an object was expected (not Python's
     ``IsADirectoryError``, an ``OSError``)."""
@@ -296,9 +304,20 @@ def innermost_message(err: BaseException | None) -> str:
     failure, its child's, its activity's), for users: a process pool's traceback
     text, which Temporal carries as one more cause below the activity's own error,
     is not a message and is skipped."""
+    err = _innermost(err)
+    return getattr(err, "message", None) or str(err)
+
+
+def innermost_type(err: BaseException | None) -> str | None:
+    """The ``ApplicationError`` type of the innermost cause (as
+    :func:`innermost_message`), e.g. ``SourceRootNotFound``; None when it has none."""
+    kind = getattr(_innermost(err), "type", None)
+    return kind if isinstance(kind, str) else None
+
+
+def _innermost(err: BaseException | None) -> BaseException | None:
     while True:
         cause = getattr(err, "cause", None)
         if cause is None or getattr(cause, "type", None) == REMOTE_TRACEBACK_TYPE:
-            break
+            return err
         err = cause
-    return getattr(err, "message", None) or str(err)

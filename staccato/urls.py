@@ -335,6 +335,11 @@ def child_url(root: EndpointURL, name: str) -> EndpointURL:
             host=root.host,
             params=dict(root.params),
         )
+        if len(path) <= S3_MAX_KEY_BYTES and _PLAIN_KEY.fullmatch(path):
+            # what parsing the canonical text gives back (a key of these characters is
+            # written as is, and no parse step changes or refuses it), without the
+            # ~50 us parse of a new text per file
+            return url
     elif root.scheme == "sftp":
         url = EndpointURL(
             "sftp",
@@ -365,6 +370,9 @@ def child_url(root: EndpointURL, name: str) -> EndpointURL:
 
 #: longest S3 object key, bytes of UTF-8 (S3 API limit, ``KeyTooLongError``)
 S3_MAX_KEY_BYTES = 1024
+#: keys :func:`child_url` builds without parsing its text back: ASCII letters, digits
+#: and ``/._-~`` (one byte each, never quoted, nothing a URL parser reads specially)
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9/._~-]*")
 
 
 def _s3_url(text: str) -> EndpointURL:

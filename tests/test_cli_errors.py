@@ -212,3 +212,27 @@ def test_long_but_valid_destination_name(cli, source: Path, data_dir: Path) -> N
     result = cli("cp", str(source), str(destination))
     assert result.returncode == 0, result.stderr
     assert destination.read_bytes() == source.read_bytes()
+
+
+@pytest.mark.parametrize("exists", [True, False])
+@pytest.mark.parametrize("form", ["path", "file-url"])
+def test_a_destination_ending_in_slash_is_a_usage_error(
+    cli, source: Path, data_dir: Path, exists: bool, form: str
+) -> None:
+    """``cp SRC DIR/`` names a directory, not the file to write: refused before anything
+    starts, exit 2, as an S3 key or an SFTP path ending in '/' is, naming the full
+    name to give; nothing is written in or as the directory."""
+    directory = data_dir / "into"
+    if exists:
+        directory.mkdir()
+    text = f"{directory}/" if form == "path" else f"file://{directory}/"
+    result = cli("cp", str(source), text)
+    assert result.returncode == 2, result
+    assert f"destination {text!r} ends in '/'" in result.stderr, result.stderr
+    assert f"e.g. {text}src.bin" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in data_dir.iterdir()) == sorted(
+        ["src.bin", *(["into"] if exists else [])]
+    )
+    if exists:
+        assert list(directory.iterdir()) == []

@@ -126,13 +126,20 @@ def test_cli_missing_source_root_fails_naming_it(
     args = dict(address=temporal_server.address, task_queue=worker.task_queue)
     missing = data_dir / "no-such-dir"
     done = run_cli("cp", "-r", str(missing), str(data_dir / "out"), **args)
-    assert done.returncode == 1 and "failed" in done.stderr, done.stderr
+    # a source root that is not there is a usage error, as a mistyped S3 prefix is
+    assert done.returncode == 2 and "failed" in done.stderr, done.stderr
     assert str(missing) in done.stderr
+    assert not (data_dir / "out").exists()
     assert "Traceback" not in done.stderr and '"""' not in done.stderr, done.stderr
     shown = run_cli("status", str(data_dir / "out"), "--json", **args)
     assert "Traceback" not in shown.stdout, shown.stdout
     http = run_cli("cp", "-r", "https://example.org/x/", str(data_dir / "out"), **args)
     assert http.returncode == 2 and "cp -r needs a file, s3 or sftp" in http.stderr
+    # an empty directory is there: an empty dataset (empty directories are not made)
+    (data_dir / "empty").mkdir()
+    empty = run_cli("cp", "-r", str(data_dir / "empty"), str(data_dir / "out"), **args)
+    assert empty.returncode == 0 and "completed: 0 files copied" in empty.stderr, empty.stderr
+    assert not (data_dir / "out").exists()
 
 
 async def test_include_and_exclude_globs(client: StaccatoClient, data_dir: Path) -> None:

@@ -153,3 +153,23 @@ def test_a_file_url_is_built_only_when_its_text_parses_back_to_it(name: str) -> 
     else:
         assert parse_url(url.canonical) == url
         assert url.path == path
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["d001/f00001.bin", "a-b_c.d~e/f", "x/./y", "a//b", "..", "-", "a" * 1020, "a" * 1025],
+)
+@pytest.mark.parametrize("root", ["s3://bucket/run/", "s3://bucket", "s3://bucket/p?profile=x"])
+def test_an_s3_url_built_without_a_parse_is_what_its_text_parses_to(root: str, name: str) -> None:
+    """Plain keys skip parsing the built text back (a dataset builds two URLs per file):
+    the result must be exactly what the parse gives, and a key over 1,024 bytes still
+    refused."""
+    base = parse_url(root)
+    key = (base.key.rstrip("/") + "/" if base.key else "") + name
+    if len(key) > 1024:
+        with pytest.raises(PermanentError, match="1,024|1024"):
+            target_url(base, name)
+        return
+    built = target_url(base, name)
+    assert parse_url(built.canonical) == built
+    assert built.key.endswith(name)

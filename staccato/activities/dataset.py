@@ -62,11 +62,12 @@ from staccato.errors import (
     ChecksumMismatchError,
     NotFoundError,
     PermanentError,
+    SourceRootNotFoundError,
     StaccatoError,
     WriteSessionLostError,
 )
-from staccato.models import SyncLevel, TransferOptions
-from staccato.urls import EndpointURL, parse_url
+from staccato.models import ListPage, SyncLevel, TransferOptions
+from staccato.urls import EndpointURL, directory_prefix, parse_url
 
 _HEARTBEAT_EVERY_S = 0.5
 _T = TypeVar("_T")
@@ -144,7 +145,7 @@ def list_entries(request: ListInput) -> ListResult:
             last = request.names[-1] if request.names else request.after
             next_after: str | None = None
         else:
-            page = get_driver(root.scheme).list_page(root, request.after, request.limit)
+            page = _list_page(root, request.after, request.limit)
             raw = [DatasetEntry(name=e.name, size=e.size, error=e.error) for e in page.entries]
             next_after = page.next_after
             last = raw[-1].name if raw else request.after
@@ -170,6 +171,33 @@ def list_entries(request: ListInput) -> ListResult:
     return ListResult(
         entries=entries, last=last, next_after=next_after, skipped_by_filters=filtered
     )
+
+
+def _list_page(root: EndpointURL, after: str | None, limit: int) -> ListPage:
+    """One page of ``root``; the first (``after`` None) also proves the root is there.
+
+    Raises:
+        SourceRootNotFoundError: the first page finds no directory at ``root``, or no
+            key under an S3 prefix (folder markers count: an empty "folder" is an
+            empty directory); an empty directory is an empty dataset.
+        NotFoundError (a root gone later), NotAFileError, UnsupportedError,
+            RetryableError: as the endpoint reports.
+    """
+    driver = get_driver(root.scheme)
+    try:
+        page = driver.list_page(root, after, limit)
+    except NotFoundError as err:
+        if after is None and not isinstance(err, SourceRootNotFoundError):
+            raise SourceRootNotFoundError(str(err)) from None
+        raise
+    if after is None and not page.entries and page.next_after is None:
+        if not driver.root_exists(root):
+            raise SourceRootNotFoundError(
+                f"source {root} holds nothing to copy: no key in bucket {root.bucket!r} "
+                f"starts with {directory_prefix(root)!r} (S3 has no directories: a "
+                "mistyped prefix lists as empty); check the prefix"
+            )
+    return page
 
 
 def _entry_bytes(entry: DatasetEntry) -> int:

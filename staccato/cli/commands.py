@@ -239,7 +239,8 @@ def cp(
     Exit 2 (usage): a bad option or value, a malformed URL or one that cannot be a
     destination, a dataset option without -r, a destination given twice, equal to
     SOURCE or (with -r) inside SOURCE or another destination, --retry-failed with no
-    earlier dataset from SOURCE to the DESTINATIONs, an unusable STACCATO_* setting.
+    earlier dataset from SOURCE to the DESTINATIONs, an unusable STACCATO_* setting,
+    (with -r) a source directory that is not there or an S3 prefix no key starts with.
     Exit 1: the copy failed, was cancelled or (with -r) some files failed; a
     destination busy; Temporal unreachable.
     """

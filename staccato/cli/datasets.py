@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from staccato.cli import render
-from staccato.cli.common import EXIT_USAGE, fail, follow_or_hint, run
+from staccato.cli.common import EXIT_FAILED, EXIT_USAGE, fail, follow_or_hint, run
 from staccato.cli.options import parse_size
 from staccato.datasets.models import DatasetState, DatasetStatus
+from staccato.errors import SourceRootNotFoundError
 from staccato.models import TransferOptions
 
 if TYPE_CHECKING:  # imported where used: `--help` and usage errors need no Temporal client
@@ -300,7 +301,12 @@ def exit_for(final: DatasetStatus, quiet: bool = False) -> None:
             f"dataset {final.id} completed_with_errors: {summary}; copy the failed files "
             "again with --retry-failed"
         )
-    fail(f"dataset {final.id} {final.state.value}: {final.error or final.state.value}")
+    # a source directory or prefix that is not there: a usage error (nothing was written)
+    usage = final.error_type == SourceRootNotFoundError.TYPE
+    fail(
+        f"dataset {final.id} {final.state.value}: {final.error or final.state.value}",
+        EXIT_USAGE if usage else EXIT_FAILED,
+    )
 
 
 def status_lines(s: DatasetStatus, failures: bool) -> list[str]:

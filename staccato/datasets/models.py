@@ -384,7 +384,13 @@ class DatasetStatus(_Lean):
         failures: failed files with reasons (at most :data:`MAX_FAILURES_KEPT`).
     """
 
-    _lean = ("destinations", "destination_roots", "counts_unknown", "last_retry_error")
+    _lean = (
+        "destinations",
+        "destination_roots",
+        "counts_unknown",
+        "last_retry_error",
+        "error_type",
+    )
 
     id: str
     kind: str = "dataset"
@@ -421,6 +427,9 @@ class DatasetStatus(_Lean):
     #: the newest failed attempt of a step being retried: a batch, the listing, or a
     #: large file's transfer (``ID: attempt N: message``); left out while none is
     last_retry_error: str | None = None
+    #: a failed dataset: the failure's type (``SourceRootNotFound``: the source
+    #: directory or prefix is not there, a usage error); left out while None
+    error_type: str | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         """Plain dict with the enum as text (a single destination's dataset without the

@@ -282,6 +282,16 @@ class Driver(abc.ABC):
     def open_read(self, url: EndpointURL, info: ObjectInfo, offset: int, length: int) -> Reader:
         """A reader of ``[offset, offset+length)`` of the version pinned in ``info``."""
 
+    def root_exists(self, root: EndpointURL) -> bool:
+        """Whether the directory or prefix ``root``, whose listing found no object, is
+        there all the same (an empty directory): True unless the endpoint can tell
+        an empty root from a missing one only this way (S3: :class:`S3Driver`).
+
+        Raises:
+            PermissionDeniedError, RetryableError: as the endpoint reports.
+        """
+        return True
+
     def list_page(self, root: EndpointURL, after: str | None, limit: int) -> ListPage:
         """One page of the objects under the directory or prefix ``root``
         (docs/architecture.md, "Listing a directory or prefix").

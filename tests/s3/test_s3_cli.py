@@ -45,7 +45,9 @@ def _failed(result, *expected: str) -> None:
         ("s3://Bad_Bucket/key", "invalid S3 bucket name 'Bad_Bucket'"),
         ("s3://ab/key", "invalid S3 bucket name 'ab'"),
         ("s3://{bucket}/dir/", "names no S3 object"),
+        ("s3://{bucket}/dir/", "e.g. s3://{bucket}/dir/src.bin"),
         ("s3://{bucket}", "names no S3 object"),
+        ("s3://{bucket}", "e.g. s3://{bucket}/src.bin"),
         ("s3://{bucket}/k?region=x", "the query parameters understood are ?profile=NAME"),
     ],
 )
@@ -54,7 +56,7 @@ def test_usage_errors_exit_2(
 ) -> None:
     result = cli(str(source), destination.format(bucket=bucket))
     assert result.returncode == 2, result
-    assert expected in result.stderr, result.stderr
+    assert expected.format(bucket=bucket) in result.stderr, result.stderr
     assert keys(s3, bucket) == []
 
 
@@ -131,3 +133,29 @@ def test_key_the_store_refuses(cli, s3: Any, bucket: str, source: Path) -> None:
     result = cli(str(source), f"s3://{bucket}/x/./y")
     _failed(result, f"s3://{bucket}/x/./y", "refused")
     assert keys(s3, bucket) == []
+
+
+def test_a_prefix_no_key_starts_with_is_a_usage_error(
+    temporal_server, s3_worker, s3: Any, bucket: str, data_dir: Path
+) -> None:
+    """``cp -r s3://BUCKET/missing-prefix/ DST``: S3 has no directories, so a mistyped
+    prefix lists as empty; it is refused naming the URL (exit 2), nothing is created
+    at the destination. A prefix holding only a folder marker (an empty "folder")
+    copies as an empty directory does: nothing, exit 0."""
+    args = dict(address=temporal_server.address, task_queue=s3_worker.task_queue)
+    s3.put_object(Bucket=bucket, Key="run/a.bin", Body=b"a")
+    destination = data_dir / "out"
+    for missing in (f"s3://{bucket}/rn/", f"s3://{bucket}/ru"):
+        result = run_cli("cp", "-r", "-q", missing, str(destination), **args)
+        assert result.returncode == 2, result
+        named = f"source {missing.rstrip('/')} holds nothing to copy"
+        assert named in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+        assert not destination.exists()
+    s3.put_object(Bucket=bucket, Key="empty/", Body=b"")
+    empty = run_cli("cp", "-r", "-q", f"s3://{bucket}/empty/", str(destination), **args)
+    assert empty.returncode == 0, empty
+    assert not destination.exists() or list(destination.iterdir()) == []
+    copied = run_cli("cp", "-r", "-q", f"s3://{bucket}/run", str(destination), **args)
+    assert copied.returncode == 0, copied
+    assert (destination / "a.bin").read_bytes() == b"a"

@@ -195,3 +195,25 @@ def test_user_settings_win(monkeypatch: pytest.MonkeyPatch) -> None:
     )
     assert config.request_checksum_calculation == "when_supported"
     assert config.retries == {"mode": "adaptive", "total_max_attempts": 9}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2026-12-02T13:40:01.123Z",
+        "2026-12-02T13:40:01Z",
+        "2026-12-02T13:40:01+02:00",
+        "Wed, 02 Dec 2026 13:40:01 GMT",
+        "1764682801",
+    ],
+)
+def test_the_fast_timestamp_parser_answers_as_botocores(value: str) -> None:
+    """S3 answers' timestamps (a listing's LastModified per key) are parsed by the
+    standard library where they are ISO 8601 with a zone, else by botocore: the same
+    instant either way."""
+    import botocore.utils
+
+    from staccato.endpoints.s3.client import _parse_timestamp
+
+    ours, theirs = _parse_timestamp(value), botocore.utils.parse_timestamp(value)
+    assert ours.tzinfo is not None and ours.timestamp() == theirs.timestamp()

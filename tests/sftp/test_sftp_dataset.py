@@ -12,6 +12,7 @@ from staccato.client import StaccatoClient
 from staccato.datasets.models import DatasetState
 from staccato.models import SyncLevel, TransferOptions
 from tests.dataset_checks import MiB, make_tree, run_dataset, tree
+from tests.helpers import run_cli
 
 OPTIONS = TransferOptions(chunk_size=1 * MiB, streams=2)
 
@@ -46,3 +47,20 @@ async def test_file_to_sftp_to_file_round_trip(
         small_file_max=1 * MiB,
     )
     assert again.files_done == 0 and again.files_skipped == len(files) + 1, again
+
+
+def test_a_missing_source_directory_is_a_usage_error(
+    temporal_server, sftp_worker, sftp_url, data_dir: Path
+) -> None:
+    """As a missing local directory and an S3 prefix no key starts with: exit 2 naming
+    the URL, nothing created at the destination; an empty directory copies nothing."""
+    args = dict(address=temporal_server.address, task_queue=sftp_worker.task_queue)
+    missing = sftp_url(data_dir / "no-such-dir")
+    done = run_cli("cp", "-r", "-q", missing, str(data_dir / "out"), **args)
+    assert done.returncode == 2, done
+    assert missing in done.stderr and "no such directory" in done.stderr, done.stderr
+    assert not (data_dir / "out").exists()
+    (data_dir / "empty").mkdir()
+    empty = run_cli("cp", "-r", "-q", sftp_url(data_dir / "empty"), str(data_dir / "out"), **args)
+    assert empty.returncode == 0, empty
+    assert not (data_dir / "out").exists()

@@ -157,6 +157,20 @@ def test_destination_directory_missing(cli, source: Path, sftp_url, data_dir: Pa
     )
 
 
+def test_a_destination_ending_in_slash_is_a_usage_error(
+    cli, source: Path, sftp_url, data_dir: Path
+) -> None:
+    """As for a local path and an S3 key: exit 2 naming the full name to give; nothing
+    written into the directory."""
+    (data_dir / "into").mkdir()
+    text = sftp_url(data_dir / "into") + "/"
+    result, _ = cli(str(source), text)
+    assert result.returncode == 2, result
+    assert f"destination {text!r} ends in '/'" in result.stderr, result.stderr
+    assert f"e.g. {text}src.bin" in result.stderr, result.stderr
+    assert list((data_dir / "into").iterdir()) == []
+
+
 def test_second_factor_fails_at_once(
     cli, source: Path, data_dir: Path, sftp_second_factor: SshdServer
 ) -> None:

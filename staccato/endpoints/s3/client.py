@@ -22,10 +22,12 @@ import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import boto3
 import botocore.session
+import botocore.utils
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ProfileNotFound
 
@@ -136,6 +138,26 @@ def _size_socket_buffers(client: Any) -> None:
     )
 
 
+def _parse_timestamp(value: Any) -> datetime:
+    """A timestamp of an S3 answer as botocore parses it (its default parser,
+    ``botocore.utils.parse_timestamp``: dateutil), the ISO 8601 form with a zone S3's
+    XML answers carry (``2026-12-02T13:40:01.123Z``) parsed by
+    ``datetime.fromisoformat`` first (Python 3.11 reads ``Z``); anything else (an
+    RFC 7231 date, epoch seconds, no zone) goes to botocore's parser.
+
+    Raises:
+        ValueError, TypeError: as ``botocore.utils.parse_timestamp``.
+    """
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            parsed = None
+        if parsed is not None and parsed.tzinfo is not None:
+            return parsed
+    return botocore.utils.parse_timestamp(value)  # type: ignore[no-any-return]
+
+
 def _make_endpoint(profile: str | None) -> _Endpoint:
     """Build the boto3 client of ``profile`` (None: the default chain).
 
@@ -165,6 +187,11 @@ def _build_endpoint(profile: str | None) -> _Endpoint:
             f"AWS profile {profile!r} (from ?profile= in the URL) is not configured on this "
             "worker: add it to the worker's ~/.aws/config (or AWS_CONFIG_FILE)"
         ) from None
+    # ListObjectsV2 answers one ISO 8601 LastModified per key: parsed by the standard
+    # library instead of dateutil (~5 us instead of ~100 us a key)
+    core.get_component("response_parser_factory").set_parser_defaults(
+        timestamp_parser=_parse_timestamp
+    )
     # Resolve the endpoint the way boto3 does (AWS_ENDPOINT_URL_S3, profile
     # endpoint_url / services section, else AWS) before choosing the client settings.
     session = boto3.session.Session(botocore_session=core)

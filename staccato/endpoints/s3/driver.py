@@ -295,6 +295,28 @@ class S3Driver(Driver):
     def open_read(self, url: EndpointURL, info: ObjectInfo, offset: int, length: int) -> Reader:
         return S3Reader(self, url, info, offset, length)
 
+    def root_exists(self, root: EndpointURL) -> bool:
+        """Whether some key starts with ``root``'s prefix, a folder marker included (one
+        ListObjectsV2 of one key): S3 has no directories, so a prefix no key starts
+        with is not there, while a prefix holding only folder markers is an empty
+        "folder" (the S3 console makes one so). A whole bucket (``s3://b/``) is there
+        once listed.
+
+        Raises:
+            NotFoundError (no such bucket), PermissionDeniedError, RetryableError.
+        """
+        prefix = directory_prefix(root)
+        if not prefix:
+            return True
+        endpoint = self.endpoint(root)
+        try:
+            answer = endpoint.client.list_objects_v2(Bucket=root.bucket, Prefix=prefix, MaxKeys=1)
+        except (ClientError, BotoCoreError) as err:
+            raise _s3_error(
+                err, endpoint, root.bucket, prefix, role="source", action="ListObjectsV2"
+            ) from None
+        return bool(answer.get("Contents"))
+
     def list_page(self, root: EndpointURL, after: str | None, limit: int) -> ListPage:
         """The objects under the prefix of ``root`` (``s3://b/run`` and ``s3://b/run/``
         both list ``run/...``; ``s3://b/`` the whole bucket): ListObjectsV2 with
