@@ -91,7 +91,12 @@ def _profilers(pid: int, out: Path) -> list[subprocess.Popen[bytes]]:
 
 
 async def _starts(
-    service: Service, nginx: NginxServer, work: Path, transfers: int, profile: Path | None
+    service: Service,
+    nginx: NginxServer,
+    work: Path,
+    transfers: int,
+    profile: Path | None,
+    keep: Path | None,
 ) -> None:
     source = random_file(work / "64m.bin", 64 * MiB)
     digest = _sha256(source)
@@ -117,15 +122,29 @@ async def _starts(
                 )
             )
             submitted = time.monotonic()
+            queue_watch = (
+                asyncio.create_task(_watch_control_queue(client, keep / "control-queue.txt"))
+                if keep is not None
+                else None
+            )
             # in a thread: the destinations' file system only, no load on Temporal
             written = await asyncio.to_thread(watch_writes, destinations, submitted, 600)
             cpu_started = _tree_cpu(service.worker.pid)
             began = time.monotonic()
             await asyncio.gather(*(client.wait(t) for t in ids))
             finished = time.monotonic() - began
+            if queue_watch is not None:
+                queue_watch.cancel()
         for spy in spies:
             spy.send_signal(2)
-        breakdown = await first_stream_breakdown(client, ids)
+        retried: list[str] = []
+        breakdown = await first_stream_breakdown(client, ids, retried)
+        if keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
+            slow = max(zip(destinations, ids, strict=True), key=lambda d: written.get(d[0], 1e9))[1]
+            for transfer in {slow} | {line.split(":")[0] for line in retried}:
+                history = await client.temporal.get_workflow_handle(transfer).fetch_history()
+                (keep / f"{transfer}.json").write_text(history.to_json())
     load_after = os.getloadavg()
     times = sorted(written.values())
     memory = getattr(settings.current(), "worker_memory_bytes", 0) or 1
@@ -153,15 +172,66 @@ async def _starts(
     print("median / p90 / max over the transfers):\n")
     print("| component | value |\n| --- | --: |")
     columns: dict[str, list[float]] = defaultdict(list)
-    for row in breakdown:
+    for row in breakdown.values():
         for key, value in row.items():
             columns[key].append(value)
     for key, values in columns.items():
         print(f"| {key} | {_quantiles(values)} |")
+    by_destination = dict(zip(destinations, ids, strict=True))
+    if written:
+        slowest_path = max(written, key=lambda d: written[d])
+        slowest = by_destination[slowest_path]
+        print(f"\nThe slowest transfer ({slowest}, wrote at {written[slowest_path]:.1f} s):\n")
+        print("| phase | seconds |\n| --- | --: |")
+        for key, value in breakdown.get(slowest, {}).items():
+            print(f"| {key} | {value:.2f} |")
+    print(f"\nActivities before the streams that needed more than one attempt: {len(retried)}")
+    for line in retried:
+        print(f"- {line}")
+    log = service.home / "worker.log"
+    if keep is not None and log.exists():
+        shutil.copy(log, keep / "worker.log")
+    if keep is not None and (service.home / "temporal.log").exists():
+        shutil.copy(service.home / "temporal.log", keep / "temporal.log")
+    slow_tasks = log.read_text(errors="replace").count("TMPRL1104") if log.exists() else 0
+    print(f"\nWorkflow tasks over 5 s (TMPRL1104 in the worker log): {slow_tasks}")
     for path in destinations:
         path.unlink()
     out.rmdir()
     source.unlink()
+
+
+async def _watch_control_queue(client: StaccatoClient, out: Path) -> None:
+    """Every second: the control queue's activity pollers (how many polled within the
+    last second) and backlog, as the server sees them; lines appended to ``out``."""
+    from temporalio.api.enums.v1 import TaskQueueType
+    from temporalio.api.taskqueue.v1 import TaskQueue
+    from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+
+    began = time.monotonic()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "a") as f:
+        while True:
+            try:
+                answer = await client.temporal.workflow_service.describe_task_queue(
+                    DescribeTaskQueueRequest(
+                        namespace=client.temporal.namespace,
+                        task_queue=TaskQueue(name="bench-control"),
+                        task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+                        report_stats=True,
+                    )
+                )
+                stats = answer.stats
+                f.write(
+                    f"{time.monotonic() - began:6.1f} s pollers={len(answer.pollers)} "
+                    f"backlog={stats.approximate_backlog_count} "
+                    f"age={stats.approximate_backlog_age.ToTimedelta().total_seconds():.1f} "
+                    f"add/s={stats.tasks_add_rate:.1f} dispatch/s={stats.tasks_dispatch_rate:.1f}\n"
+                )
+                f.flush()
+            except Exception as err:  # noqa: BLE001 - a diagnostic only
+                f.write(f"{time.monotonic() - began:6.1f} s describe failed: {err}\n")
+            await asyncio.sleep(1.0)
 
 
 def _tree_cpu(pid: int) -> float:
@@ -186,6 +256,12 @@ def main() -> None:
     parser.add_argument("--transfers", type=int, default=50)
     parser.add_argument("--processes", type=int, default=None, help="worker --processes")
     parser.add_argument("--profile", type=Path, help="directory for py-spy profiles")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        help="directory for the worker's log and the histories (JSON) of the slowest "
+        "transfer and of those with a retried activity",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="staccato-bench-data-", dir="/tmp"))
     work.chmod(0o755)
@@ -196,7 +272,7 @@ def main() -> None:
         if args.profile:
             args.profile.mkdir(parents=True, exist_ok=True)
         try:
-            asyncio.run(_starts(service, nginx, work, args.transfers, args.profile))
+            asyncio.run(_starts(service, nginx, work, args.transfers, args.profile, args.keep))
         finally:
             nginx.stop()
             service.stop()

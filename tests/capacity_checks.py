@@ -137,13 +137,17 @@ def _seconds(later: object, earlier: object) -> float:
 
 
 async def first_stream_breakdown(
-    client: StaccatoClient, transfers: list[str]
-) -> list[dict[str, float]]:
-    """Per transfer (after it ended), where the time from its start until its first
-    ``copy_stream`` started went, from the server's event times (seconds): workflow
-    tasks (count, waiting to be picked up, being processed, which includes local
-    activities), other activities (waiting, running) and the first stream's wait."""
-    rows: list[dict[str, float]] = []
+    client: StaccatoClient, transfers: list[str], retried: list[str] | None = None
+) -> dict[str, dict[str, float]]:
+    """Per transfer (after it ended; transfer id -> row), where the time from its start
+    until its first ``copy_stream`` started went, from the server's event times
+    (seconds): workflow tasks (count, waiting to be picked up, being processed, which
+    includes local activities), other activities (waiting, running, attempts retried)
+    and the first stream's wait. An activity's queue wait runs from its scheduling to
+    its last attempt's start (the server records no other), so it includes the
+    attempts that failed or timed out; each such activity is added to ``retried`` as
+    "transfer: activity attempt N after: last failure"."""
+    rows: dict[str, dict[str, float]] = {}
     earliest = None
     histories = []
     for transfer in transfers:
@@ -153,16 +157,18 @@ async def first_stream_breakdown(
         histories.append(events)
         if earliest is None or events[0].event_time.ToDatetime() < earliest.ToDatetime():
             earliest = events[0].event_time
-    for events in histories:
+    for transfer, events in zip(transfers, histories, strict=True):
         by_id = {e.event_id: e for e in events}
         row = {
             "workflow started after the first one": _seconds(events[0].event_time, earliest),
             "workflow tasks": 0.0,
             "workflow task queue wait": 0.0,
             "workflow task processing": 0.0,
+            "workflow tasks failed or timed out": 0.0,
             "activities before streams": 0.0,
             "their queue wait": 0.0,
             "their run time": 0.0,
+            "their retried attempts": 0.0,
             "first stream queue wait": 0.0,
             "start -> first stream started": 0.0,
         }
@@ -192,12 +198,26 @@ async def first_stream_breakdown(
             elif kind == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
                 started = by_id[event.workflow_task_completed_event_attributes.started_event_id]
                 row["workflow task processing"] += _seconds(event.event_time, started.event_time)
+            elif kind in (
+                EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT,
+                EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED,
+            ):
+                row["workflow tasks failed or timed out"] += 1
             elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
                 scheduled = by_id[event.activity_task_started_event_attributes.scheduled_event_id]
                 name = scheduled.activity_task_scheduled_event_attributes.activity_type.name
                 wait = _seconds(event.event_time, scheduled.event_time)
                 if name == "copy_stream":
                     continue
+                # the server records only the last attempt's start: an attempt that
+                # timed out is hidden in the queue wait unless counted here
+                attempts = event.activity_task_started_event_attributes.attempt
+                row["their retried attempts"] += max(0, attempts - 1)
+                failure = event.activity_task_started_event_attributes.last_failure
+                if attempts > 1 and retried is not None:
+                    retried.append(
+                        f"{transfer}: {name} attempt {attempts} after: {failure.message}"
+                    )
                 row["activities before streams"] += 1
                 row["their queue wait"] += wait
             elif kind in (
@@ -211,7 +231,7 @@ async def first_stream_breakdown(
                 )
                 started = by_id[attributes.started_event_id]
                 row["their run time"] += _seconds(event.event_time, started.event_time)
-        rows.append(row)
+        rows[transfer] = row
     return rows
 
 

@@ -1,9 +1,11 @@
 """The way from a transfer's start to its first stream, counted in its history on a
 real worker: the control lookups (link tuning memory, known copy, governors) are one
-activity and one workflow task, not one each."""
+local activity in the workflow task that schedules the streams, not an activity and a
+workflow task each (nor one control-queue activity and its workflow task)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -15,19 +17,23 @@ from staccato.models import TransferOptions
 from tests.helpers import MiB, sha256_file, write_random
 
 
-async def _before_first_stream(client: StaccatoClient, transfer: str) -> tuple[list[str], int]:
-    """The activities scheduled and the workflow tasks started before the first
-    ``copy_stream`` was scheduled."""
+async def _before_first_stream(
+    client: StaccatoClient, transfer: str
+) -> tuple[list[str], list[str]]:
+    """The activities scheduled and the local activities recorded (their markers)
+    before the first ``copy_stream`` was scheduled."""
     activities: list[str] = []
-    tasks = 0
+    local: list[str] = []
     async for event in client.temporal.get_workflow_handle(transfer).fetch_history_events():
         if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             name = event.activity_task_scheduled_event_attributes.activity_type.name
             if name == "copy_stream":
-                return activities, tasks
+                return activities, local
             activities.append(name)
-        elif event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED:
-            tasks += 1
+        elif event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED:
+            details = event.marker_recorded_event_attributes.details
+            if "data" in details and details["data"].payloads:
+                local.append(json.loads(details["data"].payloads[0].data).get("activity_type"))
     raise AssertionError(f"{transfer} scheduled no copy_stream")
 
 
@@ -45,8 +51,9 @@ async def test_one_control_activity_before_the_first_stream(
     assert sha256_file(destination) == digest
     assert result.read_from == "origin"
     assert (result.tuning is not None) == tuned
-    activities, tasks = await _before_first_stream(client, transfer)
-    # before: find_known_copy and find_governors (and recall_link_tuning when tuned),
-    # each with a workflow task of its own
-    assert activities == ["look_up_start"], activities
-    assert tasks == 2, tasks
+    activities, local = await _before_first_stream(client, transfer)
+    # before: look_up_start on the control queue, and a workflow task for its result;
+    # earlier still find_known_copy and find_governors (and recall_link_tuning when
+    # tuned), each an activity with a workflow task of its own
+    assert activities == [], activities
+    assert "look_up_start" in local, local

@@ -3,9 +3,12 @@ first stream, at once, in one activity (one activity and one workflow task inste
 one each): the link's tuning memory (``recall_link_tuning``), a known copy to read
 (``find_known_copy``) and which governors run (``find_governors``).
 
-It runs on the control queue (``<task queue>-control``) in the worker's main process,
-with the worker's Temporal client, and heartbeats every second while the parts run
-concurrently. A part that fails fails the attempt (retried by the workflow's
+Its first attempt is a local activity, in the workflow thread of the worker that runs
+the transfer (:mod:`staccato.workers.workflow_thread`), with that thread's Temporal
+client. If that fails it runs on the control queue (``<task queue>-control``) in the
+worker's main process, with the worker's client, and heartbeats every second while the
+parts run concurrently (a local activity does not heartbeat: the SDK extends its
+workflow task instead). A part that fails fails the attempt (retried by the workflow's
 policy); once the attempts are spent the workflow runs the parts as their own
 activities, as before.
 """
@@ -62,13 +65,15 @@ class StartLookupActivities:
                 return []
             return await self._limits.find_governors(request.governors)
 
+        local = activity.info().is_local
         parts = asyncio.ensure_future(asyncio.gather(recall(), copy(), governors()))
         try:
             while True:
                 done, _ = await asyncio.wait({parts}, timeout=_HEARTBEAT_EVERY_S)
                 if done:
                     break
-                activity.heartbeat()
+                if not local:
+                    activity.heartbeat()
         finally:
             if not parts.done():
                 parts.cancel()

@@ -372,7 +372,10 @@ class StaccatoWorker:
             workflow_runner=WORKFLOW_RUNNER,
             workflow_task_poller_behavior=POLLERS,
             activity_task_poller_behavior=POLLERS,
-            activities=ALL_ACTIVITIES,
+            # a workflow runs its start lookups here first, as a local activity (async:
+            # in this loop, not the pool)
+            activities=ALL_ACTIVITIES
+            + ([StartLookupActivities(self._client).look_up_start] if self._workflows else []),
             activity_executor=self._executor,
             shared_state_manager=self._shared,
             max_concurrent_activities=self._processes * self.threads,
@@ -617,6 +620,8 @@ async def run_worker(
         runner=WORKFLOW_RUNNER,
         pollers=POLLERS,
         local_activities=ALL_ACTIVITIES,
+        # the start lookups' first attempt, without a control-queue round trip
+        client_local_activities=lambda own: [StartLookupActivities(own).look_up_start],
     )
     async with StaccatoWorker(
         client, task_queue=task_queue, processes=processes, workflows=False

@@ -16,7 +16,9 @@ Temporal hands workflow tasks and activity tasks of one task queue to separate p
 the workflow ``Worker`` here polls workflow tasks only (``no_remote_activities``), the
 main one activity tasks only. A workflow's local activities (the short first attempts
 of ``stat``, ``prepare``, ``sync_check``, ``cleanup``) run on the worker that runs the
-workflow: here, in a pool of threads of this process (they are short and I/O-bound).
+workflow: here, in a pool of threads of this process (they are short and I/O-bound);
+those that call Temporal (the first attempt of ``look_up_start``) are made with the
+thread's own client and run on its loop.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ class WorkflowThread:
         runner: how workflow code runs (the sandbox).
         pollers: how many workflow-task polls it keeps open.
         local_activities: the activities its workflows may run as local activities.
+        client_local_activities: makes more of them from the thread's own client
+            (async activities calling Temporal: they run on the thread's loop).
         local_threads: threads running local activities at once.
     """
 
@@ -64,9 +68,11 @@ class WorkflowThread:
         runner: SandboxedWorkflowRunner,
         pollers: PollerBehavior,
         local_activities: Sequence[Callable[..., Any]] = (),
+        client_local_activities: Callable[[Client], Sequence[Callable[..., Any]]] | None = None,
         local_threads: int = 32,
     ) -> None:
         self._local_activities = list(local_activities)
+        self._client_local_activities = client_local_activities
         self._local_threads = local_threads
         self._client = client
         self._task_queue = task_queue
@@ -137,14 +143,17 @@ class WorkflowThread:
         local = concurrent.futures.ThreadPoolExecutor(
             self._local_threads, thread_name_prefix="local-activity"
         )
+        activities = list(self._local_activities)
+        if self._client_local_activities is not None:
+            activities += self._client_local_activities(client)
         worker = Worker(
             client,
             task_queue=self._task_queue,
             workflows=self._workflows,
             workflow_runner=self._runner,
             workflow_task_poller_behavior=self._pollers,
-            activities=self._local_activities,
-            activity_executor=local if self._local_activities else None,
+            activities=activities,
+            activity_executor=local if activities else None,
             no_remote_activities=True,
             graceful_shutdown_timeout=timedelta(0),
         )

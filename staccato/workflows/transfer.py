@@ -198,6 +198,10 @@ START_LOOKUP = "look_up_start"
 #: ended at once and an S3 multipart upload created meanwhile was never aborted); a
 #: marker event once per write session
 PREPARE_WAITS_PATCH = "prepare-waits-out-cancel"
+#: ``look_up_start`` runs first as a local activity on the worker running the workflow
+#: (no control-queue round trip, no workflow task for its result); a failed local
+#: attempt falls back to the control-queue activity. A marker event once per transfer.
+LOCAL_START_LOOKUP_PATCH = "local-start-lookup"
 RECORD_TUNING = "record_link_tuning"
 #: the tuning activities are best effort: a worker without them runs the fixed defaults
 _TUNING_RETRY = RetryPolicy(maximum_attempts=3, maximum_interval=timedelta(seconds=2))
@@ -473,20 +477,26 @@ class TransferWorkflow:
         )
         phase = self._progress.phase
         self._set_phase("look-up")
+        lookup_input = StartLookupInput(
+            link=link_of(request.source, request.destination) if tuned else None,
+            known_copy=copy_input,
+            governors=governors,
+        )
+        # a candidate file is read whole to check it
+        timeout = (
+            copy_timeout(info.size) * 3 + SHORT_TIMEOUT if copy_input is not None else SHORT_TIMEOUT
+        )
         try:
+            if workflow.patched(LOCAL_START_LOOKUP_PATCH):
+                looked_up = await self._look_up_start_locally(lookup_input, timeout)
+                if looked_up is not None:
+                    return looked_up
             return await workflow.execute_activity(
                 START_LOOKUP,
-                StartLookupInput(
-                    link=link_of(request.source, request.destination) if tuned else None,
-                    known_copy=copy_input,
-                    governors=governors,
-                ),
+                lookup_input,
                 result_type=StartLookup,
                 task_queue=front.control_queue(workflow.info().task_queue),
-                # a candidate file is read whole to check it
-                start_to_close_timeout=copy_timeout(info.size) * 3 + SHORT_TIMEOUT
-                if copy_input is not None
-                else SHORT_TIMEOUT,
+                start_to_close_timeout=timeout,
                 heartbeat_timeout=_FIND_COPY_HEARTBEAT,
                 retry_policy=_FIND_COPY_RETRY,
             )
@@ -497,6 +507,37 @@ class TransferWorkflow:
             return None
         finally:
             self._set_phase(phase)
+
+    async def _look_up_start_locally(
+        self, lookup_input: StartLookupInput, timeout: timedelta
+    ) -> StartLookup | None:
+        """One attempt of ``look_up_start`` as a local activity, in the worker that runs
+        this workflow (its workflow thread, with its own client), inside the workflow
+        task. A regular activity on the control queue costs two history writes for its
+        dispatch and a workflow task for its result; when 50 transfers start at once the
+        server, overloaded, can record such an attempt started and never hand it out (the
+        attempt is then lost for its heartbeat timeout). None when the attempt failed
+        (the control-queue activity then runs, with its retries); a cancel propagates.
+
+        History: 1 marker event (instead of 3 activity events and a workflow task).
+        """
+        try:
+            return await workflow.execute_local_activity(
+                START_LOOKUP,
+                lookup_input,
+                result_type=StartLookup,
+                start_to_close_timeout=timeout,
+                retry_policy=RetryPolicy(maximum_attempts=1),
+            )
+        except (ActivityError, ApplicationError) as err:
+            # a local activity's failure may arrive unwrapped (no ActivityError around it)
+            cause = err.cause if isinstance(err, ActivityError) else err
+            if isinstance(cause, CancelledError) and cancelling():
+                raise
+            workflow.logger.info(
+                "the start lookups failed locally (%s); on the control queue", reason(err)
+            )
+            return None
 
     def _known_copy_input(
         self, request: TransferRequest, info: ObjectInfo

@@ -372,7 +372,8 @@ async def transfer(
             env.client,
             task_queue=task_queue,
             workflows=[TransferWorkflow],
-            activities=endpoint.activities(),
+            # the start lookups run first as a local activity on the workflow's worker
+            activities=[*endpoint.activities(), no_start_lookups],
             # a cancel reaches a heartbeating test activity within ~0.1 s
             max_heartbeat_throttle_interval=timedelta(milliseconds=100),
             default_heartbeat_throttle_interval=timedelta(milliseconds=100),

@@ -91,7 +91,8 @@ async def start(env: WorkflowEnvironment) -> AsyncIterator[Start]:
             env.client,
             task_queue=queue,
             workflows=[TransferWorkflow],
-            activities=endpoint.activities(),
+            # the start lookups run first as a local activity on the workflow's worker
+            activities=[*endpoint.activities(), control.look_up_start],
         )
         control_worker = Worker(
             env.client,
