@@ -95,13 +95,6 @@ def cancelling() -> bool:
     return task is not None and task.cancelling() > 0
 
 
-def cancel_requested() -> bool:
-    """Whether the server asked this workflow to cancel (true from the request on, even
-    after an activity started with ``WAIT_CANCELLATION_COMPLETED`` returned normally
-    and the SDK cleared the task's cancel count)."""
-    return workflow.cancellation_reason() is not None
-
-
 def raise_if_cancelling() -> None:
     """Raise if this task was asked to cancel (workflow cancellation): an activity
     started with WAIT_CANCELLATION_COMPLETED may return normally after the request."""

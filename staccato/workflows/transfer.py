@@ -118,7 +118,6 @@ from staccato.workflows import front, slots, sync
 from staccato.workflows.calls import (
     RETRY,
     SHORT_TIMEOUT,
-    cancel_requested,
     cancelling,
     copy_timeout,
     raise_if_cancelling,
@@ -193,10 +192,11 @@ RECALL_TUNING = "recall_link_tuning"
 #: workflow task fewer per transfer (two for a tuned one), all three at once
 START_LOOKUP_PATCH = "one-start-lookup"
 START_LOOKUP = "look_up_start"
-#: ``prepare`` runs with ``WAIT_CANCELLATION_COMPLETED``: a cancel while it runs waits
-#: for it to end and cleans up the session it opened (with TRY_CANCEL the workflow
-#: ended at once and an S3 multipart upload created meanwhile was never aborted); a
-#: marker event once per write session
+#: ``prepare`` outlives a cancel (:meth:`TransferWorkflow._prepare_outliving_cancel`):
+#: the session it opened is cleaned up whether the cancel came while it ran (with
+#: TRY_CANCEL the workflow ended at once and an S3 multipart upload created meanwhile
+#: was never aborted) or with its result (the SDK raised the cancel instead of the
+#: result: a temp file was left after a worker crash); a marker event per write session
 PREPARE_WAITS_PATCH = "prepare-waits-out-cancel"
 #: ``look_up_start`` runs first as a local activity on the worker running the workflow
 #: (no control-queue round trip, no workflow task for its result); a failed local
@@ -661,28 +661,18 @@ class TransferWorkflow:
         assert self._progress is not None
         options = request.options
         self._set_phase("prepare")
-        # A cancel while prepare runs waits for it to end, so the session it opened (an
-        # S3 multipart upload, known only by the id its answer carries) is cleaned up
-        # instead of left behind (runs recorded before keep TRY_CANCEL).
-        waits = workflow.patched(PREPARE_WAITS_PATCH)
-        prepared: PrepareResult = await self._short_activity(
-            "prepare",
-            PrepareInput(
-                destination=request.destination,
-                size=info.size,
-                chunk_size=options.chunk_size,
-                session_key=session_key,
-            ),
-            PrepareResult,
-            cancellation_type=(
-                workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
-                if waits
-                else workflow.ActivityCancellationType.TRY_CANCEL
-            ),
+        request_prepare = PrepareInput(
+            destination=request.destination,
+            size=info.size,
+            chunk_size=options.chunk_size,
+            session_key=session_key,
+        )
+        prepared: PrepareResult = await (
+            self._prepare_outliving_cancel(request_prepare)
+            if workflow.patched(PREPARE_WAITS_PATCH)
+            else self._short_activity("prepare", request_prepare, PrepareResult)
         )
         session = self._session = prepared.session
-        if waits and cancel_requested():
-            raise asyncio.CancelledError()  # the transfer's ending cleans the session up
         chunk_size = prepared.chunk_size
         if prepared.note:
             workflow.logger.info("chunk size adjusted: %s", prepared.note)
@@ -1260,6 +1250,47 @@ class TransferWorkflow:
             str,
         )
 
+    async def _prepare_outliving_cancel(self, request: PrepareInput) -> PrepareResult:
+        """``prepare`` in a task of its own, so a cancel of the transfer never loses the
+        write session it opened (an S3 multipart upload is known only by the id in its
+        answer). If the cancel comes while prepare runs, prepare is asked to stop and
+        waited for (``WAIT_CANCELLATION_COMPLETED``; it finishes opening and returns);
+        if it comes in the same workflow task as prepare's result, awaiting the
+        activity directly would raise the cancel and drop the result. Either way the
+        session is kept in ``self._session`` for the transfer's ending to clean up,
+        then the cancel goes on.
+
+        Raises:
+            asyncio.CancelledError: the transfer was cancelled (the session, if any,
+                is in ``self._session``).
+            ActivityError: prepare failed.
+        """
+        running = asyncio.ensure_future(
+            self._short_activity(
+                "prepare",
+                request,
+                PrepareResult,
+                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            )
+        )
+        try:
+            return await asyncio.shield(running)
+        except asyncio.CancelledError:
+            # A result that came with the cancel reaches ``running`` a few loop turns
+            # later (the activity handle's task, then this one): let it, then cancel
+            # only a prepare still under way. No timer: these turns add no command.
+            for _ in range(_RESULT_TURNS):
+                if running.done():
+                    break
+                await asyncio.sleep(0)
+            if not running.done():
+                running.cancel()
+            try:
+                self._session = (await running).session
+            except (asyncio.CancelledError, ActivityError, ApplicationError):
+                pass  # it opened nothing that it did not abort itself
+            raise
+
     async def _cleanup(self, session: WriteSession | None) -> None:
         if session is None:
             return
@@ -1731,6 +1762,9 @@ class TransferWorkflow:
         return result
 
 
+#: event-loop turns a cancelled transfer gives an activity result that came with the
+#: cancel to reach the task awaiting it (two suffice: the handle's task, then its own)
+_RESULT_TURNS = 8
 _PAUSABLE_PHASES = ("scheduled", "stat", "sync-check", "look-up", "find-copy", "prepare", "copy")
 #: how long a reported rate is shown without a newer report (reports come every
 #: 10 s to a few minutes, see :mod:`staccato.workers.progress_reporter`)

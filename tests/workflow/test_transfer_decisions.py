@@ -480,3 +480,43 @@ async def test_wrong_number_of_inputs_fails_at_once(transfer: Start, count: int)
 async def test_environment_is_time_skipping(env: WorkflowEnvironment) -> None:
     """The suite's premise: the retry test above relies on skipped time."""
     assert env.supports_time_skipping
+
+
+async def test_cancel_that_comes_with_prepares_result_cleans_up_its_session(
+    transfer: Start,
+) -> None:
+    """A cancel that reaches the workflow while prepare runs, or in the same workflow
+    task as prepare's result (a worker killed before it saw the result, the cancel
+    sent meanwhile), still cleans up the session prepare opened: its id is known only
+    from that result (an S3 multipart upload), and the transfer must not end cancelled
+    with a temp file or an open upload left behind.
+
+    Prepare's first attempt (a local activity) fails as a transient error; its second
+    (a regular activity) sends the cancel itself and returns the session once the
+    workflow has processed the cancel (the test server refuses a cancel of an
+    activity that already completed, which a real server ignores, so the "with the
+    result" case is not reachable here)."""
+    endpoint = Endpoint()
+    handles: list[WorkflowHandle[Any, Any]] = []
+    attempts = 0
+
+    async def cancel_then_open(request: Any) -> Any:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            raise ApplicationError("connection reset", type="RetryableError")
+        await handles[0].cancel()
+        await until_processed(handles[0], EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED)
+        return None  # the default session: temp-<session key>
+
+    endpoint.hooks["prepare"] = cancel_then_open
+    run = await transfer(endpoint)
+    handles.append(run.handle)
+    assert isinstance(await failure_of(run), CancelledError)
+
+    prepared = endpoint.called("prepare")
+    assert len(prepared) == 2
+    (cleaned,) = endpoint.called("cleanup")
+    assert cleaned.session_id == f"temp-{prepared[-1].session_key}"
+    assert endpoint.called("copy_stream") == []
+    assert (await run.progress()).state == TransferState.cancelled
