@@ -765,7 +765,7 @@ class StaccatoClient:
             StaccatoError: it is not running, or not Staccato's (another workflow type).
         """
         handle = await self._handle(transfer)
-        await self._require(handle, kinds=(TRANSFER_TYPE, DATASET_TYPE, GROUP_TYPE))
+        await self._require(handle, kinds=(TRANSFER_TYPE, DATASET_TYPE, GROUP_TYPE), named=transfer)
         await handle.cancel()
 
     async def pause(self, transfer: str) -> None:
@@ -785,7 +785,11 @@ class StaccatoClient:
         await self._update(transfer, TransferWorkflow.resume)
 
     async def _require(
-        self, handle: WorkflowHandle[Any, Any], *, kinds: tuple[str, ...] = (TRANSFER_TYPE,)
+        self,
+        handle: WorkflowHandle[Any, Any],
+        *,
+        kinds: tuple[str, ...] = (TRANSFER_TYPE,),
+        named: str | None = None,
     ) -> None:
         """Check that ``handle``'s run is one of ``kinds`` (workflow types) and running.
 
@@ -797,7 +801,8 @@ class StaccatoClient:
             description = await handle.describe()
         except RPCError as err:
             if err.status == RPCStatusCode.NOT_FOUND:
-                raise TransferNotFoundError(f"no transfer {handle.id!r}") from None
+                # the name the user gave (a destination's id is not what they typed)
+                raise TransferNotFoundError(f"no transfer {named or handle.id!r}") from None
             raise
         require_type(handle.id, description, kinds)
         if description.status != WorkflowExecutionStatus.RUNNING:
@@ -806,7 +811,7 @@ class StaccatoClient:
 
     async def _update(self, transfer: str, update: Any) -> None:
         handle = await self._handle(transfer)
-        await self._require(handle)
+        await self._require(handle, named=transfer)
         # a front run pauses and resumes the transfer it runs as
         description = await handle.describe()
         runs_as = _runs_as(handle.id, await description.memo())

@@ -144,6 +144,22 @@ def test_status_of_unknown_transfer(cli) -> None:
     assert "no transfer 'staccato-0000'" in result.stderr
 
 
+def test_unknown_and_empty_names_say_what_was_typed(cli) -> None:
+    """A name that is no transfer is reported as typed (a relative path's transfer id
+    is a hash the user never saw); an empty or blank one is a usage error, exit 2,
+    for every command taking a TRANSFER (it was a traceback)."""
+    for command in ("status", "cancel", "pause", "resume"):
+        result = cli(command, "no-such-transfer")
+        assert result.returncode == 1, (command, result)
+        assert "no transfer 'no-such-transfer'" in result.stderr, (command, result.stderr)
+    for command in ("status", "watch", "cancel", "pause", "resume"):
+        for blank in ("", " "):
+            result = cli(command, blank)
+            assert result.returncode == 2, (command, blank, result)
+            assert "TRANSFER" in result.stderr and "is empty" in result.stderr, result.stderr
+            assert "Traceback" not in result.stderr
+
+
 def test_help_lists_commands() -> None:
     result = run_cli("--help", address="127.0.0.1:1")
     assert result.returncode == 0

@@ -206,8 +206,24 @@ SyncLevelOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def _named(value: str) -> str:
+    """TRANSFER's check: an empty or blank id names nothing (Temporal would answer
+    'WorkflowId is not set')."""
+    if not value.strip():
+        raise typer.BadParameter(
+            "is empty: give a transfer id (staccato-...), a dataset or group id, or the "
+            "destination URL or path"
+        )
+    return value
+
+
 TransferArg = Annotated[
-    str, typer.Argument(help="Transfer id, or the destination URL/path.", metavar="TRANSFER")
+    str,
+    typer.Argument(
+        help="Transfer id, or the destination URL/path.", metavar="TRANSFER", callback=_named
+    ),
 ]
 ProcessesOption = Annotated[
     int | None,
