@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.exceptions import CancelledError
 
@@ -502,27 +503,54 @@ async def test_cancelling_a_front_cancels_its_transfer(
 async def test_submit_not_before_starts_later(
     client: StaccatoClient, worker: WorkerProcess, temporal_server, data_dir: Path
 ) -> None:
-    """`submit --not-before 3s`: status says scheduled with the start time, nothing
-    is written before it, then the transfer runs."""
+    """`submit --not-before`: status says scheduled with the start time and nothing is
+    written before it (an hour ahead, so a busy machine cannot outrun it); a start a
+    few seconds ahead runs no workflow task before its time (Temporal's start delay,
+    read from the history), then copies."""
+
+    def submit(source: Path, destination: Path, not_before: str) -> str:
+        out = run_cli(
+            "submit",
+            str(source),
+            str(destination),
+            "--not-before",
+            not_before,
+            address=temporal_server.address,
+            task_queue=worker.task_queue,
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip()
+
     source = data_dir / "later.src"
     digest = write_random(source, 1 * MiB, seed=701)
+    distant = data_dir / "later-distant.out"
+    asked = datetime.now(UTC)
+    transfer = submit(source, distant, "1h")
+    try:
+        status = await client.status(transfer)
+        assert status.state == TransferState.scheduled and status.starts_at, status
+        starts_at = datetime.fromisoformat(status.starts_at.replace("Z", "+00:00"))
+        assert abs((starts_at - asked).total_seconds() - 3600) < 300, status.starts_at
+        assert not distant.exists()
+    finally:
+        await client.temporal.get_workflow_handle(transfer).terminate("test over")
+
     destination = data_dir / "later.out"
-    out = run_cli(
-        "submit",
-        str(source),
-        str(destination),
-        "--not-before",
-        "3s",
-        address=temporal_server.address,
-        task_queue=worker.task_queue,
-    )
-    assert out.returncode == 0, out.stderr
-    transfer = out.stdout.strip()
-    status = await client.status(transfer)
-    assert status.state == TransferState.scheduled and status.starts_at, status
-    assert not destination.exists()
+    transfer = submit(source, destination, "3s")
     await asyncio.wait_for(client.wait(transfer), 60)
     assert sha256_file(destination) == digest
+    # the front run started with the delay (the id's later runs, if any, have none)
+    runs = [r async for r in client.temporal.list_workflows(f'WorkflowId = "{transfer}"')]
+    first_run = min(runs, key=lambda r: r.start_time)
+    handle = client.temporal.get_workflow_handle(transfer, run_id=first_run.run_id)
+    events = [e async for e in handle.fetch_history_events()]
+    started = events[0].workflow_execution_started_event_attributes
+    assert started.first_workflow_task_backoff.ToTimedelta() >= timedelta(seconds=2)
+    first_task = next(
+        e for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED
+    )
+    waited = first_task.event_time.ToDatetime() - events[0].event_time.ToDatetime()
+    assert waited >= timedelta(seconds=2), f"the first workflow task came after {waited}"
 
 
 def test_not_before_accepts_delays_and_iso_times_and_names_bad_ones() -> None:
