@@ -75,6 +75,13 @@ def write_fence() -> None:
         hook()
 
 
+def write_fenced() -> bool:
+    """Whether this context writes under a fence (a stream attempt's thread): transports
+    that cannot take back bytes once sent (an SSH packet, an SFTP request) check the
+    fence right before each send too, not only before each request."""
+    return _write_fence_hook.get() is not None
+
+
 @contextlib.contextmanager
 def write_fence_hook(hook: Callable[[], None]) -> Iterator[None]:
     """Install ``hook`` as what :func:`write_fence` calls, for the duration of the block."""

@@ -109,7 +109,13 @@ class Connection:
     broken: bool = False
 
     def alive(self) -> bool:
-        return not self.broken and self.transport.is_active() and not self.sftp.sock.closed
+        return (
+            not self.broken
+            and not self.sftp.cut_off
+            and self.transport.is_active()
+            and not self.sftp.sock.closed
+            and not getattr(self.transport.sock, "cut_off", False)
+        )
 
     def close(self) -> None:
         """Close the TCP connection, *then* free the slot."""

@@ -34,6 +34,7 @@ paramiko would otherwise do two ``recv`` syscalls and several copies.
 from __future__ import annotations
 
 import logging
+import select
 import socket
 import struct
 import time
@@ -77,6 +78,7 @@ SOCKET_BUFFER_BYTES = 256 * 1024  # see BufferedSocket
 RECV_BYTES = 1024 * 1024  # channel read size of the response parser
 MAX_PACKET_BYTES = 16 * 1024 * 1024  # larger SFTP packets are garbage (paramiko's rule)
 WAIT_SLICE_S = 1.0  # longest blocking channel read between keepalive calls
+PACKET_SLICE_BYTES = 32 * 1024  # a write request's bytes per fence check (one SSH packet)
 
 # SFTP v3 status codes (draft-ietf-secsh-filexfer-02 §7)
 FX_OK, FX_EOF, FX_NO_SUCH_FILE, FX_PERMISSION_DENIED, FX_FAILURE = 0, 1, 2, 3, 4
@@ -178,6 +180,7 @@ class StaccatoSFTP(paramiko.SFTPClient):
     max_in_flight: int | None = None
     cap_key: tuple[str, int] | None = None  # (host, port) the cap is learned for
     _stall_wait: bool = False
+    cut_off: bool = False  # see cut()
 
     def __init__(self, sock: paramiko.Channel, timeout_s: float = 60.0) -> None:
         """Start the SFTP session on ``sock`` (INIT/VERSION), waiting up to
@@ -480,8 +483,48 @@ class StaccatoSFTP(paramiko.SFTPClient):
         self._write_all(packets)
         return list(range(first, first + len(ranges)))
 
+    def _write_fenced(self, out: bytes | memoryview) -> None:
+        """:meth:`_write_all` with :func:`base.write_fence` checked before each channel
+        send (each SSH packet of at most 32 KiB), not only before the request: a stream
+        frozen while waiting for the channel's window (or for the socket) would, once
+        woken, send the rest of its request, and the server would carry it out on a
+        handle that may now lead to the published file. If the fence fails, the
+        connection is cut at once (:meth:`cut`): the request it was sending stays
+        incomplete, and the server never carries out an incomplete request (it closes
+        the session on EOF)."""
+        view = memoryview(out)
+        while view:
+            try:
+                base.write_fence()
+            except BaseException:
+                self.cut()
+                raise
+            piece = min(len(view), PACKET_SLICE_BYTES)
+            try:
+                self._write_all(view[:piece])
+            except EOFError:
+                base.write_fence()  # the socket's fence cut it (BufferedSocket.send): say so
+                raise
+            view = view[piece:]
+
+    def cut(self) -> None:
+        """Drop the connection now, with no more bytes sent: ``shutdown(2)`` of its
+        socket (paramiko's reader thread then sees EOF and ends the transport). The
+        connection is dead afterwards (:attr:`cut_off`)."""
+        self.cut_off = True
+        transport = self.sock.get_transport()
+        sock = getattr(transport, "sock", None)
+        if isinstance(sock, BufferedSocket):
+            sock.cut()
+        elif sock is not None:
+            try:
+                sock.close()
+            except Exception as err:  # a ProxyCommand that already ended
+                log.info("cutting an sftp connection: %r", err)
+
     def send_write(self, receiver: Responses, handle: bytes, offset: int, data: memoryview) -> int:
-        """SSH_FXP_WRITE without copying ``data`` into a paramiko Message."""
+        """SSH_FXP_WRITE without copying ``data`` into a paramiko Message; the request's
+        bytes go out under the write fence (:meth:`_write_fenced`)."""
         with self._lock:
             num = self.request_number
             self._expecting[num] = receiver
@@ -496,9 +539,17 @@ class StaccatoSFTP(paramiko.SFTPClient):
             offset,
             len(data),
         )
-        self._write_all(header)
-        self._write_all(data)
+        self._write_fenced(header)
+        self._write_fenced(data)
         return num
+
+
+def _writable(sock: socket.socket, timeout_s: float | None) -> bool:
+    """Whether ``sock`` can take bytes, waiting up to ``timeout_s`` seconds (None: as
+    long as it takes)."""
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLOUT)
+    return bool(poller.poll(None if timeout_s is None else int(timeout_s * 1000)))
 
 
 class BufferedSocket:
@@ -511,6 +562,7 @@ class BufferedSocket:
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
+        self.cut_off = False
         self._buffer = memoryview(bytearray(SOCKET_BUFFER_BYTES))
         self._start = 0
         self._end = 0
@@ -529,7 +581,32 @@ class BufferedSocket:
         return data
 
     def send(self, data: bytes) -> int:
+        """Send from paramiko's packetizer, in the calling thread. In a stream attempt
+        (:func:`base.write_fenced`) the socket is first waited on until it is writable
+        (up to its timeout, then ``TimeoutError``, which paramiko retries), then the
+        fence is checked, then the bytes go out: a thread frozen while the socket was
+        full checks the fence when it wakes, before it sends. If the fence fails the
+        socket is cut (:meth:`cut`) so that the SSH packet being sent is never
+        completed (the server drops an incomplete packet with the connection)."""
+        if base.write_fenced():
+            timeout = self._sock.gettimeout()
+            if not _writable(self._sock, timeout):
+                raise TimeoutError("timed out")
+            try:
+                base.write_fence()
+            except BaseException:
+                self.cut()
+                raise
         return self._sock.send(data)
+
+    def cut(self) -> None:
+        """Shut the socket down in both directions at once (no more bytes leave; the
+        reader thread sees EOF); marks it :attr:`cut_off`."""
+        self.cut_off = True
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # not connected any more
 
     def settimeout(self, timeout: float | None) -> None:
         self._sock.settimeout(timeout)

@@ -1,0 +1,175 @@
+"""An SFTP write request that was held up (by the channel's window or a full socket)
+while its stream's lease ran out is never completed: the stream checks its lease right
+before every SSH packet and every socket send, not only before each request, and cuts
+the connection when the lease is gone, so the server never carries out the rest.
+
+Why it matters: a stream frozen mid-request (SIGSTOP, a suspended VM) and woken after
+another attempt published the file would otherwise finish that request on a handle
+that now leads to the published file (the CI failure of
+``test_frozen_sftp_stream_writes_nothing_after_losing_its_segment``: the published
+file's mtime changed after publish).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from staccato.activities.stream_lease import StreamLeaseExpiredError, leased
+from staccato.endpoints.sftp.pipeline import WRITE_BEHIND_BYTES, write_at
+from staccato.endpoints.sftp.pool import POOL
+from staccato.endpoints.sftp.protocol import FXF_WRITE, BufferedSocket
+from staccato.endpoints.sftp.ssh import resolve
+from staccato.urls import parse_url
+from tests.helpers import MiB
+from tests.servers.sshd import SshdServer
+from tests.sftp.conftest import known_hosts_lines
+
+HEARTBEAT_TIMEOUT_S = 2.0  # the lease runs out 1.5 s after the last heartbeat
+#: OpenSSH's session channel window (CHAN_SES_WINDOW_DEFAULT = 64 x 32 KiB): what
+#: the client may send before the server's sftp-server has read any of it
+SESSION_WINDOW_BYTES = 2 * MiB
+
+
+@pytest.fixture
+def logged_env(
+    monkeypatch: pytest.MonkeyPatch,
+    sshd_server: SshdServer,
+    sftp_logged: SshdServer,
+    tmp_path: Path,
+) -> Iterator[None]:
+    """This process's SSH settings for ``sftp_logged`` (whose sftp-server is a separate
+    process per connection, which the test can stop)."""
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(known_hosts_lines(sshd_server, sftp_logged))
+    monkeypatch.setenv("STACCATO_SSH_CONFIG", "none")
+    monkeypatch.setenv("STACCATO_SSH_IDENTITY", str(sshd_server.client_key_path))
+    monkeypatch.setenv("STACCATO_SSH_KNOWN_HOSTS", str(known_hosts))
+    monkeypatch.setenv("STACCATO_SFTP_LOCK_DIR", str(tmp_path / "locks"))
+    monkeypatch.setenv("SSH_AUTH_SOCK", "")
+    POOL.close_all()
+    yield
+    POOL.close_all()
+
+
+def _holder_of(path: Path) -> int:
+    """The pid of the (one) process that has ``path`` open (its sftp-server)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                fds = os.listdir(f"/proc/{pid}/fd")
+            except OSError:
+                continue
+            for fd in fds:
+                try:
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") == str(path):
+                        return int(pid)
+                except OSError:
+                    continue
+        time.sleep(0.05)
+    raise AssertionError(f"no process holds {path} open")
+
+
+def _gone(pid: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_request_held_up_past_the_lease_is_never_completed(
+    logged_env: None, sftp_logged: SshdServer, data_dir: Path
+) -> None:
+    """The server's sftp-server is stopped, so the client's write requests (4 MiB in
+    flight) stop at the channel's 2 MiB window, one of them half sent. The lease runs
+    out; then the server goes on. The stream stops with ``StreamLeaseExpiredError``
+    without sending another byte: the server wrote at most what had reached it before
+    the lease ran out (<= the window), not the 4 MiB the requests held (the old code
+    finished the half-sent request and every one queued behind it)."""
+    assert WRITE_BEHIND_BYTES >= 2 * SESSION_WINDOW_BYTES  # else nothing is held up
+    temp = data_dir / "held.part"
+    temp.write_bytes(b"")
+    target = resolve(parse_url(sftp_logged.url(str(temp))))
+    connection = POOL.acquire(target)
+    server = None
+    try:
+        handle = connection.sftp.open_handle(str(temp), FXF_WRITE)
+        server = _holder_of(temp)
+        os.kill(server, signal.SIGSTOP)
+        outcome: list[BaseException | None] = []
+
+        def stream() -> None:
+            try:
+                with leased(HEARTBEAT_TIMEOUT_S):
+                    write_at(connection.sftp, handle, 0, memoryview(os.urandom(8 * MiB)))
+                outcome.append(None)
+            except BaseException as err:  # noqa: BLE001 - the test inspects it
+                outcome.append(err)
+
+        thread = threading.Thread(target=stream, daemon=True)
+        thread.start()
+        # the lease is time-based: wait past it while the write is held up
+        time.sleep(HEARTBEAT_TIMEOUT_S + 0.5)
+        assert thread.is_alive() and not outcome, "the write was not held up by the server"
+        os.kill(server, signal.SIGCONT)
+        thread.join(30)
+        assert not thread.is_alive(), "the stream did not stop"
+        assert isinstance(outcome[0], StreamLeaseExpiredError), outcome
+        kept = connection.alive()
+        if kept:  # one more round trip: the server has carried out every request before it
+            connection.sftp.stat(str(temp))
+        else:
+            assert _gone(server, 30), "the server's sftp-server did not end"
+        written = temp.stat().st_size
+        assert written <= SESSION_WINDOW_BYTES, (
+            f"the server wrote {written} bytes: requests were completed after the lease ran out"
+        )
+        assert not kept, "the connection with a half-sent request was kept for reuse"
+    finally:
+        if server is not None:
+            try:
+                os.kill(server, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        POOL.release(connection)
+
+
+def test_a_socket_send_after_the_lease_cuts_the_connection() -> None:
+    """At the socket (what paramiko's packetizer calls from the stream's thread): a
+    send after the lease ran out raises, sends nothing and shuts the socket down (the
+    peer reads EOF after the bytes sent before), so a half-sent SSH packet is never
+    completed; outside a stream (no fence) sends go through."""
+    ours, peer = socket.socketpair()
+    try:
+        ours.settimeout(0.1)
+        peer.settimeout(10)
+        sock = BufferedSocket(ours)
+        assert sock.send(b"before") == 6  # no fence here
+        with leased(HEARTBEAT_TIMEOUT_S) as lease:
+            assert lease is not None
+            assert sock.send(b"fresh") == 5
+            lease.renewed -= HEARTBEAT_TIMEOUT_S  # as if frozen for the whole timeout
+            with pytest.raises(StreamLeaseExpiredError):
+                sock.send(b"late")
+        assert sock.cut_off
+        received = b""
+        while chunk := peer.recv(1024):
+            received += chunk
+        assert received == b"beforefresh"
+    finally:
+        ours.close()
+        peer.close()
