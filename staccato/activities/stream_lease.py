@@ -22,8 +22,12 @@ busy machine can go over a second between two heartbeats (a chunk's ``fdatasync`
 under load), and a lease lost that early only makes a needless retry that sends the
 segment again.
 
-What the lease cannot stop: a write already inside the kernel (or on the wire) when
-the process is frozen completes when it wakes; a fenced write happens within
+A write may be held up after its check (an SFTP request waiting for the SSH channel's
+window, a full socket): the SFTP driver therefore checks again before every SSH packet
+of a request and before every socket send in the stream's thread, and cuts the
+connection when the lease is gone, so a half-sent request is never completed
+(``tests/sftp/test_sftp_lease.py``). What the lease cannot stop: bytes already inside
+the kernel (or on the wire) when the process is frozen; a fenced send happens within
 microseconds of its check. Destinations refuse stale writers themselves too: a file
 session's temp file is checked before each chunk, S3 refuses parts of a completed
 upload, SFTP's temp file is checked before each chunk.
