@@ -54,7 +54,7 @@ from staccato.datasets.models import (
     ListInput,
     ListResult,
 )
-from staccato.datasets.names import target_url
+from staccato.datasets.names import UnrepresentableNameError, target_url
 from staccato.endpoints import get_driver
 from staccato.endpoints.base import keepalive_hook
 from staccato.endpoints.file.group import LocalGroup, StagedFile, remove_temp
@@ -439,6 +439,39 @@ def _resume(
     for index in matched:
         if first - RESUME_WINDOW <= index < first + RESUME_WINDOW:
             _discard_session(request, destination_root, index)
+    _abort_orphaned_sessions(
+        request, destination_root, range(first - RESUME_WINDOW, first + RESUME_WINDOW)
+    )
+
+
+#: seconds of clock difference allowed between the store's and the worker's clocks
+ORPHAN_CLOCK_SLACK_S = 5.0
+
+
+def _abort_orphaned_sessions(
+    request: BatchInput, destination_root: EndpointURL, window: range
+) -> None:
+    """Abort the write sessions that earlier attempts of this batch left open on the
+    files of ``window`` (those that may have been in flight at a kill) and that cannot
+    be found again by key (S3 multipart uploads: a SIGKILLed worker aborts nothing).
+    Identified by key and start time: opened after the batch was first scheduled
+    (less :data:`ORPHAN_CLOCK_SLACK_S`) and before this attempt started; the dataset
+    holds its destination's lock, so no one else writes those keys meanwhile."""
+    driver = get_driver(destination_root.scheme)
+    if driver.features.reopens_by_key:
+        return  # reopened by key and aborted (_discard_session) or resumed
+    urls = []
+    for index in range(max(0, window.start), min(len(request.files), window.stop)):
+        try:
+            urls.append(target_url(destination_root, request.files[index].name))
+        except UnrepresentableNameError:
+            continue  # never written: nothing was opened for it
+    info = activity.info()
+    driver.abort_orphaned_sessions(
+        urls,
+        since=info.scheduled_time.timestamp() - ORPHAN_CLOCK_SLACK_S,
+        until=info.started_time.timestamp(),
+    )
 
 
 def _copy_in_flight(

@@ -418,6 +418,22 @@ class Driver(abc.ABC):
         """Discard the session's temp data. Idempotent; the destination name is untouched."""
         raise UnsupportedError(f"{self.scheme} endpoints cannot be written")
 
+    def abort_orphaned_sessions(
+        self, urls: Iterable[EndpointURL], since: float, until: float
+    ) -> int:
+        """Abort the write sessions on exactly these destinations that were opened
+        between ``since`` and ``until`` (Unix seconds) and that no one can find again by
+        key: what an attempt killed mid-file (SIGKILL, no clean-up) left behind, found
+        by its retry. Only for drivers whose sessions do not reopen by key
+        (``Features.reopens_by_key`` False: an S3 multipart upload); the others reopen
+        a session by its key and abort it. The caller must hold the destinations' lock
+        (so every such session in the interval is one of its earlier attempts').
+
+        Returns:
+            How many sessions were aborted.
+        """
+        return 0
+
     def object_checksum(
         self,
         url: EndpointURL,

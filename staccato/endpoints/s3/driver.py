@@ -46,6 +46,7 @@ log = logging.getLogger("staccato.s3")
 #: user-metadata key marking objects written by a Staccato session
 MARKER = "staccato-transfer"
 _ABORT_ROUNDS = 5
+_ORPHAN_LIST_PAGES = 10  # ListMultipartUploads pages read to find orphans
 _BUCKET_TTL_S = 60.0  # seconds a bucket HeadBucket found is not asked about again
 _ABORT_PAUSE_S = 0.5
 
@@ -678,6 +679,68 @@ class S3Driver(Driver):
                 f"s3://{target.bucket}/{target.key} has {head['ContentLength']} bytes after "
                 f"upload, expected {target.session.size}"
             )
+
+    def abort_orphaned_sessions(
+        self, urls: Iterable[EndpointURL], since: float, until: float
+    ) -> int:
+        """ListMultipartUploads under the keys' common prefix (per bucket, at most
+        ``_ORPHAN_LIST_PAGES`` pages of 1,000) and AbortMultipartUpload for each upload
+        on exactly one of these keys initiated in ``[since, until]`` (the store's
+        ``Initiated`` time, Unix seconds): a multipart upload cannot be found again by
+        the marker in its metadata (ListMultipartUploads does not return metadata), so
+        its key and start time identify it, under the caller's lock. Uploads on other
+        keys under the prefix (a dataset's large files, running as their own
+        transfers) are left alone. Errors are logged, not raised: the copy goes on.
+
+        Returns:
+            How many uploads were aborted.
+        """
+        wanted: dict[tuple[str, str | None], set[str]] = {}
+        first: dict[tuple[str, str | None], EndpointURL] = {}
+        for url in urls:
+            group = (url.bucket, url.params.get("profile"))
+            wanted.setdefault(group, set()).add(url.key)
+            first.setdefault(group, url)
+        aborted = 0
+        for group, keys in wanted.items():
+            bucket = group[0]
+            endpoint = self.endpoint(first[group])
+            client = endpoint.client
+            prefix = os.path.commonprefix(sorted(keys))
+            try:
+                pages = client.get_paginator("list_multipart_uploads").paginate(
+                    Bucket=bucket,
+                    Prefix=prefix,
+                    PaginationConfig={"MaxItems": 1000 * _ORPHAN_LIST_PAGES},
+                )
+                for page in pages:
+                    for upload in page.get("Uploads", []):
+                        initiated = upload["Initiated"].timestamp()
+                        if upload["Key"] not in keys or not since <= initiated <= until:
+                            continue
+                        try:
+                            client.abort_multipart_upload(
+                                Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                            )
+                        except ClientError as err:
+                            if _code(err) != "NoSuchUpload":
+                                raise
+                        aborted += 1
+                        log.info(
+                            "s3://%s/%s: aborted the multipart upload an earlier attempt "
+                            "left (initiated %.0f s before this attempt)",
+                            bucket,
+                            upload["Key"],
+                            until - initiated,
+                        )
+            except (ClientError, BotoCoreError) as err:
+                log.warning(
+                    "s3://%s/%s: could not abort the multipart uploads an earlier attempt left: %s",
+                    bucket,
+                    prefix,
+                    _scrub(str(err), endpoint),
+                )
+        return aborted
 
     def abort(self, session: WriteSession) -> None:
         """AbortMultipartUpload until ListParts says ``NoSuchUpload`` (a part upload in

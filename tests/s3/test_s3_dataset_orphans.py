@@ -1,0 +1,101 @@
+"""A worker SIGKILLed while a dataset's batch uploads files to S3 by multipart upload
+(files over one chunk, under ``small_file_max``) leaves no multipart upload behind.
+
+A multipart upload cannot be found again by its key (S3 returns no metadata in
+ListMultipartUploads), and a killed worker aborts nothing: the retried batch finds
+the uploads its earlier attempt started on the files that may have been in flight
+(by key and start time, under the dataset's lock) and aborts them. Counted at the
+store: ListMultipartUploads under the dataset's prefix is empty once it completes (the
+old code left each in-flight file's upload open: storage billed, invisible).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+from staccato.client import StaccatoClient
+from staccato.dataset_client import submit_dataset
+from staccato.datasets.models import DatasetState
+from staccato.models import TransferOptions
+from tests.dataset_checks import MiB, wait_dataset
+from tests.helpers import WorkerProcess, child_pids, pid_alive, write_random
+from tests.s3.conftest import _start_without_inherited_aws
+
+FILES = 10
+SIZE = 6 * MiB  # two parts of a 5 MiB chunk: a multipart upload each
+# the batch reads as one stream at this rate, so it lasts ~8 s: a kill finds uploads open
+OPTIONS = TransferOptions(chunk_size=5 * MiB, heartbeat_timeout_s=2, max_rate=8 * MiB)
+
+
+def _open_uploads(s3: Any, bucket: str, prefix: str) -> list[str]:
+    pages = s3.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=prefix)
+    return [u["Key"] for page in pages for u in page.get("Uploads", [])]
+
+
+async def test_a_killed_batch_leaves_no_multipart_upload(
+    temporal_server,
+    s3_worker_env: dict[str, str],
+    s3: Any,
+    bucket: str,
+    data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    source = data_dir / "src"
+    source.mkdir()
+    digests = {
+        f"f{i:02d}": write_random(source / f"f{i:02d}", SIZE, seed=40 + i) for i in range(FILES)
+    }
+    prefix = f"orphans-{time.time_ns()}/"
+    first = WorkerProcess(temporal_server.address, processes=2, env=s3_worker_env, log_dir=tmp_path)
+    _start_without_inherited_aws(first)
+    second: WorkerProcess | None = None
+    try:
+        client = await StaccatoClient.connect(
+            target_host=temporal_server.address, namespace="default"
+        )
+        client.task_queue = first.task_queue
+        dataset = await submit_dataset(
+            client,
+            str(source),
+            f"s3://{bucket}/{prefix}",
+            OPTIONS,
+            small_file_max=16 * MiB,
+            batch_files=FILES,
+            max_batches=1,
+        )
+        # kill while an upload is open at the store
+        deadline = time.monotonic() + 60
+        open_at_kill: list[str] = []
+        while time.monotonic() < deadline and not open_at_kill:
+            open_at_kill = await asyncio.to_thread(_open_uploads, s3, bucket, prefix)
+            if not open_at_kill:
+                await asyncio.sleep(0.05)
+        pool = child_pids(first.process.pid)
+        first.kill()
+        assert open_at_kill, "no multipart upload was seen open within 60 s"
+        while any(pid_alive(p) for p in pool) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        second = WorkerProcess(
+            temporal_server.address,
+            task_queue=first.task_queue,
+            processes=2,
+            env=s3_worker_env,
+            log_dir=tmp_path,
+        )
+        _start_without_inherited_aws(second)
+        final = await wait_dataset(client, dataset, timeout_s=120)
+        assert final.state == DatasetState.completed, final
+        assert final.files_done == FILES and final.files_failed == 0
+        left = await asyncio.to_thread(_open_uploads, s3, bucket, prefix)
+        assert left == [], f"multipart uploads left open (open at the kill: {open_at_kill})"
+        for name, digest in digests.items():
+            body = s3.get_object(Bucket=bucket, Key=f"{prefix}{name}")["Body"].read()
+            assert hashlib.sha256(body).hexdigest() == digest, name
+    finally:
+        first.kill()
+        if second is not None:
+            second.stop()
