@@ -67,6 +67,7 @@ from staccato.datasets.locks import DatasetRootLockWorkflow
 from staccato.datasets.workflow import DatasetWorkflow
 from staccato.errors import RetryableError
 from staccato.secrets import install_log_scrubber
+from staccato.workers.failure_size import BoundedFailures
 from staccato.workers.lifeline import start_activity_process, start_manager_process
 from staccato.workers.progress_reporter import ProgressReporter, RunningStreams
 from staccato.workers.rates import RateBoard
@@ -383,7 +384,11 @@ class StaccatoWorker:
             # a stream's lease (staccato.activities.stream_lease) allows for this
             max_heartbeat_throttle_interval=timedelta(seconds=HEARTBEAT_THROTTLE_S),
             default_heartbeat_throttle_interval=timedelta(seconds=HEARTBEAT_THROTTLE_S),
-            interceptors=[self.streams.interceptor(), self.rates.interceptor()],
+            interceptors=[
+                BoundedFailures(),
+                self.streams.interceptor(),
+                self.rates.interceptor(),
+            ],
         )
 
     def _pool_processes(self) -> list[multiprocessing.process.BaseProcess]:
@@ -566,6 +571,7 @@ def control_worker(
             StartLookupActivities(client).look_up_start,
         ],
         max_concurrent_activities=CONTROL_CONCURRENCY,
+        interceptors=[BoundedFailures()],
         activity_task_poller_behavior=POLLERS,
         graceful_shutdown_timeout=timedelta(0),
         max_heartbeat_throttle_interval=timedelta(seconds=1),
@@ -589,6 +595,7 @@ def governor_worker(client: Client) -> Worker:
         workflow_runner=WORKFLOW_RUNNER,
         activities=[limits.find_ended],
         max_concurrent_activities=CONTROL_CONCURRENCY,
+        interceptors=[BoundedFailures()],
         graceful_shutdown_timeout=timedelta(0),
         # a governor cached by a worker that died gets its next task elsewhere after
         # this (default 10 s): every transfer on the endpoint waits meanwhile
