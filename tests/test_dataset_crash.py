@@ -48,7 +48,9 @@ async def test_worker_sigkill_mid_dataset_resends_nothing_published(
             client,
             str(source),
             str(destination),
-            TransferOptions(chunk_size=1 * MiB, heartbeat_timeout_s=2),
+            # paced (each batch reads at most 64 KiB/s: ~5 s for the ~700 KB), so that
+            # on a busy machine the dataset cannot end between the check and the kill
+            TransferOptions(chunk_size=1 * MiB, heartbeat_timeout_s=2, max_rate=64 * 1024),
             batch_files=200,
             max_batches=2,
             page_size=500,
@@ -73,6 +75,7 @@ async def test_worker_sigkill_mid_dataset_resends_nothing_published(
         # what the destination held at the kill: inode and mtime of each published
         # file, each whole (no partial file at a final name, whatever the kill cut)
         marks = _marks(destination)
+        assert len(marks) < FILES, "the dataset ended before the kill"
         partial = [
             str(p)
             for p in marks
