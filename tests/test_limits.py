@@ -633,6 +633,16 @@ class GrowthLog:
         self.samples.append((time.monotonic(), value))
         return value
 
+    def rate_over(self, low: int, high: int) -> float:
+        """Bytes per second between the first samples at or past ``low`` and past
+        ``high`` bytes, from their actual byte counts (on a busy machine the first
+        sample may come well past ``low``: the nominal ``high - low`` overstated the
+        rate 1.5 times once)."""
+        t0, b0 = next((t, b) for t, b in self.samples if b >= low)
+        t1, b1 = next((t, b) for t, b in self.samples if b >= high)
+        assert b1 - b0 >= (high - low) / 2, ("sampling started too late", self.samples[:3])
+        return (b1 - b0) / max(t1 - t0, 1e-3)
+
     def rate(self, since: float, until: float) -> float:
         """Bytes per second written between two times (the samples nearest inside)."""
         inside = [s for s in self.samples if since <= s[0] <= until]
@@ -669,20 +679,20 @@ async def test_endpoint_max_rate_is_shared_by_its_transfers(
         return bool(state and len(state.holders) == 2)
 
     await until(both_hold, "both transfers hold a slot", timeout_s=30)
-    listed = run_cli(
-        "limit", "list", "--json", address=client_address(client), task_queue=client.task_queue
-    )
+    growth = GrowthLog(data_dir)
+    sampling = asyncio.ensure_future(follow(growth, results, 90))
+    listed = await asyncio.to_thread(
+        run_cli,
+        "limit", "list", "--json", address=client_address(client), task_queue=client.task_queue,
+    )  # fmt: skip
     (view,) = [
         v for v in json.loads(listed.stdout) if v["target"] == endpoint_of(nginx_ranges.base_url)
     ]
     assert view["rate_per_stream"] == cap / 4, view
-    growth = GrowthLog(data_dir)
-    await follow(growth, results, 90)
+    await sampling
     assert [r.bytes for r in await results] == [24 * MiB] * 2
     total = 48 * MiB
-    start = next(t for t, b in growth.samples if b >= 0.2 * total)
-    end = next(t for t, b in growth.samples if b >= 0.8 * total)
-    rate = 0.6 * total / (end - start)
+    rate = growth.rate_over(int(0.2 * total), int(0.8 * total))
     print(f"aggregate {rate / MiB:.2f} MiB/s under a 6 MiB/s endpoint cap")
     # the cap holds (+25 % for the buckets' first burst); under it the rate is how fast
     # a busy machine copies, so only a rate far under the cap (a share never handed
@@ -732,9 +742,7 @@ async def test_transfer_max_rate_paces_its_streams(
     growth = GrowthLog(data_dir)
     await follow(growth, done, 60)
     assert (await done).bytes == 20 * MiB
-    start = next(t for t, b in growth.samples if b >= 4 * MiB)
-    end = next(t for t, b in growth.samples if b >= 16 * MiB)
-    rate = 12 * MiB / (end - start)
+    rate = growth.rate_over(4 * MiB, 16 * MiB)
     print(f"{rate / MiB:.2f} MiB/s under cp --max-rate 4MiB/s")
     assert 0.4 * 4 * MiB <= rate <= 1.25 * 4 * MiB, f"{rate / MiB:.2f} MiB/s under 4"
 
@@ -870,9 +878,7 @@ async def test_transfer_max_rate_paces_a_local_file_copy(
     await follow(growth, done, 60)
     assert (await done).bytes == 20 * MiB
     assert sha256_file(data_dir / "local.bin") == digest
-    start = next(t for t, b in growth.samples if b >= 4 * MiB)
-    end = next(t for t, b in growth.samples if b >= 16 * MiB)
-    rate = 12 * MiB / max(end - start, 1e-3)
+    rate = growth.rate_over(4 * MiB, 16 * MiB)
     print(f"{rate / MiB:.2f} MiB/s file -> file under cp --max-rate 4MiB/s")
     assert 0.4 * 4 * MiB <= rate <= 1.25 * 4 * MiB, f"{rate / MiB:.2f} MiB/s under 4"
 
