@@ -38,6 +38,22 @@ better by more than :data:`GAIN`. Errors end the sweep too (back-off, a ceiling)
 transfer that ends during the sweep leaves the link ``sweeping``: the next one goes
 on from there.
 
+The knee (``knee=True``, transfers started since patch ``tune-knee``): a step up
+must pay, whether in the sweep or a re-probe: from ``a`` to ``b`` streams the total
+must gain at least ``max(GAIN, SWEEP_EFFICIENCY x (b / a - 1))`` to go on climbing.
+A step that pays less ends the climb where the measurements put the knee: the fewest
+streams whose moving average is within :data:`GAIN` of the best measured (more
+streams than that only lower the per-stream rate: more memory and connections for
+noise). A gain too small for the streams added (8 -> 12 streams, +18 %) puts the knee
+between them: the optimizer measures ``a x (1 + gain)`` streams (8 x 1.18 -> 9, where
+``a``'s per-stream rate would carry ``b``'s total) before it settles. While holding,
+when fewer streams measured within :data:`GAIN` of the best (adding streams stopped
+raising the total), it steps down to them and keeps them unless they measure slower;
+re-probes still try up later. A sweep that gained nothing above its start tries a
+quarter fewer streams (not half: a probe below the knee costs while it is measured).
+Before the patch, a small gain held the more streams (8 -> 12 at +18 %: 12), and only
+a re-probe every :data:`REPROBE_EVERY` windows, one stream at a time, could walk down.
+
 Bounds: :data:`MIN_STREAMS`..:data:`MAX_STREAMS` streams, chunk
 :data:`MIN_CHUNK`..:data:`MAX_CHUNK`, and a worker's memory budget:
 ``streams x chunk x BUFFERS_PER_STREAM <= budget`` (a stream holds a chunk buffer and
@@ -82,6 +98,9 @@ SWEEP_EFFICIENCY = 0.6
 #: after the sweep, steps (re-probes) are this fraction of the streams, at least one:
 #: a probe past the knee costs while it is measured, a small one little
 STEP_DIVISOR = 8
+#: with the knee: a sweep that gained nothing above its start tries this fraction of
+#: the streams fewer
+KNEE_DOWN_DIVISOR = 4
 #: decisions held before probing one step up again
 REPROBE_EVERY = 6
 #: a sweep that gained nothing above its start probes half the streams after this many
@@ -182,6 +201,11 @@ class TuningState(BaseModel):
         down_next: the next re-probe goes down.
         warm_up: the next window is the transfer's first (with the sweep): not
             compared, its start-up in it.
+        knee: a step up must pay for its streams to go on, and the optimizer settles
+            on (and steps down to) the fewest streams within :data:`GAIN` of the best
+            measured (the module doc); False: as before patch ``tune-knee``.
+        bracket: the knee was put between these streams (fewer, more), and the next
+            window measures the estimate between them; None: not searching for it.
     """
 
     streams: int
@@ -198,6 +222,8 @@ class TuningState(BaseModel):
     alternate: bool = False
     down_next: bool = False
     warm_up: bool = False
+    knee: bool = False
+    bracket: tuple[int, int] | None = None
 
     @property
     def last(self) -> Decision | None:
@@ -266,6 +292,7 @@ def start(
     streams: int | None = None,
     chunk_size: int | None = None,
     sweep: bool = False,
+    knee: bool = False,
 ) -> tuple[TuningState, Decision]:
     """The first setting of a transfer.
 
@@ -282,7 +309,9 @@ def start(
             a worker runs at once).
         streams: the user's ``--streams``, if given.
         chunk_size: the user's ``--chunk-size``, if given.
-        sweep: search with the sweep (transfers started by this release).
+        sweep: search with the sweep (transfers started since patch ``tune-sweep``).
+        knee: steps up must pay, and the optimizer settles on and steps down to the
+            knee (transfers started since patch ``tune-knee``; the module doc).
     """
     chunk = chunk_size or (memory.chunk_size if memory else START_CHUNK)
     fit = SWEEP_STREAMS if sweep and memory is None else START_STREAMS
@@ -371,6 +400,7 @@ def start(
             chunk_size=chunk,
             reason=f"cold start: {first} streams x {units.size(chunk)}, probing up to {cap}",
         )
+    state.knee = knee and not state.pinned_streams
     return _log(state, decision), decision
 
 
@@ -418,6 +448,7 @@ def observe(state: TuningState, window: Window) -> tuple[TuningState, Decision]:
         state.held = 0
         state.step = max(1, state.step // 2)
         state.sweeping = False
+        state.bracket = None
         return _decide(
             state,
             back,
@@ -426,6 +457,8 @@ def observe(state: TuningState, window: Window) -> tuple[TuningState, Decision]:
             f"streams; back to {back} and holding",
         )
     cap = state.max_streams if state.ceiling is None else min(state.max_streams, state.ceiling - 1)
+    if state.knee and state.bracket is not None:  # the knee's estimate measured
+        return _bracketed(state, ema, cap)
     if state.previous is not None:  # probing: compare with the setting probed from
         before = state.rates.get(state.previous)
         if before is None:  # the first window of a cold start
@@ -448,6 +481,8 @@ def observe(state: TuningState, window: Window) -> tuple[TuningState, Decision]:
             state.held = 0
             state.step = max(1, back // STEP_DIVISOR)
             return _decide(state, back, ema, f"{said}: fewer is slower, back to {back}")
+        if state.knee:
+            return _climb_or_settle(state, ema, cap, change, said)
         if change > GAIN and state.sweeping:
             paid = SWEEP_EFFICIENCY * (s / state.previous - 1) if state.previous else 0.0
             if change >= paid:
@@ -480,6 +515,21 @@ def observe(state: TuningState, window: Window) -> tuple[TuningState, Decision]:
     state.held += 1
     # the link changed under a held setting (it fell well below its best measured)
     best = max(state.rates.values())
+    if ema < best * (1 - 2 * DROP) and state.held > 1 and state.knee:
+        # what the other settings measured is of the link before: forgotten, and a
+        # sweep from here finds the knee again (a settle after it looks below too)
+        better = max(state.rates, key=lambda k: state.rates[k])
+        state.rates = {s: rate}
+        state.sweeping = True
+        state.down_next = False
+        state.step = max(1, s // SWEEP_DIVISOR)
+        return _probe_up(
+            state,
+            rate,
+            cap,
+            f"{units.rate(rate)} at {s} streams is below the {units.rate(best)} measured at "
+            f"{better} before: the link changed, those measurements forgotten, sweeping up",
+        )
     if ema < best * (1 - 2 * DROP) and state.held > 1:
         better = max(state.rates, key=lambda k: state.rates[k])
         if better != s and better <= cap:
@@ -490,6 +540,19 @@ def observe(state: TuningState, window: Window) -> tuple[TuningState, Decision]:
                 ema,
                 f"{units.rate(ema)} at {s} streams is below the {units.rate(best)} measured "
                 f"at {better}: trying {better}",
+            )
+    if state.knee:
+        fewer = _knee_of(state.rates, cap)
+        if fewer < s:
+            # adding streams stopped raising the total: fewer carry as much
+            state.previous = s
+            state.held = 0
+            return _decide(
+                state,
+                fewer,
+                ema,
+                f"{units.rate(ema)} at {s} streams, {_rates_text(state.rates)}: {fewer} "
+                f"streams are within {GAIN:.0%} of the best, trying {fewer}",
             )
     if state.held >= REPROBE_EVERY and state.alternate:
         down = state.down_next
@@ -533,6 +596,97 @@ def remember(state: TuningState, link: str, memory: LinkMemory | None) -> LinkMe
     )
 
 
+def _knee_of(rates: dict[int, float], cap: int) -> int:
+    """The fewest streams at most ``cap`` whose rate is within :data:`GAIN` of the best
+    measured there (``cap`` when none was measured)."""
+    measured = {k: v for k, v in rates.items() if k <= cap}
+    if not measured:
+        return cap
+    best = max(measured.values())
+    return min(k for k, v in measured.items() if v >= best * (1 - GAIN))
+
+
+def _rates_text(rates: dict[int, float]) -> str:
+    """``measured 8: 300.0 MiB/s, 12: 310.0 MiB/s`` (streams: moving average)."""
+    return "measured " + ", ".join(f"{k}: {units.rate(rates[k])}" for k in sorted(rates))
+
+
+def _climb_or_settle(
+    state: TuningState, ema: float, cap: int, change: float, said: str
+) -> tuple[TuningState, Decision]:
+    """With the knee: the verdict on a step up from ``state.previous`` to
+    ``state.streams`` that changed the total by ``change`` (a fraction)."""
+    a, b = state.previous or 1, state.streams
+    added = b / a - 1
+    paid = max(GAIN, SWEEP_EFFICIENCY * added)
+    if change >= paid and change > GAIN:
+        if state.sweeping:
+            state.step = max(1, b // SWEEP_DIVISOR)
+        return _probe_up(state, ema, cap, f"{said}: pays for +{added:.0%} streams")
+    said = f"{said}: less than the +{paid:.0%} that +{added:.0%} streams must pay"
+    if change > GAIN and b - a >= 2:
+        # a gain, but the added streams carried little each: the knee is between a and b,
+        # near the streams at which a's per-stream rate would carry b's total
+        knee = min(b - 1, max(a + 1, int(a * (1 + change) + 0.5)))
+        state.previous = None
+        state.held = 0
+        state.sweeping = False
+        state.bracket = (a, b)
+        return _decide(
+            state, knee, ema, f"{said}, the knee is near {a} x {1 + change:.2f}: measuring {knee}"
+        )
+    return _settle(state, ema, cap, said)
+
+
+def _bracketed(state: TuningState, ema: float, cap: int) -> tuple[TuningState, Decision]:
+    """With the knee: the verdict on the knee's estimate ``state.streams`` between
+    ``state.bracket``. Carrying as much per stream as the fewer streams did, it is
+    below the knee: the more streams are measured afresh (their one window was low:
+    noise on a link that keeps scaling), else the optimizer settles."""
+    assert state.bracket is not None
+    (a, b), s = state.bracket, state.streams
+    state.bracket = None
+    said = f"{units.rate(ema)} at {s} streams"
+    before = state.rates.get(a)
+    if before and ema >= before * s / a * (1 - GAIN) and s < b <= cap:
+        state.rates.pop(b, None)
+        state.previous = s
+        state.held = 0
+        state.step = b - s
+        return _decide(
+            state,
+            b,
+            ema,
+            f"{said}, as much a stream as at {a} ({units.rate(before / a)}): the knee is "
+            f"above {s}, measuring {b} afresh",
+        )
+    return _settle(state, ema, cap, said)
+
+
+def _settle(state: TuningState, ema: float, cap: int, said: str) -> tuple[TuningState, Decision]:
+    """With the knee: hold the fewest streams within :data:`GAIN` of the best measured;
+    when none fewer was measured yet, try a quarter fewer after :data:`DOWN_AFTER`
+    windows (few streams suit some links)."""
+    target = _knee_of(state.rates, cap)
+    state.previous = None
+    state.held = 0
+    state.sweeping = False
+    state.bracket = None
+    state.step = max(1, target // STEP_DIVISOR)
+    fewer = max(1, target // KNEE_DOWN_DIVISOR)
+    if not any(k < target for k in state.rates) and target - fewer >= MIN_STREAMS:
+        state.down_next = True
+        state.held = REPROBE_EVERY - DOWN_AFTER
+        state.step = fewer
+    return _decide(
+        state,
+        target,
+        ema,
+        f"{said}; {_rates_text(state.rates)}: holding {target}, the fewest streams within "
+        f"{GAIN:.0%} of the best",
+    )
+
+
 def _probe_up(state: TuningState, ema: float, cap: int, said: str) -> tuple[TuningState, Decision]:
     s = state.streams
     step = max(1, state.step)
@@ -540,6 +694,9 @@ def _probe_up(state: TuningState, ema: float, cap: int, said: str) -> tuple[Tuni
     if nxt <= s:
         state.previous = None
         state.held = 0
+        if state.knee:  # the sweep is over, and re-probes step by an eighth
+            state.sweeping = False
+            state.step = max(1, s // STEP_DIVISOR)
         return _decide(state, s, ema, f"{said}: at the most streams allowed ({cap}), holding")
     state.previous = s
     state.held = 0

@@ -186,6 +186,11 @@ TUNE_ENDPOINT_ERRORS_PATCH = "tune-endpoint-errors"
 #: ``sweep``): decisions, so the segments' scheduling, differ; a marker event once per
 #: tuned transfer
 TUNE_SWEEP_PATCH = "tune-sweep"
+#: the optimizer's knee (``tuning.start`` ``knee``): a step up must pay for its streams
+#: (re-probes too), a small gain is bracketed and its knee measured, and a held setting
+#: steps down to the fewest streams within 5 % of the best measured; decisions, so the
+#: segments' scheduling, differ; a marker event once per tuned transfer
+TUNE_KNEE_PATCH = "tune-knee"
 RECALL_TUNING = "recall_link_tuning"
 #: the control lookups before the first stream (tuning memory, known copy, governors)
 #: run as one activity, ``look_up_start``, instead of one each: one activity and one
@@ -1434,11 +1439,13 @@ class TransferWorkflow:
             return request
         memory = None if recall.memory is None else LinkMemory.model_validate(recall.memory)
         # no more streams than a worker runs at once (the rest would queue)
+        sweep = workflow.patched(TUNE_SWEEP_PATCH)
         state, _ = tuning.start(
             memory,
             budget=recall.memory_budget,
             max_streams=min(tuning.MAX_STREAMS, recall.worker_processes or tuning.MAX_STREAMS),
-            sweep=workflow.patched(TUNE_SWEEP_PATCH),
+            sweep=sweep,
+            knee=sweep and workflow.patched(TUNE_KNEE_PATCH),
         )
         self._tuner, self._tune_link, self._tune_memory = state, link, memory
         self._tune_socket_buffer = recall.socket_buffer_bytes

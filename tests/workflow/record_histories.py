@@ -615,7 +615,13 @@ SCENARIOS: dict[str, tuple[Scenario, str | tuple[str, ...]]] = {
     ),
     "tuned": (
         tuned,
-        ("look_up_start", "tune-sweep", "record_link_tuning", "WORKFLOW_EXECUTION_COMPLETED"),
+        (
+            "look_up_start",
+            "tune-sweep",
+            "tune-knee",
+            "record_link_tuning",
+            "WORKFLOW_EXECUTION_COMPLETED",
+        ),
     ),
     "dataset_files": (
         dataset_files,
