@@ -415,11 +415,17 @@ async def test_terminated_holder_frees_its_slot(
 
 
 async def test_worker_sigkill_holder_completes_and_releases(
-    temporal_server: Any, slow_nginx: NginxServer, http_root: Path, data_dir: Path, tmp_path: Path
+    temporal_server: Any,
+    nginx_ranges: NginxServer,
+    http_root: Path,
+    data_dir: Path,
+    tmp_path: Path,
 ) -> None:
     """Three workers on one queue, --max-active 1: SIGKILL the worker that runs the
     holder's stream; the holder completes on another worker, releases its slot, and
-    the queued transfer proceeds; nothing stays held."""
+    the queued transfer proceeds; nothing stays held. The source is paced at 4 MB/s
+    (one transfer copies at a time) until the kill, then served at full speed."""
+    source = PacingProxy(nginx_ranges.port, rate_bytes_per_s=4_000_000).start()
     workers = [
         WorkerProcess(
             temporal_server.address,
@@ -436,7 +442,7 @@ async def test_worker_sigkill_holder_completes_and_releases(
     ]
     client = await StaccatoClient.connect(target_host=temporal_server.address, namespace="default")
     client.task_queue = workers[0].task_queue
-    target = f"{endpoint_of(slow_nginx.base_url)},file://"
+    target = f"{endpoint_of(f'http://127.0.0.1:{source.port}')},file://"
     for w in workers:
         w.start()
     try:
@@ -445,10 +451,8 @@ async def test_worker_sigkill_holder_completes_and_releases(
             parse_limit_target(target),
             Limits(max_active=1),
         )
-        names = sources(slow_nginx, http_root, "kill", 3, 12 * MiB)
-        ids = [
-            (await client.start(slow_nginx.url(n), str(data_dir / n), OPTIONS)).id for n in names
-        ]
+        names = sources(nginx_ranges, http_root, "kill", 3, 12 * MiB)
+        ids = [(await client.start(source.url(n), str(data_dir / n), OPTIONS)).id for n in names]
 
         async def copying() -> str | None:
             for transfer in ids:
@@ -458,9 +462,10 @@ async def test_worker_sigkill_holder_completes_and_releases(
             return None
 
         holder = await until(copying, "a transfer copies")
-        # the worker whose activity process holds a connection to nginx runs the stream
-        victim = next(w for w in workers if _streams_to(w, slow_nginx.port))
+        # the worker whose activity process holds a connection to the source runs the stream
+        victim = next(w for w in workers if _streams_to(w, source.port))
         victim.kill()
+        source.rate = FULL_SPEED
         for transfer in ids:
             assert (await asyncio.wait_for(client.wait(transfer), 150)).bytes == 12 * MiB
         assert holder in ids
@@ -475,6 +480,7 @@ async def test_worker_sigkill_holder_completes_and_releases(
         await governor_ends(client, target)
         for w in workers:
             w.kill()
+        source.stop()
 
 
 def _streams_to(worker: WorkerProcess, port: int) -> bool:
