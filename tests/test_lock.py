@@ -31,11 +31,15 @@ from tests.helpers import (
     write_random,
 )
 from tests.servers.nginx import NginxServer, nginx_fixture
+from tests.servers.pacing_proxy import PacingProxy
 
 # nginx sending at most 4 MB/s per connection: an 8 MiB object on one stream takes ~2 s
 slow_source = nginx_fixture("http_root", scope="module", extra_server_config="limit_rate 4m;")
 SIZE = 8 * MiB
 OPTIONS = TransferOptions(chunk_size=1 * MiB, streams=1, heartbeat_timeout_s=3)
+#: a :class:`PacingProxy` rate (bytes/s) that paces nothing: set once a test has seen
+#: what it asserts, so its transfers complete at once rather than at the slow rate
+FULL_SPEED = 1e12
 
 
 def raw_input(source: str, destination: str, **options: Any) -> dict[str, Any]:
@@ -389,13 +393,16 @@ async def test_if_busy_wait_queues_then_runs(
 )
 async def test_front_survives_worker_kill_without_a_second_run(
     temporal_server,
-    slow_source: NginxServer,
+    nginx_ranges: NginxServer,
     http_root: Path,
     data_dir: Path,
     tmp_path: Path,
 ) -> None:
     """Worker SIGKILL while a front waits, and again while it drives the transfer:
-    after each restart it re-attaches; one canonical run for it, the file is its."""
+    after each restart it re-attaches; one canonical run for it, the file is its. The
+    source is paced at 4 MB/s (one transfer reads it at a time) until the second kill,
+    then served at full speed."""
+    slow_source = PacingProxy(nginx_ranges.port, rate_bytes_per_s=4_000_000).start()
     write_random(http_root / "khold.bin", SIZE, seed=501)
     at_rest(http_root / "khold.bin")
     # 32 MiB at 4 MB/s: ~8 s of driving, so the kill lands while it drives however
@@ -440,6 +447,7 @@ async def test_front_survives_worker_kill_without_a_second_run(
             ) from None
         assert driving.source == slow_source.url("kfront.bin"), driving
         second.kill()  # while it drives the transfer
+        slow_source.rate = FULL_SPEED
         await asyncio.sleep(1)
         with WorkerProcess(
             temporal_server.address, task_queue=first.task_queue, processes=2, log_dir=tmp_path
@@ -448,6 +456,7 @@ async def test_front_survives_worker_kill_without_a_second_run(
     finally:
         first.kill()
         second.kill()
+        slow_source.stop()
     assert result.source == slow_source.url("kfront.bin")
     assert sha256_file(destination) == digest
     runs = await eventually(lambda: _closed(canonical_runs(client, destination), 2))
