@@ -32,6 +32,7 @@ from tests.helpers import (
 )
 from tests.servers.nginx import NginxServer, nginx_fixture
 from tests.servers.pacing_proxy import PacingProxy
+from tests.servers.temporal_server import TemporalDevServer, temporal_server_fixture
 
 # nginx sending at most 4 MB/s per connection: an 8 MiB object on one stream takes ~2 s
 slow_source = nginx_fixture("http_root", scope="module", extra_server_config="limit_rate 4m;")
@@ -146,11 +147,29 @@ async def _ids(executions) -> list[str]:
     return [e.id async for e in executions]
 
 
+#: a server of its own for the `list` test: `list --limit 1000` reads the status of
+#: every transfer and dataset a server holds, and the session's holds hundreds by the
+#: time the test runs (the test took 52 s in CI, 104 s at load 12, ~15 s on its own)
+list_server = temporal_server_fixture(scope="function", headless=True)
+
+
 async def test_list_skips_foreign_workflows_and_limit_is_exact(
-    client: StaccatoClient, worker: WorkerProcess, temporal_server, data_dir: Path
+    list_server: TemporalDevServer, data_dir: Path, tmp_path: Path
 ) -> None:
     """Other workflow types with odd ids and a TransferWorkflow with garbage input do
     not break `list`; `--limit N` gives N rows when more exist."""
+    with WorkerProcess(list_server.address, processes=2, log_dir=tmp_path) as worker:
+        client = await StaccatoClient.connect(target_host=list_server.address, namespace="default")
+        client.task_queue = worker.task_queue
+        await _list_checks(client, worker, list_server, data_dir)
+
+
+async def _list_checks(
+    client: StaccatoClient,
+    worker: WorkerProcess,
+    temporal_server: TemporalDevServer,
+    data_dir: Path,
+) -> None:
     plain = await raw_client(temporal_server.address)
     await plain.start_workflow(
         "SomeoneElsesWorkflow",
@@ -168,7 +187,7 @@ async def test_list_skips_foreign_workflows_and_limit_is_exact(
     with pytest.raises(WorkflowFailureError):
         await asyncio.wait_for(garbage.result(), 30)
     done = []
-    for index in range(3):
+    for index in range(4):  # a row more than the largest --limit below
         source = data_dir / f"many{index}.src"
         write_random(source, 1 * MiB, seed=200 + index)
         done.append(await client.submit(str(source), str(data_dir / f"many{index}.out"), OPTIONS))
@@ -182,11 +201,11 @@ async def test_list_skips_foreign_workflows_and_limit_is_exact(
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout)
 
-    async def all_three() -> list[dict[str, Any]]:
+    async def all_done() -> list[dict[str, Any]]:
         rows = await listed("--limit", "1000")
         return rows if set(done) <= {r["id"] for r in rows} else []
 
-    rows = await eventually(all_three)
+    rows = await eventually(all_done)
     assert set(done) <= {r["id"] for r in rows}, rows
     plain_rows = run_cli("list", address=temporal_server.address, task_queue=worker.task_queue)
     assert plain_rows.returncode == 0, plain_rows.stderr
