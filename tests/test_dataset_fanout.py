@@ -41,6 +41,8 @@ from tests.servers.temporal_server import free_port
 OPTIONS = TransferOptions(chunk_size=1 * MiB, streams=2, heartbeat_timeout_s=5)
 SMALL_FILE_MAX = 512 * 1024
 LARGE = 2 * MiB + 3
+#: files of each dataset sharing a root (one batch each, one after the other)
+FILES = 200
 
 
 @pytest.fixture(scope="module")
@@ -457,6 +459,7 @@ async def test_two_datasets_sharing_a_root_never_write_it_at_once(
     import asyncio
     import time
 
+    from temporalio.api.enums.v1 import EventType
     from temporalio.client import WorkflowFailureError
 
     from staccato.dataset_client import (
@@ -470,9 +473,12 @@ async def test_two_datasets_sharing_a_root_never_write_it_at_once(
     from tests.dataset_checks import wait_dataset
 
     src_a, src_b = data_dir / "a", data_dir / "b"
-    want_a, want_b = _files(src_a, 600, b"A"), _files(src_b, 600, b"B")
+    # A outlasts the checks below (a CLI run, two submits, a few status calls: a few
+    # seconds, a batch ~0.1 s at load 9); B fails at once (no relock wait), so A need
+    # not outlast 30 s of B's timers as it did (600 files then)
+    want_a, want_b = _files(src_a, FILES, b"A"), _files(src_b, FILES, b"B")
     r1, shared, r3 = data_dir / "r1", data_dir / "shared", data_dir / "r3"
-    slow = {"batch_files": 1, "max_batches": 1}  # 600 batches one after the other
+    slow = {"batch_files": 1, "max_batches": 1}  # FILES batches one after the other
     a = await submit_dataset(fan_client, str(src_a), [str(r1), str(shared)], OPTIONS, **slow)
     deadline = time.monotonic() + 60
     while not any(p.name.startswith("f") for p in shared.rglob("f*")):
@@ -485,6 +491,13 @@ async def test_two_datasets_sharing_a_root_never_write_it_at_once(
     )
     with pytest.raises(WorkflowFailureError) as failed:
         await asyncio.wait_for(raw.result(), 60)
+    # B is a first run: it fails busy at once, no 1 s relock timers (a continued run's)
+    timers = [
+        e
+        async for e in raw.fetch_history_events()
+        if e.event_type == EventType.EVENT_TYPE_TIMER_STARTED
+    ]
+    assert not timers, f"B retried the busy lock ({len(timers)} timers) before failing"
     running = (await dataset_status(fan_client, a)).state
     assert running == DatasetState.running, "A ended too soon: the test proves nothing"
     cli = {"address": temporal_server.address, "task_queue": fan_worker.task_queue, "env": env}

@@ -31,10 +31,14 @@ from staccato.models import GovernorState, Limits, TransferOptions, TransferStat
 from staccato.workflows.governor import STATE_QUERY
 from tests.helpers import MiB, WorkerProcess, child_pids, run_cli, sha256_file, write_random
 from tests.servers.nginx import NginxServer, nginx_fixture
+from tests.servers.pacing_proxy import PacingProxy
 
 # at most 4 MB/s per connection: a 2 MiB object on one stream takes ~0.5 s
 slow_nginx = nginx_fixture("http_root", scope="module", extra_server_config="limit_rate 4m;")
 OPTIONS = TransferOptions(chunk_size=1 * MiB, streams=1, heartbeat_timeout_s=3, owner="t")
+#: a :class:`PacingProxy` rate (bytes/s) that paces nothing: set once a test has seen
+#: what it asserts, so its transfers complete at once rather than at the slow rate
+FULL_SPEED = 1e12
 
 
 async def until(probe: Callable[[], Awaitable[Any]], what: str, timeout_s: float = 60.0) -> Any:
@@ -304,7 +308,7 @@ async def test_max_streams_counts_connections(
 
 async def queue_behind_blocker(
     client: StaccatoClient,
-    nginx: NginxServer,
+    nginx: NginxServer | PacingProxy,
     http_root: Path,
     data_dir: Path,
     target: str,
@@ -419,11 +423,17 @@ async def test_terminated_holder_frees_its_slot(
 
 
 async def test_worker_sigkill_holder_completes_and_releases(
-    temporal_server: Any, slow_nginx: NginxServer, http_root: Path, data_dir: Path, tmp_path: Path
+    temporal_server: Any,
+    nginx_ranges: NginxServer,
+    http_root: Path,
+    data_dir: Path,
+    tmp_path: Path,
 ) -> None:
     """Three workers on one queue, --max-active 1: SIGKILL the worker that runs the
     holder's stream; the holder completes on another worker, releases its slot, and
-    the queued transfer proceeds; nothing stays held."""
+    the queued transfer proceeds; nothing stays held. The source is paced at 4 MB/s
+    (one transfer copies at a time) until the kill, then served at full speed."""
+    source = PacingProxy(nginx_ranges.port, rate_bytes_per_s=4_000_000).start()
     workers = [
         WorkerProcess(
             temporal_server.address,
@@ -440,7 +450,7 @@ async def test_worker_sigkill_holder_completes_and_releases(
     ]
     client = await StaccatoClient.connect(target_host=temporal_server.address, namespace="default")
     client.task_queue = workers[0].task_queue
-    target = f"{endpoint_of(slow_nginx.base_url)},file://"
+    target = f"{endpoint_of(f'http://127.0.0.1:{source.port}')},file://"
     for w in workers:
         w.start()
     try:
@@ -449,10 +459,8 @@ async def test_worker_sigkill_holder_completes_and_releases(
             parse_limit_target(target),
             Limits(max_active=1),
         )
-        names = sources(slow_nginx, http_root, "kill", 3, 12 * MiB)
-        ids = [
-            (await client.start(slow_nginx.url(n), str(data_dir / n), OPTIONS)).id for n in names
-        ]
+        names = sources(nginx_ranges, http_root, "kill", 3, 12 * MiB)
+        ids = [(await client.start(source.url(n), str(data_dir / n), OPTIONS)).id for n in names]
 
         async def copying() -> str | None:
             for transfer in ids:
@@ -462,9 +470,10 @@ async def test_worker_sigkill_holder_completes_and_releases(
             return None
 
         holder = await until(copying, "a transfer copies")
-        # the worker whose activity process holds a connection to nginx runs the stream
-        victim = next(w for w in workers if _streams_to(w, slow_nginx.port))
+        # the worker whose activity process holds a connection to the source runs the stream
+        victim = next(w for w in workers if _streams_to(w, source.port))
         victim.kill()
+        source.rate = FULL_SPEED
         for transfer in ids:
             assert (await asyncio.wait_for(client.wait(transfer), 150)).bytes == 12 * MiB
         assert holder in ids
@@ -479,6 +488,7 @@ async def test_worker_sigkill_holder_completes_and_releases(
         await governor_ends(client, target)
         for w in workers:
             w.kill()
+        source.stop()
 
 
 def _streams_to(worker: WorkerProcess, port: int) -> bool:
@@ -493,32 +503,36 @@ def _streams_to(worker: WorkerProcess, port: int) -> bool:
 
 
 async def test_pause_gives_the_slot_back_and_resume_asks_again(
-    client: StaccatoClient, limits: Any, slow_nginx: NginxServer, http_root: Path, data_dir: Path
+    client: StaccatoClient, limits: Any, nginx_ranges: NginxServer, http_root: Path, data_dir: Path
 ) -> None:
     """--max-active 1: pausing the holder hands its slot to the queued transfer; the
     resumed one waits (queued) for the slot again and completes after it."""
-    target = endpoint_of(slow_nginx.base_url)
-    await limits(target, max_active=1)
-    blocker = await queue_behind_blocker(
-        client, slow_nginx, http_root, data_dir, target, size=64 * MiB
-    )
-    # 40 MiB at 4 MB/s: ~10 s, so it still holds the slot when the resumed one asks
-    # again, however slow the status calls between are on a busy machine
-    (name,) = sources(slow_nginx, http_root, "after-pause", 1, 40 * MiB)
-    waiting = (await client.start(slow_nginx.url(name), str(data_dir / name), OPTIONS)).id
+    # the source at 4 MB/s (one transfer copies at a time) while the slot changes
+    # hands; full speed once the resumed one is seen waiting: the rest only completes
+    with PacingProxy(nginx_ranges.port, rate_bytes_per_s=4_000_000) as source:
+        target = endpoint_of(f"http://127.0.0.1:{source.port}")
+        await limits(target, max_active=1)
+        blocker = await queue_behind_blocker(
+            client, source, http_root, data_dir, target, size=64 * MiB
+        )
+        # 40 MiB at 4 MB/s: ~10 s, so it still holds the slot when the resumed one
+        # asks again, however slow the status calls between are on a busy machine
+        (name,) = sources(nginx_ranges, http_root, "after-pause", 1, 40 * MiB)
+        waiting = (await client.start(source.url(name), str(data_dir / name), OPTIONS)).id
 
-    async def holds(transfer: str) -> bool:
-        state = await governor_state(client, target)
-        return bool(state and [h.workflow_id for h in state.holders] == [transfer])
+        async def holds(transfer: str) -> bool:
+            state = await governor_state(client, target)
+            return bool(state and [h.workflow_id for h in state.holders] == [transfer])
 
-    await until(lambda: queued(client, waiting), "the second transfer is queued")
-    await until(lambda: phase_is(client, blocker, "copy"), "the holder copies", timeout_s=30)
-    await client.pause(blocker)
-    await until(lambda: holds(waiting), "the paused holder's slot goes to the queued one")
-    await client.resume(blocker)
-    await until(lambda: queued(client, blocker), "the resumed transfer waits for the slot")
-    assert (await asyncio.wait_for(client.wait(waiting), 60)).bytes == 40 * MiB
-    assert (await asyncio.wait_for(client.wait(blocker), 120)).bytes == 64 * MiB
+        await until(lambda: queued(client, waiting), "the second transfer is queued")
+        await until(lambda: phase_is(client, blocker, "copy"), "the holder copies", timeout_s=30)
+        await client.pause(blocker)
+        await until(lambda: holds(waiting), "the paused holder's slot goes to the queued one")
+        await client.resume(blocker)
+        await until(lambda: queued(client, blocker), "the resumed transfer waits for the slot")
+        source.rate = FULL_SPEED
+        assert (await asyncio.wait_for(client.wait(waiting), 60)).bytes == 40 * MiB
+        assert (await asyncio.wait_for(client.wait(blocker), 120)).bytes == 64 * MiB
 
 
 async def queued(client: StaccatoClient, transfer: str) -> bool:

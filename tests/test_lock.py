@@ -31,11 +31,16 @@ from tests.helpers import (
     write_random,
 )
 from tests.servers.nginx import NginxServer, nginx_fixture
+from tests.servers.pacing_proxy import PacingProxy
+from tests.servers.temporal_server import TemporalDevServer, temporal_server_fixture
 
 # nginx sending at most 4 MB/s per connection: an 8 MiB object on one stream takes ~2 s
 slow_source = nginx_fixture("http_root", scope="module", extra_server_config="limit_rate 4m;")
 SIZE = 8 * MiB
 OPTIONS = TransferOptions(chunk_size=1 * MiB, streams=1, heartbeat_timeout_s=3)
+#: a :class:`PacingProxy` rate (bytes/s) that paces nothing: set once a test has seen
+#: what it asserts, so its transfers complete at once rather than at the slow rate
+FULL_SPEED = 1e12
 
 
 def raw_input(source: str, destination: str, **options: Any) -> dict[str, Any]:
@@ -142,11 +147,29 @@ async def _ids(executions) -> list[str]:
     return [e.id async for e in executions]
 
 
+#: a server of its own for the `list` test: `list --limit 1000` reads the status of
+#: every transfer and dataset a server holds, and the session's holds hundreds by the
+#: time the test runs (the test took 52 s in CI, 104 s at load 12, ~15 s on its own)
+list_server = temporal_server_fixture(scope="function", headless=True)
+
+
 async def test_list_skips_foreign_workflows_and_limit_is_exact(
-    client: StaccatoClient, worker: WorkerProcess, temporal_server, data_dir: Path
+    list_server: TemporalDevServer, data_dir: Path, tmp_path: Path
 ) -> None:
     """Other workflow types with odd ids and a TransferWorkflow with garbage input do
     not break `list`; `--limit N` gives N rows when more exist."""
+    with WorkerProcess(list_server.address, processes=2, log_dir=tmp_path) as worker:
+        client = await StaccatoClient.connect(target_host=list_server.address, namespace="default")
+        client.task_queue = worker.task_queue
+        await _list_checks(client, worker, list_server, data_dir)
+
+
+async def _list_checks(
+    client: StaccatoClient,
+    worker: WorkerProcess,
+    temporal_server: TemporalDevServer,
+    data_dir: Path,
+) -> None:
     plain = await raw_client(temporal_server.address)
     await plain.start_workflow(
         "SomeoneElsesWorkflow",
@@ -164,7 +187,7 @@ async def test_list_skips_foreign_workflows_and_limit_is_exact(
     with pytest.raises(WorkflowFailureError):
         await asyncio.wait_for(garbage.result(), 30)
     done = []
-    for index in range(3):
+    for index in range(4):  # a row more than the largest --limit below
         source = data_dir / f"many{index}.src"
         write_random(source, 1 * MiB, seed=200 + index)
         done.append(await client.submit(str(source), str(data_dir / f"many{index}.out"), OPTIONS))
@@ -178,11 +201,11 @@ async def test_list_skips_foreign_workflows_and_limit_is_exact(
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout)
 
-    async def all_three() -> list[dict[str, Any]]:
+    async def all_done() -> list[dict[str, Any]]:
         rows = await listed("--limit", "1000")
         return rows if set(done) <= {r["id"] for r in rows} else []
 
-    rows = await eventually(all_three)
+    rows = await eventually(all_done)
     assert set(done) <= {r["id"] for r in rows}, rows
     plain_rows = run_cli("list", address=temporal_server.address, task_queue=worker.task_queue)
     assert plain_rows.returncode == 0, plain_rows.stderr
@@ -389,13 +412,16 @@ async def test_if_busy_wait_queues_then_runs(
 )
 async def test_front_survives_worker_kill_without_a_second_run(
     temporal_server,
-    slow_source: NginxServer,
+    nginx_ranges: NginxServer,
     http_root: Path,
     data_dir: Path,
     tmp_path: Path,
 ) -> None:
     """Worker SIGKILL while a front waits, and again while it drives the transfer:
-    after each restart it re-attaches; one canonical run for it, the file is its."""
+    after each restart it re-attaches; one canonical run for it, the file is its. The
+    source is paced at 4 MB/s (one transfer reads it at a time) until the second kill,
+    then served at full speed."""
+    slow_source = PacingProxy(nginx_ranges.port, rate_bytes_per_s=4_000_000).start()
     write_random(http_root / "khold.bin", SIZE, seed=501)
     at_rest(http_root / "khold.bin")
     # 32 MiB at 4 MB/s: ~8 s of driving, so the kill lands while it drives however
@@ -440,6 +466,7 @@ async def test_front_survives_worker_kill_without_a_second_run(
             ) from None
         assert driving.source == slow_source.url("kfront.bin"), driving
         second.kill()  # while it drives the transfer
+        slow_source.rate = FULL_SPEED
         await asyncio.sleep(1)
         with WorkerProcess(
             temporal_server.address, task_queue=first.task_queue, processes=2, log_dir=tmp_path
@@ -448,6 +475,7 @@ async def test_front_survives_worker_kill_without_a_second_run(
     finally:
         first.kill()
         second.kill()
+        slow_source.stop()
     assert result.source == slow_source.url("kfront.bin")
     assert sha256_file(destination) == digest
     runs = await eventually(lambda: _closed(canonical_runs(client, destination), 2))

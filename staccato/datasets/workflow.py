@@ -111,6 +111,10 @@ DATASET_ROOT_LOCKS_PATCH = "dataset-root-locks"
 DATASET_FAN_OUT_LIMITS_PATCH = "dataset-fan-out-limits"
 #: seconds a run continued as new retries a root lock still held by its previous run
 RELOCK_WAIT_S = 30
+#: ``workflow.patched`` id: a dataset's first run refused a busy root at once; before,
+#: ``carried.runs`` (1 in the first run) made every run wait :data:`RELOCK_WAIT_S`
+#: seconds for a root held by another dataset before failing
+DATASET_FIRST_RUN_BUSY_PATCH = "dataset-first-run-busy"
 #: entries of a run's first listing page at most: nothing is copied until it is listed,
 #: and a short first page leaves activity slots free to list the next one beside its
 #: batches. Later pages are ``page_size`` long: a listing activity waits for a free
@@ -178,7 +182,7 @@ class DatasetWorkflow:
         self._set_state(DatasetState.running)
         try:
             if self._fan_out and workflow.patched(DATASET_ROOT_LOCKS_PATCH):
-                await self._lock_roots(request.destination_roots or [], carried.runs > 0)
+                await self._lock_roots(request.destination_roots or [], carried.runs)
             more = await self._copy_all(request)
         except asyncio.CancelledError:
             await self._stop_in_flight()
@@ -212,10 +216,11 @@ class DatasetWorkflow:
 
     # -- root locks ------------------------------------------------------------------
 
-    async def _lock_roots(self, roots: list[str], continued: bool) -> None:
+    async def _lock_roots(self, roots: list[str], runs: int) -> None:
         """Take each root's lock (:mod:`staccato.datasets.locks`) before anything is
-        written; a run continued as new retries a busy lock for
-        :data:`RELOCK_WAIT_S` seconds (its previous run's locks may still be ending).
+        written; a run continued as new (``runs`` > 1: this run is not the dataset's
+        first) retries a busy lock for :data:`RELOCK_WAIT_S` seconds (its previous
+        run's locks may still be ending); a first run fails at once.
 
         Raises:
             ApplicationError: non-retryable ``DestinationBusy``: a root is locked by
@@ -239,6 +244,9 @@ class DatasetWorkflow:
                     )
                     break
                 except WorkflowAlreadyStartedError:
+                    # histories from before the patch: the first run (runs == 1) waited
+                    # too; asked only when a lock is busy, so other runs get no marker
+                    continued = runs > (1 if workflow.patched(DATASET_FIRST_RUN_BUSY_PATCH) else 0)
                     if not continued or waited >= RELOCK_WAIT_S:
                         raise ApplicationError(
                             f"destination busy: {root} is being written by another dataset "
