@@ -300,14 +300,24 @@ class BatchInput(BaseModel):
     governors: list[str] = Field(default_factory=list)
 
 
-class BatchResult(BaseModel):
+class BatchResult(_Lean):
     """What a batch did: files copied, skipped (up to date), failed (with reasons),
-    bytes copied."""
+    bytes copied.
+
+    Attributes:
+        not_handled: a batch stopped by a cancel (the dataset's): the names of its
+            files it neither copied, skipped nor failed (None: it handled every
+            file); left out of the JSON while None. Every file it published is
+            counted in ``done``.
+    """
+
+    _lean = ("not_handled",)
 
     done: int = 0
     skipped: int = 0
     bytes: int = 0
     failures: list[FileFailure] = Field(default_factory=list)
+    not_handled: list[str] | None = None
 
 
 class BatchCheckpoint(BatchResult):

@@ -29,7 +29,11 @@ file count: with the defaults (1,000-entry pages, 256-file batches) ~30 events p
 1,000 small files, i.e. ~250,000 files per run.
 
 Cancel: batches and children in flight are cancelled (children clean up their temp
-data, batches abort the session of the file in flight at their next heartbeat).
+data, batches abort the session of the file in flight at their next heartbeat). The
+final counts hold every file published: a batch stopped by the cancel returns the
+counts of the files it published (and the names of those it did not handle), the
+results that came with the cancel are counted before anything is cancelled, and a
+child cancelled before it published is neither done nor failed.
 """
 
 from __future__ import annotations
@@ -109,6 +113,10 @@ DATASET_ROOT_LOCKS_PATCH = "dataset-root-locks"
 #: ``workflow.patched`` id: a multi-root dataset's batches ask the governors of the
 #: source, every root and every link for a slot, as a single root's batches do
 DATASET_FAN_OUT_LIMITS_PATCH = "dataset-fan-out-limits"
+#: ``workflow.patched`` id: a cancelled dataset counts what ended with the cancel (the
+#: batches and children whose results came in the cancel's workflow task) before it
+#: cancels what is in flight
+DATASET_CANCEL_COUNTS_PATCH = "dataset-cancel-counts"
 #: seconds a run continued as new retries a root lock still held by its previous run
 RELOCK_WAIT_S = 30
 #: entries of a run's first listing page at most: nothing is copied until it is listed,
@@ -150,6 +158,8 @@ class DatasetWorkflow:
         self._queued_reason: str | None = None
         # several destination roots (see ``_dispatch_many``)
         self._fan_out = False
+        # the run is cancelling (or failing) what is in flight
+        self._stopping = False
 
     @workflow.run
     async def run(self, raw_request: RawValue) -> DatasetResult:
@@ -432,6 +442,9 @@ class DatasetWorkflow:
                 # a cancelled dataset waits for the batch to remove its file in flight
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             )
+            # counted at once, before any await: a cancel that comes next (while the
+            # slots are given back) cannot lose them
+            self._count_batch(result)
         except asyncio.CancelledError:
             raise
         except Exception as err:
@@ -449,13 +462,20 @@ class DatasetWorkflow:
                 await slots.release(held, SlotRelease(ticket=batch.key))
             self._batches.pop(number, None)
             self._current.pop(number, None)
-        # no await from here on: the counts land before the run can see no batch
+
+    def _count_batch(self, result: BatchResult) -> None:
+        """Add a batch's counts; the files a batch stopped by a cancel did not handle
+        fail unless the dataset is being cancelled (a cancel it did not ask for, e.g.
+        an operator's: ``--retry-failed`` copies them)."""
         carried = self._carried
         carried.files_done += result.done
         carried.files_skipped += result.skipped
         carried.bytes_done += result.bytes
         for failure in result.failures:
             self._fail(failure.name, failure.reason)
+        if not self._stopping:
+            for name in result.not_handled or ():
+                self._fail(name, "its batch was cancelled before it copied it")
         self._show()
 
     async def _acquire(self, request: DatasetRequest, ticket: str) -> list[str]:
@@ -563,7 +583,8 @@ class DatasetWorkflow:
             cause: BaseException = err
             while isinstance(cause, ChildWorkflowError) and cause.cause is not None:
                 cause = cause.cause
-            self._fail(entry.name, reason(cause))
+            if not (self._stopping and isinstance(cause, CancelledError)):
+                self._fail(entry.name, reason(cause))  # cancelled with the dataset: neither
             return
         finally:
             self._children.pop(child_id, None)
@@ -914,6 +935,15 @@ class DatasetWorkflow:
         await workflow.wait_condition(lambda: not self._batches and not self._children)
 
     async def _stop_in_flight(self) -> None:
+        """Cancel the batches and children in flight and wait for their ends; each
+        counts what it did (a batch stopped by the cancel: the files it published;
+        a child that published before it: its file)."""
+        self._stopping = True
+        if workflow.patched(DATASET_CANCEL_COUNTS_PATCH):
+            # first let the batches and children whose results came with the cancel
+            # (in this workflow task) count them: conditions are checked once nothing
+            # else is ready, and cancelling a finished activity's wait drops its result
+            await workflow.wait_condition(lambda: True)
         tasks: list[asyncio.Task[Any]] = [*self._batches.values(), *self._children.values()]
         for task in tasks:
             task.cancel()
