@@ -109,6 +109,32 @@ def test_cli_collision_fails_that_file_and_lists_it(
     assert (destination / "ok").read_bytes() == b"fine"
 
 
+def test_cli_destination_under_a_file_fails_once_naming_it(
+    worker: WorkerProcess, temporal_server, data_dir: Path
+) -> None:
+    """A destination directory that cannot be made (a file stands where a directory
+    above it would be) fails the dataset once, up front, naming that file: state
+    failed, exit 1, no file listed as failed (each file used to fail with the same
+    reason), and the file is kept."""
+    source = data_dir / "src"
+    for i in range(9):
+        (source / f"d{i % 3}").mkdir(parents=True, exist_ok=True)
+        (source / f"d{i % 3}" / f"f{i}").write_bytes(b"y" * i)
+    blocker = data_dir / "a-file"
+    blocker.write_bytes(b"not a directory")
+    destination = blocker / "sub" / "dst"
+    args = dict(address=temporal_server.address, task_queue=worker.task_queue)
+    done = run_cli("cp", "-r", "-q", str(source), str(destination), **args)
+    assert done.returncode == 1, done
+    assert f"{blocker} is a file, not a directory" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    shown = json.loads(run_cli("status", "--json", str(destination), **args).stdout)
+    assert shown["state"] == "failed", shown
+    assert f"{blocker} is a file" in shown["error"], shown
+    assert shown["files_failed"] == 0 and shown["failures"] == [], shown
+    assert blocker.read_bytes() == b"not a directory"
+
+
 def test_cli_without_r_refuses_a_directory_and_dataset_options(
     worker: WorkerProcess, temporal_server, data_dir: Path
 ) -> None:

@@ -131,6 +131,9 @@ def list_entries(request: ListInput) -> ListResult:
 
     Raises:
         NotFoundError, NotAFileError, UnsupportedError: the source root cannot be listed.
+        DestinationMissingError: (the first page, one destination root) nothing can be
+            written under the destination root: its S3 bucket is missing, a file stands
+            where its directory would be made.
         RetryableError: as the endpoint reports.
     """
     check_file_roots(request.source_root, request.destination_root)
@@ -140,6 +143,10 @@ def list_entries(request: ListInput) -> ListResult:
     destination_root = parse_url(request.destination_root)
     beat = _Beat(None)
     with keepalive_hook(beat):
+        if request.after is None and request.destination_roots is None:
+            # a destination nothing can be written under fails the dataset once, up
+            # front (a missing bucket), not each of its files with the same reason
+            get_driver(destination_root.scheme).check_destination_root(destination_root)
         if request.names is not None:
             raw = [_named_entry(root, name) for name in request.names]
             last = request.names[-1] if request.names else request.after
