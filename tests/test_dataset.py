@@ -253,3 +253,36 @@ def test_retry_failed_of_a_link_loop_says_it_is_a_directory(
     reasons = dict(line.split("\t") for line in listed.stdout.splitlines())
     assert "failed as a directory" in reasons["loop/up/"], reasons
     assert "empty path segment" not in reasons["loop/up/"], reasons
+
+
+def test_retry_failed_of_a_name_that_is_not_utf8_gives_the_real_reason(
+    worker: WorkerProcess, temporal_server, data_dir: Path
+) -> None:
+    """A file whose name is not UTF-8 (bytes b'bad\\xff') fails as such; retried with
+    --retry-failed it fails for the same reason (it said "'bad\\\\xff' is no longer at
+    the source": the listing's escaped spelling was looked up as a name); so does a
+    directory whose name is not UTF-8."""
+    import os
+
+    args = dict(address=temporal_server.address, task_queue=worker.task_queue)
+    source, destination = data_dir / "src", data_dir / "dst"
+    source.mkdir()
+    (source / "ok").write_bytes(b"fine")
+    raw_source = os.fsencode(source)
+    with open(os.path.join(raw_source, b"bad\xff"), "wb") as f:
+        f.write(b"bad bytes")
+    os.makedirs(os.path.join(raw_source, b"dir\xfe"))
+    with open(os.path.join(raw_source, b"dir\xfe", b"inner"), "wb") as f:
+        f.write(b"inner")
+    first = run_cli("cp", "-r", "-q", str(source), str(destination), **args)
+    assert first.returncode == 1, first.stderr
+    again = run_cli("cp", "-r", "-q", "--retry-failed", str(source), str(destination), **args)
+    assert again.returncode == 1, again.stderr
+    listed = run_cli("status", "--failures", dataset_id(str(destination)), **args)
+    reasons = dict(line.split("\t") for line in listed.stdout.splitlines())
+    assert set(reasons) == {"bad\\xff", "dir\\xfe"}, reasons
+    for name, why in reasons.items():
+        assert why.startswith("the name is not valid UTF-8"), (name, why)
+        assert "rename it at the source" in why and "no longer" not in why, (name, why)
+    assert sorted(os.listdir(os.fsencode(destination))) == [b"ok"]
+    assert (destination / "ok").read_bytes() == b"fine"

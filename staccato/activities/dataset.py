@@ -27,6 +27,7 @@ import fnmatch
 import gc
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -239,10 +240,40 @@ def _named_entry(root: EndpointURL, name: str) -> DatasetEntry:
     try:
         info = stat_source(target_url(root, name).canonical)
     except NotFoundError:
+        if _not_utf8_at_source(root, name):
+            # the listing spelled a name that is not UTF-8 with \xNN escapes: that
+            # spelling names no file, the real one cannot be copied
+            return DatasetEntry(name=name, error=NOT_UTF8_REASON)
         return DatasetEntry(name=name, error=f"{name!r} is no longer at the source")
     except PermanentError as err:
         return DatasetEntry(name=name, error=str(err))
     return DatasetEntry(name=name, size=info.size)
+
+
+#: why a file whose name is not valid UTF-8 is not copied (the listing's reason, and
+#: that of ``--retry-failed``, with what to do)
+NOT_UTF8_REASON = (
+    "the name is not valid UTF-8 (shown with \\xNN escapes for its bytes); names are "
+    "copied as UTF-8 text: rename it at the source"
+)
+_ESCAPE = re.compile(rb"\\x([0-9a-fA-F]{2})")
+
+
+def _not_utf8_at_source(root: EndpointURL, name: str) -> bool:
+    """Whether ``name`` is how a listing spelled a name that is not valid UTF-8 (its
+    bytes as ``\\xNN`` escapes: ``backslashreplace``) and that name is at the source
+    (file: checked; sftp: assumed, its listing is the only one that escapes)."""
+    if "\\x" not in name or root.scheme not in ("file", "sftp"):
+        return False
+    raw = _ESCAPE.sub(lambda m: bytes([int(m[1], 16)]), name.encode("utf-8"))
+    try:
+        raw.decode("utf-8")
+        return False  # valid UTF-8 once unescaped: no listing spells it so
+    except UnicodeDecodeError:
+        pass
+    if root.scheme == "sftp":
+        return True
+    return os.path.lexists(os.path.join(os.fsencode(root.path), raw))
 
 
 def _with_destination(
