@@ -70,3 +70,8 @@ async def test_cancelled_dataset_counts_every_file_published(
     # asked again (a replay of the closed run): the same counts
     again = await dataset_status(client, dataset)
     assert (again.files_done, again.bytes_done) == (final.files_done, final.bytes_done)
+    # and the run wrote them into its memo as it ended (read when no worker answers)
+    memo = await (await client.temporal.get_workflow_handle(dataset).describe()).memo()
+    counts = memo["counts"]
+    assert (counts["files_done"], counts["bytes_done"]) == (final.files_done, final.bytes_done)
+    assert counts["files_listed"] == final.files_total, (counts, final)

@@ -115,7 +115,7 @@ DATASET_ROOT_LOCKS_PATCH = "dataset-root-locks"
 DATASET_FAN_OUT_LIMITS_PATCH = "dataset-fan-out-limits"
 #: ``workflow.patched`` id: a cancelled dataset counts what ended with the cancel (the
 #: batches and children whose results came in the cancel's workflow task) before it
-#: cancels what is in flight
+#: cancels what is in flight; a failed or cancelled run writes its counts into its memo
 DATASET_CANCEL_COUNTS_PATCH = "dataset-cancel-counts"
 #: seconds a run continued as new retries a root lock still held by its previous run
 RELOCK_WAIT_S = 30
@@ -192,11 +192,13 @@ class DatasetWorkflow:
             more = await self._copy_all(request)
         except asyncio.CancelledError:
             await self._stop_in_flight()
+            self._record_end_counts()
             self._set_state(DatasetState.cancelled)
             raise
         except BaseException as err:
             await self._stop_in_flight()
             self._error = reason(err)
+            self._record_end_counts()
             self._set_state(DatasetState.failed)
             raise
         if more:
@@ -949,6 +951,24 @@ class DatasetWorkflow:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _record_end_counts(self) -> None:
+        """Before a failed or cancelled run ends: its counts into its memo (``status``
+        reads them there when no worker answers the progress query)."""
+        if workflow.patched(DATASET_CANCEL_COUNTS_PATCH):
+            c = self._carried
+            workflow.upsert_memo(
+                {
+                    "counts": {
+                        "files_listed": c.files_listed,
+                        "files_done": c.files_done,
+                        "files_skipped": c.files_skipped,
+                        "files_failed": c.files_failed,
+                        "bytes_listed": c.bytes_listed,
+                        "bytes_done": c.bytes_done,
+                    }
+                }
+            )
 
     def _set_state(self, state: DatasetState) -> None:
         self._state = state
