@@ -75,3 +75,31 @@ async def test_cancelled_dataset_counts_every_file_published(
     counts = memo["counts"]
     assert (counts["files_done"], counts["bytes_done"]) == (final.files_done, final.bytes_done)
     assert counts["files_listed"] == final.files_total, (counts, final)
+
+
+async def test_cancelled_dataset_to_two_roots_counts_each_root(
+    client: StaccatoClient, data_dir: Path
+) -> None:
+    """The same with two destination roots (``copy_batch_to_many``): each root's
+    files done and bytes are the files at that root."""
+    source = data_dir / "src"
+    roots = [data_dir / "one", data_dir / "two"]
+    for i in range(FILES):
+        path = source / f"d{i % 7}" / f"f{i:04d}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_random(path, SIZE, seed=i)
+    options = TransferOptions(chunk_size=1 * MiB, streams=1, max_rate=20_000)
+    dataset = await submit_dataset(
+        client, str(source), [str(r) for r in roots], options, batch_files=64, max_batches=4
+    )
+    await _cancel_mid_run(client, dataset, at_least=20)
+    final = await wait_dataset(client, dataset, timeout_s=120)
+    assert final.state == DatasetState.cancelled, final
+    assert final.destinations is not None and final.files_failed == 0, final
+    for root, counts in zip(roots, final.destinations, strict=True):
+        published = _published(root) if root.exists() else {}
+        assert 0 < len(published) < FILES, (root, len(published))
+        assert counts.files_done == len(published), (root, counts, len(published))
+        assert counts.bytes_done == sum(published.values()), (root, counts)
+    both = set(_published(roots[0])) & set(_published(roots[1]))
+    assert final.files_done <= len(both) and final.files_done > 0, (final, len(both))

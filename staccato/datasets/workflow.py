@@ -735,6 +735,7 @@ class DatasetWorkflow:
                 retry_policy=RETRY,
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             )
+            self._count_batch_many(batch, result)  # before any await, as a batch's
         except asyncio.CancelledError:
             raise
         except Exception as err:
@@ -752,6 +753,10 @@ class DatasetWorkflow:
                 await slots.release(held, SlotRelease(ticket=batch.key))
             self._batches.pop(number, None)
             self._current.pop(number, None)
+
+    def _count_batch_many(self, batch: FanOutBatchInput, result: FanOutBatchResult) -> None:
+        """Add a batch's counts (per root too); the files a batch stopped by a cancel
+        did not count fail at their roots unless the dataset is being cancelled."""
         carried = self._carried
         assert carried.destinations is not None
         carried.files_done += result.done
@@ -766,6 +771,13 @@ class DatasetWorkflow:
         for failure in result.failures:
             if len(carried.failures) < MAX_FAILURES_KEPT:
                 carried.failures.append(failure)
+        if not self._stopping and result.not_handled:
+            names = set(result.not_handled)
+            for f in batch.files:
+                if f.name in names:
+                    for t in f.targets:
+                        self._fail_pair(f.name, t, "its batch was cancelled before it copied it")
+                    carried.files_failed += 1
         self._show()
 
     async def _start_group(
