@@ -470,7 +470,7 @@ class StaccatoClient:
         to the committed segments, so it moves while data moves. Only a running run
         is queried (at most min(5 s, ``STACCATO_CLIENT_WAIT_S``)): a closed one's
         state, result or failure come from Temporal without a worker (a failed or
-        cancelled run then shows no byte counts).
+        cancelled run's byte counts are those it wrote into its memo as it ended).
 
         Raises:
             TransferNotFoundError: no such transfer.
@@ -514,6 +514,12 @@ class StaccatoClient:
         streams = progress.streams if progress else int(memo.get("streams", 0))
         bytes_total = progress.bytes_total if progress else None
         bytes_done = progress.bytes_committed if progress else 0
+        if progress is None and status != WorkflowExecutionStatus.RUNNING:
+            # a failed or cancelled run wrote its counts into its memo as it ended
+            # (runs of release 0.8 and earlier did not: 0 and unknown then)
+            bytes_done = int(memo.get("bytes_done") or 0)
+            total = memo.get("bytes_total")
+            bytes_total = int(total) if total is not None else None
         in_segments: dict[int, int] = dict(progress.partial) if progress else {}
         rate: float | None = None
         last_retry: str | None = None

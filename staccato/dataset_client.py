@@ -633,6 +633,19 @@ async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
         error=error,
         error_type=error_type,
     )
+    counts = memo.get("counts")
+    if progress is None and isinstance(counts, dict) and state in _TERMINAL:
+        # a failed or cancelled run wrote its counts into its memo as it ended
+        return status.model_copy(
+            update={
+                "files_total": int(counts.get("files_listed") or 0),
+                "files_done": int(counts.get("files_done") or 0),
+                "files_skipped": int(counts.get("files_skipped") or 0),
+                "files_failed": int(counts.get("files_failed") or 0),
+                "bytes_total": int(counts.get("bytes_listed") or 0),
+                "bytes_done": int(counts.get("bytes_done") or 0),
+            }
+        )
     if progress is None:
         if state in (DatasetState.running, DatasetState.queued, DatasetState.scheduled):
             status.counts_unknown = (

@@ -62,10 +62,13 @@ class StaccatoError(Exception):
         retryable: whether Temporal may retry the activity that raised it.
         TYPE: the ``ApplicationError.type`` this error travels as; the class name
             unless the class sets it (renamed classes keep their old name).
+        details: what the ``ApplicationError`` carries besides its message (JSON
+            values; e.g. a failed stream's bytes moved); none by default.
     """
 
     retryable: bool = False
     TYPE: ClassVar[str] = "StaccatoError"
+    details: tuple[object, ...] = ()
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)

@@ -109,6 +109,32 @@ def test_cli_collision_fails_that_file_and_lists_it(
     assert (destination / "ok").read_bytes() == b"fine"
 
 
+def test_cli_destination_under_a_file_fails_once_naming_it(
+    worker: WorkerProcess, temporal_server, data_dir: Path
+) -> None:
+    """A destination directory that cannot be made (a file stands where a directory
+    above it would be) fails the dataset once, up front, naming that file: state
+    failed, exit 1, no file listed as failed (each file used to fail with the same
+    reason), and the file is kept."""
+    source = data_dir / "src"
+    for i in range(9):
+        (source / f"d{i % 3}").mkdir(parents=True, exist_ok=True)
+        (source / f"d{i % 3}" / f"f{i}").write_bytes(b"y" * i)
+    blocker = data_dir / "a-file"
+    blocker.write_bytes(b"not a directory")
+    destination = blocker / "sub" / "dst"
+    args = dict(address=temporal_server.address, task_queue=worker.task_queue)
+    done = run_cli("cp", "-r", "-q", str(source), str(destination), **args)
+    assert done.returncode == 1, done
+    assert f"{blocker} is a file, not a directory" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    shown = json.loads(run_cli("status", "--json", str(destination), **args).stdout)
+    assert shown["state"] == "failed", shown
+    assert f"{blocker} is a file" in shown["error"], shown
+    assert shown["files_failed"] == 0 and shown["failures"] == [], shown
+    assert blocker.read_bytes() == b"not a directory"
+
+
 def test_cli_without_r_refuses_a_directory_and_dataset_options(
     worker: WorkerProcess, temporal_server, data_dir: Path
 ) -> None:
@@ -227,3 +253,36 @@ def test_retry_failed_of_a_link_loop_says_it_is_a_directory(
     reasons = dict(line.split("\t") for line in listed.stdout.splitlines())
     assert "failed as a directory" in reasons["loop/up/"], reasons
     assert "empty path segment" not in reasons["loop/up/"], reasons
+
+
+def test_retry_failed_of_a_name_that_is_not_utf8_gives_the_real_reason(
+    worker: WorkerProcess, temporal_server, data_dir: Path
+) -> None:
+    """A file whose name is not UTF-8 (bytes b'bad\\xff') fails as such; retried with
+    --retry-failed it fails for the same reason (it said "'bad\\\\xff' is no longer at
+    the source": the listing's escaped spelling was looked up as a name); so does a
+    directory whose name is not UTF-8."""
+    import os
+
+    args = dict(address=temporal_server.address, task_queue=worker.task_queue)
+    source, destination = data_dir / "src", data_dir / "dst"
+    source.mkdir()
+    (source / "ok").write_bytes(b"fine")
+    raw_source = os.fsencode(source)
+    with open(os.path.join(raw_source, b"bad\xff"), "wb") as f:
+        f.write(b"bad bytes")
+    os.makedirs(os.path.join(raw_source, b"dir\xfe"))
+    with open(os.path.join(raw_source, b"dir\xfe", b"inner"), "wb") as f:
+        f.write(b"inner")
+    first = run_cli("cp", "-r", "-q", str(source), str(destination), **args)
+    assert first.returncode == 1, first.stderr
+    again = run_cli("cp", "-r", "-q", "--retry-failed", str(source), str(destination), **args)
+    assert again.returncode == 1, again.stderr
+    listed = run_cli("status", "--failures", dataset_id(str(destination)), **args)
+    reasons = dict(line.split("\t") for line in listed.stdout.splitlines())
+    assert set(reasons) == {"bad\\xff", "dir\\xfe"}, reasons
+    for name, why in reasons.items():
+        assert why.startswith("the name is not valid UTF-8"), (name, why)
+        assert "rename it at the source" in why and "no longer" not in why, (name, why)
+    assert sorted(os.listdir(os.fsencode(destination))) == [b"ok"]
+    assert (destination / "ok").read_bytes() == b"fine"

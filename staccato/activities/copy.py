@@ -91,6 +91,11 @@ def copy_stream(request: StreamInput) -> StreamResult:
         except (StaccatoError, OSError) as err:
             if not isinstance(err, StaccatoError) or err.retryable:
                 _count_endpoint_error(request, waiting.progress)
+            elif waiting.progress is not None:
+                # the transfer fails: its status keeps the bytes this stream moved
+                err.details = (
+                    {"segment": request.segment.index, "bytes_done": waiting.progress.bytes_done},
+                )
             raise
 
 

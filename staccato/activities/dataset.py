@@ -27,6 +27,7 @@ import fnmatch
 import gc
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -131,6 +132,9 @@ def list_entries(request: ListInput) -> ListResult:
 
     Raises:
         NotFoundError, NotAFileError, UnsupportedError: the source root cannot be listed.
+        DestinationMissingError: (the first page, one destination root) nothing can be
+            written under the destination root: its S3 bucket is missing, a file stands
+            where its directory would be made.
         RetryableError: as the endpoint reports.
     """
     check_file_roots(request.source_root, request.destination_root)
@@ -140,6 +144,10 @@ def list_entries(request: ListInput) -> ListResult:
     destination_root = parse_url(request.destination_root)
     beat = _Beat(None)
     with keepalive_hook(beat):
+        if request.after is None and request.destination_roots is None:
+            # a destination nothing can be written under fails the dataset once, up
+            # front (a missing bucket), not each of its files with the same reason
+            get_driver(destination_root.scheme).check_destination_root(destination_root)
         if request.names is not None:
             raw = [_named_entry(root, name) for name in request.names]
             last = request.names[-1] if request.names else request.after
@@ -232,10 +240,40 @@ def _named_entry(root: EndpointURL, name: str) -> DatasetEntry:
     try:
         info = stat_source(target_url(root, name).canonical)
     except NotFoundError:
+        if _not_utf8_at_source(root, name):
+            # the listing spelled a name that is not UTF-8 with \xNN escapes: that
+            # spelling names no file, the real one cannot be copied
+            return DatasetEntry(name=name, error=NOT_UTF8_REASON)
         return DatasetEntry(name=name, error=f"{name!r} is no longer at the source")
     except PermanentError as err:
         return DatasetEntry(name=name, error=str(err))
     return DatasetEntry(name=name, size=info.size)
+
+
+#: why a file whose name is not valid UTF-8 is not copied (the listing's reason, and
+#: that of ``--retry-failed``, with what to do)
+NOT_UTF8_REASON = (
+    "the name is not valid UTF-8 (shown with \\xNN escapes for its bytes); names are "
+    "copied as UTF-8 text: rename it at the source"
+)
+_ESCAPE = re.compile(rb"\\x([0-9a-fA-F]{2})")
+
+
+def _not_utf8_at_source(root: EndpointURL, name: str) -> bool:
+    """Whether ``name`` is how a listing spelled a name that is not valid UTF-8 (its
+    bytes as ``\\xNN`` escapes: ``backslashreplace``) and that name is at the source
+    (file: checked; sftp: assumed, its listing is the only one that escapes)."""
+    if "\\x" not in name or root.scheme not in ("file", "sftp"):
+        return False
+    raw = _ESCAPE.sub(lambda m: bytes([int(m[1], 16)]), name.encode("utf-8"))
+    try:
+        raw.decode("utf-8")
+        return False  # valid UTF-8 once unescaped: no listing spells it so
+    except UnicodeDecodeError:
+        pass
+    if root.scheme == "sftp":
+        return True
+    return os.path.lexists(os.path.join(os.fsencode(root.path), raw))
 
 
 def _with_destination(
@@ -314,6 +352,21 @@ def copy_batch(request: BatchInput) -> BatchResult:
     return result
 
 
+def _stopped_by_cancel() -> bool:
+    """Whether this attempt stopped for a cancel its workflow asked for (the dataset's
+    cancel): then its result, the files it published, is the batch's last word. Not
+    for a worker shutting down (Temporal retries the attempt elsewhere from its
+    checkpoint) nor a worker process gone (nobody reads the result)."""
+    return (
+        activity.is_cancelled()
+        and not activity.is_worker_shutdown()
+        and os.getppid() == _PARENT_AT_IMPORT
+    )
+
+
+_PARENT_AT_IMPORT = os.getppid()
+
+
 @mapped_errors
 def _copy_batch(request: BatchInput) -> BatchResult | None:
     """Copy the batch's files, up to :data:`FILES_IN_FLIGHT` at once (see the module
@@ -326,8 +379,11 @@ def _copy_batch(request: BatchInput) -> BatchResult | None:
 
     Returns:
         Files copied, skipped (up to date at ``options.sync_level``), failed with
-        reasons, bytes written; None when the dataset was cancelled (or the worker is
-        gone): the files in flight are removed.
+        reasons, bytes written. Stopped by the dataset's cancel: the same counts of
+        every file handled (each file it published counted, also those published
+        after the first one not ended) and ``not_handled``, the names of the others
+        (the files in flight are removed). None when it stopped otherwise (its
+        worker shuts down or is gone): the attempt's checkpoint stands.
 
     Raises:
         RetryableError: a transient failure (the attempt is retried).
@@ -348,16 +404,26 @@ def _copy_batch(request: BatchInput) -> BatchResult | None:
     root = parse_url(request.source_root)
     destination_root = parse_url(request.destination_root)
     pacer = batch_pacer(request)
+    handled_after: set[int] = set()  # files handled past ``next_index`` (a cancel's)
     try:
         with keepalive_hook(beat):
             if pacer is not None:
                 pacer.start(beating_wait(beat))
             if resuming:
                 _resume(request, root, destination_root, state, beat, pacer)
-            _copy_in_flight(request, root, destination_root, state, beat, pacer)
+            _copy_in_flight(request, root, destination_root, state, beat, pacer, handled_after)
             state.current = None
     except StreamStopped:
-        return None
+        if not _stopped_by_cancel():
+            return None
+        handled = set(range(state.next_index)) | handled_after
+        return BatchResult(
+            done=state.done,
+            skipped=state.skipped,
+            bytes=state.bytes,
+            failures=state.failures,
+            not_handled=[f.name for i, f in enumerate(request.files) if i not in handled],
+        )
     except StaccatoError:
         beat(force=True)  # the retry starts at the first file not ended
         raise
@@ -481,6 +547,7 @@ def _copy_in_flight(
     state: BatchCheckpoint,
     beat: _Beat,
     pacer: SharedPacer | None = None,
+    handled_after: set[int] | None = None,
 ) -> None:
     """Copy the files from ``state.next_index`` on, up to :data:`FILES_IN_FLIGHT` at
     once (threads: the waits of one file, its requests, overlap the work of others;
@@ -495,12 +562,16 @@ def _copy_in_flight(
 
     Raises:
         StreamStopped: cancelled (each file in flight removes its write session; the
-            staged files not being committed are removed).
+            staged files not being committed are removed). Stopped by the workflow's
+            cancel, ``state`` then counts every file that ended (also past
+            ``next_index``, whose indexes are added to ``handled_after``).
         StaccatoError: a transient failure of a file (or of a group commit), raised
             once the files in flight have ended (the files before it are committed
             and counted first).
     """
     files = len(request.files)
+    if handled_after is None:
+        handled_after = set()
     if "sftp" in (root.scheme, destination_root.scheme):
         # one file at a time, in this thread: SFTP copies in several threads of one
         # process stalled (a batch stopped mid-file in the round-trip test)
@@ -640,13 +711,34 @@ def _copy_in_flight(
                     next_commit()
                 state.current = request.files[min(first_open, files - 1)].name
                 beat()
-        except BaseException:
+        except BaseException as err:
             stop.set()  # cancelled: each file in flight stops and removes its session
             wait(pending.values())
             if committing is not None:
                 wait([committing])  # its files are published, not counted: the retry compares
+            unpublished = _staged(waiting[in_commit:] if committing else waiting, ended, pending)
             if group is not None:
-                group.discard(_staged(waiting[in_commit:] if committing else waiting, ended))
+                group.discard(unpublished)
+            if isinstance(err, StreamStopped) and _stopped_by_cancel():
+                # no attempt follows a cancel: count every file that ended, in order or
+                # not (the checkpoint, sent before, is not changed by this)
+                start = state.next_index
+                if committing is not None:
+                    try:
+                        commit_ended()  # counted in order: next_index moves past them
+                        start = state.next_index
+                    except Exception:  # noqa: BLE001 - its files count as not handled
+                        start = state.next_index + in_commit
+                        waiting = waiting[in_commit:]
+                outcomes = dict(enumerate(waiting, start=start))
+                for futures in (ended, pending):
+                    for index, future in futures.items():
+                        if future.done() and future.exception() is None:
+                            outcomes[index] = future.result()
+                for index, outcome in sorted(outcomes.items()):
+                    if outcome.staged is None:  # staged and not committed: removed
+                        _apply(state, request, index, outcome)
+                        handled_after.add(index)
             raise
         finally:
             if committer is not None:

@@ -44,7 +44,7 @@ from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import CancelledError
 
-from staccato.activities.dataset import _Beat, batch_pacer
+from staccato.activities.dataset import _Beat, _stopped_by_cancel, batch_pacer
 from staccato.activities.errors import mapped_errors
 from staccato.activities.object_copy import up_to_date
 from staccato.activities.pacing import SharedPacer, beating_wait, paced_by
@@ -199,6 +199,7 @@ def _copy_batch(request: FanOutBatchInput) -> FanOutBatchResult | None:
     sftp = "sftp" in (root.scheme, *(r.scheme for r in roots))
     deadline = _deadline(request.options.retry_for_s)
     pacer = batch_pacer(request)
+    handled_after: set[int] = set()  # files counted past ``next_index`` (a cancel's)
     try:
         with keepalive_hook(beat):
             if pacer is not None:
@@ -206,11 +207,33 @@ def _copy_batch(request: FanOutBatchInput) -> FanOutBatchResult | None:
             in_flight = 1 if sftp else FILES_IN_FLIGHT
             if resuming:
                 _resume(request, root, roots, state, beat, in_flight)
-            _pass(request, root, roots, state, beat, in_flight=in_flight, pacer=pacer)
+            _pass(
+                request,
+                root,
+                roots,
+                state,
+                beat,
+                in_flight=in_flight,
+                pacer=pacer,
+                handled_after=handled_after,
+            )
             _deferred_rounds(request, root, roots, state, beat, deadline, pacer)
             state.current = None
     except StreamStopped:
-        return None
+        if not _stopped_by_cancel():
+            return None
+        # the dataset's cancel: what was counted (also the files of the group that
+        # ended, see _pass) is the batch's last word; the rest is named
+        counted = (set(range(state.next_index)) | handled_after) - {i for i, _ in state.deferred}
+        return FanOutBatchResult(
+            done=state.done,
+            skipped=state.skipped,
+            failed=state.failed,
+            bytes=state.bytes,
+            destinations=state.destinations,
+            failures=state.failures,
+            not_handled=[f.name for i, f in enumerate(request.files) if i not in counted],
+        )
     except StaccatoError:
         beat(force=True)  # the retry starts at the first file not ended
         raise
@@ -233,10 +256,12 @@ def _pass(
     *,
     in_flight: int,
     pacer: SharedPacer | None = None,
+    handled_after: set[int] | None = None,
 ) -> None:
     """Every file from the checkpoint on, ``in_flight`` at a time; the checkpoint moves
     after each group (its files' outcomes counted first); their reads paced by
-    ``pacer`` (None: not paced)."""
+    ``pacer`` (None: not paced). Stopped by the dataset's cancel, the files of the
+    group that ended are counted too (their indexes added to ``handled_after``)."""
     down = _Down()
     stop = threading.Event()
     files = len(request.files)
@@ -261,9 +286,17 @@ def _pass(
                     beat()
                     if not pending:
                         break
-            except BaseException:
+            except BaseException as err:
                 stop.set()  # each file in flight stops and removes its write session
                 wait(futures)
+                if isinstance(err, StreamStopped) and _stopped_by_cancel():
+                    # no attempt follows the dataset's cancel: count the group's files
+                    # that ended (next_index stays the first file of the group)
+                    for index, future in zip(group, futures, strict=True):
+                        if future.exception() is None:
+                            _count(request, state, index, future.result())
+                            if handled_after is not None:
+                                handled_after.add(index)
                 raise
             error = next((f.exception() for f in futures if f.exception() is not None), None)
             if error is not None:

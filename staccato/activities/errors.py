@@ -60,6 +60,7 @@ def mapped_errors(fn: Callable[P, R]) -> Callable[P, R]:
             delay = err.retry_after_s if isinstance(err, RetryableError) else None
             raise ApplicationError(
                 _short(str(err)),
+                *err.details,
                 type=application_type(err),
                 non_retryable=not err.retryable,
                 next_retry_delay=(

@@ -300,14 +300,24 @@ class BatchInput(BaseModel):
     governors: list[str] = Field(default_factory=list)
 
 
-class BatchResult(BaseModel):
+class BatchResult(_Lean):
     """What a batch did: files copied, skipped (up to date), failed (with reasons),
-    bytes copied."""
+    bytes copied.
+
+    Attributes:
+        not_handled: a batch stopped by a cancel (the dataset's): the names of its
+            files it neither copied, skipped nor failed (None: it handled every
+            file); left out of the JSON while None. Every file it published is
+            counted in ``done``.
+    """
+
+    _lean = ("not_handled",)
 
     done: int = 0
     skipped: int = 0
     bytes: int = 0
     failures: list[FileFailure] = Field(default_factory=list)
+    not_handled: list[str] | None = None
 
 
 class BatchCheckpoint(BatchResult):
@@ -469,10 +479,14 @@ class FanOutBatchInput(BaseModel):
     governors: list[str] = Field(default_factory=list)
 
 
-class FanOutBatchResult(BaseModel):
+class FanOutBatchResult(_Lean):
     """What a batch to several roots did.
 
     Attributes:
+        not_handled: a batch stopped by the dataset's cancel: the names of its files
+            it did not count (not started, or with a root still to retry; each root's
+            counts hold what was done there); None (left out of the JSON): every
+            file counted.
         done, skipped, failed: files copied (to every target that needed it, none
             failed), up to date at every target, failed at some target (or prefailed).
         bytes: source bytes of the files done.
@@ -486,6 +500,9 @@ class FanOutBatchResult(BaseModel):
     bytes: int = 0
     destinations: list[DestinationCounts] = Field(default_factory=list)
     failures: list[FileFailure] = Field(default_factory=list)
+    not_handled: list[str] | None = None
+
+    _lean = ("not_handled",)
 
 
 class FanOutBatchCheckpoint(FanOutBatchResult):

@@ -29,7 +29,11 @@ file count: with the defaults (1,000-entry pages, 256-file batches) ~30 events p
 1,000 small files, i.e. ~250,000 files per run.
 
 Cancel: batches and children in flight are cancelled (children clean up their temp
-data, batches abort the session of the file in flight at their next heartbeat).
+data, batches abort the session of the file in flight at their next heartbeat). The
+final counts hold every file published: a batch stopped by the cancel returns the
+counts of the files it published (and the names of those it did not handle), the
+results that came with the cancel are counted before anything is cancelled, and a
+child cancelled before it published is neither done nor failed.
 """
 
 from __future__ import annotations
@@ -109,6 +113,10 @@ DATASET_ROOT_LOCKS_PATCH = "dataset-root-locks"
 #: ``workflow.patched`` id: a multi-root dataset's batches ask the governors of the
 #: source, every root and every link for a slot, as a single root's batches do
 DATASET_FAN_OUT_LIMITS_PATCH = "dataset-fan-out-limits"
+#: ``workflow.patched`` id: a cancelled dataset counts what ended with the cancel (the
+#: batches and children whose results came in the cancel's workflow task) before it
+#: cancels what is in flight; a failed or cancelled run writes its counts into its memo
+DATASET_CANCEL_COUNTS_PATCH = "dataset-cancel-counts"
 #: seconds a run continued as new retries a root lock still held by its previous run
 RELOCK_WAIT_S = 30
 #: ``workflow.patched`` id: a dataset's first run refused a busy root at once; before,
@@ -154,6 +162,8 @@ class DatasetWorkflow:
         self._queued_reason: str | None = None
         # several destination roots (see ``_dispatch_many``)
         self._fan_out = False
+        # the run is cancelling (or failing) what is in flight
+        self._stopping = False
 
     @workflow.run
     async def run(self, raw_request: RawValue) -> DatasetResult:
@@ -186,11 +196,13 @@ class DatasetWorkflow:
             more = await self._copy_all(request)
         except asyncio.CancelledError:
             await self._stop_in_flight()
+            self._record_end_counts()
             self._set_state(DatasetState.cancelled)
             raise
         except BaseException as err:
             await self._stop_in_flight()
             self._error = reason(err)
+            self._record_end_counts()
             self._set_state(DatasetState.failed)
             raise
         if more:
@@ -440,6 +452,9 @@ class DatasetWorkflow:
                 # a cancelled dataset waits for the batch to remove its file in flight
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             )
+            # counted at once, before any await: a cancel that comes next (while the
+            # slots are given back) cannot lose them
+            self._count_batch(result)
         except asyncio.CancelledError:
             raise
         except Exception as err:
@@ -457,13 +472,20 @@ class DatasetWorkflow:
                 await slots.release(held, SlotRelease(ticket=batch.key))
             self._batches.pop(number, None)
             self._current.pop(number, None)
-        # no await from here on: the counts land before the run can see no batch
+
+    def _count_batch(self, result: BatchResult) -> None:
+        """Add a batch's counts; the files a batch stopped by a cancel did not handle
+        fail unless the dataset is being cancelled (a cancel it did not ask for, e.g.
+        an operator's: ``--retry-failed`` copies them)."""
         carried = self._carried
         carried.files_done += result.done
         carried.files_skipped += result.skipped
         carried.bytes_done += result.bytes
         for failure in result.failures:
             self._fail(failure.name, failure.reason)
+        if not self._stopping:
+            for name in result.not_handled or ():
+                self._fail(name, "its batch was cancelled before it copied it")
         self._show()
 
     async def _acquire(self, request: DatasetRequest, ticket: str) -> list[str]:
@@ -571,7 +593,8 @@ class DatasetWorkflow:
             cause: BaseException = err
             while isinstance(cause, ChildWorkflowError) and cause.cause is not None:
                 cause = cause.cause
-            self._fail(entry.name, reason(cause))
+            if not (self._stopping and isinstance(cause, CancelledError)):
+                self._fail(entry.name, reason(cause))  # cancelled with the dataset: neither
             return
         finally:
             self._children.pop(child_id, None)
@@ -720,6 +743,7 @@ class DatasetWorkflow:
                 retry_policy=RETRY,
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             )
+            self._count_batch_many(batch, result)  # before any await, as a batch's
         except asyncio.CancelledError:
             raise
         except Exception as err:
@@ -737,6 +761,10 @@ class DatasetWorkflow:
                 await slots.release(held, SlotRelease(ticket=batch.key))
             self._batches.pop(number, None)
             self._current.pop(number, None)
+
+    def _count_batch_many(self, batch: FanOutBatchInput, result: FanOutBatchResult) -> None:
+        """Add a batch's counts (per root too); the files a batch stopped by a cancel
+        did not count fail at their roots unless the dataset is being cancelled."""
         carried = self._carried
         assert carried.destinations is not None
         carried.files_done += result.done
@@ -751,6 +779,13 @@ class DatasetWorkflow:
         for failure in result.failures:
             if len(carried.failures) < MAX_FAILURES_KEPT:
                 carried.failures.append(failure)
+        if not self._stopping and result.not_handled:
+            names = set(result.not_handled)
+            for f in batch.files:
+                if f.name in names:
+                    for t in f.targets:
+                        self._fail_pair(f.name, t, "its batch was cancelled before it copied it")
+                    carried.files_failed += 1
         self._show()
 
     async def _start_group(
@@ -922,11 +957,38 @@ class DatasetWorkflow:
         await workflow.wait_condition(lambda: not self._batches and not self._children)
 
     async def _stop_in_flight(self) -> None:
+        """Cancel the batches and children in flight and wait for their ends; each
+        counts what it did (a batch stopped by the cancel: the files it published;
+        a child that published before it: its file)."""
+        self._stopping = True
+        if workflow.patched(DATASET_CANCEL_COUNTS_PATCH):
+            # first let the batches and children whose results came with the cancel
+            # (in this workflow task) count them: conditions are checked once nothing
+            # else is ready, and cancelling a finished activity's wait drops its result
+            await workflow.wait_condition(lambda: True)
         tasks: list[asyncio.Task[Any]] = [*self._batches.values(), *self._children.values()]
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _record_end_counts(self) -> None:
+        """Before a failed or cancelled run ends: its counts into its memo (``status``
+        reads them there when no worker answers the progress query)."""
+        if workflow.patched(DATASET_CANCEL_COUNTS_PATCH):
+            c = self._carried
+            workflow.upsert_memo(
+                {
+                    "counts": {
+                        "files_listed": c.files_listed,
+                        "files_done": c.files_done,
+                        "files_skipped": c.files_skipped,
+                        "files_failed": c.files_failed,
+                        "bytes_listed": c.bytes_listed,
+                        "bytes_done": c.bytes_done,
+                    }
+                }
+            )
 
     def _set_state(self, state: DatasetState) -> None:
         self._state = state

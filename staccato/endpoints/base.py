@@ -334,6 +334,23 @@ class Driver(abc.ABC):
                 f"{url.scheme} endpoints can only be sources, not destinations: {url}"
             )
 
+    def check_destination_root(self, root: EndpointURL) -> None:
+        """Fail a dataset up front when nothing can be written under its destination
+        directory or prefix ``root`` (rather than each of its files with the same
+        reason): the S3 bucket is missing, a file stands where a directory above the
+        root would be made. A root that does not exist yet is fine (made as files are
+        written). Cheap: one or a few requests.
+
+        Raises:
+            UnsupportedError: the endpoint is read-only.
+            DestinationMissingError: as above (names the bucket or the file).
+            PermissionDeniedError, RetryableError: as the endpoint reports.
+        """
+        if not self.features.write:
+            raise UnsupportedError(
+                f"{root.scheme} endpoints can only be sources, not destinations: {root}"
+            )
+
     def read_whole(self, url: EndpointURL, max_size: int) -> tuple[ObjectInfo, bytes] | None:
         """The object at ``url`` and its info in one request (``features.whole_get``);
         None when it is larger than ``max_size`` bytes (nothing read past the headers).

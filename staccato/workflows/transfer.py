@@ -207,6 +207,10 @@ PREPARE_WAITS_PATCH = "prepare-waits-out-cancel"
 #: (no control-queue round trip, no workflow task for its result); a failed local
 #: attempt falls back to the control-queue activity. A marker event once per transfer.
 LOCAL_START_LOOKUP_PATCH = "local-start-lookup"
+#: a failed or cancelled run writes its byte counts (moved, total) into its memo
+#: before it ends (``bytes_done``, ``bytes_total``): ``status`` of a closed run reads
+#: them without a worker (one memo update per failed or cancelled run)
+END_BYTES_MEMO_PATCH = "end-bytes-memo"
 RECORD_TUNING = "record_link_tuning"
 #: the tuning activities are best effort: a worker without them runs the fixed defaults
 _TUNING_RETRY = RetryPolicy(maximum_attempts=3, maximum_interval=timedelta(seconds=2))
@@ -411,10 +415,12 @@ class TransferWorkflow:
                     self._progress.bytes_committed = self._progress.segments_done = 0
                     self._progress.partial = {}
         except (asyncio.CancelledError, CancelledError):
+            self._record_end_bytes()
             await self._cleanup(self._session)
             self._set_state(TransferState.cancelled)
             raise
         except (ActivityError, ApplicationError) as err:  # a local activity's may be bare
+            self._record_end_bytes()
             if isinstance(err.cause, CancelledError) and cancelling():
                 # the transfer was cancelled while an activity ran
                 await self._cleanup(self._session)
@@ -959,6 +965,7 @@ class TransferWorkflow:
                         self._progress_at = workflow.now()
                         queue.appendleft(segment)
                         continue
+                    self._note_failed_stream(segment.index, err)
                     if self._failure is None:
                         self._failure = err
                     for other in self._running.values():
@@ -1331,24 +1338,56 @@ class TransferWorkflow:
         self._progress.phase = phase
         self._show()
 
+    def _bytes_moved(self) -> int:
+        """Bytes moved so far: the committed segments, and of those in flight what
+        their last checkpoint or live report says (at most ``bytes_total``)."""
+        assert self._progress is not None
+        p = self._progress
+        in_flight = dict(p.partial)
+        live = self._live
+        if live is not None and p.state == TransferState.running:
+            for segment, done in live.segments.items():
+                if segment in self._running:  # a finished segment is in bytes_committed
+                    in_flight[segment] = max(in_flight.get(segment, 0), done)
+        done = p.bytes_committed + sum(in_flight.values())
+        return min(done, p.bytes_total) if p.bytes_total is not None else done
+
+    def _note_failed_stream(self, segment: int, err: ActivityError) -> None:
+        """Keep the bytes a failing stream had moved (its error's details, else its
+        last live report) in ``partial``, for the failed run's counts (no command;
+        the run fails, or a new write session starts from none)."""
+        assert self._progress is not None
+        moved = self._progress.partial.get(segment, 0)
+        if self._live is not None:
+            moved = self._live.segments.get(segment, 0)
+        details = getattr(err.cause, "details", None) or ()
+        for item in details:
+            if isinstance(item, dict) and item.get("segment") == segment:
+                moved = max(moved, int(item.get("bytes_done") or 0))
+        if moved:
+            self._progress.partial[segment] = moved
+
+    def _record_end_bytes(self) -> None:
+        """Before a failed or cancelled run ends: its bytes moved and total into its
+        memo (a closed run is not queried; ``status`` reads them there)."""
+        assert self._progress is not None
+        if workflow.patched(END_BYTES_MEMO_PATCH):
+            workflow.upsert_memo(
+                {"bytes_done": self._bytes_moved(), "bytes_total": self._progress.bytes_total}
+            )
+
     def _show(self) -> None:
         """The current-details line (Temporal UI, ``temporal workflow describe``):
         ``**running** (copy): 512.0 MiB / 1.0 GiB (50%) at 20.0 MiB/s, ETA 26 s; 4 streams;
         1/4 segments done``. Metadata only: setting it is no workflow command."""
         assert self._progress is not None
         p = self._progress
-        in_flight = dict(p.partial)
         rate: float | None = None
         live = self._live
         if live is not None and p.state == TransferState.running:
-            for segment, done in live.segments.items():
-                if segment in self._running:  # a finished segment is in bytes_committed
-                    in_flight[segment] = max(in_flight.get(segment, 0), done)
             if p.phase == "copy" and workflow.now() - self._live_at <= _LIVE_RATE_FOR:
                 rate = live.rate_bytes_per_s or None
-        done = p.bytes_committed + sum(in_flight.values())
-        if p.bytes_total is not None:
-            done = min(done, p.bytes_total)
+        done = self._bytes_moved()
         eta = units.eta(p.bytes_total - done, rate) if p.bytes_total is not None else None
         line = f"**{p.state.value}** ({p.phase}): {units.progress(done, p.bytes_total, rate, eta)}"
         if p.phase == "copy" and p.state == TransferState.running:

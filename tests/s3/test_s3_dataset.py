@@ -65,3 +65,31 @@ async def test_a_name_s3_cannot_hold_fails_alone(
     assert failure.name == long_name and "1024 bytes" in failure.reason, failure
     assert final.files_done == len(good)
     assert keys(s3, bucket) == sorted(f"p/{name}" for name in good)
+
+
+def test_a_dataset_into_a_missing_bucket_fails_once_naming_it(
+    temporal_server, s3_worker, s3: Any, data_dir: Path
+) -> None:
+    """``cp -r DIR s3://no-such-bucket/prefix/`` fails up front with the bucket's name,
+    as a single transfer into it does: state failed, exit 1, no file listed as failed
+    (it failed each of its N files with the same reason)."""
+    import json
+
+    from tests.helpers import run_cli
+
+    source = data_dir / "src"
+    for i in range(12):
+        (source / f"d{i % 3}").mkdir(parents=True, exist_ok=True)
+        (source / f"d{i % 3}" / f"f{i}").write_bytes(b"x" * (100 + i))
+    args = dict(address=temporal_server.address, task_queue=s3_worker.task_queue)
+    missing = "no-such-bucket-ds"
+    result = run_cli("cp", "-r", "-q", str(source), f"s3://{missing}/prefix/", **args)
+    assert result.returncode == 1, result
+    assert f"bucket {missing!r} does not exist" in result.stderr, result.stderr
+    assert "create it first" in result.stderr and "Traceback" not in result.stderr
+    status = run_cli("status", "--json", f"s3://{missing}/prefix/", **args)
+    shown = json.loads(status.stdout)
+    assert shown["state"] == "failed", shown
+    assert f"bucket {missing!r} does not exist" in shown["error"], shown
+    assert shown["files_failed"] == 0 and shown["failures"] == [], shown
+    assert missing not in [b["Name"] for b in s3.list_buckets()["Buckets"]]

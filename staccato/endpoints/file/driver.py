@@ -151,6 +151,23 @@ class FileDriver(Driver):
         check_parent(target.parent, url)
         check_target(target)
 
+    def check_destination_root(self, root: EndpointURL) -> None:
+        """The nearest existing directory at or above the destination directory
+        ``root`` is a directory: no file stands where the root or a directory above
+        it would be made.
+
+        Raises:
+            DestinationMissingError: a file is on the way (named).
+        """
+        path = Path(root.path)
+        while not os.path.lexists(path) and path != path.parent:
+            path = path.parent
+        if not os.path.isdir(path):
+            raise DestinationMissingError(
+                f"destination directory {root.path} cannot be made: {path} is a file, not a "
+                "directory; choose another destination"
+            )
+
     def make_parents(self, url: EndpointURL) -> None:
         parent = os.path.dirname(url.path) or "/"
         try:

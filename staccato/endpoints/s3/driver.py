@@ -395,6 +395,21 @@ class S3Driver(Driver):
                 f"destination {url} ends with '/': S3 keys ending in '/' are folder markers; "
                 "name the object to write, e.g. s3://BUCKET/PREFIX/NAME"
             )
+        self._check_bucket(url)
+
+    def check_destination_root(self, root: EndpointURL) -> None:
+        """The bucket of the destination prefix ``root`` exists (HeadBucket, as
+        :meth:`check_destination`).
+
+        Raises:
+            DestinationMissingError: no such bucket (named).
+            PermissionDeniedError, RetryableError: as the store reports.
+        """
+        self._check_bucket(root)
+
+    def _check_bucket(self, url: EndpointURL) -> None:
+        """HeadBucket of ``url``'s bucket (a bucket found is not asked about again for
+        ``_BUCKET_TTL_S``); a 403 passes (maybe only s3:ListBucket is missing)."""
         endpoint = self.endpoint(url)
         seen = (url.params.get("profile"), url.bucket)
         with self._lock:

@@ -309,6 +309,29 @@ class SFTPDriver(Driver):
                 f"destination {url} is a directory; name the file to write, e.g. {url}/NAME"
             )
 
+    def check_destination_root(self, root: EndpointURL) -> None:
+        """The nearest existing directory at or above the destination directory
+        ``root`` is a directory (a few stats).
+
+        Raises:
+            DestinationMissingError: a file is on the way (named).
+            RetryableError: the server cannot be reached (as any operation).
+        """
+
+        def op(sftp: StaccatoSFTP) -> None:
+            path = root.path or "/"
+            attrs = stat_or_none(sftp, path)
+            while attrs is None and path not in ("", "/"):
+                path = posixpath.dirname(path)
+                attrs = stat_or_none(sftp, path)
+            if attrs is not None and not stat_module.S_ISDIR(attrs.st_mode or 0):
+                raise DestinationMissing(
+                    f"destination directory {root.path} on {root.host} cannot be made: "
+                    f"{path} is a file, not a directory; choose another destination"
+                )
+
+        self._run(root, f"checking destination {root}", op)
+
     def make_parents(self, url: EndpointURL) -> None:
         def op(sftp: StaccatoSFTP) -> None:
             parent = posixpath.dirname(url.path) or "/"
