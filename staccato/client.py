@@ -54,7 +54,6 @@ from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.bridge import temporal_sdk_bridge
 from temporalio.client import (
     Client,
-    WorkflowExecution,
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
@@ -91,6 +90,7 @@ from staccato.models import (
     TransferResult,
     TransferState,
     TransferStatus,
+    iso_utc,
 )
 from staccato.secrets import seal_source
 from staccato.starts import front_id, start_front, start_or_attach
@@ -158,9 +158,6 @@ TRANSFER_TYPE = "TransferWorkflow"
 DATASET_TYPE = "DatasetWorkflow"
 #: a fan-out group (``staccato cp SRC DST1 DST2 ...``)
 GROUP_TYPE = "FanOutWorkflow"
-#: rows :meth:`StaccatoClient.list` reads at once (each: a describe, and a query for a
-#: running transfer or the result of a completed one)
-LIST_CONCURRENCY = 16
 #: ``TransferWorkflow.progress``, asked by name: the client imports no workflow code
 PROGRESS_QUERY = "progress"
 #: seconds a status query waits for a worker (at most; see ``STACCATO_CLIENT_WAIT_S``)
@@ -472,6 +469,8 @@ class StaccatoClient:
         state, result or failure come from Temporal without a worker (a failed or
         cancelled run then shows no byte counts).
 
+        ``started_at`` is when the run named started (a front run: its own start).
+
         Raises:
             TransferNotFoundError: no such transfer.
         """
@@ -483,6 +482,11 @@ class StaccatoClient:
                 raise TransferNotFoundError(f"no transfer {transfer!r}") from None
             raise
         require_type(handle.id, description, (TRANSFER_TYPE,))
+        found = await self._status(handle, description)
+        return found.model_copy(update={"started_at": iso_utc(description.start_time)})
+
+    async def _status(self, handle: WorkflowHandle[Any, Any], description: Any) -> TransferStatus:
+        """:meth:`status` of the run ``handle`` names, once described."""
         status = description.status
         memo = await description.memo()
         runs_as = _runs_as(handle.id, memo)
@@ -709,52 +713,26 @@ class StaccatoClient:
     async def list(
         self, *, state: TransferState | None = None, limit: int = 50
     ) -> list[TransferStatus]:
-        """Recent transfers, newest first (exactly ``limit`` when that many exist),
-        optionally in one state.
+        """Recent transfers, newest first by start time (exactly ``limit`` when that
+        many exist), optionally in one state (:func:`staccato.listing.list_rows`).
 
         One row per workflow id: a destination's transfer (its latest run, or with
         ``state`` its latest run in that state: an earlier failed run of a destination
         since copied again is listed under ``failed``, with its error), or a front run
         (a Schedule's run, a start under another id). Every ``TransferWorkflow`` in the
         namespace is considered; one whose status cannot be read (odd input, memo or
-        id made by someone else) is skipped, never an error.
-
-        Rows are read ``LIST_CONCURRENCY`` at a time; a closed run is never queried
-        (see :meth:`status`), so no row waits for a worker.
+        id made by someone else) is skipped, never an error. A closed run is never
+        queried (see :meth:`status`), so no row waits for a worker.
         """
-        query = "WorkflowType = 'TransferWorkflow'"
-        if state is not None:
-            query += f" AND StaccatoState = '{state.value}'"
-        bound = asyncio.Semaphore(LIST_CONCURRENCY)
+        from staccato.listing import list_rows
 
-        async def row(execution: WorkflowExecution) -> TransferStatus | None:
-            async with bound:
-                try:
-                    return await self.status(execution.id, run_id=execution.run_id)
-                except (StaccatoError, RPCError, ValueError, KeyError, TypeError):
-                    return None  # not one Staccato can read: skip it
-
-        statuses: list[TransferStatus] = []
-        seen: set[str] = set()
-        executions = aiter(self.temporal.list_workflows(query))
-        exhausted = False
-        while len(statuses) < limit and not exhausted:
-            # the next rows still missing, read at once; skipped ones are made up for
-            # by the next round
-            batch: list[WorkflowExecution] = []
-            while len(batch) < limit - len(statuses):
-                try:
-                    execution = await anext(executions)
-                except StopAsyncIteration:
-                    exhausted = True
-                    break
-                if execution.id in seen:
-                    continue  # an older run of the same destination's transfer
-                seen.add(execution.id)
-                batch.append(execution)
-            rows = await asyncio.gather(*(row(execution) for execution in batch))
-            statuses.extend(r for r in rows if r is not None)
-        return statuses
+        rows = await list_rows(
+            self,
+            types=(TRANSFER_TYPE,),
+            state=None if state is None else state.value,
+            limit=limit,
+        )
+        return [row for row in rows if isinstance(row, TransferStatus)]
 
     async def cancel(self, transfer: str) -> None:
         """Cancel a transfer (or a dataset): streams stop, temp data is removed, the

@@ -50,7 +50,7 @@ from staccato.errors import (
     innermost_type,
 )
 from staccato.following import follow_until_ended
-from staccato.models import MiB, TransferOptions
+from staccato.models import MiB, TransferOptions, iso_utc
 from staccato.urls import EndpointURL, parse_url, resolve_local_directory
 from staccato.workflows import search_attributes as sa
 
@@ -595,8 +595,10 @@ async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
         # a root's lock: the dataset to several roots that holds (or held) it
         return await dataset_status(client, str(memo["holder"]))
     require_type(handle.id, description, (DATASET_TYPE,))
+    started_at = await _first_start(client, handle.id, description)
     if description.status == WorkflowExecutionStatus.COMPLETED:
-        return _from_result(handle.id, await handle.result())
+        completed = _from_result(handle.id, await handle.result())
+        return completed.model_copy(update={"started_at": started_at})
     progress: DatasetProgress | None = None
     try:
         progress = await handle.query(
@@ -632,6 +634,7 @@ async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
         listing_done=False,
         error=error,
         error_type=error_type,
+        started_at=started_at,
     )
     if progress is None:
         if state in (DatasetState.running, DatasetState.queued, DatasetState.scheduled):
@@ -696,6 +699,20 @@ async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
     )
 
 
+async def _first_start(client: StaccatoClient, dataset: str, description: Any) -> str | None:
+    """When the dataset ``dataset`` (described: ``description``, its latest run)
+    started: its first run's start (continue-as-new starts a run per page of work),
+    ISO 8601 UTC; the latest run's when the first is gone (retention) or unknown."""
+    first = description.raw_description.workflow_execution_info.first_run_id
+    if first and first != description.run_id:
+        try:
+            earliest = await client.temporal.get_workflow_handle(dataset, run_id=first).describe()
+            return iso_utc(earliest.start_time)
+        except RPCError:
+            pass
+    return iso_utc(description.start_time)
+
+
 #: dataset states whose steps may be retrying now
 _LIVE = (DatasetState.running, DatasetState.queued)
 #: large files' transfers in flight asked for their retry reason, at most, per status
@@ -754,20 +771,12 @@ def _from_result(workflow_id: str, result: DatasetResult) -> DatasetStatus:
 
 
 async def list_datasets(client: StaccatoClient, *, limit: int = 50) -> list[DatasetStatus]:
-    """Recent datasets, newest first (one row per destination root)."""
-    statuses: list[DatasetStatus] = []
-    seen: set[str] = set()
-    async for execution in client.temporal.list_workflows("WorkflowType = 'DatasetWorkflow'"):
-        if execution.id in seen or not execution.id.startswith(DATASET_ID_PREFIX):
-            continue
-        seen.add(execution.id)
-        if len(seen) > limit:
-            break
-        try:
-            statuses.append(await dataset_status(client, execution.id))
-        except (TransferNotFoundError, RPCError):
-            continue
-    return statuses
+    """Recent datasets, newest first by start time (one row per dataset id;
+    :func:`staccato.listing.list_rows`)."""
+    from staccato.listing import list_rows
+
+    rows = await list_rows(client, types=(DATASET_TYPE,), limit=limit)
+    return [row for row in rows if isinstance(row, DatasetStatus)]
 
 
 async def follow_dataset(

@@ -21,7 +21,6 @@ from staccato.client import StaccatoClient
 from staccato.fanout_client import (
     follow_group,
     group_status,
-    list_groups,
     make_fan_out_request,
     start_group,
     status_lines,
@@ -148,16 +147,6 @@ def status(group: str, as_json: bool, failures: bool = False) -> None:
         return
     for line in status_lines(current):
         typer.echo(line)
-
-
-def listed(limit: int) -> list[GroupStatus]:
-    """The newest groups for ``list`` (at most ``limit``)."""
-
-    async def go() -> list[GroupStatus]:
-        client = await StaccatoClient.connect()
-        return await list_groups(client, limit=limit)
-
-    return run(go)
 
 
 def list_row(status: GroupStatus) -> str:
