@@ -123,6 +123,10 @@ class Submission:
         queued: a different transfer holds the destination; this one waits for it
             (``if_busy = wait``) as a front run.
         starts_at: the start time of a delayed start (``not_before``), else None.
+        ignored: attached, with options that differ from the running transfer's and
+            so do not apply to it (those the request hash leaves out: ``--max-rate``,
+            ``--priority``, ``--owner``, ``--from-origin``), one text each:
+            ``--max-rate 5.0 MiB/s requested, none running``.
     """
 
     id: str
@@ -130,6 +134,7 @@ class Submission:
     attached: bool = False
     queued: bool = False
     starts_at: datetime | None = None
+    ignored: tuple[str, ...] = ()
 
 
 def destination_transfer_id(destination: str) -> str:
@@ -337,8 +342,11 @@ class StaccatoClient:
         """Start a transfer; say whether it attached, queued or starts later.
 
         The destination's transfer id is its lock: an identical request to a
-        destination whose transfer is running attaches to it (same id returned). A
-        different running transfer makes it fail with :class:`DestinationBusyError`
+        destination whose transfer is running attaches to it (same id returned; options
+        outside the request hash that differ from the running one's are named in
+        ``ignored``: they do not apply to it). A different running transfer (also the
+        same source with other copy options: the message names them, requested vs
+        running) makes it fail with :class:`DestinationBusyError`
         (``options.if_busy = fail``, the default), or (``wait``) starts a front run
         ``<transfer id>-<8 hex>`` that waits, state ``queued``, and runs when the
         destination is free. ``not_before`` (a time, or a delay from now) starts a
@@ -377,7 +385,12 @@ class StaccatoClient:
             self._runs[workflow_id] = run_id
             return Submission(workflow_id, run_id, queued=True)
         self._runs[started.workflow_id] = started.run_id
-        return Submission(started.workflow_id, started.run_id, attached=started.attached)
+        return Submission(
+            started.workflow_id,
+            started.run_id,
+            attached=started.attached,
+            ignored=started.ignored,
+        )
 
     # -- fan-out: one source to several destinations (staccato.fanout_client) ----------
 

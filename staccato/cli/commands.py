@@ -23,6 +23,7 @@ from staccato.cli.options import (
     NotBeforeOption,
     OwnerOption,
     PriorityOption,
+    QuietOption,
     RetryForOption,
     SourceArg,
     StageOption,
@@ -73,6 +74,7 @@ def submit(
     if_busy: IfBusyOption = IfBusy.fail,
     not_before: NotBeforeOption = None,
     as_json: JsonOption = False,
+    quiet: QuietOption = False,
     sync_level: SyncLevelOption = None,
     recursive: datasets.RecursiveOption = False,
     include: datasets.IncludeOption = None,
@@ -133,7 +135,7 @@ def submit(
             fail("--not-before applies to one destination, not to a fan-out", EXIT_USAGE)
         from staccato.cli import fanout  # imports the Temporal client
 
-        fanout.submit(source, destinations, options, as_json)
+        fanout.submit(source, destinations, options, as_json, quiet)
         return
     if recursive:
         datasets.submit_recursive(
@@ -154,7 +156,7 @@ def submit(
         StaccatoClient.make_request(source, destination, options)  # usage errors before connecting
         client = await StaccatoClient.connect()
         submitted = await client.start(source, destination, options, not_before=not_before)
-        _say(submitted)
+        _say(submitted, quiet=quiet)
         await _warn_without_workers(client)
         return submitted
 
@@ -170,8 +172,21 @@ def _one_destination(destinations: list[str], recursive: bool) -> str | None:
     return None
 
 
-def _say(submitted: Submission) -> None:
-    """Tell on stderr what a start did when it did not simply start a transfer."""
+def _say(submitted: Submission, *, quiet: bool = False) -> None:
+    """Tell on stderr what a start did when it did not simply start a transfer (with
+    ``quiet`` only the warning that options given do not apply)."""
+    if submitted.ignored:
+        typer.echo(
+            f"staccato: warning: attached to running transfer {submitted.id} (same source, "
+            "destination and copy options), which runs with other options than yours; "
+            f"yours do not apply to it: {'; '.join(submitted.ignored)}. To run with yours, "
+            f"wait for it to end (`staccato watch {submitted.id}`) or cancel it "
+            f"(`staccato cancel {submitted.id}`), then submit again",
+            err=True,
+        )
+        return
+    if quiet:
+        return
     if submitted.attached:
         typer.echo(
             f"attached to running transfer {submitted.id} (same request); nothing new started",
@@ -201,12 +216,7 @@ def cp(
     checksum: ChecksumOption = ChecksumAlgorithm.crc32c,
     retry_for: RetryForOption = DEFAULT_RETRY_FOR_S,
     if_busy: IfBusyOption = IfBusy.fail,
-    quiet: Annotated[
-        bool,
-        typer.Option(
-            "--quiet", "-q", help="Print nothing but errors (no progress, no summary lines)."
-        ),
-    ] = False,
+    quiet: QuietOption = False,
     sync_level: SyncLevelOption = None,
     recursive: datasets.RecursiveOption = False,
     include: datasets.IncludeOption = None,
@@ -307,7 +317,7 @@ def cp(
         transfer = submitted.id
         if not quiet:
             typer.echo(f"transfer {transfer}: {redact(source)} -> {destination}", err=True)
-            _say(submitted)
+        _say(submitted, quiet=quiet)
         await _warn_without_workers(client)
         return await _follow(client, transfer, quiet=quiet)
 

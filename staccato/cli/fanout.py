@@ -32,8 +32,15 @@ from staccato.urls import redact
 PROGRESS_INTERVAL_S = 2.0
 
 
-def submit(source: str, destinations: list[str], options: TransferOptions, as_json: bool) -> None:
-    """``submit SRC DST1 DST2 ...``: start the group and print its id."""
+def submit(
+    source: str,
+    destinations: list[str],
+    options: TransferOptions,
+    as_json: bool,
+    quiet: bool = False,
+) -> None:
+    """``submit SRC DST1 DST2 ...``: start the group and print its id (with ``quiet``
+    no note that it attached)."""
 
     async def go() -> tuple[str, bool]:
         request = make_fan_out_request(source, destinations, options)  # before connecting
@@ -41,7 +48,7 @@ def submit(source: str, destinations: list[str], options: TransferOptions, as_js
         return await start_group(client, request)
 
     group, attached = run(go)
-    if attached:
+    if attached and not quiet:
         typer.echo(f"attached to running fan-out group {group} (same request)", err=True)
     typer.echo(json.dumps({"id": group}) if as_json else group)
 
