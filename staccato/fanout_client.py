@@ -297,7 +297,9 @@ async def list_groups(client: StaccatoClient, *, limit: int = 50) -> list[GroupS
 
 def destination_line(row: DestinationStatus) -> str:
     """One destination's line: ``DESTINATION  state  done/total (phase)  error``."""
-    text = f"  {redact(row.destination)}  {row.state.value}"
+    # scheduled: its transfer has not started (the source is being staged, or next)
+    shown = "waiting" if row.state == TransferState.scheduled else row.state.value
+    text = f"  {redact(row.destination)}  {shown}"
     if row.bytes_total is not None and row.bytes_done is not None:
         text += f"  {units.size(row.bytes_done)} / {units.size(row.bytes_total)}"
     if row.phase and row.state == TransferState.running:
