@@ -72,3 +72,50 @@ async def test_cp_of_an_immediate_transfer_never_says_scheduled(
     plain = await temporal_server.client()
     transfer = shown.split()[1].rstrip(":")
     await plain.get_workflow_handle(transfer).terminate("test over")
+
+
+def test_schedule_describe_does_not_contradict_itself(
+    worker: WorkerProcess, temporal_server, data_dir: Path
+) -> None:
+    """Read every line: a tuned schedule's options named a chunk size and streams
+    beside "tuned per link"; a one-off whose run has started read "active" beside "0
+    left" and no next run."""
+    args = dict(address=temporal_server.address, task_queue=worker.task_queue)
+    source = data_dir / "sched.bin"
+    source.write_bytes(b"s" * 2048)
+    name = f"once-{uuid.uuid4().hex[:8]}"
+    made = run_cli(
+        "schedule", "create", name, str(source), str(data_dir / "sched.out"), "--at", "2s",
+        **args,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    try:
+        deadline = time.monotonic() + LINE_S
+        while True:
+            shown = run_cli("schedule", "describe", name, **args)
+            assert shown.returncode == 0, shown.stderr
+            lines = dict(line.split(":", 1) for line in shown.stdout.splitlines() if ":" in line)
+            if "0 left" in lines["runs"] or time.monotonic() > deadline:
+                break
+        assert "0 left" in lines["runs"] and lines["next runs"].strip() == "-", shown.stdout
+        assert lines["state"].strip() == "done", shown.stdout
+        options = lines["options"]
+        assert "tuned per link" in options, options
+        assert "chunk" not in options.replace("chunk size tuned", ""), options
+        assert " streams" not in options.replace("streams and chunk", ""), options
+        listed = run_cli("schedule", "list", **args)
+        row = next(line for line in listed.stdout.splitlines() if line.startswith(name))
+        assert row.split()[1] == "done", row
+        # fixed streams and chunk size are shown as they are
+        fixed = f"fixed-{uuid.uuid4().hex[:8]}"
+        made = run_cli(
+            "schedule", "create", fixed, str(source), str(data_dir / "fixed.out"), "--every",
+            "1d", "--streams", "2", "--chunk-size", "1MiB", **args,
+        )  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        text = run_cli("schedule", "describe", fixed, **args).stdout
+        assert "chunk 1.0 MiB, 2 streams" in text and "tuned" not in text, text
+        assert "state:        active" in text, text
+        run_cli("schedule", "delete", fixed, **args)
+    finally:
+        run_cli("schedule", "delete", name, **args)
