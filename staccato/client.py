@@ -182,7 +182,11 @@ def _directory_destination(src: EndpointURL, text: str, dst: EndpointURL) -> str
     if dst.scheme == "s3":
         if dst.key and not dst.key.endswith("/"):
             return None
-        what = "names no S3 object (a key ending in '/' is a folder marker)"
+        what = (
+            "names a bucket, not an object"
+            if not dst.key
+            else "names no S3 object (a key ending in '/' is a folder marker)"
+        )
     elif dst.scheme in ("file", "sftp"):
         # a local path's trailing '/' is gone from its canonical form: read the text
         if not (dst.path.endswith("/") or text.split("?", 1)[0].endswith("/")):
@@ -296,6 +300,12 @@ class StaccatoClient:
             SecretKeyError: a configured key is malformed.
         """
         src = parse_url(source)
+        if src.scheme == "s3" and not src.key:
+            whole = source.split("?", 1)[0].rstrip("/")
+            raise InvalidURLError(
+                f"source {source!r} names a bucket, not an object: a copy reads one object, "
+                f"{whole}/KEY (cp -r {whole}/ copies every object in the bucket)"
+            )
         dst = resolve_local_directory(parse_url(destination))
         if dst.scheme in SOURCE_ONLY_SCHEMES:
             raise InvalidURLError(
