@@ -4,6 +4,7 @@ contradict itself, a bare bucket URL is refused naming it, ``limit list TARGET``
 
 from __future__ import annotations
 
+import json
 import os
 import selectors
 import signal
@@ -119,3 +120,40 @@ def test_schedule_describe_does_not_contradict_itself(
         run_cli("schedule", "delete", fixed, **args)
     finally:
         run_cli("schedule", "delete", name, **args)
+
+
+def test_limit_list_takes_a_target(worker: WorkerProcess, temporal_server) -> None:
+    """``limit list TARGET`` shows that endpoint's or link's row alone (it was refused
+    as an extra argument); one with no limits exits 1 naming it, a bad form exits 2."""
+    args = dict(address=temporal_server.address, task_queue=worker.task_queue)
+    port = 20000 + uuid.uuid4().int % 20000
+    mine, other = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port + 1}"
+    link = f"file://,{mine}"
+    for target, option in (
+        (mine, "--max-active"),
+        (other, "--max-streams"),
+        (link, "--max-active"),
+    ):
+        done = run_cli("limit", "set", target, option, "3", **args)
+        assert done.returncode == 0, done.stderr
+    try:
+        shown = run_cli("limit", "list", mine, **args)
+        assert shown.returncode == 0, shown.stderr
+        rows = shown.stdout.splitlines()
+        assert len(rows) == 1 and rows[0].startswith(f"{mine}  max-active 3"), shown.stdout
+        as_json = run_cli("limit", "list", "--json", link, **args)
+        assert as_json.returncode == 0, as_json.stderr
+        assert [row["target"] for row in json.loads(as_json.stdout)] == [link], as_json.stdout
+        everything = run_cli("limit", "list", **args).stdout
+        assert mine in everything and other in everything, everything
+        unknown = f"http://127.0.0.1:{port + 2}"
+        missing = run_cli("limit", "list", unknown, **args)
+        assert missing.returncode == 1, missing
+        assert f"no limits are set on {unknown}" in missing.stderr, missing.stderr
+        bad = run_cli("limit", "list", "ftp://somewhere", **args)
+        assert bad.returncode == 2 and "TARGET: unknown endpoint scheme 'ftp'" in bad.stderr, (
+            bad.stderr
+        )
+    finally:
+        for target in (mine, other, link):
+            run_cli("limit", "unset", target, **args)
