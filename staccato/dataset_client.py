@@ -29,6 +29,7 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from staccato import units
 from staccato.client import DATASET_TYPE, StaccatoClient, require_type
 from staccato.datasets.locks import ROOT_LOCK_TYPE, root_lock_id
 from staccato.datasets.models import (
@@ -557,6 +558,17 @@ async def _start(client: StaccatoClient, request: DatasetRequest) -> str:
         running = dict(await description.memo())
         if running.get("request_hash") == digest:
             return workflow_id
+        if running.get("source") == request.source_root:
+            # the same source and roots: say which options differ, requested vs running
+            differ = await _differences(client, workflow_id, request)
+            if differ:
+                raise DestinationBusyError(
+                    f"destination busy: dataset {workflow_id} from the same source to "
+                    f"{'these destinations' if roots else request.destination_root} runs "
+                    f"with other options ({'; '.join(differ)}): yours would not apply to "
+                    f"it; wait for it to finish or cancel it with `staccato cancel "
+                    f"{workflow_id}`"
+                ) from None
         if description.workflow_type == ROOT_LOCK_TYPE:  # locked since the check above
             raise _busy(request.destination_root, str(running.get("holder", "?")), "?") from None
         if roots is None:
@@ -569,6 +581,41 @@ async def _start(client: StaccatoClient, request: DatasetRequest) -> str:
             f"with `staccato cancel {workflow_id}`"
         ) from None
     return workflow_id
+
+
+async def _differences(
+    client: StaccatoClient, workflow_id: str, request: DatasetRequest
+) -> list[str]:
+    """What differs between ``request`` and the running dataset ``workflow_id``'s, as
+    the command line names it (``--include ['*.txt'] requested, [] running``); [] when
+    its request cannot be read."""
+    from staccato.starts import option_differences, running_input
+
+    running = await running_input(client.temporal, workflow_id, None, DatasetRequest)
+    if running is None:
+        return []
+    found = option_differences(request.options, running.options)
+    for field, name in (
+        ("include", "--include"),
+        ("exclude", "--exclude"),
+        ("small_file_max", "--small-file-max"),
+        ("retry_failed", "--retry-failed"),
+    ):
+        mine, theirs = getattr(request, field), getattr(running, field)
+        if field == "retry_failed":
+            mine, theirs = mine is not None, theirs is not None
+        if mine != theirs:
+            found.append(f"{name} {_shown(mine)} requested, {_shown(theirs)} running")
+    return found
+
+
+def _shown(value: Any) -> str:
+    """A dataset option's value as the command line reads it (a size in units)."""
+    if isinstance(value, list):
+        return " ".join(value) or "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return units.size(value) if isinstance(value, int) else str(value)
 
 
 def _handle(client: StaccatoClient, dataset: str) -> WorkflowHandle[Any, Any]:

@@ -13,7 +13,9 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TypeVar
 
+from pydantic import BaseModel
 from temporalio.client import Client
 from temporalio.common import (
     Priority,
@@ -29,6 +31,8 @@ from staccato.errors import DestinationBusyError
 from staccato.ids import transfer_id
 from staccato.models import TransferOptions, TransferRequest, TransferState
 from staccato.workflows import search_attributes as sa
+
+M = TypeVar("M", bound=BaseModel)
 
 #: memo key of a canonical run started by a front run: ``<front id>/<front run id>``
 STARTED_BY = "started_by"
@@ -173,21 +177,27 @@ async def start_front(
     return handle.first_execution_run_id or handle.result_run_id or ""
 
 
-async def running_request(client: Client, workflow_id: str, run_id: str) -> TransferRequest | None:
-    """The request the run ``run_id`` of ``workflow_id`` was started with (its history's
-    first event); None when it cannot be read as a :class:`TransferRequest` (a raw
-    start with odd input, a key this client lacks, the run gone)."""
+async def running_input(
+    client: Client, workflow_id: str, run_id: str | None, model: type[M]
+) -> M | None:
+    """The input the run ``run_id`` (None: the latest) of ``workflow_id`` was started
+    with (its history's first event) as ``model``; None when it cannot be read so (a
+    raw start with odd input, a key this client lacks, the run gone)."""
     handle = client.get_workflow_handle(workflow_id, run_id=run_id)
     try:
         async for event in handle.fetch_history_events(page_size=1):
             started = event.workflow_execution_started_event_attributes
-            (request,) = await client.data_converter.decode(
-                started.input.payloads, [TransferRequest]
-            )
-            return TransferRequest.model_validate(request)
+            (given,) = await client.data_converter.decode(started.input.payloads, [model])
+            return model.model_validate(given)
     except Exception:  # a hint only: the start goes on as it would without it
         return None
     return None
+
+
+async def running_request(client: Client, workflow_id: str, run_id: str) -> TransferRequest | None:
+    """The :class:`TransferRequest` the run ``run_id`` of ``workflow_id`` was started
+    with (:func:`running_input`)."""
+    return await running_input(client, workflow_id, run_id, TransferRequest)
 
 
 def _yes_no(value: object) -> str:

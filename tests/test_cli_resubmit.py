@@ -89,3 +89,36 @@ def test_resubmit_with_other_options_says_which_differ(
     finally:
         stopped = run_cli("cancel", transfer, **args)
         assert stopped.returncode == 0, stopped.stderr
+
+
+def test_resubmit_of_a_running_dataset_with_other_options_names_them(
+    worker: WorkerProcess, temporal_server, data_dir: Path
+) -> None:
+    """``submit -r`` of the same source and root while that dataset runs with other
+    options: "destination busy", naming each option that differs (requested vs
+    running)."""
+    args = dict(address=temporal_server.address, task_queue=worker.task_queue)
+    source = data_dir / "tree"
+    source.mkdir()
+    write_random(source / "big.bin", 8 * MiB, seed=42)  # a child transfer, paced
+    (source / "a.txt").write_bytes(b"a")
+    fixed = ("--small-file-max", "1MiB", "--streams", "2", "--chunk-size", "1MiB")
+    first = run_cli(
+        "submit", "-r", *fixed, "--max-rate", "64KiB/s", str(source), str(data_dir / "copy"),
+        **args,
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    dataset = first.stdout.strip()
+    try:
+        again = run_cli(
+            "submit", "-r", *fixed, "--exclude", "*.txt", str(source), str(data_dir / "copy"),
+            **args,
+        )  # fmt: skip
+        message = " ".join(again.stderr.split())
+        assert again.returncode == 1, again.stderr
+        assert f"dataset {dataset} from the same source" in message, message
+        assert "--exclude *.txt requested, none running" in message, message
+        assert "--max-rate none requested, 64.0 KiB/s running" in message, message
+    finally:
+        stopped = run_cli("cancel", dataset, **args)
+        assert stopped.returncode == 0, stopped.stderr
