@@ -1,6 +1,7 @@
 """What the CLI says, read line by line against the session's real Temporal dev server
 and worker: an immediate ``cp`` never reads "scheduled", ``schedule describe`` does not
-contradict itself, a bare bucket URL is refused naming it, ``limit list TARGET``."""
+contradict itself, ``limit list TARGET``, and ``up --detach`` says why its service exited
+(a bare bucket URL: tests/s3/test_s3_cli.py)."""
 
 from __future__ import annotations
 
@@ -157,3 +158,28 @@ def test_limit_list_takes_a_target(worker: WorkerProcess, temporal_server) -> No
     finally:
         for target in (mine, other, link):
             run_cli("limit", "unset", target, **args)
+
+
+def test_up_detach_says_why_the_service_exited(tmp_path: Path) -> None:
+    """``up --detach`` whose background service fails says why (its last error line),
+    not only "see the log": here the port answers TCP but is no Temporal."""
+    import socket
+
+    from tests.servers.temporal_server import free_port
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(8)
+        port = taken.getsockname()[1]
+        env = {
+            "STACCATO_HOME": str(tmp_path / "home"),
+            "STACCATO_WORKER_PROCESSES": "2",
+        }
+        done = run_cli(
+            "up", "--detach", "--port", str(port), "--ui-port", str(free_port()),
+            address=f"127.0.0.1:{port}", env=env,
+        )  # fmt: skip
+    assert done.returncode == 1, done
+    message = " ".join(done.stderr.split())
+    assert "the service exited with 1: cannot reach Temporal at " in message, message
+    assert f"127.0.0.1:{port}" in message and "staccato-up.log" in message, message
