@@ -54,7 +54,6 @@ from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.bridge import temporal_sdk_bridge
 from temporalio.client import (
     Client,
-    WorkflowExecution,
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
@@ -91,6 +90,7 @@ from staccato.models import (
     TransferResult,
     TransferState,
     TransferStatus,
+    iso_utc,
 )
 from staccato.secrets import seal_source
 from staccato.starts import front_id, start_front, start_or_attach
@@ -123,6 +123,10 @@ class Submission:
         queued: a different transfer holds the destination; this one waits for it
             (``if_busy = wait``) as a front run.
         starts_at: the start time of a delayed start (``not_before``), else None.
+        ignored: attached, with options that differ from the running transfer's and
+            so do not apply to it (those the request hash leaves out: ``--max-rate``,
+            ``--priority``, ``--owner``, ``--from-origin``), one text each:
+            ``--max-rate 5.0 MiB/s requested, none running``.
     """
 
     id: str
@@ -130,6 +134,7 @@ class Submission:
     attached: bool = False
     queued: bool = False
     starts_at: datetime | None = None
+    ignored: tuple[str, ...] = ()
 
 
 def destination_transfer_id(destination: str) -> str:
@@ -158,9 +163,6 @@ TRANSFER_TYPE = "TransferWorkflow"
 DATASET_TYPE = "DatasetWorkflow"
 #: a fan-out group (``staccato cp SRC DST1 DST2 ...``)
 GROUP_TYPE = "FanOutWorkflow"
-#: rows :meth:`StaccatoClient.list` reads at once (each: a describe, and a query for a
-#: running transfer or the result of a completed one)
-LIST_CONCURRENCY = 16
 #: ``TransferWorkflow.progress``, asked by name: the client imports no workflow code
 PROGRESS_QUERY = "progress"
 #: seconds a status query waits for a worker (at most; see ``STACCATO_CLIENT_WAIT_S``)
@@ -180,7 +182,11 @@ def _directory_destination(src: EndpointURL, text: str, dst: EndpointURL) -> str
     if dst.scheme == "s3":
         if dst.key and not dst.key.endswith("/"):
             return None
-        what = "names no S3 object (a key ending in '/' is a folder marker)"
+        what = (
+            "names a bucket, not an object"
+            if not dst.key
+            else "names no S3 object (a key ending in '/' is a folder marker)"
+        )
     elif dst.scheme in ("file", "sftp"):
         # a local path's trailing '/' is gone from its canonical form: read the text
         if not (dst.path.endswith("/") or text.split("?", 1)[0].endswith("/")):
@@ -294,6 +300,12 @@ class StaccatoClient:
             SecretKeyError: a configured key is malformed.
         """
         src = parse_url(source)
+        if src.scheme == "s3" and not src.key:
+            whole = source.split("?", 1)[0].rstrip("/")
+            raise InvalidURLError(
+                f"source {source!r} names a bucket, not an object: a copy reads one object, "
+                f"{whole}/KEY (cp -r {whole}/ copies every object in the bucket)"
+            )
         dst = resolve_local_directory(parse_url(destination))
         if dst.scheme in SOURCE_ONLY_SCHEMES:
             raise InvalidURLError(
@@ -340,8 +352,11 @@ class StaccatoClient:
         """Start a transfer; say whether it attached, queued or starts later.
 
         The destination's transfer id is its lock: an identical request to a
-        destination whose transfer is running attaches to it (same id returned). A
-        different running transfer makes it fail with :class:`DestinationBusyError`
+        destination whose transfer is running attaches to it (same id returned; options
+        outside the request hash that differ from the running one's are named in
+        ``ignored``: they do not apply to it). A different running transfer (also the
+        same source with other copy options: the message names them, requested vs
+        running) makes it fail with :class:`DestinationBusyError`
         (``options.if_busy = fail``, the default), or (``wait``) starts a front run
         ``<transfer id>-<8 hex>`` that waits, state ``queued``, and runs when the
         destination is free. ``not_before`` (a time, or a delay from now) starts a
@@ -380,7 +395,12 @@ class StaccatoClient:
             self._runs[workflow_id] = run_id
             return Submission(workflow_id, run_id, queued=True)
         self._runs[started.workflow_id] = started.run_id
-        return Submission(started.workflow_id, started.run_id, attached=started.attached)
+        return Submission(
+            started.workflow_id,
+            started.run_id,
+            attached=started.attached,
+            ignored=started.ignored,
+        )
 
     # -- fan-out: one source to several destinations (staccato.fanout_client) ----------
 
@@ -472,6 +492,8 @@ class StaccatoClient:
         state, result or failure come from Temporal without a worker (a failed or
         cancelled run's byte counts are those it wrote into its memo as it ended).
 
+        ``started_at`` is when the run named started (a front run: its own start).
+
         Raises:
             TransferNotFoundError: no such transfer.
         """
@@ -483,6 +505,11 @@ class StaccatoClient:
                 raise TransferNotFoundError(f"no transfer {transfer!r}") from None
             raise
         require_type(handle.id, description, (TRANSFER_TYPE,))
+        found = await self._status(handle, description)
+        return found.model_copy(update={"started_at": iso_utc(description.start_time)})
+
+    async def _status(self, handle: WorkflowHandle[Any, Any], description: Any) -> TransferStatus:
+        """:meth:`status` of the run ``handle`` names, once described."""
         status = description.status
         memo = await description.memo()
         runs_as = _runs_as(handle.id, memo)
@@ -715,52 +742,26 @@ class StaccatoClient:
     async def list(
         self, *, state: TransferState | None = None, limit: int = 50
     ) -> list[TransferStatus]:
-        """Recent transfers, newest first (exactly ``limit`` when that many exist),
-        optionally in one state.
+        """Recent transfers, newest first by start time (exactly ``limit`` when that
+        many exist), optionally in one state (:func:`staccato.listing.list_rows`).
 
         One row per workflow id: a destination's transfer (its latest run, or with
         ``state`` its latest run in that state: an earlier failed run of a destination
         since copied again is listed under ``failed``, with its error), or a front run
         (a Schedule's run, a start under another id). Every ``TransferWorkflow`` in the
         namespace is considered; one whose status cannot be read (odd input, memo or
-        id made by someone else) is skipped, never an error.
-
-        Rows are read ``LIST_CONCURRENCY`` at a time; a closed run is never queried
-        (see :meth:`status`), so no row waits for a worker.
+        id made by someone else) is skipped, never an error. A closed run is never
+        queried (see :meth:`status`), so no row waits for a worker.
         """
-        query = "WorkflowType = 'TransferWorkflow'"
-        if state is not None:
-            query += f" AND StaccatoState = '{state.value}'"
-        bound = asyncio.Semaphore(LIST_CONCURRENCY)
+        from staccato.listing import list_rows
 
-        async def row(execution: WorkflowExecution) -> TransferStatus | None:
-            async with bound:
-                try:
-                    return await self.status(execution.id, run_id=execution.run_id)
-                except (StaccatoError, RPCError, ValueError, KeyError, TypeError):
-                    return None  # not one Staccato can read: skip it
-
-        statuses: list[TransferStatus] = []
-        seen: set[str] = set()
-        executions = aiter(self.temporal.list_workflows(query))
-        exhausted = False
-        while len(statuses) < limit and not exhausted:
-            # the next rows still missing, read at once; skipped ones are made up for
-            # by the next round
-            batch: list[WorkflowExecution] = []
-            while len(batch) < limit - len(statuses):
-                try:
-                    execution = await anext(executions)
-                except StopAsyncIteration:
-                    exhausted = True
-                    break
-                if execution.id in seen:
-                    continue  # an older run of the same destination's transfer
-                seen.add(execution.id)
-                batch.append(execution)
-            rows = await asyncio.gather(*(row(execution) for execution in batch))
-            statuses.extend(r for r in rows if r is not None)
-        return statuses
+        rows = await list_rows(
+            self,
+            types=(TRANSFER_TYPE,),
+            state=None if state is None else state.value,
+            limit=limit,
+        )
+        return [row for row in rows if isinstance(row, TransferStatus)]
 
     async def cancel(self, transfer: str) -> None:
         """Cancel a transfer (or a dataset): streams stop, temp data is removed, the

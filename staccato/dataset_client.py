@@ -29,6 +29,7 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from staccato import units
 from staccato.client import DATASET_TYPE, StaccatoClient, require_type
 from staccato.datasets.locks import ROOT_LOCK_TYPE, root_lock_id
 from staccato.datasets.models import (
@@ -50,7 +51,7 @@ from staccato.errors import (
     innermost_type,
 )
 from staccato.following import follow_until_ended
-from staccato.models import MiB, TransferOptions
+from staccato.models import MiB, TransferOptions, iso_utc
 from staccato.urls import EndpointURL, parse_url, resolve_local_directory
 from staccato.workflows import search_attributes as sa
 
@@ -557,6 +558,17 @@ async def _start(client: StaccatoClient, request: DatasetRequest) -> str:
         running = dict(await description.memo())
         if running.get("request_hash") == digest:
             return workflow_id
+        if running.get("source") == request.source_root:
+            # the same source and roots: say which options differ, requested vs running
+            differ = await _differences(client, workflow_id, request)
+            if differ:
+                raise DestinationBusyError(
+                    f"destination busy: dataset {workflow_id} from the same source to "
+                    f"{'these destinations' if roots else request.destination_root} runs "
+                    f"with other options ({'; '.join(differ)}): yours would not apply to "
+                    f"it; wait for it to finish or cancel it with `staccato cancel "
+                    f"{workflow_id}`"
+                ) from None
         if description.workflow_type == ROOT_LOCK_TYPE:  # locked since the check above
             raise _busy(request.destination_root, str(running.get("holder", "?")), "?") from None
         if roots is None:
@@ -569,6 +581,41 @@ async def _start(client: StaccatoClient, request: DatasetRequest) -> str:
             f"with `staccato cancel {workflow_id}`"
         ) from None
     return workflow_id
+
+
+async def _differences(
+    client: StaccatoClient, workflow_id: str, request: DatasetRequest
+) -> list[str]:
+    """What differs between ``request`` and the running dataset ``workflow_id``'s, as
+    the command line names it (``--include ['*.txt'] requested, [] running``); [] when
+    its request cannot be read."""
+    from staccato.starts import option_differences, running_input
+
+    running = await running_input(client.temporal, workflow_id, None, DatasetRequest)
+    if running is None:
+        return []
+    found = option_differences(request.options, running.options)
+    for field, name in (
+        ("include", "--include"),
+        ("exclude", "--exclude"),
+        ("small_file_max", "--small-file-max"),
+        ("retry_failed", "--retry-failed"),
+    ):
+        mine, theirs = getattr(request, field), getattr(running, field)
+        if field == "retry_failed":
+            mine, theirs = mine is not None, theirs is not None
+        if mine != theirs:
+            found.append(f"{name} {_shown(mine)} requested, {_shown(theirs)} running")
+    return found
+
+
+def _shown(value: Any) -> str:
+    """A dataset option's value as the command line reads it (a size in units)."""
+    if isinstance(value, list):
+        return " ".join(value) or "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return units.size(value) if isinstance(value, int) else str(value)
 
 
 def _handle(client: StaccatoClient, dataset: str) -> WorkflowHandle[Any, Any]:
@@ -595,8 +642,10 @@ async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
         # a root's lock: the dataset to several roots that holds (or held) it
         return await dataset_status(client, str(memo["holder"]))
     require_type(handle.id, description, (DATASET_TYPE,))
+    started_at = await _first_start(client, handle.id, description)
     if description.status == WorkflowExecutionStatus.COMPLETED:
-        return _from_result(handle.id, await handle.result())
+        completed = _from_result(handle.id, await handle.result())
+        return completed.model_copy(update={"started_at": started_at})
     progress: DatasetProgress | None = None
     try:
         progress = await handle.query(
@@ -632,6 +681,7 @@ async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
         listing_done=False,
         error=error,
         error_type=error_type,
+        started_at=started_at,
     )
     counts = memo.get("counts")
     if progress is None and isinstance(counts, dict) and state in _TERMINAL:
@@ -709,6 +759,20 @@ async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
     )
 
 
+async def _first_start(client: StaccatoClient, dataset: str, description: Any) -> str | None:
+    """When the dataset ``dataset`` (described: ``description``, its latest run)
+    started: its first run's start (continue-as-new starts a run per page of work),
+    ISO 8601 UTC; the latest run's when the first is gone (retention) or unknown."""
+    first = description.raw_description.workflow_execution_info.first_run_id
+    if first and first != description.run_id:
+        try:
+            earliest = await client.temporal.get_workflow_handle(dataset, run_id=first).describe()
+            return iso_utc(earliest.start_time)
+        except RPCError:
+            pass
+    return iso_utc(description.start_time)
+
+
 #: dataset states whose steps may be retrying now
 _LIVE = (DatasetState.running, DatasetState.queued)
 #: large files' transfers in flight asked for their retry reason, at most, per status
@@ -767,20 +831,12 @@ def _from_result(workflow_id: str, result: DatasetResult) -> DatasetStatus:
 
 
 async def list_datasets(client: StaccatoClient, *, limit: int = 50) -> list[DatasetStatus]:
-    """Recent datasets, newest first (one row per destination root)."""
-    statuses: list[DatasetStatus] = []
-    seen: set[str] = set()
-    async for execution in client.temporal.list_workflows("WorkflowType = 'DatasetWorkflow'"):
-        if execution.id in seen or not execution.id.startswith(DATASET_ID_PREFIX):
-            continue
-        seen.add(execution.id)
-        if len(seen) > limit:
-            break
-        try:
-            statuses.append(await dataset_status(client, execution.id))
-        except (TransferNotFoundError, RPCError):
-            continue
-    return statuses
+    """Recent datasets, newest first by start time (one row per dataset id;
+    :func:`staccato.listing.list_rows`)."""
+    from staccato.listing import list_rows
+
+    rows = await list_rows(client, types=(DATASET_TYPE,), limit=limit)
+    return [row for row in rows if isinstance(row, DatasetStatus)]
 
 
 async def follow_dataset(

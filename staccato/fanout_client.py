@@ -44,6 +44,7 @@ from staccato.models import (
     StagingProgress,
     TransferOptions,
     TransferState,
+    iso_utc,
 )
 from staccato.urls import redact
 from staccato.workflows import search_attributes as sa
@@ -242,6 +243,7 @@ async def group_status(client: StaccatoClient, group: str) -> GroupStatus:
         staged_bytes=staged_bytes,
         staging_rate_bytes_per_s=staging_rate,
         destinations=destinations,
+        started_at=iso_utc(description.start_time),
     )
 
 
@@ -285,25 +287,19 @@ async def wait_group(client: StaccatoClient, group: str) -> GroupStatus:
 
 
 async def list_groups(client: StaccatoClient, *, limit: int = 50) -> list[GroupStatus]:
-    """Recent fan-out groups, newest first (one row per group id)."""
-    statuses: list[GroupStatus] = []
-    seen: set[str] = set()
-    async for execution in client.temporal.list_workflows(f"WorkflowType = '{GROUP_TYPE}'"):
-        if execution.id in seen:
-            continue
-        seen.add(execution.id)
-        if len(seen) > limit:
-            break
-        try:
-            statuses.append(await group_status(client, execution.id))
-        except (TransferNotFoundError, RPCError):
-            continue
-    return statuses
+    """Recent fan-out groups, newest first by start time (one row per group id;
+    :func:`staccato.listing.list_rows`)."""
+    from staccato.listing import list_rows
+
+    rows = await list_rows(client, types=(GROUP_TYPE,), limit=limit)
+    return [row for row in rows if isinstance(row, GroupStatus)]
 
 
 def destination_line(row: DestinationStatus) -> str:
     """One destination's line: ``DESTINATION  state  done/total (phase)  error``."""
-    text = f"  {redact(row.destination)}  {row.state.value}"
+    # scheduled: its transfer has not started (the source is being staged, or next)
+    shown = "waiting" if row.state == TransferState.scheduled else row.state.value
+    text = f"  {redact(row.destination)}  {shown}"
     if row.bytes_total is not None and row.bytes_done is not None:
         text += f"  {units.size(row.bytes_done)} / {units.size(row.bytes_total)}"
     if row.phase and row.state == TransferState.running:

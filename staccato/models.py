@@ -9,6 +9,7 @@ warning at 512 KiB). Sizes are in bytes, durations in seconds.
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -254,6 +255,14 @@ class TransferRequest(BaseModel):
         )
         data = self.model_dump_json(exclude={"options": skipped})
         return hashlib.sha256(data.encode()).hexdigest()[:32]
+
+
+def iso_utc(at: datetime | None) -> str | None:
+    """``at`` as ISO 8601 in UTC to the millisecond (``2026-12-02T18:07:03.250Z``: rows
+    started within a second still order); None for None."""
+    if at is None:
+        return None
+    return at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def same_version(pinned: str, now: str) -> bool:
@@ -825,8 +834,12 @@ class TransferStatus(BaseModel):
             of a known copy (a destination an earlier transfer of the same source
             version wrote, checked against its record); None until decided.
         read_from_reason: why that one (the copy's record matched; or why the origin).
+        kind: ``"transfer"`` (a dataset's status says ``"dataset"``, a group's ``"group"``).
+        started_at: when this run started (ISO 8601, UTC, ``2026-12-02T18:07:03.250Z``);
+            ``list`` orders every kind newest first by it. None when not known.
     """
 
+    kind: str = "transfer"
     id: str
     state: TransferState
     source: str
@@ -853,6 +866,7 @@ class TransferStatus(BaseModel):
     tuning: TuningView | None = None
     read_from: str | None = None
     read_from_reason: str | None = None
+    started_at: str | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         """Plain dict with the enum as text."""
@@ -1207,6 +1221,8 @@ class GroupStatus(BaseModel):
     #: the staging read's rate (bytes/s) while the source is being staged
     staging_rate_bytes_per_s: float | None = None
     destinations: list[DestinationStatus]
+    #: when the group started (ISO 8601, UTC); ``list`` orders by it
+    started_at: str | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         """Plain dict with the enums as text."""

@@ -13,7 +13,9 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TypeVar
 
+from pydantic import BaseModel
 from temporalio.client import Client
 from temporalio.common import (
     Priority,
@@ -24,10 +26,13 @@ from temporalio.common import (
 )
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
+from staccato import units
 from staccato.errors import DestinationBusyError
 from staccato.ids import transfer_id
-from staccato.models import TransferRequest, TransferState
+from staccato.models import TransferOptions, TransferRequest, TransferState
 from staccato.workflows import search_attributes as sa
+
+M = TypeVar("M", bound=BaseModel)
 
 #: memo key of a canonical run started by a front run: ``<front id>/<front run id>``
 STARTED_BY = "started_by"
@@ -46,6 +51,10 @@ class Started:
     workflow_id: str
     run_id: str
     attached: bool
+    #: attached with options of the request that differ from the running transfer's and
+    #: so do not apply to it (``--max-rate 5.0 MiB/s requested, none running``): those
+    #: the request hash leaves out (how to start or read, not what to write)
+    ignored: tuple[str, ...] = ()
 
 
 def search_attributes(request: TransferRequest, state: TransferState) -> TypedSearchAttributes:
@@ -109,16 +118,28 @@ async def start_or_attach(
         description = await client.get_workflow_handle(workflow_id).describe()
         holder = dict(await description.memo())
         run_id = err.run_id or description.run_id
+        # the same source: what differs, if anything, is the options (named below)
+        running = None
+        if holder.get("source") == request.source:
+            running = await running_request(client, workflow_id, run_id)
+        differ = option_differences(request.options, running.options) if running else []
         if holder.get("request_hash") == request_hash:
-            return Started(workflow_id, run_id, attached=True)
+            return Started(workflow_id, run_id, attached=True, ignored=tuple(differ))
         held = (
             f"destination busy: {request.destination} is being written by transfer "
             f"{workflow_id} (from {holder.get('source', '?')})"
         )
+        if differ:
+            held = (
+                f"destination busy: {request.destination} is being written by transfer "
+                f"{workflow_id} from the same source with other options "
+                f"({'; '.join(differ)}): yours would not apply to it"
+            )
         raise DestinationBusyError(
             f"{held}; wait for it to finish, "
             f"cancel it with `staccato cancel {workflow_id}`, or start with --if-busy wait "
-            '(in a raw start\'s or a Schedule\'s input: "options": {"if_busy": "wait"})',
+            '(in a raw start\'s or a Schedule\'s input: "options": {"if_busy": "wait"})'
+            + (": yours then runs with your options after it" if differ else ""),
             holder=held,
         ) from None
     return Started(workflow_id, handle.first_execution_run_id or handle.result_run_id or "", False)
@@ -154,3 +175,89 @@ async def start_front(
         priority=Priority(priority_key=request.options.priority),
     )
     return handle.first_execution_run_id or handle.result_run_id or ""
+
+
+async def running_input(
+    client: Client, workflow_id: str, run_id: str | None, model: type[M]
+) -> M | None:
+    """The input the run ``run_id`` (None: the latest) of ``workflow_id`` was started
+    with (its history's first event) as ``model``; None when it cannot be read so (a
+    raw start with odd input, a key this client lacks, the run gone)."""
+    handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+    try:
+        async for event in handle.fetch_history_events(page_size=1):
+            started = event.workflow_execution_started_event_attributes
+            (given,) = await client.data_converter.decode(started.input.payloads, [model])
+            return model.model_validate(given)
+    except Exception:  # a hint only: the start goes on as it would without it
+        return None
+    return None
+
+
+async def running_request(client: Client, workflow_id: str, run_id: str) -> TransferRequest | None:
+    """The :class:`TransferRequest` the run ``run_id`` of ``workflow_id`` was started
+    with (:func:`running_input`)."""
+    return await running_input(client, workflow_id, run_id, TransferRequest)
+
+
+def _yes_no(value: object) -> str:
+    return "yes" if value else "no"
+
+
+def _text(field: str, value: object) -> str:
+    """An option's value as the command line spells it."""
+    if value is None:
+        return {"sync_level": "none (always copy)", "max_rate": "none"}.get(field, "none")
+    if field == "chunk_size":
+        return units.size(int(value))  # type: ignore[call-overload]
+    if field == "max_rate":
+        return units.rate(float(value))  # type: ignore[arg-type]
+    if field in ("retry_for_s", "heartbeat_timeout_s"):
+        return units.duration(float(value))  # type: ignore[arg-type]
+    if isinstance(value, bool):
+        return _yes_no(value)
+    return str(getattr(value, "value", value))
+
+
+#: option field -> how the command line names it, in the order differences are told
+_OPTION_NAMES = {
+    "chunk_size": "--chunk-size",
+    "streams": "--streams",
+    "verify": "--verify",
+    "checksum": "--checksum",
+    "sync_level": "--sync-level",
+    "retry_for_s": "--retry-for",
+    "heartbeat_timeout_s": "heartbeat_timeout_s",
+    "stage": "--stage",
+    "max_rate": "--max-rate",
+    "priority": "--priority",
+    "owner": "--owner",
+    "from_origin": "--from-origin",
+}
+
+
+def option_differences(requested: TransferOptions, running: TransferOptions) -> list[str]:
+    """The options of ``requested`` that differ from ``running``'s, one text each:
+    ``--chunk-size 1.0 MiB requested, 16.0 MiB running``. Streams and chunk size of a
+    tuned transfer are chosen per link (their values are only its fallback): a tuned
+    and a fixed one differ in ``--streams/--chunk-size``. ``if_busy`` (how this start
+    meets a busy destination) is never a difference."""
+    found: list[str] = []
+    fixed = ("chunk_size", "streams")
+    if requested.tuning != running.tuning:
+
+        def shown(o: TransferOptions) -> str:
+            if o.tuning:
+                return "tuned per link"
+            return f"{o.streams} x {units.size(o.chunk_size)}"
+
+        found.append(
+            f"--streams/--chunk-size {shown(requested)} requested, {shown(running)} running"
+        )
+    for field, name in _OPTION_NAMES.items():
+        if field in fixed and (requested.tuning or running.tuning):
+            continue
+        mine, theirs = getattr(requested, field), getattr(running, field)
+        if mine != theirs:
+            found.append(f"{name} {_text(field, mine)} requested, {_text(field, theirs)} running")
+    return found

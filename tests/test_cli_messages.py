@@ -60,3 +60,11 @@ def test_schedule_options_read_as_words() -> None:
     assert "from_origin" not in text and "False" not in text, text
     text = _options_text(TransferOptions(from_origin=True).model_dump(mode="json"))
     assert "from the origin" in text, text
+
+
+def test_submit_takes_quiet_as_cp_does() -> None:
+    for command in ("cp", "submit"):
+        shown = run_cli(command, "--help", address=NOWHERE)
+        assert shown.returncode == 0, shown.stderr
+        text = " ".join(shown.stdout.split())
+        assert "-q" in text and "--quiet" in text and "Print nothing but errors" in text, text

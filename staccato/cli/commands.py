@@ -23,6 +23,7 @@ from staccato.cli.options import (
     NotBeforeOption,
     OwnerOption,
     PriorityOption,
+    QuietOption,
     RetryForOption,
     SourceArg,
     StageOption,
@@ -59,6 +60,7 @@ DestinationsArg = Annotated[
 ]
 if TYPE_CHECKING:  # imported where used: `--help` and usage errors need no Temporal client
     from staccato.client import StaccatoClient, Submission
+    from staccato.listing import Row
 
 
 def submit(
@@ -72,6 +74,7 @@ def submit(
     if_busy: IfBusyOption = IfBusy.fail,
     not_before: NotBeforeOption = None,
     as_json: JsonOption = False,
+    quiet: QuietOption = False,
     sync_level: SyncLevelOption = None,
     recursive: datasets.RecursiveOption = False,
     include: datasets.IncludeOption = None,
@@ -132,7 +135,7 @@ def submit(
             fail("--not-before applies to one destination, not to a fan-out", EXIT_USAGE)
         from staccato.cli import fanout  # imports the Temporal client
 
-        fanout.submit(source, destinations, options, as_json)
+        fanout.submit(source, destinations, options, as_json, quiet)
         return
     if recursive:
         datasets.submit_recursive(
@@ -153,7 +156,7 @@ def submit(
         StaccatoClient.make_request(source, destination, options)  # usage errors before connecting
         client = await StaccatoClient.connect()
         submitted = await client.start(source, destination, options, not_before=not_before)
-        _say(submitted)
+        _say(submitted, quiet=quiet)
         await _warn_without_workers(client)
         return submitted
 
@@ -169,8 +172,21 @@ def _one_destination(destinations: list[str], recursive: bool) -> str | None:
     return None
 
 
-def _say(submitted: Submission) -> None:
-    """Tell on stderr what a start did when it did not simply start a transfer."""
+def _say(submitted: Submission, *, quiet: bool = False) -> None:
+    """Tell on stderr what a start did when it did not simply start a transfer (with
+    ``quiet`` only the warning that options given do not apply)."""
+    if submitted.ignored:
+        typer.echo(
+            f"staccato: warning: attached to running transfer {submitted.id} (same source, "
+            "destination and copy options), which runs with other options than yours; "
+            f"yours do not apply to it: {'; '.join(submitted.ignored)}. To run with yours, "
+            f"wait for it to end (`staccato watch {submitted.id}`) or cancel it "
+            f"(`staccato cancel {submitted.id}`), then submit again",
+            err=True,
+        )
+        return
+    if quiet:
+        return
     if submitted.attached:
         typer.echo(
             f"attached to running transfer {submitted.id} (same request); nothing new started",
@@ -200,12 +216,7 @@ def cp(
     checksum: ChecksumOption = ChecksumAlgorithm.crc32c,
     retry_for: RetryForOption = DEFAULT_RETRY_FOR_S,
     if_busy: IfBusyOption = IfBusy.fail,
-    quiet: Annotated[
-        bool,
-        typer.Option(
-            "--quiet", "-q", help="Print nothing but errors (no progress, no summary lines)."
-        ),
-    ] = False,
+    quiet: QuietOption = False,
     sync_level: SyncLevelOption = None,
     recursive: datasets.RecursiveOption = False,
     include: datasets.IncludeOption = None,
@@ -306,7 +317,7 @@ def cp(
         transfer = submitted.id
         if not quiet:
             typer.echo(f"transfer {transfer}: {redact(source)} -> {destination}", err=True)
-            _say(submitted)
+        _say(submitted, quiet=quiet)
         await _warn_without_workers(client)
         return await _follow(client, transfer, quiet=quiet)
 
@@ -468,53 +479,32 @@ def list_transfers(
     limit: Annotated[int, typer.Option("--limit", min=1, max=1000, help="At most this many.")] = 50,
     as_json: JsonOption = False,
 ) -> None:
-    """List recent datasets and transfers, newest first (datasets first; at most --limit rows in all)."""
+    """List recent transfers, datasets and fan-out groups in one order, newest first by
+    start time (at most --limit rows in all)."""
 
-    async def go() -> list[TransferStatus]:
+    async def go() -> list[Row]:
         from staccato.client import StaccatoClient
+        from staccato.listing import list_rows
 
         client = await StaccatoClient.connect()
-        if state is not None and state.value not in TransferState.__members__:
-            return []  # a state only datasets and groups have
-        return await client.list(
-            state=None if state is None else TransferState(state.value), limit=limit
-        )
+        return await list_rows(client, state=None if state is None else state.value, limit=limit)
 
-    statuses = run(go)
-    sets: list[DatasetStatus] = []
-    if state is None or state.value in DatasetState.__members__:
-
-        async def go_datasets() -> list[DatasetStatus]:
-            from staccato.client import StaccatoClient
-            from staccato.dataset_client import list_datasets
-
-            client = await StaccatoClient.connect()
-            found = await list_datasets(client, limit=limit)
-            return [d for d in found if state is None or d.state.value == state.value]
-
-        sets = run(go_datasets)
-    # at most ``limit`` rows in all: datasets first (each stands for many files), then
-    # the transfers in what is left
-    sets = sets[:limit]
-    statuses = statuses[: max(0, limit - len(sets))]
-    # fan-out groups next to the datasets (each stands for several destinations)
+    rows = run(go)
+    if as_json:
+        typer.echo(json.dumps([row.to_json_dict() for row in rows], indent=2))
+        return
     from staccato.cli import fanout  # imports the Temporal client
 
-    groups = [g for g in fanout.listed(limit) if state is None or g.state.value == state.value][
-        : max(0, limit - len(sets))
-    ]
-    statuses = statuses[: max(0, limit - len(sets) - len(groups))]
-    if as_json:
-        rows = [d.to_json_dict() for d in sets] + [g.to_json_dict() for g in groups]
-        rows += [s.to_json_dict() for s in statuses]
-        typer.echo(json.dumps(rows, indent=2))
-        return
-    for d in sets:
-        typer.echo(datasets.list_row(d))
-    for g in groups:
-        typer.echo(fanout.list_row(g))
-    for s in statuses:
-        typer.echo(render.list_row(s))
+    for row in rows:
+        if isinstance(row, DatasetStatus):
+            text = datasets.list_row(row)
+        elif isinstance(row, TransferStatus):
+            text = render.list_row(row)
+        else:
+            text = fanout.list_row(row)
+        # the start time ends the row's first line (a queued reason follows below it)
+        first, newline, rest = text.partition("\n")
+        typer.echo(f"{first}  started {row.started_at or '?'}{newline}{rest}")
 
 
 def _control(transfer: str, action: str, done: str) -> None:

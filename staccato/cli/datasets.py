@@ -230,14 +230,14 @@ async def follow(client: StaccatoClient, dataset: str, *, quiet: bool) -> Datase
             TimeRemainingColumn(),
         )
         with Progress(*columns, console=console, transient=False) as bar:
-            task = bar.add_task("copy", total=None, state="scheduled", note="")
+            task = bar.add_task("copy", total=None, state="starting", note="")
             async for final in follow_dataset(client, dataset):
                 handled = final.files_done + final.files_skipped + final.files_failed
                 bar.update(
                     task,
                     total=final.files_total if final.listing_done else None,
                     completed=handled,
-                    state=final.state.value,
+                    state=render.state_text(final.state.value),
                     note=progress_text(final),
                 )
     else:
@@ -246,7 +246,7 @@ async def follow(client: StaccatoClient, dataset: str, *, quiet: bool) -> Datase
             now = time.monotonic()
             if now - last_line >= PLAIN_LINE_INTERVAL_S or final.state != last_state:
                 last_line, last_state = now, final.state
-                render.say(f"{final.state.value}: {progress_text(final)}")
+                render.say(f"{render.state_text(final.state.value)}: {progress_text(final)}")
     assert final is not None
     return final
 

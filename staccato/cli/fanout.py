@@ -21,7 +21,6 @@ from staccato.client import StaccatoClient
 from staccato.fanout_client import (
     follow_group,
     group_status,
-    list_groups,
     make_fan_out_request,
     start_group,
     status_lines,
@@ -33,8 +32,15 @@ from staccato.urls import redact
 PROGRESS_INTERVAL_S = 2.0
 
 
-def submit(source: str, destinations: list[str], options: TransferOptions, as_json: bool) -> None:
-    """``submit SRC DST1 DST2 ...``: start the group and print its id."""
+def submit(
+    source: str,
+    destinations: list[str],
+    options: TransferOptions,
+    as_json: bool,
+    quiet: bool = False,
+) -> None:
+    """``submit SRC DST1 DST2 ...``: start the group and print its id (with ``quiet``
+    no note that it attached)."""
 
     async def go() -> tuple[str, bool]:
         request = make_fan_out_request(source, destinations, options)  # before connecting
@@ -42,7 +48,7 @@ def submit(source: str, destinations: list[str], options: TransferOptions, as_js
         return await start_group(client, request)
 
     group, attached = run(go)
-    if attached:
+    if attached and not quiet:
         typer.echo(f"attached to running fan-out group {group} (same request)", err=True)
     typer.echo(json.dumps({"id": group}) if as_json else group)
 
@@ -148,16 +154,6 @@ def status(group: str, as_json: bool, failures: bool = False) -> None:
         return
     for line in status_lines(current):
         typer.echo(line)
-
-
-def listed(limit: int) -> list[GroupStatus]:
-    """The newest groups for ``list`` (at most ``limit``)."""
-
-    async def go() -> list[GroupStatus]:
-        client = await StaccatoClient.connect()
-        return await list_groups(client, limit=limit)
-
-    return run(go)
 
 
 def list_row(status: GroupStatus) -> str:

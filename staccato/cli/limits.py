@@ -200,30 +200,51 @@ def _option(field: str) -> str:
 
 
 @app.command("list")
-def list_(as_json: JsonOption = False) -> None:
-    """Every endpoint and link with limits (or slots held): limits, active, queued."""
+def list_(
+    target: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[TARGET]",
+            help="Only this endpoint or link (forms as for `limit set`); exit 1 when it "
+            "has no limits and no slot held or waited for.",
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Every endpoint and link with limits (or slots held): limits, active, queued;
+    with TARGET only that one."""
+    parsed = _target(target) if target is not None else None  # a bad form: exit 2
 
     async def go() -> list[governors.LimitView]:
         from staccato import governors
         from staccato.client import StaccatoClient
 
         client = await StaccatoClient.connect()
-        return await governors.list_limits(client.temporal)
+        views = await governors.list_limits(client.temporal)
+        return [v for v in views if parsed is None or v.target == parsed.name]
 
     async def learned() -> list[LinkMemory]:
         from staccato.client import StaccatoClient
         from staccato.link_memory import list_link_memories
 
         client = await StaccatoClient.connect()
-        return await list_link_memories(client.temporal)
+        memories = await list_link_memories(client.temporal)
+        return [m for m in memories if parsed is None or m.link == parsed.name]
 
     views = run(go)
+    memories = run(learned) if not as_json or parsed is not None else []
+    if parsed is not None and not views and not memories:
+        fail(
+            f"no limits are set on {parsed.name} (nor does a transfer hold or wait for a "
+            "slot of it); `staccato limit list` shows every endpoint and link that has "
+            f"some, `staccato limit set {parsed.name} ...` sets them"
+        )
     if as_json:
         typer.echo(json.dumps([v.model_dump(mode="json") for v in views], indent=2))
         return
     if not views:
-        typer.echo("no limits set")
-    for memory in run(learned):  # what per-link tuning learned (`limit learned`)
+        typer.echo(f"{parsed.name}: no limits set" if parsed else "no limits set")
+    for memory in memories:  # what per-link tuning learned (`limit learned`)
         typer.echo(f"{memory.link}  learned {learned_text(memory)}")
     for v in views:
         share = (

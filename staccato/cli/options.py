@@ -206,6 +206,15 @@ SyncLevelOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+QuietOption = Annotated[
+    bool,
+    typer.Option(
+        "--quiet",
+        "-q",
+        help="Print nothing but errors and warnings (no progress, no summary or notes "
+        "such as 'attached' or 'queued'; submit still prints the id).",
+    ),
+]
 
 
 def _named(value: str) -> str:

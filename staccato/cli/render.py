@@ -62,9 +62,16 @@ def tuning_text(t: TuningView) -> str:
     return text
 
 
+def state_text(state: str, starts_at: str | None = None) -> str:
+    """A state as a progress line shows it: ``scheduled`` only for a start that waits
+    for its time (``--not-before``, a Schedule); one just submitted that no worker has
+    begun yet reads ``starting`` (``status`` keeps the state's own name)."""
+    return "starting" if state == "scheduled" and not starts_at else state
+
+
 def plain_line(s: TransferStatus) -> str:
     """One progress line for a pipe or a log: ``running: <progress_text>``."""
-    return f"{s.state.value}: {progress_text(s)}"
+    return f"{state_text(s.state.value, s.starts_at)}: {progress_text(s)}"
 
 
 def status_lines(s: TransferStatus) -> list[str]:
@@ -126,7 +133,7 @@ class Bar:
             console=console,
             transient=False,
         )
-        self.task = self.progress.add_task("copy", total=None, state="scheduled", text="")
+        self.task = self.progress.add_task("copy", total=None, state="starting", text="")
 
     def __enter__(self) -> Bar:
         self.progress.__enter__()
@@ -140,7 +147,7 @@ class Bar:
             self.task,
             total=s.bytes_total if s.bytes_total else None,
             completed=s.bytes_done,
-            state=s.state.value,
+            state=state_text(s.state.value, s.starts_at),
             text=progress_text(s),
         )
 

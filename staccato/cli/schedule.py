@@ -255,7 +255,7 @@ def list_schedules(as_json: JsonOption = False) -> None:
         typer.echo(json.dumps([v.model_dump(mode="json") for v in views], indent=2))
         return
     for view in views:
-        state = "paused" if view.paused else "active"
+        state = _state_text(view)
         next_run = _time(view.next_runs[0]) if view.next_runs else "-"
         last = view.recent_runs[-1] if view.recent_runs else None
         last_text = f"{_time(last.scheduled_at)} {_outcome(last)}" if last else "-"
@@ -298,9 +298,11 @@ def _options_text(options: dict[str, Any]) -> str:
         "max_rate": lambda v: f"max rate {render.size(v)}/s",
         "stage": lambda v: "staged" if v else "not staged",
         "from_origin": lambda v: "from the origin (no known copy)" if v else "",
-        # streams and chunk size are only the fallback of a tuned transfer
-        "tuning": lambda v: "tuned per link" if v else "",
+        "tuning": lambda v: "streams and chunk size tuned per link" if v else "",
     }
+    # a tuned transfer's streams and chunk size are only its fallback: shown, they read
+    # as if fixed beside "tuned per link"
+    tuned = bool(options.get("tuning"))
 
     def other(key: str, value: Any) -> str:  # a yes/no by its name alone, like the rest
         name = key.replace("_", " ")
@@ -309,14 +311,24 @@ def _options_text(options: dict[str, Any]) -> str:
         return f"{name} {value}"
 
     shown = (
-        known[k](v) if k in known else other(k, v) for k, v in options.items() if v is not None
+        known[k](v) if k in known else other(k, v)
+        for k, v in options.items()
+        if v is not None and not (tuned and k in ("chunk_size", "streams"))
     )
     return ", ".join(text for text in shown if text)
 
 
+def _state_text(view: ScheduleView) -> str:
+    """``active``, ``paused``, or ``done`` for a one-off schedule whose run has started
+    (no run left: it was "active" beside "0 left" and no next run)."""
+    if view.remaining_runs == 0:
+        return "done"
+    return "paused" if view.paused else "active"
+
+
 def _describe_lines(view: ScheduleView) -> list[str]:
     window = duration_text(view.catchup_window_s) if view.catchup_window_s else "Temporal's default"
-    state = "paused" if view.paused else "active"
+    state = _state_text(view)
     if view.note:
         state += f" ({view.note})"
     lines = [

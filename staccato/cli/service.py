@@ -120,6 +120,20 @@ def _already_up(pid: int, address: str) -> str:
     )
 
 
+def _last_error(log_path: Path, offset: int) -> str:
+    """``: <reason>`` from the last ``staccato: error:`` line the background service
+    wrote to ``log_path`` after ``offset`` (bytes), or "" when it wrote none."""
+    try:
+        with open(log_path, "rb") as log:
+            log.seek(offset)
+            text = log.read().decode(errors="replace")
+    except OSError:
+        return ""
+    marker = "staccato: error: "
+    reasons = [line.split(marker, 1)[1].strip() for line in text.splitlines() if marker in line]
+    return f": {reasons[-1].rstrip('.')}" if reasons else ""
+
+
 def _running_pid() -> int | None:
     try:
         pid = int(_pid_file().read_text().strip())
@@ -196,6 +210,7 @@ def up(
         if processes:
             args += ["--processes", str(processes)]
         with open(log_path, "ab") as log:
+            logged_from = log.tell()
             child = subprocess.Popen(
                 args,
                 stdout=log,
@@ -207,7 +222,10 @@ def up(
         deadline = time.monotonic() + UP_READY_TIMEOUT_S
         while time.monotonic() < deadline and not ready_path.exists():
             if child.poll() is not None:
-                fail(f"the service exited with {child.returncode}; see {log_path}")
+                fail(
+                    f"the service exited with {child.returncode}"
+                    f"{_last_error(log_path, logged_from)}; see {log_path}"
+                )
             time.sleep(0.2)
         if not ready_path.exists():
             child.kill()

@@ -440,6 +440,9 @@ class DatasetStatus(_Lean):
     #: a failed dataset: the failure's type (``SourceRootNotFound``: the source
     #: directory or prefix is not there, a usage error); left out while None
     error_type: str | None = None
+    #: when the dataset's first run started (ISO 8601, UTC; continue-as-new keeps it);
+    #: ``list`` orders by it
+    started_at: str | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         """Plain dict with the enum as text (a single destination's dataset without the

@@ -46,7 +46,7 @@ def _failed(result, *expected: str) -> None:
         ("s3://ab/key", "invalid S3 bucket name 'ab'"),
         ("s3://{bucket}/dir/", "names no S3 object"),
         ("s3://{bucket}/dir/", "e.g. s3://{bucket}/dir/src.bin"),
-        ("s3://{bucket}", "names no S3 object"),
+        ("s3://{bucket}", "destination 's3://{bucket}' names a bucket, not an object"),
         ("s3://{bucket}", "e.g. s3://{bucket}/src.bin"),
         ("s3://{bucket}/k?region=x", "the query parameters understood are ?profile=NAME"),
     ],
@@ -58,6 +58,28 @@ def test_usage_errors_exit_2(
     assert result.returncode == 2, result
     assert expected.format(bucket=bucket) in result.stderr, result.stderr
     assert keys(s3, bucket) == []
+
+
+@pytest.mark.parametrize("given", ["s3://{bucket}", "s3://{bucket}/"])
+def test_a_bare_bucket_as_source_exits_2_naming_it(
+    cli, temporal_server, s3_worker, bucket: str, data_dir: Path, given: str
+) -> None:
+    """A single copy reads one object: a bucket alone is refused before anything
+    starts, naming the URL given and the form expected (it started a transfer that
+    failed on the worker, exit 1)."""
+    url = given.format(bucket=bucket)
+    destination = data_dir / "from-bucket.bin"
+    result = cli(url, str(destination))
+    assert result.returncode == 2, result
+    message = " ".join(result.stderr.split())
+    assert f"source '{url}' names a bucket, not an object" in message, message
+    assert f"s3://{bucket}/KEY" in message and f"cp -r s3://{bucket}/" in message, message
+    status = run_cli(
+        "status", str(destination), address=temporal_server.address,
+        task_queue=s3_worker.task_queue,
+    )  # fmt: skip
+    assert status.returncode == 1 and "no transfer" in status.stderr, status  # none started
+    assert not destination.exists()
 
 
 def test_no_such_bucket_as_source(cli, data_dir: Path) -> None:

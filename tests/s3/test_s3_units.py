@@ -142,10 +142,18 @@ def test_view_body_streams_without_copying() -> None:
     assert body.tell() == 0 and bytes(body.read(-1)) == bytes(data)
 
 
-@pytest.mark.parametrize("key", ["dir/", "", "a/b/"])
+@pytest.mark.parametrize("key", ["dir/", "a/b/"])
 def test_key_ending_in_slash_is_refused_as_destination(key: str) -> None:
     with pytest.raises(InvalidURL, match="names no S3 object"):
         StaccatoClient.make_request("/tmp/x", f"s3://bucket/{key}")
+
+
+@pytest.mark.parametrize("url", ["s3://bucket", "s3://bucket/"])
+def test_a_bare_bucket_is_refused_naming_it(url: str) -> None:
+    with pytest.raises(InvalidURL, match=f"destination '{url}' names a bucket, not an object"):
+        StaccatoClient.make_request("/tmp/x", url)
+    with pytest.raises(InvalidURL, match=f"source '{url}' names a bucket, not an object"):
+        StaccatoClient.make_request(url, "/tmp/x")
 
 
 def test_key_ending_in_slash_is_a_valid_source() -> None:

@@ -1,0 +1,185 @@
+"""What the CLI says, read line by line against the session's real Temporal dev server
+and worker: an immediate ``cp`` never reads "scheduled", ``schedule describe`` does not
+contradict itself, ``limit list TARGET``, and ``up --detach`` says why its service exited
+(a bare bucket URL: tests/s3/test_s3_cli.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from tests.helpers import REPO, WorkerProcess, run_cli
+
+#: seconds to wait for a line the CLI prints at once (bounded; not a timed assertion)
+LINE_S = 60.0
+
+
+def _lines_until(process: subprocess.Popen[str], marker: str) -> list[str]:
+    """stderr lines of ``process`` until one contains ``marker`` (at most LINE_S s)."""
+    assert process.stderr is not None
+    selector = selectors.DefaultSelector()
+    selector.register(process.stderr, selectors.EVENT_READ)
+    lines: list[str] = []
+    deadline = time.monotonic() + LINE_S
+    while time.monotonic() < deadline:
+        if not selector.select(timeout=1.0):
+            continue
+        line = process.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        if marker in line:
+            break
+    return lines
+
+
+async def test_cp_of_an_immediate_transfer_never_says_scheduled(
+    temporal_server, data_dir: Path
+) -> None:
+    """Before a worker begins it, an immediate transfer's state is ``scheduled``; cp's
+    progress reads ``starting`` (``scheduled`` is for starts that wait for their time).
+    No worker polls this queue, so the transfer stays there while cp follows it."""
+    source = data_dir / "now.bin"
+    source.write_bytes(b"n" * 4096)
+    queue = f"nobody-{uuid.uuid4().hex[:8]}"
+    env = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": temporal_server.address,
+        "TEMPORAL_NAMESPACE": "default",
+        "STACCATO_TASK_QUEUE": queue,
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "staccato.cli", "cp", str(source), str(data_dir / "now.out")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
+    try:
+        lines = _lines_until(process, "0 B / ?")
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)
+    shown = "".join(lines)
+    assert "starting: 0 B / ?" in shown, shown
+    assert "scheduled" not in shown, shown
+    plain = await temporal_server.client()
+    transfer = shown.split()[1].rstrip(":")
+    await plain.get_workflow_handle(transfer).terminate("test over")
+
+
+def test_schedule_describe_does_not_contradict_itself(
+    worker: WorkerProcess, temporal_server, data_dir: Path
+) -> None:
+    """Read every line: a tuned schedule's options named a chunk size and streams
+    beside "tuned per link"; a one-off whose run has started read "active" beside "0
+    left" and no next run."""
+    args = dict(address=temporal_server.address, task_queue=worker.task_queue)
+    source = data_dir / "sched.bin"
+    source.write_bytes(b"s" * 2048)
+    name = f"once-{uuid.uuid4().hex[:8]}"
+    made = run_cli(
+        "schedule", "create", name, str(source), str(data_dir / "sched.out"), "--at", "2s",
+        **args,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    try:
+        deadline = time.monotonic() + LINE_S
+        while True:
+            shown = run_cli("schedule", "describe", name, **args)
+            assert shown.returncode == 0, shown.stderr
+            lines = dict(line.split(":", 1) for line in shown.stdout.splitlines() if ":" in line)
+            if "0 left" in lines["runs"] or time.monotonic() > deadline:
+                break
+        assert "0 left" in lines["runs"] and lines["next runs"].strip() == "-", shown.stdout
+        assert lines["state"].strip() == "done", shown.stdout
+        options = lines["options"]
+        assert "tuned per link" in options, options
+        assert "chunk" not in options.replace("chunk size tuned", ""), options
+        assert " streams" not in options.replace("streams and chunk", ""), options
+        listed = run_cli("schedule", "list", **args)
+        row = next(line for line in listed.stdout.splitlines() if line.startswith(name))
+        assert row.split()[1] == "done", row
+        # fixed streams and chunk size are shown as they are
+        fixed = f"fixed-{uuid.uuid4().hex[:8]}"
+        made = run_cli(
+            "schedule", "create", fixed, str(source), str(data_dir / "fixed.out"), "--every",
+            "1d", "--streams", "2", "--chunk-size", "1MiB", **args,
+        )  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        text = run_cli("schedule", "describe", fixed, **args).stdout
+        assert "chunk 1.0 MiB, 2 streams" in text and "tuned" not in text, text
+        assert "state:        active" in text, text
+        run_cli("schedule", "delete", fixed, **args)
+    finally:
+        run_cli("schedule", "delete", name, **args)
+
+
+def test_limit_list_takes_a_target(worker: WorkerProcess, temporal_server) -> None:
+    """``limit list TARGET`` shows that endpoint's or link's row alone (it was refused
+    as an extra argument); one with no limits exits 1 naming it, a bad form exits 2."""
+    args = dict(address=temporal_server.address, task_queue=worker.task_queue)
+    port = 20000 + uuid.uuid4().int % 20000
+    mine, other = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port + 1}"
+    link = f"file://,{mine}"
+    for target, option in (
+        (mine, "--max-active"),
+        (other, "--max-streams"),
+        (link, "--max-active"),
+    ):
+        done = run_cli("limit", "set", target, option, "3", **args)
+        assert done.returncode == 0, done.stderr
+    try:
+        shown = run_cli("limit", "list", mine, **args)
+        assert shown.returncode == 0, shown.stderr
+        rows = shown.stdout.splitlines()
+        assert len(rows) == 1 and rows[0].startswith(f"{mine}  max-active 3"), shown.stdout
+        as_json = run_cli("limit", "list", "--json", link, **args)
+        assert as_json.returncode == 0, as_json.stderr
+        assert [row["target"] for row in json.loads(as_json.stdout)] == [link], as_json.stdout
+        everything = run_cli("limit", "list", **args).stdout
+        assert mine in everything and other in everything, everything
+        unknown = f"http://127.0.0.1:{port + 2}"
+        missing = run_cli("limit", "list", unknown, **args)
+        assert missing.returncode == 1, missing
+        assert f"no limits are set on {unknown}" in missing.stderr, missing.stderr
+        bad = run_cli("limit", "list", "ftp://somewhere", **args)
+        assert bad.returncode == 2 and "TARGET: unknown endpoint scheme 'ftp'" in bad.stderr, (
+            bad.stderr
+        )
+    finally:
+        for target in (mine, other, link):
+            run_cli("limit", "unset", target, **args)
+
+
+def test_up_detach_says_why_the_service_exited(tmp_path: Path) -> None:
+    """``up --detach`` whose background service fails says why (its last error line),
+    not only "see the log": here the port answers TCP but is no Temporal."""
+    import socket
+
+    from tests.servers.temporal_server import free_port
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(8)
+        port = taken.getsockname()[1]
+        env = {
+            "STACCATO_HOME": str(tmp_path / "home"),
+            "STACCATO_WORKER_PROCESSES": "2",
+        }
+        done = run_cli(
+            "up", "--detach", "--port", str(port), "--ui-port", str(free_port()),
+            address=f"127.0.0.1:{port}", env=env,
+        )  # fmt: skip
+    assert done.returncode == 1, done
+    message = " ".join(done.stderr.split())
+    assert "the service exited with 1: cannot reach Temporal at " in message, message
+    assert f"127.0.0.1:{port}" in message and "staccato-up.log" in message, message

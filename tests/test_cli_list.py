@@ -1,0 +1,107 @@
+"""``staccato list`` and ``status`` through the real CLI against the session's Temporal
+dev server and worker: every kind (transfer, dataset, fan-out group) in one newest-first
+order by start time, ``--limit`` after the merge, and a ``kind`` and ``started_at`` on
+every row."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from tests.helpers import WorkerProcess, run_cli
+
+#: seconds a row may take to show in Temporal's visibility (bounded poll, not a sleep)
+VISIBLE_S = 30.0
+
+
+def _listed(args: dict[str, Any], *extra: str) -> list[dict[str, Any]]:
+    shown = run_cli("list", "--json", *extra, **args)
+    assert shown.returncode == 0, shown.stderr
+    rows: list[dict[str, Any]] = json.loads(shown.stdout)
+    return rows
+
+
+def _started(row: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(row["started_at"].replace("Z", "+00:00"))
+
+
+def test_list_orders_every_kind_by_start_and_limits_after_the_merge(
+    worker: WorkerProcess, temporal_server, data_dir: Path
+) -> None:
+    """A dataset, a transfer, a fan-out group, a dataset, a transfer (in that order):
+    ``list`` shows them newest first whatever their kind, and ``--limit 1`` is the
+    newest transfer, not a dataset (datasets were listed first, so ``--limit`` cut off
+    newer transfers)."""
+    args = dict(address=temporal_server.address, task_queue=worker.task_queue)
+    source = data_dir / "one.bin"
+    source.write_bytes(b"x" * 1000)
+    tree = data_dir / "tree"
+    tree.mkdir()
+    for name in ("a", "b"):
+        (tree / name).write_bytes(name.encode() * 10)
+    started: list[str] = []  # ids, oldest first
+
+    def cp(*cp_args: str) -> None:
+        done = run_cli("cp", "-q", *cp_args, **args)
+        assert done.returncode == 0, done.stderr
+
+    def newest_id() -> str:
+        return _listed(args, "--limit", "1")[0]["id"]
+
+    cp("-r", str(tree), str(data_dir / "set1"))
+    started.append(newest_id())
+    cp(str(source), str(data_dir / "t1.bin"))
+    started.append(newest_id())
+    cp(str(source), str(data_dir / "g1.bin"), str(data_dir / "g2.bin"))
+    # the group starts a transfer per destination after itself: find the group's id
+    group = next(r["id"] for r in _listed(args, "--limit", "5") if r["kind"] == "group")
+    started.append(group)
+    cp("-r", str(tree), str(data_dir / "set2"))
+    started.append(newest_id())
+    cp(str(source), str(data_dir / "t2.bin"))
+
+    deadline = time.monotonic() + VISIBLE_S
+    while True:
+        rows = _listed(args, "--limit", "1000")
+        ids = [r["id"] for r in rows]
+        if all(i in ids for i in started) or time.monotonic() > deadline:
+            break
+    newest = rows[0]
+    assert newest["destination"].endswith("/t2.bin"), rows[:3]
+    positions = [ids.index(i) for i in started]
+    assert positions == sorted(positions, reverse=True), positions
+    kinds = {r["id"]: r["kind"] for r in rows}
+    assert [kinds[i] for i in started] == ["dataset", "transfer", "group", "dataset"], kinds
+    assert newest["kind"] == "transfer", newest
+    # one order across kinds: start times never increase down the list
+    times = [_started(r) for r in rows]
+    assert times == sorted(times, reverse=True), [(r["kind"], r["started_at"]) for r in rows]
+    # --limit applies after the merge: the newest N of every kind together
+    limited = _listed(args, "--limit", "3")
+    assert [r["id"] for r in limited] == ids[:3], (limited, ids[:3])
+    assert _listed(args, "--limit", "1")[0]["id"] == newest["id"]
+    # the rows for people carry the start time too
+    plain = run_cli("list", "--limit", "1", **args)
+    assert plain.returncode == 0, plain.stderr
+    assert newest["id"] in plain.stdout and f"started {newest['started_at']}" in plain.stdout
+
+
+def test_status_json_names_the_kind_of_every_row(
+    worker: WorkerProcess, temporal_server, data_dir: Path
+) -> None:
+    """``status --json`` of a single transfer says ``"kind": "transfer"`` (a dataset's
+    says ``dataset``, a group's ``group``), with its start time."""
+    args = dict(address=temporal_server.address, task_queue=worker.task_queue)
+    source = data_dir / "k.bin"
+    source.write_bytes(b"k" * 100)
+    destination = data_dir / "k.out"
+    done = run_cli("cp", "-q", str(source), str(destination), **args)
+    assert done.returncode == 0, done.stderr
+    shown = run_cli("status", "--json", str(destination), **args)
+    assert shown.returncode == 0, shown.stderr
+    status = json.loads(shown.stdout)
+    assert status["kind"] == "transfer" and status["state"] == "completed", status
+    assert _started(status).tzinfo is not None, status
