@@ -23,7 +23,7 @@ from staccato.datasets.models import DatasetState
 from staccato.models import TransferOptions
 from tests.dataset_checks import MiB, wait_dataset
 from tests.helpers import WorkerProcess, child_pids, pid_alive, write_random
-from tests.s3.conftest import _start_without_inherited_aws
+from tests.s3.conftest import started_s3_worker
 
 FILES = 10
 SIZE = 6 * MiB  # two parts of a 5 MiB chunk: a multipart upload each
@@ -50,8 +50,7 @@ async def test_a_killed_batch_leaves_no_multipart_upload(
         f"f{i:02d}": write_random(source / f"f{i:02d}", SIZE, seed=40 + i) for i in range(FILES)
     }
     prefix = f"orphans-{time.time_ns()}/"
-    first = WorkerProcess(temporal_server.address, processes=2, env=s3_worker_env, log_dir=tmp_path)
-    _start_without_inherited_aws(first)
+    first = started_s3_worker(temporal_server.address, s3_worker_env, tmp_path)
     second: WorkerProcess | None = None
     try:
         client = await StaccatoClient.connect(
@@ -79,14 +78,9 @@ async def test_a_killed_batch_leaves_no_multipart_upload(
         assert open_at_kill, "no multipart upload was seen open within 60 s"
         while any(pid_alive(p) for p in pool) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        second = WorkerProcess(
-            temporal_server.address,
-            task_queue=first.task_queue,
-            processes=2,
-            env=s3_worker_env,
-            log_dir=tmp_path,
+        second = started_s3_worker(
+            temporal_server.address, s3_worker_env, tmp_path, first.task_queue
         )
-        _start_without_inherited_aws(second)
         final = await wait_dataset(client, dataset, timeout_s=120)
         assert final.state == DatasetState.completed, final
         assert final.files_done == FILES and final.files_failed == 0

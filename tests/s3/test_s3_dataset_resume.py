@@ -24,7 +24,7 @@ from staccato.errors import TransferNotFoundError
 from staccato.models import TransferOptions, TransferState
 from tests.dataset_checks import MiB, tree, tree_difference, wait_dataset
 from tests.helpers import WorkerProcess, child_pids, pid_alive, write_random
-from tests.s3.conftest import MeteredSeaweedS3, _start_without_inherited_aws
+from tests.s3.conftest import MeteredSeaweedS3, _start_without_inherited_aws, started_s3_worker
 from tests.servers.nginx import NginxServer
 
 SIZE = 32 * MiB
@@ -173,8 +173,7 @@ async def test_a_killed_batch_to_s3_resumes_past_its_first_file(
     for i in range(BATCH):
         write_random(source / f"f{i:04d}", 100 + i, seed=i)
     prefix = f"killed-batch-{time.time_ns()}/"
-    first = WorkerProcess(temporal_server.address, processes=2, env=s3_worker_env, log_dir=tmp_path)
-    _start_without_inherited_aws(first)
+    first = started_s3_worker(temporal_server.address, s3_worker_env, tmp_path)
     second: WorkerProcess | None = None
     try:
         client = await StaccatoClient.connect(
@@ -231,14 +230,9 @@ async def test_a_killed_batch_to_s3_resumes_past_its_first_file(
         # after the kill: files went on being published between the last count and it)
         settled = await asyncio.to_thread(published)
         assert 0 < checkpoint.next_index <= settled, (checkpoint, settled)
-        second = WorkerProcess(
-            temporal_server.address,
-            task_queue=first.task_queue,
-            processes=2,
-            env=s3_worker_env,
-            log_dir=tmp_path,
+        second = started_s3_worker(
+            temporal_server.address, s3_worker_env, tmp_path, first.task_queue
         )
-        _start_without_inherited_aws(second)
         final = await wait_dataset(client, dataset, timeout_s=120)
         assert final.state == DatasetState.completed, final
         assert final.files_done == BATCH and final.files_failed == 0

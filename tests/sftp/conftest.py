@@ -266,18 +266,46 @@ def env_worker_env(
     }
 
 
-@pytest.fixture
-def driver_env(
-    monkeypatch: pytest.MonkeyPatch, sshd_server: SshdServer, tmp_path: Path
-) -> Iterator[Path]:
-    """Staccato's SSH settings for the driver in this process; returns the known_hosts path."""
+def _driver_settings(
+    monkeypatch: pytest.MonkeyPatch, sshd_server: SshdServer, hosts: str, tmp_path: Path
+) -> Path:
+    """Set Staccato's SSH settings for the driver in this process (``sshd_server``'s
+    client key, the known_hosts lines ``hosts``); returns the known_hosts path."""
     known_hosts = tmp_path / "known_hosts"
-    known_hosts.write_text(sshd_server.known_hosts_path.read_text())
+    known_hosts.write_text(hosts)
     monkeypatch.setenv("STACCATO_SSH_CONFIG", "none")
     monkeypatch.setenv("STACCATO_SSH_IDENTITY", str(sshd_server.client_key_path))
     monkeypatch.setenv("STACCATO_SSH_KNOWN_HOSTS", str(known_hosts))
     monkeypatch.setenv("STACCATO_SFTP_LOCK_DIR", str(tmp_path / "locks"))
     monkeypatch.setenv("SSH_AUTH_SOCK", "")
+    return known_hosts
+
+
+@pytest.fixture
+def driver_env(
+    monkeypatch: pytest.MonkeyPatch, sshd_server: SshdServer, tmp_path: Path
+) -> Iterator[Path]:
+    """Staccato's SSH settings for the driver in this process; returns the known_hosts path."""
+    known_hosts = _driver_settings(
+        monkeypatch, sshd_server, sshd_server.known_hosts_path.read_text(), tmp_path
+    )
+    POOL.close_all()
+    yield known_hosts
+    POOL.close_all()
+
+
+@pytest.fixture
+def logged_driver_env(
+    monkeypatch: pytest.MonkeyPatch,
+    sshd_server: SshdServer,
+    sftp_logged: SshdServer,
+    tmp_path: Path,
+) -> Iterator[Path]:
+    """:func:`driver_env` for ``sftp_logged`` too (whose sftp-server is a process of
+    its own per connection)."""
+    known_hosts = _driver_settings(
+        monkeypatch, sshd_server, known_hosts_lines(sshd_server, sftp_logged), tmp_path
+    )
     POOL.close_all()
     yield known_hosts
     POOL.close_all()

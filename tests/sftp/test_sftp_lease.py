@@ -17,7 +17,6 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,7 +29,7 @@ from staccato.endpoints.sftp.ssh import resolve
 from staccato.urls import parse_url
 from tests.helpers import MiB
 from tests.servers.sshd import SshdServer
-from tests.sftp.conftest import known_hosts_lines
+from tests.zombie_checks import open_under
 
 HEARTBEAT_TIMEOUT_S = 2.0  # the lease runs out 1.5 s after the last heartbeat
 #: OpenSSH's session channel window (CHAN_SES_WINDOW_DEFAULT = 64 x 32 KiB): what
@@ -38,42 +37,15 @@ HEARTBEAT_TIMEOUT_S = 2.0  # the lease runs out 1.5 s after the last heartbeat
 SESSION_WINDOW_BYTES = 2 * MiB
 
 
-@pytest.fixture
-def logged_env(
-    monkeypatch: pytest.MonkeyPatch,
-    sshd_server: SshdServer,
-    sftp_logged: SshdServer,
-    tmp_path: Path,
-) -> Iterator[None]:
-    """This process's SSH settings for ``sftp_logged`` (whose sftp-server is a separate
-    process per connection, which the test can stop)."""
-    known_hosts = tmp_path / "known_hosts"
-    known_hosts.write_text(known_hosts_lines(sshd_server, sftp_logged))
-    monkeypatch.setenv("STACCATO_SSH_CONFIG", "none")
-    monkeypatch.setenv("STACCATO_SSH_IDENTITY", str(sshd_server.client_key_path))
-    monkeypatch.setenv("STACCATO_SSH_KNOWN_HOSTS", str(known_hosts))
-    monkeypatch.setenv("STACCATO_SFTP_LOCK_DIR", str(tmp_path / "locks"))
-    monkeypatch.setenv("SSH_AUTH_SOCK", "")
-    POOL.close_all()
-    yield
-    POOL.close_all()
-
-
 def _holder_of(path: Path) -> int:
     """The pid of the (one) process that has ``path`` open (its sftp-server)."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                fds = os.listdir(f"/proc/{pid}/fd")
-            except OSError:
-                continue
-            for fd in fds:
-                try:
-                    if os.readlink(f"/proc/{pid}/fd/{fd}") == str(path):
-                        return int(pid)
-                except OSError:
-                    continue
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+        for held in open_under(pids, path.parent):
+            pid, _, name = held.partition(":")
+            if name == str(path):
+                return int(pid)
         time.sleep(0.05)
     raise AssertionError(f"no process holds {path} open")
 
@@ -92,7 +64,7 @@ def _gone(pid: int, timeout_s: float) -> bool:
 
 
 def test_a_request_held_up_past_the_lease_is_never_completed(
-    logged_env: None, sftp_logged: SshdServer, data_dir: Path
+    logged_driver_env: Path, sftp_logged: SshdServer, data_dir: Path
 ) -> None:
     """The server's sftp-server is stopped, so the client's write requests (4 MiB in
     flight) stop at the channel's 2 MiB window, one of them half sent. The lease runs
