@@ -361,11 +361,25 @@ async def test_worker_sigkill_resends_nothing_completed_to_every_root(
             max_batches=2,
             page_size=200,
         )
+        from temporalio.api.enums.v1 import PendingActivityState
+
+        handle = client.temporal.get_workflow_handle(dataset)
+
+        async def batch_running() -> bool:
+            """A batch attempt runs now (the kill must interrupt one: CI once killed
+            the worker at half the files and no batch was retried after)."""
+            description = await handle.describe()
+            return any(
+                p.activity_type.name == "copy_batch_to_many"
+                and p.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+                for p in description.raw_description.pending_activities
+            )
+
         deadline = time.monotonic() + 120
         published: list[Path] = []
         while time.monotonic() < deadline:
             published = [p for p in one.rglob("f*") if ".staccato-" not in p.name]
-            if len(published) >= count // 2:
+            if len(published) >= count // 2 and await batch_running():
                 break
             await asyncio.sleep(0.01)
         worker.kill()
