@@ -3,6 +3,7 @@ subprocess per session, and a connected client."""
 
 from __future__ import annotations
 
+import compileall
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from staccato.client import StaccatoClient
-from tests.helpers import WorkerProcess, mount_tmpfs
+from tests.helpers import REPO, WorkerProcess, mount_tmpfs
 
 pytest_plugins = ["tests.servers.fixtures"]
 
@@ -20,8 +21,6 @@ pytest_plugins = ["tests.servers.fixtures"]
 #: 90 s test last. Only the order matters; refresh from a run's ``--durations`` now and then (a
 #: test not listed, or renamed, only loses its place).
 SLOW_TESTS: dict[str, float] = {
-    "tests/test_zombie_fence.py::test_frozen_stream_writes_nothing_after_losing_its_segment": 102,
-    "tests/sftp/test_sftp_zombie.py::test_frozen_sftp_stream_writes_nothing_after_losing_its_segment": 98,
     "tests/test_secrets.py::test_presigned_url_with_codec_and_codec_server": 82,
     "tests/s3/test_s3_dataset_resume.py::test_large_file_in_a_dataset_resumes_from_its_checkpoint_after_worker_kill": 79,
     "tests/test_secrets.py::test_presigned_url_token_appears_nowhere": 68,
@@ -33,12 +32,27 @@ SLOW_TESTS: dict[str, float] = {
     "tests/test_embedded.py::test_up_cp_down_up_keeps_history": 54,
     "tests/sftp/test_sftp_commit.py::test_cancel_at_random_points_file_to_sftp": 52,
     "tests/test_limits.py::test_worker_sigkill_holder_completes_and_releases": 43,
+    # their own Temporal server since 2026-12-02 (29-41 s each at load ~18)
+    "tests/sftp/test_sftp_zombie.py::test_frozen_sftp_stream_writes_nothing_after_losing_its_segment": 35,
+    "tests/test_zombie_fence.py::test_frozen_stream_writes_nothing_after_losing_its_segment": 30,
     "tests/test_schedule.py::test_schedule_lifecycle": 44,
     "tests/test_lock.py::test_list_skips_foreign_workflows_and_limit_is_exact": 39,
     "tests/test_live_progress.py::test_current_details_advance_while_data_moves": 37,
     "tests/test_verify_phase.py::test_verify_retried_soon_after_worker_sigkill": 37,
     "tests/test_dataset.py::test_cli_collision_fails_that_file_and_lists_it": 36,
 }
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Compile ``staccato``'s bytecode once, before any test (in the controller, not in
+    each xdist worker): with ``PYTHONDONTWRITEBYTECODE`` set (as in the Docker image and
+    on the build machine) Python writes no ``__pycache__``, so every worker, activity
+    process and CLI subprocess the tests start compiled the package from source again:
+    0.3 of a worker start's 2.3 CPU-s, 0.1 of a ``staccato status``'s 0.5. Python
+    reads bytecode that exists whatever that variable says, and skips a file's stale
+    bytecode (it checks the source's mtime and size); ``__pycache__`` is git-ignored."""
+    if getattr(config, "workerinput", None) is None:
+        compileall.compile_dir(REPO / "staccato", quiet=1)
 
 
 def _dist_mode(config: pytest.Config) -> str:

@@ -75,7 +75,7 @@ async def test_resume_after_worker_kill(
     digest = write_random(http_root / "kill.bin", KILL_SIZE, seed=7)
     at_rest(http_root / "kill.bin")
     destination = data_dir / "kill.bin"
-    first = WorkerProcess(temporal_server.address, log_dir=tmp_path).start()
+    first = WorkerProcess(temporal_server.address, processes=2, log_dir=tmp_path).start()
     client = await _client(temporal_server.address, first.task_queue)
     slow_nginx.clear_log()
     transfer = await client.submit(slow_nginx.url("kill.bin"), str(destination), OPTIONS)
@@ -100,7 +100,9 @@ async def test_resume_after_worker_kill(
     assert orphaned.bytes_done > 0, orphaned
     assert "no worker answers" in (orphaned.last_retry_error or ""), orphaned
 
-    with WorkerProcess(temporal_server.address, task_queue=first.task_queue, log_dir=tmp_path):
+    with WorkerProcess(
+        temporal_server.address, task_queue=first.task_queue, processes=2, log_dir=tmp_path
+    ):
         result = await asyncio.wait_for(client.wait(transfer), 120)
     assert result.bytes == KILL_SIZE
     assert sha256_file(destination) == digest
@@ -128,7 +130,7 @@ async def test_resume_after_temporal_kill(
     try:
         digest = write_random(http_root / "tkill.bin", SIZE, seed=8)
         destination = data_dir / "tkill.bin"
-        with WorkerProcess(server.address, log_dir=tmp_path) as worker:
+        with WorkerProcess(server.address, processes=2, log_dir=tmp_path) as worker:
             client = await _client(server.address, worker.task_queue)
             transfer = await client.submit(slow_nginx.url("tkill.bin"), str(destination), OPTIONS)
             await wait_for_status(client, transfer, _running_and(0.2), timeout_s=60)

@@ -72,13 +72,19 @@ def _rewrite_in_place(path: Path, regions: list[int], *, keep_mtime: bool) -> No
 
 
 async def copy_while_rewritten(
-    client: StaccatoClient, source_url: str, source: Path, destination: Path, *, keep_mtime: bool
+    client: StaccatoClient,
+    source_url: str,
+    source: Path,
+    destination: Path,
+    *,
+    keep_mtime: bool,
+    options: TransferOptions = OPTIONS,
 ) -> None:
     """Copy ``source`` while its first and last MiB are rewritten in place: the
     transfer fails with ``source changed`` or publishes exactly one version."""
     size = source.stat().st_size
     original = sha256_file(source)
-    transfer = await client.submit(source_url, str(destination), OPTIONS)
+    transfer = await client.submit(source_url, str(destination), options)
     await wait_for_status(
         client,
         transfer,
@@ -115,10 +121,17 @@ async def test_file_source_rewritten_in_place_is_never_published_mixed(
 ) -> None:
     source = data_dir / "rewritten.bin"
     with open(source, "wb") as f:
-        f.truncate(1536 * MiB)  # sparse: seconds to copy, little disk
-    # a local file system's nanosecond mtime moves with the rewrite
+        f.truncate(256 * MiB)  # sparse: little disk
+    # a local file system's nanosecond mtime moves with the rewrite; the transfer's own
+    # cap (32 MiB/s: 8 s for the whole file) keeps the copy running when it is paused,
+    # however fast the disk (uncapped, a quiet machine copied it before the pause)
     await copy_while_rewritten(
-        client, str(source), source, data_dir / "rewritten.out", keep_mtime=False
+        client,
+        str(source),
+        source,
+        data_dir / "rewritten.out",
+        keep_mtime=False,
+        options=OPTIONS.model_copy(update={"max_rate": 32 * MiB}),
     )
 
 

@@ -160,7 +160,7 @@ async def test_sigterm_to_busy_worker_group(
     log = (tmp_path / "worker.log").read_text(errors="replace")
     assert "Traceback" not in log, log[-4000:]
 
-    with WorkerProcess(temporal_server.address, task_queue=queue, log_dir=tmp_path):
+    with WorkerProcess(temporal_server.address, task_queue=queue, processes=2, log_dir=tmp_path):
         result = await asyncio.wait_for(client.wait(transfer), 120)
     assert result.bytes == SIZE
     assert sha256_file(destination) == digest

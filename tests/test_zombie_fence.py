@@ -8,6 +8,9 @@ file. Then the frozen tree is woken (SIGCONT) and its streams end: the published
 file's bytes, inode, mtime and ctime are what they were at publish, and no temp file
 is left. (The SFTP destination's case, where a frozen write goes on into the
 published file unless the stream's lease stops it: tests/sftp/test_sftp_zombie.py.)
+Both run on a Temporal server of their own that lets an open task poll expire after
+5 s, so the frozen worker's polls stop taking tasks soon
+(``tests.zombie_checks.POLL_EXPIRY``).
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ from tests.helpers import (
     write_random,
 )
 from tests.servers.nginx import NginxServer, nginx_fixture
-from tests.servers.temporal_server import TemporalDevServer
 from tests.zombie_checks import (
     FDATASYNC,
     PWRITE64,
@@ -33,6 +35,7 @@ from tests.zombie_checks import (
     freeze_a_writer,
     open_under,
     outlast_the_frozen,
+    short_poll_server,
 )
 
 SIZE = 48 * MiB
@@ -45,7 +48,6 @@ zombie_nginx = nginx_fixture("http_root", scope="function", extra_server_config=
 
 
 async def test_frozen_stream_writes_nothing_after_losing_its_segment(
-    temporal_server: TemporalDevServer,
     zombie_nginx: NginxServer,
     http_root: Path,
     data_dir: Path,
@@ -55,6 +57,7 @@ async def test_frozen_stream_writes_nothing_after_losing_its_segment(
     at_rest(http_root / "zombie.bin")
     destination = data_dir / "zombie.bin"
     with (
+        short_poll_server(tmp_path) as temporal_server,
         WorkerProcess(temporal_server.address, processes=2, log_dir=tmp_path) as first,
         WorkerProcess(
             temporal_server.address, task_queue=first.task_queue, processes=2, log_dir=tmp_path

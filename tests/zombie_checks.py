@@ -5,15 +5,46 @@ segment. Linux only: reads ``/proc``."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from staccato.client import StaccatoClient
 from staccato.models import TransferState
 from tests.helpers import WorkerProcess, child_pids, leftovers, sha256_file
+from tests.servers.temporal_server import TemporalDevServer
+
+#: how long the zombie tests' Temporal server keeps a task poll open (its default: a
+#: minute). Temporal cannot tell a stopped worker's open poll from a live one: each
+#: poll the frozen worker held took a task it could not run, a stream retry (lost
+#: after its 3 s heartbeat timeout, then a backoff doubling to 30 s) or a publish
+#: (lost for its 2-minute start-to-close timeout). Open polls are re-sent when they
+#: expire, so only the frozen worker's go away; with a minute's expiry the transfer
+#: needed 60-85 s without the frozen worker (the tests' 87-89 s in CI), not the ~10 s
+#: its copy takes.
+POLL_EXPIRY = "5s"
+
+
+@contextlib.contextmanager
+def short_poll_server(directory: Path) -> Iterator[TemporalDevServer]:
+    """A Temporal dev server of the test's own (its SQLite file in ``directory``) that
+    answers an open task poll after :data:`POLL_EXPIRY` without a task."""
+    server = TemporalDevServer(
+        directory / "short-poll.db",
+        headless=True,
+        extra_args=[
+            "--dynamic-config-value", f'matching.longPollExpirationInterval="{POLL_EXPIRY}"',
+        ],
+    )  # fmt: skip
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
 
 #: x86_64 system call number, as ``/proc/PID/task/TID/syscall`` shows a blocked call
 FDATASYNC = 75

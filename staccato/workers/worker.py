@@ -114,8 +114,28 @@ WORKFLOW_RUNNER = SandboxedWorkflowRunner(
 
 #: How many polls for tasks a worker keeps open (Temporal's default, 5, left many
 #: transfers started at once waiting for a poll: each workflow task waited seconds in
-#: the queue while the worker idled).
+#: the queue while the worker idled). Used for the control queue's activities.
 POLLERS = PollerBehaviorSimpleMaximum(maximum=20)
+
+#: Polls for workflow tasks on the worker's own task queue. A poll hands out one task
+#: and, while the machine is busy copying, its round trip takes ~0.2-1 s, so the
+#: polls bound how many transfers start per second.
+WORKFLOW_POLLERS = PollerBehaviorSimpleMaximum(maximum=50)
+
+#: Share of :data:`WORKFLOW_POLLERS` that may poll the normal queue (a new run's first
+#: workflow task) rather than the worker's sticky queue (the runs it has cached).
+#: Temporal's default, 0.2, left 4 polls for the first tasks: with 50 transfers
+#: submitted at once the last one's first task waited 4.5 s for a poll (bench_capacity,
+#: in a CPU cgroup of its own); at 0.5 (25 polls) it waited under 1 s.
+NONSTICKY_POLL_RATIO = 0.5
+
+#: Polls for stream activities. Each running transfer wants its streams at once (50
+#: transfers x 4 streams = 200 tasks); with 20 polls and the machine busy copying,
+#: the server handed out ~25 tasks/s and a late transfer's first stream waited 4-7 s
+#: behind earlier transfers' other streams; with 100 polls it waited at most 1.4-2 s
+#: (bench_capacity, same run). Polls are long polls: idle ones cost the server a
+#: goroutine each, no CPU.
+ACTIVITY_POLLERS = PollerBehaviorSimpleMaximum(maximum=100)
 
 #: the workflows a worker runs on its own task queue
 TASK_QUEUE_WORKFLOWS = [
@@ -371,8 +391,9 @@ class StaccatoWorker:
             task_queue=self._task_queue,
             workflows=TASK_QUEUE_WORKFLOWS if self._workflows else [],
             workflow_runner=WORKFLOW_RUNNER,
-            workflow_task_poller_behavior=POLLERS,
-            activity_task_poller_behavior=POLLERS,
+            workflow_task_poller_behavior=WORKFLOW_POLLERS,
+            nonsticky_to_sticky_poll_ratio=NONSTICKY_POLL_RATIO,
+            activity_task_poller_behavior=ACTIVITY_POLLERS,
             # a workflow runs its start lookups here first, as a local activity (async:
             # in this loop, not the pool)
             activities=ALL_ACTIVITIES
@@ -625,7 +646,8 @@ async def run_worker(
         task_queue=task_queue,
         workflows=TASK_QUEUE_WORKFLOWS,
         runner=WORKFLOW_RUNNER,
-        pollers=POLLERS,
+        pollers=WORKFLOW_POLLERS,
+        nonsticky_poll_ratio=NONSTICKY_POLL_RATIO,
         local_activities=ALL_ACTIVITIES,
         # the start lookups' first attempt, without a control-queue round trip
         client_local_activities=lambda own: [StartLookupActivities(own).look_up_start],

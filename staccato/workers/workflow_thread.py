@@ -53,6 +53,9 @@ class WorkflowThread:
         workflows: the workflow classes.
         runner: how workflow code runs (the sandbox).
         pollers: how many workflow-task polls it keeps open.
+        nonsticky_poll_ratio: the share of them that may poll the normal queue (new
+            runs' first tasks) rather than the sticky one (Temporal's
+            ``nonsticky_to_sticky_poll_ratio``).
         local_activities: the activities its workflows may run as local activities.
         client_local_activities: makes more of them from the thread's own client
             (async activities calling Temporal: they run on the thread's loop).
@@ -67,6 +70,7 @@ class WorkflowThread:
         workflows: Sequence[type],
         runner: SandboxedWorkflowRunner,
         pollers: PollerBehavior,
+        nonsticky_poll_ratio: float = 0.2,
         local_activities: Sequence[Callable[..., Any]] = (),
         client_local_activities: Callable[[Client], Sequence[Callable[..., Any]]] | None = None,
         local_threads: int = 32,
@@ -79,6 +83,7 @@ class WorkflowThread:
         self._workflows = list(workflows)
         self._runner = runner
         self._pollers = pollers
+        self._nonsticky_poll_ratio = nonsticky_poll_ratio
         self._done: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -152,6 +157,7 @@ class WorkflowThread:
             workflows=self._workflows,
             workflow_runner=self._runner,
             workflow_task_poller_behavior=self._pollers,
+            nonsticky_to_sticky_poll_ratio=self._nonsticky_poll_ratio,
             activities=activities,
             activity_executor=local if activities else None,
             no_remote_activities=True,

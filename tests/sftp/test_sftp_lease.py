@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from staccato.activities.stream_lease import StreamLeaseExpiredError, leased
+from staccato.endpoints.base import write_fence_hook
 from staccato.endpoints.sftp.pipeline import WRITE_BEHIND_BYTES, write_at
 from staccato.endpoints.sftp.pool import POOL
 from staccato.endpoints.sftp.protocol import FXF_WRITE, BufferedSocket
@@ -145,3 +146,67 @@ def test_a_socket_send_after_the_lease_cuts_the_connection() -> None:
     finally:
         ours.close()
         peer.close()
+
+
+def test_a_send_that_waited_for_a_full_socket_checks_the_fence_again() -> None:
+    """A send that finds the socket full waits until it is writable and checks the
+    fence after the wait, before it sends: a lease lost during that wait (here: the
+    fence fails once the peer starts reading) sends nothing and cuts the socket; the
+    peer reads every byte sent before and none of the late send."""
+    ours, peer = socket.socketpair()
+    try:
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        ours.settimeout(0.1)
+        sock = BufferedSocket(ours)
+        before = 0
+        while True:  # fill it (no fence here)
+            try:
+                sent = ours.send(b"x" * 65536)
+            except TimeoutError:
+                break
+            before += sent
+        lost = threading.Event()  # set once the send waits: the lease ran out meanwhile
+
+        def fence() -> None:
+            if lost.is_set():
+                raise StreamLeaseExpiredError("lease lost while the socket was full")
+
+        outcome: list[BaseException | int] = []
+
+        def late() -> None:
+            with write_fence_hook(fence):
+                try:
+                    outcome.append(sock.send(b"late"))
+                except BaseException as err:  # noqa: BLE001
+                    outcome.append(err)
+
+        ours.settimeout(60)  # the send's wait lasts until the peer drains
+        thread = threading.Thread(target=late)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not _waits_in_poll(thread) and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _waits_in_poll(thread), f"the send did not wait for the full socket: {outcome}"
+        lost.set()
+        peer.settimeout(10)
+        received = b""
+        while chunk := peer.recv(65536):  # drains; EOF once the send cut the socket
+            received += chunk
+        thread.join(10)
+        assert not thread.is_alive()
+        assert len(outcome) == 1 and isinstance(outcome[0], StreamLeaseExpiredError), outcome
+        assert sock.cut_off
+        assert received == b"x" * before
+    finally:
+        ours.close()
+        peer.close()
+
+
+def _waits_in_poll(thread: threading.Thread) -> bool:
+    """Whether ``thread`` is inside a ``poll``/``ppoll`` system call now (x86-64 and
+    arm64 numbers, from ``/proc/self/task/TID/syscall``)."""
+    try:
+        text = Path(f"/proc/self/task/{thread.native_id}/syscall").read_text()
+    except OSError:
+        return False
+    return text.split()[0] in {"7", "271", "73"}

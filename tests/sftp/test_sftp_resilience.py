@@ -27,6 +27,7 @@ from tests.helpers import MiB, WorkerProcess, leftovers, sha256_file, write_rand
 from tests.servers.sshd import SshdServer
 from tests.sftp.conftest import _started
 
+_OPEN = re.compile(r'open "(?P<path>[^"]+)" flags ')
 _CLOSE = re.compile(r'close "(?P<path>[^"]+)" bytes read (?P<read>\d+) written (?P<written>\d+)')
 
 
@@ -48,14 +49,31 @@ async def _client(temporal_server, task_queue: str) -> StaccatoClient:
     return client
 
 
-def _written(log: Path, directory: Path) -> int:
-    """Bytes sftp-server wrote into temp files under ``directory``."""
-    total = 0
-    for match in _CLOSE.finditer(log.read_text(errors="replace")):
-        path = match.group("path")
-        if path.startswith(f"{directory}/") and path.endswith(".staccato-part"):
-            total += int(match.group("written"))
-    return total
+def _is_temp_under(path: str, directory: Path) -> bool:
+    return path.startswith(f"{directory}/") and path.endswith(".staccato-part")
+
+
+async def _written(log: Path, directory: Path, timeout_s: float = 60) -> int:
+    """Bytes sftp-server wrote into temp files under ``directory``, once every handle
+    opened on one has been closed (logged).
+
+    An sftp-server whose client was SIGKILLed logs the ``close`` of each handle the
+    client left open only when it has carried out the requests already in its pipe and
+    read EOF; on a busy machine that is seconds after the transfer completed, so the
+    count waits for it (bounded by ``timeout_s``) instead of reading a short log.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        text = log.read_text(errors="replace")
+        opens = sum(1 for m in _OPEN.finditer(text) if _is_temp_under(m.group("path"), directory))
+        closes = [m for m in _CLOSE.finditer(text) if _is_temp_under(m.group("path"), directory)]
+        if opens == len(closes):
+            return sum(int(m.group("written")) for m in closes)
+        assert time.monotonic() < deadline, (
+            f"sftp-server logged {opens} opens of temp files under {directory} but only "
+            f"{len(closes)} closes within {timeout_s} s"
+        )
+        await asyncio.sleep(0.1)
 
 
 async def test_worker_sigkill_resends_at_most_streams_x_chunk(
@@ -72,7 +90,9 @@ async def test_worker_sigkill_resends_at_most_streams_x_chunk(
     out = data_dir / "out"
     out.mkdir()
     destination = out / "killed.bin"
-    first = WorkerProcess(temporal_server.address, env=env_worker_env, log_dir=tmp_path).start()
+    first = WorkerProcess(
+        temporal_server.address, processes=2, env=env_worker_env, log_dir=tmp_path
+    ).start()
     client = await _client(temporal_server, first.task_queue)
     options = TransferOptions(chunk_size=chunk, streams=streams, heartbeat_timeout_s=3)
     transfer = await client.submit(str(source), sftp_logged.url(str(destination)), options)
@@ -81,7 +101,11 @@ async def test_worker_sigkill_resends_at_most_streams_x_chunk(
     durable_at_kill = _journal_lines(out)
     assert durable_at_kill < size // chunk, "the transfer finished before the kill"
     second = WorkerProcess(
-        temporal_server.address, task_queue=first.task_queue, env=env_worker_env, log_dir=tmp_path
+        temporal_server.address,
+        task_queue=first.task_queue,
+        processes=2,
+        env=env_worker_env,
+        log_dir=tmp_path,
     ).start()
     try:
         result = await asyncio.wait_for(client.wait(transfer), 120)
@@ -90,7 +114,7 @@ async def test_worker_sigkill_resends_at_most_streams_x_chunk(
     assert result.bytes == size
     assert sha256_file(destination) == digest
     assert leftovers(out) == []
-    written = _written(sftp_log, out)
+    written = await _written(sftp_log, out)
     resent = written - size
     print(
         f"durable chunks at kill: {durable_at_kill}; server wrote {written} bytes into the temp "

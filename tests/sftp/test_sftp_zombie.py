@@ -29,6 +29,7 @@ from tests.zombie_checks import (
     freeze_a_writer,
     outlast_the_frozen,
     sending_to,
+    short_poll_server,
 )
 
 SIZE = 256 * MiB
@@ -55,7 +56,6 @@ def _open_handles(log: Path, directory: Path) -> int:
 
 
 async def test_frozen_sftp_stream_writes_nothing_after_losing_its_segment(
-    temporal_server,
     sftp_logged: SshdServer,
     sftp_log: Path,
     env_worker_env: dict[str, str],
@@ -67,6 +67,7 @@ async def test_frozen_sftp_stream_writes_nothing_after_losing_its_segment(
     out = data_dir / "out"
     out.mkdir()
     with (
+        short_poll_server(tmp_path) as temporal_server,
         WorkerProcess(
             temporal_server.address, processes=2, env=env_worker_env, log_dir=tmp_path
         ) as first,
