@@ -150,11 +150,33 @@ async def start_group(client: StaccatoClient, request: FanOutRequest) -> tuple[s
         description = await client.temporal.get_workflow_handle(workflow_id).describe()
         if dict(await description.memo()).get("request_hash") == request.request_hash():
             return workflow_id, True
+        differ = await _differences(client, workflow_id, request)
         raise DestinationBusyError(
             f"fan-out group {workflow_id} of the same source to the same destinations is "
-            f"running with other options; wait for it or `staccato cancel {workflow_id}`"
+            "running with other options"
+            + (f" ({'; '.join(differ)}): yours would not apply to it" if differ else "")
+            + f"; wait for it or `staccato cancel {workflow_id}`"
         ) from None
     return workflow_id, False
+
+
+async def _differences(
+    client: StaccatoClient, workflow_id: str, request: FanOutRequest
+) -> list[str]:
+    """What differs between ``request`` and the running group ``workflow_id``'s, as the
+    command line names it (``--verify size requested, checksum running``; the same
+    words as a single transfer's and a dataset's, :func:`staccato.starts.option_differences`),
+    or that its destinations were given in another order; [] when its request cannot
+    be read."""
+    from staccato.starts import option_differences, running_input
+
+    running = await running_input(client.temporal, workflow_id, None, FanOutRequest)
+    if running is None:
+        return []
+    found = option_differences(request.options, running.options)
+    if not found and running.destinations != request.destinations:
+        found.append("the same destinations given in another order")
+    return found
 
 
 async def group_status(client: StaccatoClient, group: str) -> GroupStatus:

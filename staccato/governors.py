@@ -9,16 +9,19 @@ signals it (it ends once nothing is limited, held or queued).
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 from pydantic import BaseModel
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from staccato import settings
 from staccato.activities.limits import governor_running, start_governor_signal
+from staccato.errors import StaccatoError
 from staccato.links import LimitTarget, governor_id
 from staccato.models import GovernorState, LimitChange, Limits
 from staccato.windows import parse_window
-from staccato.workflows.governor import SET_LIMITS_SIGNAL, STATE_QUERY
+from staccato.workflows.governor import GOVERNOR_QUEUE, SET_LIMITS_SIGNAL, STATE_QUERY
 
 
 class LimitView(BaseModel):
@@ -63,8 +66,40 @@ async def unset_limits(client: Client, target: LimitTarget, fields: list[str]) -
     return True
 
 
+async def governor_state(client: Client, workflow_id: str) -> GovernorState | None:
+    """The state of the governor ``workflow_id`` (its query), or None when it has
+    ended (not found).
+
+    A query is answered by a worker polling :data:`GOVERNOR_QUEUE`; it is bounded by
+    the client's wait (``STACCATO_CLIENT_WAIT_S``, :mod:`staccato.settings`).
+
+    Raises:
+        StaccatoError: no answer in that time (no worker runs, or none keeps up): the
+            limits are kept in Temporal all the same, so this is not "no limits".
+    """
+    wait_s = settings.current().client_wait_s
+    try:
+        state: GovernorState = await client.get_workflow_handle(workflow_id).query(
+            STATE_QUERY, result_type=GovernorState, rpc_timeout=timedelta(seconds=wait_s)
+        )
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return None  # ended meanwhile
+        raise StaccatoError(
+            f"the governor {workflow_id} did not answer in {wait_s:g} s "
+            f"(STACCATO_CLIENT_WAIT_S): no worker polls task queue {GOVERNOR_QUEUE!r}, "
+            "or none keeps up; limits stay stored in Temporal, start a worker "
+            f"(`staccato up` or `staccato worker`) to read or change them ({err.message})"
+        ) from None
+    return state
+
+
 async def list_limits(client: Client) -> list[LimitView]:
-    """Every running governor's limits, holders and queue, sorted by target."""
+    """Every running governor's limits, holders and queue, sorted by target.
+
+    Raises:
+        StaccatoError: a governor does not answer (:func:`governor_state`).
+    """
     ids = [
         w.id
         async for w in client.list_workflows(
@@ -73,11 +108,8 @@ async def list_limits(client: Client) -> list[LimitView]:
     ]
 
     async def one(workflow_id: str) -> LimitView | None:
-        try:
-            state = await client.get_workflow_handle(workflow_id).query(
-                STATE_QUERY, result_type=GovernorState
-            )
-        except RPCError:
+        state = await governor_state(client, workflow_id)
+        if state is None:
             return None  # ended meanwhile
         return LimitView(
             target=state.name,

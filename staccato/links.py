@@ -30,7 +30,11 @@ FILE_ENDPOINT = "file://"
 #: workflow id prefix of the governor of an endpoint or link
 GOVERNOR_ID_PREFIX = "staccato-governor-"
 _DEFAULT_PORTS = {"http": 80, "https": 443, "sftp": 22}
-_HOST_RE = re.compile(r"^[a-z0-9]([a-z0-9.\-]*[a-z0-9])?$|^\[[0-9a-f:.]+\]$")
+#: a DNS name (labels of letters, digits and inner hyphens, RFC 1123 section 2.1, none
+#: empty) or a bracketed IPv6 address
+_HOST_RE = re.compile(
+    r"^[a-z0-9]([a-z0-9\-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9\-]*[a-z0-9])?)*\.?$|^\[[0-9a-f:.]+\]$"
+)
 _FORMS = (
     "expected an endpoint (http://HOST[:PORT], https://HOST[:PORT], sftp://HOST[:PORT], "
     "s3://BUCKET[?profile=NAME], file://) or a link SRC_ENDPOINT,DST_ENDPOINT"
@@ -200,4 +204,11 @@ def parse_limit_target(text: str) -> LimitTarget:
     if len(parts) > 2 or any(not p.strip() for p in parts):
         raise LimitTargetError(f"malformed link {text!r}: {_FORMS}")
     endpoints = tuple(parse_endpoint(p) for p in parts)
+    if len(endpoints) == 2:
+        destination = endpoints[1]
+        if destination.startswith(("http://", "https://")):
+            raise LimitTargetError(
+                f"malformed link {text!r}: {destination} cannot be a destination (HTTP "
+                "endpoints are read from only), so no transfer would ever use this link"
+            )
     return LimitTarget(name=",".join(endpoints), endpoints=endpoints)

@@ -129,7 +129,7 @@ def test_limit_list_takes_a_target(worker: WorkerProcess, temporal_server) -> No
     args = dict(address=temporal_server.address, task_queue=worker.task_queue)
     port = 20000 + uuid.uuid4().int % 20000
     mine, other = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port + 1}"
-    link = f"file://,{mine}"
+    link = f"{mine},file://"  # HTTP is a source only: a link from it
     for target, option in (
         (mine, "--max-active"),
         (other, "--max-streams"),

@@ -122,3 +122,37 @@ def test_resubmit_of_a_running_dataset_with_other_options_names_them(
     finally:
         stopped = run_cli("cancel", dataset, **args)
         assert stopped.returncode == 0, stopped.stderr
+
+
+def test_resubmit_of_a_running_fan_out_group_with_other_options_names_them(
+    worker: WorkerProcess, temporal_server, data_dir: Path
+) -> None:
+    """``cp SRC DST1 DST2`` while the same group runs with other options: refused,
+    naming each option that differs (requested vs running), as for one destination;
+    the same destinations in another order are named as such."""
+    args = dict(address=temporal_server.address, task_queue=worker.task_queue)
+    source = data_dir / "fan.bin"
+    write_random(source, 8 * MiB, seed=43)
+    destinations = [str(data_dir / "fan-1.out"), str(data_dir / "fan-2.out")]
+    first = run_cli("submit", *RUNNING, str(source), *destinations, **args)
+    assert first.returncode == 0, first.stderr
+    group = first.stdout.strip()
+    try:
+        refused = run_cli(
+            "cp", "--streams", "3", "--chunk-size", "1MiB", "--verify", "size",
+            "--max-rate", "64KiB/s", str(source), *destinations,
+            **args,
+        )  # fmt: skip
+        message = " ".join(refused.stderr.split())
+        assert refused.returncode == 1, refused.stderr
+        assert f"fan-out group {group}" in message, message
+        assert "--streams 3 requested, 2 running" in message, message
+        assert "--verify size requested, checksum running" in message, message
+        assert "--chunk-size" not in message and "--max-rate" not in message, message
+        reordered = run_cli("submit", *RUNNING, str(source), *reversed(destinations), **args)
+        message = " ".join(reordered.stderr.split())
+        assert reordered.returncode == 1, reordered.stderr
+        assert "the same destinations given in another order" in message, message
+    finally:
+        stopped = run_cli("cancel", group, **args)
+        assert stopped.returncode == 0, stopped.stderr

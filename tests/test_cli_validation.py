@@ -82,7 +82,7 @@ def test_cp_help_shows_retry_for_default_plainly() -> None:
 @pytest.mark.parametrize(
     "command", [["cp"], ["submit"], ["schedule", "create", "n", "--every", "1h"]]
 )
-@pytest.mark.parametrize("owner", ["", "  ", "x" * 65])
+@pytest.mark.parametrize("owner", ["", "  ", "x" * 65, "a\nb", "tab\there"])
 def test_an_empty_or_long_owner_is_refused(command: list[str], owner: str, tmp_path) -> None:
     """``--owner ""`` (it fell back to the OS user silently) and a name over 64
     characters: exit 2 naming --owner, before any connection."""

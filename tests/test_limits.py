@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import stat
 import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -175,6 +176,14 @@ def test_names_of_endpoints_and_links() -> None:
         (["set", "sftp://h", "--window", "22:00-06:00,Mars/Base"], "unknown time zone"),
         (["set", "sftp://h"], "give at least one of"),
         (["unset"], "give either a TARGET or --all"),
+        # an empty DNS label; a link whose destination is HTTP (read-only: never used)
+        (["set", "http://a..b", "--max-active", "2"], "no valid host"),
+        (["set", "file://,http://127.0.0.1:1", "--max-active", "2"], "cannot be a destination"),
+        (["set", "http://h:1,http://h:1", "--max-active", "2"], "cannot be a destination"),
+        # "Mb" is megabits on data sheets; it was read as megabytes (8x the cap meant)
+        (["set", "sftp://h", "--max-rate", "10Mb/s"], "'Mb' is ambiguous"),
+        (["set", "sftp://h", "--max-rate", "10mb/s"], "write MB/s for bytes or Mbit/s"),
+        (["set", "sftp://h", "--max-rate", "\uff11\uff10MB/s"], "is not a rate"),
     ],
 )
 def test_limit_bad_input_exits_2(args: list[str], expected: str) -> None:
@@ -232,6 +241,59 @@ async def test_unset_of_a_limit_not_set_says_so(client: StaccatoClient, limits: 
     done = run_cli("limit", "unset", name, "--max-rate", address=address)
     assert done.returncode == 0, (done.stdout, done.stderr)
     assert f"{name}: cleared --max-rate" in done.stdout, done.stdout
+
+
+async def test_unset_all_of_a_limit_set_nowhere_clears_nothing(
+    client: StaccatoClient, limits: Any
+) -> None:
+    """``limit unset --all --max-active`` where endpoints have only --max-rate: it says
+    no endpoint has one (exit 0), reports nothing cleared and keeps every --max-rate
+    (it printed "cleared --max-active" for a limit that never existed)."""
+    await limits("sftp://unset-all-probe.example", max_rate=1 * MiB)
+    name = "sftp://unset-all-probe.example:22"
+    address = client_address(client)
+    done = run_cli("limit", "unset", "--all", "--max-active", address=address)
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    assert "cleared" not in done.stdout, done.stdout
+    assert "no endpoint or link has a --max-active limit" in done.stdout, done.stdout
+    state = await governor_state(client, name)
+    assert state is not None and state.limits.max_rate == 1 * MiB
+
+
+async def test_limit_list_without_a_worker_says_so_not_no_limits(client: StaccatoClient) -> None:
+    """A governor no worker answers for (here: one on a task queue nobody polls, as
+    when every worker is down): ``limit list`` fails naming the task queue and the
+    wait, within that wait, instead of printing "no limits set" after a minute."""
+    handle = await client.temporal.start_workflow(
+        "GovernorWorkflow",
+        id="staccato-governor-unanswered-probe",
+        task_queue="nobody-polls-this",
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while (
+            not [  # visibility lists it (eventually consistent)
+                w
+                async for w in client.temporal.list_workflows(
+                    f"WorkflowId = '{handle.id}' AND ExecutionStatus = 'Running'"
+                )
+            ]
+        ):
+            assert time.monotonic() < deadline, "the probe governor was never listed"
+            await asyncio.sleep(0.2)
+        done = run_cli(
+            "limit",
+            "list",
+            address=client_address(client),
+            env={"STACCATO_CLIENT_WAIT_S": "2"},
+            timeout_s=60,
+        )
+        assert done.returncode == 1, (done.stdout, done.stderr)
+        assert "did not answer in 2 s" in done.stderr, done.stderr
+        assert "'staccato-governors'" in done.stderr and "staccato up" in done.stderr
+        assert "no limits set" not in done.stdout, done.stdout
+    finally:
+        await handle.terminate("test over")
 
 
 async def test_max_active_holds_across_transfers(
@@ -631,8 +693,18 @@ async def test_governor_outlives_the_queue_that_started_it(
 
 def written(directory: Path) -> int:
     """Bytes the destination file system holds under ``directory`` (allocated blocks:
-    a file transfer's temp file is sparse until its chunks are written)."""
-    return sum(p.stat().st_blocks * 512 for p in directory.rglob("*") if p.is_file())
+    a file transfer's temp file is sparse until its chunks are written). A temp file
+    renamed (published) between the listing and its ``stat`` is counted under its
+    final name by the next sample."""
+    total = 0
+    for path in directory.rglob("*"):
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            total += st.st_blocks * 512
+    return total
 
 
 class GrowthLog:

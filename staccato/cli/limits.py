@@ -22,7 +22,7 @@ from staccato.links import (
     parse_limit_target,
     parse_link,
 )
-from staccato.models import GovernorState, Limits
+from staccato.models import Limits
 from staccato.tuning import LinkMemory  # pure: no driver, no Temporal client
 
 if TYPE_CHECKING:  # imported where used: `--help` and usage errors need no Temporal client
@@ -166,15 +166,14 @@ def unset(
     async def go() -> list[tuple[str, list[str]]]:
         from staccato import governors
         from staccato.client import StaccatoClient
-        from staccato.workflows.governor import STATE_QUERY
 
         client = await StaccatoClient.connect()
         if parsed is not None:
             if not await governors.governor_running(client.temporal, parsed.name):
                 fail(f"no limits are set on {parsed.name}")
-            state = await client.temporal.get_workflow_handle(governor_id(parsed.name)).query(
-                STATE_QUERY, result_type=GovernorState
-            )
+            state = await governors.governor_state(client.temporal, governor_id(parsed.name))
+            if state is None:
+                fail(f"no limits are set on {parsed.name}")
             # a limit asked for that is not set: said (exit 0), not reported as cleared
             absent = [f for f in fields if getattr(state.limits, f) is None]
             for name in absent:
@@ -184,10 +183,17 @@ def unset(
                 return []
             await governors.unset_limits(client.temporal, parsed, to_clear)
             return [(parsed.name, to_clear)]
-        names = [v.target for v in await governors.list_limits(client.temporal)]
-        for name in names:
-            await governors.unset_limits(client.temporal, parse_limit_target(name), fields)
-        return [(name, fields) for name in names]
+        cleared: list[tuple[str, list[str]]] = []
+        for view in await governors.list_limits(client.temporal):
+            # with options: only where that limit is set (as for one TARGET)
+            to_clear = [f for f in fields if getattr(view.limits, f) is not None]
+            if fields and not to_clear:
+                continue
+            await governors.unset_limits(client.temporal, parse_limit_target(view.target), to_clear)
+            cleared.append((view.target, to_clear))
+        if fields and not cleared:
+            typer.echo(f"no endpoint or link has a {' or '.join(map(_option, fields))} limit")
+        return cleared
 
     for name, cleared in run(go):
         shown = ", ".join(_option(f) for f in cleared) if cleared else "all limits"

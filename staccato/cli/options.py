@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import os
 import re
+import unicodedata
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
@@ -272,6 +273,10 @@ def parse_owner(text: str) -> str:
         )
     if len(owner) > 64:
         raise typer.BadParameter(f"{owner[:20]!r}...: expected at most 64 characters")
+    if any(unicodedata.category(c).startswith("C") for c in owner):
+        raise typer.BadParameter(
+            f"{owner!r}: control characters (a newline, a tab) cannot be in an owner name"
+        )
     return owner
 
 
@@ -303,9 +308,18 @@ def parse_rate(text: str) -> int:
     Raises:
         typer.BadParameter: not a rate, below 1 byte/s or above 1 PiB/s.
     """
-    match = re.fullmatch(r"(?i)\s*(\d+(?:\.\d+)?\s*[a-z]*)\s*(?:/s)?\s*", str(text))
+    match = re.fullmatch(r"(?ai)\s*(\d+(?:\.\d+)?\s*[a-z]*)\s*(?:/s)?\s*", str(text))
     if not match:
         raise typer.BadParameter(f"{str(text)!r} is not {_RATE_EXPECTED}")
+    unit = re.search(r"(?a)[kmgtpe]i?b$", match.group(1), re.IGNORECASE)
+    if unit is not None and unit.group(0)[-1] == "b":
+        # "Mb/s" is megabits on every link's data sheet; pydantic reads any case as bytes
+        prefix = unit.group(0)[0].upper()
+        as_bytes = prefix + ("iB" if "i" in unit.group(0).lower() else "B")
+        raise typer.BadParameter(
+            f"{str(text)!r}: {unit.group(0)!r} is ambiguous (bits or bytes?): write "
+            f"{as_bytes}/s for bytes or {prefix}bit/s for bits"
+        )
     value = byte_count(match.group(1), _RATE_EXPECTED, shown=str(text))
     if value < 1:
         raise typer.BadParameter(f"{text!r}: the rate must be at least 1 byte/s")

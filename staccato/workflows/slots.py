@@ -23,7 +23,6 @@ with workflow.unsafe.imports_passed_through():
     from staccato.links import governor_id
     from staccato.models import SlotRelease, SlotRequest, StartGovernorInput, TransferOptions
 
-from staccato.workflows.calls import SHORT_TIMEOUT
 from staccato.workflows.governor import ACQUIRE_SIGNAL, RELEASE_SIGNAL
 
 #: the control activity that tells which governors run (of those named)
@@ -34,6 +33,10 @@ START_GOVERNOR = "start_governor"
 #: long, then twice as long each time up to :data:`REASK_MAX`
 REASK_FIRST = timedelta(seconds=5)
 REASK_MAX = timedelta(minutes=10)
+#: ``find_governors`` and ``start_governor`` are one describe or signal each: a task
+#: handed to a worker that died (or froze) before it ran is retried after this, not
+#: after the 2 min of other short activities (a granted slot sat unused 95 s behind one)
+CONTROL_TIMEOUT = timedelta(seconds=20)
 LIMITS_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10)
 )
@@ -61,7 +64,7 @@ async def find_governors(names: list[str], control: str) -> list[str]:
         names,
         result_type=list[str],
         task_queue=control,
-        start_to_close_timeout=SHORT_TIMEOUT,
+        start_to_close_timeout=CONTROL_TIMEOUT,
         retry_policy=LIMITS_RETRY,
     )
     return running
@@ -73,7 +76,7 @@ async def start_governor(name: str, ask: SlotRequest, control: str) -> None:
         START_GOVERNOR,
         StartGovernorInput(name=name, request=ask),
         task_queue=control,
-        start_to_close_timeout=SHORT_TIMEOUT,
+        start_to_close_timeout=CONTROL_TIMEOUT,
         retry_policy=LIMITS_RETRY,
     )
 
