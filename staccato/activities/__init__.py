@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from staccato.activities.copy import copy_stream
-from staccato.activities.dataset import copy_batch, list_entries
+from staccato.activities.dataset import abort_batch_orphans, copy_batch, list_entries
 from staccato.activities.dataset_fanout import compare_targets, copy_batch_to_many
 from staccato.activities.staging import release_staged, stage_source
 from staccato.activities.sync import sync_check
@@ -36,10 +36,12 @@ ALL_ACTIVITIES: list[Callable[..., Any]] = [
     release_staged,
     copy_batch_to_many,
     compare_targets,
+    abort_batch_orphans,
 ]
 
 __all__ = [
     "ALL_ACTIVITIES",
+    "abort_batch_orphans",
     "cleanup",
     "compare_targets",
     "confirm_source",

@@ -4,7 +4,10 @@ small files in one activity, each with a single transfer's guarantees:
 :func:`staccato.activities.object_copy.copy_object`).
 
 Files of a batch: up to :data:`FILES_IN_FLIGHT` copied at once (threads), file ``k``
-started only while ``k`` < (the first file not ended) + ``FILES_IN_FLIGHT``.
+started only while ``k`` < (the first file not ended) + ``FILES_IN_FLIGHT``; small
+files to a local file system from a local file, or from S3 with the next
+:data:`READ_AHEAD` files' GETs sent ahead (:meth:`Driver.whole_reads`), one at a time
+in the batch's own thread.
 
 Resume of a batch: its heartbeat details (:class:`BatchCheckpoint`) say how many files
 are ended (in order: the first file not ended is ``next_index``) and what they
@@ -42,12 +45,13 @@ from temporalio.exceptions import CancelledError
 from staccato.activities.errors import mapped_errors
 from staccato.activities.object_copy import copy_object, up_to_date
 from staccato.activities.pacing import SharedPacer, beating_wait, paced_by
-from staccato.activities.small_copy import stage_small_url
+from staccato.activities.small_copy import SMALL_OBJECT_MAX, stage_small_url
 from staccato.activities.stream_progress import StreamStopped, heartbeat
 from staccato.activities.transfer import check_file_roots, stat_source
 from staccato.datasets.models import (
     BatchCheckpoint,
     BatchInput,
+    BatchOrphansInput,
     BatchResult,
     DatasetEntry,
     FanOutBatchInput,
@@ -57,7 +61,7 @@ from staccato.datasets.models import (
 )
 from staccato.datasets.names import UnrepresentableNameError, target_url
 from staccato.endpoints import get_driver
-from staccato.endpoints.base import keepalive_hook
+from staccato.endpoints.base import WholeReads, keepalive_hook
 from staccato.endpoints.file.group import LocalGroup, StagedFile, remove_temp
 from staccato.errors import (
     ChecksumMismatchError,
@@ -79,6 +83,9 @@ _FILE_ATTEMPTS = 2
 #: time is mostly waits (``fdatasync``, a directory ``fsync``, request round trips),
 #: which overlap
 FILES_IN_FLIGHT = 4
+#: files of a batch whose source reads are sent ahead (S3 to a local file system):
+#: the reads in flight while the batch's thread writes one file
+READ_AHEAD = 8
 #: small files to a local file system are published in groups (see
 #: :mod:`staccato.endpoints.file.group`): one commit at a time, in its own thread,
 #: of at most this many files (those written while the previous commit ran)
@@ -523,21 +530,67 @@ def _abort_orphaned_sessions(
     Identified by key and start time: opened after the batch was first scheduled
     (less :data:`ORPHAN_CLOCK_SLACK_S`) and before this attempt started; the dataset
     holds its destination's lock, so no one else writes those keys meanwhile."""
-    driver = get_driver(destination_root.scheme)
-    if driver.features.reopens_by_key:
-        return  # reopened by key and aborted (_discard_session) or resumed
-    urls = []
-    for index in range(max(0, window.start), min(len(request.files), window.stop)):
-        try:
-            urls.append(target_url(destination_root, request.files[index].name))
-        except UnrepresentableNameError:
-            continue  # never written: nothing was opened for it
     info = activity.info()
-    driver.abort_orphaned_sessions(
-        urls,
+    _abort_orphans(
+        destination_root,
+        [
+            request.files[i].name
+            for i in range(max(0, window.start), min(len(request.files), window.stop))
+        ],
         since=info.scheduled_time.timestamp() - ORPHAN_CLOCK_SLACK_S,
         until=info.started_time.timestamp(),
     )
+
+
+def _abort_orphans(
+    destination_root: EndpointURL, names: list[str], *, since: float, until: float
+) -> int:
+    """Abort the sessions on the destinations of ``names`` opened in ``[since, until]``
+    (Unix seconds) that cannot be found again by key (see
+    :meth:`~staccato.endpoints.base.Driver.abort_orphaned_sessions`); the caller holds
+    the destination's lock. Returns how many were aborted (0 for drivers that reopen
+    sessions by key)."""
+    driver = get_driver(destination_root.scheme)
+    if driver.features.reopens_by_key:
+        return 0  # reopened by key and aborted (_discard_session) or resumed
+    urls = []
+    for name in names:
+        try:
+            urls.append(target_url(destination_root, name))
+        except UnrepresentableNameError:
+            continue  # never written: nothing was opened for it
+    return driver.abort_orphaned_sessions(urls, since=since, until=until)
+
+
+@activity.defn(name="abort_batch_orphans")
+@mapped_errors
+def abort_batch_orphans(request: BatchOrphansInput) -> int:
+    """Abort the write sessions a batch that will not run again (its dataset was
+    cancelled or failed while it waited for a retry, or it failed) left open on its
+    files' keys and that no one could find again (S3 multipart uploads of an attempt
+    whose worker was SIGKILLed): those opened since the batch was first scheduled
+    (``request.since`` less :data:`ORPHAN_CLOCK_SLACK_S`) until now (plus the same
+    slack). The dataset workflow runs it before it ends, so it still holds the
+    destination's lock: every session on those keys in that interval is one of the
+    batch's attempts', and none of them runs any more (its activity ended).
+
+    Returns:
+        How many sessions were aborted (0 for drivers that reopen sessions by key).
+    """
+    now = activity.info().started_time.timestamp()
+    aborted = _abort_orphans(
+        parse_url(request.destination_root),
+        request.names,
+        since=request.since - ORPHAN_CLOCK_SLACK_S,
+        until=now + ORPHAN_CLOCK_SLACK_S,
+    )
+    if aborted:
+        activity.logger.info(
+            "aborted %d write session(s) an ended batch left under %s",
+            aborted,
+            request.destination_root,
+        )
+    return aborted
 
 
 def _copy_in_flight(
@@ -593,12 +646,35 @@ def _copy_in_flight(
         if stop.is_set():
             raise StreamStopped("batch stopped")
 
+    reads = _reads_ahead(request, root, group, pacer)
+    sent_up_to = state.next_index  # the files before it had their reads sent
+
     def run(index: int) -> _Outcome:
         # a paced file run inline (in this thread) sleeps in its pacer: it heartbeats
         # itself meanwhile (the loop below beats between files only)
         each = beat if pacer is not None and in_flight == 1 else file_beat
         with keepalive_hook(each):
-            return _copy_one(request, index, root, destination_root, each, group, pacer)
+            if reads is None:
+                return _copy_one(request, index, root, destination_root, each, group, pacer)
+            send_ahead(index)
+            try:
+                return _copy_one(request, index, root, destination_root, each, group, pacer, reads)
+            finally:
+                _drop_read(reads, root, request.files[index].name)
+
+    def send_ahead(index: int) -> None:
+        """Send the reads of the files up to ``index + READ_AHEAD`` not sent yet."""
+        nonlocal sent_up_to
+        assert reads is not None
+        limit = min(request.options.chunk_size, SMALL_OBJECT_MAX)
+        while sent_up_to < min(files, index + READ_AHEAD):
+            entry = request.files[sent_up_to]
+            sent_up_to += 1
+            if entry.size <= limit:
+                try:
+                    reads.send(target_url(root, entry.name))
+                except StaccatoError:
+                    pass  # its copy meets the same error and reports it
 
     pending: dict[int, Future[_Outcome]] = {}
     ended: dict[int, Future[_Outcome]] = {}
@@ -663,8 +739,11 @@ def _copy_in_flight(
     )
     # local file to local file: one at a time in this thread (no wait is worth
     # overlapping but the commit's; threads of one process only contend for the GIL,
-    # the worker's processes give the parallelism)
-    in_flight = 1 if group is not None and root.scheme == "file" else FILES_IN_FLIGHT
+    # the worker's processes give the parallelism); from a source whose reads are
+    # sent ahead (S3), too: the requests in flight overlap instead of threads
+    in_flight = (
+        1 if group is not None and (root.scheme == "file" or reads is not None) else FILES_IN_FLIGHT
+    )
     with (
         _InlineExecutor() if in_flight == 1 else ThreadPoolExecutor(in_flight, "batch-file")
     ) as pool:
@@ -741,6 +820,8 @@ def _copy_in_flight(
                         handled_after.add(index)
             raise
         finally:
+            if reads is not None:
+                reads.close()
             if committer is not None:
                 committer.shutdown(wait=True)
             if group is not None:
@@ -764,6 +845,33 @@ class _InlineExecutor(Executor):
         except Exception as err:  # handed to the caller, as a pool does
             future.set_exception(err)
         return future
+
+
+def _reads_ahead(
+    request: BatchInput,
+    root: EndpointURL,
+    group: LocalGroup | None,
+    pacer: SharedPacer | None,
+) -> WholeReads | None:
+    """The source's reads sent ahead for a batch whose small files are staged
+    (:data:`READ_AHEAD` files ahead of the one being written, all in the batch's
+    thread), where the source offers them (S3 through the lean path) and nothing
+    paces the batch (a pacer meters each file's bytes as they are read); else None
+    (the files are copied :data:`FILES_IN_FLIGHT` at once, in threads)."""
+    if group is None or pacer is not None or request.options.sync_level is not None:
+        return None
+    if root.scheme == "file":
+        return None
+    limit = min(request.options.chunk_size, SMALL_OBJECT_MAX)
+    return get_driver(root.scheme).whole_reads(root, limit)
+
+
+def _drop_read(reads: WholeReads, root: EndpointURL, name: str) -> None:
+    """Forget the read of ``name`` if its copy did not take it (it failed before)."""
+    try:
+        reads.drop(target_url(root, name))
+    except StaccatoError:
+        pass  # never sent
 
 
 def _staged(waiting: list[_Outcome], *futures: dict[int, Future[_Outcome]]) -> list[StagedFile]:
@@ -864,10 +972,12 @@ def _copy_one(
     beat: Callable[[], None],
     group: LocalGroup | None = None,
     pacer: SharedPacer | None = None,
+    reads: WholeReads | None = None,
 ) -> _Outcome:
     """Copy file ``index`` of the batch (with ``group``, a small file to a local file
     system is only staged: :func:`staccato.activities.small_copy.stage_small`); its
-    source reads paced by the batch's ``pacer`` (None: not paced).
+    source reads paced by the batch's ``pacer`` (None: not paced); ``reads``: the
+    batch's source reads sent ahead (the staged read takes its answer from there).
 
     Returns:
         Its outcome; a permanent error is a failure with its reason.
@@ -892,7 +1002,7 @@ def _copy_one(
                 if group is not None:
                     check_file_roots(source, destination)  # a link inside may lead out
                     staged = stage_small_url(
-                        source_url, destination_url, options, key, size, group, pace
+                        source_url, destination_url, options, key, size, group, pace, reads
                     )
                     if staged is not None:
                         return _Outcome(bytes=staged.size, staged=staged)

@@ -65,6 +65,7 @@ from staccato.datasets.models import (
     FileFailure,
     TargetsInput,
     TargetsResult,
+    file_class,
 )
 from staccato.datasets.names import target_url
 from staccato.endpoints.base import keepalive_hook
@@ -225,18 +226,20 @@ def _copy_batch(request: FanOutBatchInput) -> FanOutBatchResult | None:
         # the dataset's cancel: what was counted (also the files of the group that
         # ended, see _pass) is the batch's last word; the rest is named
         counted = (set(range(state.next_index)) | handled_after) - {i for i, _ in state.deferred}
-        return FanOutBatchResult(
-            done=state.done,
-            skipped=state.skipped,
-            failed=state.failed,
-            bytes=state.bytes,
-            destinations=state.destinations,
-            failures=state.failures,
-            not_handled=[f.name for i, f in enumerate(request.files) if i not in counted],
+        return _result(
+            state, not_handled=[f.name for i, f in enumerate(request.files) if i not in counted]
         )
     except StaccatoError:
         beat(force=True)  # the retry starts at the first file not ended
         raise
+    return _result(state)
+
+
+def _result(
+    state: FanOutBatchCheckpoint, not_handled: list[str] | None = None
+) -> FanOutBatchResult:
+    """The batch's result: the counts of ``state`` and, for a batch stopped by the
+    dataset's cancel, the names of the files it did not count (None: every one)."""
     return FanOutBatchResult(
         done=state.done,
         skipped=state.skipped,
@@ -244,6 +247,7 @@ def _copy_batch(request: FanOutBatchInput) -> FanOutBatchResult | None:
         bytes=state.bytes,
         destinations=state.destinations,
         failures=state.failures,
+        not_handled=not_handled,
     )
 
 
@@ -293,10 +297,15 @@ def _pass(
                     # no attempt follows the dataset's cancel: count the group's files
                     # that ended (next_index stays the first file of the group)
                     for index, future in zip(group, futures, strict=True):
-                        if future.exception() is None:
+                        stopped = future.exception()
+                        if stopped is None:
                             _count(request, state, index, future.result())
                             if handled_after is not None:
                                 handled_after.add(index)
+                        elif isinstance(stopped, _StoppedBetweenRoots):
+                            # its written roots count; the file itself is not handled
+                            # (its other roots are deferred, so it is named as such)
+                            _count(request, state, index, stopped.end)
                 raise
             error = next((f.exception() for f in futures if f.exception() is not None), None)
             if error is not None:
@@ -374,10 +383,28 @@ def _copy_file(
         return end
     if pacer is not None:
         paced_by(pacer, beat)(len(data))
-    for t in needed:
-        beat()
-        end.outcomes[t] = _write(request, index, t, urls[t], data, info, down)
+    try:
+        for t in needed:
+            beat()
+            end.outcomes[t] = _write(request, index, t, urls[t], data, info, down)
+    except StreamStopped as stopped:
+        if not end.outcomes:
+            raise
+        # stopped between two roots: the roots written before are published and count
+        # (the root being written removed its session); the rest are not handled
+        for t in needed:
+            end.outcomes.setdefault(t, ("d", "stopped before this root was written"))
+        raise _StoppedBetweenRoots(end) from stopped
     return end
+
+
+class _StoppedBetweenRoots(StreamStopped):
+    """A file stopped (the dataset's cancel) after some of its roots were written:
+    ``end`` holds their outcomes, the roots not written as deferred ("d")."""
+
+    def __init__(self, end: _FileEnd) -> None:
+        super().__init__("batch stopped between a file's roots")
+        self.end = end
 
 
 def _limit(request: FanOutBatchInput) -> int:
@@ -417,14 +444,6 @@ def _session_key(request: FanOutBatchInput, index: int, target: int, attempt: in
     return f"{request.key}-{index}-t{target}" + (f"-{attempt}" if attempt else "")
 
 
-def _rank(a: str, b: str) -> str:
-    """The file-level class of two: failed over copied over skipped."""
-    for kind in ("f", "c"):
-        if kind in (a, b):
-            return kind
-    return "s"
-
-
 def _count(
     request: FanOutBatchInput, state: FanOutBatchCheckpoint, index: int, end: _FileEnd
 ) -> None:
@@ -450,7 +469,7 @@ def _count(
             state.deferred.append([index, target])
             state.reasons[str(target)] = why
             continue
-        kind = _rank(kind, outcome)
+        kind = file_class((kind, outcome))
     if any(i == index for i, _ in state.deferred):
         state.partial[str(index)] = kind
         return
@@ -542,7 +561,7 @@ def _resume(
                 state.destinations[t].files_done += 1
                 state.destinations[t].bytes_done += entry.size
             first = "f" if entry.prefailed else "s"
-            state.partial[str(index)] = _rank(state.partial.get(str(index), first), "c")
+            state.partial[str(index)] = file_class((state.partial.get(str(index), first), "c"))
             entry.targets = [t for t in entry.targets if t not in matched]
         if not complete:
             return

@@ -20,7 +20,8 @@ sides can move the whole object in one request:
   CRC32C. One response holds one version, so the bytes cannot mix versions, which is
   what the single transfer's version re-check before publish guards against for a
   copy read in several requests: no HeadObject before or after. The destination
-  (file, SFTP) is written as always: temp name, fdatasync, read back, rename.
+  (file, SFTP) is written as always: temp name, fdatasync, read back, rename (a
+  dataset's batch to a local file system stages it instead, :func:`stage_small`).
 
 A file or SFTP source is read as a single transfer reads it: stat, one read of the
 pinned version, a second read when its mtime cannot prove it unchanged, and its
@@ -45,7 +46,7 @@ from staccato.activities.transfer import (
     verify_object,
 )
 from staccato.endpoints import get_driver
-from staccato.endpoints.base import Driver
+from staccato.endpoints.base import Driver, WholeReads
 from staccato.endpoints.file.fs import PSEUDO_FILE_SYSTEMS, file_system_type, mtime_resolution_of
 from staccato.endpoints.file.group import LocalGroup, StagedFile
 from staccato.endpoints.file.read import file_version
@@ -288,7 +289,6 @@ def stage_small(
     Raises:
         PermanentError: the destination cannot take the file (a directory or link at
             its name, no space...); nothing is left under its temp name.
-        ChecksumMismatchError: the temp file read back differently (removed).
         RetryableError: a transient failure of the source.
     """
     limit = min(options.chunk_size, SMALL_OBJECT_MAX)
@@ -310,11 +310,14 @@ def stage_small_url(
     listed_size: int,
     group: LocalGroup,
     pace: Callable[[int], None] | None = None,
+    reads: WholeReads | None = None,
 ) -> StagedFile | None:
     """:func:`stage_small` of URLs already parsed (a dataset's batch builds each file's
     URLs once, from its roots; the caller checks them against ``STACCATO_FILE_ROOTS``);
     ``dst`` a ``file`` URL; ``pace`` as :func:`copy_small`'s (called before the bytes
-    are staged).
+    are staged); ``reads``: the source's reads sent ahead by the caller
+    (:meth:`staccato.endpoints.base.Driver.whole_reads`), which this read takes from
+    (the same request and checks as ``read_whole``, only sent earlier).
 
     Returns, raises: as :func:`stage_small`.
     """
@@ -333,17 +336,13 @@ def stage_small_url(
         driver = get_driver(src.scheme)
         if not driver.features.whole_get:
             return None
-        got = driver.read_whole(src, limit)
+        got = reads.read(src) if reads is not None else driver.read_whole(src, limit)
         if got is None:
             return None
         data = got[1]
     if pace is not None:
         pace(len(data))
-    algorithm = options.checksum.value
-    digest = (
-        checksums.checksum_bytes(algorithm, data) if options.verify == VerifyMode.checksum else None
-    )
-    return group.stage(dst, session_key, data, algorithm, digest, source_path, version)
+    return group.stage(dst, session_key, data, source_path, version)
 
 
 def _read_local(path: str, limit: int) -> tuple[bytes, str] | None:

@@ -9,6 +9,7 @@ reasons. Sizes are bytes, durations seconds.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import StrEnum
 from typing import Any, ClassVar
 
@@ -95,6 +96,17 @@ class DestinationCounts(BaseModel):
     files_skipped: int = 0
     files_failed: int = 0
     bytes_done: int = 0
+
+
+def file_class(outcomes: Iterable[str]) -> str:
+    """How a file counts from its outcomes at its roots ('c' copied, 's' up to date,
+    'f' failed): failed over copied over up to date ('s' when there is none). One rule
+    for the batches to several roots and for the workflow's large files."""
+    seen = set(outcomes)
+    for kind in ("f", "c"):
+        if kind in seen:
+            return kind
+    return "s"
 
 
 class DatasetCarried(_Lean):
@@ -318,6 +330,23 @@ class BatchResult(_Lean):
     bytes: int = 0
     failures: list[FileFailure] = Field(default_factory=list)
     not_handled: list[str] | None = None
+
+
+class BatchOrphansInput(BaseModel):
+    """Input of ``abort_batch_orphans``: a batch that ended without handling all its
+    files (cancelled, failed, timed out), whose earlier attempts may have left write
+    sessions open on its files' keys.
+
+    Attributes:
+        destination_root: the batch's destination root URL.
+        names: the batch's file names (relative to the root).
+        since: Unix seconds, workflow time, when the batch's activity was first
+            scheduled: no session of it opened earlier.
+    """
+
+    destination_root: str
+    names: list[str]
+    since: float
 
 
 class BatchCheckpoint(BatchResult):

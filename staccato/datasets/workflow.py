@@ -61,6 +61,7 @@ with workflow.unsafe.imports_passed_through():
         MAX_FAILURES_KEPT,
         BatchFile,
         BatchInput,
+        BatchOrphansInput,
         BatchResult,
         DatasetCarried,
         DatasetEntry,
@@ -77,6 +78,7 @@ with workflow.unsafe.imports_passed_through():
         ListResult,
         TargetsInput,
         TargetsResult,
+        file_class,
     )
     from staccato.links import transfer_governors
     from staccato.models import (
@@ -117,6 +119,13 @@ DATASET_FAN_OUT_LIMITS_PATCH = "dataset-fan-out-limits"
 #: batches and children whose results came in the cancel's workflow task) before it
 #: cancels what is in flight; a failed or cancelled run writes its counts into its memo
 DATASET_CANCEL_COUNTS_PATCH = "dataset-cancel-counts"
+#: ``workflow.patched`` id: a batch that ended without handling every file (the
+#: dataset cancelled or failed while it waited for a retry, or it failed) runs
+#: ``abort_batch_orphans`` before it leaves the run: no retry of it will abort the S3
+#: multipart uploads its killed attempts left open
+DATASET_BATCH_ORPHANS_PATCH = "dataset-batch-orphans"
+#: start-to-close timeout of ``abort_batch_orphans`` (a few ListMultipartUploads pages)
+ORPHANS_TIMEOUT = timedelta(minutes=5)
 #: seconds a run continued as new retries a root lock still held by its previous run
 RELOCK_WAIT_S = 30
 #: ``workflow.patched`` id: a dataset's first run refused a busy root at once; before,
@@ -434,6 +443,8 @@ class DatasetWorkflow:
     async def _run_batch(self, request: DatasetRequest, number: int, batch: BatchInput) -> None:
         size = sum(f.size for f in batch.files)
         held: list[str] = []
+        scheduled_at: float | None = None  # workflow time its activity was scheduled
+        handled_all = False  # its activity returned, every file handled
         try:
             if workflow.patched(DATASET_LIMITS_PATCH):
                 held = await self._acquire(request, batch.key)
@@ -441,6 +452,7 @@ class DatasetWorkflow:
                 # the worker paces the batch at its share of their max_rate (the
                 # activity's input only: no command of its own)
                 batch = batch.model_copy(update={"governors": held})
+            scheduled_at = workflow.now().timestamp()
             result: BatchResult = await workflow.execute_activity(
                 "copy_batch",
                 batch,
@@ -455,6 +467,7 @@ class DatasetWorkflow:
             # counted at once, before any await: a cancel that comes next (while the
             # slots are given back) cannot lose them
             self._count_batch(result)
+            handled_all = result.not_handled is None
         except asyncio.CancelledError:
             raise
         except Exception as err:
@@ -470,8 +483,38 @@ class DatasetWorkflow:
             self._grants.pop(batch.key, None)
             if held:  # before the batch leaves self._batches: the run ends once it is empty
                 await slots.release(held, SlotRelease(ticket=batch.key))
+            if scheduled_at is not None and not handled_all:
+                await self._abort_batch_orphans(request, batch, scheduled_at)
             self._batches.pop(number, None)
             self._current.pop(number, None)
+
+    async def _abort_batch_orphans(
+        self, request: DatasetRequest, batch: BatchInput, since: float
+    ) -> None:
+        """A batch that ended without handling every file (cancelled with the dataset,
+        failed, timed out) will not run again, so no retry aborts what its killed
+        attempts left open that cannot be found again by key (S3 multipart uploads):
+        ``abort_batch_orphans`` does, while this run still holds the destination's
+        lock. Best effort: a failure is logged, the run goes on (or ends)."""
+        if not workflow.patched(DATASET_BATCH_ORPHANS_PATCH):
+            return
+        try:
+            await workflow.execute_activity(
+                "abort_batch_orphans",
+                BatchOrphansInput(
+                    destination_root=batch.destination_root,
+                    names=[f.name for f in batch.files],
+                    since=since,
+                ),
+                result_type=int,
+                start_to_close_timeout=ORPHANS_TIMEOUT,
+                schedule_to_close_timeout=timedelta(seconds=request.options.retry_for_s),
+                retry_policy=RETRY,
+            )
+        except Exception as err:  # noqa: BLE001
+            workflow.logger.warning(
+                "batch %s: its open write sessions were not aborted: %s", batch.key, reason(err)
+            )
 
     def _count_batch(self, result: BatchResult) -> None:
         """Add a batch's counts; the files a batch stopped by a cancel did not handle
@@ -684,7 +727,6 @@ class DatasetWorkflow:
         failed; with the reason and bytes written), as a batch does."""
         carried = self._carried
         assert carried.destinations is not None
-        kinds = {kind for kind, _, _ in outcomes.values()}
         for target, (kind, _, written) in outcomes.items():
             if target < 0:
                 continue
@@ -694,9 +736,10 @@ class DatasetWorkflow:
                 counts.bytes_done += written
             elif kind == "s":
                 counts.files_skipped += 1
-        if "f" in kinds:
+        kind = file_class(outcome for outcome, _, _ in outcomes.values())
+        if kind == "f":
             carried.files_failed += 1
-        elif "c" in kinds:
+        elif kind == "c":
             carried.files_done += 1
             carried.bytes_done += size
         else:

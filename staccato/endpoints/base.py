@@ -217,6 +217,34 @@ class ChunkWriter(abc.ABC):
         self.close()
 
 
+class WholeReads(abc.ABC):
+    """Reads of whole small objects (:meth:`Driver.read_whole`) sent ahead
+    (:meth:`Driver.whole_reads`). Used by one thread; :meth:`close` drops what was
+    sent and not read."""
+
+    @abc.abstractmethod
+    def send(self, url: EndpointURL) -> None:
+        """Send the read of ``url`` now (nothing when it cannot be sent ahead: then
+        :meth:`read` reads it when asked)."""
+
+    @abc.abstractmethod
+    def read(self, url: EndpointURL) -> tuple[ObjectInfo, bytes] | None:
+        """The object at ``url`` and its info, as :meth:`Driver.read_whole` returns
+        them (from the read sent ahead, else read now).
+
+        Raises:
+            As :meth:`Driver.read_whole`.
+        """
+
+    @abc.abstractmethod
+    def drop(self, url: EndpointURL) -> None:
+        """Forget the read of ``url`` sent and not read (its answer is not waited for)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Drop every read sent and not read."""
+
+
 @dataclass(frozen=True)
 class Features:
     """What a driver can do beyond the required read side, declared in one place
@@ -359,6 +387,13 @@ class Driver(abc.ABC):
             NotFoundError, PermissionDeniedError, RetryableError: as ``stat`` and reads.
         """
         raise UnsupportedError(f"{self.scheme} endpoints cannot read an object in one request")
+
+    def whole_reads(self, root: EndpointURL, max_size: int) -> WholeReads | None:
+        """Reads of whole small objects under ``root`` sent ahead of their use, so one
+        thread keeps several requests in flight (a dataset's batch reads the next
+        files' objects while it writes this one); None when this endpoint offers none
+        (the caller reads with :meth:`read_whole`, in threads of its own)."""
+        return None
 
     def put_whole(self, url: EndpointURL, data: bytes, crc32c: str, marker: str) -> str:
         """Write ``data`` (its CRC32C ``crc32c``, 8 hex digits) as the object at ``url``

@@ -7,6 +7,10 @@ the uploads its earlier attempt started on the files that may have been in fligh
 (by key and start time, under the dataset's lock) and aborts them. Counted at the
 store: ListMultipartUploads under the dataset's prefix is empty once it completes (the
 old code left each in-flight file's upload open: storage billed, invisible).
+
+A dataset cancelled while such a batch waits for its retry never runs the batch
+again: its cancel aborts them instead (the batch's keys, from when it was first
+scheduled; the old code ended the dataset with the uploads still open).
 """
 
 from __future__ import annotations
@@ -17,10 +21,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.worker import Worker
+
 from staccato.client import StaccatoClient
-from staccato.dataset_client import submit_dataset
+from staccato.dataset_client import cancel_dataset, submit_dataset
 from staccato.datasets.models import DatasetState
 from staccato.models import TransferOptions
+from staccato.workers.worker import TASK_QUEUE_WORKFLOWS, WORKFLOW_RUNNER
 from tests.dataset_checks import MiB, wait_dataset
 from tests.helpers import WorkerProcess, child_pids, pid_alive, write_random
 from tests.s3.conftest import started_s3_worker
@@ -89,6 +97,99 @@ async def test_a_killed_batch_leaves_no_multipart_upload(
         for name, digest in digests.items():
             body = s3.get_object(Bucket=bucket, Key=f"{prefix}{name}")["Body"].read()
             assert hashlib.sha256(body).hexdigest() == digest, name
+    finally:
+        first.kill()
+        if second is not None:
+            second.stop()
+
+
+def _published_digests(s3: Any, bucket: str, prefix: str) -> dict[str, str]:
+    """SHA-256 of each object under ``prefix``, by its name below it."""
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
+    return {
+        key[len(prefix) :]: hashlib.sha256(
+            s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        ).hexdigest()
+        for key in keys
+    }
+
+
+async def test_a_cancelled_dataset_aborts_its_killed_batch_uploads(
+    temporal_server,
+    s3_worker_env: dict[str, str],
+    s3: Any,
+    bucket: str,
+    data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """Kill the worker mid-batch, cancel the dataset while no worker runs activities
+    (a worker of workflows only takes the cancel: the batch is cancelled, never
+    retried), then start a full worker: nothing is left open at the store, and every
+    object published is whole."""
+    source = data_dir / "src"
+    source.mkdir()
+    digests = {
+        f"f{i:02d}": write_random(source / f"f{i:02d}", SIZE, seed=60 + i) for i in range(FILES)
+    }
+    prefix = f"cancel-orphans-{time.time_ns()}/"
+    first = started_s3_worker(temporal_server.address, s3_worker_env, tmp_path)
+    second: WorkerProcess | None = None
+    try:
+        client = await StaccatoClient.connect(
+            target_host=temporal_server.address, namespace="default"
+        )
+        client.task_queue = first.task_queue
+        dataset = await submit_dataset(
+            client,
+            str(source),
+            f"s3://{bucket}/{prefix}",
+            OPTIONS,
+            small_file_max=16 * MiB,
+            batch_files=FILES,
+            max_batches=1,
+        )
+        deadline = time.monotonic() + 60
+        open_at_kill: list[str] = []
+        while time.monotonic() < deadline and not open_at_kill:
+            open_at_kill = await asyncio.to_thread(_open_uploads, s3, bucket, prefix)
+            if not open_at_kill:
+                await asyncio.sleep(0.05)
+        pool = child_pids(first.process.pid)
+        first.kill()
+        assert open_at_kill, "no multipart upload was seen open within 60 s"
+        while any(pid_alive(p) for p in pool) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await cancel_dataset(client, dataset)
+        handle = client.temporal.get_workflow_handle(dataset)
+        async with Worker(
+            client.temporal,
+            task_queue=first.task_queue,
+            workflows=TASK_QUEUE_WORKFLOWS,
+            workflow_runner=WORKFLOW_RUNNER,
+        ):
+            # the batch's activity ends (cancelled, or timed out after the cancel):
+            # it never runs again
+            batch_pending = True
+            while batch_pending and time.monotonic() < deadline + 60:
+                description = await handle.describe()
+                batch_pending = description.status == WorkflowExecutionStatus.RUNNING and any(
+                    a.activity_type.name == "copy_batch"
+                    for a in description.raw_description.pending_activities
+                )
+                if batch_pending:
+                    await asyncio.sleep(0.1)
+            assert not batch_pending, "the cancelled batch's activity did not end within 120 s"
+        second = started_s3_worker(
+            temporal_server.address, s3_worker_env, tmp_path, first.task_queue
+        )
+        final = await wait_dataset(client, dataset, timeout_s=120)
+        assert final.state == DatasetState.cancelled, final
+        left = await asyncio.to_thread(_open_uploads, s3, bucket, prefix)
+        assert left == [], f"multipart uploads left open (open at the kill: {open_at_kill})"
+        published = await asyncio.to_thread(_published_digests, s3, bucket, prefix)
+        wrong = sorted(name for name, digest in published.items() if digests.get(name) != digest)
+        assert wrong == [], f"objects published not whole or not from the source: {wrong}"
     finally:
         first.kill()
         if second is not None:

@@ -208,3 +208,86 @@ def test_the_aws_files_are_looked_at_once_a_second(
     monkeypatch.setenv("AWS_REGION", "eu-west-3")  # the environment changed: looked again
     assert driver.endpoint(url) is not first
     assert looked.count(str(credentials)) >= 2  # (botocore reads it too, for the new client)
+
+
+def test_reads_sent_ahead_are_in_flight_at_once_and_read_as_read_whole_reads(
+    s3_env: MeteredSeaweedS3, s3: Any, bucket: str
+) -> None:
+    """``whole_reads`` (a dataset's batch, S3 -> file): the GETs of the next objects
+    are all sent before any answer is read (counted at the server), each on a
+    connection of its own; each answer, read in any order, is what ``read_whole``
+    gives (bytes, version, stored CRC32C checked); the connections go back to the
+    pool. An answer that is not a plain 200 (a missing key) is asked again through
+    boto3, which reports it; an object over the size limit is None; a read dropped
+    or left at ``close`` closes its connection (never reused half-read)."""
+    driver = S3Driver()
+    root = parse_url(f"s3://{bucket}/run/")
+    urls = [parse_url(f"s3://{bucket}/run/f{number}.bin") for number in range(8)]
+    for url in urls:
+        s3.put_object(Bucket=bucket, Key=url.key, Body=BODY + url.key.encode())
+    expected = {url.key: driver.read_whole(url, 1 << 20) for url in urls}
+    gets_before = s3_env.request_count(bucket, "GET")
+    calls = _boto3_calls(driver, urls[0])
+    reads = driver.whole_reads(root, 1 << 20)
+    assert reads is not None
+    for url in urls:
+        reads.send(url)
+    lean = driver._lean_for(urls[0], driver.endpoint(urls[0]))
+    assert lean is not None and lean._idle == [], "a request in flight on a pooled connection"
+    # every GET answered by the store before this thread read any answer
+    assert settled(lambda: s3_env.request_count(bucket, "GET"), gets_before + len(urls)) == (
+        gets_before + len(urls)
+    )
+    for url in reversed(urls):
+        assert reads.read(url) == expected[url.key]
+    assert calls == [], f"read through boto3: {calls}"
+    assert len(lean._idle) == len(urls)  # each read to its end: kept alive, reused
+
+    big, missing = urls[0], parse_url(f"s3://{bucket}/run/missing")
+    small = driver.whole_reads(root, len(BODY) - 1)
+    assert small is not None
+    small.send(big)
+    small.send(missing)
+    assert small.read(big) is None  # over the limit
+    with pytest.raises(NotFoundError, match="missing"):
+        small.read(missing)
+    assert calls == ["GetObject"]  # the missing key asked again through boto3
+
+    idle = len(lean._idle)
+    dropped, left = urls[1], urls[2]
+    reads.send(dropped)
+    reads.send(left)
+    reads.drop(dropped)
+    reads.close()
+    assert len(lean._idle) == idle - 2, "an unread answer's connection went back to the pool"
+    # not sent ahead (or already taken): read now, as read_whole reads it
+    assert reads.read(left) == expected[left.key]
+
+
+def test_a_read_sent_ahead_on_a_connection_the_store_closed_is_sent_again(
+    s3_env: MeteredSeaweedS3, s3: Any, bucket: str
+) -> None:
+    driver = S3Driver()
+    url = parse_url(f"s3://{bucket}/run/x.bin")
+    driver.put_whole(url, BODY, f"{crc32c.crc32c(BODY):08x}", "marker")
+    lean = driver._lean_for(url, driver.endpoint(url))
+    assert lean is not None and lean._idle, "no kept-alive connection"
+    calls = _boto3_calls(driver, url)
+    for connection in lean._idle:  # as a store closing idle connections does
+        connection.sock.shutdown(socket.SHUT_RDWR)
+    reads = driver.whole_reads(parse_url(f"s3://{bucket}/run/"), 1 << 20)
+    assert reads is not None
+    reads.send(url)
+    got = reads.read(url)
+    assert got is not None and got[1] == BODY
+    assert calls == [], f"read through boto3: {calls}"
+
+
+def test_no_reads_ahead_where_the_lean_path_does_not_apply(
+    s3_env: MeteredSeaweedS3, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Behind a proxy (which botocore honours and the lean path does not) the batch
+    reads in threads, through boto3, as before."""
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    driver = S3Driver()
+    assert driver.whole_reads(parse_url(f"s3://{bucket}/run/"), 1 << 20) is None

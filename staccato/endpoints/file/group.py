@@ -6,10 +6,13 @@ system per file, which for a file of 64 KiB cost far more than its bytes. A batc
 small files instead commits them in groups, with the same guarantees:
 
 1. :meth:`LocalGroup.stage`: the whole file is written under its temp name (the
-   write session's name, :func:`staccato.endpoints.file.session.session_paths`) and,
-   with ``--verify checksum``, read back and compared with the source's checksum. No
-   journal: the file is one chunk, and a temp file not published is written again
-   whole by a retry (``O_TRUNC``), never trusted.
+   write session's name, :func:`staccato.endpoints.file.session.session_paths`) from
+   the bytes read (immutable ``bytes``: nothing can change them between the source's
+   checks and ``pwrite``), not read back: as a stream's chunk written from its own
+   buffer (docs/architecture.md, "Written from the stream's buffer"), a read right
+   after the write would only read the same pages from the page cache. No journal:
+   the file is one chunk, and a temp file not published is written again whole by a
+   retry (``O_TRUNC``), never trusted.
 2. :meth:`LocalGroup.commit`, for the files staged so far, in order: their data made
    durable (``sync_file_range`` starts the write-back of every temp file at once, then
    one ``fdatasync`` each, up to :data:`SYNC_THREADS` at once: each waits mostly for
@@ -37,13 +40,11 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-from staccato import checksums
 from staccato.endpoints.file.driver import FileDriver, check_parent, check_target
 from staccato.endpoints.file.fs import NO_SPACE, no_space, os_error
 from staccato.endpoints.file.read import file_version, what_changed
 from staccato.endpoints.file.session import JOURNAL_SUFFIX, session_paths, unlink_if_present
 from staccato.errors import (
-    ChecksumMismatchError,
     NotAFileError,
     SourceChangedError,
     StaccatoError,
@@ -77,8 +78,14 @@ def _datasync_all(fds: list[int]) -> None:
     """``fdatasync`` each of ``fds``, up to :data:`SYNC_THREADS` at once; returns once
     every call has returned (so the caller may close them).
 
+    The fds are dealt into at most :data:`SYNC_THREADS` slices, one task each, which
+    syncs its slice one fd after the other: as many calls in flight as one task per fd
+    gave, for a handful of thread hand-offs per group instead of a few per file (a
+    task's submit, its future's completion and the waiter's wake-up each take the GIL).
+
     Raises:
-        OSError: the first call that failed (the others ran to their end).
+        OSError: a call that failed (the first failure of the first slice with one;
+            every slice runs to its end, syncing its fds after a failure too).
     """
     global _syncers
     if len(fds) < 3:
@@ -89,12 +96,29 @@ def _datasync_all(fds: list[int]) -> None:
         if _syncers is None:
             _syncers = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="group-sync")
         pool = _syncers
-    futures = [pool.submit(os.fdatasync, fd) for fd in fds]
+    slices = min(SYNC_THREADS, len(fds))
+    futures = [pool.submit(_datasync_each, fds[first::slices]) for first in range(slices)]
     wait(futures)
     for future in futures:
         error = future.exception()
         if error is not None:
             raise error
+
+
+def _datasync_each(fds: list[int]) -> None:
+    """``fdatasync`` each of ``fds`` in turn, all of them even after a failure.
+
+    Raises:
+        OSError: the first call that failed.
+    """
+    failure: OSError | None = None
+    for fd in fds:
+        try:
+            os.fdatasync(fd)
+        except OSError as err:
+            failure = failure or err
+    if failure is not None:
+        raise failure
 
 
 #: sync_file_range(2) flag: start write-back of the dirty pages, do not wait
@@ -160,29 +184,26 @@ class LocalGroup:
         url: EndpointURL,
         session_key: str,
         data: bytes,
-        algorithm: str,
-        digest: str | None,
         source_path: str | None = None,
         source_version: str | None = None,
     ) -> StagedFile:
         """Write ``data`` whole under ``url``'s temp name (session ``session_key``).
 
         Args:
-            algorithm, digest: with ``digest`` set, the temp file is read back and its
-                checksum (``algorithm``) compared with it (verify-on-write).
+            data: the whole file, as read (and checked: an S3 GetObject's CRC32C) from
+                the source; written as it is, not read back (module docstring).
             source_path, source_version: a local source, re-checked before publish.
 
         Raises:
             NotAFileError, PermanentError: the target is a directory, a symbolic link or
                 another non-regular file; the directory cannot be created or used.
-            ChecksumMismatchError: the bytes read back differ (the temp file is removed).
             PermanentError: no space left (names the file system and the fix).
         """
         self._directory(url)
         check_target(url.path)
         temp, _ = session_paths(url, session_key)
         try:
-            fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         except OSError as err:
             raise os_error(err, f"destination {url.path}") from None
         try:
@@ -190,12 +211,6 @@ class LocalGroup:
             written = 0
             while written < len(view):
                 written += os.pwrite(fd, view[written:], written)
-            if digest is not None and data:
-                back = os.pread(fd, len(data) + 1, 0)
-                if len(back) != len(data) or checksums.checksum_bytes(algorithm, back) != digest:
-                    raise ChecksumMismatchError(
-                        f"destination temp file {temp} reads back differently from what was written"
-                    )
         except BaseException as err:
             os.close(fd)
             unlink_if_present(temp)

@@ -21,11 +21,11 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from staccato import checksums, sockets
-from staccato.endpoints.base import ChunkWriter, Driver, Features, Reader, keepalive
+from staccato.endpoints.base import ChunkWriter, Driver, Features, Reader, WholeReads, keepalive
 from staccato.endpoints.s3.checksums import _EMPTY_CRC32C, _b64_to_hex, _crc_b64
 from staccato.endpoints.s3.client import _Endpoint, _make_endpoint
 from staccato.endpoints.s3.errors import _code, _explain_head, _s3_error, _scrub, _status
-from staccato.endpoints.s3.lean import LeanS3
+from staccato.endpoints.s3.lean import LeanS3, SentGet
 from staccato.endpoints.s3.parts import LIST_PARTS_PAGE, collect_parts, plan_part_size
 from staccato.endpoints.s3.read import S3Reader
 from staccato.endpoints.s3.write import S3ChunkWriter, UploadGone, _UploadDestination
@@ -92,6 +92,63 @@ def _checked_whole(
             f"CRC32C than the store's ({stored}); reading again"
         )
     return info, data
+
+
+def _lean_whole(
+    url: EndpointURL, got: tuple[Mapping[str, Any], bytes], max_size: int
+) -> tuple[ObjectInfo, bytes] | None:
+    """:meth:`S3Driver.read_whole`'s answer from a lean GetObject's fields and body."""
+    fields, data = got
+    return None if fields["ContentLength"] > max_size else _checked_whole(url, fields, data)
+
+
+class _ReadsAhead(WholeReads):
+    """GetObjects sent ahead (:meth:`LeanS3.send_get`), read in the order asked for;
+    each checked as :meth:`S3Driver.read_whole` checks its answer (the bytes against
+    the store's CRC32C, one response holding one version). A read that could not be
+    sent ahead, or whose answer is not a plain ``200``, is made by
+    :meth:`S3Driver.read_whole` when asked for (which reports the error)."""
+
+    def __init__(self, driver: S3Driver, max_size: int) -> None:
+        self._driver = driver
+        self._max_size = max_size
+        #: (profile, bucket, key) -> (the endpoint's lean client, the GET in flight)
+        self._sent: dict[tuple[str | None, str, str], tuple[LeanS3, SentGet]] = {}
+
+    @staticmethod
+    def _name(url: EndpointURL) -> tuple[str | None, str, str]:
+        return url.params.get("profile"), url.bucket, url.key
+
+    def send(self, url: EndpointURL) -> None:
+        name = self._name(url)
+        if not url.key or name in self._sent:
+            return
+        lean = self._driver._lean_for(url, self._driver.endpoint(url))
+        sent = lean.send_get(url.bucket, url.key) if lean is not None else None
+        if lean is not None and sent is not None:
+            self._sent[name] = (lean, sent)
+
+    def read(self, url: EndpointURL) -> tuple[ObjectInfo, bytes] | None:
+        found = self._sent.pop(self._name(url), None)
+        if found is None:
+            return self._driver.read_whole(url, self._max_size)
+        lean, sent = found
+        got = lean.finish_get(sent, self._max_size)
+        if got is not None:
+            return _lean_whole(url, got, self._max_size)
+        # not a plain 200 (or the exchange broke): asked again through boto3, which
+        # reports what the store says
+        return self._driver._boto_whole(url, self._driver.endpoint(url), self._max_size)
+
+    def drop(self, url: EndpointURL) -> None:
+        found = self._sent.pop(self._name(url), None)
+        if found is not None:
+            found[1].drop()
+
+    def close(self) -> None:
+        sent, self._sent = self._sent, {}
+        for _, request in sent.values():
+            request.drop()
 
 
 #: seconds a process trusts its last look at the shared config and credentials files
@@ -245,9 +302,13 @@ class S3Driver(Driver):
         lean = self._lean_for(url, endpoint)
         got = lean.get(url.bucket, url.key, max_size) if lean is not None else None
         if got is not None:
-            fields, data = got
-            size = fields["ContentLength"]
-            return None if size > max_size else _checked_whole(url, fields, data)
+            return _lean_whole(url, got, max_size)
+        return self._boto_whole(url, endpoint, max_size)
+
+    def _boto_whole(
+        self, url: EndpointURL, endpoint: _Endpoint, max_size: int
+    ) -> tuple[ObjectInfo, bytes] | None:
+        """:meth:`read_whole` through boto3 (which reports every error)."""
         try:
             response = endpoint.client.get_object(
                 Bucket=url.bucket, Key=url.key, ChecksumMode="ENABLED"
@@ -274,6 +335,14 @@ class S3Driver(Driver):
                 f"Content-Length said {size}"
             )
         return _checked_whole(url, response, data)
+
+    def whole_reads(self, root: EndpointURL, max_size: int) -> WholeReads | None:
+        """GetObjects of small objects under ``root`` sent ahead on connections of
+        their own (:class:`_ReadsAhead`), where the lean path applies to ``root``'s
+        endpoint (:mod:`staccato.endpoints.s3.lean`); else None."""
+        if self._lean_for(root, self.endpoint(root)) is None:
+            return None
+        return _ReadsAhead(self, max_size)
 
     def _lean_for(self, url: EndpointURL, endpoint: _Endpoint) -> LeanS3 | None:
         """The lean GetObject/PutObject of ``url``'s endpoint where it applies

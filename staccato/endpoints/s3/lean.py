@@ -31,6 +31,11 @@ one ``Content-Length`` (a GET's body is read to exactly that length, so a connec
 goes back to the pool only at a message boundary); anything else is None as above
 and the connection is closed.
 
+A dataset's batch reads ahead (:meth:`LeanS3.send_get`, then :meth:`LeanS3.finish_get`
+when the file's turn comes): several GETs in flight from one thread, each on a
+connection of its own taken from the pool, the answer read and checked exactly as
+:meth:`LeanS3.get` reads it; an answer never read is dropped with its connection.
+
 PutObject carries what boto3's ``put_object`` call in
 :meth:`staccato.endpoints.s3.driver.S3Driver.put_whole` carries: ``Content-Length``,
 ``Content-Type``, the body's CRC32C (``x-amz-checksum-crc32c``: the store rejects a
@@ -62,8 +67,10 @@ _PROXY_VARIABLES = (
 )
 #: SHA-256 of the empty body: the payload hash a GET signs (as botocore signs it on http)
 _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
-#: idle connections kept per endpoint (a batch reads with a few threads)
-_IDLE_MAX = 16
+#: idle connections kept per endpoint (a process runs a few batches, each reading
+#: ahead on :data:`staccato.activities.dataset.READ_AHEAD` connections, or with a few
+#: threads)
+_IDLE_MAX = 32
 #: seconds to connect, and to wait for each read of an answer
 _TIMEOUT_S = 60.0
 
@@ -165,17 +172,9 @@ class LeanS3:
     ) -> tuple[_Connection, _Answer] | None:
         """Send a signed request; the connection and the answer (its status and
         headers read, its body not), or None on a connection or protocol error."""
-        try:
-            headers = self._signed_headers(method, path, extra, payload_hash)
-        except Exception:  # noqa: BLE001 - the boto3 request that follows reports it
+        message = self._message(method, path, extra, body, payload_hash)
+        if message is None:
             return None
-        lines = [f"{method} {path} HTTP/1.1"]
-        lines += [f"{name}: {value}" for name, value in headers.items()]
-        lines.append("Accept-Encoding: identity")
-        if body or method == "PUT":
-            lines.append(f"Content-Length: {len(body)}")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        message = head + body if body else head
         for _ in range(2):
             try:
                 connection, reused = self._connection()
@@ -193,6 +192,79 @@ class LeanS3:
                 connection.close()
                 return None
         return None
+
+    def _message(
+        self, method: str, path: str, extra: dict[str, str], body: bytes, payload_hash: str
+    ) -> bytes | None:
+        """The request's bytes (request line, signed headers, body), or None when it
+        cannot be signed (the boto3 request that follows reports why)."""
+        try:
+            headers = self._signed_headers(method, path, extra, payload_hash)
+        except Exception:  # noqa: BLE001 - the boto3 request that follows reports it
+            return None
+        lines = [f"{method} {path} HTTP/1.1"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        lines.append("Accept-Encoding: identity")
+        if body or method == "PUT":
+            lines.append(f"Content-Length: {len(body)}")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        return head + body if body else head
+
+    def send_get(self, bucket: str, key: str) -> SentGet | None:
+        """Send GetObject ``key`` (as :meth:`get` does) without reading its answer, so
+        that one thread keeps several requests in flight on connections of their own
+        (a dataset's batch reads ahead of the file it writes). The answer is read by
+        :meth:`finish_get`; a request never finished must be dropped
+        (:meth:`SentGet.drop`: its connection is closed, never reused).
+
+        Returns:
+            The request in flight, or None when the lean path does not apply or the
+            request could not be sent (nothing is left open).
+        """
+        if _odd_key(key) or self._credentials is None:
+            return None
+        message = self._message(
+            "GET", self._path(bucket, key), {"x-amz-checksum-mode": "ENABLED"}, b"", _EMPTY_SHA256
+        )
+        if message is None:
+            return None
+        for _ in range(2):
+            try:
+                connection, reused = self._connection()
+            except OSError:
+                return None
+            try:
+                connection.sock.sendall(message)
+                return SentGet(connection, reused, bucket, key)
+            except (ConnectionResetError, BrokenPipeError):
+                connection.close()
+                if not reused:
+                    return None
+                # the store closed an idle connection: once more on a new one
+            except OSError:
+                connection.close()
+                return None
+        return None
+
+    def finish_get(self, sent: SentGet, max_size: int) -> tuple[dict[str, Any], bytes] | None:
+        """The answer to a GetObject sent by :meth:`send_get`, as :meth:`get` returns
+        it (None: not a plain ``200``, or a connection or protocol error; the
+        connection is then closed). A kept-alive connection the store had closed
+        before it read the request is tried once more on a new one, as :meth:`get`
+        does."""
+        connection = sent.connection
+        sent.connection = None
+        if connection is None:
+            raise ValueError(f"GetObject of {sent.key!r}: its answer was taken already")
+        try:
+            answer = connection.answer()
+        except (_Closed, ConnectionResetError, BrokenPipeError):
+            connection.close()
+            return self.get(sent.bucket, sent.key, max_size) if sent.reused else None
+        except (OSError, ValueError):  # the boto3 request that follows reports it
+            connection.close()
+            return None
+        return self._answer(connection, answer, max_size)
 
     def _answer(
         self, connection: _Connection, answer: _Answer, max_size: int
@@ -307,6 +379,31 @@ class LeanS3:
                     self._keys.clear()
                 self._keys[cached] = found
         return found
+
+
+class SentGet:
+    """A GetObject sent by :meth:`LeanS3.send_get` whose answer is not read yet.
+
+    Attributes:
+        connection: the connection the answer comes on (None once taken or dropped).
+        reused: whether it was an idle kept-alive connection (the store may have
+            closed it before reading the request: then sent again on a new one).
+        bucket, key: the object asked for.
+    """
+
+    __slots__ = ("connection", "reused", "bucket", "key")
+
+    def __init__(self, connection: _Connection, reused: bool, bucket: str, key: str) -> None:
+        self.connection: _Connection | None = connection
+        self.reused = reused
+        self.bucket = bucket
+        self.key = key
+
+    def drop(self) -> None:
+        """Close the connection of an answer that will not be read (never reused)."""
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            connection.close()
 
 
 def _odd_key(key: str) -> bool:
