@@ -712,6 +712,11 @@ class TuningView(BaseModel):
         reasons: the last decisions' reasons, newest last (at most 3).
         socket_buffer_bytes: SO_SNDBUF/SO_RCVBUF asked for the streams' connections;
             None: the kernel's autotuning.
+        learned_streams: once the copy is over, the streams the link remembers for its
+            next transfer (the fewest within the optimizer's gain of the best measured,
+            :func:`staccato.tuning.remember`); None before (or in older results).
+        learned_rate_bytes_per_s: the rate measured at ``learned_streams``; None when
+            none was measured.
     """
 
     link: str
@@ -722,6 +727,8 @@ class TuningView(BaseModel):
     decisions: int = 0
     reasons: list[str] = Field(default_factory=list)
     socket_buffer_bytes: int | None = None
+    learned_streams: int | None = None
+    learned_rate_bytes_per_s: float | None = None
 
 
 class TuningRecall(BaseModel):

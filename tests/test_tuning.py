@@ -189,6 +189,41 @@ def test_status_shows_the_choice_in_one_line() -> None:
     assert status.to_json_dict()["tuning"]["reasons"][-1].startswith("holding 8")
 
 
+def test_status_of_an_ended_transfer_shows_what_it_learned_not_a_next_step() -> None:
+    """A completed transfer's last reason names the optimizer's next step ("trying
+    12"), which never comes: its status shows what the link learned and where the
+    transfer ended instead (older results, without what was learned: where it ended)."""
+    from staccato.cli import render
+    from staccato.models import TransferState, TransferStatus, TuningView
+
+    view = TuningView(
+        link="http://h:80,file://",
+        streams=12,
+        chunk_size=16 * MiB,
+        max_streams=16,
+        decisions=2,
+        reasons=["sweep: 8 streams at 200.0 MiB/s: trying 12"],
+        learned_streams=8,
+        learned_rate_bytes_per_s=200 * MiB,
+    )
+    status = TransferStatus(
+        id="t", state=TransferState.completed, source="s", destination="d", bytes_total=1,
+        bytes_done=1, rate_bytes_per_s=None, eta_s=None, streams=12, chunk_size=16 * MiB,
+        checksum=None, error=None, tuning=view,
+    )  # fmt: skip
+    line = next(x for x in render.status_lines(status) if x.startswith("tuning"))
+    assert line == (
+        "tuning             learned 8 streams x 16.0 MiB at 200.0 MiB/s (the link's next "
+        "start); last set to 12 streams (at most 16) after 2 decisions"
+    )
+    older = status.model_copy(update={"tuning": view.model_copy(update={"learned_streams": None})})
+    line = next(x for x in render.status_lines(older) if x.startswith("tuning"))
+    assert (
+        line
+        == "tuning             last set to 12 streams x 16.0 MiB (at most 16) after 2 decisions"
+    )
+
+
 def test_a_lost_worker_is_not_a_link_error() -> None:
     """A worker killed mid-window: its segments' attempts were retried after a heartbeat
     timeout (their time holds it, so the window measures a third of the rate). That
@@ -632,3 +667,25 @@ def test_knee_is_off_for_user_streams_and_old_runs() -> None:
     assert not tuning.start(None, sweep=True)[0].knee
     state = tuning.start(None, sweep=True, knee=True)[0]
     assert TuningState.model_validate_json(state.model_dump_json()) == state
+
+
+def test_a_warm_fast_link_gets_segments_of_seconds_not_64_mib() -> None:
+    """Each segment is an activity whose start costs a workflow task and a dispatch:
+    on a link where a stream moves 200 MiB/s, 64 MiB segments (32 of a 1 GiB object)
+    ran in waves that spent a third of the copy starting. Warm, the plan is sized by
+    the remembered rate: one wave of the remembered streams; cold, a slow link, or a
+    sweep not over keep 64 MiB segments (the optimizer needs them to measure)."""
+    size, chunk = 1024 * MiB, 16 * MiB
+    fast = tuning.LinkMemory(link="a,b", streams=4, chunk_size=chunk, rate=800 * MiB)
+    assert tuning.segment_bytes(fast) == 400 * MiB
+    assert tuning.segments_for(size, chunk, 16, fast) == 4  # one per remembered stream
+    assert tuning.segments_for(64 * size, chunk, 16, fast) == 163  # 64 GiB / 400 MiB
+    # cold, or the memory of a slow link (25 MB/s a stream: 50 MB < 64 MiB): as before
+    slow = fast.model_copy(update={"rate": 4 * 25 * MB})
+    sweeping = fast.model_copy(update={"sweeping": True})
+    for memory in (None, slow, sweeping, fast.model_copy(update={"rate": None})):
+        assert tuning.segment_bytes(memory) is None
+        assert tuning.segments_for(size, chunk, 16, memory) == 32
+    # never more streams' worth than allowed, never more segments than chunks
+    assert tuning.segments_for(size, chunk, 2, fast) == 2
+    assert tuning.segments_for(3 * chunk, chunk, 16, fast.model_copy(update={"streams": 8})) == 3

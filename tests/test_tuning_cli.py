@@ -54,6 +54,12 @@ def test_cp_without_streams_is_tuned_and_the_link_remembers(
     assert memory["link"] == LINK and memory["transfers"] >= 1 and memory["reasons"]
     listed = run_cli("limit", "list", **args)
     assert f"{LINK}  learned {memory['streams']} streams x 16.0 MiB" in listed.stdout
+    # the completed transfer tells what the link learned, not the optimizer's next step
+    assert tuned["learned_streams"] == memory["streams"], (tuned, memory)
+    shown = run_cli("status", str(data_dir / "tuned.bin"), **args)
+    line = next(x for x in shown.stdout.splitlines() if x.startswith("tuning"))
+    assert f"learned {memory['streams']} streams x 16.0 MiB" in line, line
+    assert "trying" not in line and "last:" not in line, line
 
     # (a warm start from it: tests/workflow/test_tuning_workflow.py)
     # forgotten: the next transfer would start cold

@@ -402,7 +402,7 @@ def _exit_for(final: TransferStatus, quiet: bool = False) -> None:
             err=True,
         )
         if final.tuning is not None:
-            typer.echo(f"tuned: {render.tuning_text(final.tuning)}", err=True)
+            typer.echo(f"tuned: {render.tuning_text(final.tuning, ended=True)}", err=True)
         return
     fail(f"transfer {final.id} {final.state.value}: {final.error or final.state.value}")
 

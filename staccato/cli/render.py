@@ -51,15 +51,35 @@ def progress_text(s: TransferStatus) -> str:
     return f"{text} {retry_note(s)}" if s.last_retry_error else text
 
 
-def tuning_text(t: TuningView) -> str:
+def tuning_text(t: TuningView, ended: bool = False) -> str:
     """The optimizer's choice in one line: ``8 streams x 16.0 MiB (at most 16) at
-    190.7 MiB/s; last: <reason>``."""
+    190.7 MiB/s; last: <reason>``. For a transfer that ``ended`` (its last reason
+    names a next step that will not come): what it learned and its last setting, ``learned 8
+    streams x 16.0 MiB at 190.7 MiB/s (the link's next start); last set to 12 streams
+    (at most 16) after 5 decisions``."""
+    if ended:
+        size = units.size(t.chunk_size)
+        learned = ""
+        if t.learned_streams is not None:
+            learned = f"learned {t.learned_streams} streams x {size}"
+            if t.learned_rate_bytes_per_s:
+                learned += f" at {units.rate(t.learned_rate_bytes_per_s)}"
+            learned += " (the link's next start); "
+        used = f"last set to {t.streams} streams" + ("" if learned else f" x {size}")
+        if t.rate_bytes_per_s and t.learned_streams != t.streams:
+            used += f" at {units.rate(t.rate_bytes_per_s)}"
+        decisions = f" after {t.decisions} decision{'s' if t.decisions != 1 else ''}"
+        return f"{learned}{used} (at most {t.max_streams}){decisions}"
     text = f"{t.streams} streams x {units.size(t.chunk_size)} (at most {t.max_streams})"
     if t.rate_bytes_per_s:
         text += f" at {units.rate(t.rate_bytes_per_s)}"
     if t.reasons:
         text += f"; last: {t.reasons[-1]}"
     return text
+
+
+#: states of a transfer whose optimizer made its last decision
+_ENDED = frozenset({"completed", "failed", "cancelled"})
 
 
 def state_text(state: str, starts_at: str | None = None) -> str:
@@ -96,7 +116,7 @@ def status_lines(s: TransferStatus) -> list[str]:
         elif key == "chunk_size":
             shown = units.size(value)
         elif key == "tuning" and s.tuning is not None:
-            shown = tuning_text(s.tuning)
+            shown = tuning_text(s.tuning, ended=s.state.value in _ENDED)
         elif key == "staged_bytes":
             share = units.percent(value, s.bytes_total)
             shown = f"{units.size(value)}" + (f" ({share})" if share else "")

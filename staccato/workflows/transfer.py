@@ -191,6 +191,10 @@ TUNE_SWEEP_PATCH = "tune-sweep"
 #: steps down to the fewest streams within 5 % of the best measured; decisions, so the
 #: segments' scheduling, differ; a marker event once per tuned transfer
 TUNE_KNEE_PATCH = "tune-knee"
+#: a warm link's segments sized by its remembered rate (``tuning.segment_bytes``:
+#: about 2 s of a stream each, at least one per remembered stream, no taper) instead of
+#: 64 MiB: fewer segments, so a different plan; a marker event once per such transfer
+TUNE_SEGMENT_SECONDS_PATCH = "tune-segment-seconds"
 RECALL_TUNING = "recall_link_tuning"
 #: the control lookups before the first stream (tuning memory, known copy, governors)
 #: run as one activity, ``look_up_start``, instead of one each: one activity and one
@@ -278,6 +282,7 @@ class TransferWorkflow:
         self._tune_draining: set[int] = set()  # running when fewer streams were chosen
         self._tune_socket_buffer: int | None = None
         self._tune_record: workflow.ActivityHandle[None] | None = None
+        self._tune_learned: LinkMemory | None = None  # what the link keeps (copy over)
         # known copies (staccato.known_copies): whether this run records and looks
         # them up (patch), the copy the streams read (None: the origin), and the
         # destination's version after publish (the record this run leaves)
@@ -689,22 +694,32 @@ class TransferWorkflow:
             workflow.logger.info("chunk size adjusted: %s", prepared.note)
         self._progress.chunk_size = chunk_size
         ways = options.streams if info.supports_ranges or self._staged or self._known_copy else 1
+        timed = False
         if self._tuner is not None and ways > 1:
-            # more, smaller segments: the streams can change between them
+            # more, smaller segments: the streams can change between them; on a warm
+            # fast link, segments of a few seconds each (patch tune-segment-seconds)
             self._tuner.chunk_size = chunk_size
-            ways = tuning.segments_for(info.size, chunk_size, options.streams)
+            timed = tuning.segment_bytes(self._tune_memory) is not None and workflow.patched(
+                TUNE_SEGMENT_SECONDS_PATCH
+            )
+            ways = tuning.segments_for(
+                info.size, chunk_size, options.streams, self._tune_memory if timed else None
+            )
         segments = plan_segments(info.size, chunk_size, ways)
-        if self._tuner is not None and self._tuner.alternate and ways > 1:
+        if self._tuner is not None and self._tuner.alternate and ways > 1 and not timed:
             # the search with the sweep (patch tune-sweep): a shorter tail
             segments = tuning.taper(segments, info.size, chunk_size, options.streams)
         self._progress.segments_total = len(segments)
         self._set_phase("copy")
         results = await self._copy(request, info, session, segments, heartbeat_timeout)
         if self._tuner is not None and self._tune_record is None:
-            # what the link learned, stored while verify and publish run
+            # what the link learned, stored while verify and publish run (and shown:
+            # an ended transfer's status tells it, not the optimizer's next step)
+            self._tune_learned = tuning.remember(self._tuner, self._tune_link, self._tune_memory)
+            self._show_tuning()
             self._tune_record = workflow.start_activity(
                 RECORD_TUNING,
-                tuning.remember(self._tuner, self._tune_link, self._tune_memory),
+                self._tune_learned,
                 task_queue=front.control_queue(workflow.info().task_queue),
                 start_to_close_timeout=SHORT_TIMEOUT,
                 retry_policy=_TUNING_RETRY,
@@ -1565,6 +1580,8 @@ class TransferWorkflow:
             decisions=len(t.decisions),
             reasons=[d.reason for d in t.decisions[-3:]],
             socket_buffer_bytes=self._tune_socket_buffer,
+            learned_streams=self._tune_learned.streams if self._tune_learned else None,
+            learned_rate_bytes_per_s=self._tune_learned.rate if self._tune_learned else None,
         )
 
     async def _recorded(self) -> None:

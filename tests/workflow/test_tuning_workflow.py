@@ -245,6 +245,20 @@ async def test_warm_start_runs_the_remembered_streams(start: Start) -> None:
     assert control.recorded[0].transfers == 1
 
 
+async def test_a_warm_fast_link_copies_in_one_wave_of_long_segments(start: Start) -> None:
+    """A link that remembers 4 streams at 800 MiB/s (a stream: 400 MiB in 2 s) cuts a
+    1 GiB object into 4 segments, one per stream, not 32 of 32 MiB (patch
+    ``tune-segment-seconds``); a link remembered slow keeps the 32."""
+    fast = LinkMemory(link="file://,file://", streams=4, chunk_size=16 * MiB, rate=800 * MiB)
+    for memory, segments in ((fast, 4), (fast.model_copy(update={"rate": 40 * MiB}), 32)):
+        endpoint = Endpoint(info=ObjectInfo(size=SIZE, version="v1"))
+        control = Control(memory)
+        result: TransferResult = await finished(await start(endpoint, control, TUNED))
+        streams = endpoint.called("copy_stream")
+        assert len(streams) == segments, (memory.rate, [s.segment for s in streams])
+        assert sum(s.segment.length for s in streams) == SIZE == result.bytes
+
+
 async def test_small_objects_are_not_tuned(start: Start) -> None:
     endpoint = Endpoint(info=ObjectInfo(size=tuning.MIN_TUNED_BYTES - 1, version="v1"))
     control = Control()
