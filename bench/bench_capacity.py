@@ -141,8 +141,8 @@ async def _starts(
         breakdown = await first_stream_breakdown(client, ids, retried)
         if keep is not None:
             keep.mkdir(parents=True, exist_ok=True)
-            slow = max(zip(destinations, ids, strict=True), key=lambda d: written.get(d[0], 1e9))[1]
-            for transfer in {slow} | {line.split(":")[0] for line in retried}:
+            # every transfer's history: the dispatch timeline needs them all
+            for transfer in ids:
                 history = await client.temporal.get_workflow_handle(transfer).fetch_history()
                 (keep / f"{transfer}.json").write_text(history.to_json())
     load_after = os.getloadavg()

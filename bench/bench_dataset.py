@@ -12,8 +12,9 @@ source tree is ``--files`` random files of ``--size-kib`` KiB, 100 per directory
 
 * Staccato: ``staccato cp -r SRC DST -q`` (the whole command as a user runs it: CLI
   start-up, submit, list, batches, wait for the result), default options (``--verify
-  checksum``: each file to a temp name, read back or checked against the store's
-  CRC32C, published by rename or an atomic PutObject; a file destination's files are
+  checksum``: each file to a temp name from bytes checked in memory (an S3 source's
+  against the store's CRC32C), published by rename, or an atomic PutObject the store
+  checks against our CRC32C; a file destination's files are
   made durable in groups: an ``fdatasync`` each, 8 at once, then the renames, then one
   directory ``fsync`` per directory), worker with ``--processes``
   activity processes (default 4, the worker's own default on this 2-core machine).

@@ -22,7 +22,9 @@ MiB):
 
 Each row: a warm-up of every tool, then ``--runs`` rounds over its tools
 (round-robin, each round starting one tool later); medians. A run's destination is
-removed (and ``sync``-ed away) before the next one.
+removed (and ``sync``-ed away) before the next one. Each run's line shows its wall
+seconds, then its CPU seconds (user + system): a peer's own, or Staccato's CLI
+command plus its worker's process tree (the servers' not counted).
 
 ``--where`` (needs ``py-spy``, root): after its timed runs, each row below a goal runs
 Staccato once more with py-spy sampling the worker and its activity processes
@@ -46,9 +48,11 @@ from pathlib import Path
 from bench.bench_s3 import _BOTO3_SCRIPT, BUCKET
 from bench.bench_s3 import _rclone as rclone_binary
 from bench.common import (
+    CpuMeter,
     GiB,
     MiB,
     Service,
+    process_tree,
     random_file,
     rclone_s3_remote,
     rclone_sftp_remote,
@@ -82,6 +86,12 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=4)
     parser.add_argument("--chunk-size", default="16M", help="16M = 16 MiB")
     parser.add_argument("--where", action="store_true", help="py-spy rows below a goal")
+    parser.add_argument(
+        "--tuned",
+        action="store_true",
+        help="network rows also run `staccato cp` as a user would (no --streams or "
+        "--chunk-size: the per-link optimizer chooses), shown as `staccato tuned`",
+    )
     args = parser.parse_args()
     size = args.size_mib * MiB
     chunk = int(args.chunk_size.rstrip("M")) * MiB
@@ -127,8 +137,14 @@ def main() -> None:
     def sh(argv: list[str], env: dict[str, str] | None = None) -> Callable[[], object]:
         return lambda: subprocess.run(argv, check=True, env=env, stdout=subprocess.DEVNULL)
 
-    def ours(src: object, dst: object) -> Callable[[], object]:
-        return lambda: service.staccato("cp", str(src), str(dst), *options)
+    def ours(src: object, dst: object, tuned: bool = False) -> Callable[[], object]:
+        given = ["-q"] if tuned else options
+        return lambda: service.staccato("cp", str(src), str(dst), *given)
+
+    def with_tuned(
+        tools: dict[str, Callable[[], object]], src: object, dst: object
+    ) -> dict[str, Callable[[], object]]:
+        return {**tools, "staccato tuned": ours(src, dst, tuned=True)} if args.tuned else tools
 
     def boto3(direction: str, path: Path) -> Callable[[], object]:
         argv = [
@@ -168,11 +184,15 @@ def main() -> None:
 
     rows: dict[str, tuple[dict[str, Callable[[], object]], Callable[[], None], int]] = {
         "s3->file": (
-            {
-                "staccato": ours(s3_url, out),
-                "rclone": rclone_s3(f"s3:{BUCKET}/{key}", str(out)),
-                "boto3 TransferManager": boto3("down", out),
-            },
+            with_tuned(
+                {
+                    "staccato": ours(s3_url, out),
+                    "rclone": rclone_s3(f"s3:{BUCKET}/{key}", str(out)),
+                    "boto3 TransferManager": boto3("down", out),
+                },
+                s3_url,
+                out,
+            ),
             remove_local,
             size,
         ),
@@ -186,10 +206,14 @@ def main() -> None:
             size,
         ),
         "http->file": (
-            {
-                "staccato": ours(nginx.url(source.name), out),
-                "curl": sh(["curl", "-sf", "-o", str(out), nginx.url(source.name)]),
-            },
+            with_tuned(
+                {
+                    "staccato": ours(nginx.url(source.name), out),
+                    "curl": sh(["curl", "-sf", "-o", str(out), nginx.url(source.name)]),
+                },
+                nginx.url(source.name),
+                out,
+            ),
             remove_local,
             size,
         ),
@@ -222,6 +246,9 @@ def main() -> None:
         )
         selected.append(f"file->file {args.big_gib} GiB")
     medians: dict[str, dict[str, float]] = {}
+    assert service.worker is not None
+    worker_pid = service.worker.pid
+    worker_group = {"worker": lambda: process_tree(worker_pid)}
     profiles: dict[str, str] = {}
     try:
         if "s3->file" in selected:
@@ -232,14 +259,27 @@ def main() -> None:
                 before()
                 tool()
             times: dict[str, list[float]] = {name: [] for name in tools}
+            cpus: dict[str, list[float]] = {name: [] for name in tools}
             names = list(tools)
             for index in range(args.runs):
                 shift = index % len(names)
                 for name in names[shift:] + names[:shift]:
                     before()
-                    times[name].append(timed(tools[name]))
+                    with CpuMeter(worker_group) as meter:
+                        times[name].append(timed(tools[name]))
+                    # the tool's CPU: the peer's own, or Staccato's CLI and worker
+                    used = meter.seconds
+                    cpus[name].append(
+                        used["command"] + used["worker"] * name.startswith("staccato")
+                    )
             for name, values in times.items():
-                print(f"{row:14} {name:22} " + " ".join(f"{v:.2f}" for v in values), flush=True)
+                print(
+                    f"{row:14} {name:22} "
+                    + " ".join(f"{v:.2f}" for v in values)
+                    + "   cpu s "
+                    + " ".join(f"{c:.2f}" for c in cpus[name]),
+                    flush=True,
+                )
             medians[row] = {name: statistics.median(v) for name, v in times.items()}
             if args.where and _below_goal(row, medians[row]):
                 before()
@@ -276,6 +316,12 @@ def main() -> None:
                 f"| {row} | {got['staccato']:.2f} | {n / got['staccato'] / 1e6:.0f} | {peer} | "
                 f"{got[peer]:.2f} | {ratio:.2f}x | {shown} | {met} |"
             )
+            if "staccato tuned" in got:
+                tuned = got["staccato tuned"]
+                print(
+                    f"| {row} (tuned) | {tuned:.2f} | {n / tuned / 1e6:.0f} | {peer} | "
+                    f"{got[peer]:.2f} | {got[peer] / tuned:.2f}x | {shown} | |"
+                )
     for row, text in profiles.items():
         print(f"\nwhere the worker's CPU went, {row} (py-spy, on-CPU samples):\n{text}")
 

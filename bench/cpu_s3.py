@@ -62,6 +62,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--spy", type=Path, default=None)
     parser.add_argument(
+        "--idle", action="store_true", help="py-spy keeps idle samples too (waits on I/O)"
+    )
+    parser.add_argument(
         "--out-dir", type=Path, default=None, help="where s3->file writes (e.g. /dev/shm)"
     )
     parser.add_argument("--only", choices=["up", "down"], default=None)
@@ -138,7 +141,7 @@ def main() -> None:
                 recorder = subprocess.Popen(
                     [str(spy), "record", "--pid", str(service.worker.pid), "--subprocesses",
                      "--format", "raw", "--rate", "100", "--output", str(spy_out),
-                     "--nonblocking"],
+                     "--nonblocking", *(["--idle"] if args.idle else [])],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 )  # fmt: skip
                 time.sleep(1.5)

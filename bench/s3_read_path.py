@@ -10,7 +10,10 @@ One SeaweedFS on this machine. Each round (interleaved, each starting one later)
 (``--multi-thread-streams`` = streams, its default 64 MiB multi-thread chunks), and ``--streams`` threads each reading its quarter of the object
 with the S3 driver's ranged GET into a 16 MiB buffer, checksumming each chunk
 (CRC32C) and writing it with the file destination's writer (positional, direct I/O,
-``fdatasync`` per chunk), as ``copy_stream`` does. Printed: wall seconds, CPU
+``fdatasync`` per chunk), as ``copy_stream`` does; ``--modes`` runs variants of
+that path beside it (no ``fdatasync``, one per 64 MiB, the page cache, writes
+overlapped with reads, no write at all: see ``_copy``) to tell the disk's share from
+the network's. Printed: wall seconds, CPU
 seconds of this process or of rclone (user + system), and of the store, and the
 load average. What the whole ``staccato cp`` adds (command, Temporal, worker) is the
 difference to ``bench.cpu_s3``'s rows.
@@ -43,9 +46,36 @@ def _self_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _copy(url: str, out: Path, size: int, streams: int) -> None:
+MODES = (
+    "direct-sync",
+    "direct-nosync",
+    "direct-sync64",
+    "buffered-endsync",
+    "buffered-nosync",
+    "direct-overlap",
+    "direct-pipeline",
+    "buffered-deferred",
+    "null",
+)
+PART = 4 * MiB
+
+
+def _copy(url: str, out: Path, size: int, streams: int, mode: str = "direct-sync") -> None:
     """``streams`` threads: ranged GETs through the S3 driver, CRC32C per chunk, direct
-    positional writes and ``fdatasync`` per chunk, into ``out`` (preallocated)."""
+    positional writes and ``fdatasync`` per chunk, into ``out`` (preallocated).
+
+    ``mode`` (to find where the time goes): ``direct-sync`` as ``copy_stream`` does;
+    ``direct-nosync`` without the ``fdatasync``; ``buffered-endsync`` through the page
+    cache, one ``fdatasync`` per stream at its end; ``direct-sync64`` one ``fdatasync``
+    per 64 MiB; ``buffered-nosync`` through the page
+    cache without it (as rclone); ``direct-overlap`` each stream writes and syncs a
+    chunk in a second thread while it reads the next into a second buffer;
+    ``direct-pipeline`` one buffer, each 4 MiB part written (direct) by the stream's
+    writer thread while the next part is read, ``fdatasync`` there at the chunk's end;
+    ``buffered-deferred`` written through the page cache, its ``fdatasync`` in the
+    writer thread while the next chunk is read; ``null`` reads and checksums only."""
+    import queue
+
     from staccato import checksums
     from staccato.endpoints import get_driver
     from staccato.urls import parse_url
@@ -59,22 +89,100 @@ def _copy(url: str, out: Path, size: int, streams: int) -> None:
     per = -(-size // CHUNK) // streams * CHUNK
     errors: list[BaseException] = []
 
-    def run(offset: int, length: int) -> None:
+    target = fd if mode.startswith("buffered") else direct
+
+    def pipelined(offset: int, length: int) -> None:
+        buffer = memoryview(mmap.mmap(-1, CHUNK))
+        free = [threading.Semaphore(1) for _ in range(CHUNK // PART)]
+        jobs: queue.SimpleQueue[tuple[int, int, int] | None] = queue.SimpleQueue()
+
+        def writer() -> None:  # (region, file offset, length); region -1: fdatasync
+            try:
+                while (job := jobs.get()) is not None:
+                    region, at, n = job
+                    if region < 0:
+                        os.fdatasync(fd)
+                        continue
+                    view = buffer[region * PART : region * PART + n]
+                    written = 0
+                    while written < n:
+                        written += os.pwrite(target, view[written:], at + written)
+                    free[region].release()
+            except BaseException as err:  # noqa: BLE001 - reported after the join
+                errors.append(err)
+
+        thread = threading.Thread(target=writer)
+        thread.start()
         try:
-            buffer = memoryview(mmap.mmap(-1, CHUNK))
             with driver.open_read(parsed, info, offset, length) as reader:
                 done = 0
                 while done < length:
                     view = buffer[: min(CHUNK, length - done)]
+                    hasher = checksums.new_hasher("crc32c")
+                    for k in range(0, len(view), PART):
+                        region = k // PART
+                        if not free[region].acquire(timeout=120):
+                            raise RuntimeError("the writer thread stopped") from None
+                        part = view[k : k + PART]
+                        filled = 0
+                        while filled < len(part):
+                            filled += reader.readinto(part[filled:])
+                        hasher.update(part)
+                        if mode == "direct-pipeline":
+                            jobs.put((region, offset + done + k, len(part)))
+                        else:
+                            written = 0
+                            while written < len(part):
+                                at = offset + done + k + written
+                                written += os.pwrite(target, part[written:], at)
+                            free[region].release()
+                    hasher.hexdigest()
+                    jobs.put((-1, 0, 0))
+                    done += len(view)
+        finally:
+            jobs.put(None)
+            thread.join()
+
+    def write(view: memoryview, at: int) -> None:
+        if mode == "null":
+            return
+        written = 0
+        while written < len(view):
+            written += os.pwrite(target, view[written:], at + written)
+        if mode in ("direct-sync", "direct-overlap") or (
+            mode == "direct-sync64" and (at + len(view)) % (4 * CHUNK) in (0, size % (4 * CHUNK))
+        ):
+            os.fdatasync(fd)
+
+    def run(offset: int, length: int) -> None:
+        try:
+            if mode in ("direct-pipeline", "buffered-deferred"):
+                pipelined(offset, length)
+                return
+            buffers = [memoryview(mmap.mmap(-1, CHUNK)) for _ in range(2)]
+            pending: list[threading.Thread] = []
+            with driver.open_read(parsed, info, offset, length) as reader:
+                done = 0
+                turn = 0
+                while done < length:
+                    view = buffers[turn][: min(CHUNK, length - done)]
                     filled = 0
                     while filled < len(view):
                         filled += reader.readinto(view[filled:])
                     checksums.checksum_bytes("crc32c", view)
-                    written = 0
-                    while written < len(view):
-                        written += os.pwrite(direct, view[written:], offset + done + written)
-                    os.fdatasync(fd)
+                    if mode == "direct-overlap":
+                        for t in pending:
+                            t.join()
+                        pending = [threading.Thread(target=write, args=(view, offset + done))]
+                        pending[0].start()
+                        turn = 1 - turn
+                    else:
+                        write(view, offset + done)
                     done += len(view)
+            for t in pending:
+                t.join()
+            if mode == "buffered-endsync":
+                os.fdatasync(fd)
         except BaseException as err:  # noqa: BLE001 - reported after the join
             errors.append(err)
 
@@ -98,6 +206,7 @@ def main() -> None:
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--streams", type=int, default=4)
+    parser.add_argument("--modes", nargs="+", default=["direct-sync"], choices=MODES)
     args = parser.parse_args()
     size = args.size_mib * MiB
     work = Path(tempfile.mkdtemp(prefix="staccato-s3-path-", dir="/tmp"))
@@ -120,11 +229,13 @@ def main() -> None:
     )
     url = f"s3://{BUCKET}/{key}"
     weed = {"weed": lambda: server_pids(seaweed)}
-    results: dict[str, list[tuple[float, float, str]]] = {"staccato path": [], "rclone": []}
+    results: dict[str, list[tuple[float, float, str]]] = {m: [] for m in args.modes}
+    results["rclone"] = []
     try:
         names = list(results)
         for index in range(args.runs + 1):  # the first round warms up
-            for name in names[index % 2 :] + names[: index % 2]:
+            shift = index % len(names)
+            for name in names[shift:] + names[:shift]:
                 out.unlink(missing_ok=True)
                 os.sync()
                 meter = CpuMeter(weed)
@@ -143,7 +254,7 @@ def main() -> None:
                         cpu = usage.ru_utime + usage.ru_stime
                     else:
                         before = _self_cpu()
-                        _copy(url, out, size, args.streams)
+                        _copy(url, out, size, args.streams, name)
                         cpu = _self_cpu() - before
                 wall = time.perf_counter() - start
                 line = f"{name:14} wall {wall:5.2f} s  cpu {cpu:5.2f} s  {meter.line()}"
