@@ -362,10 +362,28 @@ async def test_max_streams_counts_connections(
     ids = [(await client.start(slow_nginx.url(n), str(data_dir / n), options)).id for n in names]
     for transfer in ids:
         assert (await asyncio.wait_for(client.wait(transfer), 120)).bytes == 8 * MiB
-    import json as _j
-
-    open("/tmp/limfix-access.json", "w").write(_j.dumps(slow_nginx.requests()))
     assert max_overlap(slow_nginx, {f"/{n}" for n in names}) == 3
+
+
+async def test_status_shows_the_streams_granted_not_asked(
+    client: StaccatoClient, limits: Any, slow_nginx: NginxServer, http_root: Path, data_dir: Path
+) -> None:
+    """--max-streams 2 on the link, a transfer asking for 4: while it copies, its status
+    (and the Temporal UI's line) says 2 streams, and so does its result."""
+    link = f"{endpoint_of(slow_nginx.base_url)},file://"
+    await limits(link, max_streams=2)
+    (name,) = sources(slow_nginx, http_root, "granted", 1, 16 * MiB)
+    options = OPTIONS.model_copy(update={"streams": 4})
+    transfer = (await client.start(slow_nginx.url(name), str(data_dir / name), options)).id
+
+    async def copying() -> Any:
+        status = await client.status(transfer)
+        ended = status.state in (TransferState.completed, TransferState.failed)
+        return status if status.phase == "copy" or ended else None
+
+    status = await until(copying, "the transfer copies")
+    result = await asyncio.wait_for(client.wait(transfer), 120)
+    assert (status.streams, result.streams) == (2, 2)
 
 
 async def queue_behind_blocker(

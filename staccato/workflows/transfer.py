@@ -460,7 +460,7 @@ class TransferWorkflow:
             duration_s=(workflow.now() - started).total_seconds(),
             source_version=info.version,
             chunk_size=chunk_size,
-            streams=options.streams if self._tuner is None else self._tuner.streams,
+            streams=self._progress.streams if self._tuner is None else self._tuner.streams,
             tuning=self._progress.tuning,
             destination_version=self._destination_version,
             read_from=self._progress.read_from,
@@ -1645,7 +1645,10 @@ class TransferWorkflow:
         for name, grant in self._granted.items():  # an earlier one granted more streams
             if grant.streams > streams:
                 await slots.release([name], SlotRelease(ticket=ticket, streams=streams))
-        self._lanes = streams if self._tuner is None else self._tune_to_grant(streams)
+        if self._tuner is None:
+            self._lanes = self._progress.streams = streams  # status shows what was granted
+        else:
+            self._lanes = self._tune_to_grant(streams)
         self._progress.queued_reason = self._progress.queued_for = None
         self._progress.queued_ticket = None
         if self._progress.state == TransferState.queued:
