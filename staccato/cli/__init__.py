@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -75,17 +76,26 @@ def _show_variadic_arguments_plainly() -> None:
 
 _show_variadic_arguments_plainly()
 
-#: the transfer commands (:mod:`staccato.cli.commands`): ``staccato NAME ...`` with one
-#: of these names builds the command with these alone (see :func:`_make_app`)
-TRANSFER_COMMANDS = ("submit", "cp", "watch", "status", "list", "cancel", "pause", "resume")
+#: the transfer commands (:mod:`staccato.cli.commands`) by name: ``staccato NAME ...``
+#: with one of these names builds that command alone (see :func:`_make_app`)
+TRANSFER_COMMANDS: dict[str, Callable[..., Any]] = {
+    "submit": commands.submit,
+    "cp": commands.cp,
+    "watch": commands.watch,
+    "status": commands.status,
+    "list": commands.list_transfers,
+    "cancel": commands.cancel,
+    "pause": commands.pause,
+    "resume": commands.resume,
+}
 
 
-def _make_app(*, transfer_only: bool = False) -> typer.Typer:
-    """The ``staccato`` command (typer app): every command, or with ``transfer_only``
-    the transfer commands alone (:data:`TRANSFER_COMMANDS`, same options, help and
-    usage lines): what ``staccato cp ...`` needs, without importing the service,
-    schedule and limit commands' modules or turning their ~20 signatures into click
-    commands (together a few tens of ms of a short ``cp``)."""
+def _make_app(only: str | None = None) -> typer.Typer:
+    """The ``staccato`` command (typer app): every command, or with ``only`` (a name in
+    :data:`TRANSFER_COMMANDS`) that transfer command alone, with the same options,
+    help and usage lines: what ``staccato cp ...`` needs, without importing the
+    service, schedule and limit commands' modules or turning the other commands'
+    signatures into click commands (together a few tens of ms of a short ``cp``)."""
     made = typer.Typer(
         name="staccato",
         help=(
@@ -100,15 +110,10 @@ def _make_app(*, transfer_only: bool = False) -> typer.Typer:
         context_settings={"help_option_names": ["-h", "--help"]},
     )
     made.callback()(_root)
-    made.command()(commands.submit)
-    made.command()(commands.cp)
-    made.command()(commands.watch)
-    made.command()(commands.status)
-    made.command("list")(commands.list_transfers)
-    made.command()(commands.cancel)
-    made.command()(commands.pause)
-    made.command()(commands.resume)
-    if transfer_only:
+    for name, command in TRANSFER_COMMANDS.items():
+        if only is None or name == only:
+            made.command(name)(command)
+    if only is not None:
         return made
     from staccato.cli import limits, schedule, service
 
@@ -145,11 +150,11 @@ def __getattr__(name: str) -> typer.Typer:
 
 
 def _app_for(args: list[str]) -> typer.Typer:
-    """The app to run ``staccato ARGS``: the transfer commands alone when ARGS names one
-    of them first (no root option comes before a command but ``--version``, handled
+    """The app to run ``staccato ARGS``: that transfer command alone when ARGS names one
+    of :data:`TRANSFER_COMMANDS` first (no root option comes before a command but ``--version``, handled
     before this), else the whole command (help, other commands, usage errors)."""
     if args and args[0] in TRANSFER_COMMANDS:
-        return _make_app(transfer_only=True)
+        return _make_app(only=args[0])
     return __getattr__("app")
 
 
