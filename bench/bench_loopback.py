@@ -92,6 +92,13 @@ def main() -> None:
         help="network rows also run `staccato cp` as a user would (no --streams or "
         "--chunk-size: the per-link optimizer chooses), shown as `staccato tuned`",
     )
+    parser.add_argument(
+        "--other",
+        type=Path,
+        help="another checkout (with its own .venv, e.g. main): its `staccato cp` command "
+        "runs too, against this run's worker, shown as `staccato (other)` (and `staccato "
+        "tuned (other)`): an A/B of the command's own costs in one run",
+    )
     args = parser.parse_args()
     size = args.size_mib * MiB
     chunk = int(args.chunk_size.rstrip("M")) * MiB
@@ -137,14 +144,30 @@ def main() -> None:
     def sh(argv: list[str], env: dict[str, str] | None = None) -> Callable[[], object]:
         return lambda: subprocess.run(argv, check=True, env=env, stdout=subprocess.DEVNULL)
 
-    def ours(src: object, dst: object, tuned: bool = False) -> Callable[[], object]:
+    def ours(
+        src: object, dst: object, tuned: bool = False, other: bool = False
+    ) -> Callable[[], object]:
         given = ["-q"] if tuned else options
+        if other:
+            assert args.other is not None
+            python = str(args.other / ".venv/bin/python")
+            argv = [python, "-m", "staccato.cli", "cp", str(src), str(dst), *given]
+            return lambda: subprocess.run(
+                argv, env=service.env, check=True, cwd=args.other, stdout=subprocess.DEVNULL
+            )
         return lambda: service.staccato("cp", str(src), str(dst), *given)
 
     def with_tuned(
         tools: dict[str, Callable[[], object]], src: object, dst: object
     ) -> dict[str, Callable[[], object]]:
-        return {**tools, "staccato tuned": ours(src, dst, tuned=True)} if args.tuned else tools
+        more = dict(tools)
+        if args.other:
+            more["staccato (other)"] = ours(src, dst, other=True)
+        if args.tuned:
+            more["staccato tuned"] = ours(src, dst, tuned=True)
+        if args.tuned and args.other:
+            more["staccato tuned (other)"] = ours(src, dst, tuned=True, other=True)
+        return more
 
     def boto3(direction: str, path: Path) -> Callable[[], object]:
         argv = [
@@ -316,11 +339,14 @@ def main() -> None:
                 f"| {row} | {got['staccato']:.2f} | {n / got['staccato'] / 1e6:.0f} | {peer} | "
                 f"{got[peer]:.2f} | {ratio:.2f}x | {shown} | {met} |"
             )
-            if "staccato tuned" in got:
-                tuned = got["staccato tuned"]
+            for variant in ("staccato (other)", "staccato tuned", "staccato tuned (other)"):
+                if variant not in got:
+                    continue
+                mine = got[variant]
+                label = variant.removeprefix("staccato").strip()
                 print(
-                    f"| {row} (tuned) | {tuned:.2f} | {n / tuned / 1e6:.0f} | {peer} | "
-                    f"{got[peer]:.2f} | {got[peer] / tuned:.2f}x | {shown} | |"
+                    f"| {row} {label} | {mine:.2f} | {n / mine / 1e6:.0f} | {peer} | "
+                    f"{got[peer]:.2f} | {got[peer] / mine:.2f}x | {shown} | |"
                 )
     for row, text in profiles.items():
         print(f"\nwhere the worker's CPU went, {row} (py-spy, on-CPU samples):\n{text}")

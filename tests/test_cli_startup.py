@@ -150,3 +150,96 @@ def test_importing_the_models_builds_only_what_a_default_needs() -> None:
     assert done.returncode == 0, done.stderr
     built = set(json.loads(done.stdout))
     assert built <= {"staccato.models.TransferOptions", "staccato.models.TransferRequest"}
+
+
+#: not needed by a transfer command (``cp``, ``submit``, ...): the other commands'
+#: modules and what only they use
+NOT_FOR_TRANSFER_COMMANDS = (
+    "staccato.cli.service",
+    "staccato.cli.limits",
+    "staccato.cli.schedule",
+    "staccato.tuning",
+    "staccato.datasets.models",
+)
+
+#: runs the command as the ``staccato`` script does (``main``), printing the modules
+#: loaded as one JSON line just before ``main`` ends the process
+MAIN_PROBE = """
+import json, os, sys
+sys.argv = ["staccato", *json.loads(sys.argv[1])]
+import staccato.cli
+end = os._exit
+
+def _exit(code):
+    sys.stdout.flush()
+    print("\\nPROBE " + json.dumps({"code": code, "modules": sorted(sys.modules)}), flush=True)
+    end(code)
+
+os._exit = _exit
+staccato.cli.main()
+"""
+
+
+def _probe_main(*args: str, env: dict[str, str] | None = None) -> tuple[int, set[str], str]:
+    """Run ``staccato ARGS`` through ``main`` in a fresh interpreter: (exit code,
+    modules loaded, stderr)."""
+    done = subprocess.run(
+        [sys.executable, "-c", MAIN_PROBE, json.dumps(list(args))],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("PROBE ")]
+    assert lines, f"probe printed nothing; stderr:\n{done.stderr}"
+    found = json.loads(lines[-1].removeprefix("PROBE "))
+    return found["code"], set(found["modules"]), done.stderr
+
+
+def test_transfer_command_loads_no_other_command(tmp_path: Path) -> None:
+    """``staccato cp`` (here refused: a usage error, after its options were parsed)
+    builds the transfer commands alone: the service, schedule and limit commands'
+    modules are not imported."""
+    code, modules, stderr = _probe_main(
+        "cp", "--streams", "0", str(tmp_path / "a"), str(tmp_path / "b")
+    )
+    assert code == 2, stderr
+    assert "--streams" in stderr
+    assert sorted(m for m in NOT_FOR_TRANSFER_COMMANDS if m in modules) == []
+
+
+def test_whole_cp_through_main_loads_no_other_command(
+    temporal_server, worker, tmp_path: Path
+) -> None:
+    """A real ``cp -q`` as the ``staccato`` script runs it: the bytes arrive, and the
+    command loaded no driver and none of the other commands' modules."""
+    source = tmp_path / "src.bin"
+    write_random(source, 64 * 1024)
+    destination = tmp_path / "dst.bin"
+    code, modules, stderr = _probe_main(
+        "cp",
+        "-q",
+        str(source),
+        str(destination),
+        env={
+            "TEMPORAL_ADDRESS": temporal_server.address,
+            "TEMPORAL_NAMESPACE": "default",
+            "STACCATO_TASK_QUEUE": worker.task_queue,
+        },
+    )
+    assert code == 0, stderr
+    assert destination.read_bytes() == source.read_bytes()
+    assert stderr == ""
+    assert sorted(m for m in DRIVERS + NOT_FOR_CP + NOT_FOR_TRANSFER_COMMANDS if m in modules) == []
+
+
+def test_whole_command_still_has_every_command() -> None:
+    """``staccato.cli.app`` (what ``staccato --help`` and the other commands run) has
+    every command, the transfer commands and the others."""
+    from typer.main import get_command
+
+    from staccato.cli import app
+
+    names = set(get_command(app).commands)  # type: ignore[attr-defined]
+    assert {"cp", "submit", "list", "worker", "up", "down", "schedule", "limit"} <= names

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from typing import Annotated, Any, NoReturn
 
 import typer
 
-from staccato.cli import commands, limits, schedule, service
+from staccato.cli import commands
 from staccato.cli.common import EXIT_FAILED, EXIT_USAGE
 from staccato.cli.options import parse_duration, parse_size
 from staccato.errors import SettingsError
@@ -75,21 +76,56 @@ def _show_variadic_arguments_plainly() -> None:
 
 _show_variadic_arguments_plainly()
 
-app = typer.Typer(
-    name="staccato",
-    help=(
-        "Staccato moves files between file://, http(s)://, s3:// and sftp:// endpoints as "
-        "durable, resumable transfers on Temporal.\n\n"
-        "Start the service with `staccato up --detach`, then `staccato cp SOURCE DESTINATION`."
-    ),
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+#: the transfer commands (:mod:`staccato.cli.commands`) by name: ``staccato NAME ...``
+#: with one of these names builds that command alone (see :func:`_make_app`)
+TRANSFER_COMMANDS: dict[str, Callable[..., Any]] = {
+    "submit": commands.submit,
+    "cp": commands.cp,
+    "watch": commands.watch,
+    "status": commands.status,
+    "list": commands.list_transfers,
+    "cancel": commands.cancel,
+    "pause": commands.pause,
+    "resume": commands.resume,
+}
 
 
-@app.callback()
+def _make_app(only: str | None = None) -> typer.Typer:
+    """The ``staccato`` command (typer app): every command, or with ``only`` (a name in
+    :data:`TRANSFER_COMMANDS`) that transfer command alone, with the same options,
+    help and usage lines: what ``staccato cp ...`` needs, without importing the
+    service, schedule and limit commands' modules or turning the other commands'
+    signatures into click commands (together a few tens of ms of a short ``cp``)."""
+    made = typer.Typer(
+        name="staccato",
+        help=(
+            "Staccato moves files between file://, http(s)://, s3:// and sftp:// endpoints "
+            "as durable, resumable transfers on Temporal.\n\n"
+            "Start the service with `staccato up --detach`, then `staccato cp SOURCE "
+            "DESTINATION`."
+        ),
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    made.callback()(_root)
+    for name, command in TRANSFER_COMMANDS.items():
+        if only is None or name == only:
+            made.command(name)(command)
+    if only is not None:
+        return made
+    from staccato.cli import limits, schedule, service
+
+    made.command()(service.worker)
+    made.command()(service.up)
+    made.command("codec-server")(service.codec_server)
+    made.command()(service.down)
+    made.add_typer(schedule.app, name="schedule")
+    made.add_typer(limits.app, name="limit")
+    return made
+
+
 def _root(
     _version: Annotated[
         bool,
@@ -105,20 +141,21 @@ def _root(
     """Staccato: durable, resumable transfers on Temporal."""
 
 
-app.command()(commands.submit)
-app.command()(commands.cp)
-app.command()(commands.watch)
-app.command()(commands.status)
-app.command("list")(commands.list_transfers)
-app.command()(commands.cancel)
-app.command()(commands.pause)
-app.command()(commands.resume)
-app.command()(service.worker)
-app.command()(service.up)
-app.command("codec-server")(service.codec_server)
-app.command()(service.down)
-app.add_typer(schedule.app, name="schedule")
-app.add_typer(limits.app, name="limit")
+def __getattr__(name: str) -> typer.Typer:
+    """``staccato.cli.app``: the whole command (every subcommand), made on first use."""
+    if name == "app":
+        made = globals()["app"] = _make_app()
+        return made
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _app_for(args: list[str]) -> typer.Typer:
+    """The app to run ``staccato ARGS``: that transfer command alone when ARGS names one
+    of :data:`TRANSFER_COMMANDS` first (no root option comes before a command but ``--version``, handled
+    before this), else the whole command (help, other commands, usage errors)."""
+    if args and args[0] in TRANSFER_COMMANDS:
+        return _make_app(only=args[0])
+    return __getattr__("app")
 
 
 def main() -> NoReturn:
@@ -136,14 +173,15 @@ def main() -> NoReturn:
     :meth:`staccato.client.StaccatoClient.close`); the command skips finalization
     altogether, so no client it made can outlive it.
     """
-    if not sys.stderr.isatty():
-        app.rich_markup_mode = None
     code = 0
     try:
         if _asks_version(sys.argv[1:]):
             typer.echo(f"staccato {version()}")
             raise SystemExit(0)
-        app()
+        command = _app_for(sys.argv[1:])
+        if not sys.stderr.isatty():
+            command.rich_markup_mode = None
+        command()
     except SettingsError as err:  # a STACCATO_* value read outside `run`: a usage error
         print(f"staccato: error: {err}", file=sys.stderr)
         code = EXIT_USAGE

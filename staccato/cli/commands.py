@@ -33,13 +33,13 @@ from staccato.cli.options import (
     VerifyOption,
     transfer_options,
 )
-from staccato.datasets.models import DATASET_ID_PREFIX, DatasetState, DatasetStatus
 from staccato.errors import TransferNotFoundError
 from staccato.models import (
     DEFAULT_PRIORITY,
     DEFAULT_RETRY_FOR_S,
     GROUP_ID_PREFIX,
     ChecksumAlgorithm,
+    GroupState,
     IfBusy,
     TransferState,
     TransferStatus,
@@ -162,6 +162,14 @@ def submit(
 
     transfer = run(go).id
     typer.echo(json.dumps({"id": transfer}) if as_json else transfer)
+
+
+def _names_dataset(transfer: str) -> bool:
+    """Whether ``transfer`` is a dataset id (``staccato-dataset-...``); the dataset
+    models are imported here, not by every command."""
+    from staccato.datasets.models import DATASET_ID_PREFIX
+
+    return transfer.startswith(DATASET_ID_PREFIX)
 
 
 def _one_destination(destinations: list[str], recursive: bool) -> str | None:
@@ -327,7 +335,7 @@ def cp(
 def watch(transfer: TransferArg) -> None:
     """Follow a transfer or dataset with a progress bar until it ends (exit codes as
     for cp: 0 completed, 1 failed or cancelled, 130 Ctrl-C, after which it goes on)."""
-    if transfer.startswith(DATASET_ID_PREFIX):
+    if _names_dataset(transfer):
         datasets.watch(transfer)
         return
     if transfer.startswith(GROUP_ID_PREFIX):
@@ -432,7 +440,7 @@ def status(
 
         fanout.status(transfer, as_json, failures)
         return
-    if transfer.startswith(DATASET_ID_PREFIX) or failures:
+    if _names_dataset(transfer) or failures:
         datasets.status(transfer, as_json, failures)
         return
 
@@ -463,7 +471,7 @@ def status(
 ListState = StrEnum(  # type: ignore[misc]
     "ListState",
     {s.value: s.value for s in TransferState}
-    | {DatasetState.completed_with_errors.value: DatasetState.completed_with_errors.value},
+    | {GroupState.completed_with_errors.value: GroupState.completed_with_errors.value},
 )
 
 
@@ -494,6 +502,7 @@ def list_transfers(
         typer.echo(json.dumps([row.to_json_dict() for row in rows], indent=2))
         return
     from staccato.cli import fanout  # imports the Temporal client
+    from staccato.datasets.models import DatasetStatus
 
     for row in rows:
         if isinstance(row, DatasetStatus):

@@ -14,12 +14,12 @@ import typer
 from staccato.cli import render
 from staccato.cli.common import EXIT_FAILED, EXIT_USAGE, fail, follow_or_hint, run
 from staccato.cli.options import parse_size
-from staccato.datasets.models import DatasetState, DatasetStatus
 from staccato.errors import SourceRootNotFoundError
 from staccato.models import TransferOptions
 
 if TYPE_CHECKING:  # imported where used: `--help` and usage errors need no Temporal client
     from staccato.client import StaccatoClient
+    from staccato.datasets.models import DatasetStatus
 
 #: seconds between two progress lines when stderr is not a terminal
 PLAIN_LINE_INTERVAL_S = 2.0
@@ -241,6 +241,8 @@ async def follow(client: StaccatoClient, dataset: str, *, quiet: bool) -> Datase
                     note=progress_text(final),
                 )
     else:
+        from staccato.datasets.models import DatasetState
+
         last_line, last_state = 0.0, DatasetState.scheduled
         async for final in follow_dataset(client, dataset):
             now = time.monotonic()
@@ -268,6 +270,8 @@ def exit_for(final: DatasetStatus, quiet: bool = False) -> None:
         f"{final.files_done} files copied ({render.size(final.bytes_done)}), "
         f"{final.files_skipped} up to date, {final.files_failed} failed"
     )
+    from staccato.datasets.models import DatasetState
+
     per_root = root_summary(final)
     if final.state == DatasetState.completed:
         if not quiet:
