@@ -26,8 +26,15 @@ source tree is ``--files`` random files of ``--size-kib`` KiB, 100 per directory
   requests), endpoint from ``AWS_ENDPOINT_URL_S3``.
 
 Each run writes to a fresh destination (a new prefix, an empty directory), so no tool
-can skip a file; a local destination is removed and ``sync``-ed away untimed between
-runs. The peers leave a file destination in the page cache, Staccato makes every file
+can skip a file. A local destination's trees are kept until the case's runs are over
+(then removed, and the next case's timed rounds wait until that removal is 61 s old):
+this machine's root is ext4 without a journal, where every file create scans past
+each inode freed in the last 60 s (``recently_deleted``), so a tree removed right
+before a run made each create of the next run, whichever tool's, cost up to ~3x the
+CPU, more the more trees had been removed in the last minute; between runs only
+``sync`` (untimed), so every run starts with nothing dirty and no mass removal
+behind it (``--remove-between-runs``: the old way, each tree removed before the next
+run). The peers leave a file destination in the page cache, Staccato makes every file
 durable before it counts, so for file destinations each peer is also shown followed
 by ``sync -f`` of the destination's file system. Warm-up once per tool and case (its
 result checked: file count and bytes), then ``--runs`` rounds round-robin (a slow
@@ -138,6 +145,12 @@ def main() -> None:
         "(other),rclone --transfers 8')",
     )
     parser.add_argument(
+        "--remove-between-runs",
+        action="store_true",
+        help="remove each local destination tree right before the next run (the old "
+        "way: every create of that run then scans the inodes just freed)",
+    )
+    parser.add_argument(
         "--spy",
         type=Path,
         default=None,
@@ -214,10 +227,13 @@ def main() -> None:
 
         return run, lambda: s3_summary(holder["prefix"])
 
-    def to_file(tool: str, source_url: str, synced: bool) -> Run:
-        destination = work / "out"
+    outputs = {"current": work / "out-0", "removed_at": 0.0}
+    kept: list[Path] = []
 
+    def to_file(tool: str, source_url: str, synced: bool) -> Run:
         def run() -> None:
+            destination = outputs["current"]
+            assert isinstance(destination, Path)
             if tool.startswith("staccato"):
                 runner = other if tool == "staccato (other)" and other else service
                 runner.staccato("cp", "-r", source_url, str(destination), "-q")
@@ -232,12 +248,34 @@ def main() -> None:
             if synced:
                 subprocess.run(["sync", "-f", str(destination)], check=True)
 
-        return run, lambda: tree_summary(destination)
+        return run, lambda: tree_summary(outputs["current"])  # type: ignore[arg-type]
 
     def clean_local() -> None:
-        shutil.rmtree(work / "out", ignore_errors=True)
+        """A fresh destination for the next run (the previous tree kept, or with
+        ``--remove-between-runs`` removed), and the previous run's pages written out."""
+        if args.remove_between_runs:
+            remove_outputs()
+        outputs["current"] = work / f"out-{next(counter)}"
+        kept.append(outputs["current"])  # type: ignore[arg-type]
         os.sync()  # the previous run's pages written out: every run starts alike
         time.sleep(1)
+
+    def remove_outputs() -> None:
+        """Remove the local trees written so far (their inodes freed now)."""
+        if kept:
+            for tree in kept:
+                shutil.rmtree(tree, ignore_errors=True)
+            kept.clear()
+            outputs["removed_at"] = time.monotonic()
+
+    def settle() -> None:
+        """Before a case's timed rounds: the last mass removal at least 61 s old, so no
+        create of any tool scans past those inodes (ext4 without a journal)."""
+        if args.remove_between_runs:
+            return
+        since = time.monotonic() - outputs["removed_at"]  # type: ignore[operator]
+        if since < 61:
+            time.sleep(61 - since)
 
     def spied(case: str, run: Callable[[], object], before: Callable[[], None]) -> None:
         """One Staccato run recorded by py-spy (``--spy``)."""
@@ -298,6 +336,8 @@ def main() -> None:
                 got = summary()
                 if got != expected:
                     raise SystemExit(f"{case} {name}: copied {got} (files, bytes), not {expected}")
+            if before is clean_local:
+                settle()
             times: dict[str, list[float]] = {name: [] for name in runners}
             cpu: dict[str, list[dict[str, float]]] = {name: [] for name in runners}
             names = list(runners)
@@ -315,6 +355,7 @@ def main() -> None:
                     )
             if args.spy:
                 spied(case, runners["staccato"][0], before)
+            remove_outputs()
             for name, values in times.items():
                 results[(case, name)] = statistics.median(values)
                 cpu_medians[(case, name)] = {
