@@ -31,35 +31,43 @@ def test_missing_binary_names_what_to_install() -> None:
         find_binary(["/nonexistent/bin/x", "no-such-binary-xyz"], "apt-get install -y nothing-here")
 
 
-async def test_temporal_workflow_survives_sigkill(temporal_server: TemporalDevServer) -> None:
+async def test_temporal_workflow_survives_sigkill(tmp_path: Path) -> None:
+    """On a server of its own: SIGKILLing the session's shared server would break the
+    tests that use it meanwhile (its namespace is unknown for a while after the
+    restart; their governors and transfers lose the server mid-task)."""
     from temporalio.client import WorkflowExecutionStatus
     from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 
     destination = SearchAttributeKey.for_keyword("StaccatoDestination")
-    client = await temporal_server.client()
-    workflow_id = f"smoke-{uuid.uuid4()}"
-    # No worker polls this queue: the workflow just stays RUNNING in the database.
-    await client.start_workflow(
-        "SmokeWorkflow",
-        id=workflow_id,
-        task_queue="smoke-no-worker",
-        execution_timeout=timedelta(minutes=5),
-        search_attributes=TypedSearchAttributes(
-            [SearchAttributePair(destination, "file:///tmp/smoke")]
-        ),
-    )
-    port = temporal_server.port
-    temporal_server.kill()
-    assert not port_accepts(port)
-    await asyncio.to_thread(temporal_server.start)  # same port, same SQLite file
-    assert temporal_server.port == port
+    server = TemporalDevServer(tmp_path / "temporal.db", headless=True)
+    server.start()
+    try:
+        client = await server.client()
+        workflow_id = f"smoke-{uuid.uuid4()}"
+        # No worker polls this queue: the workflow just stays RUNNING in the database.
+        await client.start_workflow(
+            "SmokeWorkflow",
+            id=workflow_id,
+            task_queue="smoke-no-worker",
+            execution_timeout=timedelta(minutes=5),
+            search_attributes=TypedSearchAttributes(
+                [SearchAttributePair(destination, "file:///tmp/smoke")]
+            ),
+        )
+        port = server.port
+        server.kill()
+        assert not port_accepts(port)
+        await asyncio.to_thread(server.start)  # same port, same SQLite file
+        assert server.port == port
 
-    client = await temporal_server.client()
-    handle = client.get_workflow_handle(workflow_id)
-    description = await handle.describe()
-    assert description.status == WorkflowExecutionStatus.RUNNING
-    assert description.typed_search_attributes.get(destination) == "file:///tmp/smoke"
-    await handle.terminate("smoke test done")
+        client = await server.client()
+        handle = client.get_workflow_handle(workflow_id)
+        description = await handle.describe()
+        assert description.status == WorkflowExecutionStatus.RUNNING
+        assert description.typed_search_attributes.get(destination) == "file:///tmp/smoke"
+        await handle.terminate("smoke test done")
+    finally:
+        server.stop()
 
 
 def test_nginx_ranges_and_no_ranges(
