@@ -18,7 +18,8 @@ not checked. Visibility is eventually consistent (a writer started a moment ago 
 not be listed yet). A dataset to several roots is found by the roots' lock ids when it
 encloses the target, but only by its first root (its ``StaccatoDestination``) when
 the target encloses one of its roots. ``StaccatoDestination`` is cut at 255
-characters, so a root longer than that is not matched by prefix.
+characters, so a root longer than that is not matched by prefix. A server whose
+visibility refuses ``STARTS_WITH`` gets a second query for the enclosing writers only.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecution
+from temporalio.service import RPCError, RPCStatusCode
 
 from staccato.datasets.locks import ROOT_LOCK_TYPE, root_lock_id
 from staccato.errors import DestinationBusyError, InvalidURLError
@@ -123,18 +125,23 @@ async def overlapping_writer(
     for target in targets:
         for root in ancestor_roots(target):
             ancestors.setdefault(root_lock_id(root), root)
-    clauses = []
-    if ancestors:
-        clauses.append(f"WorkflowId IN ({', '.join(_quoted(i) for i in ancestors)})")
+    enclosing = [f"WorkflowId IN ({', '.join(_quoted(i) for i in ancestors)})"] if ancestors else []
     prefixes = [_prefix(t) for t in targets] if below else []
-    clauses += [f"{sa.DESTINATION.name} STARTS_WITH {_quoted(p)}" for p in prefixes]
-    if not clauses:
-        return None
-    query = f"ExecutionStatus = 'Running' AND ({' OR '.join(clauses)})"
-    async for found in client.list_workflows(query, page_size=PAGE_SIZE, limit=PAGE_SIZE):
+    inside = [f"{sa.DESTINATION.name} STARTS_WITH {_quoted(p)}" for p in prefixes]
+    try:
+        listed = await _running(client, enclosing + inside)
+    except RPCError as err:
+        # a server whose visibility lacks STARTS_WITH: the enclosing writers only
+        if err.status != RPCStatusCode.INVALID_ARGUMENT or not inside:
+            raise
+        listed = await _running(client, enclosing)
+    for found in listed:
         if own in (found.id, found.parent_id):
             continue
-        memo = await found.memo()
+        try:
+            memo = await found.memo()
+        except Exception:  # a memo this client cannot decode (a plain client's start)
+            memo = {}
         if found.workflow_type == ROOT_LOCK_TYPE and memo.get("holder") == own:
             continue
         dataset = found.id.startswith("staccato-dataset-") or found.workflow_type == ROOT_LOCK_TYPE
@@ -160,6 +167,14 @@ async def overlapping_writer(
             source=str(memo.get("source", "?")),
         )
     return None
+
+
+async def _running(client: Client, clauses: list[str]) -> list[WorkflowExecution]:
+    """The running workflows matching any of ``clauses`` (one page: one RPC)."""
+    if not clauses:
+        return []
+    query = f"ExecutionStatus = 'Running' AND ({' OR '.join(clauses)})"
+    return [w async for w in client.list_workflows(query, page_size=PAGE_SIZE, limit=PAGE_SIZE)]
 
 
 def overlap_busy(writer: Writer, *, kind: str) -> DestinationBusyError:
