@@ -181,9 +181,9 @@ def overlap_busy(writer: Writer, *, kind: str) -> DestinationBusyError:
     """The refusal of a start (``kind``: ``dataset`` or ``transfer``) to
     ``writer.target`` that overlaps ``writer`` (exit 1, as a busy destination)."""
     inside = writer.target.startswith(_prefix(writer.writes))
-    where = "inside" if inside else "enclosing"
+    where = "is inside" if inside else "encloses"
     held = (
-        f"destination busy: {writer.target} is {where} {writer.writes}, which is being "
+        f"destination busy: {writer.target} {where} {writer.writes}, which is being "
         f"written by {writer.kind} {writer.holder} (from {writer.source})"
     )
     return DestinationBusyError(
