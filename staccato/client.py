@@ -92,6 +92,7 @@ from staccato.models import (
     TransferStatus,
     iso_utc,
 )
+from staccato.overlaps import overlap_busy, overlapping_writer
 from staccato.secrets import seal_source
 from staccato.starts import front_id, start_front, start_or_attach
 from staccato.urls import (
@@ -365,7 +366,9 @@ class StaccatoClient:
 
         Raises:
             InvalidURLError: bad URLs.
-            DestinationBusyError: busy and ``if_busy`` is ``fail``.
+            DestinationBusyError: busy and ``if_busy`` is ``fail``; or, whatever
+                ``if_busy``, a running dataset's root encloses the destination (a
+                client-side check, not made for ``not_before``: :mod:`staccato.overlaps`).
         """
         request = self.make_request(source, destination, options)
         if not_before is not None:
@@ -383,6 +386,15 @@ class StaccatoClient:
             )
             self._runs[workflow_id] = run_id
             return Submission(workflow_id, run_id, starts_at=datetime.now(UTC) + delay)
+        # a dataset whose root encloses the destination (client side: staccato.overlaps)
+        nested = await overlapping_writer(
+            self.temporal,
+            [request.destination],
+            own=transfer_id(request.destination),
+            below=False,
+        )
+        if nested is not None:
+            raise overlap_busy(nested, kind="transfer")
         try:
             started = await start_or_attach(self.temporal, request, task_queue=self.task_queue)
         except DestinationBusyError:

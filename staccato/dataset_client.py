@@ -52,6 +52,7 @@ from staccato.errors import (
 )
 from staccato.following import follow_until_ended
 from staccato.models import MiB, TransferOptions, iso_utc
+from staccato.overlaps import overlap_busy, overlapping_writer
 from staccato.urls import EndpointURL, parse_url, resolve_local_directory
 from staccato.workflows import search_attributes as sa
 
@@ -517,7 +518,9 @@ async def _start(client: StaccatoClient, request: DatasetRequest) -> str:
 
     Raises:
         DestinationBusyError: another dataset writes one of its roots (named, with the
-            dataset and its source), or one with other options runs under its id.
+            dataset and its source), or one with other options runs under its id, or
+            a running dataset or transfer writes inside a root or encloses it (a
+            client-side check: :mod:`staccato.overlaps`).
     """
     roots = request.destination_roots
     workflow_id = request_id(request)
@@ -526,6 +529,12 @@ async def _start(client: StaccatoClient, request: DatasetRequest) -> str:
         holder = await _root_holder(client, root_lock_id(root))
         if holder is not None and holder[0] != workflow_id:
             raise _busy(root, *holder)
+    # a dataset or transfer writing inside a root or enclosing it (one query)
+    nested = await overlapping_writer(
+        client.temporal, roots or [request.destination_root], own=workflow_id, below=True
+    )
+    if nested is not None:
+        raise overlap_busy(nested, kind="dataset")
     memo: dict[str, Any] = {
         "source": request.source_root,
         "destination": request.destination_root,
