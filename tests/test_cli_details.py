@@ -236,6 +236,32 @@ def test_ctrl_c_while_following_a_dataset_says_it_goes_on(
         assert _cli("cancel", dataset, env=env).returncode == 0
 
 
+def test_sigterm_while_following_says_it_goes_on_and_exits_143(
+    temporal_server, worker, data_dir: Path
+) -> None:
+    """SIGTERM (``timeout 4 staccato cp -r ...``) on a following ``cp``: the same hint
+    as Ctrl-C, naming the dataset, and exit 143 (128 + 15, as Ctrl-C's 130 is 128 + 2);
+    it exited silently, killed by the signal."""
+    source = data_dir / "tree"
+    source.mkdir()
+    write_random(source / "big.bin", 8 * MiB, seed=35)  # a child transfer, paced below
+    env = _cli_env(temporal_server, worker)
+    process, dataset = _start_following(
+        "dataset", "cp", "-r", "--small-file-max", "1MiB", "--max-rate", "1MB/s",
+        str(source), str(data_dir / "copy"), env=env,
+    )  # fmt: skip
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 143, (process.returncode, err)
+    assert f"dataset {dataset} goes on" in err, err
+    assert f"staccato watch {dataset}" in err and f"staccato cancel {dataset}" in err, err
+    status = _cli("status", dataset, "--json", env=env)
+    state = json.loads(status.stdout)["state"]
+    assert state in ("scheduled", "running", "completed"), state  # it went on
+    if state != "completed":
+        assert _cli("cancel", dataset, env=env).returncode == 0
+
+
 def test_failures_of_a_single_transfer_says_what_it_takes(
     temporal_server, worker, data_dir: Path
 ) -> None:

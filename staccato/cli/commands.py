@@ -232,8 +232,8 @@ def cp(
     """Copy SOURCE to DESTINATION and follow it with a progress bar.
 
     Exits 0 only when the destination is published and verified, 1 when the transfer
-    failed or was cancelled. Ctrl-C stops following and exits 130; the transfer goes
-    on (`staccato watch ID` to follow it again, `staccato cancel ID` to stop it).
+    failed or was cancelled. Ctrl-C stops following and exits 130 (SIGTERM: 143); the
+    transfer goes on (`staccato watch ID` to follow it again, `staccato cancel ID` to stop it).
     With --sync-level, a destination that already matches completes at once: "up to
     date (LEVEL): nothing copied".
 
@@ -326,7 +326,8 @@ def cp(
 
 def watch(transfer: TransferArg) -> None:
     """Follow a transfer or dataset with a progress bar until it ends (exit codes as
-    for cp: 0 completed, 1 failed or cancelled, 130 Ctrl-C, after which it goes on)."""
+    for cp: 0 completed, 1 failed or cancelled, 130 Ctrl-C or 143 SIGTERM, after which
+    it goes on)."""
     if transfer.startswith(DATASET_ID_PREFIX):
         datasets.watch(transfer)
         return
