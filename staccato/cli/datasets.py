@@ -121,6 +121,31 @@ def check_recursive_options(
             fail(f"{name} applies to directories and prefixes: add -r", EXIT_USAGE)
 
 
+def check_local_source(source: str) -> None:
+    """Refuse (exit 2, before anything starts) a local SOURCE of ``-r`` that is a
+    regular file (drop -r to copy it) or that is not there. The command runs on the
+    machine whose paths it was given (see :func:`staccato.urls.resolve_local_directory`);
+    other schemes are listed by the workers."""
+    import os
+
+    from staccato.urls import parse_url
+
+    url = parse_url(source)
+    if url.scheme != "file":
+        return
+    path = url.path.rstrip("/") or "/"
+    if os.path.isdir(path):
+        return
+    if os.path.exists(path):
+        fail(
+            f"source {source!r} is a file, not a directory: -r copies a directory; "
+            f"drop -r to copy the file (staccato cp {source} DESTINATION)",
+            EXIT_USAGE,
+        )
+    if not os.path.lexists(path):
+        fail(f"source directory {source!r} does not exist ({path})", EXIT_USAGE)
+
+
 def submit_recursive(
     source: str,
     destination: str | list[str],
@@ -138,6 +163,7 @@ def submit_recursive(
         from staccato.dataset_client import make_dataset_request
 
         make_dataset_request(source, destination, options, include=include, exclude=exclude)
+        check_local_source(source)
         client = await StaccatoClient.connect()
         return str(
             await _submit(
@@ -174,6 +200,7 @@ def cp_recursive(
         from staccato.dataset_client import make_dataset_request
 
         make_dataset_request(source, destination, options, include=include, exclude=exclude)
+        check_local_source(source)
         client = await StaccatoClient.connect()
         dataset = str(
             await _submit(
