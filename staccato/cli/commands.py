@@ -522,7 +522,9 @@ def _control(transfer: str, action: str, done: str) -> None:
 
 
 def cancel(transfer: TransferArg) -> None:
-    """Cancel a transfer: temp data is removed, an existing destination is left as it was."""
+    """Cancel a transfer, a dataset (cp -r) or a fan-out group (TRANSFER: its id; a
+    transfer also by its destination): temp data is removed, an existing destination is left as it was (a dataset's files
+    already copied stay; a group cancels every destination)."""
     _control(transfer, "cancel", "cancel requested")
 
 
