@@ -307,3 +307,36 @@ def test_retry_failed_of_a_name_that_is_not_utf8_gives_the_real_reason(
         assert "rename it at the source" in why and "no longer" not in why, (name, why)
     assert sorted(os.listdir(os.fsencode(destination))) == [b"ok"]
     assert (destination / "ok").read_bytes() == b"fine"
+
+
+def test_retry_failed_of_broken_links_gives_the_first_runs_reasons(
+    worker: WorkerProcess, temporal_server, data_dir: Path
+) -> None:
+    """A broken symbolic link and a link loop (to files) fail with the listing's
+    reasons; retried with --retry-failed they fail with the same reasons (they said
+    "'broken_link' is no longer at the source" and "source ...: Too many levels of
+    symbolic links")."""
+    import os
+
+    args = dict(address=temporal_server.address, task_queue=worker.task_queue)
+    source, destination = data_dir / "src", data_dir / "dst"
+    source.mkdir()
+    (source / "ok").write_bytes(b"fine")
+    os.symlink(source / "nowhere", source / "broken_link")
+    os.symlink(source / "loop2", source / "loop1")
+    os.symlink(source / "loop1", source / "loop2")
+    first = run_cli("cp", "-r", "-q", str(source), str(destination), **args)
+    assert first.returncode == 1, first.stderr
+    listed = run_cli("status", "--failures", dataset_id(str(destination)), **args)
+    before = dict(line.split("\t") for line in listed.stdout.splitlines())
+    assert before == {
+        "broken_link": "broken symbolic link",
+        "loop1": "symbolic link loop",
+        "loop2": "symbolic link loop",
+    }, before
+    again = run_cli("cp", "-r", "-q", "--retry-failed", str(source), str(destination), **args)
+    assert again.returncode == 1, again.stderr
+    listed = run_cli("status", "--failures", dataset_id(str(destination)), **args)
+    after = dict(line.split("\t") for line in listed.stdout.splitlines())
+    assert after == before, after
+    assert sorted(os.listdir(destination)) == ["ok"]
