@@ -35,6 +35,7 @@ def source(data_dir: Path) -> Path:
     [
         (["ftp://host/file", "{dst}"], "unknown URL scheme 'ftp'"),
         (["http://", "{dst}"], "malformed URL 'http://'"),
+        (["http://h:99999/x", "{dst}"], "'http://h:99999/x': the port must be 1-65535"),
         (["{src}", "s3://Bad_Bucket/key"], "invalid S3 bucket name 'Bad_Bucket'"),
         (["sftp://user:secret@host/file", "{dst}"], "refusing a password in URL"),
         (["{src}", "http://example.com/x"], "can only be sources"),
