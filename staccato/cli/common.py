@@ -40,9 +40,12 @@ def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
 _terminated = threading.Event()
 
 
-async def _terminable(factory: Callable[[], Awaitable[T]]) -> T:
-    """Await ``factory()``; SIGTERM cancels it as Ctrl-C does (and sets
-    :data:`_terminated`), so a command following a run says how to follow it again."""
+async def _terminable(factory: Callable[[], Awaitable[T]], sigterm: bool) -> T:
+    """Await ``factory()``; with ``sigterm``, SIGTERM cancels it as Ctrl-C does (and
+    sets :data:`_terminated`), so a command following a run says how to follow it
+    again."""
+    if not sigterm:
+        return await factory()
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
 
@@ -61,14 +64,15 @@ async def _terminable(factory: Callable[[], Awaitable[T]]) -> T:
         loop.remove_signal_handler(signal.SIGTERM)
 
 
-def run(factory: Callable[[], Awaitable[T]]) -> T:
+def run(factory: Callable[[], Awaitable[T]], *, sigterm: bool = True) -> T:
     """Run a coroutine, turning Staccato errors into messages and exit codes: a bad URL
     or STACCATO_* setting exits 2, any other :class:`StaccatoError` (Temporal
     unreachable, destination busy, no such transfer, ...) exits 1, a Temporal call that
     failed (``RPCError``: timed out, unavailable, refused) exits 1 with one line naming
-    Temporal's address and the command, Ctrl-C exits 130, SIGTERM 143."""
+    Temporal's address and the command, Ctrl-C exits 130, SIGTERM 143 (with
+    ``sigterm``; without, SIGTERM is left to the coroutine: a worker's graceful stop)."""
     try:
-        return asyncio.run(_terminable(factory))
+        return asyncio.run(_terminable(factory, sigterm))
     except asyncio.CancelledError:
         if not _terminated.is_set():
             raise
