@@ -29,7 +29,7 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from staccato import units
+from staccato import settings, units
 from staccato.client import DATASET_TYPE, StaccatoClient, require_type
 from staccato.datasets.locks import ROOT_LOCK_TYPE, root_lock_id
 from staccato.datasets.models import (
@@ -638,10 +638,14 @@ async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
 
     Raises:
         TransferNotFoundError: no such dataset.
+        RPCError: Temporal did not describe the dataset within ``STACCATO_CLIENT_WAIT_S``
+            (the CLI says so in one line), or failed otherwise.
     """
     handle = _handle(client, dataset)
     try:
-        description = await handle.describe()
+        description = await handle.describe(
+            rpc_timeout=timedelta(seconds=settings.current().client_wait_s)
+        )
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:
             raise TransferNotFoundError(f"no dataset {dataset!r}") from None

@@ -181,7 +181,9 @@ def parse_endpoint(text: str) -> str:
         parts = urlsplit(f"{scheme}://{rest.rstrip('/')}")
         port = _DEFAULT_PORTS[scheme] if parts.port is None else parts.port
     except ValueError as err:
-        raise LimitTargetError(f"malformed endpoint {original!r}: {err}") from None
+        # urllib's "Port out of range 0-65535" (99999) reads as the port-0 message
+        why = "the port must be 1-65535" if "out of range" in str(err) else str(err)
+        raise LimitTargetError(f"malformed endpoint {original!r}: {why}") from None
     if not 1 <= port <= 65535:
         raise LimitTargetError(f"malformed endpoint {original!r}: the port must be 1-65535")
     host = (parts.hostname or "").lower()

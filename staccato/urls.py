@@ -132,7 +132,8 @@ def _parse(text: str, cwd: str | None) -> EndpointURL:
         parts = urlsplit(text)
         port = parts.port
     except ValueError as err:
-        raise InvalidURLError(f"malformed URL {redact(text)!r}: {err}") from None
+        why = "the port must be 1-65535" if "out of range" in str(err) else str(err)
+        raise InvalidURLError(f"malformed URL {redact(text)!r}: {why}") from None
     if parts.password is not None:
         raise InvalidURLError(
             f"refusing a password in URL {redact(text)}: credentials never go in URLs "

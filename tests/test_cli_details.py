@@ -236,6 +236,32 @@ def test_ctrl_c_while_following_a_dataset_says_it_goes_on(
         assert _cli("cancel", dataset, env=env).returncode == 0
 
 
+def test_sigterm_while_following_says_it_goes_on_and_exits_143(
+    temporal_server, worker, data_dir: Path
+) -> None:
+    """SIGTERM (``timeout 4 staccato cp -r ...``) on a following ``cp``: the same hint
+    as Ctrl-C, naming the dataset, and exit 143 (128 + 15, as Ctrl-C's 130 is 128 + 2);
+    it exited silently, killed by the signal."""
+    source = data_dir / "tree"
+    source.mkdir()
+    write_random(source / "big.bin", 8 * MiB, seed=35)  # a child transfer, paced below
+    env = _cli_env(temporal_server, worker)
+    process, dataset = _start_following(
+        "dataset", "cp", "-r", "--small-file-max", "1MiB", "--max-rate", "1MB/s",
+        str(source), str(data_dir / "copy"), env=env,
+    )  # fmt: skip
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 143, (process.returncode, err)
+    assert f"dataset {dataset} goes on" in err, err
+    assert f"staccato watch {dataset}" in err and f"staccato cancel {dataset}" in err, err
+    status = _cli("status", dataset, "--json", env=env)
+    state = json.loads(status.stdout)["state"]
+    assert state in ("scheduled", "running", "completed"), state  # it went on
+    if state != "completed":
+        assert _cli("cancel", dataset, env=env).returncode == 0
+
+
 def test_failures_of_a_single_transfer_says_what_it_takes(
     temporal_server, worker, data_dir: Path
 ) -> None:
@@ -252,3 +278,41 @@ def test_failures_of_a_single_transfer_says_what_it_takes(
     assert f"{transfer} is a single transfer" in shown.stderr, shown.stderr
     unknown = _cli("status", "--failures", "staccato-nosuch", env=env)
     assert unknown.returncode == 1 and "staccato-nosuch" in unknown.stderr, unknown.stderr
+
+
+def test_dataset_status_reads_as_a_transfers_does() -> None:
+    """A dataset's human ``status`` uses the units of a transfer's (it printed
+    ``bytes_total 317194240``, ``rate_bytes_per_s 753715.0``, ``listing_done False``,
+    ``current ['d1/f22.bin', ...]``); ``--json`` keeps the numbers."""
+    from staccato.cli import datasets as datasets_cli
+    from staccato.datasets.models import DatasetState, DatasetStatus
+
+    status = DatasetStatus(
+        id="staccato-dataset-0123",
+        state=DatasetState.running,
+        source="file:///src",
+        destination="file:///dst",
+        files_total=40,
+        files_done=10,
+        files_skipped=0,
+        files_failed=0,
+        bytes_total=317194240,
+        bytes_done=79298560,
+        listing_done=False,
+        rate_files_per_s=2.5,
+        rate_bytes_per_s=753715.0,
+        current=["d1/f22.bin", "d1/f23.bin"],
+    )
+    lines = datasets_cli.status_lines(status, failures=False)
+    text = "\n".join(lines)
+    assert "bytes_total        302.5 MiB (317194240 bytes)" in lines, text
+    assert "bytes_done         75.6 MiB" in lines, text
+    assert "rate               736.0 KiB/s" in lines, text
+    assert "listing_done       no" in lines, text
+    assert "current            d1/f22.bin, d1/f23.bin" in lines, text
+    assert "[" not in text and "False" not in text and "753715" not in text, text
+    assert status.to_json_dict()["rate_bytes_per_s"] == 753715.0
+    done = status.model_copy(update={"listing_done": True, "eta_s": 300.0})
+    lines = datasets_cli.status_lines(done, failures=False)
+    assert "listing_done       yes" in lines and "eta                5 min 00 s" in lines, lines
+    assert "bytes_done         75.6 MiB (25%)" in lines, lines

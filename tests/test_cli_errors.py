@@ -35,6 +35,7 @@ def source(data_dir: Path) -> Path:
     [
         (["ftp://host/file", "{dst}"], "unknown URL scheme 'ftp'"),
         (["http://", "{dst}"], "malformed URL 'http://'"),
+        (["http://h:99999/x", "{dst}"], "'http://h:99999/x': the port must be 1-65535"),
         (["{src}", "s3://Bad_Bucket/key"], "invalid S3 bucket name 'Bad_Bucket'"),
         (["sftp://user:secret@host/file", "{dst}"], "refusing a password in URL"),
         (["{src}", "http://example.com/x"], "can only be sources"),
@@ -252,3 +253,53 @@ def test_a_destination_ending_in_slash_is_a_usage_error(
     )
     if exists:
         assert list(directory.iterdir()) == []
+
+
+def test_temporal_timeout_is_one_line_naming_the_address(temporal_server, worker) -> None:
+    """A Temporal call that does not answer in time (here: a dataset's describe bounded
+    by STACCATO_CLIENT_WAIT_S of 1 µs, which no server meets) is one line naming
+    Temporal's address and the command, exit 1: no traceback."""
+    dataset = "staccato-dataset-" + "0" * 16
+    result = run_cli(
+        "status",
+        dataset,
+        address=temporal_server.address,
+        task_queue=worker.task_queue,
+        env={"STACCATO_CLIENT_WAIT_S": "0.000001"},
+    )
+    assert result.returncode == 1, result
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"Temporal at {temporal_server.address} did not answer in time" in lines[0]
+    assert f"staccato status {dataset}" in lines[0]
+
+
+def test_any_temporal_rpc_error_is_one_line(temporal_server, monkeypatch, capsys) -> None:
+    """Every command runs through ``common.run``: an RPCError from any Temporal call
+    (a real one, from the real server: a describe with a deadline no server meets)
+    becomes one line naming the address, exit 1."""
+    from datetime import timedelta
+
+    import typer
+
+    from staccato.cli.common import run
+    from staccato.client import StaccatoClient
+
+    async def go() -> None:
+        client = await StaccatoClient.connect(target_host=temporal_server.address)
+        try:
+            handle = client.temporal.get_workflow_handle("staccato-no-such-transfer")
+            await handle.describe(rpc_timeout=timedelta(microseconds=1))
+        finally:
+            await client.close()
+
+    monkeypatch.setenv("TEMPORAL_ADDRESS", temporal_server.address)
+    monkeypatch.setattr("sys.argv", ["staccato", "list"])
+    with pytest.raises(typer.Exit) as ended:
+        run(go)
+    assert ended.value.exit_code == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert f"Temporal at {temporal_server.address} did not answer in time" in lines[0]
+    assert "`staccato list`" in lines[0]

@@ -91,3 +91,18 @@ def test_an_empty_or_long_owner_is_refused(command: list[str], owner: str, tmp_p
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert "--owner" in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_help_says_what_max_rate_and_cancel_do() -> None:
+    """``cp --help``: with -r, --max-rate paces each batch of small files too (the
+    batch's pacer draws from it, as README says; help said batches are not paced);
+    ``cancel -h`` names datasets and groups, which it cancels too."""
+    cp = run_cli("cp", "--help", address="127.0.0.1:1")
+    assert cp.returncode == 0, cp.stderr
+    text = " ".join(cp.stdout.split())
+    assert "not paced" not in text, text
+    assert "each batch of small files" in text, text
+    cancel = run_cli("cancel", "-h", address="127.0.0.1:1")
+    assert cancel.returncode == 0, cancel.stderr
+    text = " ".join(cancel.stdout.split())
+    assert "a dataset" in text and "fan-out group" in text, text

@@ -152,13 +152,16 @@ def test_cli_missing_source_root_fails_naming_it(
     args = dict(address=temporal_server.address, task_queue=worker.task_queue)
     missing = data_dir / "no-such-dir"
     done = run_cli("cp", "-r", str(missing), str(data_dir / "out"), **args)
-    # a source root that is not there is a usage error, as a mistyped S3 prefix is
-    assert done.returncode == 2 and "failed" in done.stderr, done.stderr
+    # a source root that is not there is a usage error, as a mistyped S3 prefix is;
+    # a local one is refused before any dataset starts
+    assert done.returncode == 2 and "does not exist" in done.stderr, done.stderr
     assert str(missing) in done.stderr
     assert not (data_dir / "out").exists()
     assert "Traceback" not in done.stderr and '"""' not in done.stderr, done.stderr
+    assert not done.stderr.startswith("dataset "), done.stderr
     shown = run_cli("status", str(data_dir / "out"), "--json", **args)
     assert "Traceback" not in shown.stdout, shown.stdout
+    assert shown.returncode == 1 and "no transfer" in shown.stderr, shown
     http = run_cli("cp", "-r", "https://example.org/x/", str(data_dir / "out"), **args)
     assert http.returncode == 2 and "cp -r needs a file, s3 or sftp" in http.stderr
     # an empty directory is there: an empty dataset (empty directories are not made)
@@ -166,6 +169,24 @@ def test_cli_missing_source_root_fails_naming_it(
     empty = run_cli("cp", "-r", str(data_dir / "empty"), str(data_dir / "out"), **args)
     assert empty.returncode == 0 and "completed: 0 files copied" in empty.stderr, empty.stderr
     assert not (data_dir / "out").exists()
+
+
+def test_cli_r_of_a_regular_file_is_refused_before_it_starts(
+    worker: WorkerProcess, temporal_server, data_dir: Path
+) -> None:
+    """``cp -r FILE DIR`` (and ``submit -r``): exit 2 naming the file and suggesting
+    to drop -r, before any dataset starts (none is there to show afterwards)."""
+    args = dict(address=temporal_server.address, task_queue=worker.task_queue)
+    afile = data_dir / "f.txt"
+    afile.write_bytes(b"a file")
+    for command in ("cp", "submit"):
+        done = run_cli(command, "-r", str(afile), str(data_dir / "dd"), **args)
+        assert done.returncode == 2, done
+        assert f"{str(afile)!r} is a file" in done.stderr and "drop -r" in done.stderr, done
+        assert done.stdout == "" and "Traceback" not in done.stderr, done
+        shown = run_cli("status", str(data_dir / "dd"), **args)
+        assert shown.returncode == 1 and "no transfer" in shown.stderr, shown
+    assert not (data_dir / "dd").exists()
 
 
 async def test_include_and_exclude_globs(client: StaccatoClient, data_dir: Path) -> None:
@@ -286,3 +307,36 @@ def test_retry_failed_of_a_name_that_is_not_utf8_gives_the_real_reason(
         assert "rename it at the source" in why and "no longer" not in why, (name, why)
     assert sorted(os.listdir(os.fsencode(destination))) == [b"ok"]
     assert (destination / "ok").read_bytes() == b"fine"
+
+
+def test_retry_failed_of_broken_links_gives_the_first_runs_reasons(
+    worker: WorkerProcess, temporal_server, data_dir: Path
+) -> None:
+    """A broken symbolic link and a link loop (to files) fail with the listing's
+    reasons; retried with --retry-failed they fail with the same reasons (they said
+    "'broken_link' is no longer at the source" and "source ...: Too many levels of
+    symbolic links")."""
+    import os
+
+    args = dict(address=temporal_server.address, task_queue=worker.task_queue)
+    source, destination = data_dir / "src", data_dir / "dst"
+    source.mkdir()
+    (source / "ok").write_bytes(b"fine")
+    os.symlink(source / "nowhere", source / "broken_link")
+    os.symlink(source / "loop2", source / "loop1")
+    os.symlink(source / "loop1", source / "loop2")
+    first = run_cli("cp", "-r", "-q", str(source), str(destination), **args)
+    assert first.returncode == 1, first.stderr
+    listed = run_cli("status", "--failures", dataset_id(str(destination)), **args)
+    before = dict(line.split("\t") for line in listed.stdout.splitlines())
+    assert before == {
+        "broken_link": "broken symbolic link",
+        "loop1": "symbolic link loop",
+        "loop2": "symbolic link loop",
+    }, before
+    again = run_cli("cp", "-r", "-q", "--retry-failed", str(source), str(destination), **args)
+    assert again.returncode == 1, again.stderr
+    listed = run_cli("status", "--failures", dataset_id(str(destination)), **args)
+    after = dict(line.split("\t") for line in listed.stdout.splitlines())
+    assert after == before, after
+    assert sorted(os.listdir(destination)) == ["ok"]

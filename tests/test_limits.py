@@ -239,6 +239,10 @@ def test_limit_bad_input_exits_2(args: list[str], expected: str) -> None:
         (["unset", "s3://X_Y"], "'X_Y' is not a bucket name"),
         (["set", "s3://bucket/key", "--max-active", "1"], "(no key)"),
         (["set", "http://h:0", "--max-active", "1"], "'http://h:0': the port must be 1-65535"),
+        (
+            ["set", "http://127.0.0.1:99999", "--max-rate", "1MB/s"],
+            "'http://127.0.0.1:99999': the port must be 1-65535",
+        ),
         (["set", "file://x", "--max-active", "1"], "written file:// (no host or path)"),
         (["set", "sftp://h", "--max-active", "99999999999999999999999"], "--max-active"),
         (["set", "sftp://h", "--max-streams", "1000001"], "--max-streams"),

@@ -26,6 +26,7 @@ between a publish and the removal of its journal).
 from __future__ import annotations
 
 import contextvars
+import errno
 import fnmatch
 import gc
 import json
@@ -63,6 +64,7 @@ from staccato.datasets.names import UnrepresentableNameError, target_url
 from staccato.endpoints import get_driver
 from staccato.endpoints.base import WholeReads, keepalive_hook
 from staccato.endpoints.file.group import LocalGroup, StagedFile, remove_temp
+from staccato.endpoints.listing import BROKEN_LINK, LINK_LOOP
 from staccato.errors import (
     ChecksumMismatchError,
     NotFoundError,
@@ -244,17 +246,36 @@ def _named_entry(root: EndpointURL, name: str) -> DatasetEntry:
                 "again without --retry-failed (--sync-level size skips what is there)"
             ),
         )
+    url = target_url(root, name)
     try:
-        info = stat_source(target_url(root, name).canonical)
+        info = stat_source(url.canonical)
     except NotFoundError:
         if _not_utf8_at_source(root, name):
             # the listing spelled a name that is not UTF-8 with \xNN escapes: that
             # spelling names no file, the real one cannot be copied
             return DatasetEntry(name=name, error=NOT_UTF8_REASON)
-        return DatasetEntry(name=name, error=f"{name!r} is no longer at the source")
+        link = _local_link_reason(url)
+        return DatasetEntry(name=name, error=link or f"{name!r} is no longer at the source")
     except PermanentError as err:
-        return DatasetEntry(name=name, error=str(err))
+        return DatasetEntry(name=name, error=_local_link_reason(url) or str(err))
     return DatasetEntry(name=name, size=info.size)
+
+
+def _local_link_reason(url: EndpointURL) -> str | None:
+    """The listing's reason for a local ``url`` that is a broken symbolic link or a
+    symbolic link loop (:data:`~staccato.endpoints.listing.BROKEN_LINK`,
+    :data:`~staccato.endpoints.listing.LINK_LOOP`), so ``--retry-failed`` says what the
+    first run said; None for anything else (and for other schemes)."""
+    if url.scheme != "file":
+        return None
+    try:
+        os.stat(url.path)
+    except OSError as err:
+        if err.errno == errno.ENOENT and os.path.islink(url.path):
+            return BROKEN_LINK
+        if err.errno == errno.ELOOP:
+            return LINK_LOOP
+    return None
 
 
 #: why a file whose name is not valid UTF-8 is not copied (the listing's reason, and

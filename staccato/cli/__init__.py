@@ -9,8 +9,9 @@ parsers), :mod:`~staccato.cli.common` (exit codes, error reporting). Imports go 
 way: cli -> client -> workflows / models; the command never touches an endpoint.
 
 Exit codes: 0 success; 1 a transfer failed or was cancelled, or a service error
-(Temporal unreachable, destination busy); 2 a usage error (bad option or URL); 130
-interrupted (Ctrl-C: a transfer being followed goes on).
+(Temporal unreachable or not answering, destination busy); 2 a usage error (bad option
+or URL); 130 interrupted (Ctrl-C), 143 terminated (SIGTERM): a transfer being followed
+goes on.
 
 ``-h``/``--help`` and ``--version`` work on the command and on every subcommand.
 """

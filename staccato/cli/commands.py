@@ -240,8 +240,8 @@ def cp(
     """Copy SOURCE to DESTINATION and follow it with a progress bar.
 
     Exits 0 only when the destination is published and verified, 1 when the transfer
-    failed or was cancelled. Ctrl-C stops following and exits 130; the transfer goes
-    on (`staccato watch ID` to follow it again, `staccato cancel ID` to stop it).
+    failed or was cancelled. Ctrl-C stops following and exits 130 (SIGTERM: 143); the
+    transfer goes on (`staccato watch ID` to follow it again, `staccato cancel ID` to stop it).
     With --sync-level, a destination that already matches completes at once: "up to
     date (LEVEL): nothing copied".
 
@@ -334,7 +334,8 @@ def cp(
 
 def watch(transfer: TransferArg) -> None:
     """Follow a transfer or dataset with a progress bar until it ends (exit codes as
-    for cp: 0 completed, 1 failed or cancelled, 130 Ctrl-C, after which it goes on)."""
+    for cp: 0 completed, 1 failed or cancelled, 130 Ctrl-C or 143 SIGTERM, after which
+    it goes on)."""
     if _names_dataset(transfer):
         datasets.watch(transfer)
         return
@@ -530,7 +531,9 @@ def _control(transfer: str, action: str, done: str) -> None:
 
 
 def cancel(transfer: TransferArg) -> None:
-    """Cancel a transfer: temp data is removed, an existing destination is left as it was."""
+    """Cancel a transfer, a dataset (cp -r) or a fan-out group (TRANSFER: its id; a
+    transfer also by its destination): temp data is removed, an existing destination is left as it was (a dataset's files
+    already copied stay; a group cancels every destination)."""
     _control(transfer, "cancel", "cancel requested")
 
 

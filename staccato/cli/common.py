@@ -1,14 +1,20 @@
 """What every ``staccato`` command shares: exit codes, error reporting, logging setup.
 
 Exit codes: 0 success; 1 a transfer failed or was cancelled, or a service error
-(Temporal unreachable, destination busy); 2 a usage error (bad option or URL);
-130 interrupted.
+(Temporal unreachable or not answering, destination busy); 2 a usage error (bad
+option or URL); 130 interrupted (Ctrl-C, SIGINT); 143 terminated (SIGTERM): 128 +
+the signal's number, as a shell reports a death by that signal. A run being followed
+goes on after either.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import shlex
+import signal
+import sys
+import threading
 from collections.abc import Awaitable, Callable
 from typing import NoReturn, TypeVar
 
@@ -19,6 +25,8 @@ from staccato.errors import InvalidURLError, SettingsError, StaccatoError
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+#: SIGTERM while following a transfer, group or dataset (128 + 15, as 130 is 128 + SIGINT)
+EXIT_TERMINATED = 143
 T = TypeVar("T")
 
 
@@ -28,12 +36,47 @@ def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
     raise typer.Exit(code)
 
 
-def run(factory: Callable[[], Awaitable[T]]) -> T:
-    """Run a coroutine, turning Staccato errors into messages and exit codes: a bad URL
-    or STACCATO_* setting exits 2, any other :class:`StaccatoError` (Temporal unreachable, destination busy,
-    no such transfer, ...) exits 1, Ctrl-C exits 130."""
+#: set when SIGTERM cancelled the command's coroutine (see :func:`run`)
+_terminated = threading.Event()
+
+
+async def _terminable(factory: Callable[[], Awaitable[T]], sigterm: bool) -> T:
+    """Await ``factory()``; with ``sigterm``, SIGTERM cancels it as Ctrl-C does (and
+    sets :data:`_terminated`), so a command following a run says how to follow it
+    again."""
+    if not sigterm:
+        return await factory()
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+
+    def on_sigterm() -> None:
+        _terminated.set()
+        if task is not None:
+            task.cancel()
+
     try:
-        return asyncio.run(factory())  # type: ignore[arg-type]
+        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+        return await factory()
+    try:
+        return await factory()
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
+def run(factory: Callable[[], Awaitable[T]], *, sigterm: bool = True) -> T:
+    """Run a coroutine, turning Staccato errors into messages and exit codes: a bad URL
+    or STACCATO_* setting exits 2, any other :class:`StaccatoError` (Temporal
+    unreachable, destination busy, no such transfer, ...) exits 1, a Temporal call that
+    failed (``RPCError``: timed out, unavailable, refused) exits 1 with one line naming
+    Temporal's address and the command, Ctrl-C exits 130, SIGTERM 143 (with
+    ``sigterm``; without, SIGTERM is left to the coroutine: a worker's graceful stop)."""
+    try:
+        return asyncio.run(_terminable(factory, sigterm))
+    except asyncio.CancelledError:
+        if not _terminated.is_set():
+            raise
+        fail("terminated (SIGTERM)", EXIT_TERMINATED)
     except (InvalidURLError, SettingsError) as err:
         fail(str(err), EXIT_USAGE)
     except StaccatoError as err:
@@ -50,6 +93,39 @@ def run(factory: Callable[[], Awaitable[T]]) -> T:
         )
     except KeyboardInterrupt:
         fail("interrupted", EXIT_INTERRUPTED)
+    except Exception as err:
+        message = temporal_rpc_message(err)
+        if message is None:
+            raise
+        fail(message)
+
+
+def temporal_rpc_message(err: BaseException) -> str | None:
+    """One line for a Temporal call that failed (``temporalio.service.RPCError``:
+    Temporal timed out, was unavailable or refused the call), naming Temporal's
+    address and the command that asked; None for any other error."""
+    service = sys.modules.get("temporalio.service")  # loaded if Temporal was called
+    if service is None or not isinstance(err, service.RPCError):
+        return None
+    codes = service.RPCStatusCode
+    try:
+        from staccato import settings
+
+        address = str(settings.temporal_connect_config()["target_host"])
+    except Exception:  # the address is for the message only
+        address = "(TEMPORAL_ADDRESS)"
+    asked = shlex.join(["staccato", *sys.argv[1:]])
+    detail = err.message or err.status.name
+    if err.status == codes.DEADLINE_EXCEEDED or "timeout" in detail.lower():
+        what = f"did not answer in time ({detail})"
+    elif err.status == codes.UNAVAILABLE:
+        what = f"is unavailable ({detail})"
+    else:
+        what = f"refused the call ({err.status.name}: {detail})"
+    return (
+        f"Temporal at {address} {what} while running `{asked}`; check that it is up and "
+        "not overloaded (`staccato up --detach`, or TEMPORAL_ADDRESS), then try again"
+    )
 
 
 def setup_logging(verbose: bool) -> None:
@@ -65,15 +141,18 @@ def setup_logging(verbose: bool) -> None:
 
 async def follow_or_hint(kind: str, run_id: str, following: Awaitable[T]) -> T:
     """Await ``following`` (a client following a transfer, group or dataset); on
-    Ctrl-C (the follow is cancelled, the run is not) say that the ``kind`` ``run_id``
-    goes on and how to watch or cancel it, and exit 130 (:data:`EXIT_INTERRUPTED`)."""
+    Ctrl-C or SIGTERM (the follow is cancelled, the run is not) say that the ``kind``
+    ``run_id`` goes on and how to watch or cancel it, and exit 130
+    (:data:`EXIT_INTERRUPTED`; SIGTERM: 143, :data:`EXIT_TERMINATED`)."""
     try:
         return await following
     except (asyncio.CancelledError, KeyboardInterrupt):
+        terminated = _terminated.is_set()
         typer.echo(
-            f"\nstaccato: stopped following; {kind} {run_id} goes on without you.\n"
+            f"\nstaccato: stopped following{' (SIGTERM)' if terminated else ''}; "
+            f"{kind} {run_id} goes on without you.\n"
             f"  follow it again:  staccato watch {run_id}\n"
             f"  cancel it:        staccato cancel {run_id}",
             err=True,
         )
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        raise typer.Exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED) from None

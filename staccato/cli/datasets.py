@@ -121,6 +121,31 @@ def check_recursive_options(
             fail(f"{name} applies to directories and prefixes: add -r", EXIT_USAGE)
 
 
+def check_local_source(source: str) -> None:
+    """Refuse (exit 2, before anything starts) a local SOURCE of ``-r`` that is a
+    regular file (drop -r to copy it) or that is not there. The command runs on the
+    machine whose paths it was given (see :func:`staccato.urls.resolve_local_directory`);
+    other schemes are listed by the workers."""
+    import os
+
+    from staccato.urls import parse_url
+
+    url = parse_url(source)
+    if url.scheme != "file":
+        return
+    path = url.path.rstrip("/") or "/"
+    if os.path.isdir(path):
+        return
+    if os.path.exists(path):
+        fail(
+            f"source {source!r} is a file, not a directory: -r copies a directory; "
+            f"drop -r to copy the file (staccato cp {source} DESTINATION)",
+            EXIT_USAGE,
+        )
+    if not os.path.lexists(path):
+        fail(f"source directory {source!r} does not exist ({path})", EXIT_USAGE)
+
+
 def submit_recursive(
     source: str,
     destination: str | list[str],
@@ -138,6 +163,7 @@ def submit_recursive(
         from staccato.dataset_client import make_dataset_request
 
         make_dataset_request(source, destination, options, include=include, exclude=exclude)
+        check_local_source(source)
         client = await StaccatoClient.connect()
         return str(
             await _submit(
@@ -174,6 +200,7 @@ def cp_recursive(
         from staccato.dataset_client import make_dataset_request
 
         make_dataset_request(source, destination, options, include=include, exclude=exclude)
+        check_local_source(source)
         client = await StaccatoClient.connect()
         dataset = str(
             await _submit(
@@ -339,7 +366,12 @@ def status_lines(s: DatasetStatus, failures: bool) -> list[str]:
     shown["progress"] = (
         f"unknown now: {shown.pop('counts_unknown')}" if s.counts_unknown else progress_text(s)
     )
-    lines = [f"{key:18} {value}" for key, value in shown.items() if value not in (None, [])]
+    lines = []
+    for key, value in shown.items():
+        if value is None or value == []:
+            continue
+        key, text = _shown_field(s, key, value)
+        lines.append(f"{key:18} {text}")
     for row in rows or []:
         lines.append(
             f"{'destination':18} {row['destination']}: {row['files_done']} copied, "
@@ -347,6 +379,30 @@ def status_lines(s: DatasetStatus, failures: bool) -> list[str]:
             f"{render.size(row['bytes_done'])}"
         )
     return lines
+
+
+def _shown_field(s: DatasetStatus, key: str, value: object) -> tuple[str, str]:
+    """A dataset status field as people read it, as a single transfer's status shows
+    it (:func:`staccato.cli.render.status_lines`): sizes and rates in binary units, a
+    time as a duration, yes/no, a list comma-separated; ``--json`` keeps the numbers."""
+    from staccato import units
+
+    if key == "bytes_total" and isinstance(value, int):
+        return key, f"{units.size(value)} ({value} bytes)"
+    if key == "bytes_done" and isinstance(value, int):
+        share = units.percent(value, s.bytes_total) if s.listing_done else None
+        return key, units.size(value) + (f" ({share})" if share else "")
+    if key == "rate_bytes_per_s" and isinstance(value, int | float):
+        return "rate", units.rate(value)
+    if key == "rate_files_per_s" and isinstance(value, int | float):
+        return "file rate", f"{value:.1f} files/s"
+    if key == "eta_s" and isinstance(value, int | float):
+        return "eta", units.duration(value)
+    if isinstance(value, bool):
+        return key, "yes" if value else "no"
+    if isinstance(value, list):
+        return key, ", ".join(str(v) for v in value)
+    return key, str(value)
 
 
 def status(dataset: str, as_json: bool, failures: bool) -> None:

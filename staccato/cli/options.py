@@ -336,8 +336,9 @@ MaxRateOption = Annotated[
         metavar="RATE",
         help="Bytes per second for this transfer, summed over its streams (40MB/s); "
         "an endpoint's or link's --max-rate (`staccato limit`) applies too. With -r it "
-        "caps each file's transfer, not the dataset (for a total, set an endpoint or "
-        "link limit); batches of small files are not paced.",
+        "caps each large file's transfer and each batch of small files (a batch reads "
+        "as one stream), not their sum: for a cap on the whole dataset, set an "
+        "endpoint or link limit.",
         show_default=False,
     ),
 ]

@@ -79,7 +79,7 @@ def worker(
         )
 
     try:
-        run(go)
+        run(go, sigterm=False)  # the worker stops gracefully on SIGTERM by itself
     except typer.Exit:
         raise  # click's Exit is a RuntimeError too: already reported
     except RuntimeError as err:
@@ -285,7 +285,7 @@ def up(
         marker.cancel()
 
     try:
-        run(go)
+        run(go, sigterm=False)  # the worker stops gracefully on SIGTERM by itself
     finally:
         if server is not None:
             server.terminate()
