@@ -53,7 +53,7 @@ from staccato.errors import (
 from staccato.following import follow_until_ended
 from staccato.models import MiB, TransferOptions, iso_utc
 from staccato.overlaps import overlap_busy, overlapping_writer
-from staccato.urls import EndpointURL, parse_url, resolve_local_directory
+from staccato.urls import EndpointURL, parse_url, resolve_local_directory, root_text
 from staccato.workflows import search_attributes as sa
 
 #: schemes a dataset can be listed from
@@ -72,14 +72,6 @@ _STATUS_STATES = {
 }
 
 
-def _root_text(url: EndpointURL) -> str:
-    """The canonical root without a trailing '/' (``s3://b/run`` and ``s3://b/run/``,
-    ``/data/x`` and ``/data/x/`` are one root), except a bucket or file-system root."""
-    canonical = url.canonical
-    inner = url.key if url.scheme == "s3" else url.path
-    if canonical.endswith("/") and inner not in ("", "/"):
-        return canonical.rstrip("/")
-    return canonical
 
 
 #: seconds a status waits for a worker to answer a dataset's progress query
@@ -92,14 +84,14 @@ def _real_root(url: EndpointURL) -> str:
     ``cp -r /data/link /data/real/sub`` is seen to copy into itself; other roots as
     :func:`_root_text`. Reads the local file system: client side only."""
     if url.scheme != "file":
-        return _root_text(url)
+        return root_text(url)
     return "file://" + os.path.realpath(url.path)
 
 
 def dataset_id(destination_root: str) -> str:
     """The dataset id (= workflow id) for a destination directory or prefix (a local
     directory named through a symbolic link by its real path, as requests are)."""
-    root = _root_text(resolve_local_directory(parse_url(destination_root), is_directory=True))
+    root = root_text(resolve_local_directory(parse_url(destination_root), is_directory=True))
     return DATASET_ID_PREFIX + hashlib.sha256(root.encode()).hexdigest()[:32]
 
 
@@ -143,7 +135,7 @@ def _fan_out_roots(source_root: str, destinations: Sequence[str]) -> list[str]:
             raise InvalidURLError(
                 f"{dst.scheme} endpoints can only be sources, not destinations: {dst}"
             )
-        root = _root_text(dst)
+        root = root_text(dst)
         if root in given:
             raise InvalidURLError(
                 f"destination {root} is given twice (as {given[root]!r} and {text!r})"
@@ -227,7 +219,7 @@ def make_dataset_request(
             f"destination {dst.path} is a file, not a directory: cp -r writes the source's "
             "files under a directory; name a directory (it is created if missing)"
         )
-    source_root, destination_root = _root_text(src), _root_text(dst)
+    source_root, destination_root = root_text(src), root_text(dst)
     real_source, real_destination = _real_root(src), _real_root(dst)
     for one, other in ((real_source, real_destination), (real_destination, real_source)):
         if one == other or other.startswith(one.rstrip("/") + "/"):

@@ -70,8 +70,7 @@ def ancestor_roots(target: str) -> list[str]:
     ``file:///``), each as a dataset to it would name its root
     (:func:`staccato.dataset_client.dataset_id`); [] for an s3 key written in
     ``?key=`` form. Reads the local file system (symbolic links) for ``file`` URLs."""
-    from staccato.dataset_client import _root_text
-    from staccato.urls import parse_url, resolve_local_directory
+    from staccato.urls import parse_url, resolve_local_directory, root_text
 
     base, _, query = target.partition("?")
     if query.startswith("key=") or "&key=" in query or "://" not in base:
@@ -90,7 +89,7 @@ def ancestor_roots(target: str) -> list[str]:
             url = resolve_local_directory(parse_url(text), is_directory=True)
         except InvalidURLError:
             continue
-        root = _root_text(url)
+        root = root_text(url)
         if root not in found and root.rstrip("/") != target.rstrip("/"):
             found.append(root)
     return found

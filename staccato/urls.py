@@ -266,6 +266,17 @@ def _sftp_canonical(host: str, port: int | None, user: str | None, path: str) ->
     return f"sftp://{netloc}{quote(path, safe='/')}"
 
 
+def root_text(url: EndpointURL) -> str:
+    """A dataset's canonical root: without a trailing '/' (``s3://b/run`` and
+    ``s3://b/run/``, ``/data/x`` and ``/data/x/`` are one root), except a bucket or
+    file-system root."""
+    canonical = url.canonical
+    inner = url.key if url.scheme == "s3" else url.path
+    if canonical.endswith("/") and inner not in ("", "/"):
+        return canonical.rstrip("/")
+    return canonical
+
+
 def resolve_local_directory(url: EndpointURL, *, is_directory: bool = False) -> EndpointURL:
     """A ``file`` URL whose directory is named through a symbolic link, named by the
     directory's real path instead (``os.path.realpath``; the last component is kept as
