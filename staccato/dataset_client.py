@@ -72,8 +72,6 @@ _STATUS_STATES = {
 }
 
 
-
-
 #: seconds a status waits for a worker to answer a dataset's progress query
 PROGRESS_QUERY_S = 5.0
 
@@ -82,7 +80,7 @@ def _real_root(url: EndpointURL) -> str:
     """The root as the overlap checks compare it: a local path with every symbolic link
     on it resolved, also where its tail does not exist yet (``os.path.realpath``), so
     ``cp -r /data/link /data/real/sub`` is seen to copy into itself; other roots as
-    :func:`_root_text`. Reads the local file system: client side only."""
+    :func:`staccato.urls.root_text`. Reads the local file system: client side only."""
     if url.scheme != "file":
         return root_text(url)
     return "file://" + os.path.realpath(url.path)
