@@ -55,10 +55,13 @@ os._exit(0)
 """
 
 
-def _probe(*args: str, env: dict[str, str] | None = None) -> tuple[int, set[str], str]:
-    """Run ``staccato ARGS`` in a fresh interpreter: (exit code, modules loaded, stderr)."""
+def _probe(
+    *args: str, env: dict[str, str] | None = None, script: str = PROBE
+) -> tuple[int, set[str], str]:
+    """Run ``staccato ARGS`` in a fresh interpreter through ``script`` (:data:`PROBE`
+    or :data:`MAIN_PROBE`): (exit code, modules loaded, stderr)."""
     done = subprocess.run(
-        [sys.executable, "-c", PROBE, json.dumps(list(args))],
+        [sys.executable, "-c", script, json.dumps(list(args))],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -181,20 +184,8 @@ staccato.cli.main()
 
 
 def _probe_main(*args: str, env: dict[str, str] | None = None) -> tuple[int, set[str], str]:
-    """Run ``staccato ARGS`` through ``main`` in a fresh interpreter: (exit code,
-    modules loaded, stderr)."""
-    done = subprocess.run(
-        [sys.executable, "-c", MAIN_PROBE, json.dumps(list(args))],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, **(env or {})},
-        timeout=120,
-    )
-    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("PROBE ")]
-    assert lines, f"probe printed nothing; stderr:\n{done.stderr}"
-    found = json.loads(lines[-1].removeprefix("PROBE "))
-    return found["code"], set(found["modules"]), done.stderr
+    """:func:`_probe` through ``main``."""
+    return _probe(*args, env=env, script=MAIN_PROBE)
 
 
 def test_transfer_command_loads_no_other_command(tmp_path: Path) -> None:

@@ -176,12 +176,11 @@ class LeanS3:
         if message is None:
             return None
         for _ in range(2):
-            try:
-                connection, reused = self._connection()
-            except OSError:
+            sent = self._sent(message)
+            if sent is None:
                 return None
+            connection, reused = sent
             try:
-                connection.sock.sendall(message)
                 return connection, connection.answer()
             except (_Closed, ConnectionResetError, BrokenPipeError):
                 connection.close()
@@ -189,6 +188,28 @@ class LeanS3:
                     return None
                 # the store closed an idle connection: once more on a new one
             except (OSError, ValueError):  # as above
+                connection.close()
+                return None
+        return None
+
+    def _sent(self, message: bytes) -> tuple[_Connection, bool] | None:
+        """``message`` sent whole on a pooled or new connection: the connection and
+        whether it was reused; once more on a new one when a kept-alive connection
+        turns out closed; None on any other connection error (nothing left open)."""
+        for _ in range(2):
+            try:
+                connection, reused = self._connection()
+            except OSError:
+                return None
+            try:
+                connection.sock.sendall(message)
+                return connection, reused
+            except (ConnectionResetError, BrokenPipeError):
+                connection.close()
+                if not reused:
+                    return None
+                # the store closed an idle connection: once more on a new one
+            except OSError:
                 connection.close()
                 return None
         return None
@@ -228,23 +249,8 @@ class LeanS3:
         )
         if message is None:
             return None
-        for _ in range(2):
-            try:
-                connection, reused = self._connection()
-            except OSError:
-                return None
-            try:
-                connection.sock.sendall(message)
-                return SentGet(connection, reused, bucket, key)
-            except (ConnectionResetError, BrokenPipeError):
-                connection.close()
-                if not reused:
-                    return None
-                # the store closed an idle connection: once more on a new one
-            except OSError:
-                connection.close()
-                return None
-        return None
+        sent = self._sent(message)
+        return None if sent is None else SentGet(*sent, bucket, key)
 
     def finish_get(self, sent: SentGet, max_size: int) -> tuple[dict[str, Any], bytes] | None:
         """The answer to a GetObject sent by :meth:`send_get`, as :meth:`get` returns
