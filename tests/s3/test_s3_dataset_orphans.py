@@ -44,6 +44,26 @@ def _open_uploads(s3: Any, bucket: str, prefix: str) -> list[str]:
     return [u["Key"] for page in pages for u in page.get("Uploads", [])]
 
 
+async def _kill_with_an_upload_open(
+    worker: WorkerProcess, s3: Any, bucket: str, prefix: str, timeout_s: float = 60
+) -> list[str]:
+    """SIGKILL ``worker`` once a multipart upload under ``prefix`` is open at the store
+    (bounded by ``timeout_s``), then wait until its activity processes are gone;
+    returns the keys whose uploads were open at the kill."""
+    deadline = time.monotonic() + timeout_s
+    open_at_kill: list[str] = []
+    while time.monotonic() < deadline and not open_at_kill:
+        open_at_kill = await asyncio.to_thread(_open_uploads, s3, bucket, prefix)
+        if not open_at_kill:
+            await asyncio.sleep(0.05)
+    pool = child_pids(worker.process.pid)
+    worker.kill()
+    assert open_at_kill, f"no multipart upload was seen open within {timeout_s} s"
+    while any(pid_alive(p) for p in pool) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return open_at_kill
+
+
 async def test_a_killed_batch_leaves_no_multipart_upload(
     temporal_server,
     s3_worker_env: dict[str, str],
@@ -74,18 +94,7 @@ async def test_a_killed_batch_leaves_no_multipart_upload(
             batch_files=FILES,
             max_batches=1,
         )
-        # kill while an upload is open at the store
-        deadline = time.monotonic() + 60
-        open_at_kill: list[str] = []
-        while time.monotonic() < deadline and not open_at_kill:
-            open_at_kill = await asyncio.to_thread(_open_uploads, s3, bucket, prefix)
-            if not open_at_kill:
-                await asyncio.sleep(0.05)
-        pool = child_pids(first.process.pid)
-        first.kill()
-        assert open_at_kill, "no multipart upload was seen open within 60 s"
-        while any(pid_alive(p) for p in pool) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        open_at_kill = await _kill_with_an_upload_open(first, s3, bucket, prefix)
         second = started_s3_worker(
             temporal_server.address, s3_worker_env, tmp_path, first.task_queue
         )
@@ -149,17 +158,7 @@ async def test_a_cancelled_dataset_aborts_its_killed_batch_uploads(
             batch_files=FILES,
             max_batches=1,
         )
-        deadline = time.monotonic() + 60
-        open_at_kill: list[str] = []
-        while time.monotonic() < deadline and not open_at_kill:
-            open_at_kill = await asyncio.to_thread(_open_uploads, s3, bucket, prefix)
-            if not open_at_kill:
-                await asyncio.sleep(0.05)
-        pool = child_pids(first.process.pid)
-        first.kill()
-        assert open_at_kill, "no multipart upload was seen open within 60 s"
-        while any(pid_alive(p) for p in pool) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        open_at_kill = await _kill_with_an_upload_open(first, s3, bucket, prefix)
         await cancel_dataset(client, dataset)
         handle = client.temporal.get_workflow_handle(dataset)
         async with Worker(
@@ -171,7 +170,8 @@ async def test_a_cancelled_dataset_aborts_its_killed_batch_uploads(
             # the batch's activity ends (cancelled, or timed out after the cancel):
             # it never runs again
             batch_pending = True
-            while batch_pending and time.monotonic() < deadline + 60:
+            deadline = time.monotonic() + 120
+            while batch_pending and time.monotonic() < deadline:
                 description = await handle.describe()
                 batch_pending = description.status == WorkflowExecutionStatus.RUNNING and any(
                     a.activity_type.name == "copy_batch"
