@@ -53,3 +53,23 @@ def get_driver(scheme: str) -> Driver:
         driver = getattr(module, class_name)()
         _drivers[scheme] = driver
         return driver
+
+
+def import_drivers() -> list[str]:
+    """Import every driver module whose library is installed; returns their names.
+
+    The worker's main process calls it before its workflow thread starts: there, the
+    control activities (``stat``, ``prepare``, ...) run in threads beside the workflow
+    sandbox, and a driver first imported by such a thread while a workflow task ran
+    went through the sandbox's import hook, where CPython 3.11 raised ``SystemError:
+    Objects/dictobject.c:1899: bad argument to internal function`` (seen once in a
+    full test run: paramiko's first import in ``prepare`` failed a transfer).
+    """
+    loaded: list[str] = []
+    for module_name in sorted({module for module, _, _ in _REGISTRY.values()}):
+        try:
+            importlib.import_module(module_name)
+        except ImportError:  # its library is not installed: get_driver names it
+            continue
+        loaded.append(module_name)
+    return loaded

@@ -65,6 +65,7 @@ from staccato.activities.start_lookup import StartLookupActivities
 from staccato.activities.stream_lease import HEARTBEAT_THROTTLE_S
 from staccato.datasets.locks import DatasetRootLockWorkflow
 from staccato.datasets.workflow import DatasetWorkflow
+from staccato.endpoints import import_drivers
 from staccato.errors import RetryableError
 from staccato.secrets import install_log_scrubber
 from staccato.workers.failure_size import BoundedFailures
@@ -638,6 +639,9 @@ async def run_worker(
     """
     settings.current()
     install_log_scrubber()
+    # drivers imported before any workflow task runs beside the control activities'
+    # threads (staccato.endpoints.import_drivers says why)
+    import_drivers()
     await ensure_search_attributes(client)
     # workflow tasks on a loop of their own, not behind the streams' (see
     # staccato.workers.workflow_thread)

@@ -1,0 +1,31 @@
+"""The worker's main process imports every installed driver before its workflow thread
+runs (``staccato.endpoints.import_drivers``): a driver first imported by a control
+activity's thread while a workflow task ran went through the workflow sandbox's import
+hook and failed a transfer with a CPython ``SystemError`` once."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def test_import_drivers_loads_every_installed_driver_and_its_library() -> None:
+    probe = (
+        "import json, sys\n"
+        "from staccato.endpoints import import_drivers\n"
+        "loaded = import_drivers()\n"
+        "print(json.dumps([loaded, sorted(m for m in ('paramiko', 'boto3', 'httpx')"
+        " if m in sys.modules)]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
+    loaded, libraries = json.loads(done.stdout.strip().splitlines()[-1])
+    assert loaded == [
+        "staccato.endpoints.file",
+        "staccato.endpoints.http",
+        "staccato.endpoints.s3",
+        "staccato.endpoints.sftp",
+    ]
+    assert libraries == ["boto3", "httpx", "paramiko"]
