@@ -35,12 +35,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 
 from staccato import governors
 from staccato.client import StaccatoClient
 from staccato.errors import TransferFailedError
-from staccato.links import endpoint_of, parse_limit_target
+from staccato.links import endpoint_of, governor_id, parse_limit_target
 from staccato.models import IfBusy, Limits, SyncLevel, TransferOptions, TransferState
 from tests.helpers import WorkerProcess, at_rest, wait_for_status, write_random
 from tests.servers.nginx import NginxServer
@@ -575,6 +575,33 @@ async def dataset_limited(lab: Lab) -> str:
         await governors.unset_limits(lab.client.temporal, target, [])
 
 
+async def governor_checked(lab: Lab) -> str:
+    """The governor of a link (slow nginx -> local files) with ``--max-active 1`` while
+    a transfer of ~8 s holds its slot: it grants the slot by signal and checks its
+    holder with ``find_ended`` (every 5 s); once the limits are cleared it ends. The
+    fixture is the governor's history (since 0.10.0)."""
+    write_random(lab.http_root / "governed.bin", 512 * KiB, seed=19)
+    at_rest(lab.http_root / "governed.bin")
+    target = parse_limit_target(f"{endpoint_of(lab.slow_nginx.base_url)},file://")
+    await governors.set_limits(lab.client.temporal, target, Limits(max_active=1))
+    data = lab.data("governor-checked")
+    try:
+        transfer = await lab.client.submit(
+            lab.slow_nginx.url("governed.bin"), str(data / "governed.bin"), OPTIONS
+        )
+        await _wait(lab.client, transfer)
+    finally:
+        await governors.unset_limits(lab.client.temporal, target, [])
+    governor = governor_id(target.name)
+    handle = lab.client.temporal.get_workflow_handle(governor)
+    deadline = time.monotonic() + WAIT_S
+    while (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the governor {governor} did not end within {WAIT_S} s")
+        await asyncio.sleep(0.2)
+    return governor
+
+
 FRONT = "run_as_destination_transfer"  # the front run's one activity
 #: scenario name (the fixture's file name) -> what it runs, and what its history must show
 SCENARIOS: dict[str, tuple[Scenario, str | tuple[str, ...]]] = {
@@ -632,6 +659,10 @@ SCENARIOS: dict[str, tuple[Scenario, str | tuple[str, ...]]] = {
         ("find_governors", "slot_granted", "copy_batch", "WORKFLOW_EXECUTION_COMPLETED"),
     ),
 }
+SCENARIOS["governor_checked"] = (  # since 0.10.0
+    governor_checked,
+    ("GovernorWorkflow", "slot_granted", "find_ended", "WORKFLOW_EXECUTION_COMPLETED"),
+)
 SCENARIOS["dataset_fan_out"] = (  # since 0.6.0
     dataset_fan_out,
     (

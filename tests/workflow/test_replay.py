@@ -1,4 +1,4 @@
-"""Recorded workflow histories (transfers, datasets, fan-out groups) replay with the current code.
+"""Recorded workflow histories (transfers, datasets, fan-out groups, governors) replay with the current code.
 
 Every ``tests/workflow/histories/<release>/<scenario>.json`` is a real history
 recorded by ``scripts/record-histories`` against real servers with that release's
@@ -27,13 +27,14 @@ from temporalio.worker import Replayer
 from staccato.datasets.workflow import DatasetWorkflow
 from staccato.ids import transfer_id
 from staccato.workflows.fanout import FanOutWorkflow
+from staccato.workflows.governor import GovernorWorkflow
 from staccato.workflows.transfer import TransferWorkflow
 from tests.workflow.record_histories import SCENARIOS, release
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
 FIXTURES = sorted(HISTORIES.glob("*/*.json"))
 #: every workflow a fixture may hold (the replayer picks by the recorded type)
-WORKFLOWS = [TransferWorkflow, DatasetWorkflow, FanOutWorkflow]
+WORKFLOWS = [TransferWorkflow, DatasetWorkflow, FanOutWorkflow, GovernorWorkflow]
 
 
 def _name(path: Path) -> str:
