@@ -33,9 +33,11 @@ waiters; it continues as new (carrying its state) when Temporal suggests it.
 
 History per transfer: the ``acquire`` and ``release`` signals (1 event each), the
 ``slot_granted`` signal sent (2) and, when it waited, ``limit_queued`` (2), plus the
-workflow tasks and a cancelled timer per wake-up (signals arriving together share
-them): about 10-15 events; the check adds about 11 events per 5 s while anyone holds
-or waits (continue-as-new keeps it bounded).
+workflow tasks per wake-up (signals arriving together share them): about 10 events;
+the check adds about 11 events per 5 s while anyone holds or waits (continue-as-new
+keeps it bounded). The check runs when its timer fires (patch
+:data:`CHECK_TIMER_PATCH`); runs from before it started a timer per wake-up and
+cancelled it, 2 events more each.
 """
 
 from __future__ import annotations
@@ -83,6 +85,8 @@ STATE_QUERY = "state"
 RATES_QUERY = "rates"
 #: ``workflow.patched`` id: a ``window`` limit holds new grants outside its hours
 WINDOW_PATCH = "governor-window"
+#: ``workflow.patched`` id: the ended-run check runs when its timer fires
+CHECK_TIMER_PATCH = "governor-check-timer"
 
 
 def _activity_queue() -> str:
@@ -109,6 +113,9 @@ class GovernorWorkflow:
         self._sending = 0
         # whether ``window`` limits hold grants (set by the run loop, not a query)
         self._windows = False
+        # the ended-run check: its timer (one at a time) and whether it fired
+        self._check_timer: asyncio.Task[None] | None = None
+        self._check_due = False
 
     @workflow.run
     async def run(self, state: GovernorState) -> None:
@@ -119,6 +126,10 @@ class GovernorWorkflow:
         """
         s = self._s
         last_check = workflow.now()
+        # the check of ended runs follows a timer's firing, not a comparison of
+        # workflow.now() with the last check (a replay whose task times differ took
+        # the other branch: a nondeterminism error)
+        timer_driven = workflow.patched(CHECK_TIMER_PATCH)
         while True:
             if s.limits.window is not None and not self._windows:
                 self._windows = workflow.patched(WINDOW_PATCH)
@@ -156,7 +167,25 @@ class GovernorWorkflow:
                 ):
                     workflow.continue_as_new(s, task_queue=GOVERNOR_QUEUE)
                 workflow.continue_as_new(s)
-            if s.holders or s.waiters:
+            if (s.holders or s.waiters) and timer_driven:
+                if self._check_due:
+                    self._check_due = False
+                    await self._drop_ended()
+                    continue
+                if self._check_timer is None or self._check_timer.done():
+                    self._check_timer = asyncio.create_task(self._check_after())
+                opens = self._closed_until() if s.waiters else None
+                if opens is not None:  # wake when the window opens
+                    try:
+                        await workflow.wait_condition(
+                            lambda: self._changed or self._check_due,
+                            timeout=max(opens - workflow.now(), timedelta(milliseconds=1)),
+                        )
+                    except TimeoutError:
+                        pass
+                else:
+                    await workflow.wait_condition(lambda: self._changed or self._check_due)
+            elif s.holders or s.waiters:  # histories from before CHECK_TIMER_PATCH
                 due = last_check + CHECK_EVERY - workflow.now()
                 opens = self._closed_until() if s.waiters else None
                 if due <= timedelta(0):
@@ -172,6 +201,12 @@ class GovernorWorkflow:
             else:
                 await workflow.wait_condition(lambda: self._changed)
             self._changed = False
+
+    async def _check_after(self) -> None:
+        """Sleep :data:`CHECK_EVERY`, then mark the ended-run check due (the timer's
+        firing, an event of the history, decides when the check runs)."""
+        await workflow.sleep(CHECK_EVERY)
+        self._check_due = True
 
     async def _drop_ended(self) -> None:
         """Drop holders and waiters whose workflow run has ended (the ``find_ended``
