@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowExecutionStatus
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
 
 from staccato import governors
 from staccato.client import StaccatoClient
@@ -37,7 +39,7 @@ from staccato.models import (
     TransferOptions,
     TransferState,
 )
-from staccato.workflows.governor import ACQUIRE_SIGNAL, STATE_QUERY
+from staccato.workflows.governor import ACQUIRE_SIGNAL, STATE_QUERY, GovernorWorkflow
 from tests.helpers import MiB, WorkerProcess, child_pids, run_cli, sha256_file, write_random
 from tests.servers.nginx import NginxServer, nginx_fixture
 from tests.servers.pacing_proxy import PacingProxy
@@ -160,6 +162,27 @@ async def governor_ends(client: StaccatoClient, name: str, timeout_s: float = 15
     except AssertionError:
         await client.temporal.get_workflow_handle(governor_id(name)).terminate(
             "test cleanup: left running by a failed test"
+        )
+        return
+    await governor_replays(client, name)
+
+
+async def governor_replays(client: StaccatoClient, name: str) -> None:
+    """Replay the last run of ``name``'s governor with this checkout's workflow code:
+    every limits test also checks that a real governor history, recorded under
+    whatever load the test ran at, replays without a nondeterminism error (a governor
+    that fails one stops granting). On failure the history is kept under
+    ``/tmp/staccato-governor-replays/`` and named in the error."""
+    history = await client.temporal.get_workflow_handle(governor_id(name)).fetch_history()
+    replayer = Replayer(workflows=[GovernorWorkflow], data_converter=pydantic_data_converter)
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    if result.replay_failure is not None:
+        kept = Path("/tmp/staccato-governor-replays")
+        kept.mkdir(parents=True, exist_ok=True)
+        path = kept / f"{history.workflow_id}-{time.time_ns()}.json"
+        path.write_text(history.to_json())
+        raise AssertionError(
+            f"the governor of {name} does not replay ({result.replay_failure}); its history: {path}"
         )
 
 
