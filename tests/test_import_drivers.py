@@ -29,3 +29,34 @@ def test_import_drivers_loads_every_installed_driver_and_its_library() -> None:
         "staccato.endpoints.sftp",
     ]
     assert libraries == ["boto3", "httpx", "paramiko"]
+
+
+def test_activity_process_imports_drivers_and_their_lazy_modules_before_its_threads() -> None:
+    """An activity process's initializer imports every driver and what boto3 imports
+    only when a first client is made (botocore's endpoint and HTTP session, urllib3):
+    two resumed S3 streams making their first clients at once in one process got a
+    half-initialised ``urllib3`` ("module 'urllib3' has no attribute 'util'")."""
+    probe = (
+        "import json, sys\n"
+        "from staccato.workers.lifeline import start_activity_process\n"
+        "lazy = ('botocore.client', 'botocore.endpoint', 'botocore.httpsession',"
+        " 'urllib3.util.ssl_', 'paramiko', 'httpx')\n"
+        "before = sorted(m for m in lazy if m in sys.modules)\n"
+        "start_activity_process({}, 1 << 20)\n"
+        "print(json.dumps([before, sorted(m for m in lazy if m in sys.modules)]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
+    before, after = json.loads(done.stdout.strip().splitlines()[-1])
+    assert before == []
+    assert after == sorted(
+        [
+            "botocore.client",
+            "botocore.endpoint",
+            "botocore.httpsession",
+            "urllib3.util.ssl_",
+            "paramiko",
+            "httpx",
+        ]
+    )

@@ -56,20 +56,32 @@ def get_driver(scheme: str) -> Driver:
 
 
 def import_drivers() -> list[str]:
-    """Import every driver module whose library is installed; returns their names.
+    """Import every driver module whose library is installed, and what its library
+    imports lazily on first use (a driver module's ``warm_imports()``, where it has
+    one); returns their names.
 
-    The worker's main process calls it before its workflow thread starts: there, the
-    control activities (``stat``, ``prepare``, ...) run in threads beside the workflow
-    sandbox, and a driver first imported by such a thread while a workflow task ran
-    went through the sandbox's import hook, where CPython 3.11 raised ``SystemError:
-    Objects/dictobject.c:1899: bad argument to internal function`` (seen once in a
-    full test run: paramiko's first import in ``prepare`` failed a transfer).
+    Every worker process calls it before its threads start (the main process before
+    its workflow thread, each activity process in its initializer):
+
+    * in the main process, the control activities (``stat``, ``prepare``, ...) run in
+      threads beside the workflow sandbox, and a driver first imported by such a
+      thread while a workflow task ran went through the sandbox's import hook, where
+      CPython 3.11 raised ``SystemError: Objects/dictobject.c:1899: bad argument to
+      internal function`` (seen once in a full test run: paramiko's first import in
+      ``prepare`` failed a transfer);
+    * in any process, two threads importing one library's modules at once can meet in
+      a circular import, and Python then hands one of them a half-initialised module
+      (seen: ``AttributeError: module 'urllib3' has no attribute 'util'`` from two
+      resumed S3 streams making their first clients together).
     """
     loaded: list[str] = []
     for module_name in sorted({module for module, _, _ in _REGISTRY.values()}):
         try:
-            importlib.import_module(module_name)
+            module = importlib.import_module(module_name)
         except ImportError:  # its library is not installed: get_driver names it
             continue
+        warm = getattr(module, "warm_imports", None)
+        if warm is not None:
+            warm()
         loaded.append(module_name)
     return loaded

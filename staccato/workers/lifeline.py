@@ -72,16 +72,20 @@ def _end_with(parent: multiprocessing.process.BaseProcess) -> None:
 def start_activity_process(rate_board: MutableMapping[str, float], buffer_budget: int) -> None:
     """The initializer of each activity process: :func:`die_with_parent`, then URL
     secrets scrubbed from log lines, the worker's rate board for the streams' pacing
-    (:mod:`staccato.activities.pacing`) and the process's memory budget for chunk
-    buffers (bytes, :mod:`staccato.activities.capacity`)."""
+    (:mod:`staccato.activities.pacing`), the process's memory budget for chunk
+    buffers (bytes, :mod:`staccato.activities.capacity`), and every driver imported
+    before the process's activity threads start
+    (:func:`staccato.endpoints.import_drivers` says why)."""
     die_with_parent()
     from staccato.activities.capacity import install_budget
     from staccato.activities.pacing import install_board
+    from staccato.endpoints import import_drivers
     from staccato.secrets import install_log_scrubber
 
     install_log_scrubber()  # a library's log line may quote a URL's token
     install_board(rate_board)
     install_budget(buffer_budget)
+    import_drivers()
 
 
 def start_manager_process() -> None:

@@ -89,10 +89,11 @@ Modules, each one concern; each imports only modules above it in this list (and
 from __future__ import annotations
 
 from staccato.endpoints.s3.checksums import _b64_to_hex as _b64_to_hex
+from staccato.endpoints.s3.client import warm_imports
 from staccato.endpoints.s3.driver import MARKER, S3Driver
 from staccato.endpoints.s3.errors import _scrub as _scrub
 from staccato.endpoints.s3.read import S3Reader
 from staccato.endpoints.s3.write import S3ChunkWriter, UploadGone
 from staccato.endpoints.s3.write import _ViewBody as _ViewBody
 
-__all__ = ["MARKER", "S3ChunkWriter", "S3Driver", "S3Reader", "UploadGone"]
+__all__ = ["MARKER", "S3ChunkWriter", "S3Driver", "S3Reader", "UploadGone", "warm_imports"]

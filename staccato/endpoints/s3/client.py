@@ -158,6 +158,35 @@ def _parse_timestamp(value: Any) -> datetime:
     return botocore.utils.parse_timestamp(value)  # type: ignore[no-any-return]
 
 
+def warm_imports() -> None:
+    """Import what boto3 imports lazily when a process makes its first client
+    (botocore's client, endpoint, HTTP session with urllib3, signers, parsers, retry
+    handlers), by making a throwaway client (no request is sent). Each worker process
+    calls it (through :func:`staccato.endpoints.import_drivers`) before its activity
+    threads start: two threads making their first clients at once import those modules
+    together, and a circular import across threads hands one of them a half-initialised
+    module (seen: ``AttributeError: module 'urllib3' has no attribute 'util'``, which
+    failed a resumed upload as an internal error)."""
+    import botocore.client
+    import botocore.endpoint
+    import botocore.httpsession
+    import botocore.retries.standard
+    import urllib3.util.ssl_  # noqa: F401  (the module whose half-import was seen)
+
+    try:
+        client = boto3.session.Session(botocore_session=botocore.session.Session()).client(
+            "s3",
+            region_name="us-east-1",
+            endpoint_url="http://127.0.0.1:9",
+            aws_access_key_id="warm-imports",
+            aws_secret_access_key="warm-imports",
+            config=Config(retries={"mode": "standard"}),
+        )
+    except (BotoCoreError, ValueError):  # a broken AWS configuration: the first use says so
+        return
+    client.close()
+
+
 def _make_endpoint(profile: str | None) -> _Endpoint:
     """Build the boto3 client of ``profile`` (None: the default chain).
 
