@@ -193,9 +193,7 @@ def test_no_light_client_unless_plain(monkeypatch, tmp_path: Path, env: dict[str
     assert light_client() is None
 
 
-def test_no_light_client_with_a_config_file_or_a_delayed_start(
-    monkeypatch, tmp_path: Path
-) -> None:
+def test_no_light_client_with_a_config_file_or_a_delayed_start(monkeypatch, tmp_path: Path) -> None:
     """Temporal's default configuration file (which may set TLS or a key) or a start
     delay (a front run): the SDK's client."""
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
