@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import re
 import subprocess
 import sys
@@ -267,3 +268,39 @@ def test_light_client_module_loads_no_sdk() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+async def test_submit_without_workers_warns_alike(temporal_server, tmp_path: Path) -> None:
+    """``submit`` on a task queue no worker polls prints the transfer id and the same
+    "no worker" warning whether the light client or the SDK's started it."""
+    said: list[tuple[str, str]] = []
+    ids: list[str] = []
+    for light in ("1", "0"):
+        destination = tmp_path / f"dst-{light}.bin"
+        done = subprocess.run(
+            [sys.executable, "-m", "staccato.cli", "submit", str(tmp_path / "s"), str(destination)],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=120,
+            env={
+                **os.environ,
+                "TEMPORAL_ADDRESS": temporal_server.address,
+                "TEMPORAL_NAMESPACE": "default",
+                "STACCATO_TASK_QUEUE": "light-client-nobody",
+                "STACCATO_TEMPORAL_HTTP": temporal_server.http_address,
+                "STACCATO_LIGHT_CLIENT": light,
+            },
+        )
+        assert done.returncode == 0, done.stderr
+        ids.append(done.stdout.strip())
+        said.append((re.sub(r"staccato-[0-9a-f]{32}", "ID", done.stdout), done.stderr))
+    assert said[0] == said[1]
+    assert said[0][0] == "ID\n"
+    assert "no worker is polling task queue 'light-client-nobody'" in said[0][1]
+    sdk = await StaccatoClient.connect(target_host=temporal_server.address, namespace="default")
+    try:
+        for workflow_id in ids:
+            await sdk.temporal.get_workflow_handle(workflow_id).terminate("test: done")
+    finally:
+        await sdk.close()
