@@ -1,6 +1,8 @@
 """The transfer commands: ``submit``, ``cp``, ``watch``, ``status``, ``list``,
 ``cancel``, ``pause``, ``resume``. They talk to Temporal through
-:class:`staccato.client.StaccatoClient` only."""
+:class:`staccato.client.StaccatoClient`, and a plain ``cp``/``submit`` of one object
+first through the light client (:mod:`staccato.light_client`: Temporal's HTTP API,
+no SDK loaded), which hands it to the SDK's client for anything unusual."""
 
 from __future__ import annotations
 
