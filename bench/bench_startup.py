@@ -48,6 +48,10 @@ CASES: list[tuple[str, list[str]]] = [
     ("staccato cp --help", ["-m", "staccato.cli", "cp", "--help"]),
     ("staccato submit --help", ["-m", "staccato.cli", "submit", "--help"]),
     ("import for cp (cli + client)", ["-c", "import staccato.cli, staccato.client"]),
+    (
+        "import for a light cp (cli + light client)",
+        ["-c", "import staccato.cli, staccato.cli.commands, staccato.light_client"],
+    ),
 ]
 
 _PROBE = (

@@ -23,7 +23,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from staccato.workers.devserver import start_dev_server  # noqa: E402
+from staccato.workers.devserver import recorded_http_port, start_dev_server  # noqa: E402
 from tests.servers.temporal_server import free_port  # noqa: E402
 
 MiB = 1024 * 1024
@@ -42,6 +42,8 @@ class Service:
         self.processes = processes
         self.extra_env = env or {}
         self.server: subprocess.Popen[bytes] | None = None
+        #: the server's HTTP API port (the light client's: staccato.light_client)
+        self.http_port: int | None = None
         self.worker: subprocess.Popen[bytes] | None = None
 
     @property
@@ -50,11 +52,13 @@ class Service:
             **os.environ,
             "TEMPORAL_ADDRESS": f"127.0.0.1:{self.port}",
             "STACCATO_TASK_QUEUE": "bench",
+            **({"STACCATO_TEMPORAL_HTTP": f"127.0.0.1:{self.http_port}"} if self.http_port else {}),
             **self.extra_env,
         }
 
     def start(self) -> Service:
         self.server = start_dev_server(self.home, port=self.port, ui_port=free_port())
+        self.http_port = recorded_http_port(self.home, self.port)
         self.start_worker()
         return self
 

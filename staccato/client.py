@@ -42,13 +42,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import posixpath
 import weakref
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import unquote
 
 from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.bridge import temporal_sdk_bridge
@@ -93,14 +90,10 @@ from staccato.models import (
     iso_utc,
 )
 from staccato.overlaps import overlap_busy, overlapping_writer
-from staccato.secrets import seal_source
+from staccato.run_fields import TRANSFER_TYPE
 from staccato.starts import front_id, start_front, start_or_attach
-from staccato.urls import (
-    SOURCE_ONLY_SCHEMES,
-    EndpointURL,
-    parse_url,
-    resolve_local_directory,
-)
+from staccato.submissions import Submission, destination_transfer_id, make_request
+from staccato.submissions import completed_status as _completed_status
 from staccato.workflows import search_attributes as sa
 
 __all__ = ["TRANSFER_ID_PREFIX", "StaccatoClient", "Submission", "transfer_id"]
@@ -110,43 +103,6 @@ TemporalUnavailable = TemporalUnavailableError
 DestinationBusy = DestinationBusyError
 TransferNotFound = TransferNotFoundError
 TransferFailed = TransferFailedError
-
-
-@dataclass(frozen=True)
-class Submission:
-    """What :meth:`StaccatoClient.start` did.
-
-    Attributes:
-        id: the transfer id to follow (the destination's transfer id, or a front
-            run's ``<transfer id>-<8 hex>`` when it waits or starts later).
-        run_id: the Temporal run.
-        attached: an identical transfer was running: nothing new was started.
-        queued: a different transfer holds the destination; this one waits for it
-            (``if_busy = wait``) as a front run.
-        starts_at: the start time of a delayed start (``not_before``), else None.
-        ignored: attached, with options that differ from the running transfer's and
-            so do not apply to it (those the request hash leaves out: ``--max-rate``,
-            ``--priority``, ``--owner``, ``--from-origin``), one text each:
-            ``--max-rate 5.0 MiB/s requested, none running``.
-    """
-
-    id: str
-    run_id: str
-    attached: bool = False
-    queued: bool = False
-    starts_at: datetime | None = None
-    ignored: tuple[str, ...] = ()
-
-
-def destination_transfer_id(destination: str) -> str:
-    """The transfer id of a destination as a user names it: a local path whose
-    directory is a symbolic link is named by the directory's real path first, as
-    :meth:`StaccatoClient.make_request` does (:func:`staccato.urls.resolve_local_directory`).
-
-    Raises:
-        InvalidURLError: not a valid destination URL or path.
-    """
-    return transfer_id(resolve_local_directory(parse_url(destination)).canonical)
 
 
 _STATUS_STATES = {
@@ -160,7 +116,6 @@ _STATUS_STATES = {
 
 _TERMINAL = (TransferState.completed, TransferState.failed, TransferState.cancelled)
 #: the workflow types Staccato starts: a transfer, and a dataset (``staccato cp -r``)
-TRANSFER_TYPE = "TransferWorkflow"
 DATASET_TYPE = "DatasetWorkflow"
 #: a fan-out group (``staccato cp SRC DST1 DST2 ...``)
 GROUP_TYPE = "FanOutWorkflow"
@@ -170,38 +125,6 @@ PROGRESS_QUERY = "progress"
 QUERY_TIMEOUT_S = 5.0
 #: seconds :meth:`StaccatoClient.close` waits for the connection's last references to go
 _CLOSE_WAIT_S = 5.0
-
-
-def _directory_destination(src: EndpointURL, text: str, dst: EndpointURL) -> str | None:
-    """Why the destination ``text`` (parsed: ``dst``) cannot be a single transfer's
-    destination because it names a directory or prefix, or None when it names an
-    object. A destination ending in ``/`` (a local path, ``file://``, ``sftp://``, an
-    S3 key; a bare ``s3://BUCKET``) is refused alike for every kind: a transfer writes
-    the object it is given the name of, never a name it picks inside a directory
-    (``cp -r`` copies into a directory). The message suggests the full name with the
-    source's base name."""
-    if dst.scheme == "s3":
-        if dst.key and not dst.key.endswith("/"):
-            return None
-        what = (
-            "names a bucket, not an object"
-            if not dst.key
-            else "names no S3 object (a key ending in '/' is a folder marker)"
-        )
-    elif dst.scheme in ("file", "sftp"):
-        # a local path's trailing '/' is gone from its canonical form: read the text
-        if not (dst.path.endswith("/") or text.split("?", 1)[0].endswith("/")):
-            return None
-        what = "ends in '/': it names a directory"
-    else:
-        return None
-    base = posixpath.basename(unquote(src.path) if src.scheme in ("http", "https") else src.path)
-    full = text if text.endswith("/") else text + "/"
-    example = f"{full}{base}" if base else f"{full}NAME"
-    return (
-        f"destination {text!r} {what}; name the object to write in full, e.g. "
-        f"{example} (cp -r copies into a directory or prefix)"
-    )
 
 
 class StaccatoClient:
@@ -293,37 +216,15 @@ class StaccatoClient:
     def make_request(
         source: str, destination: str, options: TransferOptions | None = None
     ) -> TransferRequest:
-        """Validate and canonicalise a transfer request.
+        """Validate and canonicalise a transfer request
+        (:func:`staccato.submissions.make_request`).
 
         Raises:
             InvalidURLError: a URL is malformed, unknown, or cannot play its role, or the
                 source has a query (a token) and no key to seal it is configured.
             SecretKeyError: a configured key is malformed.
         """
-        src = parse_url(source)
-        if src.scheme == "s3" and not src.key:
-            whole = source.split("?", 1)[0].rstrip("/")
-            raise InvalidURLError(
-                f"source {source!r} names a bucket, not an object: a copy reads one object, "
-                f"{whole}/KEY (cp -r {whole}/ copies every object in the bucket)"
-            )
-        dst = resolve_local_directory(parse_url(destination))
-        if dst.scheme in SOURCE_ONLY_SCHEMES:
-            raise InvalidURLError(
-                f"{dst.scheme} endpoints can only be sources, not destinations: {dst}"
-            )
-        if src.canonical == dst.canonical:
-            raise InvalidURLError(f"source and destination are the same object: {dst}")
-        if refused := _directory_destination(src, destination, dst):
-            raise InvalidURLError(refused)
-        # an http(s) query is secret: Temporal gets the redacted URL and the query sealed
-        source_text, source_secret = seal_source(src.canonical)
-        return TransferRequest(
-            source=source_text,
-            destination=dst.canonical,
-            options=options or TransferOptions(),
-            source_secret=source_secret,
-        )
+        return make_request(source, destination, options)
 
     async def submit(
         self,
@@ -446,6 +347,12 @@ class StaccatoClient:
         from staccato.fanout_client import wait_group
 
         return await wait_group(self, group)
+
+    def adopt(self, submitted: Submission) -> None:
+        """Follow ``submitted`` (started by another client, e.g. the light one:
+        :mod:`staccato.light_client`) as if this client had started it: ``wait``,
+        ``follow`` and ``outcome`` follow its run."""
+        self._runs[submitted.id] = submitted.run_id
 
     def submitted_run(self, transfer: str) -> str | None:
         """The run id of the transfer this client submitted under ``transfer`` (an id or
@@ -1080,27 +987,3 @@ def _delayed_start(description: Any) -> str | None:
     if at <= datetime.now(UTC):
         return None
     return at.isoformat(timespec="seconds")
-
-
-def _completed_status(workflow_id: str, result: TransferResult) -> TransferStatus:
-    """The status of a completed transfer, from its workflow result alone."""
-    return TransferStatus(
-        id=workflow_id,
-        state=TransferState.completed,
-        source=result.source,
-        destination=result.destination,
-        bytes_total=result.bytes,
-        bytes_done=0 if result.up_to_date else result.bytes,  # up to date: nothing copied
-        rate_bytes_per_s=None,
-        eta_s=None,
-        streams=result.streams,
-        chunk_size=result.chunk_size,
-        checksum=result.checksum or None,
-        error=None,
-        phase="done",
-        up_to_date=result.up_to_date or None,
-        sync_level=result.sync_level,
-        tuning=result.tuning,
-        read_from=result.read_from,
-        read_from_reason=result.read_from_reason,
-    )

@@ -26,13 +26,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from temporalio.client import Client, WorkflowExecution
-from temporalio.service import RPCError, RPCStatusCode
-
-from staccato.datasets.locks import ROOT_LOCK_TYPE, root_lock_id
+from staccato import run_fields
 from staccato.errors import DestinationBusyError, InvalidURLError
-from staccato.workflows import search_attributes as sa
+from staccato.ids import ROOT_LOCK_TYPE, root_lock_id
+
+if TYPE_CHECKING:  # the light client (staccato.light_client) asks without the SDK
+    from temporalio.client import Client, WorkflowExecution
 
 #: workflows a query lists at most (its first page: one RPC); a re-run of a dataset
 #: lists its own running child transfers too, which are skipped
@@ -120,13 +121,9 @@ async def overlapping_writer(
         below: also look for writers inside the targets (a dataset's roots; not a
             single transfer's destination, which names a file or object).
     """
-    ancestors: dict[str, str] = {}
-    for target in targets:
-        for root in ancestor_roots(target):
-            ancestors.setdefault(root_lock_id(root), root)
-    enclosing = [f"WorkflowId IN ({', '.join(_quoted(i) for i in ancestors)})"] if ancestors else []
-    prefixes = [_prefix(t) for t in targets] if below else []
-    inside = [f"{sa.DESTINATION.name} STARTS_WITH {_quoted(p)}" for p in prefixes]
+    from temporalio.service import RPCError, RPCStatusCode
+
+    ancestors, enclosing, inside = overlap_clauses(targets, below=below)
     try:
         listed = await _running(client, enclosing + inside)
     except RPCError as err:
@@ -155,7 +152,7 @@ async def overlapping_writer(
         else:
             writes = str(
                 memo.get("destination")
-                or found.search_attributes.get(sa.DESTINATION.name, ["?"])[0]
+                or found.search_attributes.get(run_fields.DESTINATION, ["?"])[0]
             )
             target = next((t for t in targets if writes.startswith(_prefix(t))), targets[0])
         return Writer(
@@ -168,11 +165,36 @@ async def overlapping_writer(
     return None
 
 
+def overlap_clauses(
+    targets: Sequence[str], *, below: bool
+) -> tuple[dict[str, str], list[str], list[str]]:
+    """What :func:`overlapping_writer` asks visibility for ``targets``: the lock id of
+    every proper ancestor root -> that root, the clause listing the writers that
+    enclose a target (by those ids; none when no target has an ancestor) and, with
+    ``below``, a clause per target listing the writers inside it."""
+    ancestors: dict[str, str] = {}
+    for target in targets:
+        for root in ancestor_roots(target):
+            ancestors.setdefault(root_lock_id(root), root)
+    enclosing = [f"WorkflowId IN ({', '.join(_quoted(i) for i in ancestors)})"] if ancestors else []
+    prefixes = [_prefix(t) for t in targets] if below else []
+    inside = [f"{run_fields.DESTINATION} STARTS_WITH {_quoted(p)}" for p in prefixes]
+    return ancestors, enclosing, inside
+
+
+def running_query(clauses: list[str]) -> str | None:
+    """The visibility query of the running workflows matching any of ``clauses``
+    (None for no clause: nothing to ask)."""
+    if not clauses:
+        return None
+    return f"ExecutionStatus = 'Running' AND ({' OR '.join(clauses)})"
+
+
 async def _running(client: Client, clauses: list[str]) -> list[WorkflowExecution]:
     """The running workflows matching any of ``clauses`` (one page: one RPC)."""
-    if not clauses:
+    query = running_query(clauses)
+    if query is None:
         return []
-    query = f"ExecutionStatus = 'Running' AND ({' OR '.join(clauses)})"
     return [w async for w in client.list_workflows(query, page_size=PAGE_SIZE, limit=PAGE_SIZE)]
 
 

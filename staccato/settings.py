@@ -98,6 +98,12 @@ class Settings(BaseSettings):
             transfer it runs does).
         tuning_memory_bytes: the bytes of stream buffers one tuned transfer may hold
             (streams x chunk x 2); the optimizer never runs more streams than fit.
+        temporal_http: ``HOST:PORT`` (or ``http://HOST:PORT``) of Temporal's HTTP API
+            (the frontend's ``--http-port``): lets a plain ``staccato cp`` / ``submit``
+            start and wait through it without loading Temporal's SDK (see
+            :mod:`staccato.light_client`); default: the port ``staccato up``'s
+            server records, when ``TEMPORAL_ADDRESS`` is that server.
+        light_client: allow that light client at all (``0``: always the SDK's).
         socket_buffer_bytes: SO_SNDBUF/SO_RCVBUF of HTTP, S3 and SFTP connections (and
             the SSH window); None (the default): sized per link to the bandwidth-delay
             product when a transfer is tuned, else left to the kernel's autotuning.
@@ -138,6 +144,8 @@ class Settings(BaseSettings):
     tuning: bool = True
     tuning_memory_bytes: int = Field(2 * 1024**3, ge=8 * 1024**2)
     socket_buffer_bytes: int | None = Field(None, ge=4096, le=1024**3)
+    temporal_http: str | None = Field(None, pattern=r"^(http://)?[^\s/:]+:\d{1,5}/?$")
+    light_client: bool = True
 
     @property
     def effective_staging_dir(self) -> Path:

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from temporalio.client import Client
 from temporalio.common import (
     Priority,
+    SearchAttributeKey,
     SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
@@ -26,10 +27,11 @@ from temporalio.common import (
 )
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from staccato import units
+from staccato import run_fields, units
 from staccato.errors import DestinationBusyError
 from staccato.ids import transfer_id
 from staccato.models import TransferOptions, TransferRequest, TransferState
+from staccato.run_fields import TRANSFER_TYPE, summary
 from staccato.workflows import search_attributes as sa
 
 M = TypeVar("M", bound=BaseModel)
@@ -58,19 +60,14 @@ class Started:
 
 
 def search_attributes(request: TransferRequest, state: TransferState) -> TypedSearchAttributes:
-    """StaccatoSource, StaccatoDestination and StaccatoState of a transfer run."""
+    """StaccatoSource, StaccatoDestination and StaccatoState of a transfer run
+    (:func:`staccato.run_fields.search_attributes`)."""
     return TypedSearchAttributes(
         [
-            SearchAttributePair(sa.SOURCE, sa.keyword(request.source)),
-            SearchAttributePair(sa.DESTINATION, sa.keyword(request.destination)),
-            SearchAttributePair(sa.STATE, state.value),
+            SearchAttributePair(SearchAttributeKey.for_keyword(name), value)
+            for name, value in run_fields.search_attributes(request, state).items()
         ]
     )
-
-
-def summary(request: TransferRequest) -> str:
-    """The UI's one-line summary: ``SOURCE -> DESTINATION`` (at most 200 characters)."""
-    return f"{request.source} -> {request.destination}"[:200]
 
 
 async def start_or_attach(
@@ -102,7 +99,7 @@ async def start_or_attach(
     try:
         # by name: the workflow takes its input as a raw payload and validates it
         handle = await client.start_workflow(
-            "TransferWorkflow",
+            TRANSFER_TYPE,
             request,
             id=workflow_id,
             task_queue=task_queue,
@@ -163,7 +160,7 @@ async def start_front(
     returns its run id. It takes the destination's lock when it runs, waiting or
     failing per ``request.options.if_busy``."""
     handle = await client.start_workflow(
-        "TransferWorkflow",
+        TRANSFER_TYPE,
         request,
         id=workflow_id,
         task_queue=task_queue,

@@ -1,12 +1,15 @@
 """The transfer commands: ``submit``, ``cp``, ``watch``, ``status``, ``list``,
 ``cancel``, ``pause``, ``resume``. They talk to Temporal through
-:class:`staccato.client.StaccatoClient` only."""
+:class:`staccato.client.StaccatoClient`, and a plain ``cp``/``submit`` of one object
+first through the light client (:mod:`staccato.light_client`: Temporal's HTTP API,
+no SDK loaded), which hands it to the SDK's client for anything unusual."""
 
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Protocol
 
 import typer
 
@@ -59,8 +62,11 @@ DestinationsArg = Annotated[
     ),
 ]
 if TYPE_CHECKING:  # imported where used: `--help` and usage errors need no Temporal client
-    from staccato.client import StaccatoClient, Submission
+    from staccato.client import StaccatoClient
+    from staccato.light_client import LightClient
     from staccato.listing import Row
+    from staccato.models import TransferOptions
+    from staccato.submissions import Submission
 
 
 def submit(
@@ -151,17 +157,53 @@ def submit(
         return
 
     async def go() -> Submission:
-        from staccato.client import StaccatoClient
-
-        StaccatoClient.make_request(source, destination, options)  # usage errors before connecting
-        client = await StaccatoClient.connect()
-        submitted = await client.start(source, destination, options, not_before=not_before)
+        client, submitted = await _start(source, destination, options, not_before=not_before)
         _say(submitted, quiet=quiet)
         await _warn_without_workers(client)
         return submitted
 
     transfer = run(go).id
     typer.echo(json.dumps({"id": transfer}) if as_json else transfer)
+
+
+async def _start(
+    source: str,
+    destination: str,
+    options: TransferOptions,
+    *,
+    not_before: datetime | None = None,
+) -> tuple[StaccatoClient | LightClient, Submission]:
+    """Start one transfer: through the light client (Temporal's HTTP API, without
+    loading the SDK: :mod:`staccato.light_client`) when it is safe and the start goes
+    as usual, else through the SDK's client, which then starts, attaches or queues it
+    and raises what it raises. Usage errors (a bad URL) come before any call."""
+    from staccato.light_client import light_client
+    from staccato.submissions import make_request
+
+    request = make_request(source, destination, options)
+    light = light_client(immediate=not_before is None)
+    if light is not None:
+        submitted = await light.start(request)
+        if submitted is not None:
+            return light, submitted
+    from staccato.client import StaccatoClient
+
+    client = await StaccatoClient.connect()
+    return client, await client.start(source, destination, options, not_before=not_before)
+
+
+async def _sdk_client(
+    client: StaccatoClient | LightClient, submitted: Submission
+) -> StaccatoClient:
+    """``client`` when it is the SDK's, else an SDK client following ``submitted``
+    (started by the light client) as its own."""
+    from staccato.client import StaccatoClient
+
+    if isinstance(client, StaccatoClient):
+        return client
+    connected = await StaccatoClient.connect()
+    connected.adopt(submitted)
+    return connected
 
 
 def _names_dataset(transfer: str) -> bool:
@@ -317,17 +359,22 @@ def cp(
         return
 
     async def go() -> TransferStatus:
-        from staccato.client import StaccatoClient
-
-        StaccatoClient.make_request(source, destination, options)
-        client = await StaccatoClient.connect()
-        submitted = await client.start(source, destination, options)
+        client, submitted = await _start(source, destination, options)
         transfer = submitted.id
         if not quiet:
             typer.echo(f"transfer {transfer}: {redact(source)} -> {destination}", err=True)
         _say(submitted, quiet=quiet)
         await _warn_without_workers(client)
-        return await _follow(client, transfer, quiet=quiet)
+        from staccato.light_client import LightClient
+
+        if quiet and isinstance(client, LightClient):
+            # the light client waits for the end; only a completed one it tells itself
+            done = await follow_or_hint(
+                "transfer", transfer, client.completed(transfer, submitted.run_id)
+            )
+            if done is not None:
+                return done
+        return await _follow(await _sdk_client(client, submitted), transfer, quiet=quiet)
 
     _exit_for(run(go), quiet)
 
@@ -385,7 +432,15 @@ async def _follow(client: StaccatoClient, transfer: str, *, quiet: bool) -> Tran
     return await follow_or_hint("transfer", transfer, render.follow(client, transfer, quiet=quiet))
 
 
-async def _warn_without_workers(client: StaccatoClient) -> None:
+class _Polled(Protocol):
+    """A client that can tell how many workers poll its task queue."""
+
+    task_queue: str
+
+    async def pollers(self) -> int: ...
+
+
+async def _warn_without_workers(client: _Polled) -> None:
     try:
         if await client.pollers() == 0:
             typer.echo(

@@ -22,21 +22,18 @@ per run for the patch; the lock's own history is ~5 events.
 
 from __future__ import annotations
 
-import hashlib
-
 from pydantic import BaseModel
 from temporalio import workflow
 
-#: the workflow type of a root lock
-ROOT_LOCK_TYPE = "DatasetRootLockWorkflow"
-#: id prefix shared with datasets (``staccato.datasets.models.DATASET_ID_PREFIX``)
-LOCK_ID_PREFIX = "staccato-dataset-"
+from staccato.ids import LOCK_ID_PREFIX, ROOT_LOCK_TYPE, root_lock_id
 
-
-def root_lock_id(root: str) -> str:
-    """The lock id of a canonical destination root (as in a request's
-    ``destination_roots``): the id a dataset to that root alone has."""
-    return LOCK_ID_PREFIX + hashlib.sha256(root.encode()).hexdigest()[:32]
+__all__ = [
+    "LOCK_ID_PREFIX",
+    "ROOT_LOCK_TYPE",
+    "DatasetRootLockWorkflow",
+    "RootLock",
+    "root_lock_id",
+]
 
 
 class RootLock(BaseModel):

@@ -17,7 +17,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from staccato.workflows import search_attributes as sa
+from staccato import run_fields
 
 
 class DevServerError(RuntimeError):
@@ -56,6 +56,22 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+#: Temporal's HTTP API port is the gRPC port plus this, as Temporal's own server
+#: defaults it (the dev server's default is a random port, which no client could know)
+HTTP_PORT_OFFSET = 10
+
+
+def http_port_for(host: str, port: int) -> int:
+    """The HTTP API port for a dev server on ``port``: ``port`` + 10 when free, else
+    a free port the system picks (recorded either way: :func:`recorded_http_port`)."""
+    wanted = port + HTTP_PORT_OFFSET
+    if wanted <= 65535 and not port_open(host, wanted):
+        return wanted
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
 def start_dev_server(
     data_dir: Path,
     *,
@@ -65,6 +81,9 @@ def start_dev_server(
     wait_s: float = 60.0,
 ) -> subprocess.Popen[bytes]:
     """Start ``temporal server start-dev`` with its SQLite file in ``data_dir``.
+
+    Its HTTP API (grpc-gateway JSON, for :mod:`staccato.light_client`) listens on
+    :func:`http_port_for` ``port``, recorded beside the process (:data:`SERVER_RECORD`).
 
     Returns:
         The server process (stop it with ``terminate()``).
@@ -84,6 +103,7 @@ def start_dev_server(
         )
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "temporal.log"
+    http_port = http_port_for(host, port)
     args = [
         temporal_binary(),
         "server",
@@ -94,13 +114,15 @@ def start_dev_server(
         str(port),
         "--ui-port",
         str(ui_port),
+        "--http-port",
+        str(http_port),
         "--db-filename",
         str(data_dir / "temporal.db"),
         "--log-level",
         "warn",
     ]
-    for key in sa.ALL:
-        args += ["--search-attribute", f"{key.name}=Keyword"]
+    for name in run_fields.ALL:
+        args += ["--search-attribute", f"{name}=Keyword"]
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
@@ -112,7 +134,7 @@ def start_dev_server(
                 f"the Temporal dev server exited with {process.returncode}; see {log_path}"
             )
         if port_open(host, port):
-            _record(data_dir, process.pid, port)
+            _record(data_dir, process.pid, port, http_port)
             return process
         time.sleep(0.2)
     process.kill()
@@ -121,8 +143,9 @@ def start_dev_server(
     )
 
 
-#: the dev server ``up`` started: ``{"pid", "port", "start_ticks"}`` (JSON), so that a
-#: ``down`` finds it when the ``up`` that owned it was killed (SIGKILL leaves it running)
+#: the dev server ``up`` started: ``{"pid", "port", "start_ticks", "http_port"}``
+#: (JSON), so that a ``down`` finds it when the ``up`` that owned it was killed (SIGKILL
+#: leaves it running), and a client its HTTP API
 SERVER_RECORD = "temporal-server.json"
 
 
@@ -150,9 +173,24 @@ def process_running(pid: int, start_ticks: int | None = None) -> bool:
     return start_ticks is None or int(fields[19]) == start_ticks
 
 
-def _record(data_dir: Path, pid: int, port: int) -> None:
-    record = {"pid": pid, "port": port, "start_ticks": _start_ticks(pid)}
+def _record(data_dir: Path, pid: int, port: int, http_port: int) -> None:
+    record = {"pid": pid, "port": port, "start_ticks": _start_ticks(pid), "http_port": http_port}
     (data_dir / SERVER_RECORD).write_text(json.dumps(record))
+
+
+def recorded_http_port(data_dir: Path, port: int) -> int | None:
+    """The HTTP API port of the dev server started with its data in ``data_dir`` when
+    it runs (the same process) with its gRPC frontend on ``port``; else None. Reads
+    the record only: it removes no stale one (:func:`recorded_server` does)."""
+    try:
+        record = json.loads((data_dir / SERVER_RECORD).read_text())
+        pid, recorded, ticks = int(record["pid"]), int(record["port"]), record["start_ticks"]
+        http_port = int(record["http_port"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if recorded != port or ticks is None or not process_running(pid, ticks):
+        return None
+    return http_port
 
 
 def recorded_server(data_dir: Path) -> tuple[int, int] | None:

@@ -523,6 +523,8 @@ class TemporalDevServer(ServerProcess):
         self.binary = temporal_binary()
         self.port = port or free_port()
         self.ui_port = ui_port or free_port()
+        #: the HTTP API (grpc-gateway JSON) port: what the light client calls
+        self.http_port = free_port()
         self.extra_args = list(extra_args)
         self.headless = headless
         self.namespace = "default"
@@ -531,6 +533,11 @@ class TemporalDevServer(ServerProcess):
     def address(self) -> str:
         """gRPC frontend address, ``"127.0.0.1:PORT"``."""
         return f"{LOCALHOST}:{self.port}"
+
+    @property
+    def http_address(self) -> str:
+        """HTTP API address, ``"127.0.0.1:PORT"`` (``STACCATO_TEMPORAL_HTTP``)."""
+        return f"{LOCALHOST}:{self.http_port}"
 
     @property
     def ui_url(self) -> str:
@@ -553,6 +560,7 @@ class TemporalDevServer(ServerProcess):
             self.binary, "server", "start-dev",
             "--ip", LOCALHOST,
             "--port", str(self.port),
+            "--http-port", str(self.http_port),
             "--db-filename", str(self.db_path),
             "--log-level", "warn",
         ]  # fmt: skip

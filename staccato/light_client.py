@@ -1,0 +1,346 @@
+"""The light client: a plain ``staccato cp`` / ``submit`` of one object through
+Temporal's HTTP API (the frontend's grpc-gateway JSON), without loading Temporal's
+Python SDK (~0.4 s of a command's start: its client, its Rust bridge, protobuf).
+
+It makes only the calls a plain start makes when all goes as usual, and hands
+everything else to the SDK's client (:class:`staccato.client.StaccatoClient`), whose
+rules then apply unchanged:
+
+* before the start, the visibility query for running writers that enclose the
+  destination (:func:`staccato.overlaps.overlap_clauses`): any workflow listed, and
+  the SDK's client decides (and names it);
+* the start itself, exactly as :func:`staccato.starts.start_or_attach` makes it (same
+  workflow type, id, task queue, policies, input, memo, search attributes, summary,
+  priority; each payload's bytes as the SDK's data converter makes them, sent in the
+  API's full form, ``noPayloadShorthand``): refused (the destination is busy, even by
+  the identical request) or failed in any way, and the SDK's client starts, attaches or
+  queues as it always does (a start that happened but whose answer was lost is
+  attached to: the same request hash);
+* the task queue's pollers (the "no worker" hint);
+* ``cp -q``: the wait for the run's end (the history's close event, long-polled, runs
+  followed as ``WorkflowHandle.result`` follows them): a completed transfer's status
+  comes from its result (:func:`staccato.submissions.completed_status`); any other end
+  is told by the SDK's client (:meth:`StaccatoClient.outcome`), as is a progress bar's
+  or line's follow.
+
+When (:func:`light_client`): Temporal's HTTP API address is known
+(``STACCATO_TEMPORAL_HTTP``, or the port ``staccato up``'s dev server recorded when
+``TEMPORAL_ADDRESS`` names that server); Temporal's connection configuration is plain
+(no ``TEMPORAL_*`` variable but ``TEMPORAL_ADDRESS`` and ``TEMPORAL_NAMESPACE``, no
+Temporal configuration file: no TLS, API key, profile or gRPC metadata); the payload
+codec is off; the light client is allowed (``STACCATO_LIGHT_CLIENT``, default on); and
+the start is immediate (``--not-before`` starts a front run: the SDK's). Otherwise the
+command uses the SDK's client from the start, as before.
+
+Calls: HTTP/1.1 over asyncio streams, one connection per call (loopback), so that
+Ctrl-C or SIGTERM cancels a long poll at once (no thread left blocking the exit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import socket
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from staccato import run_fields, settings
+from staccato.ids import transfer_id
+from staccato.models import TransferRequest, TransferResult, TransferState, TransferStatus
+from staccato.overlaps import PAGE_SIZE, overlap_clauses, running_query
+from staccato.submissions import Submission, completed_status
+
+#: ``TEMPORAL_*`` variables a plain connection may set (any other one: the SDK's client)
+PLAIN_TEMPORAL_VARIABLES = frozenset({"TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE"})
+#: seconds a call other than the long poll may take before the SDK's client takes over
+CALL_TIMEOUT_S = 10.0
+_CLOSE_EVENT = "HISTORY_EVENT_FILTER_TYPE_CLOSE_EVENT"
+
+
+class HTTPAPIError(Exception):
+    """Temporal's HTTP API answered a call with an error (``status``: the HTTP
+    status; the message is Temporal's)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+
+
+def _temporal_config_file() -> Path:
+    """Where Temporal's environment configuration looks for its file by default
+    (``$XDG_CONFIG_HOME`` or ``~/.config``, then ``temporalio/temporal.toml``)."""
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "temporalio" / "temporal.toml"
+
+
+def plain_temporal_config() -> tuple[str, str] | None:
+    """``(address, namespace)`` of the Temporal connection when its configuration is
+    plain (see the module docstring); None when anything else could be configured
+    (TLS, an API key, a profile, a configuration file, gRPC metadata), which only the
+    SDK's client reads."""
+    for name, value in os.environ.items():
+        if name.startswith("TEMPORAL_") and value and name not in PLAIN_TEMPORAL_VARIABLES:
+            return None
+    if "TEMPORAL_NAMESPACE" in os.environ and not os.environ["TEMPORAL_NAMESPACE"]:
+        return None
+    if _temporal_config_file().exists():
+        return None
+    address = os.environ.get("TEMPORAL_ADDRESS") or settings.DEFAULT_ADDRESS
+    return address, os.environ.get("TEMPORAL_NAMESPACE") or settings.DEFAULT_NAMESPACE
+
+
+def light_client(*, immediate: bool = True) -> LightClient | None:
+    """A light client when it is safe to use one (see the module docstring), else None.
+
+    Args:
+        immediate: the start is now (not ``--not-before``).
+
+    Raises:
+        SettingsError: a STACCATO_* variable is invalid.
+    """
+    config = settings.current()
+    if not immediate or not config.light_client:
+        return None
+    if config.codec_key is not None or config.codec_key_file is not None:
+        return None
+    plain = plain_temporal_config()
+    if plain is None:
+        return None
+    address, namespace = plain
+    if config.temporal_http:
+        host, _, port = config.temporal_http.removeprefix("http://").rstrip("/").rpartition(":")
+        return LightClient(host, int(port), namespace=namespace, task_queue=config.task_queue)
+    host, _, grpc_port = address.rpartition(":")
+    if host not in ("127.0.0.1", "localhost") or not grpc_port.isdigit():
+        return None
+    from staccato.workers.devserver import recorded_http_port
+
+    http_port = recorded_http_port(config.home, int(grpc_port))
+    if http_port is None:
+        return None
+    return LightClient("127.0.0.1", http_port, namespace=namespace, task_queue=config.task_queue)
+
+
+def _payload(data: bytes, **metadata: str) -> dict[str, Any]:
+    """A payload in the HTTP API's full form (base64 metadata values and data)."""
+    return {
+        "metadata": {k: base64.b64encode(v.encode()).decode() for k, v in metadata.items()},
+        "data": base64.b64encode(data).decode(),
+    }
+
+
+def converted(value: Any) -> dict[str, Any]:
+    """``value`` as the SDK's pydantic data converter encodes it (``json/plain``,
+    ``pydantic_core.to_json``: the same function, so the same bytes)."""
+    from pydantic_core import to_json
+
+    return _payload(to_json(value), encoding="json/plain")
+
+
+def keyword_attribute(value: str) -> dict[str, Any]:
+    """A Keyword search attribute's value as the SDK encodes a typed one (its default
+    JSON converter: ``json.dumps`` compact, keys sorted; metadata ``type: Keyword``)."""
+    text = json.dumps(value, separators=(",", ":"), sort_keys=True)
+    return _payload(text.encode(), encoding="json/plain", type="Keyword")
+
+
+def start_body(request: TransferRequest, *, task_queue: str) -> dict[str, Any]:
+    """The body of the StartWorkflowExecution call that starts ``request``'s
+    canonical run, field for field what :func:`staccato.starts.start_or_attach` has
+    the SDK send (its identity: ``<pid>@<host>``, the SDK's default)."""
+    return {
+        "workflowType": {"name": run_fields.TRANSFER_TYPE},
+        "taskQueue": {"name": task_queue},
+        "input": {"payloads": [converted(request)]},
+        "identity": f"{os.getpid()}@{socket.gethostname()}",
+        "requestId": str(uuid.uuid4()),
+        "workflowIdReusePolicy": "WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE",
+        "workflowIdConflictPolicy": "WORKFLOW_ID_CONFLICT_POLICY_FAIL",
+        "memo": {"fields": {k: converted(v) for k, v in run_fields.memo(request).items()}},
+        "searchAttributes": {
+            "indexedFields": {
+                name: keyword_attribute(value)
+                for name, value in run_fields.search_attributes(
+                    request, TransferState.scheduled
+                ).items()
+            }
+        },
+        "userMetadata": {"summary": converted(run_fields.summary(request))},
+        "priority": {"priorityKey": request.options.priority},
+    }
+
+
+def _body(raw: bytes, chunked: bool) -> bytes:
+    """An HTTP/1.1 response body, de-chunked when ``chunked``."""
+    if not chunked:
+        return raw
+    out = bytearray()
+    while raw:
+        size_line, _, raw = raw.partition(b"\r\n")
+        size = int(size_line.split(b";", 1)[0], 16)
+        if size == 0:
+            break
+        out += raw[:size]
+        raw = raw[size + 2 :]
+    return bytes(out)
+
+
+class LightClient:
+    """Temporal's HTTP API at ``host:port``, for the calls of a plain start and wait
+    (see the module docstring).
+
+    Args:
+        host: the HTTP API's host.
+        port: its port.
+        namespace: the Temporal namespace.
+        task_queue: the workers' task queue.
+    """
+
+    def __init__(self, host: str, port: int, *, namespace: str, task_queue: str) -> None:
+        self.host = host
+        self.port = port
+        self.namespace = namespace
+        self.task_queue = task_queue
+
+    def _path(self, *parts: str) -> str:
+        return "/api/v1/namespaces/" + "/".join(quote(p, safe="") for p in (self.namespace, *parts))
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, Any] | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """One call (payloads in full form both ways); its JSON answer.
+
+        Raises:
+            HTTPAPIError: Temporal answered with an error.
+            OSError: no connection (refused, reset).
+        """
+        params = {"noPayloadShorthand": "", **(query or {})}
+        target = f"{path}?{urlencode(params)}"
+        data = b"" if body is None else json.dumps(body).encode()
+        head = (
+            f"{method} {target} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            "Accept: application/json\r\nConnection: close\r\n"
+        )
+        if body is not None:
+            head += f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        try:
+            writer.write(head.encode() + b"\r\n" + data)
+            await writer.drain()
+            raw = await reader.read()
+        finally:
+            writer.close()
+        header, _, rest = raw.partition(b"\r\n\r\n")
+        lines = header.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        chunked = any(
+            ln.lower().startswith("transfer-encoding:") and "chunked" in ln.lower()
+            for ln in lines[1:]
+        )
+        answer = json.loads(_body(rest, chunked) or b"{}")
+        if status != 200:
+            raise HTTPAPIError(status, str(answer.get("message", answer)))
+        return answer  # type: ignore[no-any-return]
+
+    async def start(self, request: TransferRequest) -> Submission | None:
+        """Start ``request``'s transfer (its canonical run); None when the SDK's
+        client must start it instead (a running writer may enclose the destination,
+        the destination is busy, or a call failed: see the module docstring)."""
+        workflow_id = transfer_id(request.destination)
+        try:
+            _, enclosing, inside = overlap_clauses([request.destination], below=False)
+            query = running_query(enclosing + inside)
+            if query is not None:
+                listed = await asyncio.wait_for(
+                    self.call(
+                        "GET",
+                        self._path("workflows"),
+                        query={"query": query, "pageSize": PAGE_SIZE},
+                    ),
+                    CALL_TIMEOUT_S,
+                )
+                if listed.get("executions"):
+                    return None
+            started = await asyncio.wait_for(
+                self.call(
+                    "POST",
+                    self._path("workflows", workflow_id),
+                    body=start_body(request, task_queue=self.task_queue),
+                ),
+                CALL_TIMEOUT_S,
+            )
+        except (HTTPAPIError, OSError, ValueError, TimeoutError):
+            return None
+        return Submission(workflow_id, str(started["runId"]))
+
+    async def pollers(self) -> int:
+        """How many workers recently polled the task queue for workflow tasks."""
+        described = await asyncio.wait_for(
+            self.call(
+                "GET",
+                self._path("task-queues", self.task_queue),
+                query={"taskQueueType": "TASK_QUEUE_TYPE_WORKFLOW"},
+            ),
+            CALL_TIMEOUT_S,
+        )
+        return len(described.get("pollers") or [])
+
+    async def completed(self, workflow_id: str, run_id: str) -> TransferStatus | None:
+        """Wait for the run ``run_id`` of ``workflow_id`` to end (following the runs
+        it continues as, as ``WorkflowHandle.result`` does); its status when it
+        completed, None when it ended otherwise or the wait failed (the SDK's client
+        then tells: :meth:`StaccatoClient.outcome`)."""
+        try:
+            while True:
+                event = await self._close_event(workflow_id, run_id)
+                kind = str(event.get("eventType", "")).removeprefix(
+                    "EVENT_TYPE_WORKFLOW_EXECUTION_"
+                )
+                attributes: dict[str, Any] = next(
+                    (v for k, v in event.items() if k.endswith("EventAttributes")), {}
+                )
+                following = attributes.get("newExecutionRunId")
+                if following and kind in ("COMPLETED", "FAILED", "TIMED_OUT", "CONTINUED_AS_NEW"):
+                    run_id = str(following)
+                    continue
+                if kind != "COMPLETED":
+                    return None
+                (payload,) = attributes["result"]["payloads"]
+                encoding = base64.b64decode(payload["metadata"]["encoding"])
+                if encoding != b"json/plain":
+                    return None
+                result = TransferResult.model_validate_json(base64.b64decode(payload["data"]))
+                return completed_status(workflow_id, result)
+        except (HTTPAPIError, OSError, ValueError, KeyError, TypeError):
+            return None
+
+    async def _close_event(self, workflow_id: str, run_id: str) -> dict[str, Any]:
+        """The close event of a run, once it is there (long polls of the history)."""
+        token: str | None = None
+        while True:
+            query = {
+                "execution.runId": run_id,
+                "waitNewEvent": "true",
+                "historyEventFilterType": _CLOSE_EVENT,
+                "skipArchival": "true",
+            }
+            if token:
+                query["nextPageToken"] = token
+            answer = await self.call(
+                "GET", self._path("workflows", workflow_id, "history"), query=query
+            )
+            events = (answer.get("history") or {}).get("events") or []
+            if events:
+                return events[-1]  # type: ignore[no-any-return]
+            token = answer.get("nextPageToken")
+            if not token:
+                raise ValueError(f"no close event for run {run_id} of {workflow_id}")

@@ -1,0 +1,61 @@
+"""What a transfer run carries besides its input, as plain values: the names of its
+search attributes (all Keyword), their values cut to fit, its memo and the UI's
+summary line. Pure, and free of Temporal's SDK, so that both clients (the SDK's
+and the light one, :mod:`staccato.light_client`) and the workflows build them here.
+
+SQL visibility caps a Keyword value at 255 characters, so long URLs are shortened
+(the full URLs are in the memo).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from staccato.models import TransferRequest, TransferState
+
+#: the workflow type of a transfer (started by name: a client imports no workflow code)
+TRANSFER_TYPE = "TransferWorkflow"
+
+#: search attribute names: the source (redacted), the destination, the state
+SOURCE = "StaccatoSource"
+DESTINATION = "StaccatoDestination"
+STATE = "StaccatoState"
+ALL = (SOURCE, DESTINATION, STATE)
+MAX_KEYWORD_CHARS = 255
+
+
+def keyword(text: str) -> str:
+    """``text`` cut to fit a Keyword search attribute (255 characters)."""
+    if len(text) <= MAX_KEYWORD_CHARS:
+        return text
+    return text[: MAX_KEYWORD_CHARS - 1] + "…"
+
+
+def search_attributes(request: TransferRequest, state: TransferState) -> dict[str, str]:
+    """A transfer run's search attributes by name: its source, destination (each cut
+    to fit) and ``state``."""
+    return {
+        SOURCE: keyword(request.source),
+        DESTINATION: keyword(request.destination),
+        STATE: state.value,
+    }
+
+
+def memo(request: TransferRequest) -> dict[str, Any]:
+    """The memo of a transfer run: full URLs (the search attributes cut them at 255
+    characters), the request hash (tells an identical request from a different one),
+    chunk size (bytes) and streams. No secret: ``request.source`` has its query
+    redacted. Pure: also used inside the workflow sandbox."""
+    return {
+        "source": request.source,
+        "destination": request.destination,
+        "request_hash": request.request_hash(),
+        "chunk_size": request.options.chunk_size,
+        "streams": request.options.streams,
+    }
+
+
+def summary(request: TransferRequest) -> str:
+    """The UI's one-line summary: ``SOURCE -> DESTINATION`` (at most 200 characters)."""
+    return f"{request.source} -> {request.destination}"[:200]
