@@ -564,10 +564,12 @@ async def test_submit_not_before_starts_later(
         await client.temporal.get_workflow_handle(transfer).terminate("test over")
 
     destination = data_dir / "later.out"
-    # 8 s ahead: the CLI turns the delay into a time when it parses it, and at load
-    # 12-17 starting the CLI and connecting took over a second of a 3 s delay
-    transfer = submit(source, destination, "8s")
-    await asyncio.wait_for(client.wait(transfer), 60)
+    # a time 15 s ahead, not a delay: the CLI turns a delay into a time when it parses
+    # it, and at load 40 starting the CLI took over 8 s (the start then had no delay
+    # left). What matters: no workflow task before that time.
+    at = (datetime.now(UTC) + timedelta(seconds=15)).replace(microsecond=0)
+    transfer = submit(source, destination, at.isoformat().replace("+00:00", "Z"))
+    await asyncio.wait_for(client.wait(transfer), 90)
     assert sha256_file(destination) == digest
     # the front run started with the delay (the id's later runs, if any, have none)
     runs = [r async for r in client.temporal.list_workflows(f'WorkflowId = "{transfer}"')]
@@ -576,13 +578,15 @@ async def test_submit_not_before_starts_later(
     events = [e async for e in handle.fetch_history_events()]
     started = events[0].workflow_execution_started_event_attributes
     backoff = started.first_workflow_task_backoff.ToTimedelta()
-    assert backoff >= timedelta(seconds=2), backoff
+    start_event_at = events[0].event_time.ToDatetime(tzinfo=UTC)
+    if start_event_at < at - timedelta(seconds=1):  # started ahead of its time
+        assert backoff > timedelta(0), (start_event_at, at, backoff)
     first_task = next(
         e for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED
     )
-    waited = first_task.event_time.ToDatetime() - events[0].event_time.ToDatetime()
-    assert waited >= backoff - timedelta(milliseconds=100), (
-        f"the first workflow task came after {waited}, before the start delay {backoff}"
+    first_task_at = first_task.event_time.ToDatetime(tzinfo=UTC)
+    assert first_task_at >= at - timedelta(milliseconds=100), (
+        f"the first workflow task came at {first_task_at}, before --not-before {at}"
     )
 
 
