@@ -85,6 +85,32 @@ async def wait_dataset(client: StaccatoClient, dataset: str, *, timeout_s: float
         await asyncio.sleep(0.2)
 
 
+def batch_sizes(files: int, *, batch_files: int, max_batches: int, page_size: int) -> list[int]:
+    """The sizes of the batches a one-root dataset of ``files`` small files runs, in
+    order (staggered: ``staccato.datasets.workflow``): pages of the ramp's entries,
+    then twice as many up to ``page_size``; a run's first ``max_batches`` batches ramp
+    up to ``batch_files``; the last page's batches shrink."""
+    from staccato.datasets.workflow import ramp_entries, ramp_files, tail_files
+
+    sizes: list[int] = []
+    limit = min(page_size, ramp_entries(batch_files, max_batches))
+    start = 0
+    while start < files:
+        page = min(limit, files - start)
+        last = start + limit >= files
+        position = 0
+        while position < page:
+            cap = ramp_files(batch_files, max_batches, len(sizes))
+            if last:
+                cap = min(cap, tail_files(batch_files, max_batches, page - position))
+            size = min(cap, page - position)
+            sizes.append(size)
+            position += size
+        start += limit
+        limit = min(page_size, limit * 2)
+    return sizes
+
+
 def tree_difference(
     copied: dict[str, tuple[int, str]], original: dict[str, tuple[int, str]]
 ) -> list[str]:
@@ -103,6 +129,7 @@ def tree_difference(
 
 __all__ = [
     "MiB",
+    "batch_sizes",
     "ODD_NAMES",
     "make_tree",
     "run_dataset",

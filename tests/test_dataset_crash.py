@@ -15,7 +15,7 @@ from staccato.client import StaccatoClient
 from staccato.dataset_client import dataset_status, submit_dataset
 from staccato.datasets.models import BatchCheckpoint, DatasetState
 from staccato.models import TransferOptions
-from tests.dataset_checks import MiB, tree, tree_difference, wait_dataset
+from tests.dataset_checks import MiB, batch_sizes, tree, tree_difference, wait_dataset
 from tests.helpers import WorkerProcess
 from tests.servers.temporal_server import TemporalDevServer
 
@@ -110,15 +110,18 @@ async def test_worker_sigkill_mid_dataset_resends_nothing_published(
 
 def _batches(source: Path, *, page_size: int, batch_files: int) -> list[set[str]]:
     """The relative names of each batch the dataset of ``source`` runs (small files
-    only: listed in name order, a page of ``page_size`` cut into ``batch_files``)."""
+    only, listed in name order, cut as :func:`batch_sizes` says, 2 in flight)."""
     names = sorted(
         (str(p.relative_to(source)) for p in source.rglob("*") if p.is_file()),
         key=lambda name: name.encode(),
     )
     batches: list[set[str]] = []
-    for start in range(0, len(names), page_size):
-        page = names[start : start + page_size]
-        batches += [set(page[i : i + batch_files]) for i in range(0, len(page), batch_files)]
+    start = 0
+    for size in batch_sizes(
+        len(names), batch_files=batch_files, max_batches=2, page_size=page_size
+    ):
+        batches.append(set(names[start : start + size]))
+        start += size
     return batches
 
 

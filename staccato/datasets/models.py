@@ -152,9 +152,12 @@ class DatasetRequest(_Lean):
         small_file_max: files up to this size are copied in batches (many per
             activity); larger ones each by a child ``TransferWorkflow``.
         retry_failed: copy only these relative names (a previous run's failures).
-        page_size: entries per listing page (a run's first page holds at most 768; a
-            page is cut shorter where its names would make its result over ~512 KiB).
-        batch_files, batch_bytes: a batch holds at most this many files / bytes.
+        page_size: entries per listing page (a run's first pages are shorter, see
+            ``staccato.datasets.workflow``; a page is cut shorter where its names
+            would make its result over ~512 KiB).
+        batch_files, batch_bytes: a batch holds at most this many files / bytes (a
+            run's first ``max_batches`` batches and those of the listing's last page
+            hold fewer files, so batches do not end together).
         max_batches, max_children: batches / child transfers in flight at once.
         history_limit: events in one run's history after which it drains what is in
             flight and continues as new (Temporal suggests continuing at 4 MiB or

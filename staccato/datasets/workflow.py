@@ -1,14 +1,20 @@
 """``DatasetWorkflow``: copy a directory or prefix (``cp -r``) page by page.
 
 Loop: a ``list_entries`` activity lists one page of the source (``page_size`` entries,
-include/exclude applied on the worker; the first page of a run at most
-:data:`FIRST_PAGE_ENTRIES`, so copying starts after a short listing); the next page is
-listed while this one is copied. Small files (<= ``small_file_max``) are grouped into batches (<= ``batch_files``
-files and <= ``batch_bytes``) copied by one ``copy_batch`` activity each; a large file
-is a child ``TransferWorkflow`` under its destination's transfer id (its lock),
-resumable mid-file. At most ``max_batches`` batches and ``max_children`` children are
-in flight. A file that fails (its name, a collision, a missing source...) is counted
-with its reason; the rest goes on; the dataset then ends ``completed_with_errors``.
+include/exclude applied on the worker; the first page of a run short, so copying
+starts after a short listing: one destination root, the ramp's
+:func:`ramp_entries` entries (1,152 by default), then pages twice as long up to
+``page_size``; several roots, :data:`FIRST_PAGE_ENTRIES`); the next page is listed
+while this one is copied. Small files (<= ``small_file_max``) are grouped into
+batches (<= ``batch_files`` files and <= ``batch_bytes``) copied by one
+``copy_batch`` activity each; a large file is a child ``TransferWorkflow`` under its
+destination's transfer id (its lock), resumable mid-file. At most ``max_batches``
+batches and ``max_children`` children are in flight. One root's batches are
+staggered (:data:`DATASET_STAGGER_PATCH`): a run's first ``max_batches`` ramp up to
+``batch_files`` files and the listing's last page is cut into shrinking ones, so
+they do not all end together. A file that fails (its name, a collision, a missing
+source...) is counted with its reason; the rest goes on; the dataset then ends
+``completed_with_errors``.
 
 Id: ``staccato-dataset-`` + 32 hex of SHA-256 of the canonical destination root, so
 one dataset writes under a root at a time.
@@ -26,7 +32,8 @@ suggests it, the run stops dispatching, waits for everything in flight and conti
 as new with :class:`DatasetCarried` (listing cursor = the last name dispatched,
 counters, at most 1,000 failures). So one run holds a bounded history whatever the
 file count: with the defaults (1,000-entry pages, 256-file batches) ~30 events per
-1,000 small files, i.e. ~250,000 files per run.
+1,000 small files, i.e. ~250,000 files per run; staggered batches add ~4 batches per
+run (the ramp) and ~10 to the dataset (the last page's shrinking batches).
 
 Cancel: batches and children in flight are cancelled (children clean up their temp
 data, batches abort the session of the file in flight at their next heartbeat). The
@@ -138,6 +145,43 @@ DATASET_FIRST_RUN_BUSY_PATCH = "dataset-first-run-busy"
 #: activity slot behind the batches (a task queue hands its tasks out in no fixed
 #: order), so each page should hold several rounds of batches
 FIRST_PAGE_ENTRIES = 768
+#: ``workflow.patched`` id: a dataset (one destination root) sizes its batches so that
+#: they do not end together: a run's first ``max_batches`` batches ramp up (batch ``k``
+#: holds ``k / max_batches`` of ``batch_files``), so each slot's batches end at its
+#: own offset and a slot waiting for its next batch (a workflow task and an activity
+#: dispatch, 0.1-0.5 s on a busy machine) leaves the others running; the listing's
+#: last page is cut into shrinking batches (what is left / ``max_batches``), so the
+#: slots run out together. Its first page holds the ramp (:func:`ramp_entries`) and
+#: each next page twice the previous one, up to ``page_size``. Before, batches were
+#: ``batch_files`` long, started in rounds and ended within ~0.1 s of each other, and
+#: every slot idled while the next round was dispatched
+DATASET_STAGGER_PATCH = "dataset-staggered-batches"
+#: a tail batch (see :data:`DATASET_STAGGER_PATCH`) holds at least this share of
+#: ``batch_files`` (bounds the events of a run's end)
+TAIL_BATCH_SHARE = 4
+
+
+def ramp_files(batch_files: int, max_batches: int, number: int) -> int:
+    """Files batch ``number`` (0-based, of a run) may hold at most, staggered (see
+    :data:`DATASET_STAGGER_PATCH`): the first ``max_batches`` ramp up to
+    ``batch_files``, the later ones are whole."""
+    if number >= max_batches:
+        return batch_files
+    return max(1, -(-batch_files * (number + 1) // max_batches))
+
+
+def ramp_entries(batch_files: int, max_batches: int) -> int:
+    """Entries of a run's first listing page, staggered: the ramp's files (every slot
+    gets a batch from it), e.g. 1,152 for 256-file batches and 8 slots."""
+    return sum(ramp_files(batch_files, max_batches, n) for n in range(max_batches))
+
+
+def tail_files(batch_files: int, max_batches: int, left: int) -> int:
+    """Files a batch of the listing's last page may hold at most, ``left`` entries
+    being left on it (this one included): ``left / max_batches``, at least
+    ``batch_files / TAIL_BATCH_SHARE``, at most ``batch_files``."""
+    floor = max(1, batch_files // TAIL_BATCH_SHARE)
+    return min(batch_files, max(floor, -(-left // max_batches)))
 
 
 def decode_dataset_request(raw: RawValue) -> DatasetRequest:
@@ -173,6 +217,9 @@ class DatasetWorkflow:
         self._fan_out = False
         # the run is cancelling (or failing) what is in flight
         self._stopping = False
+        # batch sizes staggered (DATASET_STAGGER_PATCH), and the batches formed so far
+        self._staggered = False
+        self._formed = 0
 
     @workflow.run
     async def run(self, raw_request: RawValue) -> DatasetResult:
@@ -287,9 +334,17 @@ class DatasetWorkflow:
         carried = self._carried
         names = request.retry_failed
         after, index = carried.after, carried.retry_index
-        first_limit = request.page_size if names is not None else FIRST_PAGE_ENTRIES
+        # (never asked for several roots: their histories stay as they were)
+        self._staggered = not self._fan_out and workflow.patched(DATASET_STAGGER_PATCH)
+        if names is not None:
+            first_limit = request.page_size
+        elif self._staggered:
+            first_limit = ramp_entries(request.batch_files, request.max_batches)
+        else:
+            first_limit = FIRST_PAGE_ENTRIES
+        limit = min(request.page_size, first_limit)
         listing: asyncio.Task[ListResult] | None = asyncio.create_task(
-            self._list(request, after, index, min(request.page_size, first_limit))
+            self._list(request, after, index, limit)
         )
         while listing is not None:
             page = await listing
@@ -302,13 +357,14 @@ class DatasetWorkflow:
                 more = page.next_after is not None
                 after = page.next_after
             if more and not self._history_full(request):
+                limit = min(request.page_size, limit * 2) if self._staggered else request.page_size
                 listing = asyncio.create_task(  # prefetch
-                    self._list(request, after, index, request.page_size)
+                    self._list(request, after, index, limit)
                 )
             if self._fan_out:
                 stopped = await self._dispatch_many(request, page, base)
             else:
-                stopped = await self._dispatch(request, page, base)
+                stopped = await self._dispatch(request, page, base, last=not more)
             if stopped:
                 if listing is not None:
                     listing.cancel()
@@ -329,8 +385,11 @@ class DatasetWorkflow:
         self._listing_done = True
         return False
 
-    async def _dispatch(self, request: DatasetRequest, page: ListResult, base: int) -> bool:
-        """Start the work of ``page``'s entries (waiting for room in the windows).
+    async def _dispatch(
+        self, request: DatasetRequest, page: ListResult, base: int, last: bool = False
+    ) -> bool:
+        """Start the work of ``page``'s entries (waiting for room in the windows);
+        ``last``: the listing ends with this page (staggered: its batches shrink).
 
         Returns:
             True when the run's history filled up before the page's end: the cursor
@@ -339,6 +398,7 @@ class DatasetWorkflow:
         carried = self._carried
         group: list[BatchFile] = []
         group_bytes = 0
+        group_files = request.batch_files  # the files the group being formed may hold
         handled: tuple[int, str] | None = None  # the last entry dispatched or failed
 
         async def flush() -> None:
@@ -362,10 +422,16 @@ class DatasetWorkflow:
                 await self._start_child(request, entry)
             else:
                 if group and (
-                    len(group) >= request.batch_files
-                    or group_bytes + entry.size > request.batch_bytes
+                    len(group) >= group_files or group_bytes + entry.size > request.batch_bytes
                 ):
                     await flush()
+                if not group and self._staggered:
+                    group_files = ramp_files(request.batch_files, request.max_batches, self._formed)
+                    if last:
+                        left = len(page.entries) - position
+                        group_files = min(
+                            group_files, tail_files(request.batch_files, request.max_batches, left)
+                        )
                 group.append(BatchFile(name=entry.name, size=entry.size))
                 group_bytes += entry.size
             handled = (base + position, entry.name)
@@ -426,6 +492,7 @@ class DatasetWorkflow:
     # -- batches -----------------------------------------------------------------------
 
     async def _start_batch(self, request: DatasetRequest, files: list[BatchFile]) -> None:
+        self._formed += 1
         await workflow.wait_condition(lambda: len(self._batches) < request.max_batches)
         self._units += 1
         number = self._units

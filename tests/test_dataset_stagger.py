@@ -1,0 +1,102 @@
+"""A dataset's batches are staggered (``dataset-staggered-batches``): a run's first
+``max_batches`` batches ramp up to ``batch_files`` files, the listing's first pages are
+short (the ramp's entries, then twice as many, up to ``page_size``), and the last
+page is cut into shrinking batches, so batches do not all end together and no slot
+idles while a round is dispatched. Against the session's real worker and Temporal:
+every file arrives once, whole; the batches, read from the run's history (the
+``copy_batch`` and ``list_entries`` inputs), are the sizes the rule gives and cover
+the names in order, each once; and the history replays with the current code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from temporalio.api.enums.v1 import EventType
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from staccato.client import StaccatoClient
+from staccato.dataset_client import submit_dataset
+from staccato.datasets.models import DatasetState
+from staccato.datasets.workflow import DATASET_STAGGER_PATCH, DatasetWorkflow
+from staccato.models import TransferOptions
+from tests.dataset_checks import MiB, batch_sizes, tree, tree_difference, wait_dataset
+
+FILES = 230
+BATCH_FILES = 16
+MAX_BATCHES = 4
+PAGE_SIZE = 64
+
+
+def _small_tree(root: Path, files: int) -> list[str]:
+    """``files`` files of a few hundred bytes, 10 per directory; their relative names
+    in listing order (bytewise)."""
+    names = []
+    for i in range(files):
+        name = f"d{i // 10:03d}/f{i:05d}"
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(bytes([i % 251]) * (100 + i))
+        names.append(name)
+    return sorted(names, key=lambda n: n.encode())
+
+
+def _inputs(events: list, activity: str) -> list[dict]:
+    """The JSON inputs of every ``activity`` scheduled, in history order."""
+    found = []
+    for event in events:
+        if event.event_type != EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            continue
+        attrs = event.activity_task_scheduled_event_attributes
+        if attrs.activity_type.name == activity:
+            found.append(json.loads(attrs.input.payloads[0].data))
+    return found
+
+
+async def test_batches_ramp_up_and_shrink_and_every_file_arrives_once(
+    client: StaccatoClient, data_dir: Path
+) -> None:
+    source, destination = data_dir / "src", data_dir / "dst"
+    names = _small_tree(source, FILES)
+    dataset = await submit_dataset(
+        client,
+        str(source),
+        str(destination),
+        options=TransferOptions(chunk_size=1 * MiB),
+        batch_files=BATCH_FILES,
+        max_batches=MAX_BATCHES,
+        page_size=PAGE_SIZE,
+    )
+    final = await wait_dataset(client, dataset, timeout_s=180)
+    assert final.state == DatasetState.completed, final
+    assert final.files_done == FILES and final.files_failed == 0, final
+    assert tree_difference(tree(destination), tree(source)) == []
+
+    history = await client.temporal.get_workflow_handle(dataset).fetch_history()
+    events = list(history.events)
+    patches = [
+        json.loads(e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data)["id"]
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+        and e.marker_recorded_event_attributes.marker_name == "core_patch"
+    ]
+    assert DATASET_STAGGER_PATCH in patches, patches
+    # pages: the ramp's entries first (4 + 8 + 12 + 16 = 40), then doubling up to 64
+    limits = [i["limit"] for i in _inputs(events, "list_entries")]
+    assert limits[:3] == [40, 64, 64], limits
+    batches = [[f["name"] for f in i["files"]] for i in _inputs(events, "copy_batch")]
+    sizes = [len(b) for b in batches]
+    assert sizes[:MAX_BATCHES] == [4, 8, 12, 16], sizes  # the ramp
+    assert sizes == batch_sizes(
+        FILES, batch_files=BATCH_FILES, max_batches=MAX_BATCHES, page_size=PAGE_SIZE
+    ), sizes
+    # the last page's batches shrink (what is left / 4, at least 16 / 4)
+    assert sizes[-3:] == sorted(sizes[-3:], reverse=True) and max(sizes[-3:]) < BATCH_FILES
+    # every name once, in listing order
+    assert [n for b in batches for n in b] == names
+
+    # the run's history replays with this code (the patched path is deterministic)
+    replayer = Replayer(workflows=[DatasetWorkflow], data_converter=pydantic_data_converter)
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None, result.replay_failure
