@@ -8,6 +8,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from typing import Any
+
+
+def _probe(code: str) -> Any:
+    """Run ``code`` in a fresh interpreter; its last line of output, as JSON."""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def test_import_drivers_loads_every_installed_driver_and_its_library() -> None:
@@ -18,10 +27,7 @@ def test_import_drivers_loads_every_installed_driver_and_its_library() -> None:
         "print(json.dumps([loaded, sorted(m for m in ('paramiko', 'boto3', 'httpx')"
         " if m in sys.modules)]))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
-    )
-    loaded, libraries = json.loads(done.stdout.strip().splitlines()[-1])
+    loaded, libraries = _probe(probe)
     assert loaded == [
         "staccato.endpoints.file",
         "staccato.endpoints.http",
@@ -45,10 +51,7 @@ def test_activity_process_imports_drivers_and_their_lazy_modules_before_its_thre
         "start_activity_process({}, 1 << 20)\n"
         "print(json.dumps([before, sorted(m for m in lazy if m in sys.modules)]))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
-    )
-    before, after = json.loads(done.stdout.strip().splitlines()[-1])
+    before, after = _probe(probe)
     assert before == []
     assert after == sorted(
         [
