@@ -249,10 +249,12 @@ async def test_chunk_damaged_while_paused_is_caught_before_publish(
     """A segment that finished (its chunks verified as written) and was then damaged
     while the transfer was paused is caught by the read-back before publish and copied
     again: the published file is byte-identical."""
-    chunk = 4 * MiB
+    chunk = 16 * MiB
     digest = write_random(http_root / "late.bin", 3 * chunk, seed=12)
     destination = data_dir / "late.bin"
-    # 2 streams: segment 0 = chunks 0-1 (~2.8 s at 3 MB/s), segment 1 = chunk 2 (~1.4 s)
+    # 2 streams: segment 0 = chunks 0-1 (~11 s at 3 MB/s), segment 1 = chunk 2 (~5.6 s):
+    # the pause has ~5 s to land between the two (4 MiB chunks left 1.4 s, and at load 40
+    # the copy ended first)
     options = TransferOptions(chunk_size=chunk, streams=2, heartbeat_timeout_s=3)
     transfer = await client.submit(slow_nginx.url("late.bin"), str(destination), options)
     handle = client.temporal.get_workflow_handle(transfer)
