@@ -326,10 +326,14 @@ def test_failed_run_shows_its_reason(cli, data_dir: Path) -> None:
     name = _name()
     created = cli(
         "schedule", "create", name, str(data_dir / "missing.bin"), str(data_dir / "dst.bin"),
-        "--every", "2s",
+        "--every", "1h",
     )  # fmt: skip
     assert created.returncode == 0, created
     try:
+        # one run, triggered: runs every 2 s overlapped on a busy machine (one always
+        # running), and the view never showed the failed one alone
+        triggered = cli("schedule", "trigger", name)
+        assert triggered.returncode == 0, triggered
         view = _until(cli, name, lambda v: bool(v["recent_runs"]) and not v["running"], 60, "a run")
         assert {r["state"] for r in view["recent_runs"]} == {"failed"}, view["recent_runs"]
         assert "missing.bin: no such file or directory" in view["recent_runs"][0]["error"]
