@@ -32,7 +32,7 @@ test: venv
 	./scripts/install-system-deps
 	$(BIN)/ruff check staccato tests bench
 	$(BIN)/mypy staccato
-	$(BIN)/python -m pytest -q -n 2 --dist worksteal --durations=15
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal --durations=40
 
 lint: venv
 	$(BIN)/ruff check staccato tests bench
