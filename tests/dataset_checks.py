@@ -75,9 +75,23 @@ async def run_dataset(
 
 
 async def wait_dataset(client: StaccatoClient, dataset: str, *, timeout_s: float) -> DatasetStatus:
+    """Poll :func:`dataset_status` until the dataset ends (``timeout_s`` seconds at
+    most). A describe that Temporal does not answer within the client's wait (a busy
+    machine) is asked again, not a failure."""
+    from temporalio.service import RPCError, RPCStatusCode
+
     deadline = time.monotonic() + timeout_s
     while True:
-        status = await dataset_status(client, dataset)
+        try:
+            status = await dataset_status(client, dataset)
+        except RPCError as err:
+            # the client's rpc_timeout ends a call as (CANCELLED, "Timeout expired")
+            timed_out = err.status == RPCStatusCode.DEADLINE_EXCEEDED or (
+                "timeout" in err.message.lower()
+            )
+            if not timed_out or time.monotonic() > deadline:
+                raise
+            continue
         if status.state not in (DatasetState.running, DatasetState.scheduled):
             return status
         if time.monotonic() > deadline:
