@@ -3,6 +3,7 @@
 Run by hand (never by the test suite)::
 
     .venv/bin/python -m bench.bench_sftp [--runs 3] [--size-mib 1024] [--streams 4]
+        [--other CHECKOUT]
 
 Everything runs on this machine, in the same run, against the same OpenSSH sshd on
 127.0.0.1 (tests.servers.sshd: ``internal-sftp``, ed25519 host and client keys):
@@ -17,6 +18,12 @@ Everything runs on this machine, in the same run, against the same OpenSSH sshd 
   Note rclone verifies by running ``md5sum`` on the server over ssh when the account
   has a shell (it does here), so the server re-reads the file, not the network.
 * OpenSSH ``sftp -b`` (batch mode, default settings: 64 requests of 32 KiB in flight).
+
+* ``--other CHECKOUT``: another checkout (with its own ``.venv``, e.g. a release) runs
+  ``staccato cp`` too, with its own worker on its own dev server (rows ``(other)``): an
+  A/B of two releases in one run. Each Staccato row also gives its worker's CPU seconds
+  (user + system of the worker and its activity processes), less noisy than wall time
+  on a loaded machine.
 
 Warm-up once per tool and direction, then ``--runs`` rounds over all tools in turn
 (so load from other jobs falls on every tool alike) and medians; ratio = rclone's
@@ -37,8 +44,11 @@ from pathlib import Path
 
 from bench.common import (
     REPO,
+    CpuMeter,
     MiB,
+    OtherService,
     Service,
+    process_tree,
     random_file,
     rclone_sftp_remote,
     sftp_worker_env,
@@ -57,6 +67,12 @@ def _rclone() -> str:
     return str(path)
 
 
+def _worker_pids(service: Service | None) -> Callable[[], list[int]]:
+    """The pids of ``service``'s worker and its activity processes (none: no worker)."""
+    worker = service.worker if service is not None else None
+    return lambda: process_tree(worker.pid) if worker is not None else []
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -65,6 +81,12 @@ def main() -> None:
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--streams", type=int, default=4)
     parser.add_argument("--chunk-size", default="16M")
+    parser.add_argument(
+        "--other",
+        type=Path,
+        help="another checkout (with its own .venv): its `staccato cp` runs too, with its "
+        "own worker, shown as `(other)` rows",
+    )
     args = parser.parse_args()
     size = args.size_mib * MiB
 
@@ -82,6 +104,11 @@ def main() -> None:
         processes=max(4, args.streams),
         env=sftp_worker_env(sshd, work),
     ).start()
+    other = (
+        OtherService(args.other, processes=max(4, args.streams), env=sftp_worker_env(sshd, work))
+        if args.other
+        else None
+    )
     rclone_env = {
         **os.environ,
         "RCLONE_CONFIG": str(work / "rclone.conf"),
@@ -133,8 +160,30 @@ def main() -> None:
             ),
         },
     }
+
+    def ours(svc: Service, src: str, dst: str, *extra: str) -> Callable[[], None]:
+        return lambda: svc.staccato("cp", src, dst, *options, *extra)
+
+    if other is not None:
+        for case, (src, dst) in {
+            "file->sftp": (str(source), remote_dst),
+            "sftp->file": (remote_src, str(local_out)),
+        }.items():
+            cases[case]["staccato (other)"] = ours(other, src, dst)
+            cases[case]["staccato --verify size (other)"] = ours(
+                other, src, dst, "--verify", "size"
+            )
+
+    def worker_of(tool: str) -> Service | None:
+        if not tool.startswith("staccato"):
+            return None
+        return other if tool.endswith("(other)") else service
+
     results: dict[tuple[str, str], float] = {}
+    cpu: dict[tuple[str, str], list[float]] = {}
     try:
+        if other is not None:
+            other.start()
         runs: dict[tuple[str, str], list[float]] = {}
         for case, tools in cases.items():
             for tool, go in tools.items():
@@ -150,13 +199,17 @@ def main() -> None:
                 shift = round_index % len(names)
                 for tool in names[shift:] + names[:shift]:
                     remove()
-                    runs[(case, tool)].append(timed(tools[tool]))
+                    meter = CpuMeter({"worker": _worker_pids(worker_of(tool))})
+                    with meter:
+                        runs[(case, tool)].append(timed(tools[tool]))
+                    cpu.setdefault((case, tool), []).append(meter.seconds["worker"])
         for key, times in runs.items():
             results[key] = statistics.median(times)
             case, tool = key
+            worker_cpu = statistics.median(cpu[key]) if worker_of(tool) else 0.0
             print(
-                f"{case:11} {tool:24} {results[key]:6.2f} s  {size / results[key] / 1e6:6.0f} MB/s  "
-                f"runs: {', '.join(f'{t:.2f}' for t in times)}",
+                f"{case:11} {tool:31} {results[key]:6.2f} s  {size / results[key] / 1e6:6.0f} MB/s  "
+                f"worker cpu {worker_cpu:5.2f} s  runs: {', '.join(f'{t:.2f}' for t in times)}",
                 flush=True,
             )
         print(
@@ -172,6 +225,8 @@ def main() -> None:
             )
     finally:
         service.stop()
+        if other is not None:
+            other.stop()
         sshd.stop()
         shutil.rmtree(work, ignore_errors=True)
 

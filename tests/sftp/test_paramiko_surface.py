@@ -15,7 +15,9 @@ What is pinned (paramiko 3.x-5.x):
 * the receivers' ``_async_response(t, msg, num)`` (``SFTPFile``'s, which the
   response router calls for paramiko's own file objects);
 * ``SFTPAttributes._from_msg``;
-* ``Transport.stop_thread`` reading ``sock._closed`` (``BufferedSocket`` forwards it).
+* ``Transport.stop_thread`` reading ``sock._closed`` (``BufferedSocket`` forwards it);
+* ``Channel._wait_for_send_window``'s data per packet (``out_max_packet_size - 64``),
+  the size of each fenced send.
 
 A live check then opens a real connection to the test sshd and sees the members on the
 instance.
@@ -140,6 +142,15 @@ def test_transport_reads_sock_closed() -> None:
     """``Transport.stop_thread`` reads ``sock._closed``; ``BufferedSocket`` forwards it."""
     assert "self.sock._closed" in inspect.getsource(paramiko.Transport.stop_thread)
     assert isinstance(inspect.getattr_static(BufferedSocket, "_closed"), property)
+
+
+def test_channel_packet_data_rule() -> None:
+    """``Channel._wait_for_send_window`` puts at most the channel's maximum packet size
+    less 64 bytes of data in one packet: ``StaccatoSFTP._packet_data_bytes`` slices
+    fenced writes by that rule (slices of another size cost a second packet each)."""
+    source = inspect.getsource(paramiko.Channel._wait_for_send_window)
+    assert f"self.out_max_packet_size - {protocol.PACKET_HEADROOM_BYTES}" in source
+    assert "size = self._wait_for_send_window(size)" in inspect.getsource(paramiko.Channel._send)
 
 
 def test_only_protocol_uses_private_names() -> None:
