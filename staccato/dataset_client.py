@@ -34,6 +34,7 @@ from staccato.client import DATASET_TYPE, StaccatoClient, require_type
 from staccato.datasets.locks import ROOT_LOCK_TYPE, root_lock_id
 from staccato.datasets.models import (
     DATASET_ID_PREFIX,
+    FAN_OUT_BATCH_FILES,
     BatchCheckpoint,
     DatasetProgress,
     DatasetRequest,
@@ -259,6 +260,7 @@ def _make_fan_out_request(
         for d in destinations
     ]  # each pair as a single dataset checks it (kinds, overlap with the source)
     roots = _fan_out_roots(firsts[0].source_root, destinations)
+    tuning.setdefault("batch_files", FAN_OUT_BATCH_FILES)
     try:
         return DatasetRequest(
             source_root=firsts[0].source_root,

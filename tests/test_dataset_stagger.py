@@ -17,8 +17,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from staccato.client import StaccatoClient
-from staccato.dataset_client import submit_dataset
-from staccato.datasets.models import DatasetState
+from staccato.dataset_client import make_dataset_request, submit_dataset
+from staccato.datasets.models import BATCH_FILES as BATCH_FILES_DEFAULT
+from staccato.datasets.models import FAN_OUT_BATCH_FILES, DatasetState
 from staccato.datasets.workflow import DATASET_STAGGER_PATCH, DatasetWorkflow
 from staccato.models import TransferOptions
 from tests.dataset_checks import MiB, batch_sizes, tree, tree_difference, wait_dataset
@@ -100,3 +101,21 @@ async def test_batches_ramp_up_and_shrink_and_every_file_arrives_once(
     replayer = Replayer(workflows=[DatasetWorkflow], data_converter=pydantic_data_converter)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, result.replay_failure
+
+
+def test_default_batch_size_single_root_and_several(data_dir: Path) -> None:
+    """A request's batches hold up to 1,024 files by default (fewer batches: each costs
+    its activity, workflow task and slot gap whatever its size); a dataset to several
+    roots, whose batches write each file to every root, keeps 256; a request's own
+    ``batch_files`` wins."""
+    source = data_dir / "src"
+    source.mkdir()
+    one = make_dataset_request(str(source), str(data_dir / "a"))
+    assert one.batch_files == BATCH_FILES_DEFAULT == 1024
+    several = make_dataset_request(str(source), [str(data_dir / "a"), str(data_dir / "b")])
+    assert several.batch_files == FAN_OUT_BATCH_FILES == 256
+    assert make_dataset_request(str(source), str(data_dir / "a"), batch_files=7).batch_files == 7
+    several = make_dataset_request(
+        str(source), [str(data_dir / "a"), str(data_dir / "b")], batch_files=9
+    )
+    assert several.batch_files == 9

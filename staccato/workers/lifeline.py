@@ -37,6 +37,7 @@ import signal
 import sys
 import threading
 from collections.abc import MutableMapping
+from typing import Any
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
@@ -69,22 +70,27 @@ def _end_with(parent: multiprocessing.process.BaseProcess) -> None:
     os._exit(1)
 
 
-def start_activity_process(rate_board: MutableMapping[str, float], buffer_budget: int) -> None:
+def start_activity_process(
+    rate_board: MutableMapping[str, float], buffer_budget: int, flags: Any = None
+) -> None:
     """The initializer of each activity process: :func:`die_with_parent`, then URL
     secrets scrubbed from log lines, the worker's rate board for the streams' pacing
     (:mod:`staccato.activities.pacing`), the process's memory budget for chunk
-    buffers (bytes, :mod:`staccato.activities.capacity`), and every driver imported
-    before the process's activity threads start
+    buffers (bytes, :mod:`staccato.activities.capacity`), the worker's shared array
+    of cancel events (:mod:`staccato.workers.flags`; None: none), and every driver
+    imported before the process's activity threads start
     (:func:`staccato.endpoints.import_drivers` says why)."""
     die_with_parent()
     from staccato.activities.capacity import install_budget
     from staccato.activities.pacing import install_board
     from staccato.endpoints import import_drivers
     from staccato.secrets import install_log_scrubber
+    from staccato.workers.flags import install_flags
 
     install_log_scrubber()  # a library's log line may quote a URL's token
     install_board(rate_board)
     install_budget(buffer_budget)
+    install_flags(flags)
     import_drivers()
 
 

@@ -69,6 +69,7 @@ from staccato.endpoints import import_drivers
 from staccato.errors import RetryableError
 from staccato.secrets import install_log_scrubber
 from staccato.workers.failure_size import BoundedFailures
+from staccato.workers.flags import FlagEvents
 from staccato.workers.lifeline import start_activity_process, start_manager_process
 from staccato.workers.progress_reporter import ProgressReporter, RunningStreams
 from staccato.workers.rates import RateBoard
@@ -189,9 +190,14 @@ class _GuardedSharedState(SharedStateManager):
     """Temporal's multiprocessing shared state, whose connection errors (the manager
     process is gone) become :class:`WorkerChannelLost` and wake the worker's watch."""
 
-    def __init__(self, inner: SharedStateManager, lost: threading.Event) -> None:
+    def __init__(
+        self, inner: SharedStateManager, lost: threading.Event, flags: FlagEvents | None = None
+    ) -> None:
         self._inner = inner
         self._lost = lost
+        # cancel events in shared memory (staccato.workers.flags); the manager's own
+        # (made ahead by a thread, below) only when every slot is taken
+        self._flags = flags
         # Temporal asks for a cancel event (a manager proxy: a new connection to the
         # manager, its authentication and a call) in the worker's event loop for each
         # activity it starts; a thread makes them ahead, so many starts at once do
@@ -214,6 +220,11 @@ class _GuardedSharedState(SharedStateManager):
             self._wanted.clear()
 
     def new_event(self) -> threading.Event:
+        if self._flags is not None:
+            flag = self._flags.new_event()
+            if flag is not None:
+                # not an Event, but has what Temporal calls of one
+                return flag  # type: ignore[return-value]
         try:
             event = self._ready.get_nowait()
         except queue.Empty:
@@ -367,19 +378,22 @@ class StaccatoWorker:
         self._manager = SyncManager(ctx=self._context)
         self._manager.start(start_manager_process)
         self.rate_board = self._manager.dict()
+        flags = FlagEvents(self._context)
         self._executor = ThreadedProcessPool(
             self._processes,
             self.threads,
             mp_context=self._context,
             initializer=start_activity_process,
-            initargs=(self.rate_board, self.buffer_budget),
+            initargs=(self.rate_board, self.buffer_budget, flags.array),
         )
         loop = asyncio.get_running_loop()
         await asyncio.gather(
             *(loop.run_in_executor(self._executor, _warm_up) for _ in range(self._processes))
         )
         self._shared = _GuardedSharedState(
-            SharedStateManager.create_from_multiprocessing(self._manager), self._channel_lost
+            SharedStateManager.create_from_multiprocessing(self._manager),
+            self._channel_lost,
+            flags,
         )
         with warnings.catch_warnings():
             # it compares with the processes only; each runs ``threads`` activities
