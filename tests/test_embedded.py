@@ -157,6 +157,58 @@ def test_down_stops_the_server_of_a_killed_up(tmp_path: Path) -> None:
             pass
 
 
+def test_up_starts_its_killed_server_again(tmp_path: Path) -> None:
+    """SIGKILL of the dev server under a running `up` (tester: `up` stayed with no
+    server, and `up --detach` said "already up", exit 0): `up` starts it again on the
+    same port and SQLite file; a transfer from before is still known and a new one
+    completes."""
+    port, ui_port = free_port(), free_port()
+    home = tmp_path / "home"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("STACCATO_SECRET_KEY")},
+        "STACCATO_HOME": str(home),
+        "TEMPORAL_ADDRESS": f"127.0.0.1:{port}",
+        "STACCATO_WORKER_PROCESSES": "1",
+    }
+    up = _staccato("up", "--detach", "--port", str(port), "--ui-port", str(ui_port), env=env)
+    assert up.returncode == 0, up.stdout + up.stderr
+    up_pid = int((home / "up.pid").read_text())
+    try:
+        source = tmp_path / "in.bin"
+        digest = write_random(source, 1024 * 1024 + 7)
+        before = _staccato("submit", str(source), str(tmp_path / "before.bin"), env=env)
+        assert before.returncode == 0, before.stderr
+        first = before.stdout.split()[-1]
+        assert _staccato("watch", first, env=env).returncode == 0
+        (server,) = _servers_of(home)
+        os.kill(server, signal.SIGKILL)
+        deadline = time.monotonic() + 90
+        restarted: list[int] = []
+        while not restarted:
+            assert time.monotonic() < deadline, "the dev server was not started again"
+            assert _alive(up_pid), "up died with its server"
+            restarted = [pid for pid in _servers_of(home) if pid != server]
+            time.sleep(0.2)
+        while True:  # it answers once its port is open
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the new dev server never answered"
+                time.sleep(0.2)
+        status = _staccato("status", "--json", first, env=env)
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["state"] == "completed"
+        cp = _staccato("cp", str(source), str(tmp_path / "after.bin"), env=env)
+        assert cp.returncode == 0, cp.stderr
+        assert sha256_file(tmp_path / "after.bin") == digest
+        assert "starting it again" in (home / "staccato-up.log").read_text()
+    finally:
+        down = _staccato("down", env=env)
+        assert down.returncode == 0, down.stderr
+    assert _servers_of(home) == []
+
+
 @pytest.mark.parametrize("detach", [True, False], ids=["detached", "foreground"])
 def test_up_with_too_little_worker_memory_starts_nothing(tmp_path: Path, detach: bool) -> None:
     """A worker memory setting below what its processes need is refused before the dev

@@ -191,6 +191,13 @@ def up(
         if pid:
             if _running_address() != address:  # not what the caller asked for
                 fail(_already_up(pid, address))
+            if not port_open("127.0.0.1", port):  # its server died: `up` starts it again
+                fail(
+                    f"staccato is up (pid {pid}) but its Temporal server at {address} does "
+                    f"not answer: it is being started again, or failed to start (see "
+                    f"{home / 'staccato-up.log'} and {home / 'temporal.log'}); "
+                    "`staccato down` then `staccato up` starts everything anew"
+                )
             # idempotent: what the caller asked for is already true
             typer.echo(_already_up(pid, address), err=True)
             return
@@ -262,12 +269,20 @@ def up(
         err=True,
     )
 
+    servers = [server]  # the dev server now: it is started again if it dies
+    gave_up: list[str] = []
+
     async def go() -> None:
         from staccato.client import StaccatoClient
         from staccato.workers.worker import run_worker
 
         client = await StaccatoClient.connect(target_host=address, namespace="default")
         ready = asyncio.Event()
+        if server is not None:
+            keeper = asyncio.create_task(
+                keep_server_up(servers, home, port=port, ui_port=ui_port, gave_up=gave_up)
+            )
+            keeper.add_done_callback(lambda task: task.cancelled() or task.exception())
 
         async def mark_ready() -> None:
             await ready.wait()
@@ -287,14 +302,76 @@ def up(
     try:
         run(go, sigterm=False)  # the worker stops gracefully on SIGTERM by itself
     finally:
-        if server is not None:
-            server.terminate()
+        if servers[0] is not None:
+            servers[0].terminate()
             try:
-                server.wait(timeout=20)
+                servers[0].wait(timeout=20)
             except subprocess.TimeoutExpired:
-                server.kill()
+                servers[0].kill()
         _pid_file().unlink(missing_ok=True)
         _address_file().unlink(missing_ok=True)
+    if gave_up:
+        fail(gave_up[0])
+
+
+#: seconds between two looks at the embedded dev server's process
+SERVER_WATCH_S = 1.0
+#: the embedded dev server is started again at most this many times in
+#: :data:`SERVER_RESTART_WINDOW_S` seconds; past that, ``up`` stops (exit 1)
+SERVER_RESTARTS = 5
+SERVER_RESTART_WINDOW_S = 600.0
+
+
+async def keep_server_up(
+    servers: list[subprocess.Popen[bytes] | None],
+    home: Path,
+    *,
+    port: int,
+    ui_port: int,
+    gave_up: list[str],
+) -> None:
+    """Start ``up``'s Temporal dev server (``servers[0]``) again when it dies (killed,
+    crashed, out of memory), on the same ports and SQLite file: its transfers and
+    their histories are kept, and the worker's client reconnects by itself. A start
+    that fails is tried again after 1, 2, 4 ... 30 s. More than
+    :data:`SERVER_RESTARTS` deaths in :data:`SERVER_RESTART_WINDOW_S` seconds: the
+    reason goes into ``gave_up`` and ``up`` stops itself (SIGTERM: its worker stops
+    gracefully), so that ``up`` can be run again rather than seem up with no server."""
+    from staccato.workers.devserver import DevServerError, start_dev_server
+
+    deaths: list[float] = []
+    while True:
+        await asyncio.sleep(SERVER_WATCH_S)
+        current = servers[0]
+        if current is None or current.poll() is None:
+            continue
+        now = time.monotonic()
+        deaths = [t for t in deaths if now - t < SERVER_RESTART_WINDOW_S] + [now]
+        log_path = home / "temporal.log"
+        if len(deaths) > SERVER_RESTARTS:
+            gave_up.append(
+                f"the Temporal dev server died {len(deaths)} times in "
+                f"{SERVER_RESTART_WINDOW_S:.0f} s (last exit {current.returncode}); "
+                f"stopping; see {log_path}"
+            )
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        typer.echo(
+            f"the Temporal dev server (pid {current.pid}) exited with {current.returncode}; "
+            f"starting it again on 127.0.0.1:{port} (see {log_path})",
+            err=True,
+        )
+        delay = 1.0
+        while True:
+            try:
+                servers[0] = await asyncio.to_thread(
+                    start_dev_server, home, port=port, ui_port=ui_port
+                )
+                break
+            except DevServerError as err:
+                typer.echo(f"could not start it again: {err}; next try in {delay:.0f} s", err=True)
+                await asyncio.sleep(delay)
+                delay = min(30.0, delay * 2)
 
 
 def down() -> None:
