@@ -103,3 +103,35 @@ async def test_cancelled_dataset_to_two_roots_counts_each_root(
         assert counts.bytes_done == sum(published.values()), (root, counts)
     both = set(_published(roots[0])) & set(_published(roots[1]))
     assert final.files_done <= len(both) and final.files_done > 0, (final, len(both))
+
+
+async def test_cancel_by_destination_root_and_no_pause_for_a_dataset(
+    client: StaccatoClient, temporal_server, data_dir: Path
+) -> None:
+    """`staccato cancel ROOT` cancels the dataset writing ROOT, as `status ROOT` shows it
+    (tester: "no transfer 'ROOT'", exit 1, while `status ROOT` showed it running);
+    `pause ROOT` says a dataset cannot be paused, naming it, and changes nothing."""
+    from tests.helpers import run_cli
+
+    source, destination = data_dir / "src", data_dir / "dst"
+    for i in range(FILES):
+        path = source / f"d{i % 7}" / f"f{i:04d}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_random(path, SIZE, seed=i)
+    options = TransferOptions(chunk_size=1 * MiB, streams=1, max_rate=20_000)
+    dataset = await submit_dataset(
+        client, str(source), str(destination), options, batch_files=64, max_batches=4
+    )
+    args = {"address": temporal_server.address, "task_queue": client.task_queue}
+    paused = run_cli("pause", str(destination), **args)
+    assert paused.returncode == 1, paused
+    assert f"destination root of dataset {dataset}" in paused.stderr, paused.stderr
+    assert "cannot be paused" in paused.stderr, paused.stderr
+    assert (await dataset_status(client, dataset)).state == DatasetState.running
+    cancelled = run_cli("cancel", str(destination) + "/", **args)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert f"(dataset {dataset})" in cancelled.stdout, cancelled.stdout
+    final = await wait_dataset(client, dataset, timeout_s=120)
+    assert final.state == DatasetState.cancelled, final
+    missing = run_cli("cancel", str(data_dir / "nothing-here"), **args)
+    assert missing.returncode == 1 and "no transfer" in missing.stderr, missing

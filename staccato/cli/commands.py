@@ -36,7 +36,7 @@ from staccato.cli.options import (
     VerifyOption,
     transfer_options,
 )
-from staccato.errors import TransferNotFoundError
+from staccato.errors import StaccatoError, TransferNotFoundError
 from staccato.models import (
     DEFAULT_PRIORITY,
     DEFAULT_RETRY_FOR_S,
@@ -415,14 +415,7 @@ def watch(transfer: TransferArg) -> None:
 async def _is_dataset_root(client: StaccatoClient, destination: str) -> bool:
     """Whether ``destination`` (a path, relative or not, or a URL) is the destination
     root of a dataset Temporal knows."""
-    from staccato.dataset_client import dataset_status
-    from staccato.errors import StaccatoError
-
-    try:
-        await dataset_status(client, destination)
-    except StaccatoError:  # not found, or not a URL or path at all
-        return False
-    return True
+    return await _dataset_at_root(client, destination) is not None
 
 
 async def _follow(client: StaccatoClient, transfer: str, *, quiet: bool) -> TransferStatus:
@@ -573,21 +566,49 @@ def list_transfers(
 
 
 def _control(transfer: str, action: str, done: str) -> None:
-    """Run ``StaccatoClient.<action>(transfer)`` and say ``done``."""
+    """Run ``StaccatoClient.<action>(transfer)`` and say ``done``. ``transfer`` may
+    also be a dataset's destination root (as for ``status`` and ``watch``): ``cancel``
+    then cancels that dataset; ``pause`` and ``resume`` say that a dataset has neither.
+    """
 
-    async def go() -> None:
+    async def go() -> str:
         from staccato.client import StaccatoClient
 
         client = await StaccatoClient.connect()
-        await getattr(client, action)(transfer)
+        try:
+            await getattr(client, action)(transfer)
+            return transfer
+        except TransferNotFoundError:
+            dataset = await _dataset_at_root(client, transfer)
+            if dataset is None:
+                raise
+        if action != "cancel":
+            raise StaccatoError(
+                f"{transfer} is the destination root of dataset {dataset}: a dataset cannot "
+                f"be {done} (its batches stop only by `staccato cancel {dataset}`; running it "
+                "again copies only what is missing)"
+            )
+        await client.cancel(dataset)
+        return f"{transfer} (dataset {dataset})"
 
-    run(go)
-    typer.echo(f"{done}: {transfer}")
+    named = run(go)
+    typer.echo(f"{done}: {named}")
+
+
+async def _dataset_at_root(client: StaccatoClient, destination: str) -> str | None:
+    """The id of the latest dataset whose destination root is ``destination`` (a
+    path or URL), or None."""
+    from staccato.dataset_client import dataset_status
+
+    try:
+        return (await dataset_status(client, destination)).id
+    except StaccatoError:  # not found, or not a URL or path at all
+        return None
 
 
 def cancel(transfer: TransferArg) -> None:
     """Cancel a transfer, a dataset (cp -r) or a fan-out group (TRANSFER: its id; a
-    transfer also by its destination): temp data is removed, an existing destination is left as it was (a dataset's files
+    transfer also by its destination, a dataset by its destination root): temp data is removed, an existing destination is left as it was (a dataset's files
     already copied stay; a group cancels every destination)."""
     _control(transfer, "cancel", "cancel requested")
 
