@@ -230,3 +230,30 @@ async def test_a_directory_at_the_destination_fails_naming_it(
     with pytest.raises(TransferFailedError) as failure:
         await run(client, str(source), str(destination), _options(SyncLevel.size))
     assert f"destination {destination} is a directory" in str(failure.value)
+
+
+@pytest.mark.parametrize("level", ["exists", "size", "mtime", "checksum"])
+def test_a_destination_symlink_is_refused_at_every_level(
+    temporal_server, worker, data_dir: Path, level: str
+) -> None:
+    """A destination that is a symbolic link is refused with a sync level as without
+    one (tester: `--sync-level size` said "up to date" for a link to another file of the
+    same size; the copy refuses the link). Nothing is written, the link is kept."""
+    source = data_dir / "a.txt"
+    source.write_bytes(b"the source's bytes")
+    other = data_dir / "other.txt"
+    other.write_bytes(b"x" * len(source.read_bytes()))  # same size, other bytes
+    future = 1_900_000_000  # 2030: newer than the source, for mtime
+    os.utime(other, (future, future))
+    link = data_dir / "link.txt"
+    link.symlink_to(other)
+    before = sha256_file(other)
+    done = run_cli(
+        "cp", "--sync-level", level, str(source), str(link),
+        address=temporal_server.address, task_queue=worker.task_queue,
+    )  # fmt: skip
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert "is a symbolic link" in done.stderr, done.stderr
+    assert link.is_symlink() and os.readlink(link) == str(other)
+    assert sha256_file(other) == before
+    assert leftovers(data_dir) == []
