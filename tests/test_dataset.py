@@ -340,3 +340,29 @@ def test_retry_failed_of_broken_links_gives_the_first_runs_reasons(
     after = dict(line.split("\t") for line in listed.stdout.splitlines())
     assert after == before, after
     assert sorted(os.listdir(destination)) == ["ok"]
+
+
+def test_failed_names_with_control_characters_stay_on_one_line(
+    worker: WorkerProcess, temporal_server, data_dir: Path
+) -> None:
+    """A failed file whose name holds a newline and a tab (tester: printed raw, so
+    `status --failures` lines NAME<TAB>REASON could not be parsed): shown as \\xNN on
+    one line by `cp -r` and `status --failures`; `--json` keeps the exact name."""
+    source, destination = data_dir / "src", data_dir / "dst"
+    source.mkdir()
+    (source / "fine").write_bytes(b"fine")
+    odd = "bro\nken\tlink"
+    (source / odd).symlink_to(source / "nowhere")  # a broken link: fails, named
+    args = dict(address=temporal_server.address, task_queue=worker.task_queue)
+    done = run_cli("cp", "-r", "-q", str(source), str(destination), **args)
+    assert done.returncode == 1, done.stderr
+    failed = [line for line in done.stderr.splitlines() if line.startswith("failed: ")]
+    assert failed and failed[0].startswith("failed: bro\\x0aken\\x09link: "), done.stderr
+    listed = run_cli("status", "--failures", dataset_id(str(destination)), **args)
+    assert listed.returncode == 0, listed.stderr
+    (line,) = listed.stdout.splitlines()
+    name, reason = line.split("\t")
+    assert name == "bro\\x0aken\\x09link" and "symbolic link" in reason, line
+    exact = run_cli("status", "--failures", "--json", dataset_id(str(destination)), **args)
+    assert [f["name"] for f in json.loads(exact.stdout)] == [odd], exact.stdout
+    assert (destination / "fine").read_bytes() == b"fine"

@@ -308,7 +308,9 @@ def exit_for(final: DatasetStatus, quiet: bool = False) -> None:
     if final.state == DatasetState.completed_with_errors:
         for failure in final.failures[:10]:
             at = f" at {failure.destination}" if failure.destination else ""
-            typer.echo(f"failed: {failure.name}{at}: {failure.reason}", err=True)
+            typer.echo(
+                f"failed: {shown_name(failure.name)}{at}: {shown_name(failure.reason)}", err=True
+            )
         more = final.files_failed - min(10, len(final.failures))
         if final.destinations is not None:
             more = sum(d.files_failed for d in final.destinations) - min(10, len(final.failures))
@@ -340,13 +342,26 @@ def exit_for(final: DatasetStatus, quiet: bool = False) -> None:
     )
 
 
+#: control characters (C0, DEL, C1) -> ``\xNN``: a name with a newline or a tab must not
+#: break a ``NAME<TAB>REASON`` line
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)]}
+
+
+def shown_name(name: str) -> str:
+    r"""A file name for one line of text: control characters as ``\xNN``, as names
+    that are not valid UTF-8 already are (``--json`` gives names exactly)."""
+    return name.translate(_CONTROL)
+
+
 def status_lines(s: DatasetStatus, failures: bool) -> list[str]:
     """``staccato status`` of a dataset: ``key value`` lines; with ``failures`` one line
     per failed file (name, tab, reason) instead."""
     if failures:
         # several destination roots: name, root, reason (one line per failed pair)
         lines = [
-            f"{f.name}\t{f.destination}\t{f.reason}" if f.destination else f"{f.name}\t{f.reason}"
+            f"{shown_name(f.name)}\t{f.destination}\t{shown_name(f.reason)}"
+            if f.destination
+            else f"{shown_name(f.name)}\t{shown_name(f.reason)}"
             for f in s.failures
         ]
         failed = (
