@@ -92,7 +92,10 @@ def parse_url(text: str, *, cwd: str | None = None) -> EndpointURL:
         raise InvalidURLError("empty URL: expected a path or a URL such as file:///data/x.bin")
     if text != text.strip() or any(c in text for c in "\r\n\t\0"):
         raise InvalidURLError(
-            f"malformed URL {redact(text)!r}: it contains whitespace or control characters"
+            f"malformed URL {redact(text)!r}: it contains whitespace or control characters "
+            "at its ends or a tab, newline or NUL; a name that holds them is written "
+            "percent-encoded: file:///dir/name%20 (a local file), "
+            "s3://bucket/?key=name%20 (an S3 key)"
         )
     if text.startswith(_CACHED_SCHEMES):
         return _parse_cached(text)

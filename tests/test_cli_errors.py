@@ -7,10 +7,11 @@ import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
-from tests.helpers import leftovers, run_cli, write_random
+from tests.helpers import leftovers, run_cli, sha256_file, write_random
 
 
 @pytest.fixture
@@ -303,3 +304,18 @@ def test_any_temporal_rpc_error_is_one_line(temporal_server, monkeypatch, capsys
     assert len(lines) == 1, lines
     assert f"Temporal at {temporal_server.address} did not answer in time" in lines[0]
     assert "`staccato list`" in lines[0]
+
+
+def test_a_name_ending_in_a_space_is_copied_through_a_file_url(cli, data_dir: Path) -> None:
+    """A bare path ending in a space is refused, and the message says how to name it
+    (tester: files `cp -r` copies could not be copied one at a time); the file:// URL
+    with the space percent-encoded copies it, byte-identical."""
+    odd = data_dir / "trailing "
+    digest = write_random(odd, 5000)
+    bare = cli("cp", str(odd), str(data_dir / "out.bin"))
+    assert bare.returncode == 2, bare
+    assert "file:///dir/name%20" in bare.stderr, bare.stderr
+    assert not (data_dir / "out.bin").exists()
+    done = cli("cp", "-q", f"file://{quote(str(odd))}", str(data_dir / "out.bin"))
+    assert done.returncode == 0, done.stderr
+    assert sha256_file(data_dir / "out.bin") == digest
