@@ -330,8 +330,9 @@ async def keep_server_up(
     ui_port: int,
     gave_up: list[str],
 ) -> None:
-    """Start ``up``'s Temporal dev server (``servers[0]``) again when it dies (killed,
-    crashed, out of memory), on the same ports and SQLite file: its transfers and
+    """Start ``up``'s Temporal dev server (``servers[0]``) again when it dies (killed by
+    SIGKILL, e.g. out of memory, or crashed: exit status not 0), on the same ports and
+    SQLite file (a SIGINT, a SIGTERM or exit 0 is a stop, not restarted): its transfers and
     their histories are kept, and the worker's client reconnects by itself. A start
     that fails is tried again after 1, 2, 4 ... 30 s. More than
     :data:`SERVER_RESTARTS` deaths in :data:`SERVER_RESTART_WINDOW_S` seconds: the
@@ -345,6 +346,15 @@ async def keep_server_up(
         current = servers[0]
         if current is None or current.poll() is None:
             continue
+        if current.returncode in (0, -signal.SIGINT, -signal.SIGTERM):
+            # asked to stop (Ctrl-C reaches its process group too) or a clean exit: not
+            # a crash, and `up` may be stopping: not started again
+            typer.echo(
+                f"the Temporal dev server (pid {current.pid}) stopped (exit "
+                f"{current.returncode}); not starting it again",
+                err=True,
+            )
+            return
         now = time.monotonic()
         deaths = [t for t in deaths if now - t < SERVER_RESTART_WINDOW_S] + [now]
         log_path = home / "temporal.log"
