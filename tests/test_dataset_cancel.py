@@ -20,6 +20,14 @@ FILES = 300
 SIZE = 3000
 
 
+def _make_tree(source: Path) -> None:
+    """:data:`FILES` files of :data:`SIZE` bytes in 7 directories under ``source``."""
+    for i in range(FILES):
+        path = source / f"d{i % 7}" / f"f{i:04d}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_random(path, SIZE, seed=i)
+
+
 def _published(root: Path) -> dict[str, int]:
     """Relative name -> size of every file at ``root`` but temp and journal files."""
     return {
@@ -55,10 +63,7 @@ async def test_cancelled_dataset_counts_every_file_published(
     client: StaccatoClient, data_dir: Path
 ) -> None:
     source, destination = data_dir / "src", data_dir / "dst"
-    for i in range(FILES):
-        path = source / f"d{i % 7}" / f"f{i:04d}"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_random(path, SIZE, seed=i)
+    _make_tree(source)
     # ~20 files/s per batch, 4 batches in flight: the run lasts several seconds
     options = TransferOptions(chunk_size=1 * MiB, streams=1, max_rate=20_000)
     dataset = await submit_dataset(
@@ -84,10 +89,7 @@ async def test_cancelled_dataset_to_two_roots_counts_each_root(
     files done and bytes are the files at that root."""
     source = data_dir / "src"
     roots = [data_dir / "one", data_dir / "two"]
-    for i in range(FILES):
-        path = source / f"d{i % 7}" / f"f{i:04d}"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_random(path, SIZE, seed=i)
+    _make_tree(source)
     options = TransferOptions(chunk_size=1 * MiB, streams=1, max_rate=20_000)
     dataset = await submit_dataset(
         client, str(source), [str(r) for r in roots], options, batch_files=64, max_batches=4
@@ -114,10 +116,7 @@ async def test_cancel_by_destination_root_and_no_pause_for_a_dataset(
     from tests.helpers import run_cli
 
     source, destination = data_dir / "src", data_dir / "dst"
-    for i in range(FILES):
-        path = source / f"d{i % 7}" / f"f{i:04d}"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_random(path, SIZE, seed=i)
+    _make_tree(source)
     options = TransferOptions(chunk_size=1 * MiB, streams=1, max_rate=20_000)
     dataset = await submit_dataset(
         client, str(source), str(destination), options, batch_files=64, max_batches=4

@@ -92,6 +92,27 @@ def test_up_cp_down_up_keeps_history(tmp_path: Path, nginx_ranges, http_root: Pa
         assert _staccato("down", env=env).returncode == 0
 
 
+def _up_env(home: Path, port: int) -> dict[str, str]:
+    """The environment of an `up` on ``port`` with its data in ``home`` (one worker
+    process; this machine's secret key settings left out)."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("STACCATO_SECRET_KEY")},
+        "STACCATO_HOME": str(home),
+        "TEMPORAL_ADDRESS": f"127.0.0.1:{port}",
+        "STACCATO_WORKER_PROCESSES": "1",
+    }
+
+
+def _up_detached(home: Path) -> tuple[int, dict[str, str], int]:
+    """`up --detach` on free ports with its data in ``home``: (its Temporal port, the
+    environment its commands use, its pid)."""
+    port, ui_port = free_port(), free_port()
+    env = _up_env(home, port)
+    up = _staccato("up", "--detach", "--port", str(port), "--ui-port", str(ui_port), env=env)
+    assert up.returncode == 0, up.stdout + up.stderr
+    return port, env, int((home / "up.pid").read_text())
+
+
 def _alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -119,17 +140,8 @@ def _servers_of(home: Path) -> list[int]:
 def test_down_stops_the_server_of_a_killed_up(tmp_path: Path) -> None:
     """SIGKILL of `staccato up` leaves its dev server running: `down` finds and stops it
     (port closed), and a later `up` starts cleanly on the same port."""
-    port, ui_port = free_port(), free_port()
     home = tmp_path / "home"
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("STACCATO_SECRET_KEY")},
-        "STACCATO_HOME": str(home),
-        "TEMPORAL_ADDRESS": f"127.0.0.1:{port}",
-        "STACCATO_WORKER_PROCESSES": "1",
-    }
-    up = _staccato("up", "--detach", "--port", str(port), "--ui-port", str(ui_port), env=env)
-    assert up.returncode == 0, up.stdout + up.stderr
-    up_pid = int((home / "up.pid").read_text())
+    port, env, up_pid = _up_detached(home)
     try:
         (server,) = _servers_of(home)
         os.kill(up_pid, signal.SIGKILL)
@@ -162,17 +174,8 @@ def test_up_starts_its_killed_server_again(tmp_path: Path) -> None:
     server, and `up --detach` said "already up", exit 0): `up` starts it again on the
     same port and SQLite file; a transfer from before is still known and a new one
     completes."""
-    port, ui_port = free_port(), free_port()
     home = tmp_path / "home"
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("STACCATO_SECRET_KEY")},
-        "STACCATO_HOME": str(home),
-        "TEMPORAL_ADDRESS": f"127.0.0.1:{port}",
-        "STACCATO_WORKER_PROCESSES": "1",
-    }
-    up = _staccato("up", "--detach", "--port", str(port), "--ui-port", str(ui_port), env=env)
-    assert up.returncode == 0, up.stdout + up.stderr
-    up_pid = int((home / "up.pid").read_text())
+    port, env, up_pid = _up_detached(home)
     try:
         source = tmp_path / "in.bin"
         digest = write_random(source, 1024 * 1024 + 7)
