@@ -671,9 +671,10 @@ def _copy_in_flight(
     sent_up_to = state.next_index  # the files before it had their reads sent
 
     def run(index: int) -> _Outcome:
-        # a paced file run inline (in this thread) sleeps in its pacer: it heartbeats
-        # itself meanwhile (the loop below beats between files only)
-        each = beat if pacer is not None and in_flight == 1 else file_beat
+        # a file run inline (in this thread) heartbeats itself while it waits (in its
+        # pacer, or for a read sent ahead: the loop below beats between files only);
+        # one run in a thread of the pool only checks for the stop (the loop beats)
+        each = beat if in_flight == 1 else file_beat
         with keepalive_hook(each):
             if reads is None:
                 return _copy_one(request, index, root, destination_root, each, group, pacer)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from staccato.endpoints.s3.driver import S3Driver
 from staccato.models import TransferOptions
 from staccato.urls import parse_url
 from tests.s3.conftest import MeteredSeaweedS3, settled
+from tests.servers.holding_proxy import HoldingProxy
 
 FILES = 40
 SIZE = 64 * 1024
@@ -85,3 +88,58 @@ def test_a_batch_from_s3_reads_ahead_in_its_own_thread(
     # each object asked for once (the gone one: the lean GET, then boto3's)
     gets = settled(lambda: s3_env.request_count(bucket, "GET", code=None), 0)
     assert gets - gets_before == FILES + 1
+
+
+def test_a_batch_waiting_for_a_held_answer_heartbeats(
+    s3_env: MeteredSeaweedS3,
+    s3: Any,
+    bucket: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The batch's one thread waits for an answer sent ahead (a slow store): it keeps
+    heartbeating meanwhile, so the attempt is not timed out and retried (a 20 s stall
+    of a dataset was a batch's first attempt timed out at its heartbeat timeout). The
+    store's answers pass a proxy that holds them once a few files went through, until
+    the test has seen the batch heartbeat while one is held."""
+    files = 12
+    bodies = {f"f{i:02d}": os.urandom(SIZE) for i in range(files)}
+    for name, body in bodies.items():
+        s3.put_object(Bucket=bucket, Key=f"held/{name}", Body=body)
+    heartbeats: list[float] = []
+    environment = ActivityEnvironment()
+    environment.on_heartbeat = lambda *_: heartbeats.append(time.monotonic())
+    destination = tmp_path / "dst"
+    batch = BatchInput(
+        source_root=f"s3://{bucket}/held",
+        destination_root=f"file://{destination}",
+        files=[BatchFile(name=name, size=SIZE) for name in sorted(bodies)],
+        options=TransferOptions(),
+        key="held-answer-test",
+    )
+    with (
+        HoldingProxy(s3_env.s3_port, hold_after=4 * SIZE) as proxy,
+        ThreadPoolExecutor(1) as runner,
+    ):
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{proxy.port}")
+        running = runner.submit(environment.run, dataset.copy_batch, batch)
+        try:
+            proxy.wait_held(60)
+            held_at = time.monotonic()
+            # bounded by beats, not by time: the old code sent none while it waited
+            deadline = held_at + 20
+            while time.monotonic() < deadline and not running.done():
+                if len([t for t in heartbeats if t > held_at]) >= 4:
+                    break
+                time.sleep(0.05)
+            during = [t for t in heartbeats if t > held_at]
+            assert proxy.held_ports(), "the answer was not held while the test looked"
+            assert len(during) >= 4, f"{len(during)} heartbeats while an answer was held"
+        finally:
+            proxy.release()
+        result = running.result(timeout=120)
+    assert isinstance(result, BatchResult)
+    assert (result.done, result.skipped, result.failures) == (files, 0, [])
+    for name, body in bodies.items():
+        assert (destination / name).read_bytes() == body
+    assert not [p for p in destination.rglob(".*") if p.is_file()]

@@ -52,9 +52,12 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
+
+from staccato.endpoints.base import keepalive
 
 #: environment variables that route requests through a proxy (botocore honours them)
 _PROXY_VARIABLES = (
@@ -73,6 +76,11 @@ _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _IDLE_MAX = 32
 #: seconds to connect, and to wait for each read of an answer
 _TIMEOUT_S = 60.0
+#: seconds between the :func:`~staccato.endpoints.base.keepalive` calls of a read
+#: that waits for the store (the activity's heartbeat timeout is 20 s by default)
+_WAIT_SLICE_S = 0.5
+#: bytes asked of the socket at once for status and header lines
+_RECEIVE_BYTES = 65536
 
 
 class LeanS3:
@@ -190,6 +198,9 @@ class LeanS3:
             except (OSError, ValueError):  # as above
                 connection.close()
                 return None
+            except BaseException:  # stopped while waiting (keepalive raised)
+                connection.close()
+                raise
         return None
 
     def _sent(self, message: bytes) -> tuple[_Connection, bool] | None:
@@ -270,6 +281,9 @@ class LeanS3:
         except (OSError, ValueError):  # the boto3 request that follows reports it
             connection.close()
             return None
+        except BaseException:  # stopped while waiting (keepalive raised): never reused
+            connection.close()
+            raise
         return self._answer(connection, answer, max_size)
 
     def _answer(
@@ -474,10 +488,10 @@ class _Connection:
         self.sock = socket.create_connection((host, port), timeout=_TIMEOUT_S)
         try:
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._reader = self.sock.makefile("rb")
         except OSError:
             self.sock.close()
             raise
+        self._reader = _Reader(self.sock)
 
     def answer(self) -> _Answer:
         """Read an answer's status line and headers.
@@ -518,7 +532,88 @@ class _Connection:
         return self._reader.read(size)
 
     def close(self) -> None:
+        self.sock.close()
+
+
+_T = TypeVar("_T")
+
+
+class _Reader:
+    """Buffered reads of a connection's socket whose waits call
+    :func:`~staccato.endpoints.base.keepalive` every :data:`_WAIT_SLICE_S` seconds: an
+    activity waiting for a slow store's answer heartbeats (a dataset's batch reading
+    ahead waits in its only thread), and a cancel or a lost worker stops the wait.
+    A read that receives nothing for :data:`_TIMEOUT_S` seconds raises
+    :class:`TimeoutError` (an ``OSError``), as the socket's own timeout did.
+
+    (``socket.makefile``'s reader cannot be used so: after a timeout it refuses all
+    further reads.)
+
+    Raises (every read):
+        OSError: the connection broke, or stayed silent for :data:`_TIMEOUT_S` s.
+        Whatever the installed keepalive hook raises (the activity was cancelled).
+    """
+
+    __slots__ = ("_sock", "_buffer")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        #: bytes received and not read yet
+        self._buffer = bytearray()
+
+    def _patiently(self, receive: Callable[[], _T]) -> _T:
+        """``receive()`` (one ``recv``), waiting in slices with keepalive between."""
+        deadline = time.monotonic() + _TIMEOUT_S
+        self._sock.settimeout(_WAIT_SLICE_S)
         try:
-            self._reader.close()
+            while True:
+                try:
+                    return receive()
+                except TimeoutError:
+                    if time.monotonic() >= deadline:
+                        raise
+                    keepalive()
         finally:
-            self.sock.close()
+            self._sock.settimeout(_TIMEOUT_S)
+
+    def readline(self, limit: int) -> bytes:
+        """Bytes up to and including the next ``\\n``, at most ``limit`` of them (fewer
+        and no ``\\n`` only when the store closed the connection)."""
+        buffer = self._buffer
+        searched = 0
+        while True:
+            end = buffer.find(b"\n", searched, limit)
+            if end >= 0:
+                size = end + 1
+            elif len(buffer) >= limit:
+                size = limit
+            else:
+                searched = len(buffer)
+                data = self._patiently(lambda: self._sock.recv(_RECEIVE_BYTES))
+                if data:
+                    buffer += data
+                    continue
+                size = len(buffer)
+            line = bytes(buffer[:size])
+            del buffer[:size]
+            return line
+
+    def read(self, size: int) -> bytes:
+        """``size`` bytes (fewer only when the store closed the connection early)."""
+        buffer = self._buffer
+        if len(buffer) >= size:
+            data = bytes(buffer[:size])
+            del buffer[:size]
+            return data
+        into = bytearray(size)
+        got = len(buffer)
+        into[:got] = buffer
+        buffer.clear()
+        with memoryview(into) as view:
+            while got < size:
+                with view[got:] as rest:
+                    received = self._patiently(lambda: self._sock.recv_into(rest))
+                if not received:
+                    break
+                got += received
+        return bytes(into) if got == size else bytes(into[:got])
