@@ -446,11 +446,10 @@ async def _warn_without_workers(client: _Polled) -> None:
 
 
 def _exit_for(final: TransferStatus, quiet: bool = False) -> None:
-    """Say how the transfer ended (nothing when ``quiet`` and it completed)."""
-    if final.state == TransferState.completed and quiet:
-        return
-    if final.state == TransferState.completed and final.up_to_date and final.sync_level:
-        typer.echo(f"up to date ({final.sync_level.value}): nothing copied", err=True)
+    """Say how the transfer ended (nothing when ``quiet`` and it completed; nothing
+    more for one up to date: the last progress line said ``up to date (LEVEL): nothing
+    copied``)."""
+    if final.state == TransferState.completed and (quiet or final.up_to_date):
         return
     if final.state == TransferState.completed:
         typer.echo(
