@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from types import TracebackType
@@ -327,7 +327,14 @@ class Driver(abc.ABC):
         """
         return True
 
-    def list_page(self, root: EndpointURL, after: str | None, limit: int) -> ListPage:
+    def list_page(
+        self,
+        root: EndpointURL,
+        after: str | None,
+        limit: int,
+        *,
+        fence: Sequence[EndpointURL] = (),
+    ) -> ListPage:
         """One page of the objects under the directory or prefix ``root``
         (docs/architecture.md, "Listing a directory or prefix").
 
@@ -340,6 +347,12 @@ class Driver(abc.ABC):
         empty ones leave no trace; a symbolic link to a file is followed; a broken
         link, a loop or an unreadable directory is an entry with ``error`` set.
 
+        ``fence``: the dataset's destination roots. Where the endpoint has symbolic
+        links (file, sftp), a link that resolves to one of them on this endpoint, or
+        into one, or a directory reached through links whose real path is one, is not
+        followed: an entry with ``error`` (:func:`~staccato.endpoints.listing.into_destination`),
+        so a link to the destination root never copies the copy.
+
         Raises:
             NotFoundError: ``root`` does not exist.
             NotAFileError: ``root`` is a file, not a directory.
@@ -350,6 +363,18 @@ class Driver(abc.ABC):
             f"cannot list {root}: {self.scheme} endpoints name single objects, not "
             "directories; name a file, or use a file, s3 or sftp source for a directory"
         )
+
+    def leads_into(self, url: EndpointURL, fence: Sequence[EndpointURL]) -> str | None:
+        """Why the source file ``url`` must not be copied because, through symbolic
+        links, it is in one of the destination roots ``fence`` (the reason
+        :meth:`list_page` gives such a link); None when it is not, or where the
+        endpoint has no links (the default). ``--retry-failed`` asks it of the names
+        it copies again.
+
+        Raises:
+            RetryableError: as the endpoint reports.
+        """
+        return None
 
     def check_destination(self, url: EndpointURL) -> None:
         """Fail early if ``url`` cannot be written (missing parent, not writable, ...).
