@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from tests.dataset_checks import check_links_into, links_into, tree
-from tests.helpers import WorkerProcess
+from tests.helpers import WorkerProcess, run_cli
 
 
 def test_a_link_into_the_destination_root_is_not_followed(
@@ -25,6 +25,35 @@ def test_a_link_into_the_destination_root_is_not_followed(
     work = Path(os.path.realpath(data_dir)) / "work"
     source, destination, real_files = links_into(work)
     check_links_into(str(source), destination, str(destination), real_files, **args)
+
+
+def test_a_destination_inside_the_source_is_refused_unless_excluded(
+    worker: WorkerProcess, temporal_server, data_dir: Path
+) -> None:
+    """``cp -r src src/backup``: the copy would list its own output. Refused before
+    anything is written (exit 2, both URLs named, the exclude that would make it safe
+    suggested); with ``--exclude 'backup/*'`` it runs, copies the rest and never walks
+    into the destination, also the second time."""
+    args = dict(address=temporal_server.address, task_queue=worker.task_queue)
+    source = Path(os.path.realpath(data_dir)) / "src"
+    (source / "a").mkdir(parents=True)
+    (source / "a" / "one").write_bytes(b"one")
+    (source / "top").write_bytes(b"top")
+    backup = source / "backup"
+    refused = run_cli("cp", "-r", "-q", str(source), str(backup), **args)
+    assert refused.returncode == 2, (refused.stdout, refused.stderr)
+    assert str(source) in refused.stderr and str(backup) in refused.stderr, refused.stderr
+    assert "--exclude 'backup/*'" in refused.stderr, refused.stderr
+    assert not backup.exists()
+    narrow = run_cli("cp", "-r", "-q", "--exclude", "a/*", str(source), str(backup), **args)
+    assert narrow.returncode == 2, (narrow.stdout, narrow.stderr)
+    assert not backup.exists()
+    for run in ("first", "second"):
+        done = run_cli(
+            "cp", "-r", "-q", "--exclude", "backup/*", str(source), str(backup), **args
+        )  # fmt: skip
+        assert done.returncode == 0, (run, done.stdout, done.stderr)
+        assert sorted(tree(backup)) == ["a/one", "top"], run
 
 
 async def test_a_fan_out_fences_every_destination_root(client, data_dir: Path) -> None:
@@ -53,3 +82,16 @@ async def test_a_fan_out_fences_every_destination_root(client, data_dir: Path) -
         assert set(reasons) == {"one", "two"}, (run, done.failures)
         assert all(f"destination root {first}" in why for why in reasons["one"]), reasons
         assert all(f"destination root {second}" in why for why in reasons["two"]), reasons
+
+
+def test_which_excludes_leave_out_a_destination_inside_the_source() -> None:
+    """A glob ``P*`` whose head matches a prefix of ``backup/`` leaves out every name
+    under it (as ``--exclude`` matches: ``*`` also matches ``/``); a glob that leaves
+    out only some names (or none ending in ``*``) does not, and is refused."""
+    from staccato.dataset_client import excluded_below
+
+    for glob in ("backup/*", "back*", "*", "b?ckup/*", "[ab]ackup*"):
+        assert excluded_below("backup", ["x", glob]) == glob, glob
+    for glob in ("backup", "backup/", "backup/*.log", "*.log", "a/*", "backupx*"):
+        assert excluded_below("backup", [glob]) is None, glob
+    assert excluded_below("a/b", ["a/*"]) == "a/*"
