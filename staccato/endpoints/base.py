@@ -377,7 +377,8 @@ class Driver(abc.ABC):
         return None
 
     def check_destination(self, url: EndpointURL) -> None:
-        """Fail early if ``url`` cannot be written (missing parent, not writable, ...).
+        """Fail early if ``url`` cannot be written (missing parent, not writable, what
+        is there not replaceable: :meth:`check_target`...).
 
         Raises:
             UnsupportedError: the endpoint is read-only.
@@ -386,6 +387,20 @@ class Driver(abc.ABC):
             raise UnsupportedError(
                 f"{url.scheme} endpoints can only be sources, not destinations: {url}"
             )
+
+    def check_target(self, url: EndpointURL) -> None:  # noqa: B027 - optional hook
+        """What is at the destination name ``url`` now, if anything, is what a copy
+        there may replace: the copy's :meth:`check_destination` applies this rule, and
+        a sync check (:func:`staccato.sync.compare`) applies it before comparing, so a
+        destination the copy refuses is never judged up to date either (comparing
+        through a symbolic link would judge the file it points to). Nothing to refuse
+        by default (an S3 key names an object).
+
+        Raises:
+            NotAFileError: a directory.
+            PermanentError: a symbolic link, a device, FIFO or socket.
+            PermissionDeniedError, RetryableError: as the endpoint reports.
+        """
 
     def check_destination_root(self, root: EndpointURL) -> None:
         """Fail a dataset up front when nothing can be written under its destination

@@ -182,6 +182,10 @@ class FileDriver(Driver):
         check_parent(target.parent, url)
         check_target(target)
 
+    def check_target(self, url: EndpointURL) -> None:
+        """See :meth:`Driver.check_target` and the module's :func:`check_target`."""
+        check_target(url.path)
+
     def check_destination_root(self, root: EndpointURL) -> None:
         """The nearest existing directory at or above the destination directory
         ``root`` is a directory: no file stands where the root or a directory above

@@ -336,11 +336,11 @@ class SFTPDriver(Driver):
             raise DestinationMissing(
                 f"destination {parent} on {url.host} is not a directory (for {url})"
             )
-        target_attrs = stat_or_none(sftp, url.path)
-        if target_attrs is not None and stat_module.S_ISDIR(target_attrs.st_mode or 0):
-            raise IsADirectory(
-                f"destination {url} is a directory; name the file to write, e.g. {url}/NAME"
-            )
+        _check_target(sftp, url)
+
+    def check_target(self, url: EndpointURL) -> None:
+        """See :meth:`Driver.check_target`: one LSTAT on the server."""
+        self._run(url, f"destination {url}", lambda sftp: _check_target(sftp, url))
 
     def check_destination_root(self, root: EndpointURL) -> None:
         """The nearest existing directory at or above the destination directory
@@ -654,6 +654,41 @@ def _children(sftp: StaccatoSFTP, path: str, resolve: bool = False) -> list[Chil
         else:
             found.append(Child(name, error="not a regular file (a FIFO, socket or device)"))
     return found
+
+
+def _check_target(sftp: StaccatoSFTP, url: EndpointURL) -> None:
+    """What is at the destination ``url`` now, if anything, is a regular file (which
+    the copy may replace): not a directory, a symbolic link (the copy would replace
+    the link, a comparison judge the file it points to), a device, FIFO or socket.
+    The file driver's rule (:func:`staccato.endpoints.file.driver.check_target`).
+
+    Raises:
+        IsADirectory: a directory.
+        PermanentError: a symbolic link or another non-regular file.
+        OSError, StatusError: the connection, or the server's refusal (mapped by the
+            caller).
+    """
+    try:
+        attrs = sftp.lstat(url.path)
+    except FileNotFoundError:
+        return
+    mode = attrs.st_mode or 0
+    if stat_module.S_ISREG(mode):
+        return
+    if stat_module.S_ISDIR(mode):
+        raise IsADirectory(
+            f"destination {url} is a directory; name the file to write, e.g. {url}/NAME"
+        )
+    if stat_module.S_ISLNK(mode):
+        target = _real_or_none(sftp, url.path) or sftp.readlink(url.path) or "?"
+        raise PermanentError(
+            f"destination {url} is a symbolic link on {url.host}; name the file it points "
+            f"to ({target}) to replace that file"
+        )
+    raise PermanentError(
+        f"destination {url} exists and is not a regular file (a device, FIFO or socket); "
+        "refusing to replace it"
+    )
 
 
 def _same_server(url: EndpointURL, other: EndpointURL) -> bool:
