@@ -161,6 +161,61 @@ def _fan_out_roots(source_root: str, destinations: Sequence[str]) -> list[str]:
     return roots
 
 
+def _check_disjoint(
+    source_root: str,
+    destination_root: str,
+    real_source: str,
+    real_destination: str,
+    exclude: Sequence[str],
+) -> None:
+    """Refuse a dataset whose roots overlap (compared by real path: ``_real_root``):
+    one root, or the source inside the destination, always; the destination inside
+    the source unless an exclude glob leaves out every name under it
+    (:func:`excluded_below`: the walk then lists nothing of it, and never enters it:
+    ``Driver.list_page``'s ``fence``).
+
+    Raises:
+        InvalidURLError: naming both roots, and the exclude that would do.
+    """
+    source_base = real_source.partition("?")[0].rstrip("/")
+    destination_base = real_destination.partition("?")[0].rstrip("/")
+    inside = destination_base.startswith(source_base + "/")
+    if inside:
+        below = destination_base[len(source_base) + 1 :]
+        if excluded_below(below, exclude) is not None:
+            return
+        raise InvalidURLError(
+            f"source {source_root} and destination {destination_root} overlap (the "
+            "destination is inside the source): the copy would list its own output and "
+            "copy the copy on every run; pick a destination outside the source, or leave "
+            f"it out with --exclude '{below}/*'"
+        )
+    for one, other in ((real_source, real_destination), (real_destination, real_source)):
+        if one == other or other.startswith(one.rstrip("/") + "/"):
+            raise InvalidURLError(
+                f"source {source_root} and destination {destination_root} overlap (one is "
+                "inside the other): the copy would list its own output; pick disjoint roots"
+            )
+
+
+def excluded_below(directory: str, exclude: Sequence[str]) -> str | None:
+    """The first glob of ``exclude`` that leaves out every name under the relative
+    directory ``directory`` (names are matched as ``--exclude`` does:
+    ``fnmatchcase``, ``*`` also matching ``/``): one ending in ``*`` whose head
+    matches a prefix of ``directory/`` (``backup/*``, ``back*``, ``*``); None if none
+    does (a glob that leaves out only some names does not count)."""
+    import fnmatch
+
+    whole = directory + "/"
+    for glob in exclude:
+        if not glob.endswith("*"):
+            continue
+        head = glob[:-1]
+        if any(fnmatch.fnmatchcase(whole[:cut], head) for cut in range(len(whole) + 1)):
+            return glob
+    return None
+
+
 def make_dataset_request(
     source: str,
     destination: str | Sequence[str],
@@ -185,8 +240,10 @@ def make_dataset_request(
 
     Raises:
         InvalidURLError: a URL is malformed, the source cannot be listed (http), the
-            destination cannot be written, or one root lies inside the other; with
-            several: a root given twice or equal to the source.
+            destination cannot be written, or one root lies inside the other (the
+            destination may lie inside the source when ``exclude`` leaves it out:
+            ``--exclude 'backup/*'``); with several: a root given twice or equal to
+            the source.
     """
     if not isinstance(destination, str):
         if len(destination) == 1:
@@ -219,13 +276,7 @@ def make_dataset_request(
             "files under a directory; name a directory (it is created if missing)"
         )
     source_root, destination_root = root_text(src), root_text(dst)
-    real_source, real_destination = _real_root(src), _real_root(dst)
-    for one, other in ((real_source, real_destination), (real_destination, real_source)):
-        if one == other or other.startswith(one.rstrip("/") + "/"):
-            raise InvalidURLError(
-                f"source {source_root} and destination {destination_root} overlap (one is "
-                "inside the other): the copy would list its own output; pick disjoint roots"
-            )
+    _check_disjoint(source_root, destination_root, _real_root(src), _real_root(dst), exclude)
     try:
         return DatasetRequest(
             source_root=source_root,
@@ -278,15 +329,16 @@ def _make_fan_out_request(
 
 
 async def failed_pairs(
-    client: StaccatoClient, source: str, destinations: Sequence[str]
+    client: StaccatoClient, source: str, destinations: Sequence[str], exclude: Sequence[str] = ()
 ) -> tuple[list[str], list[list[str]]]:
     """The (name, destination roots) that failed in the last dataset from ``source``
-    to these roots: the names, and per name the roots it failed at.
+    to these roots: the names, and per name the roots it failed at. ``exclude``: the
+    request's, which may leave out a root inside the source (:func:`excluded_below`).
 
     Raises:
         TransferNotFoundError, StaccatoError: as :func:`failed_names`.
     """
-    probe = make_dataset_request(source, list(destinations))
+    probe = make_dataset_request(source, list(destinations), exclude=exclude)
     assert probe.destination_roots is not None
     status = await _earlier_dataset(
         client,
@@ -404,7 +456,7 @@ async def submit_dataset(
         destination = destination[0]
     names = None
     if retry_failed:
-        probe = make_dataset_request(source, destination, options)
+        probe = make_dataset_request(source, destination, options, exclude=exclude)
         names = await failed_names(client, probe.destination_root, probe.source_root)
     request = make_dataset_request(
         source,
@@ -482,7 +534,7 @@ async def _submit_fan_out(
     source and the set of roots; an identical request attaches)."""
     names: list[str] | None = None
     if retry_failed:
-        names, failed_at = await failed_pairs(client, source, destinations)
+        names, failed_at = await failed_pairs(client, source, destinations, exclude)
     request = make_dataset_request(
         source,
         destinations,

@@ -133,9 +133,14 @@ def compare(
 
     Raises:
         PermanentError: the destination exists but cannot be compared (a directory,
-            not a regular file, permission denied); the message names the destination.
+            a symbolic link, not a regular file, permission denied: what the copy
+            would refuse, :meth:`Driver.check_target`, checked first); the message
+            names the destination.
         RetryableError, SourceChangedError: as the drivers raise them.
     """
+    # what the copy refuses (a symbolic link, a directory, a device) is not up to date
+    # either: a stat through a link would judge the file it points to
+    destination_driver.check_target(destination)
     try:
         target = destination_driver.stat(destination)
     except NotFoundError:

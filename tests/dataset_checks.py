@@ -151,3 +151,63 @@ __all__ = [
     "tree_difference",
     "wait_dataset",
 ]
+
+
+def links_into(work: Path) -> tuple[Path, Path, dict[str, tuple[int, str]]]:
+    """``work/src`` (three real files) and symbolic links into ``work/dst`` (not
+    made): to the root (``back``), to a directory and a file inside it (``inner``,
+    ``peek``), and to ``work`` itself (``work``: the walk would reach the root below
+    it, and ``work/src`` is a loop); returns the source, the destination and the
+    source's real files (:func:`tree`)."""
+    source, destination = work / "src", work / "dst"
+    (source / "a").mkdir(parents=True)
+    (source / "b").mkdir()
+    (source / "a" / "one").write_bytes(b"one")
+    (source / "b" / "two").write_bytes(b"two" * 100)
+    (source / "top").write_bytes(b"top")
+    real_files = tree(source)
+    os.symlink(destination, source / "back")
+    os.symlink(destination / "a", source / "inner")
+    os.symlink(destination / "top", source / "peek")
+    os.symlink(work, source / "work")
+    return source, destination, real_files
+
+
+def check_links_into(
+    source: str, destination: Path, shown: str, real_files: dict[str, tuple[int, str]], **args: str
+) -> None:
+    """``cp -r SOURCE DESTINATION`` (``shown``: the destination's URL) of a tree made
+    by :func:`links_into`, twice: each run exits 1, the destination holds the real
+    files once (no nested copy), and ``status --failures`` names each link into the
+    destination (the second run also ``work/dst/``, which exists then) with a reason
+    naming the root; ``work/src/`` stays a link loop. Then ``--retry-failed``: the
+    file link ``peek`` fails again for that reason (not copied)."""
+    from staccato.dataset_client import dataset_id
+    from tests.helpers import run_cli
+
+    for run in ("first", "second"):
+        done = run_cli("cp", "-r", "-q", source, shown, **args)
+        assert done.returncode == 1, (run, done.stdout, done.stderr)
+        assert tree(destination) == real_files, run
+        listed = run_cli("status", "--failures", dataset_id(shown), **args)
+        assert listed.returncode == 0, (listed.stdout, listed.stderr)
+        reasons = dict(line.split("\t", 1) for line in listed.stdout.splitlines())
+        # a link to a directory not made yet is named as a file (``back``, not ``back/``)
+        expected = {"back", "inner", "peek", "work/src"}
+        if run == "second":
+            expected.add("work/dst")
+        assert {name.rstrip("/") for name in reasons} == expected, (run, reasons)
+        for name, why in reasons.items():
+            if name == "work/src/":
+                assert why == "symbolic link loop", (name, why)
+                continue
+            assert f"destination root {shown}" in why, (run, name, why)
+            assert "copy the copy" in why and "not followed" in why, (run, name, why)
+    # --retry-failed copies the failed names again: the file link into the root too
+    again = run_cli("cp", "-r", "-q", "--retry-failed", source, shown, **args)
+    assert again.returncode == 1, (again.stdout, again.stderr)
+    assert tree(destination) == real_files
+    listed = run_cli("status", "--failures", dataset_id(shown), **args)
+    reasons = dict(line.split("\t", 1) for line in listed.stdout.splitlines())
+    assert f"destination root {shown}" in reasons["peek"], reasons
+    assert sorted(os.listdir(destination)) == ["a", "b", "top"]

@@ -212,6 +212,52 @@ def test_up_starts_its_killed_server_again(tmp_path: Path) -> None:
     assert _servers_of(home) == []
 
 
+async def test_a_server_that_cannot_start_again_stops_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``up``'s dev server dies and its database is unusable (a directory where the
+    SQLite file was), so it can never start again: ``up`` used to retry forever, 1 to
+    30 s apart, counting deaths only. Failed starts count too: after the death and 5
+    failed starts (the real binary exiting with 1 each time) the keeper gives up,
+    naming the last failure and the log, and stops ``up`` (which then exits 1 with
+    that message). Waits shortened (the counting is the same)."""
+    import asyncio
+
+    from staccato.cli import service
+    from staccato.workers.devserver import start_dev_server
+
+    monkeypatch.setattr(service, "SERVER_WATCH_S", 0.05)
+    monkeypatch.setattr(service, "START_RETRY_FIRST_S", 0.05)
+    monkeypatch.setattr(service, "START_RETRY_MAX_S", 0.2)
+    home = tmp_path / "home"
+    port, ui_port = free_port(), free_port()
+    server = start_dev_server(home, port=port, ui_port=ui_port)
+    stopped: list[bool] = []
+    gave_up: list[str] = []
+    try:
+        (home / "temporal.db").rename(home / "moved.db")
+        (home / "temporal.db").mkdir()
+        server.kill()
+        server.wait(timeout=30)
+        keeper = service.keep_server_up(
+            [server], home, port=port, ui_port=ui_port, gave_up=gave_up,
+            stop=lambda: stopped.append(True),
+        )  # fmt: skip
+        await asyncio.wait_for(keeper, timeout=120)  # a bound, not a timing assertion
+    finally:
+        for pid in _servers_of(home):
+            os.kill(pid, signal.SIGKILL)
+    assert stopped == [True]
+    assert len(gave_up) == 1, gave_up
+    why = gave_up[0]
+    assert "failed 6 times in 600 s (deaths and failed starts)" in why, why
+    assert "last: a start failed: the Temporal dev server exited with 1" in why, why
+    assert why.count(str(home / "temporal.log")) == 1, why
+    log = (home / "temporal.log").read_text()
+    assert log.count("unable to open database file") == 5, log[-2000:]
+    assert _servers_of(home) == []
+
+
 @pytest.mark.parametrize("detach", [True, False], ids=["detached", "foreground"])
 def test_up_with_too_little_worker_memory_starts_nothing(tmp_path: Path, detach: bool) -> None:
     """A worker memory setting below what its processes need is refused before the dev

@@ -157,12 +157,14 @@ def list_entries(request: ListInput) -> ListResult:
             # a destination nothing can be written under fails the dataset once, up
             # front (a missing bucket), not each of its files with the same reason
             get_driver(destination_root.scheme).check_destination_root(destination_root)
+        roots = request.destination_roots or [request.destination_root]
+        fence = [parse_url(text) for text in roots]
         if request.names is not None:
-            raw = [_named_entry(root, name) for name in request.names]
+            raw = [_named_entry(root, name, fence) for name in request.names]
             last = request.names[-1] if request.names else request.after
             next_after: str | None = None
         else:
-            page = _list_page(root, request.after, request.limit)
+            page = _list_page(root, request.after, request.limit, fence)
             raw = [DatasetEntry(name=e.name, size=e.size, error=e.error) for e in page.entries]
             next_after = page.next_after
             last = raw[-1].name if raw else request.after
@@ -190,8 +192,12 @@ def list_entries(request: ListInput) -> ListResult:
     )
 
 
-def _list_page(root: EndpointURL, after: str | None, limit: int) -> ListPage:
+def _list_page(
+    root: EndpointURL, after: str | None, limit: int, fence: list[EndpointURL]
+) -> ListPage:
     """One page of ``root``; the first (``after`` None) also proves the root is there.
+    Links into the destination roots ``fence`` are not followed (error entries:
+    :meth:`Driver.list_page`).
 
     Raises:
         SourceRootNotFoundError: the first page finds no directory at ``root``, or no
@@ -202,7 +208,7 @@ def _list_page(root: EndpointURL, after: str | None, limit: int) -> ListPage:
     """
     driver = get_driver(root.scheme)
     try:
-        page = driver.list_page(root, after, limit)
+        page = driver.list_page(root, after, limit, fence=fence)
     except NotFoundError as err:
         if after is None and not isinstance(err, SourceRootNotFoundError):
             raise SourceRootNotFoundError(str(err)) from None
@@ -233,10 +239,12 @@ def _entry_bytes(entry: DatasetEntry) -> int:
     return size
 
 
-def _named_entry(root: EndpointURL, name: str) -> DatasetEntry:
+def _named_entry(root: EndpointURL, name: str, fence: list[EndpointURL]) -> DatasetEntry:
     """The entry of ``name`` under ``root`` as it is now (``--retry-failed``). A name
     ending in ``/`` failed as a directory (a link loop, an unreadable directory): it
-    names no file to copy again, and says so."""
+    names no file to copy again, and says so. A name that leads, through symbolic
+    links, into a destination root of ``fence`` fails as the listing says
+    (:meth:`Driver.leads_into`)."""
     if name.endswith("/"):
         return DatasetEntry(
             name=name,
@@ -247,6 +255,9 @@ def _named_entry(root: EndpointURL, name: str) -> DatasetEntry:
             ),
         )
     url = target_url(root, name)
+    into = get_driver(url.scheme).leads_into(url, fence)
+    if into is not None:
+        return DatasetEntry(name=name, error=into)
     try:
         info = stat_source(url.canonical)
     except NotFoundError:

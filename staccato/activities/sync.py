@@ -10,8 +10,6 @@ heartbeat timeout and a cancel reaches it.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from temporalio import activity
 from temporalio.exceptions import CancelledError
 
@@ -20,7 +18,6 @@ from staccato.activities.errors import mapped_errors
 from staccato.activities.transfer import HeartbeatStopped, ThrottledHeartbeat, check_file_roots
 from staccato.endpoints import get_driver
 from staccato.endpoints.base import keepalive_hook
-from staccato.endpoints.file.driver import check_target
 from staccato.models import SyncInput, SyncLevel, SyncResult
 from staccato.sync import compare
 from staccato.urls import parse_url
@@ -55,10 +52,6 @@ def _sync_check(request: SyncInput) -> SyncResult:
     check_file_roots(request.source, request.destination)
     source = secrets.source_url(request.source, request.source_secret)
     destination = parse_url(request.destination)
-    if destination.scheme == "file":
-        # what the copy refuses (a symbolic link, a directory, a device) is not up to
-        # date either: comparing through a link would judge the file it points to
-        check_target(Path(destination.path))
     result = compare(
         request.level,
         get_driver(source.scheme),

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -316,10 +317,19 @@ def up(
 
 #: seconds between two looks at the embedded dev server's process
 SERVER_WATCH_S = 1.0
-#: the embedded dev server is started again at most this many times in
-#: :data:`SERVER_RESTART_WINDOW_S` seconds; past that, ``up`` stops (exit 1)
+#: the embedded dev server may fail (die, or fail to start again) at most this many
+#: times in :data:`SERVER_RESTART_WINDOW_S` seconds; past that, ``up`` stops (exit 1)
 SERVER_RESTARTS = 5
 SERVER_RESTART_WINDOW_S = 600.0
+#: seconds before a failed start is tried again: the first wait, doubled each time
+#: up to the last
+START_RETRY_FIRST_S = 1.0
+START_RETRY_MAX_S = 30.0
+
+
+def _stop_up() -> None:
+    """Stop this ``up`` as ``down`` does (SIGTERM: its worker stops gracefully)."""
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 async def keep_server_up(
@@ -329,18 +339,44 @@ async def keep_server_up(
     port: int,
     ui_port: int,
     gave_up: list[str],
+    stop: Callable[[], None] = _stop_up,
 ) -> None:
     """Start ``up``'s Temporal dev server (``servers[0]``) again when it dies (killed by
     SIGKILL, e.g. out of memory, or crashed: exit status not 0), on the same ports and
     SQLite file (a SIGINT, a SIGTERM or exit 0 is a stop, not restarted): its transfers and
     their histories are kept, and the worker's client reconnects by itself. A start
-    that fails is tried again after 1, 2, 4 ... 30 s. More than
-    :data:`SERVER_RESTARTS` deaths in :data:`SERVER_RESTART_WINDOW_S` seconds: the
-    reason goes into ``gave_up`` and ``up`` stops itself (SIGTERM: its worker stops
-    gracefully), so that ``up`` can be run again rather than seem up with no server."""
+    that fails is tried again after :data:`START_RETRY_FIRST_S`, doubled each time up
+    to :data:`START_RETRY_MAX_S` seconds (1, 2, 4 ... 30 s).
+
+    Deaths and failed starts both count: more than :data:`SERVER_RESTARTS` of them in
+    :data:`SERVER_RESTART_WINDOW_S` seconds (a server that dies again and again, or
+    one that can never start: its port taken, its database unusable) put the reason
+    into ``gave_up`` and call ``stop`` (``up`` stops itself and exits 1), so that
+    ``up`` can be run again rather than seem up with no server. With the defaults, a
+    server that cannot start gives up after its death and 5 failed starts, about 15 s
+    of waits.
+    """
     from staccato.workers.devserver import DevServerError, start_dev_server
 
-    deaths: list[float] = []
+    failures: list[float] = []  # monotonic times of deaths and failed starts
+    log_path = home / "temporal.log"
+
+    def too_many(what: str) -> bool:
+        """Count a failure; past the limit, give up naming ``what`` happened last."""
+        nonlocal failures
+        now = time.monotonic()
+        failures = [t for t in failures if now - t < SERVER_RESTART_WINDOW_S] + [now]
+        if len(failures) <= SERVER_RESTARTS:
+            return False
+        see = "" if str(log_path) in what else f"; see {log_path}"
+        gave_up.append(
+            f"the Temporal dev server failed {len(failures)} times in "
+            f"{SERVER_RESTART_WINDOW_S:.0f} s (deaths and failed starts), last: {what}; "
+            f"stopping{see}"
+        )
+        stop()
+        return True
+
     while True:
         await asyncio.sleep(SERVER_WATCH_S)
         current = servers[0]
@@ -355,23 +391,14 @@ async def keep_server_up(
                 err=True,
             )
             return
-        now = time.monotonic()
-        deaths = [t for t in deaths if now - t < SERVER_RESTART_WINDOW_S] + [now]
-        log_path = home / "temporal.log"
-        if len(deaths) > SERVER_RESTARTS:
-            gave_up.append(
-                f"the Temporal dev server died {len(deaths)} times in "
-                f"{SERVER_RESTART_WINDOW_S:.0f} s (last exit {current.returncode}); "
-                f"stopping; see {log_path}"
-            )
-            os.kill(os.getpid(), signal.SIGTERM)
+        if too_many(f"it died with exit {current.returncode}"):
             return
         typer.echo(
             f"the Temporal dev server (pid {current.pid}) exited with {current.returncode}; "
             f"starting it again on 127.0.0.1:{port} (see {log_path})",
             err=True,
         )
-        delay = 1.0
+        delay = START_RETRY_FIRST_S
         while True:
             try:
                 servers[0] = await asyncio.to_thread(
@@ -379,9 +406,11 @@ async def keep_server_up(
                 )
                 break
             except DevServerError as err:
-                typer.echo(f"could not start it again: {err}; next try in {delay:.0f} s", err=True)
+                if too_many(f"a start failed: {err}"):
+                    return
+                typer.echo(f"could not start it again: {err}; next try in {delay:g} s", err=True)
                 await asyncio.sleep(delay)
-                delay = min(30.0, delay * 2)
+                delay = min(START_RETRY_MAX_S, delay * 2)
 
 
 def down() -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from types import TracebackType
@@ -327,7 +327,14 @@ class Driver(abc.ABC):
         """
         return True
 
-    def list_page(self, root: EndpointURL, after: str | None, limit: int) -> ListPage:
+    def list_page(
+        self,
+        root: EndpointURL,
+        after: str | None,
+        limit: int,
+        *,
+        fence: Sequence[EndpointURL] = (),
+    ) -> ListPage:
         """One page of the objects under the directory or prefix ``root``
         (docs/architecture.md, "Listing a directory or prefix").
 
@@ -340,6 +347,12 @@ class Driver(abc.ABC):
         empty ones leave no trace; a symbolic link to a file is followed; a broken
         link, a loop or an unreadable directory is an entry with ``error`` set.
 
+        ``fence``: the dataset's destination roots. Where the endpoint has symbolic
+        links (file, sftp), a link that resolves to one of them on this endpoint, or
+        into one, or a directory reached through links whose real path is one, is not
+        followed: an entry with ``error`` (:func:`~staccato.endpoints.listing.into_destination`),
+        so a link to the destination root never copies the copy.
+
         Raises:
             NotFoundError: ``root`` does not exist.
             NotAFileError: ``root`` is a file, not a directory.
@@ -351,8 +364,21 @@ class Driver(abc.ABC):
             "directories; name a file, or use a file, s3 or sftp source for a directory"
         )
 
+    def leads_into(self, url: EndpointURL, fence: Sequence[EndpointURL]) -> str | None:
+        """Why the source file ``url`` must not be copied because, through symbolic
+        links, it is in one of the destination roots ``fence`` (the reason
+        :meth:`list_page` gives such a link); None when it is not, or where the
+        endpoint has no links (the default). ``--retry-failed`` asks it of the names
+        it copies again.
+
+        Raises:
+            RetryableError: as the endpoint reports.
+        """
+        return None
+
     def check_destination(self, url: EndpointURL) -> None:
-        """Fail early if ``url`` cannot be written (missing parent, not writable, ...).
+        """Fail early if ``url`` cannot be written (missing parent, not writable, what
+        is there not replaceable: :meth:`check_target`...).
 
         Raises:
             UnsupportedError: the endpoint is read-only.
@@ -361,6 +387,20 @@ class Driver(abc.ABC):
             raise UnsupportedError(
                 f"{url.scheme} endpoints can only be sources, not destinations: {url}"
             )
+
+    def check_target(self, url: EndpointURL) -> None:  # noqa: B027 - optional hook
+        """What is at the destination name ``url`` now, if anything, is what a copy
+        there may replace: the copy's :meth:`check_destination` applies this rule, and
+        a sync check (:func:`staccato.sync.compare`) applies it before comparing, so a
+        destination the copy refuses is never judged up to date either (comparing
+        through a symbolic link would judge the file it points to). Nothing to refuse
+        by default (an S3 key names an object).
+
+        Raises:
+            NotAFileError: a directory.
+            PermanentError: a symbolic link, a device, FIFO or socket.
+            PermissionDeniedError, RetryableError: as the endpoint reports.
+        """
 
     def check_destination_root(self, root: EndpointURL) -> None:
         """Fail a dataset up front when nothing can be written under its destination

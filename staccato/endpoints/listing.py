@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import posixpath
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
@@ -32,6 +33,40 @@ from staccato.models import ListEntry, ListPage
 #: reasons of error entries, as users read them
 BROKEN_LINK = "broken symbolic link"
 LINK_LOOP = "symbolic link loop"
+
+
+def into_destination(shown: str, real: str, *, link: bool, directory: bool) -> str:
+    """Why an entry that leads into the destination root ``shown`` (it resolves to
+    ``real``) is not followed: a link to the root, into it or to a directory above it
+    would copy the copy (a directory's, one level deeper each run)."""
+    what = (
+        f"symbolic link into the destination root {shown} (it leads to {real})"
+        if link
+        else f"the destination root {shown}"
+    )
+    deeper = ", one level deeper each run" if directory else ""
+    return f"{what}: copying it would copy the copy{deeper}; not followed"
+
+
+@dataclass(frozen=True)
+class Fence:
+    """The destination roots a walk must not enter: the real paths (every symbolic
+    link resolved, on the listed endpoint) of a dataset's destination roots that lie
+    on the endpoint being listed, each with the root as users read it.
+
+    A directory whose real path is such a root or lies inside one is not walked, and
+    a link (to a file or a directory, or a broken one) that resolves there is not
+    followed: each is an error entry (:func:`into_destination`).
+    """
+
+    roots: tuple[tuple[str, str], ...] = ()
+
+    def holding(self, real: str) -> str | None:
+        """The root (as shown) that the real path ``real`` is or lies inside, or None."""
+        for path, shown in self.roots:
+            if real == path or real.startswith(path.rstrip("/") + "/"):
+                return shown
+        return None
 
 
 @dataclass(frozen=True)
@@ -50,6 +85,10 @@ class Child:
         described: the other fields are known; if not, only ``name`` and ``is_dir`` are,
             and the walk asks ``describe`` for the rest when (and only when) it yields
             or opens this child, so names a restart skips cost no ``stat``.
+        real: a symbolic link's target with every link resolved (also a broken
+            link's, where the driver can tell), when the driver resolved it (it does
+            when the walk has a :class:`Fence`); None for anything else (a directory's
+            real path is then its parent's and its name).
     """
 
     name: str
@@ -59,6 +98,7 @@ class Child:
     error: str | None = None
     identity: Hashable = None
     described: bool = True
+    real: str | None = None
 
 
 class ListDirectoryError(Exception):
@@ -121,18 +161,27 @@ def walk(
     root_identity: Hashable,
     after: str | None,
     describe: Describe = _as_described,
+    *,
+    fence: Fence | None = None,
+    root_real: str | None = None,
 ) -> Iterator[ListEntry]:
     """Every file under the root with a name greater than ``after`` (UTF-8 bytes), in
     strictly increasing order; error entries for what cannot be copied. In a directory
     on the path to ``after`` the walk starts by bisection, so a restart costs one
     listing (and sort) per level, not a pass over the names it skips.
 
+    With a ``fence`` (and the root's real path ``root_real``), a directory whose real
+    path is a fenced root or lies inside one, and a child whose ``real`` does, are
+    error entries (named ``name/`` for a directory): never walked, never copied.
+
     Raises:
         whatever ``list_dir("")`` raises for the root itself.
     """
     bound = after.encode("utf-8", "surrogatepass") if after is not None else None
-    # one frame per open directory: (its prefix, its children left, its identity)
-    stack: list[tuple[str, Iterator[Child], Hashable]] = []
+    fenced = fence is not None and bool(fence.roots)
+    # one frame per open directory: (its prefix, its children left, its identity, its
+    # real path: None when unknown)
+    stack: list[tuple[str, Iterator[Child], Hashable, str | None]] = []
 
     def open_dir(prefix: str) -> Iterator[Child]:
         listed = list_dir(prefix)
@@ -144,15 +193,28 @@ def walk(
             start = _start(listed, bound[len(encoded) :])
         return itertools.islice(listed.children, start, None)
 
-    stack.append(("", open_dir(""), root_identity))
+    stack.append(("", open_dir(""), root_identity, root_real))
     while stack:
-        prefix, children, _ = stack[-1]
+        prefix, children, _, parent_real = stack[-1]
         child = next(children, None)
         if child is None:
             stack.pop()
             continue
         name = prefix + child.name + ("/" if child.is_dir else "")
         key = name.encode("utf-8", "surrogatepass")
+        real = child.real
+        if real is None and child.is_dir and parent_real is not None:
+            real = posixpath.join(parent_real, child.name)
+        if fenced and real is not None:
+            assert fence is not None
+            shown = fence.holding(real)
+            if shown is not None:
+                if bound is None or key > bound:
+                    why = into_destination(
+                        shown, real, link=child.real is not None, directory=child.is_dir
+                    )
+                    yield ListEntry(name=name, error=why)
+                continue
         if not child.is_dir or child.error is not None:
             if bound is None or key > bound:
                 described = child if child.described else describe(prefix, child)
@@ -175,7 +237,7 @@ def walk(
                     yield ListEntry(name=name, error=described.error)
                 continue
             child = described
-        if child.identity is not None and any(ident == child.identity for _, _, ident in stack):
+        if child.identity is not None and any(frame[2] == child.identity for frame in stack):
             if bound is None or key > bound:
                 yield ListEntry(name=name, error=LINK_LOOP)
             continue
@@ -186,7 +248,7 @@ def walk(
                 yield ListEntry(name=name, error=err.reason)
             continue
         keepalive()
-        stack.append((name, opened, child.identity))
+        stack.append((name, opened, child.identity, real))
 
 
 class SortedCache:

@@ -229,6 +229,45 @@ def test_symbolic_links_are_followed_and_bad_ones_reported(tree: _LocalDirectory
     }
 
 
+@pytest.mark.parametrize("limit", [1, 2, 1000])
+def test_links_into_a_fenced_destination_root_are_error_entries(
+    tree: _LocalDirectory, limit: int
+) -> None:
+    """With a dataset's destination root ``dst`` as ``fence``: a link to it, a link
+    to a file in it and a broken link into it (two levels missing) are error entries
+    naming the link and the root; ``dst`` itself, a directory of the listed tree, is
+    one entry ``dst/``, never walked; paging and restarts give the same sequence."""
+    root = tree.root
+    tree.put("data/f.bin", b"12345")
+    tree.put("dst/x", b"copied")
+    (root / "back").symlink_to(root / "dst")
+    (root / "deep").symlink_to("dst/x")
+    (root / "gone").symlink_to(root / "dst" / "missing" / "y")
+    fence = [tree.url("dst")]
+
+    def listing(after: str | None) -> list[ListEntry]:
+        entries: list[ListEntry] = []
+        for _ in range(100):
+            page = tree.driver.list_page(tree.list_root(), after, limit, fence=fence)
+            entries += page.entries
+            if page.next_after is None:
+                return entries
+            after = page.next_after
+        raise AssertionError("the listing never ended")
+
+    whole = listing(None)
+    shown = str(root / "dst") if tree.name == "file" else str(fence[0])
+    assert [e.name for e in whole] == ["back/", "data/f.bin", "deep", "dst/", "gone"]
+    for entry in whole:
+        if entry.name == "data/f.bin":
+            assert entry.error is None and entry.size == 5
+            continue
+        assert entry.error is not None and f"destination root {shown}" in entry.error, entry
+        assert ("symbolic link" in entry.error) == (entry.name != "dst/"), entry
+    for i, entry in enumerate(whole):
+        assert listing(entry.name) == whole[i + 1 :]
+
+
 def test_empty_directories_leave_no_entry(tree: _LocalDirectory) -> None:
     (tree.root / "empty" / "deeper").mkdir(parents=True)
     (tree.root / "also-empty").mkdir()
@@ -302,9 +341,9 @@ def test_a_restart_opens_only_the_directories_on_the_way(
     opened: list[str] = []
     real = file_driver._children
 
-    def spy(path: str) -> list[Any]:
+    def spy(path: str, *rest: Any) -> list[Any]:
         opened.append(os.path.relpath(path, tree.root))
-        return real(path)
+        return real(path, *rest)
 
     monkeypatch.setattr(file_driver, "_children", spy)
     page = tree.driver.list_page(tree.list_root(), "m/x", 1)
@@ -400,14 +439,14 @@ def test_a_connection_lost_while_listing_is_retryable_never_an_entry(
     calls: list[str] = []
     hit: list[int] = []
 
-    def signal_on_second_directory(sftp: Any, path: str) -> list[Any]:
+    def signal_on_second_directory(sftp: Any, path: str, *rest: Any) -> list[Any]:
         calls.append(path)
         if len(calls) == 2:
             assert powerless_sshd.pid is not None
             for pid, _ in _descendants(powerless_sshd.pid):
                 os.kill(pid, sig)
                 hit.append(pid)
-        return real(sftp, path)
+        return real(sftp, path, *rest)
 
     monkeypatch.setattr(sftp_driver, "_children", signal_on_second_directory)
     try:

@@ -11,7 +11,7 @@ from pathlib import Path
 from staccato.client import StaccatoClient
 from staccato.datasets.models import DatasetState
 from staccato.models import SyncLevel, TransferOptions
-from tests.dataset_checks import MiB, make_tree, run_dataset, tree
+from tests.dataset_checks import MiB, check_links_into, links_into, make_tree, run_dataset, tree
 from tests.helpers import run_cli
 
 OPTIONS = TransferOptions(chunk_size=1 * MiB, streams=2)
@@ -64,3 +64,17 @@ def test_a_missing_source_directory_is_a_usage_error(
     empty = run_cli("cp", "-r", "-q", sftp_url(data_dir / "empty"), str(data_dir / "out"), **args)
     assert empty.returncode == 0, empty
     assert not (data_dir / "out").exists()
+
+
+def test_a_link_into_the_destination_root_is_not_followed(
+    temporal_server, sftp_worker, sftp_url, data_dir: Path
+) -> None:
+    """SFTP to SFTP on one server, a source tree with links (on the server) to the
+    destination root, into it and to the directory above it, copied twice: the links
+    are not followed (the server resolves them: REALPATH), each fails naming the
+    root, the real files are copied once, exit 1 (the second run used to copy the
+    destination into itself, one level deeper)."""
+    args = dict(address=temporal_server.address, task_queue=sftp_worker.task_queue)
+    work = Path(os.path.realpath(data_dir)) / "work"
+    source, destination, real_files = links_into(work)
+    check_links_into(sftp_url(source), destination, sftp_url(destination), real_files, **args)

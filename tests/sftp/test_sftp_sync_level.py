@@ -12,9 +12,11 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
+
 from staccato.client import StaccatoClient
 from staccato.models import SyncLevel, TransferOptions
-from tests.helpers import MiB, leftovers, sha256_file, write_random
+from tests.helpers import MiB, leftovers, run_cli, sha256_file, write_random
 from tests.servers.nginx import NginxServer
 from tests.servers.sshd import SshdServer
 from tests.sync_checks import data_bytes_served, only_stat_requests, run, settled_requests
@@ -113,4 +115,34 @@ async def test_checksum_into_sftp_reads_each_side_once_and_writes_nothing(
     changed = await run(sftp_client, url, target, _options(SyncLevel.checksum))
     assert not changed.up_to_date
     assert sha256_file(destination) == digest
+    assert leftovers(data_dir) == []
+
+
+@pytest.mark.parametrize("level", ["exists", "size", "mtime", "checksum", None])
+def test_a_destination_symlink_is_refused_at_every_level(
+    temporal_server, sftp_worker, sftp_url, data_dir: Path, level: str | None
+) -> None:
+    """An SFTP destination that is a symbolic link on the server is refused as a local
+    one is, with every sync level and without one (it was compared through the link:
+    ``--sync-level size`` said "up to date" for a link to another file of the same
+    size; without a level the link was replaced by a file). Nothing is written, the
+    link and the file it points to are kept."""
+    source = data_dir / "a.txt"
+    source.write_bytes(b"the source's bytes")
+    other = data_dir / "other.txt"
+    other.write_bytes(b"x" * len(source.read_bytes()))  # same size, other bytes
+    future = 1_900_000_000  # 2030: newer than the source, for mtime
+    os.utime(other, (future, future))
+    link = data_dir / "link.txt"
+    link.symlink_to(other)
+    before = sha256_file(other)
+    levels = ["--sync-level", level] if level else []
+    done = run_cli(
+        "cp", *levels, str(source), sftp_url(link),
+        address=temporal_server.address, task_queue=sftp_worker.task_queue,
+    )  # fmt: skip
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert "is a symbolic link" in done.stderr, done.stderr
+    assert link.is_symlink() and os.readlink(link) == str(other)
+    assert sha256_file(other) == before
     assert leftovers(data_dir) == []

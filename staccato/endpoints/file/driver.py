@@ -3,9 +3,11 @@ free space, open, publish and abort write sessions (the session's files: :mod:`.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import stat as stat_module
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
 
@@ -32,9 +34,11 @@ from staccato.endpoints.listing import (
     BROKEN_LINK,
     LINK_LOOP,
     Child,
+    Fence,
     ListDirectoryError,
     SortedCache,
     SortedChildren,
+    into_destination,
     page,
     sort_children,
     walk,
@@ -104,11 +108,19 @@ class FileDriver(Driver):
     def open_read(self, url: EndpointURL, info: ObjectInfo, offset: int, length: int) -> Reader:
         return FileReader(url.path, info, offset, length)
 
-    def list_page(self, root: EndpointURL, after: str | None, limit: int) -> ListPage:
+    def list_page(
+        self,
+        root: EndpointURL,
+        after: str | None,
+        limit: int,
+        *,
+        fence: Sequence[EndpointURL] = (),
+    ) -> ListPage:
         """The files under the directory ``root`` (see :meth:`Driver.list_page` and
         :mod:`staccato.endpoints.listing` for the order and restart). Symbolic links are
         followed, to files and to directories (a link back to a directory being walked
-        is a ``symbolic link loop`` entry); FIFOs, sockets and devices are error
+        is a ``symbolic link loop`` entry), except into the ``file`` roots of ``fence``
+        (each link then costs an ``os.path.realpath``); FIFOs, sockets and devices are error
         entries; a name that is not valid UTF-8 is an error entry spelled with
         ``\\xNN`` escapes. A file or directory removed while being listed is left
         out. Memory: the entries of the directories on the current path + one page,
@@ -130,9 +142,12 @@ class FileDriver(Driver):
                 "copy a single file without -r"
             )
 
+        walls = _fence(fence)
+        resolve = bool(walls.roots)
+
         def list_dir(prefix: str) -> SortedChildren:
             try:
-                return _sorted_children(os.path.join(top, prefix))
+                return _sorted_children(os.path.join(top, prefix), resolve)
             except OSError as err:
                 if not prefix:
                     raise os_error(err, f"source directory {top}") from None
@@ -144,12 +159,32 @@ class FileDriver(Driver):
         def describe(prefix: str, child: Child) -> Child | None:
             return _described(os.path.join(top, prefix, child.name), child)
 
-        return page(walk(list_dir, (st.st_dev, st.st_ino), after, describe), limit)
+        entries = walk(
+            list_dir,
+            (st.st_dev, st.st_ino),
+            after,
+            describe,
+            fence=walls,
+            root_real=os.path.realpath(top) if resolve else None,
+        )
+        return page(entries, limit)
+
+    def leads_into(self, url: EndpointURL, fence: Sequence[EndpointURL]) -> str | None:
+        walls = _fence(fence)
+        real = os.path.realpath(url.path)
+        shown = walls.holding(real)
+        if shown is None:
+            return None
+        return into_destination(shown, real, link=True, directory=os.path.isdir(real))
 
     def check_destination(self, url: EndpointURL) -> None:
         target = Path(url.path)
         check_parent(target.parent, url)
         check_target(target)
+
+    def check_target(self, url: EndpointURL) -> None:
+        """See :meth:`Driver.check_target` and the module's :func:`check_target`."""
+        check_target(url.path)
 
     def check_destination_root(self, root: EndpointURL) -> None:
         """The nearest existing directory at or above the destination directory
@@ -393,11 +428,17 @@ def check_target(target: Path | str) -> None:
     )
 
 
+def _fence(roots: Sequence[EndpointURL]) -> Fence:
+    """The local ones of a dataset's destination roots, by real path (every link
+    resolved, also where the tail does not exist yet), shown as their paths."""
+    return Fence(tuple((os.path.realpath(r.path), r.path) for r in roots if r.scheme == "file"))
+
+
 #: large directories' sorted names, kept for the next page (see SortedCache)
 _CACHE = SortedCache()
 
 
-def _sorted_children(path: str) -> SortedChildren:
+def _sorted_children(path: str, resolve: bool = False) -> SortedChildren:
     """:func:`_children` of ``path`` in walk order; a large directory's sorted names are
     kept for the next page while the directory's mtime and ctime (nanoseconds) stay
     the same (a name added or removed changes them). A name added within the file
@@ -408,19 +449,21 @@ def _sorted_children(path: str) -> SortedChildren:
         OSError: the directory cannot be read.
     """
     st = os.stat(path)
-    token = (path, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
+    token = (path, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, resolve)
     cached = _CACHE.get(token)
     if cached is not None:
         return cached
-    listed = sort_children(_children(path))
+    listed = sort_children(_children(path, resolve))
     _CACHE.put(token, listed)
     return listed
 
 
-def _children(path: str) -> list[Child]:
+def _children(path: str, resolve: bool = False) -> list[Child]:
     """The children of the directory ``path``: names and kinds from ``readdir`` alone
     (``d_type``), except symbolic links, which are followed (one ``stat``) to tell a
-    directory from a file; the rest is described later (:func:`_described`).
+    directory from a file, and with ``resolve`` resolved (``os.path.realpath``, also
+    a broken link's target: :attr:`Child.real`); the rest is described later
+    (:func:`_described`).
 
     Raises:
         OSError: the directory cannot be read.
@@ -444,6 +487,8 @@ def _children(path: str) -> list[Child]:
                 continue  # removed while listed
             child = _described(entry.path, Child(name))
             if child is not None:
+                if resolve:
+                    child = dataclasses.replace(child, real=os.path.realpath(entry.path))
                 found.append(child)
     return found
 

@@ -15,7 +15,7 @@ import mimetypes
 import os
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -387,7 +387,14 @@ class S3Driver(Driver):
             ) from None
         return bool(answer.get("Contents"))
 
-    def list_page(self, root: EndpointURL, after: str | None, limit: int) -> ListPage:
+    def list_page(
+        self,
+        root: EndpointURL,
+        after: str | None,
+        limit: int,
+        *,
+        fence: Sequence[EndpointURL] = (),
+    ) -> ListPage:
         """The objects under the prefix of ``root`` (``s3://b/run`` and ``s3://b/run/``
         both list ``run/...``; ``s3://b/`` the whole bucket): ListObjectsV2 with
         ``StartAfter`` = prefix + ``after``, as many requests of up to 1,000 keys as it
@@ -398,7 +405,9 @@ class S3Driver(Driver):
         consistent with its ``StartAfter``: UTF-8 byte order on AWS S3; file-tree order
         (``/`` before every other character) on stores that keep keys in a file tree
         (SeaweedFS, whose keys are also paths: it stores ``a//b`` as ``a/b``). A prefix with no keys is an empty listing: S3 has
-        no directories. Memory: one response (1,000 keys) + one page.
+        no directories. Memory: one response (1,000 keys) + one page. ``fence`` is
+        unused: S3 has no symbolic links (a destination prefix inside the source
+        prefix is refused before a dataset starts: ``make_dataset_request``).
 
         Raises:
             NotFoundError (no such bucket), PermissionDeniedError, RetryableError.

@@ -53,7 +53,7 @@ import logging
 import posixpath
 import stat as stat_module
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 from urllib.parse import quote
 
@@ -64,9 +64,11 @@ from staccato.endpoints.listing import (
     BROKEN_LINK,
     LINK_LOOP,
     Child,
+    Fence,
     ListDirectoryError,
     SortedCache,
     SortedChildren,
+    into_destination,
     page,
     sort_children,
     walk,
@@ -212,12 +214,21 @@ class SFTPDriver(Driver):
 
     # -- destination -----------------------------------------------------------------
 
-    def list_page(self, root: EndpointURL, after: str | None, limit: int) -> ListPage:
+    def list_page(
+        self,
+        root: EndpointURL,
+        after: str | None,
+        limit: int,
+        *,
+        fence: Sequence[EndpointURL] = (),
+    ) -> ListPage:
         """The files under the server directory ``root``, on one pooled connection
         (see :meth:`Driver.list_page`; order and restart:
         :mod:`staccato.endpoints.listing`). Directories are read with raw names
         (:meth:`StaccatoSFTP.read_dir`); a symbolic link costs one STAT (a link to a
-        directory one REALPATH more, to tell a loop back to a directory being walked);
+        directory one REALPATH more, to tell a loop back to a directory being walked,
+        and where ``fence`` holds a root on this server, a link to a file too, to tell
+        a link into a destination root: the server's own host and port, as named);
         a link the server cannot follow is walked hop by hop to tell a loop from a
         missing target (OpenSSH answers ``ELOOP`` as ``SSH_FX_NO_SUCH_FILE``). FIFOs,
         sockets and devices are error entries, names that are not UTF-8 error entries
@@ -242,6 +253,8 @@ class SFTPDriver(Driver):
                 )
             # resolved paths of the directories on the walk's current path (loop check)
             reals = {"": sftp.real_path(top)}
+            walls = _fence(sftp, root, fence)
+            resolve = bool(walls.roots)
 
             def list_dir(prefix: str) -> SortedChildren:
                 path = posixpath.join(top, prefix)
@@ -254,11 +267,12 @@ class SFTPDriver(Driver):
                         path,
                         dir_attrs.st_mtime,
                         dir_attrs.st_size,
+                        resolve,
                     )
                     cached = _CACHE.get(token)
                     if cached is not None:
                         return cached
-                    listed = sort_children(_children(sftp, path))
+                    listed = sort_children(_children(sftp, path, resolve))
                 except (StatusError, OSError) as err:
                     if not _is_status(err):
                         raise  # the connection, not the directory: retried
@@ -288,9 +302,28 @@ class SFTPDriver(Driver):
                 reals[prefix + child.name + "/"] = str(identity)
                 return dataclasses.replace(child, identity=identity, described=True)
 
-            return page(walk(list_dir, reals[""], after, describe), limit)
+            entries = walk(list_dir, reals[""], after, describe, fence=walls, root_real=reals[""])
+            return page(entries, limit)
 
         return self._run(root, f"listing {root}", op)
+
+    def leads_into(self, url: EndpointURL, fence: Sequence[EndpointURL]) -> str | None:
+        """See :meth:`Driver.leads_into`: REALPATH of ``url`` on the server (hop by hop
+        for a link it cannot follow) against the roots of ``fence`` on this server."""
+        if not any(_same_server(url, r) for r in fence):
+            return None
+
+        def op(sftp: StaccatoSFTP) -> str | None:
+            walls = _fence(sftp, url, fence)
+            real = _real_or_none(sftp, url.path) or _broken_real(sftp, url.path)
+            shown = walls.holding(real) if real is not None else None
+            if real is None or shown is None:
+                return None
+            attrs = stat_or_none(sftp, real)
+            directory = attrs is not None and stat_module.S_ISDIR(attrs.st_mode or 0)
+            return into_destination(shown, real, link=True, directory=directory)
+
+        return self._run(url, f"source {url}", op)
 
     def _check_destination(self, sftp: StaccatoSFTP, url: EndpointURL) -> None:
         parent = posixpath.dirname(url.path) or "/"
@@ -303,11 +336,11 @@ class SFTPDriver(Driver):
             raise DestinationMissing(
                 f"destination {parent} on {url.host} is not a directory (for {url})"
             )
-        target_attrs = stat_or_none(sftp, url.path)
-        if target_attrs is not None and stat_module.S_ISDIR(target_attrs.st_mode or 0):
-            raise IsADirectory(
-                f"destination {url} is a directory; name the file to write, e.g. {url}/NAME"
-            )
+        _check_target(sftp, url)
+
+    def check_target(self, url: EndpointURL) -> None:
+        """See :meth:`Driver.check_target`: one LSTAT on the server."""
+        self._run(url, f"destination {url}", lambda sftp: _check_target(sftp, url))
 
     def check_destination_root(self, root: EndpointURL) -> None:
         """The nearest existing directory at or above the destination directory
@@ -562,9 +595,11 @@ class SFTPDriver(Driver):
         self._run(url, f"destination {url}", op)
 
 
-def _children(sftp: StaccatoSFTP, path: str) -> list[Child]:
+def _children(sftp: StaccatoSFTP, path: str, resolve: bool = False) -> list[Child]:
     """The children of the server directory ``path``, symbolic links followed; a link
-    to a directory carries its resolved path as identity.
+    to a directory carries its resolved path as identity and as :attr:`Child.real`;
+    with ``resolve`` a link to a file (one REALPATH more) and a broken link (where the
+    server resolves a missing last component, as OpenSSH does) carry theirs too.
 
     Raises:
         StatusError: the directory cannot be read.
@@ -580,7 +615,8 @@ def _children(sftp: StaccatoSFTP, path: str) -> list[Child]:
             continue
         full = posixpath.join(path, name)
         mode = attrs.st_mode or 0
-        identity = None
+        identity: str | None = None
+        real: str | None = None  # a link's target, resolved
         if stat_module.S_ISLNK(mode):
             try:
                 attrs = sftp.stat(full)
@@ -591,7 +627,8 @@ def _children(sftp: StaccatoSFTP, path: str) -> list[Child]:
                     reason = "cannot follow symbolic link: permission denied"
                 else:
                     reason = _link_problem(sftp, full)
-                found.append(Child(name, error=reason))
+                broken_real = _broken_real(sftp, full) if resolve else None
+                found.append(Child(name, error=reason, real=broken_real))
                 continue
             mode = attrs.st_mode or 0
             if stat_module.S_ISDIR(mode):
@@ -600,14 +637,18 @@ def _children(sftp: StaccatoSFTP, path: str) -> list[Child]:
                 except StatusError:
                     found.append(Child(name, error=LINK_LOOP))
                     continue
+                real = identity
+            elif resolve:
+                real = _real_or_none(sftp, full)
         if stat_module.S_ISDIR(mode):
-            found.append(Child(name, is_dir=True, identity=identity, described=False))
+            found.append(Child(name, is_dir=True, identity=identity, described=False, real=real))
         elif stat_module.S_ISREG(mode):
             found.append(
                 Child(
                     name,
                     size=attrs.st_size or 0,
                     modified_at=float(attrs.st_mtime) if attrs.st_mtime is not None else None,
+                    real=real,
                 )
             )
         else:
@@ -615,8 +656,117 @@ def _children(sftp: StaccatoSFTP, path: str) -> list[Child]:
     return found
 
 
+def _check_target(sftp: StaccatoSFTP, url: EndpointURL) -> None:
+    """What is at the destination ``url`` now, if anything, is a regular file (which
+    the copy may replace): not a directory, a symbolic link (the copy would replace
+    the link, a comparison judge the file it points to), a device, FIFO or socket.
+    The file driver's rule (:func:`staccato.endpoints.file.driver.check_target`).
+
+    Raises:
+        IsADirectory: a directory.
+        PermanentError: a symbolic link or another non-regular file.
+        OSError, StatusError: the connection, or the server's refusal (mapped by the
+            caller).
+    """
+    try:
+        attrs = sftp.lstat(url.path)
+    except FileNotFoundError:
+        return
+    mode = attrs.st_mode or 0
+    if stat_module.S_ISREG(mode):
+        return
+    if stat_module.S_ISDIR(mode):
+        raise IsADirectory(
+            f"destination {url} is a directory; name the file to write, e.g. {url}/NAME"
+        )
+    if stat_module.S_ISLNK(mode):
+        target = _real_or_none(sftp, url.path) or sftp.readlink(url.path) or "?"
+        raise PermanentError(
+            f"destination {url} is a symbolic link on {url.host}; name the file it points "
+            f"to ({target}) to replace that file"
+        )
+    raise PermanentError(
+        f"destination {url} exists and is not a regular file (a device, FIFO or socket); "
+        "refusing to replace it"
+    )
+
+
+def _same_server(url: EndpointURL, other: EndpointURL) -> bool:
+    """Whether ``other`` is an sftp URL of ``url``'s server (host and port as named;
+    users may differ: one file system)."""
+    return other.scheme == "sftp" and (other.host, other.port or 22) == (url.host, url.port or 22)
+
+
+def _fence(sftp: StaccatoSFTP, url: EndpointURL, roots: Sequence[EndpointURL]) -> Fence:
+    """The ones of a dataset's destination roots on ``url``'s server, by real path on
+    the server (:func:`_real_or_nearest`), shown as their URLs.
+
+    Raises:
+        OSError: the connection (retried).
+    """
+    return Fence(
+        tuple((_real_or_nearest(sftp, r.path), str(r)) for r in roots if _same_server(url, r))
+    )
+
+
+def _real_or_none(sftp: StaccatoSFTP, path: str) -> str | None:
+    """REALPATH of ``path``, None where the server cannot resolve it (a loop, a
+    missing component before the last).
+
+    Raises:
+        OSError: the connection, not the path (retried).
+    """
+    try:
+        return sftp.real_path(path)
+    except StatusError:
+        return None
+
+
+def _real_or_nearest(sftp: StaccatoSFTP, path: str) -> str:
+    """The real path of the server path ``path``, which may not exist yet (a
+    destination root made as files are written): REALPATH of its nearest ancestor
+    that resolves, and the rest as named.
+
+    Raises:
+        OSError: the connection, not the path (retried).
+    """
+    rest: list[str] = []
+    while True:
+        real = _real_or_none(sftp, path)
+        if real is not None:
+            return posixpath.join(real, *reversed(rest))
+        parent, name = posixpath.split(path.rstrip("/"))
+        if not name or parent == path:
+            return posixpath.join("/", *reversed(rest))
+        rest.append(name)
+        path = parent
+
+
 #: most links followed in one path resolution (Linux's MAXSYMLINKS, path_resolution(7))
 _MAX_LINK_HOPS = 40
+
+
+def _broken_real(sftp: StaccatoSFTP, path: str) -> str | None:
+    """Where the link at ``path``, which the server cannot follow, leads: READLINK hop
+    by hop to the first path that is not a link, then :func:`_real_or_nearest` (its
+    missing tail as named); None for a loop or a link that cannot be read.
+
+    Raises:
+        OSError: the connection, not the path (retried).
+    """
+    for _ in range(_MAX_LINK_HOPS):
+        try:
+            if not stat_module.S_ISLNK(sftp.lstat(path).st_mode or 0):
+                return _real_or_nearest(sftp, path)
+            target = sftp.readlink(path)
+        except OSError as err:
+            if not _is_status(err):
+                raise
+            return _real_or_nearest(sftp, path)  # missing: the link leads there
+        if target is None:
+            return None
+        path = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
+    return None
 
 
 def _link_problem(sftp: StaccatoSFTP, path: str) -> str:
