@@ -90,7 +90,7 @@ from staccato.models import (
     iso_utc,
 )
 from staccato.overlaps import overlap_busy, overlapping_writer
-from staccato.run_fields import TRANSFER_TYPE
+from staccato.run_fields import DATASET_TYPE, TRANSFER_TYPE
 from staccato.starts import front_id, start_front, start_or_attach
 from staccato.submissions import Submission, destination_transfer_id, make_request
 from staccato.submissions import completed_status as _completed_status
@@ -115,8 +115,6 @@ _STATUS_STATES = {
 
 
 _TERMINAL = (TransferState.completed, TransferState.failed, TransferState.cancelled)
-#: the workflow types Staccato starts: a transfer, and a dataset (``staccato cp -r``)
-DATASET_TYPE = "DatasetWorkflow"
 #: a fan-out group (``staccato cp SRC DST1 DST2 ...``)
 GROUP_TYPE = "FanOutWorkflow"
 #: ``TransferWorkflow.progress``, asked by name: the client imports no workflow code

@@ -7,20 +7,22 @@
 A dataset is one ``DatasetWorkflow`` with id ``staccato-dataset-`` + 32 hex of SHA-256
 of the canonical destination root (:func:`dataset_id`): one dataset writes under a root
 at a time; an identical request attaches to the running one. Like
-:class:`~staccato.client.StaccatoClient`, these talk to Temporal only.
+:class:`~staccato.client.StaccatoClient`, these talk to Temporal only. What does not
+need the SDK (the request, its id, the fields a run starts with, a completed run's
+status) is in :mod:`staccato.dataset_requests`, shared with the light client
+(:mod:`staccato.light_client`), which starts a plain dataset the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import os
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from typing import Any
 
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.common import (
+    SearchAttributeKey,
     SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
@@ -30,11 +32,19 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from staccato import settings, units
-from staccato.client import DATASET_TYPE, StaccatoClient, require_type
+from staccato.client import StaccatoClient, require_type
+from staccato.dataset_requests import (
+    dataset_id,
+    fan_out_dataset_id,
+    make_dataset_request,
+    request_hash,
+    request_id,
+    start_fields,
+    status_from_result,
+)
 from staccato.datasets.locks import ROOT_LOCK_TYPE, root_lock_id
 from staccato.datasets.models import (
     DATASET_ID_PREFIX,
-    FAN_OUT_BATCH_FILES,
     BatchCheckpoint,
     DatasetProgress,
     DatasetRequest,
@@ -45,7 +55,6 @@ from staccato.datasets.models import (
 )
 from staccato.errors import (
     DestinationBusyError,
-    InvalidURLError,
     StaccatoError,
     TransferNotFoundError,
     innermost_message,
@@ -54,11 +63,8 @@ from staccato.errors import (
 from staccato.following import follow_until_ended
 from staccato.models import MiB, TransferOptions, iso_utc
 from staccato.overlaps import overlap_busy, overlapping_writer
-from staccato.urls import EndpointURL, parse_url, resolve_local_directory, root_text
-from staccato.workflows import search_attributes as sa
+from staccato.run_fields import DATASET_TYPE
 
-#: schemes a dataset can be listed from
-LISTABLE_SCHEMES = ("file", "s3", "sftp")
 _TERMINAL = (
     DatasetState.completed,
     DatasetState.completed_with_errors,
@@ -75,257 +81,6 @@ _STATUS_STATES = {
 
 #: seconds a status waits for a worker to answer a dataset's progress query
 PROGRESS_QUERY_S = 5.0
-
-
-def _real_root(url: EndpointURL) -> str:
-    """The root as the overlap checks compare it: a local path with every symbolic link
-    on it resolved, also where its tail does not exist yet (``os.path.realpath``), so
-    ``cp -r /data/link /data/real/sub`` is seen to copy into itself; other roots as
-    :func:`staccato.urls.root_text`. Reads the local file system: client side only."""
-    if url.scheme != "file":
-        return root_text(url)
-    return "file://" + os.path.realpath(url.path)
-
-
-def dataset_id(destination_root: str) -> str:
-    """The dataset id (= workflow id) for a destination directory or prefix (a local
-    directory named through a symbolic link by its real path, as requests are)."""
-    root = root_text(resolve_local_directory(parse_url(destination_root), is_directory=True))
-    return DATASET_ID_PREFIX + hashlib.sha256(root.encode()).hexdigest()[:32]
-
-
-def fan_out_dataset_id(source_root: str, destination_roots: Sequence[str]) -> str:
-    """The id of a dataset with several destination roots (canonical roots, as in its
-    request): ``staccato-dataset-`` + 32 hex of SHA-256 of the source root and the
-    sorted destination roots. Stable for the same source and set of roots (a re-run
-    attaches, resumes or dedups), and never a single destination's id (whose digest
-    is of one root alone)."""
-    text = "\n".join(["fan-out", source_root, *sorted(destination_roots)])
-    return DATASET_ID_PREFIX + hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-def request_id(request: DatasetRequest) -> str:
-    """The workflow id of ``request``: :func:`dataset_id` of its destination root, or
-    :func:`fan_out_dataset_id` with several roots."""
-    if request.destination_roots is not None:
-        return fan_out_dataset_id(request.source_root, request.destination_roots)
-    return dataset_id(request.destination_root)
-
-
-def _fan_out_roots(source_root: str, destinations: Sequence[str]) -> list[str]:
-    """Canonical destination roots of a dataset with several (exit-2 checks of a
-    fan-out: a root given twice, a root equal to or inside the source or another root).
-
-    Raises:
-        InvalidURLError: naming the URL and what is wrong.
-    """
-    from staccato.models import MAX_FAN_OUT
-
-    if len(destinations) > MAX_FAN_OUT:
-        raise InvalidURLError(
-            f"{len(destinations)} destinations: a dataset writes at most {MAX_FAN_OUT}"
-        )
-    roots: list[str] = []
-    reals: list[str] = []
-    given: dict[str, str] = {}
-    for text in destinations:
-        dst = resolve_local_directory(parse_url(text), is_directory=True)
-        if dst.scheme not in LISTABLE_SCHEMES:
-            raise InvalidURLError(
-                f"{dst.scheme} endpoints can only be sources, not destinations: {dst}"
-            )
-        root = root_text(dst)
-        if root in given:
-            raise InvalidURLError(
-                f"destination {root} is given twice (as {given[root]!r} and {text!r})"
-            )
-        if root == source_root:
-            raise InvalidURLError(f"destination {root} is the source")
-        real = _real_root(dst)
-        for other, other_real in zip(roots, reals, strict=True):
-            if real == other_real:
-                raise InvalidURLError(
-                    f"destinations {other} and {root} are one directory (through a "
-                    "symbolic link): give it once"
-                )
-            if real.startswith(other_real.rstrip("/") + "/") or other_real.startswith(
-                real.rstrip("/") + "/"
-            ):
-                raise InvalidURLError(
-                    f"destinations {other} and {root} overlap (one is inside the other); "
-                    "pick disjoint roots"
-                )
-        given[root] = text
-        roots.append(root)
-        reals.append(real)
-    return roots
-
-
-def _check_disjoint(
-    source_root: str,
-    destination_root: str,
-    real_source: str,
-    real_destination: str,
-    exclude: Sequence[str],
-) -> None:
-    """Refuse a dataset whose roots overlap (compared by real path: ``_real_root``):
-    one root, or the source inside the destination, always; the destination inside
-    the source unless an exclude glob leaves out every name under it
-    (:func:`excluded_below`: the walk then lists nothing of it, and never enters it:
-    ``Driver.list_page``'s ``fence``).
-
-    Raises:
-        InvalidURLError: naming both roots, and the exclude that would do.
-    """
-    source_base = real_source.partition("?")[0].rstrip("/")
-    destination_base = real_destination.partition("?")[0].rstrip("/")
-    inside = destination_base.startswith(source_base + "/")
-    if inside:
-        below = destination_base[len(source_base) + 1 :]
-        if excluded_below(below, exclude) is not None:
-            return
-        raise InvalidURLError(
-            f"source {source_root} and destination {destination_root} overlap (the "
-            "destination is inside the source): the copy would list its own output and "
-            "copy the copy on every run; pick a destination outside the source, or leave "
-            f"it out with --exclude '{below}/*'"
-        )
-    for one, other in ((real_source, real_destination), (real_destination, real_source)):
-        if one == other or other.startswith(one.rstrip("/") + "/"):
-            raise InvalidURLError(
-                f"source {source_root} and destination {destination_root} overlap (one is "
-                "inside the other): the copy would list its own output; pick disjoint roots"
-            )
-
-
-def excluded_below(directory: str, exclude: Sequence[str]) -> str | None:
-    """The first glob of ``exclude`` that leaves out every name under the relative
-    directory ``directory`` (names are matched as ``--exclude`` does:
-    ``fnmatchcase``, ``*`` also matching ``/``): one ending in ``*`` whose head
-    matches a prefix of ``directory/`` (``backup/*``, ``back*``, ``*``); None if none
-    does (a glob that leaves out only some names does not count)."""
-    import fnmatch
-
-    whole = directory + "/"
-    for glob in exclude:
-        if not glob.endswith("*"):
-            continue
-        head = glob[:-1]
-        if any(fnmatch.fnmatchcase(whole[:cut], head) for cut in range(len(whole) + 1)):
-            return glob
-    return None
-
-
-def make_dataset_request(
-    source: str,
-    destination: str | Sequence[str],
-    options: TransferOptions | None = None,
-    *,
-    include: Sequence[str] = (),
-    exclude: Sequence[str] = (),
-    small_file_max: int = 64 * MiB,
-    retry_failed: list[str] | None = None,
-    **tuning: Any,
-) -> DatasetRequest:
-    """Validate and canonicalise a dataset request.
-
-    Args:
-        tuning: further :class:`DatasetRequest` fields (``page_size``, ``batch_files``,
-            ``batch_bytes``, ``max_batches``, ``max_children``, ``history_limit``).
-
-    Args:
-        destination: one destination root, or several (a list of two or more: each
-            file read once and written to every root; ``retry_failed`` then holds
-            (name, root) pairs through ``tuning["retry_targets"]``).
-
-    Raises:
-        InvalidURLError: a URL is malformed, the source cannot be listed (http), the
-            destination cannot be written, or one root lies inside the other (the
-            destination may lie inside the source when ``exclude`` leaves it out:
-            ``--exclude 'backup/*'``); with several: a root given twice or equal to
-            the source.
-    """
-    if not isinstance(destination, str):
-        if len(destination) == 1:
-            destination = destination[0]
-        else:
-            return _make_fan_out_request(
-                source,
-                list(destination),
-                options,
-                include=include,
-                exclude=exclude,
-                small_file_max=small_file_max,
-                retry_failed=retry_failed,
-                **tuning,
-            )
-    src = parse_url(source)
-    dst = resolve_local_directory(parse_url(destination), is_directory=True)
-    if src.scheme not in LISTABLE_SCHEMES:
-        raise InvalidURLError(
-            f"cannot copy {src} recursively: {src.scheme} endpoints name single objects; "
-            "cp -r needs a file, s3 or sftp directory or prefix as source"
-        )
-    if dst.scheme not in LISTABLE_SCHEMES:
-        raise InvalidURLError(
-            f"{dst.scheme} endpoints can only be sources, not destinations: {dst}"
-        )
-    if dst.scheme == "file" and os.path.exists(dst.path) and not os.path.isdir(dst.path):
-        raise InvalidURLError(
-            f"destination {dst.path} is a file, not a directory: cp -r writes the source's "
-            "files under a directory; name a directory (it is created if missing)"
-        )
-    source_root, destination_root = root_text(src), root_text(dst)
-    _check_disjoint(source_root, destination_root, _real_root(src), _real_root(dst), exclude)
-    try:
-        return DatasetRequest(
-            source_root=source_root,
-            destination_root=destination_root,
-            options=options or TransferOptions(),
-            include=list(include),
-            exclude=list(exclude),
-            small_file_max=small_file_max,
-            retry_failed=retry_failed,
-            **tuning,
-        )
-    except ValueError as err:
-        raise InvalidURLError(f"invalid dataset request: {err}") from None
-
-
-def _make_fan_out_request(
-    source: str,
-    destinations: list[str],
-    options: TransferOptions | None,
-    *,
-    include: Sequence[str],
-    exclude: Sequence[str],
-    small_file_max: int,
-    retry_failed: list[str] | None,
-    **tuning: Any,
-) -> DatasetRequest:
-    """:func:`make_dataset_request` with several destination roots."""
-    if len(destinations) < 2:
-        raise InvalidURLError("a dataset needs at least one destination")
-    firsts = [
-        make_dataset_request(source, d, options, include=include, exclude=exclude)
-        for d in destinations
-    ]  # each pair as a single dataset checks it (kinds, overlap with the source)
-    roots = _fan_out_roots(firsts[0].source_root, destinations)
-    tuning.setdefault("batch_files", FAN_OUT_BATCH_FILES)
-    try:
-        return DatasetRequest(
-            source_root=firsts[0].source_root,
-            destination_root=roots[0],
-            destination_roots=roots,
-            options=options or TransferOptions(),
-            include=list(include),
-            exclude=list(exclude),
-            small_file_max=small_file_max,
-            retry_failed=retry_failed,
-            **tuning,
-        )
-    except ValueError as err:
-        raise InvalidURLError(f"invalid dataset request: {err}") from None
 
 
 async def failed_pairs(
@@ -352,11 +107,6 @@ async def failed_pairs(
         if failure.destination and failure.destination not in by_name[failure.name]:
             by_name[failure.name].append(failure.destination)
     return list(by_name), list(by_name.values())
-
-
-def request_hash(request: DatasetRequest) -> str:
-    """Tells an identical re-submission (attach) from a different one (busy)."""
-    return hashlib.sha256(request.model_dump_json().encode()).hexdigest()[:32]
 
 
 class NothingToRetryError(TransferNotFoundError):
@@ -579,32 +329,23 @@ async def _start(client: StaccatoClient, request: DatasetRequest) -> str:
     )
     if nested is not None:
         raise overlap_busy(nested, kind="dataset")
-    memo: dict[str, Any] = {
-        "source": request.source_root,
-        "destination": request.destination_root,
-        "request_hash": digest,
-        "kind": "dataset",
-    }
-    if roots is not None:
-        memo["destinations"] = roots
-    shown = f"{len(roots)} destinations" if roots else f"{request.destination_root}/"
+    fields = start_fields(request)  # the light client starts with the same
     try:
         await client.temporal.start_workflow(
-            "DatasetWorkflow",
+            DATASET_TYPE,
             request,
             id=workflow_id,
             task_queue=client.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            memo=memo,
+            memo=fields.memo,
             search_attributes=TypedSearchAttributes(
                 [
-                    SearchAttributePair(sa.SOURCE, sa.keyword(request.source_root)),
-                    SearchAttributePair(sa.DESTINATION, sa.keyword(request.destination_root)),
-                    SearchAttributePair(sa.STATE, DatasetState.scheduled.value),
+                    SearchAttributePair(SearchAttributeKey.for_keyword(name), value)
+                    for name, value in fields.search_attributes.items()
                 ]
             ),
-            static_summary=f"{request.source_root}/ -> {shown} (dataset)"[:200],
+            static_summary=fields.summary,
         )
     except WorkflowAlreadyStartedError:
         description = await client.temporal.get_workflow_handle(workflow_id).describe()
@@ -705,7 +446,7 @@ async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
     require_type(handle.id, description, (DATASET_TYPE,))
     started_at = await _first_start(client, handle.id, description)
     if description.status == WorkflowExecutionStatus.COMPLETED:
-        completed = _from_result(handle.id, await handle.result())
+        completed = status_from_result(handle.id, await handle.result())
         return completed.model_copy(update={"started_at": started_at})
     progress: DatasetProgress | None = None
     try:
@@ -858,37 +599,6 @@ async def _last_retry_error(client: StaccatoClient, description: Any) -> str | N
         if shown.last_retry_error:
             return f"{child.workflow_id}: {shown.last_retry_error}"
     return None
-
-
-def _from_result(workflow_id: str, result: DatasetResult) -> DatasetStatus:
-    total = result.files_done + result.files_skipped + result.files_failed
-    return DatasetStatus(
-        id=workflow_id,
-        state=result.state,
-        source=result.source,
-        destination=result.destination,
-        destination_roots=(
-            [d.destination for d in result.destinations] if result.destinations else None
-        ),
-        files_total=total,
-        files_done=result.files_done,
-        files_skipped=result.files_skipped,
-        files_failed=result.files_failed,
-        bytes_total=result.bytes_done,
-        bytes_done=result.bytes_done,
-        listing_done=True,
-        rate_files_per_s=(
-            round((result.files_done + result.files_skipped) / result.duration_s, 1)
-            if result.duration_s > 0
-            else None
-        ),
-        rate_bytes_per_s=(
-            round(result.bytes_done / result.duration_s, 1) if result.duration_s > 0 else None
-        ),
-        runs=result.runs,
-        failures=result.failures,
-        destinations=result.destinations,
-    )
 
 
 async def list_datasets(client: StaccatoClient, *, limit: int = 50) -> list[DatasetStatus]:

@@ -69,7 +69,7 @@ def ancestor_roots(target: str) -> list[str]:
     """The canonical roots of every proper ancestor directory or prefix of the
     canonical URL ``target`` (``file:///a/b/c`` -> ``file:///a/b``, ``file:///a``,
     ``file:///``), each as a dataset to it would name its root
-    (:func:`staccato.dataset_client.dataset_id`); [] for an s3 key written in
+    (:func:`staccato.dataset_requests.dataset_id`); [] for an s3 key written in
     ``?key=`` form. Reads the local file system (symbolic links) for ``file`` URLs."""
     from staccato.urls import parse_url, resolve_local_directory, root_text
 

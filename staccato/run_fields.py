@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 #: the workflow type of a transfer (started by name: a client imports no workflow code)
 TRANSFER_TYPE = "TransferWorkflow"
+#: the workflow type of a dataset (``staccato cp -r``)
+DATASET_TYPE = "DatasetWorkflow"
 
 #: search attribute names: the source (redacted), the destination, the state
 SOURCE = "StaccatoSource"

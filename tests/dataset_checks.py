@@ -182,7 +182,7 @@ def check_links_into(
     destination (the second run also ``work/dst/``, which exists then) with a reason
     naming the root; ``work/src/`` stays a link loop. Then ``--retry-failed``: the
     file link ``peek`` fails again for that reason (not copied)."""
-    from staccato.dataset_client import dataset_id
+    from staccato.dataset_requests import dataset_id
     from tests.helpers import run_cli
 
     for run in ("first", "second"):

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from staccato.client import StaccatoClient
-from staccato.dataset_client import dataset_id
+from staccato.dataset_requests import dataset_id
 from staccato.datasets.models import DatasetState
 from staccato.models import SyncLevel, TransferOptions
 from tests.dataset_checks import MiB, make_tree, run_dataset, tree

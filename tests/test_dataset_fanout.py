@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from staccato.client import StaccatoClient
-from staccato.dataset_client import make_dataset_request
+from staccato.dataset_requests import make_dataset_request
 from staccato.datasets.models import DatasetState
 from staccato.errors import InvalidURLError
 from staccato.models import SyncLevel, TransferOptions
@@ -194,7 +194,7 @@ async def test_a_tree_goes_to_four_roots_each_file_read_once(
     print(f"dataset to 4 roots: {gets} GETs of the source, {served} bytes of {total}")
     assert served == total, f"the source served {served} bytes for a {total}-byte tree"
     # the id is stable for the same source and set of roots, not any single root's
-    from staccato.dataset_client import dataset_id
+    from staccato.dataset_requests import dataset_id
 
     assert final.id not in {dataset_id(r) for r in roots}
     # a second run at --sync-level size (roots in another order: the same dataset)
@@ -489,13 +489,8 @@ async def test_two_datasets_sharing_a_root_never_write_it_at_once(
     from temporalio.api.enums.v1 import EventType
     from temporalio.client import WorkflowFailureError
 
-    from staccato.dataset_client import (
-        cancel_dataset,
-        dataset_status,
-        make_dataset_request,
-        request_id,
-        submit_dataset,
-    )
+    from staccato.dataset_client import cancel_dataset, dataset_status, submit_dataset
+    from staccato.dataset_requests import make_dataset_request, request_id
     from staccato.errors import DestinationBusyError
     from tests.dataset_checks import wait_dataset
 

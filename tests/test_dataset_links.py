@@ -88,7 +88,7 @@ def test_which_excludes_leave_out_a_destination_inside_the_source() -> None:
     """A glob ``P*`` whose head matches a prefix of ``backup/`` leaves out every name
     under it (as ``--exclude`` matches: ``*`` also matches ``/``); a glob that leaves
     out only some names (or none ending in ``*``) does not, and is refused."""
-    from staccato.dataset_client import excluded_below
+    from staccato.dataset_requests import excluded_below
 
     for glob in ("backup/*", "back*", "*", "b?ckup/*", "[ab]ackup*"):
         assert excluded_below("backup", ["x", glob]) == glob, glob

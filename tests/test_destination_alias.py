@@ -77,7 +77,7 @@ def test_a_dataset_into_its_own_source_through_a_link_is_refused(
     overlap, though their texts do not; the copy would list its own output (and its
     temp files) without end. Refused with exit 2 before anything is written; so is a
     second root that is the first one through a link."""
-    from staccato.dataset_client import make_dataset_request
+    from staccato.dataset_requests import make_dataset_request
     from staccato.urls import InvalidURLError
 
     real = data_dir / "tree"
@@ -106,7 +106,7 @@ def test_a_dataset_into_its_own_source_through_a_link_is_refused(
 def test_a_dataset_root_that_is_a_file_is_refused_up_front(data_dir: Path) -> None:
     """``cp -r DIR FILE``: refused before the dataset starts, naming the file (each
     file failed alone, some naming the wrong path)."""
-    from staccato.dataset_client import make_dataset_request
+    from staccato.dataset_requests import make_dataset_request
     from staccato.urls import InvalidURLError
 
     (data_dir / "tree").mkdir()

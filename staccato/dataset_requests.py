@@ -1,0 +1,363 @@
+"""Datasets (``cp -r``), whichever client starts them: the request a start is made of
+(:func:`make_dataset_request`: validated, canonical), its workflow id
+(:func:`request_id`), what its run carries besides its input (:func:`start_fields`:
+memo, search attributes, summary) and a completed dataset's status from its result
+(:func:`status_from_result`). Free of Temporal's SDK: the SDK's client
+(:mod:`staccato.dataset_client`) and the light one (:mod:`staccato.light_client`)
+both use them, so both start the same run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from staccato import run_fields
+from staccato.datasets.models import (
+    DATASET_ID_PREFIX,
+    FAN_OUT_BATCH_FILES,
+    DatasetRequest,
+    DatasetResult,
+    DatasetState,
+    DatasetStatus,
+)
+from staccato.errors import InvalidURLError
+from staccato.models import MiB, TransferOptions
+from staccato.urls import EndpointURL, parse_url, resolve_local_directory, root_text
+
+#: schemes a dataset can be listed from
+LISTABLE_SCHEMES = ("file", "s3", "sftp")
+
+
+def _real_root(url: EndpointURL) -> str:
+    """The root as the overlap checks compare it: a local path with every symbolic link
+    on it resolved, also where its tail does not exist yet (``os.path.realpath``), so
+    ``cp -r /data/link /data/real/sub`` is seen to copy into itself; other roots as
+    :func:`staccato.urls.root_text`. Reads the local file system: client side only."""
+    if url.scheme != "file":
+        return root_text(url)
+    return "file://" + os.path.realpath(url.path)
+
+
+def dataset_id(destination_root: str) -> str:
+    """The dataset id (= workflow id) for a destination directory or prefix (a local
+    directory named through a symbolic link by its real path, as requests are)."""
+    root = root_text(resolve_local_directory(parse_url(destination_root), is_directory=True))
+    return DATASET_ID_PREFIX + hashlib.sha256(root.encode()).hexdigest()[:32]
+
+
+def fan_out_dataset_id(source_root: str, destination_roots: Sequence[str]) -> str:
+    """The id of a dataset with several destination roots (canonical roots, as in its
+    request): ``staccato-dataset-`` + 32 hex of SHA-256 of the source root and the
+    sorted destination roots. Stable for the same source and set of roots (a re-run
+    attaches, resumes or dedups), and never a single destination's id (whose digest
+    is of one root alone)."""
+    text = "\n".join(["fan-out", source_root, *sorted(destination_roots)])
+    return DATASET_ID_PREFIX + hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def request_id(request: DatasetRequest) -> str:
+    """The workflow id of ``request``: :func:`dataset_id` of its destination root, or
+    :func:`fan_out_dataset_id` with several roots."""
+    if request.destination_roots is not None:
+        return fan_out_dataset_id(request.source_root, request.destination_roots)
+    return dataset_id(request.destination_root)
+
+
+def _fan_out_roots(source_root: str, destinations: Sequence[str]) -> list[str]:
+    """Canonical destination roots of a dataset with several (exit-2 checks of a
+    fan-out: a root given twice, a root equal to or inside the source or another root).
+
+    Raises:
+        InvalidURLError: naming the URL and what is wrong.
+    """
+    from staccato.models import MAX_FAN_OUT
+
+    if len(destinations) > MAX_FAN_OUT:
+        raise InvalidURLError(
+            f"{len(destinations)} destinations: a dataset writes at most {MAX_FAN_OUT}"
+        )
+    roots: list[str] = []
+    reals: list[str] = []
+    given: dict[str, str] = {}
+    for text in destinations:
+        dst = resolve_local_directory(parse_url(text), is_directory=True)
+        if dst.scheme not in LISTABLE_SCHEMES:
+            raise InvalidURLError(
+                f"{dst.scheme} endpoints can only be sources, not destinations: {dst}"
+            )
+        root = root_text(dst)
+        if root in given:
+            raise InvalidURLError(
+                f"destination {root} is given twice (as {given[root]!r} and {text!r})"
+            )
+        if root == source_root:
+            raise InvalidURLError(f"destination {root} is the source")
+        real = _real_root(dst)
+        for other, other_real in zip(roots, reals, strict=True):
+            if real == other_real:
+                raise InvalidURLError(
+                    f"destinations {other} and {root} are one directory (through a "
+                    "symbolic link): give it once"
+                )
+            if real.startswith(other_real.rstrip("/") + "/") or other_real.startswith(
+                real.rstrip("/") + "/"
+            ):
+                raise InvalidURLError(
+                    f"destinations {other} and {root} overlap (one is inside the other); "
+                    "pick disjoint roots"
+                )
+        given[root] = text
+        roots.append(root)
+        reals.append(real)
+    return roots
+
+
+def _check_disjoint(
+    source_root: str,
+    destination_root: str,
+    real_source: str,
+    real_destination: str,
+    exclude: Sequence[str],
+) -> None:
+    """Refuse a dataset whose roots overlap (compared by real path: ``_real_root``):
+    one root, or the source inside the destination, always; the destination inside
+    the source unless an exclude glob leaves out every name under it
+    (:func:`excluded_below`: the walk then lists nothing of it, and never enters it:
+    ``Driver.list_page``'s ``fence``).
+
+    Raises:
+        InvalidURLError: naming both roots, and the exclude that would do.
+    """
+    source_base = real_source.partition("?")[0].rstrip("/")
+    destination_base = real_destination.partition("?")[0].rstrip("/")
+    inside = destination_base.startswith(source_base + "/")
+    if inside:
+        below = destination_base[len(source_base) + 1 :]
+        if excluded_below(below, exclude) is not None:
+            return
+        raise InvalidURLError(
+            f"source {source_root} and destination {destination_root} overlap (the "
+            "destination is inside the source): the copy would list its own output and "
+            "copy the copy on every run; pick a destination outside the source, or leave "
+            f"it out with --exclude '{below}/*'"
+        )
+    for one, other in ((real_source, real_destination), (real_destination, real_source)):
+        if one == other or other.startswith(one.rstrip("/") + "/"):
+            raise InvalidURLError(
+                f"source {source_root} and destination {destination_root} overlap (one is "
+                "inside the other): the copy would list its own output; pick disjoint roots"
+            )
+
+
+def excluded_below(directory: str, exclude: Sequence[str]) -> str | None:
+    """The first glob of ``exclude`` that leaves out every name under the relative
+    directory ``directory`` (names are matched as ``--exclude`` does:
+    ``fnmatchcase``, ``*`` also matching ``/``): one ending in ``*`` whose head
+    matches a prefix of ``directory/`` (``backup/*``, ``back*``, ``*``); None if none
+    does (a glob that leaves out only some names does not count)."""
+    import fnmatch
+
+    whole = directory + "/"
+    for glob in exclude:
+        if not glob.endswith("*"):
+            continue
+        head = glob[:-1]
+        if any(fnmatch.fnmatchcase(whole[:cut], head) for cut in range(len(whole) + 1)):
+            return glob
+    return None
+
+
+def make_dataset_request(
+    source: str,
+    destination: str | Sequence[str],
+    options: TransferOptions | None = None,
+    *,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    small_file_max: int = 64 * MiB,
+    retry_failed: list[str] | None = None,
+    **tuning: Any,
+) -> DatasetRequest:
+    """Validate and canonicalise a dataset request.
+
+    Args:
+        tuning: further :class:`DatasetRequest` fields (``page_size``, ``batch_files``,
+            ``batch_bytes``, ``max_batches``, ``max_children``, ``history_limit``).
+
+    Args:
+        destination: one destination root, or several (a list of two or more: each
+            file read once and written to every root; ``retry_failed`` then holds
+            (name, root) pairs through ``tuning["retry_targets"]``).
+
+    Raises:
+        InvalidURLError: a URL is malformed, the source cannot be listed (http), the
+            destination cannot be written, or one root lies inside the other (the
+            destination may lie inside the source when ``exclude`` leaves it out:
+            ``--exclude 'backup/*'``); with several: a root given twice or equal to
+            the source.
+    """
+    if not isinstance(destination, str):
+        if len(destination) == 1:
+            destination = destination[0]
+        else:
+            return _make_fan_out_request(
+                source,
+                list(destination),
+                options,
+                include=include,
+                exclude=exclude,
+                small_file_max=small_file_max,
+                retry_failed=retry_failed,
+                **tuning,
+            )
+    src = parse_url(source)
+    dst = resolve_local_directory(parse_url(destination), is_directory=True)
+    if src.scheme not in LISTABLE_SCHEMES:
+        raise InvalidURLError(
+            f"cannot copy {src} recursively: {src.scheme} endpoints name single objects; "
+            "cp -r needs a file, s3 or sftp directory or prefix as source"
+        )
+    if dst.scheme not in LISTABLE_SCHEMES:
+        raise InvalidURLError(
+            f"{dst.scheme} endpoints can only be sources, not destinations: {dst}"
+        )
+    if dst.scheme == "file" and os.path.exists(dst.path) and not os.path.isdir(dst.path):
+        raise InvalidURLError(
+            f"destination {dst.path} is a file, not a directory: cp -r writes the source's "
+            "files under a directory; name a directory (it is created if missing)"
+        )
+    source_root, destination_root = root_text(src), root_text(dst)
+    _check_disjoint(source_root, destination_root, _real_root(src), _real_root(dst), exclude)
+    try:
+        return DatasetRequest(
+            source_root=source_root,
+            destination_root=destination_root,
+            options=options or TransferOptions(),
+            include=list(include),
+            exclude=list(exclude),
+            small_file_max=small_file_max,
+            retry_failed=retry_failed,
+            **tuning,
+        )
+    except ValueError as err:
+        raise InvalidURLError(f"invalid dataset request: {err}") from None
+
+
+def _make_fan_out_request(
+    source: str,
+    destinations: list[str],
+    options: TransferOptions | None,
+    *,
+    include: Sequence[str],
+    exclude: Sequence[str],
+    small_file_max: int,
+    retry_failed: list[str] | None,
+    **tuning: Any,
+) -> DatasetRequest:
+    """:func:`make_dataset_request` with several destination roots."""
+    if len(destinations) < 2:
+        raise InvalidURLError("a dataset needs at least one destination")
+    firsts = [
+        make_dataset_request(source, d, options, include=include, exclude=exclude)
+        for d in destinations
+    ]  # each pair as a single dataset checks it (kinds, overlap with the source)
+    roots = _fan_out_roots(firsts[0].source_root, destinations)
+    tuning.setdefault("batch_files", FAN_OUT_BATCH_FILES)
+    try:
+        return DatasetRequest(
+            source_root=firsts[0].source_root,
+            destination_root=roots[0],
+            destination_roots=roots,
+            options=options or TransferOptions(),
+            include=list(include),
+            exclude=list(exclude),
+            small_file_max=small_file_max,
+            retry_failed=retry_failed,
+            **tuning,
+        )
+    except ValueError as err:
+        raise InvalidURLError(f"invalid dataset request: {err}") from None
+
+
+def request_hash(request: DatasetRequest) -> str:
+    """Tells an identical re-submission (attach) from a different one (busy)."""
+    return hashlib.sha256(request.model_dump_json().encode()).hexdigest()[:32]
+
+
+def status_from_result(workflow_id: str, result: DatasetResult) -> DatasetStatus:
+    """The status of a dataset whose run completed (``completed`` or
+    ``completed_with_errors``), from its workflow result alone."""
+    total = result.files_done + result.files_skipped + result.files_failed
+    return DatasetStatus(
+        id=workflow_id,
+        state=result.state,
+        source=result.source,
+        destination=result.destination,
+        destination_roots=(
+            [d.destination for d in result.destinations] if result.destinations else None
+        ),
+        files_total=total,
+        files_done=result.files_done,
+        files_skipped=result.files_skipped,
+        files_failed=result.files_failed,
+        bytes_total=result.bytes_done,
+        bytes_done=result.bytes_done,
+        listing_done=True,
+        rate_files_per_s=(
+            round((result.files_done + result.files_skipped) / result.duration_s, 1)
+            if result.duration_s > 0
+            else None
+        ),
+        rate_bytes_per_s=(
+            round(result.bytes_done / result.duration_s, 1) if result.duration_s > 0 else None
+        ),
+        runs=result.runs,
+        failures=result.failures,
+        destinations=result.destinations,
+    )
+
+
+@dataclass(frozen=True)
+class StartFields:
+    """What a dataset's run is started with besides its input.
+
+    Attributes:
+        memo: source and destination roots (full), the request hash (tells an
+            identical request, which attaches, from a different one, refused as busy),
+            ``kind: dataset`` and with several roots their list.
+        search_attributes: Keyword search attributes by name: source and (first)
+            destination root, each cut to fit, and the state ``scheduled``.
+        summary: the UI's one-line summary (at most 200 characters).
+    """
+
+    memo: dict[str, Any]
+    search_attributes: dict[str, str]
+    summary: str
+
+
+def start_fields(request: DatasetRequest) -> StartFields:
+    """The memo, search attributes and summary a dataset's run is started with, by
+    either client. No secret: roots carry no query but an s3 profile name."""
+    roots = request.destination_roots
+    memo: dict[str, Any] = {
+        "source": request.source_root,
+        "destination": request.destination_root,
+        "request_hash": request_hash(request),
+        "kind": "dataset",
+    }
+    if roots is not None:
+        memo["destinations"] = roots
+    shown = f"{len(roots)} destinations" if roots else f"{request.destination_root}/"
+    return StartFields(
+        memo=memo,
+        search_attributes={
+            run_fields.SOURCE: run_fields.keyword(request.source_root),
+            run_fields.DESTINATION: run_fields.keyword(request.destination_root),
+            run_fields.STATE: DatasetState.scheduled.value,
+        },
+        summary=f"{request.source_root}/ -> {shown} (dataset)"[:200],
+    )
