@@ -1,6 +1,7 @@
-"""The light client: a plain ``staccato cp`` / ``submit`` of one object through
-Temporal's HTTP API (the frontend's grpc-gateway JSON), without loading Temporal's
-Python SDK (~0.4 s of a command's start: its client, its Rust bridge, protobuf).
+"""The light client: a plain ``staccato cp`` / ``submit`` of one object, or ``cp -r`` /
+``submit -r`` of a dataset to one destination root, through Temporal's HTTP API (the
+frontend's grpc-gateway JSON), without loading Temporal's Python SDK (~0.4 s of a
+command's start: its client, its Rust bridge, protobuf).
 
 It makes only the calls a plain start makes when all goes as usual, and hands
 everything else to the SDK's client (:class:`staccato.client.StaccatoClient`), whose
@@ -22,6 +23,19 @@ rules then apply unchanged:
   comes from its result (:func:`staccato.submissions.completed_status`); any other end
   is told by the SDK's client (:meth:`StaccatoClient.outcome`), as is a progress bar's
   or line's follow.
+
+A dataset (:meth:`LightClient.start_dataset`; not with several roots or
+``--retry-failed``): the same overlap query, also for writers inside the root; the
+start as :func:`staccato.dataset_client.submit_dataset` makes it (memo, search
+attributes and summary from :func:`staccato.dataset_requests.start_fields`, the
+SDK's default priority). Its id is the root's lock id, so the start itself, with
+``id_conflict_policy=FAIL``, is refused whenever anything holds the root (a dataset to
+it, identical or not, or the lock of a dataset to several roots): the SDK's client
+then attaches or says who holds it. ``cp -r -q`` waits as ``cp -q`` does, through
+every run the dataset continues as; only a ``completed`` result it tells itself
+(:func:`staccato.dataset_requests.status_from_result`), any other end
+(``completed_with_errors``, failed, cancelled) the SDK's client
+(:func:`staccato.dataset_client.await_dataset_end`).
 
 When (:func:`light_client`): Temporal's HTTP API address is known
 (``STACCATO_TEMPORAL_HTTP``, or the port ``staccato up``'s dev server recorded when
@@ -45,14 +59,21 @@ import os
 import socket
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, urlencode
 
+from pydantic import BaseModel
+
 from staccato import run_fields, settings
-from staccato.ids import transfer_id
+from staccato.ids import root_lock_id, transfer_id
 from staccato.models import TransferRequest, TransferResult, TransferState, TransferStatus
 from staccato.overlaps import PAGE_SIZE, overlap_clauses, running_query
 from staccato.submissions import Submission, completed_status
+
+if TYPE_CHECKING:  # the dataset modules are imported by a dataset's calls only
+    from staccato.datasets.models import DatasetRequest, DatasetStatus
+
+M = TypeVar("M", bound=BaseModel)
 
 #: ``TEMPORAL_*`` variables a plain connection may set (any other one: the SDK's client)
 PLAIN_TEMPORAL_VARIABLES = frozenset({"TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE"})
@@ -148,30 +169,70 @@ def keyword_attribute(value: str) -> dict[str, Any]:
     return _payload(text.encode(), encoding="json/plain", type="Keyword")
 
 
-def start_body(request: TransferRequest, *, task_queue: str) -> dict[str, Any]:
-    """The body of the StartWorkflowExecution call that starts ``request``'s
-    canonical run, field for field what :func:`staccato.starts.start_or_attach` has
-    the SDK send (its identity: ``<pid>@<host>``, the SDK's default)."""
+def _start_body(
+    workflow_type: str,
+    value: Any,
+    *,
+    task_queue: str,
+    memo: dict[str, Any],
+    search_attributes: dict[str, str],
+    summary: str,
+    priority: dict[str, Any],
+) -> dict[str, Any]:
+    """The body of a StartWorkflowExecution call as the SDK's client makes it for
+    ``start_workflow`` with ``id_conflict_policy=FAIL``, ``id_reuse_policy=
+    ALLOW_DUPLICATE``, a memo, Keyword search attributes and a static summary (its
+    identity: ``<pid>@<host>``, the SDK's default)."""
     return {
-        "workflowType": {"name": run_fields.TRANSFER_TYPE},
+        "workflowType": {"name": workflow_type},
         "taskQueue": {"name": task_queue},
-        "input": {"payloads": [converted(request)]},
+        "input": {"payloads": [converted(value)]},
         "identity": f"{os.getpid()}@{socket.gethostname()}",
         "requestId": str(uuid.uuid4()),
         "workflowIdReusePolicy": "WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE",
         "workflowIdConflictPolicy": "WORKFLOW_ID_CONFLICT_POLICY_FAIL",
-        "memo": {"fields": {k: converted(v) for k, v in run_fields.memo(request).items()}},
+        "memo": {"fields": {k: converted(v) for k, v in memo.items()}},
         "searchAttributes": {
             "indexedFields": {
-                name: keyword_attribute(value)
-                for name, value in run_fields.search_attributes(
-                    request, TransferState.scheduled
-                ).items()
+                name: keyword_attribute(value) for name, value in search_attributes.items()
             }
         },
-        "userMetadata": {"summary": converted(run_fields.summary(request))},
-        "priority": {"priorityKey": request.options.priority},
+        "userMetadata": {"summary": converted(summary)},
+        "priority": priority,
     }
+
+
+def start_body(request: TransferRequest, *, task_queue: str) -> dict[str, Any]:
+    """The body of the StartWorkflowExecution call that starts ``request``'s
+    canonical run, field for field what :func:`staccato.starts.start_or_attach` has
+    the SDK send."""
+    return _start_body(
+        run_fields.TRANSFER_TYPE,
+        request,
+        task_queue=task_queue,
+        memo=run_fields.memo(request),
+        search_attributes=run_fields.search_attributes(request, TransferState.scheduled),
+        summary=run_fields.summary(request),
+        priority={"priorityKey": request.options.priority},
+    )
+
+
+def dataset_start_body(request: DatasetRequest, *, task_queue: str) -> dict[str, Any]:
+    """The body of the StartWorkflowExecution call that starts the dataset
+    ``request``, field for field what :func:`staccato.dataset_client.submit_dataset`
+    has the SDK send (no priority: the SDK's default, an empty one)."""
+    from staccato.dataset_requests import start_fields
+
+    fields = start_fields(request)
+    return _start_body(
+        run_fields.DATASET_TYPE,
+        request,
+        task_queue=task_queue,
+        memo=fields.memo,
+        search_attributes=fields.search_attributes,
+        summary=fields.summary,
+        priority={},
+    )
 
 
 def _body(raw: bytes, chunked: bool) -> bytes:
@@ -255,9 +316,43 @@ class LightClient:
         """Start ``request``'s transfer (its canonical run); None when the SDK's
         client must start it instead (a running writer may enclose the destination,
         the destination is busy, or a call failed: see the module docstring)."""
-        workflow_id = transfer_id(request.destination)
+        return await self._start(
+            transfer_id(request.destination),
+            request.destination,
+            below=False,
+            body=start_body(request, task_queue=self.task_queue),
+        )
+
+    async def start_dataset(self, request: DatasetRequest) -> Submission | None:
+        """Start the dataset ``request`` to one destination root; None when the
+        SDK's client must start it instead: several roots or ``--retry-failed`` (not
+        a plain start), a running writer inside the root or enclosing it, anything
+        under the dataset's id (the root's lock: a running dataset to that root alone,
+        or the lock a dataset to several roots holds on it; the start, with
+        ``id_conflict_policy=FAIL``, is refused), or a call failed."""
+        from staccato.dataset_requests import request_id
+
+        if request.destination_roots is not None or request.retry_failed is not None:
+            return None
+        workflow_id = request_id(request)
+        if workflow_id != root_lock_id(request.destination_root):
+            return None  # never so (one root's id is its lock's); else the SDK's check
+        return await self._start(
+            workflow_id,
+            request.destination_root,
+            below=True,
+            body=dataset_start_body(request, task_queue=self.task_queue),
+        )
+
+    async def _start(
+        self, workflow_id: str, target: str, *, below: bool, body: dict[str, Any]
+    ) -> Submission | None:
+        """Ask visibility for running writers overlapping ``target`` (``below``: also
+        inside it, a dataset's root), then, when none is listed, start ``body`` under
+        ``workflow_id``; None when a writer is listed, the start is refused or a call
+        fails."""
         try:
-            _, enclosing, inside = overlap_clauses([request.destination], below=False)
+            _, enclosing, inside = overlap_clauses([target], below=below)
             query = running_query(enclosing + inside)
             if query is not None:
                 listed = await asyncio.wait_for(
@@ -271,11 +366,7 @@ class LightClient:
                 if listed.get("executions"):
                     return None
             started = await asyncio.wait_for(
-                self.call(
-                    "POST",
-                    self._path("workflows", workflow_id),
-                    body=start_body(request, task_queue=self.task_queue),
-                ),
+                self.call("POST", self._path("workflows", workflow_id), body=body),
                 CALL_TIMEOUT_S,
             )
         except (HTTPAPIError, OSError, ValueError, TimeoutError):
@@ -295,10 +386,32 @@ class LightClient:
         return len(described.get("pollers") or [])
 
     async def completed(self, workflow_id: str, run_id: str) -> TransferStatus | None:
-        """Wait for the run ``run_id`` of ``workflow_id`` to end (following the runs
-        it continues as, as ``WorkflowHandle.result`` does); its status when it
-        completed, None when it ended otherwise or the wait failed (the SDK's client
-        then tells: :meth:`StaccatoClient.outcome`)."""
+        """Wait for the transfer's run ``run_id`` of ``workflow_id`` to end (following
+        the runs it continues as, as ``WorkflowHandle.result`` does); its status when
+        it completed, None when it ended otherwise or the wait failed (the SDK's
+        client then tells: :meth:`StaccatoClient.outcome`)."""
+        result = await self._result(workflow_id, run_id, TransferResult)
+        return None if result is None else completed_status(workflow_id, result)
+
+    async def dataset_completed(self, workflow_id: str, run_id: str) -> DatasetStatus | None:
+        """Wait for the dataset's run ``run_id`` of ``workflow_id`` to end (following
+        the runs it continues as, one per page of work); its status when it completed
+        with every file copied or up to date, None when it ended otherwise (with
+        errors, failed, cancelled) or the wait failed (the SDK's client then tells:
+        :func:`staccato.dataset_client.await_dataset_end`)."""
+        from staccato.dataset_requests import status_from_result
+        from staccato.datasets.models import DatasetResult, DatasetState
+
+        result = await self._result(workflow_id, run_id, DatasetResult)
+        if result is None or result.state != DatasetState.completed:
+            return None
+        return status_from_result(workflow_id, result)
+
+    async def _result(self, workflow_id: str, run_id: str, result_type: type[M]) -> M | None:
+        """Wait for the run ``run_id`` of ``workflow_id`` to end, following the runs
+        it continues as (``WorkflowHandle.result``'s way); its result (a
+        ``result_type``) when it completed, None when it ended otherwise or the wait
+        failed."""
         try:
             while True:
                 event = await self._close_event(workflow_id, run_id)
@@ -318,8 +431,7 @@ class LightClient:
                 encoding = base64.b64decode(payload["metadata"]["encoding"])
                 if encoding != b"json/plain":
                     return None
-                result = TransferResult.model_validate_json(base64.b64decode(payload["data"]))
-                return completed_status(workflow_id, result)
+                return result_type.model_validate_json(base64.b64decode(payload["data"]))
         except (HTTPAPIError, OSError, ValueError, KeyError, TypeError):
             return None
 

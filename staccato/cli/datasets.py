@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -20,13 +20,18 @@ from staccato.models import TransferOptions
 if TYPE_CHECKING:  # imported where used: `--help` and usage errors need no Temporal client
     from staccato.client import StaccatoClient
     from staccato.datasets.models import DatasetStatus
+    from staccato.light_client import LightClient
 
 #: seconds between two progress lines when stderr is not a terminal
 PLAIN_LINE_INTERVAL_S = 2.0
 
 
-async def _submit(
-    client: StaccatoClient,
+def _tuning(small_file_max: int | None) -> dict[str, Any]:
+    """The dataset request's fields the command line sets beyond the options."""
+    return {} if small_file_max is None else {"small_file_max": small_file_max}
+
+
+async def _start(
     source: str,
     destination: str | list[str],
     options: TransferOptions,
@@ -34,12 +39,37 @@ async def _submit(
     exclude: list[str],
     small_file_max: int | None,
     retry_failed: bool,
-) -> str:
+) -> tuple[StaccatoClient | LightClient, str, str | None]:
+    """Start the dataset, its usage errors refused first (a bad URL or option, then a
+    local source that is no directory: :func:`check_local_source`), before anything is
+    asked of Temporal: through the light client (Temporal's HTTP API, without loading
+    the SDK: :mod:`staccato.light_client`) when it is plain (one destination root, no
+    ``--retry-failed``, the light client usable) and the start goes as usual, else
+    through the SDK's client, which then starts, attaches or refuses it as always
+    (``--retry-failed`` with no earlier dataset: exit 2). Returns the client that
+    started it, the dataset id and, when the light client started it, its run.
+
+    Raises:
+        InvalidURLError: see :func:`staccato.dataset_requests.make_dataset_request`.
+    """
+    from staccato.dataset_requests import make_dataset_request
+    from staccato.light_client import light_client
+
+    request = make_dataset_request(
+        source, destination, options, include=include, exclude=exclude, **_tuning(small_file_max)
+    )
+    check_local_source(source)
+    light = None if retry_failed or not isinstance(destination, str) else light_client()
+    if light is not None:
+        started = await light.start_dataset(request)
+        if started is not None:
+            return light, started.id, started.run_id
+    from staccato.client import StaccatoClient
     from staccato.dataset_client import NothingToRetryError, submit_dataset
 
-    extra = {} if small_file_max is None else {"small_file_max": small_file_max}
+    client = await StaccatoClient.connect()
     try:
-        return await submit_dataset(
+        dataset = await submit_dataset(
             client,
             source,
             destination,
@@ -47,10 +77,11 @@ async def _submit(
             include=include,
             exclude=exclude,
             retry_failed=retry_failed,
-            **extra,
+            **_tuning(small_file_max),
         )
     except NothingToRetryError as err:  # a usage error: --retry-failed with no dataset
         fail(str(err), EXIT_USAGE)
+    return client, dataset, None
 
 
 RecursiveOption = Annotated[
@@ -159,24 +190,10 @@ def submit_recursive(
     """``submit -r``: start the dataset and print its id."""
 
     async def go() -> str:
-        from staccato.client import StaccatoClient
-        from staccato.dataset_client import make_dataset_request
-
-        make_dataset_request(source, destination, options, include=include, exclude=exclude)
-        check_local_source(source)
-        client = await StaccatoClient.connect()
-        return str(
-            await _submit(
-                client,
-                source,
-                destination,
-                options,
-                include,
-                exclude,
-                small_file_max,
-                retry_failed,
-            )
+        _, dataset, _ = await _start(
+            source, destination, options, include, exclude, small_file_max, retry_failed
         )
+        return dataset
 
     dataset = run(go)
     typer.echo(json.dumps({"id": dataset}) if as_json else dataset)
@@ -196,27 +213,25 @@ def cp_recursive(
     some files failed."""
 
     async def go() -> DatasetStatus:
-        from staccato.client import StaccatoClient
-        from staccato.dataset_client import make_dataset_request
+        from staccato.light_client import LightClient
 
-        make_dataset_request(source, destination, options, include=include, exclude=exclude)
-        check_local_source(source)
-        client = await StaccatoClient.connect()
-        dataset = str(
-            await _submit(
-                client,
-                source,
-                destination,
-                options,
-                include,
-                exclude,
-                small_file_max,
-                retry_failed,
-            )
+        client, dataset, run_id = await _start(
+            source, destination, options, include, exclude, small_file_max, retry_failed
         )
         if not quiet:
             shown = destination if isinstance(destination, str) else " ".join(destination)
             typer.echo(f"dataset {dataset}: {source} -> {shown}", err=True)
+        if isinstance(client, LightClient):
+            if quiet and run_id is not None:
+                # the light client waits for the end; only a complete one it tells itself
+                done = await follow_or_hint(
+                    "dataset", dataset, client.dataset_completed(dataset, run_id)
+                )
+                if done is not None:
+                    return done
+            from staccato.client import StaccatoClient
+
+            client = await StaccatoClient.connect()
         return await follow_or_hint("dataset", dataset, follow(client, dataset, quiet=quiet))
 
     final = run(go)
