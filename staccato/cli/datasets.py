@@ -213,29 +213,37 @@ def cp_recursive(
     some files failed."""
 
     async def go() -> DatasetStatus:
-        from staccato.light_client import LightClient
-
         client, dataset, run_id = await _start(
             source, destination, options, include, exclude, small_file_max, retry_failed
         )
         if not quiet:
             shown = destination if isinstance(destination, str) else " ".join(destination)
             typer.echo(f"dataset {dataset}: {source} -> {shown}", err=True)
-        if isinstance(client, LightClient):
-            if quiet and run_id is not None:
-                # the light client waits for the end; only a complete one it tells itself
-                done = await follow_or_hint(
-                    "dataset", dataset, client.dataset_completed(dataset, run_id)
-                )
-                if done is not None:
-                    return done
-            from staccato.client import StaccatoClient
-
-            client = await StaccatoClient.connect()
-        return await follow_or_hint("dataset", dataset, follow(client, dataset, quiet=quiet))
+        return await follow_or_hint("dataset", dataset, _wait(client, dataset, run_id, quiet))
 
     final = run(go)
     exit_for(final, quiet)
+
+
+async def _wait(
+    client: StaccatoClient | LightClient, dataset: str, run_id: str | None, quiet: bool
+) -> DatasetStatus:
+    """Follow the dataset ``client`` started (``run_id``: the light client's run)
+    until it ends. With ``quiet`` the light client waits for the end itself and tells
+    a complete one; any other end, and the progress bar or lines, are the SDK's client's
+    (:func:`follow`), connected here, so that Ctrl-C meanwhile also says the dataset
+    goes on."""
+    from staccato.light_client import LightClient
+
+    if isinstance(client, LightClient):
+        if quiet and run_id is not None:
+            done = await client.dataset_completed(dataset, run_id)
+            if done is not None:
+                return done
+        from staccato.client import StaccatoClient
+
+        client = await StaccatoClient.connect()
+    return await follow(client, dataset, quiet=quiet)
 
 
 def progress_text(s: DatasetStatus) -> str:
