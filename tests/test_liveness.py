@@ -14,6 +14,7 @@ import multiprocessing
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -188,19 +189,22 @@ async def harness(temporal_server: TemporalDevServer, tmp_path: Path) -> AsyncIt
     try:
         loop = asyncio.get_running_loop()
         await asyncio.gather(*(loop.run_in_executor(pool, _warm_up) for _ in range(4)))
-        worker = Worker(
-            client,
-            task_queue=task_queue,
-            workflows=[LivenessWorkflow],
-            workflow_runner=UnsandboxedWorkflowRunner(),
-            activities=[block, fail, block_async],
-            activity_executor=pool,
-            shared_state_manager=SharedStateManager.create_from_multiprocessing(manager),
-            max_concurrent_activities=8,
-            max_heartbeat_throttle_interval=timedelta(seconds=1),
-            default_heartbeat_throttle_interval=timedelta(seconds=1),
-            graceful_shutdown_timeout=timedelta(0),
-        )
+        with warnings.catch_warnings():
+            # it compares with the processes only; each runs 4 activities
+            warnings.filterwarnings("ignore", message="Worker max_concurrent_activities")
+            worker = Worker(
+                client,
+                task_queue=task_queue,
+                workflows=[LivenessWorkflow],
+                workflow_runner=UnsandboxedWorkflowRunner(),
+                activities=[block, fail, block_async],
+                activity_executor=pool,
+                shared_state_manager=SharedStateManager.create_from_multiprocessing(manager),
+                max_concurrent_activities=8,
+                max_heartbeat_throttle_interval=timedelta(seconds=1),
+                default_heartbeat_throttle_interval=timedelta(seconds=1),
+                graceful_shutdown_timeout=timedelta(0),
+            )
         harness = Harness(client, task_queue, tmp_path)
         async with worker:
             try:
