@@ -3,6 +3,7 @@ and small file utilities. No mocks: workers talk to the real Temporal dev server
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
@@ -68,6 +69,8 @@ class WorkerProcess:
         task_queue: queue to poll (default: a fresh unique one).
         processes: activity processes.
         env: extra environment (e.g. AWS settings for S3 tests).
+        own_group: start it as the leader of its own process group (a new session),
+            so :meth:`kill_group` can SIGKILL it with all its processes at once.
     """
 
     def __init__(
@@ -78,8 +81,10 @@ class WorkerProcess:
         processes: int = 4,
         env: Mapping[str, str] | None = None,
         log_dir: Path | None = None,
+        own_group: bool = False,
     ) -> None:
         self.address = address
+        self.own_group = own_group
         self.task_queue = task_queue or f"test-{uuid.uuid4().hex[:12]}"
         self.processes = processes
         self.env = dict(env or {})
@@ -107,6 +112,7 @@ class WorkerProcess:
             stdin=subprocess.DEVNULL,
             env=env,
             cwd=REPO,
+            start_new_session=self.own_group,
         )
         log.close()
         if not wait:
@@ -136,6 +142,24 @@ class WorkerProcess:
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(10)
+
+    def kill_group(self, timeout_s: float = 10.0) -> None:
+        """SIGKILL the worker's whole process group (worker, manager, pool) at once and
+        wait until none of them is left (``own_group`` workers only).
+
+        Raises:
+            AssertionError: started without ``own_group``, or some are alive after
+                ``timeout_s`` seconds.
+        """
+        assert self.own_group and self.process is not None, "kill_group needs own_group=True"
+        pgid = self.process.pid
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+        self.process.wait(timeout_s)
+        deadline = time.monotonic() + timeout_s
+        while _group_members(pgid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _group_members(pgid), f"processes of group {pgid} outlived SIGKILL"
 
     def stop(self) -> None:
         """SIGTERM (graceful shutdown), SIGKILL after 20 s."""
@@ -208,6 +232,17 @@ def child_pids(pid: int) -> list[int]:
         except FileNotFoundError:
             continue
     return children
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of process group ``pgid`` (Linux /proc)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                members.append(int(stat.parent.name))
+    return members
 
 
 def pid_alive(pid: int) -> bool:

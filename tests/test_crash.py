@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
+
+from temporalio.api.enums.v1 import EventType, TimeoutType
 
 from staccato.client import StaccatoClient
 from staccato.models import Checkpoint, TransferOptions, TransferState
@@ -20,6 +23,7 @@ from tests.helpers import (
     wait_for_status,
     write_random,
 )
+from tests.servers.holding_proxy import HoldingProxy
 from tests.servers.nginx import NginxServer, nginx_fixture
 from tests.servers.temporal_server import TemporalDevServer
 
@@ -169,3 +173,112 @@ async def test_source_down_then_back(
     print(f"source down: last retry reason seen: {retry_reasons[-1] if retry_reasons else None}")
     assert retry_reasons, "status never showed why the transfer was retrying"
     assert "down.bin" in retry_reasons[-1] or "127.0.0.1" in retry_reasons[-1], retry_reasons[-1]
+
+
+#: the publish test's object: small, its copy is quick; what matters is publish
+PUBLISH_SIZE = 8 * MiB
+#: seconds after the kill by which the publish attempt of the killed worker must have
+#: been timed out: its heartbeat timeout is 20 s (SHORT_HEARTBEAT_TIMEOUT); without one
+#: Temporal waits for its 2 min start-to-close timeout, and this fails first
+PUBLISH_TIMED_OUT_BOUND_S = 60.0
+
+
+async def _pending(client: StaccatoClient, transfer: str, activity_type: str) -> list[Any]:
+    description = await client.temporal.get_workflow_handle(transfer).describe()
+    return [
+        p
+        for p in description.raw_description.pending_activities
+        if p.activity_type.name == activity_type
+    ]
+
+
+async def test_worker_killed_under_publish_is_noticed_by_its_heartbeat_timeout(
+    temporal_server: TemporalDevServer,
+    nginx_ranges: NginxServer,
+    http_root: Path,
+    data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """A worker SIGKILLed (its whole process group) while publish re-stats the source:
+    the attempt is timed out by its heartbeat timeout (not its 2 min start-to-close),
+    retried on a new worker, and the transfer completes byte-identical with no temp
+    file left. The source is behind a proxy that holds HEAD responses once the object's
+    bytes have passed: publish's re-stat, never the first stat."""
+    digest = write_random(http_root / "publish-kill.bin", PUBLISH_SIZE, seed=31)
+    at_rest(http_root / "publish-kill.bin")  # no second read of the source before publish
+    destination = data_dir / "publish-kill.bin"
+    proxy = HoldingProxy(nginx_ranges.port, hold_after=PUBLISH_SIZE, hold_method="HEAD").start()
+    first = WorkerProcess(
+        temporal_server.address, processes=2, log_dir=tmp_path, own_group=True
+    ).start()
+    second = WorkerProcess(
+        temporal_server.address, task_queue=first.task_queue, processes=2, log_dir=tmp_path
+    )
+    try:
+        client = await _client(temporal_server.address, first.task_queue)
+        transfer = await client.submit(
+            proxy.url("publish-kill.bin"),
+            str(destination),
+            TransferOptions(chunk_size=2 * MiB, streams=2),
+        )
+        await asyncio.to_thread(proxy.wait_held, 120)
+        deadline = time.monotonic() + 30
+        while not (held := await _pending(client, transfer, "publish")):
+            assert time.monotonic() < deadline, "a HEAD was held, but no publish is pending"
+            await asyncio.sleep(0.1)
+        assert held[0].attempt == 1, held[0]
+        first.kill_group()
+        killed_at = time.monotonic()
+        await asyncio.to_thread(second.start)
+        # the hold stays on, so the retry (its re-stat held too) stays visible
+        while True:
+            pending = await _pending(client, transfer, "publish")
+            assert len(pending) == 1, f"publish pending: {pending}"
+            publish = pending[0]
+            if publish.attempt >= 2:
+                break
+            waited = time.monotonic() - killed_at
+            assert waited < PUBLISH_TIMED_OUT_BOUND_S, (
+                f"the publish attempt of the killed worker was not timed out within "
+                f"{PUBLISH_TIMED_OUT_BOUND_S:g} s of the kill (still attempt "
+                f"{publish.attempt}): Temporal notices a worker that died under publish "
+                f"only at its heartbeat timeout, or without one at its start-to-close "
+                f"timeout (2 min)"
+            )
+            await asyncio.sleep(0.2)
+        print(
+            f"publish attempt timed out {time.monotonic() - killed_at:.1f} s after the "
+            f"kill: {publish.last_failure.message}"
+        )
+        proxy.release()
+        result = await asyncio.wait_for(client.wait(transfer), 120)
+        history = await client.temporal.get_workflow_handle(transfer).fetch_history()
+    finally:
+        proxy.release()
+        second.stop()
+        if first.process is not None and first.process.poll() is None:
+            first.kill_group()
+        proxy.stop()
+    assert result.bytes == PUBLISH_SIZE
+    assert sha256_file(destination) == digest
+    assert leftovers(data_dir) == []
+    # the publish attempt that completed started after the killed one's timeout
+    scheduled = [
+        e.event_id
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        and e.activity_task_scheduled_event_attributes.activity_type.name == "publish"
+    ]
+    assert len(scheduled) == 1, scheduled
+    (started,) = [
+        e.activity_task_started_event_attributes
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+        and e.activity_task_started_event_attributes.scheduled_event_id == scheduled[0]
+    ]
+    assert started.attempt >= 2, started
+    timeout_type = started.last_failure.timeout_failure_info.timeout_type
+    assert timeout_type == TimeoutType.TIMEOUT_TYPE_HEARTBEAT, (
+        f"the killed worker's publish attempt ended by {TimeoutType.Name(timeout_type)}, "
+        f"not by its heartbeat timeout: {started.last_failure}"
+    )

@@ -44,6 +44,7 @@ from temporalio import activity
 from temporalio.exceptions import CancelledError
 
 from staccato.activities.errors import mapped_errors
+from staccato.activities.liveness import heartbeating
 from staccato.activities.object_copy import copy_object, up_to_date
 from staccato.activities.pacing import SharedPacer, beating_wait, paced_by
 from staccato.activities.small_copy import SMALL_OBJECT_MAX, stage_small_url
@@ -595,6 +596,7 @@ def _abort_orphans(
 
 
 @activity.defn(name="abort_batch_orphans")
+@heartbeating
 @mapped_errors
 def abort_batch_orphans(request: BatchOrphansInput) -> int:
     """Abort the write sessions a batch that will not run again (its dataset was

@@ -18,6 +18,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from staccato import settings
+from staccato.activities.liveness import heartbeating
 from staccato.errors import SettingsError
 from staccato.link_memory import read_link_memory
 from staccato.models import TuningRecall
@@ -48,6 +49,7 @@ class LinkTuningActivities:
         self._buffer_bytes = buffer_bytes
 
     @activity.defn(name="recall_link_tuning")
+    @heartbeating
     async def recall_link_tuning(self, link: str) -> TuningRecall:
         """What a tuned transfer on ``link`` starts from (memory and settings)."""
         current = settings.current()
@@ -81,6 +83,7 @@ class LinkTuningActivities:
         )
 
     @activity.defn(name="record_link_tuning")
+    @heartbeating
     async def record_link_tuning(self, memory: LinkMemory) -> None:
         """Store ``memory`` as its link's (signal-with-start ``record``)."""
         await self._client.start_workflow(

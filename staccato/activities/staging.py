@@ -13,6 +13,7 @@ from temporalio import activity
 
 from staccato import secrets, settings
 from staccato.activities.errors import mapped_errors
+from staccato.activities.liveness import heartbeating
 from staccato.activities.pacing import Pacer
 from staccato.activities.stream_guard import guarded, touch
 from staccato.activities.stream_progress import HEARTBEAT_EVERY_S, StreamStopped, heartbeat
@@ -124,6 +125,7 @@ def stage_source(request: StageInput) -> StageResult:
 
 
 @activity.defn(name="release_staged")
+@heartbeating
 @mapped_errors
 def release_staged(request: StageInput) -> None:
     """Remove the transfer's pin of its entry (the entry stays, least recently used

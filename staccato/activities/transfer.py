@@ -21,6 +21,7 @@ from temporalio.exceptions import CancelledError
 
 from staccato import checksums, secrets, settings
 from staccato.activities.errors import mapped_errors
+from staccato.activities.liveness import heartbeating
 from staccato.endpoints import get_driver
 from staccato.endpoints.base import keepalive, keepalive_hook
 from staccato.errors import (
@@ -83,6 +84,7 @@ REMOTE_CLOCK_SKEW_S = 120.0
 
 
 @activity.defn(name="stat")
+@heartbeating
 @mapped_errors
 def stat(url: str, source_secret: str | None = None) -> ObjectInfo:
     """Size, version and range support of the object at ``url`` (whose sealed query,
@@ -180,6 +182,7 @@ def confirm_source(request: ConfirmSourceInput) -> None:
 
 
 @activity.defn(name="prepare")
+@heartbeating
 @mapped_errors
 def prepare(request: PrepareInput) -> PrepareResult:
     """Check the destination and open a write session (idempotent per session_key).
@@ -236,6 +239,7 @@ def open_write_session(request: PrepareInput) -> PrepareResult:
 
 
 @activity.defn(name="publish")
+@heartbeating
 @mapped_errors
 def publish(request: PublishInput) -> str | None:
     """Re-check the source version, then atomically publish the destination.
@@ -305,6 +309,7 @@ class ThrottledHeartbeat:
 
 
 @activity.defn(name="verify")
+@heartbeating
 def verify(request: VerifyInput) -> str:
     """Check the destination against the source-side checksum, heartbeating per chunk.
 
@@ -417,6 +422,7 @@ def check_after_publish(
 
 
 @activity.defn(name="cleanup")
+@heartbeating
 @mapped_errors
 def cleanup(session: WriteSession) -> None:
     """Remove a write session's temp data (temp file, multipart upload). Idempotent."""

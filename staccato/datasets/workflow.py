@@ -101,7 +101,7 @@ with workflow.unsafe.imports_passed_through():
     from staccato.workflows import search_attributes as sa
 
 from staccato.workflows import front, slots
-from staccato.workflows.calls import RETRY
+from staccato.workflows.calls import RETRY, SHORT_HEARTBEAT_TIMEOUT
 from staccato.workflows.failures import decode_input, reason
 from staccato.workflows.governor import LIMIT_QUEUED_SIGNAL, SLOT_GRANTED_SIGNAL
 
@@ -576,6 +576,7 @@ class DatasetWorkflow:
                 result_type=int,
                 start_to_close_timeout=ORPHANS_TIMEOUT,
                 schedule_to_close_timeout=timedelta(seconds=request.options.retry_for_s),
+                heartbeat_timeout=SHORT_HEARTBEAT_TIMEOUT,
                 retry_policy=RETRY,
             )
         except Exception as err:  # noqa: BLE001

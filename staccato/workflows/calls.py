@@ -23,6 +23,18 @@ RETRY = RetryPolicy(
     maximum_attempts=0,
 )
 SHORT_TIMEOUT = timedelta(minutes=2)
+#: heartbeat timeout of the short regular activities (stat, prepare, publish, verify of
+#: the size, cleanup, sync_check, release_staged, abort_batch_orphans, the link-tuning
+#: recall and record): their bodies heartbeat every 5 s while they run
+#: (:func:`staccato.activities.liveness.heartbeating`), so an attempt whose worker died
+#: (SIGKILL, a lost machine) is timed out and retried elsewhere within this, not after
+#: its start-to-close timeout (:data:`SHORT_TIMEOUT`, 2 min).
+#: Replay: no ``workflow.patched`` needed. Temporal's determinism check of a
+#: ScheduleActivityTask command against the recorded ActivityTaskScheduled event
+#: compares the activity id and type only, not its timeouts (sdk-core,
+#: ``activity_state_machine.rs``, ``ScheduleCommandCreated::on_activity_task_scheduled``),
+#: and every recorded history under tests/workflow/histories replays with it.
+SHORT_HEARTBEAT_TIMEOUT = timedelta(seconds=20)
 STREAM_RATE_FLOOR = 1_000_000  # bytes/s assumed when sizing a stream's start-to-close timeout
 T = TypeVar("T")
 
@@ -48,7 +60,8 @@ async def short_activity(
     task, saving the ~20 ms server round trip of a regular activity (three of them per
     transfer). If it fails with a retryable error, the activity runs again as a regular
     activity with :data:`RETRY`, so its retries back off durably and their reasons show
-    in ``status`` (pending activities; local activities do not appear there).
+    in ``status`` (pending activities; local activities do not appear there), and a
+    worker that dies under one is noticed within :data:`SHORT_HEARTBEAT_TIMEOUT`.
     A non-retryable failure (missing source, permission denied...) fails at once.
 
     ``cancellation_type`` applies to both: ``WAIT_CANCELLATION_COMPLETED`` makes a
@@ -84,6 +97,7 @@ async def short_activity(
         result_type=result_type,
         start_to_close_timeout=SHORT_TIMEOUT,
         schedule_to_close_timeout=budget,
+        heartbeat_timeout=SHORT_HEARTBEAT_TIMEOUT,
         retry_policy=RETRY,
         cancellation_type=cancellation_type,
     )

@@ -60,7 +60,14 @@ with workflow.unsafe.imports_passed_through():
     )
     from staccato.workflows import search_attributes as sa
 
-from staccato.workflows.calls import RETRY, SHORT_TIMEOUT, copy_timeout, sealed, short_activity
+from staccato.workflows.calls import (
+    RETRY,
+    SHORT_HEARTBEAT_TIMEOUT,
+    SHORT_TIMEOUT,
+    copy_timeout,
+    sealed,
+    short_activity,
+)
 from staccato.workflows.failures import decode_input, reason
 
 
@@ -242,6 +249,7 @@ class FanOutWorkflow:
             "release_staged",
             stage_input,
             start_to_close_timeout=SHORT_TIMEOUT,
+            heartbeat_timeout=SHORT_HEARTBEAT_TIMEOUT,
             retry_policy=RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=10)),
         )
         try:

@@ -117,6 +117,7 @@ with workflow.unsafe.imports_passed_through():
 from staccato.workflows import front, slots, sync
 from staccato.workflows.calls import (
     RETRY,
+    SHORT_HEARTBEAT_TIMEOUT,
     SHORT_TIMEOUT,
     cancelling,
     copy_timeout,
@@ -722,6 +723,7 @@ class TransferWorkflow:
                 self._tune_learned,
                 task_queue=front.control_queue(workflow.info().task_queue),
                 start_to_close_timeout=SHORT_TIMEOUT,
+                heartbeat_timeout=SHORT_HEARTBEAT_TIMEOUT,
                 retry_policy=_TUNING_RETRY,
             )
         # A pause accepted as the last segment finished holds here: nothing moves on
@@ -851,6 +853,8 @@ class TransferWorkflow:
             ),
             start_to_close_timeout=SHORT_TIMEOUT,
             schedule_to_close_timeout=self._retry_budget(),
+            # a worker killed under publish is noticed within this, not after 2 min
+            heartbeat_timeout=SHORT_HEARTBEAT_TIMEOUT,
             retry_policy=RETRY,
         )
         self._progress_at = workflow.now()
@@ -1333,6 +1337,7 @@ class TransferWorkflow:
                 activity,
                 arg,
                 start_to_close_timeout=SHORT_TIMEOUT,
+                heartbeat_timeout=SHORT_HEARTBEAT_TIMEOUT,
                 retry_policy=RetryPolicy(
                     maximum_attempts=attempts, maximum_interval=timedelta(seconds=10)
                 ),
@@ -1484,6 +1489,7 @@ class TransferWorkflow:
                 result_type=TuningRecall,
                 task_queue=front.control_queue(workflow.info().task_queue),
                 start_to_close_timeout=SHORT_TIMEOUT,
+                heartbeat_timeout=SHORT_HEARTBEAT_TIMEOUT,
                 retry_policy=_TUNING_RETRY,
             )
         except ActivityError as err:

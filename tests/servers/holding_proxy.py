@@ -10,6 +10,11 @@ transfer's progress for a window ("at 30 %") misses it when the copy outruns the
         owners = proxy.held_ports()   # the client ports of the held connections
         ... act ...
         proxy.release()
+
+With ``hold_method="HEAD"`` only the responses to HEAD requests (a driver's stat) are
+held once ``hold_after`` bytes have passed; the others go on: ``hold_after`` = the
+object's size holds the stat a transfer makes after its streams (publish's re-check of
+the source), not the one before them.
 """
 
 from __future__ import annotations
@@ -33,13 +38,21 @@ class HoldingProxy(PacingProxy):
         hold_after: response bytes (headers included) relayed before the hold.
         rate_bytes_per_s: the cap on responses, bytes per second (default: none to
             speak of).
+        hold_method: hold only the responses to requests of this method (e.g.
+            ``"HEAD"``); None: every response.
     """
 
     def __init__(
-        self, upstream_port: int, *, hold_after: int, rate_bytes_per_s: float = 10e9
+        self,
+        upstream_port: int,
+        *,
+        hold_after: int,
+        rate_bytes_per_s: float = 10e9,
+        hold_method: str | None = None,
     ) -> None:
         super().__init__(upstream_port, rate_bytes_per_s)
         self.hold_after = hold_after
+        self.hold_method = hold_method.encode() if hold_method else None
         #: response bytes relayed so far
         self.relayed = 0
         self._held: dict[int, int] = {}  # client port -> bytes relayed to it
@@ -74,6 +87,9 @@ class HoldingProxy(PacingProxy):
             self._release = asyncio.Event()
         release = self._release
         client_port = client_w.get_extra_info("peername")[1]
+        # the method of the request last sent on this connection (the client waits for
+        # each response before it sends the next request: no pipelining)
+        method: list[bytes] = [b""]
         try:
             upstream_r, upstream_w = await asyncio.open_connection(LOCALHOST, self.upstream_port)
         except OSError:
@@ -85,9 +101,14 @@ class HoldingProxy(PacingProxy):
         ) -> None:
             try:
                 while data := await reader.read(BLOCK):
+                    if not response:
+                        word = data.split(b" ", 1)[0]
+                        if word.isalpha() and word.isupper():  # a request line starts
+                            method[0] = word
                     if response:
                         room = self.hold_after - self.relayed
-                        if room < len(data) and not release.is_set():
+                        held = self.hold_method is None or method[0] == self.hold_method
+                        if held and room < len(data) and not release.is_set():
                             head, data = data[: max(room, 0)], data[max(room, 0) :]
                             if head:
                                 self.relayed += len(head)

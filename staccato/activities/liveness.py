@@ -1,0 +1,138 @@
+"""Heartbeats that only say "this attempt's worker is alive", for short activities.
+
+A short activity (``stat``, ``prepare``, ``publish``, ``cleanup``...) has nothing to
+checkpoint, and before this it sent no heartbeats: Temporal noticed a worker that died
+under one only at the attempt's start-to-close timeout (2 min), and the transfer
+stood still that long. Scheduled with a heartbeat timeout
+(:data:`staccato.workflows.calls.SHORT_HEARTBEAT_TIMEOUT`, 20 s) and decorated with
+:func:`heartbeating`, such an activity heartbeats while its body runs, so a dead
+worker is noticed within the heartbeat timeout instead.
+
+:func:`heartbeating` heartbeats (no details) every quarter of the attempt's heartbeat
+timeout, at most every :data:`BEAT_EVERY_MAX_S`:
+
+* a sync body (the activity pool: threads of spawned processes, heartbeats through the
+  worker's shared state manager): from a daemon thread that runs in a copy of the
+  calling thread's ``contextvars`` context (``activity.heartbeat`` finds the running
+  activity through a ContextVar, which a new thread does not inherit);
+* an async body (the control queue, in the worker's event loop): from a task.
+
+It stops when the body returns or raises, before the result is handed back (no
+heartbeat of a finished attempt). It does nothing in a local activity (its first
+attempt: a local activity has no heartbeats) or an attempt scheduled without a
+heartbeat timeout (a run recorded before this rule: nothing would watch them). A
+heartbeat that fails (the worker's manager process gone) is logged once and ends the
+heartbeats of that attempt; the body's result or error is returned as it is.
+
+Only for activities that keep no heartbeat details: a heartbeat here replaces the
+details with none (a stream's checkpoint, a batch's next file would be lost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any, ParamSpec, TypeVar, cast
+
+from temporalio import activity
+
+#: seconds between heartbeats at most (a quarter of the heartbeat timeout when shorter)
+BEAT_EVERY_MAX_S = 5.0
+#: seconds between heartbeats at least (for very short heartbeat timeouts)
+BEAT_EVERY_MIN_S = 0.1
+#: seconds a finished body waits for the heartbeat thread to end (a heartbeat stuck
+#: on a hung manager is left behind: the thread is a daemon and sends nothing more)
+_JOIN_S = 1.0
+#: name prefix of the heartbeat threads (tests look for it)
+THREAD_PREFIX = "heartbeat-"
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def beat_interval() -> float | None:
+    """Seconds between this attempt's heartbeats, or None when it should send none (a
+    local activity, or no heartbeat timeout). Call inside an activity."""
+    info = activity.info()
+    timeout = info.heartbeat_timeout
+    if info.is_local or not timeout:
+        return None
+    return min(BEAT_EVERY_MAX_S, max(BEAT_EVERY_MIN_S, timeout.total_seconds() / 4))
+
+
+def _beat(every: float, stop: threading.Event | None = None) -> bool:
+    """One heartbeat (after ``every`` s, unless ``stop`` is set first); False once it
+    failed (logged) or was stopped."""
+    if stop is not None and stop.wait(every):
+        return False
+    try:
+        activity.heartbeat()
+    except Exception as err:  # noqa: BLE001 - the body's outcome must not depend on it
+        activity.logger.warning(
+            "heartbeat failed (the worker may be shutting down); no more heartbeats "
+            "from this attempt: %s: %s",
+            type(err).__name__,
+            err,
+        )
+        return False
+    return True
+
+
+def _beat_until(every: float, stop: threading.Event) -> None:
+    while _beat(every, stop):
+        pass
+
+
+async def _beat_forever(every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        if not _beat(every):
+            return
+
+
+def heartbeating(fn: Callable[P, R]) -> Callable[P, R]:
+    """Wrap a short activity's function (sync or async) so it heartbeats while it runs
+    (see the module). Put it under ``@activity.defn``.
+
+    The wrapped function's result and exceptions are the body's, unchanged."""
+    if inspect.iscoroutinefunction(fn):
+        run_async = cast(Callable[..., Awaitable[Any]], fn)
+
+        @functools.wraps(fn)
+        async def beating_async(*args: Any, **kwargs: Any) -> Any:
+            every = beat_interval()
+            if every is None:
+                return await run_async(*args, **kwargs)
+            beats = asyncio.get_running_loop().create_task(_beat_forever(every))
+            try:
+                return await run_async(*args, **kwargs)
+            finally:
+                beats.cancel()
+
+        return cast(Callable[P, R], beating_async)
+
+    @functools.wraps(fn)
+    def beating(*args: P.args, **kwargs: P.kwargs) -> R:
+        every = beat_interval()
+        if every is None:
+            return fn(*args, **kwargs)
+        stop = threading.Event()
+        context = contextvars.copy_context()
+        thread = threading.Thread(
+            target=context.run,
+            args=(_beat_until, every, stop),
+            name=f"{THREAD_PREFIX}{activity.info().activity_type}",
+            daemon=True,
+        )
+        thread.start()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            stop.set()
+            thread.join(_JOIN_S)
+
+    return beating
