@@ -15,7 +15,6 @@ from temporalio.exceptions import CancelledError
 
 from staccato import secrets
 from staccato.activities.errors import mapped_errors
-from staccato.activities.liveness import heartbeating
 from staccato.activities.transfer import HeartbeatStopped, ThrottledHeartbeat, check_file_roots
 from staccato.endpoints import get_driver
 from staccato.endpoints.base import keepalive_hook
@@ -25,7 +24,6 @@ from staccato.urls import parse_url
 
 
 @activity.defn(name="sync_check")
-@heartbeating
 def sync_check(request: SyncInput) -> SyncResult:
     """Compare the destination with the source (stat'ed as ``request.source_info``)
     at ``request.level``.

@@ -309,7 +309,6 @@ class ThrottledHeartbeat:
 
 
 @activity.defn(name="verify")
-@heartbeating
 def verify(request: VerifyInput) -> str:
     """Check the destination against the source-side checksum, heartbeating per chunk.
 
