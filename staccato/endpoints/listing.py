@@ -37,8 +37,9 @@ LINK_LOOP = "symbolic link loop"
 
 def into_destination(shown: str, real: str, *, link: bool, directory: bool) -> str:
     """Why an entry that leads into the destination root ``shown`` (it resolves to
-    ``real``) is not followed: a link to the root, into it or to a directory above it
-    would copy the copy (a directory's, one level deeper each run)."""
+    ``real``) is not followed: a link to the root or into it, or the root itself met
+    below a link to a directory above it, would copy the copy (a directory's, one
+    level deeper each run)."""
     what = (
         f"symbolic link into the destination root {shown} (it leads to {real})"
         if link
