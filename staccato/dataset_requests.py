@@ -232,17 +232,26 @@ def make_dataset_request(
         )
     source_root, destination_root = root_text(src), root_text(dst)
     _check_disjoint(source_root, destination_root, _real_root(src), _real_root(dst), exclude)
+    return _request(
+        source_root=source_root,
+        destination_root=destination_root,
+        options=options or TransferOptions(),
+        include=list(include),
+        exclude=list(exclude),
+        small_file_max=small_file_max,
+        retry_failed=retry_failed,
+        **tuning,
+    )
+
+
+def _request(**fields: Any) -> DatasetRequest:
+    """The :class:`DatasetRequest` of ``fields``.
+
+    Raises:
+        InvalidURLError: a field out of its range (pydantic's reason).
+    """
     try:
-        return DatasetRequest(
-            source_root=source_root,
-            destination_root=destination_root,
-            options=options or TransferOptions(),
-            include=list(include),
-            exclude=list(exclude),
-            small_file_max=small_file_max,
-            retry_failed=retry_failed,
-            **tuning,
-        )
+        return DatasetRequest(**fields)
     except ValueError as err:
         raise InvalidURLError(f"invalid dataset request: {err}") from None
 
@@ -267,20 +276,17 @@ def _make_fan_out_request(
     ]  # each pair as a single dataset checks it (kinds, overlap with the source)
     roots = _fan_out_roots(firsts[0].source_root, destinations)
     tuning.setdefault("batch_files", FAN_OUT_BATCH_FILES)
-    try:
-        return DatasetRequest(
-            source_root=firsts[0].source_root,
-            destination_root=roots[0],
-            destination_roots=roots,
-            options=options or TransferOptions(),
-            include=list(include),
-            exclude=list(exclude),
-            small_file_max=small_file_max,
-            retry_failed=retry_failed,
-            **tuning,
-        )
-    except ValueError as err:
-        raise InvalidURLError(f"invalid dataset request: {err}") from None
+    return _request(
+        source_root=firsts[0].source_root,
+        destination_root=roots[0],
+        destination_roots=roots,
+        options=options or TransferOptions(),
+        include=list(include),
+        exclude=list(exclude),
+        small_file_max=small_file_max,
+        retry_failed=retry_failed,
+        **tuning,
+    )
 
 
 def request_hash(request: DatasetRequest) -> str:
