@@ -117,8 +117,9 @@ class _Beat:
     """A heartbeat hook at most every 0.5 s with the given details; raises
     :class:`StreamStopped` when the activity is cancelled or the worker is gone."""
 
-    def __init__(self, details: object) -> None:
+    def __init__(self, details: object, before: Callable[[], None] | None = None) -> None:
         self.details = details
+        self._before = before  # brings the details up to date before each heartbeat
         self._last = 0.0
         self._parent = os.getppid()
 
@@ -129,6 +130,8 @@ class _Beat:
         self._last = now
         if os.getppid() != self._parent:
             raise StreamStopped("worker process is gone")
+        if self._before is not None:
+            self._before()
         heartbeat(self.details)
 
 
@@ -440,10 +443,11 @@ def _copy_batch(request: BatchInput) -> BatchResult | None:
             len(request.files),
             activity.info().attempt,
         )
-    beat = _Beat(state)
+    pacer = batch_pacer(request)
+    state.bytes_moving = 0
+    beat = _Beat(state, None if pacer is None else _moving_meter(request, state, pacer))
     root = parse_url(request.source_root)
     destination_root = parse_url(request.destination_root)
-    pacer = batch_pacer(request)
     handled_after: set[int] = set()  # files handled past ``next_index`` (a cancel's)
     try:
         with keepalive_hook(beat):
@@ -470,6 +474,34 @@ def _copy_batch(request: BatchInput) -> BatchResult | None:
     return BatchResult(
         done=state.done, skipped=state.skipped, bytes=state.bytes, failures=state.failures
     )
+
+
+def _moving_meter(
+    request: BatchInput, state: BatchCheckpoint, pacer: SharedPacer
+) -> Callable[[], None]:
+    """What sets ``state.bytes_moving`` before each heartbeat: the bytes the batch's
+    ``pacer`` let through in this attempt (:meth:`SharedPacer.paid`) less the sizes of the files counted since
+    (each counted file was read whole, or up to date and read through no pacer, or
+    failed: the first two make it exact, a failure can only make it less), at most the
+    sizes of the files that may be read and not counted (in flight, staged for a group
+    commit). Counting a file moves its bytes from here to ``state.bytes``: the sum
+    shown does not step back."""
+    sizes = [f.size for f in request.files]
+    counted = state.next_index  # the files counted before this attempt: not read here
+    counted_sizes = 0
+    taken_at_start = pacer.paid()
+    uncounted_max = FILES_IN_FLIGHT + 2 * GROUP_FILES
+
+    def update() -> None:
+        nonlocal counted, counted_sizes
+        while counted < state.next_index:
+            counted_sizes += sizes[counted]
+            counted += 1
+        moving = pacer.paid() - taken_at_start - counted_sizes
+        cap = sum(sizes[counted : counted + uncounted_max])
+        state.bytes_moving = max(0, min(moving, cap))
+
+    return update
 
 
 def batch_pacer(request: BatchInput | FanOutBatchInput) -> SharedPacer | None:

@@ -66,6 +66,9 @@ class Pacer:
         self._looked = -REFRESH_S
         self._t: float | None = None  # when the bytes taken so far are paid for
         self._started = False
+        #: bytes read through this pacer so far (paced or not), for progress
+        self.taken = 0
+        self._rate_taken: float | None = None  # the rate the last bytes were put at
 
     @property
     def active(self) -> bool:
@@ -124,11 +127,21 @@ class Pacer:
                 return
             wait(min(left, SLEEP_STEP_S))
 
+    def paid(self) -> int:
+        """Bytes taken so far whose time has come (a small file is read whole, then
+        waits for its bytes' time: it counts as it is paid for, at the rate, not at once)."""
+        if self._t is None or not self._rate_taken:
+            return self.taken
+        owed = max(0.0, self._t - time.monotonic()) * self._rate_taken
+        return max(0, int(self.taken - owed))
+
     def _reserve(self, n: int) -> float | None:
         """Put ``n`` bytes on the bucket: the monotonic time they are paid for (None:
         not paced now)."""
+        self.taken += n
         rate = self.rate()
         now = time.monotonic()
+        self._rate_taken = rate
         if rate is None:
             self._t = None
             return None
@@ -172,6 +185,10 @@ class SharedPacer(Pacer):
     def _reserve(self, n: int) -> float | None:
         with self._lock:
             return super()._reserve(n)
+
+    def paid(self) -> int:
+        with self._lock:
+            return super().paid()
 
 
 def beating_wait(beat: Callable[[], Any]) -> Callable[[float], None]:

@@ -248,7 +248,16 @@ async def _wait(
 
 def progress_text(s: DatasetStatus) -> str:
     """``120/2000 files, 3 up to date, 1 failed, 1.5 MiB, 240.0 files/s eta 8s``."""
-    total = f"{s.files_total}" + ("" if s.listing_done else "+")
+    from staccato.datasets.models import DatasetState
+
+    ended = s.state in (
+        DatasetState.completed,
+        DatasetState.completed_with_errors,
+        DatasetState.failed,
+        DatasetState.cancelled,
+    )
+    # "+": more may be listed; an ended dataset's count is final
+    total = f"{s.files_total}" + ("" if s.listing_done or ended else "+")
     parts = [f"{s.files_done}/{total} files"]
     if s.files_skipped:
         parts.append(f"{s.files_skipped} up to date")

@@ -375,6 +375,11 @@ class BatchCheckpoint(BatchResult):
 
     next_index: int = 0
     current: str | None = None
+    #: bytes read so far of the files not counted yet (in flight, or staged for their
+    #: group commit): ``status`` adds them to ``bytes`` while the batch runs, so bytes
+    #: move while a batch copies. Known where the batch is paced (its pacer meters every
+    #: byte read); 0 otherwise
+    bytes_moving: int = 0
 
 
 class DatasetProgress(_Lean):
@@ -437,7 +442,12 @@ class DatasetStatus(_Lean):
 
     Attributes:
         files_total: files listed so far (final once ``listing_done``).
-        rate_files_per_s, rate_bytes_per_s: since the dataset started.
+        listing_done: ``files_total`` is final: the listing ended (every file listed
+            was dispatched), or the dataset ended (cancelled or failed mid-listing too).
+        bytes_done: bytes of the files done, plus, while it runs, the bytes read so
+            far of the files its batches copy now (not beyond ``bytes_total``).
+        rate_files_per_s, rate_bytes_per_s: since the dataset started, until now (files
+            per second: one decimal, two significant digits below 1).
         eta_s: seconds left at that rate, once the listing is done.
         current: files being copied now (a few).
         failures: failed files with reasons (at most :data:`MAX_FAILURES_KEPT`).
@@ -571,6 +581,11 @@ class FanOutBatchCheckpoint(FanOutBatchResult):
 
     next_index: int = 0
     current: str | None = None
+    #: bytes read so far of the files not counted yet (in flight, or staged for their
+    #: group commit): ``status`` adds them to ``bytes`` while the batch runs, so bytes
+    #: move while a batch copies. Known where the batch is paced (its pacer meters every
+    #: byte read); 0 otherwise
+    bytes_moving: int = 0
     deferred: list[list[int]] = Field(default_factory=list)
     partial: dict[str, str] = Field(default_factory=dict)
     reasons: dict[str, str] = Field(default_factory=dict)

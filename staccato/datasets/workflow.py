@@ -378,6 +378,11 @@ class DatasetWorkflow:
                 carried.retry_index = index
             else:
                 carried.after = page.last
+            if not more:
+                # every file is listed and dispatched: files_listed is final (the
+                # progress query's state only, no command: it was set after the drain,
+                # so a 3-file dataset showed "3+" files to its end)
+                self._listing_done = True
             if more and listing is None:  # history full: this page was the run's last
                 await self._drain()
                 return True

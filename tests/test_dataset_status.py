@@ -1,0 +1,88 @@
+"""What a dataset's status shows while a slow dataset runs and after it is cancelled
+(a tester's findings): the file rate is files done over the time since the start
+(8.0 files/s was shown for ~0.3 files/s: the elapsed time was the workflow's clock,
+which stands still while a batch copies), bytes move while a batch copies (they stayed
+"0 B" until the batch counted a file), and an ended dataset's count is final (a
+cancelled 3-file tree showed "3+ files"). Real worker, Temporal and file systems; the
+batch paced (``max_rate``) so each file takes seconds."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+from staccato.cli.datasets import progress_text
+from staccato.client import StaccatoClient
+from staccato.dataset_client import cancel_dataset, dataset_status, submit_dataset
+from staccato.datasets.models import DatasetState, DatasetStatus
+from staccato.models import TransferOptions
+from tests.dataset_checks import MiB, wait_dataset
+from tests.helpers import run_cli, write_random
+
+FILES = 3
+SIZE = 300_000
+#: bytes per second: each file takes ~3 s
+RATE = 100_000
+
+
+def _published(root: Path) -> dict[str, int]:
+    """Relative name -> size of every file at ``root`` but temp and journal files."""
+    return {
+        str(p.relative_to(root)): p.stat().st_size
+        for p in root.rglob("*")
+        if p.is_file() and ".staccato" not in p.name
+    }
+
+
+async def test_slow_dataset_status_rate_bytes_and_final_count(
+    client: StaccatoClient, temporal_server, data_dir: Path
+) -> None:
+    source, destination = data_dir / "src", data_dir / "dst"
+    source.mkdir()
+    for i in range(FILES):
+        write_random(source / f"f{i}.bin", SIZE, seed=i)
+    options = TransferOptions(chunk_size=1 * MiB, streams=1, max_rate=RATE)
+    dataset = await submit_dataset(client, str(source), str(destination), options)
+    seen: list[DatasetStatus] = []
+    deadline = time.monotonic() + 120
+    while True:
+        status = await dataset_status(client, dataset)
+        assert status.state in (DatasetState.running, DatasetState.scheduled), status
+        seen.append(status)
+        if status.files_done >= 1:
+            break
+        assert time.monotonic() < deadline, f"no file done in 120 s: {seen[-3:]}"
+        await asyncio.sleep(0.1)
+    # bytes moved before the first file was counted (the batch's heartbeat)
+    moving = [s for s in seen if s.files_done == 0 and s.bytes_done > 0]
+    assert moving, [(s.files_done, s.bytes_done) for s in seen]
+    assert all(s.bytes_done <= s.bytes_total or not s.listing_done for s in seen), seen
+    # the rate: a file takes >= SIZE / RATE = 3 s less the pacer's 0.2 s burst from the
+    # batch's start (after the dataset's), so no more than 1 / 2.8 files/s can be true
+    running = await dataset_status(client, dataset)
+    assert running.state == DatasetState.running, running
+    assert running.rate_files_per_s is not None, running
+    assert 0 < running.rate_files_per_s <= 1 / 2.8, running
+    assert running.rate_bytes_per_s is not None and running.rate_bytes_per_s <= RATE * 1.1
+    # the listing is over: the count has no "+" while it runs
+    assert running.listing_done and running.files_total == FILES, running
+    assert f"/{FILES} files" in progress_text(running), progress_text(running)
+
+    await cancel_dataset(client, dataset)
+    final = await wait_dataset(client, dataset, timeout_s=120)
+    assert final.state == DatasetState.cancelled, final
+    published = _published(destination)
+    assert final.files_done == len(published) >= 1, (final, published)
+    assert final.bytes_done == sum(published.values()), (final, published)
+    assert final.files_total == FILES and final.listing_done, final
+    text = progress_text(final)
+    assert f"/{FILES} files" in text and "+" not in text, text
+    # as `status` shows it
+    args = {"address": temporal_server.address, "task_queue": client.task_queue}
+    shown = run_cli("status", dataset, **args)
+    assert shown.returncode == 0, shown.stderr
+    assert f"/{FILES} files" in shown.stdout and f"{FILES}+" not in shown.stdout, shown.stdout
+    data = json.loads(run_cli("status", "--json", dataset, **args).stdout)
+    assert data["listing_done"] is True and data["files_total"] == FILES, data
