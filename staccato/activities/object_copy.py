@@ -34,6 +34,7 @@ from staccato.activities.transfer import (
     verify_object,
 )
 from staccato.endpoints import get_driver
+from staccato.endpoints.base import keepalive_past_stop
 from staccato.errors import SourceChangedError, StaccatoError
 from staccato.models import (
     ObjectInfo,
@@ -232,4 +233,7 @@ def _write_and_publish(
                 "time (rewritten in place, size and mtime unchanged); nothing was published"
             )
     publish_session(PublishInput(session=session, source=source, source_info=info))
-    check_after_publish(session, info.size, segments, algorithm, digest, verified, options.verify)
+    with keepalive_past_stop():  # published: a stop now must not hide it
+        check_after_publish(
+            session, info.size, segments, algorithm, digest, verified, options.verify
+        )

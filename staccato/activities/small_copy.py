@@ -46,7 +46,7 @@ from staccato.activities.transfer import (
     verify_object,
 )
 from staccato.endpoints import get_driver
-from staccato.endpoints.base import Driver, WholeReads
+from staccato.endpoints.base import Driver, WholeReads, keepalive_past_stop
 from staccato.endpoints.file.fs import PSEUDO_FILE_SYSTEMS, file_system_type, mtime_resolution_of
 from staccato.endpoints.file.group import LocalGroup, StagedFile
 from staccato.endpoints.file.read import file_version
@@ -243,7 +243,10 @@ def _write_and_publish(
     except StaccatoError as err:
         drop_session(driver, session, err)
         raise
-    check_after_publish(session, size, [(0, chunks)], algorithm, expected, verified, options.verify)
+    with keepalive_past_stop():  # published: a stop now must not hide it
+        check_after_publish(
+            session, size, [(0, chunks)], algorithm, expected, verified, options.verify
+        )
 
 
 def drop_session(driver: Driver, session: WriteSession, err: StaccatoError) -> None:

@@ -59,6 +59,32 @@ def keepalive_hook(hook: Callable[[], None]) -> Iterator[None]:
         _keepalive_hook.reset(token)
 
 
+@contextlib.contextmanager
+def keepalive_past_stop() -> Iterator[None]:
+    """For the steps after a publish (the check of the published object): the
+    caller's :func:`keepalive` hook still runs (heartbeats), but what it raises to stop
+    (a cancel) is let pass: the object is published, so the step ends and the caller
+    learns the file was copied (a dataset's batch stopped by its cancel counts every
+    file it published; a stop raised here lost one: published, not counted). The
+    caller's next beat stops it."""
+    hook = _keepalive_hook.get()
+    if hook is None:
+        yield
+        return
+
+    def beat() -> None:
+        try:
+            hook()
+        except Exception:  # noqa: BLE001 - a stop, seen again at the caller's next beat
+            pass
+
+    token = _keepalive_hook.set(beat)
+    try:
+        yield
+    finally:
+        _keepalive_hook.reset(token)
+
+
 _write_fence_hook: ContextVar[Callable[[], None] | None] = ContextVar(
     "staccato_write_fence", default=None
 )
