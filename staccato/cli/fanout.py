@@ -16,16 +16,23 @@ import time
 import typer
 
 from staccato import units
-from staccato.cli.common import fail, follow_or_hint, run
+from staccato.cli.common import fail, follow_or_hint, run, start_or_hint
 from staccato.client import StaccatoClient
 from staccato.fanout_client import (
     follow_group,
+    group_id,
     group_status,
     make_fan_out_request,
     start_group,
     status_lines,
 )
-from staccato.models import GroupState, GroupStatus, TransferOptions, TransferState
+from staccato.models import (
+    FanOutRequest,
+    GroupState,
+    GroupStatus,
+    TransferOptions,
+    TransferState,
+)
 from staccato.urls import redact
 
 #: seconds between two progress blocks (one line per destination) on stderr
@@ -44,10 +51,9 @@ def submit(
 
     async def go() -> tuple[str, bool]:
         request = make_fan_out_request(source, destinations, options)  # before connecting
-        client = await StaccatoClient.connect()
-        return await start_group(client, request)
+        return await start_or_hint("group", group_id(request), _start(request))
 
-    group, attached = run(go)
+    group, attached = run(go, starts=True)
     if attached and not quiet:
         typer.echo(f"attached to running fan-out group {group} (same request)", err=True)
     typer.echo(json.dumps({"id": group}) if as_json else group)
@@ -60,7 +66,9 @@ def cp(source: str, destinations: list[str], options: TransferOptions, quiet: bo
     async def go() -> GroupStatus:
         request = make_fan_out_request(source, destinations, options)
         client = await StaccatoClient.connect()
-        group, attached = await start_group(client, request)
+        group, attached = await start_or_hint(
+            "group", group_id(request), start_group(client, request)
+        )
         if not quiet:
             typer.echo(
                 f"fan-out group {group}: {redact(source)} -> {len(destinations)} destinations"
@@ -69,15 +77,22 @@ def cp(source: str, destinations: list[str], options: TransferOptions, quiet: bo
             )
         return await follow_or_hint("group", group, _follow(client, group, quiet=quiet))
 
-    exit_for(run(go), quiet)
+    exit_for(run(go, starts=True), quiet)
+
+
+async def _start(request: FanOutRequest) -> tuple[str, bool]:
+    """Connect and :func:`start_group`."""
+    client = await StaccatoClient.connect()
+    return await start_group(client, request)
 
 
 def watch(group: str) -> None:
-    """Follow a group until it ends (exit codes as for ``cp``)."""
+    """Follow a group until it ends (exit codes as for ``cp``; Ctrl-C or SIGTERM: the
+    group goes on, :func:`follow_or_hint`)."""
 
     async def go() -> GroupStatus:
         client = await StaccatoClient.connect()
-        return await _follow(client, group, quiet=False)
+        return await follow_or_hint("group", group, _follow(client, group, quiet=False))
 
     exit_for(run(go))
 
