@@ -343,13 +343,17 @@ def test_port_options_out_of_range_are_usage_errors(
     (``up --port 0`` started a server on a random port, 70000 failed in the server)."""
     home = tmp_path / "home"
     env = {**os.environ, "STACCATO_HOME": str(home), "STACCATO_CODEC_KEY": "k" * 43 + "="}
-    result = _staccato(*args, env=env, timeout_s=60)
-    assert result.returncode == 2, result
-    assert expected in result.stderr, result.stderr
-    if "is not a port" in expected:
-        assert "expected a number from 1 to 65535" in result.stderr, result.stderr
-    assert _servers_of(home) == []
-    assert not (home / "up.pid").exists()
+    try:
+        result = _staccato(*args, env=env, timeout_s=60)
+        assert result.returncode == 2, result
+        assert expected in result.stderr, result.stderr
+        if "is not a port" in expected:
+            assert "expected a number from 1 to 65535" in result.stderr, result.stderr
+        assert _servers_of(home) == []
+        assert not (home / "up.pid").exists()
+    finally:  # an `up --detach` that started anyway (it did, with --ui-port 0)
+        if (home / "up.pid").exists():
+            _staccato("down", env=env)
 
 
 def test_ui_port_of_a_running_temporal_is_refused(tmp_path: Path, temporal_server) -> None:
