@@ -15,7 +15,14 @@ import typer
 
 from staccato import units
 from staccato.cli import datasets, render
-from staccato.cli.common import EXIT_USAGE, fail, follow_or_hint, run, start_or_hint
+from staccato.cli.common import (
+    EXIT_USAGE,
+    fail,
+    follow_or_hint,
+    run,
+    say_ignored,
+    start_or_hint,
+)
 from staccato.cli.options import (
     ChecksumOption,
     ChunkSizeOption,
@@ -244,14 +251,7 @@ def _say(submitted: Submission, *, quiet: bool = False) -> None:
     """Tell on stderr what a start did when it did not simply start a transfer (with
     ``quiet`` only the warning that options given do not apply)."""
     if submitted.ignored:
-        typer.echo(
-            f"staccato: warning: attached to running transfer {submitted.id} (same source, "
-            "destination and copy options), which runs with other options than yours; "
-            f"yours do not apply to it: {'; '.join(submitted.ignored)}. To run with yours, "
-            f"wait for it to end (`staccato watch {submitted.id}`) or cancel it "
-            f"(`staccato cancel {submitted.id}`), then submit again",
-            err=True,
-        )
+        say_ignored("transfer", submitted.id, submitted.ignored)
         return
     if quiet:
         return

@@ -15,7 +15,7 @@ import shlex
 import signal
 import sys
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import NoReturn, TypeVar
 
 import typer
@@ -150,6 +150,21 @@ def setup_logging(verbose: bool) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("botocore").setLevel(logging.WARNING)
     logging.getLogger("paramiko").setLevel(logging.WARNING)
+
+
+def say_ignored(kind: str, run_id: str, ignored: Sequence[str]) -> None:
+    """Warn on stderr that the command attached to the running ``kind`` ``run_id``
+    (a transfer, fan-out group or dataset: the same request but for the options that
+    say how to run) whose options differ from the ones given: ``ignored`` names each,
+    requested vs running; they do not apply to it. The one wording for every kind."""
+    typer.echo(
+        f"staccato: warning: attached to running {kind} {run_id} (same source, "
+        "destination and copy options), which runs with other options than yours; "
+        f"yours do not apply to it: {'; '.join(ignored)}. To run with yours, wait for it "
+        f"to end (`staccato watch {run_id}`) or cancel it (`staccato cancel {run_id}`), "
+        "then submit again",
+        err=True,
+    )
 
 
 def interrupted(kind: str, run_id: str, *, started: bool) -> NoReturn:

@@ -18,6 +18,7 @@ from staccato.cli.common import (
     fail,
     follow_or_hint,
     run,
+    say_ignored,
     start_or_hint,
 )
 from staccato.cli.options import parse_size
@@ -93,11 +94,11 @@ async def _start_request(
         if started is not None:
             return light, started.id, started.run_id
     from staccato.client import StaccatoClient
-    from staccato.dataset_client import NothingToRetryError, submit_dataset
+    from staccato.dataset_client import NothingToRetryError, start_dataset
 
     client = await StaccatoClient.connect()
     try:
-        dataset = await submit_dataset(
+        begun = await start_dataset(
             client,
             source,
             destination,
@@ -109,7 +110,9 @@ async def _start_request(
         )
     except NothingToRetryError as err:  # a usage error: --retry-failed with no dataset
         fail(str(err), EXIT_USAGE)
-    return client, dataset, None
+    if begun.ignored:  # attached, but --max-rate, --priority... differ: not applied
+        say_ignored("dataset", begun.id, begun.ignored)
+    return client, begun.id, None
 
 
 RecursiveOption = Annotated[

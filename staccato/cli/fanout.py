@@ -16,9 +16,10 @@ import time
 import typer
 
 from staccato import units
-from staccato.cli.common import fail, follow_or_hint, run, start_or_hint
+from staccato.cli.common import fail, follow_or_hint, run, say_ignored, start_or_hint
 from staccato.client import StaccatoClient
 from staccato.fanout_client import (
+    GroupStart,
     follow_group,
     group_id,
     group_status,
@@ -49,14 +50,23 @@ def submit(
     """``submit SRC DST1 DST2 ...``: start the group and print its id (with ``quiet``
     no note that it attached)."""
 
-    async def go() -> tuple[str, bool]:
+    async def go() -> GroupStart:
         request = make_fan_out_request(source, destinations, options)  # before connecting
         return await start_or_hint("group", group_id(request), _start(request))
 
-    group, attached = run(go, starts=True)
-    if attached and not quiet:
+    started = run(go, starts=True)
+    group = started.id
+    if started.ignored:
+        _warn_ignored(started)
+    elif started.attached and not quiet:
         typer.echo(f"attached to running fan-out group {group} (same request)", err=True)
     typer.echo(json.dumps({"id": group}) if as_json else group)
+
+
+def _warn_ignored(started: GroupStart) -> None:
+    """The warning of an attach whose options that say how to run differ from the
+    running group's (as a single transfer's and a dataset's)."""
+    say_ignored("fan-out group", started.id, started.ignored)
 
 
 def cp(source: str, destinations: list[str], options: TransferOptions, quiet: bool) -> None:
@@ -66,21 +76,22 @@ def cp(source: str, destinations: list[str], options: TransferOptions, quiet: bo
     async def go() -> GroupStatus:
         request = make_fan_out_request(source, destinations, options)
         client = await StaccatoClient.connect()
-        group, attached = await start_or_hint(
-            "group", group_id(request), start_group(client, request)
-        )
+        started = await start_or_hint("group", group_id(request), start_group(client, request))
+        group = started.id
         if not quiet:
             typer.echo(
                 f"fan-out group {group}: {redact(source)} -> {len(destinations)} destinations"
-                + (" (attached: the same group was running)" if attached else ""),
+                + (" (attached: the same group was running)" if started.attached else ""),
                 err=True,
             )
+        if started.ignored:
+            _warn_ignored(started)
         return await follow_or_hint("group", group, _follow(client, group, quiet=quiet))
 
     exit_for(run(go, starts=True), quiet)
 
 
-async def _start(request: FanOutRequest) -> tuple[str, bool]:
+async def _start(request: FanOutRequest) -> GroupStart:
     """Connect and :func:`start_group`."""
     client = await StaccatoClient.connect()
     return await start_group(client, request)
