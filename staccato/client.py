@@ -329,8 +329,7 @@ class StaccatoClient:
         from staccato.fanout_client import make_fan_out_request, start_group
 
         request = make_fan_out_request(source, destinations, options)
-        workflow_id, _attached = await start_group(self, request)
-        return workflow_id
+        return (await start_group(self, request)).id
 
     async def group_status(self, group: str) -> GroupStatus:
         """A fan-out group's state and one row per destination (see

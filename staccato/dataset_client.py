@@ -19,7 +19,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.common import (
@@ -38,6 +38,7 @@ from staccato.dataset_requests import (
     dataset_id,
     fan_out_dataset_id,
     make_dataset_request,
+    previous_request_hashes,
     request_hash,
     request_id,
     start_fields,
@@ -171,6 +172,17 @@ async def failed_names(
     return [failure.name for failure in status.failures]
 
 
+class DatasetStart(NamedTuple):
+    """What :func:`start_dataset` did: the dataset ``id``; ``attached`` to the same
+    request running; ``ignored``: this request's options that say how to run (not in
+    the request hash: ``--max-rate``, ``--priority``...) that differ from the running
+    dataset's and so do not apply to it (one text each, requested vs running)."""
+
+    id: str
+    attached: bool
+    ignored: tuple[str, ...] = ()
+
+
 async def submit_dataset(
     client: StaccatoClient,
     source: str,
@@ -184,7 +196,41 @@ async def submit_dataset(
     **tuning: Any,
 ) -> str:
     """Start copying the directory or prefix ``source`` to ``destination``; returns the
-    dataset id. With ``retry_failed`` only the previous dataset's failed files are copied.
+    dataset id (:func:`start_dataset`, which also tells whether it attached).
+
+    Raises:
+        see :func:`start_dataset`.
+    """
+    started = await start_dataset(
+        client,
+        source,
+        destination,
+        options,
+        include=include,
+        exclude=exclude,
+        small_file_max=small_file_max,
+        retry_failed=retry_failed,
+        **tuning,
+    )
+    return started.id
+
+
+async def start_dataset(
+    client: StaccatoClient,
+    source: str,
+    destination: str | Sequence[str],
+    options: TransferOptions | None = None,
+    *,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    small_file_max: int = 64 * MiB,
+    retry_failed: bool = False,
+    **tuning: Any,
+) -> DatasetStart:
+    """Start copying the directory or prefix ``source`` to ``destination``, or attach
+    to the same request running (which may differ in the options that say how to run:
+    named in ``ignored``). With ``retry_failed`` only the previous dataset's failed
+    files are copied.
 
     Raises:
         InvalidURLError: see :func:`make_dataset_request`.
@@ -280,8 +326,8 @@ async def _submit_fan_out(
     small_file_max: int,
     retry_failed: bool,
     **tuning: Any,
-) -> str:
-    """:func:`submit_dataset` with several destination roots (one dataset id for the
+) -> DatasetStart:
+    """:func:`start_dataset` with several destination roots (one dataset id for the
     source and the set of roots; an identical request attaches)."""
     names: list[str] | None = None
     if retry_failed:
@@ -307,7 +353,7 @@ async def _submit_fan_out(
     return await _start(client, request)
 
 
-async def _start(client: StaccatoClient, request: DatasetRequest) -> str:
+async def _start(client: StaccatoClient, request: DatasetRequest) -> DatasetStart:
     """Start the ``DatasetWorkflow`` of ``request`` under :func:`request_id`; an
     identical request running attaches (its id is returned).
 
@@ -351,8 +397,11 @@ async def _start(client: StaccatoClient, request: DatasetRequest) -> str:
     except WorkflowAlreadyStartedError:
         description = await client.temporal.get_workflow_handle(workflow_id).describe()
         running = dict(await description.memo())
-        if running.get("request_hash") == digest:
-            return workflow_id
+        if running.get("request_hash") in (digest, *previous_request_hashes(request)):
+            # the same request but, maybe, the options that say how to run (the running
+            # dataset's apply): named, as a single transfer's
+            ignored = await _differences(client, workflow_id, request)
+            return DatasetStart(workflow_id, True, tuple(ignored))
         if running.get("source") == request.source_root:
             # the same source and roots: say which options differ, requested vs running
             differ = await _differences(client, workflow_id, request)
@@ -375,7 +424,7 @@ async def _start(client: StaccatoClient, request: DatasetRequest) -> str:
             f"destinations runs with other options; wait for it to finish or cancel it "
             f"with `staccato cancel {workflow_id}`"
         ) from None
-    return workflow_id
+    return DatasetStart(workflow_id, False)
 
 
 async def _differences(

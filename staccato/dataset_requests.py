@@ -25,7 +25,7 @@ from staccato.datasets.models import (
     DatasetStatus,
 )
 from staccato.errors import InvalidURLError
-from staccato.models import MiB, TransferOptions
+from staccato.models import MiB, TransferOptions, request_digest
 from staccato.urls import EndpointURL, parse_url, resolve_local_directory, root_text
 
 #: schemes a dataset can be listed from
@@ -290,8 +290,16 @@ def _make_fan_out_request(
 
 
 def request_hash(request: DatasetRequest) -> str:
-    """Tells an identical re-submission (attach) from a different one (busy)."""
-    return hashlib.sha256(request.model_dump_json().encode()).hexdigest()[:32]
+    """Tells an identical re-submission (attach) from a different one (busy): the rule
+    of a single transfer's (:func:`staccato.models.request_digest`: the options that say
+    how to run, such as ``--max-rate``, are left out)."""
+    return request_digest(request, request.options)
+
+
+def previous_request_hashes(request: DatasetRequest) -> tuple[str, ...]:
+    """The hash 0.12.0 and earlier kept in a dataset's memo (of the whole request): a
+    dataset they started that still runs is attached to by its identical request."""
+    return (hashlib.sha256(request.model_dump_json().encode()).hexdigest()[:32],)
 
 
 def status_from_result(workflow_id: str, result: DatasetResult) -> DatasetStatus:

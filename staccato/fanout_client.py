@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.common import (
@@ -117,8 +117,21 @@ def group_id(request: FanOutRequest) -> str:
     return GROUP_ID_PREFIX + request.group_hash()
 
 
-async def start_group(client: StaccatoClient, request: FanOutRequest) -> tuple[str, bool]:
-    """Start the group, or attach to the identical one running; returns (id, attached).
+class GroupStart(NamedTuple):
+    """What :func:`start_group` did: the group ``id``; ``attached`` to the same request
+    running; ``ignored``: the options of this request that say how to run (not in the
+    request hash: ``--max-rate``, ``--priority``...) and differ from the running
+    group's, which do not apply to it (one text each, requested vs running)."""
+
+    id: str
+    attached: bool
+    ignored: tuple[str, ...] = ()
+
+
+async def start_group(client: StaccatoClient, request: FanOutRequest) -> GroupStart:
+    """Start the group, or attach to the same request running (it may differ in the
+    options that say how to run: :data:`staccato.models.RUN_ONLY_OPTIONS`, named in
+    ``ignored``).
 
     Raises:
         DestinationBusyError: a different fan-out of the same source to the same
@@ -148,8 +161,12 @@ async def start_group(client: StaccatoClient, request: FanOutRequest) -> tuple[s
         )
     except WorkflowAlreadyStartedError:
         description = await client.temporal.get_workflow_handle(workflow_id).describe()
-        if dict(await description.memo()).get("request_hash") == request.request_hash():
-            return workflow_id, True
+        held = dict(await description.memo()).get("request_hash")
+        if held in (request.request_hash(), *request.previous_request_hashes()):
+            # the same request but, maybe, the options that say how to run (the running
+            # group's apply): named, as a single transfer's
+            ignored = await _differences(client, workflow_id, request)
+            return GroupStart(workflow_id, True, tuple(ignored))
         differ = await _differences(client, workflow_id, request)
         raise DestinationBusyError(
             f"fan-out group {workflow_id} of the same source to the same destinations is "
@@ -157,7 +174,7 @@ async def start_group(client: StaccatoClient, request: FanOutRequest) -> tuple[s
             + (f" ({'; '.join(differ)}): yours would not apply to it" if differ else "")
             + f"; wait for it or `staccato cancel {workflow_id}`"
         ) from None
-    return workflow_id, False
+    return GroupStart(workflow_id, False)
 
 
 async def _differences(

@@ -185,6 +185,31 @@ def _not_canonical_because(value: str, canonical: str) -> str:
     )
 
 
+#: the options that say how to run a request, not what to write: how a start meets a
+#: busy destination, its place in the queue, its owner, its rate cap, and whether it
+#: reads the origin rather than a verified copy. A re-submission that differs only in
+#: these attaches to the running request (its own values do not apply: the commands
+#: warn, naming each); the one list for transfers, fan-out groups and datasets
+#: (:func:`request_digest`).
+RUN_ONLY_OPTIONS = frozenset({"if_busy", "priority", "owner", "max_rate", "from_origin"})
+
+
+def request_digest(request: BaseModel, options: TransferOptions) -> str:
+    """The request hash of ``request`` (a transfer's, fan-out group's or dataset's;
+    ``options``: its options), which tells an identical re-submission (attaches) from
+    a different one (busy): 32 hex digits of SHA-256 of its JSON without
+    :data:`RUN_ONLY_OPTIONS`, nor ``sync_level`` when unset or ``tuning`` when off (a
+    request with default options hashes as it did before these options existed, so a
+    resubmission still attaches across the upgrade)."""
+    skipped = (
+        set(RUN_ONLY_OPTIONS)
+        | ({"sync_level"} if options.sync_level is None else set())
+        | (set() if options.tuning else {"tuning"})
+    )
+    data = request.model_dump_json(exclude={"options": skipped})
+    return hashlib.sha256(data.encode()).hexdigest()[:32]
+
+
 class TransferRequest(BaseModel):
     """Input of ``TransferWorkflow``: canonical source and destination URLs + options.
 
@@ -242,19 +267,11 @@ class TransferRequest(BaseModel):
         return self
 
     def request_hash(self) -> str:
-        """A stable hash telling an identical re-submission from a different one.
-
-        ``options.if_busy`` says how to start, not what to write, and an unset
-        ``sync_level`` is left out: a request with default options hashes as it did
-        before these options existed (a resubmission still attaches across the upgrade).
-        """
-        skipped = (
-            {"if_busy", "priority", "owner", "max_rate", "from_origin"}
-            | ({"sync_level"} if self.options.sync_level is None else set())
-            | (set() if self.options.tuning else {"tuning"})
-        )
-        data = self.model_dump_json(exclude={"options": skipped})
-        return hashlib.sha256(data.encode()).hexdigest()[:32]
+        """A stable hash telling an identical re-submission from a different one
+        (:func:`request_digest`: the options that say how to run are left out, and an
+        unset ``sync_level``, so a request with default options hashes as it did before
+        these options existed and a resubmission still attaches across the upgrade)."""
+        return request_digest(self, self.options)
 
 
 def iso_utc(at: datetime | None) -> str | None:
@@ -1155,9 +1172,16 @@ class FanOutRequest(BaseModel):
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
     def request_hash(self) -> str:
-        """Tells an identical re-submission (attaches) from a different one."""
+        """Tells an identical re-submission (attaches) from a different one: the rule
+        of a single transfer's (:func:`request_digest`)."""
+        return request_digest(self, self.options)
+
+    def previous_request_hashes(self) -> tuple[str, ...]:
+        """The hash 0.12.0 and earlier kept in a group's memo (only ``if_busy``,
+        ``priority`` and ``owner`` left out): a group they started that still runs is
+        attached to by its identical request."""
         data = self.model_dump_json(exclude={"options": {"if_busy", "priority", "owner"}})
-        return hashlib.sha256(data.encode()).hexdigest()[:32]
+        return (hashlib.sha256(data.encode()).hexdigest()[:32],)
 
 
 class DestinationOutcome(BaseModel):

@@ -97,7 +97,8 @@ def parse_url(text: str, *, cwd: str | None = None) -> EndpointURL:
             "percent-encoded: file:///dir/name%20 (a local file), "
             "s3://bucket/?key=name%20 (an S3 key)"
         )
-    if text.startswith(_CACHED_SCHEMES):
+    if text.startswith(_CACHED_SCHEMES) and ".." not in unquote(text):
+        # (a local path with `..` is resolved on the file system: not remembered)
         return _parse_cached(text)
     return _parse(text, cwd)
 
@@ -234,10 +235,28 @@ def has_secret(url: str) -> bool:
 
 
 def _file_url(path: str) -> EndpointURL:
-    path = os.path.normpath(path)
+    path = os.path.normpath(resolve_dot_dot(path))
     if path.startswith("//"):
         path = "/" + path.lstrip("/")
     return EndpointURL("file", _file_canonical(path), path)
+
+
+def resolve_dot_dot(path: str) -> str:
+    """``path`` (absolute) with its ``..`` segments resolved as the kernel resolves
+    them (POSIX pathname resolution, as ``cp`` and ``open`` see the path): the part up
+    to the last ``..`` through ``os.path.realpath`` (a symbolic link before a ``..`` is
+    followed first, so ``/src/link/../z``, ``link`` -> ``/elsewhere/d``, is
+    ``/elsewhere/z``), the rest as it is; what does not exist is collapsed as text. A
+    path without a ``..`` segment is returned as it is (its canonical form, and the
+    transfer id derived from it, do not depend on the file system). Reads the local
+    file system for a ``..``: canonical text has none, so parsing it in a workflow
+    never does."""
+    parts = path.split("/")
+    if ".." not in parts:
+        return path
+    last = len(parts) - 1 - parts[::-1].index("..")
+    head = "/".join(parts[: last + 1]) or "/"
+    return os.path.join(os.path.realpath(head), "/".join(parts[last + 1 :]))
 
 
 def _file_canonical(path: str) -> str:

@@ -41,7 +41,18 @@ def source(data_dir: Path) -> Path:
         (["sftp://user:secret@host/file", "{dst}"], "refusing a password in URL"),
         (["{src}", "http://example.com/x"], "can only be sources"),
         (["{src}", "{src}"], "source and destination are the same"),
-        (["{src}", "{dst}", "--chunk-size", "0"], "chunk size must be at least 1 byte"),
+        (
+            ["{src}", "{dst}", "--chunk-size", "0"],
+            "Invalid value for '--chunk-size': '0': expected a size from 1 byte to 5GiB",
+        ),
+        (
+            ["-r", "{src}", "{dst}", "--small-file-max", "0"],
+            "Invalid value for '--small-file-max': '0': expected a size from 1 byte to 5GiB",
+        ),
+        (
+            ["-r", "{src}", "{dst}", "--small-file-max", "6GiB"],
+            "Invalid value for '--small-file-max': '6GiB': expected a size from 1 byte to 5GiB",
+        ),
         (["{src}", "{dst}", "--chunk-size", "lots"], "'lots' is not a size"),
         (["{src}", "{dst}", "--streams", "0"], "--streams"),
     ],

@@ -7,9 +7,13 @@ the new request behind the running one."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
-from tests.helpers import MiB, WorkerProcess, run_cli, write_random
+from tests.helpers import REPO, MiB, WorkerProcess, run_cli, write_random
 
 #: the running transfer's options: slow enough to still run while the test asks
 RUNNING = ("--streams", "2", "--chunk-size", "1MiB", "--max-rate", "64KiB/s")
@@ -156,3 +160,135 @@ def test_resubmit_of_a_running_fan_out_group_with_other_options_names_them(
     finally:
         stopped = run_cli("cancel", group, **args)
         assert stopped.returncode == 0, stopped.stderr
+
+
+def test_resubmit_of_a_running_dataset_with_other_run_options_attaches_with_a_warning(
+    worker: WorkerProcess, temporal_server, data_dir: Path
+) -> None:
+    """``cp -r`` / ``submit -r`` of the same dataset with only another ``--max-rate`` or
+    ``--priority`` (how to run, not what to write): attaches with the warning a single
+    transfer gives, naming each (it was refused as busy); one rule for transfers,
+    datasets and fan-out groups."""
+    args = dict(address=temporal_server.address, task_queue=worker.task_queue)
+    source = data_dir / "tree"
+    source.mkdir()
+    write_random(source / "big.bin", 8 * MiB, seed=44)  # a child transfer, paced
+    fixed = ("--small-file-max", "1MiB", "--streams", "2", "--chunk-size", "1MiB")
+    root = str(data_dir / "copy")
+    first = run_cli("submit", "-r", *fixed, "--max-rate", "64KiB/s", str(source), root, **args)
+    assert first.returncode == 0, first.stderr
+    dataset = first.stdout.strip()
+    try:
+        again = run_cli(
+            "submit", "-r", *fixed, "--max-rate", "1MiB/s", "--priority", "1", str(source),
+            root, **args,
+        )  # fmt: skip
+        warning = " ".join(again.stderr.split())
+        assert again.returncode == 0, again.stderr
+        assert again.stdout.strip() == dataset, again.stdout
+        assert f"warning: attached to running dataset {dataset}" in warning, warning
+        assert "--max-rate 1.0 MiB/s requested, 64.0 KiB/s running" in warning, warning
+        assert "--priority 1 requested, 3 running" in warning, warning
+        # cp -r -q attaches too (and follows it): the warning, not "destination busy"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "staccato.cli", "cp", "-r", "-q", *fixed, "--max-rate",
+             "2MiB/s", str(source), root],
+            stderr=subprocess.PIPE, text=True, cwd=REPO,
+            env={**os.environ, "TEMPORAL_ADDRESS": temporal_server.address,
+                 "TEMPORAL_NAMESPACE": "default", "STACCATO_TASK_QUEUE": worker.task_queue},
+        )  # fmt: skip
+        assert process.stderr is not None
+        line = process.stderr.readline()  # the warning; then it follows quietly
+        process.send_signal(signal.SIGINT)
+        _, rest = process.communicate(timeout=60)
+        assert f"warning: attached to running dataset {dataset}" in line, line + rest
+        assert "busy" not in line + rest, line + rest
+        assert process.returncode == 130, (process.returncode, rest)
+    finally:
+        stopped = run_cli("cancel", dataset, **args)
+        assert stopped.returncode == 0, stopped.stderr
+
+
+def test_resubmit_of_a_running_fan_out_group_with_other_run_options_attaches(
+    worker: WorkerProcess, temporal_server, data_dir: Path
+) -> None:
+    """A fan-out group submitted again with only another ``--max-rate``: attaches with
+    the warning (it was refused: the group's hash kept ``max_rate``)."""
+    args = dict(address=temporal_server.address, task_queue=worker.task_queue)
+    source = data_dir / "fan.bin"
+    write_random(source, 8 * MiB, seed=45)
+    destinations = [str(data_dir / "fan-1.out"), str(data_dir / "fan-2.out")]
+    first = run_cli("submit", *RUNNING, str(source), *destinations, **args)
+    assert first.returncode == 0, first.stderr
+    group = first.stdout.strip()
+    try:
+        fixed = ("--streams", "2", "--chunk-size", "1MiB")
+        again = run_cli(
+            "submit", *fixed, "--max-rate", "1MiB/s", str(source), *destinations, **args
+        )
+        warning = " ".join(again.stderr.split())
+        assert again.returncode == 0, again.stderr
+        assert again.stdout.strip() == group, again.stdout
+        assert f"warning: attached to running fan-out group {group}" in warning, warning
+        assert "--max-rate 1.0 MiB/s requested, 64.0 KiB/s running" in warning, warning
+    finally:
+        stopped = run_cli("cancel", group, **args)
+        assert stopped.returncode == 0, stopped.stderr
+
+
+async def test_a_dataset_and_a_group_started_by_the_previous_release_still_attach(
+    client, data_dir: Path
+) -> None:
+    """A dataset or group started by 0.12.0 (its memo holds that release's request
+    hash: the whole request's for a dataset; a group's without if_busy, priority and
+    owner only) is attached to by the identical request from this release."""
+    import hashlib
+
+    from temporalio.common import WorkflowIDConflictPolicy
+
+    from staccato.dataset_client import start_dataset
+    from staccato.dataset_requests import make_dataset_request, request_id, start_fields
+    from staccato.fanout_client import group_id, make_fan_out_request, start_group
+    from staccato.models import TransferOptions
+    from staccato.run_fields import DATASET_TYPE
+
+    options = TransferOptions(streams=2, chunk_size=MiB, max_rate=64 * 1024)
+    source = data_dir / "old-tree"
+    source.mkdir()
+    write_random(source / "big.bin", 8 * MiB, seed=46)
+    request = make_dataset_request(
+        str(source), str(data_dir / "old-copy"), options, small_file_max=MiB
+    )
+    fields = start_fields(request)
+    old_hash = hashlib.sha256(request.model_dump_json().encode()).hexdigest()[:32]
+    memo = {**fields.memo, "request_hash": old_hash}
+    assert old_hash != fields.memo["request_hash"]  # the rule changed
+    dataset = request_id(request)
+    await client.temporal.start_workflow(
+        DATASET_TYPE, request, id=dataset, task_queue=client.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.FAIL, memo=memo,
+    )  # fmt: skip
+    group = None
+    try:
+        again = await start_dataset(
+            client, str(source), str(data_dir / "old-copy"), options, small_file_max=MiB
+        )
+        assert again == (dataset, True, ()), again
+        fan = make_fan_out_request(
+            str(source / "big.bin"), [str(data_dir / "g1"), str(data_dir / "g2")], options
+        )
+        data = fan.model_dump_json(exclude={"options": {"if_busy", "priority", "owner"}})
+        group = group_id(fan)
+        from staccato.fanout_client import GROUP_TYPE
+
+        await client.temporal.start_workflow(
+            GROUP_TYPE, fan, id=group, task_queue=client.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            memo={"request_hash": hashlib.sha256(data.encode()).hexdigest()[:32],
+                  "source": fan.source},
+        )  # fmt: skip
+        assert await start_group(client, fan) == (group, True, ())
+    finally:
+        await client.cancel(dataset)
+        if group is not None:
+            await client.cancel(group)

@@ -320,3 +320,98 @@ def test_an_unreaped_killed_up_counts_as_not_running(tmp_path: Path) -> None:
         assert not (home / "up.pid").exists()
     finally:
         zombie.wait()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["up", "--port", "70000"], "Invalid value for '--port': '70000' is not a port"),
+        (["up", "--port", "-1"], "Invalid value for '--port': '-1' is not a port"),
+        (["up", "--port", "0"], "Invalid value for '--port': '0' is not a port"),
+        (["up", "--ui-port", "65536"], "Invalid value for '--ui-port': '65536' is not a port"),
+        (["up", "--detach", "--ui-port", "0"], "Invalid value for '--ui-port': '0' is not a port"),
+        (["codec-server", "--port", "0"], "Invalid value for '--port': '0' is not a port"),
+        (["up", "--port", "7300", "--ui-port", "7300"], "'--ui-port': must differ from --port"),
+        (["up", "--ui-port", "7233"], "'--ui-port': must differ from --port (both are 7233)"),
+    ],
+)
+def test_port_options_out_of_range_are_usage_errors(
+    tmp_path: Path, args: list[str], expected: str
+) -> None:
+    """Every port option has one range, 1-65535, checked before anything starts (exit
+    2 naming the option and the range); ``--ui-port`` equal to ``--port`` likewise
+    (``up --port 0`` started a server on a random port, 70000 failed in the server)."""
+    home = tmp_path / "home"
+    env = {**os.environ, "STACCATO_HOME": str(home), "STACCATO_CODEC_KEY": "k" * 43 + "="}
+    try:
+        result = _staccato(*args, env=env, timeout_s=60)
+        assert result.returncode == 2, result
+        assert expected in result.stderr, result.stderr
+        if "is not a port" in expected:
+            assert "expected a number from 1 to 65535" in result.stderr, result.stderr
+        assert _servers_of(home) == []
+        assert not (home / "up.pid").exists()
+    finally:  # an `up --detach` that started anyway (it did, with --ui-port 0)
+        if (home / "up.pid").exists():
+            _staccato("down", env=env)
+
+
+def test_ui_port_of_a_running_temporal_is_refused(tmp_path: Path, temporal_server) -> None:
+    """``up --port P --ui-port P`` while another Temporal holds P: refused (exit 2);
+    it said it used "the Temporal server already listening", reported success and
+    attached its worker to the other server."""
+    port = int(temporal_server.address.rsplit(":", 1)[1])
+    home = tmp_path / "home"
+    env = {**os.environ, "STACCATO_HOME": str(home)}
+    args = ["up", "--detach", "--port", str(port), "--ui-port", str(port)]
+    try:
+        up = _staccato(*args, env=env, timeout_s=120)
+        assert up.returncode == 2, up
+        assert "must differ from --port" in up.stderr, up.stderr
+        assert not (home / "up.pid").exists()
+    finally:
+        if (home / "up.pid").exists():
+            _staccato("down", env=env)
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_a_port_taken_by_something_else_than_temporal_is_refused(
+    tmp_path: Path, detach: bool
+) -> None:
+    """``up --port P`` where an HTTP server (not Temporal) listens on P: exit 1 saying
+    P is taken by something that does not answer as Temporal and to choose another
+    --port; nothing started, nothing left running (it said it used "the Temporal
+    server already listening" and then failed with a raw gRPC error)."""
+    port, ui_port = free_port(), free_port()
+    home = tmp_path / "home"
+    env = {**os.environ, "STACCATO_HOME": str(home)}
+    http = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=tmp_path,
+    )
+    try:
+        from staccato.workers.devserver import port_open
+
+        deadline = time.monotonic() + 30
+        while not port_open("127.0.0.1", port):
+            assert time.monotonic() < deadline and http.poll() is None, "no http.server"
+            time.sleep(0.05)
+        args = ["up", "--port", str(port), "--ui-port", str(ui_port)]
+        up = _staccato(*args, *(["--detach"] if detach else []), env=env, timeout_s=120)
+        assert up.returncode == 1, up
+        assert (
+            f"port {port} on 127.0.0.1 is taken by something that does not answer as a "
+            "Temporal server" in up.stderr
+        ), up.stderr
+        assert "choose another port with --port" in up.stderr, up.stderr
+        assert "already listening" not in up.stderr, up.stderr
+        assert "Traceback" not in up.stderr, up.stderr
+        assert _servers_of(home) == []
+        assert not (home / "up.pid").exists()
+        assert not port_open("127.0.0.1", ui_port)
+        assert http.poll() is None  # left alone
+    finally:
+        http.terminate()
+        http.wait(timeout=30)

@@ -18,7 +18,12 @@ goes on.
 
 from __future__ import annotations
 
+# first: Ctrl-C or SIGTERM while loading
+from staccato.cli.startup import interrupted_at_start, terminated_at_start
+
+# isort: split
 import os
+import signal
 import sys
 from collections.abc import Callable
 from typing import Annotated, Any, NoReturn
@@ -26,7 +31,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from staccato.cli import commands
-from staccato.cli.common import EXIT_FAILED, EXIT_USAGE
+from staccato.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
 from staccato.cli.options import parse_duration, parse_size
 from staccato.errors import SettingsError
 
@@ -182,7 +187,21 @@ def main() -> NoReturn:
         command = _app_for(sys.argv[1:])
         if not sys.stderr.isatty():
             command.rich_markup_mode = None
+        if signal.getsignal(signal.SIGINT) is interrupted_at_start:
+            # from here Ctrl-C is the command's: KeyboardInterrupt, and asyncio's
+            # handler in `run` (which installs it only over the default one)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        if sys.argv[1:2] and sys.argv[1] not in TRANSFER_COMMANDS:
+            if signal.getsignal(signal.SIGTERM) is terminated_at_start:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)  # up/worker: their own way
         command()
+    except KeyboardInterrupt:  # outside `run`: before a transfer command started anything
+        started = sys.argv[1:2] and sys.argv[1] not in TRANSFER_COMMANDS
+        print(
+            "staccato: interrupted" + ("" if started else "; nothing was started"),
+            file=sys.stderr,
+        )
+        code = EXIT_INTERRUPTED
     except SettingsError as err:  # a STACCATO_* value read outside `run`: a usage error
         print(f"staccato: error: {err}", file=sys.stderr)
         code = EXIT_USAGE

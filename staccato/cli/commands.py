@@ -15,7 +15,14 @@ import typer
 
 from staccato import units
 from staccato.cli import datasets, render
-from staccato.cli.common import EXIT_USAGE, fail, follow_or_hint, run
+from staccato.cli.common import (
+    EXIT_USAGE,
+    fail,
+    follow_or_hint,
+    run,
+    say_ignored,
+    start_or_hint,
+)
 from staccato.cli.options import (
     ChecksumOption,
     ChunkSizeOption,
@@ -65,7 +72,7 @@ if TYPE_CHECKING:  # imported where used: `--help` and usage errors need no Temp
     from staccato.client import StaccatoClient
     from staccato.light_client import LightClient
     from staccato.listing import Row
-    from staccato.models import TransferOptions
+    from staccato.models import TransferOptions, TransferRequest
     from staccato.submissions import Submission
 
 
@@ -162,7 +169,7 @@ def submit(
         await _warn_without_workers(client)
         return submitted
 
-    transfer = run(go).id
+    transfer = run(go, starts=True).id
     typer.echo(json.dumps({"id": transfer}) if as_json else transfer)
 
 
@@ -177,10 +184,28 @@ async def _start(
     loading the SDK: :mod:`staccato.light_client`) when it is safe and the start goes
     as usual, else through the SDK's client, which then starts, attaches or queues it
     and raises what it raises. Usage errors (a bad URL) come before any call."""
-    from staccato.light_client import light_client
+    from staccato.ids import transfer_id
     from staccato.submissions import make_request
 
     request = make_request(source, destination, options)
+    return await start_or_hint(
+        "transfer",
+        transfer_id(request.destination),
+        _start_request(request, source, destination, options, not_before=not_before),
+    )
+
+
+async def _start_request(
+    request: TransferRequest,
+    source: str,
+    destination: str,
+    options: TransferOptions,
+    *,
+    not_before: datetime | None,
+) -> tuple[StaccatoClient | LightClient, Submission]:
+    """:func:`_start` once ``request`` (for the light client) is made."""
+    from staccato.light_client import light_client
+
     light = light_client(immediate=not_before is None)
     if light is not None:
         submitted = await light.start(request)
@@ -226,14 +251,7 @@ def _say(submitted: Submission, *, quiet: bool = False) -> None:
     """Tell on stderr what a start did when it did not simply start a transfer (with
     ``quiet`` only the warning that options given do not apply)."""
     if submitted.ignored:
-        typer.echo(
-            f"staccato: warning: attached to running transfer {submitted.id} (same source, "
-            "destination and copy options), which runs with other options than yours; "
-            f"yours do not apply to it: {'; '.join(submitted.ignored)}. To run with yours, "
-            f"wait for it to end (`staccato watch {submitted.id}`) or cancel it "
-            f"(`staccato cancel {submitted.id}`), then submit again",
-            err=True,
-        )
+        say_ignored("transfer", submitted.id, submitted.ignored)
         return
     if quiet:
         return
@@ -364,19 +382,21 @@ def cp(
         if not quiet:
             typer.echo(f"transfer {transfer}: {redact(source)} -> {destination}", err=True)
         _say(submitted, quiet=quiet)
+        return await follow_or_hint("transfer", transfer, follow(client, submitted))
+
+    async def follow(client: StaccatoClient | LightClient, submitted: Submission) -> TransferStatus:
         await _warn_without_workers(client)
         from staccato.light_client import LightClient
 
         if quiet and isinstance(client, LightClient):
             # the light client waits for the end; only a completed one it tells itself
-            done = await follow_or_hint(
-                "transfer", transfer, client.completed(transfer, submitted.run_id)
-            )
+            done = await client.completed(submitted.id, submitted.run_id)
             if done is not None:
                 return done
-        return await _follow(await _sdk_client(client, submitted), transfer, quiet=quiet)
+        sdk = await _sdk_client(client, submitted)
+        return await render.follow(sdk, submitted.id, quiet=quiet)
 
-    _exit_for(run(go), quiet)
+    _exit_for(run(go, starts=True), quiet)
 
 
 def watch(transfer: TransferArg) -> None:

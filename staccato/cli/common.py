@@ -15,7 +15,7 @@ import shlex
 import signal
 import sys
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import NoReturn, TypeVar
 
 import typer
@@ -33,6 +33,13 @@ T = TypeVar("T")
 def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
     """Print ``staccato: error: <message>`` on stderr and exit with ``code``."""
     typer.echo(f"staccato: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def stopped(message: str, code: int) -> NoReturn:
+    """Print ``staccato: <message>`` on stderr (Ctrl-C or SIGTERM: not an error) and
+    exit with ``code``."""
+    typer.echo(f"staccato: {message}", err=True)
     raise typer.Exit(code)
 
 
@@ -64,19 +71,25 @@ async def _terminable(factory: Callable[[], Awaitable[T]], sigterm: bool) -> T:
         loop.remove_signal_handler(signal.SIGTERM)
 
 
-def run(factory: Callable[[], Awaitable[T]], *, sigterm: bool = True) -> T:
+def run(factory: Callable[[], Awaitable[T]], *, sigterm: bool = True, starts: bool = False) -> T:
     """Run a coroutine, turning Staccato errors into messages and exit codes: a bad URL
     or STACCATO_* setting exits 2, any other :class:`StaccatoError` (Temporal
     unreachable, destination busy, no such transfer, ...) exits 1, a Temporal call that
     failed (``RPCError``: timed out, unavailable, refused) exits 1 with one line naming
     Temporal's address and the command, Ctrl-C exits 130, SIGTERM 143 (with
-    ``sigterm``; without, SIGTERM is left to the coroutine: a worker's graceful stop)."""
+    ``sigterm``; without, SIGTERM is left to the coroutine: a worker's graceful stop).
+
+    ``starts``: the coroutine starts a run, its start awaited in :func:`start_or_hint`
+    and any follow in :func:`follow_or_hint` (which say what goes on): an interruption
+    that reaches here came before the start, and the message says nothing was
+    started."""
+    before = "; nothing was started" if starts else ""
     try:
         return asyncio.run(_terminable(factory, sigterm))
     except asyncio.CancelledError:
         if not _terminated.is_set():
             raise
-        fail("terminated (SIGTERM)", EXIT_TERMINATED)
+        stopped(f"terminated (SIGTERM){before}", EXIT_TERMINATED)
     except (InvalidURLError, SettingsError) as err:
         fail(str(err), EXIT_USAGE)
     except StaccatoError as err:
@@ -92,7 +105,7 @@ def run(factory: Callable[[], Awaitable[T]], *, sigterm: bool = True) -> T:
             "to the workers' key"
         )
     except KeyboardInterrupt:
-        fail("interrupted", EXIT_INTERRUPTED)
+        stopped(f"interrupted{before}", EXIT_INTERRUPTED)
     except Exception as err:
         message = temporal_rpc_message(err)
         if message is None:
@@ -139,20 +152,62 @@ def setup_logging(verbose: bool) -> None:
     logging.getLogger("paramiko").setLevel(logging.WARNING)
 
 
+def say_ignored(kind: str, run_id: str, ignored: Sequence[str]) -> None:
+    """Warn on stderr that the command attached to the running ``kind`` ``run_id``
+    (a transfer, fan-out group or dataset: the same request but for the options that
+    say how to run) whose options differ from the ones given: ``ignored`` names each,
+    requested vs running; they do not apply to it. The one wording for every kind."""
+    typer.echo(
+        f"staccato: warning: attached to running {kind} {run_id} (same source, "
+        "destination and copy options), which runs with other options than yours; "
+        f"yours do not apply to it: {'; '.join(ignored)}. To run with yours, wait for it "
+        f"to end (`staccato watch {run_id}`) or cancel it (`staccato cancel {run_id}`), "
+        "then submit again",
+        err=True,
+    )
+
+
+def interrupted(kind: str, run_id: str, *, started: bool) -> NoReturn:
+    """Say that Ctrl-C or SIGTERM stopped the command, not the ``kind`` ``run_id``
+    (a transfer, group or dataset), and how to follow or cancel it; exit 130
+    (:data:`EXIT_INTERRUPTED`; SIGTERM: 143, :data:`EXIT_TERMINATED`). ``started``:
+    the start was confirmed (it goes on), else it was being started or attached to
+    (it may be running, started now or earlier). The one wording of every command that
+    starts or follows a run."""
+    terminated = _terminated.is_set()
+    why = " (SIGTERM)" if terminated else ""
+    if started:
+        head = f"stopped following{why}; {kind} {run_id} goes on without you."
+    else:
+        head = (
+            f"stopped{why} while starting {kind} {run_id}; it may be running (started "
+            "now or earlier) and then goes on without you."
+        )
+    see = "" if started else f"  see it:           staccato status {run_id}\n"
+    typer.echo(
+        f"\nstaccato: {head}\n{see}"
+        f"  follow it again:  staccato watch {run_id}\n"
+        f"  cancel it:        staccato cancel {run_id}",
+        err=True,
+    )
+    raise typer.Exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
+
+
 async def follow_or_hint(kind: str, run_id: str, following: Awaitable[T]) -> T:
     """Await ``following`` (a client following a transfer, group or dataset); on
     Ctrl-C or SIGTERM (the follow is cancelled, the run is not) say that the ``kind``
-    ``run_id`` goes on and how to watch or cancel it, and exit 130
-    (:data:`EXIT_INTERRUPTED`; SIGTERM: 143, :data:`EXIT_TERMINATED`)."""
+    ``run_id`` goes on and how to watch or cancel it (:func:`interrupted`)."""
     try:
         return await following
     except (asyncio.CancelledError, KeyboardInterrupt):
-        terminated = _terminated.is_set()
-        typer.echo(
-            f"\nstaccato: stopped following{' (SIGTERM)' if terminated else ''}; "
-            f"{kind} {run_id} goes on without you.\n"
-            f"  follow it again:  staccato watch {run_id}\n"
-            f"  cancel it:        staccato cancel {run_id}",
-            err=True,
-        )
-        raise typer.Exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED) from None
+        interrupted(kind, run_id, started=True)
+
+
+async def start_or_hint(kind: str, run_id: str, starting: Awaitable[T]) -> T:
+    """Await ``starting`` (the start of, or attach to, the ``kind`` ``run_id``); on
+    Ctrl-C or SIGTERM meanwhile say it may be running and how to see, follow or
+    cancel it (:func:`interrupted`)."""
+    try:
+        return await starting
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        interrupted(kind, run_id, started=False)

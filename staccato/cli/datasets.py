@@ -12,14 +12,22 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from staccato.cli import render
-from staccato.cli.common import EXIT_FAILED, EXIT_USAGE, fail, follow_or_hint, run
+from staccato.cli.common import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    fail,
+    follow_or_hint,
+    run,
+    say_ignored,
+    start_or_hint,
+)
 from staccato.cli.options import parse_size
 from staccato.errors import SourceRootNotFoundError
 from staccato.models import TransferOptions
 
 if TYPE_CHECKING:  # imported where used: `--help` and usage errors need no Temporal client
     from staccato.client import StaccatoClient
-    from staccato.datasets.models import DatasetStatus
+    from staccato.datasets.models import DatasetRequest, DatasetStatus
     from staccato.light_client import LightClient
 
 #: seconds between two progress lines when stderr is not a terminal
@@ -52,24 +60,45 @@ async def _start(
     Raises:
         InvalidURLError: see :func:`staccato.dataset_requests.make_dataset_request`.
     """
-    from staccato.dataset_requests import make_dataset_request
-    from staccato.light_client import light_client
+    from staccato.dataset_requests import make_dataset_request, request_id
 
     request = make_dataset_request(
         source, destination, options, include=include, exclude=exclude, **_tuning(small_file_max)
     )
     check_local_source(source)
+    return await start_or_hint(
+        "dataset",
+        request_id(request),
+        _start_request(
+            request, source, destination, options, include, exclude, small_file_max, retry_failed
+        ),
+    )
+
+
+async def _start_request(
+    request: DatasetRequest,
+    source: str,
+    destination: str | list[str],
+    options: TransferOptions,
+    include: list[str],
+    exclude: list[str],
+    small_file_max: int | None,
+    retry_failed: bool,
+) -> tuple[StaccatoClient | LightClient, str, str | None]:
+    """:func:`_start` once ``request`` (for the light client) passed the checks."""
+    from staccato.light_client import light_client
+
     light = None if retry_failed or not isinstance(destination, str) else light_client()
     if light is not None:
         started = await light.start_dataset(request)
         if started is not None:
             return light, started.id, started.run_id
     from staccato.client import StaccatoClient
-    from staccato.dataset_client import NothingToRetryError, submit_dataset
+    from staccato.dataset_client import NothingToRetryError, start_dataset
 
     client = await StaccatoClient.connect()
     try:
-        dataset = await submit_dataset(
+        begun = await start_dataset(
             client,
             source,
             destination,
@@ -81,7 +110,9 @@ async def _start(
         )
     except NothingToRetryError as err:  # a usage error: --retry-failed with no dataset
         fail(str(err), EXIT_USAGE)
-    return client, dataset, None
+    if begun.ignored:  # attached, but --max-rate, --priority... differ: not applied
+        say_ignored("dataset", begun.id, begun.ignored)
+    return client, begun.id, None
 
 
 RecursiveOption = Annotated[
@@ -195,7 +226,7 @@ def submit_recursive(
         )
         return dataset
 
-    dataset = run(go)
+    dataset = run(go, starts=True)
     typer.echo(json.dumps({"id": dataset}) if as_json else dataset)
 
 
@@ -221,7 +252,7 @@ def cp_recursive(
             typer.echo(f"dataset {dataset}: {source} -> {shown}", err=True)
         return await follow_or_hint("dataset", dataset, _wait(client, dataset, run_id, quiet))
 
-    final = run(go)
+    final = run(go, starts=True)
     exit_for(final, quiet)
 
 
@@ -490,7 +521,7 @@ def watch(dataset: str) -> None:
         from staccato.client import StaccatoClient
 
         client = await StaccatoClient.connect()
-        return await follow(client, dataset, quiet=False)
+        return await follow_or_hint("dataset", dataset, follow(client, dataset, quiet=False))
 
     exit_for(run(go))
 

@@ -16,16 +16,24 @@ import time
 import typer
 
 from staccato import units
-from staccato.cli.common import fail, follow_or_hint, run
+from staccato.cli.common import fail, follow_or_hint, run, say_ignored, start_or_hint
 from staccato.client import StaccatoClient
 from staccato.fanout_client import (
+    GroupStart,
     follow_group,
+    group_id,
     group_status,
     make_fan_out_request,
     start_group,
     status_lines,
 )
-from staccato.models import GroupState, GroupStatus, TransferOptions, TransferState
+from staccato.models import (
+    FanOutRequest,
+    GroupState,
+    GroupStatus,
+    TransferOptions,
+    TransferState,
+)
 from staccato.urls import redact
 
 #: seconds between two progress blocks (one line per destination) on stderr
@@ -42,15 +50,23 @@ def submit(
     """``submit SRC DST1 DST2 ...``: start the group and print its id (with ``quiet``
     no note that it attached)."""
 
-    async def go() -> tuple[str, bool]:
+    async def go() -> GroupStart:
         request = make_fan_out_request(source, destinations, options)  # before connecting
-        client = await StaccatoClient.connect()
-        return await start_group(client, request)
+        return await start_or_hint("group", group_id(request), _start(request))
 
-    group, attached = run(go)
-    if attached and not quiet:
+    started = run(go, starts=True)
+    group = started.id
+    if started.ignored:
+        _warn_ignored(started)
+    elif started.attached and not quiet:
         typer.echo(f"attached to running fan-out group {group} (same request)", err=True)
     typer.echo(json.dumps({"id": group}) if as_json else group)
+
+
+def _warn_ignored(started: GroupStart) -> None:
+    """The warning of an attach whose options that say how to run differ from the
+    running group's (as a single transfer's and a dataset's)."""
+    say_ignored("fan-out group", started.id, started.ignored)
 
 
 def cp(source: str, destinations: list[str], options: TransferOptions, quiet: bool) -> None:
@@ -60,24 +76,34 @@ def cp(source: str, destinations: list[str], options: TransferOptions, quiet: bo
     async def go() -> GroupStatus:
         request = make_fan_out_request(source, destinations, options)
         client = await StaccatoClient.connect()
-        group, attached = await start_group(client, request)
+        started = await start_or_hint("group", group_id(request), start_group(client, request))
+        group = started.id
         if not quiet:
             typer.echo(
                 f"fan-out group {group}: {redact(source)} -> {len(destinations)} destinations"
-                + (" (attached: the same group was running)" if attached else ""),
+                + (" (attached: the same group was running)" if started.attached else ""),
                 err=True,
             )
+        if started.ignored:
+            _warn_ignored(started)
         return await follow_or_hint("group", group, _follow(client, group, quiet=quiet))
 
-    exit_for(run(go), quiet)
+    exit_for(run(go, starts=True), quiet)
+
+
+async def _start(request: FanOutRequest) -> GroupStart:
+    """Connect and :func:`start_group`."""
+    client = await StaccatoClient.connect()
+    return await start_group(client, request)
 
 
 def watch(group: str) -> None:
-    """Follow a group until it ends (exit codes as for ``cp``)."""
+    """Follow a group until it ends (exit codes as for ``cp``; Ctrl-C or SIGTERM: the
+    group goes on, :func:`follow_or_hint`)."""
 
     async def go() -> GroupStatus:
         client = await StaccatoClient.connect()
-        return await _follow(client, group, quiet=False)
+        return await follow_or_hint("group", group, _follow(client, group, quiet=False))
 
     exit_for(run(go))
 

@@ -51,15 +51,49 @@ def parse_size(text: str | int) -> int:
     """Parse a byte size: ``8388608``, ``8MiB``, ``64M`` (= 64 MiB, as in rclone and dd),
     ``1.5GiB``, ``100MB`` (decimal, 10^6).
 
+    The messages name no option: click puts the option's own name before them
+    (``Invalid value for '--small-file-max': '0': expected a size from 1 byte to
+    5GiB``), as every size option (``--chunk-size``, ``--small-file-max``) uses this.
+
     Raises:
         typer.BadParameter: not a size, or below 1 byte / above 5 GiB.
     """
     value = byte_count(str(text).strip(), "a size; use bytes or a unit, e.g. 8MiB, 64M, 1GiB")
-    if value < 1:
-        raise typer.BadParameter(f"{text!r}: the chunk size must be at least 1 byte")
-    if value > MAX_CHUNK_SIZE:
-        raise typer.BadParameter(f"{text!r}: the chunk size must be at most 5GiB")
+    if not 1 <= value <= MAX_CHUNK_SIZE:
+        raise typer.BadParameter(
+            f"{text!r}: expected a size from 1 byte to 5GiB (bytes or a unit, e.g. 8MiB)"
+        )
     return value
+
+
+#: the one range of every TCP port option (``up --port``/``--ui-port``,
+#: ``codec-server --port``)
+PORT_MIN, PORT_MAX = 1, 65535
+
+
+def parse_port(text: str | int) -> int:
+    """Parse a TCP port: an integer from :data:`PORT_MIN` to :data:`PORT_MAX` (click
+    puts the option's name before the message: ``Invalid value for '--port': '70000'
+    is not a port: expected a number from 1 to 65535``).
+
+    Raises:
+        typer.BadParameter: not an integer, or outside 1..65535 (0, -1, 70000).
+    """
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        value = 0
+    if not PORT_MIN <= value <= PORT_MAX:
+        raise typer.BadParameter(
+            f"{str(text)!r} is not a port: expected a number from {PORT_MIN} to {PORT_MAX}"
+        )
+    return value
+
+
+def port_option(name: str, help: str) -> typer.models.OptionInfo:
+    """A TCP port option ``name``, checked by :func:`parse_port` (a usage error, exit 2,
+    naming the option and the range)."""
+    return typer.Option(name, parser=parse_port, metavar="PORT", help=help)
 
 
 def parse_duration(text: str | float) -> float:

@@ -17,7 +17,7 @@ import typer
 
 from staccato import settings
 from staccato.cli.common import EXIT_USAGE, fail, run, setup_logging
-from staccato.cli.options import ProcessesOption
+from staccato.cli.options import ProcessesOption, port_option
 from staccato.errors import StaccatoError
 
 #: seconds ``up --detach`` waits for the background service to be ready
@@ -154,14 +154,23 @@ def up(
         bool,
         typer.Option("--detach", "-d", help="Run in the background; stop with `staccato down`."),
     ] = False,
-    port: Annotated[int, typer.Option("--port", help="Temporal gRPC port on 127.0.0.1.")] = 7233,
+    port: Annotated[int, port_option("--port", "Temporal gRPC port on 127.0.0.1.")] = 7233,
     ui_port: Annotated[
-        int, typer.Option("--ui-port", help="Temporal UI port on 127.0.0.1.")
+        int, port_option("--ui-port", "Temporal UI port on 127.0.0.1 (not --port).")
     ] = settings.DEFAULT_UI_PORT,
     processes: ProcessesOption = None,
 ) -> None:
     """Run the embedded default: Temporal's dev server (SQLite file under STACCATO_HOME,
-    so transfers survive restarts), the Temporal UI, and a worker."""
+    so transfers survive restarts), the Temporal UI, and a worker.
+
+    When something already listens on --port: a Temporal server is used as it is; anything
+    else is refused (exit 1) and nothing starts. --port and --ui-port must differ."""
+    if ui_port == port:
+        raise typer.BadParameter(
+            f"must differ from --port (both are {port}): the UI and Temporal's gRPC "
+            "API each need a port of their own",
+            param_hint="'--ui-port'",
+        )
     from staccato.codec import codec_keys
     from staccato.secrets import seal_keys
     from staccato.workers.devserver import (
@@ -169,7 +178,21 @@ def up(
         port_open,
         start_dev_server,
         stop_recorded_server,
+        temporal_answers,
     )
+
+    def check_taken_port() -> None:
+        """Refuse (exit 1, before anything starts) a --port something listens on that
+        does not answer as a Temporal server."""
+        if port_open("127.0.0.1", port) and not temporal_answers(address):
+            other = next(
+                p for p in (port + 1, port - 1, port + 2) if 0 < p < 65536 and p != ui_port
+            )
+            fail(
+                f"port {port} on 127.0.0.1 is taken by something that does not answer as a "
+                f"Temporal server; stop it or choose another port with --port (e.g. "
+                f"--port {other}); nothing was started"
+            )
 
     try:  # checked as `staccato worker` does, before anything starts
         config = settings.current()
@@ -202,6 +225,7 @@ def up(
             # idempotent: what the caller asked for is already true
             typer.echo(_already_up(pid, address), err=True)
             return
+        check_taken_port()
         log_path = home / "staccato-up.log"
         ready_path = home / "up.ready"
         ready_path.unlink(missing_ok=True)
@@ -256,6 +280,7 @@ def up(
             "running by a `staccato up` that was killed",
             err=True,
         )
+    check_taken_port()
     if port_open("127.0.0.1", port):
         typer.echo(f"using the Temporal server already listening on {address}", err=True)
     else:
@@ -449,7 +474,7 @@ def down() -> None:
 
 
 def codec_server(
-    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8081,
+    port: Annotated[int, port_option("--port", "Port to listen on.")] = 8081,
     host: Annotated[
         str, typer.Option("--host", help="Address to bind (keep it private: it decrypts).")
     ] = "127.0.0.1",

@@ -56,6 +56,26 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+def temporal_answers(address: str, timeout_s: float = 10.0) -> bool:
+    """Whether a Temporal server answers on ``address`` (``host:port``): a client
+    connects and gets its system info (what ``Client.connect`` asks) within
+    ``timeout_s`` seconds. False for anything else listening there (an HTTP server,
+    another program), which a worker could not use."""
+    import asyncio
+
+    from temporalio.client import Client
+
+    async def ask() -> None:
+        client = await asyncio.wait_for(Client.connect(address), timeout_s)
+        await asyncio.wait_for(client.service_client.check_health(), timeout_s)
+
+    try:
+        asyncio.run(ask())
+    except Exception:  # RPCError, RuntimeError (connect failed), TimeoutError
+        return False
+    return True
+
+
 #: Temporal's HTTP API port is the gRPC port plus this, as Temporal's own server
 #: defaults it (the dev server's default is a random port, which no client could know)
 HTTP_PORT_OFFSET = 10

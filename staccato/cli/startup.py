@@ -1,0 +1,42 @@
+"""Ctrl-C while the ``staccato`` command loads (its imports, a few hundred ms before it
+does anything): one line, ``staccato: interrupted; nothing was started``, and exit 130,
+not a ``KeyboardInterrupt`` traceback from whatever import it stopped; SIGTERM then:
+``staccato: terminated (SIGTERM); nothing was started`` and exit 143 (it died
+silently, killed by the signal).
+
+Imported first by :mod:`staccato.cli`; the handler is installed only when this is the
+command (``staccato``, or ``python -m staccato.cli``, whose ``sys.argv[0]`` is ``-m``
+while the package is imported), not a program importing the package, and only over
+Python's default handler (a SIGINT ignored stays ignored). :func:`staccato.cli.main`
+puts the default SIGINT handler back before the command runs, and the default
+SIGTERM action for a command other than a transfer command (a transfer command starts
+nothing before :func:`staccato.cli.common.run` installs its own SIGTERM handler).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+
+def interrupted_at_start(signum: int, frame: object) -> None:
+    """The SIGINT handler while the command loads: say so and exit 130 at once
+    (nothing was started: the command has not run)."""
+    os.write(2, b"staccato: interrupted; nothing was started\n")
+    os._exit(130)
+
+
+def terminated_at_start(signum: int, frame: object) -> None:
+    """The SIGTERM handler while the command loads (and, for a transfer command, until
+    its coroutine runs): say so and exit 143 at once."""
+    os.write(2, b"staccato: terminated (SIGTERM); nothing was started\n")
+    os._exit(143)
+
+
+#: the command, not a program importing the package
+AS_COMMAND = os.path.basename(sys.argv[0] if sys.argv else "") in ("staccato", "-m")
+if AS_COMMAND and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, interrupted_at_start)
+if AS_COMMAND and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+    signal.signal(signal.SIGTERM, terminated_at_start)
