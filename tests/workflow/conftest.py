@@ -105,10 +105,7 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
 async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     """A time-skipping test server with Staccato's search attributes registered (the
     workflow upserts its state into them); shut down on leaving."""
-    environment = await WorkflowEnvironment.start_time_skipping(
-        data_converter=pydantic_data_converter,
-        test_server_existing_path=server_binary(),
-    )
+    environment = await _start_time_skipping()
     try:
         await environment.client.operator_service.add_search_attributes(
             AddSearchAttributesRequest(
@@ -121,6 +118,27 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
         yield environment
     finally:
         await environment.shutdown()
+
+
+#: starts of the time-skipping test server tried before failing
+TEST_SERVER_STARTS = 3
+
+
+async def _start_time_skipping() -> WorkflowEnvironment:
+    """Start the time-skipping test server, up to :data:`TEST_SERVER_STARTS` times:
+    sdk-core gives the process it starts a few seconds to answer on its port, which a
+    loaded 2-core machine can miss (``RuntimeError`` from ``start_test_server``, seen
+    with two suites running at once); a server that never starts still fails."""
+    for attempt in range(1, TEST_SERVER_STARTS + 1):
+        try:
+            return await WorkflowEnvironment.start_time_skipping(
+                data_converter=pydantic_data_converter,
+                test_server_existing_path=server_binary(),
+            )
+        except RuntimeError:
+            if attempt == TEST_SERVER_STARTS:
+                raise
+    raise AssertionError("unreachable")
 
 
 async def until(condition: Callable[[], bool], what: str, timeout_s: float = WAIT_S) -> None:
