@@ -253,10 +253,12 @@ async def test_temporal_kill_mid_dataset_resends_nothing_published(
         marks = _marks(destination)
         assert FILES // 4 < len(marks) < FILES, len(marks)
         # the batches in flight go on without the server and end (nothing is published
-        # for 2 s); the outage then outlasts the SDK's retries of their results (~10 s),
-        # which are lost, so Temporal retries the batches from their last heartbeats
-        await _settled(lambda: len(_published(destination)), quiet_s=2, timeout_s=20)
-        await asyncio.sleep(RESULT_RETRIES_S)  # the outage's length, not a wait for a state
+        # for 4 s); the outage then outlasts the SDK's retries of their results (~10 s),
+        # which are lost, so Temporal retries the batches from their last heartbeats.
+        # With 2 s and 10 s a loaded CI (-n 3) once had a batch end late enough for its
+        # result to reach the restarted server: no batch retried, nothing tested
+        await _settled(lambda: len(_published(destination)), quiet_s=4, timeout_s=30)
+        await asyncio.sleep(RESULT_RETRIES_S + 4)  # the outage's length, not a wait for a state
         server.start()  # same port, same database file
         final = await wait_dataset(client, dataset, timeout_s=120)
         assert final.state == DatasetState.completed, final
