@@ -252,3 +252,24 @@ def test_a_session_given_up_after_a_transient_error_is_aborted_when_it_cannot_be
     assert any(tmp_path.iterdir()), "the temp file kept for the retry is gone"
     drop_session(files, kept, WriteSessionLost("gone"))
     assert not any(tmp_path.iterdir()), "a session ended by a permanent error is left behind"
+
+
+@pytest.mark.parametrize("before", ["absent", "present"])
+def test_a_late_empty_publish_never_replaces_a_newer_object(
+    driver: S3Driver, s3: Any, bucket: str, before: str
+) -> None:
+    """A 0-byte object is one PutObject at publish, made conditional on the key as the
+    session found it (If-None-Match / If-Match): a publish repeated after it succeeded
+    (its answer lost) still succeeds, and a late one (a frozen worker's, after a newer
+    object replaced this one) refuses to put the empty object back over it."""
+    key = f"empty-{before}"
+    if before == "present":
+        s3.put_object(Bucket=bucket, Key=key, Body=b"the previous object")
+    session = driver.open_session(parse_url(f"s3://{bucket}/{key}"), 0, MiB, f"late-{before}")
+    driver.publish(session)
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b""
+    driver.publish(session)  # the same attempt again: its own object is there
+    s3.put_object(Bucket=bucket, Key=key, Body=b"a newer object")
+    with pytest.raises(WriteSessionLost, match="changed since its write session"):
+        driver.publish(session)
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b"a newer object"

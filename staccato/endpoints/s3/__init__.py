@@ -28,7 +28,8 @@ cancel or a failure leaves the object that was there before intact:
   makes the whole object appear at once; a resumed stream asks ListParts (paged past
   1,000 parts, tolerating a stuck page marker) which parts S3 already holds and sends only the others;
 * a 0-byte object is one empty PutObject, sent at publish (a Complete with no parts
-  is rejected);
+  is rejected), conditional on the key as the session found it (``If-Match`` /
+  ``If-None-Match``: a late publish never puts it over a newer object);
 * cancel or permanent failure aborts the upload, repeated until ListParts answers
   ``NoSuchUpload`` (a part upload still in flight can outlive one abort). Abort never
   deletes an object: whatever the key holds was either there before or published.

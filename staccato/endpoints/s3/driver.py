@@ -36,6 +36,7 @@ from staccato.errors import (
     InvalidURL,
     PermanentError,
     RetryableError,
+    WriteSessionLost,
 )
 from staccato.models import ListEntry, ListPage, ObjectInfo, WriteSession
 from staccato.plan import chunk_bounds, chunk_count
@@ -580,7 +581,7 @@ class S3Driver(Driver):
                 size=size,
                 chunk_size=chunk_size,
                 session_id=f"put:{session_key}",
-                data={**data, "mode": "put"},
+                data={**data, "mode": "put", **self._key_condition(url)},
             )
         endpoint = self.endpoint(url)
         try:
@@ -612,6 +613,79 @@ class S3Driver(Driver):
 
     def open_writer(self, session: WriteSession) -> ChunkWriter:
         return S3ChunkWriter(self, session)
+
+    def _key_condition(self, url: EndpointURL) -> dict[str, str]:
+        """What a 0-byte object's publish requires of its key (kept in the session):
+        ``{"if_match": ETAG}`` (the object at the key when the session was opened),
+        ``{"if_none_match": "*"}`` (no object then), or nothing when HeadObject cannot
+        tell (denied: the PutObject is sent without a condition, as before 0.13.0).
+        A multipart upload needs none: a late CompleteMultipartUpload of an upload
+        another attempt completed gets ``NoSuchUpload``; one empty PutObject would
+        replace whatever is at the key."""
+        endpoint = self.endpoint(url)
+        try:
+            head = endpoint.client.head_object(Bucket=url.bucket, Key=url.key)
+        except ClientError as err:
+            return {"if_none_match": "*"} if _status(err) == 404 else {}
+        except BotoCoreError:
+            return {}
+        etag = head.get("ETag")
+        return {"if_match": str(etag)} if etag else {}
+
+    def _put_empty(self, target: _UploadDestination) -> Mapping[str, Any] | None:
+        """The 0-byte object's one PutObject, conditional on the key being as the
+        session found it (S3's conditional writes: ``If-Match`` / ``If-None-Match``,
+        answered ``412 PreconditionFailed`` otherwise). A publish whose PutObject is
+        late (its process was frozen while another attempt published and a newer
+        object replaced it) thus never puts the old empty object back; a refused put
+        whose key holds this session's object is an earlier attempt's success.
+
+        Returns:
+            HeadObject of the published object, None when it cannot be read yet.
+
+        Raises:
+            WriteSessionLost: the key changed since the session was opened (the
+                workflow opens a new session, which replaces it if this transfer is
+                still the current one).
+        """
+        session = target.session
+        condition: dict[str, str] = {}
+        if session.data.get("if_match"):
+            condition["IfMatch"] = session.data["if_match"]
+        elif session.data.get("if_none_match"):
+            condition["IfNoneMatch"] = session.data["if_none_match"]
+        request = {
+            "Bucket": target.bucket,
+            "Key": target.key,
+            "Body": b"",
+            "ContentLength": 0,
+            "ChecksumCRC32C": _EMPTY_CRC32C,
+            "ContentType": session.data["content_type"],
+            "Metadata": {MARKER: target.marker},
+        }
+        client = target.endpoint.client
+        try:
+            try:
+                client.put_object(**request, **condition)
+            except ClientError as err:
+                if not condition or _code(err) not in ("NotImplemented", "InvalidArgument"):
+                    raise
+                # a store without conditional writes: as before them
+                client.put_object(**request)
+        except ClientError as err:
+            if _code(err) == "PreconditionFailed" or _status(err) == 412:
+                head = self._own_object(target)
+                if head is not None:
+                    return head
+                raise WriteSessionLost(
+                    f"s3://{target.bucket}/{target.key} changed since its write session "
+                    "was opened (another writer, or a newer transfer after this one); "
+                    "this 0-byte object was not put over it"
+                ) from None
+            raise target.error(err, "PutObject") from None
+        except BotoCoreError as err:
+            raise target.error(err, "PutObject") from None
+        return self._own_object(target)
 
     def _parts(self, target: _UploadDestination) -> dict[int, Mapping[str, Any]]:
         """ListParts, paged to the end (an upload with more than 1,000 parts spans pages;
@@ -699,19 +773,7 @@ class S3Driver(Driver):
                 if head is None:
                     target.check_not_legacy()
             else:
-                try:
-                    client.put_object(
-                        Bucket=target.bucket,
-                        Key=target.key,
-                        Body=b"",
-                        ContentLength=0,
-                        ChecksumCRC32C=_EMPTY_CRC32C,
-                        ContentType=session.data["content_type"],
-                        Metadata={MARKER: target.marker},
-                    )
-                except (ClientError, BotoCoreError) as err:
-                    raise target.error(err, "PutObject") from None
-                head = self._own_object(target)
+                head = self._put_empty(target)
             if head is None:
                 raise RetryableError(
                     f"s3://{target.bucket}/{target.key} is not readable right after PutObject"
