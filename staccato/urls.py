@@ -256,7 +256,10 @@ def resolve_dot_dot(path: str) -> str:
         return path
     last = len(parts) - 1 - parts[::-1].index("..")
     head = "/".join(parts[: last + 1]) or "/"
-    return os.path.join(os.path.realpath(head), "/".join(parts[last + 1 :]))
+    # the rest without its empty segments: ``..//w``'s tail is ``w``, not ``/w`` (which
+    # os.path.join takes for an absolute path: the file system's root)
+    rest = "/".join(part for part in parts[last + 1 :] if part)
+    return os.path.join(os.path.realpath(head), rest)
 
 
 def _file_canonical(path: str) -> str:

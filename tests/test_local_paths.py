@@ -39,6 +39,21 @@ def test_dot_dot_after_a_link_is_resolved_through_the_link(linked: Path) -> None
     assert parse_url("src/x/../y", cwd=str(linked)).path == str(linked / "src" / "y")
 
 
+@pytest.mark.parametrize("slashes", ["/", "//", "///"])
+def test_slashes_after_dot_dot_stay_under_the_parent(linked: Path, slashes: str) -> None:
+    """``..//w`` is ``../w`` (POSIX: consecutive slashes are one), never the root's
+    ``/w``: through the link and without one (a tester's ``cp x out/dlink/..//w``
+    created ``/w``, and ``src/link/..//etc/hostname`` read the machine's)."""
+    (linked / "src" / "sub").mkdir()
+    assert parse_url(f"src/sub2/..{slashes}w", cwd=str(linked)).path == str(
+        linked / "elsewhere" / "w"
+    )
+    assert parse_url(f"src/sub/..{slashes}x", cwd=str(linked)).path == str(linked / "src" / "x")
+    assert parse_url(f"{linked}/src/sub2/..{slashes}etc/hostname").path == str(
+        linked / "elsewhere" / "etc" / "hostname"
+    )
+
+
 def test_paths_without_dot_dot_keep_their_canonical_form_and_id(linked: Path) -> None:
     """The resolution applies to ``..`` only: an ordinary path (through the link or
     not) keeps its canonical text, so its transfer id is unchanged."""
