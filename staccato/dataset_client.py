@@ -585,6 +585,10 @@ async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
     # which stands still between its tasks (a batch copying for seconds adds none),
     # so it alone made a rate of files done over ~0.4 s: 8 files/s for 0.2
     elapsed = max(progress.now or 0, time.time()) - (progress.started_at or 0)
+    if state in _TERMINAL:
+        # ended (cancelled, failed): nothing moves, so no rate and no ETA (one measured
+        # to now fell, and its ETA grew, every second after a cancel)
+        elapsed = 0
     rate_files = (done + progress.files_skipped) / elapsed if elapsed > 0 else None
     rate_bytes = done_bytes / elapsed if elapsed > 0 else None
     handled = done + progress.files_skipped + progress.files_failed

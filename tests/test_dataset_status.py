@@ -77,7 +77,10 @@ async def test_slow_dataset_status_rate_bytes_and_final_count(
     assert final.files_done == len(published) >= 1, (final, published)
     assert final.bytes_done == sum(published.values()), (final, published)
     assert final.files_total == FILES and final.listing_done, final
+    # ended: nothing moves, so no rate and no ETA (they fell and grew after the cancel)
+    assert final.rate_files_per_s is None and final.eta_s is None, final
     text = progress_text(final)
+    assert "files/s" not in text and "eta" not in text, text
     assert f"/{FILES} files" in text and "+" not in text, text
     # as `status` shows it
     args = {"address": temporal_server.address, "task_queue": client.task_queue}
