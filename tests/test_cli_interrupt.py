@@ -210,3 +210,22 @@ def test_ctrl_c_while_loading_says_nothing_was_started(
     assert not target.exists()
     shown = _cli("status", str(target), env=env)  # no transfer nor dataset there
     assert shown.returncode == 1 and "no " in shown.stderr.lower(), shown
+
+
+def test_ctrl_c_while_watch_loads_does_not_say_nothing_was_started(
+    temporal_server, worker, data_dir: Path
+) -> None:
+    """A `watch` stopped while it loads starts nothing either way, and what it
+    watches goes on: it says "interrupted", not "nothing was started" (which read as
+    if the transfer were not running; found by a tester)."""
+    env = _env(temporal_server, worker)
+    process = _popen("watch", str(data_dir / "any"), env=env)
+    deadline = time.monotonic() + 60
+    while not _loaded(process.pid, "_pydantic_core") and process.poll() is None:
+        assert time.monotonic() < deadline, "the command never loaded pydantic"
+        time.sleep(0.001)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, (process.returncode, err)
+    assert err.strip() == "staccato: interrupted", err
+    assert "Traceback" not in err and out == "", (out, err)

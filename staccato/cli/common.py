@@ -71,6 +71,18 @@ async def _terminable(factory: Callable[[], Awaitable[T]], sigterm: bool) -> T:
         loop.remove_signal_handler(signal.SIGTERM)
 
 
+def _quiet_teardown() -> None:
+    """After a Ctrl-C that came while ``asyncio.run`` was still setting its loop up:
+    the half-made loop and the coroutine never awaited are collected at exit, and
+    would print "Exception ignored in BaseEventLoop.__del__" with a traceback and a
+    "never awaited" warning under the command's one line. Nothing of the command's
+    runs after this; those reports are silenced for the rest of the process."""
+    import warnings
+
+    warnings.simplefilter("ignore", RuntimeWarning)
+    sys.unraisablehook = lambda unraisable: None
+
+
 def run(factory: Callable[[], Awaitable[T]], *, sigterm: bool = True, starts: bool = False) -> T:
     """Run a coroutine, turning Staccato errors into messages and exit codes: a bad URL
     or STACCATO_* setting exits 2, any other :class:`StaccatoError` (Temporal
@@ -105,6 +117,7 @@ def run(factory: Callable[[], Awaitable[T]], *, sigterm: bool = True, starts: bo
             "to the workers' key"
         )
     except KeyboardInterrupt:
+        _quiet_teardown()
         stopped(f"interrupted{before}", EXIT_INTERRUPTED)
     except Exception as err:
         message = temporal_rpc_message(err)

@@ -19,18 +19,28 @@ import os
 import signal
 import sys
 
+#: the commands that start runs: only they say "nothing was started" (a `watch` or
+#: `status` stopped while loading starts nothing, and its transfer goes on)
+STARTING_COMMANDS = frozenset({"cp", "submit"})
+
+
+def _nothing_started() -> bytes:
+    """ "; nothing was started" for a command that starts runs, else nothing."""
+    command = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), "")
+    return b"; nothing was started" if command in STARTING_COMMANDS else b""
+
 
 def interrupted_at_start(signum: int, frame: object) -> None:
     """The SIGINT handler while the command loads: say so and exit 130 at once
     (nothing was started: the command has not run)."""
-    os.write(2, b"staccato: interrupted; nothing was started\n")
+    os.write(2, b"staccato: interrupted" + _nothing_started() + b"\n")
     os._exit(130)
 
 
 def terminated_at_start(signum: int, frame: object) -> None:
     """The SIGTERM handler while the command loads (and, for a transfer command, until
     its coroutine runs): say so and exit 143 at once."""
-    os.write(2, b"staccato: terminated (SIGTERM); nothing was started\n")
+    os.write(2, b"staccato: terminated (SIGTERM)" + _nothing_started() + b"\n")
     os._exit(143)
 
 
