@@ -25,6 +25,7 @@ between a publish and the removal of its journal).
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import errno
 import fnmatch
@@ -48,6 +49,7 @@ from staccato.activities.liveness import heartbeating
 from staccato.activities.object_copy import copy_object, up_to_date
 from staccato.activities.pacing import SharedPacer, beating_wait, paced_by
 from staccato.activities.small_copy import SMALL_OBJECT_MAX, stage_small_url
+from staccato.activities.stream_lease import Lease, leased
 from staccato.activities.stream_progress import StreamStopped, heartbeat
 from staccato.activities.transfer import check_file_roots, stat_source
 from staccato.datasets.models import (
@@ -389,10 +391,23 @@ def copy_batch(request: BatchInput) -> BatchResult:
         CancelledError: the dataset was cancelled (the file in flight is removed).
         ApplicationError: a mapped error (see ``mapped_errors``).
     """
-    result = _copy_batch(request)
+    with batch_leased():
+        result = _copy_batch(request)
     if result is None:
         raise CancelledError("batch stopped: cancelled or its worker is gone")
     return result
+
+
+def batch_leased() -> contextlib.AbstractContextManager[Lease | None]:
+    """The batch attempt's lease (:mod:`staccato.activities.stream_lease`): its
+    heartbeats (``_Beat``) renew it, and every write of its files to the destination
+    checks it first (:func:`staccato.endpoints.base.write_fence`, also in the threads
+    that copy its files and commit its groups: each runs in a copy of the batch's
+    context), so a batch whose process was frozen past its heartbeat timeout (Temporal
+    may have retried it elsewhere, the dataset may have completed and a newer write
+    replaced a file) stops before its next write instead of going on with its list."""
+    timeout = activity.info().heartbeat_timeout
+    return leased(timeout.total_seconds() if timeout else None)
 
 
 def _stopped_by_cancel() -> bool:
@@ -789,7 +804,8 @@ def _copy_in_flight(
             return
         assert group is not None and committer is not None
         in_commit = end
-        committing = committer.submit(group.commit, staged)
+        # the commit's renames check the batch's lease: its thread sees the context
+        committing = committer.submit(contextvars.copy_context().run, group.commit, staged)
 
     def commit_ended() -> None:
         """Count the files of the commit that ended (raises its error, if any)."""

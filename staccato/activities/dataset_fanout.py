@@ -44,7 +44,7 @@ from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import CancelledError
 
-from staccato.activities.dataset import _Beat, _stopped_by_cancel, batch_pacer
+from staccato.activities.dataset import _Beat, _stopped_by_cancel, batch_leased, batch_pacer
 from staccato.activities.errors import mapped_errors
 from staccato.activities.object_copy import up_to_date
 from staccato.activities.pacing import SharedPacer, beating_wait, paced_by
@@ -154,7 +154,8 @@ def copy_batch_to_many(request: FanOutBatchInput) -> FanOutBatchResult:
         ApplicationError: a mapped error: a transient failure of the source (retried
             from the checkpoint).
     """
-    result = _copy_batch(request)
+    with batch_leased():  # no write after the attempt may have lost its batch
+        result = _copy_batch(request)
     if result is None:
         raise CancelledError("batch stopped: cancelled or its worker is gone")
     return result

@@ -31,6 +31,12 @@ the kernel (or on the wire) when the process is frozen; a fenced send happens wi
 microseconds of its check. Destinations refuse stale writers themselves too: a file
 session's temp file is checked before each chunk, S3 refuses parts of a completed
 upload, SFTP's temp file is checked before each chunk.
+
+A dataset's batch activity runs under a lease too
+(:func:`staccato.activities.dataset.batch_leased`): its heartbeats renew it, and each
+of its destination writes (S3 PutObject and publish, file renames of a publish or a
+group commit, a group's temp file) is fenced, so a frozen batch woken after Temporal
+retried it elsewhere does not put stale copies of the rest of its files over newer ones.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
 
-from staccato.endpoints.base import ChunkWriter, Driver, Features, Reader
+from staccato.endpoints.base import ChunkWriter, Driver, Features, Reader, write_fence
 from staccato.endpoints.file.fs import (
     KERNEL_COPY_FILE_SYSTEMS,
     PSEUDO_FILE_SYSTEMS,
@@ -333,6 +333,7 @@ class FileDriver(Driver):
             # for every chunk, and a line is written only after that chunk's
             # fdatasync (FileChunkWriter._commit), so the data (and the size it needs)
             # is on disk already; a second sync costs a journal commit per file
+            write_fence()  # a dataset batch publishes under its lease
             os.rename(temp, target)
             dir_fd = os.open(os.path.dirname(target) or ".", os.O_RDONLY | os.O_DIRECTORY)
             try:

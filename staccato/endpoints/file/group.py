@@ -40,6 +40,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
+from staccato.endpoints.base import write_fence
 from staccato.endpoints.file.driver import FileDriver, check_parent, check_target
 from staccato.endpoints.file.fs import NO_SPACE, no_space, os_error
 from staccato.endpoints.file.read import file_version, what_changed
@@ -202,6 +203,7 @@ class LocalGroup:
         self._directory(url)
         check_target(url.path)
         temp, _ = session_paths(url, session_key)
+        write_fence()  # under the batch's lease: a retry elsewhere writes this temp name too
         try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         except OSError as err:
@@ -257,6 +259,9 @@ class LocalGroup:
         results: list[StaccatoError | None] = []
         directories: set[str] = set()
         for item in staged:
+            # under the batch's lease (raised, not a file's failure): a batch frozen past
+            # its heartbeat timeout may have been retried, and a newer file published
+            write_fence()
             try:
                 _check_source(item)
                 os.rename(item.temp, item.target)

@@ -21,7 +21,15 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from staccato import checksums, sockets
-from staccato.endpoints.base import ChunkWriter, Driver, Features, Reader, WholeReads, keepalive
+from staccato.endpoints.base import (
+    ChunkWriter,
+    Driver,
+    Features,
+    Reader,
+    WholeReads,
+    keepalive,
+    write_fence,
+)
 from staccato.endpoints.s3.checksums import _EMPTY_CRC32C, _b64_to_hex, _crc_b64
 from staccato.endpoints.s3.client import _Endpoint, _make_endpoint
 from staccato.endpoints.s3.errors import _code, _explain_head, _s3_error, _scrub, _status
@@ -551,6 +559,7 @@ class S3Driver(Driver):
             )
             if fields is not None:
                 return _b64_to_hex(fields.get("ChecksumCRC32C"))
+        write_fence()  # a dataset batch's write: under its lease (the lean path checks too)
         try:
             answer = endpoint.client.put_object(
                 Bucket=url.bucket,
@@ -773,6 +782,7 @@ class S3Driver(Driver):
                 if head is None:
                     target.check_not_legacy()
             else:
+                write_fence()  # a dataset batch publishes under its lease
                 head = self._put_empty(target)
             if head is None:
                 raise RetryableError(
@@ -803,6 +813,7 @@ class S3Driver(Driver):
             if part.get("ChecksumCRC32C"):
                 entry["ChecksumCRC32C"] = part["ChecksumCRC32C"]
             listed.append(entry)
+        write_fence()  # a dataset batch publishes under its lease
         try:
             client.complete_multipart_upload(
                 Bucket=target.bucket,

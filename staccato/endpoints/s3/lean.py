@@ -57,7 +57,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
-from staccato.endpoints.base import keepalive
+from staccato.endpoints.base import keepalive, write_fence
 
 #: environment variables that route requests through a proxy (botocore honours them)
 _PROXY_VARIABLES = (
@@ -145,6 +145,7 @@ class LeanS3:
         if _odd_key(key) or self._credentials is None:
             return None
         payload = hashlib.sha256(data).hexdigest()
+        write_fence()  # a dataset batch's write: under its lease
         sent = self._send("PUT", self._path(bucket, key), headers, data, payload)
         if sent is None:
             return None

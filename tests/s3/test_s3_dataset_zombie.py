@@ -1,0 +1,138 @@
+"""A dataset batch frozen past its heartbeat timeout writes nothing when it wakes.
+
+A batch of small files from a local directory to S3 (one PutObject per file, paced so
+that it lasts ~15 s) runs on a first worker. Once part of it is at the store, that
+worker's whole process tree is frozen (SIGSTOP); a second worker on the same task
+queue takes the batch over once its heartbeat timeout passed and the dataset
+completes. Then a newer version of each file the frozen batch had not reached yet is
+written to the store (as a later write by someone else would), and the frozen tree is
+woken (SIGCONT). Before batches ran under the stream lease, the woken batch went on
+with its list and put its stale copies over the newer versions; now it stops before
+its next PutObject (``StreamLeaseExpired``), and the store receives no PutObject after
+the wake (counted at SeaweedFS). Runs on a Temporal server of its own that lets an
+open task poll expire after 5 s (``tests.zombie_checks.POLL_EXPIRY``), so the frozen
+worker's polls stop taking tasks soon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from staccato.client import StaccatoClient
+from staccato.dataset_client import submit_dataset
+from staccato.datasets.models import DatasetState
+from staccato.models import TransferOptions
+from tests.dataset_checks import MiB, wait_dataset
+from tests.s3.conftest import MeteredSeaweedS3, started_s3_worker
+from tests.zombie_checks import short_poll_server, thaw
+from tests.zombie_checks import tree as process_tree
+
+FILES = 120
+SIZE = 2000
+HEARTBEAT_TIMEOUT_S = 4
+#: bytes/s the batch reads at most: its ~240 KB last ~15 s
+RATE = 16 * 1024
+OPTIONS = TransferOptions(
+    chunk_size=1 * MiB, heartbeat_timeout_s=HEARTBEAT_TIMEOUT_S, max_rate=RATE
+)
+PREFIX = "dst/"
+
+
+def _keys(s3: Any, bucket: str) -> set[str]:
+    keys: set[str] = set()
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=PREFIX):
+        keys.update(item["Key"] for item in page.get("Contents", ()))
+    return keys
+
+
+def _replaced(s3: Any, bucket: str, newer: dict[str, bytes]) -> list[str]:
+    """The keys of ``newer`` whose object is no longer the newer version."""
+    return [
+        key
+        for key, data in newer.items()
+        if s3.get_object(Bucket=bucket, Key=key)["Body"].read() != data
+    ]
+
+
+async def test_frozen_batch_writes_nothing_after_losing_its_batch(
+    s3_server: MeteredSeaweedS3,
+    s3_worker_env: dict[str, str],
+    s3: Any,
+    bucket: str,
+    data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    source = data_dir / "src"
+    source.mkdir()
+    for i in range(FILES):
+        (source / f"f{i:04d}").write_bytes(os.urandom(SIZE))
+    past = time.time() - 3600
+    for path in source.iterdir():
+        os.utime(path, (past, past))
+    with short_poll_server(tmp_path) as temporal_server:
+        first = started_s3_worker(temporal_server.address, s3_worker_env, tmp_path)
+        second = None
+        frozen: list[int] = []
+        try:
+            async with await StaccatoClient.connect(target_host=temporal_server.address) as client:
+                client.task_queue = first.task_queue
+                dataset = await submit_dataset(
+                    client,
+                    str(source),
+                    f"s3://{bucket}/{PREFIX}",
+                    OPTIONS,
+                    batch_files=FILES,
+                    max_batches=1,
+                )
+                deadline = time.monotonic() + 60
+                while len(_keys(s3, bucket)) < FILES // 5 and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+                assert first.process is not None
+                frozen = process_tree(first.process.pid)
+                for pid in reversed(frozen):  # the activity processes first
+                    os.kill(pid, signal.SIGSTOP)
+                written = _keys(s3, bucket)
+                assert FILES // 5 <= len(written) < FILES // 2, len(written)
+                # the files the frozen batch would write next (past those in flight)
+                last = max(int(key[len(PREFIX) + 1 :]) for key in written)
+                ahead = [f"{PREFIX}f{i:04d}" for i in range(last + 8, FILES)]
+                assert len(ahead) >= FILES // 3, len(ahead)
+                second = started_s3_worker(
+                    temporal_server.address, s3_worker_env, tmp_path, task_queue=first.task_queue
+                )
+                final = await wait_dataset(client, dataset, timeout_s=120)
+                assert final.state == DatasetState.completed, final
+                assert final.files_done == FILES and final.files_failed == 0, final
+                newer = {key: b"newer version of " + key.encode() for key in ahead}
+                for key, data in newer.items():
+                    s3.put_object(Bucket=bucket, Key=key, Body=data)
+                puts_before = s3_server.request_count(bucket, "PUT")
+                thaw(frozen)
+                # the woken batch ends: it stops at its lease, or (before the fix) it
+                # goes on and replaces newer versions
+                deadline = time.monotonic() + 30
+                stopped = False
+                while time.monotonic() < deadline:
+                    stopped = "StreamLeaseExpired" in first.log_tail(20000)
+                    if stopped or _replaced(s3, bucket, newer):
+                        break
+                    await asyncio.sleep(0.2)
+                replaced = _replaced(s3, bucket, newer)
+                puts_after = s3_server.request_count(bucket, "PUT")
+                print(
+                    f"woken batch: {len(replaced)} of {len(newer)} newer versions replaced, "
+                    f"{puts_after - puts_before} PutObject after the wake"
+                )
+                assert replaced == [], f"the woken batch replaced {len(replaced)} newer files"
+                assert stopped, f"the woken batch did not stop:\n{first.log_tail(4000)}"
+                assert puts_after == puts_before
+        finally:
+            thaw(frozen)
+            first.stop()
+            if second is not None:
+                second.stop()
