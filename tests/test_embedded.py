@@ -415,3 +415,36 @@ def test_a_port_taken_by_something_else_than_temporal_is_refused(
     finally:
         http.terminate()
         http.wait(timeout=30)
+
+
+def test_up_on_a_running_temporal_does_not_claim_a_ui(tmp_path: Path, temporal_server) -> None:
+    """``up`` where a Temporal server already listens starts only its worker: it says
+    the UI is that server's, not ``--ui-port``'s, where nothing listens (it printed
+    "UI at http://127.0.0.1:UI_PORT"; found by a tester)."""
+    from staccato.workers.devserver import port_open
+
+    port = int(temporal_server.address.rsplit(":", 1)[1])
+    ui_port = free_port()
+    home = tmp_path / "home"
+    env = {**os.environ, "STACCATO_HOME": str(home)}
+    try:
+        up = _staccato(
+            "up", "--detach", "--port", str(port), "--ui-port", str(ui_port),
+            env=env, timeout_s=120,
+        )  # fmt: skip
+        assert up.returncode == 0, up
+        assert f"UI at http://127.0.0.1:{ui_port}" not in up.stdout, up.stdout
+        assert "the existing server's own" in up.stdout, up.stdout
+        assert not port_open("127.0.0.1", ui_port)
+    finally:
+        if (home / "up.pid").exists():
+            _staccato("down", env=env)
+
+
+def test_the_http_api_port_is_never_the_ui_port() -> None:
+    """The HTTP API takes ``--port`` + 10 unless that is ``--ui-port`` (``up --port
+    7300 --ui-port 7310``: the UI failed to bind, "the service exited with 1")."""
+    from staccato.workers.devserver import HTTP_PORT_OFFSET, http_port_for
+
+    port = free_port()
+    assert http_port_for("127.0.0.1", port, port + HTTP_PORT_OFFSET) != port + HTTP_PORT_OFFSET

@@ -226,6 +226,7 @@ def up(
             typer.echo(_already_up(pid, address), err=True)
             return
         check_taken_port()
+        attached = port_open("127.0.0.1", port)  # a Temporal server there: its worker only
         log_path = home / "staccato-up.log"
         ready_path = home / "up.ready"
         ready_path.unlink(missing_ok=True)
@@ -263,7 +264,8 @@ def up(
             child.kill()
             fail(f"the service did not start within {UP_READY_TIMEOUT_S} s; see {log_path}")
         typer.echo(
-            f"staccato is up (pid {child.pid}): Temporal at {address}, UI at http://127.0.0.1:{ui_port}, "
+            f"staccato is up (pid {child.pid}): Temporal at {address}, "
+            f"{_ui_text(attached, ui_port)}, "
             f"data in {home}, log in {log_path}. Stop it with `staccato down`."
         )
         return
@@ -291,7 +293,7 @@ def up(
     _pid_file().write_text(str(os.getpid()))
     _address_file().write_text(address)
     typer.echo(
-        f"Temporal dev server on {address}, UI at http://127.0.0.1:{ui_port}, data in {home}",
+        f"Temporal dev server on {address}, {_ui_text(server is None, ui_port)}, data in {home}",
         err=True,
     )
 
@@ -523,3 +525,13 @@ def codec_server(
         pass
     finally:
         server.server_close()
+
+
+def _ui_text(attached: bool, ui_port: int) -> str:
+    """Where the Temporal UI is, as ``up`` reports it: at ``ui_port`` when it started
+    the dev server; when it uses a Temporal server already listening (only its worker
+    started), that server's own UI, if it has one (it claimed ``--ui-port``, where
+    nothing listened; found by a tester)."""
+    if attached:
+        return "UI: the existing server's own, if any (--ui-port unused: no server started)"
+    return f"UI at http://127.0.0.1:{ui_port}"

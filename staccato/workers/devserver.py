@@ -81,11 +81,12 @@ def temporal_answers(address: str, timeout_s: float = 10.0) -> bool:
 HTTP_PORT_OFFSET = 10
 
 
-def http_port_for(host: str, port: int) -> int:
-    """The HTTP API port for a dev server on ``port``: ``port`` + 10 when free, else
-    a free port the system picks (recorded either way: :func:`recorded_http_port`)."""
+def http_port_for(host: str, port: int, ui_port: int | None = None) -> int:
+    """The HTTP API port for a dev server on ``port``: ``port`` + 10 when free and not
+    ``ui_port`` (the UI would fail to bind it: `up --port 7300 --ui-port 7310`), else a
+    free port the system picks (recorded either way: :func:`recorded_http_port`)."""
     wanted = port + HTTP_PORT_OFFSET
-    if wanted <= 65535 and not port_open(host, wanted):
+    if wanted <= 65535 and wanted != ui_port and not port_open(host, wanted):
         return wanted
     with socket.socket() as probe:
         probe.bind((host, 0))
@@ -123,7 +124,7 @@ def start_dev_server(
         )
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "temporal.log"
-    http_port = http_port_for(host, port)
+    http_port = http_port_for(host, port, ui_port)
     args = [
         temporal_binary(),
         "server",
