@@ -54,6 +54,10 @@ def source(data_dir: Path) -> Path:
             "Invalid value for '--small-file-max': '6GiB': expected a size from 1 byte to 5GiB",
         ),
         (["{src}", "{dst}", "--chunk-size", "lots"], "'lots' is not a size"),
+        # a fraction of a byte (ByteSize cut it: --max-rate 1.5 ran at 1 B/s)
+        (["{src}", "{dst}", "--chunk-size", "1.5"], "a fraction of a byte"),
+        (["{src}", "{dst}", "--max-rate", "1.5"], "a fraction of a byte"),
+        (["-r", "{src}", "{dst}", "--small-file-max", "2."], "a fraction of a byte"),
         (["{src}", "{dst}", "--streams", "0"], "--streams"),
     ],
 )

@@ -41,6 +41,12 @@ def byte_count(text: str, expected: str, shown: str | None = None) -> int:
             ``text``: what the user typed) and ``expected``.
     """
     cleaned = re.sub(r"(?i)^([\d.]+)\s*([kmgt])$", lambda m: f"{m.group(1)}{m.group(2)}iB", text)
+    if re.fullmatch(r"\d*\.\d*", cleaned.strip()):
+        # ByteSize would cut `1.5` to 1 byte: a fraction of a byte is no byte count
+        raise typer.BadParameter(
+            f"{shown or text!r} is not {expected} (a fraction of a byte: use whole bytes, "
+            "or a unit for a fraction, e.g. 1.5MiB)"
+        )
     try:
         return int(_SIZE.validate_python(cleaned))
     except ValidationError:
