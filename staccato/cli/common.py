@@ -171,9 +171,10 @@ def say_ignored(kind: str, run_id: str, ignored: Sequence[str]) -> None:
     say how to run) whose options differ from the ones given: ``ignored`` names each,
     requested vs running; they do not apply to it. The one wording for every kind."""
     typer.echo(
-        f"staccato: warning: attached to running {kind} {run_id} (same source, "
-        "destination and copy options), which runs with other options than yours; "
-        f"yours do not apply to it: {'; '.join(ignored)}. To run with yours, wait for it "
+        f"staccato: warning: attached to running {kind} {run_id}: it copies the same "
+        "source to the same destination with the same copy options, but its run "
+        f"settings differ from yours and yours do not apply to it: {'; '.join(ignored)}. "
+        "To run with yours, wait for it "
         f"to end (`staccato watch {run_id}`) or cancel it (`staccato cancel {run_id}`), "
         "then submit again",
         err=True,
