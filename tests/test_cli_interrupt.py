@@ -182,6 +182,17 @@ def _loaded(pid: int, library: str) -> bool:
         return False
 
 
+def _interrupt_while_loading(process: subprocess.Popen[str]) -> tuple[str, str]:
+    """Ctrl-C to ``process`` once it has pydantic mapped (still importing: its start
+    is a few hundred ms away); its stdout and stderr once it ended."""
+    deadline = time.monotonic() + 60
+    while not _loaded(process.pid, "_pydantic_core") and process.poll() is None:
+        assert time.monotonic() < deadline, "the command never loaded pydantic"
+        time.sleep(0.001)
+    process.send_signal(signal.SIGINT)
+    return process.communicate(timeout=60)
+
+
 @pytest.mark.parametrize("command", ["cp -r -q", "cp -q", "submit"])
 def test_ctrl_c_while_loading_says_nothing_was_started(
     temporal_server, worker, data_dir: Path, command: str
@@ -198,12 +209,7 @@ def test_ctrl_c_while_loading_says_nothing_was_started(
     process = _popen(
         *command.split(), str(source if recursive else source / "f.bin"), str(target), env=env
     )
-    deadline = time.monotonic() + 60
-    while not _loaded(process.pid, "_pydantic_core") and process.poll() is None:
-        assert time.monotonic() < deadline, "the command never loaded pydantic"
-        time.sleep(0.001)
-    process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=60)
+    out, err = _interrupt_while_loading(process)
     assert process.returncode == 130, (process.returncode, err)
     assert err.strip() == "staccato: interrupted; nothing was started", err
     assert out == "", out
@@ -220,12 +226,7 @@ def test_ctrl_c_while_watch_loads_does_not_say_nothing_was_started(
     if the transfer were not running; found by a tester)."""
     env = _env(temporal_server, worker)
     process = _popen("watch", str(data_dir / "any"), env=env)
-    deadline = time.monotonic() + 60
-    while not _loaded(process.pid, "_pydantic_core") and process.poll() is None:
-        assert time.monotonic() < deadline, "the command never loaded pydantic"
-        time.sleep(0.001)
-    process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=60)
+    out, err = _interrupt_while_loading(process)
     assert process.returncode == 130, (process.returncode, err)
     assert err.strip() == "staccato: interrupted", err
     assert "Traceback" not in err and out == "", (out, err)
