@@ -46,13 +46,17 @@ def source(data_dir: Path) -> Path:
             "Invalid value for '--chunk-size': '0': expected a size from 1 byte to 5GiB",
         ),
         (
-            ["-r", "{src}", "{dst}", "--small-file-max", "0"],
-            "Invalid value for '--small-file-max': '0': expected a size from 1 byte to 5GiB",
-        ),
-        (
             ["-r", "{src}", "{dst}", "--small-file-max", "6GiB"],
-            "Invalid value for '--small-file-max': '6GiB': expected a size from 1 byte to 5GiB",
+            "Invalid value for '--small-file-max': '6GiB': expected a size from 0 to 5GiB",
         ),
+        # 0 is a value (every file with data as a transfer of its own), so it is "given"
+        (
+            ["{src}", "{dst}", "--small-file-max", "0"],
+            "--small-file-max applies to directories and prefixes: add -r",
+        ),
+        # a file named with a trailing / (POSIX: a directory; GNU cp: "Not a directory")
+        (["{src}/", "{dst}"], "is not a directory: a trailing / names a directory"),
+        (["file://{src}/", "{dst}", "{dst}2"], "is not a directory: a trailing / names"),
         (["{src}", "{dst}", "--chunk-size", "lots"], "'lots' is not a size"),
         # a fraction of a byte (ByteSize cut it: --max-rate 1.5 ran at 1 B/s)
         (["{src}", "{dst}", "--chunk-size", "1.5"], "a fraction of a byte"),

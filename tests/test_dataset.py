@@ -5,6 +5,7 @@ as a child transfer, sync levels, per-file failures, the CLI."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from staccato.client import StaccatoClient
@@ -38,6 +39,27 @@ async def test_tree_round_trips_with_batches_and_a_child(
     # the large file went through its own transfer (a child under its lock)
     child = await client.status(str(destination / "big" / "large.bin"))
     assert child.state.value == "completed" and child.bytes_total == 3 * MiB + 5
+
+
+async def test_small_file_max_0_copies_every_file_with_data_as_a_transfer(
+    client: StaccatoClient, data_dir: Path
+) -> None:
+    """``--small-file-max 0``: only empty files go in batches; the tree still round-trips."""
+    source, destination = data_dir / "src", data_dir / "dst"
+    source.mkdir()
+    (source / "a").mkdir()
+    files = {"empty.bin": 0, "a/one": 1, "a/two.dat": 70_000}
+    for name, size in files.items():
+        (source / name).write_bytes(os.urandom(size))
+    final = await run_dataset(
+        client, str(source), str(destination), options=OPTIONS, small_file_max=0
+    )
+    assert final.state == DatasetState.completed, final
+    assert final.files_done == len(files) and final.files_failed == 0
+    assert tree(destination) == tree(source)
+    for name in ("a/one", "a/two.dat"):  # each its own transfer, under its lock
+        child = await client.status(str(destination / name))
+        assert child.state.value == "completed" and child.bytes_total == files[name]
 
 
 async def test_sync_level_second_run_copies_nothing(client: StaccatoClient, data_dir: Path) -> None:

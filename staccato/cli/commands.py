@@ -121,6 +121,8 @@ def submit(
         from_origin=from_origin,
     )
     datasets.check_recursive_options(recursive, include, exclude, retry_failed, small_file_max)
+    if not recursive:
+        _check_file_source(source)
     if stage and recursive:
         fail("--stage applies to one object, not to -r (directories and prefixes)", EXIT_USAGE)
     if from_origin and recursive:
@@ -239,6 +241,29 @@ def _names_dataset(transfer: str) -> bool:
     return transfer.startswith(DATASET_ID_PREFIX)
 
 
+def _check_file_source(source: str) -> None:
+    """Refuse (exit 2, before anything starts) a local SOURCE typed with a trailing
+    ``/`` that is not a directory: ``/data/x.bin/`` names a directory (POSIX pathname
+    resolution; GNU cp says "Not a directory"), and copying the file instead would
+    copy something the user did not name."""
+    if not source.endswith("/"):
+        return
+    import os
+
+    from staccato.urls import parse_url
+
+    try:
+        url = parse_url(source)
+    except StaccatoError:
+        return  # said with its own words where the request is made
+    if url.scheme == "file" and os.path.lexists(url.path) and not os.path.isdir(url.path):
+        fail(
+            f"source {source!r} is not a directory: a trailing / names a directory; "
+            f"drop the / to copy the file {url.path}",
+            EXIT_USAGE,
+        )
+
+
 def _one_destination(destinations: list[str], recursive: bool) -> str | None:
     """The destination of a single transfer or dataset; None for a fan-out (several
     destinations; with -r a dataset to several roots)."""
@@ -338,6 +363,8 @@ def cp(
         from_origin=from_origin,
     )
     datasets.check_recursive_options(recursive, include, exclude, retry_failed, small_file_max)
+    if not recursive:
+        _check_file_source(source)
     if stage and recursive:
         fail("--stage applies to one object, not to -r (directories and prefixes)", EXIT_USAGE)
     if from_origin and recursive:

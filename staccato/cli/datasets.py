@@ -21,7 +21,7 @@ from staccato.cli.common import (
     say_ignored,
     start_or_hint,
 )
-from staccato.cli.options import parse_size
+from staccato.cli.options import parse_small_file_max
 from staccato.errors import SourceRootNotFoundError
 from staccato.models import TransferOptions
 
@@ -152,10 +152,11 @@ SmallFileMaxOption = Annotated[
     int | None,
     typer.Option(
         "--small-file-max",
-        parser=parse_size,
+        parser=parse_small_file_max,
         metavar="SIZE",
         help="With -r: files up to SIZE are copied many per activity; larger ones each "
-        "as a transfer of its own (resumable mid-file). Default 64MiB. With several "
+        "as a transfer of its own (resumable mid-file; 0: every file with data). "
+        "Default 64MiB. With several "
         "destinations at most 8MiB and one --chunk-size (a small file is held in "
         "memory to be written to every root).",
         show_default=False,
@@ -179,7 +180,7 @@ def check_recursive_options(
         ("--retry-failed", retry_failed),
         ("--small-file-max", small_file_max),
     ):
-        if given:
+        if given is not None and given is not False and given != []:  # 0 is given
             fail(f"{name} applies to directories and prefixes: add -r", EXIT_USAGE)
 
 

@@ -72,6 +72,21 @@ def parse_size(text: str | int) -> int:
     return value
 
 
+def parse_small_file_max(text: str | int) -> int:
+    """Parse ``--small-file-max``: a size as :func:`parse_size`, or 0 (every file
+    with data as a transfer of its own; only empty files go in batches).
+
+    Raises:
+        typer.BadParameter: not a size, or above 5 GiB.
+    """
+    value = byte_count(str(text).strip(), "a size; use bytes or a unit, e.g. 8MiB, 64M, 0")
+    if not 0 <= value <= MAX_CHUNK_SIZE:
+        raise typer.BadParameter(
+            f"{text!r}: expected a size from 0 to 5GiB (bytes or a unit, e.g. 8MiB)"
+        )
+    return value
+
+
 #: the one range of every TCP port option (``up --port``/``--ui-port``,
 #: ``codec-server --port``)
 PORT_MIN, PORT_MAX = 1, 65535
