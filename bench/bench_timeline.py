@@ -4,10 +4,12 @@ of the transfer's workflow history (its events' server timestamps), then the com
 learning the end and exiting.
 
     python -m bench.bench_timeline [--size BYTES ...] [--runs 5] [--before DIR]
+        [--trace] [--dynamic KEY=JSON ...] [--dump DIR]
 
 Each tree (this checkout, and ``--before``'s: a checkout with its own ``.venv``) gets
-a private service of its own (dev server and worker of that tree's code, so a change
-to the workflow or the worker shows); the trees' commands run alternately, one copy
+a private service of its own (a dev server, started by this checkout's code, and a
+worker of that tree's code, so a change to the workflow or the worker shows); the
+trees' commands run alternately, one copy
 each per round, the first round a warm-up. The command runs as a user runs it
 (``python -m staccato.cli cp -q SRC DST``, the light client when the service's HTTP
 API is known, as ``staccato up``'s is). After each command the transfer's history is
@@ -37,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -309,6 +312,7 @@ def main() -> None:
     finally:
         for service, _, _ in services.values():
             service.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
