@@ -139,6 +139,7 @@ def _cp_rounds(trees: list[Path], size: int, runs: int) -> None:
         service.stop()
         out.unlink(missing_ok=True)
         source.unlink(missing_ok=True)
+        work.rmdir()
     print(f"{size} bytes, {runs} rounds, load average {min(loads):.1f}-{max(loads):.1f}\n")
     print("| command | median wall s | median CPU s |")
     print("| --- | --- | --- |")

@@ -34,9 +34,14 @@ class Service:
     """A Temporal dev server (temp SQLite) and one `staccato worker` subprocess."""
 
     def __init__(
-        self, processes: int = 4, env: dict[str, str] | None = None, repo: Path = REPO
+        self,
+        processes: int = 4,
+        env: dict[str, str] | None = None,
+        repo: Path = REPO,
+        dynamic_config: dict[str, object] | None = None,
     ) -> None:
         self.repo = repo  # the checkout whose staccato runs (another release: compare)
+        self.dynamic_config = dynamic_config  # the server's (start_dev_server's)
         self.home = Path(tempfile.mkdtemp(prefix="staccato-bench-"))
         self.port = free_port()
         self.processes = processes
@@ -57,7 +62,9 @@ class Service:
         }
 
     def start(self) -> Service:
-        self.server = start_dev_server(self.home, port=self.port, ui_port=free_port())
+        self.server = start_dev_server(
+            self.home, port=self.port, ui_port=free_port(), dynamic_config=self.dynamic_config
+        )
         self.http_port = recorded_http_port(self.home, self.port)
         self.start_worker()
         return self

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from staccato.client import StaccatoClient
+from staccato.ids import transfer_id
 from staccato.light_client import LightClient, light_client
 from staccato.models import TransferOptions
 from staccato.submissions import make_request
@@ -304,5 +305,48 @@ async def test_submit_without_workers_warns_alike(temporal_server, tmp_path: Pat
     try:
         for workflow_id in ids:
             await sdk.temporal.get_workflow_handle(workflow_id).terminate("test: done")
+    finally:
+        await sdk.close()
+
+
+async def test_quiet_cp_without_workers_warns_while_it_waits(
+    temporal_server, tmp_path: Path
+) -> None:
+    """``cp -q`` on the light path asks for the task queue's pollers while it already
+    waits for the end (no round trip before the wait): where no worker polls, the "no
+    worker" warning still comes while the command waits, and the transfer waits."""
+    source = tmp_path / "s"
+    write_random(source, 1000)
+    warning = tmp_path / "stderr.txt"
+    with open(warning, "wb") as err:
+        waiting = subprocess.Popen(
+            [sys.executable, "-m", "staccato.cli", "cp", "-q", str(source), str(tmp_path / "d")],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            cwd=REPO,
+            env={
+                **os.environ,
+                "TEMPORAL_ADDRESS": temporal_server.address,
+                "TEMPORAL_NAMESPACE": "default",
+                "STACCATO_TASK_QUEUE": "light-client-nobody-cp",
+                "STACCATO_TEMPORAL_HTTP": temporal_server.http_address,
+            },
+        )
+    try:
+        for _ in range(600):  # up to 60 s on a loaded machine
+            if b"no worker is polling" in warning.read_bytes() or waiting.poll() is not None:
+                break
+            await asyncio.sleep(0.1)
+        said = warning.read_text()
+        assert "no worker is polling task queue 'light-client-nobody-cp'" in said, said
+        assert waiting.poll() is None, said  # still waiting for the transfer's end
+    finally:
+        waiting.kill()
+        waiting.wait(30)
+    sdk = await StaccatoClient.connect(target_host=temporal_server.address, namespace="default")
+    try:
+        await sdk.temporal.get_workflow_handle(transfer_id(str(tmp_path / "d"))).terminate(
+            "test: done"
+        )
     finally:
         await sdk.close()

@@ -6,6 +6,7 @@ no SDK loaded), which hands it to the SDK's client for anything unusual."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import datetime
 from enum import StrEnum
@@ -412,14 +413,23 @@ def cp(
         return await follow_or_hint("transfer", transfer, follow(client, submitted))
 
     async def follow(client: StaccatoClient | LightClient, submitted: Submission) -> TransferStatus:
-        await _warn_without_workers(client)
         from staccato.light_client import LightClient
 
         if quiet and isinstance(client, LightClient):
-            # the light client waits for the end; only a completed one it tells itself
-            done = await client.completed(submitted.id, submitted.run_id)
+            # the light client waits for the end; only a completed one it tells itself.
+            # The "no worker" hint is asked while the wait already runs (no round trip
+            # before it); it is printed as soon as it is answered, as before the wait.
+            hint = asyncio.ensure_future(_warn_without_workers(client))
+            try:
+                done = await client.completed(submitted.id, submitted.run_id)
+            except BaseException:
+                hint.cancel()
+                raise
+            await hint
             if done is not None:
                 return done
+        else:
+            await _warn_without_workers(client)
         sdk = await _sdk_client(client, submitted)
         return await render.follow(sdk, submitted.id, quiet=quiet)
 

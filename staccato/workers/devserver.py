@@ -100,11 +100,16 @@ def start_dev_server(
     port: int = 7233,
     ui_port: int = 8233,
     wait_s: float = 60.0,
+    dynamic_config: dict[str, object] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start ``temporal server start-dev`` with its SQLite file in ``data_dir``.
 
     Its HTTP API (grpc-gateway JSON, for :mod:`staccato.light_client`) listens on
     :func:`http_port_for` ``port``, recorded beside the process (:data:`SERVER_RECORD`).
+
+    Args:
+        dynamic_config: Temporal dynamic configuration values (key -> a JSON-able
+            value), passed as ``--dynamic-config-value KEY=JSON``.
 
     Returns:
         The server process (stop it with ``terminate()``).
@@ -144,6 +149,8 @@ def start_dev_server(
     ]
     for name in run_fields.ALL:
         args += ["--search-attribute", f"{name}=Keyword"]
+    for key, value in (dynamic_config or {}).items():
+        args += ["--dynamic-config-value", f"{key}={json.dumps(value)}"]
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
