@@ -53,6 +53,12 @@ class Settings(BaseSettings):
             capacity"); default 2 GiB.
         worker_shutdown_timeout_s: on SIGTERM/SIGINT, how long running activities get
             to finish before they are cancelled (inside ``docker stop``'s 10 s).
+        worker_sticky_timeout_s: how long a workflow's next task waits for the worker
+            that ran its last one (and holds it in its cache) before any worker of the
+            task queue may take it (Temporal's ``sticky_queue_schedule_to_start_timeout``,
+            whose default is 10 s): after that worker died, its transfers' workflows
+            go on elsewhere this much later; a live worker slower than this to poll
+            costs a replay of the workflow's history (CPU), not an error.
         min_rate_bytes_per_s: a stream whose source delivers less than this, averaged
             over ``min_rate_window_s``, fails its attempt (retryable); 0 turns it off.
         min_rate_window_s: the window of that average.
@@ -119,6 +125,7 @@ class Settings(BaseSettings):
     worker_threads: int = Field(64, ge=1, le=1024)
     worker_memory_bytes: int = Field(2 * 1024**3, ge=256 * 1024**2)
     worker_shutdown_timeout_s: float = Field(5.0, ge=0, le=3600)
+    worker_sticky_timeout_s: float = Field(10.0, ge=1, le=3600, allow_inf_nan=False)
     min_rate_bytes_per_s: float = Field(1024.0, ge=0, allow_inf_nan=False)
     min_rate_window_s: float = Field(60.0, gt=0, allow_inf_nan=False)
     clock_skew_s: float = Field(120.0, ge=0, le=86400 * 366, allow_inf_nan=False)

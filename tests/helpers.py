@@ -61,6 +61,15 @@ def leftovers(directory: Path) -> list[str]:
 WORKER_START_S = 120.0
 
 
+#: the environment every test worker starts with (``env`` adds to it and may override
+#: it): a run whose worker was killed gets its next workflow task on another worker 2 s
+#: later, not after Temporal's default sticky timeout (10 s, a pure wait in every kill
+#: test; its histories show WORKFLOW_TASK_TIMED_OUT, SCHEDULE_TO_START, 10 s after the
+#: task was scheduled). A live worker always has sticky polls open, so it takes its tasks
+#: at once however busy the machine; the governors' workers use 2 s in the product.
+WORKER_ENV = {"STACCATO_WORKER_STICKY_TIMEOUT_S": "2"}
+
+
 class WorkerProcess:
     """``staccato worker`` as a subprocess (its activity pool are its children).
 
@@ -101,6 +110,7 @@ class WorkerProcess:
             "TEMPORAL_ADDRESS": self.address,
             "TEMPORAL_NAMESPACE": "default",
             "STACCATO_TASK_QUEUE": self.task_queue,
+            **WORKER_ENV,
             **self.env,
         }
         log = open(self.log_path, "ab")

@@ -20,7 +20,6 @@ from tests.helpers import (
     leftovers,
     pid_alive,
     sha256_file,
-    wait_for_status,
     write_random,
 )
 from tests.servers.holding_proxy import HoldingProxy
@@ -30,8 +29,9 @@ from tests.servers.temporal_server import TemporalDevServer
 SIZE = 64 * MiB
 CHUNK = 2 * MiB
 STREAMS = 4
-# the worker-kill object: 32 MiB per stream at 8 MB/s lasts ~4 s, longer than the
-# 2.4 s after which the SDK sends a stream's first heartbeat details past its start
+# the worker-kill object, held at 20 %: 25.6 MiB at 4 x 8 MB/s take ~0.8 s, so each
+# stream has heartbeated progress (every 0.5 s) before it is held; the SDK sends the
+# details it holds 2.4 s (0.8 x the heartbeat timeout) after a stream's first
 KILL_SIZE = 128 * MiB
 OPTIONS = TransferOptions(chunk_size=CHUNK, streams=STREAMS, heartbeat_timeout_s=3)
 
@@ -62,13 +62,6 @@ async def _heartbeated_bytes(client: StaccatoClient, transfer: str) -> int:
     return total
 
 
-def _running_and(fraction: float):
-    return lambda s: (
-        s.state in (TransferState.failed, TransferState.completed)
-        or (s.bytes_total and s.bytes_done >= s.bytes_total * fraction)
-    )
-
-
 async def test_resume_after_worker_kill(
     temporal_server: TemporalDevServer,
     slow_nginx: NginxServer,
@@ -76,98 +69,129 @@ async def test_resume_after_worker_kill(
     data_dir: Path,
     tmp_path: Path,
 ) -> None:
+    """The worker SIGKILLed mid-copy: the transfer resumes on a new worker from its
+    checkpoint. The source holds the streams at 20 % until after the kill (polling for
+    20 % of a local copy could find it done); the source's bytes are counted where the
+    workers receive them, at the proxy (nginx counts what it wrote into the loopback
+    buffers, megabytes more while the proxy holds)."""
     digest = write_random(http_root / "kill.bin", KILL_SIZE, seed=7)
     at_rest(http_root / "kill.bin")
     destination = data_dir / "kill.bin"
-    first = WorkerProcess(temporal_server.address, processes=2, log_dir=tmp_path).start()
-    client = await _client(temporal_server.address, first.task_queue)
-    slow_nginx.clear_log()
-    transfer = await client.submit(slow_nginx.url("kill.bin"), str(destination), OPTIONS)
-    status = await wait_for_status(client, transfer, _running_and(0.2), timeout_s=60)
-    assert status.state == TransferState.running, status
-    # kill once a checkpoint is at the server, so there is something to resume from
-    deadline = time.monotonic() + 30
-    while await _heartbeated_bytes(client, transfer) == 0 and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    checkpointed = await _heartbeated_bytes(client, transfer)
-    assert 0 < checkpointed < KILL_SIZE, f"{checkpointed} bytes checkpointed before the kill"
-    pool = child_pids(first.process.pid)
-    assert pool, "the worker should run its activities in child processes"
-    first.kill()
-    deadline = time.monotonic() + 10
-    while any(pid_alive(p) for p in pool) and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-    assert not any(pid_alive(p) for p in pool), "activity processes outlived the killed worker"
-    # no worker: status still tells the truth (running, the heartbeats' bytes, and why)
-    orphaned = await client.status(transfer)
-    assert orphaned.state == TransferState.running, orphaned
-    assert orphaned.bytes_done > 0, orphaned
-    assert "no worker answers" in (orphaned.last_retry_error or ""), orphaned
+    # slow_nginx (8 MB/s per stream) before the hold: the streams heartbeat some
+    # progress (every 0.5 s) before they are held
+    proxy = HoldingProxy(slow_nginx.port, hold_after=int(KILL_SIZE * 0.2)).start()
+    first = WorkerProcess(temporal_server.address, processes=2, log_dir=tmp_path)
+    try:
+        first.start()
+        client = await _client(temporal_server.address, first.task_queue)
+        transfer = await client.submit(proxy.url("kill.bin"), str(destination), OPTIONS)
+        await asyncio.to_thread(proxy.wait_held, 60)
+        status = await client.status(transfer)
+        assert status.state == TransferState.running, status
+        # kill once a checkpoint is at the server, so there is something to resume from
+        deadline = time.monotonic() + 30
+        while await _heartbeated_bytes(client, transfer) == 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        checkpointed = await _heartbeated_bytes(client, transfer)
+        assert 0 < checkpointed < KILL_SIZE, f"{checkpointed} bytes checkpointed before the kill"
+        pool = child_pids(first.process.pid)
+        assert pool, "the worker should run its activities in child processes"
+        first.kill()
+        deadline = time.monotonic() + 10
+        while any(pid_alive(p) for p in pool) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert not any(pid_alive(p) for p in pool), "activity processes outlived the killed worker"
+        # no worker: status still tells the truth (running, the heartbeats' bytes, and why)
+        orphaned = await client.status(transfer)
+        assert orphaned.state == TransferState.running, orphaned
+        assert orphaned.bytes_done > 0, orphaned
+        assert "no worker answers" in (orphaned.last_retry_error or ""), orphaned
+        proxy.release()
 
-    with WorkerProcess(
-        temporal_server.address, task_queue=first.task_queue, processes=2, log_dir=tmp_path
-    ):
-        result = await asyncio.wait_for(client.wait(transfer), 120)
+        with WorkerProcess(
+            temporal_server.address, task_queue=first.task_queue, processes=2, log_dir=tmp_path
+        ):
+            result = await asyncio.wait_for(client.wait(transfer), 120)
+        # every response byte the workers were sent (headers and stat probes included)
+        sent = proxy.relayed
+    finally:
+        first.kill()  # (killed already, unless an assertion failed before)
+        proxy.release()
+        proxy.stop()
     assert result.bytes == KILL_SIZE
     assert sha256_file(destination) == digest
     assert leftovers(data_dir) == []
-    sent = sum(
-        r["body_bytes_sent"]
-        for r in slow_nginx.requests()
-        if r["method"] == "GET" and r["range"] != "bytes=0-0"  # not the 1-byte stat probes
-    )
     print(
         f"worker kill: source sent {sent} bytes for {KILL_SIZE}: re-sent {sent - KILL_SIZE} (bound {2 * STREAMS * CHUNK})"
     )
-    # the object + at most the chunk in flight per stream again, plus what nginx had
-    # handed to the kernel but the killed reader never read: nginx counts bytes written
-    # to the socket, and a reader slowed by a busy machine leaves up to about a chunk per
-    # connection in the loopback buffers (once 10 MiB were counted against 8 in flight)
+    # the object + at most the chunk in flight per stream again, plus what the proxy
+    # relayed into the killed worker's socket buffers that it never read (a reader
+    # slowed by a busy machine), as the bound counted at nginx allowed for
     assert sent <= KILL_SIZE + 2 * STREAMS * CHUNK, f"re-sent {sent - KILL_SIZE} bytes"
 
 
 async def test_resume_after_temporal_kill(
-    slow_nginx: NginxServer, http_root: Path, data_dir: Path, tmp_path: Path
+    nginx_ranges: NginxServer, http_root: Path, data_dir: Path, tmp_path: Path
 ) -> None:
+    """Temporal SIGKILLed mid-copy and started again: the transfer completes. The source
+    holds the streams at 20 % until Temporal is back, so the outage falls mid-copy
+    however fast the copy (polling for 20 % of a local copy could see it done)."""
     server = TemporalDevServer(tmp_path / "temporal.db")
     server.start()
+    proxy = HoldingProxy(nginx_ranges.port, hold_after=int(SIZE * 0.2)).start()
     try:
         digest = write_random(http_root / "tkill.bin", SIZE, seed=8)
         destination = data_dir / "tkill.bin"
         with WorkerProcess(server.address, processes=2, log_dir=tmp_path) as worker:
             client = await _client(server.address, worker.task_queue)
-            transfer = await client.submit(slow_nginx.url("tkill.bin"), str(destination), OPTIONS)
-            await wait_for_status(client, transfer, _running_and(0.2), timeout_s=60)
+            transfer = await client.submit(proxy.url("tkill.bin"), str(destination), OPTIONS)
+            await asyncio.to_thread(proxy.wait_held, 60)
+            assert (await client.status(transfer)).state == TransferState.running
             server.kill()
-            await asyncio.sleep(2)
+            await asyncio.sleep(2)  # the outage itself, not a wait for a condition
             server.start()  # same port, same SQLite file
+            proxy.release()
             result = await asyncio.wait_for(client.wait(transfer), 180)
         assert result.bytes == SIZE
         assert sha256_file(destination) == digest
         assert leftovers(data_dir) == []
     finally:
+        proxy.release()
+        proxy.stop()
         server.stop()
 
 
 async def test_source_down_then_back(
-    client: StaccatoClient, slow_nginx: NginxServer, http_root: Path, data_dir: Path
+    client: StaccatoClient,
+    slow_nginx: NginxServer,
+    http_root: Path,
+    data_dir: Path,
 ) -> None:
+    """The source stops mid-copy (its streams held at 20 % by a proxy, so the copy
+    cannot end first), comes back after 10 s: status says why the transfer retries,
+    and it completes byte-identical."""
     digest = write_random(http_root / "down.bin", SIZE, seed=9)
     destination = data_dir / "down.bin"
-    transfer = await client.submit(slow_nginx.url("down.bin"), str(destination), OPTIONS)
-    await wait_for_status(client, transfer, _running_and(0.2), timeout_s=60)
-    slow_nginx.stop()
-    retry_reasons: list[str] = []
-    deadline = time.monotonic() + 10
+    proxy = HoldingProxy(slow_nginx.port, hold_after=int(SIZE * 0.2)).start()
     try:
-        while time.monotonic() < deadline:
-            status = await client.status(transfer)
-            if status.last_retry_error:
-                retry_reasons.append(status.last_retry_error)
-            await asyncio.sleep(0.5)
+        transfer = await client.submit(proxy.url("down.bin"), str(destination), OPTIONS)
+        await asyncio.to_thread(proxy.wait_held, 60)
+        slow_nginx.stop()
+        proxy.release()  # what was held goes out, then the streams meet the stopped source
+        retry_reasons: list[str] = []
+        deadline = time.monotonic() + 10
+        try:
+            while time.monotonic() < deadline:
+                status = await client.status(transfer)
+                if status.last_retry_error:
+                    retry_reasons.append(status.last_retry_error)
+                await asyncio.sleep(0.5)
+        finally:
+            slow_nginx.start()
+        result = await asyncio.wait_for(client.wait(transfer), 120)
     finally:
-        slow_nginx.start()
-    result = await asyncio.wait_for(client.wait(transfer), 120)
+        proxy.release()
+        proxy.stop()
     assert result.bytes == SIZE
     assert sha256_file(destination) == digest
     print(f"source down: last retry reason seen: {retry_reasons[-1] if retry_reasons else None}")

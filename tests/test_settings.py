@@ -26,6 +26,7 @@ def test_defaults(clean_env: pytest.MonkeyPatch) -> None:
     assert config.task_queue == "staccato"
     assert config.min_rate_bytes_per_s == 1024 and config.min_rate_window_s == 60
     assert config.worker_shutdown_timeout_s == 5
+    assert config.worker_sticky_timeout_s == 10  # Temporal's own default
     assert config.sftp_io_timeout_s == 60 and config.sftp_stall_s == 10
     assert config.effective_worker_processes >= 4
     assert config.secret_key is None and config.codec_key is None
@@ -37,7 +38,9 @@ def test_values_are_parsed(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("STACCATO_SFTP_TRUST_NEW_HOSTS", "yes")
     clean_env.setenv("STACCATO_SSH_IDENTITY", f"~/a{os.pathsep}/b")
     clean_env.setenv("STACCATO_WORKER_PROCESSES", "3")
+    clean_env.setenv("STACCATO_WORKER_STICKY_TIMEOUT_S", "2")
     config = settings.current()
+    assert config.worker_sticky_timeout_s == 2
     assert config.min_rate_bytes_per_s == 0 and config.min_rate_window_s == 2.5
     assert config.sftp_trust_new_hosts is True
     assert config.ssh_identity == [os.path.expanduser("~/a"), "/b"]

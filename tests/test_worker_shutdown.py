@@ -22,10 +22,10 @@ from tests.helpers import (
     WorkerProcess,
     at_rest,
     sha256_file,
-    wait_for_status,
     write_random,
 )
-from tests.servers.nginx import NginxServer, nginx_fixture
+from tests.servers.holding_proxy import HoldingProxy
+from tests.servers.nginx import NginxServer
 from tests.servers.temporal_server import TemporalDevServer
 
 SIZE = 64 * MiB
@@ -40,8 +40,10 @@ OPTIONS = TransferOptions(chunk_size=CHUNK, streams=STREAMS, heartbeat_timeout_s
 # time the test sets (2 s) + cancelling the streams + exiting, with room for a slow VM.
 EXIT_BOUND_S = 15.0
 
-# nginx sending at most 8 MB/s per connection, so a transfer lasts a few seconds.
-slow_nginx = nginx_fixture("http_root", scope="function", extra_server_config="limit_rate 8m;")
+# What the source sends (bytes per second, all streams together) from the SIGTERM on:
+# data keeps arriving, so the streams are busy, but the 70 % left would take longer
+# than the exit bound, so the transfer cannot end before the group has stopped.
+TRICKLE_BYTES_PER_S = 2 * MiB
 
 
 def _group(pgid: int) -> list[int]:
@@ -130,44 +132,56 @@ async def test_sigterm_to_idle_worker_group(
 
 async def test_sigterm_to_busy_worker_group(
     temporal_server: TemporalDevServer,
-    slow_nginx: NginxServer,
+    nginx_ranges: NginxServer,
     http_root: Path,
     data_dir: Path,
     tmp_path: Path,
 ) -> None:
+    """The source holds the transfer at 30 % (so it cannot end before the SIGTERM,
+    however loaded the machine: a copy from a local nginx once completed before a poll
+    for 30 % saw it), then trickles at ``TRICKLE_BYTES_PER_S`` while the group stops:
+    the streams are busy (receiving) when the SIGTERM arrives and cannot finish within
+    the exit bound. The source's bytes are counted where the worker receives them, at
+    the proxy: nginx counts what it wrote into the loopback buffers, and a held reader
+    leaves megabytes there that no worker ever read."""
     digest = write_random(http_root / "term.bin", SIZE, seed=13)
     at_rest(http_root / "term.bin")
     destination = data_dir / "term.bin"
     queue = f"busy-sigterm-{os.getpid()}"
-    worker = _GroupWorker(temporal_server.address, queue, tmp_path / "worker.log")
-    client = await StaccatoClient.connect(target_host=temporal_server.address, namespace="default")
-    client.task_queue = queue
-    slow_nginx.clear_log()
-    transfer = await client.submit(slow_nginx.url("term.bin"), str(destination), OPTIONS)
-    status = await wait_for_status(
-        client,
-        transfer,
-        # still "scheduled" while a loaded worker has not run the first steps
-        lambda s: (
-            s.state not in (TransferState.scheduled, TransferState.running)
-            or s.bytes_done >= SIZE * 0.3
-        ),
-        timeout_s=60,
-    )
-    assert status.state == TransferState.running, status
-    took = worker.terminate_group()
-    print(f"busy worker group exited {took:.1f} s after SIGTERM")
-    log = (tmp_path / "worker.log").read_text(errors="replace")
-    assert "Traceback" not in log, log[-4000:]
+    proxy = HoldingProxy(nginx_ranges.port, hold_after=int(SIZE * 0.3)).start()
+    worker: _GroupWorker | None = None
+    try:
+        worker = _GroupWorker(temporal_server.address, queue, tmp_path / "worker.log")
+        client = await StaccatoClient.connect(
+            target_host=temporal_server.address, namespace="default"
+        )
+        client.task_queue = queue
+        transfer = await client.submit(proxy.url("term.bin"), str(destination), OPTIONS)
+        await asyncio.to_thread(proxy.wait_held, 60)
+        status = await client.status(transfer)
+        assert status.state == TransferState.running, status
+        proxy.rate = TRICKLE_BYTES_PER_S
+        proxy.release()
+        took = worker.terminate_group()
+        stopped_at = proxy.relayed
+        print(f"busy worker group exited {took:.1f} s after SIGTERM, {stopped_at} bytes relayed")
+        assert stopped_at < SIZE, f"the streams were not stopped: {stopped_at} bytes relayed"
+        log = (tmp_path / "worker.log").read_text(errors="replace")
+        assert "Traceback" not in log, log[-4000:]
 
-    with WorkerProcess(temporal_server.address, task_queue=queue, processes=2, log_dir=tmp_path):
-        result = await asyncio.wait_for(client.wait(transfer), 120)
+        proxy.rate = 10e9
+        with WorkerProcess(
+            temporal_server.address, task_queue=queue, processes=2, log_dir=tmp_path
+        ):
+            result = await asyncio.wait_for(client.wait(transfer), 120)
+        # every response byte the worker was sent (headers and stat probes included)
+        sent = proxy.relayed
+    finally:
+        proxy.release()
+        proxy.stop()
+        if worker is not None and _group(worker.pgid):  # an assertion failed before the stop
+            os.killpg(worker.pgid, signal.SIGKILL)
     assert result.bytes == SIZE
     assert sha256_file(destination) == digest
-    sent = sum(
-        r["body_bytes_sent"]
-        for r in slow_nginx.requests()
-        if r["method"] == "GET" and r["range"] != "bytes=0-0"  # not the 1-byte stat probes
-    )
     print(f"SIGTERM: source sent {sent} bytes for {SIZE}: re-sent {sent - SIZE}")
     assert sent - SIZE < STREAMS * CHUNK, f"re-sent {sent - SIZE} bytes"

@@ -666,6 +666,7 @@ async def run_worker(
         runner=WORKFLOW_RUNNER,
         pollers=WORKFLOW_POLLERS,
         nonsticky_poll_ratio=NONSTICKY_POLL_RATIO,
+        sticky_timeout_s=settings.current().worker_sticky_timeout_s,
         local_activities=ALL_ACTIVITIES,
         # the start lookups' first attempt, without a control-queue round trip
         client_local_activities=lambda own: [StartLookupActivities(own).look_up_start],

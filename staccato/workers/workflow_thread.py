@@ -56,6 +56,9 @@ class WorkflowThread:
         nonsticky_poll_ratio: the share of them that may poll the normal queue (new
             runs' first tasks) rather than the sticky one (Temporal's
             ``nonsticky_to_sticky_poll_ratio``).
+        sticky_timeout_s: seconds a run's next task waits for this worker (which
+            caches the run) before another worker may take it (Temporal's
+            ``sticky_queue_schedule_to_start_timeout``).
         local_activities: the activities its workflows may run as local activities.
         client_local_activities: makes more of them from the thread's own client
             (async activities calling Temporal: they run on the thread's loop).
@@ -71,6 +74,7 @@ class WorkflowThread:
         runner: SandboxedWorkflowRunner,
         pollers: PollerBehavior,
         nonsticky_poll_ratio: float = 0.2,
+        sticky_timeout_s: float = 10.0,
         local_activities: Sequence[Callable[..., Any]] = (),
         client_local_activities: Callable[[Client], Sequence[Callable[..., Any]]] | None = None,
         local_threads: int = 32,
@@ -84,6 +88,7 @@ class WorkflowThread:
         self._runner = runner
         self._pollers = pollers
         self._nonsticky_poll_ratio = nonsticky_poll_ratio
+        self._sticky_timeout = timedelta(seconds=sticky_timeout_s)
         self._done: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -158,6 +163,7 @@ class WorkflowThread:
             workflow_runner=self._runner,
             workflow_task_poller_behavior=self._pollers,
             nonsticky_to_sticky_poll_ratio=self._nonsticky_poll_ratio,
+            sticky_queue_schedule_to_start_timeout=self._sticky_timeout,
             activities=activities,
             activity_executor=local if activities else None,
             no_remote_activities=True,
