@@ -17,8 +17,6 @@ worker's polls stop taking tasks soon.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -29,8 +27,7 @@ from staccato.datasets.models import DatasetState
 from staccato.models import TransferOptions
 from tests.dataset_checks import MiB, wait_dataset
 from tests.s3.conftest import MeteredSeaweedS3, started_s3_worker
-from tests.zombie_checks import short_poll_server, thaw
-from tests.zombie_checks import tree as process_tree
+from tests.zombie_checks import freeze, old_files, short_poll_server, thaw, woken_batch_end
 
 FILES = 120
 SIZE = 2000
@@ -68,12 +65,7 @@ async def test_frozen_batch_writes_nothing_after_losing_its_batch(
     tmp_path: Path,
 ) -> None:
     source = data_dir / "src"
-    source.mkdir()
-    for i in range(FILES):
-        (source / f"f{i:04d}").write_bytes(os.urandom(SIZE))
-    past = time.time() - 3600
-    for path in source.iterdir():
-        os.utime(path, (past, past))
+    old_files(source, FILES, SIZE)
     with short_poll_server(tmp_path) as temporal_server:
         first = started_s3_worker(temporal_server.address, s3_worker_env, tmp_path)
         second = None
@@ -92,10 +84,7 @@ async def test_frozen_batch_writes_nothing_after_losing_its_batch(
                 deadline = time.monotonic() + 60
                 while len(_keys(s3, bucket)) < FILES // 5 and time.monotonic() < deadline:
                     await asyncio.sleep(0.05)
-                assert first.process is not None
-                frozen = process_tree(first.process.pid)
-                for pid in reversed(frozen):  # the activity processes first
-                    os.kill(pid, signal.SIGSTOP)
+                frozen = freeze(first)
                 written = _keys(s3, bucket)
                 assert FILES // 5 <= len(written) < FILES // 2, len(written)
                 # the files the frozen batch would write next (past those in flight)
@@ -115,13 +104,7 @@ async def test_frozen_batch_writes_nothing_after_losing_its_batch(
                 thaw(frozen)
                 # the woken batch ends: it stops at its lease, or (before the fix) it
                 # goes on and replaces newer versions
-                deadline = time.monotonic() + 30
-                stopped = False
-                while time.monotonic() < deadline:
-                    stopped = "StreamLeaseExpired" in first.log_tail(20000)
-                    if stopped or _replaced(s3, bucket, newer):
-                        break
-                    await asyncio.sleep(0.2)
+                stopped = await woken_batch_end(first, lambda: _replaced(s3, bucket, newer))
                 replaced = _replaced(s3, bucket, newer)
                 puts_after = s3_server.request_count(bucket, "PUT")
                 print(
