@@ -18,18 +18,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from staccato.client import StaccatoClient
-from staccato.dataset_client import submit_dataset
-from staccato.datasets.models import DatasetState
 from staccato.models import TransferOptions
-from tests.dataset_checks import MiB, tree, wait_dataset
+from tests.dataset_checks import MiB, tree
 from tests.helpers import WorkerProcess, leftovers
 from tests.zombie_checks import (
     freeze,
+    names_ahead,
     old_files,
     published_names,
     replaced_files,
+    second_worker,
     short_poll_server,
+    submit_one_batch,
     thaw,
+    wait_completed,
     wait_for,
     woken_batch_end,
     write_newer,
@@ -54,32 +56,15 @@ async def test_frozen_fan_out_batch_writes_nothing_at_any_root_after_losing_its_
         try:
             async with await StaccatoClient.connect(target_host=temporal_server.address) as client:
                 client.task_queue = first.task_queue
-                dataset = await submit_dataset(
-                    client,
-                    str(source),
-                    [str(r) for r in roots],
-                    OPTIONS,
-                    batch_files=FILES,
-                    max_batches=1,
+                dataset = await submit_one_batch(
+                    client, source, [str(r) for r in roots], OPTIONS, FILES
                 )
                 await wait_for(lambda: len(published_names(roots[0])) >= FILES // 5, 60)
                 frozen = freeze(first)
                 written = published_names(roots[0]) | published_names(roots[1])
-                assert FILES // 5 <= len(written) < FILES // 2, len(written)
-                # the files the frozen batch would write next (past those in flight)
-                last = max(int(name[1:]) for name in written)
-                ahead = [f"f{i:04d}" for i in range(last + 8, FILES)]
-                assert len(ahead) >= FILES // 3, len(ahead)
-                second = WorkerProcess(
-                    temporal_server.address,
-                    task_queue=first.task_queue,
-                    processes=2,
-                    log_dir=tmp_path,
-                )
-                second.start()
-                final = await wait_dataset(client, dataset, timeout_s=120)
-                assert final.state == DatasetState.completed, final
-                assert final.files_done == FILES and final.files_failed == 0, final
+                ahead = names_ahead(written, FILES, gap=8)  # past those in flight
+                second = second_worker(first, temporal_server.address, tmp_path)
+                await wait_completed(client, dataset, FILES)
                 assert tree(roots[0]) == tree(source) == tree(roots[1])
                 newer = [write_newer(root, ahead) for root in roots]
 

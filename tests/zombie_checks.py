@@ -13,7 +13,10 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from staccato.client import StaccatoClient
-from staccato.models import TransferState
+from staccato.dataset_client import submit_dataset
+from staccato.datasets.models import DatasetState
+from staccato.models import TransferOptions, TransferState
+from tests.dataset_checks import wait_dataset
 from tests.helpers import WorkerProcess, child_pids, leftovers, sha256_file
 from tests.servers.temporal_server import TemporalDevServer
 
@@ -297,3 +300,43 @@ async def wait_for(condition: Callable[[], bool], timeout_s: float) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"not reached within {timeout_s} s"
         await asyncio.sleep(0.01)
+
+
+async def submit_one_batch(
+    client: StaccatoClient,
+    source: Path,
+    destination: str | list[str],
+    options: TransferOptions,
+    files: int,
+) -> str:
+    """The dataset ``source`` -> ``destination`` (one root or several), its ``files``
+    files in one batch; returns its id."""
+    return await submit_dataset(
+        client, str(source), destination, options, batch_files=files, max_batches=1
+    )
+
+
+def names_ahead(written: Iterable[str], files: int, gap: int) -> list[str]:
+    """The names (``f0000``...) of the files a batch frozen once ``written`` (names or
+    keys ending in them) were published would write next: from ``gap`` past the last
+    one written (those in flight may be written or staged meanwhile) to the last of its
+    ``files``. Checks the freeze came between a fifth and a half of the batch."""
+    indexes = [int(name.rsplit("/", 1)[-1][1:]) for name in written]
+    assert files // 5 <= len(indexes) < files // 2, len(indexes)
+    ahead = [f"f{i:04d}" for i in range(max(indexes) + gap, files)]
+    assert len(ahead) >= files // 3, len(ahead)
+    return ahead
+
+
+def second_worker(first: WorkerProcess, address: str, log_dir: Path) -> WorkerProcess:
+    """A second worker (started) on ``first``'s task queue, to take its batch over."""
+    second = WorkerProcess(address, task_queue=first.task_queue, processes=2, log_dir=log_dir)
+    second.start()
+    return second
+
+
+async def wait_completed(client: StaccatoClient, dataset: str, files: int) -> None:
+    """The dataset completes (within 2 minutes) with its ``files`` files copied."""
+    final = await wait_dataset(client, dataset, timeout_s=120)
+    assert final.state == DatasetState.completed, final
+    assert final.files_done == files and final.files_failed == 0, final

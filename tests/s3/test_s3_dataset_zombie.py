@@ -22,12 +22,19 @@ from pathlib import Path
 from typing import Any
 
 from staccato.client import StaccatoClient
-from staccato.dataset_client import submit_dataset
-from staccato.datasets.models import DatasetState
 from staccato.models import TransferOptions
-from tests.dataset_checks import MiB, wait_dataset
+from tests.dataset_checks import MiB
 from tests.s3.conftest import MeteredSeaweedS3, started_s3_worker
-from tests.zombie_checks import freeze, old_files, short_poll_server, thaw, woken_batch_end
+from tests.zombie_checks import (
+    freeze,
+    names_ahead,
+    old_files,
+    short_poll_server,
+    submit_one_batch,
+    thaw,
+    wait_completed,
+    woken_batch_end,
+)
 
 FILES = 120
 SIZE = 2000
@@ -73,30 +80,19 @@ async def test_frozen_batch_writes_nothing_after_losing_its_batch(
         try:
             async with await StaccatoClient.connect(target_host=temporal_server.address) as client:
                 client.task_queue = first.task_queue
-                dataset = await submit_dataset(
-                    client,
-                    str(source),
-                    f"s3://{bucket}/{PREFIX}",
-                    OPTIONS,
-                    batch_files=FILES,
-                    max_batches=1,
+                dataset = await submit_one_batch(
+                    client, source, f"s3://{bucket}/{PREFIX}", OPTIONS, FILES
                 )
                 deadline = time.monotonic() + 60
                 while len(_keys(s3, bucket)) < FILES // 5 and time.monotonic() < deadline:
                     await asyncio.sleep(0.05)
                 frozen = freeze(first)
-                written = _keys(s3, bucket)
-                assert FILES // 5 <= len(written) < FILES // 2, len(written)
                 # the files the frozen batch would write next (past those in flight)
-                last = max(int(key[len(PREFIX) + 1 :]) for key in written)
-                ahead = [f"{PREFIX}f{i:04d}" for i in range(last + 8, FILES)]
-                assert len(ahead) >= FILES // 3, len(ahead)
+                ahead = [PREFIX + name for name in names_ahead(_keys(s3, bucket), FILES, gap=8)]
                 second = started_s3_worker(
                     temporal_server.address, s3_worker_env, tmp_path, task_queue=first.task_queue
                 )
-                final = await wait_dataset(client, dataset, timeout_s=120)
-                assert final.state == DatasetState.completed, final
-                assert final.files_done == FILES and final.files_failed == 0, final
+                await wait_completed(client, dataset, FILES)
                 newer = {key: b"newer version of " + key.encode() for key in ahead}
                 for key, data in newer.items():
                     s3.put_object(Bucket=bucket, Key=key, Body=data)
