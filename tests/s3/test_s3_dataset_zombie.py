@@ -12,6 +12,10 @@ its next PutObject (``StreamLeaseExpired``), and the store receives no PutObject
 the wake (counted at SeaweedFS). Runs on a Temporal server of its own that lets an
 open task poll expire after 5 s (``tests.zombie_checks.POLL_EXPIRY``), so the frozen
 worker's polls stop taking tasks soon.
+
+The same for a fan-out batch (``copy_batch_to_many``) to the S3 prefix and a local
+directory: no newer version replaced at either root, no PutObject after the wake, no
+temp file left in the directory.
 """
 
 from __future__ import annotations
@@ -23,17 +27,21 @@ from typing import Any
 
 from staccato.client import StaccatoClient
 from staccato.models import TransferOptions
-from tests.dataset_checks import MiB
+from tests.dataset_checks import MiB, tree
+from tests.helpers import leftovers
 from tests.s3.conftest import MeteredSeaweedS3, started_s3_worker
 from tests.zombie_checks import (
     freeze,
     names_ahead,
     old_files,
+    published_names,
+    replaced_files,
     short_poll_server,
     submit_one_batch,
     thaw,
     wait_completed,
     woken_batch_end,
+    write_newer,
 )
 
 FILES = 120
@@ -71,8 +79,37 @@ async def test_frozen_batch_writes_nothing_after_losing_its_batch(
     data_dir: Path,
     tmp_path: Path,
 ) -> None:
+    await _frozen_batch(s3_server, s3_worker_env, s3, bucket, data_dir, tmp_path, local=None)
+
+
+async def test_frozen_fan_out_batch_writes_nothing_at_s3_or_a_local_root(
+    s3_server: MeteredSeaweedS3,
+    s3_worker_env: dict[str, str],
+    s3: Any,
+    bucket: str,
+    data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """The same with two roots, a local directory and the S3 prefix
+    (``copy_batch_to_many``: each file written to the local root, then PutObject)."""
+    local = data_dir / "local"
+    await _frozen_batch(s3_server, s3_worker_env, s3, bucket, data_dir, tmp_path, local=local)
+
+
+async def _frozen_batch(
+    s3_server: MeteredSeaweedS3,
+    s3_worker_env: dict[str, str],
+    s3: Any,
+    bucket: str,
+    data_dir: Path,
+    tmp_path: Path,
+    *,
+    local: Path | None,
+) -> None:
+    """The module's test, to the S3 prefix and (a fan-out) to ``local`` too."""
     source = data_dir / "src"
     old_files(source, FILES, SIZE)
+    roots = [f"s3://{bucket}/{PREFIX}"] + ([str(local)] if local is not None else [])
     with short_poll_server(tmp_path) as temporal_server:
         first = started_s3_worker(temporal_server.address, s3_worker_env, tmp_path)
         second = None
@@ -81,35 +118,46 @@ async def test_frozen_batch_writes_nothing_after_losing_its_batch(
             async with await StaccatoClient.connect(target_host=temporal_server.address) as client:
                 client.task_queue = first.task_queue
                 dataset = await submit_one_batch(
-                    client, source, f"s3://{bucket}/{PREFIX}", OPTIONS, FILES
+                    client, source, roots if local is not None else roots[0], OPTIONS, FILES
                 )
                 deadline = time.monotonic() + 60
                 while len(_keys(s3, bucket)) < FILES // 5 and time.monotonic() < deadline:
                     await asyncio.sleep(0.05)
                 frozen = freeze(first)
+                written = _keys(s3, bucket) | (published_names(local) if local else set())
                 # the files the frozen batch would write next (past those in flight)
-                ahead = [PREFIX + name for name in names_ahead(_keys(s3, bucket), FILES, gap=8)]
+                names = names_ahead({w.rsplit("/", 1)[-1] for w in written}, FILES, gap=8)
+                ahead = [PREFIX + name for name in names]
                 second = started_s3_worker(
                     temporal_server.address, s3_worker_env, tmp_path, task_queue=first.task_queue
                 )
                 await wait_completed(client, dataset, FILES)
+                if local is not None:
+                    assert tree(local) == tree(source)
                 newer = {key: b"newer version of " + key.encode() for key in ahead}
                 for key, data in newer.items():
                     s3.put_object(Bucket=bucket, Key=key, Body=data)
+                newer_local = write_newer(local, names) if local is not None else {}
+
+                def replaced() -> list[str]:
+                    at_local = replaced_files(local, newer_local) if local is not None else []
+                    return _replaced(s3, bucket, newer) + at_local
+
                 puts_before = s3_server.request_count(bucket, "PUT")
                 thaw(frozen)
                 # the woken batch ends: it stops at its lease, or (before the fix) it
                 # goes on and replaces newer versions
-                stopped = await woken_batch_end(first, lambda: _replaced(s3, bucket, newer))
-                replaced = _replaced(s3, bucket, newer)
+                stopped = await woken_batch_end(first, replaced)
                 puts_after = s3_server.request_count(bucket, "PUT")
                 print(
-                    f"woken batch: {len(replaced)} of {len(newer)} newer versions replaced, "
-                    f"{puts_after - puts_before} PutObject after the wake"
+                    f"woken batch: {len(replaced())} of {len(newer) + len(newer_local)} newer "
+                    f"versions replaced, {puts_after - puts_before} PutObject after the wake"
                 )
-                assert replaced == [], f"the woken batch replaced {len(replaced)} newer files"
+                assert replaced() == [], f"the woken batch replaced {len(replaced())} newer files"
                 assert stopped, f"the woken batch did not stop:\n{first.log_tail(4000)}"
                 assert puts_after == puts_before
+                if local is not None:
+                    assert leftovers(local) == []
         finally:
             thaw(frozen)
             first.stop()
