@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from staccato.client import StaccatoClient
 from staccato.models import TransferOptions
 from tests.dataset_checks import MiB, tree
@@ -71,6 +73,7 @@ def _replaced(s3: Any, bucket: str, newer: dict[str, bytes]) -> list[str]:
     ]
 
 
+@pytest.mark.parametrize("fan_out", [False, True], ids=["s3", "s3-and-local"])
 async def test_frozen_batch_writes_nothing_after_losing_its_batch(
     s3_server: MeteredSeaweedS3,
     s3_worker_env: dict[str, str],
@@ -78,35 +81,11 @@ async def test_frozen_batch_writes_nothing_after_losing_its_batch(
     bucket: str,
     data_dir: Path,
     tmp_path: Path,
+    fan_out: bool,
 ) -> None:
-    await _frozen_batch(s3_server, s3_worker_env, s3, bucket, data_dir, tmp_path, local=None)
-
-
-async def test_frozen_fan_out_batch_writes_nothing_at_s3_or_a_local_root(
-    s3_server: MeteredSeaweedS3,
-    s3_worker_env: dict[str, str],
-    s3: Any,
-    bucket: str,
-    data_dir: Path,
-    tmp_path: Path,
-) -> None:
-    """The same with two roots, a local directory and the S3 prefix
-    (``copy_batch_to_many``: each file written to the local root, then PutObject)."""
-    local = data_dir / "local"
-    await _frozen_batch(s3_server, s3_worker_env, s3, bucket, data_dir, tmp_path, local=local)
-
-
-async def _frozen_batch(
-    s3_server: MeteredSeaweedS3,
-    s3_worker_env: dict[str, str],
-    s3: Any,
-    bucket: str,
-    data_dir: Path,
-    tmp_path: Path,
-    *,
-    local: Path | None,
-) -> None:
-    """The module's test, to the S3 prefix and (a fan-out) to ``local`` too."""
+    """To the S3 prefix; with ``fan_out`` (``copy_batch_to_many``) to a local directory
+    too (each file written to the S3 prefix, then to the directory)."""
+    local = data_dir / "local" if fan_out else None
     source = data_dir / "src"
     old_files(source, FILES, SIZE)
     roots = [f"s3://{bucket}/{PREFIX}"] + ([str(local)] if local is not None else [])
