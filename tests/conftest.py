@@ -41,8 +41,11 @@ SLOW_TESTS: dict[str, float] = {
     "tests/test_verify_phase.py::test_verify_retried_soon_after_worker_sigkill": 37,
     "tests/test_dataset.py::test_cli_collision_fails_that_file_and_lists_it": 36,
     # 0.13.0's frozen-batch tests (27 and 22 s alone on a quiet machine)
-    "tests/s3/test_s3_dataset_zombie.py::test_frozen_batch_writes_nothing_after_losing_its_batch": 40,
+    "tests/s3/test_s3_dataset_zombie.py::test_frozen_batch_writes_nothing_after_losing_its_batch[s3]": 40,
     "tests/test_dataset_zombie.py::test_frozen_batch_to_a_directory_writes_nothing_after_losing_its_batch": 33,
+    # the fan-out batch's (26 s alone each)
+    "tests/s3/test_s3_dataset_zombie.py::test_frozen_batch_writes_nothing_after_losing_its_batch[s3-and-local]": 33,
+    "tests/test_dataset_fanout_zombie.py::test_frozen_fan_out_batch_writes_nothing_at_any_root_after_losing_its_batch": 33,
 }
 
 

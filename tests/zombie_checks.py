@@ -13,7 +13,10 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from staccato.client import StaccatoClient
-from staccato.models import TransferState
+from staccato.dataset_client import submit_dataset
+from staccato.datasets.models import DatasetState
+from staccato.models import TransferOptions, TransferState
+from tests.dataset_checks import wait_dataset
 from tests.helpers import WorkerProcess, child_pids, leftovers, sha256_file
 from tests.servers.temporal_server import TemporalDevServer
 
@@ -218,3 +221,122 @@ async def check_nothing_written_after_publish(
     assert leftovers(temp_dir) == []
     status = await client.status(transfer)
     assert status.state == TransferState.completed, status
+
+
+def old_files(source: Path, count: int, size: int) -> None:
+    """``count`` random files of ``size`` bytes, ``f0000``..., in ``source`` (made),
+    modified an hour ago (not "just changed" for a dataset's listing)."""
+    source.mkdir()
+    past = time.time() - 3600
+    for i in range(count):
+        path = source / f"f{i:04d}"
+        path.write_bytes(os.urandom(size))
+        os.utime(path, (past, past))
+
+
+def freeze(worker: WorkerProcess) -> list[int]:
+    """SIGSTOP ``worker``'s process tree, its activity processes first.
+
+    Returns:
+        The pids stopped (:func:`thaw` them)."""
+    assert worker.process is not None
+    frozen = tree(worker.process.pid)
+    for pid in reversed(frozen):
+        os.kill(pid, signal.SIGSTOP)
+    return frozen
+
+
+def published_names(destination: Path) -> set[str]:
+    """The names published in the local directory ``destination`` (no temp names)."""
+    if not destination.is_dir():
+        return set()
+    return {p.name for p in destination.iterdir() if ".staccato-" not in p.name}
+
+
+def write_newer(destination: Path, names: Iterable[str]) -> dict[str, bytes]:
+    """A newer version of each of ``names`` in ``destination``, as a later writer would
+    put it there (a new file renamed over the old one).
+
+    Returns:
+        name -> the newer bytes."""
+    newer = {name: b"newer version of " + name.encode() for name in names}
+    for name, data in newer.items():
+        fresh = destination / f"{name}.newer"
+        fresh.write_bytes(data)
+        fresh.replace(destination / name)
+    return newer
+
+
+def replaced_files(destination: Path, newer: dict[str, bytes]) -> list[str]:
+    """The names of ``newer`` whose file in ``destination`` is no longer the newer version."""
+    return [name for name, data in newer.items() if (destination / name).read_bytes() != data]
+
+
+async def woken_batch_end(
+    worker: WorkerProcess, replaced: Callable[[], list[str]], *, timeout_s: float = 30
+) -> bool:
+    """Wait until the woken batch of ``worker`` stopped at its lease (it logged
+    ``StreamLeaseExpired``) or (without the fence) ``replaced()`` names a newer file it
+    put a stale copy over; up to ``timeout_s`` seconds.
+
+    Returns:
+        Whether it stopped at its lease."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if "StreamLeaseExpired" in worker.log_tail(20000):
+            return True
+        if replaced():
+            return False
+        await asyncio.sleep(0.2)
+    return False
+
+
+async def wait_for(condition: Callable[[], bool], timeout_s: float) -> None:
+    """Poll ``condition`` (every 10 ms) until it holds.
+
+    Raises:
+        AssertionError: it did not hold within ``timeout_s`` seconds."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"not reached within {timeout_s} s"
+        await asyncio.sleep(0.01)
+
+
+async def submit_one_batch(
+    client: StaccatoClient,
+    source: Path,
+    destination: str | list[str],
+    options: TransferOptions,
+    files: int,
+) -> str:
+    """The dataset ``source`` -> ``destination`` (one root or several), its ``files``
+    files in one batch; returns its id."""
+    return await submit_dataset(
+        client, str(source), destination, options, batch_files=files, max_batches=1
+    )
+
+
+def names_ahead(written: Iterable[str], files: int, gap: int) -> list[str]:
+    """The names (``f0000``...) of the files a batch frozen once ``written`` (names or
+    keys ending in them) were published would write next: from ``gap`` past the last
+    one written (those in flight may be written or staged meanwhile) to the last of its
+    ``files``. Checks the freeze came between a fifth and a half of the batch."""
+    indexes = [int(name.rsplit("/", 1)[-1][1:]) for name in written]
+    assert files // 5 <= len(indexes) < files // 2, len(indexes)
+    ahead = [f"f{i:04d}" for i in range(max(indexes) + gap, files)]
+    assert len(ahead) >= files // 3, len(ahead)
+    return ahead
+
+
+def second_worker(first: WorkerProcess, address: str, log_dir: Path) -> WorkerProcess:
+    """A second worker (started) on ``first``'s task queue, to take its batch over."""
+    second = WorkerProcess(address, task_queue=first.task_queue, processes=2, log_dir=log_dir)
+    second.start()
+    return second
+
+
+async def wait_completed(client: StaccatoClient, dataset: str, files: int) -> None:
+    """The dataset completes (within 2 minutes) with its ``files`` files copied."""
+    final = await wait_dataset(client, dataset, timeout_s=120)
+    assert final.state == DatasetState.completed, final
+    assert final.files_done == files and final.files_failed == 0, final

@@ -12,25 +12,39 @@ its next PutObject (``StreamLeaseExpired``), and the store receives no PutObject
 the wake (counted at SeaweedFS). Runs on a Temporal server of its own that lets an
 open task poll expire after 5 s (``tests.zombie_checks.POLL_EXPIRY``), so the frozen
 worker's polls stop taking tasks soon.
+
+The same for a fan-out batch (``copy_batch_to_many``) to the S3 prefix and a local
+directory: no newer version replaced at either root, no PutObject after the wake, no
+temp file left in the directory.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from staccato.client import StaccatoClient
-from staccato.dataset_client import submit_dataset
-from staccato.datasets.models import DatasetState
 from staccato.models import TransferOptions
-from tests.dataset_checks import MiB, wait_dataset
+from tests.dataset_checks import MiB, tree
+from tests.helpers import leftovers
 from tests.s3.conftest import MeteredSeaweedS3, started_s3_worker
-from tests.zombie_checks import short_poll_server, thaw
-from tests.zombie_checks import tree as process_tree
+from tests.zombie_checks import (
+    freeze,
+    names_ahead,
+    old_files,
+    published_names,
+    replaced_files,
+    short_poll_server,
+    submit_one_batch,
+    thaw,
+    wait_completed,
+    woken_batch_end,
+    write_newer,
+)
 
 FILES = 120
 SIZE = 2000
@@ -59,6 +73,7 @@ def _replaced(s3: Any, bucket: str, newer: dict[str, bytes]) -> list[str]:
     ]
 
 
+@pytest.mark.parametrize("fan_out", [False, True], ids=["s3", "s3-and-local"])
 async def test_frozen_batch_writes_nothing_after_losing_its_batch(
     s3_server: MeteredSeaweedS3,
     s3_worker_env: dict[str, str],
@@ -66,14 +81,14 @@ async def test_frozen_batch_writes_nothing_after_losing_its_batch(
     bucket: str,
     data_dir: Path,
     tmp_path: Path,
+    fan_out: bool,
 ) -> None:
+    """To the S3 prefix; with ``fan_out`` (``copy_batch_to_many``) to a local directory
+    too (each file written to the S3 prefix, then to the directory)."""
+    local = data_dir / "local" if fan_out else None
     source = data_dir / "src"
-    source.mkdir()
-    for i in range(FILES):
-        (source / f"f{i:04d}").write_bytes(os.urandom(SIZE))
-    past = time.time() - 3600
-    for path in source.iterdir():
-        os.utime(path, (past, past))
+    old_files(source, FILES, SIZE)
+    roots = [f"s3://{bucket}/{PREFIX}"] + ([str(local)] if local is not None else [])
     with short_poll_server(tmp_path) as temporal_server:
         first = started_s3_worker(temporal_server.address, s3_worker_env, tmp_path)
         second = None
@@ -81,56 +96,47 @@ async def test_frozen_batch_writes_nothing_after_losing_its_batch(
         try:
             async with await StaccatoClient.connect(target_host=temporal_server.address) as client:
                 client.task_queue = first.task_queue
-                dataset = await submit_dataset(
-                    client,
-                    str(source),
-                    f"s3://{bucket}/{PREFIX}",
-                    OPTIONS,
-                    batch_files=FILES,
-                    max_batches=1,
+                dataset = await submit_one_batch(
+                    client, source, roots if local is not None else roots[0], OPTIONS, FILES
                 )
                 deadline = time.monotonic() + 60
                 while len(_keys(s3, bucket)) < FILES // 5 and time.monotonic() < deadline:
                     await asyncio.sleep(0.05)
-                assert first.process is not None
-                frozen = process_tree(first.process.pid)
-                for pid in reversed(frozen):  # the activity processes first
-                    os.kill(pid, signal.SIGSTOP)
-                written = _keys(s3, bucket)
-                assert FILES // 5 <= len(written) < FILES // 2, len(written)
+                frozen = freeze(first)
+                written = _keys(s3, bucket) | (published_names(local) if local else set())
                 # the files the frozen batch would write next (past those in flight)
-                last = max(int(key[len(PREFIX) + 1 :]) for key in written)
-                ahead = [f"{PREFIX}f{i:04d}" for i in range(last + 8, FILES)]
-                assert len(ahead) >= FILES // 3, len(ahead)
+                names = names_ahead({w.rsplit("/", 1)[-1] for w in written}, FILES, gap=8)
+                ahead = [PREFIX + name for name in names]
                 second = started_s3_worker(
                     temporal_server.address, s3_worker_env, tmp_path, task_queue=first.task_queue
                 )
-                final = await wait_dataset(client, dataset, timeout_s=120)
-                assert final.state == DatasetState.completed, final
-                assert final.files_done == FILES and final.files_failed == 0, final
+                await wait_completed(client, dataset, FILES)
+                if local is not None:
+                    assert tree(local) == tree(source)
                 newer = {key: b"newer version of " + key.encode() for key in ahead}
                 for key, data in newer.items():
                     s3.put_object(Bucket=bucket, Key=key, Body=data)
+                newer_local = write_newer(local, names) if local is not None else {}
+
+                def replaced() -> list[str]:
+                    at_local = replaced_files(local, newer_local) if local is not None else []
+                    return _replaced(s3, bucket, newer) + at_local
+
                 puts_before = s3_server.request_count(bucket, "PUT")
                 thaw(frozen)
                 # the woken batch ends: it stops at its lease, or (before the fix) it
                 # goes on and replaces newer versions
-                deadline = time.monotonic() + 30
-                stopped = False
-                while time.monotonic() < deadline:
-                    stopped = "StreamLeaseExpired" in first.log_tail(20000)
-                    if stopped or _replaced(s3, bucket, newer):
-                        break
-                    await asyncio.sleep(0.2)
-                replaced = _replaced(s3, bucket, newer)
+                stopped = await woken_batch_end(first, replaced)
                 puts_after = s3_server.request_count(bucket, "PUT")
                 print(
-                    f"woken batch: {len(replaced)} of {len(newer)} newer versions replaced, "
-                    f"{puts_after - puts_before} PutObject after the wake"
+                    f"woken batch: {len(replaced())} of {len(newer) + len(newer_local)} newer "
+                    f"versions replaced, {puts_after - puts_before} PutObject after the wake"
                 )
-                assert replaced == [], f"the woken batch replaced {len(replaced)} newer files"
+                assert replaced() == [], f"the woken batch replaced {len(replaced())} newer files"
                 assert stopped, f"the woken batch did not stop:\n{first.log_tail(4000)}"
                 assert puts_after == puts_before
+                if local is not None:
+                    assert leftovers(local) == []
         finally:
             thaw(frozen)
             first.stop()

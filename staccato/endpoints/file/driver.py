@@ -260,6 +260,9 @@ class FileDriver(Driver):
         self.check_destination(url)
         temp, journal = session_paths(url, session_key)
         self.check_space(url, size, temp)  # every attempt: a retry may find the disk full
+        # under a dataset batch's lease: a retry elsewhere opens this temp name too (the
+        # same session key), and a woken zombie must neither truncate it nor leave one
+        write_fence()
         try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
             try:
