@@ -109,7 +109,12 @@ def worker(temporal_server, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         processes=4,
         log_dir=tmp_path_factory.mktemp("worker"),
         # sources that cannot serve ranges are staged: not into the user's own home
-        env={"STACCATO_STAGING_DIR": str(tmp_path_factory.mktemp("staging"))},
+        env={
+            "STACCATO_STAGING_DIR": str(tmp_path_factory.mktemp("staging")),
+            # never killed: Temporal's own sticky timeout, as a user's worker has (the
+            # 2 s of WORKER_ENV is for the workers a test kills)
+            "STACCATO_WORKER_STICKY_TIMEOUT_S": "10",
+        },
     )
     process.start()
     try:
