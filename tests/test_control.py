@@ -17,6 +17,7 @@ from staccato.errors import DestinationBusyError, TransferFailedError
 from staccato.models import TransferOptions, TransferState
 from staccato.workflows.transfer import TransferWorkflow
 from tests.helpers import MiB, leftovers, run_cli, sha256_file, wait_for_status, write_random
+from tests.servers.holding_proxy import HoldingProxy
 from tests.servers.nginx import NginxServer, nginx_fixture
 
 SIZE = 48 * MiB
@@ -224,10 +225,21 @@ async def test_corrupted_temp_chunk_is_sent_again(
     had completed is caught by the verify before publish and copied again."""
     digest = write_random(http_root / "torn.bin", SIZE, seed=10)
     destination = data_dir / "torn.bin"
-    transfer = await client.submit(slow_nginx.url("torn.bin"), str(destination), OPTIONS)
-    await wait_for_status(client, transfer, _started(0.3), timeout_s=60)
-    await client.pause(transfer)
-    await wait_for_status(client, transfer, lambda s: s.state == TransferState.paused, timeout_s=30)
+    # held at 30 % until the pause is asked for (a poll for 30 % of a copy from a local
+    # nginx saw it completed on a busy machine), then a trickle until it lands
+    proxy = HoldingProxy(slow_nginx.port, hold_after=int(SIZE * 0.3)).start()
+    try:
+        transfer = await client.submit(proxy.url("torn.bin"), str(destination), OPTIONS)
+        await asyncio.to_thread(proxy.wait_held, 60)
+        await client.pause(transfer)
+        proxy.rate = 2 * MiB
+        proxy.release()
+        await wait_for_status(
+            client, transfer, lambda s: s.state == TransferState.paused, timeout_s=30
+        )
+    finally:
+        proxy.rate = 10e9
+        proxy.release()
     await asyncio.sleep(3)  # streams stop at their next heartbeat
     (temp,) = [p for p in data_dir.iterdir() if p.name.endswith(".staccato-part")]
     (journal,) = [p for p in data_dir.iterdir() if p.name.endswith(".staccato-journal")]
@@ -238,7 +250,10 @@ async def test_corrupted_temp_chunk_is_sent_again(
             f.seek(index * OPTIONS.chunk_size + 100)
             f.write(b"\0garbage\0")
     await client.resume(transfer)
-    result = await asyncio.wait_for(client.wait(transfer), 120)
+    try:
+        result = await asyncio.wait_for(client.wait(transfer), 120)
+    finally:
+        proxy.stop()
     assert result.bytes == SIZE
     assert sha256_file(destination) == digest
 
