@@ -4,6 +4,7 @@ subprocess per session, and a connected client."""
 from __future__ import annotations
 
 import compileall
+import os
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -14,6 +15,12 @@ from staccato.client import StaccatoClient
 from tests.helpers import REPO, WorkerProcess, mount_tmpfs
 
 pytest_plugins = ["tests.servers.fixtures"]
+
+# How long a client (this process's, and every CLI the tests run, which inherit it)
+# waits for a live worker to take a pause or resume before it gives up: the product's
+# 10 s was missed by a polling worker on a CI machine at load average 69. A test of
+# the give-up itself sets its own (tests/test_foreign_workflows.py, test_limits.py).
+os.environ.setdefault("STACCATO_CLIENT_WAIT_S", "60")
 
 #: the slowest tests (seconds in a full ``-n 2`` run at load ~12, 2026-12-02; CI's are
 #: about 0.6 x these): with ``--dist worksteal`` their files run first, so that the two

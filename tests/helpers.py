@@ -70,6 +70,15 @@ WORKER_START_S = 120.0
 WORKER_ENV = {"STACCATO_WORKER_STICKY_TIMEOUT_S": "2"}
 
 
+#: activity processes of a test worker unless a test asks for more: each one spawned
+#: costs ~0.8 CPU-s of imports (temporalio, the drivers, a throwaway S3 client) before
+#: it runs anything, and the suite starts ~100 workers, most of which run one or two
+#: transfers; 2 processes x ``STACCATO_WORKER_THREADS`` threads still run every
+#: stream of a test at once (process accounting of a full run: the activity processes
+#: used more CPU than the test processes themselves)
+TEST_WORKER_PROCESSES = 2
+
+
 class WorkerProcess:
     """``staccato worker`` as a subprocess (its activity pool are its children).
 
@@ -87,7 +96,7 @@ class WorkerProcess:
         address: str,
         *,
         task_queue: str | None = None,
-        processes: int = 4,
+        processes: int = TEST_WORKER_PROCESSES,
         env: Mapping[str, str] | None = None,
         log_dir: Path | None = None,
         own_group: bool = False,

@@ -242,12 +242,15 @@ def tls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        # an EC key: generated at once, where an RSA key's prime search took over 60 s on
+        # a CI machine at load average 69
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
+        + ["-nodes", "-days", "1"]
         + ["-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"]
         + ["-addext", "subjectAltName=IP:127.0.0.1"],
         check=True,
         capture_output=True,
-        timeout=60,
+        timeout=300,
     )
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

@@ -216,6 +216,13 @@ LOCAL_START_LOOKUP_PATCH = "local-start-lookup"
 #: before it ends (``bytes_done``, ``bytes_total``): ``status`` of a closed run reads
 #: them without a worker (one memo update per failed or cancelled run)
 END_BYTES_MEMO_PATCH = "end-bytes-memo"
+#: a stream that a pause stopped and that ended with a failure or a timeout rather than
+#: as cancelled (its process was frozen or starved, or it failed while the cancel was on
+#: its way) is scheduled again on resume: Temporal never retries an attempt whose
+#: cancel was requested (retry state CANCEL_REQUESTED), and before this the transfer
+#: failed with that attempt's error (seen: "stream attempt stopped before writing",
+#: a pause at load 19)
+PAUSED_STREAM_ENDED_PATCH = "paused-stream-ended"
 RECORD_TUNING = "record_link_tuning"
 #: the tuning activities are best effort: a worker without them runs the fixed defaults
 _TUNING_RETRY = RetryPolicy(maximum_attempts=3, maximum_interval=timedelta(seconds=2))
@@ -949,8 +956,12 @@ class TransferWorkflow:
                 try:
                     result = await handle
                 except ActivityError as err:
-                    if isinstance(err.cause, CancelledError) and (
-                        segment.index in self._stopped_by_pause
+                    if segment.index in self._stopped_by_pause and (
+                        isinstance(err.cause, CancelledError)
+                        or (
+                            err.retry_state == RetryState.CANCEL_REQUESTED
+                            and workflow.patched(PAUSED_STREAM_ENDED_PATCH)
+                        )
                     ):
                         # stopped by a pause before it started (a resume may already
                         # have come): schedule it again once not paused
