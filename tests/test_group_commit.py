@@ -216,3 +216,84 @@ def test_a_failed_fdatasync_fails_the_commit_and_publishes_nothing(
         assert not (destination / name).exists()
         assert Path(item.temp).read_bytes() == bodies[name], "left for the retry"
     assert group_module.SYNC_THREADS < len(staged)
+
+
+def test_a_staged_source_is_read_again_only_while_its_mtime_cannot_prove_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A local source modified within its mtime's resolution (here: a file system whose
+    mtimes are taken as 2 s coarse) is read twice before it is staged, one modified
+    long before is read once: as ``stat_source`` + ``needs_second_read`` decide for
+    a single transfer (the batch decides it from the ``fstat`` without building an
+    ``ObjectInfo``)."""
+    from staccato.activities import small_copy
+
+    monkeypatch.setattr(small_copy, "mtime_resolution_of", lambda kind: 2.0)
+    reads: list[int] = []
+    real_read = small_copy._read_fd
+
+    def counted(fd: int, size: int) -> bytes:
+        reads.append(size)
+        return real_read(fd, size)
+
+    monkeypatch.setattr(small_copy, "_read_fd", counted)
+    fresh, old = tmp_path / "fresh.bin", tmp_path / "old.bin"
+    fresh.write_bytes(b"f" * 100)
+    old.write_bytes(b"o" * 100)
+    past = time.time() - 3600
+    os.utime(old, (past, past))
+    assert small_copy._read_local(str(fresh), 1000) is not None
+    assert len(reads) == 2
+    reads.clear()
+    assert small_copy._read_local(str(old), 1000) is not None
+    assert len(reads) == 1
+
+
+def test_the_second_read_decision_without_an_object_info_is_the_same() -> None:
+    """``mtime_needs_second_read`` (values) answers as ``needs_second_read``
+    (an ``ObjectInfo``) everywhere, and asks for the clock skew only where an
+    endpoint's clock is remote."""
+    from staccato.activities.transfer import mtime_needs_second_read, needs_second_read
+    from staccato.models import ObjectInfo
+
+    now = 1_800_000_000.0
+
+    def no_skew_asked() -> float:
+        raise AssertionError("the skew was asked for a local clock")
+
+    for modified_at in (None, now - 3600, now - 30, now - 1.5, now - 0.5, now, now + 5):
+        for resolution in (0.0, 1e-9, 1.0, 2.0):
+            for local in (True, False):
+                for endpoint_time in (None, now - 1, now):
+                    info = ObjectInfo(
+                        size=1,
+                        version="v",
+                        modified_at=modified_at,
+                        mtime_resolution_s=resolution,
+                        endpoint_time=endpoint_time,
+                    )
+                    expected = needs_second_read(info, now, local=local, clock_skew_s=60.0)
+                    case = (modified_at, resolution, local, endpoint_time)
+                    assert (
+                        mtime_needs_second_read(
+                            modified_at,
+                            resolution,
+                            now,
+                            local=local,
+                            clock_skew_s=60.0,
+                            endpoint_time=endpoint_time,
+                        )
+                        == expected
+                    ), case
+                    if local:
+                        assert (
+                            mtime_needs_second_read(
+                                modified_at,
+                                resolution,
+                                now,
+                                local=True,
+                                clock_skew_s=no_skew_asked,
+                                endpoint_time=endpoint_time,
+                            )
+                            == expected
+                        ), case

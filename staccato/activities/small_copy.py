@@ -40,7 +40,7 @@ from staccato.activities.copy import _check_read_back
 from staccato.activities.transfer import (
     check_after_publish,
     check_file_roots,
-    needs_second_read,
+    mtime_needs_second_read,
     open_write_session,
     stat_source,
     verify_object,
@@ -371,14 +371,14 @@ def _read_local(path: str, limit: int) -> tuple[bytes, str] | None:
         if len(data) != st.st_size:
             return None  # changing while read
         resolution = mtime_resolution_of(kind)
-        info = ObjectInfo(
-            size=st.st_size,
-            version=version,
-            modified_at=st.st_mtime,
-            mtime_resolution_s=resolution,
-        )
-        skew = settings.current().clock_skew_s
-        if needs_second_read(info, time.time(), local=resolution < 1.0, clock_skew_s=skew):
+        # as stat_source decides it, without building its ObjectInfo (per small file)
+        if mtime_needs_second_read(
+            st.st_mtime,
+            resolution,
+            time.time(),
+            local=resolution < 1.0,
+            clock_skew_s=_clock_skew_s,
+        ):
             if _read_fd(fd, st.st_size) != data:
                 raise SourceChangedError(
                     f"source changed during the copy: {path} read differently a second "
@@ -389,6 +389,11 @@ def _read_local(path: str, limit: int) -> tuple[bytes, str] | None:
         return None
     finally:
         os.close(fd)
+
+
+def _clock_skew_s() -> float:
+    """Seconds a remote endpoint's clock may be off (the worker's settings)."""
+    return settings.current().clock_skew_s
 
 
 def _read_fd(fd: int, size: int) -> bytes:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 
 from temporalio import activity
 from temporalio.exceptions import CancelledError
@@ -128,15 +129,45 @@ def needs_second_read(
             system; NFS and SMB servers set mtimes by their own clocks).
         clock_skew_s: how far a remote endpoint's clock may be from the worker's.
     """
-    if info.mtime_resolution_s <= 0:
+    return mtime_needs_second_read(
+        info.modified_at,
+        info.mtime_resolution_s,
+        now,
+        local=local,
+        clock_skew_s=clock_skew_s,
+        endpoint_time=info.endpoint_time,
+    )
+
+
+def mtime_needs_second_read(
+    modified_at: float | None,
+    resolution_s: float,
+    now: float,
+    *,
+    local: bool,
+    clock_skew_s: float | Callable[[], float] = REMOTE_CLOCK_SKEW_S,
+    endpoint_time: float | None = None,
+) -> bool:
+    """:func:`needs_second_read` of the values themselves (an ``ObjectInfo``'s
+    ``modified_at``, ``mtime_resolution_s``, ``endpoint_time``; seconds): a dataset's
+    batch decides it for each small local file it reads, where building an
+    ``ObjectInfo`` only to ask cost more than the rest of the decision.
+
+    Args:
+        clock_skew_s: seconds, or what gives them (asked only for a remote endpoint's
+            clock: reading the settings is not free either).
+    """
+    if resolution_s <= 0:
         return False  # a validator that changes with every write (S3 ETag)
-    if info.modified_at is None:
+    if modified_at is None:
         return True  # nothing to prove it by
-    if info.endpoint_time is not None:  # the endpoint's own clock: no skew to allow for
+    if endpoint_time is not None:  # the endpoint's own clock: no skew to allow for
         # both times are whole seconds (HTTP-date): one more resolution of slack
-        return info.modified_at > info.endpoint_time - 2 * info.mtime_resolution_s
-    margin = info.mtime_resolution_s + (0.0 if local else clock_skew_s)
-    return info.modified_at > now - margin
+        return modified_at > endpoint_time - 2 * resolution_s
+    if local:
+        return modified_at > now - resolution_s
+    skew = clock_skew_s() if callable(clock_skew_s) else clock_skew_s
+    return modified_at > now - (resolution_s + skew)
 
 
 @activity.defn(name="confirm_source")

@@ -437,7 +437,9 @@ class DatasetWorkflow:
                         group_files = min(
                             group_files, tail_files(request.batch_files, request.max_batches, left)
                         )
-                group.append(BatchFile(name=entry.name, size=entry.size))
+                # the entry's fields are validated already (its page was): not again
+                # per file in the workflow task (~10 % of the worker process's CPU)
+                group.append(BatchFile.model_construct(name=entry.name, size=entry.size))
                 group_bytes += entry.size
             handled = (base + position, entry.name)
             if not group:
