@@ -6,6 +6,7 @@ positionally and pipelined into the temp file, fsynced, then recorded in the jou
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 from paramiko.sftp_attr import SFTPAttributes
@@ -117,7 +118,10 @@ class SFTPReader(Reader):
 
 class SFTPChunkWriter(ChunkWriter):
     """Pipelined positional writes into a session's temp file; one fsync + journal line
-    per chunk."""
+    per chunk. The journal line carries the SHA-256 of the bytes written, computed from
+    the very buffer that is sent (the one the stream checksummed), so verify can have
+    the server hash the temp file instead of reading it back
+    (:meth:`~staccato.endpoints.sftp.driver.SFTPDriver.segments_checksum`)."""
 
     def __init__(self, session: WriteSession) -> None:
         self._url = parse_url(session.url)
@@ -159,9 +163,11 @@ class SFTPChunkWriter(ChunkWriter):
                 raise WriteSessionLost(
                     f"write session {self._temp} is gone (deleted, or published by another attempt); stopping this writer"
                 )
+            # a 64-hex-digit checksum is the chunk's SHA-256 already (--checksum sha256)
+            sha256 = None if len(checksum) == 64 else hashlib.sha256(data).hexdigest()
             write_at(sftp, self._handle, index * self._chunk_size, data)
             sftp.fsync_handle(self._handle)
-            record = journal_record(index, checksum)
+            record = journal_record(index, checksum, sha256)
             write_at(sftp, self._journal, index * len(record), memoryview(record))
 
     def close(self) -> None:

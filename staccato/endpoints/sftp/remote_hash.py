@@ -1,0 +1,292 @@
+"""SHA-256 of byte ranges of a file, computed *on the server*: an SSH exec channel on
+the pooled connection runs a POSIX shell loop over ``tail -c +N FILE | head -c LEN |
+openssl dgst -sha256 -r`` (``sha256sum`` where ``openssl`` is missing), one output line
+per range, so a write session's temp file is verified without sending it back (what
+``rclone`` does with ``md5sum``/``sha1sum``). Used by
+:meth:`~staccato.endpoints.sftp.driver.SFTPDriver.segments_checksum` and
+:meth:`~staccato.endpoints.sftp.driver.SFTPDriver.durable_chunks`.
+
+Availability is probed once per host (and again after ``PROBE_TTL_S``): one exec
+channel running a fixed script whose output must be exactly as expected, a marker line
+with a fresh nonce and then the SHA-256 of a known range of a known string through the
+same ``tail | head | HASH`` pipeline. Anything else means "not available", logged at
+debug, and the caller reads the data back over SFTP as before: a server that refuses
+exec requests (SFTP-only accounts), ``ForceCommand internal-sftp`` (the exec channel
+gets an SFTP server, which exits at the EOF we send at once), a shell that is not POSIX
+(Windows ``cmd``), a missing tool, or no answer within ``PROBE_TIMEOUT_S``. Text a login
+shell prints before the script's output is skipped (the marker is looked for). Setting
+``STACCATO_SFTP_REMOTE_HASH=0`` turns it off.
+
+Nothing here decides what is correct: a range whose line is missing, malformed or late
+is simply not in the result, and its caller reads it back. Paths are quoted with
+:func:`shlex.quote`; no secret is in a command or a log line.
+
+Heartbeats: :func:`staccato.endpoints.base.keepalive` is called at least every
+``_WAIT_SLICE_S`` while waiting for output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import shlex
+import threading
+import time
+from collections.abc import Sequence
+
+import paramiko
+
+from staccato import settings
+from staccato.endpoints import base
+from staccato.endpoints.sftp.connection import Connection, is_connection_error
+
+log = logging.getLogger("staccato.sftp")
+
+PROBE_TIMEOUT_S = 10.0  # at most (also at most the connect timeout)
+PROBE_TTL_S = 600.0  # a probe's answer (either way) is kept this long per host
+#: a range's line must arrive within the I/O timeout plus this many seconds per byte
+#: hashed (the server reads at >= 10 MiB/s)
+_SECONDS_PER_BYTE = 1 / (10 * 1024 * 1024)
+_WAIT_SLICE_S = 1.0
+_MAX_OUTPUT_BYTES = 1024 * 1024  # more than this without the end marker: not our script
+#: ranges per exec channel: its command line stays far below Linux's 128 KiB limit of one
+#: argument (``sh -c COMMAND``)
+_RANGES_PER_EXEC = 2000
+_PROBE_DATA = b"abc"
+_PROBE_SHA256 = hashlib.sha256(_PROBE_DATA).hexdigest()
+_TOOLS = {
+    "openssl": "openssl dgst -sha256 -r",
+    "sha256sum": "sha256sum",
+}
+
+# (host, port, user, known_hosts name) -> (tool name or None, time.monotonic() probed)
+_PROBED: dict[tuple[str, int, str, str], tuple[str | None, float]] = {}
+_PROBED_LOCK = threading.Lock()
+
+#: ranges hashed on servers by this process, and their bytes (for tests and benchmarks)
+stats = {"ranges": 0, "bytes": 0}
+
+
+def enabled() -> bool:
+    """Whether server-side hashing may be tried (``STACCATO_SFTP_REMOTE_HASH``)."""
+    return settings.current().sftp_remote_hash
+
+
+def forget(connection: Connection) -> None:
+    """Forget what was probed for ``connection``'s host (its next use probes again)."""
+    with _PROBED_LOCK:
+        _PROBED.pop(connection.target.key, None)
+
+
+class _Exec:
+    """One exec channel: the command's stdout, read line by line with a deadline;
+    stderr is discarded."""
+
+    def __init__(self, connection: Connection, command: str, timeout_s: float) -> None:
+        self._channel: paramiko.Channel = connection.transport.open_session(timeout=timeout_s)
+        try:
+            self._channel.settimeout(_WAIT_SLICE_S)
+            self._channel.exec_command(command)
+            # an SFTP server run in place of the command (ForceCommand internal-sftp)
+            # waits for an init packet: EOF makes it exit
+            self._channel.shutdown_write()
+        except BaseException:
+            self._channel.close()
+            raise
+        self._buffer = b""
+        self._received = 0
+        self._eof = False
+
+    def line(self, deadline: float) -> str | None:
+        """The next line of stdout (without its newline); None at EOF, at the deadline
+        (``time.monotonic()``) or past ``_MAX_OUTPUT_BYTES``."""
+        while b"\n" not in self._buffer:
+            if self._eof or time.monotonic() >= deadline or self._received > _MAX_OUTPUT_BYTES:
+                return None
+            try:
+                data = self._channel.recv(65536)
+            except TimeoutError:
+                data = None
+            if data == b"":
+                self._eof = True
+            elif data:
+                self._received += len(data)
+                self._buffer += data
+            while self._channel.recv_stderr_ready():
+                self._channel.recv_stderr(65536)
+            base.keepalive()
+        text, _, self._buffer = self._buffer.partition(b"\n")
+        return text.decode("ascii", "replace").rstrip("\r")
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+def _marker(nonce: str, what: str) -> str:
+    return f"staccato-{what}-{nonce}"
+
+
+def _until(run: _Exec, marker: str, deadline: float) -> bool:
+    """Skip lines (a login shell's banner) up to the line ``marker``; False if it never
+    comes."""
+    while True:
+        line = run.line(deadline)
+        if line is None:
+            return False
+        if line == marker:
+            return True
+
+
+def _digest(line: str | None) -> str | None:
+    """The hex digest at the start of a ``openssl dgst -r`` / ``sha256sum`` line."""
+    if not line:
+        return None
+    head = line.split()[0].lower() if line.split() else ""
+    if len(head) == 64 and all(c in "0123456789abcdef" for c in head):
+        return head
+    return None
+
+
+def _probe(connection: Connection) -> str | None:
+    """The hashing tool this server runs through the exec pipeline, or None."""
+    nonce = secrets.token_hex(8)
+    sample = shlex.quote("x" + _PROBE_DATA.decode() + "x")
+    pipe = f"printf %s {sample} | tail -c +2 2>/dev/null | head -c {len(_PROBE_DATA)} 2>/dev/null"
+    lines = [f"echo {_marker(nonce, 'probe')}"]
+    for name, tool in _TOOLS.items():
+        lines += [f"echo {_marker(nonce, name)}", f"{pipe} | {tool} 2>/dev/null"]
+    lines.append(f"echo {_marker(nonce, 'end')}")
+    timeout = min(PROBE_TIMEOUT_S, connection.target.connect_timeout_s)
+    deadline = time.monotonic() + timeout
+    run = _Exec(connection, "\n".join(lines), timeout)
+    try:
+        if not _until(run, _marker(nonce, "probe"), deadline):
+            return None
+        found: dict[str, str | None] = {}
+        expected = [*_TOOLS, "end"]
+        current: str | None = None
+        for _ in range(16):
+            line = run.line(deadline)
+            if line is None:
+                return None
+            names = [n for n in expected if line == _marker(nonce, n)]
+            if names:
+                if names[0] == "end":
+                    break
+                current = names[0]
+                found[current] = None
+            elif current is not None and found[current] is None:
+                found[current] = _digest(line)
+        else:
+            return None
+        for name in _TOOLS:
+            if found.get(name) == _PROBE_SHA256:
+                return name
+        return None
+    finally:
+        run.close()
+
+
+def tool_for(connection: Connection) -> str | None:
+    """The hashing tool for ``connection``'s host (probed, or cached from a probe in the
+    last ``PROBE_TTL_S``), or None where server-side hashing is off or unavailable."""
+    if not enabled():
+        return None
+    key = connection.target.key
+    now = time.monotonic()
+    with _PROBED_LOCK:
+        cached = _PROBED.get(key)
+    if cached is not None and now - cached[1] < PROBE_TTL_S:
+        return cached[0]
+    try:
+        tool = _probe(connection)
+    except Exception as err:  # any refusal or failure: read back instead
+        if is_connection_error(err) and not connection.alive():
+            raise
+        log.debug("%s: no exec channel for server-side hashing (%r)", connection.target.label, err)
+        tool = None
+    log.debug(
+        "%s: server-side hashing %s",
+        connection.target.label,
+        f"with {tool}" if tool else "unavailable: verify reads back",
+    )
+    with _PROBED_LOCK:
+        _PROBED[key] = (tool, now)
+    return tool
+
+
+def sha256_ranges(
+    connection: Connection, path: str, ranges: Sequence[tuple[int, int, int]]
+) -> dict[int, str]:
+    """SHA-256 (hex) of ``ranges`` of the server file ``path``, computed on the server
+    over one exec channel: ``(key, offset, length)`` in bytes -> ``{key: hex}``. A range
+    the server did not answer for in time (or at all) is missing from the result; none
+    at all where server-side hashing is unavailable (:func:`tool_for`).
+
+    Raises:
+        paramiko.SSHException, OSError, EOFError: the connection itself broke (the
+            caller's :func:`~staccato.endpoints.sftp.connection.guarded` maps it).
+    """
+    found: dict[int, str] = {}
+    for start in range(0, len(ranges), _RANGES_PER_EXEC):
+        batch = ranges[start : start + _RANGES_PER_EXEC]
+        tool = tool_for(connection)
+        if tool is None:
+            break
+        got = _sha256_batch(connection, tool, path, batch)
+        found.update(got)
+        if len(got) < len(batch):
+            break
+    return found
+
+
+def _sha256_batch(
+    connection: Connection, tool: str, path: str, ranges: Sequence[tuple[int, int, int]]
+) -> dict[int, str]:
+    """:func:`sha256_ranges` for at most ``_RANGES_PER_EXEC`` ranges, one exec channel."""
+    nonce = secrets.token_hex(8)
+    # one loop over "offset:length" words (bounded: the caller passes one segment's
+    # chunks); each range prints its marker line then its digest line
+    words = " ".join(f"{offset + 1}:{length}" for _, offset, length in ranges)
+    command = (
+        f"f={shlex.quote(path)}\n"
+        f"echo {_marker(nonce, 'hash')}\n"
+        f"for r in {words}; do\n"
+        f'  tail -c "+${{r%:*}}" "$f" 2>/dev/null | head -c "${{r#*:}}" 2>/dev/null'
+        f" | {_TOOLS[tool]} 2>/dev/null || echo failed\n"
+        "done\n"
+        f"echo {_marker(nonce, 'end')}"
+    )
+    io_timeout = connection.target.io_timeout_s
+    found: dict[int, str] = {}
+    try:
+        run = _Exec(connection, command, io_timeout)
+    except Exception as err:
+        if is_connection_error(err) and not connection.alive():
+            raise
+        log.debug("%s: exec for server-side hashing failed (%r)", connection.target.label, err)
+        forget(connection)
+        return {}
+    try:
+        if not _until(run, _marker(nonce, "hash"), time.monotonic() + io_timeout):
+            forget(connection)
+            return {}
+        for key, _, length in ranges:
+            line = run.line(time.monotonic() + io_timeout + length * _SECONDS_PER_BYTE)
+            digest = _digest(line)
+            if digest is None:
+                log.debug(
+                    "%s: server-side hash of %s stopped at range %r (%r)",
+                    connection.target.label,
+                    path,
+                    key,
+                    line,
+                )
+                break
+            found[key] = digest
+            stats["ranges"] += 1
+            stats["bytes"] += length
+    finally:
+        run.close()
+    return found
