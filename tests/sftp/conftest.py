@@ -166,14 +166,20 @@ sftp_shell_prints = _server_fixture(
 
 @pytest.fixture(scope="session")
 def sftp_log(sftp_logged: SshdServer) -> Path:
-    """The ``sftp-server -l INFO`` log of ``sftp_logged``."""
-    return sftp_logged.work_dir / "sftp.log"
+    """The ``sftp-server -l INFO`` log of ``sftp_logged`` (empty before its first
+    session)."""
+    log = sftp_logged.work_dir / "sftp.log"
+    log.touch()
+    return log
 
 
 @pytest.fixture(scope="session")
 def sftp_exec_log(sftp_exec_logged: SshdServer) -> Path:
-    """The ``sftp-server -l INFO`` log of ``sftp_exec_logged``."""
-    return sftp_exec_logged.work_dir / "sftp.log"
+    """The ``sftp-server -l INFO`` log of ``sftp_exec_logged`` (empty before its first
+    session)."""
+    log = sftp_exec_logged.work_dir / "sftp.log"
+    log.touch()
+    return log
 
 
 def known_hosts_lines(*servers: SshdServer) -> str:

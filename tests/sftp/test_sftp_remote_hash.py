@@ -35,7 +35,7 @@ from staccato.models import TransferOptions, TransferState, WriteSession
 from staccato.urls import parse_url
 from staccato.workflows.transfer import TransferWorkflow
 from tests.helpers import MiB, leftovers, sha256_file, wait_for_status, write_random
-from tests.servers.nginx import NginxServer
+from tests.servers.nginx import NginxServer, nginx_fixture
 from tests.servers.sshd import SshdServer
 from tests.sftp.conftest import _driver_settings, _server_fixture, known_hosts_lines
 
@@ -52,6 +52,7 @@ def _exec_as(shell: str) -> str:
     )
 
 
+slow_nginx = nginx_fixture("http_root", scope="function", extra_server_config="limit_rate 3m;")
 #: a login shell that greets on stdout before running each command
 sftp_greeting = _server_fixture(
     lambda d: SshdServer(
