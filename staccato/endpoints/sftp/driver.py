@@ -535,9 +535,12 @@ class SFTPDriver(Driver):
         chunk's SHA-256 and no second hash is recorded. A damaged chunk hashes
         differently, is read back, and its real checksum makes the segment mismatch
         (the workflow then copies it again: :meth:`durable_chunks` drops the chunk).
+        A read pinned to ``info`` (a source read a second time) always reads.
         """
         segments = list(segments)
-        if not url.path.endswith(_TEMP_SUFFIX) or not remote_hash.enabled():
+        # a read pinned to a version (confirm_source: a source read a second time)
+        # always reads; the server's hash is for a session's temp file
+        if info is not None or not url.path.endswith(_TEMP_SUFFIX) or not remote_hash.enabled():
             return super().segments_checksum(url, size, chunk_size, segments, algorithm, info)
         journal_path = url.path[: -len(_TEMP_SUFFIX)] + _JOURNAL_SUFFIX
         data = self._run(url, f"destination {url}", lambda sftp: read_all(sftp, journal_path))

@@ -40,6 +40,7 @@ import paramiko
 from staccato import settings
 from staccato.endpoints import base
 from staccato.endpoints.sftp.connection import Connection, is_connection_error
+from staccato.endpoints.sftp.ssh import describe
 
 log = logging.getLogger("staccato.sftp")
 
@@ -204,7 +205,11 @@ def tool_for(connection: Connection) -> str | None:
     except Exception as err:  # any refusal or failure: read back instead
         if is_connection_error(err) and not connection.alive():
             raise
-        log.debug("%s: no exec channel for server-side hashing (%r)", connection.target.label, err)
+        log.debug(
+            "%s: no exec channel for server-side hashing (%s)",
+            connection.target.label,
+            describe(err, connection.target),
+        )
         tool = None
     log.debug(
         "%s: server-side hashing %s",
@@ -265,7 +270,11 @@ def _sha256_batch(
     except Exception as err:
         if is_connection_error(err) and not connection.alive():
             raise
-        log.debug("%s: exec for server-side hashing failed (%r)", connection.target.label, err)
+        log.debug(
+            "%s: exec for server-side hashing failed (%s)",
+            connection.target.label,
+            describe(err, connection.target),
+        )
         forget(connection)
         return {}
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 from paramiko.sftp_attr import SFTPAttributes
 
@@ -116,6 +117,10 @@ class SFTPReader(Reader):
             POOL.release(connection)
 
 
+def _sha256_hex(data: memoryview) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 class SFTPChunkWriter(ChunkWriter):
     """Pipelined positional writes into a session's temp file; one fsync + journal line
     per chunk. The journal line carries the SHA-256 of the bytes written, computed from
@@ -130,6 +135,7 @@ class SFTPChunkWriter(ChunkWriter):
         self._chunk_size = session.chunk_size
         self._handle: bytes | None = None
         self._journal: bytes | None = None
+        self._hasher: ThreadPoolExecutor | None = None
         self._connection: Connection | None = POOL.acquire(resolve(self._url))
         try:
             with (
@@ -163,14 +169,26 @@ class SFTPChunkWriter(ChunkWriter):
                 raise WriteSessionLost(
                     f"write session {self._temp} is gone (deleted, or published by another attempt); stopping this writer"
                 )
-            # a 64-hex-digit checksum is the chunk's SHA-256 already (--checksum sha256)
-            sha256 = None if len(checksum) == 64 else hashlib.sha256(data).hexdigest()
-            write_at(sftp, self._handle, index * self._chunk_size, data)
-            sftp.fsync_handle(self._handle)
+            # a 64-hex-digit checksum is the chunk's SHA-256 already (--checksum sha256);
+            # else hashed beside the writes (hashlib lets go of the GIL) from the same
+            # buffer, which nothing changes until this returns
+            hashed = None
+            if len(checksum) != 64:
+                if self._hasher is None:
+                    self._hasher = ThreadPoolExecutor(1, thread_name_prefix="staccato-sftp-sha")
+                hashed = self._hasher.submit(_sha256_hex, data)
+            try:
+                write_at(sftp, self._handle, index * self._chunk_size, data)
+                sftp.fsync_handle(self._handle)
+            finally:
+                sha256 = hashed.result() if hashed is not None else None
             record = journal_record(index, checksum, sha256)
             write_at(sftp, self._journal, index * len(record), memoryview(record))
 
     def close(self) -> None:
+        hasher, self._hasher = self._hasher, None
+        if hasher is not None:
+            hasher.shutdown(wait=True)
         connection, self._connection = self._connection, None
         if connection is None:
             return
