@@ -1,7 +1,8 @@
 """SHA-256 of byte ranges of a file, computed *on the server*: an SSH exec channel on
-the pooled connection runs a POSIX shell loop over ``tail -c +N FILE | head -c LEN |
-openssl dgst -sha256 -r`` (``sha256sum`` where ``openssl`` is missing), one output line
-per range, so a write session's temp file is verified without sending it back (what
+the pooled connection runs a POSIX shell script of one line per range, ``dd if=FILE
+bs=B skip=S count=C | openssl dgst -sha256 -r`` (``tail -c +N FILE | head -c LEN``
+where the range is not a whole number of 64 KiB blocks or ``dd`` misbehaves;
+``sha256sum`` where ``openssl`` is missing), printing one digest line per range, so a write session's temp file is verified without sending it back (what
 ``rclone`` does with ``md5sum``/``sha1sum``). Used by
 :meth:`~staccato.endpoints.sftp.driver.SFTPDriver.segments_checksum` and
 :meth:`~staccato.endpoints.sftp.driver.SFTPDriver.durable_chunks`.
@@ -9,7 +10,7 @@ per range, so a write session's temp file is verified without sending it back (w
 Availability is probed once per host (and again after ``PROBE_TTL_S``): one exec
 channel running a fixed script whose output must be exactly as expected, a marker line
 with a fresh nonce and then the SHA-256 of a known range of a known string through the
-same ``tail | head | HASH`` pipeline. Anything else means "not available", logged at
+same ``tail | head | HASH`` pipeline (and a known range through ``dd``). Anything else means "not available", logged at
 debug, and the caller reads the data back over SFTP as before: a server that refuses
 exec requests (SFTP-only accounts), ``ForceCommand internal-sftp`` (the exec channel
 gets an SFTP server, which exits at the EOF we send at once), a shell that is not POSIX
@@ -34,6 +35,7 @@ import shlex
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import paramiko
 
@@ -51,9 +53,11 @@ PROBE_TTL_S = 600.0  # a probe's answer (either way) is kept this long per host
 _SECONDS_PER_BYTE = 1 / (10 * 1024 * 1024)
 _WAIT_SLICE_S = 1.0
 _MAX_OUTPUT_BYTES = 1024 * 1024  # more than this without the end marker: not our script
-#: ranges per exec channel: its command line stays far below Linux's 128 KiB limit of one
-#: argument (``sh -c COMMAND``)
-_RANGES_PER_EXEC = 2000
+#: ranges per exec channel (a line of <= ~130 bytes each): its command stays far below
+#: Linux's 128 KiB limit of one argument (``sh -c COMMAND``)
+_RANGES_PER_EXEC = 500
+_DD_BLOCK_BYTES = 4 * 1024 * 1024  # dd's largest block size (its buffer on the server)
+_DD_MIN_BLOCK_BYTES = 64 * 1024  # below: tail | head (dd would make too many reads)
 _PROBE_DATA = b"abc"
 _PROBE_SHA256 = hashlib.sha256(_PROBE_DATA).hexdigest()
 _TOOLS = {
@@ -61,8 +65,8 @@ _TOOLS = {
     "sha256sum": "sha256sum",
 }
 
-# (host, port, user, known_hosts name) -> (tool name or None, time.monotonic() probed)
-_PROBED: dict[tuple[str, int, str, str], tuple[str | None, float]] = {}
+# (host, port, user, known_hosts name) -> (what it runs or None, time.monotonic() probed)
+_PROBED: dict[tuple[str, int, str, str], tuple[RemoteHash | None, float]] = {}
 _PROBED_LOCK = threading.Lock()
 
 #: ranges hashed on servers by this process, and their bytes (for tests and benchmarks)
@@ -149,15 +153,29 @@ def _digest(line: str | None) -> str | None:
     return None
 
 
-def _probe(connection: Connection) -> str | None:
-    """The hashing tool this server runs through the exec pipeline, or None."""
+@dataclass(frozen=True)
+class RemoteHash:
+    """What a server can run: ``tool`` (a key of ``_TOOLS``) and whether its ``dd``
+    reads a range of a file into the pipe directly (``dd bs= skip= count=``, POSIX;
+    one pipe stage less than ``tail | head``, ~20 % less server CPU)."""
+
+    tool: str
+    dd: bool
+
+
+def _probe(connection: Connection) -> RemoteHash | None:
+    """What this server runs through the exec pipeline, or None."""
     nonce = secrets.token_hex(8)
     sample = shlex.quote("x" + _PROBE_DATA.decode() + "x")
     pipe = f"printf %s {sample} | tail -c +2 2>/dev/null | head -c {len(_PROBE_DATA)} 2>/dev/null"
     lines = [f"echo {_marker(nonce, 'probe')}"]
     for name, tool in _TOOLS.items():
         lines += [f"echo {_marker(nonce, name)}", f"{pipe} | {tool} 2>/dev/null"]
-    lines.append(f"echo {_marker(nonce, 'end')}")
+    lines += [
+        f"echo {_marker(nonce, 'dd')}",
+        f"printf %s {sample} | dd bs=1 skip=1 count={len(_PROBE_DATA)} 2>/dev/null; echo",
+        f"echo {_marker(nonce, 'end')}",
+    ]
     timeout = min(PROBE_TIMEOUT_S, connection.target.connect_timeout_s)
     deadline = time.monotonic() + timeout
     run = _Exec(connection, "\n".join(lines), timeout)
@@ -165,7 +183,7 @@ def _probe(connection: Connection) -> str | None:
         if not _until(run, _marker(nonce, "probe"), deadline):
             return None
         found: dict[str, str | None] = {}
-        expected = [*_TOOLS, "end"]
+        expected = [*_TOOLS, "dd", "end"]
         current: str | None = None
         for _ in range(16):
             line = run.line(deadline)
@@ -178,19 +196,20 @@ def _probe(connection: Connection) -> str | None:
                 current = names[0]
                 found[current] = None
             elif current is not None and found[current] is None:
-                found[current] = _digest(line)
+                found[current] = line if current == "dd" else _digest(line)
         else:
             return None
+        dd = found.get("dd") == _PROBE_DATA.decode()
         for name in _TOOLS:
             if found.get(name) == _PROBE_SHA256:
-                return name
+                return RemoteHash(name, dd)
         return None
     finally:
         run.close()
 
 
-def tool_for(connection: Connection) -> str | None:
-    """The hashing tool for ``connection``'s host (probed, or cached from a probe in the
+def tool_for(connection: Connection) -> RemoteHash | None:
+    """What ``connection``'s host can run to hash (probed, or cached from a probe in the
     last ``PROBE_TTL_S``), or None where server-side hashing is off or unavailable."""
     if not enabled():
         return None
@@ -201,7 +220,7 @@ def tool_for(connection: Connection) -> str | None:
     if cached is not None and now - cached[1] < PROBE_TTL_S:
         return cached[0]
     try:
-        tool = _probe(connection)
+        found = _probe(connection)
     except Exception as err:  # any refusal or failure: read back instead
         if is_connection_error(err) and not connection.alive():
             raise
@@ -210,15 +229,36 @@ def tool_for(connection: Connection) -> str | None:
             connection.target.label,
             describe(err, connection.target),
         )
-        tool = None
+        found = None
     log.debug(
         "%s: server-side hashing %s",
         connection.target.label,
-        f"with {tool}" if tool else "unavailable: verify reads back",
+        f"with {found}" if found else "unavailable: verify reads back",
     )
     with _PROBED_LOCK:
-        _PROBED[key] = (tool, now)
-    return tool
+        _PROBED[key] = (found, now)
+    return found
+
+
+def _block(offset: int, length: int) -> int:
+    """The largest power of two up to ``_DD_BLOCK_BYTES`` dividing ``offset`` and
+    ``length`` (bytes): ``dd``'s block size for that range."""
+    block = _DD_BLOCK_BYTES
+    while block > 1 and (offset % block or length % block):
+        block //= 2
+    return block
+
+
+def _range_command(remote: RemoteHash, offset: int, length: int) -> str:
+    """The shell line printing the SHA-256 of ``[offset, offset+length)`` of ``$f``
+    (or ``failed``)."""
+    tool = _TOOLS[remote.tool]
+    block = _block(offset, length)
+    if remote.dd and block >= _DD_MIN_BLOCK_BYTES:
+        read = f'dd if="$f" bs={block} skip={offset // block} count={length // block} 2>/dev/null'
+    else:
+        read = f'tail -c +{offset + 1} "$f" 2>/dev/null | head -c {length} 2>/dev/null'
+    return f"{read} | {tool} 2>/dev/null || echo failed"
 
 
 def sha256_ranges(
@@ -236,10 +276,10 @@ def sha256_ranges(
     found: dict[int, str] = {}
     for start in range(0, len(ranges), _RANGES_PER_EXEC):
         batch = ranges[start : start + _RANGES_PER_EXEC]
-        tool = tool_for(connection)
-        if tool is None:
+        remote = tool_for(connection)
+        if remote is None:
             break
-        got = _sha256_batch(connection, tool, path, batch)
+        got = _sha256_batch(connection, remote, path, batch)
         found.update(got)
         if len(got) < len(batch):
             break
@@ -247,21 +287,18 @@ def sha256_ranges(
 
 
 def _sha256_batch(
-    connection: Connection, tool: str, path: str, ranges: Sequence[tuple[int, int, int]]
+    connection: Connection, remote: RemoteHash, path: str, ranges: Sequence[tuple[int, int, int]]
 ) -> dict[int, str]:
     """:func:`sha256_ranges` for at most ``_RANGES_PER_EXEC`` ranges, one exec channel."""
     nonce = secrets.token_hex(8)
-    # one loop over "offset:length" words (bounded: the caller passes one segment's
-    # chunks); each range prints its marker line then its digest line
-    words = " ".join(f"{offset + 1}:{length}" for _, offset, length in ranges)
-    command = (
-        f"f={shlex.quote(path)}\n"
-        f"echo {_marker(nonce, 'hash')}\n"
-        f"for r in {words}; do\n"
-        f'  tail -c "+${{r%:*}}" "$f" 2>/dev/null | head -c "${{r#*:}}" 2>/dev/null'
-        f" | {_TOOLS[tool]} 2>/dev/null || echo failed\n"
-        "done\n"
-        f"echo {_marker(nonce, 'end')}"
+    # after the start marker each range prints one line: its digest, or "failed"
+    command = "\n".join(
+        [
+            f"f={shlex.quote(path)}",
+            f"echo {_marker(nonce, 'hash')}",
+            *(_range_command(remote, offset, length) for _, offset, length in ranges),
+            f"echo {_marker(nonce, 'end')}",
+        ]
     )
     io_timeout = connection.target.io_timeout_s
     found: dict[int, str] = {}
