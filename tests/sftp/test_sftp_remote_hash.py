@@ -28,9 +28,10 @@ from staccato import checksums
 from staccato.client import StaccatoClient
 from staccato.endpoints import get_driver
 from staccato.endpoints.sftp import remote_hash
-from staccato.endpoints.sftp.journal import JOURNAL_RECORD_BYTES, parse_records
+from staccato.endpoints.sftp.journal import JOURNAL_RECORD_BYTES, journal_record, parse_records
 from staccato.endpoints.sftp.pool import POOL
 from staccato.endpoints.sftp.ssh import resolve
+from staccato.errors import PermanentError
 from staccato.models import TransferOptions, TransferState, WriteSession
 from staccato.urls import parse_url
 from staccato.workflows.transfer import TransferWorkflow
@@ -327,3 +328,20 @@ async def test_damaged_temp_chunk_is_sent_again(
     written = sum(w for _, w in handles)
     # every chunk once, the damaged one once more (and the chunk in flight at the pause)
     assert 4 * chunk <= written <= 5 * chunk, handles
+
+
+def test_torn_records_with_sha_are_ignored() -> None:
+    """A record with the ``sha256=`` field counts only whole: its CRC covers the hash
+    too, and a malformed hash field fails it."""
+    sha = "ab" * 32
+    good = journal_record(0, "1234abcd", sha)
+    assert parse_records(good, 1) == {0: ("1234abcd", sha)}
+    flipped = good.replace(b"=ab", b"=ac", 1)  # one hash digit changed: its CRC fails
+    assert parse_records(flipped, 1) == {}
+    torn = good[:40].ljust(JOURNAL_RECORD_BYTES, b"\0")
+    assert parse_records(torn, 1) == {}
+    body = f"0 1234abcd sha256={sha[:60]}"
+    short = f"{body} {zlib.crc32(body.encode()):08x}".ljust(JOURNAL_RECORD_BYTES).encode()
+    assert parse_records(short, 1) == {}
+    with pytest.raises(PermanentError, match="does not fit"):
+        journal_record(0, "f" * 64, sha)
