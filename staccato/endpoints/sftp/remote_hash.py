@@ -65,6 +65,9 @@ _TOOLS = {
     "sha256sum": "sha256sum",
 }
 
+#: what opening or running an exec channel raises when the server refuses or fails it
+_REFUSALS = (paramiko.SSHException, OSError, EOFError)
+
 # (host, port, user, known_hosts name) -> (what it runs or None, time.monotonic() probed)
 _PROBED: dict[tuple[str, int, str, str], tuple[RemoteHash | None, float]] = {}
 _PROBED_LOCK = threading.Lock()
@@ -221,7 +224,7 @@ def tool_for(connection: Connection) -> RemoteHash | None:
         return cached[0]
     try:
         found = _probe(connection)
-    except Exception as err:  # any refusal or failure: read back instead
+    except _REFUSALS as err:  # refused or failed: read back instead (a stop passes)
         if is_connection_error(err) and not connection.alive():
             raise
         log.debug(
@@ -304,7 +307,7 @@ def _sha256_batch(
     found: dict[int, str] = {}
     try:
         run = _Exec(connection, command, io_timeout)
-    except Exception as err:
+    except _REFUSALS as err:
         if is_connection_error(err) and not connection.alive():
             raise
         log.debug(
