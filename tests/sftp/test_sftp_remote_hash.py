@@ -18,7 +18,6 @@ import asyncio
 import os
 import re
 import time
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,7 +27,15 @@ from staccato import checksums
 from staccato.client import StaccatoClient
 from staccato.endpoints import get_driver
 from staccato.endpoints.sftp import remote_hash
-from staccato.endpoints.sftp.journal import JOURNAL_RECORD_BYTES, journal_record, parse_records
+from staccato.endpoints.sftp.journal import (
+    JOURNAL_RECORD_BYTES,
+    hash_record,
+    hash_slot,
+    journal_record,
+    parse_journal,
+    parse_marker,
+    parse_records,
+)
 from staccato.endpoints.sftp.pool import POOL
 from staccato.endpoints.sftp.ssh import resolve
 from staccato.errors import PermanentError
@@ -210,21 +217,20 @@ def test_no_exec_falls_back_to_reading_back(
 def test_old_journal_records_resume(
     hash_driver_env: None, sftp_exec_logged: SshdServer, data_dir: Path
 ) -> None:
-    """Records written before the SHA-256 field (``index checksum crc32``) still count
-    as durable; their chunks are verified by reading back; a resumed writer adds the
-    missing chunk with the new record form and the session publishes."""
+    """A journal written before hash records existed (chunk records only) still counts
+    its chunks as durable; they are verified by reading back; a resumed writer adds the
+    missing chunk with its hash record and the session publishes. And the other way
+    round: the chunk records of a journal with hash records are what an older worker
+    reads (``parse_journal``), the publish marker's slot stays free."""
     driver = get_driver("sftp")
     data = os.urandom(4 * CHUNK)
     session, digests = _write_session(sftp_exec_logged, data_dir, data, "old-journal")
     journal = Path(session.data["journal"])
-    old = bytearray(journal.read_bytes())
-    for index in range(4):
-        body = f"{index} {digests[index]}"
-        text = f"{body} {zlib.crc32(body.encode()):08x}".ljust(JOURNAL_RECORD_BYTES - 1) + "\n"
-        old[index * JOURNAL_RECORD_BYTES : (index + 1) * JOURNAL_RECORD_BYTES] = (
-            text.encode() if index != 3 else b"\0" * JOURNAL_RECORD_BYTES
-        )
-    journal.write_bytes(bytes(old))
+    written = journal.read_bytes()
+    assert parse_journal(written, 4) == dict(enumerate(digests))
+    assert parse_marker(written, 4) is None
+    # an older worker's journal: chunk records of chunks 0-2 only
+    journal.write_bytes(written[: 3 * JOURNAL_RECORD_BYTES])
     assert driver.durable_chunks(session) == {i: digests[i] for i in range(3)}
     with driver.open_writer(session) as writer:  # the resumed stream sends chunk 3
         writer.write_chunk(3, memoryview(data)[3 * CHUNK :], digests[3])
@@ -330,18 +336,25 @@ async def test_damaged_temp_chunk_is_sent_again(
     assert 4 * chunk <= written <= 5 * chunk, handles
 
 
-def test_torn_records_with_sha_are_ignored() -> None:
-    """A record with the ``sha256=`` field counts only whole: its CRC covers the hash
-    too, and a malformed hash field fails it."""
+def test_torn_hash_records_are_ignored() -> None:
+    """A hash record counts only whole, in its own slot, naming its chunk record's
+    checksum: its CRC covers the hash too."""
     sha = "ab" * 32
-    good = journal_record(0, "1234abcd", sha)
-    assert parse_records(good, 1) == {0: ("1234abcd", sha)}
+    chunk = journal_record(0, "1234abcd").ljust(2 * JOURNAL_RECORD_BYTES, b"\0")
+
+    def journal(record: bytes) -> bytes:
+        return chunk + record
+
+    good = hash_record(0, "1234abcd", sha)
+    assert hash_slot(0, 1) == 2
+    assert parse_records(journal(good), 1) == {0: ("1234abcd", sha)}
+    assert parse_records(chunk, 1) == {0: ("1234abcd", None)}
     flipped = good.replace(b"=ab", b"=ac", 1)  # one hash digit changed: its CRC fails
-    assert parse_records(flipped, 1) == {}
+    assert parse_records(journal(flipped), 1) == {0: ("1234abcd", None)}
     torn = good[:40].ljust(JOURNAL_RECORD_BYTES, b"\0")
-    assert parse_records(torn, 1) == {}
-    body = f"0 1234abcd sha256={sha[:60]}"
-    short = f"{body} {zlib.crc32(body.encode()):08x}".ljust(JOURNAL_RECORD_BYTES).encode()
-    assert parse_records(short, 1) == {}
+    assert parse_records(journal(torn), 1) == {0: ("1234abcd", None)}
+    other = hash_record(0, "99999999", sha)  # of another write of the chunk
+    assert parse_records(journal(other), 1) == {0: ("1234abcd", None)}
+    assert parse_records(good.ljust(3 * JOURNAL_RECORD_BYTES, b"\0"), 1) == {}
     with pytest.raises(PermanentError, match="does not fit"):
-        journal_record(0, "f" * 64, sha)
+        hash_record(0, "f" * 64, sha)

@@ -15,18 +15,25 @@ from paramiko.sftp_attr import SFTPAttributes
 from staccato.endpoints.base import ChunkWriter, Reader
 from staccato.endpoints.sftp.connection import Connection, guarded
 from staccato.endpoints.sftp.files import mapped, stat_or_none
-from staccato.endpoints.sftp.journal import journal_record
+from staccato.endpoints.sftp.journal import (
+    JOURNAL_RECORD_BYTES,
+    hash_record,
+    hash_slot,
+    journal_record,
+)
 from staccato.endpoints.sftp.pipeline import (
     ReadPipeline,
     SourceEnded,
     SourceLonger,
     write_at,
+    write_records,
 )
 from staccato.endpoints.sftp.pool import POOL
 from staccato.endpoints.sftp.protocol import FX_NO_SUCH_FILE, FXF_READ, FXF_WRITE, StatusError
 from staccato.endpoints.sftp.ssh import SSHHost, resolve
 from staccato.errors import SourceChanged, WriteSessionLost
 from staccato.models import ObjectInfo, WriteSession
+from staccato.plan import chunk_count
 from staccato.urls import EndpointURL, parse_url
 
 log = logging.getLogger("staccato.sftp")
@@ -133,6 +140,7 @@ class SFTPChunkWriter(ChunkWriter):
         self._temp = session.data["temp"]
         self._journal_path = session.data["journal"]
         self._chunk_size = session.chunk_size
+        self._chunks = chunk_count(session.size, session.chunk_size)
         self._handle: bytes | None = None
         self._journal: bytes | None = None
         self._hasher: ThreadPoolExecutor | None = None
@@ -182,8 +190,13 @@ class SFTPChunkWriter(ChunkWriter):
                 sftp.fsync_handle(self._handle)
             finally:
                 sha256 = hashed.result() if hashed is not None else None
-            record = journal_record(index, checksum, sha256)
-            write_at(sftp, self._journal, index * len(record), memoryview(record))
+            records = [(index * JOURNAL_RECORD_BYTES, journal_record(index, checksum))]
+            if sha256 is not None:
+                slot = hash_slot(index, self._chunks)
+                records.insert(
+                    0, (slot * JOURNAL_RECORD_BYTES, hash_record(index, checksum, sha256))
+                )
+            write_records(sftp, self._journal, records)
 
     def close(self) -> None:
         hasher, self._hasher = self._hasher, None
