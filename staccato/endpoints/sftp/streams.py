@@ -130,8 +130,8 @@ def _sha256_hex(data: memoryview) -> str:
 
 class SFTPChunkWriter(ChunkWriter):
     """Pipelined positional writes into a session's temp file; one fsync + journal line
-    per chunk. The journal line carries the SHA-256 of the bytes written, computed from
-    the very buffer that is sent (the one the stream checksummed), so verify can have
+    per chunk, written with a hash record holding the SHA-256 of the bytes written,
+    computed from the very buffer that is sent (the one the stream checksummed), so verify can have
     the server hash the temp file instead of reading it back
     (:meth:`~staccato.endpoints.sftp.driver.SFTPDriver.segments_checksum`)."""
 
