@@ -87,6 +87,12 @@ def main() -> None:
     parser.add_argument("--chunk-size", default="16M", help="16M = 16 MiB")
     parser.add_argument("--where", action="store_true", help="py-spy rows below a goal")
     parser.add_argument(
+        "--verify",
+        choices=("checksum", "size", "none"),
+        default="checksum",
+        help="`staccato cp --verify` (default checksum; size shows the floor without it)",
+    )
+    parser.add_argument(
         "--tuned",
         action="store_true",
         help="network rows also run `staccato cp` as a user would (no --streams or "
@@ -140,6 +146,8 @@ def main() -> None:
     key = "obj.bin"
     s3_url = f"s3://{BUCKET}/{key}"
     options = ["--streams", str(args.streams), "--chunk-size", args.chunk_size, "-q"]
+    if args.verify != "checksum":
+        options += ["--verify", args.verify]
 
     def sh(argv: list[str], env: dict[str, str] | None = None) -> Callable[[], object]:
         return lambda: subprocess.run(argv, check=True, env=env, stdout=subprocess.DEVNULL)
@@ -321,7 +329,7 @@ def main() -> None:
         if args.big_gib
         else f"\n{args.size_mib} MiB",
         f"medians of {args.runs}; staccato --streams {args.streams} --chunk-size "
-        f"{args.chunk_size}, default verify; ratio = peer s / staccato s\n",
+        f"{args.chunk_size}, verify {args.verify}; ratio = peer s / staccato s\n",
     )
     print("| row | staccato s | staccato MB/s | peer | peer s | ratio | goal | met |")
     print("| --- | --: | --: | --- | --: | --: | --: | --- |")

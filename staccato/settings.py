@@ -80,6 +80,9 @@ class Settings(BaseSettings):
         sftp_idle_timeout_s: an idle pooled connection closes after this long.
         sftp_slot_wait_s: longest wait for a free connection slot; default 600 inside
             a heartbeating activity, 60 elsewhere.
+        sftp_remote_hash: verify an upload's temp file by having the server hash it
+            (an SSH exec channel running ``openssl``/``sha256sum``) instead of reading
+            it back, where the server allows it (default on; off: always read back).
         secret_key: base64 of 32 random bytes sealing URL query tokens (comma-separated
             to rotate: the first seals, all open); same on clients and workers.
         secret_key_file: a file holding that key; default ``$STACCATO_HOME/secret.key``
@@ -140,6 +143,7 @@ class Settings(BaseSettings):
     sftp_lock_dir: str | None = None
     sftp_idle_timeout_s: float = Field(10.0, gt=0, allow_inf_nan=False)
     sftp_slot_wait_s: float | None = Field(None, gt=0, allow_inf_nan=False)
+    sftp_remote_hash: bool = True
     secret_key: SecretStr | None = None
     secret_key_file: Path | None = None
     codec_key: SecretStr | None = None

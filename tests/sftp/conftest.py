@@ -24,7 +24,11 @@ of the shared ``sshd_server`` fixture, so one key logs in everywhere):
 * ``sftp_logged``: the standalone ``sftp-server -l INFO`` (``internal-sftp`` logs only
   to syslog) whose log (``sftp_log``)
   records ``close "PATH" bytes read R written W`` for every handle, also for handles
-  left open by a killed client: the server-side count of bytes written.
+  left open by a killed client: the server-side count of bytes written. Run by
+  ``ForceCommand``, so an exec request gets an SFTP server too (no server-side hashing).
+* ``sftp_exec_logged``: the same logging ``sftp-server`` as the ``sftp`` subsystem
+  (``Subsystem sftp ...``), log ``sftp_exec_log``; exec requests run commands (the
+  server-side hashing of :mod:`staccato.endpoints.sftp.remote_hash` works).
 
 Workers:
 
@@ -52,6 +56,21 @@ from staccato.client import StaccatoClient
 from staccato.endpoints.sftp.pool import POOL
 from tests.helpers import WorkerProcess
 from tests.servers.sshd import SshdServer
+
+
+class ExecLoggedSshd(SshdServer):
+    """sshd whose ``sftp`` subsystem is ``sftp-server -l INFO`` logging to ``sftp.log``
+    in its work dir; exec requests run as on a stock server."""
+
+    def _before_start(self) -> None:
+        super()._before_start()
+        log = self.work_dir / "sftp.log"
+        text = self.config_path.read_text().replace(
+            "Subsystem sftp internal-sftp",
+            f"Subsystem sftp /usr/lib/openssh/sftp-server -e -l INFO 2>>{log}",
+        )
+        self.config_path.write_text(text + "Match all\n  SetEnv SHLVL=1\n")
+        self.validate_config()
 
 
 class SecondFactorSshd(SshdServer):
@@ -98,6 +117,7 @@ sftp_readonly = _server_fixture(
     lambda d: SshdServer(d, extra_config="Match all\n  ForceCommand internal-sftp -R -P read")
 )
 sftp_second_factor = _server_fixture(lambda d: SecondFactorSshd(d))
+sftp_exec_logged = _server_fixture(lambda d: ExecLoggedSshd(d))
 # The standalone sftp-server runs through the login shell (ForceCommand), and a bash
 # started by sshd sources ~/.bashrc when its shell level is below 2: SHLVL=1 keeps the
 # machine's shell start-up files (which may be slow or print) out of the test server.
@@ -146,8 +166,20 @@ sftp_shell_prints = _server_fixture(
 
 @pytest.fixture(scope="session")
 def sftp_log(sftp_logged: SshdServer) -> Path:
-    """The ``sftp-server -l INFO`` log of ``sftp_logged``."""
-    return sftp_logged.work_dir / "sftp.log"
+    """The ``sftp-server -l INFO`` log of ``sftp_logged`` (empty before its first
+    session)."""
+    log = sftp_logged.work_dir / "sftp.log"
+    log.touch()
+    return log
+
+
+@pytest.fixture(scope="session")
+def sftp_exec_log(sftp_exec_logged: SshdServer) -> Path:
+    """The ``sftp-server -l INFO`` log of ``sftp_exec_logged`` (empty before its first
+    session)."""
+    log = sftp_exec_logged.work_dir / "sftp.log"
+    log.touch()
+    return log
 
 
 def known_hosts_lines(*servers: SshdServer) -> str:
@@ -162,6 +194,7 @@ def sftp_home(
     sftp_readonly: SshdServer,
     sftp_second_factor: SshdServer,
     sftp_logged: SshdServer,
+    sftp_exec_logged: SshdServer,
 ) -> Path:
     """A HOME with ``~/.ssh/{id_ed25519,known_hosts,config}`` (see module docstring)."""
     home = tmp_path_factory.mktemp("home")
@@ -173,7 +206,12 @@ def sftp_home(
     other_key = (sftp_no_rename.work_dir / "ssh_host_ed25519_key.pub").read_text().split()
     (ssh / "known_hosts").write_text(
         known_hosts_lines(
-            sshd_server, sftp_no_rename, sftp_readonly, sftp_second_factor, sftp_logged
+            sshd_server,
+            sftp_no_rename,
+            sftp_readonly,
+            sftp_second_factor,
+            sftp_logged,
+            sftp_exec_logged,
         )
         + f"changed.staccato.test {other_key[0]} {other_key[1]}\n"
     )

@@ -3,6 +3,7 @@
 ========================  ==============================================================
 ``driver``                :class:`SFTPDriver`: stat, sessions, publish, abort
 ``streams``               :class:`SFTPReader`, :class:`SFTPChunkWriter`
+``remote_hash``           SHA-256 of temp-file ranges computed by the server (exec channel)
 ``journal``               the write session's journal and the proof of publish
 ``files``                 small file operations and SFTP errors -> Staccato errors
 ``pool``                  this process's connections (:data:`POOL`) and :func:`run`

@@ -53,12 +53,14 @@ import logging
 import posixpath
 import stat as stat_module
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 from urllib.parse import quote
 
 from paramiko.sftp_attr import SFTPAttributes
 
+from staccato import checksums
+from staccato.endpoints import base
 from staccato.endpoints.base import ChunkWriter, Driver, Features, Reader
 from staccato.endpoints.listing import (
     BROKEN_LINK,
@@ -73,6 +75,8 @@ from staccato.endpoints.listing import (
     sort_children,
     walk,
 )
+from staccato.endpoints.sftp import remote_hash
+from staccato.endpoints.sftp.connection import guarded
 from staccato.endpoints.sftp.files import (
     is_missing,
     mapped,
@@ -85,10 +89,11 @@ from staccato.endpoints.sftp.journal import (
     JOURNAL_RECORD_BYTES,
     marker_record,
     parse_journal,
+    parse_records,
     published,
 )
 from staccato.endpoints.sftp.pipeline import ReadPipeline, SourceEnded, SourceLonger, write_at
-from staccato.endpoints.sftp.pool import run
+from staccato.endpoints.sftp.pool import POOL, run
 from staccato.endpoints.sftp.protocol import (
     FX_PERMISSION_DENIED,
     FXF_CREAT,
@@ -108,7 +113,7 @@ from staccato.errors import (
     WriteSessionLost,
 )
 from staccato.models import ListPage, ObjectInfo, WriteSession
-from staccato.plan import chunk_count
+from staccato.plan import chunk_bounds, chunk_count
 from staccato.urls import EndpointURL, parse_url
 
 T = TypeVar("T")
@@ -447,13 +452,162 @@ class SFTPDriver(Driver):
     def durable_chunks(
         self, session: WriteSession, first_chunk: int = 0, end_chunk: int | None = None
     ) -> dict[int, str]:
+        """The journal's chunks; those in ``[first_chunk, end_chunk)`` whose record has
+        a SHA-256 are re-checked by the server where it can hash
+        (:mod:`~staccato.endpoints.sftp.remote_hash`): a chunk whose bytes no longer
+        hash to it (damaged after it was written: torn write, OS crash, stray writer)
+        is left out, so the stream sends it again. Without server-side hashing the
+        journal is trusted as it is (the verify before publish reads the data back)."""
         url = parse_url(session.url)
+        chunks = chunk_count(session.size, session.chunk_size)
         data = self._run(
             url, f"destination {url}", lambda sftp: read_all(sftp, session.data["journal"])
         )
         if data is None:
             return {}
-        return parse_journal(data, chunk_count(session.size, session.chunk_size))
+        records = parse_records(data, chunks)
+        end = chunks if end_chunk is None else min(end_chunk, chunks)
+        # a chunk's SHA-256: its record's field, or its checksum where that is one (64
+        # hex digits: --checksum sha256, the writer then records no second one). At
+        # worst a chunk is dropped and sent again.
+        shas = {
+            index: sha if sha is not None else checksum
+            for index, (checksum, sha) in records.items()
+            if first_chunk <= index < end and (sha is not None or len(checksum) == 64)
+        }
+        ranges = [
+            (index, *chunk_bounds(index, session.size, session.chunk_size))
+            for index in sorted(shas)
+        ]
+        if ranges and remote_hash.enabled():
+            hashes = self._remote_hashes(url, session.data["temp"], ranges)
+            if hashes:
+                for index, _, _ in ranges:
+                    if index in hashes and hashes[index] != shas[index]:
+                        log.info(
+                            "%s: chunk %d no longer holds the bytes journaled for it "
+                            "(the server hashes it differently): sending it again",
+                            session.data["temp"],
+                            index,
+                        )
+                        del records[index]
+        return {index: checksum for index, (checksum, _) in records.items()}
+
+    def _remote_hashes(
+        self, url: EndpointURL, path: str, ranges: list[tuple[int, int, int]]
+    ) -> dict[int, str]:
+        """:func:`remote_hash.sha256_ranges` of the server file ``path`` on a pooled
+        connection to ``url``'s server (connection failures mapped as every operation's)."""
+        target = resolve(url)
+        with mapped(f"destination {url}"):
+            connection = POOL.acquire(target)
+            try:
+                with guarded(connection):
+                    return remote_hash.sha256_ranges(connection, path, ranges)
+            finally:
+                POOL.release(connection)
+
+    def segments_checksum(
+        self,
+        url: EndpointURL,
+        size: int,
+        chunk_size: int,
+        segments: Iterable[tuple[int, int]],
+        algorithm: str,
+        info: ObjectInfo | None = None,
+    ) -> str:
+        """See :meth:`Driver.segments_checksum`. For a write session's temp file (the
+        verify before publish, ``url`` from :meth:`session_url`) the server hashes the
+        chunks instead of sending them back, where it can
+        (:mod:`~staccato.endpoints.sftp.remote_hash`): a chunk whose bytes on the
+        server hash to the SHA-256 its journal record holds counts with the checksum
+        recorded beside it; every other chunk (no record, a record without SHA-256, a
+        different hash, no exec channel) is read back over SFTP as before.
+
+        Why that checks as much as reading back: the writer computed the record's
+        SHA-256 from the very buffer it sent, the one the stream computed the chunk's
+        checksum on (nothing changes it in between: ``ChunkWriter.write_chunk``), and
+        wrote both into one record with its own CRC. Bytes on the server that hash to
+        that SHA-256 are those bytes (a collision is out of reach), so their checksum
+        is the recorded one: the argument of a local file's verify-on-write
+        (``ChunkWriter.checked_in_memory``), with the server's read of its disk in
+        place of the kernel's. With ``--checksum sha256`` the checksum is itself the
+        chunk's SHA-256 and no second hash is recorded. A damaged chunk hashes
+        differently, is read back, and its real checksum makes the segment mismatch
+        (the workflow then copies it again: :meth:`durable_chunks` drops the chunk).
+        A read pinned to ``info`` (a source read a second time) always reads.
+        """
+        segments = list(segments)
+        # a read pinned to a version (confirm_source: a source read a second time)
+        # always reads; the server's hash is for a session's temp file
+        if info is not None or not url.path.endswith(_TEMP_SUFFIX) or not remote_hash.enabled():
+            return super().segments_checksum(url, size, chunk_size, segments, algorithm, info)
+        journal_path = url.path[: -len(_TEMP_SUFFIX)] + _JOURNAL_SUFFIX
+        data = self._run(url, f"destination {url}", lambda sftp: read_all(sftp, journal_path))
+        records = parse_records(data or b"", chunk_count(size, chunk_size))
+        digest_length = len(checksums.checksum_bytes(algorithm, b""))
+        expected: dict[int, tuple[str, str]] = {}  # index -> (checksum, sha256)
+        for index, (checksum, sha) in records.items():
+            if len(checksum) != digest_length:
+                continue
+            if sha is None and algorithm == "sha256":
+                sha = checksum
+            if sha is not None:
+                expected[index] = (checksum, sha)
+        segment_digests: list[tuple[str, int]] = []
+        for first, end in segments:
+            ranges = [
+                (index, *chunk_bounds(index, size, chunk_size))
+                for index in range(first, end)
+                if index in expected
+            ]
+            hashes = self._remote_hashes(url, url.path, ranges) if ranges else {}
+            parts: list[tuple[str, int]] = []
+            index = first
+            while index < end:
+                _, length = chunk_bounds(index, size, chunk_size)
+                if index in expected and hashes.get(index) == expected[index][1]:
+                    parts.append((expected[index][0], length))
+                    index += 1
+                    continue
+                # read back the run of chunks the server did not vouch for
+                stop = index + 1
+                while stop < end and not (
+                    stop in expected and hashes.get(stop) == expected[stop][1]
+                ):
+                    stop += 1
+                if info is None:
+                    info = self.stat(url)
+                parts += self._read_back(url, info, size, chunk_size, index, stop, algorithm)
+                index = stop
+            base.keepalive()
+            segment_digests.append((checksums.combine(algorithm, parts), sum(n for _, n in parts)))
+        return checksums.combine(algorithm, segment_digests)
+
+    def _read_back(
+        self,
+        url: EndpointURL,
+        info: ObjectInfo,
+        size: int,
+        chunk_size: int,
+        first: int,
+        end: int,
+        algorithm: str,
+    ) -> list[tuple[str, int]]:
+        """Checksums (and lengths) of chunks ``[first, end)`` of ``url`` read back over
+        SFTP (:func:`keepalive` per chunk)."""
+        offset = first * chunk_size
+        length = min(size, end * chunk_size) - offset
+        buffer = memoryview(bytearray(min(chunk_size, max(size, 1))))
+        parts: list[tuple[str, int]] = []
+        with self.open_read(url, info, offset, length) as reader:
+            for index in range(first, end):
+                _, chunk_length = chunk_bounds(index, size, chunk_size)
+                view = buffer[:chunk_length]
+                filled = reader.readinto_full(view)
+                base.keepalive()
+                parts.append((checksums.checksum_bytes(algorithm, view[:filled]), filled))
+        return parts
 
     def session_url(self, session: WriteSession) -> str | None:
         url = parse_url(session.url)

@@ -4,8 +4,17 @@ Journal (``.NAME.<key>.staccato-journal`` beside the target): each durable chunk
 fixed-size record at ``index x JOURNAL_RECORD_BYTES`` holding ``index checksum crc32``
 (positional writes, so no reliance on a server honouring ``SSH_FXF_APPEND``; the
 record's own CRC-32 and index discard torn or stray bytes), so a resumed stream
-re-sends only missing chunks. Test: ``test_journal_resume_and_torn_records`` in
-``tests/sftp/test_sftp_cases.py``.
+re-sends only missing chunks. Beside it, in the slots after the publish marker's
+(:func:`hash_slot`), a *hash record* ``index checksum sha256=<hex> crc32``: the SHA-256
+of the bytes written, computed from the very buffer the checksum was computed on,
+which the server can recompute over an exec channel
+(:mod:`staccato.endpoints.sftp.remote_hash`) instead of sending the chunk back. It is
+not written where the checksum already is a SHA-256 (``--checksum sha256``). Chunk
+records keep their form, so a worker of an older version (a fleet being redeployed)
+still reads the journal; a journal without hash records (written by one) is verified
+by reading back. Tests: ``test_journal_resume_and_torn_records`` in
+``tests/sftp/test_sftp_cases.py``, ``test_old_journal_records_resume`` and
+``test_torn_hash_records_are_ignored`` in ``tests/sftp/test_sftp_remote_hash.py``.
 
 Proof of publish: SFTP v3 attributes carry no inode, so a publish retried after its
 rename cannot tell this session's file from an older one of the same size by its
@@ -27,6 +36,7 @@ from staccato.errors import PermanentError
 
 JOURNAL_RECORD_BYTES = 128  # per chunk: index (<= 20), checksum (<= 64 hex), crc32 (8)
 _MARKER = "published-mtime"
+_SHA_FIELD = "sha256="
 
 
 def journal_record(index: int, checksum: str) -> bytes:
@@ -37,18 +47,66 @@ def journal_record(index: int, checksum: str) -> bytes:
     return _journal_record_text(f"{index} {checksum}")
 
 
+def hash_slot(index: int, chunks: int) -> int:
+    """The slot of chunk ``index``'s hash record: after the chunk records and the
+    publish marker's slot (``chunks``), where a reader of chunk records only (an older
+    worker) never looks."""
+    return chunks + 1 + index
+
+
+def hash_record(index: int, checksum: str, sha256: str) -> bytes:
+    """The hash record of chunk ``index``: ``index checksum sha256=HEX crc32``: the
+    SHA-256 (hex) of the chunk's bytes as written, beside the checksum computed on the
+    same buffer.
+
+    Raises:
+        PermanentError: the record would not fit ``JOURNAL_RECORD_BYTES``.
+    """
+    body = f"{index} {checksum} {_SHA_FIELD}{sha256}"
+    if len(f"{body} 00000000") >= JOURNAL_RECORD_BYTES:
+        raise PermanentError(f"checksum {checksum!r} does not fit a hash record")
+    return _journal_record_text(body)
+
+
 def parse_journal(data: bytes, chunks: int) -> dict[int, str]:
     """Durable chunks from journal bytes: valid records in their own slots only (holes
     of never-written slots read as zero bytes and are skipped)."""
     durable: dict[int, str] = {}
     for slot in range(min(chunks, len(data) // JOURNAL_RECORD_BYTES)):
-        record = data[slot * JOURNAL_RECORD_BYTES : (slot + 1) * JOURNAL_RECORD_BYTES]
-        parts = record.decode("ascii", "replace").split()
+        parts = _fields(data, slot)
         if len(parts) != 3 or parts[0] != str(slot) or not parts[1]:
             continue
         if f"{zlib.crc32(f'{parts[0]} {parts[1]}'.encode()):08x}" == parts[2]:
             durable[slot] = parts[1]
     return durable
+
+
+def parse_records(data: bytes, chunks: int) -> dict[int, tuple[str, str | None]]:
+    """Durable chunks from journal bytes: index -> (checksum, SHA-256 hex of the bytes
+    written, or None). The hash is taken from the chunk's hash record only where that
+    record is valid and names the same checksum as the chunk record (journals written
+    before hash records existed have none)."""
+    records: dict[int, tuple[str, str | None]] = {}
+    for index, checksum in parse_journal(data, chunks).items():
+        parts = _fields(data, hash_slot(index, chunks))
+        sha: str | None = None
+        if (
+            len(parts) == 4
+            and parts[0] == str(index)
+            and parts[1] == checksum
+            and parts[2].startswith(_SHA_FIELD)
+            and f"{zlib.crc32(' '.join(parts[:3]).encode()):08x}" == parts[3]
+        ):
+            sha = parts[2][len(_SHA_FIELD) :]
+            if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+                sha = None
+        records[index] = (checksum, sha)
+    return records
+
+
+def _fields(data: bytes, slot: int) -> list[str]:
+    record = data[slot * JOURNAL_RECORD_BYTES : (slot + 1) * JOURNAL_RECORD_BYTES]
+    return record.decode("ascii", "replace").split()
 
 
 def marker_record(mtime: int) -> bytes:

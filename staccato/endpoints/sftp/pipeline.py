@@ -143,6 +143,33 @@ def write_at(sftp: StaccatoSFTP, handle: bytes, offset: int, data: memoryview) -
         raise failure
 
 
+def write_records(sftp: StaccatoSFTP, handle: bytes, records: list[tuple[int, bytes]]) -> None:
+    """Write a few small ``(offset, bytes)`` records (journal records) with all their
+    SSH_FXP_WRITE requests in flight at once: one round trip. Returns when the server
+    acknowledged every one.
+
+    Raises:
+        StatusError: the first failed write.
+    """
+    receiver = Responses()
+    nums = []
+    for offset, data in records:
+        base.write_fence()
+        nums.append(sftp.send_write(receiver, handle, offset, memoryview(data)))
+    failure: StatusError | None = None
+    with sftp.waiting_in_flight(1):
+        for num in nums:
+            while num not in receiver.replies:
+                sftp.read_one()
+            kind, value = receiver.replies.pop(num)
+            if kind != CMD_STATUS:
+                raise SFTPError("Expected status")
+            if value[0] != FX_OK and failure is None:
+                failure = StatusError(*value)
+    if failure is not None:
+        raise failure
+
+
 class SourceEnded(Exception):
     """The file ended before the requested range did (``at`` = first missing byte)."""
 

@@ -6,25 +6,34 @@ positionally and pipelined into the temp file, fsynced, then recorded in the jou
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 from paramiko.sftp_attr import SFTPAttributes
 
 from staccato.endpoints.base import ChunkWriter, Reader
 from staccato.endpoints.sftp.connection import Connection, guarded
 from staccato.endpoints.sftp.files import mapped, stat_or_none
-from staccato.endpoints.sftp.journal import journal_record
+from staccato.endpoints.sftp.journal import (
+    JOURNAL_RECORD_BYTES,
+    hash_record,
+    hash_slot,
+    journal_record,
+)
 from staccato.endpoints.sftp.pipeline import (
     ReadPipeline,
     SourceEnded,
     SourceLonger,
     write_at,
+    write_records,
 )
 from staccato.endpoints.sftp.pool import POOL
 from staccato.endpoints.sftp.protocol import FX_NO_SUCH_FILE, FXF_READ, FXF_WRITE, StatusError
 from staccato.endpoints.sftp.ssh import SSHHost, resolve
 from staccato.errors import SourceChanged, WriteSessionLost
 from staccato.models import ObjectInfo, WriteSession
+from staccato.plan import chunk_count
 from staccato.urls import EndpointURL, parse_url
 
 log = logging.getLogger("staccato.sftp")
@@ -115,17 +124,26 @@ class SFTPReader(Reader):
             POOL.release(connection)
 
 
+def _sha256_hex(data: memoryview) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 class SFTPChunkWriter(ChunkWriter):
     """Pipelined positional writes into a session's temp file; one fsync + journal line
-    per chunk."""
+    per chunk, written with a hash record holding the SHA-256 of the bytes written,
+    computed from the very buffer that is sent (the one the stream checksummed), so verify can have
+    the server hash the temp file instead of reading it back
+    (:meth:`~staccato.endpoints.sftp.driver.SFTPDriver.segments_checksum`)."""
 
     def __init__(self, session: WriteSession) -> None:
         self._url = parse_url(session.url)
         self._temp = session.data["temp"]
         self._journal_path = session.data["journal"]
         self._chunk_size = session.chunk_size
+        self._chunks = chunk_count(session.size, session.chunk_size)
         self._handle: bytes | None = None
         self._journal: bytes | None = None
+        self._hasher: ThreadPoolExecutor | None = None
         self._connection: Connection | None = POOL.acquire(resolve(self._url))
         try:
             with (
@@ -159,12 +177,31 @@ class SFTPChunkWriter(ChunkWriter):
                 raise WriteSessionLost(
                     f"write session {self._temp} is gone (deleted, or published by another attempt); stopping this writer"
                 )
-            write_at(sftp, self._handle, index * self._chunk_size, data)
-            sftp.fsync_handle(self._handle)
-            record = journal_record(index, checksum)
-            write_at(sftp, self._journal, index * len(record), memoryview(record))
+            # a 64-hex-digit checksum is the chunk's SHA-256 already (--checksum sha256);
+            # else hashed beside the writes (hashlib lets go of the GIL) from the same
+            # buffer, which nothing changes until this returns
+            hashed = None
+            if len(checksum) != 64:
+                if self._hasher is None:
+                    self._hasher = ThreadPoolExecutor(1, thread_name_prefix="staccato-sftp-sha")
+                hashed = self._hasher.submit(_sha256_hex, data)
+            try:
+                write_at(sftp, self._handle, index * self._chunk_size, data)
+                sftp.fsync_handle(self._handle)
+            finally:
+                sha256 = hashed.result() if hashed is not None else None
+            records = [(index * JOURNAL_RECORD_BYTES, journal_record(index, checksum))]
+            if sha256 is not None:
+                slot = hash_slot(index, self._chunks)
+                records.insert(
+                    0, (slot * JOURNAL_RECORD_BYTES, hash_record(index, checksum, sha256))
+                )
+            write_records(sftp, self._journal, records)
 
     def close(self) -> None:
+        hasher, self._hasher = self._hasher, None
+        if hasher is not None:
+            hasher.shutdown(wait=True)
         connection, self._connection = self._connection, None
         if connection is None:
             return
