@@ -253,6 +253,22 @@ def child_pids(pid: int) -> list[int]:
     return children
 
 
+def spawned_children(pid: int) -> list[int]:
+    """Children of ``pid`` started by multiprocessing's ``spawn`` (the heartbeat manager
+    and the activity pool, not the resource tracker), oldest first: the manager is
+    started (and ready) before the pool."""
+    found = []
+    for child in child_pids(pid):
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+            started = int(Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        except (FileNotFoundError, IndexError, ValueError):
+            continue
+        if b"spawn_main" in cmdline:
+            found.append((started, child))
+    return [child for _, child in sorted(found)]
+
+
 def _group_members(pgid: int) -> list[int]:
     """Live (not zombie) processes of process group ``pgid`` (Linux /proc)."""
     members = []

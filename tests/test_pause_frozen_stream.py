@@ -21,9 +21,9 @@ from staccato.models import TransferOptions, TransferState
 from tests.helpers import (
     MiB,
     WorkerProcess,
-    child_pids,
     leftovers,
     sha256_file,
+    spawned_children,
     wait_for_status,
     write_random,
 )
@@ -37,18 +37,9 @@ held_nginx = nginx_fixture("http_root", scope="function")
 
 
 def _activity_processes(worker_pid: int) -> list[int]:
-    """The worker's spawned children but the first (its heartbeat manager, started and
-    ready before the pool): the activity processes."""
-    spawned = []
-    for child in child_pids(worker_pid):
-        try:
-            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
-            started = int(Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[19])
-        except (FileNotFoundError, IndexError, ValueError):
-            continue
-        if b"spawn_main" in cmdline:
-            spawned.append((started, child))
-    return [pid for _, pid in sorted(spawned)][1:]
+    """The worker's activity processes: its spawned children but the heartbeat manager
+    (started, and ready, before the pool)."""
+    return spawned_children(worker_pid)[1:]
 
 
 async def test_pause_of_frozen_streams_pauses_and_resume_completes(

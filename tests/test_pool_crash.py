@@ -16,10 +16,10 @@ from tests.helpers import (
     WORKER_START_S,
     MiB,
     WorkerProcess,
-    child_pids,
     leftovers,
     pid_alive,
     sha256_file,
+    spawned_children,
     write_random,
 )
 from tests.servers.holding_proxy import HoldingProxy, tcp_socket_owners
@@ -42,22 +42,6 @@ DONE = (TransferState.completed, TransferState.failed, TransferState.cancelled)
 
 # nginx sending at most 8 MB/s per connection, so a transfer lasts a few seconds.
 slow_nginx = nginx_fixture("http_root", scope="function", extra_server_config="limit_rate 8m;")
-
-
-def _spawned_children(pid: int) -> list[int]:
-    """Children of ``pid`` started by multiprocessing's ``spawn`` (the heartbeat manager
-    and the activity pool, not the resource tracker), oldest first: the manager is
-    started (and ready) before the pool."""
-    found = []
-    for child in child_pids(pid):
-        try:
-            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
-            started = int(Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[19])
-        except (FileNotFoundError, IndexError, ValueError):
-            continue
-        if b"spawn_main" in cmdline:
-            found.append((started, child))
-    return [child for _, child in sorted(found)]
 
 
 async def _kill_mid_transfer(
@@ -85,7 +69,7 @@ async def _kill_mid_transfer(
             transfer = await client.submit(proxy.url(f"{which}.bin"), str(destination), OPTIONS)
             # the transfer cannot end while held: no window to catch by polling
             await asyncio.to_thread(proxy.wait_held, 60)
-            spawned = _spawned_children(worker.process.pid)
+            spawned = spawned_children(worker.process.pid)
             assert len(spawned) == 1 + worker.processes, f"manager + pool expected: {spawned}"
             manager, pool = spawned[0], spawned[1:]
             # the processes running this transfer's streams: each is mid-body, holding a
@@ -161,7 +145,7 @@ def test_crash_loop_stops_the_worker(temporal_server: TemporalDevServer, tmp_pat
     assert worker.process is not None
     try:
         for kill in range(1, 7):
-            spawned = _spawned_children(worker.process.pid)
+            spawned = spawned_children(worker.process.pid)
             assert len(spawned) == 3, f"manager + 2 pool processes expected: {spawned}"
             os.kill(spawned[-1], signal.SIGKILL)
             deadline = time.monotonic() + 60
