@@ -109,6 +109,9 @@ def main() -> None:
     size = args.size_mib * MiB
     chunk = int(args.chunk_size.rstrip("M")) * MiB
     print(_uptime(), flush=True)
+    # the peer tools are looked up before any server starts: a missing one stopped the
+    # run after its Temporal server and worker had started, and left them running
+    rclone = rclone_binary()
 
     work = Path(tempfile.mkdtemp(prefix="staccato-bench-loop-", dir="/tmp"))
     work.chmod(0o755)
@@ -142,7 +145,6 @@ def main() -> None:
         **rclone_s3_remote("S3", seaweed),
         **rclone_sftp_remote("SFTP", sshd),
     }
-    rclone = rclone_binary()
     key = "obj.bin"
     s3_url = f"s3://{BUCKET}/{key}"
     options = ["--streams", str(args.streams), "--chunk-size", args.chunk_size, "-q"]
