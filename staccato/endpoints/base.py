@@ -588,18 +588,34 @@ class Driver(abc.ABC):
         """
         if info is None:
             info = self.stat(url)
-        buffer = memoryview(bytearray(min(chunk_size, max(size, 1))))
         segment_digests: list[tuple[str, int]] = []
         for first, end in segments:
-            offset = first * chunk_size
-            length = min(size, end * chunk_size) - offset
-            parts: list[tuple[str, int]] = []
-            with self.open_read(url, info, offset, length) as reader:
-                for index in range(first, end):
-                    _, chunk_length = chunk_bounds(index, size, chunk_size)
-                    view = buffer[:chunk_length]
-                    filled = reader.readinto_full(view)
-                    keepalive()
-                    parts.append((checksums.checksum_bytes(algorithm, view[:filled]), filled))
+            parts = self.chunk_checksums(url, info, size, chunk_size, first, end, algorithm)
             segment_digests.append((checksums.combine(algorithm, parts), sum(n for _, n in parts)))
         return checksums.combine(algorithm, segment_digests)
+
+    def chunk_checksums(
+        self,
+        url: EndpointURL,
+        info: ObjectInfo,
+        size: int,
+        chunk_size: int,
+        first: int,
+        end: int,
+        algorithm: str,
+    ) -> list[tuple[str, int]]:
+        """``(hex checksum, length in bytes)`` of each chunk in ``[first, end)`` of the
+        object at ``url``, read back with one ranged read pinned to ``info``. Calls
+        :func:`keepalive` per chunk."""
+        offset = first * chunk_size
+        length = min(size, end * chunk_size) - offset
+        buffer = memoryview(bytearray(min(chunk_size, max(size, 1))))
+        parts: list[tuple[str, int]] = []
+        with self.open_read(url, info, offset, length) as reader:
+            for index in range(first, end):
+                _, chunk_length = chunk_bounds(index, size, chunk_size)
+                view = buffer[:chunk_length]
+                filled = reader.readinto_full(view)
+                keepalive()
+                parts.append((checksums.checksum_bytes(algorithm, view[:filled]), filled))
+        return parts

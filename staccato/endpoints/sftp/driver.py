@@ -578,36 +578,11 @@ class SFTPDriver(Driver):
                     stop += 1
                 if info is None:
                     info = self.stat(url)
-                parts += self._read_back(url, info, size, chunk_size, index, stop, algorithm)
+                parts += self.chunk_checksums(url, info, size, chunk_size, index, stop, algorithm)
                 index = stop
             base.keepalive()
             segment_digests.append((checksums.combine(algorithm, parts), sum(n for _, n in parts)))
         return checksums.combine(algorithm, segment_digests)
-
-    def _read_back(
-        self,
-        url: EndpointURL,
-        info: ObjectInfo,
-        size: int,
-        chunk_size: int,
-        first: int,
-        end: int,
-        algorithm: str,
-    ) -> list[tuple[str, int]]:
-        """Checksums (and lengths) of chunks ``[first, end)`` of ``url`` read back over
-        SFTP (:func:`keepalive` per chunk)."""
-        offset = first * chunk_size
-        length = min(size, end * chunk_size) - offset
-        buffer = memoryview(bytearray(min(chunk_size, max(size, 1))))
-        parts: list[tuple[str, int]] = []
-        with self.open_read(url, info, offset, length) as reader:
-            for index in range(first, end):
-                _, chunk_length = chunk_bounds(index, size, chunk_size)
-                view = buffer[:chunk_length]
-                filled = reader.readinto_full(view)
-                base.keepalive()
-                parts.append((checksums.checksum_bytes(algorithm, view[:filled]), filled))
-        return parts
 
     def session_url(self, session: WriteSession) -> str | None:
         url = parse_url(session.url)

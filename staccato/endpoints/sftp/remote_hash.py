@@ -225,13 +225,7 @@ def tool_for(connection: Connection) -> RemoteHash | None:
     try:
         found = _probe(connection)
     except _REFUSALS as err:  # refused or failed: read back instead (a stop passes)
-        if is_connection_error(err) and not connection.alive():
-            raise
-        log.debug(
-            "%s: no exec channel for server-side hashing (%s)",
-            connection.target.label,
-            describe(err, connection.target),
-        )
+        _refused(connection, err, "no exec channel for server-side hashing")
         found = None
     log.debug(
         "%s: server-side hashing %s",
@@ -241,6 +235,15 @@ def tool_for(connection: Connection) -> RemoteHash | None:
     with _PROBED_LOCK:
         _PROBED[key] = (found, now)
     return found
+
+
+def _refused(connection: Connection, err: BaseException, what: str) -> None:
+    """An exec request that failed: re-raised where the connection itself broke (the
+    caller maps it as any operation's), otherwise logged at debug as ``what`` (the
+    caller then reads back)."""
+    if is_connection_error(err) and not connection.alive():
+        raise err
+    log.debug("%s: %s (%s)", connection.target.label, what, describe(err, connection.target))
 
 
 def _block(offset: int, length: int) -> int:
@@ -308,13 +311,7 @@ def _sha256_batch(
     try:
         run = _Exec(connection, command, io_timeout)
     except _REFUSALS as err:
-        if is_connection_error(err) and not connection.alive():
-            raise
-        log.debug(
-            "%s: exec for server-side hashing failed (%s)",
-            connection.target.label,
-            describe(err, connection.target),
-        )
+        _refused(connection, err, "exec for server-side hashing failed")
         forget(connection)
         return {}
     try:
