@@ -371,13 +371,15 @@ def _read_local(path: str, limit: int) -> tuple[bytes, str] | None:
         if len(data) != st.st_size:
             return None  # changing while read
         resolution = mtime_resolution_of(kind)
-        # as stat_source decides it, without building its ObjectInfo (per small file)
+        local = resolution < 1.0
+        # as stat_source decides it, without building its ObjectInfo (per small file;
+        # the settings are read only for a file system whose clock is remote)
         if mtime_needs_second_read(
             st.st_mtime,
             resolution,
             time.time(),
-            local=resolution < 1.0,
-            clock_skew_s=_clock_skew_s,
+            local=local,
+            clock_skew_s=0.0 if local else settings.current().clock_skew_s,
         ):
             if _read_fd(fd, st.st_size) != data:
                 raise SourceChangedError(
@@ -389,11 +391,6 @@ def _read_local(path: str, limit: int) -> tuple[bytes, str] | None:
         return None
     finally:
         os.close(fd)
-
-
-def _clock_skew_s() -> float:
-    """Seconds a remote endpoint's clock may be off (the worker's settings)."""
-    return settings.current().clock_skew_s
 
 
 def _read_fd(fd: int, size: int) -> bytes:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 
 from temporalio import activity
 from temporalio.exceptions import CancelledError
@@ -145,7 +144,7 @@ def mtime_needs_second_read(
     now: float,
     *,
     local: bool,
-    clock_skew_s: float | Callable[[], float] = REMOTE_CLOCK_SKEW_S,
+    clock_skew_s: float = REMOTE_CLOCK_SKEW_S,
     endpoint_time: float | None = None,
 ) -> bool:
     """:func:`needs_second_read` of the values themselves (an ``ObjectInfo``'s
@@ -154,8 +153,8 @@ def mtime_needs_second_read(
     ``ObjectInfo`` only to ask cost more than the rest of the decision.
 
     Args:
-        clock_skew_s: seconds, or what gives them (asked only for a remote endpoint's
-            clock: reading the settings is not free either).
+        clock_skew_s: seconds a remote endpoint's clock may be off (unused for a local
+            clock).
     """
     if resolution_s <= 0:
         return False  # a validator that changes with every write (S3 ETag)
@@ -164,10 +163,8 @@ def mtime_needs_second_read(
     if endpoint_time is not None:  # the endpoint's own clock: no skew to allow for
         # both times are whole seconds (HTTP-date): one more resolution of slack
         return modified_at > endpoint_time - 2 * resolution_s
-    if local:
-        return modified_at > now - resolution_s
-    skew = clock_skew_s() if callable(clock_skew_s) else clock_skew_s
-    return modified_at > now - (resolution_s + skew)
+    margin = resolution_s + (0.0 if local else clock_skew_s)
+    return modified_at > now - margin
 
 
 @activity.defn(name="confirm_source")
