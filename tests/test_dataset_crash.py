@@ -257,6 +257,13 @@ async def test_temporal_kill_mid_dataset_resends_nothing_published(
         # which are lost, so Temporal retries the batches from their last heartbeats.
         # With 2 s and 10 s a loaded CI (-n 3) once had a batch end late enough for its
         # result to reach the restarted server: no batch retried, nothing tested
+        # (it failed so once more at load 9): the outage is timed only once no batch is
+        # part published, so a batch under way at the kill has ended by then however
+        # slowly a loaded machine let it publish
+        deadline = time.monotonic() + 90
+        while _batch_part_published(batches, destination, _published(destination)):
+            assert time.monotonic() < deadline, "a batch under way at the kill never ended"
+            await asyncio.sleep(0.1)
         await _settled(lambda: len(_published(destination)), quiet_s=4, timeout_s=30)
         await asyncio.sleep(RESULT_RETRIES_S + 4)  # the outage's length, not a wait for a state
         server.start()  # same port, same database file

@@ -659,12 +659,37 @@ def abort_batch_orphans(request: BatchOrphansInput) -> int:
         How many sessions were aborted (0 for drivers that reopen sessions by key).
     """
     now = activity.info().started_time.timestamp()
+    root = parse_url(request.destination_root)
     aborted = _abort_orphans(
-        parse_url(request.destination_root),
+        root,
         request.names,
         since=request.since - ORPHAN_CLOCK_SLACK_S,
         until=now + ORPHAN_CLOCK_SLACK_S,
     )
+    if request.session_key is not None and request.chunk_size is not None:
+        # the batch's last attempt ended without its clean-up (frozen past its
+        # heartbeat timeout, killed, failed): its sessions that reopen by key. Best
+        # effort and never retried here: a destination down (the likely reason a batch
+        # failed for good) must not hold the dataset for another retry budget
+        for index in range(request.resume_from, len(request.names)):
+            try:
+                destination = target_url(root, request.names[index])
+            except UnrepresentableNameError:
+                continue  # never written
+            try:
+                discard_session_by_key(
+                    destination,
+                    request.sizes[index],
+                    request.chunk_size,
+                    f"{request.session_key}-{index}",
+                )
+            except Exception as err:  # noqa: BLE001
+                activity.logger.warning(
+                    "the write sessions an ended batch left under %s were not all removed: %s",
+                    request.destination_root,
+                    err,
+                )
+                break
     if aborted:
         activity.logger.info(
             "aborted %d write session(s) an ended batch left under %s",
@@ -997,21 +1022,34 @@ def _discard_session(request: BatchInput, destination_root: EndpointURL, index: 
     aborted): the previous attempt may have been killed after publishing it and before
     removing its journal (file, SFTP), the last file it published being the one in
     flight at the kill."""
-    destination = target_url(destination_root, request.files[index].name)
+    f = request.files[index]
+    discard_session_by_key(
+        target_url(destination_root, f.name),
+        f.size,
+        request.options.chunk_size,
+        f"{request.key}-{index}",
+    )
+
+
+def discard_session_by_key(
+    destination: EndpointURL, size: int, chunk_size: int, session_key: str
+) -> None:
+    """Remove the write session of ``destination`` keyed ``session_key`` (a batch file's:
+    ``<batch key>-<index>``; a local file's later attempts add ``-<attempt>``), if the
+    driver reopens sessions by key (local files, SFTP); nothing otherwise (S3: opening
+    would only start a new upload; see ``abort_orphaned_sessions``).
+
+    Args:
+        size: the file's size in bytes; chunk_size: the batch's chunk size in bytes.
+    """
     if destination.scheme == "file":
         for attempt in range(_FILE_ATTEMPTS):
-            remove_temp(destination, f"{request.key}-{index}" + (f"-{attempt}" if attempt else ""))
+            remove_temp(destination, session_key + (f"-{attempt}" if attempt else ""))
         return
     driver = get_driver(destination.scheme)
     if not driver.features.reopens_by_key:
         return  # nothing to find again: opening would only start a new session (S3)
-    session = driver.open_session(
-        destination,
-        request.files[index].size,
-        request.options.chunk_size,
-        f"{request.key}-{index}",
-    )
-    driver.abort(session)
+    driver.abort(driver.open_session(destination, size, chunk_size, session_key))
 
 
 def _previous(request: BatchInput) -> BatchCheckpoint:

@@ -368,11 +368,22 @@ class BatchOrphansInput(BaseModel):
         names: the batch's file names (relative to the root).
         since: Unix seconds, workflow time, when the batch's activity was first
             scheduled: no session of it opened earlier.
+        session_key: the batch's key when its activity ended without a result (a
+            failure, or a heartbeat timeout after a cancel: its last attempt did not
+            clean up): the sessions of ``names[resume_from:]`` that reopen by this key
+            (local files, SFTP) are removed as well. None: the batch's own clean-up ran.
+        resume_from: the first file its last checkpoint had not handled.
+        sizes: the files' sizes in bytes (``names`` order), to reopen their sessions.
+        chunk_size: the batch's chunk size in bytes (None: the driver's default).
     """
 
     destination_root: str
     names: list[str]
     since: float
+    session_key: str | None = None
+    resume_from: int = 0
+    sizes: list[int] = Field(default_factory=list)
+    chunk_size: int | None = None
 
 
 class BatchCheckpoint(BatchResult):

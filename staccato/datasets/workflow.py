@@ -66,6 +66,7 @@ with workflow.unsafe.imports_passed_through():
         FAN_OUT_SMALL_MAX,
         MAX_CURRENT_SHOWN,
         MAX_FAILURES_KEPT,
+        BatchCheckpoint,
         BatchFile,
         BatchInput,
         BatchOrphansInput,
@@ -101,7 +102,7 @@ with workflow.unsafe.imports_passed_through():
     from staccato.workflows import search_attributes as sa
 
 from staccato.workflows import front, slots
-from staccato.workflows.calls import RETRY, SHORT_HEARTBEAT_TIMEOUT
+from staccato.workflows.calls import RETRY, SHORT_HEARTBEAT_TIMEOUT, ended_by_cancel
 from staccato.workflows.failures import decode_input, reason
 from staccato.workflows.governor import LIMIT_QUEUED_SIGNAL, SLOT_GRANTED_SIGNAL
 
@@ -519,6 +520,9 @@ class DatasetWorkflow:
         held: list[str] = []
         scheduled_at: float | None = None  # workflow time its activity was scheduled
         handled_all = False  # its activity returned, every file handled
+        #: its activity ended without a result (no clean-up of its own): from which
+        #: file on its sessions are left to remove
+        unclean_from: int | None = None
         try:
             if workflow.patched(DATASET_LIMITS_PATCH):
                 held = await self._acquire(request, batch.key)
@@ -545,10 +549,20 @@ class DatasetWorkflow:
         except asyncio.CancelledError:
             raise
         except Exception as err:
-            if isinstance(getattr(err, "cause", None), CancelledError):
-                return  # the dataset is being cancelled
+            if ended_by_cancel(err):
+                # the dataset is being cancelled; a batch that could not answer (its
+                # process frozen) ended by its heartbeat timeout: count what its last
+                # checkpoint says it handled (files it published after that beat are
+                # on the destination but not counted)
+                details = getattr(getattr(err, "cause", None), "last_heartbeat_details", None) or ()
+                if details and isinstance(details[0], dict):
+                    checkpoint = BatchCheckpoint.model_validate(details[0])
+                    self._count_batch(checkpoint)
+                    unclean_from = checkpoint.next_index
+                return
             # the attempt's counts are lost with it: every file is reported failed, and
             # --retry-failed compares each one before copying
+            unclean_from = 0
             for f in batch.files:
                 self._fail(f.name, f"its batch failed: {reason(err)}")
             return
@@ -558,18 +572,27 @@ class DatasetWorkflow:
             if held:  # before the batch leaves self._batches: the run ends once it is empty
                 await slots.release(held, SlotRelease(ticket=batch.key))
             if scheduled_at is not None and not handled_all:
-                await self._abort_batch_orphans(request, batch, scheduled_at)
+                await self._abort_batch_orphans(request, batch, scheduled_at, unclean_from)
             self._batches.pop(number, None)
             self._current.pop(number, None)
 
     async def _abort_batch_orphans(
-        self, request: DatasetRequest, batch: BatchInput, since: float
+        self,
+        request: DatasetRequest,
+        batch: BatchInput,
+        since: float,
+        unclean_from: int | None = None,
     ) -> None:
         """A batch that ended without handling every file (cancelled with the dataset,
         failed, timed out) will not run again, so no retry aborts what its killed
         attempts left open that cannot be found again by key (S3 multipart uploads):
         ``abort_batch_orphans`` does, while this run still holds the destination's
-        lock. Best effort: a failure is logged, the run goes on (or ends)."""
+        lock. Best effort: a failure is logged, the run goes on (or ends).
+
+        ``unclean_from``: the batch's activity ended without a result (it failed, or a
+        frozen attempt timed out after a cancel), so its own clean-up did not run: the
+        sessions of its files from that index on that reopen by key (local files, SFTP)
+        are removed too (the input only: no command of its own)."""
         if not workflow.patched(DATASET_BATCH_ORPHANS_PATCH):
             return
         try:
@@ -579,6 +602,16 @@ class DatasetWorkflow:
                     destination_root=batch.destination_root,
                     names=[f.name for f in batch.files],
                     since=since,
+                    **(
+                        {}
+                        if unclean_from is None
+                        else {
+                            "session_key": batch.key,
+                            "resume_from": unclean_from,
+                            "sizes": [f.size for f in batch.files],
+                            "chunk_size": batch.options.chunk_size,
+                        }
+                    ),
                 ),
                 result_type=int,
                 start_to_close_timeout=ORPHANS_TIMEOUT,
@@ -865,7 +898,7 @@ class DatasetWorkflow:
         except asyncio.CancelledError:
             raise
         except Exception as err:
-            if isinstance(getattr(err, "cause", None), CancelledError):
+            if ended_by_cancel(err):
                 return  # the dataset is being cancelled
             for f in batch.files:
                 for t in f.targets:
@@ -951,7 +984,7 @@ class DatasetWorkflow:
                 except asyncio.CancelledError:
                     raise
                 except Exception as err:
-                    if isinstance(getattr(err, "cause", None), CancelledError):
+                    if ended_by_cancel(err):
                         return
                     for t in targets:
                         outcomes[t] = ("f", reason(err), 0)

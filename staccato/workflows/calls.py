@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, RetryState
 
 from staccato.workflows.failures import reason
 
@@ -107,6 +107,33 @@ def cancelling() -> bool:
     """Whether this task (the workflow's run, when called from it) was asked to cancel."""
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
+
+
+#: an activity that ended failed or timed out after its cancel was requested ends as
+#: cancelled, as one that acknowledged the cancel does (:func:`ended_by_cancel`)
+CANCEL_ENDED_PATCH = "cancel-ended-activity"
+
+
+def ended_by_cancel(err: BaseException) -> bool:
+    """Whether ``err``, an activity's error, means the activity ended because its cancel
+    was requested: it acknowledged the cancel (cause ``CancelledError``), or, behind
+    :data:`CANCEL_ENDED_PATCH`, it failed or timed out after the request (retry state
+    ``CANCEL_REQUESTED``). An activity process that is frozen or starved (SIGSTOP, a
+    suspended VM, a machine at load 70) cannot acknowledge a cancel: Temporal ends the
+    attempt by its heartbeat timeout and never retries an attempt whose cancel was
+    requested (`RetryState.CANCEL_REQUESTED` in temporalio's ``ActivityError``), so
+    that timeout is the cancel's outcome, not a fault of the copy.
+
+    The patch is asked only on that path, so a recorded history in which such an
+    ending failed its run (or its files) replays as recorded.
+    """
+    if isinstance(getattr(err, "cause", None), CancelledError):
+        return True
+    return (
+        isinstance(err, ActivityError)
+        and err.retry_state == RetryState.CANCEL_REQUESTED
+        and workflow.patched(CANCEL_ENDED_PATCH)
+    )
 
 
 def raise_if_cancelling() -> None:

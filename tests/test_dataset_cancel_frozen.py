@@ -1,0 +1,88 @@
+"""A dataset cancelled while its batches cannot answer (their activity processes
+frozen, as on a starved machine) ends ``cancelled`` with no file reported failed and
+no temp file left.
+
+Temporal never retries an activity attempt whose cancel was requested: a batch that
+ends by its heartbeat timeout after the cancel reaches the workflow with retry state
+``CANCEL_REQUESTED``, not as cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+from staccato.client import StaccatoClient
+from staccato.dataset_client import submit_dataset
+from staccato.datasets.models import DatasetState
+from staccato.models import TransferOptions
+from tests.dataset_checks import MiB, tree, wait_dataset
+from tests.helpers import WorkerProcess, spawned_children
+
+FILES = 200
+
+
+def _published(root: Path) -> list[Path]:
+    return [p for p in root.rglob("f*") if ".staccato-" not in p.name]
+
+
+async def test_cancel_of_frozen_batches_ends_cancelled_with_no_failure(
+    temporal_server, data_dir: Path, tmp_path: Path
+) -> None:
+    source, destination = data_dir / "src", data_dir / "dst"
+    for i in range(FILES):
+        path = source / f"d{i % 10}" / f"f{i:04d}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(os.urandom(64 * 1024))
+    frozen: list[int] = []
+    try:
+        with WorkerProcess(temporal_server.address, processes=2, log_dir=tmp_path) as worker:
+            assert worker.process is not None
+            client = await StaccatoClient.connect(target_host=temporal_server.address)
+            client.task_queue = worker.task_queue
+            dataset = await submit_dataset(
+                client,
+                str(source),
+                str(destination),
+                # ~13 s for the whole tree: batches are mid-way when frozen
+                TransferOptions(chunk_size=1 * MiB, heartbeat_timeout_s=3, max_rate=1_000_000),
+                batch_files=20,
+                max_batches=2,
+            )
+            deadline = time.monotonic() + 60
+            while len(_published(destination)) < 20:
+                assert time.monotonic() < deadline, "no file was published"
+                await asyncio.sleep(0.05)
+            frozen = spawned_children(worker.process.pid)[1:]  # not the heartbeat manager
+            assert len(frozen) == worker.processes, frozen
+            for pid in frozen:
+                os.kill(pid, signal.SIGSTOP)
+            await client.cancel(dataset)
+            # the frozen batches end by their heartbeat timeout (cancel requested: no
+            # retry); then the processes wake, as a starved machine's would
+            handle = client.temporal.get_workflow_handle(dataset)
+            deadline = time.monotonic() + 120
+            while any(
+                a.activity_type.name == "copy_batch"
+                for a in (await handle.describe()).raw_description.pending_activities
+            ):
+                assert time.monotonic() < deadline, "the frozen batches never ended"
+                await asyncio.sleep(0.5)
+            for pid in frozen:
+                os.kill(pid, signal.SIGCONT)
+            frozen = []
+            final = await wait_dataset(client, dataset, timeout_s=120)
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+    assert final.state == DatasetState.cancelled, final
+    assert final.failures == [] and final.files_failed == 0, final
+    # counted: what each batch's result or, for a frozen one, its last checkpoint
+    # says (it may have published files after that beat: never more than published)
+    published = _published(destination)
+    assert 0 < final.files_done <= len(published) < FILES, final
+    assert [p.name for p in destination.rglob("*") if ".staccato-" in p.name] == []
+    assert all(tree(destination)[k] == tree(source)[k] for k in tree(destination))
