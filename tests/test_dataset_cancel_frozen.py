@@ -15,10 +15,16 @@ import signal
 import time
 from pathlib import Path
 
+from temporalio.api.enums.v1 import EventType
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
 from staccato.client import StaccatoClient
 from staccato.dataset_client import submit_dataset
 from staccato.datasets.models import DatasetState
+from staccato.datasets.workflow import DatasetWorkflow
 from staccato.models import TransferOptions
+from staccato.workflows.calls import CANCEL_ENDED_PATCH
 from tests.dataset_checks import MiB, tree, wait_dataset
 from tests.helpers import WorkerProcess, spawned_children
 
@@ -75,6 +81,7 @@ async def test_cancel_of_frozen_batches_ends_cancelled_with_no_failure(
                 os.kill(pid, signal.SIGCONT)
             frozen = []
             final = await wait_dataset(client, dataset, timeout_s=120)
+            history = await handle.fetch_history()
     finally:
         for pid in frozen:
             os.kill(pid, signal.SIGCONT)
@@ -86,3 +93,13 @@ async def test_cancel_of_frozen_batches_ends_cancelled_with_no_failure(
     assert 0 < final.files_done <= len(published) < FILES, final
     assert [p.name for p in destination.rglob("*") if ".staccato-" in p.name] == []
     assert all(tree(destination)[k] == tree(source)[k] for k in tree(destination))
+    # the patched ending is in the history and replays with this code
+    assert any(
+        e.marker_recorded_event_attributes.marker_name == "core_patch"
+        and CANCEL_ENDED_PATCH.encode() in bytes(e.SerializeToString())
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+    )
+    replayer = Replayer(workflows=[DatasetWorkflow], data_converter=pydantic_data_converter)
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None, result.replay_failure
