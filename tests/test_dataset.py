@@ -314,6 +314,8 @@ def test_retry_failed_of_a_name_that_is_not_utf8_gives_the_real_reason(
     raw_source = os.fsencode(source)
     with open(os.path.join(raw_source, b"bad\xff"), "wb") as f:
         f.write(b"bad bytes")
+    # its escaped spelling is a real name too: both are listed (the first was left out)
+    (source / "bad\\xff").write_bytes(b"literal")
     os.makedirs(os.path.join(raw_source, b"dir\xfe"))
     with open(os.path.join(raw_source, b"dir\xfe", b"inner"), "wb") as f:
         f.write(b"inner")
@@ -323,12 +325,13 @@ def test_retry_failed_of_a_name_that_is_not_utf8_gives_the_real_reason(
     assert again.returncode == 1, again.stderr
     listed = run_cli("status", "--failures", dataset_id(str(destination)), **args)
     reasons = dict(line.split("\t") for line in listed.stdout.splitlines())
-    assert set(reasons) == {"bad\\xff", "dir\\xfe"}, reasons
+    assert set(reasons) == {"bad\\xff (name not valid UTF-8)", "dir\\xfe"}, reasons
     for name, why in reasons.items():
         assert why.startswith("the name is not valid UTF-8"), (name, why)
         assert "rename it at the source" in why and "no longer" not in why, (name, why)
-    assert sorted(os.listdir(os.fsencode(destination))) == [b"ok"]
+    assert sorted(os.listdir(os.fsencode(destination))) == [b"bad\\xff", b"ok"]
     assert (destination / "ok").read_bytes() == b"fine"
+    assert (destination / "bad\\xff").read_bytes() == b"literal"
 
 
 def test_retry_failed_of_broken_links_gives_the_first_runs_reasons(

@@ -67,7 +67,7 @@ from staccato.datasets.names import UnrepresentableNameError, target_url
 from staccato.endpoints import get_driver
 from staccato.endpoints.base import WholeReads, keepalive_hook
 from staccato.endpoints.file.group import LocalGroup, StagedFile, remove_temp
-from staccato.endpoints.listing import BROKEN_LINK, LINK_LOOP
+from staccato.endpoints.listing import BROKEN_LINK, LINK_LOOP, TWIN_SUFFIX
 from staccato.errors import (
     ChecksumMismatchError,
     NotFoundError,
@@ -307,9 +307,12 @@ _ESCAPE = re.compile(rb"\\x([0-9a-fA-F]{2})")
 def _not_utf8_at_source(root: EndpointURL, name: str) -> bool:
     """Whether ``name`` is how a listing spelled a name that is not valid UTF-8 (its
     bytes as ``\\xNN`` escapes: ``backslashreplace``) and that name is at the source
-    (file: checked; sftp: assumed, its listing is the only one that escapes)."""
+    (file: checked; sftp: assumed, its listing is the only one that escapes); the
+    listing's :data:`~staccato.endpoints.listing.TWIN_SUFFIX` is not part of it."""
     if "\\x" not in name or root.scheme not in ("file", "sftp"):
         return False
+    while name.endswith(TWIN_SUFFIX):  # spelled out as a sibling's name too
+        name = name[: -len(TWIN_SUFFIX)]
     raw = _ESCAPE.sub(lambda m: bytes([int(m[1], 16)]), name.encode("utf-8"))
     try:
         raw.decode("utf-8")

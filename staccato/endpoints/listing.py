@@ -19,6 +19,7 @@ in a :class:`SortedCache` (the last two large directories).
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import itertools
 import posixpath
 import threading
@@ -137,12 +138,30 @@ def _sort_key(child: Child) -> bytes:
     return name + b"/" if child.is_dir else name
 
 
+#: added to the shown name of an error entry (a name that is not valid UTF-8, spelled
+#: with ``\\xNN`` escapes) whose spelling is also a sibling's real name: the file
+#: ``b"bad\\xffname"`` beside a file literally named ``bad\\xffname``. Both are listed,
+#: the first as ``bad\\xffname (name not valid UTF-8)``, failed with its reason (before,
+#: it was left out of the listing without a word and the dataset reported no failure)
+TWIN_SUFFIX = " (name not valid UTF-8)"
+
+
 def sort_children(children: list[Child]) -> SortedChildren:
     """``children`` in walk order: by name as UTF-8 bytes, a directory ``d`` as ``d/``.
-    Two children with one key (a name shown with escapes beside the same name spelled
-    out): the one without an error is kept."""
-    ordered = sorted(children, key=lambda c: (_sort_key(c), c.error is not None))
-    unique = [next(group) for _, group in itertools.groupby(ordered, key=_sort_key)]
+
+    Keys are unique: an error entry whose name is a sibling's too (a name shown with
+    escapes beside the same name spelled out) gets :data:`TWIN_SUFFIX` until it is not.
+    """
+    taken = {_sort_key(c) for c in children if c.error is None}
+    unique: list[Child] = []
+    for child in children:
+        if child.error is not None:
+            # ends: each pass makes it longer, and the names taken are finite
+            while _sort_key(child) in taken:
+                child = dataclasses.replace(child, name=child.name + TWIN_SUFFIX)
+            taken.add(_sort_key(child))
+        unique.append(child)
+    unique.sort(key=_sort_key)
     return SortedChildren(tuple(unique), tuple(_sort_key(c) for c in unique))
 
 

@@ -295,6 +295,26 @@ def test_names_that_are_not_utf8_are_error_entries(tree: _LocalDirectory) -> Non
     ]
 
 
+def test_a_name_that_is_not_utf8_spelled_as_a_siblings_name_is_listed_too(
+    tree: _LocalDirectory,
+) -> None:
+    """The file ``b"bad\\xffname"`` beside a file literally named ``bad\\xffname``
+    (its escaped spelling): both are listed, the first as an error entry with a suffix.
+    Before, it was left out without a word (a dataset then ended completed, 1 of 1
+    files, exit 0)."""
+    open(os.fsencode(tree.root) + b"/bad\xffname", "wb").close()
+    tree.put("bad\\xffname", b"2")
+    tree.put("bad\\xffname (name not valid UTF-8)", b"3")
+    assert [(e.name, e.error) for e in _all(tree, 1)] == [
+        ("bad\\xffname", None),
+        ("bad\\xffname (name not valid UTF-8)", None),
+        (
+            "bad\\xffname (name not valid UTF-8) (name not valid UTF-8)",
+            "the name is not valid UTF-8",
+        ),
+    ]
+
+
 def _list_without_root_powers(path: str) -> str:
     """The listing of the local ``path`` as JSON, by the file driver in a process that
     cannot bypass file modes (as root: without CAP_DAC_OVERRIDE and
