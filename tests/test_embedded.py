@@ -169,6 +169,41 @@ def test_down_stops_the_server_of_a_killed_up(tmp_path: Path) -> None:
             pass
 
 
+def test_up_after_a_killed_up_says_it_started_its_own_server(tmp_path: Path) -> None:
+    """`up --detach` after a SIGKILLed `up` stops the server that one left and starts
+    its own: it says where that server's UI is (it said "the existing server's own, if
+    any (--ui-port unused: no server started)": the detached parent guessed from the
+    port, still held by the orphan; found by a tester)."""
+    home = tmp_path / "home"
+    port, env, up_pid = _up_detached(home)
+    try:
+        (orphan,) = _servers_of(home)
+        os.kill(up_pid, signal.SIGKILL)  # its server (a session of its own) stays
+        deadline = time.monotonic() + 10
+        while _alive(up_pid):
+            assert time.monotonic() < deadline, "up did not die"
+            time.sleep(0.1)
+        ui_port = free_port()
+        up = _staccato("up", "--detach", "--port", str(port), "--ui-port", str(ui_port), env=env)
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert f"UI at http://127.0.0.1:{ui_port}" in up.stdout, up.stdout
+        assert "no server started" not in up.stdout, up.stdout
+        (server,) = _servers_of(home)
+        assert server != orphan
+        assert _staccato("down", env=env).returncode == 0
+    finally:
+        for pid in _servers_of(home):
+            os.kill(pid, signal.SIGKILL)
+        for pid in (
+            up_pid,
+            *((int((home / "up.pid").read_text()),) if (home / "up.pid").exists() else ()),
+        ):
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 def test_up_starts_its_killed_server_again(tmp_path: Path) -> None:
     """SIGKILL of the dev server under a running `up` (tester: `up` stayed with no
     server, and `up --detach` said "already up", exit 0): `up` starts it again on the

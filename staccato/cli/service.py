@@ -226,7 +226,6 @@ def up(
             typer.echo(_already_up(pid, address), err=True)
             return
         check_taken_port()
-        attached = port_open("127.0.0.1", port)  # a Temporal server there: its worker only
         log_path = home / "staccato-up.log"
         ready_path = home / "up.ready"
         ready_path.unlink(missing_ok=True)
@@ -263,6 +262,9 @@ def up(
         if not ready_path.exists():
             child.kill()
             fail(f"the service did not start within {UP_READY_TIMEOUT_S} s; see {log_path}")
+        # the service's own account: it may have stopped a server left by a killed `up`
+        # (listening when `attached` was guessed) and started its own
+        attached = ready_path.read_text().strip() != "started"
         typer.echo(
             f"staccato is up (pid {child.pid}): Temporal at {address}, "
             f"{_ui_text(attached, ui_port)}, "
@@ -315,8 +317,10 @@ def up(
         async def mark_ready() -> None:
             await ready.wait()
             ready_file = os.environ.get("STACCATO_UP_READY_FILE")
-            if ready_file:
-                Path(ready_file).write_text("ready")
+            if ready_file:  # what it did: the detached parent reports that, not a guess
+                written = Path(ready_file + ".tmp")  # whole when it appears
+                written.write_text("attached" if server is None else "started")
+                written.replace(ready_file)
 
         marker = asyncio.create_task(mark_ready())
         await run_worker(
