@@ -642,7 +642,8 @@ def _control(transfer: str, action: str, done: str) -> None:
             raise StaccatoError(
                 f"{transfer} is the destination root of dataset {dataset}: a dataset cannot "
                 f"be {done} (its batches stop only by `staccato cancel {dataset}`; running it "
-                "again copies only what is missing)"
+                "again with `--sync-level size` (or mtime, checksum) copies only what is "
+                "missing or differs)"
             )
         await client.cancel(dataset)
         return f"{transfer} (dataset {dataset})"
