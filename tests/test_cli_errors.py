@@ -106,10 +106,17 @@ def test_source_on_a_pseudo_file_system(cli, data_dir: Path) -> None:
     _assert_failed(result, "is on the kernel's proc file system", destination)
 
 
-def test_source_is_directory(cli, data_dir: Path) -> None:
+@pytest.mark.parametrize("command", ["cp", "submit"])
+def test_source_is_directory(cli, data_dir: Path, command: str) -> None:
+    """A directory without -r is refused before anything starts, exit 2 (it started a
+    transfer that failed, exit 1; found by a tester)."""
     destination = data_dir / "dst.bin"
-    result = cli("cp", str(data_dir), str(destination))
-    _assert_failed(result, "is a directory", destination)
+    (data_dir / "in").mkdir()
+    result = cli(command, str(data_dir / "in"), str(destination))
+    assert result.returncode == 2, result
+    assert "is a directory: add -r to copy every file under it" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not destination.exists()
 
 
 def test_destination_directory_missing(cli, source: Path, data_dir: Path) -> None:

@@ -243,12 +243,12 @@ def _names_dataset(transfer: str) -> bool:
 
 
 def _check_file_source(source: str) -> None:
-    """Refuse (exit 2, before anything starts) a local SOURCE typed with a trailing
-    ``/`` that is not a directory: ``/data/x.bin/`` names a directory (POSIX pathname
-    resolution; GNU cp says "Not a directory"), and copying the file instead would
-    copy something the user did not name."""
-    if not source.endswith("/"):
-        return
+    """Refuse (exit 2, before anything starts) a local SOURCE of one transfer (no -r)
+    that is a directory (GNU cp: "-r not specified; omitting directory"; before, a
+    transfer started and failed, exit 1), or that is typed with a trailing ``/`` and is
+    not a directory: ``/data/x.bin/`` names a directory (POSIX pathname resolution; GNU
+    cp says "Not a directory"), and copying the file instead would copy something the
+    user did not name."""
     import os
 
     from staccato.urls import parse_url
@@ -257,6 +257,13 @@ def _check_file_source(source: str) -> None:
         url = parse_url(source)
     except StaccatoError:
         return  # said with its own words where the request is made
+    if url.scheme == "file" and os.path.isdir(url.path):
+        fail(
+            f"source {source!r} is a directory: add -r to copy every file under it",
+            EXIT_USAGE,
+        )
+    if not source.endswith("/"):
+        return
     if url.scheme == "file" and os.path.lexists(url.path) and not os.path.isdir(url.path):
         fail(
             f"source {source!r} is not a directory: a trailing / names a directory; "
