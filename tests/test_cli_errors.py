@@ -63,6 +63,8 @@ def source(data_dir: Path) -> Path:
         (["{src}", "{dst}", "--max-rate", "1.5"], "a fraction of a byte"),
         (["-r", "{src}", "{dst}", "--small-file-max", "2."], "a fraction of a byte"),
         (["{src}", "{dst}", "--streams", "0"], "--streams"),
+        (["-r", "{src}", "{dst}", "--include", ""], "--include '': an empty pattern"),
+        (["-r", "{src}", "{dst}", "--exclude", ""], "--exclude '': an empty pattern"),
     ],
 )
 def test_usage_errors_exit_2(

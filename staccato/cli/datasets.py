@@ -171,7 +171,12 @@ def check_recursive_options(
     retry_failed: bool,
     small_file_max: int | None,
 ) -> None:
-    """Refuse the dataset options without ``-r`` (exit 2, naming the option)."""
+    """Refuse the dataset options without ``-r``, and an empty ``--include`` or
+    ``--exclude`` pattern (it matches no name: a dataset that copied nothing, exit 0,
+    without a word; found by a tester) (exit 2, naming the option)."""
+    for name, patterns in (("--include", include), ("--exclude", exclude)):
+        if any(not pattern for pattern in patterns or ()):
+            fail(f"{name} '': an empty pattern matches no name; give a glob", EXIT_USAGE)
     if recursive:
         return
     for name, given in (
