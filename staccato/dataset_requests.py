@@ -116,6 +116,21 @@ def _fan_out_roots(source_root: str, destinations: Sequence[str]) -> list[str]:
     return roots
 
 
+def _check_local_root(path: str) -> None:
+    """Refuse a local destination root that is a file or a broken symbolic link (a
+    directory above it that is a file fails the dataset once, up front, on the worker).
+
+    Raises:
+        InvalidURLError: naming the path and what it is.
+    """
+    if os.path.lexists(path) and not os.path.isdir(path):
+        kind = "a file" if os.path.exists(path) else "a broken symbolic link"
+        raise InvalidURLError(
+            f"destination {path} is {kind}, not a directory: cp -r writes the source's "
+            "files under a directory; name a directory (it is created if missing)"
+        )
+
+
 def _check_disjoint(
     source_root: str,
     destination_root: str,
@@ -225,11 +240,8 @@ def make_dataset_request(
         raise InvalidURLError(
             f"{dst.scheme} endpoints can only be sources, not destinations: {dst}"
         )
-    if dst.scheme == "file" and os.path.exists(dst.path) and not os.path.isdir(dst.path):
-        raise InvalidURLError(
-            f"destination {dst.path} is a file, not a directory: cp -r writes the source's "
-            "files under a directory; name a directory (it is created if missing)"
-        )
+    if dst.scheme == "file":
+        _check_local_root(dst.path)
     source_root, destination_root = root_text(src), root_text(dst)
     _check_disjoint(source_root, destination_root, _real_root(src), _real_root(dst), exclude)
     return _request(

@@ -165,7 +165,11 @@ def test_cli_without_r_refuses_a_directory_and_dataset_options(
     assert usage.returncode == 2 and "add -r" in usage.stderr
     (data_dir / "dir").mkdir()
     plain = run_cli("cp", str(data_dir / "dir"), str(data_dir / "copy"), **args)
-    assert plain.returncode == 1 and "cp -r" in plain.stderr, plain.stderr
+    assert plain.returncode == 2 and "add -r" in plain.stderr, plain.stderr
+    (data_dir / "gone").symlink_to(data_dir / "nowhere")
+    broken = run_cli("cp", "-r", str(data_dir / "dir"), str(data_dir / "gone"), **args)
+    assert broken.returncode == 2, broken
+    assert "is a broken symbolic link, not a directory" in broken.stderr, broken.stderr
 
 
 def test_cli_missing_source_root_fails_naming_it(
