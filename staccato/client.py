@@ -730,7 +730,10 @@ class StaccatoClient:
         require_type(handle.id, description, kinds)
         if description.status != WorkflowExecutionStatus.RUNNING:
             state = _STATUS_STATES.get(description.status, TransferState.failed)  # type: ignore[arg-type]
-            raise StaccatoError(f"transfer {handle.id} is already {state.value}")
+            kind = {DATASET_TYPE: "dataset", GROUP_TYPE: "group"}.get(
+                description.workflow_type, "transfer"
+            )
+            raise StaccatoError(f"{kind} {handle.id} is already {state.value}")
 
     async def _update(self, transfer: str, update: Any) -> None:
         handle = await self._handle(transfer)

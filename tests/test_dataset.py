@@ -336,6 +336,10 @@ def test_retry_failed_of_a_name_that_is_not_utf8_gives_the_real_reason(
     assert sorted(os.listdir(os.fsencode(destination))) == [b"bad\\xff", b"ok"]
     assert (destination / "ok").read_bytes() == b"fine"
     assert (destination / "bad\\xff").read_bytes() == b"literal"
+    # an ended dataset is named as one (it said "transfer staccato-dataset-...")
+    late = run_cli("cancel", str(destination), **args)
+    assert late.returncode == 1, late
+    assert f"dataset {dataset_id(str(destination))} is already completed" in late.stderr, late
 
 
 def test_retry_failed_of_broken_links_gives_the_first_runs_reasons(
