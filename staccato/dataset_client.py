@@ -518,6 +518,14 @@ async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
     else:
         state = _STATUS_STATES.get(description.status, DatasetState.failed)  # type: ignore[arg-type]
         error, error_type = await _failure(handle, cancelled=state == DatasetState.cancelled)
+    # a cancel asked of a run that still waits for its batches and children to stop
+    # (a frozen or dead worker: until their heartbeat timeouts and the clean-up)
+    cancel_requested = (
+        True
+        if state not in _TERMINAL
+        and description.raw_description.workflow_extended_info.cancel_requested
+        else None
+    )
     status = DatasetStatus(
         id=handle.id,
         state=state,
@@ -534,6 +542,7 @@ async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
         error=error,
         error_type=error_type,
         started_at=started_at,
+        cancel_requested=cancel_requested,
     )
     counts = memo.get("counts")
     if progress is None and isinstance(counts, dict) and state in _TERMINAL:
@@ -593,7 +602,7 @@ async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
     rate_bytes = done_bytes / elapsed if elapsed > 0 else None
     handled = done + progress.files_skipped + progress.files_failed
     eta = None
-    if progress.listing_done and rate_files:
+    if progress.listing_done and rate_files and not cancel_requested:
         eta = round(max(0, progress.files_listed - handled) / rate_files, 1)
     if state == DatasetState.running and progress.queued_reason:
         # every batch in flight waits for a slot: queued, as a single transfer is

@@ -20,7 +20,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from staccato.client import StaccatoClient
-from staccato.dataset_client import submit_dataset
+from staccato.dataset_client import dataset_status, submit_dataset
 from staccato.datasets.models import DatasetState
 from staccato.datasets.workflow import DatasetWorkflow
 from staccato.models import TransferOptions
@@ -67,6 +67,10 @@ async def test_cancel_of_frozen_batches_ends_cancelled_with_no_failure(
             for pid in frozen:
                 os.kill(pid, signal.SIGSTOP)
             await client.cancel(dataset)
+            # still running, and says a cancel waits (the tester saw only "running")
+            waiting = await dataset_status(client, dataset)
+            assert waiting.state == DatasetState.running, waiting
+            assert waiting.cancel_requested is True and waiting.eta_s is None, waiting
             # the frozen batches end by their heartbeat timeout (cancel requested: no
             # retry); then the processes wake, as a starved machine's would
             handle = client.temporal.get_workflow_handle(dataset)
@@ -85,7 +89,7 @@ async def test_cancel_of_frozen_batches_ends_cancelled_with_no_failure(
     finally:
         for pid in frozen:
             os.kill(pid, signal.SIGCONT)
-    assert final.state == DatasetState.cancelled, final
+    assert final.state == DatasetState.cancelled and final.cancel_requested is None, final
     assert final.failures == [] and final.files_failed == 0, final
     # counted: what each batch's result or, for a frozen one, its last checkpoint
     # says (it may have published files after that beat: never more than published)

@@ -476,6 +476,7 @@ class DatasetStatus(_Lean):
         "counts_unknown",
         "last_retry_error",
         "error_type",
+        "cancel_requested",
     )
 
     id: str
@@ -506,6 +507,10 @@ class DatasetStatus(_Lean):
     #: several destination roots: every root, in the request's order (``destination``
     #: above is the first, kept for readers of one root)
     destination_roots: list[str] | None = None
+    #: True while a cancel asked of the running dataset waits for its batches and
+    #: children to stop (a frozen or dead worker's until their heartbeat timeouts and
+    #: the clean-up); None (left out of the JSON) otherwise
+    cancel_requested: bool | None = None
     #: why the counts above are not known now (0 then means unknown, not none done):
     #: no worker answered the progress query, e.g. while a restarted worker replays
     #: the dataset's history; left out of the JSON while the counts are known
