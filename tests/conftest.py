@@ -22,37 +22,60 @@ pytest_plugins = ["tests.servers.fixtures"]
 # the give-up itself sets its own (tests/test_foreign_workflows.py, test_limits.py).
 os.environ.setdefault("STACCATO_CLIENT_WAIT_S", "60")
 
-#: the slowest tests (seconds in a full ``-n 2`` run at load ~12, 2026-12-02; CI's are
-#: about 0.6 x these): with ``--dist worksteal`` their files run first, so that the two
-#: workers end together on short tests rather than one waiting while the other runs a
-#: 90 s test last. Only the order matters; refresh from a run's ``--durations`` now and then (a
-#: test not listed, or renamed, only loses its place).
+#: the slowest tests (seconds: setup + call in CI's full ``-n 3`` run of 2026-12-04,
+#: its 40 slowest; the others listed before, from a ``-n 2`` run at load ~12, at 0.6 x
+#: their seconds then, as CI ran them): with ``--dist worksteal`` their files run first,
+#: so that the workers end together on short tests rather than one waiting while
+#: another runs a 50 s test last. Only the order matters; refresh from a run's
+#: ``--durations`` now and then (a test not listed, or renamed, only loses its place).
 SLOW_TESTS: dict[str, float] = {
-    "tests/test_secrets.py::test_presigned_url_with_codec_and_codec_server": 82,
-    "tests/s3/test_s3_dataset_resume.py::test_large_file_in_a_dataset_resumes_from_its_checkpoint_after_worker_kill": 79,
-    "tests/test_secrets.py::test_presigned_url_token_appears_nowhere": 68,
-    "tests/s3/test_s3_staging.py::test_store_down_mid_upload_the_source_is_read_once": 67,
-    "tests/test_dataset_fanout.py::test_two_datasets_sharing_a_root_never_write_it_at_once": 65,
-    "tests/test_pool_crash.py::test_crash_loop_stops_the_worker": 60,
-    "tests/test_lock.py::test_front_survives_worker_kill_without_a_second_run": 59,
-    "tests/test_pool_crash.py::test_manager_process_killed_mid_transfer": 56,
-    "tests/test_embedded.py::test_up_cp_down_up_keeps_history": 54,
-    "tests/sftp/test_sftp_commit.py::test_cancel_at_random_points_file_to_sftp": 52,
-    "tests/test_limits.py::test_worker_sigkill_holder_completes_and_releases": 43,
-    # their own Temporal server since 2026-12-02 (29-41 s each at load ~18)
-    "tests/sftp/test_sftp_zombie.py::test_frozen_sftp_stream_writes_nothing_after_losing_its_segment": 35,
-    "tests/test_zombie_fence.py::test_frozen_stream_writes_nothing_after_losing_its_segment": 30,
-    "tests/test_schedule.py::test_schedule_lifecycle": 44,
-    "tests/test_lock.py::test_list_skips_foreign_workflows_and_limit_is_exact": 39,
-    "tests/test_live_progress.py::test_current_details_advance_while_data_moves": 37,
-    "tests/test_verify_phase.py::test_verify_retried_soon_after_worker_sigkill": 37,
-    "tests/test_dataset.py::test_cli_collision_fails_that_file_and_lists_it": 36,
-    # 0.13.0's frozen-batch tests (27 and 22 s alone on a quiet machine)
-    "tests/s3/test_s3_dataset_zombie.py::test_frozen_batch_writes_nothing_after_losing_its_batch[s3]": 40,
-    "tests/test_dataset_zombie.py::test_frozen_batch_to_a_directory_writes_nothing_after_losing_its_batch": 33,
-    # the fan-out batch's (26 s alone each)
-    "tests/s3/test_s3_dataset_zombie.py::test_frozen_batch_writes_nothing_after_losing_its_batch[s3-and-local]": 33,
-    "tests/test_dataset_fanout_zombie.py::test_frozen_fan_out_batch_writes_nothing_at_any_root_after_losing_its_batch": 33,
+    "tests/s3/test_s3_staging.py::test_store_down_mid_upload_the_source_is_read_once": 54,
+    "tests/test_secrets.py::test_presigned_url_with_codec_and_codec_server": 49,
+    "tests/test_secrets.py::test_presigned_url_token_appears_nowhere": 41,
+    "tests/sftp/test_sftp_commit.py::test_cancel_at_random_points_file_to_sftp": 39,
+    "tests/test_fanout.py::test_a_paused_destination_shows_paused_in_the_group": 38,
+    "tests/test_fanout.py::test_cancelling_the_group_cancels_every_destination": 36,
+    "tests/test_pool_crash.py::test_crash_loop_stops_the_worker": 36,
+    "tests/test_pool_crash.py::test_manager_process_killed_mid_transfer": 34,
+    "tests/test_dataset_crash.py::test_temporal_kill_mid_dataset_resends_nothing_published": 32,
+    "tests/test_limits.py::test_worker_sigkill_holder_completes_and_releases": 31,
+    "tests/s3/test_s3_dataset_zombie.py::test_frozen_batch_writes_nothing_after_losing_its_batch[s3-and-local]": 30,
+    "tests/test_dataset_fanout_zombie.py::test_frozen_fan_out_batch_writes_nothing_at_any_root_after_losing_its_batch": 29,
+    "tests/s3/test_s3_dataset_zombie.py::test_frozen_batch_writes_nothing_after_losing_its_batch[s3]": 29,
+    "tests/test_crash.py::test_worker_killed_under_publish_is_noticed_by_its_heartbeat_timeout": 29,
+    "tests/test_dataset_zombie.py::test_frozen_batch_to_a_directory_writes_nothing_after_losing_its_batch": 29,
+    "tests/sftp/test_sftp_remote_hash.py::test_damaged_temp_chunk_is_sent_again": 29,
+    "tests/test_zombie_fence.py::test_frozen_stream_writes_nothing_after_losing_its_segment": 27,
+    "tests/test_control.py::test_chunk_damaged_while_paused_is_caught_before_publish": 27,
+    "tests/s3/test_s3_sync_level.py::test_checksum_between_s3_objects_uses_stored_crc32c": 26,
+    "tests/test_dataset_crash.py::test_cancel_mid_dataset_leaves_no_temp_file": 25,
+    "tests/s3/test_s3_staging.py::test_worker_killed_after_staging_the_next_one_uses_the_cache": 25,
+    "tests/test_live_progress.py::test_current_details_advance_while_data_moves": 25,
+    "tests/test_schedule_race.py::test_schedules_and_submits_race_for_one_destination": 25,
+    "tests/sftp/test_sftp_zombie.py::test_frozen_sftp_stream_writes_nothing_after_losing_its_segment": 24,
+    "tests/s3/test_s3_dataset_resume.py::test_large_file_in_a_dataset_resumes_from_its_checkpoint_after_worker_kill": 24,
+    "tests/test_dataset_fanout.py::test_two_datasets_sharing_a_root_never_write_it_at_once": 23,
+    "tests/test_lock.py::test_list_skips_foreign_workflows_and_limit_is_exact": 23,
+    "tests/test_lock.py::test_front_survives_worker_kill_without_a_second_run": 22,
+    "tests/sftp/test_sftp_resilience.py::test_sshd_stopped_for_10_s": 22,
+    "tests/s3/test_s3_dataset_orphans.py::test_a_killed_batch_leaves_no_multipart_upload": 22,
+    "tests/test_embedded.py::test_up_cp_down_up_keeps_history": 22,
+    "tests/test_verify_phase.py::test_verify_retried_soon_after_worker_sigkill": 22,
+    "tests/test_dataset.py::test_cli_collision_fails_that_file_and_lists_it": 22,
+    "tests/test_governor_replay.py::test_governor_replays_whatever_its_task_times": 21,
+    "tests/test_crash.py::test_resume_after_worker_kill": 21,
+    "tests/test_worker_shutdown.py::test_sigterm_to_busy_worker_group": 20,
+    "tests/test_crash.py::test_source_down_then_back": 20,
+    "tests/test_dataset_crash.py::test_worker_sigkill_mid_dataset_resends_nothing_published": 20,
+    "tests/s3/test_s3_dataset_resume.py::test_a_killed_batch_to_s3_resumes_past_its_first_file": 20,
+    "tests/test_limits.py::test_waiter_asks_again_when_its_governor_is_terminated": 20,
+    "tests/test_schedule.py::test_schedule_lifecycle": 20,
+    "tests/s3/test_s3_resume.py::test_resume_after_worker_kill_uploads_only_missing_parts": 20,
+    "tests/s3/test_s3_cancel.py::test_cancel_never_loses_the_previous_object[multipart-prepare]": 19,
+    "tests/s3/test_s3_cancel.py::test_cancel_never_loses_the_previous_object[one-part-prepare]": 19,
+    "tests/sftp/test_sftp_resilience.py::test_connection_cap": 18,
+    "tests/test_control.py::test_pause_then_resume": 18,
+    "tests/test_cli_list.py::test_list_orders_every_kind_by_start_and_limits_after_the_merge": 18,
 }
 
 
