@@ -472,6 +472,7 @@ class StaccatoClient:
         staged_bytes: int | None = None
         staging_rate: float | None = None
         if status == WorkflowExecutionStatus.RUNNING:
+            no_worker: str | None = None
             if progress is not None:
                 state = progress.state
             else:
@@ -479,14 +480,16 @@ class StaccatoClient:
                 # visibility, and say why the rest is missing.
                 recorded = description.typed_search_attributes.get(sa.STATE)
                 state = TransferState(recorded) if recorded in _STATES else TransferState.scheduled
-                last_retry = (
+                no_worker = last_retry = (
                     f"no worker answers on task queue {description.task_queue!r}: progress "
                     "is the streams' last heartbeats; the transfer goes on when a worker polls"
                 )
             rate_sum = 0.0
             for pending in description.raw_description.pending_activities:
                 if pending.attempt > 1 and pending.HasField("last_failure"):
-                    last_retry = f"attempt {pending.attempt}: {await self._message(pending)}"
+                    retried = f"attempt {pending.attempt}: {await self._message(pending)}"
+                    # no worker: that stays said first (nothing moves until one polls)
+                    last_retry = f"{no_worker}; {retried}" if no_worker else retried
                     if pending.HasField("next_attempt_schedule_time"):
                         at = pending.next_attempt_schedule_time.ToDatetime(tzinfo=UTC)
                     elif pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_SCHEDULED:
