@@ -21,7 +21,7 @@ from temporalio.worker import Replayer
 
 from staccato.client import StaccatoClient
 from staccato.dataset_client import dataset_status, submit_dataset
-from staccato.datasets.models import DatasetState
+from staccato.datasets.models import BatchCheckpoint, DatasetState
 from staccato.datasets.workflow import DatasetWorkflow
 from staccato.models import TransferOptions
 from staccato.workflows.calls import CANCEL_ENDED_PATCH
@@ -33,6 +33,21 @@ FILES = 200
 
 def _published(root: Path) -> list[Path]:
     return [p for p in root.rglob("f*") if ".staccato-" not in p.name]
+
+
+async def _batch_counted_some(client: StaccatoClient, handle) -> bool:
+    """Whether a running ``copy_batch``'s last heartbeat counts a file done and some
+    left to do."""
+    description = await handle.describe()
+    for pending in description.raw_description.pending_activities:
+        if pending.activity_type.name != "copy_batch" or not pending.heartbeat_details.payloads:
+            continue
+        (details,) = await client.temporal.data_converter.decode(
+            pending.heartbeat_details.payloads, [BatchCheckpoint]
+        )
+        if details.done >= 1 and details.next_index < 20:
+            return True
+    return False
 
 
 async def test_cancel_of_frozen_batches_ends_cancelled_with_no_failure(
@@ -58,9 +73,12 @@ async def test_cancel_of_frozen_batches_ends_cancelled_with_no_failure(
                 batch_files=20,
                 max_batches=2,
             )
+            # freeze once a running batch's checkpoint (at the server) counts files it
+            # did: those must be counted although the batch never returns
+            handle = client.temporal.get_workflow_handle(dataset)
             deadline = time.monotonic() + 60
-            while len(_published(destination)) < 20:
-                assert time.monotonic() < deadline, "no file was published"
+            while not await _batch_counted_some(client, handle):
+                assert time.monotonic() < deadline, "no batch checkpoint counted a file"
                 await asyncio.sleep(0.05)
             frozen = spawned_children(worker.process.pid)[1:]  # not the heartbeat manager
             assert len(frozen) == worker.processes, frozen
@@ -73,7 +91,6 @@ async def test_cancel_of_frozen_batches_ends_cancelled_with_no_failure(
             assert waiting.cancel_requested is True and waiting.eta_s is None, waiting
             # the frozen batches end by their heartbeat timeout (cancel requested: no
             # retry); then the processes wake, as a starved machine's would
-            handle = client.temporal.get_workflow_handle(dataset)
             deadline = time.monotonic() + 120
             while any(
                 a.activity_type.name == "copy_batch"
@@ -95,6 +112,10 @@ async def test_cancel_of_frozen_batches_ends_cancelled_with_no_failure(
     # says (it may have published files after that beat: never more than published)
     published = _published(destination)
     assert 0 < final.files_done <= len(published) < FILES, final
+    # the frozen batches' files are counted from their last checkpoints: at least what
+    # their heartbeats showed while they were frozen (they could not beat again; the
+    # worker may still have sent a later beat it held)
+    assert final.files_done >= waiting.files_done, (final, waiting)
     assert [p.name for p in destination.rglob("*") if ".staccato-" in p.name] == []
     assert all(tree(destination)[k] == tree(source)[k] for k in tree(destination))
     # the patched ending is in the history and replays with this code
