@@ -15,6 +15,7 @@ from staccato.cli import render
 from staccato.client import StaccatoClient
 from staccato.models import TransferOptions, TransferState, TransferStatus
 from tests.helpers import MiB, write_random
+from tests.servers.holding_proxy import HoldingProxy
 from tests.servers.nginx import NginxServer, nginx_fixture
 
 OPTIONS = TransferOptions(chunk_size=1 * MiB, streams=2, heartbeat_timeout_s=3)
@@ -70,33 +71,51 @@ async def test_a_quiet_follow_of_a_cancelled_transfer_says_cancelled(
 
 
 async def test_following_sees_the_end_while_a_status_is_unanswered(
-    client: StaccatoClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    client: StaccatoClient,
+    slow_nginx: NginxServer,
+    http_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Every status after the first hangs (a worker that never answers its query): the
-    follow still ends with the completed status once the run completes."""
-    source, destination = tmp_path / "src.bin", tmp_path / "dst.bin"
-    write_random(source, 2 * MiB, seed=43)
-    transfer = await client.submit(str(source), str(destination), OPTIONS)
-    real = client.status
-    never = asyncio.Event()
-    calls = 0
+    follow still ends with the completed status once the run completes.
 
-    async def status(transfer: str, **kwargs: Any) -> TransferStatus:
-        nonlocal calls
-        calls += 1
-        if calls > 1:
-            await never.wait()
-        return await real(transfer, **kwargs)
+    The source is held after 1 MiB until the first status has been answered, so that
+    status is the run's, not its end's (CI at load ~5 saw a 2 MiB local copy end
+    before the first status was asked)."""
+    write_random(http_root / "follow.bin", 2 * MiB, seed=43)
+    destination = tmp_path / "dst.bin"
+    proxy = HoldingProxy(slow_nginx.port, hold_after=1 * MiB).start()
+    try:
+        transfer = await client.submit(proxy.url("follow.bin"), str(destination), OPTIONS)
+        await asyncio.to_thread(proxy.wait_held, 60)
+        real = client.status
+        never = asyncio.Event()
+        calls = 0
 
-    monkeypatch.setattr(client, "status", status)
+        async def status(transfer: str, **kwargs: Any) -> TransferStatus:
+            nonlocal calls
+            calls += 1
+            if calls > 1:
+                await never.wait()
+            answered = await real(transfer, **kwargs)
+            proxy.release()
+            return answered
 
-    async def follow() -> list[TransferStatus]:
-        return [s async for s in client.follow(transfer, interval_s=0.05)]
+        monkeypatch.setattr(client, "status", status)
 
-    statuses = await asyncio.wait_for(follow(), 60)
+        async def follow() -> list[TransferStatus]:
+            return [s async for s in client.follow(transfer, interval_s=0.05)]
+
+        statuses = await asyncio.wait_for(follow(), 60)
+    finally:
+        proxy.release()
+        proxy.stop()
+    assert statuses[0].state == TransferState.running
     assert statuses[-1].state == TransferState.completed
     assert statuses[-1].bytes_done == 2 * MiB
     assert calls >= 2  # it did wait on an unanswered status when the run ended
+    assert destination.read_bytes() == (http_root / "follow.bin").read_bytes()
 
 
 def test_the_progress_query_is_asked_by_the_workflows_name() -> None:
