@@ -63,7 +63,7 @@ from staccato.errors import (
     innermost_type,
 )
 from staccato.following import follow_until_ended
-from staccato.models import MiB, TransferOptions, iso_utc
+from staccato.models import MiB, TransferOptions, TransferState, TransferStatus, iso_utc
 from staccato.overlaps import overlap_busy, overlapping_writer
 from staccato.run_fields import DATASET_TYPE
 
@@ -567,7 +567,13 @@ async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
             )
         return status
     done, done_bytes, current = progress.files_done, progress.bytes_done, []
-    retrying = await _last_retry_error(client, description) if state in _LIVE else None
+    children = await _children_statuses(client, description) if state in _LIVE else []
+    retrying = await _last_retry_error(client, description, children) if state in _LIVE else None
+    paused = [c.id for c in children if c.state == TransferState.paused]
+    # a large file's transfer in flight: the bytes it copied so far (a dataset of a few
+    # large files showed 0 B until the first one ended); one that ended meanwhile is
+    # left out (its result may already be counted in ``progress``)
+    done_bytes += sum(c.bytes_done for c in children if c.state not in _TRANSFER_ENDED)
     if state == DatasetState.running:  # the batches' heartbeats: files done in flight
         for pending in description.raw_description.pending_activities:
             kind = pending.activity_type.name
@@ -630,6 +636,7 @@ async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
             "queued_reason": progress.queued_reason,
             "destinations": progress.destinations,
             "last_retry_error": retrying,
+            "paused_transfers": paused or None,
         }
     )
 
@@ -658,27 +665,43 @@ async def _first_start(client: StaccatoClient, dataset: str, description: Any) -
 
 #: dataset states whose steps may be retrying now
 _LIVE = (DatasetState.running, DatasetState.queued)
-#: large files' transfers in flight asked for their retry reason, at most, per status
-_CHILDREN_ASKED = 3
+#: large files' transfers in flight asked for their status, at most, per status
+_CHILDREN_ASKED = 8
+#: a child transfer's states after which its bytes are the dataset's own count
+_TRANSFER_ENDED = (TransferState.completed, TransferState.failed, TransferState.cancelled)
 
 
-async def _last_retry_error(client: StaccatoClient, description: Any) -> str | None:
+async def _children_statuses(client: StaccatoClient, description: Any) -> list[TransferStatus]:
+    """The status of each of the first :data:`_CHILDREN_ASKED` large files' transfers in
+    flight under the dataset ``description`` (asked at once); a child gone meanwhile, a
+    fan-out group (a file to several roots) or one whose status fails is left out."""
+
+    async def one(child_id: str) -> TransferStatus | None:
+        try:
+            return await client.status(child_id)
+        except (StaccatoError, RPCError):
+            return None
+
+    pending = list(description.raw_description.pending_children)[:_CHILDREN_ASKED]
+    asked = await asyncio.gather(*(one(child.workflow_id) for child in pending))
+    return [shown for shown in asked if shown is not None]
+
+
+async def _last_retry_error(
+    client: StaccatoClient, description: Any, children: Sequence[TransferStatus]
+) -> str | None:
     """Why a running dataset makes no progress, if a step of it is being retried: the
-    newest failure of its own activities (listing, batches), else of one of its first
-    :data:`_CHILDREN_ASKED` large files' transfers (their own status); None when
-    nothing is retrying."""
+    newest failure of its own activities (listing, batches), else of one of its large
+    files' transfers in flight (``children``: their statuses); None when nothing is
+    retrying."""
     raw = description.raw_description
     for pending in raw.pending_activities:
         if pending.attempt > 1 and pending.HasField("last_failure"):
             message = await client._message(pending)
             return f"{pending.activity_type.name} attempt {pending.attempt}: {message}"
-    for child in list(raw.pending_children)[:_CHILDREN_ASKED]:
-        try:
-            shown = await client.status(child.workflow_id)
-        except (StaccatoError, RPCError):  # gone, or a fan-out group (several roots)
-            continue
+    for shown in children:
         if shown.last_retry_error:
-            return f"{child.workflow_id}: {shown.last_retry_error}"
+            return f"{shown.id}: {shown.last_retry_error}"
     return None
 
 

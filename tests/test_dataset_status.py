@@ -25,6 +25,8 @@ FILES = 3
 SIZE = 300_000
 #: bytes per second: each file takes ~3 s
 RATE = 100_000
+#: a large file's size (bytes)
+BIG = 1280 * 1024
 
 
 def _published(root: Path) -> dict[str, int]:
@@ -89,3 +91,45 @@ async def test_slow_dataset_status_rate_bytes_and_final_count(
     assert f"/{FILES} files" in shown.stdout and f"{FILES}+" not in shown.stdout, shown.stdout
     data = json.loads(run_cli("status", "--json", dataset, **args).stdout)
     assert data["listing_done"] is True and data["files_total"] == FILES, data
+
+
+async def test_large_files_transfer_bytes_and_pause_show_in_the_dataset_status(
+    client: StaccatoClient, temporal_server, data_dir: Path
+) -> None:
+    """A large file goes as a child transfer: its bytes count while it copies (a
+    dataset of a few large files showed 0 B until the first ended), and a pause of it
+    shows (the dataset said ``running`` and waited with no word while it was paused)."""
+    source, destination = data_dir / "src", data_dir / "dst"
+    source.mkdir()
+    # above small_file_max (1 MiB): a child transfer, paced: ~6.5 s
+    write_random(source / "big.bin", BIG, seed=7)
+    options = TransferOptions(chunk_size=256 * 1024, streams=1, max_rate=200_000)
+    dataset = await submit_dataset(
+        client, str(source), str(destination), options, small_file_max=1 * MiB
+    )
+    seen: list[DatasetStatus] = []
+    deadline = time.monotonic() + 120
+    while not seen or seen[-1].bytes_done == 0:
+        assert time.monotonic() < deadline, f"no bytes counted in 120 s: {seen[-3:]}"
+        await asyncio.sleep(0.1)
+        seen.append(await dataset_status(client, dataset))
+        assert seen[-1].state == DatasetState.running, seen[-1]
+    assert seen[-1].files_done == 0 and 0 < seen[-1].bytes_done < BIG, seen[-1]
+
+    child = (await client.status(str(destination / "big.bin"))).id
+    await client.pause(child)
+    deadline = time.monotonic() + 120
+    while (paused := await dataset_status(client, dataset)).paused_transfers is None:
+        assert time.monotonic() < deadline, f"no paused transfer shown in 120 s: {paused}"
+        await asyncio.sleep(0.1)
+    assert paused.paused_transfers == [child], paused
+    assert f"waits for paused transfer {child} (staccato resume {child})" in progress_text(paused)
+    args = {"address": temporal_server.address, "task_queue": client.task_queue}
+    shown = json.loads(run_cli("status", "--json", dataset, **args).stdout)
+    assert shown["paused_transfers"] == [child], shown
+
+    await client.resume(child)
+    final = await wait_dataset(client, dataset, timeout_s=120)
+    assert final.state == DatasetState.completed, final
+    assert final.paused_transfers is None and final.bytes_done == BIG, final
+    assert (destination / "big.bin").read_bytes() == (source / "big.bin").read_bytes()

@@ -303,7 +303,14 @@ def progress_text(s: DatasetStatus) -> str:
     parts.append(render.size(s.bytes_done))
     rate = f"{s.rate_files_per_s} files/s" if s.rate_files_per_s else ""
     eta = f" eta {s.eta_s:.0f}s" if s.eta_s is not None else ""
-    return ", ".join(parts) + (f", {rate}" if rate else "") + eta
+    paused = ""
+    if s.paused_transfers:  # the dataset cannot end before they are resumed
+        ids = " ".join(s.paused_transfers)
+        if len(s.paused_transfers) == 1:
+            paused = f"; waits for paused transfer {ids} (staccato resume {ids})"
+        else:
+            paused = f"; waits for paused transfers {ids} (staccato resume each)"
+    return ", ".join(parts) + (f", {rate}" if rate else "") + eta + paused
 
 
 async def follow(client: StaccatoClient, dataset: str, *, quiet: bool) -> DatasetStatus:

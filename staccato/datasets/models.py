@@ -462,7 +462,8 @@ class DatasetStatus(_Lean):
         listing_done: ``files_total`` is final: the listing ended (every file listed
             was dispatched), or the dataset ended (cancelled or failed mid-listing too).
         bytes_done: bytes of the files done, plus, while it runs, the bytes read so
-            far of the files its batches copy now (not beyond ``bytes_total``).
+            far of the files its batches copy now and those its large files'
+            transfers in flight copied (not beyond ``bytes_total``).
         rate_files_per_s, rate_bytes_per_s: since the dataset started, until now (files
             per second: one decimal, two significant digits below 1).
         eta_s: seconds left at that rate, once the listing is done.
@@ -477,6 +478,7 @@ class DatasetStatus(_Lean):
         "last_retry_error",
         "error_type",
         "cancel_requested",
+        "paused_transfers",
     )
 
     id: str
@@ -518,6 +520,9 @@ class DatasetStatus(_Lean):
     #: the newest failed attempt of a step being retried: a batch, the listing, or a
     #: large file's transfer (``ID: attempt N: message``); left out while none is
     last_retry_error: str | None = None
+    #: large files' transfers in flight that are paused (``staccato pause`` of the
+    #: file): the dataset waits for them until ``staccato resume ID``; left out while none is
+    paused_transfers: list[str] | None = None
     #: a failed dataset: the failure's type (``SourceRootNotFound``: the source
     #: directory or prefix is not there, a usage error); left out while None
     error_type: str | None = None
