@@ -21,8 +21,8 @@ from temporalio.worker import Replayer
 
 from staccato.client import StaccatoClient
 from staccato.dataset_client import dataset_status, submit_dataset
-from staccato.datasets.models import BatchCheckpoint, DatasetState
-from staccato.datasets.workflow import DatasetWorkflow
+from staccato.datasets.models import BatchCheckpoint, DatasetState, FanOutBatchCheckpoint
+from staccato.datasets.workflow import FAN_OUT_CANCEL_ENDED_PATCH, DatasetWorkflow
 from staccato.models import TransferOptions
 from staccato.workflows.calls import CANCEL_ENDED_PATCH
 from tests.dataset_checks import MiB, tree, wait_dataset
@@ -122,6 +122,102 @@ async def test_cancel_of_frozen_batches_ends_cancelled_with_no_failure(
     assert any(
         e.marker_recorded_event_attributes.marker_name == "core_patch"
         and CANCEL_ENDED_PATCH.encode() in bytes(e.SerializeToString())
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+    )
+    replayer = Replayer(workflows=[DatasetWorkflow], data_converter=pydantic_data_converter)
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None, result.replay_failure
+
+
+async def _fan_out_batch_counted_some(client: StaccatoClient, handle) -> bool:
+    """Whether a running ``copy_batch_to_many``'s last heartbeat counts a file done and
+    some left to do."""
+    description = await handle.describe()
+    for pending in description.raw_description.pending_activities:
+        if (
+            pending.activity_type.name != "copy_batch_to_many"
+            or not pending.heartbeat_details.payloads
+        ):
+            continue
+        (details,) = await client.temporal.data_converter.decode(
+            pending.heartbeat_details.payloads, [FanOutBatchCheckpoint]
+        )
+        if details.done >= 1 and details.next_index < 16:
+            return True
+    return False
+
+
+async def test_cancel_of_frozen_fan_out_batches_counts_them_and_leaves_no_temp_file(
+    temporal_server, data_dir: Path, tmp_path: Path
+) -> None:
+    """The same with two destination roots (``copy_batch_to_many``): on 0.15.0 the
+    frozen batches' files were neither counted nor their temp files removed."""
+    source = data_dir / "src"
+    roots = [data_dir / "dst-a", data_dir / "dst-b"]
+    for i in range(FILES):
+        path = source / f"d{i % 10}" / f"f{i:04d}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(os.urandom(64 * 1024))
+    frozen: list[int] = []
+    try:
+        with WorkerProcess(temporal_server.address, processes=2, log_dir=tmp_path) as worker:
+            assert worker.process is not None
+            client = await StaccatoClient.connect(target_host=temporal_server.address)
+            client.task_queue = worker.task_queue
+            dataset = await submit_dataset(
+                client,
+                str(source),
+                [str(r) for r in roots],
+                # ~13 s for the whole tree: batches are mid-way when frozen
+                TransferOptions(chunk_size=1 * MiB, heartbeat_timeout_s=3, max_rate=1_000_000),
+                batch_files=20,
+                max_batches=2,
+            )
+            handle = client.temporal.get_workflow_handle(dataset)
+            deadline = time.monotonic() + 60
+            while not await _fan_out_batch_counted_some(client, handle):
+                assert time.monotonic() < deadline, "no batch checkpoint counted a file"
+                await asyncio.sleep(0.05)
+            frozen = spawned_children(worker.process.pid)[1:]  # not the heartbeat manager
+            assert len(frozen) == worker.processes, frozen
+            for pid in frozen:
+                os.kill(pid, signal.SIGSTOP)
+            # the frozen writes' temp files (if a freeze caught one mid-write)
+            seen_temp = [p for r in roots for p in r.rglob("*") if ".staccato-" in p.name]
+            await client.cancel(dataset)
+            waiting = await dataset_status(client, dataset)
+            assert waiting.cancel_requested is True, waiting
+            deadline = time.monotonic() + 120
+            while any(
+                a.activity_type.name == "copy_batch_to_many"
+                for a in (await handle.describe()).raw_description.pending_activities
+            ):
+                assert time.monotonic() < deadline, "the frozen batches never ended"
+                await asyncio.sleep(0.5)
+            for pid in frozen:
+                os.kill(pid, signal.SIGCONT)
+            frozen = []
+            final = await wait_dataset(client, dataset, timeout_s=120)
+            history = await handle.fetch_history()
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+    assert final.state == DatasetState.cancelled, final
+    assert final.failures == [] and final.files_failed == 0, final
+    assert final.destinations is not None
+    for root, counts in zip(roots, final.destinations, strict=True):
+        published = _published(root)
+        # each root's count: its batches' results and the frozen ones' checkpoints
+        assert 0 < counts.files_done <= len(published) < FILES, (root, counts, len(published))
+        assert [p.name for p in root.rglob("*") if ".staccato-" in p.name] == [], root
+        assert all(tree(root)[k] == tree(source)[k] for k in tree(root))
+    assert not any(p.exists() for p in seen_temp), seen_temp
+    # at least what the frozen batches' heartbeats showed while they were frozen
+    assert final.files_done >= waiting.files_done, (final, waiting)
+    assert any(
+        e.marker_recorded_event_attributes.marker_name == "core_patch"
+        and FAN_OUT_CANCEL_ENDED_PATCH.encode() in bytes(e.SerializeToString())
         for e in history.events
         if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
     )

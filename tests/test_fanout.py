@@ -44,6 +44,8 @@ from tests.servers.temporal_server import free_port
 FULL_SIZE = os.environ.get("STACCATO_TEST_FULL_SIZE") == "1"
 BIG = (512 if FULL_SIZE else 96) * MiB
 SMALL = 16 * MiB
+#: the source of the groups acted on mid-copy (bytes; 0.5 MB/s: ~17 s per phase)
+SLOW_GROUP_SIZE = 8 * MiB
 OPTIONS = TransferOptions(chunk_size=16 * MiB, streams=4, heartbeat_timeout_s=5)
 
 
@@ -282,12 +284,12 @@ def test_a_missing_source_fails_the_group_before_any_destination_starts(
 async def _slow_group(
     client: StaccatoClient, nginx: NginxServer, http_root: Path, data_dir: Path, what: str
 ) -> str:
-    """A group of a 16 MiB source to ``a.bin`` and ``b.bin`` at 0.5 MB/s per transfer:
-    its copies would last ~34 s, long enough to act on mid-way at load 40 (at 2 MB/s a
-    copy once ended before a pause and two status commands had run); its tests cancel
-    it. Returns the group id."""
+    """A group of an 8 MiB source to ``a.bin`` and ``b.bin`` at 0.5 MB/s per transfer:
+    its staging read lasts ~17 s and its copies as long, long enough to act on mid-way
+    at load 40 (at 2 MB/s a 16 MiB copy once ended before a pause and two status
+    commands had run); its tests cancel it. Returns the group id."""
     name = f"fan-{what}-{uuid.uuid4().hex[:8]}.bin"
-    _source(http_root, name, SMALL)
+    _source(http_root, name, SLOW_GROUP_SIZE)
     destinations = [str(data_dir / "a.bin"), str(data_dir / "b.bin")]
     slow = OPTIONS.model_copy(update={"max_rate": 500_000, "chunk_size": MiB})
     return await client.fan_out(nginx.url(name), destinations, slow)

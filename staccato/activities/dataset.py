@@ -674,7 +674,10 @@ def abort_batch_orphans(request: BatchOrphansInput) -> int:
         # heartbeat timeout, killed, failed): its sessions that reopen by key. Best
         # effort and never retried here: a destination down (the likely reason a batch
         # failed for good) must not hold the dataset for another retry budget
-        for index in range(request.resume_from, len(request.names)):
+        indexes = (
+            range(request.resume_from, len(request.names)) if request.only is None else request.only
+        )
+        for index in indexes:
             try:
                 destination = target_url(root, request.names[index])
             except UnrepresentableNameError:
@@ -684,7 +687,7 @@ def abort_batch_orphans(request: BatchOrphansInput) -> int:
                     destination,
                     request.sizes[index],
                     request.chunk_size,
-                    f"{request.session_key}-{index}",
+                    f"{request.session_key}-{index}{request.session_suffix}",
                 )
             except Exception as err:  # noqa: BLE001
                 activity.logger.warning(

@@ -373,6 +373,11 @@ class BatchOrphansInput(BaseModel):
             clean up): the sessions of ``names[resume_from:]`` that reopen by this key
             (local files, SFTP) are removed as well. None: the batch's own clean-up ran.
         resume_from: the first file its last checkpoint had not handled.
+        session_suffix: added to each file's session key: a batch to several roots
+            keys a file's session at root ``t`` ``<key>-<index>-t<t>``.
+        only: the indexes of the files whose sessions to remove (a batch to several
+            roots: those that went to this root, from its checkpoint on, and its
+            deferred ones); None: every file from ``resume_from`` on.
         sizes: the files' sizes in bytes (``names`` order), to reopen their sessions.
         chunk_size: the batch's chunk size in bytes (None: the driver's default).
     """
@@ -382,6 +387,8 @@ class BatchOrphansInput(BaseModel):
     since: float
     session_key: str | None = None
     resume_from: int = 0
+    session_suffix: str = ""
+    only: list[int] | None = None
     sizes: list[int] = Field(default_factory=list)
     chunk_size: int | None = None
 

@@ -78,6 +78,7 @@ with workflow.unsafe.imports_passed_through():
         DatasetResult,
         DatasetState,
         DestinationCounts,
+        FanOutBatchCheckpoint,
         FanOutBatchFile,
         FanOutBatchInput,
         FanOutBatchResult,
@@ -132,6 +133,11 @@ DATASET_CANCEL_COUNTS_PATCH = "dataset-cancel-counts"
 #: ``abort_batch_orphans`` before it leaves the run: no retry of it will abort the S3
 #: multipart uploads its killed attempts left open
 DATASET_BATCH_ORPHANS_PATCH = "dataset-batch-orphans"
+#: ``workflow.patched`` id: a batch to several roots whose activity ended without a
+#: result (frozen past its heartbeat timeout after the dataset's cancel, or failed)
+#: is counted from its last checkpoint (after a cancel) and its write sessions at each
+#: root are removed by ``abort_batch_orphans``, as a one-root batch's are
+FAN_OUT_CANCEL_ENDED_PATCH = "fan-out-batch-ended"
 #: start-to-close timeout of ``abort_batch_orphans`` (a few ListMultipartUploads pages)
 ORPHANS_TIMEOUT = timedelta(minutes=5)
 #: seconds a run continued as new retries a root lock still held by its previous run
@@ -879,11 +885,16 @@ class DatasetWorkflow:
         # schedule (the others go on meanwhile): its window is that plus its work
         work = timedelta(seconds=600 + size * len(batch.destination_roots) // 1_000_000)
         held: list[str] = []
+        scheduled_at = 0.0  # workflow time its activity was scheduled
+        #: its activity ended without a result: the (file index, root index) pairs
+        #: whose write sessions may be left (None: none, or its own clean-up ran)
+        unclean: list[tuple[int, int]] | None = None
         try:
             if workflow.patched(DATASET_FAN_OUT_LIMITS_PATCH):
                 held = await self._acquire(request, batch.key)
             if held:  # paced as a batch to one root is (the activity's input only)
                 batch = batch.model_copy(update={"governors": held})
+            scheduled_at = workflow.now().timestamp()
             result: FanOutBatchResult = await workflow.execute_activity(
                 "copy_batch_to_many",
                 batch,
@@ -899,19 +910,92 @@ class DatasetWorkflow:
             raise
         except Exception as err:
             if ended_by_cancel(err):
-                return  # the dataset is being cancelled
+                # the dataset is being cancelled; one that could not answer (frozen)
+                # ended by its heartbeat timeout: its last checkpoint counts, and its
+                # sessions from there on are left to remove
+                if not isinstance(getattr(err, "cause", None), CancelledError) and (
+                    workflow.patched(FAN_OUT_CANCEL_ENDED_PATCH)
+                ):
+                    unclean = self._count_fan_out_checkpoint(batch, err)
+                return
             for f in batch.files:
                 for t in f.targets:
                     self._fail_pair(f.name, t, f"its batch failed: {reason(err)}")
                 self._carried.files_failed += 1
+            if workflow.patched(FAN_OUT_CANCEL_ENDED_PATCH):
+                unclean = [(i, t) for i, f in enumerate(batch.files) for t in f.targets]
             return
         finally:
             self._waiting.pop(batch.key, None)
             self._grants.pop(batch.key, None)
             if held:  # before the batch leaves self._batches: the run ends once it is empty
                 await slots.release(held, SlotRelease(ticket=batch.key))
+            if unclean:
+                await self._remove_fan_out_sessions(request, batch, scheduled_at, unclean)
             self._batches.pop(number, None)
             self._current.pop(number, None)
+
+    def _count_fan_out_checkpoint(
+        self, batch: FanOutBatchInput, err: BaseException
+    ) -> list[tuple[int, int]]:
+        """Count a batch to several roots that ended without a result after the
+        dataset's cancel from its last checkpoint (files it published after that beat
+        are at their roots but not counted); returns the (file index, root index) pairs
+        whose write sessions may be left: its deferred pairs and every pair from its
+        checkpoint on (every pair when it never beat)."""
+        details = getattr(getattr(err, "cause", None), "last_heartbeat_details", None) or ()
+        start, deferred = 0, []
+        if details and isinstance(details[0], dict):
+            checkpoint = FanOutBatchCheckpoint.model_validate(details[0])
+            # the files it did not count are the cancel's, not failures (_stopping)
+            self._count_batch_many(batch, checkpoint)
+            start = checkpoint.next_index
+            deferred = [(pair[0], pair[1]) for pair in checkpoint.deferred if len(pair) == 2]
+        return deferred + [
+            (i, t) for i in range(start, len(batch.files)) for t in batch.files[i].targets
+        ]
+
+    async def _remove_fan_out_sessions(
+        self,
+        request: DatasetRequest,
+        batch: FanOutBatchInput,
+        since: float,
+        pairs: list[tuple[int, int]],
+    ) -> None:
+        """Remove the write sessions a batch to several roots left at each root for
+        ``pairs`` ((file index, root index)): ``abort_batch_orphans`` once per root
+        concerned, with that root's session keys (``<key>-<index>-t<root>``). Best
+        effort, as for a batch to one root."""
+        for root_index, root in enumerate(batch.destination_roots):
+            indexes = sorted({i for i, t in pairs if t == root_index})
+            if not indexes:
+                continue
+            try:
+                await workflow.execute_activity(
+                    "abort_batch_orphans",
+                    BatchOrphansInput(
+                        destination_root=root,
+                        names=[f.name for f in batch.files],
+                        since=since,
+                        session_key=batch.key,
+                        session_suffix=f"-t{root_index}",
+                        only=indexes,
+                        sizes=[f.size for f in batch.files],
+                        chunk_size=batch.options.chunk_size,
+                    ),
+                    result_type=int,
+                    start_to_close_timeout=ORPHANS_TIMEOUT,
+                    schedule_to_close_timeout=timedelta(seconds=request.options.retry_for_s),
+                    heartbeat_timeout=SHORT_HEARTBEAT_TIMEOUT,
+                    retry_policy=RETRY,
+                )
+            except Exception as err:  # noqa: BLE001
+                workflow.logger.warning(
+                    "batch %s: its write sessions at %s were not removed: %s",
+                    batch.key,
+                    root,
+                    reason(err),
+                )
 
     def _count_batch_many(self, batch: FanOutBatchInput, result: FanOutBatchResult) -> None:
         """Add a batch's counts (per root too); the files a batch stopped by a cancel
