@@ -17,7 +17,8 @@ from staccato.cli.datasets import progress_text
 from staccato.client import StaccatoClient
 from staccato.dataset_client import cancel_dataset, dataset_status, submit_dataset
 from staccato.datasets.models import DatasetState, DatasetStatus
-from staccato.models import TransferOptions
+from staccato.errors import StaccatoError
+from staccato.models import TransferOptions, TransferState
 from tests.dataset_checks import MiB, wait_dataset
 from tests.helpers import run_cli, write_random
 
@@ -133,3 +134,56 @@ async def test_large_files_transfer_bytes_and_pause_show_in_the_dataset_status(
     assert final.state == DatasetState.completed, final
     assert final.paused_transfers is None and final.bytes_done == BIG, final
     assert (destination / "big.bin").read_bytes() == (source / "big.bin").read_bytes()
+
+
+async def test_a_large_files_group_to_two_roots_shows_in_the_dataset_status(
+    client: StaccatoClient, temporal_server, data_dir: Path
+) -> None:
+    """With two roots a large file goes as a fan-out group: its staging read and copies
+    count in the dataset's bytes (they stayed at the small files' bytes), a paused
+    root's transfer shows, and a cancel of the dataset fails no file (it listed the
+    group's copies as failed: "Cancelled")."""
+    source, roots = data_dir / "src", [data_dir / "dst-a", data_dir / "dst-b"]
+    source.mkdir()
+    write_random(source / "big.bin", 2 * BIG, seed=8)
+    options = TransferOptions(chunk_size=256 * 1024, streams=1, max_rate=200_000)
+    dataset = await submit_dataset(
+        client, str(source), [str(r) for r in roots], options, small_file_max=1 * MiB
+    )
+    deadline = time.monotonic() + 120
+    while (shown := await dataset_status(client, dataset)).bytes_done == 0:
+        assert shown.state == DatasetState.running, shown
+        assert time.monotonic() < deadline, f"no bytes counted in 120 s: {shown}"
+        await asyncio.sleep(0.1)
+    assert shown.files_done == 0 and 0 < shown.bytes_done < 2 * BIG, shown
+
+    # once the group copies to the roots, pause the first root's transfer
+    deadline = time.monotonic() + 120
+    while True:
+        assert time.monotonic() < deadline, "the first root's copy never ran"
+        try:
+            child = await client.status(str(roots[0] / "big.bin"))
+        except StaccatoError:
+            child = None
+        if child is not None and child.state == TransferState.running:
+            try:
+                await client.pause(child.id)
+                break
+            except StaccatoError as err:  # not copying yet: starting
+                assert "not copying yet" in str(err), err
+        await asyncio.sleep(0.2)
+    deadline = time.monotonic() + 120
+    while (paused := await dataset_status(client, dataset)).paused_transfers is None:
+        assert time.monotonic() < deadline, f"no paused transfer shown in 120 s: {paused}"
+        await asyncio.sleep(0.1)
+    assert paused.paused_transfers == [child.id] and paused.eta_s is None, paused
+
+    await cancel_dataset(client, dataset)
+    final = await wait_dataset(client, dataset, timeout_s=120)
+    assert final.state == DatasetState.cancelled, final
+    assert final.files_failed == 0 and final.failures == [], final
+    assert not (roots[0] / "big.bin").exists()  # paused, then cancelled
+    # the other root's copy went on: cancelled too, or completed before the cancel
+    if (roots[1] / "big.bin").exists():
+        assert (roots[1] / "big.bin").read_bytes() == (source / "big.bin").read_bytes()
+    assert [p for r in roots for p in r.rglob("*") if ".staccato-" in p.name] == []

@@ -473,7 +473,10 @@ class DatasetStatus(_Lean):
             transfers in flight copied (not beyond ``bytes_total``).
         rate_files_per_s, rate_bytes_per_s: since the dataset started, until now (files
             per second: one decimal, two significant digits below 1).
-        eta_s: seconds left at that rate, once the listing is done.
+        eta_s: seconds left, once the listing is done: the files left at the file
+            rate, or the bytes left at the byte rate when that is longer (while no
+            file was skipped or failed); none while a cancel waits or a large file's
+            transfer is paused.
         current: files being copied now (a few).
         failures: failed files with reasons (at most :data:`MAX_FAILURES_KEPT`).
     """

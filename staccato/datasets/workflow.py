@@ -838,9 +838,23 @@ class DatasetWorkflow:
 
     def _end_file(self, size: int, outcomes: dict[int, tuple[str, str, int]]) -> None:
         """Count a file by its outcome at each root ('c' copied, 's' up to date, 'f'
-        failed; with the reason and bytes written), as a batch does."""
+        failed; with the reason and bytes written), as a batch does; 'x': cancelled with
+        the dataset at that root, so the file (unless failed elsewhere) is neither done
+        nor failed, only its roots' copies count."""
         carried = self._carried
         assert carried.destinations is not None
+        if any(kind == "x" for kind, _, _ in outcomes.values()) and not any(
+            kind == "f" for kind, _, _ in outcomes.values()
+        ):
+            for target, (kind, _, written) in outcomes.items():
+                if target >= 0 and kind == "c":
+                    carried.destinations[target].files_done += 1
+                    carried.destinations[target].bytes_done += written
+                elif target >= 0 and kind == "s":
+                    carried.destinations[target].files_skipped += 1
+            self._show()
+            return
+        outcomes = {t: o for t, o in outcomes.items() if o[0] != "x"}
         for target, (kind, _, written) in outcomes.items():
             if target < 0:
                 continue
@@ -1126,7 +1140,10 @@ class DatasetWorkflow:
                 0,
             )
         except ChildWorkflowError as err:
-            return ("f", reason(_root_cause(err)), 0)
+            cause = _root_cause(err)
+            if self._stopping and isinstance(cause, CancelledError):
+                return ("x", "cancelled", 0)  # with the dataset: neither done nor failed
+            return ("f", reason(cause), 0)
         if result.up_to_date:
             return ("s", "up to date", 0)
         return ("c", "", result.bytes)
@@ -1166,7 +1183,10 @@ class DatasetWorkflow:
             why = f"destination busy: fan-out group {group_id} of this file is running"
             return {t: ("f", why, 0) for t in urls}
         except ChildWorkflowError as err:
-            why = reason(_root_cause(err))
+            cause = _root_cause(err)
+            if self._stopping and isinstance(cause, CancelledError):
+                return {t: ("x", "cancelled", 0) for t in urls}  # with the dataset
+            why = reason(cause)
             return {t: ("f", why, 0) for t in urls}
         by_url = {o.destination: o for o in result.destinations}
         outcomes: dict[int, tuple[str, str, int]] = {}
@@ -1176,6 +1196,8 @@ class DatasetWorkflow:
                 outcomes[t] = ("f", "the fan-out group did not report it", 0)
             elif outcome.state == TransferState.completed:
                 outcomes[t] = ("c", "", outcome.bytes or 0)
+            elif outcome.state == TransferState.cancelled and self._stopping:
+                outcomes[t] = ("x", "cancelled", 0)
             else:
                 outcomes[t] = ("f", outcome.error or outcome.state.value, 0)
         return outcomes
