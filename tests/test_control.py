@@ -21,6 +21,10 @@ from tests.servers.holding_proxy import HoldingProxy
 from tests.servers.nginx import NginxServer, nginx_fixture
 
 SIZE = 48 * MiB
+#: the last chunk of the damaged-while-paused test's source: 2 MiB after two 12 MiB
+#: chunks, so the short segment 1 ends first and is the one damaged (~0.7 s to copy
+#: again at 3 MB/s, not ~5.6 s)
+LAST_CHUNK = 2 * MiB
 OPTIONS = TransferOptions(chunk_size=2 * MiB, streams=4, heartbeat_timeout_s=3)
 
 
@@ -264,12 +268,14 @@ async def test_chunk_damaged_while_paused_is_caught_before_publish(
     """A segment that finished (its chunks verified as written) and was then damaged
     while the transfer was paused is caught by the read-back before publish and copied
     again: the published file is byte-identical."""
-    chunk = 16 * MiB
-    digest = write_random(http_root / "late.bin", 3 * chunk, seed=12)
+    chunk = 12 * MiB
+    size = 2 * chunk + LAST_CHUNK
+    digest = write_random(http_root / "late.bin", size, seed=12)
     destination = data_dir / "late.bin"
-    # 2 streams: segment 0 = chunks 0-1 (~11 s at 3 MB/s), segment 1 = chunk 2 (~5.6 s):
-    # the pause has ~5 s to land between the two (4 MiB chunks left 1.4 s, and at load 40
-    # the copy ended first)
+    # 2 streams: segment 0 = chunks 0-1 (~8.4 s at 3 MB/s), segment 1 = the short chunk 2
+    # (~0.7 s): the pause has ~7.7 s to land between the two (three 4 MiB chunks
+    # left 1.4 s, and at load 40 the copy ended first; three 16 MiB chunks left
+    # 5.6 s), and the damaged chunk 2 is quick to copy again
     options = TransferOptions(chunk_size=chunk, streams=2, heartbeat_timeout_s=3)
     transfer = await client.submit(slow_nginx.url("late.bin"), str(destination), options)
     handle = client.temporal.get_workflow_handle(transfer)
@@ -288,7 +294,7 @@ async def test_chunk_damaged_while_paused_is_caught_before_publish(
         f.write(b"\0garbage\0")
     await client.resume(transfer)
     result = await asyncio.wait_for(client.wait(transfer), 120)
-    assert result.bytes == 3 * chunk
+    assert result.bytes == size
     assert sha256_file(destination) == digest
 
 
