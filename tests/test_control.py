@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from staccato.workflows.transfer import TransferWorkflow
 from tests.helpers import MiB, leftovers, run_cli, sha256_file, wait_for_status, write_random
 from tests.servers.holding_proxy import HoldingProxy
 from tests.servers.nginx import NginxServer, nginx_fixture
+from tests.servers.pacing_proxy import PacingProxy
 
 SIZE = 48 * MiB
 #: the last chunk of the damaged-while-paused test's source: 2 MiB after two 12 MiB
@@ -26,6 +28,8 @@ SIZE = 48 * MiB
 #: again at 3 MB/s, not ~5.6 s)
 LAST_CHUNK = 2 * MiB
 OPTIONS = TransferOptions(chunk_size=2 * MiB, streams=4, heartbeat_timeout_s=3)
+#: a :class:`PacingProxy` rate (bytes/s) that paces nothing
+FULL_SPEED = 1e12
 
 
 # nginx sending at most 3 MB/s per connection: a 48 MiB transfer lasts ~4 s.
@@ -105,12 +109,24 @@ async def test_cancel_keeps_existing_destination(
     assert sent < 2 * SIZE * 0.8, f"cancel let the copy run on: {sent} of {2 * SIZE} bytes read"
 
 
+@pytest.fixture
+def paced_nginx(nginx_ranges: NginxServer) -> Iterator[PacingProxy]:
+    """``nginx_ranges`` paced at 12 MB/s in all (as ``slow_nginx`` for 4 streams), until
+    a test lifts it (``rate = FULL_SPEED``)."""
+    proxy = PacingProxy(nginx_ranges.port, rate_bytes_per_s=12_000_000).start()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
+
+
 async def test_pause_then_resume(
-    client: StaccatoClient, slow_nginx: NginxServer, http_root: Path, data_dir: Path
+    client: StaccatoClient, paced_nginx: PacingProxy, http_root: Path, data_dir: Path
 ) -> None:
+    """Paced until the pause has been checked; the resumed copy runs at full speed."""
     digest = write_random(http_root / "pause.bin", 2 * SIZE, seed=4)
     destination = data_dir / "pause.bin"
-    transfer = await client.submit(slow_nginx.url("pause.bin"), str(destination), OPTIONS)
+    transfer = await client.submit(paced_nginx.url("pause.bin"), str(destination), OPTIONS)
     await wait_for_status(client, transfer, _started(0.1), timeout_s=60)
     await client.pause(transfer)
     await wait_for_status(client, transfer, lambda s: s.state == TransferState.paused, timeout_s=30)
@@ -126,6 +142,7 @@ async def test_pause_then_resume(
     assert paused.bytes_done == previous, "bytes kept moving while paused"
     assert 0 < paused.bytes_done < 2 * SIZE
     assert not destination.exists()
+    paced_nginx.rate = FULL_SPEED
     await client.resume(transfer)
     result = await asyncio.wait_for(client.wait(transfer), 120)
     assert result.bytes == 2 * SIZE
