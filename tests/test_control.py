@@ -24,8 +24,7 @@ from tests.servers.pacing_proxy import PacingProxy
 
 SIZE = 48 * MiB
 #: the last chunk of the damaged-while-paused test's source: 2 MiB after two 12 MiB
-#: chunks, so the short segment 1 ends first and is the one damaged (~0.7 s to copy
-#: again at 3 MB/s, not ~5.6 s)
+#: chunks, so the short segment 1 ends first and is the one damaged
 LAST_CHUNK = 2 * MiB
 OPTIONS = TransferOptions(chunk_size=2 * MiB, streams=4, heartbeat_timeout_s=3)
 #: a :class:`PacingProxy` rate (bytes/s) that paces nothing
@@ -111,8 +110,8 @@ async def test_cancel_keeps_existing_destination(
 
 @pytest.fixture
 def paced_nginx(nginx_ranges: NginxServer) -> Iterator[PacingProxy]:
-    """``nginx_ranges`` paced at 12 MB/s in all (as ``slow_nginx`` for 4 streams), until
-    a test lifts it (``rate = FULL_SPEED``)."""
+    """``nginx_ranges`` paced at 12 MB/s in all (as ``slow_nginx`` for 4 streams) or at
+    the ``rate`` a test sets, until it lifts it (``rate = FULL_SPEED``)."""
     proxy = PacingProxy(nginx_ranges.port, rate_bytes_per_s=12_000_000).start()
     try:
         yield proxy
@@ -280,21 +279,23 @@ async def test_corrupted_temp_chunk_is_sent_again(
 
 
 async def test_chunk_damaged_while_paused_is_caught_before_publish(
-    client: StaccatoClient, slow_nginx: NginxServer, http_root: Path, data_dir: Path
+    client: StaccatoClient, paced_nginx: PacingProxy, http_root: Path, data_dir: Path
 ) -> None:
     """A segment that finished (its chunks verified as written) and was then damaged
     while the transfer was paused is caught by the read-back before publish and copied
-    again: the published file is byte-identical."""
+    again: the published file is byte-identical. The source is paced at 3 MB/s in all
+    until the damage is done, then served at full speed."""
+    paced_nginx.rate = 3_000_000
     chunk = 12 * MiB
     size = 2 * chunk + LAST_CHUNK
     digest = write_random(http_root / "late.bin", size, seed=12)
     destination = data_dir / "late.bin"
-    # 2 streams: segment 0 = chunks 0-1 (~8.4 s at 3 MB/s), segment 1 = the short chunk 2
-    # (~0.7 s): the pause has ~7.7 s to land between the two (three 4 MiB chunks
-    # left 1.4 s, and at load 40 the copy ended first; three 16 MiB chunks left
-    # 5.6 s), and the damaged chunk 2 is quick to copy again
+    # 2 streams sharing 3 MB/s: segment 0 = chunks 0-1 (~8.8 s), segment 1 = the short
+    # chunk 2 (~1.4 s): the pause has ~7.4 s to land between the two (three 4 MiB chunks
+    # at 3 MB/s each left 1.4 s, and at load 40 the copy ended first; three 16 MiB
+    # chunks left 5.6 s), and the damaged chunk 2 is quick to copy again
     options = TransferOptions(chunk_size=chunk, streams=2, heartbeat_timeout_s=3)
-    transfer = await client.submit(slow_nginx.url("late.bin"), str(destination), options)
+    transfer = await client.submit(paced_nginx.url("late.bin"), str(destination), options)
     handle = client.temporal.get_workflow_handle(transfer)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -309,6 +310,7 @@ async def test_chunk_damaged_while_paused_is_caught_before_publish(
     with open(temp, "r+b") as f:  # damage the finished segment's chunk
         f.seek(2 * chunk + 100)
         f.write(b"\0garbage\0")
+    paced_nginx.rate = FULL_SPEED
     await client.resume(transfer)
     result = await asyncio.wait_for(client.wait(transfer), 120)
     assert result.bytes == size
