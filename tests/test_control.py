@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,15 @@ from staccato.workflows.transfer import TransferWorkflow
 from tests.helpers import MiB, leftovers, run_cli, sha256_file, wait_for_status, write_random
 from tests.servers.holding_proxy import HoldingProxy
 from tests.servers.nginx import NginxServer, nginx_fixture
+from tests.servers.pacing_proxy import PacingProxy
 
 SIZE = 48 * MiB
+#: the last chunk of the damaged-while-paused test's source: 2 MiB after two 12 MiB
+#: chunks, so the short segment 1 ends first and is the one damaged
+LAST_CHUNK = 2 * MiB
 OPTIONS = TransferOptions(chunk_size=2 * MiB, streams=4, heartbeat_timeout_s=3)
+#: a :class:`PacingProxy` rate (bytes/s) that paces nothing
+FULL_SPEED = 1e12
 
 
 # nginx sending at most 3 MB/s per connection: a 48 MiB transfer lasts ~4 s.
@@ -101,12 +108,24 @@ async def test_cancel_keeps_existing_destination(
     assert sent < 2 * SIZE * 0.8, f"cancel let the copy run on: {sent} of {2 * SIZE} bytes read"
 
 
+@pytest.fixture
+def paced_nginx(nginx_ranges: NginxServer) -> Iterator[PacingProxy]:
+    """``nginx_ranges`` paced at 12 MB/s in all (as ``slow_nginx`` for 4 streams) or at
+    the ``rate`` a test sets, until it lifts it (``rate = FULL_SPEED``)."""
+    proxy = PacingProxy(nginx_ranges.port, rate_bytes_per_s=12_000_000).start()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
+
+
 async def test_pause_then_resume(
-    client: StaccatoClient, slow_nginx: NginxServer, http_root: Path, data_dir: Path
+    client: StaccatoClient, paced_nginx: PacingProxy, http_root: Path, data_dir: Path
 ) -> None:
+    """Paced until the pause has been checked; the resumed copy runs at full speed."""
     digest = write_random(http_root / "pause.bin", 2 * SIZE, seed=4)
     destination = data_dir / "pause.bin"
-    transfer = await client.submit(slow_nginx.url("pause.bin"), str(destination), OPTIONS)
+    transfer = await client.submit(paced_nginx.url("pause.bin"), str(destination), OPTIONS)
     await wait_for_status(client, transfer, _started(0.1), timeout_s=60)
     await client.pause(transfer)
     await wait_for_status(client, transfer, lambda s: s.state == TransferState.paused, timeout_s=30)
@@ -122,6 +141,7 @@ async def test_pause_then_resume(
     assert paused.bytes_done == previous, "bytes kept moving while paused"
     assert 0 < paused.bytes_done < 2 * SIZE
     assert not destination.exists()
+    paced_nginx.rate = FULL_SPEED
     await client.resume(transfer)
     result = await asyncio.wait_for(client.wait(transfer), 120)
     assert result.bytes == 2 * SIZE
@@ -259,19 +279,23 @@ async def test_corrupted_temp_chunk_is_sent_again(
 
 
 async def test_chunk_damaged_while_paused_is_caught_before_publish(
-    client: StaccatoClient, slow_nginx: NginxServer, http_root: Path, data_dir: Path
+    client: StaccatoClient, paced_nginx: PacingProxy, http_root: Path, data_dir: Path
 ) -> None:
     """A segment that finished (its chunks verified as written) and was then damaged
     while the transfer was paused is caught by the read-back before publish and copied
-    again: the published file is byte-identical."""
-    chunk = 16 * MiB
-    digest = write_random(http_root / "late.bin", 3 * chunk, seed=12)
+    again: the published file is byte-identical. The source is paced at 3 MB/s in all
+    until the damage is done, then served at full speed."""
+    paced_nginx.rate = 3_000_000
+    chunk = 12 * MiB
+    size = 2 * chunk + LAST_CHUNK
+    digest = write_random(http_root / "late.bin", size, seed=12)
     destination = data_dir / "late.bin"
-    # 2 streams: segment 0 = chunks 0-1 (~11 s at 3 MB/s), segment 1 = chunk 2 (~5.6 s):
-    # the pause has ~5 s to land between the two (4 MiB chunks left 1.4 s, and at load 40
-    # the copy ended first)
+    # 2 streams sharing 3 MB/s: segment 0 = chunks 0-1 (~8.8 s), segment 1 = the short
+    # chunk 2 (~1.4 s): the pause has ~7.4 s to land between the two (three 4 MiB chunks
+    # at 3 MB/s each left 1.4 s, and at load 40 the copy ended first; three 16 MiB
+    # chunks left 5.6 s), and the damaged chunk 2 is quick to copy again
     options = TransferOptions(chunk_size=chunk, streams=2, heartbeat_timeout_s=3)
-    transfer = await client.submit(slow_nginx.url("late.bin"), str(destination), options)
+    transfer = await client.submit(paced_nginx.url("late.bin"), str(destination), options)
     handle = client.temporal.get_workflow_handle(transfer)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -286,9 +310,10 @@ async def test_chunk_damaged_while_paused_is_caught_before_publish(
     with open(temp, "r+b") as f:  # damage the finished segment's chunk
         f.seek(2 * chunk + 100)
         f.write(b"\0garbage\0")
+    paced_nginx.rate = FULL_SPEED
     await client.resume(transfer)
     result = await asyncio.wait_for(client.wait(transfer), 120)
-    assert result.bytes == 3 * chunk
+    assert result.bytes == size
     assert sha256_file(destination) == digest
 
 

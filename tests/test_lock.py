@@ -9,6 +9,7 @@ import asyncio
 import json
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -316,19 +317,31 @@ async def _closed(runs_coro, at_least: int) -> list[Any]:
     return closed if len(closed) >= at_least and len(closed) == len(runs) else []
 
 
+@pytest.fixture
+def paced_source(nginx_ranges: NginxServer) -> Iterator[PacingProxy]:
+    """``nginx_ranges`` behind a :class:`PacingProxy` at 4 MB/s (a test may lift it)."""
+    proxy = PacingProxy(nginx_ranges.port, rate_bytes_per_s=4_000_000).start()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
+
+
 async def test_if_busy_wait_queues_then_runs(
     client: StaccatoClient,
     worker: WorkerProcess,
     temporal_server,
     slow_source: NginxServer,
+    paced_source: PacingProxy,
     http_root: Path,
     data_dir: Path,
 ) -> None:
     """An identical `submit` attaches and says so; `submit --if-busy wait` while
     another transfer writes the destination is `queued` (status, the StaccatoState
     search attribute; the reason names the holder) and copies after the holder ends,
-    never beside it."""
-    write_random(http_root / "hold.bin", 3 * SIZE, seed=401)  # ~6 s once resumed
+    never beside it. The holder's source is paced at 4 MB/s until it is resumed (6 s
+    of copy left: it cannot end before the pause lands), then served at full speed."""
+    write_random(http_root / "hold.bin", 3 * SIZE, seed=401)
     at_rest(http_root / "hold.bin")
     waiter_digest = write_random(http_root / "wait.bin", 1 * MiB, seed=402)
     at_rest(http_root / "wait.bin")
@@ -346,12 +359,12 @@ async def test_if_busy_wait_queues_then_runs(
             task_queue=worker.task_queue,
         )
 
-    first = submit(slow_source.url("hold.bin"))
+    first = submit(paced_source.url("hold.bin"))
     assert first.returncode == 0, first.stderr
     holder = first.stdout.strip()
     # paused, the holder keeps the destination however slow the CLI starts below are
     await client.pause(holder)
-    again = submit(slow_source.url("hold.bin"))  # the identical request attaches, and says so
+    again = submit(paced_source.url("hold.bin"))  # the identical request attaches, and says so
     assert again.returncode == 0 and again.stdout.strip() == holder, again
     assert f"attached to running transfer {holder} (same request)" in again.stderr, again.stderr
     out = run_cli(
@@ -390,6 +403,7 @@ async def test_if_busy_wait_queues_then_runs(
     assert holder in why and "cancel it with" not in why, why  # no advice to do what it does
     holder_status = await client.status(holder)
     assert holder_status.state == TransferState.paused, holder_status
+    paced_source.rate = FULL_SPEED
     await client.resume(holder)
     result = await asyncio.wait_for(client.wait(waiter), 60)
     assert result.source == slow_source.url("wait.bin")

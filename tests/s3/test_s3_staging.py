@@ -28,10 +28,13 @@ from tests.s3.conftest import SlowLink, _start_without_inherited_aws
 from tests.servers.nginx import NginxServer
 from tests.servers.seaweedfs import SeaweedS3, seaweed_s3_fixture
 
-SIZE = 256 * MiB
+SIZE = 96 * MiB
 OPTIONS = TransferOptions(chunk_size=8 * MiB, streams=4, heartbeat_timeout_s=3)
-#: bytes/s per connection of the upload relay: 4 streams upload 256 MiB in ~8 s
-UPLINK_RATE = 8 * MiB
+#: bytes/s per connection of the upload relay: 4 streams upload 96 MiB in ~6 s (each
+#: 8 MiB chunk ~2 s): the outage and the kill land once the first chunks are up, with
+#: ~4 s of upload still to go (256 MiB at 8 MiB/s left ~7 s, for 2.7x the data to
+#: write, stage, upload and read back)
+UPLINK_RATE = 4 * MiB
 
 staging_s3 = seaweed_s3_fixture(scope="module")
 
@@ -114,8 +117,10 @@ def bucket(staging_s3: SeaweedS3) -> str:
 
 
 def _worker(address: str, env: dict[str, str], task_queue: str | None = None) -> WorkerProcess:
-    """A started worker (the caller stops or kills it)."""
-    process = WorkerProcess(address, processes=4, env=env, task_queue=task_queue)
+    """A started worker (the caller stops or kills it), with the tests' default 2
+    activity processes (their threads run the 4 streams at once; 4 processes cost
+    ~1 s more per start)."""
+    process = WorkerProcess(address, env=env, task_queue=task_queue)
     _start_without_inherited_aws(process)
     return process
 

@@ -43,7 +43,8 @@ from staccato.models import TransferOptions, TransferState, WriteSession
 from staccato.urls import parse_url
 from staccato.workflows.transfer import TransferWorkflow
 from tests.helpers import MiB, leftovers, sha256_file, wait_for_status, write_random
-from tests.servers.nginx import NginxServer, nginx_fixture
+from tests.servers.nginx import NginxServer
+from tests.servers.pacing_proxy import PacingProxy
 from tests.servers.sshd import SshdServer
 from tests.sftp.conftest import _driver_settings, _server_fixture, known_hosts_lines
 
@@ -60,7 +61,10 @@ def _exec_as(shell: str) -> str:
     )
 
 
-slow_nginx = nginx_fixture("http_root", scope="function", extra_server_config="limit_rate 3m;")
+#: the last chunk of the damaged-temp-chunk test's source (as in tests/test_control.py):
+#: 2 MiB after two 12 MiB chunks, so the short segment 1 ends first and is the one
+#: damaged
+LAST_CHUNK = 2 * MiB
 #: a login shell that greets on stdout before running each command
 sftp_greeting = _server_fixture(
     lambda d: SshdServer(
@@ -286,26 +290,38 @@ async def test_upload_without_exec_reads_back(
     assert sum(read for read, _ in handles) == 3 * MiB + 5, handles
 
 
+@pytest.fixture
+def paced_nginx(nginx_ranges: NginxServer) -> Iterator[PacingProxy]:
+    """``nginx_ranges`` paced at 3 MB/s in all, until a test lifts it."""
+    proxy = PacingProxy(nginx_ranges.port, rate_bytes_per_s=3_000_000).start()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
+
+
 async def test_damaged_temp_chunk_is_sent_again(
     sftp_client: StaccatoClient,
     sftp_exec_logged: SshdServer,
     sftp_exec_log: Path,
-    slow_nginx: NginxServer,
+    paced_nginx: PacingProxy,
     http_root: Path,
     data_dir: Path,
 ) -> None:
     """A finished segment's chunk damaged in the temp file while the transfer is paused:
     the verify before publish finds it by the server's hash, the segment is copied
-    again (only that chunk is sent again) and the published file is byte-identical."""
-    chunk = 16 * MiB
-    digest = write_random(http_root / "late-sftp.bin", 3 * chunk, seed=33)
+    again (only that chunk is sent again) and the published file is byte-identical.
+    The source is paced at 3 MB/s in all until the damage is done, then at full speed."""
+    chunk = 12 * MiB
+    size = 2 * chunk + LAST_CHUNK
+    digest = write_random(http_root / "late-sftp.bin", size, seed=33)
     destination = data_dir / "late.bin"
     # as test_control's test_chunk_damaged_while_paused_is_caught_before_publish: 2
-    # streams from a slow source, paused once segment 0 (chunks 0-1) or 1 (chunk 2) is done
+    # streams from a slow source, paused once segment 1 (the short chunk 2) is done
     options = TransferOptions(chunk_size=chunk, streams=2, heartbeat_timeout_s=3)
     offset = len(sftp_exec_log.read_text(errors="replace"))
     transfer = await sftp_client.submit(
-        slow_nginx.url("late-sftp.bin"), sftp_exec_logged.url(str(destination)), options
+        paced_nginx.url("late-sftp.bin"), sftp_exec_logged.url(str(destination)), options
     )
     handle = sftp_client.temporal.get_workflow_handle(transfer)
     deadline = time.monotonic() + 60
@@ -326,14 +342,16 @@ async def test_damaged_temp_chunk_is_sent_again(
     with open(temp, "r+b") as f:  # damage a chunk of the finished segment
         f.seek(done[-1] * chunk + 100)
         f.write(b"\0garbage\0")
+    paced_nginx.rate = 1e12  # paces nothing
     await sftp_client.resume(transfer)
     result = await asyncio.wait_for(sftp_client.wait(transfer), 120)
-    assert result.bytes == 3 * chunk
+    assert result.bytes == size
     assert sha256_file(destination) == digest
     handles = _temp_handles(sftp_exec_log, offset, data_dir)
     written = sum(w for _, w in handles)
     # every chunk once, the damaged one once more (and the chunk in flight at the pause)
-    assert 4 * chunk <= written <= 5 * chunk, handles
+    damaged = chunk if done[-1] < 2 else LAST_CHUNK
+    assert size + damaged <= written <= size + damaged + chunk, handles
 
 
 def test_torn_hash_records_are_ignored() -> None:
