@@ -106,3 +106,20 @@ def test_help_says_what_max_rate_and_cancel_do() -> None:
     assert cancel.returncode == 0, cancel.stderr
     text = " ".join(cancel.stdout.split())
     assert "a dataset" in text and "fan-out group" in text, text
+
+
+@pytest.mark.parametrize("command", ["cp", "submit"])
+def test_if_busy_wait_with_recursive_is_refused(command: str, tmp_path) -> None:
+    """A dataset whose root is busy fails at once: ``--if-busy wait`` with ``-r`` was
+    accepted and ignored (a tester's ``submit -r --if-busy wait`` failed "destination
+    busy"), so it is refused before anything starts."""
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "f").write_bytes(b"x")
+    done = run_cli(
+        command, "-r", "--if-busy", "wait", str(source), str(tmp_path / "dst"),
+        address="127.0.0.1:1",
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "--if-busy wait applies to one object, not to -r" in done.stderr, done.stderr
+    assert not (tmp_path / "dst").exists()

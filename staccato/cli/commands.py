@@ -124,13 +124,8 @@ def submit(
     datasets.check_recursive_options(recursive, include, exclude, retry_failed, small_file_max)
     if not recursive:
         _check_file_source(source)
-    if stage and recursive:
-        fail("--stage applies to one object, not to -r (directories and prefixes)", EXIT_USAGE)
-    if from_origin and recursive:
-        fail(
-            "--from-origin applies to one object, not to -r (directories and prefixes)",
-            EXIT_USAGE,
-        )
+    if recursive:
+        _check_dataset_refuses(stage=stage, from_origin=from_origin, if_busy=if_busy)
     destination = _one_destination(destinations, recursive)
     if destination is None and recursive:  # a dataset to several roots
         if not_before is not None:
@@ -272,6 +267,23 @@ def _check_file_source(source: str) -> None:
         )
 
 
+def _check_dataset_refuses(*, stage: bool, from_origin: bool, if_busy: IfBusy) -> None:
+    """Exit 2 for an option of a single transfer given with ``-r``: ``--stage``,
+    ``--from-origin`` (one object) and ``--if-busy wait`` (a dataset whose destination
+    root is being written fails at once: it was accepted and ignored)."""
+    for given, option in ((stage, "--stage"), (from_origin, "--from-origin")):
+        if given:
+            fail(
+                f"{option} applies to one object, not to -r (directories and prefixes)", EXIT_USAGE
+            )
+    if if_busy == IfBusy.wait:
+        fail(
+            "--if-busy wait applies to one object, not to -r: a dataset whose destination "
+            "root is being written fails at once (run it again once that ends)",
+            EXIT_USAGE,
+        )
+
+
 def _one_destination(destinations: list[str], recursive: bool) -> str | None:
     """The destination of a single transfer or dataset; None for a fan-out (several
     destinations; with -r a dataset to several roots)."""
@@ -373,13 +385,8 @@ def cp(
     datasets.check_recursive_options(recursive, include, exclude, retry_failed, small_file_max)
     if not recursive:
         _check_file_source(source)
-    if stage and recursive:
-        fail("--stage applies to one object, not to -r (directories and prefixes)", EXIT_USAGE)
-    if from_origin and recursive:
-        fail(
-            "--from-origin applies to one object, not to -r (directories and prefixes)",
-            EXIT_USAGE,
-        )
+    if recursive:
+        _check_dataset_refuses(stage=stage, from_origin=from_origin, if_busy=if_busy)
     destination = _one_destination(destinations, recursive)
     if destination is None and recursive:  # a dataset to several roots
         datasets.cp_recursive(
