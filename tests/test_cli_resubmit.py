@@ -189,6 +189,14 @@ def test_resubmit_of_a_running_dataset_with_other_run_options_attaches_with_a_wa
         assert f"warning: attached to running dataset {dataset}" in warning, warning
         assert "--max-rate 1.0 MiB/s requested, 64.0 KiB/s running" in warning, warning
         assert "--priority 1 requested, 3 running" in warning, warning
+        # the very same request attaches and says so (it said nothing: tester)
+        same = run_cli("submit", "-r", *fixed, "--max-rate", "64KiB/s", str(source), root, **args)
+        assert same.returncode == 0 and same.stdout.strip() == dataset, same.stderr
+        assert (
+            f"attached to running dataset {dataset} (same request); nothing new started"
+            in same.stderr
+        ), same.stderr
+        assert "warning" not in same.stderr, same.stderr
         # cp -r -q attaches too (and follows it): the warning, not "destination busy"
         process = subprocess.Popen(
             [sys.executable, "-m", "staccato.cli", "cp", "-r", "-q", *fixed, "--max-rate",

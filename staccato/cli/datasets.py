@@ -47,6 +47,7 @@ async def _start(
     exclude: list[str],
     small_file_max: int | None,
     retry_failed: bool,
+    quiet: bool = False,
 ) -> tuple[StaccatoClient | LightClient, str, str | None]:
     """Start the dataset, its usage errors refused first (a bad URL or option, then a
     local source that is no directory: :func:`check_local_source`), before anything is
@@ -70,7 +71,15 @@ async def _start(
         "dataset",
         request_id(request),
         _start_request(
-            request, source, destination, options, include, exclude, small_file_max, retry_failed
+            request,
+            source,
+            destination,
+            options,
+            include,
+            exclude,
+            small_file_max,
+            retry_failed,
+            quiet,
         ),
     )
 
@@ -84,6 +93,7 @@ async def _start_request(
     exclude: list[str],
     small_file_max: int | None,
     retry_failed: bool,
+    quiet: bool = False,
 ) -> tuple[StaccatoClient | LightClient, str, str | None]:
     """:func:`_start` once ``request`` (for the light client) passed the checks."""
     from staccato.light_client import light_client
@@ -112,6 +122,11 @@ async def _start_request(
         fail(str(err), EXIT_USAGE)
     if begun.ignored:  # attached, but --max-rate, --priority... differ: not applied
         say_ignored("dataset", begun.id, begun.ignored)
+    elif begun.attached and not quiet:  # as a single transfer's start says
+        typer.echo(
+            f"attached to running dataset {begun.id} (same request); nothing new started",
+            err=True,
+        )
     return client, begun.id, None
 
 
@@ -251,7 +266,7 @@ def cp_recursive(
 
     async def go() -> DatasetStatus:
         client, dataset, run_id = await _start(
-            source, destination, options, include, exclude, small_file_max, retry_failed
+            source, destination, options, include, exclude, small_file_max, retry_failed, quiet
         )
         if not quiet:
             shown = destination if isinstance(destination, str) else " ".join(destination)
