@@ -197,3 +197,20 @@ def test_a_file_version_pinned_before_ctime_was_added_still_matches() -> None:
     assert not same_version("size=10;mtime_ns=5;ctime_ns=7;ino=3", "size=10;mtime_ns=5;ino=3")
     assert same_version('"etag"', '"etag"') and not same_version('"a"', '"b"')
     assert not same_version("v1", "size=10;mtime_ns=5;ctime_ns=7;ino=3")
+
+
+def test_a_source_removed_while_read_is_said_removed(tmp_path: Path) -> None:
+    """A local source deleted while its reader holds it open fails as removed (it was
+    "modified or its metadata changed": the unlink moves its change time too)."""
+    from staccato.endpoints.file.read import FileReader, file_version
+
+    path = tmp_path / "gone.bin"
+    write_random(path, 1 * MiB, seed=5)
+    info = ObjectInfo(size=1 * MiB, version=file_version(os.stat(path)))
+    reader = FileReader(str(path), info, 0, 1 * MiB)
+    try:
+        path.unlink()
+        with pytest.raises(StaccatoError, match="gone.bin was removed"):
+            reader.check_version()
+    finally:
+        reader.close()
