@@ -736,7 +736,13 @@ class StaccatoClient:
             kind = {DATASET_TYPE: "dataset", GROUP_TYPE: "group"}.get(
                 description.workflow_type, "transfer"
             )
-            raise StaccatoError(f"{kind} {handle.id} is already {state.value}")
+            shown = state.value
+            if kind != "transfer" and state == TransferState.completed:
+                # a dataset or group that completed with errors says so in its state
+                # search attribute (its workflow completed either way)
+                if description.typed_search_attributes.get(sa.STATE) == "completed_with_errors":
+                    shown = "completed_with_errors"
+            raise StaccatoError(f"{kind} {handle.id} is already {shown}")
 
     async def _update(self, transfer: str, update: Any) -> None:
         handle = await self._handle(transfer)

@@ -120,6 +120,10 @@ def test_cli_collision_fails_that_file_and_lists_it(
     assert watched.returncode == 1 and "1 failed" in watched.stderr + watched.stdout, watched
     unknown = run_cli("status", "no/such/thing", **args)
     assert unknown.returncode == 1 and "no transfer" in unknown.stderr, unknown.stderr
+    # a cancel names its end as its status does (it said "already completed": tester)
+    late = run_cli("cancel", dataset_id(str(destination)), **args)
+    assert late.returncode == 1, late
+    assert "is already completed_with_errors" in late.stderr, late.stderr
     listed_all = run_cli("list", **args)
     assert dataset_id(str(destination)) in listed_all.stdout, listed_all.stdout
     # --retry-failed copies only that file; once the obstacle is gone it succeeds
