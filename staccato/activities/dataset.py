@@ -65,7 +65,7 @@ from staccato.datasets.models import (
 )
 from staccato.datasets.names import UnrepresentableNameError, target_url
 from staccato.endpoints import get_driver
-from staccato.endpoints.base import WholeReads, keepalive_hook
+from staccato.endpoints.base import Driver, WholeReads, keepalive_hook
 from staccato.endpoints.file.group import LocalGroup, StagedFile, remove_temp
 from staccato.endpoints.listing import BROKEN_LINK, LINK_LOOP, TWIN_SUFFIX
 from staccato.errors import (
@@ -221,12 +221,28 @@ def _list_page(
         raise
     if after is None and not page.entries and page.next_after is None:
         if not driver.root_exists(root):
+            if _is_an_object(driver, root):
+                raise SourceRootNotFoundError(
+                    f"source {root} is an object, not a prefix: copy it without -r"
+                )
             raise SourceRootNotFoundError(
                 f"source {root} holds nothing to copy: no key in bucket {root.bucket!r} "
                 f"starts with {directory_prefix(root)!r} (S3 has no directories: a "
                 "mistyped prefix lists as empty); check the prefix"
             )
     return page
+
+
+def _is_an_object(driver: Driver, root: EndpointURL) -> bool:
+    """Whether the S3 prefix ``root`` (that lists empty) names an object itself (``cp
+    -r s3://b/run.tar``); False for other schemes, or when that cannot be told."""
+    if root.scheme != "s3" or not root.key or root.key.endswith("/"):
+        return False
+    try:
+        driver.stat(root)
+    except StaccatoError:
+        return False
+    return True
 
 
 def _entry_bytes(entry: DatasetEntry) -> int:

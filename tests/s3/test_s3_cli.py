@@ -174,6 +174,11 @@ def test_a_prefix_no_key_starts_with_is_a_usage_error(
         assert named in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
         assert not destination.exists()
+    # an object given as the prefix: said so (it was "no key starts with 'run/a.bin/'")
+    result = run_cli("cp", "-r", "-q", f"s3://{bucket}/run/a.bin", str(destination), **args)
+    assert result.returncode == 2, result
+    assert f"s3://{bucket}/run/a.bin is an object, not a prefix" in result.stderr, result.stderr
+    assert not destination.exists()
     s3.put_object(Bucket=bucket, Key="empty/", Body=b"")
     empty = run_cli("cp", "-r", "-q", f"s3://{bucket}/empty/", str(destination), **args)
     assert empty.returncode == 0, empty
