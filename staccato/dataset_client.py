@@ -116,6 +116,12 @@ class NothingToRetryError(TransferNotFoundError):
     (or those roots): a usage error for the CLI (exit 2)."""
 
 
+class CannotRetryError(StaccatoError):
+    """``--retry-failed`` names a dataset it cannot re-run the failed files of (it did
+    not end ``completed_with_errors``, or it failed more files than it kept): a usage
+    error for the CLI (exit 2), as :class:`NothingToRetryError`."""
+
+
 async def _earlier_dataset(
     client: StaccatoClient, dataset: str, source_root: str | None, roots: list[str]
 ) -> DatasetStatus:
@@ -126,7 +132,7 @@ async def _earlier_dataset(
     Raises:
         NothingToRetryError: no such dataset (none, or the last one under that id was
             from another source or to other roots).
-        StaccatoError: it did not end with errors, or it failed more (files or pairs)
+        CannotRetryError: it did not end with errors, or it failed more (files or pairs)
             than it kept (then re-run with ``--sync-level``, which copies only what
             differs).
     """
@@ -142,14 +148,14 @@ async def _earlier_dataset(
     if several != (len(roots) > 1) or source_root not in (None, status.source):
         raise nothing  # a lock's holder (several roots), or another source
     if status.state != DatasetState.completed_with_errors:
-        raise StaccatoError(
+        raise CannotRetryError(
             f"dataset {status.id} is {status.state.value}: --retry-failed re-runs the "
             "files of a dataset that ended completed_with_errors"
         )
     failed = sum(d.files_failed for d in status.destinations or []) if several else None
     what = "(file, destination) pairs" if several else "files"
     if (failed if failed is not None else status.files_failed) > len(status.failures):
-        raise StaccatoError(
+        raise CannotRetryError(
             f"dataset {status.id} failed {failed or status.files_failed} {what} and kept "
             f"{len(status.failures)}: re-run it with --sync-level size (or checksum) to copy "
             "only what differs"

@@ -133,6 +133,11 @@ def test_cli_collision_fails_that_file_and_lists_it(
     assert retried.returncode == 0, retried.stderr
     assert (destination / "d" / "x").read_bytes() == b"x"
     assert (destination / "ok").read_bytes() == b"fine"
+    # once it completed there is nothing to retry: a usage error, as with no dataset
+    # (it exited 1 here and 2 there: tester)
+    again = run_cli("cp", "-r", "--retry-failed", str(source), str(destination), **args)
+    assert again.returncode == 2, again
+    assert "--retry-failed re-runs the files of a dataset that ended" in again.stderr
 
 
 def test_cli_destination_under_a_file_fails_once_naming_it(

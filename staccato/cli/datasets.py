@@ -104,7 +104,7 @@ async def _start_request(
         if started is not None:
             return light, started.id, started.run_id
     from staccato.client import StaccatoClient
-    from staccato.dataset_client import NothingToRetryError, start_dataset
+    from staccato.dataset_client import CannotRetryError, NothingToRetryError, start_dataset
 
     client = await StaccatoClient.connect()
     try:
@@ -118,7 +118,7 @@ async def _start_request(
             retry_failed=retry_failed,
             **_tuning(small_file_max),
         )
-    except NothingToRetryError as err:  # a usage error: --retry-failed with no dataset
+    except (NothingToRetryError, CannotRetryError) as err:  # --retry-failed: usage errors
         fail(str(err), EXIT_USAGE)
     if begun.ignored:  # attached, but --max-rate, --priority... differ: not applied
         say_ignored("dataset", begun.id, begun.ignored)
