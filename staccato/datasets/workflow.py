@@ -601,24 +601,35 @@ class DatasetWorkflow:
         are removed too (the input only: no command of its own)."""
         if not workflow.patched(DATASET_BATCH_ORPHANS_PATCH):
             return
+        await self._abort_orphans(
+            request,
+            batch.key,
+            BatchOrphansInput(
+                destination_root=batch.destination_root,
+                names=[f.name for f in batch.files],
+                since=since,
+                **(
+                    {}
+                    if unclean_from is None
+                    else {
+                        "session_key": batch.key,
+                        "resume_from": unclean_from,
+                        "sizes": [f.size for f in batch.files],
+                        "chunk_size": batch.options.chunk_size,
+                    }
+                ),
+            ),
+        )
+
+    async def _abort_orphans(
+        self, request: DatasetRequest, batch_key: str, orphans: BatchOrphansInput
+    ) -> None:
+        """Run ``abort_batch_orphans`` for ``orphans`` (a batch's, keyed ``batch_key``);
+        best effort: a failure is logged and the run goes on."""
         try:
             await workflow.execute_activity(
                 "abort_batch_orphans",
-                BatchOrphansInput(
-                    destination_root=batch.destination_root,
-                    names=[f.name for f in batch.files],
-                    since=since,
-                    **(
-                        {}
-                        if unclean_from is None
-                        else {
-                            "session_key": batch.key,
-                            "resume_from": unclean_from,
-                            "sizes": [f.size for f in batch.files],
-                            "chunk_size": batch.options.chunk_size,
-                        }
-                    ),
-                ),
+                orphans,
                 result_type=int,
                 start_to_close_timeout=ORPHANS_TIMEOUT,
                 schedule_to_close_timeout=timedelta(seconds=request.options.retry_for_s),
@@ -627,7 +638,10 @@ class DatasetWorkflow:
             )
         except Exception as err:  # noqa: BLE001
             workflow.logger.warning(
-                "batch %s: its open write sessions were not aborted: %s", batch.key, reason(err)
+                "batch %s: its write sessions at %s were not removed: %s",
+                batch_key,
+                orphans.destination_root,
+                reason(err),
             )
 
     def _count_batch(self, result: BatchResult) -> None:
@@ -984,32 +998,20 @@ class DatasetWorkflow:
             indexes = sorted({i for i, t in pairs if t == root_index})
             if not indexes:
                 continue
-            try:
-                await workflow.execute_activity(
-                    "abort_batch_orphans",
-                    BatchOrphansInput(
-                        destination_root=root,
-                        names=[f.name for f in batch.files],
-                        since=since,
-                        session_key=batch.key,
-                        session_suffix=f"-t{root_index}",
-                        only=indexes,
-                        sizes=[f.size for f in batch.files],
-                        chunk_size=batch.options.chunk_size,
-                    ),
-                    result_type=int,
-                    start_to_close_timeout=ORPHANS_TIMEOUT,
-                    schedule_to_close_timeout=timedelta(seconds=request.options.retry_for_s),
-                    heartbeat_timeout=SHORT_HEARTBEAT_TIMEOUT,
-                    retry_policy=RETRY,
-                )
-            except Exception as err:  # noqa: BLE001
-                workflow.logger.warning(
-                    "batch %s: its write sessions at %s were not removed: %s",
-                    batch.key,
-                    root,
-                    reason(err),
-                )
+            await self._abort_orphans(
+                request,
+                batch.key,
+                BatchOrphansInput(
+                    destination_root=root,
+                    names=[f.name for f in batch.files],
+                    since=since,
+                    session_key=batch.key,
+                    session_suffix=f"-t{root_index}",
+                    only=indexes,
+                    sizes=[f.size for f in batch.files],
+                    chunk_size=batch.options.chunk_size,
+                ),
+            )
 
     def _count_batch_many(self, batch: FanOutBatchInput, result: FanOutBatchResult) -> None:
         """Add a batch's counts (per root too); the files a batch stopped by a cancel
