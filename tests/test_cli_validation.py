@@ -123,3 +123,41 @@ def test_if_busy_wait_with_recursive_is_refused(command: str, tmp_path) -> None:
     assert done.returncode == 2, done.stderr
     assert "--if-busy wait applies to one object, not to -r" in done.stderr, done.stderr
     assert not (tmp_path / "dst").exists()
+
+
+#: a client that gives up on an absent Temporal soon (the command fails after its checks)
+QUICK = {"STACCATO_CLIENT_WAIT_S": "1"}
+
+
+def test_small_file_max_above_the_fan_out_cap_is_said(tmp_path) -> None:
+    """With several roots a small file is held in memory for every root, so
+    ``--small-file-max`` is capped at 8 MiB and one chunk: a larger value says so (it
+    was capped without a word: a tester); one root keeps it as given."""
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "f").write_bytes(b"x")
+    roots = [str(tmp_path / "a"), str(tmp_path / "b")]
+    several = run_cli(
+        "submit",
+        "-r",
+        "--small-file-max",
+        "16MiB",
+        str(source),
+        *roots,
+        address="127.0.0.1:1",
+        env=QUICK,
+    )
+    assert "warning: --small-file-max 16.0 MiB: with several destinations files up to " in (
+        several.stderr
+    ), several.stderr
+    one = run_cli(
+        "submit",
+        "-r",
+        "--small-file-max",
+        "16MiB",
+        str(source),
+        roots[0],
+        address="127.0.0.1:1",
+        env=QUICK,
+    )
+    assert "warning" not in one.stderr, one.stderr

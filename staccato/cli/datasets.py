@@ -67,6 +67,8 @@ async def _start(
         source, destination, options, include=include, exclude=exclude, **_tuning(small_file_max)
     )
     check_local_source(source)
+    if not isinstance(destination, str) and small_file_max:
+        _say_fan_out_small_file_max(small_file_max, options.chunk_size)
     return await start_or_hint(
         "dataset",
         request_id(request),
@@ -82,6 +84,25 @@ async def _start(
             quiet,
         ),
     )
+
+
+def _say_fan_out_small_file_max(small_file_max: int, chunk_size: int) -> None:
+    """Warn on stderr when ``--small-file-max`` (bytes) is above what a dataset to
+    several roots uses (:data:`staccato.datasets.models.FAN_OUT_SMALL_MAX` and one
+    ``--chunk-size``: a small file is held in memory for every root); it was capped
+    without a word (a tester)."""
+    from staccato import units
+    from staccato.datasets.models import FAN_OUT_SMALL_MAX
+
+    used = min(small_file_max, FAN_OUT_SMALL_MAX, chunk_size)
+    if used < small_file_max:
+        typer.echo(
+            f"staccato: warning: --small-file-max {units.size(small_file_max)}: with several "
+            f"destinations files up to {units.size(used)} (at most "
+            f"{units.size(FAN_OUT_SMALL_MAX)} and one --chunk-size) are copied many per "
+            "activity, larger ones each as a transfer",
+            err=True,
+        )
 
 
 async def _start_request(
