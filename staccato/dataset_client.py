@@ -19,6 +19,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
@@ -471,6 +472,51 @@ def _shown(value: Any) -> str:
 def _handle(client: StaccatoClient, dataset: str) -> WorkflowHandle[Any, Any]:
     workflow_id = dataset if dataset.startswith(DATASET_ID_PREFIX) else dataset_id(dataset)
     return client.temporal.get_workflow_handle(workflow_id, result_type=DatasetResult)
+
+
+#: directory levels above a destination looked at for a dataset root (status of a file
+#: a dataset wrote), at most
+_LEVELS_ABOVE = 32
+
+
+def _roots_above(destination: str) -> list[str]:
+    """The directories (prefixes) above ``destination`` (a local path, relative or
+    not, or a URL), nearest first, at most :data:`_LEVELS_ABOVE`: the roots a dataset
+    that wrote it may have had."""
+    import os
+
+    if "://" not in destination:
+        path = os.path.abspath(destination)
+        return [str(p) for p in list(Path(path).parents)[:_LEVELS_ABOVE]]
+    scheme, rest = destination.split("://", 1)
+    host, _, key = rest.partition("/")
+    parts = [p for p in key.rstrip("/").split("/")]
+    return [
+        f"{scheme}://{host}/" + "/".join(parts[:level]) + ("/" if level else "")
+        for level in range(len(parts) - 1, -1, -1)
+    ][:_LEVELS_ABOVE]
+
+
+async def dataset_above(client: StaccatoClient, destination: str) -> str | None:
+    """The id of the dataset (any state) whose destination root is the nearest
+    directory or prefix above ``destination``, if Temporal knows one: a file a dataset
+    copied in a batch has no transfer of its own (``status`` of it said only "no
+    transfer"). One describe per level, at most :data:`_LEVELS_ABOVE`."""
+    for root in _roots_above(destination):
+        try:
+            workflow_id = dataset_id(root)
+        except StaccatoError:
+            continue
+        try:
+            await client.temporal.get_workflow_handle(workflow_id).describe(
+                rpc_timeout=timedelta(seconds=settings.current().client_wait_s)
+            )
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                continue
+            return None
+        return workflow_id
+    return None
 
 
 async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:

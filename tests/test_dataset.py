@@ -120,6 +120,13 @@ def test_cli_collision_fails_that_file_and_lists_it(
     assert watched.returncode == 1 and "1 failed" in watched.stderr + watched.stdout, watched
     unknown = run_cli("status", "no/such/thing", **args)
     assert unknown.returncode == 1 and "no transfer" in unknown.stderr, unknown.stderr
+    # a file the dataset copied in a batch: no transfer, but the dataset is named
+    # (it said only "no transfer": tester)
+    small = run_cli("status", str(destination / "plain"), **args)
+    assert small.returncode == 1, small
+    assert f"under the destination root of dataset {dataset_id(str(destination))}" in (
+        " ".join(small.stderr.split())
+    ), small.stderr
     # a cancel names its end as its status does (it said "already completed": tester)
     late = run_cli("cancel", dataset_id(str(destination)), **args)
     assert late.returncode == 1, late
@@ -408,3 +415,13 @@ def test_failed_names_with_control_characters_stay_on_one_line(
     exact = run_cli("status", "--failures", "--json", dataset_id(str(destination)), **args)
     assert [f["name"] for f in json.loads(exact.stdout)] == [odd], exact.stdout
     assert (destination / "fine").read_bytes() == b"fine"
+
+
+def test_the_roots_above_a_destination_nearest_first() -> None:
+    """The roots ``status`` of a file a dataset wrote looks at: every directory or
+    prefix above it, nearest first."""
+    from staccato.dataset_client import _roots_above
+
+    assert _roots_above("s3://b/a/b/c.bin") == ["s3://b/a/b/", "s3://b/a/", "s3://b/"]
+    assert _roots_above("sftp://h:2222/data/x") == ["sftp://h:2222/data/", "sftp://h:2222/"]
+    assert _roots_above("/data/run/f.bin") == ["/data/run", "/data", "/"]

@@ -569,10 +569,21 @@ def status(
         client = await StaccatoClient.connect()
         try:
             return await client.status(transfer)
-        except TransferNotFoundError:
+        except TransferNotFoundError as err:
             if await _is_dataset_root(client, transfer):
                 return None
-            raise
+            from staccato.dataset_client import dataset_above
+
+            above = (
+                None if transfer.startswith("staccato-") else await dataset_above(client, transfer)
+            )
+            if above is None:
+                raise
+            # a file a dataset copied in a batch has no transfer of its own
+            raise TransferNotFoundError(
+                f"{err}; it lies under the destination root of dataset {above}, which "
+                f"copies small files in batches, not as transfers: staccato status {above}"
+            ) from None
 
     current = run(go)
     if current is None:
