@@ -75,7 +75,11 @@ async def test_frozen_sftp_stream_writes_nothing_after_losing_its_segment(
             temporal_server.address,
             task_queue=first.task_queue,
             processes=2,
-            env=env_worker_env,
+            # another machine's worker: its own SFTP connection slots. With the first
+            # worker's lock dir it waited for slots the frozen worker held (its two
+            # streams and two pooled connections of an earlier transfer: all 4) and
+            # the transfer made no progress in 120 s (ci24)
+            env={**env_worker_env, "STACCATO_SFTP_LOCK_DIR": str(tmp_path / "locks-second")},
             log_dir=tmp_path,
         ) as second,
     ):
