@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import time
 from datetime import UTC
 from pathlib import Path
@@ -17,7 +18,7 @@ from staccato.dataset_client import dataset_status, submit_dataset
 from staccato.datasets.models import BatchCheckpoint, DatasetState
 from staccato.models import TransferOptions
 from tests.dataset_checks import MiB, batch_sizes, tree, tree_difference, wait_dataset
-from tests.helpers import WorkerProcess
+from tests.helpers import WorkerProcess, spawned_children
 from tests.servers.temporal_server import TemporalDevServer
 
 FILES = 2000
@@ -148,6 +149,15 @@ async def _batch_mid_way(client: StaccatoClient, handle) -> bool:
     return False
 
 
+async def _batch_running(handle) -> bool:
+    """Whether a ``copy_batch`` is running (pending at the server)."""
+    description = await handle.describe()
+    return any(
+        pending.activity_type.name == "copy_batch"
+        for pending in description.raw_description.pending_activities
+    )
+
+
 async def test_continue_as_new_keeps_each_runs_history_bounded(
     client: StaccatoClient, data_dir: Path
 ) -> None:
@@ -242,6 +252,7 @@ async def test_temporal_kill_mid_dataset_resends_nothing_published(
         deadline = time.monotonic() + 60
         batches = _batches(source, page_size=500, batch_files=200)
         mid_way = False
+        assert worker.process is not None
         while time.monotonic() < deadline:
             published = _published(destination)
             # kill at half, while a batch is half done (as the worker SIGKILL test)
@@ -249,12 +260,23 @@ async def test_temporal_kill_mid_dataset_resends_nothing_published(
                 _batch_part_published(batches, destination, published)
                 or await _batch_mid_way(client, handle)
             ):
-                mid_way = True
-                break
+                # the batches hold still (their processes stopped) while the server is
+                # asked that one is still running and then killed: one seen half done
+                # could end in between (ci25, at load: "no batch spanned the kill")
+                pool = spawned_children(worker.process.pid)[1:]  # not the heartbeat manager
+                for pid in pool:
+                    os.kill(pid, signal.SIGSTOP)
+                try:
+                    if await _batch_running(handle):
+                        mid_way = True
+                        killed_at = time.time()
+                        server.kill()
+                        break
+                finally:
+                    for pid in pool:
+                        os.kill(pid, signal.SIGCONT)
             await asyncio.sleep(0.01)
         assert mid_way, "no batch was seen half done within 60 s"
-        killed_at = time.time()
-        server.kill()
         marks = _marks(destination)
         assert FILES // 4 < len(marks) < FILES, len(marks)
         # the batches in flight go on without the server and end; the outage (timed
