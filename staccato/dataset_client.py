@@ -18,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from datetime import timedelta
-from pathlib import Path
 from typing import Any, NamedTuple
 
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
@@ -58,6 +58,7 @@ from staccato.datasets.models import (
 )
 from staccato.errors import (
     DestinationBusyError,
+    InvalidURLError,
     StaccatoError,
     TransferNotFoundError,
     innermost_message,
@@ -67,6 +68,7 @@ from staccato.following import follow_until_ended
 from staccato.models import GroupState, MiB, TransferOptions, TransferState, iso_utc
 from staccato.overlaps import overlap_busy, overlapping_writer
 from staccato.run_fields import DATASET_TYPE
+from staccato.urls import child_url, parse_url
 
 _TERMINAL = (
     DatasetState.completed,
@@ -481,20 +483,21 @@ _LEVELS_ABOVE = 32
 
 def _roots_above(destination: str) -> list[str]:
     """The directories (prefixes) above ``destination`` (a local path, relative or
-    not, or a URL), nearest first, at most :data:`_LEVELS_ABOVE`: the roots a dataset
-    that wrote it may have had."""
-    import os
-
-    if "://" not in destination:
-        path = os.path.abspath(destination)
-        return [str(p) for p in list(Path(path).parents)[:_LEVELS_ABOVE]]
-    scheme, rest = destination.split("://", 1)
-    host, _, key = rest.partition("/")
-    parts = [p for p in key.rstrip("/").split("/")]
-    return [
-        f"{scheme}://{host}/" + "/".join(parts[:level]) + ("/" if level else "")
-        for level in range(len(parts) - 1, -1, -1)
-    ][:_LEVELS_ABOVE]
+    not, or a URL), nearest first, at most :data:`_LEVELS_ABOVE`, as canonical URLs:
+    the roots a dataset that wrote it may have had (built with
+    :func:`staccato.urls.child_url`; a level no URL can name is left out)."""
+    url = parse_url(destination)
+    if url.scheme not in ("file", "s3", "sftp"):
+        return []
+    top = replace(url, path="" if url.scheme == "s3" else "/")
+    parts = url.path.strip("/").split("/")[:-1]
+    roots = []
+    for level in range(len(parts), max(-1, len(parts) - _LEVELS_ABOVE - 1), -1):
+        try:
+            roots.append(child_url(top, "/".join(parts[:level])).canonical)
+        except InvalidURLError:
+            continue
+    return roots
 
 
 async def dataset_above(client: StaccatoClient, destination: str) -> str | None:
@@ -502,7 +505,11 @@ async def dataset_above(client: StaccatoClient, destination: str) -> str | None:
     directory or prefix above ``destination``, if Temporal knows one: a file a dataset
     copied in a batch has no transfer of its own (``status`` of it said only "no
     transfer"). One describe per level, at most :data:`_LEVELS_ABOVE`."""
-    for root in _roots_above(destination):
+    try:
+        roots = _roots_above(destination)
+    except InvalidURLError:
+        return None
+    for root in roots:
         try:
             workflow_id = dataset_id(root)
         except StaccatoError:

@@ -422,6 +422,8 @@ def test_the_roots_above_a_destination_nearest_first() -> None:
     prefix above it, nearest first."""
     from staccato.dataset_client import _roots_above
 
-    assert _roots_above("s3://b/a/b/c.bin") == ["s3://b/a/b/", "s3://b/a/", "s3://b/"]
-    assert _roots_above("sftp://h:2222/data/x") == ["sftp://h:2222/data/", "sftp://h:2222/"]
-    assert _roots_above("/data/run/f.bin") == ["/data/run", "/data", "/"]
+    assert _roots_above("s3://bkt/a/b/c.bin") == ["s3://bkt/a/b", "s3://bkt/a", "s3://bkt/"]
+    assert _roots_above("sftp://h:2222/data/x") == ["sftp://h:2222/data", "sftp://h:2222/"]
+    assert _roots_above("/data/run/f.bin") == ["file:///data/run", "file:///data", "file:///"]
+    # a key's empty segment is kept, as dataset keys keep it
+    assert _roots_above("s3://bkt/a//c") == ["s3://bkt/a/", "s3://bkt/a", "s3://bkt/"]

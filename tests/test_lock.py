@@ -320,11 +320,8 @@ async def _closed(runs_coro, at_least: int) -> list[Any]:
 @pytest.fixture
 def paced_source(nginx_ranges: NginxServer) -> Iterator[PacingProxy]:
     """``nginx_ranges`` behind a :class:`PacingProxy` at 4 MB/s (a test may lift it)."""
-    proxy = PacingProxy(nginx_ranges.port, rate_bytes_per_s=4_000_000).start()
-    try:
+    with PacingProxy(nginx_ranges.port, rate_bytes_per_s=4_000_000) as proxy:
         yield proxy
-    finally:
-        proxy.stop()
 
 
 async def test_if_busy_wait_queues_then_runs(

@@ -573,9 +573,12 @@ def status(
             if await _is_dataset_root(client, transfer):
                 return None
             from staccato.dataset_client import dataset_above
+            from staccato.ids import TRANSFER_ID_PREFIX
 
             above = (
-                None if transfer.startswith("staccato-") else await dataset_above(client, transfer)
+                None
+                if transfer.startswith(TRANSFER_ID_PREFIX)  # an id: names no directory
+                else await dataset_above(client, transfer)
             )
             if above is None:
                 raise

@@ -857,18 +857,6 @@ class DatasetWorkflow:
         nor failed, only its roots' copies count."""
         carried = self._carried
         assert carried.destinations is not None
-        if any(kind == "x" for kind, _, _ in outcomes.values()) and not any(
-            kind == "f" for kind, _, _ in outcomes.values()
-        ):
-            for target, (kind, _, written) in outcomes.items():
-                if target >= 0 and kind == "c":
-                    carried.destinations[target].files_done += 1
-                    carried.destinations[target].bytes_done += written
-                elif target >= 0 and kind == "s":
-                    carried.destinations[target].files_skipped += 1
-            self._show()
-            return
-        outcomes = {t: o for t, o in outcomes.items() if o[0] != "x"}
         for target, (kind, _, written) in outcomes.items():
             if target < 0:
                 continue
@@ -878,7 +866,11 @@ class DatasetWorkflow:
                 counts.bytes_done += written
             elif kind == "s":
                 counts.files_skipped += 1
-        kind = file_class(outcome for outcome, _, _ in outcomes.values())
+        kinds = {kind for kind, _, _ in outcomes.values()}
+        if "x" in kinds and "f" not in kinds:  # cancelled at a root: neither done nor failed
+            self._show()
+            return
+        kind = file_class(k for k in kinds if k != "x")
         if kind == "f":
             carried.files_failed += 1
         elif kind == "c":

@@ -293,11 +293,8 @@ async def test_upload_without_exec_reads_back(
 @pytest.fixture
 def paced_nginx(nginx_ranges: NginxServer) -> Iterator[PacingProxy]:
     """``nginx_ranges`` paced at 3 MB/s in all, until a test lifts it."""
-    proxy = PacingProxy(nginx_ranges.port, rate_bytes_per_s=3_000_000).start()
-    try:
+    with PacingProxy(nginx_ranges.port, rate_bytes_per_s=3_000_000) as proxy:
         yield proxy
-    finally:
-        proxy.stop()
 
 
 async def test_damaged_temp_chunk_is_sent_again(
