@@ -138,6 +138,30 @@ class NotAFileError(PermanentError):
     TYPE = "IsADirectory"
 
 
+#: what a single transfer's "destination is a directory" message advises after its
+#: fact (:func:`directory_target_message`); a dataset names its files itself, so a
+#: file's reason in a dataset leaves it out (:func:`dataset_file_reason`)
+_NAME_A_FILE = "; name the file to write, e.g. "
+
+
+def directory_target_message(target: str) -> str:
+    """The message of a :class:`NotAFileError` for a destination name that is a
+    directory: the fact, then how to name a file inside it (``TARGET/NAME``)."""
+    return f"destination {target} is a directory{_NAME_A_FILE}{target}/NAME"
+
+
+def dataset_file_reason(reason: str) -> str:
+    """Why one file of a dataset was not copied, from an error message: a directory
+    at the file's destination name is told as a dataset's fact (the directory is not
+    replaced; the fix: remove it, or leave the file out), not with a single
+    transfer's advice to name a file inside it, which the dataset's file cannot take.
+    Any other reason is returned as it is."""
+    fact, advised, _ = reason.partition(_NAME_A_FILE)
+    if not advised:
+        return reason
+    return f"{fact}; it is not replaced (remove it, or leave the file out with --exclude)"
+
+
 class PermissionDeniedError(PermanentError):
     """The endpoint refused access."""
 

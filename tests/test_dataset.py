@@ -41,6 +41,35 @@ async def test_tree_round_trips_with_batches_and_a_child(
     assert child.state.value == "completed" and child.bytes_total == 3 * MiB + 5
 
 
+async def test_a_directory_at_a_files_name_fails_that_file_in_a_datasets_words(
+    client: StaccatoClient, data_dir: Path
+) -> None:
+    """A directory where a small file (a batch) or a large one (a child transfer) would
+    go fails that file, kept as it is, with a dataset's reason: a single transfer's
+    advice to "name the file to write, e.g. .../NAME" cannot be taken by a file of a
+    dataset (tester: it reached the failure list)."""
+    source, destination = data_dir / "src", data_dir / "dst"
+    source.mkdir()
+    (source / "small.txt").write_bytes(b"small")
+    (source / "large.bin").write_bytes(os.urandom(2 * MiB))
+    (source / "ok.txt").write_bytes(b"fine")
+    for name in ("small.txt", "large.bin"):
+        (destination / name).mkdir(parents=True)
+        (destination / name / "kept").write_bytes(b"kept")
+    final = await run_dataset(
+        client, str(source), str(destination), options=OPTIONS, small_file_max=1 * MiB
+    )
+    assert final.state == DatasetState.completed_with_errors, final
+    assert (final.files_done, final.files_failed) == (1, 2), final
+    reasons = {f.name: f.reason for f in final.failures}
+    assert sorted(reasons) == ["large.bin", "small.txt"], reasons
+    for name, why in reasons.items():
+        assert f"{destination / name} is a directory; it is not replaced" in why, why
+        assert "name the file to write" not in why, why
+        assert (destination / name / "kept").read_bytes() == b"kept"
+    assert (destination / "ok.txt").read_bytes() == b"fine"
+
+
 async def test_small_file_max_0_copies_every_file_with_data_as_a_transfer(
     client: StaccatoClient, data_dir: Path
 ) -> None:

@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from staccato.errors import dataset_file_reason
 from staccato.models import MAX_FAN_OUT, BaseModel, MiB, TransferOptions
 
 #: failed files kept with their reason (in the result, the status, the carried state);
@@ -84,6 +85,13 @@ class FileFailure(_Lean):
     name: str
     reason: str
     destination: str | None = None
+
+    @field_validator("reason")
+    @classmethod
+    def _as_a_dataset_tells_it(cls, reason: str) -> str:
+        # every way a file's failure is made (a batch, a fan-out pair, a child
+        # transfer's failure in the workflow) tells it in a dataset's words
+        return dataset_file_reason(reason)
 
 
 class DestinationCounts(BaseModel):

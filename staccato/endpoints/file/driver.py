@@ -48,6 +48,7 @@ from staccato.errors import (
     NotAFileError,
     PermanentError,
     PermissionDeniedError,
+    directory_target_message,
 )
 from staccato.models import ListPage, ObjectInfo, WriteSession
 from staccato.plan import chunk_count
@@ -418,9 +419,7 @@ def check_target(target: Path | str) -> None:
     if stat_module.S_ISREG(existing.st_mode):
         return
     if stat_module.S_ISDIR(existing.st_mode):
-        raise NotAFileError(
-            f"destination {target} is a directory; name the file to write, e.g. {target}/NAME"
-        )
+        raise NotAFileError(directory_target_message(str(target)))
     if stat_module.S_ISLNK(existing.st_mode):
         raise PermanentError(
             f"destination {target} is a symbolic link; name the file it points to "

@@ -111,6 +111,7 @@ from staccato.errors import (
     PermanentError,
     SourceChanged,
     WriteSessionLost,
+    directory_target_message,
 )
 from staccato.models import ListPage, ObjectInfo, WriteSession
 from staccato.plan import chunk_bounds, chunk_count
@@ -805,9 +806,7 @@ def _check_target(sftp: StaccatoSFTP, url: EndpointURL) -> None:
     if stat_module.S_ISREG(mode):
         return
     if stat_module.S_ISDIR(mode):
-        raise IsADirectory(
-            f"destination {url} is a directory; name the file to write, e.g. {url}/NAME"
-        )
+        raise IsADirectory(directory_target_message(str(url)))
     if stat_module.S_ISLNK(mode):
         target = _real_or_none(sftp, url.path) or sftp.readlink(url.path) or "?"
         raise PermanentError(
