@@ -23,7 +23,7 @@ from tests.servers.temporal_server import TemporalDevServer
 #: how long the zombie tests' Temporal server keeps a task poll open (its default: a
 #: minute). Temporal cannot tell a stopped worker's open poll from a live one: each
 #: poll the frozen worker held took a task it could not run, a stream retry (lost
-#: after its 3 s heartbeat timeout, then a backoff doubling to 30 s) or a publish
+#: after its 3 s heartbeat timeout, then a backoff doubling to 10 s) or a publish
 #: (lost for its 2-minute start-to-close timeout). Open polls are re-sent when they
 #: expire, so only the frozen worker's go away; with a minute's expiry the transfer
 #: needed 60-85 s without the frozen worker (the tests' 87-89 s in CI), not the ~10 s

@@ -15,7 +15,7 @@ permanent error fails that pair with its reason and never the other roots.
 A root that fails transiently (its server down) is marked down for the rest of the
 pass: its pairs are deferred (kept in the checkpoint) while the other roots go on.
 After the pass, the deferred pairs are tried again in rounds (backoff 1 s doubling
-to 30 s), each round reading each of their files once more, until ``--retry-for``
+to 10 s), each round reading each of their files once more, until ``--retry-for``
 after the batch was first scheduled (the workflow gives the batch that long plus its
 working time): then each deferred pair fails with the root's last error. So a down root costs the other roots nothing and re-reads
 only the small files it still misses.
@@ -85,7 +85,7 @@ FILES_IN_FLIGHT = 4
 _PAIR_ATTEMPTS = 2
 #: seconds between two rounds of deferred pairs: first, and the cap of the doubling
 _BACKOFF_FIRST_S = 1.0
-_BACKOFF_MAX_S = 30.0
+_BACKOFF_MAX_S = 10.0
 
 
 @dataclass

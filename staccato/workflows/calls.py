@@ -14,12 +14,18 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 from staccato.workflows.failures import reason
 
 # Retries: transient failures (network, 5xx, a killed worker) back off from 1 s to
-# 30 s, with no attempt limit: how long is bounded by each activity's
-# schedule_to_close_timeout, the transfer's retry budget (options.retry_for_s).
+# 10 s, with no attempt limit: how long is bounded by each activity's
+# schedule_to_close_timeout, the transfer's retry budget (options.retry_for_s). The cap
+# is what an outage's end costs: an endpoint back after 15-18 s was retried at 31 s
+# with a 30 s cap (1, 3, 7, 15, 31), at 25 s with 10 s; a stream's attempt every 10 s
+# is still nothing to an endpoint (a throttling answer's Retry-After is honoured
+# above it). Replay: the retry policy is a command attribute that the determinism
+# check does not compare (as the timeouts, see SHORT_HEARTBEAT_TIMEOUT), and a
+# running activity keeps the policy it was scheduled with.
 RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
+    maximum_interval=timedelta(seconds=10),
     maximum_attempts=0,
 )
 SHORT_TIMEOUT = timedelta(minutes=2)

@@ -37,7 +37,7 @@ outcome always matches what the destination holds (cancelled or failed before
 publish: the old object; completed: the new one). If publish itself fails, nothing
 was published (drivers publish atomically) and the old object is intact.
 
-Retries: transient failures are retried with backoff (1 s to 30 s) without an
+Retries: transient failures are retried with backoff (1 s to 10 s) without an
 attempt limit, for ``options.retry_for_s`` (default 24 h) without progress: each
 activity gets a Temporal ``schedule_to_close_timeout`` of the budget left since the
 transfer last made progress (a step finished); a stream gets its own copy-time bound
