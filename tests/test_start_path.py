@@ -14,6 +14,7 @@ from temporalio.api.enums.v1 import EventType
 from staccato import tuning
 from staccato.client import StaccatoClient
 from staccato.models import TransferOptions
+from tests.dataset_checks import submit_dataset, wait_dataset
 from tests.helpers import MiB, sha256_file, write_random
 
 
@@ -57,3 +58,30 @@ async def test_one_control_activity_before_the_first_stream(
     # tuned), each an activity with a workflow task of its own
     assert activities == [], activities
     assert "look_up_start" in local, local
+
+
+async def test_a_dataset_looks_up_its_governors_beside_its_first_page(
+    client: StaccatoClient, data_dir: Path
+) -> None:
+    """A dataset's first workflow task schedules ``find_governors`` with its first
+    ``list_entries``: the first batch waits for the page only (it waited for the
+    page, then the lookup and one more workflow task)."""
+    source = data_dir / "src"
+    source.mkdir()
+    for n in range(3):
+        (source / f"f{n}").write_bytes(b"x" * n)
+    dataset = await submit_dataset(client, str(source), str(data_dir / "dst"))
+    result = await wait_dataset(client, dataset, timeout_s=120)
+    assert result.files_done == 3, result
+    scheduled: dict[int, str] = {}
+    first_completed: int | None = None
+    async for event in client.temporal.get_workflow_handle(dataset).fetch_history_events():
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            scheduled[event.event_id] = (
+                event.activity_task_scheduled_event_attributes.activity_type.name
+            )
+        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+            first_completed = first_completed or event.event_id
+    assert first_completed is not None
+    before = [name for event_id, name in sorted(scheduled.items()) if event_id < first_completed]
+    assert before == ["list_entries", "find_governors"], scheduled
