@@ -16,10 +16,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
 
 from staccato.client import StaccatoClient
+from staccato.errors import TransferFailedError
 from staccato.models import TransferOptions
 from tests.helpers import MiB, leftovers, pair_sizes, sha256_file, write_random
 from tests.s3.conftest import MeteredSeaweedS3, settled
@@ -194,3 +197,41 @@ async def test_sha256_checksum_to_and_from_s3(
     downloaded = await s3_client.wait(down)
     assert downloaded.checksum == uploaded.checksum
     assert sha256_file(data_dir / "back.bin") == digest
+
+
+@pytest.mark.parametrize("signature", ["s3v4", "s3"], ids=["sigv4", "sigv2"])
+async def test_a_presigned_get_url_is_an_http_source(
+    s3_client: StaccatoClient,
+    s3_server: MeteredSeaweedS3,
+    s3: Any,
+    bucket: str,
+    data_dir: Path,
+    signature: str,
+) -> None:
+    """A presigned URL signed for GET is refused to HEAD (403: the signature covers the
+    method): stat asks with the ranged GET instead, and the object copies (a tester
+    found it failing "source refused (HTTP 403)", though README says such URLs work)."""
+    source = data_dir / "signed.bin"
+    digest = write_random(source, 3 * MiB + 5)
+    s3.upload_file(str(source), bucket, "signed.bin")
+    signer = s3_server.client(
+        config=Config(signature_version=signature, s3={"addressing_style": "path"})
+    )
+    url = signer.generate_presigned_url(
+        "get_object", Params={"Bucket": bucket, "Key": "signed.bin"}, ExpiresIn=600
+    )
+    assert httpx.head(url).status_code == 403, "the store lets HEAD through: nothing to test"
+    destination = data_dir / "signed.out"
+    result = await s3_client.wait(
+        await s3_client.submit(url, str(destination), TransferOptions(chunk_size=MiB, streams=2))
+    )
+    assert result.bytes == 3 * MiB + 5
+    assert sha256_file(destination) == digest
+    assert leftovers(data_dir) == []
+    # a signature the store refuses to GET too is the source's answer: it fails at
+    # once, naming the refusal, and writes nothing
+    forged = url.replace("Signature=", "Signature=0", 1)
+    refused = data_dir / "refused.out"
+    with pytest.raises(TransferFailedError, match=r"source refused: .*\(HTTP 403\)"):
+        await s3_client.wait(await s3_client.submit(forged, str(refused), TransferOptions()))
+    assert not refused.exists() and leftovers(data_dir) == []

@@ -86,12 +86,13 @@ class HTTPDriver(Driver):
     def stat(self, url: EndpointURL) -> ObjectInfo:
         """``HEAD`` first; if it advertises ``Accept-Ranges: bytes``, a ranged ``GET``
         of one byte confirms it (some servers and proxies advertise ranges and ignore
-        them). A refused ``HEAD`` (405, 501, ...) falls back to the ranged ``GET``
-        (tests/test_http_cases.py ``test_head_refused``). Each request, redirects included,
-        must end within ``REQUEST_DEADLINE_S``.
+        them). A refused ``HEAD`` (405, 501, and 401/403: a presigned URL signed for
+        ``GET`` only) falls back to the ranged ``GET`` (tests/test_http_cases.py
+        ``test_head_refused``). Each request, redirects included, must end within
+        ``REQUEST_DEADLINE_S``.
 
         Raises:
-            NotFoundError, PermissionDeniedError: 404/410, 401/403.
+            NotFoundError, PermissionDeniedError: 404/410, 401/403 (to the ``GET``).
             RetryableError: 5xx, 408, 429 (with ``retry_after_s`` from ``Retry-After``
                 on 429/503), transport errors, a request over its deadline.
         """
@@ -112,7 +113,11 @@ class HTTPDriver(Driver):
         except httpx.HTTPError as err:
             raise transport_error(err, url) from None
         code = head.status_code
-        if code in (401, 403, 404, 410) or code >= 500 or code in (408, 429):
+        # 401/403 to HEAD alone is no answer yet: a presigned URL (S3 SigV4/SigV2, GCS,
+        # Azure SAS) signs its method, so one made for GET is refused to HEAD; the
+        # ranged GET below asks with the method it was made for (and a refusal of that
+        # is the source's answer)
+        if code in (404, 410) or code >= 500 or code in (408, 429):
             raise status_error(code, url, head.headers)
         if code == 200:
             length = head.headers.get("content-length", "")
