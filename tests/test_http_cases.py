@@ -22,7 +22,7 @@ import pytest
 
 from staccato.client import StaccatoClient
 from staccato.endpoints.http import HTTPDriver
-from staccato.errors import NotFoundError, RetryableError, StaccatoError
+from staccato.errors import NotFoundError, RetryableError, StaccatoError, TransferFailedError
 from staccato.models import TransferOptions, TransferState
 from staccato.urls import parse_url
 from tests.helpers import MiB, WorkerProcess, leftovers, sha256_file, wait_for_status, write_random
@@ -38,6 +38,8 @@ class QuirkyServer(ThreadingHTTPServer):
         data: the one resource, served at any path.
         ignore_ranges: advertise ``Accept-Ranges: bytes`` but answer every Range with
             200 and the whole body (as proxies that strip ranges do).
+        ignore_larger_ranges: as ``ignore_ranges``, but the one-byte probe
+            (``bytes=0-0``) is answered 206 as asked.
         truncate_first: the first N GET responses end halfway through their announced
             Content-Length and the connection is closed.
         drip_every_s: GETs other than the one-byte range probe get their headers, then
@@ -56,6 +58,7 @@ class QuirkyServer(ThreadingHTTPServer):
         data: bytes,
         *,
         ignore_ranges: bool = False,
+        ignore_larger_ranges: bool = False,
         truncate_first: int = 0,
         drip_every_s: float | None = None,
         unavailable_first: int = 0,
@@ -68,6 +71,7 @@ class QuirkyServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.data = data
         self.ignore_ranges = ignore_ranges
+        self.ignore_larger_ranges = ignore_larger_ranges
         self.truncate_left = truncate_first
         self.drip_every_s = drip_every_s
         self.unavailable_left = unavailable_first
@@ -203,7 +207,8 @@ class _Handler(BaseHTTPRequestHandler):
             truncate = self.server.truncate_left > 0 and not probe
             if truncate:
                 self.server.truncate_left -= 1
-        if match and not self.server.ignore_ranges:
+        ignored = self.server.ignore_ranges or (self.server.ignore_larger_ranges and not probe)
+        if match and not ignored:
             start, end = int(match.group(1)), min(int(match.group(2)), len(data) - 1)
             body = data[start : end + 1]
             extra = {"Content-Range": f"bytes {start}-{end}/{len(data)}"}
@@ -285,6 +290,26 @@ async def test_ranges_advertised_but_ignored(
     assert (
         len([g for g in server.gets if g != "bytes=0-0"]) == 1
     )  # one whole read, not one per stream
+
+
+async def test_larger_ranges_ignored_after_an_honoured_probe(
+    client: StaccatoClient, quirky, data_dir: Path
+) -> None:
+    """A server that answers the one-byte probe with 206 but bigger ranges with 200 and
+    the whole, unchanged object (same ETag): the transfer fails saying the server
+    ignores ranges and how to copy it, not that the source changed (a tester saw
+    "source changed during the transfer" for a source nobody touched); nothing is
+    written."""
+    source = data_dir / "probe-only.bin"
+    write_random(source, 3 * MiB + 1)
+    server = _serve(quirky, QuirkyServer(source.read_bytes(), ignore_larger_ranges=True))
+    destination = data_dir / "probe-only.out"
+    with pytest.raises(TransferFailedError) as failure:
+        await client.wait(await client.submit(server.url(), str(destination), OPTIONS))
+    message = str(failure.value)
+    assert "ignores byte ranges" in message and "--stage" in message, message
+    assert "source changed" not in message, message
+    assert not destination.exists() and leftovers(data_dir) == []
 
 
 async def test_body_shorter_than_content_length(

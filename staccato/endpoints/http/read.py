@@ -134,6 +134,18 @@ class HTTPReader(Reader):
             )
         if ranged:
             if code == 200:
+                if (headers.get("etag") or headers.get("last-modified")) and version_of(
+                    headers, self._info.size
+                ) == self._info.version:
+                    # the whole object, unchanged: not If-Range's answer to a new
+                    # version (RFC 9110 section 13.1.5) but a server that ignores larger
+                    # ranges though it honoured the one-byte probe at stat
+                    raise PermanentError(
+                        f"{self._shown} answered Range bytes={offset}-{offset + length - 1} "
+                        f"with the whole object (HTTP 200, same version {self._info.version}): "
+                        "the server ignores byte ranges for it (it honoured the one-byte "
+                        "probe); copy it with --stage, which reads it once in one stream"
+                    )
                 raise SourceChangedError(
                     f"source changed during the transfer: {self._shown} no longer matches "
                     f"the version pinned at start ({self._info.version})"
