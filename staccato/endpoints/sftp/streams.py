@@ -74,12 +74,15 @@ class SFTPReader(Reader):
     def _check(self, attrs: SFTPAttributes) -> None:
         pinned_size = int(self._info.extra.get("stat_size", self._info.size))
         pinned_mtime = self._info.extra.get("mtime")
-        if attrs.st_size != pinned_size or (
-            pinned_mtime is not None and str(attrs.st_mtime) != pinned_mtime
-        ):
+        if attrs.st_size != pinned_size:
             raise SourceChanged(
-                f"source changed during the transfer: {self._url} now has size {attrs.st_size} bytes "
-                f"(was {pinned_size}) or a new modification time"
+                f"source changed during the transfer: {self._url} now has size "
+                f"{attrs.st_size} bytes (was {pinned_size})"
+            )
+        if pinned_mtime is not None and str(attrs.st_mtime) != pinned_mtime:
+            raise SourceChanged(
+                f"source changed during the transfer: {self._url} has a new modification "
+                f"time ({attrs.st_mtime}, was {pinned_mtime}; same size)"
             )
 
     def readinto(self, buffer: memoryview) -> int:
