@@ -249,7 +249,9 @@ def list_(
         typer.echo(json.dumps([v.model_dump(mode="json") for v in views], indent=2))
         return
     if not views:
-        typer.echo(f"{parsed.name}: no limits set" if parsed else "no limits set")
+        # (what tuning learned, listed below, is no limit: said so, not contradicted)
+        learned = " (what tuning learned of links follows)" if memories else ""
+        typer.echo((f"{parsed.name}: no limits set" if parsed else "no limits set") + learned)
     for memory in memories:  # what per-link tuning learned (`limit learned`)
         typer.echo(f"{memory.link}  learned {learned_text(memory)}")
     for v in views:
