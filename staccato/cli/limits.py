@@ -250,8 +250,8 @@ def list_(
         return
     if not views:
         # (what tuning learned, listed below, is no limit: said so, not contradicted)
-        learned = " (what tuning learned of links follows)" if memories else ""
-        typer.echo((f"{parsed.name}: no limits set" if parsed else "no limits set") + learned)
+        follows = " (what tuning learned of links follows)" if memories else ""
+        typer.echo((f"{parsed.name}: no limits set" if parsed else "no limits set") + follows)
     for memory in memories:  # what per-link tuning learned (`limit learned`)
         typer.echo(f"{memory.link}  learned {learned_text(memory)}")
     for v in views:
