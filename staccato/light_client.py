@@ -39,7 +39,8 @@ every run the dataset continues as; only a ``completed`` result it tells itself
 
 When (:func:`light_client`): Temporal's HTTP API address is known
 (``STACCATO_TEMPORAL_HTTP``, or the port ``staccato up``'s dev server recorded when
-``TEMPORAL_ADDRESS`` names that server); Temporal's connection configuration is plain
+the Temporal address names that server: ``TEMPORAL_ADDRESS``, or by default that of the
+``up`` running with this STACCATO_HOME); Temporal's connection configuration is plain
 (no ``TEMPORAL_*`` variable but ``TEMPORAL_ADDRESS`` and ``TEMPORAL_NAMESPACE``, no
 Temporal configuration file: no TLS, API key, profile or gRPC metadata); the payload
 codec is off; the light client is allowed (``STACCATO_LIGHT_CLIENT``, default on); and
@@ -102,7 +103,13 @@ def plain_temporal_config() -> tuple[str, str] | None:
     """``(address, namespace)`` of the Temporal connection when its configuration is
     plain (see the module docstring); None when anything else could be configured
     (TLS, an API key, a profile, a configuration file, gRPC metadata), which only the
-    SDK's client reads."""
+    SDK's client reads. The address: ``TEMPORAL_ADDRESS``, else
+    :func:`staccato.settings.default_address` (the running ``up``'s of STACCATO_HOME,
+    else ``127.0.0.1:7233``).
+
+    Raises:
+        SettingsError: no address is set and a STACCATO_* variable is invalid.
+    """
     for name, value in os.environ.items():
         if name.startswith("TEMPORAL_") and value and name not in PLAIN_TEMPORAL_VARIABLES:
             return None
@@ -110,7 +117,7 @@ def plain_temporal_config() -> tuple[str, str] | None:
         return None
     if _temporal_config_file().exists():
         return None
-    address = os.environ.get("TEMPORAL_ADDRESS") or settings.DEFAULT_ADDRESS
+    address = os.environ.get("TEMPORAL_ADDRESS") or settings.default_address()
     return address, os.environ.get("TEMPORAL_NAMESPACE") or settings.DEFAULT_NAMESPACE
 
 

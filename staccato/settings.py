@@ -7,7 +7,9 @@ name in capitals; see :class:`Settings` for meanings, units and defaults.
 
 The Temporal connection is not here: it comes from Temporal's own environment
 configuration (``TEMPORAL_ADDRESS``, ``TEMPORAL_NAMESPACE``, ``TEMPORAL_PROFILE``, TLS,
-API key; ``temporalio.envconfig``), default ``127.0.0.1:7233`` / ``default``.
+API key; ``temporalio.envconfig``). When that names no address: the one the running
+``staccato up`` of STACCATO_HOME recorded, else ``127.0.0.1:7233``
+(:func:`default_address`); namespace ``default``.
 """
 
 from __future__ import annotations
@@ -324,15 +326,36 @@ def file_roots() -> tuple[str, ...] | None:
     return tuple(current().file_roots) or None
 
 
+def default_address() -> str:
+    """Temporal's address (``host:port``) when Temporal's own configuration names none
+    (no ``TEMPORAL_ADDRESS``, no address in a profile or configuration file): the one
+    the ``staccato up`` running with this STACCATO_HOME recorded (its ``up.pid`` names
+    a live process), so that its commands use the server it runs; else
+    :data:`DEFAULT_ADDRESS`. The one rule of the SDK's client
+    (:func:`temporal_connect_config`) and the light client
+    (:func:`staccato.light_client.plain_temporal_config`).
+
+    Raises:
+        SettingsError: a STACCATO_* variable is invalid (STACCATO_HOME is read with them).
+    """
+    from staccato.workers.devserver import running_up_address
+
+    return running_up_address(home()) or DEFAULT_ADDRESS
+
+
 def temporal_connect_config() -> dict[str, Any]:
     """Keyword arguments for ``temporalio.client.Client.connect`` from Temporal's
-    standard environment configuration, with Staccato's defaults filled in."""
+    standard environment configuration, with Staccato's defaults filled in (the
+    address: :func:`default_address`).
+
+    Raises:
+        SettingsError: no address is configured and a STACCATO_* variable is invalid.
+    """
     from temporalio.envconfig import ClientConfig
 
     config: dict[str, Any] = dict(ClientConfig.load_client_connect_config())
-    config.setdefault("target_host", DEFAULT_ADDRESS)
     if not config.get("target_host"):
-        config["target_host"] = DEFAULT_ADDRESS
+        config["target_host"] = default_address()
     config.setdefault("namespace", DEFAULT_NAMESPACE)
     return config
 

@@ -137,6 +137,83 @@ def _servers_of(home: Path) -> list[int]:
     return found
 
 
+def test_commands_of_its_home_use_a_running_up(tmp_path: Path, monkeypatch) -> None:
+    """With no address in Temporal's own configuration (no TEMPORAL_ADDRESS, no profile
+    or configuration file), a command run with the STACCATO_HOME of a running `up` uses
+    the address that `up` recorded (the light client and the SDK's client alike), and
+    127.0.0.1:7233 again once it is down or dead (a zombie). A tester's `up --port 7301`
+    was ignored: the CLI went on with 127.0.0.1:7233 (someone else's server, then none),
+    and `up` again said "use 127.0.0.1:7301" without saying how."""
+    from staccato import settings
+    from staccato.light_client import light_client, plain_temporal_config
+    from staccato.workers.devserver import port_open, recorded_http_port
+
+    home = tmp_path / "home"
+    port, ui_port = free_port(), free_port()
+    address = f"127.0.0.1:{port}"
+    env = {  # the shell of a user who exported nothing Temporal's
+        **{k: v for k, v in _up_env(home, port).items() if not k.startswith("TEMPORAL_")},
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),  # no Temporal configuration file
+    }
+    env.pop("STACCATO_TEMPORAL_HTTP", None)
+    for name in [n for n in os.environ if n.startswith("TEMPORAL_")]:
+        monkeypatch.delenv(name)
+    for name in ("STACCATO_HOME", "XDG_CONFIG_HOME"):
+        monkeypatch.setenv(name, env[name])
+    monkeypatch.delenv("STACCATO_TEMPORAL_HTTP", raising=False)
+    up = _staccato("up", "--detach", "--port", str(port), "--ui-port", str(ui_port), env=env)
+    assert up.returncode == 0, up.stdout + up.stderr
+    source, destination = tmp_path / "in.bin", tmp_path / "out.bin"
+    try:
+        # checked first: the old code would send the copy to whatever runs on 7233
+        assert settings.temporal_connect_config()["target_host"] == address
+        assert plain_temporal_config() == (address, "default")
+        light = light_client()
+        assert light is not None and light.port == recorded_http_port(home, port)
+        write_random(source, 1024 * 1024 + 5)
+        cp = _staccato("cp", str(source), str(destination), env=env)
+        assert cp.returncode == 0, cp.stderr
+        assert destination.read_bytes() == source.read_bytes()
+        status = _staccato("status", str(destination), "--json", env=env)  # the SDK's client
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["state"] == "completed"
+        # an explicit address wins
+        monkeypatch.setenv("TEMPORAL_ADDRESS", "127.0.0.1:1")
+        assert settings.temporal_connect_config()["target_host"] == "127.0.0.1:1"
+        assert plain_temporal_config() == ("127.0.0.1:1", "default")
+        monkeypatch.delenv("TEMPORAL_ADDRESS")
+        # `up` again, on the default port: refused, saying how to use the one that runs
+        again = _staccato("up", "--detach", env=env)
+        assert again.returncode == 1, again.stderr
+        assert f"Temporal at {address}, not at 127.0.0.1:7233 as asked" in again.stderr
+        assert (
+            f"commands run with this STACCATO_HOME ({home}) use it, others need "
+            f"TEMPORAL_ADDRESS={address}"
+        ) in again.stderr, again.stderr
+    finally:
+        down = _staccato("down", env=env)
+        assert down.returncode == 0, down.stderr
+    assert settings.temporal_connect_config()["target_host"] == "127.0.0.1:7233"
+    assert plain_temporal_config() == ("127.0.0.1:7233", "default")
+    if not port_open("127.0.0.1", 7233):  # (else it is someone else's: not asked)
+        status = _staccato("status", str(destination), env=env)
+        assert status.returncode == 1, status.stderr
+        assert "cannot reach Temporal at 127.0.0.1:7233" in status.stderr, status.stderr
+    # an `up` killed and never reaped (a zombie) left its files: the default too
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])  # not waited for
+    try:
+        deadline = time.monotonic() + 30
+        while _alive(zombie.pid):
+            assert time.monotonic() < deadline, "the child did not exit"
+            time.sleep(0.05)
+        (home / "up.pid").write_text(str(zombie.pid))
+        (home / "up.address").write_text(address)
+        assert settings.temporal_connect_config()["target_host"] == "127.0.0.1:7233"
+        assert plain_temporal_config() == ("127.0.0.1:7233", "default")
+    finally:
+        zombie.wait()
+
+
 def test_down_stops_the_server_of_a_killed_up(tmp_path: Path) -> None:
     """SIGKILL of `staccato up` leaves its dev server running: `down` finds and stops it
     (port closed), and a later `up` starts cleanly on the same port."""

@@ -38,7 +38,8 @@ def worker(
         ),
     ] = False,
 ) -> None:
-    """Run a worker against the Temporal named by TEMPORAL_ADDRESS (default 127.0.0.1:7233).
+    """Run a worker against the Temporal named by TEMPORAL_ADDRESS (default: that of the
+    `staccato up` running with this STACCATO_HOME, else 127.0.0.1:7233).
 
     Every STACCATO_* setting is checked first: a bad value exits 2 naming it."""
     from staccato.codec import codec_keys
@@ -88,12 +89,17 @@ def worker(
 
 
 def _pid_file() -> Path:
-    return settings.home() / "up.pid"
+    from staccato.workers.devserver import UP_PID_FILE
+
+    return settings.home() / UP_PID_FILE
 
 
 def _address_file() -> Path:
-    """Where a running ``up`` keeps its Temporal address (``127.0.0.1:PORT``)."""
-    return settings.home() / "up.address"
+    """Where a running ``up`` keeps its Temporal address (``127.0.0.1:PORT``), which
+    the clients of its STACCATO_HOME use (:func:`staccato.settings.default_address`)."""
+    from staccato.workers.devserver import UP_ADDRESS_FILE
+
+    return settings.home() / UP_ADDRESS_FILE
 
 
 def _running_address() -> str:
@@ -114,9 +120,16 @@ def _already_up(pid: int, address: str) -> str:
             f"staccato is already up (pid {pid}) with Temporal at {running}; stop it with "
             "`staccato down`"
         )
+    if running == "an unknown port":
+        use = "use it"
+    else:  # how: this home's clients find it; any other needs its address
+        use = (
+            f"commands run with this STACCATO_HOME ({settings.home()}) use it, others "
+            f"need TEMPORAL_ADDRESS={running}"
+        )
     return (
         f"staccato is already up (pid {pid}) with Temporal at {running}, not at {address} "
-        f"as asked; use {running}, or stop it with `staccato down` and run `up` again "
+        f"as asked; {use}; or stop it with `staccato down` and run `up` again "
         "(one `up` per STACCATO_HOME)"
     )
 
@@ -136,16 +149,14 @@ def _last_error(log_path: Path, offset: int) -> str:
 
 
 def _running_pid() -> int | None:
-    try:
-        pid = int(_pid_file().read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-    from staccato.workers.devserver import process_running
+    """The pid of this STACCATO_HOME's running ``up``, or None (its files removed when
+    they name one that is gone, or a zombie: a killed ``up`` nobody reaped)."""
+    from staccato.workers.devserver import running_up
 
-    if not process_running(pid):  # gone, or a zombie: a killed `up` nobody reaped
+    pid = running_up(settings.home())
+    if pid is None and _pid_file().exists():
         _pid_file().unlink(missing_ok=True)
         _address_file().unlink(missing_ok=True)
-        return None
     return pid
 
 

@@ -201,6 +201,37 @@ def process_running(pid: int, start_ticks: int | None = None) -> bool:
     return start_ticks is None or int(fields[19]) == start_ticks
 
 
+#: a running ``staccato up``'s pid and its Temporal address (``127.0.0.1:PORT``), each
+#: a file in its STACCATO_HOME: clients of that home use that address when Temporal's
+#: own configuration names none (:func:`staccato.settings.default_address`)
+UP_PID_FILE = "up.pid"
+UP_ADDRESS_FILE = "up.address"
+
+
+def running_up(home: Path) -> int | None:
+    """The pid of the ``staccato up`` running with its state in ``home``: the one its
+    ``up.pid`` names, when that process has not exited (:func:`process_running`: a
+    zombie counts as exited); else None. Reads only: it removes no stale file
+    (``up`` and ``down`` do)."""
+    try:
+        pid = int((home / UP_PID_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if process_running(pid) else None
+
+
+def running_up_address(home: Path) -> str | None:
+    """The Temporal address (``127.0.0.1:PORT``) the ``staccato up`` running with its
+    state in ``home`` recorded; None when none runs (:func:`running_up`) or it recorded
+    none (an older release's ``up``). Reads only."""
+    if running_up(home) is None:
+        return None
+    try:
+        return (home / UP_ADDRESS_FILE).read_text().strip() or None
+    except OSError:
+        return None
+
+
 def _record(data_dir: Path, pid: int, port: int, http_port: int) -> None:
     record = {"pid": pid, "port": port, "start_ticks": _start_ticks(pid), "http_port": http_port}
     (data_dir / SERVER_RECORD).write_text(json.dumps(record))
