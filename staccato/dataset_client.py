@@ -55,6 +55,7 @@ from staccato.datasets.models import (
     DatasetState,
     DatasetStatus,
     FanOutBatchCheckpoint,
+    FileFailure,
 )
 from staccato.errors import (
     DestinationBusyError,
@@ -107,7 +108,7 @@ async def failed_pairs(
         probe.destination_roots,
     )
     by_name: dict[str, list[str]] = {}
-    for failure in status.failures:
+    for failure in _to_retry(status):
         by_name.setdefault(failure.name, [])
         if failure.destination and failure.destination not in by_name[failure.name]:
             by_name[failure.name].append(failure.destination)
@@ -166,19 +167,98 @@ async def _earlier_dataset(
     return status
 
 
+def gone_names(status: DatasetStatus) -> list[str]:
+    """The files of the ended dataset ``status`` that failed only because they were
+    no longer at the source when ``--retry-failed`` looked for them
+    (:attr:`FileFailure.gone`; with several roots: at every root it failed at), in
+    failure order: nothing is left to copy of them, so a retry leaves them out."""
+    gone: dict[str, bool] = {}
+    for failure in status.failures:
+        gone[failure.name] = gone.get(failure.name, True) and failure.gone
+    return [name for name, only_gone in gone.items() if only_gone]
+
+
+def only_gone_failed(status: DatasetStatus) -> bool:
+    """Every file the ended dataset ``status`` failed is no longer at the source (and
+    it kept every failure): ``--retry-failed`` has nothing left to copy."""
+    failed = (
+        status.files_failed
+        if status.destinations is None
+        else sum(d.files_failed for d in status.destinations)
+    )
+    return (
+        failed > 0
+        and failed <= len(status.failures)
+        and len(gone_names(status)) == len({f.name for f in status.failures})
+    )
+
+
+def _to_retry(status: DatasetStatus) -> list[FileFailure]:
+    """The failures of the dataset ``status`` (checked by :func:`_earlier_dataset`)
+    that ``--retry-failed`` copies again: all but those of files no longer at the
+    source (:func:`gone_names`).
+
+    Raises:
+        CannotRetryError: every file it failed is no longer at the source.
+    """
+    gone = set(gone_names(status))
+    if gone and only_gone_failed(status):
+        raise CannotRetryError(
+            f"nothing to retry: {_gone_text(status, len(gone))} no longer at the source "
+            "when --retry-failed looked for them, so nothing is left to copy; to copy the "
+            "source as it is now, run it again without --retry-failed (--sync-level size "
+            "skips what is there)"
+        )
+    return [f for f in status.failures if f.name not in gone]
+
+
+def _gone_text(status: DatasetStatus, count: int) -> str:
+    """``the 2 files dataset ID failed ('a', 'b') are``: the files no longer at the
+    source, a few named."""
+    names = gone_names(status)
+    shown = ", ".join(repr(name) for name in names[:5]) + (", ..." if len(names) > 5 else "")
+    if count == 1:
+        return f"the file dataset {status.id} failed ({shown}) is"
+    return f"the {count} files dataset {status.id} failed ({shown}) are"
+
+
+def retry_advice(status: DatasetStatus) -> str:
+    """What to do about the failures of a dataset that ended ``completed_with_errors``
+    (``cp -r``'s last line): copy them again with ``--retry-failed``, which leaves out
+    the files no longer at the source; when every file that failed is no longer there,
+    a retry cannot copy anything (and is refused): run without it."""
+    gone = gone_names(status)
+    if gone and only_gone_failed(status):
+        count = len(gone)
+        what = "the file that failed is" if count == 1 else f"the {count} files that failed are"
+        return (
+            f"{what} no longer at the source: nothing is left to copy, --retry-failed "
+            "cannot help; to copy the source as it is now, run it again without "
+            "--retry-failed (--sync-level size skips what is there)"
+        )
+    if gone:
+        return (
+            f"copy the failed files again with --retry-failed (it leaves out the "
+            f"{len(gone)} no longer at the source)"
+        )
+    return "copy the failed files again with --retry-failed"
+
+
 async def failed_names(
     client: StaccatoClient, destination: str, source_root: str | None = None
 ) -> list[str]:
     """The relative names that failed in the last dataset to ``destination`` (from
-    ``source_root``, a canonical root, when given).
+    ``source_root``, a canonical root, when given), but those no longer at the source
+    (:func:`gone_names`: nothing is left to copy of them).
 
     Raises:
         NothingToRetryError: no dataset from that source to that destination alone.
         StaccatoError: it did not end with errors, or it failed more files than it kept
             (then re-run with ``--sync-level``, which copies only what differs).
+        CannotRetryError: every file it failed is no longer at the source.
     """
     status = await _earlier_dataset(client, dataset_id(destination), source_root, [destination])
-    return [failure.name for failure in status.failures]
+    return [failure.name for failure in _to_retry(status)]
 
 
 class DatasetStart(NamedTuple):

@@ -456,3 +456,75 @@ def test_the_roots_above_a_destination_nearest_first() -> None:
     assert _roots_above("/data/run/f.bin") == ["file:///data/run", "file:///data", "file:///"]
     # a key's empty segment is kept, as dataset keys keep it
     assert _roots_above("s3://bkt/a//c") == ["s3://bkt/a/", "s3://bkt/a", "s3://bkt/"]
+
+
+def test_retry_failed_of_files_no_longer_at_the_source_is_not_advised_again(
+    worker: WorkerProcess, temporal_server, data_dir: Path
+) -> None:
+    """A failed file removed from the source since: --retry-failed finds it gone, and
+    the end says nothing is left to copy and to run without --retry-failed (it advised
+    --retry-failed again, which failed it again, every time: tester); a further
+    --retry-failed is refused (exit 2) naming it; a run without it completes."""
+    import os
+
+    args = dict(address=temporal_server.address, task_queue=worker.task_queue)
+    source, destination = data_dir / "src", data_dir / "dst"
+    source.mkdir()
+    for name in ("f1", "f2", "f3"):
+        (source / name).write_bytes(name.encode())
+    os.symlink("/nonexist", source / "gone")
+    first = run_cli("cp", "-r", "-q", str(source), str(destination), **args)
+    assert first.returncode == 1, first.stderr
+    assert "gone: broken symbolic link" in first.stderr, first.stderr
+    assert "again with --retry-failed" in first.stderr, first.stderr
+    (source / "gone").unlink()
+    retried = run_cli("cp", "-r", "--retry-failed", str(source), str(destination), **args)
+    assert retried.returncode == 1, retried.stderr
+    said = " ".join(retried.stderr.split())
+    assert "failed: gone: 'gone' is no longer at the source" in said, said
+    assert "again with --retry-failed" not in said, said
+    assert "the file that failed is no longer at the source: nothing is left to copy" in said
+    assert "run it again without --retry-failed" in said, said
+    again = run_cli("cp", "-r", "--retry-failed", str(source), str(destination), **args)
+    assert again.returncode == 2, again
+    said = " ".join(again.stderr.split())
+    assert f"nothing to retry: the file dataset {dataset_id(str(destination))} failed" in said
+    assert "('gone') is no longer at the source" in said, said
+    assert "without --retry-failed" in said, said
+    plain = run_cli("cp", "-r", "--sync-level", "size", str(source), str(destination), **args)
+    assert plain.returncode == 0, plain.stderr
+    assert "0 files copied (0 B), 3 up to date, 0 failed" in plain.stderr, plain.stderr
+
+
+def test_retry_failed_leaves_out_the_files_no_longer_at_the_source(
+    worker: WorkerProcess, temporal_server, data_dir: Path
+) -> None:
+    """Of two failed files, one removed from the source and one whose obstacle at the
+    destination stays: the retry fails both, the end advises --retry-failed (one can
+    still be copied) and says it leaves the other out; once the obstacle is gone
+    --retry-failed copies the one left and completes (exit 0): the file no longer at
+    the source is not retried (it failed that retry again: tester)."""
+    import os
+
+    args = dict(address=temporal_server.address, task_queue=worker.task_queue)
+    source, destination = data_dir / "src", data_dir / "dst"
+    source.mkdir()
+    (source / "ok").write_bytes(b"ok")
+    (source / "blocked").write_bytes(b"blocked")
+    os.symlink("/nonexist", source / "gone")
+    (destination / "blocked").mkdir(parents=True)
+    first = run_cli("cp", "-r", "-q", str(source), str(destination), **args)
+    assert first.returncode == 1, first.stderr
+    (source / "gone").unlink()
+    retried = run_cli("cp", "-r", "-q", "--retry-failed", str(source), str(destination), **args)
+    assert retried.returncode == 1, retried.stderr
+    said = " ".join(retried.stderr.split())
+    assert "failed: gone: 'gone' is no longer at the source" in said, said
+    assert "copy the failed files again with --retry-failed (it leaves out the 1 no" in said
+    (destination / "blocked").rmdir()
+    last = run_cli("cp", "-r", "--retry-failed", str(source), str(destination), **args)
+    assert last.returncode == 0, last.stderr
+    assert "1 files copied" in last.stderr and "0 failed" in last.stderr, last.stderr
+    assert (destination / "blocked").read_bytes() == b"blocked"
+    shown = json.loads(run_cli("status", "--json", str(destination), **args).stdout)
+    assert shown["state"] == "completed" and shown["files_done"] == 1, shown

@@ -62,6 +62,7 @@ from staccato.datasets.models import (
     FileFailure,
     ListInput,
     ListResult,
+    gone_reason,
 )
 from staccato.datasets.names import UnrepresentableNameError, target_url
 from staccato.endpoints import get_driver
@@ -288,7 +289,7 @@ def _named_entry(root: EndpointURL, name: str, fence: list[EndpointURL]) -> Data
             # spelling names no file, the real one cannot be copied
             return DatasetEntry(name=name, error=NOT_UTF8_REASON)
         link = _local_link_reason(url)
-        return DatasetEntry(name=name, error=link or f"{name!r} is no longer at the source")
+        return DatasetEntry(name=name, error=link or gone_reason(name))
     except PermanentError as err:
         return DatasetEntry(name=name, error=_local_link_reason(url) or str(err))
     return DatasetEntry(name=name, size=info.size)

@@ -442,10 +442,9 @@ def exit_for(final: DatasetStatus, quiet: bool = False) -> None:
                     for d in bad
                 )
             )
-        fail(
-            f"dataset {final.id} completed_with_errors: {summary}; copy the failed files "
-            "again with --retry-failed"
-        )
+        from staccato.dataset_client import retry_advice
+
+        fail(f"dataset {final.id} completed_with_errors: {summary}; {retry_advice(final)}")
     # a source directory or prefix that is not there: a usage error (nothing was written)
     usage = final.error_type == SourceRootNotFoundError.TYPE
     fail(

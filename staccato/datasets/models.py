@@ -72,6 +72,13 @@ class DatasetState(StrEnum):
     cancelled = "cancelled"
 
 
+def gone_reason(name: str) -> str:
+    """Why a failed file retried by ``--retry-failed`` is not copied when it is no
+    longer at the source (its relative ``name``): nothing is left to copy of it.
+    :attr:`FileFailure.gone` tells such a failure by this exact text."""
+    return f"{name!r} is no longer at the source"
+
+
 class FileFailure(_Lean):
     """A file of the dataset that was not copied, and why.
 
@@ -85,6 +92,13 @@ class FileFailure(_Lean):
     name: str
     reason: str
     destination: str | None = None
+
+    @property
+    def gone(self) -> bool:
+        """The file was no longer at the source when ``--retry-failed`` looked for it
+        (:func:`gone_reason`): nothing is left to copy of it, so retrying it again
+        cannot succeed."""
+        return self.reason == gone_reason(self.name)
 
     @field_validator("reason")
     @classmethod
