@@ -636,7 +636,10 @@ async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
     started_at = await _first_start(client, handle.id, description)
     if description.status == WorkflowExecutionStatus.COMPLETED:
         completed = status_from_result(handle.id, await handle.result())
-        return completed.model_copy(update={"started_at": started_at})
+        completed = completed.model_copy(update={"started_at": started_at})
+        if completed.state == DatasetState.completed and completed.files_total == 0:
+            completed = await _filters_note(client, completed, description.run_id)
+        return completed
     progress: DatasetProgress | None = None
     try:
         progress = await handle.query(
@@ -784,6 +787,102 @@ async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
             "paused_transfers": paused or None,
         }
     )
+
+
+#: runs of a dataset whose histories :func:`_files_filtered_out` reads, at most
+_RUNS_READ = 64
+
+
+async def _filters_note(
+    client: StaccatoClient, status: DatasetStatus, run_id: str | None
+) -> DatasetStatus:
+    """``status`` (a dataset that completed with no file selected; ``run_id``: its
+    last run) with :attr:`DatasetStatus.filters_matched_none` and its ``warning`` when
+    its ``--include``/``--exclude`` left out every file listed (tester: ``--include
+    '/sub/*'`` said "completed: 0 files copied" and exited 0 without a word); as it
+    is for an empty source or a request without filters. Reads the request (one
+    event) and, with filters, its runs' listing results: a dataset that selected
+    nothing has no other activity."""
+    from staccato.starts import running_input
+
+    request = await running_input(client.temporal, status.id, run_id, DatasetRequest)
+    if request is None or not (request.include or request.exclude):
+        return status
+    listed = await _files_filtered_out(client, status.id, run_id, status.runs)
+    if not listed:
+        return status
+    return status.model_copy(
+        update={
+            "filters_matched_none": listed,
+            "warning": filters_warning(listed, request.include, request.exclude),
+        }
+    )
+
+
+def filters_warning(listed: int, include: Sequence[str], exclude: Sequence[str]) -> str:
+    """What a dataset whose filters left out all ``listed`` files says: the patterns,
+    and how they match (a name relative to the source root, never with a leading
+    ``/``: the one told when a pattern starts with it)."""
+    import shlex
+
+    patterns = " ".join(
+        [f"--include {shlex.quote(g)}" for g in include]
+        + [f"--exclude {shlex.quote(g)}" for g in exclude]
+    )
+    rooted = next((g for g in [*include, *exclude] if g.startswith("/")), None)
+    hint = (
+        f", never with a leading '/' ({rooted.lstrip('/')!r}, not {rooted!r})"
+        if rooted is not None
+        else ""
+    )
+    matched = (
+        "the one file listed did not match"
+        if listed == 1
+        else f"none of the {listed} files listed matched"
+    )
+    return (
+        f"{matched} {patterns}: nothing was copied; check the "
+        f"patterns: they match each file's name relative to the source root{hint}, and "
+        "'*' also matches '/'"
+    )
+
+
+async def _files_filtered_out(
+    client: StaccatoClient, dataset: str, run_id: str | None, runs: int
+) -> int:
+    """Files the listing of ``dataset`` (its run ``run_id`` and the runs before it,
+    at most ``runs`` and :data:`_RUNS_READ`) left out by ``--include``/``--exclude``:
+    the sum of its ``list_entries`` results' ``skipped_by_filters`` (the workflow
+    does not keep that count); 0 when a history cannot be read."""
+    from staccato.datasets.models import ListResult
+
+    total = 0
+    for _ in range(max(1, min(runs, _RUNS_READ))):
+        handle = client.temporal.get_workflow_handle(dataset, run_id=run_id)
+        listings: set[int] = set()
+        previous: str | None = None
+        try:
+            async for event in handle.fetch_history_events():
+                if event.HasField("workflow_execution_started_event_attributes"):
+                    started = event.workflow_execution_started_event_attributes
+                    previous = started.continued_execution_run_id or None
+                elif event.HasField("activity_task_scheduled_event_attributes"):
+                    scheduled = event.activity_task_scheduled_event_attributes
+                    if scheduled.activity_type.name == "list_entries":
+                        listings.add(event.event_id)
+                elif event.HasField("activity_task_completed_event_attributes"):
+                    completed = event.activity_task_completed_event_attributes
+                    if completed.scheduled_event_id in listings:
+                        (page,) = await client.temporal.data_converter.decode(
+                            completed.result.payloads, [ListResult]
+                        )
+                        total += ListResult.model_validate(page).skipped_by_filters
+        except (RPCError, ValueError, TypeError):
+            return total
+        if previous is None:
+            break
+        run_id = previous
+    return total
 
 
 def _rounded_rate(rate: float | None) -> float | None:

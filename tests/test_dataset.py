@@ -528,3 +528,51 @@ def test_retry_failed_leaves_out_the_files_no_longer_at_the_source(
     assert (destination / "blocked").read_bytes() == b"blocked"
     shown = json.loads(run_cli("status", "--json", str(destination), **args).stdout)
     assert shown["state"] == "completed" and shown["files_done"] == 1, shown
+
+
+def test_filters_that_match_no_file_listed_say_so(
+    worker: WorkerProcess, temporal_server, data_dir: Path
+) -> None:
+    """--include/--exclude that leave out every file listed: the dataset completes
+    (exit 0) with nothing copied, and cp -r (also with -q), status and status --json
+    say that none of the N files listed matched, naming the patterns (it said only
+    "completed: 0 files copied", tester). No word for an empty source with filters,
+    nor when a file matched."""
+    args = dict(address=temporal_server.address, task_queue=worker.task_queue)
+    source, destination = data_dir / "src", data_dir / "dst"
+    (source / "sub").mkdir(parents=True)
+    for name in ("sub/a", "sub/b", "c"):
+        (source / name).write_bytes(name.encode())
+    done = run_cli("cp", "-r", str(source), str(destination), "--include", "/sub/*", **args)
+    assert done.returncode == 0, done.stderr
+    said = " ".join(done.stderr.split())
+    assert "completed: 0 files copied (0 B), 0 up to date, 0 failed" in said, said
+    assert (
+        "staccato: warning: none of the 3 files listed matched --include '/sub/*': "
+        "nothing was copied" in said
+    ), said
+    assert "never with a leading '/' ('sub/*', not '/sub/*')" in said, said
+    assert not destination.exists()
+    shown = json.loads(run_cli("status", "--json", str(destination), **args).stdout)
+    assert shown["state"] == "completed" and shown["filters_matched_none"] == 3, shown
+    assert shown["warning"].startswith("none of the 3 files listed matched"), shown
+    text = run_cli("status", str(destination), **args).stdout
+    assert "none of the 3 files listed matched --include '/sub/*'" in text, text
+    # -q through the light client (Temporal's HTTP API), which waits for the end itself
+    other, light = data_dir / "dst2", {"STACCATO_TEMPORAL_HTTP": temporal_server.http_address}
+    quiet = run_cli("cp", "-r", "-q", str(source), str(other), "--exclude", "*", env=light, **args)
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr.startswith(
+        "staccato: warning: none of the 3 files listed matched --exclude '*'"
+    ), quiet.stderr
+    # an empty source with filters, and filters that match a file: no warning
+    (data_dir / "empty").mkdir()
+    empty = run_cli(
+        "cp", "-r", "-q", str(data_dir / "empty"), str(data_dir / "e2"), "--include", "x", **args
+    )
+    assert empty.returncode == 0 and empty.stderr == "", empty.stderr
+    some = run_cli("cp", "-r", str(source), str(data_dir / "d3"), "--include", "sub/*", **args)
+    assert some.returncode == 0 and "warning" not in some.stderr, some.stderr
+    assert "completed: 2 files copied" in some.stderr, some.stderr
+    shown = json.loads(run_cli("status", "--json", str(data_dir / "d3"), **args).stdout)
+    assert "filters_matched_none" not in shown and "warning" not in shown, shown

@@ -511,6 +511,8 @@ class DatasetStatus(_Lean):
         "error_type",
         "cancel_requested",
         "paused_transfers",
+        "filters_matched_none",
+        "warning",
     )
 
     id: str
@@ -561,6 +563,13 @@ class DatasetStatus(_Lean):
     #: when the dataset's first run started (ISO 8601, UTC; continue-as-new keeps it);
     #: ``list`` orders by it
     started_at: str | None = None
+    #: a dataset that completed with nothing copied because ``--include``/``--exclude``
+    #: matched none of the files listed: how many were listed (then ``warning`` says
+    #: so); left out otherwise (an empty source, a dataset that selected a file)
+    filters_matched_none: int | None = None
+    #: what the dataset's end should make its user check (``cp -r`` prints it as a
+    #: warning, also with ``-q``): the filters matched nothing; left out while None
+    warning: str | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         """Plain dict with the enum as text (a single destination's dataset without the
