@@ -84,6 +84,12 @@ def main() -> None:
     parser.add_argument("--big-gib", type=int, default=0, help="file->file also at this size")
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
     parser.add_argument("--streams", type=int, default=4)
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        help="the worker's activity processes (default: max(4, --streams))",
+    )
     parser.add_argument("--chunk-size", default="16M", help="16M = 16 MiB")
     parser.add_argument("--where", action="store_true", help="py-spy rows below a goal")
     parser.add_argument(
@@ -132,7 +138,7 @@ def main() -> None:
     servers.append(nginx)
     s3_env = {k: v for k, v in seaweed.subprocess_env().items() if k != "AWS_CA_BUNDLE"}
     service = Service(
-        processes=max(4, args.streams),
+        processes=args.processes or max(4, args.streams),
         env={
             **{k: v for k, v in s3_env.items() if k.startswith("AWS_")},
             **sftp_worker_env(sshd, work),
