@@ -20,7 +20,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from datetime import timedelta
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.common import (
@@ -57,6 +57,7 @@ from staccato.datasets.models import (
     FanOutBatchCheckpoint,
     FileFailure,
 )
+from staccato.datasets.names import selected
 from staccato.errors import (
     DestinationBusyError,
     InvalidURLError,
@@ -124,6 +125,19 @@ class CannotRetryError(StaccatoError):
     """``--retry-failed`` names a dataset it cannot re-run the failed files of (it did
     not end ``completed_with_errors``, or it failed more files than it kept): a usage
     error for the CLI (exit 2), as :class:`NothingToRetryError`."""
+
+
+def _all_filtered_out(failed: int, include: Sequence[str], exclude: Sequence[str]) -> NoReturn:
+    """Refuse a ``--retry-failed`` whose ``--include``/``--exclude`` leave out every one
+    of the ``failed`` files it would copy again.
+
+    Raises:
+        CannotRetryError: always.
+    """
+    raise CannotRetryError(
+        f"nothing to retry: --include/--exclude ({', '.join([*include, *exclude])}) leave "
+        f"out all {failed} failed file(s); give the retry no filters, or ones that select them"
+    )
 
 
 async def _earlier_dataset(
@@ -344,6 +358,9 @@ async def start_dataset(
     if retry_failed:
         probe = make_dataset_request(source, destination, options, exclude=exclude)
         names = await failed_names(client, probe.destination_root, probe.source_root)
+        names = [n for n in names if selected(n, include, exclude)] or _all_filtered_out(
+            len(names), include, exclude
+        )
     request = make_dataset_request(
         source,
         destination,
@@ -421,6 +438,10 @@ async def _submit_fan_out(
     names: list[str] | None = None
     if retry_failed:
         names, failed_at = await failed_pairs(client, source, destinations, exclude)
+        kept = [i for i, name in enumerate(names) if selected(name, include, exclude)]
+        if not kept:
+            _all_filtered_out(len(names), include, exclude)
+        names, failed_at = [names[i] for i in kept], [failed_at[i] for i in kept]
     request = make_dataset_request(
         source,
         destinations,

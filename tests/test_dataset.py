@@ -8,6 +8,8 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from staccato.client import StaccatoClient
 from staccato.dataset_requests import dataset_id
 from staccato.datasets.models import DatasetState
@@ -576,3 +578,24 @@ def test_filters_that_match_no_file_listed_say_so(
     assert "completed: 2 files copied" in some.stderr, some.stderr
     shown = json.loads(run_cli("status", "--json", str(data_dir / "d3"), **args).stdout)
     assert "filters_matched_none" not in shown and "warning" not in shown, shown
+
+
+async def test_retry_failed_whose_filters_leave_out_every_failed_file_is_refused(
+    client: StaccatoClient, data_dir: Path
+) -> None:
+    """A retry's ``--include``/``--exclude`` choose among the failed files before the
+    retry starts (the listing keeps the retry list as it is given); leaving out all of
+    them is refused, naming the filters, and nothing starts."""
+    from staccato.dataset_client import CannotRetryError, submit_dataset
+
+    source, destination = data_dir / "src", data_dir / "dst"
+    source.mkdir()
+    (source / "a").write_bytes(b"a")
+    (source / "b").write_bytes(b"b")
+    (destination / "a").mkdir(parents=True)
+    first = await run_dataset(client, str(source), str(destination), options=OPTIONS)
+    assert first.state == DatasetState.completed_with_errors, first
+    with pytest.raises(CannotRetryError, match=r"--include/--exclude \(a\) leave out all 1"):
+        await submit_dataset(
+            client, str(source), str(destination), OPTIONS, retry_failed=True, exclude=["a"]
+        )

@@ -321,6 +321,45 @@ async def test_retry_failed_copies_only_the_failed_pairs(
     assert tree(one) == tree(local)
 
 
+async def test_retry_failed_with_a_new_exclude_retries_each_file_at_its_own_roots(
+    fan_client: StaccatoClient, data_dir: Path
+) -> None:
+    """``--retry-failed`` with an ``--exclude`` the first run did not have: the files it
+    leaves out are left out of the retry list itself. ``list_entries`` dropped them
+    from its page instead, and the workflow, which reads a file's roots by its
+    position in that list, retried the next file at the roots of the one dropped: "b"
+    went to r1 (where it was) and never to r2 (where it had failed), and the dataset
+    said completed (helper's finding)."""
+    from staccato.dataset_client import submit_dataset
+    from tests.dataset_checks import wait_dataset
+
+    source = data_dir / "src"
+    source.mkdir()
+    for name in ("a", "b", "c"):
+        (source / name).write_bytes(name.encode())
+    r1, r2 = data_dir / "r1", data_dir / "r2"
+    (r1 / "a").mkdir(parents=True)  # a directory where a file goes: that pair fails
+    (r2 / "b").mkdir(parents=True)
+    roots = [str(r1), str(r2)]
+    first = await run_dataset(fan_client, str(source), roots, options=OPTIONS)
+    assert first.state == DatasetState.completed_with_errors, first
+    assert sorted((f.name, f.destination) for f in first.failures) == [
+        ("a", f"file://{r1}"),
+        ("b", f"file://{r2}"),
+    ], first.failures
+    (r1 / "a").rmdir()
+    (r2 / "b").rmdir()
+    dataset = await submit_dataset(
+        fan_client, str(source), roots, OPTIONS, retry_failed=True, exclude=["a"]
+    )
+    again = await wait_dataset(fan_client, dataset, timeout_s=120)
+    assert again.state == DatasetState.completed, again
+    assert (r2 / "b").read_bytes() == b"b"
+    assert not (r1 / "a").exists()  # left out by the retry's --exclude
+    assert again.destinations is not None
+    assert [d.files_done for d in again.destinations] == [0, 1], again
+
+
 async def test_worker_sigkill_resends_nothing_completed_to_every_root(
     temporal_server,
     env: dict[str, str],

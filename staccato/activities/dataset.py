@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import errno
-import fnmatch
 import gc
 import json
 import os
@@ -64,7 +63,7 @@ from staccato.datasets.models import (
     ListResult,
     gone_reason,
 )
-from staccato.datasets.names import UnrepresentableNameError, target_url
+from staccato.datasets.names import UnrepresentableNameError, selected, target_url
 from staccato.endpoints import get_driver
 from staccato.endpoints.base import Driver, WholeReads, keepalive_hook
 from staccato.endpoints.file.group import LocalGroup, StagedFile, remove_temp
@@ -105,15 +104,6 @@ RESUME_WINDOW = FILES_IN_FLIGHT + GROUP_FILES
 PAGE_BYTES_MAX = 512 * 1024
 #: bytes of JSON an entry costs besides its name (and a large file's two URLs)
 _ENTRY_OVERHEAD = 90
-
-
-def selected(name: str, include: list[str], exclude: list[str]) -> bool:
-    """Whether ``name`` passes the filters: some include glob matches (or there is
-    none) and no exclude glob does (``fnmatch``, case-sensitive; ``*`` matches ``/``
-    too, so ``*.log`` matches ``a/b.log``)."""
-    if include and not any(fnmatch.fnmatchcase(name, glob) for glob in include):
-        return False
-    return not any(fnmatch.fnmatchcase(name, glob) for glob in exclude)
 
 
 class _Beat:
@@ -179,7 +169,10 @@ def list_entries(request: ListInput) -> ListResult:
     filtered = 0
     budget = PAGE_BYTES_MAX
     for position, entry in enumerate(raw):
-        if not selected(entry.name, request.include, request.exclude):
+        # the names of a retry were filtered when they were chosen (the client's
+        # retry_names): a page's entries must line up with them, since the workflow's
+        # cursor and retry_targets are positions in that list
+        if request.names is None and not selected(entry.name, request.include, request.exclude):
             filtered += 1
             continue
         if request.destination_roots is not None:

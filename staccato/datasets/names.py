@@ -10,6 +10,9 @@ written under a name other than its own (which could overwrite another source's 
 
 from __future__ import annotations
 
+import fnmatch
+from collections.abc import Sequence
+
 from staccato.errors import InvalidURLError, PermanentError
 from staccato.urls import S3_MAX_KEY_BYTES, EndpointURL, child_url, directory_prefix
 
@@ -78,3 +81,12 @@ def target_url(destination_root: EndpointURL, name: str) -> EndpointURL:
         except InvalidURLError as err:
             problem = str(err)
     raise UnrepresentableNameError(f"cannot copy {name!r} to {destination_root}: {problem}")
+
+
+def selected(name: str, include: Sequence[str], exclude: Sequence[str]) -> bool:
+    """Whether ``name`` passes the filters: some include glob matches (or there is
+    none) and no exclude glob does (``fnmatch``, case-sensitive; ``*`` matches ``/``
+    too, so ``*.log`` matches ``a/b.log``)."""
+    if include and not any(fnmatch.fnmatchcase(name, glob) for glob in include):
+        return False
+    return not any(fnmatch.fnmatchcase(name, glob) for glob in exclude)
