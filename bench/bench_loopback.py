@@ -396,7 +396,13 @@ def _where(service: Service, run: Callable[[], object], out: Path, top: int = 12
         frames = stack.split(";")
         leaf = frames[-1] if frames else "?"
         leaves[leaf] = leaves.get(leaf, 0) + int(count)
-        role = "activity processes" if "spawn_main" in frames[0] else "worker main process"
+        # py-spy --subprocesses roots a child's stack at its parent's "process" frame,
+        # then its own: an activity process shows spawn_main in its second frame
+        role = (
+            "activity processes"
+            if any("spawn_main" in f for f in frames[:2])
+            else "worker main process"
+        )
         roles[role] = roles.get(role, 0) + int(count)
         total += int(count)
     lines = [
