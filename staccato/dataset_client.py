@@ -215,10 +215,11 @@ def _to_retry(status: DatasetStatus) -> list[FileFailure]:
     Raises:
         CannotRetryError: every file it failed is no longer at the source.
     """
-    gone = set(gone_names(status))
+    names = gone_names(status)
+    gone = set(names)
     if gone and only_gone_failed(status):
         raise CannotRetryError(
-            f"nothing to retry: {_gone_text(status, len(gone))} no longer at the source "
+            f"nothing to retry: {_gone_text(status.id, names)} no longer at the source "
             "when --retry-failed looked for them, so nothing is left to copy; to copy the "
             "source as it is now, run it again without --retry-failed (--sync-level size "
             "skips what is there)"
@@ -226,14 +227,13 @@ def _to_retry(status: DatasetStatus) -> list[FileFailure]:
     return [f for f in status.failures if f.name not in gone]
 
 
-def _gone_text(status: DatasetStatus, count: int) -> str:
+def _gone_text(dataset: str, names: list[str]) -> str:
     """``the 2 files dataset ID failed ('a', 'b') are``: the files no longer at the
-    source, a few named."""
-    names = gone_names(status)
+    source (``names``, a few of them shown)."""
     shown = ", ".join(repr(name) for name in names[:5]) + (", ..." if len(names) > 5 else "")
-    if count == 1:
-        return f"the file dataset {status.id} failed ({shown}) is"
-    return f"the {count} files dataset {status.id} failed ({shown}) are"
+    if len(names) == 1:
+        return f"the file dataset {dataset} failed ({shown}) is"
+    return f"the {len(names)} files dataset {dataset} failed ({shown}) are"
 
 
 def retry_advice(status: DatasetStatus) -> str:
@@ -658,7 +658,7 @@ async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
     if description.status == WorkflowExecutionStatus.COMPLETED:
         completed = status_from_result(handle.id, await handle.result())
         completed = completed.model_copy(update={"started_at": started_at})
-        if completed.state == DatasetState.completed and completed.files_total == 0:
+        if completed.filters_matched_none:
             completed = await _filters_note(client, completed, description.run_id)
         return completed
     progress: DatasetProgress | None = None
@@ -810,32 +810,24 @@ async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
     )
 
 
-#: runs of a dataset whose histories :func:`_files_filtered_out` reads, at most
-_RUNS_READ = 64
-
-
 async def _filters_note(
     client: StaccatoClient, status: DatasetStatus, run_id: str | None
 ) -> DatasetStatus:
-    """``status`` (a dataset that completed with no file selected; ``run_id``: its
-    last run) with :attr:`DatasetStatus.filters_matched_none` and its ``warning`` when
-    its ``--include``/``--exclude`` left out every file listed (tester: ``--include
-    '/sub/*'`` said "completed: 0 files copied" and exited 0 without a word); as it
-    is for an empty source or a request without filters. Reads the request (one
-    event) and, with filters, its runs' listing results: a dataset that selected
-    nothing has no other activity."""
+    """``status`` (a dataset whose ``--include``/``--exclude`` left out every file
+    listed: :attr:`DatasetStatus.filters_matched_none`; ``run_id``: its last run) with
+    its ``warning``, which names the request's patterns (tester: ``--include
+    '/sub/*'`` said "completed: 0 files copied" and exited 0 without a word). Reads
+    the request: one event."""
     from staccato.starts import running_input
 
     request = await running_input(client.temporal, status.id, run_id, DatasetRequest)
-    if request is None or not (request.include or request.exclude):
-        return status
-    listed = await _files_filtered_out(client, status.id, run_id, status.runs)
-    if not listed:
+    if request is None or status.filters_matched_none is None:
         return status
     return status.model_copy(
         update={
-            "filters_matched_none": listed,
-            "warning": filters_warning(listed, request.include, request.exclude),
+            "warning": filters_warning(
+                status.filters_matched_none, request.include, request.exclude
+            )
         }
     )
 
@@ -866,44 +858,6 @@ def filters_warning(listed: int, include: Sequence[str], exclude: Sequence[str])
         f"patterns: they match each file's name relative to the source root{hint}, and "
         "'*' also matches '/'"
     )
-
-
-async def _files_filtered_out(
-    client: StaccatoClient, dataset: str, run_id: str | None, runs: int
-) -> int:
-    """Files the listing of ``dataset`` (its run ``run_id`` and the runs before it,
-    at most ``runs`` and :data:`_RUNS_READ`) left out by ``--include``/``--exclude``:
-    the sum of its ``list_entries`` results' ``skipped_by_filters`` (the workflow
-    does not keep that count); 0 when a history cannot be read."""
-    from staccato.datasets.models import ListResult
-
-    total = 0
-    for _ in range(max(1, min(runs, _RUNS_READ))):
-        handle = client.temporal.get_workflow_handle(dataset, run_id=run_id)
-        listings: set[int] = set()
-        previous: str | None = None
-        try:
-            async for event in handle.fetch_history_events():
-                if event.HasField("workflow_execution_started_event_attributes"):
-                    started = event.workflow_execution_started_event_attributes
-                    previous = started.continued_execution_run_id or None
-                elif event.HasField("activity_task_scheduled_event_attributes"):
-                    scheduled = event.activity_task_scheduled_event_attributes
-                    if scheduled.activity_type.name == "list_entries":
-                        listings.add(event.event_id)
-                elif event.HasField("activity_task_completed_event_attributes"):
-                    completed = event.activity_task_completed_event_attributes
-                    if completed.scheduled_event_id in listings:
-                        (page,) = await client.temporal.data_converter.decode(
-                            completed.result.payloads, [ListResult]
-                        )
-                        total += ListResult.model_validate(page).skipped_by_filters
-        except (RPCError, ValueError, TypeError):
-            return total
-        if previous is None:
-            break
-        run_id = previous
-    return total
 
 
 def _rounded_rate(rate: float | None) -> float | None:

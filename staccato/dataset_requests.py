@@ -344,6 +344,9 @@ def status_from_result(workflow_id: str, result: DatasetResult) -> DatasetStatus
         runs=result.runs,
         failures=result.failures,
         destinations=result.destinations,
+        # nothing selected, files listed: the filters matched none (its warning needs
+        # the request's patterns: dataset_client.dataset_status adds it)
+        filters_matched_none=(result.files_filtered or None) if total == 0 else None,
     )
 
 

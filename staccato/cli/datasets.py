@@ -292,32 +292,27 @@ def cp_recursive(
         if not quiet:
             shown = destination if isinstance(destination, str) else " ".join(destination)
             typer.echo(f"dataset {dataset}: {source} -> {shown}", err=True)
-        waited = _wait(client, dataset, run_id, quiet, filtered=bool(include or exclude))
-        return await follow_or_hint("dataset", dataset, waited)
+        return await follow_or_hint("dataset", dataset, _wait(client, dataset, run_id, quiet))
 
     final = run(go, starts=True)
     exit_for(final, quiet)
 
 
 async def _wait(
-    client: StaccatoClient | LightClient,
-    dataset: str,
-    run_id: str | None,
-    quiet: bool,
-    filtered: bool = False,
+    client: StaccatoClient | LightClient, dataset: str, run_id: str | None, quiet: bool
 ) -> DatasetStatus:
     """Follow the dataset ``client`` started (``run_id``: the light client's run)
     until it ends. With ``quiet`` the light client waits for the end itself and tells
-    a complete one (but one of a request with filters, ``filtered``, that selected
-    nothing: whether they matched nothing is read from its history); any other end,
-    and the progress bar or lines, are the SDK's client's (:func:`follow`), connected
-    here, so that Ctrl-C meanwhile also says the dataset goes on."""
+    a complete one (but one whose filters matched nothing: its warning names the
+    request's patterns); any other end, and the progress bar or lines, are the SDK's
+    client's (:func:`follow`), connected here, so that Ctrl-C meanwhile also says the
+    dataset goes on."""
     from staccato.light_client import LightClient
 
     if isinstance(client, LightClient):
         if quiet and run_id is not None:
             done = await client.dataset_completed(dataset, run_id)
-            if done is not None and not (filtered and done.files_total == 0):
+            if done is not None and done.filters_matched_none is None:
                 return done
         from staccato.client import StaccatoClient
 

@@ -153,6 +153,8 @@ class DatasetCarried(_Lean):
     files_failed: int = 0
     bytes_listed: int = 0
     bytes_done: int = 0
+    #: files the listing left out by ``--include``/``--exclude`` (counting only)
+    files_filtered: int = 0
     failures: list[FileFailure] = Field(default_factory=list)
     runs: int = 1
     started_at: float | None = None
@@ -481,6 +483,9 @@ class DatasetResult(_Lean):
     failures: list[FileFailure] = Field(default_factory=list)
     #: several destination roots: the counts of each
     destinations: list[DestinationCounts] | None = None
+    #: files the listing left out by ``--include``/``--exclude`` (0 from workers
+    #: before 0.17.0, which did not count them)
+    files_filtered: int = 0
 
 
 class DatasetStatus(_Lean):

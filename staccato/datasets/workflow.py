@@ -286,6 +286,7 @@ class DatasetWorkflow:
             destination=request.destination_root,
             files_done=carried.files_done,
             files_skipped=carried.files_skipped,
+            files_filtered=carried.files_filtered,
             files_failed=carried.files_failed,
             bytes_done=carried.bytes_done,
             duration_s=round(workflow.now().timestamp() - (carried.started_at or 0), 3),
@@ -364,6 +365,8 @@ class DatasetWorkflow:
             page = await listing
             listing = None
             base = index
+            # counting only (no command): whether filters left everything out
+            carried.files_filtered += page.skipped_by_filters
             if names is not None:
                 index += request.page_size
                 more = index < len(names)
