@@ -169,9 +169,9 @@ def list_entries(request: ListInput) -> ListResult:
     filtered = 0
     budget = PAGE_BYTES_MAX
     for position, entry in enumerate(raw):
-        # the names of a retry were filtered when they were chosen (the client's
-        # retry_names): a page's entries must line up with them, since the workflow's
-        # cursor and retry_targets are positions in that list
+        # the names of a retry were filtered when the client chose them
+        # (dataset_client.start_dataset, _submit_fan_out): a page's entries must line up
+        # with them, since the workflow's cursor and retry_targets are positions in it
         if request.names is None and not selected(entry.name, request.include, request.exclude):
             filtered += 1
             continue
