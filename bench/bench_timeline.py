@@ -4,7 +4,11 @@ of the transfer's workflow history (its events' server timestamps), then the com
 learning the end and exiting.
 
     python -m bench.bench_timeline [--size BYTES ...] [--runs 5] [--before DIR]
-        [--trace] [--dynamic KEY=JSON ...] [--dump DIR]
+        [--trace] [--dynamic KEY=JSON ...] [--dump DIR] [--s3]
+
+``--s3``: the source is an object in a SeaweedFS this run starts (the same bytes,
+uploaded once per size), so the steps are those of an s3->file copy; the workers get
+the store's credentials in their environment.
 
 Each tree (this checkout, and ``--before``'s: a checkout with its own ``.venv``) gets
 a private service of its own (a dev server, started by this checkout's code, and a
@@ -50,6 +54,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from bench.bench_s3 import BUCKET
 from bench.common import REPO, OtherService, Service, random_file
 from staccato.ids import transfer_id
 
@@ -247,17 +252,39 @@ def main() -> None:
         action="store_true",
         help="run the command through a tracer: also its imports, each HTTP call, its exit",
     )
+    parser.add_argument(
+        "--s3", action="store_true", help="copy from an object in a SeaweedFS (s3->file)"
+    )
     args = parser.parse_args()
     sizes = args.size or [1 << 20]
     work = Path(tempfile.mkdtemp(prefix="staccato-bench-timeline-", dir="/tmp"))
-    services: dict[str, tuple[Service, str, Path]] = {"this": (Service(), sys.executable, REPO)}
+    seaweed: Any = None
+    env: dict[str, str] = {}
+    if args.s3:
+        from tests.servers.seaweedfs import SeaweedS3
+
+        seaweed = SeaweedS3(work / "seaweedfs", max_volumes=100)
+        seaweed.start()
+        seaweed.client().create_bucket(Bucket=BUCKET)
+        env = {
+            k: v
+            for k, v in seaweed.subprocess_env().items()
+            if k.startswith("AWS_") and k != "AWS_CA_BUNDLE"
+        }
+    services: dict[str, tuple[Service, str, Path]] = {
+        "this": (Service(env=env), sys.executable, REPO)
+    }
     if args.dynamic:
         values = {k: json.loads(v) for k, _, v in (d.partition("=") for d in args.dynamic)}
-        services["this+dynamic"] = (Service(dynamic_config=values), sys.executable, REPO)
+        services["this+dynamic"] = (
+            Service(dynamic_config=values, env=env),
+            sys.executable,
+            REPO,
+        )
     if args.before:
         before = args.before.resolve()
         services["before"] = (
-            OtherService(before),
+            OtherService(before, env=env),
             str(before / ".venv/bin/python"),
             before,
         )
@@ -266,6 +293,10 @@ def main() -> None:
             service.start()
         for size in sizes:
             source = random_file(work / f"src-{size}.bin", size)
+            source_url = str(source)
+            if seaweed is not None:
+                seaweed.client().upload_file(str(source), BUCKET, source.name)
+                source_url = f"s3://{BUCKET}/{source.name}"
             out = work / f"out-{size}.bin"
             results: dict[str, list[dict[str, float]]] = {name: [] for name in services}
             loads: list[float] = []
@@ -277,7 +308,7 @@ def main() -> None:
                     out.unlink(missing_ok=True)
                     os.sync()
                     command = ["-c", TRACER] if args.trace else ["-m", "staccato.cli"]
-                    argv = [python, *command, "cp", "-q", str(source), str(out)]
+                    argv = [python, *command, "cp", "-q", source_url, str(out)]
                     trace = work / "trace.jsonl"
                     trace.unlink(missing_ok=True)
                     env = {**service.env, "STACCATO_BENCH_TRACE": str(trace)}
@@ -312,6 +343,8 @@ def main() -> None:
     finally:
         for service, _, _ in services.values():
             service.stop()
+        if seaweed is not None:
+            seaweed.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 
