@@ -32,6 +32,7 @@ from staccato.cli.options import (
     StreamsOption,
     SyncLevelOption,
     VerifyOption,
+    choice_option,
     transfer_options,
 )
 from staccato.errors import InvalidURLError
@@ -143,7 +144,8 @@ def create(
     ] = None,
     overlap: Annotated[
         Overlap,
-        typer.Option(
+        choice_option(
+            Overlap,
             "--overlap",
             help="When a run is due while the last one still runs: skip it, buffer one or "
             "all, cancel or terminate the running one, or allow all.",
