@@ -302,9 +302,6 @@ def _options_text(options: dict[str, Any]) -> str:
         "from_origin": lambda v: "from the origin (no known copy)" if v else "",
         "tuning": lambda v: "streams and chunk size tuned per link" if v else "",
     }
-    # a tuned transfer's streams and chunk size are only its fallback: shown, they read
-    # as if fixed beside "tuned per link"
-    tuned = bool(options.get("tuning"))
 
     def other(key: str, value: Any) -> str:  # a yes/no by its name alone, like the rest
         name = key.replace("_", " ")
@@ -315,7 +312,7 @@ def _options_text(options: dict[str, Any]) -> str:
     shown = (
         known[k](v) if k in known else other(k, v)
         for k, v in options.items()
-        if v is not None and not (tuned and k in ("chunk_size", "streams"))
+        if v is not None  # a tuned schedule's streams and chunk size: None
     )
     return ", ".join(text for text in shown if text)
 
