@@ -37,11 +37,23 @@ def retry_note(s: TransferStatus) -> str:
     return f"retrying: {s.last_retry_error}{when}"
 
 
+def ended_bytes_text(state: str, done: int, total: int | None) -> str | None:
+    """``0 B copied`` for a run that ended failed or cancelled before its size was
+    known (``0 B / ?`` read as if it went on); None otherwise."""
+    if total is None and state in (TransferState.failed, TransferState.cancelled):
+        return f"{units.size(done)} copied"
+    return None
+
+
 def progress_text(s: TransferStatus) -> str:
     """``1.0 MiB / 4.0 MiB (25%) at 2.0 MiB/s, ETA 2 s`` and a retry note if one is pending;
-    ``up to date (size): nothing copied`` for a transfer its sync level skipped."""
+    ``up to date (size): nothing copied`` for a transfer its sync level skipped; ``0 B
+    copied`` for one that ended before its size was known."""
     if s.up_to_date and s.sync_level:
         return f"up to date ({s.sync_level.value}): nothing copied"
+    ended = ended_bytes_text(s.state.value, s.bytes_done, s.bytes_total)
+    if ended is not None:
+        return ended
     text = units.progress(s.bytes_done, s.bytes_total, s.rate_bytes_per_s, s.eta_s)
     if s.phase == "staging" and s.staged_bytes is not None:  # the source read into the cache
         rate = s.staging_rate_bytes_per_s

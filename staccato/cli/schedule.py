@@ -347,9 +347,11 @@ def _describe_lines(view: ScheduleView) -> list[str]:
     ]
     for r in reversed(view.recent_runs):
         total = render.size(r.bytes_total) if r.bytes_total is not None else "?"
+        moved = render.ended_bytes_text(r.state, r.bytes_done, r.bytes_total)
         lines.append(
             f"  {_time(r.scheduled_at)}  {_outcome(r):<10}  {r.workflow_id}  "
-            f"{render.size(r.bytes_done)} / {total}" + (f"  {r.error}" if r.error else "")
+            + (moved or f"{render.size(r.bytes_done)} / {total}")
+            + (f"  {r.error}" if r.error else "")
         )
     return lines
 
