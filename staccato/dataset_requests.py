@@ -384,7 +384,8 @@ def start_fields(request: DatasetRequest) -> StartFields:
     }
     if roots is not None:
         memo["destinations"] = roots
-    shown = f"{len(roots)} destinations" if roots else f"{request.destination_root}/"
+    # the roots as status names them (no trailing '/'); "(dataset)" says what they are
+    shown = f"{len(roots)} destinations" if roots else request.destination_root
     return StartFields(
         memo=memo,
         search_attributes={
@@ -392,5 +393,5 @@ def start_fields(request: DatasetRequest) -> StartFields:
             run_fields.DESTINATION: run_fields.keyword(request.destination_root),
             run_fields.STATE: DatasetState.scheduled.value,
         },
-        summary=f"{request.source_root}/ -> {shown} (dataset)"[:200],
+        summary=f"{request.source_root} -> {shown} (dataset)"[:200],
     )

@@ -597,9 +597,10 @@ def watch(dataset: str) -> None:
 
 def list_row(s: DatasetStatus) -> str:
     """``staccato list``: a dataset's row beside the transfers'."""
+    # the roots as status and --json name them (no trailing '/': a canonical root)
     if s.destinations is not None:
-        roots = " ".join(f"{d.destination}/" for d in s.destinations)
+        roots = " ".join(d.destination for d in s.destinations)
     else:
-        roots = f"{s.destination}/"
-    row = f"{s.id}  {s.state.value:10} {progress_text(s):40}  {s.source}/ -> {roots}"
+        roots = s.destination
+    row = f"{s.id}  {s.state.value:10} {progress_text(s):40}  {s.source} -> {roots}"
     return row + render.queued_line(s.state.value, s.queued_reason)
