@@ -447,7 +447,7 @@ def cp(
         else:
             await _warn_without_workers(client)
         sdk = await _sdk_client(client, submitted)
-        return await render.follow(sdk, submitted.id, quiet=quiet)
+        return await render.follow(sdk, submitted.id, quiet=quiet, stage_asked=stage)
 
     _exit_for(run(go, starts=True), quiet)
 
