@@ -91,7 +91,7 @@ from staccato.models import (
 )
 from staccato.overlaps import overlap_busy, overlapping_writer
 from staccato.run_fields import DATASET_TYPE, TRANSFER_TYPE
-from staccato.starts import front_id, start_front, start_or_attach
+from staccato.starts import STARTED_BY, front_id, start_front, start_or_attach
 from staccato.submissions import Submission, destination_transfer_id, make_request
 from staccato.submissions import completed_status as _completed_status
 from staccato.workflows import search_attributes as sa
@@ -547,6 +547,12 @@ class StaccatoClient:
             eta = round(seconds, 1) if seconds is not None else None
         if bytes_total is not None:
             bytes_done = min(bytes_done, bytes_total)
+        if runs_as is not None and status in _ENDED_NOT_COMPLETED:
+            # a front run that ended failed or cancelled wrote no counts of its own: the
+            # destination's run it started did (a cancelled schedule run read "0 B / ?")
+            ran = await self._ended_front_run(handle.id, description, runs_as)
+            if ran is not None:
+                bytes_done, bytes_total = ran.bytes_done, ran.bytes_total
         return TransferStatus(
             id=handle.id,
             state=state,
@@ -639,6 +645,27 @@ class StaccatoClient:
                     runs_as=canonical,
                     reason=details.waiting_for,
                 )
+        return None
+
+    async def _ended_front_run(
+        self, front: str, description: Any, canonical: str
+    ) -> TransferStatus | None:
+        """The status of the run of the destination's transfer ``canonical`` that the
+        front run ``front`` (``description``: it has ended) started: the one whose memo
+        ``started_by`` names the front's run, as the front's activity finds it
+        (:mod:`staccato.activities.front`). None when there is none: the front ended
+        before it started one, or attached to a run someone else started. One
+        visibility list (at most :data:`_FRONT_RUNS_LISTED` runs started since the
+        front) and one status."""
+        started_by = f"{front}/{description.run_id}"
+        since = description.start_time.astimezone(UTC).isoformat(timespec="microseconds")
+        query = f"WorkflowId = '{canonical}' AND StartTime >= '{since}'"
+        try:
+            async for execution in self.temporal.list_workflows(query, limit=_FRONT_RUNS_LISTED):
+                if dict(await execution.memo()).get(STARTED_BY) == started_by:
+                    return await self.status(canonical, run_id=execution.run_id)
+        except (RPCError, TransferNotFoundError):
+            return None
         return None
 
     async def _message(self, pending: Any) -> str:
@@ -892,6 +919,20 @@ def _release_deferred() -> None:
 def _staging(progress: Progress | None) -> bool:
     """Whether the transfer is in its ``staging`` phase (the source read into the cache)."""
     return progress is not None and progress.phase == "staging"
+
+
+#: how a run that did not complete ends (a completed front run has its result)
+_ENDED_NOT_COMPLETED = frozenset(
+    {
+        WorkflowExecutionStatus.FAILED,
+        WorkflowExecutionStatus.CANCELED,
+        WorkflowExecutionStatus.TERMINATED,
+        WorkflowExecutionStatus.TIMED_OUT,
+    }
+)
+#: runs of a destination's transfer started since a front run began that are looked
+#: at for the one it started (:meth:`StaccatoClient._ended_front_run`)
+_FRONT_RUNS_LISTED = 20
 
 
 def _runs_as(workflow_id: str, memo: Any) -> str | None:

@@ -330,7 +330,11 @@ def status_from_result(workflow_id: str, result: DatasetResult) -> DatasetStatus
         files_done=result.files_done,
         files_skipped=result.files_skipped,
         files_failed=result.files_failed,
-        bytes_total=result.bytes_done,
+        # the result counts the bytes copied only: with a file up to date or failed,
+        # the total is not known from it (0 was shown for a tree all up to date)
+        bytes_total=(
+            result.bytes_done if result.files_skipped == result.files_failed == 0 else None
+        ),
         bytes_done=result.bytes_done,
         listing_done=True,
         rate_files_per_s=(
@@ -380,7 +384,8 @@ def start_fields(request: DatasetRequest) -> StartFields:
     }
     if roots is not None:
         memo["destinations"] = roots
-    shown = f"{len(roots)} destinations" if roots else f"{request.destination_root}/"
+    # the roots as status names them (no trailing '/'); "(dataset)" says what they are
+    shown = f"{len(roots)} destinations" if roots else request.destination_root
     return StartFields(
         memo=memo,
         search_attributes={
@@ -388,5 +393,5 @@ def start_fields(request: DatasetRequest) -> StartFields:
             run_fields.DESTINATION: run_fields.keyword(request.destination_root),
             run_fields.STATE: DatasetState.scheduled.value,
         },
-        summary=f"{request.source_root}/ -> {shown} (dataset)"[:200],
+        summary=f"{request.source_root} -> {shown} (dataset)"[:200],
     )

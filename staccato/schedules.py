@@ -136,7 +136,10 @@ class ScheduleView(BaseModel):
         timing: ``every 1h``, ``cron '…' (zone)`` or ``at …``.
         paused / note: paused, and Temporal's note on the last pause or unpause.
         overlap: the overlap policy; catchup_window_s: seconds (None: Temporal's default, 1 year).
-        options: the transfer options of every run (``TransferOptions`` as JSON).
+        options: the transfer options of every run (``TransferOptions`` as JSON), but
+            for a tuned schedule (``tuning`` true: neither ``--streams`` nor
+            ``--chunk-size`` given) ``streams`` and ``chunk_size`` are None: each run's
+            are chosen per link (its ``status``' ``tuning``).
         next_runs: the next times it is due (UTC, at most 10, none when paused).
         recent_runs: the latest runs it started, oldest first (Temporal keeps 10).
         running: workflow ids of its runs still running.
@@ -359,6 +362,11 @@ class Schedules:
                     list(action.args), [TransferRequest]
                 )
                 options = request.options.model_dump(mode="json")
+                if request.options.tuning:
+                    # chosen per link at each run (its `status --json` says what in
+                    # `tuning`); the fixed 4 x 16 MiB are only the fallback, and shown
+                    # beside `tuning: true` they read as if fixed
+                    options.update(streams=None, chunk_size=None)
                 memo.setdefault("source", request.source)
                 memo.setdefault("destination", request.destination)
             except Exception:  # an input this client cannot decode (another codec key)

@@ -105,6 +105,12 @@ def test_schedule_describe_does_not_contradict_itself(
         assert "tuned per link" in options, options
         assert "chunk" not in options.replace("chunk size tuned", ""), options
         assert " streams" not in options.replace("streams and chunk", ""), options
+        # --json as well: a tuned schedule's 4 x 16 MiB are only the fallback (tester:
+        # they read as fixed beside "tuning": true); each run's status says its choice
+        described = run_cli("schedule", "describe", name, "--json", **args)
+        tuned = json.loads(described.stdout)["options"]
+        assert tuned["tuning"] is True, tuned
+        assert tuned["streams"] is None and tuned["chunk_size"] is None, tuned
         listed = run_cli("schedule", "list", **args)
         row = next(line for line in listed.stdout.splitlines() if line.startswith(name))
         assert row.split()[1] == "done", row
@@ -117,6 +123,10 @@ def test_schedule_describe_does_not_contradict_itself(
         assert made.returncode == 0, made.stderr
         text = run_cli("schedule", "describe", fixed, **args).stdout
         assert "chunk 1.0 MiB, 2 streams" in text and "tuned" not in text, text
+        given = json.loads(run_cli("schedule", "describe", fixed, "--json", **args).stdout)
+        assert given["options"]["streams"] == 2, given
+        assert given["options"]["chunk_size"] == 1 << 20, given
+        assert given["options"]["tuning"] is False, given
         assert "state:        active" in text, text
         run_cli("schedule", "delete", fixed, **args)
     finally:

@@ -316,3 +316,22 @@ def test_dataset_status_reads_as_a_transfers_does() -> None:
     lines = datasets_cli.status_lines(done, failures=False)
     assert "listing_done       yes" in lines and "eta                5 min 00 s" in lines, lines
     assert "bytes_done         75.6 MiB (25%)" in lines, lines
+
+
+def test_a_run_that_ended_before_its_size_was_known_says_what_it_copied() -> None:
+    """A failed or cancelled run whose size was never known (cancelled while it waited
+    to start, or queued) shows ``0 B copied``: ``0 B / ?`` read as if it went on."""
+    from staccato.cli import render
+    from staccato.models import TransferState, TransferStatus
+
+    ended = TransferStatus(
+        id="staccato-x", state=TransferState.cancelled, source="file:///a",
+        destination="file:///b", bytes_total=None, bytes_done=0, rate_bytes_per_s=None,
+        eta_s=None, streams=4, chunk_size=16 * 1024 * 1024, checksum=None, error="cancelled",
+    )  # fmt: skip
+    assert render.progress_text(ended) == "0 B copied"
+    assert "0 B copied" in render.list_row(ended) and "?" not in render.list_row(ended)
+    running = ended.model_copy(update={"state": TransferState.running, "error": None})
+    assert render.progress_text(running) == "0 B / ?"
+    sized = ended.model_copy(update={"bytes_total": 4096, "bytes_done": 1024})
+    assert render.progress_text(sized) == "1.0 KiB / 4.0 KiB (25%)"

@@ -105,3 +105,37 @@ def test_status_json_names_the_kind_of_every_row(
     status = json.loads(shown.stdout)
     assert status["kind"] == "transfer" and status["state"] == "completed", status
     assert _started(status).tzinfo is not None, status
+
+
+async def test_a_datasets_roots_read_the_same_in_list_and_status(
+    worker: WorkerProcess, temporal_server, data_dir: Path
+) -> None:
+    """``list`` names a dataset's roots as ``status`` and ``--json`` do, without a
+    trailing ``/`` (tester: ``list`` added one, ``status`` did not); so does the run's
+    summary in the Temporal UI."""
+    args = dict(address=temporal_server.address, task_queue=worker.task_queue)
+    tree = data_dir / "roots"
+    tree.mkdir()
+    (tree / "a").write_bytes(b"a" * 10)
+    done = run_cli("cp", "-q", "-r", str(tree), str(data_dir / "out"), **args)
+    assert done.returncode == 0, done.stderr
+    shown = run_cli("status", str(data_dir / "out"), "--json", **args)
+    assert shown.returncode == 0, shown.stderr
+    status = json.loads(shown.stdout)
+    assert status["source"] == tree.as_uri(), status
+    assert status["destination"] == (data_dir / "out").as_uri(), status
+    text = run_cli("status", str(data_dir / "out"), **args).stdout
+    assert f"destination        {status['destination']}\n" in text, text
+    deadline = time.monotonic() + VISIBLE_S
+    while True:
+        listed = run_cli("list", "--limit", "1000", **args)
+        assert listed.returncode == 0, listed.stderr
+        rows = [line for line in listed.stdout.splitlines() if line.startswith(status["id"])]
+        if rows or time.monotonic() > deadline:
+            break
+    assert rows, listed.stdout
+    assert f"  {status['source']} -> {status['destination']}  started " in rows[0], rows[0]
+    plain = await temporal_server.client()
+    described = await plain.get_workflow_handle(status["id"]).describe()
+    summary = await described.static_summary()
+    assert summary == f"{status['source']} -> {status['destination']} (dataset)", summary

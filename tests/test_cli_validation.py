@@ -161,3 +161,96 @@ def test_small_file_max_above_the_fan_out_cap_is_said(tmp_path) -> None:
         env=QUICK,
     )
     assert "warning" not in one.stderr, one.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ["cp", "--verify", "maybe"],
+            "Invalid value for '--verify': 'maybe' is not one of 'checksum', 'size', 'none'.",
+        ),
+        (
+            ["cp", "--checksum", "md5"],
+            "Invalid value for '--checksum': 'md5' is not one of 'crc32c', 'sha256'.",
+        ),
+        (
+            ["submit", "--if-busy", "later"],
+            "Invalid value for '--if-busy': 'later' is not one of 'fail', 'wait'.",
+        ),
+        (
+            ["cp", "--sync-level", "Size"],
+            "Invalid value for '--sync-level': 'Size' is not one of 'exists', 'size', "
+            "'mtime', 'checksum'.",
+        ),
+        (
+            ["schedule", "create", "n", "--every", "1h", "--overlap", "queue"],
+            "Invalid value for '--overlap': 'queue' is not one of 'skip', 'buffer-one', "
+            "'buffer-all', 'cancel-other', 'terminate-other', 'allow-all'.",
+        ),
+        (["list", "--state", "done"], "Invalid value for '--state': 'done' is not one of "),
+        (
+            ["cp", "--priority", "9"],
+            "Invalid value for '--priority': 9 is not in the range 1<=x<=5.",
+        ),
+        (
+            ["cp", "--priority", "high"],
+            "Invalid value for '--priority': 'high' is not a valid integer.",
+        ),
+        (
+            ["cp", "--streams", "0"],
+            "Invalid value for '--streams': 0 is not in the range 1<=x<=64.",
+        ),
+        (
+            ["list", "--limit", "0"],
+            "Invalid value for '--limit': 0 is not in the range 1<=x<=1000.",
+        ),
+        (
+            ["limit", "set", "file://", "--max-streams", "0"],
+            "Invalid value for '--max-streams': 0 is not in the range 1<=x<=1000000.",
+        ),
+    ],
+)
+def test_a_bad_choice_or_number_says_it_as_click_does(
+    args: list[str], expected: str, tmp_path
+) -> None:
+    """An option with a fixed list of values (or a range) refuses another with click's
+    words: the option, the value and what it takes, exit 2. Typer 0.29 checks these
+    through pydantic, whose words came with them (tester: ``--verify maybe`` said
+    "Value error, 'maybe' is not one of ..."; ``--priority 9`` "Input should be less
+    than or equal to 5", without the value)."""
+    files = ["/etc/hostname", str(tmp_path / "x")]
+    if args[0] in ("cp", "submit"):
+        args = [*args, *files]
+    elif args[:2] == ["schedule", "create"]:
+        args = [*args[:3], *files, *args[3:]]
+    done = run_cli(*args, address="127.0.0.1:1")
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert expected in done.stderr, done.stderr
+    assert "Value error" not in done.stderr and "Input should" not in done.stderr, done.stderr
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "suggested"),
+    [
+        # click compared the names with their "--": --quiet, --at, --verify came up
+        (["cp", "--wait"], "(Possible options: --if-busy wait)"),
+        (["schedule", "create", "n", "--fail"], "(Possible options: --if-busy fail)"),
+        (["cp", "--ifbusy", "wait"], "(Possible options: --if-busy)\n"),
+        (["cp", "--retry"], "(Possible options: --retry-failed, --retry-for)"),
+        (["list", "--running"], "(Possible options: --state running)"),
+        (["cp", "--overwrite"], "No such option: --overwrite\n"),
+        (["cp", "--dry-run"], "No such option: --dry-run\n"),
+    ],
+)
+def test_an_unknown_option_suggests_what_was_meant(
+    args: list[str], suggested: str, tmp_path
+) -> None:
+    """An unknown long option suggests the options whose names are close without their
+    dashes, begin with it, or take it as a value; else none (click suggested --quiet
+    for --wait, --at for --fail and --verify for --overwrite)."""
+    done = run_cli(*args, "/etc/hostname", str(tmp_path / "x"), address="127.0.0.1:1")
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert suggested in done.stderr, done.stderr
+    assert not (tmp_path / "x").exists()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from staccato.cli.datasets import status_lines
 from staccato.client import StaccatoClient
 from staccato.dataset_requests import dataset_id
 from staccato.datasets.models import DatasetState
@@ -104,11 +105,22 @@ async def test_sync_level_second_run_copies_nothing(client: StaccatoClient, data
     again = await run_dataset(client, str(source), str(destination), options=options)
     assert again.state == DatasetState.completed
     assert again.files_done == 0 and again.files_skipped == len(files) and again.bytes_done == 0
+    # every file copied: the total is the bytes copied; some up to date: not known from
+    # the result, which counts the bytes copied only (it said 0 for a tree all skipped)
+    assert first.bytes_total == first.bytes_done == sum(files.values()), first
+    assert again.bytes_total is None and again.to_json_dict()["bytes_total"] is None, again
+    lines = status_lines(again, failures=False)
+    unknown = (
+        "bytes_total        unknown (the result counts only the bytes copied; "
+        f"{len(files)} files were up to date)"
+    )
+    assert unknown in lines, lines
     assert {p: p.stat().st_ino for p in destination.rglob("*") if p.is_file()} == inodes
     # one file changes size: only it is copied
     (source / "a" / "one").write_bytes(b"two")
     third = await run_dataset(client, str(source), str(destination), options=options)
     assert third.files_done == 1 and third.files_skipped == len(files) - 1
+    assert third.bytes_total is None and third.bytes_done == 3, third
     assert (destination / "a" / "one").read_bytes() == b"two"
 
 

@@ -535,3 +535,45 @@ async def test_source_token_stays_sealed(
         assert "hunter2" not in stored
     finally:
         await handle.delete()
+
+
+def test_a_cancelled_run_shows_the_bytes_it_copied(
+    cli, slow_nginx: NginxServer, http_root: Path, data_dir: Path
+) -> None:
+    """A run cancelled mid-copy shows the bytes its destination's transfer copied and
+    the size (tester: its row read "0 B / ?": a schedule's run is a front run, which
+    keeps no counts of its own; the run it started wrote them as it ended)."""
+    source = http_root / f"cancel-{uuid.uuid4().hex[:8]}.bin"
+    write_random(source, 8 * MiB, seed=12)
+    at_rest(source)
+    name = _name()
+    created = cli(
+        "schedule", "create", name, slow_nginx.url(source.name), str(data_dir / "dst.bin"),
+        "--every", "1h", "--paused", "--streams", "1", "--chunk-size", "1MiB",
+    )  # fmt: skip
+    assert created.returncode == 0, created
+    try:
+        triggered = cli("schedule", "trigger", name)
+        assert triggered.returncode == 0 and "started: " in triggered.stdout, triggered
+        run_id = triggered.stdout.split("started: ", 1)[1].strip()
+        deadline = time.monotonic() + 60
+        while True:  # until a chunk is written (the slow server sends 2 MB/s)
+            shown = json.loads(cli("status", run_id, "--json").stdout)
+            if shown["bytes_done"] >= 2 * MiB or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        assert shown["state"] == "running" and shown["bytes_done"] >= 2 * MiB, shown
+        cancelled = cli("cancel", run_id)
+        assert cancelled.returncode == 0, cancelled
+        view = _until(cli, name, lambda v: not v["running"], 60, "the run's end")
+        (run,) = view["recent_runs"]
+        assert run["state"] == "cancelled", run
+        # (the cancel reaches the streams at a heartbeat: the last chunks may be in)
+        assert run["bytes_total"] == 8 * MiB and 0 < run["bytes_done"] <= 8 * MiB, run
+        ended = json.loads(cli("status", run_id, "--json").stdout)
+        assert (ended["bytes_done"], ended["bytes_total"]) == (run["bytes_done"], 8 * MiB)
+        text = cli("schedule", "describe", name).stdout
+        row = next(line for line in text.splitlines() if run_id in line)
+        assert "/ 8.0 MiB" in row and "?" not in row, row
+    finally:
+        cli("schedule", "delete", name)

@@ -310,3 +310,34 @@ async def test_staging_read_is_paced_by_the_transfer_max_rate(
     assert [r["body_bytes_sent"] for r in gets] == [size], gets
     print(f"staging GET took {gets[0]['request_time']:.1f} s under --max-rate 4MiB/s")
     assert gets[0]["request_time"] >= (size - 12 * MiB) / cap, gets
+
+
+def test_cp_says_why_a_source_without_ranges_is_staged(
+    temporal_server,
+    staging_worker: WorkerProcess,
+    nginx_no_ranges: NginxServer,
+    http_root: Path,
+    data_dir: Path,
+) -> None:
+    """``cp`` of a source that serves no byte ranges says once, on stderr, that the
+    service stages it and why (tester: it was staged without a word); not when
+    ``--stage`` asked for it, nor with ``-q``. The staging read is paced (24 MiB at 4
+    MiB/s, ~6 s) so that a progress line every 2 s sees its phase."""
+    name = "why-staged.bin"
+    digest = _source(http_root, name, 24 * MiB)
+    url = nginx_no_ranges.url(name)
+    args = dict(address=temporal_server.address, task_queue=staging_worker.task_queue)
+    paced = ["--max-rate", "4MiB/s", "--streams", "2", "--chunk-size", "4MiB"]
+    done = run_cli("cp", *paced, url, str(data_dir / "a.bin"), **args)
+    assert done.returncode == 0, done.stderr
+    assert sha256_file(data_dir / "a.bin") == digest
+    note = f"staging: {url} does not serve byte ranges, so the worker reads it once"
+    assert done.stderr.count(note) == 1, done.stderr
+    assert "running: staging " in done.stderr, done.stderr  # the phase it was seen in
+    # asked for (the source read again: the first copy is a known copy otherwise)
+    again = ["--from-origin", url, str(data_dir / "b.bin")]
+    asked = run_cli("cp", *paced, "--stage", *again, **args)
+    assert asked.returncode == 0, asked.stderr
+    assert "does not serve byte ranges" not in asked.stderr, asked.stderr
+    quiet = run_cli("cp", "-q", *paced, "--from-origin", url, str(data_dir / "c.bin"), **args)
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr

@@ -82,6 +82,55 @@ def _show_variadic_arguments_plainly() -> None:
 
 _show_variadic_arguments_plainly()
 
+
+def option_suggestions(typed: str, options: dict[str, tuple[str, ...]]) -> list[str]:
+    """What ``No such option: TYPED`` suggests among a command's long ``options``
+    (name -> its values, empty for an option without a fixed list): the names close
+    to TYPED compared without their dashes, those that begin with it, and ``--if-busy
+    wait`` for ``--wait`` (TYPED is a value of an option). click compares the names with
+    their ``--``, which two names always share: ``--wait`` found ``--quiet``, ``--fail``
+    ``--at``, ``--ifbusy`` ``--verify`` beside ``--if-busy``."""
+    import difflib
+
+    word = typed.lstrip("-").lower()
+    if not typed.startswith("--") or not word:
+        return []
+    names = {name[2:]: name for name in options if name.startswith("--")}
+    found = [names[n] for n in difflib.get_close_matches(word, list(names), cutoff=0.6)]
+    found += [name for n, name in names.items() if len(word) >= 3 and n.startswith(word)]
+    found += [f"{name} {word}" for name, values in options.items() if word in values]
+    return sorted(set(found))
+
+
+def _suggest_options_by_name() -> None:
+    """An unknown long option suggests by :func:`option_suggestions` (click's own
+    suggestions read oddly: ``--wait`` -> ``--quiet``)."""
+    from typer.core import TyperCommand
+
+    from staccato.cli.options import CHOICES
+
+    parse_args = TyperCommand.parse_args
+    no_such_option = getattr(sys.modules[typer.BadParameter.__module__], "NoSuchOption", None)
+
+    def suggesting_parse_args(self: TyperCommand, ctx: Any, args: list[str]) -> list[str]:
+        try:
+            return parse_args(self, ctx, args)
+        except Exception as err:
+            if no_such_option is None or not isinstance(err, no_such_option):
+                raise
+            options = {
+                name: CHOICES.get(name, ())
+                for param in self.params
+                for name in (*param.opts, *param.secondary_opts)
+            }
+            err.possibilities = option_suggestions(err.option_name, options)
+            raise
+
+    TyperCommand.parse_args = suggesting_parse_args  # type: ignore[method-assign,assignment]
+
+
+_suggest_options_by_name()
+
 #: the transfer commands (:mod:`staccato.cli.commands`) by name: ``staccato NAME ...``
 #: with one of these names builds that command alone (see :func:`_make_app`)
 TRANSFER_COMMANDS: dict[str, Callable[..., Any]] = {

@@ -42,6 +42,8 @@ from staccato.cli.options import (
     SyncLevelOption,
     TransferArg,
     VerifyOption,
+    choice_option,
+    int_range_option,
     transfer_options,
 )
 from staccato.errors import StaccatoError, TransferNotFoundError
@@ -445,7 +447,7 @@ def cp(
         else:
             await _warn_without_workers(client)
         sdk = await _sdk_client(client, submitted)
-        return await render.follow(sdk, submitted.id, quiet=quiet)
+        return await render.follow(sdk, submitted.id, quiet=quiet, stage_asked=stage)
 
     _exit_for(run(go, starts=True), quiet)
 
@@ -611,13 +613,14 @@ ListState = StrEnum(  # type: ignore[misc]
 def list_transfers(
     state: Annotated[
         ListState | None,
-        typer.Option(
+        choice_option(
+            ListState,
             "--state",
             help="Only rows in this state (completed_with_errors: datasets and fan-out "
             "groups where some files or destinations failed).",
         ),
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, max=1000, help="At most this many.")] = 50,
+    limit: Annotated[int, int_range_option("--limit", 1, 1000, help="At most this many.")] = 50,
     as_json: JsonOption = False,
 ) -> None:
     """List recent transfers, datasets and fan-out groups in one order, newest first by

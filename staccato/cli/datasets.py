@@ -497,6 +497,9 @@ def status_lines(s: DatasetStatus, failures: bool) -> list[str]:
     )
     lines = []
     for key, value in shown.items():
+        if key == "bytes_total" and value is None:
+            lines.append(f"{key:18} {bytes_total_unknown(s)}")
+            continue
         if value is None or value == []:
             continue
         key, text = _shown_field(s, key, value)
@@ -508,6 +511,21 @@ def status_lines(s: DatasetStatus, failures: bool) -> list[str]:
             f"{render.size(row['bytes_done'])}"
         )
     return lines
+
+
+def bytes_total_unknown(s: DatasetStatus) -> str:
+    """``status``' words for a total of bytes not known: ``unknown (the result counts
+    only the bytes copied; 4 files were up to date)``: a completed dataset's result
+    does not count the bytes of the files up to date or failed."""
+    parts = []
+    if s.files_skipped:
+        were = "file was" if s.files_skipped == 1 else "files were"
+        parts.append(f"{s.files_skipped} {were} up to date")
+    if s.files_failed:
+        parts.append(f"{s.files_failed} file{'' if s.files_failed == 1 else 's'} failed")
+    if not parts:
+        return "unknown"
+    return f"unknown (the result counts only the bytes copied; {', '.join(parts)})"
 
 
 def _shown_field(s: DatasetStatus, key: str, value: object) -> tuple[str, str]:
@@ -579,9 +597,10 @@ def watch(dataset: str) -> None:
 
 def list_row(s: DatasetStatus) -> str:
     """``staccato list``: a dataset's row beside the transfers'."""
+    # the roots as status and --json name them (no trailing '/': a canonical root)
     if s.destinations is not None:
-        roots = " ".join(f"{d.destination}/" for d in s.destinations)
+        roots = " ".join(d.destination for d in s.destinations)
     else:
-        roots = f"{s.destination}/"
-    row = f"{s.id}  {s.state.value:10} {progress_text(s):40}  {s.source}/ -> {roots}"
+        roots = s.destination
+    row = f"{s.id}  {s.state.value:10} {progress_text(s):40}  {s.source} -> {roots}"
     return row + render.queued_line(s.state.value, s.queued_reason)

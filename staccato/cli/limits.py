@@ -14,7 +14,7 @@ import typer
 
 from staccato import units
 from staccato.cli.common import EXIT_USAGE, fail, run
-from staccato.cli.options import JsonOption, parse_rate
+from staccato.cli.options import JsonOption, int_range_option, parse_rate
 from staccato.links import (
     LimitTarget,
     LimitTargetError,
@@ -75,16 +75,16 @@ def set_(
     target: TargetArg,
     max_active: Annotated[
         int | None,
-        typer.Option(
-            "--max-active", min=1, max=MAX_COUNT, help="Transfers at once (each holds one slot)."
+        int_range_option(
+            "--max-active", 1, MAX_COUNT, help="Transfers at once (each holds one slot)."
         ),
     ] = None,
     max_streams: Annotated[
         int | None,
-        typer.Option(
+        int_range_option(
             "--max-streams",
-            min=1,
-            max=MAX_COUNT,
+            1,
+            MAX_COUNT,
             help="Streams (connections) at once, summed over the transfers; a transfer "
             "runs min(its --streams, free) and waits while none is free.",
         ),

@@ -6,8 +6,10 @@ import getpass
 import os
 import re
 import unicodedata
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from enum import StrEnum
+from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import ByteSize, TypeAdapter, ValidationError
@@ -162,6 +164,75 @@ def parse_not_before(text: str) -> datetime:
     return at
 
 
+E = TypeVar("E", bound=StrEnum)
+
+#: the values of every option made by :func:`choice_option`, by option name (for the
+#: suggestions of an unknown option: ``--wait`` -> ``--if-busy wait``)
+CHOICES: dict[str, tuple[str, ...]] = {}
+
+
+def parse_choice(choices: type[E]) -> Callable[[Any], E]:
+    """A parser of an option taking one of ``choices``' values (case-sensitive), with
+    click's ``Choice`` words: click puts the option's name before them (``Invalid value
+    for '--verify': 'maybe' is not one of 'checksum', 'size', 'none'.``). Typer 0.29
+    checks an enum option through pydantic, whose words came with it ("Value error,
+    'maybe' is not one of ..."), and has no ``click_type`` to give it click's
+    ``Choice`` (it carries its own copy of click, without the types).
+
+    Raises (the parser):
+        typer.BadParameter: not one of the values.
+    """
+
+    def parse(value: Any) -> E:
+        if isinstance(value, choices):  # a default
+            return value
+        for member in choices:
+            if member.value == value:
+                return member
+        allowed = ", ".join(repr(m.value) for m in choices)
+        raise typer.BadParameter(f"{str(value)!r} is not one of {allowed}.")
+
+    return parse
+
+
+def choice_option(choices: type[E], name: str, **kwargs: Any) -> Any:
+    """An option ``name`` taking one of ``choices``' values (:func:`parse_choice`),
+    shown as ``<a|b|c>`` in the help; its values are kept in :data:`CHOICES`."""
+    values = tuple(m.value for m in choices)
+    CHOICES[name] = values
+    return typer.Option(
+        name, parser=parse_choice(choices), metavar=f"<{'|'.join(values)}>", **kwargs
+    )
+
+
+def parse_int_range(low: int, high: int) -> Callable[[Any], int]:
+    """A parser of a whole number from ``low`` to ``high``, with click's ``IntRange``
+    words (``Invalid value for '--priority': 9 is not in the range 1<=x<=5.``); typer
+    0.29's came from pydantic ("Input should be less than or equal to 5").
+
+    Raises (the parser):
+        typer.BadParameter: not a whole number, or outside the range.
+    """
+
+    def parse(value: Any) -> int:
+        try:
+            number = int(str(value).strip())
+        except ValueError:
+            raise typer.BadParameter(f"{str(value)!r} is not a valid integer.") from None
+        if not low <= number <= high:
+            raise typer.BadParameter(f"{number} is not in the range {low}<=x<={high}.")
+        return number
+
+    return parse
+
+
+def int_range_option(name: str, low: int, high: int, **kwargs: Any) -> Any:
+    """An option ``name`` taking a whole number from ``low`` to ``high``
+    (:func:`parse_int_range`); the help shows the range as typer does
+    (``<int range> [1<=x<=5]``)."""
+    return typer.Option(name, parser=parse_int_range(low, high), min=low, max=high, **kwargs)
+
+
 SourceArg = Annotated[str, typer.Argument(help="Source URL or path.", metavar="SOURCE")]
 DestinationArg = Annotated[
     str,
@@ -181,17 +252,18 @@ ChunkSizeOption = Annotated[
 ]
 StreamsOption = Annotated[
     int | None,
-    typer.Option(
+    int_range_option(
         "--streams",
-        min=1,
-        max=MAX_STREAMS,
+        1,
+        MAX_STREAMS,
         help="Parallel streams (activities) copying chunks.",
         show_default=_TUNED_DEFAULT.format(DEFAULT_STREAMS),
     ),
 ]
 VerifyOption = Annotated[
     VerifyMode,
-    typer.Option(
+    choice_option(
+        VerifyMode,
         "--verify",
         help="checksum: read each written chunk back and compare CRC32C/SHA-256 with the "
         "source's before publishing (S3: the stored checksum after); size: compare sizes; "
@@ -199,7 +271,8 @@ VerifyOption = Annotated[
     ),
 ]
 ChecksumOption = Annotated[
-    ChecksumAlgorithm, typer.Option("--checksum", help="Chunk checksum: crc32c (fast) or sha256.")
+    ChecksumAlgorithm,
+    choice_option(ChecksumAlgorithm, "--checksum", help="Chunk checksum: crc32c (fast) or sha256."),
 ]
 RetryForOption = Annotated[
     float,
@@ -214,7 +287,8 @@ RetryForOption = Annotated[
 ]
 IfBusyOption = Annotated[
     IfBusy,
-    typer.Option(
+    choice_option(
+        IfBusy,
         "--if-busy",
         help="When a different transfer is writing the destination: fail (exit 1, "
         '"destination busy") or wait for it to end (state queued) and then run.',
@@ -251,7 +325,8 @@ FromOriginOption = Annotated[
 ]
 SyncLevelOption = Annotated[
     SyncLevel | None,
-    typer.Option(
+    choice_option(
+        SyncLevel,
         "--sync-level",
         help="Skip the copy when the destination already matches the source: exists; "
         "size (and sizes equal); mtime (and the destination is not older); checksum (sizes "
@@ -292,10 +367,10 @@ TransferArg = Annotated[
 ]
 ProcessesOption = Annotated[
     int | None,
-    typer.Option(
+    int_range_option(
         "--processes",
-        min=1,
-        max=256,
+        1,
+        256,
         help="Activity processes (default STACCATO_WORKER_PROCESSES or max(4, CPUs)).",
     ),
 ]
@@ -303,10 +378,10 @@ ProcessesOption = Annotated[
 
 PriorityOption = Annotated[
     int,
-    typer.Option(
+    int_range_option(
         "--priority",
-        min=1,
-        max=5,
+        1,
+        5,
         help="1 (most urgent) .. 5: orders the queue of a limited endpoint or link "
         "(`staccato limit`) and Temporal's task queues.",
     ),

@@ -37,11 +37,23 @@ def retry_note(s: TransferStatus) -> str:
     return f"retrying: {s.last_retry_error}{when}"
 
 
+def ended_bytes_text(state: str, done: int, total: int | None) -> str | None:
+    """``0 B copied`` for a run that ended failed or cancelled before its size was
+    known (``0 B / ?`` read as if it went on); None otherwise."""
+    if total is None and state in (TransferState.failed, TransferState.cancelled):
+        return f"{units.size(done)} copied"
+    return None
+
+
 def progress_text(s: TransferStatus) -> str:
     """``1.0 MiB / 4.0 MiB (25%) at 2.0 MiB/s, ETA 2 s`` and a retry note if one is pending;
-    ``up to date (size): nothing copied`` for a transfer its sync level skipped."""
+    ``up to date (size): nothing copied`` for a transfer its sync level skipped; ``0 B
+    copied`` for one that ended before its size was known."""
     if s.up_to_date and s.sync_level:
         return f"up to date ({s.sync_level.value}): nothing copied"
+    ended = ended_bytes_text(s.state.value, s.bytes_done, s.bytes_total)
+    if ended is not None:
+        return ended
     text = units.progress(s.bytes_done, s.bytes_total, s.rate_bytes_per_s, s.eta_s)
     if s.phase == "staging" and s.staged_bytes is not None:  # the source read into the cache
         rate = s.staging_rate_bytes_per_s
@@ -196,23 +208,47 @@ def say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-async def follow(client: StaccatoClient, transfer: str, *, quiet: bool) -> TransferStatus:
+def staging_note(s: TransferStatus) -> str:
+    """The line that says why a transfer not given ``--stage`` is staged: its source
+    cannot serve byte ranges (the workflow stages such a source by itself)."""
+    return (
+        f"staging: {s.source} does not serve byte ranges, so the worker reads it once, "
+        "whole, into its staging cache (STACCATO_STAGING_DIR) and writes the destination "
+        "from there; a failure at the destination does not read the source again"
+    )
+
+
+async def follow(
+    client: StaccatoClient, transfer: str, *, quiet: bool, stage_asked: bool = True
+) -> TransferStatus:
     """Follow ``transfer`` until it ends and return its last status: a progress bar on
     a terminal (a status every :data:`BAR_INTERVAL_S`), a line every
     :data:`PLAIN_LINE_INTERVAL_S` otherwise (a status as often), nothing if ``quiet``
     (no status asked until the end: :meth:`StaccatoClient.outcome`). The end is seen
-    when the run ends, whatever the interval."""
+    when the run ends, whatever the interval. Not ``stage_asked`` (``cp`` without
+    ``--stage``): the first status in phase ``staging`` prints :func:`staging_note`
+    (the source serves no byte ranges, so the service stages it by itself)."""
     if quiet:
         return await client.outcome(transfer)
+    noted = stage_asked
+
+    def note(s: TransferStatus) -> None:
+        nonlocal noted
+        if not noted and s.phase == "staging":
+            noted = True
+            say(staging_note(s))
+
     console = stderr_console()
     final: TransferStatus | None = None
     if console is not None:
         with Bar(console) as bar:
             async for final in client.follow(transfer, interval_s=BAR_INTERVAL_S):
+                note(final)
                 bar.update(final)
     else:
         last_line = 0.0
         async for final in client.follow(transfer, interval_s=PLAIN_LINE_INTERVAL_S):
+            note(final)
             now = time.monotonic()
             if now - last_line >= PLAIN_LINE_INTERVAL_S or final.state in _TERMINAL:
                 last_line = now

@@ -32,6 +32,7 @@ from staccato.cli.options import (
     StreamsOption,
     SyncLevelOption,
     VerifyOption,
+    choice_option,
     transfer_options,
 )
 from staccato.errors import InvalidURLError
@@ -143,7 +144,8 @@ def create(
     ] = None,
     overlap: Annotated[
         Overlap,
-        typer.Option(
+        choice_option(
+            Overlap,
             "--overlap",
             help="When a run is due while the last one still runs: skip it, buffer one or "
             "all, cancel or terminate the running one, or allow all.",
@@ -300,9 +302,6 @@ def _options_text(options: dict[str, Any]) -> str:
         "from_origin": lambda v: "from the origin (no known copy)" if v else "",
         "tuning": lambda v: "streams and chunk size tuned per link" if v else "",
     }
-    # a tuned transfer's streams and chunk size are only its fallback: shown, they read
-    # as if fixed beside "tuned per link"
-    tuned = bool(options.get("tuning"))
 
     def other(key: str, value: Any) -> str:  # a yes/no by its name alone, like the rest
         name = key.replace("_", " ")
@@ -313,7 +312,7 @@ def _options_text(options: dict[str, Any]) -> str:
     shown = (
         known[k](v) if k in known else other(k, v)
         for k, v in options.items()
-        if v is not None and not (tuned and k in ("chunk_size", "streams"))
+        if v is not None  # a tuned schedule's streams and chunk size: None
     )
     return ", ".join(text for text in shown if text)
 
@@ -348,9 +347,11 @@ def _describe_lines(view: ScheduleView) -> list[str]:
     ]
     for r in reversed(view.recent_runs):
         total = render.size(r.bytes_total) if r.bytes_total is not None else "?"
+        moved = render.ended_bytes_text(r.state, r.bytes_done, r.bytes_total)
         lines.append(
             f"  {_time(r.scheduled_at)}  {_outcome(r):<10}  {r.workflow_id}  "
-            f"{render.size(r.bytes_done)} / {total}" + (f"  {r.error}" if r.error else "")
+            + (moved or f"{render.size(r.bytes_done)} / {total}")
+            + (f"  {r.error}" if r.error else "")
         )
     return lines
 

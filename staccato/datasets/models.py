@@ -493,6 +493,10 @@ class DatasetStatus(_Lean):
 
     Attributes:
         files_total: files listed so far (final once ``listing_done``).
+        bytes_total: bytes of the files listed so far; None when not known: a
+            completed dataset some of whose files were up to date (``--sync-level``)
+            or failed, as its result counts the bytes it copied, not those (a dataset
+            of files all up to date said 0).
         listing_done: ``files_total`` is final: the listing ended (every file listed
             was dispatched), or the dataset ended (cancelled or failed mid-listing too).
         bytes_done: bytes of the files done, plus, while it runs, the bytes read so
@@ -529,7 +533,7 @@ class DatasetStatus(_Lean):
     files_done: int
     files_skipped: int
     files_failed: int
-    bytes_total: int
+    bytes_total: int | None
     bytes_done: int
     listing_done: bool
     rate_files_per_s: float | None = None
