@@ -330,11 +330,7 @@ def status_from_result(workflow_id: str, result: DatasetResult) -> DatasetStatus
         files_done=result.files_done,
         files_skipped=result.files_skipped,
         files_failed=result.files_failed,
-        # the result counts the bytes copied only: with a file up to date or failed,
-        # the total is not known from it (0 was shown for a tree all up to date)
-        bytes_total=(
-            result.bytes_done if result.files_skipped == result.files_failed == 0 else None
-        ),
+        bytes_total=_bytes_total(result),
         bytes_done=result.bytes_done,
         listing_done=True,
         rate_files_per_s=(
@@ -352,6 +348,16 @@ def status_from_result(workflow_id: str, result: DatasetResult) -> DatasetStatus
         # the request's patterns: dataset_client.dataset_status adds it)
         filters_matched_none=(result.files_filtered or None) if total == 0 else None,
     )
+
+
+def _bytes_total(result: DatasetResult) -> int | None:
+    """A completed dataset's bytes listed; from a worker before 0.18.0 (no
+    ``bytes_listed`` in its result) the bytes copied when every file was copied, else
+    None: its result does not say the size of the files up to date or failed (0 was
+    shown for a tree all up to date)."""
+    if result.bytes_listed is not None:
+        return result.bytes_listed
+    return result.bytes_done if result.files_skipped == result.files_failed == 0 else None
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ import pytest
 
 from staccato.cli.datasets import status_lines
 from staccato.client import StaccatoClient
-from staccato.dataset_requests import dataset_id
-from staccato.datasets.models import DatasetState
+from staccato.dataset_requests import dataset_id, status_from_result
+from staccato.datasets.models import DatasetResult, DatasetState
 from staccato.models import SyncLevel, TransferOptions
 from tests.dataset_checks import MiB, make_tree, run_dataset, tree
 from tests.helpers import WorkerProcess, run_cli
@@ -105,11 +105,28 @@ async def test_sync_level_second_run_copies_nothing(client: StaccatoClient, data
     again = await run_dataset(client, str(source), str(destination), options=options)
     assert again.state == DatasetState.completed
     assert again.files_done == 0 and again.files_skipped == len(files) and again.bytes_done == 0
-    # every file copied: the total is the bytes copied; some up to date: not known from
-    # the result, which counts the bytes copied only (it said 0 for a tree all skipped)
+    # the total is every file listed, copied or up to date (it said 0 for a tree all
+    # up to date: the result counted only the bytes copied)
     assert first.bytes_total == first.bytes_done == sum(files.values()), first
-    assert again.bytes_total is None and again.to_json_dict()["bytes_total"] is None, again
-    lines = status_lines(again, failures=False)
+    assert again.bytes_total == sum(files.values()), again
+    assert again.to_json_dict()["bytes_total"] == sum(files.values()), again
+    # a result from a worker before 0.18.0 (no bytes_listed): not known, and said so
+    old = status_from_result(
+        again.id,
+        DatasetResult(
+            state=again.state,
+            source=again.source,
+            destination=again.destination,
+            files_done=0,
+            files_skipped=len(files),
+            files_failed=0,
+            bytes_done=0,
+            duration_s=1.0,
+            runs=1,
+        ),
+    )
+    assert old.bytes_total is None and old.to_json_dict()["bytes_total"] is None, old
+    lines = status_lines(old, failures=False)
     unknown = (
         "bytes_total        unknown (the result counts only the bytes copied; "
         f"{len(files)} files were up to date)"
@@ -120,7 +137,8 @@ async def test_sync_level_second_run_copies_nothing(client: StaccatoClient, data
     (source / "a" / "one").write_bytes(b"two")
     third = await run_dataset(client, str(source), str(destination), options=options)
     assert third.files_done == 1 and third.files_skipped == len(files) - 1
-    assert third.bytes_total is None and third.bytes_done == 3, third
+    assert third.bytes_done == 3, third
+    assert third.bytes_total == sum(files.values()) - files["a/one"] + 3, third
     assert (destination / "a" / "one").read_bytes() == b"two"
 
 

@@ -486,6 +486,9 @@ class DatasetResult(_Lean):
     #: files the listing left out by ``--include``/``--exclude`` (0 from workers
     #: before 0.17.0, which did not count them)
     files_filtered: int = 0
+    #: bytes of every file listed (copied, up to date or failed; None from workers
+    #: before 0.18.0, which did not report it)
+    bytes_listed: int | None = None
 
 
 class DatasetStatus(_Lean):
@@ -494,9 +497,9 @@ class DatasetStatus(_Lean):
     Attributes:
         files_total: files listed so far (final once ``listing_done``).
         bytes_total: bytes of the files listed so far; None when not known: a
-            completed dataset some of whose files were up to date (``--sync-level``)
-            or failed, as its result counts the bytes it copied, not those (a dataset
-            of files all up to date said 0).
+            dataset completed by a worker before 0.18.0 some of whose files were up
+            to date (``--sync-level``) or failed (its result counts only the bytes it
+            copied).
         listing_done: ``files_total`` is final: the listing ended (every file listed
             was dispatched), or the dataset ended (cancelled or failed mid-listing too).
         bytes_done: bytes of the files done, plus, while it runs, the bytes read so

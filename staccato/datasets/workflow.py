@@ -289,6 +289,8 @@ class DatasetWorkflow:
             files_filtered=carried.files_filtered,
             files_failed=carried.files_failed,
             bytes_done=carried.bytes_done,
+            # counting only (the result's payload; no command): replays unchanged
+            bytes_listed=carried.bytes_listed,
             duration_s=round(workflow.now().timestamp() - (carried.started_at or 0), 3),
             runs=carried.runs,
             failures=carried.failures,
