@@ -18,6 +18,7 @@ from staccato import units
 from staccato.cli import datasets, render
 from staccato.cli.common import (
     EXIT_USAGE,
+    check_file_source,
     fail,
     follow_or_hint,
     run,
@@ -125,7 +126,7 @@ def submit(
     )
     datasets.check_recursive_options(recursive, include, exclude, retry_failed, small_file_max)
     if not recursive:
-        _check_file_source(source)
+        check_file_source(source)
     if recursive:
         _check_dataset_refuses(stage=stage, from_origin=from_origin, if_busy=if_busy)
     destination = _one_destination(destinations, recursive)
@@ -237,36 +238,6 @@ def _names_dataset(transfer: str) -> bool:
     from staccato.datasets.models import DATASET_ID_PREFIX
 
     return transfer.startswith(DATASET_ID_PREFIX)
-
-
-def _check_file_source(source: str) -> None:
-    """Refuse (exit 2, before anything starts) a local SOURCE of one transfer (no -r)
-    that is a directory (GNU cp: "-r not specified; omitting directory"; before, a
-    transfer started and failed, exit 1), or that is typed with a trailing ``/`` and is
-    not a directory: ``/data/x.bin/`` names a directory (POSIX pathname resolution; GNU
-    cp says "Not a directory"), and copying the file instead would copy something the
-    user did not name."""
-    import os
-
-    from staccato.urls import parse_url
-
-    try:
-        url = parse_url(source)
-    except StaccatoError:
-        return  # said with its own words where the request is made
-    if url.scheme == "file" and os.path.isdir(url.path):
-        fail(
-            f"source {source!r} is a directory: add -r to copy every file under it",
-            EXIT_USAGE,
-        )
-    if not source.endswith("/"):
-        return
-    if url.scheme == "file" and os.path.lexists(url.path) and not os.path.isdir(url.path):
-        fail(
-            f"source {source!r} is not a directory: a trailing / names a directory; "
-            f"drop the / to copy the file {url.path}",
-            EXIT_USAGE,
-        )
 
 
 def _check_dataset_refuses(*, stage: bool, from_origin: bool, if_busy: IfBusy) -> None:
@@ -386,7 +357,7 @@ def cp(
     )
     datasets.check_recursive_options(recursive, include, exclude, retry_failed, small_file_max)
     if not recursive:
-        _check_file_source(source)
+        check_file_source(source)
     if recursive:
         _check_dataset_refuses(stage=stage, from_origin=from_origin, if_busy=if_busy)
     destination = _one_destination(destinations, recursive)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from staccato.cli import render
-from staccato.cli.common import EXIT_USAGE, fail, run
+from staccato.cli.common import EXIT_USAGE, check_file_source, fail, run
 from staccato.cli.options import (
     ChecksumOption,
     ChunkSizeOption,
@@ -211,6 +211,8 @@ def create(
     from staccato.client import StaccatoClient
 
     _usage(lambda: StaccatoClient.make_request(source, destination, options))
+    # each run copies one file: a directory would fail every run
+    check_file_source(source, remedy="each run of a schedule copies one file; name a file")
 
     async def go() -> ScheduleView:
         from staccato.schedules import Schedules
