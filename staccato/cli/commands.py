@@ -128,11 +128,11 @@ def submit(
     if not recursive:
         check_file_source(source)
     if recursive:
-        _check_dataset_refuses(stage=stage, from_origin=from_origin, if_busy=if_busy)
+        _check_dataset_refuses(
+            stage=stage, from_origin=from_origin, if_busy=if_busy, not_before=not_before
+        )
     destination = _one_destination(destinations, recursive)
     if destination is None and recursive:  # a dataset to several roots
-        if not_before is not None:
-            fail("--not-before applies to one destination, not to a fan-out", EXIT_USAGE)
         datasets.submit_recursive(
             source,
             destinations,
@@ -146,7 +146,11 @@ def submit(
         return
     if destination is None:
         if not_before is not None:
-            fail("--not-before applies to one destination, not to a fan-out", EXIT_USAGE)
+            fail(
+                "--not-before applies to a single transfer, not to a fan-out to several "
+                "destinations",
+                EXIT_USAGE,
+            )
         from staccato.cli import fanout  # imports the Temporal client
 
         fanout.submit(source, destinations, options, as_json, quiet)
@@ -240,10 +244,19 @@ def _names_dataset(transfer: str) -> bool:
     return transfer.startswith(DATASET_ID_PREFIX)
 
 
-def _check_dataset_refuses(*, stage: bool, from_origin: bool, if_busy: IfBusy) -> None:
+def _check_dataset_refuses(
+    *, stage: bool, from_origin: bool, if_busy: IfBusy, not_before: datetime | None = None
+) -> None:
     """Exit 2 for an option of a single transfer given with ``-r``: ``--stage``,
-    ``--from-origin`` (one object) and ``--if-busy wait`` (a dataset whose destination
-    root is being written fails at once: it was accepted and ignored)."""
+    ``--from-origin`` (one object), ``--if-busy wait`` (a dataset whose destination
+    root is being written fails at once: it was accepted and ignored) and
+    ``--not-before`` (a dataset starts when submitted: it was accepted and ignored)."""
+    if not_before is not None:
+        fail(
+            "--not-before applies to single transfers, not to -r (directories and "
+            "prefixes): a dataset starts when it is submitted",
+            EXIT_USAGE,
+        )
     for given, option in ((stage, "--stage"), (from_origin, "--from-origin")):
         if given:
             fail(
