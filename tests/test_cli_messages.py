@@ -96,3 +96,17 @@ def test_not_before_is_refused_where_it_cannot_apply(
     assert expected in done.stderr, done.stderr
     if recursive:
         assert "fan-out" not in done.stderr, done.stderr
+
+
+def test_a_count_of_one_is_singular() -> None:
+    """`1 files copied`, `(1 transfers)`: a count of one reads singular where the CLI
+    prints counts (the dataset's end line uses the same :func:`units.counted`)."""
+    from staccato import units
+    from staccato.cli.limits import learned_text
+    from staccato.tuning import LinkMemory
+
+    assert units.counted(1, "file") == "1 file" and units.counted(0, "file") == "0 files"
+    one = learned_text(LinkMemory(link="a,b", streams=1, transfers=1))
+    assert "1 stream x" in one and "(1 transfer)" in one, one
+    two = learned_text(LinkMemory(link="a,b", streams=2, transfers=2))
+    assert "2 streams x" in two and "(2 transfers)" in two, two

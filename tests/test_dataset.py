@@ -556,7 +556,7 @@ def test_retry_failed_leaves_out_the_files_no_longer_at_the_source(
     (destination / "blocked").rmdir()
     last = run_cli("cp", "-r", "--retry-failed", str(source), str(destination), **args)
     assert last.returncode == 0, last.stderr
-    assert "1 files copied" in last.stderr and "0 failed" in last.stderr, last.stderr
+    assert "1 file copied" in last.stderr and "0 failed" in last.stderr, last.stderr
     assert (destination / "blocked").read_bytes() == b"blocked"
     shown = json.loads(run_cli("status", "--json", str(destination), **args).stdout)
     assert shown["state"] == "completed" and shown["files_done"] == 1, shown

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from staccato import units
 from staccato.cli import render
 from staccato.cli.common import (
     EXIT_FAILED,
@@ -91,7 +92,6 @@ def _say_fan_out_small_file_max(small_file_max: int, chunk_size: int) -> None:
     several roots uses (:data:`staccato.datasets.models.FAN_OUT_SMALL_MAX` and one
     ``--chunk-size``: a small file is held in memory for every root); it was capped
     without a word (a tester)."""
-    from staccato import units
     from staccato.datasets.models import FAN_OUT_SMALL_MAX
 
     used = min(small_file_max, FAN_OUT_SMALL_MAX, chunk_size)
@@ -407,7 +407,7 @@ def exit_for(final: DatasetStatus, quiet: bool = False) -> None:
     several roots a line per root, and the error line names the roots that failed);
     exit 1 unless every file was copied or up to date at every root."""
     summary = (
-        f"{final.files_done} files copied ({render.size(final.bytes_done)}), "
+        f"{units.counted(final.files_done, 'file')} copied ({render.size(final.bytes_done)}), "
         f"{final.files_skipped} up to date, {final.files_failed} failed"
     )
     from staccato.datasets.models import DatasetState
@@ -532,7 +532,6 @@ def _shown_field(s: DatasetStatus, key: str, value: object) -> tuple[str, str]:
     """A dataset status field as people read it, as a single transfer's status shows
     it (:func:`staccato.cli.render.status_lines`): sizes and rates in binary units, a
     time as a duration, yes/no, a list comma-separated; ``--json`` keeps the numbers."""
-    from staccato import units
 
     if key == "bytes_total" and isinstance(value, int):
         return key, f"{units.size(value)} ({value} bytes)"

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
+from staccato import units
 from staccato.cli import render
 from staccato.cli.common import EXIT_USAGE, check_file_source, fail, run
 from staccato.cli.options import (
@@ -292,7 +293,7 @@ def _options_text(options: dict[str, Any]) -> str:
     """``chunk 16.0 MiB, 4 streams, verify checksum, ...`` from TransferOptions' JSON."""
     known = {
         "chunk_size": lambda v: f"chunk {render.size(v)}",
-        "streams": lambda v: f"{v} streams",
+        "streams": lambda v: units.counted(v, "stream"),
         "verify": lambda v: f"verify {v}",
         "checksum": lambda v: f"checksum {v}",
         "retry_for_s": lambda v: f"retry for {duration_text(v)}",
