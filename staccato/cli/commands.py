@@ -636,10 +636,12 @@ def list_transfers(
         typer.echo(f"{first}  started {row.started_at or '?'}{newline}{rest}")
 
 
-def _control(transfer: str, action: str, done: str) -> None:
-    """Run ``StaccatoClient.<action>(transfer)`` and say ``done``. ``transfer`` may
-    also be a dataset's destination root (as for ``status`` and ``watch``): ``cancel``
-    then cancels that dataset; ``pause`` and ``resume`` say that a dataset has neither.
+def _control(transfer: str, action: str, done: str, already: str = "") -> None:
+    """Run ``StaccatoClient.<action>(transfer)`` and say ``done``, or ``already`` when
+    the client says nothing needed doing (a pause of a paused transfer, a resume of a
+    running one: exit 0). ``transfer`` may also be a dataset's destination root (as for
+    ``status`` and ``watch``): ``cancel`` then cancels that dataset; ``pause`` and
+    ``resume`` say that a dataset has neither.
     """
 
     async def go() -> str:
@@ -647,8 +649,8 @@ def _control(transfer: str, action: str, done: str) -> None:
 
         client = await StaccatoClient.connect()
         try:
-            await getattr(client, action)(transfer)
-            return transfer
+            acted = await getattr(client, action)(transfer)
+            return f"{already}: {transfer}" if acted is False else f"{done}: {transfer}"
         except TransferNotFoundError:
             dataset = await _dataset_at_root(client, transfer)
             if dataset is None:
@@ -661,10 +663,9 @@ def _control(transfer: str, action: str, done: str) -> None:
                 "missing or differs)"
             )
         await client.cancel(dataset)
-        return f"{transfer} (dataset {dataset})"
+        return f"{done}: {transfer} (dataset {dataset})"
 
-    named = run(go)
-    typer.echo(f"{done}: {named}")
+    typer.echo(run(go))
 
 
 async def _dataset_at_root(client: StaccatoClient, destination: str) -> str | None:
@@ -686,10 +687,12 @@ def cancel(transfer: TransferArg) -> None:
 
 
 def pause(transfer: TransferArg) -> None:
-    """Pause a running transfer (streams stop at a chunk boundary)."""
-    _control(transfer, "pause", "paused")
+    """Pause a running transfer (streams stop at a chunk boundary); one already paused
+    is left so (exit 0)."""
+    _control(transfer, "pause", "paused", "already paused")
 
 
 def resume(transfer: TransferArg) -> None:
-    """Resume a paused transfer from what the destination already holds."""
-    _control(transfer, "resume", "resumed")
+    """Resume a paused transfer from what the destination already holds; one already
+    running is left so (exit 0)."""
+    _control(transfer, "resume", "resumed", "already running")
