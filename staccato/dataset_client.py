@@ -302,7 +302,7 @@ async def submit_dataset(
     dataset id (:func:`start_dataset`, which also tells whether it attached).
 
     Raises:
-        see :func:`start_dataset`.
+        see :func:`start_dataset` (ValueError: ``destination`` is an empty list).
     """
     started = await start_dataset(
         client,
@@ -339,7 +339,13 @@ async def start_dataset(
         InvalidURLError: see :func:`make_dataset_request`.
         DestinationBusyError: another dataset writes under that destination.
         StaccatoError: ``retry_failed`` and nothing to retry (see :func:`failed_names`).
+        ValueError: ``destination`` is an empty list.
     """
+    if not isinstance(destination, str) and len(destination) == 0:
+        raise ValueError(
+            "destination is an empty list: give one destination root (a str) or a "
+            "list of at least one"
+        )
     if not isinstance(destination, str) and len(destination) > 1:
         return await _submit_fan_out(
             client,

@@ -629,3 +629,16 @@ async def test_retry_failed_whose_filters_leave_out_every_failed_file_is_refused
         await submit_dataset(
             client, str(source), str(destination), OPTIONS, retry_failed=True, exclude=["a"]
         )
+
+
+async def test_submit_dataset_with_no_destination_says_so(
+    client: StaccatoClient, data_dir: Path
+) -> None:
+    """`submit_dataset(client, SRC, [])` raised a bare IndexError: a ValueError names
+    the empty destination list, and nothing starts."""
+    from staccato.dataset_client import submit_dataset
+
+    source = data_dir / "nowhere-to-go"
+    make_tree(source, small=1)
+    with pytest.raises(ValueError, match="destination is an empty list"):
+        await submit_dataset(client, str(source), [])

@@ -325,6 +325,24 @@ def test_validators() -> None:
     )
 
 
+def test_timing_refuses_unknown_fields_and_names_its_own() -> None:
+    """Python callers: `Timing(every="1h", cron=...)` silently dropped `every` (a cron
+    schedule); an unknown field is refused, and two timings are named by field, not
+    by the CLI's options."""
+    import pydantic
+
+    with pytest.raises(pydantic.ValidationError, match="every"):
+        Timing(every="1h", cron="0 * * * *")  # type: ignore[call-arg]
+    with pytest.raises(InvalidScheduleError) as two:
+        Timing(every_s=3600, cron="0 * * * *")
+    assert "exactly one of every_s, cron, at" in str(two.value), two.value
+    assert "--" not in str(two.value), two.value
+    with pytest.raises(InvalidScheduleError) as zone:
+        Timing(every_s=3600, time_zone="UTC")
+    assert "time_zone applies to cron and at" in str(zone.value), zone.value
+    assert "--" not in str(zone.value), zone.value
+
+
 def test_failed_run_shows_its_reason(cli, data_dir: Path) -> None:
     """A run that fails is listed with its outcome and the transfer's reason."""
     name = _name()

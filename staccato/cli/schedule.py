@@ -185,6 +185,15 @@ def create(
     Each run is a transfer with its own id (staccato-schedule-NAME-<time>); by default a
     run due while the previous one still runs is skipped (--overlap).
     """
+    # said in the CLI's words before the model says it in its field names
+    given = [o for o, v in (("--every", every), ("--cron", cron), ("--at", at)) if v is not None]
+    if len(given) != 1:
+        fail("give exactly one of --every, --cron, --at", EXIT_USAGE)
+    if every is not None and time_zone is not None:
+        fail(
+            "--time-zone applies to --cron and --at; --every counts from the Unix epoch",
+            EXIT_USAGE,
+        )
     timing = _usage(
         lambda: Timing(
             every_s=int(parse_every(every).total_seconds()) if every is not None else None,
