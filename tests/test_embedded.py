@@ -624,3 +624,64 @@ def test_an_empty_key_file_says_to_remove_it(tmp_path: Path) -> None:
     assert "nothing can have been sealed with it" in up.stderr, up.stderr
     assert "remove it" in up.stderr, up.stderr
     assert _servers_of(home) == []
+
+
+def test_commands_keep_to_the_server_of_a_killed_up(tmp_path: Path, monkeypatch) -> None:
+    """SIGKILL of `up` leaves its dev server running: commands of its STACCATO_HOME go
+    on using that server (they fell back to 127.0.0.1:7233, on a shared machine someone
+    else's), and one that would wait for a worker says `up` was killed and to run it
+    again; `up` again runs what was submitted meanwhile."""
+    from staccato import settings
+    from staccato.light_client import plain_temporal_config
+
+    home = tmp_path / "home"
+    port, ui_port = free_port(), free_port()
+    address = f"127.0.0.1:{port}"
+    env = {  # the shell of a user who exported nothing Temporal's
+        **{k: v for k, v in _up_env(home, port).items() if not k.startswith("TEMPORAL_")},
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),  # no Temporal configuration file
+    }
+    env.pop("STACCATO_TEMPORAL_HTTP", None)
+    for name in [n for n in os.environ if n.startswith("TEMPORAL_")]:
+        monkeypatch.delenv(name)
+    for name in ("STACCATO_HOME", "XDG_CONFIG_HOME"):
+        monkeypatch.setenv(name, env[name])
+    monkeypatch.delenv("STACCATO_TEMPORAL_HTTP", raising=False)
+    up = _staccato("up", "--detach", "--port", str(port), "--ui-port", str(ui_port), env=env)
+    assert up.returncode == 0, up.stdout + up.stderr
+    up_pid = int((home / "up.pid").read_text())
+    source, destination = tmp_path / "in.bin", tmp_path / "out.bin"
+    write_random(source, 1024 * 1024 + 7)
+    try:
+        (server,) = _servers_of(home)
+        os.kill(up_pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while _alive(up_pid):
+            assert time.monotonic() < deadline, "up did not die"
+            time.sleep(0.1)
+        assert _alive(server)  # the server the killed up left
+        assert settings.temporal_connect_config()["target_host"] == address
+        assert plain_temporal_config() == (address, "default")
+        submitted = _staccato("submit", str(source), str(destination), env=env)
+        assert submitted.returncode == 0, submitted.stderr
+        said = " ".join(submitted.stderr.split())
+        assert f"the `staccato up` of STACCATO_HOME {home} was killed" in said, said
+        assert f"at {address} still runs, but no worker does" in said, said
+        assert "run `staccato up` again" in said, said
+        shown = _staccato("status", str(destination), "--json", env=env)
+        assert shown.returncode == 0, shown.stderr  # on this home's server, not 7233's
+        assert json.loads(shown.stdout)["state"] == "scheduled", shown.stdout
+        again = _staccato("up", "--detach", "--port", str(port), "--ui-port", str(ui_port), env=env)
+        assert again.returncode == 0, again.stdout + again.stderr
+        watched = _staccato("watch", str(destination), env=env)
+        assert watched.returncode == 0, watched.stderr
+        assert "was killed" not in watched.stderr, watched.stderr
+        assert destination.read_bytes() == source.read_bytes()
+    finally:
+        _staccato("down", env=env)
+        for pid in _servers_of(home):
+            os.kill(pid, signal.SIGKILL)
+        try:
+            os.killpg(up_pid, signal.SIGKILL)  # the worker processes the killed up left
+        except ProcessLookupError:
+            pass

@@ -21,6 +21,7 @@ from staccato.cli.common import (
     check_file_source,
     fail,
     follow_or_hint,
+    killed_up_warning,
     run,
     say_ignored,
     start_or_hint,
@@ -491,6 +492,8 @@ class _Polled(Protocol):
 
 
 async def _warn_without_workers(client: _Polled) -> None:
+    if killed_up_warning():  # its dead worker may still count as a poller a while
+        return
     try:
         if await client.pollers() == 0:
             typer.echo(

@@ -256,3 +256,23 @@ def check_file_source(source: str, remedy: str = "add -r to copy every file unde
             f"drop the / to copy the file {url.path}",
             EXIT_USAGE,
         )
+
+
+def killed_up_warning() -> bool:
+    """Say (a warning on stderr) that the Temporal in use is the dev server of a
+    killed ``staccato up`` of this STACCATO_HOME, whose worker died with it; True when
+    it did. A hint only: never fails the command."""
+    try:
+        from staccato import settings
+        from staccato.workers.devserver import killed_up_note, orphaned_server
+
+        home = settings.home()
+        if orphaned_server(home) is None:  # the usual case: no Temporal config is read
+            return False
+        note = killed_up_note(home, str(settings.temporal_connect_config()["target_host"]))
+    except Exception:  # a hint only
+        return False
+    if note is None:
+        return False
+    typer.echo(f"staccato: warning: {note}", err=True)
+    return True

@@ -18,6 +18,7 @@ from staccato.cli.common import (
     EXIT_USAGE,
     fail,
     follow_or_hint,
+    killed_up_warning,
     run,
     say_ignored,
     start_or_hint,
@@ -353,7 +354,9 @@ def progress_text(s: DatasetStatus) -> str:
 async def follow(client: StaccatoClient, dataset: str, *, quiet: bool) -> DatasetStatus:
     """Follow ``dataset`` until it ends: the same rich bar as a single transfer's
     (files handled of files listed, bytes, rate) on a terminal, a line every
-    :data:`PLAIN_LINE_INTERVAL_S` otherwise, nothing if ``quiet``."""
+    :data:`PLAIN_LINE_INTERVAL_S` otherwise, nothing if ``quiet``; first a warning
+    when the Temporal in use is a killed ``up``'s (:func:`killed_up_warning`)."""
+    killed_up_warning()
     from staccato.dataset_client import await_dataset_end, follow_dataset
 
     console = None if quiet else render.stderr_console()
