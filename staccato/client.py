@@ -94,6 +94,7 @@ from staccato.run_fields import DATASET_TYPE, TRANSFER_TYPE
 from staccato.starts import STARTED_BY, front_id, start_front, start_or_attach
 from staccato.submissions import Submission, destination_transfer_id, make_request
 from staccato.submissions import completed_status as _completed_status
+from staccato.urls import parse_url, resolve_local_directory
 from staccato.workflows import search_attributes as sa
 
 __all__ = ["TRANSFER_ID_PREFIX", "StaccatoClient", "Submission", "transfer_id"]
@@ -383,12 +384,51 @@ class StaccatoClient:
             if err.status != RPCStatusCode.NOT_FOUND:
                 raise
         try:
-            return destination_transfer_id(transfer)
+            destination = resolve_local_directory(parse_url(transfer)).canonical
         except InvalidURLError as err:
             raise TransferNotFoundError(
                 f"no transfer {transfer!r}: no workflow has this id, and it is not a "
                 f"destination URL or path ({err})"
             ) from None
+        return await self._destination_workflow(destination)
+
+    async def _destination_workflow(self, destination: str) -> str:
+        """The workflow id a destination (canonical URL) names: its transfer id, unless
+        no run of it is running while a front run to it is (a start delayed by
+        ``--not-before``, or one queued behind a busy destination: ``<transfer
+        id>-<8 hex>``, listed under its own id until it runs as the transfer): then the
+        newest such front run's id; when the transfer id has no run at all, the newest
+        front run to the destination whatever its state (a delayed start cancelled
+        before its time)."""
+        own = transfer_id(destination)
+        exists = True
+        try:
+            description = await self.temporal.get_workflow_handle(own).describe()
+            if description.status == WorkflowExecutionStatus.RUNNING:
+                return own
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+            exists = False
+        value = sa.keyword(destination)
+        quote = "'" if "'" not in value else '"' if '"' not in value else None
+        if quote is None:  # no string literal of the query language can hold it
+            return own
+        query = (
+            f"WorkflowType = '{TRANSFER_TYPE}' AND {sa.DESTINATION.name} = {quote}{value}{quote}"
+        )
+        if exists:
+            query += " AND ExecutionStatus = 'Running'"
+        #: (running, start time, id) of the newest front run, running ones first
+        newest: tuple[bool, datetime, str] | None = None
+        async for execution in self.temporal.list_workflows(query):
+            if not execution.id.startswith(f"{own}-"):
+                continue
+            running = execution.status == WorkflowExecutionStatus.RUNNING
+            found = (running, execution.start_time, execution.id)
+            if newest is None or found[:2] > newest[:2]:
+                newest = found
+        return own if newest is None else newest[2]
 
     async def _handle(self, transfer: str, run_id: str | None = None) -> WorkflowHandle[Any, Any]:
         """A handle from a transfer id, a workflow id or a destination URL/path (its

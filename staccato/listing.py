@@ -44,13 +44,35 @@ ALL_TYPES = (DATASET_TYPE, GROUP_TYPE, TRANSFER_TYPE)
 LIST_CONCURRENCY = 16
 
 
+#: a transfer state a closed run shows -> the execution statuses it shows it for
+#: (``staccato.client._STATUS_STATES``)
+_CLOSED_STATUSES = {
+    "completed": ("Completed",),
+    "failed": ("Failed", "Terminated", "TimedOut"),
+    "cancelled": ("Canceled",),
+}
+
+
+def _transfer_state(state: str) -> str:
+    """The visibility condition of a transfer run that may show ``state``. A closed
+    run shows the state of its execution status, whatever its StaccatoState last said
+    (a front run cancelled before its delayed start never ran to set it: it stays
+    ``scheduled``); a running run shows its StaccatoState. The rows read are checked
+    against ``state`` again (a run may have moved on since)."""
+    closed = _CLOSED_STATUSES.get(state)
+    if closed is None:
+        return f"StaccatoState = '{state}' AND ExecutionStatus = 'Running'"
+    return "(" + " OR ".join(f"ExecutionStatus = '{status}'" for status in closed) + ")"
+
+
 def _query(types: Sequence[str], transfer_state: str | None) -> str:
     """The visibility query: the workflow types; a transfer only in ``transfer_state``
-    (its StaccatoState) when given. Datasets and groups are filtered on their status."""
+    when given (:func:`_transfer_state`). Datasets and groups are filtered on their
+    status."""
     parts = []
     others = [t for t in types if t != TRANSFER_TYPE]
     if TRANSFER_TYPE in types:
-        state = f" AND StaccatoState = '{transfer_state}'" if transfer_state else ""
+        state = f" AND {_transfer_state(transfer_state)}" if transfer_state else ""
         parts.append(f"(WorkflowType = '{TRANSFER_TYPE}'{state})")
     if others:
         parts.append("WorkflowType IN (" + ", ".join(f"'{t}'" for t in others) + ")")
@@ -138,8 +160,9 @@ async def list_rows(
             for execution, row in zip(batch, read, strict=True):
                 if row is None:
                     continue
-                # a transfer's state is in the query (StaccatoState); the others' here
-                if state is not None and row.kind != "transfer" and row.state.value != state:
+                # the query narrows a transfer's state, not a dataset's or group's: each
+                # row is checked (a transfer's may have moved on since it was listed)
+                if state is not None and row.state.value != state:
                     continue
                 heapq.heappush(ready, (-_started(row, execution.start_time), next(order), row))
             continue

@@ -139,3 +139,43 @@ async def test_a_datasets_roots_read_the_same_in_list_and_status(
     described = await plain.get_workflow_handle(status["id"]).describe()
     summary = await described.static_summary()
     assert summary == f"{status['source']} -> {status['destination']} (dataset)", summary
+
+
+def test_a_delayed_start_is_named_by_its_destination_and_listed_in_its_state(
+    worker: WorkerProcess, temporal_server, data_dir: Path
+) -> None:
+    """``submit --not-before 1h`` starts a front run under its own id: ``status`` and
+    ``cancel`` find it by its destination (they said "no transfer" while ``list``
+    showed it scheduled), and once cancelled ``list --state cancelled`` shows it and
+    ``list --state scheduled`` does not (its StaccatoState, never updated by a run
+    cancelled before its start, said scheduled: the filters went by it)."""
+    args = dict(address=temporal_server.address, task_queue=worker.task_queue)
+    source = data_dir / "h.txt"
+    source.write_bytes(b"h" * 1000)
+    destination = data_dir / "j5.txt"
+    submitted = run_cli("submit", str(source), str(destination), "--not-before", "1h", **args)
+    assert submitted.returncode == 0, submitted.stderr
+    transfer = submitted.stdout.strip()
+    shown = run_cli("status", str(destination), "--json", **args)
+    assert shown.returncode == 0, shown.stderr
+    status = json.loads(shown.stdout)
+    assert status["id"] == transfer and status["state"] == "scheduled", status
+    deadline = time.monotonic() + VISIBLE_S
+    while transfer not in [r["id"] for r in _listed(args, "--state", "scheduled")]:
+        assert time.monotonic() < deadline, "the delayed start is not listed as scheduled"
+        time.sleep(0.2)
+
+    cancelled = run_cli("cancel", str(destination), **args)
+    assert cancelled.returncode == 0, cancelled.stderr
+    deadline = time.monotonic() + VISIBLE_S
+    while transfer not in [r["id"] for r in _listed(args, "--state", "cancelled")]:
+        assert time.monotonic() < deadline, _listed(args)
+        time.sleep(0.2)
+    rows = _listed(args, "--state", "cancelled")
+    assert {r["state"] for r in rows} == {"cancelled"}, rows
+    scheduled = _listed(args, "--state", "scheduled")
+    assert transfer not in [r["id"] for r in scheduled], scheduled
+    assert {r["state"] for r in scheduled} <= {"scheduled"}, scheduled
+    again = run_cli("status", str(destination), "--json", **args)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["state"] == "cancelled", again.stdout

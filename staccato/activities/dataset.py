@@ -52,6 +52,7 @@ from staccato.activities.stream_lease import Lease, leased
 from staccato.activities.stream_progress import StreamStopped, heartbeat
 from staccato.activities.transfer import check_file_roots, stat_source
 from staccato.datasets.models import (
+    FAILED_CHECKPOINT_KEY,
     BatchCheckpoint,
     BatchInput,
     BatchOrphansInput,
@@ -496,8 +497,11 @@ def _copy_batch(request: BatchInput) -> BatchResult | None:
             failures=state.failures,
             not_handled=[f.name for i, f in enumerate(request.files) if i not in handled],
         )
-    except StaccatoError:
+    except StaccatoError as err:
         beat(force=True)  # the retry starts at the first file not ended
+        # the last attempt's error is all its workflow gets when the batch fails for
+        # good (no heartbeat details): it counts what this checkpoint says was handled
+        err.details = (*err.details, {FAILED_CHECKPOINT_KEY: state.model_dump(mode="json")})
         raise
     return BatchResult(
         done=state.done, skipped=state.skipped, bytes=state.bytes, failures=state.failures

@@ -57,6 +57,7 @@ from staccato.activities.transfer import (
     stat_source,
 )
 from staccato.datasets.models import (
+    FAILED_CHECKPOINT_KEY,
     FAN_OUT_SMALL_MAX,
     DestinationCounts,
     FanOutBatchCheckpoint,
@@ -230,8 +231,11 @@ def _copy_batch(request: FanOutBatchInput) -> FanOutBatchResult | None:
         return _result(
             state, not_handled=[f.name for i, f in enumerate(request.files) if i not in counted]
         )
-    except StaccatoError:
+    except StaccatoError as err:
         beat(force=True)  # the retry starts at the first file not ended
+        # the last attempt's error is all its workflow gets when the batch fails for
+        # good (no heartbeat details): it counts what this checkpoint says was handled
+        err.details = (*err.details, {FAILED_CHECKPOINT_KEY: state.model_dump(mode="json")})
         raise
     return _result(state)
 

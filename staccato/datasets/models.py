@@ -417,8 +417,17 @@ class BatchOrphansInput(BaseModel):
     chunk_size: int | None = None
 
 
+#: the key of the detail a failed batch attempt (``copy_batch``, ``copy_batch_to_many``)
+#: adds to its ``ApplicationError``: ``{FAILED_CHECKPOINT_KEY: <its checkpoint>}``. A
+#: batch that fails for good (retries exhausted, ``--retry-for`` spent, non-retryable)
+#: reaches its workflow as that error, without heartbeat details: the workflow counts
+#: the files the checkpoint says were handled and fails only the others
+FAILED_CHECKPOINT_KEY = "staccato_batch_checkpoint"
+
+
 class BatchCheckpoint(BatchResult):
-    """``copy_batch``'s heartbeat details: every file before ``next_index`` is handled
+    """``copy_batch``'s heartbeat details (and, under :data:`FAILED_CHECKPOINT_KEY`, a
+    failed attempt's error detail): every file before ``next_index`` is handled
     (copied, skipped or failed, as counted)."""
 
     next_index: int = 0
@@ -648,8 +657,9 @@ class FanOutBatchResult(_Lean):
 
 
 class FanOutBatchCheckpoint(FanOutBatchResult):
-    """``copy_batch_to_many``'s heartbeat details: every file before ``next_index`` is
-    handled at every target (as counted), but the ``deferred`` pairs.
+    """``copy_batch_to_many``'s heartbeat details (and, under
+    :data:`FAILED_CHECKPOINT_KEY`, a failed attempt's error detail): every file before
+    ``next_index`` is handled at every target (as counted), but the ``deferred`` pairs.
 
     Attributes:
         deferred: [file index, root index] pairs whose root failed transiently, to try

@@ -49,7 +49,7 @@ import asyncio
 import hashlib
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy, SearchAttributePair, TypedSearchAttributes
@@ -59,10 +59,14 @@ from temporalio.exceptions import (
     ChildWorkflowError,
     WorkflowAlreadyStartedError,
 )
+from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
 with workflow.unsafe.imports_passed_through():
+    from pydantic import ValidationError
+
     from staccato.datasets.locks import ROOT_LOCK_TYPE, RootLock, root_lock_id
     from staccato.datasets.models import (
+        FAILED_CHECKPOINT_KEY,
         FAN_OUT_SMALL_MAX,
         MAX_CURRENT_SHOWN,
         MAX_FAILURES_KEPT,
@@ -138,6 +142,13 @@ DATASET_BATCH_ORPHANS_PATCH = "dataset-batch-orphans"
 #: is counted from its last checkpoint (after a cancel) and its write sessions at each
 #: root are removed by ``abort_batch_orphans``, as a one-root batch's are
 FAN_OUT_CANCEL_ENDED_PATCH = "fan-out-batch-ended"
+#: ``workflow.patched`` id: a batch (to one root or several) that failed for good
+#: (retries exhausted, ``--retry-for`` spent, non-retryable, timed out) is counted from
+#: its last checkpoint (its last attempt's error detail, or the timeout's last heartbeat
+#: details): the files it handled keep their counts (copied, skipped, failed with their
+#: own reasons), only the others fail, and its sessions are removed from there on.
+#: Before, every file of the batch was failed, also those it had published
+DATASET_FAILED_BATCH_COUNTS_PATCH = "dataset-failed-batch-counts"
 #: start-to-close timeout of ``abort_batch_orphans`` (a few ListMultipartUploads pages)
 ORPHANS_TIMEOUT = timedelta(minutes=5)
 #: seconds a run continued as new retries a root lock still held by its previous run
@@ -578,10 +589,17 @@ class DatasetWorkflow:
                     self._count_batch(checkpoint)
                     unclean_from = checkpoint.next_index
                 return
-            # the attempt's counts are lost with it: every file is reported failed, and
-            # --retry-failed compares each one before copying
+            # failed for good: the files its last checkpoint handled keep their counts;
+            # the others fail (those published after that checkpoint too: --retry-failed
+            # compares each one before copying)
             unclean_from = 0
-            for f in batch.files:
+            if workflow.patched(DATASET_FAILED_BATCH_COUNTS_PATCH):
+                last = _failed_checkpoint(err, BatchCheckpoint)
+                if last is not None:
+                    last.not_handled = None
+                    self._count_batch(last)
+                    unclean_from = min(last.next_index, len(batch.files))
+            for f in batch.files[unclean_from:]:
                 self._fail(f.name, f"its batch failed: {reason(err)}")
             return
         finally:
@@ -957,12 +975,24 @@ class DatasetWorkflow:
                 ):
                     unclean = self._count_fan_out_checkpoint(batch, err)
                 return
-            for f in batch.files:
-                for t in f.targets:
+            # failed for good: counted from its last checkpoint (see _run_batch), the
+            # pairs it did not end fail
+            left = [(i, t) for i, f in enumerate(batch.files) for t in f.targets]
+            if workflow.patched(DATASET_FAILED_BATCH_COUNTS_PATCH):
+                checkpoint = _failed_checkpoint(err, FanOutBatchCheckpoint)
+                if checkpoint is not None:
+                    checkpoint.not_handled = None
+                    self._count_batch_many(batch, checkpoint)
+                    left = _left_pairs(batch, checkpoint)
+            pairs = set(left)
+            for i, f in enumerate(batch.files):
+                targets = [t for t in f.targets if (i, t) in pairs]
+                for t in targets:
                     self._fail_pair(f.name, t, f"its batch failed: {reason(err)}")
-                self._carried.files_failed += 1
+                if targets:
+                    self._carried.files_failed += 1
             if workflow.patched(FAN_OUT_CANCEL_ENDED_PATCH):
-                unclean = [(i, t) for i, f in enumerate(batch.files) for t in f.targets]
+                unclean = left
             return
         finally:
             self._waiting.pop(batch.key, None)
@@ -983,16 +1013,12 @@ class DatasetWorkflow:
         whose write sessions may be left: its deferred pairs and every pair from its
         checkpoint on (every pair when it never beat)."""
         details = getattr(getattr(err, "cause", None), "last_heartbeat_details", None) or ()
-        start, deferred = 0, []
         if details and isinstance(details[0], dict):
             checkpoint = FanOutBatchCheckpoint.model_validate(details[0])
             # the files it did not count are the cancel's, not failures (_stopping)
             self._count_batch_many(batch, checkpoint)
-            start = checkpoint.next_index
-            deferred = [(pair[0], pair[1]) for pair in checkpoint.deferred if len(pair) == 2]
-        return deferred + [
-            (i, t) for i in range(start, len(batch.files)) for t in batch.files[i].targets
-        ]
+            return _left_pairs(batch, checkpoint)
+        return [(i, t) for i, f in enumerate(batch.files) for t in f.targets]
 
     async def _remove_fan_out_sessions(
         self,
@@ -1303,6 +1329,55 @@ class DatasetWorkflow:
             in_flight=len(self._batches) + len(self._children),
             waiting=len(self._waiting),
         )
+
+
+def _left_pairs(
+    batch: FanOutBatchInput, checkpoint: FanOutBatchCheckpoint
+) -> list[tuple[int, int]]:
+    """The (file index, root index) pairs of ``batch`` that ``checkpoint`` does not
+    count as ended: its deferred pairs, then every pair from its ``next_index`` on."""
+    deferred = [(pair[0], pair[1]) for pair in checkpoint.deferred if len(pair) == 2]
+    return deferred + [
+        (i, t)
+        for i in range(min(checkpoint.next_index, len(batch.files)), len(batch.files))
+        for t in batch.files[i].targets
+    ]
+
+
+_Checkpoint = TypeVar("_Checkpoint", BatchCheckpoint, FanOutBatchCheckpoint)
+
+
+def _failed_checkpoint(err: BaseException, kind: type[_Checkpoint]) -> _Checkpoint | None:
+    """The last checkpoint of a batch whose activity failed for good (``err``, an
+    ``ActivityError``), or None if it has none (it never beat, or a worker older
+    than this one ran it).
+
+    Temporal gives a batch that failed for good its last attempt's error, without
+    heartbeat details, when its retries end (``--retry-for`` spent between attempts,
+    attempts exhausted, non-retryable): the attempt adds its checkpoint to that error's
+    details, under :data:`FAILED_CHECKPOINT_KEY`. A timeout (schedule-to-close while an
+    attempt runs or waits, heartbeat, start-to-close) gives a ``TimeoutError`` with
+    the last heartbeat details, whose first one is the checkpoint; its cause, the last
+    attempt's error if any, is looked at when it has none."""
+    cause = getattr(err, "cause", None)
+    found: object = None
+    details = getattr(cause, "last_heartbeat_details", None) or ()
+    if details and isinstance(details[0], dict):
+        found = details[0]
+    else:
+        failure = (
+            getattr(cause, "cause", None) if isinstance(cause, ActivityTimeoutError) else cause
+        )
+        if isinstance(failure, ApplicationError):
+            for detail in failure.details:
+                if isinstance(detail, dict) and isinstance(detail.get(FAILED_CHECKPOINT_KEY), dict):
+                    found = detail[FAILED_CHECKPOINT_KEY]
+    if found is None:
+        return None
+    try:
+        return kind.model_validate(found)
+    except ValidationError:
+        return None
 
 
 def _root_cause(err: BaseException) -> BaseException:

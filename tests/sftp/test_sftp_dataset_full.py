@@ -1,0 +1,81 @@
+"""A dataset batch that fails for good after publishing some of its files: an SFTP
+destination on a small file system (a tmpfs mounted by the test; needs root) fills up
+under the batch, the server answers every further write with a bare ``Failure`` (a
+transient error for Staccato) and the batch gives up at its ``--retry-for``. The files
+it published are counted copied, only the others failed, and ``--retry-failed`` (with
+room again) copies just those."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from staccato.client import StaccatoClient
+from staccato.datasets.models import DatasetState
+from staccato.models import TransferOptions
+from tests.dataset_checks import run_dataset
+from tests.helpers import MiB, mount_tmpfs
+
+FILES = 30
+FILE_SIZE = 2 * MiB
+#: a 40 MiB file system holds fewer than FILES files of FILE_SIZE (60 MiB)
+OPTIONS = TransferOptions(chunk_size=1 * MiB, retry_for_s=15, heartbeat_timeout_s=5)
+
+
+@pytest.fixture
+def small_fs(data_dir: Path) -> Iterator[Path]:
+    """A 40 MiB tmpfs under ``data_dir`` (unmounted after the test)."""
+    small = data_dir / "small"
+    mount_tmpfs(small, "40m")
+    try:
+        yield small
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+def _source(root: Path) -> dict[str, bytes]:
+    root.mkdir()
+    files = {f"f{i:02d}.bin": os.urandom(FILE_SIZE) for i in range(1, FILES + 1)}
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+    return files
+
+
+async def test_a_batch_failed_for_good_counts_the_files_it_published(
+    sftp_client: StaccatoClient, sftp_url, data_dir: Path, small_fs: Path
+) -> None:
+    source = data_dir / "ds1"
+    files = _source(source)
+    destination = small_fs / "sm"
+    kwargs = dict(
+        options=OPTIONS, small_file_max=4 * MiB, batch_files=64, max_batches=1, timeout_s=180
+    )
+    first = await run_dataset(sftp_client, str(source), sftp_url(destination), **kwargs)
+    assert first.state == DatasetState.completed_with_errors, first
+    published = {
+        name
+        for name, data in files.items()
+        if (destination / name).is_file() and (destination / name).read_bytes() == data
+    }
+    failed = {f.name for f in first.failures}
+    assert 0 < len(published) < FILES, (published, first)
+    # every published file is counted copied, every other one failed (before: the whole
+    # batch was failed, published files included)
+    assert failed == set(files) - published, (sorted(failed), sorted(published))
+    assert first.files_done == len(published), first
+    assert first.files_failed == FILES - len(published), first
+
+    # room again: --retry-failed copies only the files that failed
+    subprocess.run(["mount", "-o", "remount,size=200m", str(small_fs)], check=True)
+    again = await run_dataset(
+        sftp_client, str(source), sftp_url(destination), retry_failed=True, **kwargs
+    )
+    assert again.state == DatasetState.completed, again
+    assert again.files_done == len(failed) and again.files_skipped == 0, again
+    assert {
+        name: (destination / name).read_bytes() == data for name, data in files.items()
+    } == dict.fromkeys(files, True)
