@@ -761,21 +761,33 @@ class StaccatoClient:
         await self._require(handle, kinds=(TRANSFER_TYPE, DATASET_TYPE, GROUP_TYPE), named=transfer)
         await handle.cancel()
 
-    async def pause(self, transfer: str) -> None:
-        """Pause a running transfer (streams stop where they are).
+    async def pause(self, transfer: str) -> bool:
+        """Pause a running transfer (streams stop where they are); idempotent.
+
+        Returns:
+            True when it paused it, False when it was already paused.
 
         Raises:
-            StaccatoError: the transfer is not running (message says its state).
+            StaccatoError: the transfer cannot be paused (ended, staging, in its verify
+                or publish step: the message says which).
         """
         from staccato.workflows import TransferWorkflow
 
-        await self._update(transfer, TransferWorkflow.pause)
+        return await self._update(transfer, TransferWorkflow.pause, already=_ALREADY_PAUSED)
 
-    async def resume(self, transfer: str) -> None:
-        """Resume a paused transfer."""
+    async def resume(self, transfer: str) -> bool:
+        """Resume a paused transfer; idempotent.
+
+        Returns:
+            True when it resumed it, False when it was already running.
+
+        Raises:
+            StaccatoError: the transfer is neither paused nor running (ended, queued,
+                scheduled: the message says which).
+        """
         from staccato.workflows import TransferWorkflow
 
-        await self._update(transfer, TransferWorkflow.resume)
+        return await self._update(transfer, TransferWorkflow.resume, already=_ALREADY_RUNNING)
 
     async def _require(
         self,
@@ -811,7 +823,9 @@ class StaccatoClient:
                     shown = "completed_with_errors"
             raise StaccatoError(f"{kind} {handle.id} is already {shown}")
 
-    async def _update(self, transfer: str, update: Any) -> None:
+    async def _update(self, transfer: str, update: Any, *, already: str) -> bool:
+        """Send ``update`` to the transfer (or the one a front run runs as); False when
+        the workflow refused it with ``already`` (what it asks for already holds)."""
         handle = await self._handle(transfer)
         await self._require(handle, named=transfer)
         # a front run pauses and resumes the transfer it runs as
@@ -832,7 +846,10 @@ class StaccatoClient:
             await handle.execute_update(update, rpc_timeout=timedelta(seconds=wait_s))
         except WorkflowUpdateFailedError as err:
             cause = err.cause
-            raise StaccatoError(getattr(cause, "message", None) or str(cause)) from None
+            message = getattr(cause, "message", None) or str(cause)
+            if message == already:
+                return False
+            raise StaccatoError(message) from None
         except RPCError as err:
             # the run closed (it failed, completed or was cancelled) between the check
             # above and the update: Temporal aborts the update ("aborted by closing
@@ -849,6 +866,7 @@ class StaccatoClient:
                 f"{description.task_queue!r}? (`staccato up --detach` or `staccato worker`); "
                 "Temporal may still deliver it when one does"
             ) from None
+        return True
 
     async def pollers(self) -> int:
         """How many workers recently polled the task queue (for "is anyone there?" hints)."""
@@ -988,6 +1006,12 @@ def _runs_as(workflow_id: str, memo: Any) -> str | None:
     return canonical if canonical != workflow_id else None
 
 
+#: the transfer workflow's refusals (its update validators) of a pause of a paused
+#: transfer and a resume of a running one: what was asked for already holds
+_ALREADY_PAUSED = f"cannot pause a transfer that is {TransferState.paused.value}"
+_ALREADY_RUNNING = f"cannot resume a transfer that is {TransferState.running.value}, not paused"
+
+
 def _query_wait_s() -> float:
     """Seconds a query waits for a worker: min(5, ``STACCATO_CLIENT_WAIT_S``)."""
     return min(QUERY_TIMEOUT_S, settings.current().client_wait_s)
@@ -1008,6 +1032,13 @@ def require_type(workflow_id: str, description: Any, kinds: tuple[str, ...]) -> 
             f"{workflow_id} is a Staccato dataset, not a single transfer: pause and resume "
             f"apply to single transfers; `staccato status {workflow_id}` and "
             f"`staccato cancel {workflow_id}` work on datasets"
+        )
+    if kind == GROUP_TYPE:
+        raise StaccatoError(
+            f"{workflow_id} is a fan-out group, not a single transfer: a group is paused "
+            "and resumed by pausing and resuming its destinations' transfers (`staccato "
+            f"pause DESTINATION`; `staccato status {workflow_id}` lists them); "
+            f"`staccato cancel {workflow_id}` stops every destination"
         )
     raise StaccatoError(f"{workflow_id} is not a Staccato transfer (workflow type {kind})")
 

@@ -192,38 +192,79 @@ def gone_names(status: DatasetStatus) -> list[str]:
     return [name for name, only_gone in gone.items() if only_gone]
 
 
+def directory_names(status: DatasetStatus) -> list[str]:
+    """The names of the dataset ``status``'s failures that are directories (a name
+    ending in ``/``: one that could not be listed, a link loop), in failure order:
+    ``--retry-failed`` copies failed files again and lists no directory, so it cannot
+    copy what is under them; a run without it can."""
+    return list(dict.fromkeys(f.name for f in status.failures if f.name.endswith("/")))
+
+
 def only_gone_failed(status: DatasetStatus) -> bool:
     """Every file the ended dataset ``status`` failed is no longer at the source (and
     it kept every failure): ``--retry-failed`` has nothing left to copy."""
+    return _only(status, set(gone_names(status)))
+
+
+def _only(status: DatasetStatus, names: set[str]) -> bool:
+    """The ended dataset ``status`` failed something, kept every failure, and every
+    name it failed is in ``names``."""
     failed = (
         status.files_failed
         if status.destinations is None
         else sum(d.files_failed for d in status.destinations)
     )
     return (
-        failed > 0
-        and failed <= len(status.failures)
-        and len(gone_names(status)) == len({f.name for f in status.failures})
+        failed > 0 and failed <= len(status.failures) and {f.name for f in status.failures} <= names
+    )
+
+
+def nothing_to_retry(status: DatasetStatus) -> bool:
+    """``--retry-failed`` after the ended dataset ``status`` cannot copy anything: every
+    name it failed is no longer at the source (:func:`gone_names`) or a directory
+    (:func:`directory_names`), and it kept every failure."""
+    return _only(status, {*gone_names(status), *directory_names(status)})
+
+
+def _unretriable_text(status: DatasetStatus) -> str:
+    """Why ``--retry-failed`` cannot copy anything after ``status``
+    (:func:`nothing_to_retry`), and what to do instead."""
+    gone, directories = gone_names(status), directory_names(status)
+    reasons = []
+    if gone:
+        reasons.append(
+            f"{_gone_text(status.id, gone)} no longer at the source (nothing is left to copy)"
+        )
+    if directories:
+        shown = ", ".join(repr(n) for n in directories[:5]) + (
+            ", ..." if len(directories) > 5 else ""
+        )
+        one = len(directories) == 1
+        reasons.append(
+            f"{'the directory' if one else f'the {len(directories)} directories'} it failed "
+            f"({shown}) failed when the dataset listed {'it' if one else 'them'}, and "
+            "--retry-failed copies failed files again: it lists no directory"
+        )
+    return (
+        "; ".join(reasons)
+        + "; to copy the source as it is now, run it again without --retry-failed "
+        "(--sync-level size skips what is there)"
     )
 
 
 def _to_retry(status: DatasetStatus) -> list[FileFailure]:
     """The failures of the dataset ``status`` (checked by :func:`_earlier_dataset`)
     that ``--retry-failed`` copies again: all but those of files no longer at the
-    source (:func:`gone_names`).
+    source (:func:`gone_names`). A failed directory is kept (the retry fails it again
+    with its reason, so it stays on record) unless nothing else is left.
 
     Raises:
-        CannotRetryError: every file it failed is no longer at the source.
+        CannotRetryError: every name it failed is no longer at the source or is a
+            directory (:func:`nothing_to_retry`).
     """
-    names = gone_names(status)
-    gone = set(names)
-    if gone and only_gone_failed(status):
-        raise CannotRetryError(
-            f"nothing to retry: {_gone_text(status.id, names)} no longer at the source "
-            "when --retry-failed looked for them, so nothing is left to copy; to copy the "
-            "source as it is now, run it again without --retry-failed (--sync-level size "
-            "skips what is there)"
-        )
+    if nothing_to_retry(status):
+        raise CannotRetryError(f"nothing to retry: {_unretriable_text(status)}")
+    gone = set(gone_names(status))
     return [f for f in status.failures if f.name not in gone]
 
 
@@ -239,22 +280,26 @@ def _gone_text(dataset: str, names: list[str]) -> str:
 def retry_advice(status: DatasetStatus) -> str:
     """What to do about the failures of a dataset that ended ``completed_with_errors``
     (``cp -r``'s last line): copy them again with ``--retry-failed``, which leaves out
-    the files no longer at the source; when every file that failed is no longer there,
-    a retry cannot copy anything (and is refused): run without it."""
-    gone = gone_names(status)
-    if gone and only_gone_failed(status):
-        count = len(gone)
-        what = "the file that failed is" if count == 1 else f"the {count} files that failed are"
-        return (
-            f"{what} no longer at the source: nothing is left to copy, --retry-failed "
-            "cannot help; to copy the source as it is now, run it again without "
-            "--retry-failed (--sync-level size skips what is there)"
-        )
+    the files no longer at the source; when it cannot copy anything (every name that
+    failed is no longer there or is a directory, :func:`nothing_to_retry`) a retry is
+    refused, so this says to run without it. The same words as that refusal."""
+    if nothing_to_retry(status):
+        return f"--retry-failed cannot help: {_unretriable_text(status)}"
+    gone, directories = gone_names(status), directory_names(status)
+    left_out = []
     if gone:
-        return (
-            f"copy the failed files again with --retry-failed (it leaves out the "
-            f"{len(gone)} no longer at the source)"
+        left_out.append(f"it leaves out the {len(gone)} no longer at the source")
+    if directories:
+        shown = ", ".join(repr(n) for n in directories[:5]) + (
+            ", ..." if len(directories) > 5 else ""
         )
+        one = len(directories) == 1
+        left_out.append(
+            f"it lists no directory: the {'directory' if one else 'directories'} that failed "
+            f"({shown}) {'needs' if one else 'need'} a run without --retry-failed"
+        )
+    if left_out:
+        return f"copy the failed files again with --retry-failed ({'; '.join(left_out)})"
     return "copy the failed files again with --retry-failed"
 
 
@@ -302,7 +347,7 @@ async def submit_dataset(
     dataset id (:func:`start_dataset`, which also tells whether it attached).
 
     Raises:
-        see :func:`start_dataset`.
+        see :func:`start_dataset` (ValueError: ``destination`` is an empty list).
     """
     started = await start_dataset(
         client,
@@ -339,7 +384,13 @@ async def start_dataset(
         InvalidURLError: see :func:`make_dataset_request`.
         DestinationBusyError: another dataset writes under that destination.
         StaccatoError: ``retry_failed`` and nothing to retry (see :func:`failed_names`).
+        ValueError: ``destination`` is an empty list.
     """
+    if not isinstance(destination, str) and len(destination) == 0:
+        raise ValueError(
+            "destination is an empty list: give one destination root (a str) or a "
+            "list of at least one"
+        )
     if not isinstance(destination, str) and len(destination) > 1:
         return await _submit_fan_out(
             client,

@@ -322,10 +322,16 @@ class Timing(BaseModel):
 
     Raises (on construction):
         InvalidScheduleError: none or several of every_s/cron/at; a time zone with
-            every_s; a bad cron or time zone.
+            every_s; a bad cron or time zone (named by field: the CLI says its own
+            option names first).
+        pydantic.ValidationError: an unknown field (``every=`` for ``every_s=``), or a
+            value of the wrong type.
     """
 
-    model_config = ConfigDict(frozen=True)
+    # an unknown field is refused, not dropped: Timing(every="1h", cron=...) was a cron
+    # schedule. Timings are stored only as text (the schedule's memo "timing"), never
+    # read back into this model, so no stored input can carry one.
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     every_s: int | None = Field(None, ge=1, le=MAX_SCHEDULE_DURATION_S)
     cron: str | None = None
@@ -336,10 +342,13 @@ class Timing(BaseModel):
     def _one(self) -> Timing:
         given = [n for n in ("every_s", "cron", "at") if getattr(self, n) is not None]
         if len(given) != 1:
-            raise InvalidScheduleError("give exactly one of --every, --cron, --at")
+            raise InvalidScheduleError(
+                "give exactly one of every_s, cron, at"
+                + (f" (given: {', '.join(given)})" if given else "")
+            )
         if self.every_s is not None and self.time_zone:
             raise InvalidScheduleError(
-                "--time-zone applies to --cron and --at; --every counts from the Unix epoch"
+                "time_zone applies to cron and at; every_s counts from the Unix epoch"
             )
         if self.cron is not None:
             check_cron(self.cron)

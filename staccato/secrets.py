@@ -94,6 +94,19 @@ def parse_keys(text: str, where: str) -> list[Key]:
     return keys
 
 
+def _empty_key_advice(path: Path, default: bool) -> str:
+    """What an empty key file is, and what to do about it."""
+    remedy = (
+        "remove it and `staccato up` makes a new one"
+        if default
+        else "remove it, or write a key into it"
+    )
+    return (
+        f"key file {path} is empty: nothing can have been sealed with it (an earlier "
+        f"write of it failed, e.g. on a full disk); {remedy}"
+    )
+
+
 def keys_from(
     variable: str, key: SecretStr | None, key_file: Path | None, default_file: Path | None
 ) -> list[Key]:
@@ -111,6 +124,8 @@ def keys_from(
             f"cannot read the key file {path} ({variable + '_FILE' if key_file else 'default'}): "
             f"{err.strerror or err}"
         ) from None
+    if not content.strip():
+        raise SecretKeyError(_empty_key_advice(path, default=key_file is None))
     return parse_keys(content, f"key file {path}")
 
 
@@ -139,20 +154,47 @@ def ensure_default_key_file() -> Path | None:
     """Create ``$STACCATO_HOME/secret.key`` (mode 0600) unless a key is configured
     otherwise or the file exists; the embedded default's client and worker share it.
 
+    The key is written to a temporary file, synced and then linked into place, so the
+    file is whole or absent (a full disk leaves no empty key file behind).
+
     Returns:
         The file's path when it is the key in use, else None.
+
+    Raises:
+        OSError: STACCATO_HOME or the key file cannot be made (no space, no permission).
     """
     config = settings.current()
     if config.secret_key is not None or config.secret_key_file is not None:
         return None
     path = config.home / DEFAULT_KEY_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
+    if path.exists():
         return path
-    with os.fdopen(fd, "w") as f:
-        f.write(new_key_text() + "\n")
+    # written whole or not at all: a full disk or a crash must not leave an empty or
+    # partial key file that every later start refuses
+    temporary = path.with_name(f".{DEFAULT_KEY_FILE}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(new_key_text() + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(temporary, path)  # never replaces a key another process made meanwhile
+        except FileExistsError:
+            pass
+    finally:
+        temporary.unlink(missing_ok=True)
+    try:  # the rename itself made durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return path
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
     return path
 
 

@@ -330,17 +330,26 @@ def default_address() -> str:
     """Temporal's address (``host:port``) when Temporal's own configuration names none
     (no ``TEMPORAL_ADDRESS``, no address in a profile or configuration file): the one
     the ``staccato up`` running with this STACCATO_HOME recorded (its ``up.pid`` names
-    a live process), so that its commands use the server it runs; else
-    :data:`DEFAULT_ADDRESS`. The one rule of the SDK's client
-    (:func:`temporal_connect_config`) and the light client
-    (:func:`staccato.light_client.plain_temporal_config`).
+    a live process), so that its commands use the server it runs; else, when that
+    ``up`` was killed and the dev server it started still runs (the same process its
+    record names), that server's; else :data:`DEFAULT_ADDRESS`: never another server
+    while this home's still runs (on a shared machine 7233 may be someone else's).
+    The one rule of the SDK's client (:func:`temporal_connect_config`) and the light
+    client (:func:`staccato.light_client.plain_temporal_config`).
 
     Raises:
         SettingsError: a STACCATO_* variable is invalid (STACCATO_HOME is read with them).
     """
-    from staccato.workers.devserver import running_up_address
+    from staccato.workers.devserver import orphaned_server, running_up_address
 
-    return running_up_address(home()) or DEFAULT_ADDRESS
+    state = home()
+    address = running_up_address(state)
+    if address is not None:
+        return address
+    orphan = orphaned_server(state)
+    if orphan is not None:
+        return f"127.0.0.1:{orphan[1]}"
+    return DEFAULT_ADDRESS
 
 
 def temporal_connect_config() -> dict[str, Any]:

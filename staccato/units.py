@@ -15,6 +15,12 @@ import math
 _IEC = ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
 
 
+def counted(n: int, noun: str) -> str:
+    """``1 file``, ``2 files``, ``0 files``: ``n`` and ``noun`` (singular, an English
+    noun taking ``s``), plural unless ``n`` is 1."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def size(n: float) -> str:
     """Bytes in binary units: ``512 B``, ``1.5 KiB``, ``4.0 GiB`` (one decimal above 1 KiB).
 

@@ -68,3 +68,45 @@ def test_submit_takes_quiet_as_cp_does() -> None:
         assert shown.returncode == 0, shown.stderr
         text = " ".join(shown.stdout.split())
         assert "-q" in text and "--quiet" in text and "Print nothing but errors" in text, text
+
+
+@pytest.mark.parametrize("light", ["1", "0"])
+@pytest.mark.parametrize(
+    ("destinations", "recursive", "expected"),
+    [
+        (["/b"], True, "--not-before applies to single transfers, not to -r"),
+        (["/b", "/c"], True, "--not-before applies to single transfers, not to -r"),
+        (["/b", "/c"], False, "--not-before applies to a single transfer, not to a fan-out"),
+    ],
+)
+def test_not_before_is_refused_where_it_cannot_apply(
+    tmp_path, light: str, destinations: list[str], recursive: bool, expected: str
+) -> None:
+    """`submit -r … --not-before` was accepted and the dataset started at once; with
+    two roots it was refused as a fan-out. Each is refused (exit 2) saying what is
+    wrong, before Temporal is asked."""
+    source = tmp_path / ("tree" if recursive else "a.bin")
+    source.mkdir() if recursive else source.write_bytes(b"x")
+    args = ["submit", *(["-r"] if recursive else []), str(source)]
+    args += [str(tmp_path / d.lstrip("/")) for d in destinations]
+    done = run_cli(
+        *args, "--not-before", "1h", address=NOWHERE, env={"STACCATO_LIGHT_CLIENT": light}
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert expected in done.stderr, done.stderr
+    if recursive:
+        assert "fan-out" not in done.stderr, done.stderr
+
+
+def test_a_count_of_one_is_singular() -> None:
+    """`1 files copied`, `(1 transfers)`: a count of one reads singular where the CLI
+    prints counts (the dataset's end line uses the same :func:`units.counted`)."""
+    from staccato import units
+    from staccato.cli.limits import learned_text
+    from staccato.tuning import LinkMemory
+
+    assert units.counted(1, "file") == "1 file" and units.counted(0, "file") == "0 files"
+    one = learned_text(LinkMemory(link="a,b", streams=1, transfers=1))
+    assert "1 stream x" in one and "(1 transfer)" in one, one
+    two = learned_text(LinkMemory(link="a,b", streams=2, transfers=2))
+    assert "2 streams x" in two and "(2 transfers)" in two, two

@@ -120,15 +120,39 @@ def paced_nginx(nginx_ranges: NginxServer) -> Iterator[PacingProxy]:
 
 
 async def test_pause_then_resume(
-    client: StaccatoClient, paced_nginx: PacingProxy, http_root: Path, data_dir: Path
+    client: StaccatoClient,
+    temporal_server,
+    paced_nginx: PacingProxy,
+    http_root: Path,
+    data_dir: Path,
 ) -> None:
-    """Paced until the pause has been checked; the resumed copy runs at full speed."""
+    """Paced until the pause has been checked; the resumed copy runs at full speed.
+    A resume of the running transfer and a second pause are idempotent (exit 0,
+    `already running`, `already paused`; they exited 1 "cannot pause a transfer that is
+    paused")."""
     digest = write_random(http_root / "pause.bin", 2 * SIZE, seed=4)
     destination = data_dir / "pause.bin"
     transfer = await client.submit(paced_nginx.url("pause.bin"), str(destination), OPTIONS)
     await wait_for_status(client, transfer, _started(0.1), timeout_s=60)
-    await client.pause(transfer)
+
+    def cli(command: str) -> Any:
+        return run_cli(
+            command,
+            transfer,
+            address=temporal_server.address,
+            task_queue=client.task_queue,
+            timeout_s=60,
+        )
+
+    running = await asyncio.to_thread(cli, "resume")
+    assert running.returncode == 0, running.stderr
+    assert running.stdout.strip() == f"already running: {transfer}", running.stdout
+    assert await client.pause(transfer) is True
     await wait_for_status(client, transfer, lambda s: s.state == TransferState.paused, timeout_s=30)
+    again = await asyncio.to_thread(cli, "pause")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == f"already paused: {transfer}", again.stdout
+    assert await client.pause(transfer) is False
     # streams stop at their next heartbeat: bytes_done settles below the total
     previous = -1
     for _ in range(40):

@@ -359,9 +359,12 @@ async def test_status_names_the_step_being_retried(client: StaccatoClient, data_
 def test_retry_failed_of_a_link_loop_says_it_is_a_directory(
     worker: WorkerProcess, temporal_server, data_dir: Path
 ) -> None:
-    """A directory that failed as a link loop, retried with --retry-failed: its reason
-    says it failed as a directory and what to do (it said "empty path segment" and named
-    the source root as if it were the destination)."""
+    """A directory that failed as a link loop (as one that cannot be listed does): the
+    end line does not advise --retry-failed (it did, and the retry failed it again the
+    same way, every time: tester), a --retry-failed is refused (exit 2) saying it lists
+    no directory and to run without it; with a file to retry besides, the retry runs and
+    the directory's reason says it failed as a directory (it said "empty path segment"
+    and named the source root as if it were the destination)."""
     import os
 
     args = dict(address=temporal_server.address, task_queue=worker.task_queue)
@@ -371,6 +374,22 @@ def test_retry_failed_of_a_link_loop_says_it_is_a_directory(
     os.symlink("..", source / "loop" / "up")
     first = run_cli("cp", "-r", str(source), str(destination), **args)
     assert first.returncode == 1, first.stderr
+    said = " ".join(first.stderr.split())
+    assert "again with --retry-failed" not in said, said
+    assert "--retry-failed cannot help: the directory it failed ('loop/up/')" in said, said
+    assert "run it again without --retry-failed" in said, said
+    refused = run_cli("cp", "-r", "--retry-failed", str(source), str(destination), **args)
+    assert refused.returncode == 2, refused.stderr
+    said = " ".join(refused.stderr.split())
+    assert "nothing to retry: the directory it failed ('loop/up/')" in said, said
+    assert "it lists no directory" in said and "without --retry-failed" in said, said
+    # a file that failed besides (its destination is a directory): the retry runs
+    (destination / "g").mkdir()
+    (source / "g").write_bytes(b"g")
+    second = run_cli("cp", "-r", "--sync-level", "size", str(source), str(destination), **args)
+    assert second.returncode == 1, second.stderr
+    said = " ".join(second.stderr.split())
+    assert "copy the failed files again with --retry-failed (it lists no directory" in said
     again = run_cli("cp", "-r", "--retry-failed", str(source), str(destination), **args)
     assert again.returncode == 1, again.stderr
     listed = run_cli("status", "--failures", dataset_id(str(destination)), **args)
@@ -515,7 +534,8 @@ def test_retry_failed_of_files_no_longer_at_the_source_is_not_advised_again(
     said = " ".join(retried.stderr.split())
     assert "failed: gone: 'gone' is no longer at the source" in said, said
     assert "again with --retry-failed" not in said, said
-    assert "the file that failed is no longer at the source: nothing is left to copy" in said
+    assert "--retry-failed cannot help: the file dataset" in said, said
+    assert "('gone') is no longer at the source (nothing is left to copy)" in said, said
     assert "run it again without --retry-failed" in said, said
     again = run_cli("cp", "-r", "--retry-failed", str(source), str(destination), **args)
     assert again.returncode == 2, again
@@ -556,7 +576,7 @@ def test_retry_failed_leaves_out_the_files_no_longer_at_the_source(
     (destination / "blocked").rmdir()
     last = run_cli("cp", "-r", "--retry-failed", str(source), str(destination), **args)
     assert last.returncode == 0, last.stderr
-    assert "1 files copied" in last.stderr and "0 failed" in last.stderr, last.stderr
+    assert "1 file copied" in last.stderr and "0 failed" in last.stderr, last.stderr
     assert (destination / "blocked").read_bytes() == b"blocked"
     shown = json.loads(run_cli("status", "--json", str(destination), **args).stdout)
     assert shown["state"] == "completed" and shown["files_done"] == 1, shown
@@ -629,3 +649,16 @@ async def test_retry_failed_whose_filters_leave_out_every_failed_file_is_refused
         await submit_dataset(
             client, str(source), str(destination), OPTIONS, retry_failed=True, exclude=["a"]
         )
+
+
+async def test_submit_dataset_with_no_destination_says_so(
+    client: StaccatoClient, data_dir: Path
+) -> None:
+    """`submit_dataset(client, SRC, [])` raised a bare IndexError: a ValueError names
+    the empty destination list, and nothing starts."""
+    from staccato.dataset_client import submit_dataset
+
+    source = data_dir / "nowhere-to-go"
+    make_tree(source, small=1)
+    with pytest.raises(ValueError, match="destination is an empty list"):
+        await submit_dataset(client, str(source), [])

@@ -560,3 +560,128 @@ def test_the_http_api_port_is_never_the_ui_port() -> None:
 
     port = free_port()
     assert http_port_for("127.0.0.1", port, port + HTTP_PORT_OFFSET) != port + HTTP_PORT_OFFSET
+
+
+def _fill_up(directory: Path) -> None:
+    """Write into ``directory`` until its file system has no space left."""
+    with open(directory / "filler", "wb") as f:
+        for _ in range(64):  # 64 MiB bounds it: the tmpfs holds 8
+            try:
+                f.write(b"\0" * 1024**2)
+                f.flush()
+            except OSError:
+                return
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_up_on_a_full_disk_says_so_and_leaves_no_empty_key(small_fs: Path, detach: bool) -> None:
+    """`up` with STACCATO_HOME on a full disk exits 2 with one line naming the path and
+    the system's reason (no traceback) and leaves no (empty) secret.key behind, so a
+    later `up` on a disk with space starts normally."""
+    home = small_fs / "home"
+    home.mkdir()
+    _fill_up(small_fs)
+    port, ui_port = free_port(), free_port()
+    env = _up_env(home, port)
+    args = ["up", "--port", str(port), "--ui-port", str(ui_port)]
+    up = _staccato(*args, *(["--detach"] if detach else []), env=env, timeout_s=60)
+    assert up.returncode == 2, up.stdout + up.stderr
+    assert "Traceback" not in up.stderr, up.stderr
+    assert up.stderr.count("\n") == 1, up.stderr
+    assert "No space left on device" in up.stderr, up.stderr
+    assert str(home) in up.stderr, up.stderr
+    assert [p.name for p in home.iterdir()] == []  # no empty key, no temporary file
+    assert _servers_of(home) == []
+
+
+def test_up_with_home_under_a_file_says_so(tmp_path: Path) -> None:
+    """A STACCATO_HOME that cannot be made (here: under a regular file) is one line
+    naming it and the system's reason, exit 2."""
+    (tmp_path / "file").write_text("")
+    home = tmp_path / "file" / "home"
+    port, ui_port = free_port(), free_port()
+    up = _staccato(
+        "up", "--detach", "--port", str(port), "--ui-port", str(ui_port), env=_up_env(home, port)
+    )
+    assert up.returncode == 2, up.stdout + up.stderr
+    assert "Traceback" not in up.stderr, up.stderr
+    assert f"cannot prepare STACCATO_HOME {home}" in up.stderr, up.stderr
+    assert "Not a directory" in up.stderr, up.stderr
+
+
+def test_an_empty_key_file_says_to_remove_it(tmp_path: Path) -> None:
+    """An empty secret.key (left by an older release on a full disk) is refused saying
+    it is empty, that nothing can have been sealed with it, and to remove it."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "secret.key").write_text("")
+    port, ui_port = free_port(), free_port()
+    up = _staccato(
+        "up", "--detach", "--port", str(port), "--ui-port", str(ui_port), env=_up_env(home, port)
+    )
+    assert up.returncode == 2, up.stdout + up.stderr
+    assert f"key file {home / 'secret.key'} is empty" in up.stderr, up.stderr
+    assert "nothing can have been sealed with it" in up.stderr, up.stderr
+    assert "remove it" in up.stderr, up.stderr
+    assert _servers_of(home) == []
+
+
+def test_commands_keep_to_the_server_of_a_killed_up(tmp_path: Path, monkeypatch) -> None:
+    """SIGKILL of `up` leaves its dev server running: commands of its STACCATO_HOME go
+    on using that server (they fell back to 127.0.0.1:7233, on a shared machine someone
+    else's), and one that would wait for a worker says `up` was killed and to run it
+    again; `up` again runs what was submitted meanwhile."""
+    from staccato import settings
+    from staccato.light_client import plain_temporal_config
+
+    home = tmp_path / "home"
+    port, ui_port = free_port(), free_port()
+    address = f"127.0.0.1:{port}"
+    env = {  # the shell of a user who exported nothing Temporal's
+        **{k: v for k, v in _up_env(home, port).items() if not k.startswith("TEMPORAL_")},
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),  # no Temporal configuration file
+    }
+    env.pop("STACCATO_TEMPORAL_HTTP", None)
+    for name in [n for n in os.environ if n.startswith("TEMPORAL_")]:
+        monkeypatch.delenv(name)
+    for name in ("STACCATO_HOME", "XDG_CONFIG_HOME"):
+        monkeypatch.setenv(name, env[name])
+    monkeypatch.delenv("STACCATO_TEMPORAL_HTTP", raising=False)
+    up = _staccato("up", "--detach", "--port", str(port), "--ui-port", str(ui_port), env=env)
+    assert up.returncode == 0, up.stdout + up.stderr
+    up_pid = int((home / "up.pid").read_text())
+    source, destination = tmp_path / "in.bin", tmp_path / "out.bin"
+    write_random(source, 1024 * 1024 + 7)
+    try:
+        (server,) = _servers_of(home)
+        os.kill(up_pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while _alive(up_pid):
+            assert time.monotonic() < deadline, "up did not die"
+            time.sleep(0.1)
+        assert _alive(server)  # the server the killed up left
+        assert settings.temporal_connect_config()["target_host"] == address
+        assert plain_temporal_config() == (address, "default")
+        submitted = _staccato("submit", str(source), str(destination), env=env)
+        assert submitted.returncode == 0, submitted.stderr
+        said = " ".join(submitted.stderr.split())
+        assert f"the `staccato up` of STACCATO_HOME {home} was killed" in said, said
+        assert f"at {address} still runs, but no worker does" in said, said
+        assert "run `staccato up` again" in said, said
+        shown = _staccato("status", str(destination), "--json", env=env)
+        assert shown.returncode == 0, shown.stderr  # on this home's server, not 7233's
+        assert json.loads(shown.stdout)["state"] == "scheduled", shown.stdout
+        again = _staccato("up", "--detach", "--port", str(port), "--ui-port", str(ui_port), env=env)
+        assert again.returncode == 0, again.stdout + again.stderr
+        watched = _staccato("watch", str(destination), env=env)
+        assert watched.returncode == 0, watched.stderr
+        assert "was killed" not in watched.stderr, watched.stderr
+        assert destination.read_bytes() == source.read_bytes()
+    finally:
+        _staccato("down", env=env)
+        for pid in _servers_of(home):
+            os.kill(pid, signal.SIGKILL)
+        try:
+            os.killpg(up_pid, signal.SIGKILL)  # the worker processes the killed up left
+        except ProcessLookupError:
+            pass

@@ -66,6 +66,30 @@ async def test_pause_of_a_dataset_says_it_is_a_dataset(
         await handle.terminate("test over")
 
 
+@pytest.mark.parametrize("command", ["pause", "resume"])
+async def test_pause_of_a_group_says_to_pause_its_destinations(
+    client: StaccatoClient, temporal_server, command: str
+) -> None:
+    """A fan-out group has no pause of its own: the refusal says to pause its
+    destinations' transfers (it said "not a Staccato transfer")."""
+    group = f"staccato-group-{secrets.token_hex(12)}"
+    handle = await client.temporal.start_workflow(
+        "FanOutWorkflow", id=group, task_queue=f"nobody-{secrets.token_hex(4)}"
+    )
+    try:
+        result = run_cli(
+            command, group, address=temporal_server.address, task_queue=client.task_queue
+        )
+        assert result.returncode == 1, result
+        said = " ".join(result.stderr.split())
+        assert f"{group} is a fan-out group, not a single transfer" in said, said
+        assert "pausing and resuming its destinations' transfers" in said, said
+        assert "not a Staccato transfer" not in said, said
+        assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+    finally:
+        await handle.terminate("test over")
+
+
 async def test_pause_without_a_worker_gives_up_with_a_message(
     temporal_server, data_dir: Path
 ) -> None:

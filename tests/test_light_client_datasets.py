@@ -238,7 +238,7 @@ def test_cp_r_with_failed_files_says_what_the_sdk_path_says(
         said.append(_normalised(stderr, data_dir, light))
     assert said[0] == said[1]
     assert "failed: d/x: " in said[0]
-    assert "staccato: error: dataset ID completed_with_errors: 1 files copied" in said[0]
+    assert "staccato: error: dataset ID completed_with_errors: 1 file copied" in said[0]
 
 
 @pytest.mark.parametrize("where", ["root", "inside"])

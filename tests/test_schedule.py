@@ -261,6 +261,10 @@ def test_unknown_name_exits_1(cli, command: str) -> None:
         (["create", "n", "ftp://h/f", "{dst}", "--every", "1h"], "unknown URL scheme 'ftp'"),
         (["create", "n", "{src}", "{src}", "--every", "1h"], "source and destination are the same"),
         (["create", "n", "{src}", "{dst}", "--every", "1h", "--overlap", "sometimes"], "--overlap"),
+        (
+            ["create", "n", "{dir}", "{dst}", "--every", "1h"],
+            "is a directory: each run of a schedule copies one file",
+        ),
         (["describe", "_bad"], "schedule name '_bad'"),
         (["delete", "a/b"], "schedule name 'a/b'"),
     ],
@@ -269,7 +273,7 @@ def test_usage_errors_exit_2_without_temporal(
     data_dir: Path, args: list[str], expected: str
 ) -> None:
     source, destination = data_dir / "src.bin", data_dir / "dst.bin"
-    args = [a.format(src=source, dst=destination) for a in args]
+    args = [a.format(src=source, dst=destination, dir=data_dir) for a in args]
     result = run_cli("schedule", *args, address=NO_TEMPORAL, timeout_s=60)
     assert result.returncode == 2, result
     assert expected in result.stderr, result.stderr
@@ -319,6 +323,24 @@ def test_validators() -> None:
         2,
         5,
     )
+
+
+def test_timing_refuses_unknown_fields_and_names_its_own() -> None:
+    """Python callers: `Timing(every="1h", cron=...)` silently dropped `every` (a cron
+    schedule); an unknown field is refused, and two timings are named by field, not
+    by the CLI's options."""
+    import pydantic
+
+    with pytest.raises(pydantic.ValidationError, match="every"):
+        Timing(every="1h", cron="0 * * * *")  # type: ignore[call-arg]
+    with pytest.raises(InvalidScheduleError) as two:
+        Timing(every_s=3600, cron="0 * * * *")
+    assert "exactly one of every_s, cron, at" in str(two.value), two.value
+    assert "--" not in str(two.value), two.value
+    with pytest.raises(InvalidScheduleError) as zone:
+        Timing(every_s=3600, time_zone="UTC")
+    assert "time_zone applies to cron and at" in str(zone.value), zone.value
+    assert "--" not in str(zone.value), zone.value
 
 
 def test_failed_run_shows_its_reason(cli, data_dir: Path) -> None:

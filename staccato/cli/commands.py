@@ -18,8 +18,10 @@ from staccato import units
 from staccato.cli import datasets, render
 from staccato.cli.common import (
     EXIT_USAGE,
+    check_file_source,
     fail,
     follow_or_hint,
+    killed_up_warning,
     run,
     say_ignored,
     start_or_hint,
@@ -125,13 +127,13 @@ def submit(
     )
     datasets.check_recursive_options(recursive, include, exclude, retry_failed, small_file_max)
     if not recursive:
-        _check_file_source(source)
+        check_file_source(source)
     if recursive:
-        _check_dataset_refuses(stage=stage, from_origin=from_origin, if_busy=if_busy)
+        _check_dataset_refuses(
+            stage=stage, from_origin=from_origin, if_busy=if_busy, not_before=not_before
+        )
     destination = _one_destination(destinations, recursive)
     if destination is None and recursive:  # a dataset to several roots
-        if not_before is not None:
-            fail("--not-before applies to one destination, not to a fan-out", EXIT_USAGE)
         datasets.submit_recursive(
             source,
             destinations,
@@ -145,7 +147,11 @@ def submit(
         return
     if destination is None:
         if not_before is not None:
-            fail("--not-before applies to one destination, not to a fan-out", EXIT_USAGE)
+            fail(
+                "--not-before applies to a single transfer, not to a fan-out to several "
+                "destinations",
+                EXIT_USAGE,
+            )
         from staccato.cli import fanout  # imports the Temporal client
 
         fanout.submit(source, destinations, options, as_json, quiet)
@@ -239,40 +245,19 @@ def _names_dataset(transfer: str) -> bool:
     return transfer.startswith(DATASET_ID_PREFIX)
 
 
-def _check_file_source(source: str) -> None:
-    """Refuse (exit 2, before anything starts) a local SOURCE of one transfer (no -r)
-    that is a directory (GNU cp: "-r not specified; omitting directory"; before, a
-    transfer started and failed, exit 1), or that is typed with a trailing ``/`` and is
-    not a directory: ``/data/x.bin/`` names a directory (POSIX pathname resolution; GNU
-    cp says "Not a directory"), and copying the file instead would copy something the
-    user did not name."""
-    import os
-
-    from staccato.urls import parse_url
-
-    try:
-        url = parse_url(source)
-    except StaccatoError:
-        return  # said with its own words where the request is made
-    if url.scheme == "file" and os.path.isdir(url.path):
-        fail(
-            f"source {source!r} is a directory: add -r to copy every file under it",
-            EXIT_USAGE,
-        )
-    if not source.endswith("/"):
-        return
-    if url.scheme == "file" and os.path.lexists(url.path) and not os.path.isdir(url.path):
-        fail(
-            f"source {source!r} is not a directory: a trailing / names a directory; "
-            f"drop the / to copy the file {url.path}",
-            EXIT_USAGE,
-        )
-
-
-def _check_dataset_refuses(*, stage: bool, from_origin: bool, if_busy: IfBusy) -> None:
+def _check_dataset_refuses(
+    *, stage: bool, from_origin: bool, if_busy: IfBusy, not_before: datetime | None = None
+) -> None:
     """Exit 2 for an option of a single transfer given with ``-r``: ``--stage``,
-    ``--from-origin`` (one object) and ``--if-busy wait`` (a dataset whose destination
-    root is being written fails at once: it was accepted and ignored)."""
+    ``--from-origin`` (one object), ``--if-busy wait`` (a dataset whose destination
+    root is being written fails at once: it was accepted and ignored) and
+    ``--not-before`` (a dataset starts when submitted: it was accepted and ignored)."""
+    if not_before is not None:
+        fail(
+            "--not-before applies to single transfers, not to -r (directories and "
+            "prefixes): a dataset starts when it is submitted",
+            EXIT_USAGE,
+        )
     for given, option in ((stage, "--stage"), (from_origin, "--from-origin")):
         if given:
             fail(
@@ -386,7 +371,7 @@ def cp(
     )
     datasets.check_recursive_options(recursive, include, exclude, retry_failed, small_file_max)
     if not recursive:
-        _check_file_source(source)
+        check_file_source(source)
     if recursive:
         _check_dataset_refuses(stage=stage, from_origin=from_origin, if_busy=if_busy)
     destination = _one_destination(destinations, recursive)
@@ -507,6 +492,8 @@ class _Polled(Protocol):
 
 
 async def _warn_without_workers(client: _Polled) -> None:
+    if killed_up_warning():  # its dead worker may still count as a poller a while
+        return
     try:
         if await client.pollers() == 0:
             typer.echo(
@@ -652,10 +639,12 @@ def list_transfers(
         typer.echo(f"{first}  started {row.started_at or '?'}{newline}{rest}")
 
 
-def _control(transfer: str, action: str, done: str) -> None:
-    """Run ``StaccatoClient.<action>(transfer)`` and say ``done``. ``transfer`` may
-    also be a dataset's destination root (as for ``status`` and ``watch``): ``cancel``
-    then cancels that dataset; ``pause`` and ``resume`` say that a dataset has neither.
+def _control(transfer: str, action: str, done: str, already: str = "") -> None:
+    """Run ``StaccatoClient.<action>(transfer)`` and say ``done``, or ``already`` when
+    the client says nothing needed doing (a pause of a paused transfer, a resume of a
+    running one: exit 0). ``transfer`` may also be a dataset's destination root (as for
+    ``status`` and ``watch``): ``cancel`` then cancels that dataset; ``pause`` and
+    ``resume`` say that a dataset has neither.
     """
 
     async def go() -> str:
@@ -663,8 +652,8 @@ def _control(transfer: str, action: str, done: str) -> None:
 
         client = await StaccatoClient.connect()
         try:
-            await getattr(client, action)(transfer)
-            return transfer
+            acted = await getattr(client, action)(transfer)
+            return f"{already}: {transfer}" if acted is False else f"{done}: {transfer}"
         except TransferNotFoundError:
             dataset = await _dataset_at_root(client, transfer)
             if dataset is None:
@@ -677,10 +666,9 @@ def _control(transfer: str, action: str, done: str) -> None:
                 "missing or differs)"
             )
         await client.cancel(dataset)
-        return f"{transfer} (dataset {dataset})"
+        return f"{done}: {transfer} (dataset {dataset})"
 
-    named = run(go)
-    typer.echo(f"{done}: {named}")
+    typer.echo(run(go))
 
 
 async def _dataset_at_root(client: StaccatoClient, destination: str) -> str | None:
@@ -702,10 +690,12 @@ def cancel(transfer: TransferArg) -> None:
 
 
 def pause(transfer: TransferArg) -> None:
-    """Pause a running transfer (streams stop at a chunk boundary)."""
-    _control(transfer, "pause", "paused")
+    """Pause a running transfer (streams stop at a chunk boundary); one already paused
+    is left so (exit 0)."""
+    _control(transfer, "pause", "paused", "already paused")
 
 
 def resume(transfer: TransferArg) -> None:
-    """Resume a paused transfer from what the destination already holds."""
-    _control(transfer, "resume", "resumed")
+    """Resume a paused transfer from what the destination already holds; one already
+    running is left so (exit 0)."""
+    _control(transfer, "resume", "resumed", "already running")

@@ -225,3 +225,54 @@ async def start_or_hint(kind: str, run_id: str, starting: Awaitable[T]) -> T:
         return await starting
     except (asyncio.CancelledError, KeyboardInterrupt):
         interrupted(kind, run_id, started=False)
+
+
+def check_file_source(source: str, remedy: str = "add -r to copy every file under it") -> None:
+    """Refuse (exit 2, before anything starts) a local SOURCE of one transfer (no -r)
+    that is a directory (GNU cp: "-r not specified; omitting directory"; before, a
+    transfer started and failed, exit 1), or that is typed with a trailing ``/`` and is
+    not a directory: ``/data/x.bin/`` names a directory (POSIX pathname resolution; GNU
+    cp says "Not a directory"), and copying the file instead would copy something the
+    user did not name. ``remedy`` is what a directory source should do instead (``cp``:
+    add -r; ``schedule create``, whose runs copy one file: name a file)."""
+    import os
+
+    from staccato.urls import parse_url
+
+    try:
+        url = parse_url(source)
+    except StaccatoError:
+        return  # said with its own words where the request is made
+    if url.scheme == "file" and os.path.isdir(url.path):
+        fail(
+            f"source {source!r} is a directory: {remedy}",
+            EXIT_USAGE,
+        )
+    if not source.endswith("/"):
+        return
+    if url.scheme == "file" and os.path.lexists(url.path) and not os.path.isdir(url.path):
+        fail(
+            f"source {source!r} is not a directory: a trailing / names a directory; "
+            f"drop the / to copy the file {url.path}",
+            EXIT_USAGE,
+        )
+
+
+def killed_up_warning() -> bool:
+    """Say (a warning on stderr) that the Temporal in use is the dev server of a
+    killed ``staccato up`` of this STACCATO_HOME, whose worker died with it; True when
+    it did. A hint only: never fails the command."""
+    try:
+        from staccato import settings
+        from staccato.workers.devserver import killed_up_note, orphaned_server
+
+        home = settings.home()
+        if orphaned_server(home) is None:  # the usual case: no Temporal config is read
+            return False
+        note = killed_up_note(home, str(settings.temporal_connect_config()["target_host"]))
+    except Exception:  # a hint only
+        return False
+    if note is None:
+        return False
+    typer.echo(f"staccato: warning: {note}", err=True)
+    return True

@@ -11,12 +11,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from staccato import units
 from staccato.cli import render
 from staccato.cli.common import (
     EXIT_FAILED,
     EXIT_USAGE,
     fail,
     follow_or_hint,
+    killed_up_warning,
     run,
     say_ignored,
     start_or_hint,
@@ -91,7 +93,6 @@ def _say_fan_out_small_file_max(small_file_max: int, chunk_size: int) -> None:
     several roots uses (:data:`staccato.datasets.models.FAN_OUT_SMALL_MAX` and one
     ``--chunk-size``: a small file is held in memory for every root); it was capped
     without a word (a tester)."""
-    from staccato import units
     from staccato.datasets.models import FAN_OUT_SMALL_MAX
 
     used = min(small_file_max, FAN_OUT_SMALL_MAX, chunk_size)
@@ -353,7 +354,9 @@ def progress_text(s: DatasetStatus) -> str:
 async def follow(client: StaccatoClient, dataset: str, *, quiet: bool) -> DatasetStatus:
     """Follow ``dataset`` until it ends: the same rich bar as a single transfer's
     (files handled of files listed, bytes, rate) on a terminal, a line every
-    :data:`PLAIN_LINE_INTERVAL_S` otherwise, nothing if ``quiet``."""
+    :data:`PLAIN_LINE_INTERVAL_S` otherwise, nothing if ``quiet``; first a warning
+    when the Temporal in use is a killed ``up``'s (:func:`killed_up_warning`)."""
+    killed_up_warning()
     from staccato.dataset_client import await_dataset_end, follow_dataset
 
     console = None if quiet else render.stderr_console()
@@ -407,7 +410,7 @@ def exit_for(final: DatasetStatus, quiet: bool = False) -> None:
     several roots a line per root, and the error line names the roots that failed);
     exit 1 unless every file was copied or up to date at every root."""
     summary = (
-        f"{final.files_done} files copied ({render.size(final.bytes_done)}), "
+        f"{units.counted(final.files_done, 'file')} copied ({render.size(final.bytes_done)}), "
         f"{final.files_skipped} up to date, {final.files_failed} failed"
     )
     from staccato.datasets.models import DatasetState
@@ -532,7 +535,6 @@ def _shown_field(s: DatasetStatus, key: str, value: object) -> tuple[str, str]:
     """A dataset status field as people read it, as a single transfer's status shows
     it (:func:`staccato.cli.render.status_lines`): sizes and rates in binary units, a
     time as a duration, yes/no, a list comma-separated; ``--json`` keeps the numbers."""
-    from staccato import units
 
     if key == "bytes_total" and isinstance(value, int):
         return key, f"{units.size(value)} ({value} bytes)"

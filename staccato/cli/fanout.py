@@ -16,7 +16,14 @@ import time
 import typer
 
 from staccato import units
-from staccato.cli.common import fail, follow_or_hint, run, say_ignored, start_or_hint
+from staccato.cli.common import (
+    fail,
+    follow_or_hint,
+    killed_up_warning,
+    run,
+    say_ignored,
+    start_or_hint,
+)
 from staccato.client import StaccatoClient
 from staccato.fanout_client import (
     GroupStart,
@@ -111,6 +118,7 @@ def watch(group: str) -> None:
 async def _follow(client: StaccatoClient, group: str, *, quiet: bool) -> GroupStatus:
     """Follow the group; every :data:`PROGRESS_INTERVAL_S` (and at the end) print one
     line per destination on stderr unless ``quiet``."""
+    killed_up_warning()
     last_shown = 0.0
     final: GroupStatus | None = None
     async for current in follow_group(client, group):

@@ -262,7 +262,7 @@ def list_(
         )
         typer.echo(
             f"{v.target}  {_limits_text(v.limits)}  active {v.active} "
-            f"({v.streams} streams{share}), queued {v.queued}"
+            f"({units.counted(v.streams, 'stream')}{share}), queued {v.queued}"
         )
 
 
@@ -346,8 +346,8 @@ def learned_text(memory: LinkMemory) -> str:
     rate = f" at {units.rate(memory.rate)}" if memory.rate else ""
     ceiling = f", errors at {memory.ceiling}" if memory.ceiling else ""
     return (
-        f"{memory.streams} streams x {units.size(memory.chunk_size)}{rate} "
-        f"({memory.transfers} transfers{ceiling})"
+        f"{units.counted(memory.streams, 'stream')} x {units.size(memory.chunk_size)}{rate} "
+        f"({units.counted(memory.transfers, 'transfer')}{ceiling})"
     )
 
 

@@ -73,16 +73,18 @@ def tuning_text(t: TuningView, ended: bool = False) -> str:
         size = units.size(t.chunk_size)
         learned = ""
         if t.learned_streams is not None:
-            learned = f"learned {t.learned_streams} streams x {size}"
+            learned = f"learned {units.counted(t.learned_streams, 'stream')} x {size}"
             if t.learned_rate_bytes_per_s:
                 learned += f" at {units.rate(t.learned_rate_bytes_per_s)}"
             learned += " (the link's next start); "
-        used = f"last set to {t.streams} streams" + ("" if learned else f" x {size}")
+        used = f"last set to {units.counted(t.streams, 'stream')}" + (
+            "" if learned else f" x {size}"
+        )
         if t.rate_bytes_per_s and t.learned_streams != t.streams:
             used += f" at {units.rate(t.rate_bytes_per_s)}"
         decisions = f" after {t.decisions} decision{'s' if t.decisions != 1 else ''}"
         return f"{learned}{used} (at most {t.max_streams}){decisions}"
-    text = f"{t.streams} streams x {units.size(t.chunk_size)} (at most {t.max_streams})"
+    text = f"{units.counted(t.streams, 'stream')} x {units.size(t.chunk_size)} (at most {t.max_streams})"
     if t.rate_bytes_per_s:
         text += f" at {units.rate(t.rate_bytes_per_s)}"
     if t.reasons:

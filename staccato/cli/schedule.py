@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
+from staccato import units
 from staccato.cli import render
-from staccato.cli.common import EXIT_USAGE, fail, run
+from staccato.cli.common import EXIT_USAGE, check_file_source, fail, run
 from staccato.cli.options import (
     ChecksumOption,
     ChunkSizeOption,
@@ -184,6 +185,15 @@ def create(
     Each run is a transfer with its own id (staccato-schedule-NAME-<time>); by default a
     run due while the previous one still runs is skipped (--overlap).
     """
+    # said in the CLI's words before the model says it in its field names
+    given = [o for o, v in (("--every", every), ("--cron", cron), ("--at", at)) if v is not None]
+    if len(given) != 1:
+        fail("give exactly one of --every, --cron, --at", EXIT_USAGE)
+    if every is not None and time_zone is not None:
+        fail(
+            "--time-zone applies to --cron and --at; --every counts from the Unix epoch",
+            EXIT_USAGE,
+        )
     timing = _usage(
         lambda: Timing(
             every_s=int(parse_every(every).total_seconds()) if every is not None else None,
@@ -211,6 +221,8 @@ def create(
     from staccato.client import StaccatoClient
 
     _usage(lambda: StaccatoClient.make_request(source, destination, options))
+    # each run copies one file: a directory would fail every run
+    check_file_source(source, remedy="each run of a schedule copies one file; name a file")
 
     async def go() -> ScheduleView:
         from staccato.schedules import Schedules
@@ -290,7 +302,7 @@ def _options_text(options: dict[str, Any]) -> str:
     """``chunk 16.0 MiB, 4 streams, verify checksum, ...`` from TransferOptions' JSON."""
     known = {
         "chunk_size": lambda v: f"chunk {render.size(v)}",
-        "streams": lambda v: f"{v} streams",
+        "streams": lambda v: units.counted(v, "stream"),
         "verify": lambda v: f"verify {v}",
         "checksum": lambda v: f"checksum {v}",
         "retry_for_s": lambda v: f"retry for {duration_text(v)}",

@@ -39,7 +39,8 @@ def worker(
     ] = False,
 ) -> None:
     """Run a worker against the Temporal named by TEMPORAL_ADDRESS (default: that of the
-    `staccato up` running with this STACCATO_HOME, else 127.0.0.1:7233).
+    `staccato up` running with this STACCATO_HOME, or of the dev server a killed one
+    left running, else 127.0.0.1:7233).
 
     Every STACCATO_* setting is checked first: a bad value exits 2 naming it."""
     from staccato.codec import codec_keys
@@ -109,6 +110,15 @@ def _running_address() -> str:
         return _address_file().read_text().strip() or "an unknown port"
     except OSError:
         return "an unknown port"
+
+
+def _cannot_prepare(home: Path, err: OSError) -> str:
+    """One line for an OSError while ``up`` prepares its STACCATO_HOME: the path the
+    system named (else the home) and the errno's text."""
+    where = err.filename or home
+    return (
+        f"cannot prepare STACCATO_HOME {home}: {where}: {err.strerror or err}; nothing was started"
+    )
 
 
 def _already_up(pid: int, address: str) -> str:
@@ -215,11 +225,14 @@ def up(
     except StaccatoError as err:  # SettingsError, SecretKeyError
         fail(str(err), EXIT_USAGE)
     home = settings.home()
-    home.mkdir(parents=True, exist_ok=True)
     # the key sealing URL tokens, shared by this machine's clients and the worker
     from staccato.secrets import ensure_default_key_file
 
-    ensure_default_key_file()
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        ensure_default_key_file()
+    except OSError as err:  # no space, no permission: the environment, not a bug
+        fail(_cannot_prepare(home, err), EXIT_USAGE)
     address = f"127.0.0.1:{port}"
     if detach:
         pid = _running_pid()
@@ -239,7 +252,11 @@ def up(
         check_taken_port()
         log_path = home / "staccato-up.log"
         ready_path = home / "up.ready"
-        ready_path.unlink(missing_ok=True)
+        try:
+            ready_path.unlink(missing_ok=True)
+            log = open(log_path, "ab")  # noqa: SIM115 (closed below, once the child has it)
+        except OSError as err:
+            fail(_cannot_prepare(home, err), EXIT_USAGE)
         args = [
             sys.executable,
             "-m",
@@ -252,7 +269,7 @@ def up(
         ]
         if processes:
             args += ["--processes", str(processes)]
-        with open(log_path, "ab") as log:
+        with log:
             logged_from = log.tell()
             child = subprocess.Popen(
                 args,
@@ -303,8 +320,14 @@ def up(
             server = start_dev_server(home, port=port, ui_port=ui_port)
         except DevServerError as err:
             fail(str(err))
-    _pid_file().write_text(str(os.getpid()))
-    _address_file().write_text(address)
+    try:
+        _pid_file().write_text(str(os.getpid()))
+        _address_file().write_text(address)
+    except OSError as err:
+        if server is not None:
+            stop_recorded_server(home)
+        _pid_file().unlink(missing_ok=True)
+        fail(_cannot_prepare(home, err), EXIT_USAGE)
     typer.echo(
         f"Temporal dev server on {address}, {_ui_text(server is None, ui_port)}, data in {home}",
         err=True,

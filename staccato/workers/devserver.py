@@ -232,6 +232,39 @@ def running_up_address(home: Path) -> str | None:
         return None
 
 
+def orphaned_server(home: Path) -> tuple[int, int] | None:
+    """``(pid, port)`` of the dev server a killed ``staccato up`` left running with its
+    state in ``home``: no ``up`` runs there (:func:`running_up`), and the dev server its
+    record names is still the same live process (pid and start time match; a zombie
+    counts as exited); else None. Reads only: it removes no stale record (``up`` and
+    ``down`` do, and stop the server)."""
+    if running_up(home) is not None:
+        return None
+    try:
+        record = json.loads((home / SERVER_RECORD).read_text())
+        pid, port, ticks = int(record["pid"]), int(record["port"]), record["start_ticks"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if ticks is None or not process_running(pid, int(ticks)):
+        return None
+    return pid, port
+
+
+def killed_up_note(home: Path, address: str) -> str | None:
+    """What to say when Temporal at ``address`` is the dev server a killed ``staccato
+    up`` of ``home`` left running (:func:`orphaned_server`): its worker died with it, so
+    nothing runs until ``up`` runs again; None otherwise."""
+    orphan = orphaned_server(home)
+    if orphan is None or address != f"127.0.0.1:{orphan[1]}":
+        return None
+    return (
+        f"the `staccato up` of STACCATO_HOME {home} was killed: its Temporal dev server "
+        f"(pid {orphan[0]}) at {address} still runs, but no worker does, so nothing "
+        "started there runs until one does; run `staccato up` again (it takes over that "
+        "server's data; transfers go on from their checkpoints)"
+    )
+
+
 def _record(data_dir: Path, pid: int, port: int, http_port: int) -> None:
     record = {"pid": pid, "port": port, "start_ticks": _start_ticks(pid), "http_port": http_port}
     (data_dir / SERVER_RECORD).write_text(json.dumps(record))
