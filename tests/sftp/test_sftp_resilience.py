@@ -8,6 +8,8 @@
 * sshd is stopped for 10 s mid-transfer and started again: the transfer completes;
 * sshd is stopped for good mid-transfer: the transfer fails with the give-up message
   soon after ``--retry-for``, not after the time one stream attempt may take;
+* the server's file system fills up (an 8 MiB tmpfs): the same, and the error says how
+  much room there is (``statvfs@openssh.com``) instead of the server's bare "Failure";
 * more streams than ``STACCATO_SFTP_MAX_CONNECTIONS``: never more TCP connections to the
   server than the cap (sampled at the server's port every 10 ms).
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -272,3 +275,48 @@ async def test_sshd_gone_fails_soon_after_retry_for(
     assert "gave up: the copy_stream step kept failing" in message, message
     # given up by the stream itself: not the deadline with the attempt's allowance
     assert "--retry-for 5 s without progress;" in message, message
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """An 8 MiB tmpfs (mounting needs root), unmounted afterwards."""
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs (needs root): {mounted.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+async def test_full_disk_fails_soon_after_retry_for_naming_free_space(
+    sftp_client: StaccatoClient, sftp_logged: SshdServer, small_disk: Path, data_dir: Path
+) -> None:
+    """16 MiB to an 8 MiB file system in 3 MiB chunks: two chunks fit, the third
+    fails part-way with the server's generic SSH_FX_FAILURE, and so does every
+    retry. The error names the file system's free space and what the chunk needs,
+    and the stream gives up once ``--retry-for`` (3 s) passed without progress
+    (before: ~10 minutes of retries ending in "the server reports failure
+    (Failure)")."""
+    source = data_dir / "big.bin"
+    write_random(source, 16 * MiB, seed=25)
+    options = TransferOptions(chunk_size=3 * MiB, streams=2, retry_for_s=3)
+    transfer = await sftp_client.submit(
+        str(source), sftp_logged.url(str(small_disk / "big.bin")), options
+    )
+    with pytest.raises(TransferFailedError) as failure:
+        await asyncio.wait_for(sftp_client.wait(transfer), GONE_FAILS_WITHIN_S)
+    message = str(failure.value)
+    print(f"failed: {message}")
+    assert "gave up: the copy_stream step kept failing" in message, message
+    assert "--retry-for 3 s without progress;" in message, message
+    assert f"file system at {small_disk} has " in message, message
+    assert "bytes free (" in message and f"{3 * MiB} more needed" in message, message
+    assert leftovers(small_disk) == []
