@@ -8,6 +8,9 @@
 * sshd is stopped for 10 s mid-transfer and started again: the transfer completes;
 * sshd is stopped for good mid-transfer: the transfer fails with the give-up message
   soon after ``--retry-for``, not after the time one stream attempt may take;
+* sshd is down for 3 s after longer than ``--retry-for`` of steady progress: the
+  streams' attempts are retried (their deadline moves with their durable bytes) and
+  the transfer completes;
 * the server's file system fills up (an 8 MiB tmpfs): the same, and the error says how
   much room there is (``statvfs@openssh.com``) instead of the server's bare "Failure";
 * more streams than ``STACCATO_SFTP_MAX_CONNECTIONS``: never more TCP connections to the
@@ -320,3 +323,45 @@ async def test_full_disk_fails_soon_after_retry_for_naming_free_space(
     assert f"file system at {small_disk} has " in message, message
     assert "bytes free (" in message and f"{3 * MiB} more needed" in message, message
     assert leftovers(small_disk) == []
+
+
+async def test_outage_after_retry_for_of_progress_is_ridden_out(
+    temporal_server,
+    own_server: SshdServer,
+    env_worker_env: dict[str, str],
+    data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """``--retry-for 10s``, a paced copy of about 24 s (one 24 MiB segment per
+    stream), sshd down for 3 s some 14 s in: longer than ``--retry-for`` after the
+    streams were scheduled, but each stream's durable bytes grew until the outage
+    (``Checkpoint.progress_at``), so its attempts during the outage are retried and
+    the transfer completes. A stream giving up at ``--retry-for`` after it was
+    scheduled, whatever its progress, would fail the second attempt (at +1 s)."""
+    known_hosts = Path(env_worker_env["STACCATO_SSH_KNOWN_HOSTS"])
+    known_hosts.write_text(known_hosts.read_text() + own_server.known_hosts_path.read_text())
+    size, chunk = 48 * MiB, 2 * MiB
+    source = data_dir / "src.bin"
+    digest = write_random(source, size, seed=26)
+    out = data_dir / "out"
+    out.mkdir()
+    destination = out / "ridden.bin"
+    with WorkerProcess(
+        temporal_server.address, processes=2, env=env_worker_env, log_dir=tmp_path
+    ) as worker:
+        client = await _client(temporal_server, worker.task_queue)
+        options = TransferOptions(
+            chunk_size=chunk, streams=2, retry_for_s=10, heartbeat_timeout_s=5, max_rate=2 * MiB
+        )
+        transfer = await client.submit(str(source), own_server.url(str(destination)), options)
+        await _wait_for_journal(out, 14)
+        own_server.stop()
+        try:
+            assert _journal_lines(out) < size // chunk, "the transfer finished before the outage"
+            await asyncio.sleep(3)
+        finally:
+            own_server.start()
+        result = await asyncio.wait_for(client.wait(transfer), 150)
+    assert result.bytes == size
+    assert sha256_file(destination) == digest
+    assert leftovers(out) == []
