@@ -416,6 +416,9 @@ class Checkpoint(BaseModel):
     #: attempts of this segment that failed with an endpoint's error (each failing
     #: attempt heartbeats it before it fails); a lost worker (heartbeat timeout) adds none
     endpoint_errors: int = 0
+    #: wall-clock time (Unix seconds) the segment's durable bytes last grew, in this
+    #: attempt or an earlier one; None: not since the activity was scheduled
+    progress_at: float | None = None
 
 
 class ProgressReport(BaseModel):
@@ -463,6 +466,11 @@ class StreamInput(BaseModel):
     #: a tuned transfer: the rate (bytes/s) one stream measured on the link, which its
     #: connections' buffers are sized for (bandwidth-delay product)
     stream_rate: float | None = None
+    #: the transfer's ``--retry-for`` (seconds): an attempt failing with a retryable
+    #: error once that long has passed without progress fails for good, naming the
+    #: deadline (:mod:`staccato.activities.retry_deadline`); None (scheduled by a
+    #: worker before this field): Temporal's schedule-to-close deadline alone
+    retry_for_s: float | None = None
 
 
 class StageInput(BaseModel):
@@ -484,6 +492,11 @@ class StageInput(BaseModel):
     #: share of their ``max_rate``, as a copy stream (:mod:`staccato.workers.rates`)
     ticket: str | None = None
     governors: list[str] = Field(default_factory=list)
+    #: the transfer's ``--retry-for`` (seconds): an attempt failing with a retryable
+    #: error once that long has passed without progress fails for good, naming the
+    #: deadline (:mod:`staccato.activities.retry_deadline`); None (scheduled by a
+    #: worker before this field): Temporal's schedule-to-close deadline alone
+    retry_for_s: float | None = None
 
 
 class StageResult(BaseModel):
@@ -502,6 +515,9 @@ class StagingProgress(BaseModel):
     bytes_staged: int = 0
     #: bytes/s this attempt read the source at (0: not known yet)
     rate_bytes_per_s: float = 0.0
+    #: wall-clock time (Unix seconds) an attempt last read source bytes; None: none
+    #: since the activity was scheduled
+    progress_at: float | None = None
 
 
 class KnownCopyInput(BaseModel):
@@ -561,6 +577,11 @@ class ConfirmSourceInput(BaseModel):
     segments: list[tuple[int, int, str]]
     checksum: ChecksumAlgorithm
     source_secret: str | None = None
+    #: the transfer's ``--retry-for`` (seconds): an attempt failing with a retryable
+    #: error once that long has passed without progress fails for good, naming the
+    #: deadline (:mod:`staccato.activities.retry_deadline`); None (scheduled by a
+    #: worker before this field): Temporal's schedule-to-close deadline alone
+    retry_for_s: float | None = None
 
 
 class StreamResult(BaseModel):

@@ -92,3 +92,28 @@ def test_cli_retry_for_option(temporal_server, client: StaccatoClient, data_dir:
     )
     assert done.returncode == 0, done
     assert sha256_file(data_dir / "cli.out") == sha256_file(source)
+
+
+async def test_source_gone_while_staging_fails_soon_after_retry_for(
+    client: StaccatoClient, own_nginx: NginxServer, http_root: Path, data_dir: Path
+) -> None:
+    """``--stage``, the source's server stopped for good mid-staging, ``--retry-for 4s``:
+    ``stage_source`` gives up itself once 4 s passed without an attempt reading source
+    bytes, with the workflow's give-up wording. Its schedule-to-close deadline also
+    allows the time one attempt may take (600 s and more), so before, the staging
+    was retried for ~10 minutes past ``--retry-for``."""
+    write_random(http_root / "staged.bin", 64 * MiB, seed=44)
+    transfer = await client.submit(
+        own_nginx.url("staged.bin"),
+        str(data_dir / "staged.bin"),
+        # paced (8 MiB/s: about 8 s), so the server stops mid-staging
+        TransferOptions(stage=True, retry_for_s=4, heartbeat_timeout_s=3, max_rate=8 * MiB),
+    )
+    await wait_for_status(client, transfer, lambda s: (s.staged_bytes or 0) > 0, timeout_s=60)
+    own_nginx.stop()
+    with pytest.raises(TransferFailedError) as failure:
+        await asyncio.wait_for(client.wait(transfer), 120)
+    message = str(failure.value)
+    print(f"failed: {message}")
+    assert "gave up: the stage_source step kept failing" in message, message
+    assert "--retry-for 4 s without progress;" in message, message

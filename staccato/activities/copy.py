@@ -33,6 +33,7 @@ from staccato import checksums, secrets, settings, sockets
 from staccato.activities import capacity
 from staccato.activities.errors import mapped_errors
 from staccato.activities.pacing import Pacer
+from staccato.activities.retry_deadline import progressed, within_retry_for
 from staccato.activities.staging import StagedSource, staged_source
 from staccato.activities.stream_guard import guarded, touch
 from staccato.activities.stream_lease import leased
@@ -54,7 +55,13 @@ from staccato.plan import chunk_bounds
 from staccato.urls import parse_url, redact
 
 
+def _previous_progress_at() -> float | None:
+    checkpoint = previous_checkpoint()
+    return checkpoint.progress_at if checkpoint is not None else None
+
+
 @activity.defn(name="copy_stream")
+@within_retry_for(_previous_progress_at)
 @mapped_errors
 def copy_stream(request: StreamInput) -> StreamResult:
     """Copy the chunks of ``request.segment`` that the destination does not hold yet.
@@ -64,7 +71,9 @@ def copy_stream(request: StreamInput) -> StreamResult:
         ``complete=False`` with the first missing chunk when cancelled (pause).
 
     Raises:
-        ApplicationError: a mapped :mod:`staccato.errors` error (see ``mapped_errors``).
+        ApplicationError: a mapped :mod:`staccato.errors` error (see ``mapped_errors``);
+            a retryable one non-retryable once ``request.retry_for_s`` passed without
+            the segment's durable bytes growing (:mod:`staccato.activities.retry_deadline`).
     """
     check_file_roots(request.source, request.session.url)
     sockets.use(request.socket_buffer, request.stream_rate)  # this stream's connections
@@ -142,6 +151,8 @@ def _waiting_for_capacity(request: StreamInput) -> Callable[[str], None]:
                 bytes_done=previous.bytes_done if previous else 0,
                 summary=f"segment {request.segment.index}: {reason}",
                 waiting=reason,
+                endpoint_errors=previous.endpoint_errors if previous else 0,
+                progress_at=previous.progress_at if previous else None,
             )
         )
 
@@ -266,6 +277,10 @@ class _SegmentCopy:
         )
         if checkpoint is not None:
             self.progress.endpoint_errors = checkpoint.endpoint_errors
+            self.progress.progress_at = checkpoint.progress_at
+            if done_bytes > checkpoint.bytes_done:
+                # the last attempt made bytes durable after its last heartbeat
+                self.progress.progress_at = progressed()
         if checkpoint is not None or self.durable:
             activity.logger.info(
                 "segment %d resumes: %d of %d chunks durable (heartbeat said next chunk %s)",

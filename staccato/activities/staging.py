@@ -9,12 +9,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from pydantic import ValidationError
 from temporalio import activity
 
 from staccato import secrets, settings
 from staccato.activities.errors import mapped_errors
 from staccato.activities.liveness import heartbeating
 from staccato.activities.pacing import Pacer
+from staccato.activities.retry_deadline import latest, progressed, within_retry_for
 from staccato.activities.stream_guard import guarded, touch
 from staccato.activities.stream_progress import HEARTBEAT_EVERY_S, StreamStopped, heartbeat
 from staccato.activities.transfer import check_file_roots
@@ -36,7 +38,16 @@ def worker_cache() -> StagingCache:
     return StagingCache(config.effective_staging_dir, config.staging_max_bytes)
 
 
+def _previous_progress_at() -> float | None:
+    details = activity.info().heartbeat_details
+    try:
+        return StagingProgress.model_validate(details[0]).progress_at if details else None
+    except ValidationError:
+        return None
+
+
 @activity.defn(name="stage_source")
+@within_retry_for(_previous_progress_at)
 @mapped_errors
 def stage_source(request: StageInput) -> StageResult:
     """Read ``request.source`` whole into the staging cache (or find it there) and pin
@@ -45,7 +56,9 @@ def stage_source(request: StageInput) -> StageResult:
     Raises:
         ApplicationError: mapped from PermanentError (the cache directory is not
             writable, the cap has no room: the message names the setting) or a
-            retryable source failure (the next attempt stages from byte 0).
+            retryable source failure (the next attempt stages from byte 0); that one
+            non-retryable once ``request.retry_for_s`` passed without an attempt
+            reading source bytes (:mod:`staccato.activities.retry_deadline`).
     """
     check_file_roots(request.source)
     info = request.source_info
@@ -58,15 +71,26 @@ def stage_source(request: StageInput) -> StageResult:
     waited = 0
     last = 0.0
     began = time.monotonic()
+    progress_at = _previous_progress_at()  # when an attempt last read source bytes
+    seen = 0  # bytes staged (or waited for) at the last beat
 
     def beat(force: bool = False) -> None:
-        nonlocal last
+        nonlocal last, progress_at, seen
         touch()
         now = time.monotonic()
         if force or now - last >= HEARTBEAT_EVERY_S:
             last = now
             rate = round(staged / max(now - began, 1e-6), 1) if staged else 0.0
-            heartbeat(StagingProgress(bytes_staged=max(staged, waited), rate_bytes_per_s=rate))
+            if max(staged, waited) > seen:
+                seen = max(staged, waited)
+                progress_at = latest(progress_at, progressed())
+            heartbeat(
+                StagingProgress(
+                    bytes_staged=max(staged, waited),
+                    rate_bytes_per_s=rate,
+                    progress_at=progress_at,
+                )
+            )
 
     def waiting(so_far: int) -> None:
         nonlocal waited

@@ -22,6 +22,7 @@ from temporalio import activity
 
 from staccato import units
 from staccato.activities import stream_lease
+from staccato.activities.retry_deadline import progressed
 from staccato.activities.stream_guard import StreamAbandonedError, shield, touch
 from staccato.endpoints.base import Reader
 from staccato.errors import RetryableError
@@ -122,8 +123,13 @@ class StreamProgress:
         self._parent = os.getppid()
         #: earlier attempts' endpoint errors, carried in every checkpoint
         self.endpoint_errors = 0
+        #: when the durable bytes last grew (Unix seconds; earlier attempts' included),
+        #: carried in every checkpoint (:mod:`staccato.activities.retry_deadline`)
+        self.progress_at: float | None = None
 
     def add(self, copied: int, read: int) -> None:
+        if copied > 0:
+            self.progress_at = progressed()
         self.bytes_done += copied
         self.in_flight = 0
         self._copied += copied
@@ -162,6 +168,7 @@ class StreamProgress:
                 bytes_read=self.bytes_read,
                 summary=f"segment {self.segment}: {units.progress(done, self.length, rate)}",
                 endpoint_errors=self.endpoint_errors,
+                progress_at=self.progress_at,
             )
         )
         if self.watchdog is not None:

@@ -22,6 +22,7 @@ from temporalio.exceptions import CancelledError
 from staccato import checksums, secrets, settings
 from staccato.activities.errors import mapped_errors
 from staccato.activities.liveness import heartbeating
+from staccato.activities.retry_deadline import within_retry_for
 from staccato.endpoints import get_driver
 from staccato.endpoints.base import keepalive, keepalive_hook
 from staccato.errors import (
@@ -168,6 +169,7 @@ def mtime_needs_second_read(
 
 
 @activity.defn(name="confirm_source")
+@within_retry_for(lambda: None)
 @mapped_errors
 def confirm_source(request: ConfirmSourceInput) -> None:
     """Read segments of the source a second time and compare them with the copy's
@@ -178,6 +180,9 @@ def confirm_source(request: ConfirmSourceInput) -> None:
 
     Raises:
         SourceChangedError: a segment reads differently now, or the version moved.
+        ApplicationError: a retryable failure of an attempt that started after
+            ``request.retry_for_s`` passed without progress, made non-retryable
+            (:mod:`staccato.activities.retry_deadline`).
     """
     check_file_roots(request.source)
     url = secrets.source_url(request.source, request.source_secret)

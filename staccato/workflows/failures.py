@@ -112,6 +112,32 @@ def stream_moved_on(err: ActivityError, known: int) -> int | None:
     return checkpoint.bytes_done if checkpoint.bytes_done > known else None
 
 
+#: the steps whose schedule-to-close deadline also allows the time one attempt may
+#: take to copy its segment (so that a long healthy copy is never cut off); their
+#: activities give up themselves once ``--retry-for`` passed without progress
+#: (:mod:`staccato.activities.retry_deadline`)
+ALLOWANCE_STEPS = ("copy_stream", "confirm_source", "stage_source")
+
+
+def gave_up_message(step: str, retry_for: timedelta, last_error: str, *, allowance: bool) -> str:
+    """The one wording of a step that ran out of its retry budget (``--retry-for``):
+    the workflow's, when Temporal's deadline passed, and an activity's that gave up
+    itself after ``retry_for`` without progress.
+
+    Args:
+        step: the activity type (``copy_stream``).
+        retry_for: the transfer's ``--retry-for``.
+        last_error: the last attempt's error message.
+        allowance: say that the deadline included the time one attempt may take.
+    """
+    extra = " plus the time one attempt may take to copy its segment" if allowance else ""
+    return (
+        f"gave up: the {step} step kept failing and the retry deadline "
+        f"passed (--retry-for {duration(retry_for)} without progress{extra}; "
+        f"no attempt starts after it); last error: {last_error}"
+    )
+
+
 def duration(span: timedelta) -> str:
     seconds = span.total_seconds()
     if seconds >= 3600 and seconds % 3600 == 0:

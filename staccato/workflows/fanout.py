@@ -142,6 +142,7 @@ class FanOutWorkflow:
                         source_info=info,
                         source_secret=request.source_secret,
                         max_rate=request.options.max_rate,
+                        retry_for_s=request.options.retry_for_s,
                     )
                     result: StageResult = await workflow.execute_activity(
                         "stage_source",

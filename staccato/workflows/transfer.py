@@ -127,12 +127,13 @@ from staccato.workflows.calls import (
     short_activity,
 )
 from staccato.workflows.failures import (
+    ALLOWANCE_STEPS,
     CHECKSUM_MISMATCH,
     NO_INPUT,
     STAGED_ENTRY_LOST,
     WRITE_SESSION_LOST,
     decode_request,
-    duration,
+    gave_up_message,
     reason,
     reason_type,
     stream_moved_on,
@@ -942,6 +943,9 @@ class TransferWorkflow:
                         staged=self._staged.key if self._staged else None,
                         socket_buffer=self._tune_socket_buffer,
                         stream_rate=self._tune_stream_rate(),
+                        # failing attempts give up after it without progress, not at
+                        # the deadline below (activities/retry_deadline.py)
+                        retry_for_s=request.options.retry_for_s,
                     ),
                     result_type=StreamResult,
                     activity_id=f"stream-{segment.index:04d}-{attempts[segment.index]}",
@@ -1138,6 +1142,7 @@ class TransferWorkflow:
                     segments=[(s.first_chunk, s.end_chunk, results[s.index].checksum or "")],
                     checksum=request.options.checksum,
                     source_secret=request.source_secret,
+                    retry_for_s=request.options.retry_for_s,
                 ),
                 start_to_close_timeout=copy_timeout(s.length),
                 schedule_to_close_timeout=self._retry_budget() + copy_timeout(s.length),
@@ -1206,6 +1211,7 @@ class TransferWorkflow:
             source_secret=request.source_secret,
             # the one staging read may take the whole of the transfer's own max_rate
             **self._stream_rate(request, 1),
+            retry_for_s=request.options.retry_for_s,
         )
         self._stagings += 1
         self._staged = await workflow.execute_activity(
@@ -1811,15 +1817,11 @@ class TransferWorkflow:
         )
         # a stream (and the second read of a source) also gets the time one attempt may
         # take to copy its segment, so that a long healthy copy is never cut off
-        allowance = (
-            " plus the time one attempt may take to copy its segment"
-            if err.activity_type in ("copy_stream", "confirm_source", "stage_source")
-            else ""
-        )
-        return (
-            f"gave up: the {err.activity_type} step kept failing and the retry deadline "
-            f"passed (--retry-for {duration(self._retry_for)} without progress{allowance}; "
-            f"no attempt starts after it); last error: {last_text}"
+        return gave_up_message(
+            err.activity_type,
+            self._retry_for,
+            last_text,
+            allowance=err.activity_type in ALLOWANCE_STEPS,
         )
 
     async def _short_activity(

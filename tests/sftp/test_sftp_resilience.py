@@ -6,6 +6,13 @@
   ``close "PATH" bytes read R written W`` lines, which it also logs for the handles a
   killed client left open);
 * sshd is stopped for 10 s mid-transfer and started again: the transfer completes;
+* sshd is stopped for good mid-transfer: the transfer fails with the give-up message
+  soon after ``--retry-for``, not after the time one stream attempt may take;
+* sshd is down for 3 s after longer than ``--retry-for`` of steady progress: the
+  streams' attempts are retried (their deadline moves with their durable bytes) and
+  the transfer completes;
+* the server's file system fills up (an 8 MiB tmpfs): the same, and the error says how
+  much room there is (``statvfs@openssh.com``) instead of the server's bare "Failure";
 * more streams than ``STACCATO_SFTP_MAX_CONNECTIONS``: never more TCP connections to the
   server than the cap (sampled at the server's port every 10 ms).
 """
@@ -14,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from staccato.client import StaccatoClient
+from staccato.errors import TransferFailedError
 from staccato.models import TransferOptions
 from tests.helpers import MiB, WorkerProcess, leftovers, sha256_file, write_random
 from tests.servers.sshd import SshdServer
@@ -150,7 +159,7 @@ async def test_sshd_stopped_for_10_s(
 
 
 @pytest.fixture
-def capped_server(
+def own_server(
     sshd_server: SshdServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[SshdServer]:
     """A server of its own, so only the worker under test connects to it."""
@@ -163,13 +172,14 @@ def capped_server(
 
 async def test_connection_cap(
     temporal_server,
-    capped_server: SshdServer,
+    own_server: SshdServer,
     env_worker_env: dict[str, str],
     data_dir: Path,
     tmp_path: Path,
 ) -> None:
     """4 streams, 4 activity processes, cap 2: at most 2 connections at any moment,
     for file->sftp and for sftp->sftp (reader and writer of a process share one)."""
+    capped_server = own_server
     cap = 2
     known_hosts = Path(env_worker_env["STACCATO_SSH_KNOWN_HOSTS"])
     known_hosts.write_text(known_hosts.read_text() + capped_server.known_hosts_path.read_text())
@@ -221,3 +231,137 @@ async def test_connection_cap(
     )
     assert max(held) <= cap
     assert max(held) == cap  # the streams did compete for the slots
+
+
+#: real seconds a transfer whose sshd is gone may take to fail: ``--retry-for`` (5 s),
+#: a backoff, then the cleanup's 10 attempts against the dead server (about 65 s);
+#: well under the 600 s and more that a stream's schedule-to-close deadline allows
+GONE_FAILS_WITHIN_S = 240.0
+
+
+async def test_sshd_gone_fails_soon_after_retry_for(
+    temporal_server,
+    own_server: SshdServer,
+    env_worker_env: dict[str, str],
+    data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """sshd stopped for good mid-copy, ``--retry-for 5s``: every stream attempt then
+    fails at once (connection refused), and the stream gives up once 5 s passed
+    without its durable bytes growing, with the workflow's give-up wording. Before,
+    Temporal retried it until the stream's schedule-to-close deadline, which also
+    allows the time one attempt may take (600 s and more): ~10 minutes of retries
+    while ``status`` showed the transfer running."""
+    known_hosts = Path(env_worker_env["STACCATO_SSH_KNOWN_HOSTS"])
+    known_hosts.write_text(known_hosts.read_text() + own_server.known_hosts_path.read_text())
+    size, chunk = 64 * MiB, 4 * MiB
+    source = data_dir / "src.bin"
+    write_random(source, size, seed=24)
+    out = data_dir / "out"
+    out.mkdir()
+    with WorkerProcess(
+        temporal_server.address, processes=2, env=env_worker_env, log_dir=tmp_path
+    ) as worker:
+        client = await _client(temporal_server, worker.task_queue)
+        # paced (16 MiB/s: about 4 s in all), so sshd stops mid-copy
+        options = TransferOptions(
+            chunk_size=chunk, streams=2, retry_for_s=5, heartbeat_timeout_s=3, max_rate=16 * MiB
+        )
+        transfer = await client.submit(str(source), own_server.url(str(out / "gone.bin")), options)
+        await _wait_for_journal(out, 2)
+        own_server.stop()
+        assert _journal_lines(out) < size // chunk, "the transfer finished before the outage"
+        with pytest.raises(TransferFailedError) as failure:
+            await asyncio.wait_for(client.wait(transfer), GONE_FAILS_WITHIN_S)
+    message = str(failure.value)
+    print(f"failed: {message}")
+    assert "gave up: the copy_stream step kept failing" in message, message
+    # given up by the stream itself: not the deadline with the attempt's allowance
+    assert "--retry-for 5 s without progress;" in message, message
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """An 8 MiB tmpfs (mounting needs root), unmounted afterwards."""
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs (needs root): {mounted.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+async def test_full_disk_fails_soon_after_retry_for_naming_free_space(
+    sftp_client: StaccatoClient, sftp_logged: SshdServer, small_disk: Path, data_dir: Path
+) -> None:
+    """16 MiB to an 8 MiB file system in 3 MiB chunks: two chunks fit, the third
+    fails part-way with the server's generic SSH_FX_FAILURE, and so does every
+    retry. The error names the file system's free space and what the chunk needs,
+    and the stream gives up once ``--retry-for`` (3 s) passed without progress
+    (before: ~10 minutes of retries ending in "the server reports failure
+    (Failure)")."""
+    source = data_dir / "big.bin"
+    write_random(source, 16 * MiB, seed=25)
+    options = TransferOptions(chunk_size=3 * MiB, streams=2, retry_for_s=3)
+    transfer = await sftp_client.submit(
+        str(source), sftp_logged.url(str(small_disk / "big.bin")), options
+    )
+    with pytest.raises(TransferFailedError) as failure:
+        await asyncio.wait_for(sftp_client.wait(transfer), GONE_FAILS_WITHIN_S)
+    message = str(failure.value)
+    print(f"failed: {message}")
+    assert "gave up: the copy_stream step kept failing" in message, message
+    assert "--retry-for 3 s without progress;" in message, message
+    assert f"file system at {small_disk} has " in message, message
+    assert "bytes free (" in message and f"{3 * MiB} more needed" in message, message
+    assert leftovers(small_disk) == []
+
+
+async def test_outage_after_retry_for_of_progress_is_ridden_out(
+    temporal_server,
+    own_server: SshdServer,
+    env_worker_env: dict[str, str],
+    data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """``--retry-for 10s``, a paced copy of about 24 s (one 24 MiB segment per
+    stream), sshd down for 3 s some 14 s in: longer than ``--retry-for`` after the
+    streams were scheduled, but each stream's durable bytes grew until the outage
+    (``Checkpoint.progress_at``), so its attempts during the outage are retried and
+    the transfer completes. A stream giving up at ``--retry-for`` after it was
+    scheduled, whatever its progress, would fail the second attempt (at +1 s)."""
+    known_hosts = Path(env_worker_env["STACCATO_SSH_KNOWN_HOSTS"])
+    known_hosts.write_text(known_hosts.read_text() + own_server.known_hosts_path.read_text())
+    size, chunk = 48 * MiB, 2 * MiB
+    source = data_dir / "src.bin"
+    digest = write_random(source, size, seed=26)
+    out = data_dir / "out"
+    out.mkdir()
+    destination = out / "ridden.bin"
+    with WorkerProcess(
+        temporal_server.address, processes=2, env=env_worker_env, log_dir=tmp_path
+    ) as worker:
+        client = await _client(temporal_server, worker.task_queue)
+        options = TransferOptions(
+            chunk_size=chunk, streams=2, retry_for_s=10, heartbeat_timeout_s=5, max_rate=2 * MiB
+        )
+        transfer = await client.submit(str(source), own_server.url(str(destination)), options)
+        await _wait_for_journal(out, 14)
+        own_server.stop()
+        try:
+            assert _journal_lines(out) < size // chunk, "the transfer finished before the outage"
+            await asyncio.sleep(3)
+        finally:
+            own_server.start()
+        result = await asyncio.wait_for(client.wait(transfer), 150)
+    assert result.bytes == size
+    assert sha256_file(destination) == digest
+    assert leftovers(out) == []

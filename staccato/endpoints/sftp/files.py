@@ -8,13 +8,16 @@ Staccato errors that name what failed.
 from __future__ import annotations
 
 import errno
+import posixpath
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from paramiko.sftp_attr import SFTPAttributes
 
+from staccato import units
 from staccato.endpoints.sftp.pipeline import ReadPipeline, SourceEnded
 from staccato.endpoints.sftp.protocol import (
+    FX_FAILURE,
     FX_NO_SUCH_FILE,
     FX_OP_UNSUPPORTED,
     FX_PERMISSION_DENIED,
@@ -44,6 +47,32 @@ def status_error(err: StatusError | OSError, what: str) -> StaccatoError:
         return Unsupported(f"{what}: the server does not support this operation")
     # SSH_FX_FAILURE covers ENOSPC, EIO, quota...: it may heal.
     return RetryableError(f"{what}: the server reports failure ({text or 'no reason given'})")
+
+
+def short_of_space(
+    sftp: StaccatoSFTP, err: StatusError, path: str, needed: int, what: str
+) -> RetryableError | None:
+    """For a write to ``path`` that failed with the generic ``SSH_FX_FAILURE``: when
+    the server's file system (``statvfs@openssh.com``) has less room than the
+    ``needed`` bytes still to write, an error saying so instead of the server's bare
+    "Failure"; else None (the failure's own text then stands). Retryable: space may
+    be freed.
+
+    Never raises: the server not answering leaves the write's failure to report.
+    """
+    if err.code != FX_FAILURE:
+        return None
+    try:
+        free = sftp.free_bytes(path)
+    except Exception:  # noqa: BLE001 - the write's failure is the one to report
+        return None
+    if free is None or free >= needed:
+        return None
+    return RetryableError(
+        f"{what}: the SFTP server's file system at {posixpath.dirname(path) or path} has "
+        f"{free} bytes free ({units.size(free)}); {needed} more needed "
+        f"({units.size(needed)})"
+    )
 
 
 def is_missing(err: BaseException) -> bool:

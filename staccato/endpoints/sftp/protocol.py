@@ -369,6 +369,28 @@ class StaccatoSFTP(paramiko.SFTPClient):
     def has_fsync(self) -> bool:
         return "fsync@openssh.com" in self.extensions
 
+    def free_bytes(self, path: str) -> int | None:
+        """Bytes an unprivileged user may still write on the file system holding
+        ``path`` (``statvfs@openssh.com``: ``f_bavail`` x ``f_frsize``); None when the
+        server does not offer the extension or refuses it.
+
+        Raises:
+            SFTPError, OSError: the connection failed (as any request's).
+        """
+        if "statvfs@openssh.com" not in self.extensions:
+            return None
+        try:
+            kind, msg = self._status_request(
+                CMD_EXTENDED, "statvfs@openssh.com", path.encode("utf-8")
+            )
+        except StatusError:
+            return None
+        if kind != CMD_EXTENDED_REPLY:
+            return None
+        # f_bsize, f_frsize, f_blocks, f_bfree, f_bavail, ... (PROTOCOL, OpenSSH)
+        bsize, frsize, _blocks, _bfree, bavail = (msg.get_int64() for _ in range(5))
+        return int(bavail * (frsize or bsize))
+
     def _status_request(self, t: int, *args: Any) -> tuple[int, Message]:
         """A synchronous request whose failures come back as :class:`StatusError`."""
         receiver = Responses()

@@ -14,7 +14,7 @@ from paramiko.sftp_attr import SFTPAttributes
 
 from staccato.endpoints.base import ChunkWriter, Reader
 from staccato.endpoints.sftp.connection import Connection, guarded
-from staccato.endpoints.sftp.files import mapped, stat_or_none
+from staccato.endpoints.sftp.files import mapped, short_of_space, stat_or_none
 from staccato.endpoints.sftp.journal import (
     JOURNAL_RECORD_BYTES,
     hash_record,
@@ -191,6 +191,18 @@ class SFTPChunkWriter(ChunkWriter):
             try:
                 write_at(sftp, self._handle, index * self._chunk_size, data)
                 sftp.fsync_handle(self._handle)
+            except StatusError as err:
+                # a generic failure may be a full disk: ask the server's free space
+                full = short_of_space(
+                    sftp,
+                    err,
+                    self._temp,
+                    len(data),
+                    f"destination {self._url} (temp file {self._temp})",
+                )
+                if full is None:
+                    raise
+                raise full from None
             finally:
                 sha256 = hashed.result() if hashed is not None else None
             records = [(index * JOURNAL_RECORD_BYTES, journal_record(index, checksum))]
