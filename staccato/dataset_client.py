@@ -236,9 +236,7 @@ def _unretriable_text(status: DatasetStatus) -> str:
             f"{_gone_text(status.id, gone)} no longer at the source (nothing is left to copy)"
         )
     if directories:
-        shown = ", ".join(repr(n) for n in directories[:5]) + (
-            ", ..." if len(directories) > 5 else ""
-        )
+        shown = _some(directories)
         one = len(directories) == 1
         reasons.append(
             f"{'the directory' if one else f'the {len(directories)} directories'} it failed "
@@ -268,10 +266,16 @@ def _to_retry(status: DatasetStatus) -> list[FileFailure]:
     return [f for f in status.failures if f.name not in gone]
 
 
+def _some(names: list[str]) -> str:
+    """``'a', 'b', ...``: the first 5 of ``names``, quoted, and ``...`` when there are
+    more."""
+    return ", ".join(repr(name) for name in names[:5]) + (", ..." if len(names) > 5 else "")
+
+
 def _gone_text(dataset: str, names: list[str]) -> str:
     """``the 2 files dataset ID failed ('a', 'b') are``: the files no longer at the
     source (``names``, a few of them shown)."""
-    shown = ", ".join(repr(name) for name in names[:5]) + (", ..." if len(names) > 5 else "")
+    shown = _some(names)
     if len(names) == 1:
         return f"the file dataset {dataset} failed ({shown}) is"
     return f"the {len(names)} files dataset {dataset} failed ({shown}) are"
@@ -290,9 +294,7 @@ def retry_advice(status: DatasetStatus) -> str:
     if gone:
         left_out.append(f"it leaves out the {len(gone)} no longer at the source")
     if directories:
-        shown = ", ".join(repr(n) for n in directories[:5]) + (
-            ", ..." if len(directories) > 5 else ""
-        )
+        shown = _some(directories)
         one = len(directories) == 1
         left_out.append(
             f"it lists no directory: the {'directory' if one else 'directories'} that failed "
