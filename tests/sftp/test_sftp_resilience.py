@@ -271,6 +271,11 @@ async def test_sshd_gone_fails_soon_after_retry_for(
         await _wait_for_journal(out, 2)
         own_server.stop()
         assert _journal_lines(out) < size // chunk, "the transfer finished before the outage"
+        # the stream gives up within the bound (the old code went on for ~10 minutes);
+        # then sshd comes back, so the transfer's clean-up (10 attempts, ~65 s against
+        # a dead server) ends at once and the test does not wait for it
+        await _wait_for_gave_up(client, transfer, GONE_FAILS_WITHIN_S)
+        own_server.start()
         with pytest.raises(TransferFailedError) as failure:
             await asyncio.wait_for(client.wait(transfer), GONE_FAILS_WITHIN_S)
     message = str(failure.value)
@@ -278,6 +283,22 @@ async def test_sshd_gone_fails_soon_after_retry_for(
     assert "gave up: the copy_stream step kept failing" in message, message
     # given up by the stream itself: not the deadline with the attempt's allowance
     assert "--retry-for 5 s without progress;" in message, message
+
+
+async def _wait_for_gave_up(client: StaccatoClient, transfer: str, within_s: float) -> None:
+    """Wait (``within_s`` seconds at most) until the history of ``transfer`` has a
+    ``copy_stream`` attempt failed with the give-up wording."""
+    handle = client.temporal.get_workflow_handle(transfer)
+    deadline = time.monotonic() + within_s
+    while True:
+        history = await handle.fetch_history()
+        for event in history.events:
+            if event.HasField("activity_task_failed_event_attributes"):
+                failure = event.activity_task_failed_event_attributes.failure
+                if "gave up: the copy_stream step" in failure.message:
+                    return
+        assert time.monotonic() < deadline, f"no stream gave up within {within_s} s"
+        await asyncio.sleep(0.5)
 
 
 @pytest.fixture
