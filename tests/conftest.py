@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import compileall
 import os
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from staccato.client import StaccatoClient
-from tests.helpers import REPO, WorkerProcess, mount_tmpfs
+from tests.helpers import REPO, WorkerProcess, mounted_tmpfs
 
 pytest_plugins = ["tests.servers.fixtures"]
 
@@ -178,9 +177,5 @@ def data_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
     """An 8 MiB tmpfs mounted for the test (unmounted after it)."""
-    path = tmp_path / "small"
-    mount_tmpfs(path, "8m")
-    try:
+    with mounted_tmpfs(tmp_path / "small", "8m") as path:
         yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)

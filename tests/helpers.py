@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -340,6 +340,17 @@ async def wait_for_phase(
             break
         await asyncio.sleep(interval_s)
     return phase
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``path`` (:func:`mount_tmpfs`) for the ``with``
+    block, unmounted (lazily: a process still in it does not keep it) after it."""
+    mount_tmpfs(path, size)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 def mount_tmpfs(path: Path, size: str) -> None:

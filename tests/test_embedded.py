@@ -137,6 +137,23 @@ def _servers_of(home: Path) -> list[int]:
     return found
 
 
+def _without_temporal_config(tmp_path: Path, home: Path, port: int, monkeypatch) -> dict[str, str]:
+    """The environment of a user who exported nothing Temporal's (no TEMPORAL_*, no
+    Temporal configuration file) and whose STACCATO_HOME is ``home``, for an `up` on
+    ``port``; this process's environment (the in-process clients') is made the same."""
+    env = {
+        **{k: v for k, v in _up_env(home, port).items() if not k.startswith("TEMPORAL_")},
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),  # no Temporal configuration file
+    }
+    env.pop("STACCATO_TEMPORAL_HTTP", None)
+    for name in [n for n in os.environ if n.startswith("TEMPORAL_")]:
+        monkeypatch.delenv(name)
+    for name in ("STACCATO_HOME", "XDG_CONFIG_HOME"):
+        monkeypatch.setenv(name, env[name])
+    monkeypatch.delenv("STACCATO_TEMPORAL_HTTP", raising=False)
+    return env
+
+
 def test_commands_of_its_home_use_a_running_up(tmp_path: Path, monkeypatch) -> None:
     """With no address in Temporal's own configuration (no TEMPORAL_ADDRESS, no profile
     or configuration file), a command run with the STACCATO_HOME of a running `up` uses
@@ -151,16 +168,7 @@ def test_commands_of_its_home_use_a_running_up(tmp_path: Path, monkeypatch) -> N
     home = tmp_path / "home"
     port, ui_port = free_port(), free_port()
     address = f"127.0.0.1:{port}"
-    env = {  # the shell of a user who exported nothing Temporal's
-        **{k: v for k, v in _up_env(home, port).items() if not k.startswith("TEMPORAL_")},
-        "XDG_CONFIG_HOME": str(tmp_path / "config"),  # no Temporal configuration file
-    }
-    env.pop("STACCATO_TEMPORAL_HTTP", None)
-    for name in [n for n in os.environ if n.startswith("TEMPORAL_")]:
-        monkeypatch.delenv(name)
-    for name in ("STACCATO_HOME", "XDG_CONFIG_HOME"):
-        monkeypatch.setenv(name, env[name])
-    monkeypatch.delenv("STACCATO_TEMPORAL_HTTP", raising=False)
+    env = _without_temporal_config(tmp_path, home, port, monkeypatch)
     up = _staccato("up", "--detach", "--port", str(port), "--ui-port", str(ui_port), env=env)
     assert up.returncode == 0, up.stdout + up.stderr
     source, destination = tmp_path / "in.bin", tmp_path / "out.bin"
@@ -637,16 +645,7 @@ def test_commands_keep_to_the_server_of_a_killed_up(tmp_path: Path, monkeypatch)
     home = tmp_path / "home"
     port, ui_port = free_port(), free_port()
     address = f"127.0.0.1:{port}"
-    env = {  # the shell of a user who exported nothing Temporal's
-        **{k: v for k, v in _up_env(home, port).items() if not k.startswith("TEMPORAL_")},
-        "XDG_CONFIG_HOME": str(tmp_path / "config"),  # no Temporal configuration file
-    }
-    env.pop("STACCATO_TEMPORAL_HTTP", None)
-    for name in [n for n in os.environ if n.startswith("TEMPORAL_")]:
-        monkeypatch.delenv(name)
-    for name in ("STACCATO_HOME", "XDG_CONFIG_HOME"):
-        monkeypatch.setenv(name, env[name])
-    monkeypatch.delenv("STACCATO_TEMPORAL_HTTP", raising=False)
+    env = _without_temporal_config(tmp_path, home, port, monkeypatch)
     up = _staccato("up", "--detach", "--port", str(port), "--ui-port", str(ui_port), env=env)
     assert up.returncode == 0, up.stdout + up.stderr
     up_pid = int((home / "up.pid").read_text())

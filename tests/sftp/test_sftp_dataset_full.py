@@ -18,7 +18,7 @@ from staccato.client import StaccatoClient
 from staccato.datasets.models import DatasetState
 from staccato.models import TransferOptions
 from tests.dataset_checks import run_dataset
-from tests.helpers import MiB, mount_tmpfs
+from tests.helpers import MiB, mounted_tmpfs
 
 FILES = 30
 FILE_SIZE = 2 * MiB
@@ -29,12 +29,8 @@ OPTIONS = TransferOptions(chunk_size=1 * MiB, retry_for_s=15, heartbeat_timeout_
 @pytest.fixture
 def small_fs(data_dir: Path) -> Iterator[Path]:
     """A 40 MiB tmpfs under ``data_dir`` (unmounted after the test)."""
-    small = data_dir / "small"
-    mount_tmpfs(small, "40m")
-    try:
+    with mounted_tmpfs(data_dir / "small", "40m") as small:
         yield small
-    finally:
-        subprocess.run(["umount", "-l", str(small)], check=False)
 
 
 def _source(root: Path) -> dict[str, bytes]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -50,6 +49,12 @@ async def _wait_for_journal(directory: Path, lines: int, timeout_s: float = 60) 
     while _journal_lines(directory) < lines:
         assert time.monotonic() < deadline, "the transfer made no progress"
         await asyncio.sleep(0.01)
+
+
+def _trust(server: SshdServer, worker_env: dict[str, str]) -> None:
+    """Add ``server``'s host key to the known_hosts the worker of ``worker_env`` reads."""
+    known_hosts = Path(worker_env["STACCATO_SSH_KNOWN_HOSTS"])
+    known_hosts.write_text(known_hosts.read_text() + server.known_hosts_path.read_text())
 
 
 async def _client(temporal_server, task_queue: str) -> StaccatoClient:
@@ -181,8 +186,7 @@ async def test_connection_cap(
     for file->sftp and for sftp->sftp (reader and writer of a process share one)."""
     capped_server = own_server
     cap = 2
-    known_hosts = Path(env_worker_env["STACCATO_SSH_KNOWN_HOSTS"])
-    known_hosts.write_text(known_hosts.read_text() + capped_server.known_hosts_path.read_text())
+    _trust(capped_server, env_worker_env)
     env = {
         **env_worker_env,
         "STACCATO_SFTP_MAX_CONNECTIONS": str(cap),
@@ -252,8 +256,7 @@ async def test_sshd_gone_fails_soon_after_retry_for(
     Temporal retried it until the stream's schedule-to-close deadline, which also
     allows the time one attempt may take (600 s and more): ~10 minutes of retries
     while ``status`` showed the transfer running."""
-    known_hosts = Path(env_worker_env["STACCATO_SSH_KNOWN_HOSTS"])
-    known_hosts.write_text(known_hosts.read_text() + own_server.known_hosts_path.read_text())
+    _trust(own_server, env_worker_env)
     size, chunk = 64 * MiB, 4 * MiB
     source = data_dir / "src.bin"
     write_random(source, size, seed=24)
@@ -301,27 +304,8 @@ async def _wait_for_gave_up(client: StaccatoClient, transfer: str, within_s: flo
         await asyncio.sleep(0.5)
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """An 8 MiB tmpfs (mounting needs root), unmounted afterwards."""
-    mount_point = tmp_path / "small-disk"
-    mount_point.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs (needs root): {mounted.stderr.strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
-
-
 async def test_full_disk_fails_soon_after_retry_for_naming_free_space(
-    sftp_client: StaccatoClient, sftp_logged: SshdServer, small_disk: Path, data_dir: Path
+    sftp_client: StaccatoClient, sftp_logged: SshdServer, small_fs: Path, data_dir: Path
 ) -> None:
     """16 MiB to an 8 MiB file system in 3 MiB chunks: two chunks fit, the third
     fails part-way with the server's generic SSH_FX_FAILURE, and so does every
@@ -333,7 +317,7 @@ async def test_full_disk_fails_soon_after_retry_for_naming_free_space(
     write_random(source, 16 * MiB, seed=25)
     options = TransferOptions(chunk_size=3 * MiB, streams=2, retry_for_s=3)
     transfer = await sftp_client.submit(
-        str(source), sftp_logged.url(str(small_disk / "big.bin")), options
+        str(source), sftp_logged.url(str(small_fs / "big.bin")), options
     )
     with pytest.raises(TransferFailedError) as failure:
         await asyncio.wait_for(sftp_client.wait(transfer), GONE_FAILS_WITHIN_S)
@@ -341,9 +325,9 @@ async def test_full_disk_fails_soon_after_retry_for_naming_free_space(
     print(f"failed: {message}")
     assert "gave up: the copy_stream step kept failing" in message, message
     assert "--retry-for 3 s without progress;" in message, message
-    assert f"file system at {small_disk} has " in message, message
+    assert f"file system at {small_fs} has " in message, message
     assert "bytes free (" in message and f"{3 * MiB} more needed" in message, message
-    assert leftovers(small_disk) == []
+    assert leftovers(small_fs) == []
 
 
 async def test_outage_after_retry_for_of_progress_is_ridden_out(
@@ -359,8 +343,7 @@ async def test_outage_after_retry_for_of_progress_is_ridden_out(
     (``Checkpoint.progress_at``), so its attempts during the outage are retried and
     the transfer completes. A stream giving up at ``--retry-for`` after it was
     scheduled, whatever its progress, would fail the second attempt (at +1 s)."""
-    known_hosts = Path(env_worker_env["STACCATO_SSH_KNOWN_HOSTS"])
-    known_hosts.write_text(known_hosts.read_text() + own_server.known_hosts_path.read_text())
+    _trust(own_server, env_worker_env)
     size, chunk = 48 * MiB, 2 * MiB
     source = data_dir / "src.bin"
     digest = write_random(source, size, seed=26)
