@@ -78,7 +78,10 @@ class _Frozen(NamedTuple):
 async def _freeze_and_cancel(
     temporal_server, source: Path, roots: list[Path], activity: str, tmp_path: Path
 ) -> _Frozen:
-    """Copy ``source`` to ``roots`` (paced: ~13 s), freeze (SIGSTOP) the worker's
+    """Copy ``source`` to ``roots`` (paced: a batch of 20 files lasts ~10 s, far longer
+    than the server's copy of its heartbeat lags behind it, up to 0.8 x the 3 s
+    heartbeat timeout, the SDK's throttle: at 1 MB/s a batch could end before the
+    freeze, and then none was frozen mid-way, ci35), freeze (SIGSTOP) the worker's
     activity processes once a running batch's checkpoint at the server counts a file
     (those must be counted although the batch never returns), cancel, wait until the
     frozen batches ended by their heartbeat timeout (cancel requested: no retry), then
@@ -93,7 +96,7 @@ async def _freeze_and_cancel(
                 client,
                 str(source),
                 str(roots[0]) if len(roots) == 1 else [str(r) for r in roots],
-                TransferOptions(chunk_size=1 * MiB, heartbeat_timeout_s=3, max_rate=1_000_000),
+                TransferOptions(chunk_size=1 * MiB, heartbeat_timeout_s=3, max_rate=250_000),
                 batch_files=20,
                 max_batches=2,
             )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ import pytest
 from staccato.client import StaccatoClient, TransferFailed
 from staccato.models import TransferOptions, TransferState
 from tests.helpers import MiB, WorkerProcess, wait_for_status, write_random
-from tests.s3.conftest import MeteredSeaweedS3, settled
+from tests.s3.conftest import GatedLink, MeteredSeaweedS3, settled
 from tests.s3.s3util import exists, file_crc32c, object_digest, open_uploads, put_with_crc32c
 from tests.servers.nginx import NginxServer, nginx_fixture
 
@@ -100,24 +101,30 @@ async def test_permanent_failure_aborts_and_keeps_the_old_object(
 
 
 async def test_s3_source_overwritten_mid_transfer(
-    profile_client: StaccatoClient, s3: Any, bucket: str, tmp_path: Path
+    profile_client: StaccatoClient, gated_link: GatedLink, s3: Any, bucket: str, tmp_path: Path
 ) -> None:
     """The source object is overwritten while it is being copied: the next ranged GET
     (If-Match -> 412) or else the publish-time re-check fails with `source changed`;
     nothing is published and the upload is aborted. To make "while" certain, the
-    destination is the same SeaweedFS behind a 2 MB/s uplink (profile ``slow``) and the
-    source is overwritten once the first part has arrived; 4 segments on a worker with 2
-    activity processes, so the last two start (and GET with If-Match) after that."""
+    destination is the same SeaweedFS behind a relay (profile ``gated``) that holds the
+    first UploadPart until the source was overwritten; one stream of 4 chunks, so the
+    later chunks are read after that. (A 2 MB/s uplink was not certain: the worker runs
+    every stream at once, all parts landed together and publish could come before the
+    overwrite, ci35.)"""
     source = tmp_path / "src.bin"
     write_random(source, 20 * MiB, seed=24)
     put_with_crc32c(s3, bucket, "src.bin", source)
-    transfer = await profile_client.submit(
-        f"s3://{bucket}/src.bin",
-        f"s3://{bucket}/dst.bin?profile=slow",
-        TransferOptions(chunk_size=5 * MiB, streams=4),
-    )
-    await _wait_for_parts(s3, bucket)
-    s3.put_object(Bucket=bucket, Key="src.bin", Body=b"a different object")
+    gated_link.arm(rb"^PUT " + re.escape(f"/{bucket}/dst.bin".encode()) + rb"[? ]")
+    try:
+        transfer = await profile_client.submit(
+            f"s3://{bucket}/src.bin",
+            f"s3://{bucket}/dst.bin?profile=gated",
+            TransferOptions(chunk_size=5 * MiB, streams=1),
+        )
+        assert await asyncio.to_thread(gated_link.held.wait, 60), "no UploadPart came"
+        s3.put_object(Bucket=bucket, Key="src.bin", Body=b"a different object")
+    finally:
+        gated_link.release()
     with pytest.raises(TransferFailed) as failure:
         await asyncio.wait_for(profile_client.wait(transfer), 120)
     assert "source changed" in str(failure.value), failure.value
