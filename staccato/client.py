@@ -505,9 +505,14 @@ class StaccatoClient:
             bytes_total = int(total) if total is not None else None
         in_segments: dict[int, int] = dict(progress.partial) if progress else {}
         rate: float | None = None
+        cleanup: str | None = None
         last_retry: str | None = None
         next_attempt: str | None = None
         error: str | None = progress.error if progress else None
+        if error is None and status == WorkflowExecutionStatus.RUNNING:
+            # failed, still removing its partial data, and no worker answered: the
+            # reason its memo holds (runs of 0.19 and later)
+            error = memo.get("error") if isinstance(memo.get("error"), str) else None
         checksum = progress.checksum if progress else None
         staged_bytes: int | None = None
         staging_rate: float | None = None
@@ -575,6 +580,14 @@ class StaccatoClient:
             stopping = description.raw_description.workflow_extended_info.cancel_requested
             if state == TransferState.running and not stopping:
                 rate = rate_sum
+            if state == TransferState.failed:
+                # failed; the run goes on only to remove the partial data (its clean-up
+                # retries against a server that may be down): that is said apart, as
+                # the clean-up's and not the transfer's retries; the bytes moved are
+                # those the run wrote into its memo as it failed
+                cleanup = _cleanup_note(progress.cleanup if progress else None, last_retry)
+                last_retry = next_attempt = None
+                bytes_done = max(bytes_done, int(memo.get("bytes_done") or 0))
         else:
             state = (
                 _STATUS_STATES.get(status, TransferState.failed) if status else TransferState.failed
@@ -629,6 +642,7 @@ class StaccatoClient:
             sync_level=progress.up_to_date if progress else None,
             read_from=progress.read_from if progress else None,
             read_from_reason=progress.read_from_reason if progress else None,
+            cleanup=cleanup,
         )
 
     async def _limit_reason(self, progress: Progress) -> str | None:
@@ -931,9 +945,12 @@ class StaccatoClient:
         run_id = self.submitted_run(transfer)
         handle = await self._handle(transfer, run_id)
         try:
-            return _completed_status(handle.id, await handle.result())
+            early = await self._result_or_failed(handle)
         except Exception:  # failed, cancelled, or the wait broke: the status says which
             return await self.status(handle.id, run_id=run_id)
+        if isinstance(early, TransferStatus):
+            return early
+        return _completed_status(handle.id, early)
 
     async def wait(self, transfer: str) -> TransferResult:
         """Wait for the transfer to end.
@@ -947,13 +964,66 @@ class StaccatoClient:
         run_id = self.submitted_run(transfer)
         handle = await self._handle(transfer, run_id)
         try:
-            return await handle.result(follow_runs=False)
+            ended = await self._result_or_failed(handle, follow_runs=False)
         except WorkflowFailureError:
             current = await self.status(handle.id, run_id=run_id)
             raise TransferFailedError(current.error or "failed", current.state) from None
+        if isinstance(ended, TransferStatus):  # failed; its clean-up goes on
+            raise TransferFailedError(ended.error or "failed", ended.state)
+        return ended
+
+    async def _result_or_failed(
+        self, handle: WorkflowHandle[Any, Any], *, follow_runs: bool = True
+    ) -> TransferResult | TransferStatus:
+        """The run's result once it completes, or its status as soon as it has failed
+        while it still runs to remove its partial data (state ``failed`` in its
+        search attribute, read by a describe every :data:`_FAILED_POLL_S` seconds: no
+        worker needed, no history added).
+
+        Raises:
+            WorkflowFailureError: the run ended failed or cancelled.
+        """
+        result = asyncio.ensure_future(handle.result(follow_runs=follow_runs))
+        failed = asyncio.ensure_future(self._failed_while_running(handle))
+        try:
+            await asyncio.wait({result, failed}, return_when=asyncio.FIRST_COMPLETED)
+            if result.done() or not failed.done() or failed.exception() is not None:
+                return await result  # type: ignore[no-any-return]
+            return failed.result()
+        finally:
+            for task in (result, failed):
+                if not task.done():
+                    task.cancel()
+            await asyncio.gather(result, failed, return_exceptions=True)
+
+    async def _failed_while_running(self, handle: WorkflowHandle[Any, Any]) -> TransferStatus:
+        """Wait until the run ``handle`` names records state ``failed`` while it
+        still runs (its clean-up goes on); its status then."""
+        while True:
+            description = await handle.describe()
+            if description.status != WorkflowExecutionStatus.RUNNING:
+                await asyncio.Event().wait()  # ended: the result tells
+            if description.typed_search_attributes.get(sa.STATE) == TransferState.failed.value:
+                found = await self._status(handle, description)
+                if found.state == TransferState.failed:
+                    return found
+            await asyncio.sleep(_FAILED_POLL_S)
 
 
 _STATES = {state.value for state in TransferState}
+#: seconds between two looks (a describe each) for a run that has failed but still
+#: removes its partial data (:meth:`StaccatoClient._result_or_failed`)
+_FAILED_POLL_S = 1.0
+
+
+def _cleanup_note(where: str | None, retried: str | None) -> str:
+    """``status``' note of a failed run still removing its partial data: where that
+    is, and the clean-up's last retried attempt (``attempt 3: connection refused``)."""
+    what = where or "the partial data"
+    note = f"{what} is still being removed (the run ends once that is done)"
+    return f"{note}; {retried}" if retried else note
+
+
 #: what concurrent.futures says when a worker's activity process died mid-call
 _POOL_BROKEN = "process pool was terminated abruptly"
 

@@ -850,6 +850,9 @@ class Progress(BaseModel):
     read_from: str | None = None
     #: why (the copy matched its record; or why no copy was used)
     read_from_reason: str | None = None
+    #: a failed transfer still removing its partial data (its run goes on until that
+    #: is done, holding the destination): where that data is
+    cleanup: str | None = None
 
 
 class TransferStatus(BaseModel):
@@ -882,6 +885,9 @@ class TransferStatus(BaseModel):
         kind: ``"transfer"`` (a dataset's status says ``"dataset"``, a group's ``"group"``).
         started_at: when this run started (ISO 8601, UTC, ``2026-12-02T18:07:03.250Z``);
             ``list`` orders every kind newest first by it. None when not known.
+        cleanup: a ``failed`` transfer whose run still removes its partial data (the
+            temp file, the multipart upload: where, and the clean-up's last retried
+            attempt): the run holds the destination until that is done; None otherwise.
     """
 
     kind: str = "transfer"
@@ -912,6 +918,7 @@ class TransferStatus(BaseModel):
     read_from: str | None = None
     read_from_reason: str | None = None
     started_at: str | None = None
+    cleanup: str | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         """Plain dict with the enum as text."""

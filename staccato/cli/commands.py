@@ -520,6 +520,8 @@ def _exit_for(final: TransferStatus, quiet: bool = False) -> None:
         if final.tuning is not None:
             typer.echo(f"tuned: {render.tuning_text(final.tuning, ended=True)}", err=True)
         return
+    if final.cleanup:  # the run goes on to remove the partial data
+        typer.echo(f"cleanup: {final.cleanup}", err=True)
     fail(f"transfer {final.id} {final.state.value}: {final.error or final.state.value}")
 
 
