@@ -94,6 +94,7 @@ from staccato.run_fields import DATASET_TYPE, TRANSFER_TYPE
 from staccato.starts import STARTED_BY, front_id, start_front, start_or_attach
 from staccato.submissions import Submission, destination_transfer_id, make_request
 from staccato.submissions import completed_status as _completed_status
+from staccato.tuning import MIN_TUNED_BYTES
 from staccato.urls import parse_url, resolve_local_directory
 from staccato.workflows import search_attributes as sa
 
@@ -643,6 +644,7 @@ class StaccatoClient:
             read_from=progress.read_from if progress else None,
             read_from_reason=progress.read_from_reason if progress else None,
             cleanup=cleanup,
+            tuner_chooses=_tuner_chooses(memo, progress, state, bytes_total),
         )
 
     async def _limit_reason(self, progress: Progress) -> str | None:
@@ -1016,6 +1018,22 @@ _STATES = {state.value for state in TransferState}
 _FAILED_POLL_S = 1.0
 
 
+#: phases of a transfer before its copy (a tuned one's optimizer has not chosen yet)
+_BEFORE_COPY = frozenset({"scheduled", "queued", "stat", "sync-check", "look-up"})
+
+
+def _tuner_chooses(
+    memo: Any, progress: Progress | None, state: TransferState, size: int | None
+) -> bool | None:
+    """True for a tuned transfer whose optimizer has not chosen yet: asked for (its
+    start memo, or the ``progress`` query), nothing chosen, not begun copying, not
+    ended, and not too small to be tuned (:data:`staccato.tuning.MIN_TUNED_BYTES`)."""
+    asked = bool(memo.get("tuning")) or (progress is not None and progress.tuned)
+    waiting = progress is None or (progress.tuning is None and progress.phase in _BEFORE_COPY)
+    small = size is not None and size < MIN_TUNED_BYTES
+    return True if asked and waiting and state not in _TERMINAL and not small else None
+
+
 def _cleanup_note(where: str | None, retried: str | None) -> str:
     """``status``' note of a failed run still removing its partial data: where that
     is, and the clean-up's last retried attempt (``attempt 3: connection refused``)."""
@@ -1165,6 +1183,7 @@ def _waiting_status(
         reason=reason,
         runs_as=runs_as,
         starts_at=starts_at,
+        tuner_chooses=True if memo.get("tuning") else None,
     )
 
 

@@ -217,7 +217,7 @@ def start_body(request: TransferRequest, *, task_queue: str) -> dict[str, Any]:
         run_fields.TRANSFER_TYPE,
         request,
         task_queue=task_queue,
-        memo=run_fields.memo(request),
+        memo=run_fields.start_memo(request),
         search_attributes=run_fields.search_attributes(request, TransferState.scheduled),
         summary=run_fields.summary(request),
         priority={"priorityKey": request.options.priority},

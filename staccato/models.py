@@ -853,6 +853,10 @@ class Progress(BaseModel):
     #: a failed transfer still removing its partial data (its run goes on until that
     #: is done, holding the destination): where that data is
     cleanup: str | None = None
+    #: a tuned transfer (``options.tuning``): the optimizer chooses streams and chunk
+    #: size as the copy starts (``streams`` and ``chunk_size`` above are the defaults
+    #: until then)
+    tuned: bool = False
 
 
 class TransferStatus(BaseModel):
@@ -888,6 +892,11 @@ class TransferStatus(BaseModel):
         cleanup: a ``failed`` transfer whose run still removes its partial data (the
             temp file, the multipart upload: where, and the clean-up's last retried
             attempt): the run holds the destination until that is done; None otherwise.
+        tuner_chooses: True for a tuned transfer (no ``--streams`` nor
+            ``--chunk-size``) that has not begun copying: the per-link optimizer
+            chooses streams and chunk size then, so ``streams`` and ``chunk_size`` are
+            only the defaults it may start from; None otherwise (``tuning`` then shows
+            its choice once made).
     """
 
     kind: str = "transfer"
@@ -919,6 +928,7 @@ class TransferStatus(BaseModel):
     read_from_reason: str | None = None
     started_at: str | None = None
     cleanup: str | None = None
+    tuner_chooses: bool | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         """Plain dict with the enum as text."""

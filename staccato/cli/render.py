@@ -127,6 +127,10 @@ def status_lines(s: TransferStatus) -> list[str]:
             key, shown = "staging rate", units.rate(value)
         elif key == "eta_s":
             key, shown = "eta", units.duration(value)
+        elif key == "tuner_chooses":
+            continue  # said on the streams and chunk_size lines
+        elif key in ("streams", "chunk_size") and s.tuner_chooses:
+            shown = "chosen by the tuner as the copy starts (per-link optimizer)"
         elif key == "chunk_size":
             shown = units.size(value)
         elif key == "tuning" and s.tuning is not None:

@@ -327,7 +327,10 @@ class TransferWorkflow:
         self._lanes = options.streams
         self._retry_for = timedelta(seconds=options.retry_for_s)
         self._progress = Progress(
-            state=TransferState.scheduled, chunk_size=options.chunk_size, streams=options.streams
+            state=TransferState.scheduled,
+            chunk_size=options.chunk_size,
+            streams=options.streams,
+            tuned=options.tuning,
         )
         # A run started by any client or Schedule: visible to `staccato status`/`list`
         # and the UI's filters; one under an id other than its destination's transfer
