@@ -300,9 +300,9 @@ async def test_gave_up_says_failed_while_cleanup_goes_on(
     data_dir: Path,
     tmp_path: Path,
 ) -> None:
-    """sshd stopped for good mid-copy, ``cp --retry-for 5s``: once a stream gave up,
-    ``cp`` exits 1 with the give-up reason, and ``status`` (human and ``--json``) and
-    ``wait`` say failed with it, while the run still runs to remove the temp file
+    """sshd stopped for good mid-copy, ``cp -q --retry-for 5s`` (the light client's
+    wait) and a ``watch`` of it: once a stream gave up, both exit 1 with the give-up
+    reason, and ``status`` (human and ``--json``) and ``wait`` say failed with it, while the run still runs to remove the temp file
     (its clean-up retries against the dead server; ``status`` names that temp file).
     Before, all of them waited for the clean-up's ~10 attempts (about 65 s) and
     ``status`` said ``running`` meanwhile. Once sshd is back, the clean-up removes the
@@ -323,33 +323,44 @@ async def test_gave_up_says_failed_while_cleanup_goes_on(
             "TEMPORAL_ADDRESS": temporal_server.address,
             "TEMPORAL_NAMESPACE": "default",
             "STACCATO_TASK_QUEUE": worker.task_queue,
-            "STACCATO_LIGHT_CLIENT": "0",
         }
-        # paced (16 MiB/s: about 4 s in all), so sshd stops mid-copy
+        # cp -q through the light client (its HTTP wait for the end), paced (16 MiB/s:
+        # about 4 s in all) so sshd stops mid-copy; `watch` follows with the SDK's
+        # client (a status every 2 s)
         args = ["--chunk-size", "4MiB", "--streams", "2", "--retry-for", "5s"]
         cp = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "staccato.cli", "cp", *args, "--max-rate", "16MiB",
+            sys.executable, "-m", "staccato.cli", "cp", "-q", *args, "--max-rate", "16MiB",
             str(source), destination,
-            env=cli_env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env={**cli_env, "STACCATO_TEMPORAL_HTTP": temporal_server.http_address},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
+        watch: asyncio.subprocess.Process | None = None
         try:
             await _wait_for_journal(out, 2)
+            watch = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "staccato.cli", "watch", destination,
+                env={**cli_env, "STACCATO_LIGHT_CLIENT": "0"},
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
             own_server.stop()
             assert _journal_lines(out) < size // chunk, "the transfer finished before the outage"
             _, stderr = await asyncio.wait_for(cp.communicate(), GONE_FAILS_WITHIN_S)
+            _, watched = await asyncio.wait_for(watch.communicate(), GONE_FAILS_WITHIN_S)
         finally:
-            if cp.returncode is None:
-                cp.kill()
-                await cp.wait()
+            for process in (cp, watch):
+                if process is not None and process.returncode is None:
+                    process.kill()
+                    await process.wait()
         errors = stderr.decode()
         print(errors)
         transfer = transfer_id(destination)
         handle = client.temporal.get_workflow_handle(transfer)
         # cp ended while the run still removes the partial data (sshd is still down)
         assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING, errors
-        assert cp.returncode == 1, errors
-        assert "gave up: the copy_stream step kept failing" in errors, errors
-        assert "cleanup: the temp file " in errors, errors
+        for process, said in ((cp, errors), (watch, watched.decode())):
+            assert process.returncode == 1, said
+            assert "gave up: the copy_stream step kept failing" in said, said
+            assert "cleanup: the temp file " in said, said
         status = await client.status(transfer)
         assert status.state == TransferState.failed, status
         assert status.error and "gave up: the copy_stream step" in status.error, status
