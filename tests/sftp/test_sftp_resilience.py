@@ -383,6 +383,11 @@ async def test_gave_up_says_failed_while_cleanup_goes_on(
         )  # fmt: skip
         assert re.search(r"^state +failed$", human.stdout, re.M), human.stdout
         assert re.search(r"^cleanup +the temp file .*still being removed", human.stdout, re.M)
+        # list --state failed lists it too (a running run whose StaccatoState is failed)
+        listed: list[str] = []
+        while transfer not in listed:
+            assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+            listed = [row.id for row in await client.list(state=TransferState.failed)]
         assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
         assert leftovers(out), "the partial data was removed with sshd down"
         # sshd back: the clean-up's next attempt removes the temp file and journal
