@@ -583,11 +583,9 @@ class StaccatoClient:
                 rate = rate_sum
             if state == TransferState.failed:
                 # failed; the run goes on only to remove the partial data (its clean-up
-                # retries against a server that may be down): that is said apart, as
-                # the clean-up's and not the transfer's retries; the bytes moved are
-                # those the run wrote into its memo as it failed
-                cleanup = _cleanup_note(progress.cleanup if progress else None, last_retry)
-                last_retry = next_attempt = None
+                # may retry against a server that is down: ``last_retry_error`` then
+                # says so); the bytes moved are those the run wrote into its memo
+                cleanup = _cleanup_note(progress.cleanup if progress else None)
                 bytes_done = max(bytes_done, int(memo.get("bytes_done") or 0))
         else:
             state = (
@@ -927,7 +925,7 @@ class StaccatoClient:
                     continue
                 current = await asked
                 yield current
-                if current.state in _TERMINAL:
+                if final(current):
                     return
                 await asyncio.wait({ended}, timeout=interval_s)
         finally:
@@ -977,10 +975,10 @@ class StaccatoClient:
     async def _result_or_failed(
         self, handle: WorkflowHandle[Any, Any], *, follow_runs: bool = True
     ) -> TransferResult | TransferStatus:
-        """The run's result once it completes, or its status as soon as it has failed
-        while it still runs to remove its partial data (state ``failed`` in its
-        search attribute, read by a describe every :data:`_FAILED_POLL_S` seconds: no
-        worker needed, no history added).
+        """The run's result once it completes, or its status once it has failed while
+        it still runs to remove its partial data and that clean-up's first attempt
+        failed (state ``failed`` in its search attribute, read by a describe every
+        :data:`_FAILED_POLL_S` seconds, then its status: :func:`final`).
 
         Raises:
             WorkflowFailureError: the run ended failed or cancelled.
@@ -1000,14 +998,15 @@ class StaccatoClient:
 
     async def _failed_while_running(self, handle: WorkflowHandle[Any, Any]) -> TransferStatus:
         """Wait until the run ``handle`` names records state ``failed`` while it
-        still runs (its clean-up goes on); its status then."""
+        still runs and its status is :func:`final` (the clean-up's first attempt
+        failed: it goes on in the run); that status."""
         while True:
             description = await handle.describe()
             if description.status != WorkflowExecutionStatus.RUNNING:
                 await asyncio.Event().wait()  # ended: the result tells
             if description.typed_search_attributes.get(sa.STATE) == TransferState.failed.value:
                 found = await self._status(handle, description)
-                if found.state == TransferState.failed:
+                if found.state == TransferState.failed and final(found):
                     return found
             await asyncio.sleep(_FAILED_POLL_S)
 
@@ -1034,12 +1033,25 @@ def _tuner_chooses(
     return True if asked and waiting and state not in _TERMINAL and not small else None
 
 
-def _cleanup_note(where: str | None, retried: str | None) -> str:
-    """``status``' note of a failed run still removing its partial data: where that
-    is, and the clean-up's last retried attempt (``attempt 3: connection refused``)."""
-    what = where or "the partial data"
-    note = f"{what} is still being removed (the run ends once that is done)"
-    return f"{note}; {retried}" if retried else note
+def _cleanup_note(where: str | None) -> str:
+    """``status``' note of a failed run still removing its partial data: where that is."""
+    return f"{where or 'the partial data'} is still being removed (the run ends once that is done)"
+
+
+def final(status: TransferStatus) -> bool:
+    """Whether ``status`` is a transfer's last word for a waiting client: it ended, or
+    it failed and its run, still removing the partial data, either has nothing left
+    to remove or saw the clean-up's first attempt fail (``last_retry_error``: its
+    server may be down for long; the clean-up goes on in the run). A clean-up still in
+    its first attempt is waited for, so that in the usual case a failed ``cp`` leaves
+    no temp data behind when it exits."""
+    if status.state not in _TERMINAL:
+        return False
+    return not (
+        status.state == TransferState.failed
+        and status.cleanup is not None
+        and status.last_retry_error is None
+    )
 
 
 #: what concurrent.futures says when a worker's activity process died mid-call

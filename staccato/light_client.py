@@ -209,6 +209,15 @@ def _start_body(
     }
 
 
+def _cleanup_settled(description: dict[str, Any]) -> bool:
+    """Whether a failed run's clean-up (its pending ``cleanup`` activity, in a
+    DescribeWorkflowExecution answer) is over or has failed its first attempt."""
+    for pending in description.get("pendingActivities") or []:
+        if (pending.get("activityType") or {}).get("name") == "cleanup":
+            return int(pending.get("attempt") or 1) > 1 or bool(pending.get("lastFailure"))
+    return True
+
+
 def start_body(request: TransferRequest, *, task_queue: str) -> dict[str, Any]:
     """The body of the StartWorkflowExecution call that starts ``request``'s
     canonical run, field for field what :func:`staccato.starts.start_or_attach` has
@@ -413,8 +422,9 @@ class LightClient:
 
     async def _failed_while_running(self, workflow_id: str, run_id: str) -> None:
         """Return once the run records state ``failed`` (search attribute
-        StaccatoState) while it still runs to remove its partial data (a describe
-        every second); never while it runs otherwise, nor when a call fails."""
+        StaccatoState) while it still runs to remove its partial data, and that
+        clean-up is not in its first attempt (:func:`staccato.client.final`'s rule; a
+        describe every second); never while it runs otherwise, nor when a call fails."""
         while True:
             info: dict[str, Any] = {}
             try:
@@ -433,7 +443,7 @@ class LightClient:
             except (HTTPAPIError, OSError, ValueError, TypeError, TimeoutError):
                 state = None
             running = info.get("status") == "WORKFLOW_EXECUTION_STATUS_RUNNING"
-            if running and state == TransferState.failed.value:
+            if running and state == TransferState.failed.value and _cleanup_settled(answer):
                 return
             if not running and state is not None:
                 await asyncio.Event().wait()  # ended: the close event tells

@@ -60,6 +60,8 @@ def progress_text(s: TransferStatus) -> str:
         left = None if s.bytes_total is None else s.bytes_total - s.staged_bytes
         eta = units.eta(left, rate) if left is not None else None
         text = "staging " + units.progress(s.staged_bytes, s.bytes_total, rate, eta)
+    if s.state.value in _ENDED:  # a failed run's clean-up retrying: said apart
+        return text
     return f"{text} {retry_note(s)}" if s.last_retry_error else text
 
 
