@@ -889,9 +889,10 @@ class TransferStatus(BaseModel):
         kind: ``"transfer"`` (a dataset's status says ``"dataset"``, a group's ``"group"``).
         started_at: when this run started (ISO 8601, UTC, ``2026-12-02T18:07:03.250Z``);
             ``list`` orders every kind newest first by it. None when not known.
-        cleanup: a ``failed`` transfer whose run still removes its partial data (the
-            temp file, the multipart upload: where, and the clean-up's last retried
-            attempt): the run holds the destination until that is done; None otherwise.
+        cleanup: a ``failed`` transfer whose run still removes its partial data: where
+            it is (the temp file, the multipart upload); the run holds the destination
+            until that is done, and ``last_retry_error`` says why the clean-up retries;
+            None otherwise.
         tuner_chooses: True for a tuned transfer (no ``--streams`` nor
             ``--chunk-size``) that has not begun copying: the per-link optimizer
             chooses streams and chunk size then, so ``streams`` and ``chunk_size`` are
