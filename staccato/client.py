@@ -94,6 +94,7 @@ from staccato.run_fields import DATASET_TYPE, TRANSFER_TYPE
 from staccato.starts import STARTED_BY, front_id, start_front, start_or_attach
 from staccato.submissions import Submission, destination_transfer_id, make_request
 from staccato.submissions import completed_status as _completed_status
+from staccato.tuning import MIN_TUNED_BYTES
 from staccato.urls import parse_url, resolve_local_directory
 from staccato.workflows import search_attributes as sa
 
@@ -505,9 +506,14 @@ class StaccatoClient:
             bytes_total = int(total) if total is not None else None
         in_segments: dict[int, int] = dict(progress.partial) if progress else {}
         rate: float | None = None
+        cleanup: str | None = None
         last_retry: str | None = None
         next_attempt: str | None = None
         error: str | None = progress.error if progress else None
+        if error is None and status == WorkflowExecutionStatus.RUNNING:
+            # failed, still removing its partial data, and no worker answered: the
+            # reason its memo holds (runs of 0.19 and later)
+            error = memo.get("error") if isinstance(memo.get("error"), str) else None
         checksum = progress.checksum if progress else None
         staged_bytes: int | None = None
         staging_rate: float | None = None
@@ -575,6 +581,12 @@ class StaccatoClient:
             stopping = description.raw_description.workflow_extended_info.cancel_requested
             if state == TransferState.running and not stopping:
                 rate = rate_sum
+            if state == TransferState.failed:
+                # failed; the run goes on only to remove the partial data (its clean-up
+                # may retry against a server that is down: ``last_retry_error`` then
+                # says so); the bytes moved are those the run wrote into its memo
+                cleanup = _cleanup_note(progress.cleanup if progress else None)
+                bytes_done = max(bytes_done, int(memo.get("bytes_done") or 0))
         else:
             state = (
                 _STATUS_STATES.get(status, TransferState.failed) if status else TransferState.failed
@@ -629,6 +641,8 @@ class StaccatoClient:
             sync_level=progress.up_to_date if progress else None,
             read_from=progress.read_from if progress else None,
             read_from_reason=progress.read_from_reason if progress else None,
+            cleanup=cleanup,
+            tuner_chooses=_tuner_chooses(memo, progress, state, bytes_total),
         )
 
     async def _limit_reason(self, progress: Progress) -> str | None:
@@ -911,7 +925,7 @@ class StaccatoClient:
                     continue
                 current = await asked
                 yield current
-                if current.state in _TERMINAL:
+                if final(current):
                     return
                 await asyncio.wait({ended}, timeout=interval_s)
         finally:
@@ -931,9 +945,12 @@ class StaccatoClient:
         run_id = self.submitted_run(transfer)
         handle = await self._handle(transfer, run_id)
         try:
-            return _completed_status(handle.id, await handle.result())
+            early = await self._result_or_failed(handle)
         except Exception:  # failed, cancelled, or the wait broke: the status says which
             return await self.status(handle.id, run_id=run_id)
+        if isinstance(early, TransferStatus):
+            return early
+        return _completed_status(handle.id, early)
 
     async def wait(self, transfer: str) -> TransferResult:
         """Wait for the transfer to end.
@@ -947,13 +964,96 @@ class StaccatoClient:
         run_id = self.submitted_run(transfer)
         handle = await self._handle(transfer, run_id)
         try:
-            return await handle.result(follow_runs=False)
+            ended = await self._result_or_failed(handle, follow_runs=False)
         except WorkflowFailureError:
             current = await self.status(handle.id, run_id=run_id)
             raise TransferFailedError(current.error or "failed", current.state) from None
+        if isinstance(ended, TransferStatus):  # failed; its clean-up goes on
+            raise TransferFailedError(ended.error or "failed", ended.state)
+        return ended
+
+    async def _result_or_failed(
+        self, handle: WorkflowHandle[Any, Any], *, follow_runs: bool = True
+    ) -> TransferResult | TransferStatus:
+        """The run's result once it completes, or its status once it has failed while
+        it still runs to remove its partial data and that clean-up's first attempt
+        failed (state ``failed`` in its search attribute, read by a describe every
+        :data:`_FAILED_POLL_S` seconds, then its status: :func:`final`).
+
+        Raises:
+            WorkflowFailureError: the run ended failed or cancelled.
+        """
+        result = asyncio.ensure_future(handle.result(follow_runs=follow_runs))
+        failed = asyncio.ensure_future(self._failed_while_running(handle))
+        try:
+            await asyncio.wait({result, failed}, return_when=asyncio.FIRST_COMPLETED)
+            if result.done() or not failed.done() or failed.exception() is not None:
+                return await result  # type: ignore[no-any-return]
+            return failed.result()
+        finally:
+            for task in (result, failed):
+                if not task.done():
+                    task.cancel()
+            await asyncio.gather(result, failed, return_exceptions=True)
+
+    async def _failed_while_running(self, handle: WorkflowHandle[Any, Any]) -> TransferStatus:
+        """Wait until the run ``handle`` names records state ``failed`` while it
+        still runs and its status is :func:`final` (the clean-up's first attempt
+        failed: it goes on in the run); that status."""
+        while True:
+            description = await handle.describe()
+            if description.status != WorkflowExecutionStatus.RUNNING:
+                await asyncio.Event().wait()  # ended: the result tells
+            if description.typed_search_attributes.get(sa.STATE) == TransferState.failed.value:
+                found = await self._status(handle, description)
+                if found.state == TransferState.failed and final(found):
+                    return found
+            await asyncio.sleep(_FAILED_POLL_S)
 
 
 _STATES = {state.value for state in TransferState}
+#: seconds between two looks (a describe each) for a run that has failed but still
+#: removes its partial data (:meth:`StaccatoClient._result_or_failed`)
+_FAILED_POLL_S = 1.0
+
+
+#: phases of a transfer before its copy (a tuned one's optimizer has not chosen yet)
+_BEFORE_COPY = frozenset({"scheduled", "queued", "stat", "sync-check", "look-up"})
+
+
+def _tuner_chooses(
+    memo: Any, progress: Progress | None, state: TransferState, size: int | None
+) -> bool | None:
+    """True for a tuned transfer whose optimizer has not chosen yet: asked for (its
+    start memo, or the ``progress`` query), nothing chosen, not begun copying, not
+    ended, and not too small to be tuned (:data:`staccato.tuning.MIN_TUNED_BYTES`)."""
+    asked = bool(memo.get("tuning")) or (progress is not None and progress.tuned)
+    waiting = progress is None or (progress.tuning is None and progress.phase in _BEFORE_COPY)
+    small = size is not None and size < MIN_TUNED_BYTES
+    return True if asked and waiting and state not in _TERMINAL and not small else None
+
+
+def _cleanup_note(where: str | None) -> str:
+    """``status``' note of a failed run still removing its partial data: where that is."""
+    return f"{where or 'the partial data'} is still being removed (the run ends once that is done)"
+
+
+def final(status: TransferStatus) -> bool:
+    """Whether ``status`` is a transfer's last word for a waiting client: it ended, or
+    it failed and its run, still removing the partial data, either has nothing left
+    to remove or saw the clean-up's first attempt fail (``last_retry_error``: its
+    server may be down for long; the clean-up goes on in the run). A clean-up still in
+    its first attempt is waited for, so that in the usual case a failed ``cp`` leaves
+    no temp data behind when it exits."""
+    if status.state not in _TERMINAL:
+        return False
+    return not (
+        status.state == TransferState.failed
+        and status.cleanup is not None
+        and status.last_retry_error is None
+    )
+
+
 #: what concurrent.futures says when a worker's activity process died mid-call
 _POOL_BROKEN = "process pool was terminated abruptly"
 
@@ -1095,6 +1195,7 @@ def _waiting_status(
         reason=reason,
         runs_as=runs_as,
         starts_at=starts_at,
+        tuner_chooses=True if memo.get("tuning") else None,
     )
 
 

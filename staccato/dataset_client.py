@@ -54,6 +54,7 @@ from staccato.datasets.models import (
     DatasetResult,
     DatasetState,
     DatasetStatus,
+    DestinationStatus,
     FanOutBatchCheckpoint,
     FileFailure,
 )
@@ -789,6 +790,7 @@ async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
     # a large file's transfer (or group) in flight: the bytes it copied so far (a
     # dataset of a few large files showed 0 B until the first one ended)
     done_bytes += sum(c.bytes for c in children)
+    rows = [DestinationStatus.model_validate(d.model_dump()) for d in progress.destinations or []]
     if state == DatasetState.running:  # the batches' heartbeats: files done in flight
         for pending in description.raw_description.pending_activities:
             kind = pending.activity_type.name
@@ -809,6 +811,8 @@ async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
             done_bytes += details.bytes + getattr(details, "bytes_moving", 0)
             if details.current:
                 current.append(details.current)
+            if isinstance(details, FanOutBatchCheckpoint):
+                _add_batch_roots(rows, details)
     if progress.bytes_listed:  # bytes moving of files listed: never past the total
         done_bytes = min(done_bytes, max(progress.bytes_listed, progress.bytes_done))
     # since the dataset's start until now: ``progress.now`` is the workflow's clock,
@@ -856,11 +860,36 @@ async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
             "error": error or progress.error,
             "failures": progress.failures,
             "queued_reason": progress.queued_reason,
-            "destinations": progress.destinations,
+            "destinations": rows if progress.destinations is not None else None,
             "last_retry_error": retrying,
             "paused_transfers": paused or None,
         }
     )
+
+
+def _add_batch_roots(rows: list[DestinationStatus], batch: FanOutBatchCheckpoint) -> None:
+    """Add a running batch's per-root counts (its heartbeat details) to the rows of
+    the roots, and name the roots it waits for: those with deferred files, with the
+    root's last transient error and since when (``down_since``; workers before 0.19.0
+    did not record it)."""
+    by_root = {row.destination: row for row in rows}
+    waiting: dict[int, int] = {}
+    for _, target in batch.deferred:
+        waiting[target] = waiting.get(target, 0) + 1
+    for index, counts in enumerate(batch.destinations):
+        row = by_root.get(counts.destination)
+        if row is None:
+            continue
+        row.files_done += counts.files_done
+        row.files_skipped += counts.files_skipped
+        row.files_failed += counts.files_failed
+        row.bytes_done += counts.bytes_done
+        if index in waiting:
+            row.files_waiting = (row.files_waiting or 0) + waiting[index]
+            row.unreachable = batch.reasons.get(str(index)) or row.unreachable
+            since = batch.down_since.get(str(index))
+            if since and (row.unreachable_since is None or since < row.unreachable_since):
+                row.unreachable_since = since
 
 
 async def _filters_note(

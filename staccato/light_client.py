@@ -209,6 +209,15 @@ def _start_body(
     }
 
 
+def _cleanup_settled(description: dict[str, Any]) -> bool:
+    """Whether a failed run's clean-up (its pending ``cleanup`` activity, in a
+    DescribeWorkflowExecution answer) is over or has failed its first attempt."""
+    for pending in description.get("pendingActivities") or []:
+        if (pending.get("activityType") or {}).get("name") == "cleanup":
+            return int(pending.get("attempt") or 1) > 1 or bool(pending.get("lastFailure"))
+    return True
+
+
 def start_body(request: TransferRequest, *, task_queue: str) -> dict[str, Any]:
     """The body of the StartWorkflowExecution call that starts ``request``'s
     canonical run, field for field what :func:`staccato.starts.start_or_attach` has
@@ -217,7 +226,7 @@ def start_body(request: TransferRequest, *, task_queue: str) -> dict[str, Any]:
         run_fields.TRANSFER_TYPE,
         request,
         task_queue=task_queue,
-        memo=run_fields.memo(request),
+        memo=run_fields.start_memo(request),
         search_attributes=run_fields.search_attributes(request, TransferState.scheduled),
         summary=run_fields.summary(request),
         priority={"priorityKey": request.options.priority},
@@ -397,8 +406,48 @@ class LightClient:
         the runs it continues as, as ``WorkflowHandle.result`` does); its status when
         it completed, None when it ended otherwise or the wait failed (the SDK's
         client then tells: :meth:`StaccatoClient.outcome`)."""
-        result = await self._result(workflow_id, run_id, TransferResult)
+        waited = asyncio.ensure_future(self._result(workflow_id, run_id, TransferResult))
+        failed = asyncio.ensure_future(self._failed_while_running(workflow_id, run_id))
+        try:
+            await asyncio.wait({waited, failed}, return_when=asyncio.FIRST_COMPLETED)
+            if not waited.done():
+                return None  # failed, its clean-up goes on: the SDK's client tells
+            result = waited.result()
+        finally:
+            for task in (waited, failed):
+                if not task.done():
+                    task.cancel()
+            await asyncio.gather(waited, failed, return_exceptions=True)
         return None if result is None else completed_status(workflow_id, result)
+
+    async def _failed_while_running(self, workflow_id: str, run_id: str) -> None:
+        """Return once the run records state ``failed`` (search attribute
+        StaccatoState) while it still runs to remove its partial data, and that
+        clean-up is not in its first attempt (:func:`staccato.client.final`'s rule; a
+        describe every second); never while it runs otherwise, nor when a call fails."""
+        while True:
+            info: dict[str, Any] = {}
+            try:
+                answer = await asyncio.wait_for(
+                    self.call(
+                        "GET",
+                        self._path("workflows", workflow_id),
+                        query={"execution.runId": run_id},
+                    ),
+                    CALL_TIMEOUT_S,
+                )
+                info = answer.get("workflowExecutionInfo") or {}
+                fields = (info.get("searchAttributes") or {}).get("indexedFields") or {}
+                payload = fields.get(run_fields.STATE) or {}
+                state = json.loads(base64.b64decode(payload.get("data") or "") or b"null")
+            except (HTTPAPIError, OSError, ValueError, TypeError, TimeoutError):
+                state = None
+            running = info.get("status") == "WORKFLOW_EXECUTION_STATUS_RUNNING"
+            if running and state == TransferState.failed.value and _cleanup_settled(answer):
+                return
+            if not running and state is not None:
+                await asyncio.Event().wait()  # ended: the close event tells
+            await asyncio.sleep(1.0)
 
     async def dataset_completed(self, workflow_id: str, run_id: str) -> DatasetStatus | None:
         """Wait for the dataset's run ``run_id`` of ``workflow_id`` to end (following

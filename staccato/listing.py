@@ -57,12 +57,17 @@ def _transfer_state(state: str) -> str:
     """The visibility condition of a transfer run that may show ``state``. A closed
     run shows the state of its execution status, whatever its StaccatoState last said
     (a front run cancelled before its delayed start never ran to set it: it stays
-    ``scheduled``); a running run shows its StaccatoState. The rows read are checked
+    ``scheduled``); a running run shows its StaccatoState (``failed`` too: a failed
+    transfer's run goes on while it removes its partial data). The rows read are checked
     against ``state`` again (a run may have moved on since)."""
     closed = _CLOSED_STATUSES.get(state)
+    running = f"StaccatoState = '{state}' AND ExecutionStatus = 'Running'"
     if closed is None:
-        return f"StaccatoState = '{state}' AND ExecutionStatus = 'Running'"
-    return "(" + " OR ".join(f"ExecutionStatus = '{status}'" for status in closed) + ")"
+        return running
+    ended = [f"ExecutionStatus = '{status}'" for status in closed]
+    if state == "failed":  # failed, its run still removing the partial data
+        ended.append(f"({running})")
+    return "(" + " OR ".join(ended) + ")"
 
 
 def _query(types: Sequence[str], transfer_state: str | None) -> str:

@@ -850,6 +850,13 @@ class Progress(BaseModel):
     read_from: str | None = None
     #: why (the copy matched its record; or why no copy was used)
     read_from_reason: str | None = None
+    #: a failed transfer still removing its partial data (its run goes on until that
+    #: is done, holding the destination): where that data is
+    cleanup: str | None = None
+    #: a tuned transfer (``options.tuning``): the optimizer chooses streams and chunk
+    #: size as the copy starts (``streams`` and ``chunk_size`` above are the defaults
+    #: until then)
+    tuned: bool = False
 
 
 class TransferStatus(BaseModel):
@@ -882,6 +889,15 @@ class TransferStatus(BaseModel):
         kind: ``"transfer"`` (a dataset's status says ``"dataset"``, a group's ``"group"``).
         started_at: when this run started (ISO 8601, UTC, ``2026-12-02T18:07:03.250Z``);
             ``list`` orders every kind newest first by it. None when not known.
+        cleanup: a ``failed`` transfer whose run still removes its partial data: where
+            it is (the temp file, the multipart upload); the run holds the destination
+            until that is done, and ``last_retry_error`` says why the clean-up retries;
+            None otherwise.
+        tuner_chooses: True for a tuned transfer (no ``--streams`` nor
+            ``--chunk-size``) that has not begun copying: the per-link optimizer
+            chooses streams and chunk size then, so ``streams`` and ``chunk_size`` are
+            only the defaults it may start from; None otherwise (``tuning`` then shows
+            its choice once made).
     """
 
     kind: str = "transfer"
@@ -912,6 +928,8 @@ class TransferStatus(BaseModel):
     read_from: str | None = None
     read_from_reason: str | None = None
     started_at: str | None = None
+    cleanup: str | None = None
+    tuner_chooses: bool | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         """Plain dict with the enum as text."""

@@ -58,6 +58,19 @@ def memo(request: TransferRequest) -> dict[str, Any]:
     }
 
 
+def start_memo(request: TransferRequest) -> dict[str, Any]:
+    """The memo a client starts a transfer's run with: :func:`memo`, and ``tuning``:
+    True for a tuned transfer (no ``--streams`` nor ``--chunk-size``), so ``status``
+    of one that has not begun says the optimizer chooses both instead of showing the
+    defaults it starts from (left out otherwise: an untuned run's memo is as before;
+    runs that workflows start, a fan-out's or dataset's, carry no such key: their
+    status learns it from the ``progress`` query)."""
+    started = memo(request)
+    if request.options.tuning:
+        started["tuning"] = True
+    return started
+
+
 def summary(request: TransferRequest) -> str:
     """The UI's one-line summary: ``SOURCE -> DESTINATION`` (at most 200 characters)."""
     return f"{request.source} -> {request.destination}"[:200]

@@ -93,7 +93,7 @@ async def start_or_attach(
     """
     workflow_id = transfer_id(request.destination)
     request_hash = request.request_hash()
-    run_memo = sa.memo(request)
+    run_memo = sa.start_memo(request)
     if started_by:
         run_memo[STARTED_BY] = started_by
     try:
@@ -165,7 +165,7 @@ async def start_front(
         id=workflow_id,
         task_queue=task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-        memo=sa.memo(request),
+        memo=sa.start_memo(request),
         search_attributes=search_attributes(request, TransferState.scheduled),
         static_summary=summary(request),
         start_delay=start_delay,

@@ -15,6 +15,7 @@ twice, or equal to the source, exits 2 naming it.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -25,8 +26,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.client import WorkflowExecutionStatus
 
 from staccato.client import StaccatoClient
+from staccato.dataset_client import (
+    await_dataset_end,
+    cancel_dataset,
+    dataset_status,
+    submit_dataset,
+)
 from staccato.dataset_requests import make_dataset_request
 from staccato.datasets.models import DatasetState
 from staccato.errors import InvalidURLError
@@ -265,6 +273,81 @@ def test_a_dead_root_fails_alone_naming_it(
     lines = failures.stdout.splitlines()
     assert len(lines) == len(files), failures.stdout
     assert all(line.split("\t")[1] == dead_root for line in lines), failures.stdout
+
+
+async def test_status_names_the_root_a_batch_waits_for_and_counts_the_other(
+    temporal_server,
+    fan_client: StaccatoClient,
+    fan_worker: WorkerProcess,
+    env: dict[str, str],
+    data_dir: Path,
+) -> None:
+    """A tree of small files (one batch) to a local root and an SFTP root whose server
+    is down (nothing listens on its port: connection refused), ``--retry-for 90s``:
+    while the batch retries the down root, ``status`` (the client's, ``--json`` and
+    the human lines) names that root with its last error and since when, and the local
+    root's row counts its files copied, all before the batch ends. Before, no root
+    was named and the local root read 0 copied until the batch's end (90 s later)."""
+    local = data_dir / "tree"
+    files = make_tree(local, small=8)
+    good = data_dir / "good"
+    dead = f"sftp://nobody@127.0.0.1:{free_port()}/{data_dir}/dead"
+    options = TransferOptions(chunk_size=1 * MiB, streams=2, retry_for_s=90)
+    dataset = await submit_dataset(
+        fan_client, str(local), [str(good), dead], options, small_file_max=SMALL_FILE_MAX
+    )
+    handle = fan_client.temporal.get_workflow_handle(dataset)
+    cli = {"address": temporal_server.address, "task_queue": fan_worker.task_queue, "env": env}
+    try:
+        seen = None
+        started = False  # the batch was seen pending
+        while True:
+            description = await handle.describe()
+            batches = [
+                p
+                for p in description.raw_description.pending_activities
+                if p.activity_type.name == "copy_batch_to_many"
+            ]
+            status = await dataset_status(fan_client, dataset)
+            rows = {row.destination: row for row in status.destinations or []}
+            (dead_root,) = [r for r in rows if r.startswith("sftp://")]
+            # (getattr: the rows of the old code had no such field)
+            named = getattr(rows[dead_root], "unreachable", None)
+            if rows[f"file://{good}"].files_done == len(files) and named:
+                seen = status
+                break
+            # the batch is under way until it gives up on the root (--retry-for)
+            assert status.state == DatasetState.running, status
+            assert not (started and not batches), (
+                f"the batch ended before status named the down root: {status}"
+            )
+            started = started or bool(batches)
+            await asyncio.sleep(0.5)
+        down = rows[dead_root]
+        print(f"while the batch waits: {seen.destinations}")
+        assert "connection refused" in (down.unreachable or ""), down
+        assert down.unreachable_since is not None and down.files_waiting == len(files), down
+        assert down.files_done == 0 and rows[f"file://{good}"].unreachable is None, rows
+        # the same through the CLI, while the batch still waits for the root
+        shown = run_cli("status", "--json", dataset, **cli)
+        data = json.loads(shown.stdout)
+        as_json = {row["destination"]: row for row in data["destinations"]}
+        assert "connection refused" in as_json[dead_root]["unreachable"], data
+        assert as_json[dead_root]["unreachable_since"] == down.unreachable_since, data
+        assert "unreachable" not in as_json[f"file://{good}"], data
+        assert as_json[f"file://{good}"]["files_done"] == len(files), data
+        human = run_cli("status", dataset, **cli).stdout
+        assert re.search(
+            rf"^ +unreachable since {re.escape(down.unreachable_since)} \({len(files)} files "
+            r"wait; the other roots go on\): .*connection refused",
+            human,
+            re.M,
+        ), human
+        assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+    finally:
+        await cancel_dataset(fan_client, dataset)
+        await await_dataset_end(fan_client, dataset)
+    assert tree(good) == tree(local)
 
 
 @pytest.mark.parametrize("case", ["twice", "source"])

@@ -16,10 +16,13 @@ SIZE = 80 * MiB  # above the smallest object the optimizer tunes (64 MiB)
 LINK = "file://,file://"
 
 
-def _status(temporal_server: Any, worker: WorkerProcess, destination: Path) -> dict[str, Any]:
+def _status(
+    temporal_server: Any, worker: WorkerProcess | dict[str, str], destination: Path
+) -> dict[str, Any]:
+    queue = worker["task_queue"] if isinstance(worker, dict) else worker.task_queue
     shown = run_cli(
         "status", str(destination), "--json",
-        address=temporal_server.address, task_queue=worker.task_queue,
+        address=temporal_server.address, task_queue=queue,
     )  # fmt: skip
     assert shown.returncode == 0, shown.stderr
     status: dict[str, Any] = json.loads(shown.stdout)
@@ -88,3 +91,32 @@ def test_user_streams_or_tuning_off_are_not_tuned(
     assert off.returncode == 0, off.stderr
     status = _status(temporal_server, worker, data_dir / "off.bin")
     assert status["tuning"] is None and status["streams"] == 4
+
+
+def test_status_of_a_tuned_transfer_not_begun_says_the_tuner_chooses(
+    temporal_server: Any, data_dir: Path
+) -> None:
+    """``submit`` without --streams and --chunk-size to a task queue no worker polls:
+    the transfer has not begun, and ``status`` says the optimizer chooses streams and
+    chunk size (before: ``streams 4`` and ``chunk_size 16.0 MiB``, the defaults it only
+    starts from); with --streams given, status shows the numbers asked for."""
+    args = {"address": temporal_server.address, "task_queue": f"no-worker-{time.time_ns()}"}
+    source = data_dir / "src.bin"
+    write_random(source, 1 * MiB, seed=16)
+    for destination, given in (("tuned.bin", []), ("given.bin", ["--streams", "3"])):
+        submitted = run_cli("submit", *given, str(source), str(data_dir / destination), **args)
+        assert submitted.returncode == 0, submitted.stderr
+    tuned = _status(temporal_server, args, data_dir / "tuned.bin")
+    assert tuned["state"] == "scheduled" and tuned["tuner_chooses"] is True, tuned
+    human = run_cli("status", str(data_dir / "tuned.bin"), **args).stdout
+    chosen = "chosen by the tuner as the copy starts (per-link optimizer)"
+    assert f"streams            {chosen}\n" in human, human
+    assert f"chunk_size         {chosen}\n" in human, human
+    assert "tuner_chooses" not in human, human
+    given = _status(temporal_server, args, data_dir / "given.bin")
+    assert given["tuner_chooses"] is None and given["streams"] == 3, given
+    human = run_cli("status", str(data_dir / "given.bin"), **args).stdout
+    assert "streams            3\n" in human and "chunk_size         16.0 MiB\n" in human
+    for destination in ("tuned.bin", "given.bin"):
+        cancelled = run_cli("cancel", str(data_dir / destination), **args)
+        assert cancelled.returncode == 0, cancelled.stderr

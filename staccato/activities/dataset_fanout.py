@@ -473,6 +473,7 @@ def _count(
         else:
             state.deferred.append([index, target])
             state.reasons[str(target)] = why
+            state.down_since.setdefault(str(target), _now())
             continue
         kind = file_class((kind, outcome))
     if any(i == index for i, _ in state.deferred):
@@ -485,6 +486,17 @@ def _count(
         state.bytes += entry.size
     else:
         state.skipped += 1
+
+
+def _now() -> str:
+    """Now, ISO 8601 UTC (``2026-12-05T02:07:03Z``)."""
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _forget_recovered(state: FanOutBatchCheckpoint) -> None:
+    """Drop the ``down_since`` of the roots no pair of which is deferred any more."""
+    waiting = {str(target) for _, target in state.deferred}
+    state.down_since = {t: at for t, at in state.down_since.items() if t in waiting}
 
 
 def _deferred_rounds(
@@ -511,6 +523,7 @@ def _deferred_rounds(
                 )
             for index, end in sorted(by_file.items()):
                 _count(request, state, index, end)
+            _forget_recovered(state)
             beat(force=True)
             return
         until = time.monotonic() + wait_s
@@ -529,6 +542,7 @@ def _deferred_rounds(
             # the pairs leave the checkpoint only now, with their outcomes counted
             state.deferred = [pair for pair in state.deferred if pair[0] != index]
             _count(request, state, index, end)
+            _forget_recovered(state)
         beat(force=True)
 
 

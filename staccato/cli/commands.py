@@ -520,6 +520,9 @@ def _exit_for(final: TransferStatus, quiet: bool = False) -> None:
         if final.tuning is not None:
             typer.echo(f"tuned: {render.tuning_text(final.tuning, ended=True)}", err=True)
         return
+    if final.cleanup:  # the run goes on to remove the partial data
+        retrying = f"; {render.retry_note(final)}" if final.last_retry_error else ""
+        typer.echo(f"cleanup: {final.cleanup}{retrying}", err=True)
     fail(f"transfer {final.id} {final.state.value}: {final.error or final.state.value}")
 
 

@@ -348,7 +348,12 @@ def progress_text(s: DatasetStatus) -> str:
             paused = f"; waits for paused transfer {ids} (staccato resume {ids})"
         else:
             paused = f"; waits for paused transfers {ids} (staccato resume each)"
-    return ", ".join(parts) + (f", {rate}" if rate else "") + eta + paused
+    down = "".join(
+        f"; {d.destination} {unreachable_text(d.model_dump())}"
+        for d in s.destinations or []
+        if d.unreachable and not ended
+    )
+    return ", ".join(parts) + (f", {rate}" if rate else "") + eta + paused + down
 
 
 async def follow(client: StaccatoClient, dataset: str, *, quiet: bool) -> DatasetStatus:
@@ -513,7 +518,18 @@ def status_lines(s: DatasetStatus, failures: bool) -> list[str]:
             f"{row['files_skipped']} up to date, {row['files_failed']} failed, "
             f"{render.size(row['bytes_done'])}"
         )
+        if row.get("unreachable"):
+            lines.append(f"{'':18}   {unreachable_text(row)}")
     return lines
+
+
+def unreachable_text(row: dict[str, Any]) -> str:
+    """A root a batch waits for: ``unreachable since 2026-12-05T02:07:03Z (3 files
+    wait; the other roots go on): <its last error>``."""
+    since = f" since {row['unreachable_since']}" if row.get("unreachable_since") else ""
+    waiting = row.get("files_waiting")
+    files = f"{units.counted(waiting, 'file')} wait; " if waiting else ""
+    return f"unreachable{since} ({files}the other roots go on): {row['unreachable']}"
 
 
 def bytes_total_unknown(s: DatasetStatus) -> str:

@@ -60,6 +60,8 @@ def progress_text(s: TransferStatus) -> str:
         left = None if s.bytes_total is None else s.bytes_total - s.staged_bytes
         eta = units.eta(left, rate) if left is not None else None
         text = "staging " + units.progress(s.staged_bytes, s.bytes_total, rate, eta)
+    if s.state.value in _ENDED:  # a failed run's clean-up retrying: said apart
+        return text
     return f"{text} {retry_note(s)}" if s.last_retry_error else text
 
 
@@ -127,6 +129,10 @@ def status_lines(s: TransferStatus) -> list[str]:
             key, shown = "staging rate", units.rate(value)
         elif key == "eta_s":
             key, shown = "eta", units.duration(value)
+        elif key == "tuner_chooses":
+            continue  # said on the streams and chunk_size lines
+        elif key in ("streams", "chunk_size") and s.tuner_chooses:
+            shown = "chosen by the tuner as the copy starts (per-link optimizer)"
         elif key == "chunk_size":
             shown = units.size(value)
         elif key == "tuning" and s.tuning is not None:

@@ -500,6 +500,27 @@ class DatasetResult(_Lean):
     bytes_listed: int | None = None
 
 
+class DestinationStatus(DestinationCounts, _Lean):
+    """A destination root's row of a dataset's status (several roots): its counts,
+    and, while a batch waits for that root to come back (its server down, every write
+    to it failing transiently), why.
+
+    Attributes:
+        files_done, bytes_done: also count what the batches in flight copied to it.
+        unreachable: the root's last transient error while a batch retries it (its
+            files there wait; the other roots go on); None otherwise (left out of the
+            JSON).
+        unreachable_since: when a batch first found it so (ISO 8601, UTC).
+        files_waiting: the files that wait for it in the batches in flight.
+    """
+
+    _lean = ("unreachable", "unreachable_since", "files_waiting")
+
+    unreachable: str | None = None
+    unreachable_since: str | None = None
+    files_waiting: int | None = None
+
+
 class DatasetStatus(_Lean):
     """What ``staccato status --json`` prints for a dataset.
 
@@ -560,7 +581,16 @@ class DatasetStatus(_Lean):
     #: several destination roots: files done / skipped / failed and bytes per root
     #: (``files_*`` above then count files: failed at some root, up to date at every
     #: root, else done; ``bytes_done`` the source bytes of the files done)
-    destinations: list[DestinationCounts] | None = None
+    destinations: list[DestinationStatus] | None = None
+
+    @field_validator("destinations", mode="before")
+    @classmethod
+    def _rows(cls, value: Any) -> Any:
+        """A result's or the progress query's counts (:class:`DestinationCounts`) as rows."""
+        if isinstance(value, list):
+            return [v.model_dump() if type(v) is DestinationCounts else v for v in value]
+        return value
+
     #: several destination roots: every root, in the request's order (``destination``
     #: above is the first, kept for readers of one root)
     destination_roots: list[str] | None = None
@@ -679,6 +709,10 @@ class FanOutBatchCheckpoint(FanOutBatchResult):
     deferred: list[list[int]] = Field(default_factory=list)
     partial: dict[str, str] = Field(default_factory=dict)
     reasons: dict[str, str] = Field(default_factory=dict)
+    #: root index (text) -> when its pairs were first deferred (ISO 8601, UTC), while
+    #: some of them are (``status`` names the root, its last error and since when);
+    #: empty from workers before 0.19.0
+    down_since: dict[str, str] = Field(default_factory=dict)
 
 
 class TargetsInput(BaseModel):

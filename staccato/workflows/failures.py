@@ -19,7 +19,7 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, ValidationError
 
     from staccato import errors
-    from staccato.models import Checkpoint, TransferRequest
+    from staccato.models import Checkpoint, TransferRequest, WriteSession
 
 # failure types the workflow acts on (ApplicationError.type, from staccato.errors)
 WRITE_SESSION_LOST = errors.WriteSessionLostError.TYPE
@@ -136,6 +136,15 @@ def gave_up_message(step: str, retry_for: timedelta, last_error: str, *, allowan
         f"passed (--retry-for {duration(retry_for)} without progress{extra}; "
         f"no attempt starts after it); last error: {last_error}"
     )
+
+
+def partial_data(session: WriteSession) -> str:
+    """Where a write session's partial data is, in words: ``the multipart upload ID of
+    s3://b/k`` or ``the temp file /dir/.f.staccato-... beside sftp://h/dir/f`` (no
+    secret: a canonical URL and the session id, a temp path or an upload id)."""
+    if session.url.startswith("s3://"):
+        return f"the multipart upload {session.session_id} of {session.url}"
+    return f"the temp file {session.session_id} beside {session.url}"
 
 
 def duration(span: timedelta) -> str:

@@ -11,9 +11,18 @@ from __future__ import annotations
 from temporalio.common import SearchAttributeKey
 
 from staccato import run_fields
-from staccato.run_fields import MAX_KEYWORD_CHARS, keyword, memo
+from staccato.run_fields import MAX_KEYWORD_CHARS, keyword, memo, start_memo
 
-__all__ = ["ALL", "DESTINATION", "MAX_KEYWORD_CHARS", "SOURCE", "STATE", "keyword", "memo"]
+__all__ = [
+    "ALL",
+    "DESTINATION",
+    "MAX_KEYWORD_CHARS",
+    "SOURCE",
+    "STATE",
+    "keyword",
+    "memo",
+    "start_memo",
+]
 
 SOURCE = SearchAttributeKey.for_keyword(run_fields.SOURCE)
 DESTINATION = SearchAttributeKey.for_keyword(run_fields.DESTINATION)

@@ -134,6 +134,7 @@ from staccato.workflows.failures import (
     WRITE_SESSION_LOST,
     decode_request,
     gave_up_message,
+    partial_data,
     reason,
     reason_type,
     stream_moved_on,
@@ -224,6 +225,13 @@ END_BYTES_MEMO_PATCH = "end-bytes-memo"
 #: failed with that attempt's error (seen: "stream attempt stopped before writing",
 #: a pause at load 19)
 PAUSED_STREAM_ENDED_PATCH = "paused-stream-ended"
+#: a permanent failure (a step gave up, a permanent error) before publish sets the
+#: state ``failed`` with its reason (search attribute, memo ``error``) before the write
+#: session's clean-up runs, instead of after it: ``status`` says failed and ``cp`` and
+#: ``wait`` end at once, while the clean-up (up to 10 attempts, ~65 s against a dead
+#: server) goes on in the same run (``Progress.cleanup`` says where); a marker event
+#: and a memo update per failed run that opened a write session
+FAILED_BEFORE_CLEANUP_PATCH = "failed-before-cleanup"
 RECORD_TUNING = "record_link_tuning"
 #: the tuning activities are best effort: a worker without them runs the fixed defaults
 _TUNING_RETRY = RetryPolicy(maximum_attempts=3, maximum_interval=timedelta(seconds=2))
@@ -319,7 +327,10 @@ class TransferWorkflow:
         self._lanes = options.streams
         self._retry_for = timedelta(seconds=options.retry_for_s)
         self._progress = Progress(
-            state=TransferState.scheduled, chunk_size=options.chunk_size, streams=options.streams
+            state=TransferState.scheduled,
+            chunk_size=options.chunk_size,
+            streams=options.streams,
+            tuned=options.tuning,
         )
         # A run started by any client or Schedule: visible to `staccato status`/`list`
         # and the UI's filters; one under an id other than its destination's transfer
@@ -440,11 +451,23 @@ class TransferWorkflow:
                 await self._cleanup(self._session)
                 self._set_state(TransferState.cancelled)
                 raise asyncio.CancelledError() from None
-            if not self._published:
-                await self._cleanup(self._session)
             message = self._gave_up(err) or reason(err)
-            self._progress.error = message
-            self._set_state(TransferState.failed)
+            session = None if self._published else self._session
+            if session is not None and workflow.patched(FAILED_BEFORE_CLEANUP_PATCH):
+                # failed from now on (status, cp, wait say so with the reason); the
+                # removal of the partial data, which may retry against a dead server
+                # for a minute, goes on with the run (it still holds the destination)
+                self._progress.error = message
+                self._progress.cleanup = partial_data(session)
+                workflow.upsert_memo({"error": message})
+                self._set_state(TransferState.failed)
+                await self._cleanup_after_failure(session)
+                self._progress.cleanup = None
+            else:
+                if not self._published:
+                    await self._cleanup(self._session)
+                self._progress.error = message
+                self._set_state(TransferState.failed)
             raise ApplicationError(message, type=reason_type(err), non_retryable=True) from None
         finally:
             # every ending gives the slots back (no command when none are held; no
@@ -1344,6 +1367,21 @@ class TransferWorkflow:
             return
         self._set_phase("cleanup")
         await self._best_effort("cleanup", session, 10, f"cleanup of {session.url}")
+
+    async def _cleanup_after_failure(self, session: WriteSession) -> None:
+        """:meth:`_cleanup` of a run that has failed already (state ``failed``), to its
+        end: a cancel request meanwhile is ignored, so the run ends failed with its
+        reason (what ``status`` already says), never cancelled."""
+        task = asyncio.ensure_future(self._cleanup(session))
+        while not task.done():
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                workflow.logger.warning(
+                    "cancel requested while the failed transfer removes its partial data: "
+                    "it ends failed once that is done"
+                )
+        await task
 
     async def _best_effort(self, activity: str, arg: Any, attempts: int, what: str) -> None:
         """Run a short ``activity`` with up to ``attempts`` tries (10 s apart at most);

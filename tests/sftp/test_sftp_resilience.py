@@ -20,18 +20,23 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 
 from staccato.client import StaccatoClient
 from staccato.errors import TransferFailedError
-from staccato.models import TransferOptions
-from tests.helpers import MiB, WorkerProcess, leftovers, sha256_file, write_random
+from staccato.ids import transfer_id
+from staccato.models import TransferOptions, TransferState
+from tests.helpers import MiB, WorkerProcess, leftovers, run_cli, sha256_file, write_random
 from tests.servers.sshd import SshdServer
 from tests.sftp.conftest import _started
 
@@ -286,6 +291,117 @@ async def test_sshd_gone_fails_soon_after_retry_for(
     assert "gave up: the copy_stream step kept failing" in message, message
     # given up by the stream itself: not the deadline with the attempt's allowance
     assert "--retry-for 5 s without progress;" in message, message
+
+
+async def test_gave_up_says_failed_while_cleanup_goes_on(
+    temporal_server,
+    own_server: SshdServer,
+    env_worker_env: dict[str, str],
+    data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """sshd stopped for good mid-copy, ``cp -q --retry-for 5s`` (the light client's
+    wait) and a ``watch`` of it: once a stream gave up, both exit 1 with the give-up
+    reason, and ``status`` (human and ``--json``) and ``wait`` say failed with it, while the run still runs to remove the temp file
+    (its clean-up retries against the dead server; ``status`` names that temp file).
+    Before, all of them waited for the clean-up's ~10 attempts (about 65 s) and
+    ``status`` said ``running`` meanwhile. Once sshd is back, the clean-up removes the
+    temp file and journal, and the run ends failed."""
+    _trust(own_server, env_worker_env)
+    size, chunk = 64 * MiB, 4 * MiB
+    source = data_dir / "src.bin"
+    write_random(source, size, seed=27)
+    out = data_dir / "out"
+    out.mkdir()
+    destination = own_server.url(str(out / "gone.bin"))
+    with WorkerProcess(
+        temporal_server.address, processes=2, env=env_worker_env, log_dir=tmp_path
+    ) as worker:
+        client = await _client(temporal_server, worker.task_queue)
+        cli_env = {
+            **os.environ,
+            "TEMPORAL_ADDRESS": temporal_server.address,
+            "TEMPORAL_NAMESPACE": "default",
+            "STACCATO_TASK_QUEUE": worker.task_queue,
+        }
+        # cp -q through the light client (its HTTP wait for the end), paced (16 MiB/s:
+        # about 4 s in all) so sshd stops mid-copy; `watch` follows with the SDK's
+        # client (a status every 2 s)
+        args = ["--chunk-size", "4MiB", "--streams", "2", "--retry-for", "5s"]
+        cp = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "staccato.cli", "cp", "-q", *args, "--max-rate", "16MiB",
+            str(source), destination,
+            env={**cli_env, "STACCATO_TEMPORAL_HTTP": temporal_server.http_address},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        watch: asyncio.subprocess.Process | None = None
+        try:
+            await _wait_for_journal(out, 2)
+            watch = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "staccato.cli", "watch", destination,
+                env={**cli_env, "STACCATO_LIGHT_CLIENT": "0"},
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            own_server.stop()
+            assert _journal_lines(out) < size // chunk, "the transfer finished before the outage"
+            _, stderr = await asyncio.wait_for(cp.communicate(), GONE_FAILS_WITHIN_S)
+            _, watched = await asyncio.wait_for(watch.communicate(), GONE_FAILS_WITHIN_S)
+        finally:
+            for process in (cp, watch):
+                if process is not None and process.returncode is None:
+                    process.kill()
+                    await process.wait()
+        errors = stderr.decode()
+        print(errors)
+        transfer = transfer_id(destination)
+        handle = client.temporal.get_workflow_handle(transfer)
+        # cp ended while the run still removes the partial data (sshd is still down)
+        assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING, errors
+        for process, said in ((cp, errors), (watch, watched.decode())):
+            assert process.returncode == 1, said
+            assert "gave up: the copy_stream step kept failing" in said, said
+            assert "cleanup: the temp file " in said and "retrying: attempt " in said, said
+        status = await client.status(transfer)
+        assert status.state == TransferState.failed, status
+        assert status.error and "gave up: the copy_stream step" in status.error, status
+        assert status.cleanup and ".staccato-part" in status.cleanup, status
+        assert "still being removed" in status.cleanup, status
+        assert status.rate_bytes_per_s is None, status
+        # the clean-up's retries against the dead server
+        assert "attempt " in (status.last_retry_error or ""), status
+        assert "connection refused" in (status.last_retry_error or ""), status
+        with pytest.raises(TransferFailedError) as failure:
+            await client.wait(transfer)
+        assert "gave up: the copy_stream step" in str(failure.value)
+        shown = await asyncio.to_thread(
+            run_cli, "status", "--json", transfer, address=temporal_server.address,
+            task_queue=worker.task_queue, env={"STACCATO_LIGHT_CLIENT": "0"},
+        )  # fmt: skip
+        as_json = json.loads(shown.stdout)
+        assert as_json["state"] == "failed", shown.stdout
+        assert "gave up" in as_json["error"] and ".staccato-part" in as_json["cleanup"]
+        human = await asyncio.to_thread(
+            run_cli, "status", transfer, address=temporal_server.address,
+            task_queue=worker.task_queue, env={"STACCATO_LIGHT_CLIENT": "0"},
+        )  # fmt: skip
+        assert re.search(r"^state +failed$", human.stdout, re.M), human.stdout
+        assert re.search(r"^cleanup +the temp file .*still being removed", human.stdout, re.M)
+        # list --state failed lists it too (a running run whose StaccatoState is failed)
+        listed: list[str] = []
+        while transfer not in listed:
+            assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+            listed = [row.id for row in await client.list(state=TransferState.failed)]
+        assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+        assert leftovers(out), "the partial data was removed with sshd down"
+        # sshd back: the clean-up's next attempt removes the temp file and journal
+        own_server.start()
+        with pytest.raises(WorkflowFailureError):
+            await asyncio.wait_for(handle.result(), GONE_FAILS_WITHIN_S)
+    assert leftovers(out) == []
+    assert not (out / "gone.bin").exists()
+    ended = await client.status(transfer)
+    assert ended.state == TransferState.failed and ended.cleanup is None, ended
+    assert ended.error and "gave up: the copy_stream step" in ended.error
 
 
 async def _wait_for_gave_up(client: StaccatoClient, transfer: str, within_s: float) -> None:

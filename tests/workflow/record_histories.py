@@ -90,10 +90,16 @@ Scenario = Callable[[Lab], Awaitable[str]]  # returns the transfer's workflow id
 
 
 async def _wait(client: StaccatoClient, transfer: str) -> None:
-    """Wait for the end of ``transfer`` (any outcome), at most ``WAIT_S``."""
+    """Wait for the end of ``transfer``'s run (any outcome), at most ``WAIT_S`` each
+    for its outcome and its end: a failed transfer's run goes on removing its partial
+    data after ``wait`` says failed (0.19.0), and its history is recorded whole."""
     try:
         await asyncio.wait_for(client.wait(transfer), WAIT_S)
     except TransferFailedError:
+        pass
+    try:
+        await asyncio.wait_for(client.temporal.get_workflow_handle(transfer).result(), WAIT_S)
+    except WorkflowFailureError:
         pass
 
 

@@ -10,8 +10,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from temporalio import activity
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import (
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
 
@@ -25,6 +31,7 @@ from staccato.models import (
     VerifyInput,
     VerifyMode,
 )
+from staccato.workflows import search_attributes as sa
 from tests.workflow.conftest import (
     DESTINATION,
     SIZE,
@@ -417,6 +424,46 @@ async def test_source_changed_at_second_read_fails_and_cleans_up(transfer: Start
     assert endpoint.called("publish") == []
     assert len(endpoint.called("cleanup")) == 1
     assert (await run.progress()).state == TransferState.failed
+
+
+async def test_failure_is_reported_before_its_cleanup_and_outlives_a_cancel(
+    transfer: Start,
+) -> None:
+    """A failure before publish (patch ``failed-before-cleanup``): the state is
+    ``failed`` with its reason (query, search attribute, memo) while the cleanup still
+    runs, and ``Progress.cleanup`` names the temp data; a cancel requested meanwhile
+    does not make it end cancelled: once the cleanup is done it ends failed."""
+    endpoint = Endpoint(info=ObjectInfo(size=SIZE, version="v1", reread_before_publish=True))
+    endpoint.hooks["confirm_source"] = failing(
+        "SourceChanged", "file:///source/object.bin changed during the copy"
+    )
+    release = asyncio.Event()
+
+    async def slow_cleanup(_: Any) -> None:
+        while not release.is_set():
+            activity.heartbeat()
+            await asyncio.sleep(0.02)
+
+    endpoint.hooks["cleanup"] = slow_cleanup
+    run = await transfer(endpoint)
+    await until(lambda: bool(endpoint.called("cleanup")), "the cleanup to start")
+    progress = await run.progress()
+    assert progress.state == TransferState.failed, progress
+    assert progress.error and "changed during the copy" in progress.error
+    (prepared,) = endpoint.called("prepare")
+    assert progress.cleanup and f"temp-{prepared.session_key}" in progress.cleanup, progress
+    description = await run.handle.describe()
+    assert description.status == WorkflowExecutionStatus.RUNNING
+    assert description.typed_search_attributes.get(sa.STATE) == "failed"
+    assert "changed during the copy" in (await description.memo())["error"]
+
+    await run.handle.cancel()
+    await until_processed(run.handle, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED)
+    release.set()
+    error = await failure_of(run)
+    assert isinstance(error, ApplicationError) and error.type == "SourceChanged", error
+    assert len(endpoint.called("cleanup")) == 1
+    assert endpoint.called("publish") == []
 
 
 async def test_permanent_error_fails_at_once(transfer: Start) -> None:
