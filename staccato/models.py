@@ -612,12 +612,19 @@ class StreamResult(BaseModel):
 
 
 class PrepareInput(BaseModel):
-    """Input of ``prepare``: where to write, how much, and a key unique to this run."""
+    """Input of ``prepare``: where to write, how much, and a key unique to this run.
+
+    ``make_parents``: make the destination's missing directories first, as a dataset
+    does for its files (set for a dataset's child transfer: its listing makes them
+    too, but cannot while that root is unreachable, and the child then rides the
+    outage out in ``prepare``); a lone transfer writes into an existing directory.
+    """
 
     destination: str
     size: int
     chunk_size: int
     session_key: str
+    make_parents: bool = False
 
 
 class PrepareResult(BaseModel):

@@ -79,7 +79,7 @@ from temporalio.exceptions import (
 
 with workflow.unsafe.imports_passed_through():
     from staccato import checksums, tuning, units
-    from staccato.ids import transfer_id
+    from staccato.ids import LOCK_ID_PREFIX, transfer_id
     from staccato.links import link_of, transfer_governors
     from staccato.models import (
         ConfirmSourceInput,
@@ -239,6 +239,21 @@ T = TypeVar("T")
 MAX_WRITE_SESSIONS = (
     3  # per run: a lost session (WriteSessionLostError) is copied again twice at most
 )
+
+
+def _in_a_dataset() -> bool:
+    """Whether this transfer is a large file of a dataset: its parent (one root) or
+    the root of its chain of parents (several roots: dataset, fan-out group,
+    transfer) has the datasets' id prefix (their root locks share it, but start no
+    transfers). Its ``prepare`` then makes the file's missing directories, as the
+    dataset does for its small files; a lone transfer (or a lone fan-out group's)
+    wants them there. Only an activity's input changes, not the workflow's
+    commands: no patch."""
+    info = workflow.info()
+    return any(
+        up is not None and up.workflow_id.startswith(LOCK_ID_PREFIX)
+        for up in (info.parent, info.root)
+    )
 
 
 # A start with no input or with several (any Temporal client can start this workflow)
@@ -714,6 +729,7 @@ class TransferWorkflow:
             size=info.size,
             chunk_size=options.chunk_size,
             session_key=session_key,
+            make_parents=_in_a_dataset(),
         )
         prepared: PrepareResult = await (
             self._prepare_outliving_cancel(request_prepare)
