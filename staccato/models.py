@@ -14,7 +14,14 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel as PydanticModel
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from staccato.errors import InvalidURLError
 from staccato.urls import parse_url, redact
@@ -625,6 +632,14 @@ class PrepareInput(BaseModel):
     chunk_size: int
     session_key: str
     make_parents: bool = False
+
+    @model_serializer(mode="wrap")
+    def _lean(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # left out while False: a lone transfer's payload stays as it was
+        data = handler(self)
+        if isinstance(data, dict) and data.get("make_parents") is False:
+            del data["make_parents"]
+        return data
 
 
 class PrepareResult(BaseModel):

@@ -74,7 +74,12 @@ async def _until_a_copy_met_the_down_server(
         await asyncio.sleep(0.2)
 
 
-@pytest.mark.parametrize("roots", ["one", "two"])
+@pytest.mark.parametrize(
+    ("roots", "retry_failed"),
+    # one root down fails its whole first run (its listing gives up): no file to retry
+    [("one", False), ("two", False), ("two", True)],
+    ids=["one-root", "two-roots", "two-roots-retry-failed"],
+)
 async def test_destination_root_down_at_start_is_ridden_out(
     temporal_server,
     down_server: SshdServer,
@@ -82,11 +87,15 @@ async def test_destination_root_down_at_start_is_ridden_out(
     data_dir: Path,
     tmp_path: Path,
     roots: str,
+    retry_failed: bool,
 ) -> None:
     """sshd down when the dataset starts, ``--retry-for 90s``, started once a copy
     retried against it: the dataset completes, ``sub/`` made on the server and
     ``sub/L.bin`` (a child transfer) in it, the local root (two roots) complete too.
-    Two roots failed ``sub/L.bin`` on the old code (its directory was never made)."""
+    Two roots failed ``sub/L.bin`` on the old code (its directory was never made).
+    ``retry-failed``: a first run with ``--retry-for 3s`` gives up on the down root's
+    files, then ``--retry-failed`` (the root still down) is ridden out the same way
+    (it failed the same way on the old code)."""
     known_hosts = Path(env_worker_env["STACCATO_SSH_KNOWN_HOSTS"])
     known_hosts.write_text(known_hosts.read_text() + down_server.known_hosts_path.read_text())
     source, local, remote = data_dir / "ds6", data_dir / "rA6", data_dir / "remote" / "ds6"
@@ -103,12 +112,21 @@ async def test_destination_root_down_at_start_is_ridden_out(
             target_host=temporal_server.address, namespace="default"
         )
         client.task_queue = worker.task_queue
+        target = destinations if roots == "two" else sftp_root
+        if retry_failed:
+            short = options.model_copy(update={"retry_for_s": 3})
+            first = await submit_dataset(
+                client, str(source), target, short, small_file_max=SMALL_FILE_MAX
+            )
+            failed = await wait_dataset(client, first, timeout_s=180)
+            assert failed.files_failed > 0, failed
         dataset = await submit_dataset(
             client,
             str(source),
-            destinations if roots == "two" else sftp_root,
+            target,
             options,
             small_file_max=SMALL_FILE_MAX,
+            retry_failed=retry_failed,
         )
         try:
             await _until_a_copy_met_the_down_server(client, dataset, child)
