@@ -240,6 +240,10 @@ MAX_WRITE_SESSIONS = (
     3  # per run: a lost session (WriteSessionLostError) is copied again twice at most
 )
 
+#: error types of a stream that say reading its source (a known copy) failed: it
+#: changed or vanished while read, or ended short
+_COPY_FAULTS = frozenset({"SourceChanged", "NotFound", "IncompleteRead"})
+
 
 def _in_a_dataset() -> bool:
     """Whether this transfer is a large file of a dataset: its parent (one root) or
@@ -698,15 +702,25 @@ class TransferWorkflow:
         }
 
     def _copy_failed(self, err: BaseException) -> None:
-        """A stream reading the known copy failed (it changed or vanished while read):
-        the remaining segments read the origin, and status says why."""
+        """A stream reading the known copy failed: the remaining segments read the
+        origin, and status says why. The copy is blamed only when its read failed (it
+        changed, vanished or ended short: :data:`_COPY_FAULTS`); any other failure (a
+        destination down, a stream that gave up) may be the destination's, and the
+        reason says so. Only the text differs (no command)."""
         assert self._progress is not None and self._known_copy is not None
         url, self._known_copy = self._known_copy.url, None
         self._progress.read_from = "origin"
-        self._progress.read_from_reason = (
-            f"the copy {url} failed while it was read ({reason(err)}); the rest is read "
-            "from the origin"
-        )
+        if reason_type(err) in _COPY_FAULTS:
+            self._progress.read_from_reason = (
+                f"the copy {url} failed while it was read ({reason(err)}); the rest is "
+                "read from the origin"
+            )
+        else:
+            self._progress.read_from_reason = (
+                f"a stream reading from the copy {url} failed ({reason(err)}; not "
+                "necessarily at the copy: the destination may have failed); the rest is "
+                "read from the origin"
+            )
         workflow.logger.warning("%s", self._progress.read_from_reason)
 
     async def _write(
