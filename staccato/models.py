@@ -918,8 +918,8 @@ class TransferStatus(BaseModel):
         tuner_chooses: True for a tuned transfer (no ``--streams`` nor
             ``--chunk-size``) that has not begun copying: the per-link optimizer
             chooses streams and chunk size then, so ``streams`` and ``chunk_size`` are
-            only the defaults it may start from; None otherwise (``tuning`` then shows
-            its choice once made).
+            only the defaults it may start from (null in :meth:`to_json_dict`, the
+            ``--json``); None otherwise (``tuning`` then shows its choice once made).
     """
 
     kind: str = "transfer"
@@ -954,8 +954,12 @@ class TransferStatus(BaseModel):
     tuner_chooses: bool | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
-        """Plain dict with the enum as text."""
-        return self.model_dump(mode="json")
+        """Plain dict with the enum as text; ``streams`` and ``chunk_size`` null while
+        ``tuner_chooses`` (nothing chosen yet, as a tuned schedule's JSON says)."""
+        data: dict[str, Any] = self.model_dump(mode="json")
+        if self.tuner_chooses:
+            data["streams"] = data["chunk_size"] = None
+        return data
 
 
 # -- directory and prefix listings (Driver.list_page) -----------------------------------
