@@ -14,7 +14,14 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel as PydanticModel
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from staccato.errors import InvalidURLError
 from staccato.urls import parse_url, redact
@@ -612,12 +619,27 @@ class StreamResult(BaseModel):
 
 
 class PrepareInput(BaseModel):
-    """Input of ``prepare``: where to write, how much, and a key unique to this run."""
+    """Input of ``prepare``: where to write, how much, and a key unique to this run.
+
+    ``make_parents``: make the destination's missing directories first, as a dataset
+    does for its files (set for a dataset's child transfer: its listing makes them
+    too, but cannot while that root is unreachable, and the child then rides the
+    outage out in ``prepare``); a lone transfer writes into an existing directory.
+    """
 
     destination: str
     size: int
     chunk_size: int
     session_key: str
+    make_parents: bool = False
+
+    @model_serializer(mode="wrap")
+    def _lean(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # left out while False: a lone transfer's payload stays as it was
+        data = handler(self)
+        if isinstance(data, dict) and data.get("make_parents") is False:
+            del data["make_parents"]
+        return data
 
 
 class PrepareResult(BaseModel):
@@ -896,8 +918,8 @@ class TransferStatus(BaseModel):
         tuner_chooses: True for a tuned transfer (no ``--streams`` nor
             ``--chunk-size``) that has not begun copying: the per-link optimizer
             chooses streams and chunk size then, so ``streams`` and ``chunk_size`` are
-            only the defaults it may start from; None otherwise (``tuning`` then shows
-            its choice once made).
+            only the defaults it may start from (null in :meth:`to_json_dict`, the
+            ``--json``); None otherwise (``tuning`` then shows its choice once made).
     """
 
     kind: str = "transfer"
@@ -932,8 +954,12 @@ class TransferStatus(BaseModel):
     tuner_chooses: bool | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
-        """Plain dict with the enum as text."""
-        return self.model_dump(mode="json")
+        """Plain dict with the enum as text; ``streams`` and ``chunk_size`` null while
+        ``tuner_chooses`` (nothing chosen yet, as a tuned schedule's JSON says)."""
+        data: dict[str, Any] = self.model_dump(mode="json")
+        if self.tuner_chooses:
+            data["streams"] = data["chunk_size"] = None
+        return data
 
 
 # -- directory and prefix listings (Driver.list_page) -----------------------------------

@@ -280,6 +280,41 @@ def test_failures_of_a_single_transfer_says_what_it_takes(
     assert unknown.returncode == 1 and "staccato-nosuch" in unknown.stderr, unknown.stderr
 
 
+def test_several_roots_json_names_every_root_beside_destination() -> None:
+    """A dataset to two roots: ``status --json``'s ``destination`` stays one URL, the
+    first root (the contract's key), and ``destination_roots`` (every root) comes
+    right after it, so whoever reads ``destination`` sees the second root beside it
+    (it came near the end, after the counts and failures); the human ``destination``
+    line names both; one root's JSON has no ``destination_roots``."""
+    from staccato.cli import datasets as datasets_cli
+    from staccato.datasets.models import DatasetState, DatasetStatus
+
+    one = DatasetStatus(
+        id="staccato-dataset-0123",
+        state=DatasetState.running,
+        source="file:///src",
+        destination="file:///dst",
+        files_total=2,
+        files_done=1,
+        files_skipped=0,
+        files_failed=0,
+        bytes_total=10,
+        bytes_done=5,
+        listing_done=True,
+    )
+    assert "destination_roots" not in one.to_json_dict()
+    roots = ["file:///dst", "sftp://u@h:22/other"]
+    two = one.model_copy(update={"destination_roots": roots})
+    data = two.to_json_dict()
+    keys = list(data)
+    assert data["destination"] == roots[0], data
+    assert keys[keys.index("destination") + 1] == "destination_roots", keys
+    assert data["destination_roots"] == roots, data
+    assert json.loads(json.dumps(data)) == data
+    lines = datasets_cli.status_lines(two, failures=False)
+    assert f"destination        {roots[0]} {roots[1]}" in lines, lines
+
+
 def test_dataset_status_reads_as_a_transfers_does() -> None:
     """A dataset's human ``status`` uses the units of a transfer's (it printed
     ``bytes_total 317194240``, ``rate_bytes_per_s 753715.0``, ``listing_done False``,

@@ -99,7 +99,8 @@ def test_status_of_a_tuned_transfer_not_begun_says_the_tuner_chooses(
     """``submit`` without --streams and --chunk-size to a task queue no worker polls:
     the transfer has not begun, and ``status`` says the optimizer chooses streams and
     chunk size (before: ``streams 4`` and ``chunk_size 16.0 MiB``, the defaults it only
-    starts from); with --streams given, status shows the numbers asked for."""
+    starts from), and ``--json`` has them null beside ``tuner_chooses`` (it said 4 and
+    16777216); with --streams given, status shows the numbers asked for."""
     args = {"address": temporal_server.address, "task_queue": f"no-worker-{time.time_ns()}"}
     source = data_dir / "src.bin"
     write_random(source, 1 * MiB, seed=16)
@@ -108,6 +109,8 @@ def test_status_of_a_tuned_transfer_not_begun_says_the_tuner_chooses(
         assert submitted.returncode == 0, submitted.stderr
     tuned = _status(temporal_server, args, data_dir / "tuned.bin")
     assert tuned["state"] == "scheduled" and tuned["tuner_chooses"] is True, tuned
+    # not chosen yet: null, as a tuned schedule's describe --json (they said 4, 16 MiB)
+    assert tuned["streams"] is None and tuned["chunk_size"] is None, tuned
     human = run_cli("status", str(data_dir / "tuned.bin"), **args).stdout
     chosen = "chosen by the tuner as the copy starts (per-link optimizer)"
     assert f"streams            {chosen}\n" in human, human

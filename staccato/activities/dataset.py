@@ -385,7 +385,9 @@ def _with_destinations(
                 urls.append(None)
                 continue
             except StaccatoError:
-                pass  # transient: that root's transfer retries (one root down never stops a page)
+                # transient: that root's transfer makes them in prepare (one root down
+                # never stops a page)
+                pass
         errors.append(None)
         urls.append(destination.canonical)
     update: dict[str, object] = {}

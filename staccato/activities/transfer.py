@@ -249,6 +249,10 @@ def open_write_session(request: PrepareInput) -> PrepareResult:
     check_file_roots(request.destination)
     parsed = parse_url(request.destination)
     driver = get_driver(parsed.scheme)
+    if request.make_parents:
+        # a dataset's file: its directories are the dataset's to make (its listing
+        # could not while this root was unreachable)
+        driver.make_parents(parsed)
     driver.check_destination(parsed)
     chunk_size, note = driver.adjust_chunk_size(request.size, request.chunk_size)
     smallest = -(-request.size // MAX_CHUNKS)

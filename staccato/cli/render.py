@@ -115,7 +115,7 @@ def status_lines(s: TransferStatus) -> list[str]:
     rates and times for people (``--json`` keeps the exact numbers)."""
     lines: list[str] = []
     for key, value in s.to_json_dict().items():
-        if value is None:
+        if value is None and not (key in ("streams", "chunk_size") and s.tuner_chooses):
             continue
         shown: Any = value
         if key == "bytes_total":

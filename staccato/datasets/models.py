@@ -592,7 +592,8 @@ class DatasetStatus(_Lean):
         return value
 
     #: several destination roots: every root, in the request's order (``destination``
-    #: above is the first, kept for readers of one root)
+    #: above is the first, kept for readers of one root; the JSON puts this list
+    #: right after it, the human view lists every root on its destination line)
     destination_roots: list[str] | None = None
     #: True while a cancel asked of the running dataset waits for its batches and
     #: children to stop (a frozen or dead worker's until their heartbeat timeouts and
@@ -624,9 +625,21 @@ class DatasetStatus(_Lean):
 
     def to_json_dict(self) -> dict[str, Any]:
         """Plain dict with the enum as text (a single destination's dataset without the
-        fields of several: ``destinations`` and each failure's ``destination``)."""
+        fields of several: ``destinations`` and each failure's ``destination``).
+
+        Several roots: ``destination`` stays one URL, the first root (the status JSON
+        contract's key, for readers of one root), and ``destination_roots``, every
+        root, comes right after it, so a reader of ``destination`` sees the others."""
         data: dict[str, Any] = self.model_dump(mode="json")
-        return data
+        roots = data.pop("destination_roots", None)
+        if roots is None:
+            return data
+        ordered: dict[str, Any] = {}
+        for key, value in data.items():
+            ordered[key] = value
+            if key == "destination":
+                ordered["destination_roots"] = roots
+        return ordered
 
 
 # -- several destination roots (one read of each file, written to every root) ----------

@@ -79,7 +79,7 @@ from temporalio.exceptions import (
 
 with workflow.unsafe.imports_passed_through():
     from staccato import checksums, tuning, units
-    from staccato.ids import transfer_id
+    from staccato.ids import LOCK_ID_PREFIX, transfer_id
     from staccato.links import link_of, transfer_governors
     from staccato.models import (
         ConfirmSourceInput,
@@ -239,6 +239,25 @@ T = TypeVar("T")
 MAX_WRITE_SESSIONS = (
     3  # per run: a lost session (WriteSessionLostError) is copied again twice at most
 )
+
+#: error types of a stream that say reading its source (a known copy) failed: it
+#: changed or vanished while read, or ended short
+_COPY_FAULTS = frozenset({"SourceChanged", "NotFound", "IncompleteRead"})
+
+
+def _in_a_dataset() -> bool:
+    """Whether this transfer is a large file of a dataset: its parent (one root) or
+    the root of its chain of parents (several roots: dataset, fan-out group,
+    transfer) has the datasets' id prefix (their root locks share it, but start no
+    transfers). Its ``prepare`` then makes the file's missing directories, as the
+    dataset does for its small files; a lone transfer (or a lone fan-out group's)
+    wants them there. Only an activity's input changes, not the workflow's
+    commands: no patch."""
+    info = workflow.info()
+    return any(
+        up is not None and up.workflow_id.startswith(LOCK_ID_PREFIX)
+        for up in (info.parent, info.root)
+    )
 
 
 # A start with no input or with several (any Temporal client can start this workflow)
@@ -683,15 +702,25 @@ class TransferWorkflow:
         }
 
     def _copy_failed(self, err: BaseException) -> None:
-        """A stream reading the known copy failed (it changed or vanished while read):
-        the remaining segments read the origin, and status says why."""
+        """A stream reading the known copy failed: the remaining segments read the
+        origin, and status says why. The copy is blamed only when its read failed (it
+        changed, vanished or ended short: :data:`_COPY_FAULTS`); any other failure (a
+        destination down, a stream that gave up) may be the destination's, and the
+        reason says so. Only the text differs (no command)."""
         assert self._progress is not None and self._known_copy is not None
         url, self._known_copy = self._known_copy.url, None
         self._progress.read_from = "origin"
-        self._progress.read_from_reason = (
-            f"the copy {url} failed while it was read ({reason(err)}); the rest is read "
-            "from the origin"
-        )
+        if reason_type(err) in _COPY_FAULTS:
+            self._progress.read_from_reason = (
+                f"the copy {url} failed while it was read ({reason(err)}); the rest is "
+                "read from the origin"
+            )
+        else:
+            self._progress.read_from_reason = (
+                f"a stream reading from the copy {url} failed ({reason(err)}; not "
+                "necessarily at the copy: the destination may have failed); the rest is "
+                "read from the origin"
+            )
         workflow.logger.warning("%s", self._progress.read_from_reason)
 
     async def _write(
@@ -714,6 +743,7 @@ class TransferWorkflow:
             size=info.size,
             chunk_size=options.chunk_size,
             session_key=session_key,
+            make_parents=_in_a_dataset(),
         )
         prepared: PrepareResult = await (
             self._prepare_outliving_cancel(request_prepare)

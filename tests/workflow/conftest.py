@@ -384,14 +384,35 @@ async def transfer(
         options: TransferOptions = OPTIONS,
         request: Any = None,
         args: list[Any] | None = None,
+        known_copy: KnownCopy | None = None,
     ) -> Run:
+        """``known_copy``: what the look-ups find (default: no copy recorded)."""
         task_queue = f"wf-{uuid.uuid4().hex[:12]}"
+        lookups: Callable[..., Any] = no_start_lookups
+        copies: Callable[..., Any] = no_known_copies
+        if known_copy is not None:
+            found = known_copy
+
+            @activity.defn(name="look_up_start")
+            async def lookups(request: StartLookupInput) -> StartLookup:
+                return StartLookup(
+                    recall=None
+                    if request.link is None
+                    else TuningRecall(memory_budget=tuning.DEFAULT_MEMORY_BUDGET),
+                    known_copy=None if request.known_copy is None else found,
+                    governors=[],
+                )
+
+            @activity.defn(name="find_known_copy")
+            async def copies(request: KnownCopyInput) -> KnownCopy:
+                return found
+
         worker = Worker(
             env.client,
             task_queue=task_queue,
             workflows=[TransferWorkflow],
             # the start lookups run first as a local activity on the workflow's worker
-            activities=[*endpoint.activities(), no_start_lookups],
+            activities=[*endpoint.activities(), lookups],
             # a cancel reaches a heartbeating test activity within ~0.1 s
             max_heartbeat_throttle_interval=timedelta(milliseconds=100),
             default_heartbeat_throttle_interval=timedelta(milliseconds=100),
@@ -399,7 +420,7 @@ async def transfer(
         control = Worker(
             env.client,
             task_queue=control_queue(task_queue),
-            activities=[no_governors, no_known_copies, no_start_lookups],
+            activities=[no_governors, copies, lookups],
         )
         workers.extend([worker, control])
         runs.extend([asyncio.create_task(worker.run()), asyncio.create_task(control.run())])

@@ -567,3 +567,54 @@ async def test_cancel_that_comes_with_prepares_result_cleans_up_its_session(
     assert cleaned.session_id == f"temp-{prepared[-1].session_key}"
     assert endpoint.called("copy_stream") == []
     assert (await run.progress()).state == TransferState.cancelled
+
+
+#: a verified copy the look-ups find (its record's checksum is the data's)
+KNOWN = "file:///copies/object.bin"
+
+
+@pytest.mark.parametrize(
+    ("error_type", "message", "blamed"),
+    [
+        # the destination went down and the stream gave up: not the copy's fault
+        ("RetryableError", "gave up: cannot connect to 127.0.0.1:2622", False),
+        # the copy changed while it was read: its fault
+        ("SourceChanged", f"source changed: {KNOWN} is being modified", True),
+    ],
+    ids=["destination-down", "copy-changed"],
+)
+async def test_a_failed_stream_blames_the_known_copy_only_when_its_read_failed(
+    transfer: Start, error_type: str, message: str, blamed: bool
+) -> None:
+    """Segment 0's stream, reading the known copy, fails once: the rest is read from
+    the origin either way, and ``read_from_reason`` says the copy failed only when
+    the error is the copy's (changed, gone, short); a destination's failure (a
+    stream that gave up on a down SFTP server) said ``the copy ... failed while it
+    was read`` before, blaming a local copy that never failed."""
+    from staccato.models import KnownCopy
+
+    failed: list[int] = []
+
+    async def stream(request: StreamInput) -> Any:
+        if request.source == KNOWN and request.segment.index == 0 and not failed:
+            failed.append(0)
+            raise ApplicationError(message, type=error_type, non_retryable=True)
+        return None
+
+    endpoint = Endpoint(hooks={"copy_stream": stream})
+    copy = KnownCopy(
+        url=KNOWN,
+        info=ObjectInfo(size=SIZE, version="copy-v1"),
+        checksum="crc32c:" + segment_checksum(0, SIZE),
+        reason="a verified copy",
+    )
+    run = await transfer(endpoint, known_copy=copy)
+    result = await run.handle.result()
+    assert failed, "no stream read the known copy"
+    assert result.read_from == "origin", result
+    why = result.read_from_reason or ""
+    print(why)
+    assert KNOWN in why and message in why and "read from the origin" in why, why
+    assert ("the copy " + KNOWN + " failed while it was read" in why) is blamed, why
+    if not blamed:
+        assert "not necessarily at the copy" in why, why

@@ -1,0 +1,140 @@
+"""A dataset whose SFTP destination root is down when it starts and comes back while it
+runs (``--retry-for`` longer than the outage): the outage is ridden out and every file
+lands, also a large file (a child transfer) in a subdirectory the server did not have.
+
+Before, with two roots (a local one and the SFTP one), the listing's attempt to make
+the large file's directories on the down server failed and was let go (one root down
+never stops a page), and the child transfer, once the server was back, failed:
+``destination directory .../sub does not exist ...; create it first``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from staccato.client import StaccatoClient
+from staccato.dataset_client import submit_dataset
+from staccato.datasets.models import DatasetState
+from staccato.ids import transfer_id
+from staccato.models import TransferOptions
+from tests.dataset_checks import tree, wait_dataset
+from tests.helpers import MiB, WorkerProcess, at_rest, write_random
+from tests.servers.sshd import SshdServer
+from tests.sftp.conftest import _started
+
+SMALL_FILE_MAX = 1 * MiB
+
+
+@pytest.fixture
+def down_server(
+    sshd_server: SshdServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SshdServer]:
+    """A server of its own (only the worker under test connects to it), stopped: the
+    test starts it."""
+    server = _started(SshdServer(tmp_path_factory.mktemp("sshd-down")), sshd_server)
+    server.stop()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _source(root: Path) -> dict[str, int]:
+    files = {"a.bin": 1000, "sub/L.bin": 3 * MiB + 1}
+    for seed, (name, size) in enumerate(files.items()):
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_random(path, size, seed=seed + 60)
+        at_rest(path)
+    return files
+
+
+async def _until_a_copy_met_the_down_server(
+    client: StaccatoClient, dataset: str, child: str, timeout_s: float = 120
+) -> None:
+    """Until the dataset's listing or the large file's child transfer (to the down
+    root) has failed an attempt against the server (bounded by ``timeout_s``)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for workflow_id in (dataset, child):
+            try:
+                described = await client.temporal.get_workflow_handle(workflow_id).describe()
+            except Exception:  # the child is not started yet
+                continue
+            for pending in described.raw_description.pending_activities:
+                if pending.attempt >= 2:
+                    print(f"{pending.activity_type.name} of {workflow_id} retries")
+                    return
+        assert time.monotonic() < deadline, "no copy tried the down server"
+        await asyncio.sleep(0.2)
+
+
+@pytest.mark.parametrize(
+    ("roots", "retry_failed"),
+    # one root down fails its whole first run (its listing gives up): no file to retry
+    [("one", False), ("two", False), ("two", True)],
+    ids=["one-root", "two-roots", "two-roots-retry-failed"],
+)
+async def test_destination_root_down_at_start_is_ridden_out(
+    temporal_server,
+    down_server: SshdServer,
+    env_worker_env: dict[str, str],
+    data_dir: Path,
+    tmp_path: Path,
+    roots: str,
+    retry_failed: bool,
+) -> None:
+    """sshd down when the dataset starts, ``--retry-for 90s``, started once a copy
+    retried against it: the dataset completes, ``sub/`` made on the server and
+    ``sub/L.bin`` (a child transfer) in it, the local root (two roots) complete too.
+    Two roots failed ``sub/L.bin`` on the old code (its directory was never made).
+    ``retry-failed``: a first run with ``--retry-for 3s`` gives up on the down root's
+    files, then ``--retry-failed`` (the root still down) is ridden out the same way
+    (it failed the same way on the old code)."""
+    known_hosts = Path(env_worker_env["STACCATO_SSH_KNOWN_HOSTS"])
+    known_hosts.write_text(known_hosts.read_text() + down_server.known_hosts_path.read_text())
+    source, local, remote = data_dir / "ds6", data_dir / "rA6", data_dir / "remote" / "ds6"
+    _source(source)
+    (data_dir / "remote").mkdir()
+    sftp_root = down_server.url(str(remote))
+    destinations = [str(local), sftp_root] if roots == "two" else [sftp_root]
+    child = transfer_id(f"{sftp_root}/sub/L.bin")
+    options = TransferOptions(chunk_size=1 * MiB, streams=2, retry_for_s=90)
+    with WorkerProcess(
+        temporal_server.address, processes=2, env=env_worker_env, log_dir=tmp_path
+    ) as worker:
+        client = await StaccatoClient.connect(
+            target_host=temporal_server.address, namespace="default"
+        )
+        client.task_queue = worker.task_queue
+        target = destinations if roots == "two" else sftp_root
+        if retry_failed:
+            short = options.model_copy(update={"retry_for_s": 3})
+            first = await submit_dataset(
+                client, str(source), target, short, small_file_max=SMALL_FILE_MAX
+            )
+            failed = await wait_dataset(client, first, timeout_s=180)
+            assert failed.files_failed > 0, failed
+        dataset = await submit_dataset(
+            client,
+            str(source),
+            target,
+            options,
+            small_file_max=SMALL_FILE_MAX,
+            retry_failed=retry_failed,
+        )
+        try:
+            await _until_a_copy_met_the_down_server(client, dataset, child)
+        finally:
+            down_server.start()
+        status = await wait_dataset(client, dataset, timeout_s=180)
+    assert status.state == DatasetState.completed, status.failures
+    expected = tree(source)
+    assert tree(remote) == expected
+    if roots == "two":
+        assert tree(local) == expected
