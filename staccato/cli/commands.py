@@ -692,7 +692,9 @@ async def _dataset_at_root(client: StaccatoClient, destination: str) -> str | No
 def cancel(transfer: TransferArg) -> None:
     """Cancel a transfer, a dataset (cp -r) or a fan-out group (TRANSFER: its id; a
     transfer also by its destination, a dataset by its destination root): temp data is removed, an existing destination is left as it was (a dataset's files
-    already copied stay; a group cancels every destination)."""
+    already copied stay; a group cancels every destination). A transfer that failed
+    already and only removes its partial data: that clean-up stops, the run ends
+    failed, and this says what was left behind."""
     _control(transfer, "cancel", "cancel requested")
 
 
