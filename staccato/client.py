@@ -642,6 +642,7 @@ class StaccatoClient:
             read_from=progress.read_from if progress else None,
             read_from_reason=progress.read_from_reason if progress else None,
             cleanup=cleanup,
+            left_behind=(memo["left_behind"] if isinstance(memo.get("left_behind"), str) else None),
             tuner_chooses=_tuner_chooses(memo, progress, state, bytes_total),
         )
 
@@ -763,9 +764,19 @@ class StaccatoClient:
         )
         return [row for row in rows if isinstance(row, TransferStatus)]
 
-    async def cancel(self, transfer: str) -> None:
+    async def cancel(self, transfer: str) -> str | None:
         """Cancel a transfer (or a dataset): streams stop, temp data is removed, the
         destination is untouched.
+
+        A transfer that failed already and whose run only removes its partial data
+        (state ``failed``, ``cleanup`` set) is not cancelled but ends failed at once:
+        the cancel stops that clean-up, and the run records what it left
+        (``left_behind``). This waits (``_CANCEL_CLEANUP_WAIT_S`` s at most) for that
+        run to end.
+
+        Returns:
+            None for a plain cancel request; for a failed transfer's clean-up, what
+            happened (stopped, and what was left; or removed meanwhile).
 
         Raises:
             TransferNotFoundError: no such workflow.
@@ -773,7 +784,35 @@ class StaccatoClient:
         """
         handle = await self._handle(transfer)
         await self._require(handle, kinds=(TRANSFER_TYPE, DATASET_TYPE, GROUP_TYPE), named=transfer)
+        description = await handle.describe()
+        failed = (
+            description.workflow_type == TRANSFER_TYPE
+            and description.typed_search_attributes.get(sa.STATE) == TransferState.failed.value
+        )
         await handle.cancel()
+        if not failed:
+            return None
+        # a failed run removing its partial data: the cancel stops that; wait for its end
+        try:
+            await asyncio.wait_for(handle.result(), _CANCEL_CLEANUP_WAIT_S)
+        except TimeoutError:
+            return (
+                f"the failed transfer {handle.id} was asked to stop removing its partial "
+                "data; it has not ended yet (no worker running it?): `staccato status "
+                f"{handle.id}` says what it leaves once it ends"
+            )
+        except Exception:  # noqa: BLE001 - it ends failed (that is its outcome)
+            pass
+        ended = await self.status(handle.id)
+        if ended.left_behind:
+            return (
+                f"the failed transfer {handle.id} stopped removing its partial data and "
+                f"ended failed; left behind: {ended.left_behind}"
+            )
+        return (
+            f"the failed transfer {handle.id} ended failed; its partial data was removed "
+            "(nothing left behind)"
+        )
 
     async def pause(self, transfer: str) -> bool:
         """Pause a running transfer (streams stop where they are); idempotent.
@@ -1031,6 +1070,10 @@ def _tuner_chooses(
     waiting = progress is None or (progress.tuning is None and progress.phase in _BEFORE_COPY)
     small = size is not None and size < MIN_TUNED_BYTES
     return True if asked and waiting and state not in _TERMINAL and not small else None
+
+
+#: how long ``cancel`` waits for a failed run, whose clean-up it stopped, to end (s)
+_CANCEL_CLEANUP_WAIT_S = 30.0
 
 
 def _cleanup_note(where: str | None) -> str:

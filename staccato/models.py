@@ -915,6 +915,11 @@ class TransferStatus(BaseModel):
             it is (the temp file, the multipart upload); the run holds the destination
             until that is done, and ``last_retry_error`` says why the clean-up retries;
             None otherwise.
+        left_behind: a ``failed`` transfer whose clean-up gave up (its server stayed
+            down past the clean-up's retries) or was stopped by ``cancel``: the partial
+            data that may be left (the temp file and journal, the multipart upload) and
+            how to remove it (file, SFTP: the next transfer to the destination removes
+            it; S3: abort the upload); None otherwise.
         tuner_chooses: True for a tuned transfer (no ``--streams`` nor
             ``--chunk-size``) that has not begun copying: the per-link optimizer
             chooses streams and chunk size then, so ``streams`` and ``chunk_size`` are
@@ -951,6 +956,7 @@ class TransferStatus(BaseModel):
     read_from_reason: str | None = None
     started_at: str | None = None
     cleanup: str | None = None
+    left_behind: str | None = None
     tuner_chooses: bool | None = None
 
     def to_json_dict(self) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import TypeVar
 
 from pydantic import BaseModel
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionDescription
 from temporalio.common import (
     Priority,
     SearchAttributeKey,
@@ -115,6 +115,9 @@ async def start_or_attach(
         description = await client.get_workflow_handle(workflow_id).describe()
         holder = dict(await description.memo())
         run_id = err.run_id or description.run_id
+        if description.typed_search_attributes.get(sa.STATE) == TransferState.failed.value:
+            # it failed already and only removes its partial data: never attach to it
+            raise await _cleaning_up(client, workflow_id, description) from None
         # the same source: what differs, if anything, is the options (named below)
         running = None
         if holder.get("source") == request.source:
@@ -140,6 +143,36 @@ async def start_or_attach(
             holder=held,
         ) from None
     return Started(workflow_id, handle.first_execution_run_id or handle.result_run_id or "", False)
+
+
+async def _cleaning_up(
+    client: Client, workflow_id: str, description: WorkflowExecutionDescription
+) -> DestinationBusyError:
+    """The refusal of a start while the destination's transfer, failed already, still
+    removes its partial data: names it, what its clean-up's retries say, and the ways
+    out (its clean-up ends within its retry window; ``cancel`` stops it)."""
+    retrying = ""
+    for pending in description.raw_description.pending_activities:
+        if pending.activity_type.name == "cleanup" and pending.HasField("last_failure"):
+            failure = type(pending.last_failure)()
+            failure.CopyFrom(pending.last_failure)
+            try:
+                decoded = await client.data_converter.decode_failure(failure)
+                message = str(getattr(decoded, "message", None) or decoded)
+            except Exception:  # a key this client lacks: what Temporal holds
+                message = str(pending.last_failure.message)
+            retrying = f" (retrying, attempt {pending.attempt}: {message})"
+    held = (
+        f"destination busy: the failed transfer {workflow_id} is still removing its "
+        f"partial data{retrying}"
+    )
+    return DestinationBusyError(
+        f"{held}; it ends once that is done or its retries give up (`staccato status "
+        f"{workflow_id}` then says what was left behind), or stop that now with "
+        f"`staccato cancel {workflow_id}` (it stays failed; the next transfer to this "
+        "destination removes a temp file left on a file or SFTP destination)",
+        holder=held,
+    )
 
 
 def front_id(request: TransferRequest) -> str:

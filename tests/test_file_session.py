@@ -14,11 +14,13 @@ from pathlib import Path
 import pytest
 
 from staccato import checksums
+from staccato.client import StaccatoClient
 from staccato.endpoints import get_driver
 from staccato.endpoints.base import keepalive_hook
 from staccato.errors import WriteSessionLostError
 from staccato.models import WriteSession
 from staccato.urls import parse_url
+from tests.helpers import sha256_file, write_random
 
 CHUNK = 64 * 1024
 SIZE = 4 * CHUNK
@@ -166,3 +168,34 @@ def test_publish_retried_after_the_rename_removes_the_journal(tmp_path: Path) ->
     get_driver("file").publish(session)
     assert (tmp_path / "out.bin").read_bytes() == data
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
+
+
+async def test_next_transfer_removes_what_failed_runs_left(
+    client: StaccatoClient, data_dir: Path
+) -> None:
+    """Temp files and journals an earlier run to ``out.bin`` left (its clean-up gave up:
+    see tests/sftp's left_behind test for the whole story) are removed by the next
+    transfer to ``out.bin``, which publishes byte-identical data; names that only look
+    alike (another target's, a ``.staccato-old``, a key that is not 16 hex digits, a
+    plain file) are kept. Before, they stayed there for good."""
+    source = data_dir / "src.bin"
+    write_random(source, 3 * CHUNK, seed=31)
+    out = data_dir / "out"
+    out.mkdir()
+    stale = [
+        ".out.bin.0123456789abcdef.staccato-part",
+        ".out.bin.0123456789abcdef.staccato-journal",
+    ]
+    kept = [
+        ".out.bin2.0123456789abcdef.staccato-part",
+        ".out.bin.0123456789abcdef.staccato-old",
+        ".out.bin.0123456789abcdeZ.staccato-part",
+        "out.bin.0123456789abcdef.staccato-part",
+        "notes.txt",
+    ]
+    for name in stale + kept:
+        (out / name).write_bytes(b"old")
+    transfer = await client.submit(str(source), str(out / "out.bin"))
+    await client.wait(transfer)
+    assert sha256_file(out / "out.bin") == sha256_file(source)
+    assert sorted(p.name for p in out.iterdir()) == sorted([*kept, "out.bin"])

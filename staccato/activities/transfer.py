@@ -229,6 +229,7 @@ def prepare(request: PrepareInput) -> PrepareResult:
     idempotent).
     """
     prepared: PrepareResult | None = None
+    _remove_leftovers(request)
     try:
         with activity.shield_thread_cancel_exception():
             prepared = open_write_session(request)
@@ -238,6 +239,25 @@ def prepare(request: PrepareInput) -> PrepareResult:
         if prepared is None:
             raise
     return prepared
+
+
+def _remove_leftovers(request: PrepareInput) -> None:
+    """Best effort, before a transfer's write session opens: remove the temp data that
+    earlier runs to its destination left (a failed run whose clean-up gave up, its
+    server down, or was cancelled; :meth:`Driver.remove_leftovers`). Not done by a
+    dataset's batches (their files are not under a transfer's lock); an error is
+    logged, never raised (the copy does not depend on it)."""
+    try:
+        check_file_roots(request.destination)
+        parsed = parse_url(request.destination)
+        removed = get_driver(parsed.scheme).remove_leftovers(parsed, request.session_key)
+    except (StaccatoError, OSError) as err:
+        activity.logger.warning(
+            "leftover temp data beside %s not removed: %s", request.destination, err
+        )
+        return
+    for path in removed:
+        activity.logger.info("removed temp data an earlier run left: %s", path)
 
 
 def open_write_session(request: PrepareInput) -> PrepareResult:

@@ -523,6 +523,8 @@ def _exit_for(final: TransferStatus, quiet: bool = False) -> None:
     if final.cleanup:  # the run goes on to remove the partial data
         retrying = f"; {render.retry_note(final)}" if final.last_retry_error else ""
         typer.echo(f"cleanup: {final.cleanup}{retrying}", err=True)
+    if final.left_behind:  # its clean-up gave up or was stopped
+        typer.echo(f"left behind: {final.left_behind}", err=True)
     fail(f"transfer {final.id} {final.state.value}: {final.error or final.state.value}")
 
 
@@ -656,6 +658,8 @@ def _control(transfer: str, action: str, done: str, already: str = "") -> None:
         client = await StaccatoClient.connect()
         try:
             acted = await getattr(client, action)(transfer)
+            if isinstance(acted, str):  # what a cancel of a failed run's clean-up did
+                return acted
             return f"{already}: {transfer}" if acted is False else f"{done}: {transfer}"
         except TransferNotFoundError:
             dataset = await _dataset_at_root(client, transfer)
@@ -688,7 +692,9 @@ async def _dataset_at_root(client: StaccatoClient, destination: str) -> str | No
 def cancel(transfer: TransferArg) -> None:
     """Cancel a transfer, a dataset (cp -r) or a fan-out group (TRANSFER: its id; a
     transfer also by its destination, a dataset by its destination root): temp data is removed, an existing destination is left as it was (a dataset's files
-    already copied stay; a group cancels every destination)."""
+    already copied stay; a group cancels every destination). A transfer that failed
+    already and only removes its partial data: that clean-up stops, the run ends
+    failed, and this says what was left behind."""
     _control(transfer, "cancel", "cancel requested")
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -310,6 +311,22 @@ class Features:
     reopens_by_key: bool = False
 
 
+#: the bytes of a target's name kept in its temp names (file, SFTP): a longer name is
+#: cut, so two targets may then share the prefix
+TEMP_NAME_BYTES = 150
+
+
+def leftover_pattern(name: str) -> re.Pattern[bytes] | None:
+    """The temp and journal names (``.NAME.<16 hex>.staccato-part`` / ``-journal``)
+    of write sessions for the target ``name`` (file and SFTP endpoints), as bytes;
+    None when ``name`` is longer than :data:`TEMP_NAME_BYTES` (the names then keep a
+    prefix that other targets may share: never swept)."""
+    raw = name.encode(errors="surrogateescape")
+    if len(raw) > TEMP_NAME_BYTES or not raw:
+        return None
+    return re.compile(rb"\." + re.escape(raw) + rb"\.[0-9a-f]{16}\.staccato-(?:part|journal)")
+
+
 class Driver(abc.ABC):
     """One endpoint's protocol. Subclasses set ``scheme`` and ``features``."""
 
@@ -500,6 +517,20 @@ class Driver(abc.ABC):
         raise UnsupportedError(
             f"{url.scheme} endpoints can only be sources, not destinations: {url}"
         )
+
+    def remove_leftovers(self, url: EndpointURL, session_key: str) -> list[str]:
+        """Remove the temp data that earlier Staccato runs to ``url`` left beside it
+        (a failed run whose clean-up gave up or was cancelled), except session
+        ``session_key``'s own; called by ``prepare``, under the destination's lock (no
+        other Staccato transfer writes those names meanwhile). Only names of
+        Staccato's temp-name pattern for exactly this target are touched
+        (:func:`leftover_pattern`). Returns the paths removed. Default: none (an S3
+        multipart upload carries no mark telling Staccato's from another client's).
+
+        Raises:
+            StaccatoError: as the endpoint reports (the caller logs it and goes on).
+        """
+        return []
 
     def open_writer(self, session: WriteSession) -> ChunkWriter:
         """A chunk writer for ``session``."""

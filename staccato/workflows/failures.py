@@ -147,6 +147,24 @@ def partial_data(session: WriteSession) -> str:
     return f"the temp file {session.session_id} beside {session.url}"
 
 
+def left_behind(session: WriteSession) -> str:
+    """What a failed run whose clean-up gave up (or was cancelled) left, and how to
+    remove it, in words (memo ``left_behind``; no secret: a canonical URL, a temp path
+    or an upload id). File and SFTP: the next transfer to the same destination removes
+    it; S3: abort the upload (nothing tells Staccato's uploads from others there)."""
+    if session.url.startswith("s3://"):
+        return (
+            f"{partial_data(session)} may be left open (its parts are stored until it is "
+            "aborted): abort it (S3 AbortMultipartUpload with that upload id, e.g. `aws "
+            "s3api abort-multipart-upload`), or let a bucket lifecycle rule for incomplete "
+            "multipart uploads remove it"
+        )
+    return (
+        f"{partial_data(session)} (and its .staccato-journal) may be left: the next "
+        "transfer to this destination removes it, or delete both files by hand"
+    )
+
+
 def duration(span: timedelta) -> str:
     seconds = span.total_seconds()
     if seconds >= 3600 and seconds % 3600 == 0:

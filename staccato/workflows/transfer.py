@@ -134,6 +134,7 @@ from staccato.workflows.failures import (
     WRITE_SESSION_LOST,
     decode_request,
     gave_up_message,
+    left_behind,
     partial_data,
     reason,
     reason_type,
@@ -230,8 +231,14 @@ PAUSED_STREAM_ENDED_PATCH = "paused-stream-ended"
 #: session's clean-up runs, instead of after it: ``status`` says failed and ``cp`` and
 #: ``wait`` end at once, while the clean-up (up to 10 attempts, ~65 s against a dead
 #: server) goes on in the same run (``Progress.cleanup`` says where); a marker event
-#: and a memo update per failed run that opened a write session
+#: and a memo update per failed run that opened a write session. That clean-up
+#: retries for at most ``--retry-for`` (30 s at least); a cancel request stops it
+#: (the run then ends failed at once). When it did not finish (gave up, stopped), the
+#: memo's ``left_behind`` says what was left and how to remove it (one more memo
+#: update): ``status`` tells after the run ended
 FAILED_BEFORE_CLEANUP_PATCH = "failed-before-cleanup"
+#: the shortest retry window of a failed run's clean-up (its ``--retry-for`` is longer)
+_CLEANUP_AFTER_FAILURE_FOR = timedelta(seconds=30)
 RECORD_TUNING = "record_link_tuning"
 #: the tuning activities are best effort: a worker without them runs the fixed defaults
 _TUNING_RETRY = RetryPolicy(maximum_attempts=3, maximum_interval=timedelta(seconds=2))
@@ -480,8 +487,10 @@ class TransferWorkflow:
                 self._progress.cleanup = partial_data(session)
                 workflow.upsert_memo({"error": message})
                 self._set_state(TransferState.failed)
-                await self._cleanup_after_failure(session)
+                removed = await self._cleanup_after_failure(session)
                 self._progress.cleanup = None
+                if not removed:  # gave up or was stopped: status says what is left
+                    workflow.upsert_memo({"left_behind": left_behind(session)})
             else:
                 if not self._published:
                     await self._cleanup(self._session)
@@ -1392,36 +1401,52 @@ class TransferWorkflow:
                 pass  # it opened nothing that it did not abort itself
             raise
 
-    async def _cleanup(self, session: WriteSession | None) -> None:
+    async def _cleanup(self, session: WriteSession | None, within: timedelta | None = None) -> bool:
+        """Remove ``session``'s partial data (up to 10 attempts, and within ``within``
+        when given). Returns whether it was removed (True for no session)."""
         if session is None:
-            return
+            return True
         self._set_phase("cleanup")
-        await self._best_effort("cleanup", session, 10, f"cleanup of {session.url}")
+        return await self._best_effort(
+            "cleanup", session, 10, f"cleanup of {session.url}", within=within
+        )
 
-    async def _cleanup_after_failure(self, session: WriteSession) -> None:
-        """:meth:`_cleanup` of a run that has failed already (state ``failed``), to its
-        end: a cancel request meanwhile is ignored, so the run ends failed with its
-        reason (what ``status`` already says), never cancelled."""
-        task = asyncio.ensure_future(self._cleanup(session))
-        while not task.done():
+    async def _cleanup_after_failure(self, session: WriteSession) -> bool:
+        """:meth:`_cleanup` of a run that has failed already (state ``failed``): its
+        retries stop after ``--retry-for`` (30 s at least), and a cancel request stops
+        it at once; either way the run ends failed with its reason (what ``status``
+        already says), never cancelled. Returns whether the partial data was removed
+        (False: the caller records what was left)."""
+        within = max(self._retry_for, _CLEANUP_AFTER_FAILURE_FOR)
+        task = asyncio.ensure_future(self._cleanup(session, within))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            workflow.logger.warning(
+                "cancel requested while the failed transfer removes its partial data: "
+                "stopping that; %s",
+                left_behind(session),
+            )
+            task.cancel()  # the cleanup activity is cancelled (no wait for it)
             try:
-                await asyncio.shield(task)
+                await task
             except asyncio.CancelledError:
-                workflow.logger.warning(
-                    "cancel requested while the failed transfer removes its partial data: "
-                    "it ends failed once that is done"
-                )
-        await task
+                pass
+            return task.done() and not task.cancelled() and task.result()
 
-    async def _best_effort(self, activity: str, arg: Any, attempts: int, what: str) -> None:
-        """Run a short ``activity`` with up to ``attempts`` tries (10 s apart at most);
-        a failure is logged as ``what`` failed and otherwise ignored (the transfer's
-        outcome does not depend on it)."""
+    async def _best_effort(
+        self, activity: str, arg: Any, attempts: int, what: str, within: timedelta | None = None
+    ) -> bool:
+        """Run a short ``activity`` with up to ``attempts`` tries (10 s apart at most),
+        all within ``within`` when given; a failure is logged as ``what`` failed and
+        otherwise ignored (the transfer's outcome does not depend on it). Returns
+        whether the activity succeeded."""
         try:
             await workflow.execute_activity(
                 activity,
                 arg,
                 start_to_close_timeout=SHORT_TIMEOUT,
+                schedule_to_close_timeout=within,
                 heartbeat_timeout=SHORT_HEARTBEAT_TIMEOUT,
                 retry_policy=RetryPolicy(
                     maximum_attempts=attempts, maximum_interval=timedelta(seconds=10)
@@ -1429,6 +1454,8 @@ class TransferWorkflow:
             )
         except ActivityError as err:
             workflow.logger.warning("%s failed: %s", what, reason(err))
+            return False
+        return True
 
     def _set_state(self, state: TransferState) -> None:
         assert self._progress is not None

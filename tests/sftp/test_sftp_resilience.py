@@ -485,3 +485,133 @@ async def test_outage_after_retry_for_of_progress_is_ridden_out(
     assert result.bytes == size
     assert sha256_file(destination) == digest
     assert leftovers(out) == []
+
+
+async def _gave_up_cleaning_up(
+    client: StaccatoClient, server: SshdServer, source: Path, out: Path, seed: int
+) -> str:
+    """Copy 64 MiB from ``source`` (written with ``seed``) to ``out/gone.bin`` on
+    ``server``, paced (16 MiB/s), ``--retry-for 5s``; stop sshd mid-copy and wait until
+    the stream gave up: the run is then failed and its clean-up retries against the
+    dead server (30 s at most: ``--retry-for`` 5 s, below the clean-up's floor).
+    Returns the transfer id."""
+    size, chunk = 64 * MiB, 4 * MiB
+    write_random(source, size, seed=seed)
+    options = TransferOptions(
+        chunk_size=chunk, streams=2, retry_for_s=5, heartbeat_timeout_s=3, max_rate=16 * MiB
+    )
+    transfer = await client.submit(str(source), server.url(str(out / "gone.bin")), options)
+    await _wait_for_journal(out, 2)
+    server.stop()
+    assert _journal_lines(out) < size // chunk, "the transfer finished before the outage"
+    await _wait_for_gave_up(client, transfer, GONE_FAILS_WITHIN_S)
+    return transfer
+
+
+async def test_cleanup_gave_up_says_left_behind_and_next_transfer_removes_it(
+    temporal_server,
+    own_server: SshdServer,
+    env_worker_env: dict[str, str],
+    data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """sshd stopped for good mid-copy: the stream gives up, then the clean-up gives up
+    too (its retries end with ``--retry-for``, 30 s at least). The temp file and
+    journal stay on the server, and ``status`` of the ended run (SDK client,
+    ``--json`` and human) says ``left_behind``: that temp file, and that the next
+    transfer removes it. With sshd back, the next transfer to that destination
+    removes it and publishes byte-identical data, leaving no Staccato file behind.
+    Before, the ended run said only ``failed`` and the next transfer left the old
+    ``.staccato-part`` and journal there for good."""
+    _trust(own_server, env_worker_env)
+    source = data_dir / "src.bin"
+    out = data_dir / "out"
+    out.mkdir()
+    destination = own_server.url(str(out / "gone.bin"))
+    with WorkerProcess(
+        temporal_server.address, processes=2, env=env_worker_env, log_dir=tmp_path
+    ) as worker:
+        client = await _client(temporal_server, worker.task_queue)
+        transfer = await _gave_up_cleaning_up(client, own_server, source, out, seed=28)
+        handle = client.temporal.get_workflow_handle(transfer)
+        with pytest.raises(WorkflowFailureError):  # the clean-up gives up: the run ends
+            await asyncio.wait_for(handle.result(), GONE_FAILS_WITHIN_S)
+        left = leftovers(out)
+        assert any(name.endswith(".staccato-part") for name in left), left
+        assert any(name.endswith(".staccato-journal") for name in left), left
+        ended = await client.status(transfer)
+        assert ended.state == TransferState.failed and ended.cleanup is None, ended
+        assert ended.error and "gave up: the copy_stream step" in ended.error, ended
+        temp = next(name for name in left if name.endswith(".staccato-part"))
+        assert ended.left_behind and temp in ended.left_behind, ended
+        assert "next transfer to this destination removes it" in ended.left_behind
+        shown = await asyncio.to_thread(
+            run_cli, "status", "--json", transfer, address=temporal_server.address,
+            task_queue=worker.task_queue,
+        )  # fmt: skip
+        assert temp in json.loads(shown.stdout)["left_behind"], shown.stdout
+        human = await asyncio.to_thread(
+            run_cli, "status", transfer, address=temporal_server.address,
+            task_queue=worker.task_queue,
+        )  # fmt: skip
+        assert re.search(rf"^left_behind +the temp file .*{re.escape(temp)}", human.stdout, re.M)
+        # sshd back: the next transfer to the destination removes the leftovers
+        own_server.start()
+        again = await client.submit(str(source), destination, TransferOptions(chunk_size=4 * MiB))
+        await asyncio.wait_for(client.wait(again), GONE_FAILS_WITHIN_S)
+    assert leftovers(out) == []
+    assert sha256_file(out / "gone.bin") == sha256_file(source)
+
+
+async def test_cancel_stops_a_failed_transfers_cleanup(
+    temporal_server,
+    own_server: SshdServer,
+    env_worker_env: dict[str, str],
+    data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """A failed transfer still removing its partial data (sshd down): a ``cp`` to its
+    destination is refused naming that (``still removing its partial data``, with the
+    clean-up's retry error), and ``staccato cancel`` stops the clean-up: it exits 0
+    saying so and what was left behind, the run has ended failed (not cancelled), and
+    ``status`` says ``left_behind``. Before, cancel printed "cancel requested", exited 0
+    and changed nothing (the clean-up went on to its last attempt), and the busy
+    message said only "being written by transfer"."""
+    _trust(own_server, env_worker_env)
+    source = data_dir / "src.bin"
+    out = data_dir / "out"
+    out.mkdir()
+    destination = own_server.url(str(out / "gone.bin"))
+    with WorkerProcess(
+        temporal_server.address, processes=2, env=env_worker_env, log_dir=tmp_path
+    ) as worker:
+        client = await _client(temporal_server, worker.task_queue)
+        transfer = await _gave_up_cleaning_up(client, own_server, source, out, seed=29)
+        handle = client.temporal.get_workflow_handle(transfer)
+        status = await client.status(transfer)
+        assert status.state == TransferState.failed and status.cleanup, status
+        other = data_dir / "other.bin"
+        other.write_bytes(b"x" * 1000)
+        busy = await asyncio.to_thread(
+            run_cli, "cp", str(other), destination, address=temporal_server.address,
+            task_queue=worker.task_queue,
+        )  # fmt: skip
+        assert busy.returncode == 1, busy.stderr
+        assert f"the failed transfer {transfer} is still removing its partial data" in busy.stderr
+        assert f"`staccato cancel {transfer}`" in busy.stderr, busy.stderr
+        assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+        cancelled = await asyncio.to_thread(
+            run_cli, "cancel", transfer, address=temporal_server.address,
+            task_queue=worker.task_queue,
+        )  # fmt: skip
+        assert cancelled.returncode == 0, cancelled.stderr
+        said = cancelled.stdout
+        assert f"the failed transfer {transfer} stopped removing its partial data" in said, said
+        assert "left behind: the temp file " in said and ".staccato-part" in said, said
+        # cancel returned once the run had ended: failed, with what it left
+        assert (await handle.describe()).status == WorkflowExecutionStatus.FAILED
+        ended = await client.status(transfer)
+        assert ended.state == TransferState.failed, ended
+        assert ended.left_behind and ".staccato-part" in ended.left_behind, ended
+        assert leftovers(out), "nothing was left (sshd is down)"
+        own_server.start()

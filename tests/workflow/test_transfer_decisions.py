@@ -426,13 +426,14 @@ async def test_source_changed_at_second_read_fails_and_cleans_up(transfer: Start
     assert (await run.progress()).state == TransferState.failed
 
 
-async def test_failure_is_reported_before_its_cleanup_and_outlives_a_cancel(
+async def test_failure_is_reported_before_its_cleanup_and_a_cancel_stops_it(
     transfer: Start,
 ) -> None:
     """A failure before publish (patch ``failed-before-cleanup``): the state is
     ``failed`` with its reason (query, search attribute, memo) while the cleanup still
     runs, and ``Progress.cleanup`` names the temp data; a cancel requested meanwhile
-    does not make it end cancelled: once the cleanup is done it ends failed."""
+    stops the cleanup: the run ends failed at once (not cancelled), its memo's
+    ``left_behind`` naming the temp data. Before, it waited for the cleanup's end."""
     endpoint = Endpoint(info=ObjectInfo(size=SIZE, version="v1", reread_before_publish=True))
     endpoint.hooks["confirm_source"] = failing(
         "SourceChanged", "file:///source/object.bin changed during the copy"
@@ -456,14 +457,45 @@ async def test_failure_is_reported_before_its_cleanup_and_outlives_a_cancel(
     assert description.status == WorkflowExecutionStatus.RUNNING
     assert description.typed_search_attributes.get(sa.STATE) == "failed"
     assert "changed during the copy" in (await description.memo())["error"]
+    assert "left_behind" not in await description.memo()
 
     await run.handle.cancel()
-    await until_processed(run.handle, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED)
-    release.set()
-    error = await failure_of(run)
+    try:
+        # the cleanup never finished: the cancel ended the run (before, it waited)
+        error = await asyncio.wait_for(failure_of(run), 30)
+    finally:
+        release.set()
     assert isinstance(error, ApplicationError) and error.type == "SourceChanged", error
     assert len(endpoint.called("cleanup")) == 1
     assert endpoint.called("publish") == []
+    memo = await (await run.handle.describe()).memo()
+    assert f"temp-{prepared.session_key}" in memo["left_behind"], memo
+
+
+async def test_cleanup_that_gives_up_leaves_left_behind_in_the_memo(transfer: Start) -> None:
+    """A failed transfer whose cleanup keeps failing (the destination's server is
+    down) ends failed once the cleanup's retries gave up, its memo's ``left_behind``
+    naming the temp data and how it goes; a cleanup that succeeds leaves none."""
+    endpoint = Endpoint(info=ObjectInfo(size=SIZE, version="v1", reread_before_publish=True))
+    endpoint.hooks["confirm_source"] = failing("SourceChanged", "changed during the copy")
+    endpoint.hooks["cleanup"] = failing("Unavailable", "connection refused", retryable=True)
+    run = await transfer(endpoint)
+    error = await failure_of(run)
+    assert isinstance(error, ApplicationError) and error.type == "SourceChanged", error
+    assert len(endpoint.called("cleanup")) > 1  # retried, then gave up
+    (prepared,) = endpoint.called("prepare")
+    memo = await (await run.handle.describe()).memo()
+    assert f"temp-{prepared.session_key}" in memo["left_behind"], memo
+    assert "the next transfer to this destination removes it" in memo["left_behind"]
+
+
+async def test_cleanup_that_succeeds_leaves_no_left_behind(transfer: Start) -> None:
+    endpoint = Endpoint(info=ObjectInfo(size=SIZE, version="v1", reread_before_publish=True))
+    endpoint.hooks["confirm_source"] = failing("SourceChanged", "changed during the copy")
+    run = await transfer(endpoint)
+    await failure_of(run)
+    assert len(endpoint.called("cleanup")) == 1
+    assert "left_behind" not in await (await run.handle.describe()).memo()
 
 
 async def test_permanent_error_fails_at_once(transfer: Start) -> None:

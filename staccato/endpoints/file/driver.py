@@ -11,7 +11,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
 
-from staccato.endpoints.base import ChunkWriter, Driver, Features, Reader, write_fence
+from staccato.endpoints.base import (
+    ChunkWriter,
+    Driver,
+    Features,
+    Reader,
+    leftover_pattern,
+    write_fence,
+)
 from staccato.endpoints.file.fs import (
     KERNEL_COPY_FILE_SYSTEMS,
     PSEUDO_FILE_SYSTEMS,
@@ -254,6 +261,31 @@ class FileDriver(Driver):
                 raise os_error(err, f"destination temp file {temp}") from None
         if size - held > free:
             raise no_space(url.path, size, temp or url.path)
+
+    def remove_leftovers(self, url: EndpointURL, session_key: str) -> list[str]:
+        parent, name = os.path.split(url.path)
+        pattern = leftover_pattern(name)
+        if pattern is None:
+            return []
+        own = set(session_paths(url, session_key))
+        removed: list[str] = []
+        try:
+            with os.scandir(parent or ".") as entries:
+                names = [entry.name for entry in entries]
+        except OSError as err:
+            raise os_error(err, f"destination directory of {url.path}") from None
+        for found in names:
+            path = os.path.join(parent, found)
+            if pattern.fullmatch(os.fsencode(found)) is None or path in own:
+                continue
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                continue
+            except OSError as err:
+                raise os_error(err, f"leftover temp data {path}") from None
+            removed.append(path)
+        return removed
 
     def open_session(
         self, url: EndpointURL, size: int, chunk_size: int, session_key: str

@@ -419,6 +419,27 @@ class SFTPDriver(Driver):
             "backup": stem + _BACKUP_SUFFIX,
         }
 
+    def remove_leftovers(self, url: EndpointURL, session_key: str) -> list[str]:
+        directory, name = posixpath.split(url.path)
+        pattern = base.leftover_pattern(name)
+        if pattern is None:
+            return []
+        own = self._paths(url, session_key)
+
+        def op(sftp: StaccatoSFTP) -> list[str]:
+            removed: list[str] = []
+            for raw, _ in sftp.read_dir(directory or "."):
+                if pattern.fullmatch(raw) is None:
+                    continue
+                path = posixpath.join(directory, raw.decode(errors="surrogateescape"))
+                if path in (own["temp"], own["journal"]):
+                    continue
+                remove_if_exists(sftp, path)
+                removed.append(path)
+            return removed
+
+        return self._run(url, f"leftover temp data beside {url}", op)
+
     def open_session(
         self, url: EndpointURL, size: int, chunk_size: int, session_key: str
     ) -> WriteSession:
