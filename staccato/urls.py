@@ -153,7 +153,7 @@ def _parse(text: str, cwd: str | None) -> EndpointURL:
             raise InvalidURLError(
                 f"malformed file URL {redact(text)!r}: '?' and '#' must be percent-encoded"
             )
-        path = unquote(parts.path)
+        path = _decoded(parts.path, text, "path")
         if not path.startswith("/"):
             raise InvalidURLError(
                 f"malformed file URL {redact(text)!r}: expected file:///absolute/path"
@@ -176,6 +176,35 @@ def _parse(text: str, cwd: str | None) -> EndpointURL:
     if scheme == "s3":
         return _s3_url(text)
     return _sftp_url(text, parts.hostname, port, parts.username, parts.path, parts.query)
+
+
+def _decoded(value: str, text: str, what: str) -> str:
+    """``value`` percent-decoded as UTF-8, strictly: a percent-escape whose bytes are
+    not UTF-8 (``%FF``) is refused. ``urllib.parse.unquote``'s default replaces such
+    bytes with U+FFFD, a real and different name, so ``file:///d/x%FF`` once replaced
+    an existing ``/d/x\N{REPLACEMENT CHARACTER}``.
+
+    Raises:
+        InvalidURLError: naming the URL ``text`` and ``what`` was being decoded.
+    """
+    try:
+        return unquote(value, errors="strict")
+    except UnicodeDecodeError:
+        bad = [m.group(0) for m in re.finditer(r"(?:%[0-9A-Fa-f]{2})+", value)]
+        escapes = next((b for b in bad if not _utf8(b)), "")
+        raise InvalidURLError(
+            f"malformed URL {redact(text)!r}: the percent-escapes {escapes!r} in its {what} "
+            "are not UTF-8; paths and keys are written as their UTF-8 bytes, each byte "
+            "%XX (e.g. %C3%A9 for \N{LATIN SMALL LETTER E WITH ACUTE})"
+        ) from None
+
+
+def _utf8(escapes: str) -> bool:
+    try:
+        unquote(escapes, errors="strict")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def redact(url: str) -> str:
@@ -421,14 +450,14 @@ def _s3_url(text: str) -> EndpointURL:
         for item in query.split("&"):
             name, _, value = item.partition("=")
             if name == "key" and quoted_key is None:
-                quoted_key = unquote(value)
+                quoted_key = _decoded(value, text, "key")
                 continue
             if name != "profile" or not value or name in params:
                 raise InvalidURLError(
                     f"malformed S3 URL {redact(text)!r}: the query parameters understood are "
                     "?profile=NAME and ?key=PERCENT-ENCODED-KEY"
                 )
-            params[name] = unquote(value)
+            params[name] = _decoded(value, text, "profile")
     bucket, _, key = rest.partition("/")
     if quoted_key is not None:
         if key:
@@ -461,7 +490,7 @@ def _sftp_url(
         raise InvalidURLError(
             f"malformed SFTP URL {redact(text)!r}: query parameters are not understood"
         )
-    path = unquote(path)
+    path = _decoded(path, text, "path")
     if not path.startswith("/"):
         raise InvalidURLError(
             f"malformed SFTP URL {redact(text)!r}: expected an absolute path after the host"

@@ -78,6 +78,28 @@ def test_usage_errors_exit_2(
     assert not destination.exists()
 
 
+@pytest.mark.parametrize("scheme", ["file", "sftp", "s3-key"])
+def test_percent_escapes_that_are_not_utf8_are_refused(
+    cli, source: Path, data_dir: Path, scheme: str
+) -> None:
+    """``%FE`` in a destination URL is refused (exit 2, naming the URL and the escape):
+    decoded with U+FFFD for it, it named another file, ``other\N{REPLACEMENT CHARACTER}.txt``,
+    and a tester's existing file of that name was replaced, exit 0."""
+    existing = data_dir / "other\N{REPLACEMENT CHARACTER}.txt"
+    existing.write_bytes(b"user data\n")
+    destination = {
+        "file": f"file://{quote(str(data_dir))}/other%FE.txt",
+        "sftp": f"sftp://127.0.0.1{quote(str(data_dir))}/other%FE.txt",
+        "s3-key": "s3://bucket/?key=other%FE.txt",
+    }[scheme]
+    result = cli("cp", str(source), destination)
+    assert result.returncode == 2, result
+    assert "'%FE'" in result.stderr and "are not UTF-8" in result.stderr, result.stderr
+    assert destination in result.stderr, result.stderr
+    assert existing.read_bytes() == b"user data\n"
+    assert sorted(p.name for p in data_dir.iterdir()) == sorted([existing.name, source.name])
+
+
 def _assert_failed(
     result: subprocess.CompletedProcess[str], expected: str, destination: Path
 ) -> None:
