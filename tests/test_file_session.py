@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from staccato import checksums
-from staccato.client import StaccatoClient
+from staccato.client import StaccatoClient, TransferFailed
 from staccato.endpoints import get_driver
 from staccato.endpoints.base import keepalive_hook
 from staccato.errors import WriteSessionLostError
@@ -199,3 +199,41 @@ async def test_next_transfer_removes_what_failed_runs_left(
     await client.wait(transfer)
     assert sha256_file(out / "out.bin") == sha256_file(source)
     assert sorted(p.name for p in out.iterdir()) == sorted([*kept, "out.bin"])
+
+
+async def test_sweep_keeps_what_may_be_another_targets_and_goes_past_what_cannot_go(
+    client: StaccatoClient, data_dir: Path
+) -> None:
+    """A tester's cases. (1) A target of 150 bytes: a longer name sharing those bytes
+    has temp names that start like its own (temp names keep 150 bytes of the name):
+    they are another transfer's, possibly live, and are kept (they were removed); the
+    target's own leftovers are then not swept either (names over 146 bytes never are).
+    (2) A matching entry that cannot be removed (a directory) does not keep the others
+    (the sweep stopped at it). (3) A destination refused (a symlink) sweeps nothing."""
+    source = data_dir / "src.bin"
+    write_random(source, CHUNK, seed=32)
+    out = data_dir / "out"
+    out.mkdir()
+    short = "a" * 150
+    longer = short + "-long-version.bin"
+    live = f".{short}.0123456789abcdef.staccato-part"  # what `longer`'s temp name is
+    (out / live).write_bytes(b"another transfer's data")
+    await client.wait(await client.submit(str(source), str(out / short)))
+    assert (out / live).read_bytes() == b"another transfer's data"
+    assert not (out / longer).exists()
+
+    stuck = out / ".f.bin.1111111111111111.staccato-part"
+    stuck.mkdir()
+    gone = [".f.bin.2222222222222222.staccato-part", ".f.bin.2222222222222222.staccato-journal"]
+    for name in gone:
+        (out / name).write_bytes(b"old")
+    await client.wait(await client.submit(str(source), str(out / "f.bin")))
+    assert stuck.is_dir() and not any((out / name).exists() for name in gone)
+
+    (out / "target.bin").write_bytes(b"target")
+    (out / "link.bin").symlink_to(out / "target.bin")
+    beside = out / ".link.bin.3333333333333333.staccato-part"
+    beside.write_bytes(b"old")
+    with pytest.raises(TransferFailed):
+        await client.wait(await client.submit(str(source), str(out / "link.bin")))
+    assert beside.exists() and (out / "target.bin").read_bytes() == b"target"

@@ -229,10 +229,11 @@ def prepare(request: PrepareInput) -> PrepareResult:
     idempotent).
     """
     prepared: PrepareResult | None = None
-    _remove_leftovers(request)
     try:
         with activity.shield_thread_cancel_exception():
             prepared = open_write_session(request)
+            # after the destination's checks (a refused one is left as it is)
+            _remove_leftovers(request)
             if activity.is_cancelled():
                 get_driver(parse_url(request.destination).scheme).abort(prepared.session)
     except CancelledError:

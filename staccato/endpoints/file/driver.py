@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import logging
 import os
 import stat as stat_module
 from collections.abc import Sequence
@@ -60,6 +61,8 @@ from staccato.errors import (
 from staccato.models import ListPage, ObjectInfo, WriteSession
 from staccato.plan import chunk_count
 from staccato.urls import EndpointURL
+
+_log = logging.getLogger("staccato.file")
 
 
 class FileDriver(Driver):
@@ -282,8 +285,9 @@ class FileDriver(Driver):
                 os.unlink(path)
             except FileNotFoundError:
                 continue
-            except OSError as err:
-                raise os_error(err, f"leftover temp data {path}") from None
+            except OSError as err:  # one that cannot go (a directory) keeps no other
+                _log.warning("leftover temp data %s not removed: %s", path, err)
+                continue
             removed.append(path)
         return removed
 

@@ -434,7 +434,11 @@ class SFTPDriver(Driver):
                 path = posixpath.join(directory, raw.decode(errors="surrogateescape"))
                 if path in (own["temp"], own["journal"]):
                     continue
-                remove_if_exists(sftp, path)
+                try:
+                    remove_if_exists(sftp, path)
+                except OSError as err:  # one that cannot go (a directory) keeps no other
+                    log.warning("leftover temp data %s not removed: %s", path, err)
+                    continue
                 removed.append(path)
             return removed
 
