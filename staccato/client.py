@@ -75,6 +75,7 @@ from staccato.errors import (
 from staccato.ids import TRANSFER_ID_PREFIX, transfer_id
 from staccato.links import governor_id
 from staccato.models import (
+    MIN_TUNED_BYTES,
     Checkpoint,
     FrontCheckpoint,
     GroupStatus,
@@ -94,7 +95,6 @@ from staccato.run_fields import DATASET_TYPE, TRANSFER_TYPE
 from staccato.starts import STARTED_BY, front_id, start_front, start_or_attach
 from staccato.submissions import Submission, destination_transfer_id, make_request
 from staccato.submissions import completed_status as _completed_status
-from staccato.tuning import MIN_TUNED_BYTES
 from staccato.urls import parse_url, resolve_local_directory
 from staccato.workflows import search_attributes as sa
 
@@ -1065,7 +1065,7 @@ def _tuner_chooses(
 ) -> bool | None:
     """True for a tuned transfer whose optimizer has not chosen yet: asked for (its
     start memo, or the ``progress`` query), nothing chosen, not begun copying, not
-    ended, and not too small to be tuned (:data:`staccato.tuning.MIN_TUNED_BYTES`)."""
+    ended, and not too small to be tuned (:data:`staccato.models.MIN_TUNED_BYTES`)."""
     asked = bool(memo.get("tuning")) or (progress is not None and progress.tuned)
     waiting = progress is None or (progress.tuning is None and progress.phase in _BEFORE_COPY)
     small = size is not None and size < MIN_TUNED_BYTES

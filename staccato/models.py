@@ -41,6 +41,9 @@ MiB = 1024 * 1024
 GiB = 1024 * MiB
 
 DEFAULT_CHUNK_SIZE = 16 * MiB
+#: smaller objects are not tuned (too few segments to measure): the fixed defaults
+#: (here, not in :mod:`staccato.tuning`, so that a client's status needs no tuner)
+MIN_TUNED_BYTES = 64 * MiB
 DEFAULT_STREAMS = 4
 MAX_STREAMS = 64
 #: default ``--priority`` (1 = most urgent .. 5), as Temporal's task priority keys

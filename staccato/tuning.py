@@ -65,6 +65,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from staccato import units
+from staccato.models import MIN_TUNED_BYTES as MIN_TUNED_BYTES  # re-exported: the tuner's rule
 from staccato.models import Segment
 
 MiB = 1024 * 1024
@@ -106,8 +107,6 @@ REPROBE_EVERY = 6
 #: a sweep that gained nothing above its start probes half the streams after this many
 #: windows held
 DOWN_AFTER = 3
-#: smaller objects are not tuned (too few segments to measure): the fixed defaults
-MIN_TUNED_BYTES = 64 * MiB
 #: a tuned transfer's segments are about this long (more of them: the streams can
 #: change between them), at least two per stream allowed and at most :data:`MAX_SEGMENTS`
 SEGMENT_BYTES = 64 * MiB
