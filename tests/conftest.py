@@ -79,12 +79,6 @@ SLOW_TESTS: dict[str, float] = {
     "tests/sftp/test_sftp_resilience.py::test_connection_cap": 18,
     "tests/test_control.py::test_pause_then_resume": 18,
     "tests/test_cli_list.py::test_list_orders_every_kind_by_start_and_limits_after_the_merge": 18,
-    # 2026-12-05's new long tests (CI run of 104119b)
-    "tests/sftp/test_sftp_resilience.py::test_cleanup_gave_up_says_left_behind_and_next_transfer_removes_it": 41,
-    "tests/sftp/test_sftp_resilience.py::test_gave_up_says_failed_while_cleanup_goes_on": 22,
-    "tests/sftp/test_sftp_resilience.py::test_cancel_stops_a_failed_transfers_cleanup": 15,
-    "tests/test_cli_list.py::test_a_delayed_start_is_named_by_its_destination_and_listed_in_its_state": 37,
-    "tests/test_tuning_cli.py::test_status_of_a_tuned_transfer_not_begun_says_the_tuner_chooses": 26,
 }
 
 
