@@ -80,6 +80,44 @@ def established_connections(port: int, host: str = LOCALHOST) -> int:
     return count
 
 
+def connection_owners(port: int, host: str = LOCALHOST) -> list[str]:
+    """Who holds the client ends of the ESTABLISHED connections to ``host:port``: one
+    line per socket, ``pid <pid> <command line>``, and the ``flock`` locks each of
+    those processes holds (from /proc/locks), for a test's failure message. Slow (it
+    reads every process's descriptors): call it only when something is already wrong."""
+    want = f"{''.join(f'{int(part):02X}' for part in reversed(host.split('.')))}:{port:04X}"
+    inodes: set[str] = set()
+    with open("/proc/net/tcp") as table:
+        next(table, None)
+        for line in table:
+            fields = line.split()
+            if len(fields) > 9 and fields[2] == want and fields[3] == _TCP_ESTABLISHED:
+                inodes.add(fields[9])
+    lines: list[str] = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            descriptors = os.listdir(f"/proc/{pid}/fd")
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:120]
+        except OSError:
+            continue
+        targets = []
+        for fd in descriptors:
+            try:
+                targets.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+            except OSError:
+                continue  # closed meanwhile (the listing's own descriptor, too)
+        held = [t for t in targets if t.startswith("socket:[") and t[8:-1] in inodes]
+        if held:
+            lines.append(f"pid {pid} holds {len(held)}: {command.decode(errors='replace')}")
+    try:
+        locks = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        locks = []
+    owners = {line.split()[1] for line in lines}
+    lines += [f"lock {lock}" for lock in locks if "FLOCK" in lock and lock.split()[4] in owners]
+    return lines
+
+
 class SshdServer(ServerProcess):
     """OpenSSH sshd on ``127.0.0.1:port`` (``-D`` foreground, ``-E`` log file).
 

@@ -37,7 +37,7 @@ from staccato.errors import TransferFailedError
 from staccato.ids import transfer_id
 from staccato.models import TransferOptions, TransferState
 from tests.helpers import MiB, WorkerProcess, leftovers, run_cli, sha256_file, write_random
-from tests.servers.sshd import SshdServer
+from tests.servers.sshd import SshdServer, connection_owners
 from tests.sftp.conftest import _started
 
 _OPEN = re.compile(r'open "(?P<path>[^"]+)" flags ')
@@ -201,11 +201,14 @@ async def test_connection_cap(
     source = data_dir / "src.bin"
     digest = write_random(source, size, seed=23)
     samples: list[int] = []
+    over_cap: list[list[str]] = []  # who held the connections when more than the cap were up
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
             samples.append(capped_server.connection_count())
+            if samples[-1] > cap and len(over_cap) < 3:
+                over_cap.append(connection_owners(capped_server.port))
             time.sleep(0.01)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -238,7 +241,7 @@ async def test_connection_cap(
         f"connections to the capped server: max {max(samples)}, held over two samples "
         f"{max(held)}, over {len(samples)} samples (cap {cap})"
     )
-    assert max(held) <= cap
+    assert max(held) <= cap, over_cap
     assert max(held) == cap  # the streams did compete for the slots
 
 
