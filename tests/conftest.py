@@ -3,6 +3,7 @@ subprocess per session, and a connected client."""
 
 from __future__ import annotations
 
+import base64
 import compileall
 import os
 from collections.abc import AsyncIterator, Iterator
@@ -20,6 +21,13 @@ pytest_plugins = ["tests.servers.fixtures"]
 # 10 s was missed by a polling worker on a CI machine at load average 69. A test of
 # the give-up itself sets its own (tests/test_foreign_workflows.py, test_limits.py).
 os.environ.setdefault("STACCATO_CLIENT_WAIT_S", "60")
+
+# The key that seals a source URL's query (presigned URLs, tokens): this process's
+# clients and the workers and CLIs it starts share it. Without it a test of a token
+# URL depended on a key file an earlier `staccato up` had left in the user's home
+# (ci41, a clean machine: "no key is configured"). Tests of the missing key clear it.
+if not os.environ.get("STACCATO_SECRET_KEY") and not os.environ.get("STACCATO_SECRET_KEY_FILE"):
+    os.environ["STACCATO_SECRET_KEY"] = base64.b64encode(os.urandom(32)).decode()
 
 #: the slowest tests (seconds: setup + call in CI's full ``-n 3`` run of 2026-12-04,
 #: its 40 slowest; the others listed before, from a ``-n 2`` run at load ~12, at 0.6 x
