@@ -34,6 +34,7 @@ from staccato.models import (
 from staccato.workflows import search_attributes as sa
 from tests.workflow.conftest import (
     DESTINATION,
+    OPTIONS,
     SIZE,
     SOURCE,
     Endpoint,
@@ -479,7 +480,8 @@ async def test_cleanup_that_gives_up_leaves_left_behind_in_the_memo(transfer: St
     endpoint = Endpoint(info=ObjectInfo(size=SIZE, version="v1", reread_before_publish=True))
     endpoint.hooks["confirm_source"] = failing("SourceChanged", "changed during the copy")
     endpoint.hooks["cleanup"] = failing("Unavailable", "connection refused", retryable=True)
-    run = await transfer(endpoint)
+    # --retry-for 1 s: the clean-up's window is its floor, 30 s (not 10 attempts, ~65 s)
+    run = await transfer(endpoint, options=OPTIONS.model_copy(update={"retry_for_s": 1}))
     error = await failure_of(run)
     assert isinstance(error, ApplicationError) and error.type == "SourceChanged", error
     assert len(endpoint.called("cleanup")) > 1  # retried, then gave up
