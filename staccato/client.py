@@ -482,7 +482,9 @@ class StaccatoClient:
                 return front
         progress: Progress | None = None
         capacity_wait: str | None = None  # a stream waiting for its worker's memory
-        if status == WorkflowExecutionStatus.RUNNING:
+        if status == WorkflowExecutionStatus.RUNNING and await self.may_answer(
+            description.task_queue
+        ):
             # a closed run is not queried: a query replays its whole history on a worker
             # (seconds, or the query's timeout when none can); its state and failure
             # come from Temporal itself
@@ -921,8 +923,10 @@ class StaccatoClient:
             ) from None
         return True
 
-    async def pollers(self) -> int:
-        """How many workers recently polled the task queue (for "is anyone there?" hints)."""
+    async def pollers(self, task_queue: str | None = None) -> int:
+        """How many workers recently polled ``task_queue`` (default: this client's) for
+        workflow tasks (for "is anyone there?" hints). Temporal lists a poller for a few
+        minutes after its last poll, so a worker that just died still counts."""
         from temporalio.api.enums.v1 import TaskQueueType
         from temporalio.api.taskqueue.v1 import TaskQueue
         from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
@@ -930,11 +934,22 @@ class StaccatoClient:
         response = await self.temporal.workflow_service.describe_task_queue(
             DescribeTaskQueueRequest(
                 namespace=self.temporal.namespace,
-                task_queue=TaskQueue(name=self.task_queue),
+                task_queue=TaskQueue(name=task_queue or self.task_queue),
                 task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
-            )
+            ),
+            timeout=timedelta(seconds=_query_wait_s()),
         )
         return len(response.pollers)
+
+    async def may_answer(self, task_queue: str) -> bool:
+        """Whether a query to a workflow on ``task_queue`` can be answered: False only
+        when Temporal lists no worker polling it, so a ``status`` of a transfer no worker
+        runs answers from visibility at once instead of after the query's 5 s timeout.
+        True when the task queue cannot be described (the query then tells)."""
+        try:
+            return await self.pollers(task_queue) > 0
+        except Exception:
+            return True
 
     async def follow(
         self, transfer: str, *, interval_s: float = 0.5

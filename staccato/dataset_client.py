@@ -717,11 +717,12 @@ async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
         return completed
     progress: DatasetProgress | None = None
     try:
-        progress = await handle.query(
-            "progress",
-            result_type=DatasetProgress,
-            rpc_timeout=timedelta(seconds=PROGRESS_QUERY_S),
-        )
+        if await client.may_answer(description.task_queue):
+            progress = await handle.query(
+                "progress",
+                result_type=DatasetProgress,
+                rpc_timeout=timedelta(seconds=PROGRESS_QUERY_S),
+            )
     except Exception:  # no worker answers, or the run is over: what visibility says
         progress = None
     if description.status in (

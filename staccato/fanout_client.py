@@ -219,9 +219,10 @@ async def group_status(client: StaccatoClient, group: str) -> GroupStatus:
         progress = await handle.result()
     else:
         try:
-            progress = await handle.query(
-                "progress", result_type=FanOutProgress, rpc_timeout=timedelta(seconds=5)
-            )
+            if await client.may_answer(description.task_queue):
+                progress = await handle.query(
+                    "progress", result_type=FanOutProgress, rpc_timeout=timedelta(seconds=5)
+                )
         except Exception:  # no worker answers, or the run is over: what Temporal says
             progress = None
         if description.status != WorkflowExecutionStatus.RUNNING:
