@@ -239,6 +239,17 @@ PAUSED_STREAM_ENDED_PATCH = "paused-stream-ended"
 FAILED_BEFORE_CLEANUP_PATCH = "failed-before-cleanup"
 #: the shortest retry window of a failed run's clean-up (its ``--retry-for`` is longer)
 _CLEANUP_AFTER_FAILURE_FOR = timedelta(seconds=30)
+#: a failed run's clean-up retries for its whole window from its start: its
+#: ``schedule_to_close_timeout`` is the window plus the longest backoff
+#: (:data:`_BEST_EFFORT_BACKOFF`). Temporal starts no retry whose backoff would end past
+#: that deadline, so with the window alone the retries stopped at the last attempt
+#: whose next backoff still fitted: about 25 s of a 30 s window (attempts at 0, 1, 3,
+#: 7, 15 and 25 s; 35 s did not fit). Now an attempt that fails within the window is
+#: always retried, and the clean-up ends at most one backoff (10 s) after the window
+#: (within 10 attempts, as before). A marker event per failed run that cleans up.
+CLEANUP_WINDOW_PATCH = "cleanup-window-from-start"
+#: the longest wait between two attempts of a best-effort activity (``cleanup``)
+_BEST_EFFORT_BACKOFF = timedelta(seconds=10)
 RECORD_TUNING = "record_link_tuning"
 #: the tuning activities are best effort: a worker without them runs the fixed defaults
 _TUNING_RETRY = RetryPolicy(maximum_attempts=3, maximum_interval=timedelta(seconds=2))
@@ -1413,11 +1424,15 @@ class TransferWorkflow:
 
     async def _cleanup_after_failure(self, session: WriteSession) -> bool:
         """:meth:`_cleanup` of a run that has failed already (state ``failed``): its
-        retries stop after ``--retry-for`` (30 s at least), and a cancel request stops
+        attempts are retried for ``--retry-for`` (30 s at least) from its start, and end
+        at most one backoff (10 s) later or after 10 attempts; a cancel request stops
         it at once; either way the run ends failed with its reason (what ``status``
         already says), never cancelled. Returns whether the partial data was removed
         (False: the caller records what was left)."""
         within = max(self._retry_for, _CLEANUP_AFTER_FAILURE_FOR)
+        if workflow.patched(CLEANUP_WINDOW_PATCH):
+            # attempts that fail within the window are retried (see the patch)
+            within += _BEST_EFFORT_BACKOFF
         task = asyncio.ensure_future(self._cleanup(session, within))
         try:
             return await asyncio.shield(task)
@@ -1449,7 +1464,7 @@ class TransferWorkflow:
                 schedule_to_close_timeout=within,
                 heartbeat_timeout=SHORT_HEARTBEAT_TIMEOUT,
                 retry_policy=RetryPolicy(
-                    maximum_attempts=attempts, maximum_interval=timedelta(seconds=10)
+                    maximum_attempts=attempts, maximum_interval=_BEST_EFFORT_BACKOFF
                 ),
             )
         except ActivityError as err:

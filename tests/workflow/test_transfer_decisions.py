@@ -650,3 +650,31 @@ async def test_a_failed_stream_blames_the_known_copy_only_when_its_read_failed(
     assert ("the copy " + KNOWN + " failed while it was read" in why) is blamed, why
     if not blamed:
         assert "not necessarily at the copy" in why, why
+
+
+async def test_cleanup_after_failure_retries_for_its_whole_window(transfer: Start) -> None:
+    """A failed transfer's clean-up that keeps failing, ``--retry-for 1s`` (its window
+    is then the 30 s floor): attempts are still started 30 s after the clean-up's
+    first one (Temporal's clock, skipped here), and none after the window plus one
+    backoff (10 s). Before, Temporal gave up once the next backoff (10 s) no longer
+    fitted in the 30 s deadline: the last attempt started about 25 s in."""
+    endpoint = Endpoint(info=ObjectInfo(size=SIZE, version="v1", reread_before_publish=True))
+    endpoint.hooks["confirm_source"] = failing("SourceChanged", "changed during the copy")
+    attempts: list[tuple[int, float]] = []
+
+    async def dead_server(_: Any) -> None:
+        info = activity.info()
+        started = info.started_time - info.scheduled_time
+        attempts.append((info.attempt, started.total_seconds()))
+        raise ApplicationError("connection refused", type="Unavailable")
+
+    endpoint.hooks["cleanup"] = dead_server
+    run = await transfer(endpoint, options=TransferOptions(chunk_size=16, streams=2, retry_for_s=1))
+    error = await failure_of(run)
+    assert isinstance(error, ApplicationError) and error.type == "SourceChanged", error
+    last_attempt, last_started_s = attempts[-1]
+    assert last_attempt == len(attempts) < 10, attempts  # the window ended it, not the count
+    assert 30 <= last_started_s <= 40, attempts
+    memo = await (await run.handle.describe()).memo()
+    assert "may be left" in memo["left_behind"], memo
+
