@@ -21,16 +21,19 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
 
+from staccato.errors import DestinationBusyError
 from staccato.models import (
     ConfirmSourceInput,
     ObjectInfo,
     PublishInput,
     StreamInput,
     TransferOptions,
+    TransferRequest,
     TransferState,
     VerifyInput,
     VerifyMode,
 )
+from staccato.starts import start_or_attach
 from staccato.workflows import search_attributes as sa
 from tests.workflow.conftest import (
     DESTINATION,
@@ -678,3 +681,58 @@ async def test_cleanup_after_failure_retries_for_its_whole_window(transfer: Star
     memo = await (await run.handle.describe()).memo()
     assert "may be left" in memo["left_behind"], memo
 
+
+@pytest.mark.parametrize(
+    ("destination", "stopped"),
+    [
+        (
+            "s3://bucket/dir/object.bin",
+            "(it stays failed, and its multipart upload stays open: `staccato status {id}` "
+            "then names the upload id to abort)",
+        ),
+        (
+            "file:///destination/object.bin",
+            "(it stays failed; the next transfer to this destination removes its temp file)",
+        ),
+        (
+            "file:///destination/" + "n" * 147,
+            "(it stays failed; `staccato status {id}` then names its temp file and journal "
+            "to delete by hand: the next transfer does not remove them",
+        ),
+    ],
+    ids=["s3", "file", "file-name-over-146-bytes"],
+)
+async def test_busy_while_cleaning_up_says_what_a_stopped_cleanup_leaves(
+    transfer: Start, env: WorkflowEnvironment, destination: str, stopped: str
+) -> None:
+    """A start refused because the destination's transfer failed and still cleans up
+    (``starts._cleaning_up``) says what stopping that clean-up leaves and how it goes,
+    per destination: S3 has no sweep (the clean-up itself aborts the multipart
+    upload), a file or SFTP name over 146 bytes is never swept. Before, every one said
+    the next transfer removes a temp file left on a file or SFTP destination."""
+    endpoint = Endpoint(info=ObjectInfo(size=SIZE, version="v1", reread_before_publish=True))
+    endpoint.hooks["confirm_source"] = failing("SourceChanged", "changed during the copy")
+    release = asyncio.Event()
+
+    async def slow_cleanup(_: Any) -> None:
+        while not release.is_set():
+            activity.heartbeat()
+            await asyncio.sleep(0.02)
+
+    endpoint.hooks["cleanup"] = slow_cleanup
+    options = TransferOptions(chunk_size=16, streams=2)
+    run = await transfer(
+        endpoint, request=TransferRequest(source=SOURCE, destination=destination, options=options)
+    )
+    try:
+        await until(lambda: bool(endpoint.called("cleanup")), "the cleanup to start")
+        other = TransferRequest(source="file:///source/other.bin", destination=destination)
+        with pytest.raises(DestinationBusyError) as busy:
+            await start_or_attach(env.client, other, task_queue="unused")
+    finally:
+        release.set()
+    message = str(busy.value)
+    assert f"the failed transfer {run.handle.id} is still removing its partial data" in message
+    assert stopped.format(id=run.handle.id) in message, message
+    if destination.startswith("s3://"):
+        assert "next transfer" not in message and "temp file" not in message, message
