@@ -237,6 +237,13 @@ PAUSED_STREAM_ENDED_PATCH = "paused-stream-ended"
 #: memo's ``left_behind`` says what was left and how to remove it (one more memo
 #: update): ``status`` tells after the run ended
 FAILED_BEFORE_CLEANUP_PATCH = "failed-before-cleanup"
+#: the state stays ``scheduled`` until bytes move (the streams start, or the source is
+#: read into the staging cache), as ``status`` documents it: while ``prepare`` (or the
+#: sync check, the look-ups, a slot's grant) is retried after ``stat``, e.g. after a
+#: wait for a busy destination whose server is still down. Before, the state was
+#: ``running`` from the end of ``stat`` on. No extra event (the one ``running`` upsert
+#: moves later); a marker event per transfer
+SCHEDULED_UNTIL_COPY_PATCH = "scheduled-until-copy"
 #: the shortest retry window of a failed run's clean-up (its ``--retry-for`` is longer)
 _CLEANUP_AFTER_FAILURE_FOR = timedelta(seconds=30)
 #: a failed run's clean-up retries for its whole window from its start: its
@@ -298,6 +305,8 @@ class TransferWorkflow:
         self._retry_for = timedelta(hours=24)
         self._progress_at = datetime.min  # set when the run starts
         self._cancel_ignored = False
+        # no byte moved yet (patch scheduled-until-copy): the state says scheduled
+        self._until_copy = False
         # the running streams' last progress report (signal ``report_progress``) and
         # when it came; shown in the current details only, never used for a decision
         self._live: ProgressReport | None = None
@@ -401,7 +410,8 @@ class TransferWorkflow:
             self._most_segments = max(1, -(-info.size // options.chunk_size))
             self._known_copies = workflow.patched(KNOWN_COPIES_PATCH)
             # a pause accepted while still scheduled holds: the streams wait for resume
-            self._set_state(TransferState.paused if self._paused else TransferState.running)
+            self._until_copy = workflow.patched(SCHEDULED_UNTIL_COPY_PATCH)
+            self._set_state(TransferState.paused if self._paused else self._going())
             if options.sync_level is not None and workflow.patched("sync-level"):
                 self._set_phase("sync-check")
                 check = await sync.check_destination(
@@ -793,6 +803,7 @@ class TransferWorkflow:
             segments = tuning.taper(segments, info.size, chunk_size, options.streams)
         self._progress.segments_total = len(segments)
         self._set_phase("copy")
+        self._bytes_move()
         results = await self._copy(request, info, session, segments, heartbeat_timeout)
         if self._tuner is not None and self._tune_record is None:
             # what the link learned, stored while verify and publish run (and shown:
@@ -1277,6 +1288,7 @@ class TransferWorkflow:
         assert self._progress is not None
         phase = self._progress.phase
         self._set_phase("staging")
+        self._bytes_move()
         self._stage_input = StageInput(
             transfer_id=workflow.info().workflow_id,
             source=request.source,
@@ -1479,6 +1491,20 @@ class TransferWorkflow:
             workflow.upsert_search_attributes([sa.STATE.value_set(state.value)])
             self._live = None  # a rate measured before a pause or resume is stale
         self._show()
+
+    def _going(self) -> TransferState:
+        """The state of a transfer that is neither paused nor queued: ``running`` once
+        bytes moved (or for runs recorded before patch ``scheduled-until-copy``), else
+        ``scheduled``."""
+        return TransferState.scheduled if self._until_copy else TransferState.running
+
+    def _bytes_move(self) -> None:
+        """The streams (or the staging read) start: ``running`` from now on (a paused
+        or queued transfer keeps its state; resume and a grant then say running)."""
+        assert self._progress is not None
+        self._until_copy = False
+        if self._progress.state == TransferState.scheduled:
+            self._set_state(TransferState.running)
 
     def _set_phase(self, phase: str) -> None:
         assert self._progress is not None
@@ -1785,7 +1811,7 @@ class TransferWorkflow:
         self._progress.queued_reason = self._progress.queued_for = None
         self._progress.queued_ticket = None
         if self._progress.state == TransferState.queued:
-            self._set_state(TransferState.paused if self._paused else TransferState.running)
+            self._set_state(TransferState.paused if self._paused else self._going())
 
     async def _await_grant(self, name: str, ask: SlotRequest, control: str) -> bool:
         """Wait for ``name``'s grant (:func:`staccato.workflows.slots.await_grant`);
@@ -1889,7 +1915,7 @@ class TransferWorkflow:
         """Continue a paused transfer from what the destination holds."""
         self._paused = False
         if self._progress is not None:
-            self._set_state(TransferState.running)
+            self._set_state(self._going())
 
     @resume.validator
     def _validate_resume(self) -> None:

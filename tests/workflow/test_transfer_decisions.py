@@ -736,3 +736,38 @@ async def test_busy_while_cleaning_up_says_what_a_stopped_cleanup_leaves(
     assert stopped.format(id=run.handle.id) in message, message
     if destination.startswith("s3://"):
         assert "next transfer" not in message and "temp file" not in message, message
+
+
+async def test_scheduled_while_prepare_is_retried_running_once_streams_start(
+    transfer: Start,
+) -> None:
+    """``prepare`` fails (the destination's server is down, as after a wait for a busy
+    destination whose holder only cleaned up) and is retried: the state stays
+    ``scheduled`` (query and search attribute StaccatoState), as README's states say,
+    until the streams start; then ``running``. Before, it was ``running`` from the end
+    of ``stat`` on."""
+    endpoint = Endpoint()
+    release = asyncio.Event()
+
+    async def down_then_up(_: Any) -> None:
+        if activity.info().attempt == 1:
+            raise ApplicationError("cannot connect: connection refused", type="Unavailable")
+        while not release.is_set():  # the retry, held until the state was checked
+            activity.heartbeat()
+            await asyncio.sleep(0.02)
+
+    endpoint.hooks["prepare"] = down_then_up
+    endpoint.hooks["copy_stream"] = stream_until_cancelled
+    run = await transfer(endpoint)
+    try:
+        await until(lambda: len(endpoint.called("prepare")) == 2, "prepare's retry")
+        progress = await run.progress()
+        assert progress.state == TransferState.scheduled and progress.phase == "prepare", progress
+        description = await run.handle.describe()
+        assert description.typed_search_attributes.get(sa.STATE) == "scheduled"
+    finally:
+        release.set()
+    await until(lambda: endpoint.running_streams == 2, "both streams to start")
+    assert (await run.progress()).state == TransferState.running
+    description = await run.handle.describe()
+    assert description.typed_search_attributes.get(sa.STATE) == "running"
