@@ -232,7 +232,7 @@ PAUSED_STREAM_ENDED_PATCH = "paused-stream-ended"
 #: ``wait`` end at once, while the clean-up (up to 10 attempts, ~65 s against a dead
 #: server) goes on in the same run (``Progress.cleanup`` says where); a marker event
 #: and a memo update per failed run that opened a write session. That clean-up
-#: retries for at most ``--retry-for`` (30 s at least); a cancel request stops it
+#: retries for ``--retry-for`` (30 s at least; patch ``cleanup-window-from-start``); a cancel request stops it
 #: (the run then ends failed at once). When it did not finish (gave up, stopped), the
 #: memo's ``left_behind`` says what was left and how to remove it (one more memo
 #: update): ``status`` tells after the run ended
