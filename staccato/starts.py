@@ -117,7 +117,9 @@ async def start_or_attach(
         run_id = err.run_id or description.run_id
         if description.typed_search_attributes.get(sa.STATE) == TransferState.failed.value:
             # it failed already and only removes its partial data: never attach to it
-            raise await _cleaning_up(client, workflow_id, description) from None
+            raise await _cleaning_up(
+                client, workflow_id, description, request.destination
+            ) from None
         # the same source: what differs, if anything, is the options (named below)
         running = None
         if holder.get("source") == request.source:
@@ -146,11 +148,15 @@ async def start_or_attach(
 
 
 async def _cleaning_up(
-    client: Client, workflow_id: str, description: WorkflowExecutionDescription
+    client: Client, workflow_id: str, description: WorkflowExecutionDescription, destination: str
 ) -> DestinationBusyError:
     """The refusal of a start while the destination's transfer, failed already, still
     removes its partial data: names it, what its clean-up's retries say, and the ways
-    out (its clean-up ends within its retry window; ``cancel`` stops it)."""
+    out (its clean-up ends within its retry window; ``cancel`` stops it), with what a
+    stopped clean-up leaves at ``destination`` (a canonical URL) and how that goes."""
+    # the error path only: the rule lives with the workflow's wording of what is left
+    from staccato.workflows.failures import leftovers_swept
+
     retrying = ""
     for pending in description.raw_description.pending_activities:
         if pending.activity_type.name == "cleanup" and pending.HasField("last_failure"):
@@ -166,11 +172,24 @@ async def _cleaning_up(
         f"destination busy: the failed transfer {workflow_id} is still removing its "
         f"partial data{retrying}"
     )
+    if destination.startswith("s3://"):
+        # no sweep on S3: the clean-up itself aborts the multipart upload
+        stopped = (
+            "it stays failed, and its multipart upload stays open: `staccato status "
+            f"{workflow_id}` then names the upload id to abort"
+        )
+    elif leftovers_swept(destination):
+        stopped = "it stays failed; the next transfer to this destination removes its temp file"
+    else:
+        stopped = (
+            f"it stays failed; `staccato status {workflow_id}` then names its temp file and "
+            "journal to delete by hand: the next transfer does not remove them (the "
+            "destination's name is too long to tell its temp files from a longer name's)"
+        )
     return DestinationBusyError(
         f"{held}; it ends once that is done or its retries give up (`staccato status "
         f"{workflow_id}` then says what was left behind), or stop that now with "
-        f"`staccato cancel {workflow_id}` (it stays failed; the next transfer to this "
-        "destination removes a temp file left on a file or SFTP destination)",
+        f"`staccato cancel {workflow_id}` ({stopped})",
         holder=held,
     )
 

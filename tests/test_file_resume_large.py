@@ -130,7 +130,11 @@ async def test_resume_of_a_large_file_on_a_slow_disk_succeeds_on_the_first_retry
         status = await wait_for_status(
             client,
             transfer,
-            lambda s: s.state != TransferState.running or s.bytes_done >= SIZE * 0.9,
+            # scheduled until its streams start (then running)
+            lambda s: (
+                s.state not in (TransferState.scheduled, TransferState.running)
+                or s.bytes_done >= SIZE * 0.9
+            ),
             timeout_s=300,
             interval_s=0.05,
         )

@@ -16,10 +16,12 @@ import pytest
 from staccato import checksums
 from staccato.client import StaccatoClient, TransferFailed
 from staccato.endpoints import get_driver
-from staccato.endpoints.base import keepalive_hook
+from staccato.endpoints.base import SWEPT_NAME_BYTES, keepalive_hook
+from staccato.endpoints.file.session import session_paths
 from staccato.errors import WriteSessionLostError
 from staccato.models import WriteSession
 from staccato.urls import parse_url
+from staccato.workflows.failures import left_behind
 from tests.helpers import sha256_file, write_random
 
 CHUNK = 64 * 1024
@@ -237,3 +239,32 @@ async def test_sweep_keeps_what_may_be_another_targets_and_goes_past_what_cannot
     with pytest.raises(TransferFailed):
         await client.wait(await client.submit(str(source), str(out / "link.bin")))
     assert beside.exists() and (out / "target.bin").read_bytes() == b"target"
+
+
+@pytest.mark.parametrize("name", ["a" * 146, "a" * 147, "é" * 80], ids=["146", "147", "160-utf8"])
+def test_left_behind_says_what_the_next_transfer_removes(tmp_path: Path, name: str) -> None:
+    """What a failed run whose clean-up gave up says it left (memo ``left_behind``,
+    ``failures.left_behind``), against what the next transfer's sweep really removes:
+    a name of 146 bytes or fewer is swept, and the text says the next transfer removes
+    the temp file; a longer one is never swept, and the text says to delete the temp
+    file and journal by hand, naming both paths. Before, it said "the next transfer to
+    this destination removes it" for every file and SFTP destination."""
+    driver = get_driver("file")
+    url = parse_url(str(tmp_path / name))
+    left = driver.open_session(url, SIZE, CHUNK, "t-failed")
+    with driver.open_writer(left) as writer:
+        chunk = os.urandom(CHUNK)
+        writer.write_chunk(0, chunk, checksums.checksum_bytes("crc32c", chunk))
+    temp, journal = session_paths(url, "t-failed")
+    assert left.session_id == temp and os.path.exists(temp) and os.path.exists(journal)
+    said = left_behind(left)
+    driver.open_session(url, SIZE, CHUNK, "t-next")
+    removed = driver.remove_leftovers(url, "t-next")
+    if len(name.encode()) <= SWEPT_NAME_BYTES:
+        assert sorted(removed) == sorted([temp, journal])
+        assert "the next transfer to this destination removes it" in said, said
+    else:
+        assert removed == [] and os.path.exists(temp) and os.path.exists(journal)
+        assert "removes it" not in said, said
+        assert f"delete both by hand ({temp} and {journal})" in said, said
+        assert "the next transfer to this destination does not remove them" in said, said

@@ -88,7 +88,11 @@ async def copy_while_rewritten(
     await wait_for_status(
         client,
         transfer,
-        lambda s: s.state != TransferState.running or s.bytes_done >= 8 * MiB,
+        # scheduled until its streams start (then running)
+        lambda s: (
+            s.state not in (TransferState.scheduled, TransferState.running)
+            or s.bytes_done >= 8 * MiB
+        ),
         timeout_s=120,
         interval_s=0.05,
     )

@@ -19,7 +19,9 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, ValidationError
 
     from staccato import errors
+    from staccato.endpoints.base import leftover_pattern
     from staccato.models import Checkpoint, TransferRequest, WriteSession
+    from staccato.urls import parse_url
 
 # failure types the workflow acts on (ApplicationError.type, from staccato.errors)
 WRITE_SESSION_LOST = errors.WriteSessionLostError.TYPE
@@ -147,11 +149,31 @@ def partial_data(session: WriteSession) -> str:
     return f"the temp file {session.session_id} beside {session.url}"
 
 
+#: the suffixes of a file or SFTP write session's temp file and journal
+_TEMP_SUFFIX = ".staccato-part"
+_JOURNAL_SUFFIX = ".staccato-journal"
+
+
+def leftovers_swept(destination: str) -> bool:
+    """Whether the next transfer to ``destination`` (a canonical URL) removes the temp
+    files and journals earlier runs left beside it: a file or SFTP destination whose
+    name :func:`staccato.endpoints.base.leftover_pattern` gives a pattern for (the one
+    rule: not a name over ``SWEPT_NAME_BYTES``). S3 and other schemes: False."""
+    if not destination.startswith(("file://", "sftp://")):
+        return False
+    try:
+        path = parse_url(destination).path
+    except errors.InvalidURLError:
+        return False
+    return leftover_pattern(path.rsplit("/", 1)[-1]) is not None
+
+
 def left_behind(session: WriteSession) -> str:
     """What a failed run whose clean-up gave up (or was cancelled) left, and how to
     remove it, in words (memo ``left_behind``; no secret: a canonical URL, a temp path
     or an upload id). File and SFTP: the next transfer to the same destination removes
-    it; S3: abort the upload (nothing tells Staccato's uploads from others there)."""
+    it (:func:`leftovers_swept`), else delete both files by hand (their paths); S3:
+    abort the upload (nothing tells Staccato's uploads from others there)."""
     if session.url.startswith("s3://"):
         return (
             f"{partial_data(session)} may be left open (its parts are stored until it is "
@@ -159,9 +181,17 @@ def left_behind(session: WriteSession) -> str:
             "s3api abort-multipart-upload`), or let a bucket lifecycle rule for incomplete "
             "multipart uploads remove it"
         )
+    if leftovers_swept(session.url):
+        return (
+            f"{partial_data(session)} (and its .staccato-journal) may be left: the next "
+            "transfer to this destination removes it, or delete both files by hand"
+        )
+    temp = session.session_id
+    journal = temp.removesuffix(_TEMP_SUFFIX) + _JOURNAL_SUFFIX
     return (
-        f"{partial_data(session)} (and its .staccato-journal) may be left: the next "
-        "transfer to this destination removes it, or delete both files by hand"
+        f"{partial_data(session)} (and its .staccato-journal) may be left: delete both by "
+        f"hand ({temp} and {journal}); the next transfer to this destination does not "
+        "remove them (its name is too long to tell its temp files from a longer name's)"
     )
 
 

@@ -232,13 +232,31 @@ PAUSED_STREAM_ENDED_PATCH = "paused-stream-ended"
 #: ``wait`` end at once, while the clean-up (up to 10 attempts, ~65 s against a dead
 #: server) goes on in the same run (``Progress.cleanup`` says where); a marker event
 #: and a memo update per failed run that opened a write session. That clean-up
-#: retries for at most ``--retry-for`` (30 s at least); a cancel request stops it
+#: retries for ``--retry-for`` (30 s at least; patch ``cleanup-window-from-start``); a cancel request stops it
 #: (the run then ends failed at once). When it did not finish (gave up, stopped), the
 #: memo's ``left_behind`` says what was left and how to remove it (one more memo
 #: update): ``status`` tells after the run ended
 FAILED_BEFORE_CLEANUP_PATCH = "failed-before-cleanup"
+#: the state stays ``scheduled`` until bytes move (the streams start, or the source is
+#: read into the staging cache), as ``status`` documents it: while ``prepare`` (or the
+#: sync check, the look-ups, a slot's grant) is retried after ``stat``, e.g. after a
+#: wait for a busy destination whose server is still down. Before, the state was
+#: ``running`` from the end of ``stat`` on. No extra event (the one ``running`` upsert
+#: moves later); a marker event per transfer
+SCHEDULED_UNTIL_COPY_PATCH = "scheduled-until-copy"
 #: the shortest retry window of a failed run's clean-up (its ``--retry-for`` is longer)
 _CLEANUP_AFTER_FAILURE_FOR = timedelta(seconds=30)
+#: a failed run's clean-up retries for its whole window from its start: its
+#: ``schedule_to_close_timeout`` is the window plus the longest backoff
+#: (:data:`_BEST_EFFORT_BACKOFF`). Temporal starts no retry whose backoff would end past
+#: that deadline, so with the window alone the retries stopped at the last attempt
+#: whose next backoff still fitted: about 25 s of a 30 s window (attempts at 0, 1, 3,
+#: 7, 15 and 25 s; 35 s did not fit). Now an attempt that fails within the window is
+#: always retried, and the clean-up ends at most one backoff (10 s) after the window
+#: (within 10 attempts, as before). A marker event per failed run that cleans up.
+CLEANUP_WINDOW_PATCH = "cleanup-window-from-start"
+#: the longest wait between two attempts of a best-effort activity (``cleanup``)
+_BEST_EFFORT_BACKOFF = timedelta(seconds=10)
 RECORD_TUNING = "record_link_tuning"
 #: the tuning activities are best effort: a worker without them runs the fixed defaults
 _TUNING_RETRY = RetryPolicy(maximum_attempts=3, maximum_interval=timedelta(seconds=2))
@@ -287,6 +305,8 @@ class TransferWorkflow:
         self._retry_for = timedelta(hours=24)
         self._progress_at = datetime.min  # set when the run starts
         self._cancel_ignored = False
+        # no byte moved yet (patch scheduled-until-copy): the state says scheduled
+        self._until_copy = False
         # the running streams' last progress report (signal ``report_progress``) and
         # when it came; shown in the current details only, never used for a decision
         self._live: ProgressReport | None = None
@@ -390,7 +410,8 @@ class TransferWorkflow:
             self._most_segments = max(1, -(-info.size // options.chunk_size))
             self._known_copies = workflow.patched(KNOWN_COPIES_PATCH)
             # a pause accepted while still scheduled holds: the streams wait for resume
-            self._set_state(TransferState.paused if self._paused else TransferState.running)
+            self._until_copy = workflow.patched(SCHEDULED_UNTIL_COPY_PATCH)
+            self._set_state(TransferState.paused if self._paused else self._going())
             if options.sync_level is not None and workflow.patched("sync-level"):
                 self._set_phase("sync-check")
                 check = await sync.check_destination(
@@ -782,6 +803,7 @@ class TransferWorkflow:
             segments = tuning.taper(segments, info.size, chunk_size, options.streams)
         self._progress.segments_total = len(segments)
         self._set_phase("copy")
+        self._bytes_move()
         results = await self._copy(request, info, session, segments, heartbeat_timeout)
         if self._tuner is not None and self._tune_record is None:
             # what the link learned, stored while verify and publish run (and shown:
@@ -1266,6 +1288,7 @@ class TransferWorkflow:
         assert self._progress is not None
         phase = self._progress.phase
         self._set_phase("staging")
+        self._bytes_move()
         self._stage_input = StageInput(
             transfer_id=workflow.info().workflow_id,
             source=request.source,
@@ -1413,11 +1436,15 @@ class TransferWorkflow:
 
     async def _cleanup_after_failure(self, session: WriteSession) -> bool:
         """:meth:`_cleanup` of a run that has failed already (state ``failed``): its
-        retries stop after ``--retry-for`` (30 s at least), and a cancel request stops
+        attempts are retried for ``--retry-for`` (30 s at least) from its start, and end
+        at most one backoff (10 s) later or after 10 attempts; a cancel request stops
         it at once; either way the run ends failed with its reason (what ``status``
         already says), never cancelled. Returns whether the partial data was removed
         (False: the caller records what was left)."""
         within = max(self._retry_for, _CLEANUP_AFTER_FAILURE_FOR)
+        if workflow.patched(CLEANUP_WINDOW_PATCH):
+            # attempts that fail within the window are retried (see the patch)
+            within += _BEST_EFFORT_BACKOFF
         task = asyncio.ensure_future(self._cleanup(session, within))
         try:
             return await asyncio.shield(task)
@@ -1449,7 +1476,7 @@ class TransferWorkflow:
                 schedule_to_close_timeout=within,
                 heartbeat_timeout=SHORT_HEARTBEAT_TIMEOUT,
                 retry_policy=RetryPolicy(
-                    maximum_attempts=attempts, maximum_interval=timedelta(seconds=10)
+                    maximum_attempts=attempts, maximum_interval=_BEST_EFFORT_BACKOFF
                 ),
             )
         except ActivityError as err:
@@ -1464,6 +1491,20 @@ class TransferWorkflow:
             workflow.upsert_search_attributes([sa.STATE.value_set(state.value)])
             self._live = None  # a rate measured before a pause or resume is stale
         self._show()
+
+    def _going(self) -> TransferState:
+        """The state of a transfer that is neither paused nor queued: ``running`` once
+        bytes moved (or for runs recorded before patch ``scheduled-until-copy``), else
+        ``scheduled``."""
+        return TransferState.scheduled if self._until_copy else TransferState.running
+
+    def _bytes_move(self) -> None:
+        """The streams (or the staging read) start: ``running`` from now on (a paused
+        or queued transfer keeps its state; resume and a grant then say running)."""
+        assert self._progress is not None
+        self._until_copy = False
+        if self._progress.state == TransferState.scheduled:
+            self._set_state(TransferState.running)
 
     def _set_phase(self, phase: str) -> None:
         assert self._progress is not None
@@ -1770,7 +1811,7 @@ class TransferWorkflow:
         self._progress.queued_reason = self._progress.queued_for = None
         self._progress.queued_ticket = None
         if self._progress.state == TransferState.queued:
-            self._set_state(TransferState.paused if self._paused else TransferState.running)
+            self._set_state(TransferState.paused if self._paused else self._going())
 
     async def _await_grant(self, name: str, ask: SlotRequest, control: str) -> bool:
         """Wait for ``name``'s grant (:func:`staccato.workflows.slots.await_grant`);
@@ -1874,7 +1915,7 @@ class TransferWorkflow:
         """Continue a paused transfer from what the destination holds."""
         self._paused = False
         if self._progress is not None:
-            self._set_state(TransferState.running)
+            self._set_state(self._going())
 
     @resume.validator
     def _validate_resume(self) -> None:

@@ -36,7 +36,15 @@ from staccato.client import StaccatoClient
 from staccato.errors import TransferFailedError
 from staccato.ids import transfer_id
 from staccato.models import TransferOptions, TransferState
-from tests.helpers import MiB, WorkerProcess, leftovers, run_cli, sha256_file, write_random
+from tests.helpers import (
+    MiB,
+    WorkerProcess,
+    leftovers,
+    run_cli,
+    sha256_file,
+    wait_for_status,
+    write_random,
+)
 from tests.servers.sshd import SshdServer, connection_owners
 from tests.sftp.conftest import _started
 
@@ -496,7 +504,8 @@ async def _gave_up_cleaning_up(
     """Copy 64 MiB from ``source`` (written with ``seed``) to ``out/gone.bin`` on
     ``server``, paced (16 MiB/s), ``--retry-for 5s``; stop sshd mid-copy and wait until
     the stream gave up: the run is then failed and its clean-up retries against the
-    dead server (30 s at most: ``--retry-for`` 5 s, below the clean-up's floor).
+    dead server (for its 30 s floor, ``--retry-for`` 5 s being below it, and at most one
+    10 s backoff more).
     Returns the transfer id."""
     size, chunk = 64 * MiB, 4 * MiB
     write_random(source, size, seed=seed)
@@ -618,3 +627,62 @@ async def test_cancel_stops_a_failed_transfers_cleanup(
         assert ended.left_behind and ".staccato-part" in ended.left_behind, ended
         assert leftovers(out), "nothing was left (sshd is down)"
         own_server.start()
+
+
+async def test_prepare_retried_after_a_wait_for_the_destination_says_scheduled(
+    temporal_server,
+    own_server: SshdServer,
+    env_worker_env: dict[str, str],
+    data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """A transfer queued behind another one (``--if-busy wait``) runs once that one
+    ended, while the destination's sshd is down: its ``prepare`` is retried, and
+    ``status`` (of the queued start's id and of the destination) says ``scheduled``
+    (README: "its first steps (stat, prepare) are still being retried") with the retry
+    error, until sshd is back and its streams start; then it completes. Before, it said
+    ``running`` from the end of its ``stat`` on."""
+    _trust(own_server, env_worker_env)
+    size, chunk = 64 * MiB, 4 * MiB
+    source = data_dir / "src.bin"
+    write_random(source, size, seed=30)
+    second = data_dir / "second.bin"
+    digest = write_random(second, 1 * MiB, seed=31)
+    out = data_dir / "out"
+    out.mkdir()
+    destination = own_server.url(str(out / "held.bin"))
+    with WorkerProcess(
+        temporal_server.address, processes=2, env=env_worker_env, log_dir=tmp_path
+    ) as worker:
+        client = await _client(temporal_server, worker.task_queue)
+        # the holder: paced (16 MiB/s), paused once it wrote a chunk: it holds the lock
+        holder = await client.submit(
+            str(source), destination, TransferOptions(chunk_size=chunk, max_rate=16 * MiB)
+        )
+        await _wait_for_journal(out, 1)
+        await client.pause(holder)
+        waiter = await client.submit(
+            str(second), destination, TransferOptions(chunk_size=1 * MiB, if_busy="wait")
+        )
+        assert waiter != holder
+        await wait_for_status(client, waiter, lambda s: s.state == TransferState.queued)
+        # sshd goes down and the holder ends (terminated: no clean-up of its own)
+        own_server.stop()
+        try:
+            await client.temporal.get_workflow_handle(holder).terminate("test: holder ends")
+            for shown in (waiter, destination):
+                status = await wait_for_status(
+                    client,
+                    shown,
+                    lambda s: s.phase == "prepare" and "attempt " in (s.last_retry_error or ""),
+                )
+                print(f"{shown}: {status.state} {status.phase} {status.last_retry_error}")
+                assert status.state == TransferState.scheduled, status
+                assert status.rate_bytes_per_s is None, status
+                assert status.runs_as == (holder if shown == waiter else None), status
+        finally:
+            own_server.start()
+        result = await asyncio.wait_for(client.wait(waiter), GONE_FAILS_WITHIN_S)
+    assert result.bytes == 1 * MiB
+    assert sha256_file(out / "held.bin") == digest
+    assert leftovers(out) == []  # the terminated holder's temp file was swept

@@ -21,16 +21,19 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
 
+from staccato.errors import DestinationBusyError
 from staccato.models import (
     ConfirmSourceInput,
     ObjectInfo,
     PublishInput,
     StreamInput,
     TransferOptions,
+    TransferRequest,
     TransferState,
     VerifyInput,
     VerifyMode,
 )
+from staccato.starts import start_or_attach
 from staccato.workflows import search_attributes as sa
 from tests.workflow.conftest import (
     DESTINATION,
@@ -652,3 +655,121 @@ async def test_a_failed_stream_blames_the_known_copy_only_when_its_read_failed(
     assert ("the copy " + KNOWN + " failed while it was read" in why) is blamed, why
     if not blamed:
         assert "not necessarily at the copy" in why, why
+
+
+async def test_cleanup_after_failure_retries_for_its_whole_window(transfer: Start) -> None:
+    """A failed transfer's clean-up that keeps failing, ``--retry-for 1s`` (its window
+    is then the 30 s floor): attempts are still started 30 s after the clean-up's
+    first one (Temporal's clock, skipped here), and none after the window plus one
+    backoff (10 s). Before, Temporal gave up once the next backoff (10 s) no longer
+    fitted in the 30 s deadline: the last attempt started about 25 s in."""
+    endpoint = Endpoint(info=ObjectInfo(size=SIZE, version="v1", reread_before_publish=True))
+    endpoint.hooks["confirm_source"] = failing("SourceChanged", "changed during the copy")
+    attempts: list[tuple[int, float]] = []
+
+    async def dead_server(_: Any) -> None:
+        info = activity.info()
+        started = info.started_time - info.scheduled_time
+        attempts.append((info.attempt, started.total_seconds()))
+        raise ApplicationError("connection refused", type="Unavailable")
+
+    endpoint.hooks["cleanup"] = dead_server
+    run = await transfer(endpoint, options=TransferOptions(chunk_size=16, streams=2, retry_for_s=1))
+    error = await failure_of(run)
+    assert isinstance(error, ApplicationError) and error.type == "SourceChanged", error
+    last_attempt, last_started_s = attempts[-1]
+    assert last_attempt == len(attempts) < 10, attempts  # the window ended it, not the count
+    assert 30 <= last_started_s <= 40, attempts
+    memo = await (await run.handle.describe()).memo()
+    assert "may be left" in memo["left_behind"], memo
+
+
+@pytest.mark.parametrize(
+    ("destination", "stopped"),
+    [
+        (
+            "s3://bucket/dir/object.bin",
+            "(it stays failed, and its multipart upload stays open: `staccato status {id}` "
+            "then names the upload id to abort)",
+        ),
+        (
+            "file:///destination/object.bin",
+            "(it stays failed; the next transfer to this destination removes its temp file)",
+        ),
+        (
+            "file:///destination/" + "n" * 147,
+            "(it stays failed; `staccato status {id}` then names its temp file and journal "
+            "to delete by hand: the next transfer does not remove them",
+        ),
+    ],
+    ids=["s3", "file", "file-name-over-146-bytes"],
+)
+async def test_busy_while_cleaning_up_says_what_a_stopped_cleanup_leaves(
+    transfer: Start, env: WorkflowEnvironment, destination: str, stopped: str
+) -> None:
+    """A start refused because the destination's transfer failed and still cleans up
+    (``starts._cleaning_up``) says what stopping that clean-up leaves and how it goes,
+    per destination: S3 has no sweep (the clean-up itself aborts the multipart
+    upload), a file or SFTP name over 146 bytes is never swept. Before, every one said
+    the next transfer removes a temp file left on a file or SFTP destination."""
+    endpoint = Endpoint(info=ObjectInfo(size=SIZE, version="v1", reread_before_publish=True))
+    endpoint.hooks["confirm_source"] = failing("SourceChanged", "changed during the copy")
+    release = asyncio.Event()
+
+    async def slow_cleanup(_: Any) -> None:
+        while not release.is_set():
+            activity.heartbeat()
+            await asyncio.sleep(0.02)
+
+    endpoint.hooks["cleanup"] = slow_cleanup
+    options = TransferOptions(chunk_size=16, streams=2)
+    run = await transfer(
+        endpoint, request=TransferRequest(source=SOURCE, destination=destination, options=options)
+    )
+    try:
+        await until(lambda: bool(endpoint.called("cleanup")), "the cleanup to start")
+        other = TransferRequest(source="file:///source/other.bin", destination=destination)
+        with pytest.raises(DestinationBusyError) as busy:
+            await start_or_attach(env.client, other, task_queue="unused")
+    finally:
+        release.set()
+    message = str(busy.value)
+    assert f"the failed transfer {run.handle.id} is still removing its partial data" in message
+    assert stopped.format(id=run.handle.id) in message, message
+    if destination.startswith("s3://"):
+        assert "next transfer" not in message and "temp file" not in message, message
+
+
+async def test_scheduled_while_prepare_is_retried_running_once_streams_start(
+    transfer: Start,
+) -> None:
+    """``prepare`` fails (the destination's server is down, as after a wait for a busy
+    destination whose holder only cleaned up) and is retried: the state stays
+    ``scheduled`` (query and search attribute StaccatoState), as README's states say,
+    until the streams start; then ``running``. Before, it was ``running`` from the end
+    of ``stat`` on."""
+    endpoint = Endpoint()
+    release = asyncio.Event()
+
+    async def down_then_up(_: Any) -> None:
+        if activity.info().attempt == 1:
+            raise ApplicationError("cannot connect: connection refused", type="Unavailable")
+        while not release.is_set():  # the retry, held until the state was checked
+            activity.heartbeat()
+            await asyncio.sleep(0.02)
+
+    endpoint.hooks["prepare"] = down_then_up
+    endpoint.hooks["copy_stream"] = stream_until_cancelled
+    run = await transfer(endpoint)
+    try:
+        await until(lambda: len(endpoint.called("prepare")) == 2, "prepare's retry")
+        progress = await run.progress()
+        assert progress.state == TransferState.scheduled and progress.phase == "prepare", progress
+        description = await run.handle.describe()
+        assert description.typed_search_attributes.get(sa.STATE) == "scheduled"
+    finally:
+        release.set()
+    await until(lambda: endpoint.running_streams == 2, "both streams to start")
+    assert (await run.progress()).state == TransferState.running
+    description = await run.handle.describe()
+    assert description.typed_search_attributes.get(sa.STATE) == "running"
