@@ -89,6 +89,9 @@ _STATUS_STATES = {
 
 #: seconds a status waits for a worker to answer a dataset's progress query
 PROGRESS_QUERY_S = 5.0
+#: a dataset's file rate (files/s) below which no ETA is told: less than a file an
+#: hour is nothing to speak of moving (``units.eta``)
+FILES_MIN_RATE = 1 / 3600
 
 
 async def failed_pairs(
@@ -827,16 +830,22 @@ async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
     rate_files = (done + progress.files_skipped) / elapsed if elapsed > 0 else None
     rate_bytes = done_bytes / elapsed if elapsed > 0 else None
     handled = done + progress.files_skipped + progress.files_failed
+    # nothing moves now: a step retries an error (a root down, a server refusing), or
+    # a root a batch waits for is unreachable. The rates are since the start, so an
+    # ETA from them would be made up (it stayed, or grew without end, for the whole
+    # outage): none ("?"), until the copy moves again
+    stalled = retrying is not None or any(row.files_waiting for row in rows)
     eta = None
-    if progress.listing_done and rate_files and not cancel_requested and not paused:
+    if progress.listing_done and not cancel_requested and not paused and not stalled:
         # the longer of the files left at the file rate and the bytes left at the byte
         # rate (a file count alone said 2.3 s with 95 of 120 MiB left in large files)
-        eta = max(0, progress.files_listed - handled) / rate_files
+        eta = units.eta(progress.files_listed - handled, rate_files, min_rate=FILES_MIN_RATE)
         # (only while every file handled was copied: the bytes of files skipped or
         # failed are in the total, never in the bytes done)
-        if rate_bytes and progress.bytes_listed and handled == done:
-            eta = max(eta, max(0, progress.bytes_listed - done_bytes) / rate_bytes)
-        eta = round(eta, 1)
+        if eta is not None and rate_bytes and progress.bytes_listed and handled == done:
+            by_bytes = units.eta(progress.bytes_listed - done_bytes, rate_bytes)
+            eta = max(eta, by_bytes) if by_bytes is not None else None
+        eta = round(eta, 1) if eta is not None else None
     if state == DatasetState.running and progress.queued_reason:
         # every batch in flight waits for a slot: queued, as a single transfer is
         if progress.waiting >= progress.in_flight:

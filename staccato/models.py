@@ -1269,6 +1269,9 @@ class DestinationOutcome(BaseModel):
         error: why it failed or was cancelled.
         bytes: bytes copied (completed), else None.
         checksum: the object's checksum label (completed), else None.
+        left_behind: a failed transfer whose clean-up gave up: what it left there and
+            how to remove it (:func:`staccato.workflows.failures.left_behind`); left
+            out of dumps while None.
     """
 
     destination: str
@@ -1278,6 +1281,14 @@ class DestinationOutcome(BaseModel):
     error: str | None = None
     bytes: int | None = None
     checksum: str | None = None
+    left_behind: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_left_behind_unset(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and data.get("left_behind", 0) is None:
+            del data["left_behind"]  # payloads and JSON unchanged when none
+        return data
 
 
 class FanOutProgress(BaseModel):

@@ -70,12 +70,18 @@ def percent(done: int, total: int | None) -> str | None:
     return f"{min(100, 100 * max(0, done) // total)}%"
 
 
-def eta(bytes_left: int, bytes_per_s: float | None) -> float | None:
-    """Seconds to move ``bytes_left`` at ``bytes_per_s``; None when the rate is unknown
-    or zero."""
-    if not bytes_per_s or bytes_per_s <= 0:
+#: below this rate (per second) nothing to speak of moves: no ETA (a rate of a few
+#: bytes a second during an outage made ETAs of days)
+ETA_MIN_RATE = 1.0
+
+
+def eta(left: float, per_s: float | None, min_rate: float = ETA_MIN_RATE) -> float | None:
+    """Seconds to move ``left`` (bytes, or files) at ``per_s`` (the same unit a
+    second); None when the rate is unknown, zero or below ``min_rate`` (~0: nothing
+    moves, so no time can be told). Never negative."""
+    if not per_s or per_s < min_rate:
         return None
-    return max(0, bytes_left) / bytes_per_s
+    return max(0, left) / per_s
 
 
 def progress(

@@ -105,6 +105,12 @@ RESUME_WINDOW = FILES_IN_FLIGHT + GROUP_FILES
 PAGE_BYTES_MAX = 512 * 1024
 #: bytes of JSON an entry costs besides its name (and a large file's two URLs)
 _ENTRY_OVERHEAD = 90
+#: seconds a page's listing waits for one destination root to make a large file's
+#: directories (several roots): a root that does not answer within it (a hung host: a
+#: connect that waits for its 15 s timeout), or fails transiently, is not asked again
+#: for the rest of the page; its transfer makes them in ``prepare``. Before, one root
+#: that took longer than ``--retry-for`` failed the listing, so the whole dataset
+ROOT_PARENTS_WAIT_S = 2.0
 
 
 class _Beat:
@@ -169,6 +175,7 @@ def list_entries(request: ListInput) -> ListResult:
     entries: list[DatasetEntry] = []
     filtered = 0
     budget = PAGE_BYTES_MAX
+    parents = _RootParents() if request.destination_roots is not None else None
     for position, entry in enumerate(raw):
         # the names of a retry were filtered when the client chose them
         # (dataset_client.start_dataset, _submit_fan_out): a page's entries must line up
@@ -176,9 +183,9 @@ def list_entries(request: ListInput) -> ListResult:
         if request.names is None and not selected(entry.name, request.include, request.exclude):
             filtered += 1
             continue
-        if request.destination_roots is not None:
+        if parents is not None and request.destination_roots is not None:
             entry = _with_destinations(
-                entry, root, request.destination_roots, request.small_file_max
+                entry, root, request.destination_roots, request.small_file_max, parents
             )
         else:
             entry = _with_destination(entry, root, destination_root, request.small_file_max)
@@ -188,6 +195,8 @@ def list_entries(request: ListInput) -> ListResult:
             # the rest is listed again by the next page, which starts after this entry
             last = next_after = entry.name
             break
+    if parents is not None:
+        parents.close()
     return ListResult(
         entries=entries, last=last, next_after=next_after, skipped_by_filters=filtered
     )
@@ -356,8 +365,52 @@ def _with_destination(
     return entry
 
 
+class _RootParents:
+    """A page's ``make_parents`` calls to several destination roots, each bounded by
+    :data:`ROOT_PARENTS_WAIT_S`: a root that fails transiently or does not answer in
+    time is skipped for the rest of the page (its transfers make the directories in
+    ``prepare``), so one root's outage never holds up, or fails, the listing."""
+
+    def __init__(self) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+        self._skipped: set[str] = set()
+
+    def make(self, root: str, destination: EndpointURL) -> None:
+        """Make ``destination``'s missing directories at ``root``, unless that root is
+        skipped (then, and on a timeout or a transient error: nothing).
+
+        Raises:
+            PermanentError: as ``Driver.make_parents`` (read-only root, a file on the
+                way): the real cause, for that root's entry.
+        """
+        if root in self._skipped:
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="list-parents")
+        context = contextvars.copy_context()
+        future = self._pool.submit(
+            context.run, get_driver(destination.scheme).make_parents, destination
+        )
+        try:
+            future.result(timeout=ROOT_PARENTS_WAIT_S)
+        except PermanentError:
+            raise
+        except (StaccatoError, TimeoutError):
+            self._skipped.add(root)  # down or slow: its transfers make them in prepare
+
+    def close(self) -> None:
+        """Let go of the threads (one waiting for a hung root ends on its own, at the
+        endpoint's connect timeout)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+
 def _with_destinations(
-    entry: DatasetEntry, root: EndpointURL, destination_roots: list[str], small_file_max: int
+    entry: DatasetEntry,
+    root: EndpointURL,
+    destination_roots: list[str],
+    small_file_max: int,
+    parents: _RootParents,
 ) -> DatasetEntry:
     """``entry`` for several destination roots: ``target_errors`` where a root cannot
     hold its name; a large file's URL per root (parents made, as
@@ -379,15 +432,13 @@ def _with_destinations(
             continue
         if entry.size > small_file_max:
             try:
-                get_driver(destination.scheme).make_parents(destination)
+                # bounded: a root down or slow is that root's transfer's to make them
+                # in prepare (one root down never stops, or fails, a page)
+                parents.make(text, destination)
             except PermanentError as err:  # read-only, a file on the way: the real cause
                 errors.append(str(err))
                 urls.append(None)
                 continue
-            except StaccatoError:
-                # transient: that root's transfer makes them in prepare (one root down
-                # never stops a page)
-                pass
         errors.append(None)
         urls.append(destination.canonical)
     update: dict[str, object] = {}

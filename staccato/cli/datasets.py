@@ -29,7 +29,7 @@ from staccato.models import TransferOptions
 
 if TYPE_CHECKING:  # imported where used: `--help` and usage errors need no Temporal client
     from staccato.client import StaccatoClient
-    from staccato.datasets.models import DatasetRequest, DatasetStatus
+    from staccato.datasets.models import DatasetRequest, DatasetStatus, FileFailure
     from staccato.light_client import LightClient
 
 #: seconds between two progress lines when stderr is not a terminal
@@ -439,6 +439,8 @@ def exit_for(final: DatasetStatus, quiet: bool = False) -> None:
             more = sum(d.files_failed for d in final.destinations) - min(10, len(final.failures))
         if more > 0:
             typer.echo(f"... and {more} more (staccato status --failures {final.id})", err=True)
+        for line in left_behind_lines(final):
+            typer.echo(line, err=True)
         if final.destinations is not None:
             if not quiet:
                 for line in per_root:
@@ -464,6 +466,28 @@ def exit_for(final: DatasetStatus, quiet: bool = False) -> None:
     )
 
 
+#: large files whose clean-up gave up, shown by ``cp -r``'s end and ``status`` (the
+#: others: a count, and ``status --failures`` lists every one)
+LEFT_BEHIND_SHOWN = 3
+
+
+def left_behind_lines(s: DatasetStatus) -> list[str]:
+    """``left behind: NAME [at ROOT]: WHAT`` for the first :data:`LEFT_BEHIND_SHOWN`
+    failed large files whose transfer's clean-up gave up (what is left where and how
+    to remove it), and ``... and N more left behind (staccato status --failures ID)``."""
+    left = s.left_behind()
+    lines = []
+    for failure in left[:LEFT_BEHIND_SHOWN]:
+        at = f" at {failure.destination}" if failure.destination else ""
+        lines.append(f"left behind: {shown_name(failure.name)}{at}: {failure.left_behind}")
+    if len(left) > LEFT_BEHIND_SHOWN:
+        lines.append(
+            f"... and {len(left) - LEFT_BEHIND_SHOWN} more left behind "
+            f"(staccato status --failures {s.id})"
+        )
+    return lines
+
+
 #: control characters (C0, DEL, C1) -> ``\xNN``: a name with a newline or a tab must not
 #: break a ``NAME<TAB>REASON`` line
 _CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)]}
@@ -480,10 +504,12 @@ def status_lines(s: DatasetStatus, failures: bool) -> list[str]:
     per failed file (name, tab, reason) instead."""
     if failures:
         # several destination roots: name, root, reason (one line per failed pair)
+        # a large file whose clean-up gave up: what it left, after its reason (the
+        # same columns)
         lines = [
-            f"{shown_name(f.name)}\t{f.destination}\t{shown_name(f.reason)}"
+            f"{shown_name(f.name)}\t{f.destination}\t{shown_name(_with_left(f))}"
             if f.destination
-            else f"{shown_name(f.name)}\t{shown_name(f.reason)}"
+            else f"{shown_name(f.name)}\t{shown_name(_with_left(f))}"
             for f in s.failures
         ]
         failed = (
@@ -496,6 +522,7 @@ def status_lines(s: DatasetStatus, failures: bool) -> list[str]:
         return lines
     shown = s.to_json_dict()
     shown.pop("failures")
+    shown.pop("files_left_behind", None)  # lines of their own, below
     rows = shown.pop("destinations", None)
     roots = shown.pop("destination_roots", None)
     if roots:  # several roots: every one on the destination line
@@ -520,7 +547,16 @@ def status_lines(s: DatasetStatus, failures: bool) -> list[str]:
         )
         if row.get("unreachable"):
             lines.append(f"{'':18}   {unreachable_text(row)}")
+    for line in left_behind_lines(s):
+        lines.append(f"{'left behind':18} {line.removeprefix('left behind: ')}")
     return lines
+
+
+def _with_left(failure: FileFailure) -> str:
+    """A failure's reason, and what its transfer left behind when its clean-up gave up."""
+    if not failure.left_behind:
+        return failure.reason
+    return f"{failure.reason}; left behind: {failure.left_behind}"
 
 
 def unreachable_text(row: dict[str, Any]) -> str:

@@ -85,13 +85,18 @@ class FileFailure(_Lean):
     Attributes:
         destination: with several destination roots, the root this failure is of
             (one failure per file and destination); None for a single destination.
+        left_behind: a large file (a child transfer) whose clean-up gave up: what it
+            left at the destination and how to remove it (the transfer's memo
+            ``left_behind``, :func:`staccato.workflows.failures.left_behind`); None
+            otherwise (left out of dumps).
     """
 
-    _lean = ("destination",)
+    _lean = ("destination", "left_behind")
 
     name: str
     reason: str
     destination: str | None = None
+    left_behind: str | None = None
 
     @property
     def gone(self) -> bool:
@@ -623,14 +628,24 @@ class DatasetStatus(_Lean):
     #: warning, also with ``-q``): the filters matched nothing; left out while None
     warning: str | None = None
 
+    def left_behind(self) -> list[FileFailure]:
+        """The failures (of those kept: :data:`MAX_FAILURES_KEPT`) of large files whose
+        transfer's clean-up gave up: each one's ``left_behind`` says what is left where
+        and how to remove it."""
+        return [f for f in self.failures if f.left_behind]
+
     def to_json_dict(self) -> dict[str, Any]:
         """Plain dict with the enum as text (a single destination's dataset without the
-        fields of several: ``destinations`` and each failure's ``destination``).
+        fields of several: ``destinations`` and each failure's ``destination``);
+        ``files_left_behind``: how many failures have a ``left_behind`` (when any).
 
         Several roots: ``destination`` stays one URL, the first root (the status JSON
         contract's key, for readers of one root), and ``destination_roots``, every
         root, comes right after it, so a reader of ``destination`` sees the others."""
         data: dict[str, Any] = self.model_dump(mode="json")
+        left = self.left_behind()
+        if left:  # large files whose clean-up gave up (each failure says what it left)
+            data["files_left_behind"] = len(left)
         roots = data.pop("destination_roots", None)
         if roots is None:
             return data

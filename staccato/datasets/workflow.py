@@ -108,7 +108,7 @@ with workflow.unsafe.imports_passed_through():
 
 from staccato.workflows import front, slots
 from staccato.workflows.calls import RETRY, SHORT_HEARTBEAT_TIMEOUT, ended_by_cancel
-from staccato.workflows.failures import decode_input, reason
+from staccato.workflows.failures import decode_input, left_behind_of, reason
 from staccato.workflows.governor import LIMIT_QUEUED_SIGNAL, SLOT_GRANTED_SIGNAL
 
 DEFAULT_HEARTBEAT_TIMEOUT = timedelta(seconds=20)
@@ -243,6 +243,9 @@ class DatasetWorkflow:
         # batch sizes staggered (DATASET_STAGGER_PATCH), and the batches formed so far
         self._staggered = False
         self._formed = 0
+        # a large file's transfer to a root (its destination URL) that failed and
+        # whose clean-up gave up: what it left there, until its failure is kept
+        self._left_behind: dict[str, str] = {}
 
     @workflow.run
     async def run(self, raw_request: RawValue) -> DatasetResult:
@@ -802,7 +805,8 @@ class DatasetWorkflow:
             while isinstance(cause, ChildWorkflowError) and cause.cause is not None:
                 cause = cause.cause
             if not (self._stopping and isinstance(cause, CancelledError)):
-                self._fail(entry.name, reason(cause))  # cancelled with the dataset: neither
+                # cancelled with the dataset: neither
+                self._fail(entry.name, reason(cause), left_behind_of(cause))
             return
         finally:
             self._children.pop(child_id, None)
@@ -877,15 +881,18 @@ class DatasetWorkflow:
         await flush()
         return False
 
-    def _fail_pair(self, name: str, target: int, why: str) -> None:
+    def _fail_pair(self, name: str, target: int, why: str, left: str | None = None) -> None:
         """(``name``, root ``target``) failed: counted at that root, kept with its reason
-        (the file itself is counted by the caller)."""
+        and what its transfer left behind (``left``; the file itself is counted by the
+        caller)."""
         carried = self._carried
         assert carried.destinations is not None and self._request is not None
         carried.destinations[target].files_failed += 1
         if len(carried.failures) < MAX_FAILURES_KEPT:
             root = (self._request.destination_roots or [])[target]
-            carried.failures.append(FileFailure(name=name, reason=why, destination=root))
+            carried.failures.append(
+                FileFailure(name=name, reason=why, destination=root, left_behind=left)
+            )
 
     def _end_file(self, size: int, outcomes: dict[int, tuple[str, str, int]]) -> None:
         """Count a file by its outcome at each root ('c' copied, 's' up to date, 'f'
@@ -1142,7 +1149,7 @@ class DatasetWorkflow:
             self._current.pop(key, None)
         for t, (kind, why, _) in outcomes.items():
             if kind == "f":
-                self._fail_pair(entry.name, t, why)
+                self._fail_pair(entry.name, t, why, self._left_behind.pop(urls[t], None))
         if prefailed:
             outcomes[-1] = ("f", "", 0)  # failed at another root (its name): no root's count
         self._end_file(entry.size, outcomes)
@@ -1182,6 +1189,9 @@ class DatasetWorkflow:
             cause = _root_cause(err)
             if self._stopping and isinstance(cause, CancelledError):
                 return ("x", "cancelled", 0)  # with the dataset: neither done nor failed
+            left = left_behind_of(cause)
+            if left:
+                self._left_behind[destination] = left
             return ("f", reason(cause), 0)
         if result.up_to_date:
             return ("s", "up to date", 0)
@@ -1239,15 +1249,19 @@ class DatasetWorkflow:
                 outcomes[t] = ("x", "cancelled", 0)
             else:
                 outcomes[t] = ("f", outcome.error or outcome.state.value, 0)
+                if outcome.left_behind:
+                    self._left_behind[url] = outcome.left_behind
         return outcomes
 
     # -- bookkeeping -------------------------------------------------------------------
 
-    def _fail(self, name: str, why: str) -> None:
+    def _fail(self, name: str, why: str, left: str | None = None) -> None:
+        """``name`` failed with reason ``why``; ``left``: what its transfer's clean-up
+        left behind (a child transfer whose clean-up gave up)."""
         carried = self._carried
         carried.files_failed += 1
         if len(carried.failures) < MAX_FAILURES_KEPT:
-            carried.failures.append(FileFailure(name=name, reason=why))
+            carried.failures.append(FileFailure(name=name, reason=why, left_behind=left))
 
     async def _drain(self) -> None:
         await workflow.wait_condition(lambda: not self._batches and not self._children)

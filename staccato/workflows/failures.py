@@ -13,7 +13,13 @@ from typing import TypeVar
 from temporalio import workflow
 from temporalio.api.common.v1 import Payload
 from temporalio.common import RawValue
-from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError, TimeoutType
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    FailureError,
+    TimeoutError,
+    TimeoutType,
+)
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, ValidationError
@@ -193,6 +199,20 @@ def left_behind(session: WriteSession) -> str:
         f"hand ({temp} and {journal}); the next transfer to this destination does not "
         "remove them (its name is too long to tell its temp files from a longer name's)"
     )
+
+
+def left_behind_of(err: BaseException) -> str | None:
+    """The :func:`left_behind` text a failed child transfer sent in its failure's
+    details (``{"left_behind": ...}``, workers after 0.19.0), found in ``err`` or its causes; None
+    when it removed its partial data, or ran older code (its memo still says it)."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, ApplicationError):
+            for detail in seen.details:
+                if isinstance(detail, dict) and isinstance(detail.get("left_behind"), str):
+                    return str(detail["left_behind"])
+        seen = seen.cause if isinstance(seen, FailureError) else seen.__cause__
+    return None
 
 
 def duration(span: timedelta) -> str:

@@ -68,7 +68,7 @@ from staccato.workflows.calls import (
     sealed,
     short_activity,
 )
-from staccato.workflows.failures import decode_input, reason
+from staccato.workflows.failures import decode_input, left_behind_of, reason
 
 
 def _decode(raw: RawValue) -> FanOutRequest:
@@ -236,6 +236,7 @@ class FanOutWorkflow:
             cancelled = isinstance(cause, CancelledError)
             outcome.state = TransferState.cancelled if cancelled else TransferState.failed
             outcome.error = "cancelled" if cancelled else reason(cause)
+            outcome.left_behind = None if cancelled else left_behind_of(cause)
             self._show()
             return
         outcome.state = TransferState.completed

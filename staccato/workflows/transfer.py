@@ -500,6 +500,7 @@ class TransferWorkflow:
                 raise asyncio.CancelledError() from None
             message = self._gave_up(err) or reason(err)
             session = None if self._published else self._session
+            left: str | None = None  # what the clean-up left (it gave up or was stopped)
             if session is not None and workflow.patched(FAILED_BEFORE_CLEANUP_PATCH):
                 # failed from now on (status, cp, wait say so with the reason); the
                 # removal of the partial data, which may retry against a dead server
@@ -511,13 +512,19 @@ class TransferWorkflow:
                 removed = await self._cleanup_after_failure(session)
                 self._progress.cleanup = None
                 if not removed:  # gave up or was stopped: status says what is left
-                    workflow.upsert_memo({"left_behind": left_behind(session)})
+                    left = left_behind(session)
+                    workflow.upsert_memo({"left_behind": left})
             else:
                 if not self._published:
                     await self._cleanup(self._session)
                 self._progress.error = message
                 self._set_state(TransferState.failed)
-            raise ApplicationError(message, type=reason_type(err), non_retryable=True) from None
+            # what was left rides in the failure's details too: a parent (a dataset, a
+            # fan-out group) learns it from the failure alone (failures.left_behind_of)
+            details = [{"left_behind": left}] if left else []
+            raise ApplicationError(
+                message, *details, type=reason_type(err), non_retryable=True
+            ) from None
         finally:
             # every ending gives the slots back (no command when none are held; no
             # coroutine either, so a workflow evicted from the cache leaves none behind)

@@ -11,6 +11,9 @@ never stops a page), and the child transfer, once the server was back, failed:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -138,3 +141,122 @@ async def test_destination_root_down_at_start_is_ridden_out(
     assert tree(remote) == expected
     if roots == "two":
         assert tree(local) == expected
+
+
+class _HungThenUp:
+    """A loopback TCP port in front of ``upstream_port`` (sshd) that first accepts
+    connections and never answers (a hung host: a client waits for the SSH banner
+    until its connect timeout), and once :meth:`wake` is called relays to sshd."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self._upstream = upstream_port
+        self._awake = threading.Event()
+        self._held: list[socket.socket] = []
+        self._listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+        self.port = self._listener.getsockname()[1]
+        self._closed = False
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self._closed:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            if not self._awake.is_set():
+                self._held.append(conn)  # never answered
+                continue
+            threading.Thread(target=self._relay, args=(conn,), daemon=True).start()
+
+    def _relay(self, conn: socket.socket) -> None:
+        upstream = socket.create_connection(("127.0.0.1", self._upstream))
+
+        def pump(a: socket.socket, b: socket.socket) -> None:
+            try:
+                while data := a.recv(65536):
+                    b.sendall(data)
+            except OSError:
+                pass
+            finally:
+                with contextlib.suppress(OSError):
+                    b.shutdown(socket.SHUT_WR)
+
+        threading.Thread(target=pump, args=(upstream, conn), daemon=True).start()
+        pump(conn, upstream)
+
+    def wake(self) -> None:
+        self._awake.set()
+        for conn in self._held:
+            conn.close()
+
+    def close(self) -> None:
+        self._closed = True
+        self.wake()
+        self._listener.close()
+
+
+async def test_a_hung_root_at_start_fails_alone_and_retry_failed_copies_the_rest(
+    temporal_server,
+    sshd_server: SshdServer,
+    env_worker_env: dict[str, str],
+    data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """Two roots, a local one and an SFTP one whose host accepts connections but never
+    answers (its connect timeout, 15 s, is longer than ``--retry-for 5s``) when the
+    dataset starts: the local root completes, the SFTP root's files fail with the
+    reason, the dataset ends ``completed_with_errors``; once the host answers,
+    ``--retry-failed`` copies only what is missing there. Before, the listing waited
+    for the hung root to make the large file's directory and gave up (``--retry-for``):
+    the whole dataset failed, blaming ``list_entries``, nothing copied anywhere."""
+    hung = _HungThenUp(sshd_server.port)
+    known_hosts = Path(env_worker_env["STACCATO_SSH_KNOWN_HOSTS"])
+    key = sshd_server.known_hosts_path.read_text().split(None, 1)[1]
+    known_hosts.write_text(known_hosts.read_text() + f"[127.0.0.1]:{hung.port} {key}")
+    source, local, remote = data_dir / "ds7", data_dir / "rA7", data_dir / "remote" / "ds7"
+    files = _source(source)
+    (data_dir / "remote").mkdir()
+    sftp_root = f"sftp://{sshd_server.user}@127.0.0.1:{hung.port}/{remote}"
+    options = TransferOptions(chunk_size=1 * MiB, streams=2, retry_for_s=5)
+    roots = [str(local), sftp_root]
+    try:
+        with WorkerProcess(
+            temporal_server.address, processes=2, env=env_worker_env, log_dir=tmp_path
+        ) as worker:
+            client = await StaccatoClient.connect(
+                target_host=temporal_server.address, namespace="default"
+            )
+            client.task_queue = worker.task_queue
+            first = await submit_dataset(
+                client, str(source), roots, options, small_file_max=SMALL_FILE_MAX
+            )
+            status = await wait_dataset(client, first, timeout_s=240)
+            assert status.state == DatasetState.completed_with_errors, (
+                status.error,
+                status.failures,
+            )
+            assert tree(local) == tree(source)
+            rows = {row.destination: row for row in status.destinations or []}
+            (down_root,) = [r for r in rows if r.startswith("sftp://")]
+            assert rows[down_root].files_failed == len(files), rows
+            assert rows[f"file://{local}"].files_done == len(files), (rows, status.failures)
+            assert status.failures and all(f.destination == down_root for f in status.failures)
+            by_name = {f.name: f.reason for f in status.failures}
+            # the handshake timed out: no answer within the connect timeout, or (under
+            # load, paramiko's banner wait ends first) no banner
+            assert f"SSH handshake with 127.0.0.1:{hung.port} failed" in by_name["a.bin"], by_name
+            hung.wake()
+            again = await submit_dataset(
+                client,
+                str(source),
+                roots,
+                options.model_copy(update={"retry_for_s": 60}),
+                small_file_max=SMALL_FILE_MAX,
+                retry_failed=True,
+            )
+            second = await wait_dataset(client, again, timeout_s=240)
+    finally:
+        hung.close()
+    assert second.state == DatasetState.completed, second.failures
+    assert second.files_done == len(files), second
+    assert tree(remote) == tree(source)

@@ -686,3 +686,140 @@ async def test_prepare_retried_after_a_wait_for_the_destination_says_scheduled(
     assert result.bytes == 1 * MiB
     assert sha256_file(out / "held.bin") == digest
     assert leftovers(out) == []  # the terminated holder's temp file was swept
+
+
+async def test_dataset_names_what_its_large_file_left_behind_and_no_eta_while_stalled(
+    temporal_server,
+    own_server: SshdServer,
+    env_worker_env: dict[str, str],
+    data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """A dataset (one SFTP root) of 8 small files and a 64 MiB one (a child transfer),
+    sshd stopped for good mid-copy, once the small files are done: while the large
+    file's transfer retries, ``status`` tells no ETA (the rates since the start made
+    one up before: the file rate of the 8 files). Then the transfer fails and its
+    clean-up gives up, leaving its temp file. The dataset's end names it with what to
+    do: the failure's ``left_behind`` (SDK client and ``status --json``, with
+    ``files_left_behind``), a ``left behind`` line in ``status``, the reason's tail in
+    ``status --failures``, and ``watch``'s end lines (those ``cp -r`` prints). Before,
+    each said only the reason: the temp file's name was in the child's memo alone."""
+    from staccato.dataset_client import dataset_status, submit_dataset
+    from staccato.datasets.models import DatasetState
+    from tests.dataset_checks import wait_dataset
+
+    _trust(own_server, env_worker_env)
+    source, out = data_dir / "tree", data_dir / "out"
+    source.mkdir()
+    out.mkdir()
+    for n in range(8):
+        (source / f"s{n}.txt").write_bytes(b"small %d" % n)
+    write_random(source / "big.bin", 64 * MiB, seed=31)
+    options = TransferOptions(
+        chunk_size=4 * MiB, streams=2, retry_for_s=5, heartbeat_timeout_s=3, max_rate=8 * MiB
+    )
+    with WorkerProcess(
+        temporal_server.address, processes=2, env=env_worker_env, log_dir=tmp_path
+    ) as worker:
+        client = await _client(temporal_server, worker.task_queue)
+        dataset = await submit_dataset(
+            client, str(source), own_server.url(str(out)), options, small_file_max=1 * MiB
+        )
+        deadline = time.monotonic() + 120
+        while True:  # the small files done, the large one under way
+            moving = await dataset_status(client, dataset)
+            if moving.files_done >= 8 and moving.listing_done and _journal_lines(out) >= 2:
+                break
+            assert moving.state == DatasetState.running, moving
+            assert time.monotonic() < deadline, f"the small files were not done: {moving}"
+            await asyncio.sleep(0.2)
+        own_server.stop()
+        assert _journal_lines(out) < 16, "the transfer finished before the outage"
+        stalled = None
+        while stalled is None:  # until status says a step retries (the server is down)
+            now = await dataset_status(client, dataset)
+            assert now.state == DatasetState.running, f"ended before a retry was seen: {now}"
+            if now.last_retry_error:
+                stalled = now
+            await asyncio.sleep(0.2)
+        print(f"while the transfer retries: {stalled.last_retry_error}, eta {stalled.eta_s}")
+        assert stalled.rate_files_per_s, stalled  # there was a rate to make one up from
+        assert stalled.eta_s is None, stalled
+        ended = await wait_dataset(client, dataset, timeout_s=GONE_FAILS_WITHIN_S + 60)
+        assert ended.state == DatasetState.completed_with_errors, ended
+        temp = next(
+            name
+            for name in leftovers(out)
+            if name.startswith(".big.bin.") and name.endswith(".staccato-part")
+        )
+        (failure,) = [f for f in ended.failures if f.name == "big.bin"]
+        assert failure.left_behind and temp in failure.left_behind, failure
+        assert "the next transfer to this destination removes it" in failure.left_behind
+        cli = {"address": temporal_server.address, "task_queue": worker.task_queue}
+        shown = await asyncio.to_thread(run_cli, "status", "--json", dataset, **cli)
+        data = json.loads(shown.stdout)
+        assert data["files_left_behind"] == 1, data
+        (row,) = [f for f in data["failures"] if f["name"] == "big.bin"]
+        assert temp in row["left_behind"], data
+        human = await asyncio.to_thread(run_cli, "status", dataset, **cli)
+        assert re.search(
+            rf"^left behind +big\.bin: the temp file .*{re.escape(temp)}", human.stdout, re.M
+        ), human.stdout
+        failures = await asyncio.to_thread(run_cli, "status", "--failures", dataset, **cli)
+        (line,) = [x for x in failures.stdout.splitlines() if x.startswith("big.bin\t")]
+        assert "; left behind: the temp file " in line and temp in line, failures.stdout
+        watched = await asyncio.to_thread(run_cli, "watch", dataset, **cli)
+        assert watched.returncode == 1, watched.stderr
+        assert re.search(
+            rf"^left behind: big\.bin: the temp file .*{re.escape(temp)}",
+            watched.stderr,
+            re.M,
+        ), watched.stderr
+
+
+async def test_dataset_to_two_roots_names_what_a_large_file_left_at_the_down_one(
+    temporal_server,
+    own_server: SshdServer,
+    env_worker_env: dict[str, str],
+    data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """A dataset to two roots (a local one, an SFTP one) of a 64 MiB file (a fan-out
+    group, one transfer per root), sshd stopped for good mid-copy: the local root
+    completes, the SFTP root's transfer fails and its clean-up gives up. The dataset's
+    failure of that file at that root says what was left there (``left_behind``, from
+    the group's outcome), as ``status --failures`` does. Before, only the reason."""
+    from staccato.dataset_client import submit_dataset
+    from staccato.datasets.models import DatasetState
+    from tests.dataset_checks import wait_dataset
+
+    _trust(own_server, env_worker_env)
+    source, local, out = data_dir / "tree", data_dir / "local", data_dir / "out"
+    source.mkdir()
+    out.mkdir()
+    write_random(source / "big.bin", 64 * MiB, seed=32)
+    options = TransferOptions(
+        chunk_size=4 * MiB, streams=2, retry_for_s=5, heartbeat_timeout_s=3, max_rate=16 * MiB
+    )
+    with WorkerProcess(
+        temporal_server.address, processes=2, env=env_worker_env, log_dir=tmp_path
+    ) as worker:
+        client = await _client(temporal_server, worker.task_queue)
+        sftp_root = own_server.url(str(out))
+        dataset = await submit_dataset(
+            client, str(source), [str(local), sftp_root], options, small_file_max=1 * MiB
+        )
+        await _wait_for_journal(out, 2)
+        own_server.stop()
+        assert _journal_lines(out) < 16, "the transfer finished before the outage"
+        ended = await wait_dataset(client, dataset, timeout_s=GONE_FAILS_WITHIN_S + 60)
+        assert ended.state == DatasetState.completed_with_errors, ended
+        assert sha256_file(local / "big.bin") == sha256_file(source / "big.bin")
+        temp = next(name for name in leftovers(out) if name.endswith(".staccato-part"))
+        (failure,) = ended.failures
+        assert failure.name == "big.bin" and failure.destination == sftp_root.rstrip("/"), failure
+        assert failure.left_behind and temp in failure.left_behind, failure
+        cli = {"address": temporal_server.address, "task_queue": worker.task_queue}
+        failures = await asyncio.to_thread(run_cli, "status", "--failures", dataset, **cli)
+        (line,) = failures.stdout.splitlines()
+        assert "; left behind: the temp file " in line and temp in line, failures.stdout

@@ -181,6 +181,16 @@ def connect(target: SSHHost, slot: Slot) -> Connection:
                 f"SSH handshake with {target.hostname}:{target.port} failed: {describe(err, target)} "
                 "(the server may be restarting or refusing connections beyond MaxStartups)"
             ) from None
+        if not transport.is_active() or not transport.initial_kex_done:
+            # paramiko's start_client returns, without an error, when its timeout ends
+            # before the key exchange did (a host that accepts and never answers); its
+            # next call raised a bare SSHException("No existing session"), an
+            # "internal error" that failed a whole batch, every root's files with it
+            raise RetryableError(
+                f"SSH handshake with {target.hostname}:{target.port} failed: no answer "
+                f"within {target.connect_timeout_s:g} s (STACCATO_SFTP_CONNECT_TIMEOUT_S; "
+                "the host may be hung or overloaded)"
+            )
         check.check(transport.get_remote_server_key())
         authenticate(transport, target)
         transport.set_keepalive(15)
