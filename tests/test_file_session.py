@@ -16,10 +16,11 @@ import pytest
 from staccato import checksums
 from staccato.client import StaccatoClient, TransferFailed
 from staccato.endpoints import get_driver
-from staccato.endpoints.base import SWEPT_NAME_BYTES, keepalive_hook
+from staccato.endpoints.base import keepalive_hook
 from staccato.endpoints.file.session import session_paths
 from staccato.errors import WriteSessionLostError
 from staccato.models import WriteSession
+from staccato.temp_names import SWEPT_NAME_BYTES
 from staccato.urls import parse_url
 from staccato.workflows.failures import left_behind
 from tests.helpers import sha256_file, write_random

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -311,27 +310,6 @@ class Features:
     reopens_by_key: bool = False
 
 
-#: the bytes of a target's name kept in its temp names (file, SFTP): a longer name is
-#: cut there, and a UTF-8 character the cut splits is dropped (up to 3 more bytes)
-TEMP_NAME_BYTES = 150
-#: the longest target name whose temp names no other target's can look like: a cut
-#: name keeps at least ``TEMP_NAME_BYTES - 3`` bytes, so a name of 146 or fewer is
-#: never a cut one's prefix (a 150-byte name once matched the live temp file of a
-#: longer name sharing its first 150 bytes, and the sweep removed it)
-SWEPT_NAME_BYTES = TEMP_NAME_BYTES - 4
-
-
-def leftover_pattern(name: str) -> re.Pattern[bytes] | None:
-    """The temp and journal names (``.NAME.<16 hex>.staccato-part`` / ``-journal``)
-    of write sessions for the target ``name`` (file and SFTP endpoints), as bytes;
-    None when ``name`` is longer than :data:`SWEPT_NAME_BYTES` (a longer target's
-    temp names may share their prefix with another target's: never swept)."""
-    raw = name.encode(errors="surrogateescape")
-    if len(raw) > SWEPT_NAME_BYTES or not raw:
-        return None
-    return re.compile(rb"\." + re.escape(raw) + rb"\.[0-9a-f]{16}\.staccato-(?:part|journal)")
-
-
 class Driver(abc.ABC):
     """One endpoint's protocol. Subclasses set ``scheme`` and ``features``."""
 
@@ -529,7 +507,7 @@ class Driver(abc.ABC):
         ``session_key``'s own; called by ``prepare``, under the destination's lock (no
         other Staccato transfer writes those names meanwhile). Only names of
         Staccato's temp-name pattern for exactly this target are touched
-        (:func:`leftover_pattern`). Returns the paths removed. Default: none (an S3
+        (:func:`staccato.temp_names.leftover_pattern`). Returns the paths removed. Default: none (an S3
         multipart upload carries no mark telling Staccato's from another client's).
 
         Raises:

@@ -25,8 +25,8 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, ValidationError
 
     from staccato import errors
-    from staccato.endpoints.base import leftover_pattern
     from staccato.models import Checkpoint, TransferRequest, WriteSession
+    from staccato.temp_names import journal_of, leftover_pattern
     from staccato.urls import parse_url
 
 # failure types the workflow acts on (ApplicationError.type, from staccato.errors)
@@ -155,15 +155,10 @@ def partial_data(session: WriteSession) -> str:
     return f"the temp file {session.session_id} beside {session.url}"
 
 
-#: the suffixes of a file or SFTP write session's temp file and journal
-_TEMP_SUFFIX = ".staccato-part"
-_JOURNAL_SUFFIX = ".staccato-journal"
-
-
 def leftovers_swept(destination: str) -> bool:
     """Whether the next transfer to ``destination`` (a canonical URL) removes the temp
     files and journals earlier runs left beside it: a file or SFTP destination whose
-    name :func:`staccato.endpoints.base.leftover_pattern` gives a pattern for (the one
+    name :func:`staccato.temp_names.leftover_pattern` gives a pattern for (the one
     rule: not a name over ``SWEPT_NAME_BYTES``). S3 and other schemes: False."""
     if not destination.startswith(("file://", "sftp://")):
         return False
@@ -193,7 +188,7 @@ def left_behind(session: WriteSession) -> str:
             "transfer to this destination removes it, or delete both files by hand"
         )
     temp = session.session_id
-    journal = temp.removesuffix(_TEMP_SUFFIX) + _JOURNAL_SUFFIX
+    journal = journal_of(temp)
     return (
         f"{partial_data(session)} (and its .staccato-journal) may be left: delete both by "
         f"hand ({temp} and {journal}); the next transfer to this destination does not "

@@ -17,7 +17,6 @@ from staccato.endpoints.base import (
     Driver,
     Features,
     Reader,
-    leftover_pattern,
     write_fence,
 )
 from staccato.endpoints.file.fs import (
@@ -60,6 +59,7 @@ from staccato.errors import (
 )
 from staccato.models import ListPage, ObjectInfo, WriteSession
 from staccato.plan import chunk_count
+from staccato.temp_names import leftover_pattern
 from staccato.urls import EndpointURL
 
 _log = logging.getLogger("staccato.file")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import hashlib
 import os
 import stat as stat_module
 
@@ -31,10 +30,8 @@ from staccato.errors import (
 )
 from staccato.models import ObjectInfo, WriteSession
 from staccato.plan import chunk_bounds, chunk_count
+from staccato.temp_names import JOURNAL_SUFFIX, TEMP_SUFFIX, session_stem
 from staccato.urls import EndpointURL
-
-TEMP_SUFFIX = ".staccato-part"
-JOURNAL_SUFFIX = ".staccato-journal"
 
 # Bytes per pwrite(2) call. Several streams write into one temp file, and a write
 # holds the inode lock for all the pages it covers: 1 MiB calls keep one stream from
@@ -60,11 +57,7 @@ def session_paths(url: EndpointURL, session_key: str) -> tuple[str, str]:
     """The temp file and journal paths of the session ``session_key`` for ``url``:
     hidden names beside the target (same directory, so publish's rename is atomic)."""
     # string operations, not pathlib: called once per small file of a dataset
-    parent, target_name = os.path.split(url.path)
-    # keep the temp name within NAME_MAX (255 bytes) whatever the target's name
-    key = hashlib.sha256(session_key.encode()).hexdigest()[:16]
-    name = target_name.encode()[:150].decode(errors="ignore")
-    stem = os.path.join(parent, f".{name}.{key}")
+    stem = session_stem(*os.path.split(url.path), session_key)
     return stem + TEMP_SUFFIX, stem + JOURNAL_SUFFIX
 
 

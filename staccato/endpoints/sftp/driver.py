@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import hashlib
 import logging
 import posixpath
 import stat as stat_module
@@ -115,13 +114,18 @@ from staccato.errors import (
 )
 from staccato.models import ListPage, ObjectInfo, WriteSession
 from staccato.plan import chunk_bounds, chunk_count
+from staccato.temp_names import (
+    JOURNAL_SUFFIX,
+    TEMP_SUFFIX,
+    journal_of,
+    leftover_pattern,
+    session_stem,
+)
 from staccato.urls import EndpointURL, parse_url
 
 T = TypeVar("T")
 log = logging.getLogger("staccato.sftp")
 
-_TEMP_SUFFIX = ".staccato-part"
-_JOURNAL_SUFFIX = ".staccato-journal"
 _BACKUP_SUFFIX = ".staccato-old"
 # largest file measured by reading when its stat size is wrong (e.g. under /proc)
 MEASURE_LIMIT_BYTES = 64 * 1024 * 1024
@@ -132,7 +136,6 @@ _MEASURE_BUFFER = 1024 * 1024
 #: skew) is never kept: a name added within the second of a listing could be missed.
 _CACHE = SortedCache()
 _CACHE_QUIET_S = 10.0
-_NAME_BYTES = 150  # of the target's name kept in temp names (+ 42 bytes of key and suffix)
 
 
 class SFTPDriver(Driver):
@@ -407,21 +410,17 @@ class SFTPDriver(Driver):
 
     @staticmethod
     def _paths(url: EndpointURL, session_key: str) -> dict[str, str]:
-        directory, name = posixpath.split(url.path)
-        # within NAME_MAX (255 bytes) whatever the target's name: 150 bytes of it + key
-        key = hashlib.sha256(session_key.encode()).hexdigest()[:16]
-        short = name.encode()[:_NAME_BYTES].decode(errors="ignore")
-        stem = posixpath.join(directory, f".{short}.{key}")
+        stem = session_stem(*posixpath.split(url.path), session_key)
         return {
             "path": url.path,
-            "temp": stem + _TEMP_SUFFIX,
-            "journal": stem + _JOURNAL_SUFFIX,
+            "temp": stem + TEMP_SUFFIX,
+            "journal": stem + JOURNAL_SUFFIX,
             "backup": stem + _BACKUP_SUFFIX,
         }
 
     def remove_leftovers(self, url: EndpointURL, session_key: str) -> list[str]:
         directory, name = posixpath.split(url.path)
-        pattern = base.leftover_pattern(name)
+        pattern = leftover_pattern(name)
         if pattern is None:
             return []
         own = self._paths(url, session_key)
@@ -566,9 +565,9 @@ class SFTPDriver(Driver):
         segments = list(segments)
         # a read pinned to a version (confirm_source: a source read a second time)
         # always reads; the server's hash is for a session's temp file
-        if info is not None or not url.path.endswith(_TEMP_SUFFIX) or not remote_hash.enabled():
+        if info is not None or not url.path.endswith(TEMP_SUFFIX) or not remote_hash.enabled():
             return super().segments_checksum(url, size, chunk_size, segments, algorithm, info)
-        journal_path = url.path[: -len(_TEMP_SUFFIX)] + _JOURNAL_SUFFIX
+        journal_path = journal_of(url.path)
         data = self._run(url, f"destination {url}", lambda sftp: read_all(sftp, journal_path))
         records = parse_records(data or b"", chunk_count(size, chunk_size))
         digest_length = len(checksums.checksum_bytes(algorithm, b""))

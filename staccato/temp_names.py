@@ -1,0 +1,52 @@
+"""Names of a write session's temp file and journal on file and SFTP destinations, and
+which of them the next transfer to a target may remove (its leftover sweep).
+
+A session for target ``DIR/NAME`` writes ``DIR/.NAME.<16 hex>.staccato-part`` and
+journals to ``DIR/.NAME.<16 hex>.staccato-journal`` (the hex: SHA-256 of the session
+key). Beside the target, so publish's rename is atomic; hidden; within NAME_MAX (255
+bytes, POSIX ``{NAME_MAX}``) whatever the target's name: ``NAME`` keeps its first
+:data:`TEMP_NAME_BYTES` bytes. One module for the endpoints (which write and sweep
+them) and the workflows (which tell a user what was left): workflows import no driver.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import re
+
+TEMP_SUFFIX = ".staccato-part"
+JOURNAL_SUFFIX = ".staccato-journal"
+
+#: the bytes of a target's name kept in its temp names (file, SFTP): a longer name is
+#: cut there, and a UTF-8 character the cut splits is dropped (up to 3 more bytes)
+TEMP_NAME_BYTES = 150
+#: the longest target name whose temp names no other target's can look like: a cut
+#: name keeps at least ``TEMP_NAME_BYTES - 3`` bytes, so a name of 146 or fewer is
+#: never a cut one's prefix (a 150-byte name once matched the live temp file of a
+#: longer name sharing its first 150 bytes, and the sweep removed it)
+SWEPT_NAME_BYTES = TEMP_NAME_BYTES - 4
+
+
+def session_stem(directory: str, name: str, session_key: str) -> str:
+    """``DIRECTORY/.NAME.<16 hex>``: a session's temp and journal paths without their
+    suffixes (string operations: called once per small file of a dataset)."""
+    key = hashlib.sha256(session_key.encode()).hexdigest()[:16]
+    short = name.encode()[:TEMP_NAME_BYTES].decode(errors="ignore")
+    return posixpath.join(directory, f".{short}.{key}")
+
+
+def journal_of(temp: str) -> str:
+    """The journal path of the temp file ``temp`` (``….staccato-part``)."""
+    return temp.removesuffix(TEMP_SUFFIX) + JOURNAL_SUFFIX
+
+
+def leftover_pattern(name: str) -> re.Pattern[bytes] | None:
+    """The temp and journal names (``.NAME.<16 hex>.staccato-part`` / ``-journal``)
+    of write sessions for the target ``name`` (file and SFTP endpoints), as bytes;
+    None when ``name`` is longer than :data:`SWEPT_NAME_BYTES` (a longer target's
+    temp names may share their prefix with another target's: never swept)."""
+    raw = name.encode(errors="surrogateescape")
+    if len(raw) > SWEPT_NAME_BYTES or not raw:
+        return None
+    return re.compile(rb"\." + re.escape(raw) + rb"\.[0-9a-f]{16}\.staccato-(?:part|journal)")
