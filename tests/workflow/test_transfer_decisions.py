@@ -431,7 +431,7 @@ async def test_source_changed_at_second_read_fails_and_cleans_up(transfer: Start
 
 
 async def test_failure_is_reported_before_its_cleanup_and_a_cancel_stops_it(
-    transfer: Start,
+    transfer_on_own_server: Start,
 ) -> None:
     """A failure before publish (patch ``failed-before-cleanup``): the state is
     ``failed`` with its reason (query, search attribute, memo) while the cleanup still
@@ -450,7 +450,7 @@ async def test_failure_is_reported_before_its_cleanup_and_a_cancel_stops_it(
             await asyncio.sleep(0.02)
 
     endpoint.hooks["cleanup"] = slow_cleanup
-    run = await transfer(endpoint)
+    run = await transfer_on_own_server(endpoint)
     await until(lambda: bool(endpoint.called("cleanup")), "the cleanup to start")
     progress = await run.progress()
     assert progress.state == TransferState.failed, progress
