@@ -559,6 +559,12 @@ async def test_source_token_stays_sealed(
         await handle.delete()
 
 
+#: the source of the cancelled run: 32 MiB at the slow server's 2 MB/s (~16 s), so the
+#: cancel comes long before the end also at load ~20 (with 8 MiB, ci42's run completed
+#: before its cancel)
+CANCELLED_RUN_BYTES = 32 * MiB
+
+
 def test_a_cancelled_run_shows_the_bytes_it_copied(
     cli, slow_nginx: NginxServer, http_root: Path, data_dir: Path
 ) -> None:
@@ -566,7 +572,7 @@ def test_a_cancelled_run_shows_the_bytes_it_copied(
     the size (tester: its row read "0 B / ?": a schedule's run is a front run, which
     keeps no counts of its own; the run it started wrote them as it ended)."""
     source = http_root / f"cancel-{uuid.uuid4().hex[:8]}.bin"
-    write_random(source, 8 * MiB, seed=12)
+    write_random(source, CANCELLED_RUN_BYTES, seed=12)
     at_rest(source)
     name = _name()
     created = cli(
@@ -591,11 +597,17 @@ def test_a_cancelled_run_shows_the_bytes_it_copied(
         (run,) = view["recent_runs"]
         assert run["state"] == "cancelled", run
         # (the cancel reaches the streams at a heartbeat: the last chunks may be in)
-        assert run["bytes_total"] == 8 * MiB and 0 < run["bytes_done"] <= 8 * MiB, run
+        assert (
+            run["bytes_total"] == CANCELLED_RUN_BYTES
+            and 0 < run["bytes_done"] <= CANCELLED_RUN_BYTES
+        ), run
         ended = json.loads(cli("status", run_id, "--json").stdout)
-        assert (ended["bytes_done"], ended["bytes_total"]) == (run["bytes_done"], 8 * MiB)
+        assert (ended["bytes_done"], ended["bytes_total"]) == (
+            run["bytes_done"],
+            CANCELLED_RUN_BYTES,
+        )
         text = cli("schedule", "describe", name).stdout
         row = next(line for line in text.splitlines() if run_id in line)
-        assert "/ 8.0 MiB" in row and "?" not in row, row
+        assert "/ 32.0 MiB" in row and "?" not in row, row
     finally:
         cli("schedule", "delete", name)
