@@ -730,7 +730,7 @@ async def test_dataset_names_what_its_large_file_left_behind_and_no_eta_while_st
             moving = await dataset_status(client, dataset)
             if moving.files_done >= 8 and moving.listing_done and _journal_lines(out) >= 2:
                 break
-            assert moving.state == DatasetState.running, moving
+            assert moving.state == DatasetState.running, (moving.failures, moving)
             assert time.monotonic() < deadline, f"the small files were not done: {moving}"
             await asyncio.sleep(0.2)
         own_server.stop()
