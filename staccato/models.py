@@ -628,6 +628,13 @@ class PrepareInput(BaseModel):
     does for its files (set for a dataset's child transfer: its listing makes them
     too, but cannot while that root is unreachable, and the child then rides the
     outage out in ``prepare``); a lone transfer writes into an existing directory.
+
+    ``sweep_leftovers``: remove the temp files and journals earlier runs to this
+    destination left (``Driver.remove_leftovers``). False for a dataset's file: a
+    dataset copies whatever names its source holds, and a source file named like a
+    temp file (``.big.bin.<16 hex>.staccato-part``, e.g. from a copied tree) was
+    removed by the next large file's sweep after the dataset had copied it, which
+    then said completed with it missing (a tester's case).
     """
 
     destination: str
@@ -635,13 +642,17 @@ class PrepareInput(BaseModel):
     chunk_size: int
     session_key: str
     make_parents: bool = False
+    sweep_leftovers: bool = True
 
     @model_serializer(mode="wrap")
     def _lean(self, handler: SerializerFunctionWrapHandler) -> Any:
-        # left out while False: a lone transfer's payload stays as it was
+        # left out while at their defaults: a lone transfer's payload stays as it was
         data = handler(self)
-        if isinstance(data, dict) and data.get("make_parents") is False:
-            del data["make_parents"]
+        if isinstance(data, dict):
+            if data.get("make_parents") is False:
+                del data["make_parents"]
+            if data.get("sweep_leftovers") is True:
+                del data["sweep_leftovers"]
         return data
 
 

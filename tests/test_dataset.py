@@ -662,3 +662,36 @@ async def test_submit_dataset_with_no_destination_says_so(
     make_tree(source, small=1)
     with pytest.raises(ValueError, match="destination is an empty list"):
         await submit_dataset(client, str(source), [])
+
+
+def test_a_source_file_named_like_a_temp_file_is_never_swept(
+    worker: WorkerProcess, temporal_server, data_dir: Path
+) -> None:
+    """A tree holding names like Staccato's temp files (copied from a destination that
+    had leftovers): a dataset copies them as any names, and its large files' transfers
+    never sweep them as leftovers. A tester's ``cp -r`` said ``completed: 8 files`` with
+    ``.big.bin.fedcba9876543210.staccato-part`` missing: the child transfer of
+    ``big.bin`` removed it in its ``prepare``. Here the destination already holds that
+    file, up to date (``--sync-level size``), so the old code's sweep removes it every
+    time instead of racing the batch that copies it."""
+    source, destination = data_dir / "src", data_dir / "dst"
+    source.mkdir()
+    destination.mkdir()
+    look_alike = {
+        ".big.bin.fedcba9876543210.staccato-part": b"USERBIG",
+        ".big.bin.0123456789abcdef.staccato-journal": b"USERJOURNAL",
+    }
+    for name, data in look_alike.items():
+        (source / name).write_bytes(data)
+        (destination / name).write_bytes(data)
+    big = os.urandom(3 * MiB)
+    (source / "big.bin").write_bytes(big)
+    args = dict(address=temporal_server.address, task_queue=worker.task_queue)
+    done = run_cli(
+        "cp", "-r", "-q", "--small-file-max", "1MiB", "--sync-level", "size",
+        str(source), str(destination), **args,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (destination / "big.bin").read_bytes() == big
+    for name, data in look_alike.items():
+        assert (destination / name).read_bytes() == data, name

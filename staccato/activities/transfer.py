@@ -232,8 +232,10 @@ def prepare(request: PrepareInput) -> PrepareResult:
     try:
         with activity.shield_thread_cancel_exception():
             prepared = open_write_session(request)
-            # after the destination's checks (a refused one is left as it is)
-            _remove_leftovers(request)
+            # after the destination's checks (a refused one is left as it is); not for
+            # a dataset's file (PrepareInput.sweep_leftovers)
+            if request.sweep_leftovers:
+                _remove_leftovers(request)
             if activity.is_cancelled():
                 get_driver(parse_url(request.destination).scheme).abort(prepared.session)
     except CancelledError:
@@ -245,9 +247,10 @@ def prepare(request: PrepareInput) -> PrepareResult:
 def _remove_leftovers(request: PrepareInput) -> None:
     """Best effort, before a transfer's write session opens: remove the temp data that
     earlier runs to its destination left (a failed run whose clean-up gave up, its
-    server down, or was cancelled; :meth:`Driver.remove_leftovers`). Not done by a
-    dataset's batches (their files are not under a transfer's lock); an error is
-    logged, never raised (the copy does not depend on it)."""
+    server down, or was cancelled; :meth:`Driver.remove_leftovers`). Not done for a
+    dataset's files, batches or large (``PrepareInput.sweep_leftovers``: a dataset
+    copies source names that may look like temp files); an error is logged, never
+    raised (the copy does not depend on it)."""
     try:
         check_file_roots(request.destination)
         parsed = parse_url(request.destination)

@@ -781,6 +781,7 @@ class TransferWorkflow:
             chunk_size=options.chunk_size,
             session_key=session_key,
             make_parents=_in_a_dataset(),
+            sweep_leftovers=not _in_a_dataset(),
         )
         prepared: PrepareResult = await (
             self._prepare_outliving_cancel(request_prepare)
