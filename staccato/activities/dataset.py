@@ -73,6 +73,7 @@ from staccato.errors import (
     ChecksumMismatchError,
     NotFoundError,
     PermanentError,
+    RetryableError,
     SourceRootNotFoundError,
     StaccatoError,
     WriteSessionLostError,
@@ -756,13 +757,19 @@ def abort_batch_orphans(request: BatchOrphansInput) -> int:
                     request.chunk_size,
                     f"{request.session_key}-{index}{request.session_suffix}",
                 )
-            except Exception as err:  # noqa: BLE001
+            except (RetryableError, OSError) as err:
+                # the destination down or failing: the rest would wait for it too
                 activity.logger.warning(
                     "the write sessions an ended batch left under %s were not all removed: %s",
                     request.destination_root,
                     err,
                 )
                 break
+            except Exception as err:  # noqa: BLE001
+                # this file's alone (its directory gone: nothing was written for it);
+                # the next files' sessions still go (a tester's batch kept its temp
+                # files for good when the first file's directory did not exist)
+                activity.logger.info("no write session of %s removed: %s", destination, err)
     if aborted:
         activity.logger.info(
             "aborted %d write session(s) an ended batch left under %s",
