@@ -157,6 +157,14 @@ class SFTPDriver(Driver):
         def op(sftp: StaccatoSFTP) -> ObjectInfo:
             attrs = stat_or_none(sftp, url.path)
             if attrs is None:
+                if url.path.endswith(TEMP_SUFFIX):
+                    # a transfer's own temp file, read to verify it before publish
+                    raise NotFound(
+                        f"the temp file {url} is gone: something removed it while the "
+                        "transfer wrote it (e.g. a transfer to the same file named by "
+                        "another URL, such as localhost for 127.0.0.1, which holds "
+                        "another lock)"
+                    )
                 raise NotFound(f"source {url}: no such file on the server")
             mode = attrs.st_mode or 0
             if stat_module.S_ISDIR(mode):

@@ -1,15 +1,19 @@
-"""abort_batch_orphans on an SFTP root goes on past a file whose directory is gone."""
+"""Temp files on an SFTP destination: an ended batch's clean-up goes on past a file
+whose directory is gone; a temp file gone while it is verified is named as such."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
+import pytest
 from temporalio.testing import ActivityEnvironment
 
 from staccato.activities.dataset import abort_batch_orphans
 from staccato.datasets.models import BatchOrphansInput
 from staccato.endpoints.file.session import session_paths
+from staccato.endpoints.sftp.driver import SFTPDriver
+from staccato.errors import NotFoundError
 from staccato.urls import parse_url
 
 
@@ -37,3 +41,16 @@ def test_batch_orphans_on_sftp_go_on_past_a_missing_directory(
     )
     ActivityEnvironment().run(abort_batch_orphans, request)
     assert sorted(p.name for p in root.iterdir()) == []
+
+
+def test_a_temp_file_gone_is_not_called_the_source(
+    driver_env: Path, sftp_url, tmp_path: Path
+) -> None:
+    """A transfer's temp file removed by someone else (a tester's transfer to the same
+    file under another URL, localhost for 127.0.0.1, swept it) is named as the temp
+    file when the transfer reads it to verify it: it said "source …: no such file"."""
+    temp = tmp_path / ".d.bin.0123456789abcdef.staccato-part"
+    with pytest.raises(NotFoundError) as caught:
+        SFTPDriver().stat(parse_url(sftp_url(temp)))
+    assert str(caught.value).startswith(f"the temp file {sftp_url(temp)} is gone"), caught.value
+    assert "source" not in str(caught.value)
