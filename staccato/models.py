@@ -700,6 +700,11 @@ class SyncInput(BaseModel):
             object checksums depend on the chunking).
         checksum: the algorithm checksums are compared in.
         source_secret: the source URL's sealed query (see :mod:`staccato.secrets`).
+        sweep_leftovers: when the destination is up to date, remove the temp files
+            earlier runs left beside it, as ``prepare`` does before a copy (an up to
+            date destination runs no ``prepare``: a failed run's leftovers stayed);
+            False for a dataset's file (``PrepareInput.sweep_leftovers``). Left out of
+            dumps while True.
     """
 
     source: str
@@ -709,6 +714,14 @@ class SyncInput(BaseModel):
     chunk_size: int
     checksum: ChecksumAlgorithm
     source_secret: str | None = None
+    sweep_leftovers: bool = True
+
+    @model_serializer(mode="wrap")
+    def _lean(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and data.get("sweep_leftovers") is True:
+            del data["sweep_leftovers"]  # a payload as before unless it is False
+        return data
 
 
 class SyncResult(BaseModel):

@@ -258,3 +258,32 @@ def test_a_destination_symlink_is_refused_at_every_level(
     assert link.is_symlink() and os.readlink(link) == str(other)
     assert sha256_file(other) == before
     assert leftovers(data_dir) == []
+
+
+def test_an_up_to_date_destination_still_loses_earlier_runs_leftovers(
+    temporal_server, worker, data_dir: Path
+) -> None:
+    """A failed run's temp file and journal (its clean-up gave up: ``left_behind`` says
+    the next transfer removes them) go also when the next transfer finds the destination
+    up to date and copies nothing: before, only ``prepare`` removed them, which an up to
+    date destination never runs (a tester's 50 MB ``.s5.bin.….staccato-part`` stayed
+    while status said completed)."""
+    source = data_dir / "src.bin"
+    digest = write_random(source, 1 * MiB, seed=14)
+    destination = data_dir / "dst.bin"
+    destination.write_bytes(source.read_bytes())
+    left = [
+        data_dir / ".dst.bin.0123456789abcdef.staccato-part",
+        data_dir / ".dst.bin.0123456789abcdef.staccato-journal",
+    ]
+    for path in left:
+        path.write_bytes(b"an earlier run's")
+    done = run_cli(
+        "cp", "--sync-level", "size", str(source), str(destination),
+        address=temporal_server.address, task_queue=worker.task_queue,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "up to date (size): nothing copied" in done.stderr, done.stderr
+    assert sha256_file(destination) == digest
+    assert [path for path in left if path.exists()] == []
+    assert leftovers(data_dir) == []

@@ -15,7 +15,12 @@ from temporalio.exceptions import CancelledError
 
 from staccato import secrets
 from staccato.activities.errors import mapped_errors
-from staccato.activities.transfer import HeartbeatStopped, ThrottledHeartbeat, check_file_roots
+from staccato.activities.transfer import (
+    HeartbeatStopped,
+    ThrottledHeartbeat,
+    check_file_roots,
+    remove_leftovers,
+)
 from staccato.endpoints import get_driver
 from staccato.endpoints.base import keepalive_hook
 from staccato.models import SyncInput, SyncLevel, SyncResult
@@ -62,6 +67,10 @@ def _sync_check(request: SyncInput) -> SyncResult:
         chunk_size=request.chunk_size,
         algorithm=request.checksum.value,
     )
+    if result.up_to_date and request.sweep_leftovers:
+        # no prepare follows: the leftovers of earlier runs go now (its own session
+        # key is none of theirs: this run opened no session)
+        remove_leftovers(request.destination, f"sync-check-{activity.info().workflow_run_id}")
     activity.logger.info(
         "sync check %s (%s): %s; read %d source bytes, %d destination bytes",
         request.destination,

@@ -235,7 +235,7 @@ def prepare(request: PrepareInput) -> PrepareResult:
             # after the destination's checks (a refused one is left as it is); not for
             # a dataset's file (PrepareInput.sweep_leftovers)
             if request.sweep_leftovers:
-                _remove_leftovers(request)
+                remove_leftovers(request.destination, request.session_key)
             if activity.is_cancelled():
                 get_driver(parse_url(request.destination).scheme).abort(prepared.session)
     except CancelledError:
@@ -244,21 +244,20 @@ def prepare(request: PrepareInput) -> PrepareResult:
     return prepared
 
 
-def _remove_leftovers(request: PrepareInput) -> None:
-    """Best effort, before a transfer's write session opens: remove the temp data that
-    earlier runs to its destination left (a failed run whose clean-up gave up, its
+def remove_leftovers(destination: str, session_key: str) -> None:
+    """Best effort, before a transfer's write session opens (``session_key``: its own,
+    kept) or when its destination is found up to date: remove the temp data that
+    earlier runs to ``destination`` (a canonical URL) left (a failed run whose clean-up gave up, its
     server down, or was cancelled; :meth:`Driver.remove_leftovers`). Not done for a
     dataset's files, batches or large (``PrepareInput.sweep_leftovers``: a dataset
     copies source names that may look like temp files); an error is logged, never
     raised (the copy does not depend on it)."""
     try:
-        check_file_roots(request.destination)
-        parsed = parse_url(request.destination)
-        removed = get_driver(parsed.scheme).remove_leftovers(parsed, request.session_key)
+        check_file_roots(destination)
+        parsed = parse_url(destination)
+        removed = get_driver(parsed.scheme).remove_leftovers(parsed, session_key)
     except (StaccatoError, OSError) as err:
-        activity.logger.warning(
-            "leftover temp data beside %s not removed: %s", request.destination, err
-        )
+        activity.logger.warning("leftover temp data beside %s not removed: %s", destination, err)
         return
     for path in removed:
         activity.logger.info("removed temp data an earlier run left: %s", path)

@@ -42,6 +42,7 @@ async def check_destination(
     *,
     budget: timedelta,
     heartbeat_timeout: timedelta,
+    sweep_leftovers: bool = True,
 ) -> SyncResult:
     """Run ``sync_check``: whether the destination already matches the source (stat'ed
     as ``info``) at ``request.options.sync_level``.
@@ -49,6 +50,7 @@ async def check_destination(
     Args:
         budget: what is left of the retry budget (``schedule_to_close_timeout``).
         heartbeat_timeout: for a checksum check, which reads and heartbeats per chunk.
+        sweep_leftovers: :attr:`staccato.models.SyncInput.sweep_leftovers`.
 
     Raises:
         ActivityError: the check failed for good (the destination cannot be compared).
@@ -63,6 +65,7 @@ async def check_destination(
         chunk_size=options.chunk_size,
         checksum=options.checksum,
         source_secret=request.source_secret,
+        sweep_leftovers=sweep_leftovers,
     )
     if options.sync_level != SyncLevel.checksum:  # two stats: a short step
         return await short_activity("sync_check", check, SyncResult, budget=budget)

@@ -419,6 +419,7 @@ class TransferWorkflow:
                     info,
                     budget=self._retry_budget(),
                     heartbeat_timeout=heartbeat_timeout,
+                    sweep_leftovers=not _in_a_dataset(),
                 )
                 self._progress_at = workflow.now()
                 if check.up_to_date:  # nothing to copy
