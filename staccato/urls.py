@@ -490,6 +490,13 @@ def _sftp_url(
         raise InvalidURLError(
             f"malformed SFTP URL {redact(text)!r}: query parameters are not understood"
         )
+    if user == "":
+        # sftp://@host/p: an empty user name (a typo); the login user comes from ssh's
+        # config or the worker's user only when the URL names none
+        raise InvalidURLError(
+            f"malformed SFTP URL {redact(text)!r}: the user name before '@' is empty; "
+            "write sftp://host/path to log in as the configured user"
+        )
     path = _decoded(path, text, "path")
     if not path.startswith("/"):
         raise InvalidURLError(

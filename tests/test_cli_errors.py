@@ -39,6 +39,8 @@ def source(data_dir: Path) -> Path:
         (["http://h:99999/x", "{dst}"], "'http://h:99999/x': the port must be 1-65535"),
         (["{src}", "s3://Bad_Bucket/key"], "invalid S3 bucket name 'Bad_Bucket'"),
         (["sftp://user:secret@host/file", "{dst}"], "refusing a password in URL"),
+        # an empty user name was taken silently (a tester's typo)
+        (["{src}", "sftp://@127.0.0.1:7412/x"], "the user name before '@' is empty"),
         (["{src}", "http://example.com/x"], "can only be sources"),
         (["{src}", "{src}"], "source and destination are the same"),
         (
