@@ -74,9 +74,18 @@ def test_up_cp_down_up_keeps_history(tmp_path: Path, nginx_ranges, http_root: Pa
         assert elsewhere.returncode == 1, elsewhere.stderr
         assert "already up (pid " in elsewhere.stderr
         assert f"Temporal at 127.0.0.1:{port}, not at 127.0.0.1:{other}" in elsewhere.stderr
+        later = _staccato(
+            "submit", str(source), str(tmp_path / "later.bin"), "--not-before", "1h", env=env
+        )
+        assert later.returncode == 0, later.stderr
     finally:
         down = _staccato("down", env=env)
         assert down.returncode == 0, down.stderr
+    # a transfer still to run is named, and that it goes on with the next up (a tester's
+    # down said only "staccato is down")
+    assert "staccato is down; 1 transfer(s) or dataset(s) were running or scheduled" in (
+        down.stdout
+    ), down.stdout
     assert (tmp_path / "home" / "temporal.db").exists()
     up = _staccato("up", "--detach", "--port", str(port), "--ui-port", str(ui_port), env=env)
     assert up.returncode == 0, up.stdout + up.stderr

@@ -494,6 +494,7 @@ def down() -> None:
                 "running by a `staccato up` that was killed; staccato is down"
             )
         return
+    running = _count_running(_running_address())
     # SIGTERM to `staccato up` alone: it lets the worker's streams send their last
     # heartbeat, then stops the dev server itself. The whole group only if it hangs.
     os.kill(pid, signal.SIGTERM)
@@ -510,7 +511,40 @@ def down() -> None:
     _pid_file().unlink(missing_ok=True)
     _address_file().unlink(missing_ok=True)
     stop_recorded_server(settings.home())  # `up` stops it; killed mid-way, it may not have
+    if running:
+        # a tester's `down` said only "staccato is down" with a transfer running
+        typer.echo(
+            f"staccato is down; {running} transfer(s) or dataset(s) were running or "
+            "scheduled: they go on from their last checkpoint when `staccato up` starts "
+            f"again (the dev server keeps them in {settings.home()})"
+        )
+        return
     typer.echo("staccato is down")
+
+
+#: seconds `down` asks Temporal how many transfers run before it stops the service
+_COUNT_WAIT_S = 3.0
+
+
+def _count_running(address: str) -> int:
+    """How many transfers, datasets and fan-out groups run (or wait to start) on the
+    Temporal at ``address``; 0 when it cannot tell within :data:`_COUNT_WAIT_S`."""
+    from staccato.run_fields import DATASET_TYPE, TRANSFER_TYPE
+
+    async def count() -> int:
+        from temporalio.client import Client
+
+        client = await Client.connect(address, namespace=settings.DEFAULT_NAMESPACE)
+        kinds = ", ".join(f"'{t}'" for t in (TRANSFER_TYPE, DATASET_TYPE, "FanOutWorkflow"))
+        answer = await client.count_workflows(
+            f"ExecutionStatus = 'Running' AND WorkflowType IN ({kinds})"
+        )
+        return answer.count
+
+    try:
+        return asyncio.run(asyncio.wait_for(count(), _COUNT_WAIT_S))
+    except Exception:  # noqa: BLE001 - a hint only: `down` goes on
+        return 0
 
 
 def codec_server(
