@@ -527,9 +527,21 @@ def test_a_port_taken_by_something_else_than_temporal_is_refused(
         while not port_open("127.0.0.1", port):
             assert time.monotonic() < deadline and http.poll() is None, "no http.server"
             time.sleep(0.05)
+        # the next port is taken too: not offered as the other port to use (a tester
+        # was offered the port their own UI held)
+        neighbour = socket.socket()
+        try:
+            neighbour.bind(("127.0.0.1", port + 1))
+            neighbour.listen()
+        except OSError:
+            pass  # someone else's already: taken either way
         args = ["up", "--port", str(port), "--ui-port", str(ui_port)]
-        up = _staccato(*args, *(["--detach"] if detach else []), env=env, timeout_s=120)
+        try:
+            up = _staccato(*args, *(["--detach"] if detach else []), env=env, timeout_s=120)
+        finally:
+            neighbour.close()
         assert up.returncode == 1, up
+        assert f"--port {port + 1}" not in up.stderr, up.stderr
         assert (
             f"port {port} on 127.0.0.1 is taken by something that does not answer as a "
             "Temporal server" in up.stderr

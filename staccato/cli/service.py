@@ -206,13 +206,17 @@ def up(
         """Refuse (exit 1, before anything starts) a --port something listens on that
         does not answer as a Temporal server."""
         if port_open("127.0.0.1", port) and not temporal_answers(address):
-            other = next(
-                p for p in (port + 1, port - 1, port + 2) if 0 < p < 65536 and p != ui_port
-            )
+            # a port free now (a tester was offered the port their own UI held)
+            free = [
+                p
+                for p in (port + 1, port - 1, port + 2, port + 3, port - 2)
+                if 0 < p < 65536 and p != ui_port and not port_open("127.0.0.1", p)
+            ]
+            example = f" (e.g. --port {free[0]}, free now)" if free else ""
             fail(
                 f"port {port} on 127.0.0.1 is taken by something that does not answer as a "
-                f"Temporal server; stop it or choose another port with --port (e.g. "
-                f"--port {other}); nothing was started"
+                f"Temporal server; stop it or choose another port with --port{example}; "
+                "nothing was started"
             )
 
     try:  # checked as `staccato worker` does, before anything starts
