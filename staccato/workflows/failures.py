@@ -169,12 +169,14 @@ def leftovers_swept(destination: str) -> bool:
     return leftover_pattern(path.rsplit("/", 1)[-1]) is not None
 
 
-def left_behind(session: WriteSession) -> str:
+def left_behind(session: WriteSession, in_a_dataset: bool = False) -> str:
     """What a failed run whose clean-up gave up (or was cancelled) left, and how to
     remove it, in words (memo ``left_behind``; no secret: a canonical URL, a temp path
     or an upload id). File and SFTP: the next transfer to the same destination removes
-    it (:func:`leftovers_swept`), else delete both files by hand (their paths); S3:
-    abort the upload (nothing tells Staccato's uploads from others there)."""
+    it (:func:`leftovers_swept`), else delete both files by hand (their paths); a
+    dataset's file (``in_a_dataset``): by hand too, as a dataset never sweeps
+    (``PrepareInput.sweep_leftovers``); S3: abort the upload (nothing tells Staccato's
+    uploads from others there)."""
     if session.url.startswith("s3://"):
         return (
             f"{partial_data(session)} may be left open (its parts are stored until it is "
@@ -182,17 +184,22 @@ def left_behind(session: WriteSession) -> str:
             "s3api abort-multipart-upload`), or let a bucket lifecycle rule for incomplete "
             "multipart uploads remove it"
         )
-    if leftovers_swept(session.url):
+    if leftovers_swept(session.url) and not in_a_dataset:
         return (
             f"{partial_data(session)} (and its .staccato-journal) may be left: the next "
             "transfer to this destination removes it, or delete both files by hand"
         )
     temp = session.session_id
     journal = journal_of(temp)
+    why = (
+        "a dataset's runs copy any name and never remove files of that pattern"
+        if in_a_dataset
+        else "its name is too long to tell its temp files from a longer name's"
+    )
     return (
         f"{partial_data(session)} (and its .staccato-journal) may be left: delete both by "
         f"hand ({temp} and {journal}); the next transfer to this destination does not "
-        "remove them (its name is too long to tell its temp files from a longer name's)"
+        f"remove them ({why})"
     )
 
 

@@ -513,7 +513,7 @@ class TransferWorkflow:
                 removed = await self._cleanup_after_failure(session)
                 self._progress.cleanup = None
                 if not removed:  # gave up or was stopped: status says what is left
-                    left = left_behind(session)
+                    left = left_behind(session, _in_a_dataset())
                     workflow.upsert_memo({"left_behind": left})
             else:
                 if not self._published:
@@ -1461,7 +1461,7 @@ class TransferWorkflow:
             workflow.logger.warning(
                 "cancel requested while the failed transfer removes its partial data: "
                 "stopping that; %s",
-                left_behind(session),
+                left_behind(session, _in_a_dataset()),
             )
             task.cancel()  # the cleanup activity is cancelled (no wait for it)
             try:
