@@ -291,7 +291,11 @@ def never_copied(status: DatasetStatus, failure: FileFailure) -> bool:
     """Whether the failure ``failure`` of the dataset ``status`` can never succeed by
     copying the file again: its name is not valid UTF-8 (the listing's reason), or the
     destination root it failed at cannot hold the name
-    (:func:`~staccato.datasets.names.name_problem`: the one rule of the copy)."""
+    (:func:`~staccato.datasets.names.name_problem`: the one rule of the copy). A
+    directory that failed (a name ending in ``/``, :func:`directory_names`) is not:
+    a run without ``--retry-failed`` lists it again."""
+    if failure.name.endswith("/"):
+        return False
     if failure.reason.startswith(NOT_UTF8):
         return True
     try:
