@@ -44,6 +44,7 @@ import asyncio
 import gc
 import weakref
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -127,6 +128,36 @@ QUERY_TIMEOUT_S = 5.0
 _CLOSE_WAIT_S = 5.0
 
 
+@dataclass(frozen=True)
+class DestinationChoice:
+    """Which transfer a destination names (:meth:`StaccatoClient.choose_for_destination`).
+
+    Attributes:
+        destination: the canonical destination URL.
+        id: the workflow id chosen.
+        scheduled: ``(id, starts_at)`` (ISO 8601, UTC) of every scheduled start to the
+            destination (front runs delayed by ``--not-before`` that have not begun),
+            earliest first.
+    """
+
+    destination: str
+    id: str
+    scheduled: tuple[tuple[str, str], ...]
+
+    def note(self, named: str) -> str | None:
+        """What to say when several scheduled starts exist for the destination
+        (``named``: as the user named it): how many, their ids and times, which one
+        this chose, and how to name another; None otherwise."""
+        if len(self.scheduled) < 2:
+            return None
+        listed = ", ".join(f"{run_id} (at {at})" for run_id, at in self.scheduled)
+        return (
+            f"note: {len(self.scheduled)} scheduled starts for {named}: {listed}; this "
+            f"chose {self.id} (the running transfer, else the earliest start); name "
+            "another by its id (`staccato list --state scheduled` lists them)"
+        )
+
+
 class StaccatoClient:
     """Client of the transfer service.
 
@@ -140,6 +171,9 @@ class StaccatoClient:
         self.task_queue = task_queue or settings.task_queue()
         #: transfer id -> the run this client submitted (or attached to)
         self._runs: dict[str, str] = {}
+        #: destination (canonical, and as named to :meth:`workflow_id`) -> the latest
+        #: :meth:`choose_for_destination` of it
+        self.choices: dict[str, DestinationChoice] = {}
         #: the Tokio runtime :meth:`connect` made for this client, dropped by :meth:`close`
         self._runtime: Runtime | None = None
 
@@ -168,9 +202,15 @@ class StaccatoClient:
                 timeout_s,
             )
         except Exception as err:  # the SDK raises RuntimeError for connection failures
-            raise TemporalUnavailableError(
+            tried = (
                 f"cannot reach Temporal at {target} (namespace {config['namespace']}): "
-                f"{str(err) or type(err).__name__}. Start the embedded server with "
+                f"{str(err) or type(err).__name__}"
+            )
+            stopped = settings.stopped_up_note(target)
+            if stopped is not None:  # this home's `up` ran elsewhere: say so first
+                raise TemporalUnavailableError(f"{stopped}; {tried}") from None
+            raise TemporalUnavailableError(
+                f"{tried}. Start the embedded server with "
                 "`staccato up --detach`, or point TEMPORAL_ADDRESS at a running Temporal."
             ) from None
         connected = cls(client)
@@ -370,7 +410,8 @@ class StaccatoClient:
     async def workflow_id(self, transfer: str) -> str:
         """The workflow id ``transfer`` names: a transfer id (``staccato-...``), any
         existing ``TransferWorkflow``'s id (a Schedule's run, ``manual-1``), else a
-        destination URL or path (its transfer id).
+        destination URL or path (the transfer :meth:`choose_for_destination` chooses,
+        remembered in :attr:`choices` under ``transfer``).
 
         Raises:
             TransferNotFoundError: neither an existing workflow id nor a valid
@@ -391,22 +432,32 @@ class StaccatoClient:
                 f"no transfer {transfer!r}: no workflow has this id, and it is not a "
                 f"destination URL or path ({err})"
             ) from None
-        return await self._destination_workflow(destination)
+        choice = await self.choose_for_destination(destination)
+        self.choices[transfer] = choice  # under the name given too (the CLI's notes)
+        return choice.id
 
-    async def _destination_workflow(self, destination: str) -> str:
-        """The workflow id a destination (canonical URL) names: its transfer id, unless
-        no run of it is running while a front run to it is (a start delayed by
-        ``--not-before``, or one queued behind a busy destination: ``<transfer
-        id>-<8 hex>``, listed under its own id until it runs as the transfer): then the
-        newest such front run's id; when the transfer id has no run at all, the newest
-        front run to the destination whatever its state (a delayed start cancelled
-        before its time)."""
+    async def choose_for_destination(self, destination: str) -> DestinationChoice:
+        """Which transfer a destination (canonical URL) names: the one rule of
+        ``status``, ``watch``, ``cancel``, ``pause`` and ``resume``.
+
+        1. its transfer id while a run of it is running;
+        2. else a front run to it that has begun (queued behind a busy destination,
+           or starting the transfer; ``<transfer id>-<8 hex>``): the earliest begun;
+        3. else the earliest scheduled start (a front run delayed by ``--not-before``,
+           by the time it starts; the id breaks a tie);
+        4. else, when the transfer id has no run at all, the newest front run whatever
+           its state (a delayed start cancelled before its time); else the transfer id.
+
+        The choice also lists every scheduled start to the destination (``scheduled``),
+        so that a command can say when it chose one of several. It is remembered in
+        :attr:`choices` under the destination.
+        """
         own = transfer_id(destination)
         exists = True
+        running = False
         try:
             description = await self.temporal.get_workflow_handle(own).describe()
-            if description.status == WorkflowExecutionStatus.RUNNING:
-                return own
+            running = description.status == WorkflowExecutionStatus.RUNNING
         except RPCError as err:
             if err.status != RPCStatusCode.NOT_FOUND:
                 raise
@@ -414,22 +465,36 @@ class StaccatoClient:
         value = sa.keyword(destination)
         quote = "'" if "'" not in value else '"' if '"' not in value else None
         if quote is None:  # no string literal of the query language can hold it
-            return own
+            return self._chosen(DestinationChoice(destination, own, ()))
         query = (
             f"WorkflowType = '{TRANSFER_TYPE}' AND {sa.DESTINATION.name} = {quote}{value}{quote}"
         )
         if exists:
             query += " AND ExecutionStatus = 'Running'"
-        #: (running, start time, id) of the newest front run, running ones first
-        newest: tuple[bool, datetime, str] | None = None
+        now = datetime.now(UTC)
+        #: (rank, time, id): 0 begun, 1 scheduled (by start time), 2 ended (newest first)
+        ranked: list[tuple[int, float, str]] = []
+        scheduled: list[tuple[datetime, str]] = []
         async for execution in self.temporal.list_workflows(query):
             if not execution.id.startswith(f"{own}-"):
                 continue
-            running = execution.status == WorkflowExecutionStatus.RUNNING
-            found = (running, execution.start_time, execution.id)
-            if newest is None or found[:2] > newest[:2]:
-                newest = found
-        return own if newest is None else newest[2]
+            starts = execution.execution_time or execution.start_time
+            if execution.status != WorkflowExecutionStatus.RUNNING:
+                ranked.append((2, -execution.start_time.timestamp(), execution.id))
+            elif starts > now:
+                ranked.append((1, starts.timestamp(), execution.id))
+                scheduled.append((starts, execution.id))
+            else:
+                ranked.append((0, starts.timestamp(), execution.id))
+        listed = tuple((run_id, iso_utc(at) or "") for at, run_id in sorted(scheduled))
+        if running or not ranked:
+            return self._chosen(DestinationChoice(destination, own, listed))
+        return self._chosen(DestinationChoice(destination, min(ranked)[2], listed))
+
+    def _chosen(self, choice: DestinationChoice) -> DestinationChoice:
+        """Remember ``choice`` (:attr:`choices`) and return it."""
+        self.choices[choice.destination] = choice
+        return choice
 
     async def _handle(self, transfer: str, run_id: str | None = None) -> WorkflowHandle[Any, Any]:
         """A handle from a transfer id, a workflow id or a destination URL/path (its

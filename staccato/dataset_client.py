@@ -58,7 +58,7 @@ from staccato.datasets.models import (
     FanOutBatchCheckpoint,
     FileFailure,
 )
-from staccato.datasets.names import selected
+from staccato.datasets.names import NOT_UTF8, name_problem, selected, shown_name
 from staccato.errors import (
     DestinationBusyError,
     InvalidURLError,
@@ -272,8 +272,10 @@ def _to_retry(status: DatasetStatus) -> list[FileFailure]:
 
 def _some(names: list[str]) -> str:
     """``'a', 'b', ...``: the first 5 of ``names``, quoted, and ``...`` when there are
-    more."""
-    return ", ".join(repr(name) for name in names[:5]) + (", ..." if len(names) > 5 else "")
+    more; each as every output shows a name (:func:`shown_name`: ``bad\xffname``, not
+    ``repr``'s doubled backslash)."""
+    shown = ", ".join(f"'{shown_name(name)}'" for name in names[:5])
+    return shown + (", ..." if len(names) > 5 else "")
 
 
 def _gone_text(dataset: str, names: list[str]) -> str:
@@ -285,12 +287,34 @@ def _gone_text(dataset: str, names: list[str]) -> str:
     return f"the {len(names)} files dataset {dataset} failed ({shown}) are"
 
 
-def retry_advice(status: DatasetStatus) -> str:
+def never_copied(status: DatasetStatus, failure: FileFailure) -> bool:
+    """Whether the failure ``failure`` of the dataset ``status`` can never succeed by
+    copying the file again: its name is not valid UTF-8 (the listing's reason), or the
+    destination root it failed at cannot hold the name
+    (:func:`~staccato.datasets.names.name_problem`: the one rule of the copy). A
+    directory that failed (a name ending in ``/``, :func:`directory_names`) is not:
+    a run without ``--retry-failed`` lists it again."""
+    if failure.name.endswith("/"):
+        return False
+    if failure.reason.startswith(NOT_UTF8):
+        return True
+    try:
+        root = parse_url(failure.destination or status.destination)
+    except InvalidURLError:
+        return False
+    return name_problem(root, failure.name) is not None
+
+
+def retry_advice(status: DatasetStatus) -> str | None:
     """What to do about the failures of a dataset that ended ``completed_with_errors``
     (``cp -r``'s last line): copy them again with ``--retry-failed``, which leaves out
     the files no longer at the source; when it cannot copy anything (every name that
     failed is no longer there or is a directory, :func:`nothing_to_retry`) a retry is
-    refused, so this says to run without it. The same words as that refusal."""
+    refused, so this says to run without it. The same words as that refusal. None
+    when every failure can never succeed by copying it again (:func:`never_copied`:
+    it kept every failure): no advice to copy them again."""
+    if _only(status, {f.name for f in status.failures if never_copied(status, f)}):
+        return None
     if nothing_to_retry(status):
         return f"--retry-failed cannot help: {_unretriable_text(status)}"
     gone, directories = gone_names(status), directory_names(status)

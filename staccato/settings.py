@@ -352,6 +352,27 @@ def default_address() -> str:
     return DEFAULT_ADDRESS
 
 
+def stopped_up_note(target: str) -> str | None:
+    """What to say when Temporal at ``target`` cannot be reached and the ``staccato
+    up`` this STACCATO_HOME recorded no longer runs (``down``, or killed): that it is
+    not running, its address, and to start it; None when one runs, none was recorded,
+    or ``target`` is neither its address nor :data:`DEFAULT_ADDRESS` (another server
+    was configured on purpose)."""
+    from staccato.workers.devserver import stopped_up_address
+
+    try:
+        recorded = stopped_up_address(home())
+    except SettingsError:
+        return None
+    if recorded is None or target not in (recorded, DEFAULT_ADDRESS):
+        return None
+    return (
+        f"the staccato up recorded in STACCATO_HOME ({recorded}) is not running: start "
+        "it with `staccato up` (or `staccato up --detach`), or point TEMPORAL_ADDRESS at "
+        "a running Temporal"
+    )
+
+
 def temporal_connect_config() -> dict[str, Any]:
     """Keyword arguments for ``temporalio.client.Client.connect`` from Temporal's
     standard environment configuration, with Staccato's defaults filled in (the

@@ -370,3 +370,52 @@ def test_a_run_that_ended_before_its_size_was_known_says_what_it_copied() -> Non
     assert render.progress_text(running) == "0 B / ?"
     sized = ended.model_copy(update={"bytes_total": 4096, "bytes_done": 1024})
     assert render.progress_text(sized) == "1.0 KiB / 4.0 KiB (25%)"
+
+
+def _ended_with(*failures: tuple[str, str]) -> Any:
+    """A dataset to file:///dst that ended completed_with_errors with ``failures``
+    ((name, reason) pairs, every one kept)."""
+    from staccato.datasets.models import DatasetState, DatasetStatus, FileFailure
+
+    return DatasetStatus(
+        id="staccato-dataset-0123",
+        state=DatasetState.completed_with_errors,
+        source="file:///src",
+        destination="file:///dst",
+        files_total=len(failures) + 1,
+        files_done=1,
+        files_skipped=0,
+        files_failed=len(failures),
+        bytes_total=10,
+        bytes_done=5,
+        listing_done=True,
+        failures=[FileFailure(name=n, reason=r) for n, r in failures],
+    )
+
+
+def test_retry_failed_messages_show_names_as_every_output_does() -> None:
+    """A file whose non-UTF-8 name the listing spelled ``bad\\xffname.txt`` and that
+    is gone: ``--retry-failed``'s words showed ``'bad\\\\xffname.txt'`` (repr's doubled
+    backslash) where ``status --failures`` shows ``bad\\xffname.txt``."""
+    from staccato.dataset_client import retry_advice
+    from staccato.datasets.models import gone_reason
+
+    name = "bad\\xffname.txt"
+    assert gone_reason(name) == "'bad\\xffname.txt' is no longer at the source"
+    advice = retry_advice(_ended_with((name, gone_reason(name))))
+    assert advice is not None and "('bad\\xffname.txt')" in advice, advice
+
+
+def test_no_retry_advice_when_no_failure_can_succeed() -> None:
+    """The end line of a dataset whose only failures can never succeed (a name that
+    is not valid UTF-8, a name the destination cannot hold) gives no advice to copy
+    them again with --retry-failed; one failure that can succeed brings it back."""
+    from staccato.dataset_client import retry_advice
+
+    never = [
+        ("bad\\xffname.txt", "the name is not valid UTF-8"),
+        ("a//b", "cannot copy 'a//b' to file:///dst: it has an empty path segment"),
+    ]
+    assert retry_advice(_ended_with(*never)) is None
+    advice = retry_advice(_ended_with(*never, ("ok.txt", "connection reset")))
+    assert advice == "copy the failed files again with --retry-failed", advice

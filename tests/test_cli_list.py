@@ -179,3 +179,40 @@ def test_a_delayed_start_is_named_by_its_destination_and_listed_in_its_state(
     again = run_cli("status", str(destination), "--json", **args)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["state"] == "cancelled", again.stdout
+
+
+def test_two_delayed_starts_to_one_destination_name_the_earliest_everywhere(
+    worker: WorkerProcess, temporal_server, data_dir: Path
+) -> None:
+    """Two ``--not-before`` starts to one destination (1h, then 2h): the second submit
+    names the first on stderr; ``status`` and ``cancel`` by destination both choose the
+    earliest start (cancel cancelled the 2h one while status showed the 1h one), say
+    that there are two, and ``cancel`` names the id it cancelled."""
+    args = dict(address=temporal_server.address, task_queue=worker.task_queue)
+    source = data_dir / "two.txt"
+    source.write_bytes(b"t" * 100)
+    destination = data_dir / "two-out.txt"
+    first = run_cli("submit", str(source), str(destination), "--not-before", "1h", **args)
+    assert first.returncode == 0, first.stderr
+    early = first.stdout.strip()
+    deadline = time.monotonic() + VISIBLE_S
+    while early not in [r["id"] for r in _listed(args, "--state", "scheduled")]:
+        assert time.monotonic() < deadline, "the first delayed start is not listed"
+        time.sleep(0.2)
+    second = run_cli("submit", str(source), str(destination), "--not-before", "2h", **args)
+    assert second.returncode == 0, second.stderr
+    late = second.stdout.strip()
+    assert f"already has a scheduled start: {early}" in second.stderr, second.stderr
+    deadline = time.monotonic() + VISIBLE_S
+    while late not in [r["id"] for r in _listed(args, "--state", "scheduled")]:
+        assert time.monotonic() < deadline, "the second delayed start is not listed"
+        time.sleep(0.2)
+    shown = run_cli("status", str(destination), "--json", **args)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["id"] == early, shown.stdout
+    assert "2 scheduled starts" in shown.stderr and late in shown.stderr, shown.stderr
+    cancelled = run_cli("cancel", str(destination), **args)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert f"({early})" in cancelled.stdout, cancelled.stdout
+    assert "2 scheduled starts" in cancelled.stderr, cancelled.stderr
+    run_cli("cancel", late, **args)

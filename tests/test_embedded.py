@@ -216,6 +216,8 @@ def test_commands_of_its_home_use_a_running_up(tmp_path: Path, monkeypatch) -> N
         status = _staccato("status", str(destination), env=env)
         assert status.returncode == 1, status.stderr
         assert "cannot reach Temporal at 127.0.0.1:7233" in status.stderr, status.stderr
+        # the `up` it ran on is named (`up` kept its address after `down`)
+        assert f"STACCATO_HOME ({address}) is not running" in status.stderr, status.stderr
     # an `up` killed and never reaped (a zombie) left its files: the default too
     zombie = subprocess.Popen([sys.executable, "-c", "pass"])  # not waited for
     try:
@@ -705,3 +707,33 @@ def test_commands_keep_to_the_server_of_a_killed_up(tmp_path: Path, monkeypatch)
             os.killpg(up_pid, signal.SIGKILL)  # the worker processes the killed up left
         except ProcessLookupError:
             pass
+
+
+def test_a_stopped_up_of_its_home_is_named_when_temporal_is_unreachable(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """This STACCATO_HOME recorded an `up` on a port (here a dead one) that no longer
+    runs (its pid exited): a command that cannot reach Temporal says that `up` is not
+    running and where it ran, not only "cannot reach Temporal at 127.0.0.1:7233" (it
+    still says the address it tried). Nothing starts on 7233: with TEMPORAL_ADDRESS
+    unset the check runs only when nothing listens there, and with TEMPORAL_ADDRESS set
+    to the recorded address always."""
+    from staccato.workers.devserver import port_open
+
+    home = tmp_path / "home"
+    home.mkdir()
+    port = free_port()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # reaped: its pid names no process
+    (home / "up.pid").write_text(str(gone.pid))
+    (home / "up.address").write_text(f"127.0.0.1:{port}")
+    (home / "up.last-address").write_text(f"127.0.0.1:{port}")
+    env = _without_temporal_config(tmp_path, home, port, monkeypatch)
+    said = f"the staccato up recorded in STACCATO_HOME (127.0.0.1:{port}) is not running"
+    tried = [f"127.0.0.1:{port}"] + ([] if port_open("127.0.0.1", 7233) else ["127.0.0.1:7233"])
+    for address in tried:
+        run_env = env if address.endswith(":7233") else {**env, "TEMPORAL_ADDRESS": address}
+        status = _staccato("status", "/tmp/nothing-here.txt", env=run_env)
+        assert status.returncode == 1, status.stderr
+        assert said in status.stderr and "start it with `staccato up`" in status.stderr
+        assert f"cannot reach Temporal at {address}" in status.stderr, status.stderr

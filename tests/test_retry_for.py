@@ -44,7 +44,7 @@ async def test_outage_longer_than_retry_for_fails_naming_deadline_and_cause(
     elapsed = time.monotonic() - started
     message = str(failure.value)
     print(f"failed after {elapsed:.1f} s: {message}")
-    assert "gave up" in message and "retry deadline" in message and "--retry-for 8 s" in message
+    assert "gave up" in message and "--retry-for" in message and "8 s" in message
     assert "Connection refused" in message and "down.bin" in message
     assert elapsed < 30
 

@@ -64,7 +64,12 @@ from staccato.datasets.models import (
     ListResult,
     gone_reason,
 )
-from staccato.datasets.names import UnrepresentableNameError, selected, target_url
+from staccato.datasets.names import (
+    NOT_UTF8_REASON,
+    UnrepresentableNameError,
+    selected,
+    target_url,
+)
 from staccato.endpoints import get_driver
 from staccato.endpoints.base import Driver, WholeReads, keepalive_hook
 from staccato.endpoints.file.group import LocalGroup, StagedFile, remove_temp
@@ -316,12 +321,6 @@ def _local_link_reason(url: EndpointURL) -> str | None:
     return None
 
 
-#: why a file whose name is not valid UTF-8 is not copied (the listing's reason, and
-#: that of ``--retry-failed``, with what to do)
-NOT_UTF8_REASON = (
-    "the name is not valid UTF-8 (shown with \\xNN escapes for its bytes); names are "
-    "copied as UTF-8 text: rename it at the source"
-)
 _ESCAPE = re.compile(rb"\\x([0-9a-fA-F]{2})")
 
 

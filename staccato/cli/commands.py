@@ -172,11 +172,38 @@ def submit(
     async def go() -> Submission:
         client, submitted = await _start(source, destination, options, not_before=not_before)
         _say(submitted, quiet=quiet)
+        if not_before is not None:
+            await _say_other_scheduled(client, destination, submitted.id)
         await _warn_without_workers(client)
         return submitted
 
     transfer = run(go, starts=True).id
     typer.echo(json.dumps({"id": transfer}) if as_json else transfer)
+
+
+async def _say_other_scheduled(
+    client: StaccatoClient | LightClient, destination: str, submitted: str
+) -> None:
+    """Say on stderr which other scheduled starts (``--not-before``) the destination
+    has besides ``submitted``: both stay valid, and a destination then names the
+    earliest (``staccato status DESTINATION``); nothing when there is none."""
+    from staccato.client import StaccatoClient
+    from staccato.urls import parse_url, resolve_local_directory
+
+    if not isinstance(client, StaccatoClient):  # a delayed start is the SDK's
+        return
+    canonical = resolve_local_directory(parse_url(destination)).canonical
+    choice = await client.choose_for_destination(canonical)
+    others = [(run_id, at) for run_id, at in choice.scheduled if run_id != submitted]
+    if not others:
+        return
+    listed = ", ".join(f"{run_id} (at {at})" for run_id, at in others)
+    typer.echo(
+        f"note: {destination} already has a scheduled start: {listed}; both stay scheduled "
+        "(`staccato status/cancel DESTINATION` name the earliest, an id "
+        "names one: `staccato list --state scheduled` lists them)",
+        err=True,
+    )
 
 
 async def _start(
@@ -562,7 +589,9 @@ def status(
 
         client = await StaccatoClient.connect()
         try:
-            return await client.status(transfer)
+            found = await client.status(transfer)
+            _say_choice(client, transfer)
+            return found
         except TransferNotFoundError as err:
             if await _is_dataset_root(client, transfer):
                 return None
@@ -658,9 +687,12 @@ def _control(transfer: str, action: str, done: str, already: str = "") -> None:
         client = await StaccatoClient.connect()
         try:
             acted = await getattr(client, action)(transfer)
+            chosen = _say_choice(client, transfer)
             if isinstance(acted, str):  # what a cancel of a failed run's clean-up did
                 return acted
-            return f"{already}: {transfer}" if acted is False else f"{done}: {transfer}"
+            # a destination names the id it chose (several transfers may be to it)
+            named = transfer if chosen in (None, transfer) else f"{transfer} ({chosen})"
+            return f"{already}: {named}" if acted is False else f"{done}: {named}"
         except TransferNotFoundError:
             dataset = await _dataset_at_root(client, transfer)
             if dataset is None:
@@ -676,6 +708,19 @@ def _control(transfer: str, action: str, done: str, already: str = "") -> None:
         return f"{done}: {transfer} (dataset {dataset})"
 
     typer.echo(run(go))
+
+
+def _say_choice(client: StaccatoClient, transfer: str) -> str | None:
+    """When ``transfer`` named a destination: the workflow id the client chose for it
+    (:meth:`StaccatoClient.choose_for_destination`), after saying on stderr when it
+    chose one of several scheduled starts; None when ``transfer`` was an id."""
+    choice = client.choices.get(transfer)
+    if choice is None:
+        return None
+    note = choice.note(transfer)
+    if note is not None:
+        typer.echo(note, err=True)
+    return choice.id
 
 
 async def _dataset_at_root(client: StaccatoClient, destination: str) -> str | None:

@@ -24,6 +24,7 @@ from staccato.cli.common import (
     start_or_hint,
 )
 from staccato.cli.options import parse_small_file_max
+from staccato.datasets.names import shown_name
 from staccato.errors import SourceRootNotFoundError
 from staccato.models import TransferOptions
 
@@ -457,7 +458,9 @@ def exit_for(final: DatasetStatus, quiet: bool = False) -> None:
             )
         from staccato.dataset_client import retry_advice
 
-        fail(f"dataset {final.id} completed_with_errors: {summary}; {retry_advice(final)}")
+        advice = retry_advice(final)  # none when no failure can succeed by a retry
+        advised = "" if advice is None else f"; {advice}"
+        fail(f"dataset {final.id} completed_with_errors: {summary}{advised}")
     # a source directory or prefix that is not there: a usage error (nothing was written)
     usage = final.error_type == SourceRootNotFoundError.TYPE
     fail(
@@ -486,17 +489,6 @@ def left_behind_lines(s: DatasetStatus) -> list[str]:
             f"(staccato status --failures {s.id})"
         )
     return lines
-
-
-#: control characters (C0, DEL, C1) -> ``\xNN``: a name with a newline or a tab must not
-#: break a ``NAME<TAB>REASON`` line
-_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)]}
-
-
-def shown_name(name: str) -> str:
-    r"""A file name for one line of text: control characters as ``\xNN``, as names
-    that are not valid UTF-8 already are (``--json`` gives names exactly)."""
-    return name.translate(_CONTROL)
 
 
 def status_lines(s: DatasetStatus, failures: bool) -> list[str]:

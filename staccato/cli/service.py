@@ -195,6 +195,7 @@ def up(
     from staccato.codec import codec_keys
     from staccato.secrets import seal_keys
     from staccato.workers.devserver import (
+        UP_LAST_ADDRESS_FILE,
         DevServerError,
         port_open,
         start_dev_server,
@@ -327,6 +328,8 @@ def up(
     try:
         _pid_file().write_text(str(os.getpid()))
         _address_file().write_text(address)
+        # kept after `up` ends, so a command then says where it ran (not only 7233)
+        (home / UP_LAST_ADDRESS_FILE).write_text(address)
     except OSError as err:
         if server is not None:
             stop_recorded_server(home)

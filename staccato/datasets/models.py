@@ -75,7 +75,16 @@ class DatasetState(StrEnum):
 def gone_reason(name: str) -> str:
     """Why a failed file retried by ``--retry-failed`` is not copied when it is no
     longer at the source (its relative ``name``): nothing is left to copy of it.
-    :attr:`FileFailure.gone` tells such a failure by this exact text."""
+    :attr:`FileFailure.gone` tells such a failure by this exact text. The name as
+    every output shows it (:func:`~staccato.datasets.names.shown_name`)."""
+    from staccato.datasets.names import shown_name
+
+    return f"'{shown_name(name)}' is no longer at the source"
+
+
+def _repr_gone_reason(name: str) -> str:
+    """:func:`gone_reason`'s text before this change (``repr``: a doubled backslash
+    in ``bad\\xffname``), still told by :attr:`FileFailure.gone` in recorded failures."""
     return f"{name!r} is no longer at the source"
 
 
@@ -103,7 +112,7 @@ class FileFailure(_Lean):
         """The file was no longer at the source when ``--retry-failed`` looked for it
         (:func:`gone_reason`): nothing is left to copy of it, so retrying it again
         cannot succeed."""
-        return self.reason == gone_reason(self.name)
+        return self.reason in (gone_reason(self.name), _repr_gone_reason(self.name))
 
     @field_validator("reason")
     @classmethod

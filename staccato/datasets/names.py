@@ -16,6 +16,30 @@ from collections.abc import Sequence
 from staccato.errors import InvalidURLError, PermanentError
 from staccato.urls import S3_MAX_KEY_BYTES, EndpointURL, child_url, directory_prefix
 
+#: control characters (C0, DEL, C1) -> ``\xNN``: a name with a newline or a tab must not
+#: break a ``NAME<TAB>REASON`` line
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)]}
+
+
+def shown_name(name: str) -> str:
+    r"""A file name for one line of text: control characters as ``\xNN``, as names
+    that are not valid UTF-8 already are (``--json`` gives names exactly). The one
+    rendering of a name in every message (``status --failures``, ``--retry-failed``)."""
+    return name.translate(_CONTROL)
+
+
+#: how every reason of a name that is not valid UTF-8 begins (the listing's, the
+#: copy's): such a file can never be copied as it is named
+NOT_UTF8 = "the name is not valid UTF-8"
+
+#: why a file whose name is not valid UTF-8 is not copied (the listing's reason, and
+#: that of ``--retry-failed``, with what to do)
+NOT_UTF8_REASON = (
+    "the name is not valid UTF-8 (shown with \\xNN escapes for its bytes); names are "
+    "copied as UTF-8 text: rename it at the source"
+)
+
+
 #: longest name of one path segment on the file systems Staccato writes to (NAME_MAX of
 #: Linux's ext4, xfs, btrfs...), bytes of UTF-8
 NAME_MAX_BYTES = 255
@@ -37,7 +61,7 @@ def name_problem(destination_root: EndpointURL, name: str) -> str | None:
     try:
         encoded = name.encode("utf-8")
     except UnicodeEncodeError:
-        return "the name is not valid UTF-8"
+        return NOT_UTF8
     if not name:
         return "the name is empty"
     if destination_root.scheme == "s3":
@@ -80,7 +104,9 @@ def target_url(destination_root: EndpointURL, name: str) -> EndpointURL:
             return child_url(destination_root, name)
         except InvalidURLError as err:
             problem = str(err)
-    raise UnrepresentableNameError(f"cannot copy {name!r} to {destination_root}: {problem}")
+    raise UnrepresentableNameError(
+        f"cannot copy '{shown_name(name)}' to {destination_root}: {problem}"
+    )
 
 
 def selected(name: str, include: Sequence[str], exclude: Sequence[str]) -> bool:

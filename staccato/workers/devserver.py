@@ -206,6 +206,9 @@ def process_running(pid: int, start_ticks: int | None = None) -> bool:
 #: own configuration names none (:func:`staccato.settings.default_address`)
 UP_PID_FILE = "up.pid"
 UP_ADDRESS_FILE = "up.address"
+#: the address the latest ``staccato up`` of a home ran on, kept after it ends (``down``
+#: or a kill): what a command says when it finds no ``up`` running there
+UP_LAST_ADDRESS_FILE = "up.last-address"
 
 
 def running_up(home: Path) -> int | None:
@@ -230,6 +233,23 @@ def running_up_address(home: Path) -> str | None:
         return (home / UP_ADDRESS_FILE).read_text().strip() or None
     except OSError:
         return None
+
+
+def stopped_up_address(home: Path) -> str | None:
+    """The Temporal address (``127.0.0.1:PORT``) the latest ``staccato up`` of ``home``
+    ran on, when it no longer runs (``down``, or killed) and left no dev server running
+    (:func:`orphaned_server`); None when one runs, or no ``up`` recorded an address
+    there. Reads only."""
+    if running_up(home) is not None or orphaned_server(home) is not None:
+        return None
+    for name in (UP_LAST_ADDRESS_FILE, UP_ADDRESS_FILE):  # the latter: a killed up
+        try:
+            address = (home / name).read_text().strip()
+        except OSError:
+            continue
+        if address:
+            return address
+    return None
 
 
 def orphaned_server(home: Path) -> tuple[int, int] | None:

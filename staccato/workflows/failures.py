@@ -127,7 +127,14 @@ def stream_moved_on(err: ActivityError, known: int) -> int | None:
 ALLOWANCE_STEPS = ("copy_stream", "confirm_source", "stage_source")
 
 
-def gave_up_message(step: str, retry_for: timedelta, last_error: str, *, allowance: bool) -> str:
+def gave_up_message(
+    step: str,
+    retry_for: timedelta,
+    last_error: str,
+    *,
+    allowance: bool,
+    next_attempt: bool = False,
+) -> str:
     """The one wording of a step that ran out of its retry budget (``--retry-for``):
     the workflow's, when Temporal's deadline passed, and an activity's that gave up
     itself after ``retry_for`` without progress.
@@ -137,8 +144,17 @@ def gave_up_message(step: str, retry_for: timedelta, last_error: str, *, allowan
         retry_for: the transfer's ``--retry-for``.
         last_error: the last attempt's error message.
         allowance: say that the deadline included the time one attempt may take.
+        next_attempt: the deadline had not passed yet, but the next attempt (after
+            its backoff) would start after it: say that (a give-up 1.5 s into a
+            ``--retry-for 3 s`` said the deadline passed).
     """
     extra = " plus the time one attempt may take to copy its segment" if allowance else ""
+    if next_attempt:
+        return (
+            f"gave up: the {step} step kept failing and the next attempt would start "
+            f"after --retry-for ({duration(retry_for)}) without progress{extra}; last "
+            f"error: {last_error}"
+        )
     return (
         f"gave up: the {step} step kept failing and the retry deadline "
         f"passed (--retry-for {duration(retry_for)} without progress{extra}; "

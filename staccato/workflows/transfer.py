@@ -1967,6 +1967,7 @@ class TransferWorkflow:
             self._retry_for,
             last_text,
             allowance=err.activity_type in ALLOWANCE_STEPS,
+            next_attempt=not isinstance(err.cause, TimeoutError),  # retry state TIMEOUT
         )
 
     async def _short_activity(
