@@ -474,8 +474,8 @@ def _given_up(request: BatchInput, err: ApplicationError) -> ApplicationError:
     """``err`` (a failed attempt's error), or a non-retryable one worded as the
     workflow's give-up (:func:`staccato.activities.retry_deadline.gave_up`) when this
     attempt started at or after the batch's deadline: its first scheduled time plus
-    ``--retry-for``, or ``--retry-for`` after its last progress (a file handled, bytes
-    read: ``BatchCheckpoint.progress_at``, of this attempt or an earlier one),
+    ``--retry-for``, or ``--retry-for`` after its last progress (a file handled:
+    ``BatchCheckpoint.progress_at``, of this attempt or an earlier one),
     whichever is later. So a batch that keeps copying is never cut off by
     ``--retry-for``, and one whose attempts fail without progress gives up about one
     backoff after it (not after the time its work may take, the rest of its Temporal
@@ -495,18 +495,19 @@ def _given_up(request: BatchInput, err: ApplicationError) -> ApplicationError:
 
 def _progress_meter(state: BatchCheckpoint, meter: Callable[[], None] | None) -> Callable[[], None]:
     """What runs before each heartbeat: ``meter`` (the bytes moving, if paced), then
-    ``state.progress_at`` set to now when the batch handled a file or read bytes since
-    the last heartbeat (bytes read not yet counted only move while paced)."""
-    last = (state.next_index, state.bytes)
+    ``state.progress_at`` set to now when the batch handled a file since the last
+    heartbeat (copied, skipped, failed for itself, found copied by a resume). Bytes
+    read of a file not handled yet are not progress: a failing attempt reads its
+    files' sources again before each write that fails."""
+    last = state.next_index
 
     def update() -> None:
         nonlocal last
         if meter is not None:
             meter()
-        index, total = state.next_index, state.bytes + state.bytes_moving
-        if index > last[0] or total > last[1]:
+        if state.next_index > last:
             state.progress_at = time.time()
-        last = (max(index, last[0]), max(total, last[1]))
+            last = state.next_index
 
     return update
 

@@ -447,7 +447,7 @@ class BatchCheckpoint(BatchResult):
     #: move while a batch copies. Known where the batch is paced (its pacer meters every
     #: byte read); 0 otherwise
     bytes_moving: int = 0
-    #: when the batch last made progress (a file handled, bytes read), Unix seconds,
+    #: when the batch last made progress (a file handled), Unix seconds,
     #: carried from attempt to attempt: a failing attempt gives up once ``--retry-for``
     #: passed since (:class:`BatchInput` ``retry_for_s``); None: none yet
     progress_at: float | None = None
