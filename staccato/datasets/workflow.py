@@ -189,7 +189,8 @@ DATASET_STAGGER_PATCH = "dataset-staggered-batches"
 #: (:func:`staccato.activities.dataset._given_up`). Before, the timeout was
 #: ``--retry-for`` alone: a healthy batch still copying after it (paced by
 #: ``--max-rate``, a slow link, a short ``--retry-for``) failed every file it had not
-#: copied with Temporal's "Not enough time to schedule next retry". A marker event
+#: copied with Temporal's "Not enough time to schedule next retry". Its work is also
+#: given the time its bytes take at the dataset's own ``--max-rate``. A marker event
 #: per run that starts a batch
 DATASET_BATCH_RETRY_FOR_PATCH = "dataset-batch-retry-for-progress"
 #: a tail batch (see :data:`DATASET_STAGGER_PATCH`) holds at least this share of
@@ -580,6 +581,8 @@ class DatasetWorkflow:
             if workflow.patched(DATASET_BATCH_RETRY_FOR_PATCH):
                 # --retry-for counts from the batch's last progress, not its start
                 batch = batch.model_copy(update={"retry_for_s": request.options.retry_for_s})
+                if request.options.max_rate:  # paced: the time its bytes take at the rate
+                    work += timedelta(seconds=size // request.options.max_rate)
                 within = retry_for + work
             else:
                 within = retry_for
