@@ -41,8 +41,9 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 from temporalio import activity
-from temporalio.exceptions import CancelledError
+from temporalio.exceptions import ApplicationError, CancelledError
 
+from staccato.activities import retry_deadline
 from staccato.activities.errors import mapped_errors
 from staccato.activities.liveness import heartbeating
 from staccato.activities.object_copy import copy_object, up_to_date
@@ -458,11 +459,56 @@ def copy_batch(request: BatchInput) -> BatchResult:
         CancelledError: the dataset was cancelled (the file in flight is removed).
         ApplicationError: a mapped error (see ``mapped_errors``).
     """
-    with batch_leased():
-        result = _copy_batch(request)
+    try:
+        with batch_leased():
+            result = _copy_batch(request)
+    except ApplicationError as err:
+        raise _given_up(request, err) from None
     if result is None:
         raise CancelledError("batch stopped: cancelled or its worker is gone")
     return result
+
+
+def _given_up(request: BatchInput, err: ApplicationError) -> ApplicationError:
+    """``err`` (a failed attempt's error), or a non-retryable one worded as the
+    workflow's give-up (:func:`staccato.activities.retry_deadline.gave_up`) when this
+    attempt started at or after the batch's deadline: its first scheduled time plus
+    ``--retry-for``, or ``--retry-for`` after its last progress (a file handled:
+    ``BatchCheckpoint.progress_at``, of this attempt or an earlier one),
+    whichever is later. So a batch that keeps copying is never cut off by
+    ``--retry-for``, and one whose attempts fail without progress gives up about one
+    backoff after it (not after the time its work may take, the rest of its Temporal
+    deadline). Only for a batch scheduled with ``retry_for_s``."""
+    if err.non_retryable or request.retry_for_s is None:
+        return err
+    progress_at = _previous(request).progress_at
+    for detail in err.details:
+        if isinstance(detail, dict) and FAILED_CHECKPOINT_KEY in detail:
+            failed = BatchCheckpoint.model_validate(detail[FAILED_CHECKPOINT_KEY])
+            progress_at = retry_deadline.latest(progress_at, failed.progress_at)
+    started = activity.info().started_time.timestamp()
+    if started < retry_deadline.deadline(request.retry_for_s, progress_at):
+        return err
+    return retry_deadline.gave_up(err, activity.info().activity_type, request.retry_for_s)
+
+
+def _progress_meter(state: BatchCheckpoint, meter: Callable[[], None] | None) -> Callable[[], None]:
+    """What runs before each heartbeat: ``meter`` (the bytes moving, if paced), then
+    ``state.progress_at`` set to now when the batch handled a file since the last
+    heartbeat (copied, skipped, failed for itself, found copied by a resume). Bytes
+    read of a file not handled yet are not progress: a failing attempt reads its
+    files' sources again before each write that fails."""
+    last = state.next_index
+
+    def update() -> None:
+        nonlocal last
+        if meter is not None:
+            meter()
+        if state.next_index > last:
+            state.progress_at = time.time()
+            last = state.next_index
+
+    return update
 
 
 def batch_leased() -> contextlib.AbstractContextManager[Lease | None]:
@@ -527,7 +573,10 @@ def _copy_batch(request: BatchInput) -> BatchResult | None:
         )
     pacer = batch_pacer(request)
     state.bytes_moving = 0
-    beat = _Beat(state, None if pacer is None else _moving_meter(request, state, pacer))
+    beat = _Beat(
+        state,
+        _progress_meter(state, None if pacer is None else _moving_meter(request, state, pacer)),
+    )
     root = parse_url(request.source_root)
     destination_root = parse_url(request.destination_root)
     handled_after: set[int] = set()  # files handled past ``next_index`` (a cancel's)

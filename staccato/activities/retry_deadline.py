@@ -116,7 +116,7 @@ def within_retry_for(
                 progress_at = latest(previous(), _progress_at.get())
                 if info.started_time.timestamp() < deadline(request.retry_for_s, progress_at):
                     raise
-                raise _gave_up(err, info.activity_type, request.retry_for_s) from None
+                raise gave_up(err, info.activity_type, request.retry_for_s) from None
             finally:
                 _progress_at.reset(token)
 
@@ -125,7 +125,10 @@ def within_retry_for(
     return decorate
 
 
-def _gave_up(err: ApplicationError, step: str, retry_for_s: float) -> ApplicationError:
+def gave_up(err: ApplicationError, step: str, retry_for_s: float) -> ApplicationError:
+    """``err`` as a non-retryable error worded as the workflow's give-up of ``step``
+    (an activity type) after ``retry_for_s`` seconds without progress, with the same
+    ``type`` and details."""
     details: tuple[Any, ...] = tuple(err.details)
     return ApplicationError(
         gave_up_message(step, timedelta(seconds=retry_for_s), err.message, allowance=False),

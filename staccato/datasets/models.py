@@ -374,6 +374,11 @@ class BatchInput(BaseModel):
     #: the ticket ``key``: the worker looks up the batch's share of their
     #: ``max_rate`` by it (:mod:`staccato.workers.rates`); empty: none
     governors: list[str] = Field(default_factory=list)
+    #: seconds (``options.retry_for_s``): set when the workflow scheduled the batch
+    #: with ``--retry-for`` plus its work as its schedule-to-close timeout; a failing
+    #: attempt then gives up itself once ``--retry-for`` passed without progress
+    #: (:mod:`staccato.activities.retry_deadline`). None: Temporal's deadline alone
+    retry_for_s: float | None = None
 
 
 class BatchResult(_Lean):
@@ -451,6 +456,10 @@ class BatchCheckpoint(BatchResult):
     #: move while a batch copies. Known where the batch is paced (its pacer meters every
     #: byte read); 0 otherwise
     bytes_moving: int = 0
+    #: when the batch last made progress (a file handled), Unix seconds,
+    #: carried from attempt to attempt: a failing attempt gives up once ``--retry-for``
+    #: passed since (:class:`BatchInput` ``retry_for_s``); None: none yet
+    progress_at: float | None = None
 
 
 class DatasetProgress(_Lean):

@@ -54,9 +54,12 @@ from typing import Any, TypeVar
 from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy, SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import (
+    ActivityError,
     ApplicationError,
     CancelledError,
     ChildWorkflowError,
+    RetryState,
+    TimeoutType,
     WorkflowAlreadyStartedError,
 )
 from temporalio.exceptions import TimeoutError as ActivityTimeoutError
@@ -108,7 +111,7 @@ with workflow.unsafe.imports_passed_through():
 
 from staccato.workflows import front, slots
 from staccato.workflows.calls import RETRY, SHORT_HEARTBEAT_TIMEOUT, ended_by_cancel
-from staccato.workflows.failures import decode_input, left_behind_of, reason
+from staccato.workflows.failures import decode_input, gave_up_message, left_behind_of, reason
 from staccato.workflows.governor import LIMIT_QUEUED_SIGNAL, SLOT_GRANTED_SIGNAL
 
 DEFAULT_HEARTBEAT_TIMEOUT = timedelta(seconds=20)
@@ -179,6 +182,17 @@ FIRST_PAGE_ENTRIES = 768
 #: ``batch_files`` long, started in rounds and ended within ~0.1 s of each other, and
 #: every slot idled while the next round was dispatched
 DATASET_STAGGER_PATCH = "dataset-staggered-batches"
+#: ``workflow.patched`` id: a batch to one root (``copy_batch``) is scheduled with
+#: ``--retry-for`` plus the time its work may take as its schedule-to-close timeout
+#: (as a batch to several roots), and with ``retry_for_s`` in its input, so that its
+#: failing attempts give up themselves once ``--retry-for`` passed without progress
+#: (:func:`staccato.activities.dataset._given_up`). Before, the timeout was
+#: ``--retry-for`` alone: a healthy batch still copying after it (paced by
+#: ``--max-rate``, a slow link, a short ``--retry-for``) failed every file it had not
+#: copied with Temporal's "Not enough time to schedule next retry". Its work is also
+#: given the time its bytes take at the dataset's own ``--max-rate``. A marker event
+#: per run that starts a batch
+DATASET_BATCH_RETRY_FOR_PATCH = "dataset-batch-retry-for-progress"
 #: a tail batch (see :data:`DATASET_STAGGER_PATCH`) holds at least this share of
 #: ``batch_files`` (bounds the events of a run's end)
 TAIL_BATCH_SHARE = 4
@@ -562,14 +576,24 @@ class DatasetWorkflow:
                 # the worker paces the batch at its share of their max_rate (the
                 # activity's input only: no command of its own)
                 batch = batch.model_copy(update={"governors": held})
+            work = timedelta(seconds=600 + size // 1_000_000)
+            retry_for = timedelta(seconds=request.options.retry_for_s)
+            if workflow.patched(DATASET_BATCH_RETRY_FOR_PATCH):
+                # --retry-for counts from the batch's last progress, not its start
+                batch = batch.model_copy(update={"retry_for_s": request.options.retry_for_s})
+                if request.options.max_rate:  # paced: the time its bytes take at the rate
+                    work += timedelta(seconds=size // request.options.max_rate)
+                within = retry_for + work
+            else:
+                within = retry_for
             scheduled_at = workflow.now().timestamp()
             result: BatchResult = await workflow.execute_activity(
                 "copy_batch",
                 batch,
                 result_type=BatchResult,
-                start_to_close_timeout=timedelta(seconds=600 + size // 1_000_000),
+                start_to_close_timeout=work,
                 heartbeat_timeout=self._heartbeat_timeout(request),
-                schedule_to_close_timeout=timedelta(seconds=request.options.retry_for_s),
+                schedule_to_close_timeout=within,
                 retry_policy=RETRY,
                 # a cancelled dataset waits for the batch to remove its file in flight
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
@@ -602,8 +626,11 @@ class DatasetWorkflow:
                     last.not_handled = None
                     self._count_batch(last)
                     unclean_from = min(last.next_index, len(batch.files))
+            why = reason(err)
+            if batch.retry_for_s is not None:  # scheduled within --retry-for of progress
+                why = _batch_gave_up(err, batch.retry_for_s) or why
             for f in batch.files[unclean_from:]:
-                self._fail(f.name, f"its batch failed: {reason(err)}")
+                self._fail(f.name, f"its batch failed: {why}")
             return
         finally:
             self._waiting.pop(batch.key, None)
@@ -1359,6 +1386,33 @@ def _left_pairs(
 
 
 _Checkpoint = TypeVar("_Checkpoint", BatchCheckpoint, FanOutBatchCheckpoint)
+
+
+def _batch_gave_up(err: BaseException, retry_for_s: float) -> str | None:
+    """The give-up wording (:func:`~staccato.workflows.failures.gave_up_message`) for a
+    batch whose Temporal deadline (``--retry-for`` plus its work) passed, ``err``
+    being its ``ActivityError``: the next attempt would have started after it
+    (retry state TIMEOUT: Temporal's text is "Not enough time to schedule next
+    retry"), or it passed during an attempt (a schedule-to-close timeout). Else None
+    (the batch's own give-up is worded so already)."""
+    if not isinstance(err, ActivityError):
+        return None
+    cause = err.cause
+    if isinstance(cause, ActivityTimeoutError):
+        if cause.type != TimeoutType.SCHEDULE_TO_CLOSE:
+            return None
+        last = cause.cause
+    elif err.retry_state == RetryState.TIMEOUT:
+        last = cause
+    else:
+        return None
+    last_text = (getattr(last, "message", None) or str(last)) if last is not None else None
+    return gave_up_message(
+        err.activity_type,
+        timedelta(seconds=retry_for_s),
+        last_text or "none recorded",
+        allowance=False,
+    )
 
 
 def _failed_checkpoint(err: BaseException, kind: type[_Checkpoint]) -> _Checkpoint | None:

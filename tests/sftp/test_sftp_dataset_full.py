@@ -64,6 +64,12 @@ async def test_a_batch_failed_for_good_counts_the_files_it_published(
     assert failed == set(files) - published, (sorted(failed), sorted(published))
     assert first.files_done == len(published), first
     assert first.files_failed == FILES - len(published), first
+    # the batch gave up itself, --retry-for after its last file, in the workflow's
+    # words with its last error (before: that error alone, when Temporal's deadline,
+    # --retry-for from the batch's start, left no time for a next attempt)
+    for failure in first.failures:
+        assert "its batch failed: gave up: the copy_batch step" in failure.reason, failure
+        assert "--retry-for 15 s without progress" in failure.reason, failure
 
     # room again: --retry-failed copies only the files that failed
     subprocess.run(["mount", "-o", "remount,size=200m", str(small_fs)], check=True)
