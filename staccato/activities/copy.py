@@ -113,7 +113,10 @@ def copy_stream(request: StreamInput) -> StreamResult:
                     else 0
                 )
                 if moved:
-                    err.details = ({"segment": request.segment.index, "bytes_done": moved},)
+                    err.details = (
+                        *err.details,
+                        {"segment": request.segment.index, "bytes_done": moved},
+                    )
             raise
 
 
