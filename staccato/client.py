@@ -755,9 +755,10 @@ class StaccatoClient:
         """Recent transfers, newest first by start time (exactly ``limit`` when that
         many exist), optionally in one state (:func:`staccato.listing.list_rows`).
 
-        One row per workflow id: a destination's transfer (its latest run, or with
-        ``state`` its latest run in that state: an earlier failed run of a destination
-        since copied again is listed under ``failed``, with its error), or a front run
+        One row per workflow id: a destination's transfer (its latest run; with
+        ``state`` only when that run is in the state, as ``status`` shows it: a
+        destination whose earlier run failed and latest completed is listed under
+        ``completed``, not ``failed``), or a front run
         (a Schedule's run, a start under another id). Every ``TransferWorkflow`` in the
         namespace is considered; one whose status cannot be read (odd input, memo or
         id made by someone else) is skipped, never an error. A closed run is never

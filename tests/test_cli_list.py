@@ -179,34 +179,3 @@ def test_a_delayed_start_is_named_by_its_destination_and_listed_in_its_state(
     again = run_cli("status", str(destination), "--json", **args)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["state"] == "cancelled", again.stdout
-
-
-def test_a_state_filter_goes_by_the_state_list_shows(
-    worker: WorkerProcess, temporal_server, data_dir: Path
-) -> None:
-    """A destination whose first transfer failed and whose next one completed: ``list``
-    and ``status`` show it completed, and ``list --state failed`` leaves it out (it
-    listed the failed run: the filter went by runs, not by the row's state)."""
-    args = dict(address=temporal_server.address, task_queue=worker.task_queue)
-    destination = data_dir / "twice.bin"
-    # nothing listens on the discard port: the stream gives up after --retry-for
-    gone = run_cli(
-        "cp", "-q", "--retry-for", "1s", "http://127.0.0.1:9/none.bin", str(destination), **args
-    )
-    assert gone.returncode != 0, gone.stdout
-    source = data_dir / "twice-source.bin"
-    source.write_bytes(b"t" * 1000)
-    done = run_cli("cp", "-q", str(source), str(destination), **args)
-    assert done.returncode == 0, done.stderr
-    shown = run_cli("status", str(destination), "--json", **args)
-    status = json.loads(shown.stdout)
-    assert status["state"] == "completed", status
-    deadline = time.monotonic() + VISIBLE_S
-    while {"id": status["id"], "state": "completed"} not in [
-        {"id": r["id"], "state": r["state"]} for r in _listed(args)
-    ]:
-        assert time.monotonic() < deadline, _listed(args)
-        time.sleep(0.2)
-    failed = _listed(args, "--state", "failed")
-    assert status["id"] not in [r["id"] for r in failed], failed
-    assert status["id"] in [r["id"] for r in _listed(args, "--state", "completed")]
