@@ -598,6 +598,7 @@ class StaccatoClient:
                     "is the streams' last heartbeats; the transfer goes on when a worker polls"
                 )
             rate_sum = 0.0
+            now = datetime.now(UTC)
             for pending in description.raw_description.pending_activities:
                 if pending.attempt > 1 and pending.HasField("last_failure"):
                     retried = f"attempt {pending.attempt}: {await self._message(pending)}"
@@ -639,14 +640,20 @@ class StaccatoClient:
                     in_segments[details.segment] = max(
                         in_segments.get(details.segment, 0), details.bytes_done
                     )
-                    if pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED:
-                        # not a stream waiting to start, nor one a pause or cancel is
-                        # stopping: their last rate is history
+                    if _moving(pending, now):
                         rate_sum += details.rate_bytes_per_s
             bytes_done += sum(in_segments.values())
             # a cancel requested: the streams are stopping, their last rate is history
             stopping = description.raw_description.workflow_extended_info.cancel_requested
-            if state == TransferState.running and not stopping:
+            # the one place a rate is decided: the streams' own, while a worker answers
+            # (else its heartbeats are history) and some stream moves bytes (none: no
+            # rate, so no ETA, rather than a rate of the past)
+            if (
+                state == TransferState.running
+                and not stopping
+                and no_worker is None
+                and rate_sum > 0
+            ):
                 rate = rate_sum
             if state == TransferState.failed:
                 # failed; the run goes on only to remove the partial data (its clean-up
@@ -813,9 +820,10 @@ class StaccatoClient:
         """Recent transfers, newest first by start time (exactly ``limit`` when that
         many exist), optionally in one state (:func:`staccato.listing.list_rows`).
 
-        One row per workflow id: a destination's transfer (its latest run, or with
-        ``state`` its latest run in that state: an earlier failed run of a destination
-        since copied again is listed under ``failed``, with its error), or a front run
+        One row per workflow id: a destination's transfer (its latest run; with
+        ``state`` only when that run is in the state, as ``status`` shows it: a
+        destination whose earlier run failed and latest completed is listed under
+        ``completed``, not ``failed``), or a front run
         (a Schedule's run, a start under another id). Every ``TransferWorkflow`` in the
         namespace is considered; one whose status cannot be read (odd input, memo or
         id made by someone else) is skipped, never an error. A closed run is never
@@ -1233,6 +1241,34 @@ def _runs_as(workflow_id: str, memo: Any) -> str | None:
 #: transfer and a resume of a running one: what was asked for already holds
 _ALREADY_PAUSED = f"cannot pause a transfer that is {TransferState.paused.value}"
 _ALREADY_RUNNING = f"cannot resume a transfer that is {TransferState.running.value}, not paused"
+
+
+#: how long a stream's last heartbeat counts as current when its activity has no
+#: heartbeat timeout of its own (the transfer workflow's default)
+_HEARTBEAT_CURRENT = timedelta(seconds=20)
+
+
+def _moving(pending: Any, now: datetime) -> bool:
+    """Whether the pending stream activity ``pending`` (a ``PendingActivityInfo``)
+    moves bytes now, so its heartbeat's rate is current: its attempt is running (not
+    waiting to start, nor between attempts after a failure), its last heartbeat came
+    from this attempt (a retried attempt keeps the details, and the rate, of the one
+    before), and within the activity's heartbeat timeout of ``now`` (the SDK sends
+    details at most every 0.8 x that timeout; older, the stream is stuck)."""
+    if pending.state != PendingActivityState.PENDING_ACTIVITY_STATE_STARTED:
+        return False
+    if not pending.HasField("last_heartbeat_time"):
+        return False
+    beat = pending.last_heartbeat_time.ToDatetime(tzinfo=UTC)
+    if pending.HasField("last_started_time") and beat < pending.last_started_time.ToDatetime(
+        tzinfo=UTC
+    ):
+        return False
+    current = _HEARTBEAT_CURRENT
+    options = pending.activity_options if pending.HasField("activity_options") else None
+    if options is not None and options.HasField("heartbeat_timeout"):
+        current = options.heartbeat_timeout.ToTimedelta() or current
+    return now - beat <= current
 
 
 def _query_wait_s() -> float:

@@ -3,7 +3,8 @@ single newest-first order by start time (``staccato list``, :meth:`StaccatoClien
 :func:`staccato.dataset_client.list_datasets`, :func:`staccato.fanout_client.list_groups`).
 
 One visibility query names every kind asked for; one row per workflow id (its latest
-run; a transfer with a state asked: its latest run in that state). Rows are ordered by
+run; with a state asked, a transfer's row is its latest run too, shown only when that
+run is in the state: a filter matches the state ``list`` shows, never an older run's). Rows are ordered by
 ``started_at`` (a dataset: its first run's start, kept across continue-as-new), newest
 first, and ``limit`` applies to the merged order.
 
@@ -84,9 +85,13 @@ def _query(types: Sequence[str], transfer_state: str | None) -> str:
     return " OR ".join(parts)
 
 
-async def _read(client: StaccatoClient, execution: WorkflowExecution) -> Row | None:
-    """The status of the row ``execution`` stands for; None when it is not one Staccato
-    can read (odd input, memo or id made by someone else): skipped, never an error."""
+async def _read(
+    client: StaccatoClient, execution: WorkflowExecution, *, latest: bool = False
+) -> Row | None:
+    """The status of the row ``execution`` stands for (a transfer with ``latest``: its
+    workflow id's latest run, not necessarily the run listed); None when it is not one
+    Staccato can read (odd input, memo or id made by someone else): skipped, never an
+    error."""
     from staccato.dataset_client import dataset_status
     from staccato.fanout_client import group_status
 
@@ -95,7 +100,7 @@ async def _read(client: StaccatoClient, execution: WorkflowExecution) -> Row | N
             return await dataset_status(client, execution.id)
         if execution.workflow_type == GROUP_TYPE:
             return await group_status(client, execution.id)
-        return await client.status(execution.id, run_id=execution.run_id)
+        return await client.status(execution.id, run_id=None if latest else execution.run_id)
     except (StaccatoError, RPCError, ValueError, KeyError, TypeError):
         return None
 
@@ -117,7 +122,8 @@ async def list_rows(
 ) -> list[Row]:
     """The newest ``limit`` rows of the kinds ``types`` (workflow type names), newest
     first by start time, across kinds; with ``state`` only rows in that state (a
-    transfer: its latest run in that state).
+    transfer: when its latest run is in that state, as ``list`` without ``state`` and
+    ``status`` show it).
 
     Args:
         client: a connected client.
@@ -161,7 +167,10 @@ async def list_rows(
         while pending and -pending[0][0] >= unread_bound and len(batch) < wanted:
             batch.append(heapq.heappop(pending)[2])
         if batch:
-            read = await asyncio.gather(*(_read(client, e) for e in batch))
+            # a state asked: a transfer's row is its latest run (an earlier run listed
+            # in the state, e.g. failed, while the latest completed, is not its row)
+            latest = transfer_state is not None
+            read = await asyncio.gather(*(_read(client, e, latest=latest) for e in batch))
             for execution, row in zip(batch, read, strict=True):
                 if row is None:
                     continue

@@ -100,11 +100,23 @@ def copy_stream(request: StreamInput) -> StreamResult:
         except (StaccatoError, OSError) as err:
             if not isinstance(err, StaccatoError) or err.retryable:
                 _count_endpoint_error(request, waiting.progress)
-            elif waiting.progress is not None:
-                # the transfer fails: its status keeps the bytes this stream moved
-                err.details = (
-                    {"segment": request.segment.index, "bytes_done": waiting.progress.bytes_done},
+            if isinstance(err, StaccatoError):
+                # should the transfer fail (this error, or the give-up once
+                # ``--retry-for`` passed, which keeps its details): its status keeps the
+                # bytes this stream, or an earlier attempt of it, moved
+                earlier = previous_checkpoint()
+                moved = (
+                    waiting.progress.bytes_done
+                    if waiting.progress is not None
+                    else earlier.bytes_done
+                    if earlier is not None
+                    else 0
                 )
+                if moved:
+                    err.details = (
+                        *err.details,
+                        {"segment": request.segment.index, "bytes_done": moved},
+                    )
             raise
 
 

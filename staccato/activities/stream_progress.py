@@ -219,13 +219,18 @@ def heartbeat(*details: object) -> None:
 
 
 def previous_checkpoint() -> Checkpoint | None:
+    """The checkpoint the previous attempt last heartbeated, its rate 0: this attempt
+    heartbeats it again while it connects, waits or fails, moving nothing (``status``
+    sums the streams' rates; the previous attempt's is history). None: no previous
+    attempt, or details of an older schema."""
     details = activity.info().heartbeat_details
     if not details:
         return None
     try:
-        return Checkpoint.model_validate(details[0])
+        checkpoint = Checkpoint.model_validate(details[0])
     except ValidationError:
         return None  # an older schema: the destination's durable set still tells the truth
+    return checkpoint.model_copy(update={"rate_bytes_per_s": 0.0})
 
 
 class WaitingBeat:
@@ -245,4 +250,5 @@ class WaitingBeat:
         if now - self._last_beat < HEARTBEAT_EVERY_S:
             return
         self._last_beat = now
-        heartbeat(*activity.info().heartbeat_details)
+        previous = previous_checkpoint()  # its rate is history
+        heartbeat(*((previous,) if previous is not None else activity.info().heartbeat_details))

@@ -1,0 +1,98 @@
+"""``staccato status`` of a transfer whose sftp destination's sshd is gone: while its
+streams only retry, no rate and no ETA, and the bytes the destination's journal holds
+are never taken back (nor in the failed transfer's status)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from staccato.client import StaccatoClient
+from staccato.models import TransferOptions, TransferState, TransferStatus
+from tests.helpers import MiB, WorkerProcess, write_random
+from tests.servers.sshd import SshdServer
+from tests.sftp.conftest import _started
+from tests.sftp.test_sftp_resilience import _client, _journal_lines, _trust, _wait_for_journal
+
+
+async def _every_stream_retried(client: StaccatoClient, transfer: str) -> bool:
+    """Whether every pending ``copy_stream`` of ``transfer`` is past its first attempt."""
+    description = await client.temporal.get_workflow_handle(transfer).describe()
+    attempts = [
+        pending.attempt
+        for pending in description.raw_description.pending_activities
+        if pending.activity_type.name == "copy_stream"
+    ]
+    return bool(attempts) and min(attempts) > 1
+
+
+@pytest.fixture
+def own_server(
+    sshd_server: SshdServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SshdServer]:
+    """A server of its own, stopped by the test."""
+    server = _started(SshdServer(tmp_path_factory.mktemp("sshd-figures")), sshd_server)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_sshd_gone_status_shows_no_rate_and_keeps_journalled_bytes(
+    temporal_server,
+    own_server: SshdServer,
+    env_worker_env: dict[str, str],
+    data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """sshd stopped for good mid-copy: while every stream attempt fails, ``status`` shows
+    no rate and no ETA (it showed the last attempt's rate and an ETA); ``bytes_done``
+    never falls, and the failed transfer's keeps the streams' checkpoints (it showed
+    0 B: neither a stream's give-up nor a cancel between attempts carried them)."""
+    _trust(own_server, env_worker_env)
+    size, chunk = 64 * MiB, 4 * MiB
+    source = data_dir / "src.bin"
+    write_random(source, size, seed=31)
+    out = data_dir / "out"
+    out.mkdir()
+    with WorkerProcess(
+        temporal_server.address, processes=2, env=env_worker_env, log_dir=tmp_path
+    ) as worker:
+        client = await _client(temporal_server, worker.task_queue)
+        options = TransferOptions(
+            chunk_size=chunk, streams=2, retry_for_s=8, heartbeat_timeout_s=3, max_rate=16 * MiB
+        )
+        transfer = await client.submit(str(source), own_server.url(str(out / "gone.bin")), options)
+        await _wait_for_journal(out, 2)
+        own_server.stop()
+        journalled = _journal_lines(out) * chunk  # durable at the destination
+        assert journalled < size, "the transfer finished before the outage"
+        seen: list[TransferStatus] = []
+        retrying: list[TransferStatus] = []
+        deadline = time.monotonic() + 240
+        while not seen or seen[-1].state == TransferState.running:
+            assert time.monotonic() < deadline, f"the transfer did not fail; last: {seen[-1]}"
+            # every stream retried at least once before this status: none moves since
+            retried = await _every_stream_retried(client, transfer)
+            seen.append(await client.status(transfer))
+            if retried and seen[-1].state == TransferState.running:
+                retrying.append(seen[-1])
+            await asyncio.sleep(0.1)  # polling interval
+        assert retrying, seen
+        moving = [s for s in retrying if s.rate_bytes_per_s is not None or s.eta_s is not None]
+        assert not moving, [
+            (s.rate_bytes_per_s, s.eta_s, s.bytes_done, s.last_retry_error, s.next_attempt_at)
+            for s in moving
+        ]
+        # bytes_done counts the streams' bytes in flight too: never less than before
+        shown = [s.bytes_done for s in seen if s.state == TransferState.running]
+        assert shown == sorted(shown), shown
+        own_server.start()  # the clean-up ends at once
+    failed = await client.status(transfer)
+    assert failed.state == TransferState.failed, failed
+    # the streams' checkpoints when they gave up or were cancelled (it showed 0 B)
+    assert 0 < failed.bytes_done <= max(shown), (shown[-1], journalled, failed)
