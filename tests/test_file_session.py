@@ -198,6 +198,9 @@ async def test_next_transfer_removes_what_failed_runs_left(
     ]
     for name in stale + kept:
         (out / name).write_bytes(b"old")
+    # a journal as a run writes it (INDEX CHECKSUM lines): the sweep removes a temp
+    # file and journal only beside a journal Staccato wrote
+    (out / stale[1]).write_bytes(b"0 364b3fb7\n")
     transfer = await client.submit(str(source), str(out / "out.bin"))
     await client.wait(transfer)
     assert sha256_file(out / "out.bin") == sha256_file(source)
@@ -230,6 +233,7 @@ async def test_sweep_keeps_what_may_be_another_targets_and_goes_past_what_cannot
     gone = [".f.bin.2222222222222222.staccato-part", ".f.bin.2222222222222222.staccato-journal"]
     for name in gone:
         (out / name).write_bytes(b"old")
+    (out / gone[1]).write_bytes(b"0 364b3fb7\n")  # a journal as a run writes it
     await client.wait(await client.submit(str(source), str(out / "f.bin")))
     assert stuck.is_dir() and not any((out / name).exists() for name in gone)
 
@@ -269,3 +273,30 @@ def test_left_behind_says_what_the_next_transfer_removes(tmp_path: Path, name: s
         assert "removes it" not in said, said
         assert f"delete both by hand ({temp} and {journal})" in said, said
         assert "the next transfer to this destination does not remove them" in said, said
+
+
+def test_sweep_removes_only_beside_a_journal_staccato_wrote(tmp_path: Path) -> None:
+    """A tester's case: a tree copied with ``cp -r`` held ``.f.<16 hex>.staccato-part``
+    and ``-journal`` as files of its own (a tree copied from a destination that had
+    leftovers); a single ``cp`` to ``f`` then removed both as leftovers. The sweep now
+    removes a temp file and its journal only when the journal is one Staccato wrote
+    (empty, or ``INDEX CHECKSUM`` lines); a temp file with no journal is kept too."""
+    driver = get_driver("file")
+    url = parse_url(str(tmp_path / "f"))
+    users = {
+        ".f.0123456789abcdef.staccato-part": b"USER DATA",
+        ".f.0123456789abcdef.staccato-journal": b"j\n",
+        ".f.1111111111111111.staccato-part": b"no journal beside it",
+    }
+    ours = {
+        ".f.2222222222222222.staccato-part": b"an earlier run's",
+        ".f.2222222222222222.staccato-journal": b"0 364b3fb7\n1 ba7816bf\n",
+        ".f.3333333333333333.staccato-part": b"",
+        ".f.3333333333333333.staccato-journal": b"",
+    }
+    for name, data in {**users, **ours}.items():
+        (tmp_path / name).write_bytes(data)
+    removed = driver.remove_leftovers(url, "t-next")
+    assert sorted(removed) == sorted(str(tmp_path / name) for name in ours)
+    for name, data in users.items():
+        assert (tmp_path / name).read_bytes() == data, name

@@ -276,8 +276,8 @@ def test_an_up_to_date_destination_still_loses_earlier_runs_leftovers(
         data_dir / ".dst.bin.0123456789abcdef.staccato-part",
         data_dir / ".dst.bin.0123456789abcdef.staccato-journal",
     ]
-    for path in left:
-        path.write_bytes(b"an earlier run's")
+    left[0].write_bytes(b"an earlier run's")
+    left[1].write_bytes(b"0 364b3fb7\n")  # a journal as a run writes it
     done = run_cli(
         "cp", "--sync-level", "size", str(source), str(destination),
         address=temporal_server.address, task_queue=worker.task_queue,

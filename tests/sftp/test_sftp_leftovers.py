@@ -54,3 +54,30 @@ def test_a_temp_file_gone_is_not_called_the_source(
         SFTPDriver().stat(parse_url(sftp_url(temp)))
     assert str(caught.value).startswith(f"the temp file {sftp_url(temp)} is gone"), caught.value
     assert "source" not in str(caught.value)
+
+
+def test_sftp_sweep_removes_only_beside_a_journal_staccato_wrote(
+    driver_env: Path, sftp_url, tmp_path: Path
+) -> None:
+    """The SFTP sweep's side of the tester's case (a copied tree's look-alike files were
+    removed as leftovers): a temp file and journal go only when the journal holds a
+    valid record (or is empty); a user's ``-journal`` and a temp file without one stay."""
+    from staccato.endpoints.sftp.journal import journal_record
+
+    users = {
+        ".f.0123456789abcdef.staccato-part": b"USER DATA",
+        ".f.0123456789abcdef.staccato-journal": b"j\n",
+        ".f.1111111111111111.staccato-part": b"no journal beside it",
+    }
+    ours = {
+        ".f.2222222222222222.staccato-part": b"an earlier run's",
+        ".f.2222222222222222.staccato-journal": journal_record(0, "364b3fb7"),
+        ".f.3333333333333333.staccato-part": b"",
+        ".f.3333333333333333.staccato-journal": b"",
+    }
+    for name, data in {**users, **ours}.items():
+        (tmp_path / name).write_bytes(data)
+    removed = SFTPDriver().remove_leftovers(parse_url(sftp_url(tmp_path / "f")), "t-next")
+    assert sorted(removed) == sorted(str(tmp_path / name) for name in ours)
+    for name, data in users.items():
+        assert (tmp_path / name).read_bytes() == data, name

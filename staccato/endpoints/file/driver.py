@@ -36,6 +36,7 @@ from staccato.endpoints.file.session import (
     durable_chunks,
     session_paths,
     unlink_if_present,
+    written_by_staccato,
 )
 from staccato.endpoints.listing import (
     BROKEN_LINK,
@@ -59,7 +60,7 @@ from staccato.errors import (
 )
 from staccato.models import ListPage, ObjectInfo, WriteSession
 from staccato.plan import chunk_count
-from staccato.temp_names import leftover_pattern
+from staccato.temp_names import TEMP_SUFFIX, journal_of, leftover_pattern
 from staccato.urls import EndpointURL
 
 _log = logging.getLogger("staccato.file")
@@ -277,9 +278,23 @@ class FileDriver(Driver):
                 names = [entry.name for entry in entries]
         except OSError as err:
             raise os_error(err, f"destination directory of {url.path}") from None
-        for found in names:
-            path = os.path.join(parent, found)
-            if pattern.fullmatch(os.fsencode(found)) is None or path in own:
+        found_paths = [
+            os.path.join(parent, found)
+            for found in names
+            if pattern.fullmatch(os.fsencode(found)) is not None
+        ]
+        # a temp file and its journal go only when the journal is one Staccato wrote
+        # (decided before anything goes): a user's files may have these names
+        ours = {
+            path
+            for path in found_paths
+            if path not in own
+            and written_by_staccato(journal_of(path) if path.endswith(TEMP_SUFFIX) else path)
+        }
+        for path in found_paths:
+            if path not in ours:
+                if path not in own:
+                    _log.info("kept %s: no journal Staccato wrote beside it", path)
                 continue
             try:
                 os.unlink(path)

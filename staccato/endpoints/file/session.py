@@ -15,6 +15,7 @@ import contextlib
 import ctypes
 import errno
 import os
+import re
 import stat as stat_module
 
 from staccato import checksums
@@ -59,6 +60,30 @@ def session_paths(url: EndpointURL, session_key: str) -> tuple[str, str]:
     # string operations, not pathlib: called once per small file of a dataset
     stem = session_stem(*os.path.split(url.path), session_key)
     return stem + TEMP_SUFFIX, stem + JOURNAL_SUFFIX
+
+
+#: bytes of a journal read to tell whether Staccato wrote it (:func:`written_by_staccato`)
+JOURNAL_PROOF_BYTES = 64 * 1024
+_JOURNAL_LINE = re.compile(rb"\d+ [0-9a-f]{8,64}")
+
+
+def written_by_staccato(journal: str) -> bool:
+    """Whether the file ``journal`` is a write session's journal: empty (a session
+    that journaled no chunk yet), or complete lines that all read ``INDEX CHECKSUM``
+    (hex), at least one, in its first :data:`JOURNAL_PROOF_BYTES` (a torn last line
+    is allowed). The leftover sweep removes a temp file and its journal only then: a
+    user's files of the pattern (a tree copied from a destination that had leftovers,
+    then a single transfer to that name) were removed as leftovers (a tester's case).
+    False when it cannot be read."""
+    try:
+        with open(journal, "rb") as handle:
+            data = handle.read(JOURNAL_PROOF_BYTES)
+    except OSError:
+        return False
+    if not data:
+        return True
+    lines = data.split(b"\n")[:-1]  # the last piece: torn, or cut by the read
+    return bool(lines) and all(_JOURNAL_LINE.fullmatch(line) for line in lines)
 
 
 def journaled_chunks(session: WriteSession) -> dict[int, str]:

@@ -90,6 +90,7 @@ from staccato.endpoints.sftp.journal import (
     parse_journal,
     parse_records,
     published,
+    written_by_staccato,
 )
 from staccato.endpoints.sftp.pipeline import ReadPipeline, SourceEnded, SourceLonger, write_at
 from staccato.endpoints.sftp.pool import POOL, run
@@ -435,11 +436,20 @@ class SFTPDriver(Driver):
 
         def op(sftp: StaccatoSFTP) -> list[str]:
             removed: list[str] = []
-            for raw, _ in sftp.read_dir(directory or "."):
-                if pattern.fullmatch(raw) is None:
-                    continue
-                path = posixpath.join(directory, raw.decode(errors="surrogateescape"))
+            found = [
+                posixpath.join(directory, raw.decode(errors="surrogateescape"))
+                for raw, _ in sftp.read_dir(directory or ".")
+                if pattern.fullmatch(raw) is not None
+            ]
+            # a temp file and its journal go only when the journal is one Staccato
+            # wrote (decided before anything goes): a user's files may have these names
+            journals = {journal_of(p) if p.endswith(TEMP_SUFFIX) else p for p in found}
+            ours = {j for j in journals if written_by_staccato(sftp, j)}
+            for path in found:
                 if path in (own["temp"], own["journal"]):
+                    continue
+                if (journal_of(path) if path.endswith(TEMP_SUFFIX) else path) not in ours:
+                    log.info("kept %s: no journal Staccato wrote beside it", path)
                     continue
                 try:
                     remove_if_exists(sftp, path)

@@ -31,7 +31,7 @@ import stat as stat_module
 import zlib
 
 from staccato.endpoints.sftp.files import read_all, stat_or_none
-from staccato.endpoints.sftp.protocol import StaccatoSFTP
+from staccato.endpoints.sftp.protocol import StaccatoSFTP, StatusError
 from staccato.errors import PermanentError
 
 JOURNAL_RECORD_BYTES = 128  # per chunk: index (<= 20), checksum (<= 64 hex), crc32 (8)
@@ -147,3 +147,32 @@ def published(sftp: StaccatoSFTP, paths: dict[str, str], size: int, chunks: int)
         and target.st_size == size
         and target.st_mtime == marker
     )
+
+
+#: the largest journal a session writes: a chunk record and a hash record per chunk
+#: (at most 100,000 chunks: ``activities.transfer.MAX_CHUNKS``) and the marker's slot
+LARGEST_JOURNAL_BYTES = (2 * 100_000 + 1) * JOURNAL_RECORD_BYTES
+
+
+def written_by_staccato(sftp: StaccatoSFTP, path: str) -> bool:
+    """Whether the file at ``path`` is a write session's journal: empty (no chunk
+    journaled yet), or at most :data:`LARGEST_JOURNAL_BYTES` holding at least one valid
+    chunk record (its CRC-32 checked). The leftover sweep removes a temp file and its
+    journal only then: a user's files of the pattern (a copied tree) were removed as
+    leftovers (a tester's case). False when it is missing, not a regular file, or
+    cannot be read."""
+    try:
+        attrs = stat_or_none(sftp, path)
+        if attrs is None or not stat_module.S_ISREG(attrs.st_mode or 0):
+            return False
+        size = attrs.st_size or 0
+        if size == 0:
+            return True
+        if size > LARGEST_JOURNAL_BYTES:
+            return False
+        data = read_all(sftp, path)
+    except (OSError, StatusError):
+        return False
+    if not data:
+        return False
+    return bool(parse_journal(data, len(data) // JOURNAL_RECORD_BYTES))
