@@ -203,19 +203,23 @@ def left_behind(session: WriteSession, in_a_dataset: bool = False) -> str:
     if leftovers_swept(session.url) and not in_a_dataset:
         return (
             f"{partial_data(session)} (and its .staccato-journal) may be left: the next "
-            "transfer to this destination removes it, or delete both files by hand"
+            "transfer to this destination removes it once it gets to write (a `cp` or "
+            "`submit` of this file, not a `cp -r` of its directory), or delete both "
+            "files by hand"
         )
     temp = session.session_id
     journal = journal_of(temp)
-    why = (
-        "a dataset's runs copy any name and never remove files of that pattern"
-        if in_a_dataset
-        else "its name is too long to tell its temp files from a longer name's"
-    )
+    if leftovers_swept(session.url):  # a dataset's file
+        return (
+            f"{partial_data(session)} (and its .staccato-journal) may be left: delete both "
+            f"by hand ({temp} and {journal}), or copy this file alone (`staccato cp` to "
+            f"{session.url}), which removes them; a dataset's runs (`cp -r`) do not: they "
+            "copy any name and never remove files of that pattern"
+        )
     return (
         f"{partial_data(session)} (and its .staccato-journal) may be left: delete both by "
         f"hand ({temp} and {journal}); the next transfer to this destination does not "
-        f"remove them ({why})"
+        "remove them (its name is too long to tell its temp files from a longer name's)"
     )
 
 

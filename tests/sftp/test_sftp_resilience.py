@@ -756,7 +756,8 @@ async def test_dataset_names_what_its_large_file_left_behind_and_no_eta_while_st
         assert failure.left_behind and temp in failure.left_behind, failure
         # a dataset never sweeps (it copies any name): by hand, both paths named
         assert "delete both by hand" in failure.left_behind, failure
-        assert "a dataset's runs copy any name" in failure.left_behind, failure
+        assert "a dataset's runs (`cp -r`) do not" in failure.left_behind, failure
+        assert "copy this file alone" in failure.left_behind, failure
         cli = {"address": temporal_server.address, "task_queue": worker.task_queue}
         shown = await asyncio.to_thread(run_cli, "status", "--json", dataset, **cli)
         data = json.loads(shown.stdout)
