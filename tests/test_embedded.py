@@ -83,9 +83,8 @@ def test_up_cp_down_up_keeps_history(tmp_path: Path, nginx_ranges, http_root: Pa
         assert down.returncode == 0, down.stderr
     # a transfer still to run is named, and that it goes on with the next up (a tester's
     # down said only "staccato is down")
-    assert "staccato is down; 1 transfer(s) or dataset(s) were running or scheduled" in (
-        down.stdout
-    ), down.stdout
+    later_id = later.stdout.strip()
+    assert f"staccato is down; 1 still to run or finish ({later_id})" in down.stdout, down.stdout
     assert (tmp_path / "home" / "temporal.db").exists()
     up = _staccato("up", "--detach", "--port", str(port), "--ui-port", str(ui_port), env=env)
     assert up.returncode == 0, up.stdout + up.stderr

@@ -501,7 +501,7 @@ def down() -> None:
                 "running by a `staccato up` that was killed; staccato is down"
             )
         return
-    running = _count_running(_running_address())
+    running = _running_ids(_running_address())
     # SIGTERM to `staccato up` alone: it lets the worker's streams send their last
     # heartbeat, then stops the dev server itself. The whole group only if it hangs.
     os.kill(pid, signal.SIGTERM)
@@ -520,38 +520,52 @@ def down() -> None:
     stop_recorded_server(settings.home())  # `up` stops it; killed mid-way, it may not have
     if running:
         # a tester's `down` said only "staccato is down" with a transfer running
+        named = ", ".join(running[:_NAMED]) + (
+            f" and {len(running) - _NAMED} more" if len(running) > _NAMED else ""
+        )
         typer.echo(
-            f"staccato is down; {running} transfer(s) or dataset(s) were running or "
-            "scheduled: they go on from their last checkpoint when `staccato up` starts "
-            f"again (the dev server keeps them in {settings.home()})"
+            f"staccato is down; {len(running)} still to run or finish ({named}): they go "
+            "on from their last checkpoint when "
+            f"`staccato up` starts again (the dev server keeps them in {settings.home()})"
         )
         return
     typer.echo("staccato is down")
 
 
-#: seconds `down` asks Temporal how many transfers run before it stops the service
+#: seconds `down` asks Temporal which transfers run before it stops the service
 _COUNT_WAIT_S = 3.0
+#: at most this many of them are looked at (and the first few named)
+_COUNT_MOST = 1000
+_NAMED = 3
 
 
-def _count_running(address: str) -> int:
-    """How many transfers, datasets and fan-out groups run (or wait to start) on the
-    Temporal at ``address``; 0 when it cannot tell within :data:`_COUNT_WAIT_S`."""
+def _running_ids(address: str) -> list[str]:
+    """The ids of the transfers, datasets and fan-out groups that run (or wait to
+    start) on this home's task queue on the Temporal at ``address``, children of a
+    dataset or group left out (their parent goes on with them); empty when it cannot
+    tell within :data:`_COUNT_WAIT_S`. A tester's count included runs of another task
+    queue, which no worker of this `up` goes on with, and children twice."""
     from staccato.run_fields import DATASET_TYPE, TRANSFER_TYPE
 
-    async def count() -> int:
+    async def listed() -> list[str]:
         from temporalio.client import Client
 
         client = await Client.connect(address, namespace=settings.DEFAULT_NAMESPACE)
         kinds = ", ".join(f"'{t}'" for t in (TRANSFER_TYPE, DATASET_TYPE, "FanOutWorkflow"))
-        answer = await client.count_workflows(
-            f"ExecutionStatus = 'Running' AND WorkflowType IN ({kinds})"
-        )
-        return answer.count
+        queue = settings.task_queue().replace("'", "")
+        ids: list[str] = []
+        async for execution in client.list_workflows(
+            f"ExecutionStatus = 'Running' AND WorkflowType IN ({kinds}) AND TaskQueue = '{queue}'",
+            limit=_COUNT_MOST,
+        ):
+            if execution.parent_id is None:
+                ids.append(execution.id)
+        return ids
 
     try:
-        return asyncio.run(asyncio.wait_for(count(), _COUNT_WAIT_S))
+        return asyncio.run(asyncio.wait_for(listed(), _COUNT_WAIT_S))
     except Exception:  # noqa: BLE001 - a hint only: `down` goes on
-        return 0
+        return []
 
 
 def codec_server(
