@@ -743,8 +743,10 @@ async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
             completed = await _filters_note(client, completed, description.run_id)
         return completed
     progress: DatasetProgress | None = None
+    polled = True  # whether a worker polls its task queue (else no query is sent)
     try:
-        if await client.may_answer(description.task_queue):
+        polled = await client.may_answer(description.task_queue)
+        if polled:
             progress = await handle.query(
                 "progress",
                 result_type=DatasetProgress,
@@ -806,8 +808,12 @@ async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
     if progress is None:
         if state in (DatasetState.running, DatasetState.queued, DatasetState.scheduled):
             status.counts_unknown = (
-                f"no worker answered the progress query within {PROGRESS_QUERY_S:g} s (a "
-                "restarted worker replays the dataset's history first); counts return "
+                f"no worker polls task queue {description.task_queue!r}: the dataset goes "
+                "on when one does (`staccato up --detach` or `staccato worker`); counts "
+                "return then"
+                if not polled
+                else f"no worker answered the progress query within {PROGRESS_QUERY_S:g} s "
+                "(a restarted worker replays the dataset's history first); counts return "
                 "when one does"
             )
         return status
