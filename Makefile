@@ -4,9 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STACCATO := $(BIN)/staccato
 DEMO_DIR ?= /tmp/staccato-demo
-#: pytest-xdist processes for `make test` (a quiet full run at 2 kept only ~1.1 of the 2 cores busy:
-#: most tests wait on heartbeat timeouts, outages and paced sources)
-TEST_PROCESSES ?= 3
+#: pytest-xdist processes for `make test` (a quiet full run at 2 kept only ~1.1 of the 2 cores busy,
+#: at 3 ~1.45 (ci43, 2026-12-05: 72 % busy, 949 s): most tests wait on heartbeat timeouts,
+#: outages and paced sources)
+TEST_PROCESSES ?= 4
 
 .PHONY: venv demo down test lint bench clean
 
