@@ -849,7 +849,7 @@ class TuningRecall(BaseModel):
     worker_processes: int | None = None
 
 
-class StartLookupInput(BaseModel):
+class StartLookupInput(LeanModel):
     """Input of the ``look_up_start`` activity: the control lookups a transfer makes
     before its first stream, in one activity (each part optional).
 
@@ -859,25 +859,38 @@ class StartLookupInput(BaseModel):
         known_copy: the known-copy lookup (``find_known_copy``); None: not looked up.
         governors: endpoint and link names whose governors to look for
             (``find_governors``); empty: none.
+        connections_of: the transfer's source and destination URLs, whose per-host
+            connection caps on the worker bound its streams (``connection_cap`` of the
+            result); None: not asked (runs recorded before).
     """
+
+    _omit_when = omitted_while_none("connections_of")
 
     link: str | None = None
     known_copy: KnownCopyInput | None = None
     governors: list[str] = Field(default_factory=list)
+    connections_of: list[str] | None = None
 
 
-class StartLookup(BaseModel):
+class StartLookup(LeanModel):
     """Result of ``look_up_start`` (a part not asked for is None).
 
     Attributes:
         recall: what a tuned transfer starts from.
         known_copy: the copy to read, or why the origin.
         governors: the names of the input's ``governors`` whose governor runs, in order.
+        connection_cap: the most connections the worker opens at once to the host of
+            any of ``connections_of`` (SFTP: ``STACCATO_SFTP_MAX_CONNECTIONS``); None:
+            no cap. More streams than that wait for a connection while holding their
+            share of ``--max-rate``.
     """
+
+    _omit_when = omitted_while_none("connection_cap")
 
     recall: TuningRecall | None = None
     known_copy: KnownCopy | None = None
     governors: list[str] | None = None
+    connection_cap: int | None = None
 
 
 class Progress(BaseModel):
