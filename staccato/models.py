@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel as PydanticModel
 from pydantic import (
@@ -35,6 +35,30 @@ class BaseModel(PydanticModel):
     keeps this."""
 
     model_config = ConfigDict(defer_build=True)
+
+
+class LeanModel(BaseModel):
+    """A model whose fields named in ``_omit_when`` are left out of its dumps (Python
+    and JSON) while they hold the value given there (``None``, ``True`` or ``False``,
+    compared by identity): a field added to a workflow's or activity's payload keeps
+    the payloads, hashes and JSON of runs that do not use it exactly as they were, so
+    an older worker reads them and replayed histories match."""
+
+    _omit_when: ClassVar[dict[str, bool | None]] = {}
+
+    @model_serializer(mode="wrap")
+    def _omit_defaults(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict):
+            for name, value in self._omit_when.items():
+                if name in data and data[name] is value:
+                    del data[name]
+        return data
+
+
+def omitted_while_none(*names: str) -> dict[str, bool | None]:
+    """``_omit_when`` for fields left out of dumps while None."""
+    return dict.fromkeys(names)
 
 
 MiB = 1024 * 1024
@@ -621,7 +645,7 @@ class StreamResult(BaseModel):
     endpoint_errors: int = 0
 
 
-class PrepareInput(BaseModel):
+class PrepareInput(LeanModel):
     """Input of ``prepare``: where to write, how much, and a key unique to this run.
 
     ``make_parents``: make the destination's missing directories first, as a dataset
@@ -644,16 +668,8 @@ class PrepareInput(BaseModel):
     make_parents: bool = False
     sweep_leftovers: bool = True
 
-    @model_serializer(mode="wrap")
-    def _lean(self, handler: SerializerFunctionWrapHandler) -> Any:
-        # left out while at their defaults: a lone transfer's payload stays as it was
-        data = handler(self)
-        if isinstance(data, dict):
-            if data.get("make_parents") is False:
-                del data["make_parents"]
-            if data.get("sweep_leftovers") is True:
-                del data["sweep_leftovers"]
-        return data
+    # left out while at their defaults: a lone transfer's payload stays as it was
+    _omit_when = {"make_parents": False, "sweep_leftovers": True}
 
 
 class PrepareResult(BaseModel):
@@ -691,7 +707,7 @@ class VerifyInput(BaseModel):
     whole_object: bool = True  # False: ``segments`` is a part of the object, checked alone
 
 
-class SyncInput(BaseModel):
+class SyncInput(LeanModel):
     """Input of the ``sync_check`` activity: does the destination already match the
     source (stat'ed as ``source_info``) at ``level``?
 
@@ -716,12 +732,7 @@ class SyncInput(BaseModel):
     source_secret: str | None = None
     sweep_leftovers: bool = True
 
-    @model_serializer(mode="wrap")
-    def _lean(self, handler: SerializerFunctionWrapHandler) -> Any:
-        data = handler(self)
-        if isinstance(data, dict) and data.get("sweep_leftovers") is True:
-            del data["sweep_leftovers"]  # a payload as before unless it is False
-        return data
+    _omit_when = {"sweep_leftovers": True}  # a payload as before unless it is False
 
 
 class SyncResult(BaseModel):
@@ -838,7 +849,7 @@ class TuningRecall(BaseModel):
     worker_processes: int | None = None
 
 
-class StartLookupInput(BaseModel):
+class StartLookupInput(LeanModel):
     """Input of the ``look_up_start`` activity: the control lookups a transfer makes
     before its first stream, in one activity (each part optional).
 
@@ -848,25 +859,38 @@ class StartLookupInput(BaseModel):
         known_copy: the known-copy lookup (``find_known_copy``); None: not looked up.
         governors: endpoint and link names whose governors to look for
             (``find_governors``); empty: none.
+        connections_of: the transfer's source and destination URLs, whose per-host
+            connection caps on the worker bound its streams (``connection_cap`` of the
+            result); None: not asked (runs recorded before).
     """
+
+    _omit_when = omitted_while_none("connections_of")
 
     link: str | None = None
     known_copy: KnownCopyInput | None = None
     governors: list[str] = Field(default_factory=list)
+    connections_of: list[str] | None = None
 
 
-class StartLookup(BaseModel):
+class StartLookup(LeanModel):
     """Result of ``look_up_start`` (a part not asked for is None).
 
     Attributes:
         recall: what a tuned transfer starts from.
         known_copy: the copy to read, or why the origin.
         governors: the names of the input's ``governors`` whose governor runs, in order.
+        connection_cap: the most connections the worker opens at once to the host of
+            any of ``connections_of`` (SFTP: ``STACCATO_SFTP_MAX_CONNECTIONS``); None:
+            no cap. More streams than that wait for a connection while holding their
+            share of ``--max-rate``.
     """
+
+    _omit_when = omitted_while_none("connection_cap")
 
     recall: TuningRecall | None = None
     known_copy: KnownCopy | None = None
     governors: list[str] | None = None
+    connection_cap: int | None = None
 
 
 class Progress(BaseModel):
@@ -1282,7 +1306,7 @@ class FanOutRequest(BaseModel):
         return (hashlib.sha256(data.encode()).hexdigest()[:32],)
 
 
-class DestinationOutcome(BaseModel):
+class DestinationOutcome(LeanModel):
     """One destination of a fan-out group.
 
     Attributes:
@@ -1307,12 +1331,7 @@ class DestinationOutcome(BaseModel):
     checksum: str | None = None
     left_behind: str | None = None
 
-    @model_serializer(mode="wrap")
-    def _without_left_behind_unset(self, handler: SerializerFunctionWrapHandler) -> Any:
-        data = handler(self)
-        if isinstance(data, dict) and data.get("left_behind", 0) is None:
-            del data["left_behind"]  # payloads and JSON unchanged when none
-        return data
+    _omit_when = omitted_while_none("left_behind")  # payloads and JSON as before when none
 
 
 class FanOutProgress(BaseModel):

@@ -15,6 +15,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
 
 REPO = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024
@@ -366,3 +368,14 @@ def mount_tmpfs(path: Path, size: str) -> None:
     )
     if done.returncode != 0:
         pytest.skip(f"mount -t tmpfs is not permitted here: {done.stderr.strip()}")
+
+
+def replayer_of(*workflows: type) -> Replayer:
+    """A ``Replayer`` of these workflow classes with Staccato's data converter and
+    Temporal's deadlock detection off (``debug_mode``; the sandbox stays). A replay
+    test checks determinism, not time; the SDK fails an activation that does not yield
+    within 2 s as a deadlock, which one activation can exceed on a loaded 2-core machine
+    (two replays of tests/workflow failed so at load average ~23, then passed alone)."""
+    return Replayer(
+        workflows=list(workflows), data_converter=pydantic_data_converter, debug_mode=True
+    )

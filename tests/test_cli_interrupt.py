@@ -56,12 +56,13 @@ def _state(run_id: str, env: dict[str, str]) -> str:
 
 
 def _paced_dataset(data_dir: Path, env: dict[str, str], name: str) -> tuple[Path, Path, str]:
-    """A dataset running for a while (one 32 MiB file at 1 MB/s, ~33 s; each test
+    """A dataset running for a while (one 128 MiB file at 1 MB/s, ~134 s; each test
     cancels it): (source, root, id). With 8 MiB (~8 s), ci42 at load ~20 saw the
-    dataset end before a ``cp -r`` started after it had connected."""
+    dataset end before a ``cp -r`` started after it had connected; with 32 MiB (~33 s)
+    a full run at load ~20 saw it end before the ``cp -r -q`` that was to attach."""
     source = data_dir / f"{name}-src"
     source.mkdir()
-    write_random(source / "big.bin", 32 * MiB, seed=71)
+    write_random(source / "big.bin", 128 * MiB, seed=71)
     root = data_dir / f"{name}-dst"
     started = _cli(
         "submit", "-r", "--small-file-max", "1MiB", "--max-rate", "1MB/s",

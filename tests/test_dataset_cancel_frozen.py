@@ -17,8 +17,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from temporalio.api.enums.v1 import EventType
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Replayer
 
 from staccato.client import StaccatoClient
 from staccato.dataset_client import dataset_status, submit_dataset
@@ -32,7 +30,7 @@ from staccato.datasets.workflow import FAN_OUT_CANCEL_ENDED_PATCH, DatasetWorkfl
 from staccato.models import TransferOptions
 from staccato.workflows.calls import CANCEL_ENDED_PATCH
 from tests.dataset_checks import MiB, tree, wait_dataset
-from tests.helpers import WorkerProcess, spawned_children
+from tests.helpers import WorkerProcess, replayer_of, spawned_children
 
 FILES = 200
 
@@ -141,7 +139,7 @@ async def _check_patched_and_replays(history: Any, patch: str) -> None:
         for e in history.events
         if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
     )
-    replayer = Replayer(workflows=[DatasetWorkflow], data_converter=pydantic_data_converter)
+    replayer = replayer_of(DatasetWorkflow)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, result.replay_failure
 

@@ -13,8 +13,6 @@ import json
 from pathlib import Path
 
 from temporalio.api.enums.v1 import EventType
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Replayer
 
 from staccato.client import StaccatoClient
 from staccato.dataset_client import make_dataset_request, submit_dataset
@@ -23,6 +21,7 @@ from staccato.datasets.models import FAN_OUT_BATCH_FILES, DatasetState
 from staccato.datasets.workflow import DATASET_STAGGER_PATCH, DatasetWorkflow
 from staccato.models import TransferOptions
 from tests.dataset_checks import MiB, batch_sizes, tree, tree_difference, wait_dataset
+from tests.helpers import replayer_of
 
 FILES = 230
 BATCH_FILES = 16
@@ -98,7 +97,7 @@ async def test_batches_ramp_up_and_shrink_and_every_file_arrives_once(
     assert [n for b in batches for n in b] == names
 
     # the run's history replays with this code (the patched path is deterministic)
-    replayer = Replayer(workflows=[DatasetWorkflow], data_converter=pydantic_data_converter)
+    replayer = replayer_of(DatasetWorkflow)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, result.replay_failure
 

@@ -16,13 +16,11 @@ from pathlib import Path
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Replayer
 
 from staccato.client import StaccatoClient
 from staccato.links import endpoint_of, governor_id, parse_limit_target
 from staccato.workflows.governor import FIND_ENDED, GovernorWorkflow
-from tests.helpers import MiB, sha256_file, write_random
+from tests.helpers import MiB, replayer_of, sha256_file, write_random
 from tests.servers.nginx import NginxServer
 from tests.servers.pacing_proxy import PacingProxy
 from tests.test_limits import FULL_SPEED, OPTIONS, governor_ends, limits, until
@@ -84,6 +82,6 @@ async def test_governor_replays_whatever_its_task_times(
     finally:
         source.stop()
     await governor_ends(client, name)
-    replayer = Replayer(workflows=[GovernorWorkflow], data_converter=pydantic_data_converter)
+    replayer = replayer_of(GovernorWorkflow)
     await replayer.replay_workflow(history)
     await replayer.replay_workflow(_times_frozen(history))

@@ -20,8 +20,6 @@ from urllib.parse import urlsplit
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowExecutionStatus
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Replayer
 
 from staccato import governors
 from staccato.client import StaccatoClient
@@ -46,7 +44,15 @@ from staccato.workflows.governor import (
     STATE_QUERY,
     GovernorWorkflow,
 )
-from tests.helpers import MiB, WorkerProcess, child_pids, run_cli, sha256_file, write_random
+from tests.helpers import (
+    MiB,
+    WorkerProcess,
+    child_pids,
+    replayer_of,
+    run_cli,
+    sha256_file,
+    write_random,
+)
 from tests.servers.nginx import NginxServer, nginx_fixture
 from tests.servers.pacing_proxy import PacingProxy
 
@@ -180,7 +186,7 @@ async def governor_replays(client: StaccatoClient, name: str) -> None:
     that fails one stops granting). On failure the history is kept under
     ``/tmp/staccato-governor-replays/`` and named in the error."""
     history = await client.temporal.get_workflow_handle(governor_id(name)).fetch_history()
-    replayer = Replayer(workflows=[GovernorWorkflow], data_converter=pydantic_data_converter)
+    replayer = replayer_of(GovernorWorkflow)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     if result.replay_failure is not None:
         kept = Path("/tmp/staccato-governor-replays")

@@ -13,15 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from temporalio.api.sdk.v1 import WorkflowMetadata
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Replayer
 
 from staccato.client import StaccatoClient
 from staccato.errors import StaccatoError
 from staccato.models import TransferOptions, TransferState
 from staccato.workers.progress_reporter import MIN_PERIOD_S, TICK_S, report_period, reports_by
 from staccato.workflows.transfer import TransferWorkflow
-from tests.helpers import MiB, at_rest, sha256_file, write_random
+from tests.helpers import MiB, at_rest, replayer_of, sha256_file, write_random
 from tests.servers.nginx import NginxServer, nginx_fixture
 
 # 4 streams from an nginx sending 5 MiB/s per connection: ~20 MiB/s in all, and one
@@ -133,7 +131,7 @@ async def test_current_details_advance_while_data_moves(
     assert signals <= reports_by(copy_s + 2 * MIN_PERIOD_S) + 1, (signals, copy_s)
     # a history with report_progress signals replays: the handler issues no command
     recorded = await client.temporal.get_workflow_handle(transfer).fetch_history()
-    replayer = Replayer(workflows=[TransferWorkflow], data_converter=pydantic_data_converter)
+    replayer = replayer_of(TransferWorkflow)
     await replayer.replay_workflow(recorded)
 
 

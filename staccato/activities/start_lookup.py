@@ -21,6 +21,7 @@ import contextlib
 from temporalio import activity
 from temporalio.client import Client
 
+from staccato import settings
 from staccato.activities.known_copies import KnownCopyActivities
 from staccato.activities.limits import LimitActivities
 from staccato.activities.link_tuning import LinkTuningActivities
@@ -80,4 +81,21 @@ class StartLookupActivities:
                 with contextlib.suppress(BaseException):
                     await parts
         recalled, found, running = parts.result()
-        return StartLookup(recall=recalled, known_copy=found, governors=running)
+        return StartLookup(
+            recall=recalled,
+            known_copy=found,
+            governors=running,
+            connection_cap=connection_cap(request.connections_of or []),
+        )
+
+
+def connection_cap(urls: list[str]) -> int | None:
+    """The most connections this worker opens at once to the host of any of ``urls``
+    (SFTP: ``STACCATO_SFTP_MAX_CONNECTIONS`` per ``host:port``, across the worker's
+    processes, :mod:`staccato.endpoints.sftp.slots`); None: no URL's scheme has a cap."""
+    caps = [
+        settings.current().sftp_max_connections
+        for url in urls
+        if url.split(":", 1)[0].lower() == "sftp"
+    ]
+    return min(caps) if caps else None

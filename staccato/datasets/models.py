@@ -11,19 +11,24 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any
 
 from pydantic import (
     ConfigDict,
     Field,
-    SerializerFunctionWrapHandler,
     field_validator,
-    model_serializer,
     model_validator,
 )
 
 from staccato.errors import dataset_file_reason
-from staccato.models import MAX_FAN_OUT, BaseModel, MiB, TransferOptions
+from staccato.models import (
+    MAX_FAN_OUT,
+    BaseModel,
+    LeanModel,
+    MiB,
+    TransferOptions,
+    omitted_while_none,
+)
 
 #: failed files kept with their reason (in the result, the status, the carried state);
 #: the count of those beyond is kept too
@@ -35,23 +40,6 @@ DATASET_ID_PREFIX = "staccato-dataset-"
 #: read whole into memory once by a batch and written to every root; larger ones are
 #: a fan-out group each (staged once). Equals ``small_copy.SMALL_OBJECT_MAX``.
 FAN_OUT_SMALL_MAX = 8 * MiB
-
-
-class _Lean(BaseModel):
-    """A model whose fields named in ``_lean`` (those of several destination roots)
-    are left out of its dumps while None: a single destination's payloads, hashes
-    and JSON stay exactly as they were."""
-
-    _lean: ClassVar[tuple[str, ...]] = ()
-
-    @model_serializer(mode="wrap")
-    def _drop_unset(self, handler: SerializerFunctionWrapHandler) -> Any:
-        data = handler(self)
-        if isinstance(data, dict):
-            for name in self._lean:
-                if data.get(name, 0) is None:
-                    del data[name]
-        return data
 
 
 class DatasetState(StrEnum):
@@ -88,7 +76,7 @@ def _repr_gone_reason(name: str) -> str:
     return f"{name!r} is no longer at the source"
 
 
-class FileFailure(_Lean):
+class FileFailure(LeanModel):
     """A file of the dataset that was not copied, and why.
 
     Attributes:
@@ -100,7 +88,7 @@ class FileFailure(_Lean):
             otherwise (left out of dumps).
     """
 
-    _lean = ("destination", "left_behind")
+    _omit_when = omitted_while_none("destination", "left_behind")
 
     name: str
     reason: str
@@ -145,7 +133,7 @@ def file_class(outcomes: Iterable[str]) -> str:
     return "s"
 
 
-class DatasetCarried(_Lean):
+class DatasetCarried(LeanModel):
     """What one run of ``DatasetWorkflow`` hands the next (continue-as-new).
 
     Attributes:
@@ -157,7 +145,7 @@ class DatasetCarried(_Lean):
         started_at: when the first run started, seconds since the epoch (for the rate).
     """
 
-    _lean = ("destinations",)
+    _omit_when = omitted_while_none("destinations")
 
     after: str | None = None
     retry_index: int = 0
@@ -192,7 +180,7 @@ BATCH_FILES = 1024
 FAN_OUT_BATCH_FILES = 256
 
 
-class DatasetRequest(_Lean):
+class DatasetRequest(LeanModel):
     """Input of ``DatasetWorkflow``.
 
     Attributes:
@@ -225,7 +213,7 @@ class DatasetRequest(_Lean):
             indexes in ``destination_roots`` it failed at (only those are written).
     """
 
-    _lean = ("destination_roots", "retry_targets")
+    _omit_when = omitted_while_none("destination_roots", "retry_targets")
 
     model_config = ConfigDict(extra="forbid")
 
@@ -278,7 +266,7 @@ class DatasetRequest(_Lean):
         return self
 
 
-class ListInput(_Lean):
+class ListInput(LeanModel):
     """Input of ``list_entries``: one page of the source, or the entries of given names.
 
     Attributes:
@@ -286,7 +274,7 @@ class ListInput(_Lean):
         names: instead of listing, stat these relative names (``--retry-failed``).
     """
 
-    _lean = ("destination_roots",)
+    _omit_when = omitted_while_none("destination_roots")
 
     source_root: str
     destination_root: str
@@ -301,7 +289,7 @@ class ListInput(_Lean):
     destination_roots: list[str] | None = None
 
 
-class DatasetEntry(_Lean):
+class DatasetEntry(LeanModel):
     """One file of a page.
 
     Attributes:
@@ -319,7 +307,9 @@ class DatasetEntry(_Lean):
     reads back the same, also by a release that wrote them out).
     """
 
-    _lean = ("error", "source", "destination", "target_errors", "destinations")
+    _omit_when = omitted_while_none(
+        "error", "source", "destination", "target_errors", "destinations"
+    )
 
     name: str
     size: int = 0
@@ -381,7 +371,7 @@ class BatchInput(BaseModel):
     retry_for_s: float | None = None
 
 
-class BatchResult(_Lean):
+class BatchResult(LeanModel):
     """What a batch did: files copied, skipped (up to date), failed (with reasons),
     bytes copied.
 
@@ -392,7 +382,7 @@ class BatchResult(_Lean):
             counted in ``done``.
     """
 
-    _lean = ("not_handled",)
+    _omit_when = omitted_while_none("not_handled")
 
     done: int = 0
     skipped: int = 0
@@ -462,10 +452,10 @@ class BatchCheckpoint(BatchResult):
     progress_at: float | None = None
 
 
-class DatasetProgress(_Lean):
+class DatasetProgress(LeanModel):
     """The ``progress`` query of ``DatasetWorkflow`` (no history cost)."""
 
-    _lean = ("destinations",)
+    _omit_when = omitted_while_none("destinations")
 
     state: DatasetState
     source: str
@@ -493,7 +483,7 @@ class DatasetProgress(_Lean):
     waiting: int = 0
 
 
-class DatasetResult(_Lean):
+class DatasetResult(LeanModel):
     """Result of ``DatasetWorkflow`` (also when some files failed).
 
     Attributes:
@@ -501,7 +491,7 @@ class DatasetResult(_Lean):
             ``files_failed`` counts them all.
     """
 
-    _lean = ("destinations",)
+    _omit_when = omitted_while_none("destinations")
 
     state: DatasetState
     source: str
@@ -523,7 +513,7 @@ class DatasetResult(_Lean):
     bytes_listed: int | None = None
 
 
-class DestinationStatus(DestinationCounts, _Lean):
+class DestinationStatus(DestinationCounts, LeanModel):
     """A destination root's row of a dataset's status (several roots): its counts,
     and, while a batch waits for that root to come back (its server down, every write
     to it failing transiently), why.
@@ -537,14 +527,14 @@ class DestinationStatus(DestinationCounts, _Lean):
         files_waiting: the files that wait for it in the batches in flight.
     """
 
-    _lean = ("unreachable", "unreachable_since", "files_waiting")
+    _omit_when = omitted_while_none("unreachable", "unreachable_since", "files_waiting")
 
     unreachable: str | None = None
     unreachable_since: str | None = None
     files_waiting: int | None = None
 
 
-class DatasetStatus(_Lean):
+class DatasetStatus(LeanModel):
     """What ``staccato status --json`` prints for a dataset.
 
     Attributes:
@@ -568,7 +558,7 @@ class DatasetStatus(_Lean):
         failures: failed files with reasons (at most :data:`MAX_FAILURES_KEPT`).
     """
 
-    _lean = (
+    _omit_when = omitted_while_none(
         "destinations",
         "destination_roots",
         "counts_unknown",
@@ -706,7 +696,7 @@ class FanOutBatchInput(BaseModel):
     governors: list[str] = Field(default_factory=list)
 
 
-class FanOutBatchResult(_Lean):
+class FanOutBatchResult(LeanModel):
     """What a batch to several roots did.
 
     Attributes:
@@ -729,7 +719,7 @@ class FanOutBatchResult(_Lean):
     failures: list[FileFailure] = Field(default_factory=list)
     not_handled: list[str] | None = None
 
-    _lean = ("not_handled",)
+    _omit_when = omitted_while_none("not_handled")
 
 
 class FanOutBatchCheckpoint(FanOutBatchResult):

@@ -101,6 +101,7 @@ with workflow.unsafe.imports_passed_through():
         StartLookupInput,
         StreamInput,
         StreamResult,
+        TransferOptions,
         TransferRequest,
         TransferResult,
         TransferState,
@@ -255,6 +256,14 @@ _CLEANUP_AFTER_FAILURE_FOR = timedelta(seconds=30)
 #: always retried, and the clean-up ends at most one backoff (10 s) after the window
 #: (within 10 attempts, as before). A marker event per failed run that cleans up.
 CLEANUP_WINDOW_PATCH = "cleanup-window-from-start"
+#: ``workflow.patched`` id: ``look_up_start`` also returns the worker's per-host
+#: connection cap for the source's and destination's hosts (SFTP:
+#: ``STACCATO_SFTP_MAX_CONNECTIONS``, 4), and the transfer runs no more streams than
+#: that (nor asks a governor or lets the optimizer go past it). Before, ``--streams
+#: 8`` to an SFTP host ran 4 streams at a time (the others waited for a connection),
+#: each paced at an eighth of ``--max-rate``: a tester's 50 MB at ``--max-rate 5MB/s``
+#: took 28 s (1.9 MB/s). A marker event per run that looks up its start
+CONNECTION_CAP_PATCH = "streams-within-connection-cap"
 #: the longest wait between two attempts of a best-effort activity (``cleanup``)
 _BEST_EFFORT_BACKOFF = timedelta(seconds=10)
 RECORD_TUNING = "record_link_tuning"
@@ -320,6 +329,9 @@ class TransferWorkflow:
         self._ticket: str | None = None
         self._waiting_for: str | None = None  # the governor whose grant is awaited
         self._lanes = 0
+        # the worker's connection cap for the source's or destination's host
+        # (look_up_start, CONNECTION_CAP_PATCH); None: none
+        self._connection_cap: int | None = None
         # segments the source can make at most (its size over the chunk size asked
         # for; a destination only raises the chunk size): no more streams are asked for
         self._most_segments: int | None = None
@@ -434,6 +446,8 @@ class TransferWorkflow:
                 if workflow.patched(START_LOOKUP_PATCH)
                 else None
             )
+            if lookup is not None and lookup.connection_cap:
+                request, options = self._within_connection_cap(request, lookup.connection_cap)
             if (
                 options.tuning
                 and info.size >= tuning.MIN_TUNED_BYTES
@@ -586,6 +600,11 @@ class TransferWorkflow:
             link=link_of(request.source, request.destination) if tuned else None,
             known_copy=copy_input,
             governors=governors,
+            connections_of=(
+                [request.source, request.destination]
+                if workflow.patched(CONNECTION_CAP_PATCH)
+                else None
+            ),
         )
         # a candidate file is read whole to check it
         timeout = (
@@ -612,6 +631,30 @@ class TransferWorkflow:
             return None
         finally:
             self._set_phase(phase)
+
+    def _within_connection_cap(
+        self, request: TransferRequest, cap: int
+    ) -> tuple[TransferRequest, TransferOptions]:
+        """The request with no more streams than ``cap`` (the worker's connections per
+        host for the source's or destination's host): the streams past it would wait
+        for a connection, each holding its share of ``--max-rate`` unused. The
+        optimizer's range stops at it too (:meth:`_start_tuning`)."""
+        assert self._progress is not None
+        self._connection_cap = cap
+        options = request.options
+        if options.streams <= cap:
+            return request, options
+        workflow.logger.info(
+            "%d streams asked for; %d run: the worker opens at most %d connections per "
+            "host (STACCATO_SFTP_MAX_CONNECTIONS)",
+            options.streams,
+            cap,
+            cap,
+        )
+        options = options.model_copy(update={"streams": cap})
+        self._lanes = self._progress.streams = cap
+        request = self._request = request.model_copy(update={"options": options})
+        return request, options
 
     async def _look_up_start_locally(
         self, lookup_input: StartLookupInput, timeout: timedelta
@@ -1665,7 +1708,11 @@ class TransferWorkflow:
         state, _ = tuning.start(
             memory,
             budget=recall.memory_budget,
-            max_streams=min(tuning.MAX_STREAMS, recall.worker_processes or tuning.MAX_STREAMS),
+            max_streams=min(
+                tuning.MAX_STREAMS,
+                recall.worker_processes or tuning.MAX_STREAMS,
+                self._connection_cap or tuning.MAX_STREAMS,
+            ),
             sweep=sweep,
             knee=sweep and workflow.patched(TUNE_KNEE_PATCH),
         )

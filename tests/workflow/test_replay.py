@@ -21,14 +21,13 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Replayer
 
 from staccato.datasets.workflow import DatasetWorkflow
 from staccato.ids import transfer_id
 from staccato.workflows.fanout import FanOutWorkflow
 from staccato.workflows.governor import GovernorWorkflow
 from staccato.workflows.transfer import TransferWorkflow
+from tests.helpers import replayer_of
 from tests.workflow.record_histories import SCENARIOS, release
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
@@ -100,7 +99,7 @@ def recorded_history(fixture: Path) -> WorkflowHistory:
 async def test_recorded_history_replays(fixture: Path) -> None:
     history = recorded_history(fixture)
     assert history.events, f"{_name(fixture)}: empty history"
-    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
+    replayer = replayer_of(*WORKFLOWS)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     if result.replay_failure is not None:
         pytest.fail(
