@@ -267,6 +267,34 @@ def test_candidates_are_tried_cheapest_first_never_the_own_destination() -> None
     ]
 
 
+def test_no_candidate_is_on_the_origins_endpoint_nor_any_for_a_local_origin() -> None:
+    """A copy in the origin's own bucket (or on its own server) is no cheaper than the
+    origin: never a candidate; a local file origin has none at all (its disk is the
+    cheapest read), whatever copies are recorded."""
+    from staccato.known_copies import Record, order
+
+    def record(url: str, at: float) -> Record:
+        return Record(
+            transfer_id=f"t-{at}", url=url, version="v", checksum="crc32c:0", closed_at=at
+        )
+
+    records = [
+        record("s3://origin-bucket/copy", 1),
+        record("s3://other-bucket/copy", 2),
+        record("http://h:8080/copy", 3),
+        record("file:///a", 4),
+    ]
+    from_s3 = order(records, "file:///dest", "s3://origin-bucket/object")
+    assert [r.url for r in from_s3] == ["file:///a", "http://h:8080/copy", "s3://other-bucket/copy"]
+    from_http = order(records, "file:///dest", "http://h:8080/object")
+    assert [r.url for r in from_http] == [
+        "file:///a",
+        "s3://other-bucket/copy",
+        "s3://origin-bucket/copy",
+    ]
+    assert order(records, "file:///dest", "file:///origin") == []
+
+
 async def test_a_source_rewritten_with_its_mtime_put_back_is_read_again(
     client: StaccatoClient, data_dir: Path, tmp_path: Path
 ) -> None:
