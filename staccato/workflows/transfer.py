@@ -662,7 +662,8 @@ class TransferWorkflow:
         self, request: TransferRequest, info: ObjectInfo
     ) -> tuple[KnownCopyInput | None, str]:
         """The known-copy lookup to make, or None and why none can help
-        (``--from-origin``, an empty source, a source URL with a secret query, a
+        (``--from-origin``, a local file source (patch ``local-origin-no-known-copy``:
+        no copy is cheaper than the worker's disk), an empty source, a source URL with a secret query, a
         version that cannot prove the source unchanged, a fan-out child)."""
         options = request.options
         group = request.staged_from_group
@@ -706,7 +707,7 @@ class TransferWorkflow:
             looked_up: the lookup's result from ``look_up_start`` (then no activity).
 
         History: one activity on the control queue (3 events and a workflow task),
-        none when no lookup can help (``--from-origin``, an empty source, a source URL
+        none when no lookup can help (``--from-origin``, a local file source, an empty source, a source URL
         with a secret query, a version that cannot prove the source unchanged) or
         ``looked_up`` is given. A failed lookup reads the origin; a cancel propagates.
         """
