@@ -162,3 +162,29 @@ async def test_a_tuned_transfer_that_read_a_copy_teaches_its_link_nothing(
     assert status.tuning.learned_streams is None, status.tuning
     assert f"read the known copy s3://{bucket}/{name}" in (status.tuning.not_recorded or "")
     assert await read_link_memory(s3_client.temporal, link) is None
+
+
+async def test_a_tuned_transfer_that_read_its_staged_entry_teaches_its_link_nothing(
+    s3_client: StaccatoClient, nginx_ranges: NginxServer, http_root: Path, data_dir: Path
+) -> None:
+    """A tuned ``--stage`` http -> file transfer: its streams read the staging cache,
+    not the origin, so the http -> file link's memory stays empty and ``status`` says
+    why. Before, the cache's read rate was stored as the link's."""
+    name = "tuned-staged.bin"
+    digest = write_random(http_root / name, MIN_TUNED_BYTES, seed=47)
+    at_rest(http_root / name)
+    source = nginx_ranges.url(name)
+    destination = data_dir / name
+    link = link_of(source, str(destination))
+    await forget_link_memory(s3_client.temporal, link)  # another test's http -> file
+    staged = await s3_client.submit(
+        source, str(destination), TransferOptions(tuning=True, stage=True, from_origin=True)
+    )
+    await s3_client.wait(staged)
+    status = await s3_client.status(staged)
+    assert status.state == TransferState.completed, status
+    assert sha256_file(destination) == digest
+    assert status.tuning is not None, status
+    assert status.tuning.learned_streams is None, status.tuning
+    assert "read the source's staged entry" in (status.tuning.not_recorded or ""), status.tuning
+    assert await read_link_memory(s3_client.temporal, link) is None
