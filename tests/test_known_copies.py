@@ -314,3 +314,20 @@ async def test_a_source_rewritten_with_its_mtime_put_back_is_read_again(
     assert status.read_from == "origin", status
     _, status = await _copy(client, str(source), data_dir / "rw-4.bin", stage=True)
     assert sha256_file(data_dir / "rw-4.bin") == digest, status
+
+
+def test_an_ended_transfer_that_recorded_nothing_says_why() -> None:
+    """``status``'s tuning line of a tuned transfer that read a copy: no ``learned``
+    (the link kept nothing), the reason, and its last setting with its chunk size."""
+    from staccato.cli.render import tuning_text
+    from staccato.models import TuningView
+
+    why = "the streams read the known copy s3://b/x, not the origin"
+    view = TuningView(
+        link="http://h:80,file://", streams=8, chunk_size=16 * MiB, max_streams=16, not_recorded=why
+    )
+    text = tuning_text(view, ended=True)
+    assert text.startswith(
+        f"nothing learned for the link ({why}); last set to 8 streams x 16.0 MiB"
+    )
+    assert "learned 8" not in text
