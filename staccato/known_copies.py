@@ -20,9 +20,14 @@ any byte of it is read by a stream:
    reading; any other copy (SFTP) is not checked, so not used (reading it whole over
    the network to check it costs about what reading the origin does).
 
-Candidates are tried cheapest first: files (on the worker's machine), then copies of
-the destination's kind, then the rest, newest record first within each; the
-transfer's own destination never. No Temporal import here: the activity
+A copy is read only where it can be cheaper than the origin: a local file origin is
+never replaced by a copy (the workflow does not look one up, and the activity finds
+none), and a copy on the origin's own endpoint (the same S3 bucket, the same HTTP or
+SFTP server) is never a candidate (the same server over the same link: nothing
+saved). Candidates are tried cheapest first: files (on the worker's machine), then
+copies of the destination's kind, then copies of any other kind (in practice S3: SFTP
+copies are never used, see 2.), newest record first within each; the transfer's own
+destination never. No Temporal import here: the activity
 (:mod:`staccato.activities.known_copies`) finds the records and calls :func:`check_copy`.
 """
 
@@ -34,6 +39,7 @@ from dataclasses import dataclass
 from staccato import sync
 from staccato.endpoints import get_driver
 from staccato.errors import StaccatoError
+from staccato.links import FILE_ENDPOINT, endpoint_of
 from staccato.models import ObjectInfo, same_version
 from staccato.urls import parse_url
 
@@ -61,13 +67,23 @@ class Record:
     closed_at: float
 
 
-def order(records: Iterable[Record], destination: str) -> list[Record]:
+def local_origin(source: str) -> bool:
+    """Whether ``source`` is a local file, which no copy is cheaper to read than."""
+    return endpoint_of(source) == FILE_ENDPOINT
+
+
+def order(records: Iterable[Record], destination: str, source: str | None = None) -> list[Record]:
     """The candidates to try, cheapest first: one per copy URL (the newest record),
-    never ``destination`` itself; files first, then copies of the destination's
-    scheme, then the others; newest first within each group."""
+    never ``destination`` itself nor a copy on ``source``'s endpoint (the same
+    bucket or server: no cheaper than the origin), none at all for a local file
+    ``source``; files first, then copies of the destination's scheme, then the
+    others; newest first within each group."""
+    origin = None if source is None else endpoint_of(source)
+    if origin == FILE_ENDPOINT:
+        return []
     newest: dict[str, Record] = {}
     for record in records:
-        if record.url == destination:
+        if record.url == destination or endpoint_of(record.url) == origin:
             continue
         known = newest.get(record.url)
         if known is None or record.closed_at > known.closed_at:

@@ -815,6 +815,9 @@ class TuningView(BaseModel):
             :func:`staccato.tuning.remember`); None before (or in older results).
         learned_rate_bytes_per_s: the rate measured at ``learned_streams``; None when
             none was measured.
+        not_recorded: once the copy is over, why the link learned nothing from this
+            transfer (its streams read a known copy or a staged entry, not the origin:
+            another link's rate); None when it was recorded (or before the end).
     """
 
     link: str
@@ -827,6 +830,7 @@ class TuningView(BaseModel):
     socket_buffer_bytes: int | None = None
     learned_streams: int | None = None
     learned_rate_bytes_per_s: float | None = None
+    not_recorded: str | None = None
 
 
 class TuningRecall(BaseModel):

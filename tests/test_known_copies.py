@@ -267,6 +267,34 @@ def test_candidates_are_tried_cheapest_first_never_the_own_destination() -> None
     ]
 
 
+def test_no_candidate_is_on_the_origins_endpoint_nor_any_for_a_local_origin() -> None:
+    """A copy in the origin's own bucket (or on its own server) is no cheaper than the
+    origin: never a candidate; a local file origin has none at all (its disk is the
+    cheapest read), whatever copies are recorded."""
+    from staccato.known_copies import Record, order
+
+    def record(url: str, at: float) -> Record:
+        return Record(
+            transfer_id=f"t-{at}", url=url, version="v", checksum="crc32c:0", closed_at=at
+        )
+
+    records = [
+        record("s3://origin-bucket/copy", 1),
+        record("s3://other-bucket/copy", 2),
+        record("http://h:8080/copy", 3),
+        record("file:///a", 4),
+    ]
+    from_s3 = order(records, "file:///dest", "s3://origin-bucket/object")
+    assert [r.url for r in from_s3] == ["file:///a", "http://h:8080/copy", "s3://other-bucket/copy"]
+    from_http = order(records, "file:///dest", "http://h:8080/object")
+    assert [r.url for r in from_http] == [
+        "file:///a",
+        "s3://other-bucket/copy",
+        "s3://origin-bucket/copy",
+    ]
+    assert order(records, "file:///dest", "file:///origin") == []
+
+
 async def test_a_source_rewritten_with_its_mtime_put_back_is_read_again(
     client: StaccatoClient, data_dir: Path, tmp_path: Path
 ) -> None:
@@ -286,3 +314,20 @@ async def test_a_source_rewritten_with_its_mtime_put_back_is_read_again(
     assert status.read_from == "origin", status
     _, status = await _copy(client, str(source), data_dir / "rw-4.bin", stage=True)
     assert sha256_file(data_dir / "rw-4.bin") == digest, status
+
+
+def test_an_ended_transfer_that_recorded_nothing_says_why() -> None:
+    """``status``'s tuning line of a tuned transfer that read a copy: no ``learned``
+    (the link kept nothing), the reason, and its last setting with its chunk size."""
+    from staccato.cli.render import tuning_text
+    from staccato.models import TuningView
+
+    why = "the streams read the known copy s3://b/x, not the origin"
+    view = TuningView(
+        link="http://h:80,file://", streams=8, chunk_size=16 * MiB, max_streams=16, not_recorded=why
+    )
+    text = tuning_text(view, ended=True)
+    assert text.startswith(
+        f"nothing learned for the link ({why}); last set to 8 streams x 16.0 MiB"
+    )
+    assert "learned 8" not in text

@@ -63,6 +63,11 @@ class KnownCopyActivities:
         only a reason. Visibility errors (Temporal unreachable) raise and are retried
         by the workflow's policy, which reads the origin when they persist.
         """
+        if known_copies.local_origin(request.source):
+            return KnownCopy(
+                reason="a local file source is read from disk: no known copy is cheaper "
+                "than the origin"
+            )
         records = await self._records(request)
         if not records:
             return KnownCopy(reason="no verified copy of this source version is recorded")
@@ -93,8 +98,8 @@ class KnownCopyActivities:
         )
 
     async def _records(self, request: KnownCopyInput) -> list[known_copies.Record]:
-        """The records of copies of ``request.source`` at its version and size,
-        ordered cheapest first (:func:`known_copies.order`)."""
+        """The records of copies of ``request.source`` at its version and size worth
+        reading instead of it, ordered cheapest first (:func:`known_copies.order`)."""
         query = records_query(request.source)
         if query is None:
             return []
@@ -135,7 +140,9 @@ class KnownCopyActivities:
             )
 
         found = await asyncio.gather(*(record(e) for e in executions))
-        return known_copies.order((r for r in found if r is not None), request.destination)
+        return known_copies.order(
+            (r for r in found if r is not None), request.destination, request.source
+        )
 
     async def _check(
         self, record: known_copies.Record, request: KnownCopyInput

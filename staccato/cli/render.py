@@ -70,7 +70,8 @@ def tuning_text(t: TuningView, ended: bool = False) -> str:
     190.7 MiB/s; last: <reason>``. For a transfer that ``ended`` (its last reason
     names a next step that will not come): what it learned and its last setting, ``learned 8
     streams x 16.0 MiB at 190.7 MiB/s (the link's next start); last set to 12 streams
-    (at most 16) after 5 decisions``."""
+    (at most 16) after 5 decisions``; or ``nothing learned for the link (<why>); ...``
+    when its streams read a known copy or a staged entry (another link's rate)."""
     if ended:
         size = units.size(t.chunk_size)
         learned = ""
@@ -79,8 +80,10 @@ def tuning_text(t: TuningView, ended: bool = False) -> str:
             if t.learned_rate_bytes_per_s:
                 learned += f" at {units.rate(t.learned_rate_bytes_per_s)}"
             learned += " (the link's next start); "
+        elif t.not_recorded:
+            learned = f"nothing learned for the link ({t.not_recorded}); "
         used = f"last set to {units.counted(t.streams, 'stream')}" + (
-            "" if learned else f" x {size}"
+            "" if t.learned_streams is not None else f" x {size}"
         )
         if t.rate_bytes_per_s and t.learned_streams != t.streams:
             used += f" at {units.rate(t.rate_bytes_per_s)}"

@@ -80,7 +80,7 @@ from temporalio.exceptions import (
 with workflow.unsafe.imports_passed_through():
     from staccato import checksums, tuning, units
     from staccato.ids import LOCK_ID_PREFIX, transfer_id
-    from staccato.links import link_of, transfer_governors
+    from staccato.links import FILE_ENDPOINT, endpoint_of, link_of, transfer_governors
     from staccato.models import (
         ConfirmSourceInput,
         KnownCopy,
@@ -168,6 +168,12 @@ FIND_KNOWN_COPY = "find_known_copy"
 #: heartbeat timeout of ``find_known_copy`` (it heartbeats every second)
 _FIND_COPY_HEARTBEAT = timedelta(seconds=20)
 _FIND_COPY_RETRY = RetryPolicy(maximum_attempts=3, maximum_interval=timedelta(seconds=10))
+#: a local file source (``file://``) is read from disk, never from a known copy: no copy
+#: is cheaper than the origin on the worker's own disk (an S3 copy was read at ~20 MiB/s
+#: instead of a 400 MiB/s disk; a file copy was read whole to check it, then again). No
+#: ``find_known_copy`` lookup for it, so no activity (or no lookup input) and a marker
+#: event once per transfer of a local file
+LOCAL_ORIGIN_PATCH = "local-origin-no-known-copy"
 #: a fan-out child (``request.staged_from_group``) skips its stat and staging: its
 #: streams read the entry its group staged (no command less for any other transfer)
 FAN_OUT_STAGED_PATCH = "fan-out-staged"
@@ -267,6 +273,12 @@ CONNECTION_CAP_PATCH = "streams-within-connection-cap"
 #: the longest wait between two attempts of a best-effort activity (``cleanup``)
 _BEST_EFFORT_BACKOFF = timedelta(seconds=10)
 RECORD_TUNING = "record_link_tuning"
+#: the optimizer's outcome is recorded as the link's (``record_link_tuning``) only when
+#: the streams read the origin: a transfer that read a known copy or its staged entry
+#: measured another link (the copy's, or the staging cache's), so the link learns
+#: nothing from it (``TuningView.not_recorded`` says why). One activity fewer for such
+#: a tuned transfer; a marker event when it happens
+TUNE_ORIGIN_ONLY_PATCH = "tune-record-origin-reads-only"
 #: the tuning activities are best effort: a worker without them runs the fixed defaults
 _TUNING_RETRY = RetryPolicy(maximum_attempts=3, maximum_interval=timedelta(seconds=2))
 T = TypeVar("T")
@@ -358,11 +370,13 @@ class TransferWorkflow:
         self._tune_socket_buffer: int | None = None
         self._tune_record: workflow.ActivityHandle[None] | None = None
         self._tune_learned: LinkMemory | None = None  # what the link keeps (copy over)
+        self._tune_not_recorded: str | None = None  # why the link learned nothing
         # known copies (staccato.known_copies): whether this run records and looks
         # them up (patch), the copy the streams read (None: the origin), and the
         # destination's version after publish (the record this run leaves)
         self._known_copies = False
         self._known_copy: KnownCopy | None = None
+        self._copy_read: str | None = None  # the known copy chosen (even if it failed later)
         self._destination_version: str | None = None
 
     @workflow.run
@@ -691,7 +705,8 @@ class TransferWorkflow:
         self, request: TransferRequest, info: ObjectInfo
     ) -> tuple[KnownCopyInput | None, str]:
         """The known-copy lookup to make, or None and why none can help
-        (``--from-origin``, an empty source, a source URL with a secret query, a
+        (``--from-origin``, a local file source (patch ``local-origin-no-known-copy``:
+        no copy is cheaper than the worker's disk), an empty source, a source URL with a secret query, a
         version that cannot prove the source unchanged, a fan-out child)."""
         options = request.options
         group = request.staged_from_group
@@ -699,6 +714,10 @@ class TransferWorkflow:
             return None, f"the entry its fan-out group {group.group_id} staged from the origin once"
         if options.from_origin:
             return None, "--from-origin: known copies are not looked up"
+        if endpoint_of(request.source) == FILE_ENDPOINT and workflow.patched(LOCAL_ORIGIN_PATCH):
+            return None, (
+                "a local file source is read from disk: no known copy is cheaper than the origin"
+            )
         if info.size == 0:
             return None, "an empty source: nothing to read"
         if request.source_secret is not None:
@@ -731,7 +750,7 @@ class TransferWorkflow:
             looked_up: the lookup's result from ``look_up_start`` (then no activity).
 
         History: one activity on the control queue (3 events and a workflow task),
-        none when no lookup can help (``--from-origin``, an empty source, a source URL
+        none when no lookup can help (``--from-origin``, a local file source, an empty source, a source URL
         with a secret query, a version that cannot prove the source unchanged) or
         ``looked_up`` is given. A failed lookup reads the origin; a cancel propagates.
         """
@@ -762,6 +781,7 @@ class TransferWorkflow:
         if found is not None:
             if found.url is not None and found.info is not None:
                 self._known_copy = found
+                self._copy_read = found.url
             why = found.reason
         self._progress.read_from = self._known_copy.url if self._known_copy else "origin"
         self._progress.read_from_reason = why
@@ -860,16 +880,24 @@ class TransferWorkflow:
         if self._tuner is not None and self._tune_record is None:
             # what the link learned, stored while verify and publish run (and shown:
             # an ended transfer's status tells it, not the optimizer's next step)
-            self._tune_learned = tuning.remember(self._tuner, self._tune_link, self._tune_memory)
-            self._show_tuning()
-            self._tune_record = workflow.start_activity(
-                RECORD_TUNING,
-                self._tune_learned,
-                task_queue=front.control_queue(workflow.info().task_queue),
-                start_to_close_timeout=SHORT_TIMEOUT,
-                heartbeat_timeout=SHORT_HEARTBEAT_TIMEOUT,
-                retry_policy=_TUNING_RETRY,
-            )
+            elsewhere = self._read_elsewhere()
+            if elsewhere is not None and workflow.patched(TUNE_ORIGIN_ONLY_PATCH):
+                # the streams measured another link: the link learns nothing from it
+                self._tune_not_recorded = elsewhere
+                self._show_tuning()
+            else:
+                self._tune_learned = tuning.remember(
+                    self._tuner, self._tune_link, self._tune_memory
+                )
+                self._show_tuning()
+                self._tune_record = workflow.start_activity(
+                    RECORD_TUNING,
+                    self._tune_learned,
+                    task_queue=front.control_queue(workflow.info().task_queue),
+                    start_to_close_timeout=SHORT_TIMEOUT,
+                    heartbeat_timeout=SHORT_HEARTBEAT_TIMEOUT,
+                    retry_policy=_TUNING_RETRY,
+                )
         # A pause accepted as the last segment finished holds here: nothing moves on
         # to verify and publish while the transfer says paused.
         await workflow.wait_condition(lambda: not self._paused)
@@ -1764,6 +1792,21 @@ class TransferWorkflow:
             self._lanes = decision.streams
         self._show_tuning()
 
+    def _read_elsewhere(self) -> str | None:
+        """Why the streams' rates are not the tuned link's (they read a known copy or a
+        staged entry, not the origin), or None when they read the origin."""
+        if self._copy_read is not None:
+            return (
+                f"the streams read the known copy {self._copy_read}, not the origin: "
+                f"their rate is not the link {self._tune_link}'s"
+            )
+        if self._staged is not None:
+            return (
+                "the streams read the source's staged entry in the staging cache, not the "
+                f"origin: their rate is not the link {self._tune_link}'s"
+            )
+        return None
+
     def _tune_stream_rate(self) -> float | None:
         """The rate (bytes/s) one stream measured at the current setting; None before
         the first measurement or untuned."""
@@ -1797,6 +1840,7 @@ class TransferWorkflow:
             socket_buffer_bytes=self._tune_socket_buffer,
             learned_streams=self._tune_learned.streams if self._tune_learned else None,
             learned_rate_bytes_per_s=self._tune_learned.rate if self._tune_learned else None,
+            not_recorded=self._tune_not_recorded,
         )
 
     async def _recorded(self) -> None:

@@ -608,6 +608,8 @@ async def test_cancel_that_comes_with_prepares_result_cleans_up_its_session(
 
 #: a verified copy the look-ups find (its record's checksum is the data's)
 KNOWN = "file:///copies/object.bin"
+#: a remote origin (a local file origin is never read from a copy)
+REMOTE = "http://origin.example/object.bin"
 
 
 @pytest.mark.parametrize(
@@ -645,7 +647,8 @@ async def test_a_failed_stream_blames_the_known_copy_only_when_its_read_failed(
         checksum="crc32c:" + segment_checksum(0, SIZE),
         reason="a verified copy",
     )
-    run = await transfer(endpoint, known_copy=copy)
+    request = TransferRequest(source=REMOTE, destination=DESTINATION, options=OPTIONS)
+    run = await transfer(endpoint, request=request, known_copy=copy)
     result = await run.handle.result()
     assert failed, "no stream read the known copy"
     assert result.read_from == "origin", result
@@ -655,6 +658,27 @@ async def test_a_failed_stream_blames_the_known_copy_only_when_its_read_failed(
     assert ("the copy " + KNOWN + " failed while it was read" in why) is blamed, why
     if not blamed:
         assert "not necessarily at the copy" in why, why
+
+
+async def test_a_local_file_source_is_never_read_from_a_known_copy(transfer: Start) -> None:
+    """A ``file://`` source with a verified copy on record: no lookup is made (the
+    look-ups get no known-copy input; ``find_known_copy`` never runs) and every stream
+    reads the origin, which ``read_from_reason`` explains. Before, the copy (an S3
+    object read at S3's rate) replaced the worker's own disk."""
+    from staccato.models import KnownCopy
+
+    endpoint = Endpoint()
+    copy = KnownCopy(
+        url=KNOWN,
+        info=ObjectInfo(size=SIZE, version="copy-v1"),
+        checksum="crc32c:" + segment_checksum(0, SIZE),
+        reason="a verified copy",
+    )
+    run = await transfer(endpoint, known_copy=copy)
+    result = await run.handle.result()
+    assert result.read_from == "origin", result
+    assert "a local file source is read from disk" in (result.read_from_reason or ""), result
+    assert {c.source for c in endpoint.called("copy_stream")} == {SOURCE}
 
 
 async def test_cleanup_after_failure_retries_for_its_whole_window(transfer: Start) -> None:
