@@ -80,9 +80,11 @@ from staccato.errors import (
     NotFoundError,
     PermanentError,
     RetryableError,
+    SourceRootNotADirectoryError,
     SourceRootNotFoundError,
     StaccatoError,
     WriteSessionLostError,
+    source_root_not_a_directory,
 )
 from staccato.models import ListPage, SyncLevel, TransferOptions
 from staccato.urls import EndpointURL, directory_prefix, parse_url
@@ -220,6 +222,8 @@ def _list_page(
         SourceRootNotFoundError: the first page finds no directory at ``root``, or no
             key under an S3 prefix (folder markers count: an empty "folder" is an
             empty directory); an empty directory is an empty dataset.
+        SourceRootNotADirectoryError: the root is a file or an S3 object (``cp -r``
+            given a single file).
         NotFoundError (a root gone later), NotAFileError, UnsupportedError,
             RetryableError: as the endpoint reports.
     """
@@ -233,8 +237,8 @@ def _list_page(
     if after is None and not page.entries and page.next_after is None:
         if not driver.root_exists(root):
             if _is_an_object(driver, root):
-                raise SourceRootNotFoundError(
-                    f"source {root} is an object, not a prefix: copy it without -r"
+                raise SourceRootNotADirectoryError(
+                    source_root_not_a_directory(str(root), object_store=True)
                 )
             raise SourceRootNotFoundError(
                 f"source {root} holds nothing to copy: no key in bucket {root.bucket!r} "
