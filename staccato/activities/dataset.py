@@ -68,6 +68,8 @@ from staccato.datasets.models import (
 from staccato.datasets.names import (
     NOT_UTF8_REASON,
     UnrepresentableNameError,
+    destination_url,
+    names_a_directory,
     selected,
     target_url,
 )
@@ -278,11 +280,11 @@ def _entry_bytes(entry: DatasetEntry) -> int:
 
 def _named_entry(root: EndpointURL, name: str, fence: list[EndpointURL]) -> DatasetEntry:
     """The entry of ``name`` under ``root`` as it is now (``--retry-failed``). A name
-    ending in ``/`` failed as a directory (a link loop, an unreadable directory): it
-    names no file to copy again, and says so. A name that leads, through symbolic
+    ending in ``/`` from a source with directories failed as a directory (a link loop,
+    an unreadable directory, :func:`names_a_directory`): it names no file to copy again, and says so. A name that leads, through symbolic
     links, into a destination root of ``fence`` fails as the listing says
     (:meth:`Driver.leads_into`)."""
-    if name.endswith("/"):
+    if names_a_directory(root, name):
         return DatasetEntry(
             name=name,
             error=(
@@ -357,7 +359,7 @@ def _with_destination(
     if entry.error is not None:
         return entry
     try:
-        destination = target_url(destination_root, entry.name)
+        destination = destination_url(destination_root, entry.name)
         source = target_url(root, entry.name)
         if entry.size > small_file_max:
             # the child transfer writes into an existing directory, as any transfer does
@@ -430,7 +432,7 @@ def _with_destinations(
     urls: list[str | None] = []
     for text in destination_roots:
         try:
-            destination = target_url(parse_url(text), entry.name)
+            destination = destination_url(parse_url(text), entry.name)
         except PermanentError as err:
             errors.append(str(err))
             urls.append(None)
