@@ -704,7 +704,10 @@ async def dataset_above(client: StaccatoClient, destination: str) -> str | None:
     """The id of the dataset (any state) whose destination root is the nearest
     directory or prefix above ``destination``, if Temporal knows one: a file a dataset
     copied in a batch has no transfer of its own (``status`` of it said only "no
-    transfer"). One describe per level, at most :data:`_LEVELS_ABOVE`."""
+    transfer"). One describe per level, at most :data:`_LEVELS_ABOVE`. A root of a
+    dataset to several roots is held by a root lock: the id is the dataset's that
+    holds it (the one ``cp -r`` printed and ``status``, ``watch``, ``cancel`` take),
+    not the lock's."""
     try:
         roots = _roots_above(destination)
     except InvalidURLError:
@@ -715,13 +718,16 @@ async def dataset_above(client: StaccatoClient, destination: str) -> str | None:
         except StaccatoError:
             continue
         try:
-            await client.temporal.get_workflow_handle(workflow_id).describe(
+            description = await client.temporal.get_workflow_handle(workflow_id).describe(
                 rpc_timeout=timedelta(seconds=settings.current().client_wait_s)
             )
         except RPCError as err:
             if err.status == RPCStatusCode.NOT_FOUND:
                 continue
             return None
+        if description.workflow_type == ROOT_LOCK_TYPE:
+            holder = dict(await description.memo()).get("holder")
+            return str(holder) if holder else None
         return workflow_id
     return None
 
