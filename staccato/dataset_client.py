@@ -58,7 +58,13 @@ from staccato.datasets.models import (
     FanOutBatchCheckpoint,
     FileFailure,
 )
-from staccato.datasets.names import NOT_UTF8, name_problem, selected, shown_name
+from staccato.datasets.names import (
+    NOT_UTF8,
+    names_a_directory,
+    selected,
+    shown_name,
+    written_name_problem,
+)
 from staccato.errors import (
     DestinationBusyError,
     InvalidURLError,
@@ -201,7 +207,17 @@ def directory_names(status: DatasetStatus) -> list[str]:
     ending in ``/``: one that could not be listed, a link loop), in failure order:
     ``--retry-failed`` copies failed files again and lists no directory, so it cannot
     copy what is under them; a run without it can."""
-    return list(dict.fromkeys(f.name for f in status.failures if f.name.endswith("/")))
+    return list(dict.fromkeys(f.name for f in status.failures if _a_directory(status, f.name)))
+
+
+def _a_directory(status: DatasetStatus, name: str) -> bool:
+    """Whether the failed ``name`` of the dataset ``status`` is a directory of its
+    source (:func:`~staccato.datasets.names.names_a_directory`: an S3 key ending in
+    ``/`` is a file)."""
+    try:
+        return names_a_directory(parse_url(status.source), name)
+    except InvalidURLError:
+        return name.endswith("/")
 
 
 def only_gone_failed(status: DatasetStatus) -> bool:
@@ -292,9 +308,11 @@ def never_copied(status: DatasetStatus, failure: FileFailure) -> bool:
     copying the file again: its name is not valid UTF-8 (the listing's reason), or the
     destination root it failed at cannot hold the name
     (:func:`~staccato.datasets.names.name_problem`: the one rule of the copy). A
-    directory that failed (a name ending in ``/``, :func:`directory_names`) is not:
-    a run without ``--retry-failed`` lists it again."""
-    if failure.name.endswith("/"):
+    directory that failed (a name ending in ``/`` from a source with directories,
+    :func:`directory_names`) is not: a run without ``--retry-failed`` lists it again.
+    An S3 key ending in ``/`` is a file: never copied where no file can have its name
+    (:func:`~staccato.datasets.names.written_name_problem`)."""
+    if _a_directory(status, failure.name):
         return False
     if failure.reason.startswith(NOT_UTF8):
         return True
@@ -302,7 +320,7 @@ def never_copied(status: DatasetStatus, failure: FileFailure) -> bool:
         root = parse_url(failure.destination or status.destination)
     except InvalidURLError:
         return False
-    return name_problem(root, failure.name) is not None
+    return written_name_problem(root, failure.name) is not None
 
 
 def retry_advice(status: DatasetStatus) -> str | None:
@@ -686,7 +704,10 @@ async def dataset_above(client: StaccatoClient, destination: str) -> str | None:
     """The id of the dataset (any state) whose destination root is the nearest
     directory or prefix above ``destination``, if Temporal knows one: a file a dataset
     copied in a batch has no transfer of its own (``status`` of it said only "no
-    transfer"). One describe per level, at most :data:`_LEVELS_ABOVE`."""
+    transfer"). One describe per level, at most :data:`_LEVELS_ABOVE`. A root of a
+    dataset to several roots is held by a root lock: the id is the dataset's that
+    holds it (the one ``cp -r`` printed and ``status``, ``watch``, ``cancel`` take),
+    not the lock's."""
     try:
         roots = _roots_above(destination)
     except InvalidURLError:
@@ -697,13 +718,16 @@ async def dataset_above(client: StaccatoClient, destination: str) -> str | None:
         except StaccatoError:
             continue
         try:
-            await client.temporal.get_workflow_handle(workflow_id).describe(
+            description = await client.temporal.get_workflow_handle(workflow_id).describe(
                 rpc_timeout=timedelta(seconds=settings.current().client_wait_s)
             )
         except RPCError as err:
             if err.status == RPCStatusCode.NOT_FOUND:
                 continue
             return None
+        if description.workflow_type == ROOT_LOCK_TYPE:
+            holder = dict(await description.memo()).get("holder")
+            return str(holder) if holder else None
         return workflow_id
     return None
 

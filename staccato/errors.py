@@ -15,6 +15,7 @@ constant, never by a string written out where it is compared.
      │    ├── InvalidURLError       unknown scheme, malformed URL, credentials in a URL
      │    ├── NotFoundError         source missing (ENOENT, HTTP 404, NoSuchKey/NoSuchBucket)
      │    ├── NotAFileError         the source (or destination name) is a directory
+     │    ├── SourceRootNotADirectoryError cp -r given a file or an object (exit 2)
      │    ├── PermissionDeniedError EACCES, HTTP 401/403, S3 AccessDenied
      │    ├── DestinationMissingError the destination's parent directory / bucket is missing
      │    ├── SourceChangedError    the source's version changed while it was being copied
@@ -129,6 +130,31 @@ class SourceRootNotFoundError(NotFoundError):
     otherwise list as an empty dataset). A usage error: ``cp -r`` exits 2."""
 
     TYPE = "SourceRootNotFound"
+
+
+class SourceRootNotADirectoryError(PermanentError):
+    """A dataset's source root is a single file or object, not a directory or prefix
+    (``cp -r`` given a file): one rule for every scheme (a local file, an SFTP file,
+    an S3 object). A usage error: ``cp -r`` exits 2, as for
+    :class:`SourceRootNotFoundError` (:data:`USAGE_ERROR_TYPES`)."""
+
+    TYPE = "SourceRootNotADirectory"
+
+
+def source_root_not_a_directory(url: str, *, object_store: bool = False) -> str:
+    """The message of a :class:`SourceRootNotADirectoryError` for the source root
+    ``url`` (quoted as given): the fact, then the fix (drop ``-r``). ``object_store``:
+    an S3 object rather than a file (S3 has prefixes, not directories)."""
+    what = "an object, not a prefix" if object_store else "a file, not a directory"
+    return (
+        f"source {url} is {what}: -r copies a directory or prefix; drop -r to copy "
+        f"it (staccato cp {url} DESTINATION)"
+    )
+
+
+#: the failure types of a dataset that are usage errors (``cp -r`` exits 2): its
+#: source root cannot be listed as given (missing, or a file rather than a directory)
+USAGE_ERROR_TYPES = frozenset({SourceRootNotFoundError.TYPE, SourceRootNotADirectoryError.TYPE})
 
 
 class NotAFileError(PermanentError):
@@ -280,6 +306,8 @@ ERROR_TYPES: dict[str, type[StaccatoError]] = {
         WriteSessionLostError,
         InvalidURLError,
         NotFoundError,
+        SourceRootNotFoundError,
+        SourceRootNotADirectoryError,
         NotAFileError,
         PermissionDeniedError,
         DestinationMissingError,

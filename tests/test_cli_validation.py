@@ -70,6 +70,31 @@ def test_cp_max_rate_refuses_other_suffixes(rate: str, tmp_path) -> None:
     assert "--max-rate" in done.stderr, done.stderr
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "advice"),
+    [
+        ("--chunk-size", "10Mb", "write MB for bytes"),
+        ("--chunk-size", "8mib", "write MiB for bytes"),
+        ("--small-file-max", "1kb", "write KB for bytes"),
+        ("--max-rate", "10Mb/s", "write MB/s for bytes or Mbit/s for bits"),
+    ],
+)
+def test_a_lowercase_b_unit_is_refused_by_every_size_option(
+    option: str, value: str, advice: str, tmp_path
+) -> None:
+    """One rule for sizes and rates: a unit ending in a lowercase b (megabits on data
+    sheets) is refused as ambiguous, exit 2 naming the option; ``--chunk-size 10Mb``
+    was read as 10^7 bytes while ``--max-rate 10Mb/s`` was refused."""
+    unit = value.rstrip("/s").lstrip("0123456789")
+    done = run_cli(
+        "cp", "-r", option, value, str(tmp_path), str(tmp_path / "x"), address="127.0.0.1:1"
+    )
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert option in done.stderr, done.stderr
+    assert f"{unit!r} is ambiguous (bits or bytes?)" in done.stderr, done.stderr
+    assert advice in done.stderr, done.stderr
+
+
 def test_cp_help_shows_retry_for_default_plainly() -> None:
     """``cp --help`` shows --retry-for's default as 24h, without stray parentheses."""
     done = run_cli("cp", "--help", address="127.0.0.1:1")

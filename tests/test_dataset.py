@@ -292,6 +292,32 @@ def test_cli_r_of_a_regular_file_is_refused_before_it_starts(
     assert not (data_dir / "dd").exists()
 
 
+def test_status_of_a_file_under_a_root_of_several_names_the_dataset_id(
+    worker: WorkerProcess, temporal_server, data_dir: Path
+) -> None:
+    """``status ROOT/FILE`` of a small file a dataset to several roots copied in a
+    batch names the id ``cp -r`` printed (the one ``status`` takes), not the id of
+    the root's lock (it named ``staccato-dataset-...`` of the lock)."""
+    import re
+
+    args = dict(address=temporal_server.address, task_queue=worker.task_queue)
+    source = data_dir / "src"
+    source.mkdir()
+    (source / "f1").write_bytes(b"one")
+    roots = [data_dir / "m1", data_dir / "m2"]
+    done = run_cli("cp", "-r", str(source), *map(str, roots), **args)
+    assert done.returncode == 0, done
+    printed = set(re.findall(r"staccato-dataset-[0-9a-f]+", done.stdout + done.stderr))
+    assert len(printed) == 1, done
+    (dataset,) = printed
+    assert (roots[0] / "f1").read_bytes() == b"one"
+    shown = run_cli("status", str(roots[0] / "f1"), **args)
+    assert shown.returncode == 1, shown
+    named = set(re.findall(r"staccato-dataset-[0-9a-f]+", shown.stderr))
+    assert named == {dataset}, (dataset, shown.stderr)
+    assert run_cli("status", dataset, **args).returncode == 0
+
+
 async def test_include_and_exclude_globs(client: StaccatoClient, data_dir: Path) -> None:
     source, destination = data_dir / "src", data_dir / "dst"
     for name in ["a.txt", "keep/b.txt", "keep/tmp/c.txt", "d.log", "keep/e.bin"]:

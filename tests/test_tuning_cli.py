@@ -57,6 +57,13 @@ def test_cp_without_streams_is_tuned_and_the_link_remembers(
     assert memory["link"] == LINK and memory["transfers"] >= 1 and memory["reasons"]
     listed = run_cli("limit", "list", **args)
     assert f"{LINK}  learned {memory['streams']} streams x 16.0 MiB" in listed.stdout
+    # the JSON carries what the table shows (it printed [] beside the learned line)
+    for extra in ((), (LINK,)):
+        as_json = run_cli("limit", "list", "--json", *extra, **args)
+        assert as_json.returncode == 0, as_json.stderr
+        (row,) = [r for r in json.loads(as_json.stdout) if r["target"] == LINK]
+        assert row["learned"] == memory, row
+        assert row["active"] == 0 and row["queued"] == 0, row
     # the completed transfer tells what the link learned, not the optimizer's next step
     assert tuned["learned_streams"] == memory["streams"], (tuned, memory)
     shown = run_cli("status", str(data_dir / "tuned.bin"), **args)

@@ -68,6 +68,8 @@ from staccato.datasets.models import (
 from staccato.datasets.names import (
     NOT_UTF8_REASON,
     UnrepresentableNameError,
+    destination_url,
+    names_a_directory,
     selected,
     target_url,
 )
@@ -80,9 +82,11 @@ from staccato.errors import (
     NotFoundError,
     PermanentError,
     RetryableError,
+    SourceRootNotADirectoryError,
     SourceRootNotFoundError,
     StaccatoError,
     WriteSessionLostError,
+    source_root_not_a_directory,
 )
 from staccato.models import ListPage, SyncLevel, TransferOptions
 from staccato.urls import EndpointURL, directory_prefix, parse_url
@@ -220,6 +224,8 @@ def _list_page(
         SourceRootNotFoundError: the first page finds no directory at ``root``, or no
             key under an S3 prefix (folder markers count: an empty "folder" is an
             empty directory); an empty directory is an empty dataset.
+        SourceRootNotADirectoryError: the root is a file or an S3 object (``cp -r``
+            given a single file).
         NotFoundError (a root gone later), NotAFileError, UnsupportedError,
             RetryableError: as the endpoint reports.
     """
@@ -233,8 +239,8 @@ def _list_page(
     if after is None and not page.entries and page.next_after is None:
         if not driver.root_exists(root):
             if _is_an_object(driver, root):
-                raise SourceRootNotFoundError(
-                    f"source {root} is an object, not a prefix: copy it without -r"
+                raise SourceRootNotADirectoryError(
+                    source_root_not_a_directory(str(root), object_store=True)
                 )
             raise SourceRootNotFoundError(
                 f"source {root} holds nothing to copy: no key in bucket {root.bucket!r} "
@@ -274,11 +280,11 @@ def _entry_bytes(entry: DatasetEntry) -> int:
 
 def _named_entry(root: EndpointURL, name: str, fence: list[EndpointURL]) -> DatasetEntry:
     """The entry of ``name`` under ``root`` as it is now (``--retry-failed``). A name
-    ending in ``/`` failed as a directory (a link loop, an unreadable directory): it
-    names no file to copy again, and says so. A name that leads, through symbolic
+    ending in ``/`` from a source with directories failed as a directory (a link loop,
+    an unreadable directory, :func:`names_a_directory`): it names no file to copy again, and says so. A name that leads, through symbolic
     links, into a destination root of ``fence`` fails as the listing says
     (:meth:`Driver.leads_into`)."""
-    if name.endswith("/"):
+    if names_a_directory(root, name):
         return DatasetEntry(
             name=name,
             error=(
@@ -353,7 +359,7 @@ def _with_destination(
     if entry.error is not None:
         return entry
     try:
-        destination = target_url(destination_root, entry.name)
+        destination = destination_url(destination_root, entry.name)
         source = target_url(root, entry.name)
         if entry.size > small_file_max:
             # the child transfer writes into an existing directory, as any transfer does
@@ -426,7 +432,7 @@ def _with_destinations(
     urls: list[str | None] = []
     for text in destination_roots:
         try:
-            destination = target_url(parse_url(text), entry.name)
+            destination = destination_url(parse_url(text), entry.name)
         except PermanentError as err:
             errors.append(str(err))
             urls.append(None)

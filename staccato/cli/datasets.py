@@ -25,7 +25,7 @@ from staccato.cli.common import (
 )
 from staccato.cli.options import parse_small_file_max
 from staccato.datasets.names import shown_name
-from staccato.errors import SourceRootNotFoundError
+from staccato.errors import USAGE_ERROR_TYPES, source_root_not_a_directory
 from staccato.models import TransferOptions
 
 if TYPE_CHECKING:  # imported where used: `--help` and usage errors need no Temporal client
@@ -243,11 +243,7 @@ def check_local_source(source: str) -> None:
     if os.path.isdir(path):
         return
     if os.path.exists(path):
-        fail(
-            f"source {source!r} is a file, not a directory: -r copies a directory; "
-            f"drop -r to copy the file (staccato cp {source} DESTINATION)",
-            EXIT_USAGE,
-        )
+        fail(source_root_not_a_directory(repr(source)), EXIT_USAGE)
     if not os.path.lexists(path):
         fail(f"source directory {source!r} does not exist ({path})", EXIT_USAGE)
 
@@ -461,8 +457,9 @@ def exit_for(final: DatasetStatus, quiet: bool = False) -> None:
         advice = retry_advice(final)  # none when no failure can succeed by a retry
         advised = "" if advice is None else f"; {advice}"
         fail(f"dataset {final.id} completed_with_errors: {summary}{advised}")
-    # a source directory or prefix that is not there: a usage error (nothing was written)
-    usage = final.error_type == SourceRootNotFoundError.TYPE
+    # a source directory or prefix that is not there, or a file given to -r: a usage
+    # error (nothing was written), one rule for every scheme
+    usage = final.error_type in USAGE_ERROR_TYPES
     fail(
         f"dataset {final.id} {final.state.value}: {final.error or final.state.value}",
         EXIT_USAGE if usage else EXIT_FAILED,

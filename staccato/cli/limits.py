@@ -238,7 +238,7 @@ def list_(
         return [m for m in memories if parsed is None or m.link == parsed.name]
 
     views = run(go)
-    memories = run(learned) if not as_json or parsed is not None else []
+    memories = run(learned)
     if parsed is not None and not views and not memories:
         fail(
             f"no limits are set on {parsed.name} (nor does a transfer hold or wait for a "
@@ -246,7 +246,7 @@ def list_(
             f"some, `staccato limit set {parsed.name} ...` sets them"
         )
     if as_json:
-        typer.echo(json.dumps([v.model_dump(mode="json") for v in views], indent=2))
+        typer.echo(json.dumps(_json_rows(views, memories), indent=2))
         return
     if not views:
         # (what tuning learned, listed below, is no limit: said so, not contradicted)
@@ -264,6 +264,26 @@ def list_(
             f"{v.target}  {_limits_text(v.limits)}  active {v.active} "
             f"({units.counted(v.streams, 'stream')}{share}), queued {v.queued}"
         )
+
+
+def _json_rows(
+    views: list[governors.LimitView], memories: list[LinkMemory]
+) -> list[dict[str, object]]:
+    """``limit list --json``: what the table shows, one row per endpoint or link. Each
+    row is a :class:`~staccato.governors.LimitView` with ``learned``, what per-link
+    tuning learned of that link (as ``limit learned --json`` gives it) or null; a link
+    that learned something and has no limits nor slots is a row of its own (no limits,
+    nothing active or queued), as the table lists it."""
+    from staccato.governors import LimitView
+
+    learned = {m.link: m.model_dump(mode="json") for m in memories}
+    rows: list[dict[str, object]] = [
+        {**v.model_dump(mode="json"), "learned": learned.pop(v.target, None)} for v in views
+    ]
+    for link, memory in learned.items():
+        alone = LimitView(target=link, limits=Limits(), active=0, streams=0, queued=0)
+        rows.append({**alone.model_dump(mode="json"), "learned": memory})
+    return rows
 
 
 @app.command("learned")

@@ -34,14 +34,26 @@ _SIZE = TypeAdapter(ByteSize)
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def byte_count(text: str, expected: str, shown: str | None = None) -> int:
+def byte_count(text: str, expected: str, shown: str | None = None, per: str = "") -> int:
     """``text`` as a number of bytes: plain bytes or a unit (``8MiB``, ``64M``, ``1GB``;
     a bare ``k``/``m``/``g``/``t`` means the binary unit), via pydantic's ``ByteSize``.
+    A unit ending in a lowercase ``b`` (``Mb``, ``kib``) is refused, one rule for
+    every size and rate option: ``Mb`` is megabits on data sheets, pydantic would read
+    it as megabytes. ``per``: the suffix the advice adds to a unit (``/s`` for a rate).
 
     Raises:
-        typer.BadParameter: not a byte count; the message names ``shown`` (default
-            ``text``: what the user typed) and ``expected``.
+        typer.BadParameter: not a byte count, or an ambiguous unit; the message names
+            ``shown`` (default ``text``: what the user typed) and ``expected``.
     """
+    unit = re.search(r"(?ai)[kmgtpe]i?b$", text.strip())
+    if unit is not None and unit.group(0)[-1] == "b":
+        prefix = unit.group(0)[0].upper()
+        as_bytes = prefix + ("iB" if "i" in unit.group(0).lower() else "B")
+        bits = f" or {prefix}bit{per} for bits" if per else " (a size is in bytes)"
+        raise typer.BadParameter(
+            f"{shown or text!r}: {unit.group(0)!r} is ambiguous (bits or bytes?): write "
+            f"{as_bytes}{per} for bytes{bits}"
+        )
     cleaned = re.sub(r"(?i)^([\d.]+)\s*([kmgt])$", lambda m: f"{m.group(1)}{m.group(2)}iB", text)
     if re.fullmatch(r"\d*\.\d*", cleaned.strip()):
         # ByteSize would cut `1.5` to 1 byte: a fraction of a byte is no byte count
@@ -57,14 +69,16 @@ def byte_count(text: str, expected: str, shown: str | None = None) -> int:
 
 def parse_size(text: str | int) -> int:
     """Parse a byte size: ``8388608``, ``8MiB``, ``64M`` (= 64 MiB, as in rclone and dd),
-    ``1.5GiB``, ``100MB`` (decimal, 10^6).
+    ``1.5GiB``, ``100MB`` (decimal, 10^6); ``10Mb`` is refused as ambiguous (bits or
+    bytes?), as ``--max-rate 10Mb/s`` is (:func:`byte_count`).
 
     The messages name no option: click puts the option's own name before them
     (``Invalid value for '--small-file-max': '0': expected a size from 1 byte to
     5GiB``), as every size option (``--chunk-size``, ``--small-file-max``) uses this.
 
     Raises:
-        typer.BadParameter: not a size, or below 1 byte / above 5 GiB.
+        typer.BadParameter: not a size, an ambiguous unit (``Mb``), or below 1 byte /
+            above 5 GiB.
     """
     value = byte_count(str(text).strip(), "a size; use bytes or a unit, e.g. 8MiB, 64M, 1GiB")
     if not 1 <= value <= MAX_CHUNK_SIZE:
@@ -441,16 +455,8 @@ def parse_rate(text: str) -> int:
     match = re.fullmatch(r"(?ai)\s*(\d+(?:\.\d+)?\s*[a-z]*)\s*(?:/s)?\s*", str(text))
     if not match:
         raise typer.BadParameter(f"{str(text)!r} is not {_RATE_EXPECTED}")
-    unit = re.search(r"(?a)[kmgtpe]i?b$", match.group(1), re.IGNORECASE)
-    if unit is not None and unit.group(0)[-1] == "b":
-        # "Mb/s" is megabits on every link's data sheet; pydantic reads any case as bytes
-        prefix = unit.group(0)[0].upper()
-        as_bytes = prefix + ("iB" if "i" in unit.group(0).lower() else "B")
-        raise typer.BadParameter(
-            f"{str(text)!r}: {unit.group(0)!r} is ambiguous (bits or bytes?): write "
-            f"{as_bytes}/s for bytes or {prefix}bit/s for bits"
-        )
-    value = byte_count(match.group(1), _RATE_EXPECTED, shown=str(text))
+    # "Mb/s" is megabits on every link's data sheet: refused by byte_count
+    value = byte_count(match.group(1), _RATE_EXPECTED, shown=str(text), per="/s")
     if value < 1:
         raise typer.BadParameter(f"{text!r}: the rate must be at least 1 byte/s")
     if value > MAX_RATE:

@@ -90,6 +90,53 @@ def name_problem(destination_root: EndpointURL, name: str) -> str | None:
     return None
 
 
+#: why a dataset writes no S3 key ending in '/' (a non-empty source key such as
+#: ``p/folder/`` listed as the file ``folder/``): no file system holds the name, and
+#: on S3 such a key is what tools and stores take for a directory (SeaweedFS stores
+#: one as a directory), so the copy would not read back as the object it was
+S3_TRAILING_SLASH = (
+    "the key would end in '/', which a dataset does not write (S3 tools and some "
+    "stores take such a key for a directory, not an object)"
+)
+
+
+def written_name_problem(destination_root: EndpointURL, name: str) -> str | None:
+    """Why a dataset does not write its file ``name`` under ``destination_root``:
+    :func:`name_problem`, and at an S3 destination a name ending in ``/`` (a source
+    key ending in ``/`` that holds data; empty ones, folder markers, are never listed).
+    That file can never be copied under its name: a retry fails it the same way. Only
+    destinations: a source URL is built with :func:`target_url` (an S3 source key may
+    end in ``/``)."""
+    problem = name_problem(destination_root, name)
+    if problem is None and destination_root.scheme == "s3" and name.endswith("/"):
+        return S3_TRAILING_SLASH
+    return problem
+
+
+def destination_url(destination_root: EndpointURL, name: str) -> EndpointURL:
+    """The URL a dataset writes its file ``name`` to under ``destination_root``
+    (:func:`target_url`, with :func:`written_name_problem`'s rule).
+
+    Raises:
+        UnrepresentableNameError: the destination cannot hold ``name`` as it is spelled.
+    """
+    problem = written_name_problem(destination_root, name)
+    if problem is not None:
+        raise UnrepresentableNameError(
+            f"cannot copy '{shown_name(name)}' to {destination_root}: {problem}"
+        )
+    return target_url(destination_root, name)
+
+
+def names_a_directory(source_root: EndpointURL, name: str) -> bool:
+    """Whether a failure's ``name`` from the dataset source ``source_root`` is a
+    directory (one that could not be listed, a link loop: a name ending in ``/``), which
+    ``--retry-failed`` cannot list again. A source with directories (file, sftp) lists
+    no file whose name ends in ``/``; an S3 source has no directories, and its key
+    ending in ``/`` that holds data is a file (``folder/``)."""
+    return name.endswith("/") and source_root.scheme != "s3"
+
+
 def target_url(destination_root: EndpointURL, name: str) -> EndpointURL:
     """The URL of the object ``name`` under the destination directory or prefix
     ``destination_root`` (an S3 root ``s3://b/run`` is the prefix ``run/``).

@@ -381,7 +381,7 @@ class Driver(abc.ABC):
 
         Raises:
             NotFoundError: ``root`` does not exist.
-            NotAFileError: ``root`` is a file, not a directory.
+            SourceRootNotADirectoryError: ``root`` is a file, not a directory (exit 2).
             UnsupportedError: the endpoint names single objects (http).
             PermissionDeniedError, RetryableError: as the endpoint reports.
         """

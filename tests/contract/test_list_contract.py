@@ -24,7 +24,12 @@ from staccato.endpoints.file import driver as file_driver
 from staccato.endpoints.sftp import driver as sftp_driver
 from staccato.endpoints.sftp.driver import SFTPDriver
 from staccato.endpoints.sftp.pool import POOL
-from staccato.errors import NotFoundError, PermanentError, RetryableError, UnsupportedError
+from staccato.errors import (
+    NotFoundError,
+    RetryableError,
+    SourceRootNotADirectoryError,
+    UnsupportedError,
+)
 from staccato.models import ListEntry, ListPage
 from staccato.urls import parse_url
 from tests.contract.adapters import EndpointAdapter, SFTPAdapter, _LocalDirectory
@@ -277,7 +282,8 @@ def test_empty_directories_leave_no_entry(tree: _LocalDirectory) -> None:
 
 def test_a_file_is_not_a_directory(tree: _LocalDirectory) -> None:
     url = tree.put("single.bin", b"1")
-    with pytest.raises(PermanentError, match="not a directory"):
+    # one type on every endpoint with directories: cp -r of a file exits 2 everywhere
+    with pytest.raises(SourceRootNotADirectoryError, match="a file, not a directory"):
         tree.driver.list_page(url, None, 10)
 
 

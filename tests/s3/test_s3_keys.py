@@ -12,11 +12,13 @@ one of the things moto is used for.
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from pathlib import Path
 
 from staccato.client import StaccatoClient, transfer_id
 from staccato.models import TransferOptions
+from tests.helpers import run_cli
 
 KEYS = ["a//b.txt", "/lead.txt", "x/./y", "x/../z", "dir"]
 OPTIONS = TransferOptions(chunk_size=5 * 1024 * 1024, streams=1)
@@ -47,3 +49,46 @@ async def test_keys_are_opaque(profile_client: StaccatoClient, moto_s3, data_dir
     for key, (target, _) in downloads.items():
         assert target.read_bytes() == f"content of {key!r}".encode()
         assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == target.read_bytes()
+
+
+def test_a_key_ending_in_slash_with_data_is_a_file_no_retry_can_copy(
+    temporal_server, profile_worker, moto_s3, data_dir: Path
+) -> None:
+    """A non-empty key ending in '/' (``p/folder/``) is a file, not a folder marker nor
+    a directory: to a local root it fails for its name ('empty path segment') and the
+    end line gives no advice to re-run (a run without --retry-failed fails it the same
+    way); after --retry-failed its reason is still the name's, not "failed as a
+    directory". S3 -> S3 fails it with a reason that does not call it a folder marker.
+    Before, the advice sent the user to a run without --retry-failed, and the retry
+    called the file a directory. On moto: SeaweedFS stores such a key as a directory."""
+    s3 = moto_s3.client()
+    bucket = f"c5-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=bucket)
+    args = dict(address=temporal_server.address, task_queue=profile_worker.task_queue)
+    s3.put_object(Bucket=bucket, Key="p/folder/", Body=b"data")
+    s3.put_object(Bucket=bucket, Key="p/ok.txt", Body=b"ok")
+    destination = data_dir / "s3dst"
+    for retry in ((), ("--retry-failed",)):
+        done = run_cli(
+            "cp", "-r", *retry, f"s3://{bucket}/p?profile=moto", str(destination), **args
+        )
+        assert done.returncode == 1, done
+        assert "empty path segment" in done.stderr, done.stderr
+        assert "without --retry-failed" not in done.stderr, done.stderr
+        assert "lists no directory" not in done.stderr, done.stderr
+        found = re.search(r"staccato-dataset-[0-9a-f]{32}", done.stderr)
+        assert found is not None, done.stderr
+        failures = run_cli("status", "--failures", found.group(0), **args)
+        assert "empty path segment" in failures.stdout, failures
+        assert "as a directory" not in failures.stdout + failures.stderr, failures
+        assert "without --retry-failed" not in failures.stdout + failures.stderr, failures
+    assert (destination / "ok.txt").read_bytes() == b"ok"
+    to_s3 = run_cli(
+        "cp", "-r", f"s3://{bucket}/p?profile=moto", f"s3://{bucket}/q/?profile=moto", **args
+    )
+    assert to_s3.returncode == 1, to_s3
+    assert "'folder/'" in to_s3.stderr and "the key would end in '/'" in to_s3.stderr, to_s3
+    assert "folder marker" not in to_s3.stderr, to_s3.stderr
+    assert "--retry-failed" not in to_s3.stderr, to_s3.stderr
+    listed = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"])
+    assert [k for k in listed if k.startswith("q/")] == ["q/ok.txt"], listed

@@ -66,6 +66,22 @@ def test_a_missing_source_directory_is_a_usage_error(
     assert not (data_dir / "out").exists()
 
 
+def test_a_file_given_to_cp_r_is_a_usage_error(
+    temporal_server, sftp_worker, sftp_url, data_dir: Path
+) -> None:
+    """``cp -r`` of an SFTP file exits 2 as for a local file or an S3 object (one rule:
+    a source root that is a file is a usage error), naming the URL and the fix (drop
+    -r); nothing is created at the destination. It exited 1."""
+    args = dict(address=temporal_server.address, task_queue=sftp_worker.task_queue)
+    (data_dir / "keep.txt").write_bytes(b"keep")
+    source = sftp_url(data_dir / "keep.txt")
+    done = run_cli("cp", "-r", "-q", source, str(data_dir / "out"), **args)
+    assert done.returncode == 2, done
+    assert f"source {source} is a file, not a directory" in done.stderr, done.stderr
+    assert "drop -r" in done.stderr, done.stderr
+    assert not (data_dir / "out").exists()
+
+
 def test_a_link_into_the_destination_root_is_not_followed(
     temporal_server, sftp_worker, sftp_url, data_dir: Path
 ) -> None:

@@ -56,7 +56,9 @@ from staccato.errors import (
     NotAFileError,
     PermanentError,
     PermissionDeniedError,
+    SourceRootNotADirectoryError,
     directory_target_message,
+    source_root_not_a_directory,
 )
 from staccato.models import ListPage, ObjectInfo, WriteSession
 from staccato.plan import chunk_count
@@ -141,7 +143,7 @@ class FileDriver(Driver):
 
         Raises:
             NotFoundError, PermissionDeniedError: ``root`` is missing or unreadable.
-            PermanentError: ``root`` is not a directory.
+            SourceRootNotADirectoryError: ``root`` is not a directory.
         """
         top = root.path
         try:
@@ -149,10 +151,7 @@ class FileDriver(Driver):
         except OSError as err:
             raise os_error(err, f"source directory {top}") from None
         if not stat_module.S_ISDIR(st.st_mode):
-            raise PermanentError(
-                f"source {top} is not a directory: a recursive copy lists a directory; "
-                "copy a single file without -r"
-            )
+            raise SourceRootNotADirectoryError(source_root_not_a_directory(str(root)))
 
         walls = _fence(fence)
         resolve = bool(walls.roots)

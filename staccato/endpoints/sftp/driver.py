@@ -110,8 +110,10 @@ from staccato.errors import (
     NotFound,
     PermanentError,
     SourceChanged,
+    SourceRootNotADirectoryError,
     WriteSessionLost,
     directory_target_message,
+    source_root_not_a_directory,
 )
 from staccato.models import ListPage, ObjectInfo, WriteSession
 from staccato.plan import chunk_bounds, chunk_count
@@ -256,7 +258,7 @@ class SFTPDriver(Driver):
 
         Raises:
             NotFoundError, PermissionDeniedError: ``root`` is missing or unreadable.
-            PermanentError: ``root`` is not a directory.
+            SourceRootNotADirectoryError: ``root`` is not a directory.
         """
         top = root.path
 
@@ -265,10 +267,7 @@ class SFTPDriver(Driver):
             if attrs is None:
                 raise NotFound(f"source directory {root}: no such directory on the server")
             if not stat_module.S_ISDIR(attrs.st_mode or 0):
-                raise PermanentError(
-                    f"source {root} is not a directory: a recursive copy lists a "
-                    "directory; copy a single file without -r"
-                )
+                raise SourceRootNotADirectoryError(source_root_not_a_directory(str(root)))
             # resolved paths of the directories on the walk's current path (loop check)
             reals = {"": sftp.real_path(top)}
             walls = _fence(sftp, root, fence)
