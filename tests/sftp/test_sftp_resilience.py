@@ -735,8 +735,12 @@ async def test_dataset_names_what_its_large_file_left_behind_and_no_eta_while_st
     for n in range(8):
         (source / f"s{n}.txt").write_bytes(b"small %d" % n)
     write_random(source / "big.bin", 64 * MiB, seed=31)
+    # paced at 4 MiB/s (16 s for the large file), so that it is still under way once the
+    # small files' batch is seen done: at 8 MiB/s a loaded machine saw the small files
+    # done only after the large file had finished ("the transfer finished before the
+    # outage", in a full run at load ~10)
     options = TransferOptions(
-        chunk_size=4 * MiB, streams=2, retry_for_s=5, heartbeat_timeout_s=3, max_rate=8 * MiB
+        chunk_size=4 * MiB, streams=2, retry_for_s=5, heartbeat_timeout_s=3, max_rate=4 * MiB
     )
     with WorkerProcess(
         temporal_server.address, processes=2, env=env_worker_env, log_dir=tmp_path
