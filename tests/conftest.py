@@ -89,8 +89,8 @@ SLOW_TESTS: dict[str, float] = {
     "tests/test_cli_list.py::test_list_orders_every_kind_by_start_and_limits_after_the_merge": 18,
     # 2026-12-05's long tests (ci41 and a -n 2 run of the merged 0.20.0 at load ~30)
     "tests/sftp/test_sftp_resilience.py::test_cleanup_gave_up_says_left_behind_and_next_transfer_removes_it": 45,
-    "tests/sftp/test_sftp_resilience.py::test_dataset_to_two_roots_names_what_a_large_file_left_at_the_down_one": 45,
-    "tests/sftp/test_sftp_resilience.py::test_dataset_names_what_its_large_file_left_behind_and_no_eta_while_stalled": 40,
+    "tests/sftp/test_sftp_resilience.py::test_dataset_to_two_roots_names_what_a_large_file_left_at_the_down_one": 22,
+    "tests/sftp/test_sftp_resilience.py::test_dataset_names_what_its_large_file_left_behind_and_no_eta_while_stalled": 22,
     "tests/sftp/test_sftp_dataset_outage.py::test_a_hung_root_at_start_fails_alone_and_retry_failed_copies_the_rest": 30,
     "tests/sftp/test_sftp_resilience.py::test_gave_up_says_failed_while_cleanup_goes_on": 24,
     "tests/sftp/test_sftp_resilience.py::test_prepare_retried_after_a_wait_for_the_destination_says_scheduled": 18,

@@ -520,6 +520,24 @@ async def _gave_up_cleaning_up(
     return transfer
 
 
+async def _stop_cleaning_up(client: StaccatoClient, destination: str) -> None:
+    """Once the transfer to ``destination`` (a dataset's child) has failed and its
+    clean-up retries against the dead server, stop that clean-up with a cancel (as
+    ``staccato cancel`` does): the run ends failed at once, recording what it left,
+    instead of after the clean-up's whole window (30 s and a backoff; the give-up
+    itself: :func:`test_cleanup_gave_up_says_left_behind_and_next_transfer_removes_it`).
+    """
+    transfer = transfer_id(destination)
+    await wait_for_status(
+        client,
+        transfer,
+        lambda s: s.state == TransferState.failed and bool(s.cleanup),
+        timeout_s=GONE_FAILS_WITHIN_S,
+    )
+    said = await client.cancel(transfer)
+    assert said and f"the failed transfer {transfer} stopped removing" in said, said
+
+
 async def test_cleanup_gave_up_says_left_behind_and_next_transfer_removes_it(
     temporal_server,
     own_server: SshdServer,
@@ -698,8 +716,10 @@ async def test_dataset_names_what_its_large_file_left_behind_and_no_eta_while_st
     """A dataset (one SFTP root) of 8 small files and a 64 MiB one (a child transfer),
     sshd stopped for good mid-copy, once the small files are done: while the large
     file's transfer retries, ``status`` tells no ETA (the rates since the start made
-    one up before: the file rate of the 8 files). Then the transfer fails and its
-    clean-up gives up, leaving its temp file. The dataset's end names it with what to
+    one up before: the file rate of the 8 files). Then the transfer fails, and its
+    clean-up, retrying against the dead server, is stopped by a cancel of that transfer
+    (as ``staccato cancel`` does; it would give up ~40 s later, leaving the same),
+    leaving its temp file. The dataset's end names it with what to
     do: the failure's ``left_behind`` (SDK client and ``status --json``, with
     ``files_left_behind``), a ``left behind`` line in ``status``, the reason's tail in
     ``status --failures``, and ``watch``'s end lines (those ``cp -r`` prints). Before,
@@ -715,8 +735,12 @@ async def test_dataset_names_what_its_large_file_left_behind_and_no_eta_while_st
     for n in range(8):
         (source / f"s{n}.txt").write_bytes(b"small %d" % n)
     write_random(source / "big.bin", 64 * MiB, seed=31)
+    # paced at 4 MiB/s (16 s for the large file), so that it is still under way once the
+    # small files' batch is seen done: at 8 MiB/s a loaded machine saw the small files
+    # done only after the large file had finished ("the transfer finished before the
+    # outage", in a full run at load ~10)
     options = TransferOptions(
-        chunk_size=4 * MiB, streams=2, retry_for_s=5, heartbeat_timeout_s=3, max_rate=8 * MiB
+        chunk_size=4 * MiB, streams=2, retry_for_s=5, heartbeat_timeout_s=3, max_rate=4 * MiB
     )
     with WorkerProcess(
         temporal_server.address, processes=2, env=env_worker_env, log_dir=tmp_path
@@ -745,6 +769,7 @@ async def test_dataset_names_what_its_large_file_left_behind_and_no_eta_while_st
         print(f"while the transfer retries: {stalled.last_retry_error}, eta {stalled.eta_s}")
         assert stalled.rate_files_per_s, stalled  # there was a rate to make one up from
         assert stalled.eta_s is None, stalled
+        await _stop_cleaning_up(client, own_server.url(str(out / "big.bin")))
         ended = await wait_dataset(client, dataset, timeout_s=GONE_FAILS_WITHIN_S + 60)
         assert ended.state == DatasetState.completed_with_errors, ended
         temp = next(
@@ -789,7 +814,8 @@ async def test_dataset_to_two_roots_names_what_a_large_file_left_at_the_down_one
 ) -> None:
     """A dataset to two roots (a local one, an SFTP one) of a 64 MiB file (a fan-out
     group, one transfer per root), sshd stopped for good mid-copy: the local root
-    completes, the SFTP root's transfer fails and its clean-up gives up. The dataset's
+    completes, the SFTP root's transfer fails and its clean-up is stopped by a cancel of
+    that transfer (it would give up ~40 s later, leaving the same). The dataset's
     failure of that file at that root says what was left there (``left_behind``, from
     the group's outcome), as ``status --failures`` does. Before, only the reason."""
     from staccato.dataset_client import submit_dataset
@@ -815,6 +841,7 @@ async def test_dataset_to_two_roots_names_what_a_large_file_left_at_the_down_one
         await _wait_for_journal(out, 2)
         own_server.stop()
         assert _journal_lines(out) < 16, "the transfer finished before the outage"
+        await _stop_cleaning_up(client, own_server.url(str(out / "big.bin")))
         ended = await wait_dataset(client, dataset, timeout_s=GONE_FAILS_WITHIN_S + 60)
         assert ended.state == DatasetState.completed_with_errors, ended
         assert sha256_file(local / "big.bin") == sha256_file(source / "big.bin")
