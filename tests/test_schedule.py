@@ -64,7 +64,9 @@ def _until(cli, name: str, predicate, timeout_s: float, what: str) -> dict[str, 
         view = _describe(cli, name)
         if predicate(view):
             return view
-        time.sleep(0.3)
+        # each look is a whole CLI process (~0.5 CPU-s): back to back they kept a core
+        # of the 2 busy, slowing the schedules they wait for and the tests beside them
+        time.sleep(1.0)
     raise AssertionError(f"{what} not seen in {timeout_s} s; last view: {view}")
 
 
@@ -589,7 +591,7 @@ def test_a_cancelled_run_shows_the_bytes_it_copied(
             shown = json.loads(cli("status", run_id, "--json").stdout)
             if shown["bytes_done"] >= 2 * MiB or time.monotonic() > deadline:
                 break
-            time.sleep(0.3)
+            time.sleep(1.0)  # a CLI process per look, as _until
         assert shown["state"] == "running" and shown["bytes_done"] >= 2 * MiB, shown
         cancelled = cli("cancel", run_id)
         assert cancelled.returncode == 0, cancelled

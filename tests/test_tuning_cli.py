@@ -52,7 +52,7 @@ def test_cp_without_streams_is_tuned_and_the_link_remembers(
         memories = json.loads(learned.stdout)
         if memories or time.monotonic() > deadline:
             break
-        time.sleep(0.2)
+        time.sleep(1.0)  # a CLI process per look
     (memory,) = memories
     assert memory["link"] == LINK and memory["transfers"] >= 1 and memory["reasons"]
     listed = run_cli("limit", "list", **args)
