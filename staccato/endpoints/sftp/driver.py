@@ -112,6 +112,8 @@ from staccato.errors import (
     SourceChanged,
     WriteSessionLost,
     directory_target_message,
+    file_in_the_way_message,
+    linked_directory_message,
 )
 from staccato.models import ListPage, ObjectInfo, WriteSession
 from staccato.plan import chunk_bounds, chunk_count
@@ -354,6 +356,7 @@ class SFTPDriver(Driver):
             raise DestinationMissing(
                 f"destination {parent} on {url.host} is not a directory (for {url})"
             )
+        _check_real_directory(sftp, url, parent)
         _check_target(sftp, url)
 
     def check_target(self, url: EndpointURL) -> None:
@@ -398,12 +401,12 @@ class SFTPDriver(Driver):
                     path = posixpath.dirname(path)
                     continue
                 if not stat_module.S_ISDIR(attrs.st_mode or 0):
-                    raise IsADirectory(
-                        f"cannot create directory {path} on {url.host} for {url.path}: a file "
-                        "of that name exists (another file of the dataset, or one there "
-                        "already); it is not replaced"
-                    )
+                    raise IsADirectory(file_in_the_way_message(path, url.path, f" on {url.host}"))
                 break
+            if missing:
+                # made inside the directory ``path`` leads to: never outside a
+                # dataset's root through a link in it (one REALPATH per new directory)
+                _check_real_directory(sftp, url, path, posixpath.relpath(parent, path))
             for directory in reversed(missing):
                 try:
                     sftp.mkdir(directory)
@@ -628,11 +631,7 @@ class SFTPDriver(Driver):
         return checksums.combine(algorithm, segment_digests)
 
     def session_url(self, session: WriteSession) -> str | None:
-        url = parse_url(session.url)
-        quoted_path = quote(url.path, safe="/")
-        return url.canonical[: len(url.canonical) - len(quoted_path)] + quote(
-            session.session_id, safe="/"
-        )
+        return _url_of(parse_url(session.url), session.session_id)
 
     def publish(self, session: WriteSession) -> None:
         url = parse_url(session.url)
@@ -859,6 +858,38 @@ def _check_target(sftp: StaccatoSFTP, url: EndpointURL) -> None:
         f"destination {url} exists and is not a regular file (a device, FIFO or socket); "
         "refusing to replace it"
     )
+
+
+def _url_of(url: EndpointURL, path: str) -> str:
+    """The canonical URL of the server path ``path`` on ``url``'s server (as ``url``
+    names it: user, host, port)."""
+    quoted_path = quote(url.path, safe="/")
+    return url.canonical[: len(url.canonical) - len(quoted_path)] + quote(path, safe="/")
+
+
+def _check_real_directory(
+    sftp: StaccatoSFTP, url: EndpointURL, directory: str, below: str = "."
+) -> None:
+    """The existing directory ``directory`` of the destination ``url`` (its parent, or
+    with ``below`` the nearest existing one above it, ``below`` the rest of the way to
+    the parent) is named by its real path: no symbolic link on the way, as
+    :func:`staccato.endpoints.file.driver.check_parent` asks of a local one. The
+    transfer id (the destination's lock) is derived from the URL, so a second spelling
+    of a directory would be a second lock on one file, and a dataset's file under a link
+    in its destination root would be written outside the root. One REALPATH, asked once
+    per directory within a :func:`staccato.endpoints.base.directory_memo` block (a
+    dataset's batch, a transfer's prepare); none where the server cannot resolve it.
+
+    Raises:
+        PermanentError: the directory is named through a link (names the real path).
+        OSError: the connection (retried).
+    """
+    key = ("sftp-realpath", url.host, url.port, url.user, directory)
+    real = base.remembered(key, lambda: _real_or_none(sftp, directory))
+    if real is None or real == posixpath.normpath(directory):
+        return
+    real_target = posixpath.normpath(posixpath.join(real, below, posixpath.basename(url.path)))
+    raise PermanentError(linked_directory_message(str(url), _url_of(url, real_target)))
 
 
 def _same_server(url: EndpointURL, other: EndpointURL) -> bool:
