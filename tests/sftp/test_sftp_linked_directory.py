@@ -101,6 +101,12 @@ def test_a_single_cp_to_sftp_through_a_linked_directory_is_refused(
     real = run_cli("cp", "-q", str(work / "new-g"), sftp_url(victim / "g"), **args)
     assert real.returncode == 0, real
     assert (victim / "g").read_bytes() == b"b"
+    # a path spelled with '//' names no link: not refused
+    url = sftp_url(victim / "g2")
+    slash = url.index("/", len("sftp://"))
+    spelled = run_cli("cp", "-q", str(work / "new-g"), url[:slash] + "/" + url[slash:], **args)
+    assert spelled.returncode == 0, spelled
+    assert (victim / "g2").read_bytes() == b"b"
 
 
 def test_a_batch_asks_the_real_path_once_per_directory(
@@ -137,3 +143,26 @@ def test_a_batch_asks_the_real_path_once_per_directory(
         f"file://{work / 'src' / 'f1'}", sftp_url(work / "dst" / "f1"), options, "k", lambda: None
     )
     assert asked == [str(work / "dst")], asked
+
+
+async def test_a_dataset_to_an_sftp_root_named_through_a_link_fails_once(
+    sftp_client: StaccatoClient, sftp_url, data_dir: Path
+) -> None:
+    """A destination root that is a link (or under one) fails the dataset up front,
+    naming the real root, instead of each of its files; nothing is written there."""
+    work = Path(os.path.realpath(data_dir))
+    source = work / "src"
+    (source / "d").mkdir(parents=True)
+    for name in ("a", "b", "d/c"):
+        (source / name).write_bytes(name.encode())
+    real = work / "real"
+    real.mkdir()
+    os.symlink(real, work / "link")
+    final = await run_dataset(
+        sftp_client, str(source), sftp_url(work / "link" / "dst"), options=OPTIONS
+    )
+    assert final.state == DatasetState.failed, final
+    assert LINKED in (final.error or ""), final
+    assert f"by its real path, {sftp_url(real / 'dst')}," in (final.error or ""), final
+    assert not final.failures, final.failures
+    assert list(real.iterdir()) == []

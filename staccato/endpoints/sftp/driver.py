@@ -365,10 +365,13 @@ class SFTPDriver(Driver):
 
     def check_destination_root(self, root: EndpointURL) -> None:
         """The nearest existing directory at or above the destination directory
-        ``root`` is a directory (a few stats).
+        ``root`` is a directory (a few stats), named by its real path (one REALPATH:
+        a root named through a symbolic link fails the dataset once, naming the real
+        path, rather than each of its files).
 
         Raises:
             DestinationMissingError: a file is on the way (named).
+            PermanentError: the root is named through a symbolic link.
             RetryableError: the server cannot be reached (as any operation).
         """
 
@@ -383,6 +386,15 @@ class SFTPDriver(Driver):
                     f"destination directory {root.path} on {root.host} cannot be made: "
                     f"{path} is a file, not a directory; choose another destination"
                 )
+            if attrs is not None:
+                real = _real_or_none(sftp, path)
+                if real is not None and real != _as_text(path):
+                    real_root = posixpath.join(real, posixpath.relpath(root.path or "/", path))
+                    raise PermanentError(
+                        linked_directory_message(
+                            str(root), _url_of(root, posixpath.normpath(real_root))
+                        )
+                    )
 
         self._run(root, f"checking destination {root}", op)
 
@@ -867,6 +879,13 @@ def _url_of(url: EndpointURL, path: str) -> str:
     return url.canonical[: len(url.canonical) - len(quoted_path)] + quote(path, safe="/")
 
 
+def _as_text(path: str) -> str:
+    """``path`` normalised as text (``.``, ``..``, repeated and leading ``//``
+    slashes), what its REALPATH is when no symbolic link is on it: a spelling is
+    not a link."""
+    return "/" + posixpath.normpath(path).lstrip("/")
+
+
 def _check_real_directory(
     sftp: StaccatoSFTP, url: EndpointURL, directory: str, below: str = "."
 ) -> None:
@@ -886,7 +905,7 @@ def _check_real_directory(
     """
     key = ("sftp-realpath", url.host, url.port, url.user, directory)
     real = base.remembered(key, lambda: _real_or_none(sftp, directory))
-    if real is None or real == posixpath.normpath(directory):
+    if real is None or real == _as_text(directory):
         return
     real_target = posixpath.normpath(posixpath.join(real, below, posixpath.basename(url.path)))
     raise PermanentError(linked_directory_message(str(url), _url_of(url, real_target)))
