@@ -176,6 +176,29 @@ def directory_target_message(target: str) -> str:
     return f"destination {target} is a directory{_NAME_A_FILE}{target}/NAME"
 
 
+def file_in_the_way_message(directory: str, target: str, where: str = "") -> str:
+    """The message for a destination ``target`` whose directory cannot be made because
+    ``directory`` (the target's directory or one above it) is a file: the same words
+    for every driver (``where``: `` on HOST`` for a server's path, else empty)."""
+    return (
+        f"cannot create directory {directory}{where} for {target}: a file of that name "
+        "exists (another file of the dataset, or one there already); it is not replaced"
+    )
+
+
+def linked_directory_message(target: str, real_target: str) -> str:
+    """The message for a destination ``target`` (a path or URL) whose directory is
+    named through a symbolic link, ``real_target`` being the same file by its real
+    path: the transfer id (the destination's lock) is derived from the name, so two
+    spellings of one directory would let two transfers write one file, and a dataset
+    would write outside its destination root. The same words for every driver."""
+    return (
+        f"destination {target} names its directory through a symbolic link; name it by "
+        f"its real path, {real_target}, so that one transfer at a time writes it (the "
+        "lock is the destination's path)"
+    )
+
+
 def dataset_file_reason(reason: str) -> str:
     """Why one file of a dataset was not copied, from an error message: a directory
     at the file's destination name is told as a dataset's fact (the directory is not

@@ -74,7 +74,7 @@ from staccato.datasets.names import (
     target_url,
 )
 from staccato.endpoints import get_driver
-from staccato.endpoints.base import Driver, WholeReads, keepalive_hook
+from staccato.endpoints.base import Driver, WholeReads, directory_memo, keepalive_hook
 from staccato.endpoints.file.group import LocalGroup, StagedFile, remove_temp
 from staccato.endpoints.listing import BROKEN_LINK, LINK_LOOP, TWIN_SUFFIX
 from staccato.errors import (
@@ -587,7 +587,8 @@ def _copy_batch(request: BatchInput) -> BatchResult | None:
     destination_root = parse_url(request.destination_root)
     handled_after: set[int] = set()  # files handled past ``next_index`` (a cancel's)
     try:
-        with keepalive_hook(beat):
+        # each destination directory checked once per batch, not per file
+        with keepalive_hook(beat), directory_memo():
             if pacer is not None:
                 pacer.start(beating_wait(beat))
             if resuming:

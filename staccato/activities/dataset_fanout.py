@@ -69,7 +69,7 @@ from staccato.datasets.models import (
     file_class,
 )
 from staccato.datasets.names import target_url
-from staccato.endpoints.base import keepalive_hook
+from staccato.endpoints.base import directory_memo, keepalive_hook
 from staccato.endpoints.file.group import remove_temp
 from staccato.errors import (
     ChecksumMismatchError,
@@ -204,7 +204,8 @@ def _copy_batch(request: FanOutBatchInput) -> FanOutBatchResult | None:
     pacer = batch_pacer(request)
     handled_after: set[int] = set()  # files counted past ``next_index`` (a cancel's)
     try:
-        with keepalive_hook(beat):
+        # each destination directory checked once per batch, not per file
+        with keepalive_hook(beat), directory_memo():
             if pacer is not None:
                 pacer.start(beating_wait(beat))
             in_flight = 1 if sftp else FILES_IN_FLIGHT

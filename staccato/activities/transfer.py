@@ -24,7 +24,7 @@ from staccato.activities.errors import mapped_errors
 from staccato.activities.liveness import heartbeating
 from staccato.activities.retry_deadline import within_retry_for
 from staccato.endpoints import get_driver
-from staccato.endpoints.base import keepalive, keepalive_hook
+from staccato.endpoints.base import directory_memo, keepalive, keepalive_hook
 from staccato.errors import (
     ChecksumMismatchError,
     PermissionDeniedError,
@@ -269,6 +269,11 @@ def open_write_session(request: PrepareInput) -> PrepareResult:
     Raises:
         StaccatoError: as the driver's checks and ``open_session`` (not mapped).
     """
+    with directory_memo():  # the checks before the session's and its own: one REALPATH
+        return _open_write_session(request)
+
+
+def _open_write_session(request: PrepareInput) -> PrepareResult:
     check_file_roots(request.destination)
     parsed = parse_url(request.destination)
     driver = get_driver(parsed.scheme)

@@ -22,13 +22,15 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from types import TracebackType
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 from staccato import checksums
 from staccato.errors import UnsupportedError
 from staccato.models import ListPage, ObjectInfo, WriteSession
 from staccato.plan import chunk_bounds
 from staccato.urls import EndpointURL
+
+_T = TypeVar("_T")
 
 _keepalive_hook: ContextVar[Callable[[], None] | None] = ContextVar(
     "staccato_keepalive", default=None
@@ -83,6 +85,41 @@ def keepalive_past_stop() -> Iterator[None]:
         yield
     finally:
         _keepalive_hook.reset(token)
+
+
+_directory_memo: ContextVar[dict[object, object] | None] = ContextVar(
+    "staccato_directory_memo", default=None
+)
+
+
+@contextlib.contextmanager
+def directory_memo() -> Iterator[None]:
+    """Keep what drivers learn about destination directories (an SFTP directory's real
+    path) for the block, shared by the threads that run in copies of its context: a
+    dataset's batch checks each directory once, not once per file (as the local
+    batch's :class:`~staccato.endpoints.file.group.LocalGroup` does). Re-entrant: inside
+    another block, that block's memo is used."""
+    if _directory_memo.get() is not None:
+        yield
+        return
+    token = _directory_memo.set({})
+    try:
+        yield
+    finally:
+        _directory_memo.reset(token)
+
+
+def remembered(key: object, compute: Callable[[], _T]) -> _T:
+    """``compute()``, or what it returned for ``key`` before in the current
+    :func:`directory_memo` block (outside one: always computed). What ``compute``
+    raises is not remembered (a transient failure is asked again)."""
+    memo = _directory_memo.get()
+    if memo is None:
+        return compute()
+    if key in memo:
+        return memo[key]  # type: ignore[return-value]
+    value = memo[key] = compute()
+    return value
 
 
 _write_fence_hook: ContextVar[Callable[[], None] | None] = ContextVar(

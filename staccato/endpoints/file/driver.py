@@ -58,6 +58,8 @@ from staccato.errors import (
     PermissionDeniedError,
     SourceRootNotADirectoryError,
     directory_target_message,
+    file_in_the_way_message,
+    linked_directory_message,
     source_root_not_a_directory,
 )
 from staccato.models import ListPage, ObjectInfo, WriteSession
@@ -226,11 +228,7 @@ class FileDriver(Driver):
                 blocking = str(candidate)
             while not os.path.isdir(os.path.dirname(blocking)):
                 blocking = os.path.dirname(blocking)
-            raise NotAFileError(
-                f"cannot create directory {blocking} for {url.path}: {blocking} is a file, "
-                "not a directory (another file of the dataset, or one there already); it is "
-                "not replaced"
-            ) from None
+            raise NotAFileError(file_in_the_way_message(blocking, url.path)) from None
         except OSError as err:
             raise os_error(err, f"destination directory {parent}") from None
 
@@ -444,9 +442,7 @@ def check_parent(parent: Path, url: EndpointURL) -> None:
         # spellings of one directory would let two transfers write one file
         target = Path(url.path)
         raise PermanentError(
-            f"destination {target} names its directory through a symbolic link; name "
-            f"it by its real path, {os.path.join(real_parent, target.name)}, so that "
-            "one transfer at a time writes it (the lock is the destination's path)"
+            linked_directory_message(str(target), os.path.join(real_parent, target.name))
         )
     if not os.access(parent, os.W_OK | os.X_OK):
         raise PermissionDeniedError(f"destination directory {parent} is not writable")
@@ -457,13 +453,18 @@ def check_target(target: Path | str) -> None:
     (which may be replaced): not a directory, a symbolic link, a device, FIFO or socket.
 
     Raises:
-        NotAFileError: a directory.
+        NotAFileError: a directory; a file where a directory above it would be
+            (named, in the words of :func:`staccato.errors.file_in_the_way_message`).
         PermanentError: a symbolic link or another non-regular file.
     """
     try:
         existing = os.lstat(target)
     except FileNotFoundError:
         return
+    except NotADirectoryError:  # ENOTDIR: a file where a directory above it would be
+        raise NotAFileError(
+            file_in_the_way_message(_file_on_the_way(target), str(target))
+        ) from None
     except OSError as err:
         raise os_error(err, f"destination {target}") from None
     if stat_module.S_ISREG(existing.st_mode):

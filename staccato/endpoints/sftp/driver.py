@@ -113,6 +113,8 @@ from staccato.errors import (
     SourceRootNotADirectoryError,
     WriteSessionLost,
     directory_target_message,
+    file_in_the_way_message,
+    linked_directory_message,
     source_root_not_a_directory,
 )
 from staccato.models import ListPage, ObjectInfo, WriteSession
@@ -353,6 +355,7 @@ class SFTPDriver(Driver):
             raise DestinationMissing(
                 f"destination {parent} on {url.host} is not a directory (for {url})"
             )
+        _check_real_directory(sftp, url, parent)
         _check_target(sftp, url)
 
     def check_target(self, url: EndpointURL) -> None:
@@ -361,10 +364,13 @@ class SFTPDriver(Driver):
 
     def check_destination_root(self, root: EndpointURL) -> None:
         """The nearest existing directory at or above the destination directory
-        ``root`` is a directory (a few stats).
+        ``root`` is a directory (a few stats), named by its real path (one REALPATH:
+        a root named through a symbolic link fails the dataset once, naming the real
+        path, rather than each of its files).
 
         Raises:
             DestinationMissingError: a file is on the way (named).
+            PermanentError: the root is named through a symbolic link.
             RetryableError: the server cannot be reached (as any operation).
         """
 
@@ -379,6 +385,15 @@ class SFTPDriver(Driver):
                     f"destination directory {root.path} on {root.host} cannot be made: "
                     f"{path} is a file, not a directory; choose another destination"
                 )
+            if attrs is not None:
+                real = _real_or_none(sftp, path)
+                if real is not None and real != _as_text(path):
+                    real_root = posixpath.join(real, posixpath.relpath(root.path or "/", path))
+                    raise PermanentError(
+                        linked_directory_message(
+                            str(root), _url_of(root, posixpath.normpath(real_root))
+                        )
+                    )
 
         self._run(root, f"checking destination {root}", op)
 
@@ -397,12 +412,12 @@ class SFTPDriver(Driver):
                     path = posixpath.dirname(path)
                     continue
                 if not stat_module.S_ISDIR(attrs.st_mode or 0):
-                    raise IsADirectory(
-                        f"cannot create directory {path} on {url.host} for {url.path}: a file "
-                        "of that name exists (another file of the dataset, or one there "
-                        "already); it is not replaced"
-                    )
+                    raise IsADirectory(file_in_the_way_message(path, url.path, f" on {url.host}"))
                 break
+            if missing:
+                # made inside the directory ``path`` leads to: never outside a
+                # dataset's root through a link in it (one REALPATH per new directory)
+                _check_real_directory(sftp, url, path, posixpath.relpath(parent, path))
             for directory in reversed(missing):
                 try:
                     sftp.mkdir(directory)
@@ -627,11 +642,7 @@ class SFTPDriver(Driver):
         return checksums.combine(algorithm, segment_digests)
 
     def session_url(self, session: WriteSession) -> str | None:
-        url = parse_url(session.url)
-        quoted_path = quote(url.path, safe="/")
-        return url.canonical[: len(url.canonical) - len(quoted_path)] + quote(
-            session.session_id, safe="/"
-        )
+        return _url_of(parse_url(session.url), session.session_id)
 
     def publish(self, session: WriteSession) -> None:
         url = parse_url(session.url)
@@ -858,6 +869,45 @@ def _check_target(sftp: StaccatoSFTP, url: EndpointURL) -> None:
         f"destination {url} exists and is not a regular file (a device, FIFO or socket); "
         "refusing to replace it"
     )
+
+
+def _url_of(url: EndpointURL, path: str) -> str:
+    """The canonical URL of the server path ``path`` on ``url``'s server (as ``url``
+    names it: user, host, port)."""
+    quoted_path = quote(url.path, safe="/")
+    return url.canonical[: len(url.canonical) - len(quoted_path)] + quote(path, safe="/")
+
+
+def _as_text(path: str) -> str:
+    """``path`` normalised as text (``.``, ``..``, repeated and leading ``//``
+    slashes), what its REALPATH is when no symbolic link is on it: a spelling is
+    not a link."""
+    return "/" + posixpath.normpath(path).lstrip("/")
+
+
+def _check_real_directory(
+    sftp: StaccatoSFTP, url: EndpointURL, directory: str, below: str = "."
+) -> None:
+    """The existing directory ``directory`` of the destination ``url`` (its parent, or
+    with ``below`` the nearest existing one above it, ``below`` the rest of the way to
+    the parent) is named by its real path: no symbolic link on the way, as
+    :func:`staccato.endpoints.file.driver.check_parent` asks of a local one. The
+    transfer id (the destination's lock) is derived from the URL, so a second spelling
+    of a directory would be a second lock on one file, and a dataset's file under a link
+    in its destination root would be written outside the root. One REALPATH, asked once
+    per directory within a :func:`staccato.endpoints.base.directory_memo` block (a
+    dataset's batch, a transfer's prepare); none where the server cannot resolve it.
+
+    Raises:
+        PermanentError: the directory is named through a link (names the real path).
+        OSError: the connection (retried).
+    """
+    key = ("sftp-realpath", url.host, url.port, url.user, directory)
+    real = base.remembered(key, lambda: _real_or_none(sftp, directory))
+    if real is None or real == _as_text(directory):
+        return
+    real_target = posixpath.normpath(posixpath.join(real, below, posixpath.basename(url.path)))
+    raise PermanentError(linked_directory_message(str(url), _url_of(url, real_target)))
 
 
 def _same_server(url: EndpointURL, other: EndpointURL) -> bool:
