@@ -135,7 +135,7 @@ def set_(
 def unset(
     target: Annotated[
         str | None,
-        typer.Argument(metavar="[TARGET]", help="Endpoint or link (omit with --all)."),
+        typer.Argument(metavar="TARGET", help="Endpoint or link (omit with --all)."),
     ] = None,
     max_active: Annotated[bool, typer.Option("--max-active", help="Clear --max-active.")] = False,
     max_streams: Annotated[
@@ -210,7 +210,7 @@ def list_(
     target: Annotated[
         str | None,
         typer.Argument(
-            metavar="[TARGET]",
+            metavar="TARGET",
             help="Only this endpoint or link (forms as for `limit set`); exit 1 when it "
             "has no limits and no slot held or waited for.",
         ),

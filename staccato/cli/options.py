@@ -279,9 +279,10 @@ VerifyOption = Annotated[
     choice_option(
         VerifyMode,
         "--verify",
-        help="checksum: read each written chunk back and compare CRC32C/SHA-256 with the "
-        "source's before publishing (S3: the stored checksum after); size: compare sizes; "
-        "none.",
+        help="checksum: check what was written against the source's CRC32C/SHA-256 "
+        "before publishing (local file: the buffer written, made durable; SFTP: the "
+        "server hashes the temp file; S3: the store checks each part's CRC32C); size: "
+        "compare sizes; none.",
     ),
 ]
 ChecksumOption = Annotated[

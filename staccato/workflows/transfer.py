@@ -1794,7 +1794,18 @@ class TransferWorkflow:
 
     def _read_elsewhere(self) -> str | None:
         """Why the streams' rates are not the tuned link's (they read a known copy or a
-        staged entry, not the origin), or None when they read the origin."""
+        staged entry, not the origin, or were paced by the transfer's ``--max-rate``),
+        or None when they read the origin at the link's own speed. A paced transfer
+        measured the cap: a tester's ``--max-rate 20MB/s`` left the link "4 streams at
+        18.8 MiB/s" for every transfer after it (same patch, ``tune-record-origin-reads-only``:
+        a run recorded before it had no such marker and replays as it ran)."""
+        assert self._request is not None
+        max_rate = self._request.options.max_rate
+        if max_rate:
+            return (
+                f"the streams were paced at --max-rate {units.rate(max_rate)}: their rate "
+                f"is the cap's, not the link {self._tune_link}'s"
+            )
         if self._copy_read is not None:
             return (
                 f"the streams read the known copy {self._copy_read}, not the origin: "
