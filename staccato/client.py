@@ -1296,8 +1296,10 @@ def require_type(workflow_id: str, description: Any, kinds: tuple[str, ...]) -> 
         raise StaccatoError(
             f"{workflow_id} is a fan-out group, not a single transfer: a group is paused "
             "and resumed by pausing and resuming its destinations' transfers (`staccato "
-            f"pause DESTINATION`; `staccato status {workflow_id}` lists them); "
-            f"`staccato cancel {workflow_id}` stops every destination"
+            f"pause DESTINATION`; `staccato status {workflow_id}` lists them), which start "
+            "once the group has staged the source (while it stages, there is no transfer "
+            f"to pause yet); `staccato cancel {workflow_id}` stops every destination, "
+            "staging included"
         )
     raise StaccatoError(f"{workflow_id} is not a Staccato transfer (workflow type {kind})")
 

@@ -55,6 +55,10 @@ class Settings(BaseSettings):
             capacity"); default 2 GiB.
         worker_shutdown_timeout_s: on SIGTERM/SIGINT, how long running activities get
             to finish before they are cancelled (inside ``docker stop``'s 10 s).
+        worker_manager_silent_s: how long the multiprocessing manager that carries
+            heartbeats may leave a probe (one call every few seconds) unanswered before
+            the worker takes it for hung (stopped, deadlocked), kills it and rebuilds its
+            activity processes, as it does when the manager dies; default 60.
         worker_sticky_timeout_s: how long a workflow's next task waits for the worker
             that ran its last one (and holds it in its cache) before any worker of the
             task queue may take it (Temporal's ``sticky_queue_schedule_to_start_timeout``,
@@ -130,6 +134,7 @@ class Settings(BaseSettings):
     worker_threads: int = Field(64, ge=1, le=1024)
     worker_memory_bytes: int = Field(2 * 1024**3, ge=256 * 1024**2)
     worker_shutdown_timeout_s: float = Field(5.0, ge=0, le=3600)
+    worker_manager_silent_s: float = Field(60.0, ge=1, le=3600, allow_inf_nan=False)
     worker_sticky_timeout_s: float = Field(10.0, ge=1, le=3600, allow_inf_nan=False)
     min_rate_bytes_per_s: float = Field(1024.0, ge=0, allow_inf_nan=False)
     min_rate_window_s: float = Field(60.0, gt=0, allow_inf_nan=False)

@@ -37,6 +37,9 @@ OPTIONS = TransferOptions(chunk_size=CHUNK, streams=STREAMS, heartbeat_timeout_s
 # every activity process afresh (their imports) and so may take as long as a worker's
 # start: at load 60 one took longer than the 90 s this bound was.
 FINISH_BOUND_S = WORKER_START_S + 30.0
+# The test's worker takes its manager for hung after this many seconds without an answer
+# (STACCATO_WORKER_MANAGER_SILENT_S; 60 by default)
+MANAGER_SILENT_S = 5
 # A fresh transfer shows ``scheduled`` before ``running``: wait for these or progress.
 DONE = (TransferState.completed, TransferState.failed, TransferState.cancelled)
 
@@ -59,8 +62,10 @@ async def _kill_mid_transfer(
     digest = write_random(http_root / f"{which}.bin", SIZE, seed=21)
     destination = data_dir / f"{which}.bin"
     proxy = HoldingProxy(slow_nginx.port, hold_after=int(SIZE * 0.3)).start()
+    victim = 0
     try:
-        with WorkerProcess(temporal_server.address, log_dir=tmp_path) as worker:
+        env = {"STACCATO_WORKER_MANAGER_SILENT_S": str(MANAGER_SILENT_S)}
+        with WorkerProcess(temporal_server.address, log_dir=tmp_path, env=env) as worker:
             assert worker.process is not None
             client = await StaccatoClient.connect(
                 target_host=temporal_server.address, namespace="default"
@@ -76,9 +81,10 @@ async def _kill_mid_transfer(
             # source connection the proxy holds
             streams = tcp_socket_owners(proxy.held_ports(), pool)
             assert streams, f"no pool process holds a held connection {proxy.held_ports()}"
-            victim = manager if which == "manager" else next(iter(streams.values()))
+            victim = manager if which.startswith("manager") else next(iter(streams.values()))
             assert all(pid_alive(pid) for pid in streams.values()), streams
-            os.kill(victim, signal.SIGKILL)
+            # a stopped manager is alive and answers nothing (a hung one alike)
+            os.kill(victim, signal.SIGSTOP if which == "manager-stopped" else signal.SIGKILL)
             killed_at = time.monotonic()
             print(f"{which} {victim} killed with {proxy.relayed} of {SIZE} bytes relayed")
             proxy.release()
@@ -116,6 +122,8 @@ async def _kill_mid_transfer(
     finally:
         proxy.release()
         proxy.stop()
+        if victim and pid_alive(victim):  # a stopped manager the worker did not kill
+            os.kill(victim, signal.SIGKILL)
 
 
 async def test_pool_process_killed_mid_transfer(
@@ -136,6 +144,21 @@ async def test_manager_process_killed_mid_transfer(
     tmp_path: Path,
 ) -> None:
     await _kill_mid_transfer("manager", temporal_server, slow_nginx, http_root, data_dir, tmp_path)
+
+
+async def test_manager_process_stopped_mid_transfer(
+    temporal_server: TemporalDevServer,
+    slow_nginx: NginxServer,
+    http_root: Path,
+    data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """SIGSTOP the manager (alive, answering nothing, as a hung one): the worker takes it
+    for hung after ``STACCATO_WORKER_MANAGER_SILENT_S``, kills it and rebuilds, and the
+    transfer completes without a SIGCONT (it waited for one for good before)."""
+    await _kill_mid_transfer(
+        "manager-stopped", temporal_server, slow_nginx, http_root, data_dir, tmp_path
+    )
 
 
 def test_crash_loop_stops_the_worker(temporal_server: TemporalDevServer, tmp_path: Path) -> None:

@@ -155,6 +155,71 @@ _READY_EVENTS = 32
 _CHANNEL_ERRORS = (OSError, EOFError)
 
 
+#: seconds between two probes of the manager (:class:`_ManagerProbe`)
+_PROBE_EVERY_S = 2.0
+
+
+class _ManagerProbe:
+    """Asks the multiprocessing manager a trivial question (the length of a dict it
+    holds) every :data:`_PROBE_EVERY_S` seconds from a thread of its own; a second
+    thread kills the manager's process once a question has gone unanswered for
+    ``silent_s`` seconds. A dead manager is seen by its process; a stopped or
+    deadlocked one is alive and answers nothing: every heartbeat through it blocks, as
+    does a call Temporal's worker makes to it in the event loop (so nothing there can
+    notice), and each retried attempt blocks again (a tester's SIGSTOP of the manager
+    held every transfer of the worker for 11 minutes, until SIGCONT). Killed, every
+    blocked call fails and the worker rebuilds as for a dead manager.
+
+    Args:
+        board: a proxy of a dict the manager holds (the question's subject).
+        process: the manager's process.
+        silent_s: seconds without an answer before it is killed.
+    """
+
+    def __init__(
+        self, board: Any, process: multiprocessing.process.BaseProcess, silent_s: float
+    ) -> None:
+        self._board = board
+        self._process = process
+        self._silent_s = silent_s
+        self._asked_at: float | None = None  # monotonic time of the question in flight
+        self._stopped = threading.Event()
+        #: why the manager was killed, once it was
+        self.killed_because: str | None = None
+        for target, name in ((self._ask, "manager-probe"), (self._watch, "manager-watch")):
+            threading.Thread(target=target, name=name, daemon=True).start()
+
+    def _ask(self) -> None:
+        while not self._stopped.is_set():
+            self._asked_at = time.monotonic()
+            try:
+                len(self._board)
+            except _CHANNEL_ERRORS:
+                return  # gone: its process tells it
+            finally:
+                self._asked_at = None
+            self._stopped.wait(_PROBE_EVERY_S)
+
+    def _watch(self) -> None:
+        while not self._stopped.wait(_PROBE_EVERY_S / 2):
+            asked = self._asked_at
+            silent = 0.0 if asked is None else time.monotonic() - asked
+            if silent > self._silent_s and self._process.is_alive():
+                self.killed_because = (
+                    f"the multiprocessing manager process {self._process.pid} that carries "
+                    f"heartbeats answered nothing for {silent:.0f} s (stopped or hung; "
+                    "STACCATO_WORKER_MANAGER_SILENT_S), so it was killed"
+                )
+                log.error("%s", self.killed_because)
+                self._process.kill()
+                return
+
+    def stop(self) -> None:
+        """No more questions nor watching (a question in flight stays blocked until the
+        manager ends)."""
+        self._stopped.set()
+
+
 class WorkerChannelLost(RetryableError):
     """The worker's heartbeat channel (its multiprocessing manager process) is gone:
     the worker is rebuilding it, and Temporal retries the attempt. Not an endpoint
@@ -347,6 +412,8 @@ class StaccatoWorker:
             if shutdown_timeout_s is None
             else shutdown_timeout_s
         )
+        self._manager_silent_s = settings.current().worker_manager_silent_s
+        self._probe: _ManagerProbe | None = None
         self._task_queue = task_queue
         self._processes = processes
         config = settings.current()
@@ -378,6 +445,9 @@ class StaccatoWorker:
         self._manager = SyncManager(ctx=self._context)
         self._manager.start(start_manager_process)
         self.rate_board = self._manager.dict()
+        manager_process = getattr(self._manager, "_process", None)
+        if manager_process is not None:
+            self._probe = _ManagerProbe(self.rate_board, manager_process, self._manager_silent_s)
         flags = FlagEvents(self._context)
         self._executor = ThreadedProcessPool(
             self._processes,
@@ -439,12 +509,15 @@ class StaccatoWorker:
         """What broke this generation (a dead manager or pool process), or None."""
         manager_process = getattr(self._manager, "_process", None)
         if manager_process is not None and not manager_process.is_alive():
+            if self._probe is not None and self._probe.killed_because:
+                return self._probe.killed_because
             return (
                 f"the multiprocessing manager process {manager_process.pid} that carries "
                 f"heartbeats died (exit code {manager_process.exitcode})"
             )
         if self._channel_lost.is_set():
             return "the heartbeat channel to the multiprocessing manager process failed"
+
         # a broken pool tells its idle processes to exit (code 0): name the one that died
         dead = sorted(
             (p for p in self._pool_processes() if not p.is_alive()), key=lambda p: p.exitcode == 0
@@ -493,6 +566,8 @@ class StaccatoWorker:
         for process in self._pool_processes():
             if process.is_alive():
                 process.kill()
+        if self._probe is not None:
+            self._probe.stop()
         if isinstance(self._shared, _GuardedSharedState):
             self._shared.close()
         if not run_task.done() and self.worker is not None:
@@ -552,6 +627,9 @@ class StaccatoWorker:
             self._executor = None
         if isinstance(self._shared, _GuardedSharedState):
             self._shared.close()  # its event maker stops before the manager does
+        if self._probe is not None:
+            self._probe.stop()
+            self._probe = None
         if self._manager is not None:
             await asyncio.to_thread(self._manager.shutdown)
             self._manager = None
