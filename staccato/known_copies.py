@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from staccato import sync
 from staccato.endpoints import get_driver
 from staccato.errors import StaccatoError
-from staccato.links import FILE_ENDPOINT, endpoint_of
+from staccato.links import endpoint_of, local_origin
 from staccato.models import ObjectInfo, same_version
 from staccato.urls import parse_url
 
@@ -67,20 +67,15 @@ class Record:
     closed_at: float
 
 
-def local_origin(source: str) -> bool:
-    """Whether ``source`` is a local file, which no copy is cheaper to read than."""
-    return endpoint_of(source) == FILE_ENDPOINT
-
-
 def order(records: Iterable[Record], destination: str, source: str | None = None) -> list[Record]:
     """The candidates to try, cheapest first: one per copy URL (the newest record),
     never ``destination`` itself nor a copy on ``source``'s endpoint (the same
     bucket or server: no cheaper than the origin), none at all for a local file
     ``source``; files first, then copies of the destination's scheme, then the
     others; newest first within each group."""
-    origin = None if source is None else endpoint_of(source)
-    if origin == FILE_ENDPOINT:
+    if source is not None and local_origin(source):
         return []
+    origin = None if source is None else endpoint_of(source)
     newest: dict[str, Record] = {}
     for record in records:
         if record.url == destination or endpoint_of(record.url) == origin:

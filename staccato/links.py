@@ -106,6 +106,22 @@ def endpoint_of(url: EndpointURL | str) -> str:
     return f"{url.scheme}://{host}:{url.port or _DEFAULT_PORTS[url.scheme]}"
 
 
+#: why a local file source reads no known copy (the workflow and ``find_known_copy``)
+LOCAL_ORIGIN_REASON = (
+    "a local file source is read from disk: no known copy is cheaper than the origin"
+)
+
+
+def local_origin(source: str) -> bool:
+    """Whether ``source`` is a local file, which no copy is cheaper to read than
+    (:mod:`staccato.known_copies`; the workflow asks it too, so it lives here).
+
+    Raises:
+        InvalidURLError: ``source`` is not a valid URL or path.
+    """
+    return endpoint_of(source) == FILE_ENDPOINT
+
+
 def link_of(source: str, destination: str) -> str:
     """The link name ``SRC_ENDPOINT,DST_ENDPOINT`` of a transfer's URLs."""
     return f"{endpoint_of(source)},{endpoint_of(destination)}"

@@ -43,7 +43,7 @@ SLOW_TESTS: dict[str, float] = {
     "tests/test_fanout.py::test_a_paused_destination_shows_paused_in_the_group": 38,
     "tests/test_fanout.py::test_cancelling_the_group_cancels_every_destination": 36,
     "tests/test_pool_crash.py::test_crash_loop_stops_the_worker": 36,
-    "tests/test_pool_crash.py::test_manager_process_killed_mid_transfer": 34,
+    "tests/test_pool_crash.py::test_a_killed_or_hung_process_of_the_worker_mid_transfer[manager]": 34,
     "tests/test_dataset_crash.py::test_temporal_kill_mid_dataset_resends_nothing_published": 32,
     "tests/test_limits.py::test_worker_sigkill_holder_completes_and_releases": 31,
     "tests/s3/test_s3_dataset_zombie.py::test_frozen_batch_writes_nothing_after_losing_its_batch[s3-and-local]": 30,

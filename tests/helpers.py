@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -379,3 +380,15 @@ def replayer_of(*workflows: type) -> Replayer:
     return Replayer(
         workflows=list(workflows), data_converter=pydantic_data_converter, debug_mode=True
     )
+
+
+async def assert_link_learned_nothing(client: Any, status: Any, link: str, why: str) -> None:
+    """A tuned transfer's ``status`` (a ``TransferStatus``) shows that its link learned
+    nothing, saying ``why`` (in ``tuning.not_recorded``), and the link's memory in
+    Temporal (``client``: a ``StaccatoClient``) holds nothing for ``link``."""
+    from staccato.link_memory import read_link_memory
+
+    assert status.tuning is not None, status
+    assert status.tuning.learned_streams is None, status.tuning
+    assert why in (status.tuning.not_recorded or ""), status.tuning
+    assert await read_link_memory(client.temporal, link) is None

@@ -10,6 +10,8 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from staccato.client import StaccatoClient
 from staccato.models import TransferOptions, TransferState
 from tests.helpers import (
@@ -126,39 +128,26 @@ async def _kill_mid_transfer(
             os.kill(victim, signal.SIGKILL)
 
 
-async def test_pool_process_killed_mid_transfer(
+@pytest.mark.parametrize(
+    "which",
+    [
+        "pool",  # one activity process SIGKILLed
+        "manager",  # the heartbeat manager SIGKILLed
+        # the manager SIGSTOPped: alive, answering nothing, as a hung one: the worker
+        # takes it for hung after STACCATO_WORKER_MANAGER_SILENT_S, kills it and
+        # rebuilds, and the transfer completes without a SIGCONT (it waited for good)
+        "manager-stopped",
+    ],
+)
+async def test_a_killed_or_hung_process_of_the_worker_mid_transfer(
+    which: str,
     temporal_server: TemporalDevServer,
     slow_nginx: NginxServer,
     http_root: Path,
     data_dir: Path,
     tmp_path: Path,
 ) -> None:
-    await _kill_mid_transfer("pool", temporal_server, slow_nginx, http_root, data_dir, tmp_path)
-
-
-async def test_manager_process_killed_mid_transfer(
-    temporal_server: TemporalDevServer,
-    slow_nginx: NginxServer,
-    http_root: Path,
-    data_dir: Path,
-    tmp_path: Path,
-) -> None:
-    await _kill_mid_transfer("manager", temporal_server, slow_nginx, http_root, data_dir, tmp_path)
-
-
-async def test_manager_process_stopped_mid_transfer(
-    temporal_server: TemporalDevServer,
-    slow_nginx: NginxServer,
-    http_root: Path,
-    data_dir: Path,
-    tmp_path: Path,
-) -> None:
-    """SIGSTOP the manager (alive, answering nothing, as a hung one): the worker takes it
-    for hung after ``STACCATO_WORKER_MANAGER_SILENT_S``, kills it and rebuilds, and the
-    transfer completes without a SIGCONT (it waited for one for good before)."""
-    await _kill_mid_transfer(
-        "manager-stopped", temporal_server, slow_nginx, http_root, data_dir, tmp_path
-    )
+    await _kill_mid_transfer(which, temporal_server, slow_nginx, http_root, data_dir, tmp_path)
 
 
 def test_crash_loop_stops_the_worker(temporal_server: TemporalDevServer, tmp_path: Path) -> None:

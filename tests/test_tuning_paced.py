@@ -7,11 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from staccato.client import StaccatoClient
-from staccato.link_memory import forget_link_memory, read_link_memory
+from staccato.link_memory import forget_link_memory
 from staccato.links import link_of
 from staccato.models import GiB, TransferOptions, TransferState
 from staccato.tuning import MIN_TUNED_BYTES
-from tests.helpers import sha256_file, write_random
+from tests.helpers import assert_link_learned_nothing, sha256_file, write_random
 
 
 async def test_a_paced_tuned_transfer_teaches_its_link_nothing(
@@ -32,7 +32,4 @@ async def test_a_paced_tuned_transfer_teaches_its_link_nothing(
     status = await client.status(transfer)
     assert status.state == TransferState.completed, status
     assert sha256_file(destination) == digest
-    assert status.tuning is not None, status
-    assert status.tuning.learned_streams is None, status.tuning
-    assert "--max-rate" in (status.tuning.not_recorded or ""), status.tuning
-    assert await read_link_memory(client.temporal, link) is None
+    await assert_link_learned_nothing(client, status, link, "--max-rate")

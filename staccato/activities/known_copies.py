@@ -20,6 +20,7 @@ from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
 from staccato import known_copies, units
 from staccato.activities.transfer import check_file_roots
 from staccato.errors import StaccatoError
+from staccato.links import LOCAL_ORIGIN_REASON, local_origin
 from staccato.models import KnownCopy, KnownCopyInput, TransferResult
 from staccato.workflows import search_attributes as sa
 
@@ -63,11 +64,8 @@ class KnownCopyActivities:
         only a reason. Visibility errors (Temporal unreachable) raise and are retried
         by the workflow's policy, which reads the origin when they persist.
         """
-        if known_copies.local_origin(request.source):
-            return KnownCopy(
-                reason="a local file source is read from disk: no known copy is cheaper "
-                "than the origin"
-            )
+        if local_origin(request.source):
+            return KnownCopy(reason=LOCAL_ORIGIN_REASON)
         records = await self._records(request)
         if not records:
             return KnownCopy(reason="no verified copy of this source version is recorded")

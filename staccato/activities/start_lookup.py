@@ -26,6 +26,7 @@ from staccato.activities.known_copies import KnownCopyActivities
 from staccato.activities.limits import LimitActivities
 from staccato.activities.link_tuning import LinkTuningActivities
 from staccato.models import KnownCopy, StartLookup, StartLookupInput, TuningRecall
+from staccato.urls import parse_url
 
 #: seconds between the activity's heartbeats
 _HEARTBEAT_EVERY_S = 1.0
@@ -93,9 +94,5 @@ def connection_cap(urls: list[str]) -> int | None:
     """The most connections this worker opens at once to the host of any of ``urls``
     (SFTP: ``STACCATO_SFTP_MAX_CONNECTIONS`` per ``host:port``, across the worker's
     processes, :mod:`staccato.endpoints.sftp.slots`); None: no URL's scheme has a cap."""
-    caps = [
-        settings.current().sftp_max_connections
-        for url in urls
-        if url.split(":", 1)[0].lower() == "sftp"
-    ]
+    caps = [settings.current().sftp_max_connections for u in urls if parse_url(u).scheme == "sftp"]
     return min(caps) if caps else None

@@ -412,11 +412,11 @@ class StaccatoWorker:
             if shutdown_timeout_s is None
             else shutdown_timeout_s
         )
-        self._manager_silent_s = settings.current().worker_manager_silent_s
         self._probe: _ManagerProbe | None = None
         self._task_queue = task_queue
         self._processes = processes
         config = settings.current()
+        self._manager_silent_s = config.worker_manager_silent_s
         #: activities per process (streams are I/O-bound: threads, see threaded_pool)
         self.threads = config.worker_threads if threads is None else threads
         #: bytes of chunk buffers each process may hold (the worker's memory cap)

@@ -80,7 +80,12 @@ from temporalio.exceptions import (
 with workflow.unsafe.imports_passed_through():
     from staccato import checksums, tuning, units
     from staccato.ids import LOCK_ID_PREFIX, transfer_id
-    from staccato.links import FILE_ENDPOINT, endpoint_of, link_of, transfer_governors
+    from staccato.links import (
+        LOCAL_ORIGIN_REASON,
+        link_of,
+        local_origin,
+        transfer_governors,
+    )
     from staccato.models import (
         ConfirmSourceInput,
         KnownCopy,
@@ -714,10 +719,8 @@ class TransferWorkflow:
             return None, f"the entry its fan-out group {group.group_id} staged from the origin once"
         if options.from_origin:
             return None, "--from-origin: known copies are not looked up"
-        if endpoint_of(request.source) == FILE_ENDPOINT and workflow.patched(LOCAL_ORIGIN_PATCH):
-            return None, (
-                "a local file source is read from disk: no known copy is cheaper than the origin"
-            )
+        if local_origin(request.source) and workflow.patched(LOCAL_ORIGIN_PATCH):
+            return None, LOCAL_ORIGIN_REASON
         if info.size == 0:
             return None, "an empty source: nothing to read"
         if request.source_secret is not None:
@@ -880,10 +883,10 @@ class TransferWorkflow:
         if self._tuner is not None and self._tune_record is None:
             # what the link learned, stored while verify and publish run (and shown:
             # an ended transfer's status tells it, not the optimizer's next step)
-            elsewhere = self._read_elsewhere()
-            if elsewhere is not None and workflow.patched(TUNE_ORIGIN_ONLY_PATCH):
-                # the streams measured another link: the link learns nothing from it
-                self._tune_not_recorded = elsewhere
+            not_the_links = self._not_the_links_rate()
+            if not_the_links is not None and workflow.patched(TUNE_ORIGIN_ONLY_PATCH):
+                # the streams measured another link or a cap: the link learns nothing
+                self._tune_not_recorded = not_the_links
                 self._show_tuning()
             else:
                 self._tune_learned = tuning.remember(
@@ -1792,7 +1795,7 @@ class TransferWorkflow:
             self._lanes = decision.streams
         self._show_tuning()
 
-    def _read_elsewhere(self) -> str | None:
+    def _not_the_links_rate(self) -> str | None:
         """Why the streams' rates are not the tuned link's (they read a known copy or a
         staged entry, not the origin, or were paced by the transfer's ``--max-rate``),
         or None when they read the origin at the link's own speed. A paced transfer

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 
 from staccato.client import StaccatoClient
-from staccato.link_memory import forget_link_memory, read_link_memory
+from staccato.link_memory import forget_link_memory
 from staccato.links import link_of
 from staccato.models import TransferOptions, TransferState
 from staccato.tuning import MIN_TUNED_BYTES
-from tests.helpers import MiB, at_rest, sha256_file, write_random
+from tests.helpers import MiB, assert_link_learned_nothing, at_rest, sha256_file, write_random
 from tests.s3.conftest import MeteredSeaweedS3, settled
 from tests.servers.nginx import NginxServer
 from tests.servers.pacing_proxy import PacingProxy
@@ -158,10 +158,9 @@ async def test_a_tuned_transfer_that_read_a_copy_teaches_its_link_nothing(
     assert sha256_file(destination) == digest
     assert status.read_from == f"s3://{bucket}/{name}", status
     assert s3_server.request_count(bucket, "GET") > gets  # it did read the copy
-    assert status.tuning is not None, status
-    assert status.tuning.learned_streams is None, status.tuning
-    assert f"read the known copy s3://{bucket}/{name}" in (status.tuning.not_recorded or "")
-    assert await read_link_memory(s3_client.temporal, link) is None
+    await assert_link_learned_nothing(
+        s3_client, status, link, f"read the known copy s3://{bucket}/{name}"
+    )
 
 
 async def test_a_tuned_transfer_that_read_its_staged_entry_teaches_its_link_nothing(
@@ -184,7 +183,4 @@ async def test_a_tuned_transfer_that_read_its_staged_entry_teaches_its_link_noth
     status = await s3_client.status(staged)
     assert status.state == TransferState.completed, status
     assert sha256_file(destination) == digest
-    assert status.tuning is not None, status
-    assert status.tuning.learned_streams is None, status.tuning
-    assert "read the source's staged entry" in (status.tuning.not_recorded or ""), status.tuning
-    assert await read_link_memory(s3_client.temporal, link) is None
+    await assert_link_learned_nothing(s3_client, status, link, "read the source's staged entry")

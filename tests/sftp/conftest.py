@@ -104,6 +104,20 @@ def _started(server: SshdServer, main: SshdServer) -> SshdServer:
     return server
 
 
+@pytest.fixture
+def own_server(
+    sshd_server: SshdServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SshdServer]:
+    """An sshd of the test's own (it accepts the shared server's client key too), so
+    only the worker under test connects to it and the test may stop it; stopped at the
+    end."""
+    server = _started(SshdServer(tmp_path_factory.mktemp("sshd-own")), sshd_server)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 def _server_fixture(factory):
     @pytest.fixture(scope="session")
     def fixture(

@@ -26,7 +26,6 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -46,7 +45,6 @@ from tests.helpers import (
     write_random,
 )
 from tests.servers.sshd import SshdServer, connection_owners
-from tests.sftp.conftest import _started
 
 _OPEN = re.compile(r'open "(?P<path>[^"]+)" flags ')
 _CLOSE = re.compile(r'close "(?P<path>[^"]+)" bytes read (?P<read>\d+) written (?P<written>\d+)')
@@ -174,18 +172,6 @@ async def test_sshd_stopped_for_10_s(
     assert result.bytes == size
     assert sha256_file(destination) == digest
     assert leftovers(out) == []
-
-
-@pytest.fixture
-def own_server(
-    sshd_server: SshdServer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[SshdServer]:
-    """A server of its own, so only the worker under test connects to it."""
-    server = _started(SshdServer(tmp_path_factory.mktemp("sshd-capped")), sshd_server)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def test_connection_cap(

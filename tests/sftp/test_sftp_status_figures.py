@@ -6,16 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from staccato.client import StaccatoClient
 from staccato.models import TransferOptions, TransferState, TransferStatus
 from tests.helpers import MiB, WorkerProcess, write_random
 from tests.servers.sshd import SshdServer
-from tests.sftp.conftest import _started
 from tests.sftp.test_sftp_resilience import _client, _journal_lines, _trust, _wait_for_journal
 
 
@@ -28,18 +24,6 @@ async def _every_stream_retried(client: StaccatoClient, transfer: str) -> bool:
         if pending.activity_type.name == "copy_stream"
     ]
     return bool(attempts) and min(attempts) > 1
-
-
-@pytest.fixture
-def own_server(
-    sshd_server: SshdServer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[SshdServer]:
-    """A server of its own, stopped by the test."""
-    server = _started(SshdServer(tmp_path_factory.mktemp("sshd-figures")), sshd_server)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def test_sshd_gone_status_shows_no_rate_and_keeps_journalled_bytes(
