@@ -92,6 +92,7 @@ from staccato.models import (
     iso_utc,
 )
 from staccato.overlaps import overlap_busy, overlapping_writer
+from staccato.quantities import check_start_time
 from staccato.run_fields import DATASET_TYPE, TRANSFER_TYPE
 from staccato.starts import STARTED_BY, front_id, start_front, start_or_attach
 from staccato.submissions import Submission, destination_transfer_id, make_request
@@ -303,9 +304,14 @@ class StaccatoClient:
         ``<transfer id>-<8 hex>`` that waits, state ``queued``, and runs when the
         destination is free. ``not_before`` (a time, or a delay from now) starts a
         front run with Temporal's start delay: the destination is locked only from
-        then on, and ``if_busy`` applies at that time.
+        then on, and ``if_busy`` applies at that time. It is checked as ``submit
+        --not-before`` checks it (:func:`staccato.quantities.check_start_time`): a
+        time without tzinfo is local time; one in the past (a negative delay) or more
+        than 30 days ahead is refused.
 
         Raises:
+            ValueError: ``not_before`` in the past or more than 30 days ahead (the
+                message names it); TypeError: neither a datetime nor a timedelta.
             InvalidURLError: bad URLs.
             DestinationBusyError: busy and ``if_busy`` is ``fail``; or, whatever
                 ``if_busy``, a running dataset's root encloses the destination (a
@@ -313,10 +319,8 @@ class StaccatoClient:
         """
         request = self.make_request(source, destination, options)
         if not_before is not None:
-            delay = (
-                not_before if isinstance(not_before, timedelta) else not_before - datetime.now(UTC)
-            )
-            delay = max(delay, timedelta(0))
+            now = datetime.now(UTC)
+            delay = max(start_time(not_before, now) - now, timedelta(0))
             workflow_id = front_id(request)
             run_id = await start_front(
                 self.temporal,
@@ -326,7 +330,7 @@ class StaccatoClient:
                 start_delay=delay,
             )
             self._runs[workflow_id] = run_id
-            return Submission(workflow_id, run_id, starts_at=datetime.now(UTC) + delay)
+            return Submission(workflow_id, run_id, starts_at=now + delay)
         # a dataset whose root encloses the destination (client side: staccato.overlaps)
         nested = await overlapping_writer(
             self.temporal,
@@ -1167,6 +1171,27 @@ _CANCEL_CLEANUP_WAIT_S = 30.0
 def _cleanup_note(where: str | None) -> str:
     """``status``' note of a failed run still removing its partial data: where that is."""
     return f"{where or 'the partial data'} is still being removed (the run ends once that is done)"
+
+
+def start_time(not_before: datetime | timedelta, now: datetime) -> datetime:
+    """When a start given ``not_before`` (a time, or a delay from ``now``) is due, as an
+    aware UTC datetime, checked as ``submit --not-before`` is
+    (:func:`staccato.quantities.check_start_time`).
+
+    Raises:
+        ValueError: in the past (also a negative delay: before, it started at once)
+            or more than 30 days ahead; the message names ``not_before``.
+        TypeError: neither a datetime nor a timedelta.
+    """
+    if isinstance(not_before, timedelta):
+        shown = f"not_before (a delay of {not_before.total_seconds():g} s)"
+        return check_start_time(now + not_before, now, shown)
+    if isinstance(not_before, datetime):
+        return check_start_time(not_before, now, f"not_before {not_before.isoformat()}")
+    raise TypeError(
+        f"not_before: expected a datetime (without tzinfo: local time) or a timedelta "
+        f"(a delay from now), not {type(not_before).__name__} {not_before!r}"
+    )
 
 
 def final(status: TransferStatus) -> bool:

@@ -613,7 +613,7 @@ async def _start(client: StaccatoClient, request: DatasetRequest) -> DatasetStar
             return DatasetStart(workflow_id, True, tuple(ignored))
         if running.get("source") == request.source_root:
             # the same source and roots: say which options differ, requested vs running
-            differ = await _differences(client, workflow_id, request)
+            differ = await _differences(client, workflow_id, request, conflicts=True)
             if differ:
                 raise DestinationBusyError(
                     f"destination busy: dataset {workflow_id} from the same source to "
@@ -637,17 +637,18 @@ async def _start(client: StaccatoClient, request: DatasetRequest) -> DatasetStar
 
 
 async def _differences(
-    client: StaccatoClient, workflow_id: str, request: DatasetRequest
+    client: StaccatoClient, workflow_id: str, request: DatasetRequest, *, conflicts: bool = False
 ) -> list[str]:
     """What differs between ``request`` and the running dataset ``workflow_id``'s, as
     the command line names it (``--include ['*.txt'] requested, [] running``); [] when
-    its request cannot be read."""
+    its request cannot be read. ``conflicts``: only what makes it another request (a
+    refusal's list: see :func:`~staccato.starts.option_differences`)."""
     from staccato.starts import option_differences, running_input
 
     running = await running_input(client.temporal, workflow_id, None, DatasetRequest)
     if running is None:
         return []
-    found = option_differences(request.options, running.options)
+    found = option_differences(request.options, running.options, conflicts=conflicts)
     for field, name in (
         ("include", "--include"),
         ("exclude", "--exclude"),

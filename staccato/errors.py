@@ -170,10 +170,11 @@ class NotAFileError(PermanentError):
 _NAME_A_FILE = "; name the file to write, e.g. "
 
 
-def directory_target_message(target: str) -> str:
+def directory_target_message(target: str, name: str = "NAME") -> str:
     """The message of a :class:`NotAFileError` for a destination name that is a
-    directory: the fact, then how to name a file inside it (``TARGET/NAME``)."""
-    return f"destination {target} is a directory{_NAME_A_FILE}{target}/NAME"
+    directory: the fact, then how to name a file inside it (``TARGET/NAME``; ``name``:
+    the file name to suggest, e.g. the source's base name where it is known)."""
+    return f"destination {target} is a directory{_NAME_A_FILE}{target.rstrip('/')}/{name}"
 
 
 def file_in_the_way_message(directory: str, target: str, where: str = "") -> str:

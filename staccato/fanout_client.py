@@ -167,7 +167,7 @@ async def start_group(client: StaccatoClient, request: FanOutRequest) -> GroupSt
             # group's apply): named, as a single transfer's
             ignored = await _differences(client, workflow_id, request)
             return GroupStart(workflow_id, True, tuple(ignored))
-        differ = await _differences(client, workflow_id, request)
+        differ = await _differences(client, workflow_id, request, conflicts=True)
         raise DestinationBusyError(
             f"fan-out group {workflow_id} of the same source to the same destinations is "
             "running with other options"
@@ -178,19 +178,20 @@ async def start_group(client: StaccatoClient, request: FanOutRequest) -> GroupSt
 
 
 async def _differences(
-    client: StaccatoClient, workflow_id: str, request: FanOutRequest
+    client: StaccatoClient, workflow_id: str, request: FanOutRequest, *, conflicts: bool = False
 ) -> list[str]:
     """What differs between ``request`` and the running group ``workflow_id``'s, as the
     command line names it (``--verify size requested, checksum running``; the same
     words as a single transfer's and a dataset's, :func:`staccato.starts.option_differences`),
     or that its destinations were given in another order; [] when its request cannot
-    be read."""
+    be read. ``conflicts``: only what makes it another request (a refusal's list: see
+    :func:`~staccato.starts.option_differences`)."""
     from staccato.starts import option_differences, running_input
 
     running = await running_input(client.temporal, workflow_id, None, FanOutRequest)
     if running is None:
         return []
-    found = option_differences(request.options, running.options)
+    found = option_differences(request.options, running.options, conflicts=conflicts)
     if not found and running.destinations != request.destinations:
         found.append("the same destinations given in another order")
     return found

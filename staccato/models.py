@@ -18,11 +18,13 @@ from pydantic import (
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
+    ValidationInfo,
     field_validator,
     model_serializer,
     model_validator,
 )
 
+from staccato import quantities
 from staccato.errors import InvalidURLError
 from staccato.urls import parse_url, redact
 
@@ -72,9 +74,10 @@ DEFAULT_STREAMS = 4
 MAX_STREAMS = 64
 #: default ``--priority`` (1 = most urgent .. 5), as Temporal's task priority keys
 DEFAULT_PRIORITY = 3
-MAX_CHUNK_SIZE = 5 * GiB  # S3's largest part; larger buys nothing and costs memory
+#: S3's largest part; larger buys nothing and costs memory
+MAX_CHUNK_SIZE = quantities.MAX_SIZE
 DEFAULT_RETRY_FOR_S = 24 * 3600.0
-MAX_RETRY_FOR_S = 30 * 24 * 3600.0
+MAX_RETRY_FOR_S = quantities.MAX_DURATION_S
 
 
 class VerifyMode(StrEnum):
@@ -188,6 +191,37 @@ class TransferOptions(BaseModel):
     stage: bool = False
     tuning: bool = False
     from_origin: bool = False
+
+    @field_validator("chunk_size", "max_rate", "retry_for_s", mode="before")
+    @classmethod
+    def _from_text(cls, value: Any, info: ValidationInfo) -> Any:
+        """A size, rate or duration given as text, read as the command line reads it
+        and refused in its words, after the field's name (:mod:`staccato.quantities`):
+        ``chunk_size="8MiB"``, ``max_rate="40MB/s"``, ``retry_for_s="2h"``;
+        ``chunk_size="10Mb"``: "chunk_size: '10Mb': 'Mb' is ambiguous (bits or
+        bytes?) ..." (it was pydantic's "unable to parse string as an integer").
+        Numbers are pydantic's to check, as before; so is text in a workflow's own
+        input (a raw start), so that a history replays as it ran."""
+        if not isinstance(value, str) or _in_workflow():
+            return value
+        parse = {
+            "chunk_size": quantities.parse_size,
+            "max_rate": quantities.parse_rate,
+            "retry_for_s": quantities.parse_duration,
+        }[info.field_name or ""]
+        try:
+            return parse(value)
+        except ValueError as err:
+            raise ValueError(f"{info.field_name}: {err}") from None
+
+
+def _in_workflow() -> bool:
+    """Whether this runs in workflow code (validating a workflow's input); temporalio
+    is loaded only when it is loaded already (the command's light client has no SDK)."""
+    import sys
+
+    workflow = sys.modules.get("temporalio.workflow")
+    return workflow is not None and workflow.in_workflow()
 
 
 def _not_canonical_because(value: str, canonical: str) -> str:

@@ -30,7 +30,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from staccato import run_fields, units
 from staccato.errors import DestinationBusyError
 from staccato.ids import transfer_id
-from staccato.models import TransferOptions, TransferRequest, TransferState
+from staccato.models import RUN_ONLY_OPTIONS, TransferOptions, TransferRequest, TransferState
 from staccato.run_fields import TRANSFER_TYPE, summary
 from staccato.workflows import search_attributes as sa
 
@@ -124,9 +124,12 @@ async def start_or_attach(
         running = None
         if holder.get("source") == request.source:
             running = await running_request(client, workflow_id, run_id)
-        differ = option_differences(request.options, running.options) if running else []
         if holder.get("request_hash") == request_hash:
-            return Started(workflow_id, run_id, attached=True, ignored=tuple(differ))
+            ignored = option_differences(request.options, running.options) if running else []
+            return Started(workflow_id, run_id, attached=True, ignored=tuple(ignored))
+        differ = (
+            option_differences(request.options, running.options, conflicts=True) if running else []
+        )
         held = (
             f"destination busy: {request.destination} is being written by transfer "
             f"{workflow_id} (from {holder.get('source', '?')})"
@@ -285,12 +288,23 @@ _OPTION_NAMES = {
 }
 
 
-def option_differences(requested: TransferOptions, running: TransferOptions) -> list[str]:
+def option_differences(
+    requested: TransferOptions, running: TransferOptions, *, conflicts: bool = False
+) -> list[str]:
     """The options of ``requested`` that differ from ``running``'s, one text each:
     ``--chunk-size 1.0 MiB requested, 16.0 MiB running``. Streams and chunk size of a
     tuned transfer are chosen per link (their values are only its fallback): a tuned
     and a fixed one differ in ``--streams/--chunk-size``. ``if_busy`` (how this start
-    meets a busy destination) is never a difference."""
+    meets a busy destination) is never a difference.
+
+    Args:
+        conflicts: only the differences that make another request (what a refusal,
+            "destination busy", names): those in
+            :data:`~staccato.models.RUN_ONLY_OPTIONS` (``--max-rate``, ``--priority``,
+            ``--owner``, ``--from-origin``) say how to run, not what to write; alone
+            they attach (named then as not applied), so beside a real conflict they
+            are no reason for the refusal and are left out.
+    """
     found: list[str] = []
     fixed = ("chunk_size", "streams")
     if requested.tuning != running.tuning:
@@ -305,6 +319,8 @@ def option_differences(requested: TransferOptions, running: TransferOptions) -> 
         )
     for field, name in _OPTION_NAMES.items():
         if field in fixed and (requested.tuning or running.tuning):
+            continue
+        if conflicts and field in RUN_ONLY_OPTIONS:
             continue
         mine, theirs = getattr(requested, field), getattr(running, field)
         if mine != theirs:

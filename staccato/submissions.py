@@ -8,12 +8,13 @@ start did (:class:`Submission`) and a completed transfer's status from its resul
 
 from __future__ import annotations
 
+import os
 import posixpath
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import unquote
 
-from staccato.errors import InvalidURLError
+from staccato.errors import InvalidURLError, directory_target_message
 from staccato.ids import transfer_id
 from staccato.models import (
     TransferOptions,
@@ -69,8 +70,15 @@ def _directory_destination(src: EndpointURL, text: str, dst: EndpointURL) -> str
     object. A destination ending in ``/`` (a local path, ``file://``, ``sftp://``, an
     S3 key; a bare ``s3://BUCKET``) is refused alike for every kind: a transfer writes
     the object it is given the name of, never a name it picks inside a directory
-    (``cp -r`` copies into a directory). The message suggests the full name with the
-    source's base name."""
+    (``cp -r`` copies into a directory). So is a local destination that is a directory
+    here, with or without the ``/`` (one message, the worker's words:
+    :func:`~staccato.errors.directory_target_message`; the transfer would fail on it
+    at its first step); an SFTP directory only a worker can see. The message suggests
+    the full name with the source's base name."""
+    base = posixpath.basename(unquote(src.path) if src.scheme in ("http", "https") else src.path)
+    if dst.scheme == "file" and os.path.isdir(dst.path):
+        shown = text.split("?", 1)[0].rstrip("/") or "/"
+        return directory_target_message(shown, base or "NAME") + " (cp -r copies into a directory)"
     if dst.scheme == "s3":
         if dst.key and not dst.key.endswith("/"):
             return None
@@ -86,7 +94,6 @@ def _directory_destination(src: EndpointURL, text: str, dst: EndpointURL) -> str
         what = "ends in '/': it names a directory"
     else:
         return None
-    base = posixpath.basename(unquote(src.path) if src.scheme in ("http", "https") else src.path)
     full = text if text.endswith("/") else text + "/"
     example = f"{full}{base}" if base else f"{full}NAME"
     return (

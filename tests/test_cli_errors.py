@@ -284,28 +284,43 @@ def test_long_but_valid_destination_name(cli, source: Path, data_dir: Path) -> N
     assert destination.read_bytes() == source.read_bytes()
 
 
-@pytest.mark.parametrize("exists", [True, False])
 @pytest.mark.parametrize("form", ["path", "file-url"])
 def test_a_destination_ending_in_slash_is_a_usage_error(
-    cli, source: Path, data_dir: Path, exists: bool, form: str
+    cli, source: Path, data_dir: Path, form: str
 ) -> None:
     """``cp SRC DIR/`` names a directory, not the file to write: refused before anything
     starts, exit 2, as an S3 key or an SFTP path ending in '/' is, naming the full
-    name to give; nothing is written in or as the directory."""
+    name to give; nothing is written in or as the directory (one that exists: the
+    next test)."""
     directory = data_dir / "into"
-    if exists:
-        directory.mkdir()
     text = f"{directory}/" if form == "path" else f"file://{directory}/"
     result = cli("cp", str(source), text)
     assert result.returncode == 2, result
     assert f"destination {text!r} ends in '/'" in result.stderr, result.stderr
     assert f"e.g. {text}src.bin" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
-    assert sorted(p.name for p in data_dir.iterdir()) == sorted(
-        ["src.bin", *(["into"] if exists else [])]
-    )
-    if exists:
-        assert list(directory.iterdir()) == []
+    assert sorted(p.name for p in data_dir.iterdir()) == ["src.bin"]
+
+
+@pytest.mark.parametrize("slash", ["", "/"])
+@pytest.mark.parametrize("form", ["path", "file-url"])
+def test_an_existing_directory_as_destination_is_a_usage_error(
+    cli, source: Path, data_dir: Path, form: str, slash: str
+) -> None:
+    """``cp SRC EXISTING_DIR`` (with or without a trailing '/') is refused before
+    anything starts, exit 2, with one message naming the directory and the file name
+    to give inside it (without the '/' the transfer started and failed, exit 1; with
+    it the message was that of a '/', "ends in '/'")."""
+    directory = data_dir / "into"
+    directory.mkdir()
+    named = str(directory) if form == "path" else f"file://{directory}"
+    result = cli("cp", str(source), named + slash)
+    assert result.returncode == 2, result
+    assert result.stderr == (
+        f"staccato: error: destination {named} is a directory; name the file to write, "
+        f"e.g. {named}/src.bin (cp -r copies into a directory)\n"
+    ), result.stderr
+    assert list(directory.iterdir()) == []
 
 
 def test_temporal_timeout_is_one_line_naming_the_address(temporal_server, worker) -> None:

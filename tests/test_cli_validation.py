@@ -279,3 +279,23 @@ def test_an_unknown_option_suggests_what_was_meant(
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert suggested in done.stderr, done.stderr
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (
+            ["cp", "--not-before", "10m"],
+            "--not-before is an option of `staccato submit`, not of `staccato cp`: "
+            "`staccato submit --not-before ... SOURCE DESTINATION` starts the transfer",
+        ),
+        (["cp", "--json"], "--json is an option of `staccato submit`, `staccato status`"),
+    ],
+)
+def test_an_option_of_another_command_names_it(args: list[str], said: str, tmp_path) -> None:
+    """``cp --not-before`` (an option of ``submit``) says whose option it is and how to
+    use it, exit 2, nothing started (it said only "No such option: --not-before")."""
+    done = run_cli(*args, "/etc/hostname", str(tmp_path / "x"), address="127.0.0.1:1")
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert said in " ".join(done.stderr.split()), done.stderr
+    assert not (tmp_path / "x").exists()

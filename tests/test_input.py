@@ -67,6 +67,18 @@ async def _failure(handle: Any) -> str:
             ),
             "options.chunk_size",
         ),
+        (
+            # a size as text, which the Python API reads (TransferOptions), is refused
+            # in a workflow's input as it always was: a history replays as it ran
+            _json(
+                {
+                    "source": "file:///tmp/a",
+                    "destination": "file:///tmp/b",
+                    "options": {"chunk_size": "8MiB"},
+                }
+            ),
+            "unable to parse string as an integer",
+        ),
         (_json({"source": "file:///tmp/a"}), "destination: Field required"),
         (_json({"source": "../../etc/shadow", "destination": "file:///tmp/b"}), "../../etc/shadow"),
         (_json({"source": "file:///tmp/x/../../etc/shadow", "destination": "file:///tmp/b"}), ".."),
@@ -75,6 +87,7 @@ async def _failure(handle: Any) -> str:
         "bad-json",
         "not-json",
         "negative-chunk-size",
+        "text-chunk-size",
         "missing-destination",
         "relative",
         "dotdot",

@@ -19,8 +19,8 @@ import pytest
 from temporalio.client import WorkflowFailureError
 
 from staccato.client import StaccatoClient
-from staccato.errors import TransferFailedError
-from staccato.models import SyncLevel, TransferOptions
+from staccato.errors import InvalidURLError
+from staccato.models import SyncLevel, TransferOptions, TransferRequest
 from staccato.sync import mtime_not_older
 from tests.helpers import MiB, leftovers, run_cli, sha256_file, write_random
 from tests.servers.nginx import NginxServer
@@ -228,9 +228,21 @@ async def test_a_directory_at_the_destination_fails_naming_it(
     write_random(source, 10)
     destination = data_dir / "dir"
     destination.mkdir()
-    with pytest.raises(TransferFailedError) as failure:
+    # the client refuses it before starting (exit 2 in the CLI)
+    with pytest.raises(InvalidURLError, match=f"destination {destination} is a directory"):
         await run(client, str(source), str(destination), _options(SyncLevel.size))
-    assert f"destination {destination} is a directory" in str(failure.value)
+    # and the worker, for any other Temporal client (a sync level compares it first)
+    request = TransferRequest(
+        source=f"file://{source}",
+        destination=f"file://{destination}",
+        options=_options(SyncLevel.size),
+    )
+    handle = await client.temporal.start_workflow(
+        "TransferWorkflow", request, id=f"raw-{uuid.uuid4().hex[:12]}", task_queue=client.task_queue
+    )
+    with pytest.raises(WorkflowFailureError) as failure:
+        await handle.result()
+    assert f"destination {destination} is a directory" in str(failure.value.cause)
 
 
 @pytest.mark.parametrize("level", ["exists", "size", "mtime", "checksum"])

@@ -130,3 +130,47 @@ def test_status_of_a_tuned_transfer_not_begun_says_the_tuner_chooses(
     for destination in ("tuned.bin", "given.bin"):
         cancelled = run_cli("cancel", str(data_dir / destination), **args)
         assert cancelled.returncode == 0, cancelled.stderr
+
+
+async def test_limit_list_shows_a_link_with_limits_and_memory_once(
+    temporal_server: Any, worker: WorkerProcess, client: Any
+) -> None:
+    """A link with a limit (``limit set``) and what tuning learned of it is one row of
+    ``limit list`` carrying both, in the table and in ``--json`` (the table showed it
+    twice: a ``learned`` line and a limits line)."""
+    import uuid
+
+    from staccato.tuning import LinkMemory
+    from staccato.workflows.governor import GOVERNOR_QUEUE
+    from staccato.workflows.link_tuning import RECORD_SIGNAL, link_tuning_id
+
+    args = {"address": temporal_server.address, "task_queue": worker.task_queue}
+    link = f"http://127.0.0.1:{20000 + uuid.uuid4().int % 20000},file://"
+    memory = LinkMemory(link=link, streams=6, chunk_size=16 * MiB, transfers=2)
+    # what a tuned transfer's end records (the worker's record_link_tuning activity)
+    await client.temporal.start_workflow(
+        "LinkTuningWorkflow",
+        None,
+        id=link_tuning_id(link),
+        task_queue=GOVERNOR_QUEUE,
+        start_signal=RECORD_SIGNAL,
+        start_signal_args=[memory],
+    )
+    try:
+        done = run_cli("limit", "set", link, "--max-active", "3", **args)
+        assert done.returncode == 0, done.stderr
+        for extra in ((), (link,)):
+            shown = run_cli("limit", "list", *extra, **args)
+            assert shown.returncode == 0, shown.stderr
+            rows = [r for r in shown.stdout.splitlines() if r.startswith(link)]
+            assert len(rows) == 1, shown.stdout
+            assert rows[0].startswith(f"{link}  max-active 3  active 0"), rows
+            assert "learned 6 streams x 16.0 MiB (2 transfers)" in rows[0], rows
+            as_json = run_cli("limit", "list", "--json", *extra, **args)
+            assert as_json.returncode == 0, as_json.stderr
+            (row,) = [r for r in json.loads(as_json.stdout) if r["target"] == link]
+            assert row["limits"]["max_active"] == 3, row
+            assert row["learned"]["streams"] == 6, row
+    finally:
+        run_cli("limit", "unset", link, **args)
+        run_cli("limit", "learned", link, "--forget", **args)

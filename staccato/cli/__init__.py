@@ -102,9 +102,46 @@ def option_suggestions(typed: str, options: dict[str, tuple[str, ...]]) -> list[
     return sorted(set(found))
 
 
+def commands_with_option(option: str, *, but: str) -> list[str]:
+    """The transfer commands (:data:`TRANSFER_COMMANDS`) other than ``but`` that take
+    the long ``option`` (``--not-before``: ``submit``), read from their signatures;
+    [] when ``but`` is no transfer command or none does."""
+    import typing
+
+    from typer.models import OptionInfo
+
+    if but not in TRANSFER_COMMANDS or not option.startswith("--"):
+        return []
+    found = []
+    for name, command in TRANSFER_COMMANDS.items():
+        if name == but:
+            continue
+        for hint in typing.get_type_hints(command, include_extras=True).values():
+            infos = [m for m in getattr(hint, "__metadata__", ()) if isinstance(m, OptionInfo)]
+            if any(option in (info.default, *(info.param_decls or ())) for info in infos):
+                found.append(name)
+                break
+    return found
+
+
+def elsewhere_message(option: str, command: str, others: list[str]) -> str:
+    """The usage error of ``staccato COMMAND OPTION`` when ``OPTION`` belongs to the
+    transfer commands ``others`` instead (:func:`commands_with_option`)."""
+    named = ", ".join(f"`staccato {o}`" for o in others)
+    advice = f"use `staccato {others[0]} {option} ...`"
+    if command == "cp" and others[0] == "submit":
+        advice = (
+            f"`staccato submit {option} ... SOURCE DESTINATION` starts the transfer and "
+            "prints its id (cp starts at once and follows it); `staccato watch ID` then "
+            "follows it as cp does"
+        )
+    return f"{option} is an option of {named}, not of `staccato {command}`: {advice}"
+
+
 def _suggest_options_by_name() -> None:
     """An unknown long option suggests by :func:`option_suggestions` (click's own
-    suggestions read oddly: ``--wait`` -> ``--quiet``)."""
+    suggestions read oddly: ``--wait`` -> ``--quiet``); one of another transfer command
+    (``cp --not-before``) names that command instead (:func:`elsewhere_message`)."""
     from typer.core import TyperCommand
 
     from staccato.cli.options import CHOICES
@@ -124,6 +161,12 @@ def _suggest_options_by_name() -> None:
                 for name in (*param.opts, *param.secondary_opts)
             }
             err.possibilities = option_suggestions(err.option_name, options)
+            command = ctx.info_name or ""
+            elsewhere = commands_with_option(err.option_name, but=command)
+            if elsewhere:
+                # `cp --not-before`: an option of `submit`; what is close here misleads
+                err.possibilities = []
+                err.message = elsewhere_message(err.option_name, command, elsewhere)
             raise
 
     TyperCommand.parse_args = suggesting_parse_args  # type: ignore[method-assign,assignment]

@@ -252,18 +252,34 @@ def list_(
         # (what tuning learned, listed below, is no limit: said so, not contradicted)
         follows = " (what tuning learned of links follows)" if memories else ""
         typer.echo((f"{parsed.name}: no limits set" if parsed else "no limits set") + follows)
-    for memory in memories:  # what per-link tuning learned (`limit learned`)
-        typer.echo(f"{memory.link}  learned {learned_text(memory)}")
-    for v in views:
-        share = (
-            f", {units.rate(v.rate_per_stream)} per stream"
-            if v.rate_per_stream is not None and v.streams
-            else ""
-        )
-        typer.echo(
-            f"{v.target}  {_limits_text(v.limits)}  active {v.active} "
-            f"({units.counted(v.streams, 'stream')}{share}), queued {v.queued}"
-        )
+    for target, view, memory in _rows(views, memories):
+        parts = [target]
+        if view is not None:
+            share = (
+                f", {units.rate(view.rate_per_stream)} per stream"
+                if view.rate_per_stream is not None and view.streams
+                else ""
+            )
+            parts += [
+                _limits_text(view.limits),
+                f"active {view.active} ({units.counted(view.streams, 'stream')}{share}), "
+                f"queued {view.queued}",
+            ]
+        if memory is not None:  # what per-link tuning learned (`limit learned`)
+            parts.append(f"learned {learned_text(memory)}")
+        typer.echo("  ".join(parts))
+
+
+def _rows(
+    views: list[governors.LimitView], memories: list[LinkMemory]
+) -> list[tuple[str, governors.LimitView | None, LinkMemory | None]]:
+    """One row per endpoint or link, sorted by name, for the table and ``--json``
+    alike: its limits and load (None: it has none, nothing held nor waited for) and
+    what tuning learned of it (None: nothing; a link only). A link with both is one
+    row (it was two in the table: a ``learned`` line and a limits line)."""
+    by_target = {v.target: v for v in views}
+    learned = {m.link: m for m in memories}
+    return [(t, by_target.get(t), learned.get(t)) for t in sorted({*by_target, *learned})]
 
 
 def _json_rows(
@@ -276,13 +292,11 @@ def _json_rows(
     nothing active or queued), as the table lists it."""
     from staccato.governors import LimitView
 
-    learned = {m.link: m.model_dump(mode="json") for m in memories}
-    rows: list[dict[str, object]] = [
-        {**v.model_dump(mode="json"), "learned": learned.pop(v.target, None)} for v in views
-    ]
-    for link, memory in learned.items():
-        alone = LimitView(target=link, limits=Limits(), active=0, streams=0, queued=0)
-        rows.append({**alone.model_dump(mode="json"), "learned": memory})
+    rows: list[dict[str, object]] = []
+    for target, view, memory in _rows(views, memories):
+        shown = view or LimitView(target=target, limits=Limits(), active=0, streams=0, queued=0)
+        learned = None if memory is None else memory.model_dump(mode="json")
+        rows.append({**shown.model_dump(mode="json"), "learned": learned})
     return rows
 
 

@@ -12,8 +12,8 @@ from enum import StrEnum
 from typing import Annotated, Any, TypeVar
 
 import typer
-from pydantic import ByteSize, TypeAdapter, ValidationError
 
+from staccato import quantities
 from staccato.errors import SettingsError
 from staccato.models import (
     DEFAULT_CHUNK_SIZE,
@@ -21,7 +21,6 @@ from staccato.models import (
     DEFAULT_RETRY_FOR_S,
     DEFAULT_STREAMS,
     MAX_CHUNK_SIZE,
-    MAX_RETRY_FOR_S,
     MAX_STREAMS,
     ChecksumAlgorithm,
     IfBusy,
@@ -30,41 +29,25 @@ from staccato.models import (
     VerifyMode,
 )
 
-_SIZE = TypeAdapter(ByteSize)
-_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+T = TypeVar("T")
 
 
 def byte_count(text: str, expected: str, shown: str | None = None, per: str = "") -> int:
-    """``text`` as a number of bytes: plain bytes or a unit (``8MiB``, ``64M``, ``1GB``;
-    a bare ``k``/``m``/``g``/``t`` means the binary unit), via pydantic's ``ByteSize``.
-    A unit ending in a lowercase ``b`` (``Mb``, ``kib``) is refused, one rule for
-    every size and rate option: ``Mb`` is megabits on data sheets, pydantic would read
-    it as megabytes. ``per``: the suffix the advice adds to a unit (``/s`` for a rate).
+    """:func:`staccato.quantities.byte_count` as a usage error.
 
     Raises:
-        typer.BadParameter: not a byte count, or an ambiguous unit; the message names
-            ``shown`` (default ``text``: what the user typed) and ``expected``.
+        typer.BadParameter: not a byte count, or an ambiguous unit (``Mb``).
     """
-    unit = re.search(r"(?ai)[kmgtpe]i?b$", text.strip())
-    if unit is not None and unit.group(0)[-1] == "b":
-        prefix = unit.group(0)[0].upper()
-        as_bytes = prefix + ("iB" if "i" in unit.group(0).lower() else "B")
-        bits = f" or {prefix}bit{per} for bits" if per else " (a size is in bytes)"
-        raise typer.BadParameter(
-            f"{shown or text!r}: {unit.group(0)!r} is ambiguous (bits or bytes?): write "
-            f"{as_bytes}{per} for bytes{bits}"
-        )
-    cleaned = re.sub(r"(?i)^([\d.]+)\s*([kmgt])$", lambda m: f"{m.group(1)}{m.group(2)}iB", text)
-    if re.fullmatch(r"\d*\.\d*", cleaned.strip()):
-        # ByteSize would cut `1.5` to 1 byte: a fraction of a byte is no byte count
-        raise typer.BadParameter(
-            f"{shown or text!r} is not {expected} (a fraction of a byte: use whole bytes, "
-            "or a unit for a fraction, e.g. 1.5MiB)"
-        )
+    return _usage(quantities.byte_count, text, expected, shown, per)
+
+
+def _usage(parse: Callable[..., T], *args: Any) -> T:
+    """``parse(*args)`` (a :mod:`staccato.quantities` reader), its ``ValueError`` a
+    usage error with the same words (click puts the option's name before them)."""
     try:
-        return int(_SIZE.validate_python(cleaned))
-    except ValidationError:
-        raise typer.BadParameter(f"{shown or text!r} is not {expected}") from None
+        return parse(*args)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
 
 
 def parse_size(text: str | int) -> int:
@@ -80,12 +63,7 @@ def parse_size(text: str | int) -> int:
         typer.BadParameter: not a size, an ambiguous unit (``Mb``), or below 1 byte /
             above 5 GiB.
     """
-    value = byte_count(str(text).strip(), "a size; use bytes or a unit, e.g. 8MiB, 64M, 1GiB")
-    if not 1 <= value <= MAX_CHUNK_SIZE:
-        raise typer.BadParameter(
-            f"{text!r}: expected a size from 1 byte to 5GiB (bytes or a unit, e.g. 8MiB)"
-        )
-    return value
+    return _usage(quantities.parse_size, text)
 
 
 def parse_small_file_max(text: str | int) -> int:
@@ -134,21 +112,13 @@ def port_option(name: str, help: str) -> typer.models.OptionInfo:
 
 
 def parse_duration(text: str | float) -> float:
-    """Parse a duration in seconds: ``90`` or ``90s``, ``30m``, ``24h``, ``2d``, ``1.5h``.
+    """Parse a duration in seconds: ``90`` or ``90s``, ``30m``, ``24h``, ``2d``, ``1.5h``
+    (:func:`staccato.quantities.parse_duration`).
 
     Raises:
         typer.BadParameter: not a duration, or outside 1 s .. 30 days.
     """
-    cleaned = str(text).strip().lower()
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhd]?)", cleaned)
-    if not match:
-        raise typer.BadParameter(
-            f"{text!r} is not a duration; use a number and a unit: 90s, 30m, 24h, 2d"
-        )
-    seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2) or "s"]
-    if not 1 <= seconds <= MAX_RETRY_FOR_S:
-        raise typer.BadParameter(f"{text!r}: the duration must be between 1s and 30d")
-    return seconds
+    return _usage(quantities.parse_duration, text)
 
 
 def parse_not_before(text: str) -> datetime:
@@ -170,12 +140,8 @@ def parse_not_before(text: str) -> datetime:
             f"{text!r} is neither a delay (90s, 10m, 2h, 1d) nor an ISO 8601 time "
             "(2026-12-01T18:00:00Z)"
         ) from None
-    at = (at if at.tzinfo else at.astimezone()).astimezone(UTC)
-    if at < now - timedelta(seconds=1):
-        raise typer.BadParameter(f"{text!r} is in the past (now: {now:%Y-%m-%dT%H:%M:%SZ})")
-    if at - now > timedelta(seconds=MAX_RETRY_FOR_S):
-        raise typer.BadParameter(f"{text!r} is more than 30 days ahead")
-    return at
+    # the one rule of a start time, the Python API's too
+    return _usage(quantities.check_start_time, at, now, repr(text))
 
 
 E = TypeVar("E", bound=StrEnum)
@@ -439,30 +405,17 @@ OwnerOption = Annotated[
 
 
 #: the highest rate accepted, bytes per second (1 PiB/s: far above any link)
-MAX_RATE = 1 << 50
-_RATE_EXPECTED = (
-    "a rate: expected bytes per second, a number and a unit with /s or no suffix, "
-    "such as 40MB/s, 1GiB/s or 500k"
-)
+MAX_RATE = quantities.MAX_RATE
 
 
 def parse_rate(text: str) -> int:
     """A rate in bytes per second: ``40MB/s``, ``1GiB/s``, ``500k`` (= KiB/s); the only
-    suffix understood is ``/s`` (``40MB/h`` is refused, not read as 40MB/s).
+    suffix understood is ``/s`` (:func:`staccato.quantities.parse_rate`).
 
     Raises:
         typer.BadParameter: not a rate, below 1 byte/s or above 1 PiB/s.
     """
-    match = re.fullmatch(r"(?ai)\s*(\d+(?:\.\d+)?\s*[a-z]*)\s*(?:/s)?\s*", str(text))
-    if not match:
-        raise typer.BadParameter(f"{str(text)!r} is not {_RATE_EXPECTED}")
-    # "Mb/s" is megabits on every link's data sheet: refused by byte_count
-    value = byte_count(match.group(1), _RATE_EXPECTED, shown=str(text), per="/s")
-    if value < 1:
-        raise typer.BadParameter(f"{text!r}: the rate must be at least 1 byte/s")
-    if value > MAX_RATE:
-        raise typer.BadParameter(f"{text!r}: the rate must be at most 1PiB/s")
-    return value
+    return _usage(quantities.parse_rate, text)
 
 
 MaxRateOption = Annotated[
