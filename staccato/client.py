@@ -565,6 +565,11 @@ class StaccatoClient:
         streams = progress.streams if progress else int(memo.get("streams", 0))
         bytes_total = progress.bytes_total if progress else None
         bytes_done = progress.bytes_committed if progress else 0
+        if progress is None and status == WorkflowExecutionStatus.RUNNING:
+            # no worker answered (e.g. after a worker's crash): the size and the
+            # committed segments' bytes the run keeps in its memo (patch progress-memo)
+            bytes_total = _memo_int(memo, "bytes_total")
+            bytes_done = _memo_int(memo, "bytes_committed") or 0
         if progress is None and status != WorkflowExecutionStatus.RUNNING:
             # a failed or cancelled run wrote its counts into its memo as it ended
             # (runs of release 0.8 and earlier did not: 0 and unknown then)
@@ -1269,6 +1274,12 @@ def _moving(pending: Any, now: datetime) -> bool:
     if options is not None and options.HasField("heartbeat_timeout"):
         current = options.heartbeat_timeout.ToTimedelta() or current
     return now - beat <= current
+
+
+def _memo_int(memo: dict[str, Any], key: str) -> int | None:
+    """An integer a run wrote into its memo; None: absent or not an integer."""
+    value = memo.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _query_wait_s() -> float:
