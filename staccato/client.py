@@ -93,7 +93,7 @@ from staccato.models import (
 )
 from staccato.overlaps import overlap_busy, overlapping_writer
 from staccato.run_fields import DATASET_TYPE, TRANSFER_TYPE
-from staccato.starts import STARTED_BY, front_id, start_front, start_or_attach
+from staccato.starts import STARTED_BY, front_id, queue_front, start_front, start_or_attach
 from staccato.submissions import Submission, destination_transfer_id, make_request
 from staccato.submissions import completed_status as _completed_status
 from staccato.urls import parse_url, resolve_local_directory
@@ -341,12 +341,16 @@ class StaccatoClient:
         except DestinationBusyError:
             if request.options.if_busy != IfBusy.wait:
                 raise
-            workflow_id = front_id(request)
-            run_id = await start_front(
-                self.temporal, request, task_queue=self.task_queue, workflow_id=workflow_id
+            # an identical request queued already is joined (staccato.starts.queue_front)
+            queued = await queue_front(self.temporal, request, task_queue=self.task_queue)
+            self._runs[queued.workflow_id] = queued.run_id
+            return Submission(
+                queued.workflow_id,
+                queued.run_id,
+                attached=queued.attached,
+                queued=True,
+                ignored=queued.ignored,
             )
-            self._runs[workflow_id] = run_id
-            return Submission(workflow_id, run_id, queued=True)
         self._runs[started.workflow_id] = started.run_id
         return Submission(
             started.workflow_id,
