@@ -200,6 +200,19 @@ class FileDriver(Driver):
         """See :meth:`Driver.check_target` and the module's :func:`check_target`."""
         check_target(url.path)
 
+    def check_directory_name(self, url: EndpointURL) -> None:
+        """See :meth:`Driver.check_directory_name`: the words of :func:`check_parent`.
+        One realpath per directory within a
+        :func:`staccato.endpoints.base.directory_memo` block."""
+        parent = os.path.normpath(os.path.dirname(url.path) or "/")
+        if not os.path.isdir(parent):
+            return  # made by the copy (make_parents checks the one above)
+        real = remembered(("file-realpath", parent), lambda: os.path.realpath(parent))
+        if real != parent:
+            raise PermanentError(
+                linked_directory_message(url.path, os.path.join(real, os.path.basename(url.path)))
+            )
+
     def check_destination_root(self, root: EndpointURL) -> None:
         """The nearest existing directory at or above the destination directory
         ``root`` is a directory: no file stands where the root or a directory above
