@@ -94,7 +94,7 @@ from staccato.models import (
 from staccato.overlaps import overlap_busy, overlapping_writer
 from staccato.quantities import check_start_time
 from staccato.run_fields import DATASET_TYPE, TRANSFER_TYPE
-from staccato.starts import STARTED_BY, front_id, start_front, start_or_attach
+from staccato.starts import STARTED_BY, front_id, queue_front, start_front, start_or_attach
 from staccato.submissions import Submission, destination_transfer_id, make_request
 from staccato.submissions import completed_status as _completed_status
 from staccato.urls import parse_url, resolve_local_directory
@@ -345,12 +345,16 @@ class StaccatoClient:
         except DestinationBusyError:
             if request.options.if_busy != IfBusy.wait:
                 raise
-            workflow_id = front_id(request)
-            run_id = await start_front(
-                self.temporal, request, task_queue=self.task_queue, workflow_id=workflow_id
+            # an identical request queued already is joined (staccato.starts.queue_front)
+            queued = await queue_front(self.temporal, request, task_queue=self.task_queue)
+            self._runs[queued.workflow_id] = queued.run_id
+            return Submission(
+                queued.workflow_id,
+                queued.run_id,
+                attached=queued.attached,
+                queued=True,
+                ignored=queued.ignored,
             )
-            self._runs[workflow_id] = run_id
-            return Submission(workflow_id, run_id, queued=True)
         self._runs[started.workflow_id] = started.run_id
         return Submission(
             started.workflow_id,
@@ -569,6 +573,11 @@ class StaccatoClient:
         streams = progress.streams if progress else int(memo.get("streams", 0))
         bytes_total = progress.bytes_total if progress else None
         bytes_done = progress.bytes_committed if progress else 0
+        if progress is None and status == WorkflowExecutionStatus.RUNNING:
+            # no worker answered (e.g. after a worker's crash): the size and the
+            # committed segments' bytes the run keeps in its memo (patch progress-memo)
+            bytes_total = _memo_int(memo, "bytes_total")
+            bytes_done = _memo_int(memo, "bytes_committed") or 0
         if progress is None and status != WorkflowExecutionStatus.RUNNING:
             # a failed or cancelled run wrote its counts into its memo as it ended
             # (runs of release 0.8 and earlier did not: 0 and unknown then)
@@ -1294,6 +1303,12 @@ def _moving(pending: Any, now: datetime) -> bool:
     if options is not None and options.HasField("heartbeat_timeout"):
         current = options.heartbeat_timeout.ToTimedelta() or current
     return now - beat <= current
+
+
+def _memo_int(memo: dict[str, Any], key: str) -> int | None:
+    """An integer a run wrote into its memo; None: absent or not an integer."""
+    value = memo.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _query_wait_s() -> float:

@@ -202,6 +202,62 @@ def front_id(request: TransferRequest) -> str:
     return f"{transfer_id(request.destination)}-{secrets.token_hex(4)}"
 
 
+def queued_front_id(request: TransferRequest) -> str:
+    """The front-run id of ``request`` queued behind a busy destination:
+    ``<transfer id>-<8 hex of its request hash>``, so an identical request queued again
+    meets the first (its start is refused, :func:`queue_front`) instead of queueing a
+    second copy; a different request gets an id of its own and queues behind it."""
+    return f"{transfer_id(request.destination)}-{request.request_hash()[:8]}"
+
+
+@dataclass(frozen=True)
+class Queued:
+    """A front run queued for a busy destination, started or joined.
+
+    Attributes:
+        workflow_id: the front run's id (:func:`queued_front_id`).
+        run_id: its run.
+        attached: the identical request was queued already: nothing new started.
+        ignored: attached, with options that differ from the queued request's and so
+            do not apply (as :attr:`Started.ignored`).
+    """
+
+    workflow_id: str
+    run_id: str
+    attached: bool = False
+    ignored: tuple[str, ...] = ()
+
+
+async def queue_front(client: Client, request: TransferRequest, *, task_queue: str) -> Queued:
+    """Queue ``request`` behind the transfer writing its destination (``--if-busy
+    wait``): start its front run under :func:`queued_front_id`, or, when the identical
+    request (same request hash) is queued there already and still open, join that one.
+
+    Raises:
+        DestinationBusyError: that id is held by an open run of another request (a
+            collision of the hash's first 8 hex digits), naming it.
+    """
+    workflow_id = queued_front_id(request)
+    try:
+        run_id = await start_front(client, request, task_queue=task_queue, workflow_id=workflow_id)
+    except WorkflowAlreadyStartedError as err:
+        description = await client.get_workflow_handle(workflow_id).describe()
+        memo = dict(await description.memo())
+        run_id = err.run_id or description.run_id
+        if memo.get("request_hash") != request.request_hash():
+            raise DestinationBusyError(
+                f"destination busy: {request.destination} has a transfer queued as "
+                f"{workflow_id} (from {memo.get('source', '?')}) under the id this request "
+                f"would queue as; wait for it to start, or cancel it with "
+                f"`staccato cancel {workflow_id}`",
+                holder=f"destination busy: transfer {workflow_id} is queued for it",
+            ) from None
+        queued = await running_request(client, workflow_id, run_id)
+        differ = option_differences(request.options, queued.options) if queued else []
+        return Queued(workflow_id, run_id, attached=True, ignored=tuple(differ))
+    return Queued(workflow_id, run_id)
+
+
 async def start_front(
     client: Client,
     request: TransferRequest,

@@ -134,13 +134,16 @@ def compare(
     Raises:
         PermanentError: the destination exists but cannot be compared (a directory,
             a symbolic link, not a regular file, permission denied: what the copy
-            would refuse, :meth:`Driver.check_target`, checked first); the message
-            names the destination.
+            would refuse, :meth:`Driver.check_target`, checked first), or its
+            directory is named through a symbolic link
+            (:meth:`Driver.check_directory_name`); the message names the destination.
         RetryableError, SourceChangedError: as the drivers raise them.
     """
     # what the copy refuses (a symbolic link, a directory, a device) is not up to date
     # either: a stat through a link would judge the file it points to
     destination_driver.check_target(destination)
+    # nor one whose directory is named through a symbolic link (publish refuses it)
+    destination_driver.check_directory_name(destination)
     try:
         target = destination_driver.stat(destination)
     except NotFoundError:

@@ -290,6 +290,8 @@ class _SegmentCopy:
         if checkpoint is not None:
             self.progress.endpoint_errors = checkpoint.endpoint_errors
             self.progress.progress_at = checkpoint.progress_at
+            if checkpoint.segment == segment.index:
+                self.progress.reported_before = min(checkpoint.bytes_done, segment.length)
             if done_bytes > checkpoint.bytes_done:
                 # the last attempt made bytes durable after its last heartbeat
                 self.progress.progress_at = progressed()

@@ -457,6 +457,13 @@ def _count(
     is deferred."""
     entry = request.files[index]
     kind = state.partial.pop(str(index), "f" if entry.prefailed else "s")
+    # copied to some root (in this pass or an earlier one): a file that failed at
+    # another root still counts its bytes as moved
+    copied = (
+        kind == "c"
+        or index in state.moved
+        or any(outcome == "c" for outcome, _ in end.outcomes.values())
+    )
     for target, (outcome, why) in sorted(end.outcomes.items()):
         counts = state.destinations[target]
         if outcome == "c":
@@ -479,9 +486,15 @@ def _count(
         kind = file_class((kind, outcome))
     if any(i == index for i, _ in state.deferred):
         state.partial[str(index)] = kind
+        if copied and index not in state.moved:
+            state.moved.append(index)
         return
+    if index in state.moved:
+        state.moved.remove(index)
     if kind == "f":
         state.failed += 1
+        if copied:
+            state.bytes += entry.size
     elif kind == "c":
         state.done += 1
         state.bytes += entry.size
@@ -582,6 +595,8 @@ def _resume(
                 state.destinations[t].bytes_done += entry.size
             first = "f" if entry.prefailed else "s"
             state.partial[str(index)] = file_class((state.partial.get(str(index), first), "c"))
+            if index not in state.moved:
+                state.moved.append(index)
             entry.targets = [t for t in entry.targets if t not in matched]
         if not complete:
             return

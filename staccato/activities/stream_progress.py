@@ -126,6 +126,10 @@ class StreamProgress:
         #: when the durable bytes last grew (Unix seconds; earlier attempts' included),
         #: carried in every checkpoint (:mod:`staccato.activities.retry_deadline`)
         self.progress_at: float | None = None
+        #: the bytes an earlier attempt's last checkpoint reported (durable or in
+        #: flight then): heartbeats report no fewer, so ``status`` does not fall back
+        #: while a resumed stream sends again the chunk its predecessor had in flight
+        self.reported_before = 0
 
     def add(self, copied: int, read: int) -> None:
         if copied > 0:
@@ -157,7 +161,7 @@ class StreamProgress:
             # The worker process died: this is a stale writer, stop now.
             raise StreamStopped("worker process is gone")
         elapsed = max(now - self._started, 1e-6)
-        done = self.bytes_done + self.in_flight
+        done = max(self.bytes_done + self.in_flight, self.reported_before)
         rate = round((self._copied + self.in_flight) / elapsed, 1)
         heartbeat(
             Checkpoint(

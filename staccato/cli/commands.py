@@ -314,7 +314,13 @@ def _say(submitted: Submission, *, quiet: bool = False) -> None:
         return
     if quiet:
         return
-    if submitted.attached:
+    if submitted.attached and submitted.queued:
+        typer.echo(
+            f"attached to queued transfer {submitted.id} (same request); nothing new "
+            "started: it runs when the transfer writing the destination ends",
+            err=True,
+        )
+    elif submitted.attached:
         typer.echo(
             f"attached to running transfer {submitted.id} (same request); nothing new started",
             err=True,

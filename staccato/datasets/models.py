@@ -593,7 +593,8 @@ class DatasetStatus(LeanModel):
     queued_reason: str | None = None
     #: several destination roots: files done / skipped / failed and bytes per root
     #: (``files_*`` above then count files: failed at some root, up to date at every
-    #: root, else done; ``bytes_done`` the source bytes of the files done)
+    #: root, else done; ``bytes_done`` the source bytes of the files copied to some
+    #: root: done, or failed at another root)
     destinations: list[DestinationStatus] | None = None
 
     @field_validator("destinations", mode="before")
@@ -744,6 +745,10 @@ class FanOutBatchCheckpoint(FanOutBatchResult):
     bytes_moving: int = 0
     deferred: list[list[int]] = Field(default_factory=list)
     partial: dict[str, str] = Field(default_factory=dict)
+    #: file indices copied to some root and not counted yet: a file that then fails
+    #: at another root still adds its bytes to ``bytes`` (moved to the roots that took
+    #: it); empty from workers before 0.22.0
+    moved: list[int] = Field(default_factory=list)
     reasons: dict[str, str] = Field(default_factory=dict)
     #: root index (text) -> when its pairs were first deferred (ISO 8601, UTC), while
     #: some of them are (``status`` names the root, its last error and since when);

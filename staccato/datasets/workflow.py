@@ -193,6 +193,12 @@ DATASET_STAGGER_PATCH = "dataset-staggered-batches"
 #: given the time its bytes take at the dataset's own ``--max-rate``. A marker event
 #: per run that starts a batch
 DATASET_BATCH_RETRY_FOR_PATCH = "dataset-batch-retry-for-progress"
+#: ``workflow.patched`` id: a large file of a dataset to several roots that failed at
+#: some root but was copied to another adds its size to the dataset's ``bytes_done``
+#: (moved to the roots that took it), as a batch counts its small files; before, a
+#: dataset whose one root failed reported 0 bytes done. A marker event per run that
+#: counts such a file
+FAILED_FILE_BYTES_PATCH = "fan-out-failed-file-bytes"
 #: a tail batch (see :data:`DATASET_STAGGER_PATCH`) holds at least this share of
 #: ``batch_files`` (bounds the events of a run's end)
 TAIL_BATCH_SHARE = 4
@@ -944,6 +950,8 @@ class DatasetWorkflow:
         kind = file_class(k for k in kinds if k != "x")
         if kind == "f":
             carried.files_failed += 1
+            if "c" in kinds and workflow.patched(FAILED_FILE_BYTES_PATCH):
+                carried.bytes_done += size  # moved to the roots that took it
         elif kind == "c":
             carried.files_done += 1
             carried.bytes_done += size

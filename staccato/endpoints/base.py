@@ -465,6 +465,20 @@ class Driver(abc.ABC):
             PermissionDeniedError, RetryableError: as the endpoint reports.
         """
 
+    def check_directory_name(self, url: EndpointURL) -> None:  # noqa: B027 - optional hook
+        """The directory of the destination ``url``, when it exists, is named by its real
+        path (no symbolic link on the way), as the copy's :meth:`check_destination`
+        requires: a sync check (:func:`staccato.sync.compare`) applies it before
+        comparing, so a destination the copy refuses is never judged up to date by
+        reading the file where the link leads. Nothing to refuse by default (an S3 key
+        names no directory).
+
+        Raises:
+            PermanentError: named through a symbolic link (the words of
+                :func:`staccato.errors.linked_directory_message`).
+            RetryableError: as the endpoint reports.
+        """
+
     def check_destination_root(self, root: EndpointURL) -> None:
         """Fail a dataset up front when nothing can be written under its destination
         directory or prefix ``root`` (rather than each of its files with the same

@@ -275,6 +275,12 @@ CLEANUP_WINDOW_PATCH = "cleanup-window-from-start"
 #: each paced at an eighth of ``--max-rate``: a tester's 50 MB at ``--max-rate 5MB/s``
 #: took 28 s (1.9 MB/s). A marker event per run that looks up its start
 CONNECTION_CAP_PATCH = "streams-within-connection-cap"
+#: the object's size goes into the memo once ``stat`` tells it (``bytes_total``), and
+#: the bytes of the committed segments each time one is committed
+#: (``bytes_committed``): ``status`` keeps both while no worker answers its query
+#: (after a worker's SIGKILL it showed the total as unknown and only the running
+#: streams' heartbeats). One memo update per transfer and one per committed segment
+PROGRESS_MEMO_PATCH = "progress-memo"
 #: the longest wait between two attempts of a best-effort activity (``cleanup``)
 _BEST_EFFORT_BACKOFF = timedelta(seconds=10)
 RECORD_TUNING = "record_link_tuning"
@@ -438,6 +444,8 @@ class TransferWorkflow:
                     "stat", request.source, ObjectInfo, *sealed(request.source_secret)
                 )
             self._progress.bytes_total = info.size
+            if workflow.patched(PROGRESS_MEMO_PATCH):
+                workflow.upsert_memo({"bytes_total": info.size})
             self._most_segments = max(1, -(-info.size // options.chunk_size))
             self._known_copies = workflow.patched(KNOWN_COPIES_PATCH)
             # a pause accepted while still scheduled holds: the streams wait for resume
@@ -520,6 +528,8 @@ class TransferWorkflow:
                     self._session = None
                     self._progress.bytes_committed = self._progress.segments_done = 0
                     self._progress.partial = {}
+                    if workflow.patched(PROGRESS_MEMO_PATCH):
+                        workflow.upsert_memo({"bytes_committed": 0})
         except (asyncio.CancelledError, CancelledError):
             self._record_end_bytes()
             await self._cleanup(self._session)
@@ -1181,6 +1191,8 @@ class TransferWorkflow:
                     self._progress.segments_done += 1
                     self._progress.bytes_committed += segment.length
                     self._progress.partial.pop(segment.index, None)
+                    if workflow.patched(PROGRESS_MEMO_PATCH):
+                        workflow.upsert_memo({"bytes_committed": self._progress.bytes_committed})
                     if self._tuner is not None and epoch == self._tune_epoch:
                         self._tune_measure(segment.length, workflow.now() - started, result)
                 else:

@@ -166,3 +166,29 @@ async def test_a_dataset_to_an_sftp_root_named_through_a_link_fails_once(
     assert f"by its real path, {sftp_url(real / 'dst')}," in (final.error or ""), final
     assert not final.failures, final.failures
     assert list(real.iterdir()) == []
+
+
+def test_a_sync_level_judges_no_file_through_a_linked_directory(
+    temporal_server, sftp_worker, sftp_url, data_dir: Path
+) -> None:
+    """``cp --sync-level size FILE sftp://…/dstB/sub/g`` where ``dstB/sub`` links to a
+    directory holding a ``g`` of the same size: refused as the copy refuses it (it
+    said "up to date" from the file where the link leads); that file is untouched."""
+    args = dict(address=temporal_server.address, task_queue=sftp_worker.task_queue)
+    work = Path(os.path.realpath(data_dir))
+    (work / "new-g").write_bytes(b"new bytes")
+    victim, _ = _victim(work)
+    (victim / "g").write_bytes(b"old bytes")  # the same size
+    before = _contents(victim)
+    (work / "dstB").mkdir()
+    os.symlink(victim, work / "dstB" / "sub")
+    for level in ("exists", "size"):
+        done = run_cli(
+            "cp", "--sync-level", level, str(work / "new-g"), sftp_url(work / "dstB" / "sub" / "g"),
+            **args,
+        )  # fmt: skip
+        assert done.returncode == 1, (level, done.stdout, done.stderr)
+        assert LINKED in done.stderr, done.stderr
+        assert f"by its real path, {sftp_url(victim / 'g')}," in done.stderr, done.stderr
+        assert "up to date" not in done.stderr, done.stderr
+    assert _contents(victim) == before

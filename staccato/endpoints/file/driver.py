@@ -17,6 +17,7 @@ from staccato.endpoints.base import (
     Driver,
     Features,
     Reader,
+    remembered,
     write_fence,
 )
 from staccato.endpoints.file.fs import (
@@ -199,6 +200,19 @@ class FileDriver(Driver):
         """See :meth:`Driver.check_target` and the module's :func:`check_target`."""
         check_target(url.path)
 
+    def check_directory_name(self, url: EndpointURL) -> None:
+        """See :meth:`Driver.check_directory_name`: the words of :func:`check_parent`.
+        One realpath per directory within a
+        :func:`staccato.endpoints.base.directory_memo` block."""
+        parent = os.path.normpath(os.path.dirname(url.path) or "/")
+        if not os.path.isdir(parent):
+            return  # made by the copy (make_parents checks the one above)
+        real = remembered(("file-realpath", parent), lambda: os.path.realpath(parent))
+        if real != parent:
+            raise PermanentError(
+                linked_directory_message(url.path, os.path.join(real, os.path.basename(url.path)))
+            )
+
     def check_destination_root(self, root: EndpointURL) -> None:
         """The nearest existing directory at or above the destination directory
         ``root`` is a directory: no file stands where the root or a directory above
@@ -217,7 +231,22 @@ class FileDriver(Driver):
             )
 
     def make_parents(self, url: EndpointURL) -> None:
+        """Make the missing directories above ``url`` (none when its directory exists).
+
+        The nearest existing directory above them is checked first, as the SFTP
+        driver does: named through a symbolic link, nothing is made (a directory
+        would be created where the link leads, outside the destination as named).
+
+        Raises:
+            PermanentError: that directory is named through a symbolic link (the
+                words of :func:`staccato.errors.linked_directory_message`).
+            NotAFileError: a file has the name of a directory to make.
+            StaccatoError: another OS error, mapped (:func:`os_error`).
+        """
         parent = os.path.dirname(url.path) or "/"
+        if os.path.isdir(parent):
+            return  # the common case; check_parent judges a link in its name
+        check_nearest_directory(url, parent)
         try:
             os.makedirs(parent, exist_ok=True)
         except (FileExistsError, NotADirectoryError):
@@ -408,6 +437,28 @@ def _file_on_the_way(path: Path | str) -> str:
         if candidate.exists() and not candidate.is_dir():
             return str(candidate)
     return str(path)
+
+
+def check_nearest_directory(url: EndpointURL, parent: str) -> None:
+    """The nearest existing directory at or above ``parent`` (the missing directory of
+    the destination ``url``) is named by its real path, before anything is made in it:
+    the rule of the SFTP driver's ``make_parents``. Its real path is asked once per
+    directory within a :func:`staccato.endpoints.base.directory_memo` block.
+
+    Raises:
+        PermanentError: named through a symbolic link (names the real target).
+    """
+    nearest = parent
+    while not os.path.isdir(nearest):
+        up = os.path.dirname(nearest)
+        if up == nearest:
+            return
+        nearest = up
+    named = os.path.normpath(nearest)
+    real = remembered(("file-realpath", named), lambda: os.path.realpath(named))
+    if real != named:
+        real_target = os.path.join(real, os.path.relpath(url.path, named))
+        raise PermanentError(linked_directory_message(url.path, real_target))
 
 
 def check_parent(parent: Path, url: EndpointURL) -> None:

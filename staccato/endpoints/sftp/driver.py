@@ -362,6 +362,19 @@ class SFTPDriver(Driver):
         """See :meth:`Driver.check_target`: one LSTAT on the server."""
         self._run(url, f"destination {url}", lambda sftp: _check_target(sftp, url))
 
+    def check_directory_name(self, url: EndpointURL) -> None:
+        """See :meth:`Driver.check_directory_name`: a STAT of the directory and, when
+        it exists, one REALPATH (once per directory within a
+        :func:`staccato.endpoints.base.directory_memo` block)."""
+
+        def op(sftp: StaccatoSFTP) -> None:
+            parent = posixpath.dirname(url.path) or "/"
+            attrs = stat_or_none(sftp, parent)
+            if attrs is not None and stat_module.S_ISDIR(attrs.st_mode or 0):
+                _check_real_directory(sftp, url, parent)
+
+        self._run(url, f"destination directory of {url}", op)
+
     def check_destination_root(self, root: EndpointURL) -> None:
         """The nearest existing directory at or above the destination directory
         ``root`` is a directory (a few stats), named by its real path (one REALPATH:

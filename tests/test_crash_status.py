@@ -1,0 +1,122 @@
+"""``status`` across a worker crash: the bytes known durable before a SIGKILL and the
+object's size stay in the status while no worker answers, while a new one replays the
+run and while its streams resume (a tester saw ``0 B / 300 MiB`` and a lost total)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+from staccato.client import StaccatoClient
+from staccato.models import TransferOptions, TransferState, TransferStatus
+from tests.helpers import MiB, WorkerProcess, at_rest, child_pids, pid_alive, run_cli, write_random
+from tests.servers.holding_proxy import HoldingProxy
+from tests.servers.nginx import NginxServer, nginx_fixture
+from tests.servers.temporal_server import TemporalDevServer
+from tests.test_crash import _heartbeated_bytes
+
+SIZE = 96 * MiB
+# the default chunk size: the streams are held inside their first chunk, which their
+# checkpoints count (in flight) but which is not durable yet: a resumed stream sends it
+# again, and status still shows the bytes it showed (it fell to 0 B)
+CHUNK = 16 * MiB
+OPTIONS = TransferOptions(chunk_size=CHUNK, streams=2, heartbeat_timeout_s=3)
+
+slow_nginx = nginx_fixture("http_root", scope="function", extra_server_config="limit_rate 16m;")
+
+
+async def _watch(client: StaccatoClient, transfer: str, seen: list[TransferStatus]) -> None:
+    """Every status the client can get, until cancelled (each call is itself bounded
+    by the client's query wait)."""
+    while True:
+        try:
+            seen.append(await client.status(transfer))
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - a status that failed tells nothing here
+            pass
+        await asyncio.sleep(0.1)  # pacing of the poll, not a wait for a condition
+
+
+async def test_status_keeps_durable_bytes_and_total_across_worker_kill(
+    temporal_server: TemporalDevServer,
+    slow_nginx: NginxServer,
+    http_root: Path,
+    data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """Kill the worker mid-copy, start a new one: every status from the kill until the
+    transfer ends keeps ``bytes_total`` and reports at least the bytes checkpointed
+    (heartbeated to the server, or committed) before the kill."""
+    write_random(http_root / "crash-status.bin", SIZE, seed=31)
+    at_rest(http_root / "crash-status.bin")
+    destination = data_dir / "crash-status.bin"
+    proxy = HoldingProxy(slow_nginx.port, hold_after=int(SIZE * 0.25)).start()
+    first = WorkerProcess(temporal_server.address, processes=2, log_dir=tmp_path)
+    seen: list[TransferStatus] = []
+    watcher: asyncio.Task[None] | None = None
+    try:
+        first.start()
+        client = await StaccatoClient.connect(target_host=temporal_server.address)
+        client.task_queue = first.task_queue
+        transfer = await client.submit(proxy.url("crash-status.bin"), str(destination), OPTIONS)
+        await asyncio.to_thread(proxy.wait_held, 120)
+        # the streams' checkpoints at the server catch up with the hold (the SDK sends
+        # them every 2.4 s): the chunks in flight are in them, not yet durable
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if await _heartbeated_bytes(client, transfer) >= SIZE * 0.15:
+                break
+            await asyncio.sleep(0.1)
+        # the bytes known before the kill: the streams' checkpoints (what status said
+        # while the worker answered)
+        before = await client.status(transfer)
+        assert before.state == TransferState.running, before
+        known = before.bytes_done
+        assert 0 < known < SIZE, before
+        pool = child_pids(first.process.pid)  # type: ignore[union-attr]
+        first.kill()
+        deadline = time.monotonic() + 10
+        while any(pid_alive(p) for p in pool) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        watcher = asyncio.create_task(_watch(client, transfer, seen))
+        # statuses while no worker answers
+        deadline = time.monotonic() + 30
+        while len(seen) < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        # the command says the same while no worker answers
+        shown = await asyncio.to_thread(
+            run_cli,
+            "status",
+            "--json",
+            transfer,
+            address=temporal_server.address,
+            task_queue=first.task_queue,
+        )
+        assert shown.returncode == 0, shown.stderr
+        orphaned = json.loads(shown.stdout)
+        assert orphaned["bytes_total"] == SIZE, orphaned
+        assert orphaned["bytes_done"] >= known, (known, orphaned)
+        proxy.release()
+        with WorkerProcess(
+            temporal_server.address, task_queue=first.task_queue, processes=2, log_dir=tmp_path
+        ):
+            result = await asyncio.wait_for(client.wait(transfer), 180)
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+        first.kill()
+        proxy.release()
+        proxy.stop()
+    assert result.bytes == SIZE
+    running = [s for s in seen if s.state != TransferState.completed]
+    assert len(running) >= 3, seen
+    print(
+        f"known before the kill: {known}; seen after: "
+        + ", ".join(f"{s.bytes_done}/{s.bytes_total}" for s in running)
+    )
+    for status in running:
+        assert status.bytes_total == SIZE, (known, status)
+        assert status.bytes_done >= known, (known, status)
