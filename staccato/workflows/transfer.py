@@ -152,6 +152,10 @@ from staccato.workflows.governor import (
 )
 
 DEFAULT_HEARTBEAT_TIMEOUT = timedelta(seconds=20)
+#: query: bytes per second each copy stream running now may read of the transfer's
+#: own ``max_rate`` (None: none); workers ask it every second for the streams they run
+#: (:mod:`staccato.workers.rates`)
+STREAM_SHARE_QUERY = "stream_share"
 # workflow.patched ids of changes to the commands the workflow issues
 VISIBLE_AT_START_PATCH = "visible-at-start"
 FRONT_RUN_PATCH = "front-run"
@@ -1947,9 +1951,10 @@ class TransferWorkflow:
         Args:
             wanted: streams that could run now (those running, this one, and the
                 segments still queued); the share divides by the lower of this and the
-                streams granted, so a one-segment file gets the whole ``max_rate``. A
-                stream keeps its share to its end: one that started while others ran
-                does not speed up when they finish.
+                streams granted, so a one-segment file gets the whole ``max_rate``.
+                This is the stream's first share: the worker then reads the
+                transfer's :meth:`stream_share` (``max_rate`` over the streams running
+                now), so the streams still running speed up as others end.
         """
         own = request.options.max_rate
         running = max(1, self._lanes if wanted is None else min(self._lanes, wanted))
@@ -1979,6 +1984,17 @@ class TransferWorkflow:
         self._granted = {}
         self._waiting_for = None
         await slots.release(names, SlotRelease(ticket=self._ticket or ""))
+
+    @workflow.query(name=STREAM_SHARE_QUERY)
+    def stream_share(self) -> float | None:
+        """Bytes per second each copy stream running now may read of the transfer's
+        own ``max_rate``: ``max_rate`` over the ``copy_stream`` activities running now
+        (at least 1), so a stream that ends (its lane has no segment left) hands its
+        share to the others, on whichever worker they run. None without a
+        ``max_rate``. Costs no history (the streams' start-time share,
+        :meth:`_stream_rate`, is the first value of their pacers)."""
+        own = self._request.options.max_rate if self._request is not None else None
+        return None if own is None else own / max(1, len(self._running))
 
     @workflow.query
     def progress(self) -> Progress | None:

@@ -1,0 +1,132 @@
+"""A transfer's own ``--max-rate`` moves to its streams still running.
+
+Before, each stream kept the share it started with (``max_rate`` over the streams
+running then) to its end, so once the short segments finished the others went on at
+their old share and the transfer ran well under the rate asked (52 MB at 5 MB/s with 8
+streams: 15.3 s where 10.4 s is the goal). Now the workflow answers ``stream_share``
+(``max_rate`` over its copy streams running now), the worker's rate board publishes it
+under :func:`~staccato.activities.pacing.own_key` and each stream's pacer reads it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from staccato.activities.pacing import Pacer, SharedPacer, own_key
+from staccato.client import StaccatoClient
+from staccato.models import (
+    ChecksumAlgorithm,
+    ObjectInfo,
+    Segment,
+    StageInput,
+    StreamInput,
+    TransferOptions,
+    TransferState,
+    WriteSession,
+)
+from staccato.workers.rates import RateBoard, _own_share
+from tests.helpers import MiB, sha256_file, write_random
+
+
+def _never_waits(seconds: float) -> None:
+    raise AssertionError("a pacer without a ticket does not wait for the board")
+
+
+def _pacer_sees(pacer: Pacer, rate: float, what: str) -> None:
+    """Wait (bounded) until ``pacer`` runs at ``rate`` (it looks at its board every
+    ``REFRESH_S``)."""
+    deadline = time.monotonic() + 5
+    while pacer.rate() != rate:
+        assert time.monotonic() < deadline, f"{what}: the pacer runs at {pacer.rate()}"
+        time.sleep(0.05)
+
+
+def test_the_own_share_on_the_board_replaces_the_start_share() -> None:
+    """The pacer starts at the stream's start-time share, takes the transfer's share
+    from the board once it is there (higher as well as lower), keeps it when the key
+    goes, and the governors' share still wins when it is lower."""
+    key = own_key("staccato-x")
+    board: dict[str, float] = {}
+    pacer = Pacer(1 * MiB, "staccato-x/run/1", board=board, own_key=key)
+    board["staccato-x/run/1"] = float("inf")  # its governors have no max_rate
+    pacer.start(time.sleep)
+    assert pacer.rate() == 1 * MiB  # nothing published yet: the start share
+    board[key] = 4 * MiB  # the other streams ended
+    _pacer_sees(pacer, 4 * MiB, "the risen own share")
+    board["staccato-x/run/1"] = 3 * MiB  # an endpoint's share, lower
+    _pacer_sees(pacer, 3 * MiB, "the lower governors' share")
+    board["staccato-x/run/1"] = float("inf")
+    del board[key]  # the worker dropped the key (the manager was rebuilt): keep it
+    _pacer_sees(pacer, 4 * MiB, "the last own share")
+
+
+def test_a_stream_without_an_own_rate_and_a_batch_ignore_the_own_share() -> None:
+    """No own ``max_rate``: the own key does not make a stream paced; a dataset's batch
+    (SharedPacer, no own key) keeps the dataset's whole ``max_rate``."""
+    key = own_key("staccato-y")
+    board = {key: 2 * MiB}
+    unpaced = Pacer(None, None, board=board, own_key=key)
+    assert not unpaced.active and unpaced.step(_never_waits) is None
+    batch = SharedPacer(1 * MiB, None, board=board)
+    assert batch.rate() == 1 * MiB
+
+
+def test_the_worker_follows_the_own_share_of_copy_streams_only() -> None:
+    """The interceptor registers a copy stream's transfer when it has an own
+    ``max_rate``; a staging read keeps its start-time share (the whole ``max_rate``)."""
+    info = ObjectInfo(size=1, version="v", supports_ranges=True)
+    stream = StreamInput(
+        transfer_id="staccato-z",
+        source="/s",
+        source_info=info,
+        session=WriteSession(url="/d", size=1, chunk_size=1, session_id="x"),
+        segment=Segment(index=0, first_chunk=0, end_chunk=1, offset=0, length=1),
+        checksum=ChecksumAlgorithm.sha256,
+        max_rate=1.0,
+    )
+    assert _own_share(stream) == "staccato-z"
+    assert _own_share(stream.model_copy(update={"max_rate": None})) is None
+    staging = StageInput(transfer_id="staccato-z", source="/s", source_info=info, max_rate=1.0)
+    assert _own_share(staging) is None
+
+
+async def test_a_stream_that_ends_hands_its_share_to_the_others(
+    client: StaccatoClient, data_dir: Path
+) -> None:
+    """7 chunks over 3 streams at --max-rate 1.5MiB/s: segments of 3, 3 and 1 chunks.
+    A rate board (the worker's, here in the test with the suite's Temporal client)
+    following the transfer publishes ``max_rate``/3 while the three run, then, once the
+    1-chunk stream ended, ``max_rate``/2 for the two left. Before, the workflow had no
+    such query and each stream kept its third to its end."""
+    rate = 3 * MiB // 2
+    source = data_dir / "unequal.bin"
+    digest = write_random(source, 7 * MiB, seed=71)
+    destination = data_dir / "unequal-out.bin"
+    options = TransferOptions(chunk_size=1 * MiB, streams=3, max_rate=rate, owner="t")
+    transfer = await client.submit(str(source), str(destination), options)
+    workflow_id = await client.workflow_id(transfer)
+    done = asyncio.ensure_future(client.wait(transfer))
+    board: dict[str, float] = {}
+    rates = RateBoard(client.temporal, lambda: board)
+    seen: list[float] = []
+    deadline = time.monotonic() + 60
+    with rates._sharing(workflow_id):
+        while not done.done() and (not seen or seen[-1] != rate / 2):
+            assert time.monotonic() < deadline, f"published shares: {seen}"
+            await rates.publish()
+            share = board.get(own_key(workflow_id))
+            if share is not None and (not seen or seen[-1] != share):
+                seen.append(share)
+            await asyncio.sleep(0.05)
+    await rates.publish()
+    assert own_key(workflow_id) not in board, "the board keeps only what runs here"
+    result = await asyncio.wait_for(done, 60)
+    assert result.bytes == 7 * MiB
+    assert (await client.status(transfer)).state == TransferState.completed
+    assert sha256_file(destination) == digest
+    # before the streams start the share is the whole rate (nothing runs yet)
+    print("published shares:", [round(s / MiB, 3) for s in seen])
+    copying = [s for s in seen if s != rate]
+    assert copying[:2] == [rate / 3, rate / 2], f"published shares: {seen}"
