@@ -6,28 +6,46 @@ their old share and the transfer ran well under the rate asked (52 MB at 5 MB/s 
 streams: 15.3 s where 10.4 s is the goal). Now the workflow answers ``stream_share``
 (``max_rate`` over its copy streams running now), the worker's rate board publishes it
 under :func:`~staccato.activities.pacing.own_key` and each stream's pacer reads it.
+
+Likewise an endpoint's or link's ``max_rate``: its governor divided it over the
+streams granted, so a stream whose lane had no segment left kept its share to the
+transfer's end (a 5 MB/s endpoint cap gave 2.9 MB/s). Now the transfer tells its
+governors (signal ``running``) how many of its streams still run, and they divide over
+those.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from staccato import governors
 from staccato.activities.pacing import Pacer, SharedPacer, own_key
 from staccato.client import StaccatoClient
+from staccato.links import endpoint_of, governor_id, parse_limit_target
 from staccato.models import (
     ChecksumAlgorithm,
+    GovernorState,
+    Limits,
     ObjectInfo,
     Segment,
+    SlotHolder,
     StageInput,
     StreamInput,
     TransferOptions,
     TransferState,
     WriteSession,
+    rate_per_stream,
 )
 from staccato.workers.rates import RateBoard, _own_share
+from staccato.workflows.governor import STATE_QUERY
 from tests.helpers import MiB, sha256_file, write_random
+from tests.servers.nginx import NginxServer
 
 
 def _never_waits(seconds: float) -> None:
@@ -130,3 +148,81 @@ async def test_a_stream_that_ends_hands_its_share_to_the_others(
     print("published shares:", [round(s / MiB, 3) for s in seen])
     copying = [s for s in seen if s != rate]
     assert copying[:2] == [rate / 3, rate / 2], f"published shares: {seen}"
+
+
+def _holder(ticket: str, streams: int, running: int | None = None) -> SlotHolder:
+    return SlotHolder(
+        ticket=ticket, workflow_id="w", run_id="r", streams=streams, token=1, running=running
+    )
+
+
+def test_a_governor_divides_over_the_streams_still_running() -> None:
+    """max_rate over min(held, running) of each holder; not told: all held run; a
+    number above the streams held counts the streams held (max_streams is unchanged)."""
+    assert rate_per_stream(None, [_holder("a", 4)]) is None
+    assert rate_per_stream(12.0, []) == 12.0
+    assert rate_per_stream(12.0, [_holder("a", 4), _holder("b", 2)]) == 2.0
+    assert rate_per_stream(12.0, [_holder("a", 4, running=1), _holder("b", 2)]) == 4.0
+    assert rate_per_stream(12.0, [_holder("a", 4, running=9), _holder("b", 2)]) == 2.0
+
+
+@pytest.fixture
+async def link_limit(client: StaccatoClient) -> AsyncIterator[Callable[..., Awaitable[str]]]:
+    """``link_limit(target, **Limits)`` sets limits and returns the governor's name;
+    they are cleared after the test (and the governor left to end)."""
+    used: list[str] = []
+
+    async def set_(target: str, **values: Any) -> str:
+        parsed = parse_limit_target(target)
+        used.append(parsed.name)
+        await governors.set_limits(client.temporal, parsed, Limits(**values))
+        return parsed.name
+
+    yield set_
+    for name in used:
+        await governors.unset_limits(client.temporal, parse_limit_target(name), [])
+
+
+async def test_a_governor_hands_a_finished_streams_share_to_the_others(
+    client: StaccatoClient,
+    link_limit: Callable[..., Awaitable[str]],
+    nginx_ranges: NginxServer,
+    http_root: Path,
+    data_dir: Path,
+) -> None:
+    """A link cap of 1.5MiB/s, one transfer of 7 chunks over 3 streams (segments of 3,
+    3 and 1 chunks): the rate board (here in the test) publishes the cap over 3 for
+    the transfer's ticket while its three streams run, then over 2 once the 1-chunk
+    stream ended (the transfer told the governor). Before, the governor divided over
+    the 3 streams granted until the transfer ended."""
+    cap = 3 * MiB // 2
+    name = await link_limit(f"{endpoint_of(nginx_ranges.base_url)},file://", max_rate=cap)
+    digest = write_random(http_root / "share-link.bin", 7 * MiB, seed=73)
+    destination = data_dir / "share-link.bin"
+    options = TransferOptions(chunk_size=1 * MiB, streams=3, owner="t")
+    transfer = await client.submit(nginx_ranges.url("share-link.bin"), str(destination), options)
+    done = asyncio.ensure_future(client.wait(transfer))
+    handle = client.temporal.get_workflow_handle(governor_id(name))
+    deadline = time.monotonic() + 60
+    ticket = None
+    while ticket is None:
+        assert time.monotonic() < deadline and not done.done(), "the transfer held no slot"
+        state = await handle.query(STATE_QUERY, result_type=GovernorState)
+        ticket = state.holders[0].ticket if state.holders else None
+        await asyncio.sleep(0.05)
+    board: dict[str, float] = {}
+    rates = RateBoard(client.temporal, lambda: board)
+    seen: list[float] = []
+    with rates._running(ticket, (name,)):
+        while not done.done() and (not seen or seen[-1] != cap / 2):
+            assert time.monotonic() < deadline, f"published shares: {seen}"
+            await rates.publish()
+            share = board.get(ticket)
+            if share is not None and (not seen or seen[-1] != share):
+                seen.append(share)
+            await asyncio.sleep(0.05)
+    print("published shares:", [round(s / MiB, 3) for s in seen])
+    result = await asyncio.wait_for(done, 60)
+    assert result.bytes == 7 * MiB
+    assert sha256_file(destination) == digest
+    assert seen[:2] == [cap / 3, cap / 2], f"published shares: {seen}"

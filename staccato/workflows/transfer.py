@@ -100,6 +100,7 @@ with workflow.unsafe.imports_passed_through():
         SlotGrant,
         SlotRelease,
         SlotRequest,
+        SlotRunning,
         StageInput,
         StageResult,
         StartLookup,
@@ -157,6 +158,9 @@ DEFAULT_HEARTBEAT_TIMEOUT = timedelta(seconds=20)
 #: (:mod:`staccato.workers.rates`)
 STREAM_SHARE_QUERY = "stream_share"
 # workflow.patched ids of changes to the commands the workflow issues
+#: a lane that runs out of segments tells the governors held how many streams still
+#: run (signal ``running``), which then divide their max_rate over those
+SHARE_RUNNING_PATCH = "share-running"
 VISIBLE_AT_START_PATCH = "visible-at-start"
 FRONT_RUN_PATCH = "front-run"
 ENDPOINT_LIMITS_PATCH = "endpoint-limits"
@@ -360,6 +364,10 @@ class TransferWorkflow:
         self._reacquire = False
         self._acquiring = False
         self._left_queue = False  # a pause came while waiting for a grant
+        # the streams still running that the governors were told of, with the ticket
+        # (signal ``running``, SHARE_RUNNING_PATCH); None: not told (all run)
+        self._told_running: tuple[str, int] | None = None
+        self._share_running: bool | None = None  # workflow.patched, asked once
         self._request: TransferRequest | None = None
         # the staging cache entry the streams read from (None: they read the origin)
         self._staged: StageResult | None = None
@@ -1068,8 +1076,16 @@ class TransferWorkflow:
         queue: deque[Segment] = deque(segments)
         results: dict[int, StreamResult] = {}
         attempts: dict[int, int] = {}
+        width = max(1, min(request.options.streams, len(segments)))
+        alive = [width]  # lanes not returned
 
         async def lane(lane_index: int) -> None:
+            try:
+                await copy_lane(lane_index)
+            finally:
+                alive[0] -= 1
+
+        async def copy_lane(lane_index: int) -> None:
             assert self._progress is not None
             while True:
                 # a lane beyond the streams granted (max-streams) idles until the end
@@ -1192,12 +1208,62 @@ class TransferWorkflow:
                     queue.appendleft(segment)
                     raise_if_cancelling()  # the transfer was cancelled, not paused
 
-        await asyncio.gather(
-            *(lane(i) for i in range(max(1, min(request.options.streams, len(segments)))))
-        )
+        teller = asyncio.create_task(self._tell_lanes_ended(alive))
+        try:
+            await asyncio.gather(*(lane(i) for i in range(width)))
+        finally:
+            alive[0] = 0  # the teller returns (after a signal it is sending)
+        await teller
         if self._failure is not None:
             raise self._failure
         return results
+
+    def _running_to_tell(self, alive: int) -> int | None:
+        """The streams running to tell the governors held, when it differs from what
+        they count now (the streams held, or what they were told for this ticket):
+        ``alive`` lanes not returned, at most the lanes the transfer runs and the
+        streams held. None: nothing to tell (none held, paused, failed, or the last
+        lane ended: the release follows).
+
+        It falls as lanes run out of segments (or the optimizer chooses fewer streams)
+        and rises only after a fall: the optimizer chose more again, or the copy runs
+        again (a verify found damaged chunks)."""
+        if not self._granted or self._paused or self._failure is not None or alive < 1:
+            return None
+        held = min(grant.streams for grant in self._granted.values())
+        running = min(alive, self._lanes, held)
+        told = self._told_running
+        counted = told[1] if told is not None and told[0] == self._ticket else held
+        return running if running != counted else None
+
+    async def _tell_lanes_ended(self, alive: list[int]) -> None:
+        """While the copy runs: when lanes ran out of segments, tell each governor held
+        how many streams still run (signal ``running``, :meth:`_running_to_tell`:
+        lanes ending in one workflow task share one signal; at most one per lane end
+        per governor, and one per change of the optimizer's streams), so its
+        ``max_rate`` goes to those (:data:`SHARE_RUNNING_PATCH`). Returns when
+        ``alive[0]`` is 0 (the copy ended)."""
+        while True:
+            await workflow.wait_condition(
+                lambda: alive[0] < 1 or self._running_to_tell(alive[0]) is not None
+            )
+            running = self._running_to_tell(alive[0])
+            if running is None:
+                return
+            if self._share_running is None:
+                self._share_running = workflow.patched(SHARE_RUNNING_PATCH)
+            if not self._share_running:
+                return  # a history from before: it told nothing
+            await self._tell_running(running)
+
+    async def _tell_running(self, running: int) -> None:
+        """Signal ``running`` (``running`` streams of the ticket still run) to each
+        governor held (2 events each)."""
+        assert self._ticket is not None
+        self._told_running = (self._ticket, running)
+        await slots.tell_running(
+            sorted(self._granted), SlotRunning(ticket=self._ticket, streams=running)
+        )
 
     async def _verify(
         self,
