@@ -38,7 +38,9 @@ waiters; it continues as new (carrying its state) when Temporal suggests it.
 
 History per transfer: the ``acquire`` and ``release`` signals (1 event each), the
 ``slot_granted`` signal sent (2) and, when it waited, ``limit_queued`` (2), plus the
-workflow tasks per wake-up (signals arriving together share them): about 10 events;
+workflow tasks per wake-up (signals arriving together share them): about 10 events,
+plus a ``running`` signal and its workflow task per lane of a holder that runs out of
+segments before the others (at most one per lane end; none for a one-segment file);
 the check adds about 11 events per 5 s while anyone holds or waits (continue-as-new
 keeps it bounded). The check runs when its timer fires (patch
 :data:`CHECK_TIMER_PATCH`); runs from before it started a timer per wake-up and
