@@ -34,6 +34,7 @@ from staccato.models import (
     Limits,
     ObjectInfo,
     Segment,
+    SlotGrant,
     SlotHolder,
     StageInput,
     StreamInput,
@@ -44,6 +45,7 @@ from staccato.models import (
 )
 from staccato.workers.rates import RateBoard, _own_share
 from staccato.workflows.governor import STATE_QUERY
+from staccato.workflows.transfer import TransferWorkflow
 from tests.helpers import MiB, sha256_file, write_random
 from tests.servers.nginx import NginxServer
 
@@ -164,6 +166,40 @@ def test_a_governor_divides_over_the_streams_still_running() -> None:
     assert rate_per_stream(12.0, [_holder("a", 4), _holder("b", 2)]) == 2.0
     assert rate_per_stream(12.0, [_holder("a", 4, running=1), _holder("b", 2)]) == 4.0
     assert rate_per_stream(12.0, [_holder("a", 4, running=9), _holder("b", 2)]) == 2.0
+
+
+def test_when_a_transfer_tells_its_governors_the_streams_running() -> None:
+    """8 streams held at two governors: a lane that ends tells 7 (once: told, no
+    repeat); the optimizer choosing 4 tells nothing while 7 still run and 4 once
+    they drained; choosing 6 again tells 6; nothing while paused, without a slot,
+    after a failure or when the last lane ended; a new ticket counts from the held."""
+    flow = TransferWorkflow()
+    flow._ticket = "w/r/1"
+    flow._granted = {n: SlotGrant(name=n, ticket="w/r/1", token=1, streams=8) for n in "ab"}
+    flow._lanes = 8
+    flow._running = dict.fromkeys(range(8), object())  # type: ignore[arg-type]
+    assert flow._running_to_tell(8) is None  # all held run
+    del flow._running[7]
+    assert flow._running_to_tell(7) == 7  # a lane had no segment left
+    flow._told_running = ("w/r/1", 7)
+    assert flow._running_to_tell(7) is None
+    flow._lanes = 4  # the optimizer chose 4: 7 still run their segments
+    assert flow._running_to_tell(7) is None
+    flow._running = dict.fromkeys(range(4), object())  # type: ignore[arg-type]
+    assert flow._running_to_tell(7) == 4  # drained; the other lanes idle
+    flow._told_running = ("w/r/1", 4)
+    flow._lanes = 6
+    assert flow._running_to_tell(7) == 6
+    assert flow._running_to_tell(0) is None  # the last lane ended: the release follows
+    flow._paused = True
+    assert flow._running_to_tell(5) is None
+    flow._paused = False
+    flow._ticket = "w/r/2"  # asked again after a resume: the governors count 8 held
+    flow._lanes = 8
+    assert flow._running_to_tell(8) is None
+    assert flow._running_to_tell(3) == 3
+    flow._granted = {}
+    assert flow._running_to_tell(3) is None
 
 
 @pytest.fixture

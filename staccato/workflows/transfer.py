@@ -1221,17 +1221,18 @@ class TransferWorkflow:
     def _running_to_tell(self, alive: int) -> int | None:
         """The streams running to tell the governors held, when it differs from what
         they count now (the streams held, or what they were told for this ticket):
-        ``alive`` lanes not returned, at most the lanes the transfer runs and the
-        streams held. None: nothing to tell (none held, paused, failed, or the last
-        lane ended: the release follows).
+        ``alive`` lanes not returned, at most the streams held and the lanes the
+        transfer runs or, while more still run (the optimizer chose fewer streams and
+        the others finish their segments), those running. None: nothing to tell (none
+        held, paused, failed, or the last lane ended: the release follows).
 
-        It falls as lanes run out of segments (or the optimizer chooses fewer streams)
-        and rises only after a fall: the optimizer chose more again, or the copy runs
-        again (a verify found damaged chunks)."""
+        It falls as lanes run out of segments (or the optimizer's fewer streams
+        drain) and rises only after a fall: the optimizer chose more again, or the
+        copy runs again (a verify found damaged chunks)."""
         if not self._granted or self._paused or self._failure is not None or alive < 1:
             return None
         held = min(grant.streams for grant in self._granted.values())
-        running = min(alive, self._lanes, held)
+        running = min(alive, held, max(self._lanes, len(self._running)))
         told = self._told_running
         counted = told[1] if told is not None and told[0] == self._ticket else held
         return running if running != counted else None
