@@ -19,7 +19,7 @@ from staccato import settings
 from staccato.activities.limits import governor_running, start_governor_signal
 from staccato.errors import StaccatoError
 from staccato.links import LimitTarget, governor_id
-from staccato.models import GovernorState, LimitChange, Limits
+from staccato.models import GovernorState, LimitChange, Limits, rate_per_stream
 from staccato.windows import parse_window
 from staccato.workflows.governor import GOVERNOR_QUEUE, SET_LIMITS_SIGNAL, STATE_QUERY
 
@@ -32,7 +32,8 @@ class LimitView(BaseModel):
     active: int
     streams: int
     queued: int
-    #: the share of ``max_rate`` each held stream reads at (bytes/s); None without one
+    #: the share of ``max_rate`` each held stream reads at (bytes/s: over the streams
+    #: still running, :func:`~staccato.models.rate_per_stream`); None without one
     rate_per_stream: float | None = None
 
 
@@ -117,11 +118,7 @@ async def list_limits(client: Client) -> list[LimitView]:
             active=len(state.holders),
             streams=sum(h.streams for h in state.holders),
             queued=len(state.waiters),
-            rate_per_stream=(
-                None
-                if state.limits.max_rate is None
-                else state.limits.max_rate / max(1, sum(h.streams for h in state.holders))
-            ),
+            rate_per_stream=rate_per_stream(state.limits.max_rate, state.holders),
         )
 
     views = [v for v in await asyncio.gather(*(one(i) for i in ids)) if v is not None]

@@ -1176,9 +1176,31 @@ class SlotRequest(BaseModel):
 
 
 class SlotHolder(SlotRequest):
-    """A granted request: ``token`` is the fencing token (grows with every grant)."""
+    """A granted request: ``token`` is the fencing token (grows with every grant).
+
+    Attributes:
+        running: streams of it still running, as its transfer told (signal
+            ``running``, :class:`SlotRunning`) when lanes ran out of segments; None:
+            not told (all its streams run). Only the division of ``max_rate``
+            (:meth:`reading`) uses it; ``max_streams`` counts ``streams``.
+    """
 
     token: int
+    running: int | None = None
+
+    def reading(self) -> int:
+        """Streams that share the governor's ``max_rate``: the lower of those held
+        and those its transfer said still run."""
+        return self.streams if self.running is None else min(self.streams, self.running)
+
+
+def rate_per_stream(max_rate: float | None, holders: list[SlotHolder]) -> float | None:
+    """Bytes per second each holder stream may read: ``max_rate`` (bytes/s) divided
+    equally over the streams reading (:meth:`SlotHolder.reading`, at least 1); None
+    without a ``max_rate``."""
+    if max_rate is None:
+        return None
+    return max_rate / max(1, sum(h.reading() for h in holders))
 
 
 class SlotRelease(BaseModel):
@@ -1186,6 +1208,16 @@ class SlotRelease(BaseModel):
 
     ticket: str
     streams: int | None = None  # set: keep the slot but hold only this many streams
+
+
+class SlotRunning(BaseModel):
+    """Signal ``running``: ``streams`` of ``ticket``'s streams still run (its other
+    lanes have no segment left); the governor divides its ``max_rate`` over
+    min(held, running) of each holder. A number >= the streams held undoes it (a
+    transfer that copies again after a verify found damage)."""
+
+    ticket: str
+    streams: int = Field(ge=1)
 
 
 class LimitChange(BaseModel):

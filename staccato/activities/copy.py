@@ -32,7 +32,7 @@ from temporalio import activity
 from staccato import checksums, secrets, settings, sockets
 from staccato.activities import capacity
 from staccato.activities.errors import mapped_errors
-from staccato.activities.pacing import Pacer
+from staccato.activities.pacing import Pacer, own_key
 from staccato.activities.retry_deadline import progressed, within_retry_for
 from staccato.activities.staging import StagedSource, staged_source
 from staccato.activities.stream_guard import guarded, touch
@@ -304,7 +304,12 @@ class _SegmentCopy:
                 checkpoint.next_chunk if checkpoint else None,
             )
         self.read_back = request.read_back and self.destination.features.read_back
-        self.pacer = pacer or Pacer(request.max_rate, request.ticket if request.governors else None)
+        self.pacer = pacer or Pacer(
+            request.max_rate,
+            request.ticket if request.governors else None,
+            # the transfer's own share moves to the streams still running
+            own_key=own_key(request.transfer_id),
+        )
         self.server_side = (
             bool(self.todo)
             and not request.staged

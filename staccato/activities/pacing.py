@@ -1,14 +1,17 @@
 """Read pacing of copy streams: a token bucket per stream, at the stream's rate.
 
-A stream's rate is the lower of its share of its transfer's own ``max_rate``
-(:attr:`~staccato.models.StreamInput.max_rate`, fixed for the attempt) and its share of
-the ``max_rate`` of the endpoints and links whose slots its transfer holds. The latter
-changes while the stream runs (a cap set or changed, another transfer starting or
-ending): the worker's main process asks the governors every second and publishes
-each ticket's per-stream rate on the rate board, a dict shared with the activity
-processes through the worker's multiprocessing manager (:mod:`staccato.workers.rates`);
-the pacer looks at it every :data:`REFRESH_S`. A change thus reaches the bytes within
-about 2 s.
+A stream's rate is the lower of its share of its transfer's own ``max_rate`` and its
+share of the ``max_rate`` of the endpoints and links whose slots its transfer holds.
+Both change while the stream runs: the own share is ``max_rate`` over the transfer's
+streams running now (a stream that ends hands its share to the others; the start-time
+share, :attr:`~staccato.models.StreamInput.max_rate`, holds until the board has one),
+the governors' share moves with a cap set or changed, another transfer starting or
+ending. The worker's main process asks the transfers (query ``stream_share``) and the
+governors (query ``rates``) every second and publishes the per-stream rates on the
+rate board, a dict shared with the activity processes through the worker's
+multiprocessing manager (:mod:`staccato.workers.rates`): ticket -> the governors'
+share, :func:`own_key` of the transfer -> its own share. The pacer looks at it every
+:data:`REFRESH_S`. A change thus reaches the bytes within about 2 s.
 """
 
 from __future__ import annotations
@@ -37,6 +40,12 @@ MAX_STEP = 1024 * 1024
 _board: Mapping[str, float] | None = None
 
 
+def own_key(transfer_id: str) -> str:
+    """The rate board's key of a transfer's own per-stream share (bytes/s): distinct
+    from any slot ticket (``workflow/run/n``) or batch key."""
+    return f"{transfer_id}#own"
+
+
 def install_board(board: Mapping[str, float] | None) -> None:
     """Called in each activity process at its start: the worker's shared rate board."""
     global _board
@@ -51,6 +60,9 @@ class Pacer:
         ticket: the slot ticket its governors' shares are published under (None: the
             transfer holds no slot).
         board: ticket -> bytes per second per stream (default: the process's board).
+        own_key: the board's key of the transfer's own per-stream share
+            (:func:`own_key`), which replaces ``own_rate`` once the board has it (None:
+            ``own_rate`` holds to the end). Ignored without ``own_rate``.
     """
 
     def __init__(
@@ -58,10 +70,12 @@ class Pacer:
         own_rate: float | None,
         ticket: str | None,
         board: Mapping[str, float] | None = None,
+        own_key: str | None = None,
     ) -> None:
         self._own = own_rate
         self._ticket = ticket
         self._board = board if board is not None else _board
+        self._own_key = own_key if own_rate is not None else None
         self._shared: float | None = None
         self._looked = -REFRESH_S
         self._t: float | None = None  # when the bytes taken so far are paid for
@@ -94,12 +108,17 @@ class Pacer:
     def rate(self) -> float | None:
         """Bytes per second now (None: not paced; the board says ``inf`` for a ticket
         none of whose governors has a ``max_rate``)."""
-        if self._ticket is not None and self._board is not None:
+        if (self._ticket is not None or self._own_key is not None) and self._board is not None:
             now = time.monotonic()
             if now - self._looked >= REFRESH_S:
                 self._looked = now
                 try:
-                    self._shared = self._board.get(self._ticket)
+                    if self._ticket is not None:
+                        self._shared = self._board.get(self._ticket)
+                    if self._own_key is not None:
+                        own = self._board.get(self._own_key)
+                        if own is not None and own > 0:
+                            self._own = own
                 except (OSError, EOFError):  # the manager is gone: keep the last rate
                     pass
         rates = [r for r in (self._own, self._shared) if r is not None and r != float("inf")]

@@ -1,23 +1,32 @@
-"""The rate board: each running stream's share of its governors' ``max_rate``.
+"""The rate board: each running stream's share of its governors' ``max_rate`` and of
+its transfer's own ``max_rate``.
 
 A governor (:mod:`staccato.workflows.governor`) divides its ``max_rate`` equally
 among the streams its holders were granted (query ``rates``: ticket -> bytes per
-second per stream). The worker's main process has the Temporal client; its activity
-processes, where the streams read, do not. So :class:`RateBoard` (in the main
-process):
+second per stream); a transfer divides its own ``max_rate`` over its copy streams
+running now (query ``stream_share``, :data:`STREAM_SHARE_QUERY`: the workflow's count,
+whichever workers its streams run on). The worker's main process has the Temporal
+client; its activity processes, where the streams read, do not. So
+:class:`RateBoard` (in the main process):
 
 * records, through a worker interceptor, which slot tickets and governors the
   ``copy_stream``, ``stage_source``, ``copy_batch`` and ``copy_batch_to_many`` (a
   dataset's batch of small files: one stream, its ticket its ``key``) attempts running on this worker have
   (from their input);
-* every :data:`TICK_S` asks each of those governors once (a query: no history
-  event) and writes ticket -> the lowest per-stream rate of its governors into a dict
-  shared with the activity processes through the worker's multiprocessing manager
-  (:mod:`staccato.activities.pacing` reads it).
+  and which transfers the ``copy_stream`` attempts with an own ``max_rate`` belong to
+  (the staging read keeps its start-time share, the transfer's whole ``max_rate``; a
+  dataset's batch keeps the dataset's whole ``max_rate``);
+* every :data:`TICK_S` asks each of those governors and transfers once (a query: no
+  history event) and writes ticket -> the lowest per-stream rate of its governors and
+  :func:`~staccato.activities.pacing.own_key` (transfer) -> its own per-stream share
+  into a dict shared with the activity processes through the worker's
+  multiprocessing manager (:mod:`staccato.activities.pacing` reads it).
 
 A cap changed with ``staccato limit set`` thus reaches running streams within
-``TICK_S`` + the pacer's refresh (about 1.5 s). A governor that cannot be asked (it
-ended, the server is away) leaves the last rate in place until the next tick.
+``TICK_S`` + the pacer's refresh (about 1.5 s), and so does a stream's end to the
+others of its transfer. A governor or transfer that cannot be asked (it ended, the
+server is away, a run from before the query) leaves the last rate in place until the
+next tick (a stream whose transfer never answered keeps its start-time share).
 """
 
 from __future__ import annotations
@@ -32,10 +41,12 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
+from staccato.activities.pacing import own_key
 from staccato.datasets.models import BatchInput, FanOutBatchInput
 from staccato.links import governor_id
 from staccato.models import StageInput, StreamInput
 from staccato.workflows.governor import RATES_QUERY
+from staccato.workflows.transfer import STREAM_SHARE_QUERY
 
 log = logging.getLogger("staccato.rates")
 
@@ -63,6 +74,8 @@ class RateBoard:
         self._board = board
         # ticket -> (governors, streams of it running here)
         self._tickets: dict[str, tuple[tuple[str, ...], int]] = {}
+        # transfer id -> its copy streams with an own max_rate running here
+        self._transfers: dict[str, int] = {}
         self._new = asyncio.Event()  # a ticket arrived: publish now
 
     @contextlib.contextmanager
@@ -80,13 +93,36 @@ class RateBoard:
             else:
                 self._tickets[ticket] = (governors, count - 1)
 
+    @contextlib.contextmanager
+    def _sharing(self, transfer_id: str) -> Any:
+        """While a copy stream of ``transfer_id`` with an own ``max_rate`` runs here."""
+        count = self._transfers.get(transfer_id, 0)
+        self._transfers[transfer_id] = count + 1
+        if count == 0:
+            self._new.set()  # its share at once
+        try:
+            yield
+        finally:
+            count = self._transfers[transfer_id]
+            if count <= 1:
+                del self._transfers[transfer_id]
+            else:
+                self._transfers[transfer_id] = count - 1
+
+    def _keys(self) -> set[str]:
+        """The board's keys of what runs here now."""
+        return {*self._tickets, *(own_key(t) for t in self._transfers)}
+
     def interceptor(self) -> Interceptor:
         return _Interceptor(self)
 
     async def rates(self) -> dict[str, float]:
         """Ticket -> bytes per second per stream (``inf``: none of its governors has
-        a ``max_rate``), for the tickets running here whose governors all answered."""
+        a ``max_rate``), for the tickets running here whose governors all answered;
+        and :func:`~staccato.activities.pacing.own_key` (transfer id) -> bytes per
+        second per stream of the transfer's own ``max_rate`` (:meth:`own_shares`)."""
         names = sorted({n for governors, _ in self._tickets.values() for n in governors})
+        shares = asyncio.ensure_future(self.own_shares())
 
         async def ask(name: str) -> dict[str, float] | None:
             try:
@@ -106,18 +142,40 @@ class RateBoard:
             if any(a is None for a in got):
                 continue  # keep what the board says until every governor answers
             out[ticket] = min([a[ticket] for a in got if a and ticket in a] or [float("inf")])
+        out.update(await shares)
         return out
+
+    async def own_shares(self) -> dict[str, float]:
+        """:func:`~staccato.activities.pacing.own_key` (transfer id) -> bytes per second
+        each of its streams may read of its own ``max_rate`` now (query
+        ``stream_share``), for the transfers with a paced stream running here that
+        answered with a rate."""
+        ids = sorted(self._transfers)
+
+        async def ask(transfer_id: str) -> float | None:
+            try:
+                share = await self._client.get_workflow_handle(transfer_id).query(
+                    STREAM_SHARE_QUERY
+                )
+                return float(share) if isinstance(share, int | float) else None
+            except Exception as err:  # ended, older code, the server away: next tick
+                log.debug("stream share of %s: %s", transfer_id, err)
+                return None
+
+        answers = await asyncio.gather(*(ask(t) for t in ids))
+        return {own_key(t): a for t, a in zip(ids, answers, strict=True) if a is not None and a > 0}
 
     async def publish(self) -> None:
         """One round: ask, then replace the board's contents."""
-        rates = await self.rates() if self._tickets else {}
+        rates = await self.rates() if self._tickets or self._transfers else {}
         board = self._board()
         if board is None:
             return
+        keys = self._keys()  # what still runs after the questions
         try:
-            for ticket in [t for t in board.keys() if t not in self._tickets]:
-                board.pop(ticket, None)
-            board.update(rates)
+            for key in [k for k in board.keys() if k not in keys]:
+                board.pop(key, None)
+            board.update({k: v for k, v in rates.items() if k in keys})
         except (OSError, EOFError) as err:  # the manager is being rebuilt
             log.debug("rate board: %s", err)
 
@@ -149,15 +207,23 @@ class _Inbound(ActivityInboundInterceptor):
         self._board = board
 
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
-        slot = (
-            _slot(input.args[0])
-            if input.args and activity.info().activity_type in PACED_ACTIVITIES
-            else None
-        )
-        if slot is None:
+        kind = activity.info().activity_type
+        slot = _slot(input.args[0]) if input.args and kind in PACED_ACTIVITIES else None
+        shared = _own_share(input.args[0]) if input.args and kind == STREAM_ACTIVITY else None
+        with contextlib.ExitStack() as running:
+            if slot is not None:
+                running.enter_context(self._board._running(*slot))
+            if shared is not None:
+                running.enter_context(self._board._sharing(shared))
             return await super().execute_activity(input)
-        with self._board._running(*slot):
-            return await super().execute_activity(input)
+
+
+def _own_share(arg: object) -> str | None:
+    """The transfer whose own ``max_rate`` a copy stream's input shares (None: no own
+    rate, or not a stream's input)."""
+    if isinstance(arg, StreamInput) and arg.max_rate is not None:
+        return arg.transfer_id
+    return None
 
 
 def _slot(arg: object) -> tuple[str, tuple[str, ...]] | None:

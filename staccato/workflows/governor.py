@@ -14,6 +14,11 @@ Protocol (signals both ways: nothing polls):
   before is ignored (a transfer that asks again after a retry re-sends it).
 * ``release`` (:class:`~staccato.models.SlotRelease`): give the slot back or leave the
   queue; with ``streams`` set, keep the slot with fewer streams.
+* ``running`` (:class:`~staccato.models.SlotRunning`): how many of a holder's streams
+  still run (its other lanes have no segment left): ``max_rate`` is divided over
+  min(held, running) of each holder, so a finished stream's share goes to the others;
+  no grant changes (``max_streams`` counts the streams held). The transfer sends it at
+  most once per lane end per governor.
 * ``set_limits`` (:class:`~staccato.models.LimitChange`).
 * to the transfer: ``slot_granted`` (:class:`~staccato.models.SlotGrant`) when it gets
   its slot, ``limit_queued`` (the reason) once when it has to wait. A transfer that
@@ -33,7 +38,9 @@ waiters; it continues as new (carrying its state) when Temporal suggests it.
 
 History per transfer: the ``acquire`` and ``release`` signals (1 event each), the
 ``slot_granted`` signal sent (2) and, when it waited, ``limit_queued`` (2), plus the
-workflow tasks per wake-up (signals arriving together share them): about 10 events;
+workflow tasks per wake-up (signals arriving together share them): about 10 events,
+plus a ``running`` signal and its workflow task per lane of a holder that runs out of
+segments before the others (at most one per lane end; none for a one-segment file);
 the check adds about 11 events per 5 s while anyone holds or waits (continue-as-new
 keeps it bounded). The check runs when its timer fires (patch
 :data:`CHECK_TIMER_PATCH`); runs from before it started a timer per wake-up and
@@ -58,7 +65,9 @@ with workflow.unsafe.imports_passed_through():
         SlotHolder,
         SlotRelease,
         SlotRequest,
+        SlotRunning,
         SlotView,
+        rate_per_stream,
     )
     from staccato.windows import window_opens
 
@@ -76,6 +85,7 @@ MAX_HISTORY = 8000
 FIND_ENDED = "find_ended"
 ACQUIRE_SIGNAL = "acquire"
 RELEASE_SIGNAL = "release"
+RUNNING_SIGNAL = "running"
 SET_LIMITS_SIGNAL = "set_limits"
 SLOT_QUERY = "slot"
 #: signals a governor sends to a transfer
@@ -306,11 +316,9 @@ class GovernorWorkflow:
 
     def per_stream_rate(self) -> float | None:
         """Bytes per second each holder stream may read: ``max_rate`` divided equally
-        among the streams held (None: no ``max_rate``)."""
-        s = self._s
-        if s.limits.max_rate is None:
-            return None
-        return s.limits.max_rate / max(1, sum(h.streams for h in s.holders))
+        among the streams held that still run (:func:`~staccato.models.rate_per_stream`;
+        None: no ``max_rate``)."""
+        return rate_per_stream(self._s.limits.max_rate, self._s.holders)
 
     def _show(self) -> None:
         """The current-details line: limits, active, queued."""
@@ -345,6 +353,15 @@ class GovernorWorkflow:
             s.holders = [h for h in s.holders if h.ticket != release.ticket]
             s.waiters = [w for w in s.waiters if w.ticket != release.ticket]
         self._changed = True
+
+    @workflow.signal(name=RUNNING_SIGNAL)
+    def running(self, running: SlotRunning) -> None:
+        """How many of a holder's streams still run (the ``rates`` query divides
+        ``max_rate`` over them). Changes no grant, so it wakes nothing: no command."""
+        running = SlotRunning.model_validate(running)
+        for h in self._s.holders:
+            if h.ticket == running.ticket:
+                h.running = running.streams
 
     @workflow.signal(name=SET_LIMITS_SIGNAL)
     def set_limits(self, change: LimitChange) -> None:

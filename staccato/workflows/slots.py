@@ -21,9 +21,15 @@ from temporalio.exceptions import FailureError
 
 with workflow.unsafe.imports_passed_through():
     from staccato.links import governor_id
-    from staccato.models import SlotRelease, SlotRequest, StartGovernorInput, TransferOptions
+    from staccato.models import (
+        SlotRelease,
+        SlotRequest,
+        SlotRunning,
+        StartGovernorInput,
+        TransferOptions,
+    )
 
-from staccato.workflows.governor import ACQUIRE_SIGNAL, RELEASE_SIGNAL
+from staccato.workflows.governor import ACQUIRE_SIGNAL, RELEASE_SIGNAL, RUNNING_SIGNAL
 
 #: the control activity that tells which governors run (of those named)
 FIND_GOVERNORS = "find_governors"
@@ -132,3 +138,15 @@ async def release(names: list[str], release: SlotRelease) -> None:
             )
         except FailureError as err:  # the governor is gone: nothing is held there
             workflow.logger.warning("release at %s failed: %s", name, err)
+
+
+async def tell_running(names: list[str], running: SlotRunning) -> None:
+    """Tell each governor of ``names`` how many of ``running.ticket``'s streams still
+    run (a ``running`` signal each: 2 events); a governor that is gone holds nothing."""
+    for name in names:
+        try:
+            await workflow.get_external_workflow_handle(governor_id(name)).signal(
+                RUNNING_SIGNAL, running
+            )
+        except FailureError as err:  # the governor is gone: nothing to divide
+            workflow.logger.warning("telling %s the streams running failed: %s", name, err)

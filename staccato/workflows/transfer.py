@@ -100,6 +100,7 @@ with workflow.unsafe.imports_passed_through():
         SlotGrant,
         SlotRelease,
         SlotRequest,
+        SlotRunning,
         StageInput,
         StageResult,
         StartLookup,
@@ -152,7 +153,14 @@ from staccato.workflows.governor import (
 )
 
 DEFAULT_HEARTBEAT_TIMEOUT = timedelta(seconds=20)
+#: query: bytes per second each copy stream running now may read of the transfer's
+#: own ``max_rate`` (None: none); workers ask it every second for the streams they run
+#: (:mod:`staccato.workers.rates`)
+STREAM_SHARE_QUERY = "stream_share"
 # workflow.patched ids of changes to the commands the workflow issues
+#: a lane that runs out of segments tells the governors held how many streams still
+#: run (signal ``running``), which then divide their max_rate over those
+SHARE_RUNNING_PATCH = "share-running"
 VISIBLE_AT_START_PATCH = "visible-at-start"
 FRONT_RUN_PATCH = "front-run"
 ENDPOINT_LIMITS_PATCH = "endpoint-limits"
@@ -362,6 +370,10 @@ class TransferWorkflow:
         self._reacquire = False
         self._acquiring = False
         self._left_queue = False  # a pause came while waiting for a grant
+        # the streams still running that the governors were told of, with the ticket
+        # (signal ``running``, SHARE_RUNNING_PATCH); None: not told (all run)
+        self._told_running: tuple[str, int] | None = None
+        self._share_running: bool | None = None  # workflow.patched, asked once
         self._request: TransferRequest | None = None
         # the staging cache entry the streams read from (None: they read the origin)
         self._staged: StageResult | None = None
@@ -1074,8 +1086,16 @@ class TransferWorkflow:
         queue: deque[Segment] = deque(segments)
         results: dict[int, StreamResult] = {}
         attempts: dict[int, int] = {}
+        width = max(1, min(request.options.streams, len(segments)))
+        alive = [width]  # lanes not returned
 
         async def lane(lane_index: int) -> None:
+            try:
+                await copy_lane(lane_index)
+            finally:
+                alive[0] -= 1
+
+        async def copy_lane(lane_index: int) -> None:
             assert self._progress is not None
             while True:
                 # a lane beyond the streams granted (max-streams) idles until the end
@@ -1200,12 +1220,63 @@ class TransferWorkflow:
                     queue.appendleft(segment)
                     raise_if_cancelling()  # the transfer was cancelled, not paused
 
-        await asyncio.gather(
-            *(lane(i) for i in range(max(1, min(request.options.streams, len(segments)))))
-        )
+        teller = asyncio.create_task(self._tell_lanes_ended(alive))
+        try:
+            await asyncio.gather(*(lane(i) for i in range(width)))
+        finally:
+            alive[0] = 0  # the teller returns (after a signal it is sending)
+        await teller
         if self._failure is not None:
             raise self._failure
         return results
+
+    def _running_to_tell(self, alive: int) -> int | None:
+        """The streams running to tell the governors held, when it differs from what
+        they count now (the streams held, or what they were told for this ticket):
+        ``alive`` lanes not returned, at most the streams held and the lanes the
+        transfer runs or, while more still run (the optimizer chose fewer streams and
+        the others finish their segments), those running. None: nothing to tell (none
+        held, paused, failed, or the last lane ended: the release follows).
+
+        It falls as lanes run out of segments (or the optimizer's fewer streams
+        drain) and rises only after a fall: the optimizer chose more again, or the
+        copy runs again (a verify found damaged chunks)."""
+        if not self._granted or self._paused or self._failure is not None or alive < 1:
+            return None
+        held = min(grant.streams for grant in self._granted.values())
+        running = min(alive, held, max(self._lanes, len(self._running)))
+        told = self._told_running
+        counted = told[1] if told is not None and told[0] == self._ticket else held
+        return running if running != counted else None
+
+    async def _tell_lanes_ended(self, alive: list[int]) -> None:
+        """While the copy runs: when lanes ran out of segments, tell each governor held
+        how many streams still run (signal ``running``, :meth:`_running_to_tell`:
+        lanes ending in one workflow task share one signal; at most one per lane end
+        per governor, and one per change of the optimizer's streams), so its
+        ``max_rate`` goes to those (:data:`SHARE_RUNNING_PATCH`). Returns when
+        ``alive[0]`` is 0 (the copy ended)."""
+        while True:
+            await workflow.wait_condition(
+                lambda: alive[0] < 1 or self._running_to_tell(alive[0]) is not None
+            )
+            running = self._running_to_tell(alive[0])
+            if running is None:
+                return
+            if self._share_running is None:
+                self._share_running = workflow.patched(SHARE_RUNNING_PATCH)
+            if not self._share_running:
+                return  # a history from before: it told nothing
+            await self._tell_running(running)
+
+    async def _tell_running(self, running: int) -> None:
+        """Signal ``running`` (``running`` streams of the ticket still run) to each
+        governor held (2 events each)."""
+        assert self._ticket is not None
+        self._told_running = (self._ticket, running)
+        await slots.tell_running(
+            sorted(self._granted), SlotRunning(ticket=self._ticket, streams=running)
+        )
 
     async def _verify(
         self,
@@ -1959,9 +2030,10 @@ class TransferWorkflow:
         Args:
             wanted: streams that could run now (those running, this one, and the
                 segments still queued); the share divides by the lower of this and the
-                streams granted, so a one-segment file gets the whole ``max_rate``. A
-                stream keeps its share to its end: one that started while others ran
-                does not speed up when they finish.
+                streams granted, so a one-segment file gets the whole ``max_rate``.
+                This is the stream's first share: the worker then reads the
+                transfer's :meth:`stream_share` (``max_rate`` over the streams running
+                now), so the streams still running speed up as others end.
         """
         own = request.options.max_rate
         running = max(1, self._lanes if wanted is None else min(self._lanes, wanted))
@@ -1991,6 +2063,17 @@ class TransferWorkflow:
         self._granted = {}
         self._waiting_for = None
         await slots.release(names, SlotRelease(ticket=self._ticket or ""))
+
+    @workflow.query(name=STREAM_SHARE_QUERY)
+    def stream_share(self) -> float | None:
+        """Bytes per second each copy stream running now may read of the transfer's
+        own ``max_rate``: ``max_rate`` over the ``copy_stream`` activities running now
+        (at least 1), so a stream that ends (its lane has no segment left) hands its
+        share to the others, on whichever worker they run. None without a
+        ``max_rate``. Costs no history (the streams' start-time share,
+        :meth:`_stream_rate`, is the first value of their pacers)."""
+        own = self._request.options.max_rate if self._request is not None else None
+        return None if own is None else own / max(1, len(self._running))
 
     @workflow.query
     def progress(self) -> Progress | None:
