@@ -759,7 +759,7 @@ async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
     if description.workflow_type == ROOT_LOCK_TYPE and memo.get("holder"):
         # a root's lock: the dataset to several roots that holds (or held) it
         return await dataset_status(client, str(memo["holder"]))
-    require_type(handle.id, description, (DATASET_TYPE,))
+    require_type(handle.id, description, (DATASET_TYPE,), call="dataset_status")
     started_at = await _first_start(client, handle.id, description)
     if description.status == WorkflowExecutionStatus.COMPLETED:
         completed = status_from_result(handle.id, await handle.result())
