@@ -43,7 +43,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -372,14 +372,16 @@ class StaccatoClient:
     # -- fan-out: one source to several destinations (staccato.fanout_client) ----------
 
     async def fan_out(
-        self, source: str, destinations: list[str], options: TransferOptions | None = None
+        self, source: str, destinations: Sequence[str], options: TransferOptions | None = None
     ) -> str:
         """Start a fan-out group: ``source`` read once (staged), written to every one of
         ``destinations`` (2 or more) by a transfer each; returns the group id
         (``staccato-group-...``). An identical group running is attached to.
 
         Raises:
-            InvalidURLError: a bad URL, a destination given twice or equal to the source.
+            InvalidURLError: a bad URL, a destination given twice or equal to the
+                source, fewer than 2 (a single str is one destination).
+            TypeError: a destination that is not a str.
             DestinationBusyError: the same group runs with other options.
         """
         from staccato.fanout_client import make_fan_out_request, start_group

@@ -15,7 +15,7 @@ once it ended, the same id starts a new run (``status`` shows the latest).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -46,6 +46,7 @@ from staccato.models import (
     TransferState,
     iso_utc,
 )
+from staccato.quantities import str_list
 from staccato.urls import redact
 from staccato.workflows import search_attributes as sa
 
@@ -68,7 +69,7 @@ _CLOSED_STATES = {
 
 
 def make_fan_out_request(
-    source: str, destinations: list[str], options: TransferOptions | None = None
+    source: str, destinations: str | Sequence[str], options: TransferOptions | None = None
 ) -> FanOutRequest:
     """Validate and canonicalise a fan-out (each destination as a single transfer's).
 
@@ -76,10 +77,13 @@ def make_fan_out_request(
         InvalidURLError: a URL is bad, a destination is the source, the same
             destination is given twice (after canonicalisation: ``/a`` and
             ``file:///a`` are one), fewer than 2 or more than ``MAX_FAN_OUT``
-            destinations, or ``if_busy = wait`` (not supported for a group).
+            destinations (a single str is one destination), or ``if_busy = wait``
+            (not supported for a group).
+        TypeError: a destination that is not a str.
     """
     from staccato.client import StaccatoClient
 
+    destinations = str_list(destinations, "destinations")
     if len(destinations) < 2:
         raise InvalidURLError("a fan-out needs at least 2 destinations")
     if len(destinations) > MAX_FAN_OUT:
