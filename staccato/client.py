@@ -31,7 +31,9 @@ to the same destination, started by someone else, is another transfer.
 Errors: :class:`~staccato.errors.TemporalUnavailableError`,
 :class:`~staccato.errors.DestinationBusyError`, :class:`~staccato.errors.TransferNotFoundError`
 and :class:`~staccato.errors.TransferFailedError` live in :mod:`staccato.errors` (their
-old names stay importable from here).
+old names stay importable from here). :class:`NotATransferError`: a single transfer's
+call (``status``, ``wait``, ``outcome``, ``follow``, ``pause``, ``resume``) given a
+dataset's or fan-out group's id (the message names the call that applies to it).
 
 One module, a little over 500 lines: it is the one public class of the client API
 plus the transfer id; every method is one Temporal call and its translation into
