@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
@@ -209,14 +209,7 @@ async def group_status(client: StaccatoClient, group: str) -> GroupStatus:
         TransferNotFoundError: no such group.
     """
     handle = client.temporal.get_workflow_handle(group, result_type=FanOutProgress)
-    try:
-        description = await handle.describe()
-    except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
-            raise TransferNotFoundError(f"no fan-out group {group!r}") from None
-        raise
-    if description.workflow_type != GROUP_TYPE:
-        raise TransferNotFoundError(f"{group} is not a fan-out group")
+    description = await _described_group(handle, group)
     memo: dict[str, Any] = dict(await description.memo())
     progress: FanOutProgress | None = None
     error: str | None = None
@@ -292,6 +285,23 @@ async def group_status(client: StaccatoClient, group: str) -> GroupStatus:
     )
 
 
+async def _described_group(handle: WorkflowHandle[Any, Any], group: str) -> Any:
+    """The description of the group ``handle`` names (``group``: as given).
+
+    Raises:
+        TransferNotFoundError: no such workflow, or not a fan-out group.
+    """
+    try:
+        description = await handle.describe()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise TransferNotFoundError(f"no fan-out group {group!r}") from None
+        raise
+    if description.workflow_type != GROUP_TYPE:
+        raise TransferNotFoundError(f"{group} is not a fan-out group")
+    return description
+
+
 async def _staged_so_far(client: StaccatoClient, description: Any) -> StagingProgress | None:
     """What the group's running ``stage_source`` reported in its last heartbeat (bytes
     staged, rate)."""
@@ -322,8 +332,15 @@ async def follow_group(
 
 
 async def wait_group(client: StaccatoClient, group: str) -> GroupStatus:
-    """Wait for the group to end (one long poll) and return its final status."""
+    """Wait for the group to end (one long poll) and return its final status.
+
+    Raises:
+        TransferNotFoundError: no such group, or ``group`` names another workflow
+            type (a transfer's or dataset's id), said at once as
+            :func:`group_status` says it.
+    """
     handle = client.temporal.get_workflow_handle(group, result_type=FanOutProgress)
+    await _described_group(handle, group)
     try:
         await handle.result()
     except WorkflowFailureError:

@@ -142,6 +142,24 @@ async def test_no_such_transfer_is_transfer_not_found(client: StaccatoClient, ca
         await asyncio.wait_for(_call(client, call, missing), REFUSED_WITHIN_S)
 
 
+async def test_wait_group_of_a_dataset_or_of_nothing_is_refused_at_once(
+    client: StaccatoClient,
+) -> None:
+    """``wait_group`` of a running dataset's id waited for the dataset to end; of an
+    id no workflow has it raised Temporal's RPCError: both say so at once, as
+    ``group_status`` does."""
+    dataset = f"staccato-dataset-{secrets.token_hex(16)}"
+    missing = f"staccato-group-{secrets.token_hex(12)}"
+    handle = await _fake(client, "DatasetWorkflow", dataset)
+    try:
+        with pytest.raises(TransferNotFoundError, match=f"{dataset} is not a fan-out group"):
+            await asyncio.wait_for(client.wait_group(dataset), REFUSED_WITHIN_S)
+    finally:
+        await handle.terminate("test over")
+    with pytest.raises(TransferNotFoundError, match=f"no fan-out group '{missing}'"):
+        await asyncio.wait_for(client.wait_group(missing), REFUSED_WITHIN_S)
+
+
 async def test_a_single_pattern_is_one_pattern(client: StaccatoClient, data_dir: Path) -> None:
     """``include="*.bin"`` was split into characters ("*" selected every file) and
     ``exclude="skip*"`` likewise ("*" left out every file): a str is one pattern."""
