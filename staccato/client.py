@@ -31,7 +31,9 @@ to the same destination, started by someone else, is another transfer.
 Errors: :class:`~staccato.errors.TemporalUnavailableError`,
 :class:`~staccato.errors.DestinationBusyError`, :class:`~staccato.errors.TransferNotFoundError`
 and :class:`~staccato.errors.TransferFailedError` live in :mod:`staccato.errors` (their
-old names stay importable from here).
+old names stay importable from here). :class:`NotATransferError`: a single transfer's
+call (``status``, ``wait``, ``outcome``, ``follow``, ``pause``, ``resume``) given a
+dataset's or fan-out group's id (the message names the call that applies to it).
 
 One module, a little over 500 lines: it is the one public class of the client API
 plus the transfer id; every method is one Temporal call and its translation into
@@ -43,7 +45,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -73,7 +75,7 @@ from staccato.errors import (
     TransferNotFoundError,
     innermost_message,
 )
-from staccato.ids import TRANSFER_ID_PREFIX, transfer_id
+from staccato.ids import ROOT_LOCK_TYPE, TRANSFER_ID_PREFIX, transfer_id
 from staccato.links import governor_id
 from staccato.models import (
     MIN_TUNED_BYTES,
@@ -100,7 +102,13 @@ from staccato.submissions import completed_status as _completed_status
 from staccato.urls import parse_url, resolve_local_directory
 from staccato.workflows import search_attributes as sa
 
-__all__ = ["TRANSFER_ID_PREFIX", "StaccatoClient", "Submission", "transfer_id"]
+__all__ = [
+    "TRANSFER_ID_PREFIX",
+    "NotATransferError",
+    "StaccatoClient",
+    "Submission",
+    "transfer_id",
+]
 
 # The client's errors live in staccato.errors; their names before the rename stay here.
 TemporalUnavailable = TemporalUnavailableError
@@ -366,14 +374,16 @@ class StaccatoClient:
     # -- fan-out: one source to several destinations (staccato.fanout_client) ----------
 
     async def fan_out(
-        self, source: str, destinations: list[str], options: TransferOptions | None = None
+        self, source: str, destinations: Sequence[str], options: TransferOptions | None = None
     ) -> str:
         """Start a fan-out group: ``source`` read once (staged), written to every one of
         ``destinations`` (2 or more) by a transfer each; returns the group id
         (``staccato-group-...``). An identical group running is attached to.
 
         Raises:
-            InvalidURLError: a bad URL, a destination given twice or equal to the source.
+            InvalidURLError: a bad URL, a destination given twice or equal to the
+                source, fewer than 2 (a single str is one destination).
+            TypeError: a destination that is not a str.
             DestinationBusyError: the same group runs with other options.
         """
         from staccato.fanout_client import make_fan_out_request, start_group
@@ -526,6 +536,24 @@ class StaccatoClient:
 
         Raises:
             TransferNotFoundError: no such transfer.
+            NotATransferError: ``transfer`` is a dataset or fan-out group id (the
+                message names the call for it: ``dataset_status``, ``group_status``),
+                or another workflow's.
+        """
+        handle, description = await self._described(transfer, run_id, call="status")
+        found = await self._status(handle, description)
+        return found.model_copy(update={"started_at": iso_utc(description.start_time)})
+
+    async def _described(
+        self, transfer: str, run_id: str | None, *, call: str
+    ) -> tuple[WorkflowHandle[Any, Any], Any]:
+        """The handle of the transfer ``transfer`` names (:meth:`_handle`) and its
+        description, checked to be a single transfer's (``call``: the method asked,
+        which a refusal names).
+
+        Raises:
+            TransferNotFoundError: no such workflow.
+            NotATransferError: a dataset, a fan-out group or another workflow type.
         """
         handle = await self._handle(transfer, run_id)
         try:
@@ -534,9 +562,8 @@ class StaccatoClient:
             if err.status == RPCStatusCode.NOT_FOUND:
                 raise TransferNotFoundError(f"no transfer {transfer!r}") from None
             raise
-        require_type(handle.id, description, (TRANSFER_TYPE,))
-        found = await self._status(handle, description)
-        return found.model_copy(update={"started_at": iso_utc(description.start_time)})
+        require_type(handle.id, description, (TRANSFER_TYPE,), call=call)
+        return handle, description
 
     async def _status(self, handle: WorkflowHandle[Any, Any], description: Any) -> TransferStatus:
         """:meth:`status` of the run ``handle`` names, once described."""
@@ -871,7 +898,9 @@ class StaccatoClient:
             StaccatoError: it is not running, or not Staccato's (another workflow type).
         """
         handle = await self._handle(transfer)
-        await self._require(handle, kinds=(TRANSFER_TYPE, DATASET_TYPE, GROUP_TYPE), named=transfer)
+        await self._require(
+            handle, kinds=(TRANSFER_TYPE, DATASET_TYPE, GROUP_TYPE), named=transfer, call="cancel"
+        )
         description = await handle.describe()
         failed = (
             description.workflow_type == TRANSFER_TYPE
@@ -936,8 +965,10 @@ class StaccatoClient:
         *,
         kinds: tuple[str, ...] = (TRANSFER_TYPE,),
         named: str | None = None,
+        call: str,
     ) -> None:
-        """Check that ``handle``'s run is one of ``kinds`` (workflow types) and running.
+        """Check that ``handle``'s run is one of ``kinds`` (workflow types) and running
+        (``call``: the method asked, which a refusal names).
 
         Raises:
             TransferNotFoundError: no such workflow.
@@ -950,7 +981,7 @@ class StaccatoClient:
                 # the name the user gave (a destination's id is not what they typed)
                 raise TransferNotFoundError(f"no transfer {named or handle.id!r}") from None
             raise
-        require_type(handle.id, description, kinds)
+        require_type(handle.id, description, kinds, call=call)
         if description.status != WorkflowExecutionStatus.RUNNING:
             state = _STATUS_STATES.get(description.status, TransferState.failed)  # type: ignore[arg-type]
             kind = {DATASET_TYPE: "dataset", GROUP_TYPE: "group"}.get(
@@ -967,8 +998,9 @@ class StaccatoClient:
     async def _update(self, transfer: str, update: Any, *, already: str) -> bool:
         """Send ``update`` to the transfer (or the one a front run runs as); False when
         the workflow refused it with ``already`` (what it asks for already holds)."""
+        call = getattr(update, "__name__", "update")
         handle = await self._handle(transfer)
-        await self._require(handle, named=transfer)
+        await self._require(handle, named=transfer, call=call)
         # a front run pauses and resumes the transfer it runs as
         description = await handle.describe()
         runs_as = _runs_as(handle.id, await description.memo())
@@ -980,7 +1012,7 @@ class StaccatoClient:
                     "cancel it instead, or pause it once it runs"
                 )
             handle = self.temporal.get_workflow_handle(runs_as, run_id=details.run_id)
-            await self._require(handle)
+            await self._require(handle, call=call)
         wait_s = settings.current().client_wait_s
         try:
             # bounded: an update to a run no worker polls for would wait for minutes
@@ -997,12 +1029,11 @@ class StaccatoClient:
             # workflow", NOT_FOUND)
             if err.status != RPCStatusCode.NOT_FOUND:
                 raise
-            await self._require(handle)
+            await self._require(handle, call=call)
             raise
         except WorkflowUpdateRPCTimeoutOrCancelledError:
-            name = getattr(update, "__name__", "update")
             raise StaccatoError(
-                f"no worker took the {name} of transfer {handle.id} within "
+                f"no worker took the {call} of transfer {handle.id} within "
                 f"{wait_s:g} s (STACCATO_CLIENT_WAIT_S): is a worker polling task queue "
                 f"{description.task_queue!r}? (`staccato up --detach` or `staccato worker`); "
                 "Temporal may still deliver it when one does"
@@ -1045,9 +1076,16 @@ class StaccatoClient:
 
         Follows the run this client submitted under that id if any (see
         :meth:`submitted_run`), else the latest run.
+
+        Raises (when iterated):
+            TransferNotFoundError: no such transfer.
+            NotATransferError: ``transfer`` is a dataset or fan-out group id (the
+                message names what follows one:
+                :func:`staccato.dataset_client.follow_dataset`,
+                :func:`staccato.fanout_client.follow_group`), or another workflow's.
         """
         run_id = self.submitted_run(transfer)
-        handle = await self._handle(transfer, run_id)
+        handle, _ = await self._described(transfer, run_id, call="follow")
         ended = asyncio.ensure_future(handle.result())
         ended.add_done_callback(lambda task: task.cancelled() or task.exception())
         asked: asyncio.Future[TransferStatus] | None = None
@@ -1081,9 +1119,16 @@ class StaccatoClient:
 
         Follows the run this client submitted under that id if any (see
         :meth:`submitted_run`), else the latest run.
+
+        Raises:
+            TransferNotFoundError: no such transfer.
+            NotATransferError: ``transfer`` is a dataset or fan-out group id (the
+                message names the call that waits for one:
+                :func:`staccato.dataset_client.await_dataset_end`,
+                :meth:`wait_group`), or another workflow's.
         """
         run_id = self.submitted_run(transfer)
-        handle = await self._handle(transfer, run_id)
+        handle, _ = await self._described(transfer, run_id, call="outcome")
         try:
             early = await self._result_or_failed(handle)
         except Exception:  # failed, cancelled, or the wait broke: the status says which
@@ -1098,11 +1143,20 @@ class StaccatoClient:
         Waits for the run this client submitted under that id if any (see
         :meth:`submitted_run`), else for the latest run.
 
+        Single transfers only: a dataset id (``staccato-dataset-...``) or a fan-out
+        group id (``staccato-group-...``) is refused at once, whatever its state, with
+        the call that waits for it (:func:`staccato.dataset_client.await_dataset_end`,
+        :meth:`wait_group`); they end with a status of their own (counts of files, a
+        row per destination), not a :class:`TransferResult`, so this does not
+        dispatch to them.
+
         Raises:
+            TransferNotFoundError: no such transfer (id or destination).
+            NotATransferError: a dataset or fan-out group id, or another workflow's.
             TransferFailedError: it failed or was cancelled (message = reason).
         """
         run_id = self.submitted_run(transfer)
-        handle = await self._handle(transfer, run_id)
+        handle, _ = await self._described(transfer, run_id, call="wait")
         try:
             ended = await self._result_or_failed(handle, follow_runs=False)
         except WorkflowFailureError:
@@ -1316,32 +1370,73 @@ def _query_wait_s() -> float:
     return min(QUERY_TIMEOUT_S, settings.current().client_wait_s)
 
 
-def require_type(workflow_id: str, description: Any, kinds: tuple[str, ...]) -> None:
-    """Refuse a workflow Staccato did not start (another type shares the namespace).
+class NotATransferError(StaccatoError):
+    """The id names a workflow that is not a single transfer: a dataset, a fan-out
+    group, or a workflow Staccato did not start. The message names the id, the call
+    made, and (for a dataset or group) the call that applies to it instead."""
+
+
+#: for a dataset (or its root lock) and a fan-out group: what to call instead of the
+#: single transfer's ``status``, ``wait``, ``outcome`` and ``follow`` (ID: the id given)
+_INSTEAD = {
+    "dataset": {
+        "status": "staccato.dataset_client.dataset_status(client, ID)",
+        "wait": "staccato.dataset_client.await_dataset_end(client, ID)",
+        "outcome": "staccato.dataset_client.await_dataset_end(client, ID)",
+        "follow": "staccato.dataset_client.follow_dataset(client, ID)",
+    },
+    "group": {
+        "status": "StaccatoClient.group_status(ID)",
+        "wait": "StaccatoClient.wait_group(ID)",
+        "outcome": "StaccatoClient.wait_group(ID)",
+        "follow": "staccato.fanout_client.follow_group(client, ID)",
+    },
+}
+#: the command that does the same as a call, on the command line
+_COMMAND = {"status": "status", "wait": "watch", "outcome": "watch", "follow": "watch"}
+
+
+def require_type(workflow_id: str, description: Any, kinds: tuple[str, ...], *, call: str) -> None:
+    """Refuse a workflow of another type than ``kinds``: a dataset or fan-out group
+    where only single transfers apply, or a workflow Staccato did not start (another
+    type shares the namespace). ``call``: the call made (``status``, ``wait``,
+    ``outcome``, ``follow``, ``pause``, ``resume``), which the message names with
+    what applies instead.
 
     Raises:
-        StaccatoError: ``description``'s workflow type is not in ``kinds``; a dataset
-            where only transfers are allowed says so.
+        NotATransferError: ``description``'s workflow type is not in ``kinds``.
     """
     kind = description.workflow_type
     if kind in kinds:
         return
-    if kind == DATASET_TYPE:
-        raise StaccatoError(
-            f"{workflow_id} is a Staccato dataset, not a single transfer: pause and resume "
-            f"apply to single transfers; `staccato status {workflow_id}` and "
-            f"`staccato cancel {workflow_id}` work on datasets"
+    shown = {DATASET_TYPE: "dataset", GROUP_TYPE: "group"}.get(kind)
+    if kind == ROOT_LOCK_TYPE and DATASET_TYPE not in kinds:
+        shown = "dataset"  # a root's lock: its id is a dataset id
+    instead = _INSTEAD.get(shown or "", {}).get(call)
+    what = "a Staccato dataset" if shown == "dataset" else "a fan-out group"
+    if instead is not None:
+        raise NotATransferError(
+            f"{workflow_id} is {what}, not a single transfer: StaccatoClient.{call}() "
+            f"applies to single transfers; call {instead.replace('ID', repr(workflow_id))} "
+            f"instead (on the command line: `staccato {_COMMAND[call]} {workflow_id}`)"
         )
-    if kind == GROUP_TYPE:
-        raise StaccatoError(
-            f"{workflow_id} is a fan-out group, not a single transfer: a group is paused "
+    if shown == "dataset":
+        raise NotATransferError(
+            f"{workflow_id} is a Staccato dataset, not a single transfer: {call} applies "
+            f"to single transfers (a dataset has no {call} of its own); `staccato status "
+            f"{workflow_id}` and `staccato cancel {workflow_id}` work on datasets"
+        )
+    if shown == "group":
+        raise NotATransferError(
+            f"{workflow_id} is a fan-out group, not a single transfer: {call} applies to "
+            "single transfers; a group is paused "
             "and resumed by pausing and resuming its destinations' transfers (`staccato "
             f"pause DESTINATION`; `staccato status {workflow_id}` lists them), which start "
             "once the group has staged the source (while it stages, there is no transfer "
             f"to pause yet); `staccato cancel {workflow_id}` stops every destination, "
             "staging included"
         )
-    raise StaccatoError(f"{workflow_id} is not a Staccato transfer (workflow type {kind})")
+    raise NotATransferError(f"{workflow_id} is not a Staccato transfer (workflow type {kind})")
 
 
 async def failure_reason(handle: WorkflowHandle[Any, Any], *, cancelled: bool) -> str:

@@ -76,6 +76,7 @@ from staccato.errors import (
 from staccato.following import follow_until_ended
 from staccato.models import GroupState, MiB, TransferOptions, TransferState, iso_utc
 from staccato.overlaps import overlap_busy, overlapping_writer
+from staccato.quantities import str_list
 from staccato.run_fields import DATASET_TYPE
 from staccato.urls import child_url, parse_url
 
@@ -101,7 +102,10 @@ FILES_MIN_RATE = 1 / 3600
 
 
 async def failed_pairs(
-    client: StaccatoClient, source: str, destinations: Sequence[str], exclude: Sequence[str] = ()
+    client: StaccatoClient,
+    source: str,
+    destinations: Sequence[str],
+    exclude: str | Sequence[str] = (),
 ) -> tuple[list[str], list[list[str]]]:
     """The (name, destination roots) that failed in the last dataset from ``source``
     to these roots: the names, and per name the roots it failed at. ``exclude``: the
@@ -109,8 +113,11 @@ async def failed_pairs(
 
     Raises:
         TransferNotFoundError, StaccatoError: as :func:`failed_names`.
+        TypeError: ``destinations`` or ``exclude`` holds something other than str.
     """
-    probe = make_dataset_request(source, list(destinations), exclude=exclude)
+    probe = make_dataset_request(
+        source, str_list(destinations, "destinations"), exclude=str_list(exclude, "exclude")
+    )
     assert probe.destination_roots is not None
     status = await _earlier_dataset(
         client,
@@ -385,8 +392,8 @@ async def submit_dataset(
     destination: str | Sequence[str],
     options: TransferOptions | None = None,
     *,
-    include: Sequence[str] = (),
-    exclude: Sequence[str] = (),
+    include: str | Sequence[str] = (),
+    exclude: str | Sequence[str] = (),
     small_file_max: int = 64 * MiB,
     retry_failed: bool = False,
     **tuning: Any,
@@ -394,8 +401,12 @@ async def submit_dataset(
     """Start copying the directory or prefix ``source`` to ``destination``; returns the
     dataset id (:func:`start_dataset`, which also tells whether it attached).
 
+    ``include`` and ``exclude``: glob patterns (``--include``, ``--exclude``), a list
+    of them or a single one (``include="*.bin"`` is one pattern).
+
     Raises:
-        see :func:`start_dataset` (ValueError: ``destination`` is an empty list).
+        see :func:`start_dataset` (ValueError: ``destination`` is an empty list;
+        TypeError: a pattern or destination that is not a str).
     """
     started = await start_dataset(
         client,
@@ -417,8 +428,8 @@ async def start_dataset(
     destination: str | Sequence[str],
     options: TransferOptions | None = None,
     *,
-    include: Sequence[str] = (),
-    exclude: Sequence[str] = (),
+    include: str | Sequence[str] = (),
+    exclude: str | Sequence[str] = (),
     small_file_max: int = 64 * MiB,
     retry_failed: bool = False,
     **tuning: Any,
@@ -426,14 +437,20 @@ async def start_dataset(
     """Start copying the directory or prefix ``source`` to ``destination``, or attach
     to the same request running (which may differ in the options that say how to run:
     named in ``ignored``). With ``retry_failed`` only the previous dataset's failed
-    files are copied.
+    files are copied. ``include`` and ``exclude``: glob patterns, a list of them or a
+    single str (one pattern, :func:`staccato.quantities.str_list`).
 
     Raises:
+        TypeError: ``include``, ``exclude`` or a list ``destination`` holds something
+            other than str (the message names the parameter).
         InvalidURLError: see :func:`make_dataset_request`.
         DestinationBusyError: another dataset writes under that destination.
         StaccatoError: ``retry_failed`` and nothing to retry (see :func:`failed_names`).
         ValueError: ``destination`` is an empty list.
     """
+    include, exclude = str_list(include, "include"), str_list(exclude, "exclude")
+    if not isinstance(destination, str):
+        destination = str_list(destination, "destination")
     if not isinstance(destination, str) and len(destination) == 0:
         raise ValueError(
             "destination is an empty list: give one destination root (a str) or a "
@@ -759,7 +776,7 @@ async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
     if description.workflow_type == ROOT_LOCK_TYPE and memo.get("holder"):
         # a root's lock: the dataset to several roots that holds (or held) it
         return await dataset_status(client, str(memo["holder"]))
-    require_type(handle.id, description, (DATASET_TYPE,))
+    require_type(handle.id, description, (DATASET_TYPE,), call="dataset_status")
     started_at = await _first_start(client, handle.id, description)
     if description.status == WorkflowExecutionStatus.COMPLETED:
         completed = status_from_result(handle.id, await handle.result())

@@ -26,6 +26,7 @@ from staccato.datasets.models import (
 )
 from staccato.errors import InvalidURLError
 from staccato.models import MiB, TransferOptions, request_digest
+from staccato.quantities import str_list
 from staccato.urls import EndpointURL, parse_url, resolve_local_directory, root_text
 
 #: schemes a dataset can be listed from
@@ -191,8 +192,8 @@ def make_dataset_request(
     destination: str | Sequence[str],
     options: TransferOptions | None = None,
     *,
-    include: Sequence[str] = (),
-    exclude: Sequence[str] = (),
+    include: str | Sequence[str] = (),
+    exclude: str | Sequence[str] = (),
     small_file_max: int = 64 * MiB,
     retry_failed: list[str] | None = None,
     **tuning: Any,
@@ -214,8 +215,13 @@ def make_dataset_request(
             destination may lie inside the source when ``exclude`` leaves it out:
             ``--exclude 'backup/*'``); with several: a root given twice or equal to
             the source.
+        TypeError: ``include``, ``exclude`` or a list ``destination`` holds something
+            other than str (a single str is one pattern or root:
+            :func:`staccato.quantities.str_list`).
     """
+    include, exclude = str_list(include, "include"), str_list(exclude, "exclude")
     if not isinstance(destination, str):
+        destination = str_list(destination, "destination")
         if len(destination) == 1:
             destination = destination[0]
         else:

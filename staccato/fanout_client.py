@@ -15,11 +15,11 @@ once it ended, the same id starts a new run (``status`` shows the latest).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
@@ -46,6 +46,7 @@ from staccato.models import (
     TransferState,
     iso_utc,
 )
+from staccato.quantities import str_list
 from staccato.urls import redact
 from staccato.workflows import search_attributes as sa
 
@@ -68,7 +69,7 @@ _CLOSED_STATES = {
 
 
 def make_fan_out_request(
-    source: str, destinations: list[str], options: TransferOptions | None = None
+    source: str, destinations: str | Sequence[str], options: TransferOptions | None = None
 ) -> FanOutRequest:
     """Validate and canonicalise a fan-out (each destination as a single transfer's).
 
@@ -76,10 +77,13 @@ def make_fan_out_request(
         InvalidURLError: a URL is bad, a destination is the source, the same
             destination is given twice (after canonicalisation: ``/a`` and
             ``file:///a`` are one), fewer than 2 or more than ``MAX_FAN_OUT``
-            destinations, or ``if_busy = wait`` (not supported for a group).
+            destinations (a single str is one destination), or ``if_busy = wait``
+            (not supported for a group).
+        TypeError: a destination that is not a str.
     """
     from staccato.client import StaccatoClient
 
+    destinations = str_list(destinations, "destinations")
     if len(destinations) < 2:
         raise InvalidURLError("a fan-out needs at least 2 destinations")
     if len(destinations) > MAX_FAN_OUT:
@@ -205,14 +209,7 @@ async def group_status(client: StaccatoClient, group: str) -> GroupStatus:
         TransferNotFoundError: no such group.
     """
     handle = client.temporal.get_workflow_handle(group, result_type=FanOutProgress)
-    try:
-        description = await handle.describe()
-    except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
-            raise TransferNotFoundError(f"no fan-out group {group!r}") from None
-        raise
-    if description.workflow_type != GROUP_TYPE:
-        raise TransferNotFoundError(f"{group} is not a fan-out group")
+    description = await _described_group(handle, group)
     memo: dict[str, Any] = dict(await description.memo())
     progress: FanOutProgress | None = None
     error: str | None = None
@@ -288,6 +285,23 @@ async def group_status(client: StaccatoClient, group: str) -> GroupStatus:
     )
 
 
+async def _described_group(handle: WorkflowHandle[Any, Any], group: str) -> Any:
+    """The description of the group ``handle`` names (``group``: as given).
+
+    Raises:
+        TransferNotFoundError: no such workflow, or not a fan-out group.
+    """
+    try:
+        description = await handle.describe()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise TransferNotFoundError(f"no fan-out group {group!r}") from None
+        raise
+    if description.workflow_type != GROUP_TYPE:
+        raise TransferNotFoundError(f"{group} is not a fan-out group")
+    return description
+
+
 async def _staged_so_far(client: StaccatoClient, description: Any) -> StagingProgress | None:
     """What the group's running ``stage_source`` reported in its last heartbeat (bytes
     staged, rate)."""
@@ -318,8 +332,15 @@ async def follow_group(
 
 
 async def wait_group(client: StaccatoClient, group: str) -> GroupStatus:
-    """Wait for the group to end (one long poll) and return its final status."""
+    """Wait for the group to end (one long poll) and return its final status.
+
+    Raises:
+        TransferNotFoundError: no such group, or ``group`` names another workflow
+            type (a transfer's or dataset's id), said at once as
+            :func:`group_status` says it.
+    """
     handle = client.temporal.get_workflow_handle(group, result_type=FanOutProgress)
+    await _described_group(handle, group)
     try:
         await handle.result()
     except WorkflowFailureError:

@@ -4,7 +4,8 @@ each ``ValueError`` into a usage error, which click prefixes with the option's n
 ``Invalid value for '--chunk-size': ...``) and the Python API
 (:class:`staccato.models.TransferOptions` takes the same texts for its size, rate and
 duration fields, and pydantic names the field; :meth:`staccato.client.StaccatoClient.start`
-checks ``not_before`` with :func:`check_start_time`, as ``submit --not-before`` does).
+checks ``not_before`` with :func:`check_start_time`, as ``submit --not-before`` does),
+and the API's list parameters (:func:`str_list`).
 
 Pure: no I/O, the clock only where a caller passes it. (Output is :mod:`staccato.units`.)
 """
@@ -12,6 +13,7 @@ Pure: no I/O, the clock only where a caller passes it. (Output is :mod:`staccato
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 #: the largest chunk (S3's largest part); :data:`staccato.models.MAX_CHUNK_SIZE` is it
@@ -138,3 +140,28 @@ def check_start_time(at: datetime, now: datetime, shown: str) -> datetime:
     if at - now > timedelta(seconds=MAX_DURATION_S):
         raise ValueError(f"{shown} is more than 30 days ahead")
     return at
+
+
+def str_list(value: str | Iterable[str], parameter: str) -> list[str]:
+    """A parameter that takes several texts (``include`` and ``exclude`` patterns,
+    destinations) as a list: a single ``str`` is one text, never split into its
+    characters (``include="*.bin"`` was ``["*", ".", "b", "i", "n"]``, and its
+    ``"*"`` selected every file).
+
+    Raises:
+        TypeError: ``value`` is neither a str nor an iterable of str (bytes too); the
+            message names ``parameter`` and the element that is not a str.
+    """
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, bytes | bytearray) or not isinstance(value, Iterable):
+        raise TypeError(
+            f"{parameter}: expected a str or a list of str, not {type(value).__name__} {value!r}"
+        )
+    items = list(value)
+    for index, item in enumerate(items):
+        if not isinstance(item, str):
+            raise TypeError(
+                f"{parameter}[{index}]: expected a str, not {type(item).__name__} {item!r}"
+            )
+    return items

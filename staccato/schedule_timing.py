@@ -35,6 +35,9 @@ MIN_CATCHUP_WINDOW_S = 10
 MAX_SCHEDULE_DURATION_S = 366 * 86400
 #: Temporal's calendar specs cover the years 2000..2100.
 MAX_AT_YEAR = 2100
+#: what a schedule whose source is a directory should do instead (its runs copy one
+#: file): the remedy :func:`staccato.urls.file_source_problem` names
+SCHEDULE_SOURCE_REMEDY = "each run of a schedule copies one file; name a file"
 _NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_NAME_CHARS - 1}}}")
 _DURATION_PART = re.compile(r"(\d+)([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -169,13 +172,28 @@ def parse_at(text: str, time_zone: str | None = None, *, now: datetime | None = 
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=zoneinfo.ZoneInfo(time_zone or "UTC"))
         at = parsed.astimezone(UTC)
+    return check_at(at, f"--at {text!r}", now=now)
+
+
+def check_at(at: datetime, shown: str, *, now: datetime | None = None) -> datetime:
+    """A one-off schedule's time (``--at``, :attr:`Timing.at`), checked: in the future
+    and before the end of Temporal's calendar; returned as an aware UTC datetime in
+    whole seconds (a fraction rounds up: the calendar spec has no fraction). One
+    without tzinfo is local time, as :meth:`Timing.spec` reads it. ``shown``: what
+    the message names (``--at '10m'``, ``Timing.at``).
+
+    Raises:
+        InvalidScheduleError: not in the future, or after 2100.
+    """
+    now = now or datetime.now(UTC)
+    at = at.astimezone(UTC)
     at = at.replace(microsecond=0) + (timedelta(seconds=1) if at.microsecond else timedelta())
     if at <= now:
         raise InvalidScheduleError(
-            f"--at {text!r}: {at.isoformat()} is not in the future (now {now.isoformat(timespec='seconds')})"
+            f"{shown}: {at.isoformat()} is not in the future (now {now.isoformat(timespec='seconds')})"
         )
     if at.year > MAX_AT_YEAR:
-        raise InvalidScheduleError(f"--at {text!r}: expected a time before {MAX_AT_YEAR + 1}")
+        raise InvalidScheduleError(f"{shown}: expected a time before {MAX_AT_YEAR + 1}")
     return at
 
 

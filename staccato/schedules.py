@@ -48,14 +48,16 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
 from staccato.client import StaccatoClient
-from staccato.errors import StaccatoError, TransferNotFoundError
+from staccato.errors import InvalidURLError, StaccatoError, TransferNotFoundError
 from staccato.models import TransferOptions, TransferRequest, TransferState
 from staccato.schedule_timing import (
     MAX_NAME_CHARS,
     SCHEDULE_ID_PREFIX,
+    SCHEDULE_SOURCE_REMEDY,
     InvalidScheduleError,
     Overlap,
     Timing,
+    check_at,
     check_cron,
     check_name,
     check_time_zone,
@@ -65,11 +67,13 @@ from staccato.schedule_timing import (
     parse_every,
     schedule_id,
 )
+from staccato.urls import file_source_problem
 from staccato.workflows import search_attributes as sa
 
 __all__ = [
     "MAX_NAME_CHARS",
     "SCHEDULE_ID_PREFIX",
+    "SCHEDULE_SOURCE_REMEDY",
     "InvalidScheduleError",
     "Overlap",
     "ScheduleExistsError",
@@ -79,6 +83,7 @@ __all__ = [
     "Schedules",
     "Timing",
     "TriggerOutcome",
+    "check_at",
     "check_cron",
     "check_name",
     "check_time_zone",
@@ -238,14 +243,24 @@ class Schedules:
 
         ``options`` as for submit; a run due while another transfer writes the
         destination waits for it unless ``options`` set ``if_busy`` (:func:`scheduled_options`).
+        Checked as ``staccato schedule create`` checks it, with the same functions
+        and words: a local ``source`` that is a directory is refused (each run copies
+        one file: :func:`staccato.urls.file_source_problem`), and so is a
+        ``timing.at`` that is not in the future (:func:`check_at`: it would never run).
 
         Raises:
-            InvalidScheduleError: a bad name.
-            InvalidURLError: bad URLs (as for submit).
+            InvalidScheduleError: a bad name; ``timing.at`` not in the future.
+            InvalidURLError: bad URLs (as for submit); a local source that is a
+                directory.
             ScheduleExistsError: a schedule of this name exists.
         """
         check_name(name)
         request = StaccatoClient.make_request(source, destination, scheduled_options(options))
+        problem = file_source_problem(source, SCHEDULE_SOURCE_REMEDY)
+        if problem is not None:
+            raise InvalidURLError(problem)
+        if timing.at is not None:
+            check_at(timing.at, "Timing.at")
         try:
             existing = await self.describe(name)
         except ScheduleNotFoundError:

@@ -331,6 +331,31 @@ def root_text(url: EndpointURL) -> str:
     return canonical
 
 
+def file_source_problem(source: str, remedy: str) -> str | None:
+    """Why a local ``source`` of one transfer cannot be copied, as seen from here, or
+    None: it is a directory (``remedy``: what to do instead), or it is typed with a
+    trailing ``/`` and is not a directory (``/data/x.bin/`` names a directory, POSIX
+    pathname resolution). The one check of ``cp``, ``submit`` and ``schedule create``
+    (:func:`staccato.cli.common.check_file_source`, exit 2) and of
+    :meth:`staccato.schedules.Schedules.create`. A source that does not parse is
+    None: the request says why, in its own words. Reads the local file system.
+    """
+    try:
+        url = parse_url(source)
+    except InvalidURLError:
+        return None
+    if url.scheme != "file":
+        return None
+    if os.path.isdir(url.path):
+        return f"source {source!r} is a directory: {remedy}"
+    if source.endswith("/") and os.path.lexists(url.path):
+        return (
+            f"source {source!r} is not a directory: a trailing / names a directory; "
+            f"drop the / to copy the file {url.path}"
+        )
+    return None
+
+
 def resolve_local_directory(url: EndpointURL, *, is_directory: bool = False) -> EndpointURL:
     """A ``file`` URL whose directory is named through a symbolic link, named by the
     directory's real path instead (``os.path.realpath``; the last component is kept as

@@ -235,27 +235,11 @@ def check_file_source(source: str, remedy: str = "add -r to copy every file unde
     cp says "Not a directory"), and copying the file instead would copy something the
     user did not name. ``remedy`` is what a directory source should do instead (``cp``:
     add -r; ``schedule create``, whose runs copy one file: name a file)."""
-    import os
+    from staccato.urls import file_source_problem
 
-    from staccato.urls import parse_url
-
-    try:
-        url = parse_url(source)
-    except StaccatoError:
-        return  # said with its own words where the request is made
-    if url.scheme == "file" and os.path.isdir(url.path):
-        fail(
-            f"source {source!r} is a directory: {remedy}",
-            EXIT_USAGE,
-        )
-    if not source.endswith("/"):
-        return
-    if url.scheme == "file" and os.path.lexists(url.path) and not os.path.isdir(url.path):
-        fail(
-            f"source {source!r} is not a directory: a trailing / names a directory; "
-            f"drop the / to copy the file {url.path}",
-            EXIT_USAGE,
-        )
+    problem = file_source_problem(source, remedy)
+    if problem is not None:
+        fail(problem, EXIT_USAGE)
 
 
 def killed_up_warning() -> bool:

@@ -45,6 +45,7 @@ from staccato.models import (
     VerifyMode,
 )
 from staccato.schedule_timing import (
+    SCHEDULE_SOURCE_REMEDY,
     InvalidScheduleError,
     Overlap,
     Timing,
@@ -222,7 +223,7 @@ def create(
 
     _usage(lambda: StaccatoClient.make_request(source, destination, options))
     # each run copies one file: a directory would fail every run
-    check_file_source(source, remedy="each run of a schedule copies one file; name a file")
+    check_file_source(source, remedy=SCHEDULE_SOURCE_REMEDY)
 
     async def go() -> ScheduleView:
         from staccato.schedules import Schedules
