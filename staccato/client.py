@@ -42,6 +42,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
+import re
 import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -59,7 +61,13 @@ from temporalio.client import (
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.runtime import Runtime, TelemetryConfig
+from temporalio.runtime import (
+    LogForwardingConfig,
+    LoggingConfig,
+    Runtime,
+    TelemetryConfig,
+    TelemetryFilter,
+)
 from temporalio.service import RPCError, RPCStatusCode
 
 from staccato import settings, units
@@ -127,6 +135,42 @@ PROGRESS_QUERY = "progress"
 QUERY_TIMEOUT_S = 5.0
 #: seconds :meth:`StaccatoClient.close` waits for the connection's last references to go
 _CLOSE_WAIT_S = 5.0
+
+#: where the Temporal SDK core's own log lines (Rust: ``temporalio_client::retry``
+#: warnings while a server is away) go: Python logging, shown where the process
+#: configures logging (a worker: ``staccato up``, ``staccato worker``) and nowhere else
+#: (the NullHandler keeps Python's last-resort handler from printing them on a CLI
+#: command's terminal, where the command says what failed in its own line)
+CORE_LOGGER = logging.getLogger("staccato.temporal_core")
+CORE_LOGGER.addHandler(logging.NullHandler())
+
+
+def new_runtime() -> Runtime:
+    """A Temporal runtime (its own Tokio threads) whose core logs (WARN and up) go
+    to :data:`CORE_LOGGER` instead of the console, where the SDK writes them by
+    default (ANSI coloured, under a CLI command's own message)."""
+    return Runtime(
+        telemetry=TelemetryConfig(
+            logging=LoggingConfig(
+                filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
+                forwarding=LogForwardingConfig(logger=CORE_LOGGER),
+            )
+        )
+    )
+
+
+def connect_failure(err: BaseException, timeout_s: float) -> str:
+    """Why a connect to Temporal failed, in a few words: the operating system's
+    reason (``connection refused``) rather than the SDK's transport dump
+    (``tonic::transport::Error(Transport, ConnectError(...))``); the first line of
+    anything else."""
+    if isinstance(err, TimeoutError):
+        return f"no answer within {timeout_s:g} s"
+    text = str(err)
+    found = re.search(r'message: "([^"]+)"', text) or re.search(r'ConnectError\("([^"]+)"', text)
+    if found:
+        return found.group(1).lower()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 @dataclass(frozen=True)
@@ -196,7 +240,7 @@ class StaccatoClient:
         )  # a bad key fails here, not as "unreachable"
         target = config["target_host"]
         # a runtime of its own, which close() can stop (see the module docstring)
-        config.setdefault("runtime", Runtime(telemetry=TelemetryConfig()))
+        config.setdefault("runtime", new_runtime())
         try:
             client = await asyncio.wait_for(
                 Client.connect(data_converter=converter, **config),
@@ -205,7 +249,7 @@ class StaccatoClient:
         except Exception as err:  # the SDK raises RuntimeError for connection failures
             tried = (
                 f"cannot reach Temporal at {target} (namespace {config['namespace']}): "
-                f"{str(err) or type(err).__name__}"
+                f"{connect_failure(err, timeout_s)}"
             )
             stopped = settings.stopped_up_note(target)
             if stopped is not None:  # this home's `up` ran elsewhere: say so first
@@ -214,6 +258,7 @@ class StaccatoClient:
                 f"{tried}. Start the embedded server with "
                 "`staccato up --detach`, or point TEMPORAL_ADDRESS at a running Temporal."
             ) from None
+        settings.note_connected(target)
         connected = cls(client)
         connected._runtime = config["runtime"]
         return connected
