@@ -126,6 +126,14 @@ _STATUS_STATES = {
 }
 
 
+class _RunEndedError(StaccatoError):
+    """The run a command acts on has ended (``state``: how); the message says so."""
+
+    def __init__(self, message: str, state: TransferState) -> None:
+        super().__init__(message)
+        self.state = state
+
+
 _TERMINAL = (TransferState.completed, TransferState.failed, TransferState.cancelled)
 #: a fan-out group (``staccato cp SRC DST1 DST2 ...``)
 GROUP_TYPE = "FanOutWorkflow"
@@ -897,7 +905,7 @@ class StaccatoClient:
         )
         return [row for row in rows if isinstance(row, TransferStatus)]
 
-    async def cancel(self, transfer: str) -> str | None:
+    async def cancel(self, transfer: str) -> str | bool | None:
         """Cancel a transfer (or a dataset): streams stop, temp data is removed, the
         destination is untouched.
 
@@ -908,15 +916,25 @@ class StaccatoClient:
         run to end.
 
         Returns:
-            None for a plain cancel request; for a failed transfer's clean-up, what
-            happened (stopped, and what was left; or removed meanwhile).
+            None for a plain cancel request; False when it was cancelled already
+            (idempotent, as :meth:`pause` and :meth:`resume`); for a failed
+            transfer's clean-up, what happened (stopped, and what was left; or
+            removed meanwhile).
 
         Raises:
             TransferNotFoundError: no such workflow.
-            StaccatoError: it is not running, or not Staccato's (another workflow type).
+            StaccatoError: it ended otherwise (completed, failed: the message says
+                which), or is not Staccato's (another workflow type).
         """
         handle = await self._handle(transfer)
-        await self._require(handle, kinds=(TRANSFER_TYPE, DATASET_TYPE, GROUP_TYPE), named=transfer)
+        try:
+            await self._require(
+                handle, kinds=(TRANSFER_TYPE, DATASET_TYPE, GROUP_TYPE), named=transfer
+            )
+        except _RunEndedError as err:
+            if err.state == TransferState.cancelled:
+                return False
+            raise
         description = await handle.describe()
         failed = (
             description.workflow_type == TRANSFER_TYPE
@@ -1007,7 +1025,7 @@ class StaccatoClient:
                 # search attribute (its workflow completed either way)
                 if description.typed_search_attributes.get(sa.STATE) == "completed_with_errors":
                     shown = "completed_with_errors"
-            raise StaccatoError(f"{kind} {handle.id} is already {shown}")
+            raise _RunEndedError(f"{kind} {handle.id} is already {shown}", state)
 
     async def _update(self, transfer: str, update: Any, *, already: str) -> bool:
         """Send ``update`` to the transfer (or the one a front run runs as); False when
