@@ -1038,10 +1038,7 @@ class StaccatoClient:
         if runs_as is not None:
             details = await self._front_checkpoint(description)
             if details is None or not details.run_id:
-                raise StaccatoError(
-                    f"transfer {handle.id} is not copying yet (it is queued or starting); "
-                    "cancel it instead, or pause it once it runs"
-                )
+                raise StaccatoError(_front_not_running(handle.id, update, details))
             handle = self.temporal.get_workflow_handle(runs_as, run_id=details.run_id)
             await self._require(handle)
         wait_s = settings.current().client_wait_s
@@ -1319,6 +1316,28 @@ _ENDED_NOT_COMPLETED = frozenset(
 #: runs of a destination's transfer started since a front run began that are looked
 #: at for the one it started (:meth:`StaccatoClient._ended_front_run`)
 _FRONT_RUNS_LISTED = 20
+
+
+def _front_not_running(front: str, update: Any, details: FrontCheckpoint | None) -> str:
+    """Why a pause or resume (``update``) of the front run ``front`` cannot be done:
+    it has no copy of its own yet (``details``: its last checkpoint, None before its
+    first). A front waiting behind the transfer writing its destination (``submit
+    --if-busy wait``) holds no pause: unlike a transfer queued for an endpoint or link
+    limit, which is its own run and leaves the queue when paused, it has nothing to
+    pause until it runs as the destination's transfer."""
+    action = getattr(update, "__name__", "pause")
+    if details is not None and details.waiting_for:
+        why = (
+            f"it has no copy of its own to {action} until the one writing its "
+            f"destination ends ({details.waiting_for})"
+        )
+    else:
+        why = f"it has no copy of its own to {action} yet (it is starting)"
+    return (
+        f"cannot {action} transfer {front}: {why}; cancel it instead "
+        f"(`staccato cancel {front}`), or {action} it once it runs (`staccato status "
+        f"{front}` says when)"
+    )
 
 
 def _runs_as(workflow_id: str, memo: Any) -> str | None:

@@ -91,3 +91,35 @@ def test_a_cancel_of_a_completed_transfer_exits_1_saying_so(
     cancelled = _cli("cancel", run_id, env=env)
     assert cancelled.returncode == 1, cancelled
     assert f"transfer {run_id} is already completed" in cancelled.stderr, cancelled
+
+
+def test_pause_of_a_transfer_queued_behind_its_destination_says_why(
+    temporal_server, worker, data_dir: Path
+) -> None:
+    """`pause` of a transfer queued behind the one writing its destination (`submit
+    --if-busy wait`) exits 1 saying it has no copy of its own until that ends (a tester
+    read "not copying yet (it is queued or starting)", while a transfer queued for an
+    endpoint limit pauses: README now says the one rule)."""
+    env = _env(temporal_server, worker)
+    first, second = data_dir / "first.bin", data_dir / "second.bin"
+    write_random(first, 32 * MiB, seed=95)
+    write_random(second, 1024, seed=96)
+    destination = data_dir / "busy-dst.bin"
+    writing = _cli("submit", "--max-rate", "1MB/s", str(first), str(destination), env=env)
+    assert writing.returncode == 0, writing.stderr
+    holder = writing.stdout.strip()
+    try:
+        _wait_state(holder, "running", env)
+        queued = _cli("submit", "--if-busy", "wait", str(second), str(destination), env=env)
+        assert queued.returncode == 0, queued.stderr
+        front = queued.stdout.strip()
+        _wait_state(front, "queued", env)
+        paused = _cli("pause", front, env=env)
+        assert paused.returncode == 1, paused
+        assert f"cannot pause transfer {front}: it has no copy of its own to pause until" in (
+            paused.stderr
+        ), paused.stderr
+        assert holder in paused.stderr and f"staccato cancel {front}" in paused.stderr, paused
+        _cli("cancel", front, env=env)
+    finally:
+        _cli("cancel", holder, env=env)
