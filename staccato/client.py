@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import logging
 import re
 import weakref
 from collections.abc import AsyncIterator
@@ -61,17 +60,12 @@ from temporalio.client import (
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.runtime import (
-    LogForwardingConfig,
-    LoggingConfig,
-    Runtime,
-    TelemetryConfig,
-    TelemetryFilter,
-)
+from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
 
 from staccato import settings, units
 from staccato.codec import with_codec
+from staccato.core_logs import new_runtime
 from staccato.errors import (
     DestinationBusyError,
     InvalidURLError,
@@ -143,28 +137,6 @@ PROGRESS_QUERY = "progress"
 QUERY_TIMEOUT_S = 5.0
 #: seconds :meth:`StaccatoClient.close` waits for the connection's last references to go
 _CLOSE_WAIT_S = 5.0
-
-#: where the Temporal SDK core's own log lines (Rust: ``temporalio_client::retry``
-#: warnings while a server is away) go: Python logging, shown where the process
-#: configures logging (a worker: ``staccato up``, ``staccato worker``) and nowhere else
-#: (the NullHandler keeps Python's last-resort handler from printing them on a CLI
-#: command's terminal, where the command says what failed in its own line)
-CORE_LOGGER = logging.getLogger("staccato.temporal_core")
-CORE_LOGGER.addHandler(logging.NullHandler())
-
-
-def new_runtime() -> Runtime:
-    """A Temporal runtime (its own Tokio threads) whose core logs (WARN and up) go
-    to :data:`CORE_LOGGER` instead of the console, where the SDK writes them by
-    default (ANSI coloured, under a CLI command's own message)."""
-    return Runtime(
-        telemetry=TelemetryConfig(
-            logging=LoggingConfig(
-                filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
-                forwarding=LogForwardingConfig(logger=CORE_LOGGER),
-            )
-        )
-    )
 
 
 def connect_failure(err: BaseException, timeout_s: float) -> str:
