@@ -222,9 +222,9 @@ async def follow_or_hint(kind: str, run_id: str, following: Awaitable[T]) -> T:
     except Exception as err:
         message = temporal_rpc_message(
             err,
-            then=f"then follow it again with `staccato watch {run_id}`: {kind} {run_id} "
-            "goes on from its last checkpoint while Temporal and a worker run it (after "
-            "`staccato down`, once `staccato up` starts them again)",
+            then=f"then follow {kind} {run_id} again with `staccato watch {run_id}`: it "
+            "goes on from its last checkpoint whenever Temporal and a worker run (after "
+            "`staccato down`: once `staccato up` starts them again)",
         )
         if message is None:
             raise
