@@ -87,3 +87,45 @@ def test_a_followed_cp_that_loses_the_service_says_where_and_what_goes_on(
     assert status.returncode == 1, status
     assert f"127.0.0.1:{port}" in status.stderr and "connection refused" in status.stderr, status
     assert "tonic" not in status.stderr and len(status.stderr.splitlines()) == 1, status
+
+
+async def test_the_sdk_cores_warnings_go_to_python_logging_not_the_terminal(
+    tmp_path: Path, capfd, caplog
+) -> None:
+    """A Temporal call retried while the server is gone: the SDK core's warnings
+    (``WARN temporalio_client::retry: gRPC call describe_workflow_execution retried 8
+    times``, ANSI coloured) were written straight to the process's stderr, under a
+    command's own message. They now reach Python logging (a worker's log shows them)
+    and not the terminal."""
+    import asyncio
+    import logging
+    import time
+
+    from temporalio.service import RPCError
+
+    from staccato.client import StaccatoClient
+    from staccato.workers.devserver import start_dev_server, stop_recorded_server
+
+    home = tmp_path / "server"
+    home.mkdir()
+    port = free_port()
+    start_dev_server(home, port=port, ui_port=free_port())
+    try:
+        client = await StaccatoClient.connect(target_host=f"127.0.0.1:{port}", namespace="default")
+        handle = client.temporal.get_workflow_handle("any-id")
+        stop_recorded_server(home)
+        caplog.set_level(logging.WARNING, logger="staccato.temporal_core")
+        try:
+            await handle.describe()  # retried by the core while the server is down
+        except RPCError:
+            pass
+        deadline = time.monotonic() + 30
+        while not any("retried" in r.getMessage() for r in caplog.records):
+            assert time.monotonic() < deadline, caplog.records
+            await asyncio.sleep(0.1)  # the core forwards its logs in batches
+        await client.close()
+    finally:
+        stop_recorded_server(home)
+    err = capfd.readouterr().err
+    assert "temporalio_client" not in err and "\x1b[" not in err, err
+    assert any(r.name.startswith("staccato.temporal_core") for r in caplog.records)
