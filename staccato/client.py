@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import re
 import weakref
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -61,11 +62,12 @@ from temporalio.client import (
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.runtime import Runtime, TelemetryConfig
+from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
 
 from staccato import settings, units
 from staccato.codec import with_codec
+from staccato.core_logs import new_runtime
 from staccato.errors import (
     DestinationBusyError,
     InvalidURLError,
@@ -126,6 +128,14 @@ _STATUS_STATES = {
 }
 
 
+class _RunEndedError(StaccatoError):
+    """The run a command acts on has ended (``state``: how); the message says so."""
+
+    def __init__(self, message: str, state: TransferState) -> None:
+        super().__init__(message)
+        self.state = state
+
+
 _TERMINAL = (TransferState.completed, TransferState.failed, TransferState.cancelled)
 #: a fan-out group (``staccato cp SRC DST1 DST2 ...``)
 GROUP_TYPE = "FanOutWorkflow"
@@ -135,6 +145,20 @@ PROGRESS_QUERY = "progress"
 QUERY_TIMEOUT_S = 5.0
 #: seconds :meth:`StaccatoClient.close` waits for the connection's last references to go
 _CLOSE_WAIT_S = 5.0
+
+
+def connect_failure(err: BaseException, timeout_s: float) -> str:
+    """Why a connect to Temporal failed, in a few words: the operating system's
+    reason (``connection refused``) rather than the SDK's transport dump
+    (``tonic::transport::Error(Transport, ConnectError(...))``); the first line of
+    anything else."""
+    if isinstance(err, TimeoutError):
+        return f"no answer within {timeout_s:g} s"
+    text = str(err)
+    found = re.search(r'message: "([^"]+)"', text) or re.search(r'ConnectError\("([^"]+)"', text)
+    if found:
+        return found.group(1).lower()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 @dataclass(frozen=True)
@@ -204,7 +228,7 @@ class StaccatoClient:
         )  # a bad key fails here, not as "unreachable"
         target = config["target_host"]
         # a runtime of its own, which close() can stop (see the module docstring)
-        config.setdefault("runtime", Runtime(telemetry=TelemetryConfig()))
+        config.setdefault("runtime", new_runtime())
         try:
             client = await asyncio.wait_for(
                 Client.connect(data_converter=converter, **config),
@@ -213,7 +237,7 @@ class StaccatoClient:
         except Exception as err:  # the SDK raises RuntimeError for connection failures
             tried = (
                 f"cannot reach Temporal at {target} (namespace {config['namespace']}): "
-                f"{str(err) or type(err).__name__}"
+                f"{connect_failure(err, timeout_s)}"
             )
             stopped = settings.stopped_up_note(target)
             if stopped is not None:  # this home's `up` ran elsewhere: say so first
@@ -222,6 +246,7 @@ class StaccatoClient:
                 f"{tried}. Start the embedded server with "
                 "`staccato up --detach`, or point TEMPORAL_ADDRESS at a running Temporal."
             ) from None
+        settings.note_connected(target)
         connected = cls(client)
         connected._runtime = config["runtime"]
         return connected
@@ -879,7 +904,7 @@ class StaccatoClient:
         )
         return [row for row in rows if isinstance(row, TransferStatus)]
 
-    async def cancel(self, transfer: str) -> str | None:
+    async def cancel(self, transfer: str) -> str | bool | None:
         """Cancel a transfer (or a dataset): streams stop, temp data is removed, the
         destination is untouched.
 
@@ -890,17 +915,28 @@ class StaccatoClient:
         run to end.
 
         Returns:
-            None for a plain cancel request; for a failed transfer's clean-up, what
-            happened (stopped, and what was left; or removed meanwhile).
+            None for a plain cancel request; False when it was cancelled already
+            (idempotent, as :meth:`pause` and :meth:`resume`); for a failed
+            transfer's clean-up, what happened (stopped, and what was left; or
+            removed meanwhile).
 
         Raises:
             TransferNotFoundError: no such workflow.
-            StaccatoError: it is not running, or not Staccato's (another workflow type).
+            StaccatoError: it ended otherwise (completed, failed: the message says
+                which), or is not Staccato's (another workflow type).
         """
         handle = await self._handle(transfer)
-        await self._require(
-            handle, kinds=(TRANSFER_TYPE, DATASET_TYPE, GROUP_TYPE), named=transfer, call="cancel"
-        )
+        try:
+            await self._require(
+                handle,
+                kinds=(TRANSFER_TYPE, DATASET_TYPE, GROUP_TYPE),
+                named=transfer,
+                call="cancel",
+            )
+        except _RunEndedError as err:
+            if err.state == TransferState.cancelled:
+                return False
+            raise
         description = await handle.describe()
         failed = (
             description.workflow_type == TRANSFER_TYPE
@@ -993,7 +1029,7 @@ class StaccatoClient:
                 # search attribute (its workflow completed either way)
                 if description.typed_search_attributes.get(sa.STATE) == "completed_with_errors":
                     shown = "completed_with_errors"
-            raise StaccatoError(f"{kind} {handle.id} is already {shown}")
+            raise _RunEndedError(f"{kind} {handle.id} is already {shown}", state)
 
     async def _update(self, transfer: str, update: Any, *, already: str) -> bool:
         """Send ``update`` to the transfer (or the one a front run runs as); False when
@@ -1007,10 +1043,7 @@ class StaccatoClient:
         if runs_as is not None:
             details = await self._front_checkpoint(description)
             if details is None or not details.run_id:
-                raise StaccatoError(
-                    f"transfer {handle.id} is not copying yet (it is queued or starting); "
-                    "cancel it instead, or pause it once it runs"
-                )
+                raise StaccatoError(_front_not_running(handle.id, update, details))
             handle = self.temporal.get_workflow_handle(runs_as, run_id=details.run_id)
             await self._require(handle, call=call)
         wait_s = settings.current().client_wait_s
@@ -1310,6 +1343,28 @@ _ENDED_NOT_COMPLETED = frozenset(
 #: runs of a destination's transfer started since a front run began that are looked
 #: at for the one it started (:meth:`StaccatoClient._ended_front_run`)
 _FRONT_RUNS_LISTED = 20
+
+
+def _front_not_running(front: str, update: Any, details: FrontCheckpoint | None) -> str:
+    """Why a pause or resume (``update``) of the front run ``front`` cannot be done:
+    it has no copy of its own yet (``details``: its last checkpoint, None before its
+    first). A front waiting behind the transfer writing its destination (``submit
+    --if-busy wait``) holds no pause: unlike a transfer queued for an endpoint or link
+    limit, which is its own run and leaves the queue when paused, it has nothing to
+    pause until it runs as the destination's transfer."""
+    action = getattr(update, "__name__", "pause")
+    if details is not None and details.waiting_for:
+        why = (
+            f"it has no copy of its own to {action} until the one writing its "
+            f"destination ends ({details.waiting_for})"
+        )
+    else:
+        why = f"it has no copy of its own to {action} yet (it is starting)"
+    return (
+        f"cannot {action} transfer {front}: {why}; cancel it instead "
+        f"(`staccato cancel {front}`), or {action} it once it runs (`staccato status "
+        f"{front}` says when)"
+    )
 
 
 def _runs_as(workflow_id: str, memo: Any) -> str | None:

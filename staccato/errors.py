@@ -194,9 +194,26 @@ def linked_directory_message(target: str, real_target: str) -> str:
     spellings of one directory would let two transfers write one file, and a dataset
     would write outside its destination root. The same words for every driver."""
     return (
-        f"destination {target} names its directory through a symbolic link; name it by "
-        f"its real path, {real_target}, so that one transfer at a time writes it (the "
-        "lock is the destination's path)"
+        f"destination {target} names its directory through a symbolic link{_BY_REAL_PATH}"
+        f"{real_target}{_SO_THAT}"
+    )
+
+
+#: the single-transfer advice of :func:`linked_directory_message`, which a dataset's
+#: file cannot take (its name is the source's): :func:`dataset_file_reason` replaces it
+_BY_REAL_PATH = "; name it by its real path, "
+_SO_THAT = ", so that one transfer at a time writes it (the lock is the destination's path)"
+
+
+def _linked_dataset_file(fact: str, real_target: str) -> str:
+    """:func:`linked_directory_message` for a dataset's file: what a ``cp -r`` user
+    can do (the file's name under the root comes from the source)."""
+    real_directory = real_target.rpartition("/")[0] or real_target
+    return (
+        f"{fact}; a dataset writes nothing through a symbolic link in its destination "
+        "tree (it may lead out of the root): replace the link with a real directory "
+        "(or remove it) and copy again, or copy these files on their own to the real "
+        f"directory, {real_directory}"
     )
 
 
@@ -205,7 +222,13 @@ def dataset_file_reason(reason: str) -> str:
     at the file's destination name is told as a dataset's fact (the directory is not
     replaced; the fix: remove it, or leave the file out), not with a single
     transfer's advice to name a file inside it, which the dataset's file cannot take.
-    Any other reason is returned as it is."""
+    A directory named through a symbolic link is told likewise: the advice to name
+    the destination by its real path becomes what a dataset can do (replace the link,
+    or copy those files to the real directory on their own). Any other reason is
+    returned as it is."""
+    fact, linked, rest = reason.partition(_BY_REAL_PATH)
+    if linked:
+        return _linked_dataset_file(fact, rest.partition(_SO_THAT)[0])
     fact, advised, _ = reason.partition(_NAME_A_FILE)
     if not advised:
         return reason

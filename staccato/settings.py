@@ -357,6 +357,32 @@ def default_address() -> str:
     return DEFAULT_ADDRESS
 
 
+#: the Temporal address this process's client connected to last (see note_connected)
+_connected: str | None = None
+
+
+def note_connected(address: str) -> None:
+    """Record that a client of this process connected to Temporal at ``address``
+    (``host:port``), so that a later failure names it (:func:`address_in_use`)."""
+    global _connected
+    _connected = address
+
+
+def address_in_use() -> str:
+    """The Temporal address this process uses: the one its client connected to
+    (:func:`note_connected`), else the configured one (:func:`temporal_connect_config`).
+    Not configured again after a connect: `staccato down` removes the record of the
+    `up` whose address a command used, and the address read then would be another.
+
+    Raises:
+        SettingsError: no client connected, no address is configured and a STACCATO_*
+            variable is invalid.
+    """
+    if _connected is not None:
+        return _connected
+    return str(temporal_connect_config()["target_host"])
+
+
 def stopped_up_note(target: str) -> str | None:
     """What to say when Temporal at ``target`` cannot be reached and the ``staccato
     up`` this STACCATO_HOME recorded no longer runs (``down``, or killed): that it is

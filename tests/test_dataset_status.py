@@ -170,7 +170,7 @@ async def test_a_large_files_group_to_two_roots_shows_in_the_dataset_status(
                 await client.pause(child.id)
                 break
             except StaccatoError as err:  # not copying yet: starting
-                assert "not copying yet" in str(err), err
+                assert "has no copy of its own" in str(err), err
         await asyncio.sleep(0.2)
     deadline = time.monotonic() + 120
     while (paused := await dataset_status(client, dataset)).paused_transfers is None:

@@ -332,7 +332,7 @@ async def test_a_paused_destination_shows_paused_in_the_group(
                 await fanout_client.pause(paused.transfer_id)
                 break
             except StaccatoError as err:  # not copying yet: starting
-                assert "not copying yet" in str(err), err
+                assert "has no copy of its own" in str(err), err
         assert time.monotonic() < deadline, current
         await asyncio.sleep(0.2)
     try:

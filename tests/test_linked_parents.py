@@ -64,6 +64,11 @@ def test_a_dataset_makes_no_directory_through_a_link_in_its_root(
     )  # fmt: skip
     assert done.returncode == 1, (done.stdout, done.stderr)
     assert "symbolic link" in done.stderr, done.stderr
+    # a dataset's file cannot be named by its real path (a tester was told to): the
+    # advice is what a `cp -r` user can do
+    assert "name it by its real path" not in done.stderr, done.stderr
+    assert "replace the link with a real directory" in done.stderr, done.stderr
+    assert f"to the real directory, {elsewhere / 'new'}" in done.stderr, done.stderr
     assert list(elsewhere.iterdir()) == [], list(elsewhere.rglob("*"))
     assert (destination / "top.txt").read_bytes() == b"top"
 

@@ -228,3 +228,22 @@ def test_a_source_removed_while_read_is_said_removed(tmp_path: Path) -> None:
             reader.check_version()
     finally:
         reader.close()
+
+
+def test_a_source_replaced_by_a_rename_while_read_is_said_replaced(tmp_path: Path) -> None:
+    """A local source replaced by an atomic rename (``mv new.bin src.bin``, an
+    editor's save) while its reader holds it open: a tester read "was removed
+    (deleted while it was being read)" of a file that was still there."""
+    from staccato.endpoints.file.read import FileReader, file_version
+
+    path, newer = tmp_path / "src.bin", tmp_path / "new.bin"
+    write_random(path, 1 * MiB, seed=6)
+    write_random(newer, 1 * MiB, seed=7)
+    info = ObjectInfo(size=1 * MiB, version=file_version(os.stat(path)))
+    reader = FileReader(str(path), info, 0, 1 * MiB)
+    try:
+        os.replace(newer, path)
+        with pytest.raises(StaccatoError, match="src.bin was removed or replaced"):
+            reader.check_version()
+    finally:
+        reader.close()

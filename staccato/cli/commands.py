@@ -682,7 +682,7 @@ def list_transfers(
 def _control(transfer: str, action: str, done: str, already: str = "") -> None:
     """Run ``StaccatoClient.<action>(transfer)`` and say ``done``, or ``already`` when
     the client says nothing needed doing (a pause of a paused transfer, a resume of a
-    running one: exit 0). ``transfer`` may also be a dataset's destination root (as for
+    running one, a cancel of a cancelled one: exit 0). ``transfer`` may also be a dataset's destination root (as for
     ``status`` and ``watch``): ``cancel`` then cancels that dataset; ``pause`` and
     ``resume`` say that a dataset has neither.
     """
@@ -710,8 +710,8 @@ def _control(transfer: str, action: str, done: str, already: str = "") -> None:
                 "again with `--sync-level size` (or mtime, checksum) copies only what is "
                 "missing or differs)"
             )
-        await client.cancel(dataset)
-        return f"{done}: {transfer} (dataset {dataset})"
+        acted = await client.cancel(dataset)
+        return f"{already if acted is False else done}: {transfer} (dataset {dataset})"
 
     typer.echo(run(go))
 
@@ -745,8 +745,9 @@ def cancel(transfer: TransferArg) -> None:
     transfer also by its destination, a dataset by its destination root): temp data is removed, an existing destination is left as it was (a dataset's files
     already copied stay; a group cancels every destination). A transfer that failed
     already and only removes its partial data: that clean-up stops, the run ends
-    failed, and this says what was left behind."""
-    _control(transfer, "cancel", "cancel requested")
+    failed, and this says what was left behind. One already cancelled is left so
+    (exit 0); one that completed or failed exits 1 saying so."""
+    _control(transfer, "cancel", "cancel requested", "already cancelled")
 
 
 def pause(transfer: TransferArg) -> None:

@@ -126,10 +126,11 @@ def run(factory: Callable[[], Awaitable[T]], *, sigterm: bool = True, starts: bo
         fail(message)
 
 
-def temporal_rpc_message(err: BaseException) -> str | None:
+def temporal_rpc_message(err: BaseException, then: str = "then try again") -> str | None:
     """One line for a Temporal call that failed (``temporalio.service.RPCError``:
-    Temporal timed out, was unavailable or refused the call), naming Temporal's
-    address and the command that asked; None for any other error."""
+    Temporal timed out, was unavailable or refused the call), naming the address of
+    the Temporal the command used (:func:`staccato.settings.address_in_use`) and the
+    command that asked, ending with what to do ``then``; None for any other error."""
     service = sys.modules.get("temporalio.service")  # loaded if Temporal was called
     if service is None or not isinstance(err, service.RPCError):
         return None
@@ -137,7 +138,7 @@ def temporal_rpc_message(err: BaseException) -> str | None:
     try:
         from staccato import settings
 
-        address = str(settings.temporal_connect_config()["target_host"])
+        address = settings.address_in_use()
     except Exception:  # the address is for the message only
         address = "(TEMPORAL_ADDRESS)"
     asked = shlex.join(["staccato", *sys.argv[1:]])
@@ -150,7 +151,7 @@ def temporal_rpc_message(err: BaseException) -> str | None:
         what = f"refused the call ({err.status.name}: {detail})"
     return (
         f"Temporal at {address} {what} while running `{asked}`; check that it is up and "
-        "not overloaded (`staccato up --detach`, or TEMPORAL_ADDRESS), then try again"
+        f"not overloaded (`staccato up --detach`, or TEMPORAL_ADDRESS), {then}"
     )
 
 
@@ -210,11 +211,24 @@ def interrupted(kind: str, run_id: str, *, started: bool) -> NoReturn:
 async def follow_or_hint(kind: str, run_id: str, following: Awaitable[T]) -> T:
     """Await ``following`` (a client following a transfer, group or dataset); on
     Ctrl-C or SIGTERM (the follow is cancelled, the run is not) say that the ``kind``
-    ``run_id`` goes on and how to watch or cancel it (:func:`interrupted`)."""
+    ``run_id`` goes on and how to watch or cancel it (:func:`interrupted`); when
+    Temporal stops answering (``staccato down``, a crash) say so in one line naming
+    its address, that the run goes on once Temporal is up again, and how to follow
+    it then; exit 1 (:data:`EXIT_FAILED`, a service error)."""
     try:
         return await following
     except (asyncio.CancelledError, KeyboardInterrupt):
         interrupted(kind, run_id, started=True)
+    except Exception as err:
+        message = temporal_rpc_message(
+            err,
+            then=f"then follow {kind} {run_id} again with `staccato watch {run_id}`: it "
+            "goes on from its last checkpoint whenever Temporal and a worker run (after "
+            "`staccato down`: once `staccato up` starts them again)",
+        )
+        if message is None:
+            raise
+        fail(message)
 
 
 async def start_or_hint(kind: str, run_id: str, starting: Awaitable[T]) -> T:

@@ -550,7 +550,11 @@ def _running_ids(address: str) -> list[str]:
     async def listed() -> list[str]:
         from temporalio.client import Client
 
-        client = await Client.connect(address, namespace=settings.DEFAULT_NAMESPACE)
+        from staccato.core_logs import new_runtime
+
+        client = await Client.connect(
+            address, namespace=settings.DEFAULT_NAMESPACE, runtime=new_runtime()
+        )
         kinds = ", ".join(f"'{t}'" for t in (TRANSFER_TYPE, DATASET_TYPE, "FanOutWorkflow"))
         queue = settings.task_queue().replace("'", "")
         ids: list[str] = []

@@ -65,8 +65,10 @@ def temporal_answers(address: str, timeout_s: float = 10.0) -> bool:
 
     from temporalio.client import Client
 
+    from staccato.core_logs import new_runtime
+
     async def ask() -> None:
-        client = await asyncio.wait_for(Client.connect(address), timeout_s)
+        client = await asyncio.wait_for(Client.connect(address, runtime=new_runtime()), timeout_s)
         await asyncio.wait_for(client.service_client.check_health(), timeout_s)
 
     try:

@@ -23,10 +23,11 @@ def file_version(st: os.stat_result) -> str:
 
 def what_changed(info: ObjectInfo, st: os.stat_result) -> str:
     """Which part of the pinned version (size, mtime, inode) moved, in words; a file
-    removed while open (``fstat`` of its fd: no link left) says so, as its removal
-    also moves its change time."""
+    whose last name went while open (``fstat`` of its fd: no link left) says so, as
+    that also moves its change time: deleted, or another file renamed over it (an
+    atomic replace, which a writer's save often is)."""
     if st.st_nlink == 0:
-        return "was removed (deleted while it was being read)"
+        return "was removed or replaced (deleted, or another file renamed over it, while it was being read)"
     if st.st_size != info.size:
         return f"now has {st.st_size} bytes (was {info.size})"
     if not info.version.endswith(f";ino={st.st_ino}"):
