@@ -443,6 +443,7 @@ async def test_retry_failed_with_a_new_exclude_retries_each_file_at_its_own_root
     assert [d.files_done for d in again.destinations] == [0, 1], again
 
 
+@pytest.mark.parametrize("failing_root", [False, True], ids=["two-roots", "and-a-read-only-root"])
 async def test_worker_sigkill_resends_nothing_completed_to_every_root(
     temporal_server,
     env: dict[str, str],
@@ -450,7 +451,12 @@ async def test_worker_sigkill_resends_nothing_completed_to_every_root(
     seaweed_s3: SeaweedS3,
     bucket: str,
     data_dir: Path,
+    failing_root: bool,
 ) -> None:
+    """With a third root that fails every file (a directory that refuses new entries),
+    the retried batch still sends nothing to the good roots that they already hold:
+    0.22.0 stopped its resume scan at the first group with an unmatched pair (every
+    group, the read-only root matching nowhere) and wrote the later groups again."""
     import asyncio
     import time
 
@@ -465,6 +471,11 @@ async def test_worker_sigkill_resends_nothing_completed_to_every_root(
         path.write_bytes(os.urandom(200 + i % 300))
         past = time.time() - 3600
         os.utime(path, (past, past))
+    locked = data_dir / "locked" / "t"
+    roots = [str(one), f"s3://{bucket}/copy/"]
+    if failing_root:
+        _immutable(locked.parent)
+        roots.append(str(locked))
     worker = WorkerProcess(temporal_server.address, processes=2, env=env, log_dir=data_dir)
     with pytest.MonkeyPatch.context() as patch:
         for key in [k for k in os.environ if k.startswith("AWS_")]:
@@ -477,7 +488,7 @@ async def test_worker_sigkill_resends_nothing_completed_to_every_root(
         dataset = await submit_dataset(
             client,
             str(source),
-            [str(one), f"s3://{bucket}/copy/"],
+            roots,
             TransferOptions(chunk_size=1 * MiB, heartbeat_timeout_s=2),
             batch_files=50,
             max_batches=2,
@@ -540,10 +551,16 @@ async def test_worker_sigkill_resends_nothing_completed_to_every_root(
                 patch.delenv(key)
             worker.start()
         final = await wait_dataset(client, dataset, timeout_s=240)
-        assert final.state == DatasetState.completed, final
-        assert final.files_done == count and final.files_failed == 0, final
         assert final.destinations is not None
-        assert [d.files_done for d in final.destinations] == [count, count], final
+        if failing_root:
+            assert final.state == DatasetState.completed_with_errors, final
+            assert final.files_failed == count, final
+            assert [d.files_done for d in final.destinations] == [count, count, 0], final
+            assert [d.files_failed for d in final.destinations] == [0, 0, count], final
+        else:
+            assert final.state == DatasetState.completed, final
+            assert final.files_done == count and final.files_failed == 0, final
+            assert [d.files_done for d in final.destinations] == [count, count], final
         rewritten = sorted(
             name
             for name in both
@@ -581,6 +598,8 @@ async def test_worker_sigkill_resends_nothing_completed_to_every_root(
         assert (again.state, again.files_skipped) == (DatasetState.completed, count), again
     finally:
         worker.stop()
+        if failing_root:
+            _mutable(locked.parent)
 
 
 def _files(root: Path, count: int, seed: bytes) -> dict[str, tuple[int, str]]:

@@ -24,8 +24,9 @@ Files: up to :data:`FILES_IN_FLIGHT` at once (threads; one at a time with SFTP o
 either side), a group at a time: the checkpoint (:class:`FanOutBatchCheckpoint`,
 the heartbeat details) moves after each group. A retried attempt (worker killed)
 compares the files from its checkpoint on with each target at the checksum level,
-group by group up to the first group not wholly written (the one in flight at the
-kill: heartbeats are throttled, so the checkpoint may lag by a few groups), and
+group by group up to the first group of which no pair matches (past the one in
+flight at the kill: heartbeats are throttled, so the checkpoint may lag by a few
+groups; a root that failed every file matches nowhere and does not stop it), and
 counts the matches as copied (nothing sent again); what their write sessions left
 under temp names is removed.
 """
@@ -572,23 +573,26 @@ def _resume(
     a time from its checkpoint on, and its checkpoint (throttled heartbeats) may lag
     behind by some groups. So from the checkpoint on, group by group, each (file,
     root) pair that matches at the checksum level counts as copied and is not sent
-    again (what its write session left is removed), until a group with a pair that
-    does not match: the group in flight at the kill; nothing after it was started.
-    The pairs that do not match are left to the pass (the file's targets narrowed to
-    them; a file matching everywhere is not read again)."""
+    again (what its write session left is removed), until a group none of whose
+    pairs matches: past the group in flight at the kill, nothing was started.
+
+    A group with unmatched pairs is not where the scan stops: a root that failed a
+    file (read-only, full) holds nothing of a group the previous attempt ended, so
+    stopping at the first unmatched pair sent every later group again to the roots
+    that had taken it. The pairs that do not match are left to the pass (the file's
+    targets narrowed to them; a file matching everywhere is not read again)."""
     start = state.next_index
     files = len(request.files)
     while start < files:
-        complete = True
+        any_matched = False
         for index in range(start, min(files, start + in_flight)):
             entry = request.files[index]
             state.current = entry.name
             beat()
             matched = _matching_targets(request, index, root, roots)
-            if len(matched) < len(entry.targets):
-                complete = False
             if not matched:
                 continue
+            any_matched = True
             # counted now; the pass counts the file with its other roots (none: not read)
             for t in matched:
                 state.destinations[t].files_done += 1
@@ -598,7 +602,7 @@ def _resume(
             if index not in state.moved:
                 state.moved.append(index)
             entry.targets = [t for t in entry.targets if t not in matched]
-        if not complete:
+        if not any_matched:
             return
         start += in_flight
 
