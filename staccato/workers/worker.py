@@ -64,6 +64,7 @@ from staccato.activities.known_copies import KnownCopyActivities
 from staccato.activities.limits import LimitActivities
 from staccato.activities.link_tuning import LinkTuningActivities
 from staccato.activities.start_lookup import StartLookupActivities
+from staccato.activities.stream_bytes import StreamBytesActivities
 from staccato.activities.stream_lease import HEARTBEAT_THROTTLE_S
 from staccato.datasets.locks import DatasetRootLockWorkflow
 from staccato.datasets.workflow import DatasetWorkflow
@@ -702,6 +703,8 @@ def control_worker(
             copies.find_known_copy,
             # the three lookups above a transfer makes before its first stream, at once
             StartLookupActivities(client).look_up_start,
+            # the streams' heartbeated bytes, read by a transfer before it cancels them
+            StreamBytesActivities(client).streams_moved,
         ],
         max_concurrent_activities=CONTROL_CONCURRENCY,
         interceptors=[BoundedFailures()],
