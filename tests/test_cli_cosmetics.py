@@ -83,13 +83,15 @@ def test_schedule_describe_does_not_contradict_itself(
 ) -> None:
     """Read every line: a tuned schedule's options named a chunk size and streams
     beside "tuned per link"; a one-off whose run has started read "active" beside "0
-    left" and no next run."""
+    left" and no next run. The ``--at`` leaves Temporal's scheduler 10 s to take the
+    schedule: a time that passes before it does is never run (with 2 s, at load ~20,
+    it read "1 left" and "next runs: -" for 3 minutes)."""
     args = dict(address=temporal_server.address, task_queue=worker.task_queue)
     source = data_dir / "sched.bin"
     source.write_bytes(b"s" * 2048)
     name = f"once-{uuid.uuid4().hex[:8]}"
     made = run_cli(
-        "schedule", "create", name, str(source), str(data_dir / "sched.out"), "--at", "2s",
+        "schedule", "create", name, str(source), str(data_dir / "sched.out"), "--at", "10s",
         **args,
     )  # fmt: skip
     assert made.returncode == 0, made.stderr
@@ -101,6 +103,11 @@ def test_schedule_describe_does_not_contradict_itself(
             shown = run_cli("schedule", "describe", name, **args)
             assert shown.returncode == 0, shown.stderr
             lines = dict(line.split(":", 1) for line in shown.stdout.splitlines() if ":" in line)
+            # a run left: a time it is due, one running, or why neither (never a bare "-")
+            if "1 left" in lines["runs"]:
+                assert lines["next runs"].strip() != "-" or lines["running"].strip() != "-", (
+                    shown.stdout
+                )
             if "0 left" in lines["runs"] or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
@@ -203,3 +210,24 @@ def test_up_detach_says_why_the_service_exited(tmp_path: Path) -> None:
     ), message
     assert "nothing was started" in message, message
     assert not (tmp_path / "home" / "up.pid").exists()
+
+
+def test_schedule_describe_says_why_a_run_left_is_not_due() -> None:
+    """A one-off with its run left but no time due and none running (its time passed
+    before Temporal's scheduler started it) said "next runs: -" beside "1 left"."""
+    from staccato.cli.schedule import _describe_lines
+    from staccato.schedules import ScheduleView
+
+    view = ScheduleView(
+        name="once", id="staccato-schedule-once", source="file:///a", destination="file:///b",
+        timing="at 2026-01-01T00:00:00+00:00", paused=False, remaining_runs=1,
+    )  # fmt: skip
+    lines = dict(line.split(":", 1) for line in _describe_lines(view) if ":" in line)
+    assert "1 left" in lines["runs"], lines
+    assert lines["next runs"].strip() == "- (its time has passed and no run has started)", lines
+    done = dict(
+        line.split(":", 1)
+        for line in _describe_lines(view.model_copy(update={"remaining_runs": 0}))
+        if ":" in line
+    )
+    assert done["next runs"].strip() == "-", done

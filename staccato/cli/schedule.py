@@ -338,6 +338,18 @@ def _state_text(view: ScheduleView) -> str:
     return "paused" if view.paused else "active"
 
 
+def _next_runs_text(view: ScheduleView) -> str:
+    """The next due times, or ``-``; with a run left but none due (not paused, none
+    running) the reason: a one-off's time has passed and Temporal's scheduler has
+    started no run (late on a loaded machine, or never when the time passed before it
+    took the schedule). A bare ``-`` beside "1 left" read as a contradiction."""
+    if view.next_runs:
+        return ", ".join(_time(t) for t in view.next_runs[:5])
+    if view.remaining_runs and not view.paused and not view.running:
+        return "- (its time has passed and no run has started)"
+    return "-"
+
+
 def _describe_lines(view: ScheduleView) -> list[str]:
     window = duration_text(view.catchup_window_s) if view.catchup_window_s else "Temporal's default"
     state = _state_text(view)
@@ -355,7 +367,7 @@ def _describe_lines(view: ScheduleView) -> list[str]:
         f"{view.runs_missed} missed (catch-up window)"
         + (f", {view.remaining_runs} left" if view.remaining_runs is not None else ""),
         f"running:      {', '.join(view.running) or '-'}",
-        f"next runs:    {', '.join(_time(t) for t in view.next_runs[:5]) or '-'}",
+        f"next runs:    {_next_runs_text(view)}",
         "recent runs:" + ("" if view.recent_runs else "  -"),
     ]
     for r in reversed(view.recent_runs):

@@ -19,7 +19,9 @@ A dead pool process (the OOM killer, a crash) or a dead manager does not take th
 worker down: the worker kills what is left of that pool and manager, builds a fresh
 manager, pool and Temporal ``Worker`` and goes on polling; Temporal retries the
 interrupted activities (they resume from the destination's durable chunks). At most
-``_MAX_REBUILDS`` rebuilds per ``_REBUILD_WINDOW_S`` seconds; one more means a crash
+``_MAX_REBUILDS`` rebuilds per ``_REBUILD_WINDOW_S`` seconds of polling (the time
+the rebuilds themselves take does not count: 10-20 s each on a loaded machine, they
+spread a crash loop's deaths beyond any wall-clock window); one more means a crash
 loop, and the worker exits with an error saying so.
 """
 
@@ -62,6 +64,7 @@ from staccato.activities.known_copies import KnownCopyActivities
 from staccato.activities.limits import LimitActivities
 from staccato.activities.link_tuning import LinkTuningActivities
 from staccato.activities.start_lookup import StartLookupActivities
+from staccato.activities.stream_bytes import StreamBytesActivities
 from staccato.activities.stream_lease import HEARTBEAT_THROTTLE_S
 from staccato.datasets.locks import DatasetRootLockWorkflow
 from staccato.datasets.workflow import DatasetWorkflow
@@ -427,7 +430,9 @@ class StaccatoWorker:
         self._shared: SharedStateManager | None = None
         self._channel_lost = threading.Event()
         self._stopping = False
+        # when the pool died, on the polling clock (:meth:`_polling_clock`)
         self._rebuilds: deque[float] = deque()
+        self._rebuilding_s = 0.0  # seconds spent in rebuilds, off the polling clock
         self.worker: Worker | None = None
         #: the streams running here, for the progress reporter (kept across rebuilds)
         self.streams = RunningStreams()
@@ -554,8 +559,22 @@ class StaccatoWorker:
             assert fault is not None
             await self._rebuild(fault, run_task)
 
+    def _polling_clock(self) -> float:
+        """Monotonic seconds less those spent in rebuilds: the crash-loop window runs
+        only while the worker polls."""
+        return time.monotonic() - self._rebuilding_s
+
     async def _rebuild(self, fault: str, run_task: asyncio.Task[None]) -> None:
         """Replace a broken generation by a fresh one (bounded, see :meth:`run`)."""
+        began = time.monotonic()
+        try:
+            await self._replace(fault, run_task, self._polling_clock())
+        finally:
+            self._rebuilding_s += time.monotonic() - began
+
+    async def _replace(self, fault: str, run_task: asyncio.Task[None], died: float) -> None:
+        """The body of :meth:`_rebuild`; ``died``: when the fault was seen, on the
+        polling clock."""
         log.error(
             "%s; restarting the activity processes, the manager and polling (interrupted "
             "activities are retried by Temporal and resume from the destination)",
@@ -583,13 +602,14 @@ class StaccatoWorker:
         except (Exception, asyncio.CancelledError) as err:
             log.info("the Temporal worker of the broken pool stopped: %s", err)
         await self._teardown()
-        now = time.monotonic()
+        now = died
         while self._rebuilds and now - self._rebuilds[0] > _REBUILD_WINDOW_S:
             self._rebuilds.popleft()
         if len(self._rebuilds) >= _MAX_REBUILDS:
             message = (
                 f"activity processes or their manager died {len(self._rebuilds) + 1} times "
-                f"within {_REBUILD_WINDOW_S:.0f} s (last: {fault}); the worker stops rather "
+                f"within {_REBUILD_WINDOW_S:.0f} s of polling (last: {fault}); the worker "
+                "stops rather "
                 "than restart them in a loop: look for the cause (out of memory: see the "
                 "kernel log, e.g. `dmesg`; a crash: see the lines above)"
             )
@@ -683,6 +703,8 @@ def control_worker(
             copies.find_known_copy,
             # the three lookups above a transfer makes before its first stream, at once
             StartLookupActivities(client).look_up_start,
+            # the streams' heartbeated bytes, read by a transfer before it cancels them
+            StreamBytesActivities(client).streams_moved,
         ],
         max_concurrent_activities=CONTROL_CONCURRENCY,
         interceptors=[BoundedFailures()],

@@ -289,6 +289,15 @@ CONNECTION_CAP_PATCH = "streams-within-connection-cap"
 #: (after a worker's SIGKILL it showed the total as unknown and only the running
 #: streams' heartbeats). One memo update per transfer and one per committed segment
 PROGRESS_MEMO_PATCH = "progress-memo"
+#: a stream that fails for good: before the others are cancelled, their last
+#: heartbeats' bytes are read (activity ``streams_moved``, control task queue) into
+#: ``partial``: one cancelled between attempts carries none of its own
+#: (``ACTIVITY_ID_NOT_STARTED``), and a failed transfer's status showed 0 B with 8 MiB
+#: durable when no progress report had come yet. One activity per failed copy
+STREAMS_MOVED_PATCH = "streams-moved-on-failure"
+#: the activity of STREAMS_MOVED_PATCH (staccato.activities.stream_bytes)
+STREAMS_MOVED = "streams_moved"
+_STREAMS_MOVED_TIMEOUT = timedelta(seconds=10)
 #: the longest wait between two attempts of a best-effort activity (``cleanup``)
 _BEST_EFFORT_BACKOFF = timedelta(seconds=10)
 RECORD_TUNING = "record_link_tuning"
@@ -1199,6 +1208,8 @@ class TransferWorkflow:
                     self._note_failed_stream(segment.index, err)
                     if self._failure is None:
                         self._failure = err
+                        if self._running and workflow.patched(STREAMS_MOVED_PATCH):
+                            await self._keep_streams_moved()
                     for other in self._running.values():
                         other.cancel()
                     return
@@ -1216,7 +1227,12 @@ class TransferWorkflow:
                     if self._tuner is not None and epoch == self._tune_epoch:
                         self._tune_measure(segment.length, workflow.now() - started, result)
                 else:
-                    self._progress.partial[segment.index] = result.bytes_done
+                    kept = self._progress.partial.get(segment.index, 0)
+                    # stopped because another stream failed: never below what its
+                    # heartbeats showed (_keep_streams_moved); a pause's is the truth
+                    self._progress.partial[segment.index] = (
+                        max(kept, result.bytes_done) if self._failure else result.bytes_done
+                    )
                     queue.appendleft(segment)
                     raise_if_cancelling()  # the transfer was cancelled, not paused
 
@@ -1705,6 +1721,31 @@ class TransferWorkflow:
                 moved = max(moved, int(item.get("bytes_done") or 0))
         if moved:
             self._progress.partial[segment] = moved
+
+    async def _keep_streams_moved(self) -> None:
+        """The running streams' last heartbeated bytes into ``partial`` (never less
+        than it holds), before they are cancelled (:data:`STREAMS_MOVED_PATCH`); a
+        failed look keeps what the workflow knows."""
+        assert self._progress is not None
+        info = workflow.info()
+        try:
+            moved = await workflow.execute_activity(
+                STREAMS_MOVED,
+                args=[info.workflow_id, info.run_id],
+                result_type=list,
+                task_queue=front.control_queue(info.task_queue),
+                schedule_to_close_timeout=_STREAMS_MOVED_TIMEOUT,
+                retry_policy=RetryPolicy(maximum_attempts=1),
+            )
+        except ActivityError:
+            return
+        for item in moved or []:
+            try:
+                segment, done = int(item[0]), int(item[1])
+            except (TypeError, ValueError, IndexError):
+                continue
+            if done > self._progress.partial.get(segment, 0):
+                self._progress.partial[segment] = done
 
     def _record_end_bytes(self) -> None:
         """Before a failed or cancelled run ends: its bytes moved and total into its

@@ -40,6 +40,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from staccato import checksums, tuning
+from staccato.activities.stream_bytes import StreamBytesActivities
 from staccato.errors import InvalidURLError
 from staccato.ids import transfer_id
 from staccato.models import (
@@ -439,7 +440,13 @@ async def transfers(
         control = Worker(
             env.client,
             task_queue=control_queue(task_queue),
-            activities=[no_governors, copies, lookups],
+            # streams_moved: the real one (it describes the run on the test server)
+            activities=[
+                no_governors,
+                copies,
+                lookups,
+                StreamBytesActivities(env.client).streams_moved,
+            ],
         )
         workers.extend([worker, control])
         runs.extend([asyncio.create_task(worker.run()), asyncio.create_task(control.run())])

@@ -23,6 +23,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from staccato.errors import DestinationBusyError
 from staccato.models import (
+    Checkpoint,
     ConfirmSourceInput,
     ObjectInfo,
     PublishInput,
@@ -797,3 +798,35 @@ async def test_scheduled_while_prepare_is_retried_running_once_streams_start(
     assert (await run.progress()).state == TransferState.running
     description = await run.handle.describe()
     assert description.typed_search_attributes.get(sa.STATE) == "running"
+
+
+async def test_a_stream_cancelled_between_attempts_keeps_its_bytes_in_the_failed_count(
+    transfer_on_own_server: Start,
+) -> None:
+    """One stream fails for good while the other waits out its retry backoff: the
+    workflow reads the other's last heartbeat (activity ``streams_moved``, patch
+    ``streams-moved-on-failure``) before it cancels it, so the failed run's memo keeps
+    its bytes. A stream cancelled in its backoff carries no details of its own
+    (``ACTIVITY_ID_NOT_STARTED``): the memo said 0 B with bytes durable (an sshd gone
+    mid-copy at load ~20, before the worker's first progress report)."""
+    endpoint = Endpoint()
+    first_failed = asyncio.Event()
+
+    async def streams(request: Any) -> Any:
+        if request.segment.index == 0:
+            if activity.info().attempt == 1:
+                activity.heartbeat(
+                    Checkpoint(segment=0, next_chunk=1, bytes_done=16).model_dump(mode="json")
+                )
+                first_failed.set()
+                raise ApplicationError("connection refused", type="Unavailable")
+            return await stream_until_cancelled(request)
+        await first_failed.wait()  # segment 0 failed once: it is in its backoff now
+        raise ApplicationError("permission denied", type="Permission", non_retryable=True)
+
+    endpoint.hooks["copy_stream"] = streams
+    run = await transfer_on_own_server(endpoint)
+    error = await failure_of(run)
+    assert isinstance(error, ApplicationError) and error.type == "Permission", error
+    memo = await (await run.handle.describe()).memo()
+    assert memo["bytes_done"] == 16, memo
