@@ -605,12 +605,19 @@ class SFTPDriver(Driver):
         chunk's SHA-256 and no second hash is recorded. A damaged chunk hashes
         differently, is read back, and its real checksum makes the segment mismatch
         (the workflow then copies it again: :meth:`durable_chunks` drops the chunk).
-        A read pinned to ``info`` (a source read a second time) always reads.
+        A read pinned to ``info`` (a source read a second time) always reads, and so
+        does a verify of fewer than :data:`remote_hash.MIN_BYTES` (a dataset's small
+        file: reading it back costs less than an exec channel).
         """
         segments = list(segments)
         # a read pinned to a version (confirm_source: a source read a second time)
         # always reads; the server's hash is for a session's temp file
-        if info is not None or not url.path.endswith(TEMP_SUFFIX) or not remote_hash.enabled():
+        if (
+            info is not None
+            or not url.path.endswith(TEMP_SUFFIX)
+            or not remote_hash.enabled()
+            or _segments_bytes(segments, size, chunk_size) < remote_hash.MIN_BYTES
+        ):
             return super().segments_checksum(url, size, chunk_size, segments, algorithm, info)
         journal_path = journal_of(url.path)
         data = self._run(url, f"destination {url}", lambda sftp: read_all(sftp, journal_path))
@@ -849,6 +856,14 @@ def _children(sftp: StaccatoSFTP, path: str, resolve: bool = False) -> list[Chil
         else:
             found.append(Child(name, error="not a regular file (a FIFO, socket or device)"))
     return found
+
+
+def _segments_bytes(segments: Sequence[tuple[int, int]], size: int, chunk_size: int) -> int:
+    """Bytes of an object of ``size`` bytes in the chunk ranges ``segments``
+    (``[first, end)`` chunk indexes of ``chunk_size`` bytes)."""
+    return sum(
+        min(size, end * chunk_size) - min(size, first * chunk_size) for first, end in segments
+    )
 
 
 def _check_target(sftp: StaccatoSFTP, url: EndpointURL) -> None:
