@@ -180,7 +180,11 @@ class SFTPDriver(Driver):
                 raise PermanentError(f"source {url} is not a regular file")
             stat_size = attrs.st_size or 0
             mtime = attrs.st_mtime or 0
-            size = self._real_size(sftp, url, stat_size)
+            # a transfer's own temp file (the verify before publish stats it twice) is a
+            # regular file Staccato wrote, not one whose stat size may be wrong: no
+            # 1-byte probe (OPEN, READ, CLOSE); its reads still need EOF at its end
+            temp = url.path.endswith(TEMP_SUFFIX)
+            size = stat_size if temp else self._real_size(sftp, url, stat_size)
             if size != stat_size:
                 again = stat_or_none(sftp, url.path)
                 if again is None or again.st_size != stat_size or again.st_mtime != mtime:
@@ -346,7 +350,7 @@ class SFTPDriver(Driver):
 
     def _check_destination(self, sftp: StaccatoSFTP, url: EndpointURL) -> None:
         parent = posixpath.dirname(url.path) or "/"
-        parent_attrs = stat_or_none(sftp, parent)
+        parent_attrs = _directory_attrs(sftp, url, parent)
         if parent_attrs is None:
             raise DestinationMissing(
                 f"destination directory {parent} does not exist on {url.host} (for {url}); create it first"
@@ -356,7 +360,9 @@ class SFTPDriver(Driver):
                 f"destination {parent} on {url.host} is not a directory (for {url})"
             )
         _check_real_directory(sftp, url, parent)
-        _check_target(sftp, url)
+        # once per prepare (check_destination, then open_session's own check)
+        key = ("sftp-target", url.host, url.port, url.user, url.path)
+        base.remembered(key, lambda: _check_target(sftp, url))
 
     def check_target(self, url: EndpointURL) -> None:
         """See :meth:`Driver.check_target`: one LSTAT on the server."""
@@ -369,7 +375,7 @@ class SFTPDriver(Driver):
 
         def op(sftp: StaccatoSFTP) -> None:
             parent = posixpath.dirname(url.path) or "/"
-            attrs = stat_or_none(sftp, parent)
+            attrs = _directory_attrs(sftp, url, parent)
             if attrs is not None and stat_module.S_ISDIR(attrs.st_mode or 0):
                 _check_real_directory(sftp, url, parent)
 
@@ -413,9 +419,9 @@ class SFTPDriver(Driver):
     def make_parents(self, url: EndpointURL) -> None:
         def op(sftp: StaccatoSFTP) -> None:
             parent = posixpath.dirname(url.path) or "/"
-            attrs = stat_or_none(sftp, parent)
+            attrs = _directory_attrs(sftp, url, parent)
             if attrs is not None and stat_module.S_ISDIR(attrs.st_mode or 0):
-                return  # the common case: one round trip
+                return  # the common case: one round trip, none for a known directory
             missing: list[str] = []
             path = parent
             while path not in ("", "/"):
@@ -856,6 +862,27 @@ def _children(sftp: StaccatoSFTP, path: str, resolve: bool = False) -> list[Chil
         else:
             found.append(Child(name, error="not a regular file (a FIFO, socket or device)"))
     return found
+
+
+def _directory_attrs(sftp: StaccatoSFTP, url: EndpointURL, path: str) -> SFTPAttributes | None:
+    """STAT of the server path ``path`` (a destination's parent directory), None when
+    it does not exist. A directory is asked once per
+    :func:`staccato.endpoints.base.directory_memo` block (a dataset's batch, a
+    transfer's prepare), as its REALPATH is (:func:`_check_real_directory`): every
+    file of a batch in one directory costs one STAT, not three each. Anything else
+    (missing, a file) is asked every time. A directory removed later in the block
+    fails the temp file's OPEN (no such file: the file's copy fails, nothing is
+    written outside).
+
+    Raises:
+        OSError, StatusError: the connection, or the server's refusal.
+    """
+    key = ("sftp-directory", url.host, url.port, url.user, path)
+    return base.remembered(
+        key,
+        lambda: stat_or_none(sftp, path),
+        keep=lambda attrs: attrs is not None and stat_module.S_ISDIR(attrs.st_mode or 0),
+    )
 
 
 def _segments_bytes(segments: Sequence[tuple[int, int]], size: int, chunk_size: int) -> int:
