@@ -127,6 +127,14 @@ def remembered(
     return value
 
 
+def remember(key: object, value: object) -> None:
+    """Keep ``value`` for ``key`` in the current :func:`directory_memo` block (what
+    :func:`remembered` then answers), replacing what was kept; outside a block: nothing."""
+    memo = _directory_memo.get()
+    if memo is not None:
+        memo[key] = value
+
+
 _write_fence_hook: ContextVar[Callable[[], None] | None] = ContextVar(
     "staccato_write_fence", default=None
 )

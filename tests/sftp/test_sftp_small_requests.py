@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,8 @@ def test_a_batch_of_small_files_costs_few_requests(
 ) -> None:
     """Six 20 KiB files into one directory, default ``--verify checksum``: each temp
     file is verified by reading it back (no exec channel for a server-side hash: it
-    cost most of a small file's time), the destination directory is STATed once for
-    the batch (not three times a file), each target LSTATed once (not twice), and
+    cost most of a small file's time), the destination directory is STATed once a
+    file (not three times), each target LSTATed once (not twice), and
     the temp file opened 4 times (create, write, verify read, fsync at publish; its
     stats need no 1-byte EOF probe). The files arrive whole, nothing is left beside
     them."""
@@ -66,7 +67,7 @@ def test_a_batch_of_small_files_costs_few_requests(
         assert (destination / f"f{i}").read_bytes() == (work / "src" / f"f{i}").read_bytes()
     assert leftovers(work / "dst") == []
     assert remote_hash.stats["ranges"] == hashed
-    assert asked[("STAT", str(destination))] == 1, asked
+    assert asked[("STAT", str(destination))] == files, asked
     for i in range(files):
         assert asked[("LSTAT", str(destination / f"f{i}"))] == 1, asked
     temp_opens = [
@@ -75,3 +76,30 @@ def test_a_batch_of_small_files_costs_few_requests(
         if kind == "OPEN" and path.endswith(".staccato-part")
     ]
     assert temp_opens == [4] * files, asked
+
+
+def test_a_directory_removed_during_a_batch_is_made_again(
+    driver_env, sftp_url, data_dir: Path
+) -> None:
+    """The directory STAT kept for a batch does not outlive a removal: a destination
+    directory removed between two files of one batch is made again for the second."""
+    work = Path(os.path.realpath(data_dir))
+    (work / "src").mkdir()
+    destination = work / "dst" / "one"
+    options = TransferOptions(chunk_size=1 * MiB, streams=1)
+    with directory_memo():
+        for i in range(2):
+            source = work / "src" / f"f{i}"
+            source.write_bytes(os.urandom(1000))
+            copy_object(
+                f"file://{source}",
+                sftp_url(destination / f"f{i}"),
+                options,
+                f"k{i}",
+                lambda: None,
+                1000,
+            )
+            if i == 0:
+                shutil.rmtree(destination)
+    assert (destination / "f1").read_bytes() == (work / "src" / "f1").read_bytes()
+    assert not (destination / "f0").exists()

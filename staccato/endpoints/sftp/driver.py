@@ -419,9 +419,12 @@ class SFTPDriver(Driver):
     def make_parents(self, url: EndpointURL) -> None:
         def op(sftp: StaccatoSFTP) -> None:
             parent = posixpath.dirname(url.path) or "/"
-            attrs = _directory_attrs(sftp, url, parent)
+            # asked for each file (a directory removed during a batch is made again),
+            # and kept for the checks of the prepare that follows (_directory_attrs)
+            attrs = stat_or_none(sftp, parent)
             if attrs is not None and stat_module.S_ISDIR(attrs.st_mode or 0):
-                return  # the common case: one round trip, none for a known directory
+                base.remember(_directory_key(url, parent), attrs)
+                return  # the common case: one round trip
             missing: list[str] = []
             path = parent
             while path not in ("", "/"):
@@ -868,21 +871,25 @@ def _directory_attrs(sftp: StaccatoSFTP, url: EndpointURL, path: str) -> SFTPAtt
     """STAT of the server path ``path`` (a destination's parent directory), None when
     it does not exist. A directory is asked once per
     :func:`staccato.endpoints.base.directory_memo` block (a dataset's batch, a
-    transfer's prepare), as its REALPATH is (:func:`_check_real_directory`): every
-    file of a batch in one directory costs one STAT, not three each. Anything else
-    (missing, a file) is asked every time. A directory removed later in the block
-    fails the temp file's OPEN (no such file: the file's copy fails, nothing is
-    written outside).
+    transfer's prepare), as its REALPATH is (:func:`_check_real_directory`), and
+    :meth:`SFTPDriver.make_parents` (asked for each file of a batch, right before its
+    prepare) refreshes it: a file of a batch costs one STAT of its directory, not
+    three. Anything else (missing, a file) is asked every time.
 
     Raises:
         OSError, StatusError: the connection, or the server's refusal.
     """
-    key = ("sftp-directory", url.host, url.port, url.user, path)
     return base.remembered(
-        key,
+        _directory_key(url, path),
         lambda: stat_or_none(sftp, path),
         keep=lambda attrs: attrs is not None and stat_module.S_ISDIR(attrs.st_mode or 0),
     )
+
+
+def _directory_key(url: EndpointURL, path: str) -> tuple[object, ...]:
+    """The :func:`staccato.endpoints.base.remembered` key of the STAT of the server
+    directory ``path`` on ``url``'s server."""
+    return ("sftp-directory", url.host, url.port, url.user, path)
 
 
 def _segments_bytes(segments: Sequence[tuple[int, int]], size: int, chunk_size: int) -> int:
