@@ -32,7 +32,8 @@ def test_a_batch_of_small_files_costs_few_requests(
     cost most of a small file's time), the destination directory is STATed once a
     file (not three times), each target LSTATed once (not twice), and
     the temp file opened 4 times (create, write, verify read, fsync at publish; its
-    stats need no 1-byte EOF probe). The files arrive whole, nothing is left beside
+    stats need no 1-byte EOF probe), its journal 4 times (publish reads it and writes
+    its marker through one handle). The files arrive whole, nothing is left beside
     them."""
     asked: collections.Counter[tuple[str, str]] = collections.Counter()
     original = StaccatoSFTP._async_request
@@ -76,6 +77,13 @@ def test_a_batch_of_small_files_costs_few_requests(
         if kind == "OPEN" and path.endswith(".staccato-part")
     ]
     assert temp_opens == [4] * files, asked
+    journal_opens = [
+        count
+        for (kind, path), count in asked.items()
+        if kind == "OPEN" and path.endswith(".staccato-journal")
+    ]
+    # create, the durable-chunk check, write, publish (read + marker through one handle)
+    assert journal_opens == [4] * files, asked
 
 
 def test_a_directory_removed_during_a_batch_is_made_again(

@@ -80,6 +80,7 @@ from staccato.endpoints.sftp.files import (
     is_missing,
     mapped,
     read_all,
+    read_handle,
     remove_if_exists,
     stat_or_none,
     status_error,
@@ -95,6 +96,7 @@ from staccato.endpoints.sftp.journal import (
 from staccato.endpoints.sftp.pipeline import ReadPipeline, SourceEnded, SourceLonger, write_at
 from staccato.endpoints.sftp.pool import POOL, run
 from staccato.endpoints.sftp.protocol import (
+    FX_NO_SUCH_FILE,
     FX_PERMISSION_DENIED,
     FXF_CREAT,
     FXF_READ,
@@ -691,24 +693,34 @@ class SFTPDriver(Driver):
                     "this transfer's bytes (it was not published by an earlier attempt, or the "
                     "proof was already cleaned up): copying again"
                 )
-            journal = read_all(sftp, paths["journal"])
-            if journal is None:
-                raise WriteSessionLost(
-                    f"write session {paths['temp']}: its journal {paths['journal']} was deleted"
-                )
-            missing = chunks - len(parse_journal(journal, chunks))
-            if missing:
-                raise PermanentError(f"refusing to publish {url}: {missing} chunks are not durable")
-            if temp_attrs.st_size != session.size:
-                raise PermanentError(
-                    f"refusing to publish {url}: temp file has {temp_attrs.st_size} bytes, expected {session.size}"
-                )
-            handle = sftp.open_handle(paths["temp"], FXF_READ)
+            # opened once: read here, the publish marker written through it (_mark)
             try:
-                sftp.fsync_handle(handle)
+                journal_handle = sftp.open_handle(paths["journal"], FXF_READ | FXF_WRITE)
+            except StatusError as err:
+                if err.code == FX_NO_SUCH_FILE:
+                    raise WriteSessionLost(
+                        f"write session {paths['temp']}: its journal {paths['journal']} was deleted"
+                    ) from None
+                raise
+            try:
+                journal = read_handle(sftp, journal_handle)
+                missing = chunks - len(parse_journal(journal, chunks))
+                if missing:
+                    raise PermanentError(
+                        f"refusing to publish {url}: {missing} chunks are not durable"
+                    )
+                if temp_attrs.st_size != session.size:
+                    raise PermanentError(
+                        f"refusing to publish {url}: temp file has {temp_attrs.st_size} bytes, expected {session.size}"
+                    )
+                handle = sftp.open_handle(paths["temp"], FXF_READ)
+                try:
+                    sftp.fsync_handle(handle)
+                finally:
+                    sftp.close_handle(handle)
+                self._mark(sftp, paths, temp_attrs, chunks, journal_handle)
             finally:
-                sftp.close_handle(handle)
-            self._mark(sftp, paths, temp_attrs, chunks)
+                sftp.close_handle(journal_handle)
             self._replace(sftp, paths)
             remove_if_exists(sftp, paths["backup"])
             remove_if_exists(sftp, paths["journal"])
@@ -717,13 +729,18 @@ class SFTPDriver(Driver):
 
     @staticmethod
     def _mark(
-        sftp: StaccatoSFTP, paths: dict[str, str], temp_attrs: SFTPAttributes, chunks: int
+        sftp: StaccatoSFTP,
+        paths: dict[str, str],
+        temp_attrs: SFTPAttributes,
+        chunks: int,
+        journal: bytes,
     ) -> None:
         """Record the publish marker: the mtime (seconds) the temp file has, made
         different from the current target's (``SETSTAT``, draft-ietf-secsh-filexfer-02
         §6.9) where they are equal, written and fsynced into the journal's slot after
-        the chunk records. Without ``SETSTAT`` (refused) no marker is written: a retry
-        after the rename then copies again rather than guess."""
+        the chunk records (``journal``: its open handle). Without ``SETSTAT`` (refused)
+        no marker is written: a retry after the rename then copies again rather than
+        guess."""
         mtime = int(temp_attrs.st_mtime or 0)
         target = stat_or_none(sftp, paths["path"])
         if target is not None and target.st_mtime == mtime:
@@ -739,12 +756,8 @@ class SFTPDriver(Driver):
                     err,
                 )
                 return
-        journal = sftp.open_handle(paths["journal"], FXF_WRITE)
-        try:
-            write_at(sftp, journal, chunks * JOURNAL_RECORD_BYTES, memoryview(marker_record(mtime)))
-            sftp.fsync_handle(journal)
-        finally:
-            sftp.close_handle(journal)
+        write_at(sftp, journal, chunks * JOURNAL_RECORD_BYTES, memoryview(marker_record(mtime)))
+        sftp.fsync_handle(journal)
 
     @staticmethod
     def _replace(sftp: StaccatoSFTP, paths: dict[str, str]) -> None:
