@@ -109,17 +109,30 @@ def directory_memo() -> Iterator[None]:
         _directory_memo.reset(token)
 
 
-def remembered(key: object, compute: Callable[[], _T]) -> _T:
+def remembered(
+    key: object, compute: Callable[[], _T], keep: Callable[[_T], bool] | None = None
+) -> _T:
     """``compute()``, or what it returned for ``key`` before in the current
     :func:`directory_memo` block (outside one: always computed). What ``compute``
-    raises is not remembered (a transient failure is asked again)."""
+    raises is not remembered (a transient failure is asked again), nor a value
+    ``keep`` (when given) says False of (e.g. a directory not there yet: made next)."""
     memo = _directory_memo.get()
     if memo is None:
         return compute()
     if key in memo:
         return memo[key]  # type: ignore[return-value]
-    value = memo[key] = compute()
+    value = compute()
+    if keep is None or keep(value):
+        memo[key] = value
     return value
+
+
+def remember(key: object, value: object) -> None:
+    """Keep ``value`` for ``key`` in the current :func:`directory_memo` block (what
+    :func:`remembered` then answers), replacing what was kept; outside a block: nothing."""
+    memo = _directory_memo.get()
+    if memo is not None:
+        memo[key] = value
 
 
 _write_fence_hook: ContextVar[Callable[[], None] | None] = ContextVar(

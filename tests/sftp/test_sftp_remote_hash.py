@@ -192,6 +192,27 @@ def test_server_hashes_the_temp_file(
     driver.abort(session)
 
 
+def test_small_temp_file_is_read_back(
+    hash_driver_env: None, sftp_exec_logged: SshdServer, sftp_exec_log: Path, data_dir: Path
+) -> None:
+    """A verify of fewer than ``remote_hash.MIN_BYTES`` (a dataset's small file) reads
+    the temp file back over SFTP instead of opening an exec channel for the server's
+    hash (which cost most of a small file's copy): no range hashed on the server, the
+    bytes read back (sftp-server's log), the checksum the real one."""
+    driver = get_driver("sftp")
+    data = os.urandom(CHUNK // 2 + 7)
+    session, digests = _write_session(sftp_exec_logged, data_dir, data, "rh-small")
+    url = parse_url(driver.session_url(session) or "")
+    offset = len(sftp_exec_log.read_text(errors="replace"))
+    before = dict(remote_hash.stats)
+    actual = driver.segments_checksum(url, len(data), CHUNK, [(0, 1)], "crc32c")
+    assert actual == _expected("crc32c", digests, data)
+    assert remote_hash.stats["ranges"] == before["ranges"]
+    handles = _temp_handles(sftp_exec_log, offset, data_dir)
+    assert sum(read for read, _ in handles) >= len(data), handles
+    driver.abort(session)
+
+
 @pytest.mark.parametrize("server_name", ["sftp_no_rename", "sftp_not_posix"])
 def test_no_exec_falls_back_to_reading_back(
     hash_driver_env: None, request: pytest.FixtureRequest, data_dir: Path, server_name: str

@@ -80,6 +80,7 @@ from staccato.endpoints.sftp.files import (
     is_missing,
     mapped,
     read_all,
+    read_handle,
     remove_if_exists,
     stat_or_none,
     status_error,
@@ -95,6 +96,7 @@ from staccato.endpoints.sftp.journal import (
 from staccato.endpoints.sftp.pipeline import ReadPipeline, SourceEnded, SourceLonger, write_at
 from staccato.endpoints.sftp.pool import POOL, run
 from staccato.endpoints.sftp.protocol import (
+    FX_NO_SUCH_FILE,
     FX_PERMISSION_DENIED,
     FXF_CREAT,
     FXF_READ,
@@ -180,7 +182,11 @@ class SFTPDriver(Driver):
                 raise PermanentError(f"source {url} is not a regular file")
             stat_size = attrs.st_size or 0
             mtime = attrs.st_mtime or 0
-            size = self._real_size(sftp, url, stat_size)
+            # a transfer's own temp file (the verify before publish stats it twice) is a
+            # regular file Staccato wrote, not one whose stat size may be wrong: no
+            # 1-byte probe (OPEN, READ, CLOSE); its reads still need EOF at its end
+            temp = url.path.endswith(TEMP_SUFFIX)
+            size = stat_size if temp else self._real_size(sftp, url, stat_size)
             if size != stat_size:
                 again = stat_or_none(sftp, url.path)
                 if again is None or again.st_size != stat_size or again.st_mtime != mtime:
@@ -346,7 +352,7 @@ class SFTPDriver(Driver):
 
     def _check_destination(self, sftp: StaccatoSFTP, url: EndpointURL) -> None:
         parent = posixpath.dirname(url.path) or "/"
-        parent_attrs = stat_or_none(sftp, parent)
+        parent_attrs = _directory_attrs(sftp, url, parent)
         if parent_attrs is None:
             raise DestinationMissing(
                 f"destination directory {parent} does not exist on {url.host} (for {url}); create it first"
@@ -356,7 +362,9 @@ class SFTPDriver(Driver):
                 f"destination {parent} on {url.host} is not a directory (for {url})"
             )
         _check_real_directory(sftp, url, parent)
-        _check_target(sftp, url)
+        # once per prepare (check_destination, then open_session's own check)
+        key = ("sftp-target", url.host, url.port, url.user, url.path)
+        base.remembered(key, lambda: _check_target(sftp, url))
 
     def check_target(self, url: EndpointURL) -> None:
         """See :meth:`Driver.check_target`: one LSTAT on the server."""
@@ -369,7 +377,7 @@ class SFTPDriver(Driver):
 
         def op(sftp: StaccatoSFTP) -> None:
             parent = posixpath.dirname(url.path) or "/"
-            attrs = stat_or_none(sftp, parent)
+            attrs = _directory_attrs(sftp, url, parent)
             if attrs is not None and stat_module.S_ISDIR(attrs.st_mode or 0):
                 _check_real_directory(sftp, url, parent)
 
@@ -413,8 +421,11 @@ class SFTPDriver(Driver):
     def make_parents(self, url: EndpointURL) -> None:
         def op(sftp: StaccatoSFTP) -> None:
             parent = posixpath.dirname(url.path) or "/"
+            # asked for each file (a directory removed during a batch is made again),
+            # and kept for the checks of the prepare that follows (_directory_attrs)
             attrs = stat_or_none(sftp, parent)
             if attrs is not None and stat_module.S_ISDIR(attrs.st_mode or 0):
+                base.remember(_directory_key(url, parent), attrs)
                 return  # the common case: one round trip
             missing: list[str] = []
             path = parent
@@ -605,12 +616,19 @@ class SFTPDriver(Driver):
         chunk's SHA-256 and no second hash is recorded. A damaged chunk hashes
         differently, is read back, and its real checksum makes the segment mismatch
         (the workflow then copies it again: :meth:`durable_chunks` drops the chunk).
-        A read pinned to ``info`` (a source read a second time) always reads.
+        A read pinned to ``info`` (a source read a second time) always reads, and so
+        does a verify of fewer than :data:`remote_hash.MIN_BYTES` (a dataset's small
+        file: reading it back costs less than an exec channel).
         """
         segments = list(segments)
         # a read pinned to a version (confirm_source: a source read a second time)
         # always reads; the server's hash is for a session's temp file
-        if info is not None or not url.path.endswith(TEMP_SUFFIX) or not remote_hash.enabled():
+        if (
+            info is not None
+            or not url.path.endswith(TEMP_SUFFIX)
+            or not remote_hash.enabled()
+            or _segments_bytes(segments, size, chunk_size) < remote_hash.MIN_BYTES
+        ):
             return super().segments_checksum(url, size, chunk_size, segments, algorithm, info)
         journal_path = journal_of(url.path)
         data = self._run(url, f"destination {url}", lambda sftp: read_all(sftp, journal_path))
@@ -675,24 +693,34 @@ class SFTPDriver(Driver):
                     "this transfer's bytes (it was not published by an earlier attempt, or the "
                     "proof was already cleaned up): copying again"
                 )
-            journal = read_all(sftp, paths["journal"])
-            if journal is None:
-                raise WriteSessionLost(
-                    f"write session {paths['temp']}: its journal {paths['journal']} was deleted"
-                )
-            missing = chunks - len(parse_journal(journal, chunks))
-            if missing:
-                raise PermanentError(f"refusing to publish {url}: {missing} chunks are not durable")
-            if temp_attrs.st_size != session.size:
-                raise PermanentError(
-                    f"refusing to publish {url}: temp file has {temp_attrs.st_size} bytes, expected {session.size}"
-                )
-            handle = sftp.open_handle(paths["temp"], FXF_READ)
+            # opened once: read here, the publish marker written through it (_mark)
             try:
-                sftp.fsync_handle(handle)
+                journal_handle = sftp.open_handle(paths["journal"], FXF_READ | FXF_WRITE)
+            except StatusError as err:
+                if err.code == FX_NO_SUCH_FILE:
+                    raise WriteSessionLost(
+                        f"write session {paths['temp']}: its journal {paths['journal']} was deleted"
+                    ) from None
+                raise
+            try:
+                journal = read_handle(sftp, journal_handle)
+                missing = chunks - len(parse_journal(journal, chunks))
+                if missing:
+                    raise PermanentError(
+                        f"refusing to publish {url}: {missing} chunks are not durable"
+                    )
+                if temp_attrs.st_size != session.size:
+                    raise PermanentError(
+                        f"refusing to publish {url}: temp file has {temp_attrs.st_size} bytes, expected {session.size}"
+                    )
+                handle = sftp.open_handle(paths["temp"], FXF_READ)
+                try:
+                    sftp.fsync_handle(handle)
+                finally:
+                    sftp.close_handle(handle)
+                self._mark(sftp, paths, temp_attrs, chunks, journal_handle)
             finally:
-                sftp.close_handle(handle)
-            self._mark(sftp, paths, temp_attrs, chunks)
+                sftp.close_handle(journal_handle)
             self._replace(sftp, paths)
             remove_if_exists(sftp, paths["backup"])
             remove_if_exists(sftp, paths["journal"])
@@ -701,13 +729,18 @@ class SFTPDriver(Driver):
 
     @staticmethod
     def _mark(
-        sftp: StaccatoSFTP, paths: dict[str, str], temp_attrs: SFTPAttributes, chunks: int
+        sftp: StaccatoSFTP,
+        paths: dict[str, str],
+        temp_attrs: SFTPAttributes,
+        chunks: int,
+        journal: bytes,
     ) -> None:
         """Record the publish marker: the mtime (seconds) the temp file has, made
         different from the current target's (``SETSTAT``, draft-ietf-secsh-filexfer-02
         §6.9) where they are equal, written and fsynced into the journal's slot after
-        the chunk records. Without ``SETSTAT`` (refused) no marker is written: a retry
-        after the rename then copies again rather than guess."""
+        the chunk records (``journal``: its open handle). Without ``SETSTAT`` (refused)
+        no marker is written: a retry after the rename then copies again rather than
+        guess."""
         mtime = int(temp_attrs.st_mtime or 0)
         target = stat_or_none(sftp, paths["path"])
         if target is not None and target.st_mtime == mtime:
@@ -723,12 +756,8 @@ class SFTPDriver(Driver):
                     err,
                 )
                 return
-        journal = sftp.open_handle(paths["journal"], FXF_WRITE)
-        try:
-            write_at(sftp, journal, chunks * JOURNAL_RECORD_BYTES, memoryview(marker_record(mtime)))
-            sftp.fsync_handle(journal)
-        finally:
-            sftp.close_handle(journal)
+        write_at(sftp, journal, chunks * JOURNAL_RECORD_BYTES, memoryview(marker_record(mtime)))
+        sftp.fsync_handle(journal)
 
     @staticmethod
     def _replace(sftp: StaccatoSFTP, paths: dict[str, str]) -> None:
@@ -849,6 +878,39 @@ def _children(sftp: StaccatoSFTP, path: str, resolve: bool = False) -> list[Chil
         else:
             found.append(Child(name, error="not a regular file (a FIFO, socket or device)"))
     return found
+
+
+def _directory_attrs(sftp: StaccatoSFTP, url: EndpointURL, path: str) -> SFTPAttributes | None:
+    """STAT of the server path ``path`` (a destination's parent directory), None when
+    it does not exist. A directory is asked once per
+    :func:`staccato.endpoints.base.directory_memo` block (a dataset's batch, a
+    transfer's prepare), as its REALPATH is (:func:`_check_real_directory`), and
+    :meth:`SFTPDriver.make_parents` (asked for each file of a batch, right before its
+    prepare) refreshes it: a file of a batch costs one STAT of its directory, not
+    three. Anything else (missing, a file) is asked every time.
+
+    Raises:
+        OSError, StatusError: the connection, or the server's refusal.
+    """
+    return base.remembered(
+        _directory_key(url, path),
+        lambda: stat_or_none(sftp, path),
+        keep=lambda attrs: attrs is not None and stat_module.S_ISDIR(attrs.st_mode or 0),
+    )
+
+
+def _directory_key(url: EndpointURL, path: str) -> tuple[object, ...]:
+    """The :func:`staccato.endpoints.base.remembered` key of the STAT of the server
+    directory ``path`` on ``url``'s server."""
+    return ("sftp-directory", url.host, url.port, url.user, path)
+
+
+def _segments_bytes(segments: Sequence[tuple[int, int]], size: int, chunk_size: int) -> int:
+    """Bytes of an object of ``size`` bytes in the chunk ranges ``segments``
+    (``[first, end)`` chunk indexes of ``chunk_size`` bytes)."""
+    return sum(
+        min(size, end * chunk_size) - min(size, first * chunk_size) for first, end in segments
+    )
 
 
 def _check_target(sftp: StaccatoSFTP, url: EndpointURL) -> None:

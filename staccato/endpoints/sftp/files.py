@@ -109,16 +109,25 @@ def read_all(sftp: StaccatoSFTP, path: str) -> bytes | None:
             return None
         raise
     try:
-        size = sftp.fstat_handle(handle).st_size or 0
-        buffer = bytearray(size)
-        pipe = ReadPipeline(sftp, handle, 0, size, probe_eof=False)
-        try:
-            filled = pipe.readinto(memoryview(buffer))
-        except SourceEnded as ended:
-            filled = ended.at
-        return bytes(buffer[:filled])
+        return read_handle(sftp, handle)
     finally:
         sftp.close_handle(handle)
+
+
+def read_handle(sftp: StaccatoSFTP, handle: bytes) -> bytes:
+    """The whole (small) file open as ``handle`` (FSTAT for its size, then READs).
+
+    Raises:
+        StatusError, OSError: the server's refusal, or the connection.
+    """
+    size = sftp.fstat_handle(handle).st_size or 0
+    buffer = bytearray(size)
+    pipe = ReadPipeline(sftp, handle, 0, size, probe_eof=False)
+    try:
+        filled = pipe.readinto(memoryview(buffer))
+    except SourceEnded as ended:
+        filled = ended.at
+    return bytes(buffer[:filled])
 
 
 def remove_if_exists(sftp: StaccatoSFTP, path: str) -> None:

@@ -59,6 +59,12 @@ _RANGES_PER_EXEC = 500
 _DD_BLOCK_BYTES = 4 * 1024 * 1024  # dd's largest block size (its buffer on the server)
 _DD_MIN_BLOCK_BYTES = 64 * 1024  # below: tail | head (dd would make too many reads)
 _PROBE_DATA = b"abc"
+#: bytes: a verify of fewer bytes than this reads them back over SFTP instead (a few
+#: READs on an open connection) of opening an exec channel (a channel, a login shell
+#: and a hashing tool started on the server: 10-300 ms per file measured on loopback
+#: by ``bench/sftp_small_requests.py``, the bulk of a small file's copy). Reading back
+#: checks the same bytes: see :meth:`SFTPDriver.segments_checksum`.
+MIN_BYTES = 1024 * 1024
 _PROBE_SHA256 = hashlib.sha256(_PROBE_DATA).hexdigest()
 _TOOLS = {
     "openssl": "openssl dgst -sha256 -r",
