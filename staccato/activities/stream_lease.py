@@ -38,7 +38,7 @@ a task the server handed to a poll of a worker that was frozen meanwhile (its op
 polls still take tasks until they expire) reaches the worker only when it wakes,
 maybe long after the server timed that attempt out and a later attempt finished the
 work; started with a fresh lease, such a stale attempt wrote until its first heartbeat
-was refused (a dataset batch put 3 stale copies over newer versions). Clocks may
+was refused (a dataset batch put 3-4 stale copies over newer versions). Clocks may
 differ between the server and the worker: the age is counted only past
 :data:`CLOCK_SLACK_S`.
 
