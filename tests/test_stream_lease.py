@@ -65,3 +65,5 @@ def test_a_lease_runs_from_the_attempts_start_on_the_server() -> None:
         write_fence()
     with leased(4.0, now + timedelta(seconds=30)):  # the server's clock ahead: from now
         write_fence()
+    with leased(4.0, datetime.fromtimestamp(0, UTC)):  # unset (the SDK's test environment)
+        write_fence()

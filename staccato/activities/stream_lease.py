@@ -144,12 +144,13 @@ def leased(
     Args:
         heartbeat_timeout_s: the attempt's heartbeat timeout (seconds).
         started: when the server started the attempt (``activity.info().started_time``,
-            timezone-aware); None: now.
+            timezone-aware); None or the epoch (unset): now.
     """
     if not heartbeat_timeout_s:
         yield None
         return
-    age = 0.0 if started is None else time.time() - started.timestamp()
+    # an unset start (the SDK's test environment: the epoch) counts as now
+    age = 0.0 if started is None or started.timestamp() <= 0 else time.time() - started.timestamp()
     lease = Lease(heartbeat_timeout_s, age)
     token = _lease.set(lease)
     try:
