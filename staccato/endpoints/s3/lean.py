@@ -141,6 +141,11 @@ class LeanS3:
         Returns:
             The answer's fields as boto3 names them (ETag, VersionId, ChecksumCRC32C),
             or None when the lean path does not apply or did not get a plain ``200``.
+
+        Raises:
+            StreamLeaseExpiredError: the running attempt's lease ran out before a send
+                (:func:`~staccato.endpoints.base.write_fence`, checked right before each
+                one): that send did not happen.
         """
         if _odd_key(key) or self._credentials is None:
             return None
