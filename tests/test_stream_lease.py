@@ -5,10 +5,12 @@ bring the lease back."""
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from staccato.activities.stream_lease import (
+    CLOCK_SLACK_S,
     StreamLeaseExpiredError,
     leased,
     margin_s,
@@ -45,4 +47,23 @@ def test_writes_are_fenced_once_the_lease_ran_out_and_stay_fenced() -> None:
 def test_without_a_heartbeat_timeout_nothing_is_fenced() -> None:
     with leased(None) as lease:
         assert lease is None
+        write_fence()
+
+
+def test_a_lease_runs_from_the_attempts_start_on_the_server() -> None:
+    """An attempt the server started long ago (handed to a poll of a worker that was
+    frozen, run only when it woke) starts with its lease run out; one started within
+    the clock slack (the server's clock may be behind the worker's) does not."""
+    now = datetime.now(UTC)
+    with leased(4.0, now - timedelta(seconds=CLOCK_SLACK_S + 3.5)):
+        with pytest.raises(StreamLeaseExpiredError):
+            write_fence()
+    with leased(4.0, now - timedelta(seconds=CLOCK_SLACK_S + 1.0)) as lease:
+        write_fence()
+        assert lease is not None
+        renew(time.monotonic())  # a heartbeat: runs from now
+        write_fence()
+    with leased(4.0, now + timedelta(seconds=30)):  # the server's clock ahead: from now
+        write_fence()
+    with leased(4.0, datetime.fromtimestamp(0, UTC)):  # unset (the SDK's test environment)
         write_fence()

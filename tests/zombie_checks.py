@@ -32,14 +32,15 @@ POLL_EXPIRY = "5s"
 
 
 @contextlib.contextmanager
-def short_poll_server(directory: Path) -> Iterator[TemporalDevServer]:
+def short_poll_server(directory: Path, expiry: str = POLL_EXPIRY) -> Iterator[TemporalDevServer]:
     """A Temporal dev server of the test's own (its SQLite file in ``directory``) that
-    answers an open task poll after :data:`POLL_EXPIRY` without a task."""
+    answers an open task poll after ``expiry`` (default :data:`POLL_EXPIRY`) without a
+    task."""
     server = TemporalDevServer(
         directory / "short-poll.db",
         headless=True,
         extra_args=[
-            "--dynamic-config-value", f'matching.longPollExpirationInterval="{POLL_EXPIRY}"',
+            "--dynamic-config-value", f'matching.longPollExpirationInterval="{expiry}"',
         ],
     )  # fmt: skip
     server.start()

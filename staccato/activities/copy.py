@@ -78,12 +78,15 @@ def copy_stream(request: StreamInput) -> StreamResult:
     check_file_roots(request.source, request.session.url)
     sockets.use(request.socket_buffer, request.stream_rate)  # this stream's connections
     waiting = WaitingBeat()
-    timeout = activity.info().heartbeat_timeout
+    info = activity.info()
+    timeout = info.heartbeat_timeout
     # A driver may wait before the first chunk (e.g. for an SFTP connection slot): it
     # calls base.keepalive(), which heartbeats here so the attempt is not timed out.
     with (
         guarded(timeout.total_seconds() if timeout else None),
-        leased(timeout.total_seconds() if timeout else None),
+        # from the attempt's start on the server: one handed to a frozen worker's poll
+        # and run when it wakes is stale (stream_lease)
+        leased(timeout.total_seconds() if timeout else None, info.started_time),
         keepalive_hook(waiting.beat),
     ):
         try:

@@ -524,9 +524,12 @@ def batch_leased() -> contextlib.AbstractContextManager[Lease | None]:
     that copy its files and commit its groups: each runs in a copy of the batch's
     context), so a batch whose process was frozen past its heartbeat timeout (Temporal
     may have retried it elsewhere, the dataset may have completed and a newer write
-    replaced a file) stops before its next write instead of going on with its list."""
-    timeout = activity.info().heartbeat_timeout
-    return leased(timeout.total_seconds() if timeout else None)
+    replaced a file) stops before its next write instead of going on with its list.
+    The lease runs from the attempt's start on the server: an attempt handed to a
+    frozen worker's open poll, run only when it wakes, writes nothing either."""
+    info = activity.info()
+    timeout = info.heartbeat_timeout
+    return leased(timeout.total_seconds() if timeout else None, info.started_time)
 
 
 def _stopped_by_cancel() -> bool:

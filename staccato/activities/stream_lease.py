@@ -32,6 +32,16 @@ microseconds of its check. Destinations refuse stale writers themselves too: a f
 session's temp file is checked before each chunk, S3 refuses parts of a completed
 upload, SFTP's temp file is checked before each chunk.
 
+A lease starts at the attempt's start as the Temporal server recorded it
+(``activity.info().started_time``, the server's clock), not when the worker runs it:
+a task the server handed to a poll of a worker that was frozen meanwhile (its open
+polls still take tasks until they expire) reaches the worker only when it wakes,
+maybe long after the server timed that attempt out and a later attempt finished the
+work; started with a fresh lease, such a stale attempt wrote until its first heartbeat
+was refused (a dataset batch put 3-4 stale copies over newer versions). Clocks may
+differ between the server and the worker: the age is counted only past
+:data:`CLOCK_SLACK_S`.
+
 A dataset's batch activity runs under a lease too
 (:func:`staccato.activities.dataset.batch_leased`): its heartbeats renew it, and each
 of its destination writes (S3 PutObject and publish, file renames of a publish or a
@@ -45,6 +55,7 @@ import contextlib
 import time
 from collections.abc import Iterator
 from contextvars import ContextVar
+from datetime import datetime
 
 from staccato.endpoints.base import write_fence_hook
 from staccato.errors import RetryableError
@@ -54,6 +65,11 @@ from staccato.errors import RetryableError
 HEARTBEAT_THROTTLE_S = 1.0
 #: seconds: RPC and scheduling slack on top of the throttle
 _SLACK_S = 1.0
+#: seconds the worker's clock may run ahead of the Temporal server's without a fresh
+#: attempt's lease being taken as older than it is (as
+#: :data:`staccato.activities.dataset.ORPHAN_CLOCK_SLACK_S` allows between a store
+#: and the worker)
+CLOCK_SLACK_S = 5.0
 
 
 class StreamLeaseExpiredError(RetryableError):
@@ -75,16 +91,19 @@ class Lease:
 
     Args:
         heartbeat_timeout_s: the attempt's heartbeat timeout (seconds).
+        started_age_s: seconds since the server started the attempt, by the worker's
+            clock (``time.time()`` less ``activity.info().started_time``); only what
+            exceeds :data:`CLOCK_SLACK_S` counts (the clocks may differ).
 
     Attributes:
         limit_s: seconds without a heartbeat after which the lease is lost.
         renewed: ``time.monotonic()`` of the last heartbeat (or of the attempt's start).
     """
 
-    def __init__(self, heartbeat_timeout_s: float) -> None:
+    def __init__(self, heartbeat_timeout_s: float, started_age_s: float = 0.0) -> None:
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.limit_s = heartbeat_timeout_s - margin_s(heartbeat_timeout_s)
-        self.renewed = time.monotonic()
+        self.renewed = time.monotonic() - max(0.0, started_age_s - CLOCK_SLACK_S)
         self.expired_after: float | None = None
 
     def check(self) -> None:
@@ -116,13 +135,23 @@ _lease: ContextVar[Lease | None] = ContextVar("staccato_stream_lease", default=N
 
 
 @contextlib.contextmanager
-def leased(heartbeat_timeout_s: float | None) -> Iterator[Lease | None]:
+def leased(
+    heartbeat_timeout_s: float | None, started: datetime | None = None
+) -> Iterator[Lease | None]:
     """Run the block (a stream attempt) under a :class:`Lease` checked before each
-    destination write; without a heartbeat timeout, unfenced."""
+    destination write; without a heartbeat timeout, unfenced.
+
+    Args:
+        heartbeat_timeout_s: the attempt's heartbeat timeout (seconds).
+        started: when the server started the attempt (``activity.info().started_time``,
+            timezone-aware); None or the epoch (unset): now.
+    """
     if not heartbeat_timeout_s:
         yield None
         return
-    lease = Lease(heartbeat_timeout_s)
+    # an unset start (the SDK's test environment: the epoch) counts as now
+    age = 0.0 if started is None or started.timestamp() <= 0 else time.time() - started.timestamp()
+    lease = Lease(heartbeat_timeout_s, age)
     token = _lease.set(lease)
     try:
         with write_fence_hook(lease.check):

@@ -13,6 +13,15 @@ the wake (counted at SeaweedFS). Runs on a Temporal server of its own that lets 
 open task poll expire after 5 s (``tests.zombie_checks.POLL_EXPIRY``), so the frozen
 worker's polls stop taking tasks soon.
 
+With the frozen worker's polls open for 30 s instead (``s3-retry-to-frozen``), the
+batch's retries are handed to the frozen worker's open polls (each lost after its
+heartbeat timeout) before one reaches the second worker; the frozen worker runs them
+when it wakes. Each must stop before writing: its lease runs from the attempt's
+start on the server, not from when the woken worker runs it (before, with a fresh
+lease, those stale attempts put 3-4 stale copies over newer versions: the failure of
+the ``s3`` case in CI at load ~20, whose history showed the batch's attempt 2 missing,
+attempt 3 on the second worker).
+
 The same for a fan-out batch (``copy_batch_to_many``) to the S3 prefix and a local
 directory: no newer version replaced at either root, no PutObject after the wake, no
 temp file left in the directory.
@@ -33,6 +42,7 @@ from tests.dataset_checks import MiB, tree
 from tests.helpers import leftovers
 from tests.s3.conftest import MeteredSeaweedS3, started_s3_worker
 from tests.zombie_checks import (
+    POLL_EXPIRY,
     freeze,
     names_ahead,
     old_files,
@@ -73,7 +83,25 @@ def _replaced(s3: Any, bucket: str, newer: dict[str, bytes]) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("fan_out", [False, True], ids=["s3", "s3-and-local"])
+#: how long the frozen worker's polls stay open in the ``s3-retry-to-frozen`` case:
+#: longer than the batch's retries take to be handed out
+LONG_POLL_EXPIRY = "30s"
+
+
+def _stale_attempts_refused(log: str) -> bool:
+    """Whether the worker's log shows a retry of the batch (attempt 2 or later)
+    stopped at its lease."""
+    return any(
+        "'attempt': 1," not in record and "StreamLeaseExpired" in record
+        for record in log.split("Completing activity as failed")[1:]
+    )
+
+
+@pytest.mark.parametrize(
+    ("fan_out", "poll_expiry"),
+    [(False, POLL_EXPIRY), (True, POLL_EXPIRY), (False, LONG_POLL_EXPIRY)],
+    ids=["s3", "s3-and-local", "s3-retry-to-frozen"],
+)
 async def test_frozen_batch_writes_nothing_after_losing_its_batch(
     s3_server: MeteredSeaweedS3,
     s3_worker_env: dict[str, str],
@@ -82,14 +110,16 @@ async def test_frozen_batch_writes_nothing_after_losing_its_batch(
     data_dir: Path,
     tmp_path: Path,
     fan_out: bool,
+    poll_expiry: str,
 ) -> None:
     """To the S3 prefix; with ``fan_out`` (``copy_batch_to_many``) to a local directory
-    too (each file written to the S3 prefix, then to the directory)."""
+    too (each file written to the S3 prefix, then to the directory); with a long
+    ``poll_expiry``, the retries the frozen worker took stop too."""
     local = data_dir / "local" if fan_out else None
     source = data_dir / "src"
     old_files(source, FILES, SIZE)
     roots = [f"s3://{bucket}/{PREFIX}"] + ([str(local)] if local is not None else [])
-    with short_poll_server(tmp_path) as temporal_server:
+    with short_poll_server(tmp_path, poll_expiry) as temporal_server:
         first = started_s3_worker(temporal_server.address, s3_worker_env, tmp_path)
         second = None
         frozen: list[int] = []
@@ -127,6 +157,14 @@ async def test_frozen_batch_writes_nothing_after_losing_its_batch(
                 # the woken batch ends: it stops at its lease, or (before the fix) it
                 # goes on and replaces newer versions
                 stopped = await woken_batch_end(first, replaced)
+                if poll_expiry == LONG_POLL_EXPIRY and stopped:
+                    # a retry it took while frozen ran on waking, and stopped
+                    deadline = time.monotonic() + 30
+                    while not _stale_attempts_refused(first.log_tail(200000)) and not replaced():
+                        assert time.monotonic() < deadline, (
+                            f"no retry of the batch ran on the woken worker:\n{first.log_tail(4000)}"
+                        )
+                        await asyncio.sleep(0.2)
                 puts_after = s3_server.request_count(bucket, "PUT")
                 print(
                     f"woken batch: {len(replaced())} of {len(newer) + len(newer_local)} newer "

@@ -32,6 +32,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ProfileNotFound
 
 from staccato import sockets
+from staccato.endpoints.base import write_fence
 from staccato.endpoints.s3.errors import _URL_USERINFO, _retry_after_s, _RetryAfter, _scrub
 from staccato.errors import PermanentError
 
@@ -115,6 +116,24 @@ def _honour_retry_after(response: Any = None, **_: Any) -> None:
     seconds = _retry_after_s(http_response.headers.get("retry-after"))
     if seconds is not None:
         raise _RetryAfter(seconds=seconds, reason=f"{http_response.status_code} {code}".rstrip())
+
+
+#: the requests that write to a destination: each checks the running attempt's lease
+#: right before botocore sends it (each of its retries too)
+_FENCED_OPERATIONS = ("PutObject", "UploadPart", "CompleteMultipartUpload")
+
+
+def _fenced_send(**_: Any) -> None:
+    """``before-send`` handler of the writing requests: :func:`write_fence` between
+    signing and sending each of botocore's attempts, so a check made before the call
+    does not cover a request sent after botocore's retry backoff or a wait for a
+    connection (an attempt's lease may run out meanwhile: its process frozen).
+
+    Raises:
+        StreamLeaseExpiredError: the lease ran out; botocore does not retry it and the
+            caller gets it as is.
+    """
+    write_fence()
 
 
 def _configured(scoped: Mapping[str, Any], name: str, env: str) -> Any:
@@ -257,6 +276,8 @@ def _build_endpoint(profile: str | None) -> _Endpoint:
             settings[name] = _configured(scoped, name, env) or "when_required"
     client = session.client("s3", config=Config(**settings))
     client.meta.events.register_first("needs-retry.s3", _honour_retry_after)
+    for operation in _FENCED_OPERATIONS:
+        client.meta.events.register(f"before-send.s3.{operation}", _fenced_send)
     _size_socket_buffers(client)
     credentials: Any = None
     try:

@@ -559,7 +559,9 @@ class S3Driver(Driver):
             )
             if fields is not None:
                 return _b64_to_hex(fields.get("ChecksumCRC32C"))
-        write_fence()  # a dataset batch's write: under its lease (the lean path checks too)
+        # a dataset batch's write: under its lease (the lean path checks right before each
+        # send; botocore's attempts each check too: client._fenced_send)
+        write_fence()
         try:
             answer = endpoint.client.put_object(
                 Bucket=url.bucket,

@@ -141,12 +141,17 @@ class LeanS3:
         Returns:
             The answer's fields as boto3 names them (ETag, VersionId, ChecksumCRC32C),
             or None when the lean path does not apply or did not get a plain ``200``.
+
+        Raises:
+            StreamLeaseExpiredError: the running attempt's lease ran out before a send
+                (:func:`~staccato.endpoints.base.write_fence`, checked right before each
+                one): that send did not happen.
         """
         if _odd_key(key) or self._credentials is None:
             return None
         payload = hashlib.sha256(data).hexdigest()
-        write_fence()  # a dataset batch's write: under its lease
-        sent = self._send("PUT", self._path(bucket, key), headers, data, payload)
+        # a dataset batch's write, under its lease: checked right before each send
+        sent = self._send("PUT", self._path(bucket, key), headers, data, payload, fenced=True)
         if sent is None:
             return None
         connection, answer = sent
@@ -177,15 +182,29 @@ class LeanS3:
         return f"{self._base_path}/{quote(bucket, safe='')}/{quote(key, safe='/~')}"
 
     def _send(
-        self, method: str, path: str, extra: dict[str, str], body: bytes, payload_hash: str
+        self,
+        method: str,
+        path: str,
+        extra: dict[str, str],
+        body: bytes,
+        payload_hash: str,
+        *,
+        fenced: bool = False,
     ) -> tuple[_Connection, _Answer] | None:
         """Send a signed request; the connection and the answer (its status and
-        headers read, its body not), or None on a connection or protocol error."""
+        headers read, its body not), or None on a connection or protocol error.
+        ``fenced`` (a write): each send, the one on a new connection too, is checked
+        by :func:`write_fence` right before it (see :meth:`_sent`).
+
+        Raises:
+            StreamLeaseExpiredError: (``fenced``) the attempt's lease ran out before a
+                send; nothing of that send left.
+        """
         message = self._message(method, path, extra, body, payload_hash)
         if message is None:
             return None
         for _ in range(2):
-            sent = self._sent(message)
+            sent = self._sent(message, fenced=fenced)
             if sent is None:
                 return None
             connection, reused = sent
@@ -204,15 +223,32 @@ class LeanS3:
                 raise
         return None
 
-    def _sent(self, message: bytes) -> tuple[_Connection, bool] | None:
+    def _sent(self, message: bytes, *, fenced: bool = False) -> tuple[_Connection, bool] | None:
         """``message`` sent whole on a pooled or new connection: the connection and
         whether it was reused; once more on a new one when a kept-alive connection
-        turns out closed; None on any other connection error (nothing left open)."""
+        turns out closed; None on any other connection error (nothing left open).
+
+        ``fenced`` (a write): :func:`write_fence` is called once the connection is
+        there, right before ``sendall``, so that neither a connect nor the signing nor
+        a retry lies between the lease's check and the bytes reaching the kernel (a
+        check before them let a batch frozen in between send its PutObject on waking,
+        after its lease had run out).
+
+        Raises:
+            StreamLeaseExpiredError: (``fenced``) the lease ran out: nothing sent (the
+                connection, unused, goes back to the pool).
+        """
         for _ in range(2):
             try:
                 connection, reused = self._connection()
             except OSError:
                 return None
+            if fenced:
+                try:
+                    write_fence()
+                except BaseException:
+                    self._release(connection)  # nothing was sent on it
+                    raise
             try:
                 connection.sock.sendall(message)
                 return connection, reused
