@@ -104,6 +104,8 @@ class Lease:
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.limit_s = heartbeat_timeout_s - margin_s(heartbeat_timeout_s)
         self.renewed = time.monotonic() - max(0.0, started_age_s - CLOCK_SLACK_S)
+        #: the attempt's lease began aged (the server started it that long ago)
+        self._aged = started_age_s > CLOCK_SLACK_S
         self.expired_after: float | None = None
 
     def check(self) -> None:
@@ -115,11 +117,20 @@ class Lease:
             if idle <= self.limit_s:
                 return
             self.expired_after = idle
+        # an attempt that began aged: a task handed to this worker while it was frozen,
+        # or (every attempt here stopping so) a worker clock ahead of the server's
+        clock = (
+            "; or this worker's clock is ahead of the Temporal server's (the attempt "
+            "counts from the server's start time): check both clocks if every attempt "
+            "on this worker stops so"
+            if self._aged
+            else ""
+        )
         raise StreamLeaseExpiredError(
             f"stream attempt stopped before writing: it went {self.expired_after:.1f} s "
             f"without a heartbeat (heartbeat timeout {self.heartbeat_timeout_s:g} s), so "
             "Temporal may have given its segment to another attempt; its process was "
-            "probably frozen (stopped, suspended or starved)"
+            f"probably frozen (stopped, suspended or starved){clock}"
         )
 
     def renew(self, handed_at: float) -> None:
@@ -129,6 +140,7 @@ class Lease:
         expired is not renewed."""
         if self.expired_after is None:
             self.renewed = max(self.renewed, handed_at)
+            self._aged = False  # renewed since: the server heard from it
 
 
 _lease: ContextVar[Lease | None] = ContextVar("staccato_stream_lease", default=None)
