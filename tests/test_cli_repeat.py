@@ -5,35 +5,22 @@ is what was asked for already (exit 0, ``already cancelled: ID``), as a second
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, MiB, write_random
+from tests.helpers import MiB, run_cli, write_random
 
 
 def _env(temporal_server, worker) -> dict[str, str]:
-    return {
-        **os.environ,
-        "TEMPORAL_ADDRESS": temporal_server.address,
-        "TEMPORAL_NAMESPACE": "default",
-        "STACCATO_TASK_QUEUE": worker.task_queue,
-    }
+    """The service the commands talk to (:func:`tests.helpers.run_cli`'s arguments)."""
+    return {"address": temporal_server.address, "task_queue": worker.task_queue}
 
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "staccato.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO,
-        env=env,
-    )
+    return run_cli(*args, **env)
 
 
 def _wait_state(run_id: str, state: str, env: dict[str, str], timeout_s: float = 90) -> None:
@@ -114,11 +101,19 @@ def test_pause_of_a_transfer_queued_behind_its_destination_says_why(
         assert queued.returncode == 0, queued.stderr
         front = queued.stdout.strip()
         _wait_state(front, "queued", env)
-        paused = _cli("pause", front, env=env)
-        assert paused.returncode == 1, paused
-        assert f"cannot pause transfer {front}: it has no copy of its own to pause until" in (
-            paused.stderr
-        ), paused.stderr
+        # Until the front's first heartbeat reaches the server it cannot name the
+        # transfer it waits for, and says it is starting: each look is refused, and
+        # once the heartbeat is there the refusal names that transfer.
+        deadline = time.monotonic() + 60
+        while True:
+            paused = _cli("pause", front, env=env)
+            assert paused.returncode == 1, paused
+            refusal = f"cannot pause transfer {front}: it has no copy of its own to pause"
+            assert refusal in paused.stderr, paused.stderr
+            if f"{refusal} until" in paused.stderr or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)  # pacing of the looks, not a wait for a condition
+        assert f"{refusal} until" in paused.stderr, paused.stderr
         assert holder in paused.stderr and f"staccato cancel {front}" in paused.stderr, paused
         _cli("cancel", front, env=env)
     finally:
