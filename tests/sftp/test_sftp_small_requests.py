@@ -22,6 +22,24 @@ from staccato.models import TransferOptions
 from tests.helpers import MiB, leftovers
 
 _KINDS = {CMD_STAT: "STAT", CMD_LSTAT: "LSTAT", CMD_OPEN: "OPEN"}
+#: one stream of 1 MiB chunks: every file here is one chunk
+_OPTIONS = TransferOptions(chunk_size=1 * MiB, streams=1)
+
+
+def _copy_small(sftp_url: Any, work: Path, destination: Path, index: int, size: int) -> None:
+    """Write ``size`` random bytes to ``work/src/f{index}`` and copy it to
+    ``destination/f{index}`` as a dataset's batch copies a small file (``copy_object``
+    with the listed size; the caller holds the batch's ``directory_memo``)."""
+    source = work / "src" / f"f{index}"
+    source.write_bytes(os.urandom(size))
+    copy_object(
+        f"file://{source}",
+        sftp_url(destination / f"f{index}"),
+        _OPTIONS,
+        f"k{index}",
+        lambda: None,
+        size,
+    )
 
 
 def test_a_batch_of_small_files_costs_few_requests(
@@ -48,22 +66,11 @@ def test_a_batch_of_small_files_costs_few_requests(
     (work / "src").mkdir()
     destination = work / "dst" / "one"
     destination.mkdir(parents=True)
-    options = TransferOptions(chunk_size=1 * MiB, streams=1)
-    size = 20 * 1024
     hashed = remote_hash.stats["ranges"]
     files = 6
     with directory_memo():
         for i in range(files):
-            source = work / "src" / f"f{i}"
-            source.write_bytes(os.urandom(size))
-            copy_object(
-                f"file://{source}",
-                sftp_url(destination / f"f{i}"),
-                options,
-                f"k{i}",
-                lambda: None,
-                size,
-            )
+            _copy_small(sftp_url, work, destination, i, 20 * 1024)
     for i in range(files):
         assert (destination / f"f{i}").read_bytes() == (work / "src" / f"f{i}").read_bytes()
     assert leftovers(work / "dst") == []
@@ -94,19 +101,9 @@ def test_a_directory_removed_during_a_batch_is_made_again(
     work = Path(os.path.realpath(data_dir))
     (work / "src").mkdir()
     destination = work / "dst" / "one"
-    options = TransferOptions(chunk_size=1 * MiB, streams=1)
     with directory_memo():
         for i in range(2):
-            source = work / "src" / f"f{i}"
-            source.write_bytes(os.urandom(1000))
-            copy_object(
-                f"file://{source}",
-                sftp_url(destination / f"f{i}"),
-                options,
-                f"k{i}",
-                lambda: None,
-                1000,
-            )
+            _copy_small(sftp_url, work, destination, i, 1000)
             if i == 0:
                 shutil.rmtree(destination)
     assert (destination / "f1").read_bytes() == (work / "src" / "f1").read_bytes()
