@@ -604,7 +604,14 @@ async def test_cancel_stops_a_failed_transfers_cleanup(
         client = await _client(temporal_server, worker.task_queue)
         transfer = await _gave_up_cleaning_up(client, own_server, source, out, seed=29)
         handle = client.temporal.get_workflow_handle(transfer)
-        status = await client.status(transfer)
+        # the give-up is in the history before the run says failed: it first reads the
+        # other stream's bytes (streams_moved) and cancels it (a workflow task or two)
+        status = await wait_for_status(
+            client,
+            transfer,
+            lambda s: s.state != TransferState.running,
+            timeout_s=GONE_FAILS_WITHIN_S,
+        )
         assert status.state == TransferState.failed and status.cleanup, status
         other = data_dir / "other.bin"
         other.write_bytes(b"x" * 1000)
