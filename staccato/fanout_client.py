@@ -236,6 +236,9 @@ async def group_status(client: StaccatoClient, group: str) -> GroupStatus:
     if progress is not None:
         destinations = [DestinationStatus(**o.model_dump()) for o in progress.destinations]
         state = progress.state
+    elif description.status == WorkflowExecutionStatus.RUNNING:
+        # no worker answers for the group: each destination's own run says how far it got
+        await asyncio.gather(*(_row_from_its_run(client, description, d) for d in destinations))
     if description.status not in (
         WorkflowExecutionStatus.RUNNING,
         WorkflowExecutionStatus.COMPLETED,
@@ -283,6 +286,34 @@ async def group_status(client: StaccatoClient, group: str) -> GroupStatus:
         destinations=destinations,
         started_at=iso_utc(description.start_time),
     )
+
+
+async def _row_from_its_run(client: StaccatoClient, group: Any, row: DestinationStatus) -> None:
+    """Fill ``row`` from its destination's own transfer run, read without a worker
+    (Temporal's description, the run's memo or result: :meth:`StaccatoClient.status`),
+    for a running ``group`` (its description) whose worker does not answer the progress
+    query. Only a run the group started counts (its memo names the group, and it began
+    after the group did): the destination's latest run may be an older transfer's, and
+    the row then stays ``scheduled``."""
+    from staccato.ids import transfer_id
+
+    row.transfer_id = transfer_id(row.destination)
+    try:
+        child = await client.temporal.get_workflow_handle(row.transfer_id).describe()
+        memo = await child.memo()
+        if memo.get("group") != group.id or child.start_time < group.start_time:
+            return
+        status = await client.status(row.transfer_id, run_id=child.run_id)
+    except (RPCError, TransferNotFoundError):  # not started yet: no run of its own
+        return
+    row.run_id, row.state, row.error = child.run_id, status.state, status.error
+    row.bytes_done, row.bytes_total, row.phase = (
+        status.bytes_done,
+        status.bytes_total,
+        status.phase,
+    )
+    if status.state == TransferState.completed:
+        row.bytes, row.checksum = status.bytes_total, status.checksum
 
 
 async def _described_group(handle: WorkflowHandle[Any, Any], group: str) -> Any:

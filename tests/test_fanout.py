@@ -394,3 +394,70 @@ async def test_a_malformed_raw_start_fails_naming_the_field(
         await asyncio.wait_for(handle.result(), 60)
     message = str(failed.value.cause)
     assert "invalid FanOutWorkflow input: destinations:" in message, message
+
+
+async def test_a_group_whose_worker_is_gone_shows_each_destinations_own_run(
+    temporal_server,
+    fanout_env: dict[str, str],
+    nginx_ranges: NginxServer,
+    http_root: Path,
+    data_dir: Path,
+) -> None:
+    """With its worker SIGKILLed, a group's status reads each destination's own run
+    (tester, 2 of 2: `status GROUP` said 0/2 completed and every destination waiting,
+    with no bytes, while one destination's transfer had completed and the other had
+    copied most of its bytes). Destination a completes; b is paused mid-copy (so it is
+    still running, with bytes, when the worker dies)."""
+    worker = WorkerProcess(temporal_server.address, processes=2, env=fanout_env)
+    with pytest.MonkeyPatch.context() as patch:  # no AWS_* of this process leaks in
+        for key in [k for k in os.environ if k.startswith("AWS_")]:
+            patch.delenv(key)
+        worker.start()
+    client = await StaccatoClient.connect(target_host=temporal_server.address, namespace="default")
+    client.task_queue = worker.task_queue
+    group = await _slow_group(client, nginx_ranges, http_root, data_dir, "dead")
+    try:
+        deadline = time.monotonic() + 120
+        paused = False
+        while True:  # pause b once it copies, then wait for a to complete
+            current = await client.group_status(group)
+            a, b = current.destinations
+            if not paused and b.state == TransferState.running and (b.bytes_done or 0) > 0:
+                try:
+                    paused = await client.pause(b.transfer_id) or True
+                except StaccatoError as err:  # not copying yet: starting
+                    assert "has no copy of its own" in str(err), err
+            assert b.state != TransferState.completed, "b completed before it was paused"
+            if paused and a.state == TransferState.completed:
+                break
+            assert time.monotonic() < deadline, current
+            await asyncio.sleep(0.2)
+        worker.kill()
+        shown = run_cli(
+            "status", "--json", group, address=temporal_server.address,
+            task_queue=worker.task_queue,
+        )  # fmt: skip
+        assert shown.returncode == 0, shown.stderr
+        rows = json.loads(shown.stdout)["destinations"]
+        assert rows[0]["state"] == "completed", rows
+        assert rows[0]["bytes_done"] == rows[0]["bytes_total"] == SLOW_GROUP_SIZE, rows
+        assert rows[0]["checksum"], rows
+        assert rows[1]["state"] in ("running", "paused"), rows
+        assert rows[1]["run_id"] and rows[1]["bytes_total"] == SLOW_GROUP_SIZE, rows
+        # a paused run's bytes are those of its committed segments (its memo): its
+        # streams' partial chunks are in its workflow state, which only a worker reads
+        assert rows[1]["bytes_done"] is not None, rows
+    finally:
+        # a worker again on the queue: the group is cancelled and ends
+        worker = WorkerProcess(
+            temporal_server.address, processes=2, env=fanout_env, task_queue=worker.task_queue
+        )
+        with pytest.MonkeyPatch.context() as patch:
+            for key in [k for k in os.environ if k.startswith("AWS_")]:
+                patch.delenv(key)
+            worker.start()
+        try:
+            await client.cancel(group)
+            await asyncio.wait_for(client.wait_group(group), 120)
+        finally:
+            worker.stop()
