@@ -873,7 +873,10 @@ async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
                 rpc_timeout=timedelta(seconds=settings.current().client_wait_s)
             )
         except RPCError:
-            pass  # the counts alone (no batch in flight added)
+            # the counts alone: the description read before the query may name batches
+            # and large files that the query counted already
+            description.raw_description.ClearField("pending_activities")
+            description.raw_description.ClearField("pending_children")
         else:
             if description.status not in (
                 WorkflowExecutionStatus.RUNNING,
@@ -1089,8 +1092,11 @@ class _ChildProgress(NamedTuple):
     Attributes:
         bytes: bytes of the file copied so far, by the dataset's measure (a transfer's
             bytes done; a fan-out group's staging read and each root's copy, as a
-            share of the file's size); 0 once it ended (its result may already be
-            counted in the dataset's progress).
+            share of the file's size); once it completed, its size (a child still
+            pending in the description read after the dataset's progress query is not
+            in that progress yet: Temporal records the child's end in the dataset's
+            history, and so drops it from the pending children, before the dataset
+            counts it); 0 once it failed or was cancelled.
         paused: the ids of its transfers that are paused.
         retrying: its newest retried attempt (``ID: attempt N: message``), or None.
     """
@@ -1112,16 +1118,25 @@ async def _children_progress(client: StaccatoClient, description: Any) -> list[_
             shown = await client.status(child_id)
         except (StaccatoError, RPCError):
             return None
-        ended = shown.state in _TRANSFER_ENDED
+        copied = shown.bytes_done
+        if shown.state == TransferState.completed:
+            # ended after the progress query, which did not count it (a status after a
+            # Temporal restart, while the server caught up on recording children's
+            # ends, fell from 232.7 to 146.7 MB as files done rose)
+            copied = shown.bytes_total or shown.bytes_done
+        elif shown.state in _TRANSFER_ENDED:
+            copied = 0
         paused = [shown.id] if shown.state == TransferState.paused else []
         retrying = f"{shown.id}: {shown.last_retry_error}" if shown.last_retry_error else None
-        return _ChildProgress(0 if ended else shown.bytes_done, paused, retrying)
+        return _ChildProgress(copied, paused, retrying)
 
     async def group(child_id: str) -> _ChildProgress | None:
         try:
             shown = await group_status(client, child_id)
         except (StaccatoError, RPCError):
             return None
+        if shown.state == GroupState.completed and shown.bytes_total:
+            return _ChildProgress(shown.bytes_total, [], None)  # as a transfer's, above
         if shown.state != GroupState.running or not shown.bytes_total:
             return _ChildProgress(0, [], None)
         # its work: one read of the source, then one copy per root

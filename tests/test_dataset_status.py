@@ -187,3 +187,37 @@ async def test_a_large_files_group_to_two_roots_shows_in_the_dataset_status(
     if (roots[1] / "big.bin").exists():
         assert (roots[1] / "big.bin").read_bytes() == (source / "big.bin").read_bytes()
     assert [p for r in roots for p in r.rglob("*") if ".staccato-" in p.name] == []
+
+
+async def test_a_large_file_ended_after_the_progress_query_counts_its_bytes(
+    client: StaccatoClient, temporal_server, data_dir: Path
+) -> None:
+    """A dataset's status reads its progress (query), then its description for what is
+    in flight: a large file's transfer still pending in that description had not been
+    counted by the query, even when it has completed by the time its own status is
+    read (Temporal records a child's end in the parent's history before the parent
+    counts it; after a Temporal restart that lag lasted long enough for a tester's
+    `status --json` to fall from 232.7 to 146.7 MB while files done rose). Here the
+    description is one read while the file still copied, and the file's transfer has
+    completed since: its bytes count (they counted 0)."""
+    from staccato.dataset_client import _children_progress
+
+    source, destination = data_dir / "src", data_dir / "dst"
+    source.mkdir()
+    write_random(source / "big.bin", BIG, seed=8)
+    options = TransferOptions(chunk_size=256 * 1024, streams=1, max_rate=400_000)
+    dataset = await submit_dataset(
+        client, str(source), str(destination), options, small_file_max=1 * MiB
+    )
+    handle = client.temporal.get_workflow_handle(dataset)
+    deadline = time.monotonic() + 120
+    while True:  # the description while the large file's transfer is in flight
+        in_flight = await handle.describe()
+        if in_flight.raw_description.pending_children:
+            break
+        assert time.monotonic() < deadline, "no large file in flight in 120 s"
+        await asyncio.sleep(0.1)
+    final = await wait_dataset(client, dataset, timeout_s=120)
+    assert final.state == DatasetState.completed and final.bytes_done == BIG, final
+    (child,) = await _children_progress(client, in_flight)
+    assert child.bytes == BIG, child
