@@ -630,6 +630,10 @@ class StaccatoClient:
             # committed segments' bytes the run keeps in its memo (patch progress-memo)
             bytes_total = _memo_int(memo, "bytes_total")
             bytes_done = _memo_int(memo, "bytes_committed") or 0
+            if description.typed_search_attributes.get(sa.STATE) == TransferState.paused.value:
+                # what its last pause stopped at (patch paused-bytes-memo): the stopped
+                # streams' chunks are in the workflow's state, which only a worker reads
+                bytes_done = max(bytes_done, _memo_int(memo, "bytes_paused") or 0)
         if progress is None and status != WorkflowExecutionStatus.RUNNING:
             # a failed or cancelled run wrote its counts into its memo as it ended
             # (runs of release 0.8 and earlier did not: 0 and unknown then)

@@ -295,6 +295,12 @@ PROGRESS_MEMO_PATCH = "progress-memo"
 #: (``ACTIVITY_ID_NOT_STARTED``), and a failed transfer's status showed 0 B with 8 MiB
 #: durable when no progress report had come yet. One activity per failed copy
 STREAMS_MOVED_PATCH = "streams-moved-on-failure"
+#: once a pause has stopped the last stream, the bytes the transfer holds (committed
+#: segments and the stopped streams' chunks) go into the memo (``bytes_paused``): the
+#: chunks are in the workflow's state only, and a paused transfer's status read with
+#: no worker showed its committed segments' bytes alone (0 B with most of a segment
+#: durable). One memo update per pause that stopped a stream
+PAUSED_BYTES_MEMO_PATCH = "paused-bytes-memo"
 #: the activity of STREAMS_MOVED_PATCH (staccato.activities.stream_bytes)
 STREAMS_MOVED = "streams_moved"
 _STREAMS_MOVED_TIMEOUT = timedelta(seconds=10)
@@ -347,6 +353,7 @@ class TransferWorkflow:
         self._paused = False
         self._was_paused = False
         self._stopped_by_pause: set[int] = set()  # segments whose stream a pause cancelled
+        self._bytes_paused_in_memo = False  # PAUSED_BYTES_MEMO_PATCH: removed on resume
         self._session: WriteSession | None = None
         self._published = False
         self._running: dict[int, workflow.ActivityHandle[StreamResult]] = {}
@@ -1233,6 +1240,13 @@ class TransferWorkflow:
                     self._progress.partial[segment.index] = (
                         max(kept, result.bytes_done) if self._failure else result.bytes_done
                     )
+                    if (
+                        self._paused
+                        and not self._running
+                        and workflow.patched(PAUSED_BYTES_MEMO_PATCH)
+                    ):
+                        workflow.upsert_memo({"bytes_paused": self._bytes_moved()})
+                        self._bytes_paused_in_memo = True
                     queue.appendleft(segment)
                     raise_if_cancelling()  # the transfer was cancelled, not paused
 
@@ -2164,6 +2178,10 @@ class TransferWorkflow:
     async def resume(self) -> None:
         """Continue a paused transfer from what the destination holds."""
         self._paused = False
+        if self._bytes_paused_in_memo:  # only while paused (a new write session may
+            # start from none: a stale figure would then say more than is held)
+            workflow.upsert_memo({"bytes_paused": None})
+            self._bytes_paused_in_memo = False
         if self._progress is not None:
             self._set_state(self._going())
 
