@@ -407,7 +407,7 @@ async def test_a_group_whose_worker_is_gone_shows_each_destinations_own_run(
     (tester, 2 of 2: `status GROUP` said 0/2 completed and every destination waiting,
     with no bytes, while one destination's transfer had completed and the other had
     copied most of its bytes). Destination a completes; b is paused mid-copy (so it is
-    still running, with bytes, when the worker dies)."""
+    still running, with durable bytes, when the worker dies)."""
     worker = WorkerProcess(temporal_server.address, processes=2, env=fanout_env)
     with pytest.MonkeyPatch.context() as patch:  # no AWS_* of this process leaks in
         for key in [k for k in os.environ if k.startswith("AWS_")]:
@@ -415,14 +415,20 @@ async def test_a_group_whose_worker_is_gone_shows_each_destinations_own_run(
         worker.start()
     client = await StaccatoClient.connect(target_host=temporal_server.address, namespace="default")
     client.task_queue = worker.task_queue
-    group = await _slow_group(client, nginx_ranges, http_root, data_dir, "dead")
+    name = f"fan-dead-{uuid.uuid4().hex[:8]}.bin"
+    _source(http_root, name, SLOW_GROUP_SIZE)
+    destinations = [str(data_dir / "a.bin"), str(data_dir / "b.bin")]
+    # as _slow_group's, in 256 KiB chunks: a chunk is durable early in b's copy
+    slow = OPTIONS.model_copy(update={"max_rate": 500_000, "chunk_size": 256 * 1024})
+    group = await client.fan_out(nginx_ranges.url(name), destinations, slow)
     try:
         deadline = time.monotonic() + 120
         paused = False
         while True:  # pause b once it copies, then wait for a to complete
             current = await client.group_status(group)
             a, b = current.destinations
-            if not paused and b.state == TransferState.running and (b.bytes_done or 0) > 0:
+            # past 1 MiB, one of its 4 streams has made a 256 KiB chunk durable
+            if not paused and b.state == TransferState.running and (b.bytes_done or 0) > 1.5 * MiB:
                 try:
                     paused = await client.pause(b.transfer_id) or True
                 except StaccatoError as err:  # not copying yet: starting
@@ -444,9 +450,8 @@ async def test_a_group_whose_worker_is_gone_shows_each_destinations_own_run(
         assert rows[0]["checksum"], rows
         assert rows[1]["state"] in ("running", "paused"), rows
         assert rows[1]["run_id"] and rows[1]["bytes_total"] == SLOW_GROUP_SIZE, rows
-        # a paused run's bytes are those of its committed segments (its memo): its
-        # streams' partial chunks are in its workflow state, which only a worker reads
-        assert rows[1]["bytes_done"] is not None, rows
+        # what b's pause stopped at (its memo: patch paused-bytes-memo)
+        assert 0 < rows[1]["bytes_done"] < SLOW_GROUP_SIZE, rows
     finally:
         # a worker again on the queue: the group is cancelled and ends
         worker = WorkerProcess(
