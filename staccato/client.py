@@ -98,6 +98,7 @@ from staccato.models import (
 from staccato.overlaps import overlap_busy, overlapping_writer
 from staccato.quantities import check_start_time
 from staccato.run_fields import DATASET_TYPE, TRANSFER_TYPE
+from staccato.run_states import ended_state
 from staccato.starts import STARTED_BY, front_id, queue_front, start_front, start_or_attach
 from staccato.submissions import Submission, destination_transfer_id, make_request
 from staccato.submissions import completed_status as _completed_status
@@ -117,15 +118,6 @@ TemporalUnavailable = TemporalUnavailableError
 DestinationBusy = DestinationBusyError
 TransferNotFound = TransferNotFoundError
 TransferFailed = TransferFailedError
-
-
-_STATUS_STATES = {
-    WorkflowExecutionStatus.COMPLETED: TransferState.completed,
-    WorkflowExecutionStatus.FAILED: TransferState.failed,
-    WorkflowExecutionStatus.TERMINATED: TransferState.failed,
-    WorkflowExecutionStatus.TIMED_OUT: TransferState.failed,
-    WorkflowExecutionStatus.CANCELED: TransferState.cancelled,
-}
 
 
 class _RunEndedError(StaccatoError):
@@ -727,11 +719,13 @@ class StaccatoClient:
                 cleanup = _cleanup_note(progress.cleanup if progress else None)
                 bytes_done = max(bytes_done, int(memo.get("bytes_done") or 0))
         else:
-            state = (
-                _STATUS_STATES.get(status, TransferState.failed) if status else TransferState.failed
-            )
+            # the one rule for an ended run (a front run whose destination's transfer
+            # was cancelled ended FAILED but shows cancelled, with that reason)
+            state = ended_state(status, description.typed_search_attributes.get(sa.STATE))
             if error is None:
-                error = await failure_reason(handle, cancelled=state == TransferState.cancelled)
+                error = await failure_reason(
+                    handle, cancelled=status == WorkflowExecutionStatus.CANCELED
+                )
         eta = None
         if bytes_total is not None:
             seconds = units.eta(bytes_total - bytes_done, rate)
@@ -1019,7 +1013,9 @@ class StaccatoClient:
             raise
         require_type(handle.id, description, kinds, call=call)
         if description.status != WorkflowExecutionStatus.RUNNING:
-            state = _STATUS_STATES.get(description.status, TransferState.failed)  # type: ignore[arg-type]
+            state = ended_state(
+                description.status, description.typed_search_attributes.get(sa.STATE)
+            )
             kind = {DATASET_TYPE: "dataset", GROUP_TYPE: "group"}.get(
                 description.workflow_type, "transfer"
             )
