@@ -96,7 +96,7 @@ from staccato.models import (
     iso_utc,
 )
 from staccato.overlaps import overlap_busy, overlapping_writer
-from staccato.quantities import check_start_time
+from staccato.quantities import TRANSFER_NAME, check_start_time, require_str
 from staccato.run_fields import DATASET_TYPE, TRANSFER_TYPE
 from staccato.run_states import ended_state
 from staccato.starts import STARTED_BY, front_id, queue_front, start_front, start_or_attach
@@ -430,7 +430,12 @@ class StaccatoClient:
 
     def submitted_run(self, transfer: str) -> str | None:
         """The run id of the transfer this client submitted under ``transfer`` (an id or
-        a destination), or None if it submitted none."""
+        a destination), or None if it submitted none.
+
+        Raises:
+            TypeError: ``transfer`` is not a str.
+        """
+        require_str(transfer, "transfer", TRANSFER_NAME)
         if transfer in self._runs:
             return self._runs[transfer]
         try:
@@ -451,7 +456,10 @@ class StaccatoClient:
         Raises:
             TransferNotFoundError: neither an existing workflow id nor a valid
                 destination.
+            TypeError: ``transfer`` is not a str (every method taking a transfer
+                comes here, or to :meth:`submitted_run`, first).
         """
+        require_str(transfer, "transfer", TRANSFER_NAME)
         if transfer.startswith(TRANSFER_ID_PREFIX) or transfer in self._runs:
             return transfer
         try:
