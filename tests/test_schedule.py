@@ -668,10 +668,17 @@ async def test_a_run_whose_destination_was_cancelled_shows_cancelled(
             "cancelled",
         ], lines
         assert json.loads(cli("status", canonical, "--json").stdout)["state"] == "cancelled"
-        # list --state: under cancelled, not under failed
-        listed = cli("list", "--state", "cancelled", "--json")
-        assert listed.returncode == 0, listed
-        assert run_id in [r["id"] for r in json.loads(listed.stdout)], listed.stdout
+        # list --state: under cancelled (once visibility has the close: it lags the
+        # run's own state, a little), not under failed
+        deadline = time.monotonic() + 30
+        while True:
+            listed = cli("list", "--state", "cancelled", "--json")
+            assert listed.returncode == 0, listed
+            ids = [r["id"] for r in json.loads(listed.stdout)]
+            if run_id in ids or time.monotonic() > deadline:
+                break
+            time.sleep(1.0)  # a CLI process per look, as _until
+        assert run_id in ids, listed.stdout
         failed = cli("list", "--state", "failed", "--json")
         assert failed.returncode == 0, failed
         assert run_id not in [r["id"] for r in json.loads(failed.stdout)], failed.stdout
