@@ -10,8 +10,10 @@ ending. The worker's main process asks the transfers (query ``stream_share``) an
 governors (query ``rates``) every second and publishes the per-stream rates on the
 rate board, a dict shared with the activity processes through the worker's
 multiprocessing manager (:mod:`staccato.workers.rates`): ticket -> the governors'
-share, :func:`own_key` of the transfer -> its own share. The pacer looks at it every
-:data:`REFRESH_S`. A change thus reaches the bytes within about 2 s.
+share, :func:`own_key` of the transfer -> its own share, :func:`group_key` of a
+dataset -> its per-stream share of the dataset's own ``max_rate`` (for its batches
+and its large files' streams, which the stream reads at most too). The pacer looks at
+it every :data:`REFRESH_S`. A change thus reaches the bytes within about 2 s.
 """
 
 from __future__ import annotations

@@ -23,7 +23,9 @@ Limits: a batch counts as one transfer at the governors of its source and destin
 endpoints and their link (``staccato limit``): it asks each for a slot of one stream
 before it starts and gives it back when it ends, so ``--max-active``, windows,
 priorities and fair share hold for small files too (a large file's child transfer asks
-for itself). Batches are not paced by a ``--max-rate``.
+for itself). The dataset's own ``--max-rate`` caps it whole
+(:data:`DATASET_WHOLE_RATE_PATCH`): the workers pace each batch and each stream of its
+large files' transfers at one stream's share, from the ``rate_group`` query.
 
 History: per page ~6 events (list activity + workflow task), per batch ~6, per child
 ~6; with limits set, one ``find_governors`` activity per run and per batch and

@@ -14,12 +14,14 @@ client; its activity processes, where the streams read, do not. So
   dataset's batch of small files: one stream, its ticket its ``key``) attempts running on this worker have
   (from their input);
   and which transfers the ``copy_stream`` attempts with an own ``max_rate`` belong to
-  (the staging read keeps its start-time share, the transfer's whole ``max_rate``; a
-  dataset's batch keeps the dataset's whole ``max_rate``);
+  (the staging read keeps its start-time share, the transfer's whole ``max_rate``);
+  and which dataset a batch or a large file's stream or staging read shares the own
+  ``max_rate`` of (its input's ``rate_group``);
 * every :data:`TICK_S` asks each of those governors and transfers once (a query: no
   history event) and writes ticket -> the lowest per-stream rate of its governors and
   :func:`~staccato.activities.pacing.own_key` (transfer) -> its own per-stream share
-  into a dict shared with the activity processes through the worker's
+  and :func:`~staccato.activities.pacing.group_key` (dataset) -> the dataset's
+  per-stream share (:meth:`RateBoard.group_shares`) into a dict shared with the activity processes through the worker's
   multiprocessing manager (:mod:`staccato.activities.pacing` reads it).
 
 A cap changed with ``staccato limit set`` thus reaches running streams within
