@@ -82,6 +82,8 @@ class RateBoard:
         self._groups: dict[str, int] = {}
         # a dataset's large file's transfer id -> its copy streams, as it last answered
         self._child_streams: dict[str, int] = {}
+        # dataset id -> (max_rate, readers) as last counted (while one runs here)
+        self._last_group: dict[str, tuple[float, int]] = {}
         self._new = asyncio.Event()  # a ticket arrived: publish now
 
     @contextlib.contextmanager
@@ -119,15 +121,21 @@ class RateBoard:
     def _grouped(self, dataset_id: str) -> Any:
         """While a batch of ``dataset_id``, or a copy stream of one of its large files'
         transfers, that shares the dataset's own ``max_rate`` runs here. Each start
-        takes the dataset's share off the board and has it published again at once:
-        the share published before counted one reader fewer, and the new one's pacer
-        waits for the board's word (those running keep their last share meanwhile)."""
+        has the dataset's share published again at once (the share published before
+        may count one reader fewer); meanwhile the board holds ``max_rate`` over the
+        readers last counted plus this one (so the new reader and those running here
+        slow down at once, not a second later), or, for a dataset not asked yet, no
+        share (the new reader's pacer waits for the first)."""
         count = self._groups.get(dataset_id, 0)
         self._groups[dataset_id] = count + 1
         board = self._board()
+        last = self._last_group.get(dataset_id)
         if board is not None:
             with contextlib.suppress(OSError, EOFError, KeyError):  # being rebuilt
-                board.pop(group_key(dataset_id), None)
+                if last is None:
+                    board.pop(group_key(dataset_id), None)
+                else:
+                    board[group_key(dataset_id)] = last[0] / (last[1] + 1)
         self._new.set()  # its share at once
         try:
             yield
@@ -240,6 +248,7 @@ class RateBoard:
         await asyncio.gather(*(streams(c) for c in children))
         self._child_streams = {c: n for c, n in self._child_streams.items() if c in children}
         out: dict[str, float] = {}
+        self._last_group = {d: v for d, v in self._last_group.items() if d in self._groups}
         for dataset_id, group in groups.items():
             if group is False:
                 continue
@@ -248,6 +257,7 @@ class RateBoard:
                 continue
             count = group.batches + sum(self._child_streams.get(c, 1) for c in group.children)
             out[group_key(dataset_id)] = group.max_rate / max(1, count)
+            self._last_group[dataset_id] = (group.max_rate, max(1, count))
         return out
 
     async def publish(self) -> None:
