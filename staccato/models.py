@@ -526,6 +526,11 @@ class StreamInput(BaseModel):
     ticket: str | None = None
     #: the governors (endpoint and link names) that granted ``ticket``
     governors: list[str] = Field(default_factory=list)
+    #: the dataset (its workflow id) whose own ``max_rate`` this stream's transfer (a
+    #: large file of it) shares with the dataset's batches and other large files: the
+    #: worker looks up the dataset's per-stream share (:mod:`staccato.workers.rates`);
+    #: None: not part of a dataset, or no ``max_rate``
+    rate_group: str | None = None
     #: read the source from this staging cache entry (its key) instead of the origin
     staged: str | None = None
     #: SO_SNDBUF/SO_RCVBUF (bytes) of the stream's connections (:mod:`staccato.sockets`);
@@ -560,6 +565,9 @@ class StageInput(BaseModel):
     #: share of their ``max_rate``, as a copy stream (:mod:`staccato.workers.rates`)
     ticket: str | None = None
     governors: list[str] = Field(default_factory=list)
+    #: as :attr:`StreamInput.rate_group`: the staging read counts as one stream of
+    #: the dataset's ``max_rate``
+    rate_group: str | None = None
     #: the transfer's ``--retry-for`` (seconds): an attempt failing with a retryable
     #: error once that long has passed without progress fails for good, naming the
     #: deadline (:mod:`staccato.activities.retry_deadline`); None (scheduled by a

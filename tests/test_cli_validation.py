@@ -119,14 +119,16 @@ def test_an_empty_or_long_owner_is_refused(command: list[str], owner: str, tmp_p
 
 
 def test_help_says_what_max_rate_and_cancel_do() -> None:
-    """``cp --help``: with -r, --max-rate paces each batch of small files too (the
-    batch's pacer draws from it, as README says; help said batches are not paced);
-    ``cancel -h`` names datasets and groups, which it cancels too."""
+    """``cp --help``: with -r, --max-rate caps the whole dataset, its batches of small
+    files and its large files' transfers together (help said batches are not paced,
+    then that it capped each batch and each transfer, not their sum); ``cancel -h``
+    names datasets and groups, which it cancels too."""
     cp = run_cli("cp", "--help", address="127.0.0.1:1")
     assert cp.returncode == 0, cp.stderr
     text = " ".join(cp.stdout.split())
     assert "not paced" not in text, text
-    assert "each batch of small files" in text, text
+    assert "not their sum" not in text, text
+    assert "caps the whole dataset" in text and "batches of small files" in text, text
     cancel = run_cli("cancel", "-h", address="127.0.0.1:1")
     assert cancel.returncode == 0, cancel.stderr
     text = " ".join(cancel.stdout.split())

@@ -32,7 +32,7 @@ from temporalio import activity
 from staccato import checksums, secrets, settings, sockets
 from staccato.activities import capacity
 from staccato.activities.errors import mapped_errors
-from staccato.activities.pacing import Pacer, own_key
+from staccato.activities.pacing import Pacer, group_key, own_key
 from staccato.activities.retry_deadline import progressed, within_retry_for
 from staccato.activities.staging import StagedSource, staged_source
 from staccato.activities.stream_guard import guarded, touch
@@ -312,6 +312,8 @@ class _SegmentCopy:
             request.ticket if request.governors else None,
             # the transfer's own share moves to the streams still running
             own_key=own_key(request.transfer_id),
+            # a large file of a dataset: at most a stream's share of the dataset's
+            group_key=group_key(request.rate_group) if request.rate_group else None,
         )
         self.server_side = (
             bool(self.todo)

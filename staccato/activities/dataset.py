@@ -47,7 +47,7 @@ from staccato.activities import retry_deadline
 from staccato.activities.errors import mapped_errors
 from staccato.activities.liveness import heartbeating
 from staccato.activities.object_copy import copy_object, up_to_date
-from staccato.activities.pacing import SharedPacer, beating_wait, paced_by
+from staccato.activities.pacing import SharedPacer, beating_wait, group_key, paced_by
 from staccato.activities.small_copy import SMALL_OBJECT_MAX, stage_small_url
 from staccato.activities.stream_lease import Lease, leased
 from staccato.activities.stream_progress import StreamStopped, heartbeat
@@ -651,14 +651,18 @@ def _moving_meter(
 def batch_pacer(request: BatchInput | FanOutBatchInput) -> SharedPacer | None:
     """The batch's pacer, which every file of it draws from (None when no rate can
     apply: no ``max_rate`` of its own and no governor slot, so an unpaced batch does
-    no pacing work per file). The batch reads as one stream: at most the transfer's
-    own ``max_rate`` (``options.max_rate``, whole: as each large file's transfer) and
-    at most one stream's share of its governors' ``max_rate`` (looked up by its
-    ticket, its ``key``, on the worker's rate board; a change reaches it within ~2 s)."""
+    no pacing work per file). The batch reads as one stream: at most one stream's
+    share of the dataset's own ``max_rate`` (``options.max_rate`` divided over the
+    dataset's batches in flight and its large files' streams, looked up under
+    :func:`~staccato.activities.pacing.group_key` of ``rate_group``; the whole
+    ``max_rate`` for a batch without ``rate_group``) and at most one stream's share of
+    its governors' ``max_rate`` (looked up by its ticket, its ``key``); both on the
+    worker's rate board, a change reaches the batch within ~2 s."""
     ticket = request.key if request.governors else None
     if request.options.max_rate is None and ticket is None:
         return None
-    pacer = SharedPacer(request.options.max_rate, ticket)
+    group = group_key(request.rate_group) if request.rate_group else None
+    pacer = SharedPacer(request.options.max_rate, ticket, group_key=group)
     return pacer if pacer.active else None
 
 

@@ -10,8 +10,10 @@ ending. The worker's main process asks the transfers (query ``stream_share``) an
 governors (query ``rates``) every second and publishes the per-stream rates on the
 rate board, a dict shared with the activity processes through the worker's
 multiprocessing manager (:mod:`staccato.workers.rates`): ticket -> the governors'
-share, :func:`own_key` of the transfer -> its own share. The pacer looks at it every
-:data:`REFRESH_S`. A change thus reaches the bytes within about 2 s.
+share, :func:`own_key` of the transfer -> its own share, :func:`group_key` of a
+dataset -> its per-stream share of the dataset's own ``max_rate`` (for its batches
+and its large files' streams, which the stream reads at most too). The pacer looks at
+it every :data:`REFRESH_S`. A change thus reaches the bytes within about 2 s.
 """
 
 from __future__ import annotations
@@ -46,6 +48,14 @@ def own_key(transfer_id: str) -> str:
     return f"{transfer_id}#own"
 
 
+def group_key(dataset_id: str) -> str:
+    """The rate board's key of the per-stream share (bytes/s) of a dataset's own
+    ``max_rate``, which its batches and its large files' transfers' streams share
+    (:data:`staccato.datasets.models.RATE_GROUP_QUERY`): distinct from a ticket, a
+    batch key and :func:`own_key`."""
+    return f"{dataset_id}#dataset"
+
+
 def install_board(board: Mapping[str, float] | None) -> None:
     """Called in each activity process at its start: the worker's shared rate board."""
     global _board
@@ -63,6 +73,11 @@ class Pacer:
         own_key: the board's key of the transfer's own per-stream share
             (:func:`own_key`), which replaces ``own_rate`` once the board has it (None:
             ``own_rate`` holds to the end). Ignored without ``own_rate``.
+        group_key: the board's key of the per-stream share of the dataset's own
+            ``max_rate`` the stream is part of (:func:`group_key`: a dataset's batch,
+            a stream of one of its large files' transfers); the stream reads at most
+            that share too once the board has it (None: not part of a dataset).
+            Ignored without ``own_rate`` (the dataset's ``max_rate`` is its own).
     """
 
     def __init__(
@@ -71,12 +86,15 @@ class Pacer:
         ticket: str | None,
         board: Mapping[str, float] | None = None,
         own_key: str | None = None,
+        group_key: str | None = None,
     ) -> None:
         self._own = own_rate
         self._ticket = ticket
         self._board = board if board is not None else _board
         self._own_key = own_key if own_rate is not None else None
+        self._group_key = group_key if own_rate is not None else None
         self._shared: float | None = None
+        self._group: float | None = None  # the dataset's per-stream share
         self._looked = -REFRESH_S
         self._t: float | None = None  # when the bytes taken so far are paid for
         self._started = False
@@ -91,15 +109,18 @@ class Pacer:
 
     def start(self, wait: Callable[[float], Any]) -> None:
         """Before the first read: wait (bounded by :data:`FIRST_WAIT_S`, through
-        ``wait(seconds)``) until the board has a rate for the ticket, so that a capped
-        stream does not read unpaced before the worker asked its governors."""
+        ``wait(seconds)``) until the board has a rate for the ticket and for the
+        dataset's share (``group_key``), so that a capped stream does not read unpaced
+        (or at its start-time share, above the dataset's) before the worker asked its
+        governors and its dataset."""
         self._started = True
-        if self._ticket is None or self._board is None:
+        keys = [k for k in (self._ticket, self._group_key) if k is not None]
+        if not keys or self._board is None:
             return
         deadline = time.monotonic() + FIRST_WAIT_S
         while time.monotonic() < deadline:
             try:
-                if self._ticket in self._board:
+                if all(k in self._board for k in keys):
                     return
             except (OSError, EOFError):
                 return
@@ -108,7 +129,8 @@ class Pacer:
     def rate(self) -> float | None:
         """Bytes per second now (None: not paced; the board says ``inf`` for a ticket
         none of whose governors has a ``max_rate``)."""
-        if (self._ticket is not None or self._own_key is not None) and self._board is not None:
+        looks = (self._ticket, self._own_key, self._group_key)
+        if any(k is not None for k in looks) and self._board is not None:
             now = time.monotonic()
             if now - self._looked >= REFRESH_S:
                 self._looked = now
@@ -119,9 +141,15 @@ class Pacer:
                         own = self._board.get(self._own_key)
                         if own is not None and own > 0:
                             self._own = own
+                    if self._group_key is not None:
+                        group = self._board.get(self._group_key)
+                        if group is not None and group > 0:  # gone: keep the last
+                            self._group = group
                 except (OSError, EOFError):  # the manager is gone: keep the last rate
                     pass
-        rates = [r for r in (self._own, self._shared) if r is not None and r != float("inf")]
+        rates = [
+            r for r in (self._own, self._shared, self._group) if r is not None and r != float("inf")
+        ]
         return min(rates) if rates else None
 
     def step(self, wait: Callable[[float], Any]) -> int | None:
@@ -173,8 +201,9 @@ class Pacer:
 class SharedPacer(Pacer):
     """One token bucket that several threads draw from: the files in flight of a
     dataset's batch (``copy_batch``), which holds one slot (one stream's share of its
-    governors' ``max_rate``) and has the transfer's own ``max_rate`` whole, as one
-    stream. Each thread waits for its own bytes (through its own ``wait``), after
+    governors' ``max_rate``) and one stream's share of the dataset's own ``max_rate``
+    (``group_key``; the whole ``max_rate`` until the board has it, or for a batch
+    scheduled before the dataset shared it). Each thread waits for its own bytes (through its own ``wait``), after
     those the others took before it, so the batch's bytes together keep the rate.
 
     :meth:`start` is meant to be called once, before the threads start (it may wait
@@ -186,8 +215,9 @@ class SharedPacer(Pacer):
         own_rate: float | None,
         ticket: str | None,
         board: Mapping[str, float] | None = None,
+        group_key: str | None = None,
     ) -> None:
-        super().__init__(own_rate, ticket, board)
+        super().__init__(own_rate, ticket, board, group_key=group_key)
         self._lock = threading.RLock()
 
     def start(self, wait: Callable[[float], Any]) -> None:

@@ -15,7 +15,7 @@ from temporalio import activity
 from staccato import secrets, settings
 from staccato.activities.errors import mapped_errors
 from staccato.activities.liveness import heartbeating
-from staccato.activities.pacing import Pacer
+from staccato.activities.pacing import Pacer, group_key
 from staccato.activities.retry_deadline import latest, progressed, within_retry_for
 from staccato.activities.stream_guard import guarded, touch
 from staccato.activities.stream_progress import HEARTBEAT_EVERY_S, StreamStopped, heartbeat
@@ -97,7 +97,12 @@ def stage_source(request: StageInput) -> StageResult:
         waited = so_far
 
     # paced as a copy stream: the transfer's own max_rate, its governors' share
-    pacer = Pacer(request.max_rate, request.ticket if request.governors else None)
+    pacer = Pacer(
+        request.max_rate,
+        request.ticket if request.governors else None,
+        # a large file of a dataset: one stream's share of the dataset's max_rate
+        group_key=group_key(request.rate_group) if request.rate_group else None,
+    )
 
     def paced_wait(seconds: float) -> None:
         time.sleep(seconds)

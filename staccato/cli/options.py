@@ -426,9 +426,8 @@ MaxRateOption = Annotated[
         metavar="RATE",
         help="Bytes per second for this transfer, summed over its streams (40MB/s); "
         "an endpoint's or link's --max-rate (`staccato limit`) applies too. With -r it "
-        "caps each large file's transfer and each batch of small files (a batch reads "
-        "as one stream), not their sum: for a cap on the whole dataset, set an "
-        "endpoint or link limit.",
+        "caps the whole dataset: its batches of small files (each reads as one stream) "
+        "and its large files' transfers' streams share it.",
         show_default=False,
     ),
 ]

@@ -36,6 +36,11 @@ MAX_FAILURES_KEPT = 1000
 #: names shown as "current files" in progress
 MAX_CURRENT_SHOWN = 8
 DATASET_ID_PREFIX = "staccato-dataset-"
+#: query of ``DatasetWorkflow``: what its own ``max_rate`` is divided over now
+#: (:class:`RateGroup`, None: no ``max_rate``, or a run from before it was shared);
+#: workers ask it every second for the batches and large files' streams of the
+#: dataset they run (:mod:`staccato.workers.rates`)
+RATE_GROUP_QUERY = "rate_group"
 #: bytes: with several destination roots, files up to this size (and one chunk) are
 #: read whole into memory once by a batch and written to every root; larger ones are
 #: a fan-out group each (staged once). Equals ``small_copy.SMALL_OBJECT_MAX``.
@@ -340,6 +345,24 @@ class ListResult(BaseModel):
     skipped_by_filters: int = 0
 
 
+class RateGroup(BaseModel):
+    """A dataset's own ``max_rate`` and what reads under it now (the answer to
+    :data:`RATE_GROUP_QUERY`): the worker divides ``max_rate`` over ``batches`` (each
+    reads as one stream) plus the copy streams each transfer in ``children`` runs
+    (query ``streams_running``), so their sum stays within ``max_rate``.
+
+    Attributes:
+        max_rate: bytes per second, the dataset's ``--max-rate``.
+        batches: batches of small files whose activity is scheduled (not those
+            waiting for a governor's slot).
+        children: the workflow ids of the large files' transfers in flight.
+    """
+
+    max_rate: float
+    batches: int = 0
+    children: list[str] = Field(default_factory=list)
+
+
 class BatchFile(BaseModel):
     """A file of a batch: relative name and listed size (bytes)."""
 
@@ -364,6 +387,11 @@ class BatchInput(BaseModel):
     #: the ticket ``key``: the worker looks up the batch's share of their
     #: ``max_rate`` by it (:mod:`staccato.workers.rates`); empty: none
     governors: list[str] = Field(default_factory=list)
+    #: the dataset (its workflow id) whose own ``max_rate`` the batch shares with the
+    #: dataset's other batches and its large files' streams: the worker paces it at
+    #: one stream's share (:data:`RATE_GROUP_QUERY`); None: the batch has the whole
+    #: ``max_rate`` (scheduled before the dataset shared it, or no ``max_rate``)
+    rate_group: str | None = None
     #: seconds (``options.retry_for_s``): set when the workflow scheduled the batch
     #: with ``--retry-for`` plus its work as its schedule-to-close timeout; a failing
     #: attempt then gives up itself once ``--retry-for`` passed without progress
@@ -695,6 +723,8 @@ class FanOutBatchInput(BaseModel):
     key: str
     #: as :attr:`BatchInput.governors` (the source's, every root's and every link's)
     governors: list[str] = Field(default_factory=list)
+    #: as :attr:`BatchInput.rate_group`
+    rate_group: str | None = None
 
 
 class FanOutBatchResult(LeanModel):

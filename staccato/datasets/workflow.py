@@ -23,7 +23,9 @@ Limits: a batch counts as one transfer at the governors of its source and destin
 endpoints and their link (``staccato limit``): it asks each for a slot of one stream
 before it starts and gives it back when it ends, so ``--max-active``, windows,
 priorities and fair share hold for small files too (a large file's child transfer asks
-for itself). Batches are not paced by a ``--max-rate``.
+for itself). The dataset's own ``--max-rate`` caps it whole
+(:data:`DATASET_WHOLE_RATE_PATCH`): the workers pace each batch and each stream of its
+large files' transfers at one stream's share, from the ``rate_group`` query.
 
 History: per page ~6 events (list activity + workflow task), per batch ~6, per child
 ~6; with limits set, one ``find_governors`` activity per run and per batch and
@@ -73,6 +75,7 @@ with workflow.unsafe.imports_passed_through():
         FAN_OUT_SMALL_MAX,
         MAX_CURRENT_SHOWN,
         MAX_FAILURES_KEPT,
+        RATE_GROUP_QUERY,
         BatchCheckpoint,
         BatchFile,
         BatchInput,
@@ -92,6 +95,7 @@ with workflow.unsafe.imports_passed_through():
         FileFailure,
         ListInput,
         ListResult,
+        RateGroup,
         TargetsInput,
         TargetsResult,
         file_class,
@@ -199,6 +203,14 @@ DATASET_BATCH_RETRY_FOR_PATCH = "dataset-batch-retry-for-progress"
 #: dataset whose one root failed reported 0 bytes done. A marker event per run that
 #: counts such a file
 FAILED_FILE_BYTES_PATCH = "fan-out-failed-file-bytes"
+#: ``workflow.patched`` id: the dataset's own ``--max-rate`` caps the dataset whole,
+#: not each batch and each large file's transfer: batches carry ``rate_group`` (the
+#: dataset's id) and the run answers :data:`RATE_GROUP_QUERY` (its batches reading
+#: and its large files' transfers in flight), so the workers pace each batch and each
+#: of those transfers' streams at one stream's share (:mod:`staccato.workers.rates`);
+#: a batch's work timeout allows for its bytes at that share. Queries and activity
+#: inputs only (no command of its own); a marker event per run with a ``max_rate``
+DATASET_WHOLE_RATE_PATCH = "dataset-whole-max-rate"
 #: a tail batch (see :data:`DATASET_STAGGER_PATCH`) holds at least this share of
 #: ``batch_files`` (bounds the events of a run's end)
 TAIL_BATCH_SHARE = 4
@@ -266,6 +278,12 @@ class DatasetWorkflow:
         # a large file's transfer to a root (its destination URL) that failed and
         # whose clean-up gave up: what it left there, until its failure is kept
         self._left_behind: dict[str, str] = {}
+        # the dataset's max_rate caps it whole (DATASET_WHOLE_RATE_PATCH): the batches
+        # whose activity is scheduled and the large files' transfers in flight (one
+        # root: each a child TransferWorkflow under its transfer id)
+        self._whole_rate = False
+        self._reading: set[int] = set()
+        self._transfers: set[str] = set()
 
     @workflow.run
     async def run(self, raw_request: RawValue) -> DatasetResult:
@@ -385,6 +403,9 @@ class DatasetWorkflow:
         after, index = carried.after, carried.retry_index
         # (never asked for several roots: their histories stay as they were)
         self._staggered = not self._fan_out and workflow.patched(DATASET_STAGGER_PATCH)
+        self._whole_rate = bool(request.options.max_rate) and workflow.patched(
+            DATASET_WHOLE_RATE_PATCH
+        )
         if names is not None:
             first_limit = request.page_size
         elif self._staggered:
@@ -563,6 +584,7 @@ class DatasetWorkflow:
             files=files,
             options=request.options,
             key=f"{info.workflow_id}-{info.run_id[:8]}-b{number}",
+            rate_group=info.workflow_id if self._whole_rate else None,
         )
         self._current[number] = files[0].name
         self._batches[number] = asyncio.create_task(self._run_batch(request, number, batch))
@@ -589,10 +611,12 @@ class DatasetWorkflow:
                 batch = batch.model_copy(update={"retry_for_s": request.options.retry_for_s})
                 if request.options.max_rate:  # paced: the time its bytes take at the rate
                     work += timedelta(seconds=size // request.options.max_rate)
+                    work += self._rate_share_time(request, size)
                 within = retry_for + work
             else:
                 within = retry_for
             scheduled_at = workflow.now().timestamp()
+            self._reading.add(number)
             result: BatchResult = await workflow.execute_activity(
                 "copy_batch",
                 batch,
@@ -639,6 +663,7 @@ class DatasetWorkflow:
                 self._fail(f.name, f"its batch failed: {why}")
             return
         finally:
+            self._reading.discard(number)
             self._waiting.pop(batch.key, None)
             self._grants.pop(batch.key, None)
             if held:  # before the batch leaves self._batches: the run ends once it is empty
@@ -801,6 +826,7 @@ class DatasetWorkflow:
         transfer = TransferRequest(
             source=entry.source, destination=entry.destination, options=request.options
         )
+        self._transfers.add(child_id)
         try:
             result: TransferResult = await workflow.execute_child_workflow(
                 "TransferWorkflow",
@@ -842,6 +868,7 @@ class DatasetWorkflow:
                 self._fail(entry.name, reason(cause), left_behind_of(cause))
             return
         finally:
+            self._transfers.discard(child_id)
             self._children.pop(child_id, None)
             self._current.pop(child_id, None)
         if result.up_to_date:
@@ -972,6 +999,7 @@ class DatasetWorkflow:
             files=files,
             options=request.options,
             key=f"{info.workflow_id}-{info.run_id[:8]}-b{number}",
+            rate_group=info.workflow_id if self._whole_rate else None,
         )
         self._current[number] = files[0].name
         self._batches[number] = asyncio.create_task(self._run_batch_many(request, number, batch))
@@ -983,6 +1011,7 @@ class DatasetWorkflow:
         # the batch retries a root that is down itself, for --retry-for from its
         # schedule (the others go on meanwhile): its window is that plus its work
         work = timedelta(seconds=600 + size * len(batch.destination_roots) // 1_000_000)
+        work += self._rate_share_time(request, size)
         held: list[str] = []
         scheduled_at = 0.0  # workflow time its activity was scheduled
         #: its activity ended without a result: the (file index, root index) pairs
@@ -994,6 +1023,7 @@ class DatasetWorkflow:
             if held:  # paced as a batch to one root is (the activity's input only)
                 batch = batch.model_copy(update={"governors": held})
             scheduled_at = workflow.now().timestamp()
+            self._reading.add(number)
             result: FanOutBatchResult = await workflow.execute_activity(
                 "copy_batch_to_many",
                 batch,
@@ -1037,6 +1067,7 @@ class DatasetWorkflow:
                 unclean = left
             return
         finally:
+            self._reading.discard(number)
             self._waiting.pop(batch.key, None)
             self._grants.pop(batch.key, None)
             if held:  # before the batch leaves self._batches: the run ends once it is empty
@@ -1195,6 +1226,7 @@ class DatasetWorkflow:
         """A child ``TransferWorkflow`` of the file to one root: its outcome."""
         child_id = TRANSFER_ID_PREFIX + hashlib.sha256(destination.encode()).hexdigest()[:32]
         transfer = TransferRequest(source=source, destination=destination, options=request.options)
+        self._transfers.add(child_id)
         try:
             result: TransferResult = await workflow.execute_child_workflow(
                 "TransferWorkflow",
@@ -1228,6 +1260,8 @@ class DatasetWorkflow:
             if left:
                 self._left_behind[destination] = left
             return ("f", reason(cause), 0)
+        finally:
+            self._transfers.discard(child_id)
         if result.up_to_date:
             return ("s", "up to date", 0)
         return ("c", "", result.bytes)
@@ -1347,6 +1381,34 @@ class DatasetWorkflow:
             f"{self._state.value}: {c.files_done} files copied, {c.files_skipped} up to "
             f"date, {c.files_failed} failed of {c.files_listed} listed"
             + ("" if self._listing_done else " (listing goes on)")
+        )
+
+    def _rate_share_time(self, request: DatasetRequest, size: int) -> timedelta:
+        """More work time for a batch of ``size`` bytes when the dataset's own
+        ``max_rate`` is shared (:data:`DATASET_WHOLE_RATE_PATCH`): its bytes at the
+        smallest share it can get, a stream's of every batch and every large file's
+        streams in flight (zero otherwise: its bytes at the whole rate are counted
+        already where they were)."""
+        rate = request.options.max_rate
+        if not self._whole_rate or not rate:
+            return timedelta(0)
+        shares = request.max_batches + request.max_children * request.options.streams
+        return timedelta(seconds=size * shares // rate)
+
+    @workflow.query(name=RATE_GROUP_QUERY)
+    def rate_group(self) -> RateGroup | None:
+        """What the dataset's own ``max_rate`` is divided over now: its batches whose
+        activity is scheduled and its large files' transfers in flight (the workers
+        ask each how many copy streams it runs). None without a ``max_rate`` or in a
+        run from before :data:`DATASET_WHOLE_RATE_PATCH` (each batch and transfer then
+        has the whole ``max_rate``). Costs no history."""
+        request = self._request
+        if request is None or not self._whole_rate or not request.options.max_rate:
+            return None
+        return RateGroup(
+            max_rate=request.options.max_rate,
+            batches=len(self._reading),
+            children=sorted(self._transfers),
         )
 
     @workflow.query

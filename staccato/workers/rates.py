@@ -14,12 +14,14 @@ client; its activity processes, where the streams read, do not. So
   dataset's batch of small files: one stream, its ticket its ``key``) attempts running on this worker have
   (from their input);
   and which transfers the ``copy_stream`` attempts with an own ``max_rate`` belong to
-  (the staging read keeps its start-time share, the transfer's whole ``max_rate``; a
-  dataset's batch keeps the dataset's whole ``max_rate``);
+  (the staging read keeps its start-time share, the transfer's whole ``max_rate``);
+  and which dataset a batch or a large file's stream or staging read shares the own
+  ``max_rate`` of (its input's ``rate_group``);
 * every :data:`TICK_S` asks each of those governors and transfers once (a query: no
   history event) and writes ticket -> the lowest per-stream rate of its governors and
   :func:`~staccato.activities.pacing.own_key` (transfer) -> its own per-stream share
-  into a dict shared with the activity processes through the worker's
+  and :func:`~staccato.activities.pacing.group_key` (dataset) -> the dataset's
+  per-stream share (:meth:`RateBoard.group_shares`) into a dict shared with the activity processes through the worker's
   multiprocessing manager (:mod:`staccato.activities.pacing` reads it).
 
 A cap changed with ``staccato limit set`` thus reaches running streams within
@@ -41,12 +43,12 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
-from staccato.activities.pacing import own_key
-from staccato.datasets.models import BatchInput, FanOutBatchInput
+from staccato.activities.pacing import group_key, own_key
+from staccato.datasets.models import RATE_GROUP_QUERY, BatchInput, FanOutBatchInput, RateGroup
 from staccato.links import governor_id
 from staccato.models import StageInput, StreamInput
 from staccato.workflows.governor import RATES_QUERY
-from staccato.workflows.transfer import STREAM_SHARE_QUERY
+from staccato.workflows.transfer import STREAM_SHARE_QUERY, STREAMS_RUNNING_QUERY
 
 log = logging.getLogger("staccato.rates")
 
@@ -76,6 +78,12 @@ class RateBoard:
         self._tickets: dict[str, tuple[tuple[str, ...], int]] = {}
         # transfer id -> its copy streams with an own max_rate running here
         self._transfers: dict[str, int] = {}
+        # dataset id -> its paced batches and large files' streams running here
+        self._groups: dict[str, int] = {}
+        # a dataset's large file's transfer id -> its copy streams, as it last answered
+        self._child_streams: dict[str, int] = {}
+        # dataset id -> (max_rate, readers) as last counted (while one runs here)
+        self._last_group: dict[str, tuple[float, int]] = {}
         self._new = asyncio.Event()  # a ticket arrived: publish now
 
     @contextlib.contextmanager
@@ -109,9 +117,42 @@ class RateBoard:
             else:
                 self._transfers[transfer_id] = count - 1
 
+    @contextlib.contextmanager
+    def _grouped(self, dataset_id: str) -> Any:
+        """While a batch of ``dataset_id``, or a copy stream of one of its large files'
+        transfers, that shares the dataset's own ``max_rate`` runs here. Each start
+        has the dataset's share published again at once (the share published before
+        may count one reader fewer); meanwhile the board holds ``max_rate`` over the
+        readers last counted plus this one (so the new reader and those running here
+        slow down at once, not a second later), or, for a dataset not asked yet, no
+        share (the new reader's pacer waits for the first)."""
+        count = self._groups.get(dataset_id, 0)
+        self._groups[dataset_id] = count + 1
+        board = self._board()
+        last = self._last_group.get(dataset_id)
+        if board is not None:
+            with contextlib.suppress(OSError, EOFError, KeyError):  # being rebuilt
+                if last is None:
+                    board.pop(group_key(dataset_id), None)
+                else:
+                    board[group_key(dataset_id)] = last[0] / (last[1] + 1)
+        self._new.set()  # its share at once
+        try:
+            yield
+        finally:
+            count = self._groups[dataset_id]
+            if count <= 1:
+                del self._groups[dataset_id]
+            else:
+                self._groups[dataset_id] = count - 1
+
     def _keys(self) -> set[str]:
         """The board's keys of what runs here now."""
-        return {*self._tickets, *(own_key(t) for t in self._transfers)}
+        return {
+            *self._tickets,
+            *(own_key(t) for t in self._transfers),
+            *(group_key(d) for d in self._groups),
+        }
 
     def interceptor(self) -> Interceptor:
         return _Interceptor(self)
@@ -123,6 +164,7 @@ class RateBoard:
         second per stream of the transfer's own ``max_rate`` (:meth:`own_shares`)."""
         names = sorted({n for governors, _ in self._tickets.values() for n in governors})
         shares = asyncio.ensure_future(self.own_shares())
+        groups = asyncio.ensure_future(self.group_shares())
 
         async def ask(name: str) -> dict[str, float] | None:
             try:
@@ -143,6 +185,7 @@ class RateBoard:
                 continue  # keep what the board says until every governor answers
             out[ticket] = min([a[ticket] for a in got if a and ticket in a] or [float("inf")])
         out.update(await shares)
+        out.update(await groups)
         return out
 
     async def own_shares(self) -> dict[str, float]:
@@ -165,9 +208,61 @@ class RateBoard:
         answers = await asyncio.gather(*(ask(t) for t in ids))
         return {own_key(t): a for t, a in zip(ids, answers, strict=True) if a is not None and a > 0}
 
+    async def group_shares(self) -> dict[str, float]:
+        """:func:`~staccato.activities.pacing.group_key` (dataset id) -> bytes per
+        second each of its streams may read of the dataset's own ``max_rate`` now: the
+        dataset tells its ``max_rate``, its batches reading and its large files'
+        transfers in flight (query ``rate_group``), each of those how many copy
+        streams it runs (query ``streams_running``), and ``max_rate`` is divided over
+        the batches (one stream each) plus those streams, so their sum stays within
+        it. ``inf`` for a dataset that shares no ``max_rate`` (a run from before it
+        did: its batches keep the whole rate); none for one that did not answer (the
+        last share stays). A transfer that does not answer counts as many streams as
+        it last said (one before it ever answered)."""
+        ids = sorted(self._groups)
+
+        async def ask(dataset_id: str) -> RateGroup | None | bool:
+            """Its answer (None: it shares no max_rate; False: it did not answer)."""
+            try:
+                answer = await self._client.get_workflow_handle(dataset_id).query(RATE_GROUP_QUERY)
+                return None if answer is None else RateGroup.model_validate(answer)
+            except Exception as err:  # ended, older code, the server away: next tick
+                log.debug("rate group of %s: %s", dataset_id, err)
+                return False
+
+        async def streams(transfer_id: str) -> None:
+            try:
+                count = await self._client.get_workflow_handle(transfer_id).query(
+                    STREAMS_RUNNING_QUERY
+                )
+            except Exception as err:  # not started yet, ended, older code
+                log.debug("streams running of %s: %s", transfer_id, err)
+                return
+            if isinstance(count, int):
+                self._child_streams[transfer_id] = count
+
+        groups = dict(zip(ids, await asyncio.gather(*(ask(d) for d in ids)), strict=True))
+        children = sorted(
+            {c for g in groups.values() if isinstance(g, RateGroup) for c in g.children}
+        )
+        await asyncio.gather(*(streams(c) for c in children))
+        self._child_streams = {c: n for c, n in self._child_streams.items() if c in children}
+        out: dict[str, float] = {}
+        self._last_group = {d: v for d, v in self._last_group.items() if d in self._groups}
+        for dataset_id, group in groups.items():
+            if group is False:
+                continue
+            if not isinstance(group, RateGroup):
+                out[group_key(dataset_id)] = float("inf")
+                continue
+            count = group.batches + sum(self._child_streams.get(c, 1) for c in group.children)
+            out[group_key(dataset_id)] = group.max_rate / max(1, count)
+            self._last_group[dataset_id] = (group.max_rate, max(1, count))
+        return out
+
     async def publish(self) -> None:
         """One round: ask, then replace the board's contents."""
-        rates = await self.rates() if self._tickets or self._transfers else {}
+        rates = await self.rates() if self._tickets or self._transfers or self._groups else {}
         board = self._board()
         if board is None:
             return
@@ -210,11 +305,14 @@ class _Inbound(ActivityInboundInterceptor):
         kind = activity.info().activity_type
         slot = _slot(input.args[0]) if input.args and kind in PACED_ACTIVITIES else None
         shared = _own_share(input.args[0]) if input.args and kind == STREAM_ACTIVITY else None
+        group = _rate_group(input.args[0]) if input.args and kind in PACED_ACTIVITIES else None
         with contextlib.ExitStack() as running:
             if slot is not None:
                 running.enter_context(self._board._running(*slot))
             if shared is not None:
                 running.enter_context(self._board._sharing(shared))
+            if group is not None:
+                running.enter_context(self._board._grouped(group))
             return await super().execute_activity(input)
 
 
@@ -223,6 +321,16 @@ def _own_share(arg: object) -> str | None:
     rate, or not a stream's input)."""
     if isinstance(arg, StreamInput) and arg.max_rate is not None:
         return arg.transfer_id
+    return None
+
+
+def _rate_group(arg: object) -> str | None:
+    """The dataset whose own ``max_rate`` a paced activity's input shares (a batch of
+    it, a copy stream of one of its large files' transfers); None: none."""
+    if isinstance(arg, StreamInput | StageInput) and arg.max_rate is not None:
+        return arg.rate_group
+    if isinstance(arg, BatchInput | FanOutBatchInput) and arg.options.max_rate is not None:
+        return arg.rate_group
     return None
 
 

@@ -157,6 +157,10 @@ DEFAULT_HEARTBEAT_TIMEOUT = timedelta(seconds=20)
 #: own ``max_rate`` (None: none); workers ask it every second for the streams they run
 #: (:mod:`staccato.workers.rates`)
 STREAM_SHARE_QUERY = "stream_share"
+#: query: how many copy streams (``copy_stream`` activities) the transfer runs now;
+#: the workers pacing a dataset divide its own ``max_rate`` over its batches and its
+#: large files' transfers' streams (:mod:`staccato.workers.rates`)
+STREAMS_RUNNING_QUERY = "streams_running"
 # workflow.patched ids of changes to the commands the workflow issues
 #: a lane that runs out of segments tells the governors held how many streams still
 #: run (signal ``running``), which then divide their max_rate over those
@@ -340,6 +344,20 @@ def _in_a_dataset() -> bool:
     )
 
 
+def _rate_group(request: TransferRequest) -> str | None:
+    """The dataset whose own ``max_rate`` this transfer's streams share (its parent,
+    when that is a dataset: a large file to one root; the dataset's ``max_rate`` is
+    this transfer's own), or None. The worker then paces each stream at most at the
+    dataset's per-stream share (:mod:`staccato.workers.rates`), so the dataset's
+    batches and large files together keep its ``--max-rate``. A fan-out group's
+    transfers (a dataset to several roots) are not counted. Only an activity's input
+    changes, not the workflow's commands: no patch."""
+    parent = workflow.info().parent
+    if request.options.max_rate is None or parent is None:
+        return None
+    return parent.workflow_id if parent.workflow_id.startswith(LOCK_ID_PREFIX) else None
+
+
 # A start with no input or with several (any Temporal client can start this workflow)
 # makes the SDK's call of ``run`` raise TypeError before any of our code runs: listing
 # TypeError fails such a run at once instead of retrying its workflow task forever
@@ -357,6 +375,7 @@ class TransferWorkflow:
         self._session: WriteSession | None = None
         self._published = False
         self._running: dict[int, workflow.ActivityHandle[StreamResult]] = {}
+        self._staging_reads = 0  # stage_source activities running (streams_running)
         self._failure: BaseException | None = None
         self._retry_for = timedelta(hours=24)
         self._progress_at = datetime.min  # set when the run starts
@@ -1495,7 +1514,19 @@ class TransferWorkflow:
             retry_for_s=request.options.retry_for_s,
         )
         self._stagings += 1
-        self._staged = await workflow.execute_activity(
+        self._staging_reads += 1
+        try:
+            self._staged = await self._stage_activity(info, heartbeat_timeout)
+        finally:
+            self._staging_reads -= 1
+        self._progress_at = workflow.now()
+        if phase == "copy":  # staged again during the copy
+            self._set_phase(phase)
+
+    async def _stage_activity(self, info: ObjectInfo, heartbeat_timeout: timedelta) -> StageResult:
+        """The ``stage_source`` activity of :meth:`_stage` (its input set)."""
+        assert self._stage_input is not None
+        return await workflow.execute_activity(
             "stage_source",
             self._stage_input,
             result_type=StageResult,
@@ -1507,9 +1538,6 @@ class TransferWorkflow:
             heartbeat_timeout=max(heartbeat_timeout, DEFAULT_HEARTBEAT_TIMEOUT),
             retry_policy=RETRY,
         )
-        self._progress_at = workflow.now()
-        if phase == "copy":  # staged again during the copy
-            self._set_phase(phase)
 
     async def _restage(
         self,
@@ -2096,6 +2124,7 @@ class TransferWorkflow:
             "max_rate": None if own is None else own / running,
             "ticket": self._ticket if self._granted else None,
             "governors": sorted(self._granted),
+            "rate_group": _rate_group(request),
         }
 
     async def _reacquire_slots(self) -> None:
@@ -2129,6 +2158,13 @@ class TransferWorkflow:
         :meth:`_stream_rate`, is the first value of their pacers)."""
         own = self._request.options.max_rate if self._request is not None else None
         return None if own is None else own / max(1, len(self._running))
+
+    @workflow.query(name=STREAMS_RUNNING_QUERY)
+    def streams_running(self) -> int:
+        """How many ``copy_stream`` activities run now (scheduled and not ended):
+        what a transfer of a dataset's large file reads with under the dataset's own
+        ``max_rate`` (:mod:`staccato.workers.rates`). Costs no history."""
+        return len(self._running) + self._staging_reads
 
     @workflow.query
     def progress(self) -> Progress | None:
