@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from temporalio.api.enums.v1 import EventType
@@ -110,6 +111,18 @@ async def _retried(handle) -> bool:
 async def test_sync_rerun_worker_sigkill_counts_up_to_date_files_as_skipped(
     temporal_server, data_dir: Path
 ) -> None:
+    await sync_rerun_with_kill(temporal_server, data_dir)
+
+
+async def sync_rerun_with_kill(
+    temporal_server,
+    data_dir: Path,
+    url_of: Callable[[Path], str] = str,
+    env: Mapping[str, str] | None = None,
+) -> None:
+    """A sync re-run to ``url_of(data_dir / "dst")`` (a worker with ``env``), its
+    worker SIGKILLed while a batch with skipped files is under way: only the changed
+    files are written, and counted as a run without the crash counts them."""
     source, destination = data_dir / "src", data_dir / "dst"
     names, changed = _changed_tree(source, destination)
     marks = {name: _mark(destination / name) for name in names}
@@ -119,7 +132,7 @@ async def test_sync_rerun_worker_sigkill_counts_up_to_date_files_as_skipped(
         start = sum(len(b) for b in batches)
         batches.append(names[start : start + size])
 
-    worker = WorkerProcess(temporal_server.address, processes=1, log_dir=data_dir)
+    worker = WorkerProcess(temporal_server.address, processes=1, log_dir=data_dir, env=env)
     worker.start()
     client = await StaccatoClient.connect(target_host=temporal_server.address, namespace="default")
     client.task_queue = worker.task_queue
@@ -127,7 +140,7 @@ async def test_sync_rerun_worker_sigkill_counts_up_to_date_files_as_skipped(
         dataset = await submit_dataset(
             client,
             str(source),
-            str(destination),
+            url_of(destination),
             # paced: the ~35 KB a batch copies take ~17 s, so a batch is under way
             # with files found up to date counted in its checkpoint
             TransferOptions(
