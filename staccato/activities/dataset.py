@@ -14,9 +14,13 @@ are ended (in order: the first file not ended is ``next_index``) and what they
 counted. Heartbeats reach the server at most every second or so, and files after the
 first not ended may be ended too, so after a worker is killed some files past the
 checkpoint may be published already: a retried attempt compares each file from the
-checkpoint on with its destination at the checksum level (both read, nothing written)
-and counts those that match as done, up to ``FILES_IN_FLIGHT`` files past the first
-one that does not match (beyond that, nothing was started); the others are copied.
+checkpoint on with its destination (both read, nothing written), up to
+``RESUME_WINDOW`` files past the first one that does not match (beyond that, nothing
+was started), and counts those that match as handled: skipped when they match at
+``--sync-level`` (up to date: what a run without the crash counts them as; one the
+killed attempt copied past its checkpoint is counted skipped too, see
+:func:`_compare_one`), copied when they match at the checksum level only (or
+without a sync level); the others are copied.
 A file that was half-written reopens its write session (same key) and copies only
 the chunks the destination does not hold; the sessions of the matching files that may
 have been in flight at the kill are reopened and aborted (the kill may have come
@@ -694,8 +698,8 @@ def _resume(
     ended) + :data:`FILES_IN_FLIGHT`, and published staged files a group at a time,
     so with ``first`` the first file found not copied, every file it may have
     published is before ``first + RESUME_WINDOW``: the files from the checkpoint to
-    there are compared (checksum level) and those that match count as done; the
-    others are copied. What the write session of each match in ``[first -
+    there are compared and those that match count as skipped (at ``--sync-level``)
+    or copied (checksum level only: :func:`_compare_one`); the others are copied. What the write session of each match in ``[first -
     RESUME_WINDOW, first + RESUME_WINDOW)`` may have left (the files that may have
     been in flight at the kill: a journal after publish, a temp file staged beside a
     destination that already matched) is removed.
@@ -1211,13 +1215,36 @@ def _compare_one(
     destination_root: EndpointURL,
     state: BatchCheckpoint,
 ) -> bool:
-    """Whether file ``index`` was copied by a previous attempt (its destination matches
-    its source at the checksum level); if so it is counted as done in ``state``."""
+    """Whether file ``index``, past the checkpoint, is ended already (its destination
+    matches its source); if so it is counted in ``state``: skipped when it matches at
+    ``options.sync_level``, else copied (by the previous attempt) when it matches at
+    the checksum level.
+
+    Why a match at the sync level counts as skipped: the checkpoint counts the files
+    before ``next_index`` only, and the previous attempt (killed) may have ended
+    files past it, skipping most of them in a sync run (up to date) and copying
+    the others; what it did with each is lost with it. At ``--sync-level``, matching
+    is what "up to date" means: a run without the crash skips such a file, so it
+    counts as skipped, as it does there. Before, every match counted as copied, so
+    a retried batch of a sync run reported the files it found up to date as copied
+    (tester: 924 copied for 668 rewritten). What this cannot tell: a file the killed
+    attempt copied after its last checkpoint (it matches now) counts as skipped: the
+    destination holds what it would hold, and that file's copy is not counted.
+    """
     name = request.files[index].name
+    options = request.options
     try:
         source = target_url(root, name).canonical
         destination = target_url(destination_root, name).canonical
-        matched, _ = up_to_date(source, destination, SyncLevel.checksum, request.options)
+        info = stat_source(source)
+        if options.sync_level is not None:
+            same, _ = up_to_date(source, destination, options.sync_level, options, info)
+            if same:
+                state.skipped += 1
+                return True
+            if options.sync_level == SyncLevel.checksum:
+                return False  # compared at the checksum level already: to copy
+        matched, _ = up_to_date(source, destination, SyncLevel.checksum, options, info)
     except PermanentError:
         return False  # copying it says why
     if matched:

@@ -23,12 +23,13 @@ only the small files it still misses.
 Files: up to :data:`FILES_IN_FLIGHT` at once (threads; one at a time with SFTP on
 either side), a group at a time: the checkpoint (:class:`FanOutBatchCheckpoint`,
 the heartbeat details) moves after each group. A retried attempt (worker killed)
-compares the files from its checkpoint on with each target at the checksum level,
-group by group up to the first group of which no pair matches (past the one in
-flight at the kill: heartbeats are throttled, so the checkpoint may lag by a few
-groups; a root that failed every file matches nowhere and does not stop it), and
-counts the matches as copied (nothing sent again); what their write sessions left
-under temp names is removed.
+compares the files from its checkpoint on with each target, group by group up to
+the first group of which no pair matches (past the one in flight at the
+kill: heartbeats are throttled, so the checkpoint may lag by a few groups; a root
+that failed every file matches nowhere and does not stop it), and counts the
+matches (nothing sent again): skipped when they match at ``--sync-level`` (up to
+date, as a run without the crash counts them), copied when they match at the
+checksum level only; what their write sessions left under temp names is removed.
 """
 
 from __future__ import annotations
@@ -572,9 +573,20 @@ def _resume(
     """A retried attempt: the previous one wrote the files a group of ``in_flight`` at
     a time from its checkpoint on, and its checkpoint (throttled heartbeats) may lag
     behind by some groups. So from the checkpoint on, group by group, each (file,
-    root) pair that matches at the checksum level counts as copied and is not sent
-    again (what its write session left is removed), until a group none of whose
-    pairs matches: past the group in flight at the kill, nothing was started.
+    root) pair that matches counts and is not sent again (what its write session
+    left is removed): skipped when it matches at ``--sync-level``, copied when it
+    matches at the checksum level only (or without a sync level), until a group
+    none of whose pairs matches: past the group in flight at the kill, nothing was
+    started.
+
+    Why a match at the sync level counts as skipped: the checkpoint counts the files
+    before ``next_index`` only, and what the killed attempt did with each file past
+    it (in a sync run: skipped most, copied the others) is lost with it. At
+    ``--sync-level``, matching is what "up to date" means: a run without the crash
+    skips such a pair, so it counts as skipped, as it does there (before, every
+    match counted as copied: a retried batch of a sync run reported the pairs it
+    found up to date as copied). What this cannot tell: a pair the killed attempt
+    copied after its last checkpoint (it matches now) counts as skipped.
 
     A group with unmatched pairs is not where the scan stops: a root that failed a
     file (read-only, full) holds nothing of a group the previous attempt ended, so
@@ -589,19 +601,23 @@ def _resume(
             entry = request.files[index]
             state.current = entry.name
             beat()
-            matched = _matching_targets(request, index, root, roots)
-            if not matched:
+            copied, skipped = _matching_targets(request, index, root, roots)
+            if not copied and not skipped:
                 continue
             any_matched = True
             # counted now; the pass counts the file with its other roots (none: not read)
-            for t in matched:
+            kind = state.partial.get(str(index), "f" if entry.prefailed else "s")
+            for t in copied:
                 state.destinations[t].files_done += 1
                 state.destinations[t].bytes_done += entry.size
-            first = "f" if entry.prefailed else "s"
-            state.partial[str(index)] = file_class((state.partial.get(str(index), first), "c"))
-            if index not in state.moved:
+                kind = file_class((kind, "c"))
+            for t in skipped:
+                state.destinations[t].files_skipped += 1
+                kind = file_class((kind, "s"))
+            state.partial[str(index)] = kind
+            if copied and index not in state.moved:
                 state.moved.append(index)
-            entry.targets = [t for t in entry.targets if t not in matched]
+            entry.targets = [t for t in entry.targets if t not in copied and t not in skipped]
         if not any_matched:
             return
         start += in_flight
@@ -609,29 +625,39 @@ def _resume(
 
 def _matching_targets(
     request: FanOutBatchInput, index: int, root: EndpointURL, roots: list[EndpointURL]
-) -> list[int]:
-    """The targets of file ``index`` that already hold it (checksum level); the temp
+) -> tuple[list[int], list[int]]:
+    """The targets of file ``index`` that already hold it: those that match at the
+    checksum level only (or without a sync level: copied by the previous attempt),
+    and those that match at ``options.sync_level`` (up to date: skipped). The temp
     data their write sessions may have left is removed."""
     entry = request.files[index]
+    options = request.options
     try:
         source = target_url(root, entry.name).canonical
         info = stat_source(source)
     except StaccatoError:
-        return []  # the pass says why
-    matched: list[int] = []
+        return [], []  # the pass says why
+    copied: list[int] = []
+    skipped: list[int] = []
     for t in entry.targets:
         try:
             dst = target_url(roots[t], entry.name)
-            same, _ = up_to_date(source, dst.canonical, SyncLevel.checksum, request.options, info)
+            same = False
+            if options.sync_level is not None:
+                same, _ = up_to_date(source, dst.canonical, options.sync_level, options, info)
+            if same:
+                skipped.append(t)
+            elif options.sync_level != SyncLevel.checksum:
+                same, _ = up_to_date(source, dst.canonical, SyncLevel.checksum, options, info)
+                if same:
+                    copied.append(t)
         except StaccatoError:
             continue
-        if same:
-            matched.append(t)
-            if dst.scheme == "file":
-                for attempt in range(_PAIR_ATTEMPTS):
-                    remove_temp(dst, _session_key(request, index, t, attempt))
-    if matched:
+        if same and dst.scheme == "file":
+            for attempt in range(_PAIR_ATTEMPTS):
+                remove_temp(dst, _session_key(request, index, t, attempt))
+    if copied:
         activity.logger.info(
-            "%s: written by the previous attempt to %d roots", entry.name, len(matched)
+            "%s: written by the previous attempt to %d roots", entry.name, len(copied)
         )
-    return matched
+    return copied, skipped

@@ -1,0 +1,15 @@
+"""A dataset re-run at ``--sync-level`` to an SFTP directory (the tester's case), its
+worker SIGKILLed while a batch with skipped files is under way: the retried batch
+counts the files the killed attempt found up to date as skipped, not as copied."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.test_dataset_sync_crash import sync_rerun_with_kill
+
+
+async def test_sync_rerun_to_sftp_worker_sigkill_counts_up_to_date_files_as_skipped(
+    temporal_server, sftp_url, env_worker_env: dict[str, str], data_dir: Path
+) -> None:
+    await sync_rerun_with_kill(temporal_server, data_dir, sftp_url, env_worker_env)
