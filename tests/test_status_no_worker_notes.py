@@ -23,7 +23,33 @@ from tests.servers.temporal_server import TemporalDevServer
 paced_nginx = nginx_fixture("http_root", scope="function", extra_server_config="limit_rate 2m;")
 
 
-async def test_a_dead_workers_tuned_run_and_its_cancel_are_said_as_they_are(
+async def _orphaned(
+    temporal_server: TemporalDevServer,
+    nginx: NginxServer,
+    http_root: Path,
+    destination: Path,
+    tmp_path: Path,
+    options: TransferOptions,
+) -> tuple[StaccatoClient, str, dict[str, str]]:
+    """A transfer of 80 MiB from ``nginx`` whose worker is killed once bytes moved:
+    the client, the transfer id and the CLI's arguments (its task queue)."""
+    write_random(http_root / "orphan.bin", 80 * MiB, seed=5)
+    at_rest(http_root / "orphan.bin")
+    worker = WorkerProcess(temporal_server.address, processes=1, log_dir=tmp_path).start()
+    client = await StaccatoClient.connect(target_host=temporal_server.address)
+    client.task_queue = worker.task_queue
+    try:
+        transfer = await client.submit(nginx.url("orphan.bin"), str(destination), options)
+        await wait_for_status(client, transfer, lambda s: s.bytes_done > 0, timeout_s=120)
+    finally:
+        worker.kill()
+    orphaned = await client.status(transfer)
+    assert orphaned.state == TransferState.running, orphaned
+    assert "no worker answers" in (orphaned.last_retry_error or ""), orphaned
+    return client, transfer, {"address": temporal_server.address, "task_queue": worker.task_queue}
+
+
+async def test_a_dead_workers_tuned_run_says_its_streams_are_unknown(
     temporal_server: TemporalDevServer,
     paced_nginx: NginxServer,
     http_root: Path,
@@ -32,26 +58,16 @@ async def test_a_dead_workers_tuned_run_and_its_cancel_are_said_as_they_are(
 ) -> None:
     """A tuned transfer whose worker is killed mid-copy: ``status`` says its streams
     and chunk size are unknown until a worker answers (it said "chosen by the tuner as
-    the copy starts"); after ``cancel`` it says the cancel takes effect when a worker
-    polls and ``--json`` has ``cancel_requested`` (it said the transfer goes on)."""
-    write_random(http_root / "tuned.bin", 80 * MiB, seed=5)
-    at_rest(http_root / "tuned.bin")
-    worker = WorkerProcess(temporal_server.address, processes=1, log_dir=tmp_path).start()
-    args = {"address": temporal_server.address, "task_queue": worker.task_queue}
-    client = await StaccatoClient.connect(target_host=temporal_server.address)
-    client.task_queue = worker.task_queue
+    the copy starts"), null in ``--json`` with ``streams_unknown``."""
+    client, transfer, args = await _orphaned(
+        temporal_server,
+        paced_nginx,
+        http_root,
+        data_dir / "tuned.bin",
+        tmp_path,
+        TransferOptions(tuning=True),  # neither streams nor chunk size given
+    )
     try:
-        # neither streams nor chunk size given: tuned
-        transfer = await client.submit(
-            paced_nginx.url("tuned.bin"), str(data_dir / "tuned.bin"), TransferOptions(tuning=True)
-        )
-        await wait_for_status(client, transfer, lambda s: s.bytes_done > 0, timeout_s=120)
-    finally:
-        worker.kill()
-    try:
-        orphaned = await client.status(transfer)
-        assert orphaned.state == TransferState.running, orphaned
-        assert "no worker answers" in (orphaned.last_retry_error or ""), orphaned
         shown = run_cli("status", transfer, **args)
         assert shown.returncode == 0, shown.stderr
         assert "as the copy starts" not in shown.stdout, shown.stdout
@@ -61,17 +77,40 @@ async def test_a_dead_workers_tuned_run_and_its_cancel_are_said_as_they_are(
         given = json.loads(run_cli("status", "--json", transfer, **args).stdout)
         assert given["streams_unknown"] is True and given["tuner_chooses"] is None, given
         assert given["streams"] is None and given["chunk_size"] is None, given
-        assert given["cancel_requested"] is None, given
+    finally:
+        await client.temporal.get_workflow_handle(transfer).terminate("test over")
+
+
+async def test_a_cancel_of_a_dead_workers_run_says_it_waits_for_a_worker(
+    temporal_server: TemporalDevServer,
+    paced_nginx: NginxServer,
+    http_root: Path,
+    data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """``cancel`` of a running transfer whose worker was killed says "cancel
+    requested"; ``status`` then says the cancel takes effect when a worker polls, and
+    ``--json`` has ``cancel_requested`` (it said the transfer goes on)."""
+    client, transfer, args = await _orphaned(
+        temporal_server,
+        paced_nginx,
+        http_root,
+        data_dir / "fixed.bin",
+        tmp_path,
+        TransferOptions(chunk_size=4 * MiB, streams=2),
+    )
+    try:
+        given = json.loads(run_cli("status", "--json", transfer, **args).stdout)
+        assert given.get("cancel_requested") is None, given
         cancelled = run_cli("cancel", transfer, **args)
         assert cancelled.returncode == 0 and "cancel requested" in cancelled.stdout, cancelled
         shown = run_cli("status", transfer, **args)
         assert shown.returncode == 0, shown.stderr
         assert "goes on when a worker polls" not in shown.stdout, shown.stdout
-        assert "a cancel was requested; it takes effect when a worker polls" in shown.stdout, (
-            shown.stdout
-        )
+        said = "a cancel was requested; it takes effect when a worker polls"
+        assert said in shown.stdout, shown.stdout
         given = json.loads(run_cli("status", "--json", transfer, **args).stdout)
-        assert given["cancel_requested"] is True, given
+        assert given["cancel_requested"] is True and given["state"] == "running", given
     finally:
         await client.temporal.get_workflow_handle(transfer).terminate("test over")
 
