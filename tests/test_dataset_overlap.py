@@ -138,6 +138,7 @@ async def test_a_datasets_large_file_names_the_root_and_the_file_apart(
             assert time.monotonic() < deadline, f"{a} started no child transfer in 60 s"
             await asyncio.sleep(0.1)
         cli = {"address": temporal_server.address, "task_queue": worker.task_queue}
+        # visibility lists the newest first: the child transfer before its dataset
         refused = run_cli("cp", "-r", "-q", str(other), str(out), **cli)
         assert refused.returncode == 1, (refused.stdout, refused.stderr)
         message = " ".join(refused.stderr.split())
