@@ -1315,7 +1315,7 @@ _CANCEL_CLEANUP_WAIT_S = 30.0
 
 def _no_worker_note(description: Any, *, begun: bool, cancel_requested: bool) -> str:
     """What ``status`` says of a running transfer no worker answers for: a cancel that
-    waits for a worker; a run that has not begun (no state recorded: a delayed start,
+    waits for a worker; a run that has not begun (its recorded state still scheduled: a delayed start,
     or one no worker has picked up) that starts then; else the streams' last
     heartbeats as its progress."""
     queue = f"no worker answers on task queue {description.task_queue!r}"
