@@ -100,7 +100,12 @@ from staccato.quantities import TRANSFER_NAME, check_start_time, require_str
 from staccato.run_fields import DATASET_TYPE, TRANSFER_TYPE
 from staccato.run_states import ended_state
 from staccato.starts import STARTED_BY, front_id, queue_front, start_front, start_or_attach
-from staccato.submissions import Submission, destination_transfer_id, make_request
+from staccato.submissions import (
+    Submission,
+    destination_transfer_id,
+    make_request,
+    shown_start,
+)
 from staccato.submissions import completed_status as _completed_status
 from staccato.urls import parse_url, resolve_local_directory
 from staccato.workflows import search_attributes as sa
@@ -355,7 +360,19 @@ class StaccatoClient:
                 start_delay=delay,
             )
             self._runs[workflow_id] = run_id
-            return Submission(workflow_id, run_id, starts_at=now + delay)
+            # the start time Temporal stored (its own clock: the start plus the delay),
+            # which ``status`` shows; this client's ``now + delay`` can be a second off
+            starts_at = now + delay
+            try:
+                stored = await self.temporal.get_workflow_handle(
+                    workflow_id, run_id=run_id
+                ).describe()
+                info = stored.raw_description.workflow_execution_info
+                if info.HasField("execution_time"):
+                    starts_at = info.execution_time.ToDatetime(tzinfo=UTC)
+            except RPCError:
+                pass  # started all the same: the time asked for
+            return Submission(workflow_id, run_id, starts_at=starts_at)
         # a dataset whose root encloses the destination (client side: staccato.overlaps)
         nested = await overlapping_writer(
             self.temporal,
@@ -653,6 +670,13 @@ class StaccatoClient:
         checksum = progress.checksum if progress else None
         staged_bytes: int | None = None
         staging_rate: float | None = None
+        # a cancel asked of the running run, not yet taken effect (a dead worker's
+        # until one polls): said in the JSON (``cancel_requested``, as a dataset's)
+        cancel_requested = bool(
+            status == WorkflowExecutionStatus.RUNNING
+            and description.raw_description.workflow_extended_info.cancel_requested
+        )
+        copy_begun = False  # some stream has heartbeated (seen with no worker)
         if status == WorkflowExecutionStatus.RUNNING:
             no_worker: str | None = None
             if progress is not None:
@@ -662,9 +686,10 @@ class StaccatoClient:
                 # visibility, and say why the rest is missing.
                 recorded = description.typed_search_attributes.get(sa.STATE)
                 state = TransferState(recorded) if recorded in _STATES else TransferState.scheduled
-                no_worker = last_retry = (
-                    f"no worker answers on task queue {description.task_queue!r}: progress "
-                    "is the streams' last heartbeats; the transfer goes on when a worker polls"
+                no_worker = last_retry = _no_worker_note(
+                    description,
+                    begun=state != TransferState.scheduled,
+                    cancel_requested=cancel_requested,
                 )
             rate_sum = 0.0
             now = datetime.now(UTC)
@@ -701,6 +726,7 @@ class StaccatoClient:
                 except Exception:
                     continue
                 if isinstance(details, Checkpoint):
+                    copy_begun = True
                     if (
                         details.waiting
                         and pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
@@ -713,7 +739,7 @@ class StaccatoClient:
                         rate_sum += details.rate_bytes_per_s
             bytes_done += sum(in_segments.values())
             # a cancel requested: the streams are stopping, their last rate is history
-            stopping = description.raw_description.workflow_extended_info.cancel_requested
+            stopping = cancel_requested
             # the one place a rate is decided: the streams' own, while a worker answers
             # (else its heartbeats are history) and some stream moves bytes (none: no
             # rate, so no ETA, rather than a rate of the past)
@@ -738,6 +764,9 @@ class StaccatoClient:
                 error = await failure_reason(
                     handle, cancelled=status == WorkflowExecutionStatus.CANCELED
                 )
+        # a tuned run whose copy has begun while no worker answers: the streams its
+        # tuner chose are in the workflow's state, which only a worker reads
+        begun = progress is None and (copy_begun or bytes_done > 0)
         eta = None
         if bytes_total is not None:
             seconds = units.eta(bytes_total - bytes_done, rate)
@@ -788,7 +817,11 @@ class StaccatoClient:
             read_from_reason=progress.read_from_reason if progress else None,
             cleanup=cleanup,
             left_behind=(memo["left_behind"] if isinstance(memo.get("left_behind"), str) else None),
-            tuner_chooses=_tuner_chooses(memo, progress, state, bytes_total),
+            tuner_chooses=_tuner_chooses(memo, progress, state, bytes_total, begun=begun),
+            streams_unknown=True
+            if _tuner_chooses(memo, None, state, bytes_total) and begun
+            else None,
+            cancel_requested=True if cancel_requested else None,
         )
 
     async def _limit_reason(self, progress: Progress) -> str | None:
@@ -1257,19 +1290,46 @@ _BEFORE_COPY = frozenset({"scheduled", "queued", "stat", "sync-check", "look-up"
 
 
 def _tuner_chooses(
-    memo: Any, progress: Progress | None, state: TransferState, size: int | None
+    memo: Any,
+    progress: Progress | None,
+    state: TransferState,
+    size: int | None,
+    *,
+    begun: bool = False,
 ) -> bool | None:
     """True for a tuned transfer whose optimizer has not chosen yet: asked for (its
-    start memo, or the ``progress`` query), nothing chosen, not begun copying, not
-    ended, and not too small to be tuned (:data:`staccato.models.MIN_TUNED_BYTES`)."""
+    start memo, or the ``progress`` query), nothing chosen, not begun copying (``begun``:
+    with no ``progress``, its streams have heartbeated or moved bytes), not ended, and
+    not too small to be tuned (:data:`staccato.models.MIN_TUNED_BYTES`)."""
     asked = bool(memo.get("tuning")) or (progress is not None and progress.tuned)
-    waiting = progress is None or (progress.tuning is None and progress.phase in _BEFORE_COPY)
+    waiting = (progress is None and not begun) or (
+        progress is not None and progress.tuning is None and progress.phase in _BEFORE_COPY
+    )
     small = size is not None and size < MIN_TUNED_BYTES
     return True if asked and waiting and state not in _TERMINAL and not small else None
 
 
 #: how long ``cancel`` waits for a failed run, whose clean-up it stopped, to end (s)
 _CANCEL_CLEANUP_WAIT_S = 30.0
+
+
+def _no_worker_note(description: Any, *, begun: bool, cancel_requested: bool) -> str:
+    """What ``status`` says of a running transfer no worker answers for: a cancel that
+    waits for a worker; a run that has not begun (its recorded state still scheduled: a delayed start,
+    or one no worker has picked up) that starts then; else the streams' last
+    heartbeats as its progress."""
+    queue = f"no worker answers on task queue {description.task_queue!r}"
+    if cancel_requested:
+        return f"{queue}: a cancel was requested; it takes effect when a worker polls"
+    if not begun:
+        at = _start_time(description)
+        if at is not None:
+            return f"{queue}: the transfer has not begun; it starts at {at} when a worker polls"
+        return f"{queue}: the transfer has not begun; it starts when a worker polls"
+    return (
+        f"{queue}: progress is the streams' last heartbeats; the transfer goes on when a "
+        "worker polls"
+    )
 
 
 def _cleanup_note(where: str | None) -> str:
@@ -1558,6 +1618,19 @@ def _waiting_status(
     )
 
 
+def _start_time(description: Any) -> str | None:
+    """When a run started with a start delay (``--not-before``) is due (ISO 8601,
+    UTC, :func:`staccato.submissions.shown_start`), ahead or past; None for a run
+    started at once."""
+    info = description.raw_description.workflow_execution_info
+    if not info.HasField("execution_time"):
+        return None
+    at = info.execution_time.ToDatetime(tzinfo=UTC)
+    if at <= description.start_time:
+        return None
+    return shown_start(at)
+
+
 def _delayed_start(description: Any) -> str | None:
     """When a run started with a start delay begins (ISO 8601, UTC), while that is
     still ahead; else None."""
@@ -1567,4 +1640,4 @@ def _delayed_start(description: Any) -> str | None:
     at = info.execution_time.ToDatetime(tzinfo=UTC)
     if at <= datetime.now(UTC):
         return None
-    return at.isoformat(timespec="seconds")
+    return shown_start(at)

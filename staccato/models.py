@@ -1022,6 +1022,13 @@ class TransferStatus(BaseModel):
             chooses streams and chunk size then, so ``streams`` and ``chunk_size`` are
             only the defaults it may start from (null in :meth:`to_json_dict`, the
             ``--json``); None otherwise (``tuning`` then shows its choice once made).
+        streams_unknown: True for a tuned transfer whose copy has begun (its streams
+            have heartbeated or moved bytes) while no worker answers: the streams and
+            chunk size its optimizer chose are in the workflow's state, which only a
+            worker reads (null in :meth:`to_json_dict`); None otherwise.
+        cancel_requested: True while a cancel asked of the running transfer has not
+            taken effect (a dead worker's run: until a worker polls), as a dataset's
+            status says; None otherwise.
     """
 
     kind: str = "transfer"
@@ -1055,12 +1062,15 @@ class TransferStatus(BaseModel):
     cleanup: str | None = None
     left_behind: str | None = None
     tuner_chooses: bool | None = None
+    streams_unknown: bool | None = None
+    cancel_requested: bool | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         """Plain dict with the enum as text; ``streams`` and ``chunk_size`` null while
-        ``tuner_chooses`` (nothing chosen yet, as a tuned schedule's JSON says)."""
+        ``tuner_chooses`` (nothing chosen yet, as a tuned schedule's JSON says) or
+        ``streams_unknown``."""
         data: dict[str, Any] = self.model_dump(mode="json")
-        if self.tuner_chooses:
+        if self.tuner_chooses or self.streams_unknown:
             data["streams"] = data["chunk_size"] = None
         return data
 

@@ -50,7 +50,10 @@ class Writer:
             transfer), or the transfer.
         kind: ``dataset`` or ``transfer``.
         writes: its root or destination (canonical text).
-        source: its source as its memo says (``?`` when unknown).
+        source: its source as its memo says (``?`` when unknown); for a dataset's
+            child transfer (a large file), the dataset's source root.
+        file_source: for a dataset's child transfer, the source of the file it writes
+            (``writes``); None otherwise.
     """
 
     target: str
@@ -58,6 +61,7 @@ class Writer:
     kind: str
     writes: str
     source: str
+    file_source: str | None = None
 
 
 def _quoted(text: str) -> str:
@@ -144,8 +148,12 @@ async def overlapping_writer(
         holder = (
             str(memo.get("holder", found.id)) if found.workflow_type == ROOT_LOCK_TYPE else found.id
         )
+        source = str(memo.get("source", "?"))
+        file_source: str | None = None
         if found.parent_id and found.parent_id.startswith("staccato-dataset-"):
             holder, dataset = found.parent_id, True  # a dataset's child transfer
+            # the message names the dataset's source root, and the file apart
+            file_source, source = source, await _source_of(client, found.parent_id)
         if found.id in ancestors:
             writes = ancestors[found.id]
             target = next((t for t in targets if t.startswith(_prefix(writes))), targets[0])
@@ -160,9 +168,20 @@ async def overlapping_writer(
             holder=holder,
             kind="dataset" if dataset else "transfer",
             writes=writes,
-            source=str(memo.get("source", "?")),
+            source=source,
+            file_source=file_source,
         )
     return None
+
+
+async def _source_of(client: Client, workflow_id: str) -> str:
+    """The source ``workflow_id``'s memo names (a dataset's: its source root); ``?``
+    when it cannot be read."""
+    try:
+        description = await client.get_workflow_handle(workflow_id).describe()
+        return str(dict(await description.memo()).get("source", "?"))
+    except Exception:  # only a message's detail: the refusal stands without it
+        return "?"
 
 
 def overlap_clauses(
@@ -207,6 +226,12 @@ def overlap_busy(writer: Writer, *, kind: str) -> DestinationBusyError:
         f"destination busy: {writer.target} {where} {writer.writes}, which is being "
         f"written by {writer.kind} {writer.holder} (from {writer.source})"
     )
+    if writer.file_source is not None:  # a dataset's large file, by its own transfer
+        held = (
+            f"destination busy: {writer.target} {where} {writer.writes}, which is being "
+            f"written by dataset {writer.holder} (source root {writer.source}): its file "
+            f"from {writer.file_source}"
+        )
     return DestinationBusyError(
         f"{held}; a {kind} there would mix its bytes with it: wait for it to finish or "
         f"cancel it with `staccato cancel {writer.holder}`",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import posixpath
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from urllib.parse import unquote
 
 from staccato.errors import InvalidURLError, directory_target_message
@@ -52,6 +52,13 @@ class Submission:
     queued: bool = False
     starts_at: datetime | None = None
     ignored: tuple[str, ...] = ()
+
+
+def shown_start(at: datetime) -> str:
+    """A delayed start's time as ``submit`` and ``status`` show it: ISO 8601 in UTC,
+    to the second (truncated), e.g. ``2026-12-05T14:38:29+00:00``; the one rounding
+    both use, so they name the same second for the same stored time."""
+    return at.astimezone(UTC).isoformat(timespec="seconds")
 
 
 def destination_transfer_id(destination: str) -> str:

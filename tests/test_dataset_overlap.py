@@ -114,3 +114,39 @@ async def test_dataset_enclosing_a_running_transfer_refused(
         assert (await client.status(t)).state == TransferState.running, "proves nothing"
     finally:
         await client.cancel(t)
+
+
+async def test_a_datasets_large_file_names_the_root_and_the_file_apart(
+    temporal_server, worker: WorkerProcess, client: StaccatoClient, data_dir: Path
+) -> None:
+    """While a dataset's large file is copied by its own child transfer, a dataset
+    enclosing the root is refused naming the dataset's source root and, apart, the
+    source of the file it is writing (it said "from .../sub/large2.bin", the file as
+    if it were the dataset's source)."""
+    src, other = data_dir / "src" / "ds", data_dir / "other"
+    (src / "sub").mkdir(parents=True)
+    write_random(src / "sub" / "large2.bin", 16 * MiB, seed=500)
+    _files(other, 2, 64 * 1024, seed=600)
+    out = data_dir / "out"
+    root = out / "dst"
+    a = await submit_dataset(client, str(src), str(root), SLOW, small_file_max=1 * MiB)
+    try:
+        # the large file's own transfer (a child of the dataset) is running
+        query = f"ParentWorkflowId = '{a}' AND ExecutionStatus = 'Running'"
+        deadline = time.monotonic() + 60
+        while not [w async for w in client.temporal.list_workflows(query)]:
+            assert time.monotonic() < deadline, f"{a} started no child transfer in 60 s"
+            await asyncio.sleep(0.1)
+        cli = {"address": temporal_server.address, "task_queue": worker.task_queue}
+        # visibility lists the newest first: the child transfer before its dataset
+        refused = run_cli("cp", "-r", "-q", str(other), str(out), **cli)
+        assert refused.returncode == 1, (refused.stdout, refused.stderr)
+        message = " ".join(refused.stderr.split())
+        assert a in message, message
+        assert f"source root file://{src})" in message, message
+        assert f"its file from file://{src}/sub/large2.bin" in message, message
+        assert f"(from file://{src}/sub/large2.bin)" not in message, message
+        status = await dataset_status(client, a)
+        assert status.state == DatasetState.running, "A ended too soon: proves nothing"
+    finally:
+        await cancel_dataset(client, a)

@@ -48,6 +48,7 @@ from staccato.cli.options import (
     int_range_option,
     transfer_options,
 )
+from staccato.datasets.names import shown_name
 from staccato.errors import StaccatoError, TransferNotFoundError
 from staccato.models import (
     DEFAULT_PRIORITY,
@@ -333,9 +334,10 @@ def _say(submitted: Submission, *, quiet: bool = False) -> None:
             err=True,
         )
     elif submitted.starts_at is not None:
+        from staccato.submissions import shown_start
+
         typer.echo(
-            f"scheduled: {submitted.id} starts at "
-            f"{submitted.starts_at.isoformat(timespec='seconds')}",
+            f"scheduled: {submitted.id} starts at {shown_start(submitted.starts_at)}",
             err=True,
         )
 
@@ -553,12 +555,14 @@ def _exit_for(final: TransferStatus, quiet: bool = False) -> None:
         if final.tuning is not None:
             typer.echo(f"tuned: {render.tuning_text(final.tuning, ended=True)}", err=True)
         return
+    # one line each: a URL in a reason (an S3 key with a newline) is shown as
+    # ``cp -r`` shows it, control characters as \xNN (shown_name, the one rendering)
     if final.cleanup:  # the run goes on to remove the partial data
         retrying = f"; {render.retry_note(final)}" if final.last_retry_error else ""
-        typer.echo(f"cleanup: {final.cleanup}{retrying}", err=True)
+        typer.echo(f"cleanup: {shown_name(final.cleanup + retrying)}", err=True)
     if final.left_behind:  # its clean-up gave up or was stopped
-        typer.echo(f"left behind: {final.left_behind}", err=True)
-    fail(f"transfer {final.id} {final.state.value}: {final.error or final.state.value}")
+        typer.echo(f"left behind: {shown_name(final.left_behind)}", err=True)
+    fail(f"transfer {final.id} {final.state.value}: {shown_name(final.error or final.state.value)}")
 
 
 def status(

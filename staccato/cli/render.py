@@ -14,6 +14,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from staccato import units
+from staccato.datasets.names import shown_name
 from staccato.models import TransferState, TransferStatus, TuningView
 
 if TYPE_CHECKING:  # only an annotation here: `--help` needs no Temporal client
@@ -118,7 +119,8 @@ def status_lines(s: TransferStatus) -> list[str]:
     rates and times for people (``--json`` keeps the exact numbers)."""
     lines: list[str] = []
     for key, value in s.to_json_dict().items():
-        if value is None and not (key in ("streams", "chunk_size") and s.tuner_chooses):
+        figures_hidden = s.tuner_chooses or s.streams_unknown
+        if value is None and not (key in ("streams", "chunk_size") and figures_hidden):
             continue
         shown: Any = value
         if key == "bytes_total":
@@ -132,10 +134,12 @@ def status_lines(s: TransferStatus) -> list[str]:
             key, shown = "staging rate", units.rate(value)
         elif key == "eta_s":
             key, shown = "eta", units.duration(value)
-        elif key == "tuner_chooses":
+        elif key in ("tuner_chooses", "streams_unknown"):
             continue  # said on the streams and chunk_size lines
         elif key in ("streams", "chunk_size") and s.tuner_chooses:
             shown = "chosen by the tuner as the copy starts (per-link optimizer)"
+        elif key in ("streams", "chunk_size") and s.streams_unknown:
+            shown = "chosen by the tuner (per-link optimizer); unknown until a worker answers"
         elif key == "chunk_size":
             shown = units.size(value)
         elif key == "tuning" and s.tuning is not None:
@@ -143,6 +147,10 @@ def status_lines(s: TransferStatus) -> list[str]:
         elif key == "staged_bytes":
             share = units.percent(value, s.bytes_total)
             shown = f"{units.size(value)}" + (f" ({share})" if share else "")
+        elif isinstance(value, str):
+            # one line per field: a reason naming an S3 key with a newline shows it as
+            # ``cp -r`` does (control characters as \xNN)
+            shown = shown_name(value)
         lines.append(f"{key:18} {shown}")
     return lines
 

@@ -186,3 +186,15 @@ def test_a_prefix_no_key_starts_with_is_a_usage_error(
     copied = run_cli("cp", "-r", "-q", f"s3://{bucket}/run", str(destination), **args)
     assert copied.returncode == 0, copied
     assert (destination / "a.bin").read_bytes() == b"a"
+
+
+def test_a_failed_key_with_a_newline_stays_on_one_line(
+    cli, s3: Any, bucket: str, source: Path
+) -> None:
+    """A single copy that fails writing a key holding a newline names the key as
+    ``cp -r`` does, ``\\x0a`` (it printed the newline raw, splitting the error line)."""
+    result = cli(str(source), f"s3://{bucket}/?key=bad%0Akey&profile=readonly")
+    assert result.returncode == 1, result
+    line = next(x for x in result.stderr.splitlines() if x.startswith("staccato: error: "))
+    assert "access denied" in line and f"s3://{bucket}/bad\\x0akey" in line, result.stderr
+    assert keys(s3, bucket) == []

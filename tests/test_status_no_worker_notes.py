@@ -1,0 +1,172 @@
+"""What ``status`` says of a transfer no worker answers for is true of that run (a
+tester's LOW reports): a cancel requested of a dead worker's run says it waits for a
+worker (not that the transfer goes on); a tuned run whose copy has begun says its
+streams are unknown until a worker answers (not that the tuner chooses them as the
+copy starts); a ``--not-before`` start whose time has come but that has not begun
+says it starts when a worker polls (no stream heartbeated); and ``submit`` names the
+second of the stored start time that ``status`` names."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, timedelta
+from pathlib import Path
+
+from staccato.client import StaccatoClient
+from staccato.models import TransferOptions, TransferState
+from tests.helpers import MiB, WorkerProcess, at_rest, run_cli, wait_for_status, write_random
+from tests.servers.nginx import NginxServer, nginx_fixture
+from tests.servers.temporal_server import TemporalDevServer
+
+# 80 MiB (tuned: above 64 MiB) at 2 MiB/s a stream: long enough to kill the worker
+paced_nginx = nginx_fixture("http_root", scope="function", extra_server_config="limit_rate 2m;")
+
+
+async def _orphaned(
+    temporal_server: TemporalDevServer,
+    nginx: NginxServer,
+    http_root: Path,
+    destination: Path,
+    tmp_path: Path,
+    options: TransferOptions,
+) -> tuple[StaccatoClient, str, dict[str, str]]:
+    """A transfer of 80 MiB from ``nginx`` whose worker is killed once bytes moved:
+    the client, the transfer id and the CLI's arguments (its task queue)."""
+    write_random(http_root / "orphan.bin", 80 * MiB, seed=5)
+    at_rest(http_root / "orphan.bin")
+    worker = WorkerProcess(temporal_server.address, processes=1, log_dir=tmp_path).start()
+    client = await StaccatoClient.connect(target_host=temporal_server.address)
+    client.task_queue = worker.task_queue
+    try:
+        transfer = await client.submit(nginx.url("orphan.bin"), str(destination), options)
+        await wait_for_status(client, transfer, lambda s: s.bytes_done > 0, timeout_s=120)
+    finally:
+        worker.kill()
+    orphaned = await client.status(transfer)
+    assert orphaned.state == TransferState.running, orphaned
+    assert "no worker answers" in (orphaned.last_retry_error or ""), orphaned
+    return client, transfer, {"address": temporal_server.address, "task_queue": worker.task_queue}
+
+
+async def test_a_dead_workers_tuned_run_says_its_streams_are_unknown(
+    temporal_server: TemporalDevServer,
+    paced_nginx: NginxServer,
+    http_root: Path,
+    data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """A tuned transfer whose worker is killed mid-copy: ``status`` says its streams
+    and chunk size are unknown until a worker answers (it said "chosen by the tuner as
+    the copy starts"), null in ``--json`` with ``streams_unknown``."""
+    client, transfer, args = await _orphaned(
+        temporal_server,
+        paced_nginx,
+        http_root,
+        data_dir / "tuned.bin",
+        tmp_path,
+        TransferOptions(tuning=True),  # neither streams nor chunk size given
+    )
+    try:
+        shown = run_cli("status", transfer, **args)
+        assert shown.returncode == 0, shown.stderr
+        assert "as the copy starts" not in shown.stdout, shown.stdout
+        unknown = "chosen by the tuner (per-link optimizer); unknown until a worker answers"
+        assert f"streams            {unknown}\n" in shown.stdout, shown.stdout
+        assert f"chunk_size         {unknown}\n" in shown.stdout, shown.stdout
+        given = json.loads(run_cli("status", "--json", transfer, **args).stdout)
+        assert given["streams_unknown"] is True and given["tuner_chooses"] is None, given
+        assert given["streams"] is None and given["chunk_size"] is None, given
+    finally:
+        await client.temporal.get_workflow_handle(transfer).terminate("test over")
+
+
+async def test_a_cancel_of_a_dead_workers_run_says_it_waits_for_a_worker(
+    temporal_server: TemporalDevServer,
+    paced_nginx: NginxServer,
+    http_root: Path,
+    data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """``cancel`` of a running transfer whose worker was killed says "cancel
+    requested"; ``status`` then says the cancel takes effect when a worker polls, and
+    ``--json`` has ``cancel_requested`` (it said the transfer goes on)."""
+    client, transfer, args = await _orphaned(
+        temporal_server,
+        paced_nginx,
+        http_root,
+        data_dir / "fixed.bin",
+        tmp_path,
+        TransferOptions(chunk_size=4 * MiB, streams=2),
+    )
+    try:
+        given = json.loads(run_cli("status", "--json", transfer, **args).stdout)
+        assert given.get("cancel_requested") is None, given
+        cancelled = run_cli("cancel", transfer, **args)
+        assert cancelled.returncode == 0 and "cancel requested" in cancelled.stdout, cancelled
+        shown = run_cli("status", transfer, **args)
+        assert shown.returncode == 0, shown.stderr
+        assert "goes on when a worker polls" not in shown.stdout, shown.stdout
+        said = "a cancel was requested; it takes effect when a worker polls"
+        assert said in shown.stdout, shown.stdout
+        given = json.loads(run_cli("status", "--json", transfer, **args).stdout)
+        assert given["cancel_requested"] is True and given["state"] == "running", given
+    finally:
+        await client.temporal.get_workflow_handle(transfer).terminate("test over")
+
+
+async def test_a_delayed_start_not_begun_says_when_it_starts(
+    temporal_server: TemporalDevServer, data_dir: Path
+) -> None:
+    """``--not-before`` to a task queue no worker polls: once its time has come,
+    ``status`` says it has not begun and starts when a worker polls, naming its time
+    (it said "progress is the streams' last heartbeats" though no stream started)."""
+    source = data_dir / "src.bin"
+    write_random(source, 64 * 1024, seed=6)
+    client = await StaccatoClient.connect(target_host=temporal_server.address)
+    client.task_queue = f"no-worker-{time.time_ns()}"
+    submitted = await client.start(
+        str(source), str(data_dir / "late.bin"), not_before=timedelta(seconds=2)
+    )
+    assert submitted.starts_at is not None
+    due = submitted.starts_at.astimezone(UTC).isoformat(timespec="seconds")
+    try:
+        # its time passes: no longer scheduled ahead, and no worker to begin it
+        waiting = await wait_for_status(
+            client, submitted.id, lambda s: s.last_retry_error is not None, timeout_s=30
+        )
+        note = waiting.last_retry_error or ""
+        assert "heartbeats" not in note, note
+        assert "has not begun" in note and f"starts at {due} when a worker polls" in note, note
+    finally:
+        await client.temporal.get_workflow_handle(submitted.id).terminate("test over")
+
+
+async def test_submit_and_status_name_the_same_start_time(
+    temporal_server: TemporalDevServer, data_dir: Path
+) -> None:
+    """The start time ``submit --not-before`` returns and prints is the one Temporal
+    stored, which ``status`` shows, in one format (they were a second apart: the
+    client's clock plus the delay, against the server's)."""
+    source = data_dir / "src.bin"
+    write_random(source, 64 * 1024, seed=7)
+    queue = f"no-worker-{time.time_ns()}"
+    client = await StaccatoClient.connect(target_host=temporal_server.address)
+    client.task_queue = queue
+    submitted = await client.start(
+        str(source), str(data_dir / "api.bin"), not_before=timedelta(hours=1)
+    )
+    stored = await client.temporal.get_workflow_handle(submitted.id).describe()
+    at = stored.raw_description.workflow_execution_info.execution_time.ToDatetime(tzinfo=UTC)
+    assert submitted.starts_at == at, (submitted.starts_at, at)
+    args = {"address": temporal_server.address, "task_queue": queue}
+    printed = run_cli(
+        "submit", "--not-before", "1h", str(source), str(data_dir / "cli.bin"), **args
+    )
+    assert printed.returncode == 0, printed.stderr
+    line = next(x for x in printed.stderr.splitlines() if x.startswith("scheduled: "))
+    transfer, _, starts = line.removeprefix("scheduled: ").partition(" starts at ")
+    status = json.loads(run_cli("status", "--json", transfer, **args).stdout)
+    assert status["starts_at"] == starts, (line, status)
+    for workflow_id in (submitted.id, transfer):
+        await client.temporal.get_workflow_handle(workflow_id).terminate("test over")
