@@ -25,7 +25,7 @@ from staccato.activities import stream_lease
 from staccato.activities.retry_deadline import progressed
 from staccato.activities.stream_guard import StreamAbandonedError, shield, touch
 from staccato.endpoints.base import Reader
-from staccato.errors import RetryableError
+from staccato.errors import WORKER_STOPPING_RETRY_S, RetryableError, WorkerStoppingError
 from staccato.models import Checkpoint
 
 HEARTBEAT_EVERY_S = 0.5
@@ -160,23 +160,27 @@ class StreamProgress:
         if os.getppid() != self._parent:
             # The worker process died: this is a stale writer, stop now.
             raise StreamStopped("worker process is gone")
-        elapsed = max(now - self._started, 1e-6)
-        done = max(self.bytes_done + self.in_flight, self.reported_before)
-        rate = round((self._copied + self.in_flight) / elapsed, 1)
-        heartbeat(
-            Checkpoint(
-                segment=self.segment,
-                next_chunk=self.next_chunk,
-                bytes_done=done,
-                rate_bytes_per_s=rate,
-                bytes_read=self.bytes_read,
-                summary=f"segment {self.segment}: {units.progress(done, self.length, rate)}",
-                endpoint_errors=self.endpoint_errors,
-                progress_at=self.progress_at,
-            )
-        )
+        heartbeat(self.checkpoint(now))
         if self.watchdog is not None:
             self.watchdog.check(self.source_bytes())
+
+    def checkpoint(self, now: float | None = None, *, stopped: bool = False) -> Checkpoint:
+        """The stream's checkpoint as of ``now`` (monotonic seconds; None: now); its
+        rate 0 when ``stopped`` (the stream moves nothing any more)."""
+        now = time.monotonic() if now is None else now
+        elapsed = max(now - self._started, 1e-6)
+        done = max(self.bytes_done + self.in_flight, self.reported_before)
+        rate = 0.0 if stopped else round((self._copied + self.in_flight) / elapsed, 1)
+        return Checkpoint(
+            segment=self.segment,
+            next_chunk=self.next_chunk,
+            bytes_done=done,
+            rate_bytes_per_s=rate,
+            bytes_read=self.bytes_read,
+            summary=f"segment {self.segment}: {units.progress(done, self.length, rate)}",
+            endpoint_errors=self.endpoint_errors,
+            progress_at=self.progress_at,
+        )
 
     def source_bytes(self) -> int:
         """Bytes received from the source so far, including those of the open reader
@@ -191,6 +195,37 @@ class StreamProgress:
         if self.reader is not None:
             self._closed_readers_bytes += self.reader.bytes_read
         self.reader = None
+
+
+def worker_stopping() -> bool:
+    """Whether this activity's worker shuts down (a graceful stop): a stream stopped
+    then fails its attempt with :class:`~staccato.errors.WorkerStoppingError` instead
+    of returning where it stopped (which only a pause, whose workflow waits for it,
+    does). False outside an activity."""
+    try:
+        return activity.is_worker_shutdown()
+    except RuntimeError:  # not in an activity
+        return False
+
+
+def stopped_by_shutdown(checkpoint: object | None) -> WorkerStoppingError:
+    """The error a stream stopped by its worker's shutdown raises, after heartbeating
+    ``checkpoint`` (its progress; None: the previous attempt's details stand) once
+    more, unthrottled by the stream: the attempt then stays pending at the server with
+    it (``status`` keeps the bytes while no worker runs), and the next worker's
+    attempt resumes from it at once (``WORKER_STOPPING_RETRY_S``). Best effort: a
+    heartbeat that cannot be sent leaves the last one sent."""
+    if checkpoint is not None:
+        try:
+            with shield():
+                activity.heartbeat(checkpoint)
+        except Exception as err:  # noqa: BLE001 - the stop is what to report
+            log.warning("last heartbeat before the worker's stop not sent: %s", err)
+    return WorkerStoppingError(
+        "the worker stopped this stream (a graceful shutdown: SIGTERM or `staccato down`); "
+        "it resumes from its checkpoint on the next worker that polls",
+        retry_after_s=WORKER_STOPPING_RETRY_S,
+    )
 
 
 def heartbeat(*details: object) -> None:
