@@ -72,6 +72,10 @@ async def test_status_keeps_bytes_across_graceful_worker_stop(
         assert 0 < known < SIZE, before
         await asyncio.to_thread(first.stop)  # SIGTERM: the worker's graceful shutdown
         assert first.process is not None and first.process.returncode is not None
+        stopped = await client.status(transfer)
+        assert stopped.bytes_total == SIZE, stopped
+        assert stopped.bytes_done >= known, (known, stopped)
+        assert stopped.rate_bytes_per_s is None, stopped  # nothing moves without a worker
         # the streams are still pending at the server, with their checkpoints
         description = await client.temporal.get_workflow_handle(transfer).describe()
         streams = [
@@ -84,10 +88,6 @@ async def test_status_keeps_bytes_across_graceful_worker_stop(
             p.state != PendingActivityState.PENDING_ACTIVITY_STATE_STARTED for p in streams
         ), streams
         assert await _heartbeated_bytes(client, transfer) >= known
-        stopped = await client.status(transfer)
-        assert stopped.bytes_total == SIZE, stopped
-        assert stopped.bytes_done >= known, (known, stopped)
-        assert stopped.rate_bytes_per_s is None, stopped  # nothing moves without a worker
         shown = await asyncio.to_thread(
             run_cli,
             "status",
