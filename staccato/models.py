@@ -487,6 +487,12 @@ class Checkpoint(BaseModel):
     #: wall-clock time (Unix seconds) the segment's durable bytes last grew, in this
     #: attempt or an earlier one; None: not since the activity was scheduled
     progress_at: float | None = None
+    #: wall-clock time (Unix seconds, the worker's clock) this attempt last moved
+    #: bytes (read, in flight or written) when it built these details: the SDK sends
+    #: details up to 0.8 x the heartbeat timeout after the stream built them, so the
+    #: server's receive time cannot tell a stalled stream; ``status`` counts the rate
+    #: only while this is within the heartbeat timeout. None: a worker before it
+    moved_at: float | None = None
 
 
 class ProgressReport(BaseModel):

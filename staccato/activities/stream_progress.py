@@ -130,6 +130,9 @@ class StreamProgress:
         #: flight then): heartbeats report no fewer, so ``status`` does not fall back
         #: while a resumed stream sends again the chunk its predecessor had in flight
         self.reported_before = 0
+        #: when this attempt last moved bytes (Unix seconds; see ``Checkpoint.moved_at``)
+        self.moved_at: float | None = None
+        self._moved_mark: tuple[int, int, int] | None = None
 
     def add(self, copied: int, read: int) -> None:
         if copied > 0:
@@ -171,6 +174,10 @@ class StreamProgress:
         elapsed = max(now - self._started, 1e-6)
         done = max(self.bytes_done + self.in_flight, self.reported_before)
         rate = 0.0 if stopped else round((self._copied + self.in_flight) / elapsed, 1)
+        mark = (self.bytes_done, self.in_flight, self.bytes_read)
+        if mark != self._moved_mark:  # bytes moved since the last checkpoint (or the start)
+            self._moved_mark = mark
+            self.moved_at = time.time()
         return Checkpoint(
             segment=self.segment,
             next_chunk=self.next_chunk,
@@ -180,6 +187,7 @@ class StreamProgress:
             summary=f"segment {self.segment}: {units.progress(done, self.length, rate)}",
             endpoint_errors=self.endpoint_errors,
             progress_at=self.progress_at,
+            moved_at=self.moved_at,
         )
 
     def source_bytes(self) -> int:
