@@ -9,6 +9,7 @@ warning at 512 KiB). Sizes are in bytes, durations in seconds.
 from __future__ import annotations
 
 import hashlib
+import time
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -493,6 +494,14 @@ class Checkpoint(BaseModel):
     #: server's receive time cannot tell a stalled stream; ``status`` counts the rate
     #: only while this is within the heartbeat timeout. None: a worker before it
     moved_at: float | None = None
+
+    def moved_within(self, seconds: float, now: float | None = None) -> bool:
+        """Whether the stream moved bytes within ``seconds`` of ``now`` (Unix seconds;
+        None: now), so its ``rate_bytes_per_s`` is current. True when the details do
+        not say (a worker before ``moved_at``)."""
+        if self.moved_at is None:
+            return True
+        return (time.time() if now is None else now) - self.moved_at <= seconds
 
 
 class ProgressReport(BaseModel):
