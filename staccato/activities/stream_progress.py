@@ -34,7 +34,9 @@ log = logging.getLogger("staccato.stream")
 
 class StreamStopped(Exception):
     """The activity was cancelled (pause) or the worker is going away; the stream
-    returns where it stopped. Not an error (hence no ``Error`` in its name)."""
+    returns where it stopped (a pause), or fails its attempt with the retryable
+    ``WorkerStopping`` when its worker shuts down (:func:`stopped_by_shutdown`). Not
+    an error (hence no ``Error`` in its name)."""
 
 
 class RateWatchdog:
