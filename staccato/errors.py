@@ -69,6 +69,9 @@ class StaccatoError(Exception):
     """
 
     retryable: bool = False
+    #: an expected end of an attempt, not a fault (``ApplicationErrorCategory.BENIGN``:
+    #: the SDK logs it at DEBUG, without a traceback)
+    benign: ClassVar[bool] = False
     TYPE: ClassVar[str] = "StaccatoError"
     details: tuple[object, ...] = ()
 
@@ -109,6 +112,8 @@ class WorkerStoppingError(RetryableError):
     endpoint error, and never turned into the ``--retry-for`` give-up."""
 
     TYPE = "WorkerStopping"
+    #: an expected stop, not a fault: the SDK logs it at DEBUG, without a traceback
+    benign = True
 
 
 #: seconds before Temporal retries an attempt its worker's shutdown stopped: at once,
