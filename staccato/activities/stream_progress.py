@@ -211,10 +211,11 @@ def worker_stopping() -> bool:
     """Whether this activity's worker shuts down (a graceful stop): a stream stopped
     then fails its attempt with :class:`~staccato.errors.WorkerStoppingError` instead
     of returning where it stopped (which only a pause, whose workflow waits for it,
-    does). False outside an activity."""
+    does). False outside an activity, or when the worker's shared state manager
+    cannot be asked (its worker is gone: nobody takes the attempt's outcome)."""
     try:
         return activity.is_worker_shutdown()
-    except RuntimeError:  # not in an activity
+    except Exception:  # noqa: BLE001 - not in an activity, or the worker's manager is gone
         return False
 
 
