@@ -735,7 +735,7 @@ class StaccatoClient:
                     in_segments[details.segment] = max(
                         in_segments.get(details.segment, 0), details.bytes_done
                     )
-                    if _moving(pending, now):
+                    if _moving(pending, now, details):
                         rate_sum += details.rate_bytes_per_s
             bytes_done += sum(in_segments.values())
             # a cancel requested: the streams are stopping, their last rate is history
@@ -1459,13 +1459,19 @@ _ALREADY_RUNNING = f"cannot resume a transfer that is {TransferState.running.val
 _HEARTBEAT_CURRENT = timedelta(seconds=20)
 
 
-def _moving(pending: Any, now: datetime) -> bool:
+def _moving(pending: Any, now: datetime, details: Checkpoint | None = None) -> bool:
     """Whether the pending stream activity ``pending`` (a ``PendingActivityInfo``)
     moves bytes now, so its heartbeat's rate is current: its attempt is running (not
     waiting to start, nor between attempts after a failure), its last heartbeat came
     from this attempt (a retried attempt keeps the details, and the rate, of the one
     before), and within the activity's heartbeat timeout of ``now`` (the SDK sends
-    details at most every 0.8 x that timeout; older, the stream is stuck)."""
+    details at most every 0.8 x that timeout; older, the stream is stuck), and the
+    stream last moved bytes within that timeout too (``details``, its checkpoint:
+    ``Checkpoint.moved_within``): a stream waiting on a hung server heartbeats on
+    (the drivers' ``keepalive``), each heartbeat with its attempt's average rate,
+    which never falls to 0 (a tester saw a rate and an ETA 40 s into a hung S3
+    server). Compares the worker's clock with this one's: a skew between them moves
+    the cut by as much."""
     if pending.state != PendingActivityState.PENDING_ACTIVITY_STATE_STARTED:
         return False
     if not pending.HasField("last_heartbeat_time"):
@@ -1479,6 +1485,8 @@ def _moving(pending: Any, now: datetime) -> bool:
     options = pending.activity_options if pending.HasField("activity_options") else None
     if options is not None and options.HasField("heartbeat_timeout"):
         current = options.heartbeat_timeout.ToTimedelta() or current
+    if details is not None and not details.moved_within(current.total_seconds(), now.timestamp()):
+        return False
     return now - beat <= current
 
 

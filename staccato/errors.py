@@ -9,7 +9,8 @@ constant, never by a string written out where it is compared.
 
     StaccatoError                   base; str(err) is a message meant for users
      ├── RetryableError             network errors, timeouts, HTTP 5xx, S3 SlowDown, ENOSPC
-     │    └── IncompleteReadError   a body ended before its Content-Length (RFC 9112 §6.3)
+     │    ├── IncompleteReadError   a body ended before its Content-Length (RFC 9112 §6.3)
+     │    └── WorkerStoppingError   the worker shuts down (graceful stop): retried elsewhere
      ├── PermanentError             retrying cannot help
      │    ├── WriteSessionLostError the destination's temp file / upload vanished
      │    ├── InvalidURLError       unknown scheme, malformed URL, credentials in a URL
@@ -73,6 +74,9 @@ class StaccatoError(Exception):
     """
 
     retryable: bool = False
+    #: an expected end of an attempt, not a fault (``ApplicationErrorCategory.BENIGN``:
+    #: the SDK logs it at DEBUG, without a traceback)
+    benign: ClassVar[bool] = False
     TYPE: ClassVar[str] = "StaccatoError"
     details: tuple[object, ...] = ()
 
@@ -103,6 +107,23 @@ class IncompleteReadError(RetryableError):
     """The source sent fewer bytes than it announced."""
 
     TYPE = "IncompleteRead"
+
+
+class WorkerStoppingError(RetryableError):
+    """An activity stopped because its worker shuts down (a graceful stop: SIGTERM,
+    ``staccato down``), not for a fault of an endpoint: retryable, so the attempt stays
+    pending at the server with its last heartbeat (``status`` keeps its bytes while no
+    worker runs) and the next worker's attempt resumes from it. Not counted as an
+    endpoint error, and never turned into the ``--retry-for`` give-up."""
+
+    TYPE = "WorkerStopping"
+    #: an expected stop, not a fault: the SDK logs it at DEBUG, without a traceback
+    benign = True
+
+
+#: seconds before Temporal retries an attempt its worker's shutdown stopped: at once,
+#: on whichever worker polls next (the retry policy's backoff is for faults)
+WORKER_STOPPING_RETRY_S = 0.1
 
 
 class PermanentError(StaccatoError):
@@ -354,6 +375,7 @@ ERROR_TYPES: dict[str, type[StaccatoError]] = {
         StaccatoError,
         RetryableError,
         IncompleteReadError,
+        WorkerStoppingError,
         PermanentError,
         WriteSessionLostError,
         InvalidURLError,

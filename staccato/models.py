@@ -9,6 +9,7 @@ warning at 512 KiB). Sizes are in bytes, durations in seconds.
 from __future__ import annotations
 
 import hashlib
+import time
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -487,6 +488,20 @@ class Checkpoint(BaseModel):
     #: wall-clock time (Unix seconds) the segment's durable bytes last grew, in this
     #: attempt or an earlier one; None: not since the activity was scheduled
     progress_at: float | None = None
+    #: wall-clock time (Unix seconds, the worker's clock) this attempt last moved
+    #: bytes (read, in flight or written) when it built these details: the SDK sends
+    #: details up to 0.8 x the heartbeat timeout after the stream built them, so the
+    #: server's receive time cannot tell a stalled stream; ``status`` counts the rate
+    #: only while this is within the heartbeat timeout. None: a worker before it
+    moved_at: float | None = None
+
+    def moved_within(self, seconds: float, now: float | None = None) -> bool:
+        """Whether the stream moved bytes within ``seconds`` of ``now`` (Unix seconds;
+        None: now), so its ``rate_bytes_per_s`` is current. True when the details do
+        not say (a worker before ``moved_at``)."""
+        if self.moved_at is None:
+            return True
+        return (time.time() if now is None else now) - self.moved_at <= seconds
 
 
 class ProgressReport(BaseModel):

@@ -45,11 +45,13 @@ from staccato.activities.stream_progress import (
     WaitingBeat,
     heartbeat,
     previous_checkpoint,
+    stopped_by_shutdown,
+    worker_stopping,
 )
 from staccato.activities.transfer import check_file_roots
 from staccato.endpoints import get_driver
 from staccato.endpoints.base import ChunkWriter, Driver, Reader, keepalive_hook
-from staccato.errors import RetryableError, StaccatoError
+from staccato.errors import RetryableError, StaccatoError, WorkerStoppingError
 from staccato.models import Checkpoint, StreamInput, StreamResult
 from staccato.plan import chunk_bounds
 from staccato.urls import parse_url, redact
@@ -69,11 +71,15 @@ def copy_stream(request: StreamInput) -> StreamResult:
     Returns:
         ``complete=True`` and the segment checksum when every chunk is durable;
         ``complete=False`` with the first missing chunk when cancelled (pause).
+        A stream its worker's shutdown stopped raises instead (below).
 
     Raises:
         ApplicationError: a mapped :mod:`staccato.errors` error (see ``mapped_errors``);
             a retryable one non-retryable once ``request.retry_for_s`` passed without
-            the segment's durable bytes growing (:mod:`staccato.activities.retry_deadline`).
+            the segment's durable bytes growing (:mod:`staccato.activities.retry_deadline`);
+            a retryable ``WorkerStopping`` one when the worker shuts down (a graceful
+            stop), after heartbeating the stream's last checkpoint: the attempt stays
+            pending with it and is retried at once on the next worker.
     """
     check_file_roots(request.source, request.session.url)
     sockets.use(request.socket_buffer, request.stream_rate)  # this stream's connections
@@ -95,11 +101,18 @@ def copy_stream(request: StreamInput) -> StreamResult:
             ):
                 return _copy_segment(request, waiting)
         except StreamStopped:  # cancelled while a driver waited, before the stream began
+            if worker_stopping():
+                # not a pause: the attempt stays pending with its checkpoint (a result
+                # would take the stream off the pending list, and with it its bytes,
+                # until a worker replays the run)
+                raise stopped_by_shutdown(None) from None
             return StreamResult(
                 segment=request.segment.index,
                 complete=False,
                 next_chunk=request.segment.first_chunk,
             )
+        except WorkerStoppingError:
+            raise  # no endpoint's fault: not counted, no bytes to add (its checkpoint has them)
         except (StaccatoError, OSError) as err:
             if not isinstance(err, StaccatoError) or err.retryable:
                 _count_endpoint_error(request, waiting.progress)
@@ -184,6 +197,8 @@ def _copy_segment(request: StreamInput, waiting: WaitingBeat) -> StreamResult:
         copy.progress.beat(force=True)
         copy.copy_all()
     except StreamStopped:
+        if worker_stopping():
+            raise stopped_by_shutdown(copy.progress.checkpoint(stopped=True)) from None
         return copy.stopped_result()
     return copy.complete_result()
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import ParamSpec, TypeVar
 
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from staccato.errors import (
     INTERNAL_ERROR_TYPE,
@@ -63,6 +63,11 @@ def mapped_errors(fn: Callable[P, R]) -> Callable[P, R]:
                 *err.details,
                 type=application_type(err),
                 non_retryable=not err.retryable,
+                category=(
+                    ApplicationErrorCategory.BENIGN
+                    if err.benign
+                    else ApplicationErrorCategory.UNSPECIFIED
+                ),
                 next_retry_delay=(
                     timedelta(seconds=min(max(delay, 0.0), MAX_RETRY_AFTER_S))
                     if delay is not None

@@ -43,6 +43,7 @@ from typing import Any, Protocol, TypeVar
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from staccato.errors import WorkerStoppingError
 from staccato.workflows.failures import gave_up_message
 
 #: this attempt's last progress (Unix seconds), recorded by :func:`progressed`
@@ -110,7 +111,11 @@ def within_retry_for(
             try:
                 return fn(request)
             except ApplicationError as err:
-                if err.non_retryable or request.retry_for_s is None:
+                if (
+                    err.non_retryable
+                    or request.retry_for_s is None
+                    or err.type == WorkerStoppingError.TYPE  # no fault: never a give-up
+                ):
                     raise
                 info = activity.info()
                 progress_at = latest(previous(), _progress_at.get())

@@ -25,7 +25,7 @@ from staccato.activities import stream_lease
 from staccato.activities.retry_deadline import progressed
 from staccato.activities.stream_guard import StreamAbandonedError, shield, touch
 from staccato.endpoints.base import Reader
-from staccato.errors import RetryableError
+from staccato.errors import WORKER_STOPPING_RETRY_S, RetryableError, WorkerStoppingError
 from staccato.models import Checkpoint
 
 HEARTBEAT_EVERY_S = 0.5
@@ -34,7 +34,9 @@ log = logging.getLogger("staccato.stream")
 
 class StreamStopped(Exception):
     """The activity was cancelled (pause) or the worker is going away; the stream
-    returns where it stopped. Not an error (hence no ``Error`` in its name)."""
+    returns where it stopped (a pause), or fails its attempt with the retryable
+    ``WorkerStopping`` when its worker shuts down (:func:`stopped_by_shutdown`). Not
+    an error (hence no ``Error`` in its name)."""
 
 
 class RateWatchdog:
@@ -130,6 +132,9 @@ class StreamProgress:
         #: flight then): heartbeats report no fewer, so ``status`` does not fall back
         #: while a resumed stream sends again the chunk its predecessor had in flight
         self.reported_before = 0
+        #: when this attempt last moved bytes (Unix seconds; see ``Checkpoint.moved_at``)
+        self.moved_at: float | None = None
+        self._moved_mark: tuple[int, int, int] | None = None
 
     def add(self, copied: int, read: int) -> None:
         if copied > 0:
@@ -160,23 +165,32 @@ class StreamProgress:
         if os.getppid() != self._parent:
             # The worker process died: this is a stale writer, stop now.
             raise StreamStopped("worker process is gone")
-        elapsed = max(now - self._started, 1e-6)
-        done = max(self.bytes_done + self.in_flight, self.reported_before)
-        rate = round((self._copied + self.in_flight) / elapsed, 1)
-        heartbeat(
-            Checkpoint(
-                segment=self.segment,
-                next_chunk=self.next_chunk,
-                bytes_done=done,
-                rate_bytes_per_s=rate,
-                bytes_read=self.bytes_read,
-                summary=f"segment {self.segment}: {units.progress(done, self.length, rate)}",
-                endpoint_errors=self.endpoint_errors,
-                progress_at=self.progress_at,
-            )
-        )
+        heartbeat(self.checkpoint(now))
         if self.watchdog is not None:
             self.watchdog.check(self.source_bytes())
+
+    def checkpoint(self, now: float | None = None, *, stopped: bool = False) -> Checkpoint:
+        """The stream's checkpoint as of ``now`` (monotonic seconds; None: now); its
+        rate 0 when ``stopped`` (the stream moves nothing any more)."""
+        now = time.monotonic() if now is None else now
+        elapsed = max(now - self._started, 1e-6)
+        done = max(self.bytes_done + self.in_flight, self.reported_before)
+        rate = 0.0 if stopped else round((self._copied + self.in_flight) / elapsed, 1)
+        mark = (self.bytes_done, self.in_flight, self.bytes_read)
+        if mark != self._moved_mark:  # bytes moved since the last checkpoint (or the start)
+            self._moved_mark = mark
+            self.moved_at = time.time()
+        return Checkpoint(
+            segment=self.segment,
+            next_chunk=self.next_chunk,
+            bytes_done=done,
+            rate_bytes_per_s=rate,
+            bytes_read=self.bytes_read,
+            summary=f"segment {self.segment}: {units.progress(done, self.length, rate)}",
+            endpoint_errors=self.endpoint_errors,
+            progress_at=self.progress_at,
+            moved_at=self.moved_at,
+        )
 
     def source_bytes(self) -> int:
         """Bytes received from the source so far, including those of the open reader
@@ -191,6 +205,38 @@ class StreamProgress:
         if self.reader is not None:
             self._closed_readers_bytes += self.reader.bytes_read
         self.reader = None
+
+
+def worker_stopping() -> bool:
+    """Whether this activity's worker shuts down (a graceful stop): a stream stopped
+    then fails its attempt with :class:`~staccato.errors.WorkerStoppingError` instead
+    of returning where it stopped (which only a pause, whose workflow waits for it,
+    does). False outside an activity, or when the worker's shared state manager
+    cannot be asked (its worker is gone: nobody takes the attempt's outcome)."""
+    try:
+        return activity.is_worker_shutdown()
+    except Exception:  # noqa: BLE001 - not in an activity, or the worker's manager is gone
+        return False
+
+
+def stopped_by_shutdown(checkpoint: object | None) -> WorkerStoppingError:
+    """The error a stream stopped by its worker's shutdown raises, after heartbeating
+    ``checkpoint`` (its progress; None: the previous attempt's details stand) once
+    more, unthrottled by the stream: the attempt then stays pending at the server with
+    it (``status`` keeps the bytes while no worker runs), and the next worker's
+    attempt resumes from it at once (``WORKER_STOPPING_RETRY_S``). Best effort: a
+    heartbeat that cannot be sent leaves the last one sent."""
+    if checkpoint is not None:
+        try:
+            with shield():
+                activity.heartbeat(checkpoint)
+        except Exception as err:  # noqa: BLE001 - the stop is what to report
+            log.warning("last heartbeat before the worker's stop not sent: %s", err)
+    return WorkerStoppingError(
+        "the worker stopped this stream (a graceful shutdown: SIGTERM or `staccato down`); "
+        "it resumes from its checkpoint on the next worker that polls",
+        retry_after_s=WORKER_STOPPING_RETRY_S,
+    )
 
 
 def heartbeat(*details: object) -> None:

@@ -206,8 +206,24 @@ class ProgressReporter:
                 continue
             if isinstance(details, Checkpoint):
                 report.segments[segment] = details.bytes_done
-                report.rate_bytes_per_s += details.rate_bytes_per_s
+                if details.moved_within(_heartbeat_timeout_s(pending)):
+                    # a stream waiting on a hung server heartbeats its average rate
+                    report.rate_bytes_per_s += details.rate_bytes_per_s
         if not report.segments:
             return
         await handle.signal("report_progress", report)
         self._last[key] = time.monotonic()
+
+
+#: a stream's heartbeat timeout when its activity does not say (the workflow's default)
+_DEFAULT_HEARTBEAT_TIMEOUT_S = 20.0
+
+
+def _heartbeat_timeout_s(pending: Any) -> float:
+    """The heartbeat timeout (seconds) of the pending activity ``pending``."""
+    options = pending.activity_options if pending.HasField("activity_options") else None
+    if options is not None and options.HasField("heartbeat_timeout"):
+        return options.heartbeat_timeout.ToTimedelta().total_seconds() or (
+            _DEFAULT_HEARTBEAT_TIMEOUT_S
+        )
+    return _DEFAULT_HEARTBEAT_TIMEOUT_S

@@ -12,7 +12,9 @@ Stopping: SIGTERM or SIGINT may reach the whole process group (systemd's
 and manager processes ignore both, so no stream dies mid-chunk without its last
 heartbeat; the main process handles either by a graceful shutdown: it stops polling,
 gives running activities ``STACCATO_WORKER_SHUTDOWN_TIMEOUT_S`` to finish, cancels
-the rest (a cancelled stream returns its progress), then stops the pool and exits.
+the rest (a cancelled stream heartbeats its progress and fails its attempt with the
+retryable ``WorkerStopping``: the attempt stays pending with it, and the next worker
+resumes it at once), then stops the pool and exits.
 Every step is bounded, so the worker exits even if an activity never yields.
 
 A dead pool process (the OOM killer, a crash) or a dead manager does not take the
@@ -623,7 +625,8 @@ class StaccatoWorker:
 
     async def shutdown(self) -> None:
         """Stop polling; running activities get the graceful-shutdown time to finish,
-        then are cancelled (a stream heartbeats its progress and returns). Gives up
+        then are cancelled (a stream heartbeats its progress and fails its attempt, to be
+        resumed by the next worker). Gives up
         waiting ``_CANCEL_GRACE_S`` after that (the pool is then killed on exit)."""
         self._stopping = True
         if self.worker is None:

@@ -1,0 +1,114 @@
+"""``status`` of a transfer whose stream waits on a hung server: no rate and no ETA
+once the stream has not moved a byte for its heartbeat timeout (a tester saw
+``rate 5.7 MiB/s, eta 2 min 15 s`` 30-40 s into a hung S3 server).
+
+A stream waiting on a silent server keeps heartbeating (the HTTP and S3 drivers wait
+in slices and call ``keepalive`` between them, so the attempt is not timed out while
+the connection may still answer), and each of those heartbeats carried the attempt's
+average rate since its start, which never falls to 0: ``status`` took it for a
+moving stream's. The checkpoint now says when the stream last moved bytes
+(``moved_at``), and the rate counts only within the heartbeat timeout of that.
+
+The hung server here: a proxy in front of nginx that stops relaying mid-body."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from temporalio.api.enums.v1 import PendingActivityState
+
+from staccato.client import StaccatoClient
+from staccato.models import Checkpoint, TransferOptions, TransferState
+from tests.helpers import MiB, WorkerProcess, at_rest, write_random
+from tests.servers.holding_proxy import HoldingProxy
+from tests.servers.nginx import NginxServer, nginx_fixture
+from tests.servers.temporal_server import TemporalDevServer
+
+SIZE = 64 * MiB
+HEARTBEAT_TIMEOUT_S = 4.0
+# one stream, held inside its second chunk (chunk bytes in flight)
+OPTIONS = TransferOptions(chunk_size=16 * MiB, streams=1, heartbeat_timeout_s=HEARTBEAT_TIMEOUT_S)
+
+held_nginx = nginx_fixture("http_root", scope="function")
+
+
+async def _stream(client: StaccatoClient, transfer: str) -> tuple[Any, Checkpoint | None]:
+    """The transfer's pending ``copy_stream`` activity (a ``PendingActivityInfo``, or
+    None) and its heartbeat details."""
+    description = await client.temporal.get_workflow_handle(transfer).describe()
+    for pending in description.raw_description.pending_activities:
+        if pending.activity_type.name != "copy_stream":
+            continue
+        if not pending.heartbeat_details.payloads:
+            return pending, None
+        (details,) = await client.temporal.data_converter.decode(
+            pending.heartbeat_details.payloads, [Checkpoint]
+        )
+        return pending, details if isinstance(details, Checkpoint) else None
+    return None, None
+
+
+async def test_no_rate_while_a_stream_waits_on_a_hung_source(
+    temporal_server: TemporalDevServer,
+    held_nginx: NginxServer,
+    http_root: Path,
+    data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    source = http_root / "stalled-rate.bin"
+    write_random(source, SIZE, seed=53)
+    at_rest(source)
+    proxy = HoldingProxy(held_nginx.port, hold_after=int(SIZE * 0.4)).start()
+    try:
+        with WorkerProcess(temporal_server.address, processes=1, log_dir=tmp_path) as worker:
+            client = await StaccatoClient.connect(target_host=temporal_server.address)
+            client.task_queue = worker.task_queue
+            transfer = await client.submit(
+                proxy.url("stalled-rate.bin"), str(data_dir / "stalled-rate.bin"), OPTIONS
+            )
+            await asyncio.to_thread(proxy.wait_held, 120)
+            # the stream has stopped moving: its heartbeats at the server say the same
+            # bytes twice, 2 s apart (the SDK sends them every second)
+            deadline = time.monotonic() + 60
+            still_since: float | None = None
+            last: tuple[int, int] | None = None
+            while True:
+                assert time.monotonic() < deadline, "the stream's bytes never stood still"
+                pending, details = await _stream(client, transfer)
+                assert pending is not None, "no stream pending"
+                now = time.time()
+                seen = (details.bytes_done, details.bytes_read) if details else None
+                if seen is None or seen != last:
+                    last, still_since = seen, now
+                elif still_since is not None and now - still_since >= 2.0:
+                    break
+                await asyncio.sleep(0.2)
+            attempt = pending.attempt
+            # the heartbeat timeout passes since it last moved a byte, while it waits on
+            # the silent source, heartbeating (its attempt is not timed out)
+            while time.time() < still_since + HEARTBEAT_TIMEOUT_S + 0.5:
+                await asyncio.sleep(0.1)
+            status = await client.status(transfer)
+            pending, details = await _stream(client, transfer)
+            assert pending is not None and pending.attempt == attempt, pending
+            assert pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED, pending
+            assert status.state == TransferState.running, status
+            assert 0 < status.bytes_done < SIZE, status
+            assert status.rate_bytes_per_s is None, status
+            assert status.eta_s is None, status
+            # the source answers again: the stream moves, and its rate is back
+            proxy.release()
+            deadline = time.monotonic() + 60
+            while True:
+                status = await client.status(transfer)
+                if status.rate_bytes_per_s or status.state != TransferState.running:
+                    break
+                assert time.monotonic() < deadline, status
+                await asyncio.sleep(0.2)
+            await asyncio.wait_for(client.wait(transfer), 180)
+    finally:
+        proxy.release()
+        proxy.stop()
