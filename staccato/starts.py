@@ -12,11 +12,16 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from pydantic import BaseModel
-from temporalio.client import Client, WorkflowExecutionDescription
+from temporalio.client import (
+    Client,
+    WorkflowExecution,
+    WorkflowExecutionDescription,
+    WorkflowExecutionStatus,
+)
 from temporalio.common import (
     Priority,
     SearchAttributeKey,
@@ -26,11 +31,13 @@ from temporalio.common import (
     WorkflowIDReusePolicy,
 )
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 
 from staccato import run_fields, units
 from staccato.errors import DestinationBusyError
 from staccato.ids import transfer_id
 from staccato.models import RUN_ONLY_OPTIONS, TransferOptions, TransferRequest, TransferState
+from staccato.overlaps import _quoted
 from staccato.run_fields import TRANSFER_TYPE, summary
 from staccato.workflows import search_attributes as sa
 
@@ -76,9 +83,14 @@ async def start_or_attach(
     *,
     task_queue: str,
     started_by: str | None = None,
+    place: QueuePlace | None = None,
 ) -> Started:
     """Start the destination's transfer (its canonical run), or attach to the running
     one when it is the identical request.
+
+    The queue's order (:func:`queued_ahead`): while no transfer to the destination
+    runs, a start is refused as busy when a front run queued for it earlier waits
+    (``place``: the starting front's; None: a start now, behind every waiting one).
 
     Args:
         client: a Temporal client with Staccato's data converter.
@@ -86,12 +98,18 @@ async def start_or_attach(
         task_queue: the workers' task queue.
         started_by: ``<front id>/<front run id>`` of the front run starting it (kept
             in the memo so a retried front finds the run it started).
+        place: the starting front run's place in the destination's queue.
 
     Raises:
         DestinationBusyError: a different transfer to this destination is running
-            (the message names it and its source).
+            (the message names it and its source), or a transfer queued for it
+            earlier waits (the message names it).
     """
     workflow_id = transfer_id(request.destination)
+    if not await _running(client, workflow_id):
+        ahead = await queued_ahead(client, request.destination, place=place)
+        if ahead:
+            raise queued_busy(request.destination, ahead)
     request_hash = request.request_hash()
     run_memo = sa.start_memo(request)
     if started_by:
@@ -148,6 +166,86 @@ async def start_or_attach(
             holder=held,
         ) from None
     return Started(workflow_id, handle.first_execution_run_id or handle.result_run_id or "", False)
+
+
+#: a front run's place in its destination's queue: (when it was due: its start, or
+#: the end of its start delay; its workflow id, which breaks a tie)
+QueuePlace = tuple[datetime, str]
+#: the states of a front run that waits for its destination (it drives the
+#: destination's transfer once ``running``); None: a raw start not yet made visible
+_WAITING_STATES = (None, TransferState.scheduled.value, TransferState.queued.value)
+
+
+def queue_place(execution: WorkflowExecution) -> QueuePlace:
+    """The place of a front run (a listed or described execution) in its
+    destination's queue: earlier due first, then by workflow id."""
+    return (execution.execution_time or execution.start_time, execution.id)
+
+
+async def _running(client: Client, workflow_id: str) -> bool:
+    """Whether the latest run of ``workflow_id`` is running."""
+    try:
+        description = await client.get_workflow_handle(workflow_id).describe()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return description.status == WorkflowExecutionStatus.RUNNING
+
+
+async def queued_ahead(
+    client: Client, destination: str, *, place: QueuePlace | None = None
+) -> list[str]:
+    """The ids of the front runs waiting for ``destination`` (a canonical URL) ahead of
+    ``place``, earliest first: the one rule of the order of ``--if-busy wait``.
+
+    A front run waits while it is open with state ``scheduled`` or ``queued`` (it
+    has not begun to drive the destination's transfer); it is ahead when it was due
+    (:func:`queue_place`: its start, or the end of its start delay) before ``place``,
+    the id breaking a tie; ``place`` None: a start now (every front due by now is
+    ahead). Found with a visibility query (StaccatoDestination), so it holds for
+    fronts of any origin (``submit --if-busy wait``, raw starts, Schedules) and across
+    worker and Temporal restarts. A front cancelled, terminated or ended leaves the
+    queue when its run closes.
+
+    Raises:
+        RPCError: the visibility query failed.
+    """
+    value = run_fields.keyword(destination)
+    query = (
+        f"WorkflowType = '{TRANSFER_TYPE}' AND ExecutionStatus = 'Running' AND "
+        f"{run_fields.DESTINATION} = {_quoted(value)}"
+    )
+    canonical = transfer_id(destination)
+    bound = place or (datetime.now(UTC), "")
+    ahead: list[QueuePlace] = []
+    async for execution in client.list_workflows(query):
+        if execution.id in (canonical, bound[1]):
+            continue
+        if execution.typed_search_attributes.get(sa.STATE) not in _WAITING_STATES:
+            continue
+        # a destination cut to fit the search attribute: the memo has it whole
+        if (await execution.memo()).get("destination", destination) != destination:
+            continue
+        here = queue_place(execution)
+        if here < bound:
+            ahead.append(here)
+    return [workflow_id for _, workflow_id in sorted(ahead)]
+
+
+def queued_busy(destination: str, ahead: list[str]) -> DestinationBusyError:
+    """The refusal of a start to ``destination`` while transfers queued for it earlier
+    (``ahead``, earliest first) wait: they run first, in their order."""
+    more = f" and {len(ahead) - 1} more" if len(ahead) > 1 else ""
+    held = (
+        f"destination busy: {destination} has transfer {ahead[0]}{more} queued for it "
+        "earlier (--if-busy wait), which run first, in the order they were queued"
+    )
+    return DestinationBusyError(
+        f"{held}; start with --if-busy wait to queue behind them, or cancel them with "
+        f"`staccato cancel {ahead[0]}`",
+        holder=held,
+    )
 
 
 async def _cleaning_up(
