@@ -96,8 +96,9 @@ from staccato.models import (
     iso_utc,
 )
 from staccato.overlaps import overlap_busy, overlapping_writer
-from staccato.quantities import check_start_time
+from staccato.quantities import TRANSFER_NAME, check_start_time, require_str
 from staccato.run_fields import DATASET_TYPE, TRANSFER_TYPE
+from staccato.run_states import ended_state
 from staccato.starts import STARTED_BY, front_id, queue_front, start_front, start_or_attach
 from staccato.submissions import Submission, destination_transfer_id, make_request
 from staccato.submissions import completed_status as _completed_status
@@ -117,15 +118,6 @@ TemporalUnavailable = TemporalUnavailableError
 DestinationBusy = DestinationBusyError
 TransferNotFound = TransferNotFoundError
 TransferFailed = TransferFailedError
-
-
-_STATUS_STATES = {
-    WorkflowExecutionStatus.COMPLETED: TransferState.completed,
-    WorkflowExecutionStatus.FAILED: TransferState.failed,
-    WorkflowExecutionStatus.TERMINATED: TransferState.failed,
-    WorkflowExecutionStatus.TIMED_OUT: TransferState.failed,
-    WorkflowExecutionStatus.CANCELED: TransferState.cancelled,
-}
 
 
 class _RunEndedError(StaccatoError):
@@ -438,7 +430,12 @@ class StaccatoClient:
 
     def submitted_run(self, transfer: str) -> str | None:
         """The run id of the transfer this client submitted under ``transfer`` (an id or
-        a destination), or None if it submitted none."""
+        a destination), or None if it submitted none.
+
+        Raises:
+            TypeError: ``transfer`` is not a str.
+        """
+        require_str(transfer, "transfer", TRANSFER_NAME)
         if transfer in self._runs:
             return self._runs[transfer]
         try:
@@ -459,7 +456,10 @@ class StaccatoClient:
         Raises:
             TransferNotFoundError: neither an existing workflow id nor a valid
                 destination.
+            TypeError: ``transfer`` is not a str (every method taking a transfer
+                comes here, or to :meth:`submitted_run`, first).
         """
+        require_str(transfer, "transfer", TRANSFER_NAME)
         if transfer.startswith(TRANSFER_ID_PREFIX) or transfer in self._runs:
             return transfer
         try:
@@ -731,11 +731,13 @@ class StaccatoClient:
                 cleanup = _cleanup_note(progress.cleanup if progress else None)
                 bytes_done = max(bytes_done, int(memo.get("bytes_done") or 0))
         else:
-            state = (
-                _STATUS_STATES.get(status, TransferState.failed) if status else TransferState.failed
-            )
+            # the one rule for an ended run (a front run whose destination's transfer
+            # was cancelled ended FAILED but shows cancelled, with that reason)
+            state = ended_state(status, description.typed_search_attributes.get(sa.STATE))
             if error is None:
-                error = await failure_reason(handle, cancelled=state == TransferState.cancelled)
+                error = await failure_reason(
+                    handle, cancelled=status == WorkflowExecutionStatus.CANCELED
+                )
         eta = None
         if bytes_total is not None:
             seconds = units.eta(bytes_total - bytes_done, rate)
@@ -1023,7 +1025,9 @@ class StaccatoClient:
             raise
         require_type(handle.id, description, kinds, call=call)
         if description.status != WorkflowExecutionStatus.RUNNING:
-            state = _STATUS_STATES.get(description.status, TransferState.failed)  # type: ignore[arg-type]
+            state = ended_state(
+                description.status, description.typed_search_attributes.get(sa.STATE)
+            )
             kind = {DATASET_TYPE: "dataset", GROUP_TYPE: "group"}.get(
                 description.workflow_type, "transfer"
             )

@@ -76,7 +76,7 @@ from staccato.errors import (
 from staccato.following import follow_until_ended
 from staccato.models import GroupState, MiB, TransferOptions, TransferState, iso_utc
 from staccato.overlaps import overlap_busy, overlapping_writer
-from staccato.quantities import str_list
+from staccato.quantities import DATASET_NAME, require_str, str_list
 from staccato.run_fields import DATASET_TYPE
 from staccato.urls import child_url, parse_url
 
@@ -690,6 +690,12 @@ def _shown(value: Any) -> str:
 
 
 def _handle(client: StaccatoClient, dataset: str) -> WorkflowHandle[Any, Any]:
+    """The handle of the latest dataset ``dataset`` names (an id or a destination root).
+
+    Raises:
+        TypeError: ``dataset`` is not a str.
+    """
+    require_str(dataset, "dataset", DATASET_NAME)
     workflow_id = dataset if dataset.startswith(DATASET_ID_PREFIX) else dataset_id(dataset)
     return client.temporal.get_workflow_handle(workflow_id, result_type=DatasetResult)
 

@@ -26,7 +26,7 @@ from staccato.datasets.models import (
 )
 from staccato.errors import InvalidURLError
 from staccato.models import MiB, TransferOptions, request_digest
-from staccato.quantities import str_list
+from staccato.quantities import URL_OR_PATH, require_str, str_list
 from staccato.urls import EndpointURL, parse_url, resolve_local_directory, root_text
 
 #: schemes a dataset can be listed from
@@ -235,7 +235,7 @@ def make_dataset_request(
                 retry_failed=retry_failed,
                 **tuning,
             )
-    src = parse_url(source)
+    src = parse_url(require_str(source, "source", URL_OR_PATH))
     dst = resolve_local_directory(parse_url(destination), is_directory=True)
     if src.scheme not in LISTABLE_SCHEMES:
         raise InvalidURLError(

@@ -36,8 +36,9 @@ driver's ``RequestDeadlineError`` (a stat request over its deadline) and the str
 guard's ``StreamAbandonedError`` (a stream blocked past its heartbeat timeout) are
 retryable (:class:`RetryableError` subclasses).
 
-Two failure types are not classes: :data:`INTERNAL_ERROR_TYPE` (a bug in an activity,
-never retried) and :data:`INVALID_INPUT_TYPE` (a workflow input the workflow refuses).
+Three failure types are not classes: :data:`INTERNAL_ERROR_TYPE` (a bug in an activity,
+never retried), :data:`INVALID_INPUT_TYPE` (a workflow input the workflow refuses) and
+:data:`DESTINATION_CANCELLED_TYPE` (a front run's destination's transfer was cancelled).
 
 Names: every class ends in ``Error``; the old names (``NotFound``, ``WriteSessionLost``,
 ``IsADirectory``, ...) stay as aliases, and ``TYPE`` keeps the old name, so failures
@@ -54,6 +55,10 @@ from typing import ClassVar
 INTERNAL_ERROR_TYPE = "InternalError"
 #: ``ApplicationError.type`` of a workflow input the workflow refuses
 INVALID_INPUT_TYPE = "InvalidInput"
+#: ``ApplicationError.type`` of a front run's activity when the destination's transfer
+#: it ran as was cancelled by someone else (``staccato cancel DEST``): the front records
+#: state ``cancelled`` and shows it (:mod:`staccato.run_states`), though it ends FAILED
+DESTINATION_CANCELLED_TYPE = "DestinationTransferCancelled"
 
 
 class StaccatoError(Exception):

@@ -46,7 +46,7 @@ from staccato.models import (
     TransferState,
     iso_utc,
 )
-from staccato.quantities import str_list
+from staccato.quantities import GROUP_NAME, require_str, str_list
 from staccato.urls import redact
 from staccato.workflows import search_attributes as sa
 
@@ -321,7 +321,9 @@ async def _described_group(handle: WorkflowHandle[Any, Any], group: str) -> Any:
 
     Raises:
         TransferNotFoundError: no such workflow, or not a fan-out group.
+        TypeError: ``group`` is not a str.
     """
+    require_str(group, "group", GROUP_NAME)
     try:
         description = await handle.describe()
     except RPCError as err:

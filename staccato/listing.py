@@ -32,6 +32,7 @@ from staccato.client import DATASET_TYPE, GROUP_TYPE, TRANSFER_TYPE
 from staccato.datasets.models import DATASET_ID_PREFIX, DatasetStatus
 from staccato.errors import StaccatoError
 from staccato.models import GroupStatus, TransferStatus
+from staccato.run_states import ended_condition
 
 if TYPE_CHECKING:
     from staccato.client import StaccatoClient
@@ -45,30 +46,22 @@ ALL_TYPES = (DATASET_TYPE, GROUP_TYPE, TRANSFER_TYPE)
 LIST_CONCURRENCY = 16
 
 
-#: a transfer state a closed run shows -> the execution statuses it shows it for
-#: (``staccato.client._STATUS_STATES``)
-_CLOSED_STATUSES = {
-    "completed": ("Completed",),
-    "failed": ("Failed", "Terminated", "TimedOut"),
-    "cancelled": ("Canceled",),
-}
-
-
 def _transfer_state(state: str) -> str:
     """The visibility condition of a transfer run that may show ``state``. A closed
-    run shows the state of its execution status, whatever its StaccatoState last said
-    (a front run cancelled before its delayed start never ran to set it: it stays
+    run shows the state :func:`staccato.run_states.ended_state` gives it (its execution
+    status, whatever its StaccatoState last said, except a run that ended FAILED having
+    recorded ``cancelled``: a front run whose destination's transfer was cancelled; a
+    front run cancelled before its delayed start never ran to set it: it stays
     ``scheduled``); a running run shows its StaccatoState (``failed`` too: a failed
     transfer's run goes on while it removes its partial data). The rows read are checked
     against ``state`` again (a run may have moved on since)."""
-    closed = _CLOSED_STATUSES.get(state)
+    ended = ended_condition(state)
     running = f"StaccatoState = '{state}' AND ExecutionStatus = 'Running'"
-    if closed is None:
+    if ended is None:
         return running
-    ended = [f"ExecutionStatus = '{status}'" for status in closed]
     if state == "failed":  # failed, its run still removing the partial data
-        ended.append(f"({running})")
-    return "(" + " OR ".join(ended) + ")"
+        return f"({ended} OR ({running}))"
+    return ended
 
 
 def _query(types: Sequence[str], transfer_state: str | None) -> str:

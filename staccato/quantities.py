@@ -5,13 +5,14 @@ each ``ValueError`` into a usage error, which click prefixes with the option's n
 (:class:`staccato.models.TransferOptions` takes the same texts for its size, rate and
 duration fields, and pydantic names the field; :meth:`staccato.client.StaccatoClient.start`
 checks ``not_before`` with :func:`check_start_time`, as ``submit --not-before`` does),
-and the API's list parameters (:func:`str_list`).
+and the API's text and list parameters (:func:`require_str`, :func:`str_list`).
 
 Pure: no I/O, the clock only where a caller passes it. (Output is :mod:`staccato.units`.)
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
@@ -140,6 +141,41 @@ def check_start_time(at: datetime, now: datetime, shown: str) -> datetime:
     if at - now > timedelta(seconds=MAX_DURATION_S):
         raise ValueError(f"{shown} is more than 30 days ahead")
     return at
+
+
+#: what the Python API's text parameters name (:func:`require_str`)
+URL_OR_PATH = "a URL or path"
+TRANSFER_NAME = "a transfer id or destination"
+DATASET_NAME = "a dataset id or destination root"
+GROUP_NAME = "a fan-out group id"
+SCHEDULE_NAME = "a schedule name"
+
+
+def require_str(value: object, parameter: str, expected: str) -> str:
+    """``value``, checked to be a ``str``: the one check of the Python API's text
+    parameters (URLs, paths, ids, names) at its entry points, so a wrong type is
+    refused naming the parameter rather than failing deep inside with a raw
+    ``AttributeError`` (``'int' object has no attribute 'strip'``).
+
+    Args:
+        value: what the caller passed.
+        parameter: the parameter's name (``source``, ``transfer``, ...).
+        expected: what the str names (:data:`URL_OR_PATH`, :data:`TRANSFER_NAME`, ...).
+
+    Raises:
+        TypeError: ``value`` is not a str; the message names ``parameter``, what it
+            expects and what was given (bytes: decode them; a path object: ``str()``).
+    """
+    if isinstance(value, str):
+        return value
+    hint = ""
+    if isinstance(value, bytes | bytearray):
+        hint = " (decode it first, e.g. os.fsdecode(value))"
+    elif isinstance(value, os.PathLike):
+        hint = " (pass str(path))"
+    raise TypeError(
+        f"{parameter}: expected a str ({expected}), not {type(value).__name__} {value!r}{hint}"
+    )
 
 
 def str_list(value: str | Iterable[str], parameter: str) -> list[str]:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from staccato.errors import StaccatoError
+from staccato.quantities import SCHEDULE_NAME, require_str
 
 if TYPE_CHECKING:  # imported where built: the command's checks need no Temporal client
     from temporalio.client import ScheduleOverlapPolicy, ScheduleSpec
@@ -81,8 +82,9 @@ def check_name(name: str) -> str:
     Raises:
         InvalidScheduleError: not 1..64 of letters, digits, ``.``, ``_``, ``-``,
             starting with a letter or digit (it becomes part of Temporal ids).
+        TypeError: ``name`` is not a str.
     """
-    if not _NAME.fullmatch(name):
+    if not _NAME.fullmatch(require_str(name, "name", SCHEDULE_NAME)):
         raise InvalidScheduleError(
             f"schedule name {name!r}: expected 1 to {MAX_NAME_CHARS} letters, digits, '.', "
             "'_' or '-', starting with a letter or digit (e.g. nightly-backup)"

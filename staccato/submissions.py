@@ -23,6 +23,7 @@ from staccato.models import (
     TransferState,
     TransferStatus,
 )
+from staccato.quantities import URL_OR_PATH, require_str
 from staccato.secrets import seal_source
 from staccato.urls import SOURCE_ONLY_SCHEMES, EndpointURL, parse_url, resolve_local_directory
 
@@ -111,15 +112,16 @@ def make_request(
         InvalidURLError: a URL is malformed, unknown, or cannot play its role, or the
             source has a query (a token) and no key to seal it is configured.
         SecretKeyError: a configured key is malformed.
+        TypeError: ``source`` or ``destination`` is not a str.
     """
-    src = parse_url(source)
+    src = parse_url(require_str(source, "source", URL_OR_PATH))
     if src.scheme == "s3" and not src.key:
         whole = source.split("?", 1)[0].rstrip("/")
         raise InvalidURLError(
             f"source {source!r} names a bucket, not an object: a copy reads one object, "
             f"{whole}/KEY (cp -r {whole}/ copies every object in the bucket)"
         )
-    dst = resolve_local_directory(parse_url(destination))
+    dst = resolve_local_directory(parse_url(require_str(destination, "destination", URL_OR_PATH)))
     if dst.scheme in SOURCE_ONLY_SCHEMES:
         raise InvalidURLError(
             f"{dst.scheme} endpoints can only be sources, not destinations: {dst}"

@@ -284,3 +284,104 @@ async def _delete_if_made(schedules: Any, name: str) -> None:
         await schedules.delete(name)
     except ScheduleNotFoundError:
         pass
+
+
+#: (call, the parameter the refusal names, what it expects): every entry point of the
+#: Python API that takes a text, each with its argument in the position under test
+TEXT_PARAMETERS: list[tuple[str, str, str]] = [
+    ("submit(source)", "source", "a URL or path"),
+    ("submit(destination)", "destination", "a URL or path"),
+    ("start(source)", "source", "a URL or path"),
+    ("make_request(destination)", "destination", "a URL or path"),
+    ("fan_out(source)", "source", "a URL or path"),
+    ("status", "transfer", "a transfer id or destination"),
+    ("cancel", "transfer", "a transfer id or destination"),
+    ("pause", "transfer", "a transfer id or destination"),
+    ("resume", "transfer", "a transfer id or destination"),
+    ("wait", "transfer", "a transfer id or destination"),
+    ("outcome", "transfer", "a transfer id or destination"),
+    ("follow", "transfer", "a transfer id or destination"),
+    ("group_status", "group", "a fan-out group id"),
+    ("wait_group", "group", "a fan-out group id"),
+    ("dataset_status", "dataset", "a dataset id or destination root"),
+    ("cancel_dataset", "dataset", "a dataset id or destination root"),
+    ("await_dataset_end", "dataset", "a dataset id or destination root"),
+    ("submit_dataset(source)", "source", "a URL or path"),
+    ("schedule describe", "name", "a schedule name"),
+    ("schedule create(name)", "name", "a schedule name"),
+    ("schedule create(source)", "source", "a URL or path"),
+]
+
+
+def _text_call(client: StaccatoClient, call: str, value: Any, data_dir: Path) -> Awaitable[Any]:
+    """The entry point ``call`` (:data:`TEXT_PARAMETERS`) with ``value`` in the
+    parameter under test and valid texts elsewhere."""
+    from staccato import dataset_client
+    from staccato.schedules import Schedules, Timing
+
+    src, dst = str(data_dir / "in.bin"), str(data_dir / "out.bin")
+    schedules = Schedules(client)
+    every = Timing(every_s=3600)
+
+    async def sync(result: Any) -> Any:
+        return result
+
+    calls: dict[str, Callable[[], Awaitable[Any]]] = {
+        "submit(source)": lambda: client.submit(value, dst),
+        "submit(destination)": lambda: client.submit(src, value),
+        "start(source)": lambda: client.start(value, dst),
+        "make_request(destination)": lambda: sync(StaccatoClient.make_request(src, value)),
+        "fan_out(source)": lambda: client.fan_out(value, [dst, dst + ".2"]),
+        "group_status": lambda: client.group_status(value),
+        "wait_group": lambda: client.wait_group(value),
+        "dataset_status": lambda: dataset_client.dataset_status(client, value),
+        "cancel_dataset": lambda: dataset_client.cancel_dataset(client, value),
+        "await_dataset_end": lambda: dataset_client.await_dataset_end(client, value),
+        "submit_dataset(source)": lambda: dataset_client.submit_dataset(client, value, dst),
+        "schedule describe": lambda: schedules.describe(value),
+        "schedule create(name)": lambda: schedules.create(value, src, dst, every),
+        "schedule create(source)": lambda: schedules.create("pytext", value, dst, every),
+    }
+    if call in calls:
+        return calls[call]()
+    return _call(client, call, value)  # a single-transfer call of ``transfer``
+
+
+@pytest.mark.parametrize(("call", "parameter", "expected"), TEXT_PARAMETERS)
+async def test_a_text_parameter_given_another_type_is_a_type_error(
+    client: StaccatoClient, data_dir: Path, call: str, parameter: str, expected: str
+) -> None:
+    """An int, bytes, None or a Path where the API takes a str (a URL or path, an id or
+    destination, a name) is a TypeError naming the parameter, the str it expects and
+    what was given (tester53: ``'int' object has no attribute 'strip'``, ``a bytes-like
+    object is required``, ``'NoneType' object has no attribute 'startswith'``),
+    before Temporal is asked anything."""
+    for value, given in [
+        (123, "not int 123"),
+        (b"/data/x.bin", "not bytes b'/data/x.bin' (decode it first"),
+        (None, "not NoneType None"),
+        (data_dir / "x.bin", "(pass str(path))"),
+    ]:
+        with pytest.raises(TypeError) as raised:
+            await asyncio.wait_for(_text_call(client, call, value, data_dir), REFUSED_WITHIN_S)
+        said = str(raised.value)
+        assert said.startswith(f"{parameter}: expected a str ({expected}), "), (call, said)
+        assert given in said, (call, value, said)
+
+
+def test_require_str_passes_a_str_and_names_the_rest() -> None:
+    """The one check behind those refusals: a str (also an empty one: what it names is
+    checked later, as a URL or id) comes back unchanged; anything else is a TypeError
+    naming the parameter, the str expected and the value given."""
+    from staccato.quantities import URL_OR_PATH, require_str
+
+    assert require_str("s3://b/k", "source", URL_OR_PATH) == "s3://b/k"
+    assert require_str("", "source", URL_OR_PATH) == ""
+    with pytest.raises(TypeError) as raised:
+        require_str(bytearray(b"x"), "destination", URL_OR_PATH)
+    assert str(raised.value) == (
+        "destination: expected a str (a URL or path), not bytearray bytearray(b'x') "
+        "(decode it first, e.g. os.fsdecode(value))"
+    )
+    with pytest.raises(TypeError, match=r"^source: expected a str \(a URL or path\), not list"):
+        require_str(["/a"], "source", URL_OR_PATH)

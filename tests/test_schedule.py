@@ -567,6 +567,22 @@ async def test_source_token_stays_sealed(
 CANCELLED_RUN_BYTES = 32 * MiB
 
 
+def _trigger_until_copying(cli, name: str) -> str:
+    """Trigger a run of the schedule ``name`` and wait (at most 60 s) until its
+    destination's transfer has written a chunk (2 MiB); the run's id."""
+    triggered = cli("schedule", "trigger", name)
+    assert triggered.returncode == 0 and "started: " in triggered.stdout, triggered
+    run_id = triggered.stdout.split("started: ", 1)[1].strip()
+    deadline = time.monotonic() + 60
+    while True:  # until a chunk is written (the slow server sends 2 MB/s)
+        shown = json.loads(cli("status", run_id, "--json").stdout)
+        if shown["bytes_done"] >= 2 * MiB or time.monotonic() > deadline:
+            break
+        time.sleep(1.0)  # a CLI process per look, as _until
+    assert shown["state"] == "running" and shown["bytes_done"] >= 2 * MiB, shown
+    return run_id
+
+
 def test_a_cancelled_run_shows_the_bytes_it_copied(
     cli, slow_nginx: NginxServer, http_root: Path, data_dir: Path
 ) -> None:
@@ -583,16 +599,7 @@ def test_a_cancelled_run_shows_the_bytes_it_copied(
     )  # fmt: skip
     assert created.returncode == 0, created
     try:
-        triggered = cli("schedule", "trigger", name)
-        assert triggered.returncode == 0 and "started: " in triggered.stdout, triggered
-        run_id = triggered.stdout.split("started: ", 1)[1].strip()
-        deadline = time.monotonic() + 60
-        while True:  # until a chunk is written (the slow server sends 2 MB/s)
-            shown = json.loads(cli("status", run_id, "--json").stdout)
-            if shown["bytes_done"] >= 2 * MiB or time.monotonic() > deadline:
-                break
-            time.sleep(1.0)  # a CLI process per look, as _until
-        assert shown["state"] == "running" and shown["bytes_done"] >= 2 * MiB, shown
+        run_id = _trigger_until_copying(cli, name)
         cancelled = cli("cancel", run_id)
         assert cancelled.returncode == 0, cancelled
         view = _until(cli, name, lambda v: not v["running"], 60, "the run's end")
@@ -611,5 +618,80 @@ def test_a_cancelled_run_shows_the_bytes_it_copied(
         text = cli("schedule", "describe", name).stdout
         row = next(line for line in text.splitlines() if run_id in line)
         assert "/ 32.0 MiB" in row and "?" not in row, row
+    finally:
+        cli("schedule", "delete", name)
+
+
+async def test_a_run_whose_destination_was_cancelled_shows_cancelled(
+    cli, client, slow_nginx: NginxServer, http_root: Path, data_dir: Path
+) -> None:
+    """`staccato cancel DEST` while a schedule's run copies cancels the destination's
+    transfer that run runs as: the run shows ``cancelled`` (tester: ``failed``, with
+    "cancelled: the destination's transfer ... was cancelled") in schedule describe,
+    status (text and --json), list --state and the Python client, and records
+    StaccatoState ``cancelled`` (the UI's filter), though Temporal says Failed (the SDK
+    ends a workflow Canceled only when a cancel was asked of it); its error still says
+    whose cancel it was."""
+    from staccato.client import transfer_id
+    from staccato.models import TransferState
+    from staccato.workflows import search_attributes as sa
+
+    source = http_root / f"dcancel-{uuid.uuid4().hex[:8]}.bin"
+    write_random(source, CANCELLED_RUN_BYTES, seed=13)
+    at_rest(source)
+    destination = data_dir / "dst.bin"
+    canonical = transfer_id(str(destination))
+    name = _name()
+    created = cli(
+        "schedule", "create", name, slow_nginx.url(source.name), str(destination),
+        "--every", "1h", "--paused", "--streams", "1", "--chunk-size", "1MiB",
+    )  # fmt: skip
+    assert created.returncode == 0, created
+    try:
+        run_id = _trigger_until_copying(cli, name)
+        # the destination names its transfer (running), not the schedule's run
+        cancelled = cli("cancel", str(destination))
+        assert cancelled.returncode == 0 and canonical in cancelled.stdout, cancelled
+        view = _until(cli, name, lambda v: not v["running"], 60, "the run's end")
+        (run,) = view["recent_runs"]
+        assert run["state"] == "cancelled", run
+        assert f"the destination's transfer {canonical} was cancelled" in run["error"], run
+        text = cli("schedule", "describe", name).stdout
+        row = next(line for line in text.splitlines() if run_id in line)
+        assert row.split()[1] == "cancelled", row
+        # status, text and JSON; the destination's transfer itself
+        shown = json.loads(cli("status", run_id, "--json").stdout)
+        assert shown["state"] == "cancelled" and canonical in shown["error"], shown
+        lines = cli("status", run_id).stdout.splitlines()
+        assert next(line for line in lines if line.startswith("state")).split() == [
+            "state",
+            "cancelled",
+        ], lines
+        assert json.loads(cli("status", canonical, "--json").stdout)["state"] == "cancelled"
+        # list --state: under cancelled (once visibility has the close: it lags the
+        # run's own state, a little), not under failed
+        deadline = time.monotonic() + 30
+        while True:
+            listed = cli("list", "--state", "cancelled", "--json")
+            assert listed.returncode == 0, listed
+            ids = [r["id"] for r in json.loads(listed.stdout)]
+            if run_id in ids or time.monotonic() > deadline:
+                break
+            time.sleep(1.0)  # a CLI process per look, as _until
+        assert run_id in ids, listed.stdout
+        failed = cli("list", "--state", "failed", "--json")
+        assert failed.returncode == 0, failed
+        assert run_id not in [r["id"] for r in json.loads(failed.stdout)], failed.stdout
+        # the Python client
+        assert (await client.status(run_id)).state == TransferState.cancelled
+        rows = await client.list(state=TransferState.cancelled)
+        assert run_id in [r.id for r in rows], rows
+        # the UI's filter: StaccatoState; Temporal's own status stays Failed
+        description = await client.temporal.get_workflow_handle(run_id).describe()
+        assert description.typed_search_attributes.get(sa.STATE) == "cancelled"
+        assert description.status is not None and description.status.name == "FAILED"
+        # a cancel of the run now: it is cancelled already (exit 0)
+        again = cli("cancel", run_id)
+        assert again.returncode == 0 and "already cancelled" in again.stdout, again
     finally:
         cli("schedule", "delete", name)

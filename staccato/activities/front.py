@@ -29,7 +29,12 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 from temporalio.exceptions import ApplicationError, CancelledError, TerminatedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from staccato.errors import DestinationBusyError, TransferFailedError, innermost_message
+from staccato.errors import (
+    DESTINATION_CANCELLED_TYPE,
+    DestinationBusyError,
+    TransferFailedError,
+    innermost_message,
+)
 from staccato.ids import transfer_id
 from staccato.models import FrontCheckpoint, FrontInput, IfBusy, TransferResult, TransferState
 from staccato.starts import STARTED_BY, QueuePlace, queue_place, start_or_attach
@@ -63,7 +68,9 @@ class FrontActivities:
         Raises:
             ApplicationError: non-retryable: ``destination busy: ...`` (``if_busy =
                 fail`` and a different transfer holds the destination), or the
-                canonical run failed / was cancelled by someone else / terminated.
+                canonical run failed / was terminated (type ``TransferFailed``) / was
+                cancelled by someone else (type
+                :data:`~staccato.errors.DESTINATION_CANCELLED_TYPE`).
             asyncio.CancelledError: this activity was cancelled (the front was): the
                 canonical run was cancelled too, and ended cancelled.
         """
@@ -155,8 +162,13 @@ class FrontActivities:
         except WorkflowFailureError as err:
             cause: BaseException | None = err.cause
             if isinstance(cause, CancelledError):
-                message = f"cancelled: the destination's transfer {canonical} was cancelled"
-            elif isinstance(cause, TerminatedError):
+                # its own type: the front records state cancelled (staccato.run_states)
+                raise ApplicationError(
+                    f"cancelled: the destination's transfer {canonical} was cancelled",
+                    type=DESTINATION_CANCELLED_TYPE,
+                    non_retryable=True,
+                ) from None
+            if isinstance(cause, TerminatedError):
                 message = f"failed: the destination's transfer {canonical} was terminated"
             else:
                 message = innermost_message(cause)

@@ -11,7 +11,10 @@ when a different transfer holds the destination it fails with "destination busy"
 (``options.if_busy = fail``) or waits for it to end (``wait``). The front reports
 the canonical run's outcome as its own: completed (its result), failed (its reason)
 or cancelled. Cancelling the front cancels the canonical run it drives, and still
-reports what that run did (one that had begun publishing completes: completed).
+reports what that run did (one that had begun publishing completes: completed). When
+someone else cancels the canonical run (``staccato cancel DEST``), the front ends
+FAILED in Temporal (the SDK ends a workflow Canceled only when a cancel was asked of
+it) but records state ``cancelled``, which every view shows (:mod:`staccato.run_states`).
 
 History: a front run adds 2 markers (patches), at most 2 upserts (search attributes,
 memo, only when the start lacked them), the activity's 3 events, at most 2
@@ -41,7 +44,7 @@ with workflow.unsafe.imports_passed_through():
     )
 
 from staccato.workflows import search_attributes as sa
-from staccato.workflows.failures import reason, reason_type
+from staccato.workflows.failures import DESTINATION_CANCELLED, reason, reason_type
 
 #: the activity a front run runs (served by the control worker)
 RUN_AS_DESTINATION_TRANSFER = "run_as_destination_transfer"
@@ -82,7 +85,9 @@ async def run_front(
 
     Raises:
         ApplicationError: non-retryable: destination busy (``if_busy = fail``), or the
-            canonical run failed or was cancelled by someone else (its reason).
+            canonical run failed (its reason), or was cancelled by someone else (type
+            :data:`~staccato.workflows.failures.DESTINATION_CANCELLED`; the front's state
+            is then ``cancelled``, though it ends FAILED).
         asyncio.CancelledError: the front was cancelled and so was the canonical run.
     """
     info = workflow.info()
@@ -122,8 +127,14 @@ async def run_front(
             set_state(TransferState.cancelled)
             raise asyncio.CancelledError() from None
         progress.error = reason(err)
-        set_state(TransferState.failed)
-        raise ApplicationError(progress.error, type=reason_type(err), non_retryable=True) from None
+        kind = reason_type(err)
+        # the destination's transfer was cancelled by someone else: so was this run. It
+        # can only end FAILED (a workflow ends Canceled only when a cancel was asked of
+        # it), so it records cancelled, which every view shows (staccato.run_states).
+        # Decided by the activity's recorded failure: old histories replay unchanged.
+        cancelled = kind == DESTINATION_CANCELLED
+        set_state(TransferState.cancelled if cancelled else TransferState.failed)
+        raise ApplicationError(progress.error, type=kind, non_retryable=True) from None
     progress.bytes_total = progress.bytes_committed = result.bytes
     progress.checksum = result.checksum
     progress.phase = "done"
