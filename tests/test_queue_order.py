@@ -5,6 +5,7 @@ source's bytes end up at the destination."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,16 @@ from temporalio.client import WorkflowExecutionStatus
 
 from staccato.client import StaccatoClient, transfer_id
 from staccato.models import IfBusy, TransferOptions, TransferState
-from staccato.starts import STARTED_BY
-from tests.helpers import MiB, WorkerProcess, at_rest, sha256_file, wait_for_status, write_random
+from staccato.starts import STARTED_BY, front_id, start_front
+from tests.helpers import (
+    MiB,
+    WorkerProcess,
+    at_rest,
+    run_cli,
+    sha256_file,
+    wait_for_status,
+    write_random,
+)
 from tests.servers.nginx import NginxServer
 from tests.servers.pacing_proxy import PacingProxy
 
@@ -116,3 +125,54 @@ async def test_queued_transfers_keep_submission_order_across_a_worker_kill(
         f"canonical runs in start order were started by {starters}; submitted: {fronts}"
     )
     assert sha256_file(destination) == digests[-1], "the destination holds not the last submitted"
+
+
+async def test_a_start_never_jumps_a_transfer_queued_earlier(
+    client: StaccatoClient, worker: WorkerProcess, temporal_server, data_dir: Path
+) -> None:
+    """While a transfer queued for a destination waits (here one no worker serves: it
+    waits until it is terminated), the destination is not free for a later start,
+    even with no transfer writing it: `submit` (the light client, and the SDK's client
+    it hands over to) fails as busy naming the queued one; `--if-busy wait` queues
+    behind it and runs once it has left the queue."""
+    first = data_dir / "early.bin"
+    write_random(first, 64 * 1024, seed=721)
+    later = data_dir / "later.bin"
+    later_digest = write_random(later, 96 * 1024, seed=722)
+    destination = data_dir / "jump.out"
+    request = client.make_request(str(first), str(destination), WAIT)
+    early = front_id(request)
+    await start_front(
+        client.temporal, request, task_queue=f"noworker-{uuid.uuid4().hex[:8]}", workflow_id=early
+    )
+    query = f"WorkflowId = '{early}' AND ExecutionStatus = 'Running'"
+    await _until(
+        lambda: _ids(client.temporal.list_workflows(query)), f"{early} listed", timeout_s=30
+    )
+    env = {"STACCATO_TEMPORAL_HTTP": temporal_server.http_address}
+    for light in ("1", "0"):
+        out = run_cli(
+            "submit",
+            str(later),
+            str(destination),
+            address=temporal_server.address,
+            task_queue=worker.task_queue,
+            env={**env, "STACCATO_LIGHT_CLIENT": light},
+        )
+        assert out.returncode == 1, (light, out)
+        assert "queued for it earlier" in out.stderr and early in out.stderr, out.stderr
+    assert not destination.exists()
+    queued = await client.start(str(later), str(destination), WAIT)
+    assert queued.queued, queued
+    waiting = await wait_for_status(
+        client, queued.id, lambda s: s.state == TransferState.queued, timeout_s=60
+    )
+    assert early in (waiting.reason or ""), waiting
+    await client.temporal.get_workflow_handle(early).terminate("left the queue (test)")
+    result = await asyncio.wait_for(client.wait(queued.id), 60)
+    assert result.bytes == 96 * 1024
+    assert sha256_file(destination) == later_digest
+
+
+async def _ids(executions: Any) -> list[str]:
+    return [e.id async for e in executions]
