@@ -106,11 +106,14 @@ async def start_or_attach(
             earlier waits (the message names it).
     """
     workflow_id = transfer_id(request.destination)
-    if not await _running(client, workflow_id):
-        ahead = await queued_ahead(client, request.destination, place=place)
-        if ahead:
-            raise queued_busy(request.destination, ahead)
-    request_hash = request.request_hash()
+    # a running transfer is met without a start: a start decided on a description
+    # that said "running" could succeed once that run has ended, ahead of the queue
+    description = await _latest(client, workflow_id)
+    if description is not None and description.status == WorkflowExecutionStatus.RUNNING:
+        return await _attach_or_refuse(client, request, description, description.run_id)
+    ahead = await queued_ahead(client, request.destination, place=place)
+    if ahead:
+        raise queued_busy(request.destination, ahead)
     run_memo = sa.start_memo(request)
     if started_by:
         run_memo[STARTED_BY] = started_by
@@ -131,41 +134,52 @@ async def start_or_attach(
         )
     except WorkflowAlreadyStartedError as err:
         description = await client.get_workflow_handle(workflow_id).describe()
-        holder = dict(await description.memo())
-        run_id = err.run_id or description.run_id
-        if description.typed_search_attributes.get(sa.STATE) == TransferState.failed.value:
-            # it failed already and only removes its partial data: never attach to it
-            raise await _cleaning_up(
-                client, workflow_id, description, request.destination
-            ) from None
-        # the same source: what differs, if anything, is the options (named below)
-        running = None
-        if holder.get("source") == request.source:
-            running = await running_request(client, workflow_id, run_id)
-        if holder.get("request_hash") == request_hash:
-            ignored = option_differences(request.options, running.options) if running else []
-            return Started(workflow_id, run_id, attached=True, ignored=tuple(ignored))
-        differ = (
-            option_differences(request.options, running.options, conflicts=True) if running else []
+        return await _attach_or_refuse(
+            client, request, description, err.run_id or description.run_id
         )
+    return Started(workflow_id, handle.first_execution_run_id or handle.result_run_id or "", False)
+
+
+async def _attach_or_refuse(
+    client: Client, request: TransferRequest, description: WorkflowExecutionDescription, run_id: str
+) -> Started:
+    """Attach ``request`` to the destination's running transfer (``description``, its
+    run ``run_id``) when it is the identical request, else refuse it.
+
+    Raises:
+        DestinationBusyError: a different transfer runs (or its failed run still
+            removes its partial data), named with its source.
+    """
+    workflow_id = description.id
+    holder = dict(await description.memo())
+    if description.typed_search_attributes.get(sa.STATE) == TransferState.failed.value:
+        # it failed already and only removes its partial data: never attach to it
+        raise await _cleaning_up(client, workflow_id, description, request.destination) from None
+    # the same source: what differs, if anything, is the options (named below)
+    running = None
+    if holder.get("source") == request.source:
+        running = await running_request(client, workflow_id, run_id)
+    if holder.get("request_hash") == request.request_hash():
+        ignored = option_differences(request.options, running.options) if running else []
+        return Started(workflow_id, run_id, attached=True, ignored=tuple(ignored))
+    differ = option_differences(request.options, running.options, conflicts=True) if running else []
+    held = (
+        f"destination busy: {request.destination} is being written by transfer "
+        f"{workflow_id} (from {holder.get('source', '?')})"
+    )
+    if differ:
         held = (
             f"destination busy: {request.destination} is being written by transfer "
-            f"{workflow_id} (from {holder.get('source', '?')})"
+            f"{workflow_id} from the same source with other options "
+            f"({'; '.join(differ)}): yours would not apply to it"
         )
-        if differ:
-            held = (
-                f"destination busy: {request.destination} is being written by transfer "
-                f"{workflow_id} from the same source with other options "
-                f"({'; '.join(differ)}): yours would not apply to it"
-            )
-        raise DestinationBusyError(
-            f"{held}; wait for it to finish, "
-            f"cancel it with `staccato cancel {workflow_id}`, or start with --if-busy wait "
-            '(in a raw start\'s or a Schedule\'s input: "options": {"if_busy": "wait"})'
-            + (": yours then runs with your options after it" if differ else ""),
-            holder=held,
-        ) from None
-    return Started(workflow_id, handle.first_execution_run_id or handle.result_run_id or "", False)
+    raise DestinationBusyError(
+        f"{held}; wait for it to finish, "
+        f"cancel it with `staccato cancel {workflow_id}`, or start with --if-busy wait "
+        '(in a raw start\'s or a Schedule\'s input: "options": {"if_busy": "wait"})'
+        + (": yours then runs with your options after it" if differ else ""),
+        holder=held,
+    )
 
 
 #: a front run's place in its destination's queue: (when it was due: its start, or
@@ -182,15 +196,14 @@ def queue_place(execution: WorkflowExecution) -> QueuePlace:
     return (execution.execution_time or execution.start_time, execution.id)
 
 
-async def _running(client: Client, workflow_id: str) -> bool:
-    """Whether the latest run of ``workflow_id`` is running."""
+async def _latest(client: Client, workflow_id: str) -> WorkflowExecutionDescription | None:
+    """The description of the latest run of ``workflow_id``; None when it has none."""
     try:
-        description = await client.get_workflow_handle(workflow_id).describe()
+        return await client.get_workflow_handle(workflow_id).describe()
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:
-            return False
+            return None
         raise
-    return description.status == WorkflowExecutionStatus.RUNNING
 
 
 async def queued_ahead(

@@ -106,6 +106,13 @@ class FrontActivities:
                     activity.heartbeat(state)
                     await asyncio.sleep(self._busy_poll_s)
                     continue
+                activity.logger.info(
+                    "%s: %s the destination's transfer %s (queued since %s)",
+                    front.front_id,
+                    "attached to" if started.attached else "started",
+                    started.run_id,
+                    place[0].isoformat(),
+                )
                 state.run_id, state.attached, state.waiting_for = (
                     started.run_id,
                     started.attached,
