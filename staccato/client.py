@@ -99,7 +99,15 @@ from staccato.overlaps import overlap_busy, overlapping_writer
 from staccato.quantities import TRANSFER_NAME, check_start_time, require_str
 from staccato.run_fields import DATASET_TYPE, TRANSFER_TYPE
 from staccato.run_states import ended_state
-from staccato.starts import STARTED_BY, front_id, queue_front, start_front, start_or_attach
+from staccato.starts import (
+    STARTED_BY,
+    front_id,
+    queue_front,
+    queue_place,
+    queued_ahead,
+    start_front,
+    start_or_attach,
+)
 from staccato.submissions import (
     Submission,
     destination_transfer_id,
@@ -802,7 +810,7 @@ class StaccatoClient:
             staging_rate_bytes_per_s=staging_rate if _staging(progress) else None,
             runs_as=runs_as,
             reason=(
-                f"destination busy: waiting for transfer {runs_as}, which is writing it"
+                await self._front_reason(description, runs_as, memo.get("destination", ""))
                 if state == TransferState.queued and runs_as
                 # waiting for an endpoint or link limit (staccato.workflows.governor)
                 else await self._limit_reason(progress)
@@ -822,6 +830,19 @@ class StaccatoClient:
             if _tuner_chooses(memo, None, state, bytes_total) and begun
             else None,
             cancel_requested=True if cancel_requested else None,
+        )
+
+    async def _front_reason(self, description: Any, runs_as: str, destination: str) -> str:
+        """Why a front run is queued: the destination's transfer ``runs_as`` writes it,
+        or transfers queued for it earlier run first (:func:`staccato.starts.queued_ahead`,
+        the one rule of their order)."""
+        ahead = await queued_ahead(self.temporal, destination, place=queue_place(description))
+        if not ahead:
+            return f"destination busy: waiting for transfer {runs_as}, which is writing it"
+        more = f" and {len(ahead) - 1} more" if len(ahead) > 1 else ""
+        return (
+            f"destination busy: waiting for {ahead[0]}{more}, queued for it earlier, to "
+            f"run first (as the destination's transfer {runs_as})"
         )
 
     async def _limit_reason(self, progress: Progress) -> str | None:

@@ -8,8 +8,10 @@ everything else to the SDK's client (:class:`staccato.client.StaccatoClient`), w
 rules then apply unchanged:
 
 * before the start, the visibility query for running writers that enclose the
-  destination (:func:`staccato.overlaps.overlap_clauses`): any workflow listed, and
-  the SDK's client decides (and names it);
+  destination (:func:`staccato.overlaps.overlap_clauses`) and for any running
+  transfer to the destination itself (its own, or one queued for it, which runs
+  first: :func:`staccato.starts.queued_ahead`): any workflow listed, and the SDK's
+  client decides (and names it);
 * the start itself, exactly as :func:`staccato.starts.start_or_attach` makes it (same
   workflow type, id, task queue, policies, input, memo, search attributes, summary,
   priority; each payload's bytes as the SDK's data converter makes them, sent in the
@@ -68,7 +70,7 @@ from pydantic import BaseModel
 from staccato import run_fields, settings
 from staccato.ids import root_lock_id, transfer_id
 from staccato.models import TransferRequest, TransferResult, TransferState, TransferStatus
-from staccato.overlaps import PAGE_SIZE, overlap_clauses, running_query
+from staccato.overlaps import PAGE_SIZE, _quoted, overlap_clauses, running_query
 from staccato.submissions import Submission, completed_status
 
 if TYPE_CHECKING:  # the dataset modules are imported by a dataset's calls only
@@ -337,6 +339,9 @@ class LightClient:
             request.destination,
             below=False,
             body=start_body(request, task_queue=self.task_queue),
+            # any run to the destination (its transfer, or a transfer queued for it
+            # that runs first: staccato.starts.queued_ahead): the SDK's client decides
+            also=[f"{run_fields.DESTINATION} = {_quoted(run_fields.keyword(request.destination))}"],
         )
 
     async def start_dataset(self, request: DatasetRequest) -> Submission | None:
@@ -361,15 +366,21 @@ class LightClient:
         )
 
     async def _start(
-        self, workflow_id: str, target: str, *, below: bool, body: dict[str, Any]
+        self,
+        workflow_id: str,
+        target: str,
+        *,
+        below: bool,
+        body: dict[str, Any],
+        also: list[str] | None = None,
     ) -> Submission | None:
         """Ask visibility for running writers overlapping ``target`` (``below``: also
-        inside it, a dataset's root), then, when none is listed, start ``body`` under
-        ``workflow_id``; None when a writer is listed, the start is refused or a call
-        fails."""
+        inside it, a dataset's root) or matching a clause of ``also``, then, when none
+        is listed, start ``body`` under ``workflow_id``; None when a writer is listed,
+        the start is refused or a call fails."""
         try:
             _, enclosing, inside = overlap_clauses([target], below=below)
-            query = running_query(enclosing + inside)
+            query = running_query(enclosing + inside + (also or []))
             if query is not None:
                 listed = await asyncio.wait_for(
                     self.call(

@@ -12,11 +12,16 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from pydantic import BaseModel
-from temporalio.client import Client, WorkflowExecutionDescription
+from temporalio.client import (
+    Client,
+    WorkflowExecution,
+    WorkflowExecutionDescription,
+    WorkflowExecutionStatus,
+)
 from temporalio.common import (
     Priority,
     SearchAttributeKey,
@@ -26,11 +31,13 @@ from temporalio.common import (
     WorkflowIDReusePolicy,
 )
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 
 from staccato import run_fields, units
 from staccato.errors import DestinationBusyError
 from staccato.ids import transfer_id
 from staccato.models import RUN_ONLY_OPTIONS, TransferOptions, TransferRequest, TransferState
+from staccato.overlaps import _quoted
 from staccato.run_fields import TRANSFER_TYPE, summary
 from staccato.workflows import search_attributes as sa
 
@@ -76,9 +83,14 @@ async def start_or_attach(
     *,
     task_queue: str,
     started_by: str | None = None,
+    place: QueuePlace | None = None,
 ) -> Started:
     """Start the destination's transfer (its canonical run), or attach to the running
     one when it is the identical request.
+
+    The queue's order (:func:`queued_ahead`): while no transfer to the destination
+    runs, a start is refused as busy when a front run queued for it earlier waits
+    (``place``: the starting front's; None: a start now, behind every waiting one).
 
     Args:
         client: a Temporal client with Staccato's data converter.
@@ -86,13 +98,22 @@ async def start_or_attach(
         task_queue: the workers' task queue.
         started_by: ``<front id>/<front run id>`` of the front run starting it (kept
             in the memo so a retried front finds the run it started).
+        place: the starting front run's place in the destination's queue.
 
     Raises:
         DestinationBusyError: a different transfer to this destination is running
-            (the message names it and its source).
+            (the message names it and its source), or a transfer queued for it
+            earlier waits (the message names it).
     """
     workflow_id = transfer_id(request.destination)
-    request_hash = request.request_hash()
+    # a running transfer is met without a start: a start decided on a description
+    # that said "running" could succeed once that run has ended, ahead of the queue
+    description = await _latest(client, workflow_id)
+    if description is not None and description.status == WorkflowExecutionStatus.RUNNING:
+        return await _attach_or_refuse(client, request, description, description.run_id)
+    ahead = await queued_ahead(client, request.destination, place=place)
+    if ahead:
+        raise queued_busy(request.destination, ahead)
     run_memo = sa.start_memo(request)
     if started_by:
         run_memo[STARTED_BY] = started_by
@@ -113,41 +134,131 @@ async def start_or_attach(
         )
     except WorkflowAlreadyStartedError as err:
         description = await client.get_workflow_handle(workflow_id).describe()
-        holder = dict(await description.memo())
-        run_id = err.run_id or description.run_id
-        if description.typed_search_attributes.get(sa.STATE) == TransferState.failed.value:
-            # it failed already and only removes its partial data: never attach to it
-            raise await _cleaning_up(
-                client, workflow_id, description, request.destination
-            ) from None
-        # the same source: what differs, if anything, is the options (named below)
-        running = None
-        if holder.get("source") == request.source:
-            running = await running_request(client, workflow_id, run_id)
-        if holder.get("request_hash") == request_hash:
-            ignored = option_differences(request.options, running.options) if running else []
-            return Started(workflow_id, run_id, attached=True, ignored=tuple(ignored))
-        differ = (
-            option_differences(request.options, running.options, conflicts=True) if running else []
+        return await _attach_or_refuse(
+            client, request, description, err.run_id or description.run_id
         )
+    return Started(workflow_id, handle.first_execution_run_id or handle.result_run_id or "", False)
+
+
+async def _attach_or_refuse(
+    client: Client, request: TransferRequest, description: WorkflowExecutionDescription, run_id: str
+) -> Started:
+    """Attach ``request`` to the destination's running transfer (``description``, its
+    run ``run_id``) when it is the identical request, else refuse it.
+
+    Raises:
+        DestinationBusyError: a different transfer runs (or its failed run still
+            removes its partial data), named with its source.
+    """
+    workflow_id = description.id
+    holder = dict(await description.memo())
+    if description.typed_search_attributes.get(sa.STATE) == TransferState.failed.value:
+        # it failed already and only removes its partial data: never attach to it
+        raise await _cleaning_up(client, workflow_id, description, request.destination) from None
+    # the same source: what differs, if anything, is the options (named below)
+    running = None
+    if holder.get("source") == request.source:
+        running = await running_request(client, workflow_id, run_id)
+    if holder.get("request_hash") == request.request_hash():
+        ignored = option_differences(request.options, running.options) if running else []
+        return Started(workflow_id, run_id, attached=True, ignored=tuple(ignored))
+    differ = option_differences(request.options, running.options, conflicts=True) if running else []
+    held = (
+        f"destination busy: {request.destination} is being written by transfer "
+        f"{workflow_id} (from {holder.get('source', '?')})"
+    )
+    if differ:
         held = (
             f"destination busy: {request.destination} is being written by transfer "
-            f"{workflow_id} (from {holder.get('source', '?')})"
+            f"{workflow_id} from the same source with other options "
+            f"({'; '.join(differ)}): yours would not apply to it"
         )
-        if differ:
-            held = (
-                f"destination busy: {request.destination} is being written by transfer "
-                f"{workflow_id} from the same source with other options "
-                f"({'; '.join(differ)}): yours would not apply to it"
-            )
-        raise DestinationBusyError(
-            f"{held}; wait for it to finish, "
-            f"cancel it with `staccato cancel {workflow_id}`, or start with --if-busy wait "
-            '(in a raw start\'s or a Schedule\'s input: "options": {"if_busy": "wait"})'
-            + (": yours then runs with your options after it" if differ else ""),
-            holder=held,
-        ) from None
-    return Started(workflow_id, handle.first_execution_run_id or handle.result_run_id or "", False)
+    raise DestinationBusyError(
+        f"{held}; wait for it to finish, "
+        f"cancel it with `staccato cancel {workflow_id}`, or start with --if-busy wait "
+        '(in a raw start\'s or a Schedule\'s input: "options": {"if_busy": "wait"})'
+        + (": yours then runs with your options after it" if differ else ""),
+        holder=held,
+    )
+
+
+#: a front run's place in its destination's queue: (when it was due: its start, or
+#: the end of its start delay; its workflow id, which breaks a tie)
+QueuePlace = tuple[datetime, str]
+#: the states of a front run that waits for its destination (it drives the
+#: destination's transfer once ``running``); None: a raw start not yet made visible
+_WAITING_STATES = (None, TransferState.scheduled.value, TransferState.queued.value)
+
+
+def queue_place(execution: WorkflowExecution) -> QueuePlace:
+    """The place of a front run (a listed or described execution) in its
+    destination's queue: earlier due first, then by workflow id."""
+    return (execution.execution_time or execution.start_time, execution.id)
+
+
+async def _latest(client: Client, workflow_id: str) -> WorkflowExecutionDescription | None:
+    """The description of the latest run of ``workflow_id``; None when it has none."""
+    try:
+        return await client.get_workflow_handle(workflow_id).describe()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+
+
+async def queued_ahead(
+    client: Client, destination: str, *, place: QueuePlace | None = None
+) -> list[str]:
+    """The ids of the front runs waiting for ``destination`` (a canonical URL) ahead of
+    ``place``, earliest first: the one rule of the order of ``--if-busy wait``.
+
+    A front run waits while it is open with state ``scheduled`` or ``queued`` (it
+    has not begun to drive the destination's transfer); it is ahead when it was due
+    (:func:`queue_place`: its start, or the end of its start delay) before ``place``,
+    the id breaking a tie; ``place`` None: a start now (every front due by now is
+    ahead). Found with a visibility query (StaccatoDestination), so it holds for
+    fronts of any origin (``submit --if-busy wait``, raw starts, Schedules) and across
+    worker and Temporal restarts. A front cancelled, terminated or ended leaves the
+    queue when its run closes.
+
+    Raises:
+        RPCError: the visibility query failed.
+    """
+    value = run_fields.keyword(destination)
+    query = (
+        f"WorkflowType = '{TRANSFER_TYPE}' AND ExecutionStatus = 'Running' AND "
+        f"{run_fields.DESTINATION} = {_quoted(value)}"
+    )
+    canonical = transfer_id(destination)
+    bound = place or (datetime.now(UTC), "")
+    ahead: list[QueuePlace] = []
+    async for execution in client.list_workflows(query):
+        if execution.id in (canonical, bound[1]):
+            continue
+        if execution.typed_search_attributes.get(sa.STATE) not in _WAITING_STATES:
+            continue
+        # a destination cut to fit the search attribute: the memo has it whole
+        if (await execution.memo()).get("destination", destination) != destination:
+            continue
+        here = queue_place(execution)
+        if here < bound:
+            ahead.append(here)
+    return [workflow_id for _, workflow_id in sorted(ahead)]
+
+
+def queued_busy(destination: str, ahead: list[str]) -> DestinationBusyError:
+    """The refusal of a start to ``destination`` while transfers queued for it earlier
+    (``ahead``, earliest first) wait: they run first, in their order."""
+    more = f" and {len(ahead) - 1} more" if len(ahead) > 1 else ""
+    held = (
+        f"destination busy: {destination} has transfer {ahead[0]}{more} queued for it "
+        "earlier (--if-busy wait), which run first, in the order they were queued"
+    )
+    return DestinationBusyError(
+        f"{held}; start with --if-busy wait to queue behind them, or cancel them with "
+        f"`staccato cancel {ahead[0]}`",
+        holder=held,
+    )
 
 
 async def _cleaning_up(

@@ -9,6 +9,13 @@ Crash safety: every heartbeat carries the canonical run it started or attached t
 (:class:`~staccato.models.FrontCheckpoint`); a retry after the worker died attaches
 to that run and never starts a second one. A start whose heartbeat was lost is
 found again by the memo key ``started_by`` the canonical run carries.
+
+Order: fronts waiting for one destination poll it each on their own, and after a
+worker's restart all their activities retry at once, so the first poll to find the
+destination free is no sign of who queued first. The start itself keeps the order
+(:func:`staccato.starts.queued_ahead`): while the destination is free, a front that
+has an earlier one still waiting (by the time its run was due, then its id, both in
+Temporal) is refused as busy and polls again.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from staccato.errors import (
 )
 from staccato.ids import transfer_id
 from staccato.models import FrontCheckpoint, FrontInput, IfBusy, TransferResult, TransferState
-from staccato.starts import STARTED_BY, start_or_attach
+from staccato.starts import STARTED_BY, QueuePlace, queue_place, start_or_attach
 from staccato.workflows.front import FRONT_STATE_SIGNAL
 
 #: seconds between two looks at a busy destination (``if_busy = wait``)
@@ -75,10 +82,17 @@ class FrontActivities:
             state.run_id = await self._run_started_by(canonical, started_by)
         beat = asyncio.create_task(_heartbeat(lambda: state))
         try:
+            place: QueuePlace | None = None
             while state.run_id is None:
+                if place is None:
+                    place = await self._place(front.front_id, front.front_run_id)
                 try:
                     started = await start_or_attach(
-                        self._client, request, task_queue=self._task_queue, started_by=started_by
+                        self._client,
+                        request,
+                        task_queue=self._task_queue,
+                        started_by=started_by,
+                        place=place,
                     )
                 except DestinationBusyError as err:
                     if request.options.if_busy != IfBusy.wait:
@@ -92,6 +106,13 @@ class FrontActivities:
                     activity.heartbeat(state)
                     await asyncio.sleep(self._busy_poll_s)
                     continue
+                activity.logger.info(
+                    "%s: %s the destination's transfer %s (queued since %s)",
+                    front.front_id,
+                    "attached to" if started.attached else "started",
+                    started.run_id,
+                    place[0].isoformat(),
+                )
                 state.run_id, state.attached, state.waiting_for = (
                     started.run_id,
                     started.attached,
@@ -107,6 +128,14 @@ class FrontActivities:
             return await self._cancel(canonical, state.run_id)
         finally:
             beat.cancel()
+
+    async def _place(self, front_id: str, front_run_id: str) -> QueuePlace:
+        """This front run's place in its destination's queue
+        (:func:`staccato.starts.queued_ahead`): it starts the destination's transfer
+        only when no front queued earlier waits, so the queue keeps its order also when
+        a worker's restart retries every waiting front at once."""
+        handle = self._client.get_workflow_handle(front_id, run_id=front_run_id)
+        return queue_place(await handle.describe())
 
     async def _signal_state(self, front_id: str, state: TransferState) -> None:
         """Tell the front run its live state (its search attribute and UI line); a
