@@ -3,8 +3,10 @@ and small file utilities. No mocks: workers talk to the real Temporal dev server
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -197,6 +199,21 @@ class WorkerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+async def status_json(transfer: str, *, address: str, task_queue: str) -> dict[str, Any]:
+    """``staccato status --json TRANSFER`` run as a command (in a thread: the event loop
+    goes on); its parsed output.
+
+    Raises:
+        AssertionError: the command exited non-zero (its stderr is the message).
+    """
+    shown = await asyncio.to_thread(
+        run_cli, "status", "--json", transfer, address=address, task_queue=task_queue
+    )
+    assert shown.returncode == 0, shown.stderr
+    parsed: dict[str, Any] = json.loads(shown.stdout)
+    return parsed
 
 
 def run_cli(

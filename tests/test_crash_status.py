@@ -5,13 +5,20 @@ run and while its streams resume (a tester saw ``0 B / 300 MiB`` and a lost tota
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from pathlib import Path
 
 from staccato.client import StaccatoClient
 from staccato.models import TransferOptions, TransferState, TransferStatus
-from tests.helpers import MiB, WorkerProcess, at_rest, child_pids, pid_alive, run_cli, write_random
+from tests.helpers import (
+    MiB,
+    WorkerProcess,
+    at_rest,
+    child_pids,
+    pid_alive,
+    status_json,
+    write_random,
+)
 from tests.servers.holding_proxy import HoldingProxy
 from tests.servers.nginx import NginxServer, nginx_fixture
 from tests.servers.temporal_server import TemporalDevServer
@@ -87,16 +94,9 @@ async def test_status_keeps_durable_bytes_and_total_across_worker_kill(
         while len(seen) < 3 and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         # the command says the same while no worker answers
-        shown = await asyncio.to_thread(
-            run_cli,
-            "status",
-            "--json",
-            transfer,
-            address=temporal_server.address,
-            task_queue=first.task_queue,
+        orphaned = await status_json(
+            transfer, address=temporal_server.address, task_queue=first.task_queue
         )
-        assert shown.returncode == 0, shown.stderr
-        orphaned = json.loads(shown.stdout)
         assert orphaned["bytes_total"] == SIZE, orphaned
         assert orphaned["bytes_done"] >= known, (known, orphaned)
         proxy.release()

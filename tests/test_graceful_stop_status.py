@@ -12,7 +12,6 @@ pending with its checkpoint."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from pathlib import Path
 
@@ -20,7 +19,14 @@ from temporalio.api.enums.v1 import PendingActivityState
 
 from staccato.client import StaccatoClient
 from staccato.models import TransferOptions, TransferState
-from tests.helpers import MiB, WorkerProcess, at_rest, run_cli, sha256_file, write_random
+from tests.helpers import (
+    MiB,
+    WorkerProcess,
+    at_rest,
+    sha256_file,
+    status_json,
+    write_random,
+)
 from tests.servers.nginx import NginxServer, nginx_fixture
 from tests.servers.temporal_server import TemporalDevServer
 from tests.test_crash import _heartbeated_bytes
@@ -88,16 +94,9 @@ async def test_status_keeps_bytes_across_graceful_worker_stop(
             p.state != PendingActivityState.PENDING_ACTIVITY_STATE_STARTED for p in streams
         ), streams
         assert await _heartbeated_bytes(client, transfer) >= known
-        shown = await asyncio.to_thread(
-            run_cli,
-            "status",
-            "--json",
-            transfer,
-            address=temporal_server.address,
-            task_queue=first.task_queue,
+        orphaned = await status_json(
+            transfer, address=temporal_server.address, task_queue=first.task_queue
         )
-        assert shown.returncode == 0, shown.stderr
-        orphaned = json.loads(shown.stdout)
         assert orphaned["bytes_done"] >= known, (known, orphaned)
         with WorkerProcess(temporal_server.address, task_queue=first.task_queue, log_dir=tmp_path):
             result = await asyncio.wait_for(client.wait(transfer), 180)

@@ -6,13 +6,19 @@ paused half-way, patch ``paused-bytes-memo``)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from pathlib import Path
 
 from staccato.client import StaccatoClient
 from staccato.models import TransferOptions, TransferState
-from tests.helpers import MiB, WorkerProcess, at_rest, run_cli, sha256_file, write_random
+from tests.helpers import (
+    MiB,
+    WorkerProcess,
+    at_rest,
+    sha256_file,
+    status_json,
+    write_random,
+)
 from tests.servers.nginx import NginxServer, nginx_fixture
 
 SIZE = 16 * MiB
@@ -51,16 +57,9 @@ async def test_a_paused_transfer_keeps_its_bytes_in_status_with_no_worker(
         assert held.state == TransferState.paused, held
         assert 0 < held.bytes_done < SIZE and held.bytes_done == memo["bytes_paused"], held
         first.kill()
-        shown = await asyncio.to_thread(
-            run_cli,
-            "status",
-            "--json",
-            transfer,
-            address=temporal_server.address,
-            task_queue=first.task_queue,
+        orphaned = await status_json(
+            transfer, address=temporal_server.address, task_queue=first.task_queue
         )
-        assert shown.returncode == 0, shown.stderr
-        orphaned = json.loads(shown.stdout)
         assert orphaned["state"] == "paused", orphaned
         assert orphaned["bytes_done"] == held.bytes_done, (held.bytes_done, orphaned)
         with WorkerProcess(
