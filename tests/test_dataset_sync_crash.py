@@ -27,7 +27,7 @@ from staccato.models import SyncLevel, TransferOptions
 from tests.dataset_checks import MiB, batch_sizes, tree, tree_difference, wait_dataset
 from tests.helpers import WorkerProcess, spawned_children
 
-FILES = 600
+FILES = 300
 BATCH_FILES = 300
 
 
@@ -141,7 +141,7 @@ async def sync_rerun_with_kill(
             client,
             str(source),
             url_of(destination),
-            # paced: the ~35 KB a batch copies take ~17 s, so a batch is under way
+            # paced: the ~35 KB the batch copies take ~17 s, so it is under way
             # with files found up to date counted in its checkpoint
             TransferOptions(
                 chunk_size=1 * MiB,
