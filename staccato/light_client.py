@@ -70,7 +70,7 @@ from pydantic import BaseModel
 from staccato import run_fields, settings
 from staccato.ids import root_lock_id, transfer_id
 from staccato.models import TransferRequest, TransferResult, TransferState, TransferStatus
-from staccato.overlaps import PAGE_SIZE, _quoted, overlap_clauses, running_query
+from staccato.overlaps import PAGE_SIZE, overlap_clauses, running_query, visibility_string
 from staccato.submissions import Submission, completed_status
 
 if TYPE_CHECKING:  # the dataset modules are imported by a dataset's calls only
@@ -341,7 +341,9 @@ class LightClient:
             body=start_body(request, task_queue=self.task_queue),
             # any run to the destination (its transfer, or a transfer queued for it
             # that runs first: staccato.starts.queued_ahead): the SDK's client decides
-            also=[f"{run_fields.DESTINATION} = {_quoted(run_fields.keyword(request.destination))}"],
+            also=[
+                f"{run_fields.DESTINATION} = {visibility_string(run_fields.keyword(request.destination))}"
+            ],
         )
 
     async def start_dataset(self, request: DatasetRequest) -> Submission | None:

@@ -64,7 +64,7 @@ class Writer:
     file_source: str | None = None
 
 
-def _quoted(text: str) -> str:
+def visibility_string(text: str) -> str:
     """``text`` as a visibility query's string literal (single-quoted)."""
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
@@ -195,9 +195,13 @@ def overlap_clauses(
     for target in targets:
         for root in ancestor_roots(target):
             ancestors.setdefault(root_lock_id(root), root)
-    enclosing = [f"WorkflowId IN ({', '.join(_quoted(i) for i in ancestors)})"] if ancestors else []
+    enclosing = (
+        [f"WorkflowId IN ({', '.join(visibility_string(i) for i in ancestors)})"]
+        if ancestors
+        else []
+    )
     prefixes = [_prefix(t) for t in targets] if below else []
-    inside = [f"{run_fields.DESTINATION} STARTS_WITH {_quoted(p)}" for p in prefixes]
+    inside = [f"{run_fields.DESTINATION} STARTS_WITH {visibility_string(p)}" for p in prefixes]
     return ancestors, enclosing, inside
 
 

@@ -37,7 +37,7 @@ from staccato import run_fields, units
 from staccato.errors import DestinationBusyError
 from staccato.ids import transfer_id
 from staccato.models import RUN_ONLY_OPTIONS, TransferOptions, TransferRequest, TransferState
-from staccato.overlaps import _quoted
+from staccato.overlaps import visibility_string
 from staccato.run_fields import TRANSFER_TYPE, summary
 from staccato.workflows import search_attributes as sa
 
@@ -227,7 +227,7 @@ async def queued_ahead(
     value = run_fields.keyword(destination)
     query = (
         f"WorkflowType = '{TRANSFER_TYPE}' AND ExecutionStatus = 'Running' AND "
-        f"{run_fields.DESTINATION} = {_quoted(value)}"
+        f"{run_fields.DESTINATION} = {visibility_string(value)}"
     )
     canonical = transfer_id(destination)
     bound = place or (datetime.now(UTC), "")
