@@ -702,6 +702,8 @@ class StaccatoClient:
             rate_sum = 0.0
             now = datetime.now(UTC)
             for pending in description.raw_description.pending_activities:
+                # what the retry of an attempt that then moves bytes said is history
+                said_before = (last_retry, next_attempt)
                 if pending.attempt > 1 and pending.HasField("last_failure"):
                     retried = f"attempt {pending.attempt}: {await self._message(pending)}"
                     # no worker: that stays said first (nothing moves until one polls)
@@ -745,6 +747,10 @@ class StaccatoClient:
                     )
                     if _moving(pending, now, details):
                         rate_sum += details.rate_bytes_per_s
+                        if no_worker is None:
+                            # a retried attempt that moves bytes: no longer retrying (a
+                            # tester saw "attempt 2: Heartbeat timeout" to the end)
+                            last_retry, next_attempt = said_before
             bytes_done += sum(in_segments.values())
             # a cancel requested: the streams are stopping, their last rate is history
             stopping = cancel_requested

@@ -120,3 +120,54 @@ async def test_status_keeps_durable_bytes_and_total_across_worker_kill(
     for status in running:
         assert status.bytes_total == SIZE, (known, status)
         assert status.bytes_done >= known, (known, status)
+
+
+paced_nginx = nginx_fixture("http_root", scope="function", extra_server_config="limit_rate 4m;")
+
+
+async def test_a_retried_stream_that_moves_bytes_is_not_shown_retrying(
+    temporal_server: TemporalDevServer,
+    paced_nginx: NginxServer,
+    http_root: Path,
+    data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """After a worker's SIGKILL the stream's second attempt carries the first one's
+    failure (a heartbeat timeout) to its end: once it moves bytes on a new worker,
+    status no longer says it retries (a tester saw "retrying: attempt 2: activity
+    Heartbeat timeout" for the rest of the run)."""
+    size = 32 * MiB
+    write_random(http_root / "retried.bin", size, seed=33)
+    at_rest(http_root / "retried.bin")
+    options = TransferOptions(chunk_size=2 * MiB, streams=1, heartbeat_timeout_s=3)
+    first = WorkerProcess(temporal_server.address, processes=1, log_dir=tmp_path)
+    try:
+        first.start()
+        client = await StaccatoClient.connect(target_host=temporal_server.address)
+        client.task_queue = first.task_queue
+        transfer = await client.submit(
+            paced_nginx.url("retried.bin"), str(data_dir / "retried.bin"), options
+        )
+        deadline = time.monotonic() + 60
+        while (before := await client.status(transfer)).bytes_done < 4 * MiB:
+            assert time.monotonic() < deadline, before
+            await asyncio.sleep(0.1)
+        first.kill()
+        with WorkerProcess(
+            temporal_server.address, task_queue=first.task_queue, processes=1, log_dir=tmp_path
+        ):
+            deadline = time.monotonic() + 120
+            retried_seen = False
+            while True:  # the second attempt runs and moves bytes: a rate again
+                now = await client.status(transfer)
+                retried_seen = retried_seen or bool(now.last_retry_error)
+                if now.state == TransferState.running and now.rate_bytes_per_s and retried_seen:
+                    break
+                assert now.state != TransferState.completed, "ended before it was seen moving"
+                assert time.monotonic() < deadline, now
+                await asyncio.sleep(0.1)
+            assert now.last_retry_error is None, now
+            result = await asyncio.wait_for(client.wait(transfer), 120)
+    finally:
+        first.kill()
+    assert result.bytes == size
