@@ -357,6 +357,12 @@ async def test_status_says_the_counts_are_unknown_when_no_worker_answers(
         assert status.counts_unknown, status
         assert "no worker polls task queue 'no-worker-polls-this'" in status.counts_unknown
         assert "counts_unknown" in status.to_json_dict()
+        # the status lines give no count beside "unknown now" (they said files_done 0)
+        from staccato.cli.datasets import status_lines
+
+        lines = status_lines(status, failures=False)
+        assert any("unknown now: no worker polls" in line for line in lines), lines
+        assert not any(line.split()[0] in ("files_done", "bytes_done") for line in lines), lines
     finally:
         await client.temporal.get_workflow_handle(str(dataset)).terminate("test over")
 

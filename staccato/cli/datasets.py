@@ -488,6 +488,19 @@ def left_behind_lines(s: DatasetStatus) -> list[str]:
     return lines
 
 
+#: the fields of a dataset's status that are counts: left out of its lines while the
+#: counts are unknown (no worker answers: ``counts_unknown``)
+_COUNT_FIELDS = (
+    "files_total",
+    "files_done",
+    "files_skipped",
+    "files_failed",
+    "bytes_total",
+    "bytes_done",
+    "listing_done",
+)
+
+
 def status_lines(s: DatasetStatus, failures: bool) -> list[str]:
     """``staccato status`` of a dataset: ``key value`` lines; with ``failures`` one line
     per failed file (name, tab, reason) instead."""
@@ -519,6 +532,9 @@ def status_lines(s: DatasetStatus, failures: bool) -> list[str]:
     shown["progress"] = (
         f"unknown now: {shown.pop('counts_unknown')}" if s.counts_unknown else progress_text(s)
     )
+    if s.counts_unknown:  # its zeros are no counts (a tester read "files_done 0" beside it)
+        for key in _COUNT_FIELDS:
+            shown.pop(key, None)
     lines = []
     for key, value in shown.items():
         if key == "bytes_total" and value is None:
