@@ -439,7 +439,11 @@ async def test_full_disk_fails_soon_after_retry_for_naming_free_space(
     assert "gave up: the copy_stream step kept failing" in message, message
     assert "--retry-for 3 s without progress;" in message, message
     assert f"file system at {small_fs} has " in message, message
-    assert "bytes free (" in message and f"{3 * MiB} more needed" in message, message
+    # what the failing chunk still needs: its 3 MiB, or less where part of it was
+    # written before the disk filled, or the last chunk's 1 MiB (which stream hits
+    # the full disk first is timing: ci56 saw 1048576)
+    needed = re.search(r"bytes free \(.*?\); (\d+) more needed", message)
+    assert needed and 0 < int(needed.group(1)) <= 3 * MiB, message
     assert leftovers(small_fs) == []
 
 
