@@ -96,6 +96,27 @@ async def _hold_still(client: StaccatoClient, handle, worker: WorkerProcess, che
     return checkpoint
 
 
+async def _sync_rerun(client: StaccatoClient, source: Path, destination: str | list[str]) -> str:
+    """Submit the sync re-run at ``--sync-level checksum`` of ``source`` to
+    ``destination`` (one root or several), in one batch, paced: the ~35 KB the batch
+    copies take ~17 s, so it is under way with files found up to date counted in its
+    checkpoint. Returns the dataset id."""
+    return await submit_dataset(
+        client,
+        str(source),
+        destination,
+        TransferOptions(
+            chunk_size=1 * MiB,
+            heartbeat_timeout_s=2,
+            max_rate=2 * 1024,
+            sync_level=SyncLevel.checksum,
+        ),
+        batch_files=BATCH_FILES,
+        max_batches=1,
+        page_size=FILES,
+    )
+
+
 async def _retried(handle) -> bool:
     """Whether some activity of the dataset ran a second attempt."""
     return any(
@@ -137,22 +158,7 @@ async def sync_rerun_with_kill(
     client = await StaccatoClient.connect(target_host=temporal_server.address, namespace="default")
     client.task_queue = worker.task_queue
     try:
-        dataset = await submit_dataset(
-            client,
-            str(source),
-            url_of(destination),
-            # paced: the ~35 KB the batch copies take ~17 s, so it is under way
-            # with files found up to date counted in its checkpoint
-            TransferOptions(
-                chunk_size=1 * MiB,
-                heartbeat_timeout_s=2,
-                max_rate=2 * 1024,
-                sync_level=SyncLevel.checksum,
-            ),
-            batch_files=BATCH_FILES,
-            max_batches=1,
-            page_size=FILES,
-        )
+        dataset = await _sync_rerun(client, source, url_of(destination))
         handle = client.temporal.get_workflow_handle(dataset)
         assert worker.process is not None
         deadline = time.monotonic() + 120
@@ -239,20 +245,7 @@ async def test_sync_rerun_to_two_roots_worker_sigkill_counts_up_to_date_as_skipp
     client.task_queue = worker.task_queue
     kw = {"kind": "copy_batch_to_many", "model": FanOutBatchCheckpoint}
     try:
-        dataset = await submit_dataset(
-            client,
-            str(source),
-            [str(r) for r in roots],
-            TransferOptions(
-                chunk_size=1 * MiB,
-                heartbeat_timeout_s=2,
-                max_rate=2 * 1024,
-                sync_level=SyncLevel.checksum,
-            ),
-            batch_files=BATCH_FILES,
-            max_batches=1,
-            page_size=FILES,
-        )
+        dataset = await _sync_rerun(client, source, [str(r) for r in roots])
         handle = client.temporal.get_workflow_handle(dataset)
         deadline = time.monotonic() + 120
         checkpoint = None
