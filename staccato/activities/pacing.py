@@ -12,7 +12,9 @@ rate board, a dict shared with the activity processes through the worker's
 multiprocessing manager (:mod:`staccato.workers.rates`): ticket -> the governors'
 share, :func:`own_key` of the transfer -> its own share, :func:`group_key` of a
 dataset -> its per-stream share of the dataset's own ``max_rate`` (for its batches
-and its large files' streams, which the stream reads at most too). The pacer looks at
+and its large files' streams, which the stream reads at most too; with several roots
+also a share per reader of its source and one per writer of a root, for its fan-out
+groups' staging reads and their transfers' streams). The pacer looks at
 it every :data:`REFRESH_S`. A change thus reaches the bytes within about 2 s.
 """
 

@@ -25,7 +25,10 @@ before it starts and gives it back when it ends, so ``--max-active``, windows,
 priorities and fair share hold for small files too (a large file's child transfer asks
 for itself). The dataset's own ``--max-rate`` caps it whole
 (:data:`DATASET_WHOLE_RATE_PATCH`): the workers pace each batch and each stream of its
-large files' transfers at one stream's share, from the ``rate_group`` query.
+large files' transfers at one stream's share, from the ``rate_group`` query; with
+several roots also each large file's fan-out group, its staging read as a reader of
+the source and its transfers' streams as writers of a root
+(:data:`DATASET_FAN_OUT_RATE_PATCH`).
 
 History: per page ~6 events (list activity + workflow task), per batch ~6, per child
 ~6; with limits set, one ``find_governors`` activity per run and per batch and
