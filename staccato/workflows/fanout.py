@@ -18,6 +18,14 @@ finds no entry and its transfer stages the source again there.
 
 An empty source is not staged: the children copy it as usual.
 
+A large file of a dataset to several roots (``request.rate_group``, set by the
+dataset when its own ``--max-rate`` caps it whole): the staging read reads at most the
+dataset's share per reader of its source, the children's streams (through
+``StagedFromGroup.rate_group``) its share per writer of a root; the group answers
+``streams_running`` (1 while it stages) for the workers that count them
+(:mod:`staccato.workers.rates`). Activity and child inputs only: a group started
+without ``rate_group`` runs as before.
+
 Result: a :class:`FanOutProgress` with one :class:`DestinationOutcome` per
 destination; the group ends ``completed`` when every child completed,
 ``completed_with_errors`` otherwise, ``failed`` when the source could not be read
@@ -147,7 +155,9 @@ class FanOutWorkflow:
                         retry_for_s=request.options.retry_for_s,
                         # a large file of a dataset: one stream's share of its max_rate
                         rate_group=request.rate_group if request.options.max_rate else None,
-                        rate_part="read" if request.rate_group else None,
+                        rate_part="read"
+                        if request.rate_group and request.options.max_rate
+                        else None,
                     )
                     self._staging_reads += 1
                     try:
