@@ -546,6 +546,11 @@ class StreamInput(BaseModel):
     #: worker looks up the dataset's per-stream share (:mod:`staccato.workers.rates`);
     #: None: not part of a dataset, or no ``max_rate``
     rate_group: str | None = None
+    #: ``write`` for a stream of a large file's fan-out group of a dataset to several
+    #: roots (it reads the group's staged copy and writes one root): it reads at most
+    #: the dataset's share per writer of a root (``pacing.group_key(rate_group,
+    #: "write")``); None: the share of a stream that reads the source and writes
+    rate_part: str | None = None
     #: read the source from this staging cache entry (its key) instead of the origin
     staged: str | None = None
     #: SO_SNDBUF/SO_RCVBUF (bytes) of the stream's connections (:mod:`staccato.sockets`);
@@ -583,6 +588,11 @@ class StageInput(BaseModel):
     #: as :attr:`StreamInput.rate_group`: the staging read counts as one stream of
     #: the dataset's ``max_rate``
     rate_group: str | None = None
+    #: ``read`` for a fan-out group's staging read of a large file of a dataset to
+    #: several roots (it reads the source and writes no root): at most the dataset's
+    #: share per reader of its source (``pacing.group_key(rate_group, "read")``); as
+    #: :attr:`StreamInput.rate_part` otherwise
+    rate_part: str | None = None
     #: the transfer's ``--retry-for`` (seconds): an attempt failing with a retryable
     #: error once that long has passed without progress fails for good, naming the
     #: deadline (:mod:`staccato.activities.retry_deadline`); None (scheduled by a
@@ -1323,7 +1333,7 @@ GROUP_ID_PREFIX = "staccato-group-"
 MAX_FAN_OUT = 64
 
 
-class StagedFromGroup(BaseModel):
+class StagedFromGroup(LeanModel):
     """What a fan-out child reads instead of the origin: the group's staging cache
     entry of the source, staged once by the group (and pinned under the group id
     until the group ends).
@@ -1332,6 +1342,12 @@ class StagedFromGroup(BaseModel):
         group_id: the fan-out group's workflow id (holds the pin).
         key: the staging cache key (:func:`staccato.staging.entry_key`).
         source_info: the source's stat as the group read it (size in bytes, version).
+        rate_group: the dataset (its workflow id) whose own ``max_rate`` the group
+            shares, when the group is a large file of a dataset to several roots
+            (:attr:`FanOutRequest.rate_group`): the child's streams read at most the
+            dataset's per-stream share, as a large file's transfer to one root does
+            (:attr:`StreamInput.rate_group`). None: not in such a dataset (left out of
+            the payload, which stays as before).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -1339,6 +1355,9 @@ class StagedFromGroup(BaseModel):
     group_id: str
     key: str
     source_info: ObjectInfo
+    rate_group: str | None = None
+
+    _omit_when = omitted_while_none("rate_group")
 
 
 class GroupState(StrEnum):
@@ -1354,7 +1373,7 @@ class GroupState(StrEnum):
     cancelled = "cancelled"
 
 
-class FanOutRequest(BaseModel):
+class FanOutRequest(LeanModel):
     """Input of ``FanOutWorkflow``: one canonical source, two or more canonical
     destinations (distinct, none the source), the options every child uses.
 
@@ -1370,6 +1389,14 @@ class FanOutRequest(BaseModel):
     destinations: list[str] = Field(min_length=2, max_length=MAX_FAN_OUT)
     options: TransferOptions = TransferOptions()
     source_secret: str | None = None
+    #: set by a dataset to several roots for a large file's group when the dataset's
+    #: own ``max_rate`` caps it whole: the dataset's workflow id. The group's staging
+    #: read and its children's streams then read at most the dataset's per-stream
+    #: share (:mod:`staccato.workers.rates`). How to run, not what to write: not part
+    #: of :meth:`request_hash`; left out of the payload while None
+    rate_group: str | None = None
+
+    _omit_when = omitted_while_none("rate_group")
 
     @model_validator(mode="after")
     def _distinct(self) -> FanOutRequest:
@@ -1398,8 +1425,9 @@ class FanOutRequest(BaseModel):
 
     def request_hash(self) -> str:
         """Tells an identical re-submission (attaches) from a different one: the rule
-        of a single transfer's (:func:`request_digest`)."""
-        return request_digest(self, self.options)
+        of a single transfer's (:func:`request_digest`; ``rate_group`` left out)."""
+        plain = self.model_copy(update={"rate_group": None}) if self.rate_group else self
+        return request_digest(plain, self.options)
 
     def previous_request_hashes(self) -> tuple[str, ...]:
         """The hash 0.12.0 and earlier kept in a group's memo (only ``if_busy``,

@@ -129,6 +129,7 @@ def test_help_says_what_max_rate_and_cancel_do() -> None:
     assert "not paced" not in text, text
     assert "not their sum" not in text, text
     assert "caps the whole dataset" in text and "batches of small files" in text, text
+    assert "what it writes to each destination" in text, text  # several roots: one meaning
     cancel = run_cli("cancel", "-h", address="127.0.0.1:1")
     assert cancel.returncode == 0, cancel.stderr
     text = " ".join(cancel.stdout.split())

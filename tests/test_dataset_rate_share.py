@@ -13,8 +13,8 @@ from staccato.activities.pacing import Pacer, SharedPacer, group_key, own_key
 from staccato.client import StaccatoClient
 from staccato.dataset_client import submit_dataset
 from staccato.datasets.models import BatchFile, BatchInput, DatasetState
-from staccato.models import TransferOptions
-from staccato.workers.rates import RateBoard, _rate_group
+from staccato.models import FanOutRequest, ObjectInfo, StagedFromGroup, TransferOptions
+from staccato.workers.rates import RateBoard, _rate_group, _shares
 from tests.dataset_checks import wait_dataset
 from tests.helpers import MiB, write_random
 
@@ -110,3 +110,28 @@ async def test_the_board_divides_the_dataset_rate_and_moves_it_to_those_left(
     low = min(seen)
     assert low < rate / 2, f"never divided over several readers: {seen}"
     assert max(seen[seen.index(low) :]) > low, f"the share never moved to those left: {seen}"
+
+
+def test_a_dataset_to_several_roots_shares_per_reader_and_per_writer() -> None:
+    """With several roots the board divides the dataset's ``max_rate`` over its
+    readers of the source and over its writers of a root: a fan-out group's staging
+    read takes the reader's share, its transfers' streams the writer's, a batch the
+    lower (it reads and writes); a group counts as its busiest transfer's streams
+    among the writers. The new request fields leave payloads and hashes as before
+    while unset."""
+    shares = _shares("d", 12e6, readers=6, writers=4)
+    assert shares == {
+        group_key("d"): 2e6,
+        group_key("d", "read"): 2e6,
+        group_key("d", "write"): 3e6,
+    }
+    board = RateBoard(None, dict)  # type: ignore[arg-type]  (no question asked)
+    board._child_streams = {"g": 1, "t1": 2, "t2": 1}
+    assert board._root_writers(["t1", "t2"]) == 2
+    assert board._root_writers(["t3"]) == 0, "a transfer not started writes nothing yet"
+    fan = FanOutRequest(source="file:///s", destinations=["file:///a", "file:///b"])
+    assert "rate_group" not in fan.model_dump_json()
+    shared = fan.model_copy(update={"rate_group": "staccato-dataset-x"})
+    assert shared.request_hash() == fan.request_hash()
+    info = ObjectInfo(size=1, version="v")
+    assert "rate_group" not in StagedFromGroup(group_id="g", key="k", source_info=info).model_dump()

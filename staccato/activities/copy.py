@@ -328,7 +328,9 @@ class _SegmentCopy:
             # the transfer's own share moves to the streams still running
             own_key=own_key(request.transfer_id),
             # a large file of a dataset: at most a stream's share of the dataset's
-            group_key=group_key(request.rate_group) if request.rate_group else None,
+            group_key=(
+                group_key(request.rate_group, request.rate_part) if request.rate_group else None
+            ),
         )
         self.server_side = (
             bool(self.todo)

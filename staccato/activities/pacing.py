@@ -12,7 +12,9 @@ rate board, a dict shared with the activity processes through the worker's
 multiprocessing manager (:mod:`staccato.workers.rates`): ticket -> the governors'
 share, :func:`own_key` of the transfer -> its own share, :func:`group_key` of a
 dataset -> its per-stream share of the dataset's own ``max_rate`` (for its batches
-and its large files' streams, which the stream reads at most too). The pacer looks at
+and its large files' streams, which the stream reads at most too; with several roots
+also a share per reader of its source and one per writer of a root, for its fan-out
+groups' staging reads and their transfers' streams). The pacer looks at
 it every :data:`REFRESH_S`. A change thus reaches the bytes within about 2 s.
 """
 
@@ -48,12 +50,21 @@ def own_key(transfer_id: str) -> str:
     return f"{transfer_id}#own"
 
 
-def group_key(dataset_id: str) -> str:
+#: :func:`group_key` parts of a dataset to several roots: a read of its source that
+#: writes no root (a large file's fan-out group staging it), a stream that writes one
+#: root from the staged copy (one of that group's transfers)
+RATE_PARTS = ("read", "write")
+
+
+def group_key(dataset_id: str, part: str | None = None) -> str:
     """The rate board's key of the per-stream share (bytes/s) of a dataset's own
     ``max_rate``, which its batches and its large files' transfers' streams share
     (:data:`staccato.datasets.models.RATE_GROUP_QUERY`): distinct from a ticket, a
-    batch key and :func:`own_key`."""
-    return f"{dataset_id}#dataset"
+    batch key and :func:`own_key`. ``part`` (one of :data:`RATE_PARTS`): the share of
+    a read that only reads the source (``read``) or only writes a root (``write``),
+    which the worker divides over the dataset's source readers or over its writers
+    of a root alone (:meth:`staccato.workers.rates.RateBoard.group_shares`)."""
+    return f"{dataset_id}#dataset" if part is None else f"{dataset_id}#dataset-{part}"
 
 
 def install_board(board: Mapping[str, float] | None) -> None:

@@ -101,7 +101,9 @@ def stage_source(request: StageInput) -> StageResult:
         request.max_rate,
         request.ticket if request.governors else None,
         # a large file of a dataset: one stream's share of the dataset's max_rate
-        group_key=group_key(request.rate_group) if request.rate_group else None,
+        group_key=(
+            group_key(request.rate_group, request.rate_part) if request.rate_group else None
+        ),
     )
 
     def paced_wait(seconds: float) -> None:

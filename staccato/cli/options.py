@@ -427,7 +427,9 @@ MaxRateOption = Annotated[
         help="Bytes per second for this transfer, summed over its streams (40MB/s); "
         "an endpoint's or link's --max-rate (`staccato limit`) applies too. With -r it "
         "caps the whole dataset: its batches of small files (each reads as one stream) "
-        "and its large files' transfers' streams share it.",
+        "and its large files' transfers' streams share it; with several destinations "
+        "it caps what the dataset reads from the source and what it writes to each "
+        "destination.",
         show_default=False,
     ),
 ]

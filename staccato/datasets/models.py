@@ -356,11 +356,18 @@ class RateGroup(BaseModel):
         batches: batches of small files whose activity is scheduled (not those
             waiting for a governor's slot).
         children: the workflow ids of the large files' transfers in flight.
+        fan_outs: with several roots, each large file's fan-out group in flight (its
+            workflow id) -> its transfers' workflow ids (one per root). A group counts
+            as the most of its own staging read and its transfers' copy streams (the
+            group stages, then its transfers copy the staged copy, each root's at most
+            at the share): the dataset reads its source, and writes each root, within
+            ``max_rate``, as its batches to several roots do.
     """
 
     max_rate: float
     batches: int = 0
     children: list[str] = Field(default_factory=list)
+    fan_outs: dict[str, list[str]] = Field(default_factory=dict)
 
 
 class BatchFile(BaseModel):

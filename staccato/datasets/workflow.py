@@ -25,7 +25,10 @@ before it starts and gives it back when it ends, so ``--max-active``, windows,
 priorities and fair share hold for small files too (a large file's child transfer asks
 for itself). The dataset's own ``--max-rate`` caps it whole
 (:data:`DATASET_WHOLE_RATE_PATCH`): the workers pace each batch and each stream of its
-large files' transfers at one stream's share, from the ``rate_group`` query.
+large files' transfers at one stream's share, from the ``rate_group`` query; with
+several roots also each large file's fan-out group, its staging read as a reader of
+the source and its transfers' streams as writers of a root
+(:data:`DATASET_FAN_OUT_RATE_PATCH`).
 
 History: per page ~6 events (list activity + workflow task), per batch ~6, per child
 ~6; with limits set, one ``find_governors`` activity per run and per batch and
@@ -211,6 +214,14 @@ FAILED_FILE_BYTES_PATCH = "fan-out-failed-file-bytes"
 #: a batch's work timeout allows for its bytes at that share. Queries and activity
 #: inputs only (no command of its own); a marker event per run with a ``max_rate``
 DATASET_WHOLE_RATE_PATCH = "dataset-whole-max-rate"
+#: ``workflow.patched`` id: with several roots, a large file's fan-out group counts
+#: in the dataset's whole ``--max-rate`` too (with :data:`DATASET_WHOLE_RATE_PATCH`):
+#: its ``FanOutRequest`` carries ``rate_group`` (the dataset's id), so the group's
+#: staging read and its children's streams read at most the dataset's per-stream
+#: share, and :data:`RATE_GROUP_QUERY` lists the group and its transfers under
+#: ``fan_outs``. A child workflow's input only; a marker event per run to several
+#: roots with a ``max_rate``
+DATASET_FAN_OUT_RATE_PATCH = "dataset-fan-out-whole-max-rate"
 #: a tail batch (see :data:`DATASET_STAGGER_PATCH`) holds at least this share of
 #: ``batch_files`` (bounds the events of a run's end)
 TAIL_BATCH_SHARE = 4
@@ -284,6 +295,10 @@ class DatasetWorkflow:
         self._whole_rate = False
         self._reading: set[int] = set()
         self._transfers: set[str] = set()
+        # several roots (DATASET_FAN_OUT_RATE_PATCH): the large files' fan-out groups
+        # in flight that share the max_rate, each with its transfers' ids
+        self._fan_out_rate = False
+        self._fan_outs: dict[str, list[str]] = {}
 
     @workflow.run
     async def run(self, raw_request: RawValue) -> DatasetResult:
@@ -405,6 +420,9 @@ class DatasetWorkflow:
         self._staggered = not self._fan_out and workflow.patched(DATASET_STAGGER_PATCH)
         self._whole_rate = bool(request.options.max_rate) and workflow.patched(
             DATASET_WHOLE_RATE_PATCH
+        )
+        self._fan_out_rate = (
+            self._whole_rate and self._fan_out and workflow.patched(DATASET_FAN_OUT_RATE_PATCH)
         )
         if names is not None:
             first_limit = request.page_size
@@ -1271,9 +1289,18 @@ class DatasetWorkflow:
     ) -> dict[int, tuple[str, str, int]]:
         """A child ``FanOutWorkflow`` of the file to several roots: each root's outcome."""
         fan = FanOutRequest(
-            source=source, destinations=list(urls.values()), options=request.options
+            source=source,
+            destinations=list(urls.values()),
+            options=request.options,
+            # its staging read and its transfers' streams share the dataset's max_rate
+            rate_group=workflow.info().workflow_id if self._fan_out_rate else None,
         )
         group_id = GROUP_ID_PREFIX + fan.group_hash()
+        if fan.rate_group is not None:
+            self._fan_outs[group_id] = [
+                TRANSFER_ID_PREFIX + hashlib.sha256(d.encode()).hexdigest()[:32]
+                for d in fan.destinations
+            ]
         try:
             result: FanOutProgress = await workflow.execute_child_workflow(
                 "FanOutWorkflow",
@@ -1306,6 +1333,8 @@ class DatasetWorkflow:
                 return {t: ("x", "cancelled", 0) for t in urls}  # with the dataset
             why = reason(cause)
             return {t: ("f", why, 0) for t in urls}
+        finally:
+            self._fan_outs.pop(group_id, None)
         by_url = {o.destination: o for o in result.destinations}
         outcomes: dict[int, tuple[str, str, int]] = {}
         for t, url in urls.items():
@@ -1409,6 +1438,7 @@ class DatasetWorkflow:
             max_rate=request.options.max_rate,
             batches=len(self._reading),
             children=sorted(self._transfers),
+            fan_outs={g: list(t) for g, t in sorted(self._fan_outs.items())},
         )
 
     @workflow.query

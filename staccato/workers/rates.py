@@ -82,8 +82,9 @@ class RateBoard:
         self._groups: dict[str, int] = {}
         # a dataset's large file's transfer id -> its copy streams, as it last answered
         self._child_streams: dict[str, int] = {}
-        # dataset id -> (max_rate, readers) as last counted (while one runs here)
-        self._last_group: dict[str, tuple[float, int]] = {}
+        # dataset id -> (max_rate, readers of its source, writers of a root) as last
+        # counted (while one runs here; equal but for a dataset to several roots)
+        self._last_group: dict[str, tuple[float, int, int]] = {}
         self._new = asyncio.Event()  # a ticket arrived: publish now
 
     @contextlib.contextmanager
@@ -125,7 +126,8 @@ class RateBoard:
         may count one reader fewer); meanwhile the board holds ``max_rate`` over the
         readers last counted plus this one (so the new reader and those running here
         slow down at once, not a second later), or, for a dataset not asked yet, no
-        share (the new reader's pacer waits for the first)."""
+        share (the new reader's pacer waits for the first); so for its shares per
+        reader of its source and per writer of a root (:func:`_group_keys`)."""
         count = self._groups.get(dataset_id, 0)
         self._groups[dataset_id] = count + 1
         board = self._board()
@@ -133,9 +135,11 @@ class RateBoard:
         if board is not None:
             with contextlib.suppress(OSError, EOFError, KeyError):  # being rebuilt
                 if last is None:
-                    board.pop(group_key(dataset_id), None)
+                    for key in _group_keys(dataset_id):
+                        board.pop(key, None)
                 else:
-                    board[group_key(dataset_id)] = last[0] / (last[1] + 1)
+                    rate, readers, writers = last
+                    board.update(_shares(dataset_id, rate, readers + 1, writers + 1))
         self._new.set()  # its share at once
         try:
             yield
@@ -151,7 +155,7 @@ class RateBoard:
         return {
             *self._tickets,
             *(own_key(t) for t in self._transfers),
-            *(group_key(d) for d in self._groups),
+            *(k for d in self._groups for k in _group_keys(d)),
         }
 
     def interceptor(self) -> Interceptor:
@@ -218,7 +222,17 @@ class RateBoard:
         it. ``inf`` for a dataset that shares no ``max_rate`` (a run from before it
         did: its batches keep the whole rate); none for one that did not answer (the
         last share stays). A transfer that does not answer counts as many streams as
-        it last said (one before it ever answered)."""
+        it last said (one before it ever answered).
+
+        With several roots (``fan_outs``: a large file's fan-out group each) the
+        dataset reads its source within ``max_rate`` and writes each root within it,
+        as its batches do (one read of a file, written to every root): a group's
+        staging read counts among the readers of the source only (it writes no
+        root; the group's ``streams_running``), its transfers' streams among the
+        writers of a root only (they read the staged copy; the busiest transfer's
+        streams, :meth:`_root_writers`), a batch or a large file's transfer to one
+        root among both; each of those reads at most its share
+        (:func:`_shares`, keys :func:`_group_keys`)."""
         ids = sorted(self._groups)
 
         async def ask(dataset_id: str) -> RateGroup | None | bool:
@@ -230,20 +244,22 @@ class RateBoard:
                 log.debug("rate group of %s: %s", dataset_id, err)
                 return False
 
-        async def streams(transfer_id: str) -> None:
+        async def streams(workflow_id: str) -> None:
             try:
-                count = await self._client.get_workflow_handle(transfer_id).query(
+                count = await self._client.get_workflow_handle(workflow_id).query(
                     STREAMS_RUNNING_QUERY
                 )
             except Exception as err:  # not started yet, ended, older code
-                log.debug("streams running of %s: %s", transfer_id, err)
+                log.debug("streams running of %s: %s", workflow_id, err)
                 return
             if isinstance(count, int):
-                self._child_streams[transfer_id] = count
+                self._child_streams[workflow_id] = count
 
         groups = dict(zip(ids, await asyncio.gather(*(ask(d) for d in ids)), strict=True))
+        answered = [g for g in groups.values() if isinstance(g, RateGroup)]
         children = sorted(
-            {c for g in groups.values() if isinstance(g, RateGroup) for c in g.children}
+            {c for g in answered for c in g.children}
+            | {w for g in answered for f, ts in g.fan_outs.items() for w in (f, *ts)}
         )
         await asyncio.gather(*(streams(c) for c in children))
         self._child_streams = {c: n for c, n in self._child_streams.items() if c in children}
@@ -253,12 +269,23 @@ class RateBoard:
             if group is False:
                 continue
             if not isinstance(group, RateGroup):
-                out[group_key(dataset_id)] = float("inf")
+                out.update(dict.fromkeys(_group_keys(dataset_id), float("inf")))
                 continue
-            count = group.batches + sum(self._child_streams.get(c, 1) for c in group.children)
-            out[group_key(dataset_id)] = group.max_rate / max(1, count)
-            self._last_group[dataset_id] = (group.max_rate, max(1, count))
+            both = group.batches + sum(self._child_streams.get(c, 1) for c in group.children)
+            # each fan-out group's staging read (1 before it answered)
+            readers = both + sum(self._child_streams.get(f, 1) for f in group.fan_outs)
+            writers = both + sum(self._root_writers(ts) for ts in group.fan_outs.values())
+            out.update(_shares(dataset_id, group.max_rate, readers, writers))
+            self._last_group[dataset_id] = (group.max_rate, max(1, readers), max(1, writers))
         return out
+
+    def _root_writers(self, transfers: list[str]) -> int:
+        """The writers of a root a dataset's large file's fan-out group counts as: the
+        copy streams of the busiest of its transfers (one per root, each writing its
+        own root from the staged copy), as each last answered (0 before any did:
+        none runs before the group's staging read ends, and a transfer's first stream
+        has the share published again at once)."""
+        return max((self._child_streams.get(t, 0) for t in transfers), default=0)
 
     async def publish(self) -> None:
         """One round: ask, then replace the board's contents."""
@@ -284,6 +311,30 @@ class RateBoard:
                 log.exception("rate board round failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._new.wait(), tick_s)
+
+
+def _group_keys(dataset_id: str) -> tuple[str, str, str]:
+    """The board's keys of a dataset's shares: per stream that reads its source and
+    writes (a batch, a large file's transfer to one root), per reader of its source
+    alone (a fan-out group's staging read), per writer of a root alone (a fan-out
+    group's transfers' streams)."""
+    return (
+        group_key(dataset_id),
+        group_key(dataset_id, "read"),
+        group_key(dataset_id, "write"),
+    )
+
+
+def _shares(dataset_id: str, max_rate: float, readers: int, writers: int) -> dict[str, float]:
+    """A dataset's shares (bytes/s) of its ``max_rate`` by :func:`_group_keys`: over
+    its ``readers`` of its source, over its ``writers`` of a root, and the lower of
+    the two for a stream that does both. One root: readers = writers, every share
+    equal. Several roots: the dataset reads its source, and writes each root, within
+    ``max_rate`` (a batch reads a file once and writes it to every root)."""
+    read = max_rate / max(1, readers)
+    write = max_rate / max(1, writers)
+    both, read_key, write_key = _group_keys(dataset_id)
+    return {both: min(read, write), read_key: read, write_key: write}
 
 
 class _Interceptor(Interceptor):

@@ -18,6 +18,14 @@ finds no entry and its transfer stages the source again there.
 
 An empty source is not staged: the children copy it as usual.
 
+A large file of a dataset to several roots (``request.rate_group``, set by the
+dataset when its own ``--max-rate`` caps it whole): the staging read reads at most the
+dataset's share per reader of its source, the children's streams (through
+``StagedFromGroup.rate_group``) its share per writer of a root; the group answers
+``streams_running`` (1 while it stages) for the workers that count them
+(:mod:`staccato.workers.rates`). Activity and child inputs only: a group started
+without ``rate_group`` runs as before.
+
 Result: a :class:`FanOutProgress` with one :class:`DestinationOutcome` per
 destination; the group ends ``completed`` when every child completed,
 ``completed_with_errors`` otherwise, ``failed`` when the source could not be read
@@ -69,6 +77,7 @@ from staccato.workflows.calls import (
     short_activity,
 )
 from staccato.workflows.failures import decode_input, left_behind_of, reason
+from staccato.workflows.transfer import STREAMS_RUNNING_QUERY
 
 
 def _decode(raw: RawValue) -> FanOutRequest:
@@ -92,6 +101,7 @@ class FanOutWorkflow:
 
     def __init__(self) -> None:
         self._progress: FanOutProgress | None = None
+        self._staging_reads = 0  # stage_source running (streams_running)
 
     @workflow.run
     async def run(self, raw_request: RawValue) -> FanOutProgress:
@@ -143,22 +153,24 @@ class FanOutWorkflow:
                         source_secret=request.source_secret,
                         max_rate=request.options.max_rate,
                         retry_for_s=request.options.retry_for_s,
+                        # a large file of a dataset: one stream's share of its max_rate
+                        rate_group=request.rate_group if request.options.max_rate else None,
+                        rate_part="read"
+                        if request.rate_group and request.options.max_rate
+                        else None,
                     )
-                    result: StageResult = await workflow.execute_activity(
-                        "stage_source",
-                        stage_input,
-                        result_type=StageResult,
-                        activity_id="stage-1",
-                        start_to_close_timeout=copy_timeout(info.size),
-                        schedule_to_close_timeout=budget + copy_timeout(info.size),
-                        heartbeat_timeout=max(
-                            STAGE_HEARTBEAT_TIMEOUT,
-                            timedelta(seconds=request.options.heartbeat_timeout_s or 0),
-                        ),
-                        retry_policy=RETRY,
-                    )
+                    self._staging_reads += 1
+                    try:
+                        result = await self._stage(request, stage_input, info, budget)
+                    finally:
+                        self._staging_reads -= 1
                     progress.staged_bytes = result.size
-                    staged = StagedFromGroup(group_id=group_id, key=result.key, source_info=info)
+                    staged = StagedFromGroup(
+                        group_id=group_id,
+                        key=result.key,
+                        source_info=info,
+                        rate_group=stage_input.rate_group,
+                    )
             except (ActivityError, ApplicationError) as err:
                 if isinstance(err.cause, CancelledError):
                     raise asyncio.CancelledError() from None
@@ -188,6 +200,25 @@ class FanOutWorkflow:
         every = all(o.state == TransferState.completed for o in progress.destinations)
         self._set_state(GroupState.completed if every else GroupState.completed_with_errors)
         return progress
+
+    async def _stage(
+        self, request: FanOutRequest, stage_input: StageInput, info: ObjectInfo, budget: timedelta
+    ) -> StageResult:
+        """The group's one ``stage_source`` activity: its result."""
+        result: StageResult = await workflow.execute_activity(
+            "stage_source",
+            stage_input,
+            result_type=StageResult,
+            activity_id="stage-1",
+            start_to_close_timeout=copy_timeout(info.size),
+            schedule_to_close_timeout=budget + copy_timeout(info.size),
+            heartbeat_timeout=max(
+                STAGE_HEARTBEAT_TIMEOUT,
+                timedelta(seconds=request.options.heartbeat_timeout_s or 0),
+            ),
+            retry_policy=RETRY,
+        )
+        return result
 
     async def _child(
         self,
@@ -275,6 +306,14 @@ class FanOutWorkflow:
             counts[outcome.state.value] = counts.get(outcome.state.value, 0) + 1
         summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
         workflow.set_current_details(f"**{p.state.value}** ({p.phase}): {summary}")
+
+    @workflow.query(name=STREAMS_RUNNING_QUERY)
+    def streams_running(self) -> int:
+        """How many reads the group itself runs now: 1 while it stages the source,
+        else 0 (its children's copy streams are theirs to tell). The workers pacing a
+        dataset to several roots count a large file's group by it and its children
+        (:mod:`staccato.workers.rates`). Costs no history."""
+        return self._staging_reads
 
     @workflow.query
     def progress(self) -> FanOutProgress | None:

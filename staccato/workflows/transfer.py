@@ -346,16 +346,33 @@ def _in_a_dataset() -> bool:
 
 def _rate_group(request: TransferRequest) -> str | None:
     """The dataset whose own ``max_rate`` this transfer's streams share (its parent,
-    when that is a dataset: a large file to one root; the dataset's ``max_rate`` is
-    this transfer's own), or None. The worker then paces each stream at most at the
-    dataset's per-stream share (:mod:`staccato.workers.rates`), so the dataset's
-    batches and large files together keep its ``--max-rate``. A fan-out group's
-    transfers (a dataset to several roots) are not counted. Only an activity's input
-    changes, not the workflow's commands: no patch."""
-    parent = workflow.info().parent
-    if request.options.max_rate is None or parent is None:
+    when that is a dataset: a large file to one root; the group's dataset, when this
+    is a child of a large file's fan-out group of a dataset to several roots, named by
+    ``staged_from_group.rate_group``; the dataset's ``max_rate`` is this transfer's
+    own), or None. The worker then paces each stream at most at the dataset's
+    per-stream share (:mod:`staccato.workers.rates`), so the dataset's batches and
+    large files together keep its ``--max-rate``. Only an activity's input changes,
+    not the workflow's commands (the group's child carries it only when the dataset
+    that started the group was patched): no patch."""
+    if request.options.max_rate is None:
         return None
-    return parent.workflow_id if parent.workflow_id.startswith(LOCK_ID_PREFIX) else None
+    parent = workflow.info().parent
+    if parent is not None and parent.workflow_id.startswith(LOCK_ID_PREFIX):
+        return parent.workflow_id
+    group = request.staged_from_group
+    return group.rate_group if group is not None else None
+
+
+def _rate_part(request: TransferRequest) -> str | None:
+    """``write`` when this transfer's streams share a dataset's ``max_rate`` as one
+    of a fan-out group's transfers (they read the group's staged copy and write one
+    root: paced at the dataset's share per writer of a root, not per reader of its
+    source, ``pacing.group_key(dataset, "write")``), else None. Its staging read
+    again (a damaged staged copy) is paced so too. Activity input only: no patch."""
+    if _rate_group(request) is None:
+        return None
+    parent = workflow.info().parent
+    return None if parent is not None and parent.workflow_id.startswith(LOCK_ID_PREFIX) else "write"
 
 
 # A start with no input or with several (any Temporal client can start this workflow)
@@ -2125,6 +2142,7 @@ class TransferWorkflow:
             "ticket": self._ticket if self._granted else None,
             "governors": sorted(self._granted),
             "rate_group": _rate_group(request),
+            "rate_part": _rate_part(request),
         }
 
     async def _reacquire_slots(self) -> None:
