@@ -199,6 +199,7 @@ def _copy_segment(request: StreamInput, waiting: WaitingBeat) -> StreamResult:
     except StreamStopped:
         if worker_stopping():
             raise stopped_by_shutdown(copy.progress.checkpoint(stopped=True)) from None
+        copy.keep_partial()  # a pause: the chunk in flight's bytes read so far
         return copy.stopped_result()
     return copy.complete_result()
 
@@ -342,6 +343,25 @@ class _SegmentCopy:
         length = min(session.chunk_size, max(session.size, 1))
         # page-aligned (anonymous mmap), so a file destination can write it with direct I/O
         self.buffer = memoryview(mmap.mmap(-1, length) if needs_buffer else bytearray())
+        #: (chunk, bytes): the start of the first chunk to copy, kept by a paused
+        #: attempt, read back from the destination into the buffer and checked against
+        #: its recorded checksum: the source is read from there on (``partial_chunk``)
+        self.prefix: tuple[int, int] | None = None
+        #: (chunk, bytes it began with) while a chunk is read into the buffer, and the
+        #: bytes of it in the buffer so far (``keep_partial``)
+        self._filling: tuple[int, int] | None = None
+        self._filled = 0
+        if self.todo and not self.rehash and not self.server_side and beat is None:
+            kept = self.destination.partial_chunk(session, self.todo[0], self.buffer)
+            if kept:
+                self.prefix = (self.todo[0], kept)
+                self.progress.bytes_done += kept
+                activity.logger.info(
+                    "segment %d resumes chunk %d at byte %d of it (kept by a pause)",
+                    segment.index,
+                    self.todo[0],
+                    kept,
+                )
 
     def _rate_in_force(self) -> bool:
         """Whether a ``max_rate`` (the transfer's own, or an endpoint's or link's share
@@ -391,7 +411,9 @@ class _SegmentCopy:
         """Read chunks ``[run_start, run_end)`` from the source with one reader; write
         each one (or only checksum it, if it is in :attr:`rehash`)."""
         size, chunk_size = self.session.size, self.session.chunk_size
-        first_offset = chunk_bounds(run_start, size, chunk_size)[0]
+        # the start of the run's first chunk a pause kept is in the buffer already
+        kept = self.prefix[1] if self.prefix is not None and self.prefix[0] == run_start else 0
+        first_offset = chunk_bounds(run_start, size, chunk_size)[0] + kept
         last_offset, last_length = chunk_bounds(run_end - 1, size, chunk_size)
         self.progress.reading(True)
         with self.source.open_read(
@@ -402,13 +424,21 @@ class _SegmentCopy:
         ) as reader:
             self.progress.reader_opened(reader)
             for index in range(run_start, run_end):
-                self._copy_chunk(writer, reader, index)
+                self._copy_chunk(writer, reader, index, kept if index == run_start else 0)
         self.progress.reader_closed()
 
-    def _copy_chunk(self, writer: ChunkWriter, reader: Reader, index: int) -> None:
+    def _copy_chunk(self, writer: ChunkWriter, reader: Reader, index: int, kept: int = 0) -> None:
+        """Copy chunk ``index``: its first ``kept`` bytes are in the buffer already
+        (checked, :attr:`prefix`), the rest comes from ``reader``; the checksum and the
+        write cover the whole chunk."""
         view = self.buffer[: self._length(index)]
         before = reader.bytes_read
-        self._fill(reader, index, view)
+        # a chunk only checksummed here (durable already) has nothing to keep
+        self._filling = None if index in self.rehash else (index, kept)
+        self._fill(reader, index, view, kept)
+        self._filling = None
+        if kept:
+            self.prefix = None
         digest = checksums.checksum_bytes(self.algorithm, view)
         if index in self.rehash:
             self.durable[index] = digest  # durable already: checksum only
@@ -420,16 +450,17 @@ class _SegmentCopy:
             _check_read_back(writer, index, view, self.algorithm, digest)
         self.durable[index] = digest
         self.progress.next_chunk = index + 1
-        self.progress.add(len(view), reader.bytes_read - before)
+        self.progress.add(len(view) - kept, reader.bytes_read - before)  # kept: counted
         self.progress.beat()
 
-    def _fill(self, reader: Reader, index: int, view: memoryview) -> None:
-        """Read chunk ``index`` from ``reader`` into all of ``view``, heartbeating.
+    def _fill(self, reader: Reader, index: int, view: memoryview, start: int = 0) -> None:
+        """Read chunk ``index`` from ``reader`` into ``view`` from byte ``start`` (the
+        bytes before it are there already) to its end, heartbeating.
 
         Raises:
             RetryableError: the source ended before the chunk's end.
         """
-        filled = 0
+        filled = self._filled = start
         self.progress.reading(True)
         while filled < len(view):
             step = self.pacer.step(self._paced_wait) if self.pacer.active else None
@@ -441,7 +472,8 @@ class _SegmentCopy:
                     f"{index * self.session.chunk_size + filled}, expected {self.session.size}"
                 )
             filled += n
-            self.progress.in_flight = filled  # shown as progress, not yet durable
+            self._filled = filled
+            self.progress.in_flight = filled - start  # shown as progress, not yet durable
             self.progress.beat()
             if step is not None:
                 self.pacer.take(n, self._paced_wait)
@@ -454,6 +486,39 @@ class _SegmentCopy:
         time.sleep(seconds)
         self.progress.beat()
         self.progress.reading(True)
+
+    def keep_partial(self) -> None:
+        """A pause stopped the stream inside a chunk: have the destination keep the
+        bytes of it in the buffer (``ChunkWriter.write_partial``: durable, with their
+        checksum computed here on this buffer, the source's bytes as read), so the
+        resumed stream reads only the rest from the source and they count as done.
+        Best effort: an endpoint that cannot keep part of a chunk (S3), or an error
+        writing it, keeps nothing and the chunk is copied whole on resume."""
+        if self._filling is None:
+            return
+        index, start = self._filling
+        filled = self._filled
+        if filled <= start:
+            return  # nothing read since the kept prefix (recorded already)
+        view = self.buffer[:filled]
+        try:
+            with self.destination.open_writer(self.session) as writer:
+                if not writer.write_partial(
+                    index, view, checksums.checksum_bytes(self.algorithm, view)
+                ):
+                    return
+        except (StaccatoError, OSError) as err:
+            activity.logger.warning(
+                "segment %d: the %d bytes of chunk %d read before the pause were not kept "
+                "(%s); the resumed stream reads that chunk whole",
+                self.segment.index,
+                filled,
+                index,
+                err,
+            )
+            return
+        self.progress.bytes_done += filled - start
+        self.progress.in_flight = 0
 
     def stopped_result(self) -> StreamResult:
         """Where a cancelled (paused) stream stopped: its first chunk not durable."""
