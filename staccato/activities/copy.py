@@ -6,6 +6,11 @@ durable (file journal, S3 ListParts) and copies only the others. Chunk writes ar
 positional, so a chunk written twice is harmless. After a hard kill at most the
 chunk in flight per stream is sent again.
 
+A pause inside a chunk keeps the bytes of it read so far where the destination can
+hold part of a chunk (``ChunkWriter.write_partial``: a local file, SFTP); the resumed
+stream reads them back, checks them (``Driver.partial_chunk``) and reads only the rest
+from the source (docs/architecture.md, "A pause inside a chunk").
+
 A destination may hold a chunk without knowing its checksum (S3 stores whose
 ListParts reports no part checksums, a server-side copy without one): such a chunk
 is read from the source once more to checksum it, and not written again.
@@ -70,7 +75,9 @@ def copy_stream(request: StreamInput) -> StreamResult:
 
     Returns:
         ``complete=True`` and the segment checksum when every chunk is durable;
-        ``complete=False`` with the first missing chunk when cancelled (pause).
+        ``complete=False`` with the first missing chunk when cancelled (pause); its
+        ``bytes_done`` counts the start of the chunk in flight where the destination
+        kept it (:meth:`_SegmentCopy.keep_partial`).
         A stream its worker's shutdown stopped raises instead (below).
 
     Raises:
