@@ -113,3 +113,58 @@ async def test_a_pause_inside_a_chunk_keeps_what_the_streams_read_of_it(
     assert result.bytes == SIZE
     assert 0 <= resent <= RESENT_BOUND, numbers
     assert sha256_file(destination) == sha256_file(source)
+
+
+async def test_a_graceful_worker_stop_inside_a_chunk_keeps_what_the_streams_read_of_it(
+    temporal_server, paced_nginx: NginxServer, http_root: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    """The same for a SIGTERM to the worker (its graceful shutdown cancels the streams,
+    which fail their attempts with ``WorkerStopping``): the bytes of the chunks in
+    flight are kept and counted while no worker runs, and the next worker's attempts
+    read only the rest of each chunk. Before, the status kept the checkpoints' bytes
+    but the retries read every chunk again from its start."""
+    source = http_root / "stop.bin"
+    write_random(source, SIZE, seed=79)
+    at_rest(source)
+    destination = data_dir / "stop.bin"
+    first = WorkerProcess(
+        temporal_server.address,
+        processes=2,
+        env={"STACCATO_WORKER_SHUTDOWN_TIMEOUT_S": "1"},
+        log_dir=tmp_path,
+    )
+    try:
+        first.start()
+        client = await StaccatoClient.connect(target_host=temporal_server.address)
+        client.task_queue = first.task_queue
+        transfer = await client.submit(paced_nginx.url("stop.bin"), str(destination), OPTIONS)
+        deadline = time.monotonic() + 120
+        while (before := await client.status(transfer)).bytes_done < PAUSE_AT:
+            assert before.state in (TransferState.scheduled, TransferState.running), before
+            assert time.monotonic() < deadline, before
+            await asyncio.sleep(0.1)
+        await asyncio.to_thread(first.stop)  # SIGTERM: the worker's graceful shutdown
+        kept = _kept_in_journal(destination)
+        orphaned = await status_json(
+            transfer, address=temporal_server.address, task_queue=first.task_queue
+        )
+        sent_before_restart = paced_nginx.bytes_sent()
+        with WorkerProcess(
+            temporal_server.address, task_queue=first.task_queue, processes=2, log_dir=tmp_path
+        ):
+            result = await asyncio.wait_for(client.wait(transfer), 180)
+    finally:
+        first.kill()
+    sent = paced_nginx.bytes_sent()
+    resent = sent - SIZE
+    numbers = (
+        f"before the stop {before.bytes_done} B shown; stopped: {orphaned['bytes_done']} B "
+        f"(no worker), {kept} B kept in the journal; source sent {sent_before_restart} B "
+        f"before the restart, {sent} B in all: {resent} B again"
+    )
+    print(numbers)
+    assert orphaned["bytes_done"] >= before.bytes_done, numbers
+    assert kept >= before.bytes_done, numbers
+    assert result.bytes == SIZE
+    assert 0 <= resent <= RESENT_BOUND, numbers
+    assert sha256_file(destination) == sha256_file(source)

@@ -203,10 +203,13 @@ def _copy_segment(request: StreamInput, waiting: WaitingBeat) -> StreamResult:
     try:
         copy.progress.beat(force=True)
         copy.copy_all()
-    except StreamStopped:
+    except StreamStopped as stopped:
+        if stopped.cancelled:
+            # a pause or a graceful stop of the worker: the bytes of the chunk in flight
+            # read so far (a hard kill writes nothing of them: the retry reads them again)
+            copy.keep_partial()
         if worker_stopping():
             raise stopped_by_shutdown(copy.progress.checkpoint(stopped=True)) from None
-        copy.keep_partial()  # a pause: the chunk in flight's bytes read so far
         return copy.stopped_result()
     return copy.complete_result()
 
@@ -495,8 +498,8 @@ class _SegmentCopy:
         self.progress.reading(True)
 
     def keep_partial(self) -> None:
-        """A pause stopped the stream inside a chunk: have the destination keep the
-        bytes of it in the buffer (``ChunkWriter.write_partial``: durable, with their
+        """A pause or the worker's graceful shutdown stopped the stream inside a chunk:
+        have the destination keep the bytes of it in the buffer (``ChunkWriter.write_partial``: durable, with their
         checksum computed here on this buffer, the source's bytes as read), so the
         resumed stream reads only the rest from the source and they count as done.
         Best effort: an endpoint that cannot keep part of a chunk (S3), or an error
