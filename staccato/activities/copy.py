@@ -55,11 +55,20 @@ from staccato.activities.stream_progress import (
 )
 from staccato.activities.transfer import check_file_roots
 from staccato.endpoints import get_driver
-from staccato.endpoints.base import ChunkWriter, Driver, Reader, keepalive_hook
+from staccato.endpoints.base import (
+    ChunkWriter,
+    Driver,
+    Reader,
+    keepalive_hook,
+)
 from staccato.errors import RetryableError, StaccatoError, WorkerStoppingError
 from staccato.models import Checkpoint, StreamInput, StreamResult
 from staccato.plan import chunk_bounds
 from staccato.urls import parse_url, redact
+
+#: seconds a stopped stream may wait for its destination (e.g. an SFTP connection slot)
+#: to keep the start of its chunk in flight before it gives up keeping it
+KEEP_PARTIAL_WAIT_S = 30.0
 
 
 def _previous_progress_at() -> float | None:
@@ -499,11 +508,13 @@ class _SegmentCopy:
 
     def keep_partial(self) -> None:
         """A pause or the worker's graceful shutdown stopped the stream inside a chunk:
-        have the destination keep the bytes of it in the buffer (``ChunkWriter.write_partial``: durable, with their
-        checksum computed here on this buffer, the source's bytes as read), so the
-        resumed stream reads only the rest from the source and they count as done.
-        Best effort: an endpoint that cannot keep part of a chunk (S3), or an error
-        writing it, keeps nothing and the chunk is copied whole on resume."""
+        have the destination keep the bytes of it in the buffer
+        (``ChunkWriter.write_partial``: durable, with their checksum computed here on
+        this buffer, the source's bytes as read), so the resumed stream reads only the
+        rest from the source and they count as done. Best effort: an endpoint that
+        cannot keep part of a chunk (S3), an error writing it, or a destination wait
+        beyond :data:`KEEP_PARTIAL_WAIT_S` keeps nothing, and the chunk is copied whole
+        on resume."""
         if self._filling is None:
             return
         index, start = self._filling
@@ -511,16 +522,23 @@ class _SegmentCopy:
         if filled <= start:
             return  # nothing read since the kept prefix (recorded already)
         view = self.buffer[:filled]
+        self.progress.reading(False)  # the source's rate watchdog: not reading now
         try:
-            with self.destination.open_writer(self.session) as writer:
+            # the driver's waits (an SFTP connection slot another process's idle
+            # connection holds) heartbeat, and the cancel already seen stops them only
+            # after KEEP_PARTIAL_WAIT_S (the pause waits for this stream's result)
+            with (
+                keepalive_hook(self._keeping_beat(time.monotonic() + KEEP_PARTIAL_WAIT_S)),
+                self.destination.open_writer(self.session) as writer,
+            ):
                 if not writer.write_partial(
                     index, view, checksums.checksum_bytes(self.algorithm, view)
                 ):
                     return
-        except (StaccatoError, OSError) as err:
+        except (StaccatoError, OSError, StreamStopped) as err:
             activity.logger.warning(
-                "segment %d: the %d bytes of chunk %d read before the pause were not kept "
-                "(%s); the resumed stream reads that chunk whole",
+                "segment %d: the %d bytes of chunk %d read before the stream stopped were "
+                "not kept (%s); the resumed stream reads that chunk whole",
                 self.segment.index,
                 filled,
                 index,
@@ -529,6 +547,25 @@ class _SegmentCopy:
             return
         self.progress.bytes_done += filled - start
         self.progress.in_flight = 0
+
+    def _keeping_beat(self, deadline: float) -> Callable[[], None]:
+        """The keepalive hook while :meth:`keep_partial` writes: heartbeats (the stream
+        is stopped already: its cancel is not raised again) until ``deadline``
+        (monotonic seconds), then stops the write.
+
+        Raises (from the hook):
+            StreamStopped: past ``deadline``.
+        """
+
+        def beat() -> None:
+            if time.monotonic() > deadline:
+                raise StreamStopped(f"keeping the chunk's start took over {KEEP_PARTIAL_WAIT_S} s")
+            try:
+                self.progress.beat()
+            except StreamStopped:
+                pass
+
+        return beat
 
     def stopped_result(self) -> StreamResult:
         """Where a cancelled (paused) stream stopped: its first chunk not durable."""
