@@ -35,6 +35,7 @@ from staccato.endpoints.file.session import (
     FileChunkWriter,
     check_publishable,
     durable_chunks,
+    partial_chunk,
     session_paths,
     unlink_if_present,
     written_by_staccato,
@@ -382,6 +383,11 @@ class FileDriver(Driver):
         a resumed stream re-reads its own segment, heartbeating as it reads)."""
         end = chunk_count(session.size, session.chunk_size) if end_chunk is None else end_chunk
         return durable_chunks(session, first_chunk, end)
+
+    def partial_chunk(self, session: WriteSession, index: int, into: memoryview) -> int:
+        """The prefix of chunk ``index`` a paused stream kept, read back into ``into``
+        and checked (:func:`staccato.endpoints.file.session.partial_chunk`)."""
+        return partial_chunk(session, index, into)
 
     def session_url(self, session: WriteSession) -> str | None:
         return "file://" + quote(session.session_id, safe="/")
