@@ -13,7 +13,7 @@ the wake (counted at SeaweedFS). Runs on a Temporal server of its own that lets 
 open task poll expire after 5 s (``tests.zombie_checks.POLL_EXPIRY``), so the frozen
 worker's polls stop taking tasks soon.
 
-With the frozen worker's polls open for 30 s instead (``s3-retry-to-frozen``), the
+With the frozen worker's polls open for 20 s instead (``s3-retry-to-frozen``), the
 batch's retries are handed to the frozen worker's open polls (each lost after its
 heartbeat timeout) before one reaches the second worker; the frozen worker runs them
 when it wakes. Each must stop before writing: its lease runs from the attempt's
@@ -83,9 +83,16 @@ def _replaced(s3: Any, bucket: str, newer: dict[str, bytes]) -> list[str]:
     ]
 
 
-#: how long the frozen worker's polls stay open in the ``s3-retry-to-frozen`` case:
-#: longer than the batch's retries take to be handed out
-LONG_POLL_EXPIRY = "30s"
+#: how long the frozen worker's polls stay open in the ``s3-retry-to-frozen`` case.
+#: Its polls were opened when it started polling or took its last task (the batch's),
+#: ~4 s before the freeze on a quiet machine (a fifth of the batch at its pace is ~3 s),
+#: and each takes a retry until it expires; the retries come at the freeze + ~5 s (the
+#: 4 s heartbeat timeout, a 1 s backoff), + ~11, + ~19, + ~31 (backoffs of 2, 4, 8 s).
+#: 20 s keeps them open past the first retry unless the freeze came 15 s after they
+#: were opened (5x the paced time), and lets the third or fourth retry reach the second
+#: worker; 30 s held the fourth too, so that the batch went on only with its fifth
+#: attempt, 34 s after it started (the case took 52-56 s, the other two 35 s)
+LONG_POLL_EXPIRY = "20s"
 
 
 def _stale_attempts_refused(log: str) -> bool:
