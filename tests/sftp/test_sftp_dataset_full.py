@@ -79,8 +79,13 @@ async def test_a_batch_failed_for_good_counts_the_files_it_published(
 
     # room again: --retry-failed copies only the files that failed
     subprocess.run(["mount", "-o", "remount,size=200m", str(small_fs)], check=True)
+    # (with the --retry-for of before, 15 s: a transient error here is ridden out as it was)
     again = await run_dataset(
-        sftp_client, str(source), sftp_url(destination), retry_failed=True, **kwargs
+        sftp_client,
+        str(source),
+        sftp_url(destination),
+        retry_failed=True,
+        **{**kwargs, "options": OPTIONS.model_copy(update={"retry_for_s": 15})},
     )
     assert again.state == DatasetState.completed, again
     assert again.files_done == len(failed) and again.files_skipped == 0, again
