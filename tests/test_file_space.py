@@ -226,6 +226,54 @@ async def test_a_disk_that_stays_full_fails_after_retry_for_naming_the_space(
         assert leftovers(small) == []
 
 
+async def test_a_disk_full_before_the_copy_is_retried_until_room_is_made(
+    client: StaccatoClient, data_dir: Path, small_fs: Path
+) -> None:
+    """The free-space check before the copy finds 2 MiB free for a 6 MiB file: the
+    transfer waits, status naming the free space, and completes once the filler is
+    removed within --retry-for (before: it failed at once)."""
+    source = data_dir / "six.bin"
+    digest = write_random(source, 6 * MiB, seed=29)
+    _fill(small_fs, 2 * MiB)
+    options = TransferOptions(chunk_size=MiB, retry_for_s=120)
+    transfer = await client.submit(str(source), str(small_fs / "six.bin"), options)
+    waiting = await wait_for_status(
+        client,
+        transfer,
+        lambda s: (
+            "bytes free" in (s.last_retry_error or "")
+            or s.state in (TransferState.failed, TransferState.completed)
+        ),
+        timeout_s=120,
+    )
+    print(f"waiting: {waiting.last_retry_error}")
+    _assert_names_the_cause(waiting.last_retry_error or "", small_fs)
+    (small_fs / "filler").unlink()
+    result = await asyncio.wait_for(client.wait(transfer), 120)
+    assert result.bytes == 6 * MiB
+    assert sha256_file(small_fs / "six.bin") == digest
+    assert leftovers(small_fs) == []
+
+
+async def test_a_disk_full_before_the_copy_fails_after_retry_for(
+    client: StaccatoClient, data_dir: Path, small_fs: Path
+) -> None:
+    """The same, the filler never removed, ``--retry-for 3s``: the transfer fails
+    after it, naming the free space, nothing left on the file system."""
+    source = data_dir / "six.bin"
+    write_random(source, 6 * MiB, seed=30)
+    _fill(small_fs, 2 * MiB)
+    options = TransferOptions(chunk_size=MiB, retry_for_s=3)
+    transfer = await client.submit(str(source), str(small_fs / "six.bin"), options)
+    with pytest.raises(TransferFailedError) as caught:
+        await asyncio.wait_for(client.wait(transfer), 120)
+    message = str(caught.value)
+    print(f"prepare gave up: {message}")
+    _assert_names_the_cause(message, small_fs)
+    assert "gave up: the prepare step" in message and "--retry-for (3 s)" in message, message
+    assert leftovers(small_fs) == []
+
+
 async def test_a_file_larger_than_the_file_system_fails_at_once(
     client: StaccatoClient, data_dir: Path, small_fs: Path
 ) -> None:
