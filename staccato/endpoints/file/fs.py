@@ -5,8 +5,8 @@ Running out of space (``ENOSPC``, ``EDQUOT``, or the free-space check before a c
 and at each retry) is retryable, as on an SFTP destination: space may be freed (another
 process's files removed, a quota raised), and the temp file and journal are kept, so
 the next attempt resumes from its checkpoint; the transfer gives up once
-``--retry-for`` passed without progress. Only a file that can never fit (the bytes
-still needed exceed the whole file system's capacity) is permanent at once. Either
+``--retry-for`` passed without progress. Only a file that can never fit (larger than the
+whole file system's capacity, ``statvfs`` ``f_blocks * f_frsize``) is permanent at once. Either
 error names the file system, the bytes needed and free, and the fix
 (tests/test_file_space.py).
 """
