@@ -267,8 +267,11 @@ class FileDriver(Driver):
         bytes, less what the session's ``temp`` file already holds (a retried attempt).
 
         Raises:
-            PermanentError: not enough free space (names the file system, bytes needed
-                and free, and the fix).
+            RetryableError: not enough free space (names the file system, bytes needed
+                and free, and the fix): space may be freed, the attempt is retried for
+                ``--retry-for`` and the temp file kept (:func:`~.fs.no_space`).
+            PermanentError: the file is larger than the file system's whole capacity,
+                or the file system has none (``/proc``).
         """
         parent = os.path.dirname(url.path) or "/"
         try:
