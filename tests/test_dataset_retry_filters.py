@@ -132,3 +132,19 @@ def test_more_failures_than_kept_advise_sync_level_not_retry_failed(
     refused = run_cli("cp", "-r", "-q", "--retry-failed", str(source), str(destination), **args)
     assert refused.returncode == 2, refused.stderr
     assert advice in " ".join(refused.stderr.split()), refused.stderr
+
+
+def test_a_failure_left_out_twice_is_marked_once_and_needs_a_retry_list() -> None:
+    """A failure left out by two filtered retries in a row says "not retried" once; a
+    request with ``retry_left`` but no ``retry_failed`` is refused."""
+    from staccato.datasets.models import DatasetRequest, left_out_reason
+
+    once = left_out_reason("broken symbolic link")
+    assert once == f"broken symbolic link ({LEFT_OUT_NOTE})"
+    assert left_out_reason(once) == once
+    with pytest.raises(ValueError, match="retry_left needs retry_failed"):
+        DatasetRequest(
+            source_root="file:///src",
+            destination_root="file:///dst",
+            retry_left=[{"name": "b", "reason": once}],
+        )
