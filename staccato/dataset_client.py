@@ -57,6 +57,7 @@ from staccato.datasets.models import (
     DestinationStatus,
     FanOutBatchCheckpoint,
     FileFailure,
+    left_out_reason,
 )
 from staccato.datasets.names import (
     NOT_UTF8,
@@ -118,6 +119,27 @@ async def failed_pairs(
     probe = make_dataset_request(
         source, str_list(destinations, "destinations"), exclude=str_list(exclude, "exclude")
     )
+    return _pairs(await _fan_out_failures(client, probe))
+
+
+def _pairs(failures: list[FileFailure]) -> tuple[list[str], list[list[str]]]:
+    """The names of ``failures`` (in order, each once) and per name the roots it
+    failed at (:func:`failed_pairs`)."""
+    by_name: dict[str, list[str]] = {}
+    for failure in failures:
+        by_name.setdefault(failure.name, [])
+        if failure.destination and failure.destination not in by_name[failure.name]:
+            by_name[failure.name].append(failure.destination)
+    return list(by_name), list(by_name.values())
+
+
+async def _fan_out_failures(client: StaccatoClient, probe: DatasetRequest) -> list[FileFailure]:
+    """The failures (name, root, reason) of the last dataset from ``probe``'s source to
+    its roots that ``--retry-failed`` copies again (:func:`_to_retry`).
+
+    Raises:
+        TransferNotFoundError, StaccatoError: as :func:`failed_names`.
+    """
     assert probe.destination_roots is not None
     status = await _earlier_dataset(
         client,
@@ -125,12 +147,7 @@ async def failed_pairs(
         probe.source_root,
         probe.destination_roots,
     )
-    by_name: dict[str, list[str]] = {}
-    for failure in _to_retry(status):
-        by_name.setdefault(failure.name, [])
-        if failure.destination and failure.destination not in by_name[failure.name]:
-            by_name[failure.name].append(failure.destination)
-    return list(by_name), list(by_name.values())
+    return _to_retry(status)
 
 
 class NothingToRetryError(TransferNotFoundError):
@@ -187,15 +204,34 @@ async def _earlier_dataset(
             f"dataset {status.id} is {status.state.value}: --retry-failed re-runs the "
             "files of a dataset that ended completed_with_errors"
         )
-    failed = sum(d.files_failed for d in status.destinations or []) if several else None
-    what = "(file, destination) pairs" if several else "files"
-    if (failed if failed is not None else status.files_failed) > len(status.failures):
-        raise CannotRetryError(
-            f"dataset {status.id} failed {failed or status.files_failed} {what} and kept "
-            f"{len(status.failures)}: re-run it with --sync-level size (or checksum) to copy "
-            "only what differs"
-        )
+    cut = _cut_advice(status)
+    if cut is not None:
+        raise CannotRetryError(f"dataset {status.id} {cut}")
     return status
+
+
+def _failed_count(status: DatasetStatus) -> int:
+    """What the dataset ``status`` failed: files (one root), or (file, destination)
+    pairs (several roots: one failure kept per pair)."""
+    if status.destinations is None:
+        return status.files_failed
+    return sum(d.files_failed for d in status.destinations)
+
+
+def _cut_advice(status: DatasetStatus) -> str | None:
+    """``failed 1200 files and kept 1000: re-run it with --sync-level size ...``: the
+    dataset ``status`` failed more than it kept (:data:`MAX_FAILURES_KEPT`), so
+    ``--retry-failed`` (which copies the names kept) is refused and a run with
+    ``--sync-level size`` is what copies the rest; None when it kept every failure.
+    The one rule for the refusal and the advice (:func:`retry_advice`)."""
+    failed = _failed_count(status)
+    if failed <= len(status.failures):
+        return None
+    what = "(file, destination) pairs" if status.destinations is not None else "files"
+    return (
+        f"failed {failed} {what} and kept {len(status.failures)}: re-run it with "
+        "--sync-level size (or checksum) to copy only what differs"
+    )
 
 
 def gone_names(status: DatasetStatus) -> list[str]:
@@ -337,7 +373,12 @@ def retry_advice(status: DatasetStatus) -> str | None:
     failed is no longer there or is a directory, :func:`nothing_to_retry`) a retry is
     refused, so this says to run without it. The same words as that refusal. None
     when every failure can never succeed by copying it again (:func:`never_copied`:
-    it kept every failure): no advice to copy them again."""
+    it kept every failure): no advice to copy them again. When it failed more than it
+    kept (:func:`_cut_advice`), ``--retry-failed`` is refused: re-run with
+    ``--sync-level size``, the refusal's words."""
+    cut = _cut_advice(status)
+    if cut is not None:
+        return cut
     if _only(status, {f.name for f in status.failures if never_copied(status, f)}):
         return None
     if nothing_to_retry(status):
@@ -371,8 +412,32 @@ async def failed_names(
             (then re-run with ``--sync-level``, which copies only what differs).
         CannotRetryError: every file it failed is no longer at the source.
     """
+    return [f.name for f in await _single_failures(client, destination, source_root)]
+
+
+async def _single_failures(
+    client: StaccatoClient, destination: str, source_root: str | None
+) -> list[FileFailure]:
+    """The failures of the last dataset to ``destination`` that ``--retry-failed``
+    copies again (:func:`failed_names`, with their reasons).
+
+    Raises:
+        as :func:`failed_names`.
+    """
     status = await _earlier_dataset(client, dataset_id(destination), source_root, [destination])
-    return [failure.name for failure in _to_retry(status)]
+    return _to_retry(status)
+
+
+def _left_out(failures: list[FileFailure], chosen: set[str]) -> list[FileFailure] | None:
+    """The ``failures`` whose names a filtered retry did not choose (``chosen``), each
+    with :func:`~staccato.datasets.models.left_out_reason`: carried into the retry's
+    failures unchanged (``DatasetRequest.retry_left``); None when it chose them all."""
+    left = [
+        f.model_copy(update={"reason": left_out_reason(f.reason)})
+        for f in failures
+        if f.name not in chosen
+    ]
+    return left or None
 
 
 class DatasetStart(NamedTuple):
@@ -470,13 +535,15 @@ async def start_dataset(
         )
     if not isinstance(destination, str):
         destination = destination[0]
-    names = None
+    names = left = None
     if retry_failed:
         probe = make_dataset_request(source, destination, options, exclude=exclude)
-        names = await failed_names(client, probe.destination_root, probe.source_root)
-        names = [n for n in names if selected(n, include, exclude)] or _all_filtered_out(
-            len(names), include, exclude
+        failures = await _single_failures(client, probe.destination_root, probe.source_root)
+        every = [f.name for f in failures]
+        names = [n for n in every if selected(n, include, exclude)] or _all_filtered_out(
+            len(every), include, exclude
         )
+        left = _left_out(failures, set(names))  # failures it leaves out stay failed
     request = make_dataset_request(
         source,
         destination,
@@ -487,6 +554,8 @@ async def start_dataset(
         retry_failed=names,
         **tuning,
     )
+    if left is not None:
+        request = request.model_copy(update={"retry_left": left})
     return await _start(client, request)
 
 
@@ -552,12 +621,18 @@ async def _submit_fan_out(
     """:func:`start_dataset` with several destination roots (one dataset id for the
     source and the set of roots; an identical request attaches)."""
     names: list[str] | None = None
+    left: list[FileFailure] | None = None
     if retry_failed:
-        names, failed_at = await failed_pairs(client, source, destinations, exclude)
+        probe = make_dataset_request(
+            source, str_list(destinations, "destinations"), exclude=str_list(exclude, "exclude")
+        )
+        failures = await _fan_out_failures(client, probe)
+        names, failed_at = _pairs(failures)
         kept = [i for i, name in enumerate(names) if selected(name, include, exclude)]
         if not kept:
             _all_filtered_out(len(names), include, exclude)
         names, failed_at = [names[i] for i in kept], [failed_at[i] for i in kept]
+        left = _left_out(failures, set(names))  # pairs it leaves out stay failed
     request = make_dataset_request(
         source,
         destinations,
@@ -573,7 +648,8 @@ async def _submit_fan_out(
     if names is not None:
         request = request.model_copy(
             update={
-                "retry_targets": [[roots.index(r) for r in at if r in roots] for at in failed_at]
+                "retry_targets": [[roots.index(r) for r in at if r in roots] for at in failed_at],
+                "retry_left": left,
             }
         )
     return await _start(client, request)

@@ -412,7 +412,7 @@ async def test_retry_failed_with_a_new_exclude_retries_each_file_at_its_own_root
     from its page instead, and the workflow, which reads a file's roots by its
     position in that list, retried the next file at the roots of the one dropped: "b"
     went to r1 (where it was) and never to r2 (where it had failed), and the dataset
-    said completed (helper's finding)."""
+    said completed (helper's finding). The failure it leaves out stays failed."""
     from staccato.dataset_client import submit_dataset
     from tests.dataset_checks import wait_dataset
 
@@ -436,11 +436,15 @@ async def test_retry_failed_with_a_new_exclude_retries_each_file_at_its_own_root
         fan_client, str(source), roots, OPTIONS, retry_failed=True, exclude=["a"]
     )
     again = await wait_dataset(fan_client, dataset, timeout_s=120)
-    assert again.state == DatasetState.completed, again
+    # "a" left out by the retry's --exclude stays failed at r1 (it ended completed,
+    # "a" forgotten: tester)
+    assert again.state == DatasetState.completed_with_errors, again
     assert (r2 / "b").read_bytes() == b"b"
-    assert not (r1 / "a").exists()  # left out by the retry's --exclude
+    assert not (r1 / "a").exists()
+    assert [(f.name, f.destination) for f in again.failures] == [("a", f"file://{r1}")]
     assert again.destinations is not None
     assert [d.files_done for d in again.destinations] == [0, 1], again
+    assert [d.files_failed for d in again.destinations] == [1, 0], again
 
 
 @pytest.mark.parametrize("failing_root", [False, True], ids=["two-roots", "and-a-read-only-root"])

@@ -554,6 +554,12 @@ def status_lines(s: DatasetStatus, failures: bool) -> list[str]:
             lines.append(f"{'':18}   {unreachable_text(row)}")
     for line in left_behind_lines(s):
         lines.append(f"{'left behind':18} {line.removeprefix('left behind: ')}")
+    if s.state.value == "completed_with_errors":
+        from staccato.dataset_client import retry_advice
+
+        advice = retry_advice(s)  # cp -r's end says the same (exit_for)
+        if advice is not None:
+            lines.append(f"{'advice':18} {advice}")
     return lines
 
 

@@ -81,6 +81,19 @@ def _repr_gone_reason(name: str) -> str:
     return f"{name!r} is no longer at the source"
 
 
+#: what a failure carried unchanged by a ``--retry-failed`` whose ``--include``/
+#: ``--exclude`` left it out adds to its reason (:func:`left_out_reason`)
+LEFT_OUT_NOTE = "not retried: left out by --include/--exclude"
+
+
+def left_out_reason(reason: str) -> str:
+    """``reason`` of a failure that a filtered ``--retry-failed`` carries without
+    copying it again: the old reason and ``(not retried: left out by
+    --include/--exclude)``, said once however many retries left it out."""
+    note = f" ({LEFT_OUT_NOTE})"
+    return reason if reason.endswith(note) else reason + note
+
+
 class FileFailure(LeanModel):
     """A file of the dataset that was not copied, and why.
 
@@ -216,9 +229,16 @@ class DatasetRequest(LeanModel):
             read once and written to every root (None: one destination).
         retry_targets: with ``retry_failed`` and several roots: for each name, the
             indexes in ``destination_roots`` it failed at (only those are written).
+        retry_left: with ``retry_failed``: the earlier dataset's failures that the
+            retry's ``--include``/``--exclude`` left out (at most
+            :data:`MAX_FAILURES_KEPT`, as the earlier dataset kept them, with
+            :func:`left_out_reason`): the first run starts with them as its own
+            failures, counted as failed (and listed), so the dataset ends
+            ``completed_with_errors`` and a later ``--retry-failed`` copies them. The
+            first run's input only: a run continued as new has them in ``carried``.
     """
 
-    _omit_when = omitted_while_none("destination_roots", "retry_targets")
+    _omit_when = omitted_while_none("destination_roots", "retry_targets", "retry_left")
 
     model_config = ConfigDict(extra="forbid")
 
@@ -238,6 +258,7 @@ class DatasetRequest(LeanModel):
     carried: DatasetCarried | None = None
     destination_roots: list[str] | None = Field(None, min_length=2, max_length=MAX_FAN_OUT)
     retry_targets: list[list[int]] | None = None
+    retry_left: list[FileFailure] | None = Field(None, max_length=MAX_FAILURES_KEPT)
 
     @field_validator("source_root", "destination_root")
     @classmethod
@@ -251,6 +272,8 @@ class DatasetRequest(LeanModel):
 
     @model_validator(mode="after")
     def _roots(self) -> DatasetRequest:
+        if self.retry_left is not None and self.retry_failed is None:
+            raise ValueError("retry_left needs retry_failed (the failures a retry copies)")
         roots = self.destination_roots
         if roots is None:
             if self.retry_targets is not None:

@@ -222,6 +222,13 @@ DATASET_WHOLE_RATE_PATCH = "dataset-whole-max-rate"
 #: ``fan_outs``. A child workflow's input only; a marker event per run to several
 #: roots with a ``max_rate``
 DATASET_FAN_OUT_RATE_PATCH = "dataset-fan-out-whole-max-rate"
+#: ``workflow.patched`` id: a ``--retry-failed`` whose ``--include``/``--exclude``
+#: left out some of the earlier dataset's failures (``DatasetRequest.retry_left``)
+#: starts with them as its own (counted as listed and failed, kept with their
+#: reasons), so it ends ``completed_with_errors`` while they remain; before, they
+#: were forgotten and the dataset ended ``completed``. State only (no command); a
+#: marker event in the first run of such a retry
+DATASET_RETRY_LEFT_PATCH = "dataset-retry-left-out-failures"
 #: a tail batch (see :data:`DATASET_STAGGER_PATCH`) holds at least this share of
 #: ``batch_files`` (bounds the events of a run's end)
 TAIL_BATCH_SHARE = 4
@@ -324,6 +331,12 @@ class DatasetWorkflow:
                 carried.destinations = [
                     DestinationCounts(destination=root) for root in request.destination_roots
                 ]
+        if (
+            request.carried is None
+            and request.retry_left
+            and workflow.patched(DATASET_RETRY_LEFT_PATCH)
+        ):
+            self._carry_left_out(request.retry_left)
         self._set_state(DatasetState.running)
         try:
             if self._fan_out and workflow.patched(DATASET_ROOT_LOCKS_PATCH):
@@ -342,7 +355,10 @@ class DatasetWorkflow:
             raise
         if more:
             carried.runs += 1
-            workflow.continue_as_new(request.model_copy(update={"carried": carried}))
+            # the left-out failures are in carried now: not in every run's input again
+            workflow.continue_as_new(
+                request.model_copy(update={"carried": carried, "retry_left": None})
+            )
         state = (
             DatasetState.completed_with_errors if carried.files_failed else DatasetState.completed
         )
@@ -363,6 +379,21 @@ class DatasetWorkflow:
             failures=carried.failures,
             destinations=carried.destinations,
         )
+
+    def _carry_left_out(self, left: list[FileFailure]) -> None:
+        """Start the first run of a filtered ``--retry-failed`` with the earlier
+        dataset's failures it left out (``left``, each with its reason): kept, counted
+        as listed and failed (per file; with several roots each pair at its root)."""
+        carried = self._carried
+        roots = self._request.destination_roots if self._request else None
+        files = len({f.name for f in left})
+        carried.files_listed += files
+        carried.files_failed += files
+        for failure in left:
+            if carried.destinations is not None and roots and failure.destination in roots:
+                carried.destinations[roots.index(failure.destination)].files_failed += 1
+            if len(carried.failures) < MAX_FAILURES_KEPT:
+                carried.failures.append(failure)
 
     # -- root locks ------------------------------------------------------------------
 
