@@ -81,6 +81,7 @@ from staccato.ids import ROOT_LOCK_TYPE, TRANSFER_ID_PREFIX, transfer_id
 from staccato.links import governor_id
 from staccato.models import (
     MIN_TUNED_BYTES,
+    RATE_CURRENT_S,
     Checkpoint,
     FrontCheckpoint,
     GroupStatus,
@@ -628,24 +629,24 @@ class StaccatoClient:
             return _scheduled_status(handle.id, memo, runs_as, starts_at)
         if runs_as is not None and status == WorkflowExecutionStatus.RUNNING:
             front = await self._front_status(handle.id, runs_as, description)
+            if front is not None and front.state == TransferState.queued:
+                if cancel_requested_of(description):
+                    # cancelled while it waits: a worker ends it (a tester read "queued"
+                    # with no word of the cancel while none ran)
+                    answered = await self._answered(handle, description) is not None
+                    note = _no_worker_note(description, begun=True, cancel_requested=True)
+                    front = front.model_copy(
+                        update={
+                            "cancel_requested": True,
+                            "last_retry_error": None if answered else note,
+                        }
+                    )
             if front is not None:
                 return front
         progress: Progress | None = None
         capacity_wait: str | None = None  # a stream waiting for its worker's memory
-        if status == WorkflowExecutionStatus.RUNNING and await self.may_answer(
-            description.task_queue
-        ):
-            # a closed run is not queried: a query replays its whole history on a worker
-            # (seconds, or the query's timeout when none can); its state and failure
-            # come from Temporal itself
-            try:
-                progress = await handle.query(
-                    PROGRESS_QUERY,
-                    result_type=Progress,
-                    rpc_timeout=timedelta(seconds=_query_wait_s()),
-                )
-            except Exception:  # no worker polling: fall back to visibility
-                progress = None
+        if status == WorkflowExecutionStatus.RUNNING:
+            progress = await self._answered(handle, description)
         chunk_size = progress.chunk_size if progress else int(memo.get("chunk_size", 0))
         streams = progress.streams if progress else int(memo.get("streams", 0))
         bytes_total = progress.bytes_total if progress else None
@@ -680,10 +681,7 @@ class StaccatoClient:
         staging_rate: float | None = None
         # a cancel asked of the running run, not yet taken effect (a dead worker's
         # until one polls): said in the JSON (``cancel_requested``, as a dataset's)
-        cancel_requested = bool(
-            status == WorkflowExecutionStatus.RUNNING
-            and description.raw_description.workflow_extended_info.cancel_requested
-        )
+        cancel_requested = cancel_requested_of(description)
         copy_begun = False  # some stream has heartbeated (seen with no worker)
         if status == WorkflowExecutionStatus.RUNNING:
             no_worker: str | None = None
@@ -704,30 +702,18 @@ class StaccatoClient:
             for pending in description.raw_description.pending_activities:
                 # what the retry of an attempt that then moves bytes said is history
                 said_before = (last_retry, next_attempt)
-                if pending.attempt > 1 and pending.HasField("last_failure"):
-                    retried = f"attempt {pending.attempt}: {await self._message(pending)}"
+                retrying = await self.retry_of(pending)
+                if retrying is not None:
+                    retried, next_attempt = retrying
                     # no worker: that stays said first (nothing moves until one polls)
                     last_retry = f"{no_worker}; {retried}" if no_worker else retried
-                    if pending.HasField("next_attempt_schedule_time"):
-                        at = pending.next_attempt_schedule_time.ToDatetime(tzinfo=UTC)
-                    elif pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_SCHEDULED:
-                        at = pending.scheduled_time.ToDatetime(tzinfo=UTC)
-                    else:
-                        at = None  # the attempt is running now
-                    next_attempt = at.isoformat(timespec="seconds") if at else None
                 if not pending.heartbeat_details.payloads:
                     continue
                 if pending.activity_type.name == "stage_source":
                     # the source read into the staging cache (phase "staging")
-                    try:
-                        (staging,) = await self.temporal.data_converter.decode(
-                            pending.heartbeat_details.payloads, [StagingProgress]
-                        )
-                        staging = StagingProgress.model_validate(staging)
-                        staged_bytes = staging.bytes_staged
-                        staging_rate = staging.rate_bytes_per_s or None
-                    except Exception:
-                        pass
+                    staged = await staging_figures(self.temporal, pending, now)
+                    if staged is not None:
+                        staged_bytes, staging_rate = staged
                     continue
                 try:
                     (details,) = await self.temporal.data_converter.decode(
@@ -745,7 +731,7 @@ class StaccatoClient:
                     in_segments[details.segment] = max(
                         in_segments.get(details.segment, 0), details.bytes_done
                     )
-                    if _moving(pending, now, details):
+                    if _moving(pending, now, details.moved_at):
                         rate_sum += details.rate_bytes_per_s
                         if no_worker is None:
                             # a retried attempt that moves bytes: no longer retrying (a
@@ -838,6 +824,25 @@ class StaccatoClient:
             cancel_requested=True if cancel_requested else None,
         )
 
+    async def _answered(
+        self, handle: WorkflowHandle[Any, Any], description: Any
+    ) -> Progress | None:
+        """The running run's ``progress`` query (``handle``, ``description``: its
+        description), asked only when a worker may answer (:meth:`may_answer`) and for
+        at most min(5 s, ``STACCATO_CLIENT_WAIT_S``); None when none answers. A closed
+        run is not queried: a query replays its whole history on a worker (seconds, or
+        the query's timeout when none can); its state and failure come from Temporal."""
+        if not await self.may_answer(description.task_queue):
+            return None
+        try:
+            return await handle.query(
+                PROGRESS_QUERY,
+                result_type=Progress,
+                rpc_timeout=timedelta(seconds=_query_wait_s()),
+            )
+        except Exception:  # no worker polling: fall back to visibility
+            return None
+
     async def _front_reason(self, description: Any, runs_as: str, destination: str) -> str:
         """Why a front run is queued: the destination's transfer ``runs_as`` writes it,
         or transfers queued for it earlier run first (:func:`staccato.starts.queued_ahead`,
@@ -927,6 +932,22 @@ class StaccatoClient:
         except (RPCError, TransferNotFoundError):
             return None
         return None
+
+    async def retry_of(self, pending: Any) -> tuple[str, str | None] | None:
+        """A pending activity's retry (``pending``, a ``PendingActivityInfo``) as
+        ``status`` says it: ``attempt N: <its last failure>`` and when the next attempt
+        is due (ISO 8601, UTC; None: it runs now); None for a first attempt or one with
+        no failure. Read without a worker (a transfer's and a fan-out group's)."""
+        if pending.attempt <= 1 or not pending.HasField("last_failure"):
+            return None
+        retried = f"attempt {pending.attempt}: {await self._message(pending)}"
+        if pending.HasField("next_attempt_schedule_time"):
+            at = pending.next_attempt_schedule_time.ToDatetime(tzinfo=UTC)
+        elif pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_SCHEDULED:
+            at = pending.scheduled_time.ToDatetime(tzinfo=UTC)
+        else:
+            at = None  # the attempt is running now
+        return retried, at.isoformat(timespec="seconds") if at else None
 
     async def _message(self, pending: Any) -> str:
         """A pending activity's last failure message, decrypted when the payload codec
@@ -1340,22 +1361,39 @@ def _tuner_chooses(
 _CANCEL_CLEANUP_WAIT_S = 30.0
 
 
-def _no_worker_note(description: Any, *, begun: bool, cancel_requested: bool) -> str:
-    """What ``status`` says of a running transfer no worker answers for: a cancel that
-    waits for a worker; a run that has not begun (its recorded state still scheduled: a delayed start,
-    or one no worker has picked up) that starts then; else the streams' last
-    heartbeats as its progress."""
+def _no_worker_note(
+    description: Any, *, begun: bool, cancel_requested: bool, what: str = "transfer"
+) -> str:
+    """What ``status`` says of a running transfer (``what``: or a fan-out ``"group"``)
+    no worker answers for: a cancel that waits for a worker; a run that has not begun
+    (its recorded state still scheduled: a delayed start, or one no worker has picked
+    up) that starts then; else its last heartbeats as its progress."""
     queue = f"no worker answers on task queue {description.task_queue!r}"
     if cancel_requested:
         return f"{queue}: a cancel was requested; it takes effect when a worker polls"
     if not begun:
         at = _start_time(description)
         if at is not None:
-            return f"{queue}: the transfer has not begun; it starts at {at} when a worker polls"
-        return f"{queue}: the transfer has not begun; it starts when a worker polls"
-    return (
-        f"{queue}: progress is the streams' last heartbeats; the transfer goes on when a "
-        "worker polls"
+            return f"{queue}: the {what} has not begun; it starts at {at} when a worker polls"
+        return f"{queue}: the {what} has not begun; it starts when a worker polls"
+    heartbeats = "the streams' last heartbeats" if what == "transfer" else "the last heartbeats"
+    return f"{queue}: progress is {heartbeats}; the {what} goes on when a worker polls"
+
+
+def no_worker_note(
+    description: Any, *, begun: bool, cancel_requested: bool, what: str = "transfer"
+) -> str:
+    """:func:`_no_worker_note`, for the other clients (a fan-out group's status)."""
+    return _no_worker_note(description, begun=begun, cancel_requested=cancel_requested, what=what)
+
+
+def cancel_requested_of(description: Any) -> bool:
+    """Whether a cancel was asked of the described run while it runs and has not taken
+    effect yet (a dead worker's run: until one polls): ``cancel_requested`` in
+    ``status``, for a transfer, a front run queued for its destination and a group."""
+    return bool(
+        description.status == WorkflowExecutionStatus.RUNNING
+        and description.raw_description.workflow_extended_info.cancel_requested
     )
 
 
@@ -1486,19 +1524,21 @@ _ALREADY_RUNNING = f"cannot resume a transfer that is {TransferState.running.val
 _HEARTBEAT_CURRENT = timedelta(seconds=20)
 
 
-def _moving(pending: Any, now: datetime, details: Checkpoint | None = None) -> bool:
-    """Whether the pending stream activity ``pending`` (a ``PendingActivityInfo``)
-    moves bytes now, so its heartbeat's rate is current: its attempt is running (not
-    waiting to start, nor between attempts after a failure), its last heartbeat came
-    from this attempt (a retried attempt keeps the details, and the rate, of the one
-    before), and within the activity's heartbeat timeout of ``now`` (the SDK sends
-    details at most every 0.8 x that timeout; older, the stream is stuck), and the
-    stream last moved bytes within that timeout too (``details``, its checkpoint:
-    ``Checkpoint.moved_within``): a stream waiting on a hung server heartbeats on
-    (the drivers' ``keepalive``), each heartbeat with its attempt's average rate,
-    which never falls to 0 (a tester saw a rate and an ETA 40 s into a hung S3
-    server). Compares the worker's clock with this one's: a skew between them moves
-    the cut by as much."""
+def _moving(pending: Any, now: datetime, moved_at: float | None = None) -> bool:
+    """Whether the pending activity ``pending`` (a ``PendingActivityInfo``: a stream,
+    or a staging read) moves bytes now, so its heartbeat's rate is current: its attempt
+    is running (not waiting to start, nor between attempts after a failure), its last
+    heartbeat came from this attempt (a retried attempt keeps the details, and the
+    rate, of the one before), and both that heartbeat and the last time it moved bytes
+    (``moved_at``, Unix seconds, from its details: ``Checkpoint.moved_at``,
+    ``StagingProgress.progress_at``; None: not said) are within
+    :data:`~staccato.models.RATE_CURRENT_S` of ``now`` (or its heartbeat timeout, if
+    shorter). A stream waiting on a hung server heartbeats on (the drivers'
+    ``keepalive``) with its attempt's average rate, which never falls to 0, and a
+    killed worker's last heartbeat stays until its timeout: either showed a rate and
+    an ETA while nothing moved (a tester saw them 40 s into a hung S3 server, and for
+    12-20 s after a worker's SIGKILL). Compares the worker's clock with this one's: a
+    skew between them moves the cut by as much."""
     if pending.state != PendingActivityState.PENDING_ACTIVITY_STATE_STARTED:
         return False
     if not pending.HasField("last_heartbeat_time"):
@@ -1512,9 +1552,32 @@ def _moving(pending: Any, now: datetime, details: Checkpoint | None = None) -> b
     options = pending.activity_options if pending.HasField("activity_options") else None
     if options is not None and options.HasField("heartbeat_timeout"):
         current = options.heartbeat_timeout.ToTimedelta() or current
-    if details is not None and not details.moved_within(current.total_seconds(), now.timestamp()):
+    current = min(current, timedelta(seconds=RATE_CURRENT_S))
+    if moved_at is not None and now.timestamp() - moved_at > current.total_seconds():
         return False
     return now - beat <= current
+
+
+async def staging_figures(
+    temporal: Client, pending: Any, now: datetime
+) -> tuple[int, float | None] | None:
+    """What a pending ``stage_source`` activity (``pending``, a ``PendingActivityInfo``)
+    last heartbeated: bytes staged so far, and its rate (bytes/s) while it is current
+    (:func:`_moving`: None once it has read nothing for
+    :data:`~staccato.models.RATE_CURRENT_S`, or its worker is gone); None when it has
+    not heartbeated or its details are not a ``StagingProgress``. Read without a
+    worker (Temporal's description): a transfer's and a fan-out group's ``status``."""
+    if not pending.heartbeat_details.payloads:
+        return None
+    try:
+        (details,) = await temporal.data_converter.decode(
+            pending.heartbeat_details.payloads, [StagingProgress]
+        )
+        staging = StagingProgress.model_validate(details)
+    except Exception:  # not ours to read: no figure
+        return None
+    current = staging.rate_bytes_per_s > 0 and _moving(pending, now, staging.progress_at)
+    return staging.bytes_staged, staging.rate_bytes_per_s if current else None
 
 
 def _memo_int(memo: dict[str, Any], key: str) -> int | None:

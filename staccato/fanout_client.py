@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
@@ -41,7 +41,6 @@ from staccato.models import (
     GroupState,
     GroupStatus,
     IfBusy,
-    StagingProgress,
     TransferOptions,
     TransferState,
     iso_utc,
@@ -246,12 +245,7 @@ async def group_status(client: StaccatoClient, group: str) -> GroupStatus:
         state = _CLOSED_STATES.get(description.status, GroupState.failed)  # type: ignore[arg-type]
     elif description.status == WorkflowExecutionStatus.RUNNING and state in _TERMINAL:
         state = GroupState.running  # returning: its result comes next
-    staged_bytes = progress.staged_bytes if progress else None
-    staging_rate = None
-    if progress is not None and progress.phase == "staging":
-        so_far = await _staged_so_far(client, description)
-        staged_bytes = so_far.bytes_staged if so_far else 0
-        staging_rate = so_far.rate_bytes_per_s if so_far and so_far.rate_bytes_per_s else None
+    figures = await _running_figures(client, description, memo, progress, destinations)
     running = [d for d in destinations if d.state == TransferState.running and d.run_id]
     for row, child in zip(
         running,
@@ -278,14 +272,73 @@ async def group_status(client: StaccatoClient, group: str) -> GroupStatus:
         id=handle.id,
         state=state,
         source=(progress.source if progress else memo.get("source", "")),
-        phase=progress.phase if progress else None,
-        bytes_total=progress.bytes_total if progress else None,
         error=error or (progress.error if progress else None),
-        staged_bytes=staged_bytes,
-        staging_rate_bytes_per_s=staging_rate,
         destinations=destinations,
         started_at=iso_utc(description.start_time),
+        **figures,
     )
+
+
+async def _running_figures(
+    client: StaccatoClient,
+    description: Any,
+    memo: dict[str, Any],
+    progress: FanOutProgress | None,
+    rows: list[DestinationStatus],
+) -> dict[str, Any]:
+    """The group's phase, size, staging figures, retry note and cancel request, read
+    as a single transfer's ``status`` reads them (:meth:`StaccatoClient._status`): the
+    ``progress`` query's while a worker answers, else what Temporal holds without one:
+    the size the group wrote into its memo (patch fan-out-size-memo), the phase its
+    pending ``stage_source`` activity (or a destination's started run: ``rows``) shows,
+    that activity's last heartbeat (:func:`staccato.client.staging_figures`), and the
+    note of what a worker finds (:func:`staccato.client.no_worker_note`)."""
+    from staccato.client import cancel_requested_of, no_worker_note, staging_figures
+
+    figures: dict[str, Any] = {
+        "phase": progress.phase if progress else None,
+        "bytes_total": progress.bytes_total if progress else None,
+        "staged_bytes": progress.staged_bytes if progress else None,
+        "staging_rate_bytes_per_s": None,
+    }
+    if description.status != WorkflowExecutionStatus.RUNNING:
+        return figures
+    cancel_requested = cancel_requested_of(description)
+    figures["cancel_requested"] = True if cancel_requested else None
+    raw = description.raw_description
+    no_worker: str | None = None
+    if progress is None:
+        total = memo.get("bytes_total")
+        if isinstance(total, int) and not isinstance(total, bool):
+            figures["bytes_total"] = total
+        if any(row.run_id for row in rows):
+            figures["phase"] = "copy"
+        begun = bool(raw.pending_activities or raw.pending_children or figures["phase"])
+        no_worker = figures["last_retry_error"] = no_worker_note(
+            description, begun=begun, cancel_requested=cancel_requested, what="group"
+        )
+    now = datetime.now(UTC)
+    for pending in raw.pending_activities:
+        staging = pending.activity_type.name == "stage_source"
+        rate: float | None = None
+        if staging:
+            if progress is None:
+                figures["phase"] = "staging"
+            staged = await staging_figures(client.temporal, pending, now)
+            staged_bytes, rate = staged if staged is not None else (0, None)
+            if figures["phase"] == "staging":
+                figures["staged_bytes"] = staged_bytes
+                # no worker, or a cancel requested: its last rate is history
+                if no_worker is None and not cancel_requested:
+                    figures["staging_rate_bytes_per_s"] = rate
+        retrying = await client.retry_of(pending)
+        if retrying is not None and (no_worker is not None or rate is None):
+            # a retried attempt that moves bytes again is no longer retrying
+            retried, figures["next_attempt_at"] = retrying
+            figures["last_retry_error"] = f"{no_worker}; {retried}" if no_worker else retried
+    if figures["phase"] == "staging" and figures["staged_bytes"] is None:
+        figures["staged_bytes"] = 0  # staging, nothing heartbeated yet
+    return figures
 
 
 async def _row_from_its_run(client: StaccatoClient, group: Any, row: DestinationStatus) -> None:
@@ -333,24 +386,6 @@ async def _described_group(handle: WorkflowHandle[Any, Any], group: str) -> Any:
     if description.workflow_type != GROUP_TYPE:
         raise TransferNotFoundError(f"{group} is not a fan-out group")
     return description
-
-
-async def _staged_so_far(client: StaccatoClient, description: Any) -> StagingProgress | None:
-    """What the group's running ``stage_source`` reported in its last heartbeat (bytes
-    staged, rate)."""
-    for pending in description.raw_description.pending_activities:
-        if pending.activity_type.name != "stage_source":
-            continue
-        if not pending.heartbeat_details.payloads:
-            return None
-        try:
-            (details,) = await client.temporal.data_converter.decode(
-                pending.heartbeat_details.payloads, [StagingProgress]
-            )
-            return StagingProgress.model_validate(details)
-        except Exception:  # not ours to read: no figure
-            return None
-    return None
 
 
 async def follow_group(
@@ -421,5 +456,10 @@ def status_lines(status: GroupStatus) -> list[str]:
         lines.append(
             "  staging the source: " + units.progress(staged, status.bytes_total, rate, eta)
         )
+    if status.last_retry_error and status.state == GroupState.running:
+        # no worker answers (what then takes effect), or the staging read retries: the
+        # words of a single transfer's status (``retrying: ...``)
+        when = f" (next attempt at {status.next_attempt_at})" if status.next_attempt_at else ""
+        lines.append(f"  retrying: {status.last_retry_error}{when}")
     lines.extend(destination_line(row) for row in status.destinations)
     return lines

@@ -457,6 +457,16 @@ class WriteSession(BaseModel):
     data: dict[str, str] = Field(default_factory=dict)
 
 
+#: seconds a stream's (or a staging read's) rate counts as current in ``status`` after
+#: it last moved bytes or last heartbeated, whichever is older: five of the workers'
+#: heartbeat intervals (streams build details every 0.5 s and workers send them at
+#: most every 1 s, ``staccato.activities.stream_lease.HEARTBEAT_THROTTLE_S``), so a
+#: healthy stream's rate never drops, while one whose worker was killed or whose source
+#: hangs shows no rate (and no ETA) within seconds, not its last rate for the heartbeat
+#: timeout (20 s by default)
+RATE_CURRENT_S = 5.0
+
+
 class Checkpoint(BaseModel):
     """A stream's heartbeat details; versioned because Temporal hands them back as a dict.
 
@@ -1513,6 +1523,15 @@ class GroupStatus(BaseModel):
     destinations: list[DestinationStatus]
     #: when the group started (ISO 8601, UTC); ``list`` orders by it
     started_at: str | None = None
+    #: why nothing moves now: no worker answers for the running group (what then
+    #: takes effect), and/or its staging read's retry (``attempt N: <failure>``); the
+    #: same words as a single transfer's ``last_retry_error``
+    last_retry_error: str | None = None
+    #: when that retry's next attempt is due (ISO 8601, UTC); None: it runs now
+    next_attempt_at: str | None = None
+    #: True: a cancel was requested of the running group and has not taken effect yet
+    #: (a dead worker's group: until one polls); None otherwise
+    cancel_requested: bool | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         """Plain dict with the enums as text."""

@@ -204,10 +204,18 @@ class StagingCache:
         (pins / _pin_name(holder)).touch()
 
     def unpin(self, key: str, holder: str) -> None:
-        """``holder`` no longer uses the entry (absent: nothing to do)."""
+        """``holder`` no longer uses the entry (absent: nothing to do). When nothing
+        is staged under ``key`` then (no complete entry, no other pin: a stage that was
+        cancelled or failed removed its entry, or a crashed one left half of it), the
+        entry and its lock file go too: a cancelled fan-out left a 0-byte ``.lock``,
+        which taking the lock here had made again. Removed with the lock held, so no
+        other process stages the key meanwhile (:meth:`locked`: a waiter on the removed
+        file takes the lock again on a new one)."""
         with self.locked(key):
             with contextlib.suppress(FileNotFoundError):
                 (self.path(key) / PINS / _pin_name(holder)).unlink()
+            if self.manifest(key) is None and not self.pins(key):
+                self.forget(key)
 
     def pins(self, key: str) -> list[str]:
         try:

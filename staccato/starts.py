@@ -36,7 +36,13 @@ from temporalio.service import RPCError, RPCStatusCode
 from staccato import run_fields, units
 from staccato.errors import DestinationBusyError
 from staccato.ids import transfer_id
-from staccato.models import RUN_ONLY_OPTIONS, TransferOptions, TransferRequest, TransferState
+from staccato.models import (
+    RUN_ONLY_OPTIONS,
+    IfBusy,
+    TransferOptions,
+    TransferRequest,
+    TransferState,
+)
 from staccato.overlaps import visibility_string
 from staccato.run_fields import TRANSFER_TYPE, summary
 from staccato.workflows import search_attributes as sa
@@ -173,13 +179,45 @@ async def _attach_or_refuse(
             f"{workflow_id} from the same source with other options "
             f"({'; '.join(differ)}): yours would not apply to it"
         )
+    # the transfers queued for it (--if-busy wait) run before a start queued now: named
+    # (a queued front polls this refusal: it names only what it waits for)
+    ahead = (
+        []
+        if request.options.if_busy == IfBusy.wait
+        else await queued_ahead(client, request.destination)
+    )
+    queued = (
+        f"; {named_ahead(ahead)} {'is' if len(ahead) == 1 else 'are'} queued for it "
+        "(--if-busy wait) and run{} after it, before a start queued now".format(
+            "s" if len(ahead) == 1 else ""
+        )
+        if ahead
+        else ""
+    )
     raise DestinationBusyError(
-        f"{held}; wait for it to finish, "
+        f"{held}{queued}; wait for it to finish, "
         f"cancel it with `staccato cancel {workflow_id}`, or start with --if-busy wait "
         '(in a raw start\'s or a Schedule\'s input: "options": {"if_busy": "wait"})'
         + (": yours then runs with your options after it" if differ else ""),
         holder=held,
     )
+
+
+#: queued transfers a refusal names by id at most (the rest are counted)
+NAMED_AHEAD = 3
+
+
+def named_ahead(ahead: list[str]) -> str:
+    """The transfers queued for a destination (``ahead``, earliest first, not empty)
+    as a refusal names them: ``transfer A``, ``transfers A, B, C and 4 more`` (at most
+    :data:`NAMED_AHEAD` ids)."""
+    if len(ahead) == 1:
+        return f"transfer {ahead[0]}"
+    shown = ahead[:NAMED_AHEAD]
+    more = len(ahead) - len(shown)
+    listed = ", ".join(shown[:-1] if not more else shown)
+    tail = f" and {more} more" if more else f" and {shown[-1]}"
+    return f"transfers {listed}{tail}"
 
 
 #: a front run's place in its destination's queue: (when it was due: its start, or
@@ -249,9 +287,8 @@ async def queued_ahead(
 def queued_busy(destination: str, ahead: list[str]) -> DestinationBusyError:
     """The refusal of a start to ``destination`` while transfers queued for it earlier
     (``ahead``, earliest first) wait: they run first, in their order."""
-    more = f" and {len(ahead) - 1} more" if len(ahead) > 1 else ""
     held = (
-        f"destination busy: {destination} has transfer {ahead[0]}{more} queued for it "
+        f"destination busy: {destination} has {named_ahead(ahead)} queued for it "
         "earlier (--if-busy wait), which run first, in the order they were queued"
     )
     return DestinationBusyError(

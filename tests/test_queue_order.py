@@ -5,6 +5,9 @@ source's bytes end up at the destination."""
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -13,7 +16,14 @@ from temporalio.client import WorkflowExecutionStatus
 
 from staccato.client import StaccatoClient, transfer_id
 from staccato.models import IfBusy, TransferOptions, TransferState
-from staccato.starts import STARTED_BY, front_id, start_front
+from staccato.starts import (
+    NAMED_AHEAD,
+    STARTED_BY,
+    front_id,
+    queued_ahead,
+    start_front,
+    start_or_attach,
+)
 from tests.helpers import (
     MiB,
     WorkerProcess,
@@ -176,3 +186,105 @@ async def test_a_start_never_jumps_a_transfer_queued_earlier(
 
 async def _ids(executions: Any) -> list[str]:
     return [e.id async for e in executions]
+
+
+async def test_a_busy_refusal_names_the_transfers_queued_behind_the_running_one(
+    client: StaccatoClient, worker: WorkerProcess, temporal_server, data_dir: Path
+) -> None:
+    """A plain ``submit`` to a destination a transfer writes, with transfers queued for
+    it (``--if-busy wait``): the refusal names the queued ones too (they run before a
+    start queued now), the first few by id and the rest counted; it named only the
+    running one. Here nothing runs them: a task queue no worker polls."""
+    source = data_dir / "busy-src.bin"
+    write_random(source, 64 * 1024, seed=731)
+    destination = data_dir / "busy.out"
+    queue = f"noworker-{uuid.uuid4().hex[:8]}"
+    holder = client.make_request(str(source), str(destination), OPTIONS)
+    running = await start_or_attach(client.temporal, holder, task_queue=queue)
+    fronts = []
+    for n in range(5):  # the same destination, each from a source of its own
+        other = data_dir / f"busy-src-{n}.bin"
+        write_random(other, 1024, seed=740 + n)
+        request = client.make_request(str(other), str(destination), WAIT)
+        fronts.append(front_id(request))
+        await start_front(client.temporal, request, task_queue=queue, workflow_id=fronts[-1])
+    try:
+        query = " OR ".join(f"WorkflowId = '{f}'" for f in fronts)
+
+        async def all_listed() -> bool:
+            return len(await _ids(client.temporal.list_workflows(query))) == len(fronts)
+
+        await _until(all_listed, "the queued fronts listed", timeout_s=30)
+        out = run_cli(
+            "submit",
+            str(data_dir / "busy-src-0.bin"),
+            str(destination),
+            address=temporal_server.address,
+            task_queue=worker.task_queue,
+        )
+        assert out.returncode == 1, out
+        assert running.workflow_id in out.stderr, out.stderr
+        ahead = await queued_ahead(client.temporal, holder.destination)
+        assert len(ahead) == len(fronts), ahead
+        named = f"transfers {', '.join(ahead[:NAMED_AHEAD])} and {len(ahead) - NAMED_AHEAD} more"
+        assert named in out.stderr, out.stderr
+        assert "queued for it (--if-busy wait)" in out.stderr, out.stderr
+    finally:
+        for workflow_id in (running.workflow_id, *fronts):
+            await client.temporal.get_workflow_handle(workflow_id).terminate("test over")
+
+
+async def test_cp_on_a_pipe_says_once_why_its_transfer_is_queued(
+    client: StaccatoClient, worker: WorkerProcess, temporal_server, data_dir: Path
+) -> None:
+    """``cp --if-busy wait`` whose transfer is queued, stderr not a terminal: it says
+    why (the reason ``status`` gives, naming the transfer it waits for) once, not on
+    each progress line, and the ``queued: 0 B / ?`` lines go on (they said no reason).
+    The destination's writer here: a transfer no worker runs, terminated once the
+    reason was said."""
+    source = data_dir / "piped-src.bin"
+    digest = write_random(source, 96 * 1024, seed=751)
+    holder_source = data_dir / "piped-holder.bin"
+    write_random(holder_source, 1024, seed=752)
+    destination = data_dir / "piped.out"
+    holder = client.make_request(str(holder_source), str(destination), OPTIONS)
+    running = await start_or_attach(
+        client.temporal, holder, task_queue=f"noworker-{uuid.uuid4().hex[:8]}"
+    )
+    env = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": temporal_server.address,
+        "TEMPORAL_NAMESPACE": "default",
+        "STACCATO_TASK_QUEUE": worker.task_queue,
+    }
+    cp = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "staccato.cli", "cp", "--if-busy", "wait", str(source),
+        str(destination), env=env, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    assert cp.stderr is not None
+    lines: list[str] = []
+
+    def reason(line: str) -> bool:  # the reason status gives, naming the writer
+        return line.startswith("queued: destination busy: ") and running.workflow_id in line
+
+    try:
+        progress_after = 0  # progress lines after the reason was said
+        deadline = time.monotonic() + 90
+        while progress_after < 3:
+            assert time.monotonic() < deadline, lines
+            line = await asyncio.wait_for(cp.stderr.readline(), 60)
+            assert line, f"cp ended early: {lines}"
+            lines.append(line.decode().rstrip("\n"))
+            if any(reason(x) for x in lines) and lines[-1].startswith("queued: 0 B"):
+                progress_after += 1
+        await client.temporal.get_workflow_handle(running.workflow_id).terminate("test over")
+        rest, _ = await asyncio.wait_for(cp.communicate(), 120)
+        assert cp.returncode == 0, (lines, rest)
+    finally:
+        if cp.returncode is None:
+            cp.kill()
+            await cp.wait()
+    said = [x for x in lines if reason(x)]
+    assert len(said) == 1, lines
+    assert sha256_file(destination) == digest

@@ -21,7 +21,7 @@ from typing import Any
 from temporalio.api.enums.v1 import PendingActivityState
 
 from staccato.client import StaccatoClient
-from staccato.models import Checkpoint, TransferOptions, TransferState
+from staccato.models import RATE_CURRENT_S, Checkpoint, TransferOptions, TransferState
 from tests.helpers import MiB, WorkerProcess, at_rest, write_random
 from tests.servers.holding_proxy import HoldingProxy
 from tests.servers.nginx import NginxServer, nginx_fixture
@@ -108,6 +108,118 @@ async def test_no_rate_while_a_stream_waits_on_a_hung_source(
                     break
                 assert time.monotonic() < deadline, status
                 await asyncio.sleep(0.2)
+            await asyncio.wait_for(client.wait(transfer), 180)
+    finally:
+        proxy.release()
+        proxy.stop()
+
+
+async def _still_since(probe: Any, what: str, *, timeout_s: float = 60.0) -> float:
+    """Poll ``probe()`` (the figure a stalled read stops changing) until it has stood
+    still for 2 s; return when (Unix seconds) it last changed.
+
+    Raises:
+        AssertionError: it kept changing for ``timeout_s`` seconds (names ``what``).
+    """
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    since: float | None = None
+    while True:
+        assert time.monotonic() < deadline, f"{what} never stood still"
+        seen = await probe()
+        now = time.time()
+        if seen is None or seen != last:
+            last, since = seen, now
+        elif since is not None and now - since >= 2.0:
+            return since
+        await asyncio.sleep(0.2)
+
+
+async def test_a_stalled_streams_rate_goes_within_seconds_not_its_heartbeat_timeout(
+    temporal_server: TemporalDevServer,
+    held_nginx: NginxServer,
+    http_root: Path,
+    data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """With the default heartbeat timeout (20 s), a stream that stops moving bytes
+    (here: its source hangs; a killed worker's last heartbeat is as still) shows no
+    rate once :data:`~staccato.models.RATE_CURRENT_S` passed since it last moved (it
+    showed its last rate, then an average decaying, for the heartbeat timeout: a
+    tester read "at 4.2 MiB/s, ETA 31 s" 12-20 s after a worker's SIGKILL)."""
+    source = http_root / "stalled-default.bin"
+    write_random(source, SIZE, seed=54)
+    at_rest(source)
+    proxy = HoldingProxy(held_nginx.port, hold_after=int(SIZE * 0.4)).start()
+    options = TransferOptions(chunk_size=16 * MiB, streams=1)  # the default timeout
+    try:
+        with WorkerProcess(temporal_server.address, processes=1, log_dir=tmp_path) as worker:
+            client = await StaccatoClient.connect(target_host=temporal_server.address)
+            client.task_queue = worker.task_queue
+            transfer = await client.submit(
+                proxy.url("stalled-default.bin"), str(data_dir / "stalled-default.bin"), options
+            )
+            await asyncio.to_thread(proxy.wait_held, 120)
+
+            async def bytes_seen() -> tuple[int, int] | None:
+                _, details = await _stream(client, transfer)
+                return (details.bytes_done, details.bytes_read) if details else None
+
+            still_since = await _still_since(bytes_seen, "the stream's bytes")
+            while time.time() < still_since + RATE_CURRENT_S + 1.0:
+                await asyncio.sleep(0.1)
+            status = await client.status(transfer)
+            pending, _ = await _stream(client, transfer)
+            assert pending is not None and pending.attempt == 1, pending  # not timed out
+            assert status.state == TransferState.running, status
+            assert status.rate_bytes_per_s is None and status.eta_s is None, status
+            proxy.release()
+            await asyncio.wait_for(client.wait(transfer), 180)
+    finally:
+        proxy.release()
+        proxy.stop()
+
+
+async def test_a_hung_staging_reads_rate_goes_as_a_streams(
+    temporal_server: TemporalDevServer,
+    held_nginx: NginxServer,
+    http_root: Path,
+    data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """A staged source (``--stage``) whose server stops sending: the staging line
+    shows no rate once :data:`~staccato.models.RATE_CURRENT_S` passed since the read
+    last staged bytes (it showed the attempt's average, decaying, for 30 s), by the
+    same rule as a stream's."""
+    source = http_root / "stalled-staging.bin"
+    write_random(source, SIZE, seed=55)
+    at_rest(source)
+    proxy = HoldingProxy(held_nginx.port, hold_after=int(SIZE * 0.4)).start()
+    options = TransferOptions(chunk_size=16 * MiB, streams=1, stage=True)
+    env = {"STACCATO_STAGING_DIR": str(tmp_path / "staging")}
+    try:
+        with WorkerProcess(
+            temporal_server.address, processes=1, env=env, log_dir=tmp_path
+        ) as worker:
+            client = await StaccatoClient.connect(target_host=temporal_server.address)
+            client.task_queue = worker.task_queue
+            transfer = await client.submit(
+                proxy.url("stalled-staging.bin"), str(data_dir / "stalled-staging.bin"), options
+            )
+            await asyncio.to_thread(proxy.wait_held, 120)
+            moving = await client.status(transfer)
+            assert moving.phase == "staging", moving
+
+            async def staged() -> int | None:
+                return (await client.status(transfer)).staged_bytes
+
+            still_since = await _still_since(staged, "the staged bytes")
+            while time.time() < still_since + RATE_CURRENT_S + 1.0:
+                await asyncio.sleep(0.1)
+            status = await client.status(transfer)
+            assert status.phase == "staging" and status.staged_bytes, status
+            assert status.staging_rate_bytes_per_s is None, status
+            proxy.release()
             await asyncio.wait_for(client.wait(transfer), 180)
     finally:
         proxy.release()

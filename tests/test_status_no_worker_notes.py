@@ -8,13 +8,14 @@ second of the stored start time that ``status`` names."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from datetime import UTC, timedelta
 from pathlib import Path
 
 from staccato.client import StaccatoClient
-from staccato.models import TransferOptions, TransferState
+from staccato.models import FrontCheckpoint, IfBusy, TransferOptions, TransferState
 from tests.helpers import MiB, WorkerProcess, at_rest, run_cli, wait_for_status, write_random
 from tests.servers.nginx import NginxServer, nginx_fixture
 from tests.servers.temporal_server import TemporalDevServer
@@ -170,3 +171,67 @@ async def test_submit_and_status_name_the_same_start_time(
     assert status["starts_at"] == starts, (line, status)
     for workflow_id in (submitted.id, transfer):
         await client.temporal.get_workflow_handle(workflow_id).terminate("test over")
+
+
+async def test_a_queued_fronts_cancel_with_no_worker_says_it_waits_for_one(
+    temporal_server: TemporalDevServer,
+    paced_nginx: NginxServer,
+    http_root: Path,
+    data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """A ``--if-busy wait`` transfer queued behind one writing its destination, then
+    the worker is killed and the queued one cancelled: ``status`` says the cancel was
+    requested and takes effect when a worker polls (``cancel_requested`` in
+    ``--json``); it said "queued" with no word of the cancel."""
+    write_random(http_root / "held.bin", 80 * MiB, seed=9)
+    at_rest(http_root / "held.bin")
+    source = data_dir / "queued-src.bin"
+    write_random(source, 64 * 1024, seed=8)
+    worker = WorkerProcess(temporal_server.address, processes=1, log_dir=tmp_path).start()
+    client = await StaccatoClient.connect(target_host=temporal_server.address)
+    client.task_queue = worker.task_queue
+    args = {"address": temporal_server.address, "task_queue": worker.task_queue}
+    destination = str(data_dir / "held.bin")
+    try:
+        holder = await client.submit(
+            paced_nginx.url("held.bin"), destination, TransferOptions(chunk_size=4 * MiB)
+        )
+        queued = await client.start(str(source), destination, TransferOptions(if_busy=IfBusy.wait))
+        waiting = await wait_for_status(
+            client, queued.id, lambda s: s.state == TransferState.queued, timeout_s=60
+        )
+        # as a front that has waited a while: Temporal holds its heartbeat naming what it
+        # waits for (read without a worker)
+        deadline = time.monotonic() + 60
+        while not await _front_waits(client, queued.id):
+            assert time.monotonic() < deadline, "the front never heartbeated its wait"
+            await asyncio.sleep(0.2)
+    finally:
+        worker.kill()
+    try:
+        assert queued.queued, queued
+        assert waiting.cancel_requested is None, waiting
+        cancelled = run_cli("cancel", queued.id, **args)
+        assert cancelled.returncode == 0 and "cancel requested" in cancelled.stdout, cancelled
+        given = json.loads(run_cli("status", "--json", queued.id, **args).stdout)
+        assert given["state"] == "queued" and given["cancel_requested"] is True, given
+        said = "a cancel was requested; it takes effect when a worker polls"
+        assert said in (given["last_retry_error"] or ""), given
+        shown = run_cli("status", queued.id, **args)
+        assert shown.returncode == 0 and said in shown.stdout, shown
+    finally:
+        for workflow_id in (holder, queued.id):
+            await client.temporal.get_workflow_handle(workflow_id).terminate("test over")
+
+
+async def _front_waits(client: StaccatoClient, front: str) -> bool:
+    """Whether the front run's pending activity last heartbeated what it waits for."""
+    description = await client.temporal.get_workflow_handle(front).describe()
+    for pending in description.raw_description.pending_activities:
+        if pending.heartbeat_details.payloads:
+            (details,) = await client.temporal.data_converter.decode(
+                pending.heartbeat_details.payloads, [FrontCheckpoint]
+            )
+            return isinstance(details, FrontCheckpoint) and details.waiting_for is not None
+    return False

@@ -250,12 +250,23 @@ async def follow(
     if quiet:
         return await client.outcome(transfer)
     noted = stage_asked
+    said_reason: str | None = None
 
     def note(s: TransferStatus) -> None:
         nonlocal noted
         if not noted and s.phase == "staging":
             noted = True
             say(staging_note(s))
+
+    def why_queued(s: TransferStatus) -> None:
+        """On a pipe: why it is queued (the reason ``status`` gives, naming what it
+        waits for), once and then on each change (``queued: 0 B / ?`` said nothing)."""
+        nonlocal said_reason
+        if s.state != TransferState.queued:
+            said_reason = None  # queued again later: said again
+        elif s.reason and s.reason != said_reason:
+            said_reason = s.reason
+            say(queued_line(s.state.value, s.reason).strip())
 
     console = stderr_console()
     final: TransferStatus | None = None
@@ -268,6 +279,7 @@ async def follow(
         last_line = 0.0
         async for final in client.follow(transfer, interval_s=PLAIN_LINE_INTERVAL_S):
             note(final)
+            why_queued(final)
             now = time.monotonic()
             if now - last_line >= PLAIN_LINE_INTERVAL_S or final.state in _TERMINAL:
                 last_line = now

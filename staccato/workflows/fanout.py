@@ -89,6 +89,10 @@ def _decode(raw: RawValue) -> FanOutRequest:
     return decode_input(raw, FanOutRequest, "FanOutWorkflow")
 
 
+#: patch: the group writes the source's size into its memo once stat-ed, so that its
+#: ``status`` without a worker shows "staging the source: 24.0 MiB / 150.0 MiB"
+SIZE_MEMO_PATCH = "fan-out-size-memo"
+
 #: the staging read's heartbeat timeout (a slow disk sync must not pass for a dead worker)
 STAGE_HEARTBEAT_TIMEOUT = timedelta(seconds=20)
 
@@ -142,6 +146,9 @@ class FanOutWorkflow:
                 )
                 progress.bytes_total = info.size
                 progress.source_version = info.version
+                if workflow.patched(SIZE_MEMO_PATCH):
+                    # the size, for a status no worker answers (the query needs one)
+                    workflow.upsert_memo({"bytes_total": info.size})
                 staged: StagedFromGroup | None = None
                 if info.size > 0:
                     progress.phase = "staging"
