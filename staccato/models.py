@@ -146,8 +146,8 @@ class TransferOptions(BaseModel):
             stream or a verify read-back elsewhere (default 20 s); also how long a
             SIGKILLed worker's activities wait before they resume.
         retry_for_s: seconds a step (stat, prepare, a stream, verify, publish) keeps
-            retrying transient failures (an endpoint down, a worker gone) without any
-            progress before the transfer fails (default 24 h). The budget is renewed
+            retrying transient failures (an endpoint down, a worker gone, a full disk)
+            without any progress before the transfer fails (default 24 h). The budget is renewed
             whenever the transfer makes progress.
         if_busy: what a start does when a different transfer holds the destination:
             fail with "destination busy" (default) or wait for it to end (state

@@ -293,6 +293,9 @@ def test_sweep_removes_only_beside_a_journal_staccato_wrote(tmp_path: Path) -> N
         ".f.2222222222222222.staccato-journal": b"0 364b3fb7\n1 ba7816bf\n",
         ".f.3333333333333333.staccato-part": b"",
         ".f.3333333333333333.staccato-journal": b"",
+        # a paused run's: a partial record (the start of chunk 1 kept) beside its lines
+        ".f.4444444444444444.staccato-part": b"a paused run's",
+        ".f.4444444444444444.staccato-journal": b"0 364b3fb7\np 1 4096 ba7816bf\n",
     }
     for name, data in {**users, **ours}.items():
         (tmp_path / name).write_bytes(data)

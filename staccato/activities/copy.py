@@ -6,6 +6,11 @@ durable (file journal, S3 ListParts) and copies only the others. Chunk writes ar
 positional, so a chunk written twice is harmless. After a hard kill at most the
 chunk in flight per stream is sent again.
 
+A pause inside a chunk keeps the bytes of it read so far where the destination can
+hold part of a chunk (``ChunkWriter.write_partial``: a local file, SFTP); the resumed
+stream reads them back, checks them (``Driver.partial_chunk``) and reads only the rest
+from the source (docs/architecture.md, "A pause inside a chunk").
+
 A destination may hold a chunk without knowing its checksum (S3 stores whose
 ListParts reports no part checksums, a server-side copy without one): such a chunk
 is read from the source once more to checksum it, and not written again.
@@ -50,11 +55,20 @@ from staccato.activities.stream_progress import (
 )
 from staccato.activities.transfer import check_file_roots
 from staccato.endpoints import get_driver
-from staccato.endpoints.base import ChunkWriter, Driver, Reader, keepalive_hook
+from staccato.endpoints.base import (
+    ChunkWriter,
+    Driver,
+    Reader,
+    keepalive_hook,
+)
 from staccato.errors import RetryableError, StaccatoError, WorkerStoppingError
 from staccato.models import Checkpoint, StreamInput, StreamResult
 from staccato.plan import chunk_bounds
 from staccato.urls import parse_url, redact
+
+#: seconds a stopped stream may wait for its destination (e.g. an SFTP connection slot)
+#: to keep the start of its chunk in flight before it gives up keeping it
+KEEP_PARTIAL_WAIT_S = 30.0
 
 
 def _previous_progress_at() -> float | None:
@@ -70,7 +84,9 @@ def copy_stream(request: StreamInput) -> StreamResult:
 
     Returns:
         ``complete=True`` and the segment checksum when every chunk is durable;
-        ``complete=False`` with the first missing chunk when cancelled (pause).
+        ``complete=False`` with the first missing chunk when cancelled (pause); its
+        ``bytes_done`` counts the start of the chunk in flight where the destination
+        kept it (:meth:`_SegmentCopy.keep_partial`).
         A stream its worker's shutdown stopped raises instead (below).
 
     Raises:
@@ -196,7 +212,11 @@ def _copy_segment(request: StreamInput, waiting: WaitingBeat) -> StreamResult:
     try:
         copy.progress.beat(force=True)
         copy.copy_all()
-    except StreamStopped:
+    except StreamStopped as stopped:
+        if stopped.cancelled:
+            # a pause or a graceful stop of the worker: the bytes of the chunk in flight
+            # read so far (a hard kill writes nothing of them: the retry reads them again)
+            copy.keep_partial()
         if worker_stopping():
             raise stopped_by_shutdown(copy.progress.checkpoint(stopped=True)) from None
         return copy.stopped_result()
@@ -344,6 +364,25 @@ class _SegmentCopy:
         length = min(session.chunk_size, max(session.size, 1))
         # page-aligned (anonymous mmap), so a file destination can write it with direct I/O
         self.buffer = memoryview(mmap.mmap(-1, length) if needs_buffer else bytearray())
+        #: (chunk, bytes): the start of the first chunk to copy, kept by a paused
+        #: attempt, read back from the destination into the buffer and checked against
+        #: its recorded checksum: the source is read from there on (``partial_chunk``)
+        self.prefix: tuple[int, int] | None = None
+        #: (chunk, bytes it began with) while a chunk is read into the buffer, and the
+        #: bytes of it in the buffer so far (``keep_partial``)
+        self._filling: tuple[int, int] | None = None
+        self._filled = 0
+        if self.todo and not self.rehash and not self.server_side and beat is None:
+            kept = self.destination.partial_chunk(session, self.todo[0], self.buffer)
+            if kept:
+                self.prefix = (self.todo[0], kept)
+                self.progress.bytes_done += kept
+                activity.logger.info(
+                    "segment %d resumes chunk %d at byte %d of it (kept by a pause)",
+                    segment.index,
+                    self.todo[0],
+                    kept,
+                )
 
     def _rate_in_force(self) -> bool:
         """Whether a ``max_rate`` (the transfer's own, or an endpoint's or link's share
@@ -393,7 +432,9 @@ class _SegmentCopy:
         """Read chunks ``[run_start, run_end)`` from the source with one reader; write
         each one (or only checksum it, if it is in :attr:`rehash`)."""
         size, chunk_size = self.session.size, self.session.chunk_size
-        first_offset = chunk_bounds(run_start, size, chunk_size)[0]
+        # the start of the run's first chunk a pause kept is in the buffer already
+        kept = self.prefix[1] if self.prefix is not None and self.prefix[0] == run_start else 0
+        first_offset = chunk_bounds(run_start, size, chunk_size)[0] + kept
         last_offset, last_length = chunk_bounds(run_end - 1, size, chunk_size)
         self.progress.reading(True)
         with self.source.open_read(
@@ -404,13 +445,21 @@ class _SegmentCopy:
         ) as reader:
             self.progress.reader_opened(reader)
             for index in range(run_start, run_end):
-                self._copy_chunk(writer, reader, index)
+                self._copy_chunk(writer, reader, index, kept if index == run_start else 0)
         self.progress.reader_closed()
 
-    def _copy_chunk(self, writer: ChunkWriter, reader: Reader, index: int) -> None:
+    def _copy_chunk(self, writer: ChunkWriter, reader: Reader, index: int, kept: int = 0) -> None:
+        """Copy chunk ``index``: its first ``kept`` bytes are in the buffer already
+        (checked, :attr:`prefix`), the rest comes from ``reader``; the checksum and the
+        write cover the whole chunk."""
         view = self.buffer[: self._length(index)]
         before = reader.bytes_read
-        self._fill(reader, index, view)
+        # a chunk only checksummed here (durable already) has nothing to keep
+        self._filling = None if index in self.rehash else (index, kept)
+        self._fill(reader, index, view, kept)
+        self._filling = None
+        if kept:
+            self.prefix = None
         digest = checksums.checksum_bytes(self.algorithm, view)
         if index in self.rehash:
             self.durable[index] = digest  # durable already: checksum only
@@ -422,16 +471,17 @@ class _SegmentCopy:
             _check_read_back(writer, index, view, self.algorithm, digest)
         self.durable[index] = digest
         self.progress.next_chunk = index + 1
-        self.progress.add(len(view), reader.bytes_read - before)
+        self.progress.add(len(view) - kept, reader.bytes_read - before)  # kept: counted
         self.progress.beat()
 
-    def _fill(self, reader: Reader, index: int, view: memoryview) -> None:
-        """Read chunk ``index`` from ``reader`` into all of ``view``, heartbeating.
+    def _fill(self, reader: Reader, index: int, view: memoryview, start: int = 0) -> None:
+        """Read chunk ``index`` from ``reader`` into ``view`` from byte ``start`` (the
+        bytes before it are there already) to its end, heartbeating.
 
         Raises:
             RetryableError: the source ended before the chunk's end.
         """
-        filled = 0
+        filled = self._filled = start
         self.progress.reading(True)
         while filled < len(view):
             step = self.pacer.step(self._paced_wait) if self.pacer.active else None
@@ -443,7 +493,8 @@ class _SegmentCopy:
                     f"{index * self.session.chunk_size + filled}, expected {self.session.size}"
                 )
             filled += n
-            self.progress.in_flight = filled  # shown as progress, not yet durable
+            self._filled = filled
+            self.progress.in_flight = filled - start  # shown as progress, not yet durable
             self.progress.beat()
             if step is not None:
                 self.pacer.take(n, self._paced_wait)
@@ -456,6 +507,67 @@ class _SegmentCopy:
         time.sleep(seconds)
         self.progress.beat()
         self.progress.reading(True)
+
+    def keep_partial(self) -> None:
+        """A pause or the worker's graceful shutdown stopped the stream inside a chunk:
+        have the destination keep the bytes of it in the buffer
+        (``ChunkWriter.write_partial``: durable, with their checksum computed here on
+        this buffer, the source's bytes as read), so the resumed stream reads only the
+        rest from the source and they count as done. Best effort: an endpoint that
+        cannot keep part of a chunk (S3), an error writing it, or a destination wait
+        beyond :data:`KEEP_PARTIAL_WAIT_S` keeps nothing, and the chunk is copied whole
+        on resume."""
+        if self._filling is None:
+            return
+        index, start = self._filling
+        filled = self._filled
+        if filled <= start:
+            return  # nothing read since the kept prefix (recorded already)
+        view = self.buffer[:filled]
+        self.progress.reading(False)  # the source's rate watchdog: not reading now
+        try:
+            # the driver's waits (an SFTP connection slot another process's idle
+            # connection holds) heartbeat, and the cancel already seen stops them only
+            # after KEEP_PARTIAL_WAIT_S (the pause waits for this stream's result)
+            with (
+                keepalive_hook(self._keeping_beat(time.monotonic() + KEEP_PARTIAL_WAIT_S)),
+                self.destination.open_writer(self.session) as writer,
+            ):
+                if not writer.write_partial(
+                    index, view, checksums.checksum_bytes(self.algorithm, view)
+                ):
+                    return
+        except (StaccatoError, OSError, StreamStopped) as err:
+            activity.logger.warning(
+                "segment %d: the %d bytes of chunk %d read before the stream stopped were "
+                "not kept (%s); the resumed stream reads that chunk whole",
+                self.segment.index,
+                filled,
+                index,
+                err,
+            )
+            return
+        self.progress.bytes_done += filled - start
+        self.progress.in_flight = 0
+
+    def _keeping_beat(self, deadline: float) -> Callable[[], None]:
+        """The keepalive hook while :meth:`keep_partial` writes: heartbeats (the stream
+        is stopped already: its cancel is not raised again) until ``deadline``
+        (monotonic seconds), then stops the write.
+
+        Raises (from the hook):
+            StreamStopped: past ``deadline``.
+        """
+
+        def beat() -> None:
+            if time.monotonic() > deadline:
+                raise StreamStopped(f"keeping the chunk's start took over {KEEP_PARTIAL_WAIT_S} s")
+            try:
+                self.progress.beat()
+            except StreamStopped:
+                pass
+
+        return beat
 
     def stopped_result(self) -> StreamResult:
         """Where a cancelled (paused) stream stopped: its first chunk not durable."""

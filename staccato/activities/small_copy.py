@@ -291,8 +291,11 @@ def stage_small(
 
     Raises:
         PermanentError: the destination cannot take the file (a directory or link at
-            its name, no space...); nothing is left under its temp name.
-        RetryableError: a transient failure of the source.
+            its name, a file larger than the whole file system...); nothing is left
+            under its temp name.
+        RetryableError: a transient failure of the source, or no space left on the
+            destination's file system (space may be freed: retried for
+            ``--retry-for``); nothing is left under its temp name.
     """
     limit = min(options.chunk_size, SMALL_OBJECT_MAX)
     if options.sync_level is not None or listed_size > limit:

@@ -36,7 +36,17 @@ class StreamStopped(Exception):
     """The activity was cancelled (pause) or the worker is going away; the stream
     returns where it stopped (a pause), or fails its attempt with the retryable
     ``WorkerStopping`` when its worker shuts down (:func:`stopped_by_shutdown`). Not
-    an error (hence no ``Error`` in its name)."""
+    an error (hence no ``Error`` in its name).
+
+    Attributes:
+        cancelled: Temporal asked the attempt to stop (a pause, or the worker's
+            graceful shutdown), and its result or failure is still awaited; False when
+            the worker process or its heartbeat channel is gone (nobody awaits it).
+    """
+
+    def __init__(self, why: str, *, cancelled: bool = False) -> None:
+        super().__init__(why)
+        self.cancelled = cancelled
 
 
 class RateWatchdog:
@@ -264,7 +274,7 @@ def heartbeat(*details: object) -> None:
         )
         raise StreamStopped("heartbeat failed") from None
     if cancelled:
-        raise StreamStopped("cancelled")
+        raise StreamStopped("cancelled", cancelled=True)
     stream_lease.renew(handed_at)
 
 

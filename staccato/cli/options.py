@@ -261,8 +261,9 @@ RetryForOption = Annotated[
         "--retry-for",
         parser=parse_duration,
         metavar="DURATION",
-        help="Keep retrying transient failures (an endpoint down, a worker gone) for this "
-        "long without progress before failing: 90s, 30m, 24h, 2d. Default: 24h.",
+        help="Keep retrying transient failures (an endpoint down, a worker gone, a full "
+        "disk: the copied bytes are kept) for this long without progress before "
+        "failing: 90s, 30m, 24h, 2d. Default: 24h.",
         show_default=False,
     ),
 ]

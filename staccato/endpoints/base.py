@@ -256,6 +256,24 @@ class ChunkWriter(abc.ABC):
                 session and copies again.
         """
 
+    def write_partial(self, index: int, data: memoryview, checksum: str) -> bool:
+        """Keep the first ``len(data)`` bytes of chunk ``index`` (fewer than the chunk's
+        length) durably, with ``checksum``, the source-side hex checksum of exactly
+        those bytes computed on this buffer before the write: a paused stream's chunk
+        in flight, so the resumed stream reads only the rest of it from the source
+        (:meth:`Driver.partial_chunk`). Called after the stream stopped (a pause),
+        never for a chunk that is durable whole.
+
+        Returns:
+            True once the bytes and their record are durable; False where the endpoint
+            cannot keep part of a chunk (the default; S3: a part is uploaded whole or
+            not at all), and the resumed stream copies the chunk whole.
+
+        Raises:
+            StaccatoError: as :meth:`write_chunk` (the stream logs it and keeps nothing).
+        """
+        return False
+
     def copy_chunk(
         self,
         index: int,
@@ -596,6 +614,23 @@ class Driver(abc.ABC):
         checks only those and calls :func:`keepalive` as it goes; others may ignore it
         and report more."""
         raise UnsupportedError(f"{self.scheme} endpoints cannot be written")
+
+    def partial_chunk(self, session: WriteSession, index: int, into: memoryview) -> int:
+        """The prefix of chunk ``index`` a paused stream kept
+        (:meth:`ChunkWriter.write_partial`), read back from the destination into the
+        start of ``into`` (the stream's chunk buffer) and checked against the checksum
+        recorded with it, so the resumed stream reads only the rest of the chunk from
+        the source and checksums the whole chunk over the bytes in ``into``.
+
+        Returns:
+            The bytes of the prefix now in ``into`` (0: none kept, or its bytes no
+            longer match their checksum, or the endpoint cannot keep part of a chunk,
+            the default).
+
+        Raises:
+            StaccatoError: the destination could not be read.
+        """
+        return 0
 
     def session_url(self, session: WriteSession) -> str | None:
         """A URL this driver can read the session's unpublished bytes from (a temp

@@ -22,7 +22,8 @@ search-attribute upsert per state change: a 1 GiB transfer is well under 100 eve
 Pause (update ``pause``) cancels the running streams with
 ``WAIT_CANCELLATION_COMPLETED``; they return where they stopped and the segments are
 re-scheduled on ``resume``; a re-scheduled stream skips the chunks the destination
-already holds. Pause is refused once the copy is over (verify, publish): those steps
+already holds, and of a chunk whose start the pause kept (a local file, SFTP:
+``ChunkWriter.write_partial``) reads only the rest. Pause is refused once the copy is over (verify, publish): those steps
 run to their end.
 
 Cancel and failure: before publish, a cancel or a permanent failure runs ``cleanup``

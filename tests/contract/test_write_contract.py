@@ -390,3 +390,35 @@ def test_durable_chunks_of_a_range(writable: EndpointAdapter) -> None:
     _write(writable, session, data, [0, 2, 3])
     durable = writable.driver.durable_chunks(session, first_chunk=1, end_chunk=3)  # type: ignore[call-arg]
     assert {2} <= set(durable) <= {0, 2, 3}
+
+
+def test_partial_chunk_kept_checked_or_none(writable: EndpointAdapter) -> None:
+    """A paused stream's start of a chunk (``ChunkWriter.write_partial``): where the
+    endpoint keeps it, ``partial_chunk`` gives exactly those bytes back (the latest
+    record), never a prefix whose bytes do not match its checksum, never one of a
+    chunk journaled whole; it is not a durable chunk, and publish takes the chunk
+    once written whole. Where it cannot keep one (S3: a part is whole or absent),
+    ``write_partial`` says so and ``partial_chunk`` has none."""
+    chunk = writable.chunk_size
+    data = os.urandom(2 * chunk + 1)
+    session = _open(writable, len(data))
+    buffer = memoryview(bytearray(chunk))
+    short, longer = chunk // 4 + 1, chunk // 2 + 3
+    with writable.driver.open_writer(session) as writer:
+        kept = writer.write_partial(0, memoryview(data)[:short], _crc(data[:short]))
+        if kept:
+            assert writer.write_partial(0, memoryview(data)[:longer], _crc(data[:longer]))
+            # a record whose checksum is not its bytes' (as if damaged after it)
+            assert writer.write_partial(1, memoryview(data)[chunk : chunk + short], _crc(b"x"))
+    if not kept:
+        assert writable.driver.partial_chunk(session, 0, buffer) == 0
+        return
+    assert writable.driver.partial_chunk(_through_temporal(session), 0, buffer) == longer
+    assert bytes(buffer[:longer]) == data[:longer]
+    assert writable.driver.partial_chunk(session, 1, buffer) == 0
+    assert writable.driver.durable_chunks(session) == {}
+    _write(writable, session, data, [0])
+    assert writable.driver.partial_chunk(session, 0, buffer) == 0  # whole now
+    _write(writable, session, data, [1, 2])
+    writable.driver.publish(session)
+    assert writable.get(DST) == data

@@ -1,7 +1,7 @@
 """A dataset batch frozen past its heartbeat timeout writes nothing when it wakes.
 
 A batch of small files from a local directory to S3 (one PutObject per file, paced so
-that it lasts ~15 s) runs on a first worker. Once part of it is at the store, that
+that it lasts ~8 s) runs on a first worker. Once part of it is at the store, that
 worker's whole process tree is frozen (SIGSTOP); a second worker on the same task
 queue takes the batch over once its heartbeat timeout passed and the dataset
 completes. Then a newer version of each file the frozen batch had not reached yet is
@@ -13,7 +13,7 @@ the wake (counted at SeaweedFS). Runs on a Temporal server of its own that lets 
 open task poll expire after 5 s (``tests.zombie_checks.POLL_EXPIRY``), so the frozen
 worker's polls stop taking tasks soon.
 
-With the frozen worker's polls open for 30 s instead (``s3-retry-to-frozen``), the
+With the frozen worker's polls open for 18 s instead (``s3-retry-to-frozen``), the
 batch's retries are handed to the frozen worker's open polls (each lost after its
 heartbeat timeout) before one reaches the second worker; the frozen worker runs them
 when it wakes. Each must stop before writing: its lease runs from the attempt's
@@ -59,8 +59,9 @@ from tests.zombie_checks import (
 FILES = 120
 SIZE = 2000
 HEARTBEAT_TIMEOUT_S = 4
-#: bytes/s the batch reads at most: its ~240 KB last ~15 s
-RATE = 16 * 1024
+#: bytes/s the batch reads at most: its ~240 KB last ~8 s, a fifth of them (the freeze)
+#: ~1.5 s, and the second worker copies the rest in ~6 s (at 16 KiB/s: 12 s)
+RATE = 32 * 1024
 OPTIONS = TransferOptions(
     chunk_size=1 * MiB, heartbeat_timeout_s=HEARTBEAT_TIMEOUT_S, max_rate=RATE
 )
@@ -83,9 +84,16 @@ def _replaced(s3: Any, bucket: str, newer: dict[str, bytes]) -> list[str]:
     ]
 
 
-#: how long the frozen worker's polls stay open in the ``s3-retry-to-frozen`` case:
-#: longer than the batch's retries take to be handed out
-LONG_POLL_EXPIRY = "30s"
+#: how long the frozen worker's polls stay open in the ``s3-retry-to-frozen`` case.
+#: Its polls were opened when it started polling or took its last task (the batch's),
+#: ~2.5 s before the freeze on a quiet machine (a fifth of the batch at its pace is
+#: ~1.5 s), and each takes a retry until it expires; the retries come at the freeze
+#: + ~5 s (the 4 s heartbeat timeout, a 1 s backoff), + ~11, + ~19, + ~31 (backoffs of
+#: 2, 4, 8 s). 18 s keeps them open past the first retry unless the freeze came 13 s
+#: after they were opened, and lets the third or fourth retry reach the second worker;
+#: 30 s held the fourth too, so that the batch went on only with its fifth attempt,
+#: 34 s after it started (the case took 52-56 s, the other two 35 s)
+LONG_POLL_EXPIRY = "18s"
 
 
 def _stale_attempts_refused(log: str) -> bool:

@@ -203,7 +203,7 @@ async def test_a_hung_root_at_start_fails_alone_and_retry_failed_copies_the_rest
     tmp_path: Path,
 ) -> None:
     """Two roots, a local one and an SFTP one whose host accepts connections but never
-    answers (its connect timeout, 15 s, is longer than ``--retry-for 5s``) when the
+    answers (its connect timeout, 8 s here, is longer than ``--retry-for 5s``) when the
     dataset starts: the local root completes, the SFTP root's files fail with the
     reason, the dataset ends ``completed_with_errors``; once the host answers,
     ``--retry-failed`` copies only what is missing there. Before, the listing waited
@@ -219,9 +219,13 @@ async def test_a_hung_root_at_start_fails_alone_and_retry_failed_copies_the_rest
     sftp_root = f"sftp://{sshd_server.user}@127.0.0.1:{hung.port}/{remote}"
     options = TransferOptions(chunk_size=1 * MiB, streams=2, retry_for_s=5)
     roots = [str(local), sftp_root]
+    # an attempt at the hung root waits out the connect timeout: 8 s, not the product's
+    # 15 s, is still longer than --retry-for (the attempt started before the deadline
+    # fails after it), and a handshake with the woken root's sshd is retried for 60 s
+    worker_env = {**env_worker_env, "STACCATO_SFTP_CONNECT_TIMEOUT_S": "8"}
     try:
         with WorkerProcess(
-            temporal_server.address, processes=2, env=env_worker_env, log_dir=tmp_path
+            temporal_server.address, processes=2, env=worker_env, log_dir=tmp_path
         ) as worker:
             client = await StaccatoClient.connect(
                 target_host=temporal_server.address, namespace="default"

@@ -62,8 +62,11 @@ async def test_sshd_gone_status_shows_no_rate_and_keeps_journalled_bytes(
         temporal_server.address, processes=2, env=env_worker_env, log_dir=tmp_path
     ) as worker:
         client = await _client(temporal_server, worker.task_queue)
+        # --retry-for 5s: the streams' attempts after the outage start at + 1, 3, 7 s,
+        # and the one at + 7 s gives up (with 8 s: + 15 s), so every stream runs a
+        # retry that fails for some 6 s before the transfer fails
         options = TransferOptions(
-            chunk_size=chunk, streams=2, retry_for_s=8, heartbeat_timeout_s=3, max_rate=16 * MiB
+            chunk_size=chunk, streams=2, retry_for_s=5, heartbeat_timeout_s=3, max_rate=16 * MiB
         )
         transfer = await client.submit(str(source), own_server.url(str(out / "gone.bin")), options)
         await _wait_for_journal(out, 2)

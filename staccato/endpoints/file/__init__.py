@@ -15,10 +15,12 @@ checks the temp file is this session's, whole, fully journaled and has no chunk
 turned into a hole, then renames over the target and fsyncs the directory (the
 data is on disk already: every chunk was ``fdatasync``-ed before it was journaled).
 
-Running out of space (``ENOSPC``, ``EDQUOT``) is permanent: retrying cannot free the
-destination's file system, so the error names it, the bytes needed and free, and
-the fix. The free-space check runs on every attempt, counting what the temp file
-already holds.
+Running out of space (``ENOSPC``, ``EDQUOT``) is retryable, as on an SFTP
+destination: space may be freed, and the temp file and journal are kept so the next
+attempt resumes from its checkpoint; the transfer gives up once ``--retry-for`` passed
+without progress. A file larger than the whole file system fails at once. The error
+names the file system, the bytes needed and free, and the fix. The free-space check
+runs on every attempt, counting what the temp file already holds.
 
 Modules: :mod:`.driver` (:class:`FileDriver`), :mod:`.read` (:class:`FileReader`),
 :mod:`.session` (temp file, journal, :class:`FileChunkWriter`), :mod:`.fs` (mtime

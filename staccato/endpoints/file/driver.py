@@ -35,6 +35,7 @@ from staccato.endpoints.file.session import (
     FileChunkWriter,
     check_publishable,
     durable_chunks,
+    partial_chunk,
     session_paths,
     unlink_if_present,
     written_by_staccato,
@@ -294,8 +295,11 @@ class FileDriver(Driver):
         bytes, less what the session's ``temp`` file already holds (a retried attempt).
 
         Raises:
-            PermanentError: not enough free space (names the file system, bytes needed
-                and free, and the fix).
+            RetryableError: not enough free space (names the file system, bytes needed
+                and free, and the fix): space may be freed, the attempt is retried for
+                ``--retry-for`` and the temp file kept (:func:`~.fs.no_space`).
+            PermanentError: the file is larger than the file system's whole capacity,
+                or the file system has none (``/proc``).
         """
         parent = os.path.dirname(url.path) or "/"
         try:
@@ -410,6 +414,11 @@ class FileDriver(Driver):
         a resumed stream re-reads its own segment, heartbeating as it reads)."""
         end = chunk_count(session.size, session.chunk_size) if end_chunk is None else end_chunk
         return durable_chunks(session, first_chunk, end)
+
+    def partial_chunk(self, session: WriteSession, index: int, into: memoryview) -> int:
+        """The prefix of chunk ``index`` a paused stream kept, read back into ``into``
+        and checked (:func:`staccato.endpoints.file.session.partial_chunk`)."""
+        return partial_chunk(session, index, into)
 
     def session_url(self, session: WriteSession) -> str | None:
         return "file://" + quote(session.session_id, safe="/")

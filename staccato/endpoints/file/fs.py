@@ -1,9 +1,14 @@
 """File-system facts the file driver needs: mtime resolution, mount points, free
 space, and the errors for a full file system.
 
-Running out of space (``ENOSPC``, ``EDQUOT``) is permanent: retrying cannot free the
-destination's file system, so the error names it, the bytes needed and free, and
-the fix (tests/test_file_space.py).
+Running out of space (``ENOSPC``, ``EDQUOT``, or the free-space check before a copy
+and at each retry) is retryable, as on an SFTP destination: space may be freed (another
+process's files removed, a quota raised), and the temp file and journal are kept, so
+the next attempt resumes from its checkpoint; the transfer gives up once
+``--retry-for`` passed without progress. Only a file that can never fit (larger than the
+whole file system's capacity, ``statvfs`` ``f_blocks * f_frsize``) is permanent at once. Either
+error names the file system, the bytes needed and free, and the fix
+(tests/test_file_space.py).
 """
 
 from __future__ import annotations
@@ -12,17 +17,20 @@ import errno
 import os
 import re
 
-from staccato.errors import PermanentError, StaccatoError, from_os_error
+from staccato.errors import PermanentError, RetryableError, StaccatoError, from_os_error
 
-# write errors no retry can heal: the file system (or the user's quota) is full
+# write errors of a full file system (or an exhausted quota): retryable, space may be freed
 NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
 
 
 def os_error(err: OSError, what: str) -> StaccatoError:
+    """Map an ``OSError`` of the file driver to a Staccato error naming ``what``; a full
+    file system or quota is retryable (:func:`staccato.errors.from_os_error`) and says
+    what to do. Where the bytes to write are known, :func:`no_space` says more."""
     if err.errno in NO_SPACE:
-        return PermanentError(
-            f"{what}: {err.strerror or 'no space left on device'}; free space there or "
-            "choose another destination, then submit again"
+        return RetryableError(
+            f"{what}: {err.strerror or 'no space left on device'}; free space there "
+            "(retried for --retry-for), or choose another destination"
         )
     return from_os_error(err, what)
 
@@ -142,30 +150,51 @@ def allocated(st: os.stat_result, size: int) -> int:
     return min(st.st_blocks * 512, size)
 
 
-def no_space(target: str, size: int, temp: str, err: OSError | None = None) -> PermanentError:
+def no_space(
+    target: str, size: int, temp: str, err: OSError | None = None
+) -> RetryableError | PermanentError:
     """The out-of-space error for writing ``size`` bytes to ``target`` via ``temp``:
-    names the file system, the bytes still needed and free, and the fix."""
+    names the file system, the bytes still needed (``size`` less what ``temp`` already
+    holds) and free, and the fix.
+
+    Returns:
+        A :class:`RetryableError` (space may be freed: the transfer retries for
+        ``--retry-for``, keeping its temp file), or a :class:`PermanentError` when the
+        file exceeds the file system's whole capacity (``statvfs``
+        ``f_blocks * f_frsize``; the bytes its temp file holds count as part of it):
+        no freeing can make it fit.
+    """
     parent = os.path.dirname(target) or "."
     mount = mount_point(parent)
     try:
         fs = os.statvfs(parent)
         free = fs.f_bavail * fs.f_frsize
+        capacity = fs.f_blocks * fs.f_frsize
     except OSError:
-        free = -1
+        free = capacity = -1
     try:
         held = allocated(os.stat(temp), size)
     except OSError:
         held = 0
     needed = size - held
+    # what the temp file holds takes room on the same file system: the whole file must fit
+    if needed > 0 and 0 < capacity < size:
+        return PermanentError(
+            f"{target} can never fit on the file system mounted at {mount}: its {size} "
+            f"bytes ({needed} more bytes needed) exceed the file system's whole capacity "
+            f"of {capacity} bytes ({free} bytes free); no retry can help. Choose a "
+            "destination on a larger file system, then submit again"
+        )
     if err is None:
         cause = "not enough free space"
     elif err.errno == errno.EDQUOT:
         cause = "the disk quota is exhausted"
     else:
         cause = "the file system is full"
-    return PermanentError(
+    return RetryableError(
         f"not enough space for {target} on the file system mounted at {mount}: {cause}; "
         f"{needed} more bytes needed (of {size}), {free} bytes free. Free at least "
-        f"{max(needed - max(free, 0), 0)} bytes there (or raise the quota), or choose a "
-        "destination on another file system, then submit again"
+        f"{max(needed - max(free, 0), 0)} bytes there (or raise the quota): the transfer "
+        "is retried for --retry-for, resuming where it stopped; or choose a destination "
+        "on another file system"
     )

@@ -198,7 +198,10 @@ class LocalGroup:
         Raises:
             NotAFileError, PermanentError: the target is a directory, a symbolic link or
                 another non-regular file; the directory cannot be created or used.
-            PermanentError: no space left (names the file system and the fix).
+            RetryableError: no space left (names the file system, the bytes needed
+                and free, and the fix): the batch is retried for ``--retry-for``, as on
+                an SFTP destination.
+            PermanentError: the file is larger than the whole file system.
         """
         self._directory(url)
         check_target(url.path)

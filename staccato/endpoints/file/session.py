@@ -64,7 +64,11 @@ def session_paths(url: EndpointURL, session_key: str) -> tuple[str, str]:
 
 #: bytes of a journal read to tell whether Staccato wrote it (:func:`written_by_staccato`)
 JOURNAL_PROOF_BYTES = 64 * 1024
-_JOURNAL_LINE = re.compile(rb"\d+ [0-9a-f]{8,64}")
+_JOURNAL_LINE = re.compile(rb"(?:p \d+ )?\d+ [0-9a-f]{8,64}")
+#: a partial record: ``p INDEX LENGTH CHECKSUM``, the first LENGTH bytes of chunk
+#: INDEX, kept by a paused stream (:meth:`FileChunkWriter.write_partial`); a reader
+#: of chunk lines only (an older worker) skips it (its first field is no index)
+_PARTIAL_PREFIX = "p "
 
 
 def written_by_staccato(journal: str) -> bool:
@@ -101,6 +105,63 @@ def journaled_chunks(session: WriteSession) -> dict[int, str]:
     except FileNotFoundError:
         return {}
     return journaled
+
+
+def partial_chunk(session: WriteSession, index: int, into: memoryview) -> int:
+    """The prefix of chunk ``index`` a paused stream kept: the journal's last partial
+    record for it whose bytes in the temp file still match its checksum, read into the
+    start of ``into``; returns its length (0: none, or none that matches). A record
+    no shorter than the chunk, or for a chunk journaled whole, is ignored (the chunk
+    record rules). Costs one local read of the prefix (``keepalive`` between blocks).
+
+    Raises:
+        StaccatoError: the temp file could not be read (not a missing one: 0).
+    """
+    offset, length = chunk_bounds(index, session.size, session.chunk_size)
+    records: list[tuple[int, str]] = []
+    try:
+        with open(session.data["journal"], encoding="ascii", errors="replace") as journal:
+            for line in journal:
+                if not line.endswith("\n"):
+                    break  # torn: that record was never complete
+                if line.startswith(_PARTIAL_PREFIX):
+                    fields = line[len(_PARTIAL_PREFIX) :].split()
+                    if (
+                        len(fields) == 3
+                        and fields[0].isdigit()
+                        and int(fields[0]) == index
+                        and fields[1].isdigit()
+                        and 0 < int(fields[1]) < length
+                        and int(fields[1]) <= len(into)
+                    ):
+                        records.append((int(fields[1]), fields[2]))
+                elif line.partition(" ")[0] == str(index):
+                    return 0  # journaled whole: durable_chunks' business
+    except FileNotFoundError:
+        return 0
+    if not records:
+        return 0
+    try:
+        fd = os.open(session.session_id, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return 0
+    try:
+        for kept, checksum in reversed(records):  # the latest first (a longer prefix)
+            view = into[:kept]
+            done = 0
+            while done < kept:
+                keepalive()
+                n = os.preadv(fd, [view[done : done + CHECK_BLOCK]], offset + done)
+                if n <= 0:
+                    break
+                done += n
+            if done == kept and checksums.checksum_bytes(_algorithm_of(checksum), view) == checksum:
+                return kept
+    except OSError as err:
+        raise os_error(err, f"destination temp file {session.session_id}") from None
+    finally:
+        os.close(fd)
+    return 0
 
 
 def durable_chunks(session: WriteSession, first_chunk: int, end_chunk: int) -> dict[int, str]:
@@ -399,6 +460,27 @@ class FileChunkWriter(ChunkWriter):
             self._commit(index, checksum)
         except OSError as err:
             raise self._write_error(err) from None
+
+    def write_partial(self, index: int, data: memoryview, checksum: str) -> bool:
+        """Write the first ``len(data)`` bytes of chunk ``index``, ``fdatasync``, then
+        journal a partial record ``p INDEX LENGTH CHECKSUM`` (the order of a chunk
+        line: the record is written only once the bytes are durable).
+        :func:`partial_chunk` reads the prefix back and checks it before a resumed
+        stream builds on it, as :func:`durable_chunks` does for whole chunks."""
+        self._check_session()
+        offset = index * self._chunk_size
+        try:
+            view = data
+            while view:
+                write_fence()
+                n = self._pwrite(view, offset)
+                view = view[n:]
+                offset += n
+            os.fdatasync(self._fd)
+            os.write(self._journal, f"{_PARTIAL_PREFIX}{index} {len(data)} {checksum}\n".encode())
+        except OSError as err:
+            raise self._write_error(err) from None
+        return True
 
     def _pwrite(self, view: memoryview, offset: int) -> int:
         """Write the start of ``view`` at ``offset``; returns bytes written.

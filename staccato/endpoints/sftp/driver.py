@@ -89,6 +89,7 @@ from staccato.endpoints.sftp.journal import (
     JOURNAL_RECORD_BYTES,
     marker_record,
     parse_journal,
+    parse_partial,
     parse_records,
     published,
     written_by_staccato,
@@ -589,6 +590,52 @@ class SFTPDriver(Driver):
                         )
                         del records[index]
         return {index: checksum for index, (checksum, _) in records.items()}
+
+    def partial_chunk(self, session: WriteSession, index: int, into: memoryview) -> int:
+        """The prefix of chunk ``index`` a paused stream kept (its partial record),
+        read back over SFTP into ``into`` and checked against the record's checksum
+        (a destination read of at most a chunk, instead of the source's); 0 when there
+        is none, the chunk has a chunk record, or the bytes no longer match."""
+        url = parse_url(session.url)
+        chunks = chunk_count(session.size, session.chunk_size)
+        data = self._run(
+            url, f"destination {url}", lambda sftp: read_all(sftp, session.data["journal"])
+        )
+        if not data or index in parse_journal(data, chunks):
+            return 0
+        record = parse_partial(data, chunks, index)
+        offset, length = chunk_bounds(index, session.size, session.chunk_size)
+        if record is None or not 0 < record[0] < length or record[0] > len(into):
+            return 0
+        kept, checksum = record
+        temp = parse_url(_url_of(url, session.data["temp"]))
+        info = self.stat(temp)
+        if info.size != session.size:
+            return 0
+        # not pinned to the mtime: the other streams of the transfer write the file
+        info = info.model_copy(
+            update={"extra": {k: v for k, v in info.extra.items() if k != "mtime"}}
+        )
+        view = into[:kept]
+        with self.open_read(temp, info, offset, kept) as reader:
+            done = 0
+            while done < kept:
+                n = reader.readinto(view[done:])
+                if n <= 0:
+                    return 0
+                done += n
+                base.keepalive()
+        algorithm = "sha256" if len(checksum) == 64 else "crc32c"
+        if checksums.checksum_bytes(algorithm, view) != checksum:
+            log.info(
+                "%s: the %d bytes of chunk %d a pause kept no longer match their checksum: "
+                "sending the chunk whole",
+                session.data["temp"],
+                kept,
+                index,
+            )
+            return 0
+        return kept
 
     def _remote_hashes(
         self, url: EndpointURL, path: str, ranges: list[tuple[int, int, int]]

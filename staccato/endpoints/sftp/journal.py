@@ -16,6 +16,13 @@ by reading back. Tests: ``test_journal_resume_and_torn_records`` in
 ``tests/sftp/test_sftp_cases.py``, ``test_old_journal_records_resume`` and
 ``test_torn_hash_records_are_ignored`` in ``tests/sftp/test_sftp_remote_hash.py``.
 
+Partial records: a paused stream keeps the bytes it read of its chunk in flight
+(:meth:`~staccato.endpoints.sftp.streams.SFTPChunkWriter.write_partial`): written and
+fsynced, then a record ``p index length checksum crc32`` in the chunk's *partial slot*
+(:func:`partial_slot`, after the hash slots, where an older worker never looks). The
+resumed stream reads that prefix back and checks it against the checksum before it
+builds on it (``SFTPDriver.partial_chunk``).
+
 Proof of publish: SFTP v3 attributes carry no inode, so a publish retried after its
 rename cannot tell this session's file from an older one of the same size by its
 attributes alone. Before the rename, publish records a *marker* in the journal's slot
@@ -52,6 +59,41 @@ def hash_slot(index: int, chunks: int) -> int:
     publish marker's slot (``chunks``), where a reader of chunk records only (an older
     worker) never looks."""
     return chunks + 1 + index
+
+
+def partial_slot(index: int, chunks: int) -> int:
+    """The slot of chunk ``index``'s partial record: after the hash slots
+    (:func:`hash_slot`), where a reader of chunk and hash records never looks."""
+    return 2 * chunks + 1 + index
+
+
+def partial_record(index: int, length: int, checksum: str) -> bytes:
+    """The partial record of chunk ``index``: ``p index length checksum crc32``, its
+    first ``length`` bytes kept by a paused stream, ``checksum`` theirs.
+
+    Raises:
+        PermanentError: the record would not fit ``JOURNAL_RECORD_BYTES``.
+    """
+    body = f"p {index} {length} {checksum}"
+    if len(f"{body} 00000000") >= JOURNAL_RECORD_BYTES:
+        raise PermanentError(f"checksum {checksum!r} does not fit a partial record")
+    return _journal_record_text(body)
+
+
+def parse_partial(data: bytes, chunks: int, index: int) -> tuple[int, str] | None:
+    """Chunk ``index``'s partial record from journal bytes: (bytes kept, their
+    checksum), or None when there is none valid (its CRC-32 and index checked)."""
+    parts = _fields(data, partial_slot(index, chunks))
+    if (
+        len(parts) != 5
+        or parts[0] != "p"
+        or parts[1] != str(index)
+        or not parts[2].isdigit()
+        or not parts[3]
+        or f"{zlib.crc32(' '.join(parts[:4]).encode()):08x}" != parts[4]
+    ):
+        return None
+    return int(parts[2]), parts[3]
 
 
 def hash_record(index: int, checksum: str, sha256: str) -> bytes:
@@ -149,9 +191,9 @@ def published(sftp: StaccatoSFTP, paths: dict[str, str], size: int, chunks: int)
     )
 
 
-#: the largest journal a session writes: a chunk record and a hash record per chunk
-#: (at most 100,000 chunks: ``activities.transfer.MAX_CHUNKS``) and the marker's slot
-LARGEST_JOURNAL_BYTES = (2 * 100_000 + 1) * JOURNAL_RECORD_BYTES
+#: the largest journal a session writes: a chunk, a hash and a partial record per
+#: chunk (at most 100,000 chunks: ``activities.transfer.MAX_CHUNKS``) and the marker's slot
+LARGEST_JOURNAL_BYTES = (3 * 100_000 + 1) * JOURNAL_RECORD_BYTES
 
 
 def written_by_staccato(sftp: StaccatoSFTP, path: str) -> bool:

@@ -20,6 +20,8 @@ from staccato.endpoints.sftp.journal import (
     hash_record,
     hash_slot,
     journal_record,
+    partial_record,
+    partial_slot,
 )
 from staccato.endpoints.sftp.pipeline import (
     ReadPipeline,
@@ -212,6 +214,30 @@ class SFTPChunkWriter(ChunkWriter):
                     0, (slot * JOURNAL_RECORD_BYTES, hash_record(index, checksum, sha256))
                 )
             write_records(sftp, self._journal, records)
+
+    def write_partial(self, index: int, data: memoryview, checksum: str) -> bool:
+        """Write the first ``len(data)`` bytes of chunk ``index`` and fsync them, then
+        the chunk's partial record (:func:`~staccato.endpoints.sftp.journal.partial_record`;
+        the order of a chunk record). ``SFTPDriver.partial_chunk`` reads the bytes back
+        and checks them before a resumed stream builds on them."""
+        assert (
+            self._connection is not None and self._handle is not None and self._journal is not None
+        )
+        sftp = self._connection.sftp
+        with (
+            mapped(f"destination {self._url} (temp file {self._temp})"),
+            guarded(self._connection),
+        ):
+            if stat_or_none(sftp, self._temp) is None:
+                raise WriteSessionLost(
+                    f"write session {self._temp} is gone (deleted, or published by another attempt); stopping this writer"
+                )
+            record = partial_record(index, len(data), checksum)
+            write_at(sftp, self._handle, index * self._chunk_size, data)
+            sftp.fsync_handle(self._handle)
+            slot = partial_slot(index, self._chunks)
+            write_records(sftp, self._journal, [(slot * JOURNAL_RECORD_BYTES, record)])
+        return True
 
     def close(self) -> None:
         hasher, self._hasher = self._hasher, None
