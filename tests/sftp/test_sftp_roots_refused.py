@@ -102,3 +102,19 @@ def test_a_root_on_the_servers_proc_among_several_fails_alone(
     assert len(shown["failures"]) == 4, shown
     for failure in shown["failures"]:
         assert failure["destination"] == root and NO_CAPACITY in failure["reason"], failure
+
+
+def test_a_file_copied_onto_itself_named_with_and_without_a_user_is_refused(
+    temporal_server, sftp_worker, sshd_server: SshdServer, data_dir: Path
+) -> None:
+    args = dict(address=temporal_server.address, task_queue=sftp_worker.task_queue)
+    (data_dir / "a.txt").write_bytes(b"keep me")
+    named, bare = (
+        sshd_server.url(str(data_dir / "a.txt")),
+        _without_user(sshd_server, data_dir / "a.txt"),
+    )
+    done = run_cli("cp", "--retry-for", "10", named, bare, **args)
+    assert done.returncode == 2, done
+    assert f"source and destination are the same object: {bare}" in done.stderr, done.stderr
+    assert sorted(p.name for p in data_dir.iterdir()) == ["a.txt"]
+    assert (data_dir / "a.txt").read_bytes() == b"keep me"
