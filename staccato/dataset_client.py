@@ -67,6 +67,7 @@ from staccato.datasets.names import (
     written_name_problem,
 )
 from staccato.errors import (
+    CANNOT_HOLD_FILES,
     DestinationBusyError,
     InvalidURLError,
     StaccatoError,
@@ -348,8 +349,9 @@ def _gone_text(dataset: str, names: list[str]) -> str:
 
 def never_copied(status: DatasetStatus, failure: FileFailure) -> bool:
     """Whether the failure ``failure`` of the dataset ``status`` can never succeed by
-    copying the file again: its name is not valid UTF-8 (the listing's reason), or the
-    destination root it failed at cannot hold the name
+    copying the file again: its name is not valid UTF-8 (the listing's reason), the
+    destination root it failed at is on a file system that holds no file (/proc:
+    :func:`~staccato.errors.no_capacity_message`), or that root cannot hold the name
     (:func:`~staccato.datasets.names.name_problem`: the one rule of the copy). A
     directory that failed (a name ending in ``/`` from a source with directories,
     :func:`directory_names`) is not: a run without ``--retry-failed`` lists it again.
@@ -357,7 +359,7 @@ def never_copied(status: DatasetStatus, failure: FileFailure) -> bool:
     (:func:`~staccato.datasets.names.written_name_problem`)."""
     if _a_directory(status, failure.name):
         return False
-    if failure.reason.startswith(NOT_UTF8):
+    if failure.reason.startswith(NOT_UTF8) or CANNOT_HOLD_FILES in failure.reason:
         return True
     try:
         root = parse_url(failure.destination or status.destination)

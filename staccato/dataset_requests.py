@@ -26,21 +26,12 @@ from staccato.datasets.models import (
 )
 from staccato.errors import InvalidURLError
 from staccato.models import MiB, TransferOptions, request_digest
+from staccato.overlaps import compared_place, encloses
 from staccato.quantities import URL_OR_PATH, require_str, str_list
-from staccato.urls import EndpointURL, parse_url, resolve_local_directory, root_text
+from staccato.urls import parse_url, resolve_local_directory, root_text
 
 #: schemes a dataset can be listed from
 LISTABLE_SCHEMES = ("file", "s3", "sftp")
-
-
-def _real_root(url: EndpointURL) -> str:
-    """The root as the overlap checks compare it: a local path with every symbolic link
-    on it resolved, also where its tail does not exist yet (``os.path.realpath``), so
-    ``cp -r /data/link /data/real/sub`` is seen to copy into itself; other roots as
-    :func:`staccato.urls.root_text`. Reads the local file system: client side only."""
-    if url.scheme != "file":
-        return root_text(url)
-    return "file://" + os.path.realpath(url.path)
 
 
 def dataset_id(destination_root: str) -> str:
@@ -97,16 +88,14 @@ def _fan_out_roots(source_root: str, destinations: Sequence[str]) -> list[str]:
             )
         if root == source_root:
             raise InvalidURLError(f"destination {root} is the source")
-        real = _real_root(dst)
+        real = compared_place(dst)
         for other, other_real in zip(roots, reals, strict=True):
             if real == other_real:
                 raise InvalidURLError(
                     f"destinations {other} and {root} are one directory (through a "
                     "symbolic link): give it once"
                 )
-            if real.startswith(other_real.rstrip("/") + "/") or other_real.startswith(
-                real.rstrip("/") + "/"
-            ):
+            if encloses(other_real, real) or encloses(real, other_real):
                 raise InvalidURLError(
                     f"destinations {other} and {root} overlap (one is inside the other); "
                     "pick disjoint roots"
@@ -139,7 +128,8 @@ def _check_disjoint(
     real_destination: str,
     exclude: Sequence[str],
 ) -> None:
-    """Refuse a dataset whose roots overlap (compared by real path: ``_real_root``):
+    """Refuse a dataset whose roots overlap (compared as :func:`staccato.overlaps.compared_place` says: a local path by
+    real path, an SFTP root by host and port, whatever user is named):
     one root, or the source inside the destination, always; the destination inside
     the source unless an exclude glob leaves out every name under it
     (:func:`excluded_below`: the walk then lists nothing of it, and never enters it:
@@ -148,11 +138,9 @@ def _check_disjoint(
     Raises:
         InvalidURLError: naming both roots, and the exclude that would do.
     """
-    source_base = real_source.partition("?")[0].rstrip("/")
-    destination_base = real_destination.partition("?")[0].rstrip("/")
-    inside = destination_base.startswith(source_base + "/")
-    if inside:
-        below = destination_base[len(source_base) + 1 :]
+    if encloses(real_source, real_destination):
+        source_base = real_source.partition("?")[0].rstrip("/")
+        below = real_destination.partition("?")[0].rstrip("/")[len(source_base) + 1 :]
         if excluded_below(below, exclude) is not None:
             return
         raise InvalidURLError(
@@ -161,12 +149,11 @@ def _check_disjoint(
             "copy the copy on every run; pick a destination outside the source, or leave "
             f"it out with --exclude '{below}/*'"
         )
-    for one, other in ((real_source, real_destination), (real_destination, real_source)):
-        if one == other or other.startswith(one.rstrip("/") + "/"):
-            raise InvalidURLError(
-                f"source {source_root} and destination {destination_root} overlap (one is "
-                "inside the other): the copy would list its own output; pick disjoint roots"
-            )
+    if real_source == real_destination or encloses(real_destination, real_source):
+        raise InvalidURLError(
+            f"source {source_root} and destination {destination_root} overlap (one is "
+            "inside the other): the copy would list its own output; pick disjoint roots"
+        )
 
 
 def excluded_below(directory: str, exclude: Sequence[str]) -> str | None:
@@ -249,7 +236,9 @@ def make_dataset_request(
     if dst.scheme == "file":
         _check_local_root(dst.path)
     source_root, destination_root = root_text(src), root_text(dst)
-    _check_disjoint(source_root, destination_root, _real_root(src), _real_root(dst), exclude)
+    _check_disjoint(
+        source_root, destination_root, compared_place(src), compared_place(dst), exclude
+    )
     return _request(
         source_root=source_root,
         destination_root=destination_root,

@@ -213,6 +213,24 @@ def file_in_the_way_message(directory: str, target: str, where: str = "") -> str
     )
 
 
+#: the words of every :func:`no_capacity_message` (a failure's reason holding them can
+#: never succeed by copying again: :func:`staccato.dataset_client.never_copied`)
+CANNOT_HOLD_FILES = "it cannot hold files"
+
+
+def no_capacity_message(what: str, file_system: str) -> str:
+    """The message for a destination ``what`` (``destination PATH`` of a file,
+    ``destination directory PATH`` of a dataset's root) on a file system with no
+    capacity at all (``statvfs`` ``f_blocks`` 0: /proc, /sys and the like), which no
+    file and no directory can be made on; ``file_system`` names it (``the file system
+    mounted at /proc``, ``the file system holding /proc on HOST``). The same words for
+    every driver, a single transfer and a dataset's root."""
+    return (
+        f"{what}: {file_system} has no capacity (a virtual file system such as /proc or "
+        f"/sys): {CANNOT_HOLD_FILES}; choose a destination on a disk"
+    )
+
+
 def linked_directory_message(target: str, real_target: str) -> str:
     """The message for a destination ``target`` (a path or URL) whose directory is
     named through a symbolic link, ``real_target`` being the same file by its real

@@ -42,11 +42,13 @@ from staccato.models import (
     GroupStatus,
     IfBusy,
     TransferOptions,
+    TransferRequest,
     TransferState,
     iso_utc,
 )
+from staccato.overlaps import compared_place, encloses
 from staccato.quantities import GROUP_NAME, require_str, str_list
-from staccato.urls import redact
+from staccato.urls import parse_url, redact
 from staccato.workflows import search_attributes as sa
 
 if TYPE_CHECKING:
@@ -106,6 +108,7 @@ def make_fan_out_request(
             )
         given[request.destination] = destination
         requests.append(request)
+    _check_nested(requests)
     first = requests[0]
     return FanOutRequest(
         source=first.source,
@@ -113,6 +116,37 @@ def make_fan_out_request(
         options=options,
         source_secret=first.source_secret,
     )
+
+
+def _check_nested(requests: Sequence[TransferRequest]) -> None:
+    """Refuse destinations of one fan-out that are one file (through a symbolic link,
+    or one SFTP server named with and without a user) or lie inside one another
+    (``out7`` and ``out7/sub``: the file written first leaves no directory for the
+    other), as :func:`staccato.overlaps.compared_place` compares them. S3 keys are not
+    paths: ``s3://b/x`` and ``s3://b/x/y`` are two objects, so only one key named twice
+    counts there.
+
+    Raises:
+        InvalidURLError: naming both destinations.
+    """
+    places = [compared_place(parse_url(r.destination)) for r in requests]
+    for i, (one, one_place) in enumerate(zip(requests, places, strict=True)):
+        for other, other_place in zip(requests[:i], places[:i], strict=True):
+            if one_place == other_place:
+                raise InvalidURLError(
+                    f"destinations {other.destination} and {one.destination} are one file "
+                    "(through a symbolic link, or one server named two ways): give it once"
+                )
+            if one.destination.startswith("s3://"):
+                continue
+            outer, inner = (other, one) if encloses(other_place, one_place) else (one, other)
+            if encloses(other_place, one_place) or encloses(one_place, other_place):
+                raise InvalidURLError(
+                    f"destinations {outer.destination} and {inner.destination} nest "
+                    f"({inner.destination} is inside {outer.destination}): the file "
+                    f"written at {outer.destination} leaves no directory for the other; "
+                    "pick destinations that do not lie inside one another"
+                )
 
 
 def group_id(request: FanOutRequest) -> str:

@@ -24,6 +24,7 @@ visibility refuses ``STARTS_WITH`` gets a second query for the enclosing writers
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -34,6 +35,8 @@ from staccato.ids import ROOT_LOCK_TYPE, root_lock_id
 
 if TYPE_CHECKING:  # the light client (staccato.light_client) asks without the SDK
     from temporalio.client import Client, WorkflowExecution
+
+    from staccato.urls import EndpointURL
 
 #: workflows a query lists at most (its first page: one RPC); a re-run of a dataset
 #: lists its own running child transfers too, which are skipped
@@ -100,10 +103,41 @@ def ancestor_roots(target: str) -> list[str]:
     return found
 
 
+def compared_place(url: EndpointURL) -> str:
+    """The text the client's overlap checks compare for a root or destination ``url``
+    (one place, one text): a local path with every symbolic link on it resolved, also
+    where its tail does not exist yet (``os.path.realpath``: ``/data/link/sub`` is
+    ``/data/real/sub``); an SFTP URL without its user (one server is its host and port
+    as named, whoever logs in: two users see one file system, and a URL that names no
+    user logs in as a configured one that may be the other's, so the user is not
+    compared: a false refusal costs a retyped command, a copy into its own source
+    costs the data); other URLs as :func:`staccato.urls.root_text`. Reads the local
+    file system: client side only."""
+    from staccato.urls import root_text
+
+    if url.scheme == "file":
+        return "file://" + os.path.realpath(url.path)
+    text = root_text(url)
+    if url.scheme == "sftp":
+        authority, _, rest = text[len("sftp://") :].partition("/")
+        return f"sftp://{authority.rpartition('@')[2]}/{rest}"
+    return text
+
+
+def encloses(outer: str, inner: str) -> bool:
+    """Whether the place ``inner`` lies inside ``outer`` (texts of
+    :func:`compared_place`; an s3 URL's query is left out): ``dst`` does not enclose
+    ``dst2``, nor a place itself."""
+    return inner.partition("?")[0].startswith(_prefix(outer))
+
+
 def _prefix(root: str) -> str:
     """What a path under ``root`` starts with: ``root`` and one ``/`` (so ``dst`` does
-    not match ``dst2``), without an s3 URL's query."""
-    return root.partition("?")[0].rstrip("/") + "/"
+    not match ``dst2``), without an s3 URL's query. A root that ends in ``/`` (a bucket
+    or a file system's root) is its own prefix: ``s3://b/`` holds ``s3://b/x``, not
+    ``s3://b2/x``."""
+    base = root.partition("?")[0]
+    return base if base.endswith("/") else base + "/"
 
 
 async def overlapping_writer(

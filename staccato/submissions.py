@@ -23,6 +23,7 @@ from staccato.models import (
     TransferState,
     TransferStatus,
 )
+from staccato.overlaps import compared_place
 from staccato.quantities import URL_OR_PATH, require_str
 from staccato.secrets import seal_source
 from staccato.urls import SOURCE_ONLY_SCHEMES, EndpointURL, parse_url, resolve_local_directory
@@ -133,7 +134,10 @@ def make_request(
         raise InvalidURLError(
             f"{dst.scheme} endpoints can only be sources, not destinations: {dst}"
         )
-    if src.canonical == dst.canonical:
+    if src.canonical == dst.canonical or (
+        # one SFTP server named with and without a user (overlaps.compared_place)
+        src.scheme == dst.scheme == "sftp" and compared_place(src) == compared_place(dst)
+    ):
         raise InvalidURLError(f"source and destination are the same object: {dst}")
     if refused := _directory_destination(src, destination, dst):
         raise InvalidURLError(refused)

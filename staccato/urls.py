@@ -178,15 +178,30 @@ def _parse(text: str, cwd: str | None) -> EndpointURL:
     return _sftp_url(text, parts.hostname, port, parts.username, parts.path, parts.query)
 
 
+#: a ``%`` that does not start a percent-escape, with what follows it (up to 2 chars)
+_BROKEN_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2}).{0,2}", re.DOTALL)
+
+
 def _decoded(value: str, text: str, what: str) -> str:
     """``value`` percent-decoded as UTF-8, strictly: a percent-escape whose bytes are
     not UTF-8 (``%FF``) is refused. ``urllib.parse.unquote``'s default replaces such
     bytes with U+FFFD, a real and different name, so ``file:///d/x%FF`` once replaced
     an existing ``/d/x\N{REPLACEMENT CHARACTER}``.
 
+    A ``%`` not followed by two hex digits (``%ZZ``, ``%4``, a trailing ``%``) is
+    refused too: ``unquote`` keeps it as written, so ``file:///d/pp%ZZ`` wrote the
+    name ``pp%ZZ`` while ``pp%ff`` was refused; a literal ``%`` is written ``%25``.
+
     Raises:
-        InvalidURLError: naming the URL ``text`` and ``what`` was being decoded.
+        InvalidURLError: naming the URL ``text``, ``what`` was being decoded and the
+            bad escape.
     """
+    broken = _BROKEN_ESCAPE.search(value)
+    if broken is not None:
+        raise InvalidURLError(
+            f"malformed URL {redact(text)!r}: {broken.group(0)!r} in its {what} is not a "
+            "percent-escape (% and two hex digits); write a literal % as %25"
+        )
     try:
         return unquote(value, errors="strict")
     except UnicodeDecodeError:

@@ -102,6 +102,46 @@ def test_percent_escapes_that_are_not_utf8_are_refused(
     assert sorted(p.name for p in data_dir.iterdir()) == sorted([existing.name, source.name])
 
 
+@pytest.mark.parametrize(
+    ("scheme", "escape"),
+    [("file", "%ZZ"), ("file", "%"), ("sftp", "%4."), ("s3-key", "%ZZ")],
+)
+def test_percent_signs_that_start_no_escape_are_refused(
+    cli, source: Path, data_dir: Path, scheme: str, escape: str
+) -> None:
+    """A ``%`` not followed by two hex digits (``%ZZ``, a trailing ``%``) is refused
+    (exit 2, naming the URL and the bad escape), as ``%FF`` is: it was written as the
+    name ``pp%ZZ`` (exit 0), and ``s3://bucket/?key=bad%ZZ`` as the key ``bad%ZZ``."""
+    destination = {
+        "file": f"file://{quote(str(data_dir))}/pp{escape}",
+        "sftp": f"sftp://127.0.0.1{quote(str(data_dir))}/pp{escape}txt",
+        "s3-key": f"s3://bucket/?key=bad{escape}",
+    }[scheme]
+    result = cli("cp", "--retry-for", "5", str(source), destination)
+    assert result.returncode == 2, result
+    assert f"{escape!r} in its" in result.stderr, result.stderr
+    assert "is not a percent-escape" in result.stderr and "%25" in result.stderr, result.stderr
+    assert destination in result.stderr, result.stderr
+    assert sorted(p.name for p in data_dir.iterdir()) == [source.name]
+
+
+@pytest.mark.parametrize("order", ["outer-first", "inner-first"])
+def test_a_fan_out_to_nested_destinations_is_refused(
+    cli, source: Path, data_dir: Path, order: str
+) -> None:
+    """``cp a.txt out7 out7/sub`` wrote out7, then failed out7/sub ("destination
+    directory .../out7 does not exist ... create it first"): destinations that lie
+    inside one another are refused before anything is written (exit 2, naming both),
+    as a dataset's nested roots are."""
+    outer, inner = data_dir / "out7", data_dir / "out7" / "sub"
+    pair = [outer, inner] if order == "outer-first" else [inner, outer]
+    result = cli("cp", "--retry-for", "5", str(source), *map(str, pair))
+    assert result.returncode == 2, result
+    assert f"destinations file://{outer} and file://{inner} nest" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in data_dir.iterdir()) == [source.name]
+
+
 def _assert_failed(
     result: subprocess.CompletedProcess[str], expected: str, destination: Path
 ) -> None:

@@ -38,7 +38,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TypeVar
@@ -191,6 +191,13 @@ def list_entries(request: ListInput) -> ListResult:
     filtered = 0
     budget = PAGE_BYTES_MAX
     parents = _RootParents() if request.destination_roots is not None else None
+    # a root nothing can be written under fails its own pairs, with its reason (each
+    # page: a dataset's page is listed in one activity), never the dataset
+    unusable = (
+        parents.unusable(request.destination_roots)
+        if parents is not None and request.destination_roots is not None and raw
+        else {}
+    )
     for position, entry in enumerate(raw):
         # the names of a retry were filtered when the client chose them
         # (dataset_client.start_dataset, _submit_fan_out): a page's entries must line up
@@ -200,7 +207,7 @@ def list_entries(request: ListInput) -> ListResult:
             continue
         if parents is not None and request.destination_roots is not None:
             entry = _with_destinations(
-                entry, root, request.destination_roots, request.small_file_max, parents
+                entry, root, request.destination_roots, request.small_file_max, parents, unusable
             )
         else:
             entry = _with_destination(entry, root, destination_root, request.small_file_max)
@@ -409,6 +416,34 @@ class _RootParents:
         except (StaccatoError, TimeoutError):
             self._skipped.add(root)  # down or slow: its transfers make them in prepare
 
+    def unusable(self, roots: Sequence[str]) -> dict[str, str]:
+        """Why each of ``roots`` that nothing can be written under cannot be
+        (``Driver.check_destination_root``: a file system with no capacity such as
+        /proc, a file on the way, a read-only one...), asked of every root at once
+        within :data:`ROOT_PARENTS_WAIT_S`: a root that fails transiently or does not
+        answer in time is skipped for the rest of the page, as :meth:`make` skips it.
+        That root's pairs then fail with its reason, never the other roots'."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="list-parents")
+        futures = {}
+        for text in roots:
+            if text in self._skipped:
+                continue
+            url = parse_url(text)
+            context = contextvars.copy_context()
+            driver = get_driver(url.scheme)
+            futures[text] = self._pool.submit(context.run, driver.check_destination_root, url)
+        deadline = time.monotonic() + ROOT_PARENTS_WAIT_S
+        reasons: dict[str, str] = {}
+        for text, future in futures.items():
+            try:
+                future.result(timeout=max(0.0, deadline - time.monotonic()))
+            except PermanentError as err:
+                reasons[text] = str(err)
+            except (StaccatoError, TimeoutError):
+                self._skipped.add(text)  # down or slow: each file's copy tells
+        return reasons
+
     def close(self) -> None:
         """Let go of the threads (one waiting for a hung root ends on its own, at the
         endpoint's connect timeout)."""
@@ -422,10 +457,12 @@ def _with_destinations(
     destination_roots: list[str],
     small_file_max: int,
     parents: _RootParents,
+    unusable: dict[str, str],
 ) -> DatasetEntry:
     """``entry`` for several destination roots: ``target_errors`` where a root cannot
-    hold its name; a large file's URL per root (parents made, as
-    :func:`_with_destination` does)."""
+    hold its name, or nothing can be written under the root (``unusable``: root ->
+    reason, :meth:`_RootParents.unusable`); a large file's URL per root (parents made,
+    as :func:`_with_destination` does)."""
     if entry.error is not None:
         return entry
     try:
@@ -435,6 +472,10 @@ def _with_destinations(
     errors: list[str | None] = []
     urls: list[str | None] = []
     for text in destination_roots:
+        if text in unusable:
+            errors.append(unusable[text])
+            urls.append(None)
+            continue
         try:
             destination = destination_url(parse_url(text), entry.name)
         except PermanentError as err:

@@ -62,6 +62,7 @@ from staccato.errors import (
     directory_target_message,
     file_in_the_way_message,
     linked_directory_message,
+    no_capacity_message,
     source_root_not_a_directory,
 )
 from staccato.models import ListPage, ObjectInfo, WriteSession
@@ -215,20 +216,47 @@ class FileDriver(Driver):
             )
 
     def check_destination_root(self, root: EndpointURL) -> None:
-        """The nearest existing directory at or above the destination directory
-        ``root`` is a directory: no file stands where the root or a directory above
-        it would be made.
+        """Nothing under the destination directory ``root`` could be written: the
+        nearest existing directory at or above it is not a directory (a file, a broken
+        symbolic link stands where the root or a directory above it would be made), its
+        file system has no capacity (/proc, /sys: :func:`no_capacity_message`, the
+        words of a single transfer there) or is read-only, or the root is missing and
+        that directory is not writable (``mkdir -p`` would fail). A statvfs and an
+        access check: nothing is made.
 
         Raises:
             DestinationMissingError: a file is on the way (named).
+            PermanentError: a file system with no capacity.
+            PermissionDeniedError: read-only, or the root cannot be made there.
         """
         path = Path(root.path)
         while not os.path.lexists(path) and path != path.parent:
             path = path.parent
         if not os.path.isdir(path):
+            kind = "a file" if os.path.exists(path) else "a broken symbolic link"
             raise DestinationMissingError(
-                f"destination directory {root.path} cannot be made: {path} is a file, not a "
-                "directory; choose another destination"
+                f"destination directory {root.path} cannot be made: {path} is {kind}, not "
+                "a directory; choose another destination"
+            )
+        try:
+            fs = os.statvfs(path)
+        except OSError:
+            return  # the copy of each file says why, if anything is wrong
+        what = f"destination directory {root.path}"
+        if fs.f_blocks == 0:  # no capacity at all: /proc, /sys and the like (statvfs(3))
+            raise PermanentError(
+                no_capacity_message(what, f"the file system mounted at {mount_point(str(path))}")
+            )
+        if fs.f_flag & os.ST_RDONLY:
+            raise PermissionDeniedError(
+                f"{what}: the file system mounted at {mount_point(str(path))} is read-only: "
+                "nothing can be written there; choose another destination"
+            )
+        if str(path) != os.path.normpath(root.path) and not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionDeniedError(
+                f"{what} cannot be made: permission denied in {path} (this worker's user "
+                "cannot create a directory there); make the directory writable, or choose "
+                "another destination"
             )
 
     def make_parents(self, url: EndpointURL) -> None:
@@ -280,9 +308,9 @@ class FileDriver(Driver):
             return
         if fs.f_blocks == 0:  # no capacity at all: /proc, /sys and the like (statvfs(3))
             raise PermanentError(
-                f"destination {url.path}: the file system mounted at {mount_point(parent)} "
-                "has no capacity (a virtual file system such as /proc or /sys): it cannot "
-                "hold files; choose a destination on a disk"
+                no_capacity_message(
+                    f"destination {url.path}", f"the file system mounted at {mount_point(parent)}"
+                )
             )
         free = fs.f_bavail * fs.f_frsize
         held = 0

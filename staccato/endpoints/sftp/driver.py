@@ -112,12 +112,14 @@ from staccato.errors import (
     IsADirectory,
     NotFound,
     PermanentError,
+    PermissionDeniedError,
     SourceChanged,
     SourceRootNotADirectoryError,
     WriteSessionLost,
     directory_target_message,
     file_in_the_way_message,
     linked_directory_message,
+    no_capacity_message,
     source_root_not_a_directory,
 )
 from staccato.models import ListPage, ObjectInfo, WriteSession
@@ -388,11 +390,15 @@ class SFTPDriver(Driver):
         """The nearest existing directory at or above the destination directory
         ``root`` is a directory (a few stats), named by its real path (one REALPATH:
         a root named through a symbolic link fails the dataset once, naming the real
-        path, rather than each of its files).
+        path, rather than each of its files), on a file system that can hold files
+        (one ``statvfs@openssh.com``, where the server offers it: not /proc or /sys,
+        in the words of a local root, :func:`no_capacity_message`; not read-only).
 
         Raises:
             DestinationMissingError: a file is on the way (named).
-            PermanentError: the root is named through a symbolic link.
+            PermanentError: the root is named through a symbolic link; a file system
+                with no capacity.
+            PermissionDeniedError: a read-only file system.
             RetryableError: the server cannot be reached (as any operation).
         """
 
@@ -407,15 +413,25 @@ class SFTPDriver(Driver):
                     f"destination directory {root.path} on {root.host} cannot be made: "
                     f"{path} is a file, not a directory; choose another destination"
                 )
-            if attrs is not None:
-                real = _real_or_none(sftp, path)
-                if real is not None and real != _as_text(path):
-                    real_root = posixpath.join(real, posixpath.relpath(root.path or "/", path))
-                    raise PermanentError(
-                        linked_directory_message(
-                            str(root), _url_of(root, posixpath.normpath(real_root))
-                        )
+            if attrs is None:
+                return
+            real = _real_or_none(sftp, path)
+            if real is not None and real != _as_text(path):
+                real_root = posixpath.join(real, posixpath.relpath(root.path or "/", path))
+                raise PermanentError(
+                    linked_directory_message(
+                        str(root), _url_of(root, posixpath.normpath(real_root))
                     )
+                )
+            fs = sftp.file_system(path)
+            what = f"destination directory {root.path} on {root.host}"
+            if fs is not None and fs.blocks == 0:  # /proc, /sys and the like
+                raise PermanentError(no_capacity_message(what, f"the file system holding {path}"))
+            if fs is not None and fs.read_only:
+                raise PermissionDeniedError(
+                    f"{what}: the file system holding {path} is read-only: nothing can be "
+                    "written there; choose another destination"
+                )
 
         self._run(root, f"checking destination {root}", op)
 

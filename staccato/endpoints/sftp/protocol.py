@@ -41,6 +41,7 @@ import struct
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import paramiko
@@ -109,6 +110,18 @@ class StatusError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+@dataclass(frozen=True)
+class FileSystem:
+    """A server's file system as ``statvfs@openssh.com`` says: its size in blocks
+    (``f_blocks``: 0 for /proc, /sys and the like, which hold no file), the bytes an
+    unprivileged user may still write (``f_bavail`` x ``f_frsize``) and whether it is
+    mounted read-only (``SSH2_FXE_STATVFS_ST_RDONLY``)."""
+
+    blocks: int
+    free: int
+    read_only: bool
 
 
 class Responses:
@@ -377,6 +390,16 @@ class StaccatoSFTP(paramiko.SFTPClient):
         Raises:
             SFTPError, OSError: the connection failed (as any request's).
         """
+        fs = self.file_system(path)
+        return None if fs is None else fs.free
+
+    def file_system(self, path: str) -> FileSystem | None:
+        """What ``statvfs@openssh.com`` says of the file system holding ``path``; None
+        when the server does not offer the extension or refuses it.
+
+        Raises:
+            SFTPError, OSError: the connection failed (as any request's).
+        """
         if "statvfs@openssh.com" not in self.extensions:
             return None
         try:
@@ -387,9 +410,14 @@ class StaccatoSFTP(paramiko.SFTPClient):
             return None
         if kind != CMD_EXTENDED_REPLY:
             return None
-        # f_bsize, f_frsize, f_blocks, f_bfree, f_bavail, ... (PROTOCOL, OpenSSH)
-        bsize, frsize, _blocks, _bfree, bavail = (msg.get_int64() for _ in range(5))
-        return int(bavail * (frsize or bsize))
+        # f_bsize, f_frsize, f_blocks, f_bfree, f_bavail, f_files, f_ffree, f_favail,
+        # f_fsid, f_flag, f_namemax (PROTOCOL, OpenSSH)
+        bsize, frsize, blocks, _bfree, bavail, _f, _ff, _fa, _fsid, flag = (
+            msg.get_int64() for _ in range(10)
+        )
+        return FileSystem(
+            blocks=blocks, free=int(bavail * (frsize or bsize)), read_only=bool(flag & 1)
+        )
 
     def _status_request(self, t: int, *args: Any) -> tuple[int, Message]:
         """A synchronous request whose failures come back as :class:`StatusError`."""

@@ -1,0 +1,120 @@
+"""SFTP roots and destinations refused before anything is written: one server named
+with and without a user is one server (host and port as named), so a dataset into
+its own source, or a fan-out writing one file twice, is refused (exit 2); a dataset
+root on the server's /proc fails the dataset up front in the words of a local one."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+from tests.helpers import run_cli
+from tests.servers.sshd import SshdServer
+from tests.test_unwritable_roots import NO_CAPACITY
+
+
+def _without_user(server: SshdServer, path: Path | str) -> str:
+    """``sftp://127.0.0.1:PORT/path``: the server of ``server.url``, no user named (the
+    worker logs in as its own user, the one ``server.url`` names)."""
+    return f"sftp://127.0.0.1:{server.port}{path}"
+
+
+def test_a_dataset_into_its_own_source_is_refused_whoever_is_named(
+    temporal_server, sftp_worker, sshd_server: SshdServer, data_dir: Path
+) -> None:
+    """``cp -r sftp://USER@host/d/src2 sftp://host/d/src2/bk`` ran, writing inside its
+    own source (compared as text, the two URLs shared no prefix)."""
+    args = dict(address=temporal_server.address, task_queue=sftp_worker.task_queue)
+    source = data_dir / "src2"
+    source.mkdir()
+    (source / "x.txt").write_bytes(b"x")
+    for src, dst in [
+        (sshd_server.url(str(source)), _without_user(sshd_server, source / "bk")),
+        (_without_user(sshd_server, source), sshd_server.url(str(source / "bk"))),
+        (_without_user(sshd_server, source / "bk"), sshd_server.url(str(source))),
+    ]:
+        done = run_cli("cp", "-r", "-q", "--retry-for", "10", src, dst, **args)
+        assert done.returncode == 2, (src, dst, done)
+        assert f"source {src} and destination {dst} overlap" in done.stderr, done.stderr
+        assert sorted(p.name for p in source.iterdir()) == ["x.txt"]
+
+
+def test_a_fan_out_to_one_file_named_with_and_without_a_user_is_refused(
+    temporal_server, sftp_worker, sshd_server: SshdServer, data_dir: Path
+) -> None:
+    """Two transfers (two locks) would have written one file at once."""
+    args = dict(address=temporal_server.address, task_queue=sftp_worker.task_queue)
+    (data_dir / "a.txt").write_bytes(b"a")
+    named, bare = (
+        sshd_server.url(str(data_dir / "b.txt")),
+        _without_user(sshd_server, data_dir / "b.txt"),
+    )
+    done = run_cli("cp", "--retry-for", "10", str(data_dir / "a.txt"), named, bare, **args)
+    assert done.returncode == 2, done
+    assert f"destinations {named} and {bare} are one file" in done.stderr, done.stderr
+    assert sorted(p.name for p in data_dir.iterdir()) == ["a.txt"]
+
+
+def test_a_dataset_root_on_the_servers_proc_fails_up_front(
+    temporal_server, sftp_worker, sshd_server: SshdServer, data_dir: Path
+) -> None:
+    """It listed the source, then failed every file "destination directory /proc/xx:
+    no such file or directory" and advised --retry-failed, which can never help."""
+    args = dict(address=temporal_server.address, task_queue=sftp_worker.task_queue)
+    source = data_dir / "src"
+    source.mkdir()
+    for i in range(4):
+        (source / f"f{i}").write_bytes(b"p" * (i + 1))
+    path = f"/proc/staccato-test-{uuid.uuid4().hex[:8]}"
+    root = sshd_server.url(path)
+    done = run_cli("cp", "-r", "-q", str(source), root, **args)
+    assert done.returncode == 1, done
+    expected = f"destination directory {path} on 127.0.0.1: the file system holding /proc"
+    assert f"{expected} {NO_CAPACITY}" in done.stderr, done.stderr
+    assert "--retry-failed" not in done.stderr and "Traceback" not in done.stderr
+    shown = json.loads(run_cli("status", "--json", root, **args).stdout)
+    assert shown["state"] == "failed" and NO_CAPACITY in shown["error"], shown
+    assert shown["files_failed"] == 0 and shown["failures"] == [], shown
+
+
+def test_a_root_on_the_servers_proc_among_several_fails_alone(
+    temporal_server, sftp_worker, sshd_server: SshdServer, data_dir: Path
+) -> None:
+    """That root's files fail with its reason (no --retry-failed advice); the local
+    root is written."""
+    from staccato.dataset_requests import fan_out_dataset_id
+
+    args = dict(address=temporal_server.address, task_queue=sftp_worker.task_queue)
+    source, good = data_dir / "src", data_dir / "good"
+    source.mkdir()
+    for i in range(4):
+        (source / f"f{i}").write_bytes(b"q" * (i + 1))
+    path = f"/proc/staccato-test-{uuid.uuid4().hex[:8]}"
+    root = sshd_server.url(path)
+    done = run_cli("cp", "-r", "-q", str(source), str(good), root, **args)
+    assert done.returncode == 1, done
+    assert "--retry-failed" not in done.stderr, done.stderr
+    assert sorted(p.name for p in good.iterdir()) == [f"f{i}" for i in range(4)]
+    dataset = fan_out_dataset_id(f"file://{source}", [f"file://{good}", root])
+    shown = json.loads(run_cli("status", "--json", dataset, **args).stdout)
+    assert shown["state"] == "completed_with_errors", shown
+    assert len(shown["failures"]) == 4, shown
+    for failure in shown["failures"]:
+        assert failure["destination"] == root and NO_CAPACITY in failure["reason"], failure
+
+
+def test_a_file_copied_onto_itself_named_with_and_without_a_user_is_refused(
+    temporal_server, sftp_worker, sshd_server: SshdServer, data_dir: Path
+) -> None:
+    args = dict(address=temporal_server.address, task_queue=sftp_worker.task_queue)
+    (data_dir / "a.txt").write_bytes(b"keep me")
+    named, bare = (
+        sshd_server.url(str(data_dir / "a.txt")),
+        _without_user(sshd_server, data_dir / "a.txt"),
+    )
+    done = run_cli("cp", "--retry-for", "10", named, bare, **args)
+    assert done.returncode == 2, done
+    assert f"source and destination are the same object: {bare}" in done.stderr, done.stderr
+    assert sorted(p.name for p in data_dir.iterdir()) == ["a.txt"]
+    assert (data_dir / "a.txt").read_bytes() == b"keep me"
