@@ -1035,9 +1035,11 @@ async def _filters_note(
 
 
 def filters_warning(listed: int, include: Sequence[str], exclude: Sequence[str]) -> str:
-    """What a dataset whose filters left out all ``listed`` files says: the patterns,
-    and how they match (a name relative to the source root, never with a leading
-    ``/``: the one told when a pattern starts with it)."""
+    """What a dataset whose filters left out all ``listed`` files says: the patterns
+    (excludes alone: that they excluded every file, as each matched one; includes
+    alone: that none matched; both: that none was selected, and how the two
+    combine), and how they match (a name relative to the source root, never with a
+    leading ``/``: the one told when a pattern starts with it)."""
     import shlex
 
     patterns = " ".join(
@@ -1050,13 +1052,27 @@ def filters_warning(listed: int, include: Sequence[str], exclude: Sequence[str])
         if rooted is not None
         else ""
     )
-    matched = (
-        "the one file listed did not match"
-        if listed == 1
-        else f"none of the {listed} files listed matched"
-    )
+    if include and exclude:
+        # which of the two left out each file is not kept: say how they combine
+        files = "the one file listed" if listed == 1 else f"none of the {listed} files listed"
+        verb = "was not" if listed == 1 else "was"
+        matched = (
+            f"{files} {verb} selected by {patterns} (a file is copied when it matches "
+            "some --include and no --exclude)"
+        )
+    elif exclude:
+        # every file listed matched an exclude: it did match (tester: "none of the 16
+        # files listed matched --exclude '*'", though all 16 did)
+        files = "the one file listed" if listed == 1 else f"all {listed} files listed"
+        matched = f"{patterns} excluded {files}"
+    else:
+        matched = (
+            f"the one file listed did not match {patterns}"
+            if listed == 1
+            else f"none of the {listed} files listed matched {patterns}"
+        )
     return (
-        f"{matched} {patterns}: nothing was copied; check the "
+        f"{matched}: nothing was copied; check the "
         f"patterns: they match each file's name relative to the source root{hint}, and "
         "'*' also matches '/'"
     )

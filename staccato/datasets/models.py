@@ -665,8 +665,10 @@ class DatasetStatus(LeanModel):
     #: ``list`` orders by it
     started_at: str | None = None
     #: a dataset that completed with nothing copied because ``--include``/``--exclude``
-    #: matched none of the files listed: how many were listed (then ``warning`` says
-    #: so); left out otherwise (an empty source, a dataset that selected a file)
+    #: selected none of the files listed (no include matched, or an exclude matched
+    #: each: the name is a contract, kept though an exclude did match): how many were
+    #: listed (then ``warning`` says which); left out otherwise (an empty source, a
+    #: dataset that selected a file)
     filters_matched_none: int | None = None
     #: what the dataset's end should make its user check (``cp -r`` prints it as a
     #: warning, also with ``-q``): the filters matched nothing; left out while None
