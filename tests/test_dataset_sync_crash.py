@@ -247,6 +247,8 @@ async def empty_destination_with_kill(
     url_of: Callable[[Path], str] = str,
     env: Mapping[str, str] | None = None,
     change_time: bool = True,
+    held: Callable[[], dict[str, tuple[int, str]]] | None = None,
+    start: Callable[[WorkerProcess], object] = WorkerProcess.start,
 ) -> None:
     """A dataset at ``--sync-level checksum`` to an empty destination
     ``url_of(data_dir / "dst")`` (a worker with ``env``), its worker frozen then
@@ -255,8 +257,11 @@ async def empty_destination_with_kill(
     none as up to date (tester: an empty destination, a worker SIGSTOPped 70 s: 25,669
     copied, 331 up to date: the retry counted the files the frozen attempt published
     past its checkpoint as up to date). Where the destination keeps no change time
-    (``change_time`` False: SFTP) those files still count as up to date."""
+    (``change_time`` False: SFTP) those files still count as up to date. ``held``:
+    what the destination holds (:func:`tree`'s shape; default: the local directory
+    ``data_dir / "dst"``); ``start``: how the worker is started."""
     source, destination = data_dir / "src", data_dir / "dst"
+    held = held or (lambda: tree(destination) if destination.exists() else {})
     sizes = {}
     for i in range(FILES):
         path = source / f"d{i % 10:02d}" / f"f{i:05d}"
@@ -265,7 +270,7 @@ async def empty_destination_with_kill(
         sizes[str(path.relative_to(source))] = 200 + i % 300
     names = _names(source)
     worker = WorkerProcess(temporal_server.address, processes=1, log_dir=data_dir, env=env)
-    worker.start()
+    start(worker)
     client = await StaccatoClient.connect(target_host=temporal_server.address, namespace="default")
     client.task_queue = worker.task_queue
     try:
@@ -289,14 +294,15 @@ async def empty_destination_with_kill(
         assert checkpoint is not None and checkpoint.skipped == 0, checkpoint
         # the files the frozen attempt published past its last delivered checkpoint
         # (its heartbeats are throttled): what the retry finds there and must count
-        published_unseen = [n for n in names[checkpoint.next_index :] if (destination / n).exists()]
+        there = held()
+        published_unseen = [n for n in names[checkpoint.next_index :] if n in there]
         assert published_unseen, "no file was published past the last checkpoint"
         worker.kill()
 
-        worker.start()
+        start(worker)
         final = await wait_dataset(client, dataset, timeout_s=240)
         assert final.state == DatasetState.completed, final
-        differ = tree_difference(tree(destination), tree(source))
+        differ = tree_difference(held(), tree(source))
         assert differ == [], f"{len(differ)} files differ: {differ[:20]}"
         assert await _retried(handle), "no batch was interrupted by the kill"
         unseen = 0 if change_time else len(published_unseen)
