@@ -648,9 +648,10 @@ class DatasetStatus(LeanModel):
     #: children to stop (a frozen or dead worker's until their heartbeat timeouts and
     #: the clean-up); None (left out of the JSON) otherwise
     cancel_requested: bool | None = None
-    #: why the counts above are not known now (0 then means unknown, not none done):
-    #: no worker answered the progress query, e.g. while a restarted worker replays
-    #: the dataset's history; left out of the JSON while the counts are known
+    #: why the counts above are not known now (0 then means unknown, not none done;
+    #: in what ``follow_dataset`` yields, the last known counts): no worker answered
+    #: the progress query, e.g. while a restarted worker replays the dataset's history
+    #: or its worker is frozen; left out of the JSON while the counts are known
     counts_unknown: str | None = None
     #: the newest failed attempt of a step being retried: a batch, the listing, or a
     #: large file's transfer (``ID: attempt N: message``); left out while none is
