@@ -98,6 +98,10 @@ _STATUS_STATES = {
 
 #: seconds a status waits for a worker to answer a dataset's progress query
 PROGRESS_QUERY_S = 5.0
+#: seconds :func:`follow_dataset` waits for it: a frozen worker (SIGSTOP) holds the
+#: query to its timeout, and ``cp -r`` prints a line every 2 s (README); it waited
+#: 5 s a status and, while no worker answered, printed nothing (tester: 70 s silent)
+FOLLOW_QUERY_S = 1.5
 #: a dataset's file rate (files/s) below which no ETA is told: less than a file an
 #: hour is nothing to speak of moving (``units.eta``)
 FILES_MIN_RATE = 1 / 3600
@@ -834,9 +838,13 @@ async def dataset_above(client: StaccatoClient, destination: str) -> str | None:
     return None
 
 
-async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
+async def dataset_status(
+    client: StaccatoClient, dataset: str, *, query_timeout_s: float = PROGRESS_QUERY_S
+) -> DatasetStatus:
     """Status of the latest dataset under ``dataset`` (an id or a destination root):
     counts, bytes, rate, ETA (once the listing is done), current files, failures.
+    ``query_timeout_s``: seconds the progress query waits for a worker (then
+    ``counts_unknown`` says none answered).
 
     Raises:
         TransferNotFoundError: no such dataset.
@@ -859,7 +867,7 @@ async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
     memo = dict(await description.memo())
     if description.workflow_type == ROOT_LOCK_TYPE and memo.get("holder"):
         # a root's lock: the dataset to several roots that holds (or held) it
-        return await dataset_status(client, str(memo["holder"]))
+        return await dataset_status(client, str(memo["holder"]), query_timeout_s=query_timeout_s)
     require_type(handle.id, description, (DATASET_TYPE,), call="dataset_status")
     started_at = await _first_start(client, handle.id, description)
     if description.status == WorkflowExecutionStatus.COMPLETED:
@@ -876,7 +884,7 @@ async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
             progress = await handle.query(
                 "progress",
                 result_type=DatasetProgress,
-                rpc_timeout=timedelta(seconds=PROGRESS_QUERY_S),
+                rpc_timeout=timedelta(seconds=query_timeout_s),
             )
     except Exception:  # no worker answers, or the run is over: what visibility says
         progress = None
@@ -938,7 +946,7 @@ async def dataset_status(client: StaccatoClient, dataset: str) -> DatasetStatus:
                 "on when one does (`staccato up --detach` or `staccato worker`); counts "
                 "return then"
                 if not polled
-                else f"no worker answered the progress query within {PROGRESS_QUERY_S:g} s "
+                else f"no worker answered the progress query within {query_timeout_s:g} s "
                 "(a restarted worker replays the dataset's history first); counts return "
                 "when one does"
             )
@@ -1113,9 +1121,11 @@ async def _filters_note(
 
 
 def filters_warning(listed: int, include: Sequence[str], exclude: Sequence[str]) -> str:
-    """What a dataset whose filters left out all ``listed`` files says: the patterns,
-    and how they match (a name relative to the source root, never with a leading
-    ``/``: the one told when a pattern starts with it)."""
+    """What a dataset whose filters left out all ``listed`` files says: the patterns
+    (excludes alone: that they excluded every file, as each matched one; includes
+    alone: that none matched; both: that none was selected, and how the two
+    combine), and how they match (a name relative to the source root, never with a
+    leading ``/``: the one told when a pattern starts with it)."""
     import shlex
 
     patterns = " ".join(
@@ -1128,13 +1138,27 @@ def filters_warning(listed: int, include: Sequence[str], exclude: Sequence[str])
         if rooted is not None
         else ""
     )
-    matched = (
-        "the one file listed did not match"
-        if listed == 1
-        else f"none of the {listed} files listed matched"
-    )
+    if include and exclude:
+        # which of the two left out each file is not kept: say how they combine
+        files = "the one file listed" if listed == 1 else f"none of the {listed} files listed"
+        verb = "was not" if listed == 1 else "was"
+        matched = (
+            f"{files} {verb} selected by {patterns} (a file is copied when it matches "
+            "some --include and no --exclude)"
+        )
+    elif exclude:
+        # every file listed matched an exclude: it did match (tester: "none of the 16
+        # files listed matched --exclude '*'", though all 16 did)
+        files = "the one file listed" if listed == 1 else f"all {listed} files listed"
+        matched = f"{patterns} excluded {files}"
+    else:
+        matched = (
+            f"the one file listed did not match {patterns}"
+            if listed == 1
+            else f"none of the {listed} files listed matched {patterns}"
+        )
     return (
-        f"{matched} {patterns}: nothing was copied; check the "
+        f"{matched}: nothing was copied; check the "
         f"patterns: they match each file's name relative to the source root{hint}, and "
         "'*' also matches '/'"
     )
@@ -1275,13 +1299,31 @@ async def follow_dataset(
     client: StaccatoClient, dataset: str, *, interval_s: float = 0.5
 ) -> AsyncIterator[DatasetStatus]:
     """Yield the status every ``interval_s`` seconds until the dataset ends (the last
-    one yielded is the final status)."""
+    one yielded is the final status). Each waits at most :data:`FOLLOW_QUERY_S` for a
+    worker to answer the progress query; while none does, the status yielded holds
+    the last known counts (not zeros) with ``counts_unknown`` set (no rate, no ETA).
+    Through 0.23 those statuses were not yielded, so ``cp -r`` printed nothing while
+    its worker was frozen (tester: 70 s), and each waited 5 s for the query."""
     last: DatasetStatus | None = None
     async for current in follow_until_ended(
-        lambda: dataset_status(client, dataset), _TERMINAL, interval_s
+        lambda: dataset_status(client, dataset, query_timeout_s=FOLLOW_QUERY_S),
+        _TERMINAL,
+        interval_s,
     ):
         if current.counts_unknown and last is not None and current.state not in _TERMINAL:
-            continue  # the last known counts stand (not zeros) until a worker answers
+            # the last known counts stand (not zeros) until a worker answers, said to
+            # be the last known: no rate, no ETA (they would be stale)
+            yield last.model_copy(
+                update={
+                    "state": current.state,
+                    "counts_unknown": current.counts_unknown,
+                    "rate_files_per_s": None,
+                    "rate_bytes_per_s": None,
+                    "eta_s": None,
+                    "cancel_requested": current.cancel_requested,
+                }
+            )
+            continue
         if last is not None and current.state not in _TERMINAL:
             # a running dataset's counts only grow: a batch that ends between the
             # query of its counts and the read of what is in flight is in neither for

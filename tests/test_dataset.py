@@ -649,9 +649,23 @@ def test_filters_that_match_no_file_listed_say_so(
     other, light = data_dir / "dst2", {"STACCATO_TEMPORAL_HTTP": temporal_server.http_address}
     quiet = run_cli("cp", "-r", "-q", str(source), str(other), "--exclude", "*", env=light, **args)
     assert quiet.returncode == 0, quiet.stderr
+    # an exclude that matched every file says it excluded them (it said "none of
+    # the 3 files listed matched --exclude '*'", though all 3 did: tester)
     assert quiet.stderr.startswith(
-        "staccato: warning: none of the 3 files listed matched --exclude '*'"
+        "staccato: warning: --exclude '*' excluded all 3 files listed: nothing was copied"
     ), quiet.stderr
+    shown = json.loads(run_cli("status", "--json", str(other), **args).stdout)
+    assert shown["filters_matched_none"] == 3, shown
+    assert shown["warning"].startswith("--exclude '*' excluded all 3 files listed"), shown
+    both = run_cli(
+        "cp", "-r", "-q", str(source), str(data_dir / "d4"),
+        "--include", "sub/*", "--exclude", "sub/*", **args,
+    )  # fmt: skip
+    assert both.returncode == 0, both.stderr
+    assert (
+        "none of the 3 files listed was selected by --include 'sub/*' --exclude 'sub/*' "
+        "(a file is copied when it matches some --include and no --exclude)"
+    ) in " ".join(both.stderr.split()), both.stderr
     # an empty source with filters, and filters that match a file: no warning
     (data_dir / "empty").mkdir()
     empty = run_cli(

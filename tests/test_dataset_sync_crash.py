@@ -96,11 +96,16 @@ async def _hold_still(client: StaccatoClient, handle, worker: WorkerProcess, che
     return checkpoint
 
 
-async def _sync_rerun(client: StaccatoClient, source: Path, destination: str | list[str]) -> str:
+async def _sync_rerun(
+    client: StaccatoClient,
+    source: Path,
+    destination: str | list[str],
+    max_rate: int = 2 * 1024,
+) -> str:
     """Submit the sync re-run at ``--sync-level checksum`` of ``source`` to
-    ``destination`` (one root or several), in one batch, paced: the ~35 KB the batch
-    copies take ~17 s, so it is under way with files found up to date counted in its
-    checkpoint. Returns the dataset id."""
+    ``destination`` (one root or several), in one batch, paced at ``max_rate`` bytes/s:
+    the ~35 KB the batch copies take ~17 s at 2 KiB/s, so it is under way with files
+    found up to date counted in its checkpoint. Returns the dataset id."""
     return await submit_dataset(
         client,
         str(source),
@@ -108,7 +113,7 @@ async def _sync_rerun(client: StaccatoClient, source: Path, destination: str | l
         TransferOptions(
             chunk_size=1 * MiB,
             heartbeat_timeout_s=2,
-            max_rate=2 * 1024,
+            max_rate=max_rate,
             sync_level=SyncLevel.checksum,
         ),
         batch_files=BATCH_FILES,
@@ -140,12 +145,16 @@ async def sync_rerun_with_kill(
     data_dir: Path,
     url_of: Callable[[Path], str] = str,
     env: Mapping[str, str] | None = None,
+    change_time: bool = True,
 ) -> None:
     """A sync re-run to ``url_of(data_dir / "dst")`` (a worker with ``env``), its
     worker SIGKILLed while a batch with skipped files is under way: only the changed
-    files are written, and counted as a run without the crash counts them."""
+    files are written, and counted as a run without the crash counts them (where the
+    destination keeps no change time, ``change_time`` False: SFTP, but for the files
+    the killed attempt copied past its last checkpoint, counted as up to date)."""
     source, destination = data_dir / "src", data_dir / "dst"
     names, changed = _changed_tree(source, destination)
+    copied_at = time.time()
     marks = {name: _mark(destination / name) for name in names}
     sizes = batch_sizes(FILES, batch_files=BATCH_FILES, max_batches=1, page_size=FILES)
     batches: list[list[str]] = []
@@ -158,6 +167,7 @@ async def sync_rerun_with_kill(
     client = await StaccatoClient.connect(target_host=temporal_server.address, namespace="default")
     client.task_queue = worker.task_queue
     try:
+        await _written_before(copied_at)
         dataset = await _sync_rerun(client, source, url_of(destination))
         handle = client.temporal.get_workflow_handle(dataset)
         assert worker.process is not None
@@ -200,14 +210,109 @@ async def sync_rerun_with_kill(
         )
         differ = tree_difference(tree(destination), tree(source))
         assert differ == [], f"{len(differ)} files differ: {differ[:20]}"
-        # counted as a run without the crash does, but for the files copied past the
-        # last checkpoint (unknowable after the kill: they count as up to date)
+        # counted as a run without the crash does: the files copied past the last
+        # checkpoint too, by their change time; without one (SFTP) they count as up
+        # to date (unknowable after the kill)
+        unseen = 0 if change_time else len(copied_unseen)
         assert (final.files_done, final.files_skipped, final.files_failed) == (
-            len(changed) - len(copied_unseen),
-            FILES - len(changed) + len(copied_unseen),
+            len(changed) - unseen,
+            FILES - len(changed) + unseen,
             0,
         ), (final, len(copied_unseen))
         assert await _retried(handle), "no batch was interrupted by the kill"
+    finally:
+        worker.stop()
+
+
+async def _written_before(copied_at: float) -> None:
+    """Wait until the destination a test wrote at ``copied_at`` (time.time()) is older
+    than the local change-time slack (1 s; the worker's start usually takes longer):
+    files changed within it before a retried batch was scheduled count as copied by
+    it (:mod:`staccato.activities.resume_counts`)."""
+    from staccato.endpoints.file.driver import FileDriver
+
+    while time.time() < copied_at + FileDriver.change_time_slack_s + 0.1:
+        await asyncio.sleep(0.1)
+
+
+async def test_sync_to_empty_destination_worker_killed_counts_every_file_copied(
+    temporal_server, data_dir: Path
+) -> None:
+    await empty_destination_with_kill(temporal_server, data_dir)
+
+
+async def empty_destination_with_kill(
+    temporal_server,
+    data_dir: Path,
+    url_of: Callable[[Path], str] = str,
+    env: Mapping[str, str] | None = None,
+    change_time: bool = True,
+    held: Callable[[], dict[str, tuple[int, str]]] | None = None,
+    start: Callable[[WorkerProcess], object] = WorkerProcess.start,
+) -> None:
+    """A dataset at ``--sync-level checksum`` to an empty destination
+    ``url_of(data_dir / "dst")`` (a worker with ``env``), its worker frozen then
+    SIGKILLed while its batch is under way, with files published past its last
+    delivered checkpoint: every file was written by this run, so all count as copied,
+    none as up to date (tester: an empty destination, a worker SIGSTOPped 70 s: 25,669
+    copied, 331 up to date: the retry counted the files the frozen attempt published
+    past its checkpoint as up to date). Where the destination keeps no change time
+    (``change_time`` False: SFTP) those files still count as up to date. ``held``:
+    what the destination holds (:func:`tree`'s shape; default: the local directory
+    ``data_dir / "dst"``); ``start``: how the worker is started."""
+    source, destination = data_dir / "src", data_dir / "dst"
+    held = held or (lambda: tree(destination) if destination.exists() else {})
+    sizes = {}
+    for i in range(FILES):
+        path = source / f"d{i % 10:02d}" / f"f{i:05d}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(os.urandom(200 + i % 300))
+        sizes[str(path.relative_to(source))] = 200 + i % 300
+    names = _names(source)
+    worker = WorkerProcess(temporal_server.address, processes=1, log_dir=data_dir, env=env)
+    start(worker)
+    client = await StaccatoClient.connect(target_host=temporal_server.address, namespace="default")
+    client.task_queue = worker.task_queue
+    try:
+        # ~105 KB at 4 KiB/s: ~26 s, so the kill comes with most of the batch to go
+        dataset = await _sync_rerun(client, source, url_of(destination), max_rate=4 * 1024)
+        handle = client.temporal.get_workflow_handle(dataset)
+        deadline = time.monotonic() + 120
+        checkpoint: BatchCheckpoint | None = None
+        while time.monotonic() < deadline:
+            checkpoint = await _checkpoint(client, handle)
+            if (
+                checkpoint is not None
+                and checkpoint.done >= 10
+                and checkpoint.next_index <= FILES - 120
+            ):
+                break
+            checkpoint = None
+            await asyncio.sleep(0.05)
+        assert checkpoint is not None, "no batch with copied files was seen under way"
+        checkpoint = await _hold_still(client, handle, worker, checkpoint)
+        assert checkpoint is not None and checkpoint.skipped == 0, checkpoint
+        # the files the frozen attempt published past its last delivered checkpoint
+        # (its heartbeats are throttled): what the retry finds there and must count
+        there = held()
+        published_unseen = [n for n in names[checkpoint.next_index :] if n in there]
+        assert published_unseen, "no file was published past the last checkpoint"
+        worker.kill()
+
+        start(worker)
+        final = await wait_dataset(client, dataset, timeout_s=240)
+        assert final.state == DatasetState.completed, final
+        differ = tree_difference(held(), tree(source))
+        assert differ == [], f"{len(differ)} files differ: {differ[:20]}"
+        assert await _retried(handle), "no batch was interrupted by the kill"
+        unseen = 0 if change_time else len(published_unseen)
+        unseen_bytes = 0 if change_time else sum(sizes[n] for n in published_unseen)
+        assert (final.files_done, final.files_skipped, final.files_failed) == (
+            FILES - unseen,
+            unseen,
+            0,
+        ), (final, len(published_unseen))
+        assert final.bytes_done == sum(sizes.values()) - unseen_bytes, final
     finally:
         worker.stop()
 
@@ -234,10 +339,12 @@ async def test_sync_rerun_to_two_roots_worker_sigkill_counts_up_to_date_as_skipp
     temporal_server, data_dir: Path
 ) -> None:
     """The same with two destination roots (``copy_batch_to_many``): each root's
-    counts, and the files', are those of a run without the crash."""
+    counts, and the files', are those of a run without the crash (the pairs the
+    killed attempt wrote past its checkpoint included: their roots' change times)."""
     source = data_dir / "src"
     roots = [data_dir / "d1", data_dir / "d2"]
     names, changed = _changed_tree(source, roots)
+    copied_at = time.time()
     marks = {(r, n): _mark(r / n) for r in roots for n in names}
     worker = WorkerProcess(temporal_server.address, processes=1, log_dir=data_dir)
     worker.start()
@@ -245,6 +352,7 @@ async def test_sync_rerun_to_two_roots_worker_sigkill_counts_up_to_date_as_skipp
     client.task_queue = worker.task_queue
     kw = {"kind": "copy_batch_to_many", "model": FanOutBatchCheckpoint}
     try:
+        await _written_before(copied_at)
         dataset = await _sync_rerun(client, source, [str(r) for r in roots])
         handle = client.temporal.get_workflow_handle(dataset)
         deadline = time.monotonic() + 120
@@ -265,7 +373,8 @@ async def test_sync_rerun_to_two_roots_worker_sigkill_counts_up_to_date_as_skipp
         worker.kill()
         past_checkpoint = set(batch[checkpoint.next_index :])
         # per root, the changed files the killed attempt wrote there past its
-        # checkpoint: counted as up to date there by the retry (nothing tells it)
+        # checkpoint: the retry finds them changed since the batch began (ctime), so
+        # copied (through 0.23 they counted as up to date there)
         unseen = {r: {n for (q, n) in rewritten_at_kill if q == r} & past_checkpoint for r in roots}
         assert all(u <= changed for u in unseen.values())
         assert len(past_checkpoint - changed) > 60, "too few unchanged files left to resume"
@@ -280,16 +389,15 @@ async def test_sync_rerun_to_two_roots_worker_sigkill_counts_up_to_date_as_skipp
             assert differ == [], f"{r}: {len(differ)} files differ: {differ[:20]}"
         assert final.destinations is not None
         counts = [(d.files_done, d.files_skipped, d.files_failed) for d in final.destinations]
-        assert counts == [
-            (len(changed) - len(unseen[r]), FILES - len(changed) + len(unseen[r]), 0) for r in roots
-        ], (counts, {str(r): len(u) for r, u in unseen.items()})
-        # a file counts as copied when it was copied to some root the retry saw
-        copied_nowhere_seen = unseen[roots[0]] & unseen[roots[1]]
+        assert counts == [(len(changed), FILES - len(changed), 0) for _ in roots], (
+            counts,
+            {str(r): len(u) for r, u in unseen.items()},
+        )
         assert (final.files_done, final.files_skipped, final.files_failed) == (
-            len(changed) - len(copied_nowhere_seen),
-            FILES - len(changed) + len(copied_nowhere_seen),
+            len(changed),
+            FILES - len(changed),
             0,
-        ), (final, len(copied_nowhere_seen))
+        ), (final, {str(r): len(u) for r, u in unseen.items()})
         assert await _retried(handle), "no batch was interrupted by the kill"
     finally:
         worker.stop()

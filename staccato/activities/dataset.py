@@ -16,11 +16,12 @@ first not ended may be ended too, so after a worker is killed some files past th
 checkpoint may be published already: a retried attempt compares each file from the
 checkpoint on with its destination (both read, nothing written), up to
 ``RESUME_WINDOW`` files past the first one that does not match (beyond that, nothing
-was started), and counts those that match as handled: skipped when they match at
-``--sync-level`` (up to date: what a run without the crash counts them as; one the
-killed attempt copied past its checkpoint is counted skipped too, see
-:func:`_compare_one`), copied when they match at the checksum level only (or
-without a sync level); the others are copied.
+was started), and counts those that match as handled: when they match at
+``--sync-level``, copied if the destination changed since the batch was first
+scheduled (the killed attempt published them), else skipped (up to date: what a
+run without the crash counts them as; where the destination keeps no change time,
+SFTP, always skipped: :mod:`staccato.activities.resume_counts`); copied when they
+match at the checksum level only (or without a sync level); the others are copied.
 A file that was half-written reopens its write session (same key) and copies only
 the chunks the destination does not hold; the sessions of the matching files that may
 have been in flight at the kill are reopened and aborted (the kill may have come
@@ -52,6 +53,7 @@ from staccato.activities.errors import mapped_errors
 from staccato.activities.liveness import heartbeating
 from staccato.activities.object_copy import copy_object, up_to_date
 from staccato.activities.pacing import SharedPacer, beating_wait, group_key, paced_by
+from staccato.activities.resume_counts import batch_scheduled_at, published_since
 from staccato.activities.small_copy import SMALL_OBJECT_MAX, stage_small_url
 from staccato.activities.stream_lease import Lease, leased
 from staccato.activities.stream_progress import StreamStopped, heartbeat
@@ -739,8 +741,9 @@ def _resume(
     ended) + :data:`FILES_IN_FLIGHT`, and published staged files a group at a time,
     so with ``first`` the first file found not copied, every file it may have
     published is before ``first + RESUME_WINDOW``: the files from the checkpoint to
-    there are compared and those that match count as skipped (at ``--sync-level``)
-    or copied (checksum level only: :func:`_compare_one`); the others are copied. What the write session of each match in ``[first -
+    there are compared and those that match count as skipped (up to date at
+    ``--sync-level``) or copied (by an earlier attempt: :func:`_compare_one`); the
+    others are copied. What the write session of each match in ``[first -
     RESUME_WINDOW, first + RESUME_WINDOW)`` may have left (the files that may have
     been in flight at the kill: a journal after publish, a temp file staged beside a
     destination that already matched) is removed.
@@ -1257,35 +1260,43 @@ def _compare_one(
     state: BatchCheckpoint,
 ) -> bool:
     """Whether file ``index``, past the checkpoint, is ended already (its destination
-    matches its source); if so it is counted in ``state``: skipped when it matches at
-    ``options.sync_level``, else copied (by the previous attempt) when it matches at
-    the checksum level.
+    matches its source); if so it is counted in ``state``: when it matches at
+    ``options.sync_level``, copied if the destination changed since the batch was
+    first scheduled (published by an earlier attempt), else skipped (up to date);
+    without a sync level (or matching at the checksum level only), copied (by an
+    earlier attempt).
 
-    Why a match at the sync level counts as skipped: the checkpoint counts the files
-    before ``next_index`` only, and the previous attempt (killed) may have ended
-    files past it, skipping most of them in a sync run (up to date) and copying
-    the others; what it did with each is lost with it. At ``--sync-level``, matching
-    is what "up to date" means: a run without the crash skips such a file, so it
-    counts as skipped, as it does there. Before, every match counted as copied, so
-    a retried batch of a sync run reported the files it found up to date as copied
-    (tester: 924 copied for 668 rewritten). What this cannot tell: a file the killed
-    attempt copied after its last checkpoint (it matches now) counts as skipped: the
-    destination holds what it would hold, and that file's copy is not counted.
+    Why: the checkpoint counts the files before ``next_index`` only, and the previous
+    attempt (killed, or frozen past its heartbeat timeout) may have ended files past
+    it, skipping some in a sync run (up to date) and copying the others; what it did
+    with each is lost with it. Through 0.23 every match counted as copied (tester: 924
+    copied for 668 rewritten), then every match at the sync level as skipped (tester:
+    an empty destination, a frozen worker: 25,669 copied, 331 up to date). The
+    destination's change time tells them apart
+    (:func:`staccato.activities.resume_counts.published_since`); where it keeps none
+    (SFTP) a file the previous attempt published past its last checkpoint counts as
+    skipped: the destination holds what it would hold, that file's copy is not counted.
     """
     name = request.files[index].name
     options = request.options
     try:
         source = target_url(root, name).canonical
-        destination = target_url(destination_root, name).canonical
+        destination_url = target_url(destination_root, name)
+        destination = destination_url.canonical
         info = stat_source(source)
         if options.sync_level is not None:
             same, _ = up_to_date(source, destination, options.sync_level, options, info)
-            if same:
+            if same and not published_since(destination_url, batch_scheduled_at()):
                 state.skipped += 1
                 return True
-            if options.sync_level == SyncLevel.checksum:
+            if same:
+                matched = True  # written since the batch began: by an earlier attempt
+            elif options.sync_level == SyncLevel.checksum:
                 return False  # compared at the checksum level already: to copy
-        matched, _ = up_to_date(source, destination, SyncLevel.checksum, options, info)
+            else:
+                matched, _ = up_to_date(source, destination, SyncLevel.checksum, options, info)
+        else:
+            matched, _ = up_to_date(source, destination, SyncLevel.checksum, options, info)
     except PermanentError:
         return False  # copying it says why
     if matched:

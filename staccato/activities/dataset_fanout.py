@@ -27,9 +27,12 @@ compares the files from its checkpoint on with each target, group by group up to
 the first group of which no pair matches (past the one in flight at the
 kill: heartbeats are throttled, so the checkpoint may lag by a few groups; a root
 that failed every file matches nowhere and does not stop it), and counts the
-matches (nothing sent again): skipped when they match at ``--sync-level`` (up to
-date, as a run without the crash counts them), copied when they match at the
-checksum level only; what their write sessions left under temp names is removed.
+matches (nothing sent again): skipped when they match at ``--sync-level`` and
+their root holds them unchanged since before the batch was first scheduled (up to
+date, as a run without the crash counts them), copied when the root changed them
+since (the killed attempt wrote them: :mod:`staccato.activities.resume_counts`) or
+they match at the checksum level only; what their write sessions left under temp
+names is removed.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from staccato.activities.dataset import _Beat, _stopped_by_cancel, batch_leased,
 from staccato.activities.errors import mapped_errors
 from staccato.activities.object_copy import up_to_date
 from staccato.activities.pacing import SharedPacer, beating_wait, paced_by
+from staccato.activities.resume_counts import batch_scheduled_at, published_since
 from staccato.activities.small_copy import read_whole_source, write_whole
 from staccato.activities.stream_progress import StreamStopped
 from staccato.activities.transfer import (
@@ -574,19 +578,17 @@ def _resume(
     a time from its checkpoint on, and its checkpoint (throttled heartbeats) may lag
     behind by some groups. So from the checkpoint on, group by group, each (file,
     root) pair that matches counts and is not sent again (what its write session
-    left is removed): skipped when it matches at ``--sync-level``, copied when it
-    matches at the checksum level only (or without a sync level), until a group
-    none of whose pairs matches: past the group in flight at the kill, nothing was
-    started.
+    left is removed): skipped when it matches at ``--sync-level`` and the root holds
+    it unchanged since before the batch was first scheduled, copied when the root
+    changed it since (an earlier attempt wrote it) or it matches at the checksum
+    level only (or without a sync level), until a group none of whose pairs
+    matches: past the group in flight at the kill, nothing was started.
 
-    Why a match at the sync level counts as skipped: the checkpoint counts the files
-    before ``next_index`` only, and what the killed attempt did with each file past
-    it (in a sync run: skipped most, copied the others) is lost with it. At
-    ``--sync-level``, matching is what "up to date" means: a run without the crash
-    skips such a pair, so it counts as skipped, as it does there (before, every
-    match counted as copied: a retried batch of a sync run reported the pairs it
-    found up to date as copied). What this cannot tell: a pair the killed attempt
-    copied after its last checkpoint (it matches now) counts as skipped.
+    Why: the checkpoint counts the files before ``next_index`` only, and what the
+    killed attempt did with each file past it (in a sync run: skipped some, copied
+    the others) is lost with it; the root's change time tells them apart
+    (:mod:`staccato.activities.resume_counts`). Where a root keeps none (SFTP), a
+    pair the killed attempt copied after its last checkpoint counts as skipped.
 
     A group with unmatched pairs is not where the scan stops: a root that failed a
     file (read-only, full) holds nothing of a group the previous attempt ended, so
@@ -626,10 +628,12 @@ def _resume(
 def _matching_targets(
     request: FanOutBatchInput, index: int, root: EndpointURL, roots: list[EndpointURL]
 ) -> tuple[list[int], list[int]]:
-    """The targets of file ``index`` that already hold it: those that match at the
-    checksum level only (or without a sync level: copied by the previous attempt),
-    and those that match at ``options.sync_level`` (up to date: skipped). The temp
-    data their write sessions may have left is removed."""
+    """The targets of file ``index`` that already hold it: those an earlier attempt
+    wrote (matching at ``options.sync_level`` and changed since the batch was first
+    scheduled, or matching at the checksum level only, or without a sync level:
+    copied), and those that match at ``options.sync_level`` unchanged since before
+    (up to date: skipped). The temp data their write sessions may have left is
+    removed."""
     entry = request.files[index]
     options = request.options
     try:
@@ -639,13 +643,16 @@ def _matching_targets(
         return [], []  # the pass says why
     copied: list[int] = []
     skipped: list[int] = []
+    since = batch_scheduled_at()
     for t in entry.targets:
         try:
             dst = target_url(roots[t], entry.name)
             same = False
             if options.sync_level is not None:
                 same, _ = up_to_date(source, dst.canonical, options.sync_level, options, info)
-            if same:
+            if same and published_since(dst, since):
+                copied.append(t)  # written since the batch began: by an earlier attempt
+            elif same:
                 skipped.append(t)
             elif options.sync_level != SyncLevel.checksum:
                 same, _ = up_to_date(source, dst.canonical, SyncLevel.checksum, options, info)

@@ -353,6 +353,19 @@ def progress_text(s: DatasetStatus) -> str:
     return ", ".join(parts) + (f", {rate}" if rate else "") + eta + paused + down
 
 
+def follow_text(s: DatasetStatus) -> str:
+    """What the progress bar or a plain line of ``cp -r`` shows: :func:`progress_text`,
+    or, while no worker answers the progress query (a frozen or dead worker), the
+    words ``status`` uses (``progress unknown now: ...``) and the last known counts,
+    with no rate nor ETA (they would be stale)."""
+    if not s.counts_unknown:
+        return progress_text(s)
+    known = progress_text(
+        s.model_copy(update={"rate_files_per_s": None, "eta_s": None, "counts_unknown": None})
+    )
+    return f"progress unknown now: {s.counts_unknown}; last known: {known}"
+
+
 async def follow(client: StaccatoClient, dataset: str, *, quiet: bool) -> DatasetStatus:
     """Follow ``dataset`` until it ends: the same rich bar as a single transfer's
     (files handled of files listed, bytes, rate) on a terminal, a line every
@@ -383,7 +396,7 @@ async def follow(client: StaccatoClient, dataset: str, *, quiet: bool) -> Datase
                     total=final.files_total if final.listing_done else None,
                     completed=handled,
                     state=render.state_text(final.state.value),
-                    note=progress_text(final),
+                    note=follow_text(final),
                 )
     else:
         from staccato.datasets.models import DatasetState
@@ -393,7 +406,7 @@ async def follow(client: StaccatoClient, dataset: str, *, quiet: bool) -> Datase
             now = time.monotonic()
             if now - last_line >= PLAIN_LINE_INTERVAL_S or final.state != last_state:
                 last_line, last_state = now, final.state
-                render.say(f"{render.state_text(final.state.value)}: {progress_text(final)}")
+                render.say(f"{render.state_text(final.state.value)}: {follow_text(final)}")
     assert final is not None
     return final
 

@@ -671,9 +671,10 @@ class DatasetStatus(LeanModel):
     #: children to stop (a frozen or dead worker's until their heartbeat timeouts and
     #: the clean-up); None (left out of the JSON) otherwise
     cancel_requested: bool | None = None
-    #: why the counts above are not known now (0 then means unknown, not none done):
-    #: no worker answered the progress query, e.g. while a restarted worker replays
-    #: the dataset's history; left out of the JSON while the counts are known
+    #: why the counts above are not known now (0 then means unknown, not none done;
+    #: in what ``follow_dataset`` yields, the last known counts): no worker answered
+    #: the progress query, e.g. while a restarted worker replays the dataset's history
+    #: or its worker is frozen; left out of the JSON while the counts are known
     counts_unknown: str | None = None
     #: the newest failed attempt of a step being retried: a batch, the listing, or a
     #: large file's transfer (``ID: attempt N: message``); left out while none is
@@ -688,8 +689,10 @@ class DatasetStatus(LeanModel):
     #: ``list`` orders by it
     started_at: str | None = None
     #: a dataset that completed with nothing copied because ``--include``/``--exclude``
-    #: matched none of the files listed: how many were listed (then ``warning`` says
-    #: so); left out otherwise (an empty source, a dataset that selected a file)
+    #: selected none of the files listed (no include matched, or an exclude matched
+    #: each: the name is a contract, kept though an exclude did match): how many were
+    #: listed (then ``warning`` says which); left out otherwise (an empty source, a
+    #: dataset that selected a file)
     filters_matched_none: int | None = None
     #: what the dataset's end should make its user check (``cp -r`` prints it as a
     #: warning, also with ``-q``): the filters matched nothing; left out while None

@@ -496,6 +496,26 @@ class Driver(abc.ABC):
             PermissionDeniedError, RetryableError: as the endpoint reports.
         """
 
+    #: seconds the times :meth:`changed_at` tells may read earlier than the moment
+    #: they mark on the worker's and the Temporal server's clocks: their granularity
+    #: and the skew between the endpoint's clock and those (0: no such time told)
+    change_time_slack_s: ClassVar[float] = 0.0
+
+    def changed_at(self, url: EndpointURL) -> float | None:
+        """When the object at the destination name ``url`` last changed, data or name
+        (a publish, a rewrite, a touch all move it; nothing sets it back), seconds
+        since the epoch on the endpoint's clock, up to :attr:`change_time_slack_s`
+        early; None where the endpoint cannot tell (the default; SFTP: SFTP v3
+        attributes carry no change time). A retried dataset batch tells by it the
+        files its killed attempt published from those up to date before
+        (:func:`staccato.activities.resume_counts.published_since`).
+
+        Raises:
+            NotFoundError: nothing is there.
+            PermissionDeniedError, RetryableError: as the endpoint reports.
+        """
+        return None
+
     def check_directory_name(self, url: EndpointURL) -> None:  # noqa: B027 - optional hook
         """The directory of the destination ``url``, when it exists, is named by its real
         path (no symbolic link on the way), as the copy's :meth:`check_destination`

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import time
 from collections.abc import Iterable
 
 import pytest
@@ -422,3 +423,23 @@ def test_partial_chunk_kept_checked_or_none(writable: EndpointAdapter) -> None:
     _write(writable, session, data, [1, 2])
     writable.driver.publish(session)
     assert writable.get(DST) == data
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_changed_at_of_a_published_object_is_not_before_its_copy_began(
+    writable: EndpointAdapter, shape: str
+) -> None:
+    """Where a driver tells a change time (``Driver.changed_at``: a retried dataset
+    batch tells by it a file its killed attempt published from one up to date
+    before), a published object's is not before its write session was opened, less
+    the driver's ``change_time_slack_s``; where it tells none (SFTP), None."""
+    url = writable.url(DST)
+    began = time.time()
+    session, _ = _written(writable, shape)
+    writable.driver.publish(session)
+    changed = writable.driver.changed_at(url)
+    if writable.driver.scheme == "sftp":
+        assert changed is None
+        return
+    assert changed is not None
+    assert changed >= began - writable.driver.change_time_slack_s, (changed, began)

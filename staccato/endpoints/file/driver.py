@@ -202,6 +202,20 @@ class FileDriver(Driver):
         """See :meth:`Driver.check_target` and the module's :func:`check_target`."""
         check_target(url.path)
 
+    #: the inode's ctime is the file system's clock (the worker's host, for a local
+    #: disk; a network file system's server), its kernel's coarse clock (ticks of a few
+    #: ms): 1 s covers that and a Temporal server's clock on another host kept by NTP
+    change_time_slack_s = 1.0
+
+    def changed_at(self, url: EndpointURL) -> float | None:
+        """The inode's ``st_ctime`` (not followed through a link): a publish's rename,
+        a write, ``utime`` and ``chmod`` set it to the kernel's time, and nothing sets
+        it back (``utime`` moves the mtime, not it). See :meth:`Driver.changed_at`."""
+        try:
+            return os.lstat(url.path).st_ctime
+        except OSError as err:
+            raise os_error(err, f"destination {url.path}") from None
+
     def check_directory_name(self, url: EndpointURL) -> None:
         """See :meth:`Driver.check_directory_name`: the words of :func:`check_parent`.
         One realpath per directory within a

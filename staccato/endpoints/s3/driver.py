@@ -294,6 +294,18 @@ class S3Driver(Driver):
             ) from None
         return _object_info(head, int(head["ContentLength"]))
 
+    #: ``LastModified`` is whole seconds (truncated: up to 1 s early) on the store's
+    #: clock, which may differ from the worker's and the Temporal server's by a few
+    #: seconds (as ``ORPHAN_CLOCK_SLACK_S`` of the dataset batch allows): 1 + 5 s
+    change_time_slack_s = 6.0
+
+    def changed_at(self, url: EndpointURL) -> float | None:
+        """HeadObject's ``LastModified``: when the object now under the key was
+        stored (a PutObject's time; a multipart upload's is when it began, before any
+        of its parts), so an object stored by a copy is never dated before the copy
+        began. See :meth:`Driver.changed_at`."""
+        return self.stat(url).modified_at
+
     def read_whole(self, url: EndpointURL, max_size: int) -> tuple[ObjectInfo, bytes] | None:
         """One GetObject (``ChecksumMode=ENABLED``): the object's info from the response
         headers (as :meth:`stat` builds it from HeadObject) and its bytes, checked
