@@ -15,6 +15,9 @@ from staccato.client import StaccatoClient
 from tests.helpers import REPO, WorkerProcess, mounted_tmpfs
 
 pytest_plugins = ["tests.servers.fixtures"]
+if os.environ.get("STACCATO_TEST_CPU"):
+    # per-test CPU of the test process's tree (tests/cpu_accounting.py)
+    pytest_plugins.append("tests.cpu_accounting")
 
 # How long a client (this process's, and every CLI the tests run, which inherit it)
 # waits for a live worker to take a pause or resume before it gives up: the product's

@@ -32,7 +32,10 @@ from tests.zombie_checks import (
     short_poll_server,
 )
 
-SIZE = 256 * MiB
+# 4 chunks over 2 streams: the writer is caught in its first chunk, polled from the
+# submit on, so more bytes showed nothing more (it was 256 MiB: twice the SFTP copying
+# and hashing per transfer)
+SIZE = 128 * MiB
 CHUNK = 32 * MiB  # many write requests per chunk beyond the 4 MiB in flight
 HEARTBEAT_TIMEOUT_S = 3
 OPTIONS = TransferOptions(chunk_size=CHUNK, streams=2, heartbeat_timeout_s=HEARTBEAT_TIMEOUT_S)
@@ -93,7 +96,7 @@ async def test_frozen_sftp_stream_writes_nothing_after_losing_its_segment(
                     str(source), sftp_logged.url(str(destination)), OPTIONS
                 )
                 # polled from the submit on: bytes_done grows only when a segment ends
-                # (or every 9 s of progress reports), and on a quiet machine the 256 MiB
+                # (or every 9 s of progress reports), and on a quiet machine 256 MiB
                 # were nearly copied by then, so no transfer of 3 was caught
                 try:
                     zombie, frozen = await freeze_a_writer(
