@@ -138,6 +138,9 @@ async def test_pause_then_resume(
     paused")."""
     digest = write_random(http_root / "pause.bin", 2 * SIZE, seed=4)
     destination = data_dir / "pause.bin"
+    # ~33 s in all: the copy cannot end before the pause on a loaded machine (at
+    # 12 MB/s it ended while the `resume` command below started, at load 12)
+    paced_nginx.rate = 3_000_000
     transfer = await client.submit(paced_nginx.url("pause.bin"), str(destination), OPTIONS)
     await wait_for_status(client, transfer, _started(0.1), timeout_s=60)
 
@@ -293,7 +296,12 @@ async def test_corrupted_temp_chunk_is_sent_again(
     await asyncio.sleep(3)  # streams stop at their next heartbeat
     (temp,) = [p for p in data_dir.iterdir() if p.name.endswith(".staccato-part")]
     (journal,) = [p for p in data_dir.iterdir() if p.name.endswith(".staccato-journal")]
-    journaled = [int(line.split()[0]) for line in journal.read_text().splitlines()]
+    # chunk lines `INDEX CHECKSUM`, and a paused stream's kept start of its chunk
+    # `p INDEX LENGTH CHECKSUM`: both must be checked before a resume builds on them
+    journaled = [
+        int(fields[1] if fields[0] == "p" else fields[0])
+        for fields in (line.split() for line in journal.read_text().splitlines())
+    ]
     assert journaled
     with open(temp, "r+b") as f:  # damage every chunk written so far, done segments included
         for index in journaled:
