@@ -96,6 +96,13 @@ async def _hold_still(client: StaccatoClient, handle, worker: WorkerProcess, che
     return checkpoint
 
 
+def _wake(worker: WorkerProcess) -> None:
+    """SIGCONT what :func:`_hold_still` froze (the worker's activity processes)."""
+    assert worker.process is not None
+    for pid in spawned_children(worker.process.pid)[1:]:
+        os.kill(pid, signal.SIGCONT)
+
+
 async def _sync_rerun(
     client: StaccatoClient,
     source: Path,
@@ -290,12 +297,26 @@ async def empty_destination_with_kill(
             checkpoint = None
             await asyncio.sleep(0.05)
         assert checkpoint is not None, "no batch with copied files was seen under way"
-        checkpoint = await _hold_still(client, handle, worker, checkpoint)
-        assert checkpoint is not None and checkpoint.skipped == 0, checkpoint
         # the files the frozen attempt published past its last delivered checkpoint
-        # (its heartbeats are throttled): what the retry finds there and must count
-        there = held()
-        published_unseen = [n for n in names[checkpoint.next_index :] if n in there]
+        # (its heartbeats are throttled): what the retry finds there and must count.
+        # A freeze right after a heartbeat leaves none (seen once in three at load
+        # 12): wake the worker until a few more files are delivered, freeze again
+        published_unseen: list[str] = []
+        for _ in range(5):
+            checkpoint = await _hold_still(client, handle, worker, checkpoint)
+            assert checkpoint is not None and checkpoint.skipped == 0, checkpoint
+            there = held()
+            published_unseen = [n for n in names[checkpoint.next_index :] if n in there]
+            if published_unseen:
+                break
+            _wake(worker)
+            moved_from, until = checkpoint.next_index, time.monotonic() + 30
+            while time.monotonic() < until:
+                again = await _checkpoint(client, handle)
+                if again is not None and again.next_index >= moved_from + 3:
+                    checkpoint = again
+                    break
+                await asyncio.sleep(0.05)
         assert published_unseen, "no file was published past the last checkpoint"
         worker.kill()
 
