@@ -449,17 +449,21 @@ class FileChunkWriter(ChunkWriter):
 
     def write_chunk(self, index: int, data: memoryview, checksum: str) -> None:
         self._check_session()
-        offset = index * self._chunk_size
         try:
-            view = data
-            while view:
-                write_fence()
-                n = self._pwrite(view, offset)
-                view = view[n:]
-                offset += n
+            self._write_at(index * self._chunk_size, data)
             self._commit(index, checksum)
         except OSError as err:
             raise self._write_error(err) from None
+
+    def _write_at(self, offset: int, data: memoryview) -> None:
+        """``pwrite`` all of ``data`` at ``offset`` (bytes), each write behind the
+        session's fence. Raises: OSError."""
+        view = data
+        while view:
+            write_fence()
+            n = self._pwrite(view, offset)
+            view = view[n:]
+            offset += n
 
     def write_partial(self, index: int, data: memoryview, checksum: str) -> bool:
         """Write the first ``len(data)`` bytes of chunk ``index``, ``fdatasync``, then
@@ -468,14 +472,8 @@ class FileChunkWriter(ChunkWriter):
         :func:`partial_chunk` reads the prefix back and checks it before a resumed
         stream builds on it, as :func:`durable_chunks` does for whole chunks."""
         self._check_session()
-        offset = index * self._chunk_size
         try:
-            view = data
-            while view:
-                write_fence()
-                n = self._pwrite(view, offset)
-                view = view[n:]
-                offset += n
+            self._write_at(index * self._chunk_size, data)
             os.fdatasync(self._fd)
             os.write(self._journal, f"{_PARTIAL_PREFIX}{index} {len(data)} {checksum}\n".encode())
         except OSError as err:
