@@ -81,7 +81,8 @@ def test_disk_full_mid_write_is_retryable_and_keeps_the_temp(small_fs: Path) -> 
     print(caught.value)
     assert not isinstance(caught.value, PermanentError)
     _assert_names_the_cause(str(caught.value), small_fs)
-    assert "retried for --retry-for" in str(caught.value)
+    # no promise of a retry in the words: they end a transfer that gave up too
+    assert "retried" not in str(caught.value)
     assert Path(session.session_id).is_file() and Path(session.data["journal"]).is_file()
     assert {0, 1} <= set(driver.durable_chunks(session)), "the chunks before were lost"
 
@@ -304,3 +305,18 @@ def test_a_destination_on_a_virtual_file_system_says_it_cannot_hold_files() -> N
     with pytest.raises(PermanentError, match="no capacity") as caught:
         FileDriver().check_space(parse_url("/proc/staccato-test.bin"), 6)
     assert "not enough space" not in str(caught.value) and "/proc" in str(caught.value)
+
+
+def test_a_file_the_size_of_the_whole_file_system_is_permanent(small_fs: Path) -> None:
+    """8 MiB on an empty 8 MiB file system leaves no block for the journal: it can never
+    fit, so it fails at once (a tester's 64 MiB file on a 64 MiB tmpfs was retried for
+    --retry-for, 4096 bytes short), before anything is written."""
+    driver = get_driver("file")
+    url = parse_url(str(small_fs / "exact.bin"))
+    with pytest.raises(PermanentError) as caught:
+        driver.open_session(url, 8 * MiB, MiB, "t-exact")
+    message = str(caught.value)
+    assert "can never fit" in message and "its journal" in message, message
+    assert not any(small_fs.iterdir()), "nothing may be written"
+    # one MiB less fits (a retry would make room for it)
+    driver.open_session(url, 7 * MiB, MiB, "t-exact-less")

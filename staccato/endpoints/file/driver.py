@@ -24,7 +24,9 @@ from staccato.endpoints.file.fs import (
     KERNEL_COPY_FILE_SYSTEMS,
     PSEUDO_FILE_SYSTEMS,
     allocated,
+    capacity_for_files,
     file_system_type,
+    journal_room,
     mount_point,
     mtime_resolution_of,
     no_space,
@@ -312,8 +314,9 @@ class FileDriver(Driver):
             RetryableError: not enough free space (names the file system, bytes needed
                 and free, and the fix): space may be freed, the attempt is retried for
                 ``--retry-for`` and the temp file kept (:func:`~.fs.no_space`).
-            PermanentError: the file is larger than the file system's whole capacity,
-                or the file system has none (``/proc``).
+            PermanentError: the file and its journal are larger than the file system's
+                whole capacity (:func:`~.fs.capacity_for_files`), or the file system
+                has none (``/proc``).
         """
         parent = os.path.dirname(url.path) or "/"
         try:
@@ -335,7 +338,8 @@ class FileDriver(Driver):
                 held = 0
             except OSError as err:
                 raise os_error(err, f"destination temp file {temp}") from None
-        if size - held > free:
+        never_fits = capacity_for_files(fs) < size + journal_room(size, fs.f_frsize)
+        if size - held > free or (never_fits and size > held):
             raise no_space(url.path, size, temp or url.path)
 
     def remove_leftovers(self, url: EndpointURL, session_key: str) -> list[str]:

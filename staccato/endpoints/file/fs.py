@@ -160,30 +160,32 @@ def no_space(
     Returns:
         A :class:`RetryableError` (space may be freed: the transfer retries for
         ``--retry-for``, keeping its temp file), or a :class:`PermanentError` when the
-        file exceeds the file system's whole capacity (``statvfs``
-        ``f_blocks * f_frsize``; the bytes its temp file holds count as part of it):
-        no freeing can make it fit.
+        file and its journal exceed what the file system can ever give a writer
+        (:func:`capacity_for_files`; the bytes its temp file holds count as part of
+        it): no freeing can make it fit.
     """
     parent = os.path.dirname(target) or "."
     mount = mount_point(parent)
     try:
         fs = os.statvfs(parent)
         free = fs.f_bavail * fs.f_frsize
-        capacity = fs.f_blocks * fs.f_frsize
+        capacity = capacity_for_files(fs)
+        room = size + journal_room(size, fs.f_frsize)
     except OSError:
         free = capacity = -1
+        room = size
     try:
         held = allocated(os.stat(temp), size)
     except OSError:
         held = 0
     needed = size - held
     # what the temp file holds takes room on the same file system: the whole file must fit
-    if needed > 0 and 0 < capacity < size:
+    if needed > 0 and 0 < capacity < room:
         return PermanentError(
             f"{target} can never fit on the file system mounted at {mount}: its {size} "
-            f"bytes ({needed} more bytes needed) exceed the file system's whole capacity "
-            f"of {capacity} bytes ({free} bytes free); no retry can help. Choose a "
-            "destination on a larger file system, then submit again"
+            f"bytes and its journal ({room} bytes; {needed} more bytes needed) exceed the "
+            f"file system's whole capacity of {capacity} bytes ({free} bytes free); no "
+            "retry can help. Choose a destination on a larger file system, then submit again"
         )
     if err is None:
         cause = "not enough free space"
@@ -194,7 +196,27 @@ def no_space(
     return RetryableError(
         f"not enough space for {target} on the file system mounted at {mount}: {cause}; "
         f"{needed} more bytes needed (of {size}), {free} bytes free. Free at least "
-        f"{max(needed - max(free, 0), 0)} bytes there (or raise the quota): the transfer "
-        "is retried for --retry-for, resuming where it stopped; or choose a destination "
-        "on another file system"
+        f"{max(needed - max(free, 0), 0)} bytes there (or raise the quota), or choose a "
+        "destination on another file system"
     )
+
+
+def capacity_for_files(fs: os.statvfs_result) -> int:
+    """Bytes a file system can ever give an unprivileged writer: its blocks less those
+    reserved for root (``f_blocks - (f_bfree - f_bavail)``, times ``f_frsize``; the
+    free space is counted as ``f_bavail`` alike). 0 for a virtual file system."""
+    return max(fs.f_blocks - (fs.f_bfree - fs.f_bavail), 0) * fs.f_frsize
+
+
+#: bytes of a journal line per chunk at most (``INDEX CHECKSUM``; a SHA-256 in hex)
+_JOURNAL_LINE_BYTES = 80
+
+
+def journal_room(size: int, block: int) -> int:
+    """Bytes the journal of a ``size``-byte file takes on its file system at most: a
+    line per MiB of the file (chunks are rarely smaller), rounded up to whole
+    ``block``s. A
+    file of exactly the file system's capacity leaves no room for it (a tester's
+    64 MiB file on a 64 MiB tmpfs retried for ``--retry-for``, 4096 bytes short)."""
+    lines = (size >> 20) + 1
+    return -(-lines * _JOURNAL_LINE_BYTES // max(block, 1)) * max(block, 1)
