@@ -211,22 +211,29 @@ class StaccatoSFTP(paramiko.SFTPClient):
 
         Raises:
             TimeoutError: the window stayed shut for ``io_timeout_s``.
-            EOFError: the channel closed.
+            EOFError: the channel closed (also paramiko's ``OSError("Socket is
+                closed")`` from a closed channel).
         """
         view = memoryview(out)
         started = time.monotonic()
         while view:
             try:
                 sent = self.sock.send(view)
-            except TimeoutError:
-                waited = time.monotonic() - started
-                if waited >= self.io_timeout_s:
-                    raise TimeoutError(
-                        f"the sftp server accepted no data for {waited:.0f} s "
-                        "(STACCATO_SFTP_IO_TIMEOUT_S)"
-                    ) from None
-                base.keepalive()
-                continue
+            except OSError as err:
+                if isinstance(err, TimeoutError):
+                    waited = time.monotonic() - started
+                    if waited >= self.io_timeout_s:
+                        raise TimeoutError(
+                            f"the sftp server accepted no data for {waited:.0f} s "
+                            "(STACCATO_SFTP_IO_TIMEOUT_S)"
+                        ) from None
+                    base.keepalive()
+                    continue
+                if getattr(self.sock, "closed", False):
+                    # paramiko's "Socket is closed" (an OSError with no errno, the
+                    # shape of a server's status answer): the connection, not a file
+                    raise EOFError(f"connection closed ({err})") from None
+                raise
             if sent <= 0:
                 raise EOFError("connection closed")
             view = view[sent:]
