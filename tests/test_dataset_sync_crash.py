@@ -12,6 +12,7 @@ import signal
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from temporalio.api.enums.v1 import EventType
 
@@ -94,6 +95,18 @@ async def _hold_still(client: StaccatoClient, handle, worker: WorkerProcess, che
         if again != checkpoint:
             checkpoint, stable_since = again, time.monotonic()
     return checkpoint
+
+
+def _settled(read: Callable[[], set[Any]], quiet_s: float = 1.0, limit_s: float = 15.0) -> set[Any]:
+    """``read()`` once it gave the same answer for ``quiet_s`` seconds (at most
+    ``limit_s`` in all): what the destination holds after the writers stopped."""
+    last, since, until = read(), time.monotonic(), time.monotonic() + limit_s
+    while time.monotonic() - since < quiet_s and time.monotonic() < until:
+        time.sleep(0.1)
+        now = read()
+        if now != last:
+            last, since = now, time.monotonic()
+    return last
 
 
 def _wake(worker: WorkerProcess) -> None:
@@ -195,9 +208,17 @@ async def sync_rerun_with_kill(
         # (the worker's heartbeats are throttled): the checkpoint the retry starts from
         checkpoint = await _hold_still(client, handle, worker, checkpoint)
         assert checkpoint is not None and checkpoint.current
-        batch = next(b for b in batches if checkpoint.current in b)
-        rewritten_at_kill = {n for n in names if _mark(destination / n) != marks[n]}
         worker.kill()
+        # what the retry starts from, read after the kill: the last checkpoint the
+        # server holds, and the destination once settled (an SFTP server finishes
+        # the requests it was sent after the client froze; at load a freeze that
+        # missed the activity process let it publish on until the kill)
+        checkpoint = await _checkpoint(client, handle) or checkpoint
+        assert checkpoint.current
+        batch = next(b for b in batches if checkpoint.current in b)
+        rewritten_at_kill = _settled(
+            lambda: {n for n in names if _mark(destination / n) != marks[n]}
+        )
         # the changed files the killed attempt published past its checkpoint: the
         # retry finds them up to date and (nothing tells it they were copied) counts
         # them as skipped
@@ -389,9 +410,14 @@ async def test_sync_rerun_to_two_roots_worker_sigkill_counts_up_to_date_as_skipp
         assert checkpoint is not None, "no batch with skipped files was seen under way"
         checkpoint = await _hold_still(client, handle, worker, checkpoint, **kw)
         assert checkpoint is not None and checkpoint.current
-        batch = await _fanout_batch(client, handle, checkpoint.current)
-        rewritten_at_kill = {(r, n) for (r, n), m in marks.items() if _mark(r / n) != m}
         worker.kill()
+        # read after the kill, as in sync_rerun_with_kill
+        checkpoint = await _checkpoint(client, handle, **kw) or checkpoint
+        assert checkpoint.current
+        batch = await _fanout_batch(client, handle, checkpoint.current)
+        rewritten_at_kill = _settled(
+            lambda: {(r, n) for (r, n), m in marks.items() if _mark(r / n) != m}
+        )
         past_checkpoint = set(batch[checkpoint.next_index :])
         # per root, the changed files the killed attempt wrote there past its
         # checkpoint: the retry finds them changed since the batch began (ctime), so
