@@ -286,5 +286,7 @@ async def test_cp_on_a_pipe_says_once_why_its_transfer_is_queued(
             cp.kill()
             await cp.wait()
     said = [x for x in lines if reason(x)]
-    assert len(said) == 1, lines
+    # said once, again only when it changes: the front's first words ("which is
+    # writing it") may give way once to status's fuller ones (ci61); never repeated
+    assert 1 <= len(said) <= 2 and len(set(said)) == len(said), lines
     assert sha256_file(destination) == digest
