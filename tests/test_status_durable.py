@@ -60,10 +60,12 @@ async def test_a_full_disk_shows_the_durable_bytes_and_no_rate_while_attempts_fa
             current = await client.status(transfer)
             if current.state == TransferState.failed:
                 break
+            if retrying is not None and current.rate_bytes_per_s is not None:
+                # an attempt after the first failure: it reads a chunk (its retry note
+                # is then not shown) and fails to write it; nothing becomes durable
+                rates.append(current.rate_bytes_per_s)
             if "bytes free" in (current.last_retry_error or ""):  # the disk is full
                 retrying = current
-                if current.rate_bytes_per_s is not None:
-                    rates.append(current.rate_bytes_per_s)
                 durable = getattr(current, "bytes_durable", None)
                 assert durable == journaled, (durable, journaled, current)
                 overstated += current.bytes_done > journaled
@@ -71,7 +73,7 @@ async def test_a_full_disk_shows_the_durable_bytes_and_no_rate_while_attempts_fa
                     kept_shown = run_cli("status", transfer, **args).stdout
             assert time.monotonic() < deadline, current
             await asyncio.sleep(0.1)
-        print(f"journaled {journaled // MiB} MiB; rates shown while retrying: {rates}")
+        print(f"journaled {journaled // MiB} MiB; rates shown after the first failure: {rates}")
         print(f"statuses counting a chunk in flight: {overstated}")
         assert retrying is not None, "no status while the attempts retried"
         # each attempt read a chunk and failed to write it: nothing became durable
