@@ -29,14 +29,14 @@ def test_a_percent_encoded_user_logs_in_as_the_decoded_name(
     destination = data_dir / "dst.bin"
     encoded = f"sftp://{_encoded(sshd_server.user)}@{LOCALHOST}:{sshd_server.port}{destination}"
     plain = sshd_server.url(str(destination))
-    # one object, one canonical form: the same transfer as the plain URL's
-    assert parse_url(encoded).user == sshd_server.user
-    assert parse_url(encoded).canonical == parse_url(plain).canonical
     args = {"address": temporal_server.address, "task_queue": sftp_worker.task_queue}
     copied = run_cli("cp", "-q", "--chunk-size", "1MiB", str(source), encoded, **args)
     print(copied.stderr)
     assert copied.returncode == 0, copied.stderr
     assert sha256_file(destination) == digest
+    # one object, one canonical form: the same transfer as the plain URL's
+    assert parse_url(encoded).user == sshd_server.user
+    assert parse_url(encoded).canonical == parse_url(plain).canonical
     shown = json.loads(run_cli("status", "--json", transfer_id(encoded), **args).stdout)
     assert shown["destination"] == parse_url(plain).canonical, shown
     assert shown["state"] == "completed", shown
@@ -51,14 +51,14 @@ def test_an_encoded_at_sign_is_part_of_the_user_name(
     write_random(source, 1024, seed=62)
     destination = data_dir / "dst.bin"
     url = f"sftp://us%40er@{LOCALHOST}:{sshd_server.port}{destination}"
-    assert parse_url(url).user == "us@er"
-    assert parse_url(url).canonical == url
     args = {"address": temporal_server.address, "task_queue": sftp_worker.task_queue}
     failed = run_cli("cp", "-q", str(source), url, **args)
     print(failed.stderr)
     assert failed.returncode == 1, failed.stderr
     assert f"authentication failed for us@er@{LOCALHOST}:{sshd_server.port}" in failed.stderr
     assert not destination.exists()
+    assert parse_url(url).user == "us@er"
+    assert parse_url(url).canonical == url
 
 
 def test_an_encoded_password_is_refused_and_never_shown(
