@@ -958,8 +958,10 @@ class StaccatoClient:
     async def retry_of(self, pending: Any) -> tuple[str, str | None] | None:
         """A pending activity's retry (``pending``, a ``PendingActivityInfo``) as
         ``status`` says it: ``attempt N: <its last failure>`` and when the next attempt
-        is due (ISO 8601, UTC; None: it runs now); None for a first attempt or one with
-        no failure. Read without a worker (a transfer's and a fan-out group's)."""
+        is due (ISO 8601, UTC; None: it runs now, or its time has passed and it waits
+        for a worker to take it: a dead worker's run showed a time in the past); None
+        for a first attempt or one with no failure. Read without a worker (a transfer's
+        and a fan-out group's)."""
         if pending.attempt <= 1 or not pending.HasField("last_failure"):
             return None
         retried = f"attempt {pending.attempt}: {await self._message(pending)}"
@@ -969,6 +971,8 @@ class StaccatoClient:
             at = pending.scheduled_time.ToDatetime(tzinfo=UTC)
         else:
             at = None  # the attempt is running now
+        if at is not None and at <= datetime.now(UTC):
+            at = None  # due already: it starts when a worker takes it
         return retried, at.isoformat(timespec="seconds") if at else None
 
     async def _message(self, pending: Any) -> str:

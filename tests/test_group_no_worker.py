@@ -58,7 +58,7 @@ async def test_a_staging_group_whose_worker_is_gone_says_so_and_keeps_its_figure
         assert 0 < given["staged_bytes"] < SIZE, given
         assert given["staging_rate_bytes_per_s"] is None, given  # nothing moves
         assert "no worker answers" in (given["last_retry_error"] or ""), given
-        assert given["cancel_requested"] is None, given
+        assert given["cancel_requested"] is False, given  # a boolean, not null
         shown = run_cli("status", group, **args)
         assert shown.returncode == 0, shown.stderr
         assert "  staging the source: " in shown.stdout and " / 24.0 MiB" in shown.stdout, (
@@ -75,6 +75,8 @@ async def test_a_staging_group_whose_worker_is_gone_says_so_and_keeps_its_figure
         assert said in given["last_retry_error"], given
         shown = run_cli("status", group, **args)
         assert said in shown.stdout, shown.stdout
+        # said on the group's own line, whatever the phase (not only in `retrying:`)
+        assert f"group {group}: running, cancel requested, 0/2" in shown.stdout, shown.stdout
     finally:
         # a worker again on the queue: the cancelled group ends
         worker = WorkerProcess(
