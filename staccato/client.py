@@ -651,6 +651,11 @@ class StaccatoClient:
         streams = progress.streams if progress else int(memo.get("streams", 0))
         bytes_total = progress.bytes_total if progress else None
         bytes_done = progress.bytes_committed if progress else 0
+        # durable at the destination (journaled: a resume does not send it again): the
+        # committed segments, the stopped or retried segments' durable chunks, and the
+        # running streams' (their checkpoints' ``bytes_durable``)
+        durable_in: dict[int, int] = dict(progress.durable) if progress else {}
+        durable_known = True
         if progress is None and status == WorkflowExecutionStatus.RUNNING:
             # no worker answered (e.g. after a worker's crash): the size and the
             # committed segments' bytes the run keeps in its memo (patch progress-memo)
@@ -660,10 +665,14 @@ class StaccatoClient:
                 # what its last pause stopped at (patch paused-bytes-memo): the stopped
                 # streams' chunks are in the workflow's state, which only a worker reads
                 bytes_done = max(bytes_done, _memo_int(memo, "bytes_paused") or 0)
+        committed = bytes_done
         if progress is None and status != WorkflowExecutionStatus.RUNNING:
             # a failed or cancelled run wrote its counts into its memo as it ended
-            # (runs of release 0.8 and earlier did not: 0 and unknown then)
+            # (runs of release 0.8 and earlier did not: 0 and unknown then; the
+            # durable bytes, runs before 0.25.0 did not: unknown)
             bytes_done = int(memo.get("bytes_done") or 0)
+            committed = _memo_int(memo, "bytes_durable") or 0
+            durable_known = _memo_int(memo, "bytes_durable") is not None
             total = memo.get("bytes_total")
             bytes_total = int(total) if total is not None else None
         in_segments: dict[int, int] = dict(progress.partial) if progress else {}
@@ -731,6 +740,10 @@ class StaccatoClient:
                     in_segments[details.segment] = max(
                         in_segments.get(details.segment, 0), details.bytes_done
                     )
+                    if details.bytes_durable is not None:
+                        durable_in[details.segment] = max(
+                            durable_in.get(details.segment, 0), details.bytes_durable
+                        )
                     if _moving(pending, now, details.moved_at):
                         rate_sum += details.rate_bytes_per_s
                         if no_worker is None:
@@ -738,6 +751,10 @@ class StaccatoClient:
                             # tester saw "attempt 2: Heartbeat timeout" to the end)
                             last_retry, next_attempt = said_before
             bytes_done += sum(in_segments.values())
+            committed += sum(durable_in.values())
+            if state == TransferState.paused and progress is None:
+                # what the pause stopped at: the stopped streams' chunks, durable
+                committed = max(committed, _memo_int(memo, "bytes_paused") or 0)
             # a cancel requested: the streams are stopping, their last rate is history
             stopping = cancel_requested
             # the one place a rate is decided: the streams' own, while a worker answers
@@ -756,6 +773,7 @@ class StaccatoClient:
                 # says so); the bytes moved are those the run wrote into its memo
                 cleanup = _cleanup_note(progress.cleanup if progress else None)
                 bytes_done = max(bytes_done, int(memo.get("bytes_done") or 0))
+                committed = max(committed, _memo_int(memo, "bytes_durable") or 0)
         else:
             # the one rule for an ended run (a front run whose destination's transfer
             # was cancelled ended FAILED but shows cancelled, with that reason)
@@ -773,12 +791,15 @@ class StaccatoClient:
             eta = round(seconds, 1) if seconds is not None else None
         if bytes_total is not None:
             bytes_done = min(bytes_done, bytes_total)
+        # never above the bytes moved (which count the chunks in flight besides)
+        bytes_durable = min(committed, bytes_done) if durable_known else None
         if runs_as is not None and status in _ENDED_NOT_COMPLETED:
             # a front run that ended failed or cancelled wrote no counts of its own: the
             # destination's run it started did (a cancelled schedule run read "0 B / ?")
             ran = await self._ended_front_run(handle.id, description, runs_as)
             if ran is not None:
                 bytes_done, bytes_total = ran.bytes_done, ran.bytes_total
+                bytes_durable = ran.bytes_durable
         return TransferStatus(
             id=handle.id,
             state=state,
@@ -786,6 +807,7 @@ class StaccatoClient:
             destination=memo.get("destination", ""),
             bytes_total=bytes_total,
             bytes_done=bytes_done,
+            bytes_durable=bytes_durable,
             rate_bytes_per_s=round(rate, 1) if rate is not None else None,
             eta_s=eta,
             streams=streams,
@@ -821,7 +843,7 @@ class StaccatoClient:
             streams_unknown=True
             if _tuner_chooses(memo, None, state, bytes_total) and begun
             else None,
-            cancel_requested=True if cancel_requested else None,
+            cancel_requested=cancel_requested,
         )
 
     async def _answered(
@@ -936,8 +958,10 @@ class StaccatoClient:
     async def retry_of(self, pending: Any) -> tuple[str, str | None] | None:
         """A pending activity's retry (``pending``, a ``PendingActivityInfo``) as
         ``status`` says it: ``attempt N: <its last failure>`` and when the next attempt
-        is due (ISO 8601, UTC; None: it runs now); None for a first attempt or one with
-        no failure. Read without a worker (a transfer's and a fan-out group's)."""
+        is due (ISO 8601, UTC; None: it runs now, or its time has passed and it waits
+        for a worker to take it: a dead worker's run showed a time in the past); None
+        for a first attempt or one with no failure. Read without a worker (a transfer's
+        and a fan-out group's)."""
         if pending.attempt <= 1 or not pending.HasField("last_failure"):
             return None
         retried = f"attempt {pending.attempt}: {await self._message(pending)}"
@@ -947,6 +971,8 @@ class StaccatoClient:
             at = pending.scheduled_time.ToDatetime(tzinfo=UTC)
         else:
             at = None  # the attempt is running now
+        if at is not None and at <= datetime.now(UTC):
+            at = None  # due already: it starts when a worker takes it
         return retried, at.isoformat(timespec="seconds") if at else None
 
     async def _message(self, pending: Any) -> str:
@@ -1702,6 +1728,7 @@ def _waiting_status(
         destination=memo.get("destination", ""),
         bytes_total=None,
         bytes_done=0,
+        bytes_durable=0,
         rate_bytes_per_s=None,
         eta_s=None,
         streams=int(memo.get("streams", 0)),

@@ -338,7 +338,7 @@ async def _running_figures(
     if description.status != WorkflowExecutionStatus.RUNNING:
         return figures
     cancel_requested = cancel_requested_of(description)
-    figures["cancel_requested"] = True if cancel_requested else None
+    figures["cancel_requested"] = cancel_requested
     raw = description.raw_description
     no_worker: str | None = None
     if progress is None:
@@ -474,11 +474,13 @@ def destination_line(row: DestinationStatus) -> str:
 
 
 def status_lines(status: GroupStatus) -> list[str]:
-    """The human ``status`` of a group: a header line, then one line per destination."""
+    """The human ``status`` of a group: a header line (which says a cancel requested
+    that has not taken effect, whatever the phase), then one line per destination."""
     done = sum(1 for d in status.destinations if d.state == TransferState.completed)
+    cancelling = ", cancel requested" if status.cancel_requested else ""
     lines = [
-        f"group {status.id}: {status.state.value}, {done}/{len(status.destinations)} "
-        f"destinations completed",
+        f"group {status.id}: {status.state.value}{cancelling}, "
+        f"{done}/{len(status.destinations)} destinations completed",
         f"  source: {redact(status.source)}",
     ]
     if status.error:

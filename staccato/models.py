@@ -474,8 +474,14 @@ class Checkpoint(BaseModel):
         v: schema version.
         segment: segment index.
         next_chunk: every chunk of the segment below this index is durable.
-        bytes_done: bytes of the segment durable at the destination.
-        rate_bytes_per_s: this attempt's copy rate.
+        bytes_done: bytes of the segment moved: durable at the destination, plus the
+            chunk in flight (read, not yet written), and never fewer than an earlier
+            attempt's last checkpoint reported (so ``status`` does not fall back).
+        bytes_durable: bytes of the segment durable at the destination (journaled or
+            checkpointed chunks, and the start of a chunk a pause kept): what a resume
+            does not send again. None: a worker before this field.
+        rate_bytes_per_s: this attempt's copy rate over the bytes it made durable (a
+            chunk read whose write fails adds nothing).
         bytes_read: bytes read from the source by this attempt.
         summary: the same for people (``segment 2: 128.0 MiB / 256.0 MiB (50%) at
             20.0 MiB/s``), so ``temporal workflow describe`` and the UI's pending
@@ -488,6 +494,7 @@ class Checkpoint(BaseModel):
     segment: int
     next_chunk: int
     bytes_done: int = 0
+    bytes_durable: int | None = None
     rate_bytes_per_s: float = 0.0
     bytes_read: int = 0
     summary: str | None = None
@@ -982,7 +989,11 @@ class Progress(BaseModel):
     bytes_committed: int = 0  # bytes of completed segments
     partial: dict[int, int] = Field(
         default_factory=dict
-    )  # segment -> durable bytes, stopped segments
+    )  # segment -> bytes moved (durable, or in flight at a failure), stopped segments
+    #: segment -> bytes durable at the destination (journaled chunks: a resume does not
+    #: send them again), of the segments not committed whose stream stopped, failed or
+    #: was retried; the running streams' figure is in their heartbeats
+    durable: dict[int, int] = Field(default_factory=dict)
     segments_total: int = 0
     segments_done: int = 0
     chunk_size: int
@@ -1063,7 +1074,13 @@ class TransferStatus(BaseModel):
             worker reads (null in :meth:`to_json_dict`); None otherwise.
         cancel_requested: True while a cancel asked of the running transfer has not
             taken effect (a dead worker's run: until a worker polls), as a dataset's
-            status says; None otherwise.
+            status says; False otherwise.
+        bytes_durable: bytes durable at the destination (committed segments and
+            journaled chunks), which a resume does not send again; ``bytes_done`` also
+            counts the running streams' chunks in flight (read, not yet written). Of
+            an ended run: what was durable when it ended (a failed or cancelled run's
+            clean-up then removes its partial data). None when not known (a run or a
+            worker before 0.25.0).
     """
 
     kind: str = "transfer"
@@ -1073,6 +1090,7 @@ class TransferStatus(BaseModel):
     destination: str
     bytes_total: int | None
     bytes_done: int
+    bytes_durable: int | None = None
     rate_bytes_per_s: float | None
     eta_s: float | None
     streams: int
@@ -1098,7 +1116,7 @@ class TransferStatus(BaseModel):
     left_behind: str | None = None
     tuner_chooses: bool | None = None
     streams_unknown: bool | None = None
-    cancel_requested: bool | None = None
+    cancel_requested: bool = False
 
     def to_json_dict(self) -> dict[str, Any]:
         """Plain dict with the enum as text; ``streams`` and ``chunk_size`` null while
@@ -1530,8 +1548,8 @@ class GroupStatus(BaseModel):
     #: when that retry's next attempt is due (ISO 8601, UTC); None: it runs now
     next_attempt_at: str | None = None
     #: True: a cancel was requested of the running group and has not taken effect yet
-    #: (a dead worker's group: until one polls); None otherwise
-    cancel_requested: bool | None = None
+    #: (a dead worker's group: until one polls); False otherwise
+    cancel_requested: bool = False
 
     def to_json_dict(self) -> dict[str, Any]:
         """Plain dict with the enums as text."""

@@ -160,6 +160,7 @@ def completed_status(workflow_id: str, result: TransferResult) -> TransferStatus
         destination=result.destination,
         bytes_total=result.bytes,
         bytes_done=0 if result.up_to_date else result.bytes,  # up to date: nothing copied
+        bytes_durable=0 if result.up_to_date else result.bytes,
         rate_bytes_per_s=None,
         eta_s=None,
         streams=result.streams,

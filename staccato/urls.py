@@ -328,8 +328,17 @@ def _key_needs_quoting(key: str) -> bool:
     return "?" in key or any(c in key for c in "\r\n\t\0") or key != key.rstrip()
 
 
+#: characters RFC 3986 allows unencoded in user info besides the unreserved ones
+#: (``:`` is left out: it would start a password)
+_USERINFO_SAFE = "!$&'()*+,;="
+
+
 def _sftp_canonical(host: str, port: int | None, user: str | None, path: str) -> str:
-    netloc = (f"{user}@" if user else "") + (f"[{host}]" if ":" in host else host)
+    """The canonical SFTP URL: the (decoded) ``user`` percent-encoded again where RFC
+    3986 user info needs it (``us@er`` as ``us%40er``; ``r%6Fot`` and ``root`` are one
+    user), the host lower-case, port 22 left out, the path percent-encoded."""
+    login = quote(user, safe=_USERINFO_SAFE) if user else ""
+    netloc = (f"{login}@" if user else "") + (f"[{host}]" if ":" in host else host)
     if port is not None and port != 22:
         netloc += f":{port}"
     return f"sftp://{netloc}{quote(path, safe='/')}"
@@ -537,6 +546,9 @@ def _sftp_url(
             f"malformed SFTP URL {redact(text)!r}: the user name before '@' is empty; "
             "write sftp://host/path to log in as the configured user"
         )
+    if user is not None:
+        # RFC 3986 user info is percent-encoded: sftp://us%40er@host logs in as us@er
+        user = _decoded(user, text, "user name")
     path = _decoded(path, text, "path")
     if not path.startswith("/"):
         raise InvalidURLError(

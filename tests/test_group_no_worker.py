@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from staccato.client import StaccatoClient
-from staccato.models import GroupState, TransferOptions
+from staccato.models import GroupState, GroupStatus, TransferOptions
 from tests.helpers import MiB, WorkerProcess, at_rest, run_cli, write_random
 from tests.servers.nginx import NginxServer
 from tests.servers.temporal_server import TemporalDevServer
@@ -58,7 +58,7 @@ async def test_a_staging_group_whose_worker_is_gone_says_so_and_keeps_its_figure
         assert 0 < given["staged_bytes"] < SIZE, given
         assert given["staging_rate_bytes_per_s"] is None, given  # nothing moves
         assert "no worker answers" in (given["last_retry_error"] or ""), given
-        assert given["cancel_requested"] is None, given
+        assert given["cancel_requested"] is False, given  # a boolean, not null
         shown = run_cli("status", group, **args)
         assert shown.returncode == 0, shown.stderr
         assert "  staging the source: " in shown.stdout and " / 24.0 MiB" in shown.stdout, (
@@ -75,6 +75,8 @@ async def test_a_staging_group_whose_worker_is_gone_says_so_and_keeps_its_figure
         assert said in given["last_retry_error"], given
         shown = run_cli("status", group, **args)
         assert said in shown.stdout, shown.stdout
+        # said on the group's own line, whatever the phase (not only in `retrying:`)
+        assert f"group {group}: running, cancel requested, 0/2" in shown.stdout, shown.stdout
     finally:
         # a worker again on the queue: the cancelled group ends
         worker = WorkerProcess(
@@ -122,3 +124,20 @@ async def test_a_fan_out_cancelled_while_staging_leaves_no_lock_file(
         final = await asyncio.wait_for(client.wait_group(group), 120)
         assert final.state == GroupState.cancelled, final
     assert sorted(p.name for p in staging.iterdir()) == [], list(staging.iterdir())
+
+
+def test_a_groups_pending_cancel_is_said_whatever_the_phase() -> None:
+    """A group a worker answers for, copying, with a cancel not yet taken effect: the
+    header says so (before, only the no-worker ``retrying:`` line said it)."""
+    from staccato.fanout_client import status_lines
+
+    for phase in ("stat", "staging", "copy"):
+        current = GroupStatus(
+            id="g1",
+            state=GroupState.running,
+            source="http://127.0.0.1/x",
+            phase=phase,
+            destinations=[],
+            cancel_requested=True,
+        )
+        assert status_lines(current)[0].startswith("group g1: running, cancel requested,")

@@ -56,12 +56,15 @@ async def test_a_paused_transfer_keeps_its_bytes_in_status_with_no_worker(
         held = await client.status(transfer)
         assert held.state == TransferState.paused, held
         assert 0 < held.bytes_done < SIZE and held.bytes_done == memo["bytes_paused"], held
+        # what a paused transfer holds is durable: a resume does not send it again
+        assert held.bytes_durable == held.bytes_done, held
         first.kill()
         orphaned = await status_json(
             transfer, address=temporal_server.address, task_queue=first.task_queue
         )
         assert orphaned["state"] == "paused", orphaned
         assert orphaned["bytes_done"] == held.bytes_done, (held.bytes_done, orphaned)
+        assert orphaned["bytes_durable"] == held.bytes_done, (held.bytes_done, orphaned)
         with WorkerProcess(
             temporal_server.address, task_queue=first.task_queue, processes=2, log_dir=tmp_path
         ):

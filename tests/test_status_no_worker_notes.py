@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from staccato.client import StaccatoClient
@@ -82,6 +82,61 @@ async def test_a_dead_workers_tuned_run_says_its_streams_are_unknown(
         await client.temporal.get_workflow_handle(transfer).terminate("test over")
 
 
+async def test_a_dead_workers_fixed_run_shows_no_past_attempt_time_nor_the_tuner(
+    temporal_server: TemporalDevServer,
+    paced_nginx: NginxServer,
+    http_root: Path,
+    data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """A transfer with fixed streams (``--streams 2``) whose worker is killed: once
+    its streams' retries are due, no worker takes them; ``next_attempt_at`` is null
+    rather than a time in the past (it showed one), and the human ``status`` shows the
+    streams the run uses, with no word of a tuner (a tester read "chosen by the
+    tuner")."""
+    client, transfer, args = await _orphaned(
+        temporal_server,
+        paced_nginx,
+        http_root,
+        data_dir / "fixed-retry.bin",
+        tmp_path,
+        TransferOptions(chunk_size=4 * MiB, streams=2, heartbeat_timeout_s=3),
+    )
+    try:
+        # the killed worker's streams time out (3 s) and are retried: attempt 2 is due
+        # after its backoff (1 s), and no worker takes it
+        due: datetime | None = None
+        deadline = time.monotonic() + 120
+        while True:
+            current = await client.status(transfer)
+            retried = "attempt " in (current.last_retry_error or "")
+            if current.next_attempt_at is not None:
+                due = (
+                    max(due, datetime.fromisoformat(current.next_attempt_at))
+                    if due
+                    else (datetime.fromisoformat(current.next_attempt_at))
+                )
+            if retried and (due is None or datetime.now(UTC) > due + timedelta(seconds=1)):
+                break
+            assert time.monotonic() < deadline, current
+            await asyncio.sleep(0.2)
+        given = json.loads(run_cli("status", "--json", transfer, **args).stdout)
+        print(json.dumps(given, indent=2))
+        assert "no worker answers" in (given["last_retry_error"] or ""), given
+        assert "attempt " in given["last_retry_error"], given
+        shown_at = given["next_attempt_at"]
+        assert shown_at is None or datetime.fromisoformat(shown_at) > datetime.now(UTC), given
+        assert given["streams"] == 2 and given["chunk_size"] == 4 * MiB, given
+        assert given["tuner_chooses"] is None and given["streams_unknown"] is None, given
+        shown = run_cli("status", transfer, **args)
+        print(shown.stdout)
+        assert shown.returncode == 0, shown.stderr
+        assert "tuner" not in shown.stdout, shown.stdout
+        assert "streams            2\n" in shown.stdout, shown.stdout
+    finally:
+        await client.temporal.get_workflow_handle(transfer).terminate("test over")
+
+
 async def test_a_cancel_of_a_dead_workers_run_says_it_waits_for_a_worker(
     temporal_server: TemporalDevServer,
     paced_nginx: NginxServer,
@@ -102,7 +157,7 @@ async def test_a_cancel_of_a_dead_workers_run_says_it_waits_for_a_worker(
     )
     try:
         given = json.loads(run_cli("status", "--json", transfer, **args).stdout)
-        assert given.get("cancel_requested") is None, given
+        assert given["cancel_requested"] is False, given  # a boolean, not null
         cancelled = run_cli("cancel", transfer, **args)
         assert cancelled.returncode == 0 and "cancel requested" in cancelled.stdout, cancelled
         shown = run_cli("status", transfer, **args)
@@ -211,7 +266,7 @@ async def test_a_queued_fronts_cancel_with_no_worker_says_it_waits_for_one(
         worker.kill()
     try:
         assert queued.queued, queued
-        assert waiting.cancel_requested is None, waiting
+        assert waiting.cancel_requested is False, waiting
         cancelled = run_cli("cancel", queued.id, **args)
         assert cancelled.returncode == 0 and "cancel requested" in cancelled.stdout, cancelled
         given = json.loads(run_cli("status", "--json", queued.id, **args).stdout)

@@ -144,10 +144,21 @@ def copy_stream(request: StreamInput) -> StreamResult:
                     if earlier is not None
                     else 0
                 )
+                durable = (
+                    waiting.progress.bytes_done
+                    if waiting.progress is not None
+                    else earlier.bytes_durable
+                    if earlier is not None
+                    else 0
+                )
                 if moved:
                     err.details = (
                         *err.details,
-                        {"segment": request.segment.index, "bytes_done": moved},
+                        {
+                            "segment": request.segment.index,
+                            "bytes_done": moved,
+                            "bytes_durable": durable,
+                        },
                     )
             raise
 
@@ -193,6 +204,7 @@ def _waiting_for_capacity(request: StreamInput) -> Callable[[str], None]:
                 segment=request.segment.index,
                 next_chunk=previous.next_chunk if previous else request.segment.first_chunk,
                 bytes_done=previous.bytes_done if previous else 0,
+                bytes_durable=previous.bytes_durable if previous else 0,
                 summary=f"segment {request.segment.index}: {reason}",
                 waiting=reason,
                 endpoint_errors=previous.endpoint_errors if previous else 0,

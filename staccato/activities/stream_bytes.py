@@ -29,9 +29,10 @@ class StreamBytesActivities:
 
     @activity.defn(name=STREAMS_MOVED)
     async def streams_moved(self, workflow_id: str, run_id: str) -> list[list[int]]:
-        """``[segment, bytes]`` for each pending ``copy_stream`` activity of the run
-        whose last heartbeat is a :class:`Checkpoint` (bytes durable or in flight
-        then, as ``status`` shows them).
+        """``[segment, bytes, durable]`` for each pending ``copy_stream`` activity of
+        the run whose last heartbeat is a :class:`Checkpoint`: the bytes durable or in
+        flight then, as ``status`` shows them, and of those the durable ones (-1: a
+        worker before ``Checkpoint.bytes_durable`` sent it).
 
         Raises:
             RPCError: the run cannot be described (the workflow then keeps what it
@@ -52,5 +53,8 @@ class StreamBytesActivities:
             except Exception:  # noqa: BLE001 - another schema: nothing to add
                 continue
             if checkpoint.bytes_done > 0:
-                moved.append([checkpoint.segment, checkpoint.bytes_done])
+                durable = checkpoint.bytes_durable
+                moved.append(
+                    [checkpoint.segment, checkpoint.bytes_done, -1 if durable is None else durable]
+                )
         return moved

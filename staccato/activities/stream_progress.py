@@ -185,7 +185,9 @@ class StreamProgress:
         now = time.monotonic() if now is None else now
         elapsed = max(now - self._started, 1e-6)
         done = max(self.bytes_done + self.in_flight, self.reported_before)
-        rate = 0.0 if stopped else round((self._copied + self.in_flight) / elapsed, 1)
+        # the rate of durable progress only: an attempt that reads a chunk and fails to
+        # write it (a full disk) shows none, not the rate it read at
+        rate = 0.0 if stopped else round(self._copied / elapsed, 1)
         mark = (self.bytes_done, self.in_flight, self.bytes_read)
         if mark != self._moved_mark:  # bytes moved since the last checkpoint (or the start)
             self._moved_mark = mark
@@ -194,6 +196,7 @@ class StreamProgress:
             segment=self.segment,
             next_chunk=self.next_chunk,
             bytes_done=done,
+            bytes_durable=self.bytes_done,
             rate_bytes_per_s=rate,
             bytes_read=self.bytes_read,
             summary=f"segment {self.segment}: {units.progress(done, self.length, rate)}",

@@ -114,6 +114,22 @@ def plain_line(s: TransferStatus) -> str:
     return f"{state_text(s.state.value, s.starts_at)}: {progress_text(s)}"
 
 
+def durable_text(s: TransferStatus) -> str:
+    """``16.0 MiB (50%) kept (journaled: a resume does not send it again; bytes_done
+    counts the chunks in flight too)``: ``bytes_durable``, shown where it differs from
+    ``bytes_done``; of an ended run, what was durable when it ended."""
+    value = s.bytes_durable or 0
+    share = units.percent(value, s.bytes_total)
+    size = units.size(value) + (f" ({share})" if share else "")
+    if s.state.value in _ENDED:
+        moved = units.size(s.bytes_done)
+        return f"{size} durable when it ended ({moved} with the chunks then in flight)"
+    return (
+        f"{size} kept (journaled: a resume does not send it again; "
+        "bytes_done counts the chunks in flight too)"
+    )
+
+
 def status_lines(s: TransferStatus) -> list[str]:
     """``staccato status``: one ``key value`` line per field that has a value; sizes,
     rates and times for people (``--json`` keeps the exact numbers)."""
@@ -128,6 +144,14 @@ def status_lines(s: TransferStatus) -> list[str]:
         elif key == "bytes_done":
             share = units.percent(value, s.bytes_total)
             shown = f"{units.size(value)}" + (f" ({share})" if share else "")
+        elif key == "bytes_durable":
+            if value == s.bytes_done:
+                continue  # nothing in flight: said by bytes_done
+            shown = durable_text(s)
+        elif key == "cancel_requested":
+            if not value:
+                continue
+            shown = "yes (not taken effect yet)"
         elif key == "rate_bytes_per_s":
             key, shown = "rate", units.rate(value)
         elif key == "staging_rate_bytes_per_s":

@@ -122,6 +122,25 @@ def stream_moved_on(err: ActivityError, known: int) -> int | None:
     return checkpoint.bytes_done if checkpoint.bytes_done > known else None
 
 
+def durable_in(err: ActivityError, segment: int) -> int | None:
+    """The bytes of ``segment`` a failed stream's error says were durable at the
+    destination (``bytes_durable`` of its details, which ``copy_stream`` adds, or of
+    its last heartbeat's :class:`Checkpoint`): the most any of them says; None when
+    none says (a worker before ``bytes_durable``)."""
+    cause = err.cause
+    items = list(getattr(cause, "details", None) or ())
+    if isinstance(cause, TimeoutError):
+        items += list(cause.last_heartbeat_details or ())
+    found: int | None = None
+    for item in items:
+        if not isinstance(item, dict) or item.get("segment") != segment:
+            continue
+        durable = item.get("bytes_durable")
+        if isinstance(durable, int) and durable >= 0:
+            found = durable if found is None else max(found, durable)
+    return found
+
+
 #: the steps whose schedule-to-close deadline also allows the time one attempt may
 #: take to copy its segment (so that a long healthy copy is never cut off); their
 #: activities give up themselves once ``--retry-for`` passed without progress

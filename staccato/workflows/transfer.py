@@ -141,6 +141,7 @@ from staccato.workflows.failures import (
     STAGED_ENTRY_LOST,
     WRITE_SESSION_LOST,
     decode_request,
+    durable_in,
     gave_up_message,
     left_behind,
     partial_data,
@@ -306,6 +307,12 @@ STREAMS_MOVED_PATCH = "streams-moved-on-failure"
 #: no worker showed its committed segments' bytes alone (0 B with most of a segment
 #: durable). One memo update per pause that stopped a stream
 PAUSED_BYTES_MEMO_PATCH = "paused-bytes-memo"
+#: a failed or cancelled run's memo also says the bytes that were durable at the
+#: destination as it ended (``bytes_durable``: committed segments and journaled
+#: chunks), beside ``bytes_done``, which counts the chunks the streams had in flight
+#: (a tester's failed transfer read 32 MiB with 16 MiB journaled). The same memo
+#: update as before; a marker event per failed or cancelled run
+DURABLE_BYTES_MEMO_PATCH = "durable-bytes-memo"
 #: the activity of STREAMS_MOVED_PATCH (staccato.activities.stream_bytes)
 STREAMS_MOVED = "streams_moved"
 _STREAMS_MOVED_TIMEOUT = timedelta(seconds=10)
@@ -593,6 +600,7 @@ class TransferWorkflow:
                     self._session = None
                     self._progress.bytes_committed = self._progress.segments_done = 0
                     self._progress.partial = {}
+                    self._progress.durable = {}
                     if workflow.patched(PROGRESS_MEMO_PATCH):
                         workflow.upsert_memo({"bytes_committed": 0})
         except (asyncio.CancelledError, CancelledError):
@@ -1246,6 +1254,7 @@ class TransferWorkflow:
                         # out of retry budget while its heartbeats show progress (a long
                         # segment): that is no outage, schedule it again
                         self._progress.partial[segment.index] = moved
+                        self._keep_durable(segment.index, durable_in(err, segment.index))
                         self._progress_at = workflow.now()
                         queue.appendleft(segment)
                         continue
@@ -1266,6 +1275,7 @@ class TransferWorkflow:
                     self._progress.segments_done += 1
                     self._progress.bytes_committed += segment.length
                     self._progress.partial.pop(segment.index, None)
+                    self._progress.durable.pop(segment.index, None)
                     if workflow.patched(PROGRESS_MEMO_PATCH):
                         workflow.upsert_memo({"bytes_committed": self._progress.bytes_committed})
                     if self._tuner is not None and epoch == self._tune_epoch:
@@ -1277,6 +1287,8 @@ class TransferWorkflow:
                     self._progress.partial[segment.index] = (
                         max(kept, result.bytes_done) if self._failure else result.bytes_done
                     )
+                    # a stopped stream's result says what is durable (its chunks)
+                    self._progress.durable[segment.index] = result.bytes_done
                     if (
                         self._paused
                         and not self._running
@@ -1767,6 +1779,23 @@ class TransferWorkflow:
         done = p.bytes_committed + sum(in_flight.values())
         return min(done, p.bytes_total) if p.bytes_total is not None else done
 
+    def _bytes_durable(self) -> int:
+        """Bytes durable at the destination as the workflow knows them: the committed
+        segments, and the journaled chunks of those whose stream stopped, failed or
+        was retried (:attr:`Progress.durable`); at most ``bytes_total``."""
+        assert self._progress is not None
+        p = self._progress
+        done = p.bytes_committed + sum(p.durable.values())
+        return min(done, p.bytes_total) if p.bytes_total is not None else done
+
+    def _keep_durable(self, segment: int, durable: int | None) -> None:
+        """``segment``'s durable bytes (None: not said) into :attr:`Progress.durable`,
+        never below what it holds (an attempt that failed before its journal was
+        read reports the bytes of the one before)."""
+        assert self._progress is not None
+        if durable is not None and durable > self._progress.durable.get(segment, 0):
+            self._progress.durable[segment] = durable
+
     def _note_failed_stream(self, segment: int, err: ActivityError) -> None:
         """Keep the bytes a failing stream had moved (its error's details, else its
         last live report) in ``partial``, for the failed run's counts (no command;
@@ -1781,6 +1810,7 @@ class TransferWorkflow:
                 moved = max(moved, int(item.get("bytes_done") or 0))
         if moved:
             self._progress.partial[segment] = moved
+        self._keep_durable(segment, durable_in(err, segment))
 
     async def _keep_streams_moved(self) -> None:
         """The running streams' last heartbeated bytes into ``partial`` (never less
@@ -1806,15 +1836,22 @@ class TransferWorkflow:
                 continue
             if done > self._progress.partial.get(segment, 0):
                 self._progress.partial[segment] = done
+            durable = item[2] if len(item) > 2 else None  # -1 or absent: not said
+            if isinstance(durable, int) and durable >= 0:
+                self._keep_durable(segment, durable)
 
     def _record_end_bytes(self) -> None:
         """Before a failed or cancelled run ends: its bytes moved and total into its
         memo (a closed run is not queried; ``status`` reads them there)."""
         assert self._progress is not None
         if workflow.patched(END_BYTES_MEMO_PATCH):
-            workflow.upsert_memo(
-                {"bytes_done": self._bytes_moved(), "bytes_total": self._progress.bytes_total}
-            )
+            ended: dict[str, Any] = {
+                "bytes_done": self._bytes_moved(),
+                "bytes_total": self._progress.bytes_total,
+            }
+            if workflow.patched(DURABLE_BYTES_MEMO_PATCH):
+                ended["bytes_durable"] = self._bytes_durable()
+            workflow.upsert_memo(ended)
 
     def _show(self) -> None:
         """The current-details line (Temporal UI, ``temporal workflow describe``):
