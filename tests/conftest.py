@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from staccato.client import StaccatoClient
-from tests.helpers import REPO, WorkerProcess, mounted_tmpfs
+from tests.helpers import REPO, SESSION_WORKER_PROCESSES, WorkerProcess, mounted_tmpfs
 
 pytest_plugins = ["tests.servers.fixtures"]
 if os.environ.get("STACCATO_TEST_CPU"):
@@ -173,7 +173,7 @@ def worker(temporal_server, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     """One worker subprocess for the session, on its own task queue."""
     process = WorkerProcess(
         temporal_server.address,
-        processes=4,
+        processes=SESSION_WORKER_PROCESSES,
         log_dir=tmp_path_factory.mktemp("worker"),
         # sources that cannot serve ranges are staged: not into the user's own home
         env={

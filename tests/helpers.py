@@ -83,6 +83,12 @@ WORKER_ENV = {"STACCATO_WORKER_STICKY_TIMEOUT_S": "2"}
 #: used more CPU than the test processes themselves)
 TEST_WORKER_PROCESSES = 2
 
+#: activity processes of each session worker (tests/conftest.py ``worker``, the S3 and
+#: SFTP ones): each xdist process starts up to three, so 4 processes each started 48 in
+#: a ``-n 4`` run; 2 cost 1.8 CPU-s less per worker start (4.4 against 2.6 CPU-s to
+#: start, idle 5 s and stop, measured 2026-12-05) and still run 2 x 64 streams at once
+SESSION_WORKER_PROCESSES = 2
+
 
 class WorkerProcess:
     """``staccato worker`` as a subprocess (its activity pool are its children).
