@@ -89,6 +89,14 @@ TEST_WORKER_PROCESSES = 2
 #: start, idle 5 s and stop, measured 2026-12-05) and still run 2 x 64 streams at once
 SESSION_WORKER_PROCESSES = 2
 
+#: environment for a CLI a test runs while no worker polls the run's task queue (its
+#: worker killed): a status query waits min(5 s, ``STACCATO_CLIENT_WAIT_S``) for a
+#: worker before it answers from the run's history and memo (Temporal still lists a
+#: killed worker's pollers for minutes, so ``may_answer`` cannot tell). 1 s gives the
+#: same answer 4 s sooner, per query. Never for a CLI that a live worker must answer:
+#: at load a worker answers a query in more than 1 s
+NO_WORKER_ENV = {"STACCATO_CLIENT_WAIT_S": "1"}
+
 
 class WorkerProcess:
     """``staccato worker`` as a subprocess (its activity pool are its children).
