@@ -98,6 +98,18 @@ SESSION_WORKER_PROCESSES = 2
 NO_WORKER_ENV = {"STACCATO_CLIENT_WAIT_S": "1"}
 
 
+@contextlib.contextmanager
+def no_worker_waits() -> Iterator[None]:
+    """:data:`NO_WORKER_ENV` in this process's environment while the block runs: the
+    status queries of its clients, and of the CLIs it runs (they inherit it), wait 1 s
+    for a worker. Only around what a test asks while it has killed or stopped every
+    worker of the run's queue; leave the block before a worker starts again."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in NO_WORKER_ENV.items():
+            patch.setenv(name, value)
+        yield
+
+
 class WorkerProcess:
     """``staccato worker`` as a subprocess (its activity pool are its children).
 

@@ -22,6 +22,7 @@ from tests.helpers import (
     MiB,
     WorkerProcess,
     at_rest,
+    no_worker_waits,
     run_cli,
     wait_for_status,
     write_random,
@@ -53,7 +54,8 @@ async def _orphaned(
         await wait_for_status(client, transfer, lambda s: s.bytes_done > 0, timeout_s=120)
     finally:
         worker.kill()
-    orphaned = await client.status(transfer)
+    with no_worker_waits():
+        orphaned = await client.status(transfer)
     assert orphaned.state == TransferState.running, orphaned
     assert "no worker answers" in (orphaned.last_retry_error or ""), orphaned
     # the CLI's status queries: no worker answers them (NO_WORKER_ENV)
