@@ -73,15 +73,33 @@ async def test_hung_s3_server_fails_soon_after_retry_for_naming_the_destination(
     destination = f"s3://{bucket}/hang.bin"
     transfer = await s3_client.submit(str(source), destination, OPTIONS)
     await _copying(s3_client, transfer)
+    reasons: set[str] = set()  # the retry reasons status showed during the hang
+
+    async def watch() -> None:
+        while True:
+            status = await s3_client.status(transfer)
+            if status.last_retry_error:
+                reasons.add(status.last_retry_error)
+            await asyncio.sleep(0.5)
+
     with _stopped(s3_server):
         stopped_at = time.monotonic()
-        with pytest.raises(TransferFailedError) as failed:
-            await asyncio.wait_for(s3_client.wait(transfer), GIVES_UP_WITHIN_S)
+        watching = asyncio.create_task(watch())
+        try:
+            with pytest.raises(TransferFailedError) as failed:
+                await asyncio.wait_for(s3_client.wait(transfer), GIVES_UP_WITHIN_S)
+        finally:
+            watching.cancel()
         took = time.monotonic() - stopped_at
     message = str(failed.value)
     assert destination in message, message
     assert "did not answer" in message, message
     assert took < GIVES_UP_WITHIN_S  # (wait_for raised TimeoutError otherwise)
+    # a timed-out attempt is said in words that name where it was blocked
+    for reason in reasons:
+        assert "activity Heartbeat timeout" not in reason, reasons
+        if "heartbeat" in reason:
+            assert destination in reason, reasons
 
 
 async def test_short_s3_hang_before_retry_for_completes(
