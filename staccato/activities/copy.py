@@ -61,6 +61,7 @@ from staccato.endpoints.base import (
     Reader,
     keepalive_hook,
     moved,
+    moving_elsewhere,
 )
 from staccato.errors import RetryableError, StaccatoError, WorkerStoppingError
 from staccato.models import Checkpoint, StreamInput, StreamResult
@@ -420,9 +421,10 @@ class _SegmentCopy:
         """Have the destination copy every chunk to do from the source itself."""
         for index in self.todo:
             offset, length = chunk_bounds(index, self.session.size, self.session.chunk_size)
-            digest = writer.copy_chunk(
-                index, self.source_url, self.request.source_info, offset, length, self.algorithm
-            )
+            with moving_elsewhere():
+                digest = writer.copy_chunk(
+                    index, self.source_url, self.request.source_info, offset, length, self.algorithm
+                )
             self.durable[index] = digest
             if not _is_digest(self.algorithm, digest):
                 self.rehash.add(index)  # the store did not say: checksum the source range

@@ -151,6 +151,8 @@ class _HangWatch:
     def _run(self) -> None:
         fired_at = 0.0
         while not self._stop.wait(WATCH_TICK_S):
+            if self.motion.elsewhere:
+                continue  # the endpoints copy between themselves (server-side)
             idle = time.monotonic() - self.motion.at
             if idle < self.limit_s or time.time() < self.deadline():
                 continue

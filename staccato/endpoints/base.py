@@ -51,10 +51,13 @@ class Motion:
     """When bytes last moved (``time.monotonic()`` seconds), shared by the threads of
     one activity attempt (:func:`motion_tracker`)."""
 
-    __slots__ = ("at",)
+    __slots__ = ("at", "elsewhere")
 
     def __init__(self) -> None:
         self.at = time.monotonic()
+        #: > 0 while the bytes move between the endpoints themselves (a server-side
+        #: copy): no motion is seen here, and none is expected
+        self.elsewhere = 0
 
 
 _motion: ContextVar[Motion | None] = ContextVar("staccato_motion", default=None)
@@ -67,6 +70,22 @@ def moved() -> None:
     it. Cheap; no-op outside a tracked attempt."""
     tracker = _motion.get()
     if tracker is not None:
+        tracker.at = time.monotonic()
+
+
+@contextlib.contextmanager
+def moving_elsewhere() -> Iterator[None]:
+    """For a call in which the endpoints move the bytes themselves (S3
+    UploadPartCopy): the hang watch does not count its time as time without motion."""
+    tracker = _motion.get()
+    if tracker is None:
+        yield
+        return
+    tracker.elsewhere += 1
+    try:
+        yield
+    finally:
+        tracker.elsewhere -= 1
         tracker.at = time.monotonic()
 
 
