@@ -166,10 +166,10 @@ class _HangWatch:
                     continue  # talking to the worker's manager: next tick
                 if self.message is None:
                     self.message = (
-                        f"{self.where} did not answer: no byte moved for {idle:.0f} s "
-                        f"(limit {self.limit_s:g} s), past the --retry-for "
-                        f"deadline; the server may be hung or stopped. Check it, then "
-                        f"run the transfer again"
+                        f"{self.where}: the server did not answer: no byte moved for "
+                        f"{idle:.0f} s (limit {self.limit_s:g} s, STACCATO_HANG_S) past the "
+                        "--retry-for deadline; it may be hung or stopped. Check it, then "
+                        "run the transfer again"
                     )
                     activity.logger.warning("%s", self.message)
                 fired_at = time.monotonic()
