@@ -213,6 +213,8 @@ class StaccatoClient:
         #: destination (canonical, and as named to :meth:`workflow_id`) -> the latest
         #: :meth:`choose_for_destination` of it
         self.choices: dict[str, DestinationChoice] = {}
+        #: the last progress query went unanswered although a worker polls the queue
+        self._unanswered_polled = False
         #: the Tokio runtime :meth:`connect` made for this client, dropped by :meth:`close`
         self._runtime: Runtime | None = None
 
@@ -705,13 +707,18 @@ class StaccatoClient:
                     description,
                     begun=state != TransferState.scheduled,
                     cancel_requested=cancel_requested,
+                    polled=self._unanswered_polled,
                 )
             rate_sum = 0.0
             now = datetime.now(UTC)
             for pending in description.raw_description.pending_activities:
                 # what the retry of an attempt that then moves bytes said is history
                 said_before = (last_retry, next_attempt)
-                retrying = await self.retry_of(pending)
+                retrying = await self.retry_of(
+                    pending,
+                    " and ".join(str(memo.get(k)) for k in ("source", "destination") if memo.get(k))
+                    or None,
+                )
                 if retrying is not None:
                     retried, next_attempt = retrying
                     # no worker: that stays said first (nothing moves until one polls)
@@ -854,6 +861,7 @@ class StaccatoClient:
         at most min(5 s, ``STACCATO_CLIENT_WAIT_S``); None when none answers. A closed
         run is not queried: a query replays its whole history on a worker (seconds, or
         the query's timeout when none can); its state and failure come from Temporal."""
+        self._unanswered_polled = False
         if not await self.may_answer(description.task_queue):
             return None
         try:
@@ -863,6 +871,9 @@ class StaccatoClient:
                 rpc_timeout=timedelta(seconds=query_wait_s()),
             )
         except Exception:  # no worker polling: fall back to visibility
+            # a worker polls the queue (or it could not be described) and still did
+            # not answer: say so, not "no worker" (a worker saturated with streams)
+            self._unanswered_polled = True
             return None
 
     async def _front_reason(self, description: Any, runs_as: str, destination: str) -> str:
@@ -955,16 +966,29 @@ class StaccatoClient:
             return None
         return None
 
-    async def retry_of(self, pending: Any) -> tuple[str, str | None] | None:
+    async def retry_of(
+        self, pending: Any, where: str | None = None
+    ) -> tuple[str, str | None] | None:
         """A pending activity's retry (``pending``, a ``PendingActivityInfo``) as
         ``status`` says it: ``attempt N: <its last failure>`` and when the next attempt
         is due (ISO 8601, UTC; None: it runs now, or its time has passed and it waits
         for a worker to take it: a dead worker's run showed a time in the past); None
         for a first attempt or one with no failure. Read without a worker (a transfer's
-        and a fan-out group's)."""
+        and a fan-out group's). ``where``: the endpoints the activity talks to, named
+        when its last attempt was timed out for want of heartbeats (Temporal says only
+        "activity Heartbeat timeout")."""
         if pending.attempt <= 1 or not pending.HasField("last_failure"):
             return None
-        retried = f"attempt {pending.attempt}: {await self._message(pending)}"
+        message = await self._message(pending)
+        if _heartbeat_timed_out(pending.last_failure):
+            message = (
+                f"the last attempt of {pending.activity_type.name} sent no heartbeat for its "
+                "heartbeat timeout: it was blocked"
+                + (f" on {where}" if where else "")
+                + " (a server that accepts connections and does not answer), or its worker "
+                "process was frozen or overloaded; Temporal runs it again"
+            )
+        retried = f"attempt {pending.attempt}: {message}"
         if pending.HasField("next_attempt_schedule_time"):
             at = pending.next_attempt_schedule_time.ToDatetime(tzinfo=UTC)
         elif pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_SCHEDULED:
@@ -1387,14 +1411,41 @@ def _tuner_chooses(
 _CANCEL_CLEANUP_WAIT_S = 30.0
 
 
+def _heartbeat_timed_out(failure: Any) -> bool:
+    """Whether a Temporal ``Failure`` (proto) is an activity's heartbeat timeout (itself,
+    or as the cause of Temporal's "activity Heartbeat timeout" wrapper)."""
+    from temporalio.api.enums.v1 import TimeoutType
+
+    while failure is not None:
+        if (
+            failure.HasField("timeout_failure_info")
+            and failure.timeout_failure_info.timeout_type == TimeoutType.TIMEOUT_TYPE_HEARTBEAT
+        ):
+            return True
+        failure = failure.cause if failure.HasField("cause") else None
+    return False
+
+
 def _no_worker_note(
-    description: Any, *, begun: bool, cancel_requested: bool, what: str = "transfer"
+    description: Any,
+    *,
+    begun: bool,
+    cancel_requested: bool,
+    what: str = "transfer",
+    polled: bool = False,
 ) -> str:
     """What ``status`` says of a running transfer (``what``: or a fan-out ``"group"``)
     no worker answers for: a cancel that waits for a worker; a run that has not begun
     (its recorded state still scheduled: a delayed start, or one no worker has picked
-    up) that starts then; else its last heartbeats as its progress."""
+    up) that starts then; else its last heartbeats as its progress. ``polled``: a
+    worker polls the task queue but did not answer the progress query in time (busy,
+    e.g. saturated with streams): said so, not "no worker"."""
     queue = f"no worker answers on task queue {description.task_queue!r}"
+    if polled:
+        queue += (
+            f" within {query_wait_s():g} s, though one polled it lately (it may be busy, "
+            "e.g. saturated with streams, or have just stopped)"
+        )
     if cancel_requested:
         return f"{queue}: a cancel was requested; it takes effect when a worker polls"
     if not begun:

@@ -60,6 +60,8 @@ from staccato.endpoints.base import (
     Driver,
     Reader,
     keepalive_hook,
+    moved,
+    moving_elsewhere,
 )
 from staccato.errors import RetryableError, StaccatoError, WorkerStoppingError
 from staccato.models import Checkpoint, StreamInput, StreamResult
@@ -76,8 +78,12 @@ def _previous_progress_at() -> float | None:
     return checkpoint.progress_at if checkpoint is not None else None
 
 
+def _stream_endpoints(request: StreamInput) -> str:
+    return f"copying {redact(request.source)} to {redact(request.session.url)}"
+
+
 @activity.defn(name="copy_stream")
-@within_retry_for(_previous_progress_at)
+@within_retry_for(_previous_progress_at, watch_hangs=_stream_endpoints)
 @mapped_errors
 def copy_stream(request: StreamInput) -> StreamResult:
     """Copy the chunks of ``request.segment`` that the destination does not hold yet.
@@ -195,6 +201,7 @@ def _waiting_for_capacity(request: StreamInput) -> Callable[[str], None]:
 
     def beat(reason: str) -> None:
         touch()
+        moved()  # waiting for this worker's memory, not for an endpoint
         now = time.monotonic()
         if now - last[0] < HEARTBEAT_EVERY_S:
             return
@@ -426,9 +433,10 @@ class _SegmentCopy:
         """Have the destination copy every chunk to do from the source itself."""
         for index in self.todo:
             offset, length = chunk_bounds(index, self.session.size, self.session.chunk_size)
-            digest = writer.copy_chunk(
-                index, self.source_url, self.request.source_info, offset, length, self.algorithm
-            )
+            with moving_elsewhere():
+                digest = writer.copy_chunk(
+                    index, self.source_url, self.request.source_info, offset, length, self.algorithm
+                )
             self.durable[index] = digest
             if not _is_digest(self.algorithm, digest):
                 self.rehash.add(index)  # the store did not say: checksum the source range
@@ -505,6 +513,7 @@ class _SegmentCopy:
                     f"{index * self.session.chunk_size + filled}, expected {self.session.size}"
                 )
             filled += n
+            moved()
             self._filled = filled
             self.progress.in_flight = filled - start  # shown as progress, not yet durable
             self.progress.beat()

@@ -25,6 +25,19 @@ passed without progress:
   that waited long for a connection slot, or copied for an hour) is retried once
   more, and one that made progress is never given up on.
 
+An attempt that *hangs* (an endpoint that accepts the connection and then answers
+nothing: a stopped S3 server, a frozen sshd) never fails by itself: it was ended by
+its heartbeat timeout or a driver's 60 s I/O timeout, the next attempt hung again, and
+Temporal retried so for the whole allowance (10 minutes and more past
+``--retry-for``). So the steps that ask for it (``watch_hangs``) also run a *hang
+watch*: a thread that, once the deadline has passed, gives the attempt up when no
+byte moved (:func:`staccato.endpoints.base.moved`: read from the source, sent to or
+acknowledged by the destination, a durable chunk) for :func:`hang_s` seconds
+(``STACCATO_HANG_S``, 30 by default). It interrupts the attempt's thread
+(:func:`staccato.interrupts.interrupt`, deferred while the stream guard is shielded)
+and the attempt fails, not retried, with a message naming the step's endpoints and
+how long nothing moved.
+
 Only attempts scheduled with ``retry_for_s`` in their input do this (an input from a
 worker before the field keeps Temporal's deadline alone). Times are wall-clock Unix
 seconds: the worker's clock is compared with the server's scheduled time, so a skew
@@ -34,6 +47,8 @@ between them moves the give-up by as much.
 from __future__ import annotations
 
 import functools
+import os
+import threading
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -43,7 +58,11 @@ from typing import Any, Protocol, TypeVar
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from staccato.errors import WorkerStoppingError
+from staccato import interrupts
+from staccato.activities import stream_guard
+from staccato.endpoints.base import Motion, motion_tracker
+from staccato.endpoints.base import moved as _moved
+from staccato.errors import RetryableError, WorkerStoppingError
 from staccato.workflows.failures import gave_up_message
 
 #: this attempt's last progress (Unix seconds), recorded by :func:`progressed`
@@ -66,7 +85,126 @@ def progressed(at: float | None = None) -> float:
     """
     moment = time.time() if at is None else at
     _progress_at.set(moment)
+    watch = _watch.get()
+    if watch is not None:
+        watch.progress_at = latest(watch.progress_at, moment)
+    _moved()
     return moment
+
+
+#: seconds between the hang watch's looks
+WATCH_TICK_S = 0.5
+#: seconds between repeated interrupts of a hung attempt (a broad ``except`` in a
+#: driver may swallow one)
+_REPEAT_S = 1.0
+#: the share of the attempt's heartbeat timeout it may go without moving a byte, past
+#: its deadline, when that is shorter than :func:`hang_s`
+HEARTBEAT_SHARE = 0.6
+
+
+def hang_s() -> float:
+    """Seconds an attempt past its deadline may go without moving a byte before it
+    gives up (``STACCATO_HANG_S``, default 30; at least 1)."""
+    try:
+        value = float(os.environ.get("STACCATO_HANG_S", "30"))
+    except ValueError:
+        value = 30.0
+    return max(1.0, value)
+
+
+class EndpointHungError(RetryableError):
+    """Raised in an attempt's thread by its hang watch (see the module): no byte moved
+    for :func:`hang_s` seconds past the deadline. The wrapper turns the attempt's
+    failure into the non-retryable give-up whatever the driver made of this."""
+
+    TYPE = "EndpointHung"
+
+
+class _HangWatch:
+    """The hang watch of one attempt (see the module)."""
+
+    def __init__(self, at: float, retry_for_s: float, progress_at: float | None, where: str):
+        self.at = at  # the deadline before any progress of this attempt (Unix seconds)
+        self.retry_for_s = retry_for_s
+        self.progress_at = progress_at
+        self.where = where
+        # Temporal times out an attempt whose thread is blocked without heartbeats (a
+        # send to a stopped server) at its heartbeat timeout, and the failure of an
+        # attempt timed out is lost: give up well before that.
+        timeout = activity.info().heartbeat_timeout
+        beats = timeout.total_seconds() * HEARTBEAT_SHARE if timeout else None
+        self.limit_s = max(1.0, min(hang_s(), beats)) if beats else hang_s()
+        self.motion = Motion()
+        self.ident = threading.get_ident()
+        self.message: str | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="hang-watch", daemon=True)
+
+    def deadline(self) -> float:
+        p = self.progress_at
+        return self.at if p is None else max(self.at, p + self.retry_for_s)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        fired_at = 0.0
+        while not self._stop.wait(WATCH_TICK_S):
+            if self.motion.elsewhere:
+                continue  # the endpoints copy between themselves (server-side)
+            idle = time.monotonic() - self.motion.at
+            if idle < self.limit_s or time.time() < self.deadline():
+                continue
+            if self.message is not None and time.monotonic() - fired_at < _REPEAT_S:
+                continue
+            guard = stream_guard.guard_of(self.ident)
+            with self._lock:
+                if self._stop.is_set():
+                    return
+                if guard is not None and guard.shielded:
+                    continue  # talking to the worker's manager: next tick
+                if self.message is None:
+                    self.message = (
+                        f"{self.where}: the server did not answer: no byte moved for "
+                        f"{idle:.0f} s (limit {self.limit_s:g} s, STACCATO_HANG_S) past the "
+                        "--retry-for deadline; it may be hung or stopped. Check it, then "
+                        "run the transfer again"
+                    )
+                    activity.logger.warning("%s", self.message)
+                fired_at = time.monotonic()
+                _hang_messages[self.ident] = self.message
+                try:
+                    interrupts.interrupt(self.ident, _ThreadHung)
+                except ValueError:  # the thread ended meanwhile
+                    return
+
+    def stop(self) -> str | None:
+        """Stop watching, take back an interrupt not raised yet; the give-up message
+        if the watch fired."""
+        with self._lock:
+            self._stop.set()
+            if self.message is not None:
+                interrupts.cancel(self.ident)
+                _hang_messages.pop(self.ident, None)
+        return self.message
+
+
+#: thread ident -> the message of the hung attempt interrupted there
+_hang_messages: dict[int, str] = {}
+
+
+class _ThreadHung(EndpointHungError):
+    """:class:`EndpointHungError` as :func:`staccato.interrupts.interrupt` builds it
+    (no arguments): its message comes from the watch."""
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(
+            message or _hang_messages.get(threading.get_ident(), "endpoint did not answer")
+        )
+
+
+_watch: ContextVar[_HangWatch | None] = ContextVar("retry_deadline_watch", default=None)
 
 
 def latest(*times: float | None) -> float | None:
@@ -92,6 +230,7 @@ def deadline(retry_for_s: float, progress_at: float | None) -> float:
 
 def within_retry_for(
     previous: Callable[[], float | None],
+    watch_hangs: Callable[[In], str] | None = None,
 ) -> Callable[[Callable[[In], Out]], Callable[[In], Out]]:
     """Wrap an activity (outside :func:`~staccato.activities.errors.mapped_errors`) so
     a retryable ``ApplicationError`` of an attempt that started at or after its
@@ -102,14 +241,50 @@ def within_retry_for(
         previous: the last progress of earlier attempts (Unix seconds, from the
             heartbeat details), or None; this attempt's is what it recorded with
             :func:`progressed`.
+        watch_hangs: for steps whose drivers report moved bytes: the endpoints the
+            request talks to, in words (for the hang watch's message); None: no
+            hang watch.
     """
 
     def decorate(fn: Callable[[In], Out]) -> Callable[[In], Out]:
         @functools.wraps(fn)
         def wrapper(request: In) -> Out:
             token = _progress_at.set(None)
+            watch: _HangWatch | None = None
+            if watch_hangs is not None and request.retry_for_s is not None:
+                info = activity.info()
+                if not info.is_local:
+                    watch = _HangWatch(
+                        deadline(request.retry_for_s, None),
+                        request.retry_for_s,
+                        previous(),
+                        watch_hangs(request),
+                    )
+            watch_token = _watch.set(watch)
             try:
-                return fn(request)
+                if watch is None:
+                    return fn(request)
+                hung: str | None = None
+                try:
+                    with motion_tracker(watch.motion):
+                        watch.start()
+                        try:
+                            return fn(request)
+                        finally:
+                            hung = watch.stop()
+                except EndpointHungError:
+                    hung = watch.stop()
+                    raise ApplicationError(
+                        hung or "endpoint did not answer",
+                        type=EndpointHungError.TYPE,
+                        non_retryable=True,
+                    ) from None
+                except ApplicationError as err:
+                    if hung is not None and err.type != WorkerStoppingError.TYPE:
+                        raise ApplicationError(
+                            hung, *err.details, type=EndpointHungError.TYPE, non_retryable=True
+                        ) from None
+                    raise
             except ApplicationError as err:
                 if (
                     err.non_retryable
@@ -123,6 +298,7 @@ def within_retry_for(
                     raise
                 raise gave_up(err, info.activity_type, request.retry_for_s) from None
             finally:
+                _watch.reset(watch_token)
                 _progress_at.reset(token)
 
         return wrapper

@@ -25,7 +25,7 @@ from staccato.endpoints.base import Reader, keepalive_hook
 from staccato.errors import RetryableError
 from staccato.models import ObjectInfo, StageInput, StageResult, StagingProgress
 from staccato.staging import StagingCache, entry_key, shown_url
-from staccato.urls import EndpointURL
+from staccato.urls import EndpointURL, redact
 
 #: bytes read from the source per read call while staging
 _READ_BLOCK = 1024 * 1024
@@ -46,8 +46,12 @@ def _previous_progress_at() -> float | None:
         return None
 
 
+def _staging_endpoint(request: StageInput) -> str:
+    return f"staging {redact(request.source)}"
+
+
 @activity.defn(name="stage_source")
-@within_retry_for(_previous_progress_at)
+@within_retry_for(_previous_progress_at, watch_hangs=_staging_endpoint)
 @mapped_errors
 def stage_source(request: StageInput) -> StageResult:
     """Read ``request.source`` whole into the staging cache (or find it there) and pin

@@ -135,6 +135,16 @@ _main_guard: StreamGuard | None = None  # the armed guard of the main thread's s
 _local = threading.local()  # .guard: the armed guard of this thread's stream
 
 
+#: thread ident -> the armed guard of the stream running in it (for the retry
+#: deadline's hang watch, which must not interrupt a shielded call either)
+_by_thread: dict[int, StreamGuard] = {}
+
+
+def guard_of(ident: int) -> StreamGuard | None:
+    """The armed guard of the stream running in thread ``ident``, or None."""
+    return _by_thread.get(ident)
+
+
 def _current() -> StreamGuard | None:
     guard: StreamGuard | None = getattr(_local, "guard", None)
     return guard
@@ -166,12 +176,14 @@ def guarded(limit_s: float | None) -> Iterator[StreamGuard | None]:
             signal.signal(signal.SIGUSR2, _on_guard_signal)
         _main_guard = guard
     _local.guard = guard
+    _by_thread[guard.ident] = guard
     guard._thread.start()
     try:
         yield guard
     finally:
         guard.disarm()
         _local.guard = None
+        _by_thread.pop(guard.ident, None)
         if main:
             _main_guard = None
         else:

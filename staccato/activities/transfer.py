@@ -24,7 +24,7 @@ from staccato.activities.errors import mapped_errors
 from staccato.activities.liveness import heartbeating
 from staccato.activities.retry_deadline import within_retry_for
 from staccato.endpoints import get_driver
-from staccato.endpoints.base import directory_memo, keepalive, keepalive_hook
+from staccato.endpoints.base import directory_memo, keepalive, keepalive_hook, moved
 from staccato.errors import (
     ChecksumMismatchError,
     PermissionDeniedError,
@@ -43,7 +43,7 @@ from staccato.models import (
     WriteSession,
     same_version,
 )
-from staccato.urls import parse_url
+from staccato.urls import parse_url, redact
 
 MAX_CHUNKS = 100_000  # per object: bounds journal size, heartbeat work and memory per segment
 _HEARTBEAT_EVERY_S = 0.5
@@ -168,8 +168,12 @@ def mtime_needs_second_read(
     return modified_at > now - margin
 
 
+def _confirm_endpoint(request: ConfirmSourceInput) -> str:
+    return f"reading {redact(request.source)} again to confirm it"
+
+
 @activity.defn(name="confirm_source")
-@within_retry_for(lambda: None)
+@within_retry_for(lambda: None, watch_hangs=_confirm_endpoint)
 @mapped_errors
 def confirm_source(request: ConfirmSourceInput) -> None:
     """Read segments of the source a second time and compare them with the copy's
@@ -192,6 +196,10 @@ def confirm_source(request: ConfirmSourceInput) -> None:
 
     def beat() -> None:
         nonlocal last_beat
+        # the drivers' reads call this (keepalive) as bytes arrive, or while they wait
+        # in short slices up to their I/O timeout: reached is as good as moved for the
+        # hang watch (a read blocked on a hung server reaches none)
+        moved()
         now = time.monotonic()
         if now - last_beat >= 0.5:
             last_beat = now

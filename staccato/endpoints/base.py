@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -44,6 +45,59 @@ def keepalive() -> None:
     hook = _keepalive_hook.get()
     if hook is not None:
         hook()
+
+
+class Motion:
+    """When bytes last moved (``time.monotonic()`` seconds), shared by the threads of
+    one activity attempt (:func:`motion_tracker`)."""
+
+    __slots__ = ("at", "elsewhere")
+
+    def __init__(self) -> None:
+        self.at = time.monotonic()
+        #: > 0 while the bytes move between the endpoints themselves (a server-side
+        #: copy): no motion is seen here, and none is expected
+        self.elsewhere = 0
+
+
+_motion: ContextVar[Motion | None] = ContextVar("staccato_motion", default=None)
+
+
+def moved() -> None:
+    """Drivers and streams call this when bytes moved (read from a source, sent to or
+    acknowledged by a destination): the retry deadline's hang watch
+    (:mod:`staccato.activities.retry_deadline`) tells a slow endpoint from a hung one by
+    it. Cheap; no-op outside a tracked attempt."""
+    tracker = _motion.get()
+    if tracker is not None:
+        tracker.at = time.monotonic()
+
+
+@contextlib.contextmanager
+def moving_elsewhere() -> Iterator[None]:
+    """For a call in which the endpoints move the bytes themselves (S3
+    UploadPartCopy): the hang watch does not count its time as time without motion."""
+    tracker = _motion.get()
+    if tracker is None:
+        yield
+        return
+    tracker.elsewhere += 1
+    try:
+        yield
+    finally:
+        tracker.elsewhere -= 1
+        tracker.at = time.monotonic()
+
+
+@contextlib.contextmanager
+def motion_tracker(tracker: Motion) -> Iterator[Motion]:
+    """Have :func:`moved` update ``tracker`` for the block (and threads started in
+    copies of its context)."""
+    token = _motion.set(tracker)
+    try:
+        yield tracker
+    finally:
+        _motion.reset(token)
 
 
 def has_keepalive() -> bool:

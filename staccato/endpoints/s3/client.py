@@ -31,7 +31,7 @@ import botocore.utils
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ProfileNotFound
 
-from staccato import sockets
+from staccato import interrupts, sockets
 from staccato.endpoints.base import write_fence
 from staccato.endpoints.s3.errors import _URL_USERINFO, _retry_after_s, _RetryAfter, _scrub
 from staccato.errors import PermanentError
@@ -139,6 +139,33 @@ def _fenced_send(**_: Any) -> None:
 def _configured(scoped: Mapping[str, Any], name: str, env: str) -> Any:
     """A setting the user configured (environment or profile), or None."""
     return os.environ.get(env) or scoped.get(name)
+
+
+def register_sockets_per_thread() -> None:
+    """Have every botocore connection register its socket with
+    :mod:`staccato.interrupts` for the thread that sends on it (idempotent).
+
+    urllib3 keeps connections in a pool shared by a process's threads: one made by a
+    stream is reused by another, and nothing registered botocore's sockets at all, so
+    a stream blocked sending to or waiting for a hung S3 server (SIGSTOPped: the kernel
+    keeps accepting, nothing answers) could not be freed by its guard or its retry
+    deadline's hang watch: its thread stayed blocked for botocore's timeouts and
+    retries (a minute and more). Registered at each send, the blocked ``send``/``recv``
+    returns when the thread is interrupted."""
+    from botocore.awsrequest import AWSConnection
+
+    if getattr(AWSConnection, "_staccato_registers_sockets", False):
+        return
+    original = AWSConnection.send
+
+    def send(self: Any, data: Any) -> Any:
+        sock = getattr(self, "sock", None)
+        if sock is not None:
+            interrupts.register_socket(sock)
+        return original(self, data)
+
+    AWSConnection.send = send  # type: ignore[method-assign]
+    AWSConnection._staccato_registers_sockets = True  # type: ignore[attr-defined]
 
 
 def _size_socket_buffers(client: Any) -> None:
@@ -279,6 +306,7 @@ def _build_endpoint(profile: str | None) -> _Endpoint:
     for operation in _FENCED_OPERATIONS:
         client.meta.events.register(f"before-send.s3.{operation}", _fenced_send)
     _size_socket_buffers(client)
+    register_sockets_per_thread()
     credentials: Any = None
     try:
         credentials = session.get_credentials()

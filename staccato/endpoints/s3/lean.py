@@ -57,6 +57,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
+from staccato import interrupts
 from staccato.endpoints.base import keepalive, write_fence
 
 #: environment variables that route requests through a proxy (botocore honours them)
@@ -250,6 +251,7 @@ class LeanS3:
                     self._release(connection)  # nothing was sent on it
                     raise
             try:
+                interrupts.register_socket(connection.sock)  # a guard can free this thread
                 connection.sock.sendall(message)
                 return connection, reused
             except (ConnectionResetError, BrokenPipeError):

@@ -18,7 +18,7 @@ import crc32c as _crc32c
 import urllib3.exceptions
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 
-from staccato.endpoints.base import ChunkWriter, keepalive, write_fence
+from staccato.endpoints.base import ChunkWriter, keepalive, moved, write_fence
 from staccato.endpoints.s3.checksums import _b64_to_hex, _crc_b64, _is_crc32c_hex
 from staccato.endpoints.s3.client import _Endpoint
 from staccato.endpoints.s3.errors import _changed_or, _code, _s3_error
@@ -53,6 +53,8 @@ class _ViewBody:
             end = min(len(self._view), self._position + max(size, _SEND_PIECE))
         write_fence()  # the piece goes on the wire next
         piece = self._view[self._position : end]
+        if self._position:
+            moved()  # the piece before this one went to the socket
         self._position = end
         # A large part can take longer to send than the heartbeat timeout: heartbeat
         # (rate-limited) while sending. If the stream was cancelled this raises, the

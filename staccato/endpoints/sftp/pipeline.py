@@ -129,6 +129,7 @@ def write_at(sftp: StaccatoSFTP, handle: bytes, offset: int, data: memoryview) -
             position = at if failure is None else total
             continue
         pending.popleft()
+        base.moved()
         kind, value = receiver.replies.pop(num)
         if kind != CMD_STATUS:
             raise SFTPError("Expected status")

@@ -127,6 +127,7 @@ class _Exec:
             elif data:
                 self._received += len(data)
                 self._buffer += data
+                base.moved()  # the server hashes and answers: it is not hung
             while self._channel.recv_stderr_ready():
                 self._channel.recv_stderr(65536)
             base.keepalive()

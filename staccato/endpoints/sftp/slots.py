@@ -119,6 +119,7 @@ def acquire_slot(target: SSHHost) -> Slot:
         with open(wanted, "a"):
             pass
         os.utime(wanted)
+        base.moved()  # waiting for our own slot, not for a hung server
         base.keepalive()
         time.sleep(delay)
         delay = min(delay * 1.5, 0.25)

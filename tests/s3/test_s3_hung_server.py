@@ -1,0 +1,117 @@
+"""A hung S3 server (SIGSTOPped: it keeps its sockets, accepts connections and answers
+nothing) must not outlast ``--retry-for``: the copy gives up within a bounded time
+after the deadline, naming what it was copying to; a short hang (resumed before the
+deadline) is ridden out and the copy completes with the same bytes.
+
+Before the hang watch (staccato/activities/retry_deadline.py) every attempt hung until
+its heartbeat or driver timeout, and Temporal retried so for the whole allowance
+(schedule_to_close = budget + copy_timeout: 10 minutes and more): the transfer stayed
+``running``. Server: the session's SeaweedFS, stopped and resumed (in a ``finally``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from staccato.client import StaccatoClient
+from staccato.errors import TransferFailedError
+from staccato.models import TransferOptions, TransferState
+from tests.helpers import MiB, wait_for_status, write_random
+from tests.s3.conftest import MeteredSeaweedS3
+from tests.s3.s3util import object_digest
+from tests.servers.temporal_server import _descendants
+
+SIZE = 64 * MiB
+#: paced so the copy lasts ~16 s and the server can be stopped mid-copy
+OPTIONS = TransferOptions(
+    chunk_size=8 * MiB, streams=2, max_rate=4 * MiB, retry_for_s=10, heartbeat_timeout_s=5
+)
+#: a correctness bound, not a speed one: the old code stayed running ~10 minutes
+GIVES_UP_WITHIN_S = 150.0
+
+
+@contextlib.contextmanager
+def _stopped(server: MeteredSeaweedS3) -> Iterator[None]:
+    """SIGSTOP the server and its children for the block; SIGCONT them after, always."""
+    root = server.pid
+    assert root is not None, "the S3 server is not running"
+    pids = [root, *(pid for pid, _ in _descendants(root))]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+
+async def _copying(client: StaccatoClient, transfer: str) -> None:
+    """Wait until the copy has moved bytes (the server is then stopped mid-copy)."""
+    await wait_for_status(
+        client,
+        transfer,
+        lambda s: s.bytes_done > 0 or s.state != TransferState.running,
+        timeout_s=120,
+    )
+
+
+async def test_hung_s3_server_fails_soon_after_retry_for_naming_the_destination(
+    s3_client: StaccatoClient, s3_server: MeteredSeaweedS3, bucket: str, data_dir: Path
+) -> None:
+    source = data_dir / "hang.bin"
+    write_random(source, SIZE, seed=71)
+    destination = f"s3://{bucket}/hang.bin"
+    transfer = await s3_client.submit(str(source), destination, OPTIONS)
+    await _copying(s3_client, transfer)
+    reasons: set[str] = set()  # the retry reasons status showed during the hang
+
+    async def watch() -> None:
+        while True:
+            status = await s3_client.status(transfer)
+            if status.last_retry_error:
+                reasons.add(status.last_retry_error)
+            await asyncio.sleep(0.5)
+
+    with _stopped(s3_server):
+        stopped_at = time.monotonic()
+        watching = asyncio.create_task(watch())
+        try:
+            with pytest.raises(TransferFailedError) as failed:
+                await asyncio.wait_for(s3_client.wait(transfer), GIVES_UP_WITHIN_S)
+        finally:
+            watching.cancel()
+        took = time.monotonic() - stopped_at
+    message = str(failed.value)
+    assert destination in message, message
+    assert "did not answer" in message, message
+    assert took < GIVES_UP_WITHIN_S  # (wait_for raised TimeoutError otherwise)
+    # a timed-out attempt is said in words that name where it was blocked
+    for reason in reasons:
+        assert "activity Heartbeat timeout" not in reason, reasons
+        if "heartbeat" in reason:
+            assert destination in reason, reasons
+
+
+async def test_short_s3_hang_before_retry_for_completes(
+    s3_client: StaccatoClient, s3_server: MeteredSeaweedS3, s3: Any, bucket: str, data_dir: Path
+) -> None:
+    source = data_dir / "short-hang.bin"
+    digest = write_random(source, SIZE, seed=72)
+    transfer = await s3_client.submit(str(source), f"s3://{bucket}/short.bin", OPTIONS)
+    await _copying(s3_client, transfer)
+    with _stopped(s3_server):
+        # the fault's length (well inside --retry-for), not a wait for a condition
+        await asyncio.sleep(4)
+    result = await asyncio.wait_for(s3_client.wait(transfer), 300)
+    assert result.bytes == SIZE
+    assert object_digest(s3, bucket, "short.bin") == digest

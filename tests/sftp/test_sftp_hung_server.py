@@ -1,0 +1,75 @@
+"""A hung SFTP server (sshd and its session processes SIGSTOPped: connections stay
+open, nothing answers) must not outlast ``--retry-for``: the copy gives up within a
+bounded time after the deadline, naming the destination. The old code showed the
+transfer ``running`` with frozen bytes and no reason, and retried each hung attempt
+for the whole allowance (10 minutes and more). Server: ``sftp_logged``, stopped and
+resumed (in a ``finally``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from staccato.client import StaccatoClient
+from staccato.errors import TransferFailedError
+from staccato.models import TransferOptions, TransferState
+from tests.helpers import MiB, wait_for_status, write_random
+from tests.servers.sshd import SshdServer
+from tests.servers.temporal_server import _descendants
+
+SIZE = 64 * MiB
+OPTIONS = TransferOptions(
+    chunk_size=8 * MiB, streams=2, max_rate=4 * MiB, retry_for_s=10, heartbeat_timeout_s=5
+)
+#: a correctness bound, not a speed one: the old code stayed running ~10 minutes
+GIVES_UP_WITHIN_S = 150.0
+
+
+@contextlib.contextmanager
+def _stopped(server: SshdServer) -> Iterator[None]:
+    """SIGSTOP sshd and its session processes for the block; SIGCONT them after."""
+    root = server.pid
+    assert root is not None, "sshd is not running"
+    pids = [root, *(pid for pid, _ in _descendants(root))]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+
+async def test_hung_sftp_server_fails_soon_after_retry_for_naming_the_destination(
+    sftp_client: StaccatoClient, sftp_logged: SshdServer, data_dir: Path
+) -> None:
+    source = data_dir / "hang.bin"
+    write_random(source, SIZE, seed=73)
+    out = data_dir / "out"
+    out.mkdir()
+    destination = sftp_logged.url(str(out / "hang.bin"))
+    transfer = await sftp_client.submit(str(source), destination, OPTIONS)
+    await wait_for_status(
+        sftp_client,
+        transfer,
+        lambda s: s.bytes_done > 0 or s.state != TransferState.running,
+        timeout_s=120,
+    )
+    with _stopped(sftp_logged):
+        stopped_at = time.monotonic()
+        with pytest.raises(TransferFailedError) as failed:
+            await asyncio.wait_for(sftp_client.wait(transfer), GIVES_UP_WITHIN_S)
+        took = time.monotonic() - stopped_at
+    message = str(failed.value)
+    assert str(out / "hang.bin") in message, message
+    assert "did not answer" in message, message
+    assert took < GIVES_UP_WITHIN_S
