@@ -30,6 +30,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from staccato import units
+from staccato.datasets.names import shown_name
 from staccato.errors import DestinationBusyError, InvalidURLError, TransferNotFoundError
 from staccato.following import follow_until_ended
 from staccato.models import (
@@ -280,7 +281,22 @@ async def group_status(client: StaccatoClient, group: str) -> GroupStatus:
     elif description.status == WorkflowExecutionStatus.RUNNING and state in _TERMINAL:
         state = GroupState.running  # returning: its result comes next
     figures = await _running_figures(client, description, memo, progress, destinations)
-    running = [d for d in destinations if d.state == TransferState.running and d.run_id]
+    # the running destinations' transfers: how far each is now; the cancelled or
+    # failed ones with no bytes of their own (the group's result and query carry none):
+    # how far each got, as a single transfer's status keeps its bytes_done once
+    # cancelled (a cancelled group's rows said null)
+    running = [
+        d
+        for d in destinations
+        if d.run_id
+        and (
+            d.state == TransferState.running
+            or (
+                d.state in (TransferState.cancelled, TransferState.failed)
+                and d.bytes_done is None
+            )
+        )
+    ]
     for row, child in zip(
         running,
         await asyncio.gather(
@@ -290,6 +306,10 @@ async def group_status(client: StaccatoClient, group: str) -> GroupStatus:
         strict=True,
     ):
         if isinstance(child, BaseException):
+            continue
+        if row.state != TransferState.running:  # ended: its figures, not its phase
+            row.bytes_done, row.bytes_total = child.bytes_done, child.bytes_total
+            row.left_behind = row.left_behind or child.left_behind
             continue
         row.bytes_done, row.bytes_total, row.phase = (
             child.bytes_done,
@@ -497,5 +517,8 @@ def status_lines(status: GroupStatus) -> list[str]:
         # words of a single transfer's status (``retrying: ...``)
         when = f" (next attempt at {status.next_attempt_at})" if status.next_attempt_at else ""
         lines.append(f"  retrying: {status.last_retry_error}{when}")
-    lines.extend(destination_line(row) for row in status.destinations)
+    for row in status.destinations:
+        lines.append(destination_line(row))
+        if row.left_behind:  # the words of a single transfer's end (cp, status)
+            lines.append(f"    left behind: {shown_name(row.left_behind)}")
     return lines
