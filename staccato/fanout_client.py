@@ -291,10 +291,7 @@ async def group_status(client: StaccatoClient, group: str) -> GroupStatus:
         if d.run_id
         and (
             d.state == TransferState.running
-            or (
-                d.state in (TransferState.cancelled, TransferState.failed)
-                and d.bytes_done is None
-            )
+            or (d.state in (TransferState.cancelled, TransferState.failed) and d.bytes_done is None)
         )
     ]
     for row, child in zip(
@@ -316,12 +313,18 @@ async def group_status(client: StaccatoClient, group: str) -> GroupStatus:
             child.bytes_total,
             child.phase,
         )
+        row.rate_bytes_per_s, row.eta_s = child.rate_bytes_per_s, child.eta_s
         if child.state in (TransferState.paused, TransferState.queued):
             row.state = child.state  # the group sees its child as running: say which
     for row in destinations:
         if row.state == TransferState.completed:
             row.bytes_done = row.bytes_total = row.bytes
             row.phase = "done"
+    copying = [d for d in destinations if d.state == TransferState.running and d.phase == "copy"]
+    rates = [d.rate_bytes_per_s for d in copying if d.rate_bytes_per_s is not None]
+    etas = [d.eta_s for d in copying]
+    figures["rate_bytes_per_s"] = round(sum(rates), 1) if rates else None
+    figures["eta_s"] = max(e for e in etas if e is not None) if etas and None not in etas else None
     return GroupStatus(
         id=handle.id,
         state=state,
@@ -485,7 +488,12 @@ def destination_line(row: DestinationStatus) -> str:
     shown = "waiting" if row.state == TransferState.scheduled else row.state.value
     text = f"  {redact(row.destination)}  {shown}"
     if row.bytes_total is not None and row.bytes_done is not None:
-        text += f"  {units.size(row.bytes_done)} / {units.size(row.bytes_total)}"
+        rate, eta = (
+            (row.rate_bytes_per_s, row.eta_s)
+            if row.state == TransferState.running
+            else (None, None)
+        )
+        text += f"  {units.progress(row.bytes_done, row.bytes_total, rate, eta)}"
     if row.phase and row.state == TransferState.running:
         text += f" ({row.phase})"
     if row.error:

@@ -2,7 +2,8 @@
 destination whose clean-up left its temp file behind (its directory made immutable
 mid-copy) is named by ``cp``'s end and the group's text ``status`` in the words of a
 single ``cp`` (``left behind: ...``; only the nested JSON said it), and a cancelled
-group's destinations keep the bytes they had copied (they became null)."""
+group's destinations keep the bytes they had copied (they became null); and a
+group has a rate and ETA, its own and each destination's (it had none)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 
 from staccato.client import StaccatoClient
+from staccato.fanout_client import status_lines
 from staccato.models import GroupState, TransferOptions, TransferState
 from tests.helpers import REPO, MiB, run_cli, write_random
 from tests.servers.temporal_server import TemporalDevServer
@@ -80,15 +82,24 @@ async def test_a_cancelled_groups_destinations_keep_their_bytes(
     source = data_dir / "c.bin"
     write_random(source, SIZE, seed=22)
     destinations = [str(data_dir / "ca.bin"), str(data_dir / "cb.bin")]
-    group = await client.fan_out(str(source), destinations, TransferOptions(max_rate=2 * MiB))
+    group = await client.fan_out(
+        str(source), destinations, TransferOptions(max_rate=2 * MiB, chunk_size=1 * MiB)
+    )
     deadline = time.monotonic() + 120
-    while True:
+    while True:  # both copying, each with its rate (F20: a group had none)
         current = await client.group_status(group)
-        if all((d.bytes_done or 0) > 0 for d in current.destinations):
+        if all((d.bytes_done or 0) > 0 and d.rate_bytes_per_s for d in current.destinations):
             break
         assert current.state == GroupState.running, current
         assert time.monotonic() < deadline, current
         await asyncio.sleep(0.2)
+    rates = [d.rate_bytes_per_s or 0 for d in current.destinations]
+    assert current.rate_bytes_per_s == round(sum(rates), 1), current
+    etas = [d.eta_s for d in current.destinations]
+    if None not in etas:
+        assert current.eta_s == max(e for e in etas if e is not None), current
+    lines = status_lines(current)
+    assert sum(" at " in line for line in lines[2:]) == 2, lines  # the rate on each line
     await client.cancel(group)
     final = await asyncio.wait_for(client.wait_group(group), 120)
     assert final.state == GroupState.cancelled, final
