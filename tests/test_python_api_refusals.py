@@ -101,7 +101,7 @@ async def test_pause_of_a_completed_transfer_raises_a_public_error(
 
 
 async def test_wait_of_a_cancelled_transfer_says_it_was_cancelled(
-    client: StaccatoClient, data_dir: Path
+    client: StaccatoClient, temporal_server: TemporalDevServer, data_dir: Path
 ) -> None:
     write_random(data_dir / "big.bin", 32 * MiB, seed=5)
     transfer = await client.submit(
@@ -118,6 +118,12 @@ async def test_wait_of_a_cancelled_transfer_says_it_was_cancelled(
     message = str(raised.value)
     assert message.startswith(f"transfer {transfer} was cancelled (by a cancel request"), message
     assert " of 32.0 MiB" in message, message
+    # the CLI's end says the same (it said "cancelled: cancelled")
+    watched = run_cli(
+        "watch", transfer, address=temporal_server.address, task_queue=client.task_queue
+    )
+    assert watched.returncode == 1, watched
+    assert f"transfer {transfer} was cancelled (by a cancel request" in watched.stderr, watched
 
 
 async def test_follow_of_a_transfer_that_fails_at_once_yields_failed_once(
