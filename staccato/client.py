@@ -859,7 +859,7 @@ class StaccatoClient:
             return await handle.query(
                 PROGRESS_QUERY,
                 result_type=Progress,
-                rpc_timeout=timedelta(seconds=_query_wait_s()),
+                rpc_timeout=timedelta(seconds=query_wait_s()),
             )
         except Exception:  # no worker polling: fall back to visibility
             return None
@@ -1201,7 +1201,7 @@ class StaccatoClient:
                 task_queue=TaskQueue(name=task_queue or self.task_queue),
                 task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
             ),
-            timeout=timedelta(seconds=_query_wait_s()),
+            timeout=timedelta(seconds=query_wait_s()),
         )
         return len(response.pollers)
 
@@ -1636,8 +1636,9 @@ def _memo_int(memo: dict[str, Any], key: str) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _query_wait_s() -> float:
-    """Seconds a query waits for a worker: min(5, ``STACCATO_CLIENT_WAIT_S``)."""
+def query_wait_s() -> float:
+    """Seconds a status query (of a transfer or a fan-out group) waits for a worker:
+    min(5, ``STACCATO_CLIENT_WAIT_S``)."""
     return min(QUERY_TIMEOUT_S, settings.current().client_wait_s)
 
 

@@ -252,8 +252,13 @@ async def group_status(client: StaccatoClient, group: str) -> GroupStatus:
     else:
         try:
             if await client.may_answer(description.task_queue):
+                from staccato.client import query_wait_s
+
+                # as a transfer's status: min(5 s, STACCATO_CLIENT_WAIT_S) (it was 5 s)
                 progress = await handle.query(
-                    "progress", result_type=FanOutProgress, rpc_timeout=timedelta(seconds=5)
+                    "progress",
+                    result_type=FanOutProgress,
+                    rpc_timeout=timedelta(seconds=query_wait_s()),
                 )
         except Exception:  # no worker answers, or the run is over: what Temporal says
             progress = None

@@ -83,6 +83,32 @@ WORKER_ENV = {"STACCATO_WORKER_STICKY_TIMEOUT_S": "2"}
 #: used more CPU than the test processes themselves)
 TEST_WORKER_PROCESSES = 2
 
+#: activity processes of each session worker (tests/conftest.py ``worker``, the S3 and
+#: SFTP ones): each xdist process starts up to three, so 4 processes each started 48 in
+#: a ``-n 4`` run; 2 cost 1.8 CPU-s less per worker start (4.4 against 2.6 CPU-s to
+#: start, idle 5 s and stop, measured 2026-12-05) and still run 2 x 64 streams at once
+SESSION_WORKER_PROCESSES = 2
+
+#: environment for a CLI a test runs while no worker polls the run's task queue (its
+#: worker killed): a status query waits min(5 s, ``STACCATO_CLIENT_WAIT_S``) for a
+#: worker before it answers from the run's history and memo (Temporal still lists a
+#: killed worker's pollers for minutes, so ``may_answer`` cannot tell). 1 s gives the
+#: same answer 4 s sooner, per query. Never for a CLI that a live worker must answer:
+#: at load a worker answers a query in more than 1 s
+NO_WORKER_ENV = {"STACCATO_CLIENT_WAIT_S": "1"}
+
+
+@contextlib.contextmanager
+def no_worker_waits() -> Iterator[None]:
+    """:data:`NO_WORKER_ENV` in this process's environment while the block runs: the
+    status queries of its clients, and of the CLIs it runs (they inherit it), wait 1 s
+    for a worker. Only around what a test asks while it has killed or stopped every
+    worker of the run's queue; leave the block before a worker starts again."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in NO_WORKER_ENV.items():
+            patch.setenv(name, value)
+        yield
+
 
 class WorkerProcess:
     """``staccato worker`` as a subprocess (its activity pool are its children).

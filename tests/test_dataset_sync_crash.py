@@ -340,6 +340,14 @@ async def empty_destination_with_kill(
                 await asyncio.sleep(0.05)
         assert published_unseen, "no file was published past the last checkpoint"
         worker.kill()
+        # what the retry finds, read after the kill: the last checkpoint the server
+        # holds, and the destination once settled (an SFTP server finishes the writes
+        # it was sent after the client froze: a -n 6 run at load ~30 counted 2 files
+        # up to date where the read while frozen had seen 1 published)
+        checkpoint = await _checkpoint(client, handle) or checkpoint
+        there = _settled(lambda: set(held()))
+        published_unseen = [n for n in names[checkpoint.next_index :] if n in there]
+        assert published_unseen, "no file was published past the last checkpoint"
 
         start(worker)
         final = await wait_dataset(client, dataset, timeout_s=240)

@@ -32,7 +32,15 @@ from staccato.client import StaccatoClient
 from staccato.errors import StaccatoError
 from staccato.models import GroupState, TransferOptions, TransferState
 from staccato.urls import parse_url
-from tests.helpers import MiB, WorkerProcess, leftovers, run_cli, sha256_file, write_random
+from tests.helpers import (
+    NO_WORKER_ENV,
+    MiB,
+    WorkerProcess,
+    leftovers,
+    run_cli,
+    sha256_file,
+    write_random,
+)
 from tests.servers.nginx import NginxServer
 from tests.servers.seaweedfs import SeaweedS3
 from tests.servers.sshd import SshdServer
@@ -443,7 +451,7 @@ async def test_a_group_whose_worker_is_gone_shows_each_destinations_own_run(
         worker.kill()
         shown = run_cli(
             "status", "--json", group, address=temporal_server.address,
-            task_queue=worker.task_queue,
+            task_queue=worker.task_queue, env=NO_WORKER_ENV,
         )  # fmt: skip
         assert shown.returncode == 0, shown.stderr
         rows = json.loads(shown.stdout)["destinations"]

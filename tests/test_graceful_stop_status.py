@@ -23,6 +23,7 @@ from tests.helpers import (
     MiB,
     WorkerProcess,
     at_rest,
+    no_worker_waits,
     sha256_file,
     status_json,
     write_random,
@@ -78,7 +79,8 @@ async def test_status_keeps_bytes_across_graceful_worker_stop(
         assert 0 < known < SIZE, before
         await asyncio.to_thread(first.stop)  # SIGTERM: the worker's graceful shutdown
         assert first.process is not None and first.process.returncode is not None
-        stopped = await client.status(transfer)
+        with no_worker_waits():
+            stopped = await client.status(transfer)
         assert stopped.bytes_total == SIZE, stopped
         assert stopped.bytes_done >= known, (known, stopped)
         assert stopped.rate_bytes_per_s is None, stopped  # nothing moves without a worker
@@ -94,9 +96,10 @@ async def test_status_keeps_bytes_across_graceful_worker_stop(
             p.state != PendingActivityState.PENDING_ACTIVITY_STATE_STARTED for p in streams
         ), streams
         assert await _heartbeated_bytes(client, transfer) >= known
-        orphaned = await status_json(
-            transfer, address=temporal_server.address, task_queue=first.task_queue
-        )
+        with no_worker_waits():
+            orphaned = await status_json(
+                transfer, address=temporal_server.address, task_queue=first.task_queue
+            )
         assert orphaned["bytes_done"] >= known, (known, orphaned)
         with WorkerProcess(temporal_server.address, task_queue=first.task_queue, log_dir=tmp_path):
             result = await asyncio.wait_for(client.wait(transfer), 180)

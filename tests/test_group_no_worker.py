@@ -13,10 +13,11 @@ import asyncio
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from staccato.client import StaccatoClient
 from staccato.models import GroupState, GroupStatus, TransferOptions
-from tests.helpers import MiB, WorkerProcess, at_rest, run_cli, write_random
+from tests.helpers import NO_WORKER_ENV, MiB, WorkerProcess, at_rest, run_cli, write_random
 from tests.servers.nginx import NginxServer
 from tests.servers.temporal_server import TemporalDevServer
 
@@ -41,7 +42,9 @@ async def test_a_staging_group_whose_worker_is_gone_says_so_and_keeps_its_figure
     client.task_queue = worker.task_queue
     destinations = [str(data_dir / "a.bin"), str(data_dir / "b.bin")]
     group = await client.fan_out(nginx_ranges.url("group-staged.bin"), destinations, OPTIONS)
-    args = {"address": temporal_server.address, "task_queue": worker.task_queue}
+    # for the CLIs run once the worker is killed (NO_WORKER_ENV)
+    args: dict[str, Any] = {"address": temporal_server.address, "task_queue": worker.task_queue}
+    args |= {"env": NO_WORKER_ENV}
     try:
         deadline = time.monotonic() + 120
         while True:  # staging, some bytes read

@@ -15,6 +15,7 @@ from tests.helpers import (
     MiB,
     WorkerProcess,
     at_rest,
+    no_worker_waits,
     sha256_file,
     status_json,
     write_random,
@@ -59,9 +60,10 @@ async def test_a_paused_transfer_keeps_its_bytes_in_status_with_no_worker(
         # what a paused transfer holds is durable: a resume does not send it again
         assert held.bytes_durable == held.bytes_done, held
         first.kill()
-        orphaned = await status_json(
-            transfer, address=temporal_server.address, task_queue=first.task_queue
-        )
+        with no_worker_waits():
+            orphaned = await status_json(
+                transfer, address=temporal_server.address, task_queue=first.task_queue
+            )
         assert orphaned["state"] == "paused", orphaned
         assert orphaned["bytes_done"] == held.bytes_done, (held.bytes_done, orphaned)
         assert orphaned["bytes_durable"] == held.bytes_done, (held.bytes_done, orphaned)

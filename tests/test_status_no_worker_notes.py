@@ -13,10 +13,20 @@ import json
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from staccato.client import StaccatoClient
 from staccato.models import FrontCheckpoint, IfBusy, TransferOptions, TransferState
-from tests.helpers import MiB, WorkerProcess, at_rest, run_cli, wait_for_status, write_random
+from tests.helpers import (
+    NO_WORKER_ENV,
+    MiB,
+    WorkerProcess,
+    at_rest,
+    no_worker_waits,
+    run_cli,
+    wait_for_status,
+    write_random,
+)
 from tests.servers.nginx import NginxServer, nginx_fixture
 from tests.servers.temporal_server import TemporalDevServer
 
@@ -31,7 +41,7 @@ async def _orphaned(
     destination: Path,
     tmp_path: Path,
     options: TransferOptions,
-) -> tuple[StaccatoClient, str, dict[str, str]]:
+) -> tuple[StaccatoClient, str, dict[str, Any]]:
     """A transfer of 80 MiB from ``nginx`` whose worker is killed once bytes moved:
     the client, the transfer id and the CLI's arguments (its task queue)."""
     write_random(http_root / "orphan.bin", 80 * MiB, seed=5)
@@ -44,10 +54,13 @@ async def _orphaned(
         await wait_for_status(client, transfer, lambda s: s.bytes_done > 0, timeout_s=120)
     finally:
         worker.kill()
-    orphaned = await client.status(transfer)
+    with no_worker_waits():
+        orphaned = await client.status(transfer)
     assert orphaned.state == TransferState.running, orphaned
     assert "no worker answers" in (orphaned.last_retry_error or ""), orphaned
-    return client, transfer, {"address": temporal_server.address, "task_queue": worker.task_queue}
+    # the CLI's status queries: no worker answers them (NO_WORKER_ENV)
+    args = {"address": temporal_server.address, "task_queue": worker.task_queue}
+    return client, transfer, {**args, "env": NO_WORKER_ENV}
 
 
 async def test_a_dead_workers_tuned_run_says_its_streams_are_unknown(
@@ -246,7 +259,9 @@ async def test_a_queued_fronts_cancel_with_no_worker_says_it_waits_for_one(
     worker = WorkerProcess(temporal_server.address, processes=1, log_dir=tmp_path).start()
     client = await StaccatoClient.connect(target_host=temporal_server.address)
     client.task_queue = worker.task_queue
-    args = {"address": temporal_server.address, "task_queue": worker.task_queue}
+    # for the CLIs run once the worker is killed (NO_WORKER_ENV)
+    args: dict[str, Any] = {"address": temporal_server.address, "task_queue": worker.task_queue}
+    args |= {"env": NO_WORKER_ENV}
     destination = str(data_dir / "held.bin")
     try:
         holder = await client.submit(

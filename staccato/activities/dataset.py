@@ -113,6 +113,16 @@ READ_AHEAD = 8
 #: :mod:`staccato.endpoints.file.group`): one commit at a time, in its own thread,
 #: of at most this many files (those written while the previous commit ran)
 GROUP_FILES = 64
+#: a commit starts once this many ended files wait (or no file is left to start, or
+#: the first of them has waited :data:`GROUP_HOLD_S`): before, each commit took the
+#: files staged while the previous one ran, ~8-10 of a local batch's 64 KiB files,
+#: so each directory was ``fsync``-ed about once per 8 files and each group's
+#: hand-offs to the sync threads were paid as often (10,000 files: 1,240 directory
+#: ``fsync`` calls and ~27 futex calls per file)
+GROUP_MIN_FILES = 32
+#: seconds the first ended file waits for :data:`GROUP_MIN_FILES` before its group is
+#: committed anyway (a slow source: its checkpoint does not wait for the group to fill)
+GROUP_HOLD_S = 0.1
 #: files past the first one a retried attempt finds not copied that the previous
 #: attempt may have published: files in flight, and a group being committed
 RESUME_WINDOW = FILES_IN_FLIGHT + GROUP_FILES
@@ -904,7 +914,9 @@ def _copy_in_flight(
     ended) + ``FILES_IN_FLIGHT``. Small files to a local file system end staged
     (written under their temp names) and are published by group commits
     (:mod:`staccato.endpoints.file.group`), one at a time in a thread of their own, of
-    at most :data:`GROUP_FILES` files: those staged while the previous commit ran.
+    at most :data:`GROUP_FILES` files: those staged while the previous commit ran, once
+    :data:`GROUP_MIN_FILES` have ended (or no file is left to start, or the first has
+    waited :data:`GROUP_HOLD_S`).
     ``state`` counts the files in order, each once it is published (or skipped, or
     failed): ``next_index`` is the first file not ended and committed, so a
     checkpoint never covers a file in flight or one whose publish is not durable.
@@ -983,6 +995,7 @@ def _copy_in_flight(
     committing: Future[list[StaccatoError | None]] | None = None
     first_open = next_start = state.next_index
     failure: BaseException | None = None
+    held_since: float | None = None  # since when ended files wait with no commit running
 
     def count(outcomes: list[_Outcome], errors: list[StaccatoError | None]) -> None:
         """Count ``outcomes`` (the first of ``waiting``) in order; ``errors``: the
@@ -1085,7 +1098,17 @@ def _copy_in_flight(
                 if committing is not None and committing.done():
                     commit_ended()
                 if committing is None and waiting:
-                    next_commit()
+                    now = time.monotonic()
+                    if held_since is None:
+                        held_since = now
+                    if (
+                        len(waiting) >= GROUP_MIN_FILES
+                        or next_start >= files
+                        or failure is not None
+                        or now - held_since >= GROUP_HOLD_S
+                    ):
+                        held_since = None
+                        next_commit()
                 state.current = request.files[min(first_open, files - 1)].name
                 beat()
         except BaseException as err:

@@ -34,7 +34,7 @@ from typing import Any
 import pytest
 
 from staccato.client import StaccatoClient
-from tests.helpers import WorkerProcess
+from tests.helpers import SESSION_WORKER_PROCESSES, WorkerProcess
 from tests.servers.seaweedfs import MotoS3, SeaweedS3
 from tests.servers.temporal_server import LOCALHOST, free_port
 
@@ -313,7 +313,7 @@ def s3_worker(
 ) -> Iterator[WorkerProcess]:
     process = WorkerProcess(
         temporal_server.address,
-        processes=4,
+        processes=SESSION_WORKER_PROCESSES,
         env=s3_worker_env,
         log_dir=tmp_path_factory.mktemp("s3-worker"),
     )

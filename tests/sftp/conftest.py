@@ -54,7 +54,7 @@ import pytest
 
 from staccato.client import StaccatoClient
 from staccato.endpoints.sftp.pool import POOL
-from tests.helpers import WorkerProcess
+from tests.helpers import SESSION_WORKER_PROCESSES, WorkerProcess
 from tests.servers.sshd import SshdServer
 
 #: sftp-server logging every handle's close (with bytes read and written), started with
@@ -284,7 +284,7 @@ def sftp_worker(
     """A worker whose only SSH configuration is its HOME's ``~/.ssh``."""
     process = WorkerProcess(
         temporal_server.address,
-        processes=4,
+        processes=SESSION_WORKER_PROCESSES,
         env={
             "HOME": str(sftp_home),
             "SSH_AUTH_SOCK": "",
