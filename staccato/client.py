@@ -1034,8 +1034,9 @@ class StaccatoClient:
 
         Raises:
             TransferNotFoundError: no such workflow.
-            StaccatoError: it ended otherwise (completed, failed: the message says
-                which), or is not Staccato's (another workflow type).
+            RunEndedError: it ended otherwise (completed, failed: the message says
+                which; ``.state``).
+            StaccatoError: it is not Staccato's (another workflow type).
         """
         handle = await self._handle(transfer)
         try:
@@ -1086,8 +1087,9 @@ class StaccatoClient:
             True when it paused it, False when it was already paused.
 
         Raises:
-            StaccatoError: the transfer cannot be paused (ended, staging, in its verify
-                or publish step: the message says which).
+            RunEndedError: the transfer has ended (the message says how; ``.state``).
+            StaccatoError: the transfer cannot be paused (staging, in its verify or
+                publish step: the message says which).
         """
         from staccato.workflows import TransferWorkflow
 
@@ -1100,7 +1102,8 @@ class StaccatoClient:
             True when it resumed it, False when it was already running.
 
         Raises:
-            StaccatoError: the transfer is neither paused nor running (ended, queued,
+            RunEndedError: the transfer has ended (the message says how; ``.state``).
+            StaccatoError: the transfer is neither paused nor running (queued,
                 scheduled: the message says which).
         """
         from staccato.workflows import TransferWorkflow
