@@ -71,8 +71,10 @@ from staccato.core_logs import new_runtime
 from staccato.errors import (
     DestinationBusyError,
     InvalidURLError,
+    RunEndedError,
     StaccatoError,
     TemporalUnavailableError,
+    TransferCancelledError,
     TransferFailedError,
     TransferNotFoundError,
     innermost_message,
@@ -122,6 +124,7 @@ from staccato.workflows import search_attributes as sa
 __all__ = [
     "TRANSFER_ID_PREFIX",
     "NotATransferError",
+    "RunEndedError",
     "StaccatoClient",
     "Submission",
     "transfer_id",
@@ -134,12 +137,8 @@ TransferNotFound = TransferNotFoundError
 TransferFailed = TransferFailedError
 
 
-class _RunEndedError(StaccatoError):
-    """The run a command acts on has ended (``state``: how); the message says so."""
-
-    def __init__(self, message: str, state: TransferState) -> None:
-        super().__init__(message)
-        self.state = state
+#: the name before it was public (``RunEndedError``), kept for callers
+_RunEndedError = RunEndedError
 
 
 _TERMINAL = (TransferState.completed, TransferState.failed, TransferState.cancelled)
@@ -1059,8 +1058,9 @@ class StaccatoClient:
 
         Raises:
             TransferNotFoundError: no such workflow.
-            StaccatoError: it ended otherwise (completed, failed: the message says
-                which), or is not Staccato's (another workflow type).
+            RunEndedError: it ended otherwise (completed, failed: the message says
+                which; ``.state``).
+            StaccatoError: it is not Staccato's (another workflow type).
         """
         handle = await self._handle(transfer)
         try:
@@ -1070,7 +1070,7 @@ class StaccatoClient:
                 named=transfer,
                 call="cancel",
             )
-        except _RunEndedError as err:
+        except RunEndedError as err:
             if err.state == TransferState.cancelled:
                 return False
             raise
@@ -1111,8 +1111,9 @@ class StaccatoClient:
             True when it paused it, False when it was already paused.
 
         Raises:
-            StaccatoError: the transfer cannot be paused (ended, staging, in its verify
-                or publish step: the message says which).
+            RunEndedError: the transfer has ended (the message says how; ``.state``).
+            StaccatoError: the transfer cannot be paused (staging, in its verify or
+                publish step: the message says which).
         """
         from staccato.workflows import TransferWorkflow
 
@@ -1125,7 +1126,8 @@ class StaccatoClient:
             True when it resumed it, False when it was already running.
 
         Raises:
-            StaccatoError: the transfer is neither paused nor running (ended, queued,
+            RunEndedError: the transfer has ended (the message says how; ``.state``).
+            StaccatoError: the transfer is neither paused nor running (queued,
                 scheduled: the message says which).
         """
         from staccato.workflows import TransferWorkflow
@@ -1168,7 +1170,7 @@ class StaccatoClient:
                 # search attribute (its workflow completed either way)
                 if description.typed_search_attributes.get(sa.STATE) == "completed_with_errors":
                     shown = "completed_with_errors"
-            raise _RunEndedError(f"{kind} {handle.id} is already {shown}", state)
+            raise RunEndedError(f"{kind} {handle.id} is already {shown}", state)
 
     async def _update(self, transfer: str, update: Any, *, already: str) -> bool:
         """Send ``update`` to the transfer (or the one a front run runs as); False when
@@ -1244,7 +1246,9 @@ class StaccatoClient:
         self, transfer: str, *, interval_s: float = 0.5
     ) -> AsyncIterator[TransferStatus]:
         """Yield the status every ``interval_s`` seconds until the transfer ends
-        (the last status yielded is the final one, yielded as soon as it ends).
+        (the last status yielded is the final one, yielded as soon as it ends; an
+        ended state is yielded once: a failed run still removing its partial data in
+        the clean-up's first attempt is not yielded, its final status is).
 
         Follows the run this client submitted under that id if any (see
         :meth:`submitted_run`), else the latest run.
@@ -1274,6 +1278,12 @@ class StaccatoClient:
                 if _completed(ended):
                     continue
                 current = await asked
+                if current.state in _TERMINAL and not final(current):
+                    # failed, its clean-up in its first attempt: the final status
+                    # comes soon; yielded once, as that (it was yielded twice, the
+                    # same state, a tester's "['failed', 'failed']")
+                    await asyncio.wait({ended}, timeout=interval_s)
+                    continue
                 yield current
                 if final(current):
                     return
@@ -1325,7 +1335,9 @@ class StaccatoClient:
         Raises:
             TransferNotFoundError: no such transfer (id or destination).
             NotATransferError: a dataset or fan-out group id, or another workflow's.
-            TransferFailedError: it failed or was cancelled (message = reason).
+            TransferCancelledError: it was cancelled (a TransferFailedError; the
+                message names the transfer and how far it got: :func:`cancelled_text`).
+            TransferFailedError: it failed (message = reason).
         """
         run_id = self.submitted_run(transfer)
         handle, _ = await self._described(transfer, run_id, call="wait")
@@ -1333,6 +1345,8 @@ class StaccatoClient:
             ended = await self._result_or_failed(handle, follow_runs=False)
         except WorkflowFailureError:
             current = await self.status(handle.id, run_id=run_id)
+            if current.state == TransferState.cancelled:
+                raise TransferCancelledError(cancelled_text(current), current.state) from None
             raise TransferFailedError(current.error or "failed", current.state) from None
         if isinstance(ended, TransferStatus):  # failed; its clean-up goes on
             raise TransferFailedError(ended.error or "failed", ended.state)
@@ -1405,6 +1419,19 @@ def _tuner_chooses(
     )
     small = size is not None and size < MIN_TUNED_BYTES
     return True if asked and waiting and state not in _TERMINAL and not small else None
+
+
+def cancelled_text(status: TransferStatus) -> str:
+    """What a cancelled transfer's end says (``wait``'s
+    :class:`~staccato.errors.TransferCancelledError`, ``cp``/``watch``'s last line):
+    that it was cancelled, by a cancel request, and how far it had got (it said only
+    "cancelled", and the CLI "cancelled: cancelled")."""
+    total = units.size(status.bytes_total) if status.bytes_total is not None else "?"
+    return (
+        f"transfer {status.id} was cancelled (by a cancel request: `staccato cancel`, "
+        f"Ctrl-C of its cp, or a cancel of its group or dataset) after "
+        f"{units.size(status.bytes_done)} of {total}"
+    )
 
 
 #: how long ``cancel`` waits for a failed run, whose clean-up it stopped, to end (s)

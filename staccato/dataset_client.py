@@ -19,7 +19,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, NoReturn
 
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
@@ -36,12 +36,14 @@ from temporalio.service import RPCError, RPCStatusCode
 from staccato import settings, units
 from staccato.client import GROUP_TYPE, StaccatoClient, require_type
 from staccato.dataset_requests import (
+    check_local_source,
     dataset_id,
     fan_out_dataset_id,
     make_dataset_request,
     previous_request_hashes,
     request_hash,
     request_id,
+    require_options,
     start_fields,
     status_from_result,
 )
@@ -76,10 +78,11 @@ from staccato.errors import (
     innermost_type,
 )
 from staccato.following import follow_until_ended
+from staccato.ids import TRANSFER_ID_PREFIX
 from staccato.models import GroupState, MiB, TransferOptions, TransferState, iso_utc
 from staccato.overlaps import overlap_busy, overlapping_writer
 from staccato.quantities import DATASET_NAME, require_str, str_list
-from staccato.run_fields import DATASET_TYPE
+from staccato.run_fields import DATASET_TYPE, TRANSFER_TYPE
 from staccato.urls import child_url, parse_url
 
 _TERMINAL = (
@@ -158,6 +161,44 @@ async def _fan_out_failures(client: StaccatoClient, probe: DatasetRequest) -> li
 class NothingToRetryError(TransferNotFoundError):
     """``--retry-failed`` found no earlier dataset from that source to that destination
     (or those roots): a usage error for the CLI (exit 2)."""
+
+
+class NotADatasetError(TransferNotFoundError):
+    """The id given to a dataset call names a single transfer or a fan-out group, not a
+    dataset (the reverse of :class:`staccato.client.NotATransferError`); the message
+    names the call that applies to it. A :class:`TransferNotFoundError` (no dataset
+    has this id), which such a call raised before."""
+
+
+#: the transfer's (or group's) call, and command, instead of a dataset call
+_TRANSFER_INSTEAD = {
+    TRANSFER_TYPE: ("a single transfer", "StaccatoClient.status(ID)"),
+    GROUP_TYPE: ("a fan-out group", "StaccatoClient.group_status(ID)"),
+}
+
+
+async def _not_a_dataset(
+    client: StaccatoClient, dataset: str, *, call: str
+) -> NotADatasetError | None:
+    """The refusal of a dataset call (``call``) given a transfer's or group's id (it
+    was hashed as a destination root: "no dataset 'staccato-784c...' (...workflow not
+    found for ID: staccato-dataset-e75b...)"); None when ``dataset`` names no such run."""
+    if dataset.startswith(DATASET_ID_PREFIX) or not dataset.startswith(TRANSFER_ID_PREFIX):
+        return None
+    try:
+        description = await client.temporal.get_workflow_handle(dataset).describe(
+            rpc_timeout=timedelta(seconds=settings.current().client_wait_s)
+        )
+    except RPCError:
+        return None
+    what, instead = _TRANSFER_INSTEAD.get(description.workflow_type, (None, None))
+    if what is None or instead is None:
+        return None
+    return NotADatasetError(
+        f"{dataset} is {what}, not a dataset: {call}() applies to datasets; call "
+        f"{instead.replace('ID', repr(dataset))} instead (on the command line: `staccato "
+        f"status {dataset}`)"
+    )
 
 
 class CannotRetryError(StaccatoError):
@@ -513,13 +554,19 @@ async def start_dataset(
 
     Raises:
         TypeError: ``include``, ``exclude`` or a list ``destination`` holds something
-            other than str (the message names the parameter).
+            other than str, or ``options`` is neither a TransferOptions nor None (the
+            message names the parameter).
         InvalidURLError: see :func:`make_dataset_request`.
+        SourceRootNotFoundError: a local ``source`` directory that does not exist;
+            SourceRootNotADirectoryError: a local ``source`` that is a file (the
+            checks ``cp -r`` runs, before anything starts:
+            :func:`staccato.dataset_requests.check_local_source`).
         DestinationBusyError: another dataset writes under that destination.
         StaccatoError: ``retry_failed`` and nothing to retry (see :func:`failed_names`).
         ValueError: ``destination`` is an empty list.
     """
     include, exclude = str_list(include, "include"), str_list(exclude, "exclude")
+    options = require_options(options)
     if not isinstance(destination, str):
         destination = str_list(destination, "destination")
     if not isinstance(destination, str) and len(destination) == 0:
@@ -527,6 +574,8 @@ async def start_dataset(
             "destination is an empty list: give one destination root (a str) or a "
             "list of at least one"
         )
+    make_dataset_request(source, destination, options, include=include, exclude=exclude)
+    check_local_source(source)  # after the URLs' own checks, as cp -r orders them
     if not isinstance(destination, str) and len(destination) > 1:
         return await _submit_fan_out(
             client,
@@ -847,6 +896,8 @@ async def dataset_status(
     ``counts_unknown`` says none answered).
 
     Raises:
+        NotADatasetError: ``dataset`` is the id of a single transfer or fan-out group
+            (the message names the call that applies to it).
         TransferNotFoundError: no such dataset.
         RPCError: Temporal did not describe the dataset within ``STACCATO_CLIENT_WAIT_S``
             (the CLI says so in one line), or failed otherwise.
@@ -860,6 +911,9 @@ async def dataset_status(
         if err.status == RPCStatusCode.NOT_FOUND:
             # Temporal's own words kept: twice in loaded test runs a running dataset was
             # reported not found just after its worker was killed (not explained yet)
+            other = await _not_a_dataset(client, dataset, call="dataset_status")
+            if other is not None:
+                raise other from None
             raise TransferNotFoundError(
                 f"no dataset {dataset!r} (Temporal: {err.message})"
             ) from None
@@ -938,6 +992,30 @@ async def dataset_status(
                 "bytes_done": int(counts.get("bytes_done") or 0),
                 "listing_done": True,  # ended: its count is final
             }
+        )
+    last_known_at: str | None = None
+    if (
+        progress is None
+        and isinstance(counts, dict)
+        and "at" in counts
+        and state in (DatasetState.running, DatasetState.queued)
+    ):
+        # no worker answers: the counts the running dataset wrote into its memo as its
+        # last batch or large file ended (DATASET_LIVE_COUNTS_PATCH), and below, the
+        # batches in flight's last heartbeats; said to be the last known (a tester saw
+        # 0 files, 0 bytes of a dataset 19 files in)
+        last_known_at = iso_utc(datetime.fromtimestamp(float(counts["at"]), UTC))
+        progress = DatasetProgress(
+            state=DatasetState.running,
+            source=status.source,
+            destination=status.destination,
+            files_listed=int(counts.get("files_listed") or 0),
+            files_done=int(counts.get("files_done") or 0),
+            files_skipped=int(counts.get("files_skipped") or 0),
+            files_failed=int(counts.get("files_failed") or 0),
+            bytes_listed=int(counts.get("bytes_listed") or 0),
+            bytes_done=int(counts.get("bytes_done") or 0),
+            listing_done=bool(counts.get("listing_done")),
         )
     if progress is None:
         if state in (DatasetState.running, DatasetState.queued, DatasetState.scheduled):
@@ -1042,6 +1120,20 @@ async def dataset_status(
             by_bytes = units.eta(progress.bytes_listed - done_bytes, rate_bytes)
             eta = max(eta, by_bytes) if by_bytes is not None else None
         eta = round(eta, 1) if eta is not None else None
+    unknown = None
+    if last_known_at is not None:
+        # the last known counts: nothing is known to move, so no rate and no ETA
+        rate_files = rate_bytes = eta = None
+        unknown = (
+            f"no worker answers on task queue {description.task_queue!r}"
+            if not polled
+            else f"no worker answered the progress query within {query_timeout_s:g} s"
+        ) + (
+            f": the counts are the last known (written at {last_known_at}, with the "
+            "files in flight's last heartbeats); the dataset goes on when a worker polls"
+        )
+        if retrying is None:
+            retrying = unknown
     if state == DatasetState.running and progress.queued_reason:
         # every batch in flight waits for a slot: queued, as a single transfer is
         if progress.waiting >= progress.in_flight:
@@ -1069,6 +1161,8 @@ async def dataset_status(
             "destinations": rows if progress.destinations is not None else None,
             "last_retry_error": retrying,
             "paused_transfers": paused or None,
+            "counts_unknown": unknown,
+            "counts_last_known_at": last_known_at,
         }
     )
 

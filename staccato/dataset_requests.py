@@ -24,7 +24,12 @@ from staccato.datasets.models import (
     DatasetState,
     DatasetStatus,
 )
-from staccato.errors import InvalidURLError
+from staccato.errors import (
+    InvalidURLError,
+    SourceRootNotADirectoryError,
+    SourceRootNotFoundError,
+    source_root_not_a_directory,
+)
 from staccato.models import MiB, TransferOptions, request_digest
 from staccato.overlaps import compared_place, encloses
 from staccato.quantities import URL_OR_PATH, require_str, str_list
@@ -104,6 +109,45 @@ def _fan_out_roots(source_root: str, destinations: Sequence[str]) -> list[str]:
         roots.append(root)
         reals.append(real)
     return roots
+
+
+def check_local_source(source: str) -> None:
+    """Refuse a local ``source`` of a dataset that is a regular file or that is not
+    there, before anything starts: the one check ``cp -r``/``submit -r`` (exit 2) and
+    :func:`staccato.dataset_client.submit_dataset` run. It runs on the machine whose
+    paths it was given (see :func:`staccato.urls.resolve_local_directory`); other
+    schemes are listed by the workers, which fail the dataset the same way.
+
+    Raises:
+        SourceRootNotFoundError: the directory does not exist (named, with its path).
+        SourceRootNotADirectoryError: it is a file (drop -r to copy it).
+        InvalidURLError: ``source`` is not a URL or path.
+        TypeError: ``source`` is not a str.
+    """
+    url = parse_url(require_str(source, "source", URL_OR_PATH))
+    if url.scheme != "file":
+        return
+    path = url.path.rstrip("/") or "/"
+    if os.path.isdir(path):
+        return
+    if os.path.exists(path):
+        raise SourceRootNotADirectoryError(source_root_not_a_directory(repr(source)))
+    raise SourceRootNotFoundError(f"source directory {source!r} does not exist ({path})")
+
+
+def require_options(options: object) -> TransferOptions | None:
+    """``options`` of a dataset call, checked: a :class:`TransferOptions` or None (the
+    defaults).
+
+    Raises:
+        TypeError: anything else (a dict was taken as given before), naming ``options``.
+    """
+    if options is None or isinstance(options, TransferOptions):
+        return options
+    raise TypeError(
+        f"options must be a staccato.models.TransferOptions or None (the defaults), not "
+        f"{type(options).__name__} ({options!r}): e.g. TransferOptions(streams=2)"
+    )
 
 
 def _check_local_root(path: str) -> None:

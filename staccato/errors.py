@@ -363,6 +363,31 @@ class TransferFailedError(StaccatoError):
         self.state = state
 
 
+class TransferCancelledError(TransferFailedError):
+    """The transfer ended cancelled (a ``TransferFailedError``, as it was before, so
+    existing ``except TransferFailedError`` still catch it); the message names the
+    transfer and says it was cancelled (``state``: ``cancelled``)."""
+
+    TYPE = "TransferCancelled"
+
+
+class RunEndedError(StaccatoError):
+    """``pause``, ``resume`` or ``cancel`` of a transfer (dataset, group) that has
+    already ended; the message says how (``transfer ID is already completed``).
+
+    Args:
+        message: for users.
+        state: how it ended (a :class:`staccato.models.TransferState`; typed loosely
+            here so this module imports nothing from Staccato).
+    """
+
+    TYPE = "RunEnded"
+
+    def __init__(self, message: str, state: object) -> None:
+        super().__init__(message)
+        self.state = state
+
+
 # The names before every error class ended in ``Error``; kept for callers.
 IncompleteRead = IncompleteReadError
 WriteSessionLost = WriteSessionLostError

@@ -30,6 +30,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from staccato import units
+from staccato.datasets.names import shown_name
 from staccato.errors import DestinationBusyError, InvalidURLError, TransferNotFoundError
 from staccato.following import follow_until_ended
 from staccato.models import (
@@ -285,7 +286,19 @@ async def group_status(client: StaccatoClient, group: str) -> GroupStatus:
     elif description.status == WorkflowExecutionStatus.RUNNING and state in _TERMINAL:
         state = GroupState.running  # returning: its result comes next
     figures = await _running_figures(client, description, memo, progress, destinations)
-    running = [d for d in destinations if d.state == TransferState.running and d.run_id]
+    # the running destinations' transfers: how far each is now; the cancelled or
+    # failed ones with no bytes of their own (the group's result and query carry none):
+    # how far each got, as a single transfer's status keeps its bytes_done once
+    # cancelled (a cancelled group's rows said null)
+    running = [
+        d
+        for d in destinations
+        if d.run_id
+        and (
+            d.state == TransferState.running
+            or (d.state in (TransferState.cancelled, TransferState.failed) and d.bytes_done is None)
+        )
+    ]
     for row, child in zip(
         running,
         await asyncio.gather(
@@ -296,17 +309,27 @@ async def group_status(client: StaccatoClient, group: str) -> GroupStatus:
     ):
         if isinstance(child, BaseException):
             continue
+        if row.state != TransferState.running:  # ended: its figures, not its phase
+            row.bytes_done, row.bytes_total = child.bytes_done, child.bytes_total
+            row.left_behind = row.left_behind or child.left_behind
+            continue
         row.bytes_done, row.bytes_total, row.phase = (
             child.bytes_done,
             child.bytes_total,
             child.phase,
         )
+        row.rate_bytes_per_s, row.eta_s = child.rate_bytes_per_s, child.eta_s
         if child.state in (TransferState.paused, TransferState.queued):
             row.state = child.state  # the group sees its child as running: say which
     for row in destinations:
         if row.state == TransferState.completed:
             row.bytes_done = row.bytes_total = row.bytes
             row.phase = "done"
+    copying = [d for d in destinations if d.state == TransferState.running and d.phase == "copy"]
+    rates = [d.rate_bytes_per_s for d in copying if d.rate_bytes_per_s is not None]
+    etas = [d.eta_s for d in copying]
+    figures["rate_bytes_per_s"] = round(sum(rates), 1) if rates else None
+    figures["eta_s"] = max(e for e in etas if e is not None) if etas and None not in etas else None
     return GroupStatus(
         id=handle.id,
         state=state,
@@ -470,7 +493,12 @@ def destination_line(row: DestinationStatus) -> str:
     shown = "waiting" if row.state == TransferState.scheduled else row.state.value
     text = f"  {redact(row.destination)}  {shown}"
     if row.bytes_total is not None and row.bytes_done is not None:
-        text += f"  {units.size(row.bytes_done)} / {units.size(row.bytes_total)}"
+        rate, eta = (
+            (row.rate_bytes_per_s, row.eta_s)
+            if row.state == TransferState.running
+            else (None, None)
+        )
+        text += f"  {units.progress(row.bytes_done, row.bytes_total, rate, eta)}"
     if row.phase and row.state == TransferState.running:
         text += f" ({row.phase})"
     if row.error:
@@ -502,5 +530,8 @@ def status_lines(status: GroupStatus) -> list[str]:
         # words of a single transfer's status (``retrying: ...``)
         when = f" (next attempt at {status.next_attempt_at})" if status.next_attempt_at else ""
         lines.append(f"  retrying: {status.last_retry_error}{when}")
-    lines.extend(destination_line(row) for row in status.destinations)
+    for row in status.destinations:
+        lines.append(destination_line(row))
+        if row.left_behind:  # the words of a single transfer's end (cp, status)
+            lines.append(f"    left behind: {shown_name(row.left_behind)}")
     return lines

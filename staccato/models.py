@@ -1516,11 +1516,15 @@ class FanOutProgress(BaseModel):
 
 class DestinationStatus(DestinationOutcome):
     """A destination's row of ``staccato status GROUP --json``: the outcome plus, while
-    its transfer runs, its bytes done (bytes) and phase."""
+    its transfer runs, its bytes done (bytes), phase, and its transfer's rate (bytes/s,
+    over the last :data:`RATE_CURRENT_S` seconds, as a single transfer's) and ETA (s);
+    None when not copying."""
 
     bytes_done: int | None = None
     bytes_total: int | None = None
     phase: str | None = None
+    rate_bytes_per_s: float | None = None
+    eta_s: float | None = None
 
 
 class GroupStatus(BaseModel):
@@ -1550,6 +1554,12 @@ class GroupStatus(BaseModel):
     #: True: a cancel was requested of the running group and has not taken effect yet
     #: (a dead worker's group: until one polls); False otherwise
     cancel_requested: bool = False
+    #: while destinations copy: the sum of their rates (bytes written per second, each
+    #: over the last :data:`RATE_CURRENT_S` seconds); None when none copies
+    rate_bytes_per_s: float | None = None
+    #: seconds until the last destination copying is done: the longest of their ETAs
+    #: (None while one copying has none, or none copies)
+    eta_s: float | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         """Plain dict with the enums as text."""

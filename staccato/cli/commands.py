@@ -562,6 +562,10 @@ def _exit_for(final: TransferStatus, quiet: bool = False) -> None:
         typer.echo(f"cleanup: {shown_name(final.cleanup + retrying)}", err=True)
     if final.left_behind:  # its clean-up gave up or was stopped
         typer.echo(f"left behind: {shown_name(final.left_behind)}", err=True)
+    if final.state == TransferState.cancelled and final.error in (None, "cancelled"):
+        from staccato.client import cancelled_text
+
+        fail(cancelled_text(final))  # it said "cancelled: cancelled"
     fail(f"transfer {final.id} {final.state.value}: {shown_name(final.error or final.state.value)}")
 
 

@@ -25,7 +25,7 @@ from staccato.cli.common import (
 )
 from staccato.cli.options import parse_small_file_max
 from staccato.datasets.names import shown_name
-from staccato.errors import USAGE_ERROR_TYPES, source_root_not_a_directory
+from staccato.errors import USAGE_ERROR_TYPES
 from staccato.models import TransferOptions
 
 if TYPE_CHECKING:  # imported where used: `--help` and usage errors need no Temporal client
@@ -229,23 +229,15 @@ def check_recursive_options(
 
 def check_local_source(source: str) -> None:
     """Refuse (exit 2, before anything starts) a local SOURCE of ``-r`` that is a
-    regular file (drop -r to copy it) or that is not there. The command runs on the
-    machine whose paths it was given (see :func:`staccato.urls.resolve_local_directory`);
-    other schemes are listed by the workers."""
-    import os
+    regular file (drop -r to copy it) or that is not there: the check the Python API
+    runs too (:func:`staccato.dataset_requests.check_local_source`)."""
+    from staccato.dataset_requests import check_local_source as check
+    from staccato.errors import SourceRootNotADirectoryError, SourceRootNotFoundError
 
-    from staccato.urls import parse_url
-
-    url = parse_url(source)
-    if url.scheme != "file":
-        return
-    path = url.path.rstrip("/") or "/"
-    if os.path.isdir(path):
-        return
-    if os.path.exists(path):
-        fail(source_root_not_a_directory(repr(source)), EXIT_USAGE)
-    if not os.path.lexists(path):
-        fail(f"source directory {source!r} does not exist ({path})", EXIT_USAGE)
+    try:
+        check(source)
+    except (SourceRootNotFoundError, SourceRootNotADirectoryError) as err:
+        fail(str(err), EXIT_USAGE)
 
 
 def submit_recursive(
@@ -545,7 +537,11 @@ def status_lines(s: DatasetStatus, failures: bool) -> list[str]:
     shown["progress"] = (
         f"unknown now: {shown.pop('counts_unknown')}" if s.counts_unknown else progress_text(s)
     )
-    if s.counts_unknown:  # its zeros are no counts (a tester read "files_done 0" beside it)
+    if s.counts_last_known_at:  # the last known counts, said to be so
+        shown.pop("counts_last_known_at")
+        known = progress_text(s.model_copy(update={"counts_unknown": None}))
+        shown["progress"] = f"last known at {s.counts_last_known_at}: {known}"
+    elif s.counts_unknown:  # its zeros are no counts (a tester read "files_done 0" beside it)
         for key in _COUNT_FIELDS:
             shown.pop(key, None)
     lines = []

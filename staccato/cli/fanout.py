@@ -25,6 +25,7 @@ from staccato.cli.common import (
     start_or_hint,
 )
 from staccato.client import StaccatoClient
+from staccato.datasets.names import shown_name
 from staccato.fanout_client import (
     GroupStart,
     follow_group,
@@ -153,6 +154,8 @@ def exit_for(final: GroupStatus, quiet: bool = False) -> None:
             typer.echo(f"{row.state.value}: {redact(row.destination)}: {row.error}", err=True)
         else:  # no reason of its own: the group's, said once below
             typer.echo(f"{row.state.value}: {redact(row.destination)}", err=True)
+        if row.left_behind:  # its clean-up gave up: what a single cp says, per destination
+            typer.echo(f"left behind: {shown_name(row.left_behind)}", err=True)
     if final.state == GroupState.completed:
         return
     failed = sum(1 for d in final.destinations if d.state != TransferState.completed)

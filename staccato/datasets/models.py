@@ -620,6 +620,7 @@ class DatasetStatus(LeanModel):
         "destinations",
         "destination_roots",
         "counts_unknown",
+        "counts_last_known_at",
         "last_retry_error",
         "error_type",
         "cancel_requested",
@@ -671,11 +672,18 @@ class DatasetStatus(LeanModel):
     #: children to stop (a frozen or dead worker's until their heartbeat timeouts and
     #: the clean-up); None (left out of the JSON) otherwise
     cancel_requested: bool | None = None
-    #: why the counts above are not known now (0 then means unknown, not none done;
+    #: why the counts above are not known now (0 then means unknown, not none done,
+    #: unless ``counts_last_known_at`` says they are the last known;
     #: in what ``follow_dataset`` yields, the last known counts): no worker answered
     #: the progress query, e.g. while a restarted worker replays the dataset's history
     #: or its worker is frozen; left out of the JSON while the counts are known
     counts_unknown: str | None = None
+    #: while no worker answers (``counts_unknown`` set): when the counts given were
+    #: written (ISO 8601, UTC), as the running dataset's last batch or large file
+    #: ended; the files in flight's last heartbeats are added. None (left out of the
+    #: JSON) while the counts are known now, or when no counts were written (a
+    #: dataset an older worker runs: its counts are then 0, unknown)
+    counts_last_known_at: str | None = None
     #: the newest failed attempt of a step being retried: a batch, the listing, or a
     #: large file's transfer (``ID: attempt N: message``); left out while none is
     last_retry_error: str | None = None

@@ -229,6 +229,13 @@ DATASET_FAN_OUT_RATE_PATCH = "dataset-fan-out-whole-max-rate"
 #: were forgotten and the dataset ended ``completed``. State only (no command); a
 #: marker event in the first run of such a retry
 DATASET_RETRY_LEFT_PATCH = "dataset-retry-left-out-failures"
+#: ``workflow.patched`` id: the running dataset writes its counts into its memo
+#: (``counts``, with ``listing_done`` and ``at``) as each batch or large file ends, so
+#: ``status`` with no worker to answer the progress query shows the last known counts
+#: (a tester saw files 0/0, bytes 0 of a dataset 19 files in). One memo upsert per
+#: batch end (an event beside the batch's own); before, only a failed or cancelled
+#: run's end wrote them
+DATASET_LIVE_COUNTS_PATCH = "dataset-live-counts"
 #: a tail batch (see :data:`DATASET_STAGGER_PATCH`) holds at least this share of
 #: ``batch_files`` (bounds the events of a run's end)
 TAIL_BATCH_SHARE = 4
@@ -806,6 +813,7 @@ class DatasetWorkflow:
             for name in result.not_handled or ():
                 self._fail(name, "its batch was cancelled before it copied it")
         self._show()
+        self._record_live_counts()
 
     async def _acquire(self, request: DatasetRequest, ticket: str) -> list[str]:
         """Ask the governors of the batches' endpoints and link (sorted: no two runs
@@ -934,6 +942,7 @@ class DatasetWorkflow:
             self._carried.files_done += 1
             self._carried.bytes_done += result.bytes
         self._show()
+        self._record_live_counts()
 
     # -- several destination roots -----------------------------------------------------
 
@@ -1205,6 +1214,7 @@ class DatasetWorkflow:
                         self._fail_pair(f.name, t, "its batch was cancelled before it copied it")
                     carried.files_failed += 1
         self._show()
+        self._record_live_counts()
 
     async def _start_group(
         self, request: DatasetRequest, entry: DatasetEntry, targets: list[int], prefailed: bool
@@ -1436,6 +1446,29 @@ class DatasetWorkflow:
                     }
                 }
             )
+
+    def _record_live_counts(self) -> None:
+        """As a batch or large file of the running dataset ends: its counts so far into
+        its memo (:data:`DATASET_LIVE_COUNTS_PATCH`), what ``status`` shows as the last
+        known counts while no worker answers the progress query. Not while it stops
+        (its end writes them: :meth:`_record_end_counts`)."""
+        if self._stopping or not workflow.patched(DATASET_LIVE_COUNTS_PATCH):
+            return
+        c = self._carried
+        workflow.upsert_memo(
+            {
+                "counts": {
+                    "files_listed": c.files_listed,
+                    "files_done": c.files_done,
+                    "files_skipped": c.files_skipped,
+                    "files_failed": c.files_failed,
+                    "bytes_listed": c.bytes_listed,
+                    "bytes_done": c.bytes_done,
+                    "listing_done": self._listing_done,
+                    "at": workflow.now().timestamp(),
+                }
+            }
+        )
 
     def _set_state(self, state: DatasetState) -> None:
         self._state = state

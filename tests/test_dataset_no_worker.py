@@ -1,0 +1,84 @@
+"""``status`` of a running dataset whose worker is gone (a tester's MED report): it
+showed ``running`` with 0 files of 0 and 0 B (a moment before: 21 files, 19 done,
+24 MB) and said nothing of the missing worker. Now: the last known counts, which the
+dataset writes into its memo as each batch ends, marked as such
+(``counts_last_known_at``), and the "no worker answers" note single transfers and
+fan-out groups give."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+
+from staccato.client import StaccatoClient
+from staccato.dataset_client import dataset_status, submit_dataset
+from staccato.datasets.models import DatasetState
+from staccato.models import TransferOptions
+from tests.dataset_checks import wait_dataset
+from tests.helpers import WorkerProcess, run_cli
+from tests.servers.temporal_server import TemporalDevServer
+
+FILES = 24
+SIZE = 128 * 1024
+
+
+async def test_a_dataset_whose_worker_is_gone_shows_its_last_known_counts(
+    temporal_server: TemporalDevServer, data_dir: Path, tmp_path: Path
+) -> None:
+    source, destination = data_dir / "src", data_dir / "dst"
+    source.mkdir()
+    for i in range(FILES):
+        (source / f"f{i:03d}").write_bytes(os.urandom(SIZE))
+        past = time.time() - 3600
+        os.utime(source / f"f{i:03d}", (past, past))
+    worker = WorkerProcess(temporal_server.address, processes=1, log_dir=tmp_path).start()
+    client = await StaccatoClient.connect(target_host=temporal_server.address)
+    client.task_queue = worker.task_queue
+    args = {"address": temporal_server.address, "task_queue": worker.task_queue}
+    dataset = await submit_dataset(
+        client,
+        str(source),
+        str(destination),
+        # 3 MiB at 256 KiB/s: ~12 s, batches of 2 files (a memo write at each end)
+        TransferOptions(max_rate=256 * 1024),
+        batch_files=2,
+        max_batches=1,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            current = await dataset_status(client, dataset)
+            if current.files_done >= 4:
+                break
+            assert current.state in (DatasetState.running, DatasetState.queued), current
+            assert time.monotonic() < deadline, current
+            await asyncio.sleep(0.2)
+        worker.kill()
+        given = json.loads(run_cli("status", "--json", dataset, **args).stdout)
+        assert given["state"] == "running", given
+        assert given["files_total"] >= 4 and given["bytes_total"] >= 4 * SIZE, given
+        assert given["files_done"] >= 4 and given["bytes_done"] >= 4 * SIZE, given
+        assert given["files_done"] < FILES, given
+        assert given["counts_last_known_at"], given  # said to be the last known
+        # (Temporal lists the killed worker's poller for a while: "no worker answered
+        # the progress query within 5 s" then, "no worker answers on task queue" after)
+        assert "no worker answer" in given["last_retry_error"], given
+        assert "last known" in given["counts_unknown"], given
+        assert given["rate_bytes_per_s"] is None and given["eta_s"] is None, given
+        shown = run_cli("status", dataset, **args)
+        assert shown.returncode == 0, shown.stderr
+        assert "last known at " in shown.stdout, shown.stdout
+        assert "no worker answer" in shown.stdout, shown.stdout
+    finally:
+        worker = WorkerProcess(
+            temporal_server.address, processes=1, task_queue=worker.task_queue, log_dir=tmp_path
+        ).start()
+        try:
+            final = await wait_dataset(client, dataset, timeout_s=180)
+            assert final.state == DatasetState.completed, final
+            assert final.files_done == FILES, final
+        finally:
+            worker.stop()
