@@ -121,7 +121,8 @@ GROUP_FILES = 64
 #: ``fsync`` calls and ~27 futex calls per file)
 GROUP_MIN_FILES = 32
 #: seconds the first ended file waits for :data:`GROUP_MIN_FILES` before its group is
-#: committed anyway (a slow source: its checkpoint does not wait for the group to fill)
+#: committed anyway (a slow source: its checkpoint does not wait for the group to fill;
+#: a file run inline that took this long or longer has its group committed at once)
 GROUP_HOLD_S = 0.1
 #: files past the first one a retried attempt finds not copied that the previous
 #: attempt may have published: files in flight, and a group being committed
@@ -1065,6 +1066,7 @@ def _copy_in_flight(
                 or committing is not None
                 or (next_start < files and failure is None)
             ):
+                began = time.monotonic()
                 while (
                     failure is None
                     and next_start < files
@@ -1084,9 +1086,11 @@ def _copy_in_flight(
                     # waiter cost more than the rest of this loop)
                     done = {future for future in watched if future.done()}
                     if not done:
-                        done, _ = wait(
-                            watched, timeout=_HEARTBEAT_EVERY_S, return_when=FIRST_COMPLETED
-                        )
+                        timeout = _HEARTBEAT_EVERY_S
+                        if held_since is not None:  # a group waits: not past its hold
+                            held = time.monotonic() - held_since
+                            timeout = min(timeout, max(GROUP_HOLD_S - held, 0.0))
+                        done, _ = wait(watched, timeout=timeout, return_when=FIRST_COMPLETED)
                     for index in [i for i, f in pending.items() if f in done]:
                         future = ended[index] = pending.pop(index)
                         error = future.exception()
@@ -1103,6 +1107,10 @@ def _copy_in_flight(
                         held_since = now
                     if (
                         len(waiting) >= GROUP_MIN_FILES
+                        # a file run inline that took the hold or longer (a slow
+                        # source, a paced one): the next would take as long, and the
+                        # files waiting would wait for it
+                        or (in_flight == 1 and time.monotonic() - began >= GROUP_HOLD_S)
                         or next_start >= files
                         or failure is not None
                         or now - held_since >= GROUP_HOLD_S
