@@ -1180,11 +1180,19 @@ class StaccatoClient:
             await self._require(handle, call=call)
             raise
         except WorkflowUpdateRPCTimeoutOrCancelledError:
+            # an update no worker accepted is dropped (a worker that comes back later
+            # never sees it): the same request goes as a signal, which Temporal keeps
+            # in the transfer's history until a worker runs it
+            from staccato.workflows.transfer import CONTROL_SIGNAL
+
+            await handle.signal(CONTROL_SIGNAL, call)
             raise StaccatoError(
                 f"no worker took the {call} of transfer {handle.id} within "
                 f"{wait_s:g} s (STACCATO_CLIENT_WAIT_S): is a worker polling task queue "
                 f"{description.task_queue!r}? (`staccato up --detach` or `staccato worker`); "
-                "Temporal may still deliver it when one does"
+                f"the {call} is recorded and applies when a worker picks the transfer up "
+                f"(unless it is no longer {_NEEDS[call]} by then): `staccato status "
+                f"{transfer}` tells"
             ) from None
         return True
 
@@ -1543,6 +1551,9 @@ def _runs_as(workflow_id: str, memo: Any) -> str | None:
 #: transfer and a resume of a running one: what was asked for already holds
 _ALREADY_PAUSED = f"cannot pause a transfer that is {TransferState.paused.value}"
 _ALREADY_RUNNING = f"cannot resume a transfer that is {TransferState.running.value}, not paused"
+#: what a pause or resume sent as a signal needs to apply (the workflow ignores it
+#: otherwise)
+_NEEDS = {"pause": "running", "resume": "paused"}
 
 
 #: how long a stream's last heartbeat counts as current when its activity has no

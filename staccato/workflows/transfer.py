@@ -163,6 +163,10 @@ STREAM_SHARE_QUERY = "stream_share"
 #: the workers pacing a dataset divide its own ``max_rate`` over its batches and its
 #: large files' transfers' streams (:mod:`staccato.workers.rates`)
 STREAMS_RUNNING_QUERY = "streams_running"
+#: signal: ``pause`` or ``resume``, sent by a client when no worker took the update
+#: within ``STACCATO_CLIENT_WAIT_S`` (an update no worker accepts is dropped; a signal
+#: waits in the history for the next worker)
+CONTROL_SIGNAL = "control"
 # workflow.patched ids of changes to the commands the workflow issues
 #: a lane that runs out of segments tells the governors held how many streams still
 #: run (signal ``running``), which then divide their max_rate over those
@@ -307,6 +311,10 @@ STREAMS_MOVED_PATCH = "streams-moved-on-failure"
 #: no worker showed its committed segments' bytes alone (0 B with most of a segment
 #: durable). One memo update per pause that stopped a stream
 PAUSED_BYTES_MEMO_PATCH = "paused-bytes-memo"
+#: a ``control`` signal (``pause``/``resume`` a client could not deliver as an update:
+#: no worker took it in time) applies as the update would have; a marker event per
+#: such signal (histories without the signal replay alike)
+CONTROL_SIGNAL_PATCH = "control-signal"
 #: a failed or cancelled run's memo also says the bytes that were durable at the
 #: destination as it ended (``bytes_durable``: committed segments and journaled
 #: chunks), beside ``bytes_done``, which counts the chunks the streams had in flight
@@ -2230,6 +2238,28 @@ class TransferWorkflow:
     @workflow.update
     async def pause(self) -> None:
         """Stop the streams where they are; the transfer resumes on ``resume``."""
+        await self._pause()
+
+    @workflow.signal(name=CONTROL_SIGNAL)
+    async def control(self, action: str) -> None:
+        """A ``pause`` or ``resume`` the client sent as a signal after no worker took
+        its update in time (:meth:`staccato.client.StaccatoClient.pause`): a signal is
+        kept in the history until a worker runs the transfer, an update no worker
+        accepted is dropped. Applied as the update would be when its validator passes
+        (then the state changed meanwhile: ignored, logged). Other actions are ignored.
+        """
+        checks = {"pause": self._validate_pause, "resume": self._validate_resume}
+        if action not in checks or not workflow.patched(CONTROL_SIGNAL_PATCH):
+            return
+        try:
+            checks[action]()
+        except ApplicationError as err:
+            workflow.logger.info("ignoring a %s sent as a signal: %s", action, err.message)
+            return
+        await (self._pause() if action == "pause" else self._resume())
+
+    async def _pause(self) -> None:
+        """What ``pause`` does (the update, or the ``control`` signal)."""
         self._paused = True
         self._was_paused = True
         self._tune_epoch += 1  # segments stopped by the pause measure nothing
@@ -2269,6 +2299,10 @@ class TransferWorkflow:
     @workflow.update
     async def resume(self) -> None:
         """Continue a paused transfer from what the destination holds."""
+        await self._resume()
+
+    async def _resume(self) -> None:
+        """What ``resume`` does (the update, or the ``control`` signal)."""
         self._paused = False
         if self._bytes_paused_in_memo:  # only while paused (a new write session may
             # start from none: a stale figure would then say more than is held)
