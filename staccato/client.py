@@ -865,12 +865,27 @@ class StaccatoClient:
         except Exception:  # no worker polling: fall back to visibility
             return None
 
+    async def _is_paused(self, transfer: str) -> bool:
+        """Whether ``transfer``'s latest run is paused (its state search attribute);
+        False when it cannot be described."""
+        try:
+            description = await self.temporal.get_workflow_handle(transfer).describe()
+        except RPCError:
+            return False
+        return description.typed_search_attributes.get(sa.STATE) == TransferState.paused.value
+
     async def _front_reason(self, description: Any, runs_as: str, destination: str) -> str:
         """Why a front run is queued: the destination's transfer ``runs_as`` writes it,
         or transfers queued for it earlier run first (:func:`staccato.starts.queued_ahead`,
         the one rule of their order)."""
         ahead = await queued_ahead(self.temporal, destination, place=queue_place(description))
         if not ahead:
+            if await self._is_paused(runs_as):
+                return (
+                    f"destination busy: waiting for transfer {runs_as}, which is paused: "
+                    "it holds the destination until it is resumed (`staccato resume "
+                    f"{runs_as}`) and ends, or is cancelled"
+                )
             return f"destination busy: waiting for transfer {runs_as}, which is writing it"
         more = f" and {len(ahead) - 1} more" if len(ahead) > 1 else ""
         return (
@@ -1154,6 +1169,10 @@ class StaccatoClient:
         await self._require(handle, named=transfer, call=call)
         # a front run pauses and resumes the transfer it runs as
         description = await handle.describe()
+        starts_at = _delayed_start(description)
+        if starts_at is not None:  # no worker runs it before then (not even a signal:
+            # one would start it at once)
+            raise StaccatoError(_scheduled_not_running(transfer, call, starts_at))
         runs_as = _runs_as(handle.id, await description.memo())
         if runs_as is not None:
             details = await self._front_checkpoint(description)
@@ -1532,6 +1551,20 @@ def _front_not_running(front: str, update: Any, details: FrontCheckpoint | None)
         f"(`staccato cancel {front}`), or {action} it once it runs (`staccato status "
         f"{front}` says when)"
     )
+
+
+def _scheduled_not_running(transfer: str, action: str, starts_at: str) -> str:
+    """Why a pause or resume (``action``) of ``transfer``, whose start is delayed
+    until ``starts_at`` (``submit --not-before``), cannot be done."""
+    if action == "resume":
+        why = "it is not paused: it starts by itself then"
+    else:
+        why = (
+            "nothing of it runs before then, so there is nothing to pause; to start it "
+            f"later, cancel it (`staccato cancel {transfer}`) and submit it again with a "
+            "later --not-before, or pause it once it runs"
+        )
+    return f"cannot {action} transfer {transfer}: it is scheduled to start at {starts_at}; {why}"
 
 
 def _runs_as(workflow_id: str, memo: Any) -> str | None:
