@@ -854,7 +854,7 @@ class StaccatoClient:
         at most min(5 s, ``STACCATO_CLIENT_WAIT_S``); None when none answers. A closed
         run is not queried: a query replays its whole history on a worker (seconds, or
         the query's timeout when none can); its state and failure come from Temporal."""
-        if not await self.may_answer(description.task_queue):
+        if _never_begun(description) or not await self.may_answer(description.task_queue):
             return None
         try:
             return await handle.query(
@@ -1654,6 +1654,15 @@ def _memo_int(memo: dict[str, Any], key: str) -> int | None:
     """An integer a run wrote into its memo; None: absent or not an integer."""
     value = memo.get(key)
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _never_begun(description: Any) -> bool:
+    """Whether no worker has run the run's first workflow task yet: its history holds
+    only its start and that task's scheduling (2 events). Its workflow has no progress
+    to answer a query with, and a query would wait its whole timeout for a worker that
+    a dead worker's listing as a poller promises (``watch`` printed no line for 10 s)."""
+    length = getattr(description, "history_length", None)
+    return isinstance(length, int) and 0 < length <= 2
 
 
 def _query_wait_s() -> float:

@@ -4,12 +4,16 @@ paused one says it waits for (F19: "waiting for it to end", not that it is pause
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
 from staccato.client import StaccatoClient
 from staccato.models import IfBusy, TransferOptions, TransferState
-from tests.helpers import MiB, run_cli, wait_for_status, write_random
+from tests.helpers import MiB, WorkerProcess, run_cli, wait_for_status, write_random
 
 
 async def test_pause_of_a_scheduled_transfer_says_when_it_starts(
@@ -68,3 +72,58 @@ async def test_a_transfer_queued_behind_a_paused_one_says_it_is_paused(
         if waiting is not None:
             await client.cancel(waiting)
         await client.cancel(holder)
+
+
+async def test_watch_of_a_transfer_no_worker_began_reads_starting(
+    temporal_server, data_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """The only worker polling was SIGKILLed (Temporal still lists it as a poller for
+    minutes) before the transfer was submitted: its status answers from visibility
+    without asking its workflow (which no worker began: a query would wait its whole
+    timeout), and ``watch`` prints the documented ``starting`` line (tester57 F17: no
+    line in 8 s: two status queries of 5 s each came first)."""
+    from temporalio.client import WorkflowHandle
+
+    gone = WorkerProcess(temporal_server.address, processes=1, log_dir=tmp_path)
+    gone.start()
+    gone.kill()
+    source = data_dir / "nobody.bin"
+    write_random(source, 1024)
+    client = await StaccatoClient.connect(target_host=temporal_server.address)
+    client.task_queue = gone.task_queue
+    transfer = await client.submit(str(source), str(data_dir / "nobody-dst.bin"), TransferOptions())
+    asked: list[str] = []
+    real_query = WorkflowHandle.query
+
+    async def recorded(self, *args, **kwargs):  # the real query, noted
+        asked.append(self.id)
+        return await real_query(self, *args, **kwargs)
+
+    monkeypatch.setattr(WorkflowHandle, "query", recorded)
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "staccato.cli", "watch", transfer],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={
+            **os.environ,
+            "TEMPORAL_ADDRESS": temporal_server.address,
+            "TEMPORAL_NAMESPACE": "default",
+            "STACCATO_TASK_QUEUE": gone.task_queue,
+        },
+    )
+    try:
+        status = await client.status(transfer)
+        assert status.state == TransferState.scheduled, status
+        assert asked == [], asked  # nothing to ask a run no worker began
+        lines: list[str] = []
+        assert watcher.stderr is not None
+        line = await asyncio.wait_for(asyncio.to_thread(watcher.stderr.readline), 60)
+        while line and "starting" not in line:
+            lines.append(line)
+            line = await asyncio.wait_for(asyncio.to_thread(watcher.stderr.readline), 60)
+        assert "starting" in line, lines
+    finally:
+        watcher.kill()
+        watcher.wait(10)
+        await client.temporal.get_workflow_handle(transfer).terminate("test over")
