@@ -86,11 +86,16 @@ async def test_watch_of_a_transfer_no_worker_began_reads_starting(
 
     gone = WorkerProcess(temporal_server.address, processes=1, log_dir=tmp_path)
     gone.start()
-    gone.kill()
     source = data_dir / "nobody.bin"
     write_random(source, 1024)
     client = await StaccatoClient.connect(target_host=temporal_server.address)
     client.task_queue = gone.task_queue
+    # the worker ran a transfer (so Temporal lists it as a poller after its death)
+    await client.wait(
+        await client.submit(str(source), str(data_dir / "before.bin"), TransferOptions())
+    )
+    gone.kill()
+    assert await client.pollers() > 0  # the dead worker, still listed
     transfer = await client.submit(str(source), str(data_dir / "nobody-dst.bin"), TransferOptions())
     asked: list[str] = []
     real_query = WorkflowHandle.query

@@ -333,6 +333,11 @@ RECORD_TUNING = "record_link_tuning"
 #: nothing from it (``TuningView.not_recorded`` says why). One activity fewer for such
 #: a tuned transfer; a marker event when it happens
 TUNE_ORIGIN_ONLY_PATCH = "tune-record-origin-reads-only"
+#: nor when a governor's grant carried a ``max_rate`` (an endpoint or link limit,
+#: ``staccato limit set ... --max-rate``): the streams were paced at the limit's share,
+#: so they measured the cap (a tester's link learned "2.0 MiB/s" under a 4 MiB/s
+#: endpoint limit). One activity fewer for such a tuned transfer; a marker event then
+TUNE_NOT_UNDER_LIMIT_PATCH = "tune-not-under-limit-rate"
 #: the tuning activities are best effort: a worker without them runs the fixed defaults
 _TUNING_RETRY = RetryPolicy(maximum_attempts=3, maximum_interval=timedelta(seconds=2))
 T = TypeVar("T")
@@ -425,6 +430,9 @@ class TransferWorkflow:
         # streams granted, whether a resume must ask again (a pause gave them back)
         self._asked: list[str] = []  # governors asked (released at the end, on pause)
         self._granted: dict[str, SlotGrant] = {}
+        #: the last grant that carried a max_rate (governor name, bytes/s): the streams
+        #: were paced by an endpoint or link limit, so the link learns nothing from them
+        self._paced_by_limit: tuple[str, float] | None = None
         self._ticket: str | None = None
         self._waiting_for: str | None = None  # the governor whose grant is awaited
         self._lanes = 0
@@ -1928,6 +1936,8 @@ class TransferWorkflow:
         grant = SlotGrant.model_validate(grant)
         if grant.ticket == self._ticket:
             self._granted[grant.name] = grant
+            if grant.max_rate is not None:  # its streams are paced at the limit's share
+                self._paced_by_limit = (grant.name, grant.max_rate)
 
     async def _start_tuning(
         self, request: TransferRequest, info: ObjectInfo, recalled: TuningRecall | None = None
@@ -2037,6 +2047,13 @@ class TransferWorkflow:
             return (
                 f"the streams were paced at --max-rate {units.rate(max_rate)}: their rate "
                 f"is the cap's, not the link {self._tune_link}'s"
+            )
+        if self._paced_by_limit is not None and workflow.patched(TUNE_NOT_UNDER_LIMIT_PATCH):
+            name, rate = self._paced_by_limit
+            return (
+                f"the streams were paced by the limit on {name} (max_rate "
+                f"{units.rate(rate)}, `staccato limit set`): their rate is the cap's, not "
+                f"the link {self._tune_link}'s"
             )
         if self._copy_read is not None:
             return (
