@@ -364,6 +364,8 @@ class _SegmentCopy:
                 group_key(request.rate_group, request.rate_part) if request.rate_group else None
             ),
         )
+        if self.pacer.active:
+            self.progress.rate_cap = self.pacer.rate
         self.server_side = (
             bool(self.todo)
             and not request.staged
