@@ -19,13 +19,13 @@ async def test_the_shown_rate_of_a_paced_transfer_stays_within_its_max_rate(
     client: StaccatoClient, data_dir: Path
 ) -> None:
     source = data_dir / "paced.bin"
-    digest = write_random(source, 16 * MiB, seed=5)
+    digest = write_random(source, 32 * MiB, seed=5)
     destination = data_dir / "paced-out.bin"
-    # 1 MiB chunks at 1 MiB/s a stream: each stream's first chunk shows a few seconds
+    # 2 streams of 2 MiB chunks at 2 MiB/s each (the old code showed 4.04 MiB/s)
     transfer = await client.submit(
         str(source),
         str(destination),
-        TransferOptions(chunk_size=1 * MiB, streams=4, max_rate=CAP),
+        TransferOptions(chunk_size=2 * MiB, streams=2, max_rate=CAP),
     )
     shown: list[float] = []
     while (status := await client.status(transfer)).state not in (
