@@ -72,3 +72,58 @@ async def test_a_resume_sent_with_no_worker_applies_when_one_comes(
         second.stop()
     assert done.bytes == SIZE
     assert sha256_file(destination) == sha256_file(http_root / "held.bin")
+
+
+async def test_a_resume_sent_with_no_worker_survives_a_temporal_restart(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """As above, with Temporal restarted before a worker comes back (as ``staccato up``
+    after a SIGKILL restarts its dev server): an update no worker accepted lives in the
+    server's memory only and was lost (the tester's transfer stayed paused), a signal
+    is in the history."""
+    from tests.servers.temporal_server import TemporalDevServer
+
+    server = TemporalDevServer(tmp_path / "temporal.db", headless=True)
+    server.start()
+    source = data_dir / "held.bin"
+    digest = write_random(source, SIZE, seed=58)
+    destination = data_dir / "held-out.bin"
+    paced = OPTIONS.model_copy(update={"max_rate": 2 * MiB})
+    first = WorkerProcess(server.address, processes=2, log_dir=tmp_path)
+    second = WorkerProcess(
+        server.address, task_queue=first.task_queue, processes=2, log_dir=tmp_path
+    )
+    try:
+        first.start()
+        client = await StaccatoClient.connect(target_host=server.address)
+        client.task_queue = first.task_queue
+        transfer = await client.submit(str(source), str(destination), paced)
+        await wait_for_status(client, transfer, lambda s: s.bytes_done >= 2 * MiB, timeout_s=120)
+        await client.pause(transfer)
+        first.kill()
+        result = await asyncio.to_thread(
+            run_cli,
+            "resume",
+            transfer,
+            address=server.address,
+            task_queue=first.task_queue,
+            env={"STACCATO_CLIENT_WAIT_S": "2"},
+            timeout_s=60,
+        )
+        assert result.returncode == 1, result
+        server.kill()
+        server.start()  # same port, same database file
+        client = await StaccatoClient.connect(target_host=server.address)
+        client.task_queue = first.task_queue
+        second.start()
+        resumed = await wait_for_status(
+            client, transfer, lambda s: s.state != TransferState.paused, timeout_s=90
+        )
+        assert resumed.state in (TransferState.running, TransferState.completed), resumed
+        done = await asyncio.wait_for(client.wait(transfer), 180)
+    finally:
+        first.kill()
+        second.stop()
+        server.stop()
+    assert done.bytes == SIZE
+    assert sha256_file(destination) == digest
