@@ -861,7 +861,7 @@ class StaccatoClient:
         run is not queried: a query replays its whole history on a worker (seconds, or
         the query's timeout when none can); its state and failure come from Temporal."""
         self._unanswered_polled = False
-        if not await self.may_answer(description.task_queue):
+        if _never_begun(description) or not await self.may_answer(description.task_queue):
             return None
         try:
             return await handle.query(
@@ -875,12 +875,27 @@ class StaccatoClient:
             self._unanswered_polled = True
             return None
 
+    async def _is_paused(self, transfer: str) -> bool:
+        """Whether ``transfer``'s latest run is paused (its state search attribute);
+        False when it cannot be described."""
+        try:
+            description = await self.temporal.get_workflow_handle(transfer).describe()
+        except RPCError:
+            return False
+        return description.typed_search_attributes.get(sa.STATE) == TransferState.paused.value
+
     async def _front_reason(self, description: Any, runs_as: str, destination: str) -> str:
         """Why a front run is queued: the destination's transfer ``runs_as`` writes it,
         or transfers queued for it earlier run first (:func:`staccato.starts.queued_ahead`,
         the one rule of their order)."""
         ahead = await queued_ahead(self.temporal, destination, place=queue_place(description))
         if not ahead:
+            if await self._is_paused(runs_as):
+                return (
+                    f"destination busy: waiting for transfer {runs_as}, which is paused: "
+                    "it holds the destination until it is resumed (`staccato resume "
+                    f"{runs_as}`) and ends, or is cancelled"
+                )
             return f"destination busy: waiting for transfer {runs_as}, which is writing it"
         more = f" and {len(ahead) - 1} more" if len(ahead) > 1 else ""
         return (
@@ -1180,6 +1195,10 @@ class StaccatoClient:
         await self._require(handle, named=transfer, call=call)
         # a front run pauses and resumes the transfer it runs as
         description = await handle.describe()
+        starts_at = _delayed_start(description)
+        if starts_at is not None:  # no worker runs it before then (not even a signal:
+            # one would start it at once)
+            raise StaccatoError(_scheduled_not_running(transfer, call, starts_at))
         runs_as = _runs_as(handle.id, await description.memo())
         if runs_as is not None:
             details = await self._front_checkpoint(description)
@@ -1206,11 +1225,19 @@ class StaccatoClient:
             await self._require(handle, call=call)
             raise
         except WorkflowUpdateRPCTimeoutOrCancelledError:
+            # an update no worker accepted is dropped (a worker that comes back later
+            # never sees it): the same request goes as a signal, which Temporal keeps
+            # in the transfer's history until a worker runs it
+            from staccato.workflows.transfer import CONTROL_SIGNAL
+
+            await handle.signal(CONTROL_SIGNAL, call)
             raise StaccatoError(
                 f"no worker took the {call} of transfer {handle.id} within "
                 f"{wait_s:g} s (STACCATO_CLIENT_WAIT_S): is a worker polling task queue "
                 f"{description.task_queue!r}? (`staccato up --detach` or `staccato worker`); "
-                "Temporal may still deliver it when one does"
+                f"the {call} is recorded and applies when a worker picks the transfer up "
+                f"(unless it is no longer {_NEEDS[call]} by then): `staccato status "
+                f"{transfer}` tells"
             ) from None
         return True
 
@@ -1604,6 +1631,20 @@ def _front_not_running(front: str, update: Any, details: FrontCheckpoint | None)
     )
 
 
+def _scheduled_not_running(transfer: str, action: str, starts_at: str) -> str:
+    """Why a pause or resume (``action``) of ``transfer``, whose start is delayed
+    until ``starts_at`` (``submit --not-before``), cannot be done."""
+    if action == "resume":
+        why = "it is not paused: it starts by itself then"
+    else:
+        why = (
+            "nothing of it runs before then, so there is nothing to pause; to start it "
+            f"later, cancel it (`staccato cancel {transfer}`) and submit it again with a "
+            "later --not-before, or pause it once it runs"
+        )
+    return f"cannot {action} transfer {transfer}: it is scheduled to start at {starts_at}; {why}"
+
+
 def _runs_as(workflow_id: str, memo: Any) -> str | None:
     """The destination's transfer id a front run runs as (None for a canonical run,
     or a run whose memo names no valid destination)."""
@@ -1621,6 +1662,9 @@ def _runs_as(workflow_id: str, memo: Any) -> str | None:
 #: transfer and a resume of a running one: what was asked for already holds
 _ALREADY_PAUSED = f"cannot pause a transfer that is {TransferState.paused.value}"
 _ALREADY_RUNNING = f"cannot resume a transfer that is {TransferState.running.value}, not paused"
+#: what a pause or resume sent as a signal needs to apply (the workflow ignores it
+#: otherwise)
+_NEEDS = {"pause": "running", "resume": "paused"}
 
 
 #: how long a stream's last heartbeat counts as current when its activity has no
@@ -1688,6 +1732,15 @@ def _memo_int(memo: dict[str, Any], key: str) -> int | None:
     """An integer a run wrote into its memo; None: absent or not an integer."""
     value = memo.get(key)
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _never_begun(description: Any) -> bool:
+    """Whether no worker has run the run's first workflow task yet: its history holds
+    only its start and that task's scheduling (2 events). Its workflow has no progress
+    to answer a query with, and a query would wait its whole timeout for a worker that
+    a dead worker's listing as a poller promises (``watch`` printed no line for 10 s)."""
+    length = getattr(description, "history_length", None)
+    return isinstance(length, int) and 0 < length <= 2
 
 
 def query_wait_s() -> float:

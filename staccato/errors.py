@@ -285,6 +285,25 @@ class PermissionDeniedError(PermanentError):
     TYPE = "PermissionDenied"
 
 
+class AuthenticationRefusedError(PermissionDeniedError):
+    """The endpoint refused the worker's credentials (SFTP: none of its keys; S3:
+    InvalidAccessKeyId, SignatureDoesNotMatch). Permanent where the transfer first
+    contacts the endpoint (``stat``, ``prepare``); a copy stream, which runs after a
+    step of the same transfer authenticated to both endpoints, retries it within
+    ``--retry-for`` (another worker, with the right credentials, may take the next
+    attempt). A refusal that asks for a human (keyboard-interactive, a second factor)
+    is a plain :class:`PermissionDeniedError`: permanent everywhere.
+
+    Args:
+        message: what was refused, for users.
+        who: the identity refused (``user@host:port``, ``access key at ENDPOINT``).
+    """
+
+    def __init__(self, message: str, who: str) -> None:
+        super().__init__(message)
+        self.who = who
+
+
 class DestinationMissingError(PermanentError):
     """The destination's parent (directory, bucket) does not exist."""
 

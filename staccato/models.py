@@ -1329,12 +1329,18 @@ class SlotView(BaseModel):
 
 
 class SlotGrant(BaseModel):
-    """One governor's grant to a transfer."""
+    """One governor's grant to a transfer.
+
+    Attributes:
+        max_rate: the governor's ``max_rate`` (bytes/s) as it granted, which paces the
+            holder's streams; None: none (or a governor before this field).
+    """
 
     name: str
     ticket: str
     token: int
     streams: int
+    max_rate: float | None = None
 
 
 class StartGovernorInput(BaseModel):

@@ -179,6 +179,12 @@ async def _attach_or_refuse(
             f"{workflow_id} from the same source with other options "
             f"({'; '.join(differ)}): yours would not apply to it"
         )
+    if description.typed_search_attributes.get(sa.STATE) == TransferState.paused.value:
+        # a paused transfer holds its destination until resumed and ended, or cancelled
+        held += (
+            f", which is paused: it holds the destination until it is resumed "
+            f"(`staccato resume {workflow_id}`) and ends, or is cancelled"
+        )
     # the transfers queued for it (--if-busy wait) run before a start queued now: named
     # (a queued front polls this refusal: it names only what it waits for)
     ahead = (

@@ -63,7 +63,12 @@ from staccato.endpoints.base import (
     moved,
     moving_elsewhere,
 )
-from staccato.errors import RetryableError, StaccatoError, WorkerStoppingError
+from staccato.errors import (
+    AuthenticationRefusedError,
+    RetryableError,
+    StaccatoError,
+    WorkerStoppingError,
+)
 from staccato.models import Checkpoint, StreamInput, StreamResult
 from staccato.plan import chunk_bounds
 from staccato.urls import parse_url, redact
@@ -80,6 +85,20 @@ def _previous_progress_at() -> float | None:
 
 def _stream_endpoints(request: StreamInput) -> str:
     return f"copying {redact(request.source)} to {redact(request.session.url)}"
+
+
+def _refused_after_authenticating(err: AuthenticationRefusedError) -> RetryableError:
+    """A copy stream's authentication refusal, retryable: the transfer's ``stat`` and
+    ``prepare`` authenticated to its source and destination before any stream ran, so
+    the credentials worked for this transfer and this worker's do not (one worker
+    rolled out with a wrong key); the next attempt may run on a worker whose do. Given
+    up as any retryable failure once ``--retry-for`` passes without progress
+    (:mod:`staccato.activities.retry_deadline`)."""
+    return RetryableError(
+        f"authentication refused for {err.who} by this worker (it worked for an earlier "
+        f"step of this transfer): retrying within --retry-for, another worker may take "
+        f"the next attempt: {err}"
+    )
 
 
 @activity.defn(name="copy_stream")
@@ -121,7 +140,10 @@ def copy_stream(request: StreamInput) -> StreamResult:
             with capacity.reserved(
                 _buffer_bytes(request), request.segment.index, _waiting_for_capacity(request)
             ):
-                return _copy_segment(request, waiting)
+                try:
+                    return _copy_segment(request, waiting)
+                except AuthenticationRefusedError as err:
+                    raise _refused_after_authenticating(err) from None
         except StreamStopped:  # cancelled while a driver waited, before the stream began
             if worker_stopping():
                 # not a pause: the attempt stays pending with its checkpoint (a result
@@ -371,6 +393,8 @@ class _SegmentCopy:
                 group_key(request.rate_group, request.rate_part) if request.rate_group else None
             ),
         )
+        if self.pacer.active:
+            self.progress.rate_cap = self.pacer.rate
         self.server_side = (
             bool(self.todo)
             and not request.staged

@@ -152,6 +152,7 @@ class GovernorWorkflow:
                         ticket=holder.ticket,
                         token=holder.token,
                         streams=holder.streams,
+                        max_rate=s.limits.max_rate,
                     ),
                 )
             for waiter in s.waiters:

@@ -163,6 +163,10 @@ STREAM_SHARE_QUERY = "stream_share"
 #: the workers pacing a dataset divide its own ``max_rate`` over its batches and its
 #: large files' transfers' streams (:mod:`staccato.workers.rates`)
 STREAMS_RUNNING_QUERY = "streams_running"
+#: signal: ``pause`` or ``resume``, sent by a client when no worker took the update
+#: within ``STACCATO_CLIENT_WAIT_S`` (an update no worker accepts is dropped; a signal
+#: waits in the history for the next worker)
+CONTROL_SIGNAL = "control"
 # workflow.patched ids of changes to the commands the workflow issues
 #: a lane that runs out of segments tells the governors held how many streams still
 #: run (signal ``running``), which then divide their max_rate over those
@@ -307,6 +311,10 @@ STREAMS_MOVED_PATCH = "streams-moved-on-failure"
 #: no worker showed its committed segments' bytes alone (0 B with most of a segment
 #: durable). One memo update per pause that stopped a stream
 PAUSED_BYTES_MEMO_PATCH = "paused-bytes-memo"
+#: a ``control`` signal (``pause``/``resume`` a client could not deliver as an update:
+#: no worker took it in time) applies as the update would have; a marker event per
+#: such signal (histories without the signal replay alike)
+CONTROL_SIGNAL_PATCH = "control-signal"
 #: a failed or cancelled run's memo also says the bytes that were durable at the
 #: destination as it ended (``bytes_durable``: committed segments and journaled
 #: chunks), beside ``bytes_done``, which counts the chunks the streams had in flight
@@ -325,6 +333,11 @@ RECORD_TUNING = "record_link_tuning"
 #: nothing from it (``TuningView.not_recorded`` says why). One activity fewer for such
 #: a tuned transfer; a marker event when it happens
 TUNE_ORIGIN_ONLY_PATCH = "tune-record-origin-reads-only"
+#: nor when a governor's grant carried a ``max_rate`` (an endpoint or link limit,
+#: ``staccato limit set ... --max-rate``): the streams were paced at the limit's share,
+#: so they measured the cap (a tester's link learned "2.0 MiB/s" under a 4 MiB/s
+#: endpoint limit). One activity fewer for such a tuned transfer; a marker event then
+TUNE_NOT_UNDER_LIMIT_PATCH = "tune-not-under-limit-rate"
 #: the tuning activities are best effort: a worker without them runs the fixed defaults
 _TUNING_RETRY = RetryPolicy(maximum_attempts=3, maximum_interval=timedelta(seconds=2))
 T = TypeVar("T")
@@ -417,6 +430,9 @@ class TransferWorkflow:
         # streams granted, whether a resume must ask again (a pause gave them back)
         self._asked: list[str] = []  # governors asked (released at the end, on pause)
         self._granted: dict[str, SlotGrant] = {}
+        #: the last grant that carried a max_rate (governor name, bytes/s): the streams
+        #: were paced by an endpoint or link limit, so the link learns nothing from them
+        self._paced_by_limit: tuple[str, float] | None = None
         self._ticket: str | None = None
         self._waiting_for: str | None = None  # the governor whose grant is awaited
         self._lanes = 0
@@ -1920,6 +1936,8 @@ class TransferWorkflow:
         grant = SlotGrant.model_validate(grant)
         if grant.ticket == self._ticket:
             self._granted[grant.name] = grant
+            if grant.max_rate is not None:  # its streams are paced at the limit's share
+                self._paced_by_limit = (grant.name, grant.max_rate)
 
     async def _start_tuning(
         self, request: TransferRequest, info: ObjectInfo, recalled: TuningRecall | None = None
@@ -2029,6 +2047,13 @@ class TransferWorkflow:
             return (
                 f"the streams were paced at --max-rate {units.rate(max_rate)}: their rate "
                 f"is the cap's, not the link {self._tune_link}'s"
+            )
+        if self._paced_by_limit is not None and workflow.patched(TUNE_NOT_UNDER_LIMIT_PATCH):
+            name, rate = self._paced_by_limit
+            return (
+                f"the streams were paced by the limit on {name} (max_rate "
+                f"{units.rate(rate)}, `staccato limit set`): their rate is the cap's, not "
+                f"the link {self._tune_link}'s"
             )
         if self._copy_read is not None:
             return (
@@ -2230,6 +2255,28 @@ class TransferWorkflow:
     @workflow.update
     async def pause(self) -> None:
         """Stop the streams where they are; the transfer resumes on ``resume``."""
+        await self._pause()
+
+    @workflow.signal(name=CONTROL_SIGNAL)
+    async def control(self, action: str) -> None:
+        """A ``pause`` or ``resume`` the client sent as a signal after no worker took
+        its update in time (:meth:`staccato.client.StaccatoClient.pause`): a signal is
+        kept in the history until a worker runs the transfer, an update no worker
+        accepted is dropped. Applied as the update would be when its validator passes
+        (then the state changed meanwhile: ignored, logged). Other actions are ignored.
+        """
+        checks = {"pause": self._validate_pause, "resume": self._validate_resume}
+        if action not in checks or not workflow.patched(CONTROL_SIGNAL_PATCH):
+            return
+        try:
+            checks[action]()
+        except ApplicationError as err:
+            workflow.logger.info("ignoring a %s sent as a signal: %s", action, err.message)
+            return
+        await (self._pause() if action == "pause" else self._resume())
+
+    async def _pause(self) -> None:
+        """What ``pause`` does (the update, or the ``control`` signal)."""
         self._paused = True
         self._was_paused = True
         self._tune_epoch += 1  # segments stopped by the pause measure nothing
@@ -2269,6 +2316,10 @@ class TransferWorkflow:
     @workflow.update
     async def resume(self) -> None:
         """Continue a paused transfer from what the destination holds."""
+        await self._resume()
+
+    async def _resume(self) -> None:
+        """What ``resume`` does (the update, or the ``control`` signal)."""
         self._paused = False
         if self._bytes_paused_in_memo:  # only while paused (a new write session may
             # start from none: a stale figure would then say more than is held)

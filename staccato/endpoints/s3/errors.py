@@ -50,6 +50,7 @@ from botocore.exceptions import (
 
 from staccato.endpoints.s3.parts import MAX_KEY_BYTES
 from staccato.errors import (
+    AuthenticationRefusedError,
     DestinationMissing,
     IncompleteRead,
     InvalidURL,
@@ -259,14 +260,16 @@ def _classify(
             "then submit again"
         )
     if code == "InvalidAccessKeyId":
-        return PermissionDenied(
+        return AuthenticationRefusedError(
             f"{action} of {what} refused: the access key id is not known to {endpoint.where} "
-            f"(InvalidAccessKeyId); fix {endpoint.credentials_hint}"
+            f"(InvalidAccessKeyId); fix {endpoint.credentials_hint}",
+            f"the worker's access key at {endpoint.where}",
         )
     if code == "SignatureDoesNotMatch":
-        return PermissionDenied(
+        return AuthenticationRefusedError(
             f"{action} of {what} refused: the secret access key does not match the access key "
-            f"id (SignatureDoesNotMatch at {endpoint.where}); fix {endpoint.credentials_hint}"
+            f"id (SignatureDoesNotMatch at {endpoint.where}); fix {endpoint.credentials_hint}",
+            f"the worker's access key at {endpoint.where}",
         )
     if code in ("ExpiredToken", "TokenRefreshRequired", "InvalidToken", "InvalidSecurity"):
         return PermissionDenied(

@@ -14,7 +14,7 @@ import os
 import paramiko
 
 from staccato.endpoints.sftp.ssh import SSHHost, describe, fingerprint
-from staccato.errors import PermissionDenied, RetryableError
+from staccato.errors import AuthenticationRefusedError, PermissionDenied, RetryableError
 
 _SECOND_FACTOR = ("keyboard-interactive", "password")
 
@@ -137,9 +137,10 @@ def authenticate(transport: paramiko.Transport, target: SSHHost) -> None:
             continue
         raise _refuse_prompting(target, list(remaining), label)
     tried = "; ".join([f"{label}: refused" for label in refused] + notes) or "no keys"
-    raise PermissionDenied(
+    raise AuthenticationRefusedError(
         f"authentication failed for {target.label}: the server accepted none of the worker's "
         f"keys ({tried}). Check the user name and that the worker's public key is in that "
         "user's authorized_keys; keys come from ssh-agent, STACCATO_SSH_IDENTITY and "
-        "IdentityFile in the worker's ssh config"
+        "IdentityFile in the worker's ssh config",
+        target.label,
     )
