@@ -480,8 +480,9 @@ class Checkpoint(BaseModel):
         bytes_durable: bytes of the segment durable at the destination (journaled or
             checkpointed chunks, and the start of a chunk a pause kept): what a resume
             does not send again. None: a worker before this field.
-        rate_bytes_per_s: this attempt's copy rate over the bytes it made durable (a
-            chunk read whose write fails adds nothing).
+        rate_bytes_per_s: this attempt's copy rate (bytes/s): of a first attempt, over
+            the bytes it made durable and the chunk it reads; of a retry, over the
+            bytes it made durable only (a chunk read whose write fails adds nothing).
         bytes_read: bytes read from the source by this attempt.
         summary: the same for people (``segment 2: 128.0 MiB / 256.0 MiB (50%) at
             20.0 MiB/s``), so ``temporal workflow describe`` and the UI's pending

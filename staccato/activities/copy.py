@@ -366,7 +366,8 @@ class _SegmentCopy:
                 beat, segment.index, done_bytes, next_chunk, watchdog, length=segment.length
             )
         )
-        if checkpoint is not None:
+        if checkpoint is not None:  # a retry: an earlier attempt heartbeated
+            self.progress.rate_counts_in_flight = False
             self.progress.endpoint_errors = checkpoint.endpoint_errors
             self.progress.progress_at = checkpoint.progress_at
             if checkpoint.segment == segment.index:

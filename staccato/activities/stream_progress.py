@@ -131,6 +131,10 @@ class StreamProgress:
         self.bytes_read = 0
         self.in_flight = 0  # bytes of the chunk being read, not yet written
         self._copied = 0
+        #: whether the chunk being read counts in the rate: on a first attempt, yes (a
+        #: 64 MiB chunk on a slow link showed no rate for its whole read); on a retry,
+        #: no (:meth:`checkpoint`)
+        self.rate_counts_in_flight = True
         self._started = time.monotonic()
         #: the stream's pacer's rate now (bytes/s; None: not paced), which bounds the
         #: rate a checkpoint shows (:meth:`checkpoint`); None: not paced at all
@@ -189,9 +193,10 @@ class StreamProgress:
         now = time.monotonic() if now is None else now
         elapsed = max(now - self._started, 1e-6)
         done = max(self.bytes_done + self.in_flight, self.reported_before)
-        # the rate of durable progress only: an attempt that reads a chunk and fails to
-        # write it (a full disk) shows none, not the rate it read at
-        rate = 0.0 if stopped else self._copied / elapsed
+        # a retry's rate is of durable progress only: attempts that each read a chunk
+        # and fail to write it (a full disk) show none, not the rate they read at
+        moving = self._copied + (self.in_flight if self.rate_counts_in_flight else 0)
+        rate = 0.0 if stopped else moving / elapsed
         cap = self.rate_cap() if self.rate_cap is not None and rate > 0 else None
         if cap is not None:
             # a paced stream reads at most its pacer's rate over time, after a start
