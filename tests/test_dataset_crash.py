@@ -249,7 +249,7 @@ async def test_temporal_kill_mid_dataset_resends_nothing_published(
             page_size=500,
         )
         handle = client.temporal.get_workflow_handle(dataset)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         batches = _batches(source, page_size=500, batch_files=200)
         mid_way = False
         assert worker.process is not None
@@ -276,7 +276,7 @@ async def test_temporal_kill_mid_dataset_resends_nothing_published(
                     for pid in pool:
                         os.kill(pid, signal.SIGCONT)
             await asyncio.sleep(0.01)
-        assert mid_way, "no batch was seen half done within 60 s"
+        assert mid_way, "no batch was seen half done within 120 s"
         marks = _marks(destination)
         assert FILES // 4 < len(marks) < FILES, len(marks)
         # the batches in flight go on without the server and end; the outage (timed

@@ -104,6 +104,8 @@ class _GroupWorker:
         while time.monotonic() - started < EXIT_BOUND_S:
             self.process.poll()  # reap the leader
             if not _group(self.pgid):
+                # the leader may have exited after the poll above (ci63): reap it now
+                self.process.wait(timeout=EXIT_BOUND_S)
                 return time.monotonic() - started
             time.sleep(0.1)
         left = _group(self.pgid)
