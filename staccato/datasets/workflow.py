@@ -1433,19 +1433,19 @@ class DatasetWorkflow:
         """Before a failed or cancelled run ends: its counts into its memo (``status``
         reads them there when no worker answers the progress query)."""
         if workflow.patched(DATASET_CANCEL_COUNTS_PATCH):
-            c = self._carried
-            workflow.upsert_memo(
-                {
-                    "counts": {
-                        "files_listed": c.files_listed,
-                        "files_done": c.files_done,
-                        "files_skipped": c.files_skipped,
-                        "files_failed": c.files_failed,
-                        "bytes_listed": c.bytes_listed,
-                        "bytes_done": c.bytes_done,
-                    }
-                }
-            )
+            workflow.upsert_memo({"counts": self._counts()})
+
+    def _counts(self) -> dict[str, int]:
+        """The carried counts as the memo's ``counts`` holds them (files, bytes)."""
+        c = self._carried
+        return {
+            "files_listed": c.files_listed,
+            "files_done": c.files_done,
+            "files_skipped": c.files_skipped,
+            "files_failed": c.files_failed,
+            "bytes_listed": c.bytes_listed,
+            "bytes_done": c.bytes_done,
+        }
 
     def _record_live_counts(self) -> None:
         """As a batch or large file of the running dataset ends: its counts so far into
@@ -1454,16 +1454,10 @@ class DatasetWorkflow:
         (its end writes them: :meth:`_record_end_counts`)."""
         if self._stopping or not workflow.patched(DATASET_LIVE_COUNTS_PATCH):
             return
-        c = self._carried
         workflow.upsert_memo(
             {
                 "counts": {
-                    "files_listed": c.files_listed,
-                    "files_done": c.files_done,
-                    "files_skipped": c.files_skipped,
-                    "files_failed": c.files_failed,
-                    "bytes_listed": c.bytes_listed,
-                    "bytes_done": c.bytes_done,
+                    **self._counts(),
                     "listing_done": self._listing_done,
                     "at": workflow.now().timestamp(),
                 }
