@@ -165,20 +165,13 @@ def copy_stream(request: StreamInput) -> StreamResult:
                 # ``--retry-for`` passed, which keeps its details): its status keeps the
                 # bytes this stream, or an earlier attempt of it, moved
                 earlier = previous_checkpoint()
-                moved = (
-                    waiting.progress.bytes_done
-                    if waiting.progress is not None
-                    else earlier.bytes_done
-                    if earlier is not None
-                    else 0
-                )
-                durable = (
-                    waiting.progress.bytes_done
-                    if waiting.progress is not None
-                    else earlier.bytes_durable
-                    if earlier is not None
-                    else 0
-                )
+                durable: int | None
+                if waiting.progress is not None:  # this attempt's journaled bytes
+                    moved = durable = waiting.progress.bytes_done
+                elif earlier is not None:
+                    moved, durable = earlier.bytes_done, earlier.bytes_durable
+                else:
+                    moved = durable = 0
                 if moved:
                     err.details = (
                         *err.details,
