@@ -805,7 +805,12 @@ class StaccatoClient:
             ran = await self._ended_front_run(handle.id, description, runs_as)
             if ran is not None:
                 bytes_done, bytes_total = ran.bytes_done, ran.bytes_total
-                bytes_durable = ran.bytes_durable
+        if status in _ENDED_NOT_COMPLETED:
+            # a failed or cancelled run's clean-up removed its partial data (what it
+            # could not remove, ``left_behind`` names; no run resumes from it): nothing
+            # is kept that a new transfer would not send again (a tester read "8.0 MiB
+            # durable when it ended" with the temp file gone)
+            bytes_durable = 0
         return TransferStatus(
             id=handle.id,
             state=state,

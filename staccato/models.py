@@ -1079,8 +1079,9 @@ class TransferStatus(BaseModel):
         bytes_durable: bytes durable at the destination (committed segments and
             journaled chunks), which a resume does not send again; ``bytes_done`` also
             counts the running streams' chunks in flight (read, not yet written). Of
-            an ended run: what was durable when it ended (a failed or cancelled run's
-            clean-up then removes its partial data). None when not known (a run or a
+            a failed or cancelled run whose clean-up has run: 0 (it removed the partial
+            data; what it could not remove, ``left_behind`` names, and no run resumes
+            from that). None when not known (a run or a
             worker before 0.25.0).
     """
 

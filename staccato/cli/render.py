@@ -117,12 +117,15 @@ def plain_line(s: TransferStatus) -> str:
 def durable_text(s: TransferStatus) -> str:
     """``16.0 MiB (50%) kept (journaled: a resume does not send it again; bytes_done
     counts the chunks in flight too)``: ``bytes_durable``, shown where it differs from
-    ``bytes_done``; of an ended run, what was durable when it ended."""
+    ``bytes_done``; of a failed or cancelled run, ``nothing kept`` once its clean-up
+    ran (0), else what was durable when it ended."""
     value = s.bytes_durable or 0
     share = units.percent(value, s.bytes_total)
     size = units.size(value) + (f" ({share})" if share else "")
     if s.state.value in _ENDED:
         moved = units.size(s.bytes_done)
+        if s.state.value != "completed" and not value:
+            return f"{size}: nothing kept, the run's clean-up removed its partial data ({moved} had moved)"
         return f"{size} durable when it ended ({moved} with the chunks then in flight)"
     return (
         f"{size} kept (journaled: a resume does not send it again; "
