@@ -243,7 +243,9 @@ async def test_temporal_kill_mid_dataset_resends_nothing_published(
             client,
             str(source),
             str(destination),
-            TransferOptions(chunk_size=1 * MiB, heartbeat_timeout_s=2),
+            # paced (~700 KB of files in ~7 s): batches published in groups of 32 went
+            # by between two looks of a loaded CI (ci63, ci64: none seen half done)
+            TransferOptions(chunk_size=1 * MiB, heartbeat_timeout_s=2, max_rate=100_000),
             batch_files=200,
             max_batches=2,
             page_size=500,
