@@ -994,6 +994,19 @@ async def dataset_status(
             }
         )
     last_known_at: str | None = None
+    no_batch_ended = False
+    first = description.raw_description.workflow_execution_info.first_run_id
+    if (
+        progress is None
+        and counts is None
+        and state == DatasetState.running
+        and started_at
+        and first in ("", description.run_id)  # a later run carries earlier counts
+    ):
+        # the first run, and no batch or large file has ended yet, so none wrote the
+        # counts: zero, plus below the batches in flight's last heartbeats (a tester
+        # saw 0 of a dataset 500 files into its first batch)
+        counts, no_batch_ended = {"at": _unix(started_at)}, True
     if (
         progress is None
         and isinstance(counts, dict)
@@ -1129,8 +1142,14 @@ async def dataset_status(
             if not polled
             else f"no worker answered the progress query within {query_timeout_s:g} s"
         ) + (
-            f": the counts are the last known (written at {last_known_at}, with the "
-            "files in flight's last heartbeats); the dataset goes on when a worker polls"
+            (
+                ": the counts are the last known (the files in flight's last heartbeats; "
+                "no batch had ended)"
+                if no_batch_ended
+                else f": the counts are the last known (written at {last_known_at}, with "
+                "the files in flight's last heartbeats)"
+            )
+            + "; the dataset goes on when a worker polls"
         )
         if retrying is None:
             retrying = unknown
@@ -1141,11 +1160,20 @@ async def dataset_status(
     return status.model_copy(
         update={
             "state": state,
-            "files_total": progress.files_listed,
+            # the last known count of a listing not over: at least the files handled
+            "files_total": (
+                max(progress.files_listed, handled)
+                if last_known_at is not None and not progress.listing_done
+                else progress.files_listed
+            ),
             "files_done": done,
             "files_skipped": progress.files_skipped,
             "files_failed": progress.files_failed,
-            "bytes_total": progress.bytes_listed,
+            "bytes_total": (
+                max(progress.bytes_listed, done_bytes)
+                if last_known_at is not None and not progress.listing_done
+                else progress.bytes_listed
+            ),
             "bytes_done": done_bytes,
             # an ended dataset's count is final, listed to the end or not (a cancelled
             # 3-file tree showed "3+ files")
@@ -1468,3 +1496,8 @@ async def cancel_dataset(client: StaccatoClient, dataset: str) -> None:
     """Cancel a running dataset (in-flight files stop; temp data is removed)."""
     handle = _handle(client, dataset)
     await handle.cancel()
+
+
+def _unix(iso: str) -> float:
+    """An ISO 8601 time (``2026-12-05T20:52:14.447Z``) as Unix seconds."""
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
