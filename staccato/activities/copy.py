@@ -96,8 +96,8 @@ def _refused_after_authenticating(err: AuthenticationRefusedError) -> RetryableE
     (:mod:`staccato.activities.retry_deadline`)."""
     return RetryableError(
         f"authentication refused for {err.who} by this worker (it worked for an earlier "
-        f"step of this transfer): retrying within --retry-for, another worker may take "
-        f"the next attempt: {err}"
+        f"step of this transfer: a worker with other credentials may take the next "
+        f"attempt, within --retry-for): {err}"
     )
 
 
