@@ -55,12 +55,17 @@ def _stopped(server: MeteredSeaweedS3) -> Iterator[None]:
                 os.kill(pid, signal.SIGCONT)
 
 
+_ENDED = (TransferState.completed, TransferState.failed, TransferState.cancelled)
+
+
 async def _copying(client: StaccatoClient, transfer: str) -> None:
     """Wait until the copy has moved bytes (the server is then stopped mid-copy)."""
     await wait_for_status(
         client,
         transfer,
-        lambda s: s.bytes_done > 0 or s.state != TransferState.running,
+        # (not "not running": a transfer still scheduled is not copying yet, and the
+        # server stopped then hangs its prepare step, not a copy)
+        lambda s: s.bytes_done > 0 or s.state in _ENDED,
         timeout_s=120,
     )
 
