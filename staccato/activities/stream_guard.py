@@ -58,6 +58,7 @@ class StreamGuard:
         self.shielded = False
         self.pending = False
         self.message = ""
+        self.logged = False
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._main = threading.main_thread().ident
@@ -96,7 +97,9 @@ class StreamGuard:
                     f"(heartbeat timeout {self.limit_s:g} s), so Temporal has retried it; "
                     "stopping it to free its worker process"
                 )
-                log.warning("%s", self.message)
+                if not self.logged:  # once per attempt: it repeats every tick
+                    self.logged = True
+                    log.warning("%s", self.message)
                 if self.ident == self._main:
                     signal.pthread_kill(self.ident, signal.SIGUSR2)
                 elif self.shielded:

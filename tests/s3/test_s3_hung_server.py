@@ -55,12 +55,17 @@ def _stopped(server: MeteredSeaweedS3) -> Iterator[None]:
                 os.kill(pid, signal.SIGCONT)
 
 
+_ENDED = (TransferState.completed, TransferState.failed, TransferState.cancelled)
+
+
 async def _copying(client: StaccatoClient, transfer: str) -> None:
     """Wait until the copy has moved bytes (the server is then stopped mid-copy)."""
     await wait_for_status(
         client,
         transfer,
-        lambda s: s.bytes_done > 0 or s.state != TransferState.running,
+        # (not "not running": a transfer still scheduled is not copying yet, and the
+        # server stopped then hangs its prepare step, not a copy)
+        lambda s: s.bytes_done > 0 or s.state in _ENDED,
         timeout_s=120,
     )
 
@@ -115,3 +120,47 @@ async def test_short_s3_hang_before_retry_for_completes(
     result = await asyncio.wait_for(s3_client.wait(transfer), 300)
     assert result.bytes == SIZE
     assert object_digest(s3, bucket, "short.bin") == digest
+
+
+@contextlib.contextmanager
+def _stopped_pid(root: int) -> Iterator[None]:
+    """SIGSTOP process ``root`` and its children for the block; SIGCONT them after."""
+    pids = [root, *(pid for pid, _ in _descendants(root))]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+
+async def test_upload_to_hung_moto_fails_soon_after_retry_for(
+    profile_client: StaccatoClient, moto_s3: Any, data_dir: Path
+) -> None:
+    """README's try-endpoints case: an upload to moto's S3 server, the default heartbeat
+    timeout. Unlike SeaweedFS, moto's connections are rarely reused, so a retried
+    attempt's first request (ListParts, a GET: one ``send``) goes out on a new
+    connection. The old code registered a botocore socket with the interrupts only
+    when ``send`` found it already connected: that GET's blocked ``recv`` was never
+    shut down, the hang watch fired in vain, the stream guard logged "stream attempt
+    abandoned" every half second, and the transfer stayed running minutes past
+    --retry-for (this test timed out after 150 s on it)."""
+    s3 = moto_s3.client()
+    bucket = "hang-upload"
+    with contextlib.suppress(Exception):
+        s3.create_bucket(Bucket=bucket)
+    source = data_dir / "moto-hang.bin"
+    write_random(source, SIZE, seed=73)
+    destination = f"s3://{bucket}/hang.bin?profile=moto"
+    options = TransferOptions(chunk_size=8 * MiB, streams=2, max_rate=4 * MiB, retry_for_s=10)
+    transfer = await profile_client.submit(str(source), destination, options)
+    await _copying(profile_client, transfer)
+    assert moto_s3.pid is not None, "moto is not running"
+    with _stopped_pid(moto_s3.pid):
+        with pytest.raises(TransferFailedError) as failed:
+            await asyncio.wait_for(profile_client.wait(transfer), GIVES_UP_WITHIN_S)
+    message = str(failed.value)
+    assert f"s3://{bucket}/hang.bin" in message, message
+    assert "did not answer" in message, message

@@ -159,6 +159,12 @@ def register_sockets_per_thread() -> None:
     original = AWSConnection.send
 
     def send(self: Any, data: Any) -> Any:
+        if getattr(self, "sock", None) is None and getattr(self, "auto_open", False):
+            # http.client connects in ``send`` itself: connect here instead, so the
+            # new socket is registered before its first request goes out (a GET on a
+            # new connection sends once: registered after it, its blocked ``recv``
+            # of a stopped server's answer was never shut down)
+            self.connect()
         sock = getattr(self, "sock", None)
         if sock is not None:
             interrupts.register_socket(sock)
