@@ -1002,6 +1002,10 @@ async def dataset_status(
         and state == DatasetState.running
         and started_at
         and first in ("", description.run_id)  # a later run carries earlier counts
+        and any(  # a batch in flight: its heartbeats are what is known
+            pending.activity_type.name in ("copy_batch", "copy_batch_to_many")
+            for pending in description.raw_description.pending_activities
+        )
     ):
         # the first run, and no batch or large file has ended yet, so none wrote the
         # counts: zero, plus below the batches in flight's last heartbeats (a tester
