@@ -203,7 +203,12 @@ def confirm_source(request: ConfirmSourceInput) -> None:
         now = time.monotonic()
         if now - last_beat >= 0.5:
             last_beat = now
-            activity.heartbeat()
+            # a cancel exception raised into this thread mid-send would leave the
+            # process's connection to the heartbeat manager half written (ci66: the
+            # next heartbeat failed "TypeError: 'NoneType' object cannot be
+            # interpreted as an integer"); it is raised once the send is done
+            with activity.shield_thread_cancel_exception():
+                activity.heartbeat()
 
     size = request.source_info.size
     with keepalive_hook(beat):
