@@ -435,3 +435,20 @@ async def assert_link_learned_nothing(client: Any, status: Any, link: str, why: 
     assert status.tuning.learned_streams is None, status.tuning
     assert why in (status.tuning.not_recorded or ""), status.tuning
     assert await read_link_memory(client.temporal, link) is None
+
+
+@contextlib.contextmanager
+def stopped_process_tree(root: int) -> Iterator[None]:
+    """SIGSTOP process ``root`` and its descendants for the block (a hung server: it
+    accepts connections and answers nothing); SIGCONT them after, always."""
+    from tests.servers.temporal_server import _descendants
+
+    pids = [root, *(pid for pid, _ in _descendants(root))]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)

@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +22,9 @@ import pytest
 from staccato.client import StaccatoClient
 from staccato.errors import TransferFailedError
 from staccato.models import TransferOptions, TransferState
-from tests.helpers import MiB, wait_for_status, write_random
+from tests.helpers import MiB, stopped_process_tree, wait_for_status, write_random
 from tests.s3.conftest import MeteredSeaweedS3
 from tests.s3.s3util import object_digest
-from tests.servers.temporal_server import _descendants
 
 SIZE = 64 * MiB
 #: paced so the copy lasts ~16 s and the server can be stopped mid-copy
@@ -39,20 +35,10 @@ OPTIONS = TransferOptions(
 GIVES_UP_WITHIN_S = 150.0
 
 
-@contextlib.contextmanager
-def _stopped(server: MeteredSeaweedS3) -> Iterator[None]:
-    """SIGSTOP the server and its children for the block; SIGCONT them after, always."""
-    root = server.pid
-    assert root is not None, "the S3 server is not running"
-    pids = [root, *(pid for pid, _ in _descendants(root))]
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
+def _stopped(server: MeteredSeaweedS3) -> contextlib.AbstractContextManager[None]:
+    """The S3 server and its children SIGSTOPped for the block."""
+    assert server.pid is not None, "the S3 server is not running"
+    return stopped_process_tree(server.pid)
 
 
 _ENDED = (TransferState.completed, TransferState.failed, TransferState.cancelled)
@@ -122,20 +108,6 @@ async def test_short_s3_hang_before_retry_for_completes(
     assert object_digest(s3, bucket, "short.bin") == digest
 
 
-@contextlib.contextmanager
-def _stopped_pid(root: int) -> Iterator[None]:
-    """SIGSTOP process ``root`` and its children for the block; SIGCONT them after."""
-    pids = [root, *(pid for pid, _ in _descendants(root))]
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
-
-
 async def test_upload_to_hung_moto_fails_soon_after_retry_for(
     profile_client: StaccatoClient, moto_s3: Any, data_dir: Path
 ) -> None:
@@ -158,7 +130,7 @@ async def test_upload_to_hung_moto_fails_soon_after_retry_for(
     transfer = await profile_client.submit(str(source), destination, options)
     await _copying(profile_client, transfer)
     assert moto_s3.pid is not None, "moto is not running"
-    with _stopped_pid(moto_s3.pid):
+    with stopped_process_tree(moto_s3.pid):
         with pytest.raises(TransferFailedError) as failed:
             await asyncio.wait_for(profile_client.wait(transfer), GIVES_UP_WITHIN_S)
     message = str(failed.value)

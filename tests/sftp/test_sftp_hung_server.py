@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,9 +18,8 @@ import pytest
 from staccato.client import StaccatoClient
 from staccato.errors import TransferFailedError
 from staccato.models import TransferOptions, TransferState
-from tests.helpers import MiB, wait_for_status, write_random
+from tests.helpers import MiB, stopped_process_tree, wait_for_status, write_random
 from tests.servers.sshd import SshdServer
-from tests.servers.temporal_server import _descendants
 
 SIZE = 64 * MiB
 OPTIONS = TransferOptions(
@@ -33,20 +29,10 @@ OPTIONS = TransferOptions(
 GIVES_UP_WITHIN_S = 150.0
 
 
-@contextlib.contextmanager
-def _stopped(server: SshdServer) -> Iterator[None]:
-    """SIGSTOP sshd and its session processes for the block; SIGCONT them after."""
-    root = server.pid
-    assert root is not None, "sshd is not running"
-    pids = [root, *(pid for pid, _ in _descendants(root))]
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
+def _stopped(server: SshdServer) -> contextlib.AbstractContextManager[None]:
+    """sshd and its session processes SIGSTOPped for the block."""
+    assert server.pid is not None, "sshd is not running"
+    return stopped_process_tree(server.pid)
 
 
 async def test_hung_sftp_server_fails_soon_after_retry_for_naming_the_destination(
