@@ -6,8 +6,11 @@ from __future__ import annotations
 import base64
 import compileall
 import os
+import re
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -179,6 +182,60 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             order[item.nodeid.split("::", 1)[0]],
         )
     )
+
+
+#: lines of the worker and server logs a failed test's report carries (its window's
+#: warnings and errors): CI keeps only its own output, not the logs of its clean clone
+_LOG_LINES_ON_FAILURE = 40
+_LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),\d+ (WARNING|ERROR|CRITICAL) ")
+_STARTED = pytest.StashKey[float]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.stash[_STARTED] = time.time()
+
+
+def _logged_during(root: Path, since: float) -> list[str]:
+    """The WARNING and ERROR lines (cut to 300 characters) that ``root``'s ``*.log``
+    files wrote from ``since`` (Unix seconds) on, the last :data:`_LOG_LINES_ON_FAILURE`."""
+    lines: list[tuple[str, str]] = []
+    first = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since))
+    for path in root.rglob("*.log"):
+        try:
+            if path.stat().st_mtime < since or path.stat().st_size > 64 * 1024 * 1024:
+                continue
+            text = path.read_text(errors="replace")
+        except OSError:
+            continue
+        for line in text.splitlines():
+            matched = _LOG_LINE.match(line)
+            if matched and matched.group(1) >= first:
+                lines.append((line[:23], f"{path.name}: {line[:300]}"))
+    return [line for _, line in sorted(lines)][-_LOG_LINES_ON_FAILURE:]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test's report carries the warnings and errors the logs under the
+    session's base temporary directory wrote while it ran (workers, servers), printed
+    again at the end of the run (:func:`pytest_terminal_summary`)."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and call.when == "call" and _STARTED in item.stash:
+        root = item.config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
+        lines = _logged_during(root, item.stash[_STARTED])
+        if lines:
+            report.sections.append(("logged during the test", "\n".join(lines)))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The failed tests' log lines, last in the output (CI shows its tail)."""
+    for report in terminalreporter.stats.get("failed", []):
+        for title, text in getattr(report, "sections", []):
+            if title == "logged during the test":
+                terminalreporter.write_sep("-", f"{report.nodeid}: {title}")
+                terminalreporter.write_line(text)
 
 
 @pytest.fixture(scope="session")
