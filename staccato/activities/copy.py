@@ -37,6 +37,7 @@ from temporalio import activity
 from staccato import checksums, secrets, settings, sockets
 from staccato.activities import capacity
 from staccato.activities.errors import mapped_errors
+from staccato.activities.liveness import send_heartbeat
 from staccato.activities.pacing import Pacer, group_key, own_key
 from staccato.activities.retry_deadline import progressed, within_retry_for
 from staccato.activities.staging import StagedSource, staged_source
@@ -198,7 +199,7 @@ def _count_endpoint_error(request: StreamInput, progress: StreamProgress | None)
             segment=request.segment.index, next_chunk=request.segment.first_chunk
         )
         checkpoint.endpoint_errors += 1
-        activity.heartbeat(checkpoint)
+        send_heartbeat(checkpoint)
     except Exception:  # noqa: BLE001 - the endpoint's error is the one to report
         pass
 

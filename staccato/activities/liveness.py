@@ -40,6 +40,8 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 from temporalio import activity
 
+from staccato import interrupts
+
 #: seconds between heartbeats at most (a quarter of the heartbeat timeout when shorter)
 BEAT_EVERY_MAX_S = 5.0
 #: seconds between heartbeats at least (for very short heartbeat timeouts)
@@ -92,6 +94,22 @@ async def _beat_forever(every: float) -> None:
         await asyncio.sleep(every)
         if not _beat(every):
             return
+
+
+def send_heartbeat(*details: Any) -> None:
+    """``activity.heartbeat(*details)`` from the activity's own thread, sent whole:
+    neither an interrupt (:func:`staccato.interrupts.deferred`: a stream guard, a hang
+    watch, an HTTP request deadline) nor Temporal's thread-cancel exception lands
+    inside the send to the worker's shared state manager, whose connection it would
+    leave half written for every later heartbeat of the process. Either is raised
+    once the send is done.
+
+    Raises:
+        whatever ``activity.heartbeat`` raises (its worker's manager is gone), then
+        the interrupt or cancel held off during it.
+    """
+    with interrupts.deferred(), activity.shield_thread_cancel_exception():
+        activity.heartbeat(*details)
 
 
 def heartbeating(fn: Callable[P, R]) -> Callable[P, R]:

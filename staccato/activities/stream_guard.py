@@ -72,11 +72,14 @@ class StreamGuard:
 
     @contextlib.contextmanager
     def shield(self) -> Iterator[None]:
-        """Defer interrupts for the block (a call to the shared state manager)."""
+        """Defer interrupts for the block (a call to the shared state manager): the
+        guard's own, and the others' (:func:`staccato.interrupts.deferred`: a hang
+        watch, an HTTP request deadline)."""
         with self._lock:
             self.shielded = True
         try:
-            yield
+            with interrupts.deferred():
+                yield
         finally:
             with self._lock:
                 self.shielded = False

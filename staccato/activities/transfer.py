@@ -21,7 +21,7 @@ from temporalio.exceptions import CancelledError
 
 from staccato import checksums, secrets, settings
 from staccato.activities.errors import mapped_errors
-from staccato.activities.liveness import heartbeating
+from staccato.activities.liveness import heartbeating, send_heartbeat
 from staccato.activities.retry_deadline import within_retry_for
 from staccato.endpoints import get_driver
 from staccato.endpoints.base import directory_memo, keepalive, keepalive_hook, moved
@@ -203,12 +203,9 @@ def confirm_source(request: ConfirmSourceInput) -> None:
         now = time.monotonic()
         if now - last_beat >= 0.5:
             last_beat = now
-            # a cancel exception raised into this thread mid-send would leave the
-            # process's connection to the heartbeat manager half written (ci66: the
-            # next heartbeat failed "TypeError: 'NoneType' object cannot be
-            # interpreted as an integer"); it is raised once the send is done
-            with activity.shield_thread_cancel_exception():
-                activity.heartbeat()
+            # called inside the drivers' reads, where the hang watch or an HTTP
+            # request deadline may interrupt this thread: sent whole
+            send_heartbeat()
 
     size = request.source_info.size
     with keepalive_hook(beat):
@@ -381,7 +378,7 @@ class ThrottledHeartbeat:
         self._last = now
         if os.getppid() != self._parent:
             raise HeartbeatStopped("worker process is gone")
-        activity.heartbeat()
+        send_heartbeat()
         if activity.is_cancelled():
             raise HeartbeatStopped("cancelled")
 
