@@ -96,8 +96,10 @@ async def _beat_forever(every: float) -> None:
             return
 
 
-def send_heartbeat(*details: Any) -> None:
-    """``activity.heartbeat(*details)`` from the activity's own thread, sent whole:
+def send_heartbeat(*details: Any) -> bool:
+    """``activity.heartbeat(*details)`` from the activity's own thread, then whether
+    the activity is cancelled (``activity.is_cancelled()``, also a call to the
+    manager in a worker process), both sent whole:
     neither an interrupt (:func:`staccato.interrupts.deferred`: a stream guard, a hang
     watch, an HTTP request deadline) nor Temporal's thread-cancel exception lands
     inside the send to the worker's shared state manager, whose connection it would
@@ -110,6 +112,7 @@ def send_heartbeat(*details: Any) -> None:
     """
     with interrupts.deferred(), activity.shield_thread_cancel_exception():
         activity.heartbeat(*details)
+        return activity.is_cancelled()
 
 
 def heartbeating(fn: Callable[P, R]) -> Callable[P, R]:

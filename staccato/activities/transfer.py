@@ -378,8 +378,7 @@ class ThrottledHeartbeat:
         self._last = now
         if os.getppid() != self._parent:
             raise HeartbeatStopped("worker process is gone")
-        send_heartbeat()
-        if activity.is_cancelled():
+        if send_heartbeat():
             raise HeartbeatStopped("cancelled")
 
 
