@@ -43,6 +43,10 @@ def stopped(message: str, code: int) -> NoReturn:
     raise typer.Exit(code)
 
 
+#: after SIGTERM, the command's coroutine is cancelled again every this many seconds
+#: while it runs, at most :data:`_RECANCELS` times (see :func:`_terminable`)
+_RECANCEL_EVERY_S = 1.0
+_RECANCELS = 30
 #: set when SIGTERM cancelled the command's coroutine (see :func:`run`)
 _terminated = threading.Event()
 
@@ -58,8 +62,18 @@ async def _terminable(factory: Callable[[], Awaitable[T]], sigterm: bool) -> T:
 
     def on_sigterm() -> None:
         _terminated.set()
-        if task is not None:
-            task.cancel()
+        cancel_until_done(_RECANCELS)
+
+    def cancel_until_done(left: int) -> None:
+        # again while it runs: a cancel can be swallowed on its way (Python 3.11's
+        # ``asyncio.wait_for`` loses it when the awaited call ends at the same time,
+        # gh-86296): ci66's ``cp -r`` went on following its dataset for 60 s after
+        # SIGTERM. The hints said on a cancel are printed without awaiting, so a
+        # second cancel never cuts one short.
+        if task is None or task.done() or left <= 0:
+            return
+        task.cancel()
+        loop.call_later(_RECANCEL_EVERY_S, cancel_until_done, left - 1)
 
     try:
         loop.add_signal_handler(signal.SIGTERM, on_sigterm)
