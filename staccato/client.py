@@ -1060,7 +1060,7 @@ class StaccatoClient:
         )
         return [row for row in rows if isinstance(row, TransferStatus)]
 
-    async def cancel(self, transfer: str) -> str | bool | None:
+    async def cancel(self, transfer: str) -> str | bool:
         """Cancel a transfer (or a dataset): streams stop, temp data is removed, the
         destination is untouched.
 
@@ -1071,10 +1071,11 @@ class StaccatoClient:
         run to end.
 
         Returns:
-            None for a plain cancel request; False when it was cancelled already
-            (idempotent, as :meth:`pause` and :meth:`resume`); for a failed
+            True for a plain cancel request; False when it was cancelled already
+            (idempotent, as :meth:`pause` and :meth:`resume`: ``if await
+            client.cancel(id):`` is "this call cancelled it"); for a failed
             transfer's clean-up, what happened (stopped, and what was left; or
-            removed meanwhile).
+            removed meanwhile), a non-empty string.
 
         Raises:
             TransferNotFoundError: no such workflow.
@@ -1101,7 +1102,7 @@ class StaccatoClient:
         )
         await handle.cancel()
         if not failed:
-            return None
+            return True
         # a failed run removing its partial data: the cancel stops that; wait for its end
         try:
             await asyncio.wait_for(handle.result(), _CANCEL_CLEANUP_WAIT_S)

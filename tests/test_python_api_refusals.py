@@ -110,11 +110,13 @@ async def test_wait_of_a_cancelled_transfer_says_it_was_cancelled(
     async for current in client.follow(transfer):
         if current.bytes_done > 0:
             break
-    await client.cancel(transfer)
+    # True: this call cancelled it (G6: None, beside False for "cancelled already")
+    assert await client.cancel(transfer) is True
     with pytest.raises(TransferCancelledError) as raised:
         await asyncio.wait_for(client.wait(transfer), 120)
     assert isinstance(raised.value, TransferFailedError)  # existing catches hold
     assert raised.value.state == TransferState.cancelled
+    assert await client.cancel(transfer) is False  # cancelled already
     message = str(raised.value)
     assert message.startswith(f"transfer {transfer} was cancelled (by a cancel request"), message
     assert " of 32.0 MiB" in message, message
