@@ -83,6 +83,7 @@ from staccato.ids import ROOT_LOCK_TYPE, TRANSFER_ID_PREFIX, transfer_id
 from staccato.links import governor_id
 from staccato.models import (
     MIN_TUNED_BYTES,
+    NO_WORKER_ANSWERS,
     RATE_CURRENT_S,
     Checkpoint,
     FrontCheckpoint,
@@ -1500,7 +1501,7 @@ def _no_worker_note(
     up) that starts then; else its last heartbeats as its progress. ``polled``: a
     worker polls the task queue but did not answer the progress query in time (busy,
     e.g. saturated with streams): said so, not "no worker"."""
-    queue = f"no worker answers on task queue {description.task_queue!r}"
+    queue = f"{NO_WORKER_ANSWERS} on task queue {description.task_queue!r}"
     if polled:
         queue += (
             f" within {query_wait_s():g} s, though one polled it lately (it may be busy, "

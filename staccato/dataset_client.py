@@ -79,7 +79,14 @@ from staccato.errors import (
 )
 from staccato.following import follow_until_ended
 from staccato.ids import TRANSFER_ID_PREFIX
-from staccato.models import GroupState, MiB, TransferOptions, TransferState, iso_utc
+from staccato.models import (
+    NO_WORKER_ANSWERS,
+    GroupState,
+    MiB,
+    TransferOptions,
+    TransferState,
+    iso_utc,
+)
 from staccato.overlaps import overlap_busy, overlapping_writer
 from staccato.quantities import DATASET_NAME, require_str, str_list
 from staccato.run_fields import DATASET_TYPE, TRANSFER_TYPE
@@ -1142,7 +1149,7 @@ async def dataset_status(
         # the last known counts: nothing is known to move, so no rate and no ETA
         rate_files = rate_bytes = eta = None
         unknown = (
-            f"no worker answers on task queue {description.task_queue!r}"
+            f"{NO_WORKER_ANSWERS} on task queue {description.task_queue!r}"
             if not polled
             else f"no worker answered the progress query within {query_timeout_s:g} s"
         ) + (

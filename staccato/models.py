@@ -114,6 +114,11 @@ class SyncLevel(StrEnum):
     checksum = "checksum"
 
 
+#: how ``status`` begins its reason (``last_retry_error``) when no worker answers for a
+#: running transfer, dataset or group (nothing is being retried: it waits for a worker)
+NO_WORKER_ANSWERS = "no worker answers"
+
+
 class TransferState(StrEnum):
     """States a client sees (README.md, "Status JSON")."""
 

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from staccato.cli import render
 from staccato.client import StaccatoClient
 from staccato.models import FrontCheckpoint, IfBusy, TransferOptions, TransferState
 from tests.helpers import (
@@ -207,6 +208,9 @@ async def test_a_delayed_start_not_begun_says_when_it_starts(
         note = waiting.last_retry_error or ""
         assert "heartbeats" not in note, note
         assert "has not begun" in note and f"starts at {due} when a worker polls" in note, note
+        # the line watch and status print: it waits, nothing is retried (G8: "retrying")
+        shown = render.progress_text(waiting)
+        assert "waiting: no worker answers" in shown and "retrying" not in shown, shown
     finally:
         await client.temporal.get_workflow_handle(submitted.id).terminate("test over")
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from staccato import units
 from staccato.datasets.names import shown_name
-from staccato.models import TransferState, TransferStatus, TuningView
+from staccato.models import NO_WORKER_ANSWERS, TransferState, TransferStatus, TuningView
 
 if TYPE_CHECKING:  # only an annotation here: `--help` needs no Temporal client
     from staccato.client import StaccatoClient
@@ -31,9 +31,14 @@ def size(n: float) -> str:
 
 
 def retry_note(s: TransferStatus) -> str:
-    """``retrying: <reason> (next attempt at <time>)``, or "" when nothing is retrying."""
+    """``retrying: <reason> (next attempt at <time>)``; ``waiting: no worker answers
+    ...`` when the reason is that no worker answers (nothing is retried: the run, begun
+    or not, waits for a worker; tester58 G8 read "retrying" of a run never begun); ""
+    when nothing is retrying."""
     if not s.last_retry_error:
         return ""
+    if s.last_retry_error.startswith(NO_WORKER_ANSWERS):
+        return f"waiting: {s.last_retry_error}"
     when = f" (next attempt at {s.next_attempt_at})" if s.next_attempt_at else ""
     return f"retrying: {s.last_retry_error}{when}"
 
