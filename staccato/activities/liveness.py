@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import copy
 import functools
 import inspect
 import threading
@@ -96,6 +97,40 @@ async def _beat_forever(every: float) -> None:
             return
 
 
+#: thread ident -> a copy of the details of the last heartbeat the activity running in
+#: that thread sent (:func:`note_sent`), for :func:`heartbeat_on_behalf_of`
+_sent: dict[int, tuple[Any, ...]] = {}
+
+
+def note_sent(details: tuple[Any, ...]) -> None:
+    """Remember (a deep copy: a checkpoint mutates as the stream goes on) the details
+    of the heartbeat the calling thread's activity just sent."""
+    _sent[threading.get_ident()] = copy.deepcopy(details)
+
+
+def forget_sent() -> None:
+    """Forget the calling thread's last heartbeat details (an attempt starts on it:
+    thread idents are reused)."""
+    _sent.pop(threading.get_ident(), None)
+
+
+def heartbeat_on_behalf_of(ident: int) -> None:
+    """From another thread in the activity's context (``contextvars``): one heartbeat
+    with the details the activity in thread ``ident`` last sent, or, when it sent none
+    yet, those its attempt started with (the previous attempt's checkpoint, which a
+    heartbeat without details would erase). Temporal then keeps the attempt (and its
+    checkpoint) one more heartbeat timeout: the hang watch sends it when it interrupts
+    a hung attempt, so the attempt's non-retryable give-up reaches the server before
+    the attempt's heartbeat timeout (the give-up of an attempt Temporal timed out is
+    lost, and it was retried: ci67).
+
+    Raises:
+        whatever ``activity.heartbeat`` raises (the worker's manager is gone).
+    """
+    details = _sent.get(ident) or tuple(activity.info().heartbeat_details)
+    activity.heartbeat(*details)
+
+
 def send_heartbeat(*details: Any) -> bool:
     """``activity.heartbeat(*details)`` from the activity's own thread, then whether
     the activity is cancelled (``activity.is_cancelled()``, also a call to the
@@ -112,6 +147,7 @@ def send_heartbeat(*details: Any) -> bool:
     """
     with interrupts.deferred(), activity.shield_thread_cancel_exception():
         activity.heartbeat(*details)
+        note_sent(details)
         return activity.is_cancelled()
 
 

@@ -46,6 +46,7 @@ between them moves the give-up by as much.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import os
 import threading
@@ -60,6 +61,7 @@ from temporalio.exceptions import ApplicationError
 
 from staccato import interrupts
 from staccato.activities import stream_guard
+from staccato.activities.liveness import forget_sent, heartbeat_on_behalf_of
 from staccato.endpoints.base import Motion, motion_tracker
 from staccato.endpoints.base import moved as _moved
 from staccato.errors import RetryableError, WorkerStoppingError
@@ -135,11 +137,19 @@ class _HangWatch:
         beats = timeout.total_seconds() * HEARTBEAT_SHARE if timeout else None
         self.limit_s = max(1.0, min(hang_s(), beats)) if beats else hang_s()
         self.motion = Motion()
+        # idle since the attempt started (dispatching it to this thread took time the
+        # server's heartbeat timeout counts too), not since this watch was made
+        started = activity.info().started_time.timestamp()
+        self.motion.at -= min(max(0.0, time.time() - started), self.limit_s)
         self.ident = threading.get_ident()
         self.message: str | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="hang-watch", daemon=True)
+        # in the activity's context: its one heartbeat on the attempt's behalf
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(
+            target=context.run, args=(self._run,), name="hang-watch", daemon=True
+        )
 
     def deadline(self) -> float:
         p = self.progress_at
@@ -164,20 +174,38 @@ class _HangWatch:
                     return
                 if guard is not None and guard.shielded:
                     continue  # talking to the worker's manager: next tick
-                if self.message is None:
-                    self.message = (
-                        f"{self.where}: the server did not answer: no byte moved for "
-                        f"{idle:.0f} s (limit {self.limit_s:g} s, STACCATO_HANG_S) past the "
-                        "--retry-for deadline; it may be hung or stopped. Check it, then "
-                        "run the transfer again"
-                    )
-                    activity.logger.warning("%s", self.message)
+                first = self.message is None
+                message = self.message or (
+                    f"{self.where}: the server did not answer: no byte moved for "
+                    f"{idle:.0f} s (limit {self.limit_s:g} s, STACCATO_HANG_S) past the "
+                    "--retry-for deadline; it may be hung or stopped. Check it, then "
+                    "run the transfer again"
+                )
+                if first:
+                    self.message = message
+                    activity.logger.warning("%s", message)
                 fired_at = time.monotonic()
-                _hang_messages[self.ident] = self.message
+                _hang_messages[self.ident] = message
                 try:
                     interrupts.interrupt(self.ident, _ThreadHung)
                 except ValueError:  # the thread ended meanwhile
                     return
+            if first:
+                self._keep_attempt()
+
+    def _keep_attempt(self) -> None:
+        """One heartbeat on the interrupted attempt's behalf (its last details), once:
+        the interrupted thread takes a moment to return and fail the attempt (over a
+        second at a load of 15), and the watch fires at :data:`HEARTBEAT_SHARE` of
+        the heartbeat timeout; when Temporal timed the attempt out first, its
+        non-retryable give-up was lost and Temporal retried, every attempt hanging
+        again until the whole allowance ran out (ci67: 150 s and more, attempts 6 to
+        11 lost so). Once only: an attempt whose thread never returns still times
+        out."""
+        try:
+            heartbeat_on_behalf_of(self.ident)
+        except Exception as err:  # noqa: BLE001 - best effort: the timeout stands
+            activity.logger.warning("hang watch: heartbeat not sent: %s", err)
 
     def stop(self) -> str | None:
         """Stop watching, take back an interrupt not raised yet; the give-up message
@@ -249,6 +277,7 @@ def within_retry_for(
     def decorate(fn: Callable[[In], Out]) -> Callable[[In], Out]:
         @functools.wraps(fn)
         def wrapper(request: In) -> Out:
+            forget_sent()  # a previous activity's, on this thread
             token = _progress_at.set(None)
             watch: _HangWatch | None = None
             if watch_hangs is not None and request.retry_for_s is not None:

@@ -23,6 +23,7 @@ from temporalio import activity
 
 from staccato import units
 from staccato.activities import stream_lease
+from staccato.activities.liveness import note_sent
 from staccato.activities.retry_deadline import progressed
 from staccato.activities.stream_guard import StreamAbandonedError, shield, touch
 from staccato.endpoints.base import Reader
@@ -260,6 +261,7 @@ def stopped_by_shutdown(checkpoint: object | None) -> WorkerStoppingError:
         try:
             with shield():
                 activity.heartbeat(checkpoint)
+                note_sent((checkpoint,))
         except Exception as err:  # noqa: BLE001 - the stop is what to report
             log.warning("last heartbeat before the worker's stop not sent: %s", err)
     return WorkerStoppingError(
@@ -285,6 +287,7 @@ def heartbeat(*details: object) -> None:
     try:
         with shield():
             activity.heartbeat(*details)
+            note_sent(details)
             cancelled = activity.is_cancelled()
     except StreamAbandonedError:
         raise
