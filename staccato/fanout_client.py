@@ -283,8 +283,16 @@ async def group_status(client: StaccatoClient, group: str) -> GroupStatus:
         WorkflowExecutionStatus.COMPLETED,
     ):
         state = _CLOSED_STATES.get(description.status, GroupState.failed)  # type: ignore[arg-type]
-    elif description.status == WorkflowExecutionStatus.RUNNING and state in _TERMINAL:
+    elif (
+        description.status == WorkflowExecutionStatus.RUNNING
+        and state in _TERMINAL
+        and state != GroupState.failed
+    ):
         state = GroupState.running  # returning: its result comes next
+    # failed (the source could not be read: every destination failed) is said at once,
+    # as a failed transfer's, while the run goes on only to release its staged entry
+    # (which waits for the entry's lock a hung staging attempt may hold for a minute:
+    # the group showed running, and cp followed it, that long)
     figures = await _running_figures(client, description, memo, progress, destinations)
     # the running destinations' transfers: how far each is now; the cancelled or
     # failed ones with no bytes of their own (the group's result and query carry none):
@@ -393,7 +401,11 @@ async def _running_figures(
                 # no worker, or a cancel requested: its last rate is history
                 if no_worker is None and not cancel_requested:
                     figures["staging_rate_bytes_per_s"] = rate
-        retrying = await client.retry_of(pending)
+        # the endpoint its attempts talk to, named when one timed out for want of
+        # heartbeats (as a transfer's retry line names its source and destination)
+        retrying = await client.retry_of(
+            pending, str(memo.get("source") or "") or (progress.source if progress else None)
+        )
         if retrying is not None and (no_worker is not None or rate is None):
             # a retried attempt that moves bytes again is no longer retrying
             retried, figures["next_attempt_at"] = retrying

@@ -141,6 +141,29 @@ def durable_in(err: ActivityError, segment: int) -> int | None:
     return found
 
 
+#: the key of a failed ``stage_source``'s error detail saying the most bytes its
+#: attempts staged (also the key of its heartbeats' ``StagingProgress``)
+STAGED_BYTES_DETAIL = "bytes_staged"
+
+
+def staged_in(err: BaseException) -> int | None:
+    """The bytes a failed ``stage_source`` (``err``, its ``ActivityError``) had staged:
+    the most its error's details (``bytes_staged``, which the activity adds), its last
+    heartbeat's (a timeout) or its cause's say; None when none says."""
+    found: int | None = None
+    seen: BaseException | None = getattr(err, "cause", None)
+    while seen is not None:
+        items = list(getattr(seen, "details", None) or ())
+        if isinstance(seen, TimeoutError):
+            items += list(seen.last_heartbeat_details or ())
+        for item in items:
+            staged = item.get(STAGED_BYTES_DETAIL) if isinstance(item, dict) else None
+            if isinstance(staged, int) and not isinstance(staged, bool) and staged > 0:
+                found = staged if found is None else max(found, staged)
+        seen = seen.cause if isinstance(seen, FailureError) else None
+    return found
+
+
 #: the steps whose schedule-to-close deadline also allows the time one attempt may
 #: take to copy its segment (so that a long healthy copy is never cut off); their
 #: activities give up themselves once ``--retry-for`` passed without progress

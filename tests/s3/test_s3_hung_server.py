@@ -21,7 +21,8 @@ import pytest
 
 from staccato.client import StaccatoClient
 from staccato.errors import TransferFailedError
-from staccato.models import TransferOptions, TransferState
+from staccato.fanout_client import group_status
+from staccato.models import GroupState, TransferOptions, TransferState
 from tests.helpers import MiB, stopped_process_tree, wait_for_status, write_random
 from tests.s3.conftest import MeteredSeaweedS3
 from tests.s3.s3util import object_digest
@@ -42,6 +43,12 @@ def _stopped(server: MeteredSeaweedS3) -> contextlib.AbstractContextManager[None
 
 
 _ENDED = (TransferState.completed, TransferState.failed, TransferState.cancelled)
+_GROUP_ENDED = (
+    GroupState.completed,
+    GroupState.completed_with_errors,
+    GroupState.failed,
+    GroupState.cancelled,
+)
 
 
 async def _copying(client: StaccatoClient, transfer: str) -> None:
@@ -136,3 +143,62 @@ async def test_upload_to_hung_moto_fails_soon_after_retry_for(
     message = str(failed.value)
     assert f"s3://{bucket}/hang.bin" in message, message
     assert "did not answer" in message, message
+
+
+async def test_hung_s3_source_while_staging_fails_the_group_at_once(
+    s3_client: StaccatoClient, s3_server: MeteredSeaweedS3, s3: Any, bucket: str, data_dir: Path
+) -> None:
+    """A fan-out of an S3 source to two destinations, the S3 server stopped while the
+    group stages the source. The give-up failed both destinations ("the server did not
+    answer"), but the old group stayed ``running`` (phase staging, "0 B staged") a
+    minute more: its run went on to release the staged entry, whose lock a hung
+    attempt's thread held, and status said running while the run had not returned
+    (cp followed it so). Its staged bytes read 0 after 17.6 MiB had shown, and a
+    retry line said the attempt "was blocked" without naming on what."""
+    key = "hang-stage.bin"
+    source_file = data_dir / key
+    write_random(source_file, SIZE, seed=75)
+    s3.upload_file(str(source_file), bucket, key)
+    source = f"s3://{bucket}/{key}"
+    (data_dir / "fa").mkdir()
+    (data_dir / "fb").mkdir()
+    destinations = [str(data_dir / "fa" / "h.bin"), str(data_dir / "fb" / "h.bin")]
+    group = await s3_client.fan_out(source, destinations, OPTIONS)
+    deadline = time.monotonic() + 120
+    while True:
+        status = await group_status(s3_client, group)
+        if (status.staged_bytes or 0) > 0 or status.state in _GROUP_ENDED:
+            break
+        assert time.monotonic() < deadline, f"never staged: {status}"
+        await asyncio.sleep(0.2)
+    assert status.state == GroupState.running, status
+    reasons: set[str] = set()
+    staged_seen = status.staged_bytes or 0
+    with _stopped(s3_server):
+        deadline = time.monotonic() + GIVES_UP_WITHIN_S
+        while True:
+            status = await group_status(s3_client, group)
+            if status.last_retry_error:
+                reasons.add(status.last_retry_error)
+            every_failed = all(d.state == TransferState.failed for d in status.destinations)
+            # never a group running whose every destination failed already
+            assert status.state == GroupState.failed or not every_failed, status
+            if status.state in _GROUP_ENDED:
+                break
+            staged_seen = max(staged_seen, status.staged_bytes or 0)
+            assert time.monotonic() < deadline, f"still {status.state.value}: {status}"
+            await asyncio.sleep(0.5)
+    final = status
+    assert final.state == GroupState.failed, final
+    assert final.error is not None and "did not answer" in final.error, final
+    assert source in final.error, final
+    for row in final.destinations:
+        assert row.state == TransferState.failed, row
+        assert row.error is not None and "did not answer" in row.error, row
+    # what was staged stays shown (not 0 B)
+    assert staged_seen > 0
+    assert (final.staged_bytes or 0) > 0, final
+    # a timed-out attempt's retry line names where it was blocked
+    for reason in reasons:
+        if "heartbeat" in reason:
+            assert source in reason, reasons
