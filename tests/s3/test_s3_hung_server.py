@@ -163,11 +163,13 @@ async def test_hung_s3_source_while_staging_fails_the_group_at_once(
     (data_dir / "fa").mkdir()
     (data_dir / "fb").mkdir()
     destinations = [str(data_dir / "fa" / "h.bin"), str(data_dir / "fb" / "h.bin")]
-    group = await s3_client.fan_out(source, destinations, OPTIONS)
+    # the tester's: paced at 2 MiB/s, the default heartbeat timeout (staging: 20 s)
+    options = TransferOptions(chunk_size=8 * MiB, streams=2, max_rate=2 * MiB, retry_for_s=10)
+    group = await s3_client.fan_out(source, destinations, options)
     deadline = time.monotonic() + 120
     while True:
         status = await group_status(s3_client, group)
-        if (status.staged_bytes or 0) > 0 or status.state in _GROUP_ENDED:
+        if (status.staged_bytes or 0) > 8 * MiB or status.state in _GROUP_ENDED:
             break
         assert time.monotonic() < deadline, f"never staged: {status}"
         await asyncio.sleep(0.2)
