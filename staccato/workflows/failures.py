@@ -224,11 +224,11 @@ _STEP_ENDPOINTS: dict[str, tuple[str, ...]] = {
 
 def step_endpoints(step: str, source: str, destination: str) -> str:
     """The endpoints the activity ``step`` talks to, in words (``s3://b/k``, or
-    ``s3://b/k and file:///d/f``): ``source`` and ``destination`` are canonical URLs
-    (no secret)."""
+    ``s3://b/k or file:///d/f``: which of the two did not answer is not known to the
+    workflow): ``source`` and ``destination`` are canonical URLs (no secret)."""
     urls = {"source": source, "destination": destination}
     names = [urls[k] for k in _STEP_ENDPOINTS.get(step, ("source", "destination")) if urls[k]]
-    return " and ".join(dict.fromkeys(names)) or "its endpoint"
+    return " or ".join(dict.fromkeys(names)) or "its endpoint"
 
 
 def timed_out_text(step: str, where: str, last: BaseException | None) -> str | None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.client import WorkflowExecutionStatus
 
 from staccato.client import StaccatoClient
 from staccato.errors import TransferFailedError
@@ -204,3 +205,58 @@ async def test_hung_s3_source_while_staging_fails_the_group_at_once(
     for reason in reasons:
         if "heartbeat" in reason:
             assert source in reason, reasons
+
+
+async def test_s3_source_hung_under_publish_fails_naming_it(
+    s3_client: StaccatoClient, s3_server: MeteredSeaweedS3, s3: Any, bucket: str, data_dir: Path
+) -> None:
+    """The tester's download from S3 (2 MiB/s, --retry-for 10 s), the server stopped
+    near the end: the rest of the object is in the sockets' buffers, so the copy
+    completes, and ``publish``, which re-reads the source's version, hangs. Its
+    retry deadline passed while its first attempt hung, before any attempt failed: the
+    old code ended "gave up: the publish step kept failing ...; last error: none
+    recorded", naming no endpoint. A failed run whose clean-up removed the temp file
+    keeps nothing (``bytes_durable`` 0), as an ended failed run's."""
+    key = "hang-publish.bin"
+    source_file = data_dir / key
+    write_random(source_file, SIZE, seed=76)
+    s3.upload_file(str(source_file), bucket, key)
+    source = f"s3://{bucket}/{key}"
+    destination = data_dir / "dl.bin"
+    options = TransferOptions(max_rate=2 * MiB, retry_for_s=10)
+    transfer = await s3_client.submit(source, str(destination), options)
+    # the last few MiB: fewer than the sockets buffer (~17 MiB were read from them
+    # after a stop here)
+    await wait_for_status(
+        s3_client,
+        transfer,
+        lambda s: s.bytes_done >= SIZE - 4 * MiB or s.state in _ENDED,
+        timeout_s=120,
+    )
+    phases: set[str] = set()
+    with _stopped(s3_server):
+        deadline = time.monotonic() + GIVES_UP_WITHIN_S
+        while True:
+            status = await s3_client.status(transfer)
+            if status.phase:
+                phases.add(status.phase)
+            if status.state == TransferState.failed and status.cleanup is None:
+                # its clean-up is over: nothing is kept
+                assert status.bytes_durable == 0, status
+            if status.state in _ENDED:
+                # (a failed run goes on while it removes its temp file: its end)
+                described = await s3_client.temporal.get_workflow_handle(transfer).describe()
+                if described.status != WorkflowExecutionStatus.RUNNING:
+                    break
+            assert time.monotonic() < deadline, f"still {status.state.value}: {status}"
+            await asyncio.sleep(0.5)
+    if "publish" not in phases:
+        pytest.skip(f"the copy hung before publish (phases {phases}): smaller socket buffers")
+    status = await s3_client.status(transfer)
+    assert status.state == TransferState.failed, status
+    message = status.error or ""
+    assert "publish" in message and "did not answer" in message, message
+    assert source in message, message
+    assert "none recorded" not in message, message
+    assert status.bytes_durable == 0, status
+    assert not destination.exists()
