@@ -177,6 +177,7 @@ async def test_hung_s3_source_while_staging_fails_the_group_at_once(
     assert status.state == GroupState.running, status
     reasons: set[str] = set()
     staged_seen = status.staged_bytes or 0
+    staged_shown: list[int] = []
     with _stopped(s3_server):
         deadline = time.monotonic() + GIVES_UP_WITHIN_S
         while True:
@@ -189,6 +190,7 @@ async def test_hung_s3_source_while_staging_fails_the_group_at_once(
             if status.state in _GROUP_ENDED:
                 break
             staged_seen = max(staged_seen, status.staged_bytes or 0)
+            staged_shown.append(status.staged_bytes or 0)
             assert time.monotonic() < deadline, f"still {status.state.value}: {status}"
             await asyncio.sleep(0.5)
     final = status
@@ -199,6 +201,7 @@ async def test_hung_s3_source_while_staging_fails_the_group_at_once(
         assert row.state == TransferState.failed, row
         assert row.error is not None and "did not answer" in row.error, row
     # what was staged stays shown (not 0 B)
+    assert all(shown > 0 for shown in staged_shown), staged_shown
     assert staged_seen > 0
     assert (final.staged_bytes or 0) > 0, final
     # a timed-out attempt's retry line names where it was blocked
