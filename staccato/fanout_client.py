@@ -15,6 +15,7 @@ once it ended, the same id starts a new run (``status`` shows the latest).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -474,7 +475,9 @@ async def follow_group(
 
 
 async def wait_group(client: StaccatoClient, group: str) -> GroupStatus:
-    """Wait for the group to end (one long poll) and return its final status.
+    """Wait for the group to end (one long poll, and a look at its state every
+    :data:`_FAILED_LOOK_S` s: a group that says ``failed`` has ended for its caller,
+    while its run still releases the staged entry) and return its final status.
 
     Raises:
         TransferNotFoundError: no such group, or ``group`` names another workflow
@@ -483,11 +486,32 @@ async def wait_group(client: StaccatoClient, group: str) -> GroupStatus:
     """
     handle = client.temporal.get_workflow_handle(group, result_type=FanOutProgress)
     await _described_group(handle, group)
+    ended = asyncio.ensure_future(handle.result())
     try:
-        await handle.result()
+        while True:
+            done, _ = await asyncio.wait({ended}, timeout=_FAILED_LOOK_S)
+            if done:
+                break
+            # a group that failed (its source could not be read) says so while its run
+            # still releases the staged entry, which may wait a minute for a hung
+            # staging attempt's lock: it has ended for its caller
+            current = await group_status(client, group)
+            if current.state == GroupState.failed:
+                return current
+    finally:
+        if not ended.done():
+            ended.cancel()
+            with contextlib.suppress(asyncio.CancelledError, WorkflowFailureError):
+                await ended
+    try:
+        ended.result()
     except WorkflowFailureError:
         pass  # failed or cancelled: the status says which
     return await group_status(client, group)
+
+
+#: seconds between the looks of :func:`wait_group` at a running group's state
+_FAILED_LOOK_S = 5.0
 
 
 async def list_groups(client: StaccatoClient, *, limit: int = 50) -> list[GroupStatus]:

@@ -193,6 +193,10 @@ async def test_hung_s3_source_while_staging_fails_the_group_at_once(
             staged_shown.append(status.staged_bytes or 0)
             assert time.monotonic() < deadline, f"still {status.state.value}: {status}"
             await asyncio.sleep(0.5)
+        # the Python API's wait ends as soon as the group says failed too (not when
+        # its run, still releasing the staged entry, returns)
+        waited = await asyncio.wait_for(s3_client.wait_group(group), 30)
+        assert waited.state == GroupState.failed, waited
     final = status
     assert final.state == GroupState.failed, final
     assert final.error is not None and "did not answer" in final.error, final
