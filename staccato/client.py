@@ -694,6 +694,7 @@ class StaccatoClient:
         # until one polls): said in the JSON (``cancel_requested``, as a dataset's)
         cancel_requested = cancel_requested_of(description)
         copy_begun = False  # some stream has heartbeated (seen with no worker)
+        cleaned_up = False  # a failed run, still running, whose clean-up is over
         if status == WorkflowExecutionStatus.RUNNING:
             no_worker: str | None = None
             if progress is not None:
@@ -781,6 +782,11 @@ class StaccatoClient:
                 cleanup = _cleanup_note(progress.cleanup if progress else None)
                 bytes_done = max(bytes_done, int(memo.get("bytes_done") or 0))
                 committed = max(committed, _memo_int(memo, "bytes_durable") or 0)
+                if (progress is not None and progress.cleanup is None) or memo.get("left_behind"):
+                    # its clean-up is over (the run goes on only to release what it
+                    # held): the rule of an ended run below, nothing kept (64 MiB
+                    # showed durable for a failed run whose temp file was removed)
+                    cleaned_up = True
         else:
             # the one rule for an ended run (a front run whose destination's transfer
             # was cancelled ended FAILED but shows cancelled, with that reason)
@@ -806,7 +812,7 @@ class StaccatoClient:
             ran = await self._ended_front_run(handle.id, description, runs_as)
             if ran is not None:
                 bytes_done, bytes_total = ran.bytes_done, ran.bytes_total
-        if status in _ENDED_NOT_COMPLETED:
+        if status in _ENDED_NOT_COMPLETED or cleaned_up:
             # a failed or cancelled run's clean-up removed its partial data (what it
             # could not remove, ``left_behind`` names; no run resumes from it): nothing
             # is kept that a new transfer would not send again (a tester read "8.0 MiB

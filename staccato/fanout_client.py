@@ -15,6 +15,7 @@ once it ended, the same id starts a new run (``status`` shows the latest).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -283,8 +284,16 @@ async def group_status(client: StaccatoClient, group: str) -> GroupStatus:
         WorkflowExecutionStatus.COMPLETED,
     ):
         state = _CLOSED_STATES.get(description.status, GroupState.failed)  # type: ignore[arg-type]
-    elif description.status == WorkflowExecutionStatus.RUNNING and state in _TERMINAL:
+    elif (
+        description.status == WorkflowExecutionStatus.RUNNING
+        and state in _TERMINAL
+        and state != GroupState.failed
+    ):
         state = GroupState.running  # returning: its result comes next
+    # failed (the source could not be read: every destination failed) is said at once,
+    # as a failed transfer's, while the run goes on only to release its staged entry
+    # (which waits for the entry's lock a hung staging attempt may hold for a minute:
+    # the group showed running, and cp followed it, that long)
     figures = await _running_figures(client, description, memo, progress, destinations)
     # the running destinations' transfers: how far each is now; the cancelled or
     # failed ones with no bytes of their own (the group's result and query carry none):
@@ -393,7 +402,11 @@ async def _running_figures(
                 # no worker, or a cancel requested: its last rate is history
                 if no_worker is None and not cancel_requested:
                     figures["staging_rate_bytes_per_s"] = rate
-        retrying = await client.retry_of(pending)
+        # the endpoint its attempts talk to, named when one timed out for want of
+        # heartbeats (as a transfer's retry line names its source and destination)
+        retrying = await client.retry_of(
+            pending, str(memo.get("source") or "") or (progress.source if progress else None)
+        )
         if retrying is not None and (no_worker is not None or rate is None):
             # a retried attempt that moves bytes again is no longer retrying
             retried, figures["next_attempt_at"] = retrying
@@ -462,7 +475,9 @@ async def follow_group(
 
 
 async def wait_group(client: StaccatoClient, group: str) -> GroupStatus:
-    """Wait for the group to end (one long poll) and return its final status.
+    """Wait for the group to end (one long poll, and a look at its state every
+    :data:`_FAILED_LOOK_S` s: a group that says ``failed`` has ended for its caller,
+    while its run still releases the staged entry) and return its final status.
 
     Raises:
         TransferNotFoundError: no such group, or ``group`` names another workflow
@@ -471,11 +486,32 @@ async def wait_group(client: StaccatoClient, group: str) -> GroupStatus:
     """
     handle = client.temporal.get_workflow_handle(group, result_type=FanOutProgress)
     await _described_group(handle, group)
+    ended = asyncio.ensure_future(handle.result())
     try:
-        await handle.result()
+        while True:
+            done, _ = await asyncio.wait({ended}, timeout=_FAILED_LOOK_S)
+            if done:
+                break
+            # a group that failed (its source could not be read) says so while its run
+            # still releases the staged entry, which may wait a minute for a hung
+            # staging attempt's lock: it has ended for its caller
+            current = await group_status(client, group)
+            if current.state == GroupState.failed:
+                return current
+    finally:
+        if not ended.done():
+            ended.cancel()
+            with contextlib.suppress(asyncio.CancelledError, WorkflowFailureError):
+                await ended
+    try:
+        ended.result()
     except WorkflowFailureError:
         pass  # failed or cancelled: the status says which
     return await group_status(client, group)
+
+
+#: seconds between the looks of :func:`wait_group` at a running group's state
+_FAILED_LOOK_S = 5.0
 
 
 async def list_groups(client: StaccatoClient, *, limit: int = 50) -> list[GroupStatus]:

@@ -431,3 +431,27 @@ def test_no_retry_advice_when_no_failure_can_succeed() -> None:
     assert retry_advice(_ended_with(*never)) is None
     advice = retry_advice(_ended_with(*never, ("ok.txt", "connection reset")))
     assert advice == "copy the failed files again with --retry-failed", advice
+
+
+def test_a_failed_run_still_cleaning_up_shows_what_it_holds() -> None:
+    """A failed transfer whose every chunk was durable, still removing its temp file
+    (G13: a publish that hung): ``bytes_durable`` equals ``bytes_done``, and the human
+    ``status`` left its line out ("said by bytes_done"), so nothing told what the
+    failed run held; it says it now. Once the clean-up ran (0), "nothing kept"."""
+    from staccato.cli import render
+    from staccato.models import TransferState, TransferStatus
+
+    size = 64 * 1024 * 1024
+    failed = TransferStatus(
+        id="staccato-x", state=TransferState.failed, source="s3://b/k",
+        destination="file:///d/f", bytes_total=size, bytes_done=size, bytes_durable=size,
+        rate_bytes_per_s=None, eta_s=None, streams=4, chunk_size=16 * 1024 * 1024,
+        checksum=None, error="gave up", cleanup="the temp file /d/.f.staccato-x beside file:///d/f",
+    )  # fmt: skip
+    lines = render.status_lines(failed)
+    assert any(line.startswith("bytes_durable") for line in lines), lines
+    cleaned = failed.model_copy(update={"bytes_durable": 0, "cleanup": None})
+    lines = render.status_lines(cleaned)
+    assert any("nothing kept" in line for line in lines), lines
+    running = failed.model_copy(update={"state": TransferState.running, "cleanup": None})
+    assert not any(line.startswith("bytes_durable") for line in render.status_lines(running))

@@ -22,10 +22,11 @@ from staccato.activities.stream_progress import HEARTBEAT_EVERY_S, StreamStopped
 from staccato.activities.transfer import check_file_roots
 from staccato.endpoints import get_driver
 from staccato.endpoints.base import Reader, keepalive_hook
-from staccato.errors import RetryableError
+from staccato.errors import RetryableError, StaccatoError
 from staccato.models import ObjectInfo, StageInput, StageResult, StagingProgress
 from staccato.staging import StagingCache, entry_key, shown_url
 from staccato.urls import EndpointURL, redact
+from staccato.workflows.failures import STAGED_BYTES_DETAIL
 
 #: bytes read from the source per read call while staging
 _READ_BLOCK = 1024 * 1024
@@ -44,6 +45,15 @@ def _previous_progress_at() -> float | None:
         return StagingProgress.model_validate(details[0]).progress_at if details else None
     except ValidationError:
         return None
+
+
+def _previous_bytes_staged() -> int:
+    """Bytes the previous attempt had staged at its last heartbeat (0: none)."""
+    details = activity.info().heartbeat_details
+    try:
+        return StagingProgress.model_validate(details[0]).bytes_staged if details else 0
+    except ValidationError:
+        return 0
 
 
 def _staging_endpoint(request: StageInput) -> str:
@@ -149,6 +159,15 @@ def stage_source(request: StageInput) -> StageResult:
             )
         except StreamStopped as stopped:  # cancelled, or the worker is going away
             raise RetryableError(f"staging stopped ({stopped}) at byte {staged}") from None
+        except StaccatoError as err:
+            # should the group fail (this error, or the give-up once --retry-for passed,
+            # which keeps its details): its status keeps the bytes staged, which a
+            # retried attempt that hung at once had heartbeated as 0 (the group showed
+            # "staging the source: 0 B" after 17.6 MiB)
+            most = max(staged, waited, _previous_bytes_staged())
+            if most:
+                err.details = (*err.details, {STAGED_BYTES_DETAIL: most})
+            raise
     activity.logger.info(
         "staged %s (%d bytes) as %s%s",
         manifest.url,

@@ -612,6 +612,10 @@ def _shown_field(s: DatasetStatus, key: str, value: object) -> tuple[str, str]:
         return key, f"{units.size(value)} ({value} bytes)"
     if key == "bytes_done" and isinstance(value, int):
         share = units.percent(value, s.bytes_total) if s.listing_done else None
+        if not s.bytes_total and s.state != "completed":  # (DatasetState, a StrEnum)
+            # nothing listed (a failed listing: a source root that is not there): no
+            # share, which reads "(100%)" of 0 B for an empty dataset that completed
+            share = None
         return key, units.size(value) + (f" ({share})" if share else "")
     if key == "rate_bytes_per_s" and isinstance(value, int | float):
         return "rate", units.rate(value)

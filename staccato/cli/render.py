@@ -153,8 +153,10 @@ def status_lines(s: TransferStatus) -> list[str]:
             share = units.percent(value, s.bytes_total)
             shown = f"{units.size(value)}" + (f" ({share})" if share else "")
         elif key == "bytes_durable":
-            if value == s.bytes_done:
-                continue  # nothing in flight: said by bytes_done
+            if value == s.bytes_done and not (value and s.state.value in ("failed", "cancelled")):
+                # nothing in flight: said by bytes_done (a failed run still removing its
+                # partial data says what it holds: the line was missing then)
+                continue
             shown = durable_text(s)
         elif key == "cancel_requested":
             if not value:

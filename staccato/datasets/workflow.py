@@ -118,7 +118,13 @@ with workflow.unsafe.imports_passed_through():
 
 from staccato.workflows import front, slots
 from staccato.workflows.calls import RETRY, SHORT_HEARTBEAT_TIMEOUT, ended_by_cancel
-from staccato.workflows.failures import decode_input, gave_up_message, left_behind_of, reason
+from staccato.workflows.failures import (
+    decode_input,
+    gave_up_message,
+    left_behind_of,
+    reason,
+    timed_out_text,
+)
 from staccato.workflows.governor import LIMIT_QUEUED_SIGNAL, SLOT_GRANTED_SIGNAL
 
 DEFAULT_HEARTBEAT_TIMEOUT = timedelta(seconds=20)
@@ -722,7 +728,8 @@ class DatasetWorkflow:
                     unclean_from = min(last.next_index, len(batch.files))
             why = reason(err)
             if batch.retry_for_s is not None:  # scheduled within --retry-for of progress
-                why = _batch_gave_up(err, batch.retry_for_s) or why
+                where = f"{batch.source_root} and {batch.destination_root}"
+                why = _batch_gave_up(err, batch.retry_for_s, where) or why
             for f in batch.files[unclean_from:]:
                 self._fail(f.name, f"its batch failed: {why}")
             return
@@ -1554,13 +1561,14 @@ def _left_pairs(
 _Checkpoint = TypeVar("_Checkpoint", BatchCheckpoint, FanOutBatchCheckpoint)
 
 
-def _batch_gave_up(err: BaseException, retry_for_s: float) -> str | None:
+def _batch_gave_up(err: BaseException, retry_for_s: float, where: str) -> str | None:
     """The give-up wording (:func:`~staccato.workflows.failures.gave_up_message`) for a
     batch whose Temporal deadline (``--retry-for`` plus its work) passed, ``err``
     being its ``ActivityError``: the next attempt would have started after it
     (retry state TIMEOUT: Temporal's text is "Not enough time to schedule next
     retry"), or it passed during an attempt (a schedule-to-close timeout). Else None
-    (the batch's own give-up is worded so already)."""
+    (the batch's own give-up is worded so already). ``where``: the endpoints the batch
+    talks to, named when its last attempt timed out or none failed (a hung server)."""
     if not isinstance(err, ActivityError):
         return None
     cause = err.cause
@@ -1573,6 +1581,9 @@ def _batch_gave_up(err: BaseException, retry_for_s: float) -> str | None:
     else:
         return None
     last_text = (getattr(last, "message", None) or str(last)) if last is not None else None
+    if last is None or isinstance(last, ActivityTimeoutError):
+        # a hung attempt: the timeout is the last error (the message only)
+        last_text = timed_out_text(err.activity_type, where, last) or last_text
     return gave_up_message(
         err.activity_type,
         timedelta(seconds=retry_for_s),

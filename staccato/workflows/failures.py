@@ -141,6 +141,29 @@ def durable_in(err: ActivityError, segment: int) -> int | None:
     return found
 
 
+#: the key of a failed ``stage_source``'s error detail saying the most bytes its
+#: attempts staged (also the key of its heartbeats' ``StagingProgress``)
+STAGED_BYTES_DETAIL = "bytes_staged"
+
+
+def staged_in(err: BaseException) -> int | None:
+    """The bytes a failed ``stage_source`` (``err``, its ``ActivityError``) had staged:
+    the most its error's details (``bytes_staged``, which the activity adds), its last
+    heartbeat's (a timeout) or its cause's say; None when none says."""
+    found: int | None = None
+    seen: BaseException | None = getattr(err, "cause", None)
+    while seen is not None:
+        items = list(getattr(seen, "details", None) or ())
+        if isinstance(seen, TimeoutError):
+            items += list(seen.last_heartbeat_details or ())
+        for item in items:
+            staged = item.get(STAGED_BYTES_DETAIL) if isinstance(item, dict) else None
+            if isinstance(staged, int) and not isinstance(staged, bool) and staged > 0:
+                found = staged if found is None else max(found, staged)
+        seen = seen.cause if isinstance(seen, FailureError) else None
+    return found
+
+
 #: the steps whose schedule-to-close deadline also allows the time one attempt may
 #: take to copy its segment (so that a long healthy copy is never cut off); their
 #: activities give up themselves once ``--retry-for`` passed without progress
@@ -181,6 +204,64 @@ def gave_up_message(
         f"passed (--retry-for {duration(retry_for)} without progress{extra}; "
         f"no attempt starts after it); last error: {last_error}"
     )
+
+
+#: the endpoints each step talks to: ``source``, ``destination`` or both (a step not
+#: named here: both)
+_STEP_ENDPOINTS: dict[str, tuple[str, ...]] = {
+    "stat": ("source",),
+    "confirm_source": ("source",),
+    "stage_source": ("source",),
+    "prepare": ("destination",),
+    "verify": ("destination",),
+    "cleanup": ("destination",),
+    "sync_check": ("destination",),
+    # publish re-reads the source's version, then publishes at the destination
+    "publish": ("source", "destination"),
+    "copy_stream": ("source", "destination"),
+}
+
+
+def step_endpoints(step: str, source: str, destination: str) -> str:
+    """The endpoints the activity ``step`` talks to, in words (``s3://b/k``, or
+    ``s3://b/k or file:///d/f``: which of the two did not answer is not known to the
+    workflow): ``source`` and ``destination`` are canonical URLs (no secret)."""
+    urls = {"source": source, "destination": destination}
+    names = [urls[k] for k in _STEP_ENDPOINTS.get(step, ("source", "destination")) if urls[k]]
+    return " or ".join(dict.fromkeys(names)) or "its endpoint"
+
+
+def timed_out_text(step: str, where: str, last: BaseException | None) -> str | None:
+    """The last error of a step whose retry deadline passed, worded when it is a
+    timeout (``last``: Temporal's ``TimeoutError`` of the last attempt) or when there
+    is none (``last`` None: the deadline passed while an attempt was still running,
+    before any attempt failed); None when ``last`` is another error (its own message
+    says it).
+
+    A step that talks to an endpoint and neither answers nor fails (a stopped server
+    accepts connections and then says nothing) ends so: the wording names ``where``
+    (:func:`step_endpoints`) and says it did not answer, instead of "none recorded"
+    or Temporal's "activity Heartbeat timeout".
+    """
+    hint = (
+        "it may be hung or stopped (a server that accepts connections and does not "
+        "answer), or the worker running the step was frozen or overloaded. Check it, "
+        "then run the transfer again"
+    )
+    if last is None:
+        return (
+            f"{where} did not answer: the {step} attempt under way when the deadline passed "
+            f"had not finished; {hint}"
+        )
+    if not isinstance(last, TimeoutError):
+        return None
+    if last.type == TimeoutType.HEARTBEAT:
+        how = "sent no heartbeat for its heartbeat timeout (it was blocked)"
+    elif last.type == TimeoutType.START_TO_CLOSE:
+        how = "did not finish within its start-to-close timeout"
+    else:
+        how = "did not finish before its deadline"
+    return f"{where} did not answer: the last {step} attempt {how}; {hint}"
 
 
 def partial_data(session: WriteSession) -> str:

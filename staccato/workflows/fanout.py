@@ -76,7 +76,7 @@ from staccato.workflows.calls import (
     sealed,
     short_activity,
 )
-from staccato.workflows.failures import decode_input, left_behind_of, reason
+from staccato.workflows.failures import decode_input, left_behind_of, reason, staged_in
 from staccato.workflows.transfer import STREAMS_RUNNING_QUERY
 
 
@@ -183,6 +183,10 @@ class FanOutWorkflow:
                     raise asyncio.CancelledError() from None
                 why = f"reading the source failed: {reason(err)}"
                 progress.error = why
+                if progress.phase == "staging" and progress.staged_bytes is None:
+                    # what was staged stays shown (a status read no heartbeat then, and
+                    # said 0 B); the query's figure only: no command
+                    progress.staged_bytes = staged_in(err)
                 for outcome in progress.destinations:
                     outcome.state = TransferState.failed
                     outcome.error = why

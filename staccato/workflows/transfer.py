@@ -147,7 +147,9 @@ from staccato.workflows.failures import (
     partial_data,
     reason,
     reason_type,
+    step_endpoints,
     stream_moved_on,
+    timed_out_text,
 )
 from staccato.workflows.governor import (
     LIMIT_QUEUED_SIGNAL,
@@ -321,6 +323,12 @@ CONTROL_SIGNAL_PATCH = "control-signal"
 #: (a tester's failed transfer read 32 MiB with 16 MiB journaled). The same memo
 #: update as before; a marker event per failed or cancelled run
 DURABLE_BYTES_MEMO_PATCH = "durable-bytes-memo"
+#: a step whose retry deadline passed while its attempt hung (no attempt failed: the
+#: last error was "none recorded"), or whose last attempt timed out (Temporal's
+#: "activity Heartbeat timeout"), is said to have found its endpoints not answering,
+#: naming them (``failures.timed_out_text``): a stopped S3 server under ``publish``, a
+#: stopped sshd under ``prepare``. The message only; a marker event per such failure
+TIMEOUT_WORDED_PATCH = "step-timeout-worded"
 #: the activity of STREAMS_MOVED_PATCH (staccato.activities.stream_bytes)
 STREAMS_MOVED = "streams_moved"
 _STREAMS_MOVED_TIMEOUT = timedelta(seconds=10)
@@ -2351,15 +2359,26 @@ class TransferWorkflow:
         """
         if not isinstance(err, ActivityError):
             return None
-        if isinstance(err.cause, TimeoutError):
-            if err.cause.type != TimeoutType.SCHEDULE_TO_CLOSE:
-                return None
+        last: BaseException | None
+        if isinstance(err.cause, TimeoutError) and err.cause.type == TimeoutType.SCHEDULE_TO_CLOSE:
             last = err.cause.cause
         elif err.retry_state == RetryState.TIMEOUT:
-            last = err.cause
+            last = err.cause  # (a heartbeat or start-to-close timeout too)
         else:
             return None
-        last_text = (
+        worded: str | None = None
+        if (last is None or isinstance(last, TimeoutError)) and workflow.patched(
+            TIMEOUT_WORDED_PATCH
+        ):
+            # an attempt that hung (a stopped server): the timeout is the last error
+            request = self._request
+            where = step_endpoints(
+                err.activity_type,
+                request.source if request is not None else "",
+                request.destination if request is not None else "",
+            )
+            worded = timed_out_text(err.activity_type, where, last)
+        last_text = worded or (
             getattr(last, "message", None) or str(last) if last is not None else "none recorded"
         )
         # a stream (and the second read of a source) also gets the time one attempt may
@@ -2369,7 +2388,11 @@ class TransferWorkflow:
             self._retry_for,
             last_text,
             allowance=err.activity_type in ALLOWANCE_STEPS,
-            next_attempt=not isinstance(err.cause, TimeoutError),  # retry state TIMEOUT
+            # retry state TIMEOUT (not a schedule-to-close timeout)
+            next_attempt=not (
+                isinstance(err.cause, TimeoutError)
+                and err.cause.type == TimeoutType.SCHEDULE_TO_CLOSE
+            ),
         )
 
     async def _short_activity(

@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.client import WorkflowExecutionStatus
 
 from staccato.client import StaccatoClient
 from staccato.errors import TransferFailedError
-from staccato.models import TransferOptions, TransferState
+from staccato.fanout_client import group_status
+from staccato.models import GroupState, TransferOptions, TransferState
 from tests.helpers import MiB, stopped_process_tree, wait_for_status, write_random
 from tests.s3.conftest import MeteredSeaweedS3
 from tests.s3.s3util import object_digest
@@ -42,6 +44,12 @@ def _stopped(server: MeteredSeaweedS3) -> contextlib.AbstractContextManager[None
 
 
 _ENDED = (TransferState.completed, TransferState.failed, TransferState.cancelled)
+_GROUP_ENDED = (
+    GroupState.completed,
+    GroupState.completed_with_errors,
+    GroupState.failed,
+    GroupState.cancelled,
+)
 
 
 async def _copying(client: StaccatoClient, transfer: str) -> None:
@@ -136,3 +144,126 @@ async def test_upload_to_hung_moto_fails_soon_after_retry_for(
     message = str(failed.value)
     assert f"s3://{bucket}/hang.bin" in message, message
     assert "did not answer" in message, message
+
+
+async def test_hung_s3_source_while_staging_fails_the_group_at_once(
+    s3_client: StaccatoClient, s3_server: MeteredSeaweedS3, s3: Any, bucket: str, data_dir: Path
+) -> None:
+    """A fan-out of an S3 source to two destinations, the S3 server stopped while the
+    group stages the source. The give-up failed both destinations ("the server did not
+    answer"), but the old group stayed ``running`` (phase staging, "0 B staged") a
+    minute more: its run went on to release the staged entry, whose lock a hung
+    attempt's thread held, and status said running while the run had not returned
+    (cp followed it so). Its staged bytes read 0 after 17.6 MiB had shown, and a
+    retry line said the attempt "was blocked" without naming on what."""
+    key = "hang-stage.bin"
+    source_file = data_dir / key
+    write_random(source_file, SIZE, seed=75)
+    s3.upload_file(str(source_file), bucket, key)
+    source = f"s3://{bucket}/{key}"
+    (data_dir / "fa").mkdir()
+    (data_dir / "fb").mkdir()
+    destinations = [str(data_dir / "fa" / "h.bin"), str(data_dir / "fb" / "h.bin")]
+    # the tester's: paced at 2 MiB/s, the default heartbeat timeout (staging: 20 s)
+    options = TransferOptions(chunk_size=8 * MiB, streams=2, max_rate=2 * MiB, retry_for_s=10)
+    group = await s3_client.fan_out(source, destinations, options)
+    deadline = time.monotonic() + 120
+    while True:
+        status = await group_status(s3_client, group)
+        if (status.staged_bytes or 0) > 8 * MiB or status.state in _GROUP_ENDED:
+            break
+        assert time.monotonic() < deadline, f"never staged: {status}"
+        await asyncio.sleep(0.2)
+    assert status.state == GroupState.running, status
+    reasons: set[str] = set()
+    staged_seen = status.staged_bytes or 0
+    staged_shown: list[int] = []
+    with _stopped(s3_server):
+        deadline = time.monotonic() + GIVES_UP_WITHIN_S
+        while True:
+            status = await group_status(s3_client, group)
+            if status.last_retry_error:
+                reasons.add(status.last_retry_error)
+            every_failed = all(d.state == TransferState.failed for d in status.destinations)
+            # never a group running whose every destination failed already
+            assert status.state == GroupState.failed or not every_failed, status
+            if status.state in _GROUP_ENDED:
+                break
+            staged_seen = max(staged_seen, status.staged_bytes or 0)
+            staged_shown.append(status.staged_bytes or 0)
+            assert time.monotonic() < deadline, f"still {status.state.value}: {status}"
+            await asyncio.sleep(0.5)
+        # the Python API's wait ends as soon as the group says failed too (not when
+        # its run, still releasing the staged entry, returns)
+        waited = await asyncio.wait_for(s3_client.wait_group(group), 30)
+        assert waited.state == GroupState.failed, waited
+    final = status
+    assert final.state == GroupState.failed, final
+    assert final.error is not None and "did not answer" in final.error, final
+    assert source in final.error, final
+    for row in final.destinations:
+        assert row.state == TransferState.failed, row
+        assert row.error is not None and "did not answer" in row.error, row
+    # what was staged stays shown (not 0 B)
+    assert all(shown > 0 for shown in staged_shown), staged_shown
+    assert staged_seen > 0
+    assert (final.staged_bytes or 0) > 0, final
+    # a timed-out attempt's retry line names where it was blocked
+    for reason in reasons:
+        if "heartbeat" in reason:
+            assert source in reason, reasons
+
+
+async def test_s3_source_hung_under_publish_fails_naming_it(
+    s3_client: StaccatoClient, s3_server: MeteredSeaweedS3, s3: Any, bucket: str, data_dir: Path
+) -> None:
+    """The tester's download from S3 (2 MiB/s, --retry-for 10 s), the server stopped
+    near the end: the rest of the object is in the sockets' buffers, so the copy
+    completes, and ``publish``, which re-reads the source's version, hangs. Its
+    retry deadline passed while its first attempt hung, before any attempt failed: the
+    old code ended "gave up: the publish step kept failing ...; last error: none
+    recorded", naming no endpoint. A failed run whose clean-up removed the temp file
+    keeps nothing (``bytes_durable`` 0), as an ended failed run's."""
+    key = "hang-publish.bin"
+    source_file = data_dir / key
+    write_random(source_file, SIZE, seed=76)
+    s3.upload_file(str(source_file), bucket, key)
+    source = f"s3://{bucket}/{key}"
+    destination = data_dir / "dl.bin"
+    options = TransferOptions(max_rate=2 * MiB, retry_for_s=10)
+    transfer = await s3_client.submit(source, str(destination), options)
+    # the last few MiB: fewer than the sockets buffer (~17 MiB were read from them
+    # after a stop here)
+    await wait_for_status(
+        s3_client,
+        transfer,
+        lambda s: s.bytes_done >= SIZE - 4 * MiB or s.state in _ENDED,
+        timeout_s=120,
+    )
+    phases: set[str] = set()
+    with _stopped(s3_server):
+        deadline = time.monotonic() + GIVES_UP_WITHIN_S
+        while True:
+            status = await s3_client.status(transfer)
+            if status.phase:
+                phases.add(status.phase)
+            if status.state == TransferState.failed and status.cleanup is None:
+                # its clean-up is over: nothing is kept
+                assert status.bytes_durable == 0, status
+            if status.state in _ENDED:
+                # (a failed run goes on while it removes its temp file: its end)
+                described = await s3_client.temporal.get_workflow_handle(transfer).describe()
+                if described.status != WorkflowExecutionStatus.RUNNING:
+                    break
+            assert time.monotonic() < deadline, f"still {status.state.value}: {status}"
+            await asyncio.sleep(0.5)
+    if "publish" not in phases:
+        pytest.skip(f"the copy hung before publish (phases {phases}): smaller socket buffers")
+    status = await s3_client.status(transfer)
+    assert status.state == TransferState.failed, status
+    message = status.error or ""
+    assert "publish" in message and "did not answer" in message, message
+    assert source in message, message
+    assert "none recorded" not in message, message
+    assert status.bytes_durable == 0, status
+    assert not destination.exists()

@@ -9,9 +9,18 @@ import os
 from pathlib import Path
 
 from staccato.client import StaccatoClient
+from staccato.dataset_client import submit_dataset
 from staccato.datasets.models import DatasetState
 from staccato.models import SyncLevel, TransferOptions
-from tests.dataset_checks import MiB, check_links_into, links_into, make_tree, run_dataset, tree
+from tests.dataset_checks import (
+    MiB,
+    check_links_into,
+    links_into,
+    make_tree,
+    run_dataset,
+    tree,
+    wait_dataset,
+)
 from tests.helpers import run_cli
 
 OPTIONS = TransferOptions(chunk_size=1 * MiB, streams=2)
@@ -63,6 +72,32 @@ def test_a_missing_source_directory_is_a_usage_error(
     (data_dir / "empty").mkdir()
     empty = run_cli("cp", "-r", "-q", sftp_url(data_dir / "empty"), str(data_dir / "out"), **args)
     assert empty.returncode == 0, empty
+    assert not (data_dir / "out").exists()
+
+
+async def test_a_missing_sftp_root_submitted_fails_naming_it_and_shows_no_share(
+    temporal_server, sftp_client: StaccatoClient, sftp_worker, sftp_url, data_dir: Path
+) -> None:
+    """``submit_dataset`` (and ``submit -r``) of an SFTP root under directories that do
+    not exist either (the tester's ``sftp://user@host:port/no/such/dir/``): the client
+    does not speak SFTP, so the dataset starts and then fails. Its reason names the URL
+    and says it does not exist; its status showed "bytes_done 0 B (100%)" for a
+    failed dataset that copied nothing, and the reason said only "no such directory"."""
+    args = dict(address=temporal_server.address, task_queue=sftp_worker.task_queue)
+    missing = sftp_url(data_dir / "no" / "such" / "dir") + "/"
+    dataset = await submit_dataset(sftp_client, missing, str(data_dir / "out"))
+    final = await wait_dataset(sftp_client, dataset, timeout_s=120)
+    assert final.state == DatasetState.failed, final
+    assert final.error is not None, final
+    assert missing.rstrip("/") in final.error and "does not exist" in final.error, final
+    shown = run_cli("status", dataset, **args)
+    assert shown.returncode == 0, shown
+    assert "100%" not in shown.stdout, shown.stdout
+    assert "does not exist" in shown.stdout, shown.stdout
+    followed = run_cli("cp", "-r", "-q", missing, str(data_dir / "out"), **args)
+    assert followed.returncode != 0, followed
+    assert missing.rstrip("/") in followed.stderr, followed.stderr
+    assert "does not exist" in followed.stderr, followed.stderr
     assert not (data_dir / "out").exists()
 
 

@@ -64,3 +64,27 @@ async def test_hung_sftp_server_fails_soon_after_retry_for_naming_the_destinatio
     assert str(out / "hang.bin") in message, message
     assert "did not answer" in message, message
     assert took < GIVES_UP_WITHIN_S
+
+
+async def test_sftp_server_hung_before_prepare_fails_naming_the_destination(
+    sftp_client: StaccatoClient, sftp_logged: SshdServer, data_dir: Path
+) -> None:
+    """sshd stopped before the transfer starts: its ``prepare`` step (the first that
+    talks to the destination) hangs. Each attempt waits for an answer that never
+    comes, and the retry deadline passed while one was still running, so no attempt
+    had failed: the old code ended "gave up: the prepare step kept failing ...; last
+    error: none recorded" (seen in CI), naming neither the server nor the hang."""
+    source = data_dir / "hang-prepare.bin"
+    write_random(source, MiB, seed=74)
+    out = data_dir / "out-prepare"
+    out.mkdir()
+    destination = sftp_logged.url(str(out / "hang.bin"))
+    with _stopped(sftp_logged):
+        transfer = await sftp_client.submit(str(source), destination, OPTIONS)
+        with pytest.raises(TransferFailedError) as failed:
+            await asyncio.wait_for(sftp_client.wait(transfer), GIVES_UP_WITHIN_S)
+    message = str(failed.value)
+    assert "prepare" in message, message
+    assert str(out / "hang.bin") in message, message
+    assert "did not answer" in message, message
+    assert "none recorded" not in message, message

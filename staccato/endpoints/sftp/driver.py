@@ -276,7 +276,10 @@ class SFTPDriver(Driver):
         def op(sftp: StaccatoSFTP) -> ListPage:
             attrs = stat_or_none(sftp, top)
             if attrs is None:
-                raise NotFound(f"source directory {root}: no such directory on the server")
+                raise NotFound(
+                    f"source directory {root} does not exist: no such directory on the "
+                    "server; check the path"
+                )
             if not stat_module.S_ISDIR(attrs.st_mode or 0):
                 raise SourceRootNotADirectoryError(source_root_not_a_directory(str(root)))
             # resolved paths of the directories on the walk's current path (loop check)
