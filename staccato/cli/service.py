@@ -67,7 +67,10 @@ def worker(
                 f"warning: unknown settings (typos?), ignored: {', '.join(unknown)}", err=True
             )
         return
-    from staccato.workers.worker import run_worker
+    from staccato.loading import imports_frozen
+
+    with imports_frozen():  # the worker's imports (staccato.loading)
+        from staccato.workers.worker import run_worker
 
     setup_logging(verbose)
 
@@ -344,8 +347,11 @@ def up(
     gave_up: list[str] = []
 
     async def go() -> None:
-        from staccato.client import StaccatoClient
-        from staccato.workers.worker import run_worker
+        from staccato.loading import imports_frozen
+
+        with imports_frozen():  # the worker's imports (staccato.loading)
+            from staccato.client import StaccatoClient
+            from staccato.workers.worker import run_worker
 
         client = await StaccatoClient.connect(target_host=address, namespace="default")
         ready = asyncio.Event()
