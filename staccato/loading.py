@@ -12,6 +12,12 @@ while they run, then everything they made is frozen: moved out of the collector'
 sight for good (not walked again, not at exit), and the collector runs again for what
 the process does next. Code that makes much garbage (a throwaway client) runs after,
 with the collector on.
+
+The ``staccato`` command pauses the collector from its first import
+(:func:`pause_for_start`, in :mod:`staccato.cli.startup`) until its coroutine first
+waits (:func:`resume_after_start`, in :func:`staccato.cli.common.run`): a ``staccato
+status`` spent ~47 ms of its ~0.4 CPU-s in collections while it imported the command,
+Temporal's client and the models.
 """
 
 from __future__ import annotations
@@ -35,3 +41,26 @@ def imports_frozen() -> Iterator[None]:
         gc.freeze()
         if was_enabled:
             gc.enable()
+
+
+_paused_for_start = False
+
+
+def pause_for_start() -> None:
+    """Pause the collector until :func:`resume_after_start` (the command's imports:
+    see the module). A no-op if the collector is off already."""
+    global _paused_for_start
+    if gc.isenabled():
+        gc.disable()
+        _paused_for_start = True
+
+
+def resume_after_start() -> None:
+    """End :func:`pause_for_start`'s pause: freeze what the process holds and turn the
+    collector back on. A no-op without that pause (a program using the package, or a
+    second call)."""
+    global _paused_for_start
+    if _paused_for_start:
+        _paused_for_start = False
+        gc.freeze()
+        gc.enable()
