@@ -67,10 +67,7 @@ def worker(
                 f"warning: unknown settings (typos?), ignored: {', '.join(unknown)}", err=True
             )
         return
-    from staccato.loading import imports_frozen
-
-    with imports_frozen():  # the worker's imports (staccato.loading)
-        from staccato.workers.worker import run_worker
+    from staccato.workers.worker import run_worker
 
     setup_logging(verbose)
 
@@ -347,11 +344,8 @@ def up(
     gave_up: list[str] = []
 
     async def go() -> None:
-        from staccato.loading import imports_frozen
-
-        with imports_frozen():  # the worker's imports (staccato.loading)
-            from staccato.client import StaccatoClient
-            from staccato.workers.worker import run_worker
+        from staccato.client import StaccatoClient
+        from staccato.workers.worker import run_worker
 
         client = await StaccatoClient.connect(target_host=address, namespace="default")
         ready = asyncio.Event()

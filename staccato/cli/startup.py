@@ -48,10 +48,13 @@ def terminated_at_start(signum: int, frame: object) -> None:
 
 #: the commands whose work runs in :func:`staccato.cli.common.run`, which ends the
 #: garbage collector's pause of their imports (:mod:`staccato.loading`) once their
-#: coroutine first waits; not ``worker`` and ``up`` (their own imports are paused
-#: and frozen by ``imports_frozen``), nor ``codec-server`` (it serves without ``run``)
+#: coroutine first waits (``worker`` and ``up``: connected to Temporal, the worker's
+#: modules imported); not ``codec-server`` (it serves without ``run``) nor ``down``
 COLLECTOR_PAUSED_COMMANDS = frozenset(
-    {"submit", "cp", "watch", "status", "list", "cancel", "pause", "resume", "schedule", "limit"}
+    {
+        *("submit", "cp", "watch", "status", "list", "cancel", "pause", "resume"),
+        *("schedule", "limit", "worker", "up"),
+    }
 )
 
 #: the command, not a program importing the package
