@@ -84,3 +84,20 @@ def test_activity_process_freezes_its_imports_and_collects_after() -> None:
     assert enabled
     assert frozen > 10_000
     assert frozen_garbage < 5_000
+
+
+def test_manager_process_imports_neither_settings_nor_pydantic() -> None:
+    """The worker's multiprocessing manager only scrubs its log lines
+    (``staccato.scrubbing``): it imports neither the settings nor pydantic nor the
+    cipher (~0.13 CPU-s of every worker start, when it imported ``staccato.secrets``)."""
+    probe = (
+        "import json, logging, sys\n"
+        "from staccato.workers.lifeline import start_manager_process\n"
+        "start_manager_process()\n"
+        "scrubbed = [type(f).__name__ for h in logging.getLogger().handlers for f in h.filters]\n"
+        "heavy = ('pydantic', 'staccato.settings', 'staccato.secrets', 'cryptography')\n"
+        "print(json.dumps([scrubbed, sorted(m for m in heavy if m in sys.modules)]))\n"
+    )
+    scrubbed, heavy = _probe(probe)
+    assert scrubbed == ["ScrubFilter"]
+    assert heavy == []

@@ -105,6 +105,6 @@ def start_manager_process() -> None:
     from staccato.loading import imports_frozen
 
     with imports_frozen():
-        from staccato.secrets import install_log_scrubber
+        from staccato.scrubbing import install_log_scrubber  # not secrets: no pydantic
 
     install_log_scrubber()
