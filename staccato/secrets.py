@@ -28,12 +28,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import collections
 import hashlib
 import hmac
-import logging
 import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +38,10 @@ from pydantic import SecretStr
 
 from staccato import settings
 from staccato.errors import InvalidURLError, SecretKeyError
+from staccato.scrubbing import ScrubFilter as ScrubFilter  # re-exported: the API it had
+from staccato.scrubbing import install_log_scrubber as install_log_scrubber
+from staccato.scrubbing import remember
+from staccato.scrubbing import scrub as scrub
 from staccato.urls import REDACTED, SOURCE_ONLY_SCHEMES, EndpointURL, parse_url, redact
 
 KEY_BYTES = 32  # AES-256
@@ -251,38 +252,6 @@ def unseal(text: str, context: str, keys: list[Key]) -> str:
     return data.decode()
 
 
-# Secret values recently unsealed in this process: failure messages are scrubbed of
-# them even where a library quotes a value without its URL.
-_recent: collections.deque[str] = collections.deque(maxlen=64)
-_recent_lock = threading.Lock()
-_MIN_SCRUBBED_CHARS = 6  # shorter values (``1``, ``true``) would garble messages
-
-
-def _remember(query: str) -> None:
-    from urllib.parse import unquote
-
-    values = {part.partition("=")[2] or part for part in query.split("&") if part}
-    values |= {unquote(v) for v in values}
-    with _recent_lock:
-        for value in values:
-            if len(value) >= _MIN_SCRUBBED_CHARS and value not in _recent:
-                _recent.append(value)
-
-
-def scrub(text: str) -> str:
-    """``text`` with every URL redacted and every recently unsealed secret value
-    replaced by ``REDACTED`` (for failure messages and log lines)."""
-    from staccato.urls import redact_text
-
-    text = redact_text(text)
-    with _recent_lock:
-        values = sorted(_recent, key=len, reverse=True)
-    for value in values:
-        if value in text:
-            text = text.replace(value, REDACTED)
-    return text
-
-
 def seal_source(canonical: str) -> tuple[str, str | None]:
     """Split a canonical source URL into what Temporal may store and the sealed rest.
 
@@ -351,38 +320,5 @@ def source_url(source: str, source_secret: str | None) -> EndpointURL:
     real = parse_url(source.split("?", 1)[0] + "?" + query)
     if redact(real.canonical) != source:
         raise InvalidURLError(f"the sealed query does not fit the source {source}")
-    _remember(query)
+    remember(query)
     return real
-
-
-class ScrubFilter(logging.Filter):
-    """A logging filter that passes every record through :func:`scrub` (message,
-    arguments and traceback text), so no log line carries a URL's secret."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # a malformed record: leave it to the handler to report
-            return True
-        record.msg, record.args = scrub(message), None
-        if record.exc_info and record.exc_info[0] is not None:
-            record.exc_text = scrub(logging.Formatter().formatException(record.exc_info))
-            record.exc_info = None
-        if record.stack_info:
-            record.stack_info = scrub(record.stack_info)
-        return True
-
-
-def install_log_scrubber() -> None:
-    """Put a :class:`ScrubFilter` on every handler of the root logger (adding a
-    stderr handler first if there is none, as in a worker's activity processes), so
-    a log line from any library (httpx, botocore, paramiko, Temporal's own activity
-    failure lines) is scrubbed before it is written. Idempotent."""
-    root = logging.getLogger()
-    if not root.handlers:
-        stream = logging.StreamHandler()
-        stream.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root.addHandler(stream)
-    for handler in root.handlers:
-        if not any(isinstance(f, ScrubFilter) for f in handler.filters):
-            handler.addFilter(ScrubFilter())

@@ -234,3 +234,45 @@ def test_whole_command_still_has_every_command() -> None:
 
     names = set(get_command(app).commands)  # type: ignore[attr-defined]
     assert {"cp", "submit", "list", "worker", "up", "down", "schedule", "limit"} <= names
+
+
+#: runs the command in-process (as :data:`PROBE`) and prints, as one JSON line, whether
+#: the garbage collector is on and how many objects are frozen when it has ended
+GC_PROBE = """
+import gc, json, os, sys
+sys.argv = ["staccato", *json.loads(sys.argv[1])]
+from staccato.cli import app
+code = 0
+try:
+    app()
+except SystemExit as exit_:
+    code = exit_.code if isinstance(exit_.code, int) else 1
+sys.stdout.flush()
+print("\\nPROBE " + json.dumps({"code": code, "gc": [gc.isenabled(), gc.get_freeze_count()]}))
+os._exit(0)
+"""
+
+
+def test_a_command_runs_with_the_collector_on_after_its_imports(temporal_server) -> None:
+    """A command's imports run with the garbage collector paused, and what they made
+    is frozen (``staccato.loading``); the collector is on again once the command first
+    waits on Temporal, so a long ``cp`` or ``watch`` does collect its garbage."""
+    done = subprocess.run(
+        [sys.executable, "-c", GC_PROBE, json.dumps(["status", "staccato-no-such-transfer"])],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={
+            **os.environ,
+            "TEMPORAL_ADDRESS": temporal_server.address,
+            "TEMPORAL_NAMESPACE": "default",
+        },
+        timeout=120,
+    )
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("PROBE ")]
+    assert lines, f"probe printed nothing; stderr:\n{done.stderr}"
+    found = json.loads(lines[-1].removeprefix("PROBE "))
+    assert found["code"] == 1, done.stderr  # no such transfer: Temporal was asked
+    enabled, frozen = found["gc"]
+    assert enabled
+    assert frozen > 10_000

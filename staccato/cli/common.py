@@ -21,6 +21,7 @@ from typing import NoReturn, TypeVar
 import typer
 
 from staccato.errors import InvalidURLError, SettingsError, StaccatoError
+from staccato.loading import resume_after_start
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -55,6 +56,8 @@ async def _terminable(factory: Callable[[], Awaitable[T]], sigterm: bool) -> T:
     """Await ``factory()``; with ``sigterm``, SIGTERM cancels it as Ctrl-C does (and
     sets :data:`_terminated`), so a command following a run says how to follow it
     again."""
+    # the command's imports are done once its coroutine first waits (staccato.loading)
+    asyncio.get_running_loop().call_soon(resume_after_start)
     if not sigterm:
         return await factory()
     task = asyncio.current_task()

@@ -19,6 +19,8 @@ import os
 import signal
 import sys
 
+from staccato.loading import pause_for_start
+
 #: the commands that start runs: only they say "nothing was started" (a `watch` or
 #: `status` stopped while loading starts nothing, and its transfer goes on)
 STARTING_COMMANDS = frozenset({"cp", "submit"})
@@ -44,8 +46,21 @@ def terminated_at_start(signum: int, frame: object) -> None:
     os._exit(143)
 
 
+#: the commands whose work runs in :func:`staccato.cli.common.run`, which ends the
+#: garbage collector's pause of their imports (:mod:`staccato.loading`) once their
+#: coroutine first waits (``worker`` and ``up``: connected to Temporal, the worker's
+#: modules imported); not ``codec-server`` (it serves without ``run``) nor ``down``
+COLLECTOR_PAUSED_COMMANDS = frozenset(
+    {
+        *("submit", "cp", "watch", "status", "list", "cancel", "pause", "resume"),
+        *("schedule", "limit", "worker", "up"),
+    }
+)
+
 #: the command, not a program importing the package
 AS_COMMAND = os.path.basename(sys.argv[0] if sys.argv else "") in ("staccato", "-m")
+if AS_COMMAND and sys.argv[1:2] and sys.argv[1] in COLLECTOR_PAUSED_COMMANDS:
+    pause_for_start()
 if AS_COMMAND and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
     signal.signal(signal.SIGINT, interrupted_at_start)
 if AS_COMMAND and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:

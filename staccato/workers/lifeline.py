@@ -81,11 +81,14 @@ def start_activity_process(
     imported before the process's activity threads start
     (:func:`staccato.endpoints.import_drivers` says why)."""
     die_with_parent()
-    from staccato.activities.capacity import install_budget
-    from staccato.activities.pacing import install_board
-    from staccato.endpoints import import_drivers
-    from staccato.secrets import install_log_scrubber
-    from staccato.workers.flags import install_flags
+    from staccato.loading import imports_frozen
+
+    with imports_frozen():  # ~0.15 CPU-s less per process (staccato.loading)
+        from staccato.activities.capacity import install_budget
+        from staccato.activities.pacing import install_board
+        from staccato.endpoints import import_drivers
+        from staccato.secrets import install_log_scrubber
+        from staccato.workers.flags import install_flags
 
     install_log_scrubber()  # a library's log line may quote a URL's token
     install_board(rate_board)
@@ -99,6 +102,9 @@ def start_manager_process() -> None:
     and the rate board): :func:`die_with_parent`, then URL secrets scrubbed from log
     lines."""
     die_with_parent()
-    from staccato.secrets import install_log_scrubber
+    from staccato.loading import imports_frozen
+
+    with imports_frozen():
+        from staccato.scrubbing import install_log_scrubber  # not secrets: no pydantic
 
     install_log_scrubber()
