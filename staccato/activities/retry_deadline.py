@@ -46,11 +46,12 @@ between them moves the give-up by as much.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from datetime import timedelta
 from typing import Any, Protocol, TypeVar
@@ -121,9 +122,20 @@ class EndpointHungError(RetryableError):
 
 
 class _HangWatch:
-    """The hang watch of one attempt (see the module)."""
+    """The hang watch of one attempt (see the module): it interrupts the threads that
+    joined it (the attempt's own thread, for a single stream; each thread of a batch
+    while it talks to an endpoint, :func:`watched`)."""
 
-    def __init__(self, at: float, retry_for_s: float, progress_at: float | None, where: str):
+    def __init__(
+        self,
+        at: float,
+        retry_for_s: float,
+        progress_at: float | None,
+        where: str,
+        *,
+        motion: Motion | None = None,
+        caller: bool = True,
+    ):
         self.at = at  # the deadline before any progress of this attempt (Unix seconds)
         self.retry_for_s = retry_for_s
         self.progress_at = progress_at
@@ -134,8 +146,9 @@ class _HangWatch:
         timeout = activity.info().heartbeat_timeout
         beats = timeout.total_seconds() * HEARTBEAT_SHARE if timeout else None
         self.limit_s = max(1.0, min(hang_s(), beats)) if beats else hang_s()
-        self.motion = Motion()
-        self.ident = threading.get_ident()
+        self.motion = motion if motion is not None else Motion()
+        #: the threads interrupted when the watch fires (idents)
+        self.threads: set[int] = {threading.get_ident()} if caller else set()
         self.message: str | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -151,19 +164,19 @@ class _HangWatch:
     def _run(self) -> None:
         fired_at = 0.0
         while not self._stop.wait(WATCH_TICK_S):
-            if self.motion.elsewhere:
-                continue  # the endpoints copy between themselves (server-side)
             idle = time.monotonic() - self.motion.at
-            if idle < self.limit_s or time.time() < self.deadline():
+            if self.message is None:
+                if self.motion.elsewhere:
+                    continue  # the endpoints copy between themselves (server-side)
+                if idle < self.limit_s or time.time() < self.deadline():
+                    continue
+            elif time.monotonic() - fired_at < _REPEAT_S:
+                # given up: repeated whatever moved since (a request sent again on a
+                # new connection reaches a stopped server's kernel, and no further)
                 continue
-            if self.message is not None and time.monotonic() - fired_at < _REPEAT_S:
-                continue
-            guard = stream_guard.guard_of(self.ident)
             with self._lock:
                 if self._stop.is_set():
                     return
-                if guard is not None and guard.shielded:
-                    continue  # talking to the worker's manager: next tick
                 if self.message is None:
                     self.message = (
                         f"{self.where}: the server did not answer: no byte moved for "
@@ -173,21 +186,78 @@ class _HangWatch:
                     )
                     activity.logger.warning("%s", self.message)
                 fired_at = time.monotonic()
-                _hang_messages[self.ident] = self.message
-                try:
-                    interrupts.interrupt(self.ident, _ThreadHung)
-                except ValueError:  # the thread ended meanwhile
-                    return
+                for ident in list(self.threads):
+                    if stream_guard.shielded(ident):
+                        continue  # talking to the worker's manager: next time
+                    _hang_messages[ident] = self.message
+                    try:
+                        interrupts.interrupt(ident, _ThreadHung)
+                    except ValueError:  # the thread ended meanwhile
+                        self.threads.discard(ident)
+                        _hang_messages.pop(ident, None)
+
+    def joined(self) -> contextlib.AbstractContextManager[None]:
+        """The calling thread interrupted with the attempt's others when the watch
+        fires, for the block (re-entered: a no-op). A thread that joins after it
+        fired fails at once with :class:`EndpointHungError`."""
+        return _Joined(self)
+
+    def leave(self, ident: int) -> None:
+        """Interrupt thread ``ident`` no more; take back an interrupt it has not
+        raised yet."""
+        with self._lock:
+            self.threads.discard(ident)
+            if self.message is not None:
+                interrupts.cancel(ident)
+                _hang_messages.pop(ident, None)
 
     def stop(self) -> str | None:
-        """Stop watching, take back an interrupt not raised yet; the give-up message
+        """Stop watching, take back the interrupts not raised yet; the give-up message
         if the watch fired."""
         with self._lock:
             self._stop.set()
             if self.message is not None:
-                interrupts.cancel(self.ident)
-                _hang_messages.pop(self.ident, None)
+                for ident in self.threads:
+                    interrupts.cancel(ident)
+                    _hang_messages.pop(ident, None)
+            self.threads.clear()
         return self.message
+
+
+class _Joined:
+    """:meth:`_HangWatch.joined` (a class, not a generator: its exit must remove the
+    thread even when the watch's interrupt is raised in it)."""
+
+    __slots__ = ("_watch", "_ident", "_outer")
+
+    def __init__(self, watch: _HangWatch) -> None:
+        self._watch = watch
+        self._ident = threading.get_ident()
+        self._outer = False
+
+    def __enter__(self) -> None:
+        watch = self._watch
+        try:
+            with watch._lock:
+                if watch.message is not None:
+                    raise EndpointHungError(watch.message)
+                if self._ident in watch.threads:
+                    return  # joined already (an enclosing block leaves)
+                watch.threads.add(self._ident)
+                self._outer = True
+        except EndpointHungError:
+            self.__exit__()  # an interrupt raised right after joining: leave
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._outer:
+            return
+        while True:
+            try:
+                self._watch.leave(self._ident)
+                return
+            except EndpointHungError:
+                continue  # raised here before it was taken back: leave all the same
 
 
 #: thread ident -> the message of the hung attempt interrupted there
@@ -205,6 +275,60 @@ class _ThreadHung(EndpointHungError):
 
 
 _watch: ContextVar[_HangWatch | None] = ContextVar("retry_deadline_watch", default=None)
+
+
+@contextlib.contextmanager
+def hang_watch(
+    retry_for_s: float | None, progress_at: float | None, where: str, motion: Motion
+) -> Iterator[_HangWatch | None]:
+    """The hang watch (see the module) of an activity whose work runs in several
+    threads (a dataset's ``copy_batch``): each thread joins it while it talks to an
+    endpoint (:func:`watched`, also in threads run in copies of this context), and all
+    of them are interrupted when no byte moved (``motion``, which the caller tracks:
+    :func:`~staccato.endpoints.base.motion_tracker`) for :func:`hang_s` seconds past
+    the deadline (:func:`deadline` of ``retry_for_s``, or ``retry_for_s`` after
+    ``progress_at``, the last progress of earlier attempts, or after what this one
+    reports with :func:`progressed`). Yields None (no watch) when ``retry_for_s`` is
+    None or the activity is local. After the block, :func:`hung`'s message says
+    whether it fired: the caller fails the attempt with :func:`hung_error`."""
+    if retry_for_s is None or activity.info().is_local:
+        yield None
+        return
+    watch = _HangWatch(
+        deadline(retry_for_s, None), retry_for_s, progress_at, where, motion=motion, caller=False
+    )
+    token = _watch.set(watch)
+    watch.start()
+    try:
+        yield watch
+    finally:
+        watch.stop()
+        _watch.reset(token)
+
+
+def watched() -> contextlib.AbstractContextManager[None]:
+    """The calling thread joins the running attempt's hang watch for the block (see
+    :func:`hang_watch`); nothing without one.
+
+    Raises:
+        EndpointHungError: the watch fired already (entering), or fires in the block.
+    """
+    watch = _watch.get()
+    return contextlib.nullcontext() if watch is None else watch.joined()
+
+
+def hung() -> str | None:
+    """The give-up message of the running attempt's hang watch if it fired, else None."""
+    watch = _watch.get()
+    return None if watch is None else watch.message
+
+
+def hung_error(message: str, err: ApplicationError | None = None) -> ApplicationError:
+    """The non-retryable failure of an attempt its hang watch gave up (``message``),
+    with ``err``'s details (what the attempt failed with, whatever a driver made of
+    the interrupt)."""
+    details: tuple[Any, ...] = tuple(err.details) if err is not None else ()
+    return ApplicationError(message, *details, type=EndpointHungError.TYPE, non_retryable=True)
 
 
 def latest(*times: float | None) -> float | None:
@@ -274,16 +398,10 @@ def within_retry_for(
                             hung = watch.stop()
                 except EndpointHungError:
                     hung = watch.stop()
-                    raise ApplicationError(
-                        hung or "endpoint did not answer",
-                        type=EndpointHungError.TYPE,
-                        non_retryable=True,
-                    ) from None
+                    raise hung_error(hung or "endpoint did not answer") from None
                 except ApplicationError as err:
                     if hung is not None and err.type != WorkerStoppingError.TYPE:
-                        raise ApplicationError(
-                            hung, *err.details, type=EndpointHungError.TYPE, non_retryable=True
-                        ) from None
+                        raise hung_error(hung, err) from None
                     raise
             except ApplicationError as err:
                 if (

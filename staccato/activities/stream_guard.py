@@ -201,6 +201,36 @@ def touch() -> None:
 
 def shield() -> contextlib.AbstractContextManager[None]:
     """Defer the armed guard's interrupts for the block (a call to the worker's shared
-    state manager, whose connection an interrupt would leave unusable)."""
+    state manager, whose connection an interrupt would leave unusable). A thread with
+    no guard (a dataset batch's) is marked shielded for the retry deadline's hang watch
+    (:func:`shielded`), which interrupts such threads too."""
     guard = _current()
-    return guard.shield() if guard is not None else contextlib.nullcontext()
+    return guard.shield() if guard is not None else _bare_shield()
+
+
+#: thread ident -> how many shielded blocks of a thread without a guard it is in
+_bare_shielded: dict[int, int] = {}
+_bare_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _bare_shield() -> Iterator[None]:
+    ident = threading.get_ident()
+    with _bare_lock:
+        _bare_shielded[ident] = _bare_shielded.get(ident, 0) + 1
+    try:
+        yield
+    finally:
+        with _bare_lock:
+            left = _bare_shielded.pop(ident, 1) - 1
+            if left > 0:
+                _bare_shielded[ident] = left
+
+
+def shielded(ident: int) -> bool:
+    """Whether thread ``ident`` is in a :func:`shield` block now (its guard's, or one
+    of a thread without a guard): an interrupt must wait."""
+    guard = guard_of(ident)
+    if guard is not None and guard.shielded:
+        return True
+    return bool(_bare_shielded.get(ident))

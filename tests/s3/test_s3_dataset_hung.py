@@ -1,0 +1,98 @@
+"""A hung S3 server (SIGSTOPped: it accepts connections and answers nothing) during a
+dataset: its batches give up soon after ``--retry-for`` with the single transfer's
+words ("the server did not answer", naming the destination), the files done before
+stay done, and while nothing moves its status shows no since-start rate.
+
+Before the batch's hang watch (``copy_batch`` in staccato/activities/dataset.py, the
+single transfer's in staccato/activities/retry_deadline.py), a batch's file threads
+stayed blocked on the stopped server while its own thread kept heartbeating: the
+dataset stayed ``running`` with no reason, its status showing "file rate 10.3
+files/s" a minute into the silence (tester). Server: the session's SeaweedFS, stopped
+and resumed (always, in a ``finally``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from staccato.client import StaccatoClient
+from staccato.dataset_client import dataset_status, submit_dataset
+from staccato.datasets.models import DatasetState, DatasetStatus
+from staccato.models import TransferOptions
+from tests.dataset_checks import wait_dataset
+from tests.helpers import MiB, stopped_process_tree, write_random
+from tests.s3.conftest import MeteredSeaweedS3
+from tests.s3.s3util import keys, open_uploads
+
+FILES = 300
+FILE_BYTES = 20 * 1024
+#: paced so the dataset lasts ~15 s and the server can be stopped mid-dataset
+OPTIONS = TransferOptions(
+    chunk_size=1 * MiB, streams=1, max_rate=400_000, retry_for_s=12, heartbeat_timeout_s=5
+)
+#: a correctness bound, not a speed one: the old code stayed running for good
+GIVES_UP_WITHIN_S = 150.0
+_ENDED = (
+    DatasetState.completed,
+    DatasetState.completed_with_errors,
+    DatasetState.failed,
+    DatasetState.cancelled,
+)
+
+
+async def _status_when(
+    client: StaccatoClient, dataset: str, done: Any, timeout_s: float
+) -> DatasetStatus:
+    """The dataset's first status for which ``done(status)`` holds, or that has ended
+    (polled, ``timeout_s`` seconds at most)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = await dataset_status(client, dataset)
+        if done(status) or status.state in _ENDED:
+            return status
+        assert time.monotonic() < deadline, f"no such status in {timeout_s} s: {status}"
+        await asyncio.sleep(0.3)
+
+
+async def test_hung_s3_server_fails_the_dataset_soon_after_retry_for(
+    s3_client: StaccatoClient, s3_server: MeteredSeaweedS3, s3: Any, bucket: str, data_dir: Path
+) -> None:
+    source = data_dir / "hung-src"
+    for i in range(FILES):
+        path = source / f"d{i % 3}" / f"f{i:03d}.bin"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_random(path, FILE_BYTES, seed=300 + i)
+    root = f"s3://{bucket}/hung"
+    dataset = await submit_dataset(s3_client, str(source), root, options=OPTIONS)
+    before = await _status_when(s3_client, dataset, lambda s: s.files_done >= 40, 120)
+    assert before.state == DatasetState.running, before  # still copying: stop it now
+    assert s3_server.pid is not None, "the S3 server is not running"
+    with stopped_process_tree(s3_server.pid):
+        stopped_at = time.monotonic()
+        # a few seconds into the silence: no since-start rate that looks alive
+        still = await _status_when(
+            s3_client,
+            dataset,
+            lambda s: s.rate_files_per_s is None and s.rate_bytes_per_s is None,
+            GIVES_UP_WITHIN_S,
+        )
+        assert still.state == DatasetState.running, (
+            f"the status kept a since-start rate while nothing moved: {still}"
+        )
+        assert still.idle_since is not None and still.eta_s is None, still
+        final = await wait_dataset(s3_client, dataset, timeout_s=GIVES_UP_WITHIN_S)
+        took = time.monotonic() - stopped_at
+    print(f"the dataset ended {final.state.value} {took:.1f} s after the server stopped")
+    assert final.state in (DatasetState.completed_with_errors, DatasetState.failed), final
+    reasons = [f.reason for f in final.failures] + ([final.error] if final.error else [])
+    hung = [r for r in reasons if "did not answer" in r]
+    assert hung, reasons
+    assert all(f"{root}" in r for r in hung), hung
+    # the files done before the hang stay done, every file is accounted for
+    assert final.files_done >= before.files_done, (before, final)
+    assert final.files_done + final.files_failed == FILES, final
+    assert len(keys(s3, bucket)) >= final.files_done
+    assert open_uploads(s3, bucket) == []
