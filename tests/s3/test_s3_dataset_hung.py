@@ -13,16 +13,16 @@ and resumed (always, in a ``finally``).
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 from typing import Any
 
+from staccato.cli.datasets import progress_text
 from staccato.client import StaccatoClient
-from staccato.dataset_client import dataset_status, submit_dataset
-from staccato.datasets.models import DatasetState, DatasetStatus
+from staccato.dataset_client import submit_dataset
+from staccato.datasets.models import DatasetState
 from staccato.models import TransferOptions
-from tests.dataset_checks import wait_dataset
+from tests.dataset_checks import status_when, wait_dataset
 from tests.helpers import MiB, stopped_process_tree, write_random
 from tests.s3.conftest import MeteredSeaweedS3
 from tests.s3.s3util import keys, open_uploads
@@ -35,28 +35,6 @@ OPTIONS = TransferOptions(
 )
 #: a correctness bound, not a speed one: the old code stayed running for good
 GIVES_UP_WITHIN_S = 150.0
-_ENDED = (
-    DatasetState.completed,
-    DatasetState.completed_with_errors,
-    DatasetState.failed,
-    DatasetState.cancelled,
-)
-
-
-async def _status_when(
-    client: StaccatoClient, dataset: str, done: Any, timeout_s: float
-) -> DatasetStatus:
-    """The dataset's first status for which ``done(status)`` holds, or that has ended
-    (polled, ``timeout_s`` seconds at most)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        status = await dataset_status(client, dataset)
-        if done(status) or status.state in _ENDED:
-            return status
-        assert time.monotonic() < deadline, f"no such status in {timeout_s} s: {status}"
-        await asyncio.sleep(0.3)
-
-
 async def test_hung_s3_server_fails_the_dataset_soon_after_retry_for(
     s3_client: StaccatoClient, s3_server: MeteredSeaweedS3, s3: Any, bucket: str, data_dir: Path
 ) -> None:
@@ -67,13 +45,13 @@ async def test_hung_s3_server_fails_the_dataset_soon_after_retry_for(
         write_random(path, FILE_BYTES, seed=300 + i)
     root = f"s3://{bucket}/hung"
     dataset = await submit_dataset(s3_client, str(source), root, options=OPTIONS)
-    before = await _status_when(s3_client, dataset, lambda s: s.files_done >= 40, 120)
+    before = await status_when(s3_client, dataset, lambda s: s.files_done >= 40, 120)
     assert before.state == DatasetState.running, before  # still copying: stop it now
     assert s3_server.pid is not None, "the S3 server is not running"
     with stopped_process_tree(s3_server.pid):
         stopped_at = time.monotonic()
         # a few seconds into the silence: no since-start rate that looks alive
-        still = await _status_when(
+        still = await status_when(
             s3_client,
             dataset,
             lambda s: s.rate_files_per_s is None and s.rate_bytes_per_s is None,
@@ -83,9 +61,12 @@ async def test_hung_s3_server_fails_the_dataset_soon_after_retry_for(
             f"the status kept a since-start rate while nothing moved: {still}"
         )
         assert still.idle_since is not None and still.eta_s is None, still
+        text = progress_text(still)
+        assert "nothing moved since" in text and "files/s" not in text, text
         final = await wait_dataset(s3_client, dataset, timeout_s=GIVES_UP_WITHIN_S)
         took = time.monotonic() - stopped_at
     print(f"the dataset ended {final.state.value} {took:.1f} s after the server stopped")
+    print(f"while hung: idle since {still.idle_since}; a reason: {final.failures[-1].reason}")
     assert final.state in (DatasetState.completed_with_errors, DatasetState.failed), final
     reasons = [f.reason for f in final.failures] + ([final.error] if final.error else [])
     hung = [r for r in reasons if "did not answer" in r]
