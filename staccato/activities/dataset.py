@@ -26,6 +26,16 @@ A file that was half-written reopens its write session (same key) and copies onl
 the chunks the destination does not hold; the sessions of the matching files that may
 have been in flight at the kill are reopened and aborted (the kill may have come
 between a publish and the removal of its journal).
+
+A hung endpoint (a stopped S3 server or sshd: connections accepted, nothing
+answered): the batch's hang watch (:func:`staccato.activities.retry_deadline.hang_watch`)
+interrupts every thread talking to an endpoint once no byte moved for
+``STACCATO_HANG_S`` seconds (less with a short heartbeat timeout) past the
+``--retry-for`` deadline, and the attempt fails, not retried, with the single
+transfer's words ("copying SRC to DST: the server did not answer: ..."), its
+checkpoint in the error's details: the dataset keeps the counts of the files handled
+and fails the others with that reason. Each heartbeat also says when a byte last
+moved (``BatchCheckpoint.moved_at``): ``status`` shows no rate while none moves.
 """
 
 from __future__ import annotations
@@ -735,8 +745,14 @@ def _with_checkpoint(err: StaccatoError, state: BatchCheckpoint, beat: _Beat) ->
     """``err`` (a failed attempt's) with ``state`` in its details, heartbeated first:
     the retry starts at the first file not ended, and the last attempt's error is all
     its workflow gets when the batch fails for good (no heartbeat details): it counts
-    what this checkpoint says was handled."""
-    beat(force=True)
+    what this checkpoint says was handled. The hang watch's give-up
+    (:class:`~staccato.activities.retry_deadline.EndpointHungError`) gets its details
+    whether or not that heartbeat goes out (one its interrupt broke fails)."""
+    if isinstance(err, retry_deadline.EndpointHungError):
+        with contextlib.suppress(StreamStopped):
+            beat(force=True)
+    else:
+        beat(force=True)
     err.details = (*err.details, {FAILED_CHECKPOINT_KEY: state.model_dump(mode="json")})
     return err
 
@@ -1106,6 +1122,7 @@ def _copy_in_flight(
         nonlocal waiting, in_commit, committing
         assert committing is not None
         errors = committing.result()
+        moved()  # the destination answered (a long commit is no hang)
         count(waiting[:in_commit], errors)
         waiting = waiting[in_commit:]
         in_commit = 0

@@ -38,6 +38,18 @@ acknowledged by the destination, a durable chunk) for :func:`hang_s` seconds
 and the attempt fails, not retried, with a message naming the step's endpoints and
 how long nothing moved.
 
+A dataset's ``copy_batch`` runs the same watch (:func:`hang_watch`) over many
+threads: its own, which heartbeats, and up to four that copy its files. Each thread
+joins the watch while it talks to an endpoint (:func:`watched`: a file's copy or
+comparison, a resume's clean-up, the reads sent ahead), and the watch interrupts
+every thread joined (deferred for one in a :func:`staccato.activities.stream_guard.shield`
+block); a thread that joins after it fired fails at once. Its progress is a file
+handled (``BatchCheckpoint.progress_at``, told with :func:`progressed`), and a
+file's copy ending counts as bytes moved. Before, a batch's file threads stayed
+blocked on a stopped S3 server while its own thread kept heartbeating: the dataset
+stayed ``running`` with no reason (tester). Once the watch fired it interrupts its
+threads every second whatever moved since: the attempt is given up.
+
 Only attempts scheduled with ``retry_for_s`` in their input do this (an input from a
 worker before the field keeps Temporal's deadline alone). Times are wall-clock Unix
 seconds: the worker's clock is compared with the server's scheduled time, so a skew
