@@ -115,6 +115,11 @@ FOLLOW_QUERY_S = 1.5
 #: a dataset's file rate (files/s) below which no ETA is told: less than a file an
 #: hour is nothing to speak of moving (``units.eta``)
 FILES_MIN_RATE = 1 / 3600
+#: seconds without a byte moving in any batch in flight after which a running
+#: dataset's status shows no rate (``idle_since`` instead): its rates are averages
+#: since the start, and a tester saw "file rate 10.3 files/s" a minute into a hung
+#: S3 server's silence
+STILL_S = 5.0
 
 
 async def failed_pairs(
@@ -1085,12 +1090,16 @@ async def dataset_status(
     # dataset of a few large files showed 0 B until the first one ended)
     done_bytes += sum(c.bytes for c in children)
     rows = [DestinationStatus.model_validate(d.model_dump()) for d in progress.destinations or []]
+    # when a byte last moved in each batch in flight (its heartbeat's ``moved_at``);
+    # None once one batch cannot tell (no heartbeat yet, an older worker, several roots)
+    moved_at: list[float] | None = []
     if state == DatasetState.running:  # the batches' heartbeats: files done in flight
         for pending in description.raw_description.pending_activities:
             kind = pending.activity_type.name
             if kind not in ("copy_batch", "copy_batch_to_many"):
                 continue
             if not pending.heartbeat_details.payloads:
+                moved_at = None
                 continue
             try:
                 (details,) = await client.temporal.data_converter.decode(
@@ -1098,7 +1107,13 @@ async def dataset_status(
                     [BatchCheckpoint if kind == "copy_batch" else FanOutBatchCheckpoint],
                 )
             except Exception:
+                moved_at = None
                 continue
+            moved = getattr(details, "moved_at", None)
+            if moved is None:
+                moved_at = None
+            elif moved_at is not None:
+                moved_at.append(moved)
             done += details.done
             # the bytes of its files counted, and those of the files it copies now
             # (moving: read of files not counted yet, never more than their sizes)
@@ -1127,12 +1142,22 @@ async def dataset_status(
         elapsed = 0
     rate_files = (done + progress.files_skipped) / elapsed if elapsed > 0 else None
     rate_bytes = done_bytes / elapsed if elapsed > 0 else None
+    idle_since: float | None = None
+    if state == DatasetState.running and moved_at and not children:
+        # every batch in flight says when a byte last moved, and no large file's
+        # transfer is in flight: nothing moved since the latest of those and of the
+        # run's last step (a batch ended, a page listed: ``progress.now``)
+        last = max([*moved_at, progress.now or 0.0])
+        if time.time() - last >= STILL_S:
+            idle_since = last
     handled = done + progress.files_skipped + progress.files_failed
     # nothing moves now: a step retries an error (a root down, a server refusing), or
     # a root a batch waits for is unreachable. The rates are since the start, so an
     # ETA from them would be made up (it stayed, or grew without end, for the whole
     # outage): none ("?"), until the copy moves again
-    stalled = retrying is not None or any(row.files_waiting for row in rows)
+    stalled = (
+        retrying is not None or any(row.files_waiting for row in rows) or idle_since is not None
+    )
     eta = None
     if progress.listing_done and not cancel_requested and not paused and not stalled:
         # the longer of the files left at the file rate and the bytes left at the byte
@@ -1144,6 +1169,10 @@ async def dataset_status(
             by_bytes = units.eta(progress.bytes_listed - done_bytes, rate_bytes)
             eta = max(eta, by_bytes) if by_bytes is not None else None
         eta = round(eta, 1) if eta is not None else None
+    if idle_since is not None:
+        # since-start averages would look alive (a hung server, a minute in: "file
+        # rate 10.3 files/s"): none, and since when nothing moved
+        rate_files = rate_bytes = None
     unknown = None
     if last_known_at is not None:
         # the last known counts: nothing is known to move, so no rate and no ETA
@@ -1202,6 +1231,11 @@ async def dataset_status(
             "paused_transfers": paused or None,
             "counts_unknown": unknown,
             "counts_last_known_at": last_known_at,
+            "idle_since": (
+                iso_utc(datetime.fromtimestamp(idle_since, UTC))
+                if idle_since is not None and last_known_at is None
+                else None
+            ),
         }
     )
 

@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from staccato.client import StaccatoClient
@@ -211,3 +212,20 @@ def check_links_into(
     reasons = dict(line.split("\t", 1) for line in listed.stdout.splitlines())
     assert f"destination root {shown}" in reasons["peek"], reasons
     assert sorted(os.listdir(destination)) == ["a", "b", "top"]
+
+
+async def status_when(
+    client: StaccatoClient,
+    dataset: str,
+    done: Callable[[DatasetStatus], bool],
+    timeout_s: float,
+) -> DatasetStatus:
+    """The dataset's first status for which ``done(status)`` holds, or that has ended
+    (polled every 0.3 s); fails the test after ``timeout_s`` seconds."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = await dataset_status(client, dataset)
+        if done(status) or status.state not in (DatasetState.running, DatasetState.scheduled):
+            return status
+        assert time.monotonic() < deadline, f"no such status in {timeout_s} s: {status}"
+        await asyncio.sleep(0.3)

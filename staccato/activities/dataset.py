@@ -26,6 +26,16 @@ A file that was half-written reopens its write session (same key) and copies onl
 the chunks the destination does not hold; the sessions of the matching files that may
 have been in flight at the kill are reopened and aborted (the kill may have come
 between a publish and the removal of its journal).
+
+A hung endpoint (a stopped S3 server or sshd: connections accepted, nothing
+answered): the batch's hang watch (:func:`staccato.activities.retry_deadline.hang_watch`)
+interrupts every thread talking to an endpoint once no byte moved for
+``STACCATO_HANG_S`` seconds (less with a short heartbeat timeout) past the
+``--retry-for`` deadline, and the attempt fails, not retried, with the single
+transfer's words ("copying SRC to DST: the server did not answer: ..."), its
+checkpoint in the error's details: the dataset keeps the counts of the files handled
+and fails the others with that reason. Each heartbeat also says when a byte last
+moved (``BatchCheckpoint.moved_at``): ``status`` shows no rate while none moves.
 """
 
 from __future__ import annotations
@@ -80,7 +90,15 @@ from staccato.datasets.names import (
     target_url,
 )
 from staccato.endpoints import get_driver
-from staccato.endpoints.base import Driver, WholeReads, directory_memo, keepalive_hook
+from staccato.endpoints.base import (
+    Driver,
+    Motion,
+    WholeReads,
+    directory_memo,
+    keepalive_hook,
+    motion_tracker,
+    moved,
+)
 from staccato.endpoints.file.group import LocalGroup, StagedFile, remove_temp
 from staccato.endpoints.listing import BROKEN_LINK, LINK_LOOP, TWIN_SUFFIX
 from staccato.errors import (
@@ -91,11 +109,12 @@ from staccato.errors import (
     SourceRootNotADirectoryError,
     SourceRootNotFoundError,
     StaccatoError,
+    WorkerStoppingError,
     WriteSessionLostError,
     source_root_not_a_directory,
 )
 from staccato.models import ListPage, SyncLevel, TransferOptions
-from staccato.urls import EndpointURL, directory_prefix, parse_url
+from staccato.urls import EndpointURL, directory_prefix, parse_url, redact
 
 _HEARTBEAT_EVERY_S = 0.5
 _T = TypeVar("_T")
@@ -523,14 +542,37 @@ def copy_batch(request: BatchInput) -> BatchResult:
         CancelledError: the dataset was cancelled (the file in flight is removed).
         ApplicationError: a mapped error (see ``mapped_errors``).
     """
+    motion = Motion()
+    hung: str | None = None
     try:
-        with batch_leased():
-            result = _copy_batch(request)
+        with (
+            batch_leased(),
+            motion_tracker(motion),
+            retry_deadline.hang_watch(
+                request.retry_for_s,
+                _previous(request).progress_at,
+                _batch_endpoints(request),
+                motion,
+            ) as watch,
+        ):
+            try:
+                result = _copy_batch(request, motion)
+            finally:
+                # stopped before anything else runs: no interrupt lands past the batch
+                hung = watch.stop() if watch is not None else None
     except ApplicationError as err:
+        if hung is not None and err.type != WorkerStoppingError.TYPE:
+            # whatever a driver made of the interrupt: the give-up, with the checkpoint
+            raise retry_deadline.hung_error(hung, err) from None
         raise _given_up(request, err) from None
     if result is None:
         raise CancelledError("batch stopped: cancelled or its worker is gone")
     return result
+
+
+def _batch_endpoints(request: BatchInput) -> str:
+    """What a batch copies, in the words of its hang watch's give-up."""
+    return f"copying {redact(request.source_root)} to {redact(request.destination_root)}"
 
 
 def _given_up(request: BatchInput, err: ApplicationError) -> ApplicationError:
@@ -556,12 +598,16 @@ def _given_up(request: BatchInput, err: ApplicationError) -> ApplicationError:
     return retry_deadline.gave_up(err, activity.info().activity_type, request.retry_for_s)
 
 
-def _progress_meter(state: BatchCheckpoint, meter: Callable[[], None] | None) -> Callable[[], None]:
+def _progress_meter(
+    state: BatchCheckpoint, meter: Callable[[], None] | None, motion: Motion | None = None
+) -> Callable[[], None]:
     """What runs before each heartbeat: ``meter`` (the bytes moving, if paced), then
     ``state.progress_at`` set to now when the batch handled a file since the last
-    heartbeat (copied, skipped, failed for itself, found copied by a resume). Bytes
-    read of a file not handled yet are not progress: a failing attempt reads its
-    files' sources again before each write that fails."""
+    heartbeat (copied, skipped, failed for itself, found copied by a resume; also told
+    to the attempt's hang watch: :func:`staccato.activities.retry_deadline.progressed`).
+    Bytes read of a file not handled yet are not progress: a failing attempt reads its
+    files' sources again before each write that fails. ``state.moved_at``: when a byte
+    last moved (``motion``, the attempt's), for ``status``' rates."""
     last = state.next_index
 
     def update() -> None:
@@ -569,8 +615,10 @@ def _progress_meter(state: BatchCheckpoint, meter: Callable[[], None] | None) ->
         if meter is not None:
             meter()
         if state.next_index > last:
-            state.progress_at = time.time()
+            state.progress_at = retry_deadline.progressed()
             last = state.next_index
+        if motion is not None:
+            state.moved_at = round(time.time() - (time.monotonic() - motion.at), 3)
 
     return update
 
@@ -606,7 +654,7 @@ _PARENT_AT_IMPORT = os.getppid()
 
 
 @mapped_errors
-def _copy_batch(request: BatchInput) -> BatchResult | None:
+def _copy_batch(request: BatchInput, motion: Motion | None = None) -> BatchResult | None:
     """Copy the batch's files, up to :data:`FILES_IN_FLIGHT` at once (see the module
     docstring for resume).
 
@@ -625,6 +673,8 @@ def _copy_batch(request: BatchInput) -> BatchResult | None:
 
     Raises:
         RetryableError: a transient failure (the attempt is retried).
+        EndpointHungError: the attempt's hang watch gave up (whatever its files'
+            threads failed with, or stopped by: :func:`retry_deadline.hang_watch`).
     """
     check_file_roots(request.source_root, request.destination_root)
     _freeze_once()
@@ -642,7 +692,9 @@ def _copy_batch(request: BatchInput) -> BatchResult | None:
     state.bytes_moving = 0
     beat = _Beat(
         state,
-        _progress_meter(state, None if pacer is None else _moving_meter(request, state, pacer)),
+        _progress_meter(
+            state, None if pacer is None else _moving_meter(request, state, pacer), motion
+        ),
     )
     root = parse_url(request.source_root)
     destination_root = parse_url(request.destination_root)
@@ -657,6 +709,10 @@ def _copy_batch(request: BatchInput) -> BatchResult | None:
             _copy_in_flight(request, root, destination_root, state, beat, pacer, handled_after)
             state.current = None
     except StreamStopped:
+        hung = retry_deadline.hung()
+        if hung is not None and not _stopped_by_cancel():
+            # a heartbeat the watch's interrupt broke: the give-up, not a stop
+            raise _with_checkpoint(retry_deadline.EndpointHungError(hung), state, beat) from None
         if not _stopped_by_cancel():
             return None
         handled = set(range(state.next_index)) | handled_after
@@ -668,14 +724,37 @@ def _copy_batch(request: BatchInput) -> BatchResult | None:
             not_handled=[f.name for i, f in enumerate(request.files) if i not in handled],
         )
     except StaccatoError as err:
-        beat(force=True)  # the retry starts at the first file not ended
-        # the last attempt's error is all its workflow gets when the batch fails for
-        # good (no heartbeat details): it counts what this checkpoint says was handled
-        err.details = (*err.details, {FAILED_CHECKPOINT_KEY: state.model_dump(mode="json")})
+        hung = retry_deadline.hung()
+        if hung is not None and not isinstance(err, retry_deadline.EndpointHungError):
+            # a driver made something else of the interrupt: the give-up's words
+            raise _with_checkpoint(retry_deadline.EndpointHungError(hung), state, beat) from None
+        _with_checkpoint(err, state, beat)
         raise
+    except Exception:
+        hung = retry_deadline.hung()
+        if hung is None:
+            raise
+        # (an OSError a driver left unclassified after the interrupt's socket shutdown)
+        raise _with_checkpoint(retry_deadline.EndpointHungError(hung), state, beat) from None
     return BatchResult(
         done=state.done, skipped=state.skipped, bytes=state.bytes, failures=state.failures
     )
+
+
+def _with_checkpoint(err: StaccatoError, state: BatchCheckpoint, beat: _Beat) -> StaccatoError:
+    """``err`` (a failed attempt's) with ``state`` in its details, heartbeated first:
+    the retry starts at the first file not ended, and the last attempt's error is all
+    its workflow gets when the batch fails for good (no heartbeat details): it counts
+    what this checkpoint says was handled. The hang watch's give-up
+    (:class:`~staccato.activities.retry_deadline.EndpointHungError`) gets its details
+    whether or not that heartbeat goes out (one its interrupt broke fails)."""
+    if isinstance(err, retry_deadline.EndpointHungError):
+        with contextlib.suppress(StreamStopped):
+            beat(force=True)
+    else:
+        beat(force=True)
+    err.details = (*err.details, {FAILED_CHECKPOINT_KEY: state.model_dump(mode="json")})
+    return err
 
 
 def _moving_meter(
@@ -781,12 +860,13 @@ def _resume(
         state.next_index = index + 1
     if first is None:
         first = state.next_index
-    for index in matched:
-        if first - RESUME_WINDOW <= index < first + RESUME_WINDOW:
-            _discard_session(request, destination_root, index)
-    _abort_orphaned_sessions(
-        request, destination_root, range(first - RESUME_WINDOW, first + RESUME_WINDOW)
-    )
+    with retry_deadline.watched():  # the destination's calls: interrupted if it hangs
+        for index in matched:
+            if first - RESUME_WINDOW <= index < first + RESUME_WINDOW:
+                _discard_session(request, destination_root, index)
+        _abort_orphaned_sessions(
+            request, destination_root, range(first - RESUME_WINDOW, first + RESUME_WINDOW)
+        )
 
 
 #: seconds of clock difference allowed between the store's and the worker's clocks
@@ -966,7 +1046,8 @@ def _copy_in_flight(
         with keepalive_hook(each):
             if reads is None:
                 return _copy_one(request, index, root, destination_root, each, group, pacer)
-            send_ahead(index)
+            with retry_deadline.watched():
+                send_ahead(index)
             try:
                 return _copy_one(request, index, root, destination_root, each, group, pacer, reads)
             finally:
@@ -1041,6 +1122,7 @@ def _copy_in_flight(
         nonlocal waiting, in_commit, committing
         assert committing is not None
         errors = committing.result()
+        moved()  # the destination answered (a long commit is no hang)
         count(waiting[:in_commit], errors)
         waiting = waiting[in_commit:]
         in_commit = 0
@@ -1290,6 +1372,20 @@ def _compare_one(
     destination_root: EndpointURL,
     state: BatchCheckpoint,
 ) -> bool:
+    """:func:`_compare_joined` in the batch's hang watch (interrupted when it fires)."""
+    with retry_deadline.watched():
+        ended = _compare_joined(request, index, root, destination_root, state)
+    moved()  # the file's endpoints answered
+    return ended
+
+
+def _compare_joined(
+    request: BatchInput,
+    index: int,
+    root: EndpointURL,
+    destination_root: EndpointURL,
+    state: BatchCheckpoint,
+) -> bool:
     """Whether file ``index``, past the checkpoint, is ended already (its destination
     matches its source); if so it is counted in ``state``: when it matches at
     ``options.sync_level``, copied if the destination changed since the batch was
@@ -1359,6 +1455,23 @@ def _copy_one(
         StreamStopped: ``beat`` stopped it (its write session is removed).
         RetryableError: a transient failure (the session is kept for the retry).
     """
+    with retry_deadline.watched():  # interrupted when the batch's hang watch fires
+        outcome = _copy_joined(request, index, root, destination_root, beat, group, pacer, reads)
+    moved()  # the file's endpoints answered
+    return outcome
+
+
+def _copy_joined(
+    request: BatchInput,
+    index: int,
+    root: EndpointURL,
+    destination_root: EndpointURL,
+    beat: Callable[[], None],
+    group: LocalGroup | None,
+    pacer: SharedPacer | None,
+    reads: WholeReads | None,
+) -> _Outcome:
+    """:func:`_copy_one`'s work."""
     name = request.files[index].name
     options: TransferOptions = request.options
     try:
@@ -1385,5 +1498,8 @@ def _copy_one(
                 if attempt + 1 == _FILE_ATTEMPTS:
                     raise
     except PermanentError as err:
+        hung = retry_deadline.hung()
+        if hung is not None:  # what a driver made of the interrupt: not this file's fault
+            raise retry_deadline.EndpointHungError(hung) from None
         return _Outcome(failure=FileFailure(name=name, reason=str(err)))
     return _Outcome(copied=outcome.copied, bytes=outcome.bytes)

@@ -25,6 +25,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from staccato.endpoints.base import moved
+
 #: seconds between two looks at the rate board
 REFRESH_S = 0.5
 #: credit a stream may build up while it does not read (seconds at its rate): small,
@@ -257,6 +259,9 @@ def beating_wait(beat: Callable[[], Any]) -> Callable[[float], None]:
 
     def wait(seconds: float) -> None:
         time.sleep(seconds)
+        # waiting for our own rate, not for an endpoint: not a hang (the retry
+        # deadline's hang watch, a dataset status' rate)
+        moved()
         beat()
 
     return wait

@@ -38,6 +38,18 @@ acknowledged by the destination, a durable chunk) for :func:`hang_s` seconds
 and the attempt fails, not retried, with a message naming the step's endpoints and
 how long nothing moved.
 
+A dataset's ``copy_batch`` runs the same watch (:func:`hang_watch`) over many
+threads: its own, which heartbeats, and up to four that copy its files. Each thread
+joins the watch while it talks to an endpoint (:func:`watched`: a file's copy or
+comparison, a resume's clean-up, the reads sent ahead), and the watch interrupts
+every thread joined (deferred for one in a :func:`staccato.activities.stream_guard.shield`
+block); a thread that joins after it fired fails at once. Its progress is a file
+handled (``BatchCheckpoint.progress_at``, told with :func:`progressed`), and a
+file's copy ending counts as bytes moved. Before, a batch's file threads stayed
+blocked on a stopped S3 server while its own thread kept heartbeating: the dataset
+stayed ``running`` with no reason (tester). Once the watch fired it interrupts its
+threads every second whatever moved since: the attempt is given up.
+
 Only attempts scheduled with ``retry_for_s`` in their input do this (an input from a
 worker before the field keeps Temporal's deadline alone). Times are wall-clock Unix
 seconds: the worker's clock is compared with the server's scheduled time, so a skew
@@ -46,12 +58,13 @@ between them moves the give-up by as much.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from datetime import timedelta
 from typing import Any, Protocol, TypeVar
@@ -60,7 +73,6 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from staccato import interrupts
-from staccato.activities import stream_guard
 from staccato.activities.liveness import forget_sent, heartbeat_on_behalf_of
 from staccato.endpoints.base import Motion, motion_tracker
 from staccato.endpoints.base import moved as _moved
@@ -123,9 +135,20 @@ class EndpointHungError(RetryableError):
 
 
 class _HangWatch:
-    """The hang watch of one attempt (see the module)."""
+    """The hang watch of one attempt (see the module): it interrupts the threads that
+    joined it (the attempt's own thread, for a single stream; each thread of a batch
+    while it talks to an endpoint, :func:`watched`)."""
 
-    def __init__(self, at: float, retry_for_s: float, progress_at: float | None, where: str):
+    def __init__(
+        self,
+        at: float,
+        retry_for_s: float,
+        progress_at: float | None,
+        where: str,
+        *,
+        motion: Motion | None = None,
+        caller: bool = True,
+    ):
         self.at = at  # the deadline before any progress of this attempt (Unix seconds)
         self.retry_for_s = retry_for_s
         self.progress_at = progress_at
@@ -136,12 +159,18 @@ class _HangWatch:
         timeout = activity.info().heartbeat_timeout
         beats = timeout.total_seconds() * HEARTBEAT_SHARE if timeout else None
         self.limit_s = max(1.0, min(hang_s(), beats)) if beats else hang_s()
-        self.motion = Motion()
+        self.motion = motion if motion is not None else Motion()
         # idle since the attempt started (dispatching it to this thread took time the
         # server's heartbeat timeout counts too), not since this watch was made
         started = activity.info().started_time.timestamp()
-        self.motion.at -= min(max(0.0, time.time() - started), self.limit_s)
-        self.ident = threading.get_ident()
+        self.motion.at = min(
+            self.motion.at, time.monotonic() - min(max(0.0, time.time() - started), self.limit_s)
+        )
+        #: the threads interrupted when the watch fires (idents)
+        self.threads: set[int] = {threading.get_ident()} if caller else set()
+        #: the attempt's own thread, whose heartbeats the watch sends once on its behalf
+        #: (a single stream's; None for a batch: its heartbeats are not noted)
+        self.owner: int | None = threading.get_ident() if caller else None
         self.message: str | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -161,19 +190,19 @@ class _HangWatch:
     def _run(self) -> None:
         fired_at = 0.0
         while not self._stop.wait(WATCH_TICK_S):
-            if self.motion.elsewhere:
-                continue  # the endpoints copy between themselves (server-side)
             idle = time.monotonic() - self.motion.at
-            if idle < self.limit_s or time.time() < self.deadline():
+            if self.message is None:
+                if self.motion.elsewhere:
+                    continue  # the endpoints copy between themselves (server-side)
+                if idle < self.limit_s or time.time() < self.deadline():
+                    continue
+            elif time.monotonic() - fired_at < _REPEAT_S:
+                # given up: repeated whatever moved since (a request sent again on a
+                # new connection reaches a stopped server's kernel, and no further)
                 continue
-            if self.message is not None and time.monotonic() - fired_at < _REPEAT_S:
-                continue
-            guard = stream_guard.guard_of(self.ident)
             with self._lock:
                 if self._stop.is_set():
                     return
-                if guard is not None and guard.shielded:
-                    continue  # talking to the worker's manager: next tick
                 first = self.message is None
                 message = self.message or (
                     f"{self.where}: the server did not answer: no byte moved for "
@@ -185,11 +214,15 @@ class _HangWatch:
                     self.message = message
                     activity.logger.warning("%s", message)
                 fired_at = time.monotonic()
-                _hang_messages[self.ident] = message
-                try:
-                    interrupts.interrupt(self.ident, _ThreadHung)
-                except ValueError:  # the thread ended meanwhile
-                    return
+                for ident in list(self.threads):
+                    # a thread talking to the worker's manager gets it when that call
+                    # is done (staccato.interrupts.deferred)
+                    _hang_messages[ident] = message
+                    try:
+                        interrupts.interrupt(ident, _ThreadHung)
+                    except ValueError:  # the thread ended meanwhile
+                        self.threads.discard(ident)
+                        _hang_messages.pop(ident, None)
             if first:
                 self._keep_attempt()
 
@@ -201,21 +234,77 @@ class _HangWatch:
         non-retryable give-up was lost and Temporal retried, every attempt hanging
         again until the whole allowance ran out (ci67: 150 s and more, attempts 6 to
         11 lost so). Once only: an attempt whose thread never returns still times
-        out."""
+        out. Not for a batch (:attr:`owner` None): its heartbeats are not noted, and
+        the previous attempt's details would take back its progress."""
+        if self.owner is None:
+            return
         try:
-            heartbeat_on_behalf_of(self.ident)
+            heartbeat_on_behalf_of(self.owner)
         except Exception as err:  # noqa: BLE001 - best effort: the timeout stands
             activity.logger.warning("hang watch: heartbeat not sent: %s", err)
 
+    def joined(self) -> contextlib.AbstractContextManager[None]:
+        """The calling thread interrupted with the attempt's others when the watch
+        fires, for the block (re-entered: a no-op). A thread that joins after it
+        fired fails at once with :class:`EndpointHungError`."""
+        return _Joined(self)
+
+    def leave(self, ident: int) -> None:
+        """Interrupt thread ``ident`` no more; take back an interrupt it has not
+        raised yet."""
+        with self._lock:
+            self.threads.discard(ident)
+            if self.message is not None:
+                interrupts.cancel(ident)
+                _hang_messages.pop(ident, None)
+
     def stop(self) -> str | None:
-        """Stop watching, take back an interrupt not raised yet; the give-up message
+        """Stop watching, take back the interrupts not raised yet; the give-up message
         if the watch fired."""
         with self._lock:
             self._stop.set()
             if self.message is not None:
-                interrupts.cancel(self.ident)
-                _hang_messages.pop(self.ident, None)
+                for ident in self.threads:
+                    interrupts.cancel(ident)
+                    _hang_messages.pop(ident, None)
+            self.threads.clear()
         return self.message
+
+
+class _Joined:
+    """:meth:`_HangWatch.joined` (a class, not a generator: its exit must remove the
+    thread even when the watch's interrupt is raised in it)."""
+
+    __slots__ = ("_watch", "_ident", "_outer")
+
+    def __init__(self, watch: _HangWatch) -> None:
+        self._watch = watch
+        self._ident = threading.get_ident()
+        self._outer = False
+
+    def __enter__(self) -> None:
+        watch = self._watch
+        try:
+            with watch._lock:
+                if watch.message is not None:
+                    raise EndpointHungError(watch.message)
+                if self._ident in watch.threads:
+                    return  # joined already (an enclosing block leaves)
+                watch.threads.add(self._ident)
+                self._outer = True
+        except EndpointHungError:
+            self.__exit__()  # an interrupt raised right after joining: leave
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._outer:
+            return
+        while True:
+            try:
+                self._watch.leave(self._ident)
+                return
+            except EndpointHungError:
+                continue  # raised here before it was taken back: leave all the same
 
 
 #: thread ident -> the message of the hung attempt interrupted there
@@ -233,6 +322,60 @@ class _ThreadHung(EndpointHungError):
 
 
 _watch: ContextVar[_HangWatch | None] = ContextVar("retry_deadline_watch", default=None)
+
+
+@contextlib.contextmanager
+def hang_watch(
+    retry_for_s: float | None, progress_at: float | None, where: str, motion: Motion
+) -> Iterator[_HangWatch | None]:
+    """The hang watch (see the module) of an activity whose work runs in several
+    threads (a dataset's ``copy_batch``): each thread joins it while it talks to an
+    endpoint (:func:`watched`, also in threads run in copies of this context), and all
+    of them are interrupted when no byte moved (``motion``, which the caller tracks:
+    :func:`~staccato.endpoints.base.motion_tracker`) for :func:`hang_s` seconds past
+    the deadline (:func:`deadline` of ``retry_for_s``, or ``retry_for_s`` after
+    ``progress_at``, the last progress of earlier attempts, or after what this one
+    reports with :func:`progressed`). Yields None (no watch) when ``retry_for_s`` is
+    None or the activity is local. After the block, :func:`hung`'s message says
+    whether it fired: the caller fails the attempt with :func:`hung_error`."""
+    if retry_for_s is None or activity.info().is_local:
+        yield None
+        return
+    watch = _HangWatch(
+        deadline(retry_for_s, None), retry_for_s, progress_at, where, motion=motion, caller=False
+    )
+    token = _watch.set(watch)
+    watch.start()
+    try:
+        yield watch
+    finally:
+        watch.stop()
+        _watch.reset(token)
+
+
+def watched() -> contextlib.AbstractContextManager[None]:
+    """The calling thread joins the running attempt's hang watch for the block (see
+    :func:`hang_watch`); nothing without one.
+
+    Raises:
+        EndpointHungError: the watch fired already (entering), or fires in the block.
+    """
+    watch = _watch.get()
+    return contextlib.nullcontext() if watch is None else watch.joined()
+
+
+def hung() -> str | None:
+    """The give-up message of the running attempt's hang watch if it fired, else None."""
+    watch = _watch.get()
+    return None if watch is None else watch.message
+
+
+def hung_error(message: str, err: ApplicationError | None = None) -> ApplicationError:
+    """The non-retryable failure of an attempt its hang watch gave up (``message``),
+    with ``err``'s details (what the attempt failed with, whatever a driver made of
+    the interrupt)."""
+    details: tuple[Any, ...] = tuple(err.details) if err is not None else ()
+    return ApplicationError(message, *details, type=EndpointHungError.TYPE, non_retryable=True)
 
 
 def latest(*times: float | None) -> float | None:
@@ -303,16 +446,10 @@ def within_retry_for(
                             hung = watch.stop()
                 except EndpointHungError:
                     hung = watch.stop()
-                    raise ApplicationError(
-                        hung or "endpoint did not answer",
-                        type=EndpointHungError.TYPE,
-                        non_retryable=True,
-                    ) from None
+                    raise hung_error(hung or "endpoint did not answer") from None
                 except ApplicationError as err:
                     if hung is not None and err.type != WorkerStoppingError.TYPE:
-                        raise ApplicationError(
-                            hung, *err.details, type=EndpointHungError.TYPE, non_retryable=True
-                        ) from None
+                        raise hung_error(hung, err) from None
                     raise
             except ApplicationError as err:
                 if (

@@ -203,7 +203,9 @@ def touch() -> None:
 
 
 def shield() -> contextlib.AbstractContextManager[None]:
-    """Defer the armed guard's interrupts for the block (a call to the worker's shared
-    state manager, whose connection an interrupt would leave unusable)."""
+    """Defer interrupts for the block (a call to the worker's shared state manager,
+    whose connection an interrupt would leave unusable): the armed guard's, and the
+    others' (:func:`staccato.interrupts.deferred`: the retry deadline's hang watch,
+    which also interrupts the threads of a dataset batch, which have no guard)."""
     guard = _current()
-    return guard.shield() if guard is not None else contextlib.nullcontext()
+    return guard.shield() if guard is not None else interrupts.deferred()

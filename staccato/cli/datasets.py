@@ -342,7 +342,16 @@ def progress_text(s: DatasetStatus) -> str:
         for d in s.destinations or []
         if d.unreachable and not ended
     )
-    return ", ".join(parts) + (f", {rate}" if rate else "") + eta + paused + down
+    idle = f"; {idle_text(s.idle_since)}" if s.idle_since and not ended else ""
+    return ", ".join(parts) + (f", {rate}" if rate else "") + eta + paused + down + idle
+
+
+def idle_text(since: str) -> str:
+    """A running dataset in which nothing moves: since when, and what it waits for."""
+    return (
+        f"nothing moved since {since}: waiting for the source or destination to answer "
+        "(a batch that gets none gives up --retry-for after its last progress)"
+    )
 
 
 def follow_text(s: DatasetStatus) -> str:
@@ -623,6 +632,8 @@ def _shown_field(s: DatasetStatus, key: str, value: object) -> tuple[str, str]:
         return "file rate", f"{value:.1f} files/s"
     if key == "eta_s" and isinstance(value, int | float):
         return "eta", units.duration(value)
+    if key == "idle_since" and isinstance(value, str):
+        return "stalled", idle_text(value)
     if isinstance(value, bool):
         return key, "yes" if value else "no"
     if isinstance(value, list):

@@ -508,6 +508,11 @@ class BatchCheckpoint(BatchResult):
     #: carried from attempt to attempt: a failing attempt gives up once ``--retry-for``
     #: passed since (:class:`BatchInput` ``retry_for_s``); None: none yet
     progress_at: float | None = None
+    #: when a byte last moved in this attempt (read from the source, sent to or
+    #: acknowledged by the destination, a file's copy ended; Unix seconds): ``status``
+    #: shows no rate while no batch moved for a few seconds
+    #: (:data:`staccato.dataset_client.STILL_S`); None: a worker before the field
+    moved_at: float | None = None
 
 
 class DatasetProgress(LeanModel):
@@ -607,7 +612,8 @@ class DatasetStatus(LeanModel):
             far of the files its batches copy now and those its large files'
             transfers in flight copied (not beyond ``bytes_total``).
         rate_files_per_s, rate_bytes_per_s: since the dataset started, until now (files
-            per second: one decimal, two significant digits below 1).
+            per second: one decimal, two significant digits below 1); None while
+            nothing moves (``idle_since``).
         eta_s: seconds left, once the listing is done: the files left at the file
             rate, or the bytes left at the byte rate when that is longer (while no
             file was skipped or failed); none while a cancel waits or a large file's
@@ -627,6 +633,7 @@ class DatasetStatus(LeanModel):
         "paused_transfers",
         "filters_matched_none",
         "warning",
+        "idle_since",
     )
 
     id: str
@@ -705,6 +712,11 @@ class DatasetStatus(LeanModel):
     #: what the dataset's end should make its user check (``cp -r`` prints it as a
     #: warning, also with ``-q``): the filters matched nothing; left out while None
     warning: str | None = None
+    #: a running dataset in which no byte moved for a few seconds (every batch in
+    #: flight says so, no large file's transfer is in flight): since when (ISO 8601,
+    #: UTC); the rates and the ETA are then left out (a since-start average looked
+    #: alive while a hung server answered nothing). Left out while bytes move
+    idle_since: str | None = None
 
     def left_behind(self) -> list[FileFailure]:
         """The failures (of those kept: :data:`MAX_FAILURES_KEPT`) of large files whose

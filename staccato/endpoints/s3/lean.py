@@ -58,7 +58,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 from staccato import interrupts
-from staccato.endpoints.base import keepalive, write_fence
+from staccato.endpoints.base import keepalive, moved, write_fence
 
 #: environment variables that route requests through a proxy (botocore honours them)
 _PROXY_VARIABLES = (
@@ -607,7 +607,9 @@ class _Reader:
         try:
             while True:
                 try:
-                    return receive()
+                    received = receive()
+                    moved()  # the store answered (the hang watch, a dataset's rate)
+                    return received
                 except TimeoutError:
                     if time.monotonic() >= deadline:
                         raise
