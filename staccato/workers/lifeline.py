@@ -33,6 +33,7 @@ from __future__ import annotations
 import ctypes
 import multiprocessing
 import os
+import pickle
 import signal
 import sys
 import threading
@@ -70,14 +71,47 @@ def _end_with(parent: multiprocessing.process.BaseProcess) -> None:
     os._exit(1)
 
 
+#: a proxy of the worker's manager registered in this process for its whole life
+#: (:func:`hold_manager_registration`)
+_registered: Any = None
+
+
+def hold_manager_registration(proxy: Any) -> None:
+    """Keep a registered copy of ``proxy`` (a proxy of an object of the worker's
+    multiprocessing manager that nothing else in the process holds a proxy of) for the
+    process's life, so its set of registered proxies of that manager never empties
+    (the set holds referents' ids: a collected copy of a proxy the process holds
+    elsewhere would take its id out).
+
+    ``multiprocessing`` closes a thread's connection to a manager when the process
+    holds no more registered proxies of it (``BaseProxy._decref``: "no more proxies
+    so closing conn"), in whichever thread drops the last one, and a garbage
+    collection can run that in the middle of another call of the same thread, whose
+    connection is then closed under it: the call fails "TypeError: 'NoneType' object
+    cannot be interpreted as an integer" (ci66 in a heartbeat send, ci68 in the
+    pacer's board: transfers failed as internal errors). The proxies a spawned process
+    gets in its initializer's arguments are not registered (unpickled while the
+    process bootstraps, ``RebuildProxy`` skips the incref), so the set held only the
+    proxies Temporal passes with each activity (its heartbeat queue, cancel events),
+    and emptied whenever the last of those was collected. A copy unpickled now is
+    registered, and kept."""
+    global _registered
+    _registered = pickle.loads(pickle.dumps(proxy))
+
+
 def start_activity_process(
-    rate_board: MutableMapping[str, float], buffer_budget: int, flags: Any = None
+    rate_board: MutableMapping[str, float],
+    buffer_budget: int,
+    flags: Any = None,
+    registration: Any = None,
 ) -> None:
     """The initializer of each activity process: :func:`die_with_parent`, then URL
     secrets scrubbed from log lines, the worker's rate board for the streams' pacing
     (:mod:`staccato.activities.pacing`), the process's memory budget for chunk
     buffers (bytes, :mod:`staccato.activities.capacity`), the worker's shared array
-    of cancel events (:mod:`staccato.workers.flags`; None: none), and every driver
+    of cancel events (:mod:`staccato.workers.flags`; None: none), a proxy of a
+    manager object of its own that it keeps registered
+    (:func:`hold_manager_registration`; None: none), and every driver
     imported before the process's activity threads start
     (:func:`staccato.endpoints.import_drivers` says why)."""
     die_with_parent()
@@ -91,6 +125,8 @@ def start_activity_process(
         from staccato.workers.flags import install_flags
 
     install_log_scrubber()  # a library's log line may quote a URL's token
+    if registration is not None:
+        hold_manager_registration(registration)
     install_board(rate_board)
     install_budget(buffer_budget)
     install_flags(flags)

@@ -461,7 +461,8 @@ class StaccatoWorker:
             self.threads,
             mp_context=self._context,
             initializer=start_activity_process,
-            initargs=(self.rate_board, self.buffer_budget, flags.array),
+            # a dict only each process's lifeline.hold_manager_registration holds
+            initargs=(self.rate_board, self.buffer_budget, flags.array, self._manager.dict()),
         )
         loop = asyncio.get_running_loop()
         await asyncio.gather(
