@@ -1191,8 +1191,10 @@ async def dataset_status(
             )
             + "; the dataset goes on when a worker polls"
         )
-        if retrying is None:
-            retrying = unknown
+        # the reason nothing moves comes first; a retry already scheduled is said
+        # after it (ci68: a batch's heartbeat timeout, seen after its worker's kill,
+        # hid that no worker answers)
+        retrying = unknown if retrying is None else f"{unknown} (last attempt: {retrying})"
     if state == DatasetState.running and progress.queued_reason:
         # every batch in flight waits for a slot: queued, as a single transfer is
         if progress.waiting >= progress.in_flight:
