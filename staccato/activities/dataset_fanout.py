@@ -47,9 +47,17 @@ from datetime import UTC, datetime, timedelta
 
 from pydantic import ValidationError
 from temporalio import activity
-from temporalio.exceptions import CancelledError
+from temporalio.exceptions import ApplicationError, CancelledError
 
-from staccato.activities.dataset import _Beat, _stopped_by_cancel, batch_leased, batch_pacer
+from staccato.activities import retry_deadline
+from staccato.activities.dataset import (
+    _Beat,
+    _progress_meter,
+    _stopped_by_cancel,
+    _with_checkpoint,
+    batch_leased,
+    batch_pacer,
+)
 from staccato.activities.errors import mapped_errors
 from staccato.activities.object_copy import up_to_date
 from staccato.activities.pacing import SharedPacer, beating_wait, paced_by
@@ -63,7 +71,6 @@ from staccato.activities.transfer import (
     stat_source,
 )
 from staccato.datasets.models import (
-    FAILED_CHECKPOINT_KEY,
     FAN_OUT_SMALL_MAX,
     DestinationCounts,
     FanOutBatchCheckpoint,
@@ -75,16 +82,17 @@ from staccato.datasets.models import (
     file_class,
 )
 from staccato.datasets.names import target_url
-from staccato.endpoints.base import directory_memo, keepalive_hook
+from staccato.endpoints.base import Motion, directory_memo, keepalive_hook, motion_tracker
 from staccato.endpoints.file.group import remove_temp
 from staccato.errors import (
     ChecksumMismatchError,
     PermanentError,
     StaccatoError,
+    WorkerStoppingError,
     WriteSessionLostError,
 )
 from staccato.models import ObjectInfo, SyncLevel
-from staccato.urls import EndpointURL, parse_url
+from staccato.urls import EndpointURL, parse_url, redact
 
 #: files of a batch copied at once (threads: each file's waits overlap the others')
 FILES_IN_FLIGHT = 4
@@ -161,11 +169,50 @@ def copy_batch_to_many(request: FanOutBatchInput) -> FanOutBatchResult:
         ApplicationError: a mapped error: a transient failure of the source (retried
             from the checkpoint).
     """
-    with batch_leased():  # no write after the attempt may have lost its batch
-        result = _copy_batch(request)
+    motion = Motion()
+    hung: str | None = None
+    try:
+        with (
+            batch_leased(),  # no write after the attempt may have lost its batch
+            motion_tracker(motion),
+            retry_deadline.hang_watch(
+                request.options.retry_for_s,
+                _previous(request).progress_at,
+                _batch_endpoints(request),
+                motion,
+            ) as watch,
+        ):
+            try:
+                result = _copy_batch(request, motion)
+            finally:
+                # stopped before anything else runs: no interrupt lands past the batch
+                hung = watch.stop() if watch is not None else None
+    except ApplicationError as err:
+        if hung is not None and err.type != WorkerStoppingError.TYPE:
+            # whatever a driver made of the interrupt: the give-up, with the checkpoint
+            raise retry_deadline.hung_error(hung, err) from None
+        raise
     if result is None:
         raise CancelledError("batch stopped: cancelled or its worker is gone")
     return result
+
+
+def _batch_endpoints(request: FanOutBatchInput) -> str:
+    """What a batch copies, in the words of its hang watch's give-up."""
+    roots = ", ".join(redact(r) for r in request.destination_roots)
+    return f"copying {redact(request.source_root)} to {roots}"
+
+
+def _unless_hung(err: BaseException) -> None:
+    """Raise the hang watch's give-up in place of ``err`` (what a driver made of its
+    interrupt, or the interrupt itself) once the watch fired: a root that did not
+    answer is not marked down (deferred), nor a pair failed for itself, and a healthy
+    root interrupted with it is not either."""
+    hung = retry_deadline.hung()
+    if hung is not None:
+        raise retry_deadline.EndpointHungError(hung) from None
+    if isinstance(err, retry_deadline.EndpointHungError):
+        raise err
 
 
 def _previous(request: FanOutBatchInput) -> FanOutBatchCheckpoint:
@@ -198,11 +245,21 @@ def _deadline(retry_for_s: float) -> float:
 
 
 @mapped_errors
-def _copy_batch(request: FanOutBatchInput) -> FanOutBatchResult | None:
+def _copy_batch(
+    request: FanOutBatchInput, motion: Motion | None = None
+) -> FanOutBatchResult | None:
+    """The batch (see the module); ``motion``: the attempt's, whose last move each
+    heartbeat tells (``moved_at``).
+
+    Raises:
+        EndpointHungError: the attempt's hang watch gave up (whatever its files'
+            threads failed with, or stopped by), the checkpoint in its details.
+        StaccatoError: a transient failure of the source (retried from the checkpoint).
+    """
     check_file_roots(request.source_root, *request.destination_roots)
     state = _previous(request)
     resuming = activity.info().attempt > 1
-    beat = _Beat(state)
+    beat = _Beat(state, _progress_meter(state, None, motion))
     root = parse_url(request.source_root)
     roots = [parse_url(r) for r in request.destination_roots]
     sftp = "sftp" in (root.scheme, *(r.scheme for r in roots))
@@ -230,6 +287,10 @@ def _copy_batch(request: FanOutBatchInput) -> FanOutBatchResult | None:
             _deferred_rounds(request, root, roots, state, beat, deadline, pacer)
             state.current = None
     except StreamStopped:
+        hung = retry_deadline.hung()
+        if hung is not None and not _stopped_by_cancel():
+            # a heartbeat the watch's interrupt broke: the give-up, not a stop
+            raise _with_checkpoint(retry_deadline.EndpointHungError(hung), state, beat) from None
         if not _stopped_by_cancel():
             return None
         # the dataset's cancel: what was counted (also the files of the group that
@@ -239,11 +300,21 @@ def _copy_batch(request: FanOutBatchInput) -> FanOutBatchResult | None:
             state, not_handled=[f.name for i, f in enumerate(request.files) if i not in counted]
         )
     except StaccatoError as err:
-        beat(force=True)  # the retry starts at the first file not ended
-        # the last attempt's error is all its workflow gets when the batch fails for
-        # good (no heartbeat details): it counts what this checkpoint says was handled
-        err.details = (*err.details, {FAILED_CHECKPOINT_KEY: state.model_dump(mode="json")})
+        hung = retry_deadline.hung()
+        if hung is not None and not isinstance(err, retry_deadline.EndpointHungError):
+            # a driver made something else of the interrupt: the give-up's words
+            raise _with_checkpoint(retry_deadline.EndpointHungError(hung), state, beat) from None
+        # the retry starts at the first file not ended; the last attempt's error is
+        # all its workflow gets when the batch fails for good (no heartbeat details):
+        # it counts what this checkpoint says was handled
+        _with_checkpoint(err, state, beat)
         raise
+    except Exception:
+        hung = retry_deadline.hung()
+        if hung is None:
+            raise
+        # (an OSError a driver left unclassified after the interrupt's socket shutdown)
+        raise _with_checkpoint(retry_deadline.EndpointHungError(hung), state, beat) from None
     return _result(state)
 
 
@@ -287,7 +358,8 @@ def _pass(
             raise StreamStopped("batch stopped")
 
     def run(index: int) -> _FileEnd:
-        with keepalive_hook(file_beat):
+        # interrupted, with the batch's other threads, when its hang watch fires
+        with keepalive_hook(file_beat), retry_deadline.watched():
             targets = request.files[index].targets
             return _copy_file(request, index, root, roots, targets, down, file_beat, pacer)
 
@@ -352,6 +424,7 @@ def _copy_file(
         source = target_url(root, name).canonical
         urls = {t: target_url(roots[t], name).canonical for t in targets}
     except PermanentError as err:
+        _unless_hung(err)
         for t in targets:
             end.outcomes[t] = ("f", str(err))
         return end
@@ -371,9 +444,11 @@ def _copy_file(
             try:
                 same, why = up_to_date(source, urls[t], options.sync_level, options, info)
             except PermanentError as err:
+                _unless_hung(err)
                 end.outcomes[t] = ("f", str(err))
                 continue
             except StaccatoError as err:
+                _unless_hung(err)
                 down.mark(t, str(err))
                 end.outcomes[t] = ("d", str(err))
                 continue
@@ -390,6 +465,7 @@ def _copy_file(
     try:
         info, data = read_whole_source(source, _limit(request))
     except PermanentError as err:
+        _unless_hung(err)
         for t in needed:
             end.outcomes[t] = ("f", str(err))
         return end
@@ -445,8 +521,10 @@ def _write(
                 if attempt + 1 == _PAIR_ATTEMPTS:
                     raise
     except PermanentError as err:
+        _unless_hung(err)
         return ("f", str(err))
     except StaccatoError as err:  # transient: this root is down for the rest of the pass
+        _unless_hung(err)
         down.mark(target, str(err))
         return ("d", str(err))
     return ("f", "not written")  # not reached
@@ -558,7 +636,8 @@ def _deferred_rounds(
         for index, targets in sorted(by_index.items()):
             state.current = request.files[index].name
             beat()
-            end = _copy_file(request, index, root, roots, targets, down, beat, pacer)
+            with retry_deadline.watched():
+                end = _copy_file(request, index, root, roots, targets, down, beat, pacer)
             # the pairs leave the checkpoint only now, with their outcomes counted
             state.deferred = [pair for pair in state.deferred if pair[0] != index]
             _count(request, state, index, end)
@@ -603,7 +682,8 @@ def _resume(
             entry = request.files[index]
             state.current = entry.name
             beat()
-            copied, skipped = _matching_targets(request, index, root, roots)
+            with retry_deadline.watched():
+                copied, skipped = _matching_targets(request, index, root, roots)
             if not copied and not skipped:
                 continue
             any_matched = True
@@ -639,7 +719,8 @@ def _matching_targets(
     try:
         source = target_url(root, entry.name).canonical
         info = stat_source(source)
-    except StaccatoError:
+    except StaccatoError as err:
+        _unless_hung(err)
         return [], []  # the pass says why
     copied: list[int] = []
     skipped: list[int] = []
@@ -658,7 +739,8 @@ def _matching_targets(
                 same, _ = up_to_date(source, dst.canonical, SyncLevel.checksum, options, info)
                 if same:
                     copied.append(t)
-        except StaccatoError:
+        except StaccatoError as err:
+            _unless_hung(err)
             continue
         if same and dst.scheme == "file":
             for attempt in range(_PAIR_ATTEMPTS):
