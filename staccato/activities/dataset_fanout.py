@@ -20,6 +20,25 @@ after the batch was first scheduled (the workflow gives the batch that long plus
 working time): then each deferred pair fails with the root's last error. So a down root costs the other roots nothing and re-reads
 only the small files it still misses.
 
+A root that *hangs* (a stopped S3 server or sshd: connections accepted, nothing
+answered) fails nothing by itself: the file thread writing to it blocks and the group
+in flight waits. So the batch runs a dataset batch's hang watch
+(:func:`staccato.activities.retry_deadline.hang_watch`, as ``copy_batch``): each file
+thread joins it (:func:`~staccato.activities.retry_deadline.watched`), as do the
+resume's comparisons and the deferred rounds, and once no byte moved for
+``STACCATO_HANG_S`` seconds (less with a short heartbeat timeout) past ``--retry-for``
+(after the batch's first schedule or its last group counted, ``progress_at``) it
+interrupts them all and the attempt fails, not retried, naming the source and every
+root ("...: the server did not answer: ..."), its checkpoint in the error's details.
+An error raised once the watch fired is that give-up, never a pair failed for itself
+or a root marked down (:func:`_unless_hung`), a healthy root's included. What the
+healthy roots get: the files counted before keep their counts there; the batch's pairs
+not ended fail at every root with the give-up's reason (the workflow's rule for a
+batch failed for good), their write sessions removed. A down root costs the others
+nothing; a hung one costs them the rest of its batch (its files are not told apart:
+the watch sees only that nothing moved). Each heartbeat says when a byte last moved
+(``moved_at``): ``status`` shows no rate while none moves.
+
 Files: up to :data:`FILES_IN_FLIGHT` at once (threads; one at a time with SFTP on
 either side), a group at a time: the checkpoint (:class:`FanOutBatchCheckpoint`,
 the heartbeat details) moves after each group. A retried attempt (worker killed)
