@@ -29,14 +29,16 @@ resume's comparisons and the deferred rounds, and once no byte moved for
 ``STACCATO_HANG_S`` seconds (less with a short heartbeat timeout) past ``--retry-for``
 (after the batch's first schedule or its last group counted, ``progress_at``) it
 interrupts them all and the attempt fails, not retried, naming the source and every
-root ("...: the server did not answer: ..."), its checkpoint in the error's details.
+root ("...: the server did not answer: ...") and, last, the roots whose calls it
+interrupted ("(no answer from s3://...)": the hung one), its checkpoint in the
+error's details.
 An error raised once the watch fired is that give-up, never a pair failed for itself
 or a root marked down (:func:`_unless_hung`), a healthy root's included. What the
 healthy roots get: the files counted before keep their counts there; the batch's pairs
 not ended fail at every root with the give-up's reason (the workflow's rule for a
 batch failed for good), their write sessions removed. A down root costs the others
-nothing; a hung one costs them the rest of its batch (its files are not told apart:
-the watch sees only that nothing moved). Each heartbeat says when a byte last moved
+nothing; a hung one costs them the rest of its batch (the watch sees only that
+nothing moved, not where: it gives the whole attempt up, as a batch to one root). Each heartbeat says when a byte last moved
 (``moved_at``): ``status`` shows no rate while none moves.
 
 Files: up to :data:`FILES_IN_FLIGHT` at once (threads; one at a time with SFTP on
@@ -61,6 +63,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -190,6 +193,8 @@ def copy_batch_to_many(request: FanOutBatchInput) -> FanOutBatchResult:
     """
     motion = Motion()
     hung: str | None = None
+    interrupted: set[str] = set()
+    token = _interrupted.set(interrupted)
     try:
         with (
             batch_leased(),  # no write after the attempt may have lost its batch
@@ -209,8 +214,10 @@ def copy_batch_to_many(request: FanOutBatchInput) -> FanOutBatchResult:
     except ApplicationError as err:
         if hung is not None and err.type != WorkerStoppingError.TYPE:
             # whatever a driver made of the interrupt: the give-up, with the checkpoint
-            raise retry_deadline.hung_error(hung, err) from None
+            raise retry_deadline.hung_error(_hung_words(hung, interrupted), err) from None
         raise
+    finally:
+        _interrupted.reset(token)
     if result is None:
         raise CancelledError("batch stopped: cancelled or its worker is gone")
     return result
@@ -222,16 +229,35 @@ def _batch_endpoints(request: FanOutBatchInput) -> str:
     return f"copying {redact(request.source_root)} to {roots}"
 
 
-def _unless_hung(err: BaseException) -> None:
+#: the roots (redacted) whose calls the hang watch's interrupt ended, of the running
+#: batch attempt (its threads share the set: they run in copies of its context)
+_interrupted: ContextVar[set[str] | None] = ContextVar("fan_out_interrupted", default=None)
+
+
+def _unless_hung(err: BaseException, root: str | None = None) -> None:
     """Raise the hang watch's give-up in place of ``err`` (what a driver made of its
     interrupt, or the interrupt itself) once the watch fired: a root that did not
     answer is not marked down (deferred), nor a pair failed for itself, and a healthy
-    root interrupted with it is not either."""
+    root interrupted with it is not either. ``root``: the URL the failed call talked
+    to, named in the give-up (:func:`_hung_words`)."""
     hung = retry_deadline.hung()
+    if hung is None and not isinstance(err, retry_deadline.EndpointHungError):
+        return
+    interrupted = _interrupted.get()
+    if root is not None and interrupted is not None:
+        interrupted.add(redact(root))
     if hung is not None:
         raise retry_deadline.EndpointHungError(hung) from None
-    if isinstance(err, retry_deadline.EndpointHungError):
-        raise err
+    raise err
+
+
+def _hung_words(hung: str, interrupted: set[str]) -> str:
+    """The hang watch's give-up ``hung`` (naming the source and every root), with the
+    roots whose calls it interrupted (a call still waiting past the watch's limit:
+    the root that did not answer)."""
+    if not interrupted:
+        return hung
+    return f"{hung} (no answer from {', '.join(sorted(interrupted))})"
 
 
 def _previous(request: FanOutBatchInput) -> FanOutBatchCheckpoint:
@@ -452,6 +478,7 @@ def _copy_file(
         try:
             info = stat_source(source)
         except PermanentError as err:
+            _unless_hung(err, request.source_root)
             for t in targets:
                 end.outcomes[t] = ("f", str(err))
             return end
@@ -463,11 +490,11 @@ def _copy_file(
             try:
                 same, why = up_to_date(source, urls[t], options.sync_level, options, info)
             except PermanentError as err:
-                _unless_hung(err)
+                _unless_hung(err, request.destination_roots[t])
                 end.outcomes[t] = ("f", str(err))
                 continue
             except StaccatoError as err:
-                _unless_hung(err)
+                _unless_hung(err, request.destination_roots[t])
                 down.mark(t, str(err))
                 end.outcomes[t] = ("d", str(err))
                 continue
@@ -484,7 +511,7 @@ def _copy_file(
     try:
         info, data = read_whole_source(source, _limit(request))
     except PermanentError as err:
-        _unless_hung(err)
+        _unless_hung(err, request.source_root)
         for t in needed:
             end.outcomes[t] = ("f", str(err))
         return end
@@ -540,10 +567,10 @@ def _write(
                 if attempt + 1 == _PAIR_ATTEMPTS:
                     raise
     except PermanentError as err:
-        _unless_hung(err)
+        _unless_hung(err, request.destination_roots[target])
         return ("f", str(err))
     except StaccatoError as err:  # transient: this root is down for the rest of the pass
-        _unless_hung(err)
+        _unless_hung(err, request.destination_roots[target])
         down.mark(target, str(err))
         return ("d", str(err))
     return ("f", "not written")  # not reached
@@ -759,7 +786,7 @@ def _matching_targets(
                 if same:
                     copied.append(t)
         except StaccatoError as err:
-            _unless_hung(err)
+            _unless_hung(err, request.destination_roots[t])
             continue
         if same and dst.scheme == "file":
             for attempt in range(_PAIR_ATTEMPTS):
