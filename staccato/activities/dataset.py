@@ -75,6 +75,7 @@ from staccato.datasets.models import (
     BatchOrphansInput,
     BatchResult,
     DatasetEntry,
+    FanOutBatchCheckpoint,
     FanOutBatchInput,
     FileFailure,
     ListInput,
@@ -599,7 +600,9 @@ def _given_up(request: BatchInput, err: ApplicationError) -> ApplicationError:
 
 
 def _progress_meter(
-    state: BatchCheckpoint, meter: Callable[[], None] | None, motion: Motion | None = None
+    state: BatchCheckpoint | FanOutBatchCheckpoint,
+    meter: Callable[[], None] | None,
+    motion: Motion | None = None,
 ) -> Callable[[], None]:
     """What runs before each heartbeat: ``meter`` (the bytes moving, if paced), then
     ``state.progress_at`` set to now when the batch handled a file since the last
@@ -741,7 +744,9 @@ def _copy_batch(request: BatchInput, motion: Motion | None = None) -> BatchResul
     )
 
 
-def _with_checkpoint(err: StaccatoError, state: BatchCheckpoint, beat: _Beat) -> StaccatoError:
+def _with_checkpoint(
+    err: StaccatoError, state: BatchCheckpoint | FanOutBatchCheckpoint, beat: _Beat
+) -> StaccatoError:
     """``err`` (a failed attempt's) with ``state`` in its details, heartbeated first:
     the retry starts at the first file not ended, and the last attempt's error is all
     its workflow gets when the batch fails for good (no heartbeat details): it counts

@@ -20,6 +20,27 @@ after the batch was first scheduled (the workflow gives the batch that long plus
 working time): then each deferred pair fails with the root's last error. So a down root costs the other roots nothing and re-reads
 only the small files it still misses.
 
+A root that *hangs* (a stopped S3 server or sshd: connections accepted, nothing
+answered) fails nothing by itself: the file thread writing to it blocks and the group
+in flight waits. So the batch runs a dataset batch's hang watch
+(:func:`staccato.activities.retry_deadline.hang_watch`, as ``copy_batch``): each file
+thread joins it (:func:`~staccato.activities.retry_deadline.watched`), as do the
+resume's comparisons and the deferred rounds, and once no byte moved for
+``STACCATO_HANG_S`` seconds (less with a short heartbeat timeout) past ``--retry-for``
+(after the batch's first schedule or its last group counted, ``progress_at``) it
+interrupts them all and the attempt fails, not retried, naming the source and every
+root ("...: the server did not answer: ...") and, last, the roots whose calls it
+interrupted ("(no answer from s3://...)": the hung one), its checkpoint in the
+error's details.
+An error raised once the watch fired is that give-up, never a pair failed for itself
+or a root marked down (:func:`_unless_hung`), a healthy root's included. What the
+healthy roots get: the files counted before keep their counts there; the batch's pairs
+not ended fail at every root with the give-up's reason (the workflow's rule for a
+batch failed for good), their write sessions removed. A down root costs the others
+nothing; a hung one costs them the rest of its batch (the watch sees only that
+nothing moved, not where: it gives the whole attempt up, as a batch to one root). Each heartbeat says when a byte last moved
+(``moved_at``): ``status`` shows no rate while none moves.
+
 Files: up to :data:`FILES_IN_FLIGHT` at once (threads; one at a time with SFTP on
 either side), a group at a time: the checkpoint (:class:`FanOutBatchCheckpoint`,
 the heartbeat details) moves after each group. A retried attempt (worker killed)
@@ -42,14 +63,23 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from pydantic import ValidationError
 from temporalio import activity
-from temporalio.exceptions import CancelledError
+from temporalio.exceptions import ApplicationError, CancelledError
 
-from staccato.activities.dataset import _Beat, _stopped_by_cancel, batch_leased, batch_pacer
+from staccato.activities import retry_deadline
+from staccato.activities.dataset import (
+    _Beat,
+    _progress_meter,
+    _stopped_by_cancel,
+    _with_checkpoint,
+    batch_leased,
+    batch_pacer,
+)
 from staccato.activities.errors import mapped_errors
 from staccato.activities.object_copy import up_to_date
 from staccato.activities.pacing import SharedPacer, beating_wait, paced_by
@@ -63,7 +93,6 @@ from staccato.activities.transfer import (
     stat_source,
 )
 from staccato.datasets.models import (
-    FAILED_CHECKPOINT_KEY,
     FAN_OUT_SMALL_MAX,
     DestinationCounts,
     FanOutBatchCheckpoint,
@@ -75,16 +104,17 @@ from staccato.datasets.models import (
     file_class,
 )
 from staccato.datasets.names import target_url
-from staccato.endpoints.base import directory_memo, keepalive_hook
+from staccato.endpoints.base import Motion, directory_memo, keepalive_hook, motion_tracker
 from staccato.endpoints.file.group import remove_temp
 from staccato.errors import (
     ChecksumMismatchError,
     PermanentError,
     StaccatoError,
+    WorkerStoppingError,
     WriteSessionLostError,
 )
 from staccato.models import ObjectInfo, SyncLevel
-from staccato.urls import EndpointURL, parse_url
+from staccato.urls import EndpointURL, parse_url, redact
 
 #: files of a batch copied at once (threads: each file's waits overlap the others')
 FILES_IN_FLIGHT = 4
@@ -161,11 +191,73 @@ def copy_batch_to_many(request: FanOutBatchInput) -> FanOutBatchResult:
         ApplicationError: a mapped error: a transient failure of the source (retried
             from the checkpoint).
     """
-    with batch_leased():  # no write after the attempt may have lost its batch
-        result = _copy_batch(request)
+    motion = Motion()
+    hung: str | None = None
+    interrupted: set[str] = set()
+    token = _interrupted.set(interrupted)
+    try:
+        with (
+            batch_leased(),  # no write after the attempt may have lost its batch
+            motion_tracker(motion),
+            retry_deadline.hang_watch(
+                request.options.retry_for_s,
+                _previous(request).progress_at,
+                _batch_endpoints(request),
+                motion,
+            ) as watch,
+        ):
+            try:
+                result = _copy_batch(request, motion)
+            finally:
+                # stopped before anything else runs: no interrupt lands past the batch
+                hung = watch.stop() if watch is not None else None
+    except ApplicationError as err:
+        if hung is not None and err.type != WorkerStoppingError.TYPE:
+            # whatever a driver made of the interrupt: the give-up, with the checkpoint
+            raise retry_deadline.hung_error(_hung_words(hung, interrupted), err) from None
+        raise
+    finally:
+        _interrupted.reset(token)
     if result is None:
         raise CancelledError("batch stopped: cancelled or its worker is gone")
     return result
+
+
+def _batch_endpoints(request: FanOutBatchInput) -> str:
+    """What a batch copies, in the words of its hang watch's give-up."""
+    roots = ", ".join(redact(r) for r in request.destination_roots)
+    return f"copying {redact(request.source_root)} to {roots}"
+
+
+#: the roots (redacted) whose calls the hang watch's interrupt ended, of the running
+#: batch attempt (its threads share the set: they run in copies of its context)
+_interrupted: ContextVar[set[str] | None] = ContextVar("fan_out_interrupted", default=None)
+
+
+def _unless_hung(err: BaseException, root: str | None = None) -> None:
+    """Raise the hang watch's give-up in place of ``err`` (what a driver made of its
+    interrupt, or the interrupt itself) once the watch fired: a root that did not
+    answer is not marked down (deferred), nor a pair failed for itself, and a healthy
+    root interrupted with it is not either. ``root``: the URL the failed call talked
+    to, named in the give-up (:func:`_hung_words`)."""
+    hung = retry_deadline.hung()
+    if hung is None and not isinstance(err, retry_deadline.EndpointHungError):
+        return
+    interrupted = _interrupted.get()
+    if root is not None and interrupted is not None:
+        interrupted.add(redact(root))
+    if hung is not None:
+        raise retry_deadline.EndpointHungError(hung) from None
+    raise err
+
+
+def _hung_words(hung: str, interrupted: set[str]) -> str:
+    """The hang watch's give-up ``hung`` (naming the source and every root), with the
+    roots whose calls it interrupted (a call still waiting past the watch's limit:
+    the root that did not answer)."""
+    if not interrupted:
+        return hung
+    return f"{hung} (no answer from {', '.join(sorted(interrupted))})"
 
 
 def _previous(request: FanOutBatchInput) -> FanOutBatchCheckpoint:
@@ -198,11 +290,21 @@ def _deadline(retry_for_s: float) -> float:
 
 
 @mapped_errors
-def _copy_batch(request: FanOutBatchInput) -> FanOutBatchResult | None:
+def _copy_batch(
+    request: FanOutBatchInput, motion: Motion | None = None
+) -> FanOutBatchResult | None:
+    """The batch (see the module); ``motion``: the attempt's, whose last move each
+    heartbeat tells (``moved_at``).
+
+    Raises:
+        EndpointHungError: the attempt's hang watch gave up (whatever its files'
+            threads failed with, or stopped by), the checkpoint in its details.
+        StaccatoError: a transient failure of the source (retried from the checkpoint).
+    """
     check_file_roots(request.source_root, *request.destination_roots)
     state = _previous(request)
     resuming = activity.info().attempt > 1
-    beat = _Beat(state)
+    beat = _Beat(state, _progress_meter(state, None, motion))
     root = parse_url(request.source_root)
     roots = [parse_url(r) for r in request.destination_roots]
     sftp = "sftp" in (root.scheme, *(r.scheme for r in roots))
@@ -230,6 +332,10 @@ def _copy_batch(request: FanOutBatchInput) -> FanOutBatchResult | None:
             _deferred_rounds(request, root, roots, state, beat, deadline, pacer)
             state.current = None
     except StreamStopped:
+        hung = retry_deadline.hung()
+        if hung is not None and not _stopped_by_cancel():
+            # a heartbeat the watch's interrupt broke: the give-up, not a stop
+            raise _with_checkpoint(retry_deadline.EndpointHungError(hung), state, beat) from None
         if not _stopped_by_cancel():
             return None
         # the dataset's cancel: what was counted (also the files of the group that
@@ -239,11 +345,21 @@ def _copy_batch(request: FanOutBatchInput) -> FanOutBatchResult | None:
             state, not_handled=[f.name for i, f in enumerate(request.files) if i not in counted]
         )
     except StaccatoError as err:
-        beat(force=True)  # the retry starts at the first file not ended
-        # the last attempt's error is all its workflow gets when the batch fails for
-        # good (no heartbeat details): it counts what this checkpoint says was handled
-        err.details = (*err.details, {FAILED_CHECKPOINT_KEY: state.model_dump(mode="json")})
+        hung = retry_deadline.hung()
+        if hung is not None and not isinstance(err, retry_deadline.EndpointHungError):
+            # a driver made something else of the interrupt: the give-up's words
+            raise _with_checkpoint(retry_deadline.EndpointHungError(hung), state, beat) from None
+        # the retry starts at the first file not ended; the last attempt's error is
+        # all its workflow gets when the batch fails for good (no heartbeat details):
+        # it counts what this checkpoint says was handled
+        _with_checkpoint(err, state, beat)
         raise
+    except Exception:
+        hung = retry_deadline.hung()
+        if hung is None:
+            raise
+        # (an OSError a driver left unclassified after the interrupt's socket shutdown)
+        raise _with_checkpoint(retry_deadline.EndpointHungError(hung), state, beat) from None
     return _result(state)
 
 
@@ -287,7 +403,8 @@ def _pass(
             raise StreamStopped("batch stopped")
 
     def run(index: int) -> _FileEnd:
-        with keepalive_hook(file_beat):
+        # interrupted, with the batch's other threads, when its hang watch fires
+        with keepalive_hook(file_beat), retry_deadline.watched():
             targets = request.files[index].targets
             return _copy_file(request, index, root, roots, targets, down, file_beat, pacer)
 
@@ -352,6 +469,7 @@ def _copy_file(
         source = target_url(root, name).canonical
         urls = {t: target_url(roots[t], name).canonical for t in targets}
     except PermanentError as err:
+        _unless_hung(err)
         for t in targets:
             end.outcomes[t] = ("f", str(err))
         return end
@@ -360,6 +478,7 @@ def _copy_file(
         try:
             info = stat_source(source)
         except PermanentError as err:
+            _unless_hung(err, request.source_root)
             for t in targets:
                 end.outcomes[t] = ("f", str(err))
             return end
@@ -371,9 +490,11 @@ def _copy_file(
             try:
                 same, why = up_to_date(source, urls[t], options.sync_level, options, info)
             except PermanentError as err:
+                _unless_hung(err, request.destination_roots[t])
                 end.outcomes[t] = ("f", str(err))
                 continue
             except StaccatoError as err:
+                _unless_hung(err, request.destination_roots[t])
                 down.mark(t, str(err))
                 end.outcomes[t] = ("d", str(err))
                 continue
@@ -390,6 +511,7 @@ def _copy_file(
     try:
         info, data = read_whole_source(source, _limit(request))
     except PermanentError as err:
+        _unless_hung(err, request.source_root)
         for t in needed:
             end.outcomes[t] = ("f", str(err))
         return end
@@ -445,8 +567,10 @@ def _write(
                 if attempt + 1 == _PAIR_ATTEMPTS:
                     raise
     except PermanentError as err:
+        _unless_hung(err, request.destination_roots[target])
         return ("f", str(err))
     except StaccatoError as err:  # transient: this root is down for the rest of the pass
+        _unless_hung(err, request.destination_roots[target])
         down.mark(target, str(err))
         return ("d", str(err))
     return ("f", "not written")  # not reached
@@ -558,7 +682,8 @@ def _deferred_rounds(
         for index, targets in sorted(by_index.items()):
             state.current = request.files[index].name
             beat()
-            end = _copy_file(request, index, root, roots, targets, down, beat, pacer)
+            with retry_deadline.watched():
+                end = _copy_file(request, index, root, roots, targets, down, beat, pacer)
             # the pairs leave the checkpoint only now, with their outcomes counted
             state.deferred = [pair for pair in state.deferred if pair[0] != index]
             _count(request, state, index, end)
@@ -603,7 +728,8 @@ def _resume(
             entry = request.files[index]
             state.current = entry.name
             beat()
-            copied, skipped = _matching_targets(request, index, root, roots)
+            with retry_deadline.watched():
+                copied, skipped = _matching_targets(request, index, root, roots)
             if not copied and not skipped:
                 continue
             any_matched = True
@@ -639,7 +765,8 @@ def _matching_targets(
     try:
         source = target_url(root, entry.name).canonical
         info = stat_source(source)
-    except StaccatoError:
+    except StaccatoError as err:
+        _unless_hung(err)
         return [], []  # the pass says why
     copied: list[int] = []
     skipped: list[int] = []
@@ -658,7 +785,8 @@ def _matching_targets(
                 same, _ = up_to_date(source, dst.canonical, SyncLevel.checksum, options, info)
                 if same:
                     copied.append(t)
-        except StaccatoError:
+        except StaccatoError as err:
+            _unless_hung(err, request.destination_roots[t])
             continue
         if same and dst.scheme == "file":
             for attempt in range(_PAIR_ATTEMPTS):

@@ -47,7 +47,9 @@ block); a thread that joins after it fired fails at once. Its progress is a file
 handled (``BatchCheckpoint.progress_at``, told with :func:`progressed`), and a
 file's copy ending counts as bytes moved. Before, a batch's file threads stayed
 blocked on a stopped S3 server while its own thread kept heartbeating: the dataset
-stayed ``running`` with no reason (tester). Once the watch fired it interrupts its
+stayed ``running`` with no reason (tester). A batch to several roots
+(``copy_batch_to_many``, :mod:`staccato.activities.dataset_fanout`) runs it the same
+way. Once the watch fired it interrupts its
 threads every second whatever moved since: the attempt is given up.
 
 Only attempts scheduled with ``retry_for_s`` in their input do this (an input from a

@@ -837,6 +837,12 @@ class FanOutBatchCheckpoint(FanOutBatchResult):
     #: some of them are (``status`` names the root, its last error and since when);
     #: empty from workers before 0.19.0
     down_since: dict[str, str] = Field(default_factory=dict)
+    #: as :attr:`BatchCheckpoint.progress_at` (a file counted): the hang watch's
+    #: deadline, carried from attempt to attempt
+    progress_at: float | None = None
+    #: as :attr:`BatchCheckpoint.moved_at`: when a byte last moved in this attempt (to
+    #: any root); None: a worker before the field
+    moved_at: float | None = None
 
 
 class TargetsInput(BaseModel):
