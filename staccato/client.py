@@ -488,6 +488,11 @@ class StaccatoClient:
                 comes here, or to :meth:`submitted_run`, first).
         """
         require_str(transfer, "transfer", TRANSFER_NAME)
+        if not transfer.strip():
+            # Temporal answers an empty workflow id with a raw RPCError (tester59 T11)
+            raise TransferNotFoundError(
+                f"no transfer {transfer!r}: give a transfer id or a destination URL or path"
+            )
         if transfer.startswith(TRANSFER_ID_PREFIX) or transfer in self._runs:
             return transfer
         try:
@@ -1107,6 +1112,8 @@ class StaccatoClient:
             description.workflow_type == TRANSFER_TYPE
             and description.typed_search_attributes.get(sa.STATE) == TransferState.failed.value
         )
+        if not failed and cancel_requested_of(description):
+            return False  # asked already, not taken effect yet (tester59 T10: True twice)
         await handle.cancel()
         if not failed:
             return True

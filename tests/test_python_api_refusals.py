@@ -112,6 +112,10 @@ async def test_wait_of_a_cancelled_transfer_says_it_was_cancelled(
             break
     # True: this call cancelled it (G6: None, beside False for "cancelled already")
     assert await client.cancel(transfer) is True
+    # asked again before it took effect: already asked (tester59 T10: True twice)
+    assert await client.cancel(transfer) is False
+    with pytest.raises(TransferNotFoundError, match="give a transfer id"):
+        await client.cancel("")  # (T11: Temporal's raw RPCError)
     with pytest.raises(TransferCancelledError) as raised:
         await asyncio.wait_for(client.wait(transfer), 120)
     assert isinstance(raised.value, TransferFailedError)  # existing catches hold
