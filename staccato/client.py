@@ -1012,12 +1012,20 @@ class StaccatoClient:
             return None
         message = await self._message(pending)
         if _heartbeat_timed_out(pending.last_failure):
+            # canonical URLs (spaces percent-encoded): " and " only joins them
+            servers = [u for u in (where or "").split(" and ") if u and not u.startswith("file:")]
+            frozen = "its worker process was frozen, overloaded or killed"
+            if servers or not where:
+                on = f" on {' and '.join(servers)}" if servers else ""
+                cause = (
+                    f"it was blocked{on} (a server that accepts connections and does not "
+                    f"answer), or {frozen}"
+                )
+            else:  # local files only (tester59 T8 read them blamed as hung servers)
+                cause = frozen
             message = (
                 f"the last attempt of {pending.activity_type.name} sent no heartbeat for its "
-                "heartbeat timeout: it was blocked"
-                + (f" on {where}" if where else "")
-                + " (a server that accepts connections and does not answer), or its worker "
-                "process was frozen or overloaded; Temporal runs it again"
+                f"heartbeat timeout: {cause}; Temporal runs it again"
             )
         retried = f"attempt {pending.attempt}: {message}"
         if pending.HasField("next_attempt_schedule_time"):

@@ -18,6 +18,7 @@ from tests.helpers import (
     no_worker_waits,
     pid_alive,
     status_json,
+    wait_for_status,
     write_random,
 )
 from tests.servers.holding_proxy import HoldingProxy
@@ -173,3 +174,36 @@ async def test_a_retried_stream_that_moves_bytes_is_not_shown_retrying(
     finally:
         first.kill()
     assert result.bytes == size
+
+
+async def test_a_local_copy_whose_worker_died_blames_no_server(
+    temporal_server: TemporalDevServer, data_dir: Path, tmp_path: Path
+) -> None:
+    """file -> file, its worker SIGKILLed: the stream's heartbeat timeout is said to be
+    its worker's (frozen, overloaded or killed), not "blocked on file:///a and
+    file:///b (a server that accepts connections and does not answer)" (tester59 T8:
+    two local files blamed as hung servers)."""
+    write_random(data_dir / "local.bin", 32 * MiB, seed=34)
+    options = TransferOptions(max_rate=2 * MiB, streams=1, heartbeat_timeout_s=3)
+    worker = WorkerProcess(temporal_server.address, processes=1, log_dir=tmp_path)
+    client = await StaccatoClient.connect(target_host=temporal_server.address)
+    client.task_queue = worker.task_queue
+    try:
+        worker.start()
+        transfer = await client.submit(
+            str(data_dir / "local.bin"), str(data_dir / "local-copy.bin"), options
+        )
+        await wait_for_status(client, transfer, lambda s: s.bytes_done > 0, timeout_s=60)
+        worker.kill()
+        said = await wait_for_status(
+            client,
+            transfer,
+            lambda s: "sent no heartbeat" in (s.last_retry_error or ""),
+            timeout_s=60,
+        )
+        reason = said.last_retry_error or ""
+        assert "frozen, overloaded or killed" in reason, reason
+        assert "does not answer" not in reason and "blocked on" not in reason, reason
+    finally:
+        worker.kill()
+        await client.temporal.get_workflow_handle(transfer).terminate("test over")
