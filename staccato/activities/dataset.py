@@ -543,29 +543,55 @@ def copy_batch(request: BatchInput) -> BatchResult:
         CancelledError: the dataset was cancelled (the file in flight is removed).
         ApplicationError: a mapped error (see ``mapped_errors``).
     """
+    try:
+        return watched_batch(
+            lambda motion: _copy_batch(request, motion),
+            request.retry_for_s,
+            _previous(request).progress_at,
+            _batch_endpoints(request),
+        )
+    except ApplicationError as err:
+        raise _given_up(request, err) from None  # (a hang's give-up passes as it is)
+
+
+def watched_batch(
+    run: Callable[[Motion], _T | None],
+    retry_for_s: float | None,
+    progress_at: float | None,
+    where: str,
+    hung_words: Callable[[str], str] = lambda message: message,
+) -> _T:
+    """One batch attempt (``run(motion)``: ``copy_batch``'s, ``copy_batch_to_many``'s)
+    under its lease (:func:`batch_leased`), its bytes' motion tracked, in its hang
+    watch (:func:`staccato.activities.retry_deadline.hang_watch`: ``retry_for_s``,
+    ``progress_at`` of earlier attempts, ``where`` it copies, in words).
+
+    Returns:
+        What ``run`` returned.
+
+    Raises:
+        CancelledError: ``run`` returned None (cancelled, or its worker is gone).
+        ApplicationError: ``run``'s; once the watch fired, whatever a driver made of its
+            interrupt becomes the non-retryable give-up (:func:`retry_deadline.hung_error`,
+            worded by ``hung_words``, with the error's details: the checkpoint).
+    """
     motion = Motion()
     hung: str | None = None
     try:
         with (
-            batch_leased(),
+            batch_leased(),  # no write after the attempt may have lost its batch
             motion_tracker(motion),
-            retry_deadline.hang_watch(
-                request.retry_for_s,
-                _previous(request).progress_at,
-                _batch_endpoints(request),
-                motion,
-            ) as watch,
+            retry_deadline.hang_watch(retry_for_s, progress_at, where, motion) as watch,
         ):
             try:
-                result = _copy_batch(request, motion)
+                result = run(motion)
             finally:
                 # stopped before anything else runs: no interrupt lands past the batch
                 hung = watch.stop() if watch is not None else None
     except ApplicationError as err:
         if hung is not None and err.type != WorkerStoppingError.TYPE:
-            # whatever a driver made of the interrupt: the give-up, with the checkpoint
-            raise retry_deadline.hung_error(hung, err) from None
-        raise _given_up(request, err) from None
+            raise retry_deadline.hung_error(hung_words(hung), err) from None
+        raise
     if result is None:
         raise CancelledError("batch stopped: cancelled or its worker is gone")
     return result

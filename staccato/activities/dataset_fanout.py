@@ -69,7 +69,7 @@ from datetime import UTC, datetime, timedelta
 
 from pydantic import ValidationError
 from temporalio import activity
-from temporalio.exceptions import ApplicationError, CancelledError
+from temporalio.exceptions import CancelledError
 
 from staccato.activities import retry_deadline
 from staccato.activities.dataset import (
@@ -77,8 +77,8 @@ from staccato.activities.dataset import (
     _progress_meter,
     _stopped_by_cancel,
     _with_checkpoint,
-    batch_leased,
     batch_pacer,
+    watched_batch,
 )
 from staccato.activities.errors import mapped_errors
 from staccato.activities.object_copy import up_to_date
@@ -104,13 +104,12 @@ from staccato.datasets.models import (
     file_class,
 )
 from staccato.datasets.names import target_url
-from staccato.endpoints.base import Motion, directory_memo, keepalive_hook, motion_tracker
+from staccato.endpoints.base import Motion, directory_memo, keepalive_hook
 from staccato.endpoints.file.group import remove_temp
 from staccato.errors import (
     ChecksumMismatchError,
     PermanentError,
     StaccatoError,
-    WorkerStoppingError,
     WriteSessionLostError,
 )
 from staccato.models import ObjectInfo, SyncLevel
@@ -191,36 +190,18 @@ def copy_batch_to_many(request: FanOutBatchInput) -> FanOutBatchResult:
         ApplicationError: a mapped error: a transient failure of the source (retried
             from the checkpoint).
     """
-    motion = Motion()
-    hung: str | None = None
     interrupted: set[str] = set()
     token = _interrupted.set(interrupted)
     try:
-        with (
-            batch_leased(),  # no write after the attempt may have lost its batch
-            motion_tracker(motion),
-            retry_deadline.hang_watch(
-                request.options.retry_for_s,
-                _previous(request).progress_at,
-                _batch_endpoints(request),
-                motion,
-            ) as watch,
-        ):
-            try:
-                result = _copy_batch(request, motion)
-            finally:
-                # stopped before anything else runs: no interrupt lands past the batch
-                hung = watch.stop() if watch is not None else None
-    except ApplicationError as err:
-        if hung is not None and err.type != WorkerStoppingError.TYPE:
-            # whatever a driver made of the interrupt: the give-up, with the checkpoint
-            raise retry_deadline.hung_error(_hung_words(hung, interrupted), err) from None
-        raise
+        return watched_batch(
+            lambda motion: _copy_batch(request, motion),
+            request.options.retry_for_s,
+            _previous(request).progress_at,
+            _batch_endpoints(request),
+            lambda message: _hung_words(message, interrupted),
+        )
     finally:
         _interrupted.reset(token)
-    if result is None:
-        raise CancelledError("batch stopped: cancelled or its worker is gone")
-    return result
 
 
 def _batch_endpoints(request: FanOutBatchInput) -> str:
