@@ -310,8 +310,8 @@ SyncLevelOption = Annotated[
         "--sync-level",
         help="Skip the copy when the destination already matches the source: exists; "
         "size (and sizes equal); mtime (and the destination is not older); checksum (sizes "
-        "and checksums equal, times not compared; reads an object that keeps no stored "
-        "checksum once). Default: "
+        "and checksums equal, times not compared; on each run, reads in full an object "
+        "that keeps no stored checksum). Default: "
         "always copy.",
         show_default=False,
     ),
