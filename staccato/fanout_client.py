@@ -468,8 +468,11 @@ async def follow_group(
 ) -> AsyncIterator[GroupStatus]:
     """Yield the group's status every ``interval_s`` seconds until it ends (the last
     one yielded is the final status)."""
+    from staccato.client import following
+
+    # each status's queries wait at most FOLLOW_QUERY_S (a dead worker said promptly)
     async for current in follow_until_ended(
-        lambda: group_status(client, group), _TERMINAL, interval_s
+        lambda: following(group_status(client, group)), _TERMINAL, interval_s
     ):
         yield current
 
