@@ -81,6 +81,7 @@ from staccato.errors import (
     innermost_message,
 )
 from staccato.ids import ROOT_LOCK_TYPE, TRANSFER_ID_PREFIX, transfer_id
+from staccato.leftovers import shown_left_behind
 from staccato.links import governor_id
 from staccato.models import (
     MIN_TUNED_BYTES,
@@ -870,7 +871,11 @@ class StaccatoClient:
             read_from=progress.read_from if progress else None,
             read_from_reason=progress.read_from_reason if progress else None,
             cleanup=cleanup,
-            left_behind=(memo["left_behind"] if isinstance(memo.get("left_behind"), str) else None),
+            # what its clean-up left, while it may still be there: a local temp file
+            # deleted by hand, or by a later transfer, is no longer said (tester T14)
+            left_behind=shown_left_behind(
+                memo["left_behind"] if isinstance(memo.get("left_behind"), str) else None
+            ),
             tuner_chooses=_tuner_chooses(memo, progress, state, bytes_total, begun=begun),
             streams_unknown=True
             if _tuner_chooses(memo, None, state, bytes_total) and begun

@@ -79,6 +79,7 @@ from staccato.errors import (
 )
 from staccato.following import follow_until_ended
 from staccato.ids import TRANSFER_ID_PREFIX
+from staccato.leftovers import still_left
 from staccato.models import (
     NO_WORKER_ANSWERS,
     GroupState,
@@ -908,7 +909,34 @@ async def dataset_status(
     """Status of the latest dataset under ``dataset`` (an id or a destination root):
     counts, bytes, rate, ETA (once the listing is done), current files, failures.
     ``query_timeout_s``: seconds the progress query waits for a worker (then
-    ``counts_unknown`` says none answered).
+    ``counts_unknown`` says none answered). A failure's ``left_behind`` is kept while
+    what it names may still be there (:func:`staccato.leftovers.still_left`: a local
+    temp file deleted since is no longer said).
+
+    Raises:
+        NotADatasetError: ``dataset`` is the id of a single transfer or fan-out group
+            (the message names the call that applies to it).
+        TransferNotFoundError: no such dataset.
+        RPCError: Temporal did not describe the dataset within ``STACCATO_CLIENT_WAIT_S``
+            (the CLI says so in one line), or failed otherwise.
+    """
+    status = await _dataset_status(client, dataset, query_timeout_s=query_timeout_s)
+    if not any(f.left_behind and not still_left(f.left_behind) for f in status.failures):
+        return status
+    return status.model_copy(
+        update={
+            "failures": [
+                f if still_left(f.left_behind) else f.model_copy(update={"left_behind": None})
+                for f in status.failures
+            ]
+        }
+    )
+
+
+async def _dataset_status(
+    client: StaccatoClient, dataset: str, *, query_timeout_s: float = PROGRESS_QUERY_S
+) -> DatasetStatus:
+    """:func:`dataset_status`, every failure's ``left_behind`` as the run recorded it.
 
     Raises:
         NotADatasetError: ``dataset`` is the id of a single transfer or fan-out group
