@@ -10,6 +10,7 @@ import os
 import time
 from pathlib import Path
 
+from staccato.cli.datasets import progress_text
 from staccato.client import StaccatoClient
 from staccato.dataset_client import dataset_status, submit_dataset
 from staccato.datasets.models import DatasetState, DatasetStatus
@@ -105,3 +106,4 @@ async def test_no_rate_while_a_full_disk_stalls_the_dataset(
         for s in after
         if s.rate_files_per_s is not None or s.rate_bytes_per_s is not None or s.eta_s
     ] == [], after
+    assert [progress_text(s) for s in after if "files/s" in progress_text(s)] == [], after
