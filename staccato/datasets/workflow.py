@@ -123,6 +123,7 @@ from staccato.workflows.failures import (
     gave_up_message,
     left_behind_of,
     reason,
+    remote_endpoints,
     timed_out_text,
 )
 from staccato.workflows.governor import LIMIT_QUEUED_SIGNAL, SLOT_GRANTED_SIGNAL
@@ -728,7 +729,8 @@ class DatasetWorkflow:
                     unclean_from = min(last.next_index, len(batch.files))
             why = reason(err)
             if batch.retry_for_s is not None:  # scheduled within --retry-for of progress
-                where = f"{batch.source_root} and {batch.destination_root}"
+                # the roots that are servers (a local one cannot "not answer")
+                where = " and ".join(remote_endpoints(batch.source_root, batch.destination_root))
                 why = _batch_gave_up(err, batch.retry_for_s, where) or why
             for f in batch.files[unclean_from:]:
                 self._fail(f.name, f"its batch failed: {why}")
