@@ -436,13 +436,15 @@ def retry_advice(status: DatasetStatus) -> str | None:
     failed is no longer there or is a directory, :func:`nothing_to_retry`) a retry is
     refused, so this says to run without it. The same words as that refusal. None
     when every failure can never succeed by copying it again (:func:`never_copied`:
-    it kept every failure): no advice to copy them again. When it failed more than it
+    it kept every failure): no advice to copy them again; when only some are such, the
+    advice names them. When it failed more than it
     kept (:func:`_cut_advice`), ``--retry-failed`` is refused: re-run with
     ``--sync-level size``, the refusal's words."""
     cut = _cut_advice(status)
     if cut is not None:
         return cut
-    if _only(status, {f.name for f in status.failures if never_copied(status, f)}):
+    never = [f.name for f in status.failures if never_copied(status, f)]
+    if _only(status, set(never)):
         return None
     if nothing_to_retry(status):
         return f"--retry-failed cannot help: {_unretriable_text(status)}"
@@ -456,6 +458,17 @@ def retry_advice(status: DatasetStatus) -> str | None:
         left_out.append(
             f"it lists no directory: the {'directory' if one else 'directories'} that failed "
             f"({shown}) {'needs' if one else 'need'} a run without --retry-failed"
+        )
+    if never:
+        one = len(never) == 1
+        it, names = (
+            ("it", f"the name {_some(never)} is one")
+            if one
+            else ("them", f"{len(never)} names ({_some(never)}) are ones")
+        )
+        left_out.append(
+            f"{names} the destination cannot hold: no run copies {it}; rename {it} at "
+            f"the source or --exclude {it}"
         )
     if left_out:
         return f"copy the failed files again with --retry-failed ({'; '.join(left_out)})"
