@@ -33,7 +33,7 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from staccato import settings, units
+from staccato import run_fields, settings, units
 from staccato.client import GROUP_TYPE, StaccatoClient, require_type
 from staccato.dataset_requests import (
     check_local_source,
@@ -88,7 +88,7 @@ from staccato.models import (
     TransferState,
     iso_utc,
 )
-from staccato.overlaps import overlap_busy, overlapping_writer
+from staccato.overlaps import overlap_busy, overlapping_writer, visibility_string
 from staccato.quantities import DATASET_NAME, require_str, str_list
 from staccato.run_fields import DATASET_TYPE, TRANSFER_TYPE
 from staccato.urls import child_url, parse_url
@@ -259,8 +259,15 @@ async def _earlier_dataset(
     except TransferNotFoundError:
         raise nothing from None
     several = status.destination_roots is not None
-    if several != (len(roots) > 1) or source_root not in (None, status.source):
-        raise nothing  # a lock's holder (several roots), or another source
+    if several != (len(roots) > 1):
+        raise nothing  # a lock's holder (several roots)
+    if source_root not in (None, status.source):
+        # the latest dataset to this root came from another source: the run before it
+        # from this one, if Temporal still keeps it
+        earlier = None if several else await _last_run_from(client, dataset, source_root)
+        if earlier is None:
+            raise nothing
+        status = earlier
     if status.state != DatasetState.completed_with_errors:
         raise CannotRetryError(
             f"dataset {status.id} is {status.state.value}: --retry-failed re-runs the "
@@ -270,6 +277,40 @@ async def _earlier_dataset(
     if cut is not None:
         raise CannotRetryError(f"dataset {status.id} {cut}")
     return status
+
+
+#: runs from one source a ``--retry-failed`` looks through for the newest ended one
+_RUNS_LOOKED_AT = 20
+
+
+async def _last_run_from(
+    client: StaccatoClient, dataset: str, source_root: str
+) -> DatasetStatus | None:
+    """The status of the newest ended run under the dataset id ``dataset`` whose source
+    was ``source_root`` (one visibility query on the id and ``StaccatoSource``; a run
+    continued as new is left out: its last run holds the result); None when Temporal
+    keeps none (its retention) or that run did not complete (then there is nothing to
+    retry of it). Datasets to one root share its id whatever their source, so another
+    source copied into the root since hides the run ``--retry-failed`` is about.
+
+    Raises:
+        RPCError: the query failed.
+    """
+    query = (
+        f"WorkflowId = {visibility_string(dataset)} AND "
+        f"{run_fields.SOURCE} = {visibility_string(run_fields.keyword(source_root))} AND "
+        "ExecutionStatus != 'Running' AND ExecutionStatus != 'ContinuedAsNew'"
+    )
+    async for execution in client.temporal.list_workflows(query, limit=_RUNS_LOOKED_AT):
+        if (await execution.memo()).get("source", source_root) != source_root:
+            continue  # a source cut to fit the search attribute: the memo has it whole
+        if execution.status != WorkflowExecutionStatus.COMPLETED:
+            return None
+        handle = client.temporal.get_workflow_handle(
+            dataset, run_id=execution.run_id, result_type=DatasetResult
+        )
+        return status_from_result(dataset, await handle.result())
+    return None
 
 
 def _failed_count(status: DatasetStatus) -> int:

@@ -148,3 +148,28 @@ def test_a_failure_left_out_twice_is_marked_once_and_needs_a_retry_list() -> Non
             destination_root="file:///dst",
             retry_left=[{"name": "b", "reason": once}],
         )
+
+
+def test_retry_failed_finds_its_run_after_another_source_was_copied_into_the_root(
+    worker: WorkerProcess, temporal_server, data_dir: Path
+) -> None:
+    """Datasets to one root share its id: after ``src`` failed two files into ``dst``
+    and ``other`` was then copied into ``dst`` too, ``--retry-failed src dst`` said
+    "nothing to retry: no earlier dataset from src" (tester60). It finds src's run
+    now and copies exactly its two failures."""
+    args = dict(address=temporal_server.address, task_queue=worker.task_queue)
+    source, other, destination = data_dir / "src", data_dir / "other", data_dir / "dst"
+    _broken_source(source)
+    first = run_cli("cp", "-r", "-q", str(source), str(destination), **args)
+    assert first.returncode == 1, first.stderr
+    other.mkdir()
+    (other / "x").write_bytes(b"x" * 100)
+    assert run_cli("cp", "-r", "-q", str(other), str(destination), **args).returncode == 0
+    _mend(source, data_dir / "some-file")
+    retried = run_cli("cp", "-r", "-q", "--retry-failed", str(source), str(destination), **args)
+    assert retried.returncode == 0, retried.stderr
+    shown = json.loads(run_cli("status", "--json", str(destination), **args).stdout)
+    assert shown["source"].endswith("/src") and shown["state"] == "completed", shown
+    assert (shown["files_done"], shown["files_total"]) == (2, 2), shown  # a and b only
+    assert (destination / "a").read_bytes() == (destination / "b").read_bytes() == b"target"
+    assert (destination / "x").read_bytes() == b"x" * 100
