@@ -183,13 +183,32 @@ class _Beat:
         heartbeat(self.details)
 
 
+def _listing_endpoints(request: ListInput) -> str:
+    """What a listing page talks to, in words (its hang watch's give-up: "listing
+    s3://b/p: the server did not answer: ..."): the source; the destination root too
+    when it is not a local directory (the first page checks it; a large file's
+    directories are made there)."""
+    source = redact(request.source_root)
+    roots = request.destination_roots or [request.destination_root]
+    remote = [redact(r) for r in roots if not r.startswith("file:")]
+    return f"listing {source}" + (f" (for {' and '.join(remote)})" if remote else "")
+
+
 @activity.defn(name="list_entries")
+@retry_deadline.within_retry_for(lambda: None, watch_hangs=_listing_endpoints)
 @mapped_errors
 def list_entries(request: ListInput) -> ListResult:
     """One page of the source (or, with ``names``, those names' current entries),
     filtered by include/exclude; each entry whose name the destination cannot hold
     carries that reason as its error; a large file carries its source and
     destination URLs (a child transfer's request).
+
+    Scheduled with ``retry_for_s`` (see :class:`ListInput`), an attempt gives up
+    itself once ``--retry-for`` passed since the page was scheduled: a failing one
+    with the give-up's words, one whose endpoint hangs (nothing answered for
+    ``STACCATO_HANG_S`` past it: each listing response, directory read and entry
+    handled counts as motion) with "listing SRC: the server did not answer: ..." (the
+    one hang watch: :func:`staccato.activities.retry_deadline.within_retry_for`).
 
     Raises:
         NotFoundError, NotAFileError, UnsupportedError: the source root cannot be listed.
@@ -212,7 +231,10 @@ def list_entries(request: ListInput) -> ListResult:
         roots = request.destination_roots or [request.destination_root]
         fence = [parse_url(text) for text in roots]
         if request.names is not None:
-            raw = [_named_entry(root, name, fence) for name in request.names]
+            raw = []
+            for name in request.names:
+                raw.append(_named_entry(root, name, fence))
+                moved()  # its endpoint answered (the hang watch)
             last = request.names[-1] if request.names else request.after
             next_after: str | None = None
         else:
@@ -244,6 +266,7 @@ def list_entries(request: ListInput) -> ListResult:
             )
         else:
             entry = _with_destination(entry, root, destination_root, request.small_file_max)
+        moved()  # a large file's directories made: its destination answered
         entries.append(entry)
         budget -= _entry_bytes(entry)
         if budget < 0 and request.names is None and position + 1 < len(raw):

@@ -300,9 +300,17 @@ class ListInput(LeanModel):
     Attributes:
         after, limit: the page (``Driver.list_page``).
         names: instead of listing, stat these relative names (``--retry-failed``).
+        retry_for_s: seconds (``options.retry_for_s``): set when the workflow scheduled
+            the page with ``--retry-for`` plus the time one listing may take as its
+            schedule-to-close timeout; an attempt then gives up itself once
+            ``--retry-for`` passed (a hung source: its hang watch; failing attempts:
+            the give-up's wording), naming what it lists
+            (:func:`staccato.activities.retry_deadline.within_retry_for`). None:
+            Temporal's deadline alone (its words: "Not enough time to schedule next
+            retry...").
     """
 
-    _omit_when = omitted_while_none("destination_roots")
+    _omit_when = omitted_while_none("destination_roots", "retry_for_s")
 
     source_root: str
     destination_root: str
@@ -315,6 +323,7 @@ class ListInput(LeanModel):
     #: several destination roots: each entry says, per root, its URL (a large file) or
     #: why that root cannot hold its name
     destination_roots: list[str] | None = None
+    retry_for_s: float | None = None
 
 
 class DatasetEntry(LeanModel):

@@ -123,6 +123,7 @@ from staccato.workflows.failures import (
     gave_up_message,
     left_behind_of,
     reason,
+    reason_type,
     timed_out_text,
 )
 from staccato.workflows.governor import LIMIT_QUEUED_SIGNAL, SLOT_GRANTED_SIGNAL
@@ -242,6 +243,15 @@ DATASET_RETRY_LEFT_PATCH = "dataset-retry-left-out-failures"
 #: batch end (an event beside the batch's own); before, only a failed or cancelled
 #: run's end wrote them
 DATASET_LIVE_COUNTS_PATCH = "dataset-live-counts"
+#: ``workflow.patched`` id: a listing page (``list_entries``) is scheduled with
+#: ``--retry-for`` plus the time one listing may take (:data:`LIST_TIMEOUT`) as its
+#: schedule-to-close timeout and with ``retry_for_s`` in its input, so its attempt
+#: gives up itself past ``--retry-for``, in words naming what it lists (a hung source:
+#: its hang watch, :mod:`staccato.activities.retry_deadline`). Before, the timeout was
+#: ``--retry-for`` alone: a source that hung while listed failed the dataset with
+#: Temporal's "Not enough time to schedule next retry..." (tester T13). A marker event
+#: per run that lists
+DATASET_LIST_RETRY_FOR_PATCH = "dataset-list-retry-for"
 #: a tail batch (see :data:`DATASET_STAGGER_PATCH`) holds at least this share of
 #: ``batch_files`` (bounds the events of a run's end)
 TAIL_BATCH_SHARE = 4
@@ -610,8 +620,35 @@ class DatasetWorkflow:
         self, request: DatasetRequest, after: str | None, index: int, limit: int
     ) -> ListResult:
         """List up to ``limit`` entries after ``after`` (or, with ``retry_failed``, the
-        ``page_size`` names from ``index``)."""
+        ``page_size`` names from ``index``).
+
+        Raises:
+            ActivityError: the listing failed (its reason).
+            ApplicationError: non-retryable: Temporal's deadline of the listing passed
+                (its error worded: the give-up, naming the source).
+        """
+        retry_for = timedelta(seconds=request.options.retry_for_s)
+        watched = workflow.patched(DATASET_LIST_RETRY_FOR_PATCH)
+        try:
+            return await self._list_page(request, after, index, limit, watched)
+        except ActivityError as err:
+            # Temporal's deadline passed all the same (a worker before the patch, a
+            # give-up that did not reach the server): its words name nothing
+            where = request.source_root
+            why = _batch_gave_up(err, retry_for.total_seconds(), where)
+            if why is None:
+                raise
+            raise ApplicationError(
+                f"listing {where}: {why}", type=reason_type(err), non_retryable=True
+            ) from err
+
+    async def _list_page(
+        self, request: DatasetRequest, after: str | None, index: int, limit: int, watched: bool
+    ) -> ListResult:
+        """:meth:`_list`'s activity; ``watched``: scheduled with ``retry_for_s`` (see
+        :data:`DATASET_LIST_RETRY_FOR_PATCH`)."""
         names = request.retry_failed
+        retry_for = timedelta(seconds=request.options.retry_for_s)
         return await workflow.execute_activity(
             "list_entries",
             ListInput(
@@ -628,11 +665,12 @@ class DatasetWorkflow:
                     else request.small_file_max
                 ),
                 destination_roots=request.destination_roots if self._fan_out else None,
+                retry_for_s=request.options.retry_for_s if watched else None,
             ),
             result_type=ListResult,
             start_to_close_timeout=LIST_TIMEOUT,
             heartbeat_timeout=self._heartbeat_timeout(request),
-            schedule_to_close_timeout=timedelta(seconds=request.options.retry_for_s),
+            schedule_to_close_timeout=retry_for + LIST_TIMEOUT if watched else retry_for,
             retry_policy=RETRY,
         )
 
