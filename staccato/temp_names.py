@@ -41,6 +41,21 @@ def journal_of(temp: str) -> str:
     return temp.removesuffix(TEMP_SUFFIX) + JOURNAL_SUFFIX
 
 
+#: a temp or journal name of any target (the last segment of a path or key)
+_ANY_TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{16}(?:\.staccato-part|\.staccato-journal)", re.DOTALL)
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether the last segment of ``name`` (a relative path or key: ``d/.f.bin.<16
+    hex>.staccato-part``) is a write session's temp or journal name
+    (``.NAME.<16 hex>.staccato-part`` / ``-journal``): what a dataset's listing of a
+    source leaves out (another transfer's session in flight there, or one left; never
+    a file to copy). String operations only."""
+    if not name.endswith((TEMP_SUFFIX, JOURNAL_SUFFIX)):
+        return False
+    return _ANY_TEMP_NAME.fullmatch(name.rsplit("/", 1)[-1]) is not None
+
+
 def leftover_pattern(name: str) -> re.Pattern[bytes] | None:
     """The temp and journal names (``.NAME.<16 hex>.staccato-part`` / ``-journal``)
     of write sessions for the target ``name`` (file and SFTP endpoints), as bytes;

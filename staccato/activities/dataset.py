@@ -115,6 +115,7 @@ from staccato.errors import (
     source_root_not_a_directory,
 )
 from staccato.models import ListPage, SyncLevel, TransferOptions
+from staccato.temp_names import is_temp_name
 from staccato.urls import EndpointURL, directory_prefix, parse_url, redact
 
 _HEARTBEAT_EVERY_S = 0.5
@@ -209,6 +210,8 @@ def list_entries(request: ListInput) -> ListResult:
     ``STACCATO_HANG_S`` past it: each listing response, directory read and entry
     handled counts as motion) with "listing SRC: the server did not answer: ..." (the
     one hang watch: :func:`staccato.activities.retry_deadline.within_retry_for`).
+    A listed name that is a write session's temp file or journal is left out
+    (:func:`staccato.temp_names.is_temp_name`).
 
     Raises:
         NotFoundError, NotAFileError, UnsupportedError: the source root cannot be listed.
@@ -253,7 +256,14 @@ def list_entries(request: ListInput) -> ListResult:
         if parents is not None and request.destination_roots is not None and raw
         else {}
     )
+    temps: list[str] = []
     for position, entry in enumerate(raw):
+        if request.names is None and is_temp_name(entry.name):
+            # a write session's temp file or journal (another transfer's in flight to
+            # the source, or one left there): never a file to copy, left out as a
+            # folder marker is (tester T19: an SFTP source's listed as files)
+            temps.append(entry.name)
+            continue
         # the names of a retry were filtered when the client chose them
         # (dataset_client.start_dataset, _submit_fan_out): a page's entries must line up
         # with them, since the workflow's cursor and retry_targets are positions in it
@@ -275,6 +285,13 @@ def list_entries(request: ListInput) -> ListResult:
             break
     if parents is not None:
         parents.close()
+    if temps:
+        activity.logger.info(
+            "listing %s: left out %d temp file(s) of write sessions (%s...)",
+            redact(request.source_root),
+            len(temps),
+            temps[0],
+        )
     return ListResult(
         entries=entries, last=last, next_after=next_after, skipped_by_filters=filtered
     )
