@@ -36,6 +36,12 @@ def session_stem(directory: str, name: str, session_key: str) -> str:
     return posixpath.join(directory, f".{short}.{key}")
 
 
+def session_temp(path: str, session_key: str) -> str:
+    """The temp file path of the session keyed ``session_key`` for the target ``path``
+    (a file or SFTP destination's path): :func:`session_stem` + :data:`TEMP_SUFFIX`."""
+    return session_stem(*posixpath.split(path), session_key) + TEMP_SUFFIX
+
+
 def journal_of(temp: str) -> str:
     """The journal path of the temp file ``temp`` (``….staccato-part``)."""
     return temp.removesuffix(TEMP_SUFFIX) + JOURNAL_SUFFIX

@@ -70,6 +70,8 @@ from staccato.activities.stream_progress import StreamStopped, heartbeat
 from staccato.activities.transfer import check_file_roots, stat_source
 from staccato.datasets.models import (
     FAILED_CHECKPOINT_KEY,
+    SESSIONS_LEFT_KEY,
+    SESSIONS_LEFT_TYPE,
     BatchCheckpoint,
     BatchInput,
     BatchOrphansInput,
@@ -80,6 +82,7 @@ from staccato.datasets.models import (
     FileFailure,
     ListInput,
     ListResult,
+    SweepInput,
     gone_reason,
 )
 from staccato.datasets.names import (
@@ -115,7 +118,7 @@ from staccato.errors import (
     source_root_not_a_directory,
 )
 from staccato.models import ListPage, SyncLevel, TransferOptions
-from staccato.temp_names import is_temp_name
+from staccato.temp_names import is_temp_name, session_temp
 from staccato.urls import EndpointURL, directory_prefix, parse_url, redact
 
 _HEARTBEAT_EVERY_S = 0.5
@@ -987,7 +990,6 @@ def _abort_orphans(
 
 @activity.defn(name="abort_batch_orphans")
 @heartbeating
-@mapped_errors
 def abort_batch_orphans(request: BatchOrphansInput) -> int:
     """Abort the write sessions a batch that will not run again (its dataset was
     cancelled or failed while it waited for a retry, or it failed) left open on its
@@ -1000,9 +1002,32 @@ def abort_batch_orphans(request: BatchOrphansInput) -> int:
 
     Returns:
         How many sessions were aborted (0 for drivers that reopen sessions by key).
+
+    Raises:
+        ApplicationError: non-retryable, type :data:`SESSIONS_LEFT_TYPE`: the sessions
+            of some files in flight at the batch's end may be left (the destination
+            did not answer in time, or failed), named in its details
+            (:data:`SESSIONS_LEFT_KEY`, :func:`_discard_sessions`).
     """
+    aborted, left = _abort_batch_orphans(request)
+    if left:
+        raise ApplicationError(
+            f"the write sessions of {len(left)} file(s) under {request.destination_root} "
+            "may be left: the destination did not answer, or failed",
+            {SESSIONS_LEFT_KEY: left},
+            type=SESSIONS_LEFT_TYPE,
+            non_retryable=True,
+        )
+    return aborted
+
+
+@mapped_errors
+def _abort_batch_orphans(request: BatchOrphansInput) -> tuple[int, list[dict[str, object]]]:
+    """:func:`abort_batch_orphans`' work: how many sessions were aborted, and those of
+    the files in flight that may be left (:func:`_discard_sessions`)."""
     now = activity.info().started_time.timestamp()
     root = parse_url(request.destination_root)
+    left: list[dict[str, object]] = []
     aborted = _abort_orphans(
         root,
         request.names,
@@ -1013,21 +1038,96 @@ def abort_batch_orphans(request: BatchOrphansInput) -> int:
         # the batch's last attempt ended without its clean-up (frozen past its
         # heartbeat timeout, killed, failed): its sessions that reopen by key. Best
         # effort and never retried here: a destination down (the likely reason a batch
-        # failed for good) must not hold the dataset for another retry budget
-        indexes = (
+        # failed for good) must not hold the dataset for another retry budget; what
+        # may be left is named instead (the workflow puts it in the files' failures)
+        indexes = list(
             range(request.resume_from, len(request.names)) if request.only is None else request.only
         )
+        left = _discard_sessions(request, root, indexes)
+    if aborted:
+        activity.logger.info(
+            "aborted %d write session(s) an ended batch left under %s",
+            aborted,
+            request.destination_root,
+        )
+    return aborted, left
+
+
+@activity.defn(name="sweep_leftovers")
+@heartbeating
+@mapped_errors
+def sweep_leftovers(request: SweepInput) -> int:
+    """Remove the temp files and journals earlier runs left beside each of
+    ``request.urls`` (a ``--retry-failed`` of files whose clean-up met a destination
+    that did not answer: ``DatasetRequest.sweep``), as a single transfer's ``prepare``
+    sweeps its own destination (``Driver.remove_leftovers``: names of the target's
+    temp-name pattern, beside a journal Staccato wrote). The dataset holds the
+    destination's lock.
+
+    Returns:
+        How many files were removed.
+
+    Raises:
+        RetryableError: the destination down (retried within ``--retry-for``; the
+            dataset then goes on without it).
+    """
+    removed = 0
+    for text in request.urls:
+        url = parse_url(text)
+        try:
+            gone = get_driver(url.scheme).remove_leftovers(url, "")
+        except PermanentError as err:  # this file's alone (its directory gone)
+            activity.logger.info("leftovers beside %s not removed: %s", redact(text), err)
+            continue
+        removed += len(gone)
+        if gone:
+            activity.logger.info("removed %s, left by an earlier run", ", ".join(gone))
+    return removed
+
+
+#: seconds before its Temporal deadline that ``abort_batch_orphans`` stops waiting for
+#: a destination that does not answer, to say which sessions may be left (at most
+#: half the time it has)
+ORPHANS_REPORT_S = 2.0
+
+
+def _discard_sessions(
+    request: BatchOrphansInput, root: EndpointURL, indexes: list[int]
+) -> list[dict[str, object]]:
+    """Remove the write sessions (reopened by key: local files, SFTP) of the files
+    ``indexes`` of an ended batch (:func:`abort_batch_orphans`), in a thread waited for
+    until shortly before the activity's deadline (:data:`ORPHANS_REPORT_S`): a hung
+    destination (a stopped sshd) blocked the activity until Temporal timed it out,
+    and nothing said what was left. Stops at the first file whose removal fails
+    transiently (the destination down: the rest would wait for it too).
+
+    Returns:
+        The sessions that may be left, ``{"index": i, "temp": <temp path>, "url":
+        <the file's canonical URL>}`` each: of
+        the files that may have been in flight when the batch ended (the first
+        :data:`FILES_IN_FLIGHT` of ``indexes``; one to an SFTP destination, whose
+        batches copy one file at a time) whose removal did not end (empty when every
+        one ended, or the driver keeps no session by key: S3).
+    """
+    ended: set[int] = set()
+    driver_keeps = root.scheme == "file" or get_driver(root.scheme).features.reopens_by_key
+    if not driver_keeps or request.chunk_size is None or request.session_key is None:
+        return []
+    chunk_size, session_key = request.chunk_size, request.session_key
+
+    def work() -> None:
         for index in indexes:
             try:
                 destination = target_url(root, request.names[index])
             except UnrepresentableNameError:
+                ended.add(index)
                 continue  # never written
             try:
                 discard_session_by_key(
                     destination,
                     request.sizes[index],
-                    request.chunk_size,
-                    f"{request.session_key}-{index}{request.session_suffix}",
+                    chunk_size,
+                    f"{session_key}-{index}{request.session_suffix}",
                 )
             except (RetryableError, OSError) as err:
                 # the destination down or failing: the rest would wait for it too
@@ -1036,19 +1136,39 @@ def abort_batch_orphans(request: BatchOrphansInput) -> int:
                     request.destination_root,
                     err,
                 )
-                break
+                return
             except Exception as err:  # noqa: BLE001
                 # this file's alone (its directory gone: nothing was written for it);
                 # the next files' sessions still go (a tester's batch kept its temp
                 # files for good when the first file's directory did not exist)
                 activity.logger.info("no write session of %s removed: %s", destination, err)
-    if aborted:
-        activity.logger.info(
-            "aborted %d write session(s) an ended batch left under %s",
-            aborted,
-            request.destination_root,
-        )
-    return aborted
+            ended.add(index)
+
+    info = activity.info()
+    ends = [info.started_time + info.start_to_close_timeout] if info.start_to_close_timeout else []
+    if info.schedule_to_close_timeout:
+        ends.append(info.scheduled_time + info.schedule_to_close_timeout)
+    remaining = min(e.timestamp() for e in ends) - time.time() if ends else 60.0
+    wait_s = max(remaining / 2, remaining - ORPHANS_REPORT_S, 0.0)
+    # (a thread still blocked on a hung server after the wait ends on its own, at the
+    # driver's I/O timeout, or removes the rest once the server answers again)
+    thread = threading.Thread(
+        target=contextvars.copy_context().run, args=(work,), name="batch-sessions", daemon=True
+    )
+    thread.start()
+    thread.join(wait_s)
+    in_flight = 1 if root.scheme == "sftp" else FILES_IN_FLIGHT
+    left: list[dict[str, object]] = []
+    for index in indexes[:in_flight]:
+        if index in ended:
+            continue
+        try:
+            url = target_url(root, request.names[index])
+        except UnrepresentableNameError:
+            continue
+        temp = session_temp(url.path, f"{session_key}-{index}{request.session_suffix}")
+        left.append({"index": index, "temp": temp, "url": url.canonical})
+    return left
 
 
 def _copy_in_flight(
