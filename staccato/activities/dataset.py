@@ -1115,8 +1115,12 @@ def _discard_sessions(
         return []
     chunk_size, session_key = request.chunk_size, request.session_key
 
+    stop = threading.Event()
+
     def work() -> None:
         for index in indexes:
+            if stop.is_set():
+                return  # reported: the rest stays as reported (no write after)
             try:
                 destination = target_url(root, request.names[index])
             except UnrepresentableNameError:
@@ -1152,13 +1156,14 @@ def _discard_sessions(
     # a deadline passed already by this clock (skewed; a test's environment): the
     # report may be lost, wait as the removal did before
     wait_s = max(remaining / 2, remaining - ORPHANS_REPORT_S) if remaining > 0 else 30.0
-    # (a thread still blocked on a hung server after the wait ends on its own, at the
-    # driver's I/O timeout, or removes the rest once the server answers again)
     thread = threading.Thread(
         target=contextvars.copy_context().run, args=(work,), name="batch-sessions", daemon=True
     )
     thread.start()
     thread.join(wait_s)
+    # a thread still blocked on a hung server goes on with the removal it is in when
+    # the server answers again (within the driver's I/O timeout), and stops there
+    stop.set()
     in_flight = 1 if root.scheme == "sftp" else FILES_IN_FLIGHT
     left: list[dict[str, object]] = []
     for index in indexes[:in_flight]:
