@@ -46,10 +46,11 @@ import asyncio
 import gc
 import re
 import weakref
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.bridge import temporal_sdk_bridge
@@ -80,6 +81,7 @@ from staccato.errors import (
     innermost_message,
 )
 from staccato.ids import ROOT_LOCK_TYPE, TRANSFER_ID_PREFIX, transfer_id
+from staccato.leftovers import shown_left_behind
 from staccato.links import governor_id
 from staccato.models import (
     MIN_TUNED_BYTES,
@@ -149,6 +151,14 @@ GROUP_TYPE = "FanOutWorkflow"
 PROGRESS_QUERY = "progress"
 #: seconds a status query waits for a worker (at most; see ``STACCATO_CLIENT_WAIT_S``)
 QUERY_TIMEOUT_S = 5.0
+#: seconds a status query waits for a worker while a command follows a run (``watch``,
+#: ``cp`` with its progress): as :data:`staccato.dataset_client.FOLLOW_QUERY_S`. A
+#: SIGKILLed worker stays listed as a poller for minutes, so each status waited the
+#: whole :data:`QUERY_TIMEOUT_S` and ``watch`` printed no line for ~8 s (tester T9)
+FOLLOW_QUERY_S = 1.5
+#: the query wait of the status calls made in this context (:func:`following`)
+_QUERY_WAIT: ContextVar[float | None] = ContextVar("staccato_query_wait", default=None)
+_T = TypeVar("_T")
 #: seconds :meth:`StaccatoClient.close` waits for the connection's last references to go
 _CLOSE_WAIT_S = 5.0
 
@@ -861,7 +871,11 @@ class StaccatoClient:
             read_from=progress.read_from if progress else None,
             read_from_reason=progress.read_from_reason if progress else None,
             cleanup=cleanup,
-            left_behind=(memo["left_behind"] if isinstance(memo.get("left_behind"), str) else None),
+            # what its clean-up left, while it may still be there: a local temp file
+            # deleted by hand, or by a later transfer, is no longer said (tester T14)
+            left_behind=shown_left_behind(
+                memo["left_behind"] if isinstance(memo.get("left_behind"), str) else None
+            ),
             tuner_chooses=_tuner_chooses(memo, progress, state, bytes_total, begun=begun),
             streams_unknown=True
             if _tuner_chooses(memo, None, state, bytes_total) and begun
@@ -1327,8 +1341,9 @@ class StaccatoClient:
                     yield _completed_status(handle.id, ended.result())
                     return
                 # a status takes a describe and a query that a busy worker may answer
-                # late: the run's end, seen meanwhile, is not kept waiting behind it
-                asked = asyncio.ensure_future(self.status(handle.id, run_id=run_id))
+                # late: the run's end, seen meanwhile, is not kept waiting behind it;
+                # its query waits FOLLOW_QUERY_S, so a dead worker is said promptly
+                asked = following(self.status(handle.id, run_id=run_id))
                 await asyncio.wait({asked, ended}, return_when=asyncio.FIRST_COMPLETED)
                 if _completed(ended):
                     continue
@@ -1773,8 +1788,24 @@ def _never_begun(description: Any) -> bool:
 
 def query_wait_s() -> float:
     """Seconds a status query (of a transfer or a fan-out group) waits for a worker:
-    min(5, ``STACCATO_CLIENT_WAIT_S``)."""
-    return min(QUERY_TIMEOUT_S, settings.current().client_wait_s)
+    min(5, ``STACCATO_CLIENT_WAIT_S``); in a status a follow asks
+    (:func:`following`), at most :data:`FOLLOW_QUERY_S`."""
+    wait = min(QUERY_TIMEOUT_S, settings.current().client_wait_s)
+    following_wait = _QUERY_WAIT.get()
+    return wait if following_wait is None else min(wait, following_wait)
+
+
+def following(status: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:
+    """``status`` (a coroutine asking a run's status) as a task whose queries wait at
+    most :data:`FOLLOW_QUERY_S` for a worker (:func:`query_wait_s`): a follow asks
+    again every second or two, and says "no worker answers" after that wait, not
+    after the 5 s a lone ``status`` gives a busy worker. The caller's own context is
+    left as it was (the task runs in a copy)."""
+    token = _QUERY_WAIT.set(FOLLOW_QUERY_S)
+    try:
+        return asyncio.ensure_future(status)
+    finally:
+        _QUERY_WAIT.reset(token)
 
 
 class NotATransferError(StaccatoError):

@@ -80,6 +80,7 @@ from staccato.errors import (
 )
 from staccato.following import follow_until_ended
 from staccato.ids import TRANSFER_ID_PREFIX
+from staccato.leftovers import still_left
 from staccato.models import (
     NO_WORKER_ANSWERS,
     GroupState,
@@ -121,6 +122,9 @@ FILES_MIN_RATE = 1 / 3600
 #: since the start, and a tester saw "file rate 10.3 files/s" a minute into a hung
 #: S3 server's silence
 STILL_S = 5.0
+#: times, at most, a status reads what is in flight and asks the counts again when a
+#: batch or large file ended in between (:func:`_same_counts`)
+_READS_IN_FLIGHT = 3
 
 
 async def failed_pairs(
@@ -433,13 +437,15 @@ def retry_advice(status: DatasetStatus) -> str | None:
     failed is no longer there or is a directory, :func:`nothing_to_retry`) a retry is
     refused, so this says to run without it. The same words as that refusal. None
     when every failure can never succeed by copying it again (:func:`never_copied`:
-    it kept every failure): no advice to copy them again. When it failed more than it
+    it kept every failure): no advice to copy them again; when only some are such, the
+    advice names them. When it failed more than it
     kept (:func:`_cut_advice`), ``--retry-failed`` is refused: re-run with
     ``--sync-level size``, the refusal's words."""
     cut = _cut_advice(status)
     if cut is not None:
         return cut
-    if _only(status, {f.name for f in status.failures if never_copied(status, f)}):
+    never = [f.name for f in status.failures if never_copied(status, f)]
+    if _only(status, set(never)):
         return None
     if nothing_to_retry(status):
         return f"--retry-failed cannot help: {_unretriable_text(status)}"
@@ -453,6 +459,17 @@ def retry_advice(status: DatasetStatus) -> str | None:
         left_out.append(
             f"it lists no directory: the {'directory' if one else 'directories'} that failed "
             f"({shown}) {'needs' if one else 'need'} a run without --retry-failed"
+        )
+    if never:
+        one = len(never) == 1
+        it, names = (
+            ("it", f"the name {_some(never)} is one")
+            if one
+            else ("them", f"{len(never)} names ({_some(never)}) are ones")
+        )
+        left_out.append(
+            f"{names} the destination cannot hold: no run copies {it}; rename {it} at "
+            f"the source or --exclude {it}"
         )
     if left_out:
         return f"copy the failed files again with --retry-failed ({'; '.join(left_out)})"
@@ -925,7 +942,34 @@ async def dataset_status(
     """Status of the latest dataset under ``dataset`` (an id or a destination root):
     counts, bytes, rate, ETA (once the listing is done), current files, failures.
     ``query_timeout_s``: seconds the progress query waits for a worker (then
-    ``counts_unknown`` says none answered).
+    ``counts_unknown`` says none answered). A failure's ``left_behind`` is kept while
+    what it names may still be there (:func:`staccato.leftovers.still_left`: a local
+    temp file deleted since is no longer said).
+
+    Raises:
+        NotADatasetError: ``dataset`` is the id of a single transfer or fan-out group
+            (the message names the call that applies to it).
+        TransferNotFoundError: no such dataset.
+        RPCError: Temporal did not describe the dataset within ``STACCATO_CLIENT_WAIT_S``
+            (the CLI says so in one line), or failed otherwise.
+    """
+    status = await _dataset_status(client, dataset, query_timeout_s=query_timeout_s)
+    if not any(f.left_behind and not still_left(f.left_behind) for f in status.failures):
+        return status
+    return status.model_copy(
+        update={
+            "failures": [
+                f if still_left(f.left_behind) else f.model_copy(update={"left_behind": None})
+                for f in status.failures
+            ]
+        }
+    )
+
+
+async def _dataset_status(
+    client: StaccatoClient, dataset: str, *, query_timeout_s: float = PROGRESS_QUERY_S
+) -> DatasetStatus:
+    """:func:`dataset_status`, every failure's ``left_behind`` as the run recorded it.
 
     Raises:
         NotADatasetError: ``dataset`` is the id of a single transfer or fan-out group
@@ -1078,37 +1122,65 @@ async def dataset_status(
                 "when one does"
             )
         return status
-    done, done_bytes, current = progress.files_done, progress.bytes_done, []
     if state in _LIVE:
         # what is in flight is read after the counts, never before: a batch (or large
         # file) that ended between a describe and the query was in both, its files
         # counted twice. A query waits for the workflow task in flight, seconds after
         # a Temporal restart (the history replayed while the batches' results land):
         # `cp -r` showed 3138/2001 files, then 2000 and fewer bytes. Read after, a
-        # batch that ends in between is in neither for one status (the follow keeps
-        # its bytes from going back)
-        try:
-            description = await handle.describe(
-                rpc_timeout=timedelta(seconds=settings.current().client_wait_s)
-            )
-        except RPCError:
-            # the counts alone: the description read before the query may name batches
-            # and large files that the query counted already
-            description.raw_description.ClearField("pending_activities")
-            description.raw_description.ClearField("pending_children")
-        else:
+        # batch that ends in between would be in neither (files and bytes done fell
+        # for one status), so the counts are asked again after the read: a query
+        # waits for the workflow task that counts a result Temporal has recorded, so
+        # the same counts mean nothing in flight ended unseen; other counts, read again
+        for _ in range(_READS_IN_FLIGHT):
+            try:
+                description = await handle.describe(
+                    rpc_timeout=timedelta(seconds=settings.current().client_wait_s)
+                )
+            except RPCError:
+                # the counts alone: the description read before the query may name
+                # batches and large files that the query counted already
+                description.raw_description.ClearField("pending_activities")
+                description.raw_description.ClearField("pending_children")
+                break
             if description.status not in (
                 WorkflowExecutionStatus.RUNNING,
                 WorkflowExecutionStatus.CONTINUED_AS_NEW,
             ):
                 description.raw_description.ClearField("pending_activities")
                 description.raw_description.ClearField("pending_children")
+                break
+            if last_known_at is not None:
+                break  # no worker answers: the counts are the memo's, asked of no one
+            try:
+                again = await handle.query(
+                    "progress",
+                    result_type=DatasetProgress,
+                    rpc_timeout=timedelta(seconds=query_timeout_s),
+                )
+            except Exception:  # none answers now: the description as read
+                break
+            if _same_counts(again, progress):
+                break
+            progress = again
+    done, done_bytes, current = progress.files_done, progress.bytes_done, []
+    # bytes of files not counted yet (read by a batch, copied by a large file's
+    # transfer): they move, but leave the figure when such a file fails, so they are
+    # not ``bytes_done``, which never falls (tester T4/T18: 820 KB, then 640 KB)
+    moving_bytes = 0
     children = await _children_progress(client, description) if state in _LIVE else []
     retrying = await _last_retry_error(client, description, children) if state in _LIVE else None
     paused = [transfer for c in children for transfer in c.paused]
     # a large file's transfer (or group) in flight: the bytes it copied so far (a
-    # dataset of a few large files showed 0 B until the first one ended)
+    # dataset of a few large files showed 0 B until the first one ended), moving
+    # until it completes
     done_bytes += sum(c.bytes for c in children)
+    moving_bytes += sum(c.moving for c in children)
+    # batches or large files' transfers in flight (not all of them paused): what
+    # moves bytes; with none, nothing does (a rate then is the past's average)
+    in_flight = any(not c.paused for c in children) or len(
+        description.raw_description.pending_children
+    ) > len(children)
     rows = [DestinationStatus.model_validate(d.model_dump()) for d in progress.destinations or []]
     # when a byte last moved in each batch in flight (its heartbeat's ``moved_at``);
     # None once one batch cannot tell (no heartbeat yet, an older worker, several roots)
@@ -1134,10 +1206,12 @@ async def dataset_status(
                 moved_at = None
             elif moved_at is not None:
                 moved_at.append(moved)
+            in_flight = True
             done += details.done
             # the bytes of its files counted, and those of the files it copies now
             # (moving: read of files not counted yet, never more than their sizes)
-            done_bytes += details.bytes + getattr(details, "bytes_moving", 0)
+            done_bytes += details.bytes
+            moving_bytes += getattr(details, "bytes_moving", 0)
             if details.current:
                 current.append(details.current)
             if isinstance(details, FanOutBatchCheckpoint):
@@ -1150,8 +1224,9 @@ async def dataset_status(
                 progress.files_listed - progress.files_skipped - progress.files_failed,
             ),
         )
-    if progress.bytes_listed:  # bytes moving of files listed: never past the total
+    if progress.bytes_listed:  # bytes of files listed: never past the total
         done_bytes = min(done_bytes, max(progress.bytes_listed, progress.bytes_done))
+        moving_bytes = min(moving_bytes, max(0, progress.bytes_listed - done_bytes))
     # since the dataset's start until now: ``progress.now`` is the workflow's clock,
     # which stands still between its tasks (a batch copying for seconds adds none),
     # so it alone made a rate of files done over ~0.4 s: 8 files/s for 0.2
@@ -1161,7 +1236,7 @@ async def dataset_status(
         # to now fell, and its ETA grew, every second after a cancel)
         elapsed = 0
     rate_files = (done + progress.files_skipped) / elapsed if elapsed > 0 else None
-    rate_bytes = done_bytes / elapsed if elapsed > 0 else None
+    rate_bytes = (done_bytes + moving_bytes) / elapsed if elapsed > 0 else None
     idle_since: float | None = None
     if state == DatasetState.running and moved_at and not children:
         # every batch in flight says when a byte last moved, and no large file's
@@ -1178,20 +1253,33 @@ async def dataset_status(
     stalled = (
         retrying is not None or any(row.files_waiting for row in rows) or idle_since is not None
     )
+    # bytes move now: something is in flight and copies (not waiting for a slot, a
+    # retry, a root or a worker; not stopping for a cancel). Rates and an ETA only
+    # then: they are averages since the start, which looked alive while a full disk
+    # was retried ("11 files/s" falling for a minute) and again after its batch gave
+    # up and its files failed, nothing in flight (tester T4/T18)
+    moving_now = (
+        state == DatasetState.running
+        and in_flight
+        and not stalled
+        and not cancel_requested
+        and last_known_at is None
+        and not (progress.queued_reason and progress.waiting >= progress.in_flight)
+    )
     eta = None
-    if progress.listing_done and not cancel_requested and not paused and not stalled:
+    if progress.listing_done and moving_now and not paused:
         # the longer of the files left at the file rate and the bytes left at the byte
         # rate (a file count alone said 2.3 s with 95 of 120 MiB left in large files)
         eta = units.eta(progress.files_listed - handled, rate_files, min_rate=FILES_MIN_RATE)
         # (only while every file handled was copied: the bytes of files skipped or
         # failed are in the total, never in the bytes done)
         if eta is not None and rate_bytes and progress.bytes_listed and handled == done:
-            by_bytes = units.eta(progress.bytes_listed - done_bytes, rate_bytes)
+            by_bytes = units.eta(progress.bytes_listed - done_bytes - moving_bytes, rate_bytes)
             eta = max(eta, by_bytes) if by_bytes is not None else None
         eta = round(eta, 1) if eta is not None else None
-    if idle_since is not None:
+    if not moving_now:
         # since-start averages would look alive (a hung server, a minute in: "file
-        # rate 10.3 files/s"): none, and since when nothing moved
+        # rate 10.3 files/s"): none (and ``idle_since`` says since when nothing moved)
         rate_files = rate_bytes = None
     unknown = None
     if last_known_at is not None:
@@ -1237,6 +1325,7 @@ async def dataset_status(
                 else progress.bytes_listed
             ),
             "bytes_done": done_bytes,
+            "bytes_moving": moving_bytes if state in _LIVE else None,
             # an ended dataset's count is final, listed to the end or not (a cancelled
             # 3-file tree showed "3+ files")
             "listing_done": progress.listing_done or state in _TERMINAL,
@@ -1259,6 +1348,18 @@ async def dataset_status(
                 else None
             ),
         }
+    )
+
+
+def _same_counts(one: DatasetProgress, other: DatasetProgress) -> bool:
+    """Whether two progress answers of a dataset count the same files and bytes
+    handled (no batch or large file's result was counted between them)."""
+    return (
+        one.runs == other.runs
+        and one.files_done == other.files_done
+        and one.files_skipped == other.files_skipped
+        and one.files_failed == other.files_failed
+        and one.bytes_done == other.bytes_done
     )
 
 
@@ -1387,20 +1488,23 @@ class _ChildProgress(NamedTuple):
     """What the status of a dataset's large file in flight adds to the dataset's.
 
     Attributes:
-        bytes: bytes of the file copied so far, by the dataset's measure (a transfer's
-            bytes done; a fan-out group's staging read and each root's copy, as a
-            share of the file's size); once it completed, its size (a child still
-            pending in the description read after the dataset's progress query is not
-            in that progress yet: Temporal records the child's end in the dataset's
-            history, and so drops it from the pending children, before the dataset
-            counts it); 0 once it failed or was cancelled.
+        bytes: once it completed, the file's size: done (a child still pending in
+            the description read after the dataset's progress query is not in that
+            progress yet: Temporal records the child's end in the dataset's history,
+            and so drops it from the pending children, before the dataset counts it);
+            0 otherwise.
         paused: the ids of its transfers that are paused.
         retrying: its newest retried attempt (``ID: attempt N: message``), or None.
+        moving: while it runs, bytes of the file copied so far, by the dataset's
+            measure (a transfer's bytes done; a fan-out group's staging read and each
+            root's copy, as a share of the file's size): not done yet, since the file
+            may still fail (``DatasetStatus.bytes_moving``); 0 once it ended.
     """
 
     bytes: int
     paused: list[str]
     retrying: str | None
+    moving: int = 0
 
 
 async def _children_progress(client: StaccatoClient, description: Any) -> list[_ChildProgress]:
@@ -1415,17 +1519,17 @@ async def _children_progress(client: StaccatoClient, description: Any) -> list[_
             shown = await client.status(child_id)
         except (StaccatoError, RPCError):
             return None
-        copied = shown.bytes_done
+        copied, moving = 0, shown.bytes_done
         if shown.state == TransferState.completed:
             # ended after the progress query, which did not count it (a status after a
             # Temporal restart, while the server caught up on recording children's
             # ends, fell from 232.7 to 146.7 MB as files done rose)
-            copied = shown.bytes_total or shown.bytes_done
+            copied, moving = shown.bytes_total or shown.bytes_done, 0
         elif shown.state in _TRANSFER_ENDED:
-            copied = 0
+            moving = 0
         paused = [shown.id] if shown.state == TransferState.paused else []
         retrying = f"{shown.id}: {shown.last_retry_error}" if shown.last_retry_error else None
-        return _ChildProgress(copied, paused, retrying)
+        return _ChildProgress(copied, paused, retrying, moving)
 
     async def group(child_id: str) -> _ChildProgress | None:
         try:
@@ -1443,7 +1547,7 @@ async def _children_progress(client: StaccatoClient, description: Any) -> list[_
         )
         share = ((shown.staged_bytes or 0) + copied) / (1 + len(shown.destinations))
         paused = [d.transfer_id for d in shown.destinations if d.state == TransferState.paused]
-        return _ChildProgress(min(int(share), shown.bytes_total), paused, None)
+        return _ChildProgress(0, paused, None, min(int(share), shown.bytes_total))
 
     pending = list(description.raw_description.pending_children)[:_CHILDREN_ASKED]
     asked = await asyncio.gather(

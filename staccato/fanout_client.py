@@ -34,6 +34,7 @@ from staccato import units
 from staccato.datasets.names import shown_name
 from staccato.errors import DestinationBusyError, InvalidURLError, TransferNotFoundError
 from staccato.following import follow_until_ended
+from staccato.leftovers import shown_left_behind
 from staccato.models import (
     GROUP_ID_PREFIX,
     MAX_FAN_OUT,
@@ -334,6 +335,8 @@ async def group_status(client: StaccatoClient, group: str) -> GroupStatus:
         if row.state == TransferState.completed:
             row.bytes_done = row.bytes_total = row.bytes
             row.phase = "done"
+        # what its clean-up left, while it may still be there (not once deleted)
+        row.left_behind = shown_left_behind(row.left_behind)
     copying = [d for d in destinations if d.state == TransferState.running and d.phase == "copy"]
     rates = [d.rate_bytes_per_s for d in copying if d.rate_bytes_per_s is not None]
     etas = [d.eta_s for d in copying]
@@ -468,8 +471,11 @@ async def follow_group(
 ) -> AsyncIterator[GroupStatus]:
     """Yield the group's status every ``interval_s`` seconds until it ends (the last
     one yielded is the final status)."""
+    from staccato.client import following
+
+    # each status's queries wait at most FOLLOW_QUERY_S (a dead worker said promptly)
     async for current in follow_until_ended(
-        lambda: group_status(client, group), _TERMINAL, interval_s
+        lambda: following(group_status(client, group)), _TERMINAL, interval_s
     ):
         yield current
 

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import importlib
+import sys
 from collections.abc import Iterator
 
 
@@ -64,3 +66,32 @@ def resume_after_start() -> None:
         _paused_for_start = False
         gc.freeze()
         gc.enable()
+
+
+def import_without(module: str, skipped: str) -> None:
+    """Import ``module`` with its submodule ``skipped`` unimportable while it imports,
+    for a library whose package imports an optional part of itself that Staccato never
+    uses when that part's dependencies happen to be installed.
+
+    The one use: httpx imports its command-line client (``httpx._main``: click, rich,
+    pygments) when they are installed, and they are (typer brings them); that cost
+    ~70 ms CPU in every process that imports the HTTP driver (each activity process of a
+    worker; medians of interleaved runs, 2026-12-06). httpx then binds its fallback
+    ``httpx.main``, which only prints that the client's dependencies are missing.
+
+    Made unimportable by a ``None`` in ``sys.modules`` (the import system then raises
+    ImportError: Python's reference, "The module cache"), removed again once ``module``
+    is imported, so a later explicit import of ``skipped`` works. A no-op when
+    ``module`` is imported already.
+
+    Raises:
+        ImportError: ``module`` is not installed.
+    """
+    if module in sys.modules:
+        return
+    sys.modules.setdefault(skipped, None)  # type: ignore[arg-type]
+    try:
+        importlib.import_module(module)
+    finally:
+        if skipped in sys.modules and sys.modules[skipped] is None:
+            del sys.modules[skipped]

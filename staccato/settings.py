@@ -119,6 +119,12 @@ class Settings(BaseSettings):
             :mod:`staccato.light_client`); default: the port ``staccato up``'s
             server records, when ``TEMPORAL_ADDRESS`` is that server.
         light_client: allow that light client at all (``0``: always the SDK's).
+        hang_s: past ``--retry-for``, an attempt that moves no byte for this many
+            seconds (or 0.6 x its heartbeat timeout when shorter) gives up: its server
+            is taken as hung (:mod:`staccato.activities.retry_deadline`); default 30.
+        owner: the owner a client's transfers are submitted as when ``--owner`` is not
+            given (the fair share between owners); default the OS user; at most 64
+            characters, as ``--owner``.
         socket_buffer_bytes: SO_SNDBUF/SO_RCVBUF of HTTP, S3 and SFTP connections (and
             the SSH window); None (the default): sized per link to the bandwidth-delay
             product when a transfer is tuned, else left to the kernel's autotuning.
@@ -164,11 +170,23 @@ class Settings(BaseSettings):
     socket_buffer_bytes: int | None = Field(None, ge=4096, le=1024**3)
     temporal_http: str | None = Field(None, pattern=r"^(http://)?[^\s/:]+:\d{1,5}/?$")
     light_client: bool = True
+    hang_s: float = Field(30.0, ge=1, le=86400, allow_inf_nan=False)
+    owner: str = ""
 
     @property
     def effective_staging_dir(self) -> Path:
         """``staging_dir`` or its default, ``<home>/staging``."""
         return self.staging_dir or self.home / "staging"
+
+    @field_validator("owner", mode="before")
+    @classmethod
+    def _owner_fits(cls, value: Any) -> Any:
+        # cutting a longer one would merge owners the fair share keeps apart
+        if isinstance(value, str):
+            value = value.strip()
+            if len(value) > 64:
+                raise ValueError(f"has {len(value)} characters: expected at most 64 (as --owner)")
+        return value
 
     @field_validator("home")
     @classmethod

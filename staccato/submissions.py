@@ -139,6 +139,12 @@ def make_request(
         src.scheme == dst.scheme == "sftp" and compared_place(src) == compared_place(dst)
     ):
         raise InvalidURLError(f"source and destination are the same object: {dst}")
+    if src.scheme == dst.scheme == "file" and os.path.realpath(src.path) == dst.path:
+        # the destination's directory is named by its real path already
+        raise InvalidURLError(
+            f"source and destination are the same object: {src} resolves to {dst} (through a "
+            "symbolic link)"
+        )
     if refused := _directory_destination(src, destination, dst):
         raise InvalidURLError(refused)
     # an http(s) query is secret: Temporal gets the redacted URL and the query sealed

@@ -430,7 +430,14 @@ def test_no_retry_advice_when_no_failure_can_succeed() -> None:
     ]
     assert retry_advice(_ended_with(*never)) is None
     advice = retry_advice(_ended_with(*never, ("ok.txt", "connection reset")))
-    assert advice == "copy the failed files again with --retry-failed", advice
+    assert advice is not None and advice.startswith(
+        "copy the failed files again with --retry-failed ("
+    ), advice
+    # and it says which no run copies (tester60: --retry-failed "repeats it forever")
+    assert "('bad\\xffname.txt', 'a//b')" in advice and "no run copies them" in advice, advice
+    assert "'ok.txt'" not in advice, advice
+    one = retry_advice(_ended_with(never[1], ("ok.txt", "connection reset")))
+    assert one is not None and "the name 'a//b' is one" in one and "copies it;" in one, one
 
 
 def test_a_failed_run_still_cleaning_up_shows_what_it_holds() -> None:

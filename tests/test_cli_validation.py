@@ -302,3 +302,27 @@ def test_an_option_of_another_command_names_it(args: list[str], said: str, tmp_p
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert said in " ".join(done.stderr.split()), done.stderr
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("spelling", ["link", "dir-link"])
+def test_a_source_that_resolves_to_the_destination_is_the_same_object(
+    spelling: str, tmp_path
+) -> None:
+    """A source named through a symbolic link to the destination (the file, or a
+    directory above it) is the same object, refused as ``/d/./f`` is: exit 2, nothing
+    started (it was copied onto itself and said "completed")."""
+    target = tmp_path / "real" / "f"
+    target.parent.mkdir()
+    target.write_bytes(b"abc")
+    if spelling == "link":
+        source = tmp_path / "f-link"
+        source.symlink_to(target)
+    else:
+        (tmp_path / "up").symlink_to(target.parent)
+        source = tmp_path / "up" / "f"
+    for command in ("cp", "submit"):
+        done = run_cli(command, str(source), str(target), address="127.0.0.1:1", timeout_s=60)
+        assert done.returncode == 2, done
+        assert "source and destination are the same object" in done.stderr, done.stderr
+        assert str(target) in done.stderr, done.stderr
+    assert target.read_bytes() == b"abc"

@@ -101,3 +101,17 @@ def test_manager_process_imports_neither_settings_nor_pydantic() -> None:
     scrubbed, heavy = _probe(probe)
     assert scrubbed == ["ScrubFilter"]
     assert heavy == []
+
+
+def test_http_driver_leaves_out_httpx_command_line_client() -> None:
+    """Importing the HTTP driver does not import httpx's command-line client (click,
+    rich, pygments: ~70 ms CPU in each activity process), and an explicit import of that
+    client still works afterwards (``staccato.loading.import_without``)."""
+    probe = (
+        "import json, sys\n"
+        "import staccato.endpoints.http\n"
+        "left_out = 'httpx._main' not in sys.modules and 'pygments' not in sys.modules\n"
+        "import httpx._main\n"
+        "print(json.dumps([left_out, callable(httpx._main.main)]))\n"
+    )
+    assert _probe(probe) == [True, True]

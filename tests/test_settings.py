@@ -65,6 +65,9 @@ def test_values_are_parsed(clean_env: pytest.MonkeyPatch) -> None:
         ("STACCATO_HOME", "/etc/hostname"),
         ("STACCATO_WORKER_THREADS", "0"),
         ("STACCATO_WORKER_MEMORY_BYTES", "1000"),
+        ("STACCATO_HANG_S", "abc"),
+        ("STACCATO_HANG_S", "0.5"),
+        ("STACCATO_OWNER", "o" * 65),
     ],
 )
 def test_a_bad_value_names_the_variable(clean_env: pytest.MonkeyPatch, name: str, bad: str) -> None:
@@ -117,6 +120,37 @@ def test_worker_check_masks_secrets_and_warns_of_typos(temporal_server) -> None:
     assert shown["STACCATO_SECRET_KEY"] == "**********"
     assert key not in run.stdout + run.stderr
     assert "STACCATO_WORKR_PROCESSES" in run.stderr
+
+
+def test_every_documented_variable_is_a_setting(temporal_server) -> None:
+    """A variable the README's settings table lists is read through the settings model:
+    ``worker --check`` shows it and calls none of them a typo (STACCATO_HANG_S and
+    STACCATO_OWNER were read beside the model: called typos, a bad value used as the
+    default in silence)."""
+    env = {"STACCATO_HANG_S": "12", "STACCATO_OWNER": " alice "}
+    run = run_cli("worker", "--check", address=temporal_server.address, env=env, timeout_s=60)
+    assert run.returncode == 0, run
+    shown = dict(line.split("=", 1) for line in run.stdout.splitlines())
+    assert shown["STACCATO_HANG_S"] == "12.0" and shown["STACCATO_OWNER"] == "alice"
+    assert "unknown settings" not in run.stderr, run.stderr
+
+
+def test_a_command_that_starts_a_transfer_warns_of_a_misspelt_setting(tmp_path) -> None:
+    """``cp`` says which STACCATO_* variable no setting reads (the user who wrote
+    STACCATO_TUNNING=0 believes tuning is off), and goes on: a hint, not a failure (here
+    it then fails only because no Temporal answers at the address)."""
+    source = tmp_path / "a"
+    source.write_bytes(b"x")
+    run = run_cli(
+        "cp",
+        str(source),
+        str(tmp_path / "b"),
+        address="127.0.0.1:1",
+        env={"STACCATO_TUNNING": "0"},
+        timeout_s=60,
+    )
+    assert "unknown settings (typos?), ignored: STACCATO_TUNNING" in run.stderr, run.stderr
+    assert "127.0.0.1:1" in run.stderr and run.returncode == 1, run
 
 
 def test_worker_capacity_settings(clean_env: pytest.MonkeyPatch) -> None:

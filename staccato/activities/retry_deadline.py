@@ -63,7 +63,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -74,7 +73,7 @@ from typing import Any, Protocol, TypeVar
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from staccato import interrupts
+from staccato import interrupts, settings
 from staccato.activities.liveness import forget_sent, heartbeat_on_behalf_of
 from staccato.endpoints.base import Motion, motion_tracker
 from staccato.endpoints.base import moved as _moved
@@ -120,12 +119,13 @@ HEARTBEAT_SHARE = 0.6
 
 def hang_s() -> float:
     """Seconds an attempt past its deadline may go without moving a byte before it
-    gives up (``STACCATO_HANG_S``, default 30; at least 1)."""
-    try:
-        value = float(os.environ.get("STACCATO_HANG_S", "30"))
-    except ValueError:
-        value = 30.0
-    return max(1.0, value)
+    gives up (``STACCATO_HANG_S``, default 30; at least 1).
+
+    Raises:
+        SettingsError: a STACCATO_* variable is invalid (the worker checks them all at
+            its start, so not in an attempt of a worker that started).
+    """
+    return settings.current().hang_s
 
 
 class EndpointHungError(RetryableError):

@@ -113,6 +113,8 @@ def run(factory: Callable[[], Awaitable[T]], *, sigterm: bool = True, starts: bo
     that reaches here came before the start, and the message says nothing was
     started."""
     before = "; nothing was started" if starts else ""
+    if starts:
+        warn_unknown_settings()
     try:
         return asyncio.run(_terminable(factory, sigterm))
     except asyncio.CancelledError:
@@ -271,6 +273,20 @@ def check_file_source(source: str, remedy: str = "add -r to copy every file unde
     problem = file_source_problem(source, remedy)
     if problem is not None:
         fail(problem, EXIT_USAGE)
+
+
+def warn_unknown_settings() -> None:
+    """Say (a warning on stderr) which ``STACCATO_*`` variables no setting reads: a typo
+    (``STACCATO_TUNNING=0``) leaves the setting meant at its default, silently. A hint
+    only: never fails the command (an invalid value of a known setting does, elsewhere)."""
+    from staccato import settings
+
+    unknown = settings.unknown_variables()
+    if unknown:
+        typer.echo(
+            f"staccato: warning: unknown settings (typos?), ignored: {', '.join(unknown)}",
+            err=True,
+        )
 
 
 def killed_up_warning() -> bool:

@@ -327,7 +327,9 @@ def progress_text(s: DatasetStatus) -> str:
         parts.append(f"{s.files_skipped} up to date")
     if s.files_failed:
         parts.append(f"{s.files_failed} failed")
-    parts.append(render.size(s.bytes_done))
+    # bytes of files not counted yet, said apart: the figure done never falls
+    moving = f" (+{render.size(s.bytes_moving)} in flight)" if s.bytes_moving and not ended else ""
+    parts.append(render.size(s.bytes_done) + moving)
     rate = f"{s.rate_files_per_s} files/s" if s.rate_files_per_s else ""
     eta = f" eta {s.eta_s:.0f}s" if s.eta_s is not None else ""
     paused = ""
@@ -511,6 +513,7 @@ _COUNT_FIELDS = (
     "files_failed",
     "bytes_total",
     "bytes_done",
+    "bytes_moving",
     "listing_done",
 )
 
@@ -626,6 +629,8 @@ def _shown_field(s: DatasetStatus, key: str, value: object) -> tuple[str, str]:
             # share, which reads "(100%)" of 0 B for an empty dataset that completed
             share = None
         return key, units.size(value) + (f" ({share})" if share else "")
+    if key == "bytes_moving" and isinstance(value, int):
+        return key, f"{units.size(value)} (of files in flight, not done yet)"
     if key == "rate_bytes_per_s" and isinstance(value, int | float):
         return "rate", units.rate(value)
     if key == "rate_files_per_s" and isinstance(value, int | float):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import getpass
-import os
 import re
 import unicodedata
 from collections.abc import Callable
@@ -14,7 +13,6 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from staccato import quantities
-from staccato.errors import SettingsError
 from staccato.models import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_PRIORITY,
@@ -312,8 +310,8 @@ SyncLevelOption = Annotated[
         "--sync-level",
         help="Skip the copy when the destination already matches the source: exists; "
         "size (and sizes equal); mtime (and the destination is not older); checksum (sizes "
-        "and checksums equal, times not compared; reads an object that keeps no stored "
-        "checksum once). Default: "
+        "and checksums equal, times not compared; on each run, reads in full an object "
+        "that keeps no stored checksum). Default: "
         "always copy.",
         show_default=False,
     ),
@@ -440,15 +438,12 @@ def default_owner() -> str:
     """``STACCATO_OWNER``, else the OS user (``getpass.getuser``), else ``""``.
 
     Raises:
-        SettingsError: ``STACCATO_OWNER`` is longer than ``--owner`` allows (64
-            characters); cutting it would merge owners the fair share keeps apart.
+        SettingsError: a STACCATO_* variable is invalid, e.g. ``STACCATO_OWNER`` is
+            longer than ``--owner`` allows (64 characters).
     """
-    owner = os.environ.get("STACCATO_OWNER", "").strip()
-    if len(owner) > 64:
-        raise SettingsError(
-            f"STACCATO_OWNER={owner[:20]!r}... has {len(owner)} characters: expected at "
-            "most 64 (as --owner)"
-        )
+    from staccato import settings  # not at import: --help loads no settings
+
+    owner = settings.current().owner
     if owner:
         return owner
     try:

@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 from staccato import settings
-from staccato.cli.common import EXIT_USAGE, fail, run, setup_logging
+from staccato.cli.common import EXIT_USAGE, fail, run, setup_logging, warn_unknown_settings
 from staccato.cli.options import ProcessesOption, port_option
 from staccato.errors import StaccatoError
 
@@ -58,14 +58,10 @@ def worker(
         config.buffer_budget_bytes(processes or config.effective_worker_processes)
     except StaccatoError as err:  # SettingsError, SecretKeyError, PermanentError
         fail(str(err), EXIT_USAGE)
+    warn_unknown_settings()
     if check:
         for name, value in config.shown().items():
             typer.echo(f"{name}={value}")
-        unknown = settings.unknown_variables()
-        if unknown:
-            typer.echo(
-                f"warning: unknown settings (typos?), ignored: {', '.join(unknown)}", err=True
-            )
         return
     from staccato.workers.worker import run_worker
 
@@ -229,6 +225,7 @@ def up(
         config.buffer_budget_bytes(processes or config.effective_worker_processes)
     except StaccatoError as err:  # SettingsError, SecretKeyError
         fail(str(err), EXIT_USAGE)
+    warn_unknown_settings()
     home = settings.home()
     # the key sealing URL tokens, shared by this machine's clients and the worker
     from staccato.secrets import ensure_default_key_file

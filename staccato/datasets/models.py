@@ -637,12 +637,21 @@ class DatasetStatus(LeanModel):
             copied).
         listing_done: ``files_total`` is final: the listing ended (every file listed
             was dispatched), or the dataset ended (cancelled or failed mid-listing too).
-        bytes_done: bytes of the files done, plus, while it runs, the bytes read so
-            far of the files its batches copy now and those its large files'
-            transfers in flight copied (not beyond ``bytes_total``).
+        bytes_done: bytes of the files counted done (published): the dataset's
+            count, its batches' checkpoints and its large files' transfers that
+            completed (not beyond ``bytes_total``). Never falls while the dataset
+            runs: bytes of a file not counted yet are in ``bytes_moving``.
+        bytes_moving: while it runs, bytes read or copied so far of the files in
+            flight not counted yet (its batches' files copied now, its large files'
+            transfers in flight): they move, but a file that then fails takes its
+            bytes out of this figure (it may fall); None (left out of the JSON) once
+            ended. Before, ``bytes_done`` included them and fell when such a file
+            failed (tester T4/T18).
         rate_files_per_s, rate_bytes_per_s: since the dataset started, until now (files
-            per second: one decimal, two significant digits below 1); None while
-            nothing moves (``idle_since``).
+            per second: one decimal, two significant digits below 1; bytes: done and
+            moving); None unless bytes move now: none while nothing is in flight, a
+            step retries, a root is waited for, nothing moved for a few seconds
+            (``idle_since``) or no worker answers.
         eta_s: seconds left, once the listing is done: the files left at the file
             rate, or the bytes left at the byte rate when that is longer (while no
             file was skipped or failed); none while a cancel waits or a large file's
@@ -663,6 +672,7 @@ class DatasetStatus(LeanModel):
         "filters_matched_none",
         "warning",
         "idle_since",
+        "bytes_moving",
     )
 
     id: str
@@ -677,6 +687,7 @@ class DatasetStatus(LeanModel):
     bytes_total: int | None
     bytes_done: int
     listing_done: bool
+    bytes_moving: int | None = None
     rate_files_per_s: float | None = None
     rate_bytes_per_s: float | None = None
     eta_s: float | None = None

@@ -129,6 +129,7 @@ from staccato.workflows.failures import (
     left_behind_of,
     reason,
     reason_type,
+    remote_endpoints,
     root_cause,
     timed_out_text,
 )
@@ -667,12 +668,12 @@ class DatasetWorkflow:
         except ActivityError as err:
             # Temporal's deadline passed all the same (a worker before the patch, a
             # give-up that did not reach the server): its words name nothing
-            where = request.source_root
+            where = " and ".join(remote_endpoints(request.source_root))  # "": a local one
             why = _batch_gave_up(err, retry_for.total_seconds(), where)
             if why is None:
                 raise
             raise ApplicationError(
-                f"listing {where}: {why}", type=reason_type(err), non_retryable=True
+                f"listing {request.source_root}: {why}", type=reason_type(err), non_retryable=True
             ) from err
 
     async def _list_page(
@@ -799,7 +800,8 @@ class DatasetWorkflow:
                     unclean_from = min(last.next_index, len(batch.files))
             why = reason(err)
             if batch.retry_for_s is not None:  # scheduled within --retry-for of progress
-                where = f"{batch.source_root} and {batch.destination_root}"
+                # the roots that are servers (a local one cannot "not answer")
+                where = " and ".join(remote_endpoints(batch.source_root, batch.destination_root))
                 why = _batch_gave_up(err, batch.retry_for_s, where) or why
             for f in batch.files[unclean_from:]:
                 self._fail(f.name, f"its batch failed: {why}")

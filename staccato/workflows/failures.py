@@ -222,13 +222,25 @@ _STEP_ENDPOINTS: dict[str, tuple[str, ...]] = {
 }
 
 
+def remote_endpoints(*urls: str) -> list[str]:
+    """Of ``urls`` (canonical URLs), those of servers, which may accept connections and
+    not answer: every one but a local file (``file://``) and an empty one, each once."""
+    return list(dict.fromkeys(u for u in urls if u and not u.startswith("file:")))
+
+
 def step_endpoints(step: str, source: str, destination: str) -> str:
-    """The endpoints the activity ``step`` talks to, in words (``s3://b/k``, or
-    ``s3://b/k or file:///d/f``: which of the two did not answer is not known to the
-    workflow): ``source`` and ``destination`` are canonical URLs (no secret)."""
+    """The servers the activity ``step`` talks to, in words (``s3://b/k``, or
+    ``s3://b/k or sftp://h/d/f``: which of the two did not answer is not known to the
+    workflow): ``source`` and ``destination`` are canonical URLs (no secret). A local
+    file is no server that may not answer (tester T14 read "s3://b/k or file:///d/f
+    did not answer"): left out, and "" when the step reads and writes local files only
+    (:func:`timed_out_text` then names the worker); "its endpoint" when neither URL is
+    known."""
     urls = {"source": source, "destination": destination}
     names = [urls[k] for k in _STEP_ENDPOINTS.get(step, ("source", "destination")) if urls[k]]
-    return " or ".join(dict.fromkeys(names)) or "its endpoint"
+    if not names:
+        return "its endpoint"
+    return " or ".join(remote_endpoints(*names))
 
 
 def timed_out_text(step: str, where: str, last: BaseException | None) -> str | None:
@@ -241,13 +253,22 @@ def timed_out_text(step: str, where: str, last: BaseException | None) -> str | N
     A step that talks to an endpoint and neither answers nor fails (a stopped server
     accepts connections and then says nothing) ends so: the wording names ``where``
     (:func:`step_endpoints`) and says it did not answer, instead of "none recorded"
-    or Temporal's "activity Heartbeat timeout".
+    or Temporal's "activity Heartbeat timeout". ``where`` "": the step reads and
+    writes local files only, so its worker is named (frozen, overloaded or killed),
+    not the files as servers.
     """
     hint = (
         "it may be hung or stopped (a server that accepts connections and does not "
         "answer), or the worker running the step was frozen or overloaded. Check it, "
         "then run the transfer again"
     )
+    if not where:
+        where = "its worker"
+        hint = (
+            "the step reads and writes local files only, so the worker process running "
+            "it was frozen, overloaded or killed. Check the worker, then run the "
+            "transfer again"
+        )
     if last is None:
         return (
             f"{where} did not answer: the {step} attempt under way when the deadline passed "

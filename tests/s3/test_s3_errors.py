@@ -146,6 +146,21 @@ def test_errors_that_cannot_heal_are_permanent(
     assert len(answers.requests) <= 2, answers.requests
 
 
+def test_a_404_to_a_write_is_the_store_refusing_the_key_not_a_missing_key(
+    driver: S3Driver, answers: S3Answers
+) -> None:
+    """A write creates its key, so a 404 to it (moto's answer to a key holding a
+    newline) is no "no such key", which reads as a source-side problem: it says the store
+    refused the key, at once (no retry). A 404 to a read still says what is missing."""
+    answers.set(Answer(404, "NotFound", "Not Found"))
+    err = _fail(driver, "create")
+    assert isinstance(err, PermanentError) and not isinstance(err, RetryableError), err
+    assert "refuses this key" in str(err) and "no such key" not in str(err), str(err)
+    assert "404" in str(err) and "s3://bkt/dir/obj.bin" in str(err), str(err)
+    assert len(answers.requests) <= 2, answers.requests
+    assert "refuses" not in str(_fail(driver, "stat"))  # a read: the key (or bucket) is missing
+
+
 def test_a_key_over_the_s3_limit_is_refused_when_parsed() -> None:
     with pytest.raises(InvalidURL, match=r"2000 bytes long; S3 keys are at most 1024 bytes"):
         parse_url("s3://bkt/" + "k" * 2000)

@@ -264,6 +264,9 @@ async def test_s3_source_hung_under_publish_fails_naming_it(
     message = status.error or ""
     assert "publish" in message and "did not answer" in message, message
     assert source in message, message
+    # the local destination is no server that may not answer: only the source is
+    # blamed (tester T14 read "s3://... or file:///... did not answer")
+    assert destination.as_uri() not in message and "file://" not in message, message
     assert "none recorded" not in message, message
     assert status.bytes_durable == 0, status
     assert not destination.exists()

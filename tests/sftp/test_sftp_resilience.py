@@ -764,7 +764,10 @@ async def test_dataset_names_what_its_large_file_left_behind_and_no_eta_while_st
                 stalled = now
             await asyncio.sleep(0.2)
         print(f"while the transfer retries: {stalled.last_retry_error}, eta {stalled.eta_s}")
-        assert stalled.rate_files_per_s, stalled  # there was a rate to make one up from
+        assert moving.rate_files_per_s, moving  # a rate while the large file copied
+        # no rate nor ETA while a step retries: nothing moves (tester T4/T18: the
+        # since-start average stayed, falling, for the whole outage)
+        assert stalled.rate_files_per_s is None and stalled.rate_bytes_per_s is None, stalled
         assert stalled.eta_s is None, stalled
         await _stop_cleaning_up(client, own_server.url(str(out / "big.bin")))
         ended = await wait_dataset(client, dataset, timeout_s=GONE_FAILS_WITHIN_S + 60)

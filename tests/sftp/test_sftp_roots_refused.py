@@ -6,8 +6,11 @@ root on the server's /proc fails the dataset up front in the words of a local on
 from __future__ import annotations
 
 import json
+import subprocess
 import uuid
 from pathlib import Path
+
+import pytest
 
 from tests.helpers import run_cli
 from tests.servers.sshd import SshdServer
@@ -118,3 +121,48 @@ def test_a_file_copied_onto_itself_named_with_and_without_a_user_is_refused(
     assert f"source and destination are the same object: {bare}" in done.stderr, done.stderr
     assert sorted(p.name for p in data_dir.iterdir()) == ["a.txt"]
     assert (data_dir / "a.txt").read_bytes() == b"keep me"
+
+
+def test_a_dataset_root_the_server_cannot_make_fails_up_front(
+    temporal_server, sftp_worker, sshd_server: SshdServer, data_dir: Path
+) -> None:
+    """A root under a directory that refuses new entries (chattr +i: even root's
+    server) fails the dataset up front naming where, as a local root does: it failed
+    each of its files with "permission denied" and advised a re-run."""
+    args = dict(address=temporal_server.address, task_queue=sftp_worker.task_queue)
+    source = data_dir / "src-ro"
+    source.mkdir()
+    for i in range(5):
+        (source / f"f{i}").write_bytes(b"q" * (i + 1))
+    closed = data_dir / "closed"
+    closed.mkdir()
+    made = subprocess.run(["chattr", "+i", str(closed)], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"chattr +i is not available here: {made.stderr.strip()}")
+    try:
+        root = sshd_server.url(str(closed / "sub"))
+        done = run_cli("cp", "-r", "-q", str(source), root, **args)
+        shown = json.loads(run_cli("status", "--json", root, **args).stdout)
+    finally:
+        subprocess.run(["chattr", "-i", str(closed)], check=True)
+    assert done.returncode == 1, done
+    expected = f"destination directory {closed}/sub on 127.0.0.1 cannot be made: permission denied"
+    assert f"{expected} in {closed}" in done.stderr, done.stderr
+    assert "--retry-failed" not in done.stderr and "--sync-level" not in done.stderr, done.stderr
+    assert shown["state"] == "failed" and "permission denied" in shown["error"], shown
+    assert shown["files_failed"] == 0 and shown["failures"] == [], shown
+    assert list(closed.iterdir()) == []
+
+
+def test_a_missing_dataset_root_is_made_before_its_files(
+    temporal_server, sftp_worker, sshd_server: SshdServer, data_dir: Path
+) -> None:
+    """A root that does not exist yet is made (mkdir -p) and the files copied."""
+    args = dict(address=temporal_server.address, task_queue=sftp_worker.task_queue)
+    source = data_dir / "src-new"
+    (source / "d").mkdir(parents=True)
+    (source / "d" / "g").write_bytes(b"g" * 10)
+    root = data_dir / "a" / "b" / "c"
+    done = run_cli("cp", "-r", "-q", str(source), sshd_server.url(str(root)), **args)
+    assert done.returncode == 0, done
+    assert (root / "d" / "g").read_bytes() == b"g" * 10

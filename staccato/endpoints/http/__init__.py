@@ -39,10 +39,14 @@ ranged reads, redirects), :mod:`.bounded_io` (connections and reads that never w
 unbounded), :mod:`.messages` (RFC 9110 semantics: statuses, validators, origins).
 """
 
-from staccato.endpoints.http.bounded_io import CONNECT_TIMEOUT_S, READ_TIMEOUT_S
-from staccato.endpoints.http.driver import REQUEST_DEADLINE_S, HTTPDriver
-from staccato.endpoints.http.messages import retry_after_s
-from staccato.endpoints.http.read import HTTPReader
+from staccato.loading import import_without
+
+import_without("httpx", "httpx._main")  # its command-line client, unused (staccato.loading)
+
+from staccato.endpoints.http.bounded_io import CONNECT_TIMEOUT_S, READ_TIMEOUT_S  # noqa: E402
+from staccato.endpoints.http.driver import REQUEST_DEADLINE_S, HTTPDriver  # noqa: E402
+from staccato.endpoints.http.messages import retry_after_s  # noqa: E402
+from staccato.endpoints.http.read import HTTPReader  # noqa: E402
 
 __all__ = [
     "CONNECT_TIMEOUT_S",

@@ -80,6 +80,9 @@ _PERMISSIONS = {
     "ListParts": "s3:ListMultipartUploadParts",
     "AbortMultipartUpload": "s3:AbortMultipartUpload",
 }
+#: the calls that create an object (or a part of one): a 404 to one of them is no
+#: missing key
+_WRITES = frozenset({"PutObject", "CreateMultipartUpload", "UploadPart"})
 _RETRYABLE_CODES = {
     "SlowDown",
     "ServiceUnavailable",
@@ -239,6 +242,15 @@ def _classify(
             " or create it first" if role == "destination" else ""
         )
         return DestinationMissing(text) if role == "destination" else NotFound(text)
+    if code in ("404", "NotFound") and action in _WRITES:
+        # a write creates its key: a 404 to it is no missing object but the store
+        # refusing this key or path (moto answers 404 to a key holding a newline)
+        return PermanentError(
+            f"{action} of {what}: {endpoint.where} answered 404 Not Found to the write "
+            f"({message or code}): the store refuses this key or its path (some stores "
+            "refuse keys with control characters such as a newline); trying again "
+            "cannot help"
+        )
     if code in ("NoSuchKey", "404", "NotFound"):
         return NotFound(f"no such key {key!r} in bucket {bucket!r} at {endpoint.where} ({what})")
     wrong_place = _wrong_region(err, endpoint, what, action)

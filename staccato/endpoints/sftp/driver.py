@@ -403,6 +403,12 @@ class SFTPDriver(Driver):
                 with no capacity.
             PermissionDeniedError: a read-only file system.
             RetryableError: the server cannot be reached (as any operation).
+
+        A missing root is made here (``mkdir -p``, as its files would make it): the
+        server's permissions are its own (an SFTP client cannot ask ``access``, and
+        ``chattr +i`` shows in no mode bits), so making it is the one sure check. A
+        root that cannot be made fails the dataset up front (PermissionDeniedError),
+        not each of its files with the same reason.
         """
 
         def op(sftp: StaccatoSFTP) -> None:
@@ -435,6 +441,7 @@ class SFTPDriver(Driver):
                     f"{what}: the file system holding {path} is read-only: nothing can be "
                     "written there; choose another destination"
                 )
+            _make_root(sftp, root, path, what)
 
         self._run(root, f"checking destination {root}", op)
 
@@ -1010,6 +1017,35 @@ def _check_target(sftp: StaccatoSFTP, url: EndpointURL) -> None:
         f"destination {url} exists and is not a regular file (a device, FIFO or socket); "
         "refusing to replace it"
     )
+
+
+def _make_root(sftp: StaccatoSFTP, root: EndpointURL, existing: str, what: str) -> None:
+    """Make the directories from ``existing`` (the nearest existing directory at or above
+    the dataset's destination directory ``root``, checked) down to ``root``.
+
+    Raises:
+        PermissionDeniedError: the server refused to make one (names where).
+        OSError: another refusal (mapped by the caller's ``_run``).
+    """
+    target = posixpath.normpath(root.path or "/")
+    missing: list[str] = []
+    walk = target
+    while walk != posixpath.normpath(existing) and walk not in ("", "/"):
+        missing.append(walk)
+        walk = posixpath.dirname(walk)
+    for directory in reversed(missing):
+        try:
+            sftp.mkdir(directory)
+        except PermissionError:
+            raise PermissionDeniedError(
+                f"{what} cannot be made: permission denied in {posixpath.dirname(directory)} "
+                f"(the server's user cannot create a directory there); make the directory "
+                "writable, or choose another destination"
+            ) from None
+        except OSError:
+            again = stat_or_none(sftp, directory)  # made meanwhile by another run
+            if again is None or not stat_module.S_ISDIR(again.st_mode or 0):
+                raise
 
 
 def _url_of(url: EndpointURL, path: str) -> str:

@@ -1,0 +1,54 @@
+"""Whether what a failed run said it left behind (its ``left_behind`` text:
+:func:`staccato.workflows.failures.left_behind`) is still there when a status is read.
+
+A run writes that text once, as it ends (its clean-up gave up, or a cancel stopped
+it), and ``status`` showed it ever after: also once the files were deleted by hand as
+it advises, or removed by the next transfer to the destination (tester T14 read a
+``left_behind`` entry that no longer existed). A local file destination's temp file
+and journal are looked at here, where this process can see them: its directory
+exists here (the same host as the worker, or a file system both see). Elsewhere (an
+SFTP server, an S3 upload, a directory this process does not see) nothing can be
+told from here, and the text stands ("may be left").
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from urllib.parse import unquote, urlsplit
+
+from staccato.temp_names import journal_of
+
+#: a local destination's temp file in a ``left_behind`` text
+#: (``failures.partial_data``: ``the temp file PATH beside URL``, the URL canonical, so
+#: percent-encoded: no space in it)
+_LOCAL_TEMP = re.compile(r"the temp file (?P<temp>/.+?) beside (?P<url>file://\S+)")
+
+
+def still_left(text: str | None) -> bool:
+    """Whether the partial data ``text`` names may still be there.
+
+    Returns:
+        False only when ``text`` names a local destination's temp file whose
+        directory this process sees and in which neither that temp file nor its
+        journal exists any more (deleted by hand, removed by a later transfer); True
+        otherwise (no text is False: nothing was left).
+    """
+    if not text:
+        return False
+    found = _LOCAL_TEMP.search(text)
+    if found is None:
+        return True
+    temp = found.group("temp")
+    target = unquote(urlsplit(found.group("url")).path)
+    directory = os.path.dirname(temp)
+    if not directory or os.path.dirname(target) != directory:
+        return True  # not the temp file beside its target: nothing to tell by
+    if not os.path.isdir(directory):
+        return True  # not seen from here (another machine's file system)
+    return os.path.lexists(temp) or os.path.lexists(journal_of(temp))
+
+
+def shown_left_behind(text: str | None) -> str | None:
+    """``text`` (a ``left_behind``) while what it names may still be there, else None."""
+    return text if still_left(text) else None
