@@ -63,6 +63,7 @@ from staccato.datasets.models import (
 )
 from staccato.datasets.names import (
     NOT_UTF8,
+    destination_url,
     names_a_directory,
     selected,
     shown_name,
@@ -681,7 +682,26 @@ async def start_dataset(
     )
     if left is not None:
         request = request.model_copy(update={"retry_left": left})
+    if retry_failed and names:
+        sweep = _to_sweep(request.destination_root, failures, set(names))
+        if sweep:
+            request = request.model_copy(update={"sweep": sweep})
     return await _start(client, request)
+
+
+def _to_sweep(root: str, failures: list[FileFailure], chosen: set[str]) -> list[str] | None:
+    """The canonical destination URLs of the ``failures`` a retry copies again
+    (``chosen``) that left a write session behind (``left_behind``: its clean-up met a
+    destination that did not answer): the retry's first run removes what is left of
+    them before copying (``DatasetRequest.sweep``); None when there is none."""
+    urls: list[str] = []
+    for failure in failures:
+        if failure.left_behind and failure.name in chosen:
+            try:
+                urls.append(destination_url(parse_url(root), failure.name).canonical)
+            except StaccatoError:
+                continue  # a name the destination cannot hold: never written
+    return urls or None
 
 
 #: seconds a submission waits for a root lock whose dataset has ended (Temporal

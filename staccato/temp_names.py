@@ -36,9 +36,30 @@ def session_stem(directory: str, name: str, session_key: str) -> str:
     return posixpath.join(directory, f".{short}.{key}")
 
 
+def session_temp(path: str, session_key: str) -> str:
+    """The temp file path of the session keyed ``session_key`` for the target ``path``
+    (a file or SFTP destination's path): :func:`session_stem` + :data:`TEMP_SUFFIX`."""
+    return session_stem(*posixpath.split(path), session_key) + TEMP_SUFFIX
+
+
 def journal_of(temp: str) -> str:
     """The journal path of the temp file ``temp`` (``….staccato-part``)."""
     return temp.removesuffix(TEMP_SUFFIX) + JOURNAL_SUFFIX
+
+
+#: a temp or journal name of any target (the last segment of a path or key)
+_ANY_TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{16}(?:\.staccato-part|\.staccato-journal)", re.DOTALL)
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether the last segment of ``name`` (a relative path or key: ``d/.f.bin.<16
+    hex>.staccato-part``) is a write session's temp or journal name
+    (``.NAME.<16 hex>.staccato-part`` / ``-journal``): what a dataset's listing of a
+    source leaves out (another transfer's session in flight there, or one left; never
+    a file to copy). String operations only."""
+    if not name.endswith((TEMP_SUFFIX, JOURNAL_SUFFIX)):
+        return False
+    return _ANY_TEMP_NAME.fullmatch(name.rsplit("/", 1)[-1]) is not None
 
 
 def leftover_pattern(name: str) -> re.Pattern[bytes] | None:

@@ -229,3 +229,25 @@ async def status_when(
             return status
         assert time.monotonic() < deadline, f"no such status in {timeout_s} s: {status}"
         await asyncio.sleep(0.3)
+
+
+def tree_with_temp_names(root: Path) -> dict[str, bytes]:
+    """A source tree of 4 files (two directories) beside the temp files and journals
+    write sessions name there (``.NAME.<16 hex>.staccato-part`` / ``-journal``: another
+    transfer's in flight to that directory, or one left), one of them large enough to
+    be a child transfer of its own if listed; returns the 4 files' relative names and
+    bytes (what a dataset of ``root`` must copy, and nothing else)."""
+    from staccato.temp_names import JOURNAL_SUFFIX, TEMP_SUFFIX, session_stem
+
+    files: dict[str, bytes] = {}
+    for i, name in enumerate(["a.bin", "sub/b.bin", "sub/c.txt", "z.bin"]):
+        data = bytes([i + 1]) * (1000 + i)
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        files[name] = data
+    for directory, target, key in [("", "a.bin", "t1"), ("sub", "b.bin", "t2"), ("", "x", "t3")]:
+        stem = session_stem(str(root / directory), target, key)
+        Path(stem + TEMP_SUFFIX).write_bytes(b"\0" * (2 * 1024 * 1024))
+        Path(stem + JOURNAL_SUFFIX).write_bytes(b"")
+    return files

@@ -717,8 +717,9 @@ def test_a_source_file_named_like_a_temp_file_is_never_swept(
     worker: WorkerProcess, temporal_server, data_dir: Path
 ) -> None:
     """A tree holding names like Staccato's temp files (copied from a destination that
-    had leftovers): a dataset copies them as any names, and its large files' transfers
-    never sweep them as leftovers. A tester's ``cp -r`` said ``completed: 8 files`` with
+    had leftovers): a dataset's listing leaves them out (tester T19:
+    tests/test_dataset_temp_names.py), and its large files' transfers never sweep
+    those at the destination as leftovers. A tester's ``cp -r`` said ``completed: 8 files`` with
     ``.big.bin.fedcba9876543210.staccato-part`` missing: the child transfer of
     ``big.bin`` removed it in its ``prepare``. Here the destination already holds that
     file, up to date (``--sync-level size``), so the old code's sweep removes it every

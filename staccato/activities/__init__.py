@@ -8,7 +8,12 @@ from collections.abc import Callable
 from typing import Any
 
 from staccato.activities.copy import copy_stream
-from staccato.activities.dataset import abort_batch_orphans, copy_batch, list_entries
+from staccato.activities.dataset import (
+    abort_batch_orphans,
+    copy_batch,
+    list_entries,
+    sweep_leftovers,
+)
 from staccato.activities.dataset_fanout import compare_targets, copy_batch_to_many
 from staccato.activities.staging import release_staged, stage_source
 from staccato.activities.sync import sync_check
@@ -37,6 +42,7 @@ ALL_ACTIVITIES: list[Callable[..., Any]] = [
     copy_batch_to_many,
     compare_targets,
     abort_batch_orphans,
+    sweep_leftovers,
 ]
 
 __all__ = [
@@ -54,6 +60,7 @@ __all__ = [
     "release_staged",
     "stage_source",
     "stat",
+    "sweep_leftovers",
     "sync_check",
     "verify",
 ]

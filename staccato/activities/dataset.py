@@ -70,6 +70,8 @@ from staccato.activities.stream_progress import StreamStopped, heartbeat
 from staccato.activities.transfer import check_file_roots, stat_source
 from staccato.datasets.models import (
     FAILED_CHECKPOINT_KEY,
+    SESSIONS_LEFT_KEY,
+    SESSIONS_LEFT_TYPE,
     BatchCheckpoint,
     BatchInput,
     BatchOrphansInput,
@@ -80,6 +82,7 @@ from staccato.datasets.models import (
     FileFailure,
     ListInput,
     ListResult,
+    SweepInput,
     gone_reason,
 )
 from staccato.datasets.names import (
@@ -115,6 +118,7 @@ from staccato.errors import (
     source_root_not_a_directory,
 )
 from staccato.models import ListPage, SyncLevel, TransferOptions
+from staccato.temp_names import is_temp_name, session_temp
 from staccato.urls import EndpointURL, directory_prefix, parse_url, redact
 
 _HEARTBEAT_EVERY_S = 0.5
@@ -183,13 +187,34 @@ class _Beat:
         heartbeat(self.details)
 
 
+def _listing_endpoints(request: ListInput) -> str:
+    """What a listing page talks to, in words (its hang watch's give-up: "listing
+    s3://b/p: the server did not answer: ..."): the source; the destination root too
+    when it is not a local directory (the first page checks it; a large file's
+    directories are made there)."""
+    source = redact(request.source_root)
+    roots = request.destination_roots or [request.destination_root]
+    remote = [redact(r) for r in roots if not r.startswith("file:")]
+    return f"listing {source}" + (f" (for {' and '.join(remote)})" if remote else "")
+
+
 @activity.defn(name="list_entries")
+@retry_deadline.within_retry_for(lambda: None, watch_hangs=_listing_endpoints)
 @mapped_errors
 def list_entries(request: ListInput) -> ListResult:
     """One page of the source (or, with ``names``, those names' current entries),
     filtered by include/exclude; each entry whose name the destination cannot hold
     carries that reason as its error; a large file carries its source and
     destination URLs (a child transfer's request).
+
+    Scheduled with ``retry_for_s`` (see :class:`ListInput`), an attempt gives up
+    itself once ``--retry-for`` passed since the page was scheduled: a failing one
+    with the give-up's words, one whose endpoint hangs (nothing answered for
+    ``STACCATO_HANG_S`` past it: each listing response, directory read and entry
+    handled counts as motion) with "listing SRC: the server did not answer: ..." (the
+    one hang watch: :func:`staccato.activities.retry_deadline.within_retry_for`).
+    A listed name that is a write session's temp file or journal is left out
+    (:func:`staccato.temp_names.is_temp_name`).
 
     Raises:
         NotFoundError, NotAFileError, UnsupportedError: the source root cannot be listed.
@@ -212,7 +237,10 @@ def list_entries(request: ListInput) -> ListResult:
         roots = request.destination_roots or [request.destination_root]
         fence = [parse_url(text) for text in roots]
         if request.names is not None:
-            raw = [_named_entry(root, name, fence) for name in request.names]
+            raw = []
+            for name in request.names:
+                raw.append(_named_entry(root, name, fence))
+                moved()  # its endpoint answered (the hang watch)
             last = request.names[-1] if request.names else request.after
             next_after: str | None = None
         else:
@@ -231,7 +259,14 @@ def list_entries(request: ListInput) -> ListResult:
         if parents is not None and request.destination_roots is not None and raw
         else {}
     )
+    temps: list[str] = []
     for position, entry in enumerate(raw):
+        if request.names is None and is_temp_name(entry.name):
+            # a write session's temp file or journal (another transfer's in flight to
+            # the source, or one left there): never a file to copy, left out as a
+            # folder marker is (tester T19: an SFTP source's listed as files)
+            temps.append(entry.name)
+            continue
         # the names of a retry were filtered when the client chose them
         # (dataset_client.start_dataset, _submit_fan_out): a page's entries must line up
         # with them, since the workflow's cursor and retry_targets are positions in it
@@ -244,6 +279,7 @@ def list_entries(request: ListInput) -> ListResult:
             )
         else:
             entry = _with_destination(entry, root, destination_root, request.small_file_max)
+        moved()  # a large file's directories made: its destination answered
         entries.append(entry)
         budget -= _entry_bytes(entry)
         if budget < 0 and request.names is None and position + 1 < len(raw):
@@ -252,6 +288,13 @@ def list_entries(request: ListInput) -> ListResult:
             break
     if parents is not None:
         parents.close()
+    if temps:
+        activity.logger.info(
+            "listing %s: left out %d temp file(s) of write sessions (%s...)",
+            redact(request.source_root),
+            len(temps),
+            temps[0],
+        )
     return ListResult(
         entries=entries, last=last, next_after=next_after, skipped_by_filters=filtered
     )
@@ -947,7 +990,6 @@ def _abort_orphans(
 
 @activity.defn(name="abort_batch_orphans")
 @heartbeating
-@mapped_errors
 def abort_batch_orphans(request: BatchOrphansInput) -> int:
     """Abort the write sessions a batch that will not run again (its dataset was
     cancelled or failed while it waited for a retry, or it failed) left open on its
@@ -960,9 +1002,32 @@ def abort_batch_orphans(request: BatchOrphansInput) -> int:
 
     Returns:
         How many sessions were aborted (0 for drivers that reopen sessions by key).
+
+    Raises:
+        ApplicationError: non-retryable, type :data:`SESSIONS_LEFT_TYPE`: the sessions
+            of some files in flight at the batch's end may be left (the destination
+            did not answer in time, or failed), named in its details
+            (:data:`SESSIONS_LEFT_KEY`, :func:`_discard_sessions`).
     """
+    aborted, left = _abort_batch_orphans(request)
+    if left:
+        raise ApplicationError(
+            f"the write sessions of {len(left)} file(s) under {request.destination_root} "
+            "may be left: the destination did not answer, or failed",
+            {SESSIONS_LEFT_KEY: left},
+            type=SESSIONS_LEFT_TYPE,
+            non_retryable=True,
+        )
+    return aborted
+
+
+@mapped_errors
+def _abort_batch_orphans(request: BatchOrphansInput) -> tuple[int, list[dict[str, object]]]:
+    """:func:`abort_batch_orphans`' work: how many sessions were aborted, and those of
+    the files in flight that may be left (:func:`_discard_sessions`)."""
     now = activity.info().started_time.timestamp()
     root = parse_url(request.destination_root)
+    left: list[dict[str, object]] = []
     aborted = _abort_orphans(
         root,
         request.names,
@@ -973,21 +1038,100 @@ def abort_batch_orphans(request: BatchOrphansInput) -> int:
         # the batch's last attempt ended without its clean-up (frozen past its
         # heartbeat timeout, killed, failed): its sessions that reopen by key. Best
         # effort and never retried here: a destination down (the likely reason a batch
-        # failed for good) must not hold the dataset for another retry budget
-        indexes = (
+        # failed for good) must not hold the dataset for another retry budget; what
+        # may be left is named instead (the workflow puts it in the files' failures)
+        indexes = list(
             range(request.resume_from, len(request.names)) if request.only is None else request.only
         )
+        left = _discard_sessions(request, root, indexes)
+    if aborted:
+        activity.logger.info(
+            "aborted %d write session(s) an ended batch left under %s",
+            aborted,
+            request.destination_root,
+        )
+    return aborted, left
+
+
+@activity.defn(name="sweep_leftovers")
+@heartbeating
+@mapped_errors
+def sweep_leftovers(request: SweepInput) -> int:
+    """Remove the temp files and journals earlier runs left beside each of
+    ``request.urls`` (a ``--retry-failed`` of files whose clean-up met a destination
+    that did not answer: ``DatasetRequest.sweep``), as a single transfer's ``prepare``
+    sweeps its own destination (``Driver.remove_leftovers``: names of the target's
+    temp-name pattern, beside a journal Staccato wrote). The dataset holds the
+    destination's lock.
+
+    Returns:
+        How many files were removed.
+
+    Raises:
+        RetryableError: the destination down (retried within ``--retry-for``; the
+            dataset then goes on without it).
+    """
+    removed = 0
+    for text in request.urls:
+        url = parse_url(text)
+        try:
+            gone = get_driver(url.scheme).remove_leftovers(url, "")
+        except PermanentError as err:  # this file's alone (its directory gone)
+            activity.logger.info("leftovers beside %s not removed: %s", redact(text), err)
+            continue
+        removed += len(gone)
+        if gone:
+            activity.logger.info("removed %s, left by an earlier run", ", ".join(gone))
+    return removed
+
+
+#: seconds before its Temporal deadline that ``abort_batch_orphans`` stops waiting for
+#: a destination that does not answer, to say which sessions may be left (at most
+#: half the time it has)
+ORPHANS_REPORT_S = 2.0
+
+
+def _discard_sessions(
+    request: BatchOrphansInput, root: EndpointURL, indexes: list[int]
+) -> list[dict[str, object]]:
+    """Remove the write sessions (reopened by key: local files, SFTP) of the files
+    ``indexes`` of an ended batch (:func:`abort_batch_orphans`), in a thread waited for
+    until shortly before the activity's deadline (:data:`ORPHANS_REPORT_S`): a hung
+    destination (a stopped sshd) blocked the activity until Temporal timed it out,
+    and nothing said what was left. Stops at the first file whose removal fails
+    transiently (the destination down: the rest would wait for it too).
+
+    Returns:
+        The sessions that may be left, ``{"index": i, "temp": <temp path>, "url":
+        <the file's canonical URL>}`` each: of
+        the files that may have been in flight when the batch ended (the first
+        :data:`FILES_IN_FLIGHT` of ``indexes``; one to an SFTP destination, whose
+        batches copy one file at a time) whose removal did not end (empty when every
+        one ended, or the driver keeps no session by key: S3).
+    """
+    ended: set[int] = set()
+    driver_keeps = root.scheme == "file" or get_driver(root.scheme).features.reopens_by_key
+    if not driver_keeps or request.chunk_size is None or request.session_key is None:
+        return []
+    chunk_size, session_key = request.chunk_size, request.session_key
+
+    stop = threading.Event()
+
+    def work() -> None:
         for index in indexes:
+            if stop.is_set():
+                return  # reported: the rest stays as reported (no write after)
             try:
                 destination = target_url(root, request.names[index])
             except UnrepresentableNameError:
+                ended.add(index)
                 continue  # never written
             try:
                 discard_session_by_key(
                     destination,
                     request.sizes[index],
-                    request.chunk_size,
-                    f"{request.session_key}-{index}{request.session_suffix}",
+                    chunk_size,
+                    f"{session_key}-{index}{request.session_suffix}",
                 )
             except (RetryableError, OSError) as err:
                 # the destination down or failing: the rest would wait for it too
@@ -996,19 +1140,42 @@ def abort_batch_orphans(request: BatchOrphansInput) -> int:
                     request.destination_root,
                     err,
                 )
-                break
+                return
             except Exception as err:  # noqa: BLE001
                 # this file's alone (its directory gone: nothing was written for it);
                 # the next files' sessions still go (a tester's batch kept its temp
                 # files for good when the first file's directory did not exist)
                 activity.logger.info("no write session of %s removed: %s", destination, err)
-    if aborted:
-        activity.logger.info(
-            "aborted %d write session(s) an ended batch left under %s",
-            aborted,
-            request.destination_root,
-        )
-    return aborted
+            ended.add(index)
+
+    info = activity.info()
+    ends = [info.started_time + info.start_to_close_timeout] if info.start_to_close_timeout else []
+    if info.schedule_to_close_timeout:
+        ends.append(info.scheduled_time + info.schedule_to_close_timeout)
+    remaining = min(e.timestamp() for e in ends) - time.time() if ends else 60.0
+    # a deadline passed already by this clock (skewed; a test's environment): the
+    # report may be lost, wait as the removal did before
+    wait_s = max(remaining / 2, remaining - ORPHANS_REPORT_S) if remaining > 0 else 30.0
+    thread = threading.Thread(
+        target=contextvars.copy_context().run, args=(work,), name="batch-sessions", daemon=True
+    )
+    thread.start()
+    thread.join(wait_s)
+    # a thread still blocked on a hung server goes on with the removal it is in when
+    # the server answers again (within the driver's I/O timeout), and stops there
+    stop.set()
+    in_flight = 1 if root.scheme == "sftp" else FILES_IN_FLIGHT
+    left: list[dict[str, object]] = []
+    for index in indexes[:in_flight]:
+        if index in ended:
+            continue
+        try:
+            url = target_url(root, request.names[index])
+        except UnrepresentableNameError:
+            continue
+        temp = session_temp(url.path, f"{session_key}-{index}{request.session_suffix}")
+        left.append({"index": index, "temp": temp, "url": url.canonical})
+    return left
 
 
 def _copy_in_flight(

@@ -229,6 +229,11 @@ class DatasetRequest(LeanModel):
             read once and written to every root (None: one destination).
         retry_targets: with ``retry_failed`` and several roots: for each name, the
             indexes in ``destination_roots`` it failed at (only those are written).
+        sweep: with ``retry_failed`` (one root): the canonical URLs of the files whose
+            earlier failure left a write session behind (``FileFailure.left_behind``:
+            the destination did not answer when its clean-up ran): the first run
+            removes their leftover temp files and journals first (``sweep_leftovers``:
+            a single transfer's sweep, ``Driver.remove_leftovers``), then copies them.
         retry_left: with ``retry_failed``: the earlier dataset's failures that the
             retry's ``--include``/``--exclude`` left out (at most
             :data:`MAX_FAILURES_KEPT`, as the earlier dataset kept them, with
@@ -238,7 +243,7 @@ class DatasetRequest(LeanModel):
             first run's input only: a run continued as new has them in ``carried``.
     """
 
-    _omit_when = omitted_while_none("destination_roots", "retry_targets", "retry_left")
+    _omit_when = omitted_while_none("destination_roots", "retry_targets", "retry_left", "sweep")
 
     model_config = ConfigDict(extra="forbid")
 
@@ -259,6 +264,7 @@ class DatasetRequest(LeanModel):
     destination_roots: list[str] | None = Field(None, min_length=2, max_length=MAX_FAN_OUT)
     retry_targets: list[list[int]] | None = None
     retry_left: list[FileFailure] | None = Field(None, max_length=MAX_FAILURES_KEPT)
+    sweep: list[str] | None = Field(None, max_length=MAX_FAILURES_KEPT)
 
     @field_validator("source_root", "destination_root")
     @classmethod
@@ -300,9 +306,17 @@ class ListInput(LeanModel):
     Attributes:
         after, limit: the page (``Driver.list_page``).
         names: instead of listing, stat these relative names (``--retry-failed``).
+        retry_for_s: seconds (``options.retry_for_s``): set when the workflow scheduled
+            the page with ``--retry-for`` plus the time one listing may take as its
+            schedule-to-close timeout; an attempt then gives up itself once
+            ``--retry-for`` passed (a hung source: its hang watch; failing attempts:
+            the give-up's wording), naming what it lists
+            (:func:`staccato.activities.retry_deadline.within_retry_for`). None:
+            Temporal's deadline alone (its words: "Not enough time to schedule next
+            retry...").
     """
 
-    _omit_when = omitted_while_none("destination_roots")
+    _omit_when = omitted_while_none("destination_roots", "retry_for_s")
 
     source_root: str
     destination_root: str
@@ -315,6 +329,7 @@ class ListInput(LeanModel):
     #: several destination roots: each entry says, per root, its URL (a large file) or
     #: why that root cannot hold its name
     destination_roots: list[str] | None = None
+    retry_for_s: float | None = None
 
 
 class DatasetEntry(LeanModel):
@@ -449,6 +464,13 @@ class BatchResult(LeanModel):
     not_handled: list[str] | None = None
 
 
+class SweepInput(BaseModel):
+    """Input of ``sweep_leftovers``: the canonical URLs of a dataset's files (file,
+    SFTP) whose leftover write sessions to remove (``DatasetRequest.sweep``)."""
+
+    urls: list[str]
+
+
 class BatchOrphansInput(BaseModel):
     """Input of ``abort_batch_orphans``: a batch that ended without handling all its
     files (cancelled, failed, timed out), whose earlier attempts may have left write
@@ -484,6 +506,13 @@ class BatchOrphansInput(BaseModel):
     chunk_size: int | None = None
 
 
+#: the key of the detail ``abort_batch_orphans`` adds to its non-retryable
+#: ``ApplicationError`` (type :data:`SESSIONS_LEFT_TYPE`) when the write sessions of some
+#: files may be left (the destination did not answer, or failed, in time):
+#: ``{SESSIONS_LEFT_KEY: [{"index": <file index>, "temp": <temp path>}, ...]}``, so
+#: the workflow names them in those files' failures (``FileFailure.left_behind``)
+SESSIONS_LEFT_KEY = "staccato_sessions_left"
+SESSIONS_LEFT_TYPE = "SessionsLeft"
 #: the key of the detail a failed batch attempt (``copy_batch``, ``copy_batch_to_many``)
 #: adds to its ``ApplicationError``: ``{FAILED_CHECKPOINT_KEY: <its checkpoint>}``. A
 #: batch that fails for good (retries exhausted, ``--retry-for`` spent, non-retryable)

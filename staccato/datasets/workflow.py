@@ -79,6 +79,8 @@ with workflow.unsafe.imports_passed_through():
         MAX_CURRENT_SHOWN,
         MAX_FAILURES_KEPT,
         RATE_GROUP_QUERY,
+        SESSIONS_LEFT_KEY,
+        SESSIONS_LEFT_TYPE,
         BatchCheckpoint,
         BatchFile,
         BatchInput,
@@ -99,6 +101,7 @@ with workflow.unsafe.imports_passed_through():
         ListInput,
         ListResult,
         RateGroup,
+        SweepInput,
         TargetsInput,
         TargetsResult,
         file_class,
@@ -113,6 +116,7 @@ with workflow.unsafe.imports_passed_through():
         TransferRequest,
         TransferResult,
         TransferState,
+        WriteSession,
     )
     from staccato.workflows import search_attributes as sa
 
@@ -121,9 +125,12 @@ from staccato.workflows.calls import RETRY, SHORT_HEARTBEAT_TIMEOUT, ended_by_ca
 from staccato.workflows.failures import (
     decode_input,
     gave_up_message,
+    left_behind,
     left_behind_of,
     reason,
+    reason_type,
     remote_endpoints,
+    root_cause,
     timed_out_text,
 )
 from staccato.workflows.governor import LIMIT_QUEUED_SIGNAL, SLOT_GRANTED_SIGNAL
@@ -243,6 +250,21 @@ DATASET_RETRY_LEFT_PATCH = "dataset-retry-left-out-failures"
 #: batch end (an event beside the batch's own); before, only a failed or cancelled
 #: run's end wrote them
 DATASET_LIVE_COUNTS_PATCH = "dataset-live-counts"
+#: ``workflow.patched`` id: a listing page (``list_entries``) is scheduled with
+#: ``--retry-for`` plus the time one listing may take (:data:`LIST_TIMEOUT`) as its
+#: schedule-to-close timeout and with ``retry_for_s`` in its input, so its attempt
+#: gives up itself past ``--retry-for``, in words naming what it lists (a hung source:
+#: its hang watch, :mod:`staccato.activities.retry_deadline`). Before, the timeout was
+#: ``--retry-for`` alone: a source that hung while listed failed the dataset with
+#: Temporal's "Not enough time to schedule next retry..." (tester T13). A marker event
+#: per run that lists
+DATASET_LIST_RETRY_FOR_PATCH = "dataset-list-retry-for"
+#: ``workflow.patched`` id: the first run of a ``--retry-failed`` whose earlier
+#: failures left write sessions behind (``DatasetRequest.sweep``: their clean-up met a
+#: destination that did not answer) removes those files' leftover temp files and
+#: journals (``sweep_leftovers``) before it lists; best effort. Before, they stayed
+#: until removed by hand (tester T15). A marker and one activity in such a run
+DATASET_SWEEP_PATCH = "dataset-sweep-left-sessions"
 #: a tail batch (see :data:`DATASET_STAGGER_PATCH`) holds at least this share of
 #: ``batch_files`` (bounds the events of a run's end)
 TAIL_BATCH_SHARE = 4
@@ -355,6 +377,8 @@ class DatasetWorkflow:
         try:
             if self._fan_out and workflow.patched(DATASET_ROOT_LOCKS_PATCH):
                 await self._lock_roots(request.destination_roots or [], carried.runs)
+            if request.carried is None and request.sweep and workflow.patched(DATASET_SWEEP_PATCH):
+                await self._sweep(request, request.sweep)
             more = await self._copy_all(request)
         except asyncio.CancelledError:
             await self._stop_in_flight()
@@ -452,6 +476,25 @@ class DatasetWorkflow:
                         ) from None
                     waited += 1
                     await workflow.sleep(1)
+
+    async def _sweep(self, request: DatasetRequest, urls: list[str]) -> None:
+        """Remove the leftover write sessions of the files ``urls`` (an earlier run's
+        clean-up did not reach their destination: :data:`DATASET_SWEEP_PATCH`) before
+        they are copied again; best effort: a failure is logged and the run goes on."""
+        try:
+            await workflow.execute_activity(
+                "sweep_leftovers",
+                SweepInput(urls=urls),
+                result_type=int,
+                start_to_close_timeout=ORPHANS_TIMEOUT,
+                schedule_to_close_timeout=timedelta(seconds=request.options.retry_for_s),
+                heartbeat_timeout=SHORT_HEARTBEAT_TIMEOUT,
+                retry_policy=RETRY,
+            )
+        except Exception as err:  # noqa: BLE001
+            workflow.logger.warning(
+                "the write sessions left by earlier runs were not removed: %s", reason(err)
+            )
 
     # -- the loop --------------------------------------------------------------------
 
@@ -611,8 +654,35 @@ class DatasetWorkflow:
         self, request: DatasetRequest, after: str | None, index: int, limit: int
     ) -> ListResult:
         """List up to ``limit`` entries after ``after`` (or, with ``retry_failed``, the
-        ``page_size`` names from ``index``)."""
+        ``page_size`` names from ``index``).
+
+        Raises:
+            ActivityError: the listing failed (its reason).
+            ApplicationError: non-retryable: Temporal's deadline of the listing passed
+                (its error worded: the give-up, naming the source).
+        """
+        retry_for = timedelta(seconds=request.options.retry_for_s)
+        watched = workflow.patched(DATASET_LIST_RETRY_FOR_PATCH)
+        try:
+            return await self._list_page(request, after, index, limit, watched)
+        except ActivityError as err:
+            # Temporal's deadline passed all the same (a worker before the patch, a
+            # give-up that did not reach the server): its words name nothing
+            where = " and ".join(remote_endpoints(request.source_root))  # "": a local one
+            why = _batch_gave_up(err, retry_for.total_seconds(), where)
+            if why is None:
+                raise
+            raise ApplicationError(
+                f"listing {request.source_root}: {why}", type=reason_type(err), non_retryable=True
+            ) from err
+
+    async def _list_page(
+        self, request: DatasetRequest, after: str | None, index: int, limit: int, watched: bool
+    ) -> ListResult:
+        """:meth:`_list`'s activity; ``watched``: scheduled with ``retry_for_s`` (see
+        :data:`DATASET_LIST_RETRY_FOR_PATCH`)."""
         names = request.retry_failed
+        retry_for = timedelta(seconds=request.options.retry_for_s)
         return await workflow.execute_activity(
             "list_entries",
             ListInput(
@@ -629,11 +699,12 @@ class DatasetWorkflow:
                     else request.small_file_max
                 ),
                 destination_roots=request.destination_roots if self._fan_out else None,
+                retry_for_s=request.options.retry_for_s if watched else None,
             ),
             result_type=ListResult,
             start_to_close_timeout=LIST_TIMEOUT,
             heartbeat_timeout=self._heartbeat_timeout(request),
-            schedule_to_close_timeout=timedelta(seconds=request.options.retry_for_s),
+            schedule_to_close_timeout=retry_for + LIST_TIMEOUT if watched else retry_for,
             retry_policy=RETRY,
         )
 
@@ -807,6 +878,39 @@ class DatasetWorkflow:
                 orphans.destination_root,
                 reason(err),
             )
+            self._name_sessions_left(orphans, err)
+
+    def _name_sessions_left(self, orphans: BatchOrphansInput, err: BaseException) -> None:
+        """Put the write sessions ``abort_batch_orphans`` could not remove (its failure
+        ``err``, type :data:`SESSIONS_LEFT_TYPE`: the destination did not answer or
+        failed) into their files' failures (``FileFailure.left_behind``: what is left
+        where, and how to remove it), so ``status`` names them (text and JSON). State
+        only (no command). Before, a batch to a hung SFTP server left its temp file
+        and journal and said nothing of them (tester T15)."""
+        cause = root_cause(err)
+        if not isinstance(cause, ApplicationError) or cause.type != SESSIONS_LEFT_TYPE:
+            return
+        root = orphans.destination_root if self._fan_out else None
+        for detail in cause.details:
+            if not isinstance(detail, dict) or not isinstance(detail.get(SESSIONS_LEFT_KEY), list):
+                continue
+            for item in detail[SESSIONS_LEFT_KEY]:
+                try:
+                    name = orphans.names[int(item["index"])]
+                    temp, url = str(item["temp"]), str(item["url"])
+                except (KeyError, TypeError, ValueError, IndexError):
+                    continue
+                left = left_behind(
+                    WriteSession(url=url, size=0, chunk_size=0, session_id=temp),
+                    in_a_dataset=True,
+                )
+                failures = self._carried.failures
+                for at in range(len(failures) - 1, -1, -1):
+                    failure = failures[at]
+                    if failure.name == name and failure.destination == root:
+                        if failure.left_behind is None:
+                            failures[at] = failure.model_copy(update={"left_behind": left})
+                        break
 
     def _count_batch(self, result: BatchResult) -> None:
         """Add a batch's counts; the files a batch stopped by a cancel did not handle

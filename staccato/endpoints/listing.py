@@ -27,7 +27,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 
-from staccato.endpoints.base import keepalive
+from staccato.endpoints.base import keepalive, moved
 from staccato.errors import PermanentError
 from staccato.models import ListEntry, ListPage
 
@@ -267,6 +267,7 @@ def walk(
             if bound is None or key > bound:
                 yield ListEntry(name=name, error=err.reason)
             continue
+        moved()  # the directory was read: its endpoint answers (a listing's hang watch)
         keepalive()
         stack.append((name, opened, child.identity, real))
 

@@ -313,9 +313,10 @@ def left_behind(session: WriteSession, in_a_dataset: bool = False) -> str:
     remove it, in words (memo ``left_behind``; no secret: a canonical URL, a temp path
     or an upload id). File and SFTP: the next transfer to the same destination removes
     it (:func:`leftovers_swept`), else delete both files by hand (their paths); a
-    dataset's file (``in_a_dataset``): by hand too, as a dataset never sweeps
-    (``PrepareInput.sweep_leftovers``); S3: abort the upload (nothing tells Staccato's
-    uploads from others there)."""
+    dataset's file (``in_a_dataset``): a ``--retry-failed`` of the dataset removes
+    them (``DatasetRequest.sweep``), or a ``staccato cp`` of that file alone, or by
+    hand; a plain ``cp -r`` does not (``PrepareInput.sweep_leftovers``); S3: abort the
+    upload (nothing tells Staccato's uploads from others there)."""
     if session.url.startswith("s3://"):
         return (
             f"{partial_data(session)} may be left open (its parts are stored until it is "
@@ -334,10 +335,11 @@ def left_behind(session: WriteSession, in_a_dataset: bool = False) -> str:
     journal = journal_of(temp)
     if leftovers_swept(session.url):  # a dataset's file
         return (
-            f"{partial_data(session)} (and its .staccato-journal) may be left: delete both "
-            f"by hand ({temp} and {journal}), or copy this file alone (`staccato cp` to "
-            f"{session.url}), which removes them; a dataset's runs (`cp -r`) do not: they "
-            "copy any name and never remove files of that pattern"
+            f"{partial_data(session)} (and its .staccato-journal) may be left: once its "
+            "server answers, copy the failed files again (`cp -r --retry-failed`: its "
+            "first run removes them) or this file alone (`staccato cp` to "
+            f"{session.url}), or delete both by hand ({temp} and {journal}); a plain "
+            "`cp -r` does not remove them"
         )
     return (
         f"{partial_data(session)} (and its .staccato-journal) may be left: delete both by "

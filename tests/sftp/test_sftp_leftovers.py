@@ -81,3 +81,33 @@ def test_sftp_sweep_removes_only_beside_a_journal_staccato_wrote(
     assert sorted(removed) == sorted(str(tmp_path / name) for name in ours)
     for name, data in users.items():
         assert (tmp_path / name).read_bytes() == data, name
+
+
+def test_a_retry_sweeps_what_an_ended_batch_left(
+    driver_env: Path, sftp_url, tmp_path: Path
+) -> None:
+    """``sweep_leftovers`` (a ``--retry-failed``'s first run, for the files whose
+    failure named a session left: tester T15) removes that session's temp file and
+    journal beside each URL, and keeps a user's look-alikes (no journal Staccato
+    wrote) and the other targets' sessions."""
+    from staccato.activities.dataset import sweep_leftovers
+    from staccato.datasets.models import SweepInput
+
+    driver = SFTPDriver()
+    (tmp_path / "d").mkdir()
+    left = parse_url(sftp_url(tmp_path / "d" / "f.bin"))
+    other = parse_url(sftp_url(tmp_path / "d" / "g.bin"))
+    temp, journal = session_paths(parse_url(f"file://{tmp_path}/d/f.bin"), "ended-batch-b1-0")
+    driver.open_session(left, 10, 1 << 20, "ended-batch-b1-0")
+    kept_temp, kept_journal = session_paths(parse_url(f"file://{tmp_path}/d/g.bin"), "k-0")
+    driver.open_session(other, 10, 1 << 20, "k-0")
+    users = {".f.bin.0123456789abcdef.staccato-part": b"USER", "f.bin": b"an older copy"}
+    for name, data in users.items():
+        (tmp_path / "d" / name).write_bytes(data)
+    assert Path(temp).exists() and Path(journal).exists()
+    removed = ActivityEnvironment().run(sweep_leftovers, SweepInput(urls=[left.canonical]))
+    assert removed == 2
+    assert not Path(temp).exists() and not Path(journal).exists()
+    assert Path(kept_temp).exists() and Path(kept_journal).exists()
+    for name, data in users.items():
+        assert (tmp_path / "d" / name).read_bytes() == data, name

@@ -28,6 +28,7 @@ from staccato.endpoints.base import (
     Reader,
     WholeReads,
     keepalive,
+    moved,
     write_fence,
 )
 from staccato.endpoints.s3.checksums import _EMPTY_CRC32C, _b64_to_hex, _crc_b64
@@ -454,6 +455,7 @@ class S3Driver(Driver):
                 raise _s3_error(
                     err, endpoint, root.bucket, prefix, role="source", action="ListObjectsV2"
                 ) from None
+            moved()  # the store answered (a listing's hang watch)
             for item in answer.get("Contents") or []:
                 key = item["Key"]
                 if not key.startswith(prefix) or (

@@ -481,6 +481,7 @@ class StaccatoSFTP(paramiko.SFTPClient):
                     attrs = SFTPAttributes._from_msg(msg)
                     if name not in (b".", b".."):
                         found.append((name, attrs))
+                base.moved()  # the server answered (a listing's hang watch)
                 base.keepalive()
         finally:
             self.close_handle(handle)
