@@ -189,10 +189,16 @@ class DatasetCarried(LeanModel):
 #: busy 2-core machine, the batches of a round ending together). 10,000 files of 64
 #: KiB file -> file, 3 runs each (medians, CPU-s of the worker / its activity
 #: processes / the Temporal server): 256 files 1.09 / 4.73 / 1.37, 512 files 1.02 /
-#: 4.35 / 1.02, 1,024 files 0.79 / 3.99 / 0.81. A batch's names come from one listing
-#: page (each page's JSON is cut at ~512 KiB), so a batch's input and result stay
-#: under Temporal's payload limit whatever the names.
-BATCH_FILES = 1024
+#: 4.35 / 1.02, 1,024 files 0.79 / 3.99 / 0.81. Again with 1,024 against 2,048 and
+#: 4,096 (3-4 interleaved runs, load 18-30; all processes' CPU-s, the `cp -r` command
+#: included): 1,024 4.52-4.81, 2,048 3.49-4.16, 4,096 3.36 (worker 0.43 / 0.36 / 0.33,
+#: activity processes 2.97 / 2.34 / 2.21, Temporal 0.84 / 0.58 / 0.56); above a page
+#: (``page_size``, 4,000) a batch is cut at the page's end anyway, and the ramp's and
+#: the last page's batches are fractions of this. A batch's names come from one
+#: listing page (each page's JSON is cut at ~512 KiB), so a batch's input and result
+#: stay under Temporal's payload limit whatever the names (a result whose every file
+#: failed: ~1.5 MB at worst, names of ~250 bytes filling the page's 512 KiB).
+BATCH_FILES = 2048
 #: :data:`BATCH_FILES` of a dataset to several roots (each file is written to every
 #: root, so a batch takes that many times longer: kept as it was)
 FAN_OUT_BATCH_FILES = 256

@@ -105,7 +105,8 @@ def start_activity_process(
     flags: Any = None,
     registration: Any = None,
 ) -> None:
-    """The initializer of each activity process: :func:`die_with_parent`, then URL
+    """The initializer of each activity process: :func:`die_with_parent`, its open-files
+    limit raised (:func:`raise_open_files_limit`), then URL
     secrets scrubbed from log lines, the worker's rate board for the streams' pacing
     (:mod:`staccato.activities.pacing`), the process's memory budget for chunk
     buffers (bytes, :mod:`staccato.activities.capacity`), the worker's shared array
@@ -115,6 +116,7 @@ def start_activity_process(
     imported before the process's activity threads start
     (:func:`staccato.endpoints.import_drivers` says why)."""
     die_with_parent()
+    raise_open_files_limit()
     from staccato.loading import imports_frozen
 
     with imports_frozen():  # ~0.15 CPU-s less per process (staccato.loading)
@@ -131,6 +133,35 @@ def start_activity_process(
     install_budget(buffer_budget)
     install_flags(flags)
     import_drivers()
+
+
+#: the open-files (soft) limit an activity process asks for, at most its hard limit:
+#: a dataset batch to a local file system holds an fd per file staged and not yet
+#: committed (up to 2 x ``GROUP_FILES``, 256) and a process may run several batches,
+#: which a common soft limit of 1,024 would cut short ("Too many open files")
+OPEN_FILES_WANTED = 65536
+
+
+def raise_open_files_limit() -> int:
+    """Raise this process's soft ``RLIMIT_NOFILE`` to :data:`OPEN_FILES_WANTED`, or to
+    its hard limit when that is lower; never lowers it.
+
+    Returns:
+        The soft limit now (unchanged where the platform or the hard limit refuses).
+    """
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return -1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = OPEN_FILES_WANTED if hard == resource.RLIM_INFINITY else min(hard, OPEN_FILES_WANTED)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (OSError, ValueError):
+            return soft
+        return wanted
+    return soft
 
 
 def start_manager_process() -> None:
