@@ -84,6 +84,13 @@ def _previous_progress_at() -> float | None:
     return checkpoint.progress_at if checkpoint is not None else None
 
 
+def _previous_moved_at() -> float | None:
+    """When an earlier attempt of the stream last moved a byte (its checkpoint's
+    ``moved_at``, Unix seconds), or None: the hang watch counts ``--retry-for`` from it."""
+    checkpoint = previous_checkpoint()
+    return checkpoint.moved_at if checkpoint is not None else None
+
+
 def _stream_endpoints(request: StreamInput) -> str:
     return f"copying {redact(request.source)} to {redact(request.session.url)}"
 
@@ -103,7 +110,9 @@ def _refused_after_authenticating(err: AuthenticationRefusedError) -> RetryableE
 
 
 @activity.defn(name="copy_stream")
-@within_retry_for(_previous_progress_at, watch_hangs=_stream_endpoints)
+@within_retry_for(
+    _previous_progress_at, watch_hangs=_stream_endpoints, previous_moved=_previous_moved_at
+)
 @mapped_errors
 def copy_stream(request: StreamInput) -> StreamResult:
     """Copy the chunks of ``request.segment`` that the destination does not hold yet.

@@ -32,8 +32,15 @@ Temporal retried so for the whole allowance (10 minutes and more past
 ``--retry-for``). So the steps that ask for it (``watch_hangs``) also run a *hang
 watch*: a thread that, once the deadline has passed, gives the attempt up when no
 byte moved (:func:`staccato.endpoints.base.moved`: read from the source, sent to or
-acknowledged by the destination, a durable chunk) for :func:`hang_s` seconds
-(``STACCATO_HANG_S``, 30 by default). It interrupts the attempt's thread
+acknowledged by the destination, a durable chunk) for ``--retry-for`` and at least
+:func:`hang_s` seconds (``STACCATO_HANG_S``, 30 by default). ``--retry-for`` counts
+from the last byte moved there, in this attempt or an earlier one (``moved_at`` of
+its heartbeat details), not from the last durable chunk: a stream whose chunk takes
+longer to read than ``--retry-for`` (large chunks, a slow source) gave a source that
+hung mid-chunk up after the hang limit alone, before ``--retry-for`` had passed since
+its last byte (tester, an SFTP source). (A failing attempt's give-up above still
+counts from durable progress: an attempt that reads the same bytes again and fails
+each time makes none.) It interrupts the attempt's thread
 (:func:`staccato.interrupts.interrupt`, deferred while the stream guard is shielded)
 and the attempt fails, not retried, with a message naming the step's endpoints and
 how long nothing moved.
@@ -150,10 +157,13 @@ class _HangWatch:
         *,
         motion: Motion | None = None,
         caller: bool = True,
+        moved_at: float | None = None,
     ):
         self.at = at  # the deadline before any progress of this attempt (Unix seconds)
         self.retry_for_s = retry_for_s
         self.progress_at = progress_at
+        #: when an earlier attempt last moved a byte (Unix seconds), or None
+        self.moved_before = moved_at
         self.where = where
         # Temporal times out an attempt whose thread is blocked without heartbeats (a
         # send to a stopped server) at its heartbeat timeout, and the failure of an
@@ -186,6 +196,23 @@ class _HangWatch:
         p = self.progress_at
         return self.at if p is None else max(self.at, p + self.retry_for_s)
 
+    def quiet_s(self, idle: float) -> float:
+        """Seconds since a byte last moved, in this attempt (``idle`` seconds ago) or,
+        when later, in an earlier one (:attr:`moved_before`)."""
+        if self.moved_before is None:
+            return idle
+        return min(idle, max(0.0, time.time() - self.moved_before))
+
+    def hung(self, idle: float) -> bool:
+        """Whether the attempt is given up now: past its deadline, no byte moved for
+        ``--retry-for`` (since the last byte of any attempt) nor, in this attempt, for
+        :attr:`limit_s` (``idle``: seconds since this attempt's last motion)."""
+        return (
+            idle >= self.limit_s
+            and self.quiet_s(idle) >= self.retry_for_s
+            and time.time() >= self.deadline()
+        )
+
     def start(self) -> None:
         self._thread.start()
 
@@ -196,7 +223,7 @@ class _HangWatch:
             if self.message is None:
                 if self.motion.elsewhere:
                     continue  # the endpoints copy between themselves (server-side)
-                if idle < self.limit_s or time.time() < self.deadline():
+                if not self.hung(idle):
                     continue
             elif time.monotonic() - fired_at < _REPEAT_S:
                 # given up: repeated whatever moved since (a request sent again on a
@@ -208,9 +235,9 @@ class _HangWatch:
                 first = self.message is None
                 message = self.message or (
                     f"{self.where}: the server did not answer: no byte moved for "
-                    f"{idle:.0f} s (limit {self.limit_s:g} s, STACCATO_HANG_S) past the "
-                    "--retry-for deadline; it may be hung or stopped. Check it, then "
-                    "run the transfer again"
+                    f"{self.quiet_s(idle):.0f} s (--retry-for {self.retry_for_s:g} s, at "
+                    f"least {self.limit_s:g} s: STACCATO_HANG_S); it may be hung or "
+                    "stopped. Check it, then run the transfer again"
                 )
                 if first:
                     self.message = message
@@ -404,6 +431,7 @@ def deadline(retry_for_s: float, progress_at: float | None) -> float:
 def within_retry_for(
     previous: Callable[[], float | None],
     watch_hangs: Callable[[In], str] | None = None,
+    previous_moved: Callable[[], float | None] | None = None,
 ) -> Callable[[Callable[[In], Out]], Callable[[In], Out]]:
     """Wrap an activity (outside :func:`~staccato.activities.errors.mapped_errors`) so
     a retryable ``ApplicationError`` of an attempt that started at or after its
@@ -417,6 +445,9 @@ def within_retry_for(
         watch_hangs: for steps whose drivers report moved bytes: the endpoints the
             request talks to, in words (for the hang watch's message); None: no
             hang watch.
+        previous_moved: when an earlier attempt last moved a byte (Unix seconds, from
+            the heartbeat details), or None: the hang watch's ``--retry-for`` counts
+            from it (None: from this attempt's own motion).
     """
 
     def decorate(fn: Callable[[In], Out]) -> Callable[[In], Out]:
@@ -433,6 +464,7 @@ def within_retry_for(
                         request.retry_for_s,
                         previous(),
                         watch_hangs(request),
+                        moved_at=previous_moved() if previous_moved is not None else None,
                     )
             watch_token = _watch.set(watch)
             try:
