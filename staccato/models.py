@@ -117,6 +117,10 @@ class SyncLevel(StrEnum):
 #: how ``status`` begins its reason (``last_retry_error``) when no worker answers for a
 #: running transfer, dataset or group (nothing is being retried: it waits for a worker)
 NO_WORKER_ANSWERS = "no worker answers"
+#: how ``status`` begins its reason when the worker running the transfer holds its
+#: workflow task (a short step's first attempt runs inside it) and so does not answer
+#: the progress query in time: a worker runs it, nothing waits for one
+WORKER_BUSY = "its worker is busy"
 
 
 class TransferState(StrEnum):
