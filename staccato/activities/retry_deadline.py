@@ -203,7 +203,7 @@ class _HangWatch:
             return idle
         return min(idle, max(0.0, time.time() - self.moved_before))
 
-    def hung(self, idle: float) -> bool:
+    def gives_up(self, idle: float) -> bool:
         """Whether the attempt is given up now: past its deadline, no byte moved for
         ``--retry-for`` (since the last byte of any attempt) nor, in this attempt, for
         :attr:`limit_s` (``idle``: seconds since this attempt's last motion)."""
@@ -223,7 +223,7 @@ class _HangWatch:
             if self.message is None:
                 if self.motion.elsewhere:
                     continue  # the endpoints copy between themselves (server-side)
-                if not self.hung(idle):
+                if not self.gives_up(idle):
                     continue
             elif time.monotonic() - fired_at < _REPEAT_S:
                 # given up: repeated whatever moved since (a request sent again on a
