@@ -521,6 +521,12 @@ class Checkpoint(BaseModel):
     #: server's receive time cannot tell a stalled stream; ``status`` counts the rate
     #: only while this is within the heartbeat timeout. None: a worker before it
     moved_at: float | None = None
+    #: wall-clock time (Unix seconds) the segment's bytes done (durable plus in flight:
+    #: how far the stream got) last grew past what any earlier attempt reached; carried
+    #: from attempt to attempt (a retried attempt reading or sending the same bytes
+    #: again does not move it). The hang watch's ``--retry-for`` counts from it
+    #: (:mod:`staccato.activities.retry_deadline`). None: not yet, or a worker before it
+    reached_at: float | None = None
 
     def moved_within(self, seconds: float, now: float | None = None) -> bool:
         """Whether the stream moved bytes within ``seconds`` of ``now`` (Unix seconds;

@@ -289,7 +289,7 @@ async def test_upload_to_hung_moto_gives_up_in_the_streams_first_attempt(
     attempts, which ended only when botocore's 5 tries did (~60 s); their retries
     then gave up (~85 s after the stop). Now a re-sent piece is not motion: each
     hung stream gives up in its first attempt, with the hang watch's reason, after
-    --retry-for of silence (its message says how long nothing moved)."""
+    --retry-for past the last time it got further (its message says how long)."""
     s3 = moto_s3.client()
     bucket = "hang-first"
     with contextlib.suppress(Exception):
@@ -333,9 +333,9 @@ async def test_upload_to_hung_moto_gives_up_in_the_streams_first_attempt(
         attempt = started[failure.started_event_id].attempt
         # given up by the first attempt's own hang watch, not after a retry
         assert attempt == 1, (attempt, failure.failure.message)
-        said = re.search(r"no byte moved for (\d+) s", failure.failure.message)
+        said = re.search(r"the copy got no further for (\d+) s", failure.failure.message)
         assert said is not None, failure.failure.message
-        # --retry-for counts from the last byte moved (rounded to whole seconds)
+        # --retry-for counts from the last time the stream got further (whole seconds)
         assert int(said.group(1)) >= options.retry_for_s, failure.failure.message
 
 

@@ -99,7 +99,7 @@ async def test_hung_sftp_source_gives_up_retry_for_after_its_last_byte(
     plus the budget) passed while it still read. The old hang watch then gave up once
     nothing had moved for its hang limit (3 s here: 0.6 x the 5 s heartbeat timeout),
     before ``--retry-for`` had passed since the source's last byte. ``--retry-for``
-    counts from the last byte moved: the give-up says nothing moved for at least it."""
+    counts from the last time the copy got further: the give-up says so."""
     source_file = data_dir / "hang-source.bin"
     write_random(source_file, SIZE, seed=79)
     source = sftp_logged.url(str(source_file))
@@ -124,7 +124,7 @@ async def test_hung_sftp_source_gives_up_retry_for_after_its_last_byte(
     message = str(failed.value)
     assert source in message, message
     assert "did not answer" in message, message
-    said = re.search(r"no byte moved for (\d+) s", message)
+    said = re.search(r"the copy got no further for (\d+) s", message)
     assert said is not None, message
     assert int(said.group(1)) >= options.retry_for_s, message
     assert not destination.exists()
