@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from temporalio.api.enums.v1 import PendingActivityState
+from temporalio.api.enums.v1 import PendingActivityState, PendingWorkflowTaskState
 from temporalio.bridge import temporal_sdk_bridge
 from temporalio.client import (
     Client,
@@ -87,6 +87,7 @@ from staccato.models import (
     MIN_TUNED_BYTES,
     NO_WORKER_ANSWERS,
     RATE_CURRENT_S,
+    WORKER_BUSY,
     Checkpoint,
     FrontCheckpoint,
     GroupStatus,
@@ -123,6 +124,7 @@ from staccato.submissions import (
 from staccato.submissions import completed_status as _completed_status
 from staccato.urls import parse_url, resolve_local_directory
 from staccato.workflows import search_attributes as sa
+from staccato.workflows.calls import LOCAL_ATTEMPT_TIMEOUT
 
 __all__ = [
     "TRANSFER_ID_PREFIX",
@@ -1537,6 +1539,18 @@ def _no_worker_note(
     up) that starts then; else its last heartbeats as its progress. ``polled``: a
     worker polls the task queue but did not answer the progress query in time (busy,
     e.g. saturated with streams): said so, not "no worker"."""
+    inline = _inline_step_since(description) if polled else None
+    if inline is not None:
+        # a worker runs the run's workflow task (a short step's first attempt, e.g. a
+        # stat or prepare waiting for a hung endpoint): the query waits behind it. Not
+        # "no worker answers" (a tester read that while the worker ran: T12)
+        return (
+            f"{WORKER_BUSY}: it runs a step of the {what} inside its workflow task since "
+            f"{inline} (a first stat, prepare or check attempt, which waits for its "
+            f"endpoint for at most {LOCAL_ATTEMPT_TIMEOUT.total_seconds():g} s before it "
+            f"is retried as a regular activity) and did not answer within "
+            f"{query_wait_s():g} s; shown: the {what}'s last recorded state"
+        )
     queue = f"{NO_WORKER_ANSWERS} on task queue {description.task_queue!r}"
     if polled:
         queue += (
@@ -1552,6 +1566,28 @@ def _no_worker_note(
         return f"{queue}: the {what} has not begun; it starts when a worker polls"
     heartbeats = "the streams' last heartbeats" if what == "transfer" else "the last heartbeats"
     return f"{queue}: progress is {heartbeats}; the {what} goes on when a worker polls"
+
+
+def _inline_step_since(description: Any) -> str | None:
+    """When (ISO 8601, UTC, seconds) the workflow task a worker holds for the described
+    run was first scheduled, while one is started and not completed (a local activity
+    runs inside it: the worker heartbeats the task, which keeps its first scheduled
+    time); None when none is, or the description does not say."""
+    raw = getattr(description, "raw_description", None)
+    try:
+        if raw is None or not raw.HasField("pending_workflow_task"):
+            return None
+        task = raw.pending_workflow_task
+        if task.state != PendingWorkflowTaskState.PENDING_WORKFLOW_TASK_STATE_STARTED:
+            return None
+        stamp = (
+            task.original_scheduled_time
+            if task.HasField("original_scheduled_time")
+            else task.scheduled_time
+        )
+        return stamp.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (AttributeError, ValueError):
+        return None
 
 
 def no_worker_note(

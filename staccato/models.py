@@ -117,6 +117,10 @@ class SyncLevel(StrEnum):
 #: how ``status`` begins its reason (``last_retry_error``) when no worker answers for a
 #: running transfer, dataset or group (nothing is being retried: it waits for a worker)
 NO_WORKER_ANSWERS = "no worker answers"
+#: how ``status`` begins its reason when the worker running the transfer holds its
+#: workflow task (a short step's first attempt runs inside it) and so does not answer
+#: the progress query in time: a worker runs it, nothing waits for one
+WORKER_BUSY = "its worker is busy"
 
 
 class TransferState(StrEnum):
@@ -517,6 +521,12 @@ class Checkpoint(BaseModel):
     #: server's receive time cannot tell a stalled stream; ``status`` counts the rate
     #: only while this is within the heartbeat timeout. None: a worker before it
     moved_at: float | None = None
+    #: wall-clock time (Unix seconds) the segment's bytes done (durable plus in flight:
+    #: how far the stream got) last grew past what any earlier attempt reached; carried
+    #: from attempt to attempt (a retried attempt reading or sending the same bytes
+    #: again does not move it). The hang watch's ``--retry-for`` counts from it
+    #: (:mod:`staccato.activities.retry_deadline`). None: not yet, or a worker before it
+    reached_at: float | None = None
 
     def moved_within(self, seconds: float, now: float | None = None) -> bool:
         """Whether the stream moved bytes within ``seconds`` of ``now`` (Unix seconds;

@@ -84,6 +84,14 @@ def _previous_progress_at() -> float | None:
     return checkpoint.progress_at if checkpoint is not None else None
 
 
+def _previous_reached_at() -> float | None:
+    """When the stream last got further than before, in an earlier attempt (its
+    checkpoint's ``reached_at``, Unix seconds), or None: the hang watch counts
+    ``--retry-for`` from it."""
+    checkpoint = previous_checkpoint()
+    return checkpoint.reached_at if checkpoint is not None else None
+
+
 def _stream_endpoints(request: StreamInput) -> str:
     return f"copying {redact(request.source)} to {redact(request.session.url)}"
 
@@ -103,7 +111,9 @@ def _refused_after_authenticating(err: AuthenticationRefusedError) -> RetryableE
 
 
 @activity.defn(name="copy_stream")
-@within_retry_for(_previous_progress_at, watch_hangs=_stream_endpoints)
+@within_retry_for(
+    _previous_progress_at, watch_hangs=_stream_endpoints, previous_reached=_previous_reached_at
+)
 @mapped_errors
 def copy_stream(request: StreamInput) -> StreamResult:
     """Copy the chunks of ``request.segment`` that the destination does not hold yet.
@@ -364,6 +374,7 @@ class _SegmentCopy:
             self.progress.rate_counts_in_flight = False
             self.progress.endpoint_errors = checkpoint.endpoint_errors
             self.progress.progress_at = checkpoint.progress_at
+            self.progress.reached_at = checkpoint.reached_at
             if checkpoint.segment == segment.index:
                 self.progress.reported_before = min(checkpoint.bytes_done, segment.length)
             if done_bytes > checkpoint.bytes_done:

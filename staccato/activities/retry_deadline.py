@@ -33,7 +33,16 @@ Temporal retried so for the whole allowance (10 minutes and more past
 watch*: a thread that, once the deadline has passed, gives the attempt up when no
 byte moved (:func:`staccato.endpoints.base.moved`: read from the source, sent to or
 acknowledged by the destination, a durable chunk) for :func:`hang_s` seconds
-(``STACCATO_HANG_S``, 30 by default). It interrupts the attempt's thread
+(``STACCATO_HANG_S``, 30 by default) and, for a stream, once ``--retry-for`` has
+passed since it last got further (its bytes done, durable or in flight, grew past
+what any attempt had reached: ``Checkpoint.reached_at``, carried from attempt to
+attempt, told here with :func:`reached`), not only since its last durable chunk: a
+stream whose chunk takes longer to read than ``--retry-for`` (large chunks, a slow
+source) gave a source that hung mid-chunk up after the hang limit alone, before
+``--retry-for`` had passed since its last byte (tester T5, an SFTP source). Bytes read
+or sent again by a retried attempt are not further (each attempt killed by its
+heartbeat timeout would start the count again). A failing attempt's give-up above
+still counts from durable progress. It interrupts the attempt's thread
 (:func:`staccato.interrupts.interrupt`, deferred while the stream guard is shielded)
 and the attempt fails, not retried, with a message naming the step's endpoints and
 how long nothing moved.
@@ -107,6 +116,22 @@ def progressed(at: float | None = None) -> float:
     return moment
 
 
+def reached(at: float | None = None) -> float:
+    """Record that this attempt's stream got further than any attempt before, at
+    ``at`` (Unix seconds; None: now): its hang watch counts ``--retry-for`` from it.
+
+    Returns:
+        The time recorded.
+    """
+    moment = time.time() if at is None else at
+    watch = _watch.get()
+    if watch is not None:
+        watch.reached_at = latest(watch.reached_at, moment)
+    return moment
+
+
+#: ``ApplicationError.type`` of :class:`staccato.activities.stream_lease.StreamLeaseExpiredError`
+_LEASE_EXPIRED = "StreamLeaseExpired"
 #: seconds between the hang watch's looks
 WATCH_TICK_S = 0.5
 #: seconds between repeated interrupts of a hung attempt (a broad ``except`` in a
@@ -150,10 +175,14 @@ class _HangWatch:
         *,
         motion: Motion | None = None,
         caller: bool = True,
+        reached_at: float | None = None,
     ):
         self.at = at  # the deadline before any progress of this attempt (Unix seconds)
         self.retry_for_s = retry_for_s
         self.progress_at = progress_at
+        #: when the stream last got further than any attempt before (Unix seconds:
+        #: :func:`reached`, or an earlier attempt's), or None (not a stream, not yet)
+        self.reached_at = reached_at
         self.where = where
         # Temporal times out an attempt whose thread is blocked without heartbeats (a
         # send to a stopped server) at its heartbeat timeout, and the failure of an
@@ -186,6 +215,30 @@ class _HangWatch:
         p = self.progress_at
         return self.at if p is None else max(self.at, p + self.retry_for_s)
 
+    def gives_up(self, idle: float) -> bool:
+        """Whether the attempt is given up now: past its deadline and ``--retry-for``
+        past the last time the stream got further (:attr:`reached_at`), and no byte
+        moved in this attempt for :attr:`limit_s` (``idle``: seconds since its last
+        motion)."""
+        now = time.time()
+        reached = self.reached_at
+        return (
+            idle >= self.limit_s
+            and now >= self.deadline()
+            and (reached is None or now >= reached + self.retry_for_s)
+        )
+
+    def words(self, idle: float) -> str:
+        """How long nothing moved, for the give-up message."""
+        moved = f"no byte moved for {idle:.0f} s (limit {self.limit_s:g} s, STACCATO_HANG_S)"
+        if self.reached_at is None:
+            return f"{moved} past the --retry-for deadline"
+        return (
+            f"{moved}, and the copy got no further for "
+            f"{max(0.0, time.time() - self.reached_at):.0f} s "
+            f"(--retry-for {self.retry_for_s:g} s)"
+        )
+
     def start(self) -> None:
         self._thread.start()
 
@@ -196,7 +249,7 @@ class _HangWatch:
             if self.message is None:
                 if self.motion.elsewhere:
                     continue  # the endpoints copy between themselves (server-side)
-                if idle < self.limit_s or time.time() < self.deadline():
+                if not self.gives_up(idle):
                     continue
             elif time.monotonic() - fired_at < _REPEAT_S:
                 # given up: repeated whatever moved since (a request sent again on a
@@ -207,10 +260,8 @@ class _HangWatch:
                     return
                 first = self.message is None
                 message = self.message or (
-                    f"{self.where}: the server did not answer: no byte moved for "
-                    f"{idle:.0f} s (limit {self.limit_s:g} s, STACCATO_HANG_S) past the "
-                    "--retry-for deadline; it may be hung or stopped. Check it, then "
-                    "run the transfer again"
+                    f"{self.where}: the server did not answer: {self.words(idle)}; it "
+                    "may be hung or stopped. Check it, then run the transfer again"
                 )
                 if first:
                     self.message = message
@@ -404,6 +455,7 @@ def deadline(retry_for_s: float, progress_at: float | None) -> float:
 def within_retry_for(
     previous: Callable[[], float | None],
     watch_hangs: Callable[[In], str] | None = None,
+    previous_reached: Callable[[], float | None] | None = None,
 ) -> Callable[[Callable[[In], Out]], Callable[[In], Out]]:
     """Wrap an activity (outside :func:`~staccato.activities.errors.mapped_errors`) so
     a retryable ``ApplicationError`` of an attempt that started at or after its
@@ -417,6 +469,10 @@ def within_retry_for(
         watch_hangs: for steps whose drivers report moved bytes: the endpoints the
             request talks to, in words (for the hang watch's message); None: no
             hang watch.
+        previous_reached: when the stream last got further, in an earlier attempt
+            (Unix seconds, from the heartbeat details), or None: the hang watch's
+            ``--retry-for`` counts from it or from what this attempt reports with
+            :func:`reached` (neither: from the deadline alone).
     """
 
     def decorate(fn: Callable[[In], Out]) -> Callable[[In], Out]:
@@ -433,6 +489,7 @@ def within_retry_for(
                         request.retry_for_s,
                         previous(),
                         watch_hangs(request),
+                        reached_at=previous_reached() if previous_reached else None,
                     )
             watch_token = _watch.set(watch)
             try:
@@ -452,6 +509,16 @@ def within_retry_for(
                 except ApplicationError as err:
                     if hung is not None and err.type != WorkerStoppingError.TYPE:
                         raise hung_error(hung, err) from None
+                    if err.type == _LEASE_EXPIRED and watch.reached_at is not None:
+                        # its heartbeat timeout came first (shorter than --retry-for):
+                        # blocked on a hung endpoint is as likely as a frozen process
+                        raise ApplicationError(
+                            f"{err.message}, or it was blocked {watch.where} (a server "
+                            "that accepts connections and does not answer)",
+                            *err.details,
+                            type=err.type,
+                            non_retryable=err.non_retryable,
+                        ) from None
                     raise
             except ApplicationError as err:
                 if (

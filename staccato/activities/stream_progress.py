@@ -24,7 +24,7 @@ from temporalio import activity
 from staccato import units
 from staccato.activities import stream_lease
 from staccato.activities.liveness import note_sent
-from staccato.activities.retry_deadline import progressed
+from staccato.activities.retry_deadline import progressed, reached
 from staccato.activities.stream_guard import StreamAbandonedError, shield, touch
 from staccato.endpoints.base import Reader
 from staccato.errors import WORKER_STOPPING_RETRY_S, RetryableError, WorkerStoppingError
@@ -154,6 +154,10 @@ class StreamProgress:
         #: when this attempt last moved bytes (Unix seconds; see ``Checkpoint.moved_at``)
         self.moved_at: float | None = None
         self._moved_mark: tuple[int, int, int] | None = None
+        #: when the bytes done last grew past any attempt's (Unix seconds; see
+        #: ``Checkpoint.reached_at``), carried in every checkpoint
+        self.reached_at: float | None = None
+        self._furthest = 0  # the most bytes done any checkpoint reported
 
     def add(self, copied: int, read: int) -> None:
         if copied > 0:
@@ -206,6 +210,10 @@ class StreamProgress:
             # MiB/s for --max-rate 4MiB summed over the streams), never sustained
             rate = min(rate, cap)
         rate = round(rate, 1)
+        if done > max(self._furthest, self.reported_before):
+            # further than any attempt got: progress for the hang watch's --retry-for
+            self._furthest = done
+            self.reached_at = reached()
         mark = (self.bytes_done, self.in_flight, self.bytes_read)
         if mark != self._moved_mark:  # bytes moved since the last checkpoint (or the start)
             self._moved_mark = mark
@@ -221,6 +229,7 @@ class StreamProgress:
             endpoint_errors=self.endpoint_errors,
             progress_at=self.progress_at,
             moved_at=self.moved_at,
+            reached_at=self.reached_at,
         )
 
     def source_bytes(self) -> int:

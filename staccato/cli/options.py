@@ -261,7 +261,8 @@ RetryForOption = Annotated[
         metavar="DURATION",
         help="Keep retrying transient failures (an endpoint down, a worker gone, a full "
         "disk: the copied bytes are kept) for this long without progress before "
-        "failing: 90s, 30m, 24h, 2d. Default: 24h.",
+        "failing: 90s, 30m, 24h, 2d. A server that hangs mid-copy: this long after the "
+        "copy last got further, once nothing moved for STACCATO_HANG_S. Default: 24h.",
         show_default=False,
     ),
 ]

@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 from staccato import units
 from staccato.datasets.names import shown_name
-from staccato.models import NO_WORKER_ANSWERS, TransferState, TransferStatus, TuningView
+from staccato.models import (
+    NO_WORKER_ANSWERS,
+    WORKER_BUSY,
+    TransferState,
+    TransferStatus,
+    TuningView,
+)
 
 if TYPE_CHECKING:  # only an annotation here: `--help` needs no Temporal client
     from staccato.client import StaccatoClient
@@ -39,6 +45,8 @@ def retry_note(s: TransferStatus) -> str:
         return ""
     if s.last_retry_error.startswith(NO_WORKER_ANSWERS):
         return f"waiting: {s.last_retry_error}"
+    if s.last_retry_error.startswith(WORKER_BUSY):  # a worker runs it: not waiting
+        return s.last_retry_error
     when = f" (next attempt at {s.next_attempt_at})" if s.next_attempt_at else ""
     return f"retrying: {s.last_retry_error}{when}"
 

@@ -41,6 +41,16 @@ SHORT_TIMEOUT = timedelta(minutes=2)
 #: ``activity_state_machine.rs``, ``ScheduleCommandCreated::on_activity_task_scheduled``),
 #: and every recorded history under tests/workflow/histories replays with it.
 SHORT_HEARTBEAT_TIMEOUT = timedelta(seconds=20)
+#: start-to-close of a short step's first, local attempt (and never past the step's
+#: retry budget): it runs inside the workflow task, which the worker holds (and the
+#: ``progress`` query waits behind) until it returns. A healthy stat or prepare takes
+#: milliseconds; one waiting for a hung endpoint (a SIGSTOPped S3 server) held it for
+#: the whole :data:`SHORT_TIMEOUT`, 2 min: ``--retry-for 15s`` gave up after ~130 s
+#: and ``status`` said no worker answered while the worker ran (tester T1, T12). Past
+#: this, the step goes on as a regular activity (retries backed off, its heartbeats and
+#: retry reasons in ``status``, the budget its schedule-to-close). Replay: a local
+#: activity's timeout is not in the history (its marker records the outcome).
+LOCAL_ATTEMPT_TIMEOUT = timedelta(seconds=10)
 STREAM_RATE_FLOOR = 1_000_000  # bytes/s assumed when sizing a stream's start-to-close timeout
 T = TypeVar("T")
 
@@ -64,7 +74,7 @@ async def short_activity(
 
     The first attempt is a local activity: it runs on this worker inside the workflow
     task, saving the ~20 ms server round trip of a regular activity (three of them per
-    transfer). If it fails with a retryable error, the activity runs again as a regular
+    transfer), for at most :data:`LOCAL_ATTEMPT_TIMEOUT` (and ``budget``). If it fails with a retryable error, the activity runs again as a regular
     activity with :data:`RETRY`, so its retries back off durably and their reasons show
     in ``status`` (pending activities; local activities do not appear there), and a
     worker that dies under one is noticed within :data:`SHORT_HEARTBEAT_TIMEOUT`.
@@ -75,12 +85,15 @@ async def short_activity(
     creates something at an endpoint (``prepare``: an S3 multipart upload) hands its
     result back for clean-up instead of leaving it unknown.
     """
+    local_timeout = LOCAL_ATTEMPT_TIMEOUT
+    if budget is not None:
+        local_timeout = max(min(local_timeout, budget), timedelta(seconds=1))
     try:
         return await workflow.execute_local_activity(
             name,
             args=[arg, *more_args],
             result_type=result_type,
-            start_to_close_timeout=SHORT_TIMEOUT,
+            start_to_close_timeout=local_timeout,
             retry_policy=RetryPolicy(maximum_attempts=1),
             cancellation_type=cancellation_type,
         )

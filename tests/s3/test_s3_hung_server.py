@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,8 @@ from temporalio.client import WorkflowExecutionStatus
 from staccato.client import StaccatoClient
 from staccato.errors import TransferFailedError
 from staccato.fanout_client import group_status
-from staccato.models import GroupState, TransferOptions, TransferState
+from staccato.models import NO_WORKER_ANSWERS, GroupState, TransferOptions, TransferState
+from staccato.workflows.calls import SHORT_TIMEOUT
 from tests.helpers import MiB, stopped_process_tree, wait_for_status, write_random
 from tests.s3.conftest import MeteredSeaweedS3
 from tests.s3.s3util import object_digest
@@ -270,3 +272,124 @@ async def test_s3_source_hung_under_publish_fails_naming_it(
     assert "none recorded" not in message, message
     assert status.bytes_durable == 0, status
     assert not destination.exists()
+
+
+async def _history(client: StaccatoClient, transfer: str) -> list[Any]:
+    """The transfer's history events (its latest run)."""
+    handle = client.temporal.get_workflow_handle(transfer)
+    return [event async for event in handle.fetch_history_events()]
+
+
+async def test_upload_to_hung_moto_gives_up_in_the_streams_first_attempt(
+    profile_client: StaccatoClient, moto_s3: Any, data_dir: Path
+) -> None:
+    """The tester's upload to moto (T1), the default heartbeat timeout (20 s: a hang
+    limit of 12 s), moto SIGSTOPped mid-copy. botocore retries an UploadPart whose send
+    timed out (after its 10 s connect timeout, which also bounds a send) on a new
+    connection, rewinding the part's body, and the stopped server's kernel takes the
+    first MiBs of each try: the old hang watch counted those re-sends as bytes moved,
+    every ~11 s, under its 12 s limit, so it never fired in the streams' first
+    attempts, which ended only when botocore's 5 tries did (~60 s); their retries
+    then gave up (~85 s after the stop). Now a re-sent piece is not motion: each
+    hung stream gives up in its first attempt, with the hang watch's reason, after
+    --retry-for past the last time it got further (its message says how long)."""
+    s3 = moto_s3.client()
+    bucket = "hang-first"
+    with contextlib.suppress(Exception):
+        s3.create_bucket(Bucket=bucket)
+    source = data_dir / "moto-first.bin"
+    write_random(source, SIZE, seed=77)
+    destination = f"s3://{bucket}/first.bin?profile=moto"
+    options = TransferOptions(chunk_size=8 * MiB, streams=2, max_rate=4 * MiB, retry_for_s=10)
+    transfer = await profile_client.submit(str(source), destination, options)
+    await _copying(profile_client, transfer)
+    assert moto_s3.pid is not None, "moto is not running"
+    with stopped_process_tree(moto_s3.pid):
+        with pytest.raises(TransferFailedError) as failed:
+            await asyncio.wait_for(profile_client.wait(transfer), GIVES_UP_WITHIN_S)
+    message = str(failed.value)
+    assert f"s3://{bucket}/first.bin" in message, message
+    assert "did not answer" in message, message
+    events = await _history(profile_client, transfer)
+    scheduled = {
+        e.event_id: e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    }
+    # a started event is written when its activity closes, with its last attempt
+    started = {
+        e.event_id: e.activity_task_started_event_attributes
+        for e in events
+        if e.HasField("activity_task_started_event_attributes")
+        and scheduled[e.activity_task_started_event_attributes.scheduled_event_id] == "copy_stream"
+    }
+    hung = [
+        e.activity_task_failed_event_attributes
+        for e in events
+        if e.HasField("activity_task_failed_event_attributes")
+        and e.activity_task_failed_event_attributes.started_event_id in started
+        and e.activity_task_failed_event_attributes.failure.application_failure_info.type
+        == "EndpointHung"
+    ]
+    assert hung, [e.event_type for e in events]
+    for failure in hung:
+        attempt = started[failure.started_event_id].attempt
+        # given up by the first attempt's own hang watch, not after a retry
+        assert attempt == 1, (attempt, failure.failure.message)
+        said = re.search(r"the copy got no further for (\d+) s", failure.failure.message)
+        assert said is not None, failure.failure.message
+        # --retry-for counts from the last time the stream got further (whole seconds)
+        assert int(said.group(1)) >= options.retry_for_s, failure.failure.message
+
+
+async def test_status_of_a_transfer_whose_prepare_hangs_never_says_no_worker_answers(
+    profile_client: StaccatoClient, moto_s3: Any, data_dir: Path
+) -> None:
+    """moto SIGSTOPped before the upload starts (T1, T12): the first attempt of its
+    ``prepare`` runs as a local activity, inside the workflow task, whose worker then
+    answers no progress query until it returns. The old first attempt waited for
+    the hung server for its whole start-to-close timeout (2 min): ``--retry-for 10s``
+    gave up after ~130 s, and meanwhile ``status`` said "waiting: no worker answers"
+    (every query that timed out behind the workflow task) while the worker ran. Now
+    the local attempt is cut at ``LOCAL_ATTEMPT_TIMEOUT`` (and the retry budget), the
+    step goes on as a regular activity, and a status whose query waited behind the
+    workflow task says that the worker is busy running a step, never that no worker
+    answers."""
+    s3 = moto_s3.client()
+    bucket = "hang-prepare"
+    with contextlib.suppress(Exception):
+        s3.create_bucket(Bucket=bucket)
+    source = data_dir / "moto-prepare.bin"
+    write_random(source, MiB, seed=78)
+    destination = f"s3://{bucket}/prepare.bin?profile=moto"
+    options = TransferOptions(retry_for_s=10)
+    said: list[str] = []
+    assert moto_s3.pid is not None, "moto is not running"
+    with stopped_process_tree(moto_s3.pid):
+        transfer = await profile_client.submit(str(source), destination, options)
+        deadline = time.monotonic() + GIVES_UP_WITHIN_S
+        while True:
+            assert await profile_client.pollers() > 0  # a worker polls throughout
+            status = await profile_client.status(transfer)
+            if status.last_retry_error:
+                said.append(status.last_retry_error)
+            if status.state in _ENDED:
+                break
+            assert time.monotonic() < deadline, f"still {status.state.value}: {status}"
+            await asyncio.sleep(0.2)
+    assert status.state == TransferState.failed, status
+    assert "prepare" in (status.error or "") and "did not answer" in (status.error or "")
+    for reason in said:
+        assert not reason.startswith(NO_WORKER_ANSWERS), said
+    events = await _history(profile_client, transfer)
+    began = events[0].event_time.ToDatetime()
+    local = [
+        e.event_time.ToDatetime()
+        for e in events
+        if e.HasField("marker_recorded_event_attributes")
+        and e.marker_recorded_event_attributes.marker_name == "core_local_activity"
+    ]
+    assert local, [e.event_type for e in events]
+    # the local attempts (stat, then the hung prepare) ended within their cut, not
+    # after the old 2 min
+    assert max(local) - began < SHORT_TIMEOUT, (began, local)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from staccato.client import StaccatoClient
+from staccato.endpoints.base import Motion, motion_tracker
 from staccato.endpoints.s3 import S3Driver, _b64_to_hex, _ViewBody
 from staccato.endpoints.s3.parts import (
     MAX_OBJECT_SIZE,
@@ -140,6 +141,29 @@ def test_view_body_streams_without_copying() -> None:
     assert body.read() == b""
     body.seek(0)
     assert body.tell() == 0 and bytes(body.read(-1)) == bytes(data)
+
+
+def test_view_body_pieces_re_sent_by_a_retry_are_not_motion() -> None:
+    """botocore rewinds a part's body to retry its request (a send that timed out on a
+    stopped server): only pieces past the furthest one sent before tell the hang watch
+    that bytes moved; the re-sends into a stopped server's socket buffers, every ~11 s,
+    kept its 12 s limit from being reached (tester T1)."""
+    body = _ViewBody(memoryview(bytearray(4 << 20)))
+    motion = Motion()
+    with motion_tracker(motion):
+        motion.at = 0.0
+        body.read(1)  # the first piece: nothing went to the socket yet
+        assert motion.at == 0.0
+        body.read(1)  # the first piece went out
+        assert motion.at > 0.0
+        body.read(1)
+        body.seek(0)  # botocore's retry
+        motion.at = 0.0
+        for _ in range(3):
+            body.read(1)  # the same three pieces again: no motion
+        assert motion.at == 0.0
+        body.read(1)  # the third piece went out for the first time
+        assert motion.at > 0.0
 
 
 @pytest.mark.parametrize("key", ["dir/", "a/b/"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from pathlib import Path
 
@@ -88,3 +89,42 @@ async def test_sftp_server_hung_before_prepare_fails_naming_the_destination(
     assert str(out / "hang.bin") in message, message
     assert "did not answer" in message, message
     assert "none recorded" not in message, message
+
+
+async def test_hung_sftp_source_gives_up_retry_for_after_its_last_byte(
+    sftp_client: StaccatoClient, sftp_logged: SshdServer, data_dir: Path
+) -> None:
+    """An SFTP *source* stopped mid-chunk (T5), a chunk longer to read than
+    ``--retry-for``: no chunk is durable yet, so the attempt's deadline (its schedule
+    plus the budget) passed while it still read. The old hang watch then gave up once
+    nothing had moved for its hang limit (3 s here: 0.6 x the 5 s heartbeat timeout),
+    before ``--retry-for`` had passed since the source's last byte. ``--retry-for``
+    counts from the last time the copy got further: the give-up says so."""
+    source_file = data_dir / "hang-source.bin"
+    write_random(source_file, SIZE, seed=79)
+    source = sftp_logged.url(str(source_file))
+    destination = data_dir / "from-sftp.bin"
+    options = TransferOptions(
+        chunk_size=32 * MiB, streams=1, max_rate=MiB, retry_for_s=8, heartbeat_timeout_s=5
+    )
+    transfer = await sftp_client.submit(source, str(destination), options)
+    # mid-chunk (32 s at 1 MiB/s), past the attempt's deadline (its start + 8 s)
+    await wait_for_status(
+        sftp_client,
+        transfer,
+        lambda s: (
+            s.bytes_done >= 12 * MiB
+            or s.state in (TransferState.completed, TransferState.failed, TransferState.cancelled)
+        ),
+        timeout_s=120,
+    )
+    with _stopped(sftp_logged):
+        with pytest.raises(TransferFailedError) as failed:
+            await asyncio.wait_for(sftp_client.wait(transfer), GIVES_UP_WITHIN_S)
+    message = str(failed.value)
+    assert source in message, message
+    assert "did not answer" in message, message
+    said = re.search(r"the copy got no further for (\d+) s", message)
+    assert said is not None, message
+    assert int(said.group(1)) >= options.retry_for_s, message
+    assert not destination.exists()

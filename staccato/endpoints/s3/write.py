@@ -35,11 +35,23 @@ _SEND_PIECE = 1 << 20  # bytes handed to the socket per write while sending a ch
 class _ViewBody:
     """A seekable, read-only file over a memoryview: botocore streams it (and rewinds it
     to retry) without copying the chunk; reads hand out slices of at least 1 MiB so
-    the socket is fed in large writes."""
+    the socket is fed in large writes.
+
+    A piece handed out tells the hang watch that the one before it went to the socket
+    (:func:`~staccato.endpoints.base.moved`), only the first time a piece that far into
+    the body goes: botocore retries a request whose send timed out (its 10 s connect
+    timeout also bounds a send) on a new connection, rewinding the body, and the
+    kernel of a stopped server still takes the first MiBs of each. Counted as motion,
+    those re-sends, every ~11 s, kept a stream to a SIGSTOPped moto "moving" under
+    the 12 s limit of the default heartbeat timeout: its hang watch never fired, and
+    the attempt ended only when botocore's 5 tries did (~60 s), a minute late."""
 
     def __init__(self, view: memoryview) -> None:
         self._view = view
         self._position = 0
+        #: the furthest position a piece was handed out from (bytes): pieces below it
+        #: are re-sends of a retried request, not motion
+        self._furthest = 0
 
     def __len__(self) -> int:
         return len(self._view)
@@ -53,8 +65,9 @@ class _ViewBody:
             end = min(len(self._view), self._position + max(size, _SEND_PIECE))
         write_fence()  # the piece goes on the wire next
         piece = self._view[self._position : end]
-        if self._position:
-            moved()  # the piece before this one went to the socket
+        if self._position > self._furthest:
+            moved()  # the piece before this one went to the socket (the first time)
+            self._furthest = self._position
         self._position = end
         # A large part can take longer to send than the heartbeat timeout: heartbeat
         # (rate-limited) while sending. If the stream was cancelled this raises, the
