@@ -41,7 +41,10 @@ old content reported as the new.
 
 A stale writer (an attempt Temporal gave up on) checks before each chunk that the temp
 file still exists; after publish or abort it stops with a retryable error. (SFTP v3
-has no inode numbers, so the check is by name.)
+has no inode numbers, so the check is by name.) What it had sent before is kept off
+the published file by the writers directory (:mod:`~staccato.endpoints.sftp.writers`):
+publish renames the temp file only when every writer closed its handles on it, else
+a fresh copy of it.
 """
 
 from __future__ import annotations
@@ -763,6 +766,7 @@ class SFTPDriver(Driver):
                 if published(sftp, paths, session.size, chunks):
                     # an earlier attempt published it (the activity retried after the rename)
                     remove_if_exists(sftp, paths["backup"])
+                    clear(sftp, paths["temp"])
                     remove_if_exists(sftp, paths["journal"])
                     return
                 raise WriteSessionLost(

@@ -106,21 +106,23 @@ def register(sftp: StaccatoSFTP, temp: str) -> str:
         WriteSessionLost: the writers directory is gone (the session was published or
             aborted; or opened by an older worker version, without one).
         OSError: another refusal by the server.
+        Exception: what the stream's write fence raises (its lease is lost).
     """
     entry = posixpath.join(writers_of(temp), uuid.uuid4().hex)
+    base.write_fence()  # a stream attempt woken after it lost its segment registers nothing
     try:
         sftp.mkdir(entry, 0o700)
     except OSError as err:
-        if _code(err) == FX_NO_SUCH_FILE or sftp_missing(sftp, writers_of(temp)):
+        if _code(err) == FX_NO_SUCH_FILE or _missing(sftp, writers_of(temp)):
             raise WriteSessionLost(
-                f"write session {temp} takes no more writers (published, or aborted by "
-                "another attempt; or opened by an older worker version)"
+                f"write session {temp} is gone (published or aborted by another attempt: "
+                "it takes no more writers; or opened by an older worker version)"
             ) from None
         raise
     return entry
 
 
-def sftp_missing(sftp: StaccatoSFTP, path: str) -> bool:
+def _missing(sftp: StaccatoSFTP, path: str) -> bool:
     """Whether ``path`` does not exist on the server (other failures: False)."""
     try:
         sftp.stat(path)
