@@ -17,6 +17,10 @@ import re
 
 TEMP_SUFFIX = ".staccato-part"
 JOURNAL_SUFFIX = ".staccato-journal"
+#: an SFTP session's writers directory and the fresh copy its publish may write
+#: (:mod:`staccato.endpoints.sftp.writers`)
+WRITERS_SUFFIX = ".staccato-writers"
+FRESH_SUFFIX = ".staccato-fresh"
 
 #: the bytes of a target's name kept in its temp names (file, SFTP): a longer name is
 #: cut there, and a UTF-8 character the cut splits is dropped (up to 3 more bytes)
@@ -48,26 +52,33 @@ def journal_of(temp: str) -> str:
 
 
 #: a temp or journal name of any target (the last segment of a path or key)
-_ANY_TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{16}(?:\.staccato-part|\.staccato-journal)", re.DOTALL)
+_ANY_TEMP_NAME = re.compile(
+    r"\..+\.[0-9a-f]{16}\.staccato-(?:part|journal|writers|fresh)", re.DOTALL
+)
 
 
 def is_temp_name(name: str) -> bool:
     """Whether the last segment of ``name`` (a relative path or key: ``d/.f.bin.<16
     hex>.staccato-part``) is a write session's temp or journal name
-    (``.NAME.<16 hex>.staccato-part`` / ``-journal``): what a dataset's listing of a
+    (``.NAME.<16 hex>.staccato-part`` / ``-journal``), or an SFTP session's writers
+    directory or fresh copy (``-writers`` / ``-fresh``): what a dataset's listing of a
     source leaves out (another transfer's session in flight there, or one left; never
     a file to copy). String operations only."""
-    if not name.endswith((TEMP_SUFFIX, JOURNAL_SUFFIX)):
+    if not name.endswith((TEMP_SUFFIX, JOURNAL_SUFFIX, WRITERS_SUFFIX, FRESH_SUFFIX)):
         return False
     return _ANY_TEMP_NAME.fullmatch(name.rsplit("/", 1)[-1]) is not None
 
 
-def leftover_pattern(name: str) -> re.Pattern[bytes] | None:
+def leftover_pattern(name: str, more: tuple[str, ...] = ()) -> re.Pattern[bytes] | None:
     """The temp and journal names (``.NAME.<16 hex>.staccato-part`` / ``-journal``)
     of write sessions for the target ``name`` (file and SFTP endpoints), as bytes;
     None when ``name`` is longer than :data:`SWEPT_NAME_BYTES` (a longer target's
-    temp names may share their prefix with another target's: never swept)."""
+    temp names may share their prefix with another target's: never swept). ``more``:
+    other suffixes after ``.staccato-`` an endpoint writes (SFTP: ``writers``, ``fresh``)."""
     raw = name.encode(errors="surrogateescape")
     if len(raw) > SWEPT_NAME_BYTES or not raw:
         return None
-    return re.compile(rb"\." + re.escape(raw) + rb"\.[0-9a-f]{16}\.staccato-(?:part|journal)")
+    kinds = "|".join(("part", "journal", *(re.escape(kind) for kind in more)))
+    return re.compile(
+        rb"\." + re.escape(raw) + rb"\.[0-9a-f]{16}\.staccato-(?:" + kinds.encode() + rb")"
+    )

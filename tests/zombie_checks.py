@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import signal
+import struct
+import termios
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -52,6 +55,8 @@ def short_poll_server(directory: Path, expiry: str = POLL_EXPIRY) -> Iterator[Te
 
 #: x86_64 system call number, as ``/proc/PID/task/TID/syscall`` shows a blocked call
 FDATASYNC = 75
+#: x86_64 system call numbers of poll and ppoll (a server waiting for input)
+POLL, PPOLL = 7, 271
 #: x86_64 system call number of pwrite64 (a chunk written with direct I/O spends its
 #: time here; its fdatasync then has little to flush)
 PWRITE64 = 18
@@ -105,29 +110,153 @@ def open_under(pids: Iterable[int], directory: Path) -> list[str]:
     return held
 
 
-def sending_to(pid: int, port: int, queued: int = 1) -> bool:
-    """Whether ``pid`` holds an established TCP connection to 127.0.0.1:``port`` with
-    at least ``queued`` bytes in its send queue (sent, not yet acknowledged by TCP)."""
+def _tcp_sockets() -> list[tuple[int, int, int, int, str]]:
+    """Established TCP sockets on 127.0.0.1 (``/proc/net/tcp``): ``(local port, remote
+    port, send queue, receive queue, inode)``. The queues in bytes: sent and not yet
+    acknowledged by the peer's TCP; received and not yet read by the process."""
+    found = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] != "01":
+            continue
+        tx_queue, rx_queue = (int(n, 16) for n in fields[4].split(":"))
+        found.append(
+            (
+                int(fields[1].split(":")[1], 16),
+                int(fields[2].split(":")[1], 16),
+                tx_queue,
+                rx_queue,
+                fields[9],
+            )
+        )
+    return found
+
+
+def sending_connection(pid: int, port: int, queued: int) -> int | None:
+    """The local port of a connection of ``pid`` to 127.0.0.1:``port`` with at least
+    ``queued`` bytes in its send queue, or None."""
     try:
         inodes = {
             os.readlink(f"/proc/{pid}/fd/{fd}")[len("socket:[") : -1]
             for fd in os.listdir(f"/proc/{pid}/fd")
             if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:[")
         }
-        table = Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]
     except OSError:
+        return None
+    for local, remote, tx_queue, _, inode in _tcp_sockets():
+        if remote == port and inode in inodes and tx_queue >= queued:
+            return local
+    return None
+
+
+def unread_by_server(client_port: int, port: int) -> int:
+    """Bytes the client at ``client_port`` sent to the server at ``port`` that the
+    server has not read: in the client's send queue and in the server's receive queue."""
+    total = 0
+    for local, remote, tx_queue, rx_queue, _ in _tcp_sockets():
+        if (local, remote) == (client_port, port):
+            total += tx_queue
+        elif (local, remote) == (port, client_port):
+            total += rx_queue
+    return total
+
+
+def server_side(client_port: int, port: int) -> list[int]:
+    """The processes holding the server's end (port ``port``) of the connection from
+    ``client_port`` (sshd's processes of that connection), with their descendants."""
+    inodes = {
+        f"socket:[{inode}]"
+        for local, remote, _, _, inode in _tcp_sockets()
+        if (local, remote) == (port, client_port)
+    }
+    holders = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{entry}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{entry}/fd/{fd}") in inodes:
+                    holders.append(int(entry))
+                    break
+            except OSError:
+                continue
+    return list(dict.fromkeys(pid for holder in holders for pid in tree(holder)))
+
+
+async def freeze_a_writer_and_its_server(
+    workers: list[WorkerProcess], port: int, queued: int, timeout_s: float = 30
+) -> tuple[WorkerProcess, list[int], list[int], int]:
+    """Poll the activity processes of ``workers`` until one sends to the server at
+    127.0.0.1:``port`` (64 KiB in its send queue: a chunk's write requests); SIGSTOP
+    the server's processes of that connection (sshd and the ``sftp-server`` it runs),
+    wait until the writer sent ``queued`` bytes more than the server read (up to 5
+    s), then SIGSTOP the writer's whole worker. Bytes sent and not read are carried out
+    by the server only after it is woken: a writer's requests wholly in the kernel's
+    queues when it froze, which no check of its own can call back.
+
+    Returns:
+        The frozen worker, its pids stopped, the server's pids stopped (SIGCONT them
+        all) and the writer's local port.
+
+    Raises:
+        AssertionError: no writer was caught with ``queued`` bytes unread within
+            ``timeout_s`` seconds (the server was woken again).
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for worker in workers:
+            assert worker.process is not None
+            for pid in tree(worker.process.pid)[1:]:
+                client = sending_connection(pid, port, 64 * 1024)
+                if client is None:
+                    continue
+                server = server_side(client, port)
+                for other in server:
+                    os.kill(other, signal.SIGSTOP)
+                held = time.monotonic() + 5
+                while unread_by_server(client, port) < queued and time.monotonic() < held:
+                    await asyncio.sleep(0.01)
+                os.kill(pid, signal.SIGSTOP)
+                frozen = tree(worker.process.pid)
+                for other in frozen:
+                    os.kill(other, signal.SIGSTOP)
+                unread = unread_by_server(client, port)
+                if unread >= queued:
+                    print(f"{unread} bytes sent by {pid} are not read by the server")
+                    return worker, frozen, server, client
+                thaw(server + frozen)
+        await asyncio.sleep(0)
+    raise AssertionError(f"no writer was caught with {queued} bytes unread in {timeout_s} s")
+
+
+def _pipe_bytes(pid: int, fd: int) -> int:
+    """Bytes waiting in the pipe ``pid`` reads as ``fd`` (``FIONREAD``)."""
+    descriptor = os.open(f"/proc/{pid}/fd/{fd}", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        return struct.unpack("i", fcntl.ioctl(descriptor, termios.FIONREAD, b"\0" * 4))[0]
+    finally:
+        os.close(descriptor)
+
+
+def server_idle(server: list[int], client_port: int, port: int) -> bool:
+    """Whether the server's processes ``server`` of the connection from ``client_port``
+    carried out all it sent: nothing unread on the connection, every process waiting
+    in a system call, and ``sftp-server`` waiting in ``poll`` with nothing in its input
+    pipe (it answers each request, so it polls with none whole left in its buffer)."""
+    if unread_by_server(client_port, port):
         return False
-    for line in table:
-        fields = line.split()
-        remote, state, tx_queue, inode = fields[2], fields[3], fields[4], fields[9]
-        if (
-            state == "01"
-            and int(remote.split(":")[1], 16) == port
-            and inode in inodes
-            and int(tx_queue.split(":")[0], 16) >= queued
-        ):
-            return True
-    return False
+    for pid in server:
+        calls = blocked_calls(pid)
+        if not calls:
+            return False  # running
+        if Path(f"/proc/{pid}/comm").read_text().strip() == "sftp-server":
+            if not calls <= {POLL, PPOLL} or _pipe_bytes(pid, 0):
+                return False
+    return True
 
 
 async def freeze_a_writer(

@@ -27,10 +27,13 @@ window, a full socket): the SFTP driver therefore checks again before every SSH 
 of a request and before every socket send in the stream's thread, and cuts the
 connection when the lease is gone, so a half-sent request is never completed
 (``tests/sftp/test_sftp_lease.py``). What the lease cannot stop: bytes already inside
-the kernel (or on the wire) when the process is frozen; a fenced send happens within
-microseconds of its check. Destinations refuse stale writers themselves too: a file
+the kernel (or on the wire) when the process is frozen, and a send frozen between its
+check and its system call. Destinations refuse stale writers themselves too: a file
 session's temp file is checked before each chunk, S3 refuses parts of a completed
-upload, SFTP's temp file is checked before each chunk.
+upload, SFTP's temp file is checked before each chunk, and an SFTP publish never
+renames a temp file a writer that did not close it may still write into
+(:mod:`staccato.endpoints.sftp.writers`: the requests it sent before it froze are
+carried out on a file no one reads).
 
 A lease starts at the attempt's start as the Temporal server recorded it
 (``activity.info().started_time``, the server's clock), not when the worker runs it:

@@ -160,7 +160,10 @@ class _LocalDirectory(EndpointAdapter):
     def lose_session_data(self, keep: str) -> set[str]:
         lost = self.listing() - {keep}
         for name in lost:
-            os.unlink(self.root / name)
+            if (self.root / name).is_dir():  # an SFTP session's writers directory
+                shutil.rmtree(self.root / name)
+            else:
+                os.unlink(self.root / name)
         return lost
 
     def lose_temp(self, session: WriteSession) -> None:

@@ -2,12 +2,18 @@
 
 An SFTP chunk goes out as pipelined write requests on a handle of the temp file; the
 temp file's name is checked once per chunk. A worker frozen (SIGSTOP of its whole
-process tree) while its stream waits for the server's acknowledgements, in the
-middle of a chunk (its write requests queued on the connection), and woken after the other worker has completed and published the
-file, would send the rest of that chunk on its handle, which now leads to the
-published file. The stream's lease stops it before its next write request: the
-published file's bytes, mtime and ctime stay as published, the server wrote nothing
-into it after publish, and no temp file is left.
+process tree) in the middle of a chunk, and woken after the other worker has
+completed and published the file, would send the rest of that chunk on its handle,
+which after the rename leads to the published file; its lease stops it before its
+next send. But the requests it had sent and the server had not read yet (in the
+kernel's socket queues) are carried out whenever the server reads them, lease or not:
+the test holds the server's processes of that connection (sshd, ``sftp-server``)
+frozen too, from just before the writer, until at least one whole write request is
+unread (:data:`UNREAD`), and wakes them after publish. Publish must not have renamed
+the file those requests write into (``staccato.endpoints.sftp.writers``): the
+published file's bytes, inode, mtime and ctime stay as published, and no temp file is
+left. (The old publish renamed the temp file itself: its mtime and ctime changed once
+the server was woken, in each run; 1 run in 16 when only the worker was frozen.)
 """
 
 from __future__ import annotations
@@ -26,10 +32,12 @@ from tests.helpers import (
 from tests.servers.sshd import SshdServer
 from tests.zombie_checks import (
     check_nothing_written_after_publish,
-    freeze_a_writer,
+    freeze_a_writer_and_its_server,
     outlast_the_frozen,
-    sending_to,
+    server_idle,
     short_poll_server,
+    thaw,
+    wait_for,
 )
 
 # 4 chunks over 2 streams: the writer is caught in its first chunk, polled from the
@@ -41,14 +49,11 @@ HEARTBEAT_TIMEOUT_S = 3
 #: transfers tried until one is caught mid-chunk (each ends by itself when it is not)
 _TRIES = 6
 OPTIONS = TransferOptions(chunk_size=CHUNK, streams=2, heartbeat_timeout_s=HEARTBEAT_TIMEOUT_S)
+#: unread bytes the writer must have sent its server when frozen: two of the largest
+#: write requests (OpenSSH's max-write-length is 255 KiB; a request plus its SSH packet
+#: overhead is under 264 KiB) and more, so at least one lies wholly in them
+UNREAD = 640 * 1024
 _HANDLE = re.compile(r'(?P<what>open|close) "(?P<path>[^"]+\.staccato-part)"')
-
-
-def _sending_a_chunk(pid: int, port: int) -> bool:
-    """Whether ``pid`` is in the middle of a chunk's write requests to the server at
-    ``port``: bytes it sent are queued on its connection (a chunk's fsync request and
-    journal line are too small to queue 64 KiB; reading the source sends nothing)."""
-    return sending_to(pid, port, 64 * 1024)
 
 
 def _open_handles(log: Path, directory: Path) -> int:
@@ -102,21 +107,30 @@ async def test_frozen_sftp_stream_writes_nothing_after_losing_its_segment(
                 # (or every 9 s of progress reports), and on a quiet machine 256 MiB
                 # were nearly copied by then, so no transfer of 3 was caught
                 try:
-                    zombie, frozen = await freeze_a_writer(
-                        [first, second],
-                        lambda pid: _sending_a_chunk(pid, sftp_logged.port),
-                        timeout_s=20,
+                    zombie, frozen, server, writer = await freeze_a_writer_and_its_server(
+                        [first, second], sftp_logged.port, UNREAD, timeout_s=20
                     )
                     break
                 except AssertionError:
                     await asyncio.wait_for(client.wait(transfer), 120)
             else:
                 raise AssertionError(f"no chunk write was caught in {_TRIES} transfers")
-            print(f"froze worker tree {frozen} mid-chunk")
-            published = await outlast_the_frozen(
-                client, transfer, frozen, destination,
-                size=SIZE, digest=digest, heartbeat_timeout_s=HEARTBEAT_TIMEOUT_S,
-            )  # fmt: skip
+            print(f"froze worker {frozen} and its server {server} mid-chunk")
+            try:
+                # the server is woken once the file is published (the worker stays
+                # frozen) and carries out the requests the writer had sent
+                published = await outlast_the_frozen(
+                    client, transfer, server, destination,
+                    size=SIZE, digest=digest, heartbeat_timeout_s=HEARTBEAT_TIMEOUT_S,
+                )  # fmt: skip
+                await wait_for(lambda: server_idle(server, writer, sftp_logged.port), 30)
+                after = destination.stat()
+                assert (after.st_mtime_ns, after.st_ctime_ns) == (
+                    published.st_mtime_ns,
+                    published.st_ctime_ns,
+                ), "the frozen writer's requests were carried out on the published file"
+            finally:
+                thaw(frozen)
             # the woken streams end: the server closed every handle on the temp file,
             # and the woken worker's attempts ended
             await check_nothing_written_after_publish(

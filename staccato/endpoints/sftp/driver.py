@@ -41,7 +41,10 @@ old content reported as the new.
 
 A stale writer (an attempt Temporal gave up on) checks before each chunk that the temp
 file still exists; after publish or abort it stops with a retryable error. (SFTP v3
-has no inode numbers, so the check is by name.)
+has no inode numbers, so the check is by name.) What it had sent before is kept off
+the published file by the writers directory (:mod:`~staccato.endpoints.sftp.writers`):
+publish renames the temp file only when every writer closed its handles on it, else
+a fresh copy of it.
 """
 
 from __future__ import annotations
@@ -107,6 +110,7 @@ from staccato.endpoints.sftp.protocol import (
 )
 from staccato.endpoints.sftp.ssh import resolve
 from staccato.endpoints.sftp.streams import SFTPChunkWriter, SFTPReader
+from staccato.endpoints.sftp.writers import clear, fresh_copy, fresh_of, make_directory, seal
 from staccato.errors import (
     DestinationMissing,
     IsADirectory,
@@ -125,8 +129,10 @@ from staccato.errors import (
 from staccato.models import ListPage, ObjectInfo, WriteSession
 from staccato.plan import chunk_bounds, chunk_count
 from staccato.temp_names import (
+    FRESH_SUFFIX,
     JOURNAL_SUFFIX,
     TEMP_SUFFIX,
+    WRITERS_SUFFIX,
     journal_of,
     leftover_pattern,
     session_stem,
@@ -137,6 +143,8 @@ T = TypeVar("T")
 log = logging.getLogger("staccato.sftp")
 
 _BACKUP_SUFFIX = ".staccato-old"
+#: the SFTP session names the leftover sweep takes besides temp file and journal
+_MORE_KINDS = (WRITERS_SUFFIX.removeprefix(".staccato-"), FRESH_SUFFIX.removeprefix(".staccato-"))
 # largest file measured by reading when its stat size is wrong (e.g. under /proc)
 MEASURE_LIMIT_BYTES = 64 * 1024 * 1024
 _MEASURE_BUFFER = 1024 * 1024
@@ -490,11 +498,13 @@ class SFTPDriver(Driver):
             "temp": stem + TEMP_SUFFIX,
             "journal": stem + JOURNAL_SUFFIX,
             "backup": stem + _BACKUP_SUFFIX,
+            "writers": stem + WRITERS_SUFFIX,
+            "fresh": stem + FRESH_SUFFIX,
         }
 
     def remove_leftovers(self, url: EndpointURL, session_key: str) -> list[str]:
         directory, name = posixpath.split(url.path)
-        pattern = leftover_pattern(name)
+        pattern = leftover_pattern(name, _MORE_KINDS)
         if pattern is None:
             return []
         own = self._paths(url, session_key)
@@ -508,16 +518,19 @@ class SFTPDriver(Driver):
             ]
             # a temp file and its journal go only when the journal is one Staccato
             # wrote (decided before anything goes): a user's files may have these names
-            journals = {journal_of(p) if p.endswith(TEMP_SUFFIX) else p for p in found}
+            journals = {_journal_beside(p) for p in found}
             ours = {j for j in journals if written_by_staccato(sftp, j)}
             for path in found:
-                if path in (own["temp"], own["journal"]):
+                if path in (own["temp"], own["journal"], own["writers"], own["fresh"]):
                     continue
-                if (journal_of(path) if path.endswith(TEMP_SUFFIX) else path) not in ours:
+                if _journal_beside(path) not in ours:
                     log.info("kept %s: no journal Staccato wrote beside it", path)
                     continue
                 try:
-                    remove_if_exists(sftp, path)
+                    if path.endswith(WRITERS_SUFFIX):
+                        clear(sftp, path.removesuffix(WRITERS_SUFFIX) + TEMP_SUFFIX)
+                    else:
+                        remove_if_exists(sftp, path)
                 except OSError as err:  # one that cannot go (a directory) keeps no other
                     log.warning("leftover temp data %s not removed: %s", path, err)
                     continue
@@ -544,6 +557,7 @@ class SFTPDriver(Driver):
             finally:
                 sftp.close_handle(handle)
             sftp.close_handle(sftp.open_handle(paths["journal"], FXF_WRITE | FXF_CREAT))
+            make_directory(sftp, paths["temp"])
 
         self._run(url, f"destination {url}", op)
         return WriteSession(
@@ -759,6 +773,7 @@ class SFTPDriver(Driver):
                 if published(sftp, paths, session.size, chunks):
                     # an earlier attempt published it (the activity retried after the rename)
                     remove_if_exists(sftp, paths["backup"])
+                    clear(sftp, paths["temp"])
                     remove_if_exists(sftp, paths["journal"])
                     return
                 raise WriteSessionLost(
@@ -786,15 +801,28 @@ class SFTPDriver(Driver):
                     raise PermanentError(
                         f"refusing to publish {url}: temp file has {temp_attrs.st_size} bytes, expected {session.size}"
                     )
-                handle = sftp.open_handle(paths["temp"], FXF_READ)
-                try:
-                    sftp.fsync_handle(handle)
-                finally:
-                    sftp.close_handle(handle)
-                self._mark(sftp, paths, temp_attrs, chunks, journal_handle)
+                # no handle a writer opened on the temp file may lead to the published
+                # file: renamed only when every writer closed its handles, else a
+                # fresh copy is published (the writers directory, see writers.py)
+                sealed = seal(sftp, paths["temp"])
+                if sealed:
+                    handle = sftp.open_handle(paths["temp"], FXF_READ)
+                    try:
+                        sftp.fsync_handle(handle)
+                    finally:
+                        sftp.close_handle(handle)
+                    publishing, attrs = paths["temp"], temp_attrs
+                else:
+                    publishing = fresh_of(paths["temp"])
+                    attrs = fresh_copy(sftp, session, publishing, journal)
+                self._mark(sftp, paths, publishing, attrs, chunks, journal_handle)
             finally:
                 sftp.close_handle(journal_handle)
-            self._replace(sftp, paths)
+            self._replace(sftp, {**paths, "temp": publishing})
+            if not sealed:
+                # what stale writers may still write into, then their entries
+                remove_if_exists(sftp, paths["temp"])
+                clear(sftp, paths["temp"])
             remove_if_exists(sftp, paths["backup"])
             remove_if_exists(sftp, paths["journal"])
 
@@ -804,11 +832,13 @@ class SFTPDriver(Driver):
     def _mark(
         sftp: StaccatoSFTP,
         paths: dict[str, str],
+        publishing: str,
         temp_attrs: SFTPAttributes,
         chunks: int,
         journal: bytes,
     ) -> None:
-        """Record the publish marker: the mtime (seconds) the temp file has, made
+        """Record the publish marker: the mtime (seconds) the file to be renamed over
+        the target (``publishing``: the temp file or its fresh copy) has, made
         different from the current target's (``SETSTAT``, draft-ietf-secsh-filexfer-02
         §6.9) where they are equal, written and fsynced into the journal's slot after
         the chunk records (``journal``: its open handle). Without ``SETSTAT`` (refused)
@@ -819,13 +849,13 @@ class SFTPDriver(Driver):
         if target is not None and target.st_mtime == mtime:
             mtime += 1
             try:
-                sftp.utime(paths["temp"], (int(temp_attrs.st_atime or mtime), mtime))
+                sftp.utime(publishing, (int(temp_attrs.st_atime or mtime), mtime))
             except OSError as err:
                 if isinstance(err, (TimeoutError, ConnectionError)):
                     raise
                 log.info(
                     "%s: cannot set the temp file's mtime (%s): publishing without a marker",
-                    paths["temp"],
+                    publishing,
                     err,
                 )
                 return
@@ -880,6 +910,8 @@ class SFTPDriver(Driver):
 
         def op(sftp: StaccatoSFTP) -> None:
             remove_if_exists(sftp, paths["temp"])
+            remove_if_exists(sftp, fresh_of(paths["temp"]))
+            clear(sftp, paths["temp"])
             remove_if_exists(sftp, paths["journal"])
             if stat_or_none(sftp, paths["backup"]) is not None:
                 if stat_or_none(sftp, paths["path"]) is None:
@@ -890,6 +922,15 @@ class SFTPDriver(Driver):
                     remove_if_exists(sftp, paths["backup"])
 
         self._run(url, f"destination {url}", op)
+
+
+def _journal_beside(path: str) -> str:
+    """The journal of the session a temp file, writers directory or fresh copy
+    ``path`` belongs to (a journal: itself)."""
+    for suffix in (TEMP_SUFFIX, WRITERS_SUFFIX, FRESH_SUFFIX):
+        if path.endswith(suffix):
+            return path.removesuffix(suffix) + JOURNAL_SUFFIX
+    return path
 
 
 def _children(sftp: StaccatoSFTP, path: str, resolve: bool = False) -> list[Child]:

@@ -33,6 +33,7 @@ from staccato.endpoints.sftp.pipeline import (
 from staccato.endpoints.sftp.pool import POOL
 from staccato.endpoints.sftp.protocol import FX_NO_SUCH_FILE, FXF_READ, FXF_WRITE, StatusError
 from staccato.endpoints.sftp.ssh import SSHHost, resolve
+from staccato.endpoints.sftp.writers import deregister, register
 from staccato.errors import SourceChanged, WriteSessionLost
 from staccato.models import ObjectInfo, WriteSession
 from staccato.plan import chunk_count
@@ -149,6 +150,11 @@ class SFTPChunkWriter(ChunkWriter):
         self._handle: bytes | None = None
         self._journal: bytes | None = None
         self._hasher: ThreadPoolExecutor | None = None
+        #: this writer's entry in the session's writers directory (registered before
+        #: the temp file is opened, removed once its handles are closed: publish tells
+        #: by it whether a handle on the temp file may still write; see
+        #: :mod:`~staccato.endpoints.sftp.writers`)
+        self._entry: str | None = None
         self._connection: Connection | None = POOL.acquire(resolve(self._url))
         try:
             with (
@@ -156,6 +162,7 @@ class SFTPChunkWriter(ChunkWriter):
                 guarded(self._connection),
             ):
                 sftp = self._connection.sftp
+                self._entry = register(sftp, self._temp)
                 try:
                     self._handle = sftp.open_handle(self._temp, FXF_WRITE)
                     self._journal = sftp.open_handle(self._journal_path, FXF_WRITE)
@@ -252,6 +259,9 @@ class SFTPChunkWriter(ChunkWriter):
                     for handle in (self._handle, self._journal):
                         if handle is not None:
                             connection.sftp.close_handle(handle)
+                    # only now: the server carried out every request sent on them
+                    if self._entry is not None:
+                        deregister(connection.sftp, self._entry)
         except Exception as err:
             log.info(
                 "closing the temp file handles of %s failed (%r): dropping the connection",
