@@ -234,10 +234,17 @@ async def status_when(
 def tree_with_temp_names(root: Path) -> dict[str, bytes]:
     """A source tree of 4 files (two directories) beside the temp files and journals
     write sessions name there (``.NAME.<16 hex>.staccato-part`` / ``-journal``: another
-    transfer's in flight to that directory, or one left), one of them large enough to
+    transfer's in flight to that directory, or one left; and an SFTP session's writers
+    directory and fresh copy), one of them large enough to
     be a child transfer of its own if listed; returns the 4 files' relative names and
     bytes (what a dataset of ``root`` must copy, and nothing else)."""
-    from staccato.temp_names import JOURNAL_SUFFIX, TEMP_SUFFIX, session_stem
+    from staccato.temp_names import (
+        FRESH_SUFFIX,
+        JOURNAL_SUFFIX,
+        TEMP_SUFFIX,
+        WRITERS_SUFFIX,
+        session_stem,
+    )
 
     files: dict[str, bytes] = {}
     for i, name in enumerate(["a.bin", "sub/b.bin", "sub/c.txt", "z.bin"]):
@@ -250,4 +257,7 @@ def tree_with_temp_names(root: Path) -> dict[str, bytes]:
         stem = session_stem(str(root / directory), target, key)
         Path(stem + TEMP_SUFFIX).write_bytes(b"\0" * (2 * 1024 * 1024))
         Path(stem + JOURNAL_SUFFIX).write_bytes(b"")
+        # an SFTP session's writers directory (one writer's entry) and publish's copy
+        (Path(stem + WRITERS_SUFFIX) / "w1").mkdir(parents=True)
+        Path(stem + FRESH_SUFFIX).write_bytes(b"f" * 100)
     return files
