@@ -175,12 +175,19 @@ def links_into(work: Path) -> tuple[Path, Path, dict[str, tuple[int, str]]]:
 
 
 def check_links_into(
-    source: str, destination: Path, shown: str, real_files: dict[str, tuple[int, str]], **args: str
+    source: str,
+    destination: Path,
+    shown: str,
+    real_files: dict[str, tuple[int, str]],
+    *,
+    root_made_first: bool = False,
+    **args: str,
 ) -> None:
     """``cp -r SOURCE DESTINATION`` (``shown``: the destination's URL) of a tree made
     by :func:`links_into`, twice: each run exits 1, the destination holds the real
     files once (no nested copy), and ``status --failures`` names each link into the
-    destination (the second run also ``work/dst/``, which exists then) with a reason
+    destination (the second run also ``work/dst/``, which exists then; the first too
+    with ``root_made_first``: an SFTP root is made before the listing) with a reason
     naming the root; ``work/src/`` stays a link loop. Then ``--retry-failed``: the
     file link ``peek`` fails again for that reason (not copied)."""
     from staccato.dataset_requests import dataset_id
@@ -195,7 +202,7 @@ def check_links_into(
         reasons = dict(line.split("\t", 1) for line in listed.stdout.splitlines())
         # a link to a directory not made yet is named as a file (``back``, not ``back/``)
         expected = {"back", "inner", "peek", "work/src"}
-        if run == "second":
+        if run == "second" or root_made_first:
             expected.add("work/dst")
         assert {name.rstrip("/") for name in reasons} == expected, (run, reasons)
         for name, why in reasons.items():

@@ -86,7 +86,7 @@ from staccato import interrupts, settings
 from staccato.activities.liveness import forget_sent, heartbeat_on_behalf_of
 from staccato.endpoints.base import Motion, motion_tracker
 from staccato.endpoints.base import moved as _moved
-from staccato.errors import RetryableError, WorkerStoppingError
+from staccato.errors import RetryableError, SettingsError, WorkerStoppingError
 from staccato.workflows.failures import gave_up_message
 
 #: this attempt's last progress (Unix seconds), recorded by :func:`progressed`
@@ -144,13 +144,14 @@ HEARTBEAT_SHARE = 0.6
 
 def hang_s() -> float:
     """Seconds an attempt past its deadline may go without moving a byte before it
-    gives up (``STACCATO_HANG_S``, default 30; at least 1).
-
-    Raises:
-        SettingsError: a STACCATO_* variable is invalid (the worker checks them all at
-            its start, so not in an attempt of a worker that started).
-    """
-    return settings.current().hang_s
+    gives up (``STACCATO_HANG_S``, default 30; at least 1). Checked with every setting
+    when the worker starts; when another setting went bad since (a staging directory
+    replaced by a file), the default: the step that reads that setting fails with its
+    reason, and the watch around it must not fail first with a retryable error."""
+    try:
+        return settings.current().hang_s
+    except SettingsError:
+        return float(settings.Settings.model_fields["hang_s"].default)
 
 
 class EndpointHungError(RetryableError):

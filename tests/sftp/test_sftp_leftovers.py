@@ -106,8 +106,12 @@ def test_a_retry_sweeps_what_an_ended_batch_left(
         (tmp_path / "d" / name).write_bytes(data)
     assert Path(temp).exists() and Path(journal).exists()
     removed = ActivityEnvironment().run(sweep_leftovers, SweepInput(urls=[left.canonical]))
-    assert removed == 2
+    assert removed == 3  # its temp file, its journal and its writers directory
     assert not Path(temp).exists() and not Path(journal).exists()
+    assert not any(
+        p.name.endswith(".staccato-writers") and ".f.bin." in p.name
+        for p in (tmp_path / "d").iterdir()
+    )
     assert Path(kept_temp).exists() and Path(kept_journal).exists()
     for name, data in users.items():
         assert (tmp_path / "d" / name).read_bytes() == data, name
