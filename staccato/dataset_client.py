@@ -80,7 +80,7 @@ from staccato.errors import (
 )
 from staccato.following import follow_until_ended
 from staccato.ids import TRANSFER_ID_PREFIX
-from staccato.leftovers import still_left
+from staccato.leftovers import shown_left_behind
 from staccato.models import (
     NO_WORKER_ANSWERS,
     GroupState,
@@ -984,7 +984,7 @@ async def dataset_status(
     counts, bytes, rate, ETA (once the listing is done), current files, failures.
     ``query_timeout_s``: seconds the progress query waits for a worker (then
     ``counts_unknown`` says none answered). A failure's ``left_behind`` is kept while
-    what it names may still be there (:func:`staccato.leftovers.still_left`: a local
+    what it names may still be there (:func:`staccato.leftovers.shown_left_behind`: a local
     temp file deleted since is no longer said).
 
     Raises:
@@ -995,13 +995,14 @@ async def dataset_status(
             (the CLI says so in one line), or failed otherwise.
     """
     status = await _dataset_status(client, dataset, query_timeout_s=query_timeout_s)
-    if not any(f.left_behind and not still_left(f.left_behind) for f in status.failures):
+    shown = [shown_left_behind(f.left_behind) for f in status.failures]  # one look each
+    if all(text == f.left_behind for text, f in zip(shown, status.failures, strict=True)):
         return status
     return status.model_copy(
         update={
             "failures": [
-                f if still_left(f.left_behind) else f.model_copy(update={"left_behind": None})
-                for f in status.failures
+                f if text == f.left_behind else f.model_copy(update={"left_behind": text})
+                for text, f in zip(shown, status.failures, strict=True)
             ]
         }
     )

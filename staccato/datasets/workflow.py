@@ -482,15 +482,7 @@ class DatasetWorkflow:
         clean-up did not reach their destination: :data:`DATASET_SWEEP_PATCH`) before
         they are copied again; best effort: a failure is logged and the run goes on."""
         try:
-            await workflow.execute_activity(
-                "sweep_leftovers",
-                SweepInput(urls=urls),
-                result_type=int,
-                start_to_close_timeout=ORPHANS_TIMEOUT,
-                schedule_to_close_timeout=timedelta(seconds=request.options.retry_for_s),
-                heartbeat_timeout=SHORT_HEARTBEAT_TIMEOUT,
-                retry_policy=RETRY,
-            )
+            await self._clean_up("sweep_leftovers", SweepInput(urls=urls), request)
         except Exception as err:  # noqa: BLE001
             workflow.logger.warning(
                 "the write sessions left by earlier runs were not removed: %s", reason(err)
@@ -856,21 +848,32 @@ class DatasetWorkflow:
             ),
         )
 
+    @staticmethod
+    async def _clean_up(activity: str, arg: Any, request: DatasetRequest) -> int:
+        """Run the clean-up activity ``activity`` (``sweep_leftovers``,
+        ``abort_batch_orphans``) on ``arg`` within the dataset's ``--retry-for``;
+        returns what it removed (a count).
+
+        Raises:
+            ActivityError: it failed for good (the callers log it and go on).
+        """
+        return await workflow.execute_activity(
+            activity,
+            arg,
+            result_type=int,
+            start_to_close_timeout=ORPHANS_TIMEOUT,
+            schedule_to_close_timeout=timedelta(seconds=request.options.retry_for_s),
+            heartbeat_timeout=SHORT_HEARTBEAT_TIMEOUT,
+            retry_policy=RETRY,
+        )
+
     async def _abort_orphans(
         self, request: DatasetRequest, batch_key: str, orphans: BatchOrphansInput
     ) -> None:
         """Run ``abort_batch_orphans`` for ``orphans`` (a batch's, keyed ``batch_key``);
         best effort: a failure is logged and the run goes on."""
         try:
-            await workflow.execute_activity(
-                "abort_batch_orphans",
-                orphans,
-                result_type=int,
-                start_to_close_timeout=ORPHANS_TIMEOUT,
-                schedule_to_close_timeout=timedelta(seconds=request.options.retry_for_s),
-                heartbeat_timeout=SHORT_HEARTBEAT_TIMEOUT,
-                retry_policy=RETRY,
-            )
+            await self._clean_up("abort_batch_orphans", orphans, request)
         except Exception as err:  # noqa: BLE001
             workflow.logger.warning(
                 "batch %s: its write sessions at %s were not removed: %s",

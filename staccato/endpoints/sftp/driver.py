@@ -478,12 +478,7 @@ class SFTPDriver(Driver):
                 # dataset's root through a link in it (one REALPATH per new directory)
                 _check_real_directory(sftp, url, path, posixpath.relpath(parent, path))
             for directory in reversed(missing):
-                try:
-                    sftp.mkdir(directory)
-                except OSError:
-                    again = stat_or_none(sftp, directory)  # made meanwhile by another batch
-                    if again is None or not stat_module.S_ISDIR(again.st_mode or 0):
-                        raise
+                _make_directory(sftp, directory)
 
         self._run(url, f"destination directory of {url}", op)
 
@@ -1076,17 +1071,27 @@ def _make_root(sftp: StaccatoSFTP, root: EndpointURL, existing: str, what: str) 
         walk = posixpath.dirname(walk)
     for directory in reversed(missing):
         try:
-            sftp.mkdir(directory)
+            _make_directory(sftp, directory)
         except PermissionError:
             raise PermissionDeniedError(
                 f"{what} cannot be made: permission denied in {posixpath.dirname(directory)} "
                 f"(the server's user cannot create a directory there); make the directory "
                 "writable, or choose another destination"
             ) from None
-        except OSError:
-            again = stat_or_none(sftp, directory)  # made meanwhile by another run
-            if again is None or not stat_module.S_ISDIR(again.st_mode or 0):
-                raise
+
+
+def _make_directory(sftp: StaccatoSFTP, directory: str) -> None:
+    """``mkdir`` of ``directory``; one made meanwhile (by another batch or run) is fine.
+
+    Raises:
+        OSError: the server refused it, and no directory is there.
+    """
+    try:
+        sftp.mkdir(directory)
+    except OSError:
+        again = stat_or_none(sftp, directory)
+        if again is None or not stat_module.S_ISDIR(again.st_mode or 0):
+            raise
 
 
 def _url_of(url: EndpointURL, path: str) -> str:
