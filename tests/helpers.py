@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,20 @@ from temporalio.worker import Replayer
 
 REPO = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024
+
+
+async def settled(read: Callable[[], Any], *, quiet_s: float, timeout_s: float) -> Any:
+    """``read()`` once it gave the same answer for ``quiet_s`` seconds (or ``timeout_s``
+    seconds passed): what a server counts or holds once the requests it was answering
+    are counted (SeaweedFS counts a request after its response is sent)."""
+    deadline = time.monotonic() + timeout_s
+    value, since = read(), time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - since < quiet_s:
+        await asyncio.sleep(0.1)
+        again = read()
+        if again != value:
+            value, since = again, time.monotonic()
+    return value
 
 
 def write_random(path: Path, size: int, seed: int = 0) -> str:

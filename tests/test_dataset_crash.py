@@ -18,7 +18,7 @@ from staccato.dataset_client import dataset_status, submit_dataset
 from staccato.datasets.models import BatchCheckpoint, DatasetState
 from staccato.models import TransferOptions
 from tests.dataset_checks import MiB, batch_sizes, tree, tree_difference, wait_dataset
-from tests.helpers import WorkerProcess, spawned_children
+from tests.helpers import WorkerProcess, settled, spawned_children
 from tests.servers.temporal_server import TemporalDevServer
 
 FILES = 2000
@@ -289,7 +289,7 @@ async def test_temporal_kill_mid_dataset_resends_nothing_published(
         while _batch_part_published(batches, destination, _published(destination)):
             assert time.monotonic() < deadline, "a batch under way at the kill never ended"
             await asyncio.sleep(0.1)
-        await _settled(lambda: len(_published(destination)), quiet_s=4, timeout_s=30)
+        await settled(lambda: len(_published(destination)), quiet_s=4, timeout_s=30)
         await asyncio.sleep(RESULT_RETRIES_S + 4)  # the outage's length, not a wait for a state
         restarted_at = time.time()
         server.start()  # same port, same database file
@@ -346,16 +346,3 @@ def _marks(destination: Path) -> dict[Path, tuple[int, int]]:
         except FileNotFoundError:
             pass
     return marks
-
-
-async def _settled(read, *, quiet_s: float, timeout_s: float) -> int:
-    """``read()`` once it stayed unchanged for ``quiet_s`` seconds (or ``timeout_s``
-    passed)."""
-    deadline = time.monotonic() + timeout_s
-    value, since = read(), time.monotonic()
-    while time.monotonic() < deadline and time.monotonic() - since < quiet_s:
-        await asyncio.sleep(0.1)
-        again = read()
-        if again != value:
-            value, since = again, time.monotonic()
-    return value
