@@ -43,6 +43,7 @@ Staccato's terms, and they share the connection and the runs submitted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import re
 import weakref
@@ -227,6 +228,9 @@ class StaccatoClient:
         self.choices: dict[str, DestinationChoice] = {}
         #: the last progress query went unanswered although a worker polls the queue
         self._unanswered_polled = False
+        #: the run's description taken when that query went unanswered (its workflow
+        #: task may have started only after the description the query followed)
+        self._unanswered_description: Any = None
         #: the Tokio runtime :meth:`connect` made for this client, dropped by :meth:`close`
         self._runtime: Runtime | None = None
 
@@ -712,6 +716,7 @@ class StaccatoClient:
         cancel_requested = cancel_requested_of(description)
         copy_begun = False  # some stream has heartbeated (seen with no worker)
         cleaned_up = False  # a failed run, still running, whose clean-up is over
+        idle_since: str | None = None
         if status == WorkflowExecutionStatus.RUNNING:
             no_worker: str | None = None
             if progress is not None:
@@ -726,9 +731,11 @@ class StaccatoClient:
                     begun=state != TransferState.scheduled,
                     cancel_requested=cancel_requested,
                     polled=self._unanswered_polled,
+                    later=self._unanswered_description,
                 )
             rate_sum = 0.0
             now = datetime.now(UTC)
+            moved_last: float | None = None  # a running stream last moved a byte (Unix s)
             for pending in description.raw_description.pending_activities:
                 # what the retry of an attempt that then moves bytes said is history
                 said_before = (last_retry, next_attempt)
@@ -769,6 +776,11 @@ class StaccatoClient:
                         durable_in[details.segment] = max(
                             durable_in.get(details.segment, 0), details.bytes_durable
                         )
+                    if (
+                        details.moved_at is not None
+                        and pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+                    ):
+                        moved_last = max(moved_last or 0.0, details.moved_at)
                     if _moving(pending, now, details.moved_at):
                         rate_sum += details.rate_bytes_per_s
                         if no_worker is None:
@@ -792,6 +804,18 @@ class StaccatoClient:
                 and rate_sum > 0
             ):
                 rate = rate_sum
+            if (
+                state == TransferState.running
+                and not stopping
+                and no_worker is None
+                and rate is None
+                and moved_last is not None
+                and now.timestamp() - moved_last >= RATE_CURRENT_S
+            ):
+                # every running stream waits (a hung server, before its I/O timeout or
+                # the hang watch ends the attempt): said, not a silent "no rate" (a
+                # tester saw a frozen SFTP server's transfer so for 60 s: tester60 #6)
+                idle_since = iso_utc(datetime.fromtimestamp(moved_last, UTC))
             if state == TransferState.failed:
                 # failed; the run goes on only to remove the partial data (its clean-up
                 # may retry against a server that is down: ``last_retry_error`` then
@@ -883,6 +907,7 @@ class StaccatoClient:
             if _tuner_chooses(memo, None, state, bytes_total) and begun
             else None,
             cancel_requested=cancel_requested,
+            idle_since=idle_since,
         )
 
     async def _answered(
@@ -894,6 +919,7 @@ class StaccatoClient:
         run is not queried: a query replays its whole history on a worker (seconds, or
         the query's timeout when none can); its state and failure come from Temporal."""
         self._unanswered_polled = False
+        self._unanswered_description = None
         if _never_begun(description) or not await self.may_answer(description.task_queue):
             return None
         try:
@@ -906,6 +932,8 @@ class StaccatoClient:
             # a worker polls the queue (or it could not be described) and still did
             # not answer: say so, not "no worker" (a worker saturated with streams)
             self._unanswered_polled = True
+            with contextlib.suppress(RPCError):
+                self._unanswered_description = await handle.describe()
             return None
 
     async def _is_paused(self, transfer: str) -> bool:
@@ -1532,14 +1560,20 @@ def _no_worker_note(
     cancel_requested: bool,
     what: str = "transfer",
     polled: bool = False,
+    later: Any = None,
 ) -> str:
     """What ``status`` says of a running transfer (``what``: or a fan-out ``"group"``)
     no worker answers for: a cancel that waits for a worker; a run that has not begun
     (its recorded state still scheduled: a delayed start, or one no worker has picked
     up) that starts then; else its last heartbeats as its progress. ``polled``: a
     worker polls the task queue but did not answer the progress query in time (busy,
-    e.g. saturated with streams): said so, not "no worker"."""
-    inline = _inline_step_since(description) if polled else None
+    e.g. saturated with streams): said so, not "no worker"; ``later``: the run's
+    description taken when the query went unanswered (the workflow task the query
+    waited behind may have started after ``description`` was taken, or ended before
+    ``later`` was: either shows it)."""
+    inline = None
+    if polled:
+        inline = _inline_step_since(later) or _inline_step_since(description)
     if inline is not None:
         # a worker runs the run's workflow task (a short step's first attempt, e.g. a
         # stat or prepare waiting for a hung endpoint): the query waits behind it. Not
@@ -1572,19 +1606,22 @@ def _inline_step_since(description: Any) -> str | None:
     """When (ISO 8601, UTC, seconds) the workflow task a worker holds for the described
     run was first scheduled, while one is started and not completed (a local activity
     runs inside it: the worker heartbeats the task, which keeps its first scheduled
-    time); None when none is, or the description does not say."""
+    time); None when none is, or the description does not say. A task scheduled and
+    not started does not count, even one whose ``original_scheduled_time`` is older
+    than its ``scheduled_time``: a dead worker's sticky task moved to the normal queue
+    is one too."""
     raw = getattr(description, "raw_description", None)
     try:
         if raw is None or not raw.HasField("pending_workflow_task"):
             return None
         task = raw.pending_workflow_task
-        if task.state != PendingWorkflowTaskState.PENDING_WORKFLOW_TASK_STATE_STARTED:
-            return None
         stamp = (
             task.original_scheduled_time
             if task.HasField("original_scheduled_time")
             else task.scheduled_time
         )
+        if task.state != PendingWorkflowTaskState.PENDING_WORKFLOW_TASK_STATE_STARTED:
+            return None
         return stamp.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     except (AttributeError, ValueError):
         return None

@@ -1098,6 +1098,11 @@ class TransferStatus(BaseModel):
             data; what it could not remove, ``left_behind`` names, and no run resumes
             from that). None when not known (a run or a
             worker before 0.25.0).
+        idle_since: a running transfer whose streams have all moved nothing for
+            :data:`RATE_CURRENT_S` seconds while a worker answers (a server that
+            accepts connections and says nothing, before the stream's I/O timeout or
+            hang watch ends its attempt): when a byte last moved (ISO 8601, UTC), as
+            a dataset's ``idle_since``; None otherwise.
     """
 
     kind: str = "transfer"
@@ -1134,6 +1139,7 @@ class TransferStatus(BaseModel):
     tuner_chooses: bool | None = None
     streams_unknown: bool | None = None
     cancel_requested: bool = False
+    idle_since: str | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         """Plain dict with the enum as text; ``streams`` and ``chunk_size`` null while

@@ -344,16 +344,8 @@ def progress_text(s: DatasetStatus) -> str:
         for d in s.destinations or []
         if d.unreachable and not ended
     )
-    idle = f"; {idle_text(s.idle_since)}" if s.idle_since and not ended else ""
+    idle = f"; {render.idle_text(s.idle_since)}" if s.idle_since and not ended else ""
     return ", ".join(parts) + (f", {rate}" if rate else "") + eta + paused + down + idle
-
-
-def idle_text(since: str) -> str:
-    """A running dataset in which nothing moves: since when, and what it waits for."""
-    return (
-        f"nothing moved since {since}: waiting for the source or destination to answer "
-        "(a batch that gets none gives up --retry-for after its last progress)"
-    )
 
 
 def follow_text(s: DatasetStatus) -> str:
@@ -638,7 +630,7 @@ def _shown_field(s: DatasetStatus, key: str, value: object) -> tuple[str, str]:
     if key == "eta_s" and isinstance(value, int | float):
         return "eta", units.duration(value)
     if key == "idle_since" and isinstance(value, str):
-        return "stalled", idle_text(value)
+        return "stalled", render.idle_text(value)
     if isinstance(value, bool):
         return key, "yes" if value else "no"
     if isinstance(value, list):

@@ -59,6 +59,15 @@ def ended_bytes_text(state: str, done: int, total: int | None) -> str | None:
     return None
 
 
+def idle_text(since: str, who: str = "batch") -> str:
+    """A running dataset (``who``: its batches) or transfer (its ``"stream"``) in
+    which nothing moves: since when, and what it waits for."""
+    return (
+        f"nothing moved since {since}: waiting for the source or destination to answer "
+        f"(a {who} that gets none gives up --retry-for after its last progress)"
+    )
+
+
 def progress_text(s: TransferStatus) -> str:
     """``1.0 MiB / 4.0 MiB (25%) at 2.0 MiB/s, ETA 2 s`` and a retry note if one is pending;
     ``up to date (size): nothing copied`` for a transfer its sync level skipped; ``0 B
@@ -76,6 +85,8 @@ def progress_text(s: TransferStatus) -> str:
         text = "staging " + units.progress(s.staged_bytes, s.bytes_total, rate, eta)
     if s.state.value in _ENDED:  # a failed run's clean-up retrying: said apart
         return text
+    if s.idle_since:
+        text = f"{text}, stalled: nothing moved since {s.idle_since}"
     return f"{text} {retry_note(s)}" if s.last_retry_error else text
 
 
@@ -186,6 +197,8 @@ def status_lines(s: TransferStatus) -> list[str]:
             shown = units.size(value)
         elif key == "tuning" and s.tuning is not None:
             shown = tuning_text(s.tuning, ended=s.state.value in _ENDED)
+        elif key == "idle_since":
+            key, shown = "stalled", idle_text(value, "stream")
         elif key == "staged_bytes":
             share = units.percent(value, s.bytes_total)
             shown = f"{units.size(value)}" + (f" ({share})" if share else "")

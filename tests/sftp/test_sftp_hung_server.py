@@ -12,14 +12,16 @@ import asyncio
 import contextlib
 import re
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
+from staccato.cli.render import progress_text, status_lines
 from staccato.client import StaccatoClient
 from staccato.errors import TransferFailedError
-from staccato.models import TransferOptions, TransferState
-from tests.helpers import MiB, stopped_process_tree, wait_for_status, write_random
+from staccato.models import TransferOptions, TransferState, TransferStatus
+from tests.helpers import MiB, sha256_file, stopped_process_tree, wait_for_status, write_random
 from tests.servers.sshd import SshdServer
 
 SIZE = 64 * MiB
@@ -128,3 +130,50 @@ async def test_hung_sftp_source_gives_up_retry_for_after_its_last_byte(
     assert said is not None, message
     assert int(said.group(1)) >= options.retry_for_s, message
     assert not destination.exists()
+
+
+async def test_status_of_a_copy_to_a_frozen_sftp_server_says_it_is_stalled(
+    sftp_client: StaccatoClient, sftp_logged: SshdServer, data_dir: Path
+) -> None:
+    """sshd frozen mid-copy, ``--retry-for`` long: the streams wait for the server
+    (heartbeating on) until their I/O timeout, 60 s. Meanwhile ``status`` said nothing
+    but "no rate" (tester60 #6: 58 s with no reason); now it shows ``idle_since``, when
+    a byte last moved, and the human lines say it is stalled waiting for the source
+    or destination. Woken again, the copy completes, exact."""
+    source = data_dir / "stall.bin"
+    digest = write_random(source, SIZE, seed=80)
+    out = data_dir / "out-stall"
+    out.mkdir()
+    options = OPTIONS.model_copy(update={"retry_for_s": 300})
+    transfer = await sftp_client.submit(str(source), sftp_logged.url(str(out / "s.bin")), options)
+    await wait_for_status(
+        sftp_client,
+        transfer,
+        lambda s: (
+            s.bytes_done > 0
+            or s.state in (TransferState.completed, TransferState.failed, TransferState.cancelled)
+        ),
+        timeout_s=120,
+    )
+    seen: list[TransferStatus] = []
+    said_at = 0.0
+    with _stopped(sftp_logged):
+        frozen_at = time.time()  # bytes still go into the socket buffers a while
+        deadline = time.monotonic() + 45  # within the streams' 60 s I/O timeout
+        while time.monotonic() < deadline:
+            status = await sftp_client.status(transfer)
+            assert status.state == TransferState.running, status
+            seen.append(status)
+            if status.idle_since:
+                said_at = time.time()
+                break
+            await asyncio.sleep(0.5)
+    stalled = seen[-1]
+    assert stalled.idle_since, [(s.bytes_done, s.rate_bytes_per_s) for s in seen]
+    assert stalled.rate_bytes_per_s is None and stalled.eta_s is None, stalled
+    since = datetime.fromisoformat(stalled.idle_since.replace("Z", "+00:00")).timestamp()
+    assert frozen_at - 5 <= since <= said_at - 4, (stalled.idle_since, frozen_at, said_at)
+    assert any(line.startswith("stalled") for line in status_lines(stalled)), stalled
+    assert "stalled: nothing moved since" in progress_text(stalled)
+    await asyncio.wait_for(sftp_client.wait(transfer), GIVES_UP_WITHIN_S)
+    assert sha256_file(out / "s.bin") == digest
