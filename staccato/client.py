@@ -809,6 +809,7 @@ class StaccatoClient:
                 and not stopping
                 and no_worker is None
                 and rate is None
+                and capacity_wait is None  # waiting for the worker's memory: said so
                 and moved_last is not None
                 and now.timestamp() - moved_last >= RATE_CURRENT_S
             ):
