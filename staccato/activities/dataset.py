@@ -95,6 +95,7 @@ from staccato.datasets.names import (
 )
 from staccato.endpoints import get_driver
 from staccato.endpoints.base import (
+    ORPHAN_CLOCK_SLACK_S,
     Driver,
     Motion,
     WholeReads,
@@ -950,10 +951,6 @@ def _resume(
         _abort_orphaned_sessions(
             request, destination_root, range(first - RESUME_WINDOW, first + RESUME_WINDOW)
         )
-
-
-#: seconds of clock difference allowed between the store's and the worker's clocks
-ORPHAN_CLOCK_SLACK_S = 5.0
 
 
 def _abort_orphaned_sessions(

@@ -70,7 +70,7 @@ HEARTBEAT_THROTTLE_S = 1.0
 _SLACK_S = 1.0
 #: seconds the worker's clock may run ahead of the Temporal server's without a fresh
 #: attempt's lease being taken as older than it is (as
-#: :data:`staccato.activities.dataset.ORPHAN_CLOCK_SLACK_S` allows between a store
+#: :data:`staccato.endpoints.base.ORPHAN_CLOCK_SLACK_S` allows between a store
 #: and the worker)
 CLOCK_SLACK_S = 5.0
 

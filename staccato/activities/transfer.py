@@ -24,7 +24,13 @@ from staccato.activities.errors import mapped_errors
 from staccato.activities.liveness import heartbeating, send_heartbeat
 from staccato.activities.retry_deadline import within_retry_for
 from staccato.endpoints import get_driver
-from staccato.endpoints.base import directory_memo, keepalive, keepalive_hook, moved
+from staccato.endpoints.base import (
+    ORPHAN_CLOCK_SLACK_S,
+    directory_memo,
+    keepalive,
+    keepalive_hook,
+    moved,
+)
 from staccato.errors import (
     ChecksumMismatchError,
     PermissionDeniedError,
@@ -242,6 +248,7 @@ def prepare(request: PrepareInput) -> PrepareResult:
     try:
         with activity.shield_thread_cancel_exception():
             prepared = open_write_session(request)
+            abort_earlier_attempts_sessions(request.destination, prepared.session.session_id)
             # after the destination's checks (a refused one is left as it is); not for
             # a dataset's file (PrepareInput.sweep_leftovers)
             if request.sweep_leftovers:
@@ -252,6 +259,42 @@ def prepare(request: PrepareInput) -> PrepareResult:
         if prepared is None:
             raise
     return prepared
+
+
+#: seconds before a retried ``prepare`` was scheduled in which an earlier attempt of
+#: it may have opened a session: the first, local, attempt runs for at most 10 s
+#: (``staccato.workflows.calls.LOCAL_ATTEMPT_TIMEOUT``) and a Retry-After it was
+#: answered is waited out before the regular activity is scheduled
+EARLIER_ATTEMPTS_S = 60.0
+
+
+def abort_earlier_attempts_sessions(destination: str, kept: str) -> None:
+    """In a ``prepare`` that is not the step's first attempt (a local attempt cut at
+    its timeout, or one that failed, may have had its S3 CreateMultipartUpload carried
+    out with the answer lost or too late: no one would find that upload again, and the
+    store keeps its parts, billed, until a lifecycle rule removes them): abort the
+    sessions on ``destination`` (a canonical URL) opened since
+    :data:`EARLIER_ATTEMPTS_S` before this activity was scheduled, but ``kept`` (the
+    session just opened). Only for drivers whose sessions do not reopen by key;
+    the transfer holds the destination's lock. Errors are logged by the driver, never
+    raised."""
+    info = activity.info()
+    if info.is_local and info.attempt == 1:
+        return
+    parsed = parse_url(destination)
+    driver = get_driver(parsed.scheme)
+    if driver.features.reopens_by_key:
+        return
+    since = info.scheduled_time.timestamp() - EARLIER_ATTEMPTS_S - ORPHAN_CLOCK_SLACK_S
+    aborted = driver.abort_orphaned_sessions(
+        [parsed], since, time.time() + ORPHAN_CLOCK_SLACK_S, keep={kept}
+    )
+    if aborted:
+        activity.logger.info(
+            "aborted %d write session(s) an earlier prepare attempt opened on %s",
+            aborted,
+            redact(destination),
+        )
 
 
 def remove_leftovers(destination: str, session_key: str) -> None:

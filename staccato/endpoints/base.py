@@ -19,7 +19,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from types import TracebackType
@@ -32,6 +32,9 @@ from staccato.plan import chunk_bounds
 from staccato.urls import EndpointURL
 
 _T = TypeVar("_T")
+#: seconds of clock difference allowed between a store's clock (an S3 upload's
+#: ``Initiated``) and the worker's, when orphaned write sessions are found by time
+ORPHAN_CLOCK_SLACK_S = 5.0
 
 _keepalive_hook: ContextVar[Callable[[], None] | None] = ContextVar(
     "staccato_keepalive", default=None
@@ -724,15 +727,21 @@ class Driver(abc.ABC):
         raise UnsupportedError(f"{self.scheme} endpoints cannot be written")
 
     def abort_orphaned_sessions(
-        self, urls: Iterable[EndpointURL], since: float, until: float
+        self,
+        urls: Iterable[EndpointURL],
+        since: float,
+        until: float,
+        keep: Collection[str] = (),
     ) -> int:
         """Abort the write sessions on exactly these destinations that were opened
         between ``since`` and ``until`` (Unix seconds) and that no one can find again by
-        key: what an attempt killed mid-file (SIGKILL, no clean-up) left behind, found
-        by its retry. Only for drivers whose sessions do not reopen by key
-        (``Features.reopens_by_key`` False: an S3 multipart upload); the others reopen
-        a session by its key and abort it. The caller must hold the destinations' lock
-        (so every such session in the interval is one of its earlier attempts').
+        key, but those whose ids are in ``keep``: what an attempt killed mid-file
+        (SIGKILL, no clean-up) left behind, found by its retry, or what a request
+        whose answer was lost opened (its retry opened another). Only for drivers whose
+        sessions do not reopen by key (``Features.reopens_by_key`` False: an S3
+        multipart upload); the others reopen a session by its key and abort it. The
+        caller must hold the destinations' lock (so every such session in the interval
+        is one of its earlier attempts').
 
         Returns:
             How many sessions were aborted.

@@ -175,11 +175,16 @@ class GatedLink:
     after :meth:`arm` with a regex over the request line (e.g. ``rb"^POST /b/k\\?uploads"``),
     the first client->server bytes matching it wait, unsent, until :meth:`release`.
     :attr:`held` is set while such a request is held, so a test can act (cancel) in
-    the exact window between a driver sending a call and the store receiving it."""
+    the exact window between a driver sending a call and the store receiving it.
+    After :meth:`lose_answer` instead, the next matching request reaches the store and
+    its answer is dropped, the connection closed (:attr:`lost` set): a request carried
+    out whose client never learns it was."""
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
         self._pattern: re.Pattern[bytes] | None = None
+        self._lose: re.Pattern[bytes] | None = None
+        self.lost = threading.Event()
         self.held = threading.Event()
         self._released = threading.Event()
         self._released.set()
@@ -200,6 +205,11 @@ class GatedLink:
         self._released.clear()
         self._pattern = re.compile(pattern, re.MULTILINE)
 
+    def lose_answer(self, pattern: bytes) -> None:
+        """Drop the answer to the next request whose bytes match ``pattern``."""
+        self.lost.clear()
+        self._lose = re.compile(pattern, re.MULTILINE)
+
     def release(self) -> None:
         """Send what is held and stop holding."""
         self._pattern = None
@@ -212,16 +222,30 @@ class GatedLink:
             except OSError:
                 return
             upstream = socket.create_connection((LOCALHOST, self.upstream_port))
-            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+            losing = threading.Event()  # this connection's next answer is dropped
+            threading.Thread(
+                target=self._pump, args=(client, upstream, True, losing), daemon=True
+            ).start()
+            threading.Thread(
+                target=self._pump, args=(upstream, client, False, losing), daemon=True
+            ).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket, gated: bool) -> None:
+    def _pump(
+        self, source: socket.socket, sink: socket.socket, gated: bool, losing: threading.Event
+    ) -> None:
         try:
             while data := source.recv(256 * 1024):
                 pattern = self._pattern
                 if gated and pattern is not None and pattern.search(data):
                     self.held.set()
                     self._released.wait(120)
+                lose = self._lose
+                if gated and lose is not None and lose.search(data):
+                    self._lose = None
+                    losing.set()
+                if not gated and losing.is_set():
+                    self.lost.set()
+                    return  # the answer dropped; finally closes both ends
                 sink.sendall(data)
         except OSError:
             pass
@@ -372,6 +396,12 @@ def profile_worker(
             "profile moto": {"region": region, "services": "moto-s3"},
             "profile slow": {"region": region, "endpoint_url": slow_link.endpoint_url},
             "profile gated": {"region": region, "endpoint_url": gated_link.endpoint_url},
+            # the same relay, and no botocore retry: a lost answer fails the attempt
+            "profile gated-once": {
+                "region": region,
+                "endpoint_url": gated_link.endpoint_url,
+                "max_attempts": "1",
+            },
             "services moto-s3": {"s3 =\n  endpoint_url": moto_s3.endpoint_url},
         },
     )
@@ -388,6 +418,7 @@ def profile_worker(
                 ("moto", moto_s3),
                 ("slow", s3_server),
                 ("gated", s3_server),
+                ("gated-once", s3_server),
             )
         },
     )

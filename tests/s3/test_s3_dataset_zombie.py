@@ -41,8 +41,8 @@ from staccato.activities.dataset import FILES_IN_FLIGHT
 from staccato.client import StaccatoClient
 from staccato.models import TransferOptions
 from tests.dataset_checks import MiB, tree
-from tests.helpers import leftovers, settled
-from tests.s3.conftest import MeteredSeaweedS3, started_s3_worker
+from tests.helpers import leftovers
+from tests.s3.conftest import MeteredSeaweedS3, settled, started_s3_worker
 from tests.zombie_checks import (
     POLL_EXPIRY,
     freeze,
@@ -175,7 +175,7 @@ async def test_frozen_batch_writes_nothing_after_losing_its_batch(
 
                 # SeaweedFS counts a request after it answered: the last of ours
                 # above may not be counted yet
-                puts_before = await settled(puts, quiet_s=1, timeout_s=10)
+                puts_before = settled(puts, 0, timeout_s=10)
                 thaw(frozen)
                 # the woken batch ends: it stops at its lease, or (before the fix) it
                 # goes on and replaces newer versions
@@ -188,7 +188,7 @@ async def test_frozen_batch_writes_nothing_after_losing_its_batch(
                             f"no retry of the batch ran on the woken worker:\n{first.log_tail(4000)}"
                         )
                         await asyncio.sleep(0.2)
-                puts_after = await settled(puts, quiet_s=1, timeout_s=10)
+                puts_after = settled(puts, 0, timeout_s=10)
                 print(
                     f"woken batch: {len(replaced())} of {len(newer) + len(newer_local)} newer "
                     f"versions replaced, {puts_after - puts_before} PutObject after the wake"

@@ -243,3 +243,33 @@ async def test_throttling_is_retried_with_backoff(
     print(f"503 answers retried: {throttled}")
     assert throttled > 0
     assert open_uploads(s3, throttled_bucket) == []
+
+
+@pytest.mark.parametrize("profile", ["gated", "gated-once"])
+async def test_a_lost_create_multipart_answer_leaves_no_upload(
+    profile_client: StaccatoClient,
+    gated_link: GatedLink,
+    s3: Any,
+    bucket: str,
+    tmp_path: Path,
+    profile: str,
+) -> None:
+    """The store carries out CreateMultipartUpload and its answer is lost (the
+    connection closed after the request). ``gated``: botocore sends it again and the
+    copy uses the second upload; ``gated-once`` (no botocore retry): the ``prepare``
+    attempt fails and the step's next attempt opens another. The first, known to no
+    one (ListMultipartUploads shows no metadata), stayed open for good, its parts
+    billed; now it is aborted once the answer came on a retry. The object arrives
+    exact, no upload is left."""
+    source = tmp_path / "src.bin"
+    digest = write_random(source, 12 * MiB, seed=25)
+    gated_link.lose_answer(rb"^POST " + re.escape(f"/{bucket}/lost.bin".encode()) + rb"\?uploads")
+    transfer = await profile_client.submit(
+        str(source),
+        f"s3://{bucket}/lost.bin?profile={profile}",
+        TransferOptions(chunk_size=5 * MiB, streams=1),
+    )
+    await asyncio.wait_for(profile_client.wait(transfer), 120)
+    assert gated_link.lost.is_set(), "no CreateMultipartUpload answer was dropped"
+    assert object_digest(s3, bucket, "lost.bin") == digest
+    assert open_uploads(s3, bucket) == []

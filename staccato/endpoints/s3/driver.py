@@ -15,13 +15,14 @@ import mimetypes
 import os
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from staccato import checksums, sockets
 from staccato.endpoints.base import (
+    ORPHAN_CLOCK_SLACK_S,
     ChunkWriter,
     Driver,
     Features,
@@ -609,6 +610,7 @@ class S3Driver(Driver):
                 data={**data, "mode": "put", **self._key_condition(url)},
             )
         endpoint = self.endpoint(url)
+        asked_at = time.time()
         try:
             created = endpoint.client.create_multipart_upload(
                 Bucket=url.bucket,
@@ -628,6 +630,17 @@ class S3Driver(Driver):
                 action="CreateMultipartUpload",
             ) from None
         log.info("s3://%s/%s: multipart upload started (%d bytes)", url.bucket, url.key, size)
+        if created.get("ResponseMetadata", {}).get("RetryAttempts"):
+            # botocore sent the request again (a lost answer, a reset connection): the
+            # store may have started an upload for an earlier send, which no one would
+            # find again (ListMultipartUploads shows no metadata): abort those. The key
+            # is this transfer's under its destination's lock
+            self.abort_orphaned_sessions(
+                [url],
+                asked_at - ORPHAN_CLOCK_SLACK_S,
+                time.time() + ORPHAN_CLOCK_SLACK_S,
+                keep={created["UploadId"]},
+            )
         return WriteSession(
             url=url.canonical,
             size=size,
@@ -863,7 +876,11 @@ class S3Driver(Driver):
             )
 
     def abort_orphaned_sessions(
-        self, urls: Iterable[EndpointURL], since: float, until: float
+        self,
+        urls: Iterable[EndpointURL],
+        since: float,
+        until: float,
+        keep: Collection[str] = (),
     ) -> int:
         """ListMultipartUploads under the keys' common prefix (per bucket, at most
         ``_ORPHAN_LIST_PAGES`` pages of 1,000) and AbortMultipartUpload for each upload
@@ -899,6 +916,8 @@ class S3Driver(Driver):
                     for upload in page.get("Uploads", []):
                         initiated = upload["Initiated"].timestamp()
                         if upload["Key"] not in keys or not since <= initiated <= until:
+                            continue
+                        if upload["UploadId"] in keep:
                             continue
                         try:
                             client.abort_multipart_upload(
