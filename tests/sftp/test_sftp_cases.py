@@ -5,6 +5,9 @@ journal, source pinning and the connection-slot wait, against real sshd servers.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -138,6 +141,60 @@ def test_journal_resume_and_torn_records(driver_env: Path, sftp_url, data_dir: P
     assert leftovers(data_dir) == []
     with pytest.raises(WriteSessionLost, match="is gone"):
         driver.open_writer(session)
+
+
+def test_a_frozen_holders_slot_is_borrowed(
+    driver_env: Path, monkeypatch, sftp_url, data_dir: Path
+) -> None:
+    """Cap 1, its slot held by another process. Alive (it touches the slot file), it
+    keeps the cap: a new connection waits and fails as retryable. Frozen (SIGSTOP),
+    its slot goes untouched and, once stale, one waiter borrows it and connects
+    beyond the cap; a second waiter does not. Before, every waiter waited for as long
+    as the holder stayed frozen (tester61 B: a frozen worker stalled every SFTP
+    transfer to that server from the machine)."""
+    from staccato.endpoints.sftp import slots
+    from staccato.endpoints.sftp.ssh import resolve
+
+    monkeypatch.setenv("STACCATO_SFTP_MAX_CONNECTIONS", "1")
+    monkeypatch.setattr(slots, "STALE_SLOT_S", 8.0)
+    url = sftp_url(data_dir / "x")
+    target = resolve(parse_url(url))
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from staccato.endpoints.sftp.slots import acquire_slot\n"
+            "from staccato.endpoints.sftp.ssh import resolve\n"
+            "from staccato.urls import parse_url\n"
+            "slot = acquire_slot(resolve(parse_url(sys.argv[1])))\n"
+            "print('held', flush=True)\n"
+            "time.sleep(300)\n",
+            url,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        # alive: it touches its slot every TOUCH_S, never stale
+        monkeypatch.setenv("STACCATO_SFTP_SLOT_WAIT_S", str(slots.STALE_SLOT_S + 4))
+        with pytest.raises(RetryableError, match="all 1 sftp connections .* are busy"):
+            slots.acquire_slot(target)
+        os.kill(holder.pid, signal.SIGSTOP)
+        monkeypatch.setenv("STACCATO_SFTP_SLOT_WAIT_S", "60")
+        borrowed = slots.acquire_slot(target)  # once the slot is STALE_SLOT_S untouched
+        try:
+            assert borrowed.index == 0 and borrowed.path is None, vars(borrowed)
+            monkeypatch.setenv("STACCATO_SFTP_SLOT_WAIT_S", "1")
+            with pytest.raises(RetryableError, match="are busy"):
+                slots.acquire_slot(target)  # one borrower per stale slot
+        finally:
+            borrowed.release()
+    finally:
+        holder.kill()
+        holder.wait(10)
+    slots.acquire_slot(target).release()  # the holder's death freed its slot
 
 
 def test_slot_wait_is_bounded(driver_env: Path, monkeypatch, sftp_url, data_dir: Path) -> None:

@@ -15,6 +15,19 @@ at once (see :meth:`staccato.endpoints.sftp.pool.Pool._reap`; else after
 as retryable ("all N connections busy"). Tests: ``test_connection_cap`` in
 ``tests/sftp/test_sftp_resilience.py``, ``test_slot_wait_is_bounded`` in
 ``tests/sftp/test_sftp_cases.py``.
+
+A process frozen (SIGSTOP, a VM paused, swapped out) keeps its flocks: the other
+workers of the machine then waited for its slots for as long as it stayed frozen,
+though the server was fine (tester61 B: every SFTP transfer to that server stalled;
+its streams' attempts had been handed to the healthy worker long before). So each
+process touches the slot files it holds every :data:`TOUCH_S` seconds (a thread of
+its own, which runs while the process's other threads wait for a hung server; a
+frozen process's does not). A waiter that finds every slot locked and one untouched
+for :data:`STALE_SLOT_S` seconds borrows it: it takes the slot's ``.stale`` companion
+lock (flock, one borrower per stale slot) and connects beyond the cap, which stays at
+most twice the cap while holders are frozen (a worker of a release before this one
+holds without touching: its slots are borrowed after that time too). Test:
+``test_a_frozen_holders_slot_is_borrowed`` in ``tests/sftp/test_sftp_cases.py``.
 """
 
 from __future__ import annotations
@@ -25,6 +38,7 @@ import logging
 import os
 import re
 import tempfile
+import threading
 import time
 
 from staccato import settings
@@ -36,6 +50,43 @@ log = logging.getLogger("staccato.sftp")
 
 DEFAULT_SLOT_WAIT_S = 600.0
 SLOT_WAIT_WITHOUT_KEEPALIVE_S = 60.0
+#: seconds between touches of the slot files a process holds
+TOUCH_S = 2.0
+#: seconds a locked slot file may go untouched before a waiter borrows it (its holder
+#: is frozen: a live holder touches it every :data:`TOUCH_S`, also on a loaded machine)
+STALE_SLOT_S = 30.0
+
+#: slot files this process holds (paths), touched by :func:`_touch_held`
+_held: set[str] = set()
+_held_lock = threading.Lock()
+_toucher: threading.Thread | None = None
+
+
+def _touch_held() -> None:
+    """Touch (mtime) every slot file this process holds, every :data:`TOUCH_S`."""
+    while True:
+        time.sleep(TOUCH_S)
+        with _held_lock:
+            paths = list(_held)
+        for path in paths:
+            try:
+                os.utime(path)
+            except OSError:
+                continue
+
+
+def _hold(path: str) -> None:
+    """Count ``path`` as held: touched now and every :data:`TOUCH_S` until released."""
+    global _toucher
+    with _held_lock:
+        _held.add(path)
+        if _toucher is None or not _toucher.is_alive():
+            _toucher = threading.Thread(target=_touch_held, name="sftp-slot-touch", daemon=True)
+            _toucher.start()
+    try:
+        os.utime(path)
+    except OSError:
+        pass
 
 
 def lock_dir() -> str:
@@ -48,13 +99,21 @@ def lock_dir() -> str:
 class Slot:
     """One of ``max_connections`` flock-ed files for a ``host:port``."""
 
-    def __init__(self, directory: str, index: int, fd: int) -> None:
+    def __init__(self, directory: str, index: int, fd: int, path: str | None = None) -> None:
         self.directory = directory
         self.index = index
         self._fd = fd
+        #: the slot file held (touched while held); None for a borrowed slot (its
+        #: ``.stale`` companion is locked instead: nothing to touch)
+        self.path = path
+        if path is not None:
+            _hold(path)
 
     def release(self) -> None:
         if self._fd >= 0:
+            if self.path is not None:
+                with _held_lock:
+                    _held.discard(self.path)
             os.close(self._fd)  # closing the descriptor drops the flock
             self._fd = -1
 
@@ -101,7 +160,10 @@ def acquire_slot(target: SSHHost) -> Slot:
             except BlockingIOError:
                 os.close(fd)
                 continue
-            return Slot(directory, index, fd)
+            return Slot(directory, index, fd, path)
+        borrowed = _borrow_stale(directory, cap, target)
+        if borrowed is not None:
+            return borrowed
         if time.monotonic() > deadline:
             raise RetryableError(
                 f"all {cap} sftp connections to {target.hostname}:{target.port} are busy "
@@ -123,6 +185,42 @@ def acquire_slot(target: SSHHost) -> Slot:
         base.keepalive()
         time.sleep(delay)
         delay = min(delay * 1.5, 0.25)
+
+
+def _borrow_stale(directory: str, cap: int, target: SSHHost) -> Slot | None:
+    """A slot whose holder has not touched it for :data:`STALE_SLOT_S` (frozen),
+    borrowed: its ``.stale`` companion flock-ed by this process; None when no slot is
+    stale or each stale one is borrowed already."""
+    now = time.time()
+    for index in range(cap):
+        path = os.path.join(directory, f"slot-{index}")
+        try:
+            untouched = now - os.stat(path).st_mtime
+        except OSError:
+            continue
+        if untouched < STALE_SLOT_S:
+            continue
+        try:
+            fd = os.open(f"{path}.stale", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        log.warning(
+            "sftp connection slot %d to %s:%d is held by a process that has not touched "
+            "it for %.0f s (frozen?): connecting beyond STACCATO_SFTP_MAX_CONNECTIONS=%d "
+            "in its stead",
+            index,
+            target.hostname,
+            target.port,
+            untouched,
+            cap,
+        )
+        return Slot(directory, index, fd)
+    return None
 
 
 def wanted_since(directory: str) -> float:
