@@ -420,14 +420,16 @@ async def _wait_for_gave_up(client: StaccatoClient, transfer: str, within_s: flo
 async def test_full_disk_fails_soon_after_retry_for_naming_free_space(
     sftp_client: StaccatoClient, sftp_logged: SshdServer, small_fs: Path, data_dir: Path
 ) -> None:
-    """16 MiB to an 8 MiB file system in 3 MiB chunks: two chunks fit, the third
-    fails part-way with the server's generic SSH_FX_FAILURE, and so does every
-    retry. The error names the file system's free space and what the chunk needs,
-    and the stream gives up once ``--retry-for`` (3 s) passed without progress
-    (before: ~10 minutes of retries ending in "the server reports failure
-    (Failure)")."""
+    """6 MiB to an 8 MiB file system that a 4 MiB file of someone else's holds, in
+    3 MiB chunks: one chunk fits, the second fails part-way with the server's
+    generic SSH_FX_FAILURE, and so does every retry. The error names the file
+    system's free space and what the chunk needs, and the stream gives up once
+    ``--retry-for`` (3 s) passed without progress (before: ~10 minutes of retries
+    ending in "the server reports failure (Failure)"). Retried: freeing the other
+    file would let it fit."""
+    (small_fs / "other.bin").write_bytes(bytes(4 * MiB))
     source = data_dir / "big.bin"
-    write_random(source, 16 * MiB, seed=25)
+    write_random(source, 6 * MiB, seed=25)
     options = TransferOptions(chunk_size=3 * MiB, streams=2, retry_for_s=3)
     transfer = await sftp_client.submit(
         str(source), sftp_logged.url(str(small_fs / "big.bin")), options
@@ -445,6 +447,29 @@ async def test_full_disk_fails_soon_after_retry_for_naming_free_space(
     needed = re.search(r"bytes free \(.*?\); (\d+) more needed", message)
     assert needed and 0 < int(needed.group(1)) <= 3 * MiB, message
     assert leftovers(small_fs) == []
+
+
+async def test_a_file_larger_than_the_servers_file_system_fails_at_once(
+    sftp_client: StaccatoClient, sftp_logged: SshdServer, small_fs: Path, data_dir: Path
+) -> None:
+    """16 MiB to an 8 MiB file system: no freeing can make it fit, so the first full
+    write fails the transfer, naming the file system's capacity, not retried for
+    ``--retry-for`` (tester61 G: 24 h by default, its temp file filling the server's
+    disk meanwhile and ``bytes_done`` at 100 %), as for a local destination. Its temp
+    data is removed."""
+    source = data_dir / "huge.bin"
+    write_random(source, 16 * MiB, seed=27)
+    options = TransferOptions(chunk_size=3 * MiB, streams=2, retry_for_s=3600)
+    transfer = await sftp_client.submit(
+        str(source), sftp_logged.url(str(small_fs / "huge.bin")), options
+    )
+    with pytest.raises(TransferFailedError) as failure:
+        await asyncio.wait_for(sftp_client.wait(transfer), GONE_FAILS_WITHIN_S)
+    message = str(failure.value)
+    assert "can never fit on the SFTP server's file system at" in message, message
+    assert "no retry can help" in message, message
+    assert str(small_fs) in message, message
+    assert leftovers(small_fs) == [] and not (small_fs / "huge.bin").exists()
 
 
 async def test_outage_after_retry_for_of_progress_is_ridden_out(

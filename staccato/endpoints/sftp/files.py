@@ -27,6 +27,7 @@ from staccato.endpoints.sftp.protocol import (
 )
 from staccato.errors import (
     NotFound,
+    PermanentError,
     PermissionDenied,
     RetryableError,
     StaccatoError,
@@ -50,26 +51,43 @@ def status_error(err: StatusError | OSError, what: str) -> StaccatoError:
 
 
 def short_of_space(
-    sftp: StaccatoSFTP, err: StatusError, path: str, needed: int, what: str
-) -> RetryableError | None:
+    sftp: StaccatoSFTP,
+    err: StatusError,
+    path: str,
+    needed: int,
+    what: str,
+    size: int | None = None,
+) -> RetryableError | PermanentError | None:
     """For a write to ``path`` that failed with the generic ``SSH_FX_FAILURE``: when
     the server's file system (``statvfs@openssh.com``) has less room than the
     ``needed`` bytes still to write, an error saying so instead of the server's bare
-    "Failure"; else None (the failure's own text then stands). Retryable: space may
-    be freed.
+    "Failure"; else None (the failure's own text then stands). Retryable (space may
+    be freed), but when the whole file (``size`` bytes) is larger than all the file
+    system can ever give a writer: permanent, as for a local destination (a tester's
+    30 MiB file to a 20 MiB file system over SFTP was retried for 24 h, its temp file
+    filling the server's disk meanwhile).
 
     Never raises: the server not answering leaves the write's failure to report.
     """
     if err.code != FX_FAILURE:
         return None
     try:
-        free = sftp.free_bytes(path)
+        fs = sftp.file_system(path)
     except Exception:  # noqa: BLE001 - the write's failure is the one to report
         return None
-    if free is None or free >= needed:
+    if fs is None or fs.free >= needed:
         return None
+    free = fs.free
+    where = posixpath.dirname(path) or path
+    if size is not None and 0 < fs.capacity < size:
+        return PermanentError(
+            f"{what}: the file's {size} bytes ({units.size(size)}) can never fit on the "
+            f"SFTP server's file system at {where}: all it can ever give a writer is "
+            f"{fs.capacity} bytes ({units.size(fs.capacity)}); no retry can help. Choose "
+            "a destination on a larger file system, then submit again"
+        )
     return RetryableError(
-        f"{what}: the SFTP server's file system at {posixpath.dirname(path) or path} has "
+        f"{what}: the SFTP server's file system at {where} has "
         f"{free} bytes free ({units.size(free)}); {needed} more needed "
         f"({units.size(needed)})"
     )

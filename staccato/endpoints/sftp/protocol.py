@@ -116,12 +116,15 @@ class StatusError(Exception):
 class FileSystem:
     """A server's file system as ``statvfs@openssh.com`` says: its size in blocks
     (``f_blocks``: 0 for /proc, /sys and the like, which hold no file), the bytes an
-    unprivileged user may still write (``f_bavail`` x ``f_frsize``) and whether it is
-    mounted read-only (``SSH2_FXE_STATVFS_ST_RDONLY``)."""
+    unprivileged user may still write (``f_bavail`` x ``f_frsize``), whether it is
+    mounted read-only (``SSH2_FXE_STATVFS_ST_RDONLY``), and the bytes it can ever
+    give an unprivileged writer (``capacity``: its blocks less those reserved for
+    root, ``f_blocks - (f_bfree - f_bavail)``, times ``f_frsize``; 0 when unknown)."""
 
     blocks: int
     free: int
     read_only: bool
+    capacity: int = 0
 
 
 class Responses:
@@ -419,11 +422,15 @@ class StaccatoSFTP(paramiko.SFTPClient):
             return None
         # f_bsize, f_frsize, f_blocks, f_bfree, f_bavail, f_files, f_ffree, f_favail,
         # f_fsid, f_flag, f_namemax (PROTOCOL, OpenSSH)
-        bsize, frsize, blocks, _bfree, bavail, _f, _ff, _fa, _fsid, flag = (
+        bsize, frsize, blocks, bfree, bavail, _f, _ff, _fa, _fsid, flag = (
             msg.get_int64() for _ in range(10)
         )
+        block = frsize or bsize
         return FileSystem(
-            blocks=blocks, free=int(bavail * (frsize or bsize)), read_only=bool(flag & 1)
+            blocks=blocks,
+            free=int(bavail * block),
+            read_only=bool(flag & 1),
+            capacity=max(blocks - (bfree - bavail), 0) * block,
         )
 
     def _status_request(self, t: int, *args: Any) -> tuple[int, Message]:

@@ -147,6 +147,7 @@ class SFTPChunkWriter(ChunkWriter):
         self._journal_path = session.data["journal"]
         self._chunk_size = session.chunk_size
         self._chunks = chunk_count(session.size, session.chunk_size)
+        self._size = session.size
         self._handle: bytes | None = None
         self._journal: bytes | None = None
         self._hasher: ThreadPoolExecutor | None = None
@@ -208,6 +209,7 @@ class SFTPChunkWriter(ChunkWriter):
                     self._temp,
                     len(data),
                     f"destination {self._url} (temp file {self._temp})",
+                    self._size,
                 )
                 if full is None:
                     raise
