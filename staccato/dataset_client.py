@@ -71,6 +71,7 @@ from staccato.datasets.names import (
 )
 from staccato.errors import (
     CANNOT_HOLD_FILES,
+    STORE_REFUSES_KEY,
     DestinationBusyError,
     InvalidURLError,
     StaccatoError,
@@ -454,8 +455,10 @@ def never_copied(status: DatasetStatus, failure: FileFailure) -> bool:
     """Whether the failure ``failure`` of the dataset ``status`` can never succeed by
     copying the file again: its name is not valid UTF-8 (the listing's reason), the
     destination root it failed at is on a file system that holds no file (/proc:
-    :func:`~staccato.errors.no_capacity_message`), or that root cannot hold the name
-    (:func:`~staccato.datasets.names.name_problem`: the one rule of the copy). A
+    :func:`~staccato.errors.no_capacity_message`), that root cannot hold the name
+    (:func:`~staccato.datasets.names.name_problem`: the one rule of the copy), or
+    the store refused the key for good (:data:`~staccato.errors.STORE_REFUSES_KEY`:
+    a tester's advice said to copy it again next to "trying again cannot help"). A
     directory that failed (a name ending in ``/`` from a source with directories,
     :func:`directory_names`) is not: a run without ``--retry-failed`` lists it again.
     An S3 key ending in ``/`` is a file: never copied where no file can have its name
@@ -463,6 +466,8 @@ def never_copied(status: DatasetStatus, failure: FileFailure) -> bool:
     if _a_directory(status, failure.name):
         return False
     if failure.reason.startswith(NOT_UTF8) or CANNOT_HOLD_FILES in failure.reason:
+        return True
+    if STORE_REFUSES_KEY in failure.reason:
         return True
     try:
         root = parse_url(failure.destination or status.destination)

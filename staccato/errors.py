@@ -216,6 +216,10 @@ def file_in_the_way_message(directory: str, target: str, where: str = "") -> str
 #: the words of every :func:`no_capacity_message` (a failure's reason holding them can
 #: never succeed by copying again: :func:`staccato.dataset_client.never_copied`)
 CANNOT_HOLD_FILES = "it cannot hold files"
+#: the words of a store's permanent refusal of a key (an S3 404 to a write: moto
+#: refuses a key holding a newline): the same name is refused again, so no run
+#: copies it (:func:`staccato.dataset_client.never_copied`)
+STORE_REFUSES_KEY = "the store refuses this key"
 
 
 def no_capacity_message(what: str, file_system: str) -> str:

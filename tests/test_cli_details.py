@@ -438,6 +438,15 @@ def test_no_retry_advice_when_no_failure_can_succeed() -> None:
     assert "'ok.txt'" not in advice, advice
     one = retry_advice(_ended_with(never[1], ("ok.txt", "connection reset")))
     assert one is not None and "the name 'a//b' is one" in one and "copies it;" in one, one
+    # a store's refusal of a key says "trying again cannot help" (tester61 D)
+    refused = (
+        "new\\x0aline",
+        "PutObject of s3://demo/odd/new\\x0aline: http://127.0.0.1:7820 answered 404 Not "
+        "Found to the write (Not Found): the store refuses this key or its path (some "
+        "stores refuse keys with control characters such as a newline); trying again "
+        "cannot help",
+    )
+    assert retry_advice(_ended_with(refused)) is None
 
 
 def test_a_failed_run_still_cleaning_up_shows_what_it_holds() -> None:

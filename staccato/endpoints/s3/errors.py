@@ -50,6 +50,7 @@ from botocore.exceptions import (
 
 from staccato.endpoints.s3.parts import MAX_KEY_BYTES
 from staccato.errors import (
+    STORE_REFUSES_KEY,
     AuthenticationRefusedError,
     DestinationMissing,
     IncompleteRead,
@@ -247,7 +248,7 @@ def _classify(
         # refusing this key or path (moto answers 404 to a key holding a newline)
         return PermanentError(
             f"{action} of {what}: {endpoint.where} answered 404 Not Found to the write "
-            f"({message or code}): the store refuses this key or its path (some stores "
+            f"({message or code}): {STORE_REFUSES_KEY} or its path (some stores "
             "refuse keys with control characters such as a newline); trying again "
             "cannot help"
         )
