@@ -199,6 +199,7 @@ def _connect_openssh(target: SSHHost, slot: Slot) -> Connection:
         ShellPrints: the login shell prints text where SFTP's first packet belongs.
         RetryableError: no answer within the connect timeout.
     """
+    started = time.monotonic()
     try:
         transport = OpenSSHTransport(target)
     except OSError as err:
@@ -213,13 +214,23 @@ def _connect_openssh(target: SSHHost, slot: Slot) -> Connection:
             raise _shell_prints(target, err) from None
         except TimeoutError:
             raise RetryableError(
-                f"{target.label}: no SSH session with SFTP within "
-                f"{target.connect_timeout_s:g} s (STACCATO_SFTP_CONNECT_TIMEOUT_S; the host "
-                "may be hung or overloaded, or a login shell stalls in its start-up files)"
+                f"SSH handshake with {target.hostname}:{target.port} failed: no SSH session "
+                f"with SFTP within {target.connect_timeout_s:g} s "
+                "(STACCATO_SFTP_CONNECT_TIMEOUT_S; the host may be hung or overloaded, or a "
+                "login shell stalls in its start-up files)"
             ) from None
         except (paramiko.SSHException, EOFError, OSError, SFTPError, StatusError):
             transport.proc.kill()
-            raise _OpenSSHFailed(redact(channel.exit_reason(), target)) from None
+            reason = redact(channel.exit_reason(), target)
+            if "timed out" in reason or time.monotonic() - started >= target.connect_timeout_s:
+                # ssh's ConnectTimeout (TCP connect, banner): a paramiko attempt would
+                # wait as long again before saying the same
+                raise RetryableError(
+                    f"SSH handshake with {target.hostname}:{target.port} failed: no answer "
+                    f"within {target.connect_timeout_s:g} s (STACCATO_SFTP_CONNECT_TIMEOUT_S; "
+                    f"the host may be hung or overloaded; ssh: {reason})"
+                ) from None
+            raise _OpenSSHFailed(reason) from None
         _tune(sftp, target, channel)
     except BaseException:
         _close_transport(transport)

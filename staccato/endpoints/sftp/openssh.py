@@ -479,7 +479,7 @@ class OpenSSHTransport:
             shutil.rmtree(self._dir, ignore_errors=True)
             raise
         self.channel = PipeChannel(self.proc)
-        self._closed = False
+        self._ended = False
         # the process must end even if this connection is only garbage collected
         self._finalizer = weakref.finalize(self, _finish, self.proc, self.channel, self._dir)
 
@@ -489,7 +489,7 @@ class OpenSSHTransport:
         return self.channel
 
     def is_active(self) -> bool:
-        return not self._closed and not self.channel.closed and self.proc.process.poll() is None
+        return not self._ended and not self.channel.closed and self.proc.process.poll() is None
 
     def exec_process(self, command: str) -> SshProcess:
         """An ssh process running ``command`` on the server through this connection
@@ -501,7 +501,7 @@ class OpenSSHTransport:
     def close(self) -> None:
         """End the ssh process (stdin closed, then killed by its PID) and remove its
         control socket's directory."""
-        self._closed = True
+        self._ended = True
         self.channel.closed = True
         self._finalizer()
 
