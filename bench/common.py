@@ -171,15 +171,18 @@ def process_tree(pid: int) -> list[int]:
 
 
 def cpu_seconds(pids: list[int]) -> dict[int, float]:
-    """utime + stime (seconds) per process of ``pids`` (its threads included, its
-    children not; ``/proc/PID/stat`` fields 14 and 15); a process gone is left out."""
+    """utime + stime (seconds) per process of ``pids`` (its threads included), plus
+    cutime + cstime: its children that ended and were waited for (an activity
+    process's ``ssh`` subprocesses with the OpenSSH transport of SFTP, which end within
+    a run and would otherwise go uncounted); ``/proc/PID/stat`` fields 14-17. A process
+    gone is left out."""
     found: dict[int, float] = {}
     for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except (FileNotFoundError, ProcessLookupError):
             continue
-        found[pid] = (int(fields[11]) + int(fields[12])) / _TICK
+        found[pid] = sum(int(f) for f in fields[11:15]) / _TICK
     return found
 
 

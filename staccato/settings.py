@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import platformdirs
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -89,6 +89,10 @@ class Settings(BaseSettings):
         sftp_remote_hash: verify an upload's temp file by having the server hash it
             (an SSH exec channel running ``openssl``/``sha256sum``) instead of reading
             it back, where the server allows it (default on; off: always read back).
+        sftp_transport: how SSH is spoken: ``openssh`` runs the worker's ``ssh``
+            client and speaks SFTP over its pipes (encryption in OpenSSH's C code),
+            ``paramiko`` in Python; ``auto`` (default): ``openssh`` where ``ssh`` is on
+            the worker's PATH.
         secret_key: base64 of 32 random bytes sealing URL query tokens (comma-separated
             to rotate: the first seals, all open); same on clients and workers.
         secret_key_file: a file holding that key; default ``$STACCATO_HOME/secret.key``
@@ -157,6 +161,7 @@ class Settings(BaseSettings):
     sftp_idle_timeout_s: float = Field(10.0, gt=0, allow_inf_nan=False)
     sftp_slot_wait_s: float | None = Field(None, gt=0, allow_inf_nan=False)
     sftp_remote_hash: bool = True
+    sftp_transport: Literal["auto", "openssh", "paramiko"] = "auto"
     secret_key: SecretStr | None = None
     secret_key_file: Path | None = None
     codec_key: SecretStr | None = None

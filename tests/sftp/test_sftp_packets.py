@@ -15,6 +15,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from staccato.activities.stream_lease import leased
 from staccato.endpoints.sftp.pipeline import write_at
 from staccato.endpoints.sftp.pool import POOL
@@ -29,11 +31,13 @@ WRITE_HEADER_BYTES = 4 + 1 + 4 + 4 + 8 + 4
 
 
 def test_fenced_write_requests_fill_whole_ssh_packets(
-    driver_env: Path, sftp_url: Any, data_dir: Path
+    driver_env: Path, sftp_url: Any, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """8 MiB written under a stream's lease through the real sshd: the bytes arrive
     intact, and the SSH packets sent number at most the full packets the requests
-    need (plus a few the channel's window may split), not about twice as many."""
+    need (plus a few the channel's window may split), not about twice as many.
+    (paramiko's packets: the OpenSSH transport makes its own.)"""
+    monkeypatch.setenv("STACCATO_SFTP_TRANSPORT", "paramiko")
     temp = data_dir / "packets.part"
     temp.write_bytes(b"")
     data = os.urandom(8 * MiB)

@@ -31,13 +31,16 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import paramiko
 from paramiko.sftp import SFTPError
 
 from staccato import sockets
+from staccato.endpoints.sftp import openssh
 from staccato.endpoints.sftp.auth import authenticate
 from staccato.endpoints.sftp.hostkeys import HostKeyCheck
+from staccato.endpoints.sftp.openssh import OpenSSHTransport
 from staccato.endpoints.sftp.pipeline import learned_in_flight
 from staccato.endpoints.sftp.protocol import (
     WAIT_SLICE_S,
@@ -100,7 +103,7 @@ class Connection:
     """An authenticated SSH connection with one SFTP channel, holding a slot."""
 
     target: SSHHost
-    transport: paramiko.Transport
+    transport: paramiko.Transport | OpenSSHTransport
     sftp: StaccatoSFTP
     slot: Slot
     users: int = 0
@@ -125,11 +128,18 @@ class Connection:
             self.slot.release()
 
 
-def _close_transport(transport: paramiko.Transport) -> None:
+def _close_transport(transport: paramiko.Transport | OpenSSHTransport) -> None:
     """Close a transport and its socket for sure. ``shutdown(2)`` sends the FIN at once:
     a plain ``close(2)`` waits for paramiko's reader thread to leave ``recv`` (up to
     0.1 s), during which another process could already hold the freed slot; and
-    ``Transport.close`` does nothing for a transport whose handshake failed."""
+    ``Transport.close`` does nothing for a transport whose handshake failed. An
+    OpenSSH transport's ssh process is ended and reaped."""
+    if isinstance(transport, OpenSSHTransport):
+        try:
+            transport.close()
+        except Exception as err:
+            log.info("closing an sftp connection failed: %s", describe(err))
+        return
     try:
         sock = transport.sock
         if hasattr(sock, "shutdown"):
@@ -146,7 +156,128 @@ def _close_transport(transport: paramiko.Transport) -> None:
 
 
 def connect(target: SSHHost, slot: Slot) -> Connection:
-    """Open, check and authenticate an SSH connection and start the SFTP subsystem.
+    """Open, check and authenticate an SSH connection and start the SFTP subsystem:
+    over an ssh process where the worker uses OpenSSH (:mod:`.openssh`,
+    ``STACCATO_SFTP_TRANSPORT``), else with paramiko. When ssh fails before SFTP
+    starts, paramiko connects once to tell why (its messages, below); if paramiko gets
+    through, its connection is used (logged).
+
+    Raises:
+        PermanentError: unknown/changed host key, no sftp subsystem.
+        PermissionDenied: authentication failed or the server asks for a prompt
+            (keyboard-interactive or password, see :mod:`staccato.endpoints.sftp.auth`).
+        RetryableError: the network or the server failed (may heal).
+    """
+    if not openssh.wanted():
+        return _connect_paramiko(target, slot)
+    try:
+        return _connect_openssh(target, slot)
+    except _OpenSSHFailed as failed:
+        connection = _connect_paramiko(target, slot)
+        log.warning(
+            "%s: ssh could not start an sftp session (%s); this connection uses paramiko",
+            target.label,
+            failed.reason,
+        )
+        return connection
+
+
+class _OpenSSHFailed(Exception):
+    """ssh ended (or could not start) before the SFTP session began: ``reason``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _connect_openssh(target: SSHHost, slot: Slot) -> Connection:
+    """An SFTP session over an ssh process (:class:`OpenSSHTransport`).
+
+    Raises:
+        _OpenSSHFailed: ssh ended before the session started (the caller asks
+            paramiko why).
+        ShellPrints: the login shell prints text where SFTP's first packet belongs.
+        RetryableError: no answer within the connect timeout.
+    """
+    started = time.monotonic()
+    try:
+        transport = OpenSSHTransport(target)
+    except OSError as err:
+        raise _OpenSSHFailed(f"cannot run ssh: {err}") from None
+    channel = transport.channel
+    try:
+        channel.settimeout(min(WAIT_SLICE_S, target.connect_timeout_s))
+        try:
+            sftp = StaccatoSFTP(channel, timeout_s=target.connect_timeout_s)  # type: ignore[arg-type]
+            sftp.setup()
+        except GarbagePacket as err:
+            raise _shell_prints(target, err) from None
+        except TimeoutError:
+            raise RetryableError(
+                f"SSH handshake with {target.hostname}:{target.port} failed: no SSH session "
+                f"with SFTP within {target.connect_timeout_s:g} s "
+                "(STACCATO_SFTP_CONNECT_TIMEOUT_S; the host may be hung or overloaded, or a "
+                "login shell stalls in its start-up files)"
+            ) from None
+        except (paramiko.SSHException, EOFError, OSError, SFTPError, StatusError):
+            transport.proc.kill()
+            reason = redact(channel.exit_reason(), target)
+            if "timed out" in reason or time.monotonic() - started >= target.connect_timeout_s:
+                # ssh's ConnectTimeout (TCP connect, banner): a paramiko attempt would
+                # wait as long again before saying the same
+                raise RetryableError(
+                    f"SSH handshake with {target.hostname}:{target.port} failed: no answer "
+                    f"within {target.connect_timeout_s:g} s (STACCATO_SFTP_CONNECT_TIMEOUT_S; "
+                    f"the host may be hung or overloaded; ssh: {reason})"
+                ) from None
+            raise _OpenSSHFailed(reason) from None
+        _tune(sftp, target, channel)
+    except BaseException:
+        _close_transport(transport)
+        raise
+    log.debug(
+        "sftp connection to %s (slot %d) over ssh (pid %d), extensions %s, request sizes %d/%d",
+        target.label,
+        slot.index,
+        transport.proc.pid,
+        sorted(sftp.extensions),
+        sftp.read_size,
+        sftp.write_size,
+    )
+    return Connection(target, transport, sftp, slot)
+
+
+def redact(text: str, target: SSHHost) -> str:
+    """``text`` (ssh's stderr) without the ProxyCommand line, which may hold a secret."""
+    return describe(Exception(text), target)
+
+
+def _shell_prints(target: SSHHost, err: GarbagePacket) -> ShellPrints:
+    return ShellPrints(
+        f"{target.label}: the sftp subsystem started with text instead of the SFTP "
+        f"protocol ({_excerpt(err.head)}): the remote account's shell start-up files "
+        "(~/.bashrc, ~/.profile, /etc/bash.bashrc, ...) print to stdout also in "
+        "non-interactive sessions. Fix it on the server: print only in interactive "
+        "shells (e.g. put `[[ $- == *i* ]] || return` at the top of ~/.bashrc, or "
+        "send the messages to stderr), or use `Subsystem sftp internal-sftp`; "
+        "`ssh HOST true | od -c` shows what is printed"
+    )
+
+
+def _tune(sftp: StaccatoSFTP, target: SSHHost, channel: Any) -> None:
+    """The connection's timeouts and learned cap of requests in flight."""
+    sftp.io_timeout_s = target.io_timeout_s
+    sftp.stall_s = target.stall_s
+    sftp.cap_key = (target.hostname, target.port)
+    learned = learned_in_flight(sftp.cap_key)
+    if learned is not None:
+        sftp.max_in_flight = learned
+    channel.settimeout(min(WAIT_SLICE_S, target.io_timeout_s))
+
+
+def _connect_paramiko(target: SSHHost, slot: Slot) -> Connection:
+    """Open, check and authenticate an SSH connection with paramiko and start the
+    SFTP subsystem.
 
     Raises:
         PermanentError: unknown/changed host key, no sftp subsystem.
@@ -217,28 +348,14 @@ def connect(target: SSHHost, slot: Slot) -> Connection:
             sftp = StaccatoSFTP(channel, timeout_s=target.connect_timeout_s)
             sftp.setup()
         except GarbagePacket as err:
-            raise ShellPrints(
-                f"{target.label}: the sftp subsystem started with text instead of the SFTP "
-                f"protocol ({_excerpt(err.head)}): the remote account's shell start-up files "
-                "(~/.bashrc, ~/.profile, /etc/bash.bashrc, ...) print to stdout also in "
-                "non-interactive sessions. Fix it on the server: print only in interactive "
-                "shells (e.g. put `[[ $- == *i* ]] || return` at the top of ~/.bashrc, or "
-                "send the messages to stderr), or use `Subsystem sftp internal-sftp`; "
-                "`ssh HOST true | od -c` shows what is printed"
-            ) from None
+            raise _shell_prints(target, err) from None
         except (paramiko.SSHException, EOFError, OSError, SFTPError, StatusError) as err:
             reason = "no answer" if isinstance(err, TimeoutError) else describe(err, target)
             raise RetryableError(
                 f"{target.label}: the sftp subsystem did not start ({reason}; a login shell that "
                 "prints or stalls in its start-up files can cause this)"
             ) from None
-        sftp.io_timeout_s = target.io_timeout_s
-        sftp.stall_s = target.stall_s
-        sftp.cap_key = (target.hostname, target.port)
-        learned = learned_in_flight(sftp.cap_key)
-        if learned is not None:
-            sftp.max_in_flight = learned
-        channel.settimeout(min(WAIT_SLICE_S, target.io_timeout_s))
+        _tune(sftp, target, channel)
     except BaseException:
         _close_transport(transport)
         raise

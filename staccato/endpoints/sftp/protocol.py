@@ -572,7 +572,7 @@ class StaccatoSFTP(paramiko.SFTPClient):
         slices were 32,704 + 64 bytes: twice the packets, ~1 s more CPU per GiB)."""
         packet = self._packet_data_bytes()
         room = max(0, packet - len(header))
-        first = memoryview(header + bytes(data[:room]))
+        first = memoryview(b"".join((header, data[:room])))  # one copy, not two
         pieces = itertools.chain(
             (first[i : i + packet] for i in range(0, len(first), packet)),
             (data[i : i + packet] for i in range(room, len(data), packet)),
@@ -594,6 +594,10 @@ class StaccatoSFTP(paramiko.SFTPClient):
         socket (paramiko's reader thread then sees EOF and ends the transport). The
         connection is dead afterwards (:attr:`cut_off`)."""
         self.cut_off = True
+        own_cut = getattr(self.sock, "cut", None)
+        if own_cut is not None:  # an ssh process's pipes (openssh.PipeChannel)
+            own_cut()
+            return
         transport = self.sock.get_transport()
         sock = getattr(transport, "sock", None)
         if isinstance(sock, BufferedSocket):

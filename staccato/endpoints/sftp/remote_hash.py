@@ -42,6 +42,7 @@ import paramiko
 from staccato import settings
 from staccato.endpoints import base
 from staccato.endpoints.sftp.connection import Connection, is_connection_error
+from staccato.endpoints.sftp.openssh import OpenSSHTransport, PipeChannel, SshProcess
 from staccato.endpoints.sftp.ssh import describe
 
 log = logging.getLogger("staccato.sftp")
@@ -98,7 +99,17 @@ class _Exec:
     stderr is discarded."""
 
     def __init__(self, connection: Connection, command: str, timeout_s: float) -> None:
-        self._channel: paramiko.Channel = connection.transport.open_session(timeout=timeout_s)
+        transport = connection.transport
+        if isinstance(transport, OpenSSHTransport):
+            # an ssh process through the connection's ControlMaster, stdin at EOF
+            self._channel: paramiko.Channel | _ProcessChannel = _ProcessChannel(
+                transport.exec_process(command)
+            )
+            self._buffer = b""
+            self._received = 0
+            self._eof = False
+            return
+        self._channel = transport.open_session(timeout=timeout_s)
         try:
             self._channel.settimeout(_WAIT_SLICE_S)
             self._channel.exec_command(command)
@@ -136,6 +147,31 @@ class _Exec:
 
     def close(self) -> None:
         self._channel.close()
+
+
+class _ProcessChannel:
+    """An ssh process's stdout as the part of a paramiko exec channel :class:`_Exec`
+    reads (``recv`` with a timeout, no stderr); :meth:`close` kills it by its PID."""
+
+    def __init__(self, proc: SshProcess) -> None:
+        self._proc = proc
+        self._channel = PipeChannel(proc)
+        self._channel.settimeout(_WAIT_SLICE_S)
+
+    def recv(self, size: int) -> bytes:
+        return self._channel.recv(size)
+
+    def recv_stderr_ready(self) -> bool:
+        return False
+
+    def recv_stderr(self, size: int) -> bytes:
+        return b""
+
+    def close(self) -> None:
+        try:
+            self._proc.kill()
+        finally:
+            self._proc.close_files()
 
 
 def _marker(nonce: str, what: str) -> str:
