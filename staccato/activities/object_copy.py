@@ -130,7 +130,7 @@ def copy_object(
             the destination name is untouched.
         RetryableError: a transient failure; the write session is kept for the retry.
     """
-    if listed_size is not None:
+    if listed_size is not None and options.sync_level is None:
         pace = None if pacer is None else paced_by(pacer, beat)
         written = copy_small(source, destination, options, session_key, listed_size, pace)
         if written is not None:
@@ -152,6 +152,15 @@ def copy_object(
         )
         if check.up_to_date:
             return ObjectOutcome(copied=False, bytes=0, reason=check.reason)
+        if listed_size is not None:
+            # not up to date: a small object still goes in as few requests as its
+            # endpoints allow (S3: one PutObject instead of a multipart upload's ~8)
+            pace = None if pacer is None else paced_by(pacer, beat)
+            written = copy_small(
+                source, destination, options, session_key, info.size, pace, compared=True
+            )
+            if written is not None:
+                return ObjectOutcome(copied=True, bytes=written)
     destination_driver.make_parents(dst)
     prepared = open_write_session(
         PrepareInput(

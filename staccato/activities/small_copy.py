@@ -81,6 +81,8 @@ def copy_small(
     session_key: str,
     listed_size: int,
     pace: Callable[[int], None] | None = None,
+    *,
+    compared: bool = False,
 ) -> int | None:
     """Copy a small object (see the module docstring).
 
@@ -89,6 +91,9 @@ def copy_small(
         pace: called with the bytes read from the source once they are read, before
             they are written (a batch's rate: :func:`staccato.activities.pacing.paced_by`;
             it sleeps while they are over it); None: not paced.
+        compared: the caller compared the destination at ``options.sync_level``
+            already and found it not up to date (else a sync level makes this path
+            not apply).
 
     Returns:
         The bytes written, or None when this path does not apply (nothing was written:
@@ -100,7 +105,7 @@ def copy_small(
         RetryableError: a transient failure.
     """
     limit = min(options.chunk_size, SMALL_OBJECT_MAX)
-    if options.sync_level is not None or listed_size > limit:
+    if (options.sync_level is not None and not compared) or listed_size > limit:
         return None
     src = secrets.source_url(source, None)
     dst = parse_url(destination)
@@ -160,7 +165,9 @@ def _put(
     driver: Driver, url: EndpointURL, data: bytes, options: TransferOptions, marker: str
 ) -> None:
     """One atomic write checked by the store against our CRC32C, then compared with the
-    CRC32C it answers (HeadObject when it answers none)."""
+    CRC32C its answer vouches for (:meth:`Driver.put_whole`: the one it answers, or
+    ours when its MD5 ETag proves the same bytes stored); read back (one HeadObject,
+    one GetObject pinned to it) only when the answer proves neither."""
     driver.check_destination(url)
     crc = checksums.checksum_bytes("crc32c", data)
     stored = driver.put_whole(url, data, crc, marker)

@@ -623,7 +623,10 @@ class Driver(abc.ABC):
         (as a session key).
 
         Returns:
-            The CRC32C the store says it stored (8 hex digits), ``""`` if it said none.
+            The CRC32C of the stored object as the store's answer vouches for it (8
+            hex digits): the one it says it stored, or ours when its answer proves it
+            stored exactly the bytes sent (S3: an MD5 ETag equal to the body's MD5);
+            ``""`` if the answer proves neither (the caller reads the object back).
 
         Raises:
             ChecksumMismatchError: the store received other bytes (nothing was stored).
@@ -746,14 +749,16 @@ class Driver(abc.ABC):
         chunk_size: int,
         segments: Iterable[tuple[int, int]],
         algorithm: str,
+        info: ObjectInfo | None = None,
     ) -> str:
         """Checksum of the whole published object computed the way transfers compute it:
         per chunk, combined per segment ``(first_chunk, end_chunk)``, then per object.
 
         The default reads the object back (:meth:`segments_checksum`); drivers with
-        stored checksums override it.
+        stored checksums override it. ``info``: the object's stat when the caller has
+        it (not asked again; the reads are pinned to its version), else a fresh one.
         """
-        return self.segments_checksum(url, size, chunk_size, segments, algorithm)
+        return self.segments_checksum(url, size, chunk_size, segments, algorithm, info)
 
     def segments_checksum(
         self,
