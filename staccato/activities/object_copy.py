@@ -34,7 +34,7 @@ from staccato.activities.transfer import (
     verify_object,
 )
 from staccato.endpoints import get_driver
-from staccato.endpoints.base import keepalive_past_stop
+from staccato.endpoints.base import keepalive_past_stop, listed_at
 from staccato.errors import SourceChangedError, StaccatoError
 from staccato.models import (
     ObjectInfo,
@@ -43,6 +43,7 @@ from staccato.models import (
     Segment,
     StreamInput,
     SyncLevel,
+    SyncResult,
     TransferOptions,
     VerifyInput,
     VerifyMode,
@@ -140,16 +141,21 @@ def copy_object(
     dst = parse_url(destination)
     destination_driver = get_driver(dst.scheme)
     if options.sync_level is not None:
-        check = compare(
-            options.sync_level,
-            get_driver(src.scheme),
-            src,
-            info,
-            destination_driver,
-            dst,
-            chunk_size=options.chunk_size,
-            algorithm=options.checksum.value,
-        )
+        known, listed = listed_at(destination)  # the batch's listing of its range
+        if known and listed is None:
+            check = SyncResult(up_to_date=False, reason=f"destination {dst} does not exist")
+        else:
+            check = compare(
+                options.sync_level,
+                get_driver(src.scheme),
+                src,
+                info,
+                destination_driver,
+                dst,
+                chunk_size=options.chunk_size,
+                algorithm=options.checksum.value,
+                listed=listed,
+            )
         if check.up_to_date:
             return ObjectOutcome(copied=False, bytes=0, reason=check.reason)
         if listed_size is not None:

@@ -2,8 +2,9 @@
 :func:`staccato.activities.object_copy.copy_object` for a dataset's small files.
 
 Taken when the object fits in one chunk (and in ``SMALL_OBJECT_MAX`` bytes, so it is
-held in memory whole), no ``--sync-level`` check is asked for, and one of the two
-sides can move the whole object in one request:
+held in memory whole), no ``--sync-level`` check is asked for (or the caller made it
+and found the destination not up to date: ``compared``), and one of the two sides can
+move the whole object in one request:
 
 * an S3 destination (``Features.whole_put``): one PutObject carrying the CRC32C of the
   bytes read from the source. The store computes the CRC32C of the body it received
@@ -12,8 +13,10 @@ sides can move the whole object in one request:
   is atomic: the key shows the old object or the whole new one. So nothing is
   published unverified and a failure leaves the destination untouched, without a
   multipart upload. The CRC32C the store answers is compared with ours (``--verify
-  checksum``); a store answering none is checked by HeadObject after, as a single
-  transfer does. One request per file instead of nine (HeadBucket is asked once per
+  checksum``); a store answering none (moto) got our CRC32C and MD5 as metadata, and
+  its ETag (the MD5 it computed over the body) equal to ours proves the bytes
+  (:meth:`staccato.endpoints.s3.driver.S3Driver.put_whole`); an answer proving
+  neither is checked by HeadObject + a read-back after, as a single transfer does. One request per file instead of nine (HeadBucket is asked once per
   bucket and minute, :meth:`staccato.endpoints.s3.driver.S3Driver.check_destination`).
 * an S3 source (``Features.whole_get``): one GetObject gives the bytes and the
   version (ETag, size) in one response, checked against the store's full-object

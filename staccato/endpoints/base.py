@@ -181,6 +181,28 @@ def remembered(
     return value
 
 
+def remember_listed(listed: Iterable[tuple[str, ObjectInfo | None]]) -> None:
+    """Keep, in the current :func:`directory_memo` block, what one listing of their
+    range found at the destinations (canonical URL, its listed info or None: missing):
+    a dataset's batch with ``--sync-level`` lists its S3 destination once instead of
+    a HeadObject per file (:meth:`Driver.listed_objects`); outside a block: nothing."""
+    memo = _directory_memo.get()
+    if memo is not None:
+        for url, info in listed:
+            memo[("listed", url)] = info
+
+
+def listed_at(url: str) -> tuple[bool, ObjectInfo | None]:
+    """What the batch's listing found at the destination ``url`` (canonical):
+    ``(True, info)``, ``(True, None)`` when it found nothing there, ``(False, None)``
+    when it was not listed (:func:`remember_listed`, the current
+    :func:`directory_memo` block)."""
+    memo = _directory_memo.get()
+    if memo is None or ("listed", url) not in memo:
+        return False, None
+    return True, memo[("listed", url)]  # type: ignore[return-value]
+
+
 def remember(key: object, value: object) -> None:
     """Keep ``value`` for ``key`` in the current :func:`directory_memo` block (what
     :func:`remembered` then answers), replacing what was kept; outside a block: nothing."""
@@ -474,6 +496,21 @@ class Driver(abc.ABC):
             PermissionDeniedError, RetryableError: as the endpoint reports.
         """
         return True
+
+    def listed_objects(
+        self, root: EndpointURL, names: Sequence[str], max_keys: int
+    ) -> dict[str, ObjectInfo] | None:
+        """The objects of ``names`` (relative to the directory or prefix ``root``) that
+        exist, with what a listing tells of them (size, modification time, version),
+        from one listing of the range they span, where that is cheaper than a stat each
+        (S3: ListObjectsV2, up to 1,000 keys a request); None where the endpoint offers
+        none (the default) or the range holds more than ``max_keys`` entries (the
+        caller stats each name).
+
+        Raises:
+            StaccatoError: as the listing fails (the caller stats each name).
+        """
+        return None
 
     def list_page(
         self,

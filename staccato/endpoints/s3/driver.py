@@ -537,6 +537,83 @@ class S3Driver(Driver):
                 return ListPage(entries=entries, next_after=entries[-1].name)
             keepalive()
 
+    def listed_objects(
+        self, root: EndpointURL, names: Sequence[str], max_keys: int
+    ) -> dict[str, ObjectInfo] | None:
+        """The objects of ``names`` under ``root``'s prefix that exist, each with the
+        info a HeadObject would give but its checksum (size, ETag as the version,
+        ``LastModified``; :func:`_object_info` of the listed item): ListObjectsV2 from just
+        before the first of them to just past the last (pages of up to 1,000 keys,
+        :func:`keepalive` between them), instead of a HeadObject each.
+
+        The store lists in UTF-8 byte order (AWS) or in file-tree order (``/`` first:
+        SeaweedFS, which walks its directories: a ``StartAfter`` naming a directory
+        skips all of it), so the range is taken to hold in both: ``Prefix`` is the
+        deepest directory holding every name, ``StartAfter`` (in it) a proper prefix
+        of every name's remainder there, one character short, so never a directory
+        any name is in; the listing stops at a key past the last name in both orders
+        (so past it in the store's). Folder markers are keys like any other here (a
+        name never ends in ``/``).
+
+        Returns:
+            Name -> info of those found; None when the range holds more
+            than ``max_keys`` keys (other objects between the names: a stat each is
+            cheaper) or ``names`` is empty.
+
+        Raises:
+            NotFoundError (no such bucket), PermissionDeniedError (no s3:ListBucket),
+            RetryableError.
+        """
+        if not names:
+            return None
+        prefix = directory_prefix(root)
+
+        def tree(name: str) -> bytes:
+            return name.encode("utf-8").replace(b"/", b"\0")
+
+        last_bytes = max(n.encode("utf-8") for n in names)
+        last_tree = max(tree(n) for n in names)
+        common = os.path.commonprefix(list(names))  # a prefix of every name
+        directory = common[: common.rfind("/") + 1]
+        rest = common[len(directory) :][:-1]  # no "/"; shorter than every name's
+        prefix += directory
+        names = [name[len(directory) :] for name in names]
+        last_bytes = last_bytes[len(directory.encode("utf-8")) :]
+        last_tree = last_tree[len(directory.encode("utf-8")) :]
+        wanted = set(names)
+        found: dict[str, ObjectInfo] = {}
+        endpoint = self.endpoint(root)
+        cursor = prefix + rest if rest else None
+        listed = 0
+        while True:
+            request: dict[str, Any] = {"Bucket": root.bucket, "Prefix": prefix, "MaxKeys": 1000}
+            if cursor is not None:
+                request["StartAfter"] = cursor
+            try:
+                answer = endpoint.client.list_objects_v2(**request)
+            except (ClientError, BotoCoreError) as err:
+                raise _s3_error(
+                    err, endpoint, root.bucket, prefix, role="destination", action="ListObjectsV2"
+                ) from None
+            moved()
+            contents = answer.get("Contents") or []
+            for item in contents:
+                key = item["Key"]
+                if not key.startswith(prefix):
+                    continue
+                name = key[len(prefix) :]
+                if name.encode("utf-8") > last_bytes and tree(name) > last_tree:
+                    return found
+                if name in wanted:
+                    found[directory + name] = _object_info(item, int(item.get("Size") or 0))
+            listed += len(contents)
+            if not answer.get("IsTruncated"):
+                return found
+            if not contents or listed > max_keys:
+                return None  # (a truncated page without keys: no cursor to go on)
+            cursor = contents[-1]["Key"]
+            keepalive()
+
     # -- destination
 
     def check_destination(self, url: EndpointURL) -> None:
