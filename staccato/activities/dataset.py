@@ -845,11 +845,18 @@ def _list_destination(
     if request.options.sync_level is None or state.next_index >= len(request.files):
         return
     driver = get_driver(destination_root.scheme)
-    names = [entry.name for entry in request.files[state.next_index :]]
+    urls: dict[str, str] = {}
+    for entry in request.files[state.next_index :]:
+        try:
+            urls[entry.name] = target_url(destination_root, entry.name).canonical
+        except StaccatoError:
+            pass  # a name the destination cannot hold: its copy says why
+    if not urls:
+        return
     try:
         with retry_deadline.watched():
             found = driver.listed_objects(
-                destination_root, names, LISTED_KEYS_PER_FILE * len(names) + 1000
+                destination_root, list(urls), LISTED_KEYS_PER_FILE * len(urls) + 1000
             )
     except StaccatoError as err:
         activity.logger.info(
@@ -857,9 +864,7 @@ def _list_destination(
         )
         return
     if found is not None:
-        remember_listed(
-            (target_url(destination_root, name).canonical, found.get(name)) for name in names
-        )
+        remember_listed((url, found.get(name)) for name, url in urls.items())
 
 
 def _with_checkpoint(
