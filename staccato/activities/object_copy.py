@@ -158,7 +158,9 @@ def copy_object(
             )
         if check.up_to_date:
             return ObjectOutcome(copied=False, bytes=0, reason=check.reason)
-        if listed_size is not None:
+        if listed_size is not None and (
+            get_driver(src.scheme).features.whole_get or destination_driver.features.whole_put
+        ):
             # not up to date: a small object still goes in as few requests as its
             # endpoints allow (S3: one PutObject instead of a multipart upload's ~8)
             pace = None if pacer is None else paced_by(pacer, beat)
