@@ -24,7 +24,9 @@ touched, with the same bytes, is up to date at ``checksum``:
   (S3's ``Last-Modified`` of a multipart object), both after the source's stat, and a
   source modified after that stat fails the copy before publish.
 * ``checksum``: sizes equal and the checksums are equal (times not compared). A side that keeps a stored checksum
-  comparable with the transfer's is not read: S3 with a full-object CRC32C, for the
+  comparable with the transfer's is not read: S3 with a full-object CRC32C (the store's,
+  or the one Staccato stored in the object's metadata at its PutObject while the
+  store's MD5 ETag still vouches for it: ``s3.driver.vouched_metadata_crc32c``), for the
   default ``crc32c`` algorithm (CRC-32C combines across chunks, so any chunking gives
   the same value). Any other side (file, SFTP, HTTP; S3 without a full-object CRC32C,
   or with ``--checksum sha256``) is read once to compute it: a source is then read
@@ -121,6 +123,7 @@ def compare(
     *,
     chunk_size: int,
     algorithm: str,
+    listed: ObjectInfo | None = None,
 ) -> SyncResult:
     """Whether ``destination`` already matches the source at ``level`` (see the module
     docstring); stops at the first check that differs, so a cheap mismatch costs no
@@ -130,6 +133,10 @@ def compare(
         source_info: the source's stat (from the transfer's stat step).
         chunk_size: bytes per chunk of a checksum computed by reading.
         algorithm: ``crc32c`` or ``sha256``.
+        listed: the destination as a listing just found it (a dataset's batch lists
+            its S3 range once: :meth:`Driver.listed_objects`), taken instead of its
+            stat where it answers the level (exists, size, mtime; sizes that differ
+            at checksum); None: stat'ed.
 
     Raises:
         PermanentError: the destination exists but cannot be compared (a directory,
@@ -145,7 +152,10 @@ def compare(
     # nor one whose directory is named through a symbolic link (publish refuses it)
     destination_driver.check_directory_name(destination)
     try:
-        target = destination_driver.stat(destination)
+        if listed is not None and (level != SyncLevel.checksum or listed.size != source_info.size):
+            target = listed
+        else:
+            target = destination_driver.stat(destination)
     except NotFoundError:
         return SyncResult(up_to_date=False, reason=f"destination {destination} does not exist")
     except PermanentError as err:

@@ -103,6 +103,7 @@ from staccato.endpoints.base import (
     keepalive_hook,
     motion_tracker,
     moved,
+    remember_listed,
 )
 from staccato.endpoints.file.group import LocalGroup, StagedFile, remove_temp
 from staccato.endpoints.listing import BROKEN_LINK, LINK_LOOP, TWIN_SUFFIX
@@ -788,6 +789,7 @@ def _copy_batch(request: BatchInput, motion: Motion | None = None) -> BatchResul
                 pacer.start(beating_wait(beat))
             if resuming:
                 _resume(request, root, destination_root, state, beat, pacer)
+            _list_destination(request, destination_root, state)
             _copy_in_flight(request, root, destination_root, state, beat, pacer, handled_after)
             state.current = None
     except StreamStopped:
@@ -821,6 +823,49 @@ def _copy_batch(request: BatchInput, motion: Motion | None = None) -> BatchResul
     return BatchResult(
         done=state.done, skipped=state.skipped, bytes=state.bytes, failures=state.failures
     )
+
+
+#: keys a batch's destination listing may pass per file it asks about before it gives
+#: up (other objects between the batch's names: a HeadObject each is cheaper)
+LISTED_KEYS_PER_FILE = 4
+
+
+def _list_destination(
+    request: BatchInput, destination_root: EndpointURL, state: BatchCheckpoint
+) -> None:
+    """With ``--sync-level``, list the destination range of the files left (one
+    ListObjectsV2 per 1,000 keys where the driver can:
+    :meth:`~staccato.endpoints.base.Driver.listed_objects`) and remember what it
+    found at each (:func:`~staccato.endpoints.base.remember_listed`): the sync check
+    of a file takes it instead of a HeadObject each where it answers the level
+    (missing; exists, size, mtime; sizes that differ at checksum;
+    :func:`staccato.activities.object_copy.copy_object`); a checksum level with equal
+    sizes still asks HeadObject (the stored checksum). Listed once per attempt,
+    after the resume's compare, so what an earlier attempt published is seen. A failed
+    listing is logged and each file is stat'ed as before."""
+    if request.options.sync_level is None or state.next_index >= len(request.files):
+        return
+    driver = get_driver(destination_root.scheme)
+    urls: dict[str, str] = {}
+    for entry in request.files[state.next_index :]:
+        try:
+            urls[entry.name] = target_url(destination_root, entry.name).canonical
+        except StaccatoError:
+            pass  # a name the destination cannot hold: its copy says why
+    if not urls:
+        return
+    try:
+        with retry_deadline.watched():
+            found = driver.listed_objects(
+                destination_root, list(urls), LISTED_KEYS_PER_FILE * len(urls) + 1000
+            )
+    except StaccatoError as err:
+        activity.logger.info(
+            "%s: listing the destination failed (%s); each file is stat'ed", request.key, err
+        )
+        return
+    if found is not None:
+        remember_listed((url, found.get(name)) for name, url in urls.items())
 
 
 def _with_checkpoint(

@@ -2,8 +2,9 @@
 :func:`staccato.activities.object_copy.copy_object` for a dataset's small files.
 
 Taken when the object fits in one chunk (and in ``SMALL_OBJECT_MAX`` bytes, so it is
-held in memory whole), no ``--sync-level`` check is asked for, and one of the two
-sides can move the whole object in one request:
+held in memory whole), no ``--sync-level`` check is asked for (or the caller made it
+and found the destination not up to date: ``compared``), and one of the two sides can
+move the whole object in one request:
 
 * an S3 destination (``Features.whole_put``): one PutObject carrying the CRC32C of the
   bytes read from the source. The store computes the CRC32C of the body it received
@@ -12,8 +13,10 @@ sides can move the whole object in one request:
   is atomic: the key shows the old object or the whole new one. So nothing is
   published unverified and a failure leaves the destination untouched, without a
   multipart upload. The CRC32C the store answers is compared with ours (``--verify
-  checksum``); a store answering none is checked by HeadObject after, as a single
-  transfer does. One request per file instead of nine (HeadBucket is asked once per
+  checksum``); a store answering none (moto) got our CRC32C and MD5 as metadata, and
+  its ETag (the MD5 it computed over the body) equal to ours proves the bytes
+  (:meth:`staccato.endpoints.s3.driver.S3Driver.put_whole`); an answer proving
+  neither is checked by HeadObject + a read-back after, as a single transfer does. One request per file instead of nine (HeadBucket is asked once per
   bucket and minute, :meth:`staccato.endpoints.s3.driver.S3Driver.check_destination`).
 * an S3 source (``Features.whole_get``): one GetObject gives the bytes and the
   version (ETag, size) in one response, checked against the store's full-object
@@ -81,6 +84,8 @@ def copy_small(
     session_key: str,
     listed_size: int,
     pace: Callable[[int], None] | None = None,
+    *,
+    compared: bool = False,
 ) -> int | None:
     """Copy a small object (see the module docstring).
 
@@ -89,6 +94,9 @@ def copy_small(
         pace: called with the bytes read from the source once they are read, before
             they are written (a batch's rate: :func:`staccato.activities.pacing.paced_by`;
             it sleeps while they are over it); None: not paced.
+        compared: the caller compared the destination at ``options.sync_level``
+            already and found it not up to date (else a sync level makes this path
+            not apply).
 
     Returns:
         The bytes written, or None when this path does not apply (nothing was written:
@@ -100,7 +108,7 @@ def copy_small(
         RetryableError: a transient failure.
     """
     limit = min(options.chunk_size, SMALL_OBJECT_MAX)
-    if options.sync_level is not None or listed_size > limit:
+    if (options.sync_level is not None and not compared) or listed_size > limit:
         return None
     src = secrets.source_url(source, None)
     dst = parse_url(destination)
@@ -160,7 +168,9 @@ def _put(
     driver: Driver, url: EndpointURL, data: bytes, options: TransferOptions, marker: str
 ) -> None:
     """One atomic write checked by the store against our CRC32C, then compared with the
-    CRC32C it answers (HeadObject when it answers none)."""
+    CRC32C its answer vouches for (:meth:`Driver.put_whole`: the one it answers, or
+    ours when its MD5 ETag proves the same bytes stored); read back (one HeadObject,
+    one GetObject pinned to it) only when the answer proves neither."""
     driver.check_destination(url)
     crc = checksums.checksum_bytes("crc32c", data)
     stored = driver.put_whole(url, data, crc, marker)

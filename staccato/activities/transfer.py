@@ -476,8 +476,9 @@ def verify_object(request: VerifyInput) -> str:
     # nothing, and a retried batch would start again at its first file
     keepalive()
     if request.whole_object:
+        # the stat above pins the read (one HeadObject, not one per layer)
         actual = driver.object_checksum(
-            url, request.size, request.chunk_size, request.segments, request.checksum.value
+            url, request.size, request.chunk_size, request.segments, request.checksum.value, info
         )
     else:
         actual = driver.segments_checksum(

@@ -184,6 +184,28 @@ def remembered(
     return value
 
 
+def remember_listed(listed: Iterable[tuple[str, ObjectInfo | None]]) -> None:
+    """Keep, in the current :func:`directory_memo` block, what one listing of their
+    range found at the destinations (canonical URL, its listed info or None: missing):
+    a dataset's batch with ``--sync-level`` lists its S3 destination once instead of
+    a HeadObject per file (:meth:`Driver.listed_objects`); outside a block: nothing."""
+    memo = _directory_memo.get()
+    if memo is not None:
+        for url, info in listed:
+            memo[("listed", url)] = info
+
+
+def listed_at(url: str) -> tuple[bool, ObjectInfo | None]:
+    """What the batch's listing found at the destination ``url`` (canonical):
+    ``(True, info)``, ``(True, None)`` when it found nothing there, ``(False, None)``
+    when it was not listed (:func:`remember_listed`, the current
+    :func:`directory_memo` block)."""
+    memo = _directory_memo.get()
+    if memo is None or ("listed", url) not in memo:
+        return False, None
+    return True, memo[("listed", url)]  # type: ignore[return-value]
+
+
 def remember(key: object, value: object) -> None:
     """Keep ``value`` for ``key`` in the current :func:`directory_memo` block (what
     :func:`remembered` then answers), replacing what was kept; outside a block: nothing."""
@@ -478,6 +500,21 @@ class Driver(abc.ABC):
         """
         return True
 
+    def listed_objects(
+        self, root: EndpointURL, names: Sequence[str], max_keys: int
+    ) -> dict[str, ObjectInfo] | None:
+        """The objects of ``names`` (relative to the directory or prefix ``root``) that
+        exist, with what a listing tells of them (size, modification time, version),
+        from one listing of the range they span, where that is cheaper than a stat each
+        (S3: ListObjectsV2, up to 1,000 keys a request); None where the endpoint offers
+        none (the default) or the range holds more than ``max_keys`` entries (the
+        caller stats each name).
+
+        Raises:
+            StaccatoError: as the listing fails (the caller stats each name).
+        """
+        return None
+
     def list_page(
         self,
         root: EndpointURL,
@@ -626,7 +663,10 @@ class Driver(abc.ABC):
         (as a session key).
 
         Returns:
-            The CRC32C the store says it stored (8 hex digits), ``""`` if it said none.
+            The CRC32C of the stored object as the store's answer vouches for it (8
+            hex digits): the one it says it stored, or ours when its answer proves it
+            stored exactly the bytes sent (S3: an MD5 ETag equal to the body's MD5);
+            ``""`` if the answer proves neither (the caller reads the object back).
 
         Raises:
             ChecksumMismatchError: the store received other bytes (nothing was stored).
@@ -755,14 +795,16 @@ class Driver(abc.ABC):
         chunk_size: int,
         segments: Iterable[tuple[int, int]],
         algorithm: str,
+        info: ObjectInfo | None = None,
     ) -> str:
         """Checksum of the whole published object computed the way transfers compute it:
         per chunk, combined per segment ``(first_chunk, end_chunk)``, then per object.
 
         The default reads the object back (:meth:`segments_checksum`); drivers with
-        stored checksums override it.
+        stored checksums override it. ``info``: the object's stat when the caller has
+        it (not asked again; the reads are pinned to its version), else a fresh one.
         """
-        return self.segments_checksum(url, size, chunk_size, segments, algorithm)
+        return self.segments_checksum(url, size, chunk_size, segments, algorithm, info)
 
     def segments_checksum(
         self,

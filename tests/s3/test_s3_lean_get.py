@@ -8,6 +8,7 @@ through boto3 as before, with its usual errors. (Keys with empty, ``.`` or
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import os
 import socket
@@ -85,7 +86,15 @@ def test_put_whole_skips_boto3_and_stores_what_boto3_stores(
     head = s3.head_object(Bucket=bucket, Key="run/a b+%2B.json", ChecksumMode="ENABLED")
     assert head["ContentLength"] == len(BODY)
     assert head["ContentType"] == "application/json"
-    assert head["Metadata"] == {"staccato-transfer": "the-marker"}
+    # the first PutObject to a store not known to answer our CRC32C carries our
+    # CRC32C and MD5 too; once it answered one (SeaweedFS does), only the marker
+    assert head["Metadata"] == {
+        "staccato-transfer": "the-marker",
+        "staccato-crc32c": crc,
+        "staccato-md5": hashlib.md5(BODY).hexdigest(),
+    }
+    empty = s3.head_object(Bucket=bucket, Key="run/empty")
+    assert empty["Metadata"] == {"staccato-transfer": "m"}
     assert s3.get_object(Bucket=bucket, Key="run/a b+%2B.json")["Body"].read() == BODY
     assert s3.get_object(Bucket=bucket, Key="run/empty")["Body"].read() == b""
 

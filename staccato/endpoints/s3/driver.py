@@ -10,6 +10,7 @@ describes the whole driver; ``docs/architecture.md`` the contract it implements.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import mimetypes
 import os
@@ -32,7 +33,7 @@ from staccato.endpoints.base import (
     moved,
     write_fence,
 )
-from staccato.endpoints.s3.checksums import _EMPTY_CRC32C, _b64_to_hex, _crc_b64
+from staccato.endpoints.s3.checksums import _EMPTY_CRC32C, _b64_to_hex, _crc_b64, _is_crc32c_hex
 from staccato.endpoints.s3.client import _Endpoint, _make_endpoint
 from staccato.endpoints.s3.errors import _code, _explain_head, _s3_error, _scrub, _status
 from staccato.endpoints.s3.lean import LeanS3, SentGet
@@ -56,6 +57,10 @@ log = logging.getLogger("staccato.s3")
 
 #: user-metadata key marking objects written by a Staccato session
 MARKER = "staccato-transfer"
+#: user-metadata keys of the CRC32C and MD5 (hex) Staccato computed over a PutObject's
+#: body, sent with it to a store that does not answer our CRC32C (:meth:`S3Driver.put_whole`)
+META_CRC32C = "staccato-crc32c"
+META_MD5 = "staccato-md5"
 _ABORT_ROUNDS = 5
 _ORPHAN_LIST_PAGES = 10  # ListMultipartUploads pages read to find orphans
 _BUCKET_TTL_S = 60.0  # seconds a bucket HeadBucket found is not asked about again
@@ -75,6 +80,11 @@ def _object_info(head: Mapping[str, Any], size: int) -> ObjectInfo:
     crc = _b64_to_hex(head.get("ChecksumCRC32C"))
     if crc and head.get("ChecksumType", "FULL_OBJECT") == "FULL_OBJECT":
         extra["crc32c"] = crc
+    else:
+        ours = vouched_metadata_crc32c(head, size)
+        if ours:
+            extra["crc32c"] = ours
+            extra["crc32c_from"] = "metadata"
     modified = head.get("LastModified")  # whole seconds (an HTTP-date); for sync levels
     return ObjectInfo(
         size=size,
@@ -84,6 +94,39 @@ def _object_info(head: Mapping[str, Any], size: int) -> ObjectInfo:
         extra=extra,
         modified_at=modified.timestamp() if modified is not None else None,
     )
+
+
+def vouched_metadata_crc32c(head: Mapping[str, Any], size: int) -> str:
+    """The CRC32C Staccato stored in an object's user metadata at its PutObject
+    (:meth:`S3Driver.put_whole`: ``x-amz-meta-staccato-crc32c`` with
+    ``x-amz-meta-staccato-md5``, both computed over the bytes sent), when the store's
+    own answer vouches that the object holds exactly those bytes; else ``""``.
+
+    Trusted only when all hold: the object carries Staccato's marker
+    (:data:`MARKER`), both values are well formed, and the store's ETag (HeadObject's
+    or GetObject's ``head``) is exactly the recorded MD5. A single-part object's ETag
+    is the MD5 the store computed over the bytes it stores (S3, moto, SeaweedFS,
+    MinIO), so ETag == our MD5 means the stored bytes are the bytes whose CRC32C we
+    recorded (an accidental MD5 collision is out of reach). Any other object (bytes
+    damaged on the way to a store that does not check our CRC32C, an object replaced
+    by another writer keeping or copying the metadata onto other bytes, a multipart
+    ETag ``"...-N"``, an ETag that is not an MD5: SSE-KMS, SSE-C) fails the match and
+    is read back, as before. ``size`` is the object's size (the MD5 covers it).
+    """
+    metadata = head.get("Metadata") or {}
+    crc = str(metadata.get(META_CRC32C) or "")
+    md5 = str(metadata.get(META_MD5) or "")
+    etag = str(head.get("ETag") or "").strip('"')
+    if (
+        size < 0
+        or not metadata.get(MARKER)
+        or not _is_crc32c_hex(crc)
+        or len(md5) != 32
+        or any(c not in "0123456789abcdef" for c in md5)
+        or etag != md5
+    ):
+        return ""
+    return crc
 
 
 def _checked_whole(
@@ -235,6 +278,8 @@ class S3Driver(Driver):
         self._lock = threading.Lock()
         #: profile -> (the endpoint it serves, its lean GetObject/PutObject or None)
         self._lean: dict[str | None, tuple[_Endpoint, LeanS3 | None]] = {}
+        #: (profile, endpoint URL) -> whether its PutObject answers our CRC32C
+        self._answers_crc32c: dict[tuple[str | None, str], bool] = {}
 
     # -- configuration
 
@@ -287,8 +332,16 @@ class S3Driver(Driver):
                 Bucket=url.bucket, Key=url.key, ChecksumMode="ENABLED"
             )
         except ClientError as err:
+            seen = (url.params.get("profile"), url.bucket)
             raise _explain_head(
-                err, endpoint, url.bucket, url.key, role="source", action="HeadObject"
+                err,
+                endpoint,
+                url.bucket,
+                url.key,
+                role="source",
+                action="HeadObject",
+                bucket_known=lambda: self._bucket_known(seen),
+                bucket_found=lambda: self._bucket_seen(seen),
             ) from None
         except BotoCoreError as err:
             raise _s3_error(
@@ -485,6 +538,83 @@ class S3Driver(Driver):
                 return ListPage(entries=entries, next_after=entries[-1].name)
             keepalive()
 
+    def listed_objects(
+        self, root: EndpointURL, names: Sequence[str], max_keys: int
+    ) -> dict[str, ObjectInfo] | None:
+        """The objects of ``names`` under ``root``'s prefix that exist, each with the
+        info a HeadObject would give but its checksum (size, ETag as the version,
+        ``LastModified``; :func:`_object_info` of the listed item): ListObjectsV2 from just
+        before the first of them to just past the last (pages of up to 1,000 keys,
+        :func:`keepalive` between them), instead of a HeadObject each.
+
+        The store lists in UTF-8 byte order (AWS) or in file-tree order (``/`` first:
+        SeaweedFS, which walks its directories: a ``StartAfter`` naming a directory
+        skips all of it), so the range is taken to hold in both: ``Prefix`` is the
+        deepest directory holding every name, ``StartAfter`` (in it) a proper prefix
+        of every name's remainder there, one character short, so never a directory
+        any name is in; the listing stops at a key past the last name in both orders
+        (so past it in the store's). Folder markers are keys like any other here (a
+        name never ends in ``/``).
+
+        Returns:
+            Name -> info of those found; None when the range holds more
+            than ``max_keys`` keys (other objects between the names: a stat each is
+            cheaper) or ``names`` is empty.
+
+        Raises:
+            NotFoundError (no such bucket), PermissionDeniedError (no s3:ListBucket),
+            RetryableError.
+        """
+        if not names:
+            return None
+        prefix = directory_prefix(root)
+
+        def tree(name: str) -> bytes:
+            return name.encode("utf-8").replace(b"/", b"\0")
+
+        last_bytes = max(n.encode("utf-8") for n in names)
+        last_tree = max(tree(n) for n in names)
+        common = os.path.commonprefix(list(names))  # a prefix of every name
+        directory = common[: common.rfind("/") + 1]
+        rest = common[len(directory) :][:-1]  # no "/"; shorter than every name's
+        prefix += directory
+        names = [name[len(directory) :] for name in names]
+        last_bytes = last_bytes[len(directory.encode("utf-8")) :]
+        last_tree = last_tree[len(directory.encode("utf-8")) :]
+        wanted = set(names)
+        found: dict[str, ObjectInfo] = {}
+        endpoint = self.endpoint(root)
+        cursor = prefix + rest if rest else None
+        listed = 0
+        while True:
+            request: dict[str, Any] = {"Bucket": root.bucket, "Prefix": prefix, "MaxKeys": 1000}
+            if cursor is not None:
+                request["StartAfter"] = cursor
+            try:
+                answer = endpoint.client.list_objects_v2(**request)
+            except (ClientError, BotoCoreError) as err:
+                raise _s3_error(
+                    err, endpoint, root.bucket, prefix, role="destination", action="ListObjectsV2"
+                ) from None
+            moved()
+            contents = answer.get("Contents") or []
+            for item in contents:
+                key = item["Key"]
+                if not key.startswith(prefix):
+                    continue
+                name = key[len(prefix) :]
+                if name.encode("utf-8") > last_bytes and tree(name) > last_tree:
+                    return found
+                if name in wanted:
+                    found[directory + name] = _object_info(item, int(item.get("Size") or 0))
+            listed += len(contents)
+            if not answer.get("IsTruncated"):
+                return found
+            if not contents or listed > max_keys:
+                return None  # (a truncated page without keys: no cursor to go on)
+            cursor = contents[-1]["Key"]
+            keepalive()
+
     # -- destination
 
     def check_destination(self, url: EndpointURL) -> None:
@@ -514,14 +644,11 @@ class S3Driver(Driver):
         ``_BUCKET_TTL_S``); a 403 passes (maybe only s3:ListBucket is missing)."""
         endpoint = self.endpoint(url)
         seen = (url.params.get("profile"), url.bucket)
-        with self._lock:
-            found = self._buckets.get(seen)
-        if found is not None and time.monotonic() - found <= _BUCKET_TTL_S:
+        if self._bucket_known(seen):
             return
         try:
             endpoint.client.head_bucket(Bucket=url.bucket)
-            with self._lock:
-                self._buckets[seen] = time.monotonic()
+            self._bucket_seen(seen)
         except ClientError as err:
             if _status(err) == 404:
                 raise _s3_error(
@@ -542,17 +669,40 @@ class S3Driver(Driver):
                 err, endpoint, url.bucket, None, role="destination", action="HeadBucket"
             ) from None
 
+    def _bucket_known(self, seen: tuple[str | None, str]) -> bool:
+        """Whether HeadBucket found the bucket ``seen`` (profile, bucket) within the
+        last ``_BUCKET_TTL_S`` seconds."""
+        with self._lock:
+            found = self._buckets.get(seen)
+        return found is not None and 0 <= time.monotonic() - found <= _BUCKET_TTL_S
+
+    def _bucket_seen(self, seen: tuple[str | None, str]) -> None:
+        """Remember that HeadBucket found the bucket ``seen`` (profile, bucket) now."""
+        with self._lock:
+            self._buckets[seen] = time.monotonic()
+
     def put_whole(self, url: EndpointURL, data: bytes, crc32c: str, marker: str) -> str:
         """One PutObject carrying ``x-amz-checksum-crc32c``: S3 (and SeaweedFS) compute
         the CRC32C of the body received and reject it (``BadDigest``, nothing stored)
         when it differs; a PutObject is atomic (the key shows the old object or the
         whole new one, never a part). Sent by :mod:`staccato.endpoints.s3.lean` where it
         applies (a plain ``200`` answer), else (or when that answers otherwise) by boto3.
-        The object carries ``marker`` as a multipart
-        session's object does.
+        The object carries ``marker`` as a multipart session's object does.
+
+        A store not known to answer our CRC32C (the first PutObjects to an endpoint,
+        and every one to a store that answered none: moto, which neither checks nor
+        keeps it) also gets the CRC32C and the MD5 of the body in the object's user
+        metadata (:data:`META_CRC32C`, :data:`META_MD5`): its answer's ETag, the MD5
+        it computed over the body it received, then proves the bytes arrived whole
+        (no read-back), and a later ``--sync-level checksum`` finds the CRC32C in the
+        HeadObject (:func:`vouched_metadata_crc32c`: only while the ETag still equals
+        that MD5). A store that answers our CRC32C keeps one itself: no MD5 is
+        computed for it (~0.15 ms of CPU per 100 KB).
 
         Returns:
-            The CRC32C the store answered (8 hex digits), ``""`` when it answered none.
+            The CRC32C the store answered (8 hex digits); else ``crc32c`` when its ETag
+            is the MD5 of ``data`` (the same bytes are stored); else ``""`` (the
+            caller reads the object back).
 
         Raises:
             RetryableError: ``BadDigest`` (the body was damaged on the way) or a transient
@@ -560,6 +710,13 @@ class S3Driver(Driver):
         """
         content_type = mimetypes.guess_type(url.key, strict=False)[0] or "application/octet-stream"
         endpoint = self.endpoint(url)
+        store = (url.params.get("profile"), endpoint.endpoint_url)
+        metadata = {MARKER: marker}
+        md5 = ""
+        if not self._answers_crc32c.get(store, False):
+            md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
+            metadata[META_CRC32C] = crc32c
+            metadata[META_MD5] = md5
         lean = self._lean_for(url, endpoint)
         if lean is not None:
             fields = lean.put(
@@ -569,11 +726,11 @@ class S3Driver(Driver):
                 {
                     "content-type": content_type,
                     "x-amz-checksum-crc32c": _crc_b64(int(crc32c, 16)),
-                    f"x-amz-meta-{MARKER}": marker,
+                    **{f"x-amz-meta-{name}": value for name, value in metadata.items()},
                 },
             )
             if fields is not None:
-                return _b64_to_hex(fields.get("ChecksumCRC32C"))
+                return self._vouched(store, fields, crc32c, md5)
         # a dataset batch's write: under its lease (the lean path checks right before each
         # send; botocore's attempts each check too: client._fenced_send)
         write_fence()
@@ -585,13 +742,25 @@ class S3Driver(Driver):
                 ContentLength=len(data),
                 ChecksumCRC32C=_crc_b64(int(crc32c, 16)),
                 ContentType=content_type,
-                Metadata={MARKER: marker},
+                Metadata=metadata,
             )
         except (ClientError, BotoCoreError) as err:
             raise _s3_error(
                 err, endpoint, url.bucket, url.key, role="destination", action="PutObject"
             ) from None
-        return _b64_to_hex(answer.get("ChecksumCRC32C"))
+        return self._vouched(store, answer, crc32c, md5)
+
+    def _vouched(
+        self, store: tuple[str | None, str], answer: Mapping[str, Any], crc32c: str, md5: str
+    ) -> str:
+        """:meth:`put_whole`'s result from the PutObject's answer; remembers whether
+        ``store`` (profile, endpoint URL) answers our CRC32C."""
+        answered = _b64_to_hex(answer.get("ChecksumCRC32C"))
+        self._answers_crc32c[store] = bool(answered)
+        if answered:
+            return answered
+        etag = str(answer.get("ETag") or "").strip('"')
+        return crc32c if md5 and etag == md5 else ""
 
     def open_session(
         self, url: EndpointURL, size: int, chunk_size: int, session_key: str
@@ -988,12 +1157,17 @@ class S3Driver(Driver):
         chunk_size: int,
         segments: Iterable[tuple[int, int]],
         algorithm: str,
+        info: ObjectInfo | None = None,
     ) -> str:
-        """The store's full-object CRC32C (HeadObject ``ChecksumMode=ENABLED``) when it
-        has one; otherwise (composite or no checksum, or SHA-256) the object is read back.
-        The ETag is never used: a multipart ETag (``"...-N"``) is not an MD5 of the object."""
+        """The object's full-object CRC32C from its HeadObject (``ChecksumMode=ENABLED``;
+        ``info`` when the caller has it, else asked): the store's, or the one Staccato
+        stored in the object's metadata where the store's MD5 ETag vouches for it
+        (:func:`_object_info`); otherwise (composite or no checksum, or SHA-256) the
+        object is read back, pinned to that HeadObject's version. The ETag alone is
+        never used as the checksum: a multipart ETag (``"...-N"``) is not an MD5 of
+        the object."""
         if algorithm == "crc32c":
-            info = self.stat(url)
+            info = info or self.stat(url)
             if info.extra.get("crc32c"):
                 return info.extra["crc32c"]
-        return super().object_checksum(url, size, chunk_size, segments, algorithm)
+        return super().object_checksum(url, size, chunk_size, segments, algorithm, info)

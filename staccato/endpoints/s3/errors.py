@@ -19,6 +19,7 @@ from __future__ import annotations
 import email.utils
 import re
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from botocore.exceptions import (
@@ -385,18 +386,33 @@ def _wrong_region(
 
 
 def _explain_head(
-    err: ClientError, endpoint: _Endpoint, bucket: str, key: str, *, role: str, action: str
+    err: ClientError,
+    endpoint: _Endpoint,
+    bucket: str,
+    key: str,
+    *,
+    role: str,
+    action: str,
+    bucket_known: Callable[[], bool] | None = None,
+    bucket_found: Callable[[], None] | None = None,
 ) -> StaccatoError:
     """Name the error of a HEAD, which has no body and hence no S3 error code: a 404 is
     told apart (NoSuchBucket vs NoSuchKey) with HeadBucket, a 400/403 with a one-byte
-    GET, whose error body has the code (InvalidAccessKeyId, SignatureDoesNotMatch...)."""
+    GET, whose error body has the code (InvalidAccessKeyId, SignatureDoesNotMatch...).
+    ``bucket_known()`` true: the bucket was found moments ago (the driver's HeadBucket
+    cache), a 404 is NoSuchKey without asking (a dataset's sync check of many missing
+    keys asked HeadBucket once per key); ``bucket_found()`` is called when HeadBucket
+    found it."""
     code, status = _code(err), _status(err)
     if not (code.isdigit() or code in ("NotFound", "Forbidden", "BadRequest")):
         return _s3_error(err, endpoint, bucket, key, role=role, action=action)
     client = endpoint.client
     try:
         if status == 404:
-            client.head_bucket(Bucket=bucket)
+            if bucket_known is None or not bucket_known():
+                client.head_bucket(Bucket=bucket)
+                if bucket_found is not None:
+                    bucket_found()
             no_key = ClientError({"Error": {"Code": "NoSuchKey"}}, action)
             return _s3_error(no_key, endpoint, bucket, key, role=role, action=action)
         if status in (400, 403):
