@@ -22,6 +22,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, NoReturn
 
+from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.common import (
     SearchAttributeKey,
@@ -1229,8 +1230,11 @@ async def _dataset_status(
         description.raw_description.pending_children
     ) > len(children)
     rows = [DestinationStatus.model_validate(d.model_dump()) for d in progress.destinations or []]
-    # when a byte last moved in each batch in flight (its heartbeat's ``moved_at``);
-    # None once one batch cannot tell (no heartbeat yet, an older worker, several roots)
+    # when a byte last moved in each batch in flight (its heartbeat's ``moved_at``; a
+    # batch that has not heartbeated yet: when its attempt started, nothing moved in it
+    # since; one waiting to start moves nothing); None once one batch cannot tell (an
+    # older worker's). A batch stuck connecting to a frozen server sends no heartbeat
+    # details, and made the status show a since-start rate for as long (tester61 H)
     moved_at: list[float] | None = []
     if state == DatasetState.running:  # the batches' heartbeats: files done in flight
         for pending in description.raw_description.pending_activities:
@@ -1238,7 +1242,14 @@ async def _dataset_status(
             if kind not in ("copy_batch", "copy_batch_to_many"):
                 continue
             if not pending.heartbeat_details.payloads:
-                moved_at = None
+                started = pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+                if started and pending.HasField("last_started_time"):
+                    if moved_at is not None:
+                        moved_at.append(
+                            pending.last_started_time.ToDatetime(tzinfo=UTC).timestamp()
+                        )
+                elif started:
+                    moved_at = None
                 continue
             try:
                 (details,) = await client.temporal.data_converter.decode(

@@ -73,3 +73,31 @@ async def test_hung_sftp_server_fails_the_dataset_soon_after_retry_for(
     # the hang stay: their clean-up, ``abort_batch_orphans``, met the stopped server)
     copied = [p for p in out.rglob("*") if p.is_file() and not p.name.startswith(".")]
     assert len(copied) == final.files_done, sorted(p.name for p in copied)[:20]
+
+
+async def test_a_dataset_to_a_frozen_sftp_server_shows_it_stalled(
+    sftp_client: StaccatoClient, sftp_logged: SshdServer, data_dir: Path
+) -> None:
+    """sshd frozen mid-dataset with a long ``--retry-for``: within seconds the status
+    shows no rate and no ETA but ``idle_since`` (tester61 H: for 45 s it showed the
+    since-start rate falling, 16.6 -> 7.7 files/s, and an ETA growing, as if the copy
+    went on slowly). Woken again, the dataset completes."""
+    source = data_dir / "frozen-src"
+    source.mkdir()
+    for i in range(2000):
+        (source / f"f{i:04d}").write_bytes(b"x" * 1024)
+    out = data_dir / "out-frozen"
+    out.mkdir()
+    options = TransferOptions(chunk_size=1 * MiB, streams=1, retry_for_s=600)
+    dataset = await submit_dataset(
+        sftp_client, str(source), sftp_logged.url(str(out)), options=options
+    )
+    before = await status_when(sftp_client, dataset, lambda s: s.files_done >= 200, 120)
+    assert before.state == DatasetState.running, before  # still copying: stop it now
+    assert sftp_logged.pid is not None, "sshd is not running"
+    with stopped_process_tree(sftp_logged.pid):
+        still = await status_when(sftp_client, dataset, lambda s: s.idle_since is not None, 60)
+        assert still.state == DatasetState.running, still
+        assert still.rate_files_per_s is None and still.eta_s is None, still
+    final = await wait_dataset(sftp_client, dataset, timeout_s=GIVES_UP_WITHIN_S)
+    assert final.state == DatasetState.completed, final
