@@ -181,18 +181,19 @@ def _put(
             f"after publish: {url} has CRC32C {stored}, the source's bytes {crc}"
         )
     algorithm = options.checksum.value
-    verify_object(
-        VerifyInput(
-            url=url.canonical,
-            size=len(data),
-            chunk_size=options.chunk_size,
-            segments=[(0, chunk_count(len(data), options.chunk_size))],
-            checksum=options.checksum,
-            expected=_object_digest(algorithm, data),
-            mode=options.verify,
-            whole_object=True,
+    with keepalive_past_stop():  # published: a stop now must not hide it
+        verify_object(
+            VerifyInput(
+                url=url.canonical,
+                size=len(data),
+                chunk_size=options.chunk_size,
+                segments=[(0, chunk_count(len(data), options.chunk_size))],
+                checksum=options.checksum,
+                expected=_object_digest(algorithm, data),
+                mode=options.verify,
+                whole_object=True,
+            )
         )
-    )
 
 
 def _write_and_publish(

@@ -144,6 +144,51 @@ def keepalive_past_stop() -> Iterator[None]:
         _keepalive_hook.reset(token)
 
 
+#: seconds a stop waits at most, once raised, for the answer to a write sent whole
+#: (:func:`stop_held`): a live store's answer, however loaded, comes well within it
+STOP_HELD_MAX_S = 10.0
+
+
+@contextlib.contextmanager
+def stop_held(limit_s: float | None = None) -> Iterator[None]:
+    """For the wait for the answer to a write sent whole, which the destination may
+    have carried out already (an S3 PutObject): the caller's :func:`keepalive` hook
+    still runs, but a stop it raises (a cancel) is held back until the answer comes,
+    for at most ``limit_s`` seconds (None: :data:`STOP_HELD_MAX_S`) after the first
+    one and while the attempt's lease holds (:func:`write_fence`); then that stop is
+    raised. So the caller learns whether its object was published: a dataset's batch stopped by its cancel counts every
+    file it published, and a stop raised in that wait lost the file whose answer was on
+    its way (published, not counted: tester61 F). A store that does not answer delays
+    the stop by at most that much."""
+    hook = _keepalive_hook.get()
+    if hook is None:
+        yield
+        return
+    stopped_at: float | None = None
+    limit = STOP_HELD_MAX_S if limit_s is None else limit_s
+
+    def beat() -> None:
+        nonlocal stopped_at
+        try:
+            hook()
+        except Exception as stop:
+            now = time.monotonic()
+            if stopped_at is None:
+                stopped_at = now
+            if now - stopped_at >= limit:
+                raise
+            try:
+                write_fence()  # the lease: Temporal may give the attempt up past it
+            except Exception:  # noqa: BLE001 - the stop is what the caller gets
+                raise stop from None
+
+    token = _keepalive_hook.set(beat)
+    try:
+        yield
+    finally:
+        _keepalive_hook.reset(token)
+
+
 _directory_memo: ContextVar[dict[object, object] | None] = ContextVar(
     "staccato_directory_memo", default=None
 )

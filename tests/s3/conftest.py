@@ -178,13 +178,19 @@ class GatedLink:
     the exact window between a driver sending a call and the store receiving it.
     After :meth:`lose_answer` instead, the next matching request reaches the store and
     its answer is dropped, the connection closed (:attr:`lost` set): a request carried
-    out whose client never learns it was."""
+    out whose client never learns it was. After :meth:`hold_answer`, the next matching
+    request reaches the store and its answer waits, unsent, until :meth:`release`
+    (:attr:`answer_held` set once it came; :attr:`asker_gone` once the client closed
+    that connection meanwhile): a request carried out whose answer is slow."""
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
         self._pattern: re.Pattern[bytes] | None = None
         self._lose: re.Pattern[bytes] | None = None
         self.lost = threading.Event()
+        self._hold_answer: re.Pattern[bytes] | None = None
+        self.answer_held = threading.Event()
+        self.asker_gone = threading.Event()
         self.held = threading.Event()
         self._released = threading.Event()
         self._released.set()
@@ -210,9 +216,17 @@ class GatedLink:
         self.lost.clear()
         self._lose = re.compile(pattern, re.MULTILINE)
 
+    def hold_answer(self, pattern: bytes) -> None:
+        """Hold the answer to the next request whose bytes match ``pattern``."""
+        self.answer_held.clear()
+        self.asker_gone.clear()
+        self._released.clear()
+        self._hold_answer = re.compile(pattern, re.MULTILINE)
+
     def release(self) -> None:
         """Send what is held and stop holding."""
         self._pattern = None
+        self._hold_answer = None
         self._released.set()
 
     def _accept(self) -> None:
@@ -223,15 +237,21 @@ class GatedLink:
                 return
             upstream = socket.create_connection((LOCALHOST, self.upstream_port))
             losing = threading.Event()  # this connection's next answer is dropped
+            holding = threading.Event()  # this connection's next answer is held
             threading.Thread(
-                target=self._pump, args=(client, upstream, True, losing), daemon=True
+                target=self._pump, args=(client, upstream, True, losing, holding), daemon=True
             ).start()
             threading.Thread(
-                target=self._pump, args=(upstream, client, False, losing), daemon=True
+                target=self._pump, args=(upstream, client, False, losing, holding), daemon=True
             ).start()
 
     def _pump(
-        self, source: socket.socket, sink: socket.socket, gated: bool, losing: threading.Event
+        self,
+        source: socket.socket,
+        sink: socket.socket,
+        gated: bool,
+        losing: threading.Event,
+        holding: threading.Event,
     ) -> None:
         try:
             while data := source.recv(256 * 1024):
@@ -243,13 +263,23 @@ class GatedLink:
                 if gated and lose is not None and lose.search(data):
                     self._lose = None
                     losing.set()
+                hold = self._hold_answer
+                if gated and hold is not None and hold.search(data):
+                    self._hold_answer = None
+                    holding.set()
                 if not gated and losing.is_set():
                     self.lost.set()
                     return  # the answer dropped; finally closes both ends
+                if not gated and holding.is_set():
+                    self.answer_held.set()
+                    self._released.wait(120)
+                    holding.clear()
                 sink.sendall(data)
         except OSError:
             pass
         finally:
+            if gated and holding.is_set():
+                self.asker_gone.set()  # the client left before its answer came
             _shut_both(source, sink)
 
     def close(self) -> None:

@@ -58,7 +58,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 from staccato import interrupts
-from staccato.endpoints.base import keepalive, moved, write_fence
+from staccato.endpoints.base import keepalive, moved, stop_held, write_fence
 
 #: environment variables that route requests through a proxy (botocore honours them)
 _PROXY_VARIABLES = (
@@ -143,16 +143,25 @@ class LeanS3:
             The answer's fields as boto3 names them (ETag, VersionId, ChecksumCRC32C),
             or None when the lean path does not apply or did not get a plain ``200``.
 
+        A stop the keepalive hook raises while the answer is awaited (a dataset's
+        cancel) waits for the answer, bounded (:func:`~staccato.endpoints.base.stop_held`):
+        the object may be stored already, and the caller must learn whether it was.
+
         Raises:
             StreamLeaseExpiredError: the running attempt's lease ran out before a send
                 (:func:`~staccato.endpoints.base.write_fence`, checked right before each
                 one): that send did not happen.
+            StreamStopped (or what the keepalive hook raises): stopped, and no answer
+                came within the bound.
         """
         if _odd_key(key) or self._credentials is None:
             return None
         payload = hashlib.sha256(data).hexdigest()
-        # a dataset batch's write, under its lease: checked right before each send
-        sent = self._send("PUT", self._path(bucket, key), headers, data, payload, fenced=True)
+        # sent, the object may be stored whatever comes next: a stop (the batch's cancel)
+        # waits for the answer, which says whether it was (base.stop_held)
+        with stop_held():
+            # a dataset batch's write, under its lease: checked right before each send
+            sent = self._send("PUT", self._path(bucket, key), headers, data, payload, fenced=True)
         if sent is None:
             return None
         connection, answer = sent
@@ -162,7 +171,8 @@ class LeanS3:
                 return None
             length = answer.length()
             if length:
-                connection.read(length)  # the body of a 200 answer to PutObject is empty
+                with stop_held():
+                    connection.read(length)  # the body of a 200 answer to PutObject is empty
             whole = length is not None and not answer.closes
             return {
                 "ETag": answer.headers.get("etag"),
