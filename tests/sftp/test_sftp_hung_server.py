@@ -38,6 +38,21 @@ def _stopped(server: SshdServer) -> contextlib.AbstractContextManager[None]:
     return stopped_process_tree(server.pid)
 
 
+async def _copied(client: StaccatoClient, transfer: str, at_least: int) -> None:
+    """Wait (2 minutes at most) until ``transfer`` copied ``at_least`` bytes or ended.
+    Not "until running": a transfer still scheduled is not copying yet, and a server
+    stopped then hangs its prepare step, not a copy (ci66)."""
+    await wait_for_status(
+        client,
+        transfer,
+        lambda s: (
+            s.bytes_done >= at_least
+            or s.state in (TransferState.completed, TransferState.failed, TransferState.cancelled)
+        ),
+        timeout_s=120,
+    )
+
+
 async def test_hung_sftp_server_fails_soon_after_retry_for_naming_the_destination(
     sftp_client: StaccatoClient, sftp_logged: SshdServer, data_dir: Path
 ) -> None:
@@ -47,17 +62,7 @@ async def test_hung_sftp_server_fails_soon_after_retry_for_naming_the_destinatio
     out.mkdir()
     destination = sftp_logged.url(str(out / "hang.bin"))
     transfer = await sftp_client.submit(str(source), destination, OPTIONS)
-    await wait_for_status(
-        sftp_client,
-        transfer,
-        # (not "not running": a transfer still scheduled is not copying yet, and the
-        # server stopped then hangs its prepare step, not a copy: ci66)
-        lambda s: (
-            s.bytes_done > 0
-            or s.state in (TransferState.completed, TransferState.failed, TransferState.cancelled)
-        ),
-        timeout_s=120,
-    )
+    await _copied(sftp_client, transfer, 1)
     with _stopped(sftp_logged):
         stopped_at = time.monotonic()
         with pytest.raises(TransferFailedError) as failed:
@@ -111,15 +116,7 @@ async def test_hung_sftp_source_gives_up_retry_for_after_its_last_byte(
     )
     transfer = await sftp_client.submit(source, str(destination), options)
     # mid-chunk (32 s at 1 MiB/s), past the attempt's deadline (its start + 8 s)
-    await wait_for_status(
-        sftp_client,
-        transfer,
-        lambda s: (
-            s.bytes_done >= 12 * MiB
-            or s.state in (TransferState.completed, TransferState.failed, TransferState.cancelled)
-        ),
-        timeout_s=120,
-    )
+    await _copied(sftp_client, transfer, 12 * MiB)
     with _stopped(sftp_logged):
         with pytest.raises(TransferFailedError) as failed:
             await asyncio.wait_for(sftp_client.wait(transfer), GIVES_UP_WITHIN_S)
@@ -146,15 +143,7 @@ async def test_status_of_a_copy_to_a_frozen_sftp_server_says_it_is_stalled(
     out.mkdir()
     options = OPTIONS.model_copy(update={"retry_for_s": 300})
     transfer = await sftp_client.submit(str(source), sftp_logged.url(str(out / "s.bin")), options)
-    await wait_for_status(
-        sftp_client,
-        transfer,
-        lambda s: (
-            s.bytes_done > 0
-            or s.state in (TransferState.completed, TransferState.failed, TransferState.cancelled)
-        ),
-        timeout_s=120,
-    )
+    await _copied(sftp_client, transfer, 1)
     seen: list[TransferStatus] = []
     said_at = 0.0
     with _stopped(sftp_logged):

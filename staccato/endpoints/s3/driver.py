@@ -129,6 +129,33 @@ def vouched_metadata_crc32c(head: Mapping[str, Any], size: int) -> str:
     return crc
 
 
+def _listed(
+    endpoint: _Endpoint,
+    bucket: str,
+    prefix: str,
+    cursor: str | None,
+    max_keys: int,
+    role: str,
+) -> Mapping[str, Any]:
+    """One ListObjectsV2 answer: up to ``max_keys`` (at most 1,000, the S3 API's page)
+    keys under ``prefix`` after the key ``cursor`` (``StartAfter``; None: from the
+    start). ``role``: ``"source"`` or ``"destination"``, for the error's words.
+
+    Raises:
+        NotFoundError (no such bucket), PermissionDeniedError, RetryableError: as
+        :func:`_s3_error` maps the store's answer.
+    """
+    request: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": max_keys}
+    if cursor is not None:
+        request["StartAfter"] = cursor
+    try:
+        answer = endpoint.client.list_objects_v2(**request)
+    except (ClientError, BotoCoreError) as err:
+        raise _s3_error(err, endpoint, bucket, prefix, role=role, action="ListObjectsV2") from None
+    moved()  # the store answered (a listing's hang watch)
+    return answer  # type: ignore[no-any-return]
+
+
 def _checked_whole(
     url: EndpointURL, response: Mapping[str, Any], data: bytes
 ) -> tuple[ObjectInfo, bytes]:
@@ -496,20 +523,9 @@ class S3Driver(Driver):
         entries: list[ListEntry] = []
         cursor = prefix + after if after is not None else None
         while True:
-            request: dict[str, Any] = {
-                "Bucket": root.bucket,
-                "Prefix": prefix,
-                "MaxKeys": min(1000, limit - len(entries)),
-            }
-            if cursor is not None:
-                request["StartAfter"] = cursor
-            try:
-                answer = endpoint.client.list_objects_v2(**request)
-            except (ClientError, BotoCoreError) as err:
-                raise _s3_error(
-                    err, endpoint, root.bucket, prefix, role="source", action="ListObjectsV2"
-                ) from None
-            moved()  # the store answered (a listing's hang watch)
+            answer = _listed(
+                endpoint, root.bucket, prefix, cursor, min(1000, limit - len(entries)), "source"
+            )
             for item in answer.get("Contents") or []:
                 key = item["Key"]
                 if not key.startswith(prefix) or (
@@ -587,16 +603,7 @@ class S3Driver(Driver):
         cursor = prefix + rest if rest else None
         listed = 0
         while True:
-            request: dict[str, Any] = {"Bucket": root.bucket, "Prefix": prefix, "MaxKeys": 1000}
-            if cursor is not None:
-                request["StartAfter"] = cursor
-            try:
-                answer = endpoint.client.list_objects_v2(**request)
-            except (ClientError, BotoCoreError) as err:
-                raise _s3_error(
-                    err, endpoint, root.bucket, prefix, role="destination", action="ListObjectsV2"
-                ) from None
-            moved()
+            answer = _listed(endpoint, root.bucket, prefix, cursor, 1000, "destination")
             contents = answer.get("Contents") or []
             for item in contents:
                 key = item["Key"]
