@@ -403,7 +403,7 @@ def replaced_files(destination: Path, newer: dict[str, bytes]) -> list[str]:
 
 
 async def woken_batch_end(
-    worker: WorkerProcess, replaced: Callable[[], list[str]], *, timeout_s: float = 30
+    worker: WorkerProcess, replaced: Callable[[], list[str]], *, timeout_s: float = 60
 ) -> bool:
     """Wait until the woken batch of ``worker`` stopped at its lease (it logged
     ``StreamLeaseExpired``) or (without the fence) ``replaced()`` names a newer file it

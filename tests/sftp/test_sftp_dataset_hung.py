@@ -69,10 +69,18 @@ async def test_hung_sftp_server_fails_the_dataset_soon_after_retry_for(
     assert all(str(out) in r for r in hung), hung
     assert final.files_done >= before.files_done, (before, final)
     assert final.files_done + final.files_failed == FILES, final
-    # every file counted done is there (the write sessions of the files in flight at
-    # the hang stay: their clean-up, ``abort_batch_orphans``, met the stopped server)
+    # every file counted done is there, whole (the write sessions of the files in
+    # flight at the hang stay: their clean-up, ``abort_batch_orphans``, met the stopped
+    # server). A file in flight whose rename was queued to the server when it froze is
+    # published when it wakes (ci76: 36 files, 35 done, with an ssh client's buffers):
+    # one of the failures, whole
     copied = [p for p in out.rglob("*") if p.is_file() and not p.name.startswith(".")]
-    assert len(copied) == final.files_done, sorted(p.name for p in copied)[:20]
+    failed = {f.name for f in final.failures}
+    late = [p for p in copied if str(p.relative_to(out)) in failed]
+    assert len(copied) - len(late) == final.files_done, sorted(p.name for p in copied)[:20]
+    assert len(late) <= 4, late  # one per batch in flight at most
+    for path in copied:
+        assert path.read_bytes() == (source / path.relative_to(out)).read_bytes(), path
 
 
 async def test_a_dataset_to_a_frozen_sftp_server_shows_it_stalled(
