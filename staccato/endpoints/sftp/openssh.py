@@ -46,7 +46,9 @@ import signal
 import subprocess
 import tempfile
 import threading
+import time
 import weakref
+from collections.abc import Callable
 from typing import IO, Any
 
 from staccato import settings
@@ -64,6 +66,8 @@ PIPE_BYTES = 1024 * 1024
 #: pieces queued for a channel's pump besides the one it writes (bounded memory)
 _QUEUED_PIECES = 2
 _F_SETPIPE_SZ = 1031  # linux/fcntl.h
+#: seconds between checks of the write fence while a stream waits for room in the pipe
+FENCE_SLICE_S = 0.1
 #: seconds to let ssh leave by itself after its stdin closed, before it is killed
 _EXIT_WAIT_S = 0.5
 #: ciphers in order of preference: AES-GCM (AES-NI, no separate MAC pass) first
@@ -406,21 +410,48 @@ class PipeChannel:
     def settimeout(self, timeout: float | None) -> None:
         self._timeout = timeout
 
+    def _fenced_wait(self, ready: Callable[[float | None], bool]) -> bool:
+        """``ready(timeout_s)`` for up to the channel's timeout. In a stream attempt
+        the write fence is checked every ``FENCE_SLICE_S`` while it waits, and ssh is
+        cut once the fence fails: the bytes already in the pipe and in ssh's buffers
+        must not reach the server after the lease ran out (a stalled server fills the
+        pipe; on waking, ssh sends what it holds). Without the check, a stream waiting
+        for room or for an answer would find out only after those bytes had gone.
+
+        Raises:
+            StreamLeaseExpiredError (what the fence raises): the lease ran out.
+        """
+        if not base.write_fenced():
+            return ready(self._timeout)
+        deadline = None if self._timeout is None else time.monotonic() + self._timeout
+        while True:
+            left = FENCE_SLICE_S if deadline is None else deadline - time.monotonic()
+            if ready(max(0.0, min(FENCE_SLICE_S, left))):
+                return True
+            try:
+                base.write_fence()
+            except BaseException:
+                self.cut()
+                raise
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+
     def send(self, data: bytes | memoryview) -> int:
         """Queue all of ``data`` (a copy: the caller may reuse its buffer) for ssh's
         stdin, once the queue has room (``_QUEUED_PIECES`` pieces besides the pipe's
-        own buffer); in a stream attempt the write fence is checked once there is room,
-        right before the bytes are queued (a thread frozen on a full pipe checks it
-        when it wakes). Bytes queued or in the pipe when a writer is frozen may still
+        own buffer); in a stream attempt the write fence is checked while it waits
+        (:meth:`_fenced_wait`) and right before the bytes are queued (a thread frozen
+        on a full pipe checks it when it wakes). Bytes queued or in the pipe when a writer is frozen may still
         reach the server: the writers directory (:mod:`.writers`) guards publish.
 
         Raises:
             TimeoutError: no room for the timeout (nothing queued).
+            StreamLeaseExpiredError: in a stream attempt, its lease ran out (ssh is cut).
             EOFError: ssh exited.
         """
         if self.closed or self._stdin is None or self._input_ended:
             raise EOFError(f"ssh exited ({self._exit_reason(self._pump_error)})")
-        if not self._room.acquire(timeout=self._timeout):
+        if not self._fenced_wait(lambda wait_s: self._room.acquire(timeout=wait_s)):
             raise TimeoutError("timed out")
         queued = False
         try:
@@ -446,10 +477,12 @@ class PipeChannel:
 
         Raises:
             TimeoutError: nothing came for the timeout.
+            StreamLeaseExpiredError: in a stream attempt, its lease ran out while it
+                waited (ssh is cut: :meth:`_fenced_wait`).
         """
         if self.closed:
             return b""
-        if not _wait(self._out, select.POLLIN, self._timeout):
+        if not self._fenced_wait(lambda wait_s: _wait(self._out, select.POLLIN, wait_s)):
             raise TimeoutError("timed out")
         try:
             # into a buffer kept for the channel: os.read(fd, 1 MiB) allocates 1 MiB
