@@ -56,6 +56,7 @@ def worker(
             StagingCache(config.staging_dir, config.staging_max_bytes).ensure_root()
         # the memory cap must cover the processes asked for
         config.buffer_budget_bytes(processes or config.effective_worker_processes)
+        _check_sftp_transport(config)
     except StaccatoError as err:  # SettingsError, SecretKeyError, PermanentError
         fail(str(err), EXIT_USAGE)
     warn_unknown_settings()
@@ -83,6 +84,19 @@ def worker(
         raise  # click's Exit is a RuntimeError too: already reported
     except RuntimeError as err:
         fail(str(err))
+
+
+def _check_sftp_transport(config: settings.Settings) -> None:
+    """``STACCATO_SFTP_TRANSPORT=openssh`` needs an ``ssh`` client on this PATH: said
+    before the worker starts, not at the first SFTP transfer.
+
+    Raises:
+        PermanentError: ``openssh`` asked for and no ``ssh`` found.
+    """
+    if config.sftp_transport == "openssh":
+        from staccato.endpoints.sftp.openssh import wanted
+
+        wanted()
 
 
 def _pid_file() -> Path:
@@ -223,7 +237,8 @@ def up(
         # the memory cap must cover the processes asked for (names the setting and
         # the least it may be)
         config.buffer_budget_bytes(processes or config.effective_worker_processes)
-    except StaccatoError as err:  # SettingsError, SecretKeyError
+        _check_sftp_transport(config)
+    except StaccatoError as err:  # SettingsError, SecretKeyError, PermanentError
         fail(str(err), EXIT_USAGE)
     warn_unknown_settings()
     home = settings.home()

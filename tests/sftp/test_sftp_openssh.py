@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,11 @@ import pytest
 
 from staccato.client import StaccatoClient
 from staccato.endpoints.sftp.connection import ConnectionLost
-from staccato.endpoints.sftp.openssh import OpenSSHTransport
+from staccato.endpoints.sftp.openssh import (
+    CONTROL_PREFIX,
+    OpenSSHTransport,
+    sweep_control_directories,
+)
 from staccato.endpoints.sftp.pipeline import write_at
 from staccato.endpoints.sftp.pool import POOL
 from staccato.endpoints.sftp.protocol import FXF_CREAT, FXF_WRITE
@@ -30,7 +36,15 @@ from staccato.endpoints.sftp.ssh import resolve
 from staccato.errors import PermanentError, RetryableError
 from staccato.models import TransferOptions
 from staccato.urls import parse_url
-from tests.helpers import MiB, WorkerProcess, leftovers, pid_alive, sha256_file, write_random
+from tests.helpers import (
+    MiB,
+    WorkerProcess,
+    leftovers,
+    pid_alive,
+    run_cli,
+    sha256_file,
+    write_random,
+)
 from tests.servers.sshd import SshdServer
 
 
@@ -84,6 +98,28 @@ def test_openssh_asked_for_without_ssh_fails_naming_the_setting(
     with pytest.raises(PermanentError, match="STACCATO_SFTP_TRANSPORT"):
         with POOL.lease(resolve(parse_url(sftp_url(data_dir / "x")))):
             pass
+
+
+@pytest.mark.parametrize("command", [["worker", "--check"], ["worker"]])
+def test_openssh_asked_for_without_ssh_stops_the_worker_before_it_starts(
+    data_dir: Path, command: list[str]
+) -> None:
+    """``worker --check`` and ``worker`` (``up`` checks the same) with ``openssh`` and no ``ssh`` on
+    PATH: exit 2 naming the setting, before anything starts (it exited 0 and
+    the first SFTP transfer failed)."""
+    done = run_cli(
+        *command,
+        address="127.0.0.1:1",
+        env={
+            "STACCATO_SFTP_TRANSPORT": "openssh",
+            "PATH": str(data_dir),  # no ssh there
+            "STACCATO_HOME": str(data_dir / "home"),
+        },
+        timeout_s=60,
+    )
+    assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
+    assert "STACCATO_SFTP_TRANSPORT" in done.stderr and "ssh" in done.stderr, done.stderr
+    assert not (data_dir / "home" / "up.pid").exists()
 
 
 def test_a_killed_ssh_is_a_lost_connection_and_the_next_lease_works(
@@ -235,3 +271,43 @@ async def test_killed_ssh_mid_transfer_is_retried_and_none_is_left(
 
 def _journal_lines(directory: Path) -> int:
     return sum(p.read_bytes().count(b"\n") for p in directory.glob(".*.staccato-journal"))
+
+
+_HOLD_A_CONNECTION = """
+import sys, time
+from staccato.endpoints.sftp.pool import POOL
+from staccato.endpoints.sftp.ssh import resolve
+from staccato.urls import parse_url
+connection = POOL.acquire(resolve(parse_url(sys.argv[1])))
+print(connection.transport.control_path, flush=True)
+time.sleep(120)
+"""
+
+
+def test_control_directories_a_killed_process_left_are_swept(
+    driver_env: Path, sftp_url: Any, data_dir: Path
+) -> None:
+    """A process SIGKILLed with an OpenSSH connection open leaves its ControlMaster
+    socket's directory in the temp directory (one per connection, for good, before
+    0.29.0); the directory is named after its process, and the sweep a process runs
+    before its first connection removes it, and leaves a live process's alone."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_A_CONNECTION, sftp_url(data_dir / "any")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        left = Path(holder.stdout.readline().strip()).parent
+        assert left.name.startswith(f"{CONTROL_PREFIX}{holder.pid}-"), left
+    finally:
+        holder.kill()
+        holder.wait(30)
+    assert left.is_dir(), "the killed process's control directory is not there to sweep"
+    target = resolve(parse_url(sftp_url(data_dir / "any")))
+    with POOL.lease(target) as connection:
+        assert isinstance(connection.transport, OpenSSHTransport)
+        mine = Path(connection.transport.control_path).parent
+        sweep_control_directories()
+        assert not left.exists(), f"{left} outlived the sweep"
+        assert mine.is_dir(), "the sweep removed a live process's control directory"

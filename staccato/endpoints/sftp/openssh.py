@@ -533,6 +533,76 @@ class PipeChannel:
         return f"ssh pid {self.proc.pid}"
 
 
+#: prefix of a ControlMaster socket's directory in the temp directory; the process
+#: id that made it follows (``stc-ssh-<pid>-<random>``)
+CONTROL_PREFIX = "stc-ssh-"
+#: seconds after which an empty control directory without a process id (made by a
+#: release before 0.29.0) is taken as left behind
+_LEGACY_CONTROL_AGE_S = 3600.0
+_swept = False
+_swept_lock = threading.Lock()
+
+
+def control_directory() -> str:
+    """A new private (0700) directory for one connection's ControlMaster socket,
+    named after this process (``stc-ssh-<pid>-...`` in the temp directory). The first
+    call of a process removes the directories that processes no longer alive left
+    (a SIGKILLed worker removes nothing: one per connection it had open)."""
+    global _swept
+    with _swept_lock:
+        if not _swept:
+            _swept = True
+            try:
+                sweep_control_directories()
+            except OSError as err:
+                log.info("sweeping ssh control directories: %r", err)
+    return tempfile.mkdtemp(prefix=f"{CONTROL_PREFIX}{os.getpid()}-")
+
+
+def sweep_control_directories(root: str | None = None) -> int:
+    """Remove the control directories in ``root`` (the temp directory) owned by this
+    user whose process is gone, and empty ones without a process id older than
+    ``_LEGACY_CONTROL_AGE_S``. Returns how many were removed."""
+    root = root or tempfile.gettempdir()
+    removed = 0
+    uid = os.getuid()
+    now = time.time()
+    with os.scandir(root) as entries:
+        for entry in entries:
+            if not entry.name.startswith(CONTROL_PREFIX) or not entry.is_dir(follow_symlinks=False):
+                continue
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if info.st_uid != uid:
+                continue
+            pid_text, dash, _ = entry.name[len(CONTROL_PREFIX) :].partition("-")
+            if dash and pid_text.isdigit():
+                if _alive(int(pid_text)):
+                    continue
+            elif now - info.st_mtime < _LEGACY_CONTROL_AGE_S or os.listdir(entry.path):
+                continue
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (a zombie counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
+
+
 class OpenSSHTransport:
     """Stands for paramiko's ``Transport`` in a :class:`~.connection.Connection` whose
     SSH runs in an ssh process: liveness, close, the cipher name for the log, and the
@@ -542,7 +612,7 @@ class OpenSSHTransport:
 
     def __init__(self, target: SSHHost) -> None:
         self.target = target
-        self._dir = tempfile.mkdtemp(prefix="stc-ssh-")
+        self._dir = control_directory()
         self.control_path = os.path.join(self._dir, "m")
         argv = ssh_arguments(target, self.control_path, master=True)
         argv += ["-s", "--", target.hostname, "sftp"]

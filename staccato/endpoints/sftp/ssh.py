@@ -23,7 +23,8 @@ Worker settings (environment of ``staccato worker``; read at every new connectio
 ``STACCATO_SFTP_TRUST_NEW_HOSTS``    ``1``: accept the key of a host that has none in
                                      known_hosts and record it there (trust on first use).
                                      Default off. Per profile: ``StrictHostKeyChecking
-                                     accept-new``. A *changed* key is never accepted.
+                                     accept-new`` (``no`` and ``off`` mean the same here).
+                                     A *changed* key is never accepted.
 ``STACCATO_SFTP_CONNECT_TIMEOUT_S``  TCP connect + SSH handshake + auth, seconds (15).
 ``STACCATO_SFTP_IO_TIMEOUT_S``       a request without an answer for this long drops the
                                      connection (retryable), seconds (60).
