@@ -54,14 +54,36 @@ def parse_size(text: str | int) -> int:
     bytes?), as ``--max-rate 10Mb/s`` is (:func:`byte_count`).
 
     The messages name no option: click puts the option's own name before them
-    (``Invalid value for '--small-file-max': '0': expected a size from 1 byte to
-    5GiB``), as every size option (``--chunk-size``, ``--small-file-max``) uses this.
+    (``Invalid value for '--OPTION': '0': expected a size from 1 byte to 5GiB``);
+    ``--chunk-size`` has its own range (:func:`parse_chunk_size`).
 
     Raises:
         typer.BadParameter: not a size, an ambiguous unit (``Mb``), or below 1 byte /
             above 5 GiB.
     """
     return _usage(quantities.parse_size, text)
+
+
+#: the smallest ``--chunk-size`` a command takes, bytes: each chunk costs a checkpoint
+#: record, a checksum and a request or more (1-byte chunks moved 100 KB in ~70 s); the
+#: API (``TransferOptions``) still takes any size from 1 byte
+MIN_CHUNK_SIZE_OPTION = 64 * 1024
+
+
+def parse_chunk_size(text: str | int) -> int:
+    """Parse ``--chunk-size``: a size as :func:`parse_size`, from
+    :data:`MIN_CHUNK_SIZE_OPTION` (64 KiB) to 5 GiB (S3's largest part).
+
+    Raises:
+        typer.BadParameter: not a size, or out of that range.
+    """
+    value = byte_count(str(text).strip(), "a size; use bytes or a unit, e.g. 8MiB, 64M")
+    if not MIN_CHUNK_SIZE_OPTION <= value <= MAX_CHUNK_SIZE:
+        raise typer.BadParameter(
+            f"{text!r}: expected a size from 64KiB to 5GiB (bytes or a unit, e.g. 8MiB): "
+            "each chunk is a checkpoint, a checksum and at least one request"
+        )
+    return value
 
 
 def parse_small_file_max(text: str | int) -> int:
@@ -222,7 +244,7 @@ ChunkSizeOption = Annotated[
     int | None,
     typer.Option(
         "--chunk-size",
-        parser=parse_size,
+        parser=parse_chunk_size,
         metavar="SIZE",
         help="Bytes per chunk, the unit of copy, checksum and checkpoint: 8MiB, 64M (=MiB), 100MB.",
         show_default=_TUNED_DEFAULT.format("16MiB"),
