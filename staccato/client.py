@@ -606,7 +606,8 @@ class StaccatoClient:
         state, result or failure come from Temporal without a worker (a failed or
         cancelled run's byte counts are those it wrote into its memo as it ended).
 
-        ``started_at`` is when the run named started (a front run: its own start).
+        ``started_at`` is when the run named started (a front run: its own start);
+        ``ended_at`` when it closed (None while it runs).
 
         Raises:
             TransferNotFoundError: no such transfer.
@@ -616,7 +617,13 @@ class StaccatoClient:
         """
         handle, description = await self._described(transfer, run_id, call="status")
         found = await self._status(handle, description)
-        return found.model_copy(update={"started_at": iso_utc(description.start_time)})
+        ended = description.close_time
+        return found.model_copy(
+            update={
+                "started_at": iso_utc(description.start_time),
+                "ended_at": iso_utc(ended) if ended is not None else None,
+            }
+        )
 
     async def _described(
         self, transfer: str, run_id: str | None, *, call: str

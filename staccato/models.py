@@ -1070,6 +1070,8 @@ class TransferStatus(BaseModel):
         kind: ``"transfer"`` (a dataset's status says ``"dataset"``, a group's ``"group"``).
         started_at: when this run started (ISO 8601, UTC, ``2026-12-02T18:07:03.250Z``);
             ``list`` orders every kind newest first by it. None when not known.
+        ended_at: when this run closed (completed, failed, cancelled; ISO 8601, UTC);
+            None while it runs.
         cleanup: a ``failed`` transfer whose run still removes its partial data: where
             it is (the temp file, the multipart upload); the run holds the destination
             until that is done, and ``last_retry_error`` says why the clean-up retries;
@@ -1134,6 +1136,7 @@ class TransferStatus(BaseModel):
     read_from: str | None = None
     read_from_reason: str | None = None
     started_at: str | None = None
+    ended_at: str | None = None
     cleanup: str | None = None
     left_behind: str | None = None
     tuner_chooses: bool | None = None

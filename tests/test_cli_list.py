@@ -93,7 +93,7 @@ def test_status_json_names_the_kind_of_every_row(
     worker: WorkerProcess, temporal_server, data_dir: Path
 ) -> None:
     """``status --json`` of a single transfer says ``"kind": "transfer"`` (a dataset's
-    says ``dataset``, a group's ``group``), with its start time."""
+    says ``dataset``, a group's ``group``), with its start and end times."""
     args = dict(address=temporal_server.address, task_queue=worker.task_queue)
     source = data_dir / "k.bin"
     source.write_bytes(b"k" * 100)
@@ -105,6 +105,9 @@ def test_status_json_names_the_kind_of_every_row(
     status = json.loads(shown.stdout)
     assert status["kind"] == "transfer" and status["state"] == "completed", status
     assert _started(status).tzinfo is not None, status
+    # and when it ended (tester62: no finish time could be read back)
+    ended = datetime.fromisoformat(status["ended_at"].replace("Z", "+00:00"))
+    assert ended >= _started(status), status
 
 
 async def test_a_datasets_roots_read_the_same_in_list_and_status(
