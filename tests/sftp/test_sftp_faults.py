@@ -377,6 +377,9 @@ def test_proxy_command_secret_stays_out(
     print(f"{type(raised.value).__name__}: {raised.value}")
     assert secret not in str(raised.value)
     assert secret not in caplog.text
+    # the hint names the proxy command, not the server's MaxStartups (tester62)
+    assert "ProxyCommand" in str(raised.value), raised.value
+    assert "MaxStartups" not in str(raised.value), raised.value
 
 
 def test_bad_ssh_config_line_is_not_echoed(driver_on, monkeypatch, tmp_path: Path) -> None:

@@ -308,9 +308,15 @@ def _connect_paramiko(target: SSHHost, slot: Slot) -> Connection:
         try:
             transport.start_client(timeout=target.connect_timeout_s)
         except (paramiko.SSHException, EOFError, OSError) as err:
+            hint = (
+                "(the profile's ProxyCommand must connect to the server's SSH port and stay "
+                "running: check that it works by hand)"
+                if target.proxy_command
+                else "(the server may be restarting or refusing connections beyond MaxStartups)"
+            )
             raise RetryableError(
-                f"SSH handshake with {target.hostname}:{target.port} failed: {describe(err, target)} "
-                "(the server may be restarting or refusing connections beyond MaxStartups)"
+                f"SSH handshake with {target.hostname}:{target.port} failed: "
+                f"{describe(err, target)} {hint}"
             ) from None
         if not transport.is_active() or not transport.initial_kex_done:
             # paramiko's start_client returns, without an error, when its timeout ends
