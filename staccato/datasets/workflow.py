@@ -281,7 +281,10 @@ DATASET_CANCEL_SESSIONS_PATCH = "dataset-cancel-left-sessions"
 CANCEL_IN_FLIGHT = 4
 #: seconds a cancelled dataset's clean-up of a batch's sessions waits at most for a
 #: destination that does not answer (less when ``--retry-for`` is shorter): past it,
-#: what is left is named (and swept by the next run), and the cancel ends
+#: what is left is named (and swept by the next run), and the cancel ends. Also for a
+#: batch whose activity ended by the cancel without a result (frozen, or blocked on a
+#: hung server past its heartbeat timeout): its ``abort_batch_orphans`` had the whole
+#: ``--retry-for`` (24 h by default), so a cancel during a hang waited for the server
 CANCEL_CLEAN_UP_MAX_S = 60.0
 #: a tail batch (see :data:`DATASET_STAGGER_PATCH`) holds at least this share of
 #: ``batch_files`` (bounds the events of a run's end)
@@ -897,6 +900,13 @@ class DatasetWorkflow:
                         "chunk_size": batch.options.chunk_size,
                     }
                 ),
+            ),
+            # stopped by the cancel: bounded as the cancel's other clean-up (asked only
+            # then: old histories replay as recorded)
+            within=(
+                min(request.options.retry_for_s, CANCEL_CLEAN_UP_MAX_S)
+                if stopped and workflow.patched(DATASET_CANCEL_SESSIONS_PATCH)
+                else None
             ),
             cancelled=stopped,
         )
