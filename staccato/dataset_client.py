@@ -692,7 +692,32 @@ async def start_dataset(
         sweep = _to_sweep(request.destination_root, failures, set(names))
         if sweep:
             request = request.model_copy(update={"sweep": sweep})
+    elif not retry_failed:
+        sweep = await _left_by_last_run(client, request.destination_root)
+        if sweep:
+            request = request.model_copy(update={"sweep": sweep})
     return await _start(client, request)
+
+
+async def _left_by_last_run(client: StaccatoClient, root: str) -> list[str] | None:
+    """The canonical destination URLs of the files whose write sessions the last
+    dataset to ``root`` (ended: completed with errors, failed, cancelled) said it left
+    behind (``left_behind``: its clean-up met a destination that did not answer): a
+    plain run of the dataset removes them first too (``DatasetRequest.sweep``), as a
+    ``--retry-failed`` does (a cancelled dataset cannot be retried: its temp files,
+    journals and writers directories stayed for good, tester62). None when there is
+    none, no such dataset, or it is running (best effort: a status that cannot be read
+    sweeps nothing)."""
+    try:
+        description = await _handle(client, root).describe()
+        if description.status == WorkflowExecutionStatus.RUNNING:
+            return None
+        status = await dataset_status(client, root, query_timeout_s=1.0)
+    except (StaccatoError, RPCError):
+        return None
+    if status.state not in _TERMINAL or status.destination_roots is not None:
+        return None
+    return _to_sweep(root, status.failures, {f.name for f in status.failures})
 
 
 def _to_sweep(root: str, failures: list[FileFailure], chosen: set[str]) -> list[str] | None:

@@ -471,3 +471,30 @@ def test_a_failed_run_still_cleaning_up_shows_what_it_holds() -> None:
     assert any("nothing kept" in line for line in lines), lines
     running = failed.model_copy(update={"state": TransferState.running, "cleanup": None})
     assert not any(line.startswith("bytes_durable") for line in render.status_lines(running))
+
+
+def test_a_dataset_whose_cancel_is_requested_follows_as_cancelling() -> None:
+    """``cp -r``'s follow line says ``cancelling`` as soon as a cancel of the running
+    dataset is requested (tester62: it said ``running`` for 64 s while the cancel
+    waited for a hung S3 server), and the ended state's own words after."""
+    from staccato.cli import datasets as datasets_cli
+    from staccato.datasets.models import DatasetState, DatasetStatus
+
+    running = DatasetStatus(
+        id="staccato-dataset-0123",
+        state=DatasetState.running,
+        source="file:///src",
+        destination="file:///dst",
+        files_total=2,
+        files_done=1,
+        files_skipped=0,
+        files_failed=0,
+        bytes_total=10,
+        bytes_done=5,
+        listing_done=True,
+    )
+    assert datasets_cli.follow_state(running) == "running"
+    asked = running.model_copy(update={"cancel_requested": True})
+    assert datasets_cli.follow_state(asked) == "cancelling"
+    ended = asked.model_copy(update={"state": DatasetState.cancelled})
+    assert datasets_cli.follow_state(ended) == "cancelled"

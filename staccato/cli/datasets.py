@@ -361,6 +361,17 @@ def follow_text(s: DatasetStatus) -> str:
     return f"progress unknown now: {s.counts_unknown}; last known: {known}"
 
 
+def follow_state(s: DatasetStatus) -> str:
+    """The state a ``cp -r`` progress line shows: ``cancelling`` once a cancel of the
+    running dataset is requested (its batches stop and clean up; it may take until a
+    hung destination answers or times out), else the state's own words
+    (:func:`render.state_text`). Before, it said ``running`` until the cancel ended
+    (tester62: 64 s)."""
+    if s.cancel_requested and s.state.value in ("scheduled", "queued", "running"):
+        return "cancelling"
+    return render.state_text(s.state.value)
+
+
 async def follow(client: StaccatoClient, dataset: str, *, quiet: bool) -> DatasetStatus:
     """Follow ``dataset`` until it ends: the same rich bar as a single transfer's
     (files handled of files listed, bytes, rate) on a terminal, a line every
@@ -390,18 +401,19 @@ async def follow(client: StaccatoClient, dataset: str, *, quiet: bool) -> Datase
                     task,
                     total=final.files_total if final.listing_done else None,
                     completed=handled,
-                    state=render.state_text(final.state.value),
+                    state=follow_state(final),
                     note=follow_text(final),
                 )
     else:
         from staccato.datasets.models import DatasetState
 
-        last_line, last_state = 0.0, DatasetState.scheduled
+        last_line, last_state = 0.0, DatasetState.scheduled.value
         async for final in follow_dataset(client, dataset):
             now = time.monotonic()
-            if now - last_line >= PLAIN_LINE_INTERVAL_S or final.state != last_state:
-                last_line, last_state = now, final.state
-                render.say(f"{render.state_text(final.state.value)}: {follow_text(final)}")
+            shown = follow_state(final)
+            if now - last_line >= PLAIN_LINE_INTERVAL_S or shown != last_state:
+                last_line, last_state = now, shown
+                render.say(f"{shown}: {follow_text(final)}")
     assert final is not None
     return final
 

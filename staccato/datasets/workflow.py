@@ -265,6 +265,27 @@ DATASET_LIST_RETRY_FOR_PATCH = "dataset-list-retry-for"
 #: journals (``sweep_leftovers``) before it lists; best effort. Before, they stayed
 #: until removed by hand (tester T15). A marker and one activity in such a run
 DATASET_SWEEP_PATCH = "dataset-sweep-left-sessions"
+#: ``workflow.patched`` id: a batch stopped by its dataset's cancel (its result names
+#: the files it did not handle) has the write sessions of its files that may have been
+#: in flight (the first :data:`CANCEL_IN_FLIGHT` not handled) removed by key
+#: (``abort_batch_orphans`` with ``session_key`` and ``only``, within
+#: :data:`CANCEL_CLEAN_UP_MAX_S`), and what it could not remove (the destination did
+#: not answer) is named: the file fails with its ``left_behind``, which the next run of
+#: the dataset sweeps. Before, the batch's own abort, stopped by the cancel against a
+#: frozen sshd, left the in-flight file's temp file, journal and writers directory for
+#: good and the status said nothing (tester62). Marker only on that path; the
+#: activity's input only (no command of its own)
+DATASET_CANCEL_SESSIONS_PATCH = "dataset-cancel-left-sessions"
+#: the files of a batch stopped by a cancel whose sessions may be open (at most the
+#: batch's files in flight: ``activities.dataset.FILES_IN_FLIGHT``)
+CANCEL_IN_FLIGHT = 4
+#: seconds a cancelled dataset's clean-up of a batch's sessions waits at most for a
+#: destination that does not answer (less when ``--retry-for`` is shorter): past it,
+#: what is left is named (and swept by the next run), and the cancel ends. Also for a
+#: batch whose activity ended by the cancel without a result (frozen, or blocked on a
+#: hung server past its heartbeat timeout): its ``abort_batch_orphans`` had the whole
+#: ``--retry-for`` (24 h by default), so a cancel during a hang waited for the server
+CANCEL_CLEAN_UP_MAX_S = 60.0
 #: a tail batch (see :data:`DATASET_STAGGER_PATCH`) holds at least this share of
 #: ``batch_files`` (bounds the events of a run's end)
 TAIL_BATCH_SHARE = 4
@@ -731,6 +752,10 @@ class DatasetWorkflow:
         #: its activity ended without a result (no clean-up of its own): from which
         #: file on its sessions are left to remove
         unclean_from: int | None = None
+        #: stopped by the dataset's cancel: the indexes of its files that may have
+        #: been in flight (their sessions, which its stopped abort may have left)
+        cancel_left: list[int] | None = None
+        stopped = False  # its activity ended by the dataset's cancel without a result
         try:
             if workflow.patched(DATASET_LIMITS_PATCH):
                 held = await self._acquire(request, batch.key)
@@ -766,6 +791,8 @@ class DatasetWorkflow:
             # slots are given back) cannot lose them
             self._count_batch(result)
             handled_all = result.not_handled is None
+            if result.not_handled and self._stopping:
+                cancel_left = _in_flight_at_cancel(batch, result.not_handled)
         except asyncio.CancelledError:
             raise
         except Exception as err:
@@ -779,6 +806,7 @@ class DatasetWorkflow:
                     checkpoint = BatchCheckpoint.model_validate(details[0])
                     self._count_batch(checkpoint)
                     unclean_from = checkpoint.next_index
+                stopped = True
                 return
             # failed for good: the files its last checkpoint handled keep their counts;
             # the others fail (those published after that checkpoint too: --retry-failed
@@ -805,7 +833,9 @@ class DatasetWorkflow:
             if held:  # before the batch leaves self._batches: the run ends once it is empty
                 await slots.release(held, SlotRelease(ticket=batch.key))
             if scheduled_at is not None and not handled_all:
-                await self._abort_batch_orphans(request, batch, scheduled_at, unclean_from)
+                await self._abort_batch_orphans(
+                    request, batch, scheduled_at, unclean_from, cancel_left, stopped
+                )
             self._batches.pop(number, None)
             self._current.pop(number, None)
 
@@ -815,6 +845,8 @@ class DatasetWorkflow:
         batch: BatchInput,
         since: float,
         unclean_from: int | None = None,
+        cancel_left: list[int] | None = None,
+        stopped: bool = False,
     ) -> None:
         """A batch that ended without handling every file (cancelled with the dataset,
         failed, timed out) will not run again, so no retry aborts what its killed
@@ -825,8 +857,31 @@ class DatasetWorkflow:
         ``unclean_from``: the batch's activity ended without a result (it failed, or a
         frozen attempt timed out after a cancel), so its own clean-up did not run: the
         sessions of its files from that index on that reopen by key (local files, SFTP)
-        are removed too (the input only: no command of its own)."""
+        are removed too (the input only: no command of its own).
+
+        ``cancel_left``: the batch was stopped by the dataset's cancel; the indexes of
+        its files that may have been in flight (:data:`DATASET_CANCEL_SESSIONS_PATCH`):
+        their sessions are removed by key too, and those that may be left are named.
+        ``stopped``: its activity ended by that cancel without a result (frozen, or
+        failed after the request): those left are named too."""
         if not workflow.patched(DATASET_BATCH_ORPHANS_PATCH):
+            return
+        if unclean_from is None and cancel_left and workflow.patched(DATASET_CANCEL_SESSIONS_PATCH):
+            await self._abort_orphans(
+                request,
+                batch.key,
+                BatchOrphansInput(
+                    destination_root=batch.destination_root,
+                    names=[f.name for f in batch.files],
+                    since=since,
+                    session_key=batch.key,
+                    only=cancel_left,
+                    sizes=[f.size for f in batch.files],
+                    chunk_size=batch.options.chunk_size,
+                ),
+                within=min(request.options.retry_for_s, CANCEL_CLEAN_UP_MAX_S),
+                cancelled=True,
+            )
             return
         await self._abort_orphans(
             request,
@@ -846,13 +901,23 @@ class DatasetWorkflow:
                     }
                 ),
             ),
+            # stopped by the cancel: bounded as the cancel's other clean-up (asked only
+            # then: old histories replay as recorded)
+            within=(
+                min(request.options.retry_for_s, CANCEL_CLEAN_UP_MAX_S)
+                if stopped and workflow.patched(DATASET_CANCEL_SESSIONS_PATCH)
+                else None
+            ),
+            cancelled=stopped,
         )
 
     @staticmethod
-    async def _clean_up(activity: str, arg: Any, request: DatasetRequest) -> int:
+    async def _clean_up(
+        activity: str, arg: Any, request: DatasetRequest, within: float | None = None
+    ) -> int:
         """Run the clean-up activity ``activity`` (``sweep_leftovers``,
-        ``abort_batch_orphans``) on ``arg`` within the dataset's ``--retry-for``;
-        returns what it removed (a count).
+        ``abort_batch_orphans``) on ``arg`` within the dataset's ``--retry-for`` (or
+        ``within`` seconds); returns what it removed (a count).
 
         Raises:
             ActivityError: it failed for good (the callers log it and go on).
@@ -862,18 +927,28 @@ class DatasetWorkflow:
             arg,
             result_type=int,
             start_to_close_timeout=ORPHANS_TIMEOUT,
-            schedule_to_close_timeout=timedelta(seconds=request.options.retry_for_s),
+            schedule_to_close_timeout=timedelta(
+                seconds=request.options.retry_for_s if within is None else within
+            ),
             heartbeat_timeout=SHORT_HEARTBEAT_TIMEOUT,
             retry_policy=RETRY,
         )
 
     async def _abort_orphans(
-        self, request: DatasetRequest, batch_key: str, orphans: BatchOrphansInput
+        self,
+        request: DatasetRequest,
+        batch_key: str,
+        orphans: BatchOrphansInput,
+        within: float | None = None,
+        cancelled: bool = False,
     ) -> None:
-        """Run ``abort_batch_orphans`` for ``orphans`` (a batch's, keyed ``batch_key``);
-        best effort: a failure is logged and the run goes on."""
+        """Run ``abort_batch_orphans`` for ``orphans`` (a batch's, keyed ``batch_key``)
+        within ``within`` seconds (None: ``--retry-for``); best effort: a failure is
+        logged and the run goes on. ``cancelled``: the batch was stopped by the
+        dataset's cancel (its files not handled are no failures): a file whose session
+        may be left fails, naming it (:meth:`_name_sessions_left`)."""
         try:
-            await self._clean_up("abort_batch_orphans", orphans, request)
+            await self._clean_up("abort_batch_orphans", orphans, request, within)
         except Exception as err:  # noqa: BLE001
             workflow.logger.warning(
                 "batch %s: its write sessions at %s were not removed: %s",
@@ -881,9 +956,11 @@ class DatasetWorkflow:
                 orphans.destination_root,
                 reason(err),
             )
-            self._name_sessions_left(orphans, err)
+            self._name_sessions_left(orphans, err, cancelled)
 
-    def _name_sessions_left(self, orphans: BatchOrphansInput, err: BaseException) -> None:
+    def _name_sessions_left(
+        self, orphans: BatchOrphansInput, err: BaseException, cancelled: bool = False
+    ) -> None:
         """Put the write sessions ``abort_batch_orphans`` could not remove (its failure
         ``err``, type :data:`SESSIONS_LEFT_TYPE`: the destination did not answer or
         failed) into their files' failures (``FileFailure.left_behind``: what is left
@@ -914,6 +991,17 @@ class DatasetWorkflow:
                         if failure.left_behind is None:
                             failures[at] = failure.model_copy(update={"left_behind": left})
                         break
+                else:
+                    # not handled (the dataset's cancel), so no failure yet: it fails,
+                    # named (asked only here: old histories replay as recorded)
+                    if cancelled and workflow.patched(DATASET_CANCEL_SESSIONS_PATCH):
+                        self._fail(
+                            name,
+                            "its batch was cancelled with the dataset while its "
+                            "destination did not answer: its write session was not "
+                            "removed",
+                            left,
+                        )
 
     def _count_batch(self, result: BatchResult) -> None:
         """Add a batch's counts; the files a batch stopped by a cancel did not handle
@@ -1652,6 +1740,15 @@ class DatasetWorkflow:
             in_flight=len(self._batches) + len(self._children),
             waiting=len(self._waiting),
         )
+
+
+def _in_flight_at_cancel(batch: BatchInput, not_handled: list[str]) -> list[int]:
+    """The indexes of ``batch``'s files that may have been in flight when the dataset's
+    cancel stopped it: the first :data:`CANCEL_IN_FLIGHT` of those it did not handle
+    (``not_handled``: names; a batch starts its files in order, at most that many at
+    once)."""
+    left = set(not_handled)
+    return [i for i, f in enumerate(batch.files) if f.name in left][:CANCEL_IN_FLIGHT]
 
 
 def _left_pairs(

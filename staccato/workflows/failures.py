@@ -313,9 +313,9 @@ def left_behind(session: WriteSession, in_a_dataset: bool = False) -> str:
     remove it, in words (memo ``left_behind``; no secret: a canonical URL, a temp path
     or an upload id). File and SFTP: the next transfer to the same destination removes
     it (:func:`leftovers_swept`), else delete both files by hand (their paths); a
-    dataset's file (``in_a_dataset``): a ``--retry-failed`` of the dataset removes
-    them (``DatasetRequest.sweep``), or a ``staccato cp`` of that file alone, or by
-    hand; a plain ``cp -r`` does not (``PrepareInput.sweep_leftovers``); S3: abort the
+    dataset's file (``in_a_dataset``): the next run of the dataset (``cp -r``, with
+    ``--retry-failed`` or not) removes them (``DatasetRequest.sweep``, from the last
+    run's ``left_behind``), or a ``staccato cp`` of that file alone, or by hand; S3: abort the
     upload (nothing tells Staccato's uploads from others there)."""
     if session.url.startswith("s3://"):
         return (
@@ -336,10 +336,9 @@ def left_behind(session: WriteSession, in_a_dataset: bool = False) -> str:
     if leftovers_swept(session.url):  # a dataset's file
         return (
             f"{partial_data(session)} (and its .staccato-journal) may be left: once its "
-            "server answers, copy the failed files again (`cp -r --retry-failed`: its "
-            "first run removes them) or this file alone (`staccato cp` to "
-            f"{session.url}), or delete both by hand ({temp} and {journal}); a plain "
-            "`cp -r` does not remove them"
+            "server answers, run the dataset again (`cp -r`, or `cp -r --retry-failed`: "
+            "its first run removes them) or copy this file alone (`staccato cp` to "
+            f"{session.url}), or delete both by hand ({temp} and {journal})"
         )
     return (
         f"{partial_data(session)} (and its .staccato-journal) may be left: delete both by "

@@ -804,10 +804,9 @@ async def test_dataset_names_what_its_large_file_left_behind_and_no_eta_while_st
         )
         (failure,) = [f for f in ended.failures if f.name == "big.bin"]
         assert failure.left_behind and temp in failure.left_behind, failure
-        # a plain cp -r never sweeps: a --retry-failed does (DatasetRequest.sweep), a
-        # cp of the file alone, or by hand, both paths named
+        # the next run of the dataset sweeps, with --retry-failed or not
+        # (DatasetRequest.sweep), a cp of the file alone, or by hand, both paths named
         assert "delete both by hand" in failure.left_behind, failure
-        assert "a plain `cp -r` does not remove them" in failure.left_behind, failure
         assert "`cp -r --retry-failed`: its first run removes them" in failure.left_behind
         assert "this file alone (`staccato cp`" in failure.left_behind, failure
         cli = {"address": temporal_server.address, "task_queue": worker.task_queue}
