@@ -75,6 +75,17 @@ def idle_text(since: str, who: str = "batch", phase: str | None = None) -> str:
     )
 
 
+def no_heartbeat_text(since: str, who: str = "batch") -> str:
+    """A running dataset whose batches (``who``) all sent no heartbeat for a while
+    (``since``: the last one, ISO 8601): its worker's process stopped, not the
+    endpoints (a batch waiting on a server heartbeats on)."""
+    return (
+        f"no heartbeat from the worker process running its {who}es since {since}: the "
+        "process may have stopped (killed or frozen); Temporal runs them again after "
+        "their heartbeat timeout"
+    )
+
+
 def progress_text(s: TransferStatus) -> str:
     """``1.0 MiB / 4.0 MiB (25%) at 2.0 MiB/s, ETA 2 s`` and a retry note if one is pending;
     ``up to date (size): nothing copied`` for a transfer its sync level skipped; ``0 B
