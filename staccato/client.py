@@ -101,6 +101,7 @@ from staccato.models import (
     TransferResult,
     TransferState,
     TransferStatus,
+    VerifyBeat,
     iso_utc,
 )
 from staccato.overlaps import overlap_busy, overlapping_writer
@@ -763,6 +764,14 @@ class StaccatoClient:
                     if staged is not None:
                         staged_bytes, staging_rate = staged
                     continue
+                if pending.activity_type.name == "verify":
+                    # the verify (phase "verify"): when it last heard from the
+                    # destination, under the copy's rule below (a frozen server's
+                    # verify read "100%" with no word for 73 s: tester62)
+                    heard = await _verify_heard(self.temporal, pending)
+                    if heard is not None:
+                        moved_last = max(moved_last or 0.0, heard)
+                    continue
                 try:
                     (details,) = await self.temporal.data_converter.decode(
                         pending.heartbeat_details.payloads, [Checkpoint]
@@ -820,9 +829,10 @@ class StaccatoClient:
                 and moved_last is not None
                 and now.timestamp() - moved_last >= RATE_CURRENT_S
             ):
-                # every running stream waits (a hung server, before its I/O timeout or
-                # the hang watch ends the attempt): said, not a silent "no rate" (a
-                # tester saw a frozen SFTP server's transfer so for 60 s: tester60 #6)
+                # every running stream (or the verify) waits (a hung server, before its
+                # I/O timeout or the hang watch ends the attempt): said, not a silent
+                # "no rate" (a tester saw a frozen SFTP server's transfer so for 60 s:
+                # tester60 #6)
                 idle_since = iso_utc(datetime.fromtimestamp(moved_last, UTC))
             if state == TransferState.failed:
                 # failed; the run goes on only to remove the partial data (its clean-up
@@ -1850,6 +1860,27 @@ async def staging_figures(
         return None
     current = staging.rate_bytes_per_s > 0 and _moving(pending, now, staging.progress_at)
     return staging.bytes_staged, staging.rate_bytes_per_s if current else None
+
+
+async def _verify_heard(temporal: Client, pending: Any) -> float | None:
+    """When a running ``verify`` activity (``pending``, a ``PendingActivityInfo``)
+    last heard from the destination (Unix seconds, the worker's clock: its
+    ``VerifyBeat.moved_at``); None when its attempt is not running, its last
+    heartbeat is an earlier attempt's, or it sent no such details (a worker before
+    them)."""
+    if pending.state != PendingActivityState.PENDING_ACTIVITY_STATE_STARTED:
+        return None
+    if pending.HasField("last_started_time") and pending.HasField("last_heartbeat_time"):
+        started = pending.last_started_time.ToDatetime(tzinfo=UTC)
+        if pending.last_heartbeat_time.ToDatetime(tzinfo=UTC) < started:
+            return None
+    try:
+        (details,) = await temporal.data_converter.decode(
+            pending.heartbeat_details.payloads, [VerifyBeat]
+        )
+        return VerifyBeat.model_validate(details).moved_at
+    except Exception:  # not ours to read: nothing said
+        return None
 
 
 def _memo_int(memo: dict[str, Any], key: str) -> int | None:

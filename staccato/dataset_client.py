@@ -124,6 +124,13 @@ FILES_MIN_RATE = 1 / 3600
 #: since the start, and a tester saw "file rate 10.3 files/s" a minute into a hung
 #: S3 server's silence
 STILL_S = 5.0
+#: seconds: a batch in flight that sent no heartbeat for this long (a live one sends
+#: one every second or so, also while it waits on a server: the worker's heartbeat
+#: throttle, ``HEARTBEAT_THROTTLE_S``) has lost its process (killed, frozen): ``status``
+#: says so rather than blaming the endpoints, until Temporal times it out. As
+#: :data:`STILL_S`: a batch started that never heartbeated is idle from its start, and
+#: is said silent as soon as it is said idle
+NO_HEARTBEAT_S = STILL_S
 #: times, at most, a status reads what is in flight and asks the counts again when a
 #: batch or large file ended in between (:func:`_same_counts`)
 _READS_IN_FLIGHT = 3
@@ -1242,7 +1249,11 @@ async def _dataset_status(
     # not ``bytes_done``, which never falls (tester T4/T18: 820 KB, then 640 KB)
     moving_bytes = 0
     children = await _children_progress(client, description) if state in _LIVE else []
-    retrying = await _last_retry_error(client, description, children) if state in _LIVE else None
+    # the endpoints, named when a batch's attempt was timed out for want of heartbeats
+    where = " and ".join(str(memo[k]) for k in ("source", "destination") if memo.get(k)) or None
+    retrying = (
+        await _last_retry_error(client, description, children, where) if state in _LIVE else None
+    )
     paused = [transfer for c in children for transfer in c.paused]
     # a large file's transfer (or group) in flight: the bytes it copied so far (a
     # dataset of a few large files showed 0 B until the first one ended), moving
@@ -1261,11 +1272,18 @@ async def _dataset_status(
     # older worker's). A batch stuck connecting to a frozen server sends no heartbeat
     # details, and made the status show a since-start rate for as long (tester61 H)
     moved_at: list[float] | None = []
+    # when each running batch last heartbeated (or started, before its first): a
+    # batch whose process was SIGKILLed sends none until Temporal times it out, and
+    # read "waiting for the source or destination" with both fine (tester62)
+    beats: list[float] = []
     if state == DatasetState.running:  # the batches' heartbeats: files done in flight
         for pending in description.raw_description.pending_activities:
             kind = pending.activity_type.name
             if kind not in ("copy_batch", "copy_batch_to_many"):
                 continue
+            heard = _last_heard(pending)
+            if heard is not None:
+                beats.append(heard)
             if not pending.heartbeat_details.payloads:
                 started = pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
                 if started and pending.HasField("last_started_time"):
@@ -1321,13 +1339,20 @@ async def _dataset_status(
     rate_files = (done + progress.files_skipped) / elapsed if elapsed > 0 else None
     rate_bytes = (done_bytes + moving_bytes) / elapsed if elapsed > 0 else None
     idle_since: float | None = None
-    if state == DatasetState.running and moved_at and not children:
+    # no batch's attempt runs, one waits for its retry: ``last_retry_error`` says why
+    # nothing moves, not "waiting for the source or destination" (said after a batch's
+    # process died: tester62)
+    retry_waits = retrying is not None and not beats
+    if state == DatasetState.running and moved_at and not children and not retry_waits:
         # every batch in flight says when a byte last moved, and no large file's
         # transfer is in flight: nothing moved since the latest of those and of the
         # run's last step (a batch ended, a page listed: ``progress.now``)
         last = max([*moved_at, progress.now or 0.0])
         if time.time() - last >= STILL_S:
             idle_since = last
+    no_heartbeat_since: float | None = None
+    if idle_since is not None and beats and time.time() - max(beats) >= NO_HEARTBEAT_S:
+        no_heartbeat_since = max(beats)
     handled = done + progress.files_skipped + progress.files_failed
     # nothing moves now: a step retries an error (a root down, a server refusing), or
     # a root a batch waits for is unreachable. The rates are since the start, so an
@@ -1430,8 +1455,35 @@ async def _dataset_status(
                 if idle_since is not None and last_known_at is None
                 else None
             ),
+            "no_heartbeat_since": (
+                iso_utc(datetime.fromtimestamp(no_heartbeat_since, UTC))
+                if no_heartbeat_since is not None and last_known_at is None
+                else None
+            ),
         }
     )
+
+
+def _last_heard(pending: Any) -> float | None:
+    """When a running batch (``pending``, a ``PendingActivityInfo``) was last heard
+    of (Unix seconds, the Temporal server's clock): its attempt's last heartbeat, or
+    its start before its first; None when its attempt is not running (waiting to
+    start or for its retry)."""
+    if pending.state != PendingActivityState.PENDING_ACTIVITY_STATE_STARTED:
+        return None
+    started = (
+        pending.last_started_time.ToDatetime(tzinfo=UTC).timestamp()
+        if pending.HasField("last_started_time")
+        else None
+    )
+    beat = (
+        pending.last_heartbeat_time.ToDatetime(tzinfo=UTC).timestamp()
+        if pending.HasField("last_heartbeat_time")
+        else None
+    )
+    if beat is not None and (started is None or beat >= started):
+        return beat
+    return started
 
 
 def _same_counts(one: DatasetProgress, other: DatasetProgress) -> bool:
@@ -1645,17 +1697,23 @@ async def _children_progress(client: StaccatoClient, description: Any) -> list[_
 
 
 async def _last_retry_error(
-    client: StaccatoClient, description: Any, children: Sequence[_ChildProgress]
+    client: StaccatoClient,
+    description: Any,
+    children: Sequence[_ChildProgress],
+    where: str | None = None,
 ) -> str | None:
     """Why a running dataset makes no progress, if a step of it is being retried: the
     newest failure of its own activities (listing, batches), else of one of its large
     files' transfers in flight (``children``: their progress); None when nothing is
-    retrying."""
+    retrying. ``where``: the dataset's endpoints (`` and ``-joined URLs), named when
+    an attempt was timed out for want of heartbeats."""
     raw = description.raw_description
     for pending in raw.pending_activities:
-        if pending.attempt > 1 and pending.HasField("last_failure"):
-            message = await client._message(pending)
-            return f"{pending.activity_type.name} attempt {pending.attempt}: {message}"
+        retried = await client.retry_of(pending, where)
+        if retried is not None:
+            # as a single transfer's (:meth:`StaccatoClient.retry_of`): a heartbeat
+            # timeout in words (a killed worker process, or a server that blocked it)
+            return f"{pending.activity_type.name} {retried[0]}"
     for child in children:
         if child.retrying:
             return child.retrying

@@ -537,6 +537,22 @@ class Checkpoint(BaseModel):
         return (time.time() if now is None else now) - self.moved_at <= seconds
 
 
+class VerifyBeat(BaseModel):
+    """The ``verify`` activity's heartbeat details: when it last heard from the
+    destination (read-back bytes arriving, or a line of the server's hash), so
+    ``status`` tells a verify that works from one waiting on a server that does not
+    answer (the rule of the copy phase's streams, :data:`RATE_CURRENT_S`).
+
+    Attributes:
+        v: schema version.
+        moved_at: wall-clock time (Unix seconds, the worker's clock) the verify last
+            heard from the destination (or began, before its first answer).
+    """
+
+    v: int = 1
+    moved_at: float
+
+
 class ProgressReport(BaseModel):
     """Argument of the ``report_progress`` signal: the server's view of a transfer's
     running streams, sent by a worker's progress reporter (see

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
+from typing import Any
 
 from temporalio import activity
 from temporalio.exceptions import CancelledError
@@ -26,9 +28,11 @@ from staccato.activities.retry_deadline import within_retry_for
 from staccato.endpoints import get_driver
 from staccato.endpoints.base import (
     ORPHAN_CLOCK_SLACK_S,
+    Motion,
     directory_memo,
     keepalive,
     keepalive_hook,
+    motion_tracker,
     moved,
 )
 from staccato.errors import (
@@ -44,6 +48,7 @@ from staccato.models import (
     PrepareInput,
     PrepareResult,
     PublishInput,
+    VerifyBeat,
     VerifyInput,
     VerifyMode,
     WriteSession,
@@ -407,12 +412,14 @@ class HeartbeatStopped(Exception):
 
 
 class ThrottledHeartbeat:
-    """A :func:`keepalive` hook: heartbeats at most every 0.5 s; raises
-    :class:`HeartbeatStopped` once the activity is cancelled or the worker is gone."""
+    """A :func:`keepalive` hook: heartbeats at most every 0.5 s (with the details
+    ``details()`` returns, if given); raises :class:`HeartbeatStopped` once the
+    activity is cancelled or the worker is gone."""
 
-    def __init__(self) -> None:
+    def __init__(self, details: Callable[[], tuple[Any, ...]] | None = None) -> None:
         self._last = 0.0
         self._parent = os.getppid()
+        self._details = details
 
     def __call__(self) -> None:
         now = time.monotonic()
@@ -421,7 +428,7 @@ class ThrottledHeartbeat:
         self._last = now
         if os.getppid() != self._parent:
             raise HeartbeatStopped("worker process is gone")
-        if send_heartbeat():
+        if send_heartbeat(*(self._details() if self._details else ())):
             raise HeartbeatStopped("cancelled")
 
 
@@ -437,11 +444,21 @@ def verify(request: VerifyInput) -> str:
             mapped error (see :func:`mapped_errors`).
         CancelledError: the activity was cancelled while reading back.
     """
-    with keepalive_hook(ThrottledHeartbeat()):
+    # its heartbeats say when it last heard from the destination (read-back bytes, a
+    # line of the server's hash): ``status`` shows a verify waiting on a server that
+    # does not answer as stalled, as a copy's (tester62: 73 s of a bare "100%")
+    tracker = Motion()
+    with motion_tracker(tracker), keepalive_hook(ThrottledHeartbeat(lambda: _verify_beat(tracker))):
         try:
             return _verify(request)
         except HeartbeatStopped as err:
             raise CancelledError(f"verify of {request.url} stopped: {err}") from None
+
+
+def _verify_beat(tracker: Motion) -> tuple[VerifyBeat]:
+    """The verify's heartbeat details: when ``tracker`` last saw motion, as Unix
+    seconds of the worker's clock."""
+    return (VerifyBeat(moved_at=time.time() - (time.monotonic() - tracker.at)),)
 
 
 @mapped_errors

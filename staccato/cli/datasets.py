@@ -344,8 +344,20 @@ def progress_text(s: DatasetStatus) -> str:
         for d in s.destinations or []
         if d.unreachable and not ended
     )
-    idle = f"; {render.idle_text(s.idle_since)}" if s.idle_since and not ended else ""
+    idle = ""
+    if s.idle_since and not ended:
+        idle = f"; {_idle_text(s)}"
     return ", ".join(parts) + (f", {rate}" if rate else "") + eta + paused + down + idle
+
+
+def _idle_text(s: DatasetStatus) -> str:
+    """Why nothing moved since ``s.idle_since``: no heartbeat from the batches'
+    worker process (``no_heartbeat_since``), else waiting for the endpoints."""
+    if s.no_heartbeat_since:
+        return f"nothing moved since {s.idle_since}; " + render.no_heartbeat_text(
+            s.no_heartbeat_since
+        )
+    return render.idle_text(s.idle_since or "")
 
 
 def follow_text(s: DatasetStatus) -> str:
@@ -354,7 +366,10 @@ def follow_text(s: DatasetStatus) -> str:
     words ``status`` uses (``progress unknown now: ...``) and the last known counts,
     with no rate nor ETA (they would be stale)."""
     if not s.counts_unknown:
-        return progress_text(s)
+        # a step retried after a failed attempt: its error, as a single transfer's
+        # line says it (``status`` has its own line; tester62 saw none in `cp -r`)
+        retrying = f"; retrying: {s.last_retry_error}" if s.last_retry_error else ""
+        return progress_text(s) + retrying
     known = progress_text(
         s.model_copy(update={"rate_files_per_s": None, "eta_s": None, "counts_unknown": None})
     )
@@ -546,6 +561,7 @@ def status_lines(s: DatasetStatus, failures: bool) -> list[str]:
     shown = s.to_json_dict()
     shown.pop("failures")
     shown.pop("files_left_behind", None)  # lines of their own, below
+    shown.pop("no_heartbeat_since", None)  # said on the stalled line
     rows = shown.pop("destinations", None)
     roots = shown.pop("destination_roots", None)
     if roots:  # several roots: every one on the destination line
@@ -642,7 +658,7 @@ def _shown_field(s: DatasetStatus, key: str, value: object) -> tuple[str, str]:
     if key == "eta_s" and isinstance(value, int | float):
         return "eta", units.duration(value)
     if key == "idle_since" and isinstance(value, str):
-        return "stalled", render.idle_text(value)
+        return "stalled", _idle_text(s)
     if isinstance(value, bool):
         return key, "yes" if value else "no"
     if isinstance(value, list):

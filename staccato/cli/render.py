@@ -59,12 +59,30 @@ def ended_bytes_text(state: str, done: int, total: int | None) -> str | None:
     return None
 
 
-def idle_text(since: str, who: str = "batch") -> str:
+def idle_text(since: str, who: str = "batch", phase: str | None = None) -> str:
     """A running dataset (``who``: its batches) or transfer (its ``"stream"``) in
-    which nothing moves: since when, and what it waits for."""
+    which nothing moves: since when, and what it waits for (a transfer in ``phase``
+    ``"verify"``: the destination's server, which hashes or sends back what was
+    written)."""
+    if phase == "verify":
+        return (
+            f"nothing moved since {since}: the verify is waiting for the destination to "
+            "answer (its server hashes the data written, or sends it back to be hashed)"
+        )
     return (
         f"nothing moved since {since}: waiting for the source or destination to answer "
         f"(a {who} that gets none gives up --retry-for after its last progress)"
+    )
+
+
+def no_heartbeat_text(since: str, who: str = "batch") -> str:
+    """A running dataset whose batches (``who``) all sent no heartbeat for a while
+    (``since``: the last one, ISO 8601): its worker's process stopped, not the
+    endpoints (a batch waiting on a server heartbeats on)."""
+    return (
+        f"no heartbeat from the worker process running its {who}es since {since}: the "
+        "process may have stopped (killed or frozen); Temporal runs them again after "
+        "their heartbeat timeout"
     )
 
 
@@ -85,8 +103,12 @@ def progress_text(s: TransferStatus) -> str:
         text = "staging " + units.progress(s.staged_bytes, s.bytes_total, rate, eta)
     if s.state.value in _ENDED:  # a failed run's clean-up retrying: said apart
         return text
+    verifying = s.phase == "verify" and s.state == TransferState.running
+    if verifying:  # the copy is over: its data is checked (a bare "100%" said nothing)
+        text = f"{text}, verifying"
     if s.idle_since:
-        text = f"{text}, stalled: nothing moved since {s.idle_since}"
+        waits = " (waiting for the destination to answer)" if verifying else ""
+        text = f"{text}, stalled: nothing moved since {s.idle_since}{waits}"
     return f"{text} {retry_note(s)}" if s.last_retry_error else text
 
 
@@ -198,7 +220,7 @@ def status_lines(s: TransferStatus) -> list[str]:
         elif key == "tuning" and s.tuning is not None:
             shown = tuning_text(s.tuning, ended=s.state.value in _ENDED)
         elif key == "idle_since":
-            key, shown = "stalled", idle_text(value, "stream")
+            key, shown = "stalled", idle_text(value, "stream", s.phase)
         elif key == "staged_bytes":
             share = units.percent(value, s.bytes_total)
             shown = f"{units.size(value)}" + (f" ({share})" if share else "")

@@ -678,6 +678,7 @@ class DatasetStatus(LeanModel):
         "filters_matched_none",
         "warning",
         "idle_since",
+        "no_heartbeat_since",
         "bytes_moving",
     )
 
@@ -763,6 +764,12 @@ class DatasetStatus(LeanModel):
     #: UTC); the rates and the ETA are then left out (a since-start average looked
     #: alive while a hung server answered nothing). Left out while bytes move
     idle_since: str | None = None
+    #: with ``idle_since``: every batch in flight has sent no heartbeat for
+    #: :data:`staccato.dataset_client.NO_HEARTBEAT_S` or more (the worker process
+    #: running it stopped: killed, frozen), not a server that does not answer (a batch
+    #: waiting on one heartbeats on): its last heartbeat (or start), ISO 8601, UTC.
+    #: Left out otherwise
+    no_heartbeat_since: str | None = None
 
     def left_behind(self) -> list[FileFailure]:
         """The failures (of those kept: :data:`MAX_FAILURES_KEPT`) of large files whose

@@ -315,6 +315,7 @@ class Reader(abc.ABC):
             if n == 0:
                 break
             filled += n
+            moved()  # bytes arrived: a verify's read-back is not hung (``status``)
         return filled
 
     def close(self) -> None:  # noqa: B027 - optional hook
