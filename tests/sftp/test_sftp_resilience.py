@@ -295,9 +295,9 @@ async def test_sshd_gone_fails_soon_after_retry_for(
 async def test_gave_up_says_failed_while_cleanup_goes_on(
     temporal_server,
     own_server: SshdServer,
-    module_env: dict[str, str],
-    module_worker: WorkerProcess,
+    env_worker_env: dict[str, str],
     data_dir: Path,
+    tmp_path: Path,
 ) -> None:
     """sshd stopped for good mid-copy, ``cp -q --retry-for 5s`` (the light client's
     wait) and a ``watch`` of it: once a stream gave up, both exit 1 with the give-up
@@ -306,14 +306,19 @@ async def test_gave_up_says_failed_while_cleanup_goes_on(
     Before, all of them waited for the clean-up's ~10 attempts (about 65 s) and
     ``status`` said ``running`` meanwhile. Once sshd is back, the clean-up removes the
     temp file and journal, and the run ends failed."""
-    _trust(own_server, module_env)
+    _trust(own_server, env_worker_env)
     size, chunk = 64 * MiB, 4 * MiB
     source = data_dir / "src.bin"
     write_random(source, size, seed=27)
     out = data_dir / "out"
     out.mkdir()
     destination = own_server.url(str(out / "gone.bin"))
-    with contextlib.nullcontext(module_worker) as worker:
+    # a worker of its own: the test reads the clean-up's 30 s window against the dead
+    # server (its status is taken while it still retries), so no other test's work
+    # shares its worker
+    with WorkerProcess(
+        temporal_server.address, processes=2, env=env_worker_env, log_dir=tmp_path
+    ) as worker:
         client = await _client(temporal_server, worker.task_queue)
         cli_env = {
             **os.environ,
