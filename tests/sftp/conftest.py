@@ -328,6 +328,43 @@ def env_worker_env(
     }
 
 
+@pytest.fixture(scope="module")
+def module_env(
+    sshd_server: SshdServer, sftp_logged: SshdServer, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
+    """``env_worker_env`` for a module's shared worker (:func:`module_worker`): tests
+    add their own sshd's host key to its known_hosts file, read at each connection."""
+    base = tmp_path_factory.mktemp("module-worker")
+    known_hosts = base / "known_hosts"
+    known_hosts.write_text(known_hosts_lines(sshd_server, sftp_logged))
+    home = base / "empty-home"
+    home.mkdir()
+    return {
+        "HOME": str(home),
+        "SSH_AUTH_SOCK": "",
+        "STACCATO_SSH_CONFIG": "none",
+        "STACCATO_SSH_IDENTITY": str(sshd_server.client_key_path),
+        "STACCATO_SSH_KNOWN_HOSTS": str(known_hosts),
+        "STACCATO_SFTP_LOCK_DIR": str(base / "locks"),
+    }
+
+
+@pytest.fixture(scope="module")
+def module_worker(
+    temporal_server, module_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcess]:
+    """One 2-process worker of ``module_env`` for a module's tests that neither kill it
+    nor change its settings (each against an sshd of its own): a worker start per test
+    cost seconds of CPU. A test using it ends every transfer it starts."""
+    with WorkerProcess(
+        temporal_server.address,
+        processes=2,
+        env=module_env,
+        log_dir=tmp_path_factory.mktemp("module-worker-log"),
+    ) as worker:
+        yield worker
+
+
 def _driver_settings(
     monkeypatch: pytest.MonkeyPatch, sshd_server: SshdServer, hosts: str, tmp_path: Path
 ) -> Path:

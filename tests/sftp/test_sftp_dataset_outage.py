@@ -86,9 +86,9 @@ async def _until_a_copy_met_the_down_server(
 async def test_destination_root_down_at_start_is_ridden_out(
     temporal_server,
     down_server: SshdServer,
-    env_worker_env: dict[str, str],
+    module_env: dict[str, str],
+    module_worker: WorkerProcess,
     data_dir: Path,
-    tmp_path: Path,
     roots: str,
     retry_failed: bool,
 ) -> None:
@@ -99,7 +99,7 @@ async def test_destination_root_down_at_start_is_ridden_out(
     ``retry-failed``: a first run with ``--retry-for 3s`` gives up on the down root's
     files, then ``--retry-failed`` (the root still down) is ridden out the same way
     (it failed the same way on the old code)."""
-    known_hosts = Path(env_worker_env["STACCATO_SSH_KNOWN_HOSTS"])
+    known_hosts = Path(module_env["STACCATO_SSH_KNOWN_HOSTS"])
     known_hosts.write_text(known_hosts.read_text() + down_server.known_hosts_path.read_text())
     source, local, remote = data_dir / "ds6", data_dir / "rA6", data_dir / "remote" / "ds6"
     _source(source)
@@ -108,9 +108,7 @@ async def test_destination_root_down_at_start_is_ridden_out(
     destinations = [str(local), sftp_root] if roots == "two" else [sftp_root]
     child = transfer_id(f"{sftp_root}/sub/L.bin")
     options = TransferOptions(chunk_size=1 * MiB, streams=2, retry_for_s=90)
-    with WorkerProcess(
-        temporal_server.address, processes=2, env=env_worker_env, log_dir=tmp_path
-    ) as worker:
+    with contextlib.nullcontext(module_worker) as worker:
         client = await StaccatoClient.connect(
             target_host=temporal_server.address, namespace="default"
         )

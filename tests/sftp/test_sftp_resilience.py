@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -109,7 +110,10 @@ async def test_worker_sigkill_resends_at_most_streams_x_chunk(
     data_dir: Path,
     tmp_path: Path,
 ) -> None:
-    size, chunk, streams = 256 * MiB, 8 * MiB, 4
+    # 128 MiB (16 chunks): the kill comes once 6 are durable, with up to 4 in flight
+    # and 6 or more not begun (256 MiB only doubled what the second worker encrypts,
+    # writes and hashes)
+    size, chunk, streams = 128 * MiB, 8 * MiB, 4
     source = data_dir / "src.bin"
     digest = write_random(source, size, seed=21)
     out = data_dir / "out"
@@ -248,9 +252,9 @@ GONE_FAILS_WITHIN_S = 240.0
 async def test_sshd_gone_fails_soon_after_retry_for(
     temporal_server,
     own_server: SshdServer,
-    env_worker_env: dict[str, str],
+    module_env: dict[str, str],
+    module_worker: WorkerProcess,
     data_dir: Path,
-    tmp_path: Path,
 ) -> None:
     """sshd stopped for good mid-copy, ``--retry-for 5s``: every stream attempt then
     fails at once (connection refused), and the stream gives up once 5 s passed
@@ -258,15 +262,13 @@ async def test_sshd_gone_fails_soon_after_retry_for(
     Temporal retried it until the stream's schedule-to-close deadline, which also
     allows the time one attempt may take (600 s and more): ~10 minutes of retries
     while ``status`` showed the transfer running."""
-    _trust(own_server, env_worker_env)
+    _trust(own_server, module_env)
     size, chunk = 64 * MiB, 4 * MiB
     source = data_dir / "src.bin"
     write_random(source, size, seed=24)
     out = data_dir / "out"
     out.mkdir()
-    with WorkerProcess(
-        temporal_server.address, processes=2, env=env_worker_env, log_dir=tmp_path
-    ) as worker:
+    with contextlib.nullcontext(module_worker) as worker:
         client = await _client(temporal_server, worker.task_queue)
         # paced (16 MiB/s: about 4 s in all), so sshd stops mid-copy
         options = TransferOptions(
@@ -311,6 +313,9 @@ async def test_gave_up_says_failed_while_cleanup_goes_on(
     out = data_dir / "out"
     out.mkdir()
     destination = own_server.url(str(out / "gone.bin"))
+    # a worker of its own: the test reads the clean-up's 30 s window against the dead
+    # server (its status is taken while it still retries), so no other test's work
+    # shares its worker
     with WorkerProcess(
         temporal_server.address, processes=2, env=env_worker_env, log_dir=tmp_path
     ) as worker:
@@ -475,9 +480,9 @@ async def test_a_file_larger_than_the_servers_file_system_fails_at_once(
 async def test_outage_after_retry_for_of_progress_is_ridden_out(
     temporal_server,
     own_server: SshdServer,
-    env_worker_env: dict[str, str],
+    module_env: dict[str, str],
+    module_worker: WorkerProcess,
     data_dir: Path,
-    tmp_path: Path,
 ) -> None:
     """``--retry-for 10s``, a paced copy of about 24 s (one 24 MiB segment per
     stream), sshd down for 3 s some 14 s in: longer than ``--retry-for`` after the
@@ -485,16 +490,14 @@ async def test_outage_after_retry_for_of_progress_is_ridden_out(
     (``Checkpoint.progress_at``), so its attempts during the outage are retried and
     the transfer completes. A stream giving up at ``--retry-for`` after it was
     scheduled, whatever its progress, would fail the second attempt (at +1 s)."""
-    _trust(own_server, env_worker_env)
+    _trust(own_server, module_env)
     size, chunk = 48 * MiB, 2 * MiB
     source = data_dir / "src.bin"
     digest = write_random(source, size, seed=26)
     out = data_dir / "out"
     out.mkdir()
     destination = out / "ridden.bin"
-    with WorkerProcess(
-        temporal_server.address, processes=2, env=env_worker_env, log_dir=tmp_path
-    ) as worker:
+    with contextlib.nullcontext(module_worker) as worker:
         client = await _client(temporal_server, worker.task_queue)
         options = TransferOptions(
             chunk_size=chunk, streams=2, retry_for_s=10, heartbeat_timeout_s=5, max_rate=2 * MiB
@@ -556,9 +559,9 @@ async def _stop_cleaning_up(client: StaccatoClient, destination: str) -> None:
 async def test_cleanup_gave_up_says_left_behind_and_next_transfer_removes_it(
     temporal_server,
     own_server: SshdServer,
-    env_worker_env: dict[str, str],
+    module_env: dict[str, str],
+    module_worker: WorkerProcess,
     data_dir: Path,
-    tmp_path: Path,
 ) -> None:
     """sshd stopped for good mid-copy: the stream gives up, then the clean-up gives up
     too (its retries end with ``--retry-for``, 30 s at least). The temp file and
@@ -568,14 +571,12 @@ async def test_cleanup_gave_up_says_left_behind_and_next_transfer_removes_it(
     removes it and publishes byte-identical data, leaving no Staccato file behind.
     Before, the ended run said only ``failed`` and the next transfer left the old
     ``.staccato-part`` and journal there for good."""
-    _trust(own_server, env_worker_env)
+    _trust(own_server, module_env)
     source = data_dir / "src.bin"
     out = data_dir / "out"
     out.mkdir()
     destination = own_server.url(str(out / "gone.bin"))
-    with WorkerProcess(
-        temporal_server.address, processes=2, env=env_worker_env, log_dir=tmp_path
-    ) as worker:
+    with contextlib.nullcontext(module_worker) as worker:
         client = await _client(temporal_server, worker.task_queue)
         transfer = await _gave_up_cleaning_up(client, own_server, source, out, seed=28)
         handle = client.temporal.get_workflow_handle(transfer)
@@ -611,9 +612,9 @@ async def test_cleanup_gave_up_says_left_behind_and_next_transfer_removes_it(
 async def test_cancel_stops_a_failed_transfers_cleanup(
     temporal_server,
     own_server: SshdServer,
-    env_worker_env: dict[str, str],
+    module_env: dict[str, str],
+    module_worker: WorkerProcess,
     data_dir: Path,
-    tmp_path: Path,
 ) -> None:
     """A failed transfer still removing its partial data (sshd down): a ``cp`` to its
     destination is refused naming that (``still removing its partial data``, with the
@@ -622,14 +623,12 @@ async def test_cancel_stops_a_failed_transfers_cleanup(
     ``status`` says ``left_behind``. Before, cancel printed "cancel requested", exited 0
     and changed nothing (the clean-up went on to its last attempt), and the busy
     message said only "being written by transfer"."""
-    _trust(own_server, env_worker_env)
+    _trust(own_server, module_env)
     source = data_dir / "src.bin"
     out = data_dir / "out"
     out.mkdir()
     destination = own_server.url(str(out / "gone.bin"))
-    with WorkerProcess(
-        temporal_server.address, processes=2, env=env_worker_env, log_dir=tmp_path
-    ) as worker:
+    with contextlib.nullcontext(module_worker) as worker:
         client = await _client(temporal_server, worker.task_queue)
         transfer = await _gave_up_cleaning_up(client, own_server, source, out, seed=29)
         handle = client.temporal.get_workflow_handle(transfer)
@@ -672,9 +671,9 @@ async def test_cancel_stops_a_failed_transfers_cleanup(
 async def test_prepare_retried_after_a_wait_for_the_destination_says_scheduled(
     temporal_server,
     own_server: SshdServer,
-    env_worker_env: dict[str, str],
+    module_env: dict[str, str],
+    module_worker: WorkerProcess,
     data_dir: Path,
-    tmp_path: Path,
 ) -> None:
     """A transfer queued behind another one (``--if-busy wait``) runs once that one
     ended, while the destination's sshd is down: its ``prepare`` is retried, and
@@ -682,7 +681,7 @@ async def test_prepare_retried_after_a_wait_for_the_destination_says_scheduled(
     (README: "its first steps (stat, prepare) are still being retried") with the retry
     error, until sshd is back and its streams start; then it completes. Before, it said
     ``running`` from the end of its ``stat`` on."""
-    _trust(own_server, env_worker_env)
+    _trust(own_server, module_env)
     size, chunk = 64 * MiB, 4 * MiB
     source = data_dir / "src.bin"
     write_random(source, size, seed=30)
@@ -691,9 +690,7 @@ async def test_prepare_retried_after_a_wait_for_the_destination_says_scheduled(
     out = data_dir / "out"
     out.mkdir()
     destination = own_server.url(str(out / "held.bin"))
-    with WorkerProcess(
-        temporal_server.address, processes=2, env=env_worker_env, log_dir=tmp_path
-    ) as worker:
+    with contextlib.nullcontext(module_worker) as worker:
         client = await _client(temporal_server, worker.task_queue)
         # the holder: paced (16 MiB/s), paused once it wrote a chunk: it holds the lock
         holder = await client.submit(
@@ -731,9 +728,9 @@ async def test_prepare_retried_after_a_wait_for_the_destination_says_scheduled(
 async def test_dataset_names_what_its_large_file_left_behind_and_no_eta_while_stalled(
     temporal_server,
     own_server: SshdServer,
-    env_worker_env: dict[str, str],
+    module_env: dict[str, str],
+    module_worker: WorkerProcess,
     data_dir: Path,
-    tmp_path: Path,
 ) -> None:
     """A dataset (one SFTP root) of 8 small files and a 64 MiB one (a child transfer),
     sshd stopped for good mid-copy, once the small files are done: while the large
@@ -750,7 +747,7 @@ async def test_dataset_names_what_its_large_file_left_behind_and_no_eta_while_st
     from staccato.datasets.models import DatasetState
     from tests.dataset_checks import wait_dataset
 
-    _trust(own_server, env_worker_env)
+    _trust(own_server, module_env)
     source, out = data_dir / "tree", data_dir / "out"
     source.mkdir()
     out.mkdir()
@@ -764,9 +761,7 @@ async def test_dataset_names_what_its_large_file_left_behind_and_no_eta_while_st
     options = TransferOptions(
         chunk_size=4 * MiB, streams=2, retry_for_s=5, heartbeat_timeout_s=3, max_rate=4 * MiB
     )
-    with WorkerProcess(
-        temporal_server.address, processes=2, env=env_worker_env, log_dir=tmp_path
-    ) as worker:
+    with contextlib.nullcontext(module_worker) as worker:
         client = await _client(temporal_server, worker.task_queue)
         dataset = await submit_dataset(
             client, str(source), own_server.url(str(out)), options, small_file_max=1 * MiB
@@ -834,9 +829,9 @@ async def test_dataset_names_what_its_large_file_left_behind_and_no_eta_while_st
 async def test_dataset_to_two_roots_names_what_a_large_file_left_at_the_down_one(
     temporal_server,
     own_server: SshdServer,
-    env_worker_env: dict[str, str],
+    module_env: dict[str, str],
+    module_worker: WorkerProcess,
     data_dir: Path,
-    tmp_path: Path,
 ) -> None:
     """A dataset to two roots (a local one, an SFTP one) of a 64 MiB file (a fan-out
     group, one transfer per root), sshd stopped for good mid-copy: the local root
@@ -848,7 +843,7 @@ async def test_dataset_to_two_roots_names_what_a_large_file_left_at_the_down_one
     from staccato.datasets.models import DatasetState
     from tests.dataset_checks import wait_dataset
 
-    _trust(own_server, env_worker_env)
+    _trust(own_server, module_env)
     source, local, out = data_dir / "tree", data_dir / "local", data_dir / "out"
     source.mkdir()
     out.mkdir()
@@ -856,9 +851,7 @@ async def test_dataset_to_two_roots_names_what_a_large_file_left_at_the_down_one
     options = TransferOptions(
         chunk_size=4 * MiB, streams=2, retry_for_s=5, heartbeat_timeout_s=3, max_rate=16 * MiB
     )
-    with WorkerProcess(
-        temporal_server.address, processes=2, env=env_worker_env, log_dir=tmp_path
-    ) as worker:
+    with contextlib.nullcontext(module_worker) as worker:
         client = await _client(temporal_server, worker.task_queue)
         sftp_root = own_server.url(str(out))
         dataset = await submit_dataset(
