@@ -780,23 +780,26 @@ class DatasetWorkflow:
                     self._count_batch(checkpoint)
                     unclean_from = checkpoint.next_index
                 return
-            # failed for good: the files its last checkpoint handled keep their counts;
-            # the others fail (those published after that checkpoint too: --retry-failed
-            # compares each one before copying)
+            # failed for good: the files its last checkpoint handled keep their counts,
+            # and so do those its last attempt ended past that checkpoint (copied or
+            # up to date: ``ended_after``); the others fail
             unclean_from = 0
+            ended_after: set[int] = set()
             if workflow.patched(DATASET_FAILED_BATCH_COUNTS_PATCH):
                 last = _failed_checkpoint(err, BatchCheckpoint)
                 if last is not None:
                     last.not_handled = None
-                    self._count_batch(last)
                     unclean_from = min(last.next_index, len(batch.files))
+                    ended_after = _count_ended_after(last, batch, unclean_from)
+                    self._count_batch(last)
             why = reason(err)
             if batch.retry_for_s is not None:  # scheduled within --retry-for of progress
                 # the roots that are servers (a local one cannot "not answer")
                 where = " and ".join(remote_endpoints(batch.source_root, batch.destination_root))
                 why = _batch_gave_up(err, batch.retry_for_s, where) or why
-            for f in batch.files[unclean_from:]:
-                self._fail(f.name, f"its batch failed: {why}")
+            for index in range(unclean_from, len(batch.files)):
+                if index not in ended_after:
+                    self._fail(batch.files[index].name, f"its batch failed: {why}")
             return
         finally:
             self._reading.discard(number)
@@ -1665,6 +1668,26 @@ def _left_pairs(
         for i in range(min(checkpoint.next_index, len(batch.files)), len(batch.files))
         for t in batch.files[i].targets
     ]
+
+
+def _count_ended_after(last: BatchCheckpoint, batch: BatchInput, start: int) -> set[int]:
+    """Add to ``last`` (the checkpoint of a batch that failed for good, ``batch``) the
+    files its attempt ended past its ``next_index`` (``start``): ``ended_after``,
+    copied (its size in ``bytes``) or skipped; returns their indexes. Empty for a
+    checkpoint without the field (an older worker's: every file from ``start`` on
+    fails, as before)."""
+    counted: set[int] = set()
+    for key, kind in (last.ended_after or {}).items():
+        index = int(key) if key.isdigit() else -1
+        if not start <= index < len(batch.files) or kind not in ("c", "s"):
+            continue
+        counted.add(index)
+        if kind == "c":
+            last.done += 1
+            last.bytes += batch.files[index].size
+        else:
+            last.skipped += 1
+    return counted
 
 
 _Checkpoint = TypeVar("_Checkpoint", BatchCheckpoint, FanOutBatchCheckpoint)
