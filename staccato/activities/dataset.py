@@ -877,8 +877,7 @@ def _with_checkpoint(
     what this checkpoint says was handled. The hang watch's give-up
     (:class:`~staccato.activities.retry_deadline.EndpointHungError`) gets its details
     whether or not that heartbeat goes out (one its interrupt broke fails)."""
-    if isinstance(state, BatchCheckpoint):
-        _prune_ended_after(state)
+    _prune_ended_after(state)
     if isinstance(err, retry_deadline.EndpointHungError):
         with contextlib.suppress(StreamStopped):
             beat(force=True)
@@ -1551,11 +1550,13 @@ def _note_ended_after(
     _prune_ended_after(state)
 
 
-def _prune_ended_after(state: BatchCheckpoint) -> None:
+def _prune_ended_after(state: BatchCheckpoint | FanOutBatchCheckpoint) -> None:
     """Drop from ``state.ended_after`` the files ``next_index`` passed (counted since)."""
-    if state.ended_after:
-        kept = {k: v for k, v in state.ended_after.items() if int(k) >= state.next_index}
-        state.ended_after = kept or None
+    if state.ended_after is not None:
+        for key in [k for k in state.ended_after if int(k) < state.next_index]:
+            del state.ended_after[key]
+        if not state.ended_after:
+            state.ended_after = None
 
 
 class _InlineExecutor(Executor):

@@ -903,6 +903,14 @@ class FanOutBatchCheckpoint(FanOutBatchResult):
     #: as :attr:`BatchCheckpoint.moved_at`: when a byte last moved in this attempt (to
     #: any root); None: a worker before the field
     moved_at: float | None = None
+    #: as :attr:`BatchCheckpoint.ended_after`: a failed attempt's files past
+    #: ``next_index`` that ended at every one of their roots, copied or up to date
+    #: (file index, as text -> root index, as text -> ``'c'`` or ``'s'``), not
+    #: counted; a batch that fails for good counts them (per root too). None (left out
+    #: of the JSON): none, or a worker before the field
+    ended_after: dict[str, dict[str, str]] | None = None
+
+    _omit_when = omitted_while_none("not_handled", "ended_after")
 
 
 class TargetsInput(BaseModel):

@@ -1235,13 +1235,15 @@ class DatasetWorkflow:
             # failed for good: counted from its last checkpoint (see _run_batch), the
             # pairs it did not end fail
             left = [(i, t) for i, f in enumerate(batch.files) for t in f.targets]
+            ended_after: set[int] = set()  # files its last attempt ended past it
             if workflow.patched(DATASET_FAILED_BATCH_COUNTS_PATCH):
                 checkpoint = _failed_checkpoint(err, FanOutBatchCheckpoint)
                 if checkpoint is not None:
                     checkpoint.not_handled = None
+                    ended_after = _count_fan_out_ended_after(checkpoint, batch)
                     self._count_batch_many(batch, checkpoint)
                     left = _left_pairs(batch, checkpoint)
-            pairs = set(left)
+            pairs = {(i, t) for i, t in left if i not in ended_after}
             for i, f in enumerate(batch.files):
                 targets = [t for t in f.targets if (i, t) in pairs]
                 for t in targets:
@@ -1685,6 +1687,43 @@ def _count_ended_after(last: BatchCheckpoint, batch: BatchInput, start: int) -> 
         if kind == "c":
             last.done += 1
             last.bytes += batch.files[index].size
+        else:
+            last.skipped += 1
+    return counted
+
+
+def _count_fan_out_ended_after(last: FanOutBatchCheckpoint, batch: FanOutBatchInput) -> set[int]:
+    """Add to ``last`` (the checkpoint of a batch to several roots that failed for
+    good, ``batch``) the files its attempt ended past its ``next_index`` at every one
+    of their roots (``ended_after``): per root copied (its size in that root's bytes)
+    or skipped, the file copied if copied to some root (its size in ``bytes``), else
+    skipped; returns their indexes. Empty for a checkpoint without the field (an
+    older worker's: their pairs fail, as before)."""
+    counted: set[int] = set()
+    roots = len(last.destinations)
+    for key, outcomes in (last.ended_after or {}).items():
+        index = int(key) if key.isdigit() else -1
+        if not last.next_index <= index < len(batch.files):
+            continue
+        entry = batch.files[index]
+        by_root = {int(t): kind for t, kind in outcomes.items() if t.isdigit()}
+        if (
+            set(by_root) != set(entry.targets)
+            or any(kind not in ("c", "s") for kind in by_root.values())
+            or any(t >= roots for t in by_root)
+        ):
+            continue
+        counted.add(index)
+        for target, kind in by_root.items():
+            counts = last.destinations[target]
+            if kind == "c":
+                counts.files_done += 1
+                counts.bytes_done += entry.size
+            else:
+                counts.files_skipped += 1
+        if file_class(by_root.values()) == "c":
+            last.done += 1
+            last.bytes += entry.size
         else:
             last.skipped += 1
     return counted

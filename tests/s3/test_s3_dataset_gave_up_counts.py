@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from staccato.activities.dataset import FILES_IN_FLIGHT
 from staccato.client import StaccatoClient
 from staccato.dataset_client import submit_dataset
@@ -32,13 +34,25 @@ from tests.s3.conftest import MeteredSeaweedS3
 from tests.s3.s3util import keys
 
 LARGE = ["L1.bin", "L2.bin", "L3.bin"]  # sort first ('L' < 'f'): the batch's first files
-LARGE_BYTES = 8 * MiB
+#: bytes of the large files per number of roots: with several roots, files up to
+#: one chunk are read whole by the batch (larger ones are fan-out groups of their own)
+LARGE_BYTES = {1: 8 * MiB, 2: 1 * MiB}
 SMALL = [f"f{i:03d}.bin" for i in range(20)]
 SMALL_BYTES = 20 * 1024
-#: one batch of every file; paced so the large files are in flight for ~24 s
-OPTIONS = TransferOptions(
-    chunk_size=1 * MiB, streams=1, max_rate=1 * MiB, retry_for_s=8, heartbeat_timeout_s=5
-)
+#: bytes/s: the large files in flight for ~24 s (one root: read a chunk at a time,
+#: together) or ~4 s each (two roots: each read whole, one after the other)
+RATES = {1: 1 * MiB, 2: 256 * 1024}
+#: one batch of every file, paced
+OPTIONS = {
+    roots: TransferOptions(
+        chunk_size=1 * MiB,
+        streams=1,
+        max_rate=RATES[roots],
+        retry_for_s=8,
+        heartbeat_timeout_s=5,
+    )
+    for roots in (1, 2)
+}
 #: correctness bounds, not speed ones
 PUBLISHED_WITHIN_S = 60.0
 GIVES_UP_WITHIN_S = 180.0
@@ -70,54 +84,65 @@ def _first_small_published(s3: Any, bucket: str, prefix: str, sources: dict[str,
         time.sleep(0.05)
 
 
+@pytest.mark.parametrize("roots", [1, 2], ids=["one-root", "two-roots"])
 async def test_gave_up_dataset_counts_the_files_published_past_its_checkpoint(
-    s3_client: StaccatoClient, s3_server: MeteredSeaweedS3, s3: Any, bucket: str, data_dir: Path
+    s3_client: StaccatoClient,
+    s3_server: MeteredSeaweedS3,
+    s3: Any,
+    bucket: str,
+    data_dir: Path,
+    roots: int,
 ) -> None:
+    """One root (``copy_batch``) and two (``copy_batch_to_many``, whose checkpoint
+    moves a group of files at a time: the group's small file ended, not counted)."""
     source = data_dir / "gave-up-src"
     source.mkdir()
     sources = {
-        name: write_random(source / name, LARGE_BYTES, seed=i) for i, name in enumerate(LARGE)
+        name: write_random(source / name, LARGE_BYTES[roots], seed=i)
+        for i, name in enumerate(LARGE)
     }
     sources |= {
         name: write_random(source / name, SMALL_BYTES, seed=100 + i) for i, name in enumerate(SMALL)
     }
-    prefix = "gave-up/"
+    prefixes = [f"gave-up-{r}/" for r in range(roots)]
+    destinations = [f"s3://{bucket}/{p}" for p in prefixes]
     dataset = await submit_dataset(
         s3_client,
         f"{source}/",
-        f"s3://{bucket}/{prefix}",
-        options=OPTIONS,
+        destinations[0] if roots == 1 else destinations,
+        options=OPTIONS[roots],
         batch_files=64,
         max_batches=1,
     )
-    at_freeze = _first_small_published(s3, bucket, prefix, sources)
-    assert not set(LARGE) & at_freeze, f"the large files ended too soon: {at_freeze}"
+    at_freeze = {p: _first_small_published(s3, bucket, p, sources) for p in prefixes}
+    for prefix, whole in at_freeze.items():
+        # the batch's first files in flight with it: not all ended yet
+        assert set(LARGE) - whole, f"{prefix}: the large files ended too soon: {whole}"
     assert s3_server.pid is not None, "the S3 server is not running"
     with stopped_process_tree(s3_server.pid):
         final = await wait_dataset(s3_client, dataset, timeout_s=GIVES_UP_WITHIN_S)
     print(f"ended {final.state.value}: {final.files_done} done, {final.files_failed} failed")
     assert final.state in (DatasetState.completed_with_errors, DatasetState.failed), final
     failed = {f.name for f in final.failures}
-    assert len(failed) == final.files_failed == len(final.failures), final
+    assert len(failed) == final.files_failed, final
+    assert len(final.failures) == final.files_failed * roots, final.failures
     assert any("did not answer" in f.reason for f in final.failures), final.failures
     # every file is accounted for, once
     assert final.files_done + final.files_skipped + final.files_failed == len(sources), final
     assert final.files_skipped == 0, final
-
-    whole = _whole(s3, bucket, prefix, sources)  # the server answers again
-    print(
-        f"whole at the freeze: {sorted(at_freeze)}; now: {sorted(whole)}; failed: {sorted(failed)}"
-    )
-    # a file published before the server stopped is never reported failed
-    assert not failed & at_freeze, (
-        f"published before the freeze, reported failed: {failed & at_freeze}"
-    )
-    # a failed file that is whole now was in flight at the freeze (its last request
-    # answered once the server woke): a few at most
-    late = failed & whole
-    assert len(late) <= FILES_IN_FLIGHT, f"failed yet whole: {sorted(late)}"
-    # every file counted done is whole at the destination, and so is every one not failed
     done = set(sources) - failed
-    assert done <= whole, f"counted done, not whole: {sorted(done - whole)}"
     assert final.files_done == len(done), (final, sorted(done))
     assert SMALL[0] in done
+    for prefix in prefixes:
+        whole = _whole(s3, bucket, prefix, sources)  # the server answers again
+        print(f"{prefix} whole at the freeze: {sorted(at_freeze[prefix])}; now: {sorted(whole)}")
+        # a file published before the server stopped is never reported failed
+        assert not failed & at_freeze[prefix], (
+            f"{prefix}: published before the freeze, reported failed: {failed & at_freeze[prefix]}"
+        )
+        # a failed file that is whole now was in flight at the freeze (its last request
+        # answered once the server woke): a few at most
+        late = failed & whole
+        assert len(late) <= FILES_IN_FLIGHT, f"{prefix}: failed yet whole: {sorted(late)}"
+        # every file counted done is whole at the destination
+        assert done <= whole, f"{prefix}: counted done, not whole: {sorted(done - whole)}"
