@@ -34,7 +34,8 @@ interrupts every thread talking to an endpoint once no byte moved for
 ``--retry-for`` deadline, and the attempt fails, not retried, with the single
 transfer's words ("copying SRC to DST: the server did not answer: ..."), its
 checkpoint in the error's details: the dataset keeps the counts of the files handled
-and fails the others with that reason. Each heartbeat also says when a byte last
+(also those ended past the checkpoint: ``BatchCheckpoint.ended_after``) and fails the
+others with that reason. Each heartbeat also says when a byte last
 moved (``BatchCheckpoint.moved_at``): ``status`` shows no rate while none moves.
 """
 
