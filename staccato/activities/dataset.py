@@ -34,7 +34,8 @@ interrupts every thread talking to an endpoint once no byte moved for
 ``--retry-for`` deadline, and the attempt fails, not retried, with the single
 transfer's words ("copying SRC to DST: the server did not answer: ..."), its
 checkpoint in the error's details: the dataset keeps the counts of the files handled
-and fails the others with that reason. Each heartbeat also says when a byte last
+(also those ended past the checkpoint: ``BatchCheckpoint.ended_after``) and fails the
+others with that reason. Each heartbeat also says when a byte last
 moved (``BatchCheckpoint.moved_at``): ``status`` shows no rate while none moves.
 """
 
@@ -877,6 +878,7 @@ def _with_checkpoint(
     what this checkpoint says was handled. The hang watch's give-up
     (:class:`~staccato.activities.retry_deadline.EndpointHungError`) gets its details
     whether or not that heartbeat goes out (one its interrupt broke fails)."""
+    _prune_ended_after(state)
     if isinstance(err, retry_deadline.EndpointHungError):
         with contextlib.suppress(StreamStopped):
             beat(force=True)
@@ -1478,6 +1480,16 @@ def _copy_in_flight(
                     if outcome.staged is None:  # staged and not committed: removed
                         _apply(state, request, index, outcome)
                         handled_after.add(index)
+            else:
+                # an attempt that fails: its checkpoint names the files it ended past
+                # next_index (not counted: a retry compares them, a give-up counts them)
+                start = state.next_index
+                ended_now: dict[int, _Outcome] = {}
+                if committing is not None:
+                    ended_now = _committed(waiting[:in_commit], committing, start)
+                    start += in_commit
+                ended_now.update(enumerate(waiting[in_commit:] if committing else waiting, start))
+                _note_ended_after(state, ended_now, ended, pending)
             raise
         finally:
             if reads is not None:
@@ -1490,7 +1502,62 @@ def _copy_in_flight(
                     group.discard(_staged([], ended))
                 group.close()
     if failure is not None:
+        # the files that ended past the one that failed (its staged ones were discarded)
+        _note_ended_after(state, {}, ended)
         raise failure
+
+
+def _committed(
+    outcomes: list[_Outcome], committing: Future[list[StaccatoError | None]], start: int
+) -> dict[int, _Outcome]:
+    """The ends of the files of a group commit that ran (``outcomes``, file ``start``
+    on, its staged ones committed by ``committing``): a staged file the commit
+    published is copied; one it failed, or all of them if it raised, are left out."""
+    try:
+        errors = iter(committing.result())
+    except Exception:  # noqa: BLE001 - not known published: none of its staged files
+        return {i: o for i, o in enumerate(outcomes, start) if o.staged is None}
+    ended: dict[int, _Outcome] = {}
+    for index, outcome in enumerate(outcomes, start):
+        if outcome.staged is None:
+            ended[index] = outcome
+        elif next(errors, True) is None:
+            ended[index] = _Outcome(copied=True, bytes=outcome.bytes)
+    return ended
+
+
+def _note_ended_after(
+    state: BatchCheckpoint, outcomes: dict[int, _Outcome], *futures: dict[int, Future[_Outcome]]
+) -> None:
+    """Put in ``state.ended_after`` the files of a failing attempt that ended past
+    ``state.next_index`` published or up to date: among ``outcomes`` (file index ->
+    its end) and the ended ``futures`` (file index -> its copy's), neither staged
+    (not committed: not published) nor failed. Those an earlier attempt ended stay
+    unless this one failed them; none before ``next_index`` is kept."""
+    ended = dict(outcomes)
+    for by_index in futures:
+        for index, future in by_index.items():
+            if future.done() and future.exception() is None:
+                ended.setdefault(index, future.result())
+    kept = dict(state.ended_after or {})
+    for index, outcome in ended.items():
+        if index < state.next_index or outcome.staged is not None:
+            continue
+        if outcome.failure is not None:
+            kept.pop(str(index), None)
+        else:
+            kept[str(index)] = "c" if outcome.copied else "s"
+    state.ended_after = kept or None
+    _prune_ended_after(state)
+
+
+def _prune_ended_after(state: BatchCheckpoint | FanOutBatchCheckpoint) -> None:
+    """Drop from ``state.ended_after`` the files ``next_index`` passed (counted since)."""
+    if state.ended_after is not None:
+        for key in [k for k in state.ended_after if int(k) < state.next_index]:
+            del state.ended_after[key]
+        if not state.ended_after:
+            state.ended_after = None
 
 
 class _InlineExecutor(Executor):

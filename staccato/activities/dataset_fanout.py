@@ -62,7 +62,7 @@ import contextvars
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -416,14 +416,50 @@ def _pass(
                             # its written roots count; the file itself is not handled
                             # (its other roots are deferred, so it is named as such)
                             _count(request, state, index, stopped.end)
+                else:
+                    _note_ended_after(request, state, group, futures)
                 raise
             error = next((f.exception() for f in futures if f.exception() is not None), None)
             if error is not None:
+                # the group's other files that ended: named in the failing checkpoint
+                _note_ended_after(request, state, group, futures)
                 raise error
             for index, future in zip(group, futures, strict=True):
                 _count(request, state, index, future.result())
             state.next_index = group[-1] + 1
             beat()
+
+
+def _note_ended_after(
+    request: FanOutBatchInput,
+    state: FanOutBatchCheckpoint,
+    group: range,
+    futures: list[Future[_FileEnd]],
+) -> None:
+    """Put in ``state.ended_after`` the files of ``group`` (a failing attempt's, not
+    counted: the checkpoint stays at its first file) whose pass ended copied or up to
+    date at every one of their roots (``futures``: their passes). A file prefailed,
+    with a pair deferred, failed at a root, or moved by an earlier pass is left out
+    (it fails with the batch); one an earlier attempt ended stays unless this one
+    ended it otherwise."""
+    kept = dict(state.ended_after or {})
+    for index, future in zip(group, futures, strict=True):
+        if not future.done() or future.exception() is not None:
+            continue
+        entry = request.files[index]
+        outcomes = future.result().outcomes
+        whole = (
+            not entry.prefailed
+            and str(index) not in state.partial
+            and index not in state.moved
+            and set(outcomes) == set(entry.targets)
+            and all(outcome in ("c", "s") for outcome, _ in outcomes.values())
+        )
+        if whole:
+            kept[str(index)] = {str(t): outcome for t, (outcome, _) in sorted(outcomes.items())}
+        else:
+            kept.pop(str(index), None)
+    state.ended_after = {k: v for k, v in kept.items() if int(k) >= state.next_index} or None
 
 
 def _copy_file(

@@ -530,7 +530,20 @@ FAILED_CHECKPOINT_KEY = "staccato_batch_checkpoint"
 class BatchCheckpoint(BatchResult):
     """``copy_batch``'s heartbeat details (and, under :data:`FAILED_CHECKPOINT_KEY`, a
     failed attempt's error detail): every file before ``next_index`` is handled
-    (copied, skipped or failed, as counted)."""
+    (copied, skipped or failed, as counted).
+
+    Attributes:
+        ended_after: a failed attempt's files past ``next_index`` that ended all the
+            same (file index, as text -> ``'c'`` copied, whole at the destination, or
+            ``'s'`` skipped, up to date there), not counted in ``done``, ``skipped``
+            nor ``bytes``: a retried attempt's resume compares them as every file from
+            ``next_index`` on (and counts them then), while a batch that fails for good
+            is counted with them (their bytes: their sizes), so only the files it did
+            not end fail. A staged file not committed is never among them. None (left
+            out of the JSON): none, or a worker before the field.
+    """
+
+    _omit_when = omitted_while_none("not_handled", "ended_after")
 
     next_index: int = 0
     current: str | None = None
@@ -548,6 +561,7 @@ class BatchCheckpoint(BatchResult):
     #: shows no rate while no batch moved for a few seconds
     #: (:data:`staccato.dataset_client.STILL_S`); None: a worker before the field
     moved_at: float | None = None
+    ended_after: dict[str, str] | None = None
 
 
 class DatasetProgress(LeanModel):
@@ -896,6 +910,14 @@ class FanOutBatchCheckpoint(FanOutBatchResult):
     #: as :attr:`BatchCheckpoint.moved_at`: when a byte last moved in this attempt (to
     #: any root); None: a worker before the field
     moved_at: float | None = None
+    #: as :attr:`BatchCheckpoint.ended_after`: a failed attempt's files past
+    #: ``next_index`` that ended at every one of their roots, copied or up to date
+    #: (file index, as text -> root index, as text -> ``'c'`` or ``'s'``), not
+    #: counted; a batch that fails for good counts them (per root too). None (left out
+    #: of the JSON): none, or a worker before the field
+    ended_after: dict[str, dict[str, str]] | None = None
+
+    _omit_when = omitted_while_none("not_handled", "ended_after")
 
 
 class TargetsInput(BaseModel):

@@ -808,23 +808,26 @@ class DatasetWorkflow:
                     unclean_from = checkpoint.next_index
                 stopped = True
                 return
-            # failed for good: the files its last checkpoint handled keep their counts;
-            # the others fail (those published after that checkpoint too: --retry-failed
-            # compares each one before copying)
+            # failed for good: the files its last checkpoint handled keep their counts,
+            # and so do those its last attempt ended past that checkpoint (copied or
+            # up to date: ``ended_after``); the others fail
             unclean_from = 0
+            ended_after: set[int] = set()
             if workflow.patched(DATASET_FAILED_BATCH_COUNTS_PATCH):
                 last = _failed_checkpoint(err, BatchCheckpoint)
                 if last is not None:
                     last.not_handled = None
-                    self._count_batch(last)
                     unclean_from = min(last.next_index, len(batch.files))
+                    ended_after = _count_ended_after(last, batch, unclean_from)
+                    self._count_batch(last)
             why = reason(err)
             if batch.retry_for_s is not None:  # scheduled within --retry-for of progress
                 # the roots that are servers (a local one cannot "not answer")
                 where = " and ".join(remote_endpoints(batch.source_root, batch.destination_root))
                 why = _batch_gave_up(err, batch.retry_for_s, where) or why
-            for f in batch.files[unclean_from:]:
-                self._fail(f.name, f"its batch failed: {why}")
+            for index in range(unclean_from, len(batch.files)):
+                if index not in ended_after:
+                    self._fail(batch.files[index].name, f"its batch failed: {why}")
             return
         finally:
             self._reading.discard(number)
@@ -1320,13 +1323,15 @@ class DatasetWorkflow:
             # failed for good: counted from its last checkpoint (see _run_batch), the
             # pairs it did not end fail
             left = [(i, t) for i, f in enumerate(batch.files) for t in f.targets]
+            ended_after: set[int] = set()  # files its last attempt ended past it
             if workflow.patched(DATASET_FAILED_BATCH_COUNTS_PATCH):
                 checkpoint = _failed_checkpoint(err, FanOutBatchCheckpoint)
                 if checkpoint is not None:
                     checkpoint.not_handled = None
+                    ended_after = _count_fan_out_ended_after(checkpoint, batch)
                     self._count_batch_many(batch, checkpoint)
                     left = _left_pairs(batch, checkpoint)
-            pairs = set(left)
+            pairs = {(i, t) for i, t in left if i not in ended_after}
             for i, f in enumerate(batch.files):
                 targets = [t for t in f.targets if (i, t) in pairs]
                 for t in targets:
@@ -1762,6 +1767,63 @@ def _left_pairs(
         for i in range(min(checkpoint.next_index, len(batch.files)), len(batch.files))
         for t in batch.files[i].targets
     ]
+
+
+def _count_ended_after(last: BatchCheckpoint, batch: BatchInput, start: int) -> set[int]:
+    """Add to ``last`` (the checkpoint of a batch that failed for good, ``batch``) the
+    files its attempt ended past its ``next_index`` (``start``): ``ended_after``,
+    copied (its size in ``bytes``) or skipped; returns their indexes. Empty for a
+    checkpoint without the field (an older worker's: every file from ``start`` on
+    fails, as before)."""
+    counted: set[int] = set()
+    for key, kind in (last.ended_after or {}).items():
+        index = int(key) if key.isdigit() else -1
+        if not start <= index < len(batch.files) or kind not in ("c", "s"):
+            continue
+        counted.add(index)
+        if kind == "c":
+            last.done += 1
+            last.bytes += batch.files[index].size
+        else:
+            last.skipped += 1
+    return counted
+
+
+def _count_fan_out_ended_after(last: FanOutBatchCheckpoint, batch: FanOutBatchInput) -> set[int]:
+    """Add to ``last`` (the checkpoint of a batch to several roots that failed for
+    good, ``batch``) the files its attempt ended past its ``next_index`` at every one
+    of their roots (``ended_after``): per root copied (its size in that root's bytes)
+    or skipped, the file copied if copied to some root (its size in ``bytes``), else
+    skipped; returns their indexes. Empty for a checkpoint without the field (an
+    older worker's: their pairs fail, as before)."""
+    counted: set[int] = set()
+    roots = len(last.destinations)
+    for key, outcomes in (last.ended_after or {}).items():
+        index = int(key) if key.isdigit() else -1
+        if not last.next_index <= index < len(batch.files):
+            continue
+        entry = batch.files[index]
+        by_root = {int(t): kind for t, kind in outcomes.items() if t.isdigit()}
+        if (
+            set(by_root) != set(entry.targets)
+            or any(kind not in ("c", "s") for kind in by_root.values())
+            or any(t >= roots for t in by_root)
+        ):
+            continue
+        counted.add(index)
+        for target, kind in by_root.items():
+            counts = last.destinations[target]
+            if kind == "c":
+                counts.files_done += 1
+                counts.bytes_done += entry.size
+            else:
+                counts.files_skipped += 1
+        if file_class(by_root.values()) == "c":
+            last.done += 1
+            last.bytes += entry.size
+        else:
+            last.skipped += 1
+    return counted
 
 
 _Checkpoint = TypeVar("_Checkpoint", BatchCheckpoint, FanOutBatchCheckpoint)
