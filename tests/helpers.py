@@ -428,14 +428,23 @@ def mount_tmpfs(path: Path, size: str) -> None:
         pytest.skip(f"mount -t tmpfs is not permitted here: {done.stderr.strip()}")
 
 
-def replayer_of(*workflows: type) -> Replayer:
+def replayer_of(*workflows: type, workflow_runner: Any = None) -> Replayer:
     """A ``Replayer`` of these workflow classes with Staccato's data converter and
     Temporal's deadlock detection off (``debug_mode``; the sandbox stays). A replay
     test checks determinism, not time; the SDK fails an activation that does not yield
     within 2 s as a deadlock, which one activation can exceed on a loaded 2-core machine
-    (two replays of tests/workflow failed so at load average ~23, then passed alone)."""
+    (two replays of tests/workflow failed so at load average ~23, then passed alone).
+    ``workflow_runner``: the worker's own (``staccato.workers.worker.WORKFLOW_RUNNER``)
+    to replay as a deployed worker runs; None: the SDK's default sandbox."""
+    if workflow_runner is None:
+        return Replayer(
+            workflows=list(workflows), data_converter=pydantic_data_converter, debug_mode=True
+        )
     return Replayer(
-        workflows=list(workflows), data_converter=pydantic_data_converter, debug_mode=True
+        workflows=list(workflows),
+        data_converter=pydantic_data_converter,
+        debug_mode=True,
+        workflow_runner=workflow_runner,
     )
 
 

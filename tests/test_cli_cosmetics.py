@@ -5,6 +5,7 @@ contradict itself, ``limit list TARGET``, and ``up --detach`` says why its servi
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import selectors
@@ -78,6 +79,35 @@ async def test_cp_of_an_immediate_transfer_never_says_scheduled(
     await plain.get_workflow_handle(transfer).terminate("test over")
 
 
+def _no_bare_dash_beside_a_run_left(text: str) -> dict[str, str]:
+    """``schedule describe``'s ``text`` as {label: value}; fails if a run is left with
+    neither a time it is due nor one running (a bare "-" for both)."""
+    lines = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    if "1 left" in lines["runs"]:
+        assert lines["next runs"].strip() != "-" or lines["running"].strip() != "-", text
+    return lines
+
+
+async def _describe_until_done(address: str, name: str) -> None:
+    """Read schedule ``name``'s describe lines (as the CLI prints them) every 0.5 s,
+    each checked by :func:`_no_bare_dash_beside_a_run_left`, until it has no run left
+    (at most SCHEDULED_RUN_S seconds: the caller's assertions then fail)."""
+    from staccato.cli.schedule import _describe_lines
+    from staccato.client import StaccatoClient
+    from staccato.schedules import Schedules
+
+    client = await StaccatoClient.connect(target_host=address, namespace="default")
+    try:
+        deadline = time.monotonic() + SCHEDULED_RUN_S
+        while time.monotonic() < deadline:
+            text = "\n".join(_describe_lines(await Schedules(client).describe(name)))
+            if "0 left" in _no_bare_dash_beside_a_run_left(text)["runs"]:
+                return
+            await asyncio.sleep(0.5)
+    finally:
+        await client.close()
+
+
 def test_schedule_describe_does_not_contradict_itself(
     worker: WorkerProcess, temporal_server, data_dir: Path
 ) -> None:
@@ -97,20 +127,13 @@ def test_schedule_describe_does_not_contradict_itself(
     assert made.returncode == 0, made.stderr
     try:
         # Temporal's scheduler starts the run late on a loaded machine (once not
-        # within 60 s at load ~20); each look is a whole CLI process, so not back to back
-        deadline = time.monotonic() + SCHEDULED_RUN_S
-        while True:
-            shown = run_cli("schedule", "describe", name, **args)
-            assert shown.returncode == 0, shown.stderr
-            lines = dict(line.split(":", 1) for line in shown.stdout.splitlines() if ":" in line)
-            # a run left: a time it is due, one running, or why neither (never a bare "-")
-            if "1 left" in lines["runs"]:
-                assert lines["next runs"].strip() != "-" or lines["running"].strip() != "-", (
-                    shown.stdout
-                )
-            if "0 left" in lines["runs"] or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
+        # within 60 s at load ~20): every look reads the lines `schedule describe`
+        # prints (its _describe_lines of the view), in this process (a CLI process per
+        # look cost ~0.5 CPU-s); the last look is the CLI's own
+        asyncio.run(_describe_until_done(temporal_server.address, name))
+        shown = run_cli("schedule", "describe", name, **args)
+        assert shown.returncode == 0, shown.stderr
+        lines = _no_bare_dash_beside_a_run_left(shown.stdout)
         assert "0 left" in lines["runs"] and lines["next runs"].strip() == "-", shown.stdout
         assert lines["state"].strip() == "done", shown.stdout
         options = lines["options"]

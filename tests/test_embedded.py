@@ -38,7 +38,7 @@ def test_up_cp_down_up_keeps_history(tmp_path: Path, nginx_ranges, http_root: Pa
         "STACCATO_HOME": str(tmp_path / "home"),
         "TEMPORAL_ADDRESS": f"127.0.0.1:{port}",
         "STACCATO_TASK_QUEUE": "staccato",
-        "STACCATO_WORKER_PROCESSES": "2",
+        "STACCATO_WORKER_PROCESSES": "1",
     }
     up = _staccato("up", "--detach", "--port", str(port), "--ui-port", str(ui_port), env=env)
     assert up.returncode == 0, up.stdout + up.stderr

@@ -585,17 +585,18 @@ async def test_worker_sigkill_holder_completes_and_releases(
     the queued transfer proceeds; nothing stays held. The source is paced at 4 MB/s
     (one transfer copies at a time) until the kill, then served at full speed."""
     source = PacingProxy(nginx_ranges.port, rate_bytes_per_s=4_000_000).start()
+    # one activity process each (~0.8 CPU-s to start one): a transfer runs one stream
     workers = [
         WorkerProcess(
             temporal_server.address,
             task_queue=f"limits-{time.monotonic_ns()}",
-            processes=2,
+            processes=1,
             log_dir=tmp_path,
         )
     ]
     workers += [
         WorkerProcess(
-            temporal_server.address, task_queue=workers[0].task_queue, processes=2, log_dir=tmp_path
+            temporal_server.address, task_queue=workers[0].task_queue, processes=1, log_dir=tmp_path
         )
         for _ in range(2)
     ]

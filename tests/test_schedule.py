@@ -4,20 +4,26 @@ asked anything."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import functools
 import json
 import os
 import subprocess
 import time
 import uuid
 import zoneinfo
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from staccato.client import StaccatoClient
 from staccato.schedules import (
     InvalidScheduleError,
+    Schedules,
     Timing,
     check_cron,
     check_name,
@@ -27,10 +33,14 @@ from staccato.schedules import (
 )
 from tests.helpers import MiB, at_rest, run_cli, sha256_file, write_random
 from tests.servers.nginx import NginxServer, nginx_fixture
+from tests.servers.pacing_proxy import PacingProxy
 from tests.sync_checks import data_bytes_served, settled_requests
 
 # nginx sending at most 2 MB/s per connection: an 8 MiB run on one stream lasts ~4 s.
 slow_nginx = nginx_fixture("http_root", scope="module", extra_server_config="limit_rate 2m;")
+
+#: a :class:`PacingProxy` rate (bytes/s) that paces nothing
+FULL_SPEED = 1e12
 
 # Nothing listens here: a usage error must be reported without reaching for Temporal.
 NO_TEMPORAL = "127.0.0.1:1"
@@ -43,7 +53,43 @@ def cli(temporal_server, worker):
             *args, address=temporal_server.address, task_queue=worker.task_queue, timeout_s=60
         )
 
+    run.address = temporal_server.address  # type: ignore[attr-defined]
     return run
+
+
+def _in_this_process(cli, look: Callable[[StaccatoClient], Awaitable[Any]]) -> Any:
+    """``look(client)``, on a client of the session's server connected for it, in a
+    thread of its own (an async test's loop is busy running the test); its result."""
+
+    async def go() -> Any:
+        client = await StaccatoClient.connect(target_host=cli.address, namespace="default")
+        try:
+            return await look(client)
+        finally:
+            await client.close()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, go()).result()
+
+
+def _looks_until(
+    cli, look: Callable[[StaccatoClient], Awaitable[Any]], predicate, deadline: float
+) -> None:
+    """``look(client)`` every 0.5 s in this process until ``predicate`` holds of what it
+    returns or ``deadline`` (``time.monotonic()``) passes. A wait, not a check: the
+    caller looks through the CLI after it (a CLI process per look, ~0.5 CPU-s, kept a
+    core of the 2 busy; a look in this process costs a Temporal call)."""
+
+    async def each(client: StaccatoClient) -> None:
+        while not predicate(await look(client)) and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+
+    _in_this_process(cli, each)
+
+
+async def _view(name: str, client: StaccatoClient) -> dict[str, Any]:
+    """The schedule's view as ``schedule describe --json`` prints it."""
+    return (await Schedules(client).describe(name)).model_dump(mode="json")
 
 
 def _name() -> str:
@@ -57,16 +103,17 @@ def _describe(cli, name: str) -> dict[str, Any]:
 
 
 def _until(cli, name: str, predicate, timeout_s: float, what: str) -> dict[str, Any]:
-    """Describe the schedule until ``predicate(view)``; fail after ``timeout_s`` seconds."""
+    """Describe the schedule (``schedule describe --json``) until ``predicate(view)``;
+    that view; fail after ``timeout_s`` seconds. It waits for the predicate in this
+    process (the same view, read by the CLI's own code) before each CLI look."""
     deadline = time.monotonic() + timeout_s
     view: dict[str, Any] = {}
     while time.monotonic() < deadline:
+        _looks_until(cli, functools.partial(_view, name), predicate, deadline)
         view = _describe(cli, name)
         if predicate(view):
             return view
-        # each look is a whole CLI process (~0.5 CPU-s): back to back they kept a core
-        # of the 2 busy, slowing the schedules they wait for and the tests beside them
-        time.sleep(1.0)
+        time.sleep(0.5)  # the CLI saw less than this process (it never did): again
     raise AssertionError(f"{what} not seen in {timeout_s} s; last view: {view}")
 
 
@@ -502,25 +549,30 @@ def test_sync_level_runs_after_the_first_are_up_to_date(
 
 
 def test_overlap_skip_while_a_run_goes_on(
-    cli, slow_nginx: NginxServer, http_root: Path, data_dir: Path
+    cli, nginx_ranges: NginxServer, http_root: Path, data_dir: Path
 ) -> None:
     """With the default overlap policy a run due (here: triggered) while the last one
-    still runs is skipped, and `trigger` says so naming the running one."""
+    still runs is skipped, and `trigger` says so naming the running one. The run's
+    source is paced (500 kB/s: 8 MiB in ~17 s) until the second trigger has answered,
+    then served at full speed (at nginx's 2 MB/s, ~4 s, a second CLI started at load
+    ~18 came after the run had ended, and its trigger started a run)."""
     source = http_root / f"slow-{uuid.uuid4().hex[:8]}.bin"
     digest = write_random(source, 8 * MiB, seed=11)
     at_rest(source)
     destination = data_dir / "dst.bin"
     name = _name()
-    created = cli(
-        "schedule", "create", name, slow_nginx.url(source.name), str(destination),
-        "--every", "1h", "--paused", "--streams", "1", "--chunk-size", "1MiB",
-    )  # fmt: skip
-    assert created.returncode == 0, created
+    paced = PacingProxy(nginx_ranges.port, rate_bytes_per_s=500_000).start()
     try:
+        created = cli(
+            "schedule", "create", name, paced.url(source.name), str(destination),
+            "--every", "1h", "--paused", "--streams", "1", "--chunk-size", "1MiB",
+        )  # fmt: skip
+        assert created.returncode == 0, created
         first = cli("schedule", "trigger", name)
         assert first.returncode == 0 and "started: " in first.stdout, first
         run_id = first.stdout.split("started: ", 1)[1].strip()
         second = cli("schedule", "trigger", name)
+        paced.rate = FULL_SPEED
         assert second.returncode == 1, second
         assert "overlap policy skipped" in second.stderr and run_id in second.stderr
         view = _until(cli, name, lambda v: not v["running"], 60, "the run's end")
@@ -529,6 +581,7 @@ def test_overlap_skip_while_a_run_goes_on(
         assert sha256_file(destination) == digest
     finally:
         cli("schedule", "delete", name)
+        paced.stop()
 
 
 async def test_source_token_stays_sealed(
@@ -575,11 +628,15 @@ def _trigger_until_copying(cli, name: str) -> str:
     assert triggered.returncode == 0 and "started: " in triggered.stdout, triggered
     run_id = triggered.stdout.split("started: ", 1)[1].strip()
     deadline = time.monotonic() + 60
-    while True:  # until a chunk is written (the slow server sends 2 MB/s)
-        shown = json.loads(cli("status", run_id, "--json").stdout)
-        if shown["bytes_done"] >= 2 * MiB or time.monotonic() > deadline:
-            break
-        time.sleep(1.0)  # a CLI process per look, as _until
+    # until a chunk is written (the slow server sends 2 MB/s): looks in this process,
+    # then the CLI's
+    _looks_until(
+        cli,
+        lambda client: client.status(run_id),
+        lambda status: status.bytes_done >= 2 * MiB,
+        deadline,
+    )
+    shown = json.loads(cli("status", run_id, "--json").stdout)
     assert shown["state"] == "running" and shown["bytes_done"] >= 2 * MiB, shown
     return run_id
 
@@ -671,14 +728,15 @@ async def test_a_run_whose_destination_was_cancelled_shows_cancelled(
         assert json.loads(cli("status", canonical, "--json").stdout)["state"] == "cancelled"
         # list --state: under cancelled (once visibility has the close: it lags the
         # run's own state, a little), not under failed
-        deadline = time.monotonic() + 30
-        while True:
-            listed = cli("list", "--state", "cancelled", "--json")
-            assert listed.returncode == 0, listed
-            ids = [r["id"] for r in json.loads(listed.stdout)]
-            if run_id in ids or time.monotonic() > deadline:
-                break
-            time.sleep(1.0)  # a CLI process per look, as _until
+        _looks_until(
+            cli,
+            lambda client: client.list(state=TransferState.cancelled),
+            lambda rows: run_id in [r.id for r in rows],
+            time.monotonic() + 30,
+        )
+        listed = cli("list", "--state", "cancelled", "--json")
+        assert listed.returncode == 0, listed
+        ids = [r["id"] for r in json.loads(listed.stdout)]
         assert run_id in ids, listed.stdout
         failed = cli("list", "--state", "failed", "--json")
         assert failed.returncode == 0, failed

@@ -164,7 +164,7 @@ async def _copy_and_dump(
     name = f"presigned-{pysecrets.token_hex(4)}.bin"
     expected = write_random(http_root / name, 3 * MiB + 17, seed=5)
     write_random(http_root / "redirect-target.bin", 1 * MiB, seed=6)
-    worker = WorkerProcess(temporal_server.address, processes=2, env=env, log_dir=tmp_path)
+    worker = WorkerProcess(temporal_server.address, processes=1, env=env, log_dir=tmp_path)
     worker.start()
     outputs: dict[str, str] = {}
     try:
