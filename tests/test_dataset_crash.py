@@ -21,7 +21,9 @@ from tests.dataset_checks import MiB, batch_sizes, tree, tree_difference, wait_d
 from tests.helpers import WorkerProcess, settled, spawned_children
 from tests.servers.temporal_server import TemporalDevServer
 
-FILES = 2000
+#: 1000 files: two pages of 500, batches of up to 200 (two in flight); the kill at
+#: half comes with a 200-file batch under way
+FILES = 1000
 #: seconds the SDK retries reporting an activity's result before it drops it (logs
 #: "Network error while completing activity"), plus a margin
 RESULT_RETRIES_S = 10
@@ -50,7 +52,7 @@ async def test_worker_sigkill_mid_dataset_resends_nothing_published(
             client,
             str(source),
             str(destination),
-            # paced (each batch reads at most 64 KiB/s: ~5 s for the ~700 KB), so that
+            # paced (each batch reads at most 64 KiB/s: ~3 s for the ~350 KB), so that
             # on a busy machine the dataset cannot end between the check and the kill
             TransferOptions(chunk_size=1 * MiB, heartbeat_timeout_s=2, max_rate=64 * 1024),
             batch_files=200,
@@ -243,7 +245,7 @@ async def test_temporal_kill_mid_dataset_resends_nothing_published(
             client,
             str(source),
             str(destination),
-            # paced (~700 KB of files in ~7 s): batches published in groups of 32 went
+            # paced (~350 KB of files in ~3.5 s): batches published in groups of 32 went
             # by between two looks of a loaded CI (ci63, ci64: none seen half done)
             TransferOptions(chunk_size=1 * MiB, heartbeat_timeout_s=2, max_rate=100_000),
             batch_files=200,

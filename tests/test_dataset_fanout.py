@@ -480,7 +480,9 @@ async def test_worker_sigkill_resends_nothing_completed_to_every_root(
     if failing_root:
         _immutable(locked.parent)
         roots.append(str(locked))
-    worker = WorkerProcess(temporal_server.address, processes=2, env=env, log_dir=data_dir)
+    # one activity process: started up to four times, each importing the SDK and
+    # drivers; a batch under way at the kill is what the test needs, not two at once
+    worker = WorkerProcess(temporal_server.address, processes=1, env=env, log_dir=data_dir)
     with pytest.MonkeyPatch.context() as patch:
         for key in [k for k in os.environ if k.startswith("AWS_")]:
             patch.delenv(key)

@@ -25,6 +25,9 @@ from tests.servers.temporal_server import TemporalDevServer
 
 FILES = 24
 SIZE = 128 * 1024
+#: the first files (in listing order) are ``SIZE`` bytes, the others ``SMALL``
+LARGE_FILES = 16
+SMALL = 4 * 1024
 
 
 @pytest.mark.parametrize(
@@ -42,7 +45,8 @@ async def test_a_dataset_whose_worker_is_gone_shows_its_last_known_counts(
     source, destination = data_dir / "src", data_dir / "dst"
     source.mkdir()
     for i in range(FILES):
-        (source / f"f{i:03d}").write_bytes(os.urandom(SIZE))
+        # the last files small: the part the next worker copies at the rate
+        (source / f"f{i:03d}").write_bytes(os.urandom(SIZE if i < LARGE_FILES else SMALL))
         past = time.time() - 3600
         os.utime(source / f"f{i:03d}", (past, past))
     worker = WorkerProcess(temporal_server.address, processes=1, log_dir=tmp_path).start()
@@ -53,7 +57,8 @@ async def test_a_dataset_whose_worker_is_gone_shows_its_last_known_counts(
         client,
         str(source),
         str(destination),
-        # 3 MiB at 256 KiB/s: ~12 s, batches of 2 files (a memo write at each end)
+        # 2 MiB in the first 16 files at 256 KiB/s: ~8 s, batches of 2 files (a memo
+        # write at each end)
         TransferOptions(max_rate=256 * 1024),
         batch_files=batch_files,
         max_batches=1,

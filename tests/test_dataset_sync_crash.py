@@ -30,6 +30,9 @@ from tests.helpers import WorkerProcess, spawned_children
 
 FILES = 300
 BATCH_FILES = 300
+#: the first files in listing order, of 200-499 bytes (the others: 20-29 bytes);
+#: each test kills its worker within them (at least 120 files to go)
+PACED_FILES = 150
 
 
 def _names(root: Path) -> list[str]:
@@ -38,6 +41,21 @@ def _names(root: Path) -> list[str]:
         (str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()),
         key=lambda name: name.encode(),
     )
+
+
+def _sizes() -> dict[str, int]:
+    """Relative name -> size of the ``FILES`` files of a test tree (10 directories),
+    in listing order: the first ``PACED_FILES`` 200-499 bytes (the paced part of the
+    batch, in which the test catches it under way and kills its worker), the rest
+    20-29 bytes (at least 120 files, 60 of them unchanged, past any kill point: a
+    resume window to go; they cost the retry little time at the rate)."""
+    names = sorted(
+        (f"d{i % 10:02d}/f{i:05d}" for i in range(FILES)), key=lambda name: name.encode()
+    )
+    return {
+        name: 200 + (k * 7) % 300 if k < PACED_FILES else 20 + k % 10
+        for k, name in enumerate(names)
+    }
 
 
 def _mark(path: Path) -> tuple[int, int]:
@@ -63,10 +81,10 @@ def _changed_tree(source: Path, destination: Path | list[Path]) -> tuple[list[st
     """``FILES`` small files under ``source``, copied to ``destination`` (cp -a: a copy
     made earlier), then every 3rd one changed in place at the source (6 bytes at offset
     10: dd conv=notrunc); returns the names in listing order and the changed ones."""
-    for i in range(FILES):
-        path = source / f"d{i % 10:02d}" / f"f{i:05d}"
+    for name, size in _sizes().items():
+        path = source / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(os.urandom(200 + i % 300))
+        path.write_bytes(os.urandom(size))
         past = time.time() - 3600
         os.utime(path, (past, past))
     for root in destination if isinstance(destination, list) else [destination]:
@@ -124,8 +142,9 @@ async def _sync_rerun(
 ) -> str:
     """Submit the sync re-run at ``--sync-level checksum`` of ``source`` to
     ``destination`` (one root or several), in one batch, paced at ``max_rate`` bytes/s:
-    the ~35 KB the batch copies take ~17 s at 2 KiB/s, so it is under way with files
-    found up to date counted in its checkpoint. Returns the dataset id."""
+    the ~18 KB of changed files among the first ``PACED_FILES`` the batch copies take
+    ~9 s at 2 KiB/s, so it is under way with files found up to date counted in its
+    checkpoint. Returns the dataset id."""
     return await submit_dataset(
         client,
         str(source),
@@ -290,19 +309,19 @@ async def empty_destination_with_kill(
     ``data_dir / "dst"``); ``start``: how the worker is started."""
     source, destination = data_dir / "src", data_dir / "dst"
     held = held or (lambda: tree(destination) if destination.exists() else {})
-    sizes = {}
-    for i in range(FILES):
-        path = source / f"d{i % 10:02d}" / f"f{i:05d}"
+    sizes = _sizes()
+    for name, size in sizes.items():
+        path = source / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(os.urandom(200 + i % 300))
-        sizes[str(path.relative_to(source))] = 200 + i % 300
+        path.write_bytes(os.urandom(size))
     names = _names(source)
     worker = WorkerProcess(temporal_server.address, processes=1, log_dir=data_dir, env=env)
     start(worker)
     client = await StaccatoClient.connect(target_host=temporal_server.address, namespace="default")
     client.task_queue = worker.task_queue
     try:
-        # ~105 KB at 4 KiB/s: ~26 s, so the kill comes with most of the batch to go
+        # ~52 KB in the first PACED_FILES at 4 KiB/s: ~13 s, so the kill comes with
+        # most of the batch to go
         dataset = await _sync_rerun(client, source, url_of(destination), max_rate=4 * 1024)
         handle = client.temporal.get_workflow_handle(dataset)
         deadline = time.monotonic() + 120

@@ -153,12 +153,14 @@ async def test_a_killed_or_hung_process_of_the_worker_mid_transfer(
 def test_crash_loop_stops_the_worker(temporal_server: TemporalDevServer, tmp_path: Path) -> None:
     """Activity processes that keep dying: the worker restarts them a bounded number of
     times, then exits non-zero saying why, rather than spin."""
-    worker = WorkerProcess(temporal_server.address, log_dir=tmp_path, processes=2).start()
+    # one activity process: each rebuild starts the pool again (6 times), and how
+    # many times the worker rebuilds does not depend on its size
+    worker = WorkerProcess(temporal_server.address, log_dir=tmp_path, processes=1).start()
     assert worker.process is not None
     try:
         for kill in range(1, 7):
             spawned = spawned_children(worker.process.pid)
-            assert len(spawned) == 3, f"manager + 2 pool processes expected: {spawned}"
+            assert len(spawned) == 2, f"manager + 1 pool process expected: {spawned}"
             os.kill(spawned[-1], signal.SIGKILL)
             deadline = time.monotonic() + 60
             while True:

@@ -16,7 +16,7 @@ from staccato.errors import StaccatoError
 from staccato.models import TransferOptions, TransferState
 from tests.helpers import MiB, WorkerProcess, leftovers, wait_for_phase, wait_for_status
 
-SIZE = 2048 * MiB
+SIZE = 1024 * MiB  # its sha256 read-back lasts seconds: caught by a phase poll
 OPTIONS = TransferOptions(
     chunk_size=64 * MiB, streams=2, checksum="sha256", heartbeat_timeout_s=3, retry_for_s=600
 )
@@ -40,11 +40,11 @@ async def own_client(temporal_server, own_worker: WorkerProcess) -> StaccatoClie
 
 
 async def _in_verify(client: StaccatoClient, data_dir: Path) -> tuple[str, Path]:
-    """Start a 2 GiB copy that reads its temp data back before publish (it was paused
+    """Start a 1 GiB copy that reads its temp data back before publish (it was paused
     once) and return when that read-back runs."""
     source = data_dir / "big.bin"
     with open(source, "wb") as f:
-        f.truncate(SIZE)  # sparse: copies fast; the read-back still checksums 2 GiB
+        f.truncate(SIZE)  # sparse: copies fast; the read-back still checksums 1 GiB
     destination = data_dir / "big.out"
     transfer = await client.submit(str(source), str(destination), OPTIONS)
     await client.pause(transfer)
@@ -73,7 +73,7 @@ async def test_verify_retried_soon_after_worker_sigkill(
     print(f"verify killed; transfer completed {elapsed:.1f} s later")
     assert result.bytes == SIZE
     assert destination.stat().st_size == SIZE
-    # heartbeat timeout 3 s, a new attempt re-reads 2 GiB: far below the start-to-close
+    # heartbeat timeout 3 s, a new attempt re-reads 1 GiB: far below the start-to-close
     # bound (600 s + 1 s per MB)
     assert elapsed < 90
     assert leftovers(data_dir) == []
