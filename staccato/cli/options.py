@@ -71,14 +71,14 @@ MIN_CHUNK_SIZE_OPTION = 64 * 1024
 
 
 def parse_chunk_size(text: str | int) -> int:
-    """Parse ``--chunk-size``: a size as :func:`parse_size`, from
-    :data:`MIN_CHUNK_SIZE_OPTION` (64 KiB) to 5 GiB (S3's largest part).
+    """Parse ``--chunk-size``: a size as :func:`parse_size` (the API's words for what
+    is not a size from 1 byte to 5 GiB), of at least :data:`MIN_CHUNK_SIZE_OPTION`.
 
     Raises:
-        typer.BadParameter: not a size, or out of that range.
+        typer.BadParameter: not a size, above 5 GiB, or below 64 KiB.
     """
-    value = byte_count(str(text).strip(), "a size; use bytes or a unit, e.g. 8MiB, 64M")
-    if not MIN_CHUNK_SIZE_OPTION <= value <= MAX_CHUNK_SIZE:
+    value = parse_size(text)
+    if value < MIN_CHUNK_SIZE_OPTION:
         raise typer.BadParameter(
             f"{text!r}: expected a size from 64KiB to 5GiB (bytes or a unit, e.g. 8MiB): "
             "each chunk is a checkpoint, a checksum and at least one request"

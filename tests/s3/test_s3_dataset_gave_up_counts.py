@@ -117,6 +117,10 @@ async def test_gave_up_dataset_counts_the_files_published_past_its_checkpoint(
     at_freeze = {p: _first_small_published(s3, bucket, p, sources) for p in prefixes}
     for prefix, whole in at_freeze.items():
         # the batch's first files in flight with it: not all ended yet
+        if roots > 1 and not set(LARGE) - whole:
+            # with two roots the batch may read the large files one after the other,
+            # all before the small one (ci77): the scene did not arise, nothing to judge
+            pytest.skip(f"{prefix}: the large files ended before {SMALL[0]}: {sorted(whole)}")
         assert set(LARGE) - whole, f"{prefix}: the large files ended too soon: {whole}"
     assert s3_server.pid is not None, "the S3 server is not running"
     with stopped_process_tree(s3_server.pid):
