@@ -314,27 +314,13 @@ def env_worker_env(
 ) -> dict[str, str]:
     """Environment for a worker configured only by STACCATO_SSH_* settings (no ssh config,
     an empty HOME, no agent), with its own lock directory."""
-    known_hosts = tmp_path / "known_hosts"
-    known_hosts.write_text(known_hosts_lines(sshd_server, sftp_logged))
-    home = tmp_path / "empty-home"
-    home.mkdir()
-    return {
-        "HOME": str(home),
-        "SSH_AUTH_SOCK": "",
-        "STACCATO_SSH_CONFIG": "none",
-        "STACCATO_SSH_IDENTITY": str(sshd_server.client_key_path),
-        "STACCATO_SSH_KNOWN_HOSTS": str(known_hosts),
-        "STACCATO_SFTP_LOCK_DIR": str(tmp_path / "locks"),
-    }
+    return _settings_only_env(tmp_path, sshd_server, sftp_logged)
 
 
-@pytest.fixture(scope="module")
-def module_env(
-    sshd_server: SshdServer, sftp_logged: SshdServer, tmp_path_factory: pytest.TempPathFactory
+def _settings_only_env(
+    base: Path, sshd_server: SshdServer, sftp_logged: SshdServer
 ) -> dict[str, str]:
-    """``env_worker_env`` for a module's shared worker (:func:`module_worker`): tests
-    add their own sshd's host key to its known_hosts file, read at each connection."""
-    base = tmp_path_factory.mktemp("module-worker")
+    """:func:`env_worker_env`'s environment, its files under ``base``."""
     known_hosts = base / "known_hosts"
     known_hosts.write_text(known_hosts_lines(sshd_server, sftp_logged))
     home = base / "empty-home"
@@ -347,6 +333,15 @@ def module_env(
         "STACCATO_SSH_KNOWN_HOSTS": str(known_hosts),
         "STACCATO_SFTP_LOCK_DIR": str(base / "locks"),
     }
+
+
+@pytest.fixture(scope="module")
+def module_env(
+    sshd_server: SshdServer, sftp_logged: SshdServer, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
+    """``env_worker_env`` for a module's shared worker (:func:`module_worker`): tests
+    add their own sshd's host key to its known_hosts file, read at each connection."""
+    return _settings_only_env(tmp_path_factory.mktemp("module-worker"), sshd_server, sftp_logged)
 
 
 @pytest.fixture(scope="module")
