@@ -481,9 +481,10 @@ async def test_sync_rerun_to_two_roots_worker_sigkill_counts_up_to_date_as_skipp
 
 #: files of the two-kills test: the dataset's first listing page (its first batch) is
 #: ``FIRST_PAGE_ENTRIES`` long, the next page one batch of the rest, in which the
-#: test kills its worker twice; its retried attempt's resume scan (~1-2.5 ms a file
-#: with two roots) runs long enough to be seen in a heartbeat (sent at most every
-#: 1.6 s with a 2 s heartbeat timeout)
+#: test kills its worker twice; its retried attempt's resume scan of ~4,200 files
+#: (two roots: 0.45 ms a file in one process at load 8, ~2 ms in the worker at load
+#: 10) runs long enough to be seen in a heartbeat (sent at most every 1.6 s with a
+#: 2 s heartbeat timeout): seen at 1,230-1,462 files in each of 8 runs at load 9-12
 RESUME_FILES = 5000
 
 
