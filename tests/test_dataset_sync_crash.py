@@ -24,6 +24,7 @@ from staccato.datasets.models import (
     FanOutBatchCheckpoint,
     FanOutBatchInput,
 )
+from staccato.datasets.workflow import FIRST_PAGE_ENTRIES
 from staccato.models import SyncLevel, TransferOptions
 from tests.dataset_checks import MiB, batch_sizes, tree, tree_difference, wait_dataset
 from tests.helpers import WorkerProcess, spawned_children
@@ -139,12 +140,13 @@ async def _sync_rerun(
     source: Path,
     destination: str | list[str],
     max_rate: int = 2 * 1024,
+    files: int = FILES,
 ) -> str:
-    """Submit the sync re-run at ``--sync-level checksum`` of ``source`` to
-    ``destination`` (one root or several), in one batch, paced at ``max_rate`` bytes/s:
-    the ~18 KB of changed files among the first ``PACED_FILES`` the batch copies take
-    ~9 s at 2 KiB/s, so it is under way with files found up to date counted in its
-    checkpoint. Returns the dataset id."""
+    """Submit the sync re-run at ``--sync-level checksum`` of ``source`` (``files``
+    files) to ``destination`` (one root or several), in one batch, paced at
+    ``max_rate`` bytes/s: the ~18 KB of changed files among the first ``PACED_FILES``
+    the batch copies take ~9 s at 2 KiB/s, so it is under way with files found up to
+    date counted in its checkpoint. Returns the dataset id."""
     return await submit_dataset(
         client,
         str(source),
@@ -155,9 +157,9 @@ async def _sync_rerun(
             max_rate=max_rate,
             sync_level=SyncLevel.checksum,
         ),
-        batch_files=BATCH_FILES,
+        batch_files=max(BATCH_FILES, files),
         max_batches=1,
-        page_size=FILES,
+        page_size=max(FILES, files),
     )
 
 
@@ -472,6 +474,128 @@ async def test_sync_rerun_to_two_roots_worker_sigkill_counts_up_to_date_as_skipp
             FILES - len(changed),
             0,
         ), (final, {str(r): len(u) for r, u in unseen.items()})
+        assert await _retried(handle), "no batch was interrupted by the kill"
+    finally:
+        worker.stop()
+
+
+#: files of the two-kills test: the dataset's first listing page (its first batch) is
+#: ``FIRST_PAGE_ENTRIES`` long, the next page one batch of the rest, in which the
+#: test kills its worker twice; its retried attempt's resume scan of ~4,200 files
+#: (two roots: 0.45 ms a file in one process at load 8, ~2 ms in the worker at load
+#: 10) runs long enough to be seen in a heartbeat (sent at most every 1.6 s with a
+#: 2 s heartbeat timeout): seen at 1,230-1,462 files in each of 8 runs at load 9-12
+RESUME_FILES = 5000
+
+
+def _two_page_tree(source: Path, roots: list[Path]) -> tuple[list[str], set[str]]:
+    """``RESUME_FILES`` files under ``source``, copied to each of ``roots`` (cp -a),
+    then every 3rd of the ``PACED_FILES`` (200-499 bytes) that start the second
+    listing page changed in place at the source; the others (20-29 bytes) are
+    unchanged, up to date at both roots: a retried attempt's resume scan matches
+    them all, to the batch's end. Returns the names in listing order and the changed
+    ones."""
+    names = sorted(
+        (f"d{i % 10:02d}/f{i:05d}" for i in range(RESUME_FILES)), key=lambda n: n.encode()
+    )
+    paced = range(FIRST_PAGE_ENTRIES, FIRST_PAGE_ENTRIES + PACED_FILES)
+    past = time.time() - 3600
+    for k, name in enumerate(names):
+        path = source / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(os.urandom(200 + (k * 7) % 300 if k in paced else 20 + k % 10))
+        os.utime(path, (past, past))
+    for root in roots:
+        shutil.copytree(source, root)
+    changed = {names[k] for k in paced[::3]}
+    for name in changed:
+        with open(source / name, "r+b") as f:
+            f.seek(10)
+            f.write(os.urandom(6))
+    return names, changed
+
+
+async def test_sync_rerun_to_two_roots_killed_during_resume_scan_counts_each_pair_once(
+    temporal_server, data_dir: Path
+) -> None:
+    """A sync re-run to two roots, its worker SIGKILLed mid-batch, restarted, then
+    SIGKILLed again while the retried attempt's heartbeat shows its resume scan well
+    past its checkpoint's ``next_index`` (pairs found up to date, or written by the
+    first attempt, there), or its pass under way after the scan (where no heartbeat
+    fell in the scan), short of the matched files: the next attempt scans them again
+    from the same ``next_index`` and each pair counts once, as a run without the
+    crash counts it.
+    Through 0.29 the scan counted its matches in the checkpoint at once, so they
+    counted twice (seen at load as a flake of the test above: 374-390 skipped of 300
+    files per root)."""
+    source = data_dir / "src"
+    roots = [data_dir / "d1", data_dir / "d2"]
+    names, changed = _two_page_tree(source, roots)
+    second_page = set(names[FIRST_PAGE_ENTRIES:])
+    copied_at = time.time()
+    marks = {(r, n): _mark(r / n) for r in roots for n in names}
+    worker = WorkerProcess(temporal_server.address, processes=1, log_dir=data_dir)
+    worker.start()
+    client = await StaccatoClient.connect(target_host=temporal_server.address, namespace="default")
+    client.task_queue = worker.task_queue
+    kw = {"kind": "copy_batch_to_many", "model": FanOutBatchCheckpoint}
+    try:
+        await _written_before(copied_at)
+        dataset = await _sync_rerun(client, source, [str(r) for r in roots], files=RESUME_FILES)
+        handle = client.temporal.get_workflow_handle(dataset)
+        # the first kill: the second page's batch under way (paced), most of it to go
+        deadline, first = time.monotonic() + 120, None
+        while time.monotonic() < deadline:
+            checkpoint = await _checkpoint(client, handle, **kw)
+            if checkpoint is not None and checkpoint.current in second_page:
+                if checkpoint.skipped >= 10:
+                    first = checkpoint
+                    break
+            await asyncio.sleep(0.05)
+        assert first is not None and first.current, "no batch with skipped files under way"
+        worker.kill()
+        first = await _checkpoint(client, handle, **kw) or first
+        batch = await _fanout_batch(client, handle, first.current)
+        assert batch == names[FIRST_PAGE_ENTRIES:], (len(batch), batch[:2])
+        assert first.next_index < PACED_FILES, first
+
+        # the second kill: once the retried attempt's heartbeat shows its resume scan
+        # well past the checkpoint (each file there matched at both roots: up to date,
+        # or written by the first attempt), before its pass counted them. Where the
+        # scan ends between two heartbeats (~4,000 files at ~0.4 ms each on an idle
+        # machine, heartbeats 1.6 s apart), the first heartbeat of its pass (paced:
+        # ~7 s to go in the changed files, the scan's matches past them not counted)
+        worker.start()
+        deadline, seen, scene = time.monotonic() + 120, None, ""
+        while time.monotonic() < deadline:
+            checkpoint = await _checkpoint(client, handle, **kw)
+            if checkpoint is not None and checkpoint.current in batch:
+                at = batch.index(checkpoint.current)
+                if at >= checkpoint.next_index + 100:
+                    seen, scene = checkpoint, f"scanning at {at}"
+                elif checkpoint.next_index > first.next_index:
+                    seen, scene = checkpoint, "its pass under way after the scan"
+                if seen is not None:
+                    break
+            await asyncio.sleep(0.05)
+        assert seen is not None, "no retried attempt was seen"
+        worker.kill()
+        assert seen.next_index < PACED_FILES, (seen.next_index, scene)
+        scene += f", next_index {seen.next_index} (the first attempt's {first.next_index})"
+
+        worker.start()
+        final = await wait_dataset(client, dataset, timeout_s=240)
+        assert final.state == DatasetState.completed, final
+        for r in roots:
+            rewritten = {n for n in names if _mark(r / n) != marks[(r, n)]}
+            assert rewritten == changed, (r, len(rewritten - changed), len(changed - rewritten))
+            differ = tree_difference(tree(r), tree(source))
+            assert differ == [], f"{r}: {len(differ)} files differ: {differ[:20]}"
+        assert final.destinations is not None
+        counts = [(d.files_done, d.files_skipped, d.files_failed) for d in final.destinations]
+        expected = (len(changed), RESUME_FILES - len(changed), 0)
+        assert counts == [expected for _ in roots], (counts, scene)
+        assert (final.files_done, final.files_skipped, final.files_failed) == expected, final
         assert await _retried(handle), "no batch was interrupted by the kill"
     finally:
         worker.stop()
