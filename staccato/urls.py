@@ -11,7 +11,9 @@ Accepted forms (tests/test_units.py ``test_canonical_urls`` and ``test_bad_urls`
   paths: ``a//b``, ``/lead``, ``x/./y``, ``%2B`` stay as written). A key holding ``?``,
   a tab, a line break or ending in white space is written percent-encoded in the query
   instead: ``s3://bucket/?key=a%3Fb`` (the canonical form of such keys).
-* ``sftp://[user@]host[:port]/path``.
+* ``sftp://[user@]host[:port]/path``: empty and ``.`` segments folded (``/a//b``,
+  ``/a/./b`` -> ``/a/b``: one file on the server, one destination lock), a trailing
+  ``/`` kept; a ``..`` segment refused (the server resolves it through symlinks).
 
 Credentials never appear in a URL: a password is refused with :class:`InvalidURLError`
 (they would land in workflow history and logs). The query of an http(s) URL is
@@ -554,6 +556,31 @@ def _sftp_url(
         raise InvalidURLError(
             f"malformed SFTP URL {redact(text)!r}: expected an absolute path after the host"
         )
+    path = _sftp_path(path, text)
     host = host.lower()
     canonical = _sftp_canonical(host, port, user, path)
     return EndpointURL("sftp", canonical, path, host=host, port=port, user=user)
+
+
+def _sftp_path(path: str, text: str) -> str:
+    """``path`` (absolute) with its empty and ``.`` segments folded, as the server's
+    POSIX pathname resolution folds them (``/a//b``, ``/a/./b`` and ``/a/b`` are one
+    file, so one canonical URL and one destination lock); a trailing ``/`` is kept (a
+    directory). A ``..`` segment is refused: the server resolves it through symbolic
+    links, which the URL cannot see, so the text alone cannot say which file it names.
+
+    Raises:
+        InvalidURLError: the path has a ``..`` segment (``text``, redacted, is named).
+    """
+    segments = path.split("/")
+    if ".." in segments:
+        raise InvalidURLError(
+            f"malformed SFTP URL {redact(text)!r}: a '..' segment in the path; write the "
+            "path without it (the server resolves '..' through symbolic links, so the URL "
+            "alone cannot say which file it names)"
+        )
+    kept = [segment for segment in segments if segment not in ("", ".")]
+    folded = "/" + "/".join(kept)
+    if kept and segments[-1] in ("", "."):
+        folded += "/"
+    return folded

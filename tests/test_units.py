@@ -31,6 +31,12 @@ from staccato.urls import parse_url
         ("s3://bkt/k?profile=prod", "s3://bkt/k?profile=prod"),
         ("sftp://U@Host:22/p/x", "sftp://U@host/p/x"),
         ("sftp://host:2222/p", "sftp://host:2222/p"),
+        # one file on a POSIX server, so one canonical URL (and one destination lock)
+        ("sftp://h/a//b", "sftp://h/a/b"),
+        ("sftp://h//a/./b", "sftp://h/a/b"),
+        ("sftp://h/d/./", "sftp://h/d/"),
+        ("sftp://h/d/.", "sftp://h/d/"),
+        ("sftp://h//", "sftp://h/"),
     ],
 )
 def test_canonical_urls(text: str, canonical: str) -> None:
@@ -54,6 +60,7 @@ def test_relative_path_is_made_absolute() -> None:
         ("s3://bkt/x?key=y", "not both"),
         ("file://remotehost/x", "expected file:///absolute/path"),
         (" /tmp/x", "whitespace"),
+        ("sftp://h/a/../b", "a '..' segment in the path"),
     ],
 )
 def test_bad_urls(text: str, message: str) -> None:
@@ -64,6 +71,11 @@ def test_bad_urls(text: str, message: str) -> None:
 def test_transfer_id_is_per_destination() -> None:
     assert transfer_id("/tmp/x") == transfer_id("file:///tmp/../tmp/x")
     assert transfer_id("/tmp/x") != transfer_id("/tmp/y")
+    # the same file on an SFTP server: one id, so one lock (tester62: a second writer
+    # of sftp://h/a//b was admitted while sftp://h/a/b was being written)
+    assert (
+        transfer_id("sftp://h/a//b") == transfer_id("sftp://h/a/./b") == transfer_id("sftp://h/a/b")
+    )
     assert len(transfer_id("s3://bucket/" + "k" * 900)) < 100
 
 
