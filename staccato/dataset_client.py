@@ -1082,7 +1082,9 @@ async def _dataset_status(
     started_at = await _first_start(client, handle.id, description)
     if description.status == WorkflowExecutionStatus.COMPLETED:
         completed = status_from_result(handle.id, await handle.result())
-        completed = completed.model_copy(update={"started_at": started_at})
+        completed = completed.model_copy(
+            update={"started_at": started_at, "ended_at": iso_utc(description.close_time)}
+        )
         if completed.filters_matched_none:
             completed = await _filters_note(client, completed, description.run_id)
         return completed
@@ -1133,6 +1135,7 @@ async def _dataset_status(
         error=error,
         error_type=error_type,
         started_at=started_at,
+        ended_at=iso_utc(description.close_time) if state in _TERMINAL else None,
         cancel_requested=cancel_requested,
     )
     counts = memo.get("counts")

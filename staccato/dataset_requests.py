@@ -372,14 +372,9 @@ def status_from_result(workflow_id: str, result: DatasetResult) -> DatasetStatus
         bytes_total=_bytes_total(result),
         bytes_done=result.bytes_done,
         listing_done=True,
-        rate_files_per_s=(
-            round((result.files_done + result.files_skipped) / result.duration_s, 1)
-            if result.duration_s > 0
-            else None
-        ),
-        rate_bytes_per_s=(
-            round(result.bytes_done / result.duration_s, 1) if result.duration_s > 0 else None
-        ),
+        # no rate: nothing moves any more (a rate is a current one, as a single
+        # transfer's; tester62 saw "rate 213.8 KiB/s" on a dataset long ended)
+        duration_s=result.duration_s,
         runs=result.runs,
         failures=result.failures,
         destinations=result.destinations,

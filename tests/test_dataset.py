@@ -171,6 +171,14 @@ def test_cli_collision_fails_that_file_and_lists_it(
     status = json.loads(shown.stdout)
     assert status["state"] == "completed_with_errors" and status["files_failed"] == 1
     assert status["files_done"] == 2
+    # ended: when and how long, as a single transfer says it, and no rate (it showed
+    # an average as "rate" long after the end: tester62)
+    assert status["started_at"] <= status["ended_at"], status
+    assert status["duration_s"] >= 0 and status["rate_bytes_per_s"] is None, status
+    assert status["rate_files_per_s"] is None and status["eta_s"] is None, status
+    said = run_cli("status", dataset_id(str(destination)), **args).stdout
+    assert "ended_at" in said and "duration" in said and "rate" not in said, said
+    assert " failed in " in done.stderr, done.stderr  # cp -r's summary: how long it took
     by_root = run_cli("status", str(destination), **args)
     assert "completed_with_errors" in by_root.stdout and "1 failed" in by_root.stdout
     # the root as a relative path, to status and to watch (both looked up a transfer)

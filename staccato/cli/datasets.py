@@ -446,9 +446,10 @@ def exit_for(final: DatasetStatus, quiet: bool = False) -> None:
     """Say how the dataset ended (nothing when ``quiet`` and it completed; with
     several roots a line per root, and the error line names the roots that failed);
     exit 1 unless every file was copied or up to date at every root."""
+    took = f" in {units.duration(final.duration_s)}" if final.duration_s is not None else ""
     summary = (
         f"{units.counted(final.files_done, 'file')} copied ({render.size(final.bytes_done)}), "
-        f"{final.files_skipped} up to date, {final.files_failed} failed"
+        f"{final.files_skipped} up to date, {final.files_failed} failed{took}"
     )
     from staccato.datasets.models import DatasetState
 
@@ -657,6 +658,8 @@ def _shown_field(s: DatasetStatus, key: str, value: object) -> tuple[str, str]:
         return "file rate", f"{value:.1f} files/s"
     if key == "eta_s" and isinstance(value, int | float):
         return "eta", units.duration(value)
+    if key == "duration_s" and isinstance(value, int | float):
+        return "duration", units.duration(value)
     if key == "idle_since" and isinstance(value, str):
         return "stalled", _idle_text(s)
     if isinstance(value, bool):

@@ -671,7 +671,9 @@ class DatasetStatus(LeanModel):
             per second: one decimal, two significant digits below 1; bytes: done and
             moving); None unless bytes move now: none while nothing is in flight, a
             step retries, a root is waited for, nothing moved for a few seconds
-            (``idle_since``) or no worker answers.
+            (``idle_since``) or no worker answers, and none once the dataset ended
+            (as a single transfer's: a current rate; ``duration_s`` says how long it
+            took).
         eta_s: seconds left, once the listing is done: the files left at the file
             rate, or the bytes left at the byte rate when that is longer (while no
             file was skipped or failed); none while a cancel waits or a large file's
@@ -694,6 +696,7 @@ class DatasetStatus(LeanModel):
         "idle_since",
         "no_heartbeat_since",
         "bytes_moving",
+        "duration_s",
     )
 
     id: str
@@ -764,6 +767,12 @@ class DatasetStatus(LeanModel):
     #: when the dataset's first run started (ISO 8601, UTC; continue-as-new keeps it);
     #: ``list`` orders by it
     started_at: str | None = None
+    #: when its last run closed (completed, failed, cancelled; ISO 8601, UTC), as a
+    #: single transfer's ``ended_at``; None while it runs
+    ended_at: str | None = None
+    #: a completed dataset (``completed``, ``completed_with_errors``): seconds from its
+    #: first run's start to its end (its result's); None otherwise
+    duration_s: float | None = None
     #: a dataset that completed with nothing copied because ``--include``/``--exclude``
     #: selected none of the files listed (no include matched, or an exclude matched
     #: each: the name is a contract, kept though an exclude did match): how many were
