@@ -406,6 +406,36 @@ async def _fanout_batch(client: StaccatoClient, handle, current: str) -> list[st
     raise AssertionError(f"no batch holds {current}")
 
 
+async def _ends_as_without_a_crash(
+    client: StaccatoClient,
+    handle,
+    source: Path,
+    roots: list[Path],
+    names: list[str],
+    changed: set[str],
+    marks: dict,
+    why: object,
+) -> None:
+    """The sync re-run to ``roots`` completes as a run without a crash does: each root
+    equal to ``source``, only the ``changed`` files rewritten there (``marks``: each
+    (root, name)'s mark before), each root's and the dataset's counts ``changed``
+    copied and the others up to date; a batch was retried. ``why``: shown on a
+    failed count."""
+    final = await wait_dataset(client, handle.id, timeout_s=240)
+    assert final.state == DatasetState.completed, final
+    for r in roots:
+        rewritten = {n for n in names if _mark(r / n) != marks[(r, n)]}
+        assert rewritten == changed, (r, len(rewritten - changed), len(changed - rewritten))
+        differ = tree_difference(tree(r), tree(source))
+        assert differ == [], f"{r}: {len(differ)} files differ: {differ[:20]}"
+    assert final.destinations is not None
+    counts = [(d.files_done, d.files_skipped, d.files_failed) for d in final.destinations]
+    expected = (len(changed), len(names) - len(changed), 0)
+    assert counts == [expected for _ in roots], (counts, why)
+    assert (final.files_done, final.files_skipped, final.files_failed) == expected, (final, why)
+    assert await _retried(handle), "no batch was interrupted by the kill"
+
+
 async def test_sync_rerun_to_two_roots_worker_sigkill_counts_up_to_date_as_skipped(
     temporal_server, data_dir: Path
 ) -> None:
@@ -456,25 +486,16 @@ async def test_sync_rerun_to_two_roots_worker_sigkill_counts_up_to_date_as_skipp
         assert len(past_checkpoint - changed) > 60, "too few unchanged files left to resume"
 
         worker.start()
-        final = await wait_dataset(client, dataset, timeout_s=240)
-        assert final.state == DatasetState.completed, final
-        for r in roots:
-            rewritten = {n for n in names if _mark(r / n) != marks[(r, n)]}
-            assert rewritten == changed, (r, len(rewritten - changed), len(changed - rewritten))
-            differ = tree_difference(tree(r), tree(source))
-            assert differ == [], f"{r}: {len(differ)} files differ: {differ[:20]}"
-        assert final.destinations is not None
-        counts = [(d.files_done, d.files_skipped, d.files_failed) for d in final.destinations]
-        assert counts == [(len(changed), FILES - len(changed), 0) for _ in roots], (
-            counts,
-            {str(r): len(u) for r, u in unseen.items()},
+        await _ends_as_without_a_crash(
+            client,
+            handle,
+            source,
+            roots,
+            names,
+            changed,
+            marks,
+            why={str(r): len(u) for r, u in unseen.items()},
         )
-        assert (final.files_done, final.files_skipped, final.files_failed) == (
-            len(changed),
-            FILES - len(changed),
-            0,
-        ), (final, {str(r): len(u) for r, u in unseen.items()})
-        assert await _retried(handle), "no batch was interrupted by the kill"
     finally:
         worker.stop()
 
@@ -584,18 +605,8 @@ async def test_sync_rerun_to_two_roots_killed_during_resume_scan_counts_each_pai
         scene += f", next_index {seen.next_index} (the first attempt's {first.next_index})"
 
         worker.start()
-        final = await wait_dataset(client, dataset, timeout_s=240)
-        assert final.state == DatasetState.completed, final
-        for r in roots:
-            rewritten = {n for n in names if _mark(r / n) != marks[(r, n)]}
-            assert rewritten == changed, (r, len(rewritten - changed), len(changed - rewritten))
-            differ = tree_difference(tree(r), tree(source))
-            assert differ == [], f"{r}: {len(differ)} files differ: {differ[:20]}"
-        assert final.destinations is not None
-        counts = [(d.files_done, d.files_skipped, d.files_failed) for d in final.destinations]
-        expected = (len(changed), RESUME_FILES - len(changed), 0)
-        assert counts == [expected for _ in roots], (counts, scene)
-        assert (final.files_done, final.files_skipped, final.files_failed) == expected, final
-        assert await _retried(handle), "no batch was interrupted by the kill"
+        await _ends_as_without_a_crash(
+            client, handle, source, roots, names, changed, marks, why=scene
+        )
     finally:
         worker.stop()
