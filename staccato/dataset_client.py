@@ -1016,7 +1016,11 @@ async def dataset_above(client: StaccatoClient, destination: str) -> str | None:
 
 
 async def dataset_status(
-    client: StaccatoClient, dataset: str, *, query_timeout_s: float = PROGRESS_QUERY_S
+    client: StaccatoClient,
+    dataset: str,
+    *,
+    query_timeout_s: float = PROGRESS_QUERY_S,
+    own_run_id: str | None = None,
 ) -> DatasetStatus:
     """Status of the latest dataset under ``dataset`` (an id or a destination root):
     counts, bytes, rate, ETA (once the listing is done), current files, failures.
@@ -1025,6 +1029,12 @@ async def dataset_status(
     what it names may still be there (:func:`staccato.leftovers.shown_left_behind`: a local
     temp file deleted since is no longer said).
 
+    The id of a one-root dataset is also its root's lock: a dataset to several roots
+    later starts a lock run under it, and the latest run of the id is then that lock,
+    whose status is its holder's. ``own_run_id`` (a run of the id that is a dataset's,
+    as a listing found it): that dataset's status in that case, not the holder's (a
+    listing showed the holder twice and the earlier dataset not at all: tester63).
+
     Raises:
         NotADatasetError: ``dataset`` is the id of a single transfer or fan-out group
             (the message names the call that applies to it).
@@ -1032,7 +1042,9 @@ async def dataset_status(
         RPCError: Temporal did not describe the dataset within ``STACCATO_CLIENT_WAIT_S``
             (the CLI says so in one line), or failed otherwise.
     """
-    status = await _dataset_status(client, dataset, query_timeout_s=query_timeout_s)
+    status = await _dataset_status(
+        client, dataset, query_timeout_s=query_timeout_s, own_run_id=own_run_id
+    )
     shown = [shown_left_behind(f.left_behind) for f in status.failures]  # one look each
     if all(text == f.left_behind for text, f in zip(shown, status.failures, strict=True)):
         return status
@@ -1047,7 +1059,11 @@ async def dataset_status(
 
 
 async def _dataset_status(
-    client: StaccatoClient, dataset: str, *, query_timeout_s: float = PROGRESS_QUERY_S
+    client: StaccatoClient,
+    dataset: str,
+    *,
+    query_timeout_s: float = PROGRESS_QUERY_S,
+    own_run_id: str | None = None,
 ) -> DatasetStatus:
     """:func:`dataset_status`, every failure's ``left_behind`` as the run recorded it.
 
@@ -1075,6 +1091,15 @@ async def _dataset_status(
             ) from None
         raise
     memo = dict(await description.memo())
+    if description.workflow_type == ROOT_LOCK_TYPE and own_run_id is not None:
+        # a root's lock taken since this dataset's run: that run's own status
+        handle = client.temporal.get_workflow_handle(
+            handle.id, run_id=own_run_id, result_type=DatasetResult
+        )
+        description = await handle.describe(
+            rpc_timeout=timedelta(seconds=settings.current().client_wait_s)
+        )
+        memo = dict(await description.memo())
     if description.workflow_type == ROOT_LOCK_TYPE and memo.get("holder"):
         # a root's lock: the dataset to several roots that holds (or held) it
         return await dataset_status(client, str(memo["holder"]), query_timeout_s=query_timeout_s)

@@ -219,3 +219,39 @@ def test_two_delayed_starts_to_one_destination_name_the_earliest_everywhere(
     assert f"({early})" in cancelled.stdout, cancelled.stdout
     assert "2 scheduled starts" in cancelled.stderr, cancelled.stderr
     run_cli("cancel", late, **args)
+
+
+def test_a_root_a_later_dataset_to_several_roots_took_keeps_both_datasets_listed(
+    worker: WorkerProcess, temporal_server, data_dir: Path
+) -> None:
+    """A one-root dataset's id is also its root's lock: a later dataset to that root
+    and another starts a lock run under it. ``list`` shows each dataset once, the
+    earlier one with its own root and counts (tester63: the later one was listed twice,
+    the earlier not at all)."""
+    args = dict(address=temporal_server.address, task_queue=worker.task_queue)
+    tree = data_dir / "lockset"
+    tree.mkdir()
+    for name in ("a", "b", "c"):
+        (tree / name).write_bytes(name.encode() * 10)
+    shared, other = data_dir / "shared", data_dir / "other"
+    done = run_cli("cp", "-q", "-r", str(tree), str(shared), **args)
+    assert done.returncode == 0, done.stderr
+    first = json.loads(run_cli("status", "--json", str(shared), **args).stdout)
+    (tree / "d").write_bytes(b"d" * 10)
+    done = run_cli("cp", "-q", "-r", str(tree), str(shared), str(other), **args)
+    assert done.returncode == 0, done.stderr
+    second = json.loads(run_cli("status", "--json", str(other), **args).stdout)
+    assert second["id"] != first["id"], (first, second)
+    deadline = time.monotonic() + VISIBLE_S
+    while True:
+        rows = _listed(args, "--limit", "1000")
+        ids = [r["id"] for r in rows]
+        if (first["id"] in ids and second["id"] in ids) or time.monotonic() > deadline:
+            break
+    assert ids.count(second["id"]) == 1, [r for r in rows if r["id"] == second["id"]]
+    assert ids.count(first["id"]) == 1, ids[:5]
+    earlier = rows[ids.index(first["id"])]
+    assert earlier["destination"] == shared.as_uri(), earlier
+    assert (earlier["files_total"], earlier["files_done"]) == (3, 3), earlier
+    later = rows[ids.index(second["id"])]
+    assert later["destination_roots"] == [shared.as_uri(), other.as_uri()], later
