@@ -24,6 +24,7 @@ constant, never by a string written out where it is compared.
      │    ├── UnsupportedError      the endpoint cannot do what was asked
      │    ├── SettingsError         a STACCATO_* variable has an unusable value
      │    └── SecretKeyError        no key, a malformed key, or a seal no key opens
+     │         └── SealKeyMissingError  this worker lacks the key a query was sealed with
      └── client side (raised by StaccatoClient, never inside a transfer)
           ├── TemporalUnavailableError  Temporal cannot be reached
           ├── DestinationBusyError      another transfer to the destination is running
@@ -340,6 +341,23 @@ class SettingsError(PermanentError):
 class SecretKeyError(PermanentError):
     """No key, a malformed key, or a sealed text this process's keys cannot open;
     the message names the setting to change (:mod:`staccato.secrets`)."""
+
+
+class SealKeyMissingError(SecretKeyError):
+    """This worker has no key with the id a source's query was sealed with. Permanent
+    where a transfer first opens the seal (its ``stat``); a copy stream, which runs
+    after a step of the same transfer opened it on a worker that had the key, retries
+    it within ``--retry-for`` (a worker with the key may take the next attempt), as
+    :class:`AuthenticationRefusedError`.
+
+    Args:
+        message: the key ids on both sides and the settings to change.
+        key_id: the id the query was sealed with.
+    """
+
+    def __init__(self, message: str, key_id: str) -> None:
+        super().__init__(message)
+        self.key_id = key_id
 
 
 class TemporalUnavailableError(StaccatoError):

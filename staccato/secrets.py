@@ -37,7 +37,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from staccato import settings
-from staccato.errors import InvalidURLError, SecretKeyError
+from staccato.errors import InvalidURLError, SealKeyMissingError, SecretKeyError
 from staccato.scrubbing import ScrubFilter as ScrubFilter  # re-exported: the API it had
 from staccato.scrubbing import install_log_scrubber as install_log_scrubber
 from staccato.scrubbing import remember
@@ -221,8 +221,9 @@ def unseal(text: str, context: str, keys: list[Key]) -> str:
     """Decrypt a :func:`seal` text bound to ``context``.
 
     Raises:
-        SecretKeyError: malformed text, no key with its id (the message names both
-            ids and the settings), or it was sealed for another URL or altered.
+        SealKeyMissingError: no key with its id (the message names both ids and the
+            settings).
+        SecretKeyError: malformed text, or it was sealed for another URL or altered.
     """
     from cryptography.exceptions import InvalidTag
 
@@ -234,10 +235,11 @@ def unseal(text: str, context: str, keys: list[Key]) -> str:
     key = by_id.get(key_id)
     if key is None:
         have = ", ".join(sorted(by_id)) or "none"
-        raise SecretKeyError(
+        raise SealKeyMissingError(
             f"the query of {context} was sealed with key {key_id}, and this worker has "
             f"key(s) {have}: give the worker the client's key (STACCATO_SECRET_KEY or "
-            "STACCATO_SECRET_KEY_FILE; the embedded default uses $STACCATO_HOME/secret.key)"
+            "STACCATO_SECRET_KEY_FILE; the embedded default uses $STACCATO_HOME/secret.key)",
+            key_id,
         )
     try:
         raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))

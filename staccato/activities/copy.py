@@ -67,6 +67,7 @@ from staccato.endpoints.base import (
 from staccato.errors import (
     AuthenticationRefusedError,
     RetryableError,
+    SealKeyMissingError,
     StaccatoError,
     WorkerStoppingError,
 )
@@ -107,6 +108,20 @@ def _refused_after_authenticating(err: AuthenticationRefusedError) -> RetryableE
         f"authentication refused for {err.who} by this worker (it worked for an earlier "
         f"step of this transfer: a worker with other credentials may take the next "
         f"attempt, within --retry-for): {err}"
+    )
+
+
+def _key_missing_after_stat(err: SealKeyMissingError) -> RetryableError:
+    """A copy stream's missing seal key, retryable: the transfer's ``stat`` opened the
+    source's sealed query before any stream ran, so a worker of this task queue has
+    the key and this one does not (a second ``staccato up`` with another
+    ``STACCATO_HOME`` joined the server with a key of its own: tester63); the next
+    attempt may run on a worker that has it. Given up as any retryable failure once
+    ``--retry-for`` passes without progress."""
+    return RetryableError(
+        f"this worker lacks key {err.key_id}, which opened the transfer's source for an "
+        "earlier step: a worker with the key may take the next attempt, within "
+        f"--retry-for: {err}"
     )
 
 
@@ -155,6 +170,8 @@ def copy_stream(request: StreamInput) -> StreamResult:
                     return _copy_segment(request, waiting)
                 except AuthenticationRefusedError as err:
                     raise _refused_after_authenticating(err) from None
+                except SealKeyMissingError as err:
+                    raise _key_missing_after_stat(err) from None
         except StreamStopped:  # cancelled while a driver waited, before the stream began
             if worker_stopping():
                 # not a pause: the attempt stays pending with its checkpoint (a result
