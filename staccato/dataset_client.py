@@ -72,6 +72,7 @@ from staccato.datasets.names import (
 )
 from staccato.errors import (
     CANNOT_HOLD_FILES,
+    NOT_A_REGULAR_FILE,
     STORE_REFUSES_KEY,
     DestinationBusyError,
     InvalidURLError,
@@ -499,7 +500,10 @@ def retry_advice(status: DatasetStatus) -> str | None:
     if cut is not None:
         return cut
     never = [f.name for f in status.failures if never_copied(status, f)]
-    if _only(status, set(never)):
+    # a FIFO, socket or device at the source: no run copies it as it is (tester63:
+    # advised to copy again when every failure was one)
+    special = [f.name for f in status.failures if f.reason == NOT_A_REGULAR_FILE]
+    if _only(status, set(never) | set(special)):
         return None
     if nothing_to_retry(status):
         return f"--retry-failed cannot help: {_unretriable_text(status)}"
@@ -524,6 +528,13 @@ def retry_advice(status: DatasetStatus) -> str | None:
         left_out.append(
             f"{names} the destination cannot hold: no run copies {it}; rename {it} at "
             f"the source or --exclude {it}"
+        )
+    if special:
+        one = len(special) == 1
+        left_out.append(
+            f"{'it is' if one else 'they are'} no use for {_some(special)}: "
+            f"{'not a regular file' if one else 'not regular files'} (a FIFO, socket or "
+            "device), which no run copies; --exclude " + ("it" if one else "them")
         )
     if left_out:
         return f"copy the failed files again with --retry-failed ({'; '.join(left_out)})"

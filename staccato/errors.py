@@ -221,6 +221,10 @@ CANNOT_HOLD_FILES = "it cannot hold files"
 #: refuses a key holding a newline): the same name is refused again, so no run
 #: copies it (:func:`staccato.dataset_client.never_copied`)
 STORE_REFUSES_KEY = "the store refuses this key"
+#: why a listed entry that is neither a file nor a directory (a FIFO, a socket, a
+#: device, or a link to one) is not copied: no run copies it as it is
+#: (:func:`staccato.dataset_client.retry_advice` advises no retry of it alone)
+NOT_A_REGULAR_FILE = "not a regular file (a FIFO, socket or device)"
 
 
 def no_capacity_message(what: str, file_system: str) -> str:

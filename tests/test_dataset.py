@@ -753,3 +753,23 @@ def test_a_source_file_named_like_a_temp_file_is_never_swept(
     assert (destination / "big.bin").read_bytes() == big
     for name, data in look_alike.items():
         assert (destination / name).read_bytes() == data, name
+
+
+def test_a_fifo_that_failed_alone_gets_no_advice_to_copy_it_again(
+    worker: WorkerProcess, temporal_server, data_dir: Path
+) -> None:
+    """A FIFO (and a link to a device) at the source fail as not regular files, which
+    no run copies as they are: ``cp -r`` does not advise ``--retry-failed`` when they
+    are every failure (tester63: it did), and names them when others failed too."""
+    source, destination = data_dir / "src", data_dir / "dst"
+    source.mkdir()
+    (source / "plain").write_bytes(b"p")
+    os.mkfifo(source / "pipe")
+    (source / "zero").symlink_to("/dev/zero")
+    args = dict(address=temporal_server.address, task_queue=worker.task_queue)
+    done = run_cli("cp", "-r", "-q", str(source), str(destination), **args)
+    assert done.returncode == 1, done.stderr
+    assert "not a regular file (a FIFO, socket or device)" in done.stderr, done.stderr
+    assert "--retry-failed" not in done.stderr, done.stderr
+    assert (destination / "plain").read_bytes() == b"p"
+    assert sorted(p.name for p in destination.iterdir()) == ["plain"]

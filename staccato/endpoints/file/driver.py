@@ -56,6 +56,7 @@ from staccato.endpoints.listing import (
     walk,
 )
 from staccato.errors import (
+    NOT_A_REGULAR_FILE,
     DestinationMissingError,
     NotAFileError,
     PermanentError,
@@ -670,4 +671,4 @@ def _described(path: str, child: Child) -> Child | None:
         return Child(name, is_dir=True, identity=(st.st_dev, st.st_ino))
     if stat_module.S_ISREG(st.st_mode):
         return Child(name, size=st.st_size, modified_at=st.st_mtime)
-    return Child(name, error="not a regular file (a FIFO, socket or device)")
+    return Child(name, error=NOT_A_REGULAR_FILE)

@@ -112,6 +112,7 @@ from staccato.endpoints.sftp.ssh import resolve
 from staccato.endpoints.sftp.streams import SFTPChunkWriter, SFTPReader
 from staccato.endpoints.sftp.writers import clear, fresh_copy, fresh_of, make_directory, seal
 from staccato.errors import (
+    NOT_A_REGULAR_FILE,
     DestinationMissing,
     IsADirectory,
     NotFound,
@@ -985,7 +986,7 @@ def _children(sftp: StaccatoSFTP, path: str, resolve: bool = False) -> list[Chil
                 )
             )
         else:
-            found.append(Child(name, error="not a regular file (a FIFO, socket or device)"))
+            found.append(Child(name, error=NOT_A_REGULAR_FILE))
     return found
 
 
