@@ -24,6 +24,7 @@ from botocore.exceptions import ClientError
 
 from staccato.cli import render
 from staccato.client import StaccatoClient
+from staccato.errors import TransferFailedError
 from staccato.models import MiB, TransferOptions, TransferState
 from tests.helpers import stopped_process_tree, wait_for_status, write_random
 from tests.s3.conftest import MeteredSeaweedS3
@@ -35,6 +36,7 @@ SIZE = 64 * MiB
 OPTIONS = TransferOptions(chunk_size=8 * MiB, streams=2, max_rate=4 * MiB, heartbeat_timeout_s=5)
 #: a correctness bound, not a speed one: the old code ended ~10 minutes after the cancel
 ENDS_WITHIN_S = 150.0
+_ENDED = (TransferState.completed, TransferState.failed, TransferState.cancelled)
 
 
 async def test_cancel_during_s3_hang_ends_bounded_naming_the_upload_left(
@@ -55,7 +57,7 @@ async def test_cancel_during_s3_hang_ends_bounded_naming_the_upload_left(
         await wait_for_status(
             s3_client,
             transfer,
-            lambda s: s.bytes_done > 0 or s.state != TransferState.running,
+            lambda s: s.bytes_done > 0 or s.state in _ENDED,
             timeout_s=120,
         )
         uploads = [u["UploadId"] for u in open_uploads(s3, bucket) if u["Key"] == key]
@@ -95,3 +97,47 @@ async def test_cancel_during_s3_hang_ends_bounded_naming_the_upload_left(
     except ClientError as err:
         assert err.response["Error"]["Code"] == "NoSuchUpload", err
     assert not [u for u in open_uploads(s3, bucket) if u["Key"] == key]
+
+
+async def test_failed_upload_to_hung_s3_ends_wait_at_the_first_cleanup_failure(
+    s3_client: StaccatoClient,
+    s3_server: MeteredSeaweedS3,
+    s3: Any,
+    bucket: str,
+    data_dir: Path,
+) -> None:
+    """README: a failed transfer's ``cp`` (``wait``) waits for its clean-up's first
+    attempt only and exits 1 when that fails, the clean-up going on in the run. Before,
+    that first AbortMultipartUpload hung on the stopped server for the whole clean-up
+    window (boto3's 60 s read timeout, retried), so ``wait`` returned only once the
+    clean-up was over (tester63: ``cp`` exited 65 s after the stop, the transfer failed
+    at 22 s). Now it fails within seconds: ``wait`` returns while the clean-up still
+    retries (``status`` says ``cleanup``)."""
+    source = data_dir / "fail-hang.bin"
+    write_random(source, SIZE, seed=164)
+    key = "fail-hang.bin"
+    options = OPTIONS.model_copy(update={"retry_for_s": 10})
+    transfer = await s3_client.submit(str(source), f"s3://{bucket}/{key}", options)
+    await wait_for_status(
+        s3_client,
+        transfer,
+        lambda s: s.bytes_done > 0 or s.state in _ENDED,
+        timeout_s=120,
+    )
+    assert s3_server.pid is not None
+    with stopped_process_tree(s3_server.pid):
+        with pytest.raises(TransferFailedError):
+            await asyncio.wait_for(s3_client.wait(transfer), ENDS_WITHIN_S)
+        status = await s3_client.status(transfer)
+        assert status.state == TransferState.failed, status
+        # the clean-up still runs (it retries within its window: 40 s from its start)
+        assert status.cleanup is not None, status
+        assert status.last_retry_error, status
+        ended = await wait_for_status(
+            s3_client, transfer, lambda s: s.cleanup is None, timeout_s=ENDS_WITHIN_S
+        )
+        assert ended.left_behind is not None, ended
+    with contextlib.suppress(ClientError):
+        for upload in open_uploads(s3, bucket):
+            if upload["Key"] == key:
+                s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload["UploadId"])
