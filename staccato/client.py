@@ -846,6 +846,10 @@ class StaccatoClient:
                     # held): the rule of an ended run below, nothing kept (64 MiB
                     # showed durable for a failed run whose temp file was removed)
                     cleaned_up = True
+            elif progress is not None and progress.cleanup is not None:
+                # a cancelled run removing its partial data (it ends cancelled once
+                # that is done or given up): where it is, as a failed run's status says
+                cleanup = _cleanup_note(progress.cleanup)
         else:
             # the one rule for an ended run (a front run whose destination's transfer
             # was cancelled ended FAILED but shows cancelled, with that reason)

@@ -498,3 +498,33 @@ def test_a_dataset_whose_cancel_is_requested_follows_as_cancelling() -> None:
     assert datasets_cli.follow_state(asked) == "cancelling"
     ended = asked.model_copy(update={"state": DatasetState.cancelled})
     assert datasets_cli.follow_state(ended) == "cancelled"
+
+
+def test_a_transfer_whose_cancel_is_requested_follows_as_cancelling() -> None:
+    """``cp``'s and ``watch``'s line (plain and bar) says ``cancelling`` once a cancel
+    of the running transfer is requested, as ``cp -r``'s does (tester63: it said
+    ``running ... retrying: attempt 7: AbortMultipartUpload ... timed out`` for 11
+    minutes), and the ended state's own words after."""
+    from staccato.cli import render
+
+    running = _status()
+    assert render.plain_line(running).startswith("running: ")
+    asked = running.model_copy(update={"cancel_requested": True, "phase": "cleanup"})
+    assert render.plain_line(asked).startswith("cancelling: "), render.plain_line(asked)
+    ended = asked.model_copy(update={"state": TransferState.cancelled})
+    assert render.plain_line(ended).startswith("cancelled: ")
+
+
+def test_an_ended_run_with_a_left_behind_is_never_said_removed() -> None:
+    """A cancelled (or failed) run whose clean-up gave up: ``bytes_durable`` says
+    nothing is kept, never that the clean-up removed the partial data (tester63: it
+    said so of an upload a stopped server still held); one with nothing left behind
+    still says it was removed."""
+    from staccato.cli import render
+
+    left = "the multipart upload U1 of s3://b/k may be left open (...): abort it"
+    ended = _status(state=TransferState.cancelled, bytes_durable=0, left_behind=left)
+    text = render.durable_text(ended)
+    assert "nothing kept" in text and "removed" not in text and "left_behind" in text, text
+    clean = ended.model_copy(update={"left_behind": None})
+    assert "removed its partial data" in render.durable_text(clean)

@@ -382,9 +382,7 @@ def follow_state(s: DatasetStatus) -> str:
     hung destination answers or times out), else the state's own words
     (:func:`render.state_text`). Before, it said ``running`` until the cancel ended
     (tester62: 64 s)."""
-    if s.cancel_requested and s.state.value in ("scheduled", "queued", "running"):
-        return "cancelling"
-    return render.state_text(s.state.value)
+    return render.state_text(s.state.value, cancel_requested=bool(s.cancel_requested))
 
 
 async def follow(client: StaccatoClient, dataset: str, *, quiet: bool) -> DatasetStatus:

@@ -148,16 +148,26 @@ def tuning_text(t: TuningView, ended: bool = False) -> str:
 _ENDED = frozenset({"completed", "failed", "cancelled"})
 
 
-def state_text(state: str, starts_at: str | None = None) -> str:
-    """A state as a progress line shows it: ``scheduled`` only for a start that waits
-    for its time (``--not-before``, a Schedule); one just submitted that no worker has
-    begun yet reads ``starting`` (``status`` keeps the state's own name)."""
+#: states in which a requested cancel has not taken effect yet
+_CANCELLABLE = frozenset({"scheduled", "queued", "running"})
+
+
+def state_text(state: str, starts_at: str | None = None, cancel_requested: bool = False) -> str:
+    """A state as a progress line shows it: ``cancelling`` once a cancel of a transfer
+    or dataset still ``scheduled``, ``queued`` or ``running`` is requested (it stops
+    and cleans up, which may take until a hung destination answers or its clean-up
+    gives up; before, the line said ``running`` until then: tester62, tester63);
+    ``scheduled`` only for a start that waits for its time (``--not-before``, a
+    Schedule); one just submitted that no worker has begun yet reads ``starting``
+    (``status`` keeps the state's own name)."""
+    if cancel_requested and state in _CANCELLABLE:
+        return "cancelling"
     return "starting" if state == "scheduled" and not starts_at else state
 
 
 def plain_line(s: TransferStatus) -> str:
     """One progress line for a pipe or a log: ``running: <progress_text>``."""
-    return f"{state_text(s.state.value, s.starts_at)}: {progress_text(s)}"
+    return f"{state_text(s.state.value, s.starts_at, s.cancel_requested)}: {progress_text(s)}"
 
 
 def durable_text(s: TransferStatus) -> str:
@@ -170,6 +180,13 @@ def durable_text(s: TransferStatus) -> str:
     size = units.size(value) + (f" ({share})" if share else "")
     if s.state.value in _ENDED:
         moved = units.size(s.bytes_done)
+        if s.state.value != "completed" and not value and s.left_behind:
+            # the clean-up gave up or was stopped: never said removed (tester63)
+            return (
+                f"{size}: nothing kept (no transfer resumes from it), but the run's "
+                f"clean-up could not remove its partial data: see left_behind "
+                f"({moved} had moved)"
+            )
         if s.state.value != "completed" and not value:
             return f"{size}: nothing kept, the run's clean-up removed its partial data ({moved} had moved)"
         return f"{size} durable when it ended ({moved} with the chunks then in flight)"
@@ -275,7 +292,7 @@ class Bar:
             self.task,
             total=s.bytes_total if s.bytes_total else None,
             completed=s.bytes_done,
-            state=state_text(s.state.value, s.starts_at),
+            state=state_text(s.state.value, s.starts_at, s.cancel_requested),
             text=progress_text(s),
         )
 

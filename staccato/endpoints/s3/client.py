@@ -20,7 +20,8 @@ from __future__ import annotations
 import os
 import re
 import socket
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -39,6 +40,12 @@ from staccato.errors import PermanentError
 _AWS_HOST = re.compile(r"(^|\.)amazonaws\.com(\.cn)?$")
 #: throttling answers whose ``Retry-After`` header (RFC 9110 section 10.2.3) is honoured
 _THROTTLING_STATUS = (429, 503)
+#: the brief client's bounds (:attr:`_Endpoint.brief`): seconds to connect, seconds
+#: a request may wait for an answer, and botocore's attempts (1: the caller retries)
+BRIEF_CONNECT_TIMEOUT_S = 5
+BRIEF_READ_TIMEOUT_S = 10
+BRIEF_ATTEMPTS = 1
+_BRIEF_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,26 @@ class _Endpoint:
     region: str = ""
     #: botocore's credentials object, only to scrub its values out of messages
     credentials: Any = field(default=None, repr=False)
+    #: makes :attr:`brief` (once, when first asked for)
+    make_brief: Callable[[], Any] | None = field(default=None, repr=False, compare=False)
+    _brief: list[Any] = field(default_factory=list, repr=False, compare=False)
+
+    @property
+    def brief(self) -> Any:
+        """A second client of the same profile and settings whose requests give up
+        soon: :data:`BRIEF_CONNECT_TIMEOUT_S` to connect, :data:`BRIEF_READ_TIMEOUT_S`
+        for an answer, :data:`BRIEF_ATTEMPTS` attempt (no botocore retry). For the
+        clean-up's small requests (AbortMultipartUpload, ListParts), which its caller
+        retries: with the main client's 60 s read timeout and botocore's retries, each
+        clean-up attempt against a hung server took a minute and more, and a cancelled
+        transfer's clean-up 11 minutes (tester63). Made once per endpoint, when first
+        used; the main client when none can be made."""
+        if self.make_brief is None:
+            return self.client
+        with _BRIEF_LOCK:
+            if not self._brief:
+                self._brief.append(self.make_brief())
+            return self._brief[0]
 
     @property
     def where(self) -> str:
@@ -309,6 +336,18 @@ def _build_endpoint(profile: str | None) -> _Endpoint:
             settings[name] = _configured(scoped, name, env) or "when_required"
     client = session.client("s3", config=Config(**settings))
     client.meta.events.register_first("needs-retry.s3", _honour_retry_after)
+    brief_settings = {
+        **settings,
+        "connect_timeout": BRIEF_CONNECT_TIMEOUT_S,
+        "read_timeout": BRIEF_READ_TIMEOUT_S,
+        "retries": {**settings["retries"], "total_max_attempts": BRIEF_ATTEMPTS},
+    }
+
+    def make_brief() -> Any:
+        brief = session.client("s3", config=Config(**brief_settings))
+        brief.meta.events.register_first("needs-retry.s3", _honour_retry_after)
+        return brief
+
     for operation in _FENCED_OPERATIONS:
         client.meta.events.register(f"before-send.s3.{operation}", _fenced_send)
     _size_socket_buffers(client)
@@ -327,4 +366,5 @@ def _build_endpoint(profile: str | None) -> _Endpoint:
         profile,
         region=client.meta.region_name or "",
         credentials=credentials,
+        make_brief=make_brief,
     )

@@ -901,14 +901,17 @@ class S3Driver(Driver):
             raise target.error(err, "PutObject") from None
         return self._own_object(target)
 
-    def _parts(self, target: _UploadDestination) -> dict[int, Mapping[str, Any]]:
+    def _parts(
+        self, target: _UploadDestination, client: Any = None
+    ) -> dict[int, Mapping[str, Any]]:
         """ListParts, paged to the end (an upload with more than 1,000 parts spans pages;
-        see :func:`staccato.endpoints.s3.parts.collect_parts`).
+        see :func:`staccato.endpoints.s3.parts.collect_parts`), with ``client`` (the
+        endpoint's main client when None).
 
         Raises:
             RetryableError: the upload no longer exists.
         """
-        client = target.endpoint.client
+        client = client or target.endpoint.client
 
         def fetch(marker: int) -> Mapping[str, Any]:
             try:
@@ -1124,9 +1127,12 @@ class S3Driver(Driver):
         flight can outlive one abort). Idempotent. Never deletes or alters the object at
         the key: before publish it is the one that was there before (this session wrote
         nothing there), after publish it is the transfer's result; a 0-byte object's
-        session has nothing to abort."""
+        session has nothing to abort. Its requests use the endpoint's brief client
+        (:attr:`~staccato.endpoints.s3.client._Endpoint.brief`): against a hung server
+        an attempt gives up within seconds, not minutes, and the clean-up's retries
+        stay within its window."""
         target = self.target(session)
-        client = target.endpoint.client
+        client = target.endpoint.brief
         if target.empty_put:
             return
         for _ in range(_ABORT_ROUNDS):
@@ -1142,7 +1148,7 @@ class S3Driver(Driver):
             except BotoCoreError as err:
                 raise target.error(err, "AbortMultipartUpload") from None
             try:
-                remaining = self._parts(target)
+                remaining = self._parts(target, client)
             except (UploadGone, DestinationMissing):
                 return
             log.info(
