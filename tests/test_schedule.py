@@ -529,7 +529,9 @@ def test_sync_level_runs_after_the_first_are_up_to_date(
             deadline = time.monotonic() + 60
             while True:
                 view = await _view(name, client)
-                if len(_completed(view)) >= count:
+                # the run's own workflow ended too (not only the destination's transfer
+                # it runs as, whose completed status has no ``up_to_date`` of the run)
+                if len(_completed(view)) >= count and not view["running"]:
                     return view
                 assert time.monotonic() < deadline, f"{count} runs not seen in 60 s: {view}"
                 await asyncio.sleep(0.5)
