@@ -478,11 +478,18 @@ def _start_without_inherited_aws(process: WorkerProcess) -> None:
 
 
 def started_s3_worker(
-    address: str, env: dict[str, str], log_dir: Path, task_queue: str | None = None
+    address: str,
+    env: dict[str, str],
+    log_dir: Path,
+    task_queue: str | None = None,
+    processes: int = 2,
 ) -> WorkerProcess:
-    """A started 2-process worker on ``task_queue`` (a new one if None) with ``env`` and
-    no AWS_* variable of this process (see :func:`_start_without_inherited_aws`)."""
-    worker = WorkerProcess(address, task_queue=task_queue, processes=2, env=env, log_dir=log_dir)
+    """A started worker of ``processes`` activity processes on ``task_queue`` (a new one
+    if None) with ``env`` and no AWS_* variable of this process (see
+    :func:`_start_without_inherited_aws`)."""
+    worker = WorkerProcess(
+        address, task_queue=task_queue, processes=processes, env=env, log_dir=log_dir
+    )
     _start_without_inherited_aws(worker)
     return worker
 
