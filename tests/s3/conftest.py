@@ -482,11 +482,13 @@ def started_s3_worker(
     env: dict[str, str],
     log_dir: Path,
     task_queue: str | None = None,
-    processes: int = 2,
+    processes: int = 1,
 ) -> WorkerProcess:
     """A started worker of ``processes`` activity processes on ``task_queue`` (a new one
     if None) with ``env`` and no AWS_* variable of this process (see
-    :func:`_start_without_inherited_aws`)."""
+    :func:`_start_without_inherited_aws`). One by default: its callers run one dataset
+    batch (an activity, in a thread) and kill or freeze the whole worker; a second
+    process is ~0.65 CPU-s per start."""
     worker = WorkerProcess(
         address, task_queue=task_queue, processes=processes, env=env, log_dir=log_dir
     )
