@@ -18,7 +18,7 @@ from staccato.client import StaccatoClient
 from tests.helpers import REPO, SESSION_WORKER_PROCESSES, WorkerProcess, mounted_tmpfs
 
 pytest_plugins = ["tests.servers.fixtures"]
-if os.environ.get("STACCATO_TEST_CPU"):
+if os.environ.get("TESTS_CPU_ACCOUNTING"):
     # per-test CPU of the test process's tree (tests/cpu_accounting.py)
     pytest_plugins.append("tests.cpu_accounting")
 

@@ -1,9 +1,9 @@
-"""Opt-in per-test CPU accounting (``STACCATO_TEST_CPU=1``): the CPU seconds of the
+"""Opt-in per-test CPU accounting (``TESTS_CPU_ACCOUNTING=1``): the CPU seconds of the
 test process and every process under it (the per-test workers and their activity pools,
 the CLIs a test runs, and the session's servers this xdist worker started, for what they
 do while the test runs), from setup to teardown, and the test's wall seconds.
 
-Each xdist worker appends one line per test to ``$STACCATO_TEST_CPU_DIR``
+Each xdist worker appends one line per test to ``$TESTS_CPU_DIR``
 (default ``/tmp/staccato-test-cpu``) as ``cpu-<worker>.tsv``:
 ``cpu_s  wall_s  nodeid``. ``python -m tests.cpu_accounting DIR`` prints them sorted,
 largest CPU first. The machine's other load does not count (only this tree does); a
@@ -55,7 +55,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     wall = time.monotonic() - start
     after = _tree_cpu(os.getpid())
     used = sum(after.values()) - sum(before.values())
-    out = Path(os.environ.get("STACCATO_TEST_CPU_DIR", "/tmp/staccato-test-cpu"))
+    out = Path(os.environ.get("TESTS_CPU_DIR", "/tmp/staccato-test-cpu"))
     out.mkdir(parents=True, exist_ok=True)
     name = os.environ.get("PYTEST_XDIST_WORKER", "main")
     with open(out / f"cpu-{name}.tsv", "a") as f:

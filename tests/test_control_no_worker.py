@@ -24,6 +24,8 @@ from tests.servers.nginx import NginxServer, nginx_fixture
 
 SIZE = 12 * MiB
 OPTIONS = TransferOptions(chunk_size=2 * MiB, streams=1, heartbeat_timeout_s=3)
+# one stream: the workers run one activity process each (a second one is ~0.65 CPU-s
+# to start, and ran nothing)
 
 # ~6 s for the file at 2 MB/s: the pause comes before the end
 paced_nginx = nginx_fixture("http_root", scope="function", extra_server_config="limit_rate 2m;")
@@ -35,9 +37,9 @@ async def test_a_resume_sent_with_no_worker_applies_when_one_comes(
     write_random(http_root / "held.bin", SIZE, seed=57)
     at_rest(http_root / "held.bin")
     destination = data_dir / "held.bin"
-    first = WorkerProcess(temporal_server.address, processes=2, log_dir=tmp_path)
+    first = WorkerProcess(temporal_server.address, processes=1, log_dir=tmp_path)
     second = WorkerProcess(
-        temporal_server.address, task_queue=first.task_queue, processes=2, log_dir=tmp_path
+        temporal_server.address, task_queue=first.task_queue, processes=1, log_dir=tmp_path
     )
     try:
         first.start()
@@ -89,9 +91,9 @@ async def test_a_resume_sent_with_no_worker_survives_a_temporal_restart(
     digest = write_random(source, SIZE, seed=58)
     destination = data_dir / "held-out.bin"
     paced = OPTIONS.model_copy(update={"max_rate": 2 * MiB})
-    first = WorkerProcess(server.address, processes=2, log_dir=tmp_path)
+    first = WorkerProcess(server.address, processes=1, log_dir=tmp_path)
     second = WorkerProcess(
-        server.address, task_queue=first.task_queue, processes=2, log_dir=tmp_path
+        server.address, task_queue=first.task_queue, processes=1, log_dir=tmp_path
     )
     try:
         first.start()

@@ -63,7 +63,9 @@ async def test_status_keeps_durable_bytes_and_total_across_worker_kill(
     at_rest(http_root / "crash-status.bin")
     destination = data_dir / "crash-status.bin"
     proxy = HoldingProxy(slow_nginx.port, hold_after=int(SIZE * 0.25)).start()
-    first = WorkerProcess(temporal_server.address, processes=2, log_dir=tmp_path)
+    # one activity process per worker: its threads run the 2 streams (the kill is of
+    # the whole worker; a second process is ~0.65 CPU-s per start)
+    first = WorkerProcess(temporal_server.address, processes=1, log_dir=tmp_path)
     seen: list[TransferStatus] = []
     watcher: asyncio.Task[None] | None = None
     try:
@@ -104,7 +106,7 @@ async def test_status_keeps_durable_bytes_and_total_across_worker_kill(
             assert orphaned["bytes_done"] >= known, (known, orphaned)
         proxy.release()
         with WorkerProcess(
-            temporal_server.address, task_queue=first.task_queue, processes=2, log_dir=tmp_path
+            temporal_server.address, task_queue=first.task_queue, processes=1, log_dir=tmp_path
         ):
             result = await asyncio.wait_for(client.wait(transfer), 180)
     finally:

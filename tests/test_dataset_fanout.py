@@ -49,8 +49,8 @@ from tests.servers.temporal_server import free_port
 OPTIONS = TransferOptions(chunk_size=1 * MiB, streams=2, heartbeat_timeout_s=5)
 SMALL_FILE_MAX = 512 * 1024
 LARGE = 2 * MiB + 3
-#: files of each dataset sharing a root (one batch each, one after the other)
-FILES = 200
+#: files of each dataset sharing a root (A: one batch each, one after the other)
+SHARED_FILES = 40
 
 
 @pytest.fixture(scope="module")
@@ -643,12 +643,15 @@ async def test_two_datasets_sharing_a_root_never_write_it_at_once(
 
     src_a, src_b = data_dir / "a", data_dir / "b"
     # A outlasts the checks below (a CLI run, two submits, a few status calls: a few
-    # seconds, a batch ~0.1 s at load 9); B fails at once (no relock wait), so A need
-    # not outlast 30 s of B's timers as it did (600 files then)
-    want_a, want_b = _files(src_a, FILES, b"A"), _files(src_b, FILES, b"B")
+    # seconds); B fails at once (no relock wait), so A need not outlast 30 s of B's
+    # timers as it did (600 files then). A is paced (~0.5 s a 2 KiB file, one file a
+    # batch, one batch at a time: 20 s and more on any machine); it was 200 unpaced
+    # one-file batches (~0.1 s each at load 9), for the same checks
+    want_a, want_b = _files(src_a, SHARED_FILES, b"A"), _files(src_b, SHARED_FILES, b"B")
     r1, shared, r3 = data_dir / "r1", data_dir / "shared", data_dir / "r3"
-    slow = {"batch_files": 1, "max_batches": 1}  # FILES batches one after the other
-    a = await submit_dataset(fan_client, str(src_a), [str(r1), str(shared)], OPTIONS, **slow)
+    slow = {"batch_files": 1, "max_batches": 1}  # one file a batch, one after the other
+    paced = OPTIONS.model_copy(update={"max_rate": 4096})
+    a = await submit_dataset(fan_client, str(src_a), [str(r1), str(shared)], paced, **slow)
     deadline = time.monotonic() + 60
     while not any(p.name.startswith("f") for p in shared.rglob("f*")):
         assert time.monotonic() < deadline, "A wrote nothing to the shared root in 60 s"
@@ -700,7 +703,7 @@ async def test_two_datasets_sharing_a_root_never_write_it_at_once(
     assert min(p.stat().st_mtime_ns for p in shared.rglob("f*")) > a_last
     # a cancelled dataset releases its locks too
     r4 = data_dir / "r4"
-    c = await submit_dataset(fan_client, str(src_a), [str(r1), str(r4)], OPTIONS, **slow)
+    c = await submit_dataset(fan_client, str(src_a), [str(r1), str(r4)], paced, **slow)
     deadline = time.monotonic() + 60
     while not any(r4.rglob("f*")):
         assert time.monotonic() < deadline, "C wrote nothing in 60 s"

@@ -60,7 +60,9 @@ async def test_status_keeps_bytes_across_graceful_worker_stop(
     digest = write_random(source, SIZE, seed=47)
     at_rest(source)
     destination = data_dir / "graceful-stop.bin"
-    first = WorkerProcess(temporal_server.address, env=SHUTDOWN_ENV, log_dir=tmp_path)
+    # one activity process per worker: its threads run the 2 streams (the stop acts on
+    # the whole worker; a second process is ~0.65 CPU-s per start)
+    first = WorkerProcess(temporal_server.address, processes=1, env=SHUTDOWN_ENV, log_dir=tmp_path)
     try:
         first.start()
         client = await StaccatoClient.connect(target_host=temporal_server.address)
@@ -101,7 +103,9 @@ async def test_status_keeps_bytes_across_graceful_worker_stop(
                 transfer, address=temporal_server.address, task_queue=first.task_queue
             )
         assert orphaned["bytes_done"] >= known, (known, orphaned)
-        with WorkerProcess(temporal_server.address, task_queue=first.task_queue, log_dir=tmp_path):
+        with WorkerProcess(
+            temporal_server.address, task_queue=first.task_queue, processes=1, log_dir=tmp_path
+        ):
             result = await asyncio.wait_for(client.wait(transfer), 180)
     finally:
         first.kill()

@@ -440,9 +440,11 @@ async def test_front_survives_worker_kill_without_a_second_run(
     digest = write_random(http_root / "kfront.bin", 4 * SIZE, seed=502)
     at_rest(http_root / "kfront.bin")
     destination = data_dir / "kill.out"
-    first = WorkerProcess(temporal_server.address, processes=2, log_dir=tmp_path).start()
+    # one activity process each: its threads run the two transfers' streams (a second
+    # process is ~0.65 CPU-s per start, three starts, and ran nothing of its own)
+    first = WorkerProcess(temporal_server.address, processes=1, log_dir=tmp_path).start()
     second = WorkerProcess(
-        temporal_server.address, task_queue=first.task_queue, processes=2, log_dir=tmp_path
+        temporal_server.address, task_queue=first.task_queue, processes=1, log_dir=tmp_path
     )
     try:
         client = await StaccatoClient.connect(
@@ -480,7 +482,7 @@ async def test_front_survives_worker_kill_without_a_second_run(
         slow_source.rate = FULL_SPEED
         await asyncio.sleep(1)
         with WorkerProcess(
-            temporal_server.address, task_queue=first.task_queue, processes=2, log_dir=tmp_path
+            temporal_server.address, task_queue=first.task_queue, processes=1, log_dir=tmp_path
         ):
             result = await asyncio.wait_for(client.wait(front), 120)
     finally:

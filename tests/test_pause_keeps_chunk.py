@@ -33,6 +33,8 @@ STREAMS = 4
 #: one 16 MiB chunk per stream: nothing of a segment is durable before its chunk ends
 SIZE = STREAMS * CHUNK
 OPTIONS = TransferOptions(chunk_size=CHUNK, streams=STREAMS, heartbeat_timeout_s=5)
+# the workers run one activity process each: its threads run the 4 paced streams at
+# once (a second process is ~0.65 CPU-s per start, four starts)
 #: the pause comes once the streams together read this much (~4 MiB of each chunk)
 PAUSE_AT = 16 * MiB
 #: what the source may send again in all: the bytes in the sockets and the readers'
@@ -62,7 +64,7 @@ async def test_a_pause_inside_a_chunk_keeps_what_the_streams_read_of_it(
     write_random(source, SIZE, seed=77)
     at_rest(source)
     destination = data_dir / "keep.bin"
-    first = WorkerProcess(temporal_server.address, processes=2, log_dir=tmp_path)
+    first = WorkerProcess(temporal_server.address, processes=1, log_dir=tmp_path)
     try:
         first.start()
         client = await StaccatoClient.connect(target_host=temporal_server.address)
@@ -90,7 +92,7 @@ async def test_a_pause_inside_a_chunk_keeps_what_the_streams_read_of_it(
         assert orphaned["state"] == "paused", orphaned
         sent_before_resume = paced_nginx.bytes_sent()
         with WorkerProcess(
-            temporal_server.address, task_queue=first.task_queue, processes=2, log_dir=tmp_path
+            temporal_server.address, task_queue=first.task_queue, processes=1, log_dir=tmp_path
         ):
             await client.resume(transfer)
             result = await asyncio.wait_for(client.wait(transfer), 180)
@@ -129,7 +131,7 @@ async def test_a_graceful_worker_stop_inside_a_chunk_keeps_what_the_streams_read
     destination = data_dir / "stop.bin"
     first = WorkerProcess(
         temporal_server.address,
-        processes=2,
+        processes=1,
         env={"STACCATO_WORKER_SHUTDOWN_TIMEOUT_S": "1"},
         log_dir=tmp_path,
     )
@@ -150,7 +152,7 @@ async def test_a_graceful_worker_stop_inside_a_chunk_keeps_what_the_streams_read
         )
         sent_before_restart = paced_nginx.bytes_sent()
         with WorkerProcess(
-            temporal_server.address, task_queue=first.task_queue, processes=2, log_dir=tmp_path
+            temporal_server.address, task_queue=first.task_queue, processes=1, log_dir=tmp_path
         ):
             result = await asyncio.wait_for(client.wait(transfer), 180)
     finally:

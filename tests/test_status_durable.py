@@ -43,7 +43,9 @@ async def test_a_full_disk_shows_the_durable_bytes_and_no_rate_while_attempts_fa
     at_rest(http_root / "durable.bin")  # read once: no re-read before publish
     args = {"address": temporal_server.address, "task_queue": worker.task_queue}
     with mounted_tmpfs(tmp_path / "small40", "40m") as small:
-        options = TransferOptions(chunk_size=CHUNK, streams=1, retry_for_s=25)
+        # a few retried attempts (each reads a chunk for ~2 s, then 1, 2, 4 s backoffs)
+        # before it gives up: 25 s polled more of the same statuses
+        options = TransferOptions(chunk_size=CHUNK, streams=1, retry_for_s=12)
         transfer = await client.submit(
             paced_nginx.url("durable.bin"), str(small / "durable.bin"), options
         )

@@ -478,11 +478,20 @@ def _start_without_inherited_aws(process: WorkerProcess) -> None:
 
 
 def started_s3_worker(
-    address: str, env: dict[str, str], log_dir: Path, task_queue: str | None = None
+    address: str,
+    env: dict[str, str],
+    log_dir: Path,
+    task_queue: str | None = None,
+    processes: int = 1,
 ) -> WorkerProcess:
-    """A started 2-process worker on ``task_queue`` (a new one if None) with ``env`` and
-    no AWS_* variable of this process (see :func:`_start_without_inherited_aws`)."""
-    worker = WorkerProcess(address, task_queue=task_queue, processes=2, env=env, log_dir=log_dir)
+    """A started worker of ``processes`` activity processes on ``task_queue`` (a new one
+    if None) with ``env`` and no AWS_* variable of this process (see
+    :func:`_start_without_inherited_aws`). One by default: its callers run one dataset
+    batch (an activity, in a thread) and kill or freeze the whole worker; a second
+    process is ~0.65 CPU-s per start."""
+    worker = WorkerProcess(
+        address, task_queue=task_queue, processes=processes, env=env, log_dir=log_dir
+    )
     _start_without_inherited_aws(worker)
     return worker
 

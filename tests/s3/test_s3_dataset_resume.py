@@ -78,7 +78,9 @@ async def test_large_file_in_a_dataset_resumes_from_its_checkpoint_after_worker_
         if path.is_file():
             s3.upload_file(str(path), bucket, f"run/{path.relative_to(source)}")
     env = {**s3_worker_env, "AWS_ENDPOINT_URL_S3": s3_proxy.base_url}
-    first = WorkerProcess(temporal_server.address, processes=4, env=env, log_dir=tmp_path)
+    # 2 activity processes: their threads run the 4 streams at once (4 processes were
+    # ~1.3 CPU-s more per start, twice)
+    first = WorkerProcess(temporal_server.address, processes=2, env=env, log_dir=tmp_path)
     _start_without_inherited_aws(first)
     second: WorkerProcess | None = None
     try:
@@ -112,7 +114,7 @@ async def test_large_file_in_a_dataset_resumes_from_its_checkpoint_after_worker_
         second = WorkerProcess(
             temporal_server.address,
             task_queue=first.task_queue,
-            processes=4,
+            processes=2,
             env=env,
             log_dir=tmp_path,
         )
@@ -149,7 +151,11 @@ async def test_large_file_in_a_dataset_resumes_from_its_checkpoint_after_worker_
     assert SIZE <= sent <= SIZE + 2 * STREAMS * CHUNK, f"re-sent {sent - SIZE} bytes"
 
 
-BATCH = 2400
+#: files of the batch: ~240 KB at :data:`BATCH_RATE`, ~7 s, so the kill (3.5 s into
+#: the batch) comes with about half of it to go on any machine (it was 2,400 unpaced
+#: files, as many S3 PUTs, where a quiet machine publishes a few hundred a second)
+BATCH = 600
+BATCH_RATE = 32 * 1024
 
 
 # Once in a fresh-clone run under -n 2 the retried batch showed no heartbeat details
@@ -184,7 +190,7 @@ async def test_a_killed_batch_to_s3_resumes_past_its_first_file(
             client,
             str(source),
             f"s3://{bucket}/{prefix}",
-            TransferOptions(chunk_size=1 * MiB, heartbeat_timeout_s=2),
+            TransferOptions(chunk_size=1 * MiB, heartbeat_timeout_s=2, max_rate=BATCH_RATE),
             batch_files=BATCH,
             max_batches=1,
         )
@@ -197,7 +203,7 @@ async def test_a_killed_batch_to_s3_resumes_past_its_first_file(
         # kill once the batch has run for two of the SDK's heartbeat intervals (0.8 x
         # the 2 s timeout), so its details have reached the server since file 0, and
         # while no more than half the batch is published, so it cannot finish between
-        # the count and the kill (a quiet machine publishes a few hundred files a second)
+        # the count and the kill (paced: ~85 files a second at most)
         deadline = time.monotonic() + 60
         started: float | None = None
         count = 0

@@ -138,7 +138,11 @@ async def test_frozen_batch_writes_nothing_after_losing_its_batch(
     old_files(source, FILES, SIZE)
     roots = [f"s3://{bucket}/{PREFIX}"] + ([str(local)] if local is not None else [])
     with short_poll_server(tmp_path, poll_expiry) as temporal_server:
-        first = started_s3_worker(temporal_server.address, s3_worker_env, tmp_path)
+        # one activity process each: a batch is one activity, run in a thread (a
+        # process's threads are its slots, so the frozen worker's polls still take
+        # the retries in the s3-retry-to-frozen case); a second process was ~0.65 CPU-s
+        # per start and ran nothing
+        first = started_s3_worker(temporal_server.address, s3_worker_env, tmp_path, processes=1)
         second = None
         frozen: list[int] = []
         try:
@@ -156,7 +160,11 @@ async def test_frozen_batch_writes_nothing_after_losing_its_batch(
                 names = names_ahead({w.rsplit("/", 1)[-1] for w in written}, FILES, gap=8)
                 ahead = [PREFIX + name for name in names]
                 second = started_s3_worker(
-                    temporal_server.address, s3_worker_env, tmp_path, task_queue=first.task_queue
+                    temporal_server.address,
+                    s3_worker_env,
+                    tmp_path,
+                    task_queue=first.task_queue,
+                    processes=1,
                 )
                 await wait_completed(client, dataset, FILES)
                 if local is not None:

@@ -21,8 +21,9 @@ from tests.dataset_checks import run_dataset
 from tests.helpers import MiB, mounted_tmpfs
 
 FILES = 30
-FILE_SIZE = 2 * MiB
-#: a 40 MiB file system holds fewer than FILES files of FILE_SIZE (60 MiB)
+FILE_SIZE = 512 * 1024
+#: a 10 MiB file system holds fewer than FILES files of FILE_SIZE (15 MiB; it was 30 of
+#: 2 MiB on 40 MiB: four times the SFTP copying for the same checks)
 #: ``--retry-for`` 3 s: once the disk is full every attempt fails at once, at the first
 #: failure + 1, 3, 7, 15 s (backoffs of 1, 2, 4, 8 s), and the batch gives up in the
 #: first attempt started 3 s after its last file handled (``retry_deadline``): the one
@@ -34,8 +35,8 @@ OPTIONS = TransferOptions(chunk_size=1 * MiB, retry_for_s=3, heartbeat_timeout_s
 
 @pytest.fixture
 def small_fs(data_dir: Path) -> Iterator[Path]:
-    """A 40 MiB tmpfs under ``data_dir`` (unmounted after the test)."""
-    with mounted_tmpfs(data_dir / "small", "40m") as small:
+    """A 10 MiB tmpfs under ``data_dir`` (unmounted after the test)."""
+    with mounted_tmpfs(data_dir / "small", "10m") as small:
         yield small
 
 

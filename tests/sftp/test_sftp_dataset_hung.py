@@ -91,18 +91,21 @@ async def test_a_dataset_to_a_frozen_sftp_server_shows_it_stalled(
     since-start rate falling, 16.6 -> 7.7 files/s, and an ETA growing, as if the copy
     went on slowly). Woken again, the dataset completes."""
     source = data_dir / "frozen-src"
-    source.mkdir()
-    # 600 files left at the freeze: tens of seconds at the ~20 files/s of this machine,
-    # so the freeze comes mid-copy (2,000 took 90-125 s, mostly copying after the wake)
-    for i in range(800):
-        (source / f"f{i:04d}").write_bytes(b"x" * 1024)
+    for i in range(FILES):
+        path = source / f"f{i:04d}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_random(path, FILE_BYTES, seed=900 + i)
     out = data_dir / "out-frozen"
     out.mkdir()
-    options = TransferOptions(chunk_size=1 * MiB, streams=1, retry_for_s=600)
+    # paced (as the test above: at most ~10 files/s, ~20 s for the whole tree) so the
+    # freeze comes mid-copy on a fast machine too, with 170 files left and bytes moving
+    # up to it. It was 800 unpaced files (freeze at 200): four times the SFTP copying,
+    # mostly after the wake, for the same check
+    options = TransferOptions(chunk_size=1 * MiB, streams=1, max_rate=200_000, retry_for_s=600)
     dataset = await submit_dataset(
         sftp_client, str(source), sftp_logged.url(str(out)), options=options
     )
-    before = await status_when(sftp_client, dataset, lambda s: s.files_done >= 200, 120)
+    before = await status_when(sftp_client, dataset, lambda s: s.files_done >= 30, 120)
     assert before.state == DatasetState.running, before  # still copying: stop it now
     assert sftp_logged.pid is not None, "sshd is not running"
     with stopped_process_tree(sftp_logged.pid):
