@@ -305,12 +305,15 @@ def _connect_paramiko(target: SSHHost, slot: Slot) -> Connection:
             c for c in offered if c not in PREFERRED_CIPHERS
         )
         options.key_types = check.preferred_key_types(tuple(options.key_types))
+        proxy_hint = (
+            "(the profile's ProxyCommand must connect to the server's SSH port and stay "
+            "running: check that it works by hand)"
+        )
         try:
             transport.start_client(timeout=target.connect_timeout_s)
         except (paramiko.SSHException, EOFError, OSError) as err:
             hint = (
-                "(the profile's ProxyCommand must connect to the server's SSH port and stay "
-                "running: check that it works by hand)"
+                proxy_hint
                 if target.proxy_command
                 else "(the server may be restarting or refusing connections beyond MaxStartups)"
             )
@@ -323,6 +326,15 @@ def _connect_paramiko(target: SSHHost, slot: Slot) -> Connection:
             # before the key exchange did (a host that accepts and never answers); its
             # next call raised a bare SSHException("No existing session"), an
             # "internal error" that failed a whole batch, every root's files with it
+            if target.proxy_command:
+                # a proxy that ended (or never connected) also lands here when paramiko
+                # wrote its banner before the proxy closed its input (ci79): the proxy's
+                # words, not a hung host's
+                raise RetryableError(
+                    f"SSH handshake with {target.hostname}:{target.port} failed: the "
+                    f"ProxyCommand gave no SSH server within {target.connect_timeout_s:g} s "
+                    f"{proxy_hint}"
+                )
             raise RetryableError(
                 f"SSH handshake with {target.hostname}:{target.port} failed: no answer "
                 f"within {target.connect_timeout_s:g} s (STACCATO_SFTP_CONNECT_TIMEOUT_S; "
