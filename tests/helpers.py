@@ -282,6 +282,42 @@ def run_cli(
     )
 
 
+async def retried_past_a_wrong_worker(
+    client,
+    transfer: str,
+    workers: tuple[WorkerProcess, WorkerProcess, WorkerProcess],
+    *,
+    shown: str,
+    says: str,
+    moved: int,
+) -> Any:
+    """The scene of a worker that cannot run a transfer's streams, mid-transfer: the
+    ``workers`` (first, wrong, last: one task queue, ``first`` started and running
+    ``transfer``) take turns. Once ``moved`` bytes are done, ``first`` is killed and
+    ``wrong`` started, until the status's ``last_retry_error`` holds ``shown`` (the
+    transfer must still run, its error saying ``says``: retried, not failed); then
+    ``wrong`` is killed and ``last`` finishes it. Returns the transfer's result.
+
+    Raises:
+        AssertionError: the transfer failed instead, or the error lacks ``says``.
+    """
+    first, wrong, last = workers
+    await wait_for_status(client, transfer, lambda s: s.bytes_done >= moved, timeout_s=120)
+    first.kill()
+    wrong.start()
+    retried = await wait_for_status(
+        client,
+        transfer,
+        lambda s: s.state.value == "failed" or shown in (s.last_retry_error or ""),
+        timeout_s=90,
+    )
+    assert retried.state.value == "running", retried
+    assert says in (retried.last_retry_error or ""), retried
+    wrong.kill()
+    last.start()
+    return await asyncio.wait_for(client.wait(transfer), 180)
+
+
 async def wait_for_status(
     client, transfer: str, predicate, *, timeout_s: float = 60.0, interval_s: float = 0.2
 ):

@@ -235,7 +235,7 @@ def test_a_dead_root_fails_alone_naming_it(
     files = make_tree(local, large=LARGE, small=2)
     _upload(seaweed_s3, bucket, local, "src/")
     good = data_dir / "good"
-    dead = f"sftp://nobody@127.0.0.1:{free_port()}/{data_dir}/dead"
+    dead = f"sftp://nobody@127.0.0.1:{free_port()}{data_dir}/dead"
     cli = {"address": temporal_server.address, "task_queue": fan_worker.task_queue, "env": env}
     done = run_cli(
         "cp", "-r", "-q", "--retry-for", "15s", "--chunk-size", "1MiB", "--small-file-max",
@@ -291,7 +291,7 @@ async def test_status_names_the_root_a_batch_waits_for_and_counts_the_other(
     local = data_dir / "tree"
     files = make_tree(local, small=8)
     good = data_dir / "good"
-    dead = f"sftp://nobody@127.0.0.1:{free_port()}/{data_dir}/dead"
+    dead = f"sftp://nobody@127.0.0.1:{free_port()}{data_dir}/dead"
     options = TransferOptions(chunk_size=1 * MiB, streams=2, retry_for_s=90)
     dataset = await submit_dataset(
         fan_client, str(local), [str(good), dead], options, small_file_max=SMALL_FILE_MAX

@@ -199,7 +199,7 @@ def test_a_dead_destination_fails_alone_with_its_reason(
     name = f"fan-dead-{uuid.uuid4().hex[:8]}.bin"
     digest = _source(http_root, name, SMALL)
     (data_dir / "sftp").mkdir()
-    dead = f"sftp://{sshd_server.user}@127.0.0.1:{free_port()}/{data_dir}/dead.bin"
+    dead = f"sftp://{sshd_server.user}@127.0.0.1:{free_port()}{data_dir}/dead.bin"
     destinations = [
         str(data_dir / "one.bin"),
         f"s3://{bucket}/three.bin",

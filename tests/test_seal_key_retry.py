@@ -8,14 +8,13 @@ it failed for good at 61 %), as a refused credential is
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 
 from staccato import secrets
 from staccato.client import StaccatoClient
-from staccato.models import TransferOptions, TransferState
-from tests.helpers import MiB, WorkerProcess, sha256_file, wait_for_status, write_random
+from staccato.models import TransferOptions
+from tests.helpers import MiB, WorkerProcess, retried_past_a_wrong_worker, sha256_file, write_random
 
 SIZE = 16 * MiB
 # ~8 s at 2 MiB/s: the worker is replaced mid-copy
@@ -51,22 +50,14 @@ async def test_a_worker_without_the_seal_key_mid_transfer_is_retried_until_one_w
         client = await StaccatoClient.connect(target_host=temporal_server.address)
         client.task_queue = first.task_queue
         transfer = await client.submit(source, str(destination), OPTIONS)
-        await wait_for_status(client, transfer, lambda s: s.bytes_done >= 4 * MiB, timeout_s=120)
-        first.kill()
-        keyless.start()
-        missing = await wait_for_status(
+        done = await retried_past_a_wrong_worker(
             client,
             transfer,
-            lambda s: s.state == TransferState.failed or "lacks key" in (s.last_retry_error or ""),
-            timeout_s=90,
+            (first, keyless, last),
+            shown="lacks key",
+            says="a worker with the key may take the next attempt",
+            moved=4 * MiB,
         )
-        assert missing.state == TransferState.running, missing
-        assert "a worker with the key may take the next attempt" in (
-            missing.last_retry_error or ""
-        ), missing
-        keyless.kill()
-        last.start()
-        done = await asyncio.wait_for(client.wait(transfer), 180)
     finally:
         first.kill()
         keyless.kill()

@@ -6,13 +6,12 @@ even with ``--retry-for 40s``)."""
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 from pathlib import Path
 
 from staccato.client import StaccatoClient
-from staccato.models import TransferOptions, TransferState
-from tests.helpers import MiB, WorkerProcess, sha256_file, wait_for_status, write_random
+from staccato.models import TransferOptions
+from tests.helpers import MiB, WorkerProcess, retried_past_a_wrong_worker, sha256_file, write_random
 from tests.servers.sshd import SshdServer
 from tests.sftp.conftest import known_hosts_lines
 
@@ -61,25 +60,14 @@ async def test_a_refused_key_mid_transfer_is_retried_until_a_worker_with_the_rig
         client = await StaccatoClient.connect(target_host=temporal_server.address)
         client.task_queue = first.task_queue
         transfer = await client.submit(str(source), sshd_server.url(str(destination)), OPTIONS)
-        await wait_for_status(client, transfer, lambda s: s.bytes_done >= 4 * MiB, timeout_s=120)
-        first.kill()
-        wrong_worker.start()
-        refused = await wait_for_status(
+        done = await retried_past_a_wrong_worker(
             client,
             transfer,
-            lambda s: (
-                s.state == TransferState.failed
-                or "authentication refused" in (s.last_retry_error or "")
-            ),
-            timeout_s=90,
+            (first, wrong_worker, last),
+            shown="authentication refused",
+            says="by this worker (it worked for an earlier step",
+            moved=4 * MiB,
         )
-        assert refused.state == TransferState.running, refused
-        assert "by this worker (it worked for an earlier step" in (
-            refused.last_retry_error or ""
-        ), refused
-        wrong_worker.kill()
-        last.start()
-        done = await asyncio.wait_for(client.wait(transfer), 180)
     finally:
         first.kill()
         wrong_worker.kill()

@@ -214,7 +214,7 @@ async def test_a_hung_root_at_start_fails_alone_and_retry_failed_copies_the_rest
     source, local, remote = data_dir / "ds7", data_dir / "rA7", data_dir / "remote" / "ds7"
     files = _source(source)
     (data_dir / "remote").mkdir()
-    sftp_root = f"sftp://{sshd_server.user}@127.0.0.1:{hung.port}/{remote}"
+    sftp_root = f"sftp://{sshd_server.user}@127.0.0.1:{hung.port}{remote}"
     options = TransferOptions(chunk_size=1 * MiB, streams=2, retry_for_s=5)
     roots = [str(local), sftp_root]
     # an attempt at the hung root waits out the connect timeout: 8 s, not the product's
