@@ -299,21 +299,8 @@ def test_several_roots_json_names_every_root_beside_destination() -> None:
     (it came near the end, after the counts and failures); the human ``destination``
     line names both; one root's JSON has no ``destination_roots``."""
     from staccato.cli import datasets as datasets_cli
-    from staccato.datasets.models import DatasetState, DatasetStatus
 
-    one = DatasetStatus(
-        id="staccato-dataset-0123",
-        state=DatasetState.running,
-        source="file:///src",
-        destination="file:///dst",
-        files_total=2,
-        files_done=1,
-        files_skipped=0,
-        files_failed=0,
-        bytes_total=10,
-        bytes_done=5,
-        listing_done=True,
-    )
+    one = _dataset_status()
     assert "destination_roots" not in one.to_json_dict()
     roots = ["file:///dst", "sftp://u@h:22/other"]
     two = one.model_copy(update={"destination_roots": roots})
@@ -382,6 +369,28 @@ def test_a_run_that_ended_before_its_size_was_known_says_what_it_copied() -> Non
     assert render.progress_text(running) == "0 B / ?"
     sized = ended.model_copy(update={"bytes_total": 4096, "bytes_done": 1024})
     assert render.progress_text(sized) == "1.0 KiB / 4.0 KiB (25%)"
+
+
+def _dataset_status(**fields: object) -> Any:
+    """A running dataset file:///src -> file:///dst, 1 of 2 files done (5 of 10
+    bytes), its listing done; ``fields`` replace any of these."""
+    from staccato.datasets.models import DatasetState, DatasetStatus
+
+    base: dict[str, object] = {
+        "id": "staccato-dataset-0123",
+        "state": DatasetState.running,
+        "source": "file:///src",
+        "destination": "file:///dst",
+        "files_total": 2,
+        "files_done": 1,
+        "files_skipped": 0,
+        "files_failed": 0,
+        "bytes_total": 10,
+        "bytes_done": 5,
+        "listing_done": True,
+    }
+    base.update(fields)
+    return DatasetStatus.model_validate(base)
 
 
 def _ended_with(*failures: tuple[str, str]) -> Any:
@@ -478,21 +487,9 @@ def test_a_dataset_whose_cancel_is_requested_follows_as_cancelling() -> None:
     dataset is requested (tester62: it said ``running`` for 64 s while the cancel
     waited for a hung S3 server), and the ended state's own words after."""
     from staccato.cli import datasets as datasets_cli
-    from staccato.datasets.models import DatasetState, DatasetStatus
+    from staccato.datasets.models import DatasetState
 
-    running = DatasetStatus(
-        id="staccato-dataset-0123",
-        state=DatasetState.running,
-        source="file:///src",
-        destination="file:///dst",
-        files_total=2,
-        files_done=1,
-        files_skipped=0,
-        files_failed=0,
-        bytes_total=10,
-        bytes_done=5,
-        listing_done=True,
-    )
+    running = _dataset_status()
     assert datasets_cli.follow_state(running) == "running"
     asked = running.model_copy(update={"cancel_requested": True})
     assert datasets_cli.follow_state(asked) == "cancelling"
