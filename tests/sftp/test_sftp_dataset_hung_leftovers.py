@@ -19,19 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from staccato.client import StaccatoClient
-from staccato.dataset_client import submit_dataset
 from staccato.datasets.models import DatasetState
-from staccato.models import TransferOptions
-from tests.dataset_checks import status_when, wait_dataset
-from tests.helpers import MiB, WorkerProcess, run_cli, stopped_process_tree, write_random
+from tests.dataset_checks import wait_dataset
+from tests.helpers import WorkerProcess, run_cli, stopped_process_tree
 from tests.servers.sshd import SshdServer
+from tests.sftp.hung_dataset import dataset_under_way
 
-FILES = 40
-FILE_BYTES = 256 * 1024
-#: paced so each file takes ~1 s: the server is stopped with a file in flight
-OPTIONS = TransferOptions(
-    chunk_size=1 * MiB, streams=1, max_rate=300_000, retry_for_s=12, heartbeat_timeout_s=5
-)
 #: a correctness bound, not a speed one
 ENDS_WITHIN_S = 200.0
 
@@ -49,19 +42,11 @@ async def test_sessions_left_by_a_hung_sftp_server_are_named_then_removable(
     sftp_logged: SshdServer,
     data_dir: Path,
 ) -> None:
+    dataset, out = await dataset_under_way(sftp_client, sftp_logged, data_dir, seed=700)
     source = data_dir / "src"
-    for i in range(FILES):
-        path = source / f"d{i % 2}" / f"f{i:02d}.bin"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_random(path, FILE_BYTES, seed=700 + i)
-    out = data_dir / "out"
-    out.mkdir()
     root = sftp_logged.url(str(out))
     args: dict[str, Any] = dict(address=temporal_server.address, task_queue=sftp_worker.task_queue)
-    dataset = await submit_dataset(sftp_client, str(source), root, options=OPTIONS)
-    before = await status_when(sftp_client, dataset, lambda s: s.files_done >= 4, 120)
-    assert before.state == DatasetState.running, before  # still copying: stop it now
-    assert sftp_logged.pid is not None, "sshd is not running"
+    assert sftp_logged.pid is not None
     with stopped_process_tree(sftp_logged.pid):
         final = await wait_dataset(sftp_client, dataset, timeout_s=ENDS_WITHIN_S)
         assert final.state in (DatasetState.completed_with_errors, DatasetState.failed), final
