@@ -9,7 +9,13 @@ from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, RetryState
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    FailureError,
+    RetryState,
+)
 
 from staccato.workflows.failures import reason
 
@@ -97,9 +103,8 @@ async def short_activity(
             retry_policy=RetryPolicy(maximum_attempts=1),
             cancellation_type=cancellation_type,
         )
-    except (ActivityError, ApplicationError) as err:
-        # a local activity's failure may arrive unwrapped (no ActivityError around it)
-        cause = err.cause if isinstance(err, ActivityError) else err
+    except FailureError as err:
+        cause = local_attempt_failure(err)
         if isinstance(cause, CancelledError) or (
             isinstance(cause, ApplicationError) and cause.non_retryable
         ):
@@ -120,6 +125,25 @@ async def short_activity(
         retry_policy=RETRY,
         cancellation_type=cancellation_type,
     )
+
+
+def local_attempt_failure(err: FailureError) -> BaseException:
+    """Why a local activity's attempt failed: an :class:`ApplicationError`, a
+    :class:`~temporalio.exceptions.TimeoutError` (its start-to-close timeout) or a
+    :class:`CancelledError`, whichever way the SDK raised it.
+
+    A live attempt's failure arrives wrapped in an :class:`ActivityError`; the same
+    failure replayed from its history marker (a worker that restarted, lost the run
+    from its cache, or answers a query by replaying) arrives bare. Both must take the
+    same branch: a bare ``TimeoutError`` uncaught made the replay fail the workflow
+    where the live run had scheduled the step's regular activity, a nondeterminism
+    error that left such a transfer stuck after a worker restart and failed every
+    progress query answered by replay (``Fail workflow machine does not handle this
+    event: ActivityTaskScheduled``; history in
+    tests/workflow/histories/0.30.0/prepare-local-attempt-timed-out.json)."""
+    if isinstance(err, ActivityError) and err.cause is not None:
+        return err.cause
+    return err
 
 
 def cancelling() -> bool:

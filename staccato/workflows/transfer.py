@@ -73,6 +73,7 @@ from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
     CancelledError,
+    FailureError,
     RetryState,
     TimeoutError,
     TimeoutType,
@@ -129,6 +130,7 @@ from staccato.workflows.calls import (
     SHORT_TIMEOUT,
     cancelling,
     copy_timeout,
+    local_attempt_failure,
     raise_if_cancelling,
     sealed,
     session_key,
@@ -813,9 +815,8 @@ class TransferWorkflow:
                 start_to_close_timeout=timeout,
                 retry_policy=RetryPolicy(maximum_attempts=1),
             )
-        except (ActivityError, ApplicationError) as err:
-            # a local activity's failure may arrive unwrapped (no ActivityError around it)
-            cause = err.cause if isinstance(err, ActivityError) else err
+        except FailureError as err:
+            cause = local_attempt_failure(err)
             if isinstance(cause, CancelledError) and cancelling():
                 raise
             workflow.logger.info(

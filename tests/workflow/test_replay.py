@@ -11,6 +11,10 @@ change to the commands the workflow issues (an activity, a timer, a search-attri
 upsert added, removed or reordered) that is not behind ``workflow.patched`` raises a
 nondeterminism error here, the error a running transfer would hit on the next
 worker deploy. Histories of older releases are kept so they keep replaying.
+A few were captured by hand from a test's run, for a fault no scenario records:
+``0.30.0/prepare-local-attempt-timed-out.json`` (moto SIGSTOPped: the local first
+attempt of ``prepare`` timed out and the step went on as a regular activity, whose
+replay failed the workflow before 0.31.0).
 """
 
 from __future__ import annotations
