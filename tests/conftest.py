@@ -234,13 +234,60 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             report.sections.append(("logged during the test", "\n".join(lines)))
 
 
+#: Temporal's code for a nondeterminism error (sdk-core's "[TMPRL1100] Nondeterminism
+#: error", the server's ``workflow-task-fail-cause=NonDeterministicError`` names it too)
+_NONDETERMINISM = "TMPRL1100"
+_NONDETERMINISM_FOUND = pytest.StashKey[list[str]]()
+
+
+def _nondeterminism_logged(root: Path) -> list[str]:
+    """The lines of ``root``'s ``*.log`` files (workers' and Temporal servers') that
+    report a nondeterminism error, each cut to 400 characters: file name and line."""
+    found: list[str] = []
+    for path in sorted(root.rglob("*.log")):
+        try:
+            with path.open(errors="replace") as lines:
+                found += [
+                    f"{path.relative_to(root)}: {line.strip()[:400]}"
+                    for line in lines
+                    if _NONDETERMINISM in line
+                ]
+        except OSError:
+            continue
+    return found
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when a worker or a Temporal server of it logged a nondeterminism
+    error, whatever the test that caused it asserted: a replay that diverges from its
+    run (a worker restart, a query answered by replay) left a transfer stuck and every
+    such query failed while each test's own assertions passed (0.30.0, a local
+    attempt's timeout replayed bare). Read once, at the end, by the process that owns
+    the base temporary directory (xdist's controller, or the lone process)."""
+    if hasattr(session.config, "workerinput"):
+        return  # an xdist worker: its logs are under the controller's directory
+    root = session.config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
+    found = _nondeterminism_logged(root)
+    if found:
+        session.config.stash[_NONDETERMINISM_FOUND] = found
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """The failed tests' log lines, last in the output (CI shows its tail)."""
+    """The failed tests' log lines, last in the output (CI shows its tail), and the
+    nondeterminism errors the run's logs hold (:func:`pytest_sessionfinish`)."""
     for report in terminalreporter.stats.get("failed", []):
         for title, text in getattr(report, "sections", []):
             if title == "logged during the test":
                 terminalreporter.write_sep("-", f"{report.nodeid}: {title}")
                 terminalreporter.write_line(text)
+    found = terminalreporter.config.stash.get(_NONDETERMINISM_FOUND, [])
+    if found:
+        terminalreporter.write_sep(
+            "!", f"nondeterminism errors in the run's logs ({len(found)}): the run fails"
+        )
+        for line in found[-_LOG_LINES_ON_FAILURE:]:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")
