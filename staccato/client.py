@@ -60,6 +60,7 @@ from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
+    WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
@@ -87,6 +88,7 @@ from staccato.links import governor_id
 from staccato.models import (
     MIN_TUNED_BYTES,
     NO_WORKER_ANSWERS,
+    QUERY_FAILED,
     RATE_CURRENT_S,
     WORKER_BUSY,
     Checkpoint,
@@ -232,6 +234,9 @@ class StaccatoClient:
         #: the run's description taken when that query went unanswered (its workflow
         #: task may have started only after the description the query followed)
         self._unanswered_description: Any = None
+        #: the last progress query's failure as its worker reported it (e.g. a
+        #: nondeterminism error replaying the run), None when it was answered or timed out
+        self._query_failure: str | None = None
         #: the Tokio runtime :meth:`connect` made for this client, dropped by :meth:`close`
         self._runtime: Runtime | None = None
 
@@ -740,6 +745,7 @@ class StaccatoClient:
                     cancel_requested=cancel_requested,
                     polled=self._unanswered_polled,
                     later=self._unanswered_description,
+                    query_failure=self._query_failure,
                 )
             rate_sum = 0.0
             now = datetime.now(UTC)
@@ -942,6 +948,7 @@ class StaccatoClient:
         the query's timeout when none can); its state and failure come from Temporal."""
         self._unanswered_polled = False
         self._unanswered_description = None
+        self._query_failure = None
         if _never_begun(description) or not await self.may_answer(description.task_queue):
             return None
         try:
@@ -950,6 +957,11 @@ class StaccatoClient:
                 result_type=Progress,
                 rpc_timeout=timedelta(seconds=query_wait_s()),
             )
+        except WorkflowQueryFailedError as err:
+            # a worker took the query and failed it: it cannot run this run's code
+            self._unanswered_polled = True
+            self._query_failure = str(err)
+            return None
         except Exception:  # no worker polling: fall back to visibility
             # a worker polls the queue (or it could not be described) and still did
             # not answer: say so, not "no worker" (a worker saturated with streams)
@@ -1583,6 +1595,7 @@ def _no_worker_note(
     what: str = "transfer",
     polled: bool = False,
     later: Any = None,
+    query_failure: str | None = None,
 ) -> str:
     """What ``status`` says of a running transfer (``what``: or a fan-out ``"group"``)
     no worker answers for: a cancel that waits for a worker; a run that has not begun
@@ -1592,7 +1605,17 @@ def _no_worker_note(
     e.g. saturated with streams): said so, not "no worker"; ``later``: the run's
     description taken when the query went unanswered (the workflow task the query
     waited behind may have started after ``description`` was taken, or ended before
-    ``later`` was: either shows it)."""
+    ``later`` was: either shows it). ``query_failure``: a worker took the query and
+    failed it (its message, cut to 300 characters): said first, as that worker cannot
+    go on with the run either (a nondeterminism error: the worker runs workflow code
+    that does not replay the run's history)."""
+    if query_failure is not None:
+        return (
+            f"{QUERY_FAILED}: {query_failure[:300]}; a worker that fails to replay "
+            f"the {what}'s history cannot go on with it either (a nondeterminism error: "
+            f"run the workers on the release that started it); shown: the {what}'s "
+            "last recorded state"
+        )
     inline = None
     if polled:
         inline = _inline_step_since(later) or _inline_step_since(description)

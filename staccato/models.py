@@ -121,6 +121,8 @@ NO_WORKER_ANSWERS = "no worker answers"
 #: workflow task (a short step's first attempt runs inside it) and so does not answer
 #: the progress query in time: a worker runs it, nothing waits for one
 WORKER_BUSY = "its worker is busy"
+#: how ``status`` begins the reason of a run whose worker failed its progress query
+QUERY_FAILED = "its worker failed the progress query"
 
 
 class TransferState(StrEnum):

@@ -309,3 +309,23 @@ async def _front_waits(client: StaccatoClient, front: str) -> bool:
             )
             return isinstance(details, FrontCheckpoint) and details.waiting_for is not None
     return False
+
+
+def test_a_query_its_worker_failed_is_said_with_the_workers_message() -> None:
+    """A worker that took the progress query and failed it (a nondeterminism error
+    replaying the run: it runs code that cannot go on with the run either) is named,
+    with its message, first: not "no worker answers", not "busy" (0.30.0's replay of a
+    local attempt's timeout failed every query so, and status said no worker answers)."""
+    from staccato.client import _no_worker_note
+    from staccato.models import NO_WORKER_ANSWERS, QUERY_FAILED, WORKER_BUSY
+
+    failure = (
+        "[TMPRL1100] Nondeterminism error: Fail workflow machine does not handle this "
+        "event: HistoryEvent(id: 35, ActivityTaskScheduled)"
+    )
+    note = _no_worker_note(
+        None, begun=True, cancel_requested=False, polled=True, query_failure=failure
+    )
+    assert note.startswith(f"{QUERY_FAILED}: {failure}"), note
+    assert "nondeterminism" in note and "release that started it" in note, note
+    assert NO_WORKER_ANSWERS not in note and WORKER_BUSY not in note, note
