@@ -42,6 +42,7 @@ if not os.environ.get("STACCATO_SECRET_KEY") and not os.environ.get("STACCATO_SE
 #: another runs a 50 s test last. Only the order matters; refresh from a run's
 #: ``--durations`` now and then (a test not listed, or renamed, only loses its place).
 SLOW_TESTS: dict[str, float] = {
+    "tests/s3/test_s3_dataset_resume_hung.py::test_a_retried_batch_waiting_on_a_hung_s3_stays_one_attempt": 57,
     "tests/sftp/test_sftp_cancel_hung.py::test_cancel_during_sftp_hang_ends_bounded_naming_what_it_left": 60,
     "tests/s3/test_s3_local_attempt_replay.py::test_worker_killed_after_a_local_attempt_timed_out_the_next_worker_finishes": 44,
     "tests/s3/test_s3_staging.py::test_store_down_mid_upload_the_source_is_read_once": 45,

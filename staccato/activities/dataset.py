@@ -61,7 +61,7 @@ from temporalio.exceptions import ApplicationError, CancelledError
 
 from staccato.activities import retry_deadline
 from staccato.activities.errors import mapped_errors
-from staccato.activities.liveness import heartbeating
+from staccato.activities.liveness import heartbeating, resent_while_blocked
 from staccato.activities.object_copy import copy_object, up_to_date
 from staccato.activities.pacing import SharedPacer, beating_wait, group_key, paced_by
 from staccato.activities.resume_counts import batch_scheduled_at, published_since
@@ -788,9 +788,12 @@ def _copy_batch(request: BatchInput, motion: Motion | None = None) -> BatchResul
         with keepalive_hook(beat), directory_memo():
             if pacer is not None:
                 pacer.start(beating_wait(beat))
-            if resuming:
-                _resume(request, root, destination_root, state, beat, pacer)
-            _list_destination(request, destination_root, state)
+            # the resume's compares and the listing wait on the endpoints in this
+            # thread (not on its files' threads): kept alive meanwhile
+            with resent_while_blocked():
+                if resuming:
+                    _resume(request, root, destination_root, state, beat, pacer)
+                _list_destination(request, destination_root, state)
             _copy_in_flight(request, root, destination_root, state, beat, pacer, handled_after)
             state.current = None
     except StreamStopped:

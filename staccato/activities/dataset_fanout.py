@@ -86,6 +86,7 @@ from staccato.activities.dataset import (
     watched_batch,
 )
 from staccato.activities.errors import mapped_errors
+from staccato.activities.liveness import resent_while_blocked
 from staccato.activities.object_copy import up_to_date
 from staccato.activities.pacing import SharedPacer, beating_wait, paced_by
 from staccato.activities.resume_counts import batch_scheduled_at, published_since
@@ -306,7 +307,9 @@ def _copy_batch(
                 pacer.start(beating_wait(beat))
             in_flight = 1 if sftp else FILES_IN_FLIGHT
             if resuming:
-                _resume(request, root, roots, state, beat, in_flight, resumed)
+                # its compares wait on the roots in this thread: kept alive meanwhile
+                with resent_while_blocked():
+                    _resume(request, root, roots, state, beat, in_flight, resumed)
             _pass(
                 request,
                 root,

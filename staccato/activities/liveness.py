@@ -31,17 +31,20 @@ details with none (a stream's checkpoint, a batch's next file would be lost).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import copy
 import functools
 import inspect
 import threading
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, ParamSpec, TypeVar, cast
 
 from temporalio import activity
 
 from staccato import interrupts
+from staccato.activities import stream_lease
 
 #: seconds between heartbeats at most (a quarter of the heartbeat timeout when shorter)
 BEAT_EVERY_MAX_S = 5.0
@@ -102,16 +105,72 @@ async def _beat_forever(every: float) -> None:
 _sent: dict[int, tuple[Any, ...]] = {}
 
 
+#: thread ident -> when (``time.monotonic()``) that thread's activity last sent one
+_sent_at: dict[int, float] = {}
+
+
 def note_sent(details: tuple[Any, ...]) -> None:
     """Remember (a deep copy: a checkpoint mutates as the stream goes on) the details
-    of the heartbeat the calling thread's activity just sent."""
-    _sent[threading.get_ident()] = copy.deepcopy(details)
+    of the heartbeat the calling thread's activity just sent, and when."""
+    ident = threading.get_ident()
+    _sent[ident] = copy.deepcopy(details)
+    _sent_at[ident] = time.monotonic()
 
 
 def forget_sent() -> None:
     """Forget the calling thread's last heartbeat details (an attempt starts on it:
     thread idents are reused)."""
     _sent.pop(threading.get_ident(), None)
+    _sent_at.pop(threading.get_ident(), None)
+
+
+@contextlib.contextmanager
+def resent_while_blocked() -> Iterator[None]:
+    """While the block runs, a daemon thread (in a copy of the caller's context)
+    heartbeats on the calling thread's behalf (:func:`heartbeat_on_behalf_of`: its
+    last details, a consistent checkpoint, never one it is still changing) whenever the
+    caller sent none for a beat interval (:func:`beat_interval`): a batch attempt whose
+    thread waits on a hung server in a call of its own (a retried attempt's resume
+    compare, its destination listing) stays known alive to Temporal, as one waiting on
+    its files' threads does, instead of timing out on its heartbeat, attempt after
+    attempt, and ``status`` blaming its worker process. Its hang watch still gives up
+    at ``--retry-for``; a frozen or killed process sends nothing (the thread stops with
+    it). Each heartbeat sent renews the attempt's lease
+    (:mod:`staccato.activities.stream_lease`: the server heard from it then); once the
+    lease lapsed, none is sent (Temporal may have handed the batch on). A cancel a
+    heartbeat brings is seen by the caller's next own heartbeat. Nothing in a local
+    activity or without a heartbeat timeout."""
+    every = beat_interval()
+    if every is None:
+        yield
+        return
+    ident = threading.get_ident()
+    stop = threading.Event()
+
+    def resend() -> None:
+        while not stop.wait(every / 2):
+            if time.monotonic() - _sent_at.get(ident, 0.0) < every:
+                continue
+            handed_at = time.monotonic()
+            try:
+                stream_lease.check()
+                heartbeat_on_behalf_of(ident)
+            except Exception as err:  # noqa: BLE001 - the caller's own beat reports it
+                activity.logger.info("keep-alive heartbeat not sent: %s", err)
+                return
+            _sent_at[ident] = handed_at
+            stream_lease.renew(handed_at)
+
+    context = contextvars.copy_context()
+    thread = threading.Thread(
+        target=context.run, args=(resend,), name=f"{THREAD_PREFIX}resend", daemon=True
+    )
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(_JOIN_S)
 
 
 def heartbeat_on_behalf_of(ident: int) -> None:
