@@ -1167,7 +1167,12 @@ def _abort_batch_orphans(request: BatchOrphansInput) -> tuple[int, list[dict[str
     now = activity.info().started_time.timestamp()
     root = parse_url(request.destination_root)
     left: list[dict[str, object]] = []
-    aborted = _abort_orphans(
+    # by id first: those the batch's last checkpoint names (on any store); then by key
+    # and start time, for one opened in the instant before its heartbeat
+    aborted = (
+        abort_recorded_uploads(request.uploads, request.destination_root) if request.uploads else 0
+    )
+    aborted += _abort_orphans(
         root,
         request.names,
         since=request.since - ORPHAN_CLOCK_SLACK_S,

@@ -499,6 +499,10 @@ class BatchOrphansInput(BaseModel):
             deferred ones); None: every file from ``resume_from`` on.
         sizes: the files' sizes in bytes (``names`` order), to reopen their sessions.
         chunk_size: the batch's chunk size in bytes (None: the driver's default).
+        uploads: the S3 multipart uploads the batch's last checkpoint names open
+            (upload id -> canonical destination URL, ``BatchCheckpoint.uploads``):
+            aborted by id, also where the store's ``Initiated`` times are not its clock
+            (moto); None: none known (the time scan alone).
     """
 
     destination_root: str
@@ -510,6 +514,7 @@ class BatchOrphansInput(BaseModel):
     only: list[int] | None = None
     sizes: list[int] = Field(default_factory=list)
     chunk_size: int | None = None
+    uploads: dict[str, str] | None = None
 
 
 #: the key of the detail ``abort_batch_orphans`` adds to its non-retryable
