@@ -302,3 +302,82 @@ async def test_a_killed_batch_leaves_no_multipart_upload_on_moto(
         first.kill()
         if second is not None:
             second.stop()
+
+
+async def _until_batch_ended(client: StaccatoClient, dataset: str, task_queue: str) -> None:
+    """Run a worker of workflows only on ``task_queue`` until the dataset's
+    ``copy_batch`` activity is no longer pending (cancelled, or timed out after the
+    cancel), at most 120 s."""
+    handle = client.temporal.get_workflow_handle(dataset)
+    async with Worker(
+        client.temporal,
+        task_queue=task_queue,
+        workflows=TASK_QUEUE_WORKFLOWS,
+        workflow_runner=WORKFLOW_RUNNER,
+    ):
+        batch_pending = True
+        deadline = time.monotonic() + 120
+        while batch_pending and time.monotonic() < deadline:
+            description = await handle.describe()
+            batch_pending = description.status == WorkflowExecutionStatus.RUNNING and any(
+                a.activity_type.name == "copy_batch"
+                for a in description.raw_description.pending_activities
+            )
+            if batch_pending:
+                await asyncio.sleep(0.1)
+        assert not batch_pending, "the cancelled batch's activity did not end within 120 s"
+
+
+async def test_a_cancelled_dataset_aborts_its_killed_batch_uploads_on_moto(
+    temporal_server, moto_s3, data_dir: Path, tmp_path: Path
+) -> None:
+    """The cancel of a dataset whose batch was killed with uploads open, on moto, taken
+    within the batch's heartbeat timeout (10 s here, 20 s by default: a user who
+    cancels soon after a crash): the batch's activity ends by that timeout after the
+    cancel, never retried, its last heartbeat details in the timeout, and
+    ``abort_batch_orphans`` aborts the uploads its last checkpoint names, by id (moto's
+    fixed ``Initiated`` date hid them from the time scan: the old code left them
+    open). Every object published is whole."""
+    s3 = moto_s3.client()
+    bucket = f"orph-{time.time_ns()}"
+    s3.create_bucket(Bucket=bucket)
+    source = data_dir / "src"
+    source.mkdir()
+    digests = {
+        f"f{i:02d}": write_random(source / f"f{i:02d}", SIZE, seed=100 + i) for i in range(FILES)
+    }
+    prefix = "moto-cancel-orphans/"
+    env = {**moto_s3.subprocess_env(), "AWS_EC2_METADATA_DISABLED": "true"}
+    first = started_s3_worker(temporal_server.address, env, tmp_path)
+    second: WorkerProcess | None = None
+    try:
+        client = await StaccatoClient.connect(
+            target_host=temporal_server.address, namespace="default"
+        )
+        client.task_queue = first.task_queue
+        dataset = await submit_dataset(
+            client,
+            str(source),
+            f"s3://{bucket}/{prefix}",
+            MOTO_OPTIONS.model_copy(update={"heartbeat_timeout_s": 10}),
+            small_file_max=16 * MiB,
+            batch_files=FILES,
+            max_batches=1,
+        )
+        open_at_kill = await _kill_once_beaten_past_an_upload(first, client, dataset, s3, bucket)
+        await cancel_dataset(client, dataset)
+        # a worker of workflows only takes the cancel: the batch is never retried
+        await _until_batch_ended(client, dataset, first.task_queue)
+        second = started_s3_worker(temporal_server.address, env, tmp_path, first.task_queue)
+        final = await wait_dataset(client, dataset, timeout_s=180)
+        assert final.state == DatasetState.cancelled, final
+        left = await asyncio.to_thread(s3.list_multipart_uploads, Bucket=bucket)
+        still_open = [(u["Key"], u["UploadId"]) for u in left.get("Uploads", [])]
+        assert still_open == [], f"multipart uploads left open (open at the kill: {open_at_kill})"
+        tree = await asyncio.to_thread(_tree, s3, bucket, prefix)
+        wrong = sorted(name for name, (size, digest) in tree.items() if digests.get(name) != digest)
+        assert wrong == [], f"objects published not whole or not from the source: {wrong}"
+    finally:
+        first.kill()
+        if second is not None:
+            second.stop()
