@@ -25,7 +25,12 @@ match at the checksum level only (or without a sync level); the others are copie
 A file that was half-written reopens its write session (same key) and copies only
 the chunks the destination does not hold; the sessions of the matching files that may
 have been in flight at the kill are reopened and aborted (the kill may have come
-between a publish and the removal of its journal).
+between a publish and the removal of its journal). A session that cannot be reopened
+by key (an S3 multipart upload) is in the checkpoint from the moment the store
+answered its id until it is completed or aborted (``BatchCheckpoint.uploads``, with a
+heartbeat at once): a retried attempt first aborts those of the attempt before it, by
+id (:func:`abort_recorded_uploads`), then looks for any opened after that attempt's
+last heartbeat by key and start time (:func:`_abort_orphaned_sessions`).
 
 A hung endpoint (a stopped S3 server or sshd: connections accepted, nothing
 answered): the batch's hang watch (:func:`staccato.activities.retry_deadline.hang_watch`)
@@ -1137,7 +1142,10 @@ def abort_batch_orphans(request: BatchOrphansInput) -> int:
     (``request.since`` less :data:`ORPHAN_CLOCK_SLACK_S`) until now (plus the same
     slack). The dataset workflow runs it before it ends, so it still holds the
     destination's lock: every session on those keys in that interval is one of the
-    batch's attempts', and none of them runs any more (its activity ended).
+    batch's attempts', and none of them runs any more (its activity ended). The
+    uploads its last checkpoint named open (``request.uploads``) are aborted by id
+    first (:func:`abort_recorded_uploads`): found by the time alone, they stayed open
+    on a store that does not keep the real ``Initiated`` time (moto).
 
     Returns:
         How many sessions were aborted (0 for drivers that reopen sessions by key).
