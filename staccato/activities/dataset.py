@@ -25,7 +25,12 @@ match at the checksum level only (or without a sync level); the others are copie
 A file that was half-written reopens its write session (same key) and copies only
 the chunks the destination does not hold; the sessions of the matching files that may
 have been in flight at the kill are reopened and aborted (the kill may have come
-between a publish and the removal of its journal).
+between a publish and the removal of its journal). A session that cannot be reopened
+by key (an S3 multipart upload) is in the checkpoint from the moment the store
+answered its id until it is completed or aborted (``BatchCheckpoint.uploads``, with a
+heartbeat at once): a retried attempt first aborts those of the attempt before it, by
+id (:func:`abort_recorded_uploads`), then looks for any opened after that attempt's
+last heartbeat by key and start time (:func:`_abort_orphaned_sessions`).
 
 A hung endpoint (a stopped S3 server or sshd: connections accepted, nothing
 answered): the batch's hang watch (:func:`staccato.activities.retry_deadline.hang_watch`)
@@ -99,12 +104,15 @@ from staccato.endpoints.base import (
     ORPHAN_CLOCK_SLACK_S,
     Driver,
     Motion,
+    OpenSessions,
     WholeReads,
     directory_memo,
     keepalive_hook,
     motion_tracker,
     moved,
+    open_sessions,
     remember_listed,
+    session_tracker,
 )
 from staccato.endpoints.file.group import LocalGroup, StagedFile, remove_temp
 from staccato.endpoints.listing import BROKEN_LINK, LINK_LOOP, TWIN_SUFFIX
@@ -120,7 +128,7 @@ from staccato.errors import (
     WriteSessionLostError,
     source_root_not_a_directory,
 )
-from staccato.models import ListPage, SyncLevel, TransferOptions
+from staccato.models import ListPage, SyncLevel, TransferOptions, WriteSession
 from staccato.temp_names import is_temp_name, session_temp
 from staccato.urls import EndpointURL, directory_prefix, parse_url, redact
 
@@ -178,19 +186,30 @@ ROOT_PARENTS_WAIT_S = 2.0
 
 
 class _Beat:
-    """A heartbeat hook at most every 0.5 s with the given details; raises
-    :class:`StreamStopped` when the activity is cancelled or the worker is gone."""
+    """A heartbeat hook at most every 0.5 s with the given details (at once when
+    ``sessions`` recorded a new write session since the last one: its id goes out in
+    the next heartbeat, not one beat later); raises :class:`StreamStopped` when the
+    activity is cancelled or the worker is gone."""
 
-    def __init__(self, details: object, before: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        details: object,
+        before: Callable[[], None] | None = None,
+        sessions: OpenSessions | None = None,
+    ) -> None:
         self.details = details
         self._before = before  # brings the details up to date before each heartbeat
+        self._sessions = sessions
         self._last = 0.0
         self._parent = os.getppid()
 
     def __call__(self, force: bool = False) -> None:
         now = time.monotonic()
-        if not force and now - self._last < _HEARTBEAT_EVERY_S:
+        opened = self._sessions is not None and self._sessions.changed.is_set()
+        if not force and not opened and now - self._last < _HEARTBEAT_EVERY_S:
             return
+        if self._sessions is not None:
+            self._sessions.changed.clear()  # (before the snapshot ``before`` takes)
         self._last = now
         if os.getppid() != self._parent:
             raise StreamStopped("worker process is gone")
@@ -680,6 +699,69 @@ def _given_up(request: BatchInput, err: ApplicationError) -> ApplicationError:
     return retry_deadline.gave_up(err, activity.info().activity_type, request.retry_for_s)
 
 
+def uploads_meter(
+    state: BatchCheckpoint | FanOutBatchCheckpoint,
+    sessions: OpenSessions,
+    then: Callable[[], None],
+) -> Callable[[], None]:
+    """What runs before each heartbeat: ``state.uploads`` set to the write sessions
+    open that cannot be found again by key (``sessions``: S3 multipart uploads, upload
+    id -> canonical destination URL; None when none), then ``then``. Only the open
+    ones: each is removed once completed or aborted, so the details stay small (about
+    one per file in flight)."""
+
+    def update() -> None:
+        state.uploads = sessions.snapshot() or None
+        then()
+
+    return update
+
+
+def abort_recorded_uploads(uploads: dict[str, str], key: str) -> int:
+    """Abort by id the write sessions an earlier attempt of batch ``key`` recorded in
+    its checkpoint (``uploads``: S3 upload id -> canonical destination URL) and did not
+    end: that attempt no longer runs (its worker was killed, or it failed; a frozen one
+    writes nothing past its lease), so each is an orphan. Found by id, not by its
+    ``Initiated`` time (which moto does not keep: every upload says 2010). An upload
+    already gone (completed, aborted, its bucket removed) is fine. Called inside the
+    attempt's :func:`~staccato.endpoints.base.session_tracker`, which holds them: each
+    one aborted leaves it; one whose abort fails (the destination down) stays, for the
+    next attempt or ``abort_batch_orphans``. Errors are logged, not raised (the batch's
+    copies meet a destination that is down and say so).
+
+    Returns:
+        How many were aborted (or found gone).
+    """
+    aborted = 0
+    with retry_deadline.watched():  # the destination's calls: interrupted if it hangs
+        for upload_id, url in sorted(uploads.items(), key=lambda item: item[1]):
+            try:
+                destination = parse_url(url)
+                get_driver(destination.scheme).abort(
+                    WriteSession(
+                        url=url,
+                        size=1,
+                        chunk_size=1,
+                        session_id=upload_id,
+                        data={"mode": "multipart"},
+                    )
+                )
+            except StaccatoError as err:
+                activity.logger.warning(
+                    "%s: the upload an earlier attempt left open on %s was not aborted: %s",
+                    key,
+                    redact(url),
+                    err,
+                )
+                continue
+            aborted += 1
+    if aborted:
+        activity.logger.info(
+            "%s: aborted %d upload(s) an earlier attempt left open (by id)", key, aborted
+        )
+    return aborted
+
+
 def _progress_meter(
     state: BatchCheckpoint | FanOutBatchCheckpoint,
     meter: Callable[[], None] | None,
@@ -774,18 +856,27 @@ def _copy_batch(request: BatchInput, motion: Motion | None = None) -> BatchResul
         )
     pacer = batch_pacer(request)
     state.bytes_moving = 0
+    # the uploads open (the earlier attempts' not aborted yet, and this one's)
+    sessions = OpenSessions(state.uploads)
     beat = _Beat(
         state,
-        _progress_meter(
-            state, None if pacer is None else _moving_meter(request, state, pacer), motion
+        uploads_meter(
+            state,
+            sessions,
+            _progress_meter(
+                state, None if pacer is None else _moving_meter(request, state, pacer), motion
+            ),
         ),
+        sessions,
     )
     root = parse_url(request.source_root)
     destination_root = parse_url(request.destination_root)
     handled_after: set[int] = set()  # files handled past ``next_index`` (a cancel's)
     try:
         # each destination directory checked once per batch, not per file
-        with keepalive_hook(beat), directory_memo():
+        with keepalive_hook(beat), directory_memo(), session_tracker(sessions):
+            if state.uploads:
+                abort_recorded_uploads(state.uploads, request.key)
             if pacer is not None:
                 pacer.start(beating_wait(beat))
             # the resume's compares and the listing wait on the endpoints in this
@@ -1054,7 +1145,10 @@ def abort_batch_orphans(request: BatchOrphansInput) -> int:
     (``request.since`` less :data:`ORPHAN_CLOCK_SLACK_S`) until now (plus the same
     slack). The dataset workflow runs it before it ends, so it still holds the
     destination's lock: every session on those keys in that interval is one of the
-    batch's attempts', and none of them runs any more (its activity ended).
+    batch's attempts', and none of them runs any more (its activity ended). The
+    uploads its last checkpoint named open (``request.uploads``) are aborted by id
+    first (:func:`abort_recorded_uploads`): found by the time alone, they stayed open
+    on a store that does not keep the real ``Initiated`` time (moto).
 
     Returns:
         How many sessions were aborted (0 for drivers that reopen sessions by key).
@@ -1084,7 +1178,12 @@ def _abort_batch_orphans(request: BatchOrphansInput) -> tuple[int, list[dict[str
     now = activity.info().started_time.timestamp()
     root = parse_url(request.destination_root)
     left: list[dict[str, object]] = []
-    aborted = _abort_orphans(
+    # by id first: those the batch's last checkpoint names (on any store); then by key
+    # and start time, for one opened in the instant before its heartbeat
+    aborted = (
+        abort_recorded_uploads(request.uploads, request.destination_root) if request.uploads else 0
+    )
+    aborted += _abort_orphans(
         root,
         request.names,
         since=request.since - ORPHAN_CLOCK_SLACK_S,
@@ -1291,6 +1390,7 @@ def _copy_in_flight(
 
     reads = _reads_ahead(request, root, group, pacer)
     sent_up_to = state.next_index  # the files before it had their reads sent
+    sessions = open_sessions()  # the batch's (the uploads its files open)
 
     def run(index: int) -> _Outcome:
         # a file run inline (in this thread) heartbeats itself while it waits (in its
@@ -1417,6 +1517,9 @@ def _copy_in_flight(
                 watched: list[Future[object]] = list(pending.values())  # type: ignore[arg-type]
                 if committing is not None:
                     watched.append(committing)  # type: ignore[arg-type]
+                if sessions is not None and pending:
+                    # a file's thread opened an upload: the beat below sends its id now
+                    watched.append(sessions.waiter())  # type: ignore[arg-type]
                 if watched:
                     # a file run inline has ended already: no wait (its locks and
                     # waiter cost more than the rest of this loop)

@@ -67,10 +67,11 @@ import contextvars
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from pydantic import ValidationError
 from temporalio import activity
@@ -82,7 +83,9 @@ from staccato.activities.dataset import (
     _progress_meter,
     _stopped_by_cancel,
     _with_checkpoint,
+    abort_recorded_uploads,
     batch_pacer,
+    uploads_meter,
     watched_batch,
 )
 from staccato.activities.errors import mapped_errors
@@ -110,7 +113,14 @@ from staccato.datasets.models import (
     file_class,
 )
 from staccato.datasets.names import target_url
-from staccato.endpoints.base import Motion, directory_memo, keepalive_hook
+from staccato.endpoints.base import (
+    Motion,
+    OpenSessions,
+    directory_memo,
+    keepalive_hook,
+    open_sessions,
+    session_tracker,
+)
 from staccato.endpoints.file.group import remove_temp
 from staccato.errors import (
     ChecksumMismatchError,
@@ -291,7 +301,11 @@ def _copy_batch(
     check_file_roots(request.source_root, *request.destination_roots)
     state = _previous(request)
     resuming = activity.info().attempt > 1
-    beat = _Beat(state, _progress_meter(state, None, motion))
+    # the uploads open (the earlier attempts' not aborted yet, and this one's)
+    sessions = OpenSessions(state.uploads)
+    beat = _Beat(
+        state, uploads_meter(state, sessions, _progress_meter(state, None, motion)), sessions
+    )
     root = parse_url(request.source_root)
     roots = [parse_url(r) for r in request.destination_roots]
     sftp = "sftp" in (root.scheme, *(r.scheme for r in roots))
@@ -302,7 +316,9 @@ def _copy_batch(
     resumed: dict[int, _FileEnd] = {}
     try:
         # each destination directory checked once per batch, not per file
-        with keepalive_hook(beat), directory_memo():
+        with keepalive_hook(beat), directory_memo(), session_tracker(sessions):
+            if state.uploads:
+                abort_recorded_uploads(state.uploads, request.key)
             if pacer is not None:
                 pacer.start(beating_wait(beat))
             in_flight = 1 if sftp else FILES_IN_FLIGHT
@@ -435,8 +451,18 @@ def _pass(
             state.current = request.files[group[0]].name
             futures = [pool.submit(contextvars.copy_context().run, run, index) for index in group]
             try:
+                sessions = open_sessions()
                 while True:
-                    _, pending = wait(futures, timeout=0.5)
+                    if sessions is None:
+                        _, pending = wait(futures, timeout=0.5)
+                    else:
+                        # a file's thread opened an upload: the beat below sends its id
+                        # now (else: the group's end, or 0.5 s)
+                        left: list[Future[Any]] = [f for f in futures if not f.done()]
+                        if left:
+                            left.append(sessions.waiter())
+                            wait(left, timeout=0.5, return_when=FIRST_COMPLETED)
+                        pending = {f for f in futures if not f.done()}
                     beat()
                     if not pending:
                         break

@@ -499,6 +499,10 @@ class BatchOrphansInput(BaseModel):
             deferred ones); None: every file from ``resume_from`` on.
         sizes: the files' sizes in bytes (``names`` order), to reopen their sessions.
         chunk_size: the batch's chunk size in bytes (None: the driver's default).
+        uploads: the S3 multipart uploads the batch's last checkpoint names open
+            (upload id -> canonical destination URL, ``BatchCheckpoint.uploads``):
+            aborted by id, also where the store's ``Initiated`` times are not its clock
+            (moto); None: none known (the time scan alone).
     """
 
     destination_root: str
@@ -510,6 +514,7 @@ class BatchOrphansInput(BaseModel):
     only: list[int] | None = None
     sizes: list[int] = Field(default_factory=list)
     chunk_size: int | None = None
+    uploads: dict[str, str] | None = None
 
 
 #: the key of the detail ``abort_batch_orphans`` adds to its non-retryable
@@ -541,9 +546,16 @@ class BatchCheckpoint(BatchResult):
             is counted with them (their bytes: their sizes), so only the files it did
             not end fail. A staged file not committed is never among them. None (left
             out of the JSON): none, or a worker before the field.
+        uploads: the write sessions the batch's attempts opened that cannot be found
+            again by key and that are still open (S3 multipart uploads: upload id ->
+            the file's canonical destination URL), each recorded as soon as the store
+            answered its id and removed once completed or aborted: a retried attempt
+            (and ``abort_batch_orphans``) aborts those of a killed attempt by id, also
+            on a store whose ``Initiated`` times are not its clock (moto). None (left
+            out of the JSON): none open, or a worker before the field.
     """
 
-    _omit_when = omitted_while_none("not_handled", "ended_after")
+    _omit_when = omitted_while_none("not_handled", "ended_after", "uploads")
 
     next_index: int = 0
     current: str | None = None
@@ -562,6 +574,7 @@ class BatchCheckpoint(BatchResult):
     #: (:data:`staccato.dataset_client.STILL_S`); None: a worker before the field
     moved_at: float | None = None
     ended_after: dict[str, str] | None = None
+    uploads: dict[str, str] | None = None
 
 
 class DatasetProgress(LeanModel):
@@ -925,8 +938,11 @@ class FanOutBatchCheckpoint(FanOutBatchResult):
     #: counted; a batch that fails for good counts them (per root too). None (left out
     #: of the JSON): none, or a worker before the field
     ended_after: dict[str, dict[str, str]] | None = None
+    #: as :attr:`BatchCheckpoint.uploads`: the S3 multipart uploads open (upload id ->
+    #: canonical destination URL, at any root); None (left out of the JSON): none
+    uploads: dict[str, str] | None = None
 
-    _omit_when = omitted_while_none("not_handled", "ended_after")
+    _omit_when = omitted_while_none("not_handled", "ended_after", "uploads")
 
 
 class TargetsInput(BaseModel):

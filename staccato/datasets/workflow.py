@@ -173,6 +173,13 @@ FAN_OUT_CANCEL_ENDED_PATCH = "fan-out-batch-ended"
 #: own reasons), only the others fail, and its sessions are removed from there on.
 #: Before, every file of the batch was failed, also those it had published
 DATASET_FAILED_BATCH_COUNTS_PATCH = "dataset-failed-batch-counts"
+#: ``workflow.patched`` id: a batch that ended without a result (failed for good, or
+#: timed out after the dataset's cancel) whose last checkpoint names S3 multipart
+#: uploads still open (``BatchCheckpoint.uploads``) hands them to
+#: ``abort_batch_orphans``, which aborts them by id (the input only; asked only when
+#: there are some): found by their ``Initiated`` time alone, they stayed open on a
+#: store that does not keep it (moto)
+DATASET_BATCH_UPLOAD_IDS_PATCH = "dataset-batch-upload-ids"
 #: start-to-close timeout of ``abort_batch_orphans`` (a few ListMultipartUploads pages)
 ORPHANS_TIMEOUT = timedelta(minutes=5)
 #: seconds a run continued as new retries a root lock still held by its previous run
@@ -756,6 +763,8 @@ class DatasetWorkflow:
         #: been in flight (their sessions, which its stopped abort may have left)
         cancel_left: list[int] | None = None
         stopped = False  # its activity ended by the dataset's cancel without a result
+        #: the S3 multipart uploads its last checkpoint names open (ended without a result)
+        uploads: dict[str, str] | None = None
         try:
             if workflow.patched(DATASET_LIMITS_PATCH):
                 held = await self._acquire(request, batch.key)
@@ -806,6 +815,7 @@ class DatasetWorkflow:
                     checkpoint = BatchCheckpoint.model_validate(details[0])
                     self._count_batch(checkpoint)
                     unclean_from = checkpoint.next_index
+                    uploads = checkpoint.uploads
                 stopped = True
                 return
             # failed for good: the files its last checkpoint handled keep their counts,
@@ -818,6 +828,7 @@ class DatasetWorkflow:
                 if last is not None:
                     last.not_handled = None
                     unclean_from = min(last.next_index, len(batch.files))
+                    uploads = last.uploads
                     ended_after = _count_ended_after(last, batch, unclean_from)
                     self._count_batch(last)
             why = reason(err)
@@ -837,7 +848,7 @@ class DatasetWorkflow:
                 await slots.release(held, SlotRelease(ticket=batch.key))
             if scheduled_at is not None and not handled_all:
                 await self._abort_batch_orphans(
-                    request, batch, scheduled_at, unclean_from, cancel_left, stopped
+                    request, batch, scheduled_at, unclean_from, cancel_left, stopped, uploads
                 )
             self._batches.pop(number, None)
             self._current.pop(number, None)
@@ -850,6 +861,7 @@ class DatasetWorkflow:
         unclean_from: int | None = None,
         cancel_left: list[int] | None = None,
         stopped: bool = False,
+        uploads: dict[str, str] | None = None,
     ) -> None:
         """A batch that ended without handling every file (cancelled with the dataset,
         failed, timed out) will not run again, so no retry aborts what its killed
@@ -866,7 +878,11 @@ class DatasetWorkflow:
         its files that may have been in flight (:data:`DATASET_CANCEL_SESSIONS_PATCH`):
         their sessions are removed by key too, and those that may be left are named.
         ``stopped``: its activity ended by that cancel without a result (frozen, or
-        failed after the request): those left are named too."""
+        failed after the request): those left are named too.
+
+        ``uploads``: the S3 multipart uploads its last checkpoint names open (upload id
+        -> destination URL; its activity ended without a result): aborted by id, behind
+        :data:`DATASET_BATCH_UPLOAD_IDS_PATCH` (asked only when there are some)."""
         if not workflow.patched(DATASET_BATCH_ORPHANS_PATCH):
             return
         if unclean_from is None and cancel_left and workflow.patched(DATASET_CANCEL_SESSIONS_PATCH):
@@ -893,6 +909,12 @@ class DatasetWorkflow:
                 destination_root=batch.destination_root,
                 names=[f.name for f in batch.files],
                 since=since,
+                # (the input only: no command of its own)
+                uploads=(
+                    uploads
+                    if uploads and workflow.patched(DATASET_BATCH_UPLOAD_IDS_PATCH)
+                    else None
+                ),
                 **(
                     {}
                     if unclean_from is None

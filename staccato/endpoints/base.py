@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from concurrent.futures import Future
 from contextvars import ContextVar
 from dataclasses import dataclass
 from types import TracebackType
@@ -257,6 +259,91 @@ def remember(key: object, value: object) -> None:
     memo = _directory_memo.get()
     if memo is not None:
         memo[key] = value
+
+
+class OpenSessions:
+    """The write sessions an activity attempt opened that cannot be found again by key
+    (S3 multipart uploads: known only by the id CreateMultipartUpload answered) and
+    has not ended yet (completed or aborted), shared by the threads of the attempt
+    (:func:`session_tracker`): a dataset's batch heartbeats them in its checkpoint, so
+    a retried attempt, or the clean-up after the batch, aborts those of an attempt
+    whose worker was killed by their ids. Thread-safe.
+
+    Attributes:
+        changed: set when a session was opened since the caller last cleared it (the
+            batch then heartbeats at once rather than on its next beat).
+    """
+
+    def __init__(self, sessions: dict[str, str] | None = None) -> None:
+        self._lock = threading.Lock()
+        self._open: dict[str, str] = dict(sessions or {})
+        self._waiter: Future[None] | None = None
+        self.changed = threading.Event()
+
+    def opened(self, url: str, session_id: str) -> None:
+        """Record the session ``session_id`` on the canonical destination ``url``."""
+        with self._lock:
+            self._open[session_id] = url
+            self.changed.set()
+            if self._waiter is not None and not self._waiter.done():
+                self._waiter.set_result(None)
+
+    def waiter(self) -> Future[None]:
+        """A future done once a session is opened (done already while :attr:`changed`
+        is set): a loop that waits for its threads' futures wakes for it too."""
+        with self._lock:
+            if self._waiter is None or self._waiter.done():
+                self._waiter = Future()
+            if self.changed.is_set():
+                self._waiter.set_result(None)
+            return self._waiter
+
+    def ended(self, session_id: str) -> None:
+        """Forget ``session_id`` (completed or aborted; unknown: nothing)."""
+        with self._lock:
+            self._open.pop(session_id, None)
+
+    def snapshot(self) -> dict[str, str]:
+        """The sessions open now: session id -> canonical destination URL (a copy)."""
+        with self._lock:
+            return dict(self._open)
+
+
+_open_sessions: ContextVar[OpenSessions | None] = ContextVar("staccato_open_sessions", default=None)
+
+
+def open_sessions() -> OpenSessions | None:
+    """The :class:`OpenSessions` of the current :func:`session_tracker` block, if any."""
+    return _open_sessions.get()
+
+
+@contextlib.contextmanager
+def session_tracker(tracker: OpenSessions) -> Iterator[OpenSessions]:
+    """Have :func:`session_opened` and :func:`session_ended` update ``tracker`` for the
+    block (and threads started in copies of its context)."""
+    token = _open_sessions.set(tracker)
+    try:
+        yield tracker
+    finally:
+        _open_sessions.reset(token)
+
+
+def session_opened(url: str, session_id: str) -> None:
+    """Drivers whose sessions cannot be found again by key call this right after the
+    destination answered with a new session's id (S3: CreateMultipartUpload), before
+    anything else can fail. No-op outside a :func:`session_tracker` block."""
+    tracker = _open_sessions.get()
+    if tracker is not None:
+        tracker.opened(url, session_id)
+
+
+def session_ended(session_id: str) -> None:
+    """Drivers call this once a session :func:`session_opened` recorded is completed
+    (published) or aborted (also when the destination says it is gone). No-op outside
+    a :func:`session_tracker` block."""
+    tracker = _open_sessions.get()
+    if tracker is not None:
+        tracker.ended(session_id)
 
 
 _write_fence_hook: ContextVar[Callable[[], None] | None] = ContextVar(

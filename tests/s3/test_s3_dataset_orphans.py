@@ -194,3 +194,190 @@ async def test_a_cancelled_dataset_aborts_its_killed_batch_uploads(
         first.kill()
         if second is not None:
             second.stop()
+
+
+# moto: the batch reads at half the rate above, so each of its four files in flight
+# takes ~6 s and an upload is still open a few heartbeats after it was first seen
+MOTO_OPTIONS = TransferOptions(chunk_size=5 * MiB, heartbeat_timeout_s=2, max_rate=4 * MiB)
+
+
+async def _kill_once_beaten_past_an_upload(
+    worker: WorkerProcess, client: StaccatoClient, dataset: str, s3: Any, bucket: str
+) -> list[str]:
+    """SIGKILL ``worker`` once an upload open at the store now was first seen open
+    before the batch's last two heartbeats the Temporal server recorded (its
+    ``last_heartbeat_time`` changed twice since: the second of them was sent at least
+    one heartbeat throttle after the upload began, so a worker that heartbeats its
+    uploads' ids has them at the server), bounded by 90 s; then wait until its
+    activity processes are gone. Returns the upload ids open at the kill."""
+    handle = client.temporal.get_workflow_handle(dataset)
+    first_seen: dict[str, int] = {}  # upload id -> heartbeat changes seen before it
+    changes = 0
+    last_beat: object = None
+    ready: list[str] = []
+    deadline = time.monotonic() + 90
+    while not ready and time.monotonic() < deadline:
+        page = await asyncio.to_thread(s3.list_multipart_uploads, Bucket=bucket)
+        open_now = [u["UploadId"] for u in page.get("Uploads", [])]
+        for upload_id in open_now:
+            first_seen.setdefault(upload_id, changes)
+        description = await handle.describe()
+        beats = [
+            a.last_heartbeat_time.ToNanoseconds()
+            for a in description.raw_description.pending_activities
+            if a.activity_type.name == "copy_batch" and a.HasField("last_heartbeat_time")
+        ]
+        if beats and beats[0] != last_beat:
+            if last_beat is not None:
+                changes += 1
+            last_beat = beats[0]
+        ready = [u for u in open_now if changes - first_seen[u] >= 2]
+        if not ready:
+            await asyncio.sleep(0.05)
+    pool = child_pids(worker.process.pid)
+    worker.kill()
+    assert ready, "no upload stayed open for two of the batch's heartbeats within 90 s"
+    while any(pid_alive(p) for p in pool) and time.monotonic() < deadline + 30:
+        await asyncio.sleep(0.05)
+    return ready
+
+
+def _tree(s3: Any, bucket: str, prefix: str) -> dict[str, tuple[int, str]]:
+    """Each object under ``prefix``: its name below it -> (size, SHA-256)."""
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    tree = {}
+    for page in pages:
+        for item in page.get("Contents", []):
+            body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+            tree[item["Key"][len(prefix) :]] = (len(body), hashlib.sha256(body).hexdigest())
+    return tree
+
+
+async def test_a_killed_batch_leaves_no_multipart_upload_on_moto(
+    temporal_server, moto_s3, data_dir: Path, tmp_path: Path
+) -> None:
+    """The same kill on moto, which answers ListMultipartUploads with one fixed
+    ``Initiated`` date (2010) for every upload: the uploads cannot be found by their
+    start time, so the retried batch aborts those its killed attempt recorded in its
+    checkpoint, by id. The old code found none of them and left them open (tester62:
+    3 per kill); the destination tree and the counts are the source's."""
+    s3 = moto_s3.client()
+    bucket = f"orph-{time.time_ns()}"
+    s3.create_bucket(Bucket=bucket)
+    source = data_dir / "src"
+    source.mkdir()
+    digests = {
+        f"f{i:02d}": write_random(source / f"f{i:02d}", SIZE, seed=80 + i) for i in range(FILES)
+    }
+    prefix = "moto-orphans/"
+    env = {**moto_s3.subprocess_env(), "AWS_EC2_METADATA_DISABLED": "true"}
+    first = started_s3_worker(temporal_server.address, env, tmp_path)
+    second: WorkerProcess | None = None
+    try:
+        client = await StaccatoClient.connect(
+            target_host=temporal_server.address, namespace="default"
+        )
+        client.task_queue = first.task_queue
+        dataset = await submit_dataset(
+            client,
+            str(source),
+            f"s3://{bucket}/{prefix}",
+            MOTO_OPTIONS,
+            small_file_max=16 * MiB,
+            batch_files=FILES,
+            max_batches=1,
+        )
+        open_at_kill = await _kill_once_beaten_past_an_upload(first, client, dataset, s3, bucket)
+        second = started_s3_worker(temporal_server.address, env, tmp_path, first.task_queue)
+        final = await wait_dataset(client, dataset, timeout_s=180)
+        assert final.state == DatasetState.completed, final
+        assert (final.files_done, final.files_skipped, final.files_failed) == (FILES, 0, 0), final
+        assert final.bytes_done == FILES * SIZE, final
+        left = await asyncio.to_thread(s3.list_multipart_uploads, Bucket=bucket)
+        still_open = [(u["Key"], u["UploadId"]) for u in left.get("Uploads", [])]
+        assert still_open == [], f"multipart uploads left open (open at the kill: {open_at_kill})"
+        tree = await asyncio.to_thread(_tree, s3, bucket, prefix)
+        assert tree == {name: (SIZE, digest) for name, digest in digests.items()}
+    finally:
+        first.kill()
+        if second is not None:
+            second.stop()
+
+
+async def _until_batch_ended(client: StaccatoClient, dataset: str, task_queue: str) -> None:
+    """Run a worker of workflows only on ``task_queue`` until the dataset's
+    ``copy_batch`` activity is no longer pending (cancelled, or timed out after the
+    cancel), at most 120 s."""
+    handle = client.temporal.get_workflow_handle(dataset)
+    async with Worker(
+        client.temporal,
+        task_queue=task_queue,
+        workflows=TASK_QUEUE_WORKFLOWS,
+        workflow_runner=WORKFLOW_RUNNER,
+    ):
+        batch_pending = True
+        deadline = time.monotonic() + 120
+        while batch_pending and time.monotonic() < deadline:
+            description = await handle.describe()
+            batch_pending = description.status == WorkflowExecutionStatus.RUNNING and any(
+                a.activity_type.name == "copy_batch"
+                for a in description.raw_description.pending_activities
+            )
+            if batch_pending:
+                await asyncio.sleep(0.1)
+        assert not batch_pending, "the cancelled batch's activity did not end within 120 s"
+
+
+async def test_a_cancelled_dataset_aborts_its_killed_batch_uploads_on_moto(
+    temporal_server, moto_s3, data_dir: Path, tmp_path: Path
+) -> None:
+    """The cancel of a dataset whose batch was killed with uploads open, on moto, taken
+    within the batch's heartbeat timeout (10 s here, 20 s by default: a user who
+    cancels soon after a crash): the batch's activity ends by that timeout after the
+    cancel, never retried, its last heartbeat details in the timeout, and
+    ``abort_batch_orphans`` aborts the uploads its last checkpoint names, by id (moto's
+    fixed ``Initiated`` date hid them from the time scan: the old code left them
+    open). Every object published is whole."""
+    s3 = moto_s3.client()
+    bucket = f"orph-{time.time_ns()}"
+    s3.create_bucket(Bucket=bucket)
+    source = data_dir / "src"
+    source.mkdir()
+    digests = {
+        f"f{i:02d}": write_random(source / f"f{i:02d}", SIZE, seed=100 + i) for i in range(FILES)
+    }
+    prefix = "moto-cancel-orphans/"
+    env = {**moto_s3.subprocess_env(), "AWS_EC2_METADATA_DISABLED": "true"}
+    first = started_s3_worker(temporal_server.address, env, tmp_path)
+    second: WorkerProcess | None = None
+    try:
+        client = await StaccatoClient.connect(
+            target_host=temporal_server.address, namespace="default"
+        )
+        client.task_queue = first.task_queue
+        dataset = await submit_dataset(
+            client,
+            str(source),
+            f"s3://{bucket}/{prefix}",
+            MOTO_OPTIONS.model_copy(update={"heartbeat_timeout_s": 10}),
+            small_file_max=16 * MiB,
+            batch_files=FILES,
+            max_batches=1,
+        )
+        open_at_kill = await _kill_once_beaten_past_an_upload(first, client, dataset, s3, bucket)
+        await cancel_dataset(client, dataset)
+        # a worker of workflows only takes the cancel: the batch is never retried
+        await _until_batch_ended(client, dataset, first.task_queue)
+        second = started_s3_worker(temporal_server.address, env, tmp_path, first.task_queue)
+        final = await wait_dataset(client, dataset, timeout_s=180)
+        assert final.state == DatasetState.cancelled, final
+        left = await asyncio.to_thread(s3.list_multipart_uploads, Bucket=bucket)
+        still_open = [(u["Key"], u["UploadId"]) for u in left.get("Uploads", [])]
+        assert still_open == [], f"multipart uploads left open (open at the kill: {open_at_kill})"
+        tree = await asyncio.to_thread(_tree, s3, bucket, prefix)
+        wrong = sorted(name for name, (size, digest) in tree.items() if digests.get(name) != digest)
+        assert wrong == [], f"objects published not whole or not from the source: {wrong}"
+    finally:
+        first.kill()
+        if second is not None:
+            second.stop()

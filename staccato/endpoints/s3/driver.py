@@ -31,6 +31,8 @@ from staccato.endpoints.base import (
     WholeReads,
     keepalive,
     moved,
+    session_ended,
+    session_opened,
     write_fence,
 )
 from staccato.endpoints.s3.checksums import _EMPTY_CRC32C, _b64_to_hex, _crc_b64, _is_crc32c_hex
@@ -805,6 +807,9 @@ class S3Driver(Driver):
                 role="destination",
                 action="CreateMultipartUpload",
             ) from None
+        # recorded before anything else can fail: a batch heartbeats it, so the upload
+        # is found again by its id if this worker dies before it ends
+        session_opened(url.canonical, created["UploadId"])
         log.info("s3://%s/%s: multipart upload started (%d bytes)", url.bucket, url.key, size)
         if created.get("ResponseMetadata", {}).get("RetryAttempts"):
             # botocore sent the request again (a lost answer, a reset connection): the
@@ -979,7 +984,12 @@ class S3Driver(Driver):
     def publish(self, session: WriteSession) -> None:
         """CompleteMultipartUpload (or, for a 0-byte object, one empty PutObject), then
         read the object's size back (an S3-compatible store is not trusted to have stored
-        what it acknowledged). Idempotent."""
+        what it acknowledged). Idempotent. Published: the upload is no longer open
+        (:func:`~staccato.endpoints.base.session_ended`)."""
+        self._publish(session)
+        session_ended(session.session_id)
+
+    def _publish(self, session: WriteSession) -> None:
         target = self.target(session)
         client = target.endpoint.client
         if target.empty_put:
@@ -1130,7 +1140,12 @@ class S3Driver(Driver):
         session has nothing to abort. Its requests use the endpoint's brief client
         (:attr:`~staccato.endpoints.s3.client._Endpoint.brief`): against a hung server
         an attempt gives up within seconds, not minutes, and the clean-up's retries
-        stay within its window."""
+        stay within its window. Aborted (or gone): the upload is no longer open
+        (:func:`~staccato.endpoints.base.session_ended`)."""
+        self._abort(session)
+        session_ended(session.session_id)
+
+    def _abort(self, session: WriteSession) -> None:
         target = self.target(session)
         client = target.endpoint.brief
         if target.empty_put:
