@@ -35,7 +35,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from staccato import run_fields, settings, units
-from staccato.client import GROUP_TYPE, StaccatoClient, require_type
+from staccato.client import GROUP_TYPE, StaccatoClient, require_type, retry_is_over
 from staccato.dataset_requests import (
     check_local_source,
     dataset_id,
@@ -1819,10 +1819,16 @@ async def _last_retry_error(
     """Why a running dataset makes no progress, if a step of it is being retried: the
     newest failure of its own activities (listing, batches), else of one of its large
     files' transfers in flight (``children``: their progress); None when nothing is
-    retrying. ``where``: the dataset's endpoints (`` and ``-joined URLs), named when
-    an attempt was timed out for want of heartbeats."""
+    retrying. A batch whose retried attempt moves bytes again is not retrying
+    (:func:`staccato.client.retry_is_over`, a transfer's rule: ``cp -r``'s line kept
+    ``retrying: <error>`` after the batch recovered). ``where``: the dataset's
+    endpoints (`` and ``-joined URLs), named when an attempt was timed out for want of
+    heartbeats."""
     raw = description.raw_description
+    now = datetime.now(UTC)
     for pending in raw.pending_activities:
+        if await _batch_moves(client, pending, now):
+            continue
         retried = await client.retry_of(pending, where)
         if retried is not None:
             # as a single transfer's (:meth:`StaccatoClient.retry_of`): a heartbeat
@@ -1832,6 +1838,24 @@ async def _last_retry_error(
         if child.retrying:
             return child.retrying
     return None
+
+
+async def _batch_moves(client: StaccatoClient, pending: Any, now: datetime) -> bool:
+    """Whether ``pending`` (a ``PendingActivityInfo``) is a batch whose attempt moves
+    bytes now (its heartbeat's ``moved_at``: :func:`staccato.client.retry_is_over`);
+    False for any other activity, or one whose details cannot be read."""
+    kind = pending.activity_type.name
+    if kind not in ("copy_batch", "copy_batch_to_many") or not pending.heartbeat_details.payloads:
+        return False
+    try:
+        (details,) = await client.temporal.data_converter.decode(
+            pending.heartbeat_details.payloads,
+            [BatchCheckpoint if kind == "copy_batch" else FanOutBatchCheckpoint],
+        )
+    except Exception:
+        return False
+    moved = getattr(details, "moved_at", None)
+    return moved is not None and retry_is_over(pending, now, moved)
 
 
 async def list_datasets(client: StaccatoClient, *, limit: int = 50) -> list[DatasetStatus]:
