@@ -60,8 +60,14 @@ def test_status_of_a_retry_gives_the_earlier_run_and_the_whole_dataset(
 
     (source / "b").unlink()
     os.symlink(target, source / "b")
-    again = run_cli("cp", "-r", "-q", "--retry-failed", str(source), str(destination), **args)
+    again = run_cli("cp", "-r", "--retry-failed", str(source), str(destination), **args)
     assert again.returncode == 0, again.stderr
+    # its end says the dataset as a whole too, after the retry's own line
+    said = again.stderr.splitlines()
+    assert "completed: 1 file copied" in said[-2], said
+    assert said[-1] == (
+        "whole dataset: 3 files: 3 copied, 0 up to date, 0 failed (this retry fixed 1 of 1)"
+    ), said
     assert (destination / "b").read_bytes() == b"target"
     shown = json.loads(run_cli("status", "--json", str(destination), **args).stdout)
     assert (shown["files_total"], shown["files_done"], shown["files_failed"]) == (1, 1, 0), shown

@@ -452,10 +452,14 @@ def exit_for(final: DatasetStatus, quiet: bool = False) -> None:
     from staccato.datasets.models import DatasetState
 
     per_root = root_summary(final)
+    # a --retry-failed run: the dataset as a whole (its counts are the retry's alone)
+    whole = f"whole dataset: {whole_dataset_text(final)}" if final.whole_dataset else None
     if final.state == DatasetState.completed:
         if not quiet:
             for line in per_root or [summary]:
                 typer.echo(f"completed: {line}", err=True)
+            if whole:
+                typer.echo(whole, err=True)
         if final.warning:  # e.g. the filters matched nothing: said also with -q
             typer.echo(f"staccato: warning: {final.warning}", err=True)
         return
@@ -488,6 +492,8 @@ def exit_for(final: DatasetStatus, quiet: bool = False) -> None:
             )
         from staccato.dataset_client import retry_advice
 
+        if whole and not quiet:
+            typer.echo(whole, err=True)
         advice = retry_advice(final)  # none when no failure can succeed by a retry
         advised = "" if advice is None else f"; {advice}"
         fail(f"dataset {final.id} completed_with_errors: {summary}{advised}")
