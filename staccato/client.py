@@ -803,7 +803,7 @@ class StaccatoClient:
                         and pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
                     ):
                         moved_last = max(moved_last or 0.0, details.moved_at)
-                    if _moving(pending, now, details.moved_at):
+                    if retry_is_over(pending, now, details.moved_at):
                         rate_sum += details.rate_bytes_per_s
                         if no_worker is None:
                             # a retried attempt that moves bytes: no longer retrying (a
@@ -1831,6 +1831,17 @@ _NEEDS = {"pause": "running", "resume": "paused"}
 #: how long a stream's last heartbeat counts as current when its activity has no
 #: heartbeat timeout of its own (the transfer workflow's default)
 _HEARTBEAT_CURRENT = timedelta(seconds=20)
+
+
+def retry_is_over(pending: Any, now: datetime, moved_at: float | None) -> bool:
+    """Whether an attempt of the pending activity ``pending`` (a
+    ``PendingActivityInfo``) moves bytes now (:func:`_moving`; ``moved_at``: when its
+    heartbeat details say it last moved a byte, Unix seconds, None: not said): a
+    retried attempt that does is no longer retrying, and its last failure is history,
+    not a ``retrying:`` note. The one rule of a transfer's status (its streams) and a
+    dataset's (its batches: ``cp -r``'s line kept the last retry error while the
+    retried batch copied again, issue 11)."""
+    return _moving(pending, now, moved_at)
 
 
 def _moving(pending: Any, now: datetime, moved_at: float | None = None) -> bool:

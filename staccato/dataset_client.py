@@ -35,7 +35,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from staccato import run_fields, settings, units
-from staccato.client import GROUP_TYPE, StaccatoClient, require_type
+from staccato.client import GROUP_TYPE, StaccatoClient, require_type, retry_is_over
 from staccato.dataset_requests import (
     check_local_source,
     dataset_id,
@@ -59,7 +59,9 @@ from staccato.datasets.models import (
     DatasetStatus,
     DestinationStatus,
     FanOutBatchCheckpoint,
+    FileCounts,
     FileFailure,
+    RetryOf,
     left_out_reason,
 )
 from staccato.datasets.names import (
@@ -154,7 +156,7 @@ async def failed_pairs(
     probe = make_dataset_request(
         source, str_list(destinations, "destinations"), exclude=str_list(exclude, "exclude")
     )
-    return _pairs(await _fan_out_failures(client, probe))
+    return _pairs((await _fan_out_failures(client, probe))[0])
 
 
 def _pairs(failures: list[FileFailure]) -> tuple[list[str], list[list[str]]]:
@@ -168,21 +170,71 @@ def _pairs(failures: list[FileFailure]) -> tuple[list[str], list[list[str]]]:
     return list(by_name), list(by_name.values())
 
 
-async def _fan_out_failures(client: StaccatoClient, probe: DatasetRequest) -> list[FileFailure]:
+async def _fan_out_failures(
+    client: StaccatoClient, probe: DatasetRequest
+) -> tuple[list[FileFailure], RetryOf]:
     """The failures (name, root, reason) of the last dataset from ``probe``'s source to
-    its roots that ``--retry-failed`` copies again (:func:`_to_retry`).
+    its roots that ``--retry-failed`` copies again (:func:`_to_retry`), and that run
+    as the retry names it (:func:`retry_of`).
 
     Raises:
         TransferNotFoundError, StaccatoError: as :func:`failed_names`.
     """
     assert probe.destination_roots is not None
-    status = await _earlier_dataset(
+    status, run_id = await _earlier_dataset(
         client,
         fan_out_dataset_id(probe.source_root, probe.destination_roots),
         probe.source_root,
         probe.destination_roots,
     )
-    return _to_retry(status)
+    return _to_retry(status), retry_of(status, run_id)
+
+
+def retry_of(earlier: DatasetStatus, run_id: str | None) -> RetryOf:
+    """The run ``earlier`` (Temporal run ``run_id``, None when not known) as the
+    ``--retry-failed`` run of it names it in its status (``retry_of``): how it ended,
+    and the whole dataset's files then (a run that was itself a retry: its
+    ``whole_dataset``, so a retry of a retry still counts every file)."""
+    whole = earlier.whole_dataset or FileCounts(
+        files_total=earlier.files_total,
+        files_done=earlier.files_done,
+        files_skipped=earlier.files_skipped,
+        files_failed=earlier.files_failed,
+    )
+    return RetryOf(
+        run_id=run_id, state=earlier.state.value, ended_at=earlier.ended_at, **whole.model_dump()
+    )
+
+
+#: memo key of a ``--retry-failed`` run: the run it retried (:class:`RetryOf`), written
+#: by the client that starts it (no workflow change: a memo given at the start)
+RETRY_OF_MEMO = "retry_of"
+
+
+def _with_retry_of(status: DatasetStatus, memo: dict[str, Any]) -> DatasetStatus:
+    """``status`` of a ``--retry-failed`` run (its memo names the run it retried:
+    :data:`RETRY_OF_MEMO`) with ``retry_of`` and ``whole_dataset``: the earlier run's
+    files with this retry's counts added (copied and up to date), failed the earlier
+    failures not fixed (yet); ``status`` unchanged for any other run (or a memo it
+    cannot read: an older or foreign writer's)."""
+    raw = memo.get(RETRY_OF_MEMO)
+    if not isinstance(raw, dict):
+        return status
+    try:
+        earlier = RetryOf.model_validate(raw)
+    except ValueError:
+        return status
+    if status.counts_unknown and not status.counts_last_known_at:
+        return status.model_copy(update={"retry_of": earlier})  # no counts to add
+    done = earlier.files_done + status.files_done
+    skipped = earlier.files_skipped + status.files_skipped
+    whole = FileCounts(
+        files_total=earlier.files_total,
+        files_done=done,
+        files_skipped=skipped,
+        files_failed=max(0, earlier.files_total - done - skipped),
+    )
+    return status.model_copy(update={"retry_of": earlier, "whole_dataset": whole})
 
 
 class NothingToRetryError(TransferNotFoundError):
@@ -249,10 +301,10 @@ def _all_filtered_out(failed: int, include: Sequence[str], exclude: Sequence[str
 
 async def _earlier_dataset(
     client: StaccatoClient, dataset: str, source_root: str | None, roots: list[str]
-) -> DatasetStatus:
+) -> tuple[DatasetStatus, str | None]:
     """The dataset ``dataset`` from ``source_root`` to ``roots`` (one: a dataset to that
     root alone) for ``--retry-failed``, checked: it ended with errors and kept every
-    failure.
+    failure; with its Temporal run id (None when it could not be read).
 
     Raises:
         NothingToRetryError: no such dataset (none, or the last one under that id was
@@ -269,6 +321,11 @@ async def _earlier_dataset(
         status = await dataset_status(client, dataset)
     except TransferNotFoundError:
         raise nothing from None
+    run_id: str | None = None
+    try:  # the run just read (it ended: the latest under the id until the retry starts)
+        run_id = (await _handle(client, dataset).describe()).run_id
+    except RPCError:
+        pass
     several = status.destination_roots is not None
     if several != (len(roots) > 1):
         raise nothing  # a lock's holder (several roots)
@@ -278,7 +335,7 @@ async def _earlier_dataset(
         earlier = None if several else await _last_run_from(client, dataset, source_root)
         if earlier is None:
             raise nothing
-        status = earlier
+        status, run_id = earlier
     if status.state != DatasetState.completed_with_errors:
         raise CannotRetryError(
             f"dataset {status.id} is {status.state.value}: --retry-failed re-runs the "
@@ -287,7 +344,7 @@ async def _earlier_dataset(
     cut = _cut_advice(status)
     if cut is not None:
         raise CannotRetryError(f"dataset {status.id} {cut}")
-    return status
+    return status, run_id
 
 
 #: runs from one source a ``--retry-failed`` looks through for the newest ended one
@@ -296,9 +353,9 @@ _RUNS_LOOKED_AT = 20
 
 async def _last_run_from(
     client: StaccatoClient, dataset: str, source_root: str
-) -> DatasetStatus | None:
-    """The status of the newest ended run under the dataset id ``dataset`` whose source
-    was ``source_root`` (one visibility query on the id and ``StaccatoSource``; a run
+) -> tuple[DatasetStatus, str] | None:
+    """The status and run id of the newest ended run under the dataset id ``dataset``
+    whose source was ``source_root`` (one visibility query on the id and ``StaccatoSource``; a run
     continued as new is left out: its last run holds the result); None when Temporal
     keeps none (its retention) or that run did not complete (then there is nothing to
     retry of it). Datasets to one root share its id whatever their source, so another
@@ -320,7 +377,9 @@ async def _last_run_from(
         handle = client.temporal.get_workflow_handle(
             dataset, run_id=execution.run_id, result_type=DatasetResult
         )
-        return status_from_result(dataset, await handle.result())
+        earlier = status_from_result(dataset, await handle.result())
+        earlier = earlier.model_copy(update={"ended_at": iso_utc(execution.close_time)})
+        return _with_retry_of(earlier, dict(await execution.memo())), execution.run_id
     return None
 
 
@@ -554,20 +613,23 @@ async def failed_names(
             (then re-run with ``--sync-level``, which copies only what differs).
         CannotRetryError: every file it failed is no longer at the source.
     """
-    return [f.name for f in await _single_failures(client, destination, source_root)]
+    return [f.name for f in (await _single_failures(client, destination, source_root))[0]]
 
 
 async def _single_failures(
     client: StaccatoClient, destination: str, source_root: str | None
-) -> list[FileFailure]:
+) -> tuple[list[FileFailure], RetryOf]:
     """The failures of the last dataset to ``destination`` that ``--retry-failed``
-    copies again (:func:`failed_names`, with their reasons).
+    copies again (:func:`failed_names`, with their reasons), and that run as the retry
+    names it (:func:`retry_of`).
 
     Raises:
         as :func:`failed_names`.
     """
-    status = await _earlier_dataset(client, dataset_id(destination), source_root, [destination])
-    return _to_retry(status)
+    status, run_id = await _earlier_dataset(
+        client, dataset_id(destination), source_root, [destination]
+    )
+    return _to_retry(status), retry_of(status, run_id)
 
 
 def _left_out(failures: list[FileFailure], chosen: set[str]) -> list[FileFailure] | None:
@@ -686,9 +748,12 @@ async def start_dataset(
     if not isinstance(destination, str):
         destination = destination[0]
     names = left = None
+    earlier: RetryOf | None = None
     if retry_failed:
         probe = make_dataset_request(source, destination, options, exclude=exclude)
-        failures = await _single_failures(client, probe.destination_root, probe.source_root)
+        failures, earlier = await _single_failures(
+            client, probe.destination_root, probe.source_root
+        )
         every = [f.name for f in failures]
         names = [n for n in every if selected(n, include, exclude)] or _all_filtered_out(
             len(every), include, exclude
@@ -714,7 +779,7 @@ async def start_dataset(
         sweep = await _left_by_last_run(client, request.destination_root)
         if sweep:
             request = request.model_copy(update={"sweep": sweep})
-    return await _start(client, request)
+    return await _start(client, request, earlier)
 
 
 async def _left_by_last_run(client: StaccatoClient, root: str) -> list[str] | None:
@@ -816,11 +881,12 @@ async def _submit_fan_out(
     source and the set of roots; an identical request attaches)."""
     names: list[str] | None = None
     left: list[FileFailure] | None = None
+    earlier: RetryOf | None = None
     if retry_failed:
         probe = make_dataset_request(
             source, str_list(destinations, "destinations"), exclude=str_list(exclude, "exclude")
         )
-        failures = await _fan_out_failures(client, probe)
+        failures, earlier = await _fan_out_failures(client, probe)
         names, failed_at = _pairs(failures)
         kept = [i for i, name in enumerate(names) if selected(name, include, exclude)]
         if not kept:
@@ -846,12 +912,16 @@ async def _submit_fan_out(
                 "retry_left": left,
             }
         )
-    return await _start(client, request)
+    return await _start(client, request, earlier)
 
 
-async def _start(client: StaccatoClient, request: DatasetRequest) -> DatasetStart:
+async def _start(
+    client: StaccatoClient, request: DatasetRequest, earlier: RetryOf | None = None
+) -> DatasetStart:
     """Start the ``DatasetWorkflow`` of ``request`` under :func:`request_id`; an
-    identical request running attaches (its id is returned).
+    identical request running attaches (its id is returned). ``earlier``: a
+    ``--retry-failed``'s run retried, kept in the memo (:data:`RETRY_OF_MEMO`) for its
+    status (``retry_of``, ``whole_dataset``).
 
     Raises:
         DestinationBusyError: another dataset writes one of its roots (named, with the
@@ -873,6 +943,9 @@ async def _start(client: StaccatoClient, request: DatasetRequest) -> DatasetStar
     if nested is not None:
         raise overlap_busy(nested, kind="dataset")
     fields = start_fields(request)  # the light client starts with the same
+    memo = fields.memo
+    if earlier is not None:
+        memo = {**memo, RETRY_OF_MEMO: earlier.model_dump(mode="json")}
     try:
         await client.temporal.start_workflow(
             DATASET_TYPE,
@@ -881,7 +954,7 @@ async def _start(client: StaccatoClient, request: DatasetRequest) -> DatasetStar
             task_queue=client.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            memo=fields.memo,
+            memo=memo,
             search_attributes=TypedSearchAttributes(
                 [
                     SearchAttributePair(SearchAttributeKey.for_keyword(name), value)
@@ -1123,7 +1196,7 @@ async def _dataset_status(
         )
         if completed.filters_matched_none:
             completed = await _filters_note(client, completed, description.run_id)
-        return completed
+        return _with_retry_of(completed, memo)
     progress: DatasetProgress | None = None
     polled = True  # whether a worker polls its task queue (else no query is sent)
     try:
@@ -1177,7 +1250,7 @@ async def _dataset_status(
     counts = memo.get("counts")
     if progress is None and isinstance(counts, dict) and state in _TERMINAL:
         # a failed or cancelled run wrote its counts into its memo as it ended
-        return status.model_copy(
+        ended = status.model_copy(
             update={
                 "files_total": int(counts.get("files_listed") or 0),
                 "files_done": int(counts.get("files_done") or 0),
@@ -1188,6 +1261,7 @@ async def _dataset_status(
                 "listing_done": True,  # ended: its count is final
             }
         )
+        return _with_retry_of(ended, memo)
     last_known_at: str | None = None
     no_batch_ended = False
     first = description.raw_description.workflow_execution_info.first_run_id
@@ -1240,7 +1314,7 @@ async def _dataset_status(
                 "(a restarted worker replays the dataset's history first); counts return "
                 "when one does"
             )
-        return status
+        return _with_retry_of(status, memo)
     if state in _LIVE:
         # what is in flight is read after the counts, never before: a batch (or large
         # file) that ended between a describe and the query was in both, its files
@@ -1454,7 +1528,7 @@ async def _dataset_status(
         # every batch in flight waits for a slot: queued, as a single transfer is
         if progress.waiting >= progress.in_flight:
             state = DatasetState.queued
-    return status.model_copy(
+    final = status.model_copy(
         update={
             "state": state,
             # the last known count of a listing not over: at least the files handled
@@ -1501,6 +1575,7 @@ async def _dataset_status(
             ),
         }
     )
+    return _with_retry_of(final, memo)
 
 
 def _last_heard(pending: Any) -> float | None:
@@ -1744,10 +1819,16 @@ async def _last_retry_error(
     """Why a running dataset makes no progress, if a step of it is being retried: the
     newest failure of its own activities (listing, batches), else of one of its large
     files' transfers in flight (``children``: their progress); None when nothing is
-    retrying. ``where``: the dataset's endpoints (`` and ``-joined URLs), named when
-    an attempt was timed out for want of heartbeats."""
+    retrying. A batch whose retried attempt moves bytes again is not retrying
+    (:func:`staccato.client.retry_is_over`, a transfer's rule: ``cp -r``'s line kept
+    ``retrying: <error>`` after the batch recovered). ``where``: the dataset's
+    endpoints (`` and ``-joined URLs), named when an attempt was timed out for want of
+    heartbeats."""
     raw = description.raw_description
+    now = datetime.now(UTC)
     for pending in raw.pending_activities:
+        if await _batch_moves(client, pending, now):
+            continue
         retried = await client.retry_of(pending, where)
         if retried is not None:
             # as a single transfer's (:meth:`StaccatoClient.retry_of`): a heartbeat
@@ -1757,6 +1838,24 @@ async def _last_retry_error(
         if child.retrying:
             return child.retrying
     return None
+
+
+async def _batch_moves(client: StaccatoClient, pending: Any, now: datetime) -> bool:
+    """Whether ``pending`` (a ``PendingActivityInfo``) is a batch whose attempt moves
+    bytes now (its heartbeat's ``moved_at``: :func:`staccato.client.retry_is_over`);
+    False for any other activity, or one whose details cannot be read."""
+    kind = pending.activity_type.name
+    if kind not in ("copy_batch", "copy_batch_to_many") or not pending.heartbeat_details.payloads:
+        return False
+    try:
+        (details,) = await client.temporal.data_converter.decode(
+            pending.heartbeat_details.payloads,
+            [BatchCheckpoint if kind == "copy_batch" else FanOutBatchCheckpoint],
+        )
+    except Exception:
+        return False
+    moved = getattr(details, "moved_at", None)
+    return moved is not None and retry_is_over(pending, now, moved)
 
 
 async def list_datasets(client: StaccatoClient, *, limit: int = 50) -> list[DatasetStatus]:

@@ -452,10 +452,14 @@ def exit_for(final: DatasetStatus, quiet: bool = False) -> None:
     from staccato.datasets.models import DatasetState
 
     per_root = root_summary(final)
+    # a --retry-failed run: the dataset as a whole (its counts are the retry's alone)
+    whole = f"whole dataset: {whole_dataset_text(final)}" if final.whole_dataset else None
     if final.state == DatasetState.completed:
         if not quiet:
             for line in per_root or [summary]:
                 typer.echo(f"completed: {line}", err=True)
+            if whole:
+                typer.echo(whole, err=True)
         if final.warning:  # e.g. the filters matched nothing: said also with -q
             typer.echo(f"staccato: warning: {final.warning}", err=True)
         return
@@ -488,6 +492,8 @@ def exit_for(final: DatasetStatus, quiet: bool = False) -> None:
             )
         from staccato.dataset_client import retry_advice
 
+        if whole and not quiet:
+            typer.echo(whole, err=True)
         advice = retry_advice(final)  # none when no failure can succeed by a retry
         advised = "" if advice is None else f"; {advice}"
         fail(f"dataset {final.id} completed_with_errors: {summary}{advised}")
@@ -634,6 +640,44 @@ def bytes_total_unknown(s: DatasetStatus) -> str:
     return f"unknown (the result counts only the bytes copied; {', '.join(parts)})"
 
 
+def retry_of_text(s: DatasetStatus) -> str:
+    """A ``--retry-failed`` run's ``retry of`` line: the run it retried and the
+    dataset's files when it ended: ``run 3f2a... (completed_with_errors, ended
+    2026-12-06T15:01:02Z): 10 files, 8 copied, 0 up to date, 2 failed``."""
+    e = s.retry_of
+    assert e is not None
+    run = f"run {e.run_id}" if e.run_id else "the previous run"
+    ended = f", ended {e.ended_at}" if e.ended_at else ""
+    return (
+        f"{run} ({e.state}{ended}): {units.counted(e.files_total, 'file')}, "
+        f"{e.files_done} copied, {e.files_skipped} up to date, {e.files_failed} failed"
+    )
+
+
+def whole_dataset_text(s: DatasetStatus) -> str:
+    """A ``--retry-failed`` run's ``whole dataset`` line: the earlier runs and this
+    retry together, and what the retry fixed: ``10 files: 9 copied, 0 up to date, 1
+    failed (this retry fixed 1 of 2)``; while it runs the failed ones not retried yet
+    are said with them (``1 failed or not retried yet``)."""
+    w, e = s.whole_dataset, s.retry_of
+    assert w is not None and e is not None
+    from staccato.datasets.models import DatasetState
+
+    live = s.state not in (
+        DatasetState.completed,
+        DatasetState.completed_with_errors,
+        DatasetState.failed,
+        DatasetState.cancelled,
+    )
+    failed = f"{w.files_failed} failed" + (" or not retried yet" if live else "")
+    fixed = s.files_done + s.files_skipped
+    return (
+        f"{units.counted(w.files_total, 'file')}: {w.files_done} copied, "
+        f"{w.files_skipped} up to date, {failed} (this retry fixed {fixed} of "
+        f"{e.files_failed})"
+    )
+
+
 def _shown_field(s: DatasetStatus, key: str, value: object) -> tuple[str, str]:
     """A dataset status field as people read it, as a single transfer's status shows
     it (:func:`staccato.cli.render.status_lines`): sizes and rates in binary units, a
@@ -660,6 +704,10 @@ def _shown_field(s: DatasetStatus, key: str, value: object) -> tuple[str, str]:
         return "duration", units.duration(value)
     if key == "idle_since" and isinstance(value, str):
         return "stalled", _idle_text(s)
+    if key == "retry_of" and s.retry_of is not None:
+        return "retry of", retry_of_text(s)
+    if key == "whole_dataset" and s.whole_dataset is not None:
+        return "whole dataset", whole_dataset_text(s)
     if isinstance(value, bool):
         return key, "yes" if value else "no"
     if isinstance(value, list):

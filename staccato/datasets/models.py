@@ -659,6 +659,29 @@ class DestinationStatus(DestinationCounts, LeanModel):
     files_waiting: int | None = None
 
 
+class FileCounts(BaseModel):
+    """The files of a whole dataset at some point: listed, copied, up to date, failed
+    (``files_failed``: not copied nor up to date; while a ``--retry-failed`` runs,
+    also those it has not copied yet)."""
+
+    files_total: int
+    files_done: int
+    files_skipped: int
+    files_failed: int
+
+
+class RetryOf(FileCounts):
+    """The run a ``--retry-failed`` run retried (the dataset's previous run under its
+    id), as the client starting the retry saw it: its Temporal run id (None when not
+    known), how it ended, when (ISO 8601, UTC), and the whole dataset's files when it
+    ended (a run that was itself a retry: its ``whole_dataset``, not only what it
+    retried)."""
+
+    run_id: str | None = None
+    state: str
+    ended_at: str | None = None
+
+
 class DatasetStatus(LeanModel):
     """What ``staccato status --json`` prints for a dataset.
 
@@ -710,6 +733,8 @@ class DatasetStatus(LeanModel):
         "no_heartbeat_since",
         "bytes_moving",
         "duration_s",
+        "retry_of",
+        "whole_dataset",
     )
 
     id: str
@@ -806,6 +831,15 @@ class DatasetStatus(LeanModel):
     #: waiting on one heartbeats on): its last heartbeat (or start), ISO 8601, UTC.
     #: Left out otherwise
     no_heartbeat_since: str | None = None
+    #: a ``--retry-failed`` run (the ``files_*`` above count only the files it
+    #: retries): the run it retried, with the dataset's files when that run ended
+    #: (:class:`RetryOf`); left out of other runs' JSON
+    retry_of: RetryOf | None = None
+    #: with ``retry_of``: the whole dataset now, the earlier runs and this retry
+    #: together: ``files_total`` the earlier run's, copied and up to date those of
+    #: both, failed the earlier failures this retry has not fixed (yet, while it
+    #: runs); left out with ``retry_of``
+    whole_dataset: FileCounts | None = None
 
     def left_behind(self) -> list[FileFailure]:
         """The failures (of those kept: :data:`MAX_FAILURES_KEPT`) of large files whose

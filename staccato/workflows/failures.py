@@ -26,7 +26,7 @@ with workflow.unsafe.imports_passed_through():
 
     from staccato import errors
     from staccato.models import Checkpoint, TransferRequest, WriteSession
-    from staccato.temp_names import journal_of, leftover_pattern
+    from staccato.temp_names import TEMP_SUFFIX, WRITERS_SUFFIX, journal_of, leftover_pattern
     from staccato.urls import parse_url
 
 # failure types the workflow acts on (ApplicationError.type, from staccato.errors)
@@ -316,7 +316,11 @@ def left_behind(session: WriteSession, in_a_dataset: bool = False) -> str:
     dataset's file (``in_a_dataset``): the next run of the dataset (``cp -r``, with
     ``--retry-failed`` or not) removes them (``DatasetRequest.sweep``, from the last
     run's ``left_behind``), or a ``staccato cp`` of that file alone, or by hand; S3: abort the
-    upload (nothing tells Staccato's uploads from others there)."""
+    upload (nothing tells Staccato's uploads from others there). SFTP: its writers
+    directory (``.NAME.<key>.staccato-writers``, :mod:`staccato.endpoints.sftp.writers`,
+    with an entry per writer that did not close) may be left too, and is named (the
+    sweep removes it with the temp file; by hand, with what is in it). Before, only the
+    temp file and journal were named (issue 11). Text only: no command changes."""
     if session.url.startswith("s3://"):
         return (
             f"{partial_data(session)} may be left open (its parts are stored until it is "
@@ -324,27 +328,51 @@ def left_behind(session: WriteSession, in_a_dataset: bool = False) -> str:
             "s3api abort-multipart-upload`), or let a bucket lifecycle rule for incomplete "
             "multipart uploads remove it"
         )
-    if leftovers_swept(session.url) and not in_a_dataset:
-        return (
-            f"{partial_data(session)} (and its .staccato-journal) may be left: the next "
-            "transfer to this destination removes it once it gets to write (a `cp` or "
-            "`submit` of this file, not a `cp -r` of its directory), or delete both "
-            "files by hand"
-        )
     temp = session.session_id
     journal = journal_of(temp)
+    writers = _writers_of(session)
+    also = (
+        "its .staccato-journal"
+        if writers is None
+        else (f"its .staccato-journal and its writers directory {writers}")
+    )
+    # what to delete by hand: both files, or both and the writers directory
+    them = "both" if writers is None else "them"
+    paths = (
+        f"{temp} and {journal}"
+        if writers is None
+        else f"{temp}, {journal} and the directory {writers} with what is in it"
+    )
+    if leftovers_swept(session.url) and not in_a_dataset:
+        return (
+            f"{partial_data(session)} (and {also}) may be left: the next "
+            "transfer to this destination removes it once it gets to write (a `cp` or "
+            "`submit` of this file, not a `cp -r` of its directory), or delete "
+            + ("both files by hand" if writers is None else f"them by hand ({paths})")
+        )
     if leftovers_swept(session.url):  # a dataset's file
         return (
-            f"{partial_data(session)} (and its .staccato-journal) may be left: once its "
+            f"{partial_data(session)} (and {also}) may be left: once its "
             "server answers, run the dataset again (`cp -r`, or `cp -r --retry-failed`: "
             "its first run removes them) or copy this file alone (`staccato cp` to "
-            f"{session.url}), or delete both by hand ({temp} and {journal})"
+            f"{session.url}), or delete {them} by hand ({paths})"
         )
     return (
-        f"{partial_data(session)} (and its .staccato-journal) may be left: delete both by "
-        f"hand ({temp} and {journal}); the next transfer to this destination does not "
+        f"{partial_data(session)} (and {also}) may be left: delete {them} by "
+        f"hand ({paths}); the next transfer to this destination does not "
         "remove them (its name is too long to tell its temp files from a longer name's)"
     )
+
+
+def _writers_of(session: WriteSession) -> str | None:
+    """The writers directory an SFTP write session (``session``) makes beside its temp
+    file (``.NAME.<key>.staccato-writers``: it stays until publish removes it, so a
+    failed session whose clean-up gave up may leave it); None for other schemes, which
+    make none."""
+    temp = session.session_id
+    if not session.url.startswith("sftp://") or not temp.endswith(TEMP_SUFFIX):
+        return None
+    return temp.removesuffix(TEMP_SUFFIX) + WRITERS_SUFFIX
 
 
 def left_behind_of(err: BaseException) -> str | None:

@@ -594,6 +594,9 @@ async def test_cleanup_gave_up_says_left_behind_and_next_transfer_removes_it(
         temp = next(name for name in left if name.endswith(".staccato-part"))
         assert ended.left_behind and temp in ended.left_behind, ended
         assert "next transfer to this destination removes it" in ended.left_behind
+        # the session's writers directory stays too, and is named (it was not: issue 11)
+        writers = next(name for name in left if name.endswith(".staccato-writers"))
+        assert (out / writers).is_dir() and writers in ended.left_behind, ended.left_behind
         shown = await asyncio.to_thread(
             run_cli, "status", "--json", transfer, address=temporal_server.address,
             task_queue=worker.task_queue,
@@ -804,7 +807,9 @@ async def test_dataset_names_what_its_large_file_left_behind_and_no_eta_while_st
         assert failure.left_behind and temp in failure.left_behind, failure
         # the next run of the dataset sweeps, with --retry-failed or not
         # (DatasetRequest.sweep), a cp of the file alone, or by hand, both paths named
-        assert "delete both by hand" in failure.left_behind, failure
+        assert "delete them by hand" in failure.left_behind, failure
+        writers = temp.removesuffix(".staccato-part") + ".staccato-writers"
+        assert writers in leftovers(out) and writers in failure.left_behind, failure
         assert "`cp -r --retry-failed`: its first run removes them" in failure.left_behind
         assert "this file alone (`staccato cp`" in failure.left_behind, failure
         cli = {"address": temporal_server.address, "task_queue": worker.task_queue}
