@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.helpers import leftovers, run_cli, sha256_file, write_random
+from tests.helpers import leftovers, mounted_tmpfs, run_cli, sha256_file, write_random
 
 
 @pytest.fixture
@@ -226,6 +226,21 @@ def test_destination_not_writable(cli, source: Path, read_only_dir: Path) -> Non
     assert str(read_only_dir) in result.stderr
     assert not destination.exists()
     assert os.listdir(read_only_dir) == []
+
+
+def test_destination_on_a_read_only_file_system_says_so(cli, source: Path, data_dir: Path) -> None:
+    """A file system mounted read-only is named as such, as a dataset's root on one
+    is (tester64): "not writable" read as a permission root could fix."""
+    mount = data_dir / "ro"
+    with mounted_tmpfs(mount, "4m"):
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+        destination = mount / "dst.bin"
+        result = cli("cp", str(source), str(destination))
+        assert result.returncode == 1, result
+        said = " ".join(result.stderr.split())
+        assert f"the file system mounted at {mount} is read-only" in said, said
+        assert not destination.exists()
+        assert os.listdir(mount) == []
 
 
 def test_temporal_not_reachable(source: Path, data_dir: Path) -> None:

@@ -265,10 +265,7 @@ class FileDriver(Driver):
                 no_capacity_message(what, f"the file system mounted at {mount_point(str(path))}")
             )
         if fs.f_flag & os.ST_RDONLY:
-            raise PermissionDeniedError(
-                f"{what}: the file system mounted at {mount_point(str(path))} is read-only: "
-                "nothing can be written there; choose another destination"
-            )
+            raise PermissionDeniedError(read_only_message(what, str(path)))
         if str(path) != os.path.normpath(root.path) and not os.access(path, os.W_OK | os.X_OK):
             raise PermissionDeniedError(
                 f"{what} cannot be made: permission denied in {path} (this worker's user "
@@ -552,7 +549,25 @@ def check_parent(parent: Path, url: EndpointURL) -> None:
             linked_directory_message(str(target), os.path.join(real_parent, target.name))
         )
     if not os.access(parent, os.W_OK | os.X_OK):
+        try:
+            read_only = bool(os.statvfs(parent).f_flag & os.ST_RDONLY)
+        except OSError:
+            read_only = False
+        if read_only:  # not a matter of permissions: root cannot write there either
+            raise PermissionDeniedError(
+                read_only_message(f"destination directory {parent}", str(parent))
+            )
         raise PermissionDeniedError(f"destination directory {parent} is not writable")
+
+
+def read_only_message(what: str, path: str) -> str:
+    """Why nothing can be written at ``path`` (on a file system mounted read-only,
+    ``statvfs(3)``'s ``ST_RDONLY``), ``what`` naming the destination: one wording for
+    a single transfer's destination and a dataset's root."""
+    return (
+        f"{what}: the file system mounted at {mount_point(path)} is read-only: nothing "
+        "can be written there; choose another destination"
+    )
 
 
 def check_target(target: Path | str) -> None:
