@@ -392,7 +392,9 @@ def _failed_count(status: DatasetStatus) -> int:
 
 
 def _cut_advice(status: DatasetStatus) -> str | None:
-    """``failed 1200 files and kept 1000: re-run it with --sync-level size ...``: the
+    """``failed 1200 files, more than the 1000 whose names it keeps (...): re-run it
+    with --sync-level size ...`` (it said "and kept 1000", which tester64 could not
+    read as failure records): the
     dataset ``status`` failed more than it kept (:data:`MAX_FAILURES_KEPT`), so
     ``--retry-failed`` (which copies the names kept) is refused and a run with
     ``--sync-level size`` is what copies the rest; None when it kept every failure.
@@ -402,8 +404,9 @@ def _cut_advice(status: DatasetStatus) -> str | None:
         return None
     what = "(file, destination) pairs" if status.destinations is not None else "files"
     return (
-        f"failed {failed} {what} and kept {len(status.failures)}: re-run it with "
-        "--sync-level size (or checksum) to copy only what differs"
+        f"failed {failed} {what}, more than the {len(status.failures)} whose names it "
+        "keeps (status --failures lists those): re-run it with --sync-level size (or "
+        "checksum) to copy only what differs"
     )
 
 

@@ -109,7 +109,8 @@ def test_more_failures_than_kept_advise_sync_level_not_retry_failed(
 ) -> None:
     """A dataset that failed more files than it keeps (``MAX_FAILURES_KEPT``) ended
     saying "copy the failed files again with --retry-failed", which then exits 2
-    ("failed 1001 files and kept 1000: re-run it with --sync-level size"). The end
+    ("failed 1001 files, more than the 1000 whose names it keeps ...: re-run it with
+    --sync-level size"). The end
     line and status give the advice that works: the refusal's words."""
     args = dict(address=temporal_server.address, task_queue=worker.task_queue)
     source, destination = data_dir / "src", data_dir / "dst"
@@ -122,8 +123,9 @@ def test_more_failures_than_kept_advise_sync_level_not_retry_failed(
     assert done.returncode == 1, done.stderr
     said = " ".join(done.stderr.split())
     advice = (
-        f"failed {count} files and kept {MAX_FAILURES_KEPT}: re-run it with --sync-level "
-        "size (or checksum) to copy only what differs"
+        f"failed {count} files, more than the {MAX_FAILURES_KEPT} whose names it keeps "
+        "(status --failures lists those): re-run it with --sync-level size (or checksum) "
+        "to copy only what differs"
     )
     assert advice in said, said
     assert "--retry-failed" not in said, said
