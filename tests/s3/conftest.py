@@ -378,7 +378,9 @@ def s3_worker(
         process.stop()
 
 
-async def _client(address: str, task_queue: str) -> StaccatoClient:
+async def queue_client(address: str, task_queue: str) -> StaccatoClient:
+    """A client of the Temporal server at ``address`` whose transfers and datasets go
+    to ``task_queue`` (a test's own worker's)."""
     client = await StaccatoClient.connect(target_host=address, namespace="default")
     client.task_queue = task_queue
     return client
@@ -386,7 +388,7 @@ async def _client(address: str, task_queue: str) -> StaccatoClient:
 
 @pytest.fixture(scope="session")
 async def s3_client(temporal_server, s3_worker: WorkerProcess) -> AsyncIterator[StaccatoClient]:
-    yield await _client(temporal_server.address, s3_worker.task_queue)
+    yield await queue_client(temporal_server.address, s3_worker.task_queue)
 
 
 @pytest.fixture(scope="session")
@@ -500,7 +502,7 @@ def started_s3_worker(
 async def profile_client(
     temporal_server, profile_worker: WorkerProcess
 ) -> AsyncIterator[StaccatoClient]:
-    yield await _client(temporal_server.address, profile_worker.task_queue)
+    yield await queue_client(temporal_server.address, profile_worker.task_queue)
 
 
 @pytest.fixture

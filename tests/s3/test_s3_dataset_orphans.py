@@ -31,7 +31,7 @@ from staccato.models import TransferOptions
 from staccato.workers.worker import TASK_QUEUE_WORKFLOWS, WORKFLOW_RUNNER
 from tests.dataset_checks import MiB, wait_dataset
 from tests.helpers import WorkerProcess, child_pids, pid_alive, write_random
-from tests.s3.conftest import started_s3_worker
+from tests.s3.conftest import queue_client, started_s3_worker
 
 FILES = 10
 SIZE = 6 * MiB  # two parts of a 5 MiB chunk: a multipart upload each
@@ -81,10 +81,7 @@ async def test_a_killed_batch_leaves_no_multipart_upload(
     first = started_s3_worker(temporal_server.address, s3_worker_env, tmp_path)
     second: WorkerProcess | None = None
     try:
-        client = await StaccatoClient.connect(
-            target_host=temporal_server.address, namespace="default"
-        )
-        client.task_queue = first.task_queue
+        client = await queue_client(temporal_server.address, first.task_queue)
         dataset = await submit_dataset(
             client,
             str(source),
@@ -145,10 +142,7 @@ async def test_a_cancelled_dataset_aborts_its_killed_batch_uploads(
     first = started_s3_worker(temporal_server.address, s3_worker_env, tmp_path)
     second: WorkerProcess | None = None
     try:
-        client = await StaccatoClient.connect(
-            target_host=temporal_server.address, namespace="default"
-        )
-        client.task_queue = first.task_queue
+        client = await queue_client(temporal_server.address, first.task_queue)
         dataset = await submit_dataset(
             client,
             str(source),
@@ -274,10 +268,7 @@ async def test_a_killed_batch_leaves_no_multipart_upload_on_moto(
     first = started_s3_worker(temporal_server.address, env, tmp_path)
     second: WorkerProcess | None = None
     try:
-        client = await StaccatoClient.connect(
-            target_host=temporal_server.address, namespace="default"
-        )
-        client.task_queue = first.task_queue
+        client = await queue_client(temporal_server.address, first.task_queue)
         dataset = await submit_dataset(
             client,
             str(source),
@@ -351,10 +342,7 @@ async def test_a_cancelled_dataset_aborts_its_killed_batch_uploads_on_moto(
     first = started_s3_worker(temporal_server.address, env, tmp_path)
     second: WorkerProcess | None = None
     try:
-        client = await StaccatoClient.connect(
-            target_host=temporal_server.address, namespace="default"
-        )
-        client.task_queue = first.task_queue
+        client = await queue_client(temporal_server.address, first.task_queue)
         dataset = await submit_dataset(
             client,
             str(source),

@@ -17,14 +17,18 @@ from typing import Any
 
 import pytest
 
-from staccato.client import StaccatoClient
 from staccato.dataset_client import submit_dataset
 from staccato.datasets.models import BatchCheckpoint, DatasetState
 from staccato.errors import TransferNotFoundError
 from staccato.models import TransferOptions, TransferState
 from tests.dataset_checks import MiB, tree, tree_difference, wait_dataset
 from tests.helpers import WorkerProcess, child_pids, pid_alive, write_random
-from tests.s3.conftest import MeteredSeaweedS3, _start_without_inherited_aws, started_s3_worker
+from tests.s3.conftest import (
+    MeteredSeaweedS3,
+    _start_without_inherited_aws,
+    queue_client,
+    started_s3_worker,
+)
 from tests.servers.nginx import NginxServer
 
 SIZE = 32 * MiB
@@ -84,10 +88,7 @@ async def test_large_file_in_a_dataset_resumes_from_its_checkpoint_after_worker_
     _start_without_inherited_aws(first)
     second: WorkerProcess | None = None
     try:
-        client = await StaccatoClient.connect(
-            target_host=temporal_server.address, namespace="default"
-        )
-        client.task_queue = first.task_queue
+        client = await queue_client(temporal_server.address, first.task_queue)
         dataset = await submit_dataset(
             client, f"s3://{bucket}/run/", str(destination), OPTIONS, small_file_max=1 * MiB
         )
@@ -182,10 +183,7 @@ async def test_a_killed_batch_to_s3_resumes_past_its_first_file(
     first = started_s3_worker(temporal_server.address, s3_worker_env, tmp_path)
     second: WorkerProcess | None = None
     try:
-        client = await StaccatoClient.connect(
-            target_host=temporal_server.address, namespace="default"
-        )
-        client.task_queue = first.task_queue
+        client = await queue_client(temporal_server.address, first.task_queue)
         dataset = await submit_dataset(
             client,
             str(source),

@@ -29,7 +29,7 @@ from tests.helpers import (
     stopped_process_tree,
     write_random,
 )
-from tests.s3.conftest import MeteredSeaweedS3, started_s3_worker
+from tests.s3.conftest import MeteredSeaweedS3, queue_client, started_s3_worker
 
 BATCH = 600
 BATCH_RATE = 32 * 1024
@@ -68,10 +68,7 @@ async def test_a_retried_batch_waiting_on_a_hung_s3_stays_one_attempt(
     first = started_s3_worker(temporal_server.address, s3_worker_env, tmp_path)
     second: WorkerProcess | None = None
     try:
-        client = await StaccatoClient.connect(
-            target_host=temporal_server.address, namespace="default"
-        )
-        client.task_queue = first.task_queue
+        client = await queue_client(temporal_server.address, first.task_queue)
         dataset = await submit_dataset(
             client,
             str(source),

@@ -31,7 +31,7 @@ from tests.helpers import (
     stopped_process_tree,
     write_random,
 )
-from tests.s3.conftest import started_s3_worker
+from tests.s3.conftest import queue_client, started_s3_worker
 from tests.s3.s3util import object_digest
 
 pytestmark = pytest.mark.slow
@@ -74,8 +74,7 @@ async def test_worker_killed_after_a_local_attempt_timed_out_the_next_worker_fin
     digest = write_random(source, 3 * MiB, seed=91)
     first = started_s3_worker(temporal_server.address, profile_worker.env, tmp_path)
     second: WorkerProcess | None = None
-    client = await StaccatoClient.connect(target_host=temporal_server.address, namespace="default")
-    client.task_queue = first.task_queue
+    client = await queue_client(temporal_server.address, first.task_queue)
     try:
         assert moto_s3.pid is not None, "moto is not running"
         with stopped_process_tree(moto_s3.pid):

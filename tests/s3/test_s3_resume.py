@@ -23,7 +23,7 @@ from staccato.client import StaccatoClient
 from staccato.models import TransferOptions, TransferState
 from staccato.plan import chunk_bounds, chunk_count
 from tests.helpers import MiB, WorkerProcess, child_pids, pid_alive, write_random
-from tests.s3.conftest import MeteredSeaweedS3, _start_without_inherited_aws, settled
+from tests.s3.conftest import MeteredSeaweedS3, _start_without_inherited_aws, queue_client, settled
 from tests.s3.s3util import file_crc32c, object_digest, open_uploads
 
 SIZE = 200 * MiB
@@ -60,8 +60,7 @@ async def test_resume_after_worker_kill_uploads_only_missing_parts(
     total = chunk_count(SIZE, CHUNK)
     first = WorkerProcess(temporal_server.address, processes=2, env=s3_worker_env, log_dir=tmp_path)
     _start_without_inherited_aws(first)
-    client = await StaccatoClient.connect(target_host=temporal_server.address, namespace="default")
-    client.task_queue = first.task_queue
+    client = await queue_client(temporal_server.address, first.task_queue)
     transfer = await client.submit(str(source), f"s3://{bucket}/big.bin", OPTIONS)
 
     deadline = time.monotonic() + 60
