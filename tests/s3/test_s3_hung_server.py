@@ -438,14 +438,16 @@ async def test_status_of_a_hung_prepare_names_the_step_and_its_destination(
     assert moto_s3.pid is not None, "moto is not running"
     with stopped_process_tree(moto_s3.pid):
         transfer = await profile_client.submit(str(source), destination, options)
+        submitted = time.monotonic()
         try:
-            deadline = time.monotonic() + STEP_STALL_SAID_WITHIN_S
+            deadline = submitted + STEP_STALL_SAID_WITHIN_S
             regular = False
             while True:
                 status = await profile_client.status(transfer)
                 assert status.state not in _ENDED, status
                 said = [line for line in render.status_lines(status) if line.startswith("stalled")]
                 if regular and said:
+                    print(f"said {time.monotonic() - submitted:.1f} s after submit: {said}")
                     break
                 regular = regular or await _runs_as_activity(profile_client, transfer, "prepare")
                 assert time.monotonic() < deadline, (
