@@ -128,7 +128,7 @@ from staccato.submissions import (
 from staccato.submissions import completed_status as _completed_status
 from staccato.urls import parse_url, resolve_local_directory
 from staccato.workflows import search_attributes as sa
-from staccato.workflows.calls import LOCAL_ATTEMPT_TIMEOUT
+from staccato.workflows.calls import LOCAL_ATTEMPT_TIMEOUT, SHORT_TIMEOUT
 
 __all__ = [
     "TRANSFER_ID_PREFIX",
@@ -1864,8 +1864,19 @@ def step_waiting_since(pending: Any, now: datetime) -> datetime | None:
     details (a verify that says when it last heard from the destination: its own
     rule), an attempt not running (waiting for a worker or its retry), or none of
     its heartbeats yet (a worker process frozen from the start: its heartbeat timeout
-    then says so)."""
+    then says so), or one scheduled with a start-to-close timeout above the short
+    steps' (:data:`~staccato.workflows.calls.SHORT_TIMEOUT`: a sync check that reads
+    the data, whose heartbeats say nothing of motion)."""
     if pending.activity_type.name not in WAITING_STEPS or pending.heartbeat_details.payloads:
+        return None
+    options = pending.activity_options if pending.HasField("activity_options") else None
+    if (
+        options is not None
+        and options.HasField("start_to_close_timeout")
+        and options.start_to_close_timeout.ToTimedelta() > SHORT_TIMEOUT
+    ):
+        # a long one (a sync check at level checksum reads both sides whole, its
+        # heartbeats say nothing of motion): busy, not known to wait
         return None
     if pending.state != PendingActivityState.PENDING_ACTIVITY_STATE_STARTED:
         return None
