@@ -128,7 +128,7 @@ from staccato.submissions import (
 from staccato.submissions import completed_status as _completed_status
 from staccato.urls import parse_url, resolve_local_directory
 from staccato.workflows import search_attributes as sa
-from staccato.workflows.calls import LOCAL_ATTEMPT_TIMEOUT
+from staccato.workflows.calls import LOCAL_ATTEMPT_TIMEOUT, SHORT_TIMEOUT
 
 __all__ = [
     "TRANSFER_ID_PREFIX",
@@ -730,6 +730,7 @@ class StaccatoClient:
         copy_begun = False  # some stream has heartbeated (seen with no worker)
         cleaned_up = False  # a failed run, still running, whose clean-up is over
         idle_since: str | None = None
+        stalled_step: str | None = None  # the short step whose attempt waits (idle_since)
         if status == WorkflowExecutionStatus.RUNNING:
             no_worker: str | None = None
             if progress is not None:
@@ -750,6 +751,8 @@ class StaccatoClient:
             rate_sum = 0.0
             now = datetime.now(UTC)
             moved_last: float | None = None  # a running stream last moved a byte (Unix s)
+            # a short step's attempt that waits for its endpoint, and since when
+            step_waits: tuple[str, datetime] | None = None
             for pending in description.raw_description.pending_activities:
                 # what the retry of an attempt that then moves bytes said is history
                 said_before = (last_retry, next_attempt)
@@ -762,6 +765,9 @@ class StaccatoClient:
                     retried, next_attempt = retrying
                     # no worker: that stays said first (nothing moves until one polls)
                     last_retry = f"{no_worker}; {retried}" if no_worker else retried
+                waits_since = step_waiting_since(pending, now)
+                if waits_since is not None:
+                    step_waits = (pending.activity_type.name, waits_since)
                 if not pending.heartbeat_details.payloads:
                     continue
                 if pending.activity_type.name == "stage_source":
@@ -840,6 +846,12 @@ class StaccatoClient:
                 # "no rate" (a tester saw a frozen SFTP server's transfer so for 60 s:
                 # tester60 #6)
                 idle_since = iso_utc(datetime.fromtimestamp(moved_last, UTC))
+            if step_waits is not None and no_worker is None and state != TransferState.paused:
+                # a short step (stat, prepare, publish, ...) waits for its endpoint: said
+                # as the copy's streams' stall is, with the step (a SIGSTOPped S3 server's
+                # prepare read "scheduled / phase prepare" for 110 s with no word of it)
+                stalled_step = step_waits[0]
+                idle_since = iso_utc(step_waits[1])
             if state == TransferState.failed:
                 # failed; the run goes on only to remove the partial data (its clean-up
                 # may retry against a server that is down: ``last_retry_error`` then
@@ -936,6 +948,7 @@ class StaccatoClient:
             else None,
             cancel_requested=cancel_requested,
             idle_since=idle_since,
+            stalled_step=stalled_step,
         )
 
     async def _answered(
@@ -1831,6 +1844,50 @@ _NEEDS = {"pause": "running", "resume": "paused"}
 #: how long a stream's last heartbeat counts as current when its activity has no
 #: heartbeat timeout of its own (the transfer workflow's default)
 _HEARTBEAT_CURRENT = timedelta(seconds=20)
+
+
+#: the short steps whose attempt, a regular activity that heartbeats no details while
+#: it runs (:func:`staccato.activities.liveness.heartbeating`), ``status`` shows as
+#: waiting for its endpoint once it has run :data:`~staccato.models.RATE_CURRENT_S`
+#: (:func:`step_waiting_since`)
+WAITING_STEPS = frozenset({"stat", "prepare", "sync_check", "publish", "verify", "cleanup"})
+
+
+def step_waiting_since(pending: Any, now: datetime) -> datetime | None:
+    """When the attempt of the pending short step ``pending`` (a
+    ``PendingActivityInfo`` of :data:`WAITING_STEPS`) started, if it has run
+    :data:`~staccato.models.RATE_CURRENT_S` seconds or more by ``now`` without
+    returning while its worker heartbeats (a heartbeat of this attempt: its process
+    runs): such a step waits for its endpoint, a server that accepts connections and
+    says nothing (a healthy stat or prepare takes milliseconds), the rule of the
+    copy's stalled streams. None otherwise: another activity, one with heartbeat
+    details (a verify that says when it last heard from the destination: its own
+    rule), an attempt not running (waiting for a worker or its retry), or none of
+    its heartbeats yet (a worker process frozen from the start: its heartbeat timeout
+    then says so), or one scheduled with a start-to-close timeout above the short
+    steps' (:data:`~staccato.workflows.calls.SHORT_TIMEOUT`: a sync check that reads
+    the data, whose heartbeats say nothing of motion)."""
+    if pending.activity_type.name not in WAITING_STEPS or pending.heartbeat_details.payloads:
+        return None
+    options = pending.activity_options if pending.HasField("activity_options") else None
+    if (
+        options is not None
+        and options.HasField("start_to_close_timeout")
+        and options.start_to_close_timeout.ToTimedelta() > SHORT_TIMEOUT
+    ):
+        # a long one (a sync check at level checksum reads both sides whole, its
+        # heartbeats say nothing of motion): busy, not known to wait
+        return None
+    if pending.state != PendingActivityState.PENDING_ACTIVITY_STATE_STARTED:
+        return None
+    if not (pending.HasField("last_started_time") and pending.HasField("last_heartbeat_time")):
+        return None
+    started = pending.last_started_time.ToDatetime(tzinfo=UTC)
+    if pending.last_heartbeat_time.ToDatetime(tzinfo=UTC) < started:
+        return None
+    if (now - started).total_seconds() < RATE_CURRENT_S:
+        return None
+    return started
 
 
 def retry_is_over(pending: Any, now: datetime, moved_at: float | None) -> bool:

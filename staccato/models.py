@@ -1122,7 +1122,16 @@ class TransferStatus(BaseModel):
             :data:`RATE_CURRENT_S` seconds while a worker answers (a server that
             accepts connections and says nothing, before the stream's I/O timeout or
             hang watch ends its attempt): when a byte last moved (ISO 8601, UTC), as
-            a dataset's ``idle_since``; None otherwise.
+            a dataset's ``idle_since``; or, while ``stalled_step`` is set, when that
+            step's attempt started; None otherwise.
+        stalled_step: a short step (``stat``, ``prepare``, ``sync_check``,
+            ``publish``, ``verify``, ``cleanup``) whose attempt, a regular activity,
+            has run :data:`RATE_CURRENT_S` seconds or more without returning while its
+            worker heartbeats and answers: it waits for its endpoint (a server that
+            accepts connections and says nothing), named by the step's endpoints
+            (:func:`staccato.step_endpoints.step_endpoints_named`); ``idle_since``
+            then says since when. None otherwise (its first, local attempt shows no
+            such thing: ``last_retry_error`` says the worker is busy running it).
     """
 
     kind: str = "transfer"
@@ -1161,6 +1170,7 @@ class TransferStatus(BaseModel):
     streams_unknown: bool | None = None
     cancel_requested: bool = False
     idle_since: str | None = None
+    stalled_step: str | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         """Plain dict with the enum as text; ``streams`` and ``chunk_size`` null while

@@ -7,6 +7,9 @@ The remote-and-local case against a real stopped S3 server:
 
 from __future__ import annotations
 
+from staccato.cli.render import progress_text, status_lines
+from staccato.models import TransferState, TransferStatus
+from staccato.step_endpoints import step_endpoints_named
 from staccato.workflows.failures import remote_endpoints, step_endpoints, timed_out_text
 
 S3 = "s3://bucket/key"
@@ -35,3 +38,40 @@ def test_a_step_between_local_files_names_its_worker() -> None:
 def test_a_datasets_roots_keep_only_the_servers() -> None:
     assert remote_endpoints("file:///src", S3) == [S3]
     assert remote_endpoints("file:///src", "file:///dst") == []
+
+
+def test_a_waiting_step_names_its_servers_with_their_roles() -> None:
+    """``status`` of a short step whose attempt waits (``stalled_step``) names the
+    servers the step talks to, with their roles, never a local file; the real stopped
+    server: ``tests/s3/test_s3_hung_server.py::
+    test_status_of_a_hung_prepare_names_the_step_and_its_destination``."""
+    assert step_endpoints_named("prepare", LOCAL, S3) == f"{S3} (the destination)"
+    assert step_endpoints_named("stat", S3, LOCAL) == f"{S3} (the source)"
+    assert step_endpoints_named("publish", S3, SFTP) == (
+        f"{S3} (the source) or {SFTP} (the destination)"
+    )
+    assert step_endpoints_named("publish", S3, S3) == f"{S3} (the source and the destination)"
+    assert step_endpoints_named("cleanup", S3, LOCAL) == ""
+
+
+def test_a_waiting_step_on_local_files_blames_the_file_system_not_a_server() -> None:
+    status = TransferStatus(
+        id="t",
+        state=TransferState.running,
+        source=S3,
+        destination=LOCAL,
+        bytes_total=1,
+        bytes_done=1,
+        rate_bytes_per_s=None,
+        eta_s=None,
+        streams=1,
+        chunk_size=1,
+        checksum=None,
+        error=None,
+        idle_since="2026-12-06T15:40:00.000Z",
+        stalled_step="cleanup",
+    )
+    (line,) = [x for x in status_lines(status) if x.startswith("stalled")]
+    assert "cleanup: waiting for the worker's file system since 2026-12-06T15:40" in line, line
+    assert "file://" not in line and "accepts connections" not in line, line
+    assert "stalled: cleanup: waiting for the worker's file system" in progress_text(status)

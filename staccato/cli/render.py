@@ -22,6 +22,7 @@ from staccato.models import (
     TransferStatus,
     TuningView,
 )
+from staccato.step_endpoints import step_endpoints_named
 
 if TYPE_CHECKING:  # only an annotation here: `--help` needs no Temporal client
     from staccato.client import StaccatoClient
@@ -75,6 +76,23 @@ def idle_text(since: str, who: str = "batch", phase: str | None = None) -> str:
     )
 
 
+def step_wait_text(s: TransferStatus, *, line: bool = False) -> str:
+    """A short step whose attempt waits for its endpoint (``s.stalled_step``, since
+    ``s.idle_since``), naming the step and the servers it talks to with their roles
+    (:func:`staccato.step_endpoints.step_endpoints_named`, canonical URLs): ``prepare:
+    waiting for s3://b/k (the destination) to answer since T``, and, for the
+    ``status`` line (not ``line``, the progress line's), what that means. A step on
+    local files only waits for the worker's file system."""
+    step = s.stalled_step or "step"
+    servers = step_endpoints_named(step, s.source, s.destination)
+    waited = f"{servers} to answer" if servers else "the worker's file system"
+    text = f"{step}: waiting for {waited} since {s.idle_since}"
+    if line:
+        return text
+    what = "a server that accepts connections and says nothing" if servers else "a hung mount"
+    return f"{text} ({what}, or a very slow one; the step gives up once its retries run out)"
+
+
 def no_heartbeat_text(since: str, who: str = "batch") -> str:
     """A running dataset whose batches (``who``) all sent no heartbeat for a while
     (``since``: the last one, ISO 8601): its worker's process stopped, not the
@@ -106,7 +124,10 @@ def progress_text(s: TransferStatus) -> str:
     verifying = s.phase == "verify" and s.state == TransferState.running
     if verifying:  # the copy is over: its data is checked (a bare "100%" said nothing)
         text = f"{text}, verifying"
-    if s.idle_since:
+    if s.idle_since and s.stalled_step:
+        # a short step (stat, prepare, ...) waits for its endpoint: which, and since when
+        text = f"{text}, stalled: {step_wait_text(s, line=True)}"
+    elif s.idle_since:
         waits = " (waiting for the destination to answer)" if verifying else ""
         text = f"{text}, stalled: nothing moved since {s.idle_since}{waits}"
     return f"{text} {retry_note(s)}" if s.last_retry_error else text
@@ -236,8 +257,12 @@ def status_lines(s: TransferStatus) -> list[str]:
             shown = units.size(value)
         elif key == "tuning" and s.tuning is not None:
             shown = tuning_text(s.tuning, ended=s.state.value in _ENDED)
+        elif key == "idle_since" and s.stalled_step:
+            key, shown = "stalled", step_wait_text(s)
         elif key == "idle_since":
             key, shown = "stalled", idle_text(value, "stream", s.phase)
+        elif key == "stalled_step":
+            continue  # said on the stalled line
         elif key == "staged_bytes":
             share = units.percent(value, s.bytes_total)
             shown = f"{units.size(value)}" + (f" ({share})" if share else "")

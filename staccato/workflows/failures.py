@@ -26,6 +26,10 @@ with workflow.unsafe.imports_passed_through():
 
     from staccato import errors
     from staccato.models import Checkpoint, TransferRequest, WriteSession
+
+    # re-exported: the workflows name them from here
+    from staccato.step_endpoints import remote_endpoints as remote_endpoints
+    from staccato.step_endpoints import step_endpoints as step_endpoints
     from staccato.temp_names import TEMP_SUFFIX, WRITERS_SUFFIX, journal_of, leftover_pattern
     from staccato.urls import parse_url
 
@@ -204,43 +208,6 @@ def gave_up_message(
         f"passed (--retry-for {duration(retry_for)} without progress{extra}; "
         f"no attempt starts after it); last error: {last_error}"
     )
-
-
-#: the endpoints each step talks to: ``source``, ``destination`` or both (a step not
-#: named here: both)
-_STEP_ENDPOINTS: dict[str, tuple[str, ...]] = {
-    "stat": ("source",),
-    "confirm_source": ("source",),
-    "stage_source": ("source",),
-    "prepare": ("destination",),
-    "verify": ("destination",),
-    "cleanup": ("destination",),
-    "sync_check": ("destination",),
-    # publish re-reads the source's version, then publishes at the destination
-    "publish": ("source", "destination"),
-    "copy_stream": ("source", "destination"),
-}
-
-
-def remote_endpoints(*urls: str) -> list[str]:
-    """Of ``urls`` (canonical URLs), those of servers, which may accept connections and
-    not answer: every one but a local file (``file://``) and an empty one, each once."""
-    return list(dict.fromkeys(u for u in urls if u and not u.startswith("file:")))
-
-
-def step_endpoints(step: str, source: str, destination: str) -> str:
-    """The servers the activity ``step`` talks to, in words (``s3://b/k``, or
-    ``s3://b/k or sftp://h/d/f``: which of the two did not answer is not known to the
-    workflow): ``source`` and ``destination`` are canonical URLs (no secret). A local
-    file is no server that may not answer (tester T14 read "s3://b/k or file:///d/f
-    did not answer"): left out, and "" when the step reads and writes local files only
-    (:func:`timed_out_text` then names the worker); "its endpoint" when neither URL is
-    known."""
-    urls = {"source": source, "destination": destination}
-    names = [urls[k] for k in _STEP_ENDPOINTS.get(step, ("source", "destination")) if urls[k]]
-    if not names:
-        return "its endpoint"
-    return " or ".join(remote_endpoints(*names))
 
 
 def timed_out_text(step: str, where: str, last: BaseException | None) -> str | None:

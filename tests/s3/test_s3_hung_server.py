@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from temporalio.client import WorkflowExecutionStatus
 
+from staccato.cli import render
 from staccato.client import StaccatoClient
 from staccato.errors import TransferFailedError
 from staccato.fanout_client import group_status
@@ -396,3 +397,84 @@ async def test_status_of_a_transfer_whose_prepare_hangs_never_says_no_worker_ans
     # the local attempts (stat, then the hung prepare) ended within their cut, not
     # after the old 2 min
     assert max(local) - began < SHORT_TIMEOUT, (began, local)
+
+
+#: a correctness bound, not a speed one: the stall is said 5 s into the step's regular
+#: attempt (its local attempt takes 10 s first); the old code never said it (110 s of
+#: "scheduled / phase prepare" with --retry-for 10m: newcomer tester)
+STEP_STALL_SAID_WITHIN_S = 90.0
+
+
+async def _runs_as_activity(client: StaccatoClient, transfer: str, step: str) -> bool:
+    """Whether ``step`` of ``transfer`` runs as a regular activity (a pending activity
+    of its run, its attempt started), not as its first, local attempt."""
+    described = await client.temporal.get_workflow_handle(transfer).describe()
+    return any(
+        p.activity_type.name == step and p.HasField("last_started_time")
+        for p in described.raw_description.pending_activities
+    )
+
+
+async def test_status_of_a_hung_prepare_names_the_step_and_its_destination(
+    profile_client: StaccatoClient, moto_s3: Any, data_dir: Path
+) -> None:
+    """The newcomer's case: moto SIGSTOPped before an upload with a long --retry-for
+    (5 min). Past its 10 s local attempt, ``prepare`` runs as a regular activity that
+    heartbeats while it waits for the stopped server, so no heartbeat timeout and no
+    failure shows: the old ``status`` said only ``scheduled / phase prepare`` (110 s
+    of it), and ``cp``'s line ``starting: 0 B / 1.0 MiB (0%)``. Now, once the attempt
+    has run the copy's stall rule (5 s), status says the step waits for its
+    destination and since when (``stalled_step``, ``idle_since``), as a copy's
+    stalled streams are said, and so does the progress line."""
+    s3 = moto_s3.client()
+    bucket = "hang-prepare-said"
+    with contextlib.suppress(Exception):
+        s3.create_bucket(Bucket=bucket)
+    source = data_dir / "moto-prepare-said.bin"
+    write_random(source, MiB, seed=79)
+    destination = f"s3://{bucket}/said.bin?profile=moto"
+    where = f"s3://{bucket}/said.bin"
+    options = TransferOptions(retry_for_s=300)
+    assert moto_s3.pid is not None, "moto is not running"
+    with stopped_process_tree(moto_s3.pid):
+        transfer = await profile_client.submit(str(source), destination, options)
+        submitted = time.monotonic()
+        try:
+            deadline = submitted + STEP_STALL_SAID_WITHIN_S
+            regular = False
+            while True:
+                status = await profile_client.status(transfer)
+                assert status.state not in _ENDED, status
+                said = [line for line in render.status_lines(status) if line.startswith("stalled")]
+                if regular and said:
+                    print(f"said {time.monotonic() - submitted:.1f} s after submit: {said}")
+                    break
+                regular = regular or await _runs_as_activity(profile_client, transfer, "prepare")
+                assert time.monotonic() < deadline, (
+                    f"status never said the hung prepare (regular attempt: {regular}): {status}"
+                )
+                await asyncio.sleep(0.5)
+        finally:
+            await profile_client.cancel(transfer)
+    # the step, the server it waits for (and its role), since when
+    assert status.state == TransferState.scheduled, status
+    assert status.phase == "prepare", status
+    (line,) = said
+    assert "prepare: waiting for " in line and f"{where}" in line, line
+    assert "(the destination) to answer since " in line, line
+    assert status.idle_since is not None and status.idle_since in line, line
+    shown = status.to_json_dict()
+    assert shown["stalled_step"] == "prepare", shown
+    assert shown["idle_since"] == status.idle_since, shown
+    # cp's and watch's progress line says it too
+    progress = render.plain_line(status)
+    assert "stalled: prepare: waiting for " in progress and where in progress, progress
+    # the cancelled run ends once moto answers again (it holds nothing afterwards)
+    await asyncio.wait_for(_ended(profile_client, transfer), 150)
+
+
+async def _ended(client: StaccatoClient, transfer: str) -> None:
+    """Wait (unbounded: the caller bounds it) until ``transfer``'s run has closed."""
+    handle = client.temporal.get_workflow_handle(transfer)
+    while (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
+        await asyncio.sleep(0.5)
