@@ -83,7 +83,7 @@ from staccato.errors import (
     innermost_message,
 )
 from staccato.ids import ROOT_LOCK_TYPE, TRANSFER_ID_PREFIX, transfer_id
-from staccato.leftovers import shown_left_behind
+from staccato.leftovers import shown_left_behind, unanswered_prepare
 from staccato.links import governor_id
 from staccato.models import (
     MIN_TUNED_BYTES,
@@ -941,6 +941,11 @@ class StaccatoClient:
             # deleted by hand, or by a later transfer, is no longer said (tester T14)
             left_behind=shown_left_behind(
                 memo["left_behind"] if isinstance(memo.get("left_behind"), str) else None
+            )
+            or (
+                unanswered_prepare(memo.get("destination", ""), error)
+                if state in (TransferState.failed, TransferState.cancelled)
+                else None
             ),
             tuner_chooses=_tuner_chooses(memo, progress, state, bytes_total, begun=begun),
             streams_unknown=True

@@ -52,3 +52,24 @@ def still_left(text: str | None) -> bool:
 def shown_left_behind(text: str | None) -> str | None:
     """``text`` (a ``left_behind``) while what it names may still be there, else None."""
     return text if still_left(text) else None
+
+
+def unanswered_prepare(destination: str, error: str | None) -> str | None:
+    """A ``left_behind`` for a run to ``destination`` (a canonical URL) that ended
+    (``error``: its failure, in words) while its ``prepare`` attempt had no answer from
+    an S3 server (:func:`staccato.workflows.failures.timed_out_text` names the step):
+    that attempt's CreateMultipartUpload may be carried out when the server answers,
+    opening an upload no one knows the id of. The attempt aborts it itself when its
+    answer comes past its deadline (``staccato.activities.transfer.unanswerable``),
+    unless its worker is gone; the next transfer to the destination aborts any upload
+    left on that key. None for another destination or failure."""
+    if not destination.startswith("s3://") or not error:
+        return None
+    if "prepare attempt" not in error or "did not answer" not in error:
+        return None
+    return (
+        f"a multipart upload of {destination} may be opened when its server answers the "
+        "prepare attempt that was under way (it has no known id: ListMultipartUploads "
+        "on that key shows it, AbortMultipartUpload removes it); the next transfer to "
+        "this destination aborts it"
+    )

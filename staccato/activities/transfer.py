@@ -250,10 +250,23 @@ def prepare(request: PrepareInput) -> PrepareResult:
     idempotent).
     """
     prepared: PrepareResult | None = None
+    began = time.monotonic()
     try:
         with activity.shield_thread_cancel_exception():
             prepared = open_write_session(request)
-            abort_earlier_attempts_sessions(request.destination, prepared.session.session_id)
+            if unanswerable(began):
+                # the attempt's deadline passed while the destination was not answering
+                # (a local attempt cut at its 10 s, a regular one at its timeout): this
+                # result reaches no one, and nothing else knows the session's id
+                abort_unreceived_session(request.destination, prepared.session)
+                return prepared
+            if request.sweep_leftovers:
+                # a lone transfer: every other upload on its key is an earlier run's or
+                # attempt's (the key is this run's under its lock, and a run opens a
+                # session only when it holds none)
+                abort_earlier_runs_sessions(request.destination, prepared.session.session_id)
+            else:
+                abort_earlier_attempts_sessions(request.destination, prepared.session.session_id)
             # after the destination's checks (a refused one is left as it is); not for
             # a dataset's file (PrepareInput.sweep_leftovers)
             if request.sweep_leftovers:
@@ -297,6 +310,86 @@ def abort_earlier_attempts_sessions(destination: str, kept: str) -> None:
     if aborted:
         activity.logger.info(
             "aborted %d write session(s) an earlier prepare attempt opened on %s",
+            aborted,
+            redact(destination),
+        )
+
+
+#: seconds past an attempt's deadline before its session is taken as received by no
+#: one: the server (or, for a local attempt, the worker's core) times the attempt out
+#: at its deadline; the margin keeps a result that may still be delivered from being
+#: aborted
+UNANSWERABLE_MARGIN_S = 2.0
+
+
+def unanswerable(began: float) -> bool:
+    """Whether the running attempt's result can no longer be received: it was
+    cancelled, or more than its start-to-close timeout (plus
+    :data:`UNANSWERABLE_MARGIN_S`) passed since ``began`` (``time.monotonic()`` when
+    this attempt's code started: later than the attempt's start, so the deadline
+    computed from it is never early; no clock is compared with the server's), or its
+    schedule-to-close deadline passed by more than ``ORPHAN_CLOCK_SLACK_S`` + the
+    margin (the server's clock). ``activity.info()`` gives the start-to-close timeout
+    for a local attempt too (the one its workflow asked for)."""
+    if activity.is_cancelled():
+        return True
+    info = activity.info()
+    timeout = info.start_to_close_timeout
+    if (
+        timeout is not None
+        and time.monotonic() - began > timeout.total_seconds() + UNANSWERABLE_MARGIN_S
+    ):
+        return True
+    overall = info.schedule_to_close_timeout
+    if overall is not None and not info.is_local:
+        deadline = info.scheduled_time.timestamp() + overall.total_seconds()
+        if time.time() > deadline + ORPHAN_CLOCK_SLACK_S + UNANSWERABLE_MARGIN_S:
+            return True
+    return False
+
+
+def abort_unreceived_session(destination: str, session: WriteSession) -> None:
+    """Abort ``session``, opened by an attempt whose result no one receives
+    (:func:`unanswerable`). Best effort: an error is logged, never raised (the next
+    transfer to ``destination`` aborts what is left: :func:`abort_earlier_runs_sessions`)."""
+    try:
+        get_driver(parse_url(destination).scheme).abort(session)
+    except StaccatoError as err:
+        activity.logger.warning(
+            "the write session a late prepare attempt opened on %s was not aborted "
+            "(the next transfer there aborts it): %s",
+            redact(destination),
+            err,
+        )
+        return
+    activity.logger.info(
+        "aborted the write session opened on %s after this prepare attempt's deadline "
+        "(no one receives its result)",
+        redact(destination),
+    )
+
+
+def abort_earlier_runs_sessions(destination: str, kept: str) -> None:
+    """In a lone transfer's ``prepare`` (not a dataset's file): abort every write session
+    open on exactly ``destination`` (a canonical URL) but ``kept`` (the one just
+    opened) and those opened after this attempt began (plus ``ORPHAN_CLOCK_SLACK_S``).
+    Those were left by earlier runs or attempts to this destination: a prepare whose
+    result came too late, a request a hung server read from its socket buffer after
+    the client gave up; the transfer holds the destination's lock (one run writes it at
+    a time) and a run opens a session only when it holds none (a resume reuses its
+    session without a prepare). No lower time bound: a store may report every
+    upload's start as one fixed date (moto: 2010). Only for drivers whose sessions
+    do not reopen by key. Errors are logged by the driver, never raised."""
+    parsed = parse_url(destination)
+    driver = get_driver(parsed.scheme)
+    if driver.features.reopens_by_key:
+        return
+    aborted = driver.abort_orphaned_sessions(
+        [parsed], 0.0, time.time() + ORPHAN_CLOCK_SLACK_S, keep={kept}
+    )
+    if aborted:
+        activity.logger.info(
+            "aborted %d write session(s) that earlier runs or attempts left on %s",
             aborted,
             redact(destination),
         )
