@@ -54,7 +54,7 @@ def shown_left_behind(text: str | None) -> str | None:
     return text if still_left(text) else None
 
 
-def unanswered_prepare(destination: str, error: str | None) -> str | None:
+def unanswered_prepare(destination: object, error: str | None) -> str | None:
     """A ``left_behind`` for a run to ``destination`` (a canonical URL) that ended
     (``error``: its failure, in words) while its ``prepare`` attempt had no answer from
     an S3 server (:func:`staccato.workflows.failures.timed_out_text` names the step):
@@ -62,8 +62,9 @@ def unanswered_prepare(destination: str, error: str | None) -> str | None:
     opening an upload no one knows the id of. The attempt aborts it itself when its
     answer comes past its deadline (``staccato.activities.transfer.unanswerable``),
     unless its worker is gone; the next transfer to the destination aborts any upload
-    left on that key. None for another destination or failure."""
-    if not destination.startswith("s3://") or not error:
+    left on that key. None for another destination or failure, or a ``destination``
+    that is not a string (a memo another client wrote: ``list`` reads every run)."""
+    if not isinstance(destination, str) or not destination.startswith("s3://") or not error:
         return None
     if "prepare attempt" not in error or "did not answer" not in error:
         return None
