@@ -1822,7 +1822,7 @@ async def _last_retry_error(
     """Why a running dataset makes no progress, if a step of it is being retried: the
     newest failure of its own activities (listing, batches), else of one of its large
     files' transfers in flight (``children``: their progress); None when nothing is
-    retrying. A batch whose retried attempt moves bytes again is not retrying
+    retrying. A batch whose retried attempt handles files again is not retrying
     (:func:`staccato.client.retry_is_over`, a transfer's rule: ``cp -r``'s line kept
     ``retrying: <error>`` after the batch recovered). ``where``: the dataset's
     endpoints (`` and ``-joined URLs), named when an attempt was timed out for want of
@@ -1844,8 +1844,9 @@ async def _last_retry_error(
 
 
 async def _batch_moves(client: StaccatoClient, pending: Any, now: datetime) -> bool:
-    """Whether ``pending`` (a ``PendingActivityInfo``) is a batch whose attempt moves
-    bytes now (its heartbeat's ``moved_at``: :func:`staccato.client.retry_is_over`);
+    """Whether ``pending`` (a ``PendingActivityInfo``) is a batch whose current attempt
+    handled a file lately (its heartbeat's ``progress_at``, later than the attempt's
+    start and current: :func:`staccato.client.retry_is_over`);
     False for any other activity, or one whose details cannot be read."""
     kind = pending.activity_type.name
     if kind not in ("copy_batch", "copy_batch_to_many") or not pending.heartbeat_details.payloads:
@@ -1857,8 +1858,14 @@ async def _batch_moves(client: StaccatoClient, pending: Any, now: datetime) -> b
         )
     except Exception:
         return False
-    moved = getattr(details, "moved_at", None)
-    return moved is not None and retry_is_over(pending, now, moved)
+    # a file handled by this attempt (its checkpoint's progress_at, past the attempt's
+    # start), not bytes moved: an attempt on a full disk reads its files again before
+    # each write fails (ci83: its rate came back while it retried)
+    handled = getattr(details, "progress_at", None)
+    if handled is None or not pending.HasField("last_started_time"):
+        return False
+    started = pending.last_started_time.ToDatetime(tzinfo=UTC).timestamp()
+    return handled > started and retry_is_over(pending, now, handled)
 
 
 async def list_datasets(client: StaccatoClient, *, limit: int = 50) -> list[DatasetStatus]:
