@@ -940,15 +940,16 @@ async def test_transfer_max_rate_paces_its_streams(
 async def test_window_holds_new_transfers_until_it_opens(
     client: StaccatoClient, limits: Any, slow_nginx: NginxServer, http_root: Path, data_dir: Path
 ) -> None:
-    """A window that opens in 6 s is set while a transfer runs: that one finishes
+    """A window that opens in 20 s is set while a transfer runs: that one finishes
     inside the closed time; a new one waits queued with the window in its reason and
-    starts (first byte at nginx) only once the window is open."""
+    starts (first byte at nginx) only once the window is open. (6 s was too short at
+    load: ci84's 4 MiB blocker ended 16 s past it.)"""
     target = endpoint_of(slow_nginx.base_url)
     await limits(target, max_active=5)
     blocker = await queue_behind_blocker(
         client, slow_nginx, http_root, data_dir, target, size=4 * MiB
     )
-    opens = (datetime.now(UTC) + timedelta(seconds=6)).replace(microsecond=0)
+    opens = (datetime.now(UTC) + timedelta(seconds=20)).replace(microsecond=0)
     window = f"{opens:%H:%M:%S}-{opens + timedelta(hours=1):%H:%M:%S},UTC"
     await limits(target, window=window)
     (name,) = sources(slow_nginx, http_root, "window", 1, 1 * MiB)
