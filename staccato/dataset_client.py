@@ -1830,7 +1830,7 @@ async def _last_retry_error(
     raw = description.raw_description
     now = datetime.now(UTC)
     for pending in raw.pending_activities:
-        if await _batch_moves(client, pending, now):
+        if await _batch_handles_files(client, pending, now):
             continue
         retried = await client.retry_of(pending, where)
         if retried is not None:
@@ -1843,7 +1843,7 @@ async def _last_retry_error(
     return None
 
 
-async def _batch_moves(client: StaccatoClient, pending: Any, now: datetime) -> bool:
+async def _batch_handles_files(client: StaccatoClient, pending: Any, now: datetime) -> bool:
     """Whether ``pending`` (a ``PendingActivityInfo``) is a batch whose current attempt
     handled a file lately (its heartbeat's ``progress_at``, later than the attempt's
     start and current: :func:`staccato.client.retry_is_over`);
