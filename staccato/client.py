@@ -652,8 +652,13 @@ class StaccatoClient:
         require_type(handle.id, description, (TRANSFER_TYPE,), call=call)
         return handle, description
 
-    async def _status(self, handle: WorkflowHandle[Any, Any], description: Any) -> TransferStatus:
-        """:meth:`status` of the run ``handle`` names, once described."""
+    async def _status(
+        self, handle: WorkflowHandle[Any, Any], description: Any, described_again: bool = False
+    ) -> TransferStatus:
+        """:meth:`status` of the run ``handle`` names, once described.
+
+        ``described_again``: ``description`` was taken after a query found the run
+        ended (it is not described a third time)."""
         status = description.status
         memo = await description.memo()
         runs_as = _runs_as(handle.id, memo)
@@ -683,6 +688,12 @@ class StaccatoClient:
         capacity_wait: str | None = None  # a stream waiting for its worker's memory
         if status == WorkflowExecutionStatus.RUNNING:
             progress = await self._answered(handle, description)
+            if progress is not None and not described_again and _ended_since(progress):
+                # the run ended between the describe and the query (its last workflow
+                # task sets the state, writes the memo's ``left_behind`` and ends it):
+                # the memo read above predates that (ci, stop 39: "cancelled" with no
+                # ``left_behind`` while the run had written it)
+                return await self._status(handle, await handle.describe(), True)
         chunk_size = progress.chunk_size if progress else int(memo.get("chunk_size", 0))
         streams = progress.streams if progress else int(memo.get("streams", 0))
         bytes_total = progress.bytes_total if progress else None
@@ -1822,6 +1833,15 @@ def _scheduled_not_running(transfer: str, action: str, starts_at: str) -> str:
             "later --not-before, or pause it once it runs"
         )
     return f"cannot {action} transfer {transfer}: it is scheduled to start at {starts_at}; {why}"
+
+
+def _ended_since(progress: Progress) -> bool:
+    """Whether ``progress`` (a query's answer) says the run has reached its end: it
+    completed or was cancelled (the last workflow task sets that state), or it failed
+    and its clean-up is over (it ends once it released what it held)."""
+    if progress.state in (TransferState.completed, TransferState.cancelled):
+        return True
+    return progress.state == TransferState.failed and progress.cleanup is None
 
 
 def _runs_as(workflow_id: str, memo: Any) -> str | None:
