@@ -16,7 +16,9 @@ from temporalio.api.enums.v1 import PendingActivityState
 
 from staccato.client import StaccatoClient
 from staccato.errors import TransferCancelledError
-from tests.helpers import WorkerProcess, child_pids, pid_alive
+from staccato.workers.worker import WORKFLOW_RUNNER
+from staccato.workflows.transfer import TransferWorkflow
+from tests.helpers import WorkerProcess, child_pids, pid_alive, replayer_of
 
 #: the local attempt's cut (10 s) and the regular attempt's scheduling, with room
 REGULAR_ATTEMPT_WITHIN_S = 90.0
@@ -65,7 +67,8 @@ async def cancelled_while_no_worker(
     one waits, cancel, start a worker (``start_worker``; appended to ``started`` for the
     caller to stop), and return once the run ended cancelled, within
     :data:`CANCELLED_WITHIN_S` of that start. Premise asserted: the new worker started
-    the next prepare attempt (a cancel that finds it not started ends it at once)."""
+    the next prepare attempt (a cancel that finds it not started ends it at once).
+    Then the run's history is replayed (it must replay with this code)."""
     step_started = PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
 
     async def regular_attempt_runs() -> bool:
@@ -112,3 +115,8 @@ async def cancelled_while_no_worker(
             ended.cancel()
     with pytest.raises(TransferCancelledError):
         await ended
+    # the run's history (a cancel during prepare, the new worker's attempt never
+    # answered) replays with this code: no nondeterminism in that path
+    history = await client.temporal.get_workflow_handle(transfer).fetch_history()
+    replayer = replayer_of(TransferWorkflow, workflow_runner=WORKFLOW_RUNNER)
+    await replayer.replay_workflow(history)
