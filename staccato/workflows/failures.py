@@ -30,7 +30,13 @@ with workflow.unsafe.imports_passed_through():
     # re-exported: the workflows name them from here
     from staccato.step_endpoints import remote_endpoints as remote_endpoints
     from staccato.step_endpoints import step_endpoints as step_endpoints
-    from staccato.temp_names import TEMP_SUFFIX, WRITERS_SUFFIX, journal_of, leftover_pattern
+    from staccato.temp_names import (
+        TEMP_SUFFIX,
+        WRITERS_SUFFIX,
+        journal_of,
+        leftover_pattern,
+        session_temp,
+    )
     from staccato.urls import parse_url
 
 # failure types the workflow acts on (ApplicationError.type, from staccato.errors)
@@ -329,6 +335,49 @@ def left_behind(session: WriteSession, in_a_dataset: bool = False) -> str:
         f"hand ({paths}); the next transfer to this destination does not "
         "remove them (its name is too long to tell its temp files from a longer name's)"
     )
+
+
+def unanswered_prepare_left(
+    destination: str, size: int, chunk_size: int, session_key: str, in_a_dataset: bool = False
+) -> str | None:
+    """What a run cancelled before its ``prepare`` answered may leave at
+    ``destination`` (a canonical URL), in words (memo ``left_behind``), or None when it
+    can leave nothing (an S3 object of 0 bytes: its session opens no upload).
+
+    S3: a multipart upload whose id no one knows may be opened when the server answers
+    (the attempt aborts it itself once it knows of the cancel, unless its worker is
+    gone); a lone transfer's next run to the key aborts every upload open on it, a
+    dataset's file does not (by hand). File and SFTP: the session's temp file, its name
+    known from ``session_key`` (:func:`staccato.temp_names.session_temp`), with the
+    words of :func:`left_behind` (``status`` stops saying a local one once it is gone).
+    ``size`` and ``chunk_size``: the session's, in bytes. Text only: no command."""
+    if destination.startswith("s3://"):
+        if size == 0:
+            return None
+        removed_by = (
+            "a `staccato cp` of this file alone aborts it"
+            if in_a_dataset
+            else "the next transfer to this destination aborts it"
+        )
+        return (
+            f"a multipart upload of {destination} may be opened when its server answers a "
+            "prepare attempt that had not answered when the transfer was cancelled (it has "
+            "no known id: ListMultipartUploads on that key shows it, AbortMultipartUpload "
+            f"removes it; the attempt aborts it itself if its worker still runs); {removed_by}"
+        )
+    if not destination.startswith(("file://", "sftp://")):
+        return None
+    try:
+        path = parse_url(destination).path
+    except errors.InvalidURLError:
+        return None
+    session = WriteSession(
+        url=destination,
+        size=size,
+        chunk_size=chunk_size,
+        session_id=session_temp(path, session_key),
+    )
+    return left_behind(session, in_a_dataset)
 
 
 def _writers_of(session: WriteSession) -> str | None:

@@ -62,6 +62,7 @@ policy, timeouts, the short steps' local first attempt, cancellation checks) and
 from __future__ import annotations
 
 import asyncio
+import builtins
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime, timedelta
@@ -144,6 +145,7 @@ from staccato.workflows.failures import (
     WRITE_SESSION_LOST,
     decode_request,
     durable_in,
+    duration,
     gave_up_message,
     left_behind,
     partial_data,
@@ -152,6 +154,7 @@ from staccato.workflows.failures import (
     step_endpoints,
     stream_moved_on,
     timed_out_text,
+    unanswered_prepare_left,
 )
 from staccato.workflows.governor import (
     LIMIT_QUEUED_SIGNAL,
@@ -245,6 +248,19 @@ START_LOOKUP = "look_up_start"
 #: was never aborted) or with its result (the SDK raised the cancel instead of the
 #: result: a temp file was left after a worker crash); a marker event per write session
 PREPARE_WAITS_PATCH = "prepare-waits-out-cancel"
+#: after a cancel, a ``prepare`` that has not answered is waited for at most
+#: :data:`_PREPARE_CANCEL_WAIT`, then the run ends cancelled (before, the run waited for
+#: the attempt's end: an attempt hung on a frozen S3 server, started by a worker that
+#: came back after the cancel was asked with none running, held the cancel ~125 s,
+#: until its start-to-close timeout: tester64 F6). Whenever such a run ends with no
+#: session from prepare (no answer in time, or none at all: an attempt whose worker
+#: died may have had its request sent), its memo's ``left_behind`` says what an attempt
+#: may still open (before: nothing). A prepare that answers late aborts what it opened
+#: itself (``staccato.activities.transfer.unanswerable``: it was cancelled), and a lone
+#: transfer's next prepare aborts every upload left on its key (sweeps a file or SFTP
+#: destination's temp files). A marker event and a timer only when a cancel comes while
+#: prepare runs, and then a memo update when no session came
+PREPARE_CANCEL_BOUNDED_PATCH = "prepare-cancel-wait-bounded"
 #: ``look_up_start`` runs first as a local activity on the worker running the workflow
 #: (no control-queue round trip, no workflow task for its result); a failed local
 #: attempt falls back to the control-queue activity. A marker event once per transfer.
@@ -1676,11 +1692,13 @@ class TransferWorkflow:
         """``prepare`` in a task of its own, so a cancel of the transfer never loses the
         write session it opened (an S3 multipart upload is known only by the id in its
         answer). If the cancel comes while prepare runs, prepare is asked to stop and
-        waited for (``WAIT_CANCELLATION_COMPLETED``; it finishes opening and returns);
-        if it comes in the same workflow task as prepare's result, awaiting the
-        activity directly would raise the cancel and drop the result. Either way the
-        session is kept in ``self._session`` for the transfer's ending to clean up,
-        then the cancel goes on.
+        waited for (``WAIT_CANCELLATION_COMPLETED``; it finishes opening and returns),
+        behind :data:`PREPARE_CANCEL_BOUNDED_PATCH` for at most
+        :data:`_PREPARE_CANCEL_WAIT` (then the memo's ``left_behind`` says what it may
+        still open, and the cancel goes on without its answer); if it comes in the same
+        workflow task as prepare's result, awaiting the activity directly would raise
+        the cancel and drop the result. Either way a session received is kept in
+        ``self._session`` for the transfer's ending to clean up, then the cancel goes on.
 
         Raises:
             asyncio.CancelledError: the transfer was cancelled (the session, if any,
@@ -1705,13 +1723,44 @@ class TransferWorkflow:
                 if running.done():
                     break
                 await asyncio.sleep(0)
+            bounded = False
             if not running.done():
                 running.cancel()
+                bounded = workflow.patched(PREPARE_CANCEL_BOUNDED_PATCH)
+                if bounded and not await _ended_within(running, _PREPARE_CANCEL_WAIT):
+                    self._prepare_unanswered(request)
+                    raise  # ``running`` is left cancel-requested, not awaited
             try:
                 self._session = (await running).session
             except (asyncio.CancelledError, ActivityError, ApplicationError):
-                pass  # it opened nothing that it did not abort itself
+                # the attempt under way opened nothing that it did not abort itself;
+                # one whose worker died (timed out by its heartbeat) may have had its
+                # request sent, which the server may carry out yet (patch: said)
+                if bounded:
+                    self._prepare_unanswered(request)
             raise
+
+    def _prepare_unanswered(self, request: PrepareInput) -> None:
+        """The run ends cancelled with no session from ``prepare``
+        (:data:`PREPARE_CANCEL_BOUNDED_PATCH`): it did not answer within
+        :data:`_PREPARE_CANCEL_WAIT`, or it ended without a result (cancelled, or timed
+        out: its worker died, maybe with its request sent). Its memo's ``left_behind``
+        says what an attempt may still open at the destination (nothing to say for an
+        S3 object of 0 bytes, or a scheme that opens nothing)."""
+        left = unanswered_prepare_left(
+            request.destination,
+            request.size,
+            request.chunk_size,
+            request.session_key,
+            _in_a_dataset(),
+        )
+        workflow.logger.warning(
+            "cancelled before prepare answered (waited %s at most); %s",
+            duration(_PREPARE_CANCEL_WAIT),
+            left or "it opens nothing that needs removing",
+        )
+        if left:
+            workflow.upsert_memo({"left_behind": left})
 
     async def _cleanup(self, session: WriteSession | None, within: timedelta | None = None) -> bool:
         """Remove ``session``'s partial data (up to 10 attempts, and within ``within``
@@ -2447,9 +2496,26 @@ class TransferWorkflow:
         return result
 
 
+async def _ended_within(task: asyncio.Future[Any], within: timedelta) -> bool:
+    """Whether ``task`` is done within ``within`` (a workflow timer, cancelled when it
+    ends first)."""
+    try:
+        await workflow.wait_condition(task.done, timeout=within)
+    except builtins.TimeoutError:  # (the name here is temporalio's)
+        return False
+    return True
+
+
 #: event-loop turns a cancelled transfer gives an activity result that came with the
 #: cancel to reach the task awaiting it (two suffice: the handle's task, then its own)
 _RESULT_TURNS = 8
+#: how long a cancelled transfer waits for a ``prepare`` that has not answered
+#: (:data:`PREPARE_CANCEL_BOUNDED_PATCH`): one heartbeat timeout. Within it a live
+#: attempt hears of the cancel (it heartbeats every 5 s, sent within 1 s, the workers'
+#: throttle), so an upload it opens later it aborts itself, and one whose worker died
+#: is timed out by its heartbeat (not retried: its cancel was asked) and ends the wait
+#: earlier; an attempt that answers within it hands its session to the run's clean-up
+_PREPARE_CANCEL_WAIT = SHORT_HEARTBEAT_TIMEOUT
 _PAUSABLE_PHASES = ("scheduled", "stat", "sync-check", "look-up", "find-copy", "prepare", "copy")
 #: how long a reported rate is shown without a newer report (reports come every
 #: 10 s to a few minutes, see :mod:`staccato.workers.progress_reporter`)
