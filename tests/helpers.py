@@ -319,7 +319,7 @@ async def retried_past_a_wrong_worker(
 
 
 async def wait_for_status(
-    client, transfer: str, predicate, *, timeout_s: float = 60.0, interval_s: float = 0.2
+    client, transfer: str, predicate, *, timeout_s: float = 120.0, interval_s: float = 0.2
 ):
     """Poll ``client.status(transfer)`` until ``predicate(status)``; return that status.
 

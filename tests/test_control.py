@@ -17,7 +17,15 @@ from staccato.client import StaccatoClient
 from staccato.errors import DestinationBusyError, TransferFailedError
 from staccato.models import TransferOptions, TransferState
 from staccato.workflows.transfer import TransferWorkflow
-from tests.helpers import MiB, leftovers, run_cli, sha256_file, wait_for_status, write_random
+from tests.helpers import (
+    MiB,
+    leftovers,
+    run_cli,
+    settled,
+    sha256_file,
+    wait_for_status,
+    write_random,
+)
 from tests.servers.holding_proxy import HoldingProxy
 from tests.servers.nginx import NginxServer, nginx_fixture
 from tests.servers.pacing_proxy import PacingProxy
@@ -293,9 +301,11 @@ async def test_corrupted_temp_chunk_is_sent_again(
     finally:
         proxy.rate = 10e9
         proxy.release()
-    await asyncio.sleep(3)  # streams stop at their next heartbeat
     (temp,) = [p for p in data_dir.iterdir() if p.name.endswith(".staccato-part")]
     (journal,) = [p for p in data_dir.iterdir() if p.name.endswith(".staccato-journal")]
+    # streams stop at their next heartbeat: once the journal stopped growing (a fixed
+    # 3 s could end, at load, before a stream's last chunk was journaled)
+    await settled(lambda: journal.read_bytes(), quiet_s=3, timeout_s=60)
     # chunk lines `INDEX CHECKSUM`, and a paused stream's kept start of its chunk
     # `p INDEX LENGTH CHECKSUM`: both must be checked before a resume builds on them
     journaled = [
@@ -466,7 +476,8 @@ async def test_wait_follows_the_run_it_submitted(
     other.task_queue = client.task_queue
     theirs = await other.submit(slow_nginx.url("theirs.bin"), str(destination), OPTIONS)
     assert theirs == mine  # one id per destination, two runs
-    result = await asyncio.wait_for(client.wait(mine), 5)
+    # its own (ended) run, not the newer one: the source below tells them apart
+    result = await asyncio.wait_for(client.wait(mine), 30)
     assert result.source == f"file://{first_source}" and result.bytes == 1 * MiB
     statuses = [s async for s in client.follow(mine)]
     assert statuses[-1].state == TransferState.completed
