@@ -41,6 +41,10 @@ FULL_SPEED = 1e12
 
 # nginx sending at most 3 MB/s per connection: a 48 MiB transfer lasts ~4 s.
 slow_nginx = nginx_fixture("http_root", scope="function", extra_server_config="limit_rate 3m;")
+#: 4 MB/s for 4 streams: a 96 MiB copy lasts ~25 s, so the cancel has ~17 s from 10 %
+#: to stop it before 80 % are read (at 12 MB/s it had ~5.5 s, which a cancel's way
+#: through a query, a workflow task and a stream's next heartbeat can take at load 15)
+slower_nginx = nginx_fixture("http_root", scope="function", extra_server_config="limit_rate 1m;")
 
 
 def _started(fraction: float = 0.1):
@@ -100,13 +104,13 @@ async def test_one_transfer_per_destination(
 
 
 async def test_cancel_keeps_existing_destination(
-    client: StaccatoClient, slow_nginx: NginxServer, http_root: Path, data_dir: Path
+    client: StaccatoClient, slower_nginx: NginxServer, http_root: Path, data_dir: Path
 ) -> None:
     write_random(http_root / "cancel.bin", 2 * SIZE, seed=3)
     destination = data_dir / "cancel.bin"
     destination.write_bytes(b"precious old content")
-    slow_nginx.clear_log()
-    transfer = await client.submit(slow_nginx.url("cancel.bin"), str(destination), OPTIONS)
+    slower_nginx.clear_log()
+    transfer = await client.submit(slower_nginx.url("cancel.bin"), str(destination), OPTIONS)
     await wait_for_status(client, transfer, _started(0.1), timeout_s=60)
     assert leftovers(data_dir), "a running transfer should have a temp file"
     await client.cancel(transfer)
@@ -118,7 +122,7 @@ async def test_cancel_keeps_existing_destination(
         await client.wait(transfer)
     assert destination.read_bytes() == b"precious old content"
     assert leftovers(data_dir) == []
-    sent = sum(r["body_bytes_sent"] for r in slow_nginx.requests() if r["method"] == "GET")
+    sent = sum(r["body_bytes_sent"] for r in slower_nginx.requests() if r["method"] == "GET")
     assert sent < 2 * SIZE * 0.8, f"cancel let the copy run on: {sent} of {2 * SIZE} bytes read"
 
 
