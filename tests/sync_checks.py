@@ -22,13 +22,20 @@ async def run(
     return await client.wait(transfer)
 
 
-def settled_requests(nginx: NginxServer, uri: str, timeout_s: float = 5.0) -> list[dict[str, Any]]:
-    """nginx's log entries for ``uri`` once the log stopped growing for 0.3 s (nginx
-    writes an entry when it has finished the request), or after ``timeout_s``."""
+#: seconds nginx's log must stay unchanged to count as complete: it logs a request once
+#: it has finished it, which at load 15 can come a second after the client had the
+#: answer (0.3 s of quiet could let an earlier request's entry count as a later one's)
+LOG_QUIET_S = 1.0
+
+
+def settled_requests(nginx: NginxServer, uri: str, timeout_s: float = 10.0) -> list[dict[str, Any]]:
+    """nginx's log entries for ``uri`` once the log stopped growing for
+    :data:`LOG_QUIET_S` (nginx writes an entry when it has finished the request), or
+    after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     seen = [e for e in nginx.requests() if e["uri"] == uri]
     while time.monotonic() < deadline:
-        time.sleep(0.3)
+        time.sleep(LOG_QUIET_S)
         again = [e for e in nginx.requests() if e["uri"] == uri]
         if len(again) == len(seen):
             return again

@@ -17,7 +17,15 @@ from staccato.client import StaccatoClient
 from staccato.errors import DestinationBusyError, TransferFailedError
 from staccato.models import TransferOptions, TransferState
 from staccato.workflows.transfer import TransferWorkflow
-from tests.helpers import MiB, leftovers, run_cli, sha256_file, wait_for_status, write_random
+from tests.helpers import (
+    MiB,
+    leftovers,
+    run_cli,
+    settled,
+    sha256_file,
+    wait_for_status,
+    write_random,
+)
 from tests.servers.holding_proxy import HoldingProxy
 from tests.servers.nginx import NginxServer, nginx_fixture
 from tests.servers.pacing_proxy import PacingProxy
@@ -33,6 +41,10 @@ FULL_SPEED = 1e12
 
 # nginx sending at most 3 MB/s per connection: a 48 MiB transfer lasts ~4 s.
 slow_nginx = nginx_fixture("http_root", scope="function", extra_server_config="limit_rate 3m;")
+#: 4 MB/s for 4 streams: a 96 MiB copy lasts ~25 s, so the cancel has ~17 s from 10 %
+#: to stop it before 80 % are read (at 12 MB/s it had ~5.5 s, which a cancel's way
+#: through a query, a workflow task and a stream's next heartbeat can take at load 15)
+slower_nginx = nginx_fixture("http_root", scope="function", extra_server_config="limit_rate 1m;")
 
 
 def _started(fraction: float = 0.1):
@@ -92,13 +104,13 @@ async def test_one_transfer_per_destination(
 
 
 async def test_cancel_keeps_existing_destination(
-    client: StaccatoClient, slow_nginx: NginxServer, http_root: Path, data_dir: Path
+    client: StaccatoClient, slower_nginx: NginxServer, http_root: Path, data_dir: Path
 ) -> None:
     write_random(http_root / "cancel.bin", 2 * SIZE, seed=3)
     destination = data_dir / "cancel.bin"
     destination.write_bytes(b"precious old content")
-    slow_nginx.clear_log()
-    transfer = await client.submit(slow_nginx.url("cancel.bin"), str(destination), OPTIONS)
+    slower_nginx.clear_log()
+    transfer = await client.submit(slower_nginx.url("cancel.bin"), str(destination), OPTIONS)
     await wait_for_status(client, transfer, _started(0.1), timeout_s=60)
     assert leftovers(data_dir), "a running transfer should have a temp file"
     await client.cancel(transfer)
@@ -110,7 +122,7 @@ async def test_cancel_keeps_existing_destination(
         await client.wait(transfer)
     assert destination.read_bytes() == b"precious old content"
     assert leftovers(data_dir) == []
-    sent = sum(r["body_bytes_sent"] for r in slow_nginx.requests() if r["method"] == "GET")
+    sent = sum(r["body_bytes_sent"] for r in slower_nginx.requests() if r["method"] == "GET")
     assert sent < 2 * SIZE * 0.8, f"cancel let the copy run on: {sent} of {2 * SIZE} bytes read"
 
 
@@ -293,9 +305,11 @@ async def test_corrupted_temp_chunk_is_sent_again(
     finally:
         proxy.rate = 10e9
         proxy.release()
-    await asyncio.sleep(3)  # streams stop at their next heartbeat
     (temp,) = [p for p in data_dir.iterdir() if p.name.endswith(".staccato-part")]
     (journal,) = [p for p in data_dir.iterdir() if p.name.endswith(".staccato-journal")]
+    # streams stop at their next heartbeat: once the journal stopped growing (a fixed
+    # 3 s could end, at load, before a stream's last chunk was journaled)
+    await settled(lambda: journal.read_bytes(), quiet_s=3, timeout_s=60)
     # chunk lines `INDEX CHECKSUM`, and a paused stream's kept start of its chunk
     # `p INDEX LENGTH CHECKSUM`: both must be checked before a resume builds on them
     journaled = [
@@ -466,7 +480,8 @@ async def test_wait_follows_the_run_it_submitted(
     other.task_queue = client.task_queue
     theirs = await other.submit(slow_nginx.url("theirs.bin"), str(destination), OPTIONS)
     assert theirs == mine  # one id per destination, two runs
-    result = await asyncio.wait_for(client.wait(mine), 5)
+    # its own (ended) run, not the newer one: the source below tells them apart
+    result = await asyncio.wait_for(client.wait(mine), 30)
     assert result.source == f"file://{first_source}" and result.bytes == 1 * MiB
     statuses = [s async for s in client.follow(mine)]
     assert statuses[-1].state == TransferState.completed

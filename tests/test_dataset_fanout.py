@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -301,6 +302,7 @@ async def test_status_names_the_root_a_batch_waits_for_and_counts_the_other(
     try:
         seen = None
         started = False  # the batch was seen pending
+        deadline = time.monotonic() + 120
         while True:
             description = await handle.describe()
             batches = [
@@ -309,6 +311,10 @@ async def test_status_names_the_root_a_batch_waits_for_and_counts_the_other(
                 if p.activity_type.name == "copy_batch_to_many"
             ]
             status = await dataset_status(fan_client, dataset)
+            assert time.monotonic() < deadline, f"the down root not named in 120 s: {status}"
+            if status.state == DatasetState.scheduled:  # before the run's first task (load)
+                await asyncio.sleep(0.5)
+                continue
             rows = {row.destination: row for row in status.destinations or []}
             (dead_root,) = [r for r in rows if r.startswith("sftp://")]
             # (getattr: the rows of the old code had no such field)

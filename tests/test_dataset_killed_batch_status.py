@@ -51,7 +51,8 @@ async def _status_until(
     while True:
         status = await dataset_status(client, dataset)
         seen.append(status)
-        if what(status) or status.state != DatasetState.running:
+        # scheduled until the run's first task: a poll at load can come before it
+        if what(status) or status.state not in (DatasetState.scheduled, DatasetState.running):
             return status
         assert time.monotonic() < deadline, (
             f"not within {timeout_s} s: {[status_lines(s, False) for s in seen[-2:]]}"

@@ -21,8 +21,10 @@ from tests.dataset_checks import tree, wait_dataset
 from tests.helpers import MiB, WorkerProcess, run_cli, write_random
 
 OPTIONS = TransferOptions(chunk_size=1 * MiB, streams=1, heartbeat_timeout_s=8)
-#: bytes/s of the writer held running (16 MiB: ~60 s, far longer than the checks)
-SLOW = TransferOptions(chunk_size=1 * MiB, streams=1, heartbeat_timeout_s=8, max_rate=256 * 1024)
+#: bytes/s of the writer held running (16 MiB: ~4 min, far longer than the checks, which
+#: it outlasts by being cancelled: at 256 KiB/s its ~60 s were within reach of the
+#: checks' CLIs and second dataset at load 15, and "A ended too soon")
+SLOW = TransferOptions(chunk_size=1 * MiB, streams=1, heartbeat_timeout_s=8, max_rate=64 * 1024)
 
 
 def _files(root: Path, count: int, size: int, seed: int) -> None:

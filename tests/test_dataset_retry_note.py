@@ -38,7 +38,8 @@ async def _status_until(
     deadline = time.monotonic() + timeout_s
     while True:
         status = await dataset_status(client, dataset)
-        if what(status) or status.state != DatasetState.running:
+        # scheduled until the run's first task: a poll at load can come before it
+        if what(status) or status.state not in (DatasetState.scheduled, DatasetState.running):
             return status
         assert time.monotonic() < deadline, (
             f"not within {timeout_s} s: {status_lines(status, False)}"

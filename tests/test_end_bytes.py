@@ -15,7 +15,10 @@ from staccato.models import TransferOptions, TransferState
 from tests.helpers import MiB, WorkerProcess, run_cli, wait_for_status, write_random
 
 SIZE = 8 * MiB
-OPTIONS = TransferOptions(chunk_size=1 * MiB, streams=1, max_rate=1 * MiB)
+#: 512 KiB/s: 16 s in all, so a cancel or a change of the source after 2 MiB lands
+#: ~12 s before the end (at 1 MiB/s it had ~6 s, less the lag of the durable count,
+#: which a cancel's path at load 15 could outlast: then the copy completed)
+OPTIONS = TransferOptions(chunk_size=1 * MiB, streams=1, max_rate=512 * 1024)
 
 
 def _moving(status) -> bool:  # noqa: ANN001

@@ -26,6 +26,7 @@ from staccato.models import TransferOptions, TransferState
 from tests.helpers import MiB, at_rest, run_cli, sha256_file, write_random
 from tests.servers.nginx import NginxServer
 from tests.servers.pacing_proxy import PacingProxy
+from tests.sync_checks import LOG_QUIET_S
 
 #: the origin's cap, bytes per second over all connections
 ORIGIN_RATE = 20_000_000
@@ -56,13 +57,13 @@ def _origin_bytes(nginx: NginxServer, name: str) -> int:
     )
 
 
-def _settled_origin_bytes(nginx: NginxServer, name: str, timeout_s: float = 5.0) -> int:
-    """:func:`_origin_bytes` once it has not changed for 0.3 s (nginx logs a request
-    when it ends), or after ``timeout_s`` seconds."""
+def _settled_origin_bytes(nginx: NginxServer, name: str, timeout_s: float = 10.0) -> int:
+    """:func:`_origin_bytes` once it has not changed for ``LOG_QUIET_S`` (nginx logs a
+    request when it ends, at load a second after), or after ``timeout_s`` seconds."""
     deadline = time.monotonic() + timeout_s
     seen = _origin_bytes(nginx, name)
     while time.monotonic() < deadline:
-        time.sleep(0.3)
+        time.sleep(LOG_QUIET_S)
         again = _origin_bytes(nginx, name)
         if again == seen:
             break

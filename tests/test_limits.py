@@ -562,14 +562,14 @@ async def test_terminated_holder_frees_its_slot(
 
     await until(queued, "the second transfer is queued")
     await client.temporal.get_workflow_handle(blocker).terminate("test: holder dies")
-    terminated_at = time.monotonic()
 
     async def granted() -> bool:
         state = await governor_state(client, target)
         return bool(state and [h.workflow_id for h in state.holders] == [waiting])
 
-    await until(granted, "the queued transfer holds the slot", timeout_s=20)
-    assert time.monotonic() - terminated_at < 8
+    # without the governor's check of ended runs the slot is never freed: the bound is a
+    # correctness one, several of its 5 s checks at load 15 (8 s was within reach there)
+    await until(granted, "the queued transfer holds the slot", timeout_s=60)
     assert (await asyncio.wait_for(client.wait(waiting), 60)).bytes == 1 * MiB
 
 
@@ -634,7 +634,7 @@ async def test_worker_sigkill_holder_completes_and_releases(
             state = await governor_state(client, target)
             return bool(state is None or (not state.holders and not state.waiters))
 
-        await until(drained, "no slot held after all completed", timeout_s=20)
+        await until(drained, "no slot held after all completed", timeout_s=60)
         await governors.unset_limits(client.temporal, parse_limit_target(target), [])
     finally:
         await governor_ends(client, target)
@@ -715,9 +715,9 @@ async def test_cancel_while_queued_leaves_the_queue(
         state = await governor_state(client, target)
         return bool(state and not any(w.workflow_id == waiting for w in state.waiters))
 
-    await until(left, "the cancelled transfer left the queue", timeout_s=20)
+    await until(left, "the cancelled transfer left the queue", timeout_s=60)
     status = await until(
-        lambda: _ended(client, waiting), "the cancelled transfer ends", timeout_s=20
+        lambda: _ended(client, waiting), "the cancelled transfer ends", timeout_s=60
     )
     assert status.state == TransferState.cancelled, status
     assert not (data_dir / name).exists()
@@ -985,7 +985,7 @@ async def test_pause_while_queued_leaves_the_queue_and_resume_asks_again(
         state = await governor_state(client, target)
         return bool(state and not any(w.workflow_id == waiting for w in state.waiters))
 
-    await until(left, "the paused transfer left the queue", timeout_s=20)
+    await until(left, "the paused transfer left the queue", timeout_s=60)
     assert (await client.status(waiting)).state == TransferState.paused
     await client.resume(waiting)
 
@@ -995,7 +995,7 @@ async def test_pause_while_queued_leaves_the_queue_and_resume_asks_again(
             state and any(x.workflow_id == waiting for x in [*state.waiters, *state.holders])
         )
 
-    await until(back, "the resumed transfer asks again", timeout_s=20)
+    await until(back, "the resumed transfer asks again", timeout_s=60)
     assert (await asyncio.wait_for(client.wait(blocker), 60)).bytes == 12 * MiB
     assert (await asyncio.wait_for(client.wait(waiting), 60)).bytes == 1 * MiB
     assert sha256_file(data_dir / name) == sha256_file(http_root / name)

@@ -64,7 +64,7 @@ async def canonical_runs(client: StaccatoClient, destination: Path) -> list[Any]
     return [e async for e in client.temporal.list_workflows(f"WorkflowId = '{cid}'")]
 
 
-async def eventually(probe, *, timeout_s: float = 20.0, interval_s: float = 0.2):
+async def eventually(probe, *, timeout_s: float = 60.0, interval_s: float = 0.2):
     """Await ``probe()`` until it returns something truthy (visibility is eventually
     consistent); return that, or the last value at the deadline."""
     deadline = time.monotonic() + timeout_s
@@ -301,7 +301,7 @@ async def test_fronts_and_submit_race_one_writer(
         assert final == sources[completed[0]]
     # the destination's transfer ran one at a time; the file is its last run's source
     runs = await eventually(
-        lambda: _closed(canonical_runs(client, destination), len(completed)), timeout_s=20
+        lambda: _closed(canonical_runs(client, destination), len(completed)), timeout_s=60
     )
     no_overlap(runs)
     last = max(runs, key=lambda r: r.close_time)

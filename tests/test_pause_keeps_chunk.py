@@ -41,8 +41,11 @@ PAUSE_AT = 16 * MiB
 #: buffers when the pause stopped the streams (a chunk per stream was 64 MiB here)
 RESENT_BOUND = STREAMS * MiB
 
-# each connection at 2 MB/s: a chunk takes ~8 s, so the pause lands inside it
-paced_nginx = nginx_fixture("http_root", scope="function", extra_server_config="limit_rate 2m;")
+# each connection at 1 MB/s: a chunk takes ~16 s, so the pause (or stop) asked for at
+# ~4 s lands inside it with ~12 s to spare. At 2 MB/s it had ~6 s, which a pause's way
+# to the streams (a workflow task, then each stream's next heartbeat, sent at most every
+# 0.8 x its 5 s timeout) can take at load 15: then the chunks ended before it
+paced_nginx = nginx_fixture("http_root", scope="function", extra_server_config="limit_rate 1m;")
 
 
 def _kept_in_journal(destination: Path) -> int:

@@ -26,8 +26,9 @@ SIZE = 16 * MiB
 #: one stream, so one segment: nothing is committed before the end
 OPTIONS = TransferOptions(chunk_size=2 * MiB, streams=1, heartbeat_timeout_s=3)
 
-# ~8 s for the file at 2 MB/s: the pause comes seconds before the end
-paced_nginx = nginx_fixture("http_root", scope="function", extra_server_config="limit_rate 2m;")
+# ~16 s for the file at 1 MB/s: the pause asked for at 4 MiB (~4 s) has ~12 s before the
+# end (at 2 MB/s ~6 s, which a pause's way to the stream can take at load 15)
+paced_nginx = nginx_fixture("http_root", scope="function", extra_server_config="limit_rate 1m;")
 
 
 async def test_a_paused_transfer_keeps_its_bytes_in_status_with_no_worker(

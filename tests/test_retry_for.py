@@ -32,7 +32,7 @@ async def test_outage_longer_than_retry_for_fails_naming_deadline_and_cause(
         url, str(data_dir / "down.bin"), TransferOptions(retry_for_s=8, heartbeat_timeout_s=3)
     )
     status = await wait_for_status(
-        client, transfer, lambda s: s.next_attempt_at is not None, timeout_s=20
+        client, transfer, lambda s: s.next_attempt_at is not None, timeout_s=60
     )
     print(f"while retrying: {status.last_retry_error} (next attempt {status.next_attempt_at})")
     assert status.state in (TransferState.scheduled, TransferState.running)
@@ -40,13 +40,15 @@ async def test_outage_longer_than_retry_for_fails_naming_deadline_and_cause(
     next_at = datetime.fromisoformat(status.next_attempt_at or "")
     assert abs((next_at - datetime.now(UTC)).total_seconds()) < 60
     with pytest.raises(TransferFailedError) as failure:
-        await asyncio.wait_for(client.wait(transfer), 60)
+        await asyncio.wait_for(client.wait(transfer), 90)
     elapsed = time.monotonic() - started
     message = str(failure.value)
     print(f"failed after {elapsed:.1f} s: {message}")
     assert "gave up" in message and "--retry-for" in message and "8 s" in message
     assert "Connection refused" in message and "down.bin" in message
-    assert elapsed < 30
+    # soon after its 8 s (~10 s quiet), not after the default 24 h: a correctness bound
+    # that a machine at load 15 (several times slower) stays within
+    assert elapsed < 60
 
 
 async def test_outage_shorter_than_retry_for_completes(
@@ -58,7 +60,7 @@ async def test_outage_shorter_than_retry_for_completes(
     transfer = await client.submit(
         url, str(data_dir / "blip.bin"), TransferOptions(retry_for_s=60, heartbeat_timeout_s=3)
     )
-    await wait_for_status(client, transfer, lambda s: s.last_retry_error is not None, timeout_s=20)
+    await wait_for_status(client, transfer, lambda s: s.last_retry_error is not None, timeout_s=60)
     await asyncio.sleep(8)  # down for longer than several backoffs
     own_nginx.start()
     result = await asyncio.wait_for(client.wait(transfer), 60)

@@ -15,17 +15,23 @@ import pytest
 from staccato import sockets
 from staccato.activities.stream_guard import StreamAbandonedError, guarded, touch
 
+#: a correctness bound, not a speed one: the blocked calls below end on their own after
+#: 20 s, so an interrupt must come well before; the 1 s limit plus a guard thread that
+#: a machine at load 15 may schedule seconds late (2.5 s was within its reach)
+INTERRUPTED_WITHIN_S = 10.0
+
 
 def test_blocked_call_is_interrupted_after_the_heartbeat_timeout() -> None:
     """A ``recv`` on a real socket that never gets data (its own timeout 20 s) ends
-    within a second of the 1 s limit with a retryable error that says why."""
+    at the 1 s limit, well before its own timeout, with a retryable error that says
+    why."""
     quiet, _peer = socket.socketpair()
     quiet.settimeout(20)
     started = time.monotonic()
     with pytest.raises(StreamAbandonedError) as abandoned, guarded(1.0):
         quiet.recv(1)
     elapsed = time.monotonic() - started
-    assert 1.0 <= elapsed < 2.5, elapsed
+    assert 1.0 <= elapsed < INTERRUPTED_WITHIN_S, elapsed
     assert abandoned.value.retryable
     assert "heartbeat timeout 1 s" in str(abandoned.value)
     # once the stream is over, a late signal is ignored: the process lives on
@@ -65,7 +71,7 @@ def _in_thread(body: Callable[[], object]) -> BaseException | None:
 
 def test_blocked_call_in_a_thread_is_interrupted() -> None:
     """As above, but the stream runs in a thread (no signal reaches it): a ``recv`` on
-    a socket its driver registered (20 s timeout) ends within a second of the limit."""
+    a socket its driver registered (20 s timeout) ends at the limit, not its timeout."""
     quiet, _peer = socket.socketpair()
     quiet.settimeout(20)
     started = time.monotonic()
@@ -78,7 +84,7 @@ def test_blocked_call_in_a_thread_is_interrupted() -> None:
     raised = _in_thread(stream)
     elapsed = time.monotonic() - started
     assert isinstance(raised, StreamAbandonedError), raised
-    assert 1.0 <= elapsed < 2.5, elapsed
+    assert 1.0 <= elapsed < INTERRUPTED_WITHIN_S, elapsed
     assert raised.retryable and "heartbeat timeout 1 s" in str(raised)
     quiet.close()
     _peer.close()
@@ -96,7 +102,7 @@ def test_busy_thread_is_interrupted_and_a_finished_one_is_not() -> None:
 
     started = time.monotonic()
     assert isinstance(_in_thread(spin), StreamAbandonedError)
-    assert time.monotonic() - started < 2.5
+    assert time.monotonic() - started < INTERRUPTED_WITHIN_S
 
     def quick_then_work() -> None:
         with guarded(0.5):

@@ -288,14 +288,20 @@ class GatedLink:
         self._listener.close()
 
 
-def settled(read: Callable[[], int], expected: int, timeout_s: float = 5.0) -> int:
+#: seconds a server counter must stay unchanged to count as settled: SeaweedFS counts
+#: a request after it answered it, and at load 15 its thread may run that second or so
+#: later (0.3 s of quiet is within a scheduling delay's reach there)
+SETTLE_QUIET_S = 1.0
+
+
+def settled(read: Callable[[], int], expected: int, timeout_s: float = 10.0) -> int:
     """A server counter's value once it reached ``expected`` (SeaweedFS may count a
     request a moment after answering it) or stopped moving: read until it is at least
-    ``expected`` and unchanged for 0.3 s, or ``timeout_s`` passed."""
+    ``expected`` and unchanged for :data:`SETTLE_QUIET_S`, or ``timeout_s`` passed."""
     deadline = time.monotonic() + timeout_s
     value = read()
     while time.monotonic() < deadline:
-        time.sleep(0.3)
+        time.sleep(SETTLE_QUIET_S)
         again = read()
         if again == value and value >= expected:
             return value

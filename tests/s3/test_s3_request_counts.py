@@ -32,7 +32,7 @@ from staccato.endpoints.s3.driver import MARKER, S3Driver
 from staccato.models import SyncLevel, TransferOptions
 from staccato.urls import parse_url
 from tests.dataset_checks import MiB, run_dataset
-from tests.s3.conftest import MeteredSeaweedS3
+from tests.s3.conftest import SETTLE_QUIET_S, MeteredSeaweedS3
 from tests.s3.s3util import keys, open_uploads
 from tests.servers.seaweedfs import MotoS3
 
@@ -80,7 +80,7 @@ class _MotoLog:
         deadline = time.monotonic() + 10
         last = self.counts()
         while time.monotonic() < deadline:
-            time.sleep(0.3)
+            time.sleep(SETTLE_QUIET_S)
             now = self.counts()
             if now == last:
                 return now
@@ -101,7 +101,7 @@ def _seaweed_counts(server: MeteredSeaweedS3, bucket: str) -> Counter[str]:
     deadline = time.monotonic() + 10
     last = read()
     while time.monotonic() < deadline:
-        time.sleep(0.3)
+        time.sleep(SETTLE_QUIET_S)
         now = read()
         if now == last:
             return now

@@ -112,7 +112,7 @@ class NginxServer(ServerProcess):
     """
 
     name = "nginx"
-    ready_timeout_s = 15.0
+    ready_timeout_s = 60.0  # a readiness wait: quick when quiet, several times that at load
     ready_interval_s = 0.05
     stop_signal = signal.SIGTERM  # fast shutdown; SIGQUIT would wait for downloads
     stop_grace_s = 5.0

@@ -177,7 +177,7 @@ class SeaweedS3(_S3Server):
     """
 
     name = "seaweedfs"
-    ready_timeout_s = 60.0
+    ready_timeout_s = 120.0  # a readiness wait: three servers to start, slower at load
     ready_interval_s = 0.25
     stop_signal = signal.SIGTERM
     stop_grace_s = 5.0
@@ -292,7 +292,7 @@ class MotoS3(_S3Server):
     """
 
     name = "moto"
-    ready_timeout_s = 30.0
+    ready_timeout_s = 60.0  # a readiness wait: its imports alone take seconds at load
     ready_interval_s = 0.1
     stop_signal = signal.SIGTERM
     stop_grace_s = 5.0

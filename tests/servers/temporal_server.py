@@ -254,8 +254,9 @@ class ServerProcess:
 
     #: Short name used in messages and log file names.
     name: str = "server"
-    #: Seconds ``start()`` waits for ``_is_ready()``.
-    ready_timeout_s: float = 30.0
+    #: Seconds ``start()`` waits for ``_is_ready()`` (a bound on a condition: generous,
+    #: as a start at load 15 takes several times its quiet seconds).
+    ready_timeout_s: float = 60.0
     #: Seconds between readiness probes.
     ready_interval_s: float = 0.1
     #: Signal ``stop()`` sends first.
@@ -520,7 +521,7 @@ class TemporalDevServer(ServerProcess):
     """
 
     name = "temporal"
-    ready_timeout_s = 30.0
+    ready_timeout_s = 120.0  # a readiness wait: a dev server start is several times slower at load
     ready_interval_s = 0.2
     stop_grace_s = 10.0
 

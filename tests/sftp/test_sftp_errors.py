@@ -15,8 +15,10 @@ import pytest
 from tests.helpers import leftovers, run_cli, write_random
 from tests.servers.sshd import SshdServer
 
-# A permanent error fails on the first attempt; a retried one would take minutes.
-FAST_S = 30
+# A permanent error fails on the first attempt; a retried one would go on for the
+# default --retry-for (24 h), past run_cli's 120 s. A correctness bound, not a speed
+# one: a cp at load 15 can take several times its few quiet seconds
+FAST_S = 90
 
 
 def host_fingerprint(server: SshdServer) -> str:
