@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -89,3 +90,26 @@ def put_with_crc32c(s3: Any, bucket: str, key: str, path: Path, part_size: int =
         s3.complete_multipart_upload(
             Bucket=bucket, Key=key, UploadId=upload["UploadId"], MultipartUpload={"Parts": parts}
         )
+
+
+def uploads_on_key(s3: Any, bucket: str, key: str) -> list[str]:
+    """The ids of the multipart uploads open on exactly ``key`` (at the server)."""
+    page = s3.list_multipart_uploads(Bucket=bucket, Prefix=key)
+    return [u["UploadId"] for u in page.get("Uploads", []) if u["Key"] == key]
+
+
+async def settled_uploads_on_key(s3: Any, bucket: str, key: str) -> list[str]:
+    """The uploads open on ``key`` once the listing is the same for 10 polls in a row
+    (a stopped server answers the requests it read once it wakes; bounded: 300 polls
+    0.2 s apart).
+
+    Raises:
+        AssertionError: the listing never settled.
+    """
+    seen: list[list[str]] = []
+    for _ in range(300):
+        seen.append(sorted(uploads_on_key(s3, bucket, key)))
+        if len(seen) >= 10 and all(s == seen[-1] for s in seen[-10:]):
+            return seen[-1]
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"the uploads on {key} never settled: {seen[-10:]}")

@@ -26,7 +26,7 @@ from staccato.models import TransferOptions, TransferState
 from tests.helpers import MiB, WorkerProcess, stopped_process_tree, write_random
 from tests.prepare_cancel_checks import cancelled_while_no_worker, until
 from tests.s3.conftest import queue_client, started_s3_worker
-from tests.s3.s3util import object_digest
+from tests.s3.s3util import object_digest, settled_uploads_on_key, uploads_on_key
 
 pytestmark = pytest.mark.slow
 
@@ -34,24 +34,6 @@ pytestmark = pytest.mark.slow
 _COMPLETES_WITHIN_S = 150.0
 #: for a late prepare attempt to abort what it opened (a correctness bound)
 _SETTLES_WITHIN_S = 60.0
-
-
-def _open_uploads(s3: Any, bucket: str, key: str) -> list[str]:
-    """The ids of the multipart uploads open on exactly ``key`` (at the server)."""
-    page = s3.list_multipart_uploads(Bucket=bucket, Prefix=key)
-    return [u["UploadId"] for u in page.get("Uploads", []) if u["Key"] == key]
-
-
-async def _settled(s3: Any, bucket: str, key: str) -> list[str]:
-    """The uploads open on ``key`` once the listing is the same for 10 polls in a row
-    (moto answers the requests it read after it woke; bounded)."""
-    seen: list[list[str]] = []
-    for _ in range(300):
-        seen.append(sorted(_open_uploads(s3, bucket, key)))
-        if len(seen) >= 10 and all(s == seen[-1] for s in seen[-10:]):
-            return seen[-1]
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"the uploads on {key} never settled: {seen[-10:]}")
 
 
 async def test_cancel_asked_without_a_worker_ends_soon_after_one_is_back(
@@ -94,7 +76,7 @@ async def test_cancel_asked_without_a_worker_ends_soon_after_one_is_back(
             assert "next transfer" in status.left_behind, status.left_behind
         # the server woke: the requests it read are answered (the prepare attempts'
         # CreateMultipartUpload: the dead worker's never aborted)
-        await _settled(s3, bucket, key)
+        await settled_uploads_on_key(s3, bucket, key)
         again = await client.submit(str(source), destination, TransferOptions())
         result = await asyncio.wait_for(client.wait(again), _COMPLETES_WITHIN_S)
         assert result.bytes == 6 * MiB
@@ -104,7 +86,7 @@ async def test_cancel_asked_without_a_worker_ends_soon_after_one_is_back(
         # and the new worker's attempt, answered once moto woke, aborts its own (it
         # knows of the cancel: its run is over), maybe after that (bounded)
         async def none_open() -> bool:
-            return _open_uploads(s3, bucket, key) == []
+            return uploads_on_key(s3, bucket, key) == []
 
         await until(none_open, _SETTLES_WITHIN_S, "an upload stays open on the key")
     finally:

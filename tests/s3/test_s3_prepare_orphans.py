@@ -25,16 +25,10 @@ from staccato.client import StaccatoClient
 from staccato.errors import TransferFailedError
 from staccato.models import TransferOptions, TransferState
 from tests.helpers import MiB, stopped_process_tree, write_random
-from tests.s3.s3util import object_digest
+from tests.s3.s3util import object_digest, settled_uploads_on_key, uploads_on_key
 
 #: a correctness bound, not a speed one
 ENDS_WITHIN_S = 150.0
-
-
-def _open_uploads(s3: Any, bucket: str, key: str) -> list[str]:
-    """The ids of the multipart uploads open on exactly ``key``."""
-    page = s3.list_multipart_uploads(Bucket=bucket, Prefix=key)
-    return [u["UploadId"] for u in page.get("Uploads", []) if u["Key"] == key]
 
 
 def _bucket(s3: Any, name: str) -> str:
@@ -51,18 +45,6 @@ async def _logged(path: Path, text: str, timeout_s: float) -> bool:
             return True
         await asyncio.sleep(0.2)
     return False
-
-
-async def _settled(s3: Any, bucket: str, key: str) -> list[str]:
-    """The uploads open on ``key`` once the listing is the same for 10 polls in a row
-    (moto answers the requests it read after it woke; bounded)."""
-    seen: list[list[str]] = []
-    for _ in range(300):
-        seen.append(sorted(_open_uploads(s3, bucket, key)))
-        if len(seen) >= 10 and all(s == seen[-1] for s in seen[-10:]):
-            return seen[-1]
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"the uploads on {key} never settled: {seen[-10:]}")
 
 
 async def test_prepare_answered_after_the_transfer_gave_up_leaves_no_upload(
@@ -95,12 +77,12 @@ async def test_prepare_answered_after_the_transfer_gave_up_leaves_no_upload(
     # attempt aborts its upload), and any request moto read late is carried out
     marker = f"s3://{bucket}/{key}: multipart upload started"
     assert await _logged(profile_worker.log_path, marker, 120), "the late answer never came"
-    await _settled(s3, bucket, key)
+    await settled_uploads_on_key(s3, bucket, key)
     # the next transfer to the key copies it whole and leaves no upload open there
     again = await profile_client.submit(str(source), destination, TransferOptions())
     await asyncio.wait_for(profile_client.wait(again), ENDS_WITHIN_S)
     assert object_digest(s3, bucket, key) == digest
-    assert _open_uploads(s3, bucket, key) == []
+    assert uploads_on_key(s3, bucket, key) == []
 
 
 async def test_next_transfer_aborts_an_upload_left_on_its_key(
@@ -124,7 +106,7 @@ async def test_next_transfer_aborts_an_upload_left_on_its_key(
     result = await asyncio.wait_for(profile_client.wait(transfer), ENDS_WITHIN_S)
     assert result.bytes == 5 * MiB
     assert object_digest(s3, bucket, key) == digest
-    assert left not in _open_uploads(s3, bucket, key)
-    assert _open_uploads(s3, bucket, key) == []
-    assert _open_uploads(s3, bucket, f"{key}.other") == [other]
+    assert left not in uploads_on_key(s3, bucket, key)
+    assert uploads_on_key(s3, bucket, key) == []
+    assert uploads_on_key(s3, bucket, f"{key}.other") == [other]
     s3.abort_multipart_upload(Bucket=bucket, Key=f"{key}.other", UploadId=other)
