@@ -698,11 +698,11 @@ class StaccatoClient:
                 # the memo read above predates that (ci, stop 39: "cancelled" with no
                 # ``left_behind`` while the run had written it)
                 return await self._status(handle, await handle.describe(), True)
-        # the pending activities whose heartbeats add to the query's figures: described
-        # after the query, so no segment counts both committed and in flight
-        pending_activities: Sequence[Any] = description.raw_description.pending_activities
+        # the streams that ended between the describe and the query: their bytes are
+        # the query's, no segment counts both committed and in flight
+        ended_since: set[str] = set()
         if progress is not None:
-            progress, pending_activities = await self._consistent(handle, description, progress)
+            progress, ended_since = await self._consistent(handle, description, progress)
         chunk_size = progress.chunk_size if progress else int(memo.get("chunk_size", 0))
         streams = progress.streams if progress else int(memo.get("streams", 0))
         bytes_total = progress.bytes_total if progress else None
@@ -773,7 +773,7 @@ class StaccatoClient:
             moved_last: float | None = None  # a running stream last moved a byte (Unix s)
             # a short step's attempt that waits for its endpoint, and since when
             step_waits: tuple[str, datetime] | None = None
-            for pending in pending_activities:
+            for pending in description.raw_description.pending_activities:
                 # what the retry of an attempt that then moves bytes said is history
                 said_before = (last_retry, next_attempt)
                 retrying = await self.retry_of(
@@ -810,7 +810,11 @@ class StaccatoClient:
                     )
                 except Exception:
                     continue
-                if isinstance(details, Checkpoint):
+                if isinstance(details, Checkpoint) and pending.activity_id in ended_since:
+                    # ended before the query answered: counted there (committed, or
+                    # kept as its segment's partial bytes)
+                    copy_begun = True
+                elif isinstance(details, Checkpoint):
                     copy_begun = True
                     if (
                         details.waiting
@@ -978,37 +982,38 @@ class StaccatoClient:
 
     async def _consistent(
         self, handle: WorkflowHandle[Any, Any], description: Any, progress: Progress
-    ) -> tuple[Progress, Sequence[Any]]:
-        """The ``progress`` query's answer and the run's pending activities, taken so
-        that they agree: ``status`` adds the streams' heartbeats to the segments the
-        query counts committed, and a stream that ended between the describe and the
-        query counted twice (its segment committed, its last heartbeat still pending):
-        after a crash, with a worker slow to answer, ``bytes_done`` read 200 MiB (100 %)
-        then 142.5 MiB (tester65 MED-2).
+    ) -> tuple[Progress, set[str]]:
+        """The ``progress`` query's answer, and the activities of ``description`` (the
+        run described before the query) that had ended by then: ``status`` adds the
+        streams' heartbeats to the segments the query counts committed, and a stream
+        that ended between the describe and the query counted twice (its segment
+        committed, its last heartbeat still pending). After a crash, with a worker
+        slow to answer, ``bytes_done`` read 200 MiB (100 %) and then 142.5 MiB
+        (tester65 MED-2).
 
-        The run is described again after the query; when no activity started or ended
-        between the describe before it and the one after, the query's figures and the
-        later pending activities are of the same moment. Else the query is asked again
-        (at most :data:`CONSISTENT_TRIES` times); the last pair, if none agrees, counts
-        no segment twice (the activities pending after the query did not commit before
-        it) and may count a stream that ended meanwhile as nothing more than the query
-        says. A describe or query that fails keeps what was read.
+        The run is described again after the query: an activity pending before and
+        not after ended meanwhile, and its bytes are the query's (committed, or kept
+        in ``partial`` and ``durable``), not its heartbeat's. That holds when no
+        activity ended between the describe just before the query and the one after
+        it (else one that ended after the query counts nowhere); when one did, the
+        query is asked again, at most :data:`CONSISTENT_TRIES` times. A describe or
+        query that fails keeps what was read.
 
         Returns:
-            (the query's answer, the pending activities to count with it).
+            (the query's answer, the ids of ``description``'s pending activities whose
+            heartbeats do not count).
         """
-        before = description
-        pending: Sequence[Any] = description.raw_description.pending_activities
+        first = before = _activity_ids(description)
+        ended: set[str] = set()
         for tries in range(CONSISTENT_TRIES):
             try:
                 after = await handle.describe()
             except RPCError:
-                return progress, pending
-            pending = after.raw_description.pending_activities
-            if _activity_ids(before) == _activity_ids(after) or (
-                after.status != WorkflowExecutionStatus.RUNNING
-            ):
-                return progress, pending
+                break
+            now = _activity_ids(after)
+            ended = first - now
+            if before <= now or after.status != WorkflowExecutionStatus.RUNNING:
+                break  # none ended between the describe before the query and this one
             if tries + 1 == CONSISTENT_TRIES:
                 break
             try:
@@ -1017,10 +1022,10 @@ class StaccatoClient:
                     result_type=Progress,
                     rpc_timeout=timedelta(seconds=query_wait_s()),
                 )
-            except Exception:  # noqa: BLE001 - the last answer and the describe after it
-                return progress, pending
-            before, progress = after, again
-        return progress, pending
+            except Exception:  # noqa: BLE001 - the last answer and what ended before it
+                break
+            before, progress = now, again
+        return progress, ended
 
     async def _answered(
         self, handle: WorkflowHandle[Any, Any], description: Any
