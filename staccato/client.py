@@ -164,6 +164,10 @@ QUERY_TIMEOUT_S = 5.0
 FOLLOW_QUERY_S = 1.5
 #: the query wait of the status calls made in this context (:func:`following`)
 _QUERY_WAIT: ContextVar[float | None] = ContextVar("staccato_query_wait", default=None)
+#: describes after a ``progress`` query (each but the last followed by the query again)
+#: to find the pending activities of the moment the query answered
+#: (:meth:`StaccatoClient._consistent`)
+CONSISTENT_TRIES = 3
 _T = TypeVar("_T")
 #: seconds :meth:`StaccatoClient.close` waits for the connection's last references to go
 _CLOSE_WAIT_S = 5.0
@@ -694,6 +698,11 @@ class StaccatoClient:
                 # the memo read above predates that (ci, stop 39: "cancelled" with no
                 # ``left_behind`` while the run had written it)
                 return await self._status(handle, await handle.describe(), True)
+        # the streams that ended between the describe and the query: their bytes are
+        # the query's, no segment counts both committed and in flight
+        ended_since: set[str] = set()
+        if progress is not None:
+            progress, ended_since = await self._consistent(handle, description, progress)
         chunk_size = progress.chunk_size if progress else int(memo.get("chunk_size", 0))
         streams = progress.streams if progress else int(memo.get("streams", 0))
         bytes_total = progress.bytes_total if progress else None
@@ -801,7 +810,11 @@ class StaccatoClient:
                     )
                 except Exception:
                     continue
-                if isinstance(details, Checkpoint):
+                if isinstance(details, Checkpoint) and pending.activity_id in ended_since:
+                    # ended before the query answered: counted there (committed, or
+                    # kept as its segment's partial bytes)
+                    copy_begun = True
+                elif isinstance(details, Checkpoint):
                     copy_begun = True
                     if (
                         details.waiting
@@ -966,6 +979,53 @@ class StaccatoClient:
             idle_since=idle_since,
             stalled_step=stalled_step,
         )
+
+    async def _consistent(
+        self, handle: WorkflowHandle[Any, Any], description: Any, progress: Progress
+    ) -> tuple[Progress, set[str]]:
+        """The ``progress`` query's answer, and the activities of ``description`` (the
+        run described before the query) that had ended by then: ``status`` adds the
+        streams' heartbeats to the segments the query counts committed, and a stream
+        that ended between the describe and the query counted twice (its segment
+        committed, its last heartbeat still pending). After a crash, with a worker
+        slow to answer, ``bytes_done`` read 200 MiB (100 %) and then 142.5 MiB
+        (tester65 MED-2).
+
+        The run is described again after the query: an activity pending before and
+        not after ended meanwhile, and its bytes are the query's (committed, or kept
+        in ``partial`` and ``durable``), not its heartbeat's. That holds when no
+        activity ended between the describe just before the query and the one after
+        it (else one that ended after the query counts nowhere); when one did, the
+        query is asked again, at most :data:`CONSISTENT_TRIES` times. A describe or
+        query that fails keeps what was read.
+
+        Returns:
+            (the query's answer, the ids of ``description``'s pending activities whose
+            heartbeats do not count).
+        """
+        first = before = _activity_ids(description)
+        ended: set[str] = set()
+        for tries in range(CONSISTENT_TRIES):
+            try:
+                after = await handle.describe()
+            except RPCError:
+                break
+            now = _activity_ids(after)
+            ended = first - now
+            if before <= now or after.status != WorkflowExecutionStatus.RUNNING:
+                break  # none ended between the describe before the query and this one
+            if tries + 1 == CONSISTENT_TRIES:
+                break
+            try:
+                again = await handle.query(
+                    PROGRESS_QUERY,
+                    result_type=Progress,
+                    rpc_timeout=timedelta(seconds=query_wait_s()),
+                )
+            except Exception:  # noqa: BLE001 - the last answer and what ended before it
+                break
+            before, progress = now, again
+        return progress, ended
 
     async def _answered(
         self, handle: WorkflowHandle[Any, Any], description: Any
@@ -2001,6 +2061,12 @@ async def _verify_heard(temporal: Client, pending: Any) -> float | None:
         return VerifyBeat.model_validate(details).moved_at
     except Exception:  # not ours to read: nothing said
         return None
+
+
+def _activity_ids(description: Any) -> set[str]:
+    """The ids of the run's pending activities (a retried attempt keeps its id; a
+    segment scheduled again gets a new one)."""
+    return {p.activity_id for p in description.raw_description.pending_activities}
 
 
 def _memo_int(memo: dict[str, Any], key: str) -> int | None:
