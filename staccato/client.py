@@ -781,13 +781,20 @@ class StaccatoClient:
                     step_waits = (pending.activity_type.name, waits_since)
                 if not pending.heartbeat_details.payloads:
                     continue
+                # whether this attempt moves bytes now (a stream's, or the staging
+                # read's: retry_is_over's rule); a retried one that does is no longer
+                # retrying, said once below for both
+                moves_again = False
                 if pending.activity_type.name == "stage_source":
-                    # the source read into the staging cache (phase "staging")
+                    # the source read into the staging cache (phase "staging"): its rate
+                    # is current only while this attempt reads (tester65 T14: "attempt 2:
+                    # the worker's heartbeat channel ... is gone" on every line of the
+                    # retried staging, 0 -> 178 MiB)
                     staged = await staging_figures(self.temporal, pending, now)
                     if staged is not None:
                         staged_bytes, staging_rate = staged
-                    continue
-                if pending.activity_type.name == "verify":
+                        moves_again = staging_rate is not None
+                elif pending.activity_type.name == "verify":
                     # the verify (phase "verify"): when it last heard from the
                     # destination, under the copy's rule below (a frozen server's
                     # verify read "100%" with no word for 73 s: tester62)
@@ -795,18 +802,18 @@ class StaccatoClient:
                     if heard is not None:
                         moved_last = max(moved_last or 0.0, heard)
                     continue
-                try:
-                    (details,) = await self.temporal.data_converter.decode(
-                        pending.heartbeat_details.payloads, [Checkpoint]
-                    )
-                except Exception:
-                    continue
-                if isinstance(details, Checkpoint):
+                else:
+                    try:
+                        (details,) = await self.temporal.data_converter.decode(
+                            pending.heartbeat_details.payloads, [Checkpoint]
+                        )
+                    except Exception:
+                        continue
+                    if not isinstance(details, Checkpoint):
+                        continue
                     copy_begun = True
-                    if (
-                        details.waiting
-                        and pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
-                    ):
+                    started = pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+                    if details.waiting and started:
                         capacity_wait = details.waiting
                     in_segments[details.segment] = max(
                         in_segments.get(details.segment, 0), details.bytes_done
@@ -815,17 +822,15 @@ class StaccatoClient:
                         durable_in[details.segment] = max(
                             durable_in.get(details.segment, 0), details.bytes_durable
                         )
-                    if (
-                        details.moved_at is not None
-                        and pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
-                    ):
+                    if details.moved_at is not None and started:
                         moved_last = max(moved_last or 0.0, details.moved_at)
-                    if retry_is_over(pending, now, details.moved_at):
+                    moves_again = retry_is_over(pending, now, details.moved_at)
+                    if moves_again:
                         rate_sum += details.rate_bytes_per_s
-                        if no_worker is None:
-                            # a retried attempt that moves bytes: no longer retrying (a
-                            # tester saw "attempt 2: Heartbeat timeout" to the end)
-                            last_retry, next_attempt = said_before
+                if moves_again and no_worker is None:
+                    # a retried attempt that moves bytes: no longer retrying (a tester
+                    # saw "attempt 2: Heartbeat timeout" to the end)
+                    last_retry, next_attempt = said_before
             bytes_done += sum(in_segments.values())
             committed += sum(durable_in.values())
             if state == TransferState.paused and progress is None:
