@@ -82,6 +82,7 @@ from staccato.errors import (
     TransferNotFoundError,
     innermost_message,
 )
+from staccato.following import read_through_timeouts, rpc_timed_out
 from staccato.ids import ROOT_LOCK_TYPE, TRANSFER_ID_PREFIX, transfer_id
 from staccato.leftovers import shown_left_behind, unanswered_prepare
 from staccato.links import governor_id
@@ -1441,10 +1442,19 @@ class StaccatoClient:
                 # a status takes a describe and a query that a busy worker may answer
                 # late: the run's end, seen meanwhile, is not kept waiting behind it;
                 # its query waits FOLLOW_QUERY_S, so a dead worker is said promptly
-                asked = following(self.status(handle.id, run_id=run_id))
+                # a status that times out at Temporal is asked again a while (an
+                # overloaded server: the run goes on; tester65 T12)
+                asked = following(
+                    read_through_timeouts(lambda: self.status(handle.id, run_id=run_id))
+                )
                 await asyncio.wait({asked, ended}, return_when=asyncio.FIRST_COMPLETED)
                 if _completed(ended):
                     continue
+                if ended.done() and not ended.cancelled() and rpc_timed_out(ended.exception()):
+                    # the wait for its result timed out at Temporal: waited for again
+                    # (else each wait below would return at once)
+                    ended = asyncio.ensure_future(handle.result())
+                    ended.add_done_callback(lambda task: task.cancelled() or task.exception())
                 current = await asked
                 if current.state in _TERMINAL and not final(current):
                     # failed, its clean-up in its first attempt: the final status
