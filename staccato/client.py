@@ -1128,7 +1128,15 @@ class StaccatoClient:
             # canonical URLs (spaces percent-encoded): " and " only joins them
             servers = [u for u in (where or "").split(" and ") if u and not u.startswith("file:")]
             frozen = "its worker process was frozen, overloaded or killed"
-            if servers or not where:
+            gone = await self._worker_gone(pending)
+            if gone is not None:
+                # a fact, said first: the worker that ran it polls no more (tester65
+                # T9 read a killed `up`'s timeout blamed on its S3 endpoint first)
+                cause = (
+                    f"its worker ({gone}) no longer polls Temporal (killed, stopped or "
+                    "frozen), so the endpoints are not known to be at fault"
+                )
+            elif servers or not where:
                 on = f" on {' and '.join(servers)}" if servers else ""
                 cause = (
                     f"it was blocked{on} (a server that accepts connections and does not "
@@ -1150,6 +1158,36 @@ class StaccatoClient:
         if at is not None and at <= datetime.now(UTC):
             at = None  # due already: it starts when a worker takes it
         return retried, at.isoformat(timespec="seconds") if at else None
+
+    async def _worker_gone(self, pending: Any) -> str | None:
+        """The identity of the worker that ran the last attempt of the pending activity
+        ``pending`` (a ``PendingActivityInfo``) when Temporal lists it no more among the
+        pollers of the activity's task queue (it was killed or stopped, or Temporal
+        restarted since and it has not polled again); None when it is listed (a
+        worker Temporal lists for minutes after its last poll), or the identity, the
+        task queue or the listing is not known."""
+        from temporalio.api.enums.v1 import TaskQueueType
+        from temporalio.api.taskqueue.v1 import TaskQueue
+        from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+
+        identity = pending.last_worker_identity
+        options = pending.activity_options if pending.HasField("activity_options") else None
+        if not identity or options is None or not options.task_queue.name:
+            return None
+        try:
+            response = await self.temporal.workflow_service.describe_task_queue(
+                DescribeTaskQueueRequest(
+                    namespace=self.temporal.namespace,
+                    task_queue=TaskQueue(name=options.task_queue.name),
+                    task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+                ),
+                timeout=timedelta(seconds=query_wait_s()),
+            )
+        except Exception:  # not known: the wording that names both causes
+            return None
+        if any(poller.identity == identity for poller in response.pollers):
+            return None
+        return str(identity)
 
     async def _message(self, pending: Any) -> str:
         """A pending activity's last failure message, decrypted when the payload codec

@@ -283,3 +283,46 @@ async def test_a_retried_staging_read_that_moves_bytes_is_not_shown_retrying(
     finally:
         first.kill()
     assert result.bytes == size
+
+
+async def test_a_timeout_of_a_worker_that_polls_no_more_names_the_worker_first(
+    paced_nginx: NginxServer, http_root: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    """The worker and the Temporal server SIGKILLed mid-copy (a killed `staccato up`),
+    the server started again: the stream's heartbeat timeout is said to be its
+    worker's, which Temporal no longer lists as polling, not first "blocked on
+    http://... (a server that accepts connections and does not answer)" (tester65 T9:
+    the S3 endpoint, which was fine, was blamed first). The server is this test's
+    own (not the session's)."""
+    write_random(http_root / "gone-worker.bin", 32 * MiB, seed=36)
+    at_rest(http_root / "gone-worker.bin")
+    options = TransferOptions(chunk_size=2 * MiB, streams=1, heartbeat_timeout_s=3)
+    server = TemporalDevServer(tmp_path / "temporal.db", headless=True)
+    server.start()
+    worker = WorkerProcess(server.address, processes=1, log_dir=tmp_path)
+    try:
+        worker.start()
+        client = await StaccatoClient.connect(target_host=server.address)
+        client.task_queue = worker.task_queue
+        transfer = await client.submit(
+            paced_nginx.url("gone-worker.bin"), str(data_dir / "gone-worker.bin"), options
+        )
+        await wait_for_status(client, transfer, lambda s: s.bytes_done > 0, timeout_s=60)
+        worker.kill()
+        server.kill()
+        server.start()
+        client = await StaccatoClient.connect(target_host=server.address)
+        client.task_queue = worker.task_queue
+        said = await wait_for_status(
+            client,
+            transfer,
+            lambda s: "sent no heartbeat" in (s.last_retry_error or ""),
+            timeout_s=90,
+            interval_s=0.5,
+        )
+        note = said.last_retry_error or ""
+        assert "no longer polls Temporal" in note, note
+        assert "blocked on" not in note, note
+    finally:
+        worker.kill()
+        server.stop()
