@@ -82,6 +82,7 @@ from staccato.errors import (
     TransferNotFoundError,
     innermost_message,
 )
+from staccato.following import read_through_timeouts, rpc_timed_out
 from staccato.ids import ROOT_LOCK_TYPE, TRANSFER_ID_PREFIX, transfer_id
 from staccato.leftovers import shown_left_behind, unanswered_prepare
 from staccato.links import governor_id
@@ -790,13 +791,20 @@ class StaccatoClient:
                     step_waits = (pending.activity_type.name, waits_since)
                 if not pending.heartbeat_details.payloads:
                     continue
+                # whether this attempt moves bytes now (a stream's, or the staging
+                # read's: retry_is_over's rule); a retried one that does is no longer
+                # retrying, said once below for both
+                moves_again = False
                 if pending.activity_type.name == "stage_source":
-                    # the source read into the staging cache (phase "staging")
+                    # the source read into the staging cache (phase "staging"): its rate
+                    # is current only while this attempt reads (tester65 T14: "attempt 2:
+                    # the worker's heartbeat channel ... is gone" on every line of the
+                    # retried staging, 0 -> 178 MiB)
                     staged = await staging_figures(self.temporal, pending, now)
                     if staged is not None:
                         staged_bytes, staging_rate = staged
-                    continue
-                if pending.activity_type.name == "verify":
+                        moves_again = staging_rate is not None
+                elif pending.activity_type.name == "verify":
                     # the verify (phase "verify"): when it last heard from the
                     # destination, under the copy's rule below (a frozen server's
                     # verify read "100%" with no word for 73 s: tester62)
@@ -804,22 +812,23 @@ class StaccatoClient:
                     if heard is not None:
                         moved_last = max(moved_last or 0.0, heard)
                     continue
-                try:
-                    (details,) = await self.temporal.data_converter.decode(
-                        pending.heartbeat_details.payloads, [Checkpoint]
-                    )
-                except Exception:
-                    continue
-                if isinstance(details, Checkpoint) and pending.activity_id in ended_since:
-                    # ended before the query answered: counted there (committed, or
-                    # kept as its segment's partial bytes)
+                else:
+                    try:
+                        (details,) = await self.temporal.data_converter.decode(
+                            pending.heartbeat_details.payloads, [Checkpoint]
+                        )
+                    except Exception:
+                        continue
+                    if not isinstance(details, Checkpoint):
+                        continue
+                    if pending.activity_id in ended_since:
+                        # ended before the query answered: counted there (committed,
+                        # or kept as its segment's partial bytes)
+                        copy_begun = True
+                        continue
                     copy_begun = True
-                elif isinstance(details, Checkpoint):
-                    copy_begun = True
-                    if (
-                        details.waiting
-                        and pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
-                    ):
+                    started = pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+                    if details.waiting and started:
                         capacity_wait = details.waiting
                     in_segments[details.segment] = max(
                         in_segments.get(details.segment, 0), details.bytes_done
@@ -828,17 +837,15 @@ class StaccatoClient:
                         durable_in[details.segment] = max(
                             durable_in.get(details.segment, 0), details.bytes_durable
                         )
-                    if (
-                        details.moved_at is not None
-                        and pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
-                    ):
+                    if details.moved_at is not None and started:
                         moved_last = max(moved_last or 0.0, details.moved_at)
-                    if retry_is_over(pending, now, details.moved_at):
+                    moves_again = retry_is_over(pending, now, details.moved_at)
+                    if moves_again:
                         rate_sum += details.rate_bytes_per_s
-                        if no_worker is None:
-                            # a retried attempt that moves bytes: no longer retrying (a
-                            # tester saw "attempt 2: Heartbeat timeout" to the end)
-                            last_retry, next_attempt = said_before
+                if moves_again and no_worker is None:
+                    # a retried attempt that moves bytes: no longer retrying (a tester
+                    # saw "attempt 2: Heartbeat timeout" to the end)
+                    last_retry, next_attempt = said_before
             bytes_done += sum(in_segments.values())
             committed += sum(durable_in.values())
             if state == TransferState.paused and progress is None:
@@ -1182,7 +1189,15 @@ class StaccatoClient:
             # canonical URLs (spaces percent-encoded): " and " only joins them
             servers = [u for u in (where or "").split(" and ") if u and not u.startswith("file:")]
             frozen = "its worker process was frozen, overloaded or killed"
-            if servers or not where:
+            gone = await self._worker_gone(pending)
+            if gone is not None:
+                # a fact, said first: the worker that ran it polls no more (tester65
+                # T9 read a killed `up`'s timeout blamed on its S3 endpoint first)
+                cause = (
+                    f"its worker ({gone}) no longer polls Temporal (killed, stopped or "
+                    "frozen), so the endpoints are not known to be at fault"
+                )
+            elif servers or not where:
                 on = f" on {' and '.join(servers)}" if servers else ""
                 cause = (
                     f"it was blocked{on} (a server that accepts connections and does not "
@@ -1204,6 +1219,36 @@ class StaccatoClient:
         if at is not None and at <= datetime.now(UTC):
             at = None  # due already: it starts when a worker takes it
         return retried, at.isoformat(timespec="seconds") if at else None
+
+    async def _worker_gone(self, pending: Any) -> str | None:
+        """The identity of the worker that ran the last attempt of the pending activity
+        ``pending`` (a ``PendingActivityInfo``) when Temporal lists it no more among the
+        pollers of the activity's task queue (it was killed or stopped, or Temporal
+        restarted since and it has not polled again); None when it is listed (a
+        worker Temporal lists for minutes after its last poll), or the identity, the
+        task queue or the listing is not known."""
+        from temporalio.api.enums.v1 import TaskQueueType
+        from temporalio.api.taskqueue.v1 import TaskQueue
+        from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+
+        identity = pending.last_worker_identity
+        options = pending.activity_options if pending.HasField("activity_options") else None
+        if not identity or options is None or not options.task_queue.name:
+            return None
+        try:
+            response = await self.temporal.workflow_service.describe_task_queue(
+                DescribeTaskQueueRequest(
+                    namespace=self.temporal.namespace,
+                    task_queue=TaskQueue(name=options.task_queue.name),
+                    task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+                ),
+                timeout=timedelta(seconds=query_wait_s()),
+            )
+        except Exception:  # not known: the wording that names both causes
+            return None
+        if any(poller.identity == identity for poller in response.pollers):
+            return None
+        return str(identity)
 
     async def _message(self, pending: Any) -> str:
         """A pending activity's last failure message, decrypted when the payload codec
@@ -1496,10 +1541,19 @@ class StaccatoClient:
                 # a status takes a describe and a query that a busy worker may answer
                 # late: the run's end, seen meanwhile, is not kept waiting behind it;
                 # its query waits FOLLOW_QUERY_S, so a dead worker is said promptly
-                asked = following(self.status(handle.id, run_id=run_id))
+                # a status that times out at Temporal is asked again a while (an
+                # overloaded server: the run goes on; tester65 T12)
+                asked = following(
+                    read_through_timeouts(lambda: self.status(handle.id, run_id=run_id))
+                )
                 await asyncio.wait({asked, ended}, return_when=asyncio.FIRST_COMPLETED)
                 if _completed(ended):
                     continue
+                if ended.done() and not ended.cancelled() and rpc_timed_out(ended.exception()):
+                    # the wait for its result timed out at Temporal: waited for again
+                    # (else each wait below would return at once)
+                    ended = asyncio.ensure_future(handle.result())
+                    ended.add_done_callback(lambda task: task.cancelled() or task.exception())
                 current = await asked
                 if current.state in _TERMINAL and not final(current):
                     # failed, its clean-up in its first attempt: the final status

@@ -107,7 +107,8 @@ def plain_temporal_config() -> tuple[str, str] | None:
     (TLS, an API key, a profile, a configuration file, gRPC metadata), which only the
     SDK's client reads. The address: ``TEMPORAL_ADDRESS``, else
     :func:`staccato.settings.default_address` (the running ``up``'s of STACCATO_HOME,
-    or the dev server a killed one left running, else ``127.0.0.1:7233``).
+    or the dev server a killed one left running, or a stopped ``up``'s, else
+    ``127.0.0.1:7233``).
 
     Raises:
         SettingsError: no address is set and a STACCATO_* variable is invalid.

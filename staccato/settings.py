@@ -7,9 +7,10 @@ name in capitals; see :class:`Settings` for meanings, units and defaults.
 
 The Temporal connection is not here: it comes from Temporal's own environment
 configuration (``TEMPORAL_ADDRESS``, ``TEMPORAL_NAMESPACE``, ``TEMPORAL_PROFILE``, TLS,
-API key; ``temporalio.envconfig``). When that names no address: the one the running
-``staccato up`` of STACCATO_HOME recorded, else ``127.0.0.1:7233``
-(:func:`default_address`); namespace ``default``.
+API key; ``temporalio.envconfig``). When that names no address: the one the
+``staccato up`` of STACCATO_HOME recorded (running or not: a stopped one's is named
+when it cannot be reached), else ``127.0.0.1:7233`` (:func:`default_address`);
+namespace ``default``.
 """
 
 from __future__ import annotations
@@ -360,15 +361,21 @@ def default_address() -> str:
     the ``staccato up`` running with this STACCATO_HOME recorded (its ``up.pid`` names
     a live process), so that its commands use the server it runs; else, when that
     ``up`` was killed and the dev server it started still runs (the same process its
-    record names), that server's; else :data:`DEFAULT_ADDRESS`: never another server
-    while this home's still runs (on a shared machine 7233 may be someone else's).
-    The one rule of the SDK's client (:func:`temporal_connect_config`) and the light
+    record names), that server's; else, when this home recorded an ``up`` that no
+    longer runs (``down``, or killed with its server), that ``up``'s address, so a
+    command fails naming it (:func:`stopped_up_note`) and never talks to whatever else
+    listens on 7233 (tester65 T2); else :data:`DEFAULT_ADDRESS`: never another server
+    than this home's (on a shared machine 7233 may be someone else's). The one rule of the SDK's client (:func:`temporal_connect_config`) and the light
     client (:func:`staccato.light_client.plain_temporal_config`).
 
     Raises:
         SettingsError: a STACCATO_* variable is invalid (STACCATO_HOME is read with them).
     """
-    from staccato.workers.devserver import orphaned_server, running_up_address
+    from staccato.workers.devserver import (
+        orphaned_server,
+        running_up_address,
+        stopped_up_address,
+    )
 
     state = home()
     address = running_up_address(state)
@@ -377,7 +384,7 @@ def default_address() -> str:
     orphan = orphaned_server(state)
     if orphan is not None:
         return f"127.0.0.1:{orphan[1]}"
-    return DEFAULT_ADDRESS
+    return stopped_up_address(state) or DEFAULT_ADDRESS
 
 
 #: the Temporal address this process's client connected to last (see note_connected)
@@ -410,15 +417,15 @@ def stopped_up_note(target: str) -> str | None:
     """What to say when Temporal at ``target`` cannot be reached and the ``staccato
     up`` this STACCATO_HOME recorded no longer runs (``down``, or killed): that it is
     not running, its address, and to start it; None when one runs, none was recorded,
-    or ``target`` is neither its address nor :data:`DEFAULT_ADDRESS` (another server
-    was configured on purpose)."""
+    or ``target`` is not its address (another server was configured on purpose; with
+    none configured, ``target`` is that address: :func:`default_address`)."""
     from staccato.workers.devserver import stopped_up_address
 
     try:
         recorded = stopped_up_address(home())
     except SettingsError:
         return None
-    if recorded is None or target not in (recorded, DEFAULT_ADDRESS):
+    if recorded is None or target != recorded:
         return None
     return (
         f"the staccato up recorded in STACCATO_HOME ({recorded}) is not running: start "

@@ -166,12 +166,14 @@ def test_commands_of_its_home_use_a_running_up(tmp_path: Path, monkeypatch) -> N
     """With no address in Temporal's own configuration (no TEMPORAL_ADDRESS, no profile
     or configuration file), a command run with the STACCATO_HOME of a running `up` uses
     the address that `up` recorded (the light client and the SDK's client alike), and
-    127.0.0.1:7233 again once it is down or dead (a zombie). A tester's `up --port 7301`
-    was ignored: the CLI went on with 127.0.0.1:7233 (someone else's server, then none),
-    and `up` again said "use 127.0.0.1:7301" without saying how."""
+    still that address, never 127.0.0.1:7233, once it is down or dead (a zombie): a
+    command then fails naming that `up` and how to start it (tester65 T2: it fell back
+    to 7233, where someone else's Temporal would have been used silently). A tester's
+    `up --port 7301` was ignored: the CLI went on with 127.0.0.1:7233 (someone else's
+    server, then none), and `up` again said "use 127.0.0.1:7301" without saying how."""
     from staccato import settings
     from staccato.light_client import light_client, plain_temporal_config
-    from staccato.workers.devserver import port_open, recorded_http_port
+    from staccato.workers.devserver import recorded_http_port
 
     home = tmp_path / "home"
     port, ui_port = free_port(), free_port()
@@ -209,15 +211,20 @@ def test_commands_of_its_home_use_a_running_up(tmp_path: Path, monkeypatch) -> N
     finally:
         down = _staccato("down", env=env)
         assert down.returncode == 0, down.stderr
-    assert settings.temporal_connect_config()["target_host"] == "127.0.0.1:7233"
-    assert plain_temporal_config() == ("127.0.0.1:7233", "default")
-    if not port_open("127.0.0.1", 7233):  # (else it is someone else's: not asked)
-        status = _staccato("status", str(destination), env=env)
-        assert status.returncode == 1, status.stderr
-        assert "cannot reach Temporal at 127.0.0.1:7233" in status.stderr, status.stderr
-        # the `up` it ran on is named (`up` kept its address after `down`)
-        assert f"STACCATO_HOME ({address}) is not running" in status.stderr, status.stderr
-    # an `up` killed and never reaped (a zombie) left its files: the default too
+    # the `up` it ran on (`up` kept its address after `down`), whatever runs on 7233
+    assert settings.temporal_connect_config()["target_host"] == address
+    assert plain_temporal_config() == (address, "default")
+    status = _staccato("status", str(destination), env=env)
+    assert status.returncode == 1, status.stderr
+    assert f"STACCATO_HOME ({address}) is not running" in status.stderr, status.stderr
+    assert "start it with `staccato up`" in status.stderr, status.stderr
+    assert f"cannot reach Temporal at {address}" in status.stderr, status.stderr
+    assert "7233" not in status.stderr, status.stderr
+    # an explicit address still wins over the stopped `up`'s
+    monkeypatch.setenv("TEMPORAL_ADDRESS", "127.0.0.1:1")
+    assert settings.temporal_connect_config()["target_host"] == "127.0.0.1:1"
+    monkeypatch.delenv("TEMPORAL_ADDRESS")
+    # an `up` killed and never reaped (a zombie) left its files: its address too
     zombie = subprocess.Popen([sys.executable, "-c", "pass"])  # not waited for
     try:
         deadline = time.monotonic() + 30
@@ -226,8 +233,8 @@ def test_commands_of_its_home_use_a_running_up(tmp_path: Path, monkeypatch) -> N
             time.sleep(0.05)
         (home / "up.pid").write_text(str(zombie.pid))
         (home / "up.address").write_text(address)
-        assert settings.temporal_connect_config()["target_host"] == "127.0.0.1:7233"
-        assert plain_temporal_config() == ("127.0.0.1:7233", "default")
+        assert settings.temporal_connect_config()["target_host"] == address
+        assert plain_temporal_config() == (address, "default")
     finally:
         zombie.wait()
 
@@ -713,12 +720,10 @@ def test_a_stopped_up_of_its_home_is_named_when_temporal_is_unreachable(
 ) -> None:
     """This STACCATO_HOME recorded an `up` on a port (here a dead one) that no longer
     runs (its pid exited): a command that cannot reach Temporal says that `up` is not
-    running and where it ran, not only "cannot reach Temporal at 127.0.0.1:7233" (it
-    still says the address it tried). Nothing starts on 7233: with TEMPORAL_ADDRESS
-    unset the check runs only when nothing listens there, and with TEMPORAL_ADDRESS set
-    to the recorded address always."""
-    from staccato.workers.devserver import port_open
-
+    running and where it ran, and tries that address, not 127.0.0.1:7233 (tester65
+    T2: "cannot reach Temporal at 127.0.0.1:7233": had another Temporal listened there,
+    the command would have used it), whether TEMPORAL_ADDRESS is unset or set to the
+    recorded address."""
     home = tmp_path / "home"
     home.mkdir()
     port = free_port()
@@ -729,10 +734,10 @@ def test_a_stopped_up_of_its_home_is_named_when_temporal_is_unreachable(
     (home / "up.last-address").write_text(f"127.0.0.1:{port}")
     env = _without_temporal_config(tmp_path, home, port, monkeypatch)
     said = f"the staccato up recorded in STACCATO_HOME (127.0.0.1:{port}) is not running"
-    tried = [f"127.0.0.1:{port}"] + ([] if port_open("127.0.0.1", 7233) else ["127.0.0.1:7233"])
-    for address in tried:
-        run_env = env if address.endswith(":7233") else {**env, "TEMPORAL_ADDRESS": address}
+    address = f"127.0.0.1:{port}"
+    for run_env in (env, {**env, "TEMPORAL_ADDRESS": address}):
         status = _staccato("status", "/tmp/nothing-here.txt", env=run_env)
         assert status.returncode == 1, status.stderr
         assert said in status.stderr and "start it with `staccato up`" in status.stderr
         assert f"cannot reach Temporal at {address}" in status.stderr, status.stderr
+        assert "7233" not in status.stderr, status.stderr

@@ -21,6 +21,7 @@ from typing import NoReturn, TypeVar
 import typer
 
 from staccato.errors import InvalidURLError, SettingsError, StaccatoError
+from staccato.following import rpc_timed_out
 from staccato.loading import resume_after_start
 
 EXIT_FAILED = 1
@@ -162,7 +163,7 @@ def temporal_rpc_message(err: BaseException, then: str = "then try again") -> st
         address = "(TEMPORAL_ADDRESS)"
     asked = shlex.join(["staccato", *sys.argv[1:]])
     detail = err.message or err.status.name
-    if err.status == codes.DEADLINE_EXCEEDED or "timeout" in detail.lower():
+    if rpc_timed_out(err):
         what = f"did not answer in time ({detail})"
     elif err.status == codes.UNAVAILABLE:
         what = f"is unavailable ({detail})"

@@ -195,12 +195,21 @@ def durable_text(s: TransferStatus) -> str:
     """``16.0 MiB (50%) kept (journaled: a resume does not send it again; bytes_done
     counts the chunks in flight too)``: ``bytes_durable``, shown where it differs from
     ``bytes_done``; of a failed or cancelled run, ``nothing kept`` once its clean-up
-    ran (0), else what was durable when it ended."""
+    ran (0), else what was durable when it ended. While its clean-up still runs
+    (``cleanup`` set) it is said to be removing the partial data, never to have
+    removed it; once over, removed only when nothing is left behind."""
     value = s.bytes_durable or 0
     share = units.percent(value, s.bytes_total)
     size = units.size(value) + (f" ({share})" if share else "")
     if s.state.value in _ENDED:
         moved = units.size(s.bytes_done)
+        if s.state.value != "completed" and s.cleanup:
+            # still removing it (tester65 T5: "removed" while the same status said the
+            # temp file was still being removed, and it was there)
+            return (
+                f"{size} durable when it ended ({moved} had moved); no transfer resumes "
+                "from it, and the run's clean-up is still removing its partial data"
+            )
         if s.state.value != "completed" and not value and s.left_behind:
             # the clean-up gave up or was stopped: never said removed (tester63)
             return (

@@ -40,7 +40,7 @@ def worker(
 ) -> None:
     """Run a worker against the Temporal named by TEMPORAL_ADDRESS (default: that of the
     `staccato up` running with this STACCATO_HOME, or of the dev server a killed one
-    left running, else 127.0.0.1:7233).
+    left running, or the one a stopped `up` recorded, else 127.0.0.1:7233).
 
     Every STACCATO_* setting is checked first: a bad value exits 2 naming it."""
     from staccato.codec import codec_keys
