@@ -256,6 +256,47 @@ class _GuardedHeartbeatSender(SharedHeartbeatSender):
             raise _channel_lost(err) from None
 
 
+#: seconds between two warnings of heartbeats the worker's event loop did not take in
+#: time (:func:`forwarding_survives_errors`)
+_LATE_BEAT_WARN_S = 60.0
+_late_beat_warned = [0.0]  # time.monotonic() of the last such warning
+
+
+def forwarding_survives_errors(heartbeat: Callable[..., None]) -> Callable[..., None]:
+    """``heartbeat`` (the function Temporal's multiprocess shared state calls, in its
+    one heartbeat-forwarding thread, for each heartbeat an activity process queued)
+    made to never raise: any error is logged (at most one warning a minute) and the
+    heartbeat counts as late, not as the end of forwarding.
+
+    Why: temporalio's ``_MultiprocessingSharedStateManager._heartbeat_processor`` ends
+    its thread at the first exception (temporalio/sdk-python issue #476), and starts
+    it again only when the worker's running activities drop to none. Its call hands
+    the heartbeat to the worker's event loop and waits 10 s for it
+    (``run_coroutine_threadsafe(...).result(10)``): an event loop held up 10 s (a
+    worker frozen and thawed, a machine at load 30+) ended it, and from then on no
+    heartbeat of any activity process reached Temporal until every activity ended,
+    so every running attempt timed out (seen in CI: a thawed worker's batch never
+    heard its lease end). The heartbeat handed over still runs once the loop takes
+    it (a timed-out ``result`` does not cancel it)."""
+
+    def forward(*details: Any) -> None:
+        try:
+            heartbeat(*details)
+        except Exception as err:  # noqa: BLE001 - see above: never end the thread
+            now = time.monotonic()
+            if now - _late_beat_warned[0] >= _LATE_BEAT_WARN_S:
+                _late_beat_warned[0] = now
+                log.warning(
+                    "a heartbeat was not taken by the worker's event loop in time "
+                    "(%s: %s); forwarding goes on (the worker is overloaded, or was "
+                    "frozen)",
+                    type(err).__name__,
+                    err,
+                )
+
+    return forward
+
+
 class _GuardedSharedState(SharedStateManager):
     """Temporal's multiprocessing shared state, whose connection errors (the manager
     process is gone) become :class:`WorkerChannelLost` and wake the worker's watch."""
@@ -316,7 +357,9 @@ class _GuardedSharedState(SharedStateManager):
         self, task_token: bytes, heartbeat: Callable[..., None]
     ) -> SharedHeartbeatSender:
         try:
-            sender = await self._inner.register_heartbeater(task_token, heartbeat)
+            sender = await self._inner.register_heartbeater(
+                task_token, forwarding_survives_errors(heartbeat)
+            )
         except _CHANNEL_ERRORS as err:
             self._lost.set()
             raise _channel_lost(err) from None
