@@ -43,6 +43,7 @@ Staccato's terms, and they share the connection and the runs submitted.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import gc
 import re
@@ -1227,26 +1228,15 @@ class StaccatoClient:
         restarted since and it has not polled again); None when it is listed (a
         worker Temporal lists for minutes after its last poll), or the identity, the
         task queue or the listing is not known."""
-        from temporalio.api.enums.v1 import TaskQueueType
-        from temporalio.api.taskqueue.v1 import TaskQueue
-        from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
-
         identity = pending.last_worker_identity
         options = pending.activity_options if pending.HasField("activity_options") else None
         if not identity or options is None or not options.task_queue.name:
             return None
         try:
-            response = await self.temporal.workflow_service.describe_task_queue(
-                DescribeTaskQueueRequest(
-                    namespace=self.temporal.namespace,
-                    task_queue=TaskQueue(name=options.task_queue.name),
-                    task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
-                ),
-                timeout=timedelta(seconds=query_wait_s()),
-            )
+            identities = await self._poller_identities(options.task_queue.name, activities=True)
         except Exception:  # not known: the wording that names both causes
             return None
-        if any(poller.identity == identity for poller in response.pollers):
+        if identity in identities:
             return None
         return str(identity)
 
@@ -1485,6 +1475,18 @@ class StaccatoClient:
         """How many workers recently polled ``task_queue`` (default: this client's) for
         workflow tasks (for "is anyone there?" hints). Temporal lists a poller for a few
         minutes after its last poll, so a worker that just died still counts."""
+        return len(await self._poller_identities(task_queue or self.task_queue))
+
+    async def _poller_identities(
+        self, task_queue: str, activities: bool = False
+    ) -> builtins.list[str]:
+        """The identities of the workers Temporal lists as recently polling
+        ``task_queue`` for workflow tasks (``activities``: for activity tasks); one
+        DescribeTaskQueue, waited for :func:`query_wait_s` seconds.
+
+        Raises:
+            RPCError: Temporal did not answer, or refused.
+        """
         from temporalio.api.enums.v1 import TaskQueueType
         from temporalio.api.taskqueue.v1 import TaskQueue
         from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
@@ -1492,12 +1494,16 @@ class StaccatoClient:
         response = await self.temporal.workflow_service.describe_task_queue(
             DescribeTaskQueueRequest(
                 namespace=self.temporal.namespace,
-                task_queue=TaskQueue(name=task_queue or self.task_queue),
-                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+                task_queue=TaskQueue(name=task_queue),
+                task_queue_type=(
+                    TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY
+                    if activities
+                    else TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW
+                ),
             ),
             timeout=timedelta(seconds=query_wait_s()),
         )
-        return len(response.pollers)
+        return [poller.identity for poller in response.pollers]
 
     async def may_answer(self, task_queue: str) -> bool:
         """Whether a query to a workflow on ``task_queue`` can be answered: False only
