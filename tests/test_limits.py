@@ -40,6 +40,7 @@ from staccato.models import (
 )
 from staccato.workflows.governor import (
     ACQUIRE_SIGNAL,
+    GOVERNOR_TASK_TIMEOUT,
     SLOT_GRANTED_SIGNAL,
     STATE_QUERY,
     GovernorWorkflow,
@@ -375,6 +376,9 @@ async def test_max_active_holds_across_transfers(
     complete with the right bytes; `limit list` shows it; a queued transfer says why."""
     endpoint = endpoint_of(slow_nginx.base_url)
     await limits(endpoint, max_active=2)
+    described = await client.temporal.get_workflow_handle(governor_id(endpoint)).describe()
+    config = described.raw_description.execution_config
+    assert config.default_workflow_task_timeout.ToTimedelta() == GOVERNOR_TASK_TIMEOUT
     # 4 MiB at nginx's 4 MiB/s: each holds its slot ~1 s, so the line lasts ~4 s
     names = sources(slow_nginx, http_root, "active", 10, 4 * MiB)
     ids = [(await client.start(slow_nginx.url(n), str(data_dir / n), OPTIONS)).id for n in names]
@@ -423,17 +427,31 @@ async def test_max_streams_counts_connections(
 ) -> None:
     """--max-streams 3 on the link, 3 transfers of 2 streams each (the worker has 4
     activity processes, so 4 would run without the limit): nginx never serves more
-    than 3 data requests at once and reaches 3. The sources are new, so each transfer
+    than 3 data requests at once. The sources are new, so each transfer
     reads its source a second time before publish: those reads count too (a transfer
-    granted 1 stream of its 2 reads one segment at a time)."""
+    granted 1 stream of its 2 reads one segment at a time). The governor's grants reach 3
+    streams."""
     link = f"{endpoint_of(slow_nginx.base_url)},file://"
     await limits(link, max_streams=3)
     names = sources(slow_nginx, http_root, "streams", 3, 8 * MiB)
     options = OPTIONS.model_copy(update={"streams": 2})
     ids = [(await client.start(slow_nginx.url(n), str(data_dir / n), options)).id for n in names]
-    for transfer in ids:
-        assert (await asyncio.wait_for(client.wait(transfer), 120)).bytes == 8 * MiB
-    assert max_overlap(slow_nginx, {f"/{n}" for n in names}) == 3
+    results = asyncio.ensure_future(
+        asyncio.wait_for(asyncio.gather(*(client.wait(t) for t in ids)), 120)
+    )
+    most = 0
+    while not results.done():
+        state = await governor_state(client, link)
+        held = sum(h.streams for h in state.holders) if state is not None else 0
+        assert held <= 3, state
+        most = max(most, held)
+        await asyncio.sleep(0.2)
+    assert [r.bytes for r in await results] == [8 * MiB] * 3
+    # the limit is reached (grants add up to 3), and nginx never serves more than 3 at
+    # once; whether 3 requests overlap at nginx depends on how the machine schedules
+    # the streams between their requests (2 did, at load, in a CI run)
+    assert most == 3
+    assert max_overlap(slow_nginx, {f"/{n}" for n in names}) <= 3
 
 
 async def test_status_shows_the_streams_granted_not_asked(
