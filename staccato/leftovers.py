@@ -68,9 +68,23 @@ def unanswered_prepare(destination: object, error: str | None) -> str | None:
         return None
     if "prepare attempt" not in error or "did not answer" not in error:
         return None
+    return unanswered_upload(
+        destination,
+        "the prepare attempt that was under way",
+        "the next transfer to this destination aborts it",
+    )
+
+
+def unanswered_upload(destination: str, attempt: str, removed_by: str) -> str:
+    """The words for a multipart upload of ``destination`` (an ``s3://`` URL) that
+    ``attempt`` (a phrase: which prepare attempt) may open when its S3 server answers
+    at last: CreateMultipartUpload carried out after the run stopped waiting, so no one
+    holds the upload's id. ``removed_by``: what removes it (a phrase). Shared by the
+    memo a cancelled run writes (:mod:`staccato.workflows.failures`) and the text the
+    client derives for a failed run (:func:`unanswered_prepare`)."""
     return (
-        f"a multipart upload of {destination} may be opened when its server answers the "
-        "prepare attempt that was under way (it has no known id: ListMultipartUploads "
-        "on that key shows it, AbortMultipartUpload removes it); the next transfer to "
-        "this destination aborts it"
+        f"a multipart upload of {destination} may be opened when its server answers "
+        f"{attempt} (it has no known id: ListMultipartUploads on that key shows it, "
+        "AbortMultipartUpload removes it; the attempt aborts it itself if its worker "
+        f"still runs); {removed_by}"
     )

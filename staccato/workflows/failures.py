@@ -25,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, ValidationError
 
     from staccato import errors
+    from staccato.leftovers import unanswered_upload
     from staccato.models import Checkpoint, TransferRequest, WriteSession
 
     # re-exported: the workflows name them from here
@@ -359,11 +360,10 @@ def unanswered_prepare_left(
             if in_a_dataset
             else "the next transfer to this destination aborts it"
         )
-        return (
-            f"a multipart upload of {destination} may be opened when its server answers a "
-            "prepare attempt that had not answered when the transfer was cancelled (it has "
-            "no known id: ListMultipartUploads on that key shows it, AbortMultipartUpload "
-            f"removes it; the attempt aborts it itself if its worker still runs); {removed_by}"
+        return unanswered_upload(
+            destination,
+            "a prepare attempt that had not answered when the transfer was cancelled",
+            removed_by,
         )
     if not destination.startswith(("file://", "sftp://")):
         return None
