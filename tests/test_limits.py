@@ -40,7 +40,6 @@ from staccato.models import (
 )
 from staccato.workflows.governor import (
     ACQUIRE_SIGNAL,
-    GOVERNOR_TASK_TIMEOUT,
     SLOT_GRANTED_SIGNAL,
     STATE_QUERY,
     GovernorWorkflow,
@@ -185,7 +184,14 @@ async def governor_replays(client: StaccatoClient, name: str) -> None:
     every limits test also checks that a real governor history, recorded under
     whatever load the test ran at, replays without a nondeterminism error (a governor
     that fails one stops granting). On failure the history is kept under
-    ``/tmp/staccato-governor-replays/`` and named in the error."""
+    ``/tmp/staccato-governor-replays/`` and named in the error.
+
+    Queries raise the odds of a history that fails replay through no fault of the
+    workflow code: a query that reaches a stalled worker as a query task can carry
+    events newer than its last workflow task, and sdk-core then sends the commands of
+    that activation with the next task, so live and replay batch the events
+    differently (docs/architecture.md, "Queries and replay"). The tests therefore poll
+    governors at most twice a second."""
     history = await client.temporal.get_workflow_handle(governor_id(name)).fetch_history()
     replayer = replayer_of(GovernorWorkflow)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
@@ -376,9 +382,6 @@ async def test_max_active_holds_across_transfers(
     complete with the right bytes; `limit list` shows it; a queued transfer says why."""
     endpoint = endpoint_of(slow_nginx.base_url)
     await limits(endpoint, max_active=2)
-    described = await client.temporal.get_workflow_handle(governor_id(endpoint)).describe()
-    config = described.raw_description.execution_config
-    assert config.default_workflow_task_timeout.ToTimedelta() == GOVERNOR_TASK_TIMEOUT
     # 4 MiB at nginx's 4 MiB/s: each holds its slot ~1 s, so the line lasts ~4 s
     names = sources(slow_nginx, http_root, "active", 10, 4 * MiB)
     ids = [(await client.start(slow_nginx.url(n), str(data_dir / n), OPTIONS)).id for n in names]
@@ -403,7 +406,7 @@ async def test_max_active_holds_across_transfers(
             # waiter's turn in line
             found = await asyncio.gather(*(queued_reason(w.workflow_id) for w in state.waiters))
             reasons.update(r for r in found if r)
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.5)  # few queries: see governor_replays
     assert [r.bytes for r in await results] == [4 * MiB] * 10
     assert most == 2
     uris = {f"/{n}" for n in names}
@@ -445,7 +448,7 @@ async def test_max_streams_counts_connections(
         held = sum(h.streams for h in state.holders) if state is not None else 0
         assert held <= 3, state
         most = max(most, held)
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.5)  # few queries: see governor_replays
     assert [r.bytes for r in await results] == [8 * MiB] * 3
     # the limit is reached (grants add up to 3), and nginx never serves more than 3 at
     # once; whether 3 requests overlap at nginx depends on how the machine schedules
@@ -801,7 +804,7 @@ async def test_governor_outlives_the_queue_that_started_it(
             state = await governor_state(client, target)
             assert state is not None
             most = max(most, len(state.holders))
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.5)  # few queries: see governor_replays
         assert [r.bytes for r in await results] == [2 * MiB] * 2
         assert most <= 1  # (a 0.5 s copy can end between two samples)
         # the governor granted each of them (read from its history, not sampled)
@@ -1180,7 +1183,7 @@ async def test_dataset_batches_wait_for_a_limited_endpoint(
         state = await governor_state(client, "file://")
         assert state is None or len(state.holders) <= 1, state.holders
         assert time.monotonic() < deadline, "the dataset did not end in 60 s"
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.5)  # few queries: see governor_replays
     final = await wait_dataset(client, dataset, timeout_s=60)
     assert final.state == DatasetState.completed, final
     assert final.queued_reason is None

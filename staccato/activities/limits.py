@@ -22,12 +22,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from staccato.links import governor_id
 from staccato.models import GovernorState, HolderRef, StartGovernorInput
-from staccato.workflows.governor import (
-    ACQUIRE_SIGNAL,
-    GOVERNOR_QUEUE,
-    GOVERNOR_TASK_TIMEOUT,
-    GovernorWorkflow,
-)
+from staccato.workflows.governor import ACQUIRE_SIGNAL, GOVERNOR_QUEUE, GovernorWorkflow
 
 
 async def start_governor_signal(
@@ -35,14 +30,12 @@ async def start_governor_signal(
 ) -> WorkflowHandle:
     """Signal the governor of ``name``, starting it (with no limits, on
     :data:`~staccato.workflows.governor.GOVERNOR_QUEUE`) when it is not running
-    (signal-with-start), with a workflow task timeout of
-    :data:`~staccato.workflows.governor.GOVERNOR_TASK_TIMEOUT`."""
+    (signal-with-start)."""
     return await client.start_workflow(
         GovernorWorkflow.run,
         GovernorState(name=name),
         id=governor_id(name),
         task_queue=GOVERNOR_QUEUE,
-        task_timeout=GOVERNOR_TASK_TIMEOUT,
         start_signal=signal,
         start_signal_args=[arg],
     )

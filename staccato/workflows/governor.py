@@ -80,15 +80,6 @@ GOVERNOR_QUEUE = "staccato-governors"
 GOVERNOR_QUEUE_PATCH = "governor-queue"
 #: how often holders and waiters are checked for runs that ended without releasing
 CHECK_EVERY = timedelta(seconds=5)
-#: the workflow task timeout a governor starts with (Temporal's default: 10 s; continue
-#: as new keeps it). A workflow task that times out while the worker still runs it can
-#: leave a history that no longer replays (seen at load ~30 on 2 cores: the worker
-#: kept the timed-out task's state, so live and replay split events into different
-#: activations and emitted commands in another order); a governor that fails a replay
-#: stops granting. Signals and queries reach a governor all the time, so its tasks are
-#: the likeliest to meet an overloaded worker. 60 s of stall is rare; a worker killed
-#: while it holds a governor task delays that governor's next grant by up to this.
-GOVERNOR_TASK_TIMEOUT = timedelta(seconds=60)
 #: continue as new after this many events even when Temporal does not suggest it yet
 MAX_HISTORY = 8000
 FIND_ENDED = "find_ended"
