@@ -17,16 +17,24 @@ import time
 import uuid
 from typing import Any
 
+import pytest
+from temporalio import workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from staccato.client import StaccatoClient
 from staccato.links import governor_id
 from staccato.models import GovernorState, Limits, SlotHolder, SlotRunning
 from staccato.workers.rates import RateBoard, governor_rates
 from staccato.workers.worker import WORKFLOW_RUNNER
-from staccato.workflows.governor import RATES_MEMO, RUNNING_SIGNAL, GovernorWorkflow
+from staccato.workflows import governor
+from staccato.workflows.governor import (
+    RATES_MEMO,
+    RATES_QUERY,
+    RUNNING_SIGNAL,
+    GovernorWorkflow,
+)
 from tests.helpers import MiB
 
 MAX_RATE = 2 * MiB
@@ -121,3 +129,85 @@ async def test_rate_board_reads_a_governors_rates_with_no_worker_to_answer(
         assert rates == {ticket: MAX_RATE}
     finally:
         await handle.terminate("test over")
+
+
+@workflow.defn(name="RatesMemoOldGovernor")
+class _OldGovernor:
+    """Stands for a governor of an older release: answers the ``rates`` query, has no
+    memo."""
+
+    @workflow.run
+    async def run(self) -> None:
+        await workflow.wait_condition(lambda: False)
+
+    @workflow.query(name=RATES_QUERY)
+    def rates(self) -> dict[str, float]:
+        return {"old/run/1": 123.0}
+
+
+async def test_a_governor_without_the_memo_is_queried(temporal_server: Any) -> None:
+    """A governor whose memo has no rates (an older release's run) is asked the
+    ``rates`` query, as before."""
+    client = (
+        await StaccatoClient.connect(target_host=temporal_server.address, namespace="default")
+    ).temporal
+    queue = f"rates-memo-old-{uuid.uuid4().hex[:8]}"
+    name = f"rates-memo-old-{uuid.uuid4().hex[:8]}"
+    async with Worker(
+        client,
+        task_queue=queue,
+        workflows=[_OldGovernor],
+        workflow_runner=UnsandboxedWorkflowRunner(),
+    ):
+        handle = await client.start_workflow(
+            _OldGovernor.run, id=governor_id(name), task_queue=queue
+        )
+        try:
+            assert await _memo_rates(handle) is None
+            got = await asyncio.wait_for(governor_rates(client, name), 30)
+            assert got == {"old/run/1": 123.0}
+        finally:
+            await handle.terminate("test over")
+
+
+async def test_continue_as_new_carries_the_rates(
+    temporal_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A governor that continues as new starts its next run with the rates in its
+    memo (passed to continue-as-new: the server does not carry it): the rate board reads them at once, and the
+    new run upserts nothing while they do not change."""
+    monkeypatch.setattr(governor, "MAX_HISTORY", 5)  # the first signal's task
+    client = (
+        await StaccatoClient.connect(target_host=temporal_server.address, namespace="default")
+    ).temporal
+    queue = f"rates-memo-can-{uuid.uuid4().hex[:8]}"
+    name = f"rates-memo-can-{uuid.uuid4().hex[:8]}"
+    ticket = "holder/run/1"
+    state = GovernorState(
+        name=name,
+        limits=Limits(max_rate=MAX_RATE),
+        holders=[SlotHolder(ticket=ticket, workflow_id="holder", run_id="run", streams=2, token=1)],
+        next_token=2,
+    )
+    handle = await client.start_workflow(
+        "GovernorWorkflow", state, id=governor_id(name), task_queue=queue
+    )
+    try:
+        async with Worker(
+            client,
+            task_queue=queue,
+            workflows=[GovernorWorkflow],
+            workflow_runner=UnsandboxedWorkflowRunner(),  # sees MAX_HISTORY patched
+        ):
+            await _until_memo(handle, {ticket: MAX_RATE / 2})
+            first = (await handle.describe()).run_id
+            await handle.signal(RUNNING_SIGNAL, SlotRunning(ticket=ticket, streams=2))
+            deadline = time.monotonic() + 60
+            while (described := await handle.describe()).run_id == first:
+                assert time.monotonic() < deadline, "the governor never continued as new"
+                await asyncio.sleep(0.1)
+            rates = await described.memo_value(RATES_MEMO, None, type_hint=dict[str, float])
+            assert rates == {ticket: MAX_RATE / 2}
+            assert await _signal_handled(client, handle.id) == 0  # its first task ran
+    finally:
+        await client.get_workflow_handle(handle.id).terminate("test over")

@@ -57,8 +57,9 @@ keeps it bounded). The check runs when its timer fires (patch
 :data:`CHECK_TIMER_PATCH`); runs from before it started a timer per wake-up and
 cancelled it, 2 events more each. Publishing the rates adds an upsert (1 event) per
 change of them (a grant, a release, a ``running`` signal or a ``set_limits`` that
-changes ``max_rate``: the last three in their own workflow task anyway) and one per run
-that starts without them in its memo.
+changes ``max_rate``: the last three in their own workflow task anyway), one when a
+governor first starts, and the patch's marker per run (2 events); continue-as-new
+passes the memo on (the server does not carry it by itself).
 """
 
 from __future__ import annotations
@@ -204,7 +205,8 @@ class GovernorWorkflow:
                 await workflow.wait_condition(
                     lambda: self._sending == 0 and workflow.all_handlers_finished()
                 )
-                # the next run starts with the rates published (no upsert, no gap)
+                # the next run starts with the rates published (no upsert, no gap:
+                # the server does not carry the memo over by itself)
                 memo = (
                     {RATES_MEMO: self._published}
                     if self._memo and self._published is not None
