@@ -2,8 +2,9 @@
 its transfer's own ``max_rate``.
 
 A governor (:mod:`staccato.workflows.governor`) divides its ``max_rate`` equally
-among the streams its holders were granted (query ``rates``: ticket -> bytes per
-second per stream); a transfer divides its own ``max_rate`` over its copy streams
+among the streams its holders were granted and publishes the result in its memo
+(key ``rates``: ticket -> bytes per second per stream; the ``rates`` query answers
+the same); a transfer divides its own ``max_rate`` over its copy streams
 running now (query ``stream_share``, :data:`STREAM_SHARE_QUERY`: the workflow's count,
 whichever workers its streams run on). The worker's main process has the Temporal
 client; its activity processes, where the streams read, do not. So
@@ -17,8 +18,10 @@ client; its activity processes, where the streams read, do not. So
   (the staging read keeps its start-time share, the transfer's whole ``max_rate``);
   and which dataset a batch or a large file's stream or staging read shares the own
   ``max_rate`` of (its input's ``rate_group``);
-* every :data:`TICK_S` asks each of those governors and transfers once (a query: no
-  history event) and writes ticket -> the lowest per-stream rate of its governors and
+* every :data:`TICK_S` reads each of those governors' memo (one ``describe``:
+  :func:`governor_rates`; a governor that has not published, e.g. one an older
+  release started, is asked the ``rates`` query) and asks each of those transfers
+  once (a query: no history event), and writes ticket -> the lowest per-stream rate of its governors and
   :func:`~staccato.activities.pacing.own_key` (transfer) -> its own per-stream share
   and :func:`~staccato.activities.pacing.group_key` (dataset) -> the dataset's
   per-stream share (:meth:`RateBoard.group_shares`) into a dict shared with the activity processes through the worker's
@@ -29,6 +32,14 @@ A cap changed with ``staccato limit set`` thus reaches running streams within
 others of its transfer. A governor or transfer that cannot be asked (it ended, the
 server is away, a run from before the query) leaves the last rate in place until the
 next tick (a stream whose transfer never answered keeps its start-time share).
+
+Why the memo and not a query for governors: a query to a running workflow whose
+worker stalls is dispatched as a legacy query task carrying history events newer than
+the worker's last completed workflow task; sdk-core applies them in an activation
+whose commands it sends later with the next task's, so the live run and a replay
+batch events differently and a governor's history stops replaying (nondeterminism
+error). A query per governor per second from every worker made that the governors'
+main hazard; ``describe`` is answered by the server alone.
 """
 
 from __future__ import annotations
@@ -40,14 +51,14 @@ from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from temporalio import activity
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
 from staccato.activities.pacing import group_key, own_key
 from staccato.datasets.models import RATE_GROUP_QUERY, BatchInput, FanOutBatchInput, RateGroup
 from staccato.links import governor_id
 from staccato.models import StageInput, StreamInput
-from staccato.workflows.governor import RATES_QUERY
+from staccato.workflows.governor import RATES_MEMO, RATES_QUERY
 from staccato.workflows.transfer import STREAM_SHARE_QUERY, STREAMS_RUNNING_QUERY
 
 log = logging.getLogger("staccato.rates")
@@ -163,24 +174,20 @@ class RateBoard:
 
     async def rates(self) -> dict[str, float]:
         """Ticket -> bytes per second per stream (``inf``: none of its governors has
-        a ``max_rate``), for the tickets running here whose governors all answered;
+        a ``max_rate``), for the tickets running here whose governors' rates were all
+        read (:func:`governor_rates`);
         and :func:`~staccato.activities.pacing.own_key` (transfer id) -> bytes per
         second per stream of the transfer's own ``max_rate`` (:meth:`own_shares`)."""
         names = sorted({n for governors, _ in self._tickets.values() for n in governors})
         shares = asyncio.ensure_future(self.own_shares())
         groups = asyncio.ensure_future(self.group_shares())
 
-        async def ask(name: str) -> dict[str, float] | None:
-            try:
-                return await self._client.get_workflow_handle(governor_id(name)).query(
-                    RATES_QUERY, result_type=dict[str, float]
-                )
-            except Exception as err:  # ended, or the server is away: next tick
-                log.debug("rates of %s: %s", name, err)
-                return None
-
         answers: dict[str, dict[str, float] | None] = dict(
-            zip(names, await asyncio.gather(*(ask(n) for n in names)), strict=True)
+            zip(
+                names,
+                await asyncio.gather(*(governor_rates(self._client, n) for n in names)),
+                strict=True,
+            )
         )
         out: dict[str, float] = {}
         for ticket, (governors, _) in list(self._tickets.items()):
@@ -311,6 +318,28 @@ class RateBoard:
                 log.exception("rate board round failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._new.wait(), tick_s)
+
+
+async def governor_rates(client: Client, name: str) -> dict[str, float] | None:
+    """The rates governor ``name`` (an endpoint or link name) publishes: its holders'
+    tickets -> bytes per second per stream (empty: no ``max_rate``), read from its
+    memo (:data:`~staccato.workflows.governor.RATES_MEMO`) with one ``describe`` of
+    its current run, which the server answers without a worker. A run that has not
+    published them (started by an older release, or before its first workflow task)
+    is asked the ``rates`` query instead. None: it could not be read (it ended, or
+    the server is away; the caller keeps the last rate). Raises nothing."""
+    handle = client.get_workflow_handle(governor_id(name))
+    try:
+        described = await handle.describe()
+        if described.status != WorkflowExecutionStatus.RUNNING:
+            return None  # ended (or continued as new meanwhile): next tick
+        published = await described.memo_value(RATES_MEMO, None, type_hint=dict[str, float])
+        if published is not None:
+            return {str(k): float(v) for k, v in published.items()}
+        return await handle.query(RATES_QUERY, result_type=dict[str, float])
+    except Exception as err:  # not found, or the server is away: next tick
+        log.debug("rates of %s: %s", name, err)
+        return None
 
 
 def _group_keys(dataset_id: str) -> tuple[str, str, str]:

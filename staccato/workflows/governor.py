@@ -17,13 +17,24 @@ Protocol (signals both ways: nothing polls):
 * ``running`` (:class:`~staccato.models.SlotRunning`): how many of a holder's streams
   still run (its other lanes have no segment left): ``max_rate`` is divided over
   min(held, running) of each holder, so a finished stream's share goes to the others;
-  no grant changes (``max_streams`` counts the streams held). The transfer sends it at
-  most once per lane end per governor.
+  no grant changes (``max_streams`` counts the streams held), but with ``max_rate``
+  the rates published change (below). The transfer sends it at most once per lane end
+  per governor.
 * ``set_limits`` (:class:`~staccato.models.LimitChange`).
 * to the transfer: ``slot_granted`` (:class:`~staccato.models.SlotGrant`) when it gets
   its slot, ``limit_queued`` (the reason) once when it has to wait. A transfer that
   cannot be signalled (it ended) loses its place. The ``slot`` query tells where a
   ticket stands (``staccato status`` shows the place in line from it).
+* to the workers: the memo's :data:`RATES_MEMO` (``rates``: holder ticket -> bytes per
+  second per stream, :meth:`GovernorWorkflow.rates`; empty without ``max_rate``),
+  upserted when it changes (patch :data:`RATES_MEMO_PATCH`) and carried by
+  continue-as-new. Each worker's rate board (:mod:`staccato.workers.rates`) reads it
+  every second with ``describe``, which the server answers alone. It queried the
+  ``rates`` query before (still answered, for older workers): a query to a running
+  workflow whose worker stalls is dispatched as a legacy query task carrying newer
+  history events, whose commands sdk-core sends later with the next task's, so the
+  live run and a replay batch events differently and the history stops replaying;
+  that constant query load was the governors' main trigger.
 
 Grants: while a slot is free (``max_active``: holders < N; ``max_streams``: streams
 held < N, the head of the queue gets ``min(asked, free)``), the queue's best waiter
@@ -44,7 +55,11 @@ segments before the others (at most one per lane end; none for a one-segment fil
 the check adds about 11 events per 5 s while anyone holds or waits (continue-as-new
 keeps it bounded). The check runs when its timer fires (patch
 :data:`CHECK_TIMER_PATCH`); runs from before it started a timer per wake-up and
-cancelled it, 2 events more each.
+cancelled it, 2 events more each. Publishing the rates adds an upsert (1 event) per
+change of them (a grant, a release, a ``running`` signal or a ``set_limits`` that
+changes ``max_rate``: the last three in their own workflow task anyway), one when a
+governor first starts, and the patch's marker per run (2 events); continue-as-new
+passes the memo on (the server does not carry it by itself).
 """
 
 from __future__ import annotations
@@ -97,6 +112,14 @@ RATES_QUERY = "rates"
 WINDOW_PATCH = "governor-window"
 #: ``workflow.patched`` id: the ended-run check runs when its timer fires
 CHECK_TIMER_PATCH = "governor-check-timer"
+#: the memo key under which a governor publishes its per-ticket rates (what the
+#: ``rates`` query answers: ticket -> bytes per second per stream, empty without
+#: ``max_rate``); the rate board reads it with ``describe``, asking no worker
+RATES_MEMO = "rates"
+#: ``workflow.patched`` id: the governor publishes its rates in its memo
+#: (:data:`RATES_MEMO`, an upsert when they change) and a ``running`` signal that
+#: changes them wakes the loop; runs recorded before it did neither
+RATES_MEMO_PATCH = "governor-rates-memo"
 
 
 def _activity_queue() -> str:
@@ -126,6 +149,13 @@ class GovernorWorkflow:
         # the ended-run check: its timer (one at a time) and whether it fired
         self._check_timer: asyncio.Task[None] | None = None
         self._check_due = False
+        # the rates in the memo (RATES_MEMO): what this run started with (carried by
+        # continue-as-new) or last upserted; None: none yet
+        self._published: dict[str, float] | None = workflow.memo_value(
+            RATES_MEMO, None, type_hint=dict[str, float]
+        )
+        # whether this run publishes its rates (RATES_MEMO_PATCH; set by run)
+        self._memo = False
 
     @workflow.run
     async def run(self, state: GovernorState) -> None:
@@ -140,6 +170,7 @@ class GovernorWorkflow:
         # workflow.now() with the last check (a replay whose task times differ took
         # the other branch: a nondeterminism error)
         timer_driven = workflow.patched(CHECK_TIMER_PATCH)
+        self._memo = workflow.patched(RATES_MEMO_PATCH)
         while True:
             if s.limits.window is not None and not self._windows:
                 self._windows = workflow.patched(WINDOW_PATCH)
@@ -160,6 +191,7 @@ class GovernorWorkflow:
                     waiter.told = True
                     self._send(waiter, LIMIT_QUEUED_SIGNAL, self.slot(waiter.ticket).reason)
             self._show()
+            self._publish()
             if s.limits.empty() and not s.holders and not s.waiters:
                 await workflow.wait_condition(lambda: self._sending == 0)
                 if self._changed:  # a signal came meanwhile
@@ -173,11 +205,18 @@ class GovernorWorkflow:
                 await workflow.wait_condition(
                     lambda: self._sending == 0 and workflow.all_handlers_finished()
                 )
+                # the next run starts with the rates published (no upsert, no gap:
+                # the server does not carry the memo over by itself)
+                memo = (
+                    {RATES_MEMO: self._published}
+                    if self._memo and self._published is not None
+                    else None
+                )
                 if workflow.info().task_queue != GOVERNOR_QUEUE and workflow.patched(
                     GOVERNOR_QUEUE_PATCH
                 ):
-                    workflow.continue_as_new(s, task_queue=GOVERNOR_QUEUE)
-                workflow.continue_as_new(s)
+                    workflow.continue_as_new(s, task_queue=GOVERNOR_QUEUE, memo=memo)
+                workflow.continue_as_new(s, memo=memo)
             if (s.holders or s.waiters) and timer_driven:
                 if self._check_due:
                     self._check_due = False
@@ -321,6 +360,16 @@ class GovernorWorkflow:
         None: no ``max_rate``)."""
         return rate_per_stream(self._s.limits.max_rate, self._s.holders)
 
+    def _publish(self) -> None:
+        """Upsert the memo's :data:`RATES_MEMO` when :meth:`rates` differs from what
+        it holds (runs from before :data:`RATES_MEMO_PATCH`: never)."""
+        if not self._memo:
+            return
+        rates = self.rates()
+        if rates != self._published:
+            workflow.upsert_memo({RATES_MEMO: rates})
+            self._published = rates
+
     def _show(self) -> None:
         """The current-details line: limits, active, queued."""
         s = self._s
@@ -357,12 +406,16 @@ class GovernorWorkflow:
 
     @workflow.signal(name=RUNNING_SIGNAL)
     def running(self, running: SlotRunning) -> None:
-        """How many of a holder's streams still run (the ``rates`` query divides
-        ``max_rate`` over them). Changes no grant, so it wakes nothing: no command."""
+        """How many of a holder's streams still run (:meth:`rates` divides
+        ``max_rate`` over them). Changes no grant; it wakes the loop only when the
+        rates published in the memo change (with ``max_rate``; runs from before
+        :data:`RATES_MEMO_PATCH`: never, no command)."""
         running = SlotRunning.model_validate(running)
         for h in self._s.holders:
             if h.ticket == running.ticket:
                 h.running = running.streams
+        if self._memo and self.rates() != self._published:
+            self._changed = True
 
     @workflow.signal(name=SET_LIMITS_SIGNAL)
     def set_limits(self, change: LimitChange) -> None:
@@ -409,8 +462,10 @@ class GovernorWorkflow:
     @workflow.query(name=RATES_QUERY)
     def rates(self) -> dict[str, float]:
         """Each holder's ticket -> bytes per second each of its streams may read
-        (:meth:`per_stream_rate`); empty without ``max_rate``. Workers ask every
-        second for the streams they run (:mod:`staccato.workers.rates`)."""
+        (:meth:`per_stream_rate`); empty without ``max_rate``. Also published in the
+        memo (:data:`RATES_MEMO`), which workers read instead (every second, for the
+        streams they run: :mod:`staccato.workers.rates`); workers of older releases,
+        and new ones for a run from before :data:`RATES_MEMO_PATCH`, ask this."""
         rate = self.per_stream_rate()
         return {} if rate is None else {h.ticket: rate for h in self._s.holders}
 
