@@ -38,6 +38,30 @@ from staccato.workflows.governor import (
 from tests.helpers import MiB
 
 MAX_RATE = 2 * MiB
+TICKET = "holder/run/1"
+
+
+async def _start_governor(
+    temporal_server: Any, prefix: str
+) -> tuple[Client, str, str, WorkflowHandle[Any, Any]]:
+    """A governor with ``max_rate`` :data:`MAX_RATE` and one holder (:data:`TICKET`) of
+    2 streams, started on a task queue of its own (no worker polls it yet): the client,
+    the queue, the governor's name and its handle."""
+    client = (
+        await StaccatoClient.connect(target_host=temporal_server.address, namespace="default")
+    ).temporal
+    queue = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    state = GovernorState(
+        name=name,
+        limits=Limits(max_rate=MAX_RATE),
+        holders=[SlotHolder(ticket=TICKET, workflow_id="holder", run_id="run", streams=2, token=1)],
+        next_token=2,
+    )
+    handle = await client.start_workflow(
+        "GovernorWorkflow", state, id=governor_id(name), task_queue=queue
+    )
+    return client, queue, name, handle
 
 
 async def _memo_rates(handle: WorkflowHandle[Any, Any]) -> dict[str, float] | None:
@@ -95,21 +119,8 @@ async def test_rate_board_reads_a_governors_rates_with_no_worker_to_answer(
     task queue, the rate board still gives the ticket 2 MiB/s. Before, the board
     queried the governor (no answer: the ticket had no rate) and the governor had no
     such memo."""
-    client = (
-        await StaccatoClient.connect(target_host=temporal_server.address, namespace="default")
-    ).temporal
-    queue = f"rates-memo-{uuid.uuid4().hex[:8]}"
-    name = f"rates-memo-{uuid.uuid4().hex[:8]}"
-    ticket = "holder/run/1"
-    state = GovernorState(
-        name=name,
-        limits=Limits(max_rate=MAX_RATE),
-        holders=[SlotHolder(ticket=ticket, workflow_id="holder", run_id="run", streams=2, token=1)],
-        next_token=2,
-    )
-    handle = await client.start_workflow(
-        "GovernorWorkflow", state, id=governor_id(name), task_queue=queue
-    )
+    client, queue, name, handle = await _start_governor(temporal_server, "rates-memo")
+    ticket = TICKET
     try:
         async with Worker(
             client, task_queue=queue, workflows=[GovernorWorkflow], workflow_runner=WORKFLOW_RUNNER
@@ -177,21 +188,8 @@ async def test_continue_as_new_carries_the_rates(
     memo (passed to continue-as-new: the server does not carry it): the rate board reads them at once, and the
     new run upserts nothing while they do not change."""
     monkeypatch.setattr(governor, "MAX_HISTORY", 5)  # the first signal's task
-    client = (
-        await StaccatoClient.connect(target_host=temporal_server.address, namespace="default")
-    ).temporal
-    queue = f"rates-memo-can-{uuid.uuid4().hex[:8]}"
-    name = f"rates-memo-can-{uuid.uuid4().hex[:8]}"
-    ticket = "holder/run/1"
-    state = GovernorState(
-        name=name,
-        limits=Limits(max_rate=MAX_RATE),
-        holders=[SlotHolder(ticket=ticket, workflow_id="holder", run_id="run", streams=2, token=1)],
-        next_token=2,
-    )
-    handle = await client.start_workflow(
-        "GovernorWorkflow", state, id=governor_id(name), task_queue=queue
-    )
+    client, queue, _, handle = await _start_governor(temporal_server, "rates-memo-can")
+    ticket = TICKET
     try:
         async with Worker(
             client,
