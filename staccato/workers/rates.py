@@ -33,13 +33,10 @@ others of its transfer. A governor or transfer that cannot be asked (it ended, t
 server is away, a run from before the query) leaves the last rate in place until the
 next tick (a stream whose transfer never answered keeps its start-time share).
 
-Why the memo and not a query for governors: a query to a running workflow whose
-worker stalls is dispatched as a legacy query task carrying history events newer than
-the worker's last completed workflow task; sdk-core applies them in an activation
-whose commands it sends later with the next task's, so the live run and a replay
-batch events differently and a governor's history stops replaying (nondeterminism
-error). A query per governor per second from every worker made that the governors'
-main hazard; ``describe`` is answered by the server alone.
+Why the memo and not a query for governors: a query that reaches a stalled worker can
+leave a history that no longer replays (docs/architecture.md, "Queries and replay"),
+and a query per governor per second from every worker was the governors' main
+trigger; ``describe`` is answered by the server alone.
 """
 
 from __future__ import annotations

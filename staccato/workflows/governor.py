@@ -30,11 +30,9 @@ Protocol (signals both ways: nothing polls):
   upserted when it changes (patch :data:`RATES_MEMO_PATCH`) and carried by
   continue-as-new. Each worker's rate board (:mod:`staccato.workers.rates`) reads it
   every second with ``describe``, which the server answers alone. It queried the
-  ``rates`` query before (still answered, for older workers): a query to a running
-  workflow whose worker stalls is dispatched as a legacy query task carrying newer
-  history events, whose commands sdk-core sends later with the next task's, so the
-  live run and a replay batch events differently and the history stops replaying;
-  that constant query load was the governors' main trigger.
+  ``rates`` query before (still answered, for older workers); that query load was
+  the main trigger of governor histories that no longer replay (docs/architecture.md,
+  "Queries and replay").
 
 Grants: while a slot is free (``max_active``: holders < N; ``max_streams``: streams
 held < N, the head of the queue gets ``min(asked, free)``), the queue's best waiter
