@@ -84,8 +84,8 @@ from staccato.errors import (
     innermost_message,
 )
 from staccato.following import read_through_timeouts, rpc_timed_out
-from staccato.ids import ROOT_LOCK_TYPE, TRANSFER_ID_PREFIX, transfer_id
-from staccato.leftovers import shown_left_behind, unanswered_prepare
+from staccato.ids import LOCK_ID_PREFIX, ROOT_LOCK_TYPE, TRANSFER_ID_PREFIX, transfer_id
+from staccato.leftovers import shown_left_behind, terminated_left, unanswered_prepare
 from staccato.links import governor_id
 from staccato.models import (
     MIN_TUNED_BYTES,
@@ -972,7 +972,17 @@ class StaccatoClient:
             # what its clean-up left, while it may still be there: a local temp file
             # deleted by hand, or by a later transfer, is no longer said (tester T14)
             left_behind=shown_left_behind(
-                memo["left_behind"] if isinstance(memo.get("left_behind"), str) else None
+                memo["left_behind"]
+                if isinstance(memo.get("left_behind"), str)
+                # terminated: no clean-up ran and no memo says what (tester F4)
+                else terminated_left(
+                    memo.get("destination"),
+                    handle.id,
+                    description.run_id,
+                    in_a_dataset=_in_a_dataset(description),
+                )
+                if status == WorkflowExecutionStatus.TERMINATED and runs_as is None
+                else None
             )
             or (
                 unanswered_prepare(memo.get("destination", ""), error)
@@ -1953,6 +1963,14 @@ def _scheduled_not_running(transfer: str, action: str, starts_at: str) -> str:
             "later --not-before, or pause it once it runs"
         )
     return f"cannot {action} transfer {transfer}: it is scheduled to start at {starts_at}; {why}"
+
+
+def _in_a_dataset(description: Any) -> bool:
+    """Whether the described transfer run is a dataset's large file: its parent or
+    root workflow has the datasets' id prefix (the workflow's own rule,
+    ``staccato.workflows.transfer._in_a_dataset``, from its description)."""
+    ups = (description.parent_id, description.root_id)
+    return any(isinstance(up, str) and up.startswith(LOCK_ID_PREFIX) for up in ups)
 
 
 def _ended_since(progress: Progress) -> bool:
