@@ -728,7 +728,7 @@ class StaccatoClient:
             # a failed or cancelled run wrote its counts into its memo as it ended
             # (runs of release 0.8 and earlier did not: 0 and unknown then; the
             # durable bytes, runs before 0.25.0 did not: unknown)
-            bytes_done = int(memo.get("bytes_done") or 0)
+            bytes_done = _end_bytes(memo, 0)
             committed = _memo_int(memo, "bytes_durable") or 0
             durable_known = _memo_int(memo, "bytes_durable") is not None
             total = memo.get("bytes_total")
@@ -889,7 +889,10 @@ class StaccatoClient:
                 # may retry against a server that is down: ``last_retry_error`` then
                 # says so); the bytes moved are those the run wrote into its memo
                 cleanup = _cleanup_note(progress.cleanup if progress else None)
-                bytes_done = max(bytes_done, int(memo.get("bytes_done") or 0))
+                # the bytes its ended status says (one figure, the run's own: its
+                # streams' last heartbeats, sent into a frozen server's socket, may
+                # be above it; tester F5)
+                bytes_done = _end_bytes(memo, bytes_done)
                 committed = max(committed, _memo_int(memo, "bytes_durable") or 0)
                 if (progress is not None and progress.cleanup is None) or memo.get("left_behind"):
                     # its clean-up is over (the run goes on only to release what it
@@ -898,8 +901,12 @@ class StaccatoClient:
                     cleaned_up = True
             elif progress is not None and progress.cleanup is not None:
                 # a cancelled run removing its partial data (it ends cancelled once
-                # that is done or given up): where it is, as a failed run's status says
+                # that is done or given up): where it is, as a failed run's status says,
+                # and the bytes its ended status will say (a `cp` read 112 MiB on its
+                # `cancelling` lines, then `status` 64 MiB: tester F5; or 0 B once the
+                # streams had stopped)
                 cleanup = _cleanup_note(progress.cleanup)
+                bytes_done = _end_bytes(memo, bytes_done)
         else:
             # the one rule for an ended run (a front run whose destination's transfer
             # was cancelled ended FAILED but shows cancelled, with that reason)
@@ -2145,6 +2152,17 @@ def _activity_ids(description: Any) -> set[str]:
     """The ids of the run's pending activities (a retried attempt keeps its id; a
     segment scheduled again gets a new one)."""
     return {p.activity_id for p in description.raw_description.pending_activities}
+
+
+def _end_bytes(memo: dict[str, Any], otherwise: int) -> int:
+    """The bytes moved that a failed or cancelled run wrote into its memo as it
+    stopped (``bytes_done``, ``TransferWorkflow._record_end_bytes``, before its
+    clean-up): what its status says from then on, while the clean-up runs and once the
+    run has ended, so a ``cp``'s lines and its last line agree with ``status`` (tester
+    F5). ``otherwise`` (bytes) when the memo has none (a run before 0.9, or a
+    describe taken just before the run wrote it)."""
+    recorded = _memo_int(memo, "bytes_done")
+    return otherwise if recorded is None else recorded
 
 
 def _memo_int(memo: dict[str, Any], key: str) -> int | None:
