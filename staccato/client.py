@@ -907,6 +907,11 @@ class StaccatoClient:
                 # streams had stopped)
                 cleanup = _cleanup_note(progress.cleanup)
                 bytes_done = _end_bytes(memo, bytes_done)
+            elif state == TransferState.cancelled:
+                # cancelled, the run still closing (giving back its slots or its
+                # staged entry's pin): a follow takes this status for the last one, so
+                # it says the ended run's bytes too
+                bytes_done = _end_bytes(memo, bytes_done)
         else:
             # the one rule for an ended run (a front run whose destination's transfer
             # was cancelled ended FAILED but shows cancelled, with that reason)
