@@ -84,8 +84,8 @@ from staccato.errors import (
     innermost_message,
 )
 from staccato.following import read_through_timeouts, rpc_timed_out
-from staccato.ids import ROOT_LOCK_TYPE, TRANSFER_ID_PREFIX, transfer_id
-from staccato.leftovers import shown_left_behind, unanswered_prepare
+from staccato.ids import LOCK_ID_PREFIX, ROOT_LOCK_TYPE, TRANSFER_ID_PREFIX, transfer_id
+from staccato.leftovers import shown_left_behind, terminated_left, unanswered_prepare
 from staccato.links import governor_id
 from staccato.models import (
     MIN_TUNED_BYTES,
@@ -728,7 +728,7 @@ class StaccatoClient:
             # a failed or cancelled run wrote its counts into its memo as it ended
             # (runs of release 0.8 and earlier did not: 0 and unknown then; the
             # durable bytes, runs before 0.25.0 did not: unknown)
-            bytes_done = int(memo.get("bytes_done") or 0)
+            bytes_done = _end_bytes(memo, 0)
             committed = _memo_int(memo, "bytes_durable") or 0
             durable_known = _memo_int(memo, "bytes_durable") is not None
             total = memo.get("bytes_total")
@@ -889,7 +889,10 @@ class StaccatoClient:
                 # may retry against a server that is down: ``last_retry_error`` then
                 # says so); the bytes moved are those the run wrote into its memo
                 cleanup = _cleanup_note(progress.cleanup if progress else None)
-                bytes_done = max(bytes_done, int(memo.get("bytes_done") or 0))
+                # the bytes its ended status says (one figure, the run's own: its
+                # streams' last heartbeats, sent into a frozen server's socket, may
+                # be above it; tester F5)
+                bytes_done = _end_bytes(memo, bytes_done)
                 committed = max(committed, _memo_int(memo, "bytes_durable") or 0)
                 if (progress is not None and progress.cleanup is None) or memo.get("left_behind"):
                     # its clean-up is over (the run goes on only to release what it
@@ -898,8 +901,17 @@ class StaccatoClient:
                     cleaned_up = True
             elif progress is not None and progress.cleanup is not None:
                 # a cancelled run removing its partial data (it ends cancelled once
-                # that is done or given up): where it is, as a failed run's status says
+                # that is done or given up): where it is, as a failed run's status says,
+                # and the bytes its ended status will say (a `cp` read 112 MiB on its
+                # `cancelling` lines, then `status` 64 MiB: tester F5; or 0 B once the
+                # streams had stopped)
                 cleanup = _cleanup_note(progress.cleanup)
+                bytes_done = _end_bytes(memo, bytes_done)
+            elif state == TransferState.cancelled:
+                # cancelled, the run still closing (giving back its slots or its
+                # staged entry's pin): a follow takes this status for the last one, so
+                # it says the ended run's bytes too
+                bytes_done = _end_bytes(memo, bytes_done)
         else:
             # the one rule for an ended run (a front run whose destination's transfer
             # was cancelled ended FAILED but shows cancelled, with that reason)
@@ -972,7 +984,17 @@ class StaccatoClient:
             # what its clean-up left, while it may still be there: a local temp file
             # deleted by hand, or by a later transfer, is no longer said (tester T14)
             left_behind=shown_left_behind(
-                memo["left_behind"] if isinstance(memo.get("left_behind"), str) else None
+                memo["left_behind"]
+                if isinstance(memo.get("left_behind"), str)
+                # terminated: no clean-up ran and no memo says what (tester F4)
+                else terminated_left(
+                    memo.get("destination"),
+                    handle.id,
+                    description.run_id,
+                    in_a_dataset=_in_a_dataset(description),
+                )
+                if status == WorkflowExecutionStatus.TERMINATED and runs_as is None
+                else None
             )
             or (
                 unanswered_prepare(memo.get("destination", ""), error)
@@ -1955,6 +1977,14 @@ def _scheduled_not_running(transfer: str, action: str, starts_at: str) -> str:
     return f"cannot {action} transfer {transfer}: it is scheduled to start at {starts_at}; {why}"
 
 
+def _in_a_dataset(description: Any) -> bool:
+    """Whether the described transfer run is a dataset's large file: its parent or
+    root workflow has the datasets' id prefix (the workflow's own rule,
+    ``staccato.workflows.transfer._in_a_dataset``, from its description)."""
+    ups = (description.parent_id, description.root_id)
+    return any(isinstance(up, str) and up.startswith(LOCK_ID_PREFIX) for up in ups)
+
+
 def _ended_since(progress: Progress) -> bool:
     """Whether ``progress`` (a query's answer) says the run has reached its end: it
     completed or was cancelled (the last workflow task sets that state), or it failed
@@ -2127,6 +2157,17 @@ def _activity_ids(description: Any) -> set[str]:
     """The ids of the run's pending activities (a retried attempt keeps its id; a
     segment scheduled again gets a new one)."""
     return {p.activity_id for p in description.raw_description.pending_activities}
+
+
+def _end_bytes(memo: dict[str, Any], otherwise: int) -> int:
+    """The bytes moved that a failed or cancelled run wrote into its memo as it
+    stopped (``bytes_done``, ``TransferWorkflow._record_end_bytes``, before its
+    clean-up): what its status says from then on, while the clean-up runs and once the
+    run has ended, so a ``cp``'s lines and its last line agree with ``status`` (tester
+    F5). ``otherwise`` (bytes) when the memo has none (a run before 0.9, or a
+    describe taken just before the run wrote it)."""
+    recorded = _memo_int(memo, "bytes_done")
+    return otherwise if recorded is None else recorded
 
 
 def _memo_int(memo: dict[str, Any], key: str) -> int | None:

@@ -54,6 +54,39 @@ def shown_left_behind(text: str | None) -> str | None:
     return text if still_left(text) else None
 
 
+#: how the ``left_behind`` of a run terminated by hand begins (then the words of
+#: :func:`staccato.workflows.failures.left_behind`)
+TERMINATED_LEAD = (
+    "terminated (`temporal workflow terminate` or the UI: no workflow code runs after "
+    "it, so the run did not remove its partial data; `staccato cancel` does): "
+)
+
+
+def terminated_left(
+    destination: object, workflow_id: str, run_id: str, in_a_dataset: bool = False
+) -> str | None:
+    """A ``left_behind`` for a transfer's run (``run_id`` of ``workflow_id``) to
+    ``destination`` (a canonical URL) that was terminated: a terminate runs no workflow
+    code, so no clean-up ran and no memo says what was left (tester F4: the temp file
+    and journal stayed, and ``status`` said nothing). A file or SFTP session's temp
+    file is named by the run's session key (``staccato.workflows.calls.run_session_key``:
+    the run's first write session: one it opened after losing that one is not named,
+    though the next transfer sweeps it as well), in the words of ``failures.left_behind``
+    (``failures.session_left_behind``), after :data:`TERMINATED_LEAD`; ``status``
+    shows it only while it may be true (:func:`shown_left_behind`: a local one swept
+    by the next transfer, or never made because the run was terminated before its
+    ``prepare``, is not said). ``in_a_dataset``: the run is a dataset's large file.
+    None for S3 or another scheme (an upload's id is in the run's history only), or a
+    ``destination`` that is not a string (a memo another client wrote)."""
+    if not isinstance(destination, str):
+        return None
+    from staccato.workflows.calls import run_session_key
+    from staccato.workflows.failures import session_left_behind
+
+    text = session_left_behind(destination, run_session_key(workflow_id, run_id), in_a_dataset)
+    return None if text is None else TERMINATED_LEAD + text
+
+
 def unanswered_prepare(destination: object, error: str | None) -> str | None:
     """A ``left_behind`` for a run to ``destination`` (a canonical URL) that ended
     (``error``: its failure, in words) while its ``prepare`` attempt had no answer from

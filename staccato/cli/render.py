@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from staccato import units
 from staccato.datasets.names import shown_name
+from staccato.leftovers import TERMINATED_LEAD
 from staccato.models import (
     NO_WORKER_ANSWERS,
     WORKER_BUSY,
@@ -211,11 +212,16 @@ def durable_text(s: TransferStatus) -> str:
                 "from it, and the run's clean-up is still removing its partial data"
             )
         if s.state.value != "completed" and not value and s.left_behind:
-            # the clean-up gave up or was stopped: never said removed (tester63)
+            # the clean-up gave up or was stopped (or never ran: terminated, tester
+            # F4): never said removed (tester63)
+            why = (
+                "the run was terminated, so no clean-up removed its partial data"
+                if s.left_behind.startswith(TERMINATED_LEAD)
+                else "the run's clean-up could not remove its partial data"
+            )
             return (
-                f"{size}: nothing kept (no transfer resumes from it), but the run's "
-                f"clean-up could not remove its partial data: see left_behind "
-                f"({moved} had moved)"
+                f"{size}: nothing kept (no transfer resumes from it), but {why}: see "
+                f"left_behind ({moved} had moved)"
             )
         if s.state.value != "completed" and not value:
             return f"{size}: nothing kept, the run's clean-up removed its partial data ({moved} had moved)"

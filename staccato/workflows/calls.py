@@ -200,7 +200,15 @@ def session_key(attempt: int = 0) -> str:
     """
     info = workflow.info()
     run = info.run_id if workflow.patched(SESSION_KEY_PATCH) else info.run_id[:8]
-    key = f"{info.workflow_id}-{run}"
+    return run_session_key(info.workflow_id, run, attempt)
+
+
+def run_session_key(workflow_id: str, run_id: str, attempt: int = 0) -> str:
+    """The write session key of the run ``run_id`` of ``workflow_id`` (its ``attempt``-th
+    write session, 0 the first): what :func:`session_key` returns in the run, derived
+    outside it too (the client names a terminated run's temp file by it:
+    :func:`staccato.leftovers.terminated_left`). String operations only."""
+    key = f"{workflow_id}-{run_id}"
     return key if attempt == 0 else f"{key}-{attempt}"
 
 

@@ -322,7 +322,7 @@ def left_behind(session: WriteSession, in_a_dataset: bool = False) -> str:
             f"{partial_data(session)} (and {also}) may be left: the next "
             "transfer to this destination removes it once it gets to write (a `cp` or "
             "`submit` of this file, not a `cp -r` of its directory), or delete "
-            + ("both files by hand" if writers is None else f"them by hand ({paths})")
+            + (f"both files by hand ({paths})" if writers is None else f"them by hand ({paths})")
         )
     if leftovers_swept(session.url):  # a dataset's file
         return (
@@ -365,6 +365,24 @@ def unanswered_prepare_left(
             "a prepare attempt that had not answered when the transfer was cancelled",
             removed_by,
         )
+    return session_left_behind(destination, session_key, in_a_dataset, size, chunk_size)
+
+
+def session_left_behind(
+    destination: str,
+    session_key: str,
+    in_a_dataset: bool = False,
+    size: int = 0,
+    chunk_size: int = 0,
+) -> str | None:
+    """The :func:`left_behind` words for the write session keyed ``session_key`` at a
+    file or SFTP ``destination`` (a canonical URL): its temp file's name follows from
+    the key (:func:`staccato.temp_names.session_temp`), so it is named without the
+    session's ``prepare`` answer. None for another scheme or a URL that does not parse.
+    Shared by a run cancelled before its ``prepare`` answered
+    (:func:`unanswered_prepare_left`) and a terminated run, whose status the client
+    derives (:func:`staccato.leftovers.terminated_left`). ``size`` and ``chunk_size``:
+    the session's, in bytes (the words do not use them). Text only: no command."""
     if not destination.startswith(("file://", "sftp://")):
         return None
     try:
