@@ -1129,6 +1129,39 @@ async def test_endpoint_max_rate_is_not_split_over_streams_that_never_run(
     assert [a.streams for a in asks] == [1], asks
 
 
+async def test_staging_read_takes_the_whole_share_of_a_link_max_rate(
+    client: StaccatoClient,
+    limits: Any,
+    worker: WorkerProcess,
+    nginx_no_ranges: NginxServer,
+    http_root: Path,
+    data_dir: Path,
+) -> None:
+    """--max-rate 8MiB/s on the link from an nginx without ranges, a transfer of 4
+    streams: the source is staged with one read, which takes the transfer's whole share
+    (the 4 streams the governor counts), not one stream's quarter. The staging cache's
+    growth over the middle of the read (20 %..80 %) is over half the cap (the old code:
+    a quarter) and within the cap's +25 %."""
+    cap = 8 * MiB
+    size = 40 * MiB
+    await limits(f"{endpoint_of(nginx_no_ranges.base_url)},file://", max_rate=cap)
+    (name,) = sources(nginx_no_ranges, http_root, f"staged-rate-{time.time_ns()}", 1, size)
+    staging = Path(worker.env["STACCATO_STAGING_DIR"])
+    before = written(staging)
+    options = OPTIONS.model_copy(update={"streams": 4})
+    transfer = (await client.start(nginx_no_ranges.url(name), str(data_dir / name), options)).id
+    done = asyncio.ensure_future(client.wait(transfer))
+    growth = GrowthLog(staging)
+    await follow(growth, done, 120)
+    assert (await done).bytes == size
+    assert sha256_file(data_dir / name) == sha256_file(http_root / name)
+    asks = await history_inputs(client, transfer, ACQUIRE_SIGNAL, SlotRequest)
+    assert [a.streams for a in asks] == [4], asks
+    rate = growth.rate_over(before + int(0.2 * size), before + int(0.8 * size))
+    print(f"staged at {rate / MiB:.2f} MiB/s under a link --max-rate 8MiB/s, 4 streams held")
+    assert 0.5 * cap <= rate <= 1.25 * cap, f"staged at {rate / MiB:.2f} MiB/s under 8"
+
+
 @pytest.mark.parametrize("roots", [1, 2])
 async def test_dataset_batches_wait_for_a_limited_endpoint(
     client: StaccatoClient,

@@ -1375,9 +1375,18 @@ class TransferWorkflow:
             return None
         held = min(grant.streams for grant in self._granted.values())
         running = min(alive, held, max(self._lanes, len(self._running)))
+        return running if running != self._streams_counted() else None
+
+    def _streams_counted(self) -> int:
+        """The streams of the ticket its governors count as reading (divide their
+        ``max_rate`` over): those held (the fewest granted), or what they were told for
+        this ticket (signal ``running``); 1 when none is held."""
+        if not self._granted:
+            return 1
         told = self._told_running
-        counted = told[1] if told is not None and told[0] == self._ticket else held
-        return running if running != counted else None
+        if told is not None and told[0] == self._ticket:
+            return told[1]
+        return min(grant.streams for grant in self._granted.values())
 
     async def _tell_lanes_ended(self, alive: list[int]) -> None:
         """While the copy runs: when lanes ran out of segments, tell each governor held
@@ -1590,8 +1599,10 @@ class TransferWorkflow:
             source=request.source,
             source_info=info,
             source_secret=request.source_secret,
-            # the one staging read may take the whole of the transfer's own max_rate
+            # the one staging read may take the whole of the transfer's own max_rate,
+            # and the transfer's whole share of its governors' (input only, no patch)
             **self._stream_rate(request, 1),
+            ticket_streams=self._streams_counted(),
             retry_for_s=request.options.retry_for_s,
         )
         self._stagings += 1
