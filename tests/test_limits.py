@@ -1129,6 +1129,47 @@ async def test_endpoint_max_rate_is_not_split_over_streams_that_never_run(
     assert [a.streams for a in asks] == [1], asks
 
 
+async def test_a_transfer_queued_at_a_link_holds_no_endpoint_slot(
+    client: StaccatoClient,
+    limits: Any,
+    nginx_ranges: NginxServer,
+    http_root: Path,
+    data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """--max-active 1 on the local endpoint (file://), and a link from nginx to it whose
+    window opens in hours: the transfer from nginx gets the endpoint's slot first
+    (names sorted) and queues at the link; it gives the slot back while it waits, so a
+    local file -> file transfer through the same endpoint completes while the first is
+    still queued at the link (the old code kept the slot: the second queued behind a
+    transfer that moved nothing). Once the window is cleared the first completes too."""
+    link = f"{endpoint_of(nginx_ranges.base_url)},file://"
+    await limits("file://", max_active=1)
+    opens = datetime.now(UTC) + timedelta(hours=6)
+    await limits(link, window=f"{opens:%H:%M}-{opens + timedelta(hours=1):%H:%M},UTC")
+    (name,) = sources(nginx_ranges, http_root, "queued-at-link", 1, 2 * MiB)
+    blocked = (await client.start(nginx_ranges.url(name), str(data_dir / name), OPTIONS)).id
+
+    async def queued_at_link() -> bool:
+        status = await client.status(blocked)
+        return status.state == TransferState.queued and f"waiting for {link}:" in (
+            status.reason or ""
+        )
+
+    await until(queued_at_link, "the first transfer queues at the link", timeout_s=60)
+    local = tmp_path / "local-source.bin"
+    digest = write_random(local, 3 * MiB, seed=11)
+    other = (await client.start(str(local), str(data_dir / "local.bin"), OPTIONS)).id
+    result = await asyncio.wait_for(client.wait(other), 60)
+    assert result.bytes == 3 * MiB
+    assert sha256_file(data_dir / "local.bin") == digest
+    assert await queued_at_link(), await client.status(blocked)
+    assert not (data_dir / name).exists()
+    await governors.unset_limits(client.temporal, parse_limit_target(link), [])
+    assert (await asyncio.wait_for(client.wait(blocked), 60)).bytes == 2 * MiB
+    assert sha256_file(data_dir / name) == sha256_file(http_root / name)
+
+
 async def test_staging_read_takes_the_whole_share_of_a_link_max_rate(
     client: StaccatoClient,
     limits: Any,
