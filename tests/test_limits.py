@@ -38,12 +38,14 @@ from staccato.models import (
     TransferOptions,
     TransferState,
 )
+from staccato.workers.worker import WORKFLOW_RUNNER
 from staccato.workflows.governor import (
     ACQUIRE_SIGNAL,
     SLOT_GRANTED_SIGNAL,
     STATE_QUERY,
     GovernorWorkflow,
 )
+from staccato.workflows.transfer import TransferWorkflow
 from tests.helpers import (
     MiB,
     WorkerProcess,
@@ -1168,6 +1170,11 @@ async def test_a_transfer_queued_at_a_link_holds_no_endpoint_slot(
     await governors.unset_limits(client.temporal, parse_limit_target(link), [])
     assert (await asyncio.wait_for(client.wait(blocked), 60)).bytes == 2 * MiB
     assert sha256_file(data_dir / name) == sha256_file(http_root / name)
+    # it gave the endpoint's slot back and asked for it again: its history replays
+    asks = await history_inputs(client, blocked, ACQUIRE_SIGNAL, SlotRequest)
+    assert len(asks) == 3, asks  # file://, the link, file:// again
+    history = await client.temporal.get_workflow_handle(blocked).fetch_history()
+    await replayer_of(TransferWorkflow, workflow_runner=WORKFLOW_RUNNER).replay_workflow(history)
 
 
 async def test_staging_read_takes_the_whole_share_of_a_link_max_rate(
