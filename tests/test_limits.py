@@ -1152,20 +1152,30 @@ async def test_a_transfer_queued_at_a_link_holds_no_endpoint_slot(
     (name,) = sources(nginx_ranges, http_root, "queued-at-link", 1, 2 * MiB)
     blocked = (await client.start(nginx_ranges.url(name), str(data_dir / name), OPTIONS)).id
 
-    async def queued_at_link() -> bool:
-        status = await client.status(blocked)
-        return status.state == TransferState.queued and f"waiting for {link}:" in (
-            status.reason or ""
+    async def held_and_queued() -> tuple[bool, bool]:
+        """Whether ``blocked`` holds the endpoint's slot, and waits at the link (read
+        from the governors, twice a second at most: the transfer itself is never
+        queried, so its history replays below; see governor_replays)."""
+        await asyncio.sleep(0.4)
+        endpoint, at_link = (
+            await governor_state(client, "file://"),
+            await governor_state(client, link),
+        )
+        return (
+            endpoint is not None and any(h.workflow_id == blocked for h in endpoint.holders),
+            at_link is not None and any(w.workflow_id == blocked for w in at_link.waiters),
         )
 
-    await until(queued_at_link, "the first transfer queues at the link", timeout_s=60)
+    await until(
+        lambda: _second(held_and_queued()), "the first transfer queues at the link", timeout_s=60
+    )
     local = tmp_path / "local-source.bin"
     digest = write_random(local, 3 * MiB, seed=11)
     other = (await client.start(str(local), str(data_dir / "local.bin"), OPTIONS)).id
     result = await asyncio.wait_for(client.wait(other), 60)
     assert result.bytes == 3 * MiB
     assert sha256_file(data_dir / "local.bin") == digest
-    assert await queued_at_link(), await client.status(blocked)
+    assert await held_and_queued() == (False, True)
     assert not (data_dir / name).exists()
     await governors.unset_limits(client.temporal, parse_limit_target(link), [])
     assert (await asyncio.wait_for(client.wait(blocked), 60)).bytes == 2 * MiB
@@ -1175,6 +1185,10 @@ async def test_a_transfer_queued_at_a_link_holds_no_endpoint_slot(
     assert len(asks) == 3, asks  # file://, the link, file:// again
     history = await client.temporal.get_workflow_handle(blocked).fetch_history()
     await replayer_of(TransferWorkflow, workflow_runner=WORKFLOW_RUNNER).replay_workflow(history)
+
+
+async def _second(pair: Awaitable[tuple[bool, bool]]) -> bool:
+    return (await pair)[1]
 
 
 async def test_staging_read_takes_the_whole_share_of_a_link_max_rate(
