@@ -632,10 +632,17 @@ class StageInput(BaseModel):
     #: bytes per second the staging read may take (the transfer's own ``max_rate``);
     #: None: no cap of its own
     max_rate: float | None = None
-    #: the slot ticket and its governors: the staging read is paced at one stream's
-    #: share of their ``max_rate``, as a copy stream (:mod:`staccato.workers.rates`)
+    #: the slot ticket and its governors: the staging read is paced at
+    #: ``ticket_streams`` streams' share of their ``max_rate``, looked up as a copy
+    #: stream's (:mod:`staccato.workers.rates`)
     ticket: str | None = None
     governors: list[str] = Field(default_factory=list)
+    #: the streams of ``ticket`` its governors count as reading (those granted, or
+    #: fewer as told by signal ``running``): the staging read is the transfer's only
+    #: reader while it runs, so it reads that many streams' share of their
+    #: ``max_rate``, the transfer's whole share (1: scheduled before this field, one
+    #: stream's share)
+    ticket_streams: int = Field(default=1, ge=1)
     #: as :attr:`StreamInput.rate_group`: the staging read counts as one stream of
     #: the dataset's ``max_rate``
     rate_group: str | None = None

@@ -38,12 +38,14 @@ from staccato.models import (
     TransferOptions,
     TransferState,
 )
+from staccato.workers.worker import WORKFLOW_RUNNER
 from staccato.workflows.governor import (
     ACQUIRE_SIGNAL,
     SLOT_GRANTED_SIGNAL,
     STATE_QUERY,
     GovernorWorkflow,
 )
+from staccato.workflows.transfer import TransferWorkflow
 from tests.helpers import (
     MiB,
     WorkerProcess,
@@ -1127,6 +1129,99 @@ async def test_endpoint_max_rate_is_not_split_over_streams_that_never_run(
     # taken: a busy machine slows it more)
     asks = await history_inputs(client, transfer, ACQUIRE_SIGNAL, SlotRequest)
     assert [a.streams for a in asks] == [1], asks
+
+
+async def test_a_transfer_queued_at_a_link_holds_no_endpoint_slot(
+    client: StaccatoClient,
+    limits: Any,
+    nginx_ranges: NginxServer,
+    http_root: Path,
+    data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """--max-active 1 on the local endpoint (file://), and a link from nginx to it whose
+    window opens in hours: the transfer from nginx gets the endpoint's slot first
+    (names sorted) and queues at the link; it gives the slot back while it waits, so a
+    local file -> file transfer through the same endpoint completes while the first is
+    still queued at the link (the old code kept the slot: the second queued behind a
+    transfer that moved nothing). Once the window is cleared the first completes too."""
+    link = f"{endpoint_of(nginx_ranges.base_url)},file://"
+    await limits("file://", max_active=1)
+    opens = datetime.now(UTC) + timedelta(hours=6)
+    await limits(link, window=f"{opens:%H:%M}-{opens + timedelta(hours=1):%H:%M},UTC")
+    (name,) = sources(nginx_ranges, http_root, "queued-at-link", 1, 2 * MiB)
+    blocked = (await client.start(nginx_ranges.url(name), str(data_dir / name), OPTIONS)).id
+
+    async def held_and_queued() -> tuple[bool, bool]:
+        """Whether ``blocked`` holds the endpoint's slot, and waits at the link (read
+        from the governors, twice a second at most: the transfer itself is never
+        queried, so its history replays below; see governor_replays)."""
+        await asyncio.sleep(0.4)
+        endpoint, at_link = (
+            await governor_state(client, "file://"),
+            await governor_state(client, link),
+        )
+        return (
+            endpoint is not None and any(h.workflow_id == blocked for h in endpoint.holders),
+            at_link is not None and any(w.workflow_id == blocked for w in at_link.waiters),
+        )
+
+    await until(
+        lambda: _second(held_and_queued()), "the first transfer queues at the link", timeout_s=60
+    )
+    local = tmp_path / "local-source.bin"
+    digest = write_random(local, 3 * MiB, seed=11)
+    other = (await client.start(str(local), str(data_dir / "local.bin"), OPTIONS)).id
+    result = await asyncio.wait_for(client.wait(other), 60)
+    assert result.bytes == 3 * MiB
+    assert sha256_file(data_dir / "local.bin") == digest
+    assert await held_and_queued() == (False, True)
+    assert not (data_dir / name).exists()
+    await governors.unset_limits(client.temporal, parse_limit_target(link), [])
+    assert (await asyncio.wait_for(client.wait(blocked), 60)).bytes == 2 * MiB
+    assert sha256_file(data_dir / name) == sha256_file(http_root / name)
+    # it gave the endpoint's slot back and asked for it again: its history replays
+    asks = await history_inputs(client, blocked, ACQUIRE_SIGNAL, SlotRequest)
+    assert len(asks) == 3, asks  # file://, the link, file:// again
+    history = await client.temporal.get_workflow_handle(blocked).fetch_history()
+    await replayer_of(TransferWorkflow, workflow_runner=WORKFLOW_RUNNER).replay_workflow(history)
+
+
+async def _second(pair: Awaitable[tuple[bool, bool]]) -> bool:
+    return (await pair)[1]
+
+
+async def test_staging_read_takes_the_whole_share_of_a_link_max_rate(
+    client: StaccatoClient,
+    limits: Any,
+    worker: WorkerProcess,
+    nginx_no_ranges: NginxServer,
+    http_root: Path,
+    data_dir: Path,
+) -> None:
+    """--max-rate 8MiB/s on the link from an nginx without ranges, a transfer of 4
+    streams: the source is staged with one read, which takes the transfer's whole share
+    (the 4 streams the governor counts), not one stream's quarter. The staging cache's
+    growth over the middle of the read (20 %..80 %) is over half the cap (the old code:
+    a quarter) and within the cap's +25 %."""
+    cap = 8 * MiB
+    size = 40 * MiB
+    await limits(f"{endpoint_of(nginx_no_ranges.base_url)},file://", max_rate=cap)
+    (name,) = sources(nginx_no_ranges, http_root, f"staged-rate-{time.time_ns()}", 1, size)
+    staging = Path(worker.env["STACCATO_STAGING_DIR"])
+    before = written(staging)
+    options = OPTIONS.model_copy(update={"streams": 4})
+    transfer = (await client.start(nginx_no_ranges.url(name), str(data_dir / name), options)).id
+    done = asyncio.ensure_future(client.wait(transfer))
+    growth = GrowthLog(staging)
+    await follow(growth, done, 120)
+    assert (await done).bytes == size
+    assert sha256_file(data_dir / name) == sha256_file(http_root / name)
+    asks = await history_inputs(client, transfer, ACQUIRE_SIGNAL, SlotRequest)
+    assert [a.streams for a in asks] == [4], asks
+    rate = growth.rate_over(before + int(0.2 * size), before + int(0.8 * size))
+    print(f"staged at {rate / MiB:.2f} MiB/s under a link --max-rate 8MiB/s, 4 streams held")
+    assert 0.5 * cap <= rate <= 1.25 * cap, f"staged at {rate / MiB:.2f} MiB/s under 8"
 
 
 @pytest.mark.parametrize("roots", [1, 2])

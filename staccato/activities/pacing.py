@@ -91,6 +91,10 @@ class Pacer:
             a stream of one of its large files' transfers); the stream reads at most
             that share too once the board has it (None: not part of a dataset).
             Ignored without ``own_rate`` (the dataset's ``max_rate`` is its own).
+        ticket_streams: how many of the ticket's per-stream shares this reader takes
+            (the staging read, its transfer's only reader, takes those of every
+            stream its governors count: :attr:`~staccato.models.StageInput.ticket_streams`);
+            1 for a copy stream or a batch.
     """
 
     def __init__(
@@ -100,9 +104,11 @@ class Pacer:
         board: Mapping[str, float] | None = None,
         own_key: str | None = None,
         group_key: str | None = None,
+        ticket_streams: int = 1,
     ) -> None:
         self._own = own_rate
         self._ticket = ticket
+        self._ticket_streams = max(1, ticket_streams)
         self._board = board if board is not None else _board
         self._own_key = own_key if own_rate is not None else None
         self._group_key = group_key if own_rate is not None else None
@@ -149,7 +155,8 @@ class Pacer:
                 self._looked = now
                 try:
                     if self._ticket is not None:
-                        self._shared = self._board.get(self._ticket)
+                        shared = self._board.get(self._ticket)
+                        self._shared = None if shared is None else shared * self._ticket_streams
                     if self._own_key is not None:
                         own = self._board.get(self._own_key)
                         if own is not None and own > 0:

@@ -110,10 +110,12 @@ def stage_source(request: StageInput) -> StageResult:
         nonlocal waited
         waited = so_far
 
-    # paced as a copy stream: the transfer's own max_rate, its governors' share
+    # paced as a copy stream: the transfer's own max_rate; its governors' share of
+    # every stream they count for the ticket (the one reader of the transfer's share)
     pacer = Pacer(
         request.max_rate,
         request.ticket if request.governors else None,
+        ticket_streams=request.ticket_streams,
         # a large file of a dataset: one stream's share of the dataset's max_rate
         group_key=(
             group_key(request.rate_group, request.rate_part) if request.rate_group else None

@@ -213,6 +213,10 @@ MAX_RESTAGES = 3
 #: a transfer waiting for a grant looks whether its governor still runs (and asks
 #: again if not), and a pause while queued leaves the queue
 REASK_PATCH = "reask-lost-governor"
+#: a transfer queued at one governor while it holds another's slot gives that slot
+#: back and asks for it again once granted where it waited: it never holds a slot (an
+#: endpoint's active count, a share of its max_rate) while it waits at another limit
+HOLD_NONE_WHILE_QUEUED_PATCH = "hold-none-while-queued"
 #: a transfer given neither streams nor chunk size (``options.tuning``) has the per-link
 #: optimizer choose them: the ``recall_link_tuning`` activity at start, more (smaller)
 #: segments, and ``record_link_tuning`` once the copy is over
@@ -482,6 +486,10 @@ class TransferWorkflow:
         self._reacquire = False
         self._acquiring = False
         self._left_queue = False  # a pause came while waiting for a grant
+        # the governor that last said the ticket waits in its queue (limit_queued)
+        self._queued_at: str | None = None
+        # HOLD_NONE_WHILE_QUEUED_PATCH, asked when a second governor is asked
+        self._hold_none: bool | None = None
         # the streams still running that the governors were told of, with the ticket
         # (signal ``running``, SHARE_RUNNING_PATCH); None: not told (all run)
         self._told_running: tuple[str, int] | None = None
@@ -1375,9 +1383,18 @@ class TransferWorkflow:
             return None
         held = min(grant.streams for grant in self._granted.values())
         running = min(alive, held, max(self._lanes, len(self._running)))
+        return running if running != self._streams_counted() else None
+
+    def _streams_counted(self) -> int:
+        """The streams of the ticket its governors count as reading (divide their
+        ``max_rate`` over): those held (the fewest granted), or what they were told for
+        this ticket (signal ``running``); 1 when none is held."""
+        if not self._granted:
+            return 1
         told = self._told_running
-        counted = told[1] if told is not None and told[0] == self._ticket else held
-        return running if running != counted else None
+        if told is not None and told[0] == self._ticket:
+            return told[1]
+        return min(grant.streams for grant in self._granted.values())
 
     async def _tell_lanes_ended(self, alive: list[int]) -> None:
         """While the copy runs: when lanes ran out of segments, tell each governor held
@@ -1590,8 +1607,10 @@ class TransferWorkflow:
             source=request.source,
             source_info=info,
             source_secret=request.source_secret,
-            # the one staging read may take the whole of the transfer's own max_rate
+            # the one staging read may take the whole of the transfer's own max_rate,
+            # and the transfer's whole share of its governors' (input only, no patch)
             **self._stream_rate(request, 1),
+            ticket_streams=self._streams_counted(),
             retry_for_s=request.options.retry_for_s,
         )
         self._stagings += 1
@@ -2009,7 +2028,7 @@ class TransferWorkflow:
         if self._progress is None or self._waiting_for is None:
             return
         self._progress.queued_reason = why
-        self._progress.queued_for = self._waiting_for
+        self._progress.queued_for = self._queued_at = self._waiting_for
         self._progress.queued_ticket = self._ticket
         if not self._paused:
             self._set_state(TransferState.queued)
@@ -2213,7 +2232,10 @@ class TransferWorkflow:
         History: the ``find_governors`` activity (3 events and a workflow task);
         per governor that runs, the ``acquire`` signal sent (2 events), the grant
         received (1 and a workflow task), and while queued ``limit_queued`` (1) with
-        the state upserts (queued, running).
+        the state upserts (queued, running); when a second governor is asked, the
+        marker of :data:`HOLD_NONE_WHILE_QUEUED_PATCH`, and per slot given back
+        while queued (:meth:`_await_grant`) its ``release`` (2) and, once granted
+        where it waited, its ``acquire`` and grant again.
         """
         assert self._progress is not None
         info = workflow.info()
@@ -2233,10 +2255,17 @@ class TransferWorkflow:
         # a governor divides its max_rate over the streams granted: ask for no more
         # than can run (signal input only, no command)
         streams = min(request.options.streams, self._most_segments or request.options.streams)
-        for name in names:
+        while True:
+            # the first name (sorted) not held: one given back while the transfer
+            # waited at a later one is asked again once that one granted
+            name = next((n for n in names if n not in self._granted), None)
+            if name is None:
+                break
             ask = slots.slot_request(ticket, request.options, streams)
-            self._asked.append(name)
+            if name not in self._asked:
+                self._asked.append(name)
             self._waiting_for = name
+            self._queued_at = None
             await slots.ask_governor(name, ask, control)
             if not await self._await_grant(name, ask, control):
                 # paused while queued: it left every queue; ask again once resumed
@@ -2261,14 +2290,50 @@ class TransferWorkflow:
 
     async def _await_grant(self, name: str, ask: SlotRequest, control: str) -> bool:
         """Wait for ``name``'s grant (:func:`staccato.workflows.slots.await_grant`);
-        False when a pause took the transfer out of the queue meanwhile."""
+        False when a pause took the transfer out of the queue meanwhile.
+
+        Queued at ``name`` (its ``limit_queued``) while it holds other governors'
+        slots, it gives those back (:meth:`_let_go`) and waits holding none, so that
+        it never keeps an endpoint's slot or a share of its ``max_rate`` from other
+        transfers while it moves nothing (:data:`HOLD_NONE_WHILE_QUEUED_PATCH`; runs
+        from before held them). :meth:`_acquire_slots` asks for them again, in the
+        sorted order, once ``name`` granted.
+        """
         if not workflow.patched(REASK_PATCH):  # runs recorded before waited plainly
             await workflow.wait_condition(lambda: name in self._granted)
             return True
-        await slots.await_grant(
-            name, ask, control, lambda: name in self._granted, lambda: self._left_queue
+        if self._granted and self._hold_none is None:  # a second governor is asked
+            self._hold_none = workflow.patched(HOLD_NONE_WHILE_QUEUED_PATCH)
+        while True:
+            await slots.await_grant(
+                name,
+                ask,
+                control,
+                lambda: name in self._granted,
+                lambda: self._left_queue or self._must_let_go(name),
+            )
+            if self._left_queue or name in self._granted:
+                return not self._left_queue
+            await self._let_go(name)
+
+    def _must_let_go(self, name: str) -> bool:
+        """Whether the transfer, queued at ``name``, holds other governors' slots it
+        gives back while it waits (:data:`HOLD_NONE_WHILE_QUEUED_PATCH`)."""
+        return (
+            bool(self._hold_none)
+            and self._queued_at == name
+            and any(n != name for n in self._granted)
         )
-        return not self._left_queue
+
+    async def _let_go(self, name: str) -> None:
+        """Give back every slot held but ``name``'s (a ``release`` signal to each: 2
+        events), keeping the ticket: the transfer waits at ``name`` holding none and
+        asks them again once it is granted."""
+        held = sorted(n for n in self._granted if n != name)
+        for n in held:
+            del self._granted[n]
+        workflow.logger.info("queued at %s: giving back the slots of %s meanwhile", name, held)
+        await slots.release(held, SlotRelease(ticket=self._ticket or ""))
 
     def _stream_rate(self, request: TransferRequest, wanted: int | None = None) -> dict[str, Any]:
         """The rate fields of a stream's input: its equal share of the transfer's own
