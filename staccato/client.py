@@ -1806,11 +1806,15 @@ def _no_worker_note(
             if inline is not None
             else ""
         )
-        return (
+        lead = (
             f"{WORKER_BUSY} or stopped: {unsettled}{hint}; it was not asked for "
-            "progress meanwhile (a query now could replay events it has not handled); "
-            f"shown: the {what}'s last recorded state"
+            "progress meanwhile (a query now could replay events it has not handled)"
         )
+        if cancel_requested:
+            return f"{lead}: a cancel was requested; it takes effect when a worker polls"
+        if not begun:
+            return f"{lead}: the {what} has not begun; it starts when a worker takes it"
+        return f"{lead}; shown: the {what}'s last recorded state"
     if inline is not None:
         # a worker runs the run's workflow task (a short step's first attempt, e.g. a
         # stat or prepare waiting for a hung endpoint): the query waits behind it. Not

@@ -88,7 +88,6 @@ from staccato.ids import TRANSFER_ID_PREFIX
 from staccato.leftovers import shown_left_behind
 from staccato.models import (
     NO_WORKER_ANSWERS,
-    WORKER_BUSY,
     GroupState,
     MiB,
     TransferOptions,
@@ -1219,9 +1218,10 @@ async def _dataset_status(
             )
     except NotSettledError as err:
         progress = None
+        # "no worker answers" as cp -r says of a frozen worker (its test), and why
         unsettled = (
-            f"{WORKER_BUSY} or stopped: {err.reason}; it was not asked for progress "
-            "meanwhile (a query now could replay events it has not handled)"
+            f"{NO_WORKER_ANSWERS} now: {err.reason} (busy or stopped); it was not asked "
+            "for progress meanwhile (a query now could replay events it has not handled)"
         )
     except Exception:  # no worker answers, or the run is over: what visibility says
         progress = None

@@ -98,23 +98,32 @@ async def governor_state(client: Client, workflow_id: str) -> GovernorState | No
             result_type=GovernorState,
             rpc_timeout_s=wanted_s,
             sticky_timeout_s=GOVERNOR_STICKY_S,
+            # a command asked once: the whole wait for its worker to take its task
+            settle_s=wanted_s,
         )
     except NotSettledError as err:
-        raise StaccatoError(
-            f"the governor {workflow_id} did not answer: {err.reason} (not asked "
-            "meanwhile: a query now could replay events it has not handled); limits stay "
-            "stored in Temporal, ask again in a moment"
+        raise _unanswered(
+            workflow_id,
+            wanted_s,
+            f"{err.reason}, so it was not asked (a query now could "
+            "replay events it has not handled)",
         ) from None
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:
             return None  # ended meanwhile
-        raise StaccatoError(
-            f"the governor {workflow_id} did not answer in {wait_s:g} s "
-            f"(STACCATO_CLIENT_WAIT_S): no worker polls task queue {GOVERNOR_QUEUE!r}, "
-            "or none keeps up; limits stay stored in Temporal, start a worker "
-            f"(`staccato up` or `staccato worker`) to read or change them ({err.message})"
-        ) from None
+        raise _unanswered(workflow_id, wait_s, err.message) from None
     return state
+
+
+def _unanswered(workflow_id: str, wait_s: float, why: str) -> StaccatoError:
+    """The error of a governor (``workflow_id``) that did not answer in ``wait_s``
+    seconds (``why``: the cause as known)."""
+    return StaccatoError(
+        f"the governor {workflow_id} did not answer in {wait_s:g} s "
+        f"(STACCATO_CLIENT_WAIT_S): no worker polls task queue {GOVERNOR_QUEUE!r}, "
+        "or none keeps up; limits stay stored in Temporal, start a worker "
+        f"(`staccato up` or `staccato worker`) to read or change them ({why})"
+    )
 
 
 async def list_limits(client: Client) -> list[LimitView]:

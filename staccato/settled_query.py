@@ -5,14 +5,15 @@ memories). No Temporal-workflow imports: clients and workers use it.
 
 Why (docs/architecture.md, "Queries and replay"): a query the Temporal server hands
 to a worker as a query task of its own (a "legacy" query, not one carried by a
-workflow task) reaches a worker that has not cached the run with the run's history as
-it is when a worker polls the query, so with events newer than the run's last
-workflow task when some arrived meanwhile. sdk-core applies them in an ordinary
+workflow task) on the normal task queue carries the run's full history as it is when
+a worker polls the query, so with events newer than the run's last workflow task
+when some arrived meanwhile. sdk-core applies them in an ordinary
 activation and holds back the commands the code emits; they leave with the next real
 workflow task's, batched differently from a replay, and the run fails replay from
 then on.
 
-What the server does, read in temporalio/temporal (``main``, 2025):
+What the server does, read in temporalio/temporal (a stored copy, commit 004c540;
+the dev server the tests run is 1.32.0):
 
 * ``service/history/api/queryworkflow/api.go``: a query is dispatched directly
   (through matching, as a query task) only when it is "safe": no workflow task is
@@ -45,8 +46,8 @@ What guards the replay hazard in the direct path is the deadline:
 timeout of the workers that run it (:data:`STICKY_SHARE` of it), so a query its
 sticky worker does not take has expired before the server would forward it to the
 normal queue; before this module, queries with no ``rpc_timeout`` (the governor's
-slot query, the rate board's, the link memories') ran under the server's default
-(~30 s) and those of the governors' queue (2 s sticky timeout) for 5 s: both
+slot query, the rate board's, the link memories') ran under the server's own bound
+(~30 s in tester F2) and those of the governors' queue (2 s sticky timeout) for 5 s: both
 outlived the sticky attempt. Left: a run whose sticky worker is gone (no poller on
 its sticky queue) goes to the normal queue at once; a query then still carries the
 events that arrive while it waits for a worker (see docs/architecture.md).
