@@ -112,6 +112,12 @@ from staccato.overlaps import overlap_busy, overlapping_writer
 from staccato.quantities import TRANSFER_NAME, check_start_time, require_str
 from staccato.run_fields import DATASET_TYPE, TRANSFER_TYPE
 from staccato.run_states import ended_state
+from staccato.settled_query import (
+    GOVERNOR_STICKY_S,
+    NotSettledError,
+    query_deadline_s,
+    settled_query,
+)
 from staccato.starts import (
     STARTED_BY,
     front_id,
@@ -243,6 +249,9 @@ class StaccatoClient:
         #: the last progress query's failure as its worker reported it (e.g. a
         #: nondeterminism error replaying the run), None when it was answered or timed out
         self._query_failure: str | None = None
+        #: why the last progress query was not sent (:class:`NotSettledError`'s reason:
+        #: the run's worker has not taken its latest workflow task), None when it was
+        self._unsettled: str | None = None
         #: the Tokio runtime :meth:`connect` made for this client, dropped by :meth:`close`
         self._runtime: Runtime | None = None
 
@@ -769,6 +778,7 @@ class StaccatoClient:
                     polled=self._unanswered_polled,
                     later=self._unanswered_description,
                     query_failure=self._query_failure,
+                    unsettled=self._unsettled,
                 )
             rate_sum = 0.0
             now = datetime.now(UTC)
@@ -1047,10 +1057,9 @@ class StaccatoClient:
             if tries + 1 == CONSISTENT_TRIES:
                 break
             try:
-                again = await handle.query(
-                    PROGRESS_QUERY,
-                    result_type=Progress,
-                    rpc_timeout=timedelta(seconds=query_wait_s()),
+                # asked only once settled (staccato.settled_query): else what was read
+                again = await settled_query(
+                    handle, PROGRESS_QUERY, result_type=Progress, description=after
                 )
             except Exception:  # noqa: BLE001 - the last answer and what ended before it
                 break
@@ -1068,14 +1077,20 @@ class StaccatoClient:
         self._unanswered_polled = False
         self._unanswered_description = None
         self._query_failure = None
+        self._unsettled = None
         if _never_begun(description) or not await self.may_answer(description.task_queue):
             return None
         try:
-            return await handle.query(
-                PROGRESS_QUERY,
-                result_type=Progress,
-                rpc_timeout=timedelta(seconds=query_wait_s()),
+            # not while the run has a workflow task its worker has not taken: see
+            # staccato.settled_query and docs/architecture.md "Queries and replay"
+            return await settled_query(
+                handle, PROGRESS_QUERY, result_type=Progress, description=description
             )
+        except NotSettledError as err:
+            self._unanswered_polled = True
+            self._unanswered_description = err.description
+            self._unsettled = err.reason
+            return None
         except WorkflowQueryFailedError as err:
             # a worker took the query and failed it: it cannot run this run's code
             self._unanswered_polled = True
@@ -1119,18 +1134,30 @@ class StaccatoClient:
 
     async def _limit_reason(self, progress: Progress) -> str | None:
         """Why a transfer waits for a limit, with its place in line now (asked of the
-        governor); what the governor last told the transfer when it cannot answer."""
+        governor, :func:`~staccato.settled_query.settled_query`: at most
+        :data:`~staccato.settled_query.SETTLE_S` for it to settle and 1.5 s for its
+        answer); what the governor last told the transfer when it cannot answer, and
+        that it did not (tester F2: 30 s, the query had no deadline, and no word why)."""
         if progress.queued_for and progress.queued_ticket:
             from staccato.workflows.governor import SLOT_QUERY
 
+            wait_s = query_deadline_s(sticky_timeout_s=GOVERNOR_STICKY_S)
             try:
-                view = await self.temporal.get_workflow_handle(
-                    governor_id(progress.queued_for)
-                ).query(SLOT_QUERY, progress.queued_ticket, result_type=SlotView)
+                view = await settled_query(
+                    self.temporal.get_workflow_handle(governor_id(progress.queued_for)),
+                    SLOT_QUERY,
+                    progress.queued_ticket,
+                    result_type=SlotView,
+                    sticky_timeout_s=GOVERNOR_STICKY_S,
+                )
                 if view.reason:
                     return view.reason
-            except RPCError:
-                pass
+            except NotSettledError as err:
+                return _governor_unanswered(progress.queued_reason, f"{err.reason}, not asked")
+            except (RPCError, WorkflowQueryFailedError):
+                return _governor_unanswered(
+                    progress.queued_reason, f"it did not answer within {wait_s:g} s"
+                )
         return progress.queued_reason
 
     async def _front_checkpoint(self, description: Any) -> FrontCheckpoint | None:
@@ -1767,6 +1794,7 @@ def _no_worker_note(
     polled: bool = False,
     later: Any = None,
     query_failure: str | None = None,
+    unsettled: str | None = None,
 ) -> str:
     """What ``status`` says of a running transfer (``what``: or a fan-out ``"group"``)
     no worker answers for: a cancel that waits for a worker; a run that has not begun
@@ -1779,7 +1807,10 @@ def _no_worker_note(
     ``later`` was: either shows it). ``query_failure``: a worker took the query and
     failed it (its message, cut to 300 characters): said first, as that worker cannot
     go on with the run either (a nondeterminism error: the worker runs workflow code
-    that does not replay the run's history)."""
+    that does not replay the run's history). ``unsettled``: the query was not sent,
+    the run's worker has not taken (or finished) its latest workflow task
+    (:class:`~staccato.settled_query.NotSettledError`'s reason): said, with the
+    inline step that may hold a task taken."""
     if query_failure is not None:
         return (
             f"{QUERY_FAILED}: {query_failure[:300]}; a worker that fails to replay "
@@ -1790,6 +1821,22 @@ def _no_worker_note(
     inline = None
     if polled:
         inline = _inline_step_since(later) or _inline_step_since(description)
+    if unsettled is not None:
+        hint = (
+            f" (a first stat, prepare or check attempt may run inside it, waiting for "
+            f"its endpoint for at most {LOCAL_ATTEMPT_TIMEOUT.total_seconds():g} s)"
+            if inline is not None
+            else ""
+        )
+        lead = (
+            f"{WORKER_BUSY} or stopped: {unsettled}{hint}; it was not asked for "
+            "progress meanwhile (a query now could replay events it has not handled)"
+        )
+        if cancel_requested:
+            return f"{lead}: a cancel was requested; it takes effect when a worker polls"
+        if not begun:
+            return f"{lead}: the {what} has not begun; it starts when a worker takes it"
+        return f"{lead}; shown: the {what}'s last recorded state"
     if inline is not None:
         # a worker runs the run's workflow task (a short step's first attempt, e.g. a
         # stat or prepare waiting for a hung endpoint): the query waits behind it. Not
@@ -1816,6 +1863,14 @@ def _no_worker_note(
         return f"{queue}: the {what} has not begun; it starts when a worker polls"
     heartbeats = "the streams' last heartbeats" if what == "transfer" else "the last heartbeats"
     return f"{queue}: progress is {heartbeats}; the {what} goes on when a worker polls"
+
+
+def _governor_unanswered(last_told: str | None, why: str) -> str:
+    """A queued transfer's reason when its governor's worker did not answer the slot
+    query (``why``): what the governor last told the transfer (``last_told``; its
+    place in line may have changed since), and that it did not answer."""
+    told = last_told or "waiting for a limit"
+    return f"{told} (as its governor last said; the governor's worker did not answer now: {why})"
 
 
 def _inline_step_since(description: Any) -> str | None:

@@ -97,6 +97,7 @@ from staccato.models import (
 from staccato.overlaps import overlap_busy, overlapping_writer, visibility_string
 from staccato.quantities import DATASET_NAME, require_str, str_list
 from staccato.run_fields import DATASET_TYPE, TRANSFER_TYPE
+from staccato.settled_query import NotSettledError, settled_query
 from staccato.urls import child_url, parse_url
 
 _TERMINAL = (
@@ -1202,14 +1203,26 @@ async def _dataset_status(
         return _with_retry_of(completed, memo)
     progress: DatasetProgress | None = None
     polled = True  # whether a worker polls its task queue (else no query is sent)
+    #: why the query was not sent (staccato.settled_query), said instead of "no
+    #: worker answered"
+    unsettled: str | None = None
     try:
         polled = await client.may_answer(description.task_queue)
         if polled:
-            progress = await handle.query(
+            progress = await settled_query(
+                handle,
                 "progress",
                 result_type=DatasetProgress,
-                rpc_timeout=timedelta(seconds=query_timeout_s),
+                description=description,
+                rpc_timeout_s=query_timeout_s,
             )
+    except NotSettledError as err:
+        progress = None
+        # "no worker answers" as cp -r says of a frozen worker (its test), and why
+        unsettled = (
+            f"{NO_WORKER_ANSWERS} now: {err.reason} (busy or stopped); it was not asked "
+            "for progress meanwhile (a query now could replay events it has not handled)"
+        )
     except Exception:  # no worker answers, or the run is over: what visibility says
         progress = None
     if description.status in (
@@ -1313,6 +1326,8 @@ async def _dataset_status(
                 "on when one does (`staccato up --detach` or `staccato worker`); counts "
                 "return then"
                 if not polled
+                else f"{unsettled}; counts return when it has"
+                if unsettled
                 else f"no worker answered the progress query within {query_timeout_s:g} s "
                 "(a restarted worker replays the dataset's history first); counts return "
                 "when one does"
@@ -1349,12 +1364,14 @@ async def _dataset_status(
             if last_known_at is not None:
                 break  # no worker answers: the counts are the memo's, asked of no one
             try:
-                again = await handle.query(
+                again = await settled_query(
+                    handle,
                     "progress",
                     result_type=DatasetProgress,
-                    rpc_timeout=timedelta(seconds=query_timeout_s),
+                    description=description,
+                    rpc_timeout_s=query_timeout_s,
                 )
-            except Exception:  # none answers now: the description as read
+            except Exception:  # none answers now (or not settled): the description as read
                 break
             if _same_counts(again, progress):
                 break
@@ -1512,7 +1529,7 @@ async def _dataset_status(
         unknown = (
             f"{NO_WORKER_ANSWERS} on task queue {description.task_queue!r}"
             if not polled
-            else f"no worker answered the progress query within {query_timeout_s:g} s"
+            else unsettled or f"no worker answered the progress query within {query_timeout_s:g} s"
         ) + (
             (
                 ": the counts are the last known (the files in flight's last heartbeats; "

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
@@ -51,6 +51,7 @@ from staccato.models import (
 )
 from staccato.overlaps import compared_place, encloses
 from staccato.quantities import GROUP_NAME, require_str, str_list
+from staccato.settled_query import settled_query
 from staccato.urls import parse_url, redact
 from staccato.workflows import search_attributes as sa
 
@@ -254,15 +255,12 @@ async def group_status(client: StaccatoClient, group: str) -> GroupStatus:
     else:
         try:
             if await client.may_answer(description.task_queue):
-                from staccato.client import query_wait_s
-
-                # as a transfer's status: min(5 s, STACCATO_CLIENT_WAIT_S) (it was 5 s)
-                progress = await handle.query(
-                    "progress",
-                    result_type=FanOutProgress,
-                    rpc_timeout=timedelta(seconds=query_wait_s()),
+                # as a transfer's status: min(5 s, STACCATO_CLIENT_WAIT_S) (it was 5 s),
+                # once the group has no pending workflow task (staccato.settled_query)
+                progress = await settled_query(
+                    handle, "progress", result_type=FanOutProgress, description=description
                 )
-        except Exception:  # no worker answers, or the run is over: what Temporal says
+        except Exception:  # no worker answers, not settled, or the run is over
             progress = None
         if description.status != WorkflowExecutionStatus.RUNNING:
             from staccato.client import failure_reason

@@ -9,7 +9,6 @@ signals it (it ends once nothing is limited, held or queued).
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 
 from pydantic import BaseModel
 from temporalio.client import Client
@@ -20,6 +19,12 @@ from staccato.activities.limits import governor_running, start_governor_signal
 from staccato.errors import StaccatoError
 from staccato.links import LimitTarget, governor_id
 from staccato.models import GovernorState, LimitChange, Limits, rate_per_stream
+from staccato.settled_query import (
+    GOVERNOR_STICKY_S,
+    NotSettledError,
+    query_deadline_s,
+    settled_query,
+)
 from staccato.windows import parse_window
 from staccato.workflows.governor import GOVERNOR_QUEUE, SET_LIMITS_SIGNAL, STATE_QUERY
 
@@ -72,27 +77,53 @@ async def governor_state(client: Client, workflow_id: str) -> GovernorState | No
     ended (not found).
 
     A query is answered by a worker polling :data:`GOVERNOR_QUEUE`; it is bounded by
-    the client's wait (``STACCATO_CLIENT_WAIT_S``, :mod:`staccato.settings`).
+    the client's wait (``STACCATO_CLIENT_WAIT_S``, :mod:`staccato.settings`) and by
+    :func:`~staccato.settled_query.query_deadline_s` (below the governors' sticky
+    timeout), and sent only once the governor has no pending workflow task
+    (:func:`~staccato.settled_query.settled_query`).
 
     Raises:
-        StaccatoError: no answer in that time (no worker runs, or none keeps up): the
-            limits are kept in Temporal all the same, so this is not "no limits".
+        StaccatoError: no answer in that time (no worker runs, or none keeps up), or
+            the governor's worker has not taken its latest workflow task: the limits
+            are kept in Temporal all the same, so this is not "no limits".
     """
-    wait_s = settings.current().client_wait_s
+    wanted_s = settings.current().client_wait_s
+    # below the governors' sticky timeout, and only once the governor has no pending
+    # workflow task (staccato.settled_query, docs/architecture.md "Queries and replay")
+    wait_s = query_deadline_s(wanted_s, sticky_timeout_s=GOVERNOR_STICKY_S)
     try:
-        state: GovernorState = await client.get_workflow_handle(workflow_id).query(
-            STATE_QUERY, result_type=GovernorState, rpc_timeout=timedelta(seconds=wait_s)
+        state: GovernorState = await settled_query(
+            client.get_workflow_handle(workflow_id),
+            STATE_QUERY,
+            result_type=GovernorState,
+            rpc_timeout_s=wanted_s,
+            sticky_timeout_s=GOVERNOR_STICKY_S,
+            # a command asked once: the whole wait for its worker to take its task
+            settle_s=wanted_s,
         )
+    except NotSettledError as err:
+        raise _unanswered(
+            workflow_id,
+            wanted_s,
+            f"{err.reason}, so it was not asked (a query now could "
+            "replay events it has not handled)",
+        ) from None
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:
             return None  # ended meanwhile
-        raise StaccatoError(
-            f"the governor {workflow_id} did not answer in {wait_s:g} s "
-            f"(STACCATO_CLIENT_WAIT_S): no worker polls task queue {GOVERNOR_QUEUE!r}, "
-            "or none keeps up; limits stay stored in Temporal, start a worker "
-            f"(`staccato up` or `staccato worker`) to read or change them ({err.message})"
-        ) from None
+        raise _unanswered(workflow_id, wait_s, err.message) from None
     return state
+
+
+def _unanswered(workflow_id: str, wait_s: float, why: str) -> StaccatoError:
+    """The error of a governor (``workflow_id``) that did not answer in ``wait_s``
+    seconds (``why``: the cause as known)."""
+    return StaccatoError(
+        f"the governor {workflow_id} did not answer in {wait_s:g} s "
+        f"(STACCATO_CLIENT_WAIT_S): no worker polls task queue {GOVERNOR_QUEUE!r}, "
+        "or none keeps up; limits stay stored in Temporal, start a worker "
+        f"(`staccato up` or `staccato worker`) to read or change them ({why})"
+    )
 
 
 async def list_limits(client: Client) -> list[LimitView]:

@@ -10,6 +10,7 @@ from temporalio.client import Client, WorkflowQueryRejectedError
 from temporalio.common import QueryRejectCondition
 from temporalio.service import RPCError, RPCStatusCode
 
+from staccato.settled_query import GOVERNOR_STICKY_S, settled_query
 from staccato.tuning import LinkMemory
 from staccato.workflows.link_tuning import GET_QUERY, link_tuning_id
 
@@ -20,19 +21,25 @@ async def read_link_memory(
     """``link``'s memory, or None when nothing was recorded (no workflow runs).
 
     Args:
-        timeout: bound on the query (None: the client's default); a query waits for a
-            worker of the governors' queue to answer it.
+        timeout: bound on the query (None: ``staccato.client.query_wait_s``), at most
+            :func:`~staccato.settled_query.query_deadline_s` of the governors' queue;
+            a query waits for a worker of that queue to answer it.
 
     Raises:
         RPCError: Temporal failed otherwise (``DEADLINE_EXCEEDED`` past ``timeout``).
+        NotSettledError: the memory's workflow kept a workflow task its worker has
+            not taken (:func:`~staccato.settled_query.settled_query`): not asked.
     """
     try:
         # a forgotten (terminated) memory is no memory
-        return await client.get_workflow_handle(link_tuning_id(link)).query(
+        # once settled, below the governors' queue's sticky timeout (staccato.settled_query)
+        return await settled_query(
+            client.get_workflow_handle(link_tuning_id(link)),
             GET_QUERY,
             result_type=LinkMemory,
             reject_condition=QueryRejectCondition.NOT_OPEN,
-            rpc_timeout=timeout,
+            rpc_timeout_s=None if timeout is None else timeout.total_seconds(),
+            sticky_timeout_s=GOVERNOR_STICKY_S,
         )
     except WorkflowQueryRejectedError:
         return None
@@ -43,13 +50,23 @@ async def read_link_memory(
 
 
 async def list_link_memories(client: Client) -> list[LinkMemory]:
-    """Every link's memory, sorted by link name."""
+    """Every link's memory, sorted by link name.
+
+    Raises:
+        NotSettledError: a memory's workflow kept a workflow task its worker has not
+            taken (:func:`read_link_memory`): not asked, rather than left out.
+    """
     memories: list[LinkMemory] = []
     async for w in client.list_workflows(
         "WorkflowType = 'LinkTuningWorkflow' AND ExecutionStatus = 'Running'"
     ):
         try:
-            memory = await client.get_workflow_handle(w.id).query(GET_QUERY, result_type=LinkMemory)
+            memory = await settled_query(
+                client.get_workflow_handle(w.id),
+                GET_QUERY,
+                result_type=LinkMemory,
+                sticky_timeout_s=GOVERNOR_STICKY_S,
+            )
         except RPCError:
             continue  # continued as new or ended meanwhile
         if memory is not None:

@@ -22,6 +22,7 @@ from staccato.activities.liveness import heartbeating
 from staccato.errors import SettingsError
 from staccato.link_memory import read_link_memory
 from staccato.models import TuningRecall
+from staccato.settled_query import NotSettledError
 from staccato.tuning import BUFFERS_PER_STREAM, LinkMemory
 from staccato.workflows.governor import GOVERNOR_QUEUE
 from staccato.workflows.link_tuning import RECORD_SIGNAL, LinkTuningWorkflow, link_tuning_id
@@ -55,7 +56,7 @@ class LinkTuningActivities:
         current = settings.current()
         try:
             memory = await read_link_memory(self._client, link, timeout=RECALL_TIMEOUT)
-        except RPCError as err:
+        except (RPCError, NotSettledError) as err:
             # a busy governors' queue must not hold the transfer for the activity's
             # whole timeout: start cold, the next transfer reads the memory again
             activity.logger.warning(

@@ -36,7 +36,11 @@ next tick (a stream whose transfer never answered keeps its start-time share).
 Why the memo and not a query for governors: a query that reaches a stalled worker can
 leave a history that no longer replays (docs/architecture.md, "Queries and replay"),
 and a query per governor per second from every worker was the governors' main
-trigger; ``describe`` is answered by the server alone.
+trigger; ``describe`` is answered by the server alone. The queries left (to
+transfers and datasets with their own ``max_rate``, and to a governor that has not
+published) go through :func:`staccato.settled_query.settled_query`: not while the run
+has a workflow task its worker has not taken (the last share stays), and within a
+deadline below its workers' sticky timeout.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ from staccato.activities.pacing import group_key, own_key
 from staccato.datasets.models import RATE_GROUP_QUERY, BatchInput, FanOutBatchInput, RateGroup
 from staccato.links import governor_id
 from staccato.models import StageInput, StreamInput
+from staccato.settled_query import GOVERNOR_STICKY_S, settled_query
 from staccato.workflows.governor import RATES_MEMO, RATES_QUERY
 from staccato.workflows.transfer import STREAM_SHARE_QUERY, STREAMS_RUNNING_QUERY
 
@@ -205,8 +210,9 @@ class RateBoard:
 
         async def ask(transfer_id: str) -> float | None:
             try:
-                share = await self._client.get_workflow_handle(transfer_id).query(
-                    STREAM_SHARE_QUERY
+                # once settled, within a deadline (staccato.settled_query)
+                share = await settled_query(
+                    self._client.get_workflow_handle(transfer_id), STREAM_SHARE_QUERY
                 )
                 return float(share) if isinstance(share, int | float) else None
             except Exception as err:  # ended, older code, the server away: next tick
@@ -242,7 +248,9 @@ class RateBoard:
         async def ask(dataset_id: str) -> RateGroup | None | bool:
             """Its answer (None: it shares no max_rate; False: it did not answer)."""
             try:
-                answer = await self._client.get_workflow_handle(dataset_id).query(RATE_GROUP_QUERY)
+                answer = await settled_query(
+                    self._client.get_workflow_handle(dataset_id), RATE_GROUP_QUERY
+                )
                 return None if answer is None else RateGroup.model_validate(answer)
             except Exception as err:  # ended, older code, the server away: next tick
                 log.debug("rate group of %s: %s", dataset_id, err)
@@ -250,8 +258,8 @@ class RateBoard:
 
         async def streams(workflow_id: str) -> None:
             try:
-                count = await self._client.get_workflow_handle(workflow_id).query(
-                    STREAMS_RUNNING_QUERY
+                count = await settled_query(
+                    self._client.get_workflow_handle(workflow_id), STREAMS_RUNNING_QUERY
                 )
             except Exception as err:  # not started yet, ended, older code
                 log.debug("streams running of %s: %s", workflow_id, err)
@@ -333,7 +341,13 @@ async def governor_rates(client: Client, name: str) -> dict[str, float] | None:
         published = await described.memo_value(RATES_MEMO, None, type_hint=dict[str, float])
         if published is not None:
             return {str(k): float(v) for k, v in published.items()}
-        return await handle.query(RATES_QUERY, result_type=dict[str, float])
+        return await settled_query(  # type: ignore[no-any-return]
+            handle,
+            RATES_QUERY,
+            result_type=dict[str, float],
+            description=described,
+            sticky_timeout_s=GOVERNOR_STICKY_S,
+        )
     except Exception as err:  # not found, or the server is away: next tick
         log.debug("rates of %s: %s", name, err)
         return None

@@ -73,6 +73,7 @@ from staccato.datasets.workflow import DatasetWorkflow
 from staccato.endpoints import import_drivers
 from staccato.errors import RetryableError
 from staccato.secrets import install_log_scrubber
+from staccato.settled_query import GOVERNOR_STICKY_S
 from staccato.workers.failure_size import BoundedFailures
 from staccato.workers.flags import FlagEvents
 from staccato.workers.lifeline import start_activity_process, start_manager_process
@@ -763,7 +764,8 @@ def control_worker(
 
 
 #: how long a governor's next workflow task waits for the worker that ran it last
-GOVERNOR_STICKY_TIMEOUT = timedelta(seconds=2)
+#: (:data:`staccato.settled_query.GOVERNOR_STICKY_S`: queries to governors stay below it)
+GOVERNOR_STICKY_TIMEOUT = timedelta(seconds=GOVERNOR_STICKY_S)
 
 
 def governor_worker(client: Client) -> Worker:

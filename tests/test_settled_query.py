@@ -1,0 +1,198 @@
+"""A workflow whose worker is frozen (SIGSTOP of the whole worker) and that has a
+workflow task pending is not queried (:mod:`staccato.settled_query`): ``status``
+answers from what Temporal recorded, saying that the worker has not taken (or
+finished) the run's latest workflow task, and sends no query (counted by a client
+interceptor); a queued transfer's ``status``, ``list`` and its limit's reason say
+the same of it and of its governor (tester F2: ``status`` and ``list`` of a queued
+transfer with a frozen worker waited for the query's whole deadline, saying nothing
+of why). See docs/architecture.md, "Queries and replay"."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import Interceptor, OutboundInterceptor, QueryWorkflowInput
+
+from staccato import governors
+from staccato.client import PROGRESS_QUERY, StaccatoClient
+from staccato.links import endpoint_of, governor_id, parse_limit_target
+from staccato.listing import list_rows
+from staccato.models import Limits, Progress, TransferOptions, TransferState
+from staccato.settled_query import pending_task
+from staccato.workflows.front import FRONT_STATE_SIGNAL
+from tests.helpers import MiB, WorkerProcess, write_random
+from tests.servers.nginx import NginxServer
+from tests.servers.pacing_proxy import PacingProxy
+from tests.servers.temporal_server import temporal_server_fixture
+
+#: a server of this module's own: only its workers poll the governors' queue, so the
+#: frozen worker is the one that runs the governor too
+own_server = temporal_server_fixture(scope="module", headless=True)
+OPTIONS = TransferOptions(chunk_size=1 * MiB, streams=1, heartbeat_timeout_s=3, owner="t")
+#: bytes per second the source is paced at: 16 MiB last ~64 s, the whole test
+PACE = 256 * 1024
+#: bound on a call that should answer at once, only to stop a hang
+HANG_S = 120
+
+
+class CountingQueries(Interceptor):
+    """A client interceptor that records every query the client sends (workflow id,
+    query name)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []
+
+    def intercept_client(self, next: OutboundInterceptor) -> OutboundInterceptor:
+        sent = self.sent
+
+        class Outbound(OutboundInterceptor):
+            async def query_workflow(self, input: QueryWorkflowInput) -> Any:
+                sent.append((input.id, input.query))
+                return await super().query_workflow(input)
+
+        return Outbound(next)
+
+
+async def until(probe: Any, what: str, timeout_s: float = 60.0) -> Any:
+    """Await ``probe()`` every 0.2 s until truthy; fail naming ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = await probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not reached in {timeout_s} s: {what}")
+        await asyncio.sleep(0.2)
+
+
+@pytest.fixture
+def proxy(nginx_ranges: NginxServer) -> Iterator[PacingProxy]:
+    """nginx paced at :data:`PACE` bytes per second."""
+    paced = PacingProxy(nginx_ranges.port, PACE).start()
+    try:
+        yield paced
+    finally:
+        paced.stop()
+
+
+@pytest.fixture
+async def setup(
+    own_server: Any, data_dir: Path
+) -> AsyncIterator[tuple[StaccatoClient, CountingQueries, WorkerProcess]]:
+    """A worker (own process group) and a client counting its queries."""
+    worker = WorkerProcess(own_server.address, processes=1, log_dir=data_dir, own_group=True)
+    worker.start()
+    counting = CountingQueries()
+    client = await StaccatoClient.connect(
+        target_host=own_server.address, namespace="default", interceptors=[counting]
+    )
+    client.task_queue = worker.task_queue
+    try:
+        yield client, counting, worker
+    finally:
+        if worker.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(worker.process.pid, signal.SIGCONT)
+        worker.kill_group()
+        await client.close()
+
+
+@contextlib.contextmanager
+def frozen(worker: WorkerProcess) -> Iterator[None]:
+    """SIGSTOP the worker's whole process group for the block; SIGCONT after."""
+    assert worker.process is not None
+    os.killpg(worker.process.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.killpg(worker.process.pid, signal.SIGCONT)
+
+
+async def has_pending_task(client: StaccatoClient, workflow_id: str) -> bool:
+    """Whether the run of ``workflow_id`` has a workflow task pending (scheduled or
+    taken, not completed)."""
+    description = await client.temporal.get_workflow_handle(workflow_id).describe()
+    return pending_task(description) is not None
+
+
+async def nudge_until_pending(client: StaccatoClient, transfer: str) -> None:
+    """Signal ``transfer`` (``front_state``: ignored by a run that is not a front
+    run, no command) so that it has a workflow task its frozen worker cannot take."""
+    await client.temporal.get_workflow_handle(transfer).signal(FRONT_STATE_SIGNAL, "running")
+    await until(lambda: has_pending_task(client, transfer), f"{transfer} has a pending task")
+
+
+async def test_status_of_a_frozen_workers_run_with_a_pending_task_sends_no_query(
+    setup: Any, proxy: PacingProxy, http_root: Path, data_dir: Path
+) -> None:
+    client, counting, worker = setup
+    write_random(http_root / "frozen.bin", 16 * MiB)
+    started = await client.start(proxy.url("frozen.bin"), str(data_dir / "frozen.bin"), OPTIONS)
+
+    async def copying() -> bool:
+        status = await client.status(started.id)
+        return status.state == TransferState.running and status.bytes_done > 0
+
+    await until(copying, "the transfer copies")
+    with frozen(worker):
+        await nudge_until_pending(client, started.id)
+        counting.sent.clear()
+        status = await asyncio.wait_for(client.status(started.id), HANG_S)
+        asked = [q for q in counting.sent if q[0] == started.id]
+        assert not asked, f"queried a run with a pending task: {asked}"
+        assert status.state == TransferState.running, status
+        note = status.last_retry_error or ""
+        assert "its worker has not" in note and "latest workflow task since" in note, note
+        assert "not asked for progress" in note, note
+
+
+async def test_queued_transfer_with_a_frozen_worker_says_the_worker_did_not_answer(
+    setup: Any, proxy: PacingProxy, http_root: Path, data_dir: Path
+) -> None:
+    """F2: ``status`` and ``list`` of a transfer queued at a limit, its worker (and
+    its governor's) frozen: they say the worker has not taken the run's task, and the
+    limit's reason says its governor's worker did not answer (as it last said)."""
+    client, counting, worker = setup
+    endpoint = endpoint_of(proxy.url("x"))
+    await governors.set_limits(client.temporal, parse_limit_target(endpoint), Limits(max_active=1))
+    for name in ("holder.bin", "queued.bin"):
+        write_random(http_root / name, 16 * MiB)
+    holder = await client.start(proxy.url("holder.bin"), str(data_dir / "holder.bin"), OPTIONS)
+
+    async def holding() -> bool:
+        return (await client.status(holder.id)).bytes_done > 0
+
+    await until(holding, "the first transfer holds the slot and copies")
+    queued = await client.start(proxy.url("queued.bin"), str(data_dir / "queued.bin"), OPTIONS)
+
+    async def waits() -> Progress | None:
+        progress = await client.temporal.get_workflow_handle(queued.id).query(
+            PROGRESS_QUERY, result_type=Progress
+        )
+        return progress if progress.queued_ticket and progress.queued_reason else None
+
+    progress = await until(waits, "the second transfer is queued at the limit")
+    with frozen(worker):
+        await nudge_until_pending(client, queued.id)
+        # the governor's next check (every 5 s) is a task its frozen worker cannot take
+        await until(
+            lambda: has_pending_task(client, governor_id(endpoint)), "the governor waits too"
+        )
+        status = await asyncio.wait_for(client.status(queued.id), HANG_S)
+        assert status.state == TransferState.queued, status
+        note = status.last_retry_error or ""
+        assert "its worker has not" in note and "latest workflow task since" in note, note
+        rows = await asyncio.wait_for(list_rows(client), HANG_S)
+        (row,) = [r for r in rows if r.id == queued.id]
+        assert "its worker has not" in (getattr(row, "last_retry_error", None) or ""), row
+        reason = await asyncio.wait_for(client._limit_reason(progress), HANG_S)
+        assert reason is not None and reason.startswith(progress.queued_reason or ""), reason
+        assert "the governor's worker did not answer" in reason, reason
