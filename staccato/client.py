@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from temporalio.api.enums.v1 import PendingActivityState, PendingWorkflowTaskState
+from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.bridge import temporal_sdk_bridge
 from temporalio.client import (
     Client,
@@ -115,6 +115,7 @@ from staccato.run_states import ended_state
 from staccato.settled_query import (
     GOVERNOR_STICKY_S,
     NotSettledError,
+    pending_task,
     query_deadline_s,
     settled_query,
 )
@@ -1881,21 +1882,10 @@ def _inline_step_since(description: Any) -> str | None:
     not started does not count, even one whose ``original_scheduled_time`` is older
     than its ``scheduled_time``: a dead worker's sticky task moved to the normal queue
     is one too."""
-    raw = getattr(description, "raw_description", None)
-    try:
-        if raw is None or not raw.HasField("pending_workflow_task"):
-            return None
-        task = raw.pending_workflow_task
-        stamp = (
-            task.original_scheduled_time
-            if task.HasField("original_scheduled_time")
-            else task.scheduled_time
-        )
-        if task.state != PendingWorkflowTaskState.PENDING_WORKFLOW_TASK_STATE_STARTED:
-            return None
-        return stamp.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    except (AttributeError, ValueError):
+    task = pending_task(description)
+    if task is None or not task[1] or task[0] is None:
         return None
+    return task[0].strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def no_worker_note(
