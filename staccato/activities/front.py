@@ -129,6 +129,37 @@ class FrontActivities:
         finally:
             beat.cancel()
 
+    @activity.defn(name="cancel_front_transfer")
+    async def cancel_front_transfer(self, front: FrontInput) -> TransferResult | None:
+        """Pass a front's cancel on to the destination's transfer it started, when the
+        attempt of ``run_as_destination_transfer`` the cancel was asked of had died (no
+        worker ran it: it timed out, and Temporal retries no activity whose cancel was
+        asked). The run it started is found by its memo ``started_by``.
+
+        Returns:
+            None when the front started none, or the one it started ended cancelled (or
+            had ended before: a front is cancelled, so is what it drove); that run's
+            result when it completed anyway (it had begun to publish).
+
+        Raises:
+            ApplicationError: non-retryable: the run failed (its reason).
+        """
+        canonical = transfer_id(front.request.destination)
+        started_by = f"{front.front_id}/{front.front_run_id}"
+        run_id = await self._run_started_by(canonical, started_by)
+        if run_id is None:
+            activity.logger.info("%s: cancelled; it had started no transfer", front.front_id)
+            return None
+        beat = asyncio.create_task(_heartbeat(lambda: FrontCheckpoint(transfer_id=canonical)))
+        try:
+            return await self._cancel(canonical, run_id)
+        except asyncio.CancelledError:
+            if activity.is_cancelled():
+                raise
+            return None  # the run it drove ended cancelled
+        finally:
+            beat.cancel()
+
     async def _place(self, front_id: str, front_run_id: str) -> QueuePlace:
         """This front run's place in its destination's queue
         (:func:`staccato.starts.queued_ahead`): it starts the destination's transfer

@@ -743,6 +743,7 @@ def control_worker(
         task_queue=control_queue(task_queue),
         activities=[
             activities.run_as_destination_transfer,
+            activities.cancel_front_transfer,  # a front's cancel its dead attempt missed
             limits.find_governors,
             limits.start_governor,
             limits.find_ended,  # of governors started on a stream queue by an older release

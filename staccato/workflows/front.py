@@ -20,7 +20,8 @@ History: a front run adds 2 markers (patches), at most 2 upserts (search attribu
 memo, only when the start lacked them), the activity's 3 events, at most 2
 ``front_state`` signals (queued, running: 5 events each with their upsert) and the
 state upsert at the end: about 25 events per front run, however long it waits or
-copies.
+copies. A front cancelled while no worker ran its activity adds the patch marker and
+``cancel_front_transfer``'s 3 events.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, RetryState
 
 with workflow.unsafe.imports_passed_through():
     from staccato.ids import transfer_id
@@ -48,6 +49,16 @@ from staccato.workflows.failures import DESTINATION_CANCELLED, reason, reason_ty
 
 #: the activity a front run runs (served by the control worker)
 RUN_AS_DESTINATION_TRANSFER = "run_as_destination_transfer"
+#: the activity that passes a front's cancel on when the attempt it was asked of
+#: had died (:data:`CANCEL_UNDELIVERED_PATCH`)
+CANCEL_FRONT_TRANSFER = "cancel_front_transfer"
+#: a front cancelled while its activity's attempt had no live worker (killed, or
+#: stopped with the service) ends cancelled: that attempt times out instead of
+#: cancelling, and the server does not retry an activity whose cancel was asked
+#: (retry state CANCEL_REQUESTED), so the front ran ``cancel_front_transfer`` to
+#: cancel the destination's transfer it had started, if any. Before: the front ended
+#: failed ("activity Heartbeat timeout") and a transfer it drove went on writing.
+CANCEL_UNDELIVERED_PATCH = "front-cancel-undelivered"
 #: suffix of the control task queue, served in every ``staccato worker`` process
 CONTROL_QUEUE_SUFFIX = "-control"
 #: the activity may wait or copy for long: its liveness is its heartbeat
@@ -110,17 +121,38 @@ async def run_front(
             cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
         )
     )
+    cancel_asked = False
     try:
-        while True:
-            try:
-                result = await asyncio.shield(task)
-                break
-            except asyncio.CancelledError:
-                if task.done():
-                    raise
-                # cancel the activity: it cancels the canonical run and reports what
-                # that run did (completed if it was publishing already)
-                task.cancel()
+        try:
+            while True:
+                try:
+                    result = await asyncio.shield(task)
+                    break
+                except asyncio.CancelledError:
+                    if task.done():
+                        raise
+                    # cancel the activity: it cancels the canonical run and reports what
+                    # that run did (completed if it was publishing already)
+                    cancel_asked = True
+                    task.cancel()
+        except ActivityError as err:
+            if not (cancel_asked and _cancel_undelivered(err)):
+                raise
+            if not workflow.patched(CANCEL_UNDELIVERED_PATCH):
+                raise
+            passed_on = await workflow.execute_activity(
+                CANCEL_FRONT_TRANSFER,
+                FrontInput(request=request, front_id=info.workflow_id, front_run_id=info.run_id),
+                result_type=TransferResult | None,  # type: ignore[arg-type]
+                task_queue=control_queue(info.task_queue),
+                start_to_close_timeout=_FRONT_TIMEOUT,
+                heartbeat_timeout=heartbeat_timeout,
+                retry_policy=_FRONT_RETRY,
+            )
+            if passed_on is None:  # nothing started, or it ended cancelled
+                set_state(TransferState.cancelled)
+                raise asyncio.CancelledError() from None
+            result = passed_on  # it had begun to publish: completed
     except ActivityError as err:
         progress.phase = "done"
         if isinstance(err.cause, CancelledError):
@@ -140,6 +172,15 @@ async def run_front(
     progress.phase = "done"
     set_state(TransferState.completed)
     return result
+
+
+def _cancel_undelivered(err: ActivityError) -> bool:
+    """Whether the front's activity, asked to cancel, ended without having been told:
+    its attempt timed out (a worker that died or was stopped) and the server did not
+    retry it because the cancel was asked (``RETRY_STATE_CANCEL_REQUESTED``)."""
+    return (
+        not isinstance(err.cause, CancelledError) and err.retry_state == RetryState.CANCEL_REQUESTED
+    )
 
 
 def lacks_visibility(request: TransferRequest) -> bool:
