@@ -1187,6 +1187,79 @@ async def test_a_transfer_queued_at_a_link_holds_no_endpoint_slot(
     await replayer_of(TransferWorkflow, workflow_runner=WORKFLOW_RUNNER).replay_workflow(history)
 
 
+async def test_a_dataset_queued_at_a_link_holds_no_endpoint_slot(
+    client: StaccatoClient,
+    limits: Any,
+    nginx_ranges: NginxServer,
+    http_root: Path,
+    data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """--max-active 1 on the local endpoint (file://), and the link file:// -> file://
+    closed by a window that opens in hours: a dataset from a local directory asks the
+    endpoint first (names sorted), its batches queue at the link and give the
+    endpoint's slot back while they wait, so a transfer from nginx to file:// (another
+    link, the same endpoint) completes while the dataset is still queued (the old
+    code kept the slot: the transfer queued behind batches that moved nothing). Once
+    the window is cleared the dataset completes with its tree equal to the source's.
+    (A dataset cannot list nginx, and a file -> file transfer would cross the
+    dataset's own closed link: hence the roles.)"""
+    from staccato.dataset_client import dataset_status, submit_dataset
+    from staccato.datasets.models import DatasetState
+    from staccato.datasets.workflow import DatasetWorkflow
+    from tests.dataset_checks import make_tree, tree, tree_difference, wait_dataset
+
+    link = "file://,file://"
+    await limits("file://", max_active=1)
+    opens = datetime.now(UTC) + timedelta(hours=6)
+    await limits(link, window=f"{opens:%H:%M}-{opens + timedelta(hours=1):%H:%M},UTC")
+    source, target = tmp_path / "ds-tree", data_dir / "ds-held"
+    source.mkdir()
+    make_tree(source, small=20)
+    dataset = await submit_dataset(client, str(source), str(target), options=OPTIONS)
+
+    async def held_and_queued() -> tuple[bool, bool]:
+        """Whether a batch of the dataset holds the endpoint's slot, and whether one
+        waits at the link (from the governors, twice a second at most: the dataset is
+        never queried, so its history replays below; see governor_replays)."""
+        await asyncio.sleep(0.4)
+        endpoint, at_link = (
+            await governor_state(client, "file://"),
+            await governor_state(client, link),
+        )
+        return (
+            endpoint is not None and any(h.workflow_id == dataset for h in endpoint.holders),
+            at_link is not None and any(w.workflow_id == dataset for w in at_link.waiters),
+        )
+
+    await until(lambda: _second(held_and_queued()), "a batch of the dataset queues at the link", 60)
+    (name,) = sources(nginx_ranges, http_root, "ds-queued-at-link", 1, 2 * MiB)
+    other = (await client.start(nginx_ranges.url(name), str(data_dir / name), OPTIONS)).id
+    result = await asyncio.wait_for(client.wait(other), 60)
+    assert result.bytes == 2 * MiB
+    assert sha256_file(data_dir / name) == sha256_file(http_root / name)
+    assert await held_and_queued() == (False, True)
+    assert not target.exists() or tree(target) == {}, "a batch wrote while the link was closed"
+    await governors.unset_limits(client.temporal, parse_limit_target(link), [])
+
+    async def left_queue() -> bool:
+        await asyncio.sleep(0.2)
+        return (await dataset_status(client, dataset)).state != DatasetState.queued
+
+    await until(left_queue, "the dataset leaves the link's queue", 60)
+    final = await wait_dataset(client, dataset, timeout_s=60)
+    assert final.state == DatasetState.completed, final
+    assert final.files_done == len(tree(source)) and final.files_failed == 0, final
+    assert tree_difference(tree(target), tree(source)) == []
+    # its batches gave the endpoint's slot back and asked again: the history replays
+    asks = await history_inputs(client, dataset, ACQUIRE_SIGNAL, SlotRequest)
+    assert all(a.named_queued for a in asks), asks
+    again = [a.ticket for a in asks]
+    assert any(again.count(t) == 3 for t in again), asks  # file://, the link, file://
+    history = await client.temporal.get_workflow_handle(dataset).fetch_history()
+    await replayer_of(DatasetWorkflow, workflow_runner=WORKFLOW_RUNNER).replay_workflow(history)
+
+
 async def _second(pair: Awaitable[tuple[bool, bool]]) -> bool:
     return (await pair)[1]
 
