@@ -33,6 +33,7 @@ from staccato.links import (
 from staccato.models import (
     GovernorState,
     Limits,
+    SlotRelease,
     SlotRequest,
     StreamInput,
     TransferOptions,
@@ -41,6 +42,7 @@ from staccato.models import (
 from staccato.workers.worker import WORKFLOW_RUNNER
 from staccato.workflows.governor import (
     ACQUIRE_SIGNAL,
+    RELEASE_SIGNAL,
     SLOT_GRANTED_SIGNAL,
     STATE_QUERY,
     GovernorWorkflow,
@@ -1216,7 +1218,10 @@ async def test_a_dataset_queued_at_a_link_holds_no_endpoint_slot(
     source, target = tmp_path / "ds-tree", data_dir / "ds-held"
     source.mkdir()
     make_tree(source, small=20)
-    dataset = await submit_dataset(client, str(source), str(target), options=OPTIONS)
+    # several batches in flight: each waits at the link under its own ticket
+    dataset = await submit_dataset(
+        client, str(source), str(target), options=OPTIONS, batch_files=8, max_batches=3
+    )
 
     async def held_and_queued() -> tuple[bool, bool]:
         """Whether a batch of the dataset holds the endpoint's slot, and whether one
@@ -1232,21 +1237,30 @@ async def test_a_dataset_queued_at_a_link_holds_no_endpoint_slot(
             at_link is not None and any(w.workflow_id == dataset for w in at_link.waiters),
         )
 
+    async def three_at_link() -> bool:
+        await asyncio.sleep(0.4)
+        at_link = await governor_state(client, link)
+        return at_link is not None and sum(w.workflow_id == dataset for w in at_link.waiters) == 3
+
     await until(lambda: _second(held_and_queued()), "a batch of the dataset queues at the link", 60)
     (name,) = sources(nginx_ranges, http_root, "ds-queued-at-link", 1, 2 * MiB)
     other = (await client.start(nginx_ranges.url(name), str(data_dir / name), OPTIONS)).id
     result = await asyncio.wait_for(client.wait(other), 60)
     assert result.bytes == 2 * MiB
     assert sha256_file(data_dir / name) == sha256_file(http_root / name)
+    # every batch in flight waits at the link under its own ticket, holding nothing
+    await until(three_at_link, "three batches of the dataset queue at the link", 60)
     assert await held_and_queued() == (False, True)
     assert not target.exists() or tree(target) == {}, "a batch wrote while the link was closed"
     await governors.unset_limits(client.temporal, parse_limit_target(link), [])
 
-    async def left_queue() -> bool:
+    async def ended() -> bool:
+        # its batches take the endpoint's one slot in turn: queued and running alternate
         await asyncio.sleep(0.2)
-        return (await dataset_status(client, dataset)).state != DatasetState.queued
+        state = (await dataset_status(client, dataset)).state
+        return state not in (DatasetState.queued, DatasetState.running, DatasetState.scheduled)
 
-    await until(left_queue, "the dataset leaves the link's queue", 60)
+    await until(ended, "the dataset ends", 120)
     final = await wait_dataset(client, dataset, timeout_s=60)
     assert final.state == DatasetState.completed, final
     assert final.files_done == len(tree(source)) and final.files_failed == 0, final
@@ -1255,8 +1269,16 @@ async def test_a_dataset_queued_at_a_link_holds_no_endpoint_slot(
     asks = await history_inputs(client, dataset, ACQUIRE_SIGNAL, SlotRequest)
     assert all(a.named_queued for a in asks), asks
     again = [a.ticket for a in asks]
-    assert any(again.count(t) == 3 for t in again), asks  # file://, the link, file://
+    # the first three batches: file://, the link, file:// again (and, queued at
+    # file:// once the link granted, the link again)
+    counts = sorted(again.count(t) for t in set(again))
+    assert sum(c >= 3 for c in counts) >= 3, asks
     history = await client.temporal.get_workflow_handle(dataset).fetch_history()
+    releases = await history_inputs(client, dataset, RELEASE_SIGNAL, SlotRelease)
+    print(
+        f"{len(set(again))} batches, {len(asks)} acquires (per batch {counts}), "
+        f"{len(releases)} releases, {len(history.events)} events"
+    )
     await replayer_of(DatasetWorkflow, workflow_runner=WORKFLOW_RUNNER).replay_workflow(history)
 
 
