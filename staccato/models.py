@@ -1295,6 +1295,11 @@ class SlotRequest(BaseModel):
         ticket: ``<workflow id>/<run id>/<n>``: one per acquisition of a run; a
             repeated signal with the same ticket is ignored.
         streams: streams asked for (a ``max_streams`` governor grants 1..streams).
+        named_queued: tell the asker it waits with ``slot_queued``
+            (:class:`SlotQueued`: the governor and the ticket), not ``limit_queued``
+            (the reason only): a dataset, whose batches wait under several tickets at
+            once, asks so (patch ``dataset-hold-none-while-queued``). A governor from
+            before ignores the field and sends ``limit_queued``.
     """
 
     ticket: str
@@ -1303,6 +1308,7 @@ class SlotRequest(BaseModel):
     owner: str = ""
     priority: int = DEFAULT_PRIORITY
     streams: int = 1
+    named_queued: bool = False
     seq: int = 0  # arrival order, set by the governor
     told: bool = False  # the governor signalled it why it waits
 
@@ -1402,6 +1408,22 @@ class SlotGrant(BaseModel):
     token: int
     streams: int
     max_rate: float | None = None
+
+
+class SlotQueued(BaseModel):
+    """A governor tells an asker that ``ticket`` waits in its queue (signal
+    ``slot_queued``, sent instead of ``limit_queued`` to a :class:`SlotRequest` with
+    ``named_queued``).
+
+    Attributes:
+        name: the governor's endpoint or link (:func:`staccato.links.governor_id`).
+        ticket: the ticket that waits.
+        reason: why, in the governor's words (what ``limit_queued`` carries).
+    """
+
+    name: str
+    ticket: str
+    reason: str
 
 
 class StartGovernorInput(BaseModel):

@@ -33,6 +33,7 @@ from staccato.links import (
 from staccato.models import (
     GovernorState,
     Limits,
+    SlotRelease,
     SlotRequest,
     StreamInput,
     TransferOptions,
@@ -41,6 +42,7 @@ from staccato.models import (
 from staccato.workers.worker import WORKFLOW_RUNNER
 from staccato.workflows.governor import (
     ACQUIRE_SIGNAL,
+    RELEASE_SIGNAL,
     SLOT_GRANTED_SIGNAL,
     STATE_QUERY,
     GovernorWorkflow,
@@ -1185,6 +1187,99 @@ async def test_a_transfer_queued_at_a_link_holds_no_endpoint_slot(
     assert len(asks) == 3, asks  # file://, the link, file:// again
     history = await client.temporal.get_workflow_handle(blocked).fetch_history()
     await replayer_of(TransferWorkflow, workflow_runner=WORKFLOW_RUNNER).replay_workflow(history)
+
+
+async def test_a_dataset_queued_at_a_link_holds_no_endpoint_slot(
+    client: StaccatoClient,
+    limits: Any,
+    nginx_ranges: NginxServer,
+    http_root: Path,
+    data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """--max-active 1 on the local endpoint (file://), and the link file:// -> file://
+    closed by a window that opens in hours: a dataset from a local directory asks the
+    endpoint first (names sorted), its batches queue at the link and give the
+    endpoint's slot back while they wait, so a transfer from nginx to file:// (another
+    link, the same endpoint) completes while the dataset is still queued (the old
+    code kept the slot: the transfer queued behind batches that moved nothing). Once
+    the window is cleared the dataset completes with its tree equal to the source's.
+    (A dataset cannot list nginx, and a file -> file transfer would cross the
+    dataset's own closed link: hence the roles.)"""
+    from staccato.dataset_client import dataset_status, submit_dataset
+    from staccato.datasets.models import DatasetState
+    from staccato.datasets.workflow import DatasetWorkflow
+    from tests.dataset_checks import make_tree, tree, tree_difference, wait_dataset
+
+    link = "file://,file://"
+    await limits("file://", max_active=1)
+    opens = datetime.now(UTC) + timedelta(hours=6)
+    await limits(link, window=f"{opens:%H:%M}-{opens + timedelta(hours=1):%H:%M},UTC")
+    source, target = tmp_path / "ds-tree", data_dir / "ds-held"
+    source.mkdir()
+    make_tree(source, small=20)
+    # several batches in flight: each waits at the link under its own ticket
+    dataset = await submit_dataset(
+        client, str(source), str(target), options=OPTIONS, batch_files=8, max_batches=3
+    )
+
+    async def held_and_queued() -> tuple[bool, bool]:
+        """Whether a batch of the dataset holds the endpoint's slot, and whether one
+        waits at the link (from the governors, twice a second at most: the dataset is
+        never queried, so its history replays below; see governor_replays)."""
+        await asyncio.sleep(0.4)
+        endpoint, at_link = (
+            await governor_state(client, "file://"),
+            await governor_state(client, link),
+        )
+        return (
+            endpoint is not None and any(h.workflow_id == dataset for h in endpoint.holders),
+            at_link is not None and any(w.workflow_id == dataset for w in at_link.waiters),
+        )
+
+    async def three_at_link() -> bool:
+        await asyncio.sleep(0.4)
+        at_link = await governor_state(client, link)
+        return at_link is not None and sum(w.workflow_id == dataset for w in at_link.waiters) == 3
+
+    await until(lambda: _second(held_and_queued()), "a batch of the dataset queues at the link", 60)
+    (name,) = sources(nginx_ranges, http_root, "ds-queued-at-link", 1, 2 * MiB)
+    other = (await client.start(nginx_ranges.url(name), str(data_dir / name), OPTIONS)).id
+    result = await asyncio.wait_for(client.wait(other), 60)
+    assert result.bytes == 2 * MiB
+    assert sha256_file(data_dir / name) == sha256_file(http_root / name)
+    # every batch in flight waits at the link under its own ticket, holding nothing
+    await until(three_at_link, "three batches of the dataset queue at the link", 60)
+    assert await held_and_queued() == (False, True)
+    assert not target.exists() or tree(target) == {}, "a batch wrote while the link was closed"
+    await governors.unset_limits(client.temporal, parse_limit_target(link), [])
+
+    async def ended() -> bool:
+        # its batches take the endpoint's one slot in turn: queued and running alternate
+        await asyncio.sleep(0.2)
+        state = (await dataset_status(client, dataset)).state
+        return state not in (DatasetState.queued, DatasetState.running, DatasetState.scheduled)
+
+    await until(ended, "the dataset ends", 120)
+    final = await wait_dataset(client, dataset, timeout_s=60)
+    assert final.state == DatasetState.completed, final
+    assert final.files_done == len(tree(source)) and final.files_failed == 0, final
+    assert tree_difference(tree(target), tree(source)) == []
+    # its batches gave the endpoint's slot back and asked again: the history replays
+    asks = await history_inputs(client, dataset, ACQUIRE_SIGNAL, SlotRequest)
+    assert all(a.named_queued for a in asks), asks
+    again = [a.ticket for a in asks]
+    # the first three batches: file://, the link, file:// again (and, queued at
+    # file:// once the link granted, the link again)
+    counts = sorted(again.count(t) for t in set(again))
+    assert sum(c >= 3 for c in counts) >= 3, asks
+    history = await client.temporal.get_workflow_handle(dataset).fetch_history()
+    releases = await history_inputs(client, dataset, RELEASE_SIGNAL, SlotRelease)
+    print(
+        f"{len(set(again))} batches, {len(asks)} acquires (per batch {counts}), "
+        f"{len(releases)} releases, {len(history.events)} events"
+    )
+    await replayer_of(DatasetWorkflow, workflow_runner=WORKFLOW_RUNNER).replay_workflow(history)
 
 
 async def _second(pair: Awaitable[tuple[bool, bool]]) -> bool:

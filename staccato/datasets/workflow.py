@@ -32,7 +32,9 @@ the source and its transfers' streams as writers of a root
 
 History: per page ~6 events (list activity + workflow task), per batch ~6, per child
 ~6; with limits set, one ``find_governors`` activity per run and per batch and
-governor ~5 more (the acquire and release signals, the grant). After ``history_limit`` events (less room for what is in flight) or when Temporal
+governor ~5 more (the acquire and release signals, the grant), and per slot a batch
+queued at another governor gives back (:data:`DATASET_HOLD_NONE_PATCH`) ~5 more
+again (its release, acquire and grant). After ``history_limit`` events (less room for what is in flight) or when Temporal
 suggests it, the run stops dispatching, waits for everything in flight and continues
 as new with :class:`DatasetCarried` (listing cursor = the last name dispatched,
 counters, at most 1,000 failures). So one run holds a bounded history whatever the
@@ -112,6 +114,7 @@ with workflow.unsafe.imports_passed_through():
         FanOutProgress,
         FanOutRequest,
         SlotGrant,
+        SlotQueued,
         SlotRelease,
         TransferRequest,
         TransferResult,
@@ -133,7 +136,11 @@ from staccato.workflows.failures import (
     root_cause,
     timed_out_text,
 )
-from staccato.workflows.governor import LIMIT_QUEUED_SIGNAL, SLOT_GRANTED_SIGNAL
+from staccato.workflows.governor import (
+    LIMIT_QUEUED_SIGNAL,
+    SLOT_GRANTED_SIGNAL,
+    SLOT_QUEUED_SIGNAL,
+)
 
 DEFAULT_HEARTBEAT_TIMEOUT = timedelta(seconds=20)
 LIST_TIMEOUT = timedelta(minutes=10)
@@ -283,6 +290,14 @@ DATASET_SWEEP_PATCH = "dataset-sweep-left-sessions"
 #: good and the status said nothing (tester62). Marker only on that path; the
 #: activity's input only (no command of its own)
 DATASET_CANCEL_SESSIONS_PATCH = "dataset-cancel-left-sessions"
+#: ``workflow.patched`` id: a batch queued at one governor while it holds others'
+#: slots (an endpoint's, then a link closed by its window) gives those back and asks
+#: them again once granted where it waited, as a transfer does
+#: (``hold-none-while-queued``): it never keeps an endpoint's slot from the other
+#: transfers and batches while it moves nothing. Its asks carry ``named_queued`` so
+#: that the governor names the waiting ticket (``slot_queued``); runs from before held
+#: their slots while queued
+DATASET_HOLD_NONE_PATCH = "dataset-hold-none-while-queued"
 #: the files of a batch stopped by a cancel whose sessions may be open (at most the
 #: batch's files in flight: ``activities.dataset.FILES_IN_FLIGHT``)
 CANCEL_IN_FLIGHT = 4
@@ -350,6 +365,10 @@ class DatasetWorkflow:
         self._grants: dict[str, set[str]] = {}
         self._waiting: dict[str, str] = {}
         self._queued_reason: str | None = None
+        # DATASET_HOLD_NONE_PATCH (asked by the first batch that asks two governors),
+        # and per batch ticket the governor that said it waits in its queue
+        self._hold_none: bool | None = None
+        self._queued_at: dict[str, str] = {}
         # several destination roots (see ``_dispatch_many``)
         self._fan_out = False
         # the run is cancelling (or failing) what is in flight
@@ -1047,27 +1066,73 @@ class DatasetWorkflow:
     async def _acquire(self, request: DatasetRequest, ticket: str) -> list[str]:
         """Ask the governors of the batches' endpoints and link (sorted: no two runs
         wait for each other) for a slot of one stream under ``ticket``; returns the
-        governors asked (none when no limit is set), once every one granted."""
+        governors asked (none when no limit is set), once every one granted.
+
+        Queued at one governor while it holds others' slots, the batch gives those
+        back and asks them again, in the sorted order, once granted where it waited
+        (:data:`DATASET_HOLD_NONE_PATCH`,
+        :func:`staccato.workflows.slots.await_grant_holding_none`).
+
+        History per batch and governor: the ``acquire`` signal (2 events), the grant
+        (1 and a workflow task), while queued ``slot_queued`` (``limit_queued`` for
+        runs from before: 1); the patch's marker once per run whose batches ask two
+        governors or more (1); per slot given back its ``release`` (2) and later its
+        ``acquire`` (2) and grant (1) again, with their workflow tasks.
+        """
         control = front.control_queue(workflow.info().task_queue)
         names = await self._find_governors(request)
         if not names:
             return []
         ask = slots.slot_request(ticket, request.options, 1)
+        if len(names) > 1 and self._hold_none is None:
+            self._hold_none = workflow.patched(DATASET_HOLD_NONE_PATCH)
+        if self._hold_none:  # the governor names the ticket that waits (signal input only)
+            ask = ask.model_copy(update={"named_queued": True})
         asked: list[str] = []
         try:
-            for name in names:
-                asked.append(name)
+            while True:
+                # the first name (sorted) not held: one given back while the batch
+                # waited at a later one is asked again once that one granted
+                held = self._grants.get(ticket, set())
+                name = next((n for n in names if n not in held), None)
+                if name is None:
+                    break
+                if name not in asked:
+                    asked.append(name)
                 self._waiting[ticket] = name
+                self._queued_at.pop(ticket, None)
                 await slots.ask_governor(name, ask, control)
-                await slots.await_grant(name, ask, control, self._granted(ticket, name))
+                await slots.await_grant_holding_none(
+                    name,
+                    ask,
+                    control,
+                    self._granted(ticket, name),
+                    lambda: False,
+                    self._to_give_back(ticket, name),
+                    lambda names: self._grants.get(ticket, set()).difference_update(names),
+                )
         except BaseException:
             await slots.release(asked, SlotRelease(ticket=ticket))
             raise
         finally:
             self._waiting.pop(ticket, None)
+            self._queued_at.pop(ticket, None)
             if not self._waiting:
                 self._queued_reason = None
         return asked
+
+    def _to_give_back(self, ticket: str, name: str) -> Callable[[], list[str]]:
+        """The governors (sorted) whose slots ``ticket``'s batch, queued at ``name``,
+        gives back while it waits (:data:`DATASET_HOLD_NONE_PATCH`): every one it
+        holds but ``name``'s; [] while it is not queued there, or for runs from
+        before."""
+
+        def names() -> list[str]:
+            if not self._hold_none or self._queued_at.get(ticket) != name:
+                return []
+            return sorted(n for n in self._grants.get(ticket, set()) if n != name)
+
+        return names
 
     def _find_governors(self, request: DatasetRequest) -> asyncio.Task[list[str]]:
         """The run's lookup of the governors that exist among its endpoints' and link's
@@ -1100,10 +1165,22 @@ class DatasetWorkflow:
 
     @workflow.signal(name=LIMIT_QUEUED_SIGNAL)
     def limit_queued(self, why: str) -> None:
-        """A governor tells why a batch waits for its slot."""
+        """A governor tells why a batch waits for its slot (runs from before
+        :data:`DATASET_HOLD_NONE_PATCH`, or a governor from before ``slot_queued``)."""
         if self._waiting:
             self._queued_reason = why
             workflow.set_current_details(f"**queued**: {why}")
+
+    @workflow.signal(name=SLOT_QUEUED_SIGNAL)
+    def slot_queued(self, queued: SlotQueued) -> None:
+        """A governor tells that a batch's ticket waits in its queue, and why (asks
+        with ``named_queued``: :data:`DATASET_HOLD_NONE_PATCH`); one for a batch no
+        longer waiting is ignored."""
+        queued = SlotQueued.model_validate(queued)
+        if queued.ticket in self._waiting:
+            self._queued_at[queued.ticket] = queued.name
+            self._queued_reason = queued.reason
+            workflow.set_current_details(f"**queued**: {queued.reason}")
 
     # -- children ----------------------------------------------------------------------
 

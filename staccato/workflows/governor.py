@@ -22,7 +22,11 @@ Protocol (signals both ways: nothing polls):
   per governor.
 * ``set_limits`` (:class:`~staccato.models.LimitChange`).
 * to the transfer: ``slot_granted`` (:class:`~staccato.models.SlotGrant`) when it gets
-  its slot, ``limit_queued`` (the reason) once when it has to wait. A transfer that
+  its slot, ``limit_queued`` (the reason) once when it has to wait, or instead
+  ``slot_queued`` (:class:`~staccato.models.SlotQueued`: the name, the ticket and the
+  reason) to a request with ``named_queued`` (a dataset's batches: several tickets of
+  one run wait at once; the choice follows the recorded ``acquire``, so it needs no
+  patch and costs the same 2 events). A transfer that
   cannot be signalled (it ended) loses its place. The ``slot`` query tells where a
   ticket stands (``staccato status`` shows the place in line from it).
 * to the workers: the memo's :data:`RATES_MEMO` (``rates``: holder ticket -> bytes per
@@ -76,6 +80,7 @@ with workflow.unsafe.imports_passed_through():
         Limits,
         SlotGrant,
         SlotHolder,
+        SlotQueued,
         SlotRelease,
         SlotRequest,
         SlotRunning,
@@ -104,6 +109,8 @@ SLOT_QUERY = "slot"
 #: signals a governor sends to a transfer
 SLOT_GRANTED_SIGNAL = "slot_granted"
 LIMIT_QUEUED_SIGNAL = "limit_queued"
+#: ``limit_queued`` naming the governor and the ticket (:class:`~staccato.models.SlotQueued`)
+SLOT_QUEUED_SIGNAL = "slot_queued"
 STATE_QUERY = "state"
 RATES_QUERY = "rates"
 #: ``workflow.patched`` id: a ``window`` limit holds new grants outside its hours
@@ -187,7 +194,12 @@ class GovernorWorkflow:
             for waiter in s.waiters:
                 if not waiter.told:
                     waiter.told = True
-                    self._send(waiter, LIMIT_QUEUED_SIGNAL, self.slot(waiter.ticket).reason)
+                    why = self.slot(waiter.ticket).reason
+                    if waiter.named_queued:
+                        queued = SlotQueued(name=s.name, ticket=waiter.ticket, reason=why)
+                        self._send(waiter, SLOT_QUEUED_SIGNAL, queued)
+                    else:
+                        self._send(waiter, LIMIT_QUEUED_SIGNAL, why)
             self._show()
             self._publish()
             if s.limits.empty() and not s.holders and not s.waiters:

@@ -128,6 +128,42 @@ async def await_grant(
         return
 
 
+async def await_grant_holding_none(
+    name: str,
+    ask: SlotRequest,
+    control: str,
+    granted: Callable[[], bool],
+    gave_up: Callable[[], bool],
+    to_give_back: Callable[[], list[str]],
+    forget: Callable[[list[str]], None],
+) -> None:
+    """Wait for ``name``'s grant like :func:`await_grant`, holding no other governor's
+    slot meanwhile: whenever ``to_give_back()`` names some (the caller's rule: the
+    governors other than ``name`` whose slot ``ask.ticket`` holds, once ``name`` said
+    the ticket waits in its queue and the caller's hold-none patch is on; [] else),
+    it drops them with ``forget`` (the caller's grants; it asks them again once ``name``
+    granted) and gives them back (:func:`release`, the same ticket), then waits on.
+
+    One implementation for a transfer (patch ``hold-none-while-queued``) and a
+    dataset's batches (``dataset-hold-none-while-queued``): an endpoint's slot (its
+    ``max_active`` count, a share of its ``max_rate``) is never kept from others by a
+    run that waits at a link (or another endpoint) and moves nothing.
+
+    History, beyond :func:`await_grant`'s: per give-back a ``release`` signal per slot
+    given back (2 events each), and later its ``acquire`` again (2), its grant (1)
+    and their workflow tasks (3 each); nothing while ``to_give_back()`` is [] (a run
+    whose caller says [] always issues exactly :func:`await_grant`'s commands).
+    """
+    while True:
+        await await_grant(name, ask, control, granted, lambda: gave_up() or bool(to_give_back()))
+        if gave_up() or granted():
+            return
+        held = to_give_back()
+        forget(held)
+        workflow.logger.info("queued at %s: giving back the slots of %s meanwhile", name, held)
+        await release(held, SlotRelease(ticket=ask.ticket))
+
+
 async def release(names: list[str], release: SlotRelease) -> None:
     """Give ``release.ticket``'s slots back at each governor of ``names`` (a
     ``release`` signal each: 2 events); a governor that is gone held nothing."""

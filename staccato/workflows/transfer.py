@@ -2293,8 +2293,9 @@ class TransferWorkflow:
         False when a pause took the transfer out of the queue meanwhile.
 
         Queued at ``name`` (its ``limit_queued``) while it holds other governors'
-        slots, it gives those back (:meth:`_let_go`) and waits holding none, so that
-        it never keeps an endpoint's slot or a share of its ``max_rate`` from other
+        slots (:meth:`_to_give_back`), it gives those back and waits holding none
+        (:func:`staccato.workflows.slots.await_grant_holding_none`), so that it never
+        keeps an endpoint's slot or a share of its ``max_rate`` from other
         transfers while it moves nothing (:data:`HOLD_NONE_WHILE_QUEUED_PATCH`; runs
         from before held them). :meth:`_acquire_slots` asks for them again, in the
         sorted order, once ``name`` granted.
@@ -2304,36 +2305,29 @@ class TransferWorkflow:
             return True
         if self._granted and self._hold_none is None:  # a second governor is asked
             self._hold_none = workflow.patched(HOLD_NONE_WHILE_QUEUED_PATCH)
-        while True:
-            await slots.await_grant(
-                name,
-                ask,
-                control,
-                lambda: name in self._granted,
-                lambda: self._left_queue or self._must_let_go(name),
-            )
-            if self._left_queue or name in self._granted:
-                return not self._left_queue
-            await self._let_go(name)
-
-    def _must_let_go(self, name: str) -> bool:
-        """Whether the transfer, queued at ``name``, holds other governors' slots it
-        gives back while it waits (:data:`HOLD_NONE_WHILE_QUEUED_PATCH`)."""
-        return (
-            bool(self._hold_none)
-            and self._queued_at == name
-            and any(n != name for n in self._granted)
+        await slots.await_grant_holding_none(
+            name,
+            ask,
+            control,
+            lambda: name in self._granted,
+            lambda: self._left_queue,
+            lambda: self._to_give_back(name),
+            self._forget_grants,
         )
+        return not self._left_queue
 
-    async def _let_go(self, name: str) -> None:
-        """Give back every slot held but ``name``'s (a ``release`` signal to each: 2
-        events), keeping the ticket: the transfer waits at ``name`` holding none and
-        asks them again once it is granted."""
-        held = sorted(n for n in self._granted if n != name)
-        for n in held:
+    def _to_give_back(self, name: str) -> list[str]:
+        """The governors (sorted) whose slots the transfer, queued at ``name``, gives
+        back while it waits (:data:`HOLD_NONE_WHILE_QUEUED_PATCH`): every one held but
+        ``name``'s; [] while it is not queued there, or for runs from before."""
+        if not self._hold_none or self._queued_at != name:
+            return []
+        return sorted(n for n in self._granted if n != name)
+
+    def _forget_grants(self, names: list[str]) -> None:
+        """Drop the grants of ``names``, given back (they are asked again)."""
+        for n in names:
             del self._granted[n]
-        workflow.logger.info("queued at %s: giving back the slots of %s meanwhile", name, held)
-        await slots.release(held, SlotRelease(ticket=self._ticket or ""))
 
     def _stream_rate(self, request: TransferRequest, wanted: int | None = None) -> dict[str, Any]:
         """The rate fields of a stream's input: its equal share of the transfer's own
