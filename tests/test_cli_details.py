@@ -526,3 +526,29 @@ def test_an_ended_run_with_a_left_behind_is_never_said_removed() -> None:
     assert "nothing kept" in text and "removed" not in text and "left_behind" in text, text
     clean = ended.model_copy(update={"left_behind": None})
     assert "removed its partial data" in render.durable_text(clean)
+
+
+def test_dataset_bar_shows_one_eta_the_statuss() -> None:
+    """``cp -r``'s bar draws files handled of files listed with the status's own rate
+    and ETA, and no second ETA of its own: rich's time-remaining column said
+    ``0:00:04`` beside ``eta 8s`` (tester67 L1)."""
+    from staccato.cli import datasets
+    from staccato.datasets.models import DatasetState
+
+    running = _ended_with().model_copy(
+        update={
+            "state": DatasetState.running,
+            "files_total": 10,
+            "files_done": 5,
+            "files_failed": 0,
+            "rate_files_per_s": 1.0,
+            "eta_s": 8.0,
+        }
+    )
+    out = io.StringIO()
+    with render.Bar(Console(file=out, width=200, color_system=None)) as bar:
+        datasets.show(bar, running)
+    drawn = out.getvalue().strip()
+    assert "running" in drawn and "5" in drawn, drawn
+    assert drawn.lower().count("eta") == 1, drawn
+    assert "-:--:--" not in drawn and "0:00:0" not in drawn, drawn

@@ -385,6 +385,18 @@ def follow_state(s: DatasetStatus) -> str:
     return render.state_text(s.state.value, cancel_requested=bool(s.cancel_requested))
 
 
+def show(bar: render.Bar, s: DatasetStatus) -> None:
+    """Draw ``s`` on ``cp -r``'s bar: files handled (done, skipped, failed) of files
+    listed (no total while the listing runs), with :func:`follow_text`, whose ETA is
+    the only one shown (a second, rich's own, disagreed with it: tester67 L1)."""
+    bar.show(
+        total=s.files_total if s.listing_done else None,
+        completed=s.files_done + s.files_skipped + s.files_failed,
+        state=follow_state(s),
+        text=follow_text(s),
+    )
+
+
 async def follow(client: StaccatoClient, dataset: str, *, quiet: bool) -> DatasetStatus:
     """Follow ``dataset`` until it ends: the same rich bar as a single transfer's
     (files handled of files listed, bytes, rate) on a terminal, a line every
@@ -398,25 +410,9 @@ async def follow(client: StaccatoClient, dataset: str, *, quiet: bool) -> Datase
     if quiet:
         final = await await_dataset_end(client, dataset)
     elif console is not None:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-        columns = (
-            TextColumn("[bold]{task.fields[state]}"),
-            BarColumn(),
-            TextColumn("{task.fields[note]}"),
-            TimeRemainingColumn(),
-        )
-        with Progress(*columns, console=console, transient=False) as bar:
-            task = bar.add_task("copy", total=None, state="starting", note="")
+        with render.Bar(console) as bar:
             async for final in follow_dataset(client, dataset):
-                handled = final.files_done + final.files_skipped + final.files_failed
-                bar.update(
-                    task,
-                    total=final.files_total if final.listing_done else None,
-                    completed=handled,
-                    state=follow_state(final),
-                    note=follow_text(final),
-                )
+                show(bar, final)
     else:
         from staccato.datasets.models import DatasetState
 

@@ -328,13 +328,19 @@ class Bar:
         self.progress.__exit__(None, None, None)
 
     def update(self, s: TransferStatus) -> None:
-        self.progress.update(
-            self.task,
+        """Show a transfer's status: its bytes done of its size."""
+        self.show(
             total=s.bytes_total if s.bytes_total else None,
             completed=s.bytes_done,
             state=state_text(s.state.value, s.starts_at, s.cancel_requested),
             text=progress_text(s),
         )
+
+    def show(self, *, total: int | None, completed: int, state: str, text: str) -> None:
+        """Show ``completed`` of ``total`` (None: not known yet, the bar pulses) with
+        ``state`` and ``text`` (the rate and ETA are in ``text``: the one ETA shown,
+        the status's own)."""
+        self.progress.update(self.task, total=total, completed=completed, state=state, text=text)
 
 
 #: variables with which rich decides by itself whether stderr is a terminal
