@@ -474,7 +474,13 @@ class _SegmentCopy:
 
     def open_writer(self) -> ChunkWriter:
         """The destination's writer, or a stand-in when every chunk is durable already."""
-        return self.destination.open_writer(self.session) if self.todo else _NoWriter()
+        # a chunk re-read to checksum it is written again if the destination's copy
+        # does not match (``durable_chunk_matches``): a writer is needed then too
+        return (
+            self.destination.open_writer(self.session)
+            if self.todo or self.rehash
+            else _NoWriter()
+        )
 
     def copy_server_side(self, writer: ChunkWriter) -> None:
         """Have the destination copy every chunk to do from the source itself."""
@@ -529,7 +535,22 @@ class _SegmentCopy:
             self.prefix = None
         digest = checksums.checksum_bytes(self.algorithm, view)
         if index in self.rehash:
+            reported = self.durable.get(index, "")
             self.durable[index] = digest  # durable already: checksum only
+            if self.destination.durable_chunk_matches(self.session, index, view, reported):
+                self.progress.add(0, reader.bytes_read - before)
+                self.progress.beat()
+                return
+            # the destination holds other bytes under this chunk (an S3 part replaced
+            # under the upload) or nothing vouches for them: write it again, never
+            # publish it (its bytes counted as done when the stream began)
+            activity.logger.warning(
+                "segment %d: chunk %d at the destination is not shown to hold the "
+                "source's bytes; writing it again",
+                self.segment.index,
+                index,
+            )
+            writer.write_chunk(index, view, digest)
             self.progress.add(0, reader.bytes_read - before)
             self.progress.beat()
             return
