@@ -526,3 +526,17 @@ def test_an_ended_run_with_a_left_behind_is_never_said_removed() -> None:
     assert "nothing kept" in text and "removed" not in text and "left_behind" in text, text
     clean = ended.model_copy(update={"left_behind": None})
     assert "removed its partial data" in render.durable_text(clean)
+
+
+def test_a_run_that_failed_after_publish_says_what_is_at_the_destination() -> None:
+    """A run that failed after it published (its check after publish found the object
+    not the source's: a tester's S3 part replaced under the upload) removed nothing:
+    ``bytes_durable`` says the destination holds the object it published, never that
+    its clean-up removed its partial data (the tester read that with a corrupt object
+    at the key)."""
+    from staccato.cli import render
+
+    ended = _status(state=TransferState.failed, bytes_durable=0, published=True)
+    text = render.durable_text(ended)
+    assert "removed" not in text and "holds the object this run published" in text, text
+    assert any(line.split()[:2] == ["published", "True"] for line in render.status_lines(ended))

@@ -477,9 +477,7 @@ class _SegmentCopy:
         # a chunk re-read to checksum it is written again if the destination's copy
         # does not match (``durable_chunk_matches``): a writer is needed then too
         return (
-            self.destination.open_writer(self.session)
-            if self.todo or self.rehash
-            else _NoWriter()
+            self.destination.open_writer(self.session) if self.todo or self.rehash else _NoWriter()
         )
 
     def copy_server_side(self, writer: ChunkWriter) -> None:
