@@ -1038,7 +1038,14 @@ class S3Driver(Driver):
         """CompleteMultipartUpload (or, for a 0-byte object, one empty PutObject), then
         read the object's size back (an S3-compatible store is not trusted to have stored
         what it acknowledged). Idempotent. Published: the upload is no longer open
-        (:func:`~staccato.endpoints.base.session_ended`)."""
+        (:func:`~staccato.endpoints.base.session_ended`).
+
+        Raises:
+            PermanentError: a part is missing or has the wrong size.
+            WriteSessionLost: a part number is listed more than once with different
+                ETags (SeaweedFS keeps a part replaced under the upload beside ours;
+                which one the store would complete cannot be told): never completed,
+                the transfer copies again into a new upload."""
         self._publish(session)
         session_ended(session.session_id)
 
@@ -1095,17 +1102,6 @@ class S3Driver(Driver):
                 f"{', '.join(map(str, twice[:5]))} of the multipart upload are listed more "
                 "than once with different ETags (a part was replaced under the upload); "
                 "copying again into a new upload"
-            )
-        unchecked = [e["PartNumber"] for e in listed if "ChecksumCRC32C" not in e]
-        if unchecked and len(unchecked) < len(listed):
-            # every part this transfer uploads carries a CRC32C: a store that keeps
-            # part checksums lists one for each of ours, so a part without it was put
-            # there by someone else (same upload id, same part number): never completed
-            raise WriteSessionLost(
-                f"refusing to publish s3://{target.bucket}/{target.key}: part(s) "
-                f"{', '.join(map(str, unchecked[:5]))} of the multipart upload carry no "
-                "CRC32C while the others do (not written by this transfer); copying again "
-                "into a new upload"
             )
         write_fence()  # a dataset batch publishes under its lease
         try:
