@@ -474,11 +474,7 @@ class _SegmentCopy:
 
     def open_writer(self) -> ChunkWriter:
         """The destination's writer, or a stand-in when every chunk is durable already."""
-        # a chunk re-read to checksum it is written again if the destination's copy
-        # does not match (``durable_chunk_matches``): a writer is needed then too
-        return (
-            self.destination.open_writer(self.session) if self.todo or self.rehash else _NoWriter()
-        )
+        return self.destination.open_writer(self.session) if self.todo else _NoWriter()
 
     def copy_server_side(self, writer: ChunkWriter) -> None:
         """Have the destination copy every chunk to do from the source itself."""
@@ -548,7 +544,11 @@ class _SegmentCopy:
                 self.segment.index,
                 index,
             )
-            writer.write_chunk(index, view, digest)
+            if isinstance(writer, _NoWriter):  # nothing else to write in this segment
+                with self.destination.open_writer(self.session) as again:
+                    again.write_chunk(index, view, digest)
+            else:
+                writer.write_chunk(index, view, digest)
             self.progress.add(0, reader.bytes_read - before)
             self.progress.beat()
             return
