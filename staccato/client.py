@@ -992,6 +992,11 @@ class StaccatoClient:
             read_from=progress.read_from if progress else None,
             read_from_reason=progress.read_from_reason if progress else None,
             cleanup=cleanup,
+            # failed after it published (patch failed-after-publish-memo): no clean-up
+            # touched the object the run put at the destination
+            published=(
+                True if state == TransferState.failed and memo.get("published") is True else None
+            ),
             # what its clean-up left, while it may still be there: a local temp file
             # deleted by hand, or by a later transfer, is no longer said (tester T14)
             left_behind=shown_left_behind(

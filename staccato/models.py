@@ -1173,6 +1173,9 @@ class TransferStatus(BaseModel):
     ended_at: str | None = None
     cleanup: str | None = None
     left_behind: str | None = None
+    #: a failed run that had published (its check after publish failed): the object
+    #: at the destination is the one it published; None otherwise
+    published: bool | None = None
     tuner_chooses: bool | None = None
     streams_unknown: bool | None = None
     cancel_requested: bool = False

@@ -552,3 +552,17 @@ def test_dataset_bar_shows_one_eta_the_statuss() -> None:
     assert "running" in drawn and "5" in drawn, drawn
     assert drawn.lower().count("eta") == 1, drawn
     assert "-:--:--" not in drawn and "0:00:0" not in drawn, drawn
+
+
+def test_a_run_that_failed_after_publish_says_what_is_at_the_destination() -> None:
+    """A run that failed after it published (its check after publish found the object
+    not the source's: a tester's S3 part replaced under the upload) removed nothing:
+    ``bytes_durable`` says the destination holds the object it published, never that
+    its clean-up removed its partial data (the tester read that with a corrupt object
+    at the key)."""
+    from staccato.cli import render
+
+    ended = _status(state=TransferState.failed, bytes_durable=0, published=True)
+    text = render.durable_text(ended)
+    assert "removed" not in text and "holds the object this run published" in text, text
+    assert any(line.split()[:2] == ["published", "True"] for line in render.status_lines(ended))

@@ -529,7 +529,26 @@ class _SegmentCopy:
             self.prefix = None
         digest = checksums.checksum_bytes(self.algorithm, view)
         if index in self.rehash:
+            reported = self.durable.get(index, "")
             self.durable[index] = digest  # durable already: checksum only
+            if self.destination.durable_chunk_matches(self.session, index, view, reported):
+                self.progress.add(0, reader.bytes_read - before)
+                self.progress.beat()
+                return
+            # the destination holds other bytes under this chunk (an S3 part replaced
+            # under the upload) or nothing vouches for them: write it again, never
+            # publish it (its bytes counted as done when the stream began)
+            activity.logger.warning(
+                "segment %d: chunk %d at the destination is not shown to hold the "
+                "source's bytes; writing it again",
+                self.segment.index,
+                index,
+            )
+            if isinstance(writer, _NoWriter):  # nothing else to write in this segment
+                with self.destination.open_writer(self.session) as again:
+                    again.write_chunk(index, view, digest)
+            else:
+                writer.write_chunk(index, view, digest)
             self.progress.add(0, reader.bytes_read - before)
             self.progress.beat()
             return

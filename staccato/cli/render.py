@@ -223,6 +223,15 @@ def durable_text(s: TransferStatus) -> str:
                 f"{size}: nothing kept (no transfer resumes from it), but {why}: see "
                 f"left_behind ({moved} had moved)"
             )
+        if s.state.value == "failed" and s.published:
+            # failed after it published: the object is at the destination (a tester
+            # read "the run's clean-up removed its partial data" with a corrupt object
+            # at the key)
+            return (
+                f"{size}: nothing kept; the run failed after it published, so the "
+                "destination holds the object this run published (it replaced what was "
+                f"there before; see error) ({moved} had moved)"
+            )
         if s.state.value != "completed" and not value:
             return f"{size}: nothing kept, the run's clean-up removed its partial data ({moved} had moved)"
         return f"{size} durable when it ended ({moved} with the chunks then in flight)"

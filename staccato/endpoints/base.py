@@ -865,6 +865,22 @@ class Driver(abc.ABC):
         and report more."""
         raise UnsupportedError(f"{self.scheme} endpoints cannot be written")
 
+    def durable_chunk_matches(
+        self, session: WriteSession, index: int, data: memoryview, reported: str
+    ) -> bool:
+        """Whether the chunk ``index`` the destination holds is ``data`` (the chunk read
+        again from the source), for a chunk :meth:`durable_chunks` reported with
+        ``reported``, a value that is not a checksum in the transfer's algorithm (the
+        stream re-reads such chunks from the source). False: the stream writes the chunk
+        again from ``data`` (it does not trust what the destination holds).
+
+        The default is True: a driver whose :meth:`durable_chunks` checks the bytes
+        itself (file, SFTP journals) reports only chunks that hold what was written. An
+        S3 part can be replaced under its upload by anyone holding the upload id (same
+        part number, other bytes), and S3 cannot read an unpublished part back: the S3
+        driver compares what ListParts says of the part with ``data``."""
+        return True
+
     def partial_chunk(self, session: WriteSession, index: int, into: memoryview) -> int:
         """The prefix of chunk ``index`` a paused stream kept
         (:meth:`ChunkWriter.write_partial`), read back from the destination into the

@@ -378,6 +378,12 @@ TUNE_NOT_UNDER_LIMIT_PATCH = "tune-not-under-limit-rate"
 #: removed). A marker event per cancelled run that had a write session, and one memo
 #: update when its clean-up did not finish
 CANCEL_CLEANUP_PATCH = "cancel-cleanup-bounded"
+#: a run that failed after it published (its check after publish found the object not
+#: the source's) says so in its memo (``published: true``): ``status`` then says the
+#: object at the destination is the one the run published, not that its clean-up
+#: removed its partial data (a tester read that with a corrupt object at the key). A
+#: marker event and one memo update per such run
+FAILED_AFTER_PUBLISH_PATCH = "failed-after-publish-memo"
 #: the tuning activities are best effort: a worker without them runs the fixed defaults
 _TUNING_RETRY = RetryPolicy(maximum_attempts=3, maximum_interval=timedelta(seconds=2))
 T = TypeVar("T")
@@ -694,6 +700,9 @@ class TransferWorkflow:
             else:
                 if not self._published:
                     await self._cleanup(self._session)
+                elif workflow.patched(FAILED_AFTER_PUBLISH_PATCH):
+                    # no clean-up: the object is at the destination (status says so)
+                    workflow.upsert_memo({"published": True})
                 self._progress.error = message
                 self._set_state(TransferState.failed)
             # what was left rides in the failure's details too: a parent (a dataset, a

@@ -19,6 +19,7 @@ import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
+import crc32c as _crc32c
 from botocore.exceptions import BotoCoreError, ClientError
 
 from staccato import checksums, sockets
@@ -67,6 +68,23 @@ _ABORT_ROUNDS = 5
 _ORPHAN_LIST_PAGES = 10  # ListMultipartUploads pages read to find orphans
 _BUCKET_TTL_S = 60.0  # seconds a bucket HeadBucket found is not asked about again
 _ABORT_PAUSE_S = 0.5
+
+
+#: what :meth:`S3Driver.durable_chunks` reports of a listed part starts with this
+_LISTED = "part:"
+
+
+def _listed_part(part: Mapping[str, Any]) -> str:
+    """A ListParts entry as :meth:`S3Driver.durable_chunks` reports it:
+    ``part:<CRC32C, 8 hex digits, or "">:<ETag without quotes>`` (never a checksum in
+    any algorithm, so the stream re-reads the chunk from the source)."""
+    etag = str(part.get("ETag") or "").strip('"').lower()
+    return f"{_LISTED}{_b64_to_hex(part.get('ChecksumCRC32C'))}:{etag}"
+
+
+def _is_md5_hex(value: str) -> bool:
+    """Whether ``value`` (an ETag without quotes) is a plain MD5: 32 hex digits."""
+    return len(value) == 32 and all(c in "0123456789abcdef" for c in value)
 
 
 def _object_info(head: Mapping[str, Any], size: int) -> ObjectInfo:
@@ -907,11 +925,12 @@ class S3Driver(Driver):
         return self._own_object(target)
 
     def _parts(
-        self, target: _UploadDestination, client: Any = None
+        self, target: _UploadDestination, client: Any = None, conflicts: set[int] | None = None
     ) -> dict[int, Mapping[str, Any]]:
         """ListParts, paged to the end (an upload with more than 1,000 parts spans pages;
         see :func:`staccato.endpoints.s3.parts.collect_parts`), with ``client`` (the
-        endpoint's main client when None).
+        endpoint's main client when None); part numbers listed twice with different
+        ETags go into ``conflicts`` (given).
 
         Raises:
             RetryableError: the upload no longer exists.
@@ -934,7 +953,7 @@ class S3Driver(Driver):
             except BotoCoreError as err:
                 raise target.error(err, "ListParts") from None
 
-        return collect_parts(fetch)
+        return collect_parts(fetch, conflicts=conflicts)
 
     def _own_object(self, target: _UploadDestination) -> Mapping[str, Any] | None:
         """HeadObject of the destination if it is this session's object, else None."""
@@ -962,9 +981,15 @@ class S3Driver(Driver):
     def durable_chunks(
         self, session: WriteSession, first_chunk: int = 0, end_chunk: int | None = None
     ) -> dict[int, str]:
-        """Parts S3 holds whose size is the chunk's: index -> CRC32C (hex) where
-        ListParts reports it (AWS does), else ``""`` (SeaweedFS, moto: the stream then
-        re-reads those chunks from the source to checksum them, without re-sending)."""
+        """Parts S3 holds whose size is the chunk's: index -> what ListParts says of the
+        part (:func:`_listed_part`: ``part:<CRC32C hex or "">:<ETag>``), never a
+        checksum. A listed part is not shown to hold this transfer's bytes: anyone with
+        the upload id can replace it (same part number, other bytes of the same size)
+        while no worker runs, and its listed CRC32C (AWS) is the stored bytes', not the
+        source's. So the stream re-reads every listed chunk from the source and
+        :meth:`durable_chunk_matches` compares it with the part; a part that does not
+        match, or that nothing listed can vouch for, is uploaded again (a tester's
+        replaced part was completed into the object before)."""
         target = self.target(session)
         target.check_not_legacy()
         if target.empty_put:
@@ -978,14 +1003,49 @@ class S3Driver(Driver):
                 and int(part.get("Size", -1))
                 == chunk_bounds(index, session.size, session.chunk_size)[1]
             ):
-                durable[index] = _b64_to_hex(part.get("ChecksumCRC32C"))
+                durable[index] = _listed_part(part)
         return durable
+
+    def durable_chunk_matches(
+        self, session: WriteSession, index: int, data: memoryview, reported: str
+    ) -> bool:
+        """Whether part ``index + 1``, as ListParts listed it (``reported``, from
+        :meth:`durable_chunks`), holds ``data`` (the chunk read from the source):
+
+        * its ``ChecksumCRC32C`` where the store lists one (AWS S3: every part of an
+          upload created with ``ChecksumAlgorithm=CRC32C``) equals the CRC32C of
+          ``data``;
+        * else its ETag, where it is a plain MD5 (32 hex digits: the MD5 of the part's
+          bytes on AWS without SSE-KMS/SSE-C, SeaweedFS, moto, MinIO), equals the MD5
+          of ``data``;
+        * else (no CRC32C and an ETag that is no MD5) nothing vouches for the part:
+          False, it is uploaded again (S3 cannot read an unpublished part back).
+
+        Any other ``reported`` (a part this attempt copied server-side: ``""``) is
+        this attempt's own and True. The rule's source: a tester's part replaced with
+        boto3 ``upload_part`` while the service was down was completed into the
+        object (docs/s3.md, "Resume")."""
+        if not reported.startswith(_LISTED):
+            return True
+        crc, _, etag = reported[len(_LISTED) :].partition(":")
+        if crc:
+            return bool(f"{_crc32c.crc32c(data):08x}" == crc)
+        if _is_md5_hex(etag):
+            return hashlib.md5(data, usedforsecurity=False).hexdigest() == etag
+        return False
 
     def publish(self, session: WriteSession) -> None:
         """CompleteMultipartUpload (or, for a 0-byte object, one empty PutObject), then
         read the object's size back (an S3-compatible store is not trusted to have stored
         what it acknowledged). Idempotent. Published: the upload is no longer open
-        (:func:`~staccato.endpoints.base.session_ended`)."""
+        (:func:`~staccato.endpoints.base.session_ended`).
+
+        Raises:
+            PermanentError: a part is missing or has the wrong size.
+            WriteSessionLost: a part number is listed more than once with different
+                ETags (SeaweedFS keeps a part replaced under the upload beside ours;
+                which one the store would complete cannot be told): never completed,
+                the transfer copies again into a new upload."""
         self._publish(session)
         session_ended(session.session_id)
 
@@ -1009,8 +1069,9 @@ class S3Driver(Driver):
             self._check_size(target, head)
             return
         chunks = chunk_count(session.size, session.chunk_size)
+        conflicts: set[int] = set()
         try:
-            parts = self._parts(target)
+            parts = self._parts(target, conflicts=conflicts)
         except UploadGone:
             head = self._own_object(target)
             if head is not None:  # completed by an earlier attempt of this activity
@@ -1031,6 +1092,17 @@ class S3Driver(Driver):
             if part.get("ChecksumCRC32C"):
                 entry["ChecksumCRC32C"] = part["ChecksumCRC32C"]
             listed.append(entry)
+        twice = sorted(n for n in conflicts if n <= chunks)
+        if twice:
+            # a store that keeps every upload of a part number (SeaweedFS) lists a part
+            # replaced under the upload beside ours: which one CompleteMultipartUpload
+            # takes cannot be told, so this upload is never completed
+            raise WriteSessionLost(
+                f"refusing to publish s3://{target.bucket}/{target.key}: part(s) "
+                f"{', '.join(map(str, twice[:5]))} of the multipart upload are listed more "
+                "than once with different ETags (a part was replaced under the upload); "
+                "copying again into a new upload"
+            )
         write_fence()  # a dataset batch publishes under its lease
         try:
             client.complete_multipart_upload(

@@ -105,7 +105,10 @@ def plan_part_size(size: int, requested: int) -> tuple[int, str | None]:
 
 
 def collect_parts(
-    fetch_page: Callable[[int], Mapping[str, Any]], *, max_pages: int = MAX_PARTS + 1
+    fetch_page: Callable[[int], Mapping[str, Any]],
+    *,
+    max_pages: int = MAX_PARTS + 1,
+    conflicts: set[int] | None = None,
 ) -> dict[int, Mapping[str, Any]]:
     """Every part of a multipart upload, by part number, from ListParts pages.
 
@@ -116,6 +119,12 @@ def collect_parts(
     does not move falls back to the highest part number seen, and paging stops when
     that does not move either or a page brings no new part. A part missed that way is
     merely uploaded again (part writes are idempotent), never lost.
+
+    Some stores (SeaweedFS) keep every upload of a part number, each listed with its
+    own ETag (a part replaced under the upload is listed beside the one it replaced, in
+    no set order), and which of them CompleteMultipartUpload takes cannot be told from
+    the listing: the numbers listed more than once with different ETags and the same
+    size are added to ``conflicts`` when it is given.
 
     Returns:
         ``{part_number: part}`` where ``part`` is the ListParts entry (``PartNumber``,
@@ -131,6 +140,12 @@ def collect_parts(
             if number not in parts:
                 parts[number] = part
                 new += 1
+            elif (
+                conflicts is not None
+                and part.get("ETag") != parts[number].get("ETag")
+                and part.get("Size") == parts[number].get("Size")
+            ):
+                conflicts.add(number)
         if not page.get("IsTruncated") or not new:
             break
         next_marker = page.get("NextPartNumberMarker")
