@@ -500,12 +500,14 @@ def publish_session(request: PublishInput) -> None:
         )
     destination = parse_url(request.session.url)
     driver = get_driver(destination.scheme)
+    started = time.monotonic()
     damaged, reread = driver.recheck_earlier_chunks(request.session)
     if reread:
         activity.logger.info(
-            "read back %d bytes an earlier worker life wrote to %s: %d chunks changed",
+            "read back %d bytes an earlier worker life wrote to %s in %.1f s: %d chunks changed",
             reread,
             redact(request.session.url),
+            time.monotonic() - started,
             len(damaged),
         )
     if damaged:

@@ -1,7 +1,11 @@
 """The file driver's write session: a temp file beside the target and its journal.
 
 The temp file is written positionally (:class:`FileChunkWriter`); each chunk is
-``fdatasync``-ed, then a line (index and source checksum) is appended to the journal.
+``fdatasync``-ed, then a line (index and source checksum) and an owner record (the
+worker life that wrote it, :mod:`staccato.worker_life`) are appended to the journal.
+Before publish, chunks of an earlier worker life are read back and checked
+(:func:`recheck_earlier_chunks`): verify-on-write does not vouch for bytes left while
+no worker ran.
 A resumed stream re-reads the journaled chunks of its own segment
 (:func:`durable_chunks`) and trusts only those whose bytes still match, so a torn write
 or a stray writer cannot make a damaged chunk look durable. Before publish,
