@@ -502,8 +502,8 @@ def publish_session(request: PublishInput) -> None:
     driver = get_driver(destination.scheme)
     started = time.monotonic()
     damaged, reread = driver.recheck_earlier_chunks(request.session)
-    if reread:
-        activity.logger.info(
+    if reread:  # after an interruption only: says why this publish read data
+        activity.logger.warning(
             "read back %d bytes an earlier worker life wrote to %s in %.1f s: %d chunks changed",
             reread,
             redact(request.session.url),
