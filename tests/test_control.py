@@ -312,8 +312,9 @@ async def test_corrupted_temp_chunk_is_sent_again(
     await settled(lambda: journal.read_bytes(), quiet_s=3, timeout_s=60)
     # chunk lines `INDEX CHECKSUM`, and a paused stream's kept start of its chunk
     # `p INDEX LENGTH CHECKSUM`: both must be checked before a resume builds on them
+    # (owner records `o INDEX LIFE` name the same chunks)
     journaled = [
-        int(fields[1] if fields[0] == "p" else fields[0])
+        int(fields[1] if fields[0] in ("p", "o") else fields[0])
         for fields in (line.split() for line in journal.read_text().splitlines())
     ]
     assert journaled

@@ -28,6 +28,7 @@ from staccato.activities.retry_deadline import within_retry_for
 from staccato.endpoints import get_driver
 from staccato.endpoints.base import (
     ORPHAN_CLOCK_SLACK_S,
+    Driver,
     Motion,
     directory_memo,
     keepalive,
@@ -37,6 +38,7 @@ from staccato.endpoints.base import (
 )
 from staccato.errors import (
     ChecksumMismatchError,
+    PermanentError,
     PermissionDeniedError,
     SourceChangedError,
     StaccatoError,
@@ -54,7 +56,8 @@ from staccato.models import (
     WriteSession,
     same_version,
 )
-from staccato.urls import parse_url, redact
+from staccato.plan import chunk_bounds
+from staccato.urls import EndpointURL, parse_url, redact
 
 MAX_CHUNKS = 100_000  # per object: bounds journal size, heartbeat work and memory per segment
 _HEARTBEAT_EVERY_S = 0.5
@@ -496,7 +499,70 @@ def publish_session(request: PublishInput) -> None:
             f"({change}); nothing was published"
         )
     destination = parse_url(request.session.url)
-    get_driver(destination.scheme).publish(request.session)
+    driver = get_driver(destination.scheme)
+    started = time.monotonic()
+    damaged, reread = driver.recheck_earlier_chunks(request.session)
+    if reread:  # after an interruption only: says why this publish read data
+        activity.logger.warning(
+            "read back %d bytes an earlier worker life wrote to %s in %.1f s: %d chunks changed",
+            reread,
+            redact(request.session.url),
+            time.monotonic() - started,
+            len(damaged),
+        )
+    if damaged:
+        _copy_again(request, source, driver, damaged)
+    driver.publish(request.session)
+
+
+def _copy_again(
+    request: PublishInput, source: EndpointURL, driver: Driver, damaged: dict[int, str]
+) -> None:
+    """Copy the chunks ``damaged`` (index -> journaled source checksum) from the source
+    again, under its pinned version, into the write session: chunks an earlier
+    attempt made durable whose bytes changed since (a write to the temp file while the
+    worker or the service was down). One chunk-sized buffer; each chunk's new bytes
+    must give its journaled checksum, the source's at the time.
+
+    Raises:
+        SourceChangedError: a chunk read from the source no longer gives the checksum
+            journaled for it (the source changed under the same version).
+        PermanentError: the source cannot serve a range (it was read whole or staged).
+        StaccatoError: as the drivers raise them.
+    """
+    session = request.session
+    if not request.source_info.supports_ranges:
+        raise PermanentError(
+            f"{len(damaged)} chunks of the temp file {session.session_id} changed while "
+            f"the transfer was interrupted (first: chunk {min(damaged)}), and the source "
+            f"{redact(request.source)} cannot serve a range to copy them again; nothing "
+            "was published (copy it again)"
+        )
+    source_driver = get_driver(source.scheme)
+    buffer = memoryview(bytearray(min(session.chunk_size, max(session.size, 1))))
+    with driver.open_writer(session) as writer:
+        for index, journaled in sorted(damaged.items()):
+            offset, length = chunk_bounds(index, session.size, session.chunk_size)
+            view = buffer[:length]
+            with source_driver.open_read(source, request.source_info, offset, length) as reader:
+                if reader.readinto_full(view) != length:
+                    raise SourceChangedError(
+                        f"source {redact(request.source)} ended before byte {offset + length}"
+                    )
+            algorithm = "sha256" if len(journaled) == 64 else "crc32c"
+            digest = checksums.checksum_bytes(algorithm, view)
+            if digest != journaled:
+                raise SourceChangedError(
+                    f"source changed during the transfer: chunk {index} of "
+                    f"{redact(request.source)} reads as {algorithm}:{digest}, it read as "
+                    f"{algorithm}:{journaled} when it was copied; nothing was published"
+                )
+            writer.write_chunk(index, view, digest)
+            activity.logger.warning(
+                "chunk %d of %s changed while the transfer was interrupted: copied again",
+                index,
+                redact(request.session.url),
+            )
 
 
 class HeartbeatStopped(Exception):

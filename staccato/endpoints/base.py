@@ -881,6 +881,23 @@ class Driver(abc.ABC):
         driver compares what ListParts says of the part with ``data``."""
         return True
 
+    def recheck_earlier_chunks(self, session: WriteSession) -> tuple[dict[int, str], int]:
+        """Before publish: read back the chunks of ``session`` that an earlier attempt
+        or process made durable (a worker killed or stopped, a service that was down)
+        and that this attempt's verify-on-write therefore does not vouch for, and
+        compare each with its recorded checksum.
+
+        Returns:
+            (damaged chunk index -> its recorded source checksum, bytes read back).
+            The default: nothing to re-check (destinations that check otherwise: SFTP's
+            server-side hash of the temp file; S3 compares each listed part with the
+            source chunk on resume, :meth:`durable_chunk_matches`).
+
+        Raises:
+            StaccatoError: the destination could not be read.
+        """
+        return {}, 0
+
     def partial_chunk(self, session: WriteSession, index: int, into: memoryview) -> int:
         """The prefix of chunk ``index`` a paused stream kept
         (:meth:`ChunkWriter.write_partial`), read back from the destination into the

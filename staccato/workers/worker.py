@@ -74,6 +74,7 @@ from staccato.endpoints import import_drivers
 from staccato.errors import RetryableError
 from staccato.secrets import install_log_scrubber
 from staccato.settled_query import GOVERNOR_STICKY_S
+from staccato.worker_life import start_worker_life
 from staccato.workers.failure_size import BoundedFailures
 from staccato.workers.flags import FlagEvents
 from staccato.workers.lifeline import start_activity_process, start_manager_process
@@ -456,6 +457,9 @@ class StaccatoWorker:
     ) -> None:
         self._client = client
         self._workflows = workflows
+        # a new worker life, inherited by the activity processes spawned from here on:
+        # chunks journaled in an earlier life are read back before publish
+        start_worker_life()
         self._shutdown_timeout_s = (
             settings.current().worker_shutdown_timeout_s
             if shutdown_timeout_s is None

@@ -38,6 +38,7 @@ from staccato.endpoints.file.session import (
     check_publishable,
     durable_chunks,
     partial_chunk,
+    recheck_earlier_chunks,
     session_paths,
     unlink_if_present,
     written_by_staccato,
@@ -430,6 +431,12 @@ class FileDriver(Driver):
         a resumed stream re-reads its own segment, heartbeating as it reads)."""
         end = chunk_count(session.size, session.chunk_size) if end_chunk is None else end_chunk
         return durable_chunks(session, first_chunk, end)
+
+    def recheck_earlier_chunks(self, session: WriteSession) -> tuple[dict[int, str], int]:
+        """Journaled chunks no process of this worker life vouches for, read back and
+        compared with their journaled checksums
+        (:func:`staccato.endpoints.file.session.recheck_earlier_chunks`)."""
+        return recheck_earlier_chunks(session)
 
     def partial_chunk(self, session: WriteSession, index: int, into: memoryview) -> int:
         """The prefix of chunk ``index`` a paused stream kept, read back into ``into``

@@ -1,7 +1,11 @@
 """The file driver's write session: a temp file beside the target and its journal.
 
 The temp file is written positionally (:class:`FileChunkWriter`); each chunk is
-``fdatasync``-ed, then a line (index and source checksum) is appended to the journal.
+``fdatasync``-ed, then a line (index and source checksum) and an owner record (the
+worker life that wrote it, :mod:`staccato.worker_life`) are appended to the journal.
+Before publish, chunks of an earlier worker life are read back and checked
+(:func:`recheck_earlier_chunks`): verify-on-write does not vouch for bytes left while
+no worker ran.
 A resumed stream re-reads the journaled chunks of its own segment
 (:func:`durable_chunks`) and trusts only those whose bytes still match, so a torn write
 or a stray writer cannot make a damaged chunk look durable. Before publish,
@@ -33,6 +37,7 @@ from staccato.models import ObjectInfo, WriteSession
 from staccato.plan import chunk_bounds, chunk_count
 from staccato.temp_names import JOURNAL_SUFFIX, TEMP_SUFFIX, session_stem
 from staccato.urls import EndpointURL
+from staccato.worker_life import worker_life
 
 # Bytes per pwrite(2) call. Several streams write into one temp file, and a write
 # holds the inode lock for all the pages it covers: 1 MiB calls keep one stream from
@@ -64,11 +69,15 @@ def session_paths(url: EndpointURL, session_key: str) -> tuple[str, str]:
 
 #: bytes of a journal read to tell whether Staccato wrote it (:func:`written_by_staccato`)
 JOURNAL_PROOF_BYTES = 64 * 1024
-_JOURNAL_LINE = re.compile(rb"(?:p \d+ )?\d+ [0-9a-f]{8,64}")
+_JOURNAL_LINE = re.compile(rb"(?:p \d+ )?\d+ [0-9a-f]{8,64}|o \d+ [0-9a-f]{16}")
 #: a partial record: ``p INDEX LENGTH CHECKSUM``, the first LENGTH bytes of chunk
 #: INDEX, kept by a paused stream (:meth:`FileChunkWriter.write_partial`); a reader
 #: of chunk lines only (an older worker) skips it (its first field is no index)
 _PARTIAL_PREFIX = "p "
+#: an owner record: ``o INDEX LIFE``, the worker life (:func:`worker_life`) that wrote
+#: (or re-read and checked) the chunk line of INDEX before it; a reader of chunk lines
+#: only skips it. A chunk line with no owner record after it belongs to no life.
+_OWNER_PREFIX = "o "
 
 
 def written_by_staccato(journal: str) -> bool:
@@ -105,6 +114,102 @@ def journaled_chunks(session: WriteSession) -> dict[int, str]:
     except FileNotFoundError:
         return {}
     return journaled
+
+
+def chunk_owners(session: WriteSession) -> dict[int, str]:
+    """The worker life that vouches for each chunk's latest journal line (index ->
+    life; ``""``: no owner record after it, e.g. written by an older worker)."""
+    owners: dict[int, str] = {}
+    try:
+        with open(session.data["journal"], encoding="ascii", errors="replace") as journal:
+            for line in journal:
+                if not line.endswith("\n"):
+                    break
+                fields = line.split()
+                if len(fields) == 2 and fields[0].isdigit():
+                    owners[int(fields[0])] = ""  # a (new) chunk line: nobody's yet
+                elif (
+                    len(fields) == 3
+                    and fields[0] == _OWNER_PREFIX.strip()
+                    and fields[1].isdigit()
+                    and int(fields[1]) in owners
+                ):
+                    owners[int(fields[1])] = fields[2]
+    except FileNotFoundError:
+        return {}
+    return owners
+
+
+def _vouch(session: WriteSession, indexes: list[int]) -> None:
+    """Append an owner record of this worker life for each chunk of ``indexes``
+    (re-read and found equal to its journaled checksum), so neither a later stream
+    nor publish in this life reads it again. Best effort: a journal that cannot be
+    appended to only costs that read once more."""
+    if not indexes:
+        return
+    life = worker_life()
+    try:
+        fd = os.open(session.data["journal"], os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        write_fence()
+        os.write(fd, "".join(f"{_OWNER_PREFIX}{i} {life}\n" for i in indexes).encode())
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def recheck_earlier_chunks(session: WriteSession) -> tuple[dict[int, str], int]:
+    """Read back every journaled chunk that no process of this worker life vouches
+    for (written before a worker was killed or stopped, or the service was down, or
+    by another worker) and compare it with its journaled checksum. Chunks written in
+    this life keep the verify-on-write argument and are not read. Those found equal
+    get an owner record of this life (:func:`_vouch`: a retried publish does not read
+    them again).
+
+    Costs one local read of the chunks of earlier lives only (none when one worker
+    life wrote them all), ``CHECK_BLOCK`` bytes at a time, :func:`keepalive` between.
+
+    Returns:
+        (damaged chunk index -> its journaled checksum, bytes read back).
+
+    Raises:
+        StaccatoError: the temp file could not be read.
+    """
+    life = worker_life()
+    journaled = journaled_chunks(session)
+    owners = chunk_owners(session)
+    earlier = sorted(i for i in journaled if owners.get(i, "") != life)
+    if not earlier:
+        return {}, 0
+    buffer = memoryview(bytearray(min(session.chunk_size, CHECK_BLOCK)))
+    damaged: dict[int, str] = {}
+    equal: list[int] = []
+    read = 0
+    try:
+        fd = os.open(session.session_id, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return {}, 0  # check_publishable says what became of it
+    except OSError as err:
+        raise os_error(err, f"destination temp file {session.session_id}") from None
+    try:
+        for index in earlier:
+            if _chunk_matches(fd, session, index, journaled[index], buffer):
+                equal.append(index)
+            else:
+                damaged[index] = journaled[index]
+            read += chunk_bounds(index, session.size, session.chunk_size)[1]
+            if len(equal) >= 256:
+                _vouch(session, equal)
+                equal = []
+    except OSError as err:
+        raise os_error(err, f"destination temp file {session.session_id}") from None
+    finally:
+        os.close(fd)
+    _vouch(session, equal)
+    return damaged, read
 
 
 def partial_chunk(session: WriteSession, index: int, into: memoryview) -> int:
@@ -185,7 +290,7 @@ def durable_chunks(session: WriteSession, first_chunk: int, end_chunk: int) -> d
     except FileNotFoundError:
         return {}
     try:
-        return {
+        durable = {
             index: checksum
             for index, checksum in sorted(journaled.items())
             if _chunk_matches(fd, session, index, checksum, buffer)
@@ -194,6 +299,11 @@ def durable_chunks(session: WriteSession, first_chunk: int, end_chunk: int) -> d
         raise os_error(err, f"destination temp file {session.session_id}") from None
     finally:
         os.close(fd)
+    # re-read now: publish in this life need not read them again
+    life = worker_life()
+    owners = chunk_owners(session)
+    _vouch(session, [i for i in durable if owners.get(i, "") != life])
+    return durable
 
 
 def _chunk_matches(
@@ -517,7 +627,12 @@ class FileChunkWriter(ChunkWriter):
         # fdatasync per chunk: the journal then records durable chunks, and dirty pages
         # do not pile up until the kernel throttles every writer at once.
         os.fdatasync(self._fd)
-        os.write(self._journal, f"{index} {checksum}\n".encode())
+        # the chunk line and its owner record in one append (O_APPEND: not interleaved
+        # with another stream's); a chunk line without its owner is read back later
+        os.write(
+            self._journal,
+            f"{index} {checksum}\n{_OWNER_PREFIX}{index} {worker_life()}\n".encode(),
+        )
 
     def copy_chunk(
         self,
