@@ -158,3 +158,78 @@ async def test_cancel_then_sigkill_counts_every_file_published(
         for e in history.events
         if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
     )
+
+
+async def _batches_wait_for_a_retry(handle) -> bool:
+    """Whether a ``copy_batch`` is pending past its first attempt (the killed one timed
+    out; no worker runs activities to start the next)."""
+    description = await handle.describe()
+    return any(
+        a.activity_type.name == "copy_batch" and a.attempt >= 2
+        for a in description.raw_description.pending_activities
+    )
+
+
+async def test_cancel_while_a_killed_batch_waits_for_its_retry_counts_what_it_published(
+    temporal_server, data_dir: Path, tmp_path: Path
+) -> None:
+    """SIGKILL the worker mid-batch, and cancel the dataset while only a worker of
+    workflows runs: the batch waits for its retry, so Temporal cancels it at once with
+    no heartbeat details (``ACTIVITY_ID_NOT_STARTED``). Before, nothing its killed
+    attempt published was counted, and its staged temp files stayed."""
+    from temporalio.worker import Worker
+
+    from staccato.workers.worker import TASK_QUEUE_WORKFLOWS, WORKFLOW_RUNNER
+
+    source, destination = data_dir / "src", data_dir / "dst"
+    _make_tree(source)
+    worker = WorkerProcess(temporal_server.address, processes=2, log_dir=tmp_path)
+    client = await StaccatoClient.connect(target_host=temporal_server.address)
+    client.task_queue = worker.task_queue
+    with worker:
+        dataset = await submit_dataset(
+            client,
+            str(source),
+            str(destination),
+            TransferOptions(chunk_size=1 * MiB, heartbeat_timeout_s=3, max_rate=1_000_000),
+            batch_files=100,
+            max_batches=2,
+        )
+        handle = client.temporal.get_workflow_handle(dataset)
+        deadline = time.monotonic() + 60
+        while not await _batch_counted_some(client, handle):
+            assert time.monotonic() < deadline, "no batch checkpoint counted a file"
+            await asyncio.sleep(0.05)
+        worker.kill()
+    async with Worker(
+        client.temporal,
+        task_queue=worker.task_queue,
+        workflows=TASK_QUEUE_WORKFLOWS,
+        workflow_runner=WORKFLOW_RUNNER,
+    ):
+        deadline = time.monotonic() + 60
+        while not await _batches_wait_for_a_retry(handle):
+            assert time.monotonic() < deadline, "no killed batch timed out"
+            await asyncio.sleep(0.2)
+        await client.cancel(dataset)
+        deadline = time.monotonic() + 120
+        while any(
+            a.activity_type.name == "copy_batch"
+            for a in (await handle.describe()).raw_description.pending_activities
+        ):
+            assert time.monotonic() < deadline, "the cancelled batches never ended"
+            await asyncio.sleep(0.2)
+    with WorkerProcess(
+        temporal_server.address, task_queue=worker.task_queue, processes=2, log_dir=tmp_path
+    ):
+        final = await wait_dataset(client, dataset, timeout_s=180)
+        history = await handle.fetch_history()
+    whole = _whole_copies(source, destination)
+    assert final.state == DatasetState.cancelled, final
+    assert 0 < whole < FILES, (whole, final)
+    by_batches = await _counted_by_batches(client, history)
+    if by_batches == whole:
+        pytest.skip(f"the scene did not arise: the batches' last words count all {whole} files")
+    assert final.files_done == whole, (final.files_done, whole, by_batches, final)
+    assert final.files_failed == 0 and final.failures == [], final
+    assert _temp_files(destination) == []
