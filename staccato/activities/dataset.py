@@ -76,11 +76,13 @@ from staccato.activities.stream_progress import StreamStopped, heartbeat
 from staccato.activities.transfer import check_file_roots, stat_source
 from staccato.datasets.models import (
     FAILED_CHECKPOINT_KEY,
+    PUBLISHED_PAST_KEY,
     SESSIONS_LEFT_KEY,
     SESSIONS_LEFT_TYPE,
     BatchCheckpoint,
     BatchInput,
     BatchOrphansInput,
+    BatchOrphansResult,
     BatchResult,
     DatasetEntry,
     FanOutBatchCheckpoint,
@@ -1137,7 +1139,7 @@ def _abort_orphans(
 
 @activity.defn(name="abort_batch_orphans")
 @heartbeating
-def abort_batch_orphans(request: BatchOrphansInput) -> int:
+def abort_batch_orphans(request: BatchOrphansInput) -> int | BatchOrphansResult:
     """Abort the write sessions a batch that will not run again (its dataset was
     cancelled or failed while it waited for a retry, or it failed) left open on its
     files' keys and that no one could find again (S3 multipart uploads of an attempt
@@ -1150,25 +1152,127 @@ def abort_batch_orphans(request: BatchOrphansInput) -> int:
     first (:func:`abort_recorded_uploads`): found by the time alone, they stayed open
     on a store that does not keep the real ``Initiated`` time (moto).
 
+    With ``request.count_from`` (the batch's activity ended without its own word on
+    what it published: its worker killed or frozen after its last heartbeat), first
+    the files from there on are compared with their sources as a retried attempt's
+    resume does (:func:`_published_past`): a file its killed attempt published after
+    its last checkpoint is at the destination, and the dataset must count it (a
+    tester's cancelled-then-killed dataset said 43 files done with 55 there).
+
     Returns:
-        How many sessions were aborted (0 for drivers that reopen sessions by key).
+        How many sessions were aborted (0 for drivers that reopen sessions by key);
+        with ``count_from``, a :class:`BatchOrphansResult` (that count, and the files
+        found whole at the destination).
 
     Raises:
         ApplicationError: non-retryable, type :data:`SESSIONS_LEFT_TYPE`: the sessions
             of some files in flight at the batch's end may be left (the destination
             did not answer in time, or failed), named in its details
-            (:data:`SESSIONS_LEFT_KEY`, :func:`_discard_sessions`).
+            (:data:`SESSIONS_LEFT_KEY`, :func:`_discard_sessions`). The files found
+            whole (with ``count_from``) are in its details too
+            (:data:`PUBLISHED_PAST_KEY`: ``BatchOrphansResult`` JSON).
     """
+    found: BatchOrphansResult | None = None
+    if request.count_from is not None:
+        found, end = _published_past(request)
+        if found.unchecked is None and request.only is None and request.session_key is not None:
+            # its attempts started no file past the compared window: only there can
+            # a session of theirs be left (a batch with no checkpoint: not all of it)
+            request = request.model_copy(update={"only": list(range(request.resume_from, end))})
     aborted, left = _abort_batch_orphans(request)
     if left:
         raise ApplicationError(
             f"the write sessions of {len(left)} file(s) under {request.destination_root} "
             "may be left: the destination did not answer, or failed",
             {SESSIONS_LEFT_KEY: left},
+            *([] if found is None else [{PUBLISHED_PAST_KEY: found.model_dump(mode="json")}]),
             type=SESSIONS_LEFT_TYPE,
             non_retryable=True,
         )
-    return aborted
+    if found is None:
+        return aborted
+    found.aborted = aborted
+    return found
+
+
+def _published_past(request: BatchOrphansInput) -> tuple[BatchOrphansResult, int]:
+    """The files of an ended batch found whole at the destination from
+    ``request.count_from`` on, up to :data:`RESUME_WINDOW` past the first one that is
+    not (beyond that its attempts started none), each by :func:`found_whole` (the
+    resume's rule: ``'c'`` copied by the batch, ``'s'`` up to date before it), in a
+    thread waited for until half the time left before the activity's deadline (the
+    sessions' removal takes the rest): a file not compared by then, or when an
+    endpoint fails, is ``unchecked`` (logged; the dataset does not count it). Never
+    raises: a best-effort count (nothing is written).
+
+    Returns:
+        What it found, and the index past the last file compared (every file from
+        there on was never started by the batch's attempts, when none is unchecked).
+    """
+    result = BatchOrphansResult()
+    start = request.count_from
+    if start is None or request.source_root is None or request.options is None:
+        return result, len(request.names)
+    root, destination_root = parse_url(request.source_root), parse_url(request.destination_root)
+    options, since = request.options, request.since
+    ended: dict[str, str] = {}
+    lock = threading.Lock()
+    reached = [start, 0]  # the first file not compared yet; 1 once the window is done
+    stop = threading.Event()
+
+    def work() -> None:
+        first: int | None = None
+        index = start
+        try:
+            while index < len(request.names) and (first is None or index < first + RESUME_WINDOW):
+                if stop.is_set():
+                    return  # past its time: the rest is reported unchecked
+                found = found_whole(root, destination_root, request.names[index], options, since)
+                with lock:
+                    if stop.is_set():
+                        return  # (reported already: not taken)
+                    if found is not None:
+                        ended[str(index)] = found
+                    index += 1
+                    reached[0] = index
+                if found is None and first is None:
+                    first = index - 1
+            with lock:
+                reached[1] = 1
+        except Exception as err:  # noqa: BLE001 - best effort: the rest is unchecked
+            activity.logger.warning(
+                "the files an ended batch may have published under %s were not all compared: %s",
+                redact(request.destination_root),
+                err,
+            )
+
+    thread = threading.Thread(
+        target=contextvars.copy_context().run, args=(work,), name="batch-published", daemon=True
+    )
+    thread.start()
+    left_s = _time_left_s()
+    thread.join(left_s / 2 if left_s > 0 else 15.0)
+    with lock:
+        stop.set()  # (a compare under way goes on: its answer is not taken)
+        found = dict(ended)
+        end = reached[0]
+        if not reached[1]:
+            result.unchecked = end
+    result.ended = found or None
+    if found:
+        activity.logger.info(
+            "an ended batch's %d file(s) past its last checkpoint are at %s: counted",
+            len(found),
+            redact(request.destination_root),
+        )
+    if result.unchecked is not None:
+        activity.logger.warning(
+            "an ended batch's files from %s on under %s were not compared in time: "
+            "not counted, some may be there",
+            request.names[end] if end < len(request.names) else end,
+            redact(request.destination_root),
+        )
+    return result, end
 
 
 @mapped_errors
@@ -1246,6 +1350,17 @@ def sweep_leftovers(request: SweepInput) -> int:
 ORPHANS_REPORT_S = 2.0
 
 
+def _time_left_s() -> float:
+    """Seconds left before the running activity's deadline (its start-to-close or
+    schedule-to-close, whichever comes first; 60 when it has none), by this clock:
+    negative when passed."""
+    info = activity.info()
+    ends = [info.started_time + info.start_to_close_timeout] if info.start_to_close_timeout else []
+    if info.schedule_to_close_timeout:
+        ends.append(info.scheduled_time + info.schedule_to_close_timeout)
+    return min(e.timestamp() for e in ends) - time.time() if ends else 60.0
+
+
 def _discard_sessions(
     request: BatchOrphansInput, root: EndpointURL, indexes: list[int]
 ) -> list[dict[str, object]]:
@@ -1303,11 +1418,7 @@ def _discard_sessions(
                 activity.logger.info("no write session of %s removed: %s", destination, err)
             ended.add(index)
 
-    info = activity.info()
-    ends = [info.started_time + info.start_to_close_timeout] if info.start_to_close_timeout else []
-    if info.schedule_to_close_timeout:
-        ends.append(info.scheduled_time + info.schedule_to_close_timeout)
-    remaining = min(e.timestamp() for e in ends) - time.time() if ends else 60.0
+    remaining = _time_left_s()
     # a deadline passed already by this clock (skewed; a test's environment): the
     # report may be lost, wait as the removal did before
     wait_s = max(remaining / 2, remaining - ORPHANS_REPORT_S) if remaining > 0 else 30.0
@@ -1826,8 +1937,36 @@ def _compare_joined(
     (SFTP) a file the previous attempt published past its last checkpoint counts as
     skipped: the destination holds what it would hold, that file's copy is not counted.
     """
-    name = request.files[index].name
-    options = request.options
+    f = request.files[index]
+    found = found_whole(root, destination_root, f.name, request.options, batch_scheduled_at())
+    if found == "s":
+        state.skipped += 1
+    elif found == "c":
+        activity.logger.info("%s: copied by the previous attempt already", f.name)
+        state.done += 1
+        state.bytes += f.size
+    return found is not None
+
+
+def found_whole(
+    root: EndpointURL,
+    destination_root: EndpointURL,
+    name: str,
+    options: TransferOptions,
+    since: float,
+) -> str | None:
+    """How file ``name`` of a batch (source under ``root``) stands at
+    ``destination_root``: ``'s'`` when it matches its source at
+    ``options.sync_level`` and was not changed since ``since`` (Unix seconds, the
+    batch's first schedule: up to date before the batch, skipped), ``'c'`` when it
+    matches and was written since (or matches at the checksum level only, or without
+    a sync level: copied by one of the batch's attempts), None when it does not match
+    or cannot be compared (a permanent error: copying it says why). The rule of
+    :func:`_compare_joined` (see there and :mod:`staccato.activities.resume_counts`).
+
+    Raises:
+        RetryableError: an endpoint failed transiently.
+    """
     try:
         source = target_url(root, name).canonical
         destination_url = target_url(destination_root, name)
@@ -1835,24 +1974,19 @@ def _compare_joined(
         info = stat_source(source)
         if options.sync_level is not None:
             same, _ = up_to_date(source, destination, options.sync_level, options, info)
-            if same and not published_since(destination_url, batch_scheduled_at()):
-                state.skipped += 1
-                return True
+            if same and not published_since(destination_url, since):
+                return "s"
             if same:
                 matched = True  # written since the batch began: by an earlier attempt
             elif options.sync_level == SyncLevel.checksum:
-                return False  # compared at the checksum level already: to copy
+                return None  # compared at the checksum level already: to copy
             else:
                 matched, _ = up_to_date(source, destination, SyncLevel.checksum, options, info)
         else:
             matched, _ = up_to_date(source, destination, SyncLevel.checksum, options, info)
     except PermanentError:
-        return False  # copying it says why
-    if matched:
-        activity.logger.info("%s: copied by the previous attempt already", name)
-        state.done += 1
-        state.bytes += request.files[index].size
-    return matched
+        return None
+    return "c" if matched else None
 
 
 def _copy_one(

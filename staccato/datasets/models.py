@@ -503,6 +503,18 @@ class BatchOrphansInput(BaseModel):
             (upload id -> canonical destination URL, ``BatchCheckpoint.uploads``):
             aborted by id, also where the store's ``Initiated`` times are not its clock
             (moto); None: none known (the time scan alone).
+        count_from: the batch's activity ended without its own word on what it
+            published (timed out after the dataset's cancel or as it failed for good: its
+            worker killed or frozen, its last heartbeat older than its last publish; or
+            cancelled while it waited for a retry: no heartbeat details at all): the
+            files from this index on are compared with their sources as a retried
+            attempt's resume does (``RESUME_WINDOW`` past the first one that does not
+            match), and those found whole at the destination are returned
+            (:class:`BatchOrphansResult`) to be counted. None: nothing compared, the
+            activity returns how many sessions it aborted (an ``int``, as before).
+        source_root: the batch's source root URL (with ``count_from``).
+        options: the batch's transfer options (with ``count_from``: its sync level
+            and checksum).
     """
 
     destination_root: str
@@ -515,6 +527,29 @@ class BatchOrphansInput(BaseModel):
     sizes: list[int] = Field(default_factory=list)
     chunk_size: int | None = None
     uploads: dict[str, str] | None = None
+    count_from: int | None = None
+    source_root: str | None = None
+    options: TransferOptions | None = None
+
+
+class BatchOrphansResult(LeanModel):
+    """``abort_batch_orphans``' result when asked to compare (``count_from`` set).
+
+    Attributes:
+        aborted: how many write sessions were aborted.
+        ended: the batch's files found whole at the destination past ``count_from``
+            (file index, as text -> ``'c'`` copied by one of the batch's attempts, or
+            ``'s'`` skipped, up to date there before the batch: the resume's rule,
+            :func:`staccato.activities.dataset._compare_joined`); None: none.
+        unchecked: the index of the first file of the window it had no time to
+            compare (the destination slow or hung); None: every one compared.
+    """
+
+    _omit_when = omitted_while_none("ended", "unchecked")
+
+    aborted: int = 0
+    ended: dict[str, str] | None = None
+    unchecked: int | None = None
 
 
 #: the key of the detail ``abort_batch_orphans`` adds to its non-retryable
@@ -524,6 +559,10 @@ class BatchOrphansInput(BaseModel):
 #: the workflow names them in those files' failures (``FileFailure.left_behind``)
 SESSIONS_LEFT_KEY = "staccato_sessions_left"
 SESSIONS_LEFT_TYPE = "SessionsLeft"
+#: the key of the detail ``abort_batch_orphans`` adds beside :data:`SESSIONS_LEFT_KEY`
+#: when it was asked to compare (``count_from``): ``{PUBLISHED_PAST_KEY:
+#: <BatchOrphansResult JSON>}``, the files it found whole all the same
+PUBLISHED_PAST_KEY = "staccato_published_past"
 #: the key of the detail a failed batch attempt (``copy_batch``, ``copy_batch_to_many``)
 #: adds to its ``ApplicationError``: ``{FAILED_CHECKPOINT_KEY: <its checkpoint>}``. A
 #: batch that fails for good (retries exhausted, ``--retry-for`` spent, non-retryable)

@@ -80,6 +80,7 @@ with workflow.unsafe.imports_passed_through():
         FAN_OUT_SMALL_MAX,
         MAX_CURRENT_SHOWN,
         MAX_FAILURES_KEPT,
+        PUBLISHED_PAST_KEY,
         RATE_GROUP_QUERY,
         SESSIONS_LEFT_KEY,
         SESSIONS_LEFT_TYPE,
@@ -87,6 +88,7 @@ with workflow.unsafe.imports_passed_through():
         BatchFile,
         BatchInput,
         BatchOrphansInput,
+        BatchOrphansResult,
         BatchResult,
         DatasetCarried,
         DatasetEntry,
@@ -187,6 +189,17 @@ DATASET_FAILED_BATCH_COUNTS_PATCH = "dataset-failed-batch-counts"
 #: there are some): found by their ``Initiated`` time alone, they stayed open on a
 #: store that does not keep it (moto)
 DATASET_BATCH_UPLOAD_IDS_PATCH = "dataset-batch-upload-ids"
+#: ``workflow.patched`` id: a batch whose activity ended without its own word on what
+#: it published (timed out after the dataset's cancel, its worker killed or frozen; or
+#: cancelled while it waited for a retry, with no checkpoint at all; or failed for good
+#: by a timeout) has ``abort_batch_orphans`` compare its files past its last
+#: checkpoint with their sources (``BatchOrphansInput.count_from``, the resume's rule
+#: and window), and the files found whole at the destination are counted (copied, or
+#: up to date) instead of left uncounted or failed. Before, the files its killed
+#: attempt published after its last heartbeat were at the destination and not counted
+#: (a tester's cancelled-then-killed dataset: 43 files done, 55 there). The
+#: activity's input and result only (no command of its own); a marker on that path
+DATASET_PUBLISHED_COUNT_PATCH = "dataset-count-published-past-checkpoint"
 #: start-to-close timeout of ``abort_batch_orphans`` (a few ListMultipartUploads pages)
 ORPHANS_TIMEOUT = timedelta(minutes=5)
 #: seconds a run continued as new retries a root lock still held by its previous run
@@ -784,6 +797,14 @@ class DatasetWorkflow:
         stopped = False  # its activity ended by the dataset's cancel without a result
         #: the S3 multipart uploads its last checkpoint names open (ended without a result)
         uploads: dict[str, str] | None = None
+        #: its activity ended without its word on what it published: its files from this
+        #: index on are compared at the destination (:data:`DATASET_PUBLISHED_COUNT_PATCH`)
+        count_from: int | None = None
+        #: failed for good by a timeout: the files that fail unless found published
+        #: (their indexes, and the reason)
+        to_fail: tuple[list[int], str] | None = None
+        #: the files counted already past the checkpoint (a failed attempt's ``ended_after``)
+        counted: set[int] = set()
         try:
             if workflow.patched(DATASET_LIMITS_PATCH):
                 held = await self._acquire(request, batch.key)
@@ -835,6 +856,11 @@ class DatasetWorkflow:
                     self._count_batch(checkpoint)
                     unclean_from = checkpoint.next_index
                     uploads = checkpoint.uploads
+                if workflow.patched(DATASET_PUBLISHED_COUNT_PATCH):
+                    # what it published past that checkpoint (or, with none: cancelled
+                    # while it waited for a retry, what a killed attempt published) is
+                    # compared, counted and its sessions there removed
+                    unclean_from = count_from = unclean_from or 0
                 stopped = True
                 return
             # failed for good: the files its last checkpoint handled keep their counts,
@@ -855,9 +881,19 @@ class DatasetWorkflow:
                 # the roots that are servers (a local one cannot "not answer")
                 where = " and ".join(remote_endpoints(batch.source_root, batch.destination_root))
                 why = _batch_gave_up(err, batch.retry_for_s, where) or why
-            for index in range(unclean_from, len(batch.files)):
-                if index not in ended_after:
-                    self._fail(batch.files[index].name, f"its batch failed: {why}")
+            failing = [i for i in range(unclean_from, len(batch.files)) if i not in ended_after]
+            if (
+                failing
+                and isinstance(getattr(err, "cause", None), ActivityTimeoutError)
+                and workflow.patched(DATASET_PUBLISHED_COUNT_PATCH)
+            ):
+                # timed out (its worker killed or frozen): its last attempt may have
+                # published files past its checkpoint; those found there count, the
+                # others fail once compared (below)
+                count_from, to_fail, counted = unclean_from, (failing, why), ended_after
+                return
+            for index in failing:
+                self._fail(batch.files[index].name, f"its batch failed: {why}")
             return
         finally:
             self._reading.discard(number)
@@ -865,12 +901,52 @@ class DatasetWorkflow:
             self._grants.pop(batch.key, None)
             if held:  # before the batch leaves self._batches: the run ends once it is empty
                 await slots.release(held, SlotRelease(ticket=batch.key))
-            if scheduled_at is not None and not handled_all:
-                await self._abort_batch_orphans(
-                    request, batch, scheduled_at, unclean_from, cancel_left, stopped, uploads
-                )
-            self._batches.pop(number, None)
-            self._current.pop(number, None)
+            try:
+                if scheduled_at is not None and not handled_all:
+                    found = await self._abort_batch_orphans(
+                        request,
+                        batch,
+                        scheduled_at,
+                        unclean_from,
+                        cancel_left,
+                        stopped,
+                        uploads,
+                        count_from,
+                    )
+                    counted |= self._count_published(batch, found, counted)
+            finally:
+                if to_fail is not None:
+                    for index in to_fail[0]:
+                        if index not in counted:
+                            self._fail(batch.files[index].name, f"its batch failed: {to_fail[1]}")
+                self._batches.pop(number, None)
+                self._current.pop(number, None)
+
+    def _count_published(
+        self, batch: BatchInput, found: BatchOrphansResult | None, counted: set[int]
+    ) -> set[int]:
+        """Count the files of ``batch`` that ``abort_batch_orphans`` found whole at the
+        destination past its last checkpoint (``found.ended``: index -> ``'c'`` copied,
+        its size in bytes, or ``'s'`` up to date), but those in ``counted`` (counted
+        already); returns their indexes (:data:`DATASET_PUBLISHED_COUNT_PATCH`). State
+        only (and the live counts' memo, as any batch end)."""
+        indexes: set[int] = set()
+        if found is None or not found.ended:
+            return indexes
+        result = BatchResult()
+        for key, kind in found.ended.items():
+            index = int(key) if key.isdigit() else -1
+            if not 0 <= index < len(batch.files) or index in counted or kind not in ("c", "s"):
+                continue
+            indexes.add(index)
+            if kind == "c":
+                result.done += 1
+                result.bytes += batch.files[index].size
+            else:
+                result.skipped += 1
+        if indexes:
+            self._count_batch(result)
+        return indexes
 
     async def _abort_batch_orphans(
         self,
@@ -881,7 +957,8 @@ class DatasetWorkflow:
         cancel_left: list[int] | None = None,
         stopped: bool = False,
         uploads: dict[str, str] | None = None,
-    ) -> None:
+        count_from: int | None = None,
+    ) -> BatchOrphansResult | None:
         """A batch that ended without handling every file (cancelled with the dataset,
         failed, timed out) will not run again, so no retry aborts what its killed
         attempts left open that cannot be found again by key (S3 multipart uploads):
@@ -901,9 +978,17 @@ class DatasetWorkflow:
 
         ``uploads``: the S3 multipart uploads its last checkpoint names open (upload id
         -> destination URL; its activity ended without a result): aborted by id, behind
-        :data:`DATASET_BATCH_UPLOAD_IDS_PATCH` (asked only when there are some)."""
+        :data:`DATASET_BATCH_UPLOAD_IDS_PATCH` (asked only when there are some).
+
+        ``count_from``: its activity ended without its word on what it published
+        (:data:`DATASET_PUBLISHED_COUNT_PATCH`): its files from there on are compared
+        with their sources at the destination first.
+
+        Returns:
+            With ``count_from``, what the activity found (None when it failed without
+            saying, or without ``count_from``)."""
         if not workflow.patched(DATASET_BATCH_ORPHANS_PATCH):
-            return
+            return None
         if unclean_from is None and cancel_left and workflow.patched(DATASET_CANCEL_SESSIONS_PATCH):
             await self._abort_orphans(
                 request,
@@ -920,14 +1005,23 @@ class DatasetWorkflow:
                 within=min(request.options.retry_for_s, CANCEL_CLEAN_UP_MAX_S),
                 cancelled=True,
             )
-            return
-        await self._abort_orphans(
+            return None
+        return await self._abort_orphans(
             request,
             batch.key,
             BatchOrphansInput(
                 destination_root=batch.destination_root,
                 names=[f.name for f in batch.files],
                 since=since,
+                **(
+                    {}
+                    if count_from is None
+                    else {
+                        "count_from": count_from,
+                        "source_root": batch.source_root,
+                        "options": batch.options,
+                    }
+                ),
                 # (the input only: no command of its own)
                 uploads=(
                     uploads
@@ -957,11 +1051,16 @@ class DatasetWorkflow:
 
     @staticmethod
     async def _clean_up(
-        activity: str, arg: Any, request: DatasetRequest, within: float | None = None
-    ) -> int:
+        activity: str,
+        arg: Any,
+        request: DatasetRequest,
+        within: float | None = None,
+        result_type: type[Any] = int,
+    ) -> Any:
         """Run the clean-up activity ``activity`` (``sweep_leftovers``,
         ``abort_batch_orphans``) on ``arg`` within the dataset's ``--retry-for`` (or
-        ``within`` seconds); returns what it removed (a count).
+        ``within`` seconds); returns what it removed (a count; ``result_type``
+        :class:`BatchOrphansResult` when ``abort_batch_orphans`` was asked to compare).
 
         Raises:
             ActivityError: it failed for good (the callers log it and go on).
@@ -969,7 +1068,7 @@ class DatasetWorkflow:
         return await workflow.execute_activity(
             activity,
             arg,
-            result_type=int,
+            result_type=result_type,
             start_to_close_timeout=ORPHANS_TIMEOUT,
             schedule_to_close_timeout=timedelta(
                 seconds=request.options.retry_for_s if within is None else within
@@ -985,14 +1084,27 @@ class DatasetWorkflow:
         orphans: BatchOrphansInput,
         within: float | None = None,
         cancelled: bool = False,
-    ) -> None:
+    ) -> BatchOrphansResult | None:
         """Run ``abort_batch_orphans`` for ``orphans`` (a batch's, keyed ``batch_key``)
         within ``within`` seconds (None: ``--retry-for``); best effort: a failure is
         logged and the run goes on. ``cancelled``: the batch was stopped by the
         dataset's cancel (its files not handled are no failures): a file whose session
-        may be left fails, naming it (:meth:`_name_sessions_left`)."""
+        may be left fails, naming it (:meth:`_name_sessions_left`).
+
+        Returns:
+            With ``orphans.count_from``, the files it found published (also from the
+            details of its failure :data:`SESSIONS_LEFT_TYPE`); None otherwise or when
+            it failed without saying."""
+        compared = orphans.count_from is not None
         try:
-            await self._clean_up("abort_batch_orphans", orphans, request, within)
+            found = await self._clean_up(
+                "abort_batch_orphans",
+                orphans,
+                request,
+                within,
+                BatchOrphansResult if compared else int,
+            )
+            return found if isinstance(found, BatchOrphansResult) else None
         except Exception as err:  # noqa: BLE001
             workflow.logger.warning(
                 "batch %s: its write sessions at %s were not removed: %s",
@@ -1001,6 +1113,7 @@ class DatasetWorkflow:
                 reason(err),
             )
             self._name_sessions_left(orphans, err, cancelled)
+            return _published_in_failure(err) if compared else None
 
     def _name_sessions_left(
         self, orphans: BatchOrphansInput, err: BaseException, cancelled: bool = False
@@ -1957,6 +2070,21 @@ def _batch_gave_up(err: BaseException, retry_for_s: float, where: str) -> str | 
         last_text or "none recorded",
         allowance=False,
     )
+
+
+def _published_in_failure(err: BaseException) -> BatchOrphansResult | None:
+    """The files ``abort_batch_orphans`` found published although it failed (its
+    :data:`SESSIONS_LEFT_TYPE` error's detail :data:`PUBLISHED_PAST_KEY`), or None."""
+    cause = root_cause(err)
+    if not isinstance(cause, ApplicationError):
+        return None
+    for detail in cause.details:
+        if isinstance(detail, dict) and isinstance(detail.get(PUBLISHED_PAST_KEY), dict):
+            try:
+                return BatchOrphansResult.model_validate(detail[PUBLISHED_PAST_KEY])
+            except ValidationError:
+                return None
+    return None
 
 
 def _failed_checkpoint(err: BaseException, kind: type[_Checkpoint]) -> _Checkpoint | None:
