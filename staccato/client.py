@@ -1084,7 +1084,19 @@ class StaccatoClient:
         self._unanswered_description = None
         self._query_failure = None
         self._unsettled = None
-        if _never_begun(description) or not await self.may_answer(description.task_queue):
+        if _never_begun(description):
+            if await self.may_answer(description.task_queue):
+                # a worker polls and has not taken the first workflow task yet (a busy
+                # machine: seconds): not "no worker answers" (CI, at load 10)
+                task = pending_task(description)
+                unsettled = NotSettledError(
+                    description.id, task[0] if task else None, bool(task and task[1]), description
+                )
+                self._unanswered_polled = True
+                self._unanswered_description = description
+                self._unsettled = unsettled.reason
+            return None
+        if not await self.may_answer(description.task_queue):
             return None
         try:
             # not while the run has a workflow task its worker has not taken: see

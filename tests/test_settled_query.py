@@ -196,3 +196,27 @@ async def test_queued_transfer_with_a_frozen_worker_says_the_worker_did_not_answ
         reason = await asyncio.wait_for(client._limit_reason(progress), HANG_S)
         assert reason is not None and reason.startswith(progress.queued_reason or ""), reason
         assert "the governor's worker did not answer" in reason, reason
+
+
+async def test_a_run_no_listed_worker_has_taken_yet_is_not_said_to_have_no_worker(
+    setup: Any, data_dir: Path
+) -> None:
+    """A transfer started while the task queue lists a poller that has not taken its
+    first workflow task (here a worker just SIGKILLed, which Temporal lists for
+    minutes; in CI at load 10, a busy one): ``status`` says the worker has not taken
+    the run's workflow task, not "no worker answers", and sends no query."""
+    from staccato.models import NO_WORKER_ANSWERS
+
+    client, counting, worker = setup
+    write_random(data_dir / "first.bin", 1 * MiB)
+    worker.kill_group()
+    if not await client.pollers():
+        pytest.skip("the killed worker's poller was no longer listed")
+    started = await client.start(str(data_dir / "first.bin"), str(data_dir / "first.out"), OPTIONS)
+    counting.sent.clear()
+    status = await asyncio.wait_for(client.status(started.id), HANG_S)
+    note = status.last_retry_error or ""
+    assert not note.startswith(NO_WORKER_ANSWERS), note
+    assert "its worker has not taken its latest workflow task" in note, note
+    assert "has not begun" in note, note
+    assert not [q for q in counting.sent if q[0] == started.id], counting.sent
