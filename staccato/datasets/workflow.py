@@ -930,20 +930,10 @@ class DatasetWorkflow:
         its size in bytes, or ``'s'`` up to date), but those in ``counted`` (counted
         already); returns their indexes (:data:`DATASET_PUBLISHED_COUNT_PATCH`). State
         only (and the live counts' memo, as any batch end)."""
-        indexes: set[int] = set()
         if found is None or not found.ended:
-            return indexes
+            return set()
         result = BatchResult()
-        for key, kind in found.ended.items():
-            index = int(key) if key.isdigit() else -1
-            if not 0 <= index < len(batch.files) or index in counted or kind not in ("c", "s"):
-                continue
-            indexes.add(index)
-            if kind == "c":
-                result.done += 1
-                result.bytes += batch.files[index].size
-            else:
-                result.skipped += 1
+        indexes = _add_ended(found.ended, batch, result, start=0, counted=counted)
         if indexes:
             self._count_batch(result)
         return indexes
@@ -1987,18 +1977,33 @@ def _count_ended_after(last: BatchCheckpoint, batch: BatchInput, start: int) -> 
     copied (its size in ``bytes``) or skipped; returns their indexes. Empty for a
     checkpoint without the field (an older worker's: every file from ``start`` on
     fails, as before)."""
-    counted: set[int] = set()
-    for key, kind in (last.ended_after or {}).items():
+    return _add_ended(last.ended_after or {}, batch, last, start=start, counted=set())
+
+
+def _add_ended(
+    ended: dict[str, str],
+    batch: BatchInput,
+    into: BatchResult | BatchCheckpoint,
+    *,
+    start: int,
+    counted: set[int],
+) -> set[int]:
+    """Add to ``into``'s counts the files of ``batch`` that ``ended`` (file index as a
+    string -> ``'c'`` copied, its size in bytes, or ``'s'`` up to date) names, from
+    index ``start`` on, but those in ``counted``; returns their indexes. Anything else
+    (a bad index, another kind) is ignored."""
+    indexes: set[int] = set()
+    for key, kind in ended.items():
         index = int(key) if key.isdigit() else -1
-        if not start <= index < len(batch.files) or kind not in ("c", "s"):
+        if not start <= index < len(batch.files) or index in counted or kind not in ("c", "s"):
             continue
-        counted.add(index)
+        indexes.add(index)
         if kind == "c":
-            last.done += 1
-            last.bytes += batch.files[index].size
+            into.done += 1
+            into.bytes += batch.files[index].size
         else:
-            last.skipped += 1
-    return counted
+            into.skipped += 1
+    return indexes
 
 
 def _count_fan_out_ended_after(last: FanOutBatchCheckpoint, batch: FanOutBatchInput) -> set[int]:
