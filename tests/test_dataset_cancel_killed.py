@@ -17,6 +17,7 @@ import asyncio
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.api.enums.v1 import EventType
@@ -99,6 +100,40 @@ async def _counted_by_batches(client: StaccatoClient, history) -> int:
     return done
 
 
+async def paced_dataset_copying(
+    client: StaccatoClient, source: Path, destination: str
+) -> tuple[str, Any]:
+    """Submit ``source`` to ``destination`` paced (~30 files/s in all: files publish
+    steadily between heartbeats, one a second at most reaching the server; ~13 s in
+    all) in batches of 100, two at once; return (dataset id, its handle) once a
+    batch's checkpoint counted a file."""
+    dataset = await submit_dataset(
+        client,
+        str(source),
+        destination,
+        TransferOptions(chunk_size=1 * MiB, heartbeat_timeout_s=3, max_rate=1_000_000),
+        batch_files=100,
+        max_batches=2,
+    )
+    handle = client.temporal.get_workflow_handle(dataset)
+    deadline = time.monotonic() + 60
+    while not await _batch_counted_some(client, handle):
+        assert time.monotonic() < deadline, "no batch checkpoint counted a file"
+        await asyncio.sleep(0.05)
+    return dataset, handle
+
+
+async def cancel_until_batches_asked(client: StaccatoClient, dataset: str, handle: Any) -> None:
+    """Cancel ``dataset`` and return once its workflow asked its batches to cancel (as a
+    tester's ``staccato cancel`` then ``kill -9``: a kill now comes before the batches
+    hear of it at their next heartbeat's answer, so they never answer the cancel)."""
+    await client.cancel(dataset)
+    deadline = time.monotonic() + 60
+    while not await _asked_batches_to_cancel(handle):
+        assert time.monotonic() < deadline, "the dataset never cancelled its batches"
+        await asyncio.sleep(0.02)
+
+
 async def test_cancel_then_sigkill_counts_every_file_published(
     temporal_server, data_dir: Path, tmp_path: Path
 ) -> None:
@@ -108,28 +143,8 @@ async def test_cancel_then_sigkill_counts_every_file_published(
     client = await StaccatoClient.connect(target_host=temporal_server.address)
     client.task_queue = worker.task_queue
     with worker:
-        # paced (~30 files/s in all): files publish steadily between heartbeats (one
-        # a second at most reaches the server), and the dataset lasts ~13 s
-        dataset = await submit_dataset(
-            client,
-            str(source),
-            str(destination),
-            TransferOptions(chunk_size=1 * MiB, heartbeat_timeout_s=3, max_rate=1_000_000),
-            batch_files=100,
-            max_batches=2,
-        )
-        handle = client.temporal.get_workflow_handle(dataset)
-        deadline = time.monotonic() + 60
-        while not await _batch_counted_some(client, handle):
-            assert time.monotonic() < deadline, "no batch checkpoint counted a file"
-            await asyncio.sleep(0.05)
-        await client.cancel(dataset)
-        # the kill once the workflow asked its batches to cancel (as a tester's
-        # ``staccato cancel`` then ``kill -9``), before they hear of it at their next
-        # heartbeat's answer: they never answer the cancel
-        deadline = time.monotonic() + 60
-        while not await _asked_batches_to_cancel(handle):
-            assert time.monotonic() < deadline, "the dataset never cancelled its batches"
+        dataset, handle = await paced_dataset_copying(client, source, str(destination))
+        await cancel_until_batches_asked(client, dataset, handle)
         worker.kill()
     with WorkerProcess(
         temporal_server.address, task_queue=worker.task_queue, processes=2, log_dir=tmp_path
@@ -187,19 +202,7 @@ async def test_cancel_while_a_killed_batch_waits_for_its_retry_counts_what_it_pu
     client = await StaccatoClient.connect(target_host=temporal_server.address)
     client.task_queue = worker.task_queue
     with worker:
-        dataset = await submit_dataset(
-            client,
-            str(source),
-            str(destination),
-            TransferOptions(chunk_size=1 * MiB, heartbeat_timeout_s=3, max_rate=1_000_000),
-            batch_files=100,
-            max_batches=2,
-        )
-        handle = client.temporal.get_workflow_handle(dataset)
-        deadline = time.monotonic() + 60
-        while not await _batch_counted_some(client, handle):
-            assert time.monotonic() < deadline, "no batch checkpoint counted a file"
-            await asyncio.sleep(0.05)
+        dataset, handle = await paced_dataset_copying(client, source, str(destination))
         worker.kill()
     async with Worker(
         client.temporal,

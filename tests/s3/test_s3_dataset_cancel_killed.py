@@ -12,16 +12,14 @@ from typing import Any
 
 import pytest
 
-from staccato.dataset_client import submit_dataset
 from staccato.datasets.models import DatasetState
-from staccato.models import TransferOptions
-from tests.dataset_checks import MiB, wait_dataset
+from tests.dataset_checks import wait_dataset
 from tests.helpers import WorkerProcess, write_random
 from tests.s3.conftest import queue_client, started_s3_worker
 from tests.test_dataset_cancel_killed import (
-    _asked_batches_to_cancel,
-    _batch_counted_some,
     _counted_by_batches,
+    cancel_until_batches_asked,
+    paced_dataset_copying,
 )
 
 FILES = 400
@@ -58,23 +56,8 @@ async def test_cancel_then_sigkill_counts_every_object_published(
     second: WorkerProcess | None = None
     try:
         client = await queue_client(temporal_server.address, first.task_queue)
-        dataset = await submit_dataset(
-            client,
-            str(source),
-            f"s3://{bucket}/{prefix}",
-            TransferOptions(chunk_size=1 * MiB, heartbeat_timeout_s=3, max_rate=1_000_000),
-            batch_files=100,
-            max_batches=2,
-        )
-        handle = client.temporal.get_workflow_handle(dataset)
-        deadline = time.monotonic() + 60
-        while not await _batch_counted_some(client, handle):
-            assert time.monotonic() < deadline, "no batch checkpoint counted a file"
-            await asyncio.sleep(0.05)
-        await client.cancel(dataset)
-        deadline = time.monotonic() + 60
-        while not await _asked_batches_to_cancel(handle):
-            assert time.monotonic() < deadline, "the dataset never cancelled its batches"
+        dataset, handle = await paced_dataset_copying(client, source, f"s3://{bucket}/{prefix}")
+        await cancel_until_batches_asked(client, dataset, handle)
         first.kill()
         second = started_s3_worker(
             temporal_server.address, s3_worker_env, tmp_path, first.task_queue, processes=2
