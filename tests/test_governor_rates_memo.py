@@ -23,6 +23,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
+from staccato.activities.pacing import slot_key
 from staccato.client import StaccatoClient
 from staccato.links import governor_id
 from staccato.models import GovernorState, Limits, SlotHolder, SlotRunning
@@ -137,7 +138,7 @@ async def test_rate_board_reads_a_governors_rates_with_no_worker_to_answer(
         board = RateBoard(client, dict)
         with board._running(ticket, (name,)):
             rates = await asyncio.wait_for(board.rates(), 30)
-        assert rates == {ticket: MAX_RATE}
+        assert rates == {slot_key(ticket, (name,)): MAX_RATE}
     finally:
         await handle.terminate("test over")
 

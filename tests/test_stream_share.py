@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.api.enums.v1 import EventType
 
 from staccato import governors
-from staccato.activities.pacing import Pacer, SharedPacer, own_key
+from staccato.activities.pacing import Pacer, SharedPacer, own_key, slot_key
 from staccato.client import StaccatoClient
 from staccato.links import endpoint_of, governor_id, parse_limit_target
 from staccato.models import (
@@ -253,7 +254,7 @@ async def test_a_governor_hands_a_finished_streams_share_to_the_others(
         while not done.done() and (not seen or seen[-1] != cap / 2):
             assert time.monotonic() < deadline, f"published shares: {seen}"
             await rates.publish()
-            share = board.get(ticket)
+            share = board.get(slot_key(ticket, (name,)))
             if share is not None and (not seen or seen[-1] != share):
                 seen.append(share)
             await asyncio.sleep(0.05)
@@ -262,3 +263,51 @@ async def test_a_governor_hands_a_finished_streams_share_to_the_others(
     assert result.bytes == 7 * MiB
     assert sha256_file(destination) == digest
     assert seen[:2] == [cap / 3, cap / 2], f"published shares: {seen}"
+
+
+async def _scheduled_inputs(client: StaccatoClient, transfer: str) -> dict[str, list[Any]]:
+    """Activity type -> the decoded inputs of each of its scheduled attempts."""
+    kinds = {"stage_source": StageInput, "copy_stream": StreamInput}
+    found: dict[str, list[Any]] = {}
+    async for event in client.temporal.get_workflow_handle(transfer).fetch_history_events():
+        if event.event_type != EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            continue
+        attributes = event.activity_task_scheduled_event_attributes
+        kind = kinds.get(attributes.activity_type.name)
+        if kind is not None:
+            decoded = await client.temporal.data_converter.decode(attributes.input.payloads, [kind])
+            found.setdefault(attributes.activity_type.name, []).append(decoded[0])
+    return found
+
+
+async def test_a_staged_transfer_is_paced_by_the_source_cap_once(
+    client: StaccatoClient,
+    link_limit: Callable[..., Awaitable[str]],
+    nginx_no_ranges: NginxServer,
+    http_root: Path,
+    data_dir: Path,
+) -> None:
+    """A source without ranges is staged: its endpoint's and its link's caps pace
+    the staging read (the bytes that cross them) and not again the streams that copy
+    the staged entry to the local destination (which cross neither). Before, every
+    stream was paced by every governor held: an endpoint capped at 4 MB/s made a
+    32 MiB staged copy take 18.6 s (read at the cap, then copied at the cap) where
+    ~8.5 s is right. The caps here are high (the test times nothing): what is checked
+    is which governors each read's input names for its rate."""
+    source = endpoint_of(nginx_no_ranges.base_url)
+    endpoint = await link_limit(source, max_rate=1024 * MiB)
+    link = await link_limit(f"{source},file://", max_rate=1024 * MiB)
+    digest = write_random(http_root / "staged-once.bin", 6 * MiB, seed=79)
+    destination = data_dir / "staged-once.bin"
+    options = TransferOptions(chunk_size=1 * MiB, streams=3, owner="t")
+    transfer = await client.submit(
+        nginx_no_ranges.url("staged-once.bin"), str(destination), options
+    )
+    result = await asyncio.wait_for(client.wait(transfer), 120)
+    assert result.bytes == 6 * MiB
+    assert sha256_file(destination) == digest
+    inputs = await _scheduled_inputs(client, transfer)
+    assert [i.governors for i in inputs["stage_source"]] == [sorted([endpoint, link])], inputs
+    streams = inputs["copy_stream"]
+    assert streams and all(s.staged for s in streams), streams
+    assert [(s.ticket, s.governors) for s in streams] == [(None, [])] * len(streams), streams

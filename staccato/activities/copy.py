@@ -38,7 +38,7 @@ from staccato import checksums, secrets, settings, sockets
 from staccato.activities import capacity
 from staccato.activities.errors import mapped_errors
 from staccato.activities.liveness import send_heartbeat
-from staccato.activities.pacing import Pacer, group_key, own_key
+from staccato.activities.pacing import Pacer, group_key, own_key, slot_key
 from staccato.activities.retry_deadline import progressed, within_retry_for
 from staccato.activities.staging import StagedSource, staged_source
 from staccato.activities.stream_guard import guarded, touch
@@ -408,7 +408,9 @@ class _SegmentCopy:
         self.read_back = request.read_back and self.destination.features.read_back
         self.pacer = pacer or Pacer(
             request.max_rate,
-            request.ticket if request.governors else None,
+            slot_key(request.ticket, request.governors)
+            if request.ticket and request.governors
+            else None,
             # the transfer's own share moves to the streams still running
             own_key=own_key(request.transfer_id),
             # a large file of a dataset: at most a stream's share of the dataset's

@@ -68,7 +68,7 @@ from staccato.activities import retry_deadline
 from staccato.activities.errors import mapped_errors
 from staccato.activities.liveness import heartbeating, resent_while_blocked
 from staccato.activities.object_copy import copy_object, up_to_date
-from staccato.activities.pacing import SharedPacer, beating_wait, group_key, paced_by
+from staccato.activities.pacing import SharedPacer, beating_wait, group_key, paced_by, slot_key
 from staccato.activities.resume_counts import batch_scheduled_at, published_since
 from staccato.activities.small_copy import SMALL_OBJECT_MAX, stage_small_url
 from staccato.activities.stream_lease import Lease, leased
@@ -1022,7 +1022,7 @@ def batch_pacer(request: BatchInput | FanOutBatchInput) -> SharedPacer | None:
     ``max_rate`` for a batch without ``rate_group``) and at most one stream's share of
     its governors' ``max_rate`` (looked up by its ticket, its ``key``); both on the
     worker's rate board, a change reaches the batch within ~2 s."""
-    ticket = request.key if request.governors else None
+    ticket = slot_key(request.key, request.governors) if request.governors else None
     if request.options.max_rate is None and ticket is None:
         return None
     group = group_key(request.rate_group) if request.rate_group else None

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from staccato.endpoints.base import moved
@@ -67,6 +67,16 @@ def group_key(dataset_id: str, part: str | None = None) -> str:
     which the worker divides over the dataset's source readers or over its writers
     of a root alone (:meth:`staccato.workers.rates.RateBoard.group_shares`)."""
     return f"{dataset_id}#dataset" if part is None else f"{dataset_id}#dataset-{part}"
+
+
+def slot_key(ticket: str, governors: Sequence[str]) -> str:
+    """The rate board's key of a paced read's share of its governors' ``max_rate``
+    (bytes/s per stream): its slot ticket and the governors that pace this read. One
+    ticket can have two: a transfer that stages its source is paced by the source's
+    endpoint and the link in its staging read, and by the destination's endpoint alone
+    in the streams that copy the staged entry (each cap paces the bytes that cross its
+    endpoint or link once; :meth:`staccato.workflows.transfer.TransferWorkflow._stream_rate`)."""
+    return f"{ticket}|{','.join(sorted(governors))}"
 
 
 def install_board(board: Mapping[str, float] | None) -> None:

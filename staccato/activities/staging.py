@@ -15,7 +15,7 @@ from temporalio import activity
 from staccato import secrets, settings
 from staccato.activities.errors import mapped_errors
 from staccato.activities.liveness import heartbeating
-from staccato.activities.pacing import Pacer, group_key
+from staccato.activities.pacing import Pacer, group_key, slot_key
 from staccato.activities.retry_deadline import latest, progressed, within_retry_for
 from staccato.activities.stream_guard import guarded, touch
 from staccato.activities.stream_progress import HEARTBEAT_EVERY_S, StreamStopped, heartbeat
@@ -114,7 +114,9 @@ def stage_source(request: StageInput) -> StageResult:
     # every stream they count for the ticket (the one reader of the transfer's share)
     pacer = Pacer(
         request.max_rate,
-        request.ticket if request.governors else None,
+        slot_key(request.ticket, request.governors)
+        if request.ticket and request.governors
+        else None,
         ticket_streams=request.ticket_streams,
         # a large file of a dataset: one stream's share of the dataset's max_rate
         group_key=(

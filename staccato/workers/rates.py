@@ -21,7 +21,8 @@ client; its activity processes, where the streams read, do not. So
 * every :data:`TICK_S` reads each of those governors' memo (one ``describe``:
   :func:`governor_rates`; a governor that has not published, e.g. one an older
   release started, is asked the ``rates`` query) and asks each of those transfers
-  once (a query: no history event), and writes ticket -> the lowest per-stream rate of its governors and
+  once (a query: no history event), and writes :func:`~staccato.activities.pacing.slot_key`
+  (ticket and the governors pacing the read) -> the lowest per-stream rate of those governors and
   :func:`~staccato.activities.pacing.own_key` (transfer) -> its own per-stream share
   and :func:`~staccato.activities.pacing.group_key` (dataset) -> the dataset's
   per-stream share (:meth:`RateBoard.group_shares`) into a dict shared with the activity processes through the worker's
@@ -55,7 +56,7 @@ from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
-from staccato.activities.pacing import group_key, own_key
+from staccato.activities.pacing import group_key, own_key, slot_key
 from staccato.datasets.models import RATE_GROUP_QUERY, BatchInput, FanOutBatchInput, RateGroup
 from staccato.links import governor_id
 from staccato.models import StageInput, StreamInput
@@ -87,8 +88,8 @@ class RateBoard:
     ) -> None:
         self._client = client
         self._board = board
-        # ticket -> (governors, streams of it running here)
-        self._tickets: dict[str, tuple[tuple[str, ...], int]] = {}
+        # board key (:func:`slot_key`) -> (ticket, governors, streams of it running here)
+        self._tickets: dict[str, tuple[str, tuple[str, ...], int]] = {}
         # transfer id -> its copy streams with an own max_rate running here
         self._transfers: dict[str, int] = {}
         # dataset id -> its paced batches and large files' streams running here
@@ -102,18 +103,19 @@ class RateBoard:
 
     @contextlib.contextmanager
     def _running(self, ticket: str, governors: tuple[str, ...]) -> Any:
-        _, count = self._tickets.get(ticket, (governors, 0))
-        self._tickets[ticket] = (governors, count + 1)
+        key = slot_key(ticket, governors)
+        _, _, count = self._tickets.get(key, (ticket, governors, 0))
+        self._tickets[key] = (ticket, governors, count + 1)
         if count == 0:
             self._new.set()
         try:
             yield
         finally:
-            _, count = self._tickets[ticket]
+            _, _, count = self._tickets[key]
             if count <= 1:
-                del self._tickets[ticket]
+                del self._tickets[key]
             else:
-                self._tickets[ticket] = (governors, count - 1)
+                self._tickets[key] = (ticket, governors, count - 1)
 
     @contextlib.contextmanager
     def _sharing(self, transfer_id: str) -> Any:
@@ -175,12 +177,13 @@ class RateBoard:
         return _Interceptor(self)
 
     async def rates(self) -> dict[str, float]:
-        """Ticket -> bytes per second per stream (``inf``: none of its governors has
-        a ``max_rate``), for the tickets running here whose governors' rates were all
-        read (:func:`governor_rates`);
+        """:func:`~staccato.activities.pacing.slot_key` (ticket and the governors that
+        pace the read) -> bytes per second per stream, the lowest of those governors'
+        shares for the ticket (``inf``: none has a ``max_rate``), for the tickets
+        running here whose governors' rates were all read (:func:`governor_rates`);
         and :func:`~staccato.activities.pacing.own_key` (transfer id) -> bytes per
         second per stream of the transfer's own ``max_rate`` (:meth:`own_shares`)."""
-        names = sorted({n for governors, _ in self._tickets.values() for n in governors})
+        names = sorted({n for _, governors, _ in self._tickets.values() for n in governors})
         shares = asyncio.ensure_future(self.own_shares())
         groups = asyncio.ensure_future(self.group_shares())
 
@@ -192,11 +195,11 @@ class RateBoard:
             )
         )
         out: dict[str, float] = {}
-        for ticket, (governors, _) in list(self._tickets.items()):
+        for key, (ticket, governors, _) in list(self._tickets.items()):
             got = [answers.get(n) for n in governors]
             if any(a is None for a in got):
                 continue  # keep what the board says until every governor answers
-            out[ticket] = min([a[ticket] for a in got if a and ticket in a] or [float("inf")])
+            out[key] = min([a[ticket] for a in got if a and ticket in a] or [float("inf")])
         out.update(await shares)
         out.update(await groups)
         return out

@@ -85,6 +85,7 @@ with workflow.unsafe.imports_passed_through():
     from staccato.ids import LOCK_ID_PREFIX, transfer_id
     from staccato.links import (
         LOCAL_ORIGIN_REASON,
+        endpoint_of,
         link_of,
         local_origin,
         transfer_governors,
@@ -1618,7 +1619,7 @@ class TransferWorkflow:
             source_secret=request.source_secret,
             # the one staging read may take the whole of the transfer's own max_rate,
             # and the transfer's whole share of its governors' (input only, no patch)
-            **self._stream_rate(request, 1),
+            **self._stream_rate(request, 1, staging=True),
             ticket_streams=self._streams_counted(),
             retry_for_s=request.options.retry_for_s,
         )
@@ -2338,13 +2339,25 @@ class TransferWorkflow:
         for n in names:
             del self._granted[n]
 
-    def _stream_rate(self, request: TransferRequest, wanted: int | None = None) -> dict[str, Any]:
+    def _stream_rate(
+        self, request: TransferRequest, wanted: int | None = None, staging: bool = False
+    ) -> dict[str, Any]:
         """The rate fields of a stream's input: its equal share of the transfer's own
         ``max_rate`` over the streams that run while it starts, and the ticket and
         governors its share of an endpoint's or link's ``max_rate`` is looked up by
         (activity input only, no command).
 
+        Each cap paces the bytes that cross its endpoint or link once. A transfer
+        that stages its source crosses the source's endpoint and the link in its
+        staging read (``staging``: paced by those governors, not the destination's),
+        and only the destination's endpoint in the streams that copy the staged entry
+        (paced by that governor alone; the worker reading its staging cache is on the
+        destination's side of the link). Without staging every governor held paces
+        every stream. Reading a staged entry again after a loss (:meth:`_restage`) is
+        a staging read too. The transfer's own ``max_rate`` paces both.
+
         Args:
+            staging: the input of the staging read (``stage_source``).
             wanted: streams that could run now (those running, this one, and the
                 segments still queued); the share divides by the lower of this and the
                 streams granted, so a one-segment file gets the whole ``max_rate``.
@@ -2354,10 +2367,16 @@ class TransferWorkflow:
         """
         own = request.options.max_rate
         running = max(1, self._lanes if wanted is None else min(self._lanes, wanted))
+        governors = sorted(self._granted)
+        source, destination = endpoint_of(request.source), endpoint_of(request.destination)
+        if source != destination and staging:
+            governors = [g for g in governors if g != destination]
+        elif source != destination and self._staged is not None:
+            governors = [g for g in governors if g == destination]
         return {
             "max_rate": None if own is None else own / running,
-            "ticket": self._ticket if self._granted else None,
-            "governors": sorted(self._granted),
+            "ticket": self._ticket if governors else None,
+            "governors": governors,
             "rate_group": _rate_group(request),
             "rate_part": _rate_part(request),
         }
