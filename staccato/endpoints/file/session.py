@@ -5,7 +5,9 @@ The temp file is written positionally (:class:`FileChunkWriter`); each chunk is
 worker life that wrote it, :mod:`staccato.worker_life`) are appended to the journal.
 Before publish, chunks of an earlier worker life are read back and checked
 (:func:`recheck_earlier_chunks`): verify-on-write does not vouch for bytes left while
-no worker ran.
+no worker ran; nor, in this life, for any chunk once the temp file changed after the
+journal's last append (:func:`changed_after_journal`: its ctime later than the
+journal's mtime), when every chunk is read back.
 A resumed stream re-reads the journaled chunks of its own segment
 (:func:`durable_chunks`) and trusts only those whose bytes still match, so a torn write
 or a stray writer cannot make a damaged chunk look durable. Before publish,
