@@ -502,9 +502,10 @@ def publish_session(request: PublishInput) -> None:
     driver = get_driver(destination.scheme)
     started = time.monotonic()
     damaged, reread = driver.recheck_earlier_chunks(request.session)
-    if reread:  # after an interruption only: says why this publish read data
+    if reread:  # after an interruption or a foreign change only: says why it read data
         activity.logger.warning(
-            "read back %d bytes an earlier worker life wrote to %s in %.1f s: %d chunks changed",
+            "read back %d bytes an earlier worker life wrote, or changed after the last "
+            "journaled chunk, to %s in %.1f s: %d chunks changed",
             reread,
             redact(request.session.url),
             time.monotonic() - started,
@@ -559,7 +560,7 @@ def _copy_again(
                 )
             writer.write_chunk(index, view, digest)
             activity.logger.warning(
-                "chunk %d of %s changed while the transfer was interrupted: copied again",
+                "chunk %d of %s changed after it was written: copied again",
                 index,
                 redact(request.session.url),
             )

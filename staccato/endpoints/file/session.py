@@ -5,7 +5,9 @@ The temp file is written positionally (:class:`FileChunkWriter`); each chunk is
 worker life that wrote it, :mod:`staccato.worker_life`) are appended to the journal.
 Before publish, chunks of an earlier worker life are read back and checked
 (:func:`recheck_earlier_chunks`): verify-on-write does not vouch for bytes left while
-no worker ran.
+no worker ran; nor, in this life, for any chunk once the temp file changed after the
+journal's last append (:func:`changed_after_journal`: its ctime later than the
+journal's mtime), when every chunk is read back.
 A resumed stream re-reads the journaled chunks of its own segment
 (:func:`durable_chunks`) and trusts only those whose bytes still match, so a torn write
 or a stray writer cannot make a damaged chunk look durable. Before publish,
@@ -18,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import logging
 import os
 import re
 import stat as stat_module
@@ -38,6 +41,8 @@ from staccato.plan import chunk_bounds, chunk_count
 from staccato.temp_names import JOURNAL_SUFFIX, TEMP_SUFFIX, session_stem
 from staccato.urls import EndpointURL
 from staccato.worker_life import worker_life
+
+log = logging.getLogger(__name__)
 
 # Bytes per pwrite(2) call. Several streams write into one temp file, and a write
 # holds the inode lock for all the pages it covers: 1 MiB calls keep one stream from
@@ -161,16 +166,57 @@ def _vouch(session: WriteSession, indexes: list[int]) -> None:
         os.close(fd)
 
 
+def changed_after_journal(session: WriteSession) -> tuple[int, int] | None:
+    """Whether the temp file changed after the journal's last append: its inode
+    change time (``st_ctime_ns``) later than the journal's modification time
+    (``st_mtime_ns``). Two ``stat`` calls, no data read.
+
+    Every change this session makes to the temp file precedes a journal append:
+    ``pwrite`` and ``copy_file_range`` of a chunk come before its line
+    (:meth:`FileChunkWriter._commit`), a partial record's bytes before the record,
+    ``ftruncate`` (:meth:`FileDriver.open_session`) before the first line; the
+    ``fdatasync`` calls and the reads back change no time stamp, and nothing sets the
+    temp file's mode or times. The kernel takes both stamps from one clock (Linux: the
+    coarse clock, a tick of 1-10 ms, with a floor under it since the multigrain
+    stamps of 6.13), so after our own last write the temp file's ctime is never later
+    than the journal's mtime. A ctime later than it is someone else's write,
+    ``truncate``, ``chmod`` or ``utime`` (``utime`` sets the ctime to now; no call sets
+    it back) after our last journal line: the chunks' verify-on-write no longer
+    vouches for them. Not seen: a change within the same clock tick as that last
+    append (equal stamps), a change followed by another journal append of ours (a
+    stream still writing, a forged journal line), a file system whose ctime does not
+    follow writes (vfat keeps a creation time there).
+
+    Returns:
+        None when unchanged (or either file is missing: :func:`check_publishable`
+        says what became of it); else (temp ctime, journal mtime), nanoseconds.
+    """
+    try:
+        temp = os.stat(session.session_id)
+        journal = os.stat(session.data["journal"])
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise os_error(err, f"destination temp file {session.session_id}") from None
+    if temp.st_ctime_ns > journal.st_mtime_ns:
+        return temp.st_ctime_ns, journal.st_mtime_ns
+    return None
+
+
 def recheck_earlier_chunks(session: WriteSession) -> tuple[dict[int, str], int]:
     """Read back every journaled chunk that no process of this worker life vouches
     for (written before a worker was killed or stopped, or the service was down, or
     by another worker) and compare it with its journaled checksum. Chunks written in
-    this life keep the verify-on-write argument and are not read. Those found equal
-    get an owner record of this life (:func:`_vouch`: a retried publish does not read
-    them again).
+    this life keep the verify-on-write argument and are not read, unless the temp
+    file changed after the journal's last append (:func:`changed_after_journal`: a
+    writer not ours, e.g. while the worker was stopped with every chunk journaled):
+    then every journaled chunk is read back. Those found equal get an owner record
+    of this life (:func:`_vouch`: a retried publish does not read them again; the
+    append also moves the journal's mtime past the change).
 
-    Costs one local read of the chunks of earlier lives only (none when one worker
-    life wrote them all), ``CHECK_BLOCK`` bytes at a time, :func:`keepalive` between.
+    Costs two ``stat`` calls, plus one local read of the chunks of earlier lives only
+    (none when one worker life wrote them all and nothing else changed the temp
+    file since), ``CHECK_BLOCK`` bytes at a time, :func:`keepalive` between.
 
     Returns:
         (damaged chunk index -> its journaled checksum, bytes read back).
@@ -180,8 +226,17 @@ def recheck_earlier_chunks(session: WriteSession) -> tuple[dict[int, str], int]:
     """
     life = worker_life()
     journaled = journaled_chunks(session)
+    changed = changed_after_journal(session) if journaled else None
+    if changed is not None:
+        log.warning(
+            "%s changed %.3f s after its journal's last line (ctime %d ns > journal "
+            "mtime %d ns): reading back every chunk before publish",
+            session.session_id,
+            (changed[0] - changed[1]) / 1e9,
+            *changed,
+        )
     owners = chunk_owners(session)
-    earlier = sorted(i for i in journaled if owners.get(i, "") != life)
+    earlier = sorted(i for i in journaled if changed is not None or owners.get(i, "") != life)
     if not earlier:
         return {}, 0
     buffer = memoryview(bytearray(min(session.chunk_size, CHECK_BLOCK)))
