@@ -1067,8 +1067,11 @@ class S3Driver(Driver):
             PermanentError: a part is missing or has the wrong size.
             WriteSessionLost: a part number is listed more than once with different
                 ETags (SeaweedFS keeps a part replaced under the upload beside ours;
-                which one the store would complete cannot be told): never completed,
-                the transfer copies again into a new upload."""
+                which one the store would complete cannot be told), or a segment's
+                parts are listed with ETags other than ``parts`` recorded, or
+                CompleteMultipartUpload answers ``InvalidPart`` (a part replaced after
+                the listing): never completed, the transfer copies again into a new
+                upload."""
         self._publish(session, recorded=parts)
         session_ended(session.session_id)
 
@@ -1156,6 +1159,15 @@ class S3Driver(Driver):
                     self._check_size(target, head)
                     return
                 raise target.gone() from None
+            if _code(err) == "InvalidPart" and recorded:
+                # every part was listed with the ETag sent: one changed since the
+                # listing (replaced under the upload); the store completed nothing
+                raise WriteSessionLost(
+                    f"refusing to publish s3://{target.bucket}/{target.key}: "
+                    "CompleteMultipartUpload found a part whose ETag changed after it was "
+                    "listed (a part was replaced under the upload); copying again into a "
+                    "new upload"
+                ) from None
             raise target.error(err, "CompleteMultipartUpload") from None
         except BotoCoreError as err:
             raise target.error(err, "CompleteMultipartUpload") from None
