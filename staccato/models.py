@@ -743,7 +743,7 @@ class ConfirmSourceInput(BaseModel):
     retry_for_s: float | None = None
 
 
-class StreamResult(BaseModel):
+class StreamResult(LeanModel):
     """Result of ``copy_stream``.
 
     Attributes:
@@ -768,6 +768,13 @@ class StreamResult(BaseModel):
     #: of those, attempts that failed with an endpoint's error (the optimizer counts
     #: these; the others were lost with a worker: heartbeat timeout)
     endpoint_errors: int = 0
+    #: (complete only) :func:`staccato.endpoints.base.parts_digest` over the tag (S3:
+    #: ETag) of each of the segment's parts as this stream uploaded or accepted it;
+    #: None where the destination keeps no tags (file, SFTP) or one is unknown.
+    #: Publish completes the upload only if the parts still have these tags
+    parts: str | None = None
+
+    _omit_when = {"parts": None}
 
 
 class PrepareInput(LeanModel):
@@ -809,7 +816,7 @@ class PrepareResult(BaseModel):
     )
 
 
-class PublishInput(BaseModel):
+class PublishInput(LeanModel):
     """Input of ``publish``: the session, and the source to re-check before publishing."""
 
     session: WriteSession
@@ -817,6 +824,12 @@ class PublishInput(BaseModel):
     source_info: ObjectInfo
     #: the source's sealed query (:attr:`TransferRequest.source_secret`)
     source_secret: str | None = None
+    #: (first chunk, end chunk, :attr:`StreamResult.parts`) of each segment whose
+    #: stream recorded its parts' tags: the driver publishes only parts that still
+    #: have them (``Driver.publish``); None: nothing recorded (an older run)
+    parts: list[tuple[int, int, str]] | None = None
+
+    _omit_when = {"parts": None}
 
 
 class VerifyInput(BaseModel):

@@ -63,6 +63,7 @@ from staccato.endpoints.base import (
     keepalive_hook,
     moved,
     moving_elsewhere,
+    parts_digest,
 )
 from staccato.errors import (
     AuthenticationRefusedError,
@@ -371,6 +372,10 @@ class _SegmentCopy:
         self.todo = [
             i for i in range(segment.first_chunk, segment.end_chunk) if i not in self.durable
         ]
+        #: chunk index -> the tag of its part (S3: ETag) as this attempt uploaded it or
+        #: accepted it (``Driver.listed_tag``), for the result's record of the parts
+        #: (``StreamResult.parts``); a chunk without one leaves the record out
+        self.tags: dict[int, str] = {}
         self.rehash = {
             i for i, digest in self.durable.items() if not _is_digest(self.algorithm, digest)
         }
@@ -487,6 +492,7 @@ class _SegmentCopy:
                     index, self.source_url, self.request.source_info, offset, length, self.algorithm
                 )
             self.durable[index] = digest
+            self._tag(index, writer.part_tag(index))
             if not _is_digest(self.algorithm, digest):
                 self.rehash.add(index)  # the store did not say: checksum the source range
             elif self.read_back:  # the bytes did not pass through the stream: read back
@@ -534,6 +540,8 @@ class _SegmentCopy:
             reported = self.durable.get(index, "")
             self.durable[index] = digest  # durable already: checksum only
             if self.destination.durable_chunk_matches(self.session, index, view, reported):
+                if index not in self.tags:  # not this attempt's server-side copy
+                    self._tag(index, self.destination.listed_tag(reported))
                 self.progress.add(0, reader.bytes_read - before)
                 self.progress.beat()
                 return
@@ -549,18 +557,36 @@ class _SegmentCopy:
             if isinstance(writer, _NoWriter):  # nothing else to write in this segment
                 with self.destination.open_writer(self.session) as again:
                     again.write_chunk(index, view, digest)
+                    self._tag(index, again.part_tag(index))
             else:
                 writer.write_chunk(index, view, digest)
+                self._tag(index, writer.part_tag(index))
             self.progress.add(0, reader.bytes_read - before)
             self.progress.beat()
             return
         writer.write_chunk(index, view, digest)
+        self._tag(index, writer.part_tag(index))
         if self.read_back and not writer.checked_in_memory:
             _check_read_back(writer, index, view, self.algorithm, digest)
         self.durable[index] = digest
         self.progress.next_chunk = index + 1
         self.progress.add(len(view) - kept, reader.bytes_read - before)  # kept: counted
         self.progress.beat()
+
+    def _tag(self, index: int, tag: str | None) -> None:
+        """Record chunk ``index``'s part tag (None: unknown, forgotten)."""
+        if tag:
+            self.tags[index] = tag
+        else:
+            self.tags.pop(index, None)
+
+    def parts_record(self) -> str | None:
+        """:func:`parts_digest` over the segment's parts' tags, None unless every
+        chunk of the segment has one (``StreamResult.parts``)."""
+        chunks = range(self.segment.first_chunk, self.segment.end_chunk)
+        if not chunks or any(i not in self.tags for i in chunks):
+            return None
+        return parts_digest((i + 1, self.tags[i]) for i in chunks)
 
     def _fill(self, reader: Reader, index: int, view: memoryview, start: int = 0) -> None:
         """Read chunk ``index`` from ``reader`` into ``view`` from byte ``start`` (the
@@ -689,6 +715,7 @@ class _SegmentCopy:
             verified=self.read_back and not self.rehash,
             attempt=activity.info().attempt if activity.in_activity() else 1,
             endpoint_errors=self.progress.endpoint_errors,
+            parts=self.parts_record(),
         )
 
 

@@ -204,6 +204,7 @@ def _write_and_publish(
     algorithm = options.checksum
     digest = checksums.combine(algorithm.value, [])
     verified = True
+    parts: list[tuple[int, int, str]] | None = None
     if chunks:
         result = copy_segment_in_process(
             StreamInput(
@@ -222,6 +223,8 @@ def _write_and_publish(
         )
         digest = checksums.combine(algorithm.value, [(result.checksum or "", info.size)])
         verified = result.verified
+        if result.parts:  # publish only the parts this stream uploaded or accepted
+            parts = [(0, chunks, result.parts)]
     segments = [(0, chunks)]
     checking = options.verify == VerifyMode.checksum
     if checking and not verified and session_url is not None:
@@ -249,7 +252,7 @@ def _write_and_publish(
                 f"source changed during the copy: {source} read differently a second "
                 "time (rewritten in place, size and mtime unchanged); nothing was published"
             )
-    publish_session(PublishInput(session=session, source=source, source_info=info))
+    publish_session(PublishInput(session=session, source=source, source_info=info, parts=parts))
     with keepalive_past_stop():  # published: a stop now must not hide it
         check_after_publish(
             session, info.size, segments, algorithm, digest, verified, options.verify

@@ -513,7 +513,7 @@ def publish_session(request: PublishInput) -> None:
         )
     if damaged:
         _copy_again(request, source, driver, damaged)
-    driver.publish(request.session)
+    driver.publish(request.session, request.parts)
 
 
 def _copy_again(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import hashlib
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
@@ -41,6 +42,19 @@ ORPHAN_CLOCK_SLACK_S = 5.0
 _keepalive_hook: ContextVar[Callable[[], None] | None] = ContextVar(
     "staccato_keepalive", default=None
 )
+
+
+def parts_digest(tags: Iterable[tuple[int, str]]) -> str:
+    """The record of which stored parts a stream wrote or accepted: sha256 (hex, 64
+    digits) over one ``"<part number>:<tag>\\n"`` line per part, in the order given
+    (a segment's chunks in order; part number = chunk index + 1; ``tag``: the store's
+    ETag without quotes, lower case, :meth:`ChunkWriter.part_tag`). The same parts
+    with the same tags give the same digest, so publish compares what ListParts lists
+    now with what the streams recorded (:attr:`StreamResult.parts`). The rule's
+    source: a tester's part replaced after every part was uploaded and before
+    CompleteMultipartUpload was completed into the object."""
+    lines = "".join(f"{number}:{tag}\n" for number, tag in tags)
+    return hashlib.sha256(lines.encode()).hexdigest()
 
 
 def keepalive() -> None:
@@ -486,6 +500,13 @@ class ChunkWriter(abc.ABC):
         """
         return False
 
+    def part_tag(self, index: int) -> str | None:
+        """What the store answered when this writer wrote chunk ``index`` (S3: the
+        part's ETag, without quotes, lower case), for the stream's record of the parts
+        it wrote (:func:`parts_digest`); None when the endpoint keeps no such tag (the
+        default: file, SFTP) or the chunk was not written by this writer."""
+        return None
+
     def copy_chunk(
         self,
         index: int,
@@ -881,6 +902,13 @@ class Driver(abc.ABC):
         driver compares what ListParts says of the part with ``data``."""
         return True
 
+    def listed_tag(self, reported: str) -> str | None:
+        """The tag (:meth:`ChunkWriter.part_tag`) in what :meth:`durable_chunks`
+        reported of a chunk, for a stream that accepted that chunk without writing it
+        (:meth:`durable_chunk_matches`); None when the endpoint keeps no tags (the
+        default)."""
+        return None
+
     def recheck_earlier_chunks(self, session: WriteSession) -> tuple[dict[int, str], int]:
         """Before publish: read back the chunks of ``session`` that an earlier attempt
         or process made durable (a worker killed or stopped, a service that was down)
@@ -921,8 +949,15 @@ class Driver(abc.ABC):
         read an unfinished write (an S3 multipart upload)."""
         return None
 
-    def publish(self, session: WriteSession) -> None:
+    def publish(
+        self, session: WriteSession, parts: Sequence[tuple[int, int, str]] | None = None
+    ) -> None:
         """Atomically make the destination name hold the complete object.
+
+        ``parts``: (first chunk, end chunk, :func:`parts_digest`) of each segment
+        whose stream recorded the tags of its parts (:attr:`StreamResult.parts`); a
+        driver that keeps tags (S3) publishes only if the parts it would publish still
+        have them (else ``WriteSessionLostError``); others ignore it.
 
         Idempotent: publishing an already published session succeeds.
         """

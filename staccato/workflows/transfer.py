@@ -385,6 +385,12 @@ CANCEL_CLEANUP_PATCH = "cancel-cleanup-bounded"
 #: removed its partial data (a tester read that with a corrupt object at the key). A
 #: marker event and one memo update per such run
 FAILED_AFTER_PUBLISH_PATCH = "failed-after-publish-memo"
+#: publish gets each segment's record of its parts' tags (``StreamResult.parts``: S3
+#: ETags as its stream uploaded or accepted them) and completes the upload only if the
+#: parts still have them (a tester's part replaced under the upload after every part
+#: was uploaded, before CompleteMultipartUpload, was completed into the object). A
+#: marker event per run whose streams recorded parts (S3 destinations), before publish
+PUBLISH_PART_DIGEST_PATCH = "s3-publish-part-digest"
 #: the tuning activities are best effort: a worker without them runs the fixed defaults
 _TUNING_RETRY = RetryPolicy(maximum_attempts=3, maximum_interval=timedelta(seconds=2))
 T = TypeVar("T")
@@ -1170,6 +1176,11 @@ class TransferWorkflow:
         its scheduling is in the history, so a cancel is ordered either before it (the
         transfer is cancelled, nothing published) or after it (committed).
         """
+        recorded = [
+            (segment.first_chunk, segment.end_chunk, parts)
+            for segment in segments
+            if segment.index in results and (parts := results[segment.index].parts)
+        ]
         published = await workflow.execute_activity(
             "publish",
             PublishInput(
@@ -1177,6 +1188,9 @@ class TransferWorkflow:
                 source=request.source,
                 source_info=info,
                 source_secret=request.source_secret,
+                parts=(
+                    recorded if recorded and workflow.patched(PUBLISH_PART_DIGEST_PATCH) else None
+                ),
             ),
             start_to_close_timeout=SHORT_TIMEOUT,
             schedule_to_close_timeout=self._retry_budget(),

@@ -446,7 +446,9 @@ class FileDriver(Driver):
     def session_url(self, session: WriteSession) -> str | None:
         return "file://" + quote(session.session_id, safe="/")
 
-    def publish(self, session: WriteSession) -> None:
+    def publish(
+        self, session: WriteSession, parts: Sequence[tuple[int, int, str]] | None = None
+    ) -> None:
         """Check the temp file is still this session's, whole and unaltered where that
         is cheap to see, then rename(2) over the target + fsync the directory (each
         chunk was fdatasync'ed before it was journaled).

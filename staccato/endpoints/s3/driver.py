@@ -32,6 +32,7 @@ from staccato.endpoints.base import (
     WholeReads,
     keepalive,
     moved,
+    parts_digest,
     session_ended,
     session_opened,
     write_fence,
@@ -1034,22 +1035,49 @@ class S3Driver(Driver):
             return hashlib.md5(data, usedforsecurity=False).hexdigest() == etag
         return False
 
-    def publish(self, session: WriteSession) -> None:
+    def listed_tag(self, reported: str) -> str | None:
+        """The ETag (no quotes, lower case) in what :meth:`durable_chunks` reported of
+        a part (``part:<CRC32C>:<ETag>``); None for anything else or no ETag."""
+        if not reported.startswith(_LISTED):
+            return None
+        return reported[len(_LISTED) :].partition(":")[2] or None
+
+    def publish(
+        self, session: WriteSession, parts: Sequence[tuple[int, int, str]] | None = None
+    ) -> None:
         """CompleteMultipartUpload (or, for a 0-byte object, one empty PutObject), then
         read the object's size back (an S3-compatible store is not trusted to have stored
         what it acknowledged). Idempotent. Published: the upload is no longer open
         (:func:`~staccato.endpoints.base.session_ended`).
 
+        ``parts``: (first chunk, end chunk, digest) per segment whose stream recorded
+        the ETag of each part it uploaded or accepted on resume
+        (:func:`~staccato.endpoints.base.parts_digest`). The digest of the same parts
+        as ListParts lists them now must be the same, else a part was replaced under
+        the upload after its stream ended (anyone holding the upload id can, with the
+        same part number and size): the upload is never completed. The ETags listed
+        are the ones sent with CompleteMultipartUpload, so a part replaced after this
+        listing fails the completion (AWS, moto: ``InvalidPart``) rather than being
+        completed. The rule's source: a tester's part replaced after every part was
+        uploaded and before CompleteMultipartUpload was completed into the object,
+        which replaced the good one at the key (README: a transfer that fails before
+        publish keeps the old object).
+
         Raises:
             PermanentError: a part is missing or has the wrong size.
             WriteSessionLost: a part number is listed more than once with different
                 ETags (SeaweedFS keeps a part replaced under the upload beside ours;
-                which one the store would complete cannot be told): never completed,
-                the transfer copies again into a new upload."""
-        self._publish(session)
+                which one the store would complete cannot be told), or a segment's
+                parts are listed with ETags other than ``parts`` recorded, or
+                CompleteMultipartUpload answers ``InvalidPart`` (a part replaced after
+                the listing): never completed, the transfer copies again into a new
+                upload."""
+        self._publish(session, recorded=parts)
         session_ended(session.session_id)
 
-    def _publish(self, session: WriteSession) -> None:
+    def _publish(
+        self, session: WriteSession, recorded: Sequence[tuple[int, int, str]] | None = None
+    ) -> None:
         target = self.target(session)
         client = target.endpoint.client
         if target.empty_put:
@@ -1103,6 +1131,19 @@ class S3Driver(Driver):
                 "than once with different ETags (a part was replaced under the upload); "
                 "copying again into a new upload"
             )
+        replaced = _replaced_segments(recorded or (), listed, chunks)
+        if replaced:
+            # a part's ETag is not the one its stream uploaded or accepted: its bytes
+            # are someone else's; nothing in an upload others write into is trusted,
+            # so the transfer copies again into a new upload (a new upload id)
+            first, end = replaced[0]
+            raise WriteSessionLost(
+                f"refusing to publish s3://{target.bucket}/{target.key}: "
+                f"{len(replaced)} segment(s) of the multipart upload (first: parts "
+                f"{first + 1}-{end}) list a part whose ETag is not the one its stream "
+                "uploaded (a part was replaced under the upload); copying again into a new "
+                "upload"
+            )
         write_fence()  # a dataset batch publishes under its lease
         try:
             client.complete_multipart_upload(
@@ -1118,6 +1159,15 @@ class S3Driver(Driver):
                     self._check_size(target, head)
                     return
                 raise target.gone() from None
+            if _code(err) == "InvalidPart" and recorded:
+                # every part was listed with the ETag sent: one changed since the
+                # listing (replaced under the upload); the store completed nothing
+                raise WriteSessionLost(
+                    f"refusing to publish s3://{target.bucket}/{target.key}: "
+                    "CompleteMultipartUpload found a part whose ETag changed after it was "
+                    "listed (a part was replaced under the upload); copying again into a "
+                    "new upload"
+                ) from None
             raise target.error(err, "CompleteMultipartUpload") from None
         except BotoCoreError as err:
             raise target.error(err, "CompleteMultipartUpload") from None
@@ -1271,3 +1321,25 @@ class S3Driver(Driver):
             if info.extra.get("crc32c"):
                 return info.extra["crc32c"]
         return super().object_checksum(url, size, chunk_size, segments, algorithm, info)
+
+
+def _replaced_segments(
+    parts: Iterable[tuple[int, int, str]], listed: Sequence[Mapping[str, Any]], chunks: int
+) -> list[tuple[int, int]]:
+    """The segments ``(first chunk, end chunk)`` of ``parts`` (first chunk, end chunk,
+    :func:`~staccato.endpoints.base.parts_digest` the stream recorded) whose parts, as
+    ``listed`` (CompleteMultipartUpload's ``Parts``, part ``i + 1`` at index ``i`` of
+    ``chunks``), give another digest. A segment out of range counts as replaced (the
+    record does not fit this upload)."""
+    replaced: list[tuple[int, int]] = []
+    for first, end, digest in parts:
+        if not 0 <= first < end <= chunks:
+            replaced.append((first, end))
+            continue
+        tags = (
+            (index + 1, str(listed[index]["ETag"]).strip('"').lower())
+            for index in range(first, end)
+        )
+        if parts_digest(tags) != digest:
+            replaced.append((first, end))
+    return sorted(replaced)

@@ -170,6 +170,14 @@ class S3ChunkWriter(ChunkWriter):
     def __init__(self, driver: S3Driver, session: WriteSession) -> None:
         self._driver = driver
         self._target = driver.target(session)
+        #: part number - 1 -> the ETag (no quotes, lower case) the store answered
+        self._tags: dict[int, str] = {}
+
+    def part_tag(self, index: int) -> str | None:
+        """The ETag UploadPart or UploadPartCopy answered for chunk ``index``'s part
+        (no quotes, lower case), as ListParts lists it; None if this writer did not
+        write it or the store answered none."""
+        return self._tags.get(index)
 
     def write_chunk(self, index: int, data: memoryview, checksum: str) -> None:
         target = self._target
@@ -202,6 +210,14 @@ class S3ChunkWriter(ChunkWriter):
                 f"s3://{target.bucket}/{target.key} part {index + 1}: the store computed CRC32C "
                 f"{echoed}, the source bytes have {crc_b64}"
             )
+        self._remember(index, response.get("ETag"))
+
+    def _remember(self, index: int, etag: object) -> None:
+        tag = str(etag or "").strip('"').lower()
+        if tag:
+            self._tags[index] = tag
+        else:
+            self._tags.pop(index, None)
 
     def copy_chunk(
         self,
@@ -245,6 +261,7 @@ class S3ChunkWriter(ChunkWriter):
             raise target.error(err, "UploadPartCopy") from None
         except BotoCoreError as err:
             raise target.error(err, "UploadPartCopy") from None
+        self._remember(index, result.get("ETag"))
         if algorithm != "crc32c":
             return ""  # the stream reads the range to compute another algorithm
         return _b64_to_hex(result.get("ChecksumCRC32C"))

@@ -758,7 +758,9 @@ class SFTPDriver(Driver):
     def session_url(self, session: WriteSession) -> str | None:
         return _url_of(parse_url(session.url), session.session_id)
 
-    def publish(self, session: WriteSession) -> None:
+    def publish(
+        self, session: WriteSession, parts: Sequence[tuple[int, int, str]] | None = None
+    ) -> None:
         url = parse_url(session.url)
         paths = session.data
         chunks = chunk_count(session.size, session.chunk_size)
