@@ -226,6 +226,28 @@ class DestinationChoice:
         )
 
 
+@dataclass(frozen=True)
+class Unanswered:
+    """Why one ``progress`` query of a running run went unanswered (all unset: it was
+    answered, or no worker polls the run's task queue), as :func:`_no_worker_note`
+    words it.
+
+    Attributes:
+        polled: a worker polls the task queue and still did not answer.
+        description: the run's description taken when the query went unanswered (its
+            workflow task may have started only after the one the query followed).
+        query_failure: the query's failure as its worker reported it (e.g. a
+            nondeterminism error replaying the run).
+        unsettled: why the query was not sent (:class:`NotSettledError`'s reason: the
+            run's worker has not taken its latest workflow task).
+    """
+
+    polled: bool = False
+    description: Any = None
+    query_failure: str | None = None
+    unsettled: str | None = None
+
+
 class StaccatoClient:
     """Client of the transfer service.
 
@@ -242,17 +264,6 @@ class StaccatoClient:
         #: destination (canonical, and as named to :meth:`workflow_id`) -> the latest
         #: :meth:`choose_for_destination` of it
         self.choices: dict[str, DestinationChoice] = {}
-        #: the last progress query went unanswered although a worker polls the queue
-        self._unanswered_polled = False
-        #: the run's description taken when that query went unanswered (its workflow
-        #: task may have started only after the description the query followed)
-        self._unanswered_description: Any = None
-        #: the last progress query's failure as its worker reported it (e.g. a
-        #: nondeterminism error replaying the run), None when it was answered or timed out
-        self._query_failure: str | None = None
-        #: why the last progress query was not sent (:class:`NotSettledError`'s reason:
-        #: the run's worker has not taken its latest workflow task), None when it was
-        self._unsettled: str | None = None
         #: the Tokio runtime :meth:`connect` made for this client, dropped by :meth:`close`
         self._runtime: Runtime | None = None
 
@@ -690,7 +701,7 @@ class StaccatoClient:
                 if cancel_requested_of(description):
                     # cancelled while it waits: a worker ends it (a tester read "queued"
                     # with no word of the cancel while none ran)
-                    answered = await self._answered(handle, description) is not None
+                    answered = (await self._answered(handle, description))[0] is not None
                     note = _no_worker_note(description, begun=True, cancel_requested=True)
                     front = front.model_copy(
                         update={
@@ -701,9 +712,10 @@ class StaccatoClient:
             if front is not None:
                 return front
         progress: Progress | None = None
+        unanswered = Unanswered()
         capacity_wait: str | None = None  # a stream waiting for its worker's memory
         if status == WorkflowExecutionStatus.RUNNING:
-            progress = await self._answered(handle, description)
+            progress, unanswered = await self._answered(handle, description)
             if progress is not None and not described_again and _ended_since(progress):
                 # the run ended between the describe and the query (its last workflow
                 # task sets the state, writes the memo's ``left_behind`` and ends it):
@@ -776,10 +788,10 @@ class StaccatoClient:
                     description,
                     begun=state != TransferState.scheduled,
                     cancel_requested=cancel_requested,
-                    polled=self._unanswered_polled,
-                    later=self._unanswered_description,
-                    query_failure=self._query_failure,
-                    unsettled=self._unsettled,
+                    polled=unanswered.polled,
+                    later=unanswered.description,
+                    query_failure=unanswered.query_failure,
+                    unsettled=unanswered.unsettled,
                 )
             rate_sum = 0.0
             now = datetime.now(UTC)
@@ -1074,16 +1086,15 @@ class StaccatoClient:
 
     async def _answered(
         self, handle: WorkflowHandle[Any, Any], description: Any
-    ) -> Progress | None:
+    ) -> tuple[Progress | None, Unanswered]:
         """The running run's ``progress`` query (``handle``, ``description``: its
         description), asked only when a worker may answer (:meth:`may_answer`) and for
-        at most min(5 s, ``STACCATO_CLIENT_WAIT_S``); None when none answers. A closed
-        run is not queried: a query replays its whole history on a worker (seconds, or
-        the query's timeout when none can); its state and failure come from Temporal."""
-        self._unanswered_polled = False
-        self._unanswered_description = None
-        self._query_failure = None
-        self._unsettled = None
+        at most min(5 s, ``STACCATO_CLIENT_WAIT_S``); None when none answers, with why
+        (an :class:`Unanswered` of this call's own: ``list`` reads several runs'
+        statuses at once on one client, and what one run's query met must not be said
+        of another's). A closed run is not queried: a query replays its whole history
+        on a worker (seconds, or the query's timeout when none can); its state and
+        failure come from Temporal."""
         if _never_begun(description):
             if await self.may_answer(description.task_queue):
                 # a worker polls and has not taken the first workflow task yet (a busy
@@ -1092,35 +1103,29 @@ class StaccatoClient:
                 unsettled = NotSettledError(
                     description.id, task[0] if task else None, bool(task and task[1]), description
                 )
-                self._unanswered_polled = True
-                self._unanswered_description = description
-                self._unsettled = unsettled.reason
-            return None
+                return None, Unanswered(True, description, None, unsettled.reason)
+            return None, Unanswered()
         if not await self.may_answer(description.task_queue):
-            return None
+            return None, Unanswered()
         try:
             # not while the run has a workflow task its worker has not taken: see
             # staccato.settled_query and docs/architecture.md "Queries and replay"
-            return await settled_query(
+            progress = await settled_query(
                 handle, PROGRESS_QUERY, result_type=Progress, description=description
             )
+            return progress, Unanswered()
         except NotSettledError as err:
-            self._unanswered_polled = True
-            self._unanswered_description = err.description
-            self._unsettled = err.reason
-            return None
+            return None, Unanswered(True, err.description, None, err.reason)
         except WorkflowQueryFailedError as err:
             # a worker took the query and failed it: it cannot run this run's code
-            self._unanswered_polled = True
-            self._query_failure = str(err)
-            return None
+            return None, Unanswered(True, None, str(err), None)
         except Exception:  # no worker polling: fall back to visibility
             # a worker polls the queue (or it could not be described) and still did
             # not answer: say so, not "no worker" (a worker saturated with streams)
-            self._unanswered_polled = True
+            later = None
             with contextlib.suppress(RPCError):
-                self._unanswered_description = await handle.describe()
-            return None
+                later = await handle.describe()
+            return None, Unanswered(True, later, None, None)
 
     async def _is_paused(self, transfer: str) -> bool:
         """Whether ``transfer``'s latest run is paused (its state search attribute);
