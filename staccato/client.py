@@ -226,6 +226,12 @@ class DestinationChoice:
         )
 
 
+#: the newest events of a running transfer's history :meth:`StaccatoClient._told_queued`
+#: reads for the governor's last ``limit_queued`` signal (one page; a queued run adds
+#: few: no stream reports while it waits)
+TOLD_EVENTS = 200
+
+
 @dataclass(frozen=True)
 class Unanswered:
     """Why one ``progress`` query of a running run went unanswered (all unset: it was
@@ -995,6 +1001,10 @@ class StaccatoClient:
                 # waiting for an endpoint or link limit (staccato.workflows.governor)
                 else await self._limit_reason(progress)
                 if state == TransferState.queued and progress
+                # its worker did not answer: what its governor last told it (tester
+                # t68 5b: the reason line dropped)
+                else await self._told_queued(handle)
+                if state == TransferState.queued and status == WorkflowExecutionStatus.RUNNING
                 else capacity_wait
                 if state == TransferState.running
                 else None
@@ -1182,6 +1192,45 @@ class StaccatoClient:
                     progress.queued_reason, f"it did not answer within {wait_s:g} s"
                 )
         return progress.queued_reason
+
+    async def _told_queued(self, handle: WorkflowHandle[Any, Any]) -> str | None:
+        """Why a running transfer waits for a limit, when its worker does not answer:
+        the reason its governor last signalled it (``limit_queued``,
+        :data:`~staccato.workflows.governor.LIMIT_QUEUED_SIGNAL`), read from the run's
+        history newest first (no worker needed: the signal's input is an event of the
+        run), with a word that it is the governor's last word; None when no such signal
+        is among the newest :data:`TOLD_EVENTS` events (a front run's queue, a run not
+        queued at a limit) or the history cannot be read. The transfer's state
+        (``queued``) is the one it recorded, so the last such signal is the wait it is
+        in: a grant moves the state on (``TransferWorkflow._acquire_slots``)."""
+        from temporalio.api.enums.v1 import EventType
+        from temporalio.api.workflowservice.v1 import GetWorkflowExecutionHistoryReverseRequest
+
+        from staccato.workflows.governor import LIMIT_QUEUED_SIGNAL
+
+        request = GetWorkflowExecutionHistoryReverseRequest(
+            namespace=self.temporal.namespace,
+            maximum_page_size=TOLD_EVENTS,
+        )
+        request.execution.workflow_id = handle.id
+        if handle.run_id:
+            request.execution.run_id = handle.run_id
+        signalled = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
+        try:
+            page = await self.temporal.workflow_service.get_workflow_execution_history_reverse(
+                request, timeout=timedelta(seconds=settings.current().client_wait_s)
+            )
+            for event in page.history.events:
+                attrs = event.workflow_execution_signaled_event_attributes
+                if event.event_type != signalled or attrs.signal_name != LIMIT_QUEUED_SIGNAL:
+                    continue
+                (why,) = await self.temporal.data_converter.decode(attrs.input.payloads, [str])
+                if not isinstance(why, str) or not why:
+                    return None
+                return f"{why} (as its governor last said; its worker did not answer now)"
+        except Exception:  # noqa: BLE001 - not known: no reason line, as before
+            return None
+        return None
 
     async def _front_checkpoint(self, description: Any) -> FrontCheckpoint | None:
         """A running front run's last ``FrontCheckpoint`` (its activity's heartbeat)."""
