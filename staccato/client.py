@@ -226,6 +226,34 @@ class DestinationChoice:
         )
 
 
+#: the newest events of a running transfer's history :meth:`StaccatoClient._told_queued`
+#: reads for the governor's last ``limit_queued`` signal (one page; a queued run adds
+#: few: no stream reports while it waits)
+TOLD_EVENTS = 200
+
+
+@dataclass(frozen=True)
+class Unanswered:
+    """Why one ``progress`` query of a running run went unanswered (all unset: it was
+    answered, or no worker polls the run's task queue), as :func:`_no_worker_note`
+    words it.
+
+    Attributes:
+        polled: a worker polls the task queue and still did not answer.
+        description: the run's description taken when the query went unanswered (its
+            workflow task may have started only after the one the query followed).
+        query_failure: the query's failure as its worker reported it (e.g. a
+            nondeterminism error replaying the run).
+        unsettled: why the query was not sent (:class:`NotSettledError`'s reason: the
+            run's worker has not taken its latest workflow task).
+    """
+
+    polled: bool = False
+    description: Any = None
+    query_failure: str | None = None
+    unsettled: str | None = None
+
+
 class StaccatoClient:
     """Client of the transfer service.
 
@@ -242,17 +270,6 @@ class StaccatoClient:
         #: destination (canonical, and as named to :meth:`workflow_id`) -> the latest
         #: :meth:`choose_for_destination` of it
         self.choices: dict[str, DestinationChoice] = {}
-        #: the last progress query went unanswered although a worker polls the queue
-        self._unanswered_polled = False
-        #: the run's description taken when that query went unanswered (its workflow
-        #: task may have started only after the description the query followed)
-        self._unanswered_description: Any = None
-        #: the last progress query's failure as its worker reported it (e.g. a
-        #: nondeterminism error replaying the run), None when it was answered or timed out
-        self._query_failure: str | None = None
-        #: why the last progress query was not sent (:class:`NotSettledError`'s reason:
-        #: the run's worker has not taken its latest workflow task), None when it was
-        self._unsettled: str | None = None
         #: the Tokio runtime :meth:`connect` made for this client, dropped by :meth:`close`
         self._runtime: Runtime | None = None
 
@@ -690,7 +707,7 @@ class StaccatoClient:
                 if cancel_requested_of(description):
                     # cancelled while it waits: a worker ends it (a tester read "queued"
                     # with no word of the cancel while none ran)
-                    answered = await self._answered(handle, description) is not None
+                    answered = (await self._answered(handle, description))[0] is not None
                     note = _no_worker_note(description, begun=True, cancel_requested=True)
                     front = front.model_copy(
                         update={
@@ -701,9 +718,10 @@ class StaccatoClient:
             if front is not None:
                 return front
         progress: Progress | None = None
+        unanswered = Unanswered()
         capacity_wait: str | None = None  # a stream waiting for its worker's memory
         if status == WorkflowExecutionStatus.RUNNING:
-            progress = await self._answered(handle, description)
+            progress, unanswered = await self._answered(handle, description)
             if progress is not None and not described_again and _ended_since(progress):
                 # the run ended between the describe and the query (its last workflow
                 # task sets the state, writes the memo's ``left_behind`` and ends it):
@@ -776,10 +794,10 @@ class StaccatoClient:
                     description,
                     begun=state != TransferState.scheduled,
                     cancel_requested=cancel_requested,
-                    polled=self._unanswered_polled,
-                    later=self._unanswered_description,
-                    query_failure=self._query_failure,
-                    unsettled=self._unsettled,
+                    polled=unanswered.polled,
+                    later=unanswered.description,
+                    query_failure=unanswered.query_failure,
+                    unsettled=unanswered.unsettled,
                 )
             rate_sum = 0.0
             now = datetime.now(UTC)
@@ -983,6 +1001,10 @@ class StaccatoClient:
                 # waiting for an endpoint or link limit (staccato.workflows.governor)
                 else await self._limit_reason(progress)
                 if state == TransferState.queued and progress
+                # its worker did not answer: what its governor last told it (tester
+                # t68 5b: the reason line dropped)
+                else await self._told_queued(handle)
+                if state == TransferState.queued and status == WorkflowExecutionStatus.RUNNING
                 else capacity_wait
                 if state == TransferState.running
                 else None
@@ -1074,16 +1096,15 @@ class StaccatoClient:
 
     async def _answered(
         self, handle: WorkflowHandle[Any, Any], description: Any
-    ) -> Progress | None:
+    ) -> tuple[Progress | None, Unanswered]:
         """The running run's ``progress`` query (``handle``, ``description``: its
         description), asked only when a worker may answer (:meth:`may_answer`) and for
-        at most min(5 s, ``STACCATO_CLIENT_WAIT_S``); None when none answers. A closed
-        run is not queried: a query replays its whole history on a worker (seconds, or
-        the query's timeout when none can); its state and failure come from Temporal."""
-        self._unanswered_polled = False
-        self._unanswered_description = None
-        self._query_failure = None
-        self._unsettled = None
+        at most min(5 s, ``STACCATO_CLIENT_WAIT_S``); None when none answers, with why
+        (an :class:`Unanswered` of this call's own: ``list`` reads several runs'
+        statuses at once on one client, and what one run's query met must not be said
+        of another's). A closed run is not queried: a query replays its whole history
+        on a worker (seconds, or the query's timeout when none can); its state and
+        failure come from Temporal."""
         if _never_begun(description):
             if await self.may_answer(description.task_queue):
                 # a worker polls and has not taken the first workflow task yet (a busy
@@ -1092,35 +1113,29 @@ class StaccatoClient:
                 unsettled = NotSettledError(
                     description.id, task[0] if task else None, bool(task and task[1]), description
                 )
-                self._unanswered_polled = True
-                self._unanswered_description = description
-                self._unsettled = unsettled.reason
-            return None
+                return None, Unanswered(True, description, None, unsettled.reason)
+            return None, Unanswered()
         if not await self.may_answer(description.task_queue):
-            return None
+            return None, Unanswered()
         try:
             # not while the run has a workflow task its worker has not taken: see
             # staccato.settled_query and docs/architecture.md "Queries and replay"
-            return await settled_query(
+            progress = await settled_query(
                 handle, PROGRESS_QUERY, result_type=Progress, description=description
             )
+            return progress, Unanswered()
         except NotSettledError as err:
-            self._unanswered_polled = True
-            self._unanswered_description = err.description
-            self._unsettled = err.reason
-            return None
+            return None, Unanswered(True, err.description, None, err.reason)
         except WorkflowQueryFailedError as err:
             # a worker took the query and failed it: it cannot run this run's code
-            self._unanswered_polled = True
-            self._query_failure = str(err)
-            return None
+            return None, Unanswered(True, None, str(err), None)
         except Exception:  # no worker polling: fall back to visibility
             # a worker polls the queue (or it could not be described) and still did
             # not answer: say so, not "no worker" (a worker saturated with streams)
-            self._unanswered_polled = True
+            later = None
             with contextlib.suppress(RPCError):
-                self._unanswered_description = await handle.describe()
-            return None
+                later = await handle.describe()
+            return None, Unanswered(True, later, None, None)
 
     async def _is_paused(self, transfer: str) -> bool:
         """Whether ``transfer``'s latest run is paused (its state search attribute);
@@ -1177,6 +1192,45 @@ class StaccatoClient:
                     progress.queued_reason, f"it did not answer within {wait_s:g} s"
                 )
         return progress.queued_reason
+
+    async def _told_queued(self, handle: WorkflowHandle[Any, Any]) -> str | None:
+        """Why a running transfer waits for a limit, when its worker does not answer:
+        the reason its governor last signalled it (``limit_queued``,
+        :data:`~staccato.workflows.governor.LIMIT_QUEUED_SIGNAL`), read from the run's
+        history newest first (no worker needed: the signal's input is an event of the
+        run), with a word that it is the governor's last word; None when no such signal
+        is among the newest :data:`TOLD_EVENTS` events (a front run's queue, a run not
+        queued at a limit) or the history cannot be read. The transfer's state
+        (``queued``) is the one it recorded, so the last such signal is the wait it is
+        in: a grant moves the state on (``TransferWorkflow._acquire_slots``)."""
+        from temporalio.api.enums.v1 import EventType
+        from temporalio.api.workflowservice.v1 import GetWorkflowExecutionHistoryReverseRequest
+
+        from staccato.workflows.governor import LIMIT_QUEUED_SIGNAL
+
+        request = GetWorkflowExecutionHistoryReverseRequest(
+            namespace=self.temporal.namespace,
+            maximum_page_size=TOLD_EVENTS,
+        )
+        request.execution.workflow_id = handle.id
+        if handle.run_id:
+            request.execution.run_id = handle.run_id
+        signalled = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
+        try:
+            page = await self.temporal.workflow_service.get_workflow_execution_history_reverse(
+                request, timeout=timedelta(seconds=settings.current().client_wait_s)
+            )
+            for event in page.history.events:
+                attrs = event.workflow_execution_signaled_event_attributes
+                if event.event_type != signalled or attrs.signal_name != LIMIT_QUEUED_SIGNAL:
+                    continue
+                (why,) = await self.temporal.data_converter.decode(attrs.input.payloads, [str])
+                if not isinstance(why, str) or not why:
+                    return None
+                return f"{why} (as its governor last said; its worker did not answer now)"
+        except Exception:  # noqa: BLE001 - not known: no reason line, as before
+            return None
+        return None
 
     async def _front_checkpoint(self, description: Any) -> FrontCheckpoint | None:
         """A running front run's last ``FrontCheckpoint`` (its activity's heartbeat)."""

@@ -25,10 +25,17 @@ from staccato import governors
 from staccato.client import PROGRESS_QUERY, StaccatoClient
 from staccato.links import endpoint_of, governor_id, parse_limit_target
 from staccato.listing import list_rows
-from staccato.models import Limits, Progress, TransferOptions, TransferState
+from staccato.models import (
+    NO_WORKER_ANSWERS,
+    WORKER_BUSY,
+    Limits,
+    Progress,
+    TransferOptions,
+    TransferState,
+)
 from staccato.settled_query import pending_task
 from staccato.workflows.front import FRONT_STATE_SIGNAL
-from tests.helpers import MiB, WorkerProcess, write_random
+from tests.helpers import MiB, WorkerProcess, run_cli, write_random
 from tests.servers.nginx import NginxServer
 from tests.servers.pacing_proxy import PacingProxy
 from tests.servers.temporal_server import temporal_server_fixture
@@ -41,6 +48,9 @@ OPTIONS = TransferOptions(chunk_size=1 * MiB, streams=1, heartbeat_timeout_s=3, 
 PACE = 256 * 1024
 #: bound on a call that should answer at once, only to stop a hang
 HANG_S = 120
+#: how a row of a run whose worker does not answer begins its note: none polls or
+#: none answered, or it holds (or has not taken) the run's workflow task
+UNANSWERED = (NO_WORKER_ANSWERS, WORKER_BUSY)
 
 
 class CountingQueries(Interceptor):
@@ -49,14 +59,25 @@ class CountingQueries(Interceptor):
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, str]] = []
+        #: the queries sent and not answered (or failed) yet, and the most at once
+        self.in_flight: set[int] = set()
+        self.peak: dict[str, int] = {}
 
     def intercept_client(self, next: OutboundInterceptor) -> OutboundInterceptor:
-        sent = self.sent
+        counting = self
 
         class Outbound(OutboundInterceptor):
             async def query_workflow(self, input: QueryWorkflowInput) -> Any:
-                sent.append((input.id, input.query))
-                return await super().query_workflow(input)
+                counting.sent.append((input.id, input.query))
+                token = id(input)
+                counting.in_flight.add(token)
+                counting.peak[input.query] = max(
+                    counting.peak.get(input.query, 0), len(counting.in_flight)
+                )
+                try:
+                    return await super().query_workflow(input)
+                finally:
+                    counting.in_flight.discard(token)
 
         return Outbound(next)
 
@@ -220,3 +241,89 @@ async def test_a_run_no_listed_worker_has_taken_yet_is_not_said_to_have_no_worke
     assert "its worker has not taken its latest workflow task" in note, note
     assert "has not begun" in note, note
     assert not [q for q in counting.sent if q[0] == started.id], counting.sent
+
+
+async def test_list_of_a_frozen_workers_runs_asks_them_at_once_and_keeps_the_queued_reason(
+    setup: Any, own_server: Any, proxy: PacingProxy, http_root: Path, data_dir: Path
+) -> None:
+    """Tester t68 5b: the worker (and the governor's) SIGSTOPped with no workflow task
+    pending, a transfer holding an endpoint's ``max-active 1`` slot and one queued for
+    it: ``list`` asks both runs at once (their progress queries in flight together,
+    counted by the client's interceptor; before, each row's read began only once the
+    closed runs listed after it placed it: one deadline after another, 21-31 s), and
+    ``list`` and ``status`` of the queued transfer print why it waits (the governor's
+    last ``limit_queued`` signal, read from the run's history: the reason line was
+    dropped) and that its worker does not answer. A transfer that ended between the
+    two starts is what made the rows readable one at a time."""
+    client, counting, worker = setup
+    endpoint = endpoint_of(proxy.url("x"))
+    await governors.set_limits(client.temporal, parse_limit_target(endpoint), Limits(max_active=1))
+    for name in ("holder5b.bin", "queued5b.bin"):
+        write_random(http_root / name, 16 * MiB)
+    holder = await client.start(proxy.url("holder5b.bin"), str(data_dir / "holder5b.bin"), OPTIONS)
+
+    async def holding() -> bool:
+        return (await client.status(holder.id)).bytes_done > 0
+
+    await until(holding, "the first transfer holds the slot and copies")
+    small = data_dir / "small5b.bin"
+    small.write_bytes(b"x" * 1000)
+    ended = await client.submit(str(small), str(data_dir / "small5b.copy"), OPTIONS)
+    assert (await asyncio.wait_for(client.wait(ended), HANG_S)).bytes == 1000
+    queued = await client.start(proxy.url("queued5b.bin"), str(data_dir / "queued5b.bin"), OPTIONS)
+
+    async def waits() -> Progress | None:
+        progress = await client.temporal.get_workflow_handle(queued.id).query(
+            PROGRESS_QUERY, result_type=Progress
+        )
+        return progress if progress.queued_ticket and progress.queued_reason else None
+
+    progress = await until(waits, "the second transfer is queued at the limit")
+    told = progress.queued_reason or ""
+
+    async def idle() -> bool:
+        return not any([await has_pending_task(client, t) for t in (holder.id, queued.id)])
+
+    await until(idle, "neither run has a workflow task pending")
+    args = dict(address=own_server.address, task_queue=worker.task_queue)
+    with frozen(worker):
+        counting.sent.clear()
+        counting.peak.clear()
+        rows = await asyncio.wait_for(list_rows(client), HANG_S)
+        asked = {q[0] for q in counting.sent if q[1] == PROGRESS_QUERY}
+        assert {holder.id, queued.id} <= asked, counting.sent
+        # both unanswered progress queries were in flight at once
+        assert counting.peak.get(PROGRESS_QUERY, 0) >= 2, (counting.peak, counting.sent)
+        by_id = {row.id: row for row in rows}
+        for transfer in (holder.id, queued.id):
+            note = getattr(by_id[transfer], "last_retry_error", None) or ""
+            assert note.startswith(UNANSWERED), (transfer, note)
+        assert by_id[queued.id].state == TransferState.queued, by_id[queued.id]
+        assert (by_id[queued.id].reason or "").startswith(told), by_id[queued.id]
+
+        # the CLI's own output (seconds and load printed: the measurement, not asserted)
+        timed: dict[str, float] = {}
+        shown: dict[str, str] = {}
+        for name, cli_args in (
+            ("list", ("list",)),
+            ("list --state queued", ("list", "--state", "queued")),
+            ("status", ("status", queued.id)),
+        ):
+            begun = time.monotonic()
+            done = await asyncio.to_thread(run_cli, *cli_args, **args)
+            timed[name] = round(time.monotonic() - begun, 1)
+            assert done.returncode == 0, done.stderr
+            shown[name] = done.stdout
+        print(f"\nfrozen worker: {timed}; load average {os.getloadavg()}")
+        for name in ("list", "list --state queued"):
+            lines = shown[name].splitlines()
+            (row,) = [i for i, line in enumerate(lines) if line.startswith(queued.id)]
+            assert any(lead in lines[row] for lead in UNANSWERED), shown[name]
+            assert lines[row + 1].strip().startswith(f"queued: {told}"), shown[name]
+            assert "as its governor last said" in lines[row + 1], shown[name]
+        assert any(
+            line.startswith(holder.id) and any(lead in line for lead in UNANSWERED)
+            for line in shown["list"].splitlines()
+        ), shown["list"]
+        assert told in shown["status"], shown["status"]
+        assert any(lead in shown["status"] for lead in UNANSWERED), shown["status"]
