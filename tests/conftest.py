@@ -7,6 +7,7 @@ import base64
 import compileall
 import os
 import re
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -136,6 +137,26 @@ SLOW_TESTS: dict[str, float] = {
     "tests/test_status_no_worker_notes.py::test_a_dead_workers_tuned_run_says_its_streams_are_unknown": 23,
     "tests/test_pause_keeps_chunk.py::test_a_pause_inside_a_chunk_keeps_what_the_streams_read_of_it": 23,
     "tests/test_fanout.py::test_a_dead_destination_fails_alone_with_its_reason": 23,
+    # ci92 (2026-12-07, -n 4, 1,724 s): the tests of its 40 slowest that were not listed
+    # (17 of them, the slowest of the run among them: taken last, each kept the run going
+    # alone for up to a minute); seconds as ci92 measured them
+    "tests/sftp/test_sftp_failed_cleanup_status.py::test_status_of_a_failed_sftp_upload_never_says_removed_while_its_cleanup_runs": 70,
+    "tests/s3/test_s3_prepare_cancel_no_worker.py::test_cancel_asked_without_a_worker_ends_soon_after_one_is_back": 62,
+    "tests/sftp/test_sftp_prepare_cancel_no_worker.py::test_cancel_asked_without_a_worker_ends_soon_and_says_the_temp_file": 56,
+    "tests/sftp/test_sftp_cancel_hung_cp_line.py::test_cp_last_line_after_cancel_in_sftp_hang_is_status_bytes": 51,
+    "tests/test_crash_status.py::test_a_retried_staging_read_that_moves_bytes_is_not_shown_retrying": 47,
+    "tests/test_dataset_killed_batch_status.py::test_a_dataset_whose_batch_processes_were_killed_says_so": 46,
+    "tests/test_dataset_retry_note.py::test_the_retry_note_goes_once_the_retried_batch_copies_again": 42,
+    "tests/test_dataset_no_worker.py::test_a_dataset_whose_worker_is_gone_shows_its_last_known_counts[2]": 35,
+    "tests/sftp/test_sftp_dataset_hung_leftovers.py::test_sessions_left_by_a_hung_sftp_server_are_named_then_removable": 35,
+    "tests/test_dataset_no_worker.py::test_a_dataset_whose_worker_is_gone_shows_its_last_known_counts[24]": 34,
+    "tests/s3/test_s3_dataset_gave_up_counts.py::test_gave_up_dataset_counts_the_files_published_past_its_checkpoint[one-root]": 33,
+    "tests/sftp/test_sftp_hung_server.py::test_hung_sftp_server_fails_soon_after_retry_for_naming_the_destination": 32,
+    "tests/s3/test_s3_replaced_part.py::test_a_part_replaced_while_down_is_never_published[seaweedfs]": 32,
+    "tests/s3/test_s3_hung_server.py::test_upload_to_hung_moto_fails_soon_after_retry_for": 32,
+    "tests/s3/test_s3_dataset_gave_up_counts.py::test_gave_up_dataset_counts_the_files_published_past_its_checkpoint[two-roots]": 32,
+    "tests/s3/test_s3_hung_server.py::test_upload_to_hung_moto_gives_up_in_the_streams_first_attempt": 31,
+    "tests/s3/test_s3_dataset_orphans.py::test_a_killed_batch_leaves_no_multipart_upload_on_moto": 31,
 }
 
 
@@ -149,6 +170,26 @@ def pytest_configure(config: pytest.Config) -> None:
     bytecode (it checks the source's mtime and size); ``__pycache__`` is git-ignored."""
     if getattr(config, "workerinput", None) is None:
         compileall.compile_dir(REPO / "staccato", quiet=1)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_collection(session: pytest.Session) -> Iterator[object]:
+    """Let pytest cache the test modules it rewrites (assertion rewriting) while this
+    process collects them, whatever ``PYTHONDONTWRITEBYTECODE`` says: with it set (the
+    Docker image, the build machine, every helper's shell) pytest rewrote and compiled
+    all ~160 test files again in each xdist process of each run, 6 of a collection's 8
+    CPU-s (2026-12-07, ``pytest --collect-only`` of the suite: 8.8 CPU-s uncached, 2.8
+    cached). Pytest reads such a cache whatever the variable says, keys it by the
+    source's hash (a changed file is rewritten again) and writes it atomically (a
+    temporary file renamed), so concurrent xdist processes share it; ``__pycache__`` is
+    git-ignored. Only during collection: the test run itself keeps the variable's
+    setting."""
+    before = sys.dont_write_bytecode
+    sys.dont_write_bytecode = False
+    try:
+        return (yield)
+    finally:
+        sys.dont_write_bytecode = before
 
 
 def _dist_mode(config: pytest.Config) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tests.helpers import REPO, WorkerProcess
 
-FILES = 300
+FILES = 200
 
 
 def _read_lines(stream, into: queue.Queue[str]) -> None:
@@ -49,7 +49,9 @@ def test_cp_r_with_frozen_worker_keeps_printing_that_no_worker_answers(
         "TEMPORAL_NAMESPACE": "default",
         "STACCATO_TASK_QUEUE": worker.task_queue,
     }
-    # ~600 KB at 20 KB/s: ~30 s, so it runs on while the worker is frozen
+    # ~400 KB at 20 KB/s: ~20 s, so it runs on while the worker is frozen (frozen at
+    # its first line with files counted; the copy makes no progress while frozen). It
+    # was 300 files (~30 s): the third was copied after the checks, only to end it
     process = subprocess.Popen(
         [sys.executable, "-m", "staccato.cli", "cp", "-r", str(source), str(destination)]
         + ["--max-rate", "20KB/s"],

@@ -29,13 +29,14 @@ from staccato.models import TransferOptions
 from tests.dataset_checks import tree, wait_dataset
 from tests.helpers import WorkerProcess, spawned_children
 
-FILES = 160
-#: ~320 KB at 10 KB/s: ~30 s, so batches are in flight when their processes die (they
-#: copy nothing while stopped, so ~20 s are left after Temporal retries them; it was
-#: 400 files, ~80 s of copying and polling for the same checks); a heartbeat timeout
-#: long enough that the batches are seen silent (``NO_HEARTBEAT_S``, 5 s) before
-#: Temporal times them out
-OPTIONS = TransferOptions(max_rate=10_000, heartbeat_timeout_s=25, retry_for_s=600)
+FILES = 100
+#: ~200 KB at 10 KB/s: ~20 s, so batches are in flight when their processes die (they
+#: copy nothing while stopped, so most of it is left after Temporal retries them; it
+#: was 400 files, then 160, ~32 s of copying and polling for the same checks); a
+#: heartbeat timeout long enough that the batches are seen silent (``NO_HEARTBEAT_S``,
+#: 5 s after their last heartbeat, at most 1 s before the stop) with 12 s to spare
+#: for the status polls before Temporal times them out (it was 25 s: 7 s more to wait)
+OPTIONS = TransferOptions(max_rate=10_000, heartbeat_timeout_s=18, retry_for_s=600)
 
 
 async def _status_until(

@@ -24,9 +24,11 @@ from staccato.models import TransferOptions
 from tests.dataset_checks import tree, wait_dataset
 from tests.helpers import WorkerProcess, spawned_children
 
-FILES = 160
-#: ~320 KB at 10 KB/s: ~30 s of copying, so the batch is mid-copy when its process
-#: dies and copies for a while after Temporal runs it again
+FILES = 100
+#: ~200 KB at 10 KB/s: ~20 s of copying, so the batch is mid-copy when its process
+#: dies (at its first file counted, ~0.2 s a file) and copies for a while after
+#: Temporal runs it again (the check wants 5 more files: 1 s). It was 160 files (~32 s
+#: of copying), most of it after the checks, only to end the dataset
 OPTIONS = TransferOptions(max_rate=10_000, heartbeat_timeout_s=10, retry_for_s=600)
 
 
