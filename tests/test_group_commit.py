@@ -13,16 +13,10 @@ to make one ``fdatasync`` fail as a failing disk would).
   file removed, the reason given); the others of the group are.
 * An ``fdatasync`` that fails fails the commit: nothing renamed, every other temp
   file still synced and left for the retry.
-* A group of at least ``SYNCFS_MIN_FILES`` on one file system is made durable by one
-  ``syncfs`` (the real call, wrapped to record it) before the first rename; a group
-  across two file systems (a tmpfs mounted inside the destination) takes an
-  ``fdatasync`` per file; a ``syncfs`` that fails fails the commit as an ``fdatasync``
-  does.
 """
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import threading
@@ -39,7 +33,6 @@ from staccato.endpoints.file.session import TEMP_SUFFIX, session_paths
 from staccato.errors import SourceChangedError, StaccatoError
 from staccato.models import TransferOptions
 from staccato.urls import parse_url
-from tests.helpers import mounted_tmpfs
 
 SIZE = 64 * 1024 + 3
 
@@ -132,8 +125,6 @@ def test_commit_syncs_every_file_before_the_first_rename(
 ) -> None:
     bodies = _sources(tmp_path / "src", 20)  # > SYNC_THREADS: several files per thread
     assert len(bodies) > group_module.SYNC_THREADS
-    # the fdatasync path (a group too small for syncfs; see the syncfs tests below)
-    monkeypatch.setattr(group_module, "SYNCFS_MIN_FILES", len(bodies) + 1)
     destination = tmp_path / "dst"
     group = LocalGroup()
     try:
@@ -256,133 +247,3 @@ def test_a_staged_source_is_read_again_only_while_its_mtime_cannot_prove_it(
     reads.clear()
     assert small_copy._read_local(str(old), 1000) is not None
     assert len(reads) == 1
-
-
-def _record_syncfs(
-    monkeypatch: pytest.MonkeyPatch,
-    calls: list[tuple[str, str]],
-    fail: bool = False,
-) -> None:
-    """Wrap the group's ``syncfs`` (the C library's) to append ("syncfs", path of the
-    fd) to ``calls``; ``fail``: return -1 with EIO instead, as a failing disk would."""
-    original = group_module._SYNCFS
-    assert original is not None, "syncfs reporting write-back errors (Linux >= 5.8)"
-
-    def recorded(fd: int) -> int:
-        with _LOCK:
-            calls.append(("syncfs", os.readlink(f"/proc/self/fd/{fd}")))
-        if fail:
-            ctypes.set_errno(errno.EIO)
-            return -1
-        return original(fd)
-
-    monkeypatch.setattr(group_module, "_SYNCFS", recorded)
-
-
-def test_a_group_on_one_file_system_is_made_durable_by_one_syncfs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    bodies = _sources(tmp_path / "src", group_module.SYNCFS_MIN_FILES + 4)
-    destination = tmp_path / "dst"
-    # other work's dirty pages on this shared machine must not choose the path here
-    monkeypatch.setattr(group_module, "SYNCFS_MAX_OTHER_DIRTY", 1 << 62)
-    group = LocalGroup()
-    try:
-        staged = _stage_all(group, tmp_path / "src", destination, sorted(bodies))
-        calls: list[tuple[str, str]] = []
-        _record_syncfs(monkeypatch, calls)
-        for name in ("fdatasync", "rename", "fsync"):
-            _record(monkeypatch, name, calls)
-        assert group.commit(staged) == [None] * len(staged)
-    finally:
-        group.close()
-    kinds = [kind for kind, _ in calls]
-    assert "fdatasync" not in kinds
-    assert kinds.count("syncfs") == 1, calls
-    # through a directory of the group, opened before any of its files
-    assert calls[0] == ("syncfs", str(destination / "d0"))
-    assert sorted(path for kind, path in calls if kind == "rename") == sorted(
-        item.temp for item in staged
-    )
-    assert kinds.index("syncfs") < kinds.index("rename")
-    last_rename = max(i for i, kind in enumerate(kinds) if kind == "rename")
-    assert last_rename < kinds.index("fsync"), "a directory fsync-ed before its renames"
-    for name, body in bodies.items():
-        assert (destination / name).read_bytes() == body
-
-
-def test_a_group_across_two_file_systems_takes_an_fdatasync_per_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Half the group's files on a tmpfs mounted inside the destination: one
-    ``syncfs`` would leave the other file system's files unsynced."""
-    bodies = _sources(tmp_path / "src", group_module.SYNCFS_MIN_FILES + 4)
-    destination = tmp_path / "dst"
-    destination.mkdir()
-    monkeypatch.setattr(group_module, "SYNCFS_MAX_OTHER_DIRTY", 1 << 62)
-    with mounted_tmpfs(destination / "d1", "64m"):
-        assert os.stat(destination / "d1").st_dev != os.stat(destination).st_dev
-        group = LocalGroup()
-        try:
-            staged = _stage_all(group, tmp_path / "src", destination, sorted(bodies))
-            calls: list[tuple[str, str]] = []
-            _record_syncfs(monkeypatch, calls)
-            for name in ("fdatasync", "rename"):
-                _record(monkeypatch, name, calls)
-            assert group.commit(staged) == [None] * len(staged)
-        finally:
-            group.close()
-        kinds = [kind for kind, _ in calls]
-        assert "syncfs" not in kinds
-        assert sorted(path for kind, path in calls if kind == "fdatasync") == sorted(
-            item.temp for item in staged
-        )
-        last_sync = max(i for i, kind in enumerate(kinds) if kind == "fdatasync")
-        assert last_sync < kinds.index("rename")
-        for name, body in bodies.items():
-            assert (destination / name).read_bytes() == body
-
-
-def test_a_group_with_much_other_dirty_data_takes_an_fdatasync_per_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Past the bound on the machine's other dirty bytes (here set below any count,
-    so the machine's real ``/proc/meminfo`` is past it), a ``syncfs`` would wait for
-    them too: an ``fdatasync`` per file instead."""
-    bodies = _sources(tmp_path / "src", group_module.SYNCFS_MIN_FILES + 4)
-    destination = tmp_path / "dst"
-    monkeypatch.setattr(group_module, "SYNCFS_MAX_OTHER_DIRTY", -(1 << 50))
-    group = LocalGroup()
-    try:
-        staged = _stage_all(group, tmp_path / "src", destination, sorted(bodies))
-        calls: list[tuple[str, str]] = []
-        _record_syncfs(monkeypatch, calls)
-        _record(monkeypatch, "fdatasync", calls)
-        assert group.commit(staged) == [None] * len(staged)
-    finally:
-        group.close()
-    assert [kind for kind, _ in calls] == ["fdatasync"] * len(staged)
-
-
-def test_a_failed_syncfs_fails_the_commit_and_publishes_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    bodies = _sources(tmp_path / "src", group_module.SYNCFS_MIN_FILES)
-    names = sorted(bodies)
-    destination = tmp_path / "dst"
-    monkeypatch.setattr(group_module, "SYNCFS_MAX_OTHER_DIRTY", 1 << 62)
-    group = LocalGroup()
-    try:
-        staged = _stage_all(group, tmp_path / "src", destination, names)
-        calls: list[tuple[str, str]] = []
-        _record_syncfs(monkeypatch, calls, fail=True)
-        renames = _record(monkeypatch, "rename")
-        with pytest.raises(StaccatoError, match="making the written files durable"):
-            group.commit(staged)
-    finally:
-        group.close()
-    assert [kind for kind, _ in calls] == ["syncfs"]
-    assert renames == []
-    for item, name in zip(staged, names, strict=True):
-        assert not (destination / name).exists()
-        assert Path(item.temp).read_bytes() == bodies[name], "left for the retry"

@@ -66,41 +66,7 @@ def _libc_sync_file_range() -> Callable[..., int] | None:
     return function  # type: ignore[no-any-return]
 
 
-def _libc_syncfs() -> Callable[[int], int] | None:
-    """``syncfs(2)`` from the C library (Linux), or None where it has none."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        function = libc.syncfs
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = [ctypes.c_int]
-    function.restype = ctypes.c_int
-    return function  # type: ignore[no-any-return]
-
-
-def _syncfs_reports_errors() -> bool:
-    """Whether this kernel's ``syncfs`` reports the file system's write-back errors:
-    Linux 5.8 and later (the superblock's ``s_wb_err``, checked against the fd's
-    sample taken at open; commit 735e4ae5ba28 "vfs: track per-sb writeback errors and
-    report them to syncfs"). Before it, ``syncfs`` returned 0 whatever failed."""
-    release = os.uname().release
-    try:
-        major, minor = (int(part) for part in release.split("-")[0].split(".")[:2])
-    except ValueError:
-        return False
-    return (major, minor) >= (5, 8)
-
-
 _SYNC_FILE_RANGE = _libc_sync_file_range()
-_SYNCFS = _libc_syncfs() if _syncfs_reports_errors() else None
-#: a commit of at least this many files, all on one file system, makes them durable
-#: with one ``syncfs`` instead of an ``fdatasync`` each (fewer, smaller ones keep the
-#: ``fdatasync``s: ``syncfs`` also writes every other dirty page of the file system)
-SYNCFS_MIN_FILES = 16
-#: ... and only while the machine's dirty and under-write-back pages
-#: (``/proc/meminfo`` ``Dirty`` + ``Writeback``) are at most this many bytes beyond the
-#: group's own: a ``syncfs`` waits for all of them, an ``fdatasync`` for its file's
-SYNCFS_MAX_OTHER_DIRTY = 64 << 20
 #: ``fdatasync`` calls of one commit in flight at once (threads of this process, shared
 #: by its batches; measured on a virtio disk: 64 files of 64 KiB 0.10-0.13 s one after
 #: the other, 0.06-0.08 s eight at a time)
@@ -160,55 +126,6 @@ def _datasync_each(fds: list[int]) -> None:
 _SYNC_FILE_RANGE_WRITE = 2
 
 
-def _dirty_bytes() -> int | None:
-    """The machine's dirty and under-write-back page-cache bytes (``/proc/meminfo``
-    ``Dirty`` + ``Writeback``, kB there), or None where it cannot be read."""
-    try:
-        with open("/proc/meminfo", "rb") as meminfo:
-            text = meminfo.read()
-    except OSError:
-        return None
-    total = 0
-    found = 0
-    for line in text.splitlines():
-        if line.startswith((b"Dirty:", b"Writeback:")):
-            total += int(line.split()[1]) << 10
-            found += 1
-    return total if found == 2 else None
-
-
-def _use_syncfs(staged: list[StagedFile]) -> bool:
-    """Whether one ``syncfs`` makes ``staged`` durable (else an ``fdatasync`` each):
-    ``syncfs`` is there and reports write-back errors (Linux >= 5.8), the group has at
-    least :data:`SYNCFS_MIN_FILES` files, all on one file system (``st_dev`` of their
-    directories), and the machine has at most :data:`SYNCFS_MAX_OTHER_DIRTY` dirty
-    bytes besides the group's own."""
-    if _SYNCFS is None or len(staged) < SYNCFS_MIN_FILES:
-        return False
-    device = staged[0].device
-    if device is None or any(item.device != device for item in staged):
-        return False
-    dirty = _dirty_bytes()
-    if dirty is None:
-        return False
-    return dirty <= SYNCFS_MAX_OTHER_DIRTY + sum(item.size for item in staged)
-
-
-def _syncfs(fd: int) -> None:
-    """``syncfs(fd)``: every dirty page and inode of ``fd``'s file system written and
-    the device's cache flushed; returns once done.
-
-    Raises:
-        OSError: a write-back error of that file system since ``fd`` was opened (Linux
-            >= 5.8 reports it: the superblock's error sequence, the fd's sample taken
-            at open), or the call's own failure.
-    """
-    assert _SYNCFS is not None
-    if _SYNCFS(fd) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code))
-
-
 @dataclass
 class StagedFile:
     """One file written whole under its temp name, not yet durable nor published.
@@ -229,8 +146,6 @@ class StagedFile:
     size: int
     source_path: str | None = None
     source_version: str | None = None
-    #: ``st_dev`` of ``temp``'s directory (the file system it is on), None if unknown
-    device: int | None = None
 
 
 class LocalGroup:
@@ -243,21 +158,7 @@ class LocalGroup:
 
     def __init__(self) -> None:
         self._directories: dict[str, int | StaccatoError] = {}
-        self._devices: dict[int, int] = {}
         self._lock = threading.Lock()
-
-    def _directory_fd(self, target: str) -> int:
-        """The open fd of ``target``'s directory (staged: opened by :meth:`stage`)."""
-        known = self._directories[os.path.dirname(target) or "/"]
-        assert isinstance(known, int)
-        return known
-
-    def _device(self, directory_fd: int) -> int:
-        """``st_dev`` of an open directory, asked once per directory."""
-        device = self._devices.get(directory_fd)
-        if device is None:
-            device = self._devices[directory_fd] = os.fstat(directory_fd).st_dev
-        return device
 
     def _directory(self, url: EndpointURL) -> int:
         """The destination directory of ``url``, created if missing and checked as a
@@ -302,7 +203,7 @@ class LocalGroup:
                 an SFTP destination.
             PermanentError: the file is larger than the whole file system.
         """
-        device = self._device(self._directory(url))
+        self._directory(url)
         check_target(url.path)
         temp, _ = session_paths(url, session_key)
         write_fence()  # under the batch's lease: a retry elsewhere writes this temp name too
@@ -330,7 +231,6 @@ class LocalGroup:
             size=len(data),
             source_path=source_path,
             source_version=source_version,
-            device=device,
         )
 
     def commit(self, staged: list[StagedFile]) -> list[StaccatoError | None]:
@@ -352,14 +252,7 @@ class LocalGroup:
                 for item in staged:
                     # start every write-back at once: one journal commit serves them all
                     _SYNC_FILE_RANGE(item.fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
-            if _use_syncfs(staged):
-                # through the directory's fd, opened before any file in it: its sample
-                # of the file system's error sequence predates every write of the group
-                # (a temp file's fd would miss an error met before its own open, such
-                # as another file's write-back started by sync_file_range above)
-                _syncfs(self._directory_fd(staged[0].target))
-            else:
-                _datasync_all([item.fd for item in staged])
+            _datasync_all([item.fd for item in staged])
         except OSError as err:
             raise os_error(err, "destination: making the written files durable") from None
         finally:
@@ -407,7 +300,6 @@ class LocalGroup:
                 if isinstance(known, int):
                     os.close(known)
             self._directories.clear()
-            self._devices.clear()
 
 
 def _open_directory(url: EndpointURL, parent: str) -> int | StaccatoError:
