@@ -36,6 +36,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from staccato import run_fields, settings, units
 from staccato.client import GROUP_TYPE, StaccatoClient, require_type, retry_is_over
+from staccato.dataset_ended import in_flight_at_end
 from staccato.dataset_requests import (
     check_local_source,
     dataset_id,
@@ -51,6 +52,7 @@ from staccato.dataset_requests import (
 from staccato.datasets.locks import ROOT_LOCK_TYPE, root_lock_id
 from staccato.datasets.models import (
     DATASET_ID_PREFIX,
+    MAX_FAILURES_KEPT,
     BatchCheckpoint,
     DatasetProgress,
     DatasetRequest,
@@ -1277,7 +1279,12 @@ async def _dataset_status(
                 "listing_done": True,  # ended: its count is final
             }
         )
+        ended = await _with_in_flight(client, handle, description, ended, counts)
         return _with_retry_of(ended, memo)
+    if progress is None and state in _TERMINAL:
+        # ended before any batch or large file wrote its counts (a terminate 8 s in:
+        # tester t68 1b read files_done 0 of 8 published)
+        status = await _with_in_flight(client, handle, description, status, None)
     last_known_at: str | None = None
     no_batch_ended = False
     first = description.raw_description.workflow_execution_info.first_run_id
@@ -1595,7 +1602,73 @@ async def _dataset_status(
             ),
         }
     )
+    if state in _TERMINAL:
+        # a worker replayed the ended run for the query: what it had in flight is not
+        # in its state either (a terminated run's batches wrote nothing: tester t68 1b)
+        counts = memo.get("counts")
+        final = await _with_in_flight(
+            client, handle, description, final, counts if isinstance(counts, dict) else None
+        )
     return _with_retry_of(final, memo)
+
+
+async def _with_in_flight(
+    client: StaccatoClient,
+    handle: WorkflowHandle[Any, Any],
+    description: Any,
+    status: DatasetStatus,
+    counts: dict[str, Any] | None,
+) -> DatasetStatus:
+    """``status`` of an ended dataset (failed, cancelled; ``description``: its last
+    run's) with what that run had in flight (:func:`staccato.dataset_ended.in_flight_at_end`,
+    read from its history): a terminated run's batches' files found published at a
+    local destination are counted done, and the files whose partial data may be left
+    (a terminated batch's, a large file's transfer that did not complete and names what
+    it left) join its failures with their ``left_behind``. A terminated run whose
+    batches' outcome cannot be told from here (a destination not seen) says its
+    counts are the last known (``counts_unknown``, ``counts_last_known_at``: its
+    memo's ``counts``). One root only (a dataset to several roots: ``status`` as
+    before). ``counts``: the memo's counts (None: none written)."""
+    if status.destination_roots is not None or description.status not in (
+        WorkflowExecutionStatus.TERMINATED,
+        WorkflowExecutionStatus.CANCELED,
+        WorkflowExecutionStatus.FAILED,
+        WorkflowExecutionStatus.TIMED_OUT,
+    ):
+        return status
+    terminated = description.status == WorkflowExecutionStatus.TERMINATED
+    run = client.temporal.get_workflow_handle(handle.id, run_id=description.run_id)
+    found = await in_flight_at_end(
+        client,
+        run,
+        status.destination,
+        terminated=terminated,
+        known={f.name for f in status.failures},
+    )
+    # an ended run copies nothing now (a replayed run's query named its last files)
+    update: dict[str, Any] = {"current": []} if status.current else {}
+    if found.left:
+        update["failures"] = [*status.failures, *found.left][:MAX_FAILURES_KEPT]
+    if found.files_published:
+        update["files_done"] = status.files_done + found.files_published
+        update["bytes_done"] = status.bytes_done + found.bytes_published
+    if terminated and (found.files_untold or not found.history_read):
+        at = counts.get("at") if isinstance(counts, dict) else None
+        if isinstance(at, int | float):
+            update["counts_last_known_at"] = iso_utc(datetime.fromtimestamp(float(at), UTC))
+        update["counts_unknown"] = (
+            "terminated (`temporal workflow terminate` or the UI: no workflow code ran "
+            "after it): the files its batches in flight published since their last "
+            "checkpoint are not counted"
+            + (
+                f" ({found.files_untold} files in flight at a destination not seen from here)"
+                if found.history_read
+                else " (its history was not read)"
+            )
+            + "; a new run of the dataset (`cp -r`, `sync`) copies what is missing and "
+            "removes what they left"
+        )
+    return status.model_copy(update=update) if update else status
 
 
 def _last_heard(pending: Any) -> float | None:
