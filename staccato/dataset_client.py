@@ -1111,6 +1111,7 @@ async def dataset_status(
     *,
     query_timeout_s: float = PROGRESS_QUERY_S,
     own_run_id: str | None = None,
+    look_in_flight: bool = True,
 ) -> DatasetStatus:
     """Status of the latest dataset under ``dataset`` (an id or a destination root):
     counts, bytes, rate, ETA (once the listing is done), current files, failures.
@@ -1125,6 +1126,11 @@ async def dataset_status(
     as a listing found it): that dataset's status in that case, not the holder's (a
     listing showed the holder twice and the earlier dataset not at all: tester63).
 
+    ``look_in_flight``: an ended (failed, cancelled, terminated) dataset's last run's
+    history is read for what it had in flight (:func:`_with_in_flight`: files a
+    terminated run's batches published, what they and its large files' transfers
+    left); False: not (``list``, a row per dataset, reads the memo's counts only).
+
     Raises:
         NotADatasetError: ``dataset`` is the id of a single transfer or fan-out group
             (the message names the call that applies to it).
@@ -1133,7 +1139,11 @@ async def dataset_status(
             (the CLI says so in one line), or failed otherwise.
     """
     status = await _dataset_status(
-        client, dataset, query_timeout_s=query_timeout_s, own_run_id=own_run_id
+        client,
+        dataset,
+        query_timeout_s=query_timeout_s,
+        own_run_id=own_run_id,
+        look_in_flight=look_in_flight,
     )
     shown = [shown_left_behind(f.left_behind) for f in status.failures]  # one look each
     if all(text == f.left_behind for text, f in zip(shown, status.failures, strict=True)):
@@ -1154,6 +1164,7 @@ async def _dataset_status(
     *,
     query_timeout_s: float = PROGRESS_QUERY_S,
     own_run_id: str | None = None,
+    look_in_flight: bool = True,
 ) -> DatasetStatus:
     """:func:`dataset_status`, every failure's ``left_behind`` as the run recorded it.
 
@@ -1192,7 +1203,12 @@ async def _dataset_status(
         memo = dict(await description.memo())
     if description.workflow_type == ROOT_LOCK_TYPE and memo.get("holder"):
         # a root's lock: the dataset to several roots that holds (or held) it
-        return await dataset_status(client, str(memo["holder"]), query_timeout_s=query_timeout_s)
+        return await dataset_status(
+            client,
+            str(memo["holder"]),
+            query_timeout_s=query_timeout_s,
+            look_in_flight=look_in_flight,
+        )
     require_type(handle.id, description, (DATASET_TYPE,), call="dataset_status")
     started_at = await _first_start(client, handle.id, description)
     if description.status == WorkflowExecutionStatus.COMPLETED:
@@ -1279,9 +1295,10 @@ async def _dataset_status(
                 "listing_done": True,  # ended: its count is final
             }
         )
-        ended = await _with_in_flight(client, handle, description, ended, counts)
+        if look_in_flight:
+            ended = await _with_in_flight(client, handle, description, ended, counts)
         return _with_retry_of(ended, memo)
-    if progress is None and state in _TERMINAL:
+    if progress is None and state in _TERMINAL and look_in_flight:
         # ended before any batch or large file wrote its counts (a terminate 8 s in:
         # tester t68 1b read files_done 0 of 8 published)
         status = await _with_in_flight(client, handle, description, status, None)
@@ -1602,7 +1619,7 @@ async def _dataset_status(
             ),
         }
     )
-    if state in _TERMINAL:
+    if state in _TERMINAL and look_in_flight:
         # a worker replayed the ended run for the query: what it had in flight is not
         # in its state either (a terminated run's batches wrote nothing: tester t68 1b)
         counts = memo.get("counts")
