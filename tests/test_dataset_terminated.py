@@ -91,6 +91,6 @@ async def test_terminated_dataset_counts_what_it_published_and_names_its_temps(
         worker2 = WorkerProcess(temporal_server.address, task_queue=worker.task_queue)
         with worker2.start():
             final = await wait_dataset(client, again, timeout_s=240)
-    assert final.state == DatasetState.completed, final.to_json_dict()
+    assert final.state == DatasetState.completed, (final.error, final.failures)
     assert tree(destination) == tree(source)
     assert leftovers(destination) == [], leftovers(destination)
