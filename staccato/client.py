@@ -1073,8 +1073,8 @@ class StaccatoClient:
                     name = event.activity_task_scheduled_event_attributes.activity_type.name
                     if name == "prepare":
                         prepares.add(event.event_id)
-                    elif name in ("publish", "abort") and session is not None:
-                        # publish completes the upload, abort removes it: only one
+                    elif name in ("publish", "cleanup") and session is not None:
+                        # publish completes the upload, cleanup aborts it: only one
                         # opened after is named (a completed publish or abort with it)
                         prepares.add(-event.event_id)
                 elif event.HasField("marker_recorded_event_attributes"):
