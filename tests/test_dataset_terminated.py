@@ -56,7 +56,7 @@ async def test_terminated_dataset_counts_what_it_published_and_names_its_temps(
         (source / f"f{i:03d}.bin").write_bytes(os.urandom(SIZE))
     client = await StaccatoClient.connect(target_host=temporal_server.address, namespace="default")
     worker = WorkerProcess(temporal_server.address, processes=1, log_dir=tmp_path, own_group=True)
-    with worker.start():
+    with worker:
         client.task_queue = worker.task_queue
         dataset = await submit_dataset(
             client, str(source), str(destination), OPTIONS, batch_files=100, max_batches=2
@@ -89,7 +89,7 @@ async def test_terminated_dataset_counts_what_it_published_and_names_its_temps(
         # the next run of the dataset removes them and copies the rest
         again = await submit_dataset(client, str(source), str(destination))
         worker2 = WorkerProcess(temporal_server.address, task_queue=worker.task_queue)
-        with worker2.start():
+        with worker2:
             final = await wait_dataset(client, again, timeout_s=240)
     assert final.state == DatasetState.completed, (final.error, final.failures)
     assert tree(destination) == tree(source)
