@@ -46,6 +46,7 @@ import asyncio
 import builtins
 import contextlib
 import gc
+import json
 import re
 import weakref
 from collections.abc import AsyncIterator, Coroutine, Sequence
@@ -85,7 +86,12 @@ from staccato.errors import (
 )
 from staccato.following import read_through_timeouts, rpc_timed_out
 from staccato.ids import LOCK_ID_PREFIX, ROOT_LOCK_TYPE, TRANSFER_ID_PREFIX, transfer_id
-from staccato.leftovers import shown_left_behind, terminated_left, unanswered_prepare
+from staccato.leftovers import (
+    TERMINATED_LEAD,
+    shown_left_behind,
+    terminated_left,
+    unanswered_prepare,
+)
 from staccato.links import governor_id
 from staccato.models import (
     MIN_TUNED_BYTES,
@@ -97,6 +103,7 @@ from staccato.models import (
     FrontCheckpoint,
     GroupStatus,
     IfBusy,
+    PrepareResult,
     Progress,
     SlotView,
     StagingProgress,
@@ -106,6 +113,7 @@ from staccato.models import (
     TransferState,
     TransferStatus,
     VerifyBeat,
+    WriteSession,
     iso_utc,
 )
 from staccato.overlaps import overlap_busy, overlapping_writer
@@ -177,6 +185,8 @@ _QUERY_WAIT: ContextVar[float | None] = ContextVar("staccato_query_wait", defaul
 #: to find the pending activities of the moment the query answered
 #: (:meth:`StaccatoClient._consistent`)
 CONSISTENT_TRIES = 3
+#: history events of a terminated S3 transfer's run read at most for its upload's id
+TERMINATED_EVENTS = 20_000
 _T = TypeVar("_T")
 #: seconds :meth:`StaccatoClient.close` waits for the connection's last references to go
 _CLOSE_WAIT_S = 5.0
@@ -756,7 +766,14 @@ class StaccatoClient:
             # a failed or cancelled run wrote its counts into its memo as it ended
             # (runs of release 0.8 and earlier did not: 0 and unknown then; the
             # durable bytes, runs before 0.25.0 did not: unknown)
-            bytes_done = _end_bytes(memo, 0)
+            # terminated: no end was written; its committed segments' bytes (patch
+            # progress-memo) are the last known (it said 0 B after ~12 MB: tester t68)
+            bytes_done = _end_bytes(
+                memo,
+                _memo_int(memo, "bytes_committed") or 0
+                if status == WorkflowExecutionStatus.TERMINATED
+                else 0,
+            )
             committed = _memo_int(memo, "bytes_durable") or 0
             durable_known = _memo_int(memo, "bytes_durable") is not None
             total = memo.get("bytes_total")
@@ -972,6 +989,13 @@ class StaccatoClient:
             # is kept that a new transfer would not send again (a tester read "8.0 MiB
             # durable when it ended" with the temp file gone)
             bytes_durable = 0
+        terminated_left_behind = (
+            await self._terminated_left(handle.id, description, memo.get("destination"))
+            if status == WorkflowExecutionStatus.TERMINATED
+            and runs_as is None
+            and not isinstance(memo.get("left_behind"), str)
+            else None
+        )
         return TransferStatus(
             id=handle.id,
             state=state,
@@ -1025,14 +1049,7 @@ class StaccatoClient:
                 memo["left_behind"]
                 if isinstance(memo.get("left_behind"), str)
                 # terminated: no clean-up ran and no memo says what (tester F4)
-                else terminated_left(
-                    memo.get("destination"),
-                    handle.id,
-                    description.run_id,
-                    in_a_dataset=_in_a_dataset(description),
-                )
-                if status == WorkflowExecutionStatus.TERMINATED and runs_as is None
-                else None
+                else terminated_left_behind
             )
             or (
                 unanswered_prepare(memo.get("destination", ""), error)
@@ -1047,6 +1064,80 @@ class StaccatoClient:
             idle_since=idle_since,
             stalled_step=stalled_step,
         )
+
+    async def _terminated_left(
+        self, workflow_id: str, description: Any, destination: object
+    ) -> str | None:
+        """The ``left_behind`` of a transfer's run (``description``) to ``destination``
+        (a canonical URL) that was terminated: no clean-up ran and no memo says what
+        was left. A file or SFTP session's temp file follows from the run's session key
+        (:func:`staccato.leftovers.terminated_left`); an S3 multipart upload's id is
+        only in the run's history, as its last ``prepare``'s result (an upload the run
+        completed or aborted since is not named): read here, at most
+        :data:`TERMINATED_EVENTS` events (tester t68 1a: the upload stayed and
+        ``status`` said nothing of it). None when nothing is known to be left (or the
+        history could not be read)."""
+        in_a_dataset = _in_a_dataset(description)
+        if not isinstance(destination, str) or not destination.startswith("s3://"):
+            return terminated_left(
+                destination, workflow_id, description.run_id, in_a_dataset=in_a_dataset
+            )
+        handle = self.temporal.get_workflow_handle(workflow_id, run_id=description.run_id)
+        prepares: set[int] = set()
+        session: WriteSession | None = None
+        try:
+            count = 0
+            async for event in handle.fetch_history_events():
+                count += 1
+                if count > TERMINATED_EVENTS:
+                    return None
+                if event.HasField("activity_task_scheduled_event_attributes"):
+                    name = event.activity_task_scheduled_event_attributes.activity_type.name
+                    if name == "prepare":
+                        prepares.add(event.event_id)
+                    elif name in ("publish", "cleanup") and session is not None:
+                        # publish completes the upload, cleanup aborts it: only one
+                        # opened after is named (a completed publish or abort with it)
+                        prepares.add(-event.event_id)
+                elif event.HasField("marker_recorded_event_attributes"):
+                    # a local activity's attempt (prepare's first): its type in the
+                    # marker's data, its result beside it
+                    found = await self._local_prepare(event.marker_recorded_event_attributes)
+                    if found is not None:
+                        session = found
+                elif event.HasField("activity_task_completed_event_attributes"):
+                    done = event.activity_task_completed_event_attributes
+                    if done.scheduled_event_id in prepares:
+                        (prepared,) = await self.temporal.data_converter.decode(
+                            done.result.payloads, [PrepareResult]
+                        )
+                        session = prepared.session if isinstance(prepared, PrepareResult) else None
+                    elif -done.scheduled_event_id in prepares:
+                        session = None
+        except Exception:  # noqa: BLE001 - best effort: nothing named
+            return None
+        if session is None:
+            return None
+        from staccato.workflows.failures import left_behind
+
+        return TERMINATED_LEAD + left_behind(session, in_a_dataset)
+
+    async def _local_prepare(self, marker: Any) -> WriteSession | None:
+        """The write session a local ``prepare`` attempt's marker (``marker``: a
+        ``MarkerRecorded`` event's attributes) holds as its result; None for another
+        marker, a failed attempt, or one that does not decode."""
+        data = marker.details.get("data")
+        result = marker.details.get("result")
+        if data is None or result is None or not result.payloads:
+            return None
+        try:
+            described = json.loads(data.payloads[0].data)
+        except (ValueError, IndexError):
+            return None
+        if not isinstance(described, dict) or described.get("activity_type") != "prepare":
+            return None
+        (prepared,) = await self.temporal.data_converter.decode(result.payloads, [PrepareResult])
+        return prepared.session if isinstance(prepared, PrepareResult) else None
 
     async def _consistent(
         self, handle: WorkflowHandle[Any, Any], description: Any, progress: Progress

@@ -36,6 +36,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from staccato import run_fields, settings, units
 from staccato.client import GROUP_TYPE, StaccatoClient, require_type, retry_is_over
+from staccato.dataset_ended import in_flight_at_end
 from staccato.dataset_requests import (
     check_local_source,
     dataset_id,
@@ -51,6 +52,7 @@ from staccato.dataset_requests import (
 from staccato.datasets.locks import ROOT_LOCK_TYPE, root_lock_id
 from staccato.datasets.models import (
     DATASET_ID_PREFIX,
+    MAX_FAILURES_KEPT,
     BatchCheckpoint,
     DatasetProgress,
     DatasetRequest,
@@ -1109,6 +1111,7 @@ async def dataset_status(
     *,
     query_timeout_s: float = PROGRESS_QUERY_S,
     own_run_id: str | None = None,
+    look_in_flight: bool = True,
 ) -> DatasetStatus:
     """Status of the latest dataset under ``dataset`` (an id or a destination root):
     counts, bytes, rate, ETA (once the listing is done), current files, failures.
@@ -1123,6 +1126,11 @@ async def dataset_status(
     as a listing found it): that dataset's status in that case, not the holder's (a
     listing showed the holder twice and the earlier dataset not at all: tester63).
 
+    ``look_in_flight``: an ended (failed, cancelled, terminated) dataset's last run's
+    history is read for what it had in flight (:func:`_with_in_flight`: files a
+    terminated run's batches published, what they and its large files' transfers
+    left); False: not (``list``, a row per dataset, reads the memo's counts only).
+
     Raises:
         NotADatasetError: ``dataset`` is the id of a single transfer or fan-out group
             (the message names the call that applies to it).
@@ -1131,7 +1139,11 @@ async def dataset_status(
             (the CLI says so in one line), or failed otherwise.
     """
     status = await _dataset_status(
-        client, dataset, query_timeout_s=query_timeout_s, own_run_id=own_run_id
+        client,
+        dataset,
+        query_timeout_s=query_timeout_s,
+        own_run_id=own_run_id,
+        look_in_flight=look_in_flight,
     )
     shown = [shown_left_behind(f.left_behind) for f in status.failures]  # one look each
     if all(text == f.left_behind for text, f in zip(shown, status.failures, strict=True)):
@@ -1152,6 +1164,7 @@ async def _dataset_status(
     *,
     query_timeout_s: float = PROGRESS_QUERY_S,
     own_run_id: str | None = None,
+    look_in_flight: bool = True,
 ) -> DatasetStatus:
     """:func:`dataset_status`, every failure's ``left_behind`` as the run recorded it.
 
@@ -1190,7 +1203,12 @@ async def _dataset_status(
         memo = dict(await description.memo())
     if description.workflow_type == ROOT_LOCK_TYPE and memo.get("holder"):
         # a root's lock: the dataset to several roots that holds (or held) it
-        return await dataset_status(client, str(memo["holder"]), query_timeout_s=query_timeout_s)
+        return await dataset_status(
+            client,
+            str(memo["holder"]),
+            query_timeout_s=query_timeout_s,
+            look_in_flight=look_in_flight,
+        )
     require_type(handle.id, description, (DATASET_TYPE,), call="dataset_status")
     started_at = await _first_start(client, handle.id, description)
     if description.status == WorkflowExecutionStatus.COMPLETED:
@@ -1277,7 +1295,13 @@ async def _dataset_status(
                 "listing_done": True,  # ended: its count is final
             }
         )
+        if look_in_flight:
+            ended = await _with_in_flight(client, handle, description, ended, counts)
         return _with_retry_of(ended, memo)
+    if progress is None and state in _TERMINAL and look_in_flight:
+        # ended before any batch or large file wrote its counts (a terminate 8 s in:
+        # tester t68 1b read files_done 0 of 8 published)
+        status = await _with_in_flight(client, handle, description, status, None)
     last_known_at: str | None = None
     no_batch_ended = False
     first = description.raw_description.workflow_execution_info.first_run_id
@@ -1595,7 +1619,73 @@ async def _dataset_status(
             ),
         }
     )
+    if state in _TERMINAL and look_in_flight:
+        # a worker replayed the ended run for the query: what it had in flight is not
+        # in its state either (a terminated run's batches wrote nothing: tester t68 1b)
+        counts = memo.get("counts")
+        final = await _with_in_flight(
+            client, handle, description, final, counts if isinstance(counts, dict) else None
+        )
     return _with_retry_of(final, memo)
+
+
+async def _with_in_flight(
+    client: StaccatoClient,
+    handle: WorkflowHandle[Any, Any],
+    description: Any,
+    status: DatasetStatus,
+    counts: dict[str, Any] | None,
+) -> DatasetStatus:
+    """``status`` of an ended dataset (failed, cancelled; ``description``: its last
+    run's) with what that run had in flight (:func:`staccato.dataset_ended.in_flight_at_end`,
+    read from its history): a terminated run's batches' files found published at a
+    local destination are counted done, and the files whose partial data may be left
+    (a terminated batch's, a large file's transfer that did not complete and names what
+    it left) join its failures with their ``left_behind``. A terminated run whose
+    batches' outcome cannot be told from here (a destination not seen) says its
+    counts are the last known (``counts_unknown``, ``counts_last_known_at``: its
+    memo's ``counts``). One root only (a dataset to several roots: ``status`` as
+    before). ``counts``: the memo's counts (None: none written)."""
+    if status.destination_roots is not None or description.status not in (
+        WorkflowExecutionStatus.TERMINATED,
+        WorkflowExecutionStatus.CANCELED,
+        WorkflowExecutionStatus.FAILED,
+        WorkflowExecutionStatus.TIMED_OUT,
+    ):
+        return status
+    terminated = description.status == WorkflowExecutionStatus.TERMINATED
+    run = client.temporal.get_workflow_handle(handle.id, run_id=description.run_id)
+    found = await in_flight_at_end(
+        client,
+        run,
+        status.destination,
+        terminated=terminated,
+        known={f.name for f in status.failures},
+    )
+    # an ended run copies nothing now (a replayed run's query named its last files)
+    update: dict[str, Any] = {"current": []} if status.current else {}
+    if found.left:
+        update["failures"] = [*status.failures, *found.left][:MAX_FAILURES_KEPT]
+    if found.files_published:
+        update["files_done"] = status.files_done + found.files_published
+        update["bytes_done"] = status.bytes_done + found.bytes_published
+    if terminated and (found.files_untold or not found.history_read):
+        at = counts.get("at") if isinstance(counts, dict) else None
+        if isinstance(at, int | float):
+            update["counts_last_known_at"] = iso_utc(datetime.fromtimestamp(float(at), UTC))
+        update["counts_unknown"] = (
+            "terminated (`temporal workflow terminate` or the UI: no workflow code ran "
+            "after it): the files its batches in flight published since their last "
+            "checkpoint are not counted"
+            + (
+                f" ({found.files_untold} files in flight at a destination not seen from here)"
+                if found.history_read
+                else " (its history was not read)"
+            )
+            + "; a new run of the dataset (`cp -r`, `sync`) copies what is missing and "
+            "removes what they left"
+        )
+    return status.model_copy(update=update) if update else status
 
 
 def _last_heard(pending: Any) -> float | None:

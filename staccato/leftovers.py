@@ -76,8 +76,9 @@ def terminated_left(
     shows it only while it may be true (:func:`shown_left_behind`: a local one swept
     by the next transfer, or never made because the run was terminated before its
     ``prepare``, is not said). ``in_a_dataset``: the run is a dataset's large file.
-    None for S3 or another scheme (an upload's id is in the run's history only), or a
-    ``destination`` that is not a string (a memo another client wrote)."""
+    None for S3 or another scheme (an upload's id is in the run's history only: the
+    client reads it there, ``StaccatoClient._terminated_left``), or a ``destination``
+    that is not a string (a memo another client wrote)."""
     if not isinstance(destination, str):
         return None
     from staccato.workflows.calls import run_session_key

@@ -95,7 +95,10 @@ async def _read(
     try:
         if execution.workflow_type == DATASET_TYPE:
             # its own run where a root's lock took its id since (not the lock's holder)
-            return await dataset_status(client, execution.id, own_run_id=execution.run_id)
+            # the memo's counts: no ended run's history read per row
+            return await dataset_status(
+                client, execution.id, own_run_id=execution.run_id, look_in_flight=False
+            )
         if execution.workflow_type == GROUP_TYPE:
             return await group_status(client, execution.id)
         return await client.status(execution.id, run_id=None if latest else execution.run_id)
