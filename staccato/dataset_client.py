@@ -1523,13 +1523,16 @@ async def _dataset_status(
     # then: they are averages since the start, which looked alive while a full disk
     # was retried ("11 files/s" falling for a minute) and again after its batch gave
     # up and its files failed, nothing in flight (tester T4/T18)
+    # why a batch or large file in flight waits for a slot; ``all_wait``: every one waits
+    queued_reason, all_wait = _waiting_for_slots(progress, description, children)
+    all_wait = all_wait and state == DatasetState.running and last_known_at is None
     moving_now = (
         state == DatasetState.running
         and in_flight
         and not stalled
         and not cancel_requested
         and last_known_at is None
-        and not (progress.queued_reason and progress.waiting >= progress.in_flight)
+        and not all_wait
     )
     eta = None
     if progress.listing_done and moving_now and not paused:
@@ -1568,10 +1571,11 @@ async def _dataset_status(
         # after it (ci68: a batch's heartbeat timeout, seen after its worker's kill,
         # hid that no worker answers)
         retrying = unknown if retrying is None else f"{unknown} (last attempt: {retrying})"
-    if state == DatasetState.running and progress.queued_reason:
-        # every batch in flight waits for a slot: queued, as a single transfer is
-        if progress.waiting >= progress.in_flight:
-            state = DatasetState.queued
+    if all_wait:
+        # every batch and large file in flight waits for a slot: queued, as a single
+        # transfer is (tester t68 4b: a batch and a large file's transfer both waiting
+        # at an endpoint's --max-active showed running)
+        state = DatasetState.queued
     final = status.model_copy(
         update={
             "state": state,
@@ -1601,7 +1605,7 @@ async def _dataset_status(
             "runs": progress.runs,
             "error": error or progress.error,
             "failures": progress.failures,
-            "queued_reason": progress.queued_reason,
+            "queued_reason": queued_reason,
             "destinations": rows if progress.destinations is not None else None,
             "last_retry_error": retrying,
             "paused_transfers": paused or None,
@@ -1708,6 +1712,53 @@ def _last_heard(pending: Any) -> float | None:
     if beat is not None and (started is None or beat >= started):
         return beat
     return started
+
+
+def _waiting_for_slots(
+    progress: DatasetProgress, description: Any, children: Sequence[_ChildProgress]
+) -> tuple[str | None, bool]:
+    """Why a running dataset's work in flight waits for a slot of a limited endpoint or
+    link (``staccato limit``), and whether all of it does: the dataset is then
+    ``queued`` (README.md, "Limits": "the dataset's state is queued ... while every
+    batch in flight waits"), one meaning with a single transfer's ``queued``
+    (:mod:`staccato.run_states`): waiting, nothing copying.
+
+    Args:
+        progress: the dataset's ``progress`` query answer: ``waiting`` batches of its
+            ``in_flight`` batches and large files, ``queued_reason`` a batch's.
+        description: the dataset's description, read after ``progress``: its pending
+            batch activities (a batch waiting for a slot has none yet) and children.
+        children: the status of its large files' transfers in flight
+            (:func:`_children_progress`: at most :data:`_CHILDREN_ASKED`); a child
+            transfer waits when its own state is ``queued`` (for a limit, or behind its
+            destination's writer).
+
+    Returns:
+        (reason, all wait): the reason a batch gives, else a queued large file's (None
+        when none waits); all wait is True when something is in flight and every batch
+        (no batch activity pending, the query's waiting batches cover the batches in
+        flight) and every large file's transfer (each asked and answering ``queued``)
+        waits. A fan-out group (several roots) is never counted as waiting, nor a child
+        not asked (more than :data:`_CHILDREN_ASKED`): the dataset then shows running.
+    """
+    raw = description.raw_description
+    # its large files' transfers and groups (a dataset to several roots also has a
+    # lock per root among its children: no work)
+    pending = sum(c.workflow_type_name != ROOT_LOCK_TYPE for c in raw.pending_children)
+    reasons = [c.queued for c in children if c.queued]
+    reason = progress.queued_reason or (reasons[0] if reasons else None)
+    batch_running = any(
+        a.activity_type.name in ("copy_batch", "copy_batch_to_many") for a in raw.pending_activities
+    )
+    all_wait = (
+        progress.in_flight > 0
+        and (progress.waiting == 0 or progress.queued_reason is not None)
+        and (progress.waiting > 0 or pending > 0)
+        and progress.waiting + pending >= progress.in_flight
+        and not batch_running
+        and len(reasons) == pending
+    )
+    return reason, all_wait
 
 
 def _same_counts(one: DatasetProgress, other: DatasetProgress) -> bool:
@@ -1858,12 +1909,16 @@ class _ChildProgress(NamedTuple):
             measure (a transfer's bytes done; a fan-out group's staging read and each
             root's copy, as a share of the file's size): not done yet, since the file
             may still fail (``DatasetStatus.bytes_moving``); 0 once it ended.
+        queued: why its transfer waits, while its state is ``queued`` (its status's
+            ``reason``: a limit's governor, or its destination's writer); None
+            otherwise (a fan-out group: always None).
     """
 
     bytes: int
     paused: list[str]
     retrying: str | None
     moving: int = 0
+    queued: str | None = None
 
 
 async def _children_progress(client: StaccatoClient, description: Any) -> list[_ChildProgress]:
@@ -1888,7 +1943,8 @@ async def _children_progress(client: StaccatoClient, description: Any) -> list[_
             moving = 0
         paused = [shown.id] if shown.state == TransferState.paused else []
         retrying = f"{shown.id}: {shown.last_retry_error}" if shown.last_retry_error else None
-        return _ChildProgress(copied, paused, retrying, moving)
+        queued = (shown.reason or "queued") if shown.state == TransferState.queued else None
+        return _ChildProgress(copied, paused, retrying, moving, queued)
 
     async def group(child_id: str) -> _ChildProgress | None:
         try:
@@ -1908,7 +1964,12 @@ async def _children_progress(client: StaccatoClient, description: Any) -> list[_
         paused = [d.transfer_id for d in shown.destinations if d.state == TransferState.paused]
         return _ChildProgress(0, paused, None, min(int(share), shown.bytes_total))
 
-    pending = list(description.raw_description.pending_children)[:_CHILDREN_ASKED]
+    # (not a dataset's root locks: no transfer's status to ask)
+    pending = [
+        child
+        for child in description.raw_description.pending_children
+        if child.workflow_type_name != ROOT_LOCK_TYPE
+    ][:_CHILDREN_ASKED]
     asked = await asyncio.gather(
         *(
             group(child.workflow_id)

@@ -23,6 +23,7 @@ from temporalio.client import WorkflowExecutionStatus
 
 from staccato import governors
 from staccato.client import StaccatoClient
+from staccato.ids import TRANSFER_ID_PREFIX
 from staccato.links import (
     endpoint_of,
     governor_id,
@@ -1383,6 +1384,89 @@ async def test_dataset_batches_wait_for_a_limited_endpoint(
     for target in targets:
         assert tree_difference(tree(target), tree(source)) == []
     assert (await client.wait(holder.id)).bytes == 12 * MiB
+
+
+async def test_dataset_whose_batch_and_large_file_both_wait_is_queued(
+    client: StaccatoClient,
+    limits: Any,
+    nginx_ranges: NginxServer,
+    http_root: Path,
+    data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """``--max-active 1`` on the local file systems, held by a paced transfer: a
+    dataset's batches of small files and its large file's own transfer all wait there.
+    The dataset shows ``queued`` with the governor's reason (status, status --json,
+    list, ``list --state queued``), as a single transfer waiting there does (the old
+    code: ``running``, its waiting large file counted as work in flight, tester t68
+    4b); once the holder is done it completes, its files equal to the sources."""
+    from staccato.cli import datasets as datasets_cli
+    from staccato.dataset_client import dataset_status, submit_dataset
+    from staccato.datasets.models import DatasetState
+    from staccato.listing import list_rows
+    from tests.dataset_checks import make_tree, tree, tree_difference, wait_dataset
+
+    await limits("file://", max_active=1)
+    with PacingProxy(nginx_ranges.port, rate_bytes_per_s=500_000) as paced:
+        # 24 MiB at 0.5 MB/s: it holds the slot until the test lets it go full speed
+        (name,) = sources(nginx_ranges, http_root, f"ds-all-wait-{time.time_ns()}", 1, 24 * MiB)
+        holder = (await client.start(paced.url(name), str(data_dir / name), OPTIONS)).id
+
+        async def held() -> bool:
+            state = await governor_state(client, "file://")
+            return bool(state and any(h.workflow_id == holder for h in state.holders))
+
+        await until(held, "the holder holds the file:// slot")
+        source = tmp_path / "tree"
+        target = data_dir / f"ds-all-wait-{time.time_ns()}"
+        source.mkdir()
+        make_tree(source, large=3 * MiB, small=5)
+        dataset = await submit_dataset(
+            client, str(source), str(target), options=OPTIONS, small_file_max=1 * MiB
+        )
+
+        async def both_wait() -> bool:
+            state = await governor_state(client, "file://")
+            waiters = {w.workflow_id for w in state.waiters} if state else set()
+            # a batch under the dataset's id, the large file under its transfer's
+            return dataset in waiters and any(
+                w != dataset and w.startswith(TRANSFER_ID_PREFIX) for w in waiters
+            )
+
+        await until(both_wait, "a batch and the large file's transfer wait at file://", 60)
+
+        async def queued() -> Any:
+            status = await dataset_status(client, dataset)
+            return status if status.state == DatasetState.queued else None
+
+        try:
+            waiting = await until(queued, "the dataset shows queued", 30)
+        except AssertionError:
+            raise AssertionError(f"not queued: {await dataset_status(client, dataset)}") from None
+        assert waiting.queued_reason and waiting.queued_reason.startswith(
+            "waiting for file://: 1/1 active"
+        ), waiting
+        assert waiting.rate_bytes_per_s is None and waiting.eta_s is None, waiting
+        shown = "\n".join(datasets_cli.status_lines(waiting, failures=False))
+        print(shown)
+        assert re.search(r"^state +queued$", shown, re.M), shown
+        assert "waiting for file://: 1/1 active" in shown, shown
+        as_json = waiting.to_json_dict()
+        assert as_json["state"] == "queued" and as_json["queued_reason"], as_json
+        row = datasets_cli.list_row(waiting)
+        assert row.startswith(f"{dataset}  queued "), row
+        assert "\n    queued: waiting for file://: 1/1 active" in row, row
+        listed = [r for r in await list_rows(client, state="queued") if r.id == dataset]
+        assert listed and listed[0].state == DatasetState.queued, listed
+        assert (await client.status(holder)).state == TransferState.running
+        assert not target.exists() or tree(target) == {}, "a file copied while the slot was held"
+        paced.rate = FULL_SPEED  # the holder ends: the dataset's work gets the slot
+        assert (await asyncio.wait_for(client.wait(holder), 120)).bytes == 24 * MiB
+    final = await wait_dataset(client, dataset, timeout_s=120)
+    assert final.state == DatasetState.completed, final
+    assert final.queued_reason is None, final
+    assert final.files_done == len(tree(source)) and final.files_failed == 0, final
+    assert tree_difference(tree(target), tree(source)) == []
 
 
 async def _is_copying(client: StaccatoClient, transfer: str) -> bool:

@@ -55,8 +55,9 @@ class DatasetState(StrEnum):
     """
 
     scheduled = "scheduled"
-    #: every batch in flight waits for a slot of a limited endpoint or link
-    #: (``staccato limit``; ``queued_reason`` says which): shown by the client only
+    #: every batch and large file's transfer in flight waits for a slot of a limited
+    #: endpoint or link (``staccato limit``; ``queued_reason`` says which), nothing
+    #: copies: shown by the client only (``StaccatoState`` stays ``running``)
     queued = "queued"
     running = "running"
     completed = "completed"
@@ -796,7 +797,8 @@ class DatasetStatus(LeanModel):
     runs: int = 1
     error: str | None = None
     failures: list[FileFailure] = Field(default_factory=list)
-    #: why a batch waits for a slot of a limited endpoint or link (None: none waits)
+    #: why a batch (else a large file's transfer, its status's ``reason``) waits for a
+    #: slot of a limited endpoint or link (None: none waits)
     queued_reason: str | None = None
     #: several destination roots: files done / skipped / failed and bytes per root
     #: (``files_*`` above then count files: failed at some root, up to date at every
