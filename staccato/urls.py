@@ -177,6 +177,13 @@ def _parse(text: str, cwd: str | None) -> EndpointURL:
         return EndpointURL(scheme, canonical, path, host=host, port=port)
     if scheme == "s3":
         return _s3_url(text)
+    if "#" in text:
+        # a fragment means nothing to SFTP: silently dropped it named another path
+        # (``.../tree/#hash.bin`` became the directory ``.../tree/``)
+        raise InvalidURLError(
+            f"malformed SFTP URL {redact(text)!r}: '#' must be percent-encoded "
+            "(a name with '#' is written %23)"
+        )
     return _sftp_url(text, parts.hostname, port, parts.username, parts.path, parts.query)
 
 
@@ -325,9 +332,11 @@ def _s3_canonical(bucket: str, key: str, params: dict[str, str]) -> str:
 
 def _key_needs_quoting(key: str) -> bool:
     """Whether the raw key cannot be written after ``s3://bucket/``: a ``?`` (it would
-    start the query), a tab, line break or NUL, or white space at its end (URLs with
-    those are refused as typed text)."""
-    return "?" in key or any(c in key for c in "\r\n\t\0") or key != key.rstrip()
+    start the query), a ``#`` (read as a URL's fragment by everything that shows or
+    stores URLs, which hides it as a possible secret: ``s3://b/odd/#hash.bin``, a key
+    ``cp -r`` writes, was refused as "carries a secret"), a tab, line break or NUL, or
+    white space at its end (URLs with those are refused as typed text)."""
+    return any(c in key for c in "?#\r\n\t\0") or key != key.rstrip()
 
 
 #: characters RFC 3986 allows unencoded in user info besides the unreserved ones

@@ -97,6 +97,7 @@ def test_http_roots_name_no_objects() -> None:
     ("key", "canonical"),
     [
         ("a?b", "s3://bucket/?key=a%3Fb"),
+        ("odd/#hash.bin", "s3://bucket/?key=odd/%23hash.bin"),
         ("dir/trail ", "s3://bucket/?key=dir/trail%20"),
         ("tab\there", "s3://bucket/?key=tab%09here"),
         ("%2B&x", "s3://bucket/%2B&x"),  # written as is when the text can hold it

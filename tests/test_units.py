@@ -14,6 +14,7 @@ from staccato.client import transfer_id
 from staccato.errors import InvalidURLError
 from staccato.models import GiB, MiB
 from staccato.plan import MAX_SEGMENT_BYTES, chunk_count, plan_segments
+from staccato.secrets import seal_source
 from staccato.urls import parse_url
 
 
@@ -29,6 +30,10 @@ from staccato.urls import parse_url
         ("s3://bkt//lead.txt", "s3://bkt//lead.txt"),
         ("s3://bkt/x/./y", "s3://bkt/x/./y"),
         ("s3://bkt/k?profile=prod", "s3://bkt/k?profile=prod"),
+        # a key with '#' (one `cp -r` writes): never a fragment
+        ("s3://bkt/odd/#hash.bin", "s3://bkt/?key=odd/%23hash.bin"),
+        ("s3://bkt/?key=odd%2F%23hash.bin", "s3://bkt/?key=odd/%23hash.bin"),
+        ("sftp://h/tree/%23hash.bin", "sftp://h/tree/%23hash.bin"),
         ("sftp://U@Host:22/p/x", "sftp://U@host/p/x"),
         ("sftp://host:2222/p", "sftp://host:2222/p"),
         # one file on a POSIX server, so one canonical URL (and one destination lock)
@@ -41,6 +46,16 @@ from staccato.urls import parse_url
 )
 def test_canonical_urls(text: str, canonical: str) -> None:
     assert parse_url(text).canonical == canonical
+
+
+def test_an_s3_key_with_a_hash_is_no_secret() -> None:
+    """``s3://b/odd/#hash.bin`` (a key ``cp -r`` wrote) was refused as a URL that
+    "carries a secret that cannot be kept out of Temporal": its canonical text kept the
+    ``#``, which every shown or stored URL hides as a fragment."""
+    url = parse_url("s3://bkt/odd/#hash.bin")
+    assert url.key == "odd/#hash.bin"
+    assert seal_source(url.canonical) == (url.canonical, None)
+    assert parse_url(url.canonical).key == "odd/#hash.bin"
 
 
 def test_relative_path_is_made_absolute() -> None:
@@ -61,6 +76,8 @@ def test_relative_path_is_made_absolute() -> None:
         ("file://remotehost/x", "expected file:///absolute/path"),
         (" /tmp/x", "whitespace"),
         ("sftp://h/a/../b", "a '..' segment in the path"),
+        # a fragment means nothing to SFTP: dropped, it named the directory tree/
+        ("sftp://h/tree/#hash.bin", "'#' must be percent-encoded"),
     ],
 )
 def test_bad_urls(text: str, message: str) -> None:
