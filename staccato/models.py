@@ -658,6 +658,11 @@ class StageInput(BaseModel):
     retry_for_s: float | None = None
 
 
+#: ``read_from`` of a transfer whose streams read its source's entry found in the
+#: worker's staging cache (``StageResult.reused``): no byte was read from the origin
+READ_STAGED = "staged entry (staging cache)"
+
+
 class StageResult(BaseModel):
     """Result of ``stage_source``: the entry's key, its size (bytes), and whether it
     was in the cache already (no byte read from the source)."""
@@ -910,8 +915,9 @@ class TransferResult(BaseModel):
             ``checksum``, the record of a verified copy a later transfer of the same
             source version may read from (:mod:`staccato.known_copies`). None when
             not read (older releases, an up-to-date destination, a failed stat).
-        read_from: where the bytes were read: ``"origin"`` or a known copy's URL
-            (None: older releases, or nothing read).
+        read_from: where the bytes were read: ``"origin"``, a known copy's URL, or
+            :data:`READ_STAGED` (the source's entry found in the staging cache: the
+            origin was not read) (None: older releases, or nothing read).
         read_from_reason: why (which copy matched its record, or why none was used).
     """
 
@@ -1101,9 +1107,10 @@ class TransferStatus(BaseModel):
             worker's staging cache so far; None otherwise.
         tuning: a tuned transfer's optimizer choice (:class:`TuningView`); None for
             one with fixed streams and chunk size.
-        read_from: where the transfer reads (read) the bytes: ``"origin"`` or the URL
+        read_from: where the transfer reads (read) the bytes: ``"origin"``, the URL
             of a known copy (a destination an earlier transfer of the same source
-            version wrote, checked against its record); None until decided.
+            version wrote, checked against its record), or :data:`READ_STAGED` (its
+            source's entry found in the worker's staging cache); None until decided.
         read_from_reason: why that one (the copy's record matched; or why the origin).
         kind: ``"transfer"`` (a dataset's status says ``"dataset"``, a group's ``"group"``).
         started_at: when this run started (ISO 8601, UTC, ``2026-12-02T18:07:03.250Z``);

@@ -17,6 +17,7 @@ those.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -30,6 +31,8 @@ from staccato.activities.pacing import Pacer, SharedPacer, own_key, slot_key
 from staccato.client import StaccatoClient
 from staccato.links import endpoint_of, governor_id, parse_limit_target
 from staccato.models import (
+    MIN_TUNED_BYTES,
+    READ_STAGED,
     ChecksumAlgorithm,
     GovernorState,
     Limits,
@@ -311,3 +314,47 @@ async def test_a_staged_transfer_is_paced_by_the_source_cap_once(
     streams = inputs["copy_stream"]
     assert streams and all(s.staged for s in streams), streams
     assert [(s.ticket, s.governors) for s in streams] == [(None, [])] * len(streams), streams
+
+
+async def test_a_transfer_that_reuses_a_staged_entry_says_so_and_names_the_cap_that_paced_it(
+    client: StaccatoClient,
+    link_limit: Callable[..., Awaitable[str]],
+    nginx_no_ranges: NginxServer,
+    http_root: Path,
+    data_dir: Path,
+) -> None:
+    """One source (no ranges: staged) copied to two destinations: the second finds
+    the source's entry in the worker's staging cache (nginx serves one GET in all).
+    Its status says it read the staged entry, not the origin, and with caps on both
+    endpoints its tuning says the destination's cap paced its streams (the only one
+    that paces a staged transfer's streams). Before (tester69 MED 5), it said
+    ``read_from origin`` and "paced by the limit on" whichever governor granted last
+    with a max_rate (the source's). The caps are high: nothing is timed."""
+    source = endpoint_of(nginx_no_ranges.base_url)
+    await link_limit(source, max_rate=1024 * MiB)
+    name = "staged-reused.bin"
+    digest = write_random(http_root / name, MIN_TUNED_BYTES, seed=83)  # tuned: a tuning line
+    old = time.time() - 3600  # at rest: its Last-Modified second is long past
+    os.utime(http_root / name, (old, old))
+    options = TransferOptions(owner="t", tuning=True)
+    first = await client.submit(nginx_no_ranges.url(name), str(data_dir / "r1.bin"), options)
+    one = await asyncio.wait_for(client.wait(first), 120)
+    assert sha256_file(data_dir / "r1.bin") == digest
+    assert one.read_from == "origin", one
+    (data_dir / "r1.bin").unlink()  # no known copy: the second reads the staged entry
+
+    destination = await link_limit("file://", max_rate=512 * MiB)
+    second = await client.submit(nginx_no_ranges.url(name), str(data_dir / "r2.bin"), options)
+    two = await asyncio.wait_for(client.wait(second), 120)
+    assert sha256_file(data_dir / "r2.bin") == digest
+    gets = [r for r in nginx_no_ranges.requests() if r["method"] == "GET" and name in r["uri"]]
+    assert len(gets) == 1, gets  # the second transfer reused the staged entry
+    status = await client.status(second)
+    for shown in (two, status):
+        assert shown.read_from == READ_STAGED, shown
+        assert "staging cache" in (shown.read_from_reason or ""), shown
+        assert shown.tuning is not None and shown.tuning.not_recorded, shown
+        why = shown.tuning.not_recorded
+        print(f"read_from {shown.read_from}: {shown.read_from_reason}; not_recorded: {why}")
+        assert f"paced by the limit on {destination} " in why, why
+        assert f"paced by the limit on {source}" not in why, why

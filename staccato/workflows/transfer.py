@@ -91,6 +91,7 @@ with workflow.unsafe.imports_passed_through():
         transfer_governors,
     )
     from staccato.models import (
+        READ_STAGED,
         ConfirmSourceInput,
         KnownCopy,
         KnownCopyInput,
@@ -486,6 +487,10 @@ class TransferWorkflow:
         #: the last grant that carried a max_rate (governor name, bytes/s): the streams
         #: were paced by an endpoint or link limit, so the link learns nothing from them
         self._paced_by_limit: tuple[str, float] | None = None
+        #: every governor whose grant carried a max_rate (name -> bytes/s, the last
+        #: grant's): which of them paced the streams depends on staging
+        #: (:meth:`_stream_governors`); status names those (no command)
+        self._limit_rates: dict[str, float] = {}
         self._ticket: str | None = None
         self._waiting_for: str | None = None  # the governor whose grant is awaited
         self._lanes = 0
@@ -1643,9 +1648,35 @@ class TransferWorkflow:
             self._staged = await self._stage_activity(info, heartbeat_timeout)
         finally:
             self._staging_reads -= 1
+        self._show_staged_read(request)
         self._progress_at = workflow.now()
         if phase == "copy":  # staged again during the copy
             self._set_phase(phase)
+
+    def _show_staged_read(self, request: TransferRequest) -> None:
+        """Say in the progress where the streams read after :meth:`_stage`: a staged
+        entry found in the worker's staging cache (``StageResult.reused``: no byte
+        was read from the origin) is ``read_from`` :data:`~staccato.models.READ_STAGED`;
+        an entry staged now was read from the origin (``read_from`` stays
+        ``"origin"``, and after a lost reused entry goes back to it). Before, a
+        transfer whose source's entry was reused said ``read_from origin`` while its
+        origin saw no GET (tester69 MED 5). Progress text only (no command)."""
+        assert self._progress is not None and self._staged is not None
+        if self._staged.reused:
+            self._progress.read_from = READ_STAGED
+            self._progress.read_from_reason = (
+                f"the source's staged entry was in the worker's staging cache (same "
+                f"version and size, {units.size(self._staged.size)}): the streams read "
+                f"it, and no byte was read from the origin {request.source}"
+            )
+        elif self._progress.read_from == READ_STAGED:
+            self._progress.read_from = "origin"
+            self._progress.read_from_reason = (
+                "the staged entry read was lost: the source was staged again from the origin"
+            )
+        workflow.logger.info(
+            "reading from %s: %s", self._progress.read_from, self._progress.read_from_reason
+        )
 
     async def _stage_activity(self, info: ObjectInfo, heartbeat_timeout: timedelta) -> StageResult:
         """The ``stage_source`` activity of :meth:`_stage` (its input set)."""
@@ -2067,6 +2098,7 @@ class TransferWorkflow:
             self._granted[grant.name] = grant
             if grant.max_rate is not None:  # its streams are paced at the limit's share
                 self._paced_by_limit = (grant.name, grant.max_rate)
+                self._limit_rates[grant.name] = grant.max_rate
 
     async def _start_tuning(
         self, request: TransferRequest, info: ObjectInfo, recalled: TuningRecall | None = None
@@ -2178,12 +2210,7 @@ class TransferWorkflow:
                 f"is the cap's, not the link {self._tune_link}'s"
             )
         if self._paced_by_limit is not None and workflow.patched(TUNE_NOT_UNDER_LIMIT_PATCH):
-            name, rate = self._paced_by_limit
-            return (
-                f"the streams were paced by the limit on {name} (max_rate "
-                f"{units.rate(rate)}, `staccato limit set`): their rate is the cap's, not "
-                f"the link {self._tune_link}'s"
-            )
+            return self._paced_by_limits()
         if self._copy_read is not None:
             return (
                 f"the streams read the known copy {self._copy_read}, not the origin: "
@@ -2195,6 +2222,60 @@ class TransferWorkflow:
                 f"origin: their rate is not the link {self._tune_link}'s"
             )
         return None
+
+    def _paced_by_limits(self) -> str:
+        """Why the streams' rates are not the link's when a grant carried a
+        ``max_rate``: the limits that paced the streams (those of
+        :meth:`_stream_governors`: for a staged transfer the destination endpoint's
+        alone, docs/architecture.md "Which governors pace which read") and, for a
+        staged transfer, those that paced its staging read (the source endpoint's and
+        the link's). Before, the last grant with a ``max_rate`` was named, whichever
+        governor it was: a staged transfer capped at both endpoints said "paced by the
+        limit on" its source when the destination's cap paced its streams (tester69
+        MED 5). Text only (no command)."""
+        assert self._request is not None
+        request, link = self._request, self._tune_link
+
+        def limits(names: list[str]) -> str:
+            return ", ".join(
+                f"{n} (max_rate {units.rate(self._limit_rates[n])})"
+                for n in names
+                if n in self._limit_rates
+            )
+
+        streams = limits(self._stream_governors(request))
+        staging = limits(self._stream_governors(request, staging=True))
+        if self._staged is None:
+            names = streams or limits(sorted(self._limit_rates))
+            return (
+                f"the streams were paced by the limit on {names} (`staccato limit set`): "
+                f"their rate is the cap's, not the link {link}'s"
+            )
+        read = (
+            "the source's staged entry, found in the staging cache (the origin was not read)"
+            if self._staged.reused
+            else "the source's staged entry in the staging cache"
+            + (f", staged by a read paced by the limit on {staging}" if staging else "")
+        )
+        if streams:
+            return (
+                f"the streams read {read}, and were paced by the limit on {streams} "
+                f"(`staccato limit set`): their rate is the cap's, not the link {link}'s"
+            )
+        return f"the streams read {read}, not the origin: their rate is not the link {link}'s"
+
+    def _stream_governors(self, request: TransferRequest, staging: bool = False) -> list[str]:
+        """The governors held whose limits pace a read (names, sorted): the staging
+        read (``staging``) crosses the source's endpoint and the link (all but the
+        destination's), the streams of a staged transfer only the destination's
+        endpoint, every other stream every governor (see :meth:`_stream_rate`)."""
+        governors = sorted(set(self._granted) | set(self._limit_rates))
+        source, destination = endpoint_of(request.source), endpoint_of(request.destination)
+        if source != destination and staging:
+            return [g for g in governors if g != destination]
+        if source != destination and self._staged is not None:
+            return [g for g in governors if g == destination]
+        return governors
 
     def _tune_stream_rate(self) -> float | None:
         """The rate (bytes/s) one stream measured at the current setting; None before
