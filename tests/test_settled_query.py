@@ -345,16 +345,25 @@ async def test_list_of_a_dataset_with_a_frozen_worker_shows_its_last_known_count
         path = source / f"d{i % 10}" / f"f{i:04d}"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(os.urandom(2048))
-    # ~400 KB at 20 KB/s in batches of 10 files: it runs on while the worker is frozen
+    for name in ("large1.bin", "large2.bin"):  # each its own transfer, in flight
+        (source / name).write_bytes(os.urandom(512 * 1024))
+    # ~1.4 MB at 20 KB/s in batches of 10 files: it runs on while the worker is frozen
     options = TransferOptions(max_rate=20_000, owner="t")
-    started = await start_dataset(client, str(source), str(destination), options, batch_files=10)
+    started = await start_dataset(
+        client, str(source), str(destination), options, batch_files=10, small_file_max=64 * 1024
+    )
     handle = client.temporal.get_workflow_handle(started.id)
 
     async def counted() -> bool:
-        counts = dict(await (await handle.describe()).memo()).get("counts")
-        return isinstance(counts, dict) and int(counts.get("files_done") or 0) > 0
+        description = await handle.describe()
+        counts = dict(await description.memo()).get("counts")
+        return (
+            isinstance(counts, dict)
+            and int(counts.get("files_done") or 0) > 0
+            and len(description.raw_description.pending_children) > 0
+        )
 
-    await until(counted, "a batch ended and wrote the dataset's counts into its memo", 90)
+    await until(counted, "a batch ended (the memo's counts), a large file in flight", 90)
     args = dict(address=own_server.address, task_queue=worker.task_queue)
     try:
         with frozen(worker):
@@ -366,6 +375,7 @@ async def test_list_of_a_dataset_with_a_frozen_worker_shows_its_last_known_count
             )
             assert done.returncode == 0, done.stderr
             (row,) = [line for line in done.stdout.splitlines() if line.startswith(started.id)]
+            print(row)
             assert "running" in row, row
             assert "progress unknown now: " in row, row
             assert any(lead in row for lead in UNANSWERED + ("no worker answered",)), row
