@@ -140,6 +140,12 @@ NO_HEARTBEAT_S = STILL_S
 #: times, at most, a status reads what is in flight and asks the counts again when a
 #: batch or large file ended in between (:func:`_same_counts`)
 _READS_IN_FLIGHT = 3
+#: seconds a progress query waits before the large files' transfers in flight are
+#: asked meanwhile (a worker that answers does so well within this): with none
+#: answering, their own queries wait at the same time as the dataset's, not after it
+#: (tester69 MED 3: a dataset row of a frozen worker's ``list`` waited one deadline,
+#: then another for its children)
+_CHILDREN_EARLY_S = 1.0
 
 
 async def failed_pairs(
@@ -1138,13 +1144,20 @@ async def dataset_status(
         RPCError: Temporal did not describe the dataset within ``STACCATO_CLIENT_WAIT_S``
             (the CLI says so in one line), or failed otherwise.
     """
-    status = await _dataset_status(
-        client,
-        dataset,
-        query_timeout_s=query_timeout_s,
-        own_run_id=own_run_id,
-        look_in_flight=look_in_flight,
-    )
+    begun: list[asyncio.Future[Any]] = []  # reads begun early, not awaited in the end
+    try:
+        status = await _dataset_status(
+            client,
+            dataset,
+            query_timeout_s=query_timeout_s,
+            own_run_id=own_run_id,
+            look_in_flight=look_in_flight,
+            begun=begun,
+        )
+    finally:
+        for task in begun:
+            task.cancel()
+        await asyncio.gather(*begun, return_exceptions=True)
     shown = [shown_left_behind(f.left_behind) for f in status.failures]  # one look each
     if all(text == f.left_behind for text, f in zip(shown, status.failures, strict=True)):
         return status
@@ -1165,8 +1178,11 @@ async def _dataset_status(
     query_timeout_s: float = PROGRESS_QUERY_S,
     own_run_id: str | None = None,
     look_in_flight: bool = True,
+    begun: list[asyncio.Future[Any]] | None = None,
 ) -> DatasetStatus:
     """:func:`dataset_status`, every failure's ``left_behind`` as the run recorded it.
+    ``begun``: where a read begun early (the children's, :data:`_CHILDREN_EARLY_S`)
+    is put, for the caller to cancel once the status is made.
 
     Raises:
         NotADatasetError: ``dataset`` is the id of a single transfer or fan-out group
@@ -1224,16 +1240,33 @@ async def _dataset_status(
     #: why the query was not sent (staccato.settled_query), said instead of "no
     #: worker answered"
     unsettled: str | None = None
+    #: the large files in flight's statuses, asked while the progress query waits
+    early: tuple[set[str], asyncio.Future[list[_ChildProgress]]] | None = None
     try:
         polled = await client.may_answer(description.task_queue)
         if polled:
-            progress = await settled_query(
-                handle,
-                "progress",
-                result_type=DatasetProgress,
-                description=description,
-                rpc_timeout_s=query_timeout_s,
+            asked = asyncio.ensure_future(
+                settled_query(
+                    handle,
+                    "progress",
+                    result_type=DatasetProgress,
+                    description=description,
+                    rpc_timeout_s=query_timeout_s,
+                )
             )
+            if begun is not None:
+                begun.append(asked)
+            await asyncio.wait({asked}, timeout=_CHILDREN_EARLY_S)
+            if not asked.done() and begun is not None and _child_ids(description):
+                # not answered at once: maybe none answers, and then the children's
+                # queries wait too; used only if the counts are the last known
+                # (what is in flight is read after live counts, never before: below)
+                early = (
+                    _child_ids(description),
+                    asyncio.ensure_future(_children_progress(client, description)),
+                )
+                begun.append(early[1])
+            progress = await asked
     except NotSettledError as err:
         progress = None
         # "no worker answers" as cp -r says of a frozen worker (its test), and why
@@ -1405,7 +1438,14 @@ async def _dataset_status(
     # transfer): they move, but leave the figure when such a file fails, so they are
     # not ``bytes_done``, which never falls (tester T4/T18: 820 KB, then 640 KB)
     moving_bytes = 0
-    children = await _children_progress(client, description) if state in _LIVE else []
+    if state not in _LIVE:
+        children = []
+    elif early is not None and last_known_at is not None and early[0] == _child_ids(description):
+        # the counts are the memo's, asked of no one: the children read meanwhile
+        # (the same ones in flight) are as good as any read now
+        children = await early[1]
+    else:
+        children = await _children_progress(client, description)
     # the endpoints, named when a batch's attempt was timed out for want of heartbeats
     where = " and ".join(str(memo[k]) for k in ("source", "destination") if memo.get(k)) or None
     retrying = (
@@ -1919,6 +1959,16 @@ class _ChildProgress(NamedTuple):
     retrying: str | None
     moving: int = 0
     queued: str | None = None
+
+
+def _child_ids(description: Any) -> set[str]:
+    """The ids of the large files' transfers (or groups) in flight under the dataset
+    ``description`` (not its root locks)."""
+    return {
+        child.workflow_id
+        for child in description.raw_description.pending_children
+        if child.workflow_type_name != ROOT_LOCK_TYPE
+    }
 
 
 async def _children_progress(client: StaccatoClient, description: Any) -> list[_ChildProgress]:

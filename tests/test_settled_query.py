@@ -327,3 +327,60 @@ async def test_list_of_a_frozen_workers_runs_asks_them_at_once_and_keeps_the_que
         ), shown["list"]
         assert told in shown["status"], shown["status"]
         assert any(lead in shown["status"] for lead in UNANSWERED), shown["status"]
+
+
+async def test_list_of_a_dataset_with_a_frozen_worker_shows_its_last_known_counts_and_why(
+    setup: Any, own_server: Any, data_dir: Path
+) -> None:
+    """Tester69 MED 4: a running dataset's worker SIGSTOPped, ``list`` showed its row as
+    ``running 0/0+ files, 0 B`` (the zeros of a status holding no counts) or its memo's
+    counts as if they were live, with no note, while ``status`` said no worker answers.
+    Its row now says what ``status`` says: the progress is unknown now and why, then
+    the last known counts (the memo's, written as a batch ended), with no rate."""
+    from staccato.dataset_client import cancel_dataset, start_dataset
+
+    client, _counting, worker = setup
+    source, destination = data_dir / "dsrc", data_dir / "ddst"
+    for i in range(200):
+        path = source / f"d{i % 10}" / f"f{i:04d}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(os.urandom(2048))
+    for name in ("large1.bin", "large2.bin"):  # each its own transfer, in flight
+        (source / name).write_bytes(os.urandom(512 * 1024))
+    # ~1.4 MB at 20 KB/s in batches of 10 files: it runs on while the worker is frozen
+    options = TransferOptions(max_rate=20_000, owner="t")
+    started = await start_dataset(
+        client, str(source), str(destination), options, batch_files=10, small_file_max=64 * 1024
+    )
+    handle = client.temporal.get_workflow_handle(started.id)
+
+    async def counted() -> bool:
+        description = await handle.describe()
+        counts = dict(await description.memo()).get("counts")
+        return (
+            isinstance(counts, dict)
+            and int(counts.get("files_done") or 0) > 0
+            and len(description.raw_description.pending_children) > 0
+        )
+
+    await until(counted, "a batch ended (the memo's counts), a large file in flight", 90)
+    args = dict(address=own_server.address, task_queue=worker.task_queue)
+    try:
+        with frozen(worker):
+            begun = time.monotonic()
+            done = await asyncio.to_thread(run_cli, "list", **args)
+            print(
+                f"\nlist, dataset's worker frozen: {time.monotonic() - begun:.1f} s; "
+                f"load average {os.getloadavg()}"
+            )
+            assert done.returncode == 0, done.stderr
+            (row,) = [line for line in done.stdout.splitlines() if line.startswith(started.id)]
+            print(row)
+            assert "running" in row, row
+            assert "progress unknown now: " in row, row
+            assert any(lead in row for lead in UNANSWERED + ("no worker answered",)), row
+            known = row.split("; last known: ", 1)[1]
+            assert not known.startswith("0/0"), row
+            assert "files/s" not in row and " eta " not in row, row
+    finally:
+        await cancel_dataset(client, started.id)

@@ -761,5 +761,25 @@ def list_row(s: DatasetStatus) -> str:
         roots = " ".join(d.destination for d in s.destinations)
     else:
         roots = s.destination
-    row = f"{s.id}  {s.state.value:10} {progress_text(s):40}  {s.source} -> {roots}"
+    row = f"{s.id}  {s.state.value:10} {list_progress_text(s):40}  {s.source} -> {roots}"
     return row + render.queued_line(s.state.value, s.queued_reason)
+
+
+def list_progress_text(s: DatasetStatus) -> str:
+    """A dataset's progress in its ``staccato list`` row: :func:`progress_text`, or,
+    while no worker answers its progress query (a frozen or dead worker, or one that
+    has not taken the run's latest workflow task), what ``status`` says of it: the last
+    known counts (``counts_last_known_at`` set: the memo's, with the batches in flight's
+    heartbeats) with no rate nor ETA, after why they are the last known and when they
+    were written (``counts_unknown``), in ``cp -r``'s words; with none known, ``progress unknown now`` and why, never
+    the zeros of a status that holds no counts (tester69 MED 4: the row read
+    ``running 0/0+ files, 0 B`` with no note while ``status`` said no worker answers)."""
+    if not s.counts_unknown:
+        return progress_text(s)
+    if s.counts_last_known_at:
+        known = progress_text(
+            s.model_copy(update={"rate_files_per_s": None, "eta_s": None, "counts_unknown": None})
+        )
+        # cp -r's words (:func:`follow_text`); the note says when they were written
+        return f"progress unknown now: {s.counts_unknown}; last known: {known}"
+    return f"progress unknown now: {s.counts_unknown}"
