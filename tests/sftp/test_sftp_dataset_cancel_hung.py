@@ -24,9 +24,9 @@ from staccato.client import StaccatoClient
 from staccato.dataset_client import cancel_dataset
 from staccato.datasets.models import DatasetState
 from tests.dataset_checks import wait_dataset
-from tests.helpers import WorkerProcess, run_cli, stopped_process_tree
+from tests.helpers import WorkerProcess, run_cli
 from tests.servers.sshd import SshdServer
-from tests.sftp.hung_dataset import dataset_under_way
+from tests.sftp.hung_dataset import dataset_under_way, stopped_mid_file
 
 #: correctness bounds, not speed ones
 ENDS_WITHIN_S = 200.0
@@ -85,9 +85,8 @@ async def test_a_dataset_cancelled_while_its_sftp_server_hangs_leaves_nothing_un
     source = data_dir / "src"
     root = sftp_logged.url(str(out))
     args: dict[str, Any] = dict(address=temporal_server.address, task_queue=sftp_worker.task_queue)
-    assert sftp_logged.pid is not None
-    with stopped_process_tree(sftp_logged.pid):
-        await asyncio.sleep(2)  # a file in flight meets the frozen server
+    async with stopped_mid_file(sftp_logged, out):
+        await asyncio.sleep(2)  # the file in flight meets the frozen server
         frozen = _leftovers(out)
         saved = _saved(out, frozen, data_dir / "frozen")
         await cancel_dataset(sftp_client, dataset)

@@ -21,9 +21,9 @@ from typing import Any
 from staccato.client import StaccatoClient
 from staccato.datasets.models import DatasetState
 from tests.dataset_checks import wait_dataset
-from tests.helpers import WorkerProcess, run_cli, stopped_process_tree
+from tests.helpers import WorkerProcess, run_cli
 from tests.servers.sshd import SshdServer
-from tests.sftp.hung_dataset import dataset_under_way
+from tests.sftp.hung_dataset import dataset_under_way, stopped_mid_file
 
 #: a correctness bound, not a speed one
 ENDS_WITHIN_S = 200.0
@@ -46,8 +46,7 @@ async def test_sessions_left_by_a_hung_sftp_server_are_named_then_removable(
     source = data_dir / "src"
     root = sftp_logged.url(str(out))
     args: dict[str, Any] = dict(address=temporal_server.address, task_queue=sftp_worker.task_queue)
-    assert sftp_logged.pid is not None
-    with stopped_process_tree(sftp_logged.pid):
+    async with stopped_mid_file(sftp_logged, out):
         final = await wait_dataset(sftp_client, dataset, timeout_s=ENDS_WITHIN_S)
         assert final.state in (DatasetState.completed_with_errors, DatasetState.failed), final
         left = _leftovers(out)

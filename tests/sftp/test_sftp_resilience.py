@@ -202,14 +202,20 @@ async def test_connection_cap(
     source = data_dir / "src.bin"
     digest = write_random(source, size, seed=23)
     samples: list[int] = []
-    over_cap: list[list[str]] = []  # who held the connections when more than the cap were up
+    # who held the connections when more than the cap were up: the processes holding
+    # their client ends, read right then (/proc), and how many they held
+    over_cap: list[tuple[int, list[str]]] = []
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
             samples.append(capped_server.connection_count())
-            if samples[-1] > cap and len(over_cap) < 3:
-                over_cap.append(connection_owners(capped_server.port))
+            if samples[-1] > cap and len(over_cap) < 20:
+                owners = connection_owners(capped_server.port)
+                held_by_processes = sum(
+                    int(line.split()[3].rstrip(":")) for line in owners if line.startswith("pid ")
+                )
+                over_cap.append((held_by_processes, owners))
             time.sleep(0.01)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -233,17 +239,20 @@ async def test_connection_cap(
             sampler.join()
     assert sha256_file(first) == digest
     assert sha256_file(second) == digest
-    # A connection is closed (FIN sent) before its slot is freed, but on a loaded machine
-    # the kernel may not have moved the server's end out of ESTABLISHED when the next
-    # process connects: an excess seen in one 10 ms sample only is that, an excess
-    # held over two samples is a connection the cap let through.
+    # A connection is closed (its ssh process reaped, FIN sent) before its slot is
+    # freed, but on a loaded machine the table may still list a closing end as
+    # ESTABLISHED when the next process connects (ci93, load ~20: 3 over two samples
+    # while one process held 1). So an excess counts when, read right then, live
+    # processes hold more than the cap of the connections: a connection the cap let
+    # through is held by its process for the whole of its copying.
     held = [min(a, b) for a, b in zip(samples, samples[1:], strict=False)]
     print(
         f"connections to the capped server: max {max(samples)}, held over two samples "
-        f"{max(held)}, over {len(samples)} samples (cap {cap})"
+        f"{max(held)}, over {len(samples)} samples (cap {cap}); excesses seen with the "
+        f"holders' count: {[count for count, _ in over_cap]}"
     )
-    assert max(held) <= cap, over_cap
-    assert max(held) == cap  # the streams did compete for the slots
+    assert all(count <= cap for count, _ in over_cap), over_cap
+    assert max(held) >= cap  # the streams did compete for the slots
 
 
 #: real seconds a transfer whose sshd is gone may take to fail: ``--retry-for`` (5 s),
