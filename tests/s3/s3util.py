@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -55,29 +56,63 @@ def exists(s3: Any, bucket: str, key: str) -> bool:
     return True
 
 
+def crc32c_b64(data: bytes) -> str:
+    """CRC32C as S3 carries it: base64 of 4 big-endian bytes."""
+    return base64.b64encode(crc32c.crc32c(data).to_bytes(4, "big")).decode()
+
+
+def listed_part_sizes(s3: Any, bucket: str, key: str, upload_id: str) -> dict[int, int]:
+    """Part number -> size of the parts ListParts lists of an open upload (one page)."""
+    page = s3.list_parts(Bucket=bucket, Key=key, UploadId=upload_id, MaxParts=1000)
+    return {int(p["PartNumber"]): int(p["Size"]) for p in page.get("Parts") or []}
+
+
+def replace_part(
+    s3: Any,
+    bucket: str,
+    key: str,
+    upload_id: str,
+    number: int,
+    source: Path,
+    chunk_size: int,
+    *,
+    with_crc32c: bool,
+) -> int:
+    """Upload part ``number`` of an open upload again under its id, from its chunk of
+    ``source`` with 10 bytes changed (the same size, other bytes: a tester's case);
+    returns its length. ``with_crc32c``: send the new bytes' own CRC32C (SeaweedFS
+    refuses a part of a CRC32C upload without one); without: boto3's defaults, as the
+    tester sent it (moto)."""
+    size = source.stat().st_size
+    offset = (number - 1) * chunk_size
+    length = min(chunk_size, size - offset)
+    with open(source, "rb") as f:
+        f.seek(offset)
+        body = bytearray(f.read(length))
+    body[1000:1010] = bytes(b ^ 0xFF for b in body[1000:1010])
+    extra = {"ChecksumCRC32C": crc32c_b64(bytes(body))} if with_crc32c else {}
+    s3.upload_part(
+        Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=bytes(body), **extra
+    )
+    return length
+
+
 def put_with_crc32c(s3: Any, bucket: str, key: str, path: Path, part_size: int = 8 * MiB) -> None:
     """Upload ``path`` carrying CRC32C checksums (boto3 needs awscrt to compute CRC32C
     itself): one PutObject up to ``part_size``, else a multipart upload with a CRC32C per
     part and a full-object CRC32C, as Staccato writes objects."""
-    import base64
-
-    def b64(value: int) -> str:
-        return base64.b64encode(value.to_bytes(4, "big")).decode()
-
     size = path.stat().st_size
     with open(path, "rb") as f:
         if size <= part_size:
             data = f.read()
-            s3.put_object(
-                Bucket=bucket, Key=key, Body=data, ChecksumCRC32C=b64(crc32c.crc32c(data))
-            )
+            s3.put_object(Bucket=bucket, Key=key, Body=data, ChecksumCRC32C=crc32c_b64(data))
             return
         upload = s3.create_multipart_upload(
             Bucket=bucket, Key=key, ChecksumAlgorithm="CRC32C", ChecksumType="FULL_OBJECT"
         )
         parts = []
         for number, data in enumerate(iter(lambda: f.read(part_size), b""), start=1):
-            crc = b64(crc32c.crc32c(data))
+            crc = crc32c_b64(data)
             etag = s3.upload_part(
                 Bucket=bucket,
                 Key=key,

@@ -21,19 +21,16 @@ transfer failed its check after publish with a corrupt object at the key.
 from __future__ import annotations
 
 import asyncio
-import base64
 import time
 from pathlib import Path
 from typing import Any
 
-import crc32c
 import pytest
 
 from staccato.models import TransferOptions, TransferState
-from staccato.plan import chunk_bounds
 from tests.helpers import MiB, WorkerProcess, at_rest, write_random
 from tests.s3.conftest import _start_without_inherited_aws, queue_client
-from tests.s3.s3util import object_digest, open_uploads
+from tests.s3.s3util import listed_part_sizes, object_digest, open_uploads, replace_part
 from tests.servers.holding_proxy import HoldingProxy
 from tests.servers.nginx import NginxServer
 
@@ -43,16 +40,6 @@ PARTS = SIZE // CHUNK
 REPLACED = 2  # the part number replaced
 OPTIONS = TransferOptions(chunk_size=CHUNK, streams=2, heartbeat_timeout_s=3)
 KEY = "held.bin"
-
-
-def _crc32c_b64(data: bytes) -> str:
-    """CRC32C as S3 carries it: base64 of 4 big-endian bytes."""
-    return base64.b64encode(crc32c.crc32c(data).to_bytes(4, "big")).decode()
-
-
-def _listed(s3: Any, bucket: str, upload_id: str) -> dict[int, int]:
-    page = s3.list_parts(Bucket=bucket, Key=KEY, UploadId=upload_id, MaxParts=1000)
-    return {int(p["PartNumber"]): int(p["Size"]) for p in page.get("Parts") or []}
 
 
 @pytest.mark.slow
@@ -100,26 +87,13 @@ async def test_a_part_replaced_before_complete_is_never_published(
         await asyncio.to_thread(proxy.wait_held, 120)
         (upload,) = [u for u in open_uploads(s3, bucket) if u["Key"] == KEY]
         upload_id = upload["UploadId"]
-        listed = _listed(s3, bucket, upload_id)
+        listed = listed_part_sizes(s3, bucket, KEY, upload_id)
         assert sorted(listed) == list(range(1, PARTS + 1)), f"not every part uploaded: {listed}"
 
         if how == "killed":
             first.kill_group()
-        offset, length = chunk_bounds(REPLACED - 1, SIZE, CHUNK)
-        with open(source, "rb") as f:
-            f.seek(offset)
-            body = bytearray(f.read(length))
-        body[1000:1010] = bytes(b ^ 0xFF for b in body[1000:1010])  # 10 bytes changed
-        # moto: boto3's defaults, as the tester sent it; SeaweedFS refuses a part of a
-        # CRC32C upload without that checksum: it gets the new bytes' own CRC32C
-        extra = {} if store == "moto" else {"ChecksumCRC32C": _crc32c_b64(bytes(body))}
-        s3.upload_part(
-            Bucket=bucket,
-            Key=KEY,
-            UploadId=upload_id,
-            PartNumber=REPLACED,
-            Body=bytes(body),
-            **extra,
+        replace_part(
+            s3, bucket, KEY, upload_id, REPLACED, source, CHUNK, with_crc32c=store != "moto"
         )
         if how == "killed":
             second = WorkerProcess(

@@ -16,35 +16,22 @@ left at the key in place of the good one.
 from __future__ import annotations
 
 import asyncio
-import base64
 import time
 from pathlib import Path
 from typing import Any
 
-import crc32c
 import pytest
 
 from staccato.models import TransferOptions, TransferState
-from staccato.plan import chunk_bounds
 from tests.helpers import MiB, WorkerProcess, child_pids, pid_alive, write_random
 from tests.s3.conftest import _start_without_inherited_aws, queue_client
-from tests.s3.s3util import object_digest, open_uploads
+from tests.s3.s3util import listed_part_sizes, object_digest, open_uploads, replace_part
 
 SIZE = 40 * MiB
 CHUNK = 5 * MiB
 # paced: parts appear about one a second, so the kill lands mid-upload
 OPTIONS = TransferOptions(chunk_size=CHUNK, streams=1, max_rate=5 * MiB, heartbeat_timeout_s=3)
 KEY = "ab2.bin"
-
-
-def crc32c_b64(data: bytes) -> str:
-    """CRC32C as S3 carries it: base64 of 4 big-endian bytes."""
-    return base64.b64encode(crc32c.crc32c(data).to_bytes(4, "big")).decode()
-
-
-def _listed(s3: Any, bucket: str, upload_id: str) -> dict[int, int]:
-    page = s3.list_parts(Bucket=bucket, Key=KEY, UploadId=upload_id, MaxParts=1000)
-    return {int(p["PartNumber"]): int(p["Size"]) for p in page.get("Parts") or []}
 
 
 @pytest.mark.slow
@@ -84,7 +71,7 @@ async def test_a_part_replaced_while_down_is_never_published(
             uploads = [u for u in open_uploads(s3, bucket) if u["Key"] == KEY]
             if uploads:
                 upload_id = uploads[0]["UploadId"]
-                if len(_listed(s3, bucket, upload_id)) >= 2:
+                if len(listed_part_sizes(s3, bucket, KEY, upload_id)) >= 2:
                     break
             await asyncio.sleep(0.05)
         assert upload_id, "the multipart upload never started"
@@ -94,22 +81,13 @@ async def test_a_part_replaced_while_down_is_never_published(
             await asyncio.sleep(0.05)
         await asyncio.sleep(1.0)  # let the store drop the dead worker's half-sent part
 
-        listed = _listed(s3, bucket, upload_id)
+        listed = listed_part_sizes(s3, bucket, KEY, upload_id)
         assert 2 <= len(listed) < SIZE // CHUNK, f"kill should land mid-upload: {listed}"
         number = min(listed)
-        offset, length = chunk_bounds(number - 1, SIZE, CHUNK)
-        with open(source, "rb") as f:
-            f.seek(offset)
-            body = bytearray(f.read(length))
-        body[1000:1010] = bytes(b ^ 0xFF for b in body[1000:1010])  # 10 bytes changed
-        # moto: boto3's defaults, as the tester sent it; SeaweedFS refuses a part of
-        # a CRC32C upload without that checksum (InvalidRequest): it gets the new
-        # bytes' own CRC32C, so the store's checksum of the part is consistent
-        extra = {} if store == "moto" else {"ChecksumCRC32C": crc32c_b64(bytes(body))}
-        s3.upload_part(
-            Bucket=bucket, Key=KEY, UploadId=upload_id, PartNumber=number, Body=bytes(body), **extra
+        length = replace_part(
+            s3, bucket, KEY, upload_id, number, source, CHUNK, with_crc32c=store != "moto"
         )
-        assert _listed(s3, bucket, upload_id)[number] == length
+        assert listed_part_sizes(s3, bucket, KEY, upload_id)[number] == length
 
         second = WorkerProcess(
             temporal_server.address,
