@@ -64,7 +64,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Collection, Coroutine
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -2264,12 +2264,23 @@ class TransferWorkflow:
             )
         return f"the streams read {read}, not the origin: their rate is not the link {link}'s"
 
-    def _stream_governors(self, request: TransferRequest, staging: bool = False) -> list[str]:
+    def _stream_governors(
+        self,
+        request: TransferRequest,
+        staging: bool = False,
+        held: Collection[str] | None = None,
+    ) -> list[str]:
         """The governors held whose limits pace a read (names, sorted): the staging
         read (``staging``) crosses the source's endpoint and the link (all but the
         destination's), the streams of a staged transfer only the destination's
-        endpoint, every other stream every governor (see :meth:`_stream_rate`)."""
-        governors = sorted(set(self._granted) | set(self._limit_rates))
+        endpoint, every other stream every governor (see :meth:`_stream_rate`).
+
+        Args:
+            held: the governor names to choose from; None: those granted and those
+                whose grant had a ``max_rate`` (for the pacing text)."""
+        governors = sorted(
+            set(self._granted) | set(self._limit_rates) if held is None else set(held)
+        )
         source, destination = endpoint_of(request.source), endpoint_of(request.destination)
         if source != destination and staging:
             return [g for g in governors if g != destination]
@@ -2462,12 +2473,7 @@ class TransferWorkflow:
         """
         own = request.options.max_rate
         running = max(1, self._lanes if wanted is None else min(self._lanes, wanted))
-        governors = sorted(self._granted)
-        source, destination = endpoint_of(request.source), endpoint_of(request.destination)
-        if source != destination and staging:
-            governors = [g for g in governors if g != destination]
-        elif source != destination and self._staged is not None:
-            governors = [g for g in governors if g == destination]
+        governors = self._stream_governors(request, staging, held=self._granted)
         return {
             "max_rate": None if own is None else own / running,
             "ticket": self._ticket if governors else None,
