@@ -85,13 +85,13 @@ class VerifyMode(StrEnum):
     """How the destination is checked after publish."""
 
     checksum = "checksum"  # re-read the destination and compare checksums
-    size = "size"  # compare sizes only
-    none = "none"
     #: ``checksum``, and before publish every byte of the temp data is read back once
     #: more and compared per segment with the source's chunk checksums; damaged
     #: segments are copied again (local file and SFTP destinations; refused for S3 and
     #: datasets: :func:`staccato.cli.options.check_verify_full`)
     full = "full"
+    size = "size"  # compare sizes only
+    none = "none"
 
     @property
     def compares_checksums(self) -> bool:

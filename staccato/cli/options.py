@@ -174,7 +174,7 @@ CHOICES: dict[str, tuple[str, ...]] = {}
 def parse_choice(choices: type[E]) -> Callable[[Any], E]:
     """A parser of an option taking one of ``choices``' values (case-sensitive), with
     click's ``Choice`` words: click puts the option's name before them (``Invalid value
-    for '--verify': 'maybe' is not one of 'checksum', 'size', 'none'.``). Typer 0.29
+    for '--verify': 'maybe' is not one of 'checksum', 'full', 'size', 'none'.``). Typer 0.29
     checks an enum option through pydantic, whose words came with it ("Value error,
     'maybe' is not one of ..."), and has no ``click_type`` to give it click's
     ``Choice`` (it carries its own copy of click, without the types).
