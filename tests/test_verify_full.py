@@ -239,3 +239,33 @@ def test_verify_full_refused_where_it_reads_nothing_back(
     assert "--verify full" in done.stderr, done.stderr
     assert kind in done.stderr, done.stderr
     assert "file and sftp" in done.stderr, done.stderr
+
+
+async def test_verify_full_to_s3_from_the_api_fails_before_anything_is_written(
+    temporal_server: TemporalDevServer, data_dir: Path, tmp_path: Path
+) -> None:
+    """A request from the Python API (no CLI check) for ``full`` to an S3 destination
+    fails before ``prepare``: no upload is opened and no stream runs (no S3 server is
+    needed to see it),
+    the reason names ``--verify full``, the kind and the kinds accepted."""
+    source = data_dir / "small.bin"
+    source.write_bytes(os.urandom(1 << 20))
+    at_rest(source)
+    options = TransferOptions(verify=VerifyMode.full)
+    worker = WorkerProcess(temporal_server.address, log_dir=tmp_path).start()
+    try:
+        client = await StaccatoClient.connect(
+            target_host=temporal_server.address, namespace="default"
+        )
+        client.task_queue = worker.task_queue
+        transfer = await client.submit(str(source), "s3://no-such-bucket/k.bin", options)
+        ended = await wait_for_status(
+            client, transfer, lambda s: s.state == TransferState.failed, timeout_s=120
+        )
+        history = await client.temporal.get_workflow_handle(transfer).fetch_history()
+    finally:
+        worker.stop()
+    assert ended.error is not None
+    assert "--verify full" in ended.error, ended.error
+    assert "s3" in ended.error and "file and sftp" in ended.error, ended.error
+    assert _scheduled(history, "copy_stream") == 0

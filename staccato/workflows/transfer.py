@@ -8,7 +8,9 @@ Verify: where the destination can read back unpublished data (file), each stream
 reads every chunk back right after it is durable and compares checksums
 (verify-on-write), so no separate pass over the object is needed; otherwise
 (SFTP) the temp data is read back per segment before publish, or (S3) the
-published object's stored checksum is compared. Short steps (stat, prepare,
+published object's stored checksum is compared. ``--verify full`` (patch
+``verify-full``) reads a file or SFTP destination's temp data back per segment before
+publish in every case and copies damaged segments again. Short steps (stat, prepare,
 the final size check) run as local activities first (see :func:`staccato.workflows.calls.short_activity`);
 publish, which replaces the destination, always runs as a regular activity.
 
