@@ -85,8 +85,24 @@ class VerifyMode(StrEnum):
     """How the destination is checked after publish."""
 
     checksum = "checksum"  # re-read the destination and compare checksums
+    #: ``checksum``, and before publish every byte of the temp data is read back once
+    #: more and compared per segment with the source's chunk checksums; damaged
+    #: segments are copied again (local file and SFTP destinations; refused for S3 and
+    #: datasets: :func:`staccato.cli.options.check_verify_full`)
+    full = "full"
     size = "size"  # compare sizes only
     none = "none"
+
+    @property
+    def compares_checksums(self) -> bool:
+        """Whether this level compares the destination's checksums with the source's
+        (``checksum`` and ``full``; ``full`` adds the whole read-back before publish)."""
+        return self in (VerifyMode.checksum, VerifyMode.full)
+
+
+#: destination kinds (URL schemes) ``--verify full`` reads back before publish: their
+#: unpublished temp data can be read (``PrepareResult.session_url``)
+VERIFY_FULL_KINDS = ("file", "sftp")
 
 
 class ChecksumAlgorithm(StrEnum):
@@ -151,7 +167,8 @@ class TransferOptions(BaseModel):
     Attributes:
         chunk_size: bytes per chunk, the unit of copy, checksum and checkpoint.
         streams: how many stream activities copy at once.
-        verify: how the destination is checked after publish.
+        verify: how the destination is checked (``full``: every byte read back before
+            publish, see :class:`VerifyMode`).
         checksum: chunk checksum algorithm.
         heartbeat_timeout_s: seconds without a heartbeat before Temporal retries a
             stream or a verify read-back elsewhere (default 20 s); also how long a

@@ -196,7 +196,7 @@ def test_small_file_max_above_the_fan_out_cap_is_said(tmp_path) -> None:
     [
         (
             ["cp", "--verify", "maybe"],
-            "Invalid value for '--verify': 'maybe' is not one of 'checksum', 'size', 'none'.",
+            "Invalid value for '--verify': 'maybe' is not one of 'checksum', 'full', 'size', 'none'.",
         ),
         (
             ["cp", "--checksum", "md5"],

@@ -216,7 +216,7 @@ def _write_and_publish(
                     index=0, first_chunk=0, end_chunk=chunks, offset=0, length=info.size
                 ),
                 checksum=algorithm,
-                read_back=options.verify == VerifyMode.checksum,
+                read_back=options.verify.compares_checksums,
             ),
             beat,
             pacer,
@@ -226,7 +226,7 @@ def _write_and_publish(
         if result.parts:  # publish only the parts this stream uploaded or accepted
             parts = [(0, chunks, result.parts)]
     segments = [(0, chunks)]
-    checking = options.verify == VerifyMode.checksum
+    checking = options.verify.compares_checksums
     if checking and not verified and session_url is not None:
         # the destination could not read each chunk back (SFTP): read the temp data once
         verify_object(

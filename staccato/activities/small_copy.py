@@ -222,7 +222,7 @@ def _write_and_publish(
     chunks = chunk_count(size, session.chunk_size)
     digest = checksums.checksum_bytes(algorithm.value, data)
     expected = _object_digest(algorithm.value, data)
-    checking = options.verify == VerifyMode.checksum
+    checking = options.verify.compares_checksums
     try:
         verified = not size
         if size:

@@ -697,7 +697,7 @@ def check_after_publish(
     """
     if verify == VerifyMode.none:
         return
-    mode = VerifyMode.size if verified or verify != VerifyMode.checksum else VerifyMode.checksum
+    mode = VerifyMode.size if verified or not verify.compares_checksums else VerifyMode.checksum
     try:
         verify_object(
             VerifyInput(

@@ -44,6 +44,7 @@ from staccato.cli.options import (
     SyncLevelOption,
     TransferArg,
     VerifyOption,
+    check_verify_full,
     choice_option,
     int_range_option,
     transfer_options,
@@ -127,6 +128,7 @@ def submit(
         from_origin=from_origin,
     )
     datasets.check_recursive_options(recursive, include, exclude, retry_failed, small_file_max)
+    check_verify_full(verify, destinations, recursive)
     if not recursive:
         check_file_source(source)
     if recursive:
@@ -405,6 +407,7 @@ def cp(
         from_origin=from_origin,
     )
     datasets.check_recursive_options(recursive, include, exclude, retry_failed, small_file_max)
+    check_verify_full(verify, destinations, recursive)
     if not recursive:
         check_file_source(source)
     if recursive:

@@ -33,6 +33,7 @@ from staccato.cli.options import (
     StreamsOption,
     SyncLevelOption,
     VerifyOption,
+    check_verify_full,
     choice_option,
     transfer_options,
 )
@@ -219,6 +220,7 @@ def create(
         max_rate=max_rate,
         stage=stage,
     )
+    check_verify_full(verify, [destination], recursive=False)
     from staccato.client import StaccatoClient
 
     _usage(lambda: StaccatoClient.make_request(source, destination, options))

@@ -8,7 +8,9 @@ Verify: where the destination can read back unpublished data (file), each stream
 reads every chunk back right after it is durable and compares checksums
 (verify-on-write), so no separate pass over the object is needed; otherwise
 (SFTP) the temp data is read back per segment before publish, or (S3) the
-published object's stored checksum is compared. Short steps (stat, prepare,
+published object's stored checksum is compared. ``--verify full`` (patch
+``verify-full``) reads a file or SFTP destination's temp data back per segment before
+publish in every case and copies damaged segments again. Short steps (stat, prepare,
 the final size check) run as local activities first (see :func:`staccato.workflows.calls.short_activity`);
 publish, which replaces the destination, always runs as a regular activity.
 
@@ -92,6 +94,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from staccato.models import (
         READ_STAGED,
+        VERIFY_FULL_KINDS,
         ConfirmSourceInput,
         KnownCopy,
         KnownCopyInput,
@@ -392,6 +395,11 @@ FAILED_AFTER_PUBLISH_PATCH = "failed-after-publish-memo"
 #: was uploaded, before CompleteMultipartUpload, was completed into the object). A
 #: marker event per run whose streams recorded parts (S3 destinations), before publish
 PUBLISH_PART_DIGEST_PATCH = "s3-publish-part-digest"
+#: ``--verify full`` (``VerifyMode.full``): the temp data of a file or SFTP destination
+#: is read back per segment before publish however it was written (the damaged
+#: segments copied again, then read once more), and another destination kind fails
+#: before prepare. Only runs asked for ``full`` call it: a marker event per such run
+VERIFY_FULL_PATCH = "verify-full"
 #: the tuning activities are best effort: a worker without them runs the fixed defaults
 _TUNING_RETRY = RetryPolicy(maximum_attempts=3, maximum_interval=timedelta(seconds=2))
 T = TypeVar("T")
@@ -1004,6 +1012,16 @@ class TransferWorkflow:
         """
         assert self._progress is not None
         options = request.options
+        full = options.verify == VerifyMode.full and workflow.patched(VERIFY_FULL_PATCH)
+        if full and (kind := request.destination.split(":", 1)[0]) not in VERIFY_FULL_KINDS:
+            # the CLI refuses it (exit 2); an API caller learns it before any write
+            raise ApplicationError(
+                f"--verify full is not available for a {kind} destination: it reads "
+                f"back {' and '.join(VERIFY_FULL_KINDS)} destinations only (use --verify "
+                "checksum); nothing was written",
+                type="PermanentError",
+                non_retryable=True,
+            )
         self._set_phase("prepare")
         request_prepare = PrepareInput(
             destination=request.destination,
@@ -1090,12 +1108,18 @@ class TransferWorkflow:
         # Every chunk was read back as it was written. A pause leaves finished
         # segments exposed for an unbounded time (stray writers, a user's editor):
         # then the whole temp object is read back before publish.
+        # With --verify full, never: every byte is read back once more (a stray
+        # writer changing a journaled chunk while streams of this life still write).
         verified_on_write = (
             options.verify == VerifyMode.checksum
             and not self._was_paused
             and all(results[s.index].verified for s in segments)
         )
-        if prepared.session_url and options.verify == VerifyMode.checksum and not verified_on_write:
+        if (
+            prepared.session_url
+            and (options.verify == VerifyMode.checksum or full)
+            and not verified_on_write
+        ):
             bad = await self._verify(
                 request,
                 info,
@@ -1283,7 +1307,7 @@ class TransferWorkflow:
                         session=session,
                         segment=segment,
                         checksum=request.options.checksum,
-                        read_back=request.options.verify == VerifyMode.checksum,
+                        read_back=request.options.verify.compares_checksums,
                         **self._read_source(request, info),
                         **self._stream_rate(request, len(self._running) + 1 + len(queue)),
                         staged=self._staged.key if self._staged else None,
@@ -1481,6 +1505,7 @@ class TransferWorkflow:
         options = request.options
         if options.verify == VerifyMode.none:
             return set()
+        full = options.verify == VerifyMode.full
         self._set_phase("verify")
         verify = VerifyInput(
             url=(prepared.session_url if before_publish else None) or request.destination,
@@ -1489,13 +1514,16 @@ class TransferWorkflow:
             segments=[(s.first_chunk, s.end_chunk) for s in segments],
             checksum=options.checksum,
             expected=digest,
-            mode=options.verify,
+            # the activity reads ``full`` as ``checksum``: a worker of an older release
+            # decodes it
+            mode=VerifyMode.checksum if full else options.verify,
         )
         parts = [verify]
         if (
-            options.verify == VerifyMode.checksum
+            options.verify.compares_checksums
             and prepared.verify_by_segments
-            and len(segments) > 1
+            # full: a lone segment too, so that a damaged one is copied again
+            and (len(segments) > 1 or (full and before_publish))
         ):
             # read the data back in parallel, one activity per segment
             parts = [

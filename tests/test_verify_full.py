@@ -1,0 +1,271 @@
+"""``--verify full``: every byte of a local file destination's temp file is read back
+before publish and compared per segment with the source's chunk checksums; damaged
+segments are copied again (docs/architecture.md, "Reading every byte back before
+publish (--verify full)").
+
+Tester69's scene (0.35.0): 128 MiB, 2 streams, the worker SIGSTOPped with some chunks
+journaled and the streams still running, 8 bytes written into chunk 0 of the temp
+file, SIGCONT: with the default level the run ends ``completed`` and ``cmp`` differs
+(the streams' later journal lines hide the change from the ctime check). With
+``--verify full`` the destination equals the source. The default level's gap is kept
+here as a strict xfail: it documents what ``full`` is for. The old code has no
+``full`` (``VerifyMode.full`` is an AttributeError, the CLI refuses the value).
+
+Plus the refusals: ``--verify full`` to an S3 destination or with ``-r`` exits 2
+naming the option, the URL's kind and what is accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from temporalio.api.enums.v1 import EventType
+
+from staccato.client import StaccatoClient
+from staccato.models import TransferOptions, TransferState, VerifyMode
+from tests.helpers import (
+    MiB,
+    WorkerProcess,
+    at_rest,
+    child_pids,
+    run_cli,
+    sha256_file,
+    wait_for_status,
+    write_random,
+)
+from tests.servers.temporal_server import TemporalDevServer
+
+SIZE = 128 * MiB
+CHUNK = 4 * MiB
+# stopped once this many chunks are journaled (the tester: 10), streams still running
+JOURNALED_AT_STOP = 10
+# a coarse time stamp's tick is 1-10 ms: the change lands past the last append's tick
+_PAST_A_TICK_S = 0.05
+
+
+def _chunk_lines(journal: Path) -> set[int]:
+    try:
+        text = journal.read_text()
+    except FileNotFoundError:
+        return set()
+    return {
+        int(fields[0])
+        for line in text.splitlines()
+        if len(fields := line.split()) == 2 and fields[0].isdigit()
+    }
+
+
+def _signal(pids: list[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def _scheduled(history: object, activity_type: str) -> int:
+    return sum(
+        1
+        for e in history.events  # type: ignore[attr-defined]
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        and e.activity_task_scheduled_event_attributes.activity_type.name == activity_type
+    )
+
+
+@pytest.mark.parametrize(
+    "verify",
+    [
+        VerifyMode.full,
+        pytest.param(
+            VerifyMode.checksum,
+            marks=pytest.mark.xfail(
+                strict=True,
+                raises=AssertionError,
+                reason="documented gap of the default level: a chunk changed while "
+                "streams of the same worker life still write is published",
+            ),
+        ),
+    ],
+    ids=["full", "checksum-default"],
+)
+async def test_chunk_changed_while_streams_write_is_not_published(
+    temporal_server: TemporalDevServer, data_dir: Path, tmp_path: Path, verify: VerifyMode
+) -> None:
+    """The tester's scene: with ``full`` the destination equals the source (the
+    damaged segment copied again: a third ``copy_stream``, ``verify`` activities read
+    the temp file before publish); with the default ``checksum`` it completes with the
+    changed bytes (strict xfail)."""
+    source = data_dir / "src.bin"
+    digest = write_random(source, SIZE, seed=69)
+    at_rest(source)
+    out = data_dir / "out"
+    out.mkdir()
+    destination = out / "dst.bin"
+    options = TransferOptions(
+        streams=2,
+        chunk_size=CHUNK,
+        max_rate=32 * MiB,
+        heartbeat_timeout_s=120,
+        verify=verify,
+    )
+    worker = WorkerProcess(temporal_server.address, processes=2, log_dir=tmp_path).start()
+    assert worker.process is not None
+    main = worker.process.pid
+    stopped: list[int] = []
+    try:
+        client = await StaccatoClient.connect(
+            target_host=temporal_server.address, namespace="default"
+        )
+        client.task_queue = worker.task_queue
+        transfer = await client.submit(str(source), str(destination), options)
+        chunks = SIZE // CHUNK
+
+        deadline = time.monotonic() + 120
+        journal: Path | None = None
+        while True:
+            assert time.monotonic() < deadline, "10 chunks were not journaled in 120 s"
+            found = sorted(out.glob(".*.staccato-journal"))
+            journal = found[0] if found else None
+            lines = _chunk_lines(journal) if journal else set()
+            if 0 in lines and len(lines) >= JOURNALED_AT_STOP:
+                break
+            await asyncio.sleep(0.02)
+        assert journal is not None
+        # the whole worker: its main process and the activity processes
+        pool = child_pids(main)
+        _signal([main, *pool], signal.SIGSTOP)
+        stopped.extend([main, *pool])
+        lines = _chunk_lines(journal)
+        assert len(lines) < chunks, "every chunk was journaled before the stop"
+        assert not destination.exists()
+
+        temp = journal.with_name(journal.name.replace("-journal", "-part"))
+        await asyncio.sleep(_PAST_A_TICK_S)
+        with open(temp, "r+b") as handle:  # the tester's 8 bytes into chunk 0
+            handle.seek(100)
+            handle.write(b"ZZZZZZZZ")
+        _signal(stopped, signal.SIGCONT)
+        stopped.clear()
+
+        result = await asyncio.wait_for(client.wait(transfer), 240)
+        assert result.bytes == SIZE
+        assert result.verified == verify
+        done = await wait_for_status(
+            client, transfer, lambda s: s.state == TransferState.completed, timeout_s=30
+        )
+        assert done.state == TransferState.completed
+        history = await client.temporal.get_workflow_handle(transfer).fetch_history()
+        assert sha256_file(destination) == digest, "published bytes differ from the source"
+        assert not temp.exists()
+        if verify == VerifyMode.full:
+            # the path taken: the temp file read back before publish (a verify per
+            # segment, twice), segment 0 copied again
+            assert _scheduled(history, "verify") == 4
+            assert _scheduled(history, "copy_stream") == 3
+    finally:
+        _signal(stopped, signal.SIGCONT)
+        worker.stop()
+
+
+async def test_untampered_full_reads_back_and_copies_once(
+    temporal_server: TemporalDevServer, data_dir: Path, tmp_path: Path
+) -> None:
+    """``full`` on an undisturbed transfer: one ``verify`` per segment before publish,
+    no segment copied again, the destination equals the source."""
+    source = data_dir / "src.bin"
+    digest = write_random(source, 24 * MiB, seed=70)
+    at_rest(source)
+    destination = data_dir / "dst.bin"
+    options = TransferOptions(streams=3, chunk_size=4 * MiB, verify=VerifyMode.full)
+    worker = WorkerProcess(temporal_server.address, log_dir=tmp_path).start()
+    try:
+        client = await StaccatoClient.connect(
+            target_host=temporal_server.address, namespace="default"
+        )
+        client.task_queue = worker.task_queue
+        transfer = await client.submit(str(source), str(destination), options)
+        result = await asyncio.wait_for(client.wait(transfer), 120)
+        history = await client.temporal.get_workflow_handle(transfer).fetch_history()
+    finally:
+        worker.stop()
+    assert result.verified == VerifyMode.full
+    assert sha256_file(destination) == digest
+    streams = _scheduled(history, "copy_stream")
+    assert streams >= 1
+    assert _scheduled(history, "verify") == streams
+
+
+@pytest.mark.parametrize(
+    ("args", "kind"),
+    [
+        (["s3://bucket/key.bin"], "s3"),
+        (["-r", "DIR"], "-r"),
+        (["s3://bucket/a.bin", "OUT"], "s3"),  # a fan-out with an S3 destination
+    ],
+    ids=["s3", "dataset", "fan-out-with-s3"],
+)
+def test_verify_full_refused_where_it_reads_nothing_back(
+    args: list[str], kind: str, tmp_path: Path
+) -> None:
+    """``cp --verify full`` to S3, or with ``-r``: exit 2, one line naming
+    ``--verify full``, the URL's kind and the kinds accepted; nothing started."""
+    source = tmp_path / "src.bin"
+    source.write_bytes(b"x" * 1000)
+    (tmp_path / "dir").mkdir()
+    replace = {"DIR": str(tmp_path / "dir"), "OUT": str(tmp_path / "out.bin")}
+    destinations = [replace.get(a, a) for a in args if a != "-r"]
+    flags = ["-r"] if "-r" in args else []
+    src = str(tmp_path / "dir") if flags else str(source)
+    if flags:
+        destinations = [str(tmp_path / "copy")]
+    done = run_cli(
+        "cp",
+        *flags,
+        "--verify",
+        "full",
+        src,
+        *destinations,
+        address="127.0.0.1:1",  # nothing listens: the refusal comes first
+        env={"STACCATO_HOME": str(tmp_path / "home")},
+        timeout_s=60,
+    )
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "--verify full" in done.stderr, done.stderr
+    assert kind in done.stderr, done.stderr
+    assert "file and sftp" in done.stderr, done.stderr
+
+
+async def test_verify_full_to_s3_from_the_api_fails_before_anything_is_written(
+    temporal_server: TemporalDevServer, data_dir: Path, tmp_path: Path
+) -> None:
+    """A request from the Python API (no CLI check) for ``full`` to an S3 destination
+    fails before ``prepare``: no upload is opened and no stream runs (no S3 server is
+    needed to see it),
+    the reason names ``--verify full``, the kind and the kinds accepted."""
+    source = data_dir / "small.bin"
+    source.write_bytes(os.urandom(1 << 20))
+    at_rest(source)
+    options = TransferOptions(verify=VerifyMode.full)
+    worker = WorkerProcess(temporal_server.address, log_dir=tmp_path).start()
+    try:
+        client = await StaccatoClient.connect(
+            target_host=temporal_server.address, namespace="default"
+        )
+        client.task_queue = worker.task_queue
+        transfer = await client.submit(str(source), "s3://no-such-bucket/k.bin", options)
+        ended = await wait_for_status(
+            client, transfer, lambda s: s.state == TransferState.failed, timeout_s=120
+        )
+        history = await client.temporal.get_workflow_handle(transfer).fetch_history()
+    finally:
+        worker.stop()
+    assert ended.error is not None
+    assert "--verify full" in ended.error, ended.error
+    assert "s3" in ended.error and "file and sftp" in ended.error, ended.error
+    assert _scheduled(history, "copy_stream") == 0
