@@ -1138,6 +1138,9 @@ class TransferStatus(BaseModel):
         cancel_requested: True while a cancel asked of the running transfer has not
             taken effect (a dead worker's run: until a worker polls), as a dataset's
             status says; False otherwise.
+        cancel_requested_at: when that cancel was asked (ISO 8601, UTC, from the
+            run's ``WorkflowExecutionCancelRequested`` event), while
+            ``cancel_requested``; None otherwise or when the history did not say.
         bytes_durable: bytes durable at the destination (committed segments and
             journaled chunks), which a resume does not send again; ``bytes_done`` also
             counts the running streams' chunks in flight (read, not yet written). Of
@@ -1199,6 +1202,7 @@ class TransferStatus(BaseModel):
     tuner_chooses: bool | None = None
     streams_unknown: bool | None = None
     cancel_requested: bool = False
+    cancel_requested_at: str | None = None
     idle_since: str | None = None
     stalled_step: str | None = None
 
