@@ -115,6 +115,7 @@ from staccato.models import (
     VerifyBeat,
     WriteSession,
     iso_utc,
+    restarted_text,
 )
 from staccato.overlaps import overlap_busy, overlapping_writer
 from staccato.quantities import TRANSFER_NAME, check_start_time, require_str
@@ -1071,7 +1072,12 @@ class StaccatoClient:
             ),
             idle_since=idle_since,
             stalled_step=stalled_step,
-        )
+            restarted=(
+                restarted_text(
+                    memo.get("destination", ""),
+                    progress.sessions_lost,
+                    progress.session_lost_reason,
+                )
                 if progress is not None
                 else None
             ),

@@ -674,6 +674,9 @@ class TransferWorkflow:
                     # The temp data vanished under us (deleted by hand, a cleaner
                     # script): open a new write session and copy everything again.
                     workflow.logger.warning("%s; copying again into a new one", reason(err))
+                    # said by status and the result (query state: no command)
+                    self._progress.sessions_lost += 1
+                    self._progress.session_lost_reason = reason(err)
                     await self._cleanup(self._session)
                     self._session = None
                     self._progress.bytes_committed = self._progress.segments_done = 0
@@ -751,6 +754,8 @@ class TransferWorkflow:
             destination_version=self._destination_version,
             read_from=self._progress.read_from,
             read_from_reason=self._progress.read_from_reason,
+            sessions_lost=self._progress.sessions_lost,
+            session_lost_reason=self._progress.session_lost_reason,
         )
 
     async def _look_up_start(
