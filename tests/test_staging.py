@@ -102,6 +102,7 @@ async def test_the_cap_evicts_the_least_recently_used_entry(
 
 async def test_a_damaged_entry_is_read_again_from_the_source_never_published(
     staging_client: StaccatoClient,
+    staging_worker: WorkerProcess,
     staging_dir: Path,
     nginx_no_ranges: NginxServer,
     http_root: Path,
@@ -122,9 +123,17 @@ async def test_a_damaged_entry_is_read_again_from_the_source_never_published(
         data.write(bytes([byte[0] ^ 0xFF]))
     # from the origin: a.bin, the first transfer's verified copy, would serve it otherwise
     from_origin = OPTIONS.model_copy(update={"from_origin": True})
+    logged = staging_worker.log_path.stat().st_size
     transfer = await staging_client.submit(url, str(data_dir / "b.bin"), from_origin)
     await staging_client.wait(transfer)
     assert sha256_file(data_dir / "b.bin") == digest
+    # the transfer's log says the entry was found damaged and is read again (tester69:
+    # "lost", or "not in the staging cache")
+    with open(staging_worker.log_path, "rb") as log:
+        log.seek(logged)
+        lines = [x for x in log.read().decode(errors="replace").splitlines() if transfer in x]
+    said = [x for x in lines if "WARNING temporalio.workflow" in x]
+    assert any("was found damaged" in x and "reading the source again" in x for x in said), said
     # read once for the first transfer and once more after the damage was found
     assert _get_bytes(nginx_no_ranges, name) == 2 * SIZE
     assert sha256_file(_entries(staging_dir)[url] / "data") == digest

@@ -148,6 +148,9 @@ def stage_source(request: StageInput) -> StageResult:
                 if step is not None:
                     pacer.take(n, paced_wait)
 
+    damaged = cache.damage_note(key)
+    if damaged is not None:  # a stream dropped it: said as such, not as a first stage
+        activity.logger.warning("staging %s again: %s", shown_url(request.source), damaged)
     timeout = activity.info().heartbeat_timeout
     with guarded(timeout.total_seconds() if timeout else None), keepalive_hook(beat):
         try:

@@ -1330,7 +1330,9 @@ class TransferWorkflow:
                     ):
                         # the staged copy is damaged or gone: stage the source again
                         # (one lane does, the others wait) and copy this segment from it
-                        await self._restage(request, info, heartbeat_timeout, staged_by)
+                        await self._restage(
+                            request, info, heartbeat_timeout, staged_by, reason(err)
+                        )
                         queue.appendleft(segment)
                         continue
                     if from_copy and not isinstance(err.cause, CancelledError):
@@ -1705,10 +1707,13 @@ class TransferWorkflow:
         info: ObjectInfo,
         heartbeat_timeout: timedelta,
         staged_by: int,
+        why: str | None = None,
     ) -> None:
         """Stage the source again after a stream found the staged copy damaged or
-        gone; a lane whose stream read an older staging than the current one only
-        retries (another lane staged since), one lane stages while others wait."""
+        gone (``why``: the stream's message, logged: a damaged entry was logged only
+        as lost, tester69); a lane whose stream read an older staging than the
+        current one only retries (another lane staged since), one lane stages while
+        others wait."""
         if self._restaging:
             await workflow.wait_condition(lambda: not self._restaging)
             return
@@ -1716,7 +1721,10 @@ class TransferWorkflow:
             return
         self._restaging = True
         try:
-            workflow.logger.warning("the staged copy of the source was lost: staging it again")
+            if why:
+                workflow.logger.warning("%s", why)
+            else:
+                workflow.logger.warning("the staged copy of the source was lost: staging it again")
             await self._stage(request, info, heartbeat_timeout)
         finally:
             self._restaging = False
