@@ -323,6 +323,39 @@ async def test_staging_read_is_paced_by_the_transfer_max_rate(
     assert gets[0]["request_time"] >= (size - 12 * MiB) / cap, gets
 
 
+async def test_the_staging_rate_shown_never_exceeds_the_cap(
+    staging_client: StaccatoClient,
+    nginx_no_ranges: NginxServer,
+    http_root: Path,
+    data_dir: Path,
+) -> None:
+    """--max-rate 4MiB/s of a 16 MiB source without ranges (staged): every staging rate
+    ``status`` shows while it stages is at most the cap (tester69: 8.2 MiB/s under a
+    7.63 MiB/s cap early on: the bytes read over the time since the read began counted
+    the pacer's start credit and the step read ahead of its wait)."""
+    name = "rate-staging.bin"
+    size, cap = 16 * MiB, 4 * MiB
+    _source(http_root, name, size)
+    options = OPTIONS.model_copy(update={"max_rate": cap, "heartbeat_timeout_s": 15})
+    transfer = await staging_client.submit(nginx_no_ranges.url(name), str(data_dir / name), options)
+    shown: list[float] = []
+    deadline = time.monotonic() + 120
+    while True:
+        status = await staging_client.status(transfer)
+        if status.staging_rate_bytes_per_s:
+            shown.append(status.staging_rate_bytes_per_s)
+        if status.state.value in ("completed", "failed", "cancelled") or (
+            status.staged_bytes == size and shown
+        ):
+            break
+        assert time.monotonic() < deadline, status
+        await asyncio.sleep(0.1)
+    assert (await staging_client.wait(transfer)).bytes == size
+    print(f"staging rates shown (MiB/s): {[round(r / MiB, 2) for r in shown]}")
+    assert shown, "no staging rate was shown while it staged"
+    assert max(shown) <= cap, [round(r / MiB, 3) for r in shown]
+
+
 def test_cp_says_why_a_source_without_ranges_is_staged(
     temporal_server,
     staging_worker: WorkerProcess,
