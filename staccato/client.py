@@ -115,6 +115,7 @@ from staccato.models import (
     VerifyBeat,
     WriteSession,
     iso_utc,
+    restarted_text,
 )
 from staccato.overlaps import overlap_busy, overlapping_writer
 from staccato.quantities import TRANSFER_NAME, check_start_time, require_str
@@ -722,6 +723,9 @@ class StaccatoClient:
                     front = front.model_copy(
                         update={
                             "cancel_requested": True,
+                            "cancel_requested_at": await cancel_requested_at(
+                                self.temporal, handle.id, description.run_id
+                            ),
                             "last_retry_error": None if answered else note,
                         }
                     )
@@ -1061,8 +1065,22 @@ class StaccatoClient:
             if _tuner_chooses(memo, None, state, bytes_total) and begun
             else None,
             cancel_requested=cancel_requested,
+            cancel_requested_at=(
+                await cancel_requested_at(self.temporal, handle.id, description.run_id)
+                if cancel_requested
+                else None
+            ),
             idle_since=idle_since,
             stalled_step=stalled_step,
+            restarted=(
+                restarted_text(
+                    memo.get("destination", ""),
+                    progress.sessions_lost,
+                    progress.session_lost_reason,
+                )
+                if progress is not None
+                else None
+            ),
         )
 
     async def _terminated_left(
@@ -2065,6 +2083,43 @@ def cancel_requested_of(description: Any) -> bool:
         description.status == WorkflowExecutionStatus.RUNNING
         and description.raw_description.workflow_extended_info.cancel_requested
     )
+
+
+#: the newest events of a running run's history :func:`cancel_requested_at` reads for
+#: its cancel request (one page: a run adds few events once cancelled, a stream's
+#: heartbeat timeout and its clean-up's steps)
+CANCEL_EVENTS = 1000
+
+
+async def cancel_requested_at(temporal: Client, workflow_id: str, run_id: str | None) -> str | None:
+    """When (ISO 8601, UTC, as ``started_at``) a cancel was asked of the run ``workflow_id``
+    (``run_id``; None: its latest): its ``WorkflowExecutionCancelRequested`` event,
+    read from the run's history newest first, without a worker (its description says
+    only that one was asked: :func:`cancel_requested_of`). None when no such event is
+    among the newest :data:`CANCEL_EVENTS` events or the history cannot be read
+    (within ``STACCATO_CLIENT_WAIT_S``): the status then says the cancel without its
+    time, as before (tester69: a cancel waiting for a frozen worker showed ``running``
+    and no word of when it was asked)."""
+    from temporalio.api.enums.v1 import EventType
+    from temporalio.api.workflowservice.v1 import GetWorkflowExecutionHistoryReverseRequest
+
+    request = GetWorkflowExecutionHistoryReverseRequest(
+        namespace=temporal.namespace, maximum_page_size=CANCEL_EVENTS
+    )
+    request.execution.workflow_id = workflow_id
+    if run_id:
+        request.execution.run_id = run_id
+    asked = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED
+    try:
+        page = await temporal.workflow_service.get_workflow_execution_history_reverse(
+            request, timeout=timedelta(seconds=settings.current().client_wait_s)
+        )
+    except Exception:  # noqa: BLE001 - not known: the cancel is said without its time
+        return None
+    for event in page.history.events:
+        if event.event_type == asked:
+            return iso_utc(event.event_time.ToDatetime(tzinfo=UTC))
+    return None
 
 
 def _cleanup_note(where: str | None) -> str:

@@ -35,7 +35,13 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from staccato import run_fields, settings, units
-from staccato.client import GROUP_TYPE, StaccatoClient, require_type, retry_is_over
+from staccato.client import (
+    GROUP_TYPE,
+    StaccatoClient,
+    cancel_requested_at,
+    require_type,
+    retry_is_over,
+)
 from staccato.dataset_ended import in_flight_at_end
 from staccato.dataset_requests import (
     check_local_source,
@@ -1313,6 +1319,11 @@ async def _dataset_status(
         started_at=started_at,
         ended_at=iso_utc(description.close_time) if state in _TERMINAL else None,
         cancel_requested=cancel_requested,
+        cancel_requested_at=(
+            await cancel_requested_at(client.temporal, handle.id, description.run_id)
+            if cancel_requested
+            else None
+        ),
     )
     counts = memo.get("counts")
     if progress is None and isinstance(counts, dict) and state in _TERMINAL:

@@ -371,6 +371,19 @@ class TransferRequest(BaseModel):
         return request_digest(self, self.options)
 
 
+def restarted_text(destination: str, lost: int, why: str | None) -> str | None:
+    """``status``' word that a run lost its write session ``lost`` times and copied
+    everything again from byte 0 into a new one (tester69: after a part replaced
+    under the open S3 upload the transfer re-uploaded the whole object, and no status
+    said so); ``why``: the last loss's message. None when ``lost`` is 0."""
+    if lost <= 0:
+        return None
+    what = "upload" if destination.startswith("s3://") else "write session"
+    times = "1 time" if lost == 1 else f"{lost} times"
+    text = f"{what} restarted {times} (everything copied again from byte 0 into a new {what})"
+    return f"{text}; last: {why}" if why else text
+
+
 def iso_utc(at: datetime | None) -> str | None:
     """``at`` as ISO 8601 in UTC to the millisecond (``2026-12-02T18:07:03.250Z``: rows
     started within a second still order); None for None."""
@@ -936,6 +949,11 @@ class TransferResult(BaseModel):
             :data:`READ_STAGED` (the source's entry found in the staging cache: the
             origin was not read) (None: older releases, or nothing read).
         read_from_reason: why (which copy matched its record, or why none was used).
+        sessions_lost: write sessions the run lost and copied again from byte 0 into
+            a new one (its temp file or upload vanished or was altered: a part
+            replaced under an S3 upload, found at publish); 0 otherwise (and in
+            releases before 0.36.0).
+        session_lost_reason: why the last one was lost (the error's message).
     """
 
     source: str
@@ -954,6 +972,8 @@ class TransferResult(BaseModel):
     destination_version: str | None = None
     read_from: str | None = None
     read_from_reason: str | None = None
+    sessions_lost: int = 0
+    session_lost_reason: str | None = None
 
 
 class TuningView(BaseModel):
@@ -1099,6 +1119,10 @@ class Progress(BaseModel):
     #: size as the copy starts (``streams`` and ``chunk_size`` above are the defaults
     #: until then)
     tuned: bool = False
+    #: write sessions lost and copied again from byte 0 into a new one, and why the
+    #: last was (``TransferResult.sessions_lost``)
+    sessions_lost: int = 0
+    session_lost_reason: str | None = None
 
 
 class TransferStatus(BaseModel):
@@ -1155,6 +1179,13 @@ class TransferStatus(BaseModel):
         cancel_requested: True while a cancel asked of the running transfer has not
             taken effect (a dead worker's run: until a worker polls), as a dataset's
             status says; False otherwise.
+        restarted: the run lost its write session and copied everything again into
+            a new one (S3: a new multipart upload), how many times and why the last
+            (:func:`restarted_text`: ``upload restarted 1 time (...): <reason>``);
+            None when it did not (or no worker answers for a running run).
+        cancel_requested_at: when that cancel was asked (ISO 8601, UTC, from the
+            run's ``WorkflowExecutionCancelRequested`` event), while
+            ``cancel_requested``; None otherwise or when the history did not say.
         bytes_durable: bytes durable at the destination (committed segments and
             journaled chunks), which a resume does not send again; ``bytes_done`` also
             counts the running streams' chunks in flight (read, not yet written). Of
@@ -1216,8 +1247,10 @@ class TransferStatus(BaseModel):
     tuner_chooses: bool | None = None
     streams_unknown: bool | None = None
     cancel_requested: bool = False
+    cancel_requested_at: str | None = None
     idle_since: str | None = None
     stalled_step: str | None = None
+    restarted: str | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         """Plain dict with the enum as text; ``streams`` and ``chunk_size`` null while

@@ -139,6 +139,22 @@ class StagingCache:
     def lock_path(self, key: str) -> Path:
         return self.root / f"{key}.lock"
 
+    def damage_path(self, key: str) -> Path:
+        """The note a reader that found entry ``key`` damaged leaves when it drops it
+        (:meth:`damage_note`)."""
+        return self.root / f"{key}.damaged"
+
+    def damage_note(self, key: str) -> str | None:
+        """Why entry ``key`` was dropped as damaged (the reader's message), while it
+        is not staged again; None otherwise. A stream that opens the entry after
+        another dropped it, and the staging read that stages it again, say this
+        rather than that it is not in the cache (tester69: a damaged entry was logged
+        as "not in the staging cache")."""
+        try:
+            return self.damage_path(key).read_text() or None
+        except (OSError, UnicodeDecodeError):
+            return None
+
     @contextlib.contextmanager
     def locked(
         self, key: str, *, wait: bool = True, waiting: Callable[[], None] | None = None
@@ -216,6 +232,8 @@ class StagingCache:
                 (self.path(key) / PINS / _pin_name(holder)).unlink()
             if self.manifest(key) is None and not self.pins(key):
                 self.forget(key)
+                with contextlib.suppress(FileNotFoundError):
+                    self.damage_path(key).unlink()
 
     def pins(self, key: str) -> list[str]:
         try:
@@ -396,6 +414,8 @@ class StagingCache:
                     text.flush()
                     os.fsync(text.fileno())
                 os.rename(temp, entry / MANIFEST)  # the commit point
+                with contextlib.suppress(FileNotFoundError):
+                    self.damage_path(key).unlink()  # staged again: no longer damaged
                 _fsync_dir(entry)
                 _fsync_dir(self.root)
             except OSError as err:
@@ -437,6 +457,10 @@ class StagingCache:
         """
         found = self.manifest(key)
         if found is None:
+            damaged = self.damage_note(key)
+            if damaged is not None:
+                # another stream found it damaged and dropped it: said so, not "not here"
+                raise StagedEntryLostError(damaged)
             raise StagedEntryLostError(
                 f"the staged copy {key[:12]} is not in the staging cache {self.root} of this "
                 "worker (evicted, removed, or staged on another machine); staging the source again"
@@ -479,13 +503,20 @@ class StagedReader(Reader):
         actual = checksums.checksum_bytes("crc32c", data)
         expected = self._manifest.crc32c[index] if index < len(self._manifest.crc32c) else ""
         if len(data) != min(chunk, size - start) or actual != expected:
-            with self._cache.locked(self._key):
-                self._cache.forget(self._key)
-            raise StagedEntryLostError(
-                f"the staged copy of {self._manifest.url} is damaged: cache chunk {index} has "
-                f"CRC32C {actual}, its manifest says {expected}; dropped it, staging the "
-                "source again"
+            why = (
+                f"the staged copy of {self._manifest.url} was found damaged: cache chunk "
+                f"{index} has CRC32C {actual}, its manifest says {expected}; dropped it, "
+                "reading the source again into the staging cache"
             )
+            with self._cache.locked(self._key):
+                # the note first: a stream that finds the manifest gone finds it
+                with contextlib.suppress(OSError):
+                    note = self._cache.damage_path(self._key)
+                    temp = note.with_name(f"{note.name}.{os.getpid()}.tmp")
+                    temp.write_text(why)
+                    os.rename(temp, note)  # whole or absent to a reader
+                self._cache.forget(self._key)
+            raise StagedEntryLostError(why)
         self._chunk_index, self._chunk = index, data
 
     def readinto(self, buffer: memoryview) -> int:

@@ -22,6 +22,7 @@ from staccato.models import (
     TransferResult,
     TransferState,
     TransferStatus,
+    restarted_text,
 )
 from staccato.overlaps import compared_place
 from staccato.quantities import URL_OR_PATH, require_str
@@ -179,4 +180,7 @@ def completed_status(workflow_id: str, result: TransferResult) -> TransferStatus
         tuning=result.tuning,
         read_from=result.read_from,
         read_from_reason=result.read_from_reason,
+        restarted=restarted_text(
+            result.destination, result.sessions_lost, result.session_lost_reason
+        ),
     )

@@ -393,11 +393,19 @@ async def test_temp_data_tampered_with_mid_transfer(
     else:
         os.truncate(temp, 0)
     started = time.monotonic()
+    # status says the copy started again, and why (tester69: no status said so)
+    again = await wait_for_status(
+        client, transfer, lambda s: s.restarted is not None, timeout_s=120
+    )
+    assert (again.restarted or "").startswith("write session restarted 1 time ("), again
     result = await asyncio.wait_for(client.wait(transfer), 120)
-    assert result.bytes == SIZE
+    assert result.bytes == SIZE and result.sessions_lost == 1, result
     assert sha256_file(destination) == digest
     assert leftovers(data_dir) == []
     print(f"{tamper}: completed {time.monotonic() - started:.1f} s later")
+    ended = await client.status(transfer)
+    assert ended.restarted is not None and "write session restarted 1 time" in ended.restarted
+    assert result.session_lost_reason and result.session_lost_reason in ended.restarted, ended
 
 
 async def test_destination_directory_removed_mid_transfer(

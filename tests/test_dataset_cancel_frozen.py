@@ -113,6 +113,8 @@ async def _freeze_and_cancel(
             waiting = await dataset_status(client, dataset)
             assert waiting.state == DatasetState.running, waiting
             assert waiting.cancel_requested is True and waiting.eta_s is None, waiting
+            # and when it was asked (tester69: the transfer's said no word of it)
+            assert waiting.cancel_requested_at is not None, waiting
             deadline = time.monotonic() + 120
             while any(
                 a.activity_type.name == activity

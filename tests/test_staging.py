@@ -102,6 +102,7 @@ async def test_the_cap_evicts_the_least_recently_used_entry(
 
 async def test_a_damaged_entry_is_read_again_from_the_source_never_published(
     staging_client: StaccatoClient,
+    staging_worker: WorkerProcess,
     staging_dir: Path,
     nginx_no_ranges: NginxServer,
     http_root: Path,
@@ -122,9 +123,17 @@ async def test_a_damaged_entry_is_read_again_from_the_source_never_published(
         data.write(bytes([byte[0] ^ 0xFF]))
     # from the origin: a.bin, the first transfer's verified copy, would serve it otherwise
     from_origin = OPTIONS.model_copy(update={"from_origin": True})
+    logged = staging_worker.log_path.stat().st_size
     transfer = await staging_client.submit(url, str(data_dir / "b.bin"), from_origin)
     await staging_client.wait(transfer)
     assert sha256_file(data_dir / "b.bin") == digest
+    # the transfer's log says the entry was found damaged and is read again (tester69:
+    # "lost", or "not in the staging cache")
+    with open(staging_worker.log_path, "rb") as log:
+        log.seek(logged)
+        lines = [x for x in log.read().decode(errors="replace").splitlines() if transfer in x]
+    said = [x for x in lines if "WARNING temporalio.workflow" in x]
+    assert any("was found damaged" in x and "reading the source again" in x for x in said), said
     # read once for the first transfer and once more after the damage was found
     assert _get_bytes(nginx_no_ranges, name) == 2 * SIZE
     assert sha256_file(_entries(staging_dir)[url] / "data") == digest
@@ -312,6 +321,39 @@ async def test_staging_read_is_paced_by_the_transfer_max_rate(
     assert [r["body_bytes_sent"] for r in gets] == [size], gets
     print(f"staging GET took {gets[0]['request_time']:.1f} s under --max-rate 4MiB/s")
     assert gets[0]["request_time"] >= (size - 12 * MiB) / cap, gets
+
+
+async def test_the_staging_rate_shown_never_exceeds_the_cap(
+    staging_client: StaccatoClient,
+    nginx_no_ranges: NginxServer,
+    http_root: Path,
+    data_dir: Path,
+) -> None:
+    """--max-rate 4MiB/s of a 16 MiB source without ranges (staged): every staging rate
+    ``status`` shows while it stages is at most the cap (tester69: 8.2 MiB/s under a
+    7.63 MiB/s cap early on: the bytes read over the time since the read began counted
+    the pacer's start credit and the step read ahead of its wait)."""
+    name = "rate-staging.bin"
+    size, cap = 16 * MiB, 4 * MiB
+    _source(http_root, name, size)
+    options = OPTIONS.model_copy(update={"max_rate": cap, "heartbeat_timeout_s": 15})
+    transfer = await staging_client.submit(nginx_no_ranges.url(name), str(data_dir / name), options)
+    shown: list[float] = []
+    deadline = time.monotonic() + 120
+    while True:
+        status = await staging_client.status(transfer)
+        if status.staging_rate_bytes_per_s:
+            shown.append(status.staging_rate_bytes_per_s)
+        if status.state.value in ("completed", "failed", "cancelled") or (
+            status.staged_bytes == size and shown
+        ):
+            break
+        assert time.monotonic() < deadline, status
+        await asyncio.sleep(0.1)
+    assert (await staging_client.wait(transfer)).bytes == size
+    print(f"staging rates shown (MiB/s): {[round(r / MiB, 2) for r in shown]}")
+    assert shown, "no staging rate was shown while it staged"
+    assert max(shown) <= cap, [round(r / MiB, 3) for r in shown]
 
 
 def test_cp_says_why_a_source_without_ranges_is_staged(

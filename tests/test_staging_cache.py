@@ -95,6 +95,30 @@ def test_a_damaged_chunk_is_refused_and_the_entry_dropped(tmp_path: Path) -> Non
     assert cache.manifest("k") is None and not cache.path("k").exists()
 
 
+def test_a_stream_opening_an_entry_dropped_as_damaged_says_it_was_damaged(
+    tmp_path: Path,
+) -> None:
+    """Another stream that opens the entry after one dropped it as damaged, and the
+    log of the stage that reads the source again, say it was found damaged (tester69:
+    logged as "not in the staging cache"); staged again, it is served again."""
+    cache = StagingCache(tmp_path, 64 * MiB)
+    data = os.urandom(2 * CACHE_CHUNK)
+    cache.stage("k", "u", "v", len(data), "t", _fill(data))
+    with open(cache.path("k") / "data", "r+b") as f:
+        f.seek(10)
+        f.write(bytes([data[10] ^ 1]))
+    with pytest.raises(StagedEntryLostError, match="found damaged: cache chunk 0"):
+        _read_all(cache, "k", 0, len(data))
+    with pytest.raises(StagedEntryLostError) as later:
+        cache.open_reader("k", CACHE_CHUNK, CACHE_CHUNK)
+    assert "found damaged: cache chunk 0" in str(later.value), later.value
+    assert "not in the staging cache" not in str(later.value), later.value
+    assert "found damaged" in (cache.damage_note("k") or "")
+    cache.stage("k", "u", "v", len(data), "t", _fill(data))
+    assert cache.damage_note("k") is None
+    assert _read_all(cache, "k", 0, len(data)) == data
+
+
 def test_an_unwritable_directory_names_the_setting(tmp_path: Path) -> None:
     (tmp_path / "file").write_bytes(b"")
     cache = StagingCache(tmp_path / "file" / "staging", MiB)

@@ -94,7 +94,15 @@ def stage_source(request: StageInput) -> StageResult:
         now = time.monotonic()
         if force or now - last >= HEARTBEAT_EVERY_S:
             last = now
-            rate = round(staged / max(now - began, 1e-6), 1) if staged else 0.0
+            # paced: the bytes paid for over a window that includes the pacer's start
+            # credit, never above the cap (Pacer.average); else bytes over time
+            rate = (
+                0.0
+                if not staged
+                else round(pacer.average(began, now), 1)
+                if pacer.since is not None
+                else round(staged / max(now - began, 1e-6), 1)
+            )
             if max(staged, waited) > seen:
                 seen = max(staged, waited)
                 progress_at = latest(progress_at, progressed())
@@ -145,9 +153,12 @@ def stage_source(request: StageInput) -> StageResult:
                 write(buffer[:n])
                 staged += n
                 beat()
-                if step is not None:
+                if pacer.active:  # unpaced now (no rate): counted, no wait
                     pacer.take(n, paced_wait)
 
+    damaged = cache.damage_note(key)
+    if damaged is not None:  # a stream dropped it: said as such, not as a first stage
+        activity.logger.warning("staging %s again: %s", shown_url(request.source), damaged)
     timeout = activity.info().heartbeat_timeout
     with guarded(timeout.total_seconds() if timeout else None), keepalive_hook(beat):
         try:

@@ -31,6 +31,12 @@ from staccato.errors import WORKER_STOPPING_RETRY_S, RetryableError, WorkerStopp
 from staccato.models import Checkpoint
 
 HEARTBEAT_EVERY_S = 0.5
+#: between two heartbeats, a stream looks at its cancel this often (seconds): the
+#: worker learns of a cancel or a terminate at its next heartbeat RPC (at most
+#: ``stream_lease.HEARTBEAT_THROTTLE_S``, 1 s, after it), and the stream stopped only
+#: at its own next heartbeat, up to 0.5 s later (a terminated S3 transfer's streams
+#: went on ~2 s: tester69); a look is a byte of shared memory (``workers.flags``)
+CANCEL_LOOK_S = 0.05
 log = logging.getLogger("staccato.stream")
 
 
@@ -141,6 +147,7 @@ class StreamProgress:
         #: rate a checkpoint shows (:meth:`checkpoint`); None: not paced at all
         self.rate_cap: Callable[[], float | None] | None = None
         self._last_beat = 0.0
+        self._last_look = 0.0  # when the stream last looked at its cancel
         self._parent = os.getppid()
         #: earlier attempts' endpoint errors, carried in every checkpoint
         self.endpoint_errors = 0
@@ -183,8 +190,12 @@ class StreamProgress:
         now = time.monotonic()
         touch()
         if not force and now - self._last_beat < HEARTBEAT_EVERY_S:
+            if now - self._last_look >= CANCEL_LOOK_S:
+                self._last_look = now
+                if cancel_seen():
+                    raise StreamStopped("cancelled", cancelled=True)
             return
-        self._last_beat = now
+        self._last_beat = self._last_look = now
         if os.getppid() != self._parent:
             # The worker process died: this is a stale writer, stop now.
             raise StreamStopped("worker process is gone")
@@ -278,6 +289,20 @@ def stopped_by_shutdown(checkpoint: object | None) -> WorkerStoppingError:
         "it resumes from its checkpoint on the next worker that polls",
         retry_after_s=WORKER_STOPPING_RETRY_S,
     )
+
+
+def cancel_seen() -> bool:
+    """Whether the worker has told this activity it is cancelled (a pause, a cancel, a
+    terminate or a timeout the server answered a heartbeat with), without sending a
+    heartbeat; False when that cannot be asked (outside an activity, or the worker's
+    shared state manager is gone: the next heartbeat says so)."""
+    try:
+        with shield():
+            return activity.is_cancelled()
+    except StreamAbandonedError:
+        raise
+    except Exception:  # noqa: BLE001 - the next heartbeat finds out
+        return False
 
 
 def heartbeat(*details: object) -> None:

@@ -563,6 +563,7 @@ def status_lines(s: DatasetStatus, failures: bool) -> list[str]:
     shown.pop("failures")
     shown.pop("files_left_behind", None)  # lines of their own, below
     shown.pop("no_heartbeat_since", None)  # said on the stalled line
+    shown.pop("cancel_requested_at", None)  # said on the cancel_requested line
     rows = shown.pop("destinations", None)
     roots = shown.pop("destination_roots", None)
     if roots:  # several roots: every one on the destination line
@@ -704,6 +705,8 @@ def _shown_field(s: DatasetStatus, key: str, value: object) -> tuple[str, str]:
         return "retry of", retry_of_text(s)
     if key == "whole_dataset" and s.whole_dataset is not None:
         return "whole dataset", whole_dataset_text(s)
+    if key == "cancel_requested" and value is True:
+        return key, render.cancel_requested_text(s.cancel_requested_at, "dataset")
     if isinstance(value, bool):
         return key, "yes" if value else "no"
     if isinstance(value, list):

@@ -187,6 +187,18 @@ def state_text(state: str, starts_at: str | None = None, cancel_requested: bool 
     return "starting" if state == "scheduled" and not starts_at else state
 
 
+def cancel_requested_text(at: str | None, what: str = "run") -> str:
+    """``status``' line of a cancel asked and not taken effect yet (``at``: when it was
+    asked, ISO 8601; None: not known): that it waits for a worker to end the ``what``
+    (a frozen worker's transfer said ``running`` and only ``yes (not taken effect
+    yet)``: tester69)."""
+    when = f"requested at {at}" if at else "requested"
+    return (
+        f"yes, {when} (not taken effect yet: it waits for a worker to stop the {what} "
+        "and remove its partial data)"
+    )
+
+
 def plain_line(s: TransferStatus) -> str:
     """One progress line for a pipe or a log: ``running: <progress_text>``."""
     return f"{state_text(s.state.value, s.starts_at, s.cancel_requested)}: {progress_text(s)}"
@@ -264,7 +276,9 @@ def status_lines(s: TransferStatus) -> list[str]:
         elif key == "cancel_requested":
             if not value:
                 continue
-            shown = "yes (not taken effect yet)"
+            shown = cancel_requested_text(s.cancel_requested_at)
+        elif key == "cancel_requested_at":
+            continue  # said on the cancel_requested line
         elif key == "rate_bytes_per_s":
             key, shown = "rate", units.rate(value)
         elif key == "staging_rate_bytes_per_s":

@@ -766,6 +766,7 @@ class DatasetStatus(LeanModel):
         "last_retry_error",
         "error_type",
         "cancel_requested",
+        "cancel_requested_at",
         "paused_transfers",
         "filters_matched_none",
         "warning",
@@ -822,6 +823,9 @@ class DatasetStatus(LeanModel):
     #: children to stop (a frozen or dead worker's until their heartbeat timeouts and
     #: the clean-up); None (left out of the JSON) otherwise
     cancel_requested: bool | None = None
+    #: when that cancel was asked (ISO 8601, UTC, from the run's history), while
+    #: ``cancel_requested``; None (left out of the JSON) otherwise or when not known
+    cancel_requested_at: str | None = None
     #: why the counts above are not known now (0 then means unknown, not none done,
     #: unless ``counts_last_known_at`` says they are the last known;
     #: in what ``follow_dataset`` yields, the last known counts): no worker answered

@@ -682,6 +682,9 @@ class TransferWorkflow:
                     # The temp data vanished under us (deleted by hand, a cleaner
                     # script): open a new write session and copy everything again.
                     workflow.logger.warning("%s; copying again into a new one", reason(err))
+                    # said by status and the result (query state: no command)
+                    self._progress.sessions_lost += 1
+                    self._progress.session_lost_reason = reason(err)
                     await self._cleanup(self._session)
                     self._session = None
                     self._progress.bytes_committed = self._progress.segments_done = 0
@@ -759,6 +762,8 @@ class TransferWorkflow:
             destination_version=self._destination_version,
             read_from=self._progress.read_from,
             read_from_reason=self._progress.read_from_reason,
+            sessions_lost=self._progress.sessions_lost,
+            session_lost_reason=self._progress.session_lost_reason,
         )
 
     async def _look_up_start(
@@ -1349,7 +1354,9 @@ class TransferWorkflow:
                     ):
                         # the staged copy is damaged or gone: stage the source again
                         # (one lane does, the others wait) and copy this segment from it
-                        await self._restage(request, info, heartbeat_timeout, staged_by)
+                        await self._restage(
+                            request, info, heartbeat_timeout, staged_by, reason(err)
+                        )
                         queue.appendleft(segment)
                         continue
                     if from_copy and not isinstance(err.cause, CancelledError):
@@ -1728,10 +1735,13 @@ class TransferWorkflow:
         info: ObjectInfo,
         heartbeat_timeout: timedelta,
         staged_by: int,
+        why: str | None = None,
     ) -> None:
         """Stage the source again after a stream found the staged copy damaged or
-        gone; a lane whose stream read an older staging than the current one only
-        retries (another lane staged since), one lane stages while others wait."""
+        gone (``why``: the stream's message, logged: a damaged entry was logged only
+        as lost, tester69); a lane whose stream read an older staging than the
+        current one only retries (another lane staged since), one lane stages while
+        others wait."""
         if self._restaging:
             await workflow.wait_condition(lambda: not self._restaging)
             return
@@ -1739,7 +1749,10 @@ class TransferWorkflow:
             return
         self._restaging = True
         try:
-            workflow.logger.warning("the staged copy of the source was lost: staging it again")
+            if why:
+                workflow.logger.warning("%s", why)
+            else:
+                workflow.logger.warning("the staged copy of the source was lost: staging it again")
             await self._stage(request, info, heartbeat_timeout)
         finally:
             self._restaging = False

@@ -77,6 +77,9 @@ async def test_upload_aborted_by_hand_is_started_again(
     assert result.bytes == SIZE
     assert object_digest(s3, bucket, "lost.bin") == digest
     assert open_uploads(s3, bucket) == []
+    # status says the upload was started again (tester69: no status said so)
+    ended = await s3_client.status(transfer)
+    assert (ended.restarted or "").startswith("upload restarted 1 time ("), ended
 
 
 async def test_permanent_failure_aborts_and_keeps_the_old_object(

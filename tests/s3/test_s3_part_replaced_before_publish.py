@@ -124,6 +124,9 @@ async def test_a_part_replaced_before_complete_is_never_published(
         # into a new upload and completes
         assert status.state == TransferState.completed, status
         assert [u for u in open_uploads(s3, bucket) if u["Key"] == KEY] == []
+        # and says so: the upload restarted, and why (tester69: no status said so)
+        assert (status.restarted or "").startswith("upload restarted 1 time ("), status
+        assert "a part was replaced under the upload" in status.restarted, status
     finally:
         proxy.release()
         if first.process is not None and first.process.poll() is None:

@@ -1,0 +1,89 @@
+"""``status`` of a transfer cancelled while its worker is frozen (SIGSTOP: the
+process is there, holds its polls, answers nothing) says the cancel was requested,
+when, and that it waits for a worker (tester69 LOW: it said ``running`` with no
+word of the cancel)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from staccato.client import StaccatoClient
+from staccato.models import TransferOptions, TransferState
+from tests.helpers import (
+    MiB,
+    WorkerProcess,
+    at_rest,
+    run_cli,
+    spawned_children,
+    wait_for_status,
+    write_random,
+)
+from tests.servers.nginx import NginxServer, nginx_fixture
+from tests.servers.temporal_server import TemporalDevServer, _descendants
+
+paced_nginx = nginx_fixture("http_root", scope="function", extra_server_config="limit_rate 2m;")
+
+
+@pytest.mark.parametrize("frozen", ["worker", "streams"])
+async def test_a_cancel_while_the_worker_is_frozen_is_said_with_its_time(
+    frozen: str,
+    temporal_server: TemporalDevServer,
+    paced_nginx: NginxServer,
+    http_root: Path,
+    data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """Frozen: the whole worker (no query answered), or only its activity processes
+    (the workflow answers, the streams never take the cancel). Either way ``status``
+    and ``--json`` say when the cancel was asked and that it waits for a worker."""
+    write_random(http_root / "frozen.bin", 80 * MiB, seed=15)
+    at_rest(http_root / "frozen.bin")
+    worker = WorkerProcess(temporal_server.address, processes=1, log_dir=tmp_path).start()
+    assert worker.process is not None
+    client = await StaccatoClient.connect(target_host=temporal_server.address)
+    client.task_queue = worker.task_queue
+    args = {"address": temporal_server.address, "task_queue": worker.task_queue}
+    stopped: list[int] = []
+    transfer = ""
+    try:
+        transfer = await client.submit(
+            paced_nginx.url("frozen.bin"),
+            str(data_dir / "frozen.bin"),
+            TransferOptions(chunk_size=4 * MiB, streams=2),
+        )
+        await wait_for_status(client, transfer, lambda s: s.bytes_done > 0, timeout_s=120)
+        root = worker.process.pid
+        if frozen == "worker":
+            stopped = [root, *(pid for pid, _ in _descendants(root))]
+        else:
+            stopped = spawned_children(root)[1:]  # the activity processes
+        for pid in stopped:
+            os.kill(pid, signal.SIGSTOP)
+        cancelled = run_cli("cancel", transfer, **args)
+        assert cancelled.returncode == 0, cancelled
+        asked = (await client.temporal.get_workflow_handle(transfer).describe()).start_time
+        given = json.loads(run_cli("status", "--json", transfer, **args).stdout)
+        assert given["state"] == TransferState.running.value, given
+        assert given["cancel_requested"] is True, given
+        # when it was asked: after the run started, not in the future
+        at = datetime.fromisoformat(given["cancel_requested_at"])
+        assert asked <= at <= datetime.now(UTC), given
+        shown = run_cli("status", transfer, **args)
+        assert shown.returncode == 0, shown.stderr
+        said = (
+            f"cancel_requested   yes, requested at {given['cancel_requested_at']} (not taken "
+            "effect yet: it waits for a worker to stop the run"
+        )
+        assert said in shown.stdout, shown.stdout
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+        if transfer:
+            await client.temporal.get_workflow_handle(transfer).terminate("test over")
+        worker.kill()
