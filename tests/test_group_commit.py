@@ -247,3 +247,74 @@ def test_a_staged_source_is_read_again_only_while_its_mtime_cannot_prove_it(
     reads.clear()
     assert small_copy._read_local(str(old), 1000) is not None
     assert len(reads) == 1
+
+
+def test_a_name_in_a_directory_the_batch_made_is_not_lstat_ed_one_there_before_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The destination names of a new tree (their directories made by this batch: only
+    the dataset writes there) are not ``lstat``-ed before staging (one system call per
+    file less); in a directory that was there before, each name still is, and a
+    symbolic link at one is refused before anything is written."""
+    bodies = _sources(tmp_path / "src", 6)  # d0/..., d1/...
+    names = sorted(bodies)
+    destination = tmp_path / "dst"
+    (destination / "d1").mkdir(parents=True)  # there before: d0 is made by the batch
+    link_name = next(name for name in names if name.startswith("d1/"))
+    (destination / link_name).symlink_to(tmp_path / "elsewhere")
+    lstats = _record(monkeypatch, "lstat")
+    group = LocalGroup()
+    try:
+        made = [name for name in names if name.startswith("d0/")]
+        staged = _stage_all(group, tmp_path / "src", destination, made)
+        with pytest.raises(StaccatoError, match="symbolic link"):
+            _stage_all(group, tmp_path / "src", destination, [link_name])
+        before = [name for name in names if name.startswith("d1/") and name != link_name]
+        staged += _stage_all(group, tmp_path / "src", destination, before)
+        assert group.commit(staged) == [None] * len(staged)
+    finally:
+        group.close()
+    every = {str(destination / name) for name in names}
+    targets = {path for _, path in lstats if path in every}
+    assert targets == {str(destination / name) for name in [link_name, *before]}
+    for name in made + before:
+        assert (destination / name).read_bytes() == bodies[name]
+    assert (destination / link_name).is_symlink()
+    assert not [p for p in destination.rglob("*") if p.name.endswith(TEMP_SUFFIX)]
+
+
+def test_a_directory_the_batch_made_at_a_files_name_fails_that_file_at_commit(
+    tmp_path: Path,
+) -> None:
+    """The file ``n/a`` after the file ``n/a/b`` of the same batch (which made the
+    directories ``n`` and ``n/a``): not ``lstat``-ed before staging (its directory
+    ``n`` is the batch's), its rename over the directory is refused at commit, that
+    file fails in a dataset's words and its temp file is removed; ``n/a/b`` is
+    published."""
+    source = tmp_path / "src"
+    (source / "n" / "a").mkdir(parents=True)
+    (source / "n" / "a" / "b").write_bytes(b"inner")
+    (source / "n" / "x").write_bytes(b"outer")  # read as the file "n/a" below
+    past = time.time() - 3600
+    for path in (source / "n" / "a" / "b", source / "n" / "x"):
+        os.utime(path, (past, past))
+    destination = tmp_path / "dst"
+    group = LocalGroup()
+    try:
+        inner = _stage_all(group, source, destination, ["n/a/b"])
+        outer = stage_small_url(
+            parse_url(str(source / "n" / "x")),
+            parse_url(str(destination / "n" / "a")),
+            TransferOptions(),
+            "group-test-outer",
+            5,
+            group,
+        )
+        assert outer is not None
+        results = group.commit([*inner, outer])
+    finally:
+        group.close()
+    assert results[0] is None
+    assert results[1] is not None and "is a directory" in str(results[1]), results
+    assert (destination / "n" / "a" / "b").read_bytes() == b"inner"
+    assert not Path(outer.temp).exists()

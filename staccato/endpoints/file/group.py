@@ -158,12 +158,18 @@ class LocalGroup:
 
     def __init__(self) -> None:
         self._directories: dict[str, int | StaccatoError] = {}
+        #: the directories this batch found missing and made (``mkdir``): what is in
+        #: one is what this dataset's batches put there
+        self._made: set[str] = set()
         self._lock = threading.Lock()
 
-    def _directory(self, url: EndpointURL) -> int:
+    def _directory(self, url: EndpointURL) -> bool:
         """The destination directory of ``url``, created if missing and checked as a
-        single transfer checks it (:func:`check_parent`) the first time: an open fd
+        single transfer checks it (:func:`check_parent`) the first time; kept open
         (``O_DIRECTORY``) to ``fsync`` at commit.
+
+        Returns:
+            Whether this batch made the directory (it was missing when first asked).
 
         Raises:
             StaccatoError: as ``make_parents`` and ``check_parent`` (remembered for
@@ -175,10 +181,12 @@ class LocalGroup:
             with self._lock:
                 known = self._directories.get(parent)
                 if known is None:
-                    known = self._directories[parent] = _open_directory(url, parent)
+                    known, made = _open_directory(url, parent)
+                    self._made.update(made)
+                    self._directories[parent] = known
         if isinstance(known, StaccatoError):
             raise known
-        return known
+        return parent in self._made
 
     def stage(
         self,
@@ -203,8 +211,12 @@ class LocalGroup:
                 an SFTP destination.
             PermanentError: the file is larger than the whole file system.
         """
-        self._directory(url)
-        check_target(url.path)
+        if not self._directory(url):
+            # a directory this batch made holds no file nor link of the user's: the
+            # name's lstat is skipped there (one system call per file of a new tree);
+            # a directory the dataset made at the name (the file "a" and the file
+            # "a/b") fails the rename at commit instead (EISDIR: _publish_error)
+            check_target(url.path)
         temp, _ = session_paths(url, session_key)
         write_fence()  # under the batch's lease: a retry elsewhere writes this temp name too
         try:
@@ -302,10 +314,11 @@ class LocalGroup:
             self._directories.clear()
 
 
-def _open_directory(url: EndpointURL, parent: str) -> int | StaccatoError:
-    """``parent`` created (as ``make_parents``), checked (``check_parent``) and opened."""
+def _open_directory(url: EndpointURL, parent: str) -> tuple[int | StaccatoError, list[str]]:
+    """``parent`` created (as ``make_parents``), checked (``check_parent``) and opened;
+    and the directories found missing and made (``parent`` and those above it)."""
+    created: list[str] = []
     try:
-        created = []
         missing = parent
         while not os.path.isdir(missing) and os.path.dirname(missing) != missing:
             created.append(missing)
@@ -316,11 +329,11 @@ def _open_directory(url: EndpointURL, parent: str) -> int | StaccatoError:
             # cannot take away a directory whose files were counted as done
             _fsync_directory(os.path.dirname(directory))
         check_parent(Path(parent), url)
-        return os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        return os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC), created
     except StaccatoError as err:
-        return err
+        return err, []
     except OSError as err:
-        return os_error(err, f"destination directory {parent}")
+        return os_error(err, f"destination directory {parent}"), []
 
 
 def _publish_error(err: StaccatoError | OSError, target: str) -> StaccatoError:
