@@ -12,7 +12,10 @@ small files instead commits them in groups, with the same guarantees:
    buffer (docs/architecture.md, "Written from the stream's buffer"), a read right
    after the write would only read the same pages from the page cache. No journal:
    the file is one chunk, and a temp file not published is written again whole by a
-   retry (``O_TRUNC``), never trusted.
+   retry (``O_TRUNC``), never trusted. What is at the final name is checked first
+   (:func:`check_target`: a directory, a link...), except in a directory this
+   batch made itself, where only the dataset's own files can be (a directory the
+   dataset made at the name then fails the rename at commit instead).
 2. :meth:`LocalGroup.commit`, for the files staged so far, in order: their data made
    durable (``sync_file_range`` starts the write-back of every temp file at once, then
    one ``fdatasync`` each, up to :data:`SYNC_THREADS` at once: each waits mostly for
@@ -205,7 +208,9 @@ class LocalGroup:
 
         Raises:
             NotAFileError, PermanentError: the target is a directory, a symbolic link or
-                another non-regular file; the directory cannot be created or used.
+                another non-regular file (not looked at in a directory this batch
+                made: :meth:`commit` refuses a directory there); the directory cannot
+                be created or used.
             RetryableError: no space left (names the file system, the bytes needed
                 and free, and the fix): the batch is retried for ``--retry-for``, as on
                 an SFTP destination.
