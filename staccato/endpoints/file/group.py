@@ -12,10 +12,7 @@ small files instead commits them in groups, with the same guarantees:
    buffer (docs/architecture.md, "Written from the stream's buffer"), a read right
    after the write would only read the same pages from the page cache. No journal:
    the file is one chunk, and a temp file not published is written again whole by a
-   retry (``O_TRUNC``), never trusted. What is at the final name is checked first
-   (:func:`check_target`: a directory, a link...), except in a directory this
-   batch made itself, where only the dataset's own files can be (a directory the
-   dataset made at the name then fails the rename at commit instead).
+   retry (``O_TRUNC``), never trusted.
 2. :meth:`LocalGroup.commit`, for the files staged so far, in order: their data made
    durable (``sync_file_range`` starts the write-back of every temp file at once, then
    one ``fdatasync`` each, up to :data:`SYNC_THREADS` at once: each waits mostly for
@@ -161,18 +158,12 @@ class LocalGroup:
 
     def __init__(self) -> None:
         self._directories: dict[str, int | StaccatoError] = {}
-        #: the directories this batch found missing and made (``mkdir``): what is in
-        #: one is what this dataset's batches put there
-        self._made: set[str] = set()
         self._lock = threading.Lock()
 
-    def _directory(self, url: EndpointURL) -> bool:
+    def _directory(self, url: EndpointURL) -> int:
         """The destination directory of ``url``, created if missing and checked as a
-        single transfer checks it (:func:`check_parent`) the first time; kept open
+        single transfer checks it (:func:`check_parent`) the first time: an open fd
         (``O_DIRECTORY``) to ``fsync`` at commit.
-
-        Returns:
-            Whether this batch made the directory (it was missing when first asked).
 
         Raises:
             StaccatoError: as ``make_parents`` and ``check_parent`` (remembered for
@@ -184,12 +175,10 @@ class LocalGroup:
             with self._lock:
                 known = self._directories.get(parent)
                 if known is None:
-                    known, made = _open_directory(url, parent)
-                    self._made.update(made)
-                    self._directories[parent] = known
+                    known = self._directories[parent] = _open_directory(url, parent)
         if isinstance(known, StaccatoError):
             raise known
-        return parent in self._made
+        return known
 
     def stage(
         self,
@@ -208,20 +197,14 @@ class LocalGroup:
 
         Raises:
             NotAFileError, PermanentError: the target is a directory, a symbolic link or
-                another non-regular file (not looked at in a directory this batch
-                made: :meth:`commit` refuses a directory there); the directory cannot
-                be created or used.
+                another non-regular file; the directory cannot be created or used.
             RetryableError: no space left (names the file system, the bytes needed
                 and free, and the fix): the batch is retried for ``--retry-for``, as on
                 an SFTP destination.
             PermanentError: the file is larger than the whole file system.
         """
-        if not self._directory(url):
-            # a directory this batch made holds no file nor link of the user's: the
-            # name's lstat is skipped there (one system call per file of a new tree);
-            # a directory the dataset made at the name (the file "a" and the file
-            # "a/b") fails the rename at commit instead (EISDIR: _publish_error)
-            check_target(url.path)
+        self._directory(url)
+        check_target(url.path)
         temp, _ = session_paths(url, session_key)
         write_fence()  # under the batch's lease: a retry elsewhere writes this temp name too
         try:
@@ -319,11 +302,10 @@ class LocalGroup:
             self._directories.clear()
 
 
-def _open_directory(url: EndpointURL, parent: str) -> tuple[int | StaccatoError, list[str]]:
-    """``parent`` created (as ``make_parents``), checked (``check_parent``) and opened;
-    and the directories found missing and made (``parent`` and those above it)."""
-    created: list[str] = []
+def _open_directory(url: EndpointURL, parent: str) -> int | StaccatoError:
+    """``parent`` created (as ``make_parents``), checked (``check_parent``) and opened."""
     try:
+        created = []
         missing = parent
         while not os.path.isdir(missing) and os.path.dirname(missing) != missing:
             created.append(missing)
@@ -334,11 +316,11 @@ def _open_directory(url: EndpointURL, parent: str) -> tuple[int | StaccatoError,
             # cannot take away a directory whose files were counted as done
             _fsync_directory(os.path.dirname(directory))
         check_parent(Path(parent), url)
-        return os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC), created
+        return os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except StaccatoError as err:
-        return err, []
+        return err
     except OSError as err:
-        return os_error(err, f"destination directory {parent}"), []
+        return os_error(err, f"destination directory {parent}")
 
 
 def _publish_error(err: StaccatoError | OSError, target: str) -> StaccatoError:
