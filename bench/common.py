@@ -8,6 +8,7 @@ absolute times from different runs do not compare.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import resource
 import shutil
@@ -62,12 +63,16 @@ class Service:
         }
 
     def start(self) -> Service:
-        self.server = start_dev_server(
+        self.server = self._server_starter()(
             self.home, port=self.port, ui_port=free_port(), dynamic_config=self.dynamic_config
         )
         self.http_port = recorded_http_port(self.home, self.port)
         self.start_worker()
         return self
+
+    def _server_starter(self) -> Callable[..., subprocess.Popen[bytes]]:
+        """The ``start_dev_server`` that starts this service's Temporal dev server."""
+        return start_dev_server
 
     def start_worker(self) -> None:
         # The tree's bytecode, written now: with PYTHONDONTWRITEBYTECODE set (as in
@@ -144,6 +149,18 @@ class OtherService(Service):
             return run()
         finally:
             sys.executable = saved
+
+    def _server_starter(self) -> Callable[..., subprocess.Popen[bytes]]:
+        """The other checkout's own ``start_dev_server`` (its module loaded from its
+        file; what it imports comes from this checkout), so an A/B of a change to
+        the dev server's flags (its SQLite journal...) starts each server as that
+        release does: before, both were this checkout's."""
+        path = self.checkout / "staccato" / "workers" / "devserver.py"
+        spec = importlib.util.spec_from_file_location("_other_devserver", path)
+        assert spec is not None and spec.loader is not None, path
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.start_dev_server  # type: ignore[no-any-return]
 
     def start_worker(self) -> None:
         self._run_there(super().start_worker)

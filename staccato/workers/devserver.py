@@ -146,6 +146,16 @@ def start_dev_server(
         str(http_port),
         "--db-filename",
         str(data_dir / "temporal.db"),
+        # SQLite's write-ahead log instead of its default rollback journal: the
+        # journal file was created and unlinked by every write transaction (hundreds
+        # a second while a dataset runs), and on ext4 without a journal each create
+        # in that block group then scans past every inode freed in the last 60 s
+        # (``recently_deleted``), the dataset's own temp files' creates included.
+        # Committed transactions stay as durable (the default ``synchronous`` is
+        # kept: FULL syncs the log at each commit); the test servers ran so already
+        # (tests/servers/temporal_server.py, SQLITE_PRAGMAS)
+        "--sqlite-pragma",
+        "journal_mode=wal",
         "--log-level",
         "warn",
     ]
