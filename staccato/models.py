@@ -202,6 +202,16 @@ class TransferOptions(BaseModel):
         from_origin: read the source itself, never a known copy of it (a destination
             an earlier transfer wrote and that still matches its record). How to read,
             not what to write: not part of the request hash.
+        cleanup_for_s: seconds (>= 1) a failed or cancelled transfer's clean-up of its
+            partial data (temp file, multipart upload) keeps retrying against an
+            endpoint that fails or hangs, before it gives up and ``left_behind`` says
+            what stayed; a failed one retries for ``retry_for_s`` when that is longer.
+            None (the default): 30 s (``_CLEANUP_AFTER_FAILURE_FOR`` in
+            :mod:`staccato.workflows.transfer`), the safe value; env
+            ``STACCATO_CLEANUP_FOR_S`` sets it for the command line's starts. A knob
+            for tests that hang a server on purpose, not a tuning: a short window
+            gives up sooner on an endpoint that would have come back. How to run,
+            not what to write: not part of the request hash.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -220,6 +230,7 @@ class TransferOptions(BaseModel):
     stage: bool = False
     tuning: bool = False
     from_origin: bool = False
+    cleanup_for_s: float | None = Field(None, ge=1, le=MAX_RETRY_FOR_S, allow_inf_nan=False)
 
     @field_validator("chunk_size", "max_rate", "retry_for_s", mode="before")
     @classmethod
@@ -288,7 +299,9 @@ def _not_canonical_because(value: str, canonical: str) -> str:
 #: these attaches to the running request (its own values do not apply: the commands
 #: warn, naming each); the one list for transfers, fan-out groups and datasets
 #: (:func:`request_digest`).
-RUN_ONLY_OPTIONS = frozenset({"if_busy", "priority", "owner", "max_rate", "from_origin"})
+RUN_ONLY_OPTIONS = frozenset(
+    {"if_busy", "priority", "owner", "max_rate", "from_origin", "cleanup_for_s"}
+)
 
 
 def request_digest(request: BaseModel, options: TransferOptions) -> str:

@@ -127,6 +127,12 @@ class Settings(BaseSettings):
         hang_s: past ``--retry-for``, an attempt that moves no byte for this many
             seconds (or 0.6 x its heartbeat timeout when shorter) gives up: its server
             is taken as hung (:mod:`staccato.activities.retry_deadline`); default 30.
+        cleanup_for_s: the clean-up window (seconds, >= 1) the command line's starts
+            give their transfers (``TransferOptions.cleanup_for_s``): how long a failed
+            or cancelled transfer keeps retrying to remove its partial data from an
+            endpoint that fails or hangs (a failed one: ``--retry-for`` when longer).
+            None (the default, the safe value): the workflow's 30 s. A knob for test
+            suites that hang servers on purpose.
         owner: the owner a client's transfers are submitted as when ``--owner`` is not
             given (the fair share between owners); default the OS user; at most 64
             characters, as ``--owner``.
@@ -177,6 +183,7 @@ class Settings(BaseSettings):
     temporal_http: str | None = Field(None, pattern=r"^(http://)?[^\s/:]+:\d{1,5}/?$")
     light_client: bool = True
     hang_s: float = Field(30.0, ge=1, le=86400, allow_inf_nan=False)
+    cleanup_for_s: float | None = Field(None, ge=1, le=86400, allow_inf_nan=False)
     owner: str = ""
 
     @property

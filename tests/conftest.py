@@ -44,7 +44,7 @@ if not os.environ.get("STACCATO_SECRET_KEY") and not os.environ.get("STACCATO_SE
 #: ``--durations`` now and then (a test not listed, or renamed, only loses its place).
 SLOW_TESTS: dict[str, float] = {
     "tests/s3/test_s3_dataset_resume_hung.py::test_a_retried_batch_waiting_on_a_hung_s3_stays_one_attempt": 57,
-    "tests/sftp/test_sftp_cancel_hung.py::test_cancel_during_sftp_hang_ends_bounded_naming_what_it_left": 60,
+    "tests/sftp/test_sftp_cancel_hung.py::test_cancel_during_sftp_hang_ends_bounded_naming_what_it_left": 22,
     "tests/s3/test_s3_local_attempt_replay.py::test_worker_killed_after_a_local_attempt_timed_out_the_next_worker_finishes": 44,
     "tests/s3/test_s3_staging.py::test_store_down_mid_upload_the_source_is_read_once": 45,
     "tests/test_secrets.py::test_presigned_url_with_codec_and_codec_server": 26,
@@ -98,7 +98,7 @@ SLOW_TESTS: dict[str, float] = {
     "tests/test_control.py::test_pause_then_resume": 18,
     "tests/test_cli_list.py::test_list_orders_every_kind_by_start_and_limits_after_the_merge": 18,
     # 2026-12-05's long tests (ci41 and a -n 2 run of the merged 0.20.0 at load ~30)
-    "tests/sftp/test_sftp_resilience.py::test_cleanup_gave_up_says_left_behind_and_next_transfer_removes_it": 52,
+    "tests/sftp/test_sftp_resilience.py::test_cleanup_gave_up_says_left_behind_and_next_transfer_removes_it": 27,
     "tests/sftp/test_sftp_resilience.py::test_dataset_to_two_roots_names_what_a_large_file_left_at_the_down_one": 22,
     "tests/sftp/test_sftp_resilience.py::test_dataset_names_what_its_large_file_left_behind_and_no_eta_while_stalled": 22,
     "tests/sftp/test_sftp_dataset_outage.py::test_a_hung_root_at_start_fails_alone_and_retry_failed_copies_the_rest": 32,
@@ -126,8 +126,8 @@ SLOW_TESTS: dict[str, float] = {
     "tests/test_dataset_sync_crash.py::test_sync_to_empty_destination_worker_killed_counts_every_file_copied": 43,
     # added in 0.30.0 (measured by their helpers at load 9-12)
     "tests/test_dataset_sync_crash.py::test_sync_rerun_to_two_roots_killed_during_resume_scan_counts_each_pair_once": 50,
-    "tests/s3/test_s3_cancel_hung.py::test_cancel_during_s3_hang_ends_bounded_naming_the_upload_left": 52,
-    "tests/s3/test_s3_cancel_hung.py::test_failed_upload_to_hung_s3_ends_wait_at_the_first_cleanup_failure": 40,
+    "tests/s3/test_s3_cancel_hung.py::test_cancel_during_s3_hang_ends_bounded_naming_the_upload_left": 22,
+    "tests/s3/test_s3_cancel_hung.py::test_failed_upload_to_hung_s3_ends_wait_at_the_first_cleanup_failure": 36,
     "tests/sftp/test_sftp_sync_crash.py::test_sync_to_empty_sftp_destination_worker_killed_keeps_the_rule_without_ctime": 41,
     "tests/test_dataset_follow_frozen.py::test_cp_r_with_frozen_worker_keeps_printing_that_no_worker_answers": 40,
     "tests/s3/test_s3_dataset_sync_crash.py::test_sync_to_empty_s3_prefix_worker_killed_counts_every_file_copied": 39,
@@ -140,10 +140,10 @@ SLOW_TESTS: dict[str, float] = {
     # ci92 (2026-12-07, -n 4, 1,724 s): the tests of its 40 slowest that were not listed
     # (17 of them, the slowest of the run among them: taken last, each kept the run going
     # alone for up to a minute); seconds as ci92 measured them
-    "tests/sftp/test_sftp_failed_cleanup_status.py::test_status_of_a_failed_sftp_upload_never_says_removed_while_its_cleanup_runs": 70,
+    "tests/sftp/test_sftp_failed_cleanup_status.py::test_status_of_a_failed_sftp_upload_never_says_removed_while_its_cleanup_runs": 50,
     "tests/s3/test_s3_prepare_cancel_no_worker.py::test_cancel_asked_without_a_worker_ends_soon_after_one_is_back": 62,
     "tests/sftp/test_sftp_prepare_cancel_no_worker.py::test_cancel_asked_without_a_worker_ends_soon_and_says_the_temp_file": 56,
-    "tests/sftp/test_sftp_cancel_hung_cp_line.py::test_cp_last_line_after_cancel_in_sftp_hang_is_status_bytes": 51,
+    "tests/sftp/test_sftp_cancel_hung_cp_line.py::test_cp_last_line_after_cancel_in_sftp_hang_is_status_bytes": 29,
     "tests/test_crash_status.py::test_a_retried_staging_read_that_moves_bytes_is_not_shown_retrying": 47,
     "tests/test_dataset_killed_batch_status.py::test_a_dataset_whose_batch_processes_were_killed_says_so": 46,
     "tests/test_dataset_retry_note.py::test_the_retry_note_goes_once_the_retried_batch_copies_again": 42,
@@ -157,6 +157,11 @@ SLOW_TESTS: dict[str, float] = {
     "tests/s3/test_s3_dataset_gave_up_counts.py::test_gave_up_dataset_counts_the_files_published_past_its_checkpoint[two-roots]": 32,
     "tests/s3/test_s3_hung_server.py::test_upload_to_hung_moto_gives_up_in_the_streams_first_attempt": 31,
     "tests/s3/test_s3_dataset_orphans.py::test_a_killed_batch_leaves_no_multipart_upload_on_moto": 31,
+    # 2026-12-07: the hung-server clean-up scenes set a 5 s clean-up window
+    # (tests.helpers.HUNG_CLEANUP_FOR_S) instead of waiting out 40 s: their values above
+    # (and this one, unlisted before) are ci95's scaled by the ratio a -n 2 run measured
+    # before and after (0.45-0.7)
+    "tests/sftp/test_sftp_dataset_cancel_large_left.py::test_a_cancelled_datasets_large_files_left_behind_are_named_in_its_status": 22,
 }
 
 

@@ -23,6 +23,12 @@ from temporalio.worker import Replayer
 
 REPO = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024
+#: ``TransferOptions.cleanup_for_s`` of the scenes that hang (SIGSTOP) a server while a
+#: failed or cancelled transfer cleans up: its clean-up gives up against the frozen
+#: server after this (plus one 10 s backoff; a failed one's after ``--retry-for`` when
+#: longer) rather than the production 30 s, which each such test waited out in full.
+#: The behaviour asserted is the same: the clean-up gives up and says what it left
+HUNG_CLEANUP_FOR_S = 5.0
 
 
 async def settled(read: Callable[[], Any], *, quiet_s: float, timeout_s: float) -> Any:

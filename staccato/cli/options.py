@@ -542,7 +542,8 @@ def transfer_options(
     """The :class:`TransferOptions` the command-line options describe (``owner``
     None: :func:`default_owner`). Neither ``chunk_size`` nor ``streams`` given: the
     per-link optimizer chooses both (``tuning``), unless ``STACCATO_TUNING`` turns it
-    off; a value given always wins."""
+    off; a value given always wins. The clean-up window is ``STACCATO_CLEANUP_FOR_S``'s
+    (None: the workflow's 30 s)."""
     from staccato import settings
 
     return TransferOptions(
@@ -559,4 +560,5 @@ def transfer_options(
         max_rate=max_rate,
         stage=stage,
         from_origin=from_origin,
+        cleanup_for_s=settings.current().cleanup_for_s,
     )

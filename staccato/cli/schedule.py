@@ -310,6 +310,7 @@ def _options_text(options: dict[str, Any]) -> str:
         "checksum": lambda v: f"checksum {v}",
         "retry_for_s": lambda v: f"retry for {duration_text(v)}",
         "heartbeat_timeout_s": lambda v: f"heartbeat timeout {duration_text(v)}",
+        "cleanup_for_s": lambda v: f"clean-up window {duration_text(v)}",
         "sync_level": lambda v: f"sync level {v}",
         "if_busy": lambda v: f"if busy {v}",
         "max_rate": lambda v: f"max rate {render.size(v)}/s",

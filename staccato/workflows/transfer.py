@@ -383,6 +383,12 @@ TUNE_NOT_UNDER_LIMIT_PATCH = "tune-not-under-limit-rate"
 #: removed). A marker event per cancelled run that had a write session, and one memo
 #: update when its clean-up did not finish
 CANCEL_CLEANUP_PATCH = "cancel-cleanup-bounded"
+#: ``TransferOptions.cleanup_for_s`` given: it replaces :data:`_CLEANUP_AFTER_FAILURE_FOR`
+#: as the shortest window of a failed run's clean-up and the window of a cancelled
+#: run's (tests that hang a server on purpose shorten it; production keeps 30 s). Asked
+#: only when the option is set, so a run without it (every recorded history) schedules
+#: and records as before; a marker event per run that sets it and cleans up
+CLEANUP_FOR_OPTION_PATCH = "cleanup-for-option"
 #: a run that failed after it published (its check after publish found the object not
 #: the source's) says so in its memo (``published: true``): ``status`` then says the
 #: object at the destination is the one the run published, not that its clean-up
@@ -478,6 +484,7 @@ class TransferWorkflow:
         self._staging_reads = 0  # stage_source activities running (streams_running)
         self._failure: BaseException | None = None
         self._retry_for = timedelta(hours=24)
+        self._cleanup_for_option: float | None = None  # TransferOptions.cleanup_for_s
         self._progress_at = datetime.min  # set when the run starts
         self._cancel_ignored = False
         # no byte moved yet (patch scheduled-until-copy): the state says scheduled
@@ -567,6 +574,7 @@ class TransferWorkflow:
         self._request = request
         self._lanes = options.streams
         self._retry_for = timedelta(seconds=options.retry_for_s)
+        self._cleanup_for_option = options.cleanup_for_s
         self._progress = Progress(
             state=TransferState.scheduled,
             chunk_size=options.chunk_size,
@@ -1898,12 +1906,22 @@ class TransferWorkflow:
             return
         assert self._progress is not None
         self._progress.cleanup = partial_data(session)
-        removed = await self._cleanup(session, _CLEANUP_AFTER_FAILURE_FOR + _BEST_EFFORT_BACKOFF)
+        removed = await self._cleanup(session, self._cleanup_for() + _BEST_EFFORT_BACKOFF)
         self._progress.cleanup = None
         if not removed:
             left = left_behind(session, _in_a_dataset())
             workflow.logger.warning("the cancelled transfer's clean-up gave up: %s", left)
             workflow.upsert_memo({"left_behind": left})
+
+    def _cleanup_for(self) -> timedelta:
+        """The shortest window of a failed run's clean-up, the window of a cancelled
+        run's: ``TransferOptions.cleanup_for_s`` when given (behind
+        :data:`CLEANUP_FOR_OPTION_PATCH`, asked only then), else
+        :data:`_CLEANUP_AFTER_FAILURE_FOR` (30 s)."""
+        seconds = self._cleanup_for_option
+        if seconds is not None and workflow.patched(CLEANUP_FOR_OPTION_PATCH):
+            return timedelta(seconds=seconds)
+        return _CLEANUP_AFTER_FAILURE_FOR
 
     async def _cleanup_after_failure(self, session: WriteSession) -> bool:
         """:meth:`_cleanup` of a run that has failed already (state ``failed``): its
@@ -1912,7 +1930,7 @@ class TransferWorkflow:
         it at once; either way the run ends failed with its reason (what ``status``
         already says), never cancelled. Returns whether the partial data was removed
         (False: the caller records what was left)."""
-        within = max(self._retry_for, _CLEANUP_AFTER_FAILURE_FOR)
+        within = max(self._retry_for, self._cleanup_for())
         if workflow.patched(CLEANUP_WINDOW_PATCH):
             # attempts that fail within the window are retried (see the patch)
             within += _BEST_EFFORT_BACKOFF

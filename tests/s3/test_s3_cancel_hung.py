@@ -26,14 +26,20 @@ from staccato.cli import render
 from staccato.client import StaccatoClient
 from staccato.errors import TransferFailedError
 from staccato.models import MiB, TransferOptions, TransferState
-from tests.helpers import stopped_process_tree, wait_for_status, write_random
+from tests.helpers import HUNG_CLEANUP_FOR_S, stopped_process_tree, wait_for_status, write_random
 from tests.s3.conftest import MeteredSeaweedS3
 from tests.s3.s3util import open_uploads
 
 SIZE = 64 * MiB
 #: paced so the copy lasts ~16 s and the server can be stopped mid-copy; the default
-#: --retry-for (24 h), as in the report
-OPTIONS = TransferOptions(chunk_size=8 * MiB, streams=2, max_rate=4 * MiB, heartbeat_timeout_s=5)
+#: --retry-for (24 h), as in the report; the clean-up window the suite's hung scenes use
+OPTIONS = TransferOptions(
+    chunk_size=8 * MiB,
+    streams=2,
+    max_rate=4 * MiB,
+    heartbeat_timeout_s=5,
+    cleanup_for_s=HUNG_CLEANUP_FOR_S,
+)
 #: a correctness bound, not a speed one: the old code ended ~10 minutes after the cancel
 ENDS_WITHIN_S = 150.0
 _ENDED = (TransferState.completed, TransferState.failed, TransferState.cancelled)
@@ -130,7 +136,8 @@ async def test_failed_upload_to_hung_s3_ends_wait_at_the_first_cleanup_failure(
             await asyncio.wait_for(s3_client.wait(transfer), ENDS_WITHIN_S)
         status = await s3_client.status(transfer)
         assert status.state == TransferState.failed, status
-        # the clean-up still runs (it retries within its window: 40 s from its start)
+        # the clean-up still runs (it retries within its window: --retry-for, 10 s, plus
+        # one 10 s backoff from its start)
         assert status.cleanup is not None, status
         assert status.last_retry_error, status
         ended = await wait_for_status(

@@ -14,13 +14,25 @@ from pathlib import Path
 from staccato.cli import render
 from staccato.client import StaccatoClient
 from staccato.models import TransferOptions, TransferState
-from tests.helpers import MiB, stopped_process_tree, wait_for_status, write_random
+from tests.helpers import (
+    HUNG_CLEANUP_FOR_S,
+    MiB,
+    stopped_process_tree,
+    wait_for_status,
+    write_random,
+)
 from tests.servers.sshd import SshdServer
 
 SIZE = 64 * MiB
 #: paced so the copy lasts ~16 s and the server can be stopped mid-copy; the default
-#: --retry-for (24 h), as in the report
-OPTIONS = TransferOptions(chunk_size=8 * MiB, streams=2, max_rate=4 * MiB, heartbeat_timeout_s=5)
+#: --retry-for (24 h), as in the report; the clean-up window the suite's hung scenes use
+OPTIONS = TransferOptions(
+    chunk_size=8 * MiB,
+    streams=2,
+    max_rate=4 * MiB,
+    heartbeat_timeout_s=5,
+    cleanup_for_s=HUNG_CLEANUP_FOR_S,
+)
 #: a correctness bound, not a speed one: the tester's run was still running after 3 min
 ENDS_WITHIN_S = 150.0
 _ENDED = (TransferState.completed, TransferState.failed, TransferState.cancelled)

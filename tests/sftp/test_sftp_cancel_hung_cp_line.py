@@ -24,6 +24,10 @@ from tests.servers.sshd import SshdServer
 SIZE = 64 * MiB
 #: paced so the copy lasts ~16 s and the server can be stopped mid-copy
 CP_OPTIONS = ("--chunk-size", "8MiB", "--streams", "2", "--max-rate", "4MiB")
+#: the cancelled run's clean-up window (``STACCATO_CLEANUP_FOR_S`` of the ``cp``: its
+#: clean-up tries the frozen server this long plus one 10 s backoff), shorter than the
+#: production 30 s and long enough for more than :data:`_CLEANUP_LINES` lines in it
+CLEANUP_FOR_S = 10
 #: a correctness bound, not a speed one (the cancelled run's clean-up gives up on the
 #: frozen server within its window)
 ENDS_WITHIN_S = 240.0
@@ -32,7 +36,7 @@ _ENDED = (TransferState.completed, TransferState.failed, TransferState.cancelled
 #: (...) after 24.0 MiB of 64.0 MiB`` (client.cancelled_text)
 _LINE_BYTES = re.compile(r"^cancell(?:ed|ing): (?P<done>[0-9.]+ [KMGT]?i?B) /")
 #: the progress lines at the end that fall in the cancelled run's clean-up (it tries the
-#: frozen server 30 s at least, a line every 2 s)
+#: frozen server CLEANUP_FOR_S + 10 s, a line every 2 s)
 _CLEANUP_LINES = 5
 _END_BYTES = re.compile(r"was cancelled .* after (?P<done>[0-9.]+ [KMGT]?i?B) of ")
 
@@ -73,6 +77,7 @@ async def test_cp_last_line_after_cancel_in_sftp_hang_is_status_bytes(
             destination,
             address=temporal_server.address,
             task_queue=sftp_client.task_queue,
+            env={"STACCATO_CLEANUP_FOR_S": str(CLEANUP_FOR_S)},
             timeout_s=ENDS_WITHIN_S + 120,
         )
     )
@@ -90,8 +95,8 @@ async def test_cp_last_line_after_cancel_in_sftp_hang_is_status_bytes(
     lines = done.stderr.splitlines()
     shown = units.size(ended.bytes_done)
     # the last progress line and the end line: both the ended run's bytes; so are the
-    # `cancelling` lines while its clean-up tries the frozen server (30 s at least, a
-    # line every 2 s: the last few lines before the end). They read 0 B once the
+    # `cancelling` lines while its clean-up tries the frozen server (20 s, a line
+    # every 2 s: the last few lines before the end). They read 0 B once the
     # streams had stopped, then the end said 7.4 MiB (the tester's: 112 MiB, then 64)
     progress = [m["done"] for line in lines if (m := _LINE_BYTES.match(line))]
     assert len(progress) > _CLEANUP_LINES, done.stderr

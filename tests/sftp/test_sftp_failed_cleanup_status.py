@@ -19,17 +19,28 @@ from staccato.cli import render
 from staccato.client import StaccatoClient
 from staccato.errors import TransferFailedError
 from staccato.models import TransferOptions, TransferState, TransferStatus
-from tests.helpers import MiB, stopped_process_tree, wait_for_status, write_random
+from tests.helpers import (
+    HUNG_CLEANUP_FOR_S,
+    MiB,
+    stopped_process_tree,
+    wait_for_status,
+    write_random,
+)
 from tests.servers.sshd import SshdServer
 
 SIZE = 64 * MiB
 #: one 32 MiB chunk per stream, paced (2 MiB/s each): the server is stopped inside the
 #: first chunks, so nothing is durable (0 B) while bytes have moved, the tester's case
 OPTIONS = TransferOptions(
-    chunk_size=32 * MiB, streams=2, max_rate=4 * MiB, retry_for_s=10, heartbeat_timeout_s=5
+    chunk_size=32 * MiB,
+    streams=2,
+    max_rate=4 * MiB,
+    retry_for_s=10,
+    heartbeat_timeout_s=5,
+    cleanup_for_s=HUNG_CLEANUP_FOR_S,
 )
 #: correctness bounds, not speed ones: the failure comes within ~1 minute of the stop,
-#: the clean-up gives up within its window (~40 s) after it
+#: the clean-up gives up within its window (--retry-for + one backoff: ~20 s) after it
 FAILS_WITHIN_S = 150.0
 _ENDED = (TransferState.completed, TransferState.failed, TransferState.cancelled)
 

@@ -37,6 +37,7 @@ from staccato.errors import TransferFailedError
 from staccato.ids import transfer_id
 from staccato.models import TransferOptions, TransferState
 from tests.helpers import (
+    HUNG_CLEANUP_FOR_S,
     MiB,
     WorkerProcess,
     leftovers,
@@ -529,18 +530,28 @@ async def test_outage_after_retry_for_of_progress_is_ridden_out(
 
 
 async def _gave_up_cleaning_up(
-    client: StaccatoClient, server: SshdServer, source: Path, out: Path, seed: int
+    client: StaccatoClient,
+    server: SshdServer,
+    source: Path,
+    out: Path,
+    seed: int,
+    cleanup_for_s: float | None = None,
 ) -> str:
     """Copy 64 MiB from ``source`` (written with ``seed``) to ``out/gone.bin`` on
     ``server``, paced (16 MiB/s), ``--retry-for 5s``; stop sshd mid-copy and wait until
     the stream gave up: the run is then failed and its clean-up retries against the
-    dead server (for its 30 s floor, ``--retry-for`` 5 s being below it, and at most one
-    10 s backoff more).
+    dead server (for its floor, ``cleanup_for_s`` or the production 30 s, ``--retry-for``
+    5 s being below it, and at most one 10 s backoff more).
     Returns the transfer id."""
     size, chunk = 64 * MiB, 4 * MiB
     write_random(source, size, seed=seed)
     options = TransferOptions(
-        chunk_size=chunk, streams=2, retry_for_s=5, heartbeat_timeout_s=3, max_rate=16 * MiB
+        chunk_size=chunk,
+        streams=2,
+        retry_for_s=5,
+        heartbeat_timeout_s=3,
+        max_rate=16 * MiB,
+        cleanup_for_s=cleanup_for_s,
     )
     transfer = await client.submit(str(source), server.url(str(out / "gone.bin")), options)
     await _wait_for_journal(out, 2)
@@ -576,7 +587,8 @@ async def test_cleanup_gave_up_says_left_behind_and_next_transfer_removes_it(
     data_dir: Path,
 ) -> None:
     """sshd stopped for good mid-copy: the stream gives up, then the clean-up gives up
-    too (its retries end with ``--retry-for``, 30 s at least). The temp file and
+    too (its retries end with ``--retry-for``, ``cleanup_for_s`` at least: the suite's
+    short window for hung scenes, not the production 30 s). The temp file and
     journal stay on the server, and ``status`` of the ended run (SDK client,
     ``--json`` and human) says ``left_behind``: that temp file, and that the next
     transfer removes it. With sshd back, the next transfer to that destination
@@ -590,7 +602,9 @@ async def test_cleanup_gave_up_says_left_behind_and_next_transfer_removes_it(
     destination = own_server.url(str(out / "gone.bin"))
     with contextlib.nullcontext(module_worker) as worker:
         client = await _client(temporal_server, worker.task_queue)
-        transfer = await _gave_up_cleaning_up(client, own_server, source, out, seed=28)
+        transfer = await _gave_up_cleaning_up(
+            client, own_server, source, out, seed=28, cleanup_for_s=HUNG_CLEANUP_FOR_S
+        )
         handle = client.temporal.get_workflow_handle(transfer)
         with pytest.raises(WorkflowFailureError):  # the clean-up gives up: the run ends
             await asyncio.wait_for(handle.result(), GONE_FAILS_WITHIN_S)
