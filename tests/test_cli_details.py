@@ -566,3 +566,30 @@ def test_a_run_that_failed_after_publish_says_what_is_at_the_destination() -> No
     text = render.durable_text(ended)
     assert "removed" not in text and "holds the object this run published" in text, text
     assert any(line.split()[:2] == ["published", "True"] for line in render.status_lines(ended))
+
+
+def test_a_cancelled_datasets_end_line_says_what_it_copied(capsys: Any) -> None:
+    """``cp -r``'s last line for a cancelled dataset (a tester read ``dataset ID
+    cancelled: cancelled``): the error that only repeats the state gives way to the
+    counts, exit 1; a real error is still the line's reason."""
+    import typer
+
+    from staccato.cli import datasets as datasets_cli
+    from staccato.datasets.models import DatasetState
+
+    cancelled = _dataset_status().model_copy(
+        update={"state": DatasetState.cancelled, "error": "cancelled", "files_done": 3}
+    )
+    try:
+        datasets_cli.exit_for(cancelled)
+    except typer.Exit as ended:
+        assert ended.exit_code == 1
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "cancelled: cancelled" not in line, line
+    assert "3 files copied" in line, line
+    failed = cancelled.model_copy(update={"state": DatasetState.failed, "error": "listing gave up"})
+    try:
+        datasets_cli.exit_for(failed)
+    except typer.Exit:
+        pass
+    assert capsys.readouterr().err.strip().endswith("failed: listing gave up")

@@ -496,10 +496,10 @@ def exit_for(final: DatasetStatus, quiet: bool = False) -> None:
     # a source directory or prefix that is not there, or a file given to -r: a usage
     # error (nothing was written), one rule for every scheme
     usage = final.error_type in USAGE_ERROR_TYPES
-    fail(
-        f"dataset {final.id} {final.state.value}: {final.error or final.state.value}",
-        EXIT_USAGE if usage else EXIT_FAILED,
-    )
+    # an error that only repeats the state ("cancelled: cancelled", a tester) gives way
+    # to the counts: what the run did before it ended
+    reason = final.error if final.error and final.error != final.state.value else summary
+    fail(f"dataset {final.id} {final.state.value}: {reason}", EXIT_USAGE if usage else EXIT_FAILED)
 
 
 #: large files whose clean-up gave up, shown by ``cp -r``'s end and ``status`` (the
