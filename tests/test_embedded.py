@@ -3,12 +3,15 @@ STACCATO_HOME), the UI and a worker; transfers survive `down` + `up`."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import queue
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -766,3 +769,57 @@ def test_the_dev_server_keeps_its_sqlite_state_in_wal_mode(tmp_path: Path) -> No
         server.terminate()
         server.wait(timeout=30)
     assert mode == "wal", mode
+
+
+def test_a_following_cp_r_says_when_its_up_was_killed(tmp_path: Path) -> None:
+    """A `cp -r` that follows its dataset when `up` is SIGKILLed says, once its worker
+    stops answering, that `up` was killed and to run it again (tester70 MED: it printed
+    only "no worker answers" for a minute; a command started after the kill was told at
+    its start)."""
+    home = tmp_path / "home"
+    _port, env, up_pid = _up_detached(home)
+    source, destination = tmp_path / "tree", tmp_path / "copy"
+    source.mkdir()
+    for index in range(40):
+        write_random(source / f"f{index:02d}.bin", 64 * 1024)
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "staccato.cli", "cp", "-r", "--max-rate", "64KiB/s"]
+        + [str(source), str(destination)],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    seen: list[str] = []
+
+    def read_lines() -> None:
+        assert follower.stderr is not None
+        for line in follower.stderr:
+            lines.put(line)
+
+    def wait_for(text: str, bound_s: float) -> None:
+        deadline = time.monotonic() + bound_s
+        while not any(text in line for line in seen):
+            assert time.monotonic() < deadline and follower.poll() is None, seen
+            with contextlib.suppress(queue.Empty):
+                seen.append(lines.get(timeout=1))
+
+    threading.Thread(target=read_lines, daemon=True).start()
+    try:
+        wait_for("running:", 120)
+        assert "was killed" not in "".join(seen), seen
+        os.kill(up_pid, signal.SIGKILL)
+        wait_for("was killed", 180)
+        said = " ".join(" ".join(seen).split())
+        assert f"the `staccato up` of STACCATO_HOME {home} was killed" in said, said
+        assert "run `staccato up` again" in said, said
+    finally:
+        follower.kill()
+        follower.wait()
+        _staccato("down", env=env)
+        for pid in _servers_of(home):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(up_pid, signal.SIGKILL)  # the worker processes the killed up left

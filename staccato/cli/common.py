@@ -15,6 +15,7 @@ import shlex
 import signal
 import sys
 import threading
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import NoReturn, TypeVar
 
@@ -308,3 +309,31 @@ def killed_up_warning() -> bool:
         return False
     typer.echo(f"staccato: warning: {note}", err=True)
     return True
+
+
+class KilledUpHint:
+    """The :func:`killed_up_warning` of a command that follows a run: said once, the
+    first time the run's worker stops answering while the command follows (a tester's
+    ``cp -r`` followed a dataset when ``up`` was SIGKILLed and only ever printed "no
+    worker answers"; a command started after the kill was told at its start).
+
+    ``said``: the warning was given already (at the command's start). The check reads
+    a pid record and ``/proc`` (:func:`staccato.workers.devserver.orphaned_server`);
+    it runs at most every :attr:`EVERY_S` seconds while no worker answers."""
+
+    EVERY_S = 10.0
+
+    def __init__(self, *, said: bool = False) -> None:
+        self.said = said
+        self._checked_at: float | None = None
+
+    def check(self, no_worker: bool) -> None:
+        """Give the warning if ``no_worker`` (the followed run's worker does not answer
+        now) and a killed ``up`` explains it, once."""
+        if self.said or not no_worker:
+            return
+        now = time.monotonic()
+        if self._checked_at is not None and now - self._checked_at < self.EVERY_S:
+            return
+        self._checked_at = now
+        self.said = killed_up_warning()

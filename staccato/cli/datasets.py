@@ -16,6 +16,7 @@ from staccato.cli import render
 from staccato.cli.common import (
     EXIT_FAILED,
     EXIT_USAGE,
+    KilledUpHint,
     fail,
     follow_or_hint,
     killed_up_warning,
@@ -402,7 +403,7 @@ async def follow(client: StaccatoClient, dataset: str, *, quiet: bool) -> Datase
     (files handled of files listed, bytes, rate) on a terminal, a line every
     :data:`PLAIN_LINE_INTERVAL_S` otherwise, nothing if ``quiet``; first a warning
     when the Temporal in use is a killed ``up``'s (:func:`killed_up_warning`)."""
-    killed_up_warning()
+    hint = KilledUpHint(said=killed_up_warning())
     from staccato.dataset_client import await_dataset_end, follow_dataset
 
     console = None if quiet else render.stderr_console()
@@ -412,12 +413,14 @@ async def follow(client: StaccatoClient, dataset: str, *, quiet: bool) -> Datase
     elif console is not None:
         with render.Bar(console) as bar:
             async for final in follow_dataset(client, dataset):
+                hint.check(final.counts_unknown is not None)
                 show(bar, final)
     else:
         from staccato.datasets.models import DatasetState
 
         last_line, last_state = 0.0, DatasetState.scheduled.value
         async for final in follow_dataset(client, dataset):
+            hint.check(final.counts_unknown is not None)
             now = time.monotonic()
             shown = follow_state(final)
             if now - last_line >= PLAIN_LINE_INTERVAL_S or shown != last_state:
