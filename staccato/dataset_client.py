@@ -1363,6 +1363,8 @@ async def _dataset_status(
         # the first run, and no batch or large file has ended yet, so none wrote the
         # counts: zero, plus below the batches in flight's last heartbeats (a tester
         # saw 0 of a dataset 500 files into its first batch)
+        # (``at``: only the mark that they are the last known; when they were true is
+        # their heartbeats' time, below, never the dataset's start)
         counts, no_batch_ended = {"at": _unix(started_at)}, True
     if (
         progress is None
@@ -1480,6 +1482,15 @@ async def _dataset_status(
     # older worker's). A batch stuck connecting to a frozen server sends no heartbeat
     # details, and made the status show a since-start rate for as long (tester61 H)
     moved_at: list[float] | None = []
+    # when the last known counts were true (no worker answers): the memo's write and
+    # the last heartbeats whose details are counted in them, the latest of those; None
+    # when none is known (a tester read the dataset's start time beside counts taken
+    # minutes later)
+    counted_at: list[float] = (
+        [float(counts["at"])]
+        if last_known_at is not None and not no_batch_ended and isinstance(counts, dict)
+        else []
+    )
     # when each running batch last heartbeated (or started, before its first): a
     # batch whose process was SIGKILLed sends none until Temporal times it out, and
     # read "waiting for the source or destination" with both fine (tester62)
@@ -1516,6 +1527,8 @@ async def _dataset_status(
             elif moved_at is not None:
                 moved_at.append(moved)
             in_flight = True
+            if pending.HasField("last_heartbeat_time"):
+                counted_at.append(pending.last_heartbeat_time.ToDatetime(tzinfo=UTC).timestamp())
             done += details.done
             # the bytes of its files counted, and those of the files it copies now
             # (moving: read of files not counted yet, never more than their sizes)
@@ -1661,7 +1674,11 @@ async def _dataset_status(
             "last_retry_error": retrying,
             "paused_transfers": paused or None,
             "counts_unknown": unknown,
-            "counts_last_known_at": last_known_at,
+            "counts_last_known_at": (
+                iso_utc(datetime.fromtimestamp(max(counted_at), UTC))
+                if last_known_at is not None and counted_at
+                else None
+            ),
             "idle_since": (
                 iso_utc(datetime.fromtimestamp(idle_since, UTC))
                 if idle_since is not None and last_known_at is None

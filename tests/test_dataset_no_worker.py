@@ -84,6 +84,13 @@ async def test_a_dataset_whose_worker_is_gone_shows_its_last_known_counts(
         assert given["files_done"] >= 4 and given["bytes_done"] >= 4 * SIZE, given
         assert given["files_done"] < FILES, given
         assert given["counts_last_known_at"], given  # said to be the last known
+        # when the counts were true (the memo's write, the last heartbeat), never the
+        # dataset's start; all files listed, though no batch ended (newcomer tester,
+        # 0.35.0: "files_total 983, listing_done no, last known at <start>" after a
+        # SIGKILL of the worker of a 2,000-file dataset in one batch)
+        assert given["counts_last_known_at"] > given["started_at"], given
+        if batch_files == FILES:  # (batches of 2, one at a time: still dispatched)
+            assert given["files_total"] == FILES and given["listing_done"], given
         # (Temporal lists the killed worker's poller for a while: "no worker answered
         # the progress query within 5 s" then, "no worker answers on task queue" after)
         assert "no worker answer" in given["last_retry_error"], given
@@ -92,6 +99,9 @@ async def test_a_dataset_whose_worker_is_gone_shows_its_last_known_counts(
         shown = run_cli("status", dataset, **args)
         assert shown.returncode == 0, shown.stderr
         assert "last known at " in shown.stdout, shown.stdout
+        assert f"last known at {given['counts_last_known_at']}: " in shown.stdout, shown
+        if batch_files == FILES:
+            assert f"/{FILES} files" in shown.stdout, shown.stdout  # not "N/N+"
         assert "no worker answer" in shown.stdout, shown.stdout
     finally:
         worker = WorkerProcess(

@@ -99,6 +99,7 @@ from staccato.datasets.names import (
     destination_url,
     names_a_directory,
     selected,
+    source_url,
     target_url,
 )
 from staccato.endpoints import get_driver
@@ -413,7 +414,7 @@ def _named_entry(root: EndpointURL, name: str, fence: list[EndpointURL]) -> Data
                 "again without --retry-failed (--sync-level size skips what is there)"
             ),
         )
-    url = target_url(root, name)
+    url = source_url(root, name)
     into = get_driver(url.scheme).leads_into(url, fence)
     if into is not None:
         return DatasetEntry(name=name, error=into)
@@ -480,7 +481,7 @@ def _with_destination(
         return entry
     try:
         destination = destination_url(destination_root, entry.name)
-        source = target_url(root, entry.name)
+        source = source_url(root, entry.name)
         if entry.size > small_file_max:
             # the child transfer writes into an existing directory, as any transfer does
             get_driver(destination.scheme).make_parents(destination)
@@ -575,7 +576,7 @@ def _with_destinations(
     if entry.error is not None:
         return entry
     try:
-        source = target_url(root, entry.name)
+        source = source_url(root, entry.name)
     except PermanentError as err:
         return entry.model_copy(update={"error": str(err)})
     errors: list[str | None] = []
@@ -1528,7 +1529,7 @@ def _copy_in_flight(
             sent_up_to += 1
             if entry.size <= limit:
                 try:
-                    reads.send(target_url(root, entry.name))
+                    reads.send(source_url(root, entry.name))
                 except StaccatoError:
                     pass  # its copy meets the same error and reports it
 
@@ -1813,7 +1814,7 @@ def _reads_ahead(
 def _drop_read(reads: WholeReads, root: EndpointURL, name: str) -> None:
     """Forget the read of ``name`` if its copy did not take it (it failed before)."""
     try:
-        reads.drop(target_url(root, name))
+        reads.drop(source_url(root, name))
     except StaccatoError:
         pass  # never sent
 
@@ -1968,7 +1969,7 @@ def found_whole(
         RetryableError: an endpoint failed transiently.
     """
     try:
-        source = target_url(root, name).canonical
+        source = source_url(root, name).canonical
         destination_url = target_url(destination_root, name)
         destination = destination_url.canonical
         info = stat_source(source)
@@ -2032,9 +2033,9 @@ def _copy_joined(
     options: TransferOptions = request.options
     try:
         # built once per file (the steps below take them as they are)
-        source_url = target_url(root, name)
+        src_url = source_url(root, name)
         destination_url = target_url(destination_root, name)
-        source = source_url.canonical
+        source = src_url.canonical
         destination = destination_url.canonical
         size = request.files[index].size
         pace = None if pacer is None else paced_by(pacer, beat)
@@ -2044,7 +2045,7 @@ def _copy_joined(
                 if group is not None:
                     check_file_roots(source, destination)  # a link inside may lead out
                     staged = stage_small_url(
-                        source_url, destination_url, options, key, size, group, pace, reads
+                        src_url, destination_url, options, key, size, group, pace, reads
                     )
                     if staged is not None:
                         return _Outcome(bytes=staged.size, staged=staged)

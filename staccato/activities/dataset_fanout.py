@@ -112,7 +112,7 @@ from staccato.datasets.models import (
     TargetsResult,
     file_class,
 )
-from staccato.datasets.names import target_url
+from staccato.datasets.names import source_url, target_url
 from staccato.endpoints.base import (
     Motion,
     OpenSessions,
@@ -552,7 +552,7 @@ def _copy_file(
     name = request.files[index].name
     options = request.options
     try:
-        source = target_url(root, name).canonical
+        source = source_url(root, name).canonical
         urls = {t: target_url(roots[t], name).canonical for t in targets}
     except PermanentError as err:
         _unless_hung(err)

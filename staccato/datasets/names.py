@@ -43,6 +43,9 @@ NOT_UTF8_REASON = (
 #: longest name of one path segment on the file systems Staccato writes to (NAME_MAX of
 #: Linux's ext4, xfs, btrfs...), bytes of UTF-8
 NAME_MAX_BYTES = 255
+#: longest path a local file system call takes (Linux's PATH_MAX, 4,096 bytes with the
+#: terminating NUL), bytes of UTF-8: a longer one fails with ENAMETOOLONG
+PATH_MAX_BYTES = 4096
 
 
 class UnrepresentableNameError(PermanentError):
@@ -56,7 +59,11 @@ def name_problem(destination_root: EndpointURL, name: str) -> str | None:
     File and SFTP destinations are POSIX file systems: a name is split at ``/``, and
     an empty segment (``a//b``, a leading or trailing ``/``), a ``.`` or ``..`` segment
     (the path would name another file), a segment over 255 bytes (NAME_MAX) or a NUL
-    cannot be written as itself. S3 keys hold anything up to 1,024 bytes of UTF-8.
+    cannot be written as itself; a local path (``file``) of 4,096 bytes or more
+    (PATH_MAX, with its NUL) cannot be opened. S3 keys hold anything up to 1,024 bytes
+    of UTF-8. Only destinations: a source's object is named with :func:`source_url`
+    (a source holds what it listed, whatever this rule says: a local destination's
+    copy of a 4,270-byte S3 key was refused with the S3 limit, naming the source).
     """
     try:
         encoded = name.encode("utf-8")
@@ -74,6 +81,13 @@ def name_problem(destination_root: EndpointURL, name: str) -> str | None:
         return None
     if "\0" in name:
         return "a file name cannot hold a NUL character"
+    if destination_root.scheme == "file":
+        path_bytes = len(destination_root.path.rstrip("/").encode("utf-8")) + 1 + len(encoded)
+        if path_bytes >= PATH_MAX_BYTES:
+            return (
+                f"the path would be {path_bytes} bytes; local paths are at most "
+                f"{PATH_MAX_BYTES - 1} bytes (PATH_MAX {PATH_MAX_BYTES}, with its NUL)"
+            )
     for segment in name.split("/"):
         if not segment:
             return (
@@ -154,6 +168,24 @@ def target_url(destination_root: EndpointURL, name: str) -> EndpointURL:
     raise UnrepresentableNameError(
         f"cannot copy '{shown_name(name)}' to {destination_root}: {problem}"
     )
+
+
+def source_url(source_root: EndpointURL, name: str) -> EndpointURL:
+    """The URL of the listed object ``name`` under the dataset source ``source_root``
+    (a directory or prefix, as :func:`target_url`). No destination rule applies: the
+    source listed ``name``, so it holds it (an S3 source may hold keys over 1,024 bytes
+    that a store such as SeaweedFS accepts; a destination's limit is the destination's).
+
+    Raises:
+        UnrepresentableNameError: no URL of that scheme can name it (the message names
+            the source root).
+    """
+    try:
+        return child_url(source_root, name)
+    except InvalidURLError as err:
+        raise UnrepresentableNameError(
+            f"cannot read '{shown_name(name)}' at {source_root}: {err}"
+        ) from err
 
 
 def selected(name: str, include: Sequence[str], exclude: Sequence[str]) -> bool:

@@ -92,3 +92,33 @@ def test_a_key_ending_in_slash_with_data_is_a_file_no_retry_can_copy(
     assert "--retry-failed" not in to_s3.stderr, to_s3.stderr
     listed = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"])
     assert [k for k in listed if k.startswith("q/")] == ["q/ok.txt"], listed
+
+
+def test_a_long_source_key_meets_the_local_destinations_limits(
+    temporal_server, profile_worker, moto_s3, data_dir: Path
+) -> None:
+    """An S3 source key is checked against the destination's limits, never S3's own
+    (newcomer tester, 0.35.0: a 4,270-byte key copied to a local directory failed with
+    "cannot copy '...' to s3://demo/n: the key would be 4270 bytes; S3 keys are at most
+    1024 bytes", naming the source as where it was copied to and S3's limit): the
+    4,270-byte key fails with the local PATH_MAX, naming the destination; a 1,254-byte
+    one (a local path holds it; no s3:// URL can name it) fails as one that cannot be
+    read at the source, never as copied "to" it. On moto: SeaweedFS refuses keys over
+    1,024 bytes."""
+    s3 = moto_s3.client()
+    bucket = f"c5-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=bucket)
+    args = dict(address=temporal_server.address, task_queue=profile_worker.task_queue)
+    too_long = "/".join(["s" * 250] * 17) + "/z"  # 4,268 bytes; n/...: 4,270
+    over_s3 = "/".join(["f" * 250] * 5)  # 1,254 bytes
+    for name in (too_long, over_s3, "short"):
+        s3.put_object(Bucket=bucket, Key=f"n/{name}", Body=name.encode()[:50])
+    destination = data_dir / "ndst"
+    done = run_cli("cp", "-r", f"s3://{bucket}/n/?profile=moto", str(destination), **args)
+    assert done.returncode == 1, done
+    assert f"{too_long}' to file://{destination}: the path would be 4" in done.stderr, done
+    assert "PATH_MAX 4096" in done.stderr, done.stderr
+    assert f"{over_s3}' at s3://{bucket}/n/?profile=moto: " in done.stderr, done.stderr
+    assert f"to s3://{bucket}" not in done.stderr, done.stderr
+    assert "the key would be" not in done.stderr, done.stderr
+    assert (destination / "short").read_bytes() == b"short"
