@@ -25,3 +25,54 @@ async def test_a_local_source_lists_no_temp_name(client: StaccatoClient, data_di
     assert final.state == DatasetState.completed, final
     assert final.files_done == len(files) and final.files_failed == 0, final
     assert copied(out) == files
+
+
+def tree_with_reserved_names(root: Path) -> tuple[dict[str, bytes], list[str]]:
+    """The tester's tree: two files whose names are reserved for our temp files, one
+    file inside a directory so reserved (an SFTP session's writers directory), and two
+    files to copy (one merely ending ``.staccato-part``); returns the files to copy
+    (name -> bytes) and the names left out."""
+    hex16 = "0123456789abcdef"
+    files = {"keep": b"k\n", "user.staccato-part": b"u\n"}
+    left = [
+        f".lone.{hex16}.staccato-part",
+        f".other.{hex16}.staccato-journal",
+        f"d/.x.{hex16}.staccato-writers/w1",
+    ]
+    for name, data in [*files.items(), *((n, b"t\n") for n in left)]:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    return files, left
+
+
+def test_cp_r_says_and_counts_the_files_left_out_for_reserved_names(
+    temporal_server, worker, tmp_path: Path
+) -> None:
+    """``cp -r`` of a tree holding names reserved for Staccato's temp files: the others
+    are copied, exit 0, and the end line, ``status`` and ``status --json`` say how many
+    were left out, why, and their names (a file inside a reserved directory too).
+    Before, they were left out without a word, and the file in the writers directory
+    was copied."""
+    import json
+
+    from staccato.temp_names import LEFT_OUT_REASON
+    from tests.helpers import run_cli
+
+    source, out = tmp_path / "tsrc", tmp_path / "tdst"
+    files, left = tree_with_reserved_names(source)
+    where = {"address": temporal_server.address, "task_queue": worker.task_queue}
+    done = run_cli("cp", "-r", str(source), str(out), **where)
+    assert done.returncode == 0, done.stderr
+    assert copied(out) == files
+    assert f"left out 3 files: {LEFT_OUT_REASON}" in done.stderr, done.stderr
+    for name in left:
+        assert name in done.stderr, done.stderr
+    shown = run_cli("status", "--json", str(out), **where)
+    assert shown.returncode == 0, shown.stderr
+    status = json.loads(shown.stdout)
+    assert status["state"] == "completed", status
+    assert status["files_total"] == 2 and status["files_left_out"] == 3, status
+    assert sorted(status["left_out_names"]) == sorted(left), status
+    text = run_cli("status", str(out), **where)
+    assert text.returncode == 0, text.stderr
+    assert f"left out           3 files: {LEFT_OUT_REASON}" in text.stdout, text.stdout

@@ -427,6 +427,23 @@ async def follow(client: StaccatoClient, dataset: str, *, quiet: bool) -> Datase
     return final
 
 
+def left_out_text(s: DatasetStatus) -> str | None:
+    """``left out 2 files: names reserved for Staccato's temp files (...): .a.<hex>...,
+    d/.b.<hex>...``: the files the dataset's listing left out
+    (:func:`staccato.temp_names.reserved_segment`), with the first few names; None
+    when none was. Not failures: ``cp -r`` still exits 0 when nothing else failed."""
+    from staccato.temp_names import LEFT_OUT_REASON
+
+    if not s.files_left_out:
+        return None
+    names = ", ".join(shown_name(n) for n in s.left_out_names or [])
+    more = len(s.left_out_names or [])
+    tail = f", ... and {s.files_left_out - more} more" if s.files_left_out > more else ""
+    return f"left out {units.counted(s.files_left_out, 'file')}: {LEFT_OUT_REASON}" + (
+        f": {names}{tail}" if names else ""
+    )
+
+
 def root_summary(s: DatasetStatus) -> list[str]:
     """Several roots: ``ROOT: 9 copied (1.0 MiB), 0 up to date, 0 failed`` per root."""
     return [
@@ -450,15 +467,20 @@ def exit_for(final: DatasetStatus, quiet: bool = False) -> None:
     per_root = root_summary(final)
     # a --retry-failed run: the dataset as a whole (its counts are the retry's alone)
     whole = f"whole dataset: {whole_dataset_text(final)}" if final.whole_dataset else None
+    left_out = left_out_text(final)
     if final.state == DatasetState.completed:
         if not quiet:
             for line in per_root or [summary]:
                 typer.echo(f"completed: {line}", err=True)
             if whole:
                 typer.echo(whole, err=True)
+            if left_out:  # not a failure (exit 0), but never left unsaid
+                typer.echo(left_out, err=True)
         if final.warning:  # e.g. the filters matched nothing: said also with -q
             typer.echo(f"staccato: warning: {final.warning}", err=True)
         return
+    if left_out and final.state != DatasetState.completed:
+        typer.echo(left_out, err=True)
     if final.state == DatasetState.completed_with_errors:
         for failure in final.failures[:10]:
             at = f" at {failure.destination}" if failure.destination else ""
@@ -564,6 +586,9 @@ def status_lines(s: DatasetStatus, failures: bool) -> list[str]:
     shown.pop("files_left_behind", None)  # lines of their own, below
     shown.pop("no_heartbeat_since", None)  # said on the stalled line
     shown.pop("cancel_requested_at", None)  # said on the cancel_requested line
+    shown.pop("left_out_names", None)  # said on the left out line
+    if shown.pop("files_left_out", None):
+        shown["left out"] = (left_out_text(s) or "").removeprefix("left out ")
     rows = shown.pop("destinations", None)
     roots = shown.pop("destination_roots", None)
     if roots:  # several roots: every one on the destination line

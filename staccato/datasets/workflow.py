@@ -123,6 +123,7 @@ with workflow.unsafe.imports_passed_through():
         TransferState,
         WriteSession,
     )
+    from staccato.temp_names import LEFT_OUT_NAMES_KEPT
     from staccato.workflows import search_attributes as sa
 
 from staccato.workflows import front, slots
@@ -468,6 +469,8 @@ class DatasetWorkflow:
             files_done=carried.files_done,
             files_skipped=carried.files_skipped,
             files_filtered=carried.files_filtered,
+            files_left_out=carried.files_left_out,
+            left_out_names=carried.left_out_names,
             files_failed=carried.files_failed,
             bytes_done=carried.bytes_done,
             # counting only (the result's payload; no command): replays unchanged
@@ -582,6 +585,11 @@ class DatasetWorkflow:
             base = index
             # counting only (no command): whether filters left everything out
             carried.files_filtered += page.skipped_by_filters
+            # counting only (no command): names reserved for our temp files, left out
+            carried.files_left_out += page.left_out_reserved
+            room = LEFT_OUT_NAMES_KEPT - len(carried.left_out_names)
+            if room > 0 and page.left_out_names:
+                carried.left_out_names.extend(page.left_out_names[:room])
             if names is not None:
                 index += request.page_size
                 more = index < len(names)
@@ -1946,6 +1954,8 @@ class DatasetWorkflow:
             destinations=c.destinations,
             in_flight=len(self._batches) + len(self._children),
             waiting=len(self._waiting),
+            files_left_out=c.files_left_out,
+            left_out_names=c.left_out_names,
         )
 
 
