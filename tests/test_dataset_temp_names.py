@@ -55,8 +55,9 @@ def test_cp_r_says_and_counts_the_files_left_out_for_reserved_names(
     was copied."""
     import json
 
-    from staccato.temp_names import LEFT_OUT_REASON
     from tests.helpers import run_cli
+
+    reason = "names reserved for Staccato's temp files"
 
     source, out = tmp_path / "tsrc", tmp_path / "tdst"
     files, left = tree_with_reserved_names(source)
@@ -64,7 +65,7 @@ def test_cp_r_says_and_counts_the_files_left_out_for_reserved_names(
     done = run_cli("cp", "-r", str(source), str(out), **where)
     assert done.returncode == 0, done.stderr
     assert copied(out) == files
-    assert f"left out 3 files: {LEFT_OUT_REASON}" in done.stderr, done.stderr
+    assert f"left out 3 files: {reason}" in done.stderr, done.stderr
     for name in left:
         assert name in done.stderr, done.stderr
     shown = run_cli("status", "--json", str(out), **where)
@@ -75,4 +76,44 @@ def test_cp_r_says_and_counts_the_files_left_out_for_reserved_names(
     assert sorted(status["left_out_names"]) == sorted(left), status
     text = run_cli("status", str(out), **where)
     assert text.returncode == 0, text.stderr
-    assert f"left out           3 files: {LEFT_OUT_REASON}" in text.stdout, text.stdout
+    assert f"left out           3 files: {reason}" in text.stdout, text.stdout
+
+
+async def test_the_count_left_out_survives_continue_as_new(
+    client: StaccatoClient, data_dir: Path
+) -> None:
+    """A dataset that continues as new (pages of 7, a small history limit) counts the
+    names reserved for Staccato's temp files of every run's pages: 8 left out, in 8
+    directories listed by different runs, and the first 5 named."""
+    from staccato.dataset_client import submit_dataset
+    from staccato.models import TransferOptions
+    from tests.dataset_checks import wait_dataset
+
+    source, out = data_dir / "src", data_dir / "out"
+    files: dict[str, bytes] = {}
+    left = []
+    for d in range(8):
+        for i in range(6):
+            name = f"d{d}/f{i}"
+            files[name] = f"{d}-{i}\n".encode()
+        left.append(f"d{d}/.f0.0123456789abcdef.staccato-part")
+    for name, data in [*files.items(), *((n, b"t\n") for n in left)]:
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / name).write_bytes(data)
+    dataset = await submit_dataset(
+        client,
+        str(source),
+        str(out),
+        TransferOptions(),
+        page_size=7,
+        batch_files=3,
+        max_batches=2,
+        max_children=1,
+        history_limit=150,
+    )
+    final = await wait_dataset(client, dataset, timeout_s=180)
+    assert final.state == DatasetState.completed, final
+    assert final.runs >= 2, final
+    assert copied(out) == files
+    assert final.files_total == len(files) and final.files_left_out == len(left), final
+    assert final.left_out_names == left[:5], final
