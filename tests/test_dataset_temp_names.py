@@ -6,6 +6,8 @@ each was listed and copied as a file of the dataset."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 
 from staccato.client import StaccatoClient
@@ -117,3 +119,63 @@ async def test_the_count_left_out_survives_continue_as_new(
     assert copied(out) == files
     assert final.files_total == len(files) and final.files_left_out == len(left), final
     assert final.left_out_names == left[:5], final
+
+
+async def test_the_count_left_out_survives_a_worker_sigkill(
+    temporal_server, data_dir: Path
+) -> None:
+    """The worker SIGKILLed after the first page was listed (a paced batch under way),
+    another started on its queue: the dataset completes with every name reserved for
+    Staccato's temp files counted and named (the new worker rebuilds them from the
+    listing's results in the history)."""
+    from staccato.dataset_client import dataset_status, submit_dataset
+    from staccato.models import TransferOptions
+    from tests.dataset_checks import wait_dataset
+    from tests.helpers import WorkerProcess
+
+    source, out = data_dir / "src", data_dir / "out"
+    files, left = tree_with_reserved_names(source)
+    for i in range(40):
+        files[f"big/f{i:02d}"] = bytes([i]) * 8192
+        (source / "big").mkdir(exist_ok=True)
+        (source / "big" / f"f{i:02d}").write_bytes(files[f"big/f{i:02d}"])
+    first = WorkerProcess(temporal_server.address, processes=1, log_dir=data_dir)
+    first.start()
+    second: WorkerProcess | None = None
+    try:
+        client = await StaccatoClient.connect(
+            target_host=temporal_server.address, namespace="default"
+        )
+        client.task_queue = first.task_queue
+        dataset = await submit_dataset(
+            client,
+            str(source),
+            str(out),
+            # paced: ~330 KB at 32 KiB/s, ~10 s, so the kill comes mid-dataset
+            TransferOptions(heartbeat_timeout_s=2, max_rate=32 * 1024),
+            batch_files=8,
+            max_batches=1,
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            status = await dataset_status(client, dataset)
+            if status.files_left_out and status.files_done:
+                break
+            assert status.state == DatasetState.running, status
+            await asyncio.sleep(0.05)
+        assert status.files_left_out, status  # counted before the kill (a page or more)
+        assert status.files_done < len(files), status  # the kill comes mid-dataset
+        first.kill()
+        second = WorkerProcess(
+            temporal_server.address, processes=1, log_dir=data_dir, task_queue=first.task_queue
+        )
+        second.start()
+        final = await wait_dataset(client, dataset, timeout_s=180)
+    finally:
+        first.kill()
+        if second is not None:
+            second.stop()
+    assert final.state == DatasetState.completed, final
+    assert copied(out) == files
+    assert final.files_left_out == len(left), final
+    assert sorted(final.left_out_names or []) == sorted(left), final

@@ -363,12 +363,18 @@ class DatasetEntry(LeanModel):
     """
 
     _omit_when = omitted_while_none(
-        "error", "source", "destination", "target_errors", "destinations"
+        "error", "source", "destination", "target_errors", "destinations", "left_out_before"
     )
 
     name: str
     size: int = 0
     error: str | None = None
+    #: the names reserved for Staccato's temp files the listing left out between the
+    #: entry before this one (or the page's start) and this one
+    #: (:func:`staccato.temp_names.reserved_segment`); counted as this entry is
+    #: handled, so a run that stops mid-page never counts those the next run lists
+    #: again. None (left out of the JSON) when none was
+    left_out_before: int | None = None
     source: str | None = None
     destination: str | None = None
     #: several destination roots: per root (in order) why it cannot hold the name
@@ -387,9 +393,10 @@ class ListResult(BaseModel):
             once every entry up to it is handled.
         next_after: None at the end of the listing.
         skipped_by_filters: entries left out by include/exclude.
-        left_out_reserved: entries left out for a name reserved for Staccato's temp
-            files (:func:`staccato.temp_names.reserved_segment`); ``left_out_names``:
-            the first few of them (at most
+        left_out_trailing: entries left out for a name reserved for Staccato's temp
+            files (:func:`staccato.temp_names.reserved_segment`) after the page's last
+            entry (those before an entry are its ``left_out_before``);
+            ``left_out_names``: the first few left out in the page (at most
             :data:`~staccato.temp_names.LEFT_OUT_NAMES_KEPT`).
     """
 
@@ -397,7 +404,7 @@ class ListResult(BaseModel):
     last: str | None = None
     next_after: str | None = None
     skipped_by_filters: int = 0
-    left_out_reserved: int = 0
+    left_out_trailing: int = 0
     left_out_names: list[str] = Field(default_factory=list)
 
 

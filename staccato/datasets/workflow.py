@@ -585,11 +585,6 @@ class DatasetWorkflow:
             base = index
             # counting only (no command): whether filters left everything out
             carried.files_filtered += page.skipped_by_filters
-            # counting only (no command): names reserved for our temp files, left out
-            carried.files_left_out += page.left_out_reserved
-            room = LEFT_OUT_NAMES_KEPT - len(carried.left_out_names)
-            if room > 0 and page.left_out_names:
-                carried.left_out_names.extend(page.left_out_names[:room])
             if names is not None:
                 index += request.page_size
                 more = index < len(names)
@@ -606,6 +601,8 @@ class DatasetWorkflow:
             else:
                 stopped = await self._dispatch(request, page, base, last=not more)
             if stopped:
+                # the names left out before the cursor: the next run lists the rest again
+                self._keep_left_out_names(page, carried.after or "")
                 if listing is not None:
                     listing.cancel()
                     try:
@@ -618,6 +615,10 @@ class DatasetWorkflow:
                 carried.retry_index = index
             else:
                 carried.after = page.last
+                # counting only (no command): the reserved names left out after the
+                # page's last entry (those before an entry: as it is handled)
+                carried.files_left_out += page.left_out_trailing
+                self._keep_left_out_names(page, None)
             if not more:
                 # every file is listed and dispatched: files_listed is final (the
                 # progress query's state only, no command: it was set after the drain,
@@ -665,6 +666,8 @@ class DatasetWorkflow:
                 await flush()
                 return True
             carried.files_listed += 1
+            if entry.left_out_before:  # counting only (no command)
+                carried.files_left_out += entry.left_out_before
             carried.bytes_listed += entry.size
             if entry.error is not None:
                 self._fail(entry.name, entry.error)
@@ -694,6 +697,24 @@ class DatasetWorkflow:
                 self._advance(request, *handled)
         await flush()
         return False
+
+    def _keep_left_out_names(self, page: ListResult, before: str | None) -> None:
+        """Keep the first :data:`~staccato.temp_names.LEFT_OUT_NAMES_KEPT` names the
+        listing left out as reserved for Staccato's temp files, of ``page``'s (those
+        before ``before``, the cursor of a run that stops mid-page: the next run lists
+        the others again; None: all). Counting only, no command."""
+        carried = self._carried
+        room = LEFT_OUT_NAMES_KEPT - len(carried.left_out_names)
+        if room <= 0 or not page.left_out_names:
+            return
+        names = page.left_out_names
+        if before is not None:
+            names = [
+                n
+                for n in names
+                if n.encode("utf-8", "surrogateescape") < before.encode("utf-8", "surrogateescape")
+            ]
+        carried.left_out_names.extend(names[:room])
 
     def _advance(self, request: DatasetRequest, position: int, name: str) -> None:
         """Every entry up to ``name`` (``position`` in the retry list) is started."""
@@ -1387,6 +1408,8 @@ class DatasetWorkflow:
                 await flush()
                 return True
             carried.files_listed += 1
+            if entry.left_out_before:  # counting only (no command)
+                carried.files_left_out += entry.left_out_before
             carried.bytes_listed += entry.size
             targets = (
                 request.retry_targets[base + position]
