@@ -76,6 +76,9 @@ def test_cp_r_says_and_counts_the_files_left_out_for_reserved_names(
     assert status["state"] == "completed", status
     assert status["files_total"] == 2 and status["files_left_out"] == 3, status
     assert sorted(status["left_out_names"]) == sorted(left), status
+    listed = run_cli("list", **where)
+    assert listed.returncode == 0, listed.stderr
+    assert "2/2 files, 3 left out" in listed.stdout, listed.stdout
     text = run_cli("status", str(out), **where)
     assert text.returncode == 0, text.stderr
     assert f"left out           3 files: {reason}" in text.stdout, text.stdout

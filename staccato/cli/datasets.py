@@ -311,7 +311,8 @@ async def _wait(
 
 
 def progress_text(s: DatasetStatus) -> str:
-    """``120/2000 files, 3 up to date, 1 failed, 1.5 MiB, 240.0 files/s eta 8s``."""
+    """``120/2000 files, 3 up to date, 1 failed, 2 left out, 1.5 MiB, 240.0 files/s eta
+    8s`` (``left out``: names reserved for Staccato's temp files, not in the total)."""
     from staccato.datasets.models import DatasetState
 
     ended = s.state in (
@@ -327,6 +328,8 @@ def progress_text(s: DatasetStatus) -> str:
         parts.append(f"{s.files_skipped} up to date")
     if s.files_failed:
         parts.append(f"{s.files_failed} failed")
+    if s.files_left_out:  # names reserved for our temp files (``status`` says which)
+        parts.append(f"{s.files_left_out} left out")
     # bytes of files not counted yet, said apart: the figure done never falls
     moving = f" (+{render.size(s.bytes_moving)} in flight)" if s.bytes_moving and not ended else ""
     parts.append(render.size(s.bytes_done) + moving)
