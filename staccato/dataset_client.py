@@ -1673,6 +1673,8 @@ async def _dataset_status(
             "destinations": rows if progress.destinations is not None else None,
             "last_retry_error": retrying,
             "paused_transfers": paused or None,
+            "files_left_out": progress.files_left_out or None,
+            "left_out_names": progress.left_out_names or None,
             "counts_unknown": unknown,
             "counts_last_known_at": (
                 iso_utc(datetime.fromtimestamp(max(counted_at), UTC))

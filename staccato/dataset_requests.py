@@ -381,6 +381,8 @@ def status_from_result(workflow_id: str, result: DatasetResult) -> DatasetStatus
         # nothing selected, files listed: the filters matched none (its warning needs
         # the request's patterns: dataset_client.dataset_status adds it)
         filters_matched_none=(result.files_filtered or None) if total == 0 else None,
+        files_left_out=result.files_left_out or None,
+        left_out_names=result.left_out_names or None,
     )
 
 

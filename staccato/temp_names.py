@@ -69,6 +69,31 @@ def is_temp_name(name: str) -> bool:
     return _ANY_TEMP_NAME.fullmatch(name.rsplit("/", 1)[-1]) is not None
 
 
+#: why a dataset's listing leaves a name out (:func:`reserved_segment`): its status, its
+#: result and ``cp -r``'s end line say it with the count and a few of the names
+LEFT_OUT_REASON = (
+    "names reserved for Staccato's temp files "
+    "(.NAME.<16 hex>.staccato-part/-journal/-writers/-fresh)"
+)
+#: the names left out that a dataset keeps to show (its count counts them all)
+LEFT_OUT_NAMES_KEPT = 5
+
+
+def reserved_segment(path: str) -> bool:
+    """Whether any ``/``-separated segment of ``path`` (a relative path or key of a
+    dataset's source: ``d/.f.<16 hex>.staccato-writers/x``) is a temp name
+    (:func:`is_temp_name`): the entries a dataset's listing leaves out, counted and
+    named in its status (not failures: exit 0 when nothing else failed). Copied, such
+    a name at the destination is a leftover the next transfer there removes (its
+    sweep, :func:`leftover_pattern`), and it may be another transfer's half-written
+    file; a file inside an SFTP session's writers directory is its part, not one of
+    the dataset's (tester: it was copied while its directory's siblings were not).
+    String operations only."""
+    if ".staccato-" not in path:
+        return False
+    return any(is_temp_name(segment) for segment in path.split("/"))
+
+
 def leftover_pattern(name: str, more: tuple[str, ...] = ()) -> re.Pattern[bytes] | None:
     """The temp and journal names (``.NAME.<16 hex>.staccato-part`` / ``-journal``)
     of write sessions for the target ``name`` (file and SFTP endpoints), as bytes;

@@ -132,7 +132,7 @@ from staccato.errors import (
     source_root_not_a_directory,
 )
 from staccato.models import ListPage, SyncLevel, TransferOptions, WriteSession
-from staccato.temp_names import is_temp_name, session_temp
+from staccato.temp_names import LEFT_OUT_NAMES_KEPT, reserved_segment, session_temp
 from staccato.urls import EndpointURL, directory_prefix, parse_url, redact
 
 _HEARTBEAT_EVERY_S = 0.5
@@ -247,8 +247,11 @@ def list_entries(request: ListInput) -> ListResult:
     ``STACCATO_HANG_S`` past it: each listing response, directory read and entry
     handled counts as motion) with "listing SRC: the server did not answer: ..." (the
     one hang watch: :func:`staccato.activities.retry_deadline.within_retry_for`).
-    A listed name that is a write session's temp file or journal is left out
-    (:func:`staccato.temp_names.is_temp_name`).
+    A listed name with a segment reserved for a write session's temp files is left
+    out (:func:`staccato.temp_names.reserved_segment`), counted in the next entry's
+    ``left_out_before`` (or the result's ``left_out_trailing`` after the last one)
+    with the first few in ``left_out_names`` (the dataset's status says them: not
+    failures).
 
     Raises:
         NotFoundError, NotAFileError, UnsupportedError: the source root cannot be listed.
@@ -294,12 +297,16 @@ def list_entries(request: ListInput) -> ListResult:
         else {}
     )
     temps: list[str] = []
+    pending = 0  # reserved names left out since the last entry kept
     for position, entry in enumerate(raw):
-        if request.names is None and is_temp_name(entry.name):
-            # a write session's temp file or journal (another transfer's in flight to
-            # the source, or one left there): never a file to copy, left out as a
-            # folder marker is (tester T19: an SFTP source's listed as files)
+        if request.names is None and reserved_segment(entry.name):
+            # a write session's temp file or journal, or a file in its writers
+            # directory (another transfer's in flight to the source, or one left
+            # there): never a file to copy (tester T19: an SFTP source's listed as
+            # files), but counted and named in the dataset's status (tester: a user's
+            # files of such names went missing without a word)
             temps.append(entry.name)
+            pending += 1
             continue
         # the names of a retry were filtered when the client chose them
         # (dataset_client.start_dataset, _submit_fan_out): a page's entries must line up
@@ -314,6 +321,9 @@ def list_entries(request: ListInput) -> ListResult:
         else:
             entry = _with_destination(entry, root, destination_root, request.small_file_max)
         moved()  # a large file's directories made: its destination answered
+        if pending:
+            entry = entry.model_copy(update={"left_out_before": pending})
+            pending = 0
         entries.append(entry)
         budget -= _entry_bytes(entry)
         if budget < 0 and request.names is None and position + 1 < len(raw):
@@ -330,7 +340,12 @@ def list_entries(request: ListInput) -> ListResult:
             temps[0],
         )
     return ListResult(
-        entries=entries, last=last, next_after=next_after, skipped_by_filters=filtered
+        entries=entries,
+        last=last,
+        next_after=next_after,
+        skipped_by_filters=filtered,
+        left_out_trailing=pending,
+        left_out_names=temps[:LEFT_OUT_NAMES_KEPT],
     )
 
 

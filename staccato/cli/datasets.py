@@ -312,7 +312,8 @@ async def _wait(
 
 
 def progress_text(s: DatasetStatus) -> str:
-    """``120/2000 files, 3 up to date, 1 failed, 1.5 MiB, 240.0 files/s eta 8s``."""
+    """``120/2000 files, 3 up to date, 1 failed, 2 left out, 1.5 MiB, 240.0 files/s eta
+    8s`` (``left out``: names reserved for Staccato's temp files, not in the total)."""
     from staccato.datasets.models import DatasetState
 
     ended = s.state in (
@@ -328,6 +329,8 @@ def progress_text(s: DatasetStatus) -> str:
         parts.append(f"{s.files_skipped} up to date")
     if s.files_failed:
         parts.append(f"{s.files_failed} failed")
+    if s.files_left_out:  # names reserved for our temp files (``status`` says which)
+        parts.append(f"{s.files_left_out} left out")
     # bytes of files not counted yet, said apart: the figure done never falls
     moving = f" (+{render.size(s.bytes_moving)} in flight)" if s.bytes_moving and not ended else ""
     parts.append(render.size(s.bytes_done) + moving)
@@ -430,6 +433,23 @@ async def follow(client: StaccatoClient, dataset: str, *, quiet: bool) -> Datase
     return final
 
 
+def left_out_text(s: DatasetStatus) -> str | None:
+    """``left out 2 files: names reserved for Staccato's temp files (...): .a.<hex>...,
+    d/.b.<hex>...``: the files the dataset's listing left out
+    (:func:`staccato.temp_names.reserved_segment`), with the first few names; None
+    when none was. Not failures: ``cp -r`` still exits 0 when nothing else failed."""
+    from staccato.temp_names import LEFT_OUT_REASON
+
+    if not s.files_left_out:
+        return None
+    names = ", ".join(shown_name(n) for n in s.left_out_names or [])
+    more = len(s.left_out_names or [])
+    tail = f", ... and {s.files_left_out - more} more" if s.files_left_out > more else ""
+    return f"left out {units.counted(s.files_left_out, 'file')}: {LEFT_OUT_REASON}" + (
+        f": {names}{tail}" if names else ""
+    )
+
+
 def root_summary(s: DatasetStatus) -> list[str]:
     """Several roots: ``ROOT: 9 copied (1.0 MiB), 0 up to date, 0 failed`` per root."""
     return [
@@ -453,15 +473,20 @@ def exit_for(final: DatasetStatus, quiet: bool = False) -> None:
     per_root = root_summary(final)
     # a --retry-failed run: the dataset as a whole (its counts are the retry's alone)
     whole = f"whole dataset: {whole_dataset_text(final)}" if final.whole_dataset else None
+    left_out = left_out_text(final)
     if final.state == DatasetState.completed:
         if not quiet:
             for line in per_root or [summary]:
                 typer.echo(f"completed: {line}", err=True)
             if whole:
                 typer.echo(whole, err=True)
+            if left_out:  # not a failure (exit 0), but never left unsaid
+                typer.echo(left_out, err=True)
         if final.warning:  # e.g. the filters matched nothing: said also with -q
             typer.echo(f"staccato: warning: {final.warning}", err=True)
         return
+    if left_out and final.state != DatasetState.completed:
+        typer.echo(left_out, err=True)
     if final.state == DatasetState.completed_with_errors:
         for failure in final.failures[:10]:
             at = f" at {failure.destination}" if failure.destination else ""
@@ -567,6 +592,9 @@ def status_lines(s: DatasetStatus, failures: bool) -> list[str]:
     shown.pop("files_left_behind", None)  # lines of their own, below
     shown.pop("no_heartbeat_since", None)  # said on the stalled line
     shown.pop("cancel_requested_at", None)  # said on the cancel_requested line
+    shown.pop("left_out_names", None)  # said on the left out line
+    if shown.pop("files_left_out", None):
+        shown["left out"] = (left_out_text(s) or "").removeprefix("left out ")
     rows = shown.pop("destinations", None)
     roots = shown.pop("destination_roots", None)
     if roots:  # several roots: every one on the destination line

@@ -176,6 +176,11 @@ class DatasetCarried(LeanModel):
     bytes_done: int = 0
     #: files the listing left out by ``--include``/``--exclude`` (counting only)
     files_filtered: int = 0
+    #: files the listing left out for a name reserved for Staccato's temp files
+    #: (:func:`staccato.temp_names.reserved_segment`; counting only), and the first
+    #: few of them (:data:`~staccato.temp_names.LEFT_OUT_NAMES_KEPT`)
+    files_left_out: int = 0
+    left_out_names: list[str] = Field(default_factory=list)
     failures: list[FileFailure] = Field(default_factory=list)
     runs: int = 1
     started_at: float | None = None
@@ -358,12 +363,18 @@ class DatasetEntry(LeanModel):
     """
 
     _omit_when = omitted_while_none(
-        "error", "source", "destination", "target_errors", "destinations"
+        "error", "source", "destination", "target_errors", "destinations", "left_out_before"
     )
 
     name: str
     size: int = 0
     error: str | None = None
+    #: the names reserved for Staccato's temp files the listing left out between the
+    #: entry before this one (or the page's start) and this one
+    #: (:func:`staccato.temp_names.reserved_segment`); counted as this entry is
+    #: handled, so a run that stops mid-page never counts those the next run lists
+    #: again. None (left out of the JSON) when none was
+    left_out_before: int | None = None
     source: str | None = None
     destination: str | None = None
     #: several destination roots: per root (in order) why it cannot hold the name
@@ -382,12 +393,19 @@ class ListResult(BaseModel):
             once every entry up to it is handled.
         next_after: None at the end of the listing.
         skipped_by_filters: entries left out by include/exclude.
+        left_out_trailing: entries left out for a name reserved for Staccato's temp
+            files (:func:`staccato.temp_names.reserved_segment`) after the page's last
+            entry (those before an entry are its ``left_out_before``);
+            ``left_out_names``: the first few left out in the page (at most
+            :data:`~staccato.temp_names.LEFT_OUT_NAMES_KEPT`).
     """
 
     entries: list[DatasetEntry]
     last: str | None = None
     next_after: str | None = None
     skipped_by_filters: int = 0
+    left_out_trailing: int = 0
+    left_out_names: list[str] = Field(default_factory=list)
 
 
 class RateGroup(BaseModel):
@@ -646,6 +664,9 @@ class DatasetProgress(LeanModel):
     #: slot (equal: the dataset is ``queued``)
     in_flight: int = 0
     waiting: int = 0
+    #: as :class:`DatasetCarried`'s (0 from workers that did not count them)
+    files_left_out: int = 0
+    left_out_names: list[str] = Field(default_factory=list)
 
 
 class DatasetResult(LeanModel):
@@ -676,6 +697,9 @@ class DatasetResult(LeanModel):
     #: bytes of every file listed (copied, up to date or failed; None from workers
     #: before 0.18.0, which did not report it)
     bytes_listed: int | None = None
+    #: as :class:`DatasetCarried`'s (0 from workers that did not count them)
+    files_left_out: int = 0
+    left_out_names: list[str] = Field(default_factory=list)
 
 
 class DestinationStatus(DestinationCounts, LeanModel):
@@ -769,6 +793,8 @@ class DatasetStatus(LeanModel):
         "cancel_requested_at",
         "paused_transfers",
         "filters_matched_none",
+        "files_left_out",
+        "left_out_names",
         "warning",
         "idle_since",
         "no_heartbeat_since",
@@ -862,6 +888,14 @@ class DatasetStatus(LeanModel):
     #: listed (then ``warning`` says which); left out otherwise (an empty source, a
     #: dataset that selected a file)
     filters_matched_none: int | None = None
+    #: files the listing left out, not copied nor counted among ``files_total``, for
+    #: a name (or a directory on its path) reserved for Staccato's temp files
+    #: (:func:`staccato.temp_names.reserved_segment`; why in
+    #: :data:`~staccato.temp_names.LEFT_OUT_REASON`): not failures (exit 0 when
+    #: nothing else failed); ``left_out_names``: the first few. Left out of the JSON
+    #: while none was (and from workers that did not count them)
+    files_left_out: int | None = None
+    left_out_names: list[str] | None = None
     #: what the dataset's end should make its user check (``cp -r`` prints it as a
     #: warning, also with ``-q``): the filters matched nothing; left out while None
     warning: str | None = None

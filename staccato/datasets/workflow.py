@@ -123,6 +123,7 @@ with workflow.unsafe.imports_passed_through():
         TransferState,
         WriteSession,
     )
+    from staccato.temp_names import LEFT_OUT_NAMES_KEPT
     from staccato.workflows import search_attributes as sa
 
 from staccato.workflows import front, slots
@@ -475,6 +476,8 @@ class DatasetWorkflow:
             files_done=carried.files_done,
             files_skipped=carried.files_skipped,
             files_filtered=carried.files_filtered,
+            files_left_out=carried.files_left_out,
+            left_out_names=carried.left_out_names,
             files_failed=carried.files_failed,
             bytes_done=carried.bytes_done,
             # counting only (the result's payload; no command): replays unchanged
@@ -605,6 +608,8 @@ class DatasetWorkflow:
             else:
                 stopped = await self._dispatch(request, page, base, last=not more)
             if stopped:
+                # the names left out before the cursor: the next run lists the rest again
+                self._keep_left_out_names(page, carried.after or "")
                 if listing is not None:
                     listing.cancel()
                     try:
@@ -617,6 +622,10 @@ class DatasetWorkflow:
                 carried.retry_index = index
             else:
                 carried.after = page.last
+                # counting only (no command): the reserved names left out after the
+                # page's last entry (those before an entry: as it is handled)
+                carried.files_left_out += page.left_out_trailing
+                self._keep_left_out_names(page, None)
             if not more:
                 # every file is listed and dispatched: files_listed is final (the
                 # progress query's state only, no command: it was set after the drain,
@@ -666,6 +675,8 @@ class DatasetWorkflow:
                 await flush()
                 return True
             carried.files_listed += 1
+            if entry.left_out_before:  # counting only (no command)
+                carried.files_left_out += entry.left_out_before
             carried.bytes_listed += entry.size
             if entry.error is not None:
                 self._fail(entry.name, entry.error)
@@ -695,6 +706,24 @@ class DatasetWorkflow:
                 self._advance(request, *handled)
         await flush()
         return False
+
+    def _keep_left_out_names(self, page: ListResult, before: str | None) -> None:
+        """Keep the first :data:`~staccato.temp_names.LEFT_OUT_NAMES_KEPT` names the
+        listing left out as reserved for Staccato's temp files, of ``page``'s (those
+        before ``before``, the cursor of a run that stops mid-page: the next run lists
+        the others again; None: all). Counting only, no command."""
+        carried = self._carried
+        room = LEFT_OUT_NAMES_KEPT - len(carried.left_out_names)
+        if room <= 0 or not page.left_out_names:
+            return
+        names = page.left_out_names
+        if before is not None:
+            names = [
+                n
+                for n in names
+                if n.encode("utf-8", "surrogateescape") < before.encode("utf-8", "surrogateescape")
+            ]
+        carried.left_out_names.extend(names[:room])
 
     def _advance(self, request: DatasetRequest, position: int, name: str) -> None:
         """Every entry up to ``name`` (``position`` in the retry list) is started."""
@@ -1388,6 +1417,8 @@ class DatasetWorkflow:
                 await flush()
                 return True
             carried.files_listed += 1
+            if entry.left_out_before:  # counting only (no command)
+                carried.files_left_out += entry.left_out_before
             carried.bytes_listed += entry.size
             targets = (
                 request.retry_targets[base + position]
@@ -1955,6 +1986,8 @@ class DatasetWorkflow:
             destinations=c.destinations,
             in_flight=len(self._batches) + len(self._children),
             waiting=len(self._waiting),
+            files_left_out=c.files_left_out,
+            left_out_names=c.left_out_names,
         )
 
 
