@@ -519,3 +519,27 @@ def stopped_process_tree(root: int) -> Iterator[None]:
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
+
+
+def journaled_chunks(journal: Path) -> set[int]:
+    """The chunk indexes a local write session's journal (``.NAME.<16 hex>.staccato-
+    journal``) has lines for (``<index> <checksum>``; an owner record or a torn last
+    line is not one); empty when the journal is gone."""
+    try:
+        text = journal.read_text()
+    except FileNotFoundError:
+        return set()
+    return {
+        int(fields[0])
+        for line in text.splitlines()
+        if len(fields := line.split()) == 2 and fields[0].isdigit()
+    }
+
+
+def signal_all(pids: list[int], sig: signal.Signals) -> None:
+    """Send ``sig`` to each of ``pids``, skipping those that exited."""
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass

@@ -33,7 +33,9 @@ from tests.helpers import (
     WorkerProcess,
     at_rest,
     child_pids,
+    journaled_chunks,
     sha256_file,
+    signal_all,
     wait_for_status,
     write_random,
 )
@@ -109,26 +111,6 @@ SIZE = 64 * MiB
 OPTIONS = TransferOptions(streams=2, chunk_size=4 * MiB, max_rate=16 * MiB, heartbeat_timeout_s=120)
 
 
-def _chunk_lines(journal: Path) -> set[int]:
-    try:
-        text = journal.read_text()
-    except FileNotFoundError:
-        return set()
-    return {
-        int(fields[0])
-        for line in text.splitlines()
-        if len(fields := line.split()) == 2 and fields[0].isdigit()
-    }
-
-
-def _signal(pids: list[int], sig: signal.Signals) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
-
-
 @pytest.mark.parametrize("tampered", [True, False], ids=["tampered", "untampered"])
 async def test_temp_changed_while_worker_stopped_before_publish(
     temporal_server: TemporalDevServer, data_dir: Path, tmp_path: Path, tampered: bool
@@ -166,7 +148,7 @@ async def test_temp_changed_while_worker_stopped_before_publish(
             assert time.monotonic() < deadline, "the streams did not start in 120 s"
             found = sorted(out.glob(".*.staccato-journal"))
             journal = found[0] if found else None
-            lines = _chunk_lines(journal) if journal else set()
+            lines = journaled_chunks(journal) if journal else set()
             if any(i < half for i in lines) and any(i >= half for i in lines):
                 break
             await asyncio.sleep(0.02)
@@ -174,11 +156,11 @@ async def test_temp_changed_while_worker_stopped_before_publish(
         os.kill(main, signal.SIGSTOP)
         stopped.append(main)
         assert len(lines) < chunks, "every chunk was journaled before the stop"
-        while len(_chunk_lines(journal)) < chunks:
-            assert time.monotonic() < deadline, sorted(_chunk_lines(journal))
+        while len(journaled_chunks(journal)) < chunks:
+            assert time.monotonic() < deadline, sorted(journaled_chunks(journal))
             await asyncio.sleep(0.05)
         pool = child_pids(main)
-        _signal(pool, signal.SIGSTOP)
+        signal_all(pool, signal.SIGSTOP)
         stopped[:0] = pool
         assert not destination.exists()
 
@@ -186,7 +168,7 @@ async def test_temp_changed_while_worker_stopped_before_publish(
         await asyncio.sleep(_PAST_A_TICK_S)
         if tampered:
             _tamper(temp)
-        _signal(stopped, signal.SIGCONT)
+        signal_all(stopped, signal.SIGCONT)
         stopped.clear()
 
         result = await asyncio.wait_for(client.wait(transfer), 180)
@@ -203,5 +185,5 @@ async def test_temp_changed_while_worker_stopped_before_publish(
         else:
             assert "read back" not in log and "reading back" not in log, worker.log_tail()
     finally:
-        _signal(stopped, signal.SIGCONT)
+        signal_all(stopped, signal.SIGCONT)
         worker.stop()

@@ -33,8 +33,10 @@ from tests.helpers import (
     WorkerProcess,
     at_rest,
     child_pids,
+    journaled_chunks,
     run_cli,
     sha256_file,
+    signal_all,
     wait_for_status,
     write_random,
 )
@@ -46,26 +48,6 @@ CHUNK = 4 * MiB
 JOURNALED_AT_STOP = 10
 # a coarse time stamp's tick is 1-10 ms: the change lands past the last append's tick
 _PAST_A_TICK_S = 0.05
-
-
-def _chunk_lines(journal: Path) -> set[int]:
-    try:
-        text = journal.read_text()
-    except FileNotFoundError:
-        return set()
-    return {
-        int(fields[0])
-        for line in text.splitlines()
-        if len(fields := line.split()) == 2 and fields[0].isdigit()
-    }
-
-
-def _signal(pids: list[int], sig: signal.Signals) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
 
 
 def _scheduled(history: object, activity_type: str) -> int:
@@ -131,16 +113,16 @@ async def test_chunk_changed_while_streams_write_is_not_published(
             assert time.monotonic() < deadline, "10 chunks were not journaled in 120 s"
             found = sorted(out.glob(".*.staccato-journal"))
             journal = found[0] if found else None
-            lines = _chunk_lines(journal) if journal else set()
+            lines = journaled_chunks(journal) if journal else set()
             if 0 in lines and len(lines) >= JOURNALED_AT_STOP:
                 break
             await asyncio.sleep(0.02)
         assert journal is not None
         # the whole worker: its main process and the activity processes
         pool = child_pids(main)
-        _signal([main, *pool], signal.SIGSTOP)
+        signal_all([main, *pool], signal.SIGSTOP)
         stopped.extend([main, *pool])
-        lines = _chunk_lines(journal)
+        lines = journaled_chunks(journal)
         assert len(lines) < chunks, "every chunk was journaled before the stop"
         assert not destination.exists()
 
@@ -149,7 +131,7 @@ async def test_chunk_changed_while_streams_write_is_not_published(
         with open(temp, "r+b") as handle:  # the tester's 8 bytes into chunk 0
             handle.seek(100)
             handle.write(b"ZZZZZZZZ")
-        _signal(stopped, signal.SIGCONT)
+        signal_all(stopped, signal.SIGCONT)
         stopped.clear()
 
         result = await asyncio.wait_for(client.wait(transfer), 240)
@@ -168,7 +150,7 @@ async def test_chunk_changed_while_streams_write_is_not_published(
             assert _scheduled(history, "verify") == 4
             assert _scheduled(history, "copy_stream") == 3
     finally:
-        _signal(stopped, signal.SIGCONT)
+        signal_all(stopped, signal.SIGCONT)
         worker.stop()
 
 
