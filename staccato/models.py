@@ -87,8 +87,8 @@ class VerifyMode(StrEnum):
     checksum = "checksum"  # re-read the destination and compare checksums
     #: ``checksum``, and before publish every byte of the temp data is read back once
     #: more and compared per segment with the source's chunk checksums; damaged
-    #: segments are copied again (local file and SFTP destinations; refused for S3 and
-    #: datasets: :func:`staccato.cli.options.check_verify_full`)
+    #: segments are copied again (local file destinations: :data:`VERIFY_FULL_KINDS`;
+    #: refused for S3, SFTP and datasets: :func:`staccato.cli.options.check_verify_full`)
     full = "full"
     size = "size"  # compare sizes only
     none = "none"
@@ -101,8 +101,12 @@ class VerifyMode(StrEnum):
 
 
 #: destination kinds (URL schemes) ``--verify full`` reads back before publish: their
-#: unpublished temp data can be read (``PrepareResult.session_url``)
-VERIFY_FULL_KINDS = ("file", "sftp")
+#: unpublished temp data can be read (``PrepareResult.session_url``) and a change to it
+#: after it was read back is seen at publish (a local file's ctime, which no writer can
+#: set back). Not SFTP: the protocol gives no ctime, so a write after the read-back
+#: would be published (tester71); its ``checksum`` level already reads the temp file
+#: back on the server before publish
+VERIFY_FULL_KINDS = ("file",)
 
 
 class ChecksumAlgorithm(StrEnum):

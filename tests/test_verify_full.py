@@ -186,15 +186,17 @@ async def test_untampered_full_reads_back_and_copies_once(
     ("args", "kind"),
     [
         (["s3://bucket/key.bin"], "s3"),
+        # SFTP gives no change time: a write after the read-back would be published
+        (["sftp://user@127.0.0.1:1/tmp/out.bin"], "sftp"),
         (["-r", "DIR"], "-r"),
         (["s3://bucket/a.bin", "OUT"], "s3"),  # a fan-out with an S3 destination
     ],
-    ids=["s3", "dataset", "fan-out-with-s3"],
+    ids=["s3", "sftp", "dataset", "fan-out-with-s3"],
 )
 def test_verify_full_refused_where_it_reads_nothing_back(
     args: list[str], kind: str, tmp_path: Path
 ) -> None:
-    """``cp --verify full`` to S3, or with ``-r``: exit 2, one line naming
+    """``cp --verify full`` to S3 or SFTP, or with ``-r``: exit 2, one line naming
     ``--verify full``, the URL's kind and the kinds accepted; nothing started."""
     source = tmp_path / "src.bin"
     source.write_bytes(b"x" * 1000)
@@ -220,7 +222,7 @@ def test_verify_full_refused_where_it_reads_nothing_back(
     assert "Traceback" not in done.stderr, done.stderr
     assert "--verify full" in done.stderr, done.stderr
     assert kind in done.stderr, done.stderr
-    assert "file and sftp" in done.stderr, done.stderr
+    assert "file destinations" in done.stderr, done.stderr
 
 
 async def test_verify_full_to_s3_from_the_api_fails_before_anything_is_written(
@@ -249,5 +251,5 @@ async def test_verify_full_to_s3_from_the_api_fails_before_anything_is_written(
         worker.stop()
     assert ended.error is not None
     assert "--verify full" in ended.error, ended.error
-    assert "s3" in ended.error and "file and sftp" in ended.error, ended.error
+    assert "s3" in ended.error and "back file destinations only" in ended.error, ended.error
     assert _scheduled(history, "copy_stream") == 0

@@ -658,9 +658,20 @@ def verify_object(request: VerifyInput) -> str:
             url, request.size, request.chunk_size, request.segments, request.checksum.value, info
         )
     else:
-        actual = driver.segments_checksum(
-            url, request.size, request.chunk_size, request.segments, request.checksum.value
-        )
+        try:
+            actual = driver.segments_checksum(
+                url, request.size, request.chunk_size, request.segments, request.checksum.value
+            )
+        except SourceChangedError:
+            # the data read back is the destination's temp data, pinned as it was
+            # when this read began: another writer changed it meanwhile. A damaged
+            # segment (the workflow copies it again and reads every segment once
+            # more), not a change of the source (tester71: "source changed: .../
+            # .f.<hex>.staccato-part was modified")
+            raise ChecksumMismatchError(
+                f"destination {request.url} changed while it was read back: another "
+                "process wrote to it"
+            ) from None
     if actual != request.expected:
         where = ""
         if not request.whole_object:

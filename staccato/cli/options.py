@@ -272,7 +272,7 @@ VerifyOption = Annotated[
         "more and compare it with the source's chunk checksums, copying damaged "
         "segments again (costs one more read of every byte: a 1 GiB local copy took "
         "9.2 s instead of 4.2 s on a loaded test VM; use it when another process may write the destination directory during the "
-        "copy; local file and SFTP destinations, single transfers); size: compare "
+        "copy; local file destinations, single transfers and fan-outs); size: compare "
         "sizes; none.",
     ),
 ]
@@ -316,7 +316,9 @@ def check_verify_full(verify: VerifyMode, destinations: list[str], recursive: bo
             fail(
                 f"--verify full is not available for a {kind} destination "
                 f"({redact(destination)}): it reads back {accepted} destinations only "
-                "(S3 checks every part's CRC32C and the object's with --verify checksum)",
+                "(S3 checks every part's CRC32C and the object's with --verify checksum; "
+                "SFTP's checksum level reads the temp file back on the server before "
+                "publish, and SFTP gives no change time to see a write after that)",
                 EXIT_USAGE,
             )
 

@@ -100,7 +100,7 @@ async def test_full_to_s3_fails_before_prepare(transfer: Any) -> None:
     error = caught.value.cause
     assert isinstance(error, ApplicationError) and error.type == "PermanentError"
     assert "--verify full" in error.message and "s3" in error.message
-    assert "file and sftp" in error.message
+    assert "back file destinations only" in error.message
     assert endpoint.called("prepare") == []
     assert endpoint.called("copy_stream") == []
     assert endpoint.called("publish") == []
