@@ -602,10 +602,12 @@ def status_lines(s: DatasetStatus, failures: bool) -> list[str]:
     shown["progress"] = (
         f"unknown now: {shown.pop('counts_unknown')}" if s.counts_unknown else progress_text(s)
     )
-    if s.counts_last_known_at:  # the last known counts, said to be so
+    if s.counts_last_known_at:  # the last known counts, said to be so, and why
         shown.pop("counts_last_known_at")
         known = progress_text(s.model_copy(update={"counts_unknown": None}))
-        shown["progress"] = f"last known at {s.counts_last_known_at}: {known}"
+        last = f"last known at {s.counts_last_known_at}: {known}"
+        unknown = s.counts_unknown  # why they are the last known (popped above)
+        shown["progress"] = f"unknown now: {unknown}; {last}" if unknown else last
     elif s.counts_unknown:  # its zeros are no counts (a tester read "files_done 0" beside it)
         for key in _COUNT_FIELDS:
             shown.pop(key, None)

@@ -43,6 +43,8 @@ with workflow.unsafe.imports_passed_through():
 # failure types the workflow acts on (ApplicationError.type, from staccato.errors)
 WRITE_SESSION_LOST = errors.WriteSessionLostError.TYPE
 CHECKSUM_MISMATCH = errors.ChecksumMismatchError.TYPE
+#: retrying cannot help (a request the workflow refuses before any write)
+PERMANENT_ERROR = errors.PermanentError.TYPE
 #: a front run's activity: the destination's transfer it ran as was cancelled by someone else
 DESTINATION_CANCELLED = errors.DESTINATION_CANCELLED_TYPE
 #: ``staccato.staging.StagedEntryLostError.TYPE``: a stream found the staged copy damaged or gone

@@ -146,6 +146,7 @@ from staccato.workflows.failures import (
     ALLOWANCE_STEPS,
     CHECKSUM_MISMATCH,
     NO_INPUT,
+    PERMANENT_ERROR,
     STAGED_ENTRY_LOST,
     WRITE_SESSION_LOST,
     decode_request,
@@ -1032,7 +1033,7 @@ class TransferWorkflow:
                 f"--verify full is not available for a {kind} destination: it reads "
                 f"back {' and '.join(VERIFY_FULL_KINDS)} destinations only (use --verify "
                 "checksum); nothing was written",
-                type="PermanentError",
+                type=PERMANENT_ERROR,
                 non_retryable=True,
             )
         self._set_phase("prepare")

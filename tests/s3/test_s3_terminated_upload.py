@@ -23,9 +23,10 @@ from tests.s3.s3util import settled_uploads_on_key, uploads_on_key
 
 SIZE = 64 * MiB
 #: tuned: cut into more segments than streams (``tuning.segments_for``), so segments
-#: are committed as it goes; 4 MiB/s: ~16 s, so a terminate once some are committed
-#: lands mid-copy
-OPTIONS = TransferOptions(tuning=True, max_rate=4 * MiB)
+#: are committed as it goes; 2 MiB/s: ~32 s, so a terminate once some are committed
+#: lands mid-copy (at 4 MiB/s, ci97 at load saw no upload left after the terminate:
+#: not explained; the assertion now says whether the object was published instead)
+OPTIONS = TransferOptions(tuning=True, max_rate=2 * MiB)
 
 
 async def test_terminated_s3_transfer_names_its_upload_and_its_bytes(
@@ -49,9 +50,12 @@ async def test_terminated_s3_transfer_names_its_upload_and_its_bytes(
     while (memo := await (await handle.describe()).memo()).get("bytes_committed", 0) < 8 * MiB:
         assert asyncio.get_running_loop().time() < deadline, memo
         await asyncio.sleep(0.2)
+    before = await s3_client.status(transfer, run_id=run_id)
     await handle.terminate("test: 1a")
     uploads = await settled_uploads_on_key(s3, bucket, key)
-    assert len(uploads) == 1, uploads  # the scene: the terminated run's upload stays
+    published = bool(s3.list_objects_v2(Bucket=bucket, Prefix=key).get("KeyCount"))
+    # the scene: the terminated run's upload stays
+    assert len(uploads) == 1, (uploads, f"object at the key: {published}", before)
     ended = await s3_client.status(transfer, run_id=run_id)
     print(ended.to_json_dict() if hasattr(ended, "to_json_dict") else ended)
     assert ended.state == TransferState.failed, ended
