@@ -161,7 +161,7 @@ SLOW_TESTS: dict[str, float] = {
     # (tests.helpers.HUNG_CLEANUP_FOR_S) instead of waiting out 40 s: their values above
     # (and this one, unlisted before) are ci95's scaled by the ratio a -n 2 run measured
     # before and after (0.45-0.7)
-    "tests/sftp/test_sftp_dataset_cancel_large_left.py::test_a_cancelled_datasets_large_files_left_behind_are_named_in_its_status": 22,
+    "tests/sftp/test_sftp_dataset_cancel_large_left.py::test_a_cancelled_datasets_large_files_left_behind_are_named_in_its_status": 48,
 }
 
 
