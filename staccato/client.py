@@ -1313,23 +1313,13 @@ class StaccatoClient:
         (``queued``) is the one it recorded, so the last such signal is the wait it is
         in: a grant moves the state on (``TransferWorkflow._acquire_slots``)."""
         from temporalio.api.enums.v1 import EventType
-        from temporalio.api.workflowservice.v1 import GetWorkflowExecutionHistoryReverseRequest
 
         from staccato.workflows.governor import LIMIT_QUEUED_SIGNAL
 
-        request = GetWorkflowExecutionHistoryReverseRequest(
-            namespace=self.temporal.namespace,
-            maximum_page_size=TOLD_EVENTS,
-        )
-        request.execution.workflow_id = handle.id
-        if handle.run_id:
-            request.execution.run_id = handle.run_id
+        events = await newest_events(self.temporal, handle.id, handle.run_id, TOLD_EVENTS)
         signalled = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
         try:
-            page = await self.temporal.workflow_service.get_workflow_execution_history_reverse(
-                request, timeout=timedelta(seconds=settings.current().client_wait_s)
-            )
-            for event in page.history.events:
+            for event in events or ():
                 attrs = event.workflow_execution_signaled_event_attributes
                 if event.event_type != signalled or attrs.signal_name != LIMIT_QUEUED_SIGNAL:
                     continue
@@ -2101,25 +2091,35 @@ async def cancel_requested_at(temporal: Client, workflow_id: str, run_id: str | 
     time, as before (tester69: a cancel waiting for a frozen worker showed ``running``
     and no word of when it was asked)."""
     from temporalio.api.enums.v1 import EventType
+
+    asked = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED
+    for event in await newest_events(temporal, workflow_id, run_id, CANCEL_EVENTS) or ():
+        if event.event_type == asked:
+            return iso_utc(event.event_time.ToDatetime(tzinfo=UTC))
+    return None
+
+
+async def newest_events(
+    temporal: Client, workflow_id: str, run_id: str | None, count: int
+) -> Sequence[Any] | None:
+    """The newest ``count`` events of the run ``workflow_id`` (``run_id``; None: its
+    latest), newest first (GetWorkflowExecutionHistoryReverse: no worker needed);
+    None when the history cannot be read within ``STACCATO_CLIENT_WAIT_S``."""
     from temporalio.api.workflowservice.v1 import GetWorkflowExecutionHistoryReverseRequest
 
     request = GetWorkflowExecutionHistoryReverseRequest(
-        namespace=temporal.namespace, maximum_page_size=CANCEL_EVENTS
+        namespace=temporal.namespace, maximum_page_size=count
     )
     request.execution.workflow_id = workflow_id
     if run_id:
         request.execution.run_id = run_id
-    asked = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED
     try:
         page = await temporal.workflow_service.get_workflow_execution_history_reverse(
             request, timeout=timedelta(seconds=settings.current().client_wait_s)
         )
-    except Exception:  # noqa: BLE001 - not known: the cancel is said without its time
+    except Exception:  # noqa: BLE001 - not known: the caller says less, as before
         return None
-    for event in page.history.events:
-        if event.event_type == asked:
-            return iso_utc(event.event_time.ToDatetime(tzinfo=UTC))
-    return None
+    return list(page.history.events)
 
 
 def _cleanup_note(where: str | None) -> str:
