@@ -78,6 +78,25 @@ def temporal_answers(address: str, timeout_s: float = 10.0) -> bool:
     return True
 
 
+def serves_default_namespace(host: str, http_port: int, timeout_s: float = 2.0) -> bool:
+    """Whether the dev server's HTTP API on ``host:http_port`` describes the
+    ``default`` namespace (HTTP 200 for ``GET /api/v1/namespaces/default``).
+
+    The gRPC port accepts connections before the frontend serves: under load a client
+    connecting then got ``frontend is not healthy yet`` and the HTTP port refused
+    connections (CI, stop 42). A served describe answers through the frontend's own
+    handler, so the namespace exists and the HTTP API listens."""
+    import httpx
+
+    try:
+        answer = httpx.get(
+            f"http://{host}:{http_port}/api/v1/namespaces/default", timeout=timeout_s
+        )
+    except httpx.HTTPError:
+        return False
+    return answer.status_code == 200
+
+
 #: Temporal's HTTP API port is the gRPC port plus this, as Temporal's own server
 #: defaults it (the dev server's default is a random port, which no client could know)
 HTTP_PORT_OFFSET = 10
@@ -118,7 +137,9 @@ def start_dev_server(
 
     Raises:
         DevServerError: the binary is missing, the port is taken, or the server did
-            not accept connections within ``wait_s`` seconds (its log is named).
+            not serve the default namespace (gRPC port open, HTTP API answering:
+            :func:`serves_default_namespace`) within ``wait_s`` seconds (its log is
+            named).
     """
     if port_open(host, port):
         raise DevServerError(
@@ -173,7 +194,7 @@ def start_dev_server(
             raise DevServerError(
                 f"the Temporal dev server exited with {process.returncode}; see {log_path}"
             )
-        if port_open(host, port):
+        if port_open(host, port) and serves_default_namespace(host, http_port):
             _record(data_dir, process.pid, port, http_port)
             return process
         time.sleep(0.2)
