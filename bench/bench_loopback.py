@@ -13,7 +13,8 @@ Rows and goals (ratio = peer's median seconds / Staccato's; Staccato's time is t
 whole ``staccato cp`` command with the default ``--verify checksum``, 4 streams x 16
 MiB):
 
-* s3->file >= 1.0x rclone (boto3 TransferManager shown too)
+* s3->file >= 1.0x rclone (boto3 TransferManager, ``rclone && sync`` and the write
+  floor shown too)
 * file->s3 >= 1.0x boto3 TransferManager and rclone
 * http->file >= 1.0x curl
 * file->sftp, sftp->file >= 1.0x rclone
@@ -25,6 +26,11 @@ Each row: a warm-up of every tool, then ``--runs`` rounds over its tools
 removed (and ``sync``-ed away) before the next one. Each run's line shows its wall
 seconds, then its CPU seconds (user + system): a peer's own, or Staccato's CLI
 command plus its worker's process tree (the servers' not counted).
+
+Shown beside the peers, with no goal: ``write floor``, the destination disk's floor for
+a durable copy (``dd`` of the page-cached source with ``oflag=direct conv=fdatasync`` in
+16 MiB blocks, as the streams write, with no checksum and no service), and for s3->file
+``rclone && sync`` (rclone's copy made durable as Staccato's is before it publishes).
 
 The source is a file at rest, as a dataset's usually is: its mtime is set back an hour
 after it is written (``--fresh-source`` keeps it). A source modified within the clock
@@ -74,12 +80,17 @@ from tests.servers.sshd import SshdServer
 ROWS = ("s3->file", "file->s3", "http->file", "file->sftp", "sftp->file", "file->file")
 #: row -> [(peer tool, goal ratio)]
 GOALS: dict[str, list[tuple[str, float]]] = {
-    "s3->file": [("rclone", 1.0), ("boto3 TransferManager", 0.0)],
+    "s3->file": [
+        ("rclone", 1.0),
+        ("boto3 TransferManager", 0.0),
+        ("rclone && sync", 0.0),
+        ("write floor", 0.0),
+    ],
     "file->s3": [("boto3 TransferManager", 1.0), ("rclone", 1.0)],
     "http->file": [("curl", 1.0)],
     "file->sftp": [("rclone", 1.0)],
     "sftp->file": [("rclone", 1.0)],
-    "file->file": [("rclone copyto", 1.0), ("cp && sync", 0.8)],
+    "file->file": [("rclone copyto", 1.0), ("cp && sync", 0.8), ("write floor", 0.0)],
 }
 
 
@@ -228,6 +239,24 @@ def main() -> None:
             rclone_env,
         )
 
+    def rclone_s3_synced(*pair: str) -> Callable[[], object]:
+        copy = rclone_s3(*pair)
+
+        def run() -> None:
+            copy()
+            subprocess.run(["sync", pair[-1]], check=True)
+
+        return run
+
+    #: the destination disk's floor for a durable copy: the source's bytes (page
+    #: cache) written with O_DIRECT in 16 MiB blocks and fdatasync-ed, as the streams
+    #: write (no checksum, no service): what no durable copy to this disk can beat
+    def write_floor(src: Path) -> Callable[[], object]:
+        return sh(
+            ["dd", f"if={src}", f"of={out}", "bs=16M", "oflag=direct", "conv=fdatasync",
+             "status=none"]
+        )  # fmt: skip
+
     def remove_local() -> None:
         out.unlink(missing_ok=True)
         remote_out.unlink(missing_ok=True)
@@ -241,6 +270,7 @@ def main() -> None:
             "staccato": ours(src, out),
             "rclone copyto": sh([rclone, "copyto", str(src), str(out)], rclone_env),
             "cp && sync": sh(["sh", "-c", f"cp {src} {out} && sync {out}"]),
+            "write floor": write_floor(src),
         }
 
     rows: dict[str, tuple[dict[str, Callable[[], object]], Callable[[], None], int]] = {
@@ -250,6 +280,8 @@ def main() -> None:
                     "staccato": ours(s3_url, out),
                     "rclone": rclone_s3(f"s3:{BUCKET}/{key}", str(out)),
                     "boto3 TransferManager": boto3("down", out),
+                    "rclone && sync": rclone_s3_synced(f"s3:{BUCKET}/{key}", str(out)),
+                    "write floor": write_floor(source),
                 },
                 s3_url,
                 out,
