@@ -518,7 +518,7 @@ def default_owner() -> str:
     """
     from staccato import settings  # not at import: --help loads no settings
 
-    owner = settings.current().owner
+    owner = settings.checked().owner  # a start-only setting: refused here when bad
     if owner:
         return owner
     try:
@@ -545,11 +545,17 @@ def transfer_options(
     None: :func:`default_owner`). Neither ``chunk_size`` nor ``streams`` given: the
     per-link optimizer chooses both (``tuning``), unless ``STACCATO_TUNING`` turns it
     off; a value given always wins. The clean-up window is ``STACCATO_CLEANUP_FOR_S``'s
-    (None: the workflow's 30 s)."""
+    (None: the workflow's 30 s).
+
+    Raises:
+        SettingsError: a STACCATO_* variable is invalid, start-only ones
+            (:data:`staccato.settings.START_ONLY`) included.
+    """
     from staccato import settings
 
+    config = settings.checked()  # start-only settings: refused here when bad
     return TransferOptions(
-        tuning=chunk_size is None and streams is None and settings.current().tuning,
+        tuning=chunk_size is None and streams is None and config.tuning,
         priority=priority,
         owner=owner or default_owner() or None,
         chunk_size=DEFAULT_CHUNK_SIZE if chunk_size is None else chunk_size,
@@ -562,5 +568,5 @@ def transfer_options(
         max_rate=max_rate,
         stage=stage,
         from_origin=from_origin,
-        cleanup_for_s=settings.current().cleanup_for_s,
+        cleanup_for_s=config.cleanup_for_s,
     )
