@@ -109,6 +109,44 @@ class VerifyMode(StrEnum):
 VERIFY_FULL_KINDS = ("file",)
 
 
+def verify_full_refusal(
+    verify: VerifyMode, destinations: list[str], *, recursive: bool = False
+) -> str | None:
+    """Why ``verify`` (``full``) cannot be had for these ``destinations`` (URLs or
+    paths, as given), or None: with ``recursive`` (a dataset's small files are written
+    and published in batches, not read back whole), or for a destination whose kind is
+    not in :data:`VERIFY_FULL_KINDS` (S3: a multipart upload's unpublished parts cannot
+    be read; SFTP: no change time to see a write after the read-back). A malformed
+    destination is left to the URL checks. The one rule of the CLI
+    (:func:`staccato.cli.options.check_verify_full`, exit 2) and the Python API
+    (:func:`staccato.submissions.make_request`, :func:`staccato.dataset_requests.make_dataset_request`:
+    InvalidURLError); rule: docs/architecture.md, "Reading every byte back before
+    publish (--verify full)"."""
+    if verify != VerifyMode.full:
+        return None
+    accepted = " and ".join(VERIFY_FULL_KINDS)
+    if recursive:
+        return (
+            "--verify full applies to single transfers (and fan-outs) to "
+            f"{accepted} destinations, not to -r (directories and prefixes): use "
+            "--verify checksum"
+        )
+    for destination in destinations:
+        try:
+            kind = parse_url(destination).scheme
+        except InvalidURLError:
+            continue  # the destination check says what is wrong with it
+        if kind not in VERIFY_FULL_KINDS:
+            return (
+                f"--verify full is not available for a {kind} destination "
+                f"({redact(destination)}): it reads back {accepted} destinations only "
+                "(S3 checks every part's CRC32C and the object's with --verify checksum; "
+                "SFTP's checksum level reads the temp file back on the server before "
+                "publish, and SFTP gives no change time to see a write after that)"
+            )
+    return None
+
+
 class ChecksumAlgorithm(StrEnum):
     """Chunk checksum algorithm (see :mod:`staccato.checksums`)."""
 

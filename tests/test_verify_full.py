@@ -225,13 +225,55 @@ def test_verify_full_refused_where_it_reads_nothing_back(
     assert "file destinations" in done.stderr, done.stderr
 
 
-async def test_verify_full_to_s3_from_the_api_fails_before_anything_is_written(
+@pytest.mark.parametrize(
+    "destination", ["s3://no-such-bucket/k.bin", "sftp://user@127.0.0.1:1/tmp/out.bin"]
+)
+async def test_verify_full_to_s3_or_sftp_is_refused_by_the_apis_submit(
+    temporal_server: TemporalDevServer, data_dir: Path, destination: str
+) -> None:
+    """tester71: the Python API's ``submit`` with ``verify=full`` to an S3 (or SFTP)
+    destination started a transfer that only its workflow refused. Now ``submit``
+    raises InvalidURLError with the CLI's words (one rule:
+    ``staccato.models.verify_full_refusal``) and starts nothing; a dataset's ``full``
+    (``cp -r --verify full`` is refused) too."""
+    from temporalio.service import RPCError
+
+    from staccato.dataset_client import submit_dataset
+    from staccato.errors import InvalidURLError
+    from staccato.ids import transfer_id
+
+    source = data_dir / "small.bin"
+    source.write_bytes(os.urandom(1 << 20))
+    (data_dir / "tree").mkdir()
+    options = TransferOptions(verify=VerifyMode.full)
+    client = await StaccatoClient.connect(target_host=temporal_server.address, namespace="default")
+    try:
+        with pytest.raises(InvalidURLError) as refused:
+            await client.submit(str(source), destination, options)
+        kind = destination.split(":", 1)[0]
+        assert f"--verify full is not available for a {kind} destination" in str(refused.value)
+        assert "back file destinations only" in str(refused.value)
+        with pytest.raises(RPCError):  # nothing was started
+            await client.temporal.get_workflow_handle(
+                transfer_id(StaccatoClient.make_request(str(source), destination).destination)
+            ).describe()
+        with pytest.raises(InvalidURLError, match="not to -r"):
+            await submit_dataset(client, str(data_dir / "tree"), str(data_dir / "copy"), options)
+    finally:
+        await client.close()
+
+
+async def test_verify_full_to_s3_from_a_raw_request_fails_before_anything_is_written(
     temporal_server: TemporalDevServer, data_dir: Path, tmp_path: Path
 ) -> None:
-    """A request from the Python API (no CLI check) for ``full`` to an S3 destination
+    """A request that reaches the workflow without the client's check (a start of the
+    workflow with a request built by hand) for ``full`` to an S3 destination
     fails before ``prepare``: no upload is opened and no stream runs (no S3 server is
     needed to see it),
     the reason names ``--verify full``, the kind and the kinds accepted."""
+    from staccato.models import TransferRequest
+    from staccato.starts import start_or_attach
+
     source = data_dir / "small.bin"
     source.write_bytes(os.urandom(1 << 20))
     at_rest(source)
@@ -242,7 +284,13 @@ async def test_verify_full_to_s3_from_the_api_fails_before_anything_is_written(
             target_host=temporal_server.address, namespace="default"
         )
         client.task_queue = worker.task_queue
-        transfer = await client.submit(str(source), "s3://no-such-bucket/k.bin", options)
+        request = TransferRequest(
+            source=StaccatoClient.make_request(str(source), "s3://no-such-bucket/k.bin").source,
+            destination="s3://no-such-bucket/k.bin",
+            options=options,
+        )
+        started = await start_or_attach(client.temporal, request, task_queue=worker.task_queue)
+        transfer = started.workflow_id
         ended = await wait_for_status(
             client, transfer, lambda s: s.state == TransferState.failed, timeout_s=120
         )

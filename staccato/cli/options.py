@@ -280,47 +280,20 @@ VerifyOption = Annotated[
 
 def check_verify_full(verify: VerifyMode, destinations: list[str], recursive: bool) -> None:
     """Exit 2 (usage) for ``--verify full`` where it would not read the data back:
-    with ``-r`` (a dataset's small files are written and published in batches, not
-    read back whole) or to a destination whose kind is not in
-    :data:`staccato.models.VERIFY_FULL_KINDS` (S3: a multipart upload's unpublished parts cannot be
-    read; its parts are checked by the store against our CRC32C and the object's
-    full CRC32C after Complete, as with ``checksum``). A malformed destination is
-    left to the usual URL check. Rule: docs/architecture.md, "Reading every byte back
-    before publish (--verify full)".
+    with ``-r`` or to a destination whose kind is not in
+    :data:`staccato.models.VERIFY_FULL_KINDS`. The rule and its words are
+    :func:`staccato.models.verify_full_refusal`'s, the Python API's too.
 
     Raises:
         typer.Exit: through :func:`staccato.cli.common.fail`, code 2, the message
             naming the option, the URL's kind and what is accepted.
     """
     from staccato.cli.common import EXIT_USAGE, fail
-    from staccato.errors import InvalidURLError
-    from staccato.models import VERIFY_FULL_KINDS
-    from staccato.urls import parse_url, redact
+    from staccato.models import verify_full_refusal
 
-    if verify != VerifyMode.full:
-        return
-    accepted = " and ".join(VERIFY_FULL_KINDS)
-    if recursive:
-        fail(
-            "--verify full applies to single transfers (and fan-outs) to "
-            f"{accepted} destinations, not to -r (directories and prefixes): use "
-            "--verify checksum",
-            EXIT_USAGE,
-        )
-    for destination in destinations:
-        try:
-            kind = parse_url(destination).scheme
-        except InvalidURLError:
-            continue  # the destination check says what is wrong with it
-        if kind not in VERIFY_FULL_KINDS:
-            fail(
-                f"--verify full is not available for a {kind} destination "
-                f"({redact(destination)}): it reads back {accepted} destinations only "
-                "(S3 checks every part's CRC32C and the object's with --verify checksum; "
-                "SFTP's checksum level reads the temp file back on the server before "
-                "publish, and SFTP gives no change time to see a write after that)",
-                EXIT_USAGE,
-            )
+    refused = verify_full_refusal(verify, destinations, recursive=recursive)
+    if refused is not None:
+        fail(refused, EXIT_USAGE)
 
 
 ChecksumOption = Annotated[
