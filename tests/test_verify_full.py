@@ -285,8 +285,8 @@ async def test_verify_full_to_s3_from_a_raw_request_fails_before_anything_is_wri
         )
         client.task_queue = worker.task_queue
         request = TransferRequest(
-            source=StaccatoClient.make_request(str(source), "s3://no-such-bucket/k.bin").source,
-            destination="s3://no-such-bucket/k.bin",
+            source=StaccatoClient.make_request(str(source), "s3://no-such-bucket/raw.bin").source,
+            destination="s3://no-such-bucket/raw.bin",
             options=options,
         )
         started = await start_or_attach(client.temporal, request, task_queue=worker.task_queue)
