@@ -634,10 +634,15 @@ class VerifyBeat(BaseModel):
         v: schema version.
         moved_at: wall-clock time (Unix seconds, the worker's clock) the verify last
             heard from the destination (or began, before its first answer).
+        bytes_done: bytes this attempt has read back so far (None: a worker before
+            0.37, or a check that reads nothing here: a server-side hash).
+        rate_bytes_per_s: those bytes over the attempt's time so far (None: none read).
     """
 
     v: int = 1
     moved_at: float
+    bytes_done: int | None = None
+    rate_bytes_per_s: float | None = None
 
 
 class ProgressReport(BaseModel):
@@ -1009,6 +1014,10 @@ class TransferResult(BaseModel):
             replaced under an S3 upload, found at publish); 0 otherwise (and in
             releases before 0.36.0).
         session_lost_reason: why the last one was lost (the error's message).
+        read_back_recopied: the data was read back whole before publish (``--verify
+            full``; ``checksum`` after a pause): how many segments that read-back found
+            damaged and copied again (0 normally); None when no such read-back ran (or
+            releases before 0.37.0).
     """
 
     source: str
@@ -1029,6 +1038,7 @@ class TransferResult(BaseModel):
     read_from_reason: str | None = None
     sessions_lost: int = 0
     session_lost_reason: str | None = None
+    read_back_recopied: int | None = None
 
 
 class TuningView(BaseModel):
@@ -1178,6 +1188,11 @@ class Progress(BaseModel):
     #: last was (``TransferResult.sessions_lost``)
     sessions_lost: int = 0
     session_lost_reason: str | None = None
+    #: phase ``verify``: bytes the finished ``verify`` activities of this read-back
+    #: checked, of ``verify_total`` (the object's size); the running ones' bytes are in
+    #: their heartbeats (``VerifyBeat.bytes_done``). None outside a checksum read-back
+    verify_done: int | None = None
+    verify_total: int | None = None
 
 
 class TransferStatus(BaseModel):
@@ -1238,6 +1253,16 @@ class TransferStatus(BaseModel):
             a new one (S3: a new multipart upload), how many times and why the last
             (:func:`restarted_text`: ``upload restarted 1 time (...): <reason>``);
             None when it did not (or no worker answers for a running run).
+        verified_bytes: in phase ``verify`` (a checksum read-back of the destination's
+            data), the bytes read back and checked so far, of ``verify_bytes_total``;
+            with ``verify_rate_bytes_per_s`` (while bytes are read) and
+            ``verify_eta_s``; None outside it (and for a check with no byte read here,
+            ``size``). A tester saw no progress for the whole ``full`` read-back.
+        verify_level: a completed transfer's verify level (``full``: every byte read
+            back before publish); None otherwise.
+        segments_copied_again: a completed transfer whose data was read back whole
+            before publish (``full``; ``checksum`` after a pause): the segments that
+            read-back found damaged and copied again (0 normally); None when none ran.
         cancel_requested_at: when that cancel was asked (ISO 8601, UTC, from the
             run's ``WorkflowExecutionCancelRequested`` event), while
             ``cancel_requested``; None otherwise or when the history did not say.
@@ -1281,6 +1306,12 @@ class TransferStatus(BaseModel):
     last_retry_error: str | None = None
     next_attempt_at: str | None = None
     phase: str | None = None
+    verified_bytes: int | None = None
+    verify_bytes_total: int | None = None
+    verify_rate_bytes_per_s: float | None = None
+    verify_eta_s: float | None = None
+    verify_level: VerifyMode | None = None
+    segments_copied_again: int | None = None
     reason: str | None = None
     runs_as: str | None = None
     starts_at: str | None = None

@@ -190,4 +190,8 @@ def completed_status(workflow_id: str, result: TransferResult) -> TransferStatus
         restarted=restarted_text(
             result.destination, result.sessions_lost, result.session_lost_reason
         ),
+        # the level it was verified at (``full``: read back whole before publish) and
+        # what that read-back copied again (a tester could not tell whether it ran)
+        verify_level=None if result.up_to_date else result.verified,
+        segments_copied_again=result.read_back_recopied,
     )
