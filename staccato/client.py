@@ -675,6 +675,30 @@ class StaccatoClient:
             }
         )
 
+    async def _parent_cancel(self, description: Any) -> tuple[str, str | None] | None:
+        """For a running child transfer (a dataset's large file, a group's
+        destination; ``description``: its run's) whose own run has no cancel request:
+        the cancel asked of its parent (or root) run that has not reached it yet (its
+        parent's worker passes it down; a frozen one does not), as ``(parent id, when
+        it was asked: ISO 8601, UTC, or None when its history did not say)``; None
+        when it has no parent, none has a cancel pending, or a parent cannot be
+        described (one describe per parent, a history read for the time).
+        Rule: :func:`cancel_requested_of`, :func:`cancel_requested_at`."""
+        ups = [
+            (description.parent_id, description.parent_run_id),
+            (description.root_id, description.root_run_id),
+        ]
+        for up, run in dict.fromkeys(ups):  # the parent first, then the root
+            if not isinstance(up, str) or not up or up == description.id:
+                continue
+            try:
+                parent = await self.temporal.get_workflow_handle(up, run_id=run or None).describe()
+            except RPCError:
+                continue
+            if cancel_requested_of(parent):
+                return up, await cancel_requested_at(self.temporal, up, parent.run_id)
+        return None
+
     async def _described(
         self, transfer: str, run_id: str | None, *, call: str
     ) -> tuple[WorkflowHandle[Any, Any], Any]:
@@ -798,6 +822,14 @@ class StaccatoClient:
         # a cancel asked of the running run, not yet taken effect (a dead worker's
         # until one polls): said in the JSON (``cancel_requested``, as a dataset's)
         cancel_requested = cancel_requested_of(description)
+        # a dataset's (or group's) child: the cancel asked of its parent, which its
+        # worker has not passed down yet (tester71: the child said ``running``)
+        parent_cancel = (
+            await self._parent_cancel(description)
+            if not cancel_requested and status == WorkflowExecutionStatus.RUNNING
+            else None
+        )
+        cancel_requested = cancel_requested or parent_cancel is not None
         copy_begun = False  # some stream has heartbeated (seen with no worker)
         cleaned_up = False  # a failed run, still running, whose clean-up is over
         idle_since: str | None = None
@@ -1097,7 +1129,9 @@ class StaccatoClient:
             else None,
             cancel_requested=cancel_requested,
             cancel_requested_at=(
-                await cancel_requested_at(self.temporal, handle.id, description.run_id)
+                parent_cancel[1]
+                if parent_cancel is not None
+                else await cancel_requested_at(self.temporal, handle.id, description.run_id)
                 if cancel_requested
                 else None
             ),

@@ -1802,6 +1802,10 @@ class GroupStatus(BaseModel):
     #: True: a cancel was requested of the running group and has not taken effect yet
     #: (a dead worker's group: until one polls); False otherwise
     cancel_requested: bool = False
+    #: when that cancel was asked (ISO 8601, UTC: the run's
+    #: ``WorkflowExecutionCancelRequested`` event), while ``cancel_requested``; None
+    #: otherwise or when the history did not say (a single transfer's field)
+    cancel_requested_at: str | None = None
     #: while destinations copy: the sum of their rates (bytes written per second, each
     #: over the last :data:`RATE_CURRENT_S` seconds); None when none copies
     rate_bytes_per_s: float | None = None
