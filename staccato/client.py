@@ -675,6 +675,30 @@ class StaccatoClient:
             }
         )
 
+    async def _parent_cancel(self, description: Any) -> tuple[str, str | None] | None:
+        """For a running child transfer (a dataset's large file, a group's
+        destination; ``description``: its run's) whose own run has no cancel request:
+        the cancel asked of its parent (or root) run that has not reached it yet (its
+        parent's worker passes it down; a frozen one does not), as ``(parent id, when
+        it was asked: ISO 8601, UTC, or None when its history did not say)``; None
+        when it has no parent, none has a cancel pending, or a parent cannot be
+        described (one describe per parent, a history read for the time).
+        Rule: :func:`cancel_requested_of`, :func:`cancel_requested_at`."""
+        ups = [
+            (description.parent_id, description.parent_run_id),
+            (description.root_id, description.root_run_id),
+        ]
+        for up, run in dict.fromkeys(ups):  # the parent first, then the root
+            if not isinstance(up, str) or not up or up == description.id:
+                continue
+            try:
+                parent = await self.temporal.get_workflow_handle(up, run_id=run or None).describe()
+            except RPCError:
+                continue
+            if cancel_requested_of(parent):
+                return up, await cancel_requested_at(self.temporal, up, parent.run_id)
+        return None
+
     async def _described(
         self, transfer: str, run_id: str | None, *, call: str
     ) -> tuple[WorkflowHandle[Any, Any], Any]:
@@ -798,10 +822,20 @@ class StaccatoClient:
         # a cancel asked of the running run, not yet taken effect (a dead worker's
         # until one polls): said in the JSON (``cancel_requested``, as a dataset's)
         cancel_requested = cancel_requested_of(description)
+        # a dataset's (or group's) child: the cancel asked of its parent, which its
+        # worker has not passed down yet (tester71: the child said ``running``)
+        parent_cancel = (
+            await self._parent_cancel(description)
+            if not cancel_requested and status == WorkflowExecutionStatus.RUNNING
+            else None
+        )
+        cancel_requested = cancel_requested or parent_cancel is not None
         copy_begun = False  # some stream has heartbeated (seen with no worker)
         cleaned_up = False  # a failed run, still running, whose clean-up is over
         idle_since: str | None = None
         stalled_step: str | None = None  # the short step whose attempt waits (idle_since)
+        # phase verify: bytes read back of the size, rate (bytes/s) and ETA (s)
+        verifying: tuple[int, int, float | None, float | None] | None = None
         if status == WorkflowExecutionStatus.RUNNING:
             no_worker: str | None = None
             if progress is not None:
@@ -821,6 +855,7 @@ class StaccatoClient:
                     unsettled=unanswered.unsettled,
                 )
             rate_sum = 0.0
+            verify_live, verify_rate = 0, 0.0  # the running verify attempts' read-back
             now = datetime.now(UTC)
             moved_last: float | None = None  # a running stream last moved a byte (Unix s)
             # a short step's attempt that waits for its endpoint, and since when
@@ -859,9 +894,15 @@ class StaccatoClient:
                     # the verify (phase "verify"): when it last heard from the
                     # destination, under the copy's rule below (a frozen server's
                     # verify read "100%" with no word for 73 s: tester62)
-                    heard = await _verify_heard(self.temporal, pending)
-                    if heard is not None:
-                        moved_last = max(moved_last or 0.0, heard)
+                    beat = await _verify_heard(self.temporal, pending)
+                    if beat is not None:
+                        moved_last = max(moved_last or 0.0, beat.moved_at)
+                        if pending.activity_id not in ended_since:
+                            # its bytes read back so far (those of the parts that
+                            # ended are the query's ``verify_done``)
+                            verify_live += beat.bytes_done or 0
+                            if beat.rate_bytes_per_s and _moving(pending, now, beat.moved_at):
+                                verify_rate += beat.rate_bytes_per_s
                     continue
                 else:
                     try:
@@ -899,6 +940,24 @@ class StaccatoClient:
                     last_retry, next_attempt = said_before
             bytes_done += sum(in_segments.values())
             committed += sum(durable_in.values())
+            if (
+                progress is not None
+                and progress.phase == "verify"
+                and progress.verify_total is not None
+                and state == TransferState.running
+            ):
+                # the read-back's own figures (a tester saw none for the whole
+                # ``--verify full`` read-back): the finished parts' (the query's) and
+                # the running ones' heartbeats
+                checked = min(progress.verify_total, (progress.verify_done or 0) + verify_live)
+                pace = round(verify_rate, 1) if verify_rate > 0 and not cancel_requested else None
+                left = units.eta(progress.verify_total - checked, pace)
+                verifying = (
+                    checked,
+                    progress.verify_total,
+                    pace,
+                    round(left, 1) if left is not None else None,
+                )
             if state == TransferState.paused and progress is None:
                 # what the pause stopped at: the stopped streams' chunks, durable
                 committed = max(committed, _memo_int(memo, "bytes_paused") or 0)
@@ -1017,6 +1076,10 @@ class StaccatoClient:
             last_retry_error=last_retry,
             next_attempt_at=next_attempt,
             phase=progress.phase if progress else None,
+            verified_bytes=verifying[0] if verifying else None,
+            verify_bytes_total=verifying[1] if verifying else None,
+            verify_rate_bytes_per_s=verifying[2] if verifying else None,
+            verify_eta_s=verifying[3] if verifying else None,
             tuning=progress.tuning if progress else None,
             staged_bytes=(
                 staged_bytes if staged_bytes is not None or not _staging(progress) else 0
@@ -1066,7 +1129,9 @@ class StaccatoClient:
             else None,
             cancel_requested=cancel_requested,
             cancel_requested_at=(
-                await cancel_requested_at(self.temporal, handle.id, description.run_id)
+                parent_cancel[1]
+                if parent_cancel is not None
+                else await cancel_requested_at(self.temporal, handle.id, description.run_id)
                 if cancel_requested
                 else None
             ),
@@ -2394,12 +2459,12 @@ async def staging_figures(
     return staging.bytes_staged, staging.rate_bytes_per_s if current else None
 
 
-async def _verify_heard(temporal: Client, pending: Any) -> float | None:
-    """When a running ``verify`` activity (``pending``, a ``PendingActivityInfo``)
-    last heard from the destination (Unix seconds, the worker's clock: its
-    ``VerifyBeat.moved_at``); None when its attempt is not running, its last
-    heartbeat is an earlier attempt's, or it sent no such details (a worker before
-    them)."""
+async def _verify_heard(temporal: Client, pending: Any) -> VerifyBeat | None:
+    """What a running ``verify`` activity (``pending``, a ``PendingActivityInfo``)
+    last heartbeated: when it last heard from the destination (``moved_at``, Unix
+    seconds, the worker's clock), the bytes it read back and their rate; None when
+    its attempt is not running, its last heartbeat is an earlier attempt's, or it
+    sent no such details (a worker before them)."""
     if pending.state != PendingActivityState.PENDING_ACTIVITY_STATE_STARTED:
         return None
     if pending.HasField("last_started_time") and pending.HasField("last_heartbeat_time"):
@@ -2410,7 +2475,7 @@ async def _verify_heard(temporal: Client, pending: Any) -> float | None:
         (details,) = await temporal.data_converter.decode(
             pending.heartbeat_details.payloads, [VerifyBeat]
         )
-        return VerifyBeat.model_validate(details).moved_at
+        return VerifyBeat.model_validate(details)
     except Exception:  # not ours to read: nothing said
         return None
 

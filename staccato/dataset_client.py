@@ -1626,8 +1626,12 @@ async def _dataset_status(
                 ": the counts are the last known (the files in flight's last heartbeats; "
                 "no batch had ended)"
                 if no_batch_ended
-                else f": the counts are the last known (written at {last_known_at}, with "
-                "the files in flight's last heartbeats)"
+                # one time for one set of counts: ``counts_last_known_at``, the newest
+                # of the memo's write and the heartbeats (tester71 read "written at" the
+                # memo's time here beside "last known at" a later heartbeat's)
+                else ": the counts are the last known (those written as the last batch "
+                "ended, with the files in flight's last heartbeats: their time is the "
+                "newest of those)"
             )
             + "; the dataset goes on when a worker polls"
         )

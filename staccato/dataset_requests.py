@@ -30,7 +30,7 @@ from staccato.errors import (
     SourceRootNotFoundError,
     source_root_not_a_directory,
 )
-from staccato.models import MiB, TransferOptions, request_digest
+from staccato.models import MiB, TransferOptions, request_digest, verify_full_refusal
 from staccato.overlaps import compared_place, encloses
 from staccato.quantities import URL_OR_PATH, require_str, str_list
 from staccato.urls import parse_url, resolve_local_directory, root_text
@@ -245,12 +245,17 @@ def make_dataset_request(
             destination cannot be written, or one root lies inside the other (the
             destination may lie inside the source when ``exclude`` leaves it out:
             ``--exclude 'backup/*'``); with several: a root given twice or equal to
-            the source.
+            the source; ``options.verify`` is ``full`` (read back for single transfers
+            only: :func:`staccato.models.verify_full_refusal`, the CLI's words).
         TypeError: ``include``, ``exclude`` or a list ``destination`` holds something
             other than str (a single str is one pattern or root:
             :func:`staccato.quantities.str_list`).
     """
     include, exclude = str_list(include, "include"), str_list(exclude, "exclude")
+    if options is not None and (
+        refused := verify_full_refusal(options.verify, [], recursive=True)
+    ):  # the CLI's refusal of -r --verify full, before anything starts
+        raise InvalidURLError(refused)
     if not isinstance(destination, str):
         destination = str_list(destination, "destination")
         if len(destination) == 1:

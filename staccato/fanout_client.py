@@ -365,7 +365,12 @@ async def _running_figures(
     pending ``stage_source`` activity (or a destination's started run: ``rows``) shows,
     that activity's last heartbeat (:func:`staccato.client.staging_figures`), and the
     note of what a worker finds (:func:`staccato.client.no_worker_note`)."""
-    from staccato.client import cancel_requested_of, no_worker_note, staging_figures
+    from staccato.client import (
+        cancel_requested_at,
+        cancel_requested_of,
+        no_worker_note,
+        staging_figures,
+    )
 
     figures: dict[str, Any] = {
         "phase": progress.phase if progress else None,
@@ -377,6 +382,10 @@ async def _running_figures(
         return figures
     cancel_requested = cancel_requested_of(description)
     figures["cancel_requested"] = cancel_requested
+    if cancel_requested:  # when, as a single transfer's (tester71: no time)
+        figures["cancel_requested_at"] = await cancel_requested_at(
+            client.temporal, description.id, description.run_id
+        )
     raw = description.raw_description
     no_worker: str | None = None
     if progress is None:
@@ -550,7 +559,10 @@ def status_lines(status: GroupStatus) -> list[str]:
     """The human ``status`` of a group: a header line (which says a cancel requested
     that has not taken effect, whatever the phase), then one line per destination."""
     done = sum(1 for d in status.destinations if d.state == TransferState.completed)
-    cancelling = ", cancel requested" if status.cancel_requested else ""
+    cancelling = ""
+    if status.cancel_requested:  # when, as a single transfer's status says it
+        at = f" at {status.cancel_requested_at}" if status.cancel_requested_at else ""
+        cancelling = f", cancel requested{at}"
     lines = [
         f"group {status.id}: {status.state.value}{cancelling}, "
         f"{done}/{len(status.destinations)} destinations completed",

@@ -109,6 +109,44 @@ class VerifyMode(StrEnum):
 VERIFY_FULL_KINDS = ("file",)
 
 
+def verify_full_refusal(
+    verify: VerifyMode, destinations: list[str], *, recursive: bool = False
+) -> str | None:
+    """Why ``verify`` (``full``) cannot be had for these ``destinations`` (URLs or
+    paths, as given), or None: with ``recursive`` (a dataset's small files are written
+    and published in batches, not read back whole), or for a destination whose kind is
+    not in :data:`VERIFY_FULL_KINDS` (S3: a multipart upload's unpublished parts cannot
+    be read; SFTP: no change time to see a write after the read-back). A malformed
+    destination is left to the URL checks. The one rule of the CLI
+    (:func:`staccato.cli.options.check_verify_full`, exit 2) and the Python API
+    (:func:`staccato.submissions.make_request`, :func:`staccato.dataset_requests.make_dataset_request`:
+    InvalidURLError); rule: docs/architecture.md, "Reading every byte back before
+    publish (--verify full)"."""
+    if verify != VerifyMode.full:
+        return None
+    accepted = " and ".join(VERIFY_FULL_KINDS)
+    if recursive:
+        return (
+            "--verify full applies to single transfers (and fan-outs) to "
+            f"{accepted} destinations, not to -r (directories and prefixes): use "
+            "--verify checksum"
+        )
+    for destination in destinations:
+        try:
+            kind = parse_url(destination).scheme
+        except InvalidURLError:
+            continue  # the destination check says what is wrong with it
+        if kind not in VERIFY_FULL_KINDS:
+            return (
+                f"--verify full is not available for a {kind} destination "
+                f"({redact(destination)}): it reads back {accepted} destinations only "
+                "(S3 checks every part's CRC32C and the object's with --verify checksum; "
+                "SFTP's checksum level reads the temp file back on the server before "
+                "publish, and SFTP gives no change time to see a write after that)"
+            )
+    return None
+
+
 class ChecksumAlgorithm(StrEnum):
     """Chunk checksum algorithm (see :mod:`staccato.checksums`)."""
 
@@ -596,10 +634,15 @@ class VerifyBeat(BaseModel):
         v: schema version.
         moved_at: wall-clock time (Unix seconds, the worker's clock) the verify last
             heard from the destination (or began, before its first answer).
+        bytes_done: bytes this attempt has read back so far (None: a worker before
+            0.37, or a check that reads nothing here: a server-side hash).
+        rate_bytes_per_s: those bytes over the attempt's time so far (None: none read).
     """
 
     v: int = 1
     moved_at: float
+    bytes_done: int | None = None
+    rate_bytes_per_s: float | None = None
 
 
 class ProgressReport(BaseModel):
@@ -971,6 +1014,10 @@ class TransferResult(BaseModel):
             replaced under an S3 upload, found at publish); 0 otherwise (and in
             releases before 0.36.0).
         session_lost_reason: why the last one was lost (the error's message).
+        read_back_recopied: the data was read back whole before publish (``--verify
+            full``; ``checksum`` after a pause): how many segments that read-back found
+            damaged and copied again (0 normally); None when no such read-back ran (or
+            releases before 0.37.0).
     """
 
     source: str
@@ -991,6 +1038,7 @@ class TransferResult(BaseModel):
     read_from_reason: str | None = None
     sessions_lost: int = 0
     session_lost_reason: str | None = None
+    read_back_recopied: int | None = None
 
 
 class TuningView(BaseModel):
@@ -1140,6 +1188,11 @@ class Progress(BaseModel):
     #: last was (``TransferResult.sessions_lost``)
     sessions_lost: int = 0
     session_lost_reason: str | None = None
+    #: phase ``verify``: bytes the finished ``verify`` activities of this read-back
+    #: checked, of ``verify_total`` (the object's size); the running ones' bytes are in
+    #: their heartbeats (``VerifyBeat.bytes_done``). None outside a checksum read-back
+    verify_done: int | None = None
+    verify_total: int | None = None
 
 
 class TransferStatus(BaseModel):
@@ -1200,6 +1253,16 @@ class TransferStatus(BaseModel):
             a new one (S3: a new multipart upload), how many times and why the last
             (:func:`restarted_text`: ``upload restarted 1 time (...): <reason>``);
             None when it did not (or no worker answers for a running run).
+        verified_bytes: in phase ``verify`` (a checksum read-back of the destination's
+            data), the bytes read back and checked so far, of ``verify_bytes_total``;
+            with ``verify_rate_bytes_per_s`` (while bytes are read) and
+            ``verify_eta_s``; None outside it (and for a check with no byte read here,
+            ``size``). A tester saw no progress for the whole ``full`` read-back.
+        verify_level: a completed transfer's verify level (``full``: every byte read
+            back before publish); None otherwise.
+        segments_copied_again: a completed transfer whose data was read back whole
+            before publish (``full``; ``checksum`` after a pause): the segments that
+            read-back found damaged and copied again (0 normally); None when none ran.
         cancel_requested_at: when that cancel was asked (ISO 8601, UTC, from the
             run's ``WorkflowExecutionCancelRequested`` event), while
             ``cancel_requested``; None otherwise or when the history did not say.
@@ -1243,6 +1306,12 @@ class TransferStatus(BaseModel):
     last_retry_error: str | None = None
     next_attempt_at: str | None = None
     phase: str | None = None
+    verified_bytes: int | None = None
+    verify_bytes_total: int | None = None
+    verify_rate_bytes_per_s: float | None = None
+    verify_eta_s: float | None = None
+    verify_level: VerifyMode | None = None
+    segments_copied_again: int | None = None
     reason: str | None = None
     runs_as: str | None = None
     starts_at: str | None = None
@@ -1733,6 +1802,10 @@ class GroupStatus(BaseModel):
     #: True: a cancel was requested of the running group and has not taken effect yet
     #: (a dead worker's group: until one polls); False otherwise
     cancel_requested: bool = False
+    #: when that cancel was asked (ISO 8601, UTC: the run's
+    #: ``WorkflowExecutionCancelRequested`` event), while ``cancel_requested``; None
+    #: otherwise or when the history did not say (a single transfer's field)
+    cancel_requested_at: str | None = None
     #: while destinations copy: the sum of their rates (bytes written per second, each
     #: over the last :data:`RATE_CURRENT_S` seconds); None when none copies
     rate_bytes_per_s: float | None = None

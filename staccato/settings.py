@@ -288,8 +288,16 @@ class Settings(BaseSettings):
         return shown
 
 
-#: the environment the last :func:`current` was built from, and what it built
-_last: tuple[object, Settings] | None = None
+#: the settings only a command that starts transfers (``cp``, ``submit``,
+#: ``schedule create``, ...) and the worker read: a bad value of one is refused by those
+#: (:func:`checked`), while the commands that only look at or stop runs (``status``,
+#: ``list``, ``cancel``, ``down``) read :func:`current` and go on (tester71: a bad
+#: STACCATO_CLEANUP_FOR_S made every command exit 2)
+START_ONLY = frozenset({"cleanup_for_s", "owner", "tuning"})
+
+#: the environment the last :func:`current` was built from, what it built, and the
+#: problems (one message each) of its start-only variables left at their defaults
+_last: tuple[object, Settings, tuple[str, ...]] | None = None
 #: variables besides STACCATO_* that defaults read (platformdirs' data directory)
 _DEFAULTS_FROM = ("HOME", "XDG_DATA_HOME")
 #: every variable the settings are built from: the key of :func:`current`'s cache where
@@ -306,9 +314,34 @@ def current() -> Settings:
     differs from the last call's, else the last ones again (building them costs ~5 ms, and a
     dataset batch asks several times per file; tests change the environment).
 
+    A bad value of a start-only setting (:data:`START_ONLY`) is not refused here: that
+    setting has its default in what is returned, and :func:`checked` (what the readers
+    of those settings call) refuses it. Any other bad value is refused here.
+
     Raises:
-        SettingsError: a variable is invalid; the message names each one.
+        SettingsError: a variable other than a start-only one is invalid; the message
+            names each invalid one (start-only ones too), its value and what it must be.
     """
+    return _built()[0]
+
+
+def checked() -> Settings:
+    """:func:`current`, every setting validated: what a command that starts transfers
+    and the worker read (they use the start-only settings, :data:`START_ONLY`).
+
+    Raises:
+        SettingsError: any variable is invalid; the message names each one, its value
+            and what it must be (e.g. ``STACCATO_CLEANUP_FOR_S='abc': ...``).
+    """
+    built, problems = _built()
+    if problems:
+        raise SettingsError("invalid settings: " + "; ".join(problems))
+    return built
+
+
+def _built() -> tuple[Settings, tuple[str, ...]]:
+    """The settings of the environment now (cached, see :func:`current`) and the
+    problems of the start-only variables left at their defaults in them."""
     global _last
     # CPython's os.environ keeps the environment in a plain dict of bytes (every
     # os.environ change goes through it): comparing that dict is a C-level pass, far
@@ -318,23 +351,37 @@ def current() -> Settings:
         data if isinstance(data, dict) else tuple(os.environ.get(name) for name in _READ_FROM)
     )
     if _last is not None and _last[0] == key:
-        return _last[1]
+        return _last[1], _last[2]
     if isinstance(key, dict):
         key = dict(key)  # a copy: the environment may change after this call
+    problems: dict[str, str] = {}
     try:
         built = Settings()
     except ValidationError as err:
-        problems = []
-        for error in err.errors():
-            name = ENV_PREFIX + ".".join(str(p) for p in error["loc"][:1]).upper()
-            value = os.environ.get(name, "")
-            message = error["msg"]
-            if error["type"] == "bool_parsing":  # pydantic's own words do not list them
-                message = f"expected one of {', '.join(BOOL_WORDS)}"
-            problems.append(f"{name}={value!r}: {message}")
-        raise SettingsError("invalid settings: " + "; ".join(problems)) from None
-    _last = (key, built)
-    return built
+        problems = _problems(err)
+        if not problems.keys() <= START_ONLY:
+            raise SettingsError("invalid settings: " + "; ".join(problems.values())) from None
+        # only start-only ones: their defaults (given as init values, which the
+        # environment does not override); the commands that read them call checked()
+        defaults = {name: Settings.model_fields[name].get_default() for name in problems}
+        built = Settings(**defaults)
+    _last = (key, built, tuple(problems.values()))
+    return built, _last[2]
+
+
+def _problems(err: ValidationError) -> dict[str, str]:
+    """Field name -> ``STACCATO_NAME='value': what is wrong`` for each invalid field."""
+    problems: dict[str, str] = {}
+    for error in err.errors():
+        field = ".".join(str(p) for p in error["loc"][:1])
+        name = ENV_PREFIX + field.upper()
+        value = os.environ.get(name, "")
+        message = error["msg"]
+        if error["type"] == "bool_parsing":  # pydantic's own words do not list them
+            message = f"expected one of {', '.join(BOOL_WORDS)}"
+        problem = f"{name}={value!r}: {message}"
+        problems[field] = f"{problems[field]}, {message}" if field in problems else problem
+    return problems
 
 
 def task_queue() -> str:

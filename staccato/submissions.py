@@ -23,6 +23,7 @@ from staccato.models import (
     TransferState,
     TransferStatus,
     restarted_text,
+    verify_full_refusal,
 )
 from staccato.overlaps import compared_place
 from staccato.quantities import URL_OR_PATH, require_str
@@ -118,8 +119,10 @@ def make_request(
     """Validate and canonicalise a transfer request.
 
     Raises:
-        InvalidURLError: a URL is malformed, unknown, or cannot play its role, or the
-            source has a query (a token) and no key to seal it is configured.
+        InvalidURLError: a URL is malformed, unknown, or cannot play its role, the
+            source has a query (a token) and no key to seal it is configured, or
+            ``options.verify`` is ``full`` and the destination's kind is not read back
+            (:func:`staccato.models.verify_full_refusal`, the CLI's words).
         SecretKeyError: a configured key is malformed.
         TypeError: ``source`` or ``destination`` is not a str.
     """
@@ -148,12 +151,16 @@ def make_request(
         )
     if refused := _directory_destination(src, destination, dst):
         raise InvalidURLError(refused)
+    options = options or TransferOptions()
+    # the CLI's refusal, before anything starts (the workflow refuses it too)
+    if refused := verify_full_refusal(options.verify, [destination]):
+        raise InvalidURLError(refused)
     # an http(s) query is secret: Temporal gets the redacted URL and the query sealed
     source_text, source_secret = seal_source(src.canonical)
     return TransferRequest(
         source=source_text,
         destination=dst.canonical,
-        options=options or TransferOptions(),
+        options=options,
         source_secret=source_secret,
     )
 
@@ -183,4 +190,8 @@ def completed_status(workflow_id: str, result: TransferResult) -> TransferStatus
         restarted=restarted_text(
             result.destination, result.sessions_lost, result.session_lost_reason
         ),
+        # the level it was verified at (``full``: read back whole before publish) and
+        # what that read-back copied again (a tester could not tell whether it ran)
+        verify_level=None if result.up_to_date else result.verified,
+        segments_copied_again=result.read_back_recopied,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -100,6 +101,13 @@ async def test_a_dataset_whose_worker_is_gone_shows_its_last_known_counts(
         assert shown.returncode == 0, shown.stderr
         assert "last known at " in shown.stdout, shown.stdout
         assert f"last known at {given['counts_last_known_at']}: " in shown.stdout, shown
+        # one time for one set of counts (tester71: "written at" the memo's time in
+        # the note beside "last known at" a later heartbeat's)
+        assert "written at" not in given["counts_unknown"], given
+        (line,) = [x for x in shown.stdout.splitlines() if "last known at " in x]
+        assert re.findall(r"\d{4}-\d\d-\d\dT[\d:.]+Z", line) == [given["counts_last_known_at"]], (
+            line
+        )
         if batch_files == FILES:
             assert f"/{FILES} files" in shown.stdout, shown.stdout  # not "N/N+"
         assert "no worker answer" in shown.stdout, shown.stdout

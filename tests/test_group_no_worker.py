@@ -80,8 +80,11 @@ async def test_a_staging_group_whose_worker_is_gone_says_so_and_keeps_its_figure
         assert said in given["last_retry_error"], given
         shown = run_cli("status", group, **args)
         assert said in shown.stdout, shown.stdout
-        # said on the group's own line, whatever the phase (not only in `retrying:`)
-        assert f"group {group}: running, cancel requested, 0/2" in shown.stdout, shown.stdout
+        # said on the group's own line, whatever the phase (not only in `retrying:`),
+        # with its time, as a single transfer's (tester71: no time)
+        assert given["cancel_requested_at"] > given["started_at"], given
+        header = f"group {group}: running, cancel requested at {given['cancel_requested_at']}, 0/2"
+        assert header in shown.stdout, shown.stdout
     finally:
         # a worker again on the queue: the cancelled group ends
         worker = WorkerProcess(

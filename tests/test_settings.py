@@ -5,11 +5,13 @@ and ``staccato worker --check`` printing the effective values with secrets maske
 from __future__ import annotations
 
 import base64
+import json
 import os
 
 import pytest
 
 from staccato import settings
+from staccato.ids import transfer_id
 from tests.helpers import run_cli
 
 
@@ -68,12 +70,13 @@ def test_values_are_parsed(clean_env: pytest.MonkeyPatch) -> None:
         ("STACCATO_HANG_S", "abc"),
         ("STACCATO_HANG_S", "0.5"),
         ("STACCATO_OWNER", "o" * 65),
+        ("STACCATO_CLEANUP_FOR_S", "inf"),
     ],
 )
 def test_a_bad_value_names_the_variable(clean_env: pytest.MonkeyPatch, name: str, bad: str) -> None:
     clean_env.setenv(name, bad)
     with pytest.raises(settings.SettingsError) as err:
-        settings.current()
+        settings.checked()
     assert f"{name}={bad!r}" in str(err.value)
 
 
@@ -186,3 +189,64 @@ def test_worker_check_shows_capacity_and_refuses_a_cap_below_the_processes(
     assert run.returncode == 2, run
     assert "STACCATO_WORKER_MEMORY_BYTES=1073741824" in run.stderr
     assert "--processes" in run.stderr
+
+
+#: start-only settings (settings.START_ONLY) with a bad value each, and a word of the
+#: range or form the refusal must name
+_BAD_START_ONLY = {
+    "STACCATO_CLEANUP_FOR_S": ("abc", "valid number"),
+    "STACCATO_OWNER": ("o" * 65, "at most 64"),
+    "STACCATO_TUNING": ("perhaps", "expected one of"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_BAD_START_ONLY))
+def test_a_bad_start_only_setting_is_refused_by_starts_only(
+    worker, temporal_server, tmp_path, name: str
+) -> None:
+    """tester71: a bad STACCATO_CLEANUP_FOR_S (a setting only a start reads) made EVERY
+    command exit 2, ``status``, ``list``, ``cancel``, ``down`` too. Now ``cp`` (a start)
+    refuses it, exit 2 naming the variable, its value and what it must be, before
+    anything starts; ``status`` of a transfer, ``list``, ``cancel`` and ``down`` work."""
+    args = dict(address=temporal_server.address, task_queue=worker.task_queue)
+    source = tmp_path / "a.bin"
+    source.write_bytes(b"x" * 1000)
+    done = run_cli("cp", "--quiet", str(source), str(tmp_path / "b.bin"), **args)
+    assert done.returncode == 0, done
+    run_id = transfer_id(str(tmp_path / "b.bin"))
+    bad, words = _BAD_START_ONLY[name]
+    env = {name: bad, "STACCATO_HOME": str(tmp_path / "home")}
+
+    started = run_cli("cp", str(source), str(tmp_path / "c.bin"), env=env, **args)
+    assert started.returncode == 2, started
+    assert f"{name}={bad!r}" in started.stderr and words in started.stderr, started.stderr
+    assert not (tmp_path / "c.bin").exists()
+
+    shown = run_cli("status", "--json", run_id, env=env, **args)
+    assert shown.returncode == 0, shown
+    assert json.loads(shown.stdout)["state"] == "completed"
+    listed = run_cli("list", "--json", env=env, **args)
+    assert listed.returncode == 0, listed
+    cancelled = run_cli("cancel", run_id, env=env, **args)  # an ended one: says so
+    assert cancelled.returncode != 2 and "invalid settings" not in cancelled.stderr, cancelled
+    down = run_cli("down", env=env, **args)  # no `up` in this home: nothing to stop
+    assert down.returncode != 2 and "invalid settings" not in down.stderr, down
+
+
+def test_a_bad_start_only_setting_is_refused_with_every_other_bad_one(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    """:func:`settings.current` leaves a bad start-only setting to :func:`settings.checked`
+    (its default meanwhile), and names it with any other bad one it refuses."""
+    clean_env.setenv("STACCATO_CLEANUP_FOR_S", "0")
+    assert settings.current().cleanup_for_s is None
+    with pytest.raises(settings.SettingsError) as err:
+        settings.checked()
+    assert "STACCATO_CLEANUP_FOR_S='0'" in str(err.value) and "greater than or equal to 1" in str(
+        err.value
+    )
+    clean_env.setenv("STACCATO_HANG_S", "abc")
+    with pytest.raises(settings.SettingsError) as err:
+        settings.current()
+    assert "STACCATO_HANG_S='abc'" in str(err.value)
+    assert "STACCATO_CLEANUP_FOR_S='0'" in str(err.value)

@@ -5,15 +5,18 @@ word of the cancel)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from staccato.client import StaccatoClient
+from staccato.errors import TransferNotFoundError
 from staccato.models import TransferOptions, TransferState
 from tests.helpers import (
     MiB,
@@ -86,4 +89,73 @@ async def test_a_cancel_while_the_worker_is_frozen_is_said_with_its_time(
             os.kill(pid, signal.SIGCONT)
         if transfer:
             await client.temporal.get_workflow_handle(transfer).terminate("test over")
+        worker.kill()
+
+
+async def test_a_dataset_childs_status_says_the_datasets_pending_cancel_with_its_time(
+    temporal_server: TemporalDevServer,
+    paced_nginx: NginxServer,
+    http_root: Path,
+    data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """tester71 LOW: a dataset's large file (a child transfer) whose dataset was
+    cancelled while the worker is frozen said ``running`` with no word of the cancel
+    (its own run has none: the dataset's worker passes it down). Now its status says
+    ``cancel_requested`` and when the dataset's cancel was asked, as a single
+    transfer's."""
+    from staccato.dataset_client import dataset_status, submit_dataset
+    from staccato.ids import transfer_id
+
+    source = data_dir / "tree"
+    source.mkdir()
+    write_random(source / "large.bin", 80 * MiB, seed=16)
+    at_rest(source / "large.bin")
+    destination = data_dir / "copy"
+    worker = WorkerProcess(temporal_server.address, processes=1, log_dir=tmp_path).start()
+    assert worker.process is not None
+    client = await StaccatoClient.connect(target_host=temporal_server.address)
+    client.task_queue = worker.task_queue
+    args = {"address": temporal_server.address, "task_queue": worker.task_queue}
+    stopped: list[int] = []
+    dataset = ""
+    try:
+        dataset = await submit_dataset(
+            client,
+            str(source),
+            str(destination),
+            TransferOptions(chunk_size=4 * MiB, streams=2, max_rate=2 * MiB),
+            small_file_max=1 * MiB,  # large.bin is copied by a child transfer
+        )
+        child = transfer_id(str(destination / "large.bin"))
+        deadline = time.monotonic() + 120
+        while True:  # the dataset lists its source, then starts the child
+            assert time.monotonic() < deadline, "the child copied nothing in 120 s"
+            try:
+                if (await client.status(child)).bytes_done > 0:
+                    break
+            except TransferNotFoundError:
+                pass
+            await asyncio.sleep(0.2)
+        root = worker.process.pid
+        stopped = [root, *(pid for pid, _ in _descendants(root))]
+        for pid in stopped:
+            os.kill(pid, signal.SIGSTOP)
+        cancelled = run_cli("cancel", dataset, **args)
+        assert cancelled.returncode == 0, cancelled
+        waiting = await dataset_status(client, dataset)
+        assert waiting.cancel_requested is True and waiting.cancel_requested_at, waiting
+        given = json.loads(run_cli("status", "--json", child, **args).stdout)
+        assert given["state"] == TransferState.running.value, given
+        assert given["cancel_requested"] is True, given
+        assert given["cancel_requested_at"] == waiting.cancel_requested_at, given
+        shown = run_cli("status", child, **args)
+        assert shown.returncode == 0, shown.stderr
+        said = f"cancel_requested   yes, requested at {given['cancel_requested_at']} (not taken"
+        assert said in shown.stdout, shown.stdout
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+        if dataset:
+            await client.temporal.get_workflow_handle(dataset).terminate("test over")
         worker.kill()

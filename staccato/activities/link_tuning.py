@@ -53,7 +53,7 @@ class LinkTuningActivities:
     @heartbeating
     async def recall_link_tuning(self, link: str) -> TuningRecall:
         """What a tuned transfer on ``link`` starts from (memory and settings)."""
-        current = settings.current()
+        current = settings.checked()  # tuning is start-only: the worker checked it
         try:
             memory = await read_link_memory(self._client, link, timeout=RECALL_TIMEOUT)
         except (RPCError, NotSettledError) as err:

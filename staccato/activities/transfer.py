@@ -617,8 +617,17 @@ def verify(request: VerifyInput) -> str:
 
 def _verify_beat(tracker: Motion) -> tuple[VerifyBeat]:
     """The verify's heartbeat details: when ``tracker`` last saw motion, as Unix
-    seconds of the worker's clock."""
-    return (VerifyBeat(moved_at=time.time() - (time.monotonic() - tracker.at)),)
+    seconds of the worker's clock; the bytes read back so far and their rate over the
+    attempt (bytes/s), once some were (``status`` shows them in phase ``verify``)."""
+    now = time.monotonic()
+    done = tracker.read_back
+    return (
+        VerifyBeat(
+            moved_at=time.time() - (now - tracker.at),
+            bytes_done=done or None,
+            rate_bytes_per_s=round(done / max(now - tracker.began, 1e-3), 1) if done else None,
+        ),
+    )
 
 
 @mapped_errors

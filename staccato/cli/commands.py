@@ -557,6 +557,8 @@ def _exit_for(final: TransferStatus, quiet: bool = False) -> None:
         )
         if final.tuning is not None:
             typer.echo(f"tuned: {render.tuning_text(final.tuning, ended=True)}", err=True)
+        if final.segments_copied_again is not None:  # read back whole before publish
+            typer.echo(f"verified: {render.verify_level_text(final)}", err=True)
         return
     # one line each: a URL in a reason (an S3 key with a newline) is shown as
     # ``cp -r`` shows it, control characters as \xNN (shown_name, the one rendering)

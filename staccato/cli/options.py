@@ -280,47 +280,20 @@ VerifyOption = Annotated[
 
 def check_verify_full(verify: VerifyMode, destinations: list[str], recursive: bool) -> None:
     """Exit 2 (usage) for ``--verify full`` where it would not read the data back:
-    with ``-r`` (a dataset's small files are written and published in batches, not
-    read back whole) or to a destination whose kind is not in
-    :data:`staccato.models.VERIFY_FULL_KINDS` (S3: a multipart upload's unpublished parts cannot be
-    read; its parts are checked by the store against our CRC32C and the object's
-    full CRC32C after Complete, as with ``checksum``). A malformed destination is
-    left to the usual URL check. Rule: docs/architecture.md, "Reading every byte back
-    before publish (--verify full)".
+    with ``-r`` or to a destination whose kind is not in
+    :data:`staccato.models.VERIFY_FULL_KINDS`. The rule and its words are
+    :func:`staccato.models.verify_full_refusal`'s, the Python API's too.
 
     Raises:
         typer.Exit: through :func:`staccato.cli.common.fail`, code 2, the message
             naming the option, the URL's kind and what is accepted.
     """
     from staccato.cli.common import EXIT_USAGE, fail
-    from staccato.errors import InvalidURLError
-    from staccato.models import VERIFY_FULL_KINDS
-    from staccato.urls import parse_url, redact
+    from staccato.models import verify_full_refusal
 
-    if verify != VerifyMode.full:
-        return
-    accepted = " and ".join(VERIFY_FULL_KINDS)
-    if recursive:
-        fail(
-            "--verify full applies to single transfers (and fan-outs) to "
-            f"{accepted} destinations, not to -r (directories and prefixes): use "
-            "--verify checksum",
-            EXIT_USAGE,
-        )
-    for destination in destinations:
-        try:
-            kind = parse_url(destination).scheme
-        except InvalidURLError:
-            continue  # the destination check says what is wrong with it
-        if kind not in VERIFY_FULL_KINDS:
-            fail(
-                f"--verify full is not available for a {kind} destination "
-                f"({redact(destination)}): it reads back {accepted} destinations only "
-                "(S3 checks every part's CRC32C and the object's with --verify checksum; "
-                "SFTP's checksum level reads the temp file back on the server before "
-                "publish, and SFTP gives no change time to see a write after that)",
-                EXIT_USAGE,
-            )
+    refused = verify_full_refusal(verify, destinations, recursive=recursive)
+    if refused is not None:
+        fail(refused, EXIT_USAGE)
 
 
 ChecksumOption = Annotated[
@@ -518,7 +491,7 @@ def default_owner() -> str:
     """
     from staccato import settings  # not at import: --help loads no settings
 
-    owner = settings.current().owner
+    owner = settings.checked().owner  # a start-only setting: refused here when bad
     if owner:
         return owner
     try:
@@ -545,11 +518,17 @@ def transfer_options(
     None: :func:`default_owner`). Neither ``chunk_size`` nor ``streams`` given: the
     per-link optimizer chooses both (``tuning``), unless ``STACCATO_TUNING`` turns it
     off; a value given always wins. The clean-up window is ``STACCATO_CLEANUP_FOR_S``'s
-    (None: the workflow's 30 s)."""
+    (None: the workflow's 30 s).
+
+    Raises:
+        SettingsError: a STACCATO_* variable is invalid, start-only ones
+            (:data:`staccato.settings.START_ONLY`) included.
+    """
     from staccato import settings
 
+    config = settings.checked()  # start-only settings: refused here when bad
     return TransferOptions(
-        tuning=chunk_size is None and streams is None and settings.current().tuning,
+        tuning=chunk_size is None and streams is None and config.tuning,
         priority=priority,
         owner=owner or default_owner() or None,
         chunk_size=DEFAULT_CHUNK_SIZE if chunk_size is None else chunk_size,
@@ -562,5 +541,5 @@ def transfer_options(
         max_rate=max_rate,
         stage=stage,
         from_origin=from_origin,
-        cleanup_for_s=settings.current().cleanup_for_s,
+        cleanup_for_s=config.cleanup_for_s,
     )

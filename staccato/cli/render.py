@@ -123,7 +123,12 @@ def progress_text(s: TransferStatus) -> str:
     if s.state.value in _ENDED:  # a failed run's clean-up retrying: said apart
         return text
     verifying = s.phase == "verify" and s.state == TransferState.running
-    if verifying:  # the copy is over: its data is checked (a bare "100%" said nothing)
+    if verifying and s.verified_bytes is not None:
+        # the copy is over: the bytes read back and checked, at their own rate and ETA
+        text = f"{text}, verifying " + units.progress(
+            s.verified_bytes, s.verify_bytes_total, s.verify_rate_bytes_per_s, s.verify_eta_s
+        )
+    elif verifying:  # the copy is over: its data is checked (a bare "100%" said nothing)
         text = f"{text}, verifying"
     if s.idle_since and s.stalled_step:
         # a short step (stat, prepare, ...) waits for its endpoint: which, and since when
@@ -132,6 +137,17 @@ def progress_text(s: TransferStatus) -> str:
         waits = " (waiting for the destination to answer)" if verifying else ""
         text = f"{text}, stalled: nothing moved since {s.idle_since}{waits}"
     return f"{text} {retry_note(s)}" if s.last_retry_error else text
+
+
+def verify_level_text(s: TransferStatus) -> str:
+    """A completed transfer's verify level, and for one read back whole before publish
+    (``full``) how many segments that read-back copied again: ``full: every byte read
+    back before publish, 0 segments copied again``."""
+    level = s.verify_level.value if s.verify_level is not None else "?"
+    if s.segments_copied_again is None:
+        return level
+    again = units.counted(s.segments_copied_again, "segment")
+    return f"{level}: every byte read back before publish, {again} copied again"
 
 
 def tuning_text(t: TuningView, ended: bool = False) -> str:
@@ -304,6 +320,16 @@ def status_lines(s: TransferStatus) -> list[str]:
         elif key == "staged_bytes":
             share = units.percent(value, s.bytes_total)
             shown = f"{units.size(value)}" + (f" ({share})" if share else "")
+        elif key == "verified_bytes":
+            key, shown = "verified", units.progress(value, s.verify_bytes_total, None, None)
+        elif key == "verify_rate_bytes_per_s":
+            key, shown = "verify rate", units.rate(value)
+        elif key == "verify_eta_s":
+            key, shown = "verify eta", units.duration(value)
+        elif key in ("verify_bytes_total", "segments_copied_again"):
+            continue  # said on the verified and verify lines
+        elif key == "verify_level":
+            key, shown = "verify", verify_level_text(s)
         elif isinstance(value, str):
             # one line per field: a reason naming an S3 key with a newline shows it as
             # ``cp -r`` does (control characters as \xNN)

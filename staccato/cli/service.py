@@ -47,7 +47,7 @@ def worker(
     from staccato.secrets import seal_keys
 
     try:
-        config = settings.current()
+        config = settings.checked()  # all of them, start-only ones too
         seal_keys()
         codec_keys()
         if config.staging_dir is not None:  # set explicitly: it must be usable now
@@ -231,7 +231,7 @@ def up(
             )
 
     try:  # checked as `staccato worker` does, before anything starts
-        config = settings.current()
+        config = settings.checked()  # all of them, start-only ones too
         seal_keys()
         codec_keys()
         # the memory cap must cover the processes asked for (names the setting and

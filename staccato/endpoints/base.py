@@ -70,13 +70,15 @@ class Motion:
     """When bytes last moved (``time.monotonic()`` seconds), shared by the threads of
     one activity attempt (:func:`motion_tracker`)."""
 
-    __slots__ = ("at", "elsewhere")
+    __slots__ = ("at", "began", "elsewhere", "read_back")
 
     def __init__(self) -> None:
-        self.at = time.monotonic()
+        self.at = self.began = time.monotonic()
         #: > 0 while the bytes move between the endpoints themselves (a server-side
         #: copy): no motion is seen here, and none is expected
         self.elsewhere = 0
+        #: bytes read back and checksummed (:func:`read_back`): a verify's progress
+        self.read_back = 0
 
 
 _motion: ContextVar[Motion | None] = ContextVar("staccato_motion", default=None)
@@ -90,6 +92,16 @@ def moved() -> None:
     tracker = _motion.get()
     if tracker is not None:
         tracker.at = time.monotonic()
+
+
+def read_back(nbytes: int) -> None:
+    """A read-back (a verify) checksummed ``nbytes`` more bytes of a destination:
+    counted in the attempt's tracker (``Motion.read_back``, the verify's heartbeat
+    details say it) and as motion (:func:`moved`). No-op outside a tracked attempt."""
+    tracker = _motion.get()
+    if tracker is not None:
+        tracker.at = time.monotonic()
+        tracker.read_back += nbytes
 
 
 @contextlib.contextmanager
@@ -1057,4 +1069,5 @@ class Driver(abc.ABC):
                 filled = reader.readinto_full(view)
                 keepalive()
                 parts.append((checksums.checksum_bytes(algorithm, view[:filled]), filled))
+                read_back(filled)
         return parts

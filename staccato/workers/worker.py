@@ -805,7 +805,7 @@ async def run_worker(
         SettingsError: a worker setting is invalid (the message names it); checked
             here, at start, rather than in every stream.
     """
-    settings.current()
+    settings.checked()  # every setting, the start-only ones too
     install_log_scrubber()
     # drivers imported before any workflow task runs beside the control activities'
     # threads (staccato.endpoints.import_drivers says why)

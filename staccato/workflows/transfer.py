@@ -486,6 +486,8 @@ class TransferWorkflow:
         self._failure: BaseException | None = None
         self._retry_for = timedelta(hours=24)
         self._cleanup_for_option: float | None = None  # TransferOptions.cleanup_for_s
+        #: segments the read-back before publish copied again (None: none ran)
+        self._read_back_recopied: int | None = None
         self._progress_at = datetime.min  # set when the run starts
         self._cancel_ignored = False
         # no byte moved yet (patch scheduled-until-copy): the state says scheduled
@@ -773,6 +775,7 @@ class TransferWorkflow:
             read_from_reason=self._progress.read_from_reason,
             sessions_lost=self._progress.sessions_lost,
             session_lost_reason=self._progress.session_lost_reason,
+            read_back_recopied=self._read_back_recopied,
         )
 
     async def _look_up_start(
@@ -1144,6 +1147,8 @@ class TransferWorkflow:
                 heartbeat_timeout,
                 before_publish=True,
             )
+            # the ended status says the read-back ran and what it copied again
+            self._read_back_recopied = len(bad)
             if bad:
                 # Chunks damaged after they were written (torn write, OS crash, stray
                 # writer): copy those segments again (their journal check drops the
@@ -1555,22 +1560,42 @@ class TransferWorkflow:
                 for s in segments
             ]
 
+        # the progress query's figures of this read-back (status: bytes verified of
+        # the size; the running parts' bytes are their heartbeats'). State only: no
+        # command, so no patch
+        progress = self._progress
+        assert progress is not None
+        reads = options.verify.compares_checksums
+        progress.verify_total = info.size if reads else None
+        progress.verify_done = 0 if reads else None
+
+        def part_bytes(part: VerifyInput) -> int:
+            first = part.segments[0][0] * part.chunk_size
+            return min(info.size, part.segments[-1][1] * part.chunk_size) - first
+
         def verify_part(part: VerifyInput) -> Callable[[], Awaitable[str]]:
-            return lambda: workflow.execute_activity(
-                "verify",
-                part,
-                result_type=str,
-                start_to_close_timeout=copy_timeout(info.size) + SHORT_TIMEOUT,
-                schedule_to_close_timeout=self._retry_budget(),
-                # the read-back heartbeats per chunk: a killed worker's verify is
-                # retried after this, not after the start-to-close bound (hours)
-                heartbeat_timeout=heartbeat_timeout,
-                retry_policy=RETRY,
-            )
+            async def call() -> str:
+                checked: str = await workflow.execute_activity(
+                    "verify",
+                    part,
+                    result_type=str,
+                    start_to_close_timeout=copy_timeout(info.size) + SHORT_TIMEOUT,
+                    schedule_to_close_timeout=self._retry_budget(),
+                    # the read-back heartbeats per chunk: a killed worker's verify is
+                    # retried after this, not after the start-to-close bound (hours)
+                    heartbeat_timeout=heartbeat_timeout,
+                    retry_policy=RETRY,
+                )
+                if progress.verify_done is not None and part.segments:
+                    progress.verify_done += part_bytes(part)
+                return checked
+
+            return call
 
         outcomes = await self._within_streams(
             [verify_part(part) for part in parts], return_exceptions=True
         )
+        progress.verify_done = progress.verify_total = None  # the read-back is over
         if not any(isinstance(outcome, BaseException) for outcome in outcomes):
             self._progress_at = workflow.now()
         bad: set[int] = set()
