@@ -10,11 +10,12 @@ the writers of this release record, or the SHA-256 that earlier releases recorde
 :meth:`~staccato.endpoints.sftp.driver.SFTPDriver.segments_checksum` and
 :meth:`~staccato.endpoints.sftp.driver.SFTPDriver.durable_chunks`.
 
-Why ``cksum`` (measured 2026-12-07 on the 2-core test VM, 256 MiB through a pipe, CPU
-seconds per GiB): on the server ``cksum`` (coreutils 9.1, PCLMUL) ~0.1-0.5, ``openssl
-dgst -sha256`` (SHA instructions) ~1.3, ``sha1`` ~1.4, ``md5`` ~2.4, ``sha256sum``
-~4.7, ``b2sum`` ~1.8; in the worker ``fastcrc``'s CKSUM CRC 0.1 against hashlib's
-SHA-256 0.69 (SHA-1 0.65, MD5 1.6, BLAKE2b 1.3). ``cksum`` is in POSIX, so every
+Why ``cksum`` (measured 2026-12-07 on the 2-core test VM, CPU seconds per GiB): on the
+server the whole ``dd bs=4M | TOOL`` pipeline (``dd`` and the pipe alone 0.55):
+``cksum`` (coreutils 9.1, PCLMUL) 0.56, ``openssl dgst -sha256`` (SHA instructions)
+1.6, ``-sha1`` 1.75, ``md5sum`` 2.3, ``b2sum`` 2.2, ``sha256sum`` 5.1; in the worker
+``fastcrc``'s CKSUM CRC 0.1 against hashlib's SHA-256 0.69 (SHA-1 0.65, MD5 1.6,
+BLAKE2b 1.3). Details: docs/sftp.md, "Verifying an upload". ``cksum`` is in POSIX, so every
 POSIX shell account has one (coreutils before 9.0 and busybox compute it a byte at a
 time: slower on the server, the same value). What it guards: accidental damage (a
 torn or misdirected write, a stray writer, a bad disk), with a 32-bit CRC as strong as
