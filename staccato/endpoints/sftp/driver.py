@@ -583,10 +583,10 @@ class SFTPDriver(Driver):
         self, session: WriteSession, first_chunk: int = 0, end_chunk: int | None = None
     ) -> dict[int, str]:
         """The journal's chunks; those in ``[first_chunk, end_chunk)`` whose record has
-        a server hash (``cksum``'s CRC, or a SHA-256) are re-checked by the server where it can hash
-        (:mod:`~staccato.endpoints.sftp.remote_hash`): a chunk whose bytes no longer
-        hash to it (damaged after it was written: torn write, OS crash, stray writer)
-        is left out, so the stream sends it again. Without server-side hashing the
+        a server hash (``cksum``'s CRC, or a SHA-256) are re-checked by the server
+        where it can hash (:mod:`~staccato.endpoints.sftp.remote_hash`): a chunk whose
+        bytes no longer hash to it (damaged after it was written: torn write, OS crash,
+        stray writer) is left out, so the stream sends it again. Without server-side hashing the
         journal is trusted as it is (the verify before publish reads the data back)."""
         url = parse_url(session.url)
         chunks = chunk_count(session.size, session.chunk_size)
