@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from typing import Protocol
 
 import crc32c as _crc32c
+import fastcrc as _fastcrc
 
 _CRC32C_POLY_REFLECTED = 0x82F63B78
 
@@ -63,6 +64,26 @@ def checksum_bytes(algorithm: str, data: bytes | memoryview) -> str:
     hasher = new_hasher(algorithm)
     hasher.update(data)
     return hasher.hexdigest()
+
+
+def posix_cksum(data: bytes | memoryview) -> int:
+    """The CRC that POSIX ``cksum`` prints first for ``data`` (its second field is the
+    length in bytes): CRC-32/CKSUM (polynomial 0x04C11DB7, not reflected, initial 0)
+    over the bytes and then their length, least significant byte first in as few bytes
+    as it needs, complemented (POSIX.1-2017, ``cksum``, "Description").
+
+    ``fastcrc`` computes it without holding the GIL, ~0.1 CPU-s per GiB here (PCLMUL
+    folding): a seventh of hashlib's SHA-256 with SHA instructions. Used by the sftp
+    writer's hash records, which the server recomputes with ``cksum``
+    (:mod:`staccato.endpoints.sftp.remote_hash`).
+    """
+    crc = _fastcrc.crc32.cksum(data)
+    length = memoryview(data).nbytes
+    tail = bytearray()
+    while length:
+        tail.append(length & 0xFF)
+        length >>= 8
+    return _fastcrc.crc32.cksum(bytes(tail), initial=crc) if tail else crc
 
 
 def _gf2_times(matrix: list[int], vector: int) -> int:

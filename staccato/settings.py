@@ -88,7 +88,7 @@ class Settings(BaseSettings):
         sftp_slot_wait_s: longest wait for a free connection slot; default 600 inside
             a heartbeating activity, 60 elsewhere.
         sftp_remote_hash: verify an upload's temp file by having the server hash it
-            (an SSH exec channel running ``openssl``/``sha256sum``) instead of reading
+            (an SSH exec channel running ``cksum``) instead of reading
             it back, where the server allows it (default on; off: always read back).
         sftp_transport: how SSH is spoken: ``openssh`` runs the worker's ``ssh``
             client and speaks SFTP over its pipes (encryption in OpenSSH's C code),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 
 import crc32c
 import pytest
@@ -130,6 +131,17 @@ def test_crc32c_combine_equals_whole(size: int, piece: int) -> None:
         for i in range(0, len(data), piece)
     ]
     assert checksums.combine("crc32c", parts) == f"{crc32c.crc32c(data):08x}"
+
+
+@pytest.mark.parametrize("size", [0, 1, 255, 256, 65536 + 3, 16 * MiB + 1])
+def test_posix_cksum_is_what_the_cksum_tool_prints(size: int) -> None:
+    """``posix_cksum`` equals the first field POSIX ``cksum`` prints (the sftp verify
+    compares them), for lengths taking 0 to 4 bytes in its length suffix; a view of a
+    bytearray (a stream's buffer) gives the same."""
+    data = os.urandom(size)
+    printed = subprocess.run(["cksum"], input=data, capture_output=True, check=True).stdout
+    assert printed.split() == [str(checksums.posix_cksum(data)).encode(), str(size).encode()]
+    assert checksums.posix_cksum(memoryview(bytearray(data))) == checksums.posix_cksum(data)
 
 
 def test_sha256_tree_depends_on_every_part() -> None:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,13 +30,19 @@ from staccato.client import StaccatoClient
 from staccato.endpoints import get_driver
 from staccato.endpoints.sftp import remote_hash
 from staccato.endpoints.sftp.journal import (
+    CKSUM,
     JOURNAL_RECORD_BYTES,
+    SHA256,
+    ServerHash,
     hash_record,
     hash_slot,
     journal_record,
     parse_journal,
     parse_marker,
     parse_records,
+)
+from staccato.endpoints.sftp.journal import (
+    _journal_record_text as _record_text,
 )
 from staccato.endpoints.sftp.pool import POOL
 from staccato.endpoints.sftp.ssh import resolve
@@ -83,6 +91,31 @@ sftp_not_posix = _server_fixture(
 )
 
 
+def _cksum_only(directory: Path) -> SshdServer:
+    """A server whose exec requests find, first on their PATH, an ``openssl`` and a
+    ``sha256sum`` that print a wrong digest (so no SHA-256 can be had from it) and a
+    ``cksum`` that logs each run to ``cksum.log`` beside them and then runs the real
+    one."""
+    tools = Path(directory).resolve() / "bin"
+    tools.mkdir(parents=True, exist_ok=True)
+    for name in ("openssl", "sha256sum"):
+        (tools / name).write_text("#!/bin/sh\ncat >/dev/null\necho " + "0" * 64 + " -\n")
+        (tools / name).chmod(0o755)
+    real = shutil.which("cksum")
+    assert real is not None
+    (tools / "cksum").write_text(
+        f'#!/bin/sh\necho run >> {tools / "cksum.log"}\nexec {real} "$@"\n'
+    )
+    (tools / "cksum").chmod(0o755)
+    return SshdServer(
+        directory, extra_config=_exec_as(f'PATH={tools}:$PATH exec sh -c "$SSH_ORIGINAL_COMMAND"')
+    )
+
+
+#: a server with only ``cksum`` to hash with (:func:`_cksum_only`)
+sftp_cksum_only = _server_fixture(_cksum_only)
+
+
 def _temp_handles(log: Path, offset: int, directory: Path) -> list[tuple[int, int]]:
     """``(bytes read, bytes written)`` of the temp-file handles under ``directory`` that
     sftp-server closed after ``offset`` of its log, once the log stopped growing."""
@@ -110,12 +143,18 @@ def hash_driver_env(
     sftp_greeting: SshdServer,
     sftp_not_posix: SshdServer,
     sftp_exec_logged: SshdServer,
+    sftp_cksum_only: SshdServer,
     tmp_path: Path,
 ) -> Iterator[None]:
     """Staccato's SSH settings for the driver in this process, for these servers; no
     probe remembered from an earlier test."""
     hosts = known_hosts_lines(
-        sshd_server, sftp_no_rename, sftp_greeting, sftp_not_posix, sftp_exec_logged
+        sshd_server,
+        sftp_no_rename,
+        sftp_greeting,
+        sftp_not_posix,
+        sftp_exec_logged,
+        sftp_cksum_only,
     )
     _driver_settings(monkeypatch, sshd_server, hosts, tmp_path)
     POOL.close_all()
@@ -189,6 +228,55 @@ def test_server_hashes_the_temp_file(
     assert actual == _expected(algorithm, real, data) != _expected(algorithm, digests, data)
     durable = driver.durable_chunks(session, 0, len(digests))
     assert sorted(durable) == [i for i in range(len(digests)) if i != 2]
+    driver.abort(session)
+
+
+def test_server_runs_cksum_of_the_records(
+    hash_driver_env: None, sftp_cksum_only: SshdServer, data_dir: Path
+) -> None:
+    """The writer's hash record of each chunk holds the CRC the POSIX ``cksum`` tool
+    prints for the chunk's bytes, and the verify has the server run ``cksum`` (this
+    server's SHA-256 tools print wrong digests): every chunk vouched for by it, none
+    read back. A chunk damaged in the temp file is still caught (its real checksum,
+    dropped by ``durable_chunks``); a chunk whose record is an earlier release's
+    SHA-256 is read back from a server that cannot compute one."""
+    driver = get_driver("sftp")
+    data = os.urandom(4 * CHUNK + 99)
+    session, digests = _write_session(sftp_cksum_only, data_dir, data, "ck")
+    chunks = [data[i * CHUNK : (i + 1) * CHUNK] for i in range(len(digests))]
+    by_tool = [
+        subprocess.run(["cksum"], input=c, capture_output=True, check=True).stdout.split()[0]
+        for c in chunks
+    ]
+    journal = Path(session.data["journal"])
+    records = parse_records(journal.read_bytes(), len(digests))
+    assert records == {
+        i: (digests[i], ServerHash(CKSUM, by_tool[i].decode())) for i in range(len(digests))
+    }
+    log = sftp_cksum_only.work_dir / "bin" / "cksum.log"
+    runs = log.read_text().count("run") if log.exists() else 0
+    url = parse_url(driver.session_url(session) or "")
+    before = dict(remote_hash.stats)
+    actual = driver.segments_checksum(url, len(data), CHUNK, [(0, len(digests))], "crc32c")
+    assert actual == _expected("crc32c", digests, data)
+    assert remote_hash.stats["ranges"] - before["ranges"] == len(digests)
+    assert log.read_text().count("run") - runs >= len(digests)
+
+    with open(session.data["temp"], "r+b") as temp:  # a stray writer
+        temp.seek(CHUNK + 5)
+        temp.write(b"\xff\x00\xff")
+    actual = driver.segments_checksum(url, len(data), CHUNK, [(0, len(digests))], "crc32c")
+    assert actual != _expected("crc32c", digests, data)
+    assert sorted(driver.durable_chunks(session)) == [0, 2, 3, 4]
+
+    # chunk 3's hash record as an earlier release wrote it (its SHA-256)
+    sha = ServerHash(SHA256, checksums.checksum_bytes("sha256", chunks[3]))
+    with open(journal, "r+b") as f:
+        f.seek(hash_slot(3, len(digests)) * JOURNAL_RECORD_BYTES)
+        f.write(hash_record(3, digests[3], sha))
+    before = dict(remote_hash.stats)
+    driver.segments_checksum(url, len(data), CHUNK, [(0, len(digests))], "crc32c")
+    assert remote_hash.stats["ranges"] - before["ranges"] == len(digests) - 1  # not chunk 3
     driver.abort(session)
 
 
@@ -374,8 +462,10 @@ async def test_damaged_temp_chunk_is_sent_again(
 
 def test_torn_hash_records_are_ignored() -> None:
     """A hash record counts only whole, in its own slot, naming its chunk record's
-    checksum: its CRC covers the hash too."""
-    sha = "ab" * 32
+    checksum, of a known kind and well-formed: its CRC covers the hash too. Both kinds
+    parse: ``cksum=`` (this release's writers) and ``sha256=`` (earlier releases')."""
+    sha = ServerHash(SHA256, "ab" * 32)
+    crc = ServerHash(CKSUM, "1219131554")
     chunk = journal_record(0, "1234abcd").ljust(2 * JOURNAL_RECORD_BYTES, b"\0")
 
     def journal(record: bytes) -> bytes:
@@ -384,6 +474,7 @@ def test_torn_hash_records_are_ignored() -> None:
     good = hash_record(0, "1234abcd", sha)
     assert hash_slot(0, 1) == 2
     assert parse_records(journal(good), 1) == {0: ("1234abcd", sha)}
+    assert parse_records(journal(hash_record(0, "1234abcd", crc)), 1) == {0: ("1234abcd", crc)}
     assert parse_records(chunk, 1) == {0: ("1234abcd", None)}
     flipped = good.replace(b"=ab", b"=ac", 1)  # one hash digit changed: its CRC fails
     assert parse_records(journal(flipped), 1) == {0: ("1234abcd", None)}
@@ -392,5 +483,10 @@ def test_torn_hash_records_are_ignored() -> None:
     other = hash_record(0, "99999999", sha)  # of another write of the chunk
     assert parse_records(journal(other), 1) == {0: ("1234abcd", None)}
     assert parse_records(good.ljust(3 * JOURNAL_RECORD_BYTES, b"\0"), 1) == {}
+    # a kind this release does not know (a later one's): read back, never trusted
+    unknown = _record_text("0 1234abcd md5=" + "ab" * 16)
+    assert parse_records(journal(unknown), 1) == {0: ("1234abcd", None)}
     with pytest.raises(PermanentError, match="does not fit"):
         hash_record(0, "f" * 64, sha)
+    with pytest.raises(ValueError, match="not a server hash"):
+        hash_record(0, "1234abcd", ServerHash(CKSUM, "4294967296"))

@@ -90,11 +90,14 @@ from staccato.endpoints.sftp.files import (
 )
 from staccato.endpoints.sftp.journal import (
     JOURNAL_RECORD_BYTES,
+    SHA256,
+    ServerHash,
     marker_record,
     parse_journal,
     parse_partial,
     parse_records,
     published,
+    valid_hash,
     written_by_staccato,
 )
 from staccato.endpoints.sftp.pipeline import ReadPipeline, SourceEnded, SourceLonger, write_at
@@ -155,6 +158,15 @@ _MEASURE_BUFFER = 1024 * 1024
 #: skew) is never kept: a name added within the second of a listing could be missed.
 _CACHE = SortedCache()
 _CACHE_QUIET_S = 10.0
+
+
+def _server_hash(checksum: str, recorded: ServerHash | None) -> ServerHash | None:
+    """The hash the server must compute for a journaled chunk: its hash record's, or
+    its checksum where that is a SHA-256 (``--checksum sha256``: 64 hex digits, the
+    writer then records no second hash); None: the chunk is read back."""
+    if recorded is not None:
+        return recorded
+    return ServerHash(SHA256, checksum) if valid_hash(SHA256, checksum) else None
 
 
 class SFTPDriver(Driver):
@@ -571,10 +583,10 @@ class SFTPDriver(Driver):
         self, session: WriteSession, first_chunk: int = 0, end_chunk: int | None = None
     ) -> dict[int, str]:
         """The journal's chunks; those in ``[first_chunk, end_chunk)`` whose record has
-        a SHA-256 are re-checked by the server where it can hash
-        (:mod:`~staccato.endpoints.sftp.remote_hash`): a chunk whose bytes no longer
-        hash to it (damaged after it was written: torn write, OS crash, stray writer)
-        is left out, so the stream sends it again. Without server-side hashing the
+        a server hash (``cksum``'s CRC, or a SHA-256) are re-checked by the server
+        where it can hash (:mod:`~staccato.endpoints.sftp.remote_hash`): a chunk whose
+        bytes no longer hash to it (damaged after it was written: torn write, OS crash,
+        stray writer) is left out, so the stream sends it again. Without server-side hashing the
         journal is trusted as it is (the verify before publish reads the data back)."""
         url = parse_url(session.url)
         chunks = chunk_count(session.size, session.chunk_size)
@@ -585,23 +597,24 @@ class SFTPDriver(Driver):
             return {}
         records = parse_records(data, chunks)
         end = chunks if end_chunk is None else min(end_chunk, chunks)
-        # a chunk's SHA-256: its record's field, or its checksum where that is one (64
-        # hex digits: --checksum sha256, the writer then records no second one). At
-        # worst a chunk is dropped and sent again.
-        shas = {
-            index: sha if sha is not None else checksum
-            for index, (checksum, sha) in records.items()
-            if first_chunk <= index < end and (sha is not None or len(checksum) == 64)
+        # a chunk's server hash: its hash record's, or its checksum where that is a
+        # SHA-256 (64 hex digits: --checksum sha256, the writer then records no second
+        # hash). At worst a chunk is dropped and sent again.
+        wanted = {
+            index: _server_hash(checksum, found)
+            for index, (checksum, found) in records.items()
+            if first_chunk <= index < end
         }
+        expected = {index: found for index, found in wanted.items() if found is not None}
         ranges = [
-            (index, *chunk_bounds(index, session.size, session.chunk_size))
-            for index in sorted(shas)
+            (index, *chunk_bounds(index, session.size, session.chunk_size), expected[index].kind)
+            for index in sorted(expected)
         ]
         if ranges and remote_hash.enabled():
             hashes = self._remote_hashes(url, session.data["temp"], ranges)
             if hashes:
-                for index, _, _ in ranges:
-                    if index in hashes and hashes[index] != shas[index]:
+                for index, _, _, _ in ranges:
+                    if index in hashes and hashes[index] != expected[index]:
                         log.info(
                             "%s: chunk %d no longer holds the bytes journaled for it "
                             "(the server hashes it differently): sending it again",
@@ -658,16 +671,16 @@ class SFTPDriver(Driver):
         return kept
 
     def _remote_hashes(
-        self, url: EndpointURL, path: str, ranges: list[tuple[int, int, int]]
-    ) -> dict[int, str]:
-        """:func:`remote_hash.sha256_ranges` of the server file ``path`` on a pooled
+        self, url: EndpointURL, path: str, ranges: list[tuple[int, int, int, str]]
+    ) -> dict[int, ServerHash]:
+        """:func:`remote_hash.hash_ranges` of the server file ``path`` on a pooled
         connection to ``url``'s server (connection failures mapped as every operation's)."""
         target = resolve(url)
         with mapped(f"destination {url}"):
             connection = POOL.acquire(target)
             try:
                 with guarded(connection):
-                    return remote_hash.sha256_ranges(connection, path, ranges)
+                    return remote_hash.hash_ranges(connection, path, ranges)
             finally:
                 POOL.release(connection)
 
@@ -684,19 +697,24 @@ class SFTPDriver(Driver):
         verify before publish, ``url`` from :meth:`session_url`) the server hashes the
         chunks instead of sending them back, where it can
         (:mod:`~staccato.endpoints.sftp.remote_hash`): a chunk whose bytes on the
-        server hash to the SHA-256 its journal record holds counts with the checksum
-        recorded beside it; every other chunk (no record, a record without SHA-256, a
-        different hash, no exec channel) is read back over SFTP as before.
+        server hash to what its hash record holds (the CRC of POSIX ``cksum``; an
+        earlier release's SHA-256) counts with the checksum recorded beside it; every
+        other chunk (no record, no hash record, a different hash, no exec channel, a
+        hash the server cannot compute) is read back over SFTP as before.
 
         Why that checks as much as reading back: the writer computed the record's
-        SHA-256 from the very buffer it sent, the one the stream computed the chunk's
+        hash from the very buffer it sent, the one the stream computed the chunk's
         checksum on (nothing changes it in between: ``ChunkWriter.write_chunk``), and
         wrote both into one record with its own CRC. Bytes on the server that hash to
-        that SHA-256 are those bytes (a collision is out of reach), so their checksum
-        is the recorded one: the argument of a local file's verify-on-write
+        that value are, against accidental damage, those bytes, so their checksum is
+        the recorded one: the argument of a local file's verify-on-write
         (``ChunkWriter.checked_in_memory``), with the server's read of its disk in
-        place of the kernel's. With ``--checksum sha256`` the checksum is itself the
-        chunk's SHA-256 and no second hash is recorded. A damaged chunk hashes
+        place of the kernel's. ``cksum``'s 32-bit CRC misses random damage with
+        probability 2**-32 and no burst of up to 32 bits, as the CRC-32C that reading
+        back compares; neither guards against someone who can write the temp file
+        (nor does reading back: they could write matching bytes). With ``--checksum
+        sha256`` the checksum is itself the chunk's SHA-256, which the server then
+        computes, and no second hash is recorded. A damaged chunk hashes
         differently, is read back, and its real checksum makes the segment mismatch
         (the workflow then copies it again: :meth:`durable_chunks` drops the chunk).
         A read pinned to ``info`` (a source read a second time) always reads, and so
@@ -717,18 +735,17 @@ class SFTPDriver(Driver):
         data = self._run(url, f"destination {url}", lambda sftp: read_all(sftp, journal_path))
         records = parse_records(data or b"", chunk_count(size, chunk_size))
         digest_length = len(checksums.checksum_bytes(algorithm, b""))
-        expected: dict[int, tuple[str, str]] = {}  # index -> (checksum, sha256)
-        for index, (checksum, sha) in records.items():
+        expected: dict[int, tuple[str, ServerHash]] = {}  # index -> (checksum, its hash)
+        for index, (checksum, found) in records.items():
             if len(checksum) != digest_length:
                 continue
-            if sha is None and algorithm == "sha256":
-                sha = checksum
-            if sha is not None:
-                expected[index] = (checksum, sha)
+            server_hash = _server_hash(checksum, found)
+            if server_hash is not None:
+                expected[index] = (checksum, server_hash)
         segment_digests: list[tuple[str, int]] = []
         for first, end in segments:
             ranges = [
-                (index, *chunk_bounds(index, size, chunk_size))
+                (index, *chunk_bounds(index, size, chunk_size), expected[index][1].kind)
                 for index in range(first, end)
                 if index in expected
             ]

@@ -5,14 +5,17 @@ fixed-size record at ``index x JOURNAL_RECORD_BYTES`` holding ``index checksum c
 (positional writes, so no reliance on a server honouring ``SSH_FXF_APPEND``; the
 record's own CRC-32 and index discard torn or stray bytes), so a resumed stream
 re-sends only missing chunks. Beside it, in the slots after the publish marker's
-(:func:`hash_slot`), a *hash record* ``index checksum sha256=<hex> crc32``: the SHA-256
-of the bytes written, computed from the very buffer the checksum was computed on,
-which the server can recompute over an exec channel
-(:mod:`staccato.endpoints.sftp.remote_hash`) instead of sending the chunk back. It is
-not written where the checksum already is a SHA-256 (``--checksum sha256``). Chunk
-records keep their form, so a worker of an older version (a fleet being redeployed)
-still reads the journal; a journal without hash records (written by one) is verified
-by reading back. Tests: ``test_journal_resume_and_torn_records`` in
+(:func:`hash_slot`), a *hash record* ``index checksum cksum=<decimal> crc32``: the CRC
+POSIX ``cksum`` prints for the bytes written (:func:`staccato.checksums.posix_cksum`),
+computed from the very buffer the checksum was computed on, which the server can
+recompute over an exec channel (:mod:`staccato.endpoints.sftp.remote_hash`) instead of
+sending the chunk back. Earlier releases wrote ``sha256=<hex>`` (the SHA-256)
+there; such records are still read and verified with the server's SHA-256, and a
+worker of such a version ignores a ``cksum=`` record (it matches only ``sha256=``) and
+reads that chunk back. No hash record is written where the checksum already is a
+SHA-256 (``--checksum sha256``). Chunk records keep their form, so a worker of an
+older version (a fleet being redeployed) still reads the journal; a journal without
+hash records (written by one) is verified by reading back. Tests: ``test_journal_resume_and_torn_records`` in
 ``tests/sftp/test_sftp_cases.py``, ``test_old_journal_records_resume`` and
 ``test_torn_hash_records_are_ignored`` in ``tests/sftp/test_sftp_remote_hash.py``.
 
@@ -36,6 +39,7 @@ from __future__ import annotations
 
 import stat as stat_module
 import zlib
+from typing import NamedTuple
 
 from staccato.endpoints.sftp.files import read_all, stat_or_none
 from staccato.endpoints.sftp.protocol import StaccatoSFTP, StatusError
@@ -43,7 +47,28 @@ from staccato.errors import PermanentError
 
 JOURNAL_RECORD_BYTES = 128  # per chunk: index (<= 20), checksum (<= 64 hex), crc32 (8)
 _MARKER = "published-mtime"
-_SHA_FIELD = "sha256="
+#: the kinds of server hash a hash record holds, and the tool the server runs for each
+SHA256 = "sha256"
+CKSUM = "cksum"
+_DECIMAL_MAX = 2**32 - 1
+
+
+class ServerHash(NamedTuple):
+    """A chunk's hash as the server can recompute it: ``kind`` :data:`CKSUM` (``value``
+    the CRC POSIX ``cksum`` prints, in decimal) or :data:`SHA256` (``value`` 64 lower
+    hex digits)."""
+
+    kind: str
+    value: str
+
+
+def valid_hash(kind: str, value: str) -> bool:
+    """Whether ``value`` is a well-formed hash of ``kind`` (:class:`ServerHash`)."""
+    if kind == SHA256:
+        return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+    if kind == CKSUM:
+        return value.isdigit() and len(value) <= 10 and int(value) <= _DECIMAL_MAX
+    return False
 
 
 def journal_record(index: int, checksum: str) -> bytes:
@@ -96,15 +121,18 @@ def parse_partial(data: bytes, chunks: int, index: int) -> tuple[int, str] | Non
     return int(parts[2]), parts[3]
 
 
-def hash_record(index: int, checksum: str, sha256: str) -> bytes:
-    """The hash record of chunk ``index``: ``index checksum sha256=HEX crc32``: the
-    SHA-256 (hex) of the chunk's bytes as written, beside the checksum computed on the
-    same buffer.
+def hash_record(index: int, checksum: str, server_hash: ServerHash) -> bytes:
+    """The hash record of chunk ``index``: ``index checksum KIND=VALUE crc32``: the
+    server-recomputable hash (:class:`ServerHash`) of the chunk's bytes as written,
+    beside the checksum computed on the same buffer.
 
     Raises:
         PermanentError: the record would not fit ``JOURNAL_RECORD_BYTES``.
+        ValueError: ``server_hash`` is not well-formed (:func:`valid_hash`).
     """
-    body = f"{index} {checksum} {_SHA_FIELD}{sha256}"
+    if not valid_hash(*server_hash):
+        raise ValueError(f"not a server hash: {server_hash!r}")
+    body = f"{index} {checksum} {server_hash.kind}={server_hash.value}"
     if len(f"{body} 00000000") >= JOURNAL_RECORD_BYTES:
         raise PermanentError(f"checksum {checksum!r} does not fit a hash record")
     return _journal_record_text(body)
@@ -123,26 +151,26 @@ def parse_journal(data: bytes, chunks: int) -> dict[int, str]:
     return durable
 
 
-def parse_records(data: bytes, chunks: int) -> dict[int, tuple[str, str | None]]:
-    """Durable chunks from journal bytes: index -> (checksum, SHA-256 hex of the bytes
-    written, or None). The hash is taken from the chunk's hash record only where that
-    record is valid and names the same checksum as the chunk record (journals written
-    before hash records existed have none)."""
-    records: dict[int, tuple[str, str | None]] = {}
+def parse_records(data: bytes, chunks: int) -> dict[int, tuple[str, ServerHash | None]]:
+    """Durable chunks from journal bytes: index -> (checksum, the server-recomputable
+    hash of the bytes written, or None). The hash is taken from the chunk's hash record
+    only where that record is valid (its CRC), well-formed, of a known kind
+    (``cksum=``, or the ``sha256=`` of earlier releases) and names the same checksum as
+    the chunk record (journals written before hash records existed have none)."""
+    records: dict[int, tuple[str, ServerHash | None]] = {}
     for index, checksum in parse_journal(data, chunks).items():
         parts = _fields(data, hash_slot(index, chunks))
-        sha: str | None = None
+        found: ServerHash | None = None
         if (
             len(parts) == 4
             and parts[0] == str(index)
             and parts[1] == checksum
-            and parts[2].startswith(_SHA_FIELD)
             and f"{zlib.crc32(' '.join(parts[:3]).encode()):08x}" == parts[3]
         ):
-            sha = parts[2][len(_SHA_FIELD) :]
-            if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
-                sha = None
-        records[index] = (checksum, sha)
+            kind, _, value = parts[2].partition("=")
+            if valid_hash(kind, value):
+                found = ServerHash(kind, value)
+        records[index] = (checksum, found)
     return records
 
 

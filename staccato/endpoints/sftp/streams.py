@@ -6,17 +6,19 @@ positionally and pipelined into the temp file, fsynced, then recorded in the jou
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from paramiko.sftp_attr import SFTPAttributes
 
+from staccato.checksums import posix_cksum
 from staccato.endpoints.base import ChunkWriter, Reader
 from staccato.endpoints.sftp.connection import Connection, guarded
 from staccato.endpoints.sftp.files import mapped, short_of_space, stat_or_none
 from staccato.endpoints.sftp.journal import (
+    CKSUM,
     JOURNAL_RECORD_BYTES,
+    ServerHash,
     hash_record,
     hash_slot,
     journal_record,
@@ -130,15 +132,17 @@ class SFTPReader(Reader):
             POOL.release(connection)
 
 
-def _sha256_hex(data: memoryview) -> str:
-    return hashlib.sha256(data).hexdigest()
+def _server_hash(data: memoryview) -> ServerHash:
+    """What the server's ``cksum`` must print for ``data`` (the hash record's hash)."""
+    return ServerHash(CKSUM, str(posix_cksum(data)))
 
 
 class SFTPChunkWriter(ChunkWriter):
     """Pipelined positional writes into a session's temp file; one fsync + journal line
-    per chunk, written with a hash record holding the SHA-256 of the bytes written,
-    computed from the very buffer that is sent (the one the stream checksummed), so verify can have
-    the server hash the temp file instead of reading it back
+    per chunk, written with a hash record holding the CRC POSIX ``cksum`` prints for the
+    bytes written (:func:`~staccato.checksums.posix_cksum`), computed from the very
+    buffer that is sent (the one the stream checksummed), so verify can have the server
+    run ``cksum`` on the temp file instead of reading it back
     (:meth:`~staccato.endpoints.sftp.driver.SFTPDriver.segments_checksum`)."""
 
     def __init__(self, session: WriteSession) -> None:
@@ -191,13 +195,13 @@ class SFTPChunkWriter(ChunkWriter):
                     f"write session {self._temp} is gone (deleted, or published by another attempt); stopping this writer"
                 )
             # a 64-hex-digit checksum is the chunk's SHA-256 already (--checksum sha256);
-            # else hashed beside the writes (hashlib lets go of the GIL) from the same
+            # else hashed beside the writes (fastcrc lets go of the GIL) from the same
             # buffer, which nothing changes until this returns
             hashed = None
             if len(checksum) != 64:
                 if self._hasher is None:
-                    self._hasher = ThreadPoolExecutor(1, thread_name_prefix="staccato-sftp-sha")
-                hashed = self._hasher.submit(_sha256_hex, data)
+                    self._hasher = ThreadPoolExecutor(1, thread_name_prefix="staccato-sftp-hash")
+                hashed = self._hasher.submit(_server_hash, data)
             try:
                 write_at(sftp, self._handle, index * self._chunk_size, data)
                 sftp.fsync_handle(self._handle)
@@ -215,12 +219,12 @@ class SFTPChunkWriter(ChunkWriter):
                     raise
                 raise full from None
             finally:
-                sha256 = hashed.result() if hashed is not None else None
+                server_hash = hashed.result() if hashed is not None else None
             records = [(index * JOURNAL_RECORD_BYTES, journal_record(index, checksum))]
-            if sha256 is not None:
+            if server_hash is not None:
                 slot = hash_slot(index, self._chunks)
                 records.insert(
-                    0, (slot * JOURNAL_RECORD_BYTES, hash_record(index, checksum, sha256))
+                    0, (slot * JOURNAL_RECORD_BYTES, hash_record(index, checksum, server_hash))
                 )
             write_records(sftp, self._journal, records)
 

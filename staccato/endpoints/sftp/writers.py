@@ -47,7 +47,7 @@ from paramiko.sftp_attr import SFTPAttributes
 from staccato import checksums
 from staccato.endpoints import base
 from staccato.endpoints.sftp.files import remove_if_exists
-from staccato.endpoints.sftp.journal import parse_records
+from staccato.endpoints.sftp.journal import SHA256, parse_records
 from staccato.endpoints.sftp.pipeline import PIECE_BYTES, ReadPipeline, SourceEnded, write_at
 from staccato.endpoints.sftp.protocol import (
     FX_NO_SUCH_FILE,
@@ -201,8 +201,8 @@ def fresh_copy(
 ) -> SFTPAttributes:
     """Write the file ``fresh`` (created, or emptied) through a handle of its own from
     the bytes of the session's temp file, chunk by chunk, each checked against the
-    checksum its journal record (``journal``: the journal's bytes) holds (its SHA-256
-    where the record has one) as it is copied; fsynced and closed. The temp file may
+    checksum its journal record (``journal``: the journal's bytes) holds (the SHA-256
+    an earlier release's hash record holds, where there is one) as it is copied; fsynced and closed. The temp file may
     still be written by a stale writer meanwhile: what is copied is what the journal
     vouches for, whatever it writes.
 
@@ -226,7 +226,10 @@ def fresh_copy(
             buffer = memoryview(bytearray(min(PIECE_BYTES, session.chunk_size or 1)))
             for index in range(chunks):
                 offset, length = chunk_bounds(index, session.size, session.chunk_size)
-                checksum, sha = records[index]
+                checksum, recorded = records[index]
+                # an earlier release's SHA-256 where the record has one (stronger than
+                # a CRC-32C checksum); a cksum CRC is no stronger than the checksum
+                sha = recorded.value if recorded is not None and recorded.kind == SHA256 else None
                 algorithm = "sha256" if sha is not None or len(checksum) == 64 else "crc32c"
                 expected = sha if sha is not None else checksum
                 hasher = checksums.new_hasher(algorithm)
