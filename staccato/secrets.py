@@ -52,7 +52,7 @@ from staccato.urls import REDACTED, SOURCE_ONLY_SCHEMES, EndpointURL, parse_url,
 KEY_BYTES = 32  # AES-256
 NONCE_BYTES = 12  # AES-GCM's standard nonce (NIST SP 800-38D, 8.2)
 SEAL_PREFIX = "s1"
-DEFAULT_KEY_FILE = "secret.key"
+DEFAULT_KEY_FILE = settings.DEFAULT_SECRET_KEY_FILE
 _PURPOSE_SOURCE_QUERY = b"staccato source query v1\0"
 
 
