@@ -84,6 +84,17 @@ def eta(left: float, per_s: float | None, min_rate: float = ETA_MIN_RATE) -> flo
     return max(0, left) / per_s
 
 
+def ended_short_text(done: int, total: int | None) -> str | None:
+    """What a run that ended failed or cancelled copied, as ``1.0 MiB copied``, when
+    ``done`` of ``total`` would mislead: the total unknown (``0 B / ?`` reads as if it
+    went on) or all of it counted (``0 B / 0 B (100%)`` reads as a success: a 0-byte
+    copy that failed, a copy whose verify or publish failed). None otherwise: a
+    partial share (``1.0 KiB / 4.0 KiB (25%)``) says how far it got."""
+    if total is None or done >= total:
+        return f"{size(done)} copied"
+    return None
+
+
 def progress(
     done: int, total: int | None, bytes_per_s: float | None = None, eta_s: float | None = None
 ) -> str:

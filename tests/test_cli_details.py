@@ -372,6 +372,32 @@ def test_a_run_that_ended_before_its_size_was_known_says_what_it_copied() -> Non
     assert render.progress_text(sized) == "1.0 KiB / 4.0 KiB (25%)"
 
 
+def test_a_failed_run_with_all_bytes_counted_does_not_say_100_percent() -> None:
+    """tester72: a failed 0-byte copy read ``failed: 0 B / 0 B (100%)``, as if done; a
+    failed or cancelled run whose bytes are all counted says what it copied, in a
+    transfer's line and a fan-out destination's row alike."""
+    from staccato.cli import render
+    from staccato.fanout_client import destination_line
+    from staccato.models import DestinationStatus, TransferState, TransferStatus
+
+    failed = TransferStatus(
+        id="staccato-x", state=TransferState.failed, source="file:///a",
+        destination="file:///b", bytes_total=0, bytes_done=0, rate_bytes_per_s=None,
+        eta_s=None, streams=4, chunk_size=16 * 1024 * 1024, checksum=None, error="boom",
+    )  # fmt: skip
+    assert render.progress_text(failed) == "0 B copied"
+    assert "%" not in render.plain_line(failed), render.plain_line(failed)
+    verified = failed.model_copy(update={"bytes_total": 4096, "bytes_done": 4096})
+    assert render.progress_text(verified) == "4.0 KiB copied"
+    done = failed.model_copy(update={"state": TransferState.completed, "error": None})
+    assert render.progress_text(done) == "0 B / 0 B (100%)"
+    row = DestinationStatus(
+        destination="file:///b", transfer_id="staccato-x", state=TransferState.failed,
+        error="boom", bytes_done=0, bytes_total=0,
+    )  # fmt: skip
+    assert "%" not in destination_line(row) and "0 B copied" in destination_line(row)
+
+
 def _dataset_status(**fields: object) -> Any:
     """A running dataset file:///src -> file:///dst, 1 of 2 files done (5 of 10
     bytes), its listing done; ``fields`` replace any of these."""

@@ -55,9 +55,11 @@ def retry_note(s: TransferStatus) -> str:
 
 def ended_bytes_text(state: str, done: int, total: int | None) -> str | None:
     """``0 B copied`` for a run that ended failed or cancelled before its size was
-    known (``0 B / ?`` read as if it went on); None otherwise."""
-    if total is None and state in (TransferState.failed, TransferState.cancelled):
-        return f"{units.size(done)} copied"
+    known (``0 B / ?`` read as if it went on) or with all of it counted (``0 B / 0 B
+    (100%)`` read as a success): :func:`staccato.units.ended_short_text`; None
+    otherwise."""
+    if state in (TransferState.failed, TransferState.cancelled):
+        return units.ended_short_text(done, total)
     return None
 
 
