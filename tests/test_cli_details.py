@@ -485,6 +485,23 @@ def test_no_retry_advice_when_no_failure_can_succeed() -> None:
     assert retry_advice(_ended_with(refused)) is None
 
 
+def test_retry_advice_says_plainly_which_are_not_regular_files() -> None:
+    """tester72: "(they are no use for 'devnull_link', ...)" read as riddle; the advice
+    says those names are not regular files, which no run copies."""
+    from staccato.dataset_client import retry_advice
+    from staccato.errors import NOT_A_REGULAR_FILE
+
+    specials = [("devnull_link", NOT_A_REGULAR_FILE), ("pipe", NOT_A_REGULAR_FILE)]
+    advice = retry_advice(_ended_with(*specials, ("ok.txt", "connection reset")))
+    assert advice is not None and "no use for" not in advice, advice
+    assert (
+        "'devnull_link', 'pipe' are not regular files (a FIFO, socket or device): no run "
+        "copies them, so copying them again cannot help; --exclude them" in advice
+    ), advice
+    one = retry_advice(_ended_with(specials[1], ("ok.txt", "connection reset")))
+    assert one is not None and "'pipe' is not a regular file (" in one, one
+
+
 def test_a_failed_run_still_cleaning_up_shows_what_it_holds() -> None:
     """A failed transfer whose every chunk was durable, still removing its temp file
     (G13: a publish that hung): ``bytes_durable`` equals ``bytes_done``, and the human
