@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import re
 import time
 from pathlib import Path
 
@@ -65,6 +66,7 @@ def _assert_names_the_cause(message: str, mount: Path) -> None:
     assert f"mounted at {mount}" in message, message
     assert "bytes needed" in message and "bytes free" in message, message
     assert "Free at least" in message and "another file system" in message, message
+    assert re.search(r"Free at least \d+ bytes \(\d+(\.\d)? [KMG]?i?B\) there", message), message
 
 
 def test_disk_full_mid_write_is_retryable_and_keeps_the_temp(small_fs: Path) -> None:

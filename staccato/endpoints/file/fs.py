@@ -196,10 +196,8 @@ def no_space(
     else:
         cause = "the file system is full"
     return RetryableError(
-        f"not enough space for {target} on the file system mounted at {mount}: {cause}; "
-        f"{needed} more bytes needed (of {size}), {free} bytes free. Free at least "
-        f"{max(needed - max(free, 0), 0)} bytes there (or raise the quota), or choose a "
-        "destination on another file system"
+        f"not enough space for {target} ({size} bytes) on the file system mounted at "
+        f"{mount}: {cause}; {units.space_shortfall_text(needed, free, quota=True)}"
     )
 
 
