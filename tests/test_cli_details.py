@@ -372,6 +372,45 @@ def test_a_run_that_ended_before_its_size_was_known_says_what_it_copied() -> Non
     assert render.progress_text(sized) == "1.0 KiB / 4.0 KiB (25%)"
 
 
+def test_list_rows_line_up_past_the_longest_state() -> None:
+    """tester72: ``completed_with_errors`` overflowed ``list``'s 10-wide state column,
+    pushing that row's progress 11 characters right of a ``running`` row's: the
+    column is as wide as the longest state, so a transfer's, a dataset's and a
+    group's rows put what follows the state at one offset from their id."""
+    from staccato.cli import datasets as datasets_cli
+    from staccato.cli import fanout, render
+    from staccato.datasets.models import DatasetState
+    from staccato.models import GroupState, GroupStatus, TransferState, TransferStatus
+
+    running = TransferStatus(
+        id="staccato-x", state=TransferState.running, source="file:///a",
+        destination="file:///b", bytes_total=4096, bytes_done=1024, rate_bytes_per_s=None,
+        eta_s=None, streams=4, chunk_size=16 * 1024 * 1024, checksum=None, error=None,
+    )  # fmt: skip
+    transfer_row = render.list_row(running)
+    dataset = _ended_with(("a", "connection reset"))
+    assert dataset.state == DatasetState.completed_with_errors
+    assert render.LIST_STATE_WIDTH >= max(len(state.value) for state in DatasetState)
+    dataset_row = datasets_cli.list_row(dataset)
+    group = GroupStatus(
+        id="staccato-group-1", state=GroupState.running, source="file:///a", destinations=[]
+    )
+    group_row = fanout.list_row(group)
+
+    def after_state(row: str, row_id: str) -> int:
+        """The offset from the row's id of the first character after its state column."""
+        start = len(row_id) + 2
+        state_end = row.index(" ", start)
+        return len(row) - len(row[state_end:].lstrip(" ")) - len(row_id)
+
+    offsets = {
+        after_state(transfer_row, running.id),
+        after_state(dataset_row, dataset.id),
+        after_state(group_row, group.id),
+    }
+    assert offsets == {2 + len("completed_with_errors") + 1}, (transfer_row, dataset_row, group_row)
+
+
 def test_a_failed_run_with_all_bytes_counted_does_not_say_100_percent() -> None:
     """tester72: a failed 0-byte copy read ``failed: 0 B / 0 B (100%)``, as if done; a
     failed or cancelled run whose bytes are all counted says what it copied, in a
