@@ -45,7 +45,7 @@ def codec_keys() -> list[Key]:
     empty when the codec is off.
 
     Raises:
-        SecretKeyError: a key is malformed or its file unreadable.
+        KeySettingError (a SecretKeyError): a key is malformed or its file unreadable.
     """
     config = settings.current()
     return keys_from("STACCATO_CODEC_KEY", config.codec_key, config.codec_key_file, None)

@@ -608,10 +608,11 @@ def retry_advice(status: DatasetStatus) -> str | None:
         )
     if special:
         one = len(special) == 1
+        it = "it" if one else "them"
         left_out.append(
-            f"{'it is' if one else 'they are'} no use for {_some(special)}: "
-            f"{'not a regular file' if one else 'not regular files'} (a FIFO, socket or "
-            "device), which no run copies; --exclude " + ("it" if one else "them")
+            f"{_some(special)} {'is not a regular file' if one else 'are not regular files'} "
+            f"(a FIFO, socket or device): no run copies {it}, so copying {it} again cannot "
+            f"help; --exclude {it}"
         )
     if left_out:
         return f"copy the failed files again with --retry-failed ({'; '.join(left_out)})"

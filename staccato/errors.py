@@ -24,6 +24,7 @@ constant, never by a string written out where it is compared.
      │    ├── UnsupportedError      the endpoint cannot do what was asked
      │    ├── SettingsError         a STACCATO_* variable has an unusable value
      │    └── SecretKeyError        no key, a malformed key, or a seal no key opens
+     │         ├── KeySettingError      a key setting (variable or file) is malformed
      │         └── SealKeyMissingError  this worker lacks the key a query was sealed with
      └── client side (raised by StaccatoClient, never inside a transfer)
           ├── TemporalUnavailableError  Temporal cannot be reached
@@ -345,6 +346,16 @@ class SettingsError(PermanentError):
 class SecretKeyError(PermanentError):
     """No key, a malformed key, or a sealed text this process's keys cannot open;
     the message names the setting to change (:mod:`staccato.secrets`)."""
+
+
+class KeySettingError(SecretKeyError):
+    """A key setting is unusable: ``STACCATO_SECRET_KEY``/``STACCATO_CODEC_KEY`` (or the
+    file a ``*_FILE`` variable or ``$STACCATO_HOME/secret.key`` names) is not base64 of
+    32 bytes, empty or unreadable; the message names the variable or file. A bad
+    setting, as :class:`SettingsError`: the CLI exits 2 (README, "exit codes"). Travels
+    as ``SecretKeyError`` (a worker that raises it is one started without its check)."""
+
+    TYPE: ClassVar[str] = "SecretKeyError"
 
 
 class SealKeyMissingError(SecretKeyError):

@@ -547,7 +547,12 @@ def destination_line(row: DestinationStatus) -> str:
             if row.state == TransferState.running
             else (None, None)
         )
-        text += f"  {units.progress(row.bytes_done, row.bytes_total, rate, eta)}"
+        ended = (
+            units.ended_short_text(row.bytes_done, row.bytes_total)
+            if row.state in (TransferState.failed, TransferState.cancelled)
+            else None
+        )  # a failed 0-byte copy is not "0 B / 0 B (100%)"
+        text += f"  {ended or units.progress(row.bytes_done, row.bytes_total, rate, eta)}"
     if row.phase and row.state == TransferState.running:
         text += f" ({row.phase})"
     if row.error:

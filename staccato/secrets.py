@@ -37,7 +37,12 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from staccato import settings
-from staccato.errors import InvalidURLError, SealKeyMissingError, SecretKeyError
+from staccato.errors import (
+    InvalidURLError,
+    KeySettingError,
+    SealKeyMissingError,
+    SecretKeyError,
+)
 from staccato.scrubbing import ScrubFilter as ScrubFilter  # re-exported: the API it had
 from staccato.scrubbing import install_log_scrubber as install_log_scrubber
 from staccato.scrubbing import remember
@@ -47,7 +52,7 @@ from staccato.urls import REDACTED, SOURCE_ONLY_SCHEMES, EndpointURL, parse_url,
 KEY_BYTES = 32  # AES-256
 NONCE_BYTES = 12  # AES-GCM's standard nonce (NIST SP 800-38D, 8.2)
 SEAL_PREFIX = "s1"
-DEFAULT_KEY_FILE = "secret.key"
+DEFAULT_KEY_FILE = settings.DEFAULT_SECRET_KEY_FILE
 _PURPOSE_SOURCE_QUERY = b"staccato source query v1\0"
 
 
@@ -70,7 +75,7 @@ def parse_keys(text: str, where: str) -> list[Key]:
     commas or new lines; the first one seals.
 
     Raises:
-        SecretKeyError: empty, or an item is not base64 of 32 bytes (``where`` names
+        KeySettingError: empty, or an item is not base64 of 32 bytes (``where`` names
             the variable or file, never the key).
     """
     keys: list[Key] = []
@@ -85,13 +90,13 @@ def parse_keys(text: str, where: str) -> list[Key]:
         except (binascii.Error, ValueError):
             material = b""
         if len(material) != KEY_BYTES:
-            raise SecretKeyError(
+            raise KeySettingError(
                 f"{where}: key {number} is not base64 of {KEY_BYTES} random bytes; make one "
                 'with `python -c "import os,base64;print(base64.b64encode(os.urandom(32)).decode())"`'
             )
         keys.append(Key(material))
     if not keys:
-        raise SecretKeyError(f"{where} is empty: expected base64 of {KEY_BYTES} random bytes")
+        raise KeySettingError(f"{where} is empty: expected base64 of {KEY_BYTES} random bytes")
     return keys
 
 
@@ -121,12 +126,12 @@ def keys_from(
     try:
         content = path.read_text()
     except OSError as err:
-        raise SecretKeyError(
+        raise KeySettingError(
             f"cannot read the key file {path} ({variable + '_FILE' if key_file else 'default'}): "
             f"{err.strerror or err}"
         ) from None
     if not content.strip():
-        raise SecretKeyError(_empty_key_advice(path, default=key_file is None))
+        raise KeySettingError(_empty_key_advice(path, default=key_file is None))
     return parse_keys(content, f"key file {path}")
 
 
@@ -135,7 +140,7 @@ def seal_keys() -> list[Key]:
     or ``$STACCATO_HOME/secret.key``); empty when none is configured.
 
     Raises:
-        SecretKeyError: a configured key is malformed or its file unreadable.
+        KeySettingError: a configured key is malformed or its file unreadable.
     """
     config = settings.current()
     return keys_from(

@@ -38,6 +38,10 @@ WORKER_PROCESS_OVERHEAD_BYTES = 160 * 1024**2
 PathList = Annotated[list[str], NoDecode]  # ``:``-separated in the environment
 
 
+#: the source-sealing key's file in ``$STACCATO_HOME`` when no key setting names one
+DEFAULT_SECRET_KEY_FILE = "secret.key"
+
+
 class Settings(BaseSettings):
     """Staccato's environment settings. Durations are seconds, sizes bytes.
 
@@ -187,6 +191,19 @@ class Settings(BaseSettings):
     owner: str = ""
 
     @property
+    def effective_secret_key_file(self) -> Path | None:
+        """The file the source-sealing key is read from: ``secret_key_file``, else
+        ``<home>/secret.key`` when it exists (``staccato up`` creates it); None when
+        ``secret_key`` is set (no file is read) or neither file is there
+        (:func:`staccato.secrets.seal_keys` is the rule)."""
+        if self.secret_key is not None:
+            return None
+        if self.secret_key_file is not None:
+            return self.secret_key_file
+        default = self.home / DEFAULT_SECRET_KEY_FILE
+        return default if default.exists() else None
+
+    @property
     def effective_staging_dir(self) -> Path:
         """``staging_dir`` or its default, ``<home>/staging``."""
         return self.staging_dir or self.home / "staging"
@@ -272,7 +289,9 @@ class Settings(BaseSettings):
         return self.worker_processes or max(4, os.cpu_count() or 1)
 
     def shown(self) -> dict[str, str]:
-        """``STACCATO_*`` name -> effective value as text, secrets masked (``**********``)."""
+        """``STACCATO_*`` name -> effective value as text, secrets masked (``**********``);
+        defaulted values show the default in use (worker processes, staging directory,
+        the key file read: :attr:`effective_secret_key_file`)."""
         shown: dict[str, str] = {}
         for name in type(self).model_fields:
             value = getattr(self, name)
@@ -285,6 +304,8 @@ class Settings(BaseSettings):
             shown[ENV_PREFIX + name.upper()] = text
         shown[ENV_PREFIX + "WORKER_PROCESSES"] = str(self.effective_worker_processes)
         shown[ENV_PREFIX + "STAGING_DIR"] = str(self.effective_staging_dir)
+        key_file = self.effective_secret_key_file  # the default file, when it is the one read
+        shown[ENV_PREFIX + "SECRET_KEY_FILE"] = "" if key_file is None else str(key_file)
         return shown
 
 

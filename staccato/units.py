@@ -84,6 +84,33 @@ def eta(left: float, per_s: float | None, min_rate: float = ETA_MIN_RATE) -> flo
     return max(0, left) / per_s
 
 
+def space_shortfall_text(needed: int, free: int, *, quota: bool = False) -> str:
+    """What a destination short of space lacks, in bytes and human units, and how much
+    to free: ``15728640 more bytes needed (15.0 MiB), 1048576 bytes free (1.0 MiB).
+    Free at least 14680064 bytes (14.0 MiB) there, or choose a destination on another
+    file system``; ``quota`` adds "(or raise the quota)". ``free`` below 0 (unknown)
+    counts as 0. The one wording of a local and an SFTP destination."""
+    free = max(free, 0)
+    short = max(needed - free, 0)
+    raise_quota = " (or raise the quota)" if quota else ""
+    return (
+        f"{needed} more bytes needed ({size(needed)}), {free} bytes free ({size(free)}). "
+        f"Free at least {short} bytes ({size(short)}) there{raise_quota}, or choose a "
+        "destination on another file system"
+    )
+
+
+def ended_short_text(done: int, total: int | None) -> str | None:
+    """What a run that ended failed or cancelled copied, as ``1.0 MiB copied``, when
+    ``done`` of ``total`` would mislead: the total unknown (``0 B / ?`` reads as if it
+    went on) or all of it counted (``0 B / 0 B (100%)`` reads as a success: a 0-byte
+    copy that failed, a copy whose verify or publish failed). None otherwise: a
+    partial share (``1.0 KiB / 4.0 KiB (25%)``) says how far it got."""
+    if total is None or done >= total:
+        return f"{size(done)} copied"
+    return None
+
+
 def progress(
     done: int, total: int | None, bytes_per_s: float | None = None, eta_s: float | None = None
 ) -> str:

@@ -372,6 +372,71 @@ def test_a_run_that_ended_before_its_size_was_known_says_what_it_copied() -> Non
     assert render.progress_text(sized) == "1.0 KiB / 4.0 KiB (25%)"
 
 
+def test_list_rows_line_up_past_the_longest_state() -> None:
+    """tester72: ``completed_with_errors`` overflowed ``list``'s 10-wide state column,
+    pushing that row's progress 11 characters right of a ``running`` row's: the
+    column is as wide as the longest state, so a transfer's, a dataset's and a
+    group's rows put what follows the state at one offset from their id."""
+    from staccato.cli import datasets as datasets_cli
+    from staccato.cli import fanout, render
+    from staccato.datasets.models import DatasetState
+    from staccato.models import GroupState, GroupStatus, TransferState, TransferStatus
+
+    running = TransferStatus(
+        id="staccato-x", state=TransferState.running, source="file:///a",
+        destination="file:///b", bytes_total=4096, bytes_done=1024, rate_bytes_per_s=None,
+        eta_s=None, streams=4, chunk_size=16 * 1024 * 1024, checksum=None, error=None,
+    )  # fmt: skip
+    transfer_row = render.list_row(running)
+    dataset = _ended_with(("a", "connection reset"))
+    assert dataset.state == DatasetState.completed_with_errors
+    assert render.LIST_STATE_WIDTH >= max(len(state.value) for state in DatasetState)
+    dataset_row = datasets_cli.list_row(dataset)
+    group = GroupStatus(
+        id="staccato-group-1", state=GroupState.running, source="file:///a", destinations=[]
+    )
+    group_row = fanout.list_row(group)
+
+    def after_state(row: str, row_id: str) -> int:
+        """The offset from the row's id of the first character after its state column."""
+        start = len(row_id) + 2
+        state_end = row.index(" ", start)
+        return len(row) - len(row[state_end:].lstrip(" ")) - len(row_id)
+
+    offsets = {
+        after_state(transfer_row, running.id),
+        after_state(dataset_row, dataset.id),
+        after_state(group_row, group.id),
+    }
+    assert offsets == {2 + len("completed_with_errors") + 1}, (transfer_row, dataset_row, group_row)
+
+
+def test_a_failed_run_with_all_bytes_counted_does_not_say_100_percent() -> None:
+    """tester72: a failed 0-byte copy read ``failed: 0 B / 0 B (100%)``, as if done; a
+    failed or cancelled run whose bytes are all counted says what it copied, in a
+    transfer's line and a fan-out destination's row alike."""
+    from staccato.cli import render
+    from staccato.fanout_client import destination_line
+    from staccato.models import DestinationStatus, TransferState, TransferStatus
+
+    failed = TransferStatus(
+        id="staccato-x", state=TransferState.failed, source="file:///a",
+        destination="file:///b", bytes_total=0, bytes_done=0, rate_bytes_per_s=None,
+        eta_s=None, streams=4, chunk_size=16 * 1024 * 1024, checksum=None, error="boom",
+    )  # fmt: skip
+    assert render.progress_text(failed) == "0 B copied"
+    assert "%" not in render.plain_line(failed), render.plain_line(failed)
+    verified = failed.model_copy(update={"bytes_total": 4096, "bytes_done": 4096})
+    assert render.progress_text(verified) == "4.0 KiB copied"
+    done = failed.model_copy(update={"state": TransferState.completed, "error": None})
+    assert render.progress_text(done) == "0 B / 0 B (100%)"
+    row = DestinationStatus(
+        destination="file:///b", transfer_id="staccato-x", state=TransferState.failed,
+        error="boom", bytes_done=0, bytes_total=0,
+    )  # fmt: skip
+    assert "%" not in destination_line(row) and "0 B copied" in destination_line(row)
+
+
 def _dataset_status(**fields: object) -> Any:
     """A running dataset file:///src -> file:///dst, 1 of 2 files done (5 of 10
     bytes), its listing done; ``fields`` replace any of these."""
@@ -457,6 +522,23 @@ def test_no_retry_advice_when_no_failure_can_succeed() -> None:
         "cannot help",
     )
     assert retry_advice(_ended_with(refused)) is None
+
+
+def test_retry_advice_says_plainly_which_are_not_regular_files() -> None:
+    """tester72: "(they are no use for 'devnull_link', ...)" read as riddle; the advice
+    says those names are not regular files, which no run copies."""
+    from staccato.dataset_client import retry_advice
+    from staccato.errors import NOT_A_REGULAR_FILE
+
+    specials = [("devnull_link", NOT_A_REGULAR_FILE), ("pipe", NOT_A_REGULAR_FILE)]
+    advice = retry_advice(_ended_with(*specials, ("ok.txt", "connection reset")))
+    assert advice is not None and "no use for" not in advice, advice
+    assert (
+        "'devnull_link', 'pipe' are not regular files (a FIFO, socket or device): no run "
+        "copies them, so copying them again cannot help; --exclude them" in advice
+    ), advice
+    one = retry_advice(_ended_with(specials[1], ("ok.txt", "connection reset")))
+    assert one is not None and "'pipe' is not a regular file (" in one, one
 
 
 def test_a_failed_run_still_cleaning_up_shows_what_it_holds() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import re
 import time
 from pathlib import Path
 
@@ -65,6 +66,7 @@ def _assert_names_the_cause(message: str, mount: Path) -> None:
     assert f"mounted at {mount}" in message, message
     assert "bytes needed" in message and "bytes free" in message, message
     assert "Free at least" in message and "another file system" in message, message
+    assert re.search(r"Free at least \d+ bytes \(\d+(\.\d)? [KMG]?i?B\) there", message), message
 
 
 def test_disk_full_mid_write_is_retryable_and_keeps_the_temp(small_fs: Path) -> None:
@@ -322,6 +324,8 @@ def test_a_file_the_size_of_the_whole_file_system_is_permanent(small_fs: Path) -
         driver.open_session(url, 8 * MiB, MiB, "t-exact")
     message = str(caught.value)
     assert "can never fit" in message and "its journal" in message, message
+    # the number is the file and its journal together, not the journal (tester72)
+    assert "the file (8388608 bytes) and its journal together need " in message, message
     assert not any(small_fs.iterdir()), "nothing may be written"
     # one MiB less fits (a retry would make room for it)
     driver.open_session(url, 7 * MiB, MiB, "t-exact-less")

@@ -250,3 +250,20 @@ def test_a_bad_start_only_setting_is_refused_with_every_other_bad_one(
         settings.current()
     assert "STACCATO_HANG_S='abc'" in str(err.value)
     assert "STACCATO_CLEANUP_FOR_S='0'" in str(err.value)
+
+
+def test_worker_check_shows_the_default_key_file_in_use(
+    temporal_server, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tester72: with no key setting, ``$STACCATO_HOME/secret.key`` is the key read, and
+    ``worker --check`` showed ``STACCATO_SECRET_KEY_FILE=`` (empty)."""
+    monkeypatch.delenv("STACCATO_SECRET_KEY", raising=False)  # the suite's key (conftest)
+    monkeypatch.delenv("STACCATO_SECRET_KEY_FILE", raising=False)
+    key_file = tmp_path / "secret.key"
+    key_file.write_text(base64.b64encode(os.urandom(32)).decode() + "\n")
+    env = {"STACCATO_HOME": str(tmp_path)}
+    run = run_cli("worker", "--check", address=temporal_server.address, env=env, timeout_s=60)
+    assert run.returncode == 0, run
+    shown = dict(line.split("=", 1) for line in run.stdout.splitlines())
+    assert shown["STACCATO_SECRET_KEY_FILE"] == str(key_file)
+    assert shown["STACCATO_SECRET_KEY"] == ""

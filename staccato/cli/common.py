@@ -2,7 +2,7 @@
 
 Exit codes: 0 success; 1 a transfer failed or was cancelled, or a service error
 (Temporal unreachable or not answering, destination busy); 2 a usage error (bad
-option or URL); 130 interrupted (Ctrl-C, SIGINT); 143 terminated (SIGTERM): 128 +
+option or URL, or a bad STACCATO_* setting, a malformed key included); 130 interrupted (Ctrl-C, SIGINT); 143 terminated (SIGTERM): 128 +
 the signal's number, as a shell reports a death by that signal. A run being followed
 goes on after either.
 """
@@ -21,7 +21,7 @@ from typing import NoReturn, TypeVar
 
 import typer
 
-from staccato.errors import InvalidURLError, SettingsError, StaccatoError
+from staccato.errors import InvalidURLError, KeySettingError, SettingsError, StaccatoError
 from staccato.following import rpc_timed_out
 from staccato.loading import resume_after_start
 
@@ -104,7 +104,8 @@ def _quiet_teardown() -> None:
 
 def run(factory: Callable[[], Awaitable[T]], *, sigterm: bool = True, starts: bool = False) -> T:
     """Run a coroutine, turning Staccato errors into messages and exit codes: a bad URL
-    or STACCATO_* setting exits 2, any other :class:`StaccatoError` (Temporal
+    or STACCATO_* setting (a malformed key too: :class:`KeySettingError`, whichever
+    command reads it) exits 2, any other :class:`StaccatoError` (Temporal
     unreachable, destination busy, no such transfer, ...) exits 1, a Temporal call that
     failed (``RPCError``: timed out, unavailable, refused) exits 1 with one line naming
     Temporal's address and the command, Ctrl-C exits 130, SIGTERM 143 (with
@@ -117,13 +118,14 @@ def run(factory: Callable[[], Awaitable[T]], *, sigterm: bool = True, starts: bo
     before = "; nothing was started" if starts else ""
     if starts:
         warn_unknown_settings()
+    warn_malformed_seal_key()
     try:
         return asyncio.run(_terminable(factory, sigterm))
     except asyncio.CancelledError:
         if not _terminated.is_set():
             raise
         stopped(f"terminated (SIGTERM){before}", EXIT_TERMINATED)
-    except (InvalidURLError, SettingsError) as err:
+    except (InvalidURLError, SettingsError, KeySettingError) as err:
         fail(str(err), EXIT_USAGE)
     except StaccatoError as err:
         fail(str(err))
@@ -289,6 +291,34 @@ def warn_unknown_settings() -> None:
             f"staccato: warning: unknown settings (typos?), ignored: {', '.join(unknown)}",
             err=True,
         )
+
+
+def warn_malformed_seal_key(argv: Sequence[str] | None = None) -> bool:
+    """Say (a warning on stderr, once) that the source-sealing key setting
+    (``STACCATO_SECRET_KEY``, ``STACCATO_SECRET_KEY_FILE`` or ``$STACCATO_HOME/secret.key``)
+    is malformed or unreadable, when the command's arguments ``argv`` (default
+    ``sys.argv[1:]``) carry no ``?``: such a command seals no URL token, so it goes on
+    without the key. One whose arguments carry a query needs the key, and is refused
+    where it seals (:func:`staccato.secrets.seal_source`, exit 2 naming the variable),
+    so it is not warned twice. True when it warned. A hint only: never fails the
+    command."""
+    args = sys.argv[1:] if argv is None else argv
+    if any("?" in arg for arg in args):
+        return False
+    try:
+        from staccato.secrets import seal_keys
+
+        seal_keys()
+    except KeySettingError as err:
+        typer.echo(
+            f"staccato: warning: {err}; this command seals no URL token and goes on, but "
+            "one whose source URL has a query (a token) is refused until it is fixed",
+            err=True,
+        )
+        return True
+    except StaccatoError:  # another setting's error: the command reports it itself
+        return False
+    return False
 
 
 def killed_up_warning() -> bool:

@@ -797,7 +797,8 @@ def list_row(s: DatasetStatus) -> str:
         roots = " ".join(d.destination for d in s.destinations)
     else:
         roots = s.destination
-    row = f"{s.id}  {s.state.value:10} {list_progress_text(s):40}  {s.source} -> {roots}"
+    state = f"{s.state.value:{render.LIST_STATE_WIDTH}}"  # lined up with the transfers'
+    row = f"{s.id}  {state} {list_progress_text(s):40}  {s.source} -> {roots}"
     return row + render.queued_line(s.state.value, s.queued_reason)
 
 

@@ -16,6 +16,7 @@ import time
 import typer
 
 from staccato import units
+from staccato.cli import render
 from staccato.cli.common import (
     fail,
     follow_or_hint,
@@ -197,6 +198,7 @@ def list_row(status: GroupStatus) -> str:
     """A group's ``list`` row: id, state, destinations completed, source."""
     done = sum(1 for d in status.destinations if d.state == TransferState.completed)
     return (
-        f"{status.id}  {status.state.value:<21}  {done}/{len(status.destinations)} "
+        f"{status.id}  {status.state.value:<{render.LIST_STATE_WIDTH}} "
+        f"{done}/{len(status.destinations)} "
         f"destinations  {redact(status.source)}"
     )

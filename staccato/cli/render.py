@@ -19,6 +19,7 @@ from staccato.leftovers import TERMINATED_LEAD
 from staccato.models import (
     NO_WORKER_ANSWERS,
     WORKER_BUSY,
+    GroupState,
     TransferState,
     TransferStatus,
     TuningView,
@@ -55,9 +56,11 @@ def retry_note(s: TransferStatus) -> str:
 
 def ended_bytes_text(state: str, done: int, total: int | None) -> str | None:
     """``0 B copied`` for a run that ended failed or cancelled before its size was
-    known (``0 B / ?`` read as if it went on); None otherwise."""
-    if total is None and state in (TransferState.failed, TransferState.cancelled):
-        return f"{units.size(done)} copied"
+    known (``0 B / ?`` read as if it went on) or with all of it counted (``0 B / 0 B
+    (100%)`` read as a success): :func:`staccato.units.ended_short_text`; None
+    otherwise."""
+    if state in (TransferState.failed, TransferState.cancelled):
+        return units.ended_short_text(done, total)
     return None
 
 
@@ -338,10 +341,18 @@ def status_lines(s: TransferStatus) -> list[str]:
     return lines
 
 
+#: the state column of ``staccato list``: as wide as the longest state of a transfer,
+#: dataset or group (``completed_with_errors``, a group's and a dataset's), so every
+#: row's progress lines up. A dataset's states are not imported here (a transfer
+#: command loads no dataset module); the test checks they fit.
+LIST_STATE_WIDTH = max(len(state.value) for kind in (TransferState, GroupState) for state in kind)
+
+
 def list_row(s: TransferStatus) -> str:
-    """``staccato list``: id, state, progress, source -> destination; a queued
-    transfer's reason on an indented line below."""
-    row = f"{s.id}  {s.state.value:10} {progress_text(s):40}  {s.source} -> {s.destination}"
+    """``staccato list``: id, state (:data:`LIST_STATE_WIDTH` wide), progress, source ->
+    destination; a queued transfer's reason on an indented line below."""
+    state = f"{s.state.value:{LIST_STATE_WIDTH}}"
+    row = f"{s.id}  {state} {progress_text(s):40}  {s.source} -> {s.destination}"
     return row + queued_line(s.state.value, s.reason)
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 import pytest
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 
+from staccato import units
 from staccato.client import StaccatoClient
 from staccato.errors import TransferFailedError
 from staccato.ids import transfer_id
@@ -458,12 +459,15 @@ async def test_full_disk_fails_soon_after_retry_for_naming_free_space(
     print(f"failed: {message}")
     assert "gave up: the copy_stream step kept failing" in message, message
     assert "--retry-for 3 s without progress;" in message, message
-    assert f"file system at {small_fs} has " in message, message
+    assert f"file system at {small_fs}; " in message, message
     # what the failing chunk still needs: its 3 MiB, or less where part of it was
     # written before the disk filled, or the last chunk's 1 MiB (which stream hits
     # the full disk first is timing: ci56 saw 1048576)
-    needed = re.search(r"bytes free \(.*?\); (\d+) more needed", message)
+    needed = re.search(r"; (\d+) more bytes needed \(.*?\), (\d+) bytes free", message)
     assert needed and 0 < int(needed.group(1)) <= 3 * MiB, message
+    # how much to free, in human units too, as a local destination says (tester72)
+    short = max(int(needed.group(1)) - int(needed.group(2)), 0)
+    assert f"Free at least {short} bytes ({units.size(short)}) there" in message, message
     assert leftovers(small_fs) == []
 
 

@@ -17,6 +17,7 @@ import errno
 import os
 import re
 
+from staccato import units
 from staccato.errors import PermanentError, RetryableError, StaccatoError, from_os_error
 
 # write errors of a full file system (or an exhausted quota): retryable, space may be freed
@@ -182,10 +183,11 @@ def no_space(
     # what the temp file holds takes room on the same file system: the whole file must fit
     if needed > 0 and 0 < capacity < room:
         return PermanentError(
-            f"{target} can never fit on the file system mounted at {mount}: its {size} "
-            f"bytes and its journal ({room} bytes; {needed} more bytes needed) exceed the "
-            f"file system's whole capacity of {capacity} bytes ({free} bytes free); no "
-            "retry can help. Choose a destination on a larger file system, then submit again"
+            f"{target} can never fit on the file system mounted at {mount}: the file "
+            f"({size} bytes) and its journal together need {room} bytes "
+            f"({units.size(room)}), more than the file system's whole capacity of "
+            f"{capacity} bytes ({units.size(capacity)}; {free} bytes free); no retry can "
+            "help. Choose a destination on a larger file system, then submit again"
         )
     if err is None:
         cause = "not enough free space"
@@ -194,10 +196,8 @@ def no_space(
     else:
         cause = "the file system is full"
     return RetryableError(
-        f"not enough space for {target} on the file system mounted at {mount}: {cause}; "
-        f"{needed} more bytes needed (of {size}), {free} bytes free. Free at least "
-        f"{max(needed - max(free, 0), 0)} bytes there (or raise the quota), or choose a "
-        "destination on another file system"
+        f"not enough space for {target} ({size} bytes) on the file system mounted at "
+        f"{mount}: {cause}; {units.space_shortfall_text(needed, free, quota=True)}"
     )
 
 

@@ -87,9 +87,8 @@ def short_of_space(
             "a destination on a larger file system, then submit again"
         )
     return RetryableError(
-        f"{what}: the SFTP server's file system at {where} has "
-        f"{free} bytes free ({units.size(free)}); {needed} more needed "
-        f"({units.size(needed)})"
+        f"{what}: not enough space on the SFTP server's file system at {where}; "
+        f"{units.space_shortfall_text(needed, free)}"
     )
 
 
