@@ -75,6 +75,7 @@ from staccato.datasets.models import (
 from staccato.datasets.names import (
     NOT_UTF8,
     destination_url,
+    exclude_option,
     names_a_directory,
     selected,
     shown_name,
@@ -604,14 +605,15 @@ def retry_advice(status: DatasetStatus) -> str | None:
         )
         left_out.append(
             f"{names} the destination cannot hold: no run copies {it}; rename {it} at "
-            f"the source or --exclude {it}"
+            f"the source or {exclude_option(never[0]) if one else '--exclude them'}"
         )
     if special:
         one = len(special) == 1
         left_out.append(
             f"{'it is' if one else 'they are'} no use for {_some(special)}: "
             f"{'not a regular file' if one else 'not regular files'} (a FIFO, socket or "
-            "device), which no run copies; --exclude " + ("it" if one else "them")
+            "device), which no run copies; "
+            + (exclude_option(special[0]) if one else "--exclude them")
         )
     if left_out:
         return f"copy the failed files again with --retry-failed ({'; '.join(left_out)})"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ from staccato.datasets.models import (
     DatasetState,
     DatasetStatus,
 )
+from staccato.datasets.names import exclude_glob
 from staccato.errors import (
     InvalidURLError,
     SourceRootNotADirectoryError,
@@ -191,7 +193,7 @@ def _check_disjoint(
             f"source {source_root} and destination {destination_root} overlap (the "
             "destination is inside the source): the copy would list its own output and "
             "copy the copy on every run; pick a destination outside the source, or leave "
-            f"it out with --exclude '{below}/*'"
+            f"it out with --exclude {shlex.quote(exclude_glob(below) + '/*')}"
         )
     if real_source == real_destination or encloses(real_destination, real_source):
         raise InvalidURLError(

@@ -773,3 +773,32 @@ def test_a_fifo_that_failed_alone_gets_no_advice_to_copy_it_again(
     assert "--retry-failed" not in done.stderr, done.stderr
     assert (destination / "plain").read_bytes() == b"p"
     assert sorted(p.name for p in destination.iterdir()) == ["plain"]
+
+
+def test_the_exclude_advised_for_a_name_with_glob_characters_leaves_out_that_file(
+    worker: WorkerProcess, temporal_server, data_dir: Path
+) -> None:
+    """A directory where ``x[1].txt`` would go: the reason advises the ``--exclude``
+    that leaves out that file alone, its glob characters escaped, and following it
+    literally copies the rest (tester72: ``--exclude 'x[1].txt'`` left out
+    ``x1.txt`` and copied ``x[1].txt``)."""
+    source, destination = data_dir / "src", data_dir / "dst"
+    source.mkdir()
+    (source / "x[1].txt").write_bytes(b"bracketed")
+    (source / "x1.txt").write_bytes(b"plain")
+    (destination / "x[1].txt").mkdir(parents=True)
+    args = dict(address=temporal_server.address, task_queue=worker.task_queue)
+    done = run_cli("cp", "-r", "-q", str(source), str(destination), **args)
+    assert done.returncode == 1, done.stderr
+    listed = run_cli("status", "--failures", dataset_id(str(destination)), **args)
+    (line,) = listed.stdout.splitlines()
+    name, reason = line.split("\t")
+    assert name == "x[1].txt", line
+    assert "leave the file out with --exclude 'x[[]1].txt'" in reason, reason
+    (destination / "x1.txt").unlink()
+    again = run_cli(
+        "cp", "-r", "-q", "--exclude", "x[[]1].txt", str(source), str(destination), **args
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert (destination / "x1.txt").read_bytes() == b"plain"
+    assert (destination / "x[1].txt").is_dir()
