@@ -137,6 +137,42 @@ def check_local_source(source: str) -> None:
     raise SourceRootNotFoundError(f"source directory {source!r} does not exist ({path})")
 
 
+def directory_patterns(source: str, include: Sequence[str], exclude: Sequence[str]) -> list[str]:
+    """Warnings for the ``--include``/``--exclude`` patterns that name a directory of
+    the local ``source`` (``a``, ``a/``): patterns match file names (:func:`selected
+    <staccato.datasets.names.selected>`), so such a one leaves out (or selects) none
+    of its files, without a word (tester72: ``--exclude a`` copied all of ``a``). Each
+    warning names the pattern that does it, ``'a/*'`` (``*`` also matches ``/``: as
+    rclone's ``a/**``, which matches the same). Other schemes: none (checking
+    would ask the endpoint before the dataset starts; their listing runs on a worker).
+
+    Raises:
+        InvalidURLError: ``source`` is not a URL or path.
+    """
+    url = parse_url(source)
+    if url.scheme != "file":
+        return []
+    root = url.path.rstrip("/") or "/"
+    said = []
+    for option, patterns, verb in (
+        ("--exclude", exclude, "leaves out none of its files"),
+        ("--include", include, "selects none of its files"),
+    ):
+        for pattern in patterns:
+            name = pattern.strip("/")
+            if not name or not os.path.isdir(os.path.join(root, name)):
+                continue
+            if any(c in name for c in "*?["):
+                continue  # a glob: it may match files as meant; only a plain name is told
+            whole = shlex.quote(exclude_glob(name) + "/*")
+            said.append(
+                f"{option} {shlex.quote(pattern)} names a directory of the source; patterns "
+                f"match file names, so it {verb}: give {option} {whole} for the files "
+                "under it"
+            )
+    return said
+
+
 def require_options(options: object) -> TransferOptions | None:
     """``options`` of a dataset call, checked: a :class:`TransferOptions` or None (the
     defaults).

@@ -802,3 +802,28 @@ def test_the_exclude_advised_for_a_name_with_glob_characters_leaves_out_that_fil
     assert again.returncode == 0, again.stderr
     assert (destination / "x1.txt").read_bytes() == b"plain"
     assert (destination / "x[1].txt").is_dir()
+
+
+def test_an_exclude_naming_a_directory_is_warned_with_the_pattern_that_does_it(
+    worker: WorkerProcess, temporal_server, data_dir: Path
+) -> None:
+    """``--exclude a`` where ``a`` is a directory of the source matches none of its
+    files (patterns match file names): a warning says so and names ``'a/*'``, which
+    followed leaves them out (tester72: it silently excluded nothing)."""
+    source, destination = data_dir / "src", data_dir / "dst"
+    (source / "a").mkdir(parents=True)
+    (source / "a" / "in.txt").write_bytes(b"in a")
+    (source / "top.txt").write_bytes(b"top")
+    args = dict(address=temporal_server.address, task_queue=worker.task_queue)
+    done = run_cli("cp", "-r", "-q", "--exclude", "a", str(source), str(destination), **args)
+    assert done.returncode == 0, done.stderr
+    said = " ".join(done.stderr.split())
+    assert "warning: --exclude a names a directory of the source" in said, said
+    assert "give --exclude 'a/*'" in said, said
+    again = run_cli(
+        "cp", "-r", "-q", "--exclude", "a/*", str(source), str(data_dir / "dst2"), **args
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert "names a directory" not in again.stderr, again.stderr
+    assert not (data_dir / "dst2" / "a").exists()
+    assert (data_dir / "dst2" / "top.txt").read_bytes() == b"top"

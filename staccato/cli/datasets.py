@@ -71,6 +71,7 @@ async def _start(
         source, destination, options, include=include, exclude=exclude, **_tuning(small_file_max)
     )
     check_local_source(source)
+    _say_directory_patterns(source, include, exclude)
     if not isinstance(destination, str) and small_file_max:
         _say_fan_out_small_file_max(small_file_max, options.chunk_size)
     return await start_or_hint(
@@ -88,6 +89,15 @@ async def _start(
             quiet,
         ),
     )
+
+
+def _say_directory_patterns(source: str, include: list[str], exclude: list[str]) -> None:
+    """Warn on stderr of each pattern that names a directory of a local source
+    (:func:`staccato.dataset_requests.directory_patterns`): it matches none of its files."""
+    from staccato.dataset_requests import directory_patterns
+
+    for said in directory_patterns(source, include, exclude):
+        typer.echo(f"staccato: warning: {said}", err=True)
 
 
 def _say_fan_out_small_file_max(small_file_max: int, chunk_size: int) -> None:
