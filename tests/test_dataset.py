@@ -827,3 +827,24 @@ def test_an_exclude_naming_a_directory_is_warned_with_the_pattern_that_does_it(
     assert "names a directory" not in again.stderr, again.stderr
     assert not (data_dir / "dst2" / "a").exists()
     assert (data_dir / "dst2" / "top.txt").read_bytes() == b"top"
+
+
+def test_cp_capital_r_copies_and_failures_of_a_clean_dataset_says_none(
+    worker: WorkerProcess, temporal_server, data_dir: Path
+) -> None:
+    """``cp -R`` is ``cp -r`` (as cp(1)'s; tester72: refused without a hint), and
+    ``status --failures`` of a dataset with no failed file says so on stderr, its
+    stdout (one line per failed file, for scripts) empty (it printed nothing at all)."""
+    source, destination = data_dir / "src", data_dir / "dst"
+    source.mkdir()
+    (source / "f.txt").write_bytes(b"f")
+    args = dict(address=temporal_server.address, task_queue=worker.task_queue)
+    done = run_cli("cp", "-R", "-q", str(source), str(destination), **args)
+    assert done.returncode == 0, done.stderr
+    assert (destination / "f.txt").read_bytes() == b"f"
+    listed = run_cli("status", "--failures", dataset_id(str(destination)), **args)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout == "", listed.stdout
+    assert "no failures: no file of" in listed.stderr and "(completed)" in listed.stderr, (
+        listed.stderr
+    )

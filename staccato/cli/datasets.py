@@ -169,6 +169,7 @@ RecursiveOption = Annotated[
     typer.Option(
         "--recursive",
         "-r",
+        "-R",
         help="SOURCE is a directory (file, sftp) or prefix (s3): copy every file under it "
         "to DESTINATION, keeping relative names.",
     ),
@@ -784,7 +785,12 @@ def status(dataset: str, as_json: bool, failures: bool) -> None:
         data = current.to_json_dict()
         typer.echo(json.dumps(data["failures"] if failures else data, indent=2))
         return
-    for line in status_lines(current, failures):
+    lines = status_lines(current, failures)
+    if failures and not lines:
+        # said on stderr: stdout keeps one line per failed file for scripts (tester72:
+        # a completed dataset printed nothing at all)
+        typer.echo(f"no failures: no file of {dataset} failed ({current.state.value})", err=True)
+    for line in lines:
         typer.echo(line)
 
 
