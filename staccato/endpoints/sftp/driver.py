@@ -477,8 +477,9 @@ class SFTPDriver(Driver):
                 # made inside the directory ``path`` leads to: never outside a
                 # dataset's root through a link in it (one REALPATH per new directory)
                 _check_real_directory(sftp, url, path, posixpath.relpath(parent, path))
-            for directory in reversed(missing):
-                _make_directory(sftp, directory)
+            with refused_if_read_only(sftp, path, f"destination {url}"):
+                for directory in reversed(missing):
+                    _make_directory(sftp, directory)
 
         self._run(url, f"destination directory of {url}", op)
 

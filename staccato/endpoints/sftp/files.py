@@ -76,8 +76,10 @@ def refused_if_read_only(sftp: StaccatoSFTP, directory: str, what: str) -> Itera
     """
     try:
         yield
-    except StatusError as err:
-        if err.code != FX_FAILURE:
+    except (StatusError, OSError) as err:
+        # paramiko's calls (mkdir) raise SSH_FX_FAILURE as an OSError with no errno
+        generic = err.code == FX_FAILURE if isinstance(err, StatusError) else err.errno is None
+        if not generic:
             raise
         try:
             fs = sftp.file_system(directory)
