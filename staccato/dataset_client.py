@@ -75,6 +75,7 @@ from staccato.datasets.models import (
 from staccato.datasets.names import (
     NOT_UTF8,
     destination_url,
+    exclude_option,
     names_a_directory,
     selected,
     shown_name,
@@ -604,7 +605,7 @@ def retry_advice(status: DatasetStatus) -> str | None:
         )
         left_out.append(
             f"{names} the destination cannot hold: no run copies {it}; rename {it} at "
-            f"the source or --exclude {it}"
+            f"the source or {exclude_option(never[0]) if one else '--exclude them'}"
         )
     if special:
         one = len(special) == 1
@@ -612,7 +613,7 @@ def retry_advice(status: DatasetStatus) -> str | None:
         left_out.append(
             f"{_some(special)} {'is not a regular file' if one else 'are not regular files'} "
             f"(a FIFO, socket or device): no run copies {it}, so copying {it} again cannot "
-            f"help; --exclude {it}"
+            "help; " + (exclude_option(special[0]) if one else "--exclude them")
         )
     if left_out:
         return f"copy the failed files again with --retry-failed ({'; '.join(left_out)})"

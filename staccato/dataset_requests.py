@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ from staccato.datasets.models import (
     DatasetState,
     DatasetStatus,
 )
+from staccato.datasets.names import exclude_glob
 from staccato.errors import (
     InvalidURLError,
     SourceRootNotADirectoryError,
@@ -135,6 +137,42 @@ def check_local_source(source: str) -> None:
     raise SourceRootNotFoundError(f"source directory {source!r} does not exist ({path})")
 
 
+def directory_patterns(source: str, include: Sequence[str], exclude: Sequence[str]) -> list[str]:
+    """Warnings for the ``--include``/``--exclude`` patterns that name a directory of
+    the local ``source`` (``a``, ``a/``): patterns match file names (:func:`selected
+    <staccato.datasets.names.selected>`), so such a one leaves out (or selects) none
+    of its files, without a word (tester72: ``--exclude a`` copied all of ``a``). Each
+    warning names the pattern that does it, ``'a/*'`` (``*`` also matches ``/``: as
+    rclone's ``a/**``, which matches the same). Other schemes: none (checking
+    would ask the endpoint before the dataset starts; their listing runs on a worker).
+
+    Raises:
+        InvalidURLError: ``source`` is not a URL or path.
+    """
+    url = parse_url(source)
+    if url.scheme != "file":
+        return []
+    root = url.path.rstrip("/") or "/"
+    said = []
+    for option, patterns, verb in (
+        ("--exclude", exclude, "leaves out none of its files"),
+        ("--include", include, "selects none of its files"),
+    ):
+        for pattern in patterns:
+            name = pattern.strip("/")
+            if not name or not os.path.isdir(os.path.join(root, name)):
+                continue
+            if any(c in name for c in "*?["):
+                continue  # a glob: it may match files as meant; only a plain name is told
+            whole = shlex.quote(exclude_glob(name) + "/*")
+            said.append(
+                f"{option} {shlex.quote(pattern)} names a directory of the source; patterns "
+                f"match file names, so it {verb}: give {option} {whole} for the files "
+                "under it"
+            )
+    return said
+
+
 def require_options(options: object) -> TransferOptions | None:
     """``options`` of a dataset call, checked: a :class:`TransferOptions` or None (the
     defaults).
@@ -191,7 +229,7 @@ def _check_disjoint(
             f"source {source_root} and destination {destination_root} overlap (the "
             "destination is inside the source): the copy would list its own output and "
             "copy the copy on every run; pick a destination outside the source, or leave "
-            f"it out with --exclude '{below}/*'"
+            f"it out with --exclude {shlex.quote(exclude_glob(below) + '/*')}"
         )
     if real_source == real_destination or encloses(real_destination, real_source):
         raise InvalidURLError(

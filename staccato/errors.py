@@ -271,7 +271,7 @@ def _linked_dataset_file(fact: str, real_target: str) -> str:
     )
 
 
-def dataset_file_reason(reason: str) -> str:
+def dataset_file_reason(reason: str, exclude: str = "--exclude") -> str:
     """Why one file of a dataset was not copied, from an error message: a directory
     at the file's destination name is told as a dataset's fact (the directory is not
     replaced; the fix: remove it, or leave the file out), not with a single
@@ -279,14 +279,15 @@ def dataset_file_reason(reason: str) -> str:
     A directory named through a symbolic link is told likewise: the advice to name
     the destination by its real path becomes what a dataset can do (replace the link,
     or copy those files to the real directory on their own). Any other reason is
-    returned as it is."""
+    returned as it is. ``exclude`` is the option that leaves the file out
+    (``--exclude 'x[[]1].txt'``: :func:`staccato.datasets.names.exclude_option`)."""
     fact, linked, rest = reason.partition(_BY_REAL_PATH)
     if linked:
         return _linked_dataset_file(fact, rest.partition(_SO_THAT)[0])
     fact, advised, _ = reason.partition(_NAME_A_FILE)
     if not advised:
         return reason
-    return f"{fact}; it is not replaced (remove it, or leave the file out with --exclude)"
+    return f"{fact}; it is not replaced (remove it, or leave the file out with {exclude})"
 
 
 class PermissionDeniedError(PermanentError):

@@ -45,7 +45,12 @@ def source(data_dir: Path) -> Path:
         (["{src}", "{src}"], "source and destination are the same"),
         (
             ["{src}", "{dst}", "--chunk-size", "0"],
-            "Invalid value for '--chunk-size': '0': expected a size from 1 byte to 5GiB",
+            "Invalid value for '--chunk-size': '0': expected a size from 64KiB to 5GiB",
+        ),
+        # one range for every size --chunk-size refuses (tester72: 0 said "from 1 byte")
+        (
+            ["{src}", "{dst}", "--chunk-size", "6GiB"],
+            "Invalid value for '--chunk-size': '6GiB': expected a size from 64KiB to 5GiB",
         ),
         # 1-byte chunks moved 100 KB in ~70 s (tester62)
         (

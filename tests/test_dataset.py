@@ -773,3 +773,78 @@ def test_a_fifo_that_failed_alone_gets_no_advice_to_copy_it_again(
     assert "--retry-failed" not in done.stderr, done.stderr
     assert (destination / "plain").read_bytes() == b"p"
     assert sorted(p.name for p in destination.iterdir()) == ["plain"]
+
+
+def test_the_exclude_advised_for_a_name_with_glob_characters_leaves_out_that_file(
+    worker: WorkerProcess, temporal_server, data_dir: Path
+) -> None:
+    """A directory where ``x[1].txt`` would go: the reason advises the ``--exclude``
+    that leaves out that file alone, its glob characters escaped, and following it
+    literally copies the rest (tester72: ``--exclude 'x[1].txt'`` left out
+    ``x1.txt`` and copied ``x[1].txt``)."""
+    source, destination = data_dir / "src", data_dir / "dst"
+    source.mkdir()
+    (source / "x[1].txt").write_bytes(b"bracketed")
+    (source / "x1.txt").write_bytes(b"plain")
+    (destination / "x[1].txt").mkdir(parents=True)
+    args = dict(address=temporal_server.address, task_queue=worker.task_queue)
+    done = run_cli("cp", "-r", "-q", str(source), str(destination), **args)
+    assert done.returncode == 1, done.stderr
+    listed = run_cli("status", "--failures", dataset_id(str(destination)), **args)
+    (line,) = listed.stdout.splitlines()
+    name, reason = line.split("\t")
+    assert name == "x[1].txt", line
+    assert "leave the file out with --exclude 'x[[]1].txt'" in reason, reason
+    (destination / "x1.txt").unlink()
+    again = run_cli(
+        "cp", "-r", "-q", "--exclude", "x[[]1].txt", str(source), str(destination), **args
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert (destination / "x1.txt").read_bytes() == b"plain"
+    assert (destination / "x[1].txt").is_dir()
+
+
+def test_an_exclude_naming_a_directory_is_warned_with_the_pattern_that_does_it(
+    worker: WorkerProcess, temporal_server, data_dir: Path
+) -> None:
+    """``--exclude a`` where ``a`` is a directory of the source matches none of its
+    files (patterns match file names): a warning says so and names ``'a/*'``, which
+    followed leaves them out (tester72: it silently excluded nothing)."""
+    source, destination = data_dir / "src", data_dir / "dst"
+    (source / "a").mkdir(parents=True)
+    (source / "a" / "in.txt").write_bytes(b"in a")
+    (source / "top.txt").write_bytes(b"top")
+    args = dict(address=temporal_server.address, task_queue=worker.task_queue)
+    done = run_cli("cp", "-r", "-q", "--exclude", "a", str(source), str(destination), **args)
+    assert done.returncode == 0, done.stderr
+    said = " ".join(done.stderr.split())
+    assert "warning: --exclude a names a directory of the source" in said, said
+    assert "give --exclude 'a/*'" in said, said
+    again = run_cli(
+        "cp", "-r", "-q", "--exclude", "a/*", str(source), str(data_dir / "dst2"), **args
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert "names a directory" not in again.stderr, again.stderr
+    assert not (data_dir / "dst2" / "a").exists()
+    assert (data_dir / "dst2" / "top.txt").read_bytes() == b"top"
+
+
+def test_cp_capital_r_copies_and_failures_of_a_clean_dataset_says_none(
+    worker: WorkerProcess, temporal_server, data_dir: Path
+) -> None:
+    """``cp -R`` is ``cp -r`` (as cp(1)'s; tester72: refused without a hint), and
+    ``status --failures`` of a dataset with no failed file says so on stderr, its
+    stdout (one line per failed file, for scripts) empty (it printed nothing at all)."""
+    source, destination = data_dir / "src", data_dir / "dst"
+    source.mkdir()
+    (source / "f.txt").write_bytes(b"f")
+    args = dict(address=temporal_server.address, task_queue=worker.task_queue)
+    done = run_cli("cp", "-R", "-q", str(source), str(destination), **args)
+    assert done.returncode == 0, done.stderr
+    assert (destination / "f.txt").read_bytes() == b"f"
+    listed = run_cli("status", "--failures", dataset_id(str(destination)), **args)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout == "", listed.stdout
+    assert "no failures: no file of" in listed.stderr and "(completed)" in listed.stderr, (
+        listed.stderr
+    )

@@ -75,3 +75,15 @@ def test_a_waiting_step_on_local_files_blames_the_file_system_not_a_server() -> 
     assert "cleanup: waiting for the worker's file system since 2026-12-06T15:40" in line, line
     assert "file://" not in line and "accepts connections" not in line, line
     assert "stalled: cleanup: waiting for the worker's file system" in progress_text(status)
+
+
+def test_the_hang_limit_names_what_set_it() -> None:
+    """A limit the heartbeat timeout set is not told as STACCATO_HANG_S's (tester72:
+    "limit 12 s, STACCATO_HANG_S" with STACCATO_HANG_S 30 and a 20 s heartbeat)."""
+    from staccato.activities.retry_deadline import hang_limit
+
+    limit, by = hang_limit(30.0, 20.0)
+    assert limit == 12.0 and "STACCATO_HANG_S" not in by.partition(",")[0], by
+    assert "of the 20 s heartbeat timeout" in by, by
+    assert hang_limit(30.0, None) == (30.0, "STACCATO_HANG_S")
+    assert hang_limit(10.0, 60.0) == (10.0, "STACCATO_HANG_S")

@@ -12,6 +12,7 @@ import pytest
 from temporalio.client import WorkflowFailureError
 
 from staccato.client import transfer_id
+from staccato.dataset_requests import dataset_id
 from staccato.endpoints.file.driver import FileDriver
 from staccato.errors import PermanentError, linked_directory_message
 from staccato.urls import parse_url
@@ -116,3 +117,28 @@ def test_a_dataset_sync_level_judges_no_file_through_a_link_in_its_root(
     assert "names its directory through a symbolic link" in done.stderr, done.stderr
     assert (elsewhere / "g").read_bytes() == b"old bytes"
     assert (destination / "top.txt").read_bytes() == b"top"
+
+
+def test_each_file_through_a_linked_directory_is_named_in_its_own_reason(
+    worker: WorkerProcess, temporal_server, data_dir: Path
+) -> None:
+    """``cp -r src dst`` where ``dst/a`` is a link and the source has ``a/f0..f4``: each
+    file's reason names that file (tester72: every one named ``a/f0.dat``, the first
+    file whose check the batch remembered for the directory)."""
+    destination, elsewhere = _linked(data_dir)
+    (destination / "link").rename(destination / "a")
+    source = Path(os.path.realpath(data_dir)) / "src"
+    (source / "a").mkdir(parents=True)
+    names = [f"f{i}.dat" for i in range(5)]
+    for name in names:
+        (source / "a" / name).write_bytes(name.encode())
+    args = dict(address=temporal_server.address, task_queue=worker.task_queue)
+    done = run_cli("cp", "-r", "-q", str(source), str(destination), **args)
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    listed = run_cli("status", "--failures", dataset_id(str(destination)), **args)
+    assert listed.returncode == 0, listed.stderr
+    reasons = dict(line.split("\t") for line in listed.stdout.splitlines())
+    assert sorted(reasons) == [f"a/{name}" for name in names], listed.stdout
+    for name, reason in reasons.items():
+        assert f"destination {destination / name} names" in reason, (name, reason)
+    assert list(elsewhere.iterdir()) == []

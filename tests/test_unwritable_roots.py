@@ -10,6 +10,8 @@ the other roots are written. Before, the source was listed and every file failed
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -95,3 +97,33 @@ def test_a_root_under_a_file_among_several_fails_alone_naming_the_file(
     for failure in shown["failures"]:
         assert f"{blocker} is a file, not a directory" in failure["reason"], failure
     assert blocker.read_bytes() == b"not a directory"
+
+
+def test_a_root_that_exists_but_cannot_be_written_fails_up_front(
+    worker: WorkerProcess, temporal_server, data_dir: Path
+) -> None:
+    """``chattr +i dst`` (or no write permission): the dataset fails once, before any
+    file, naming the root (tester72: it ended completed_with_errors with one "is not
+    writable" line per file)."""
+    args = dict(address=temporal_server.address, task_queue=worker.task_queue)
+    source = _source(data_dir)
+    root = data_dir / "dstp"
+    root.mkdir()
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "+i", str(root)], check=True)
+    else:
+        root.chmod(0o555)
+    try:
+        done = run_cli("cp", "-r", "-q", str(source), str(root), **args)
+        assert done.returncode == 1, done
+        assert f"destination directory {root} is not writable" in done.stderr, done.stderr
+        assert "--retry-failed" not in done.stderr and "Traceback" not in done.stderr
+        shown = json.loads(run_cli("status", "--json", str(root), **args).stdout)
+        assert shown["state"] == "failed", shown
+        assert shown["files_failed"] == 0 and shown["failures"] == [], shown
+        assert list(root.iterdir()) == []
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(root)], check=True)
+        else:
+            root.chmod(0o755)

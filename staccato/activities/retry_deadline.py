@@ -142,6 +142,22 @@ _REPEAT_S = 1.0
 HEARTBEAT_SHARE = 0.6
 
 
+def hang_limit(hang: float, heartbeat_timeout_s: float | None) -> tuple[float, str]:
+    """Seconds an attempt past its deadline may go without moving a byte, and what set
+    them, for the give-up message: ``hang`` (:func:`hang_s`, ``STACCATO_HANG_S``), or
+    :data:`HEARTBEAT_SHARE` of the attempt's heartbeat timeout (seconds; None: none)
+    when that is shorter (at least 1 s). The message named STACCATO_HANG_S for a limit
+    the heartbeat timeout set (tester72: "limit 12 s, STACCATO_HANG_S" with it at 30)."""
+    if heartbeat_timeout_s:
+        beats = heartbeat_timeout_s * HEARTBEAT_SHARE
+        if beats < hang:
+            return max(1.0, beats), (
+                f"{HEARTBEAT_SHARE:.0%} of the {heartbeat_timeout_s:g} s heartbeat timeout "
+                f"(heartbeat_timeout_s), below STACCATO_HANG_S {hang:g} s"
+            )
+    return hang, "STACCATO_HANG_S"
+
+
 def hang_s() -> float:
     """Seconds an attempt past its deadline may go without moving a byte before it
     gives up (``STACCATO_HANG_S``, default 30; at least 1). Checked with every setting
@@ -189,8 +205,9 @@ class _HangWatch:
         # send to a stopped server) at its heartbeat timeout, and the failure of an
         # attempt timed out is lost: give up well before that.
         timeout = activity.info().heartbeat_timeout
-        beats = timeout.total_seconds() * HEARTBEAT_SHARE if timeout else None
-        self.limit_s = max(1.0, min(hang_s(), beats)) if beats else hang_s()
+        self.limit_s, self.limit_by = hang_limit(
+            hang_s(), timeout.total_seconds() if timeout else None
+        )
         self.motion = motion if motion is not None else Motion()
         # idle since the attempt started (dispatching it to this thread took time the
         # server's heartbeat timeout counts too), not since this watch was made
@@ -231,7 +248,7 @@ class _HangWatch:
 
     def words(self, idle: float) -> str:
         """How long nothing moved, for the give-up message."""
-        moved = f"no byte moved for {idle:.0f} s (limit {self.limit_s:g} s, STACCATO_HANG_S)"
+        moved = f"no byte moved for {idle:.0f} s (limit {self.limit_s:g} s, {self.limit_by})"
         if self.reached_at is None:
             return f"{moved} past the --retry-for deadline"
         return (

@@ -71,6 +71,7 @@ async def _start(
         source, destination, options, include=include, exclude=exclude, **_tuning(small_file_max)
     )
     check_local_source(source)
+    _say_directory_patterns(source, include, exclude)
     if not isinstance(destination, str) and small_file_max:
         _say_fan_out_small_file_max(small_file_max, options.chunk_size)
     return await start_or_hint(
@@ -88,6 +89,15 @@ async def _start(
             quiet,
         ),
     )
+
+
+def _say_directory_patterns(source: str, include: list[str], exclude: list[str]) -> None:
+    """Warn on stderr of each pattern that names a directory of a local source
+    (:func:`staccato.dataset_requests.directory_patterns`): it matches none of its files."""
+    from staccato.dataset_requests import directory_patterns
+
+    for said in directory_patterns(source, include, exclude):
+        typer.echo(f"staccato: warning: {said}", err=True)
 
 
 def _say_fan_out_small_file_max(small_file_max: int, chunk_size: int) -> None:
@@ -159,6 +169,7 @@ RecursiveOption = Annotated[
     typer.Option(
         "--recursive",
         "-r",
+        "-R",
         help="SOURCE is a directory (file, sftp) or prefix (s3): copy every file under it "
         "to DESTINATION, keeping relative names.",
     ),
@@ -774,7 +785,12 @@ def status(dataset: str, as_json: bool, failures: bool) -> None:
         data = current.to_json_dict()
         typer.echo(json.dumps(data["failures"] if failures else data, indent=2))
         return
-    for line in status_lines(current, failures):
+    lines = status_lines(current, failures)
+    if failures and not lines:
+        # said on stderr: stdout keeps one line per failed file for scripts (tester72:
+        # a completed dataset printed nothing at all)
+        typer.echo(f"no failures: no file of {dataset} failed ({current.state.value})", err=True)
+    for line in lines:
         typer.echo(line)
 
 

@@ -75,10 +75,20 @@ def parse_chunk_size(text: str | int) -> int:
     is not a size from 1 byte to 5 GiB), of at least :data:`MIN_CHUNK_SIZE_OPTION`.
 
     Raises:
-        typer.BadParameter: not a size, above 5 GiB, or below 64 KiB.
+        typer.BadParameter: not a size (:func:`parse_size`'s words), or out of
+            64 KiB..5 GiB (one message for both ends).
     """
-    value = parse_size(text)
-    if value < MIN_CHUNK_SIZE_OPTION:
+    try:
+        value = (
+            text
+            if isinstance(text, int)
+            else quantities.byte_count(str(text).strip(), quantities.SIZE_EXPECTED)
+        )
+    except ValueError:
+        return parse_size(text)  # no size at all: its words (raises)
+    # every size out of range in this option's range, one message (tester72: 0 said
+    # "from 1 byte to 5GiB", 1 "from 64KiB to 5GiB")
+    if not MIN_CHUNK_SIZE_OPTION <= value <= quantities.MAX_SIZE:
         raise typer.BadParameter(
             f"{text!r}: expected a size from 64KiB to 5GiB (bytes or a unit, e.g. 8MiB): "
             "each chunk is a checkpoint, a checksum and at least one request"

@@ -16,10 +16,12 @@ from typing import Any
 from pydantic import (
     ConfigDict,
     Field,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from staccato.datasets.names import exclude_option
 from staccato.errors import dataset_file_reason
 from staccato.models import (
     MAX_FAN_OUT,
@@ -123,10 +125,14 @@ class FileFailure(LeanModel):
 
     @field_validator("reason")
     @classmethod
-    def _as_a_dataset_tells_it(cls, reason: str) -> str:
+    def _as_a_dataset_tells_it(cls, reason: str, info: ValidationInfo) -> str:
         # every way a file's failure is made (a batch, a fan-out pair, a child
-        # transfer's failure in the workflow) tells it in a dataset's words
-        return dataset_file_reason(reason)
+        # transfer's failure in the workflow) tells it in a dataset's words, with the
+        # --exclude that leaves out this file alone (its glob characters escaped)
+        name = info.data.get("name")
+        if not isinstance(name, str):
+            return dataset_file_reason(reason)
+        return dataset_file_reason(reason, exclude_option(name))
 
 
 class DestinationCounts(BaseModel):

@@ -188,6 +188,23 @@ def source_url(source_root: EndpointURL, name: str) -> EndpointURL:
         ) from err
 
 
+def exclude_glob(name: str) -> str:
+    """The ``--exclude`` glob that matches the relative name ``name`` alone, as
+    :func:`selected` matches (``fnmatch.fnmatchcase``): each of its glob characters
+    ``*``, ``?`` and ``[`` in brackets (``x[1].txt`` -> ``x[[]1].txt``; ``]`` alone is
+    literal there). A name given as it is would match others (``x[1].txt`` matches
+    ``x1.txt``, not itself: tester72)."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
+def exclude_option(name: str) -> str:
+    """``--exclude GLOB`` for the relative name ``name`` alone (:func:`exclude_glob`),
+    quoted for a POSIX shell (``shlex.quote``), to paste into the next command."""
+    import shlex
+
+    return f"--exclude {shlex.quote(exclude_glob(name))}"
+
+
 def selected(name: str, include: Sequence[str], exclude: Sequence[str]) -> bool:
     """Whether ``name`` passes the filters: some include glob matches (or there is
     none) and no exclude glob does (``fnmatch``, case-sensitive; ``*`` matches ``/``

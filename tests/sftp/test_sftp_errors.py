@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import leftovers, run_cli, write_random
+from tests.helpers import leftovers, mounted_tmpfs, run_cli, write_random
 from tests.servers.sshd import SshdServer
 
 # A permanent error fails on the first attempt; a retried one would go on for the
@@ -201,3 +201,22 @@ def test_password_in_url_is_refused(temporal_server, sftp_worker, data_dir: Path
     assert "ssh-agent, key files or ~/.ssh/config" in result.stderr
     assert "hunter2" not in result.stderr + result.stdout
     assert not destination.exists()
+
+
+def test_destination_on_a_read_only_file_system_fails_at_once(
+    cli, source: Path, sftp_url, data_dir: Path
+) -> None:
+    """A single file into a directory of a read-only file system on the server: OpenSSH
+    answers the bare SSH_FX_FAILURE for EROFS, which was retried for the whole
+    --retry-for (tester72); told by statvfs@openssh.com as a dataset's root is, it
+    fails at once naming the read-only file system."""
+    mount = data_dir / "ro"
+    with mounted_tmpfs(mount, "5m"):
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+        destination = mount / "dst.bin"
+        _failed(
+            cli(str(source), sftp_url(destination)),
+            f"the file system holding {mount} is read-only",
+            destination=destination,
+        )
+        assert list(mount.iterdir()) == []

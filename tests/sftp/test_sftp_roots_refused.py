@@ -166,3 +166,31 @@ def test_a_missing_dataset_root_is_made_before_its_files(
     done = run_cli("cp", "-r", "-q", str(source), sshd_server.url(str(root)), **args)
     assert done.returncode == 0, done
     assert (root / "d" / "g").read_bytes() == b"g" * 10
+
+
+def test_files_under_a_read_only_mount_in_a_root_fail_at_once(
+    temporal_server, sftp_worker, sshd_server: SshdServer, data_dir: Path
+) -> None:
+    """A dataset root whose ``ro/`` is a read-only mount on the server: the files under
+    it (one in ``ro/``, one in a directory to make there) fail at once naming the
+    read-only file system, the rest is copied (OpenSSH's bare SSH_FX_FAILURE for EROFS
+    was retried for the whole --retry-for: tester72, for a single file)."""
+    from tests.helpers import mounted_tmpfs
+
+    args = dict(address=temporal_server.address, task_queue=sftp_worker.task_queue)
+    source, root = data_dir / "src", data_dir / "dst"
+    (source / "ro" / "new").mkdir(parents=True)
+    (source / "ro" / "f.txt").write_bytes(b"f")
+    (source / "ro" / "new" / "g.txt").write_bytes(b"g")
+    (source / "top.txt").write_bytes(b"top")
+    root.mkdir()
+    with mounted_tmpfs(root / "ro", "5m") as mount:
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+        done = run_cli("cp", "-r", "-q", str(source), sshd_server.url(str(root)), **args)
+        assert done.returncode == 1, done
+        said = " ".join(done.stderr.split())
+        for name in ("ro/f.txt", "ro/new/g.txt"):
+            assert f"failed: {name}:" in said, said
+        assert said.count(f"the file system holding {mount}") >= 2, said
+        assert list(mount.iterdir()) == []
+    assert (root / "top.txt").read_bytes() == b"top"

@@ -239,13 +239,15 @@ class FileDriver(Driver):
         symbolic link stands where the root or a directory above it would be made), its
         file system has no capacity (/proc, /sys: :func:`no_capacity_message`, the
         words of a single transfer there) or is read-only, or the root is missing and
-        that directory is not writable (``mkdir -p`` would fail). A statvfs and an
-        access check: nothing is made.
+        that directory is not writable (``mkdir -p`` would fail), or the root is there
+        and not writable (no file could be made in it: its mode, ``chattr +i``). A
+        statvfs and an access check (``access(2)``): nothing is made.
 
         Raises:
             DestinationMissingError: a file is on the way (named).
             PermanentError: a file system with no capacity.
-            PermissionDeniedError: read-only, or the root cannot be made there.
+            PermissionDeniedError: read-only, the root cannot be made there, or it is
+                there and not writable.
         """
         path = Path(root.path)
         while not os.path.lexists(path) and path != path.parent:
@@ -267,12 +269,22 @@ class FileDriver(Driver):
             )
         if fs.f_flag & os.ST_RDONLY:
             raise PermissionDeniedError(read_only_message(what, str(path)))
-        if str(path) != os.path.normpath(root.path) and not os.access(path, os.W_OK | os.X_OK):
+        if os.access(path, os.W_OK | os.X_OK):
+            return
+        if str(path) != os.path.normpath(root.path):
             raise PermissionDeniedError(
                 f"{what} cannot be made: permission denied in {path} (this worker's user "
                 "cannot create a directory there); make the directory writable, or choose "
                 "another destination"
             )
+        # there but closed to writes (its mode, or an immutable flag, which shows in no
+        # mode bit: access(2) is the kernel's own verdict): no file of the dataset could
+        # be written, so it fails once rather than each file with the same reason
+        raise PermissionDeniedError(
+            f"{what} is not writable: this worker's user cannot create files in it "
+            "(its permissions, or an immutable flag: lsattr -d); make it writable, or "
+            "choose another destination"
+        )
 
     def make_parents(self, url: EndpointURL) -> None:
         """Make the missing directories above ``url`` (none when its directory exists).

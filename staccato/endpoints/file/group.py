@@ -158,6 +158,8 @@ class LocalGroup:
 
     def __init__(self) -> None:
         self._directories: dict[str, int | StaccatoError] = {}
+        #: the file whose check found a directory's error (its message names it)
+        self._failed_for: dict[str, str] = {}
         self._lock = threading.Lock()
 
     def _directory(self, url: EndpointURL) -> int:
@@ -167,7 +169,10 @@ class LocalGroup:
 
         Raises:
             StaccatoError: as ``make_parents`` and ``check_parent`` (remembered for
-                the batch: every file of that directory fails alike).
+                the batch: every file of that directory fails alike, each named in its
+                own message: the check is asked again for another file, as a single
+                transfer of it would, since the words name the file, e.g.
+                :func:`staccato.errors.linked_directory_message`).
         """
         parent = os.path.dirname(url.path) or "/"
         known = self._directories.get(parent)
@@ -176,8 +181,15 @@ class LocalGroup:
                 known = self._directories.get(parent)
                 if known is None:
                     known = self._directories[parent] = _open_directory(url, parent)
+                    self._failed_for[parent] = url.path
         if isinstance(known, StaccatoError):
-            raise known
+            if self._failed_for.get(parent) == url.path:
+                raise known
+            again = _open_directory(url, parent)
+            if isinstance(again, int):  # healed meanwhile: the batch keeps one verdict
+                os.close(again)
+                raise known
+            raise again
         return known
 
     def stage(

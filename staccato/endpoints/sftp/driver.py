@@ -84,6 +84,8 @@ from staccato.endpoints.sftp.files import (
     mapped,
     read_all,
     read_handle,
+    read_only_message,
+    refused_if_read_only,
     remove_if_exists,
     stat_or_none,
     status_error,
@@ -458,10 +460,7 @@ class SFTPDriver(Driver):
             if fs is not None and fs.blocks == 0:  # /proc, /sys and the like
                 raise PermanentError(no_capacity_message(what, f"the file system holding {path}"))
             if fs is not None and fs.read_only:
-                raise PermissionDeniedError(
-                    f"{what}: the file system holding {path} is read-only: nothing can be "
-                    "written there; choose another destination"
-                )
+                raise PermissionDeniedError(read_only_message(what, path))
             _make_root(sftp, root, path, what)
 
         self._run(root, f"checking destination {root}", op)
@@ -490,8 +489,9 @@ class SFTPDriver(Driver):
                 # made inside the directory ``path`` leads to: never outside a
                 # dataset's root through a link in it (one REALPATH per new directory)
                 _check_real_directory(sftp, url, path, posixpath.relpath(parent, path))
-            for directory in reversed(missing):
-                _make_directory(sftp, directory)
+            with refused_if_read_only(sftp, path, f"destination {url}"):
+                for directory in reversed(missing):
+                    _make_directory(sftp, directory)
 
         self._run(url, f"destination directory of {url}", op)
 
@@ -554,7 +554,9 @@ class SFTPDriver(Driver):
 
         def op(sftp: StaccatoSFTP) -> None:
             self._check_destination(sftp, url)
-            handle = sftp.open_handle(paths["temp"], FXF_WRITE | FXF_CREAT)
+            directory = posixpath.dirname(paths["temp"]) or "/"
+            with refused_if_read_only(sftp, directory, f"destination {url}"):
+                handle = sftp.open_handle(paths["temp"], FXF_WRITE | FXF_CREAT)
             try:
                 if sftp.fstat_handle(handle).st_size != size:
                     try:

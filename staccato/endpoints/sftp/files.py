@@ -50,6 +50,46 @@ def status_error(err: StatusError | OSError, what: str) -> StaccatoError:
     return RetryableError(f"{what}: the server reports failure ({text or 'no reason given'})")
 
 
+def read_only_message(what: str, path: str) -> str:
+    """Why nothing can be written at ``path`` on the server (its file system is mounted
+    read-only: ``statvfs@openssh.com``'s ``SSH2_FXE_STATVFS_ST_RDONLY``), ``what``
+    naming the destination: one wording for a single transfer's destination and a
+    dataset's root (the local driver's ``read_only_message``, said of a server)."""
+    return (
+        f"{what}: the file system holding {path} is read-only: nothing can be written "
+        "there; choose another destination"
+    )
+
+
+@contextmanager
+def refused_if_read_only(sftp: StaccatoSFTP, directory: str, what: str) -> Iterator[None]:
+    """Writes into ``directory`` on the server: one that fails with the generic
+    ``SSH_FX_FAILURE`` (OpenSSH's answer to ``EROFS``, as to a full disk or EIO) is
+    told by the server's ``statvfs@openssh.com``, the rule a dataset's root check
+    applies (``SFTPDriver.check_destination_root``): on a read-only file system it
+    fails at once, naming ``what`` (a tester's single file to a read-only mount was
+    retried for the whole ``--retry-for`` as "the server reports failure").
+
+    Raises:
+        PermissionDeniedError: the write failed and the file system is read-only.
+        StatusError, OSError: any other failure, as it was raised.
+    """
+    try:
+        yield
+    except (StatusError, OSError) as err:
+        # paramiko's calls (mkdir) raise SSH_FX_FAILURE as an OSError with no errno
+        generic = err.code == FX_FAILURE if isinstance(err, StatusError) else err.errno is None
+        if not generic:
+            raise
+        try:
+            fs = sftp.file_system(directory)
+        except Exception:  # noqa: BLE001 - the write's failure is the one to report
+            fs = None
+        if fs is not None and fs.read_only:
+            raise PermissionDenied(read_only_message(what, directory)) from None
+        raise
+
+
 def short_of_space(
     sftp: StaccatoSFTP,
     err: StatusError,
