@@ -838,8 +838,20 @@ class StaccatoClient:
         verifying: tuple[int, int, float | None, float | None] | None = None
         if status == WorkflowExecutionStatus.RUNNING:
             no_worker: str | None = None
+            # the query said cancelled, but the server has not recorded it (the state
+            # search attribute, written in the workflow task that ends the clean-up and
+            # writes ``left_behind``): the answer ran ahead of the run's history (ci99 at
+            # load: "cancelled", no ``left_behind``, the cleanup attempt still pending
+            # and giving up 15 s later), so the clean-up is not over
+            cleanup_unrecorded = False
             if progress is not None:
                 state = progress.state
+                recorded = description.typed_search_attributes.get(sa.STATE)
+                if state == TransferState.cancelled and recorded != state.value:
+                    cleanup_unrecorded = True
+                    state = (
+                        TransferState(recorded) if recorded in _STATES else TransferState.running
+                    )
             else:
                 # No worker answered the query: the state the workflow last recorded in
                 # visibility, and say why the rest is missing.
@@ -1008,7 +1020,7 @@ class StaccatoClient:
                     # held): the rule of an ended run below, nothing kept (64 MiB
                     # showed durable for a failed run whose temp file was removed)
                     cleaned_up = True
-            elif progress is not None and progress.cleanup is not None:
+            elif progress is not None and (progress.cleanup is not None or cleanup_unrecorded):
                 # a cancelled run removing its partial data (it ends cancelled once
                 # that is done or given up): where it is, as a failed run's status says,
                 # and the bytes its ended status will say (a `cp` read 112 MiB on its

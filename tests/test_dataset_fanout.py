@@ -25,6 +25,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 from temporalio.client import WorkflowExecutionStatus
@@ -158,6 +159,46 @@ def _source_reads(proxy: NginxServer, bucket: str, prefix: str) -> tuple[int, in
     return len(gets), sum(int(r["body_bytes_sent"]) for r in gets)
 
 
+def _reads_by_object(proxy: NginxServer, bucket: str, prefix: str) -> dict[str, list[int]]:
+    """Object key under ``prefix`` (decoded) -> the body bytes of each GET the proxy
+    served of it."""
+    found: dict[str, list[int]] = {}
+    for r in proxy.requests():
+        if r["method"] == "GET" and r["uri"].startswith(f"/{bucket}/{prefix}"):
+            key = unquote(r["uri"][len(f"/{bucket}/{prefix}") :].split("?")[0])
+            found.setdefault(key, []).append(int(r["body_bytes_sent"]))
+    return found
+
+
+async def _retried_attempts(client: StaccatoClient, workflow_id: str) -> list[str]:
+    """The activity attempts after the first (``"TYPE attempt N"``) in the history of
+    ``workflow_id`` and of every child run it started, recursively (a large file's
+    transfer or fan-out group): a retried attempt re-reads the files of its batch (or
+    the chunks of its stream) it had not finished, which is allowed; none retried,
+    each source byte must be read exactly once."""
+    retried: list[str] = []
+    pending, seen = [workflow_id], set()
+    while pending:
+        current = pending.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        types: dict[int, str] = {}
+        async for event in client.temporal.get_workflow_handle(current).fetch_history_events():
+            if event.HasField("activity_task_scheduled_event_attributes"):
+                attrs = event.activity_task_scheduled_event_attributes
+                types[event.event_id] = attrs.activity_type.name
+            elif event.HasField("activity_task_started_event_attributes"):
+                started = event.activity_task_started_event_attributes
+                if started.attempt > 1:
+                    kind = types.get(started.scheduled_event_id, "?")
+                    retried.append(f"{current} {kind} attempt {started.attempt}")
+            elif event.HasField("child_workflow_execution_started_event_attributes"):
+                child = event.child_workflow_execution_started_event_attributes
+                pending.append(child.workflow_execution.workflow_id)
+    return retried
+
+
 def _writes(proxy: NginxServer, bucket: str, prefix: str) -> int:
     return sum(
         1
@@ -197,11 +238,29 @@ async def test_a_tree_goes_to_four_roots_each_file_read_once(
     assert tree(two) == expected
     assert _s3_tree(seaweed_s3, bucket, "copy/") == expected
     assert tree(far) == expected
-    # read once: the source objects' bytes served exactly once in all
+    # read once: the source objects' bytes served exactly once in all, unless an
+    # activity attempt was retried (ci99, load 12-17: 1234 bytes more, deep.txt's
+    # size): its retry re-reads what it had not finished, each object at most once
+    # per retried attempt (counted from the history, after the run: the proxy's log
+    # and the history are both settled then)
     gets, served = _source_reads(s3_proxy, bucket, "src/")
     total = sum(files.values())
-    print(f"dataset to 4 roots: {gets} GETs of the source, {served} bytes of {total}")
-    assert served == total, f"the source served {served} bytes for a {total}-byte tree"
+    per_object = _reads_by_object(s3_proxy, bucket, "src/")
+    retried = await _retried_attempts(fan_client, final.id)
+    print(
+        f"dataset to 4 roots: {gets} GETs of the source, {served} bytes of {total}; "
+        f"retried attempts: {retried or 'none'}"
+    )
+    twice = {k: v for k, v in per_object.items() if sum(v) > files.get(k, 0)}
+    if not retried:
+        assert served == total, (
+            f"the source served {served} bytes for a {total}-byte tree with no attempt "
+            f"retried; objects served more than their size: {twice}"
+        )
+    else:
+        assert served >= total, (served, total)
+        for key, sizes in twice.items():
+            assert sum(sizes) <= files[key] * (1 + len(retried)), (key, sizes, retried)
     # the id is stable for the same source and set of roots, not any single root's
     from staccato.dataset_requests import dataset_id
 

@@ -30,7 +30,13 @@ FILE_SIZE = 512 * 1024
 #: at + 3 s (or + 7 s); with 15 s, the one at + 15 s (the test's 42 s in CI). Attempt 1
 #: never gives up (it started before the deadline), nor does an attempt that handles
 #: files, so the files before the disk filled are published as before.
-OPTIONS = TransferOptions(chunk_size=1 * MiB, retry_for_s=3, heartbeat_timeout_s=5)
+#: The heartbeat timeout is the default 20 s, not 5 s: the batch's hang watch gives an
+#: attempt past ``--retry-for`` 0.6 x the heartbeat timeout without a byte moved (3 s
+#: with 5 s), and at load 12-17 the first attempt's SSH connection took longer than
+#: that, so ci99's batch gave up as hung ("the server did not answer: no byte moved")
+#: before any file was published; 12 s rides that out (nothing here hangs: the full
+#: disk fails each write at once)
+OPTIONS = TransferOptions(chunk_size=1 * MiB, retry_for_s=3, heartbeat_timeout_s=20)
 
 
 @pytest.fixture

@@ -114,8 +114,12 @@ async def test_worker_sigkill_resends_at_most_streams_x_chunk(
 ) -> None:
     # 128 MiB (16 chunks): the kill comes once 6 are durable, with up to 4 in flight
     # and 6 or more not begun (256 MiB only doubled what the second worker encrypts,
-    # writes and hashes)
-    size, chunk, streams = 128 * MiB, 8 * MiB, 4
+    # writes and hashes). Paced to 8 MiB/s (each stream 2 MiB/s, a chunk per 4 s): the
+    # 6th chunk is durable ~8 s in and the last ~16 s in, so a test process starved for
+    # seconds on a busy machine still kills mid-copy (unpaced, the copy took ~1 s and
+    # ci99 saw all 16 durable at the first poll after 6); the re-sent bound does not
+    # depend on the rate
+    size, chunk, streams, rate = 128 * MiB, 8 * MiB, 4, 8 * MiB
     source = data_dir / "src.bin"
     digest = write_random(source, size, seed=21)
     out = data_dir / "out"
@@ -125,7 +129,9 @@ async def test_worker_sigkill_resends_at_most_streams_x_chunk(
         temporal_server.address, processes=2, env=env_worker_env, log_dir=tmp_path
     ).start()
     client = await _client(temporal_server, first.task_queue)
-    options = TransferOptions(chunk_size=chunk, streams=streams, heartbeat_timeout_s=3)
+    options = TransferOptions(
+        chunk_size=chunk, streams=streams, heartbeat_timeout_s=3, max_rate=rate
+    )
     transfer = await client.submit(str(source), sftp_logged.url(str(destination)), options)
     await _wait_for_journal(out, 6)
     first.kill()
