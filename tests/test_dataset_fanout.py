@@ -802,7 +802,7 @@ async def test_a_large_file_to_a_read_only_root_or_a_file_names_the_cause(
     env: dict[str, str],
     data_dir: Path,
 ) -> None:
-    """A large file to a root that refuses new entries fails as permission denied (not
+    """A large file to a root that refuses new entries fails as not writable (not
     "does not exist; create it first"), to a root that is a regular file as "is a file,
     not a directory" (not a bare "Not a directory"); a single transfer under a file
     says the same."""
@@ -830,7 +830,9 @@ async def test_a_large_file_to_a_read_only_root_or_a_file_names_the_cause(
     assert tree(good) == tree(source)
     why = {(f.name, f.destination): f.reason for f in final.failures if f.name == "sub/big"}
     at_locked = why[("sub/big", f"file://{locked}")]
-    assert "permission denied" in at_locked and "does not exist" not in at_locked, at_locked
+    # the root is refused up front for its files (tester72: one reason, "not writable",
+    # and how to tell: its permissions or an immutable flag)
+    assert "is not writable" in at_locked and "does not exist" not in at_locked, at_locked
     cli = {"address": temporal_server.address, "task_queue": fan_worker.task_queue, "env": env}
     single = run_cli("cp", "-q", str(source / "sub" / "big"), f"{afile}/x/big", **cli)
     assert single.returncode == 1, single.stderr
