@@ -2,9 +2,9 @@
 
 Exit codes: 0 success; 1 a transfer failed or was cancelled, or a service error
 (Temporal unreachable or not answering, destination busy); 2 a usage error (bad
-option or URL, or a bad STACCATO_* setting, a malformed key included); 130 interrupted (Ctrl-C, SIGINT); 143 terminated (SIGTERM): 128 +
-the signal's number, as a shell reports a death by that signal. A run being followed
-goes on after either.
+option or URL, or a bad STACCATO_* setting, a malformed key included); 130 interrupted
+(Ctrl-C, SIGINT); 143 terminated (SIGTERM): 128 + the signal's number, as a shell
+reports a death by that signal. A run being followed goes on after either.
 """
 
 from __future__ import annotations
@@ -116,9 +116,9 @@ def run(factory: Callable[[], Awaitable[T]], *, sigterm: bool = True, starts: bo
     that reaches here came before the start, and the message says nothing was
     started."""
     before = "; nothing was started" if starts else ""
-    if starts:
+    if starts:  # only a start seals URL tokens: status, list, ... read no key file
         warn_unknown_settings()
-    warn_malformed_seal_key()
+        warn_malformed_seal_key()
     try:
         return asyncio.run(_terminable(factory, sigterm))
     except asyncio.CancelledError:
@@ -294,7 +294,8 @@ def warn_unknown_settings() -> None:
 
 
 def warn_malformed_seal_key(argv: Sequence[str] | None = None) -> bool:
-    """Say (a warning on stderr, once) that the source-sealing key setting
+    """Say (a warning on stderr, once; commands that start transfers ask) that the
+    source-sealing key setting
     (``STACCATO_SECRET_KEY``, ``STACCATO_SECRET_KEY_FILE`` or ``$STACCATO_HOME/secret.key``)
     is malformed or unreadable, when the command's arguments ``argv`` (default
     ``sys.argv[1:]``) carry no ``?``: such a command seals no URL token, so it goes on
