@@ -104,6 +104,33 @@ def test_version_and_short_help_on_every_command() -> None:
         assert usage.startswith("Usage: ") and f" {command} " in usage, (command, usage)
 
 
+def test_every_option_of_every_command_says_what_it_does() -> None:
+    """``--help`` helps: no option of any command (subcommands of ``schedule`` and
+    ``limit`` too) is listed bare, as ``worker -v`` was."""
+    import typer
+
+    from staccato.cli import app
+
+    def bare(command: Any, path: tuple[str, ...]) -> list[str]:
+        if hasattr(command, "commands"):  # a group: its commands
+            return [
+                found
+                for name, sub in command.commands.items()
+                for found in bare(sub, (*path, name))
+            ]
+        return [
+            f"{' '.join(path)} {'/'.join(param.opts)}"
+            for param in command.params
+            if getattr(param, "param_type_name", "") == "option"
+            and not getattr(param, "hidden", False)
+            and not (param.help or "").strip()
+        ]
+
+    root = typer.main.get_command(app)
+    assert len(getattr(root, "commands", {})) >= len(COMMANDS), "the walk must see them"
+    assert bare(root, ()) == []
+
+
 def test_status_text_in_units_for_people() -> None:
     lines = render.status_lines(_status())
     text = "\n".join(lines)

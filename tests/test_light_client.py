@@ -228,13 +228,35 @@ def test_fallback_cp_still_copies(temporal_server, worker, tmp_path: Path) -> No
 
 def test_up_server_records_its_http_port(tmp_path: Path, monkeypatch) -> None:
     """The dev server ``staccato up`` starts serves its HTTP API on the port it
-    records, and a client pointed at that server (TEMPORAL_ADDRESS) finds it there."""
+    records, and a client pointed at that server (TEMPORAL_ADDRESS) finds it there.
+    It records its UI port too: ``codec-server`` without ``--origin`` allows that UI
+    (``up --ui-port``), not the default 8233."""
+    from staccato import secrets
     from staccato.workers.devserver import recorded_http_port, start_dev_server
     from tests.servers.temporal_server import free_port
 
-    port = free_port()
-    server = start_dev_server(tmp_path, port=port, ui_port=free_port())
+    port, ui_port = free_port(), free_port()
+    server = start_dev_server(tmp_path, port=port, ui_port=ui_port)
     try:
+        codec_server = subprocess.Popen(
+            [sys.executable, "-m", "staccato.cli", "codec-server", "--port", str(free_port())],
+            env={
+                **os.environ,
+                "STACCATO_HOME": str(tmp_path),
+                "STACCATO_CODEC_KEY": secrets.new_key_text(),
+            },
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert codec_server.stderr is not None
+            said = codec_server.stderr.readline()
+        finally:
+            codec_server.kill()
+            codec_server.wait(30)
+        assert f"CORS for http://127.0.0.1:{ui_port}, http://localhost:{ui_port})" in said, said
         http_port = recorded_http_port(tmp_path, port)
         assert http_port is not None
         assert recorded_http_port(tmp_path, port + 1) is None  # another server's port

@@ -28,7 +28,15 @@ DOWN_TIMEOUT_S = 30
 
 def worker(
     processes: ProcessesOption = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Log at DEBUG instead of INFO (Staccato's own loggers; httpx, botocore and "
+            "paramiko stay at WARNING).",
+        ),
+    ] = False,
     check: Annotated[
         bool,
         typer.Option(
@@ -594,7 +602,8 @@ def codec_server(
         typer.Option(
             "--origin",
             help="Temporal UI origin allowed to call it (CORS); repeat for several. "
-            "Default: the embedded UI, http://127.0.0.1:8233 and http://localhost:8233.",
+            "Default: the embedded UI on 127.0.0.1 and localhost, at the --ui-port of the "
+            "`staccato up` running with this STACCATO_HOME, else at port 8233.",
         ),
     ] = None,
 ) -> None:
@@ -614,10 +623,10 @@ def codec_server(
             "to the key the clients and workers use",
             EXIT_USAGE,
         )
-    ui = origins or [
-        f"http://127.0.0.1:{settings.DEFAULT_UI_PORT}",
-        f"http://localhost:{settings.DEFAULT_UI_PORT}",
-    ]
+    from staccato.workers.devserver import recorded_ui_port
+
+    ui_port = recorded_ui_port(settings.home()) or settings.DEFAULT_UI_PORT
+    ui = origins or [f"http://127.0.0.1:{ui_port}", f"http://localhost:{ui_port}"]
     try:
         server = make_server(EncryptionCodec(keys), host, port, ui)
     except OSError as err:

@@ -195,7 +195,7 @@ def start_dev_server(
                 f"the Temporal dev server exited with {process.returncode}; see {log_path}"
             )
         if port_open(host, port) and serves_default_namespace(host, http_port):
-            _record(data_dir, process.pid, port, http_port)
+            _record(data_dir, process.pid, port, http_port, ui_port)
             return process
         time.sleep(0.2)
     process.kill()
@@ -318,9 +318,29 @@ def killed_up_note(home: Path, address: str) -> str | None:
     )
 
 
-def _record(data_dir: Path, pid: int, port: int, http_port: int) -> None:
-    record = {"pid": pid, "port": port, "start_ticks": _start_ticks(pid), "http_port": http_port}
+def _record(data_dir: Path, pid: int, port: int, http_port: int, ui_port: int) -> None:
+    record = {
+        "pid": pid,
+        "port": port,
+        "start_ticks": _start_ticks(pid),
+        "http_port": http_port,
+        "ui_port": ui_port,
+    }
     (data_dir / SERVER_RECORD).write_text(json.dumps(record))
+
+
+def recorded_ui_port(data_dir: Path) -> int | None:
+    """The Temporal UI port of the dev server started with its data in ``data_dir``
+    (``up --ui-port``) while that server runs (the same process); else None, also for
+    a record written before the UI port was recorded. Reads the record only."""
+    try:
+        record = json.loads((data_dir / SERVER_RECORD).read_text())
+        pid, ticks, ui_port = int(record["pid"]), record["start_ticks"], int(record["ui_port"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if ticks is None or not process_running(pid, ticks):
+        return None
+    return ui_port
 
 
 def recorded_http_port(data_dir: Path, port: int) -> int | None:
