@@ -302,6 +302,19 @@ class CannotRetryError(StaccatoError):
     error for the CLI (exit 2), as :class:`NothingToRetryError`."""
 
 
+def _resume_advice(state: DatasetState) -> str:
+    """What to run instead of ``--retry-failed`` for a dataset that ended ``state`` with
+    files it never tried (cancelled, failed): the same command with a sync level, which
+    copies what is missing or differs and counts the files already there up to date
+    (README.md, "Sync levels"); "" for any other state."""
+    if state not in (DatasetState.cancelled, DatasetState.failed):
+        return ""
+    return (
+        f"; to copy what a {state.value} dataset left, run the same command with "
+        "--sync-level size instead of --retry-failed (it skips the files already there)"
+    )
+
+
 def _all_filtered_out(failed: int, include: Sequence[str], exclude: Sequence[str]) -> NoReturn:
     """Refuse a ``--retry-failed`` whose ``--include``/``--exclude`` leave out every one
     of the ``failed`` files it would copy again.
@@ -355,7 +368,7 @@ async def _earlier_dataset(
     if status.state != DatasetState.completed_with_errors:
         raise CannotRetryError(
             f"dataset {status.id} is {status.state.value}: --retry-failed re-runs the "
-            "files of a dataset that ended completed_with_errors"
+            f"files of a dataset that ended completed_with_errors{_resume_advice(status.state)}"
         )
     cut = _cut_advice(status)
     if cut is not None:

@@ -112,7 +112,8 @@ async def test_cancel_by_destination_root_and_no_pause_for_a_dataset(
 ) -> None:
     """`staccato cancel ROOT` cancels the dataset writing ROOT, as `status ROOT` shows it
     (tester: "no transfer 'ROOT'", exit 1, while `status ROOT` showed it running);
-    `pause ROOT` says a dataset cannot be paused, naming it, and changes nothing."""
+    `pause ROOT` says a dataset cannot be paused, naming it, and changes nothing; once
+    cancelled, ``cp -r --retry-failed`` names the sync level that copies the rest."""
     from tests.helpers import run_cli
 
     source, destination = data_dir / "src", data_dir / "dst"
@@ -134,3 +135,10 @@ async def test_cancel_by_destination_root_and_no_pause_for_a_dataset(
     assert final.state == DatasetState.cancelled, final
     missing = run_cli("cancel", str(data_dir / "nothing-here"), **args)
     assert missing.returncode == 1 and "no transfer" in missing.stderr, missing
+    # --retry-failed has no failed files of a cancelled dataset to re-run: it says what
+    # copies the rest (it said only "ended completed_with_errors": tester72)
+    retried = run_cli("cp", "-r", "--retry-failed", str(source), str(destination), **args)
+    assert retried.returncode == 2, retried
+    said = " ".join(retried.stderr.split())
+    assert f"dataset {dataset} is cancelled" in said, said
+    assert "run the same command with --sync-level size" in said, said
