@@ -240,7 +240,9 @@ async def test_a_tree_goes_to_four_roots_each_file_read_once(
     assert tree(far) == expected
     # read once: the source objects' bytes served exactly once in all, unless an
     # activity attempt was retried (ci99, load 12-17: 1234 bytes more, deep.txt's
-    # size): its retry re-reads what it had not finished, each object at most once
+    # size): its retry re-reads what it had not finished, and what it finished after
+    # its last heartbeat reached the server (the files a heartbeat names finished are
+    # not read again: tests/test_dataset_retry_read_once.py), each object at most once
     # per retried attempt (counted from the history, after the run: the proxy's log
     # and the history are both settled then)
     gets, served = _source_reads(s3_proxy, bucket, "src/")

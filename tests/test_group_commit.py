@@ -247,3 +247,45 @@ def test_a_staged_source_is_read_again_only_while_its_mtime_cannot_prove_it(
     reads.clear()
     assert small_copy._read_local(str(old), 1000) is not None
     assert len(reads) == 1
+
+
+@pytest.mark.parametrize("listed", [True, False])
+def test_a_target_that_is_not_a_regular_file_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, listed: bool
+) -> None:
+    """What is at a target name is checked as a single transfer checks it (a
+    directory, a link, a FIFO refused; a regular file replaced), from one ``scandir``
+    of the directory (``listed``) or, for a directory over the listing limit, an
+    ``lstat`` per file; a directory made at a name after the batch first wrote there
+    is refused by the rename."""
+    from staccato.errors import NotAFileError, PermanentError
+
+    if not listed:
+        monkeypatch.setattr(group_module, "LISTED_DIRECTORY_MAX", 0)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "dir").mkdir()
+    (out / "link").symlink_to(out / "nowhere")
+    os.mkfifo(out / "pipe")
+    (out / "old").write_bytes(b"old")
+    group = LocalGroup()
+    try:
+        staged = [group.stage(parse_url(str(out / "new")), "k-new", b"new")]
+        with pytest.raises(NotAFileError, match="is a directory"):
+            group.stage(parse_url(str(out / "dir")), "k-dir", b"x")
+        with pytest.raises(PermanentError, match="symbolic link"):
+            group.stage(parse_url(str(out / "link")), "k-link", b"x")
+        with pytest.raises(PermanentError, match="not a regular file"):
+            group.stage(parse_url(str(out / "pipe")), "k-pipe", b"x")
+        staged.append(group.stage(parse_url(str(out / "old")), "k-old", b"replaced"))
+        staged.append(group.stage(parse_url(str(out / "late")), "k-late", b"late"))
+        (out / "late").mkdir()  # made after the check: the rename refuses it
+        errors = group.commit(staged)
+    finally:
+        group.close()
+    assert errors[:2] == [None, None], errors
+    assert isinstance(errors[2], NotAFileError), errors
+    assert (out / "new").read_bytes() == b"new"
+    assert (out / "old").read_bytes() == b"replaced"
+    assert (out / "late").is_dir() and (out / "link").is_symlink()
+    assert not [p for p in out.iterdir() if TEMP_SUFFIX in p.name]

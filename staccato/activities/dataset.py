@@ -16,7 +16,13 @@ first not ended may be ended too, so after a worker is killed some files past th
 checkpoint may be published already: a retried attempt compares each file from the
 checkpoint on with its destination (both read, nothing written), up to
 ``RESUME_WINDOW`` files past the first one that does not match (beyond that, nothing
-was started), and counts those that match as handled: when they match at
+was started), and counts those that match as handled. A file the checkpoint names
+ended past ``next_index`` (``BatchCheckpoint.ended_after``: each heartbeat names the
+files the attempt published out of order, or by a group commit not counted yet; a
+failed attempt's names the rest it ended) is counted as recorded, its source not
+read again, when its destination still holds a file of its size (one stat:
+:func:`holds_size`); only a file not named, or one removed or resized since, is
+compared. The compare counts the files that match: when they match at
 ``--sync-level``, copied if the destination changed since the batch was first
 scheduled (the killed attempt published them), else skipped (up to date: what a
 run without the crash counts them as; where the destination keeps no change time,
@@ -205,6 +211,9 @@ class _Beat:
         self._sessions = sessions
         self._last = 0.0
         self._parent = os.getppid()
+        #: run before ``before`` when a heartbeat goes out (a batch's pass names in the
+        #: checkpoint the files it ended past ``next_index``: ``_copy_in_flight``)
+        self.noting: Callable[[], None] | None = None
 
     def __call__(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -216,6 +225,8 @@ class _Beat:
         self._last = now
         if os.getppid() != self._parent:
             raise StreamStopped("worker process is gone")
+        if self.noting is not None:
+            self.noting()
         if self._before is not None:
             self._before()
         heartbeat(self.details)
@@ -1084,11 +1095,15 @@ def _resume(
     first: int | None = None
     matched: list[int] = []
     files = len(request.files)
+    recorded = dict(state.ended_after or {})
     while state.next_index < files and (first is None or state.next_index < first + RESUME_WINDOW):
         index = state.next_index
         state.current = request.files[index].name
         beat()
-        ended = _compare_one(request, index, root, destination_root, state)
+        # named ended in the checkpoint: counted as recorded, its source not read again
+        ended = _recorded_one(
+            request, index, destination_root, state, recorded.get(str(index))
+        ) or _compare_one(request, index, root, destination_root, state)
         if ended:
             matched.append(index)
         else:
@@ -1101,6 +1116,7 @@ def _resume(
                 _copy_one(request, index, root, destination_root, beat, pacer=pacer),
             )
         state.next_index = index + 1
+        _prune_ended_after(state)
     if first is None:
         first = state.next_index
     with retry_deadline.watched():  # the destination's calls: interrupted if it hangs
@@ -1609,9 +1625,27 @@ def _copy_in_flight(
         in_commit = 0
         committing = None
 
+    loop_thread = threading.get_ident()
+
+    def note_ended() -> None:
+        """Name in the checkpoint (``ended_after``) the files ended past
+        ``next_index`` that are published or up to date (out of order, or by a commit
+        that ended and is not counted yet): a retry after a kill counts them as
+        recorded, its resume reads none of their sources again
+        (:func:`_recorded_one`). Only in the loop's thread (a pacer's wait may beat
+        in a file's thread, while the loop changes what this reads)."""
+        if threading.get_ident() != loop_thread:
+            return
+        outcomes = dict(enumerate(waiting, state.next_index))
+        running = committing
+        if running is not None and running.done():
+            outcomes.update(_committed(waiting[:in_commit], running, state.next_index))
+        _note_ended_after(state, outcomes, ended)
+
     committer = (
         ThreadPoolExecutor(1, thread_name_prefix="batch-commit") if group is not None else None
     )
+    beat.noting = note_ended
     # local file to local file: one at a time in this thread (no wait is worth
     # overlapping but the commit's; threads of one process only contend for the GIL,
     # the worker's processes give the parallelism); from a source whose reads are
@@ -1725,6 +1759,7 @@ def _copy_in_flight(
                 _note_ended_after(state, ended_now, ended, pending)
             raise
         finally:
+            beat.noting = None
             if reads is not None:
                 reads.close()
             if committer is not None:
@@ -2003,6 +2038,50 @@ def found_whole(
     except PermanentError:
         return None
     return "c" if matched else None
+
+
+def holds_size(destination: EndpointURL, size: int) -> bool:
+    """Whether ``destination`` holds an object of ``size`` bytes (one stat of the
+    destination, nothing read): a file a batch's checkpoint names ended past its
+    ``next_index`` (``ended_after``) is taken as the checkpoint says, not compared with
+    its source again, unless this says it was removed or resized since.
+
+    Raises:
+        PermanentError: it cannot be asked (not a file, denied; NotFoundError: none).
+        RetryableError: the destination failed transiently.
+    """
+    return get_driver(destination.scheme).stat(destination).size == size
+
+
+def _recorded_one(
+    request: BatchInput,
+    index: int,
+    destination_root: EndpointURL,
+    state: BatchCheckpoint,
+    kind: str | None,
+) -> bool:
+    """Count file ``index`` as the previous attempt's checkpoint recorded it
+    (``kind``: its ``ended_after`` entry, ``'c'`` copied or ``'s'`` up to date), when
+    its destination still holds a file of its size (:func:`holds_size`); False (not
+    counted: compared as before) when not recorded, gone, resized or not answering."""
+    if kind not in ("c", "s"):
+        return False
+    f = request.files[index]
+    try:
+        with retry_deadline.watched():
+            if not holds_size(target_url(destination_root, f.name), f.size):
+                return False
+    except StaccatoError:
+        if retry_deadline.hung() is not None:
+            raise
+        return False  # compared as before, which says why
+    moved()
+    if kind == "c":
+        state.done += 1
+        state.bytes += f.size
+    else:
+        state.skipped += 1
+    return True
 
 
 def _copy_one(

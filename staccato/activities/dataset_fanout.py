@@ -44,7 +44,11 @@ nothing moved, not where: it gives the whole attempt up, as a batch to one root)
 Files: up to :data:`FILES_IN_FLIGHT` at once (threads; one at a time with SFTP on
 either side), a group at a time: the checkpoint (:class:`FanOutBatchCheckpoint`,
 the heartbeat details) moves after each group. A retried attempt (worker killed)
-compares the files from its checkpoint on with each target, group by group up to
+takes the files its checkpoint names ended past ``next_index`` (each heartbeat names
+the files of the group in flight that ended at every root: ``ended_after``) as
+recorded when every root still holds a file of their size (a stat each, the source
+not read again), and compares the other files from its checkpoint on with each
+target, group by group up to
 the first group of which no pair matches (past the one in flight at the
 kill: heartbeats are throttled, so the checkpoint may lag by a few groups; a root
 that failed every file matches nowhere and does not stop it), and counts the
@@ -81,10 +85,12 @@ from staccato.activities import retry_deadline
 from staccato.activities.dataset import (
     _Beat,
     _progress_meter,
+    _prune_ended_after,
     _stopped_by_cancel,
     _with_checkpoint,
     abort_recorded_uploads,
     batch_pacer,
+    holds_size,
     uploads_meter,
     watched_batch,
 )
@@ -463,6 +469,10 @@ def _pass(
                             left.append(sessions.waiter())
                             wait(left, timeout=0.5, return_when=FIRST_COMPLETED)
                         pending = {f for f in futures if not f.done()}
+                    if pending:
+                        # the group's files that ended (published at every root) are
+                        # named in the checkpoint: a retry after a kill reads none again
+                        _note_ended_after(request, state, group, futures)
                     beat()
                     if not pending:
                         break
@@ -496,6 +506,7 @@ def _pass(
                 resumed.pop(index, None)
                 _count(request, state, index, future.result())
             state.next_index = group[-1] + 1
+            _prune_ended_after(state)
             beat()
 
 
@@ -811,6 +822,10 @@ def _resume(
     attempt, which scans from the same ``next_index`` (a sync re-run to two roots
     killed twice, under load: 374-390 skipped of 300 files per root).
 
+    A file the checkpoint names ended (``ended_after``, every root 'c' or 's') is put
+    in ``resumed`` as recorded, without reading its source, when each root still
+    holds a file of its size (:func:`_recorded_targets`); else compared as above.
+
     A group with unmatched pairs is not where the scan stops: a root that failed a
     file (read-only, full) holds nothing of a group the previous attempt ended, so
     stopping at the first unmatched pair sent every later group again to the roots
@@ -818,12 +833,19 @@ def _resume(
     matching everywhere is not read again)."""
     start = state.next_index
     files = len(request.files)
+    recorded = dict(state.ended_after or {})
     while start < files:
         any_matched = False
         for index in range(start, min(files, start + in_flight)):
             state.current = request.files[index].name
             beat()
             with retry_deadline.watched():
+                known = _recorded_targets(request, index, roots, recorded.get(str(index)))
+                if known is not None:
+                    # named ended in the checkpoint and still there: not read again
+                    resumed[index] = known
+                    any_matched = True
+                    continue
                 copied, skipped = _matching_targets(request, index, root, roots)
             if not copied and not skipped:
                 continue
@@ -836,6 +858,43 @@ def _resume(
         if not any_matched:
             return
         start += in_flight
+
+
+def _recorded_targets(
+    request: FanOutBatchInput,
+    index: int,
+    roots: list[EndpointURL],
+    recorded: dict[str, str] | None,
+) -> _FileEnd | None:
+    """File ``index``'s outcomes as the checkpoint recorded them (``recorded``: its
+    ``ended_after`` entry, root index as text -> ``'c'`` or ``'s'``), when every one
+    of its targets is named there and still holds a file of its size (a stat of each
+    root, nothing read of the source); else None: the file is compared as before
+    (:func:`_matching_targets`), so one removed or resized behind our back is copied
+    again (also when a root cannot be asked now). What the pairs' write sessions
+    left under temp names is removed."""
+    if not recorded:
+        return None
+    entry = request.files[index]
+    if set(recorded) != {str(t) for t in entry.targets}:
+        return None
+    end = _FileEnd()
+    for t in entry.targets:
+        kind = recorded[str(t)]
+        try:
+            dst = target_url(roots[t], entry.name)
+            if kind not in ("c", "s") or not holds_size(dst, entry.size):
+                return None
+        except StaccatoError as err:
+            _unless_hung(err, request.destination_roots[t])
+            return None  # compared as before (which says why, or finds it down)
+        end.outcomes[t] = (kind, "recorded by an earlier attempt")
+    for t in entry.targets:
+        dst = target_url(roots[t], entry.name)
+        if dst.scheme == "file":
+            for attempt in range(_PAIR_ATTEMPTS):
+                remove_temp(dst, _session_key(request, index, t, attempt))
+    return end
 
 
 def _count_roots(

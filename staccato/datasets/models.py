@@ -602,11 +602,13 @@ class BatchCheckpoint(BatchResult):
     (copied, skipped or failed, as counted).
 
     Attributes:
-        ended_after: a failed attempt's files past ``next_index`` that ended all the
+        ended_after: an attempt's files past ``next_index`` that ended all the
             same (file index, as text -> ``'c'`` copied, whole at the destination, or
-            ``'s'`` skipped, up to date there), not counted in ``done``, ``skipped``
-            nor ``bytes``: a retried attempt's resume compares them as every file from
-            ``next_index`` on (and counts them then), while a batch that fails for good
+            ``'s'`` skipped, up to date there; in every heartbeat since 0.38, and in a
+            failed attempt's checkpoint), not counted in ``done``, ``skipped``
+            nor ``bytes``: a retried attempt's resume counts them as recorded without
+            reading their sources (those whose destination is gone or of another size
+            are compared, as every file from ``next_index`` on is), while a batch that fails for good
             is counted with them (their bytes: their sizes), so only the files it did
             not end fail. A staged file not committed is never among them. None (left
             out of the JSON): none, or a worker before the field.
@@ -1051,7 +1053,7 @@ class FanOutBatchCheckpoint(FanOutBatchResult):
     #: as :attr:`BatchCheckpoint.moved_at`: when a byte last moved in this attempt (to
     #: any root); None: a worker before the field
     moved_at: float | None = None
-    #: as :attr:`BatchCheckpoint.ended_after`: a failed attempt's files past
+    #: as :attr:`BatchCheckpoint.ended_after`: an attempt's files past
     #: ``next_index`` that ended at every one of their roots, copied or up to date
     #: (file index, as text -> root index, as text -> ``'c'`` or ``'s'``), not
     #: counted; a batch that fails for good counts them (per root too). None (left out

@@ -160,6 +160,9 @@ class LocalGroup:
         self._directories: dict[str, int | StaccatoError] = {}
         #: the file whose check found a directory's error (its message names it)
         self._failed_for: dict[str, str] = {}
+        #: per directory (checked), the names in it that were not regular files when
+        #: the batch first wrote there; None: too large to list, each name is lstat'ed
+        self._not_files: dict[str, frozenset[str] | None] = {}
         self._lock = threading.Lock()
 
     def _directory(self, url: EndpointURL) -> int:
@@ -192,6 +195,29 @@ class LocalGroup:
             raise again
         return known
 
+    def _check_target(self, target: str) -> None:
+        """:func:`check_target` of ``target``, asked only for a name its directory held
+        as something else than a regular file when the batch first wrote there (one
+        ``scandir`` of a directory of at most :data:`LISTED_DIRECTORY_MAX` bytes, its
+        entries' types from ``getdents``), not one ``lstat`` per file. What appears at
+        a name later (a directory made for another file of the dataset, or by another
+        writer) is found by the rename, which refuses to replace a directory
+        (:func:`_publish_error`); a link or special file made there by another writer
+        within the batch is replaced, as it would be between an ``lstat`` and the
+        rename.
+
+        Raises:
+            as :func:`check_target`.
+        """
+        parent, _, name = target.rpartition("/")
+        parent = parent or "/"
+        try:
+            odd = self._not_files[parent]
+        except KeyError:
+            odd = self._not_files[parent] = _not_files(parent)
+        if odd is None or name in odd:
+            check_target(target)
+
     def stage(
         self,
         url: EndpointURL,
@@ -216,7 +242,7 @@ class LocalGroup:
             PermanentError: the file is larger than the whole file system.
         """
         self._directory(url)
-        check_target(url.path)
+        self._check_target(url.path)
         temp, _ = session_paths(url, session_key)
         write_fence()  # under the batch's lease: a retry elsewhere writes this temp name too
         try:
@@ -312,6 +338,28 @@ class LocalGroup:
                 if isinstance(known, int):
                     os.close(known)
             self._directories.clear()
+
+
+#: bytes: a destination directory larger than this (~1,000-4,000 names on ext4) is
+#: not listed by :meth:`LocalGroup._check_target` (each batch writing there would read
+#: it whole); each of its targets is ``lstat``-ed instead
+LISTED_DIRECTORY_MAX = 64 * 1024
+
+
+def _not_files(directory: str) -> frozenset[str] | None:
+    """The names in ``directory`` that are not regular files (``DirEntry`` types: no
+    ``stat`` where the file system gives them), or None when it is larger than
+    :data:`LISTED_DIRECTORY_MAX` bytes or cannot be listed (every name is then
+    checked by itself)."""
+    try:
+        if os.stat(directory).st_size > LISTED_DIRECTORY_MAX:
+            return None
+        with os.scandir(directory) as entries:
+            return frozenset(
+                entry.name for entry in entries if not entry.is_file(follow_symlinks=False)
+            )
+    except OSError:
+        return None
 
 
 def _open_directory(url: EndpointURL, parent: str) -> int | StaccatoError:
