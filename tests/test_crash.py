@@ -18,6 +18,7 @@ from tests.helpers import (
     at_rest,
     child_pids,
     leftovers,
+    no_worker_waits,
     pid_alive,
     sha256_file,
     write_random,
@@ -102,7 +103,8 @@ async def test_resume_after_worker_kill(
             await asyncio.sleep(0.1)
         assert not any(pid_alive(p) for p in pool), "activity processes outlived the killed worker"
         # no worker: status still tells the truth (running, the heartbeats' bytes, and why)
-        orphaned = await client.status(transfer)
+        with no_worker_waits():  # until a worker starts again
+            orphaned = await client.status(transfer)
         assert orphaned.state == TransferState.running, orphaned
         assert orphaned.bytes_done > 0, orphaned
         assert "no worker answers" in (orphaned.last_retry_error or ""), orphaned

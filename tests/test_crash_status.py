@@ -197,12 +197,13 @@ async def test_a_local_copy_whose_worker_died_blames_no_server(
         )
         await wait_for_status(client, transfer, lambda s: s.bytes_done > 0, timeout_s=60)
         worker.kill()
-        said = await wait_for_status(
-            client,
-            transfer,
-            lambda s: "sent no heartbeat" in (s.last_retry_error or ""),
-            timeout_s=60,
-        )
+        with no_worker_waits():  # no worker starts again
+            said = await wait_for_status(
+                client,
+                transfer,
+                lambda s: "sent no heartbeat" in (s.last_retry_error or ""),
+                timeout_s=60,
+            )
         reason = said.last_retry_error or ""
         assert "frozen, overloaded or killed" in reason, reason
         assert "does not answer" not in reason and "blocked on" not in reason, reason
@@ -252,14 +253,15 @@ async def test_a_retried_staging_read_that_moves_bytes_is_not_shown_retrying(
         )
         first.kill()
         # no worker yet: the read timed out for want of heartbeats and waits to be
-        # retried, which status says
-        await wait_for_status(
-            client,
-            transfer,
-            lambda s: "attempt 2" in (s.last_retry_error or ""),
-            timeout_s=60,
-            interval_s=0.2,
-        )
+        # retried, which status says (each status waits 1 s, not 5, for a worker)
+        with no_worker_waits():  # until a worker starts again
+            await wait_for_status(
+                client,
+                transfer,
+                lambda s: "attempt 2" in (s.last_retry_error or ""),
+                timeout_s=60,
+                interval_s=0.2,
+            )
         with WorkerProcess(
             temporal_server.address,
             task_queue=first.task_queue,

@@ -21,7 +21,7 @@ from staccato.dataset_client import dataset_status, submit_dataset
 from staccato.datasets.models import DatasetState
 from staccato.models import TransferOptions
 from tests.dataset_checks import wait_dataset
-from tests.helpers import WorkerProcess, run_cli
+from tests.helpers import NO_WORKER_ENV, WorkerProcess, run_cli
 from tests.servers.temporal_server import TemporalDevServer
 
 FILES = 24
@@ -79,7 +79,8 @@ async def test_a_dataset_whose_worker_is_gone_shows_its_last_known_counts(
             assert time.monotonic() < deadline, current
             await asyncio.sleep(0.2)
         worker.kill()
-        given = json.loads(run_cli("status", "--json", dataset, **args).stdout)
+        # no worker until the ``finally``: each command waits 1 s for one, not 5
+        given = json.loads(run_cli("status", "--json", dataset, **args, env=NO_WORKER_ENV).stdout)
         assert given["state"] == "running", given
         assert given["files_total"] >= 4 and given["bytes_total"] >= 4 * SIZE, given
         assert given["files_done"] >= 4 and given["bytes_done"] >= 4 * SIZE, given
@@ -97,7 +98,7 @@ async def test_a_dataset_whose_worker_is_gone_shows_its_last_known_counts(
         assert "no worker answer" in given["last_retry_error"], given
         assert "last known" in given["counts_unknown"], given
         assert given["rate_bytes_per_s"] is None and given["eta_s"] is None, given
-        shown = run_cli("status", dataset, **args)
+        shown = run_cli("status", dataset, **args, env=NO_WORKER_ENV)
         assert shown.returncode == 0, shown.stderr
         assert "last known at " in shown.stdout, shown.stdout
         assert f"last known at {given['counts_last_known_at']}: " in shown.stdout, shown

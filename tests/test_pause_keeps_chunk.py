@@ -22,6 +22,7 @@ from tests.helpers import (
     MiB,
     WorkerProcess,
     at_rest,
+    no_worker_waits,
     sha256_file,
     status_json,
     write_random,
@@ -89,9 +90,10 @@ async def test_a_pause_inside_a_chunk_keeps_what_the_streams_read_of_it(
         assert held.bytes_done < SIZE, held  # no chunk ended: the pause was inside them
         kept = _kept_in_journal(destination)
         first.kill()
-        orphaned = await status_json(
-            transfer, address=temporal_server.address, task_queue=first.task_queue
-        )
+        with no_worker_waits():  # until a worker starts again
+            orphaned = await status_json(
+                transfer, address=temporal_server.address, task_queue=first.task_queue
+            )
         assert orphaned["state"] == "paused", orphaned
         sent_before_resume = paced_nginx.bytes_sent()
         with WorkerProcess(
@@ -150,9 +152,10 @@ async def test_a_graceful_worker_stop_inside_a_chunk_keeps_what_the_streams_read
             await asyncio.sleep(0.1)
         await asyncio.to_thread(first.stop)  # SIGTERM: the worker's graceful shutdown
         kept = _kept_in_journal(destination)
-        orphaned = await status_json(
-            transfer, address=temporal_server.address, task_queue=first.task_queue
-        )
+        with no_worker_waits():  # until a worker starts again
+            orphaned = await status_json(
+                transfer, address=temporal_server.address, task_queue=first.task_queue
+            )
         sent_before_restart = paced_nginx.bytes_sent()
         with WorkerProcess(
             temporal_server.address, task_queue=first.task_queue, processes=1, log_dir=tmp_path
