@@ -641,19 +641,23 @@ class _SegmentCopy:
         """:meth:`_settle` on the way out of an error or a stop: the write behind is
         waited for (so no write of this attempt lands after it ends) and recorded if it
         succeeded; its own error is logged, the one already raised is what the stream
-        reports."""
-        if not self._behind.busy:
-            return
-        try:
-            self._settle()
-        except StreamStopped:
-            pass  # recorded; the stop under way is reported
-        except Exception as err:  # noqa: BLE001 - the error under way is the one to raise
-            activity.logger.warning(
-                "segment %d: the chunk written behind the stream failed too: %s",
-                self.segment.index,
-                err,
-            )
+        reports. An interrupt while it waits (the stream guard's) does not end the
+        wait: a write in the stream's own thread could not be left either."""
+        while self._behind.busy:
+            try:
+                self._settle()
+            except StreamStopped:
+                pass  # recorded; the stop under way is reported
+            except Exception as err:  # noqa: BLE001 - the error under way is the one to raise
+                if self._behind.busy:
+                    # the stream guard's interrupt while waiting: as a write in the
+                    # stream's own thread, the stream ends only once its write returns
+                    continue
+                activity.logger.warning(
+                    "segment %d: the chunk written behind the stream failed too: %s",
+                    self.segment.index,
+                    err,
+                )
 
     def _tag(self, index: int, tag: str | None) -> None:
         """Record chunk ``index``'s part tag (None: unknown, forgotten)."""
