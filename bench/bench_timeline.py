@@ -242,6 +242,12 @@ def main() -> None:
     parser.add_argument("--size", type=int, action="append", help="bytes (repeatable)")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--before", type=Path, help="an older checkout (with its .venv)")
+    parser.add_argument(
+        "--fixed",
+        metavar="STREAMS:CHUNK",
+        help="copy with --streams STREAMS --chunk-size CHUNK (as bench_loopback's rows, "
+        "e.g. 4:16M) instead of the link's tuning",
+    )
     parser.add_argument("--dump", type=Path, help="write each run's event lines here")
     parser.add_argument(
         "--dynamic",
@@ -318,6 +324,8 @@ def main() -> None:
                 os.utime(source, (rest, rest))
                 source_url = nginx.url(source.name)
             out = work / f"out-{size}.bin"
+            streams, _, chunk = (args.fixed or "").partition(":")
+            fixed = ["--streams", streams, "--chunk-size", chunk] if args.fixed else []
             results: dict[str, list[dict[str, float]]] = {name: [] for name in services}
             loads: list[float] = []
             names = list(services)
@@ -328,7 +336,7 @@ def main() -> None:
                     out.unlink(missing_ok=True)
                     os.sync()
                     command = ["-c", TRACER] if args.trace else ["-m", "staccato.cli"]
-                    argv = [python, *command, "cp", "-q", source_url, str(out)]
+                    argv = [python, *command, "cp", "-q", source_url, str(out), *fixed]
                     trace = work / "trace.jsonl"
                     trace.unlink(missing_ok=True)
                     env = {**service.env, "STACCATO_BENCH_TRACE": str(trace)}
