@@ -1228,6 +1228,9 @@ class TransferStatus(BaseModel):
             ``list`` orders every kind newest first by it. None when not known.
         ended_at: when this run closed (completed, failed, cancelled; ISO 8601, UTC);
             None while it runs.
+        duration_s: a completed transfer's seconds from its start to verified (the
+            result's ``duration_s``; ``cp``'s end line says it with the average rate,
+            as ``cp -r``'s summary does); None otherwise.
         cleanup: a ``failed`` transfer whose run still removes its partial data: where
             it is (the temp file, the multipart upload); the run holds the destination
             until that is done, and ``last_retry_error`` says why the clean-up retries;
@@ -1325,6 +1328,7 @@ class TransferStatus(BaseModel):
     read_from_reason: str | None = None
     started_at: str | None = None
     ended_at: str | None = None
+    duration_s: float | None = None
     cleanup: str | None = None
     left_behind: str | None = None
     #: a failed run that had published (its check after publish failed): the object

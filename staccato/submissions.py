@@ -194,4 +194,5 @@ def completed_status(workflow_id: str, result: TransferResult) -> TransferStatus
         # what that read-back copied again (a tester could not tell whether it ran)
         verify_level=None if result.up_to_date else result.verified,
         segments_copied_again=result.read_back_recopied,
+        duration_s=round(result.duration_s, 3),
     )

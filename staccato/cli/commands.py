@@ -552,7 +552,7 @@ def _exit_for(final: TransferStatus, quiet: bool = False) -> None:
     if final.state == TransferState.completed:
         typer.echo(
             f"completed: {units.size(final.bytes_done)} ({final.bytes_done} bytes), "
-            f"{final.checksum}",
+            f"{final.checksum}{render.took_text(final.duration_s, final.bytes_done)}",
             err=True,
         )
         if final.tuning is not None:

@@ -64,6 +64,17 @@ def ended_bytes_text(state: str, done: int, total: int | None) -> str | None:
     return None
 
 
+def took_text(duration_s: float | None, copied: int) -> str:
+    """``, in 12 s (85.3 MiB/s average)``: how long a completed transfer took from its
+    start to verified (``duration_s``, seconds; the result's) and the average rate of
+    the ``copied`` bytes over it; "" when the duration is not known (an older worker's
+    result)."""
+    if duration_s is None:
+        return ""
+    rate = f" ({units.rate(copied / duration_s)} average)" if duration_s > 0 and copied else ""
+    return f", in {units.duration(duration_s)}{rate}"
+
+
 def idle_text(since: str, who: str = "batch", phase: str | None = None) -> str:
     """A running dataset (``who``: its batches) or transfer (its ``"stream"``) in
     which nothing moves: since when, and what it waits for (a transfer in ``phase``
