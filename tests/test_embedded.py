@@ -718,6 +718,57 @@ def test_commands_keep_to_the_server_of_a_killed_up(tmp_path: Path, monkeypatch)
             pass
 
 
+def test_a_cp_following_when_up_is_killed_says_so(tmp_path: Path, monkeypatch) -> None:
+    """A ``cp`` that follows its transfer when ``up`` is SIGKILLed says, once, that
+    ``up`` was killed and to run it again (tester73: it printed only "no worker
+    answers", over and over; a command started after the kill was told at its start),
+    and keeps following."""
+    home = tmp_path / "home"
+    port, ui_port = free_port(), free_port()
+    env = _without_temporal_config(tmp_path, home, port, monkeypatch)
+    up = _staccato("up", "--detach", "--port", str(port), "--ui-port", str(ui_port), env=env)
+    assert up.returncode == 0, up.stdout + up.stderr
+    up_pid = int((home / "up.pid").read_text())
+    source, destination = tmp_path / "in.bin", tmp_path / "out.bin"
+    write_random(source, 64 * 1024 * 1024)
+    cp = subprocess.Popen(
+        [sys.executable, "-m", "staccato.cli", "cp", str(source), str(destination)]
+        + ["--max-rate", "1MiB", "--chunk-size", "1MiB"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
+    try:
+        assert cp.stderr is not None
+        lines: list[str] = []
+        deadline = time.monotonic() + 120
+        while not any(line.startswith("running: ") and " at " in line for line in lines):
+            assert time.monotonic() < deadline and cp.poll() is None, lines
+            lines.append(cp.stderr.readline())
+        os.kill(up_pid, signal.SIGKILL)
+        while not any("was killed" in line for line in lines):
+            assert time.monotonic() < deadline and cp.poll() is None, lines[-5:]
+            lines.append(cp.stderr.readline())
+        said = " ".join(" ".join(lines).split())
+        assert f"the `staccato up` of STACCATO_HOME {home} was killed" in said, said
+        assert "run `staccato up` again" in said, said
+        assert said.count("was killed") == 1, said
+        assert cp.poll() is None, "the cp stopped following"
+    finally:
+        cp.kill()
+        cp.wait(30)
+        _staccato("down", env=env)
+        for pid in _servers_of(home):
+            os.kill(pid, signal.SIGKILL)
+        try:
+            os.killpg(up_pid, signal.SIGKILL)  # the worker processes the killed up left
+        except ProcessLookupError:
+            pass
+    assert not destination.exists()  # nothing published by the killed run
+
+
 def test_a_stopped_up_of_its_home_is_named_when_temporal_is_unreachable(
     tmp_path: Path, monkeypatch
 ) -> None:

@@ -322,10 +322,18 @@ def warn_malformed_seal_key(argv: Sequence[str] | None = None) -> bool:
     return False
 
 
+#: the command gave :func:`killed_up_warning` already (said once per command)
+_killed_up_said = False
+
+
 def killed_up_warning() -> bool:
     """Say (a warning on stderr) that the Temporal in use is the dev server of a
     killed ``staccato up`` of this STACCATO_HOME, whose worker died with it; True when
-    it did. A hint only: never fails the command."""
+    it did, now or earlier in this command (said once). A hint only: never fails the
+    command."""
+    global _killed_up_said
+    if _killed_up_said:
+        return True
     try:
         from staccato import settings
         from staccato.workers.devserver import killed_up_note, orphaned_server
@@ -339,6 +347,7 @@ def killed_up_warning() -> bool:
     if note is None:
         return False
     typer.echo(f"staccato: warning: {note}", err=True)
+    _killed_up_said = True
     return True
 
 

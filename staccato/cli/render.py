@@ -460,11 +460,17 @@ async def follow(
     (the source serves no byte ranges, so the service stages it by itself)."""
     if quiet:
         return await client.outcome(transfer)
+    from staccato.cli.common import KilledUpHint, killed_up_warning
+
+    # a killed `up` is said once: at the start, or when its worker stops answering
+    # while this follows (a tester's cp said only "no worker answers" after the kill)
+    hint = KilledUpHint(said=killed_up_warning())
     noted = stage_asked
     said_reason: str | None = None
 
     def note(s: TransferStatus) -> None:
         nonlocal noted
+        hint.check(NO_WORKER_ANSWERS in (s.last_retry_error or ""))
         if not noted and s.phase == "staging":
             noted = True
             say(staging_note(s))
