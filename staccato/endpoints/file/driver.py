@@ -578,7 +578,11 @@ def check_parent(parent: Path, url: EndpointURL) -> None:
             raise PermissionDeniedError(
                 read_only_message(f"destination directory {parent}", str(parent))
             )
-        raise PermissionDeniedError(f"destination directory {parent} is not writable")
+        raise PermissionDeniedError(
+            f"destination directory {parent} is not writable: this worker's user cannot "
+            "create files in it (its permissions, or an immutable flag: lsattr -d); make "
+            "it writable, or choose another destination"
+        )
 
 
 def read_only_message(what: str, path: str) -> str:
