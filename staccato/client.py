@@ -872,6 +872,10 @@ class StaccatoClient:
             moved_last: float | None = None  # a running stream last moved a byte (Unix s)
             # a short step's attempt that waits for its endpoint, and since when
             step_waits: tuple[str, datetime] | None = None
+            # a stream between segments: its attempt started and has not heartbeated
+            # its details yet, or it ended between the describe and the query (the
+            # rate is then held: :func:`held_rate`)
+            stream_between = False
             for pending in description.raw_description.pending_activities:
                 # what the retry of an attempt that then moves bytes said is history
                 said_before = (last_retry, next_attempt)
@@ -888,6 +892,7 @@ class StaccatoClient:
                 if waits_since is not None:
                     step_waits = (pending.activity_type.name, waits_since)
                 if not pending.heartbeat_details.payloads:
+                    stream_between = stream_between or _stream_starting(pending, now)
                     continue
                 # whether this attempt moves bytes now (a stream's, or the staging
                 # read's: retry_is_over's rule); a retried one that does is no longer
@@ -928,7 +933,7 @@ class StaccatoClient:
                     if pending.activity_id in ended_since:
                         # ended before the query answered: counted there (committed,
                         # or kept as its segment's partial bytes)
-                        copy_begun = True
+                        copy_begun = stream_between = True
                         continue
                     copy_begun = True
                     started = pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
@@ -946,6 +951,9 @@ class StaccatoClient:
                     moves_again = retry_is_over(pending, now, details.moved_at)
                     if moves_again:
                         rate_sum += details.rate_bytes_per_s
+                    if details.rate_bytes_per_s <= 0:
+                        # its first heartbeat (rate 0): a segment's stream just begun
+                        stream_between = stream_between or _stream_starting(pending, now)
                 if moves_again and no_worker is None:
                     # a retried attempt that moves bytes: no longer retrying (a tester
                     # saw "attempt 2: Heartbeat timeout" to the end)
@@ -962,6 +970,24 @@ class StaccatoClient:
                 # ``--verify full`` read-back): the finished parts' (the query's) and
                 # the running ones' heartbeats
                 checked = min(progress.verify_total, (progress.verify_done or 0) + verify_live)
+                if (
+                    verify_rate <= 0
+                    and not _stalled(moved_last, now)
+                    and last_retry is None
+                    and no_worker is None
+                ):
+                    # no running part's heartbeat says a rate (parts shorter than the
+                    # heartbeat interval, a server-side hash): the read-back's average
+                    # (tester73 M1: none for a whole 1 GiB read-back)
+                    verify_rate = (
+                        held_rate(
+                            0.0,
+                            since=progress.verify_started_at,
+                            moved=checked,
+                            now=now.timestamp(),
+                        )
+                        or 0.0
+                    )
                 pace = round(verify_rate, 1) if verify_rate > 0 and not cancel_requested else None
                 left = units.eta(progress.verify_total - checked, pace)
                 verifying = (
@@ -985,6 +1011,28 @@ class StaccatoClient:
                 and rate_sum > 0
             ):
                 rate = rate_sum
+            if (
+                state == TransferState.running
+                and not stopping
+                and no_worker is None
+                and rate is None
+                and capacity_wait is None
+                and last_retry is None
+                and progress is not None
+                and progress.phase == "copy"
+                and stream_between
+            ):
+                # every stream between two segments (one ended, the next has not said
+                # its rate yet): the last rate reported, or the copy's average, not no
+                # rate (tester73 M2: lines at segment boundaries with none)
+                rate = held_rate(
+                    rate_sum,
+                    reported=progress.reported_rate,
+                    reported_at=progress.reported_rate_at,
+                    since=progress.copy_started_at,
+                    moved=bytes_done - (progress.copy_started_bytes or 0),
+                    now=now.timestamp(),
+                )
             if (
                 state == TransferState.running
                 and not stopping
@@ -2469,6 +2517,66 @@ async def staging_figures(
         return None
     current = staging.rate_bytes_per_s > 0 and _moving(pending, now, staging.progress_at)
     return staging.bytes_staged, staging.rate_bytes_per_s if current else None
+
+
+#: seconds a rate the progress reporter signalled is held across segment boundaries
+#: (:func:`held_rate`): two of its report periods
+#: (:data:`staccato.workers.progress_reporter.MIN_PERIOD_S`) and some
+HELD_RATE_FOR_S = 20.0
+
+
+def held_rate(
+    live: float,
+    *,
+    reported: float | None = None,
+    reported_at: float | None = None,
+    since: float | None = None,
+    moved: int = 0,
+    now: float,
+) -> float | None:
+    """The rate (bytes/s) ``status`` says of a running copy or read-back that moves
+    bytes: ``live``, the running streams' (or verify parts') summed heartbeat rate,
+    when above 0; else the rate a worker last ``reported`` (bytes/s, at
+    ``reported_at``, Unix seconds) if within :data:`HELD_RATE_FOR_S` of ``now``
+    (Unix seconds); else the average since the phase began: ``moved`` bytes since
+    ``since`` (Unix seconds). None when none is known (nothing moved yet).
+
+    Held only across a gap the caller tells (every stream between two segments, a
+    verify part too short to heartbeat its rate): a segment's stream ends and the
+    next one's first heartbeat says rate 0 for about a second, which left lines at
+    segment boundaries with no rate and no ETA (tester73 M2); README "Status JSON"
+    allows no rate only while paused, cancelling, retrying or with no worker."""
+    if live > 0:
+        return live
+    if reported and reported_at is not None and 0 <= now - reported_at <= HELD_RATE_FOR_S:
+        return reported
+    if since is not None and moved > 0 and now > since:
+        return moved / (now - since)
+    return None
+
+
+def _stream_starting(pending: Any, now: datetime) -> bool:
+    """Whether the pending activity ``pending`` (a ``PendingActivityInfo``) is a
+    segment's stream that has just begun: a first attempt, scheduled (or started)
+    less than :data:`~staccato.models.RATE_CURRENT_S` before ``now``, that has not
+    heartbeated its details yet (the next segment of a lane: the copy's rate is held
+    over it, :func:`held_rate`). An older one is not (no worker takes it, or its
+    process hangs): no rate is held for it."""
+    if pending.activity_type.name != "copy_stream" or pending.attempt > 1:
+        return False
+    started = pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+    field = "last_started_time" if started else "scheduled_time"
+    if not pending.HasField(field):
+        return False
+    since = getattr(pending, field).ToDatetime(tzinfo=UTC)
+    return (now - since).total_seconds() < RATE_CURRENT_S
+
+
+def _stalled(moved_last: float | None, now: datetime) -> bool:
+    """Whether the last motion a running activity heartbeated (``moved_last``, Unix
+    seconds; None: none said) is :data:`~staccato.models.RATE_CURRENT_S` or more
+    before ``now``: nothing moves (a hung server), so no rate is held."""
+    return moved_last is not None and now.timestamp() - moved_last >= RATE_CURRENT_S
 
 
 async def _verify_heard(temporal: Client, pending: Any) -> VerifyBeat | None:

@@ -1193,6 +1193,25 @@ class Progress(BaseModel):
     #: their heartbeats (``VerifyBeat.bytes_done``). None outside a checksum read-back
     verify_done: int | None = None
     verify_total: int | None = None
+    #: phase ``verify``: when this read-back began (Unix seconds, the workflow's
+    #: clock): ``status`` tells the read-back's average rate from it while no running
+    #: part's heartbeat says one (parts shorter than the heartbeat interval, or a
+    #: server-side hash: tester73 M1). None outside a checksum read-back, or a run
+    #: before this field
+    verify_started_at: float | None = None
+    #: the running streams' summed copy rate (bytes/s) the worker's progress reporter
+    #: last signalled (``ProgressReport``), and when it arrived (Unix seconds, the
+    #: workflow's clock): ``status`` holds it across the gap between a stream's
+    #: segment ending and the next one's first rated heartbeat (tester73 M2). None:
+    #: none reported yet (or a run before these fields)
+    reported_rate: float | None = None
+    reported_rate_at: float | None = None
+    #: when the copy phase began (Unix seconds, the workflow's clock) and the bytes
+    #: moved then (committed or kept from before): ``status`` tells the copy's
+    #: average rate from them across a segment boundary before any report. None: a
+    #: run before these fields, or the copy has not begun
+    copy_started_at: float | None = None
+    copy_started_bytes: int | None = None
 
 
 class TransferStatus(BaseModel):

@@ -1076,6 +1076,9 @@ class TransferWorkflow:
             segments = tuning.taper(segments, info.size, chunk_size, options.streams)
         self._progress.segments_total = len(segments)
         self._set_phase("copy")
+        # for ``status``'s rate across segment boundaries (state only: no command)
+        self._progress.copy_started_at = workflow.now().timestamp()
+        self._progress.copy_started_bytes = self._bytes_moved()
         self._bytes_move()
         results = await self._copy(request, info, session, segments, heartbeat_timeout)
         if self._tuner is not None and self._tune_record is None:
@@ -1568,6 +1571,7 @@ class TransferWorkflow:
         reads = options.verify.compares_checksums
         progress.verify_total = info.size if reads else None
         progress.verify_done = 0 if reads else None
+        progress.verify_started_at = workflow.now().timestamp() if reads else None
 
         def part_bytes(part: VerifyInput) -> int:
             first = part.segments[0][0] * part.chunk_size
@@ -1595,7 +1599,8 @@ class TransferWorkflow:
         outcomes = await self._within_streams(
             [verify_part(part) for part in parts], return_exceptions=True
         )
-        progress.verify_done = progress.verify_total = None  # the read-back is over
+        # the read-back is over
+        progress.verify_done = progress.verify_total = progress.verify_started_at = None
         if not any(isinstance(outcome, BaseException) for outcome in outcomes):
             self._progress_at = workflow.now()
         bad: set[int] = set()
@@ -2152,6 +2157,10 @@ class TransferWorkflow:
             return
         self._live = report
         self._live_at = workflow.now()
+        # the last rate reported, for ``status`` across segment boundaries (state only:
+        # no command, so no patch)
+        self._progress.reported_rate = report.rate_bytes_per_s or None
+        self._progress.reported_rate_at = self._live_at.timestamp()
         self._show()
 
     @workflow.signal(name=front.FRONT_STATE_SIGNAL)
