@@ -26,6 +26,9 @@ heartbeats of that attempt; the body's result or error is returned as it is.
 
 Only for activities that keep no heartbeat details: a heartbeat here replaces the
 details with none (a stream's checkpoint, a batch's next file would be lost).
+:func:`beating_with` is its variant for a sync body whose heartbeats say its progress
+(``publish``: when it last moved bytes, its SFTP fresh copy's bytes), every
+:data:`BEAT_WITH_DETAILS_S` s at most.
 """
 
 from __future__ import annotations
