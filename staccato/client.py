@@ -105,6 +105,7 @@ from staccato.models import (
     IfBusy,
     PrepareResult,
     Progress,
+    PublishBeat,
     SlotView,
     StagingProgress,
     TransferOptions,
@@ -836,6 +837,8 @@ class StaccatoClient:
         stalled_step: str | None = None  # the short step whose attempt waits (idle_since)
         # phase verify: bytes read back of the size, rate (bytes/s) and ETA (s)
         verifying: tuple[int, int, float | None, float | None] | None = None
+        # phase publish writing a fresh copy: bytes written, of total, rate while moving
+        publishing: tuple[int, int | None, float | None] | None = None
         if status == WorkflowExecutionStatus.RUNNING:
             no_worker: str | None = None
             # the query said cancelled, but the server has not recorded it (the state
@@ -907,6 +910,22 @@ class StaccatoClient:
                     if staged is not None:
                         staged_bytes, staging_rate = staged
                         moves_again = staging_rate is not None
+                elif pending.activity_type.name == "publish":
+                    # a publish says when it last moved bytes, and the fresh copy it
+                    # writes (SFTP after an earlier worker life): moving, not waiting
+                    # for its server (tester73 M3: 25 s of "stalled: publish" as it grew)
+                    heard = await _publish_heard(self.temporal, pending)
+                    if heard is not None:
+                        if now.timestamp() - heard.moved_at >= RATE_CURRENT_S:
+                            step_waits = ("publish", datetime.fromtimestamp(heard.moved_at, UTC))
+                        if heard.fresh_bytes_done is not None:
+                            current = _moving(pending, now, heard.moved_at)
+                            publishing = (
+                                heard.fresh_bytes_done,
+                                heard.fresh_bytes_total,
+                                heard.fresh_rate_bytes_per_s if current else None,
+                            )
+                    continue
                 elif pending.activity_type.name == "verify":
                     # the verify (phase "verify"): when it last heard from the
                     # destination, under the copy's rule below (a frozen server's
@@ -1140,6 +1159,9 @@ class StaccatoClient:
             verify_bytes_total=verifying[1] if verifying else None,
             verify_rate_bytes_per_s=verifying[2] if verifying else None,
             verify_eta_s=verifying[3] if verifying else None,
+            publish_copied_bytes=publishing[0] if publishing else None,
+            publish_bytes_total=publishing[1] if publishing else None,
+            publish_rate_bytes_per_s=publishing[2] if publishing else None,
             tuning=progress.tuning if progress else None,
             staged_bytes=(
                 staged_bytes if staged_bytes is not None or not _staging(progress) else 0
@@ -2585,6 +2607,25 @@ async def _verify_heard(temporal: Client, pending: Any) -> VerifyBeat | None:
     seconds, the worker's clock), the bytes it read back and their rate; None when
     its attempt is not running, its last heartbeat is an earlier attempt's, or it
     sent no such details (a worker before them)."""
+    return await _heard(temporal, pending, VerifyBeat)
+
+
+async def _publish_heard(temporal: Client, pending: Any) -> PublishBeat | None:
+    """What a running ``publish`` activity (``pending``, a ``PendingActivityInfo``)
+    last heartbeated (:class:`~staccato.models.PublishBeat`): when it last moved bytes
+    (``moved_at``, Unix seconds, the worker's clock) and the fresh copy it writes;
+    None as :func:`_verify_heard` (a worker before 0.39 sends no details: its publish
+    is then :func:`step_waiting_since`'s)."""
+    return await _heard(temporal, pending, PublishBeat)
+
+
+_Beat = TypeVar("_Beat", VerifyBeat, PublishBeat)
+
+
+async def _heard(temporal: Client, pending: Any, model: type[_Beat]) -> _Beat | None:
+    """The heartbeat details of ``pending``'s running attempt as ``model``; None when
+    its attempt is not running, its last heartbeat is an earlier attempt's, or its
+    details are not a ``model``."""
     if pending.state != PendingActivityState.PENDING_ACTIVITY_STATE_STARTED:
         return None
     if pending.HasField("last_started_time") and pending.HasField("last_heartbeat_time"):
@@ -2593,9 +2634,9 @@ async def _verify_heard(temporal: Client, pending: Any) -> VerifyBeat | None:
             return None
     try:
         (details,) = await temporal.data_converter.decode(
-            pending.heartbeat_details.payloads, [VerifyBeat]
+            pending.heartbeat_details.payloads, [model]
         )
-        return VerifyBeat.model_validate(details)
+        return model.model_validate(details)
     except Exception:  # not ours to read: nothing said
         return None
 

@@ -645,6 +645,31 @@ class VerifyBeat(BaseModel):
     rate_bytes_per_s: float | None = None
 
 
+class PublishBeat(BaseModel):
+    """The ``publish`` activity's heartbeat details (workers from 0.39; before, its
+    heartbeats had none): when it last moved bytes or heard from its endpoints, and
+    the fresh copy it writes, if any (SFTP: after an earlier worker life a stale
+    writer may still write into the temp file, so publish copies the journal-vouched
+    bytes into a fresh file, ``docs/sftp.md``), so ``status`` shows that copy moving
+    instead of a publish waiting for its server (tester73 M3: 25 s of "stalled:
+    publish: waiting for ... to answer" while the fresh copy grew).
+
+    Attributes:
+        v: schema version.
+        moved_at: wall-clock time (Unix seconds, the worker's clock) the publish last
+            moved bytes or heard from its endpoints (or began, before that).
+        fresh_bytes_done: bytes written into the fresh copy so far (None: none begun).
+        fresh_bytes_total: the fresh copy's size (the object's), with ``fresh_bytes_done``.
+        fresh_rate_bytes_per_s: those bytes over the time since the copy began.
+    """
+
+    v: int = 1
+    moved_at: float
+    fresh_bytes_done: int | None = None
+    fresh_bytes_total: int | None = None
+    fresh_rate_bytes_per_s: float | None = None
+
+
 class ProgressReport(BaseModel):
     """Argument of the ``report_progress`` signal: the server's view of a transfer's
     running streams, sent by a worker's progress reporter (see
@@ -1280,6 +1305,12 @@ class TransferStatus(BaseModel):
             with ``verify_rate_bytes_per_s`` (while bytes are read) and
             ``verify_eta_s``; None outside it (and for a check with no byte read here,
             ``size``). A tester saw no progress for the whole ``full`` read-back.
+        publish_copied_bytes: in phase ``publish``, a publish that writes a fresh
+            copy of the data (SFTP: after an earlier worker life a stale writer may
+            still write into the temp file, ``docs/sftp.md``): the bytes written so far,
+            of ``publish_bytes_total``, with ``publish_rate_bytes_per_s`` while they
+            move; such a publish is not ``stalled_step`` while they do. None otherwise
+            (a publish that renames the temp file, or a worker before 0.39).
         verify_level: a completed transfer's verify level (``full``: every byte read
             back before publish); None otherwise.
         segments_copied_again: a completed transfer whose data was read back whole
@@ -1332,6 +1363,11 @@ class TransferStatus(BaseModel):
     verify_bytes_total: int | None = None
     verify_rate_bytes_per_s: float | None = None
     verify_eta_s: float | None = None
+    #: phase ``publish`` writing a fresh copy (SFTP, after an earlier worker life):
+    #: bytes written, of ``publish_bytes_total``, and their rate while they move
+    publish_copied_bytes: int | None = None
+    publish_bytes_total: int | None = None
+    publish_rate_bytes_per_s: float | None = None
     verify_level: VerifyMode | None = None
     segments_copied_again: int | None = None
     reason: str | None = None

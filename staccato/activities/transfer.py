@@ -23,7 +23,7 @@ from temporalio.exceptions import CancelledError
 
 from staccato import checksums, secrets, settings
 from staccato.activities.errors import mapped_errors
-from staccato.activities.liveness import heartbeating, send_heartbeat
+from staccato.activities.liveness import beating_with, heartbeating, send_heartbeat
 from staccato.activities.retry_deadline import within_retry_for
 from staccato.endpoints import get_driver
 from staccato.endpoints.base import (
@@ -49,6 +49,7 @@ from staccato.models import (
     ObjectInfo,
     PrepareInput,
     PrepareResult,
+    PublishBeat,
     PublishInput,
     VerifyBeat,
     VerifyInput,
@@ -458,16 +459,48 @@ def _open_write_session(request: PrepareInput) -> PrepareResult:
 
 
 @activity.defn(name="publish")
-@heartbeating
-@mapped_errors
 def publish(request: PublishInput) -> str | None:
     """Re-check the source version, then atomically publish the destination.
+
+    Heartbeats (:func:`~staccato.activities.liveness.beating_with`) say when it last
+    moved bytes and the fresh copy it writes, if any (:class:`PublishBeat`): ``status``
+    shows that copy's progress, and a publish waiting for its server as stalled.
 
     Returns:
         The destination's version read right after publish (ETag, size+mtime), the
         record of a known copy (:mod:`staccato.known_copies`); None when that stat
         failed (the publish itself succeeded: best effort, no copy is recorded).
+
+    Raises:
+        ApplicationError: as :func:`publish_session`'s errors, mapped
+            (:func:`mapped_errors`).
     """
+    tracker = Motion()
+    size = request.session.size
+    with motion_tracker(tracker), beating_with(lambda: _publish_beat(tracker, size)):
+        return _publish(request)
+
+
+def _publish_beat(tracker: Motion, size: int) -> tuple[PublishBeat]:
+    """The publish's heartbeat details: when ``tracker`` last saw motion, as Unix
+    seconds of the worker's clock; the bytes of the fresh copy written so far, of
+    ``size``, and their rate since it began (bytes/s), once one began."""
+    now = time.monotonic()
+    done, began = tracker.fresh_copied, tracker.fresh_began
+    return (
+        PublishBeat(
+            moved_at=time.time() - (now - tracker.at),
+            fresh_bytes_done=done if began is not None else None,
+            fresh_bytes_total=size if began is not None else None,
+            fresh_rate_bytes_per_s=(
+                round(done / max(now - began, 1e-3), 1) if began is not None else None
+            ),
+        ),
+    )
+
+
+@mapped_errors
+def _publish(request: PublishInput) -> str | None:
     publish_session(request)
     destination = parse_url(request.session.url)
     try:

@@ -144,6 +144,15 @@ def progress_text(s: TransferStatus) -> str:
         )
     elif verifying:  # the copy is over: its data is checked (a bare "100%" said nothing)
         text = f"{text}, verifying"
+    if s.phase == "publish" and s.state == TransferState.running and s.publish_copied_bytes:
+        # a publish writing a fresh copy (SFTP, after an earlier worker life): its bytes
+        # move, it does not wait for its server (tester73 M3)
+        rate = s.publish_rate_bytes_per_s
+        total = s.publish_bytes_total
+        eta = units.eta(total - s.publish_copied_bytes, rate) if total is not None else None
+        text = f"{text}, publishing: writing a fresh copy " + units.progress(
+            s.publish_copied_bytes, total, rate, eta
+        )
     if s.idle_since and s.stalled_step:
         # a short step (stat, prepare, ...) waits for its endpoint: which, and since when
         text = f"{text}, stalled: {step_wait_text(s, line=True)}"
@@ -340,6 +349,13 @@ def status_lines(s: TransferStatus) -> list[str]:
             key, shown = "verify rate", units.rate(value)
         elif key == "verify_eta_s":
             key, shown = "verify eta", units.duration(value)
+        elif key == "publish_copied_bytes":
+            key = "publishing"
+            shown = "writing a fresh copy " + units.progress(
+                value, s.publish_bytes_total, s.publish_rate_bytes_per_s, None
+            )
+        elif key in ("publish_bytes_total", "publish_rate_bytes_per_s"):
+            continue  # said on the publishing line
         elif key in ("verify_bytes_total", "segments_copied_again"):
             continue  # said on the verified and verify lines
         elif key == "verify_level":

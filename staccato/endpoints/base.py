@@ -70,7 +70,7 @@ class Motion:
     """When bytes last moved (``time.monotonic()`` seconds), shared by the threads of
     one activity attempt (:func:`motion_tracker`)."""
 
-    __slots__ = ("at", "began", "elsewhere", "read_back")
+    __slots__ = ("at", "began", "elsewhere", "read_back", "fresh_copied", "fresh_began")
 
     def __init__(self) -> None:
         self.at = self.began = time.monotonic()
@@ -79,6 +79,10 @@ class Motion:
         self.elsewhere = 0
         #: bytes read back and checksummed (:func:`read_back`): a verify's progress
         self.read_back = 0
+        #: bytes a publish copied into a fresh copy of the data (:func:`fresh_copied`),
+        #: and when (``time.monotonic()``) that copy began (None: none began)
+        self.fresh_copied = 0
+        self.fresh_began: float | None = None
 
 
 _motion: ContextVar[Motion | None] = ContextVar("staccato_motion", default=None)
@@ -102,6 +106,20 @@ def read_back(nbytes: int) -> None:
     if tracker is not None:
         tracker.at = time.monotonic()
         tracker.read_back += nbytes
+
+
+def fresh_copied(nbytes: int) -> None:
+    """A publish wrote ``nbytes`` more bytes into a fresh copy of the data it publishes
+    (an SFTP temp file a stale writer may still write into: ``docs/sftp.md``): counted
+    in the attempt's tracker (``Motion.fresh_copied``, the publish's heartbeat details
+    say it: ``status`` shows the copy moving, not a publish waiting for its server)
+    and as motion (:func:`moved`). No-op outside a tracked attempt."""
+    tracker = _motion.get()
+    if tracker is not None:
+        tracker.at = time.monotonic()
+        if tracker.fresh_began is None:
+            tracker.fresh_began = tracker.at
+        tracker.fresh_copied += nbytes
 
 
 @contextlib.contextmanager

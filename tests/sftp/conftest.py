@@ -19,6 +19,9 @@ of the shared ``sshd_server`` fixture, so one key logs in everywhere):
   lists every dropped request.
 * ``sftp_hand_removed``: ``sftp-server`` behind the relay with a trigger file
   (``remove-temp-at`` in its ``work_dir``): it removes a temp file just before publish.
+* ``sftp_paced_fresh``: ``sftp-server`` behind the relay writing the fresh copy an
+  SFTP publish makes after an earlier worker life (``*.staccato-fresh``) at
+  :data:`PACED_FRESH_BYTES_PER_S` (4 MiB/s), every other request at full speed.
 * ``sftp_shell_prints``: a login that prints a greeting before starting
   ``sftp-server`` (a shell start-up file that prints in non-interactive sessions).
 * ``sftp_logged``: the standalone ``sftp-server -l INFO`` (``internal-sftp`` logs only
@@ -176,6 +179,11 @@ sftp_hand_removed = _server_fixture(
         d,
         extra_config=_relay(d, f"--remove-temp-trigger {Path(d).resolve() / 'remove-temp-at'}"),
     )
+)
+#: bytes a second the ``sftp_paced_fresh`` server writes a publish's fresh copy at
+PACED_FRESH_BYTES_PER_S = 4 * 1024 * 1024
+sftp_paced_fresh = _server_fixture(
+    lambda d: SshdServer(d, extra_config=_relay(d, f"--pace-fresh {PACED_FRESH_BYTES_PER_S}"))
 )
 sftp_shell_prints = _server_fixture(
     lambda d: SshdServer(

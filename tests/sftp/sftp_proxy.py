@@ -13,7 +13,10 @@ type, uint32 request id, ...) between the client (stdin/stdout) and the real ser
 * ``--remove-temp-trigger FILE``: when FILE exists and holds a number N, the first
   STAT/LSTAT of a ``*.staccato-part`` file whose journal beside it holds at least N
   records (every chunk durable: the next step is publish) removes that temp file
-  first, as a person cleaning up by hand would; FILE is removed then (once only).
+  first, as a person cleaning up by hand would; FILE is removed then (once only);
+* ``--pace-fresh BYTES_PER_S``: delays each WRITE to a handle opened on a
+  ``*.staccato-fresh`` file (the fresh copy an SFTP publish writes after an earlier
+  worker life) so those writes go at about BYTES_PER_S: a slow server's fresh copy.
 
 Runs with the Python of the test suite; stdlib only.
 """
@@ -26,10 +29,13 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 
 SFTP_SERVER = "/usr/lib/openssh/sftp-server"
-FXP_INIT, FXP_VERSION, FXP_LSTAT, FXP_STAT = 1, 2, 7, 17
+FXP_INIT, FXP_VERSION, FXP_OPEN, FXP_WRITE, FXP_LSTAT, FXP_STAT = 1, 2, 3, 6, 7, 17
+FXP_HANDLE = 102
 TEMP_SUFFIX, JOURNAL_SUFFIX = ".staccato-part", ".staccato-journal"
+FRESH_SUFFIX = ".staccato-fresh"
 
 
 def _read_exact(fd: int, n: int) -> bytes | None:
@@ -82,6 +88,9 @@ class Relay:
         self.lock = threading.Lock()
         self.in_flight: set[int] = set()
         self.dropped = 0
+        #: request ids of OPENs of fresh copies, and the handles the server gave them
+        self.fresh_opens: set[int] = set()
+        self.fresh_handles: set[bytes] = set()
         self.server = subprocess.Popen([SFTP_SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
 
     def log(self, line: str) -> None:
@@ -109,6 +118,20 @@ class Relay:
             os.unlink(trigger)
             self.log(f"removed {path}")
 
+    def _pace_fresh(self, body: bytes, request_id: int) -> None:
+        """Note an OPEN of a fresh copy; hold a WRITE to one for its bytes' time at
+        ``--pace-fresh`` bytes a second."""
+        if body[0] not in (FXP_OPEN, FXP_WRITE):
+            return
+        (length,) = struct.unpack_from(">I", body, 5)
+        name = body[9 : 9 + length]
+        if body[0] == FXP_OPEN and name.endswith(FRESH_SUFFIX.encode()):
+            with self.lock:
+                self.fresh_opens.add(request_id)
+        elif body[0] == FXP_WRITE and name in self.fresh_handles:
+            (data_length,) = struct.unpack_from(">I", body, 9 + length + 8)
+            time.sleep(data_length / self.args.pace_fresh)
+
     def client_to_server(self) -> None:
         server_in = self.server.stdin
         assert server_in is not None
@@ -120,6 +143,8 @@ class Relay:
                 (request_id,) = struct.unpack_from(">I", body, 1)
                 if body[0] in (FXP_STAT, FXP_LSTAT):
                     self._maybe_remove_temp(body)
+                if self.args.pace_fresh:
+                    self._pace_fresh(body, request_id)
                 with self.lock:
                     cap = self.args.max_in_flight
                     if cap and len(self.in_flight) >= cap:
@@ -146,6 +171,10 @@ class Relay:
                 (request_id,) = struct.unpack_from(">I", body, 1)
                 with self.lock:
                     self.in_flight.discard(request_id)
+                    if request_id in self.fresh_opens and body[0] == FXP_HANDLE:
+                        self.fresh_opens.discard(request_id)
+                        (length,) = struct.unpack_from(">I", body, 5)
+                        self.fresh_handles.add(body[9 : 9 + length])
             _write_all(1, _packet(body))
 
     def run(self) -> None:
@@ -160,6 +189,7 @@ def main() -> None:
     parser.add_argument("--max-in-flight", type=int, default=0)
     parser.add_argument("--hide-limits", action="store_true")
     parser.add_argument("--remove-temp-trigger")
+    parser.add_argument("--pace-fresh", type=float, default=0.0)
     parser.add_argument("--log")
     Relay(parser.parse_args()).run()
     sys.exit(0)

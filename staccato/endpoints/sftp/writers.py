@@ -249,6 +249,7 @@ def fresh_copy(
                     hasher.update(piece)
                     write_at(sftp, out, offset + copied, piece)
                     copied += got
+                    base.fresh_copied(got)  # the publish's heartbeats say it (status)
                     base.keepalive()
                 if hasher.hexdigest() != expected:
                     raise WriteSessionLost(
