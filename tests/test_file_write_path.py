@@ -11,7 +11,6 @@ writer's read-back methods are only wrapped to count their calls).
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import pytest
@@ -112,38 +111,3 @@ def test_kernel_copy_only_where_the_file_system_copies_without_the_page_cache(
     source, destination = parse_url(str(tmp_path / "a")), parse_url(str(tmp_path / "b"))
     assert get_driver("file").can_copy_from(source, destination) is kernel_copy
     assert not get_driver("file").can_copy_from(parse_url("http://h/a"), destination)
-
-
-def test_the_next_chunk_is_read_while_a_chunk_is_written(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A chunk's direct write and ``fdatasync`` wait for the disk: the stream reads
-    its next chunk meanwhile (write-behind into a second buffer). Here chunk 0's write
-    waits until the source was read past chunk 0, which only a stream that reads
-    while it writes does (one that writes first would wait out the bound)."""
-    from staccato.endpoints.file.read import FileReader
-
-    if file_system_type(str(tmp_path)) in KERNEL_COPY_FILE_SYSTEMS:
-        pytest.skip("here file->file is a kernel copy (no chunk goes through the buffer)")
-    read_on = threading.Event()
-    seen: list[bool] = []
-    original_read = FileReader.readinto
-    original_write = FileChunkWriter.write_chunk
-
-    def readinto(self: FileReader, buffer: memoryview) -> int:
-        n = original_read(self, buffer)
-        if self.bytes_read > CHUNK:
-            read_on.set()
-        return n
-
-    def write_chunk(self: FileChunkWriter, index: int, data: memoryview, checksum: str) -> None:
-        if index == 0:
-            seen.append(read_on.wait(20))
-        original_write(self, index, data, checksum)
-
-    monkeypatch.setattr(FileReader, "readinto", readinto)
-    monkeypatch.setattr(FileChunkWriter, "write_chunk", write_chunk)
-    digest = write_random(tmp_path / "src.bin", SIZE, seed=23)
-    assert _copy(tmp_path / "src.bin", tmp_path / "out.bin")
-    assert sha256_file(tmp_path / "out.bin") == digest
-    assert seen == [True]

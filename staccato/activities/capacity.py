@@ -79,27 +79,9 @@ class MemoryBudget:
         try:
             yield
         finally:
-            self._release(nbytes)
-
-    def _release(self, nbytes: int) -> None:
-        with self._changed:
-            self.used -= nbytes
-            self._changed.notify_all()
-
-    @contextlib.contextmanager
-    def spare(self, nbytes: int) -> Iterator[bool]:
-        """Hold ``nbytes`` more for the block if they are free now and no stream waits
-        for its own buffer (a stream's second buffer is never worth making another
-        stream wait): yields True then, else False and holds nothing. Never waits."""
-        with self._changed:
-            taken = not self._queue and self.used > 0 and self.used + nbytes <= self.capacity
-            if taken:
-                self.used += nbytes
-        try:
-            yield taken
-        finally:
-            if taken:
-                self._release(nbytes)
+            with self._changed:
+                self.used -= nbytes
+                self._changed.notify_all()
 
 
 _budget: MemoryBudget | None = None
@@ -118,10 +100,3 @@ def reserved(
     worker's pool): nothing to wait for."""
     budget = _budget
     return budget.reserved(nbytes, lane, wait) if budget is not None else contextlib.nullcontext()
-
-
-def spare(nbytes: int) -> contextlib.AbstractContextManager[bool]:
-    """:meth:`MemoryBudget.spare` of this process's budget; no budget (outside a
-    worker's pool, e.g. a test calling the copy directly): True, nothing held."""
-    budget = _budget
-    return budget.spare(nbytes) if budget is not None else contextlib.nullcontext(True)

@@ -27,12 +27,9 @@ have lost its segment (a frozen process woken up): :mod:`staccato.activities.str
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import mmap
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from temporalio import activity
@@ -440,11 +437,6 @@ class _SegmentCopy:
         length = min(session.chunk_size, max(session.size, 1))
         # page-aligned (anonymous mmap), so a file destination can write it with direct I/O
         self.buffer = memoryview(mmap.mmap(-1, length) if needs_buffer else bytearray())
-        #: the second buffer of a write-behind (:meth:`_second_buffer`): the stream
-        #: reads the next chunk into one while the other is written; None: one buffer
-        self._spare: memoryview | None = None
-        self._behind = _WriteBehind()
-        self._behind_read = 0  # source bytes read for the chunk written behind
         #: (chunk, bytes): the start of the first chunk to copy, kept by a paused
         #: attempt, read back from the destination into the buffer and checked against
         #: its recorded checksum: the source is read from there on (``partial_chunk``)
@@ -481,35 +473,11 @@ class _SegmentCopy:
 
     def copy_all(self) -> None:
         """Server-side copies, then the runs of chunks read from the source."""
-        with self.open_writer() as writer, self._second_buffer(writer):
+        with self.open_writer() as writer:
             if self.server_side:
                 self.copy_server_side(writer)
             for run_start, run_end in _runs(sorted(self.rehash.union(self.todo))):
                 self.copy_run(writer, run_start, run_end)
-
-    @contextlib.contextmanager
-    def _second_buffer(self, writer: ChunkWriter) -> Iterator[None]:
-        """A second chunk buffer for the block, where the writer can write a chunk
-        behind the stream (``ChunkWriter.writes_behind``: a local file, whose direct
-        ``pwrite`` and ``fdatasync`` wait for the disk) and there are two chunks or
-        more to read: the stream then reads chunk N+1 while chunk N is written. Only
-        if this process's memory budget has room for it now (``capacity.spare``);
-        otherwise one buffer, each chunk written before the next is read."""
-        if not (
-            writer.writes_behind
-            and writer.checked_in_memory
-            and len(self.todo) > 1
-            and len(self.buffer) > 0
-        ):
-            yield
-            return
-        with capacity.spare(len(self.buffer)) as taken:
-            if taken:
-                self._spare = memoryview(mmap.mmap(-1, len(self.buffer)))
-            try:
-                yield
-            finally:
-                self._spare = None
 
     def open_writer(self) -> ChunkWriter:
         """The destination's writer, or a stand-in when every chunk is durable already."""
@@ -551,13 +519,8 @@ class _SegmentCopy:
             last_offset + last_length - first_offset,
         ) as reader:
             self.progress.reader_opened(reader)
-            try:
-                for index in range(run_start, run_end):
-                    self._copy_chunk(writer, reader, index, kept if index == run_start else 0)
-                self._settle()
-            finally:
-                # nothing of this stream's is written after it ends, whatever ended it
-                self._settle_quietly()
+            for index in range(run_start, run_end):
+                self._copy_chunk(writer, reader, index, kept if index == run_start else 0)
         self.progress.reader_closed()
 
     def _copy_chunk(self, writer: ChunkWriter, reader: Reader, index: int, kept: int = 0) -> None:
@@ -573,14 +536,6 @@ class _SegmentCopy:
         if kept:
             self.prefix = None
         digest = checksums.checksum_bytes(self.algorithm, view)
-        if self._spare is not None and index not in self.rehash:
-            self._settle()  # the chunk before is durable (or its error raised) first
-            self._behind.start(writer, index, view, digest, len(view) - kept)
-            self._behind_read = reader.bytes_read - before
-            self.buffer, self._spare = self._spare, self.buffer  # the next chunk's
-            self.progress.beat()
-            return
-        self._settle()
         if index in self.rehash:
             reported = self.durable.get(index, "")
             self.durable[index] = digest  # durable already: checksum only
@@ -618,47 +573,6 @@ class _SegmentCopy:
         self.progress.add(len(view) - kept, reader.bytes_read - before)  # kept: counted
         self.progress.beat()
 
-    def _settle(self) -> None:
-        """Wait for the chunk written behind the stream (if any) and record it durable.
-
-        Raises:
-            whatever its ``write_chunk`` raised (nothing of it is recorded then).
-        """
-        done = self._behind.wait()
-        if done is None:
-            return
-        writer, index, digest, copied = done
-        self._tag(index, writer.part_tag(index))
-        self.durable[index] = digest
-        self.progress.next_chunk = max(self.progress.next_chunk, index + 1)
-        in_flight = self.progress.in_flight - copied
-        self.progress.add(copied, self._behind_read)
-        self.progress.in_flight = max(in_flight, 0)  # the next chunk's, read so far
-        self._behind_read = 0
-        self.progress.beat()
-
-    def _settle_quietly(self) -> None:
-        """:meth:`_settle` on the way out of an error or a stop: the write behind is
-        waited for (so no write of this attempt lands after it ends) and recorded if it
-        succeeded; its own error is logged, the one already raised is what the stream
-        reports. An interrupt while it waits (the stream guard's) does not end the
-        wait: a write in the stream's own thread could not be left either."""
-        while self._behind.busy:
-            try:
-                self._settle()
-            except StreamStopped:
-                pass  # recorded; the stop under way is reported
-            except Exception as err:  # noqa: BLE001 - the error under way is the one to raise
-                if self._behind.busy:
-                    # the stream guard's interrupt while waiting: as a write in the
-                    # stream's own thread, the stream ends only once its write returns
-                    continue
-                activity.logger.warning(
-                    "segment %d: the chunk written behind the stream failed too: %s",
-                    self.segment.index,
-                    err,
-                )
-
     def _tag(self, index: int, tag: str | None) -> None:
         """Record chunk ``index``'s part tag (None: unknown, forgotten)."""
         if tag:
@@ -695,8 +609,7 @@ class _SegmentCopy:
             filled += n
             moved()
             self._filled = filled
-            # shown as progress, not yet durable (with a chunk still being written)
-            self.progress.in_flight = filled - start + self._behind.length
+            self.progress.in_flight = filled - start  # shown as progress, not yet durable
             self.progress.beat()
             if step is not None:
                 self.pacer.take(n, self._paced_wait)
@@ -804,72 +717,6 @@ class _SegmentCopy:
             endpoint_errors=self.progress.endpoint_errors,
             parts=self.parts_record(),
         )
-
-
-#: seconds a stream waits at a time for its write-behind thread (its guard's interrupt
-#: is seen between waits)
-_JOIN_SLICE_S = 0.1
-
-
-class _WriteBehind:
-    """One chunk's ``write_chunk`` in a thread of its own while the stream reads the
-    next chunk (``ChunkWriter.writes_behind``). At most one at a time; the stream's
-    context (its lease's write fence, its keepalive hook) goes with it."""
-
-    def __init__(self) -> None:
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
-        self._pending: tuple[ChunkWriter, int, str, int] | None = None
-        #: bytes of the chunk being written that count as copied once it is durable
-        #: (0: none)
-        self.length = 0
-
-    @property
-    def busy(self) -> bool:
-        return self._thread is not None
-
-    def start(
-        self, writer: ChunkWriter, index: int, view: memoryview, digest: str, copied: int
-    ) -> None:
-        """Write chunk ``index`` (``view``, checksum ``digest``) in a thread; ``copied``:
-        its bytes this attempt counts as copied."""
-        assert self._thread is None, "one chunk behind at a time"
-        context = contextvars.copy_context()
-
-        def run() -> None:
-            try:
-                context.run(writer.write_chunk, index, view, digest)
-            except BaseException as err:  # noqa: BLE001 - raised in the stream by wait()
-                self._error = err
-
-        self._error = None
-        self._pending = (writer, index, digest, copied)
-        self.length = copied
-        self._thread = threading.Thread(target=run, name=f"write-chunk-{index}", daemon=True)
-        self._thread.start()
-
-    def wait(self) -> tuple[ChunkWriter, int, str, int] | None:
-        """Wait for the chunk's write to end.
-
-        Returns:
-            (writer, index, checksum, copied) of the chunk now durable; None if none
-            was being written.
-
-        Raises:
-            what its ``write_chunk`` raised.
-        """
-        thread = self._thread
-        if thread is None:
-            return None
-        while thread.is_alive():
-            thread.join(_JOIN_SLICE_S)
-        self._thread = None
-        self.length = 0
-        pending, self._pending = self._pending, None
-        error, self._error = self._error, None
-        if error is not None:
-            raise error
-        return pending
 
 
 def _check_read_back(

@@ -476,14 +476,6 @@ class ChunkWriter(abc.ABC):
     #: passing through the stream (:meth:`copy_chunk`) are still read back.
     checked_in_memory: bool = False
 
-    #: :meth:`write_chunk` may run in another thread than the stream's, one chunk at
-    #: a time, while the stream reads the next chunk into a second buffer (its
-    #: positional writes and per-chunk journal do not depend on the stream's
-    #: thread); the stream waits for it before the next write and before it ends.
-    #: Only for writers that are also :attr:`checked_in_memory` (nothing is read back
-    #: into the buffer afterwards).
-    writes_behind: bool = False
-
     def read_back(self, index: int, into: memoryview) -> None:
         """Read chunk ``index`` as written into ``into`` (exactly its length), for the
         stream's verify-on-write (only called when ``Driver.features.read_back``).

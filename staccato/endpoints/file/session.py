@@ -552,9 +552,6 @@ class FileChunkWriter(ChunkWriter):
     """
 
     checked_in_memory = True
-    #: the direct ``pwrite`` and ``fdatasync`` of a chunk wait for the disk: the
-    #: stream reads its next chunk meanwhile (``_SegmentCopy``'s write-behind)
-    writes_behind = True
 
     def __init__(self, session: WriteSession) -> None:
         self._temp = session.session_id
