@@ -35,7 +35,7 @@ LARGE = ("L1.bin", "L2.bin")
 #: ci98 at load found L2's temp file, journal and writers directory after the next
 #: run's sweep (not explained yet)
 OPTIONS = TransferOptions(
-    chunk_size=1 * MiB, streams=1, max_rate=600_000, retry_for_s=12, heartbeat_timeout_s=5
+    chunk_size=1 * MiB, streams=1, max_rate=600_000, retry_for_s=12, heartbeat_timeout_s=15
 )
 
 
