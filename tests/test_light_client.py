@@ -145,7 +145,9 @@ def test_cp_with_progress_lines_on_the_light_path(temporal_server, worker, tmp_p
     assert re.search(r"^transfer staccato-[0-9a-f]{32}: .* -> .*dst\.bin$", stderr, re.M)
     assert "completed: 256.0 KiB (262144 bytes), crc32c:" in stderr
     # how long it took and at what average rate (tester73: only cp -r said it)
-    assert re.search(r"crc32c:[0-9a-f]{8}, in \d+ s \(\S+ \S+/s average\)$", stderr, re.M), stderr
+    assert re.search(r"crc32c:[0-9a-f]{8}, in \d+\.\d s \(\S+ \S+/s average\)$", stderr, re.M), (
+        stderr
+    )
 
 
 @pytest.mark.parametrize("quiet", [["-q"], []], ids=["quiet", "lines"])
