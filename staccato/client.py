@@ -916,7 +916,7 @@ class StaccatoClient:
                     # for its server (tester73 M3: 25 s of "stalled: publish" as it grew)
                     heard = await _publish_heard(self.temporal, pending)
                     if heard is not None:
-                        if now.timestamp() - heard.moved_at >= RATE_CURRENT_S:
+                        if _stalled(heard.moved_at, now):
                             step_waits = ("publish", datetime.fromtimestamp(heard.moved_at, UTC))
                         if heard.fresh_bytes_done is not None:
                             current = _moving(pending, now, heard.moved_at)
@@ -2614,7 +2614,7 @@ async def _publish_heard(temporal: Client, pending: Any) -> PublishBeat | None:
     """What a running ``publish`` activity (``pending``, a ``PendingActivityInfo``)
     last heartbeated (:class:`~staccato.models.PublishBeat`): when it last moved bytes
     (``moved_at``, Unix seconds, the worker's clock) and the fresh copy it writes;
-    None as :func:`_verify_heard` (a worker before 0.39 sends no details: its publish
+    None as :func:`_verify_heard` (a worker before 0.38 sends no details: its publish
     is then :func:`step_waiting_since`'s)."""
     return await _heard(temporal, pending, PublishBeat)
 

@@ -646,7 +646,7 @@ class VerifyBeat(BaseModel):
 
 
 class PublishBeat(BaseModel):
-    """The ``publish`` activity's heartbeat details (workers from 0.39; before, its
+    """The ``publish`` activity's heartbeat details (workers from 0.38; before, its
     heartbeats had none): when it last moved bytes or heard from its endpoints, and
     the fresh copy it writes, if any (SFTP: after an earlier worker life a stale
     writer may still write into the temp file, so publish copies the journal-vouched
@@ -1310,7 +1310,7 @@ class TransferStatus(BaseModel):
             still write into the temp file, ``docs/sftp.md``): the bytes written so far,
             of ``publish_bytes_total``, with ``publish_rate_bytes_per_s`` while they
             move; such a publish is not ``stalled_step`` while they do. None otherwise
-            (a publish that renames the temp file, or a worker before 0.39).
+            (a publish that renames the temp file, or a worker before 0.38).
         verify_level: a completed transfer's verify level (``full``: every byte read
             back before publish); None otherwise.
         segments_copied_again: a completed transfer whose data was read back whole

@@ -119,6 +119,18 @@ def beating_with(details: Callable[[], tuple[Any, ...]]) -> Iterator[None]:
     :class:`~staccato.endpoints.base.Motion`). Nothing in a local activity or without a
     heartbeat timeout (:func:`beat_interval`). The rule's source: a publish writing an
     SFTP fresh copy was shown as waiting for its server (tester73 M3)."""
+    with _beating_thread(BEAT_WITH_DETAILS_S, details):
+        yield
+
+
+@contextlib.contextmanager
+def _beating_thread(
+    every_max: float, details: Callable[[], tuple[Any, ...]] | None = None
+) -> Iterator[None]:
+    """While the block runs, a daemon heartbeat thread (in a copy of the caller's
+    context) beats every :func:`beat_interval` s, at most ``every_max`` s, with
+    ``details()`` (none without it); nothing where :func:`beat_interval` is None. The
+    block's end stops it (waited for :data:`_JOIN_S` s at most)."""
     every = beat_interval()
     if every is None:
         yield
@@ -127,7 +139,7 @@ def beating_with(details: Callable[[], tuple[Any, ...]]) -> Iterator[None]:
     context = contextvars.copy_context()
     thread = threading.Thread(
         target=context.run,
-        args=(_beat_until, min(every, BEAT_WITH_DETAILS_S), stop, details),
+        args=(_beat_until, min(every, every_max), stop, details),
         name=f"{THREAD_PREFIX}{activity.info().activity_type}",
         daemon=True,
     )
@@ -279,22 +291,7 @@ def heartbeating(fn: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(fn)
     def beating(*args: P.args, **kwargs: P.kwargs) -> R:
-        every = beat_interval()
-        if every is None:
+        with _beating_thread(BEAT_EVERY_MAX_S):
             return fn(*args, **kwargs)
-        stop = threading.Event()
-        context = contextvars.copy_context()
-        thread = threading.Thread(
-            target=context.run,
-            args=(_beat_until, every, stop),
-            name=f"{THREAD_PREFIX}{activity.info().activity_type}",
-            daemon=True,
-        )
-        thread.start()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            stop.set()
-            thread.join(_JOIN_S)
 
     return beating

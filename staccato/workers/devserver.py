@@ -16,6 +16,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 from staccato import run_fields
 
@@ -329,33 +330,42 @@ def _record(data_dir: Path, pid: int, port: int, http_port: int, ui_port: int) -
     (data_dir / SERVER_RECORD).write_text(json.dumps(record))
 
 
-def recorded_ui_port(data_dir: Path) -> int | None:
-    """The Temporal UI port of the dev server started with its data in ``data_dir``
-    (``up --ui-port``) while that server runs (the same process); else None, also for
-    a record written before the UI port was recorded. Reads the record only."""
+def _running_record(data_dir: Path) -> dict[str, Any] | None:
+    """The record (:data:`SERVER_RECORD`) of the dev server started with its data in
+    ``data_dir`` while that server runs (the same process: pid and start time); else
+    None. Reads the record only: it removes no stale one (:func:`recorded_server`
+    does)."""
     try:
         record = json.loads((data_dir / SERVER_RECORD).read_text())
-        pid, ticks, ui_port = int(record["pid"]), record["start_ticks"], int(record["ui_port"])
+        pid, ticks = int(record["pid"]), record["start_ticks"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if ticks is None or not process_running(pid, ticks):
+    if not isinstance(record, dict) or ticks is None or not process_running(pid, ticks):
         return None
-    return ui_port
+    return record
 
 
 def recorded_http_port(data_dir: Path, port: int) -> int | None:
     """The HTTP API port of the dev server started with its data in ``data_dir`` when
-    it runs (the same process) with its gRPC frontend on ``port``; else None. Reads
-    the record only: it removes no stale one (:func:`recorded_server` does)."""
+    it runs (the same process) with its gRPC frontend on ``port``; else None."""
+    record = _running_record(data_dir)
     try:
-        record = json.loads((data_dir / SERVER_RECORD).read_text())
-        pid, recorded, ticks = int(record["pid"]), int(record["port"]), record["start_ticks"]
-        http_port = int(record["http_port"])
-    except (OSError, ValueError, KeyError, TypeError):
+        if record is None or int(record["port"]) != port:
+            return None
+        return int(record["http_port"])
+    except (KeyError, ValueError, TypeError):
         return None
-    if recorded != port or ticks is None or not process_running(pid, ticks):
+
+
+def recorded_ui_port(data_dir: Path) -> int | None:
+    """The Temporal UI port of the dev server started with its data in ``data_dir``
+    (``up --ui-port``) while that server runs (the same process); else None, also for
+    a record written before the UI port was recorded."""
+    record = _running_record(data_dir)
+    try:
+        return None if record is None else int(record["ui_port"])
+    except (KeyError, ValueError, TypeError):
         return None
-    return http_port
 
 
 def recorded_server(data_dir: Path) -> tuple[int, int] | None:
