@@ -84,6 +84,7 @@ from staccato.datasets.names import (
 from staccato.errors import (
     CANNOT_HOLD_FILES,
     NOT_A_REGULAR_FILE,
+    NOT_REPLACED,
     STORE_REFUSES_KEY,
     DestinationBusyError,
     InvalidURLError,
@@ -586,7 +587,11 @@ def retry_advice(status: DatasetStatus) -> str | None:
     it kept every failure): no advice to copy them again; when only some are such, the
     advice names them. When it failed more than it
     kept (:func:`_cut_advice`), ``--retry-failed`` is refused: re-run with
-    ``--sync-level size``, the refusal's words."""
+    ``--sync-level size``, the refusal's words. A file blocked by something at the
+    destination that is not replaced (:data:`~staccato.errors.NOT_REPLACED`: a
+    directory at its name, e.g. made for ``g1.bin/x`` of an S3 source that also holds
+    ``g1.bin``) is named: a retry fails it the same way until that is removed, and
+    when every failure is such, the advice starts with removing it."""
     cut = _cut_advice(status)
     if cut is not None:
         return cut
@@ -628,9 +633,28 @@ def retry_advice(status: DatasetStatus) -> str | None:
             f"(a FIFO, socket or device): no run copies {it}, so copying {it} again cannot "
             "help; " + (exclude_option(special[0]) if one else "--exclude them")
         )
+    # a directory at a file's name, or a file at a directory's (an S3 source with both
+    # g1.bin and g1.bin/x, tester73): a retry fails it the same way until the user
+    # removes what is in the way (or leaves the file out)
+    in_the_way = [
+        f.name
+        for f in status.failures
+        if NOT_REPLACED in f.reason and f.name not in never and f.name not in special
+    ]
+    if in_the_way:
+        one = len(in_the_way) == 1
+        it = "it" if one else "them"
+        left_out.append(
+            f"{_some(in_the_way)} {'is' if one else 'are'} blocked by a directory or file "
+            f"at the destination that is not replaced: a retry fails {it} the same way "
+            f"until that is removed; or {exclude_option(in_the_way[0]) if one else '--exclude them'}"
+        )
+    lead = "copy the failed files again with --retry-failed"
+    if in_the_way and _only(status, set(in_the_way) | set(never) | set(special)):
+        lead = "remove what is in the way at the destination, then " + lead
     if left_out:
-        return f"copy the failed files again with --retry-failed ({'; '.join(left_out)})"
-    return "copy the failed files again with --retry-failed"
+        return f"{lead} ({'; '.join(left_out)})"
+    return lead
 
 
 async def failed_names(

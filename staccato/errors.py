@@ -205,13 +205,20 @@ def directory_target_message(target: str, name: str = "NAME") -> str:
     return f"destination {target} is a directory{_NAME_A_FILE}{target.rstrip('/')}/{name}"
 
 
+#: the words of every reason a dataset's file failed for because its destination name, or
+#: a directory above it, is taken by something that is not replaced (a directory at a
+#: file's name, a file at a directory's): copying it again fails the same way until that
+#: is removed (:func:`staccato.dataset_client.retry_advice` says so)
+NOT_REPLACED = "it is not replaced"
+
+
 def file_in_the_way_message(directory: str, target: str, where: str = "") -> str:
     """The message for a destination ``target`` whose directory cannot be made because
     ``directory`` (the target's directory or one above it) is a file: the same words
     for every driver (``where``: `` on HOST`` for a server's path, else empty)."""
     return (
         f"cannot create directory {directory}{where} for {target}: a file of that name "
-        "exists (another file of the dataset, or one there already); it is not replaced"
+        f"exists (another file of the dataset, or one there already); {NOT_REPLACED}"
     )
 
 
@@ -287,7 +294,7 @@ def dataset_file_reason(reason: str, exclude: str = "--exclude") -> str:
     fact, advised, _ = reason.partition(_NAME_A_FILE)
     if not advised:
         return reason
-    return f"{fact}; it is not replaced (remove it, or leave the file out with {exclude})"
+    return f"{fact}; {NOT_REPLACED} (remove it, or leave the file out with {exclude})"
 
 
 class PermissionDeniedError(PermanentError):

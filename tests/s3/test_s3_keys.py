@@ -122,3 +122,36 @@ def test_a_long_source_key_meets_the_local_destinations_limits(
     assert f"to s3://{bucket}" not in done.stderr, done.stderr
     assert "the key would be" not in done.stderr, done.stderr
     assert (destination / "short").read_bytes() == b"short"
+
+
+def test_a_file_and_keys_under_its_name_advise_removing_what_is_in_the_way(
+    temporal_server, profile_worker, moto_s3, data_dir: Path
+) -> None:
+    """An S3 source holding both ``p/g1.bin`` and ``p/g1.bin/x`` cannot land whole in a
+    local root: ``g1.bin`` is a directory there (made for ``g1.bin/x``), so the file
+    ``g1.bin`` fails, and a retry fails it the same way. The end line names it as
+    blocked and says to remove what is in the way (or exclude it) before a retry,
+    for the first run and for ``--retry-failed``; the other files are copied whole.
+    Before (tester73 L3), the advice was a bare "copy the failed files again with
+    --retry-failed", which cannot help."""
+    s3 = moto_s3.client()
+    bucket = f"c5-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=bucket)
+    args = dict(address=temporal_server.address, task_queue=profile_worker.task_queue)
+    s3.put_object(Bucket=bucket, Key="p/g1.bin", Body=b"the file")
+    s3.put_object(Bucket=bucket, Key="p/g1.bin/x", Body=b"under it")
+    s3.put_object(Bucket=bucket, Key="p/ok.txt", Body=b"ok")
+    destination = data_dir / "dst"
+    for retry in ((), ("--retry-failed",)):
+        done = run_cli(
+            "cp", "-r", *retry, f"s3://{bucket}/p?profile=moto", str(destination), **args
+        )
+        assert done.returncode == 1, done
+        end = done.stderr.strip().splitlines()[-1]
+        assert "1 failed" in end, done.stderr
+        assert "remove what is in the way at the destination, then copy" in end, end
+        assert "'g1.bin' is blocked by a directory or file at the destination" in end, end
+        assert "--exclude g1.bin" in end, end
+    assert (destination / "g1.bin" / "x").read_bytes() == b"under it"
+    assert (destination / "ok.txt").read_bytes() == b"ok"
+    assert sorted(p.name for p in destination.rglob("*")) == ["g1.bin", "ok.txt", "x"]

@@ -46,6 +46,7 @@ from staccato.endpoints.file.fs import NO_SPACE, no_space, os_error
 from staccato.endpoints.file.read import file_version, what_changed
 from staccato.endpoints.file.session import JOURNAL_SUFFIX, session_paths, unlink_if_present
 from staccato.errors import (
+    NOT_REPLACED,
     NotAFileError,
     SourceChangedError,
     StaccatoError,
@@ -391,7 +392,7 @@ def _publish_error(err: StaccatoError | OSError, target: str) -> StaccatoError:
     if err.errno in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST):
         return NotAFileError(
             f"destination {target} is a directory (made for another file of the dataset, "
-            "or there already); it is not replaced"
+            f"or there already); {NOT_REPLACED}"
         )
     return os_error(err, f"destination {target}")
 
