@@ -135,6 +135,15 @@ def no_worker_waits() -> Iterator[None]:
 class WorkerProcess:
     """``staccato worker`` as a subprocess (its activity pool are its children).
 
+    A start costs ~3.5 CPU-s (2026-12-07, 2 activity processes, start to "worker
+    polling" and stop: the main process ~1.2, each activity process ~1.0 of imports),
+    the suite's largest cost after its CLI runs. A test starts a worker of its own only
+    when its assertions need one: it kills, stops (SIGSTOP, SIGTERM) or restarts it,
+    reads its log, counts its processes, or needs settings no shared worker has (then
+    a module or session fixture per distinct environment, as ``settings_worker`` in
+    tests/sftp/conftest.py). Otherwise it uses the session's ``worker``/``client``
+    (tests/conftest.py) or the S3/SFTP ones, and ends every transfer it starts.
+
     Args:
         address: Temporal address.
         task_queue: queue to poll (default: a fresh unique one).

@@ -42,7 +42,7 @@ from staccato.datasets.models import DatasetState
 from staccato.errors import InvalidURLError
 from staccato.models import SyncLevel, TransferOptions
 from tests.dataset_checks import MiB, make_tree, run_dataset, tree
-from tests.helpers import WorkerProcess, run_cli
+from tests.helpers import SESSION_WORKER_PROCESSES, WorkerProcess, run_cli
 from tests.servers.nginx import NginxServer
 from tests.servers.seaweedfs import SeaweedS3
 from tests.servers.sshd import SshdServer
@@ -108,7 +108,10 @@ def env(
 
 @pytest.fixture(scope="module")
 def fan_worker(temporal_server, env: dict[str, str]) -> Iterator[WorkerProcess]:
-    process = WorkerProcess(temporal_server.address, processes=4, env=env)
+    # 2 activity processes, as the session workers: 2 x STACCATO_WORKER_THREADS still
+    # run every stream and batch of a test at once, and each process more cost ~1 CPU-s
+    # of imports per start (a module worker starts once per xdist process)
+    process = WorkerProcess(temporal_server.address, processes=SESSION_WORKER_PROCESSES, env=env)
     with pytest.MonkeyPatch.context() as patch:
         for key in [k for k in os.environ if k.startswith("AWS_")]:
             patch.delenv(key)

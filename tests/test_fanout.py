@@ -34,6 +34,7 @@ from staccato.models import GroupState, TransferOptions, TransferState
 from staccato.urls import parse_url
 from tests.helpers import (
     NO_WORKER_ENV,
+    SESSION_WORKER_PROCESSES,
     MiB,
     WorkerProcess,
     leftovers,
@@ -85,7 +86,12 @@ def fanout_env(
 
 @pytest.fixture(scope="module")
 def fanout_worker(temporal_server, fanout_env: dict[str, str]) -> Iterator[WorkerProcess]:
-    process = WorkerProcess(temporal_server.address, processes=4, env=fanout_env)
+    # 2 activity processes, as the session workers: 2 x STACCATO_WORKER_THREADS still
+    # run every stream and batch of a test at once, and each process more cost ~1 CPU-s
+    # of imports per start (a module worker starts once per xdist process)
+    process = WorkerProcess(
+        temporal_server.address, processes=SESSION_WORKER_PROCESSES, env=fanout_env
+    )
     with pytest.MonkeyPatch.context() as patch:  # no AWS_* of this process leaks in
         for key in [k for k in os.environ if k.startswith("AWS_")]:
             patch.delenv(key)

@@ -9,7 +9,10 @@ average rate since its start, which never falls to 0: ``status`` took it for a
 moving stream's. The checkpoint now says when the stream last moved bytes
 (``moved_at``), and the rate counts only within the heartbeat timeout of that.
 
-The hung server here: a proxy in front of nginx that stops relaying mid-body."""
+The hung server here: a proxy in front of nginx that stops relaying mid-body. The
+tests run on the session worker (its staging directory serves the staged one): each
+ends its transfer, and none kills or configures a worker, so a worker start of their
+own (~3 CPU-s each) bought nothing."""
 
 from __future__ import annotations
 
@@ -22,10 +25,9 @@ from temporalio.api.enums.v1 import PendingActivityState
 
 from staccato.client import StaccatoClient
 from staccato.models import RATE_CURRENT_S, Checkpoint, TransferOptions, TransferState
-from tests.helpers import MiB, WorkerProcess, at_rest, write_random
+from tests.helpers import MiB, at_rest, write_random
 from tests.servers.holding_proxy import HoldingProxy
 from tests.servers.nginx import NginxServer, nginx_fixture
-from tests.servers.temporal_server import TemporalDevServer
 
 SIZE = 64 * MiB
 HEARTBEAT_TIMEOUT_S = 4.0
@@ -52,63 +54,59 @@ async def _stream(client: StaccatoClient, transfer: str) -> tuple[Any, Checkpoin
 
 
 async def test_no_rate_while_a_stream_waits_on_a_hung_source(
-    temporal_server: TemporalDevServer,
+    client: StaccatoClient,
     held_nginx: NginxServer,
     http_root: Path,
     data_dir: Path,
-    tmp_path: Path,
 ) -> None:
     source = http_root / "stalled-rate.bin"
     write_random(source, SIZE, seed=53)
     at_rest(source)
     proxy = HoldingProxy(held_nginx.port, hold_after=int(SIZE * 0.4)).start()
     try:
-        with WorkerProcess(temporal_server.address, processes=1, log_dir=tmp_path) as worker:
-            client = await StaccatoClient.connect(target_host=temporal_server.address)
-            client.task_queue = worker.task_queue
-            transfer = await client.submit(
-                proxy.url("stalled-rate.bin"), str(data_dir / "stalled-rate.bin"), OPTIONS
-            )
-            await asyncio.to_thread(proxy.wait_held, 120)
-            # the stream has stopped moving: its heartbeats at the server say the same
-            # bytes twice, 2 s apart (the SDK sends them every second)
-            deadline = time.monotonic() + 60
-            still_since: float | None = None
-            last: tuple[int, int] | None = None
-            while True:
-                assert time.monotonic() < deadline, "the stream's bytes never stood still"
-                pending, details = await _stream(client, transfer)
-                assert pending is not None, "no stream pending"
-                now = time.time()
-                seen = (details.bytes_done, details.bytes_read) if details else None
-                if seen is None or seen != last:
-                    last, still_since = seen, now
-                elif still_since is not None and now - still_since >= 2.0:
-                    break
-                await asyncio.sleep(0.2)
-            attempt = pending.attempt
-            # the heartbeat timeout passes since it last moved a byte, while it waits on
-            # the silent source, heartbeating (its attempt is not timed out)
-            while time.time() < still_since + HEARTBEAT_TIMEOUT_S + 0.5:
-                await asyncio.sleep(0.1)
-            status = await client.status(transfer)
+        transfer = await client.submit(
+            proxy.url("stalled-rate.bin"), str(data_dir / "stalled-rate.bin"), OPTIONS
+        )
+        await asyncio.to_thread(proxy.wait_held, 120)
+        # the stream has stopped moving: its heartbeats at the server say the same
+        # bytes twice, 2 s apart (the SDK sends them every second)
+        deadline = time.monotonic() + 60
+        still_since: float | None = None
+        last: tuple[int, int] | None = None
+        while True:
+            assert time.monotonic() < deadline, "the stream's bytes never stood still"
             pending, details = await _stream(client, transfer)
-            assert pending is not None and pending.attempt == attempt, pending
-            assert pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED, pending
-            assert status.state == TransferState.running, status
-            assert 0 < status.bytes_done < SIZE, status
-            assert status.rate_bytes_per_s is None, status
-            assert status.eta_s is None, status
-            # the source answers again: the stream moves, and its rate is back
-            proxy.release()
-            deadline = time.monotonic() + 60
-            while True:
-                status = await client.status(transfer)
-                if status.rate_bytes_per_s or status.state != TransferState.running:
-                    break
-                assert time.monotonic() < deadline, status
-                await asyncio.sleep(0.2)
-            await asyncio.wait_for(client.wait(transfer), 180)
+            assert pending is not None, "no stream pending"
+            now = time.time()
+            seen = (details.bytes_done, details.bytes_read) if details else None
+            if seen is None or seen != last:
+                last, still_since = seen, now
+            elif still_since is not None and now - still_since >= 2.0:
+                break
+            await asyncio.sleep(0.2)
+        attempt = pending.attempt
+        # the heartbeat timeout passes since it last moved a byte, while it waits on
+        # the silent source, heartbeating (its attempt is not timed out)
+        while time.time() < still_since + HEARTBEAT_TIMEOUT_S + 0.5:
+            await asyncio.sleep(0.1)
+        status = await client.status(transfer)
+        pending, details = await _stream(client, transfer)
+        assert pending is not None and pending.attempt == attempt, pending
+        assert pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED, pending
+        assert status.state == TransferState.running, status
+        assert 0 < status.bytes_done < SIZE, status
+        assert status.rate_bytes_per_s is None, status
+        assert status.eta_s is None, status
+        # the source answers again: the stream moves, and its rate is back
+        proxy.release()
+        deadline = time.monotonic() + 60
+        while True:
+            status = await client.status(transfer)
+            if status.rate_bytes_per_s or status.state != TransferState.running:
+                break
+            assert time.monotonic() < deadline, status
+            await asyncio.sleep(0.2)
+        await asyncio.wait_for(client.wait(transfer), 180)
     finally:
         proxy.release()
         proxy.stop()
@@ -136,11 +134,10 @@ async def _still_since(probe: Any, what: str, *, timeout_s: float = 60.0) -> flo
 
 
 async def test_a_stalled_streams_rate_goes_within_seconds_not_its_heartbeat_timeout(
-    temporal_server: TemporalDevServer,
+    client: StaccatoClient,
     held_nginx: NginxServer,
     http_root: Path,
     data_dir: Path,
-    tmp_path: Path,
 ) -> None:
     """With the default heartbeat timeout (20 s), a stream that stops moving bytes
     (here: its source hangs; a killed worker's last heartbeat is as still) shows no
@@ -153,39 +150,35 @@ async def test_a_stalled_streams_rate_goes_within_seconds_not_its_heartbeat_time
     proxy = HoldingProxy(held_nginx.port, hold_after=int(SIZE * 0.4)).start()
     options = TransferOptions(chunk_size=16 * MiB, streams=1)  # the default timeout
     try:
-        with WorkerProcess(temporal_server.address, processes=1, log_dir=tmp_path) as worker:
-            client = await StaccatoClient.connect(target_host=temporal_server.address)
-            client.task_queue = worker.task_queue
-            transfer = await client.submit(
-                proxy.url("stalled-default.bin"), str(data_dir / "stalled-default.bin"), options
-            )
-            await asyncio.to_thread(proxy.wait_held, 120)
+        transfer = await client.submit(
+            proxy.url("stalled-default.bin"), str(data_dir / "stalled-default.bin"), options
+        )
+        await asyncio.to_thread(proxy.wait_held, 120)
 
-            async def bytes_seen() -> tuple[int, int] | None:
-                _, details = await _stream(client, transfer)
-                return (details.bytes_done, details.bytes_read) if details else None
+        async def bytes_seen() -> tuple[int, int] | None:
+            _, details = await _stream(client, transfer)
+            return (details.bytes_done, details.bytes_read) if details else None
 
-            still_since = await _still_since(bytes_seen, "the stream's bytes")
-            while time.time() < still_since + RATE_CURRENT_S + 1.0:
-                await asyncio.sleep(0.1)
-            status = await client.status(transfer)
-            pending, _ = await _stream(client, transfer)
-            assert pending is not None and pending.attempt == 1, pending  # not timed out
-            assert status.state == TransferState.running, status
-            assert status.rate_bytes_per_s is None and status.eta_s is None, status
-            proxy.release()
-            await asyncio.wait_for(client.wait(transfer), 180)
+        still_since = await _still_since(bytes_seen, "the stream's bytes")
+        while time.time() < still_since + RATE_CURRENT_S + 1.0:
+            await asyncio.sleep(0.1)
+        status = await client.status(transfer)
+        pending, _ = await _stream(client, transfer)
+        assert pending is not None and pending.attempt == 1, pending  # not timed out
+        assert status.state == TransferState.running, status
+        assert status.rate_bytes_per_s is None and status.eta_s is None, status
+        proxy.release()
+        await asyncio.wait_for(client.wait(transfer), 180)
     finally:
         proxy.release()
         proxy.stop()
 
 
 async def test_a_hung_staging_reads_rate_goes_as_a_streams(
-    temporal_server: TemporalDevServer,
+    client: StaccatoClient,
     held_nginx: NginxServer,
     http_root: Path,
     data_dir: Path,
-    tmp_path: Path,
 ) -> None:
     """A staged source (``--stage``) whose server stops sending: the staging line
     shows no rate once :data:`~staccato.models.RATE_CURRENT_S` passed since the read
@@ -196,31 +189,25 @@ async def test_a_hung_staging_reads_rate_goes_as_a_streams(
     at_rest(source)
     proxy = HoldingProxy(held_nginx.port, hold_after=int(SIZE * 0.4)).start()
     options = TransferOptions(chunk_size=16 * MiB, streams=1, stage=True)
-    env = {"STACCATO_STAGING_DIR": str(tmp_path / "staging")}
     try:
-        with WorkerProcess(
-            temporal_server.address, processes=1, env=env, log_dir=tmp_path
-        ) as worker:
-            client = await StaccatoClient.connect(target_host=temporal_server.address)
-            client.task_queue = worker.task_queue
-            transfer = await client.submit(
-                proxy.url("stalled-staging.bin"), str(data_dir / "stalled-staging.bin"), options
-            )
-            await asyncio.to_thread(proxy.wait_held, 120)
-            moving = await client.status(transfer)
-            assert moving.phase == "staging", moving
+        transfer = await client.submit(
+            proxy.url("stalled-staging.bin"), str(data_dir / "stalled-staging.bin"), options
+        )
+        await asyncio.to_thread(proxy.wait_held, 120)
+        moving = await client.status(transfer)
+        assert moving.phase == "staging", moving
 
-            async def staged() -> int | None:
-                return (await client.status(transfer)).staged_bytes
+        async def staged() -> int | None:
+            return (await client.status(transfer)).staged_bytes
 
-            still_since = await _still_since(staged, "the staged bytes")
-            while time.time() < still_since + RATE_CURRENT_S + 1.0:
-                await asyncio.sleep(0.1)
-            status = await client.status(transfer)
-            assert status.phase == "staging" and status.staged_bytes, status
-            assert status.staging_rate_bytes_per_s is None, status
-            proxy.release()
-            await asyncio.wait_for(client.wait(transfer), 180)
+        still_since = await _still_since(staged, "the staged bytes")
+        while time.time() < still_since + RATE_CURRENT_S + 1.0:
+            await asyncio.sleep(0.1)
+        status = await client.status(transfer)
+        assert status.phase == "staging" and status.staged_bytes, status
+        assert status.staging_rate_bytes_per_s is None, status
+        proxy.release()
+        await asyncio.wait_for(client.wait(transfer), 180)
     finally:
         proxy.release()
         proxy.stop()

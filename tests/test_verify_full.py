@@ -166,26 +166,19 @@ async def test_chunk_changed_while_streams_write_is_not_published(
 
 
 async def test_untampered_full_reads_back_and_copies_once(
-    temporal_server: TemporalDevServer, data_dir: Path, tmp_path: Path
+    client: StaccatoClient, data_dir: Path
 ) -> None:
     """``full`` on an undisturbed transfer: one ``verify`` per segment before publish,
-    no segment copied again, the destination equals the source."""
+    no segment copied again, the destination equals the source. On the session worker:
+    nothing here needs a worker of its own (one less worker start, ~3 CPU-s)."""
     source = data_dir / "src.bin"
     digest = write_random(source, 24 * MiB, seed=70)
     at_rest(source)
     destination = data_dir / "dst.bin"
     options = TransferOptions(streams=3, chunk_size=4 * MiB, verify=VerifyMode.full)
-    worker = WorkerProcess(temporal_server.address, log_dir=tmp_path).start()
-    try:
-        client = await StaccatoClient.connect(
-            target_host=temporal_server.address, namespace="default"
-        )
-        client.task_queue = worker.task_queue
-        transfer = await client.submit(str(source), str(destination), options)
-        result = await asyncio.wait_for(client.wait(transfer), 120)
-        history = await client.temporal.get_workflow_handle(transfer).fetch_history()
-    finally:
-        worker.stop()
+    transfer = await client.submit(str(source), str(destination), options)
+    result = await asyncio.wait_for(client.wait(transfer), 120)
+    history = await client.temporal.get_workflow_handle(transfer).fetch_history()
     assert result.verified == VerifyMode.full
     assert result.read_back_recopied == 0
     assert sha256_file(destination) == digest
@@ -363,13 +356,14 @@ async def test_verify_full_to_s3_or_sftp_is_refused_by_the_apis_submit(
 
 
 async def test_verify_full_to_s3_from_a_raw_request_fails_before_anything_is_written(
-    temporal_server: TemporalDevServer, data_dir: Path, tmp_path: Path
+    client: StaccatoClient, data_dir: Path
 ) -> None:
     """A request that reaches the workflow without the client's check (a start of the
     workflow with a request built by hand) for ``full`` to an S3 destination
     fails before ``prepare``: no upload is opened and no stream runs (no S3 server is
     needed to see it),
-    the reason names ``--verify full``, the kind and the kinds accepted."""
+    the reason names ``--verify full``, the kind and the kinds accepted. On the session
+    worker: nothing here needs a worker of its own."""
     from staccato.models import TransferRequest
     from staccato.starts import start_or_attach
 
@@ -377,25 +371,17 @@ async def test_verify_full_to_s3_from_a_raw_request_fails_before_anything_is_wri
     source.write_bytes(os.urandom(1 << 20))
     at_rest(source)
     options = TransferOptions(verify=VerifyMode.full)
-    worker = WorkerProcess(temporal_server.address, log_dir=tmp_path).start()
-    try:
-        client = await StaccatoClient.connect(
-            target_host=temporal_server.address, namespace="default"
-        )
-        client.task_queue = worker.task_queue
-        request = TransferRequest(
-            source=StaccatoClient.make_request(str(source), "s3://no-such-bucket/raw.bin").source,
-            destination="s3://no-such-bucket/raw.bin",
-            options=options,
-        )
-        started = await start_or_attach(client.temporal, request, task_queue=worker.task_queue)
-        transfer = started.workflow_id
-        ended = await wait_for_status(
-            client, transfer, lambda s: s.state == TransferState.failed, timeout_s=120
-        )
-        history = await client.temporal.get_workflow_handle(transfer).fetch_history()
-    finally:
-        worker.stop()
+    request = TransferRequest(
+        source=StaccatoClient.make_request(str(source), "s3://no-such-bucket/raw.bin").source,
+        destination="s3://no-such-bucket/raw.bin",
+        options=options,
+    )
+    started = await start_or_attach(client.temporal, request, task_queue=client.task_queue)
+    transfer = started.workflow_id
+    ended = await wait_for_status(
+        client, transfer, lambda s: s.state == TransferState.failed, timeout_s=120
+    )
+    history = await client.temporal.get_workflow_handle(transfer).fetch_history()
     assert ended.error is not None
     assert "--verify full" in ended.error, ended.error
     assert "s3" in ended.error and "back file destinations only" in ended.error, ended.error

@@ -79,15 +79,14 @@ async def test_verify_retried_soon_after_worker_sigkill(
     assert leftovers(data_dir) == []
 
 
-async def test_pause_refused_once_the_copy_is_over(
-    own_client: StaccatoClient, data_dir: Path
-) -> None:
-    transfer, destination = await _in_verify(own_client, data_dir)
+async def test_pause_refused_once_the_copy_is_over(client: StaccatoClient, data_dir: Path) -> None:
+    """On the session worker: nothing here kills or configures a worker."""
+    transfer, destination = await _in_verify(client, data_dir)
     with pytest.raises(StaccatoError) as refused:
-        await own_client.pause(transfer)
+        await client.pause(transfer)
     assert "cannot pause" in str(refused.value) and "verify" in str(refused.value)
     status = await wait_for_status(
-        own_client, transfer, lambda s: s.state == TransferState.completed, timeout_s=120
+        client, transfer, lambda s: s.state == TransferState.completed, timeout_s=120
     )
     assert status.state == TransferState.completed
     assert destination.stat().st_size == SIZE

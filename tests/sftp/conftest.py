@@ -343,27 +343,30 @@ def _settings_only_env(
     }
 
 
-@pytest.fixture(scope="module")
-def module_env(
+@pytest.fixture(scope="session")
+def settings_env(
     sshd_server: SshdServer, sftp_logged: SshdServer, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, str]:
-    """``env_worker_env`` for a module's shared worker (:func:`module_worker`): tests
-    add their own sshd's host key to its known_hosts file, read at each connection."""
-    return _settings_only_env(tmp_path_factory.mktemp("module-worker"), sshd_server, sftp_logged)
+    """``env_worker_env`` for the session's shared worker of that configuration
+    (:func:`settings_worker`): tests add their own sshd's host key to its known_hosts
+    file, read at each connection."""
+    return _settings_only_env(tmp_path_factory.mktemp("settings-worker"), sshd_server, sftp_logged)
 
 
-@pytest.fixture(scope="module")
-def module_worker(
-    temporal_server, module_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+@pytest.fixture(scope="session")
+def settings_worker(
+    temporal_server, settings_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WorkerProcess]:
-    """One 2-process worker of ``module_env`` for a module's tests that neither kill it
-    nor change its settings (each against an sshd of its own): a worker start per test
-    cost seconds of CPU. A test using it ends every transfer it starts."""
+    """One 2-process worker of ``settings_env`` for the session's tests (of any module)
+    that neither kill it nor change its settings, each against an sshd of its own: a
+    worker start per test (then per module) cost ~3 CPU-s. A test using it ends every
+    transfer it starts, clean-up included (a failed one's clean-up against a server
+    stopped for good goes on after it: such a test keeps a worker of its own)."""
     with WorkerProcess(
         temporal_server.address,
         processes=2,
-        env=module_env,
-        log_dir=tmp_path_factory.mktemp("module-worker-log"),
+        env=settings_env,
+        log_dir=tmp_path_factory.mktemp("settings-worker-log"),
     ) as worker:
         yield worker
 

@@ -86,8 +86,8 @@ async def _until_a_copy_met_the_down_server(
 async def test_destination_root_down_at_start_is_ridden_out(
     temporal_server,
     down_server: SshdServer,
-    module_env: dict[str, str],
-    module_worker: WorkerProcess,
+    settings_env: dict[str, str],
+    settings_worker: WorkerProcess,
     data_dir: Path,
     roots: str,
     retry_failed: bool,
@@ -99,7 +99,7 @@ async def test_destination_root_down_at_start_is_ridden_out(
     ``retry-failed``: a first run with ``--retry-for 3s`` gives up on the down root's
     files, then ``--retry-failed`` (the root still down) is ridden out the same way
     (it failed the same way on the old code)."""
-    known_hosts = Path(module_env["STACCATO_SSH_KNOWN_HOSTS"])
+    known_hosts = Path(settings_env["STACCATO_SSH_KNOWN_HOSTS"])
     known_hosts.write_text(known_hosts.read_text() + down_server.known_hosts_path.read_text())
     source, local, remote = data_dir / "ds6", data_dir / "rA6", data_dir / "remote" / "ds6"
     _source(source)
@@ -108,7 +108,7 @@ async def test_destination_root_down_at_start_is_ridden_out(
     destinations = [str(local), sftp_root] if roots == "two" else [sftp_root]
     child = transfer_id(f"{sftp_root}/sub/L.bin")
     options = TransferOptions(chunk_size=1 * MiB, streams=2, retry_for_s=90)
-    with contextlib.nullcontext(module_worker) as worker:
+    with contextlib.nullcontext(settings_worker) as worker:
         client = await StaccatoClient.connect(
             target_host=temporal_server.address, namespace="default"
         )

@@ -272,8 +272,8 @@ GONE_FAILS_WITHIN_S = 240.0
 async def test_sshd_gone_fails_soon_after_retry_for(
     temporal_server,
     own_server: SshdServer,
-    module_env: dict[str, str],
-    module_worker: WorkerProcess,
+    settings_env: dict[str, str],
+    settings_worker: WorkerProcess,
     data_dir: Path,
 ) -> None:
     """sshd stopped for good mid-copy, ``--retry-for 5s``: every stream attempt then
@@ -282,13 +282,13 @@ async def test_sshd_gone_fails_soon_after_retry_for(
     Temporal retried it until the stream's schedule-to-close deadline, which also
     allows the time one attempt may take (600 s and more): ~10 minutes of retries
     while ``status`` showed the transfer running."""
-    _trust(own_server, module_env)
+    _trust(own_server, settings_env)
     size, chunk = 64 * MiB, 4 * MiB
     source = data_dir / "src.bin"
     write_random(source, size, seed=24)
     out = data_dir / "out"
     out.mkdir()
-    with contextlib.nullcontext(module_worker) as worker:
+    with contextlib.nullcontext(settings_worker) as worker:
         client = await _client(temporal_server, worker.task_queue)
         # paced (16 MiB/s: about 4 s in all), so sshd stops mid-copy
         options = TransferOptions(
@@ -503,8 +503,8 @@ async def test_a_file_larger_than_the_servers_file_system_fails_at_once(
 async def test_outage_after_retry_for_of_progress_is_ridden_out(
     temporal_server,
     own_server: SshdServer,
-    module_env: dict[str, str],
-    module_worker: WorkerProcess,
+    settings_env: dict[str, str],
+    settings_worker: WorkerProcess,
     data_dir: Path,
 ) -> None:
     """``--retry-for 10s``, a paced copy of about 24 s (one 24 MiB segment per
@@ -513,14 +513,14 @@ async def test_outage_after_retry_for_of_progress_is_ridden_out(
     (``Checkpoint.progress_at``), so its attempts during the outage are retried and
     the transfer completes. A stream giving up at ``--retry-for`` after it was
     scheduled, whatever its progress, would fail the second attempt (at +1 s)."""
-    _trust(own_server, module_env)
+    _trust(own_server, settings_env)
     size, chunk = 48 * MiB, 2 * MiB
     source = data_dir / "src.bin"
     digest = write_random(source, size, seed=26)
     out = data_dir / "out"
     out.mkdir()
     destination = out / "ridden.bin"
-    with contextlib.nullcontext(module_worker) as worker:
+    with contextlib.nullcontext(settings_worker) as worker:
         client = await _client(temporal_server, worker.task_queue)
         options = TransferOptions(
             chunk_size=chunk, streams=2, retry_for_s=10, heartbeat_timeout_s=5, max_rate=2 * MiB
@@ -592,8 +592,8 @@ async def _stop_cleaning_up(client: StaccatoClient, destination: str) -> None:
 async def test_cleanup_gave_up_says_left_behind_and_next_transfer_removes_it(
     temporal_server,
     own_server: SshdServer,
-    module_env: dict[str, str],
-    module_worker: WorkerProcess,
+    settings_env: dict[str, str],
+    settings_worker: WorkerProcess,
     data_dir: Path,
 ) -> None:
     """sshd stopped for good mid-copy: the stream gives up, then the clean-up gives up
@@ -605,12 +605,12 @@ async def test_cleanup_gave_up_says_left_behind_and_next_transfer_removes_it(
     removes it and publishes byte-identical data, leaving no Staccato file behind.
     Before, the ended run said only ``failed`` and the next transfer left the old
     ``.staccato-part`` and journal there for good."""
-    _trust(own_server, module_env)
+    _trust(own_server, settings_env)
     source = data_dir / "src.bin"
     out = data_dir / "out"
     out.mkdir()
     destination = own_server.url(str(out / "gone.bin"))
-    with contextlib.nullcontext(module_worker) as worker:
+    with contextlib.nullcontext(settings_worker) as worker:
         client = await _client(temporal_server, worker.task_queue)
         transfer = await _gave_up_cleaning_up(
             client, own_server, source, out, seed=28, cleanup_for_s=HUNG_CLEANUP_FOR_S
@@ -651,8 +651,8 @@ async def test_cleanup_gave_up_says_left_behind_and_next_transfer_removes_it(
 async def test_cancel_stops_a_failed_transfers_cleanup(
     temporal_server,
     own_server: SshdServer,
-    module_env: dict[str, str],
-    module_worker: WorkerProcess,
+    settings_env: dict[str, str],
+    settings_worker: WorkerProcess,
     data_dir: Path,
 ) -> None:
     """A failed transfer still removing its partial data (sshd down): a ``cp`` to its
@@ -662,12 +662,12 @@ async def test_cancel_stops_a_failed_transfers_cleanup(
     ``status`` says ``left_behind``. Before, cancel printed "cancel requested", exited 0
     and changed nothing (the clean-up went on to its last attempt), and the busy
     message said only "being written by transfer"."""
-    _trust(own_server, module_env)
+    _trust(own_server, settings_env)
     source = data_dir / "src.bin"
     out = data_dir / "out"
     out.mkdir()
     destination = own_server.url(str(out / "gone.bin"))
-    with contextlib.nullcontext(module_worker) as worker:
+    with contextlib.nullcontext(settings_worker) as worker:
         client = await _client(temporal_server, worker.task_queue)
         transfer = await _gave_up_cleaning_up(client, own_server, source, out, seed=29)
         handle = client.temporal.get_workflow_handle(transfer)
@@ -710,8 +710,8 @@ async def test_cancel_stops_a_failed_transfers_cleanup(
 async def test_prepare_retried_after_a_wait_for_the_destination_says_scheduled(
     temporal_server,
     own_server: SshdServer,
-    module_env: dict[str, str],
-    module_worker: WorkerProcess,
+    settings_env: dict[str, str],
+    settings_worker: WorkerProcess,
     data_dir: Path,
 ) -> None:
     """A transfer queued behind another one (``--if-busy wait``) runs once that one
@@ -720,7 +720,7 @@ async def test_prepare_retried_after_a_wait_for_the_destination_says_scheduled(
     (README: "its first steps (stat, prepare) are still being retried") with the retry
     error, until sshd is back and its streams start; then it completes. Before, it said
     ``running`` from the end of its ``stat`` on."""
-    _trust(own_server, module_env)
+    _trust(own_server, settings_env)
     size, chunk = 64 * MiB, 4 * MiB
     source = data_dir / "src.bin"
     write_random(source, size, seed=30)
@@ -729,7 +729,7 @@ async def test_prepare_retried_after_a_wait_for_the_destination_says_scheduled(
     out = data_dir / "out"
     out.mkdir()
     destination = own_server.url(str(out / "held.bin"))
-    with contextlib.nullcontext(module_worker) as worker:
+    with contextlib.nullcontext(settings_worker) as worker:
         client = await _client(temporal_server, worker.task_queue)
         # the holder: paced (16 MiB/s), paused once it wrote a chunk: it holds the lock
         holder = await client.submit(
@@ -767,8 +767,8 @@ async def test_prepare_retried_after_a_wait_for_the_destination_says_scheduled(
 async def test_dataset_names_what_its_large_file_left_behind_and_no_eta_while_stalled(
     temporal_server,
     own_server: SshdServer,
-    module_env: dict[str, str],
-    module_worker: WorkerProcess,
+    settings_env: dict[str, str],
+    settings_worker: WorkerProcess,
     data_dir: Path,
 ) -> None:
     """A dataset (one SFTP root) of 8 small files and a 64 MiB one (a child transfer),
@@ -786,7 +786,7 @@ async def test_dataset_names_what_its_large_file_left_behind_and_no_eta_while_st
     from staccato.datasets.models import DatasetState
     from tests.dataset_checks import wait_dataset
 
-    _trust(own_server, module_env)
+    _trust(own_server, settings_env)
     source, out = data_dir / "tree", data_dir / "out"
     source.mkdir()
     out.mkdir()
@@ -800,7 +800,7 @@ async def test_dataset_names_what_its_large_file_left_behind_and_no_eta_while_st
     options = TransferOptions(
         chunk_size=4 * MiB, streams=2, retry_for_s=5, heartbeat_timeout_s=3, max_rate=4 * MiB
     )
-    with contextlib.nullcontext(module_worker) as worker:
+    with contextlib.nullcontext(settings_worker) as worker:
         client = await _client(temporal_server, worker.task_queue)
         dataset = await submit_dataset(
             client, str(source), own_server.url(str(out)), options, small_file_max=1 * MiB
@@ -876,8 +876,8 @@ async def test_dataset_names_what_its_large_file_left_behind_and_no_eta_while_st
 async def test_dataset_to_two_roots_names_what_a_large_file_left_at_the_down_one(
     temporal_server,
     own_server: SshdServer,
-    module_env: dict[str, str],
-    module_worker: WorkerProcess,
+    settings_env: dict[str, str],
+    settings_worker: WorkerProcess,
     data_dir: Path,
 ) -> None:
     """A dataset to two roots (a local one, an SFTP one) of a 64 MiB file (a fan-out
@@ -890,7 +890,7 @@ async def test_dataset_to_two_roots_names_what_a_large_file_left_at_the_down_one
     from staccato.datasets.models import DatasetState
     from tests.dataset_checks import wait_dataset
 
-    _trust(own_server, module_env)
+    _trust(own_server, settings_env)
     source, local, out = data_dir / "tree", data_dir / "local", data_dir / "out"
     source.mkdir()
     out.mkdir()
@@ -898,7 +898,7 @@ async def test_dataset_to_two_roots_names_what_a_large_file_left_at_the_down_one
     options = TransferOptions(
         chunk_size=4 * MiB, streams=2, retry_for_s=5, heartbeat_timeout_s=3, max_rate=16 * MiB
     )
-    with contextlib.nullcontext(module_worker) as worker:
+    with contextlib.nullcontext(settings_worker) as worker:
         client = await _client(temporal_server, worker.task_queue)
         sftp_root = own_server.url(str(out))
         dataset = await submit_dataset(

@@ -11,6 +11,7 @@ bytes verified and, now, a rate and an ETA (the read-back's average since it beg
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,12 +62,12 @@ def second_hash_held(
 async def test_a_verify_part_still_hashing_shows_the_read_backs_rate_and_eta(
     temporal_server,
     second_hash_held: SshdServer,
-    env_worker_env: dict[str, str],
+    settings_env: dict[str, str],
+    settings_worker: WorkerProcess,
     data_dir: Path,
-    tmp_path: Path,
 ) -> None:
     server = second_hash_held
-    known_hosts = Path(env_worker_env["STACCATO_SSH_KNOWN_HOSTS"])
+    known_hosts = Path(settings_env["STACCATO_SSH_KNOWN_HOSTS"])
     known_hosts.write_text(known_hosts.read_text() + server.known_hosts_path.read_text())
     source = data_dir / "verify-rate.bin"
     digest = write_random(source, SIZE, seed=73)
@@ -74,9 +75,7 @@ async def test_a_verify_part_still_hashing_shows_the_read_backs_rate_and_eta(
     out.mkdir()
     destination = out / "v.bin"
     work_dir = server.work_dir
-    with WorkerProcess(
-        temporal_server.address, processes=2, env=env_worker_env, log_dir=tmp_path
-    ) as worker:
+    with contextlib.nullcontext(settings_worker) as worker:  # the session's: ends its transfer
         client = await StaccatoClient.connect(
             target_host=temporal_server.address, namespace="default"
         )

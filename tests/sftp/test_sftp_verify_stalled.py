@@ -13,6 +13,7 @@ freezes sshd while the verify is surely in the server's hands, not after it ende
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,11 +78,11 @@ async def _until_file(path: Path, client: StaccatoClient, transfer: str, timeout
 async def test_a_verify_waiting_on_a_frozen_sftp_server_is_shown_stalled(
     temporal_server,
     held_server: SshdServer,
-    env_worker_env: dict[str, str],
+    settings_env: dict[str, str],
+    settings_worker: WorkerProcess,
     data_dir: Path,
-    tmp_path: Path,
 ) -> None:
-    known_hosts = Path(env_worker_env["STACCATO_SSH_KNOWN_HOSTS"])
+    known_hosts = Path(settings_env["STACCATO_SSH_KNOWN_HOSTS"])
     known_hosts.write_text(known_hosts.read_text() + held_server.known_hosts_path.read_text())
     source = data_dir / "verify-stall.bin"
     digest = write_random(source, SIZE, seed=62)
@@ -89,9 +90,7 @@ async def test_a_verify_waiting_on_a_frozen_sftp_server_is_shown_stalled(
     out.mkdir()
     destination = out / "v.bin"
     work_dir = held_server.work_dir
-    with WorkerProcess(
-        temporal_server.address, processes=2, env=env_worker_env, log_dir=tmp_path
-    ) as worker:
+    with contextlib.nullcontext(settings_worker) as worker:  # the session's: ends its transfer
         client = await StaccatoClient.connect(
             target_host=temporal_server.address, namespace="default"
         )
