@@ -75,6 +75,7 @@ from staccato.errors import RetryableError
 from staccato.secrets import install_log_scrubber
 from staccato.settled_query import GOVERNOR_STICKY_S
 from staccato.worker_life import start_worker_life
+from staccato.workers.build_id import BUILD_ID
 from staccato.workers.failure_size import BoundedFailures
 from staccato.workers.flags import FlagEvents
 from staccato.workers.lifeline import start_activity_process, start_manager_process
@@ -117,6 +118,7 @@ _FAILED_WORKER_EXIT_S = 10.0
 #: its event loop for seconds, so workflow tasks timed out and were retried. Workflow
 #: modules keep no state between runs; the test suite's workers and the replay test
 #: keep the default sandbox, so non-deterministic workflow code is still caught there.
+
 WORKFLOW_RUNNER = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules("staccato")
 )
@@ -529,6 +531,7 @@ class StaccatoWorker:
     def _temporal_worker(self) -> Worker:
         return Worker(
             self._client,
+            build_id=BUILD_ID,
             task_queue=self._task_queue,
             workflows=TASK_QUEUE_WORKFLOWS if self._workflows else [],
             workflow_runner=WORKFLOW_RUNNER,
@@ -744,6 +747,7 @@ def control_worker(
     copies = KnownCopyActivities(client)  # a transfer's known-copy lookup and check
     return Worker(
         client,
+        build_id=BUILD_ID,
         task_queue=control_queue(task_queue),
         activities=[
             activities.run_as_destination_transfer,
@@ -780,6 +784,7 @@ def governor_worker(client: Client) -> Worker:
     limits = LimitActivities(client)
     return Worker(
         client,
+        build_id=BUILD_ID,
         task_queue=GOVERNOR_QUEUE,
         workflows=[GovernorWorkflow, LinkTuningWorkflow],
         workflow_runner=WORKFLOW_RUNNER,

@@ -36,6 +36,8 @@ from temporalio.service import ServiceClient
 from temporalio.worker import PollerBehavior, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
+from staccato.workers.build_id import BUILD_ID
+
 log = logging.getLogger("staccato.worker")
 
 #: seconds :meth:`WorkflowThread.shutdown` waits for the thread's worker to stop (a
@@ -158,6 +160,7 @@ class WorkflowThread:
             activities += self._client_local_activities(client)
         worker = Worker(
             client,
+            build_id=BUILD_ID,
             task_queue=self._task_queue,
             workflows=self._workflows,
             workflow_runner=self._runner,
