@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from staccato import settings
+from staccato import settings, units
 from staccato.cli.common import EXIT_USAGE, fail, run, setup_logging, warn_unknown_settings
 from staccato.cli.options import ProcessesOption, port_option
 from staccato.errors import StaccatoError
@@ -63,7 +63,7 @@ def worker(
 
             StagingCache(config.staging_dir, config.staging_max_bytes).ensure_root()
         # the memory cap must cover the processes asked for
-        config.buffer_budget_bytes(processes or config.effective_worker_processes)
+        share = config.buffer_budget_bytes(processes or config.effective_worker_processes)
         _check_sftp_transport(config)
     except StaccatoError as err:  # SettingsError, SecretKeyError, PermanentError
         fail(str(err), EXIT_USAGE)
@@ -71,6 +71,14 @@ def worker(
     if check:
         for name, value in config.shown().items():
             typer.echo(f"{name}={value}")
+        # what a chunk must stay under not to run alone in its process (README
+        # "Capacity"; tester74 read the cap as a hard bound for any chunk size)
+        typer.echo(
+            f"# each activity process's share of STACCATO_WORKER_MEMORY_BYTES for chunk "
+            f"buffers: {share} bytes ({units.size(share)}); a larger chunk runs alone in its "
+            "process, above the cap",
+            err=True,  # stdout stays NAME=VALUE lines
+        )
         return
     from staccato.workers.worker import run_worker
 
