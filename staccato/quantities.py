@@ -54,6 +54,10 @@ def byte_count(text: str, expected: str, shown: str | None = None, per: str = ""
             f"{shown or text!r}: {unit.group(0)!r} is ambiguous (bits or bytes?): write "
             f"{as_bytes}{per} for bytes{bits}"
         )
+    if not re.fullmatch(r"(?a)\s*(\d+(\.\d*)?|\.\d+)\s*[A-Za-z]*\s*", text):
+        # pydantic's ByteSize reads only a leading number and unit: "4 MiB per link"
+        # was 4 MiB (tester74's setting, and any --chunk-size)
+        raise ValueError(f"{shown or text!r} is not {expected}")
     cleaned = re.sub(r"(?i)^([\d.]+)\s*([kmgt])$", lambda m: f"{m.group(1)}{m.group(2)}iB", text)
     if re.fullmatch(r"\d*\.\d*", cleaned.strip()):
         # ByteSize would cut `1.5` to 1 byte: a fraction of a byte is no byte count

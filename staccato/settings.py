@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import platformdirs
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # SettingsError is defined in staccato.errors and stays importable from here.
 from staccato.errors import SettingsError
+from staccato.quantities import byte_count
 
 DEFAULT_ADDRESS = "127.0.0.1:7233"
 DEFAULT_NAMESPACE = "default"
@@ -36,6 +37,21 @@ ENV_PREFIX = "STACCATO_"
 WORKER_PROCESS_OVERHEAD_BYTES = 160 * 1024**2
 
 PathList = Annotated[list[str], NoDecode]  # ``:``-separated in the environment
+
+
+def _byte_count(value: Any) -> Any:
+    """A ``*_BYTES`` setting's text as bytes: plain bytes or a unit (``4MiB``,
+    ``2G``), the words of every size on the command line
+    (:func:`staccato.quantities.byte_count`); anything else is left to the field's
+    own check (tester74: ``STACCATO_SOCKET_BUFFER_BYTES=4MiB`` was refused while
+    ``--chunk-size 4MiB`` is taken)."""
+    if isinstance(value, str) and value.strip():
+        return byte_count(value.strip(), "a byte count (bytes, or a unit such as 4MiB)")
+    return value
+
+
+#: bytes, given as an integer or with a unit
+Bytes = Annotated[int, BeforeValidator(_byte_count)]
 
 
 #: the source-sealing key's file in ``$STACCATO_HOME`` when no key setting names one
@@ -153,7 +169,7 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=lambda: Path(platformdirs.user_data_dir("staccato")))
     worker_processes: int | None = Field(None, ge=1, le=1024)
     worker_threads: int = Field(64, ge=1, le=1024)
-    worker_memory_bytes: int = Field(2 * 1024**3, ge=256 * 1024**2)
+    worker_memory_bytes: Bytes = Field(2 * 1024**3, ge=256 * 1024**2)
     worker_shutdown_timeout_s: float = Field(5.0, ge=0, le=3600)
     worker_manager_silent_s: float = Field(60.0, ge=1, le=3600, allow_inf_nan=False)
     worker_sticky_timeout_s: float = Field(10.0, ge=1, le=3600, allow_inf_nan=False)
@@ -180,10 +196,10 @@ class Settings(BaseSettings):
     file_roots: PathList = Field(default_factory=list)
     client_wait_s: float = Field(10.0, gt=0, le=600, allow_inf_nan=False)
     staging_dir: Path | None = None
-    staging_max_bytes: int = Field(20 * 1024**3, ge=1)
+    staging_max_bytes: Bytes = Field(20 * 1024**3, ge=1)
     tuning: bool = True
-    tuning_memory_bytes: int = Field(2 * 1024**3, ge=8 * 1024**2)
-    socket_buffer_bytes: int | None = Field(None, ge=4096, le=1024**3)
+    tuning_memory_bytes: Bytes = Field(2 * 1024**3, ge=8 * 1024**2)
+    socket_buffer_bytes: Bytes | None = Field(None, ge=4096, le=1024**3)
     temporal_http: str | None = Field(None, pattern=r"^(http://)?[^\s/:]+:\d{1,5}/?$")
     light_client: bool = True
     hang_s: float = Field(30.0, ge=1, le=86400, allow_inf_nan=False)

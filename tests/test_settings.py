@@ -49,6 +49,20 @@ def test_values_are_parsed(clean_env: pytest.MonkeyPatch) -> None:
     assert config.effective_worker_processes == 3
 
 
+def test_byte_settings_take_units(clean_env: pytest.MonkeyPatch) -> None:
+    """A ``*_BYTES`` setting takes a unit as the command line's sizes do (tester74:
+    ``STACCATO_SOCKET_BUFFER_BYTES=4MiB`` was refused as not an integer)."""
+    clean_env.setenv("STACCATO_SOCKET_BUFFER_BYTES", "4MiB")
+    clean_env.setenv("STACCATO_WORKER_MEMORY_BYTES", "3G")
+    clean_env.setenv("STACCATO_TUNING_MEMORY_BYTES", "64MiB")
+    clean_env.setenv("STACCATO_STAGING_MAX_BYTES", "100MB")
+    config = settings.checked()
+    assert config.socket_buffer_bytes == 4 * 1024**2
+    assert config.worker_memory_bytes == 3 * 1024**3
+    assert config.tuning_memory_bytes == 64 * 1024**2
+    assert config.staging_max_bytes == 100 * 10**6
+
+
 @pytest.mark.parametrize(
     ("name", "bad"),
     [
@@ -67,6 +81,9 @@ def test_values_are_parsed(clean_env: pytest.MonkeyPatch) -> None:
         ("STACCATO_HOME", "/etc/hostname"),
         ("STACCATO_WORKER_THREADS", "0"),
         ("STACCATO_WORKER_MEMORY_BYTES", "1000"),
+        ("STACCATO_WORKER_MEMORY_BYTES", "2Gb"),
+        ("STACCATO_SOCKET_BUFFER_BYTES", "4 MiB per link"),
+        ("STACCATO_SOCKET_BUFFER_BYTES", "2KiB"),
         ("STACCATO_HANG_S", "abc"),
         ("STACCATO_HANG_S", "0.5"),
         ("STACCATO_OWNER", "o" * 65),

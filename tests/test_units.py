@@ -165,7 +165,9 @@ def test_parse_size(text: str, value: int) -> None:
     assert parse_size(text) == value
 
 
-@pytest.mark.parametrize("text", ["0", "-1", "lots", "6GiB", ""])
+@pytest.mark.parametrize(
+    "text", ["0", "-1", "lots", "6GiB", "", "4 MiB per link", "8MiB of chunks", "1e3"]
+)
 def test_parse_size_rejects(text: str) -> None:
     with pytest.raises(typer.BadParameter):
         parse_size(text)
