@@ -702,3 +702,34 @@ def test_a_cancelled_datasets_end_line_says_what_it_copied(capsys: Any) -> None:
     except typer.Exit:
         pass
     assert capsys.readouterr().err.strip().endswith("failed: listing gave up")
+
+
+def test_watch_quiet_waits_and_says_nothing_but_the_outcome(
+    temporal_server, worker, data_dir: Path
+) -> None:
+    """``watch -q`` as ``cp -q``: it waits for the end and prints nothing on success
+    (exit 0), for a transfer and for a dataset; a failed one still says why (exit 1).
+    Before (tester74), ``watch`` had no ``-q``."""
+    from tests.helpers import run_cli
+
+    args = dict(address=temporal_server.address, task_queue=worker.task_queue)
+    source = data_dir / "src.bin"
+    write_random(source, 3 * MiB, seed=74)
+    tree = data_dir / "tree"
+    tree.mkdir()
+    (tree / "a.txt").write_bytes(b"a")
+    started = [
+        run_cli("submit", str(source), str(data_dir / "out.bin"), **args),
+        run_cli("submit", "-r", str(tree), str(data_dir / "outtree"), **args),
+    ]
+    for submitted in started:
+        assert submitted.returncode == 0, submitted
+        watched = run_cli("watch", "-q", submitted.stdout.strip(), **args)
+        assert watched.returncode == 0, watched
+        assert watched.stdout == "" and watched.stderr == "", watched
+    assert (data_dir / "out.bin").read_bytes() == source.read_bytes()
+    assert (data_dir / "outtree" / "a.txt").read_bytes() == b"a"
+    missing = run_cli("submit", str(data_dir / "nothing.bin"), str(data_dir / "o2"), **args)
+    failed = run_cli("watch", "-q", missing.stdout.strip() or str(data_dir / "o2"), **args)
+    assert failed.returncode != 0, failed
+    assert "nothing.bin" in failed.stderr, failed

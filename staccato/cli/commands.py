@@ -475,17 +475,18 @@ def cp(
     _exit_for(run(go, starts=True), quiet)
 
 
-def watch(transfer: TransferArg) -> None:
+def watch(transfer: TransferArg, quiet: QuietOption = False) -> None:
     """Follow a transfer or dataset with a progress bar until it ends (exit codes as
     for cp: 0 completed, 1 failed or cancelled, 130 Ctrl-C or 143 SIGTERM, after which
-    it goes on)."""
+    it goes on). With -q, wait without progress and say only errors and warnings (a
+    script's wait, as cp -q)."""
     if _names_dataset(transfer):
-        datasets.watch(transfer)
+        datasets.watch(transfer, quiet=quiet)
         return
     if transfer.startswith(GROUP_ID_PREFIX):
         from staccato.cli import fanout  # imports the Temporal client
 
-        fanout.watch(transfer)
+        fanout.watch(transfer, quiet=quiet)
         return
 
     async def go() -> TransferStatus | None:
@@ -499,13 +500,13 @@ def watch(transfer: TransferArg) -> None:
             if await _is_dataset_root(client, transfer):
                 return None
             raise
-        return await _follow(client, transfer, quiet=False)
+        return await _follow(client, transfer, quiet=quiet)
 
     followed = run(go)
     if followed is None:  # a dataset's destination root
-        datasets.watch(transfer)
+        datasets.watch(transfer, quiet=quiet)
         return
-    _exit_for(followed)
+    _exit_for(followed, quiet)
 
 
 async def _is_dataset_root(client: StaccatoClient, destination: str) -> bool:

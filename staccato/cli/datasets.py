@@ -794,16 +794,17 @@ def status(dataset: str, as_json: bool, failures: bool) -> None:
         typer.echo(line)
 
 
-def watch(dataset: str) -> None:
-    """``staccato watch`` of a dataset id: the progress bar until it ends."""
+def watch(dataset: str, *, quiet: bool = False) -> None:
+    """``staccato watch`` of a dataset id: the progress bar until it ends (none with
+    ``quiet``)."""
 
     async def go() -> DatasetStatus:
         from staccato.client import StaccatoClient
 
         client = await StaccatoClient.connect()
-        return await follow_or_hint("dataset", dataset, follow(client, dataset, quiet=False))
+        return await follow_or_hint("dataset", dataset, follow(client, dataset, quiet=quiet))
 
-    exit_for(run(go))
+    exit_for(run(go), quiet)
 
 
 def list_row(s: DatasetStatus) -> str:

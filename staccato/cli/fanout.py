@@ -106,15 +106,15 @@ async def _start(request: FanOutRequest) -> GroupStart:
     return await start_group(client, request)
 
 
-def watch(group: str) -> None:
+def watch(group: str, *, quiet: bool = False) -> None:
     """Follow a group until it ends (exit codes as for ``cp``; Ctrl-C or SIGTERM: the
-    group goes on, :func:`follow_or_hint`)."""
+    group goes on, :func:`follow_or_hint`); ``quiet``: no progress lines."""
 
     async def go() -> GroupStatus:
         client = await StaccatoClient.connect()
-        return await follow_or_hint("group", group, _follow(client, group, quiet=False))
+        return await follow_or_hint("group", group, _follow(client, group, quiet=quiet))
 
-    exit_for(run(go))
+    exit_for(run(go), quiet)
 
 
 async def _follow(client: StaccatoClient, group: str, *, quiet: bool) -> GroupStatus:
