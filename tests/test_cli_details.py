@@ -733,3 +733,18 @@ def test_watch_quiet_waits_and_says_nothing_but_the_outcome(
     failed = run_cli("watch", "-q", missing.stdout.strip() or str(data_dir / "o2"), **args)
     assert failed.returncode != 0, failed
     assert "nothing.bin" in failed.stderr, failed
+
+
+def test_a_checksum_read_back_is_not_called_every_byte() -> None:
+    """The end line's ``verified:`` for ``--verify checksum`` read back after a pause
+    does not claim every byte was read (that is ``full``'s; tester74)."""
+    from staccato.models import VerifyMode
+
+    def status(level: VerifyMode) -> TransferStatus:
+        # only the two fields the line reads
+        return TransferStatus.model_construct(verify_level=level, segments_copied_again=0)
+
+    full = render.verify_level_text(status(VerifyMode.full))
+    assert full == "full: every byte read back before publish, 0 segments copied again"
+    checksum = render.verify_level_text(status(VerifyMode.checksum))
+    assert "every byte" not in checksum and checksum.startswith("checksum: read back"), checksum
