@@ -203,9 +203,19 @@ def connect_failure(err: BaseException, timeout_s: float) -> str:
         return f"no answer within {timeout_s:g} s"
     text = str(err)
     found = re.search(r'message: "([^"]+)"', text) or re.search(r'ConnectError\("([^"]+)"', text)
-    if found:
-        return found.group(1).lower()
-    return text.splitlines()[0] if text else type(err).__name__
+    reason = found.group(1).lower() if found else (text.splitlines()[0] if text else "")
+    if "call error after connection" in text or re.search(
+        r"(?i)protocol error|transport error|http2", reason
+    ):
+        # connected, then the first gRPC call failed: a server that answers but not in
+        # gRPC, e.g. the Temporal UI's port (an HTTP/2 GOAWAY) or the dev server's HTTP
+        # API port (the connection closed; tester74: "transport error")
+        return (
+            f"{reason or 'transport error'}: something answers there, but not Temporal's "
+            "gRPC (is it the Temporal UI's or HTTP API's port? gRPC is `staccato up "
+            "--port`, 7233 by default)"
+        )
+    return reason or type(err).__name__
 
 
 @dataclass(frozen=True)

@@ -453,3 +453,15 @@ def test_a_name_ending_in_a_space_is_copied_through_a_file_url(cli, data_dir: Pa
     done = cli("cp", "-q", f"file://{quote(str(odd))}", str(data_dir / "out.bin"))
     assert done.returncode == 0, done.stderr
     assert sha256_file(data_dir / "out.bin") == digest
+
+
+def test_temporal_address_at_the_http_port_says_it_is_not_grpc(temporal_server) -> None:
+    """TEMPORAL_ADDRESS at the dev server's HTTP API port (or the UI's): the error says
+    something answers there but not Temporal's gRPC, and names the gRPC port's option
+    (tester74: just "transport error"); the UI's port says the same."""
+    for address in (temporal_server.http_address, temporal_server.ui_url.removeprefix("http://")):
+        done = run_cli("list", address=address, timeout_s=60)
+        assert done.returncode == 1, done
+        said = " ".join(done.stderr.split())
+        assert f"cannot reach Temporal at {address}" in said, said
+        assert "but not Temporal's gRPC" in said and "staccato up --port" in said, said
