@@ -116,9 +116,11 @@ def report(run: dict[str, Any], label: str) -> None:
             print(f"  {rel(t):8.0f}  {kind:32s} {act}")
     batches = [s for s in spans.values() if s["name"] == "copy_batch" and "COMPLETED" in s]
     # concurrency histogram of batches running
-    edges = sorted({began, ended} | {s["STARTED"] for s in batches} | {s["COMPLETED"] for s in batches})
+    edges = sorted(
+        {began, ended} | {s["STARTED"] for s in batches} | {s["COMPLETED"] for s in batches}
+    )
     running: dict[int, float] = {}
-    for a, b in zip(edges, edges[1:]):
+    for a, b in zip(edges, edges[1:], strict=False):
         mid = (a + b) / 2
         n = sum(1 for s in batches if s["STARTED"] <= mid < s["COMPLETED"])
         running[n] = running.get(n, 0.0) + (b - a)
@@ -130,7 +132,9 @@ def report(run: dict[str, Any], label: str) -> None:
     cpu = {k: t1.get(k, 0.0) - t0.get(k, 0.0) for k in t1}
     cpu["command"] = t1.get("command", 0.0)
     total = sum(cpu.values())
-    started = next(_when(e["eventTime"]) for e in events if _kind(e) == "WORKFLOW_EXECUTION_STARTED")
+    started = next(
+        _when(e["eventTime"]) for e in events if _kind(e) == "WORKFLOW_EXECUTION_STARTED"
+    )
     pages = [s for s in spans.values() if s["name"] == "list_entries" and "COMPLETED" in s]
     print(
         f"  workflow started {rel(started):.0f} ms, -> first batch start "
@@ -141,15 +145,20 @@ def report(run: dict[str, Any], label: str) -> None:
         f"  first batch start {rel(first):.0f} ms, last batch end {rel(last):.0f} ms, "
         f"exit after {(ended - last) * 1000:.0f} ms; batches {len(batches)}"
     )
-    print("  time with N batches running (ms): " + ", ".join(
-        f"{n}: {v * 1000:.0f}" for n, v in sorted(running.items())))
+    print(
+        "  time with N batches running (ms): "
+        + ", ".join(f"{n}: {v * 1000:.0f}" for n, v in sorted(running.items()))
+    )
     for s in sorted(batches, key=lambda s: s["SCHEDULED"]):
         print(
             f"    batch sched {rel(s['SCHEDULED']):6.0f} start {rel(s['STARTED']):6.0f} "
             f"end {rel(s['COMPLETED']):6.0f}"
         )
-    print("  CPU-s " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())
-          + f"; cores busy {total / (ended - began):.2f}")
+    print(
+        "  CPU-s "
+        + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())
+        + f"; cores busy {total / (ended - began):.2f}"
+    )
     # busy cores per 250 ms window
     line = []
     for i in range(len(samples)):

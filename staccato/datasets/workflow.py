@@ -2,16 +2,18 @@
 
 Loop: a ``list_entries`` activity lists one page of the source (``page_size`` entries,
 include/exclude applied on the worker; the first page of a run short, so copying
-starts after a short listing: one destination root, the ramp's
-:func:`ramp_entries` entries (1,152 by default), then pages twice as long up to
-``page_size``; several roots, :data:`FIRST_PAGE_ENTRIES`); the next page is listed
-while this one is copied. Small files (<= ``small_file_max``) are grouped into
+starts after a short listing: one destination root, the ramp's first batch
+(:func:`first_page_entries`, 256 entries by default; before
+:data:`DATASET_BALANCED_RAMP_PATCH` the whole ramp, :func:`ramp_entries`), then
+pages twice as long up to ``page_size``; several roots, :data:`FIRST_PAGE_ENTRIES`);
+the next page is listed while this one is copied. Small files (<= ``small_file_max``) are grouped into
 batches (<= ``batch_files`` files and <= ``batch_bytes``) copied by one
 ``copy_batch`` activity each; a large file is a child ``TransferWorkflow`` under its
 destination's transfer id (its lock), resumable mid-file. At most ``max_batches``
 batches and ``max_children`` children are in flight. One root's batches are
 staggered (:data:`DATASET_STAGGER_PATCH`): a run's first ``max_batches`` ramp up to
-``batch_files`` files and the listing's last page is cut into shrinking ones, so
+``batch_files`` files (each at most a slot's share of the entries listed so far:
+:func:`balanced_files`) and the listing's last page is cut into shrinking ones, so
 they do not all end together. A file that fails (its name, a collision, a missing
 source...) is counted with its reason; the rest goes on; the dataset then ends
 ``completed_with_errors``.
