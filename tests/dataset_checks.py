@@ -102,17 +102,11 @@ async def wait_dataset(client: StaccatoClient, dataset: str, *, timeout_s: float
 
 def batch_sizes(files: int, *, batch_files: int, max_batches: int, page_size: int) -> list[int]:
     """The sizes of the batches a one-root dataset of ``files`` small files runs, in
-    order (staggered, balanced: ``staccato.datasets.workflow``): a first page of the
-    ramp's first batch, then pages twice as long up to ``page_size``; a run's first
-    ``max_batches`` batches ramp up to ``batch_files``, each at most a slot's share of
-    the entries listed through its page (``balanced_files``); the last page's batches
-    shrink."""
-    from staccato.datasets.workflow import (
-        balanced_files,
-        first_page_entries,
-        ramp_files,
-        tail_files,
-    )
+    order (staggered: ``staccato.datasets.workflow``): a first page of the ramp's
+    first batch (``dataset-short-first-page``), then pages twice as long up to
+    ``page_size``; a run's first ``max_batches`` batches ramp up to ``batch_files``
+    (a batch ends with its page); the last page's batches shrink."""
+    from staccato.datasets.workflow import first_page_entries, ramp_files, tail_files
 
     sizes: list[int] = []
     limit = min(page_size, first_page_entries(batch_files, max_batches))
@@ -120,10 +114,9 @@ def batch_sizes(files: int, *, batch_files: int, max_batches: int, page_size: in
     while start < files:
         page = min(limit, files - start)
         last = start + limit >= files
-        share = balanced_files(batch_files, max_batches, start + page)
         position = 0
         while position < page:
-            cap = min(share, ramp_files(batch_files, max_batches, len(sizes)))
+            cap = ramp_files(batch_files, max_batches, len(sizes))
             if last:
                 cap = min(cap, tail_files(batch_files, max_batches, page - position))
             size = min(cap, page - position)

@@ -1,8 +1,7 @@
 """A dataset's batches are staggered (``dataset-staggered-batches``): a run's first
 ``max_batches`` batches ramp up to ``batch_files`` files, the listing's first pages are
 short (the ramp's first batch's entries, then twice as many, up to ``page_size``:
-``dataset-short-first-page-balanced-ramp``), no batch holds more than a slot's share of
-the entries listed through its page, and the last
+``dataset-short-first-page``), and the last
 page is cut into shrinking batches, so batches do not all end together and no slot
 idles while a round is dispatched. Against the session's real worker and Temporal:
 every file arrives once, whole; the batches, read from the run's history (the
@@ -21,7 +20,7 @@ from staccato.dataset_client import make_dataset_request, submit_dataset
 from staccato.datasets.models import BATCH_FILES as BATCH_FILES_DEFAULT
 from staccato.datasets.models import FAN_OUT_BATCH_FILES, DatasetState
 from staccato.datasets.workflow import (
-    DATASET_BALANCED_RAMP_PATCH,
+    DATASET_SHORT_FIRST_PAGE_PATCH,
     DATASET_STAGGER_PATCH,
     DatasetWorkflow,
 )
@@ -88,17 +87,16 @@ async def test_batches_ramp_up_and_shrink_and_every_file_arrives_once(
         and e.marker_recorded_event_attributes.marker_name == "core_patch"
     ]
     assert DATASET_STAGGER_PATCH in patches, patches
-    assert DATASET_BALANCED_RAMP_PATCH in patches, patches
+    assert DATASET_SHORT_FIRST_PAGE_PATCH in patches, patches
     # pages: the ramp's first batch first (4 entries: copying starts after a short
-    # listing), then doubling up to 64 (before the balanced ramp: 40, 64, 64)
+    # listing), then doubling up to 64 (before: 40, 64, 64)
     limits = [i["limit"] for i in _inputs(events, "list_entries")]
     assert limits[:6] == [4, 8, 16, 32, 64, 64], limits
     batches = [[f["name"] for f in i["files"]] for i in _inputs(events, "copy_batch")]
     sizes = [len(b) for b in batches]
-    # the ramp (4, 8, 12, 16), each batch at most a slot's share of the entries listed
-    # through its page (at least 16 / 4): pages of 4, 8 and 16 entries (4, 12 and 28
-    # listed) give 4 | 4, 4 | 7, 7, 2 (before: 4, 8, 12, 16, the last two 4x the first)
-    assert sizes[:6] == [4, 4, 4, 7, 7, 2], sizes
+    # the ramp (4, 8, 12, 16), a batch ending with its page: pages of 4, 8, 16 and 32
+    # entries give 4 | 8 | 12, 4 | 16, 16
+    assert sizes[:6] == [4, 8, 12, 4, 16, 16], sizes
     assert sizes == batch_sizes(
         FILES, batch_files=BATCH_FILES, max_batches=MAX_BATCHES, page_size=PAGE_SIZE
     ), sizes

@@ -4,16 +4,15 @@ Loop: a ``list_entries`` activity lists one page of the source (``page_size`` en
 include/exclude applied on the worker; the first page of a run short, so copying
 starts after a short listing: one destination root, the ramp's first batch
 (:func:`first_page_entries`, 256 entries by default; before
-:data:`DATASET_BALANCED_RAMP_PATCH` the whole ramp, :func:`ramp_entries`), then
+:data:`DATASET_SHORT_FIRST_PAGE_PATCH` the whole ramp, :func:`ramp_entries`), then
 pages twice as long up to ``page_size``; several roots, :data:`FIRST_PAGE_ENTRIES`);
-the next page is listed while this one is copied. Small files (<= ``small_file_max``) are grouped into
-batches (<= ``batch_files`` files and <= ``batch_bytes``) copied by one
+the next page is listed while this one is copied. Small files (<= ``small_file_max``)
+are grouped into batches (<= ``batch_files`` files and <= ``batch_bytes``) copied by one
 ``copy_batch`` activity each; a large file is a child ``TransferWorkflow`` under its
 destination's transfer id (its lock), resumable mid-file. At most ``max_batches``
 batches and ``max_children`` children are in flight. One root's batches are
 staggered (:data:`DATASET_STAGGER_PATCH`): a run's first ``max_batches`` ramp up to
-``batch_files`` files (each at most a slot's share of the entries listed so far:
-:func:`balanced_files`) and the listing's last page is cut into shrinking ones, so
+``batch_files`` files and the listing's last page is cut into shrinking ones, so
 they do not all end together. A file that fails (its name, a collision, a missing
 source...) is counted with its reason; the rest goes on; the dataset then ends
 ``completed_with_errors``.
@@ -233,22 +232,16 @@ FIRST_PAGE_ENTRIES = 768
 #: ``batch_files`` long, started in rounds and ended within ~0.1 s of each other, and
 #: every slot idled while the next round was dispatched
 DATASET_STAGGER_PATCH = "dataset-staggered-batches"
-#: ``workflow.patched`` id (one root, staggered; issue 11's file->file row, where the
-#: cores idled at the start and the end of a 10,000-file run): (1) a run's first
-#: listing page holds the ramp's first batch only (:func:`first_page_entries`: 256
-#: entries by default), then pages twice as long up to ``page_size``, so copying starts
-#: once those few entries are listed and the next page is listed beside the first
-#: batch; before, the first page held the whole ramp (:func:`ramp_entries`, capped at
-#: ``page_size``: 4,000 entries), listed and dispatched (0.33-0.55 s at load 15) before
-#: any file was copied. (2) A batch holds at most :func:`balanced_files` of the
-#: entries listed so far (through its page): 1/``max_batches`` of them, at least
-#: ``batch_files / TAIL_BATCH_SHARE``; before, the ramp's last batches (1,792 and
-#: 2,048 files of a 10,000-file dataset, formed from the page before the last) ran
-#: ~4x longer than the last page's shrinking ones and were the run's tail, one or
-#: two slots busy while the others had nothing left. A dataset past ``batch_files x
-#: max_batches`` entries (16,384) gets whole batches again. Costs: ~2 more pages and
-#: ~4 more batches in a run's first 16,384 files (~36 events); a marker event per run
-DATASET_BALANCED_RAMP_PATCH = "dataset-short-first-page-balanced-ramp"
+#: ``workflow.patched`` id (one root, staggered; issue 11's file->file row, where a
+#: core idled before the first file was copied): a run's first listing page holds
+#: the ramp's first batch only (:func:`first_page_entries`: 256 entries by default),
+#: then pages twice as long up to ``page_size``, so copying starts once those few
+#: entries are listed and the next page is listed beside the first batch. Before, the
+#: first page held the whole ramp (:func:`ramp_entries`, capped at ``page_size``:
+#: 4,000 entries), listed and dispatched before any file was copied (workflow start
+#: -> first batch 332-555 ms at load 15, now 101-196 ms). ~2 more pages (~12 events)
+#: and ~1 more batch (a page's cut) per run; a marker event per run
+DATASET_SHORT_FIRST_PAGE_PATCH = "dataset-short-first-page"
 #: ``workflow.patched`` id: a batch to one root (``copy_batch``) is scheduled with
 #: ``--retry-for`` plus the time its work may take as its schedule-to-close timeout
 #: (as a batch to several roots), and with ``retry_for_s`` in its input, so that its
@@ -369,18 +362,9 @@ def ramp_entries(batch_files: int, max_batches: int) -> int:
 
 def first_page_entries(batch_files: int, max_batches: int) -> int:
     """Entries of a run's first listing page, staggered, with
-    :data:`DATASET_BALANCED_RAMP_PATCH`: the ramp's first batch (e.g. 256 of
+    :data:`DATASET_SHORT_FIRST_PAGE_PATCH`: the ramp's first batch (e.g. 256 of
     2,048-file batches and 8 slots)."""
     return ramp_files(batch_files, max_batches, 0)
-
-
-def balanced_files(batch_files: int, max_batches: int, listed: int) -> int:
-    """Files a batch may hold at most with :data:`DATASET_BALANCED_RAMP_PATCH`,
-    ``listed`` entries being listed so far (the dataset's, through the batch's page):
-    ``listed / max_batches``, at least ``batch_files / TAIL_BATCH_SHARE``, at most
-    ``batch_files``; so no batch holds much more than a slot's share of what is known."""
-    floor = max(1, batch_files // TAIL_BATCH_SHARE)
-    return min(batch_files, max(floor, listed // max_batches))
 
 
 def tail_files(batch_files: int, max_batches: int, left: int) -> int:
@@ -431,8 +415,6 @@ class DatasetWorkflow:
         # batch sizes staggered (DATASET_STAGGER_PATCH), and the batches formed so far
         self._staggered = False
         self._formed = 0
-        # batches capped at a slot's share of the entries listed (DATASET_BALANCED_RAMP_PATCH)
-        self._balanced = False
         # a large file's transfer to a root (its destination URL) that failed and
         # whose clean-up gave up: what it left there, until its failure is kept
         self._left_behind: dict[str, str] = {}
@@ -614,8 +596,7 @@ class DatasetWorkflow:
             first_limit = request.page_size
         elif self._staggered:
             first_limit = ramp_entries(request.batch_files, request.max_batches)
-            self._balanced = workflow.patched(DATASET_BALANCED_RAMP_PATCH)
-            if self._balanced:
+            if workflow.patched(DATASET_SHORT_FIRST_PAGE_PATCH):
                 first_limit = first_page_entries(request.batch_files, request.max_batches)
         else:
             first_limit = FIRST_PAGE_ENTRIES
@@ -694,14 +675,6 @@ class DatasetWorkflow:
         group_bytes = 0
         group_files = request.batch_files  # the files the group being formed may hold
         handled: tuple[int, str] | None = None  # the last entry dispatched or failed
-        # DATASET_BALANCED_RAMP_PATCH: a slot's share of the entries listed through this page
-        share = (
-            balanced_files(
-                request.batch_files, request.max_batches, carried.files_listed + len(page.entries)
-            )
-            if self._balanced
-            else request.batch_files
-        )
 
         async def flush() -> None:
             nonlocal group, group_bytes
@@ -738,9 +711,7 @@ class DatasetWorkflow:
                     await flush()
                     full = None
                 if not group and self._staggered:
-                    group_files = min(
-                        share, ramp_files(request.batch_files, request.max_batches, self._formed)
-                    )
+                    group_files = ramp_files(request.batch_files, request.max_batches, self._formed)
                     if last:
                         left = len(page.entries) - position
                         group_files = min(
