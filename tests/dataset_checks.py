@@ -102,13 +102,14 @@ async def wait_dataset(client: StaccatoClient, dataset: str, *, timeout_s: float
 
 def batch_sizes(files: int, *, batch_files: int, max_batches: int, page_size: int) -> list[int]:
     """The sizes of the batches a one-root dataset of ``files`` small files runs, in
-    order (staggered: ``staccato.datasets.workflow``): pages of the ramp's entries,
-    then twice as many up to ``page_size``; a run's first ``max_batches`` batches ramp
-    up to ``batch_files``; the last page's batches shrink."""
-    from staccato.datasets.workflow import ramp_entries, ramp_files, tail_files
+    order (staggered: ``staccato.datasets.workflow``): a first page of the ramp's
+    first batch (``dataset-short-first-page``), then pages twice as long up to
+    ``page_size``; a run's first ``max_batches`` batches ramp up to ``batch_files``
+    (a batch ends with its page); the last page's batches shrink."""
+    from staccato.datasets.workflow import first_page_entries, ramp_files, tail_files
 
     sizes: list[int] = []
-    limit = min(page_size, ramp_entries(batch_files, max_batches))
+    limit = min(page_size, first_page_entries(batch_files, max_batches))
     start = 0
     while start < files:
         page = min(limit, files - start)

@@ -1,6 +1,7 @@
 """A dataset's batches are staggered (``dataset-staggered-batches``): a run's first
 ``max_batches`` batches ramp up to ``batch_files`` files, the listing's first pages are
-short (the ramp's entries, then twice as many, up to ``page_size``), and the last
+short (the ramp's first batch's entries, then twice as many, up to ``page_size``:
+``dataset-short-first-page``), and the last
 page is cut into shrinking batches, so batches do not all end together and no slot
 idles while a round is dispatched. Against the session's real worker and Temporal:
 every file arrives once, whole; the batches, read from the run's history (the
@@ -18,7 +19,11 @@ from staccato.client import StaccatoClient
 from staccato.dataset_client import make_dataset_request, submit_dataset
 from staccato.datasets.models import BATCH_FILES as BATCH_FILES_DEFAULT
 from staccato.datasets.models import FAN_OUT_BATCH_FILES, DatasetState
-from staccato.datasets.workflow import DATASET_STAGGER_PATCH, DatasetWorkflow
+from staccato.datasets.workflow import (
+    DATASET_SHORT_FIRST_PAGE_PATCH,
+    DATASET_STAGGER_PATCH,
+    DatasetWorkflow,
+)
 from staccato.models import TransferOptions
 from tests.dataset_checks import MiB, batch_sizes, tree, tree_difference, wait_dataset
 from tests.helpers import replayer_of
@@ -82,12 +87,16 @@ async def test_batches_ramp_up_and_shrink_and_every_file_arrives_once(
         and e.marker_recorded_event_attributes.marker_name == "core_patch"
     ]
     assert DATASET_STAGGER_PATCH in patches, patches
-    # pages: the ramp's entries first (4 + 8 + 12 + 16 = 40), then doubling up to 64
+    assert DATASET_SHORT_FIRST_PAGE_PATCH in patches, patches
+    # pages: the ramp's first batch first (4 entries: copying starts after a short
+    # listing), then doubling up to 64 (before: 40, 64, 64)
     limits = [i["limit"] for i in _inputs(events, "list_entries")]
-    assert limits[:3] == [40, 64, 64], limits
+    assert limits[:6] == [4, 8, 16, 32, 64, 64], limits
     batches = [[f["name"] for f in i["files"]] for i in _inputs(events, "copy_batch")]
     sizes = [len(b) for b in batches]
-    assert sizes[:MAX_BATCHES] == [4, 8, 12, 16], sizes  # the ramp
+    # the ramp (4, 8, 12, 16), a batch ending with its page: pages of 4, 8, 16 and 32
+    # entries give 4 | 8 | 12, 4 | 16, 16
+    assert sizes[:6] == [4, 8, 12, 4, 16, 16], sizes
     assert sizes == batch_sizes(
         FILES, batch_files=BATCH_FILES, max_batches=MAX_BATCHES, page_size=PAGE_SIZE
     ), sizes

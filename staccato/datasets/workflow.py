@@ -2,11 +2,12 @@
 
 Loop: a ``list_entries`` activity lists one page of the source (``page_size`` entries,
 include/exclude applied on the worker; the first page of a run short, so copying
-starts after a short listing: one destination root, the ramp's
-:func:`ramp_entries` entries (1,152 by default), then pages twice as long up to
-``page_size``; several roots, :data:`FIRST_PAGE_ENTRIES`); the next page is listed
-while this one is copied. Small files (<= ``small_file_max``) are grouped into
-batches (<= ``batch_files`` files and <= ``batch_bytes``) copied by one
+starts after a short listing: one destination root, the ramp's first batch
+(:func:`first_page_entries`, 256 entries by default; before
+:data:`DATASET_SHORT_FIRST_PAGE_PATCH` the whole ramp, :func:`ramp_entries`), then
+pages twice as long up to ``page_size``; several roots, :data:`FIRST_PAGE_ENTRIES`);
+the next page is listed while this one is copied. Small files (<= ``small_file_max``)
+are grouped into batches (<= ``batch_files`` files and <= ``batch_bytes``) copied by one
 ``copy_batch`` activity each; a large file is a child ``TransferWorkflow`` under its
 destination's transfer id (its lock), resumable mid-file. At most ``max_batches``
 batches and ``max_children`` children are in flight. One root's batches are
@@ -231,6 +232,16 @@ FIRST_PAGE_ENTRIES = 768
 #: ``batch_files`` long, started in rounds and ended within ~0.1 s of each other, and
 #: every slot idled while the next round was dispatched
 DATASET_STAGGER_PATCH = "dataset-staggered-batches"
+#: ``workflow.patched`` id (one root, staggered; issue 11's file->file row, where a
+#: core idled before the first file was copied): a run's first listing page holds
+#: the ramp's first batch only (:func:`first_page_entries`: 256 entries by default),
+#: then pages twice as long up to ``page_size``, so copying starts once those few
+#: entries are listed and the next page is listed beside the first batch. Before, the
+#: first page held the whole ramp (:func:`ramp_entries`, capped at ``page_size``:
+#: 4,000 entries), listed and dispatched before any file was copied (workflow start
+#: -> first batch 332-555 ms at load 15, now 101-196 ms). ~2 more pages (~12 events)
+#: and ~1 more batch (a page's cut) per run; a marker event per run
+DATASET_SHORT_FIRST_PAGE_PATCH = "dataset-short-first-page"
 #: ``workflow.patched`` id: a batch to one root (``copy_batch``) is scheduled with
 #: ``--retry-for`` plus the time its work may take as its schedule-to-close timeout
 #: (as a batch to several roots), and with ``retry_for_s`` in its input, so that its
@@ -347,6 +358,13 @@ def ramp_entries(batch_files: int, max_batches: int) -> int:
     """Entries of a run's first listing page, staggered: the ramp's files (every slot
     gets a batch from it), e.g. 1,152 for 256-file batches and 8 slots."""
     return sum(ramp_files(batch_files, max_batches, n) for n in range(max_batches))
+
+
+def first_page_entries(batch_files: int, max_batches: int) -> int:
+    """Entries of a run's first listing page, staggered, with
+    :data:`DATASET_SHORT_FIRST_PAGE_PATCH`: the ramp's first batch (e.g. 256 of
+    2,048-file batches and 8 slots)."""
+    return ramp_files(batch_files, max_batches, 0)
 
 
 def tail_files(batch_files: int, max_batches: int, left: int) -> int:
@@ -578,6 +596,8 @@ class DatasetWorkflow:
             first_limit = request.page_size
         elif self._staggered:
             first_limit = ramp_entries(request.batch_files, request.max_batches)
+            if workflow.patched(DATASET_SHORT_FIRST_PAGE_PATCH):
+                first_limit = first_page_entries(request.batch_files, request.max_batches)
         else:
             first_limit = FIRST_PAGE_ENTRIES
         limit = min(request.page_size, first_limit)
