@@ -577,6 +577,12 @@ def never_copied(status: DatasetStatus, failure: FileFailure) -> bool:
     return written_name_problem(root, failure.name) is not None
 
 
+def _exclude_them(names: list[str]) -> str:
+    """The option that leaves ``names`` out of the next run: ``--exclude GLOB`` for one
+    (:func:`~staccato.datasets.names.exclude_option`), ``--exclude them`` for more."""
+    return exclude_option(names[0]) if len(names) == 1 else "--exclude them"
+
+
 def retry_advice(status: DatasetStatus) -> str | None:
     """What to do about the failures of a dataset that ended ``completed_with_errors``
     (``cp -r``'s last line): copy them again with ``--retry-failed``, which leaves out
@@ -623,7 +629,7 @@ def retry_advice(status: DatasetStatus) -> str | None:
         )
         left_out.append(
             f"{names} the destination cannot hold: no run copies {it}; rename {it} at "
-            f"the source or {exclude_option(never[0]) if one else '--exclude them'}"
+            f"the source or {_exclude_them(never)}"
         )
     if special:
         one = len(special) == 1
@@ -631,7 +637,7 @@ def retry_advice(status: DatasetStatus) -> str | None:
         left_out.append(
             f"{_some(special)} {'is not a regular file' if one else 'are not regular files'} "
             f"(a FIFO, socket or device): no run copies {it}, so copying {it} again cannot "
-            "help; " + (exclude_option(special[0]) if one else "--exclude them")
+            f"help; {_exclude_them(special)}"
         )
     # a directory at a file's name, or a file at a directory's (an S3 source with both
     # g1.bin and g1.bin/x, tester73): a retry fails it the same way until the user
@@ -643,11 +649,10 @@ def retry_advice(status: DatasetStatus) -> str | None:
     ]
     if in_the_way:
         one = len(in_the_way) == 1
-        it = "it" if one else "them"
         left_out.append(
             f"{_some(in_the_way)} {'is' if one else 'are'} blocked by a directory or file "
-            f"at the destination that is not replaced: a retry fails {it} the same way "
-            f"until that is removed; or {exclude_option(in_the_way[0]) if one else '--exclude them'}"
+            f"at the destination that is not replaced: a retry fails {'it' if one else 'them'} "
+            f"the same way until that is removed; or {_exclude_them(in_the_way)}"
         )
     lead = "copy the failed files again with --retry-failed"
     if in_the_way and _only(status, set(in_the_way) | set(never) | set(special)):
