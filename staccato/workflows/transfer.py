@@ -2138,6 +2138,11 @@ class TransferWorkflow:
         if live is not None and p.state == TransferState.running:
             if p.phase == "copy" and workflow.now() - self._live_at <= _LIVE_RATE_FOR:
                 rate = live.rate_bytes_per_s or None
+                measured = self._tuner.rates.get(self._tuner.streams) if self._tuner else None
+                if rate is not None and measured:
+                    # a tuned copy's short segments' attempts read low: the optimizer's
+                    # measured rate, as ``status`` says (tester74 H; metadata only)
+                    rate = max(rate, measured)
         done = self._bytes_moved()
         eta = units.eta(p.bytes_total - done, rate) if p.bytes_total is not None else None
         line = f"**{p.state.value}** ({p.phase}): {units.progress(done, p.bytes_total, rate, eta)}"
