@@ -600,14 +600,34 @@ def observe(state: TuningState, window: Window) -> tuple[TuningState, Decision]:
     return _decide(state, s, ema, f"holding {s} streams at {units.rate(ema)}")
 
 
-def remember(state: TuningState, link: str, memory: LinkMemory | None) -> LinkMemory:
+def remember(
+    state: TuningState, link: str, memory: LinkMemory | None, *, held: bool = False
+) -> LinkMemory:
     """What ``link`` keeps from a transfer that ended in ``state``: the best setting
     measured below any that saw errors (the fewest streams within :data:`GAIN` of the
-    best rate), its rate and the last reasons."""
+    best rate), its rate and the last reasons.
+
+    With ``held`` (transfers started since patch ``tune-remember-held``): a transfer
+    that ended holding a measured setting (not probing, bracketing or sweeping)
+    keeps that setting and its rate, the one its last reasons end on. The optimizer
+    holds a setting by its own comparisons (a probe down keeps the fewer streams
+    within :data:`GAIN` of the setting it came from, whose average may since have
+    drifted), so the best-of-all rule could name another: tester74's reasons ended
+    "118.6 MiB/s at 3 streams ... no worse with fewer, holding 3" while ``staccato
+    limit learned`` said "4 streams at 90.5 MiB/s"."""
     transfers = (memory.transfers if memory else 0) + 1
     # a setting that saw errors is not remembered, however fast it measured
     rates = {k: v for k, v in state.rates.items() if state.ceiling is None or k < state.ceiling}
-    if not rates:
+    holding = (
+        held
+        and state.previous is None
+        and state.bracket is None
+        and not state.sweeping
+        and state.streams in rates
+    )
+    if holding:
+        streams, rate = state.streams, rates[state.streams]
+    elif not rates:
         streams, rate = state.streams, None
     else:
         best = max(rates.values())

@@ -689,3 +689,21 @@ def test_a_warm_fast_link_gets_segments_of_seconds_not_64_mib() -> None:
     # never more streams' worth than allowed, never more segments than chunks
     assert tuning.segments_for(size, chunk, 2, fast) == 2
     assert tuning.segments_for(3 * chunk, chunk, 16, fast.model_copy(update={"streams": 8})) == 3
+
+
+def test_the_link_remembers_the_setting_its_reasons_end_holding() -> None:
+    """tester74 L: the reasons end holding 3 streams while the memory said 4 (the
+    best-of-all rule: 4 measured 100 MiB/s on average, 3 90 MiB/s after a probe down
+    found it no worse). A warm link at 4 streams (cap 4): 110, 110, 90 MiB/s at 4, the
+    re-probe down measures 100 at 3 (no worse: held), then 80 at 3 (held: not a drop
+    past 20 %). With ``held`` (patch ``tune-remember-held``) the link keeps 3 streams at
+    their 90 MiB/s, the setting its last reason holds; without, 4 as before."""
+    memory = LinkMemory(link="http://a:80,file://", streams=4, rate=100 * MiB)
+    state, _ = tuning.start(memory, max_streams=4, sweep=True, knee=True)
+    for rate in (110, 110, 90, 100, 80):
+        state, decision = tuning.observe(state, window(rate * MiB, state.streams))
+    assert decision.streams == 3 and decision.reason.startswith("holding 3 streams"), decision
+    learned = tuning.remember(state, memory.link, memory, held=True)
+    assert (learned.streams, round(learned.rate or 0)) == (3, 90 * MiB)
+    assert learned.reasons[-1] == decision.reason
+    assert tuning.remember(state, memory.link, memory).streams == 4  # runs before the patch

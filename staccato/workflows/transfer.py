@@ -246,6 +246,11 @@ TUNE_KNEE_PATCH = "tune-knee"
 #: about 2 s of a stream each, at least one per remembered stream, no taper) instead of
 #: 64 MiB: fewer segments, so a different plan; a marker event once per such transfer
 TUNE_SEGMENT_SECONDS_PATCH = "tune-segment-seconds"
+#: the link remembers the setting the optimizer ended holding, the one its reasons end
+#: on (``tuning.remember`` ``held``), not the best-of-all rule's, which could name
+#: another (tester74); the ``record_link_tuning`` input differs; a marker event once
+#: per recorded tuned transfer
+TUNE_REMEMBER_HELD_PATCH = "tune-remember-held"
 RECALL_TUNING = "recall_link_tuning"
 #: the control lookups before the first stream (tuning memory, known copy, governors)
 #: run as one activity, ``look_up_start``, instead of one each: one activity and one
@@ -1091,7 +1096,10 @@ class TransferWorkflow:
                 self._show_tuning()
             else:
                 self._tune_learned = tuning.remember(
-                    self._tuner, self._tune_link, self._tune_memory
+                    self._tuner,
+                    self._tune_link,
+                    self._tune_memory,
+                    held=workflow.patched(TUNE_REMEMBER_HELD_PATCH),
                 )
                 self._show_tuning()
                 self._tune_record = workflow.start_activity(
@@ -2130,6 +2138,11 @@ class TransferWorkflow:
         if live is not None and p.state == TransferState.running:
             if p.phase == "copy" and workflow.now() - self._live_at <= _LIVE_RATE_FOR:
                 rate = live.rate_bytes_per_s or None
+                measured = self._tuner.rates.get(self._tuner.streams) if self._tuner else None
+                if rate is not None and measured:
+                    # a tuned copy's short segments' attempts read low: the optimizer's
+                    # measured rate, as ``status`` says (tester74 H; metadata only)
+                    rate = max(rate, measured)
         done = self._bytes_moved()
         eta = units.eta(p.bytes_total - done, rate) if p.bytes_total is not None else None
         line = f"**{p.state.value}** ({p.phase}): {units.progress(done, p.bytes_total, rate, eta)}"
