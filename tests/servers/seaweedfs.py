@@ -18,6 +18,7 @@ import json
 import os
 import secrets
 import signal
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -279,7 +280,8 @@ class SeaweedS3(_S3Server):
 
 
 class MotoS3(_S3Server):
-    """moto's S3 in server mode (``moto_server -H 127.0.0.1 -p PORT``).
+    """moto's S3 in server mode (``moto_server -H 127.0.0.1 -p PORT``, through
+    ``moto_locked.py``, which closes moto 5.2.6's race on a part's ETag).
 
     Same interface as ``SeaweedS3``. moto accepts any credentials; generated ones are
     used anyway so tests exercise the same code path. State is in memory: ``kill()`` or
@@ -305,7 +307,12 @@ class MotoS3(_S3Server):
         super().__init__(directory.resolve(), port or free_port())
 
     def _argv(self) -> list[str]:
-        return [self.binary, "-H", LOCALHOST, "-p", str(self.s3_port)]
+        # moto_server's own interpreter, with its ETag race closed (moto_locked.py)
+        python = Path(self.binary).with_name("python")
+        if not python.exists():
+            python = Path(sys.executable)
+        locked = Path(__file__).with_name("moto_locked.py")
+        return [str(python), str(locked), "-H", LOCALHOST, "-p", str(self.s3_port)]
 
     def _env(self) -> dict[str, str]:
         return _clean_env()
