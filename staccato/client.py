@@ -92,7 +92,7 @@ from staccato.leftovers import (
     terminated_left,
     unanswered_prepare,
 )
-from staccato.links import governor_id
+from staccato.links import governor_id, link_of, tuned_link
 from staccato.models import (
     MIN_TUNED_BYTES,
     NO_WORKER_ANSWERS,
@@ -2077,6 +2077,15 @@ _FAILED_POLL_S = 1.0
 _BEFORE_COPY = frozenset({"scheduled", "queued", "stat", "sync-check", "look-up"})
 
 
+def _local_copy(memo: Any) -> bool:
+    """Whether a run's memo names a file -> file copy (never tuned); False when its
+    URLs are missing or not valid."""
+    try:
+        return not tuned_link(link_of(memo.get("source", ""), memo.get("destination", "")))
+    except InvalidURLError:
+        return False
+
+
 def _tuner_chooses(
     memo: Any,
     progress: Progress | None,
@@ -2088,8 +2097,12 @@ def _tuner_chooses(
     """True for a tuned transfer whose optimizer has not chosen yet: asked for (its
     start memo, or the ``progress`` query), nothing chosen, not begun copying (``begun``:
     with no ``progress``, its streams have heartbeated or moved bytes), not ended, and
-    not too small to be tuned (:data:`staccato.models.MIN_TUNED_BYTES`)."""
+    not too small to be tuned (:data:`staccato.models.MIN_TUNED_BYTES`), nor a local
+    copy, which is never tuned (:func:`staccato.links.tuned_link`; its progress still
+    says ``tuned``: the request asked, the worker's recall turned it off)."""
     asked = bool(memo.get("tuning")) or (progress is not None and progress.tuned)
+    if asked and _local_copy(memo):
+        return None
     waiting = (progress is None and not begun) or (
         progress is not None and progress.tuning is None and progress.phase in _BEFORE_COPY
     )

@@ -127,6 +127,26 @@ def link_of(source: str, destination: str) -> str:
     return f"{endpoint_of(source)},{endpoint_of(destination)}"
 
 
+def tuned_link(link: str) -> bool:
+    """Whether the per-link optimizer (:mod:`staccato.tuning`) tunes transfers on
+    ``link`` (a name from :func:`link_of`): every link but ``file://,file://``.
+
+    A local copy (file -> file) has no link to learn: its streams measure the page
+    cache and the disk's flushes, and the optimizer made a default ``staccato cp``
+    slower there. Measured 2026-12-07 (1 GiB local copy, load ~12, three alternated
+    pairs): tuned 3.42/2.63/2.17 s against the fixed ``--streams 4 --chunk-size 16MiB``
+    2.89/2.23/1.81 s (~18 % slower; a newcomer saw 3.9 s against 2.0 s), after the
+    link had learned "16 streams x 16 MiB at 778 MiB/s" (page-cache rates). The
+    loopback bench's file -> file row runs the fixed 4 x 16 MiB too. So a local copy
+    given neither ``--streams`` nor ``--chunk-size`` runs the request's fixed defaults
+    and its link learns nothing (``recall_link_tuning`` says tuning is off for it).
+
+    Pure: used by the worker's ``recall_link_tuning``, the client's start memo and
+    status.
+    """
+    return link != f"{FILE_ENDPOINT},{FILE_ENDPOINT}"
+
+
 def governor_id(name: str) -> str:
     """The workflow id of the governor of ``name`` (an endpoint or link name):
     ``staccato-governor-`` + 32 hex digits of SHA-256 of the name."""

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from staccato.links import link_of, tuned_link
+
 if TYPE_CHECKING:
     from staccato.models import TransferRequest, TransferState
 
@@ -62,11 +64,12 @@ def start_memo(request: TransferRequest) -> dict[str, Any]:
     """The memo a client starts a transfer's run with: :func:`memo`, and ``tuning``:
     True for a tuned transfer (no ``--streams`` nor ``--chunk-size``), so ``status``
     of one that has not begun says the optimizer chooses both instead of showing the
-    defaults it starts from (left out otherwise: an untuned run's memo is as before;
+    defaults it starts from (left out otherwise, and for a local copy, which is never
+    tuned: :func:`staccato.links.tuned_link`; an untuned run's memo is as before;
     runs that workflows start, a fan-out's or dataset's, carry no such key: their
     status learns it from the ``progress`` query)."""
     started = memo(request)
-    if request.options.tuning:
+    if request.options.tuning and tuned_link(link_of(request.source, request.destination)):
         started["tuning"] = True
     return started
 

@@ -40,6 +40,13 @@ SIZE = 256 * MiB
 # segment each, 8 streams at a cold start, so the first 8 segments complete at half
 # way, well before the transfer does; 16 MiB/s: ~16 s in all
 OPTIONS = TransferOptions(tuning=True, max_rate=16 * MiB, heartbeat_timeout_s=3)
+# a local copy is not tuned (staccato.links.tuned_link): the same plan, fixed, of 16
+# streams x 16 MiB (a segment a chunk) on workers that run 8 at once (2 processes x 4
+# threads), so the first 8 segments complete at half way as the tuned plan's did
+LOCAL_OPTIONS = TransferOptions(
+    streams=16, chunk_size=16 * MiB, max_rate=16 * MiB, heartbeat_timeout_s=3
+)
+LOCAL_WORKER_ENV = {"STACCATO_WORKER_THREADS": "4"}
 
 
 def _journal(directory: Path) -> Path | None:
@@ -114,14 +121,15 @@ async def test_chunks_changed_while_no_worker_ran_are_copied_again(
     out = data_dir / "out"
     out.mkdir()
     destination = out / "cor.bin"
-    first = WorkerProcess(temporal_server.address, processes=2, log_dir=tmp_path).start()
+    options, env = (OPTIONS, None) if source_changed else (LOCAL_OPTIONS, LOCAL_WORKER_ENV)
+    first = WorkerProcess(temporal_server.address, processes=2, log_dir=tmp_path, env=env).start()
     second: WorkerProcess | None = None
     try:
         client = await StaccatoClient.connect(
             target_host=temporal_server.address, namespace="default"
         )
         client.task_queue = first.task_queue
-        transfer = await client.submit(source_url, str(destination), OPTIONS)
+        transfer = await client.submit(source_url, str(destination), options)
         # kill once a segment is complete (its stream returned) and more are running
         deadline = time.monotonic() + 120
         while not (completed := await _completed_segments(client, transfer)):
@@ -151,7 +159,11 @@ async def test_chunks_changed_while_no_worker_ran_are_copied_again(
             _invert(source, completed[0] * chunk + 1000)
 
         second = WorkerProcess(
-            temporal_server.address, task_queue=first.task_queue, processes=2, log_dir=tmp_path
+            temporal_server.address,
+            task_queue=first.task_queue,
+            processes=2,
+            log_dir=tmp_path,
+            env=env,
         ).start()
         if source_changed:
             with pytest.raises(TransferFailedError) as failure:

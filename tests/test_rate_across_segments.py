@@ -13,6 +13,7 @@ from pathlib import Path
 from staccato.client import HELD_RATE_FOR_S, StaccatoClient, held_rate
 from staccato.models import TransferOptions, TransferState, TransferStatus
 from tests.helpers import MiB, sha256_file, write_random
+from tests.servers.nginx import NginxServer
 
 
 def test_the_rate_is_held_across_a_segment_boundary() -> None:
@@ -35,18 +36,18 @@ def test_the_rate_is_held_across_a_segment_boundary() -> None:
 
 
 async def test_a_tuned_paced_copy_shows_its_rate_at_every_segment_boundary(
-    client: StaccatoClient, data_dir: Path
+    client: StaccatoClient, nginx_ranges: NginxServer, http_root: Path, data_dir: Path
 ) -> None:
     """A tuned copy of 256 MiB paced at 48 MiB/s, cut into 64 MiB segments (the tuner
     changes its streams between them): every ``status`` of the running copy from its
     first rate to its last byte has a rate and an ETA (the old code had none for ~2 s
-    at 128 MiB, as the tuner's next streams started)."""
+    at 128 MiB, as the tuner's next streams started). An HTTP source: a local copy
+    is not tuned."""
     size = 256 * MiB
-    source = data_dir / "segments.bin"
-    digest = write_random(source, size, seed=73)
+    digest = write_random(http_root / "segments.bin", size, seed=73)
     destination = data_dir / "segments-out.bin"
     transfer = await client.submit(
-        str(source),
+        nginx_ranges.url("segments.bin"),
         str(destination),
         TransferOptions(tuning=True, max_rate=48 * MiB),
     )

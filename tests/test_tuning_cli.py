@@ -1,7 +1,9 @@
 """Per-link tuning end to end: `staccato cp` given neither --streams nor --chunk-size
 is tuned on a real worker, says so, shows the optimizer's choice in `status --json`,
 and the link remembers it in Temporal (`staccato limit learned`, `limit list`); a
-user's --streams, or STACCATO_TUNING=0, leaves the transfer untuned."""
+user's --streams, or STACCATO_TUNING=0, leaves the transfer untuned, and so does a
+local copy (file -> file: no link to tune, the fixed 4 x 16 MiB run). The tuned
+transfers read an HTTP source (nginx): a local copy is not tuned."""
 
 from __future__ import annotations
 
@@ -11,9 +13,18 @@ from pathlib import Path
 from typing import Any
 
 from tests.helpers import MiB, WorkerProcess, run_cli, sha256_file, write_random
+from tests.servers.nginx import NginxServer, nginx_fixture
 
 SIZE = 80 * MiB  # above the smallest object the optimizer tunes (64 MiB)
-LINK = "file://,file://"
+#: a local copy's link: never tuned (staccato.links.tuned_link)
+LOCAL_LINK = "file://,file://"
+#: an HTTP source's nginx, one per test (its port makes the link this test's own)
+source_nginx = nginx_fixture("http_root", scope="function")
+
+
+def _link(server: NginxServer) -> str:
+    """The link of a copy from ``server`` to a local file."""
+    return f"http://127.0.0.1:{server.port},file://"
 
 
 def _status(
@@ -30,38 +41,42 @@ def _status(
 
 
 def test_cp_without_streams_is_tuned_and_the_link_remembers(
-    temporal_server: Any, worker: WorkerProcess, data_dir: Path
+    temporal_server: Any,
+    worker: WorkerProcess,
+    data_dir: Path,
+    source_nginx: NginxServer,
+    http_root: Path,
 ) -> None:
     args = {"address": temporal_server.address, "task_queue": worker.task_queue}
-    source = data_dir / "src.bin"
-    digest = write_random(source, SIZE, seed=14)
-    done = run_cli("cp", str(source), str(data_dir / "tuned.bin"), **args)
+    link = _link(source_nginx)
+    digest = write_random(http_root / "src.bin", SIZE, seed=14)
+    done = run_cli("cp", source_nginx.url("src.bin"), str(data_dir / "tuned.bin"), **args)
     assert done.returncode == 0, done.stderr
     assert sha256_file(data_dir / "tuned.bin") == digest
     assert "tuned: " in done.stderr and "streams x 16.0 MiB" in done.stderr, done.stderr
     tuned = _status(temporal_server, worker, data_dir / "tuned.bin")["tuning"]
-    assert tuned["link"] == LINK and tuned["chunk_size"] == 16 * MiB
+    assert tuned["link"] == link and tuned["chunk_size"] == 16 * MiB
     assert 1 <= tuned["streams"] <= tuned["max_streams"] <= 16
     assert tuned["reasons"] and tuned["decisions"] >= 1
 
     # the memory is in Temporal: recorded before the transfer completed
     deadline = time.monotonic() + 30
     while True:
-        learned = run_cli("limit", "learned", LINK, "--json", **args)
+        learned = run_cli("limit", "learned", link, "--json", **args)
         assert learned.returncode == 0, learned.stderr
         memories = json.loads(learned.stdout)
         if memories or time.monotonic() > deadline:
             break
         time.sleep(1.0)  # a CLI process per look
     (memory,) = memories
-    assert memory["link"] == LINK and memory["transfers"] >= 1 and memory["reasons"]
+    assert memory["link"] == link and memory["transfers"] >= 1 and memory["reasons"]
     listed = run_cli("limit", "list", **args)
-    assert f"{LINK}  learned {memory['streams']} streams x 16.0 MiB" in listed.stdout
+    assert f"{link}  learned {memory['streams']} streams x 16.0 MiB" in listed.stdout
     # the JSON carries what the table shows (it printed [] beside the learned line)
-    for extra in ((), (LINK,)):
+    for extra in ((), (link,)):
         as_json = run_cli("limit", "list", "--json", *extra, **args)
         assert as_json.returncode == 0, as_json.stderr
-        (row,) = [r for r in json.loads(as_json.stdout) if r["target"] == LINK]
+        (row,) = [r for r in json.loads(as_json.stdout) if r["target"] == link]
         assert row["learned"] == memory, row
         assert row["active"] == 0 and row["queued"] == 0, row
     # the completed transfer tells what the link learned, not the optimizer's next step
@@ -73,12 +88,12 @@ def test_cp_without_streams_is_tuned_and_the_link_remembers(
 
     # (a warm start from it: tests/workflow/test_tuning_workflow.py)
     # forgotten: the next transfer would start cold
-    forgot = run_cli("limit", "learned", LINK, "--forget", **args)
+    forgot = run_cli("limit", "learned", link, "--forget", **args)
     assert forgot.returncode == 0 and "forgotten" in forgot.stdout, forgot.stderr
-    gone = run_cli("limit", "learned", LINK, "--json", **args)
+    gone = run_cli("limit", "learned", link, "--json", **args)
     assert json.loads(gone.stdout) == []
-    again = run_cli("limit", "learned", LINK, "--forget", "--json", **args)
-    assert json.loads(again.stdout) == {"link": LINK, "forgotten": False}, again.stdout
+    again = run_cli("limit", "learned", link, "--forget", "--json", **args)
+    assert json.loads(again.stdout) == {"link": link, "forgotten": False}, again.stdout
 
 
 def test_user_streams_or_tuning_off_are_not_tuned(
@@ -100,19 +115,52 @@ def test_user_streams_or_tuning_off_are_not_tuned(
     assert status["tuning"] is None and status["streams"] == 4
 
 
+def test_a_default_local_copy_is_not_tuned_and_its_link_learns_nothing(
+    temporal_server: Any, worker: WorkerProcess, data_dir: Path
+) -> None:
+    """``staccato cp`` of a local file to a local file, given neither --streams nor
+    --chunk-size, runs the fixed 4 streams x 16 MiB: no ``tuned:`` line, no ``tuning``
+    in status, and ``limit learned file://,file://`` learns nothing (before: the
+    optimizer tuned it on page-cache rates, a default local copy ~18 % slower)."""
+    args = {"address": temporal_server.address, "task_queue": worker.task_queue}
+    source = data_dir / "src.bin"
+    digest = write_random(source, SIZE, seed=17)
+    done = run_cli("cp", str(source), str(data_dir / "local.bin"), **args)
+    assert done.returncode == 0, done.stderr
+    assert sha256_file(data_dir / "local.bin") == digest
+    assert "tuned:" not in done.stderr, done.stderr
+    status = _status(temporal_server, worker, data_dir / "local.bin")
+    assert status["tuning"] is None and status["tuner_chooses"] is None, status
+    assert status["streams"] == 4 and status["chunk_size"] == 16 * MiB, status
+    human = run_cli("status", str(data_dir / "local.bin"), **args).stdout
+    assert not [x for x in human.splitlines() if x.startswith("tuning")], human
+    assert "chosen by the tuner" not in human, human
+    # a tuned transfer records its link's memory before it completes: none here
+    learned = run_cli("limit", "learned", LOCAL_LINK, "--json", **args)
+    assert learned.returncode == 0 and json.loads(learned.stdout) == [], learned.stdout
+    said = run_cli("limit", "learned", LOCAL_LINK, **args)
+    assert "a local copy is not tuned" in said.stdout, said.stdout
+
+
 def test_status_of_a_tuned_transfer_not_begun_says_the_tuner_chooses(
-    temporal_server: Any, data_dir: Path
+    temporal_server: Any, data_dir: Path, source_nginx: NginxServer, http_root: Path
 ) -> None:
     """``submit`` without --streams and --chunk-size to a task queue no worker polls:
-    the transfer has not begun, and ``status`` says the optimizer chooses streams and
-    chunk size (before: ``streams 4`` and ``chunk_size 16.0 MiB``, the defaults it only
-    starts from), and ``--json`` has them null beside ``tuner_chooses`` (it said 4 and
-    16777216); with --streams given, status shows the numbers asked for."""
+        the transfer has not begun, and ``status`` says the optimizer chooses streams and
+        chunk size (before: ``streams 4`` and ``chunk_size 16.0 MiB``, the defaults it only
+        starts from), and ``--json`` has them null beside ``tuner_chooses`` (it said 4 and
+        16777216); with --streams given, status shows the numbers asked for, and so does a
+    local copy given neither (never tuned: it said the tuner chooses)."""
     args = {"address": temporal_server.address, "task_queue": f"no-worker-{time.time_ns()}"}
-    source = data_dir / "src.bin"
-    write_random(source, 1 * MiB, seed=16)
-    for destination, given in (("tuned.bin", []), ("given.bin", ["--streams", "3"])):
-        submitted = run_cli("submit", *given, str(source), str(data_dir / destination), **args)
+    write_random(http_root / "src.bin", 1 * MiB, seed=16)
+    write_random(data_dir / "src.bin", 1 * MiB, seed=16)
+    source = source_nginx.url("src.bin")
+    for destination, given, origin in (
+        ("tuned.bin", [], source),
+        ("given.bin", ["--streams", "3"], source),
+        ("local.bin", [], str(data_dir / "src.bin")),
+    ):
+        submitted = run_cli("submit", *given, origin, str(data_dir / destination), **args)
         assert submitted.returncode == 0, submitted.stderr
     tuned = _status(temporal_server, args, data_dir / "tuned.bin")
     assert tuned["state"] == "scheduled" and tuned["tuner_chooses"] is True, tuned
@@ -127,7 +175,13 @@ def test_status_of_a_tuned_transfer_not_begun_says_the_tuner_chooses(
     assert given["tuner_chooses"] is None and given["streams"] == 3, given
     human = run_cli("status", str(data_dir / "given.bin"), **args).stdout
     assert "streams            3\n" in human and "chunk_size         16.0 MiB\n" in human
-    for destination in ("tuned.bin", "given.bin"):
+    local = _status(temporal_server, args, data_dir / "local.bin")
+    assert local["tuner_chooses"] is None and local["streams"] == 4, local
+    assert local["chunk_size"] == 16 * MiB, local
+    human = run_cli("status", str(data_dir / "local.bin"), **args).stdout
+    assert "streams            4\n" in human and "chunk_size         16.0 MiB\n" in human
+    assert "chosen by the tuner" not in human, human
+    for destination in ("tuned.bin", "given.bin", "local.bin"):
         cancelled = run_cli("cancel", str(data_dir / destination), **args)
         assert cancelled.returncode == 0, cancelled.stderr
 

@@ -17,18 +17,18 @@ from tests.servers.nginx import NginxServer
 
 
 async def test_a_paced_tuned_transfer_teaches_its_link_nothing(
-    client: StaccatoClient, data_dir: Path
+    client: StaccatoClient, nginx_ranges: NginxServer, http_root: Path, data_dir: Path
 ) -> None:
-    """A tuned file -> file copy with ``--max-rate`` (high enough not to slow it): the
+    """A tuned HTTP -> file copy with ``--max-rate`` (high enough not to slow it): the
     link's memory stays empty and ``status`` says why. Before, the paced rate was
-    stored as the link's."""
-    source = data_dir / "paced.bin"
-    digest = write_random(source, MIN_TUNED_BYTES, seed=53)
+    stored as the link's. (An HTTP source: a local copy is not tuned.)"""
+    digest = write_random(http_root / "paced.bin", MIN_TUNED_BYTES, seed=53)
+    source = nginx_ranges.url("paced.bin")
     destination = data_dir / "paced-out.bin"
-    link = link_of(str(source), str(destination))
-    await forget_link_memory(client.temporal, link)  # another test's file -> file
+    link = link_of(source, str(destination))
+    await forget_link_memory(client.temporal, link)  # another test's on this link
     transfer = await client.submit(
-        str(source), str(destination), TransferOptions(tuning=True, max_rate=8 * GiB)
+        source, str(destination), TransferOptions(tuning=True, max_rate=8 * GiB)
     )
     await client.wait(transfer)
     status = await client.status(transfer)

@@ -21,6 +21,7 @@ from staccato import settings
 from staccato.activities.liveness import heartbeating
 from staccato.errors import SettingsError
 from staccato.link_memory import read_link_memory
+from staccato.links import tuned_link
 from staccato.models import TuningRecall
 from staccato.settled_query import NotSettledError
 from staccato.tuning import BUFFERS_PER_STREAM, LinkMemory
@@ -52,10 +53,18 @@ class LinkTuningActivities:
     @activity.defn(name="recall_link_tuning")
     @heartbeating
     async def recall_link_tuning(self, link: str) -> TuningRecall:
-        """What a tuned transfer on ``link`` starts from (memory and settings)."""
+        """What a tuned transfer on ``link`` starts from (memory and settings);
+        ``enabled`` False when the worker turned tuning off or ``link`` is not tuned
+        (a local copy, :func:`staccato.links.tuned_link`): the fixed defaults run."""
         current = settings.checked()  # tuning is start-only: the worker checked it
+        enabled = current.tuning and tuned_link(link)
         try:
-            memory = await read_link_memory(self._client, link, timeout=RECALL_TIMEOUT)
+            # an untuned link's memory is not read: nothing starts from it
+            memory = (
+                await read_link_memory(self._client, link, timeout=RECALL_TIMEOUT)
+                if enabled
+                else None
+            )
         except (RPCError, NotSettledError) as err:
             # a busy governors' queue must not hold the transfer for the activity's
             # whole timeout: start cold, the next transfer reads the memory again
@@ -72,7 +81,8 @@ class LinkTuningActivities:
             except SettingsError:  # the worker refuses to start with it: not reached
                 buffers = current.tuning_memory_bytes
         return TuningRecall(
-            enabled=current.tuning,
+            # a local copy is not tuned (staccato.links.tuned_link): the fixed defaults
+            enabled=enabled,
             memory=None if memory is None else memory.model_dump(mode="json"),
             # a stream reserves its chunk against the worker's buffers; the optimizer
             # counts BUFFERS_PER_STREAM chunks a stream, so its budget is that many times

@@ -21,6 +21,7 @@ from staccato.links import (
     governor_id,
     parse_limit_target,
     parse_link,
+    tuned_link,
 )
 from staccato.models import Limits
 from staccato.tuning import LinkMemory  # pure: no driver, no Temporal client
@@ -360,7 +361,10 @@ def learned_(
         typer.echo(json.dumps([m.model_dump(mode="json") for m in memories], indent=2))
         return
     if not memories:
-        typer.echo((f"{parsed.name}: " if parsed else "") + _NOTHING_LEARNED)
+        nothing = _NOTHING_LEARNED
+        if parsed is not None and not tuned_link(parsed.name):
+            nothing = _LOCAL_NOT_TUNED
+        typer.echo((f"{parsed.name}: " if parsed else "") + nothing)
         return
     for memory in memories:
         typer.echo(f"{memory.link}  {learned_text(memory)}")
@@ -372,6 +376,11 @@ def learned_(
 _NOTHING_LEARNED = (
     "nothing learned yet (a link learns when a tuned transfer on it ends: 64 MiB or "
     "more, given neither --streams nor --chunk-size)"
+)
+#: what ``limit learned file://,file://`` says (staccato.links.tuned_link)
+_LOCAL_NOT_TUNED = (
+    "nothing learned: a local copy is not tuned (it runs the fixed 4 streams x 16 MiB "
+    "unless given --streams or --chunk-size)"
 )
 
 

@@ -76,6 +76,8 @@ class Lab:
     worker_env: dict[str, str]
     sshd: SshdServer | None = None
     s3: SeaweedS3 | None = None
+    #: an nginx without a rate limit over ``http_root`` (the tuned scenario's source)
+    fast_nginx: NginxServer | None = None
     bucket: str = "histories"
     secrets: list[str] = field(default_factory=list)
 
@@ -513,16 +515,18 @@ async def fan_out_group(lab: Lab) -> str:
 
 
 async def tuned(lab: Lab) -> str:
-    """file -> file of an object large enough to be tuned (``options.tuning``): the
-    link's memory recalled, the optimizer's segments, the memory recorded."""
+    """http -> file of an object large enough to be tuned (``options.tuning``): the
+    link's memory recalled, the optimizer's segments, the memory recorded. (An HTTP
+    source, unthrottled: a local copy, file -> file, is not tuned.)"""
     from staccato.tuning import MIN_TUNED_BYTES
 
+    assert lab.fast_nginx is not None
     data = lab.data("tuned")
-    write_random(data / "source.bin", MIN_TUNED_BYTES, seed=22)
-    at_rest(data / "source.bin")
+    write_random(lab.http_root / "tuned.bin", MIN_TUNED_BYTES, seed=22)
+    at_rest(lab.http_root / "tuned.bin")
     options = TransferOptions(tuning=True, heartbeat_timeout_s=5, retry_for_s=120)
     transfer = await lab.client.submit(
-        str(data / "source.bin"), str(data / "destination.bin"), options
+        lab.fast_nginx.url("tuned.bin"), str(data / "destination.bin"), options
     )
     await _wait(lab.client, transfer)
     return transfer
@@ -762,6 +766,11 @@ async def record(names: list[str], out_dir: Path) -> list[Path]:
                     )
                 )
             )
+            fast_nginx = None
+            if "tuned" in names:
+                fast_nginx = stack.enter_context(
+                    _started(NginxServer(http_root, prefix_dir=root / "fast-nginx"))
+                )
             env: dict[str, str] = {}
             secrets: list[str] = []
             sshd = s3 = None
@@ -797,6 +806,7 @@ async def record(names: list[str], out_dir: Path) -> list[Path]:
                 worker_env=env,
                 sshd=sshd,
                 s3=s3,
+                fast_nginx=fast_nginx,
                 secrets=secrets,
             )
             if s3 is not None:

@@ -333,3 +333,20 @@ async def test_recall_caps_streams_at_the_workers_capacity_not_its_processes(
     )
     assert told.worker_processes == 18 * 64
     assert told.memory_budget == 200 * MiB
+
+
+async def test_recall_of_a_local_copy_says_tuning_is_off(env: WorkflowEnvironment) -> None:
+    """A local copy (``file://,file://``) is not tuned: its recall says ``enabled``
+    False, so the workflow runs the request's fixed defaults (4 x 16 MiB) and records
+    nothing (before: enabled, and the optimizer tuned on page-cache rates); any other
+    link is tuned as before."""
+    from temporalio.testing import ActivityEnvironment
+
+    from staccato.activities.link_tuning import LinkTuningActivities
+
+    activities = LinkTuningActivities(env.client)
+    local = await ActivityEnvironment().run(activities.recall_link_tuning, "file://,file://")
+    assert local.enabled is False and local.memory is None, local
+    link = f"http://h-{uuid.uuid4().hex[:8]}:80,file://"
+    remote = await ActivityEnvironment().run(activities.recall_link_tuning, link)
+    assert remote.enabled is True, remote
