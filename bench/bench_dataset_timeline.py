@@ -27,18 +27,8 @@ from typing import Any
 
 from bench.bench_dataset import make_tree
 from bench.bench_timeline import _activity, _kind, _when, history
-from bench.common import OtherService, Service, _children, server_pids
+from bench.common import OtherService, Service, _children, cpu_seconds, server_pids
 from staccato.dataset_requests import dataset_id
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 class Sampler(threading.Thread):
@@ -68,10 +58,8 @@ class Sampler(threading.Thread):
             now = time.time()
             got: dict[str, float] = {}
             for name, pids in self.groups().items():
-                for pid in pids:
-                    value = _cpu(pid)
-                    if value:
-                        last[pid] = value
+                # a process gone keeps its last reading
+                last.update(cpu_seconds(pids))
                 got[name] = sum(last.get(pid, 0.0) for pid in pids)
             if self.command:
                 got["command"] = last.get(self.command, 0.0)
