@@ -69,9 +69,20 @@ def start_memo(request: TransferRequest) -> dict[str, Any]:
     runs that workflows start, a fan-out's or dataset's, carry no such key: their
     status learns it from the ``progress`` query)."""
     started = memo(request)
-    if request.options.tuning and tuned_link(link_of(request.source, request.destination)):
+    if runs_tuned(request):
         started["tuning"] = True
     return started
+
+
+def runs_tuned(request: TransferRequest) -> bool:
+    """Whether ``request`` runs tuned: it asks for tuning (``options.tuning``) and its
+    link is tuned (:func:`staccato.links.tuned_link`: not a local copy). What the start
+    memo, ``schedule describe`` and ``status`` say of a run's tuning.
+
+    Raises:
+        InvalidURLError: a URL of ``request`` is not valid (:func:`staccato.links.link_of`).
+    """
+    return request.options.tuning and tuned_link(link_of(request.source, request.destination))
 
 
 def summary(request: TransferRequest) -> str:
