@@ -2638,7 +2638,7 @@ def tuned_copy_rate(
     until the SDK's throttle lets a later one through, so the sum over the running
     ones read 3-7x below the bytes moved (tester74 H: 13.4 MiB/s shown while the bytes
     went 512 -> 864 MiB in 3.9 s, and the optimizer said 90.9 MiB/s)."""
-    best = measured if measured else None
+    best = measured or None  # 0.0: nothing measured yet
     if best is None and since is not None and moved > 0 and now > since:
         best = moved / (now - since)
     if best is None:
