@@ -743,7 +743,7 @@ class StaccatoClient:
         runs_as = _runs_as(handle.id, memo)
         if status == WorkflowExecutionStatus.COMPLETED:
             completed = _completed_status(handle.id, await handle.result())
-            return completed.model_copy(update={"runs_as": runs_as})
+            return completed.model_copy(update={"runs_as": runs_as, "untuned": _untuned(memo)})
         starts_at = _delayed_start(description)
         if starts_at is not None and status == WorkflowExecutionStatus.RUNNING:
             return _scheduled_status(handle.id, memo, runs_as, starts_at)
@@ -1250,6 +1250,7 @@ class StaccatoClient:
                 else None
             ),
             tuner_chooses=_tuner_chooses(memo, progress, state, bytes_total, begun=begun),
+            untuned=_untuned(memo),
             streams_unknown=True
             if _tuner_chooses(memo, None, state, bytes_total) and begun
             else None,
@@ -2105,6 +2106,14 @@ def _local_copy(memo: Any) -> bool:
         return False
 
 
+def _untuned(memo: Any) -> str | None:
+    """Why a run's start memo says it is not tuned (``untuned``: ``max_rate``, a
+    rate-capped copy, :func:`staccato.run_fields.rate_capped_untuned`); None when it
+    says nothing (tuned, given ``--streams``/``--chunk-size``, or older runs)."""
+    value = memo.get("untuned")
+    return value if isinstance(value, str) else None
+
+
 def _tuner_chooses(
     memo: Any,
     progress: Progress | None,
@@ -2906,6 +2915,7 @@ def _waiting_status(
         runs_as=runs_as,
         starts_at=starts_at,
         tuner_chooses=True if memo.get("tuning") else None,
+        untuned=_untuned(memo),
     )
 
 

@@ -1293,6 +1293,10 @@ class TransferStatus(BaseModel):
             chooses streams and chunk size then, so ``streams`` and ``chunk_size`` are
             only the defaults it may start from (null in :meth:`to_json_dict`, the
             ``--json``); None otherwise (``tuning`` then shows its choice once made).
+        untuned: why a transfer on a tuned link, given neither ``--streams`` nor
+            ``--chunk-size``, runs the fixed defaults: ``max_rate`` for a rate-capped
+            copy (``--max-rate``: the cap, not the link, is its bottleneck; from its
+            start memo); None otherwise.
         streams_unknown: True for a tuned transfer whose copy has begun (its streams
             have heartbeated or moved bytes) while no worker answers: the streams and
             chunk size its optimizer chose are in the workflow's state, which only a
@@ -1408,6 +1412,9 @@ class TransferStatus(BaseModel):
     #: at the destination is the one it published; None otherwise
     published: bool | None = None
     tuner_chooses: bool | None = None
+    #: why a copy is not tuned where it would have been: ``max_rate`` (its ``--max-rate``:
+    #: :func:`staccato.run_fields.rate_capped_untuned`); None otherwise
+    untuned: str | None = None
     streams_unknown: bool | None = None
     cancel_requested: bool = False
     cancel_requested_at: str | None = None

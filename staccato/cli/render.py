@@ -120,6 +120,18 @@ def step_wait_text(s: TransferStatus, *, line: bool = False) -> str:
     return f"{text} ({what}, or a very slow one; the step gives up once its retries run out)"
 
 
+def untuned_text(s: TransferStatus) -> str:
+    """Why a copy on a tuned link runs fixed streams (``s.untuned``): ``off: a
+    rate-capped copy (--max-rate) is not tuned: ...``."""
+    if s.untuned == "max_rate":
+        return (
+            f"off: a rate-capped copy (--max-rate) is not tuned, the cap and not the link "
+            f"is its bottleneck: the fixed {units.counted(s.streams, 'stream')} x "
+            f"{units.size(s.chunk_size)} run (--streams and --chunk-size set them)"
+        )
+    return f"off ({s.untuned})"
+
+
 def publish_wait_text(s: TransferStatus) -> str:
     """A publish waiting for its store while its worker heartbeats
     (``s.publish_waiting_since``): ``waiting for s3://b/k (the destination) to
@@ -392,6 +404,8 @@ def status_lines(s: TransferStatus) -> list[str]:
             shown = "chosen by the tuner (per-link optimizer); unknown until a worker answers"
         elif key == "chunk_size":
             shown = units.size(value)
+        elif key == "untuned":
+            key, shown = "tuning", untuned_text(s)
         elif key == "tuning" and s.tuning is not None:
             shown = tuning_text(s.tuning, ended=s.state.value in _ENDED)
         elif key == "idle_since" and s.stalled_step:
