@@ -743,7 +743,7 @@ class StaccatoClient:
         runs_as = _runs_as(handle.id, memo)
         if status == WorkflowExecutionStatus.COMPLETED:
             completed = _completed_status(handle.id, await handle.result())
-            return completed.model_copy(update={"runs_as": runs_as})
+            return completed.model_copy(update={"runs_as": runs_as, "untuned": _untuned(memo)})
         starts_at = _delayed_start(description)
         if starts_at is not None and status == WorkflowExecutionStatus.RUNNING:
             return _scheduled_status(handle.id, memo, runs_as, starts_at)
@@ -845,10 +845,13 @@ class StaccatoClient:
         cleaned_up = False  # a failed run, still running, whose clean-up is over
         idle_since: str | None = None
         stalled_step: str | None = None  # the short step whose attempt waits (idle_since)
+        stalled_heartbeat: bool | None = None  # that step's heartbeats are overdue
         # phase verify: bytes read back of the size, rate (bytes/s) and ETA (s)
         verifying: tuple[int, int, float | None, float | None] | None = None
         # phase publish writing a fresh copy: bytes written, of total, rate while moving
         publishing: tuple[int, int | None, float | None] | None = None
+        # a publish waiting for its store while its worker heartbeats: since, parts
+        publish_waits: tuple[datetime, int | None] | None = None
         if status == WorkflowExecutionStatus.RUNNING:
             no_worker: str | None = None
             # the query said cancelled, but the server has not recorded it (the state
@@ -927,7 +930,15 @@ class StaccatoClient:
                     heard = await _publish_heard(self.temporal, pending)
                     if heard is not None:
                         if _stalled(heard.moved_at, now):
-                            step_waits = ("publish", datetime.fromtimestamp(heard.moved_at, UTC))
+                            since = datetime.fromtimestamp(heard.moved_at, UTC)
+                            if _moving(pending, now):
+                                # its worker heartbeats: it waits for its store (an S3
+                                # CompleteMultipartUpload may take minutes; a ~6 s one
+                                # read "stalled: publish"), within the step's timeout
+                                publish_waits = (since, heard.assembling_parts)
+                            else:  # its heartbeats are overdue: its worker stopped
+                                step_waits = ("publish", since)
+                                stalled_heartbeat = True
                         if heard.fresh_bytes_done is not None:
                             current = _moving(pending, now, heard.moved_at)
                             publishing = (
@@ -1098,6 +1109,8 @@ class StaccatoClient:
                 # prepare read "scheduled / phase prepare" for 110 s with no word of it)
                 stalled_step = step_waits[0]
                 idle_since = iso_utc(step_waits[1])
+            if no_worker is not None or state == TransferState.paused:
+                publish_waits = None  # said by the worker's absence, or the pause
             if state == TransferState.failed:
                 # failed; the run goes on only to remove the partial data (its clean-up
                 # may retry against a server that is down: ``last_retry_error`` then
@@ -1188,6 +1201,11 @@ class StaccatoClient:
             publish_copied_bytes=publishing[0] if publishing else None,
             publish_bytes_total=publishing[1] if publishing else None,
             publish_rate_bytes_per_s=publishing[2] if publishing else None,
+            publish_waiting_since=iso_utc(publish_waits[0]) if publish_waits else None,
+            publish_waiting_s=(
+                round((now - publish_waits[0]).total_seconds(), 1) if publish_waits else None
+            ),
+            publish_waiting_parts=publish_waits[1] if publish_waits else None,
             tuning=progress.tuning if progress else None,
             staged_bytes=(
                 staged_bytes if staged_bytes is not None or not _staging(progress) else 0
@@ -1232,6 +1250,7 @@ class StaccatoClient:
                 else None
             ),
             tuner_chooses=_tuner_chooses(memo, progress, state, bytes_total, begun=begun),
+            untuned=_untuned(memo),
             streams_unknown=True
             if _tuner_chooses(memo, None, state, bytes_total) and begun
             else None,
@@ -1245,6 +1264,7 @@ class StaccatoClient:
             ),
             idle_since=idle_since,
             stalled_step=stalled_step,
+            stalled_heartbeat=stalled_heartbeat if stalled_step else None,
             restarted=(
                 restarted_text(
                     memo.get("destination", ""),
@@ -2086,6 +2106,14 @@ def _local_copy(memo: Any) -> bool:
         return False
 
 
+def _untuned(memo: Any) -> str | None:
+    """Why a run's start memo says it is not tuned (``untuned``: ``max_rate``, a
+    rate-capped copy, :func:`staccato.run_fields.rate_capped_untuned`); None when it
+    says nothing (tuned, given ``--streams``/``--chunk-size``, or older runs)."""
+    value = memo.get("untuned")
+    return value if isinstance(value, str) else None
+
+
 def _tuner_chooses(
     memo: Any,
     progress: Progress | None,
@@ -2638,7 +2666,7 @@ def tuned_copy_rate(
     until the SDK's throttle lets a later one through, so the sum over the running
     ones read 3-7x below the bytes moved (tester74 H: 13.4 MiB/s shown while the bytes
     went 512 -> 864 MiB in 3.9 s, and the optimizer said 90.9 MiB/s)."""
-    best = measured if measured else None
+    best = measured or None  # 0.0: nothing measured yet
     if best is None and since is not None and moved > 0 and now > since:
         best = moved / (now - since)
     if best is None:
@@ -2887,6 +2915,7 @@ def _waiting_status(
         runs_as=runs_as,
         starts_at=starts_at,
         tuner_chooses=True if memo.get("tuning") else None,
+        untuned=_untuned(memo),
     )
 
 

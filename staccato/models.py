@@ -661,6 +661,9 @@ class PublishBeat(BaseModel):
         fresh_bytes_done: bytes written into the fresh copy so far (None: none begun).
         fresh_bytes_total: the fresh copy's size (the object's), with ``fresh_bytes_done``.
         fresh_rate_bytes_per_s: those bytes over the time since the copy began.
+        assembling_parts: while the store assembles the object from its parts (S3
+            CompleteMultipartUpload, which may take minutes), how many; None otherwise
+            (and from workers before 0.40).
     """
 
     v: int = 1
@@ -668,6 +671,7 @@ class PublishBeat(BaseModel):
     fresh_bytes_done: int | None = None
     fresh_bytes_total: int | None = None
     fresh_rate_bytes_per_s: float | None = None
+    assembling_parts: int | None = None
 
 
 class ProgressReport(BaseModel):
@@ -1289,6 +1293,10 @@ class TransferStatus(BaseModel):
             chooses streams and chunk size then, so ``streams`` and ``chunk_size`` are
             only the defaults it may start from (null in :meth:`to_json_dict`, the
             ``--json``); None otherwise (``tuning`` then shows its choice once made).
+        untuned: why a transfer on a tuned link, given neither ``--streams`` nor
+            ``--chunk-size``, runs the fixed defaults: ``max_rate`` for a rate-capped
+            copy (``--max-rate``: the cap, not the link, is its bottleneck; from its
+            start memo); None otherwise.
         streams_unknown: True for a tuned transfer whose copy has begun (its streams
             have heartbeated or moved bytes) while no worker answers: the streams and
             chunk size its optimizer chose are in the workflow's state, which only a
@@ -1311,6 +1319,15 @@ class TransferStatus(BaseModel):
             of ``publish_bytes_total``, with ``publish_rate_bytes_per_s`` while they
             move; such a publish is not ``stalled_step`` while they do. None otherwise
             (a publish that renames the temp file, or a worker before 0.38).
+        publish_waiting_since: in phase ``publish``, a publish that has moved nothing
+            for :data:`RATE_CURRENT_S` seconds while its worker heartbeats: it waits for
+            its store (an S3 CompleteMultipartUpload may take minutes: "Processing of
+            a Complete Multipart Upload request could take several minutes", AWS S3
+            API reference), bounded by the step's own timeout, so it is not
+            ``stalled_step``: since when (ISO 8601, UTC), ``publish_waiting_s`` how
+            long (seconds), ``publish_waiting_parts`` the parts the store assembles
+            (None: not said). A publish whose heartbeats stopped (its worker killed or
+            frozen) is ``stalled_step`` instead. None otherwise.
         verify_level: a completed transfer's verify level (``full``: every byte read
             back before publish); None otherwise.
         segments_copied_again: a completed transfer whose data was read back whole
@@ -1335,7 +1352,8 @@ class TransferStatus(BaseModel):
         stalled_step: a short step (``stat``, ``prepare``, ``sync_check``,
             ``publish``, ``verify``, ``cleanup``) whose attempt, a regular activity,
             has run :data:`RATE_CURRENT_S` seconds or more without returning while its
-            worker heartbeats and answers: it waits for its endpoint (a server that
+            worker heartbeats and answers (a publish that says when it last moved:
+            only once its heartbeats are overdue, else ``publish_waiting_since``): it waits for its endpoint (a server that
             accepts connections and says nothing), named by the step's endpoints
             (:func:`staccato.step_endpoints.step_endpoints_named`); ``idle_since``
             then says since when. None otherwise (its first, local attempt shows no
@@ -1368,6 +1386,10 @@ class TransferStatus(BaseModel):
     publish_copied_bytes: int | None = None
     publish_bytes_total: int | None = None
     publish_rate_bytes_per_s: float | None = None
+    #: phase ``publish`` waiting for its store while its worker heartbeats
+    publish_waiting_since: str | None = None
+    publish_waiting_s: float | None = None
+    publish_waiting_parts: int | None = None
     verify_level: VerifyMode | None = None
     segments_copied_again: int | None = None
     reason: str | None = None
@@ -1390,11 +1412,17 @@ class TransferStatus(BaseModel):
     #: at the destination is the one it published; None otherwise
     published: bool | None = None
     tuner_chooses: bool | None = None
+    #: why a copy is not tuned where it would have been: ``max_rate`` (its ``--max-rate``:
+    #: :func:`staccato.run_fields.rate_capped_untuned`); None otherwise
+    untuned: str | None = None
     streams_unknown: bool | None = None
     cancel_requested: bool = False
     cancel_requested_at: str | None = None
     idle_since: str | None = None
     stalled_step: str | None = None
+    #: ``stalled_step``'s heartbeats are overdue (its worker process killed or frozen),
+    #: ``idle_since`` then its last motion; None otherwise
+    stalled_heartbeat: bool | None = None
     restarted: str | None = None
 
     def to_json_dict(self) -> dict[str, Any]:

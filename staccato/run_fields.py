@@ -69,9 +69,43 @@ def start_memo(request: TransferRequest) -> dict[str, Any]:
     runs that workflows start, a fan-out's or dataset's, carry no such key: their
     status learns it from the ``progress`` query)."""
     started = memo(request)
-    if request.options.tuning and tuned_link(link_of(request.source, request.destination)):
+    if runs_tuned(request):
         started["tuning"] = True
+    elif rate_capped_untuned(request):
+        started["untuned"] = UNTUNED_MAX_RATE
     return started
+
+
+#: the start memo's ``untuned`` of a rate-capped copy (:func:`rate_capped_untuned`)
+UNTUNED_MAX_RATE = "max_rate"
+
+
+def rate_capped_untuned(request: TransferRequest) -> bool:
+    """Whether ``request`` is a copy the client left untuned for its ``--max-rate``
+    (:func:`staccato.cli.options.transfer_options`): a rate cap, no tuning, and the
+    fixed default streams and chunk size (none given), on a tuned link (a local
+    copy is never tuned anyway). ``status`` says so (its ``untuned``)."""
+    from staccato.models import DEFAULT_CHUNK_SIZE, DEFAULT_STREAMS
+
+    options = request.options
+    return (
+        options.max_rate is not None
+        and not options.tuning
+        and options.streams == DEFAULT_STREAMS
+        and options.chunk_size == DEFAULT_CHUNK_SIZE
+        and tuned_link(link_of(request.source, request.destination))
+    )
+
+
+def runs_tuned(request: TransferRequest) -> bool:
+    """Whether ``request`` runs tuned: it asks for tuning (``options.tuning``) and its
+    link is tuned (:func:`staccato.links.tuned_link`: not a local copy). What the start
+    memo, ``schedule describe`` and ``status`` say of a run's tuning.
+
+    Raises:
+        InvalidURLError: a URL of ``request`` is not valid (:func:`staccato.links.link_of`).
+    """
+    return request.options.tuning and tuned_link(link_of(request.source, request.destination))
 
 
 def summary(request: TransferRequest) -> str:

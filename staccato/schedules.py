@@ -50,6 +50,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from staccato.client import StaccatoClient
 from staccato.errors import InvalidURLError, StaccatoError, TransferNotFoundError
 from staccato.models import TransferOptions, TransferRequest, TransferState
+from staccato.run_fields import runs_tuned
 from staccato.schedule_timing import (
     MAX_NAME_CHARS,
     SCHEDULE_ID_PREFIX,
@@ -144,7 +145,8 @@ class ScheduleView(BaseModel):
         options: the transfer options of every run (``TransferOptions`` as JSON), but
             for a tuned schedule (``tuning`` true: neither ``--streams`` nor
             ``--chunk-size`` given) ``streams`` and ``chunk_size`` are None: each run's
-            are chosen per link (its ``status``' ``tuning``).
+            are chosen per link (its ``status``' ``tuning``). A local copy's ``tuning``
+            is false (:func:`staccato.run_fields.runs_tuned`): its runs are not tuned.
         next_runs: the next times it is due (UTC, at most 10, none when paused).
         recent_runs: the latest runs it started, oldest first (Temporal keeps 10).
         running: workflow ids of its runs still running.
@@ -377,11 +379,15 @@ class Schedules:
                     list(action.args), [TransferRequest]
                 )
                 options = request.options.model_dump(mode="json")
-                if request.options.tuning:
+                if runs_tuned(request):
                     # chosen per link at each run (its `status --json` says what in
                     # `tuning`); the fixed 4 x 16 MiB are only the fallback, and shown
                     # beside `tuning: true` they read as if fixed
                     options.update(streams=None, chunk_size=None)
+                elif request.options.tuning:
+                    # a local copy is not tuned (links.tuned_link): its runs run the
+                    # fixed streams and chunk size shown (it said "tuned per link")
+                    options.update(tuning=False)
                 memo.setdefault("source", request.source)
                 memo.setdefault("destination", request.destination)
             except Exception:  # an input this client cannot decode (another codec key)

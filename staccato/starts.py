@@ -34,8 +34,9 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from staccato import run_fields, units
-from staccato.errors import DestinationBusyError
+from staccato.errors import DestinationBusyError, InvalidURLError
 from staccato.ids import transfer_id
+from staccato.links import link_of, tuned_link
 from staccato.models import (
     RUN_ONLY_OPTIONS,
     IfBusy,
@@ -166,9 +167,19 @@ async def _attach_or_refuse(
     if holder.get("source") == request.source:
         running = await running_request(client, workflow_id, run_id)
     if holder.get("request_hash") == request.request_hash():
-        ignored = option_differences(request.options, running.options) if running else []
+        ignored = (
+            option_differences(request.options, running.options, link_tuned=link_is_tuned(request))
+            if running
+            else []
+        )
         return Started(workflow_id, run_id, attached=True, ignored=tuple(ignored))
-    differ = option_differences(request.options, running.options, conflicts=True) if running else []
+    differ = (
+        option_differences(
+            request.options, running.options, conflicts=True, link_tuned=link_is_tuned(request)
+        )
+        if running
+        else []
+    )
     held = (
         f"destination busy: {request.destination} is being written by transfer "
         f"{workflow_id} (from {holder.get('source', '?')})"
@@ -407,7 +418,11 @@ async def queue_front(client: Client, request: TransferRequest, *, task_queue: s
                 holder=f"destination busy: transfer {workflow_id} is queued for it",
             ) from None
         queued = await running_request(client, workflow_id, run_id)
-        differ = option_differences(request.options, queued.options) if queued else []
+        differ = (
+            option_differences(request.options, queued.options, link_tuned=link_is_tuned(request))
+            if queued
+            else []
+        )
         return Queued(workflow_id, run_id, attached=True, ignored=tuple(differ))
     return Queued(workflow_id, run_id)
 
@@ -498,8 +513,21 @@ _OPTION_NAMES = {
 }
 
 
+def link_is_tuned(request: TransferRequest) -> bool:
+    """Whether ``request``'s link is tuned (:func:`staccato.links.tuned_link`); True
+    when its URLs do not name a link (nothing is known against tuning)."""
+    try:
+        return tuned_link(link_of(request.source, request.destination))
+    except InvalidURLError:
+        return True
+
+
 def option_differences(
-    requested: TransferOptions, running: TransferOptions, *, conflicts: bool = False
+    requested: TransferOptions,
+    running: TransferOptions,
+    *,
+    conflicts: bool = False,
+    link_tuned: bool = True,
 ) -> list[str]:
     """The options of ``requested`` that differ from ``running``'s, one text each:
     ``--chunk-size 1.0 MiB requested, 16.0 MiB running``. Streams and chunk size of a
@@ -514,15 +542,20 @@ def option_differences(
             ``--owner``, ``--from-origin``) say how to run, not what to write; alone
             they attach (named then as not applied), so beside a real conflict they
             are no reason for the refusal and are left out.
+        link_tuned: whether their link is tuned (:func:`staccato.links.tuned_link`,
+            e.g. :func:`link_is_tuned`): a tuned request on a link that is not (a
+            local copy) runs its fixed streams and chunk size, shown so (it said
+            "tuned per link").
     """
     found: list[str] = []
     fixed = ("chunk_size", "streams")
     if requested.tuning != running.tuning:
 
         def shown(o: TransferOptions) -> str:
-            if o.tuning:
+            if o.tuning and link_tuned:
                 return "tuned per link"
-            return f"{o.streams} x {units.size(o.chunk_size)}"
+            fixed_text = f"{o.streams} x {units.size(o.chunk_size)}"
+            return f"{fixed_text} (a local copy is not tuned)" if o.tuning else fixed_text
 
         found.append(
             f"--streams/--chunk-size {shown(requested)} requested, {shown(running)} running"

@@ -112,7 +112,8 @@ def test_schedule_describe_does_not_contradict_itself(
     worker: WorkerProcess, temporal_server, data_dir: Path
 ) -> None:
     """Read every line: a tuned schedule's options named a chunk size and streams
-    beside "tuned per link"; a one-off whose run has started read "active" beside "0
+    beside "tuned per link", and a local copy's said "tuned per link" though a local
+    copy is not tuned; a one-off whose run has started read "active" beside "0
     left" and no next run. The ``--at`` leaves Temporal's scheduler 10 s to take the
     schedule: a time that passes before it does is never run (with 2 s, at load ~20,
     it read "1 left" and "next runs: -" for 3 minutes)."""
@@ -137,15 +138,34 @@ def test_schedule_describe_does_not_contradict_itself(
         assert "0 left" in lines["runs"] and lines["next runs"].strip() == "-", shown.stdout
         assert lines["state"].strip() == "done", shown.stdout
         options = lines["options"]
-        assert "tuned per link" in options, options
-        assert "chunk" not in options.replace("chunk size tuned", ""), options
-        assert " streams" not in options.replace("streams and chunk", ""), options
-        # --json as well: a tuned schedule's 4 x 16 MiB are only the fallback (tester:
-        # they read as fixed beside "tuning": true); each run's status says its choice
-        described = run_cli("schedule", "describe", name, "--json", **args)
-        tuned = json.loads(described.stdout)["options"]
-        assert tuned["tuning"] is True, tuned
-        assert tuned["streams"] is None and tuned["chunk_size"] is None, tuned
+        # a local copy is not tuned (links.tuned_link): its runs run the fixed 4 x
+        # 16 MiB, and describe says so (it said "tuned per link")
+        assert "chunk 16.0 MiB, 4 streams" in options and "tuned" not in options, options
+        local = json.loads(run_cli("schedule", "describe", name, "--json", **args).stdout)
+        assert local["options"]["tuning"] is False, local
+        assert local["options"]["streams"] == 4, local
+        # a tuned link's (HTTP -> file; paused, never run): chosen per link
+        remote = f"tuned-{uuid.uuid4().hex[:8]}"
+        made = run_cli(
+            "schedule", "create", remote, "http://127.0.0.1:9/sched.bin",
+            str(data_dir / "remote.out"), "--every", "1d", "--paused", **args,
+        )  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        try:
+            options = run_cli("schedule", "describe", remote, **args).stdout
+            options = next(x for x in options.splitlines() if x.startswith("options"))
+            assert "tuned per link" in options, options
+            assert "chunk" not in options.replace("chunk size tuned", ""), options
+            assert " streams" not in options.replace("streams and chunk", ""), options
+            # --json as well: a tuned schedule's 4 x 16 MiB are only the fallback
+            # (tester: they read as fixed beside "tuning": true); each run's status
+            # says its choice
+            described = run_cli("schedule", "describe", remote, "--json", **args)
+            tuned = json.loads(described.stdout)["options"]
+            assert tuned["tuning"] is True, tuned
+            assert tuned["streams"] is None and tuned["chunk_size"] is None, tuned
+        finally:
+            run_cli("schedule", "delete", remote, **args)
         listed = run_cli("schedule", "list", **args)
         row = next(line for line in listed.stdout.splitlines() if line.startswith(name))
         assert row.split()[1] == "done", row

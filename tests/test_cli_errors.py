@@ -196,11 +196,19 @@ def test_source_is_directory(cli, data_dir: Path, command: str) -> None:
 
 
 def test_destination_directory_missing(cli, source: Path, data_dir: Path) -> None:
+    """A missing local destination directory is the worker's to find (it does the
+    I/O; a client on another machine sees none of its paths): the transfer fails
+    (exit 1), naming the URL and the directory, that nothing was written, and what to
+    do (it said only "create it first", not where nor how)."""
     destination = data_dir / "no" / "such" / "dst.bin"
+    missing = data_dir / "no" / "such"
     result = cli("cp", str(source), str(destination))
-    _assert_failed(
-        result, f"destination directory {data_dir / 'no' / 'such'} does not exist", destination
-    )
+    _assert_failed(result, f"destination directory {missing} does not exist", destination)
+    assert f"(for file://{destination})" in result.stderr, result.stderr
+    assert "on the worker's file system" in result.stderr, result.stderr
+    assert "nothing was written" in result.stderr, result.stderr
+    assert f"mkdir -p {missing}" in result.stderr and "copy again" in result.stderr, result.stderr
+    assert not (data_dir / "no").exists()
 
 
 @pytest.fixture

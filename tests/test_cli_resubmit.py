@@ -87,11 +87,17 @@ def test_resubmit_with_other_options_says_which_differ(
         assert "--verify size requested, checksum running" in message, message
         # another rate is no conflict (alone it attaches): not named among the reasons
         assert "--max-rate" not in message, message
-        tuned = run_cli("submit", "--max-rate", "64KiB/s", str(source), str(destination), **args)
+        # neither --streams nor --chunk-size: a local copy is not tuned
+        # (links.tuned_link), so its request runs the fixed 4 x 16 MiB, named so (it
+        # said "tuned per link requested"); a rate-capped one is not tuned either
+        tuned = run_cli("submit", str(source), str(destination), **args)
         assert tuned.returncode == 1, tuned.stderr
-        assert "--streams/--chunk-size tuned per link requested, 2 x 1.0 MiB running" in (
-            " ".join(tuned.stderr.split())
-        ), tuned.stderr
+        said = " ".join(tuned.stderr.split())
+        assert (
+            "--streams/--chunk-size 4 x 16.0 MiB (a local copy is not tuned) requested, "
+            "2 x 1.0 MiB running"
+        ) in said, tuned.stderr
+        assert "tuned per link" not in said, tuned.stderr
     finally:
         stopped = run_cli("cancel", transfer, **args)
         assert stopped.returncode == 0, stopped.stderr

@@ -142,6 +142,40 @@ def test_a_default_local_copy_is_not_tuned_and_its_link_learns_nothing(
     assert "a local copy is not tuned" in said.stdout, said.stdout
 
 
+def test_a_rate_capped_cp_is_not_tuned(
+    temporal_server: Any,
+    worker: WorkerProcess,
+    data_dir: Path,
+    source_nginx: NginxServer,
+    http_root: Path,
+) -> None:
+    """``cp --max-rate`` of a tuned link (HTTP -> file) runs the fixed 4 streams x
+    16 MiB: the cap, not the link, is the bottleneck (before: the optimizer stepped up
+    to 14 streams at 50 MiB/s, holding memory and connections for nothing). The cap
+    here (8 GiB/s) does not slow the copy; no ``tuned:`` line, ``status`` says why
+    (``untuned``: ``max_rate``), and the link learns nothing."""
+    args = {"address": temporal_server.address, "task_queue": worker.task_queue}
+    digest = write_random(http_root / "capped.bin", SIZE, seed=41)
+    destination = data_dir / "capped.bin"
+    done = run_cli(
+        "cp", "--max-rate", "8GiB/s", source_nginx.url("capped.bin"), str(destination),
+        **args,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert sha256_file(destination) == digest
+    assert "tuned:" not in done.stderr, done.stderr
+    status = _status(temporal_server, worker, destination)
+    assert status["tuning"] is None and status["tuner_chooses"] is None, status
+    assert status["streams"] == 4 and status["chunk_size"] == 16 * MiB, status
+    assert status["untuned"] == "max_rate", status  # status says why
+    human = run_cli("status", str(destination), **args).stdout
+    (line,) = [x for x in human.splitlines() if x.startswith("tuning")]
+    assert "off: a rate-capped copy (--max-rate) is not tuned" in line, line
+    assert "4 streams x 16.0 MiB" in line, line
+    learned = run_cli("limit", "learned", _link(source_nginx), "--json", **args)
+    assert learned.returncode == 0 and json.loads(learned.stdout) == [], learned.stdout
+
+
 def test_status_of_a_tuned_transfer_not_begun_says_the_tuner_chooses(
     temporal_server: Any, data_dir: Path, source_nginx: NginxServer, http_root: Path
 ) -> None:

@@ -484,7 +484,8 @@ def publish(request: PublishInput) -> str | None:
 def _publish_beat(tracker: Motion, size: int) -> tuple[PublishBeat]:
     """The publish's heartbeat details: when ``tracker`` last saw motion, as Unix
     seconds of the worker's clock; the bytes of the fresh copy written so far, of
-    ``size``, and their rate since it began (bytes/s), once one began."""
+    ``size``, and their rate since it began (bytes/s), once one began; the parts the
+    store assembles while it does (``Motion.assembling``)."""
     now = time.monotonic()
     done, began = tracker.fresh_copied, tracker.fresh_began
     return (
@@ -495,6 +496,7 @@ def _publish_beat(tracker: Motion, size: int) -> tuple[PublishBeat]:
             fresh_rate_bytes_per_s=(
                 round(done / max(now - began, 1e-3), 1) if began is not None else None
             ),
+            assembling_parts=tracker.assembling,
         ),
     )
 

@@ -249,7 +249,7 @@ DestinationArg = Annotated[
     typer.Argument(help="Destination URL or path (the file to write).", metavar="DESTINATION"),
 ]
 #: shown as the default of --streams and --chunk-size
-_TUNED_DEFAULT = "tuned per link unless either is given; STACCATO_TUNING=0: {}"
+_TUNED_DEFAULT = "tuned per link unless either or --max-rate is given; STACCATO_TUNING=0: {}"
 ChunkSizeOption = Annotated[
     int | None,
     typer.Option(
@@ -486,7 +486,8 @@ MaxRateOption = Annotated[
         "caps the whole dataset: its batches of small files (each reads as one stream) "
         "and its large files' transfers' streams share it; with several destinations "
         "it caps what the dataset reads from the source and what it writes to each "
-        "destination.",
+        "destination. A rate-capped copy is not tuned: the fixed 4 streams x 16 MiB "
+        "run unless --streams or --chunk-size is given.",
         show_default=False,
     ),
 ]
@@ -527,7 +528,10 @@ def transfer_options(
     """The :class:`TransferOptions` the command-line options describe (``owner``
     None: :func:`default_owner`). Neither ``chunk_size`` nor ``streams`` given: the
     per-link optimizer chooses both (``tuning``), unless ``STACCATO_TUNING`` turns it
-    off; a value given always wins. The clean-up window is ``STACCATO_CLEANUP_FOR_S``'s
+    off or ``max_rate`` is given; a value given always wins. A rate-capped copy is not
+    tuned: the cap, not the link, is its bottleneck, and the optimizer stepped up to
+    14 streams at ``--max-rate 50MiB/s`` (memory and connections held for a rate the
+    fixed 4 streams x 16 MiB reach; the user's ``--streams`` sets more). The clean-up window is ``STACCATO_CLEANUP_FOR_S``'s
     (None: the workflow's 30 s).
 
     Raises:
@@ -538,7 +542,7 @@ def transfer_options(
 
     config = settings.checked()  # start-only settings: refused here when bad
     return TransferOptions(
-        tuning=chunk_size is None and streams is None and config.tuning,
+        tuning=chunk_size is None and streams is None and max_rate is None and config.tuning,
         priority=priority,
         owner=owner or default_owner() or None,
         chunk_size=DEFAULT_CHUNK_SIZE if chunk_size is None else chunk_size,

@@ -102,6 +102,15 @@ def step_wait_text(s: TransferStatus, *, line: bool = False) -> str:
     ``status`` line (not ``line``, the progress line's), what that means. A step on
     local files only waits for the worker's file system."""
     step = s.stalled_step or "step"
+    if s.stalled_heartbeat:
+        # its worker process sent no heartbeat lately: the process, not the endpoint
+        text = f"{step}: no heartbeat from its worker process (last motion {s.idle_since})"
+        if line:
+            return text
+        return (
+            f"{text}: the process may have stopped (killed or frozen); Temporal runs the "
+            "step again after its heartbeat timeout"
+        )
     servers = step_endpoints_named(step, s.source, s.destination)
     waited = f"{servers} to answer" if servers else "the worker's file system"
     text = f"{step}: waiting for {waited} since {s.idle_since}"
@@ -109,6 +118,51 @@ def step_wait_text(s: TransferStatus, *, line: bool = False) -> str:
         return text
     what = "a server that accepts connections and says nothing" if servers else "a hung mount"
     return f"{text} ({what}, or a very slow one; the step gives up once its retries run out)"
+
+
+def untuned_text(s: TransferStatus) -> str:
+    """Why a copy on a tuned link runs fixed streams (``s.untuned``): ``off: a
+    rate-capped copy (--max-rate) is not tuned: ...``."""
+    if s.untuned == "max_rate":
+        return (
+            f"off: a rate-capped copy (--max-rate) is not tuned, the cap and not the link "
+            f"is its bottleneck: the fixed {units.counted(s.streams, 'stream')} x "
+            f"{units.size(s.chunk_size)} run (--streams and --chunk-size set them)"
+        )
+    return f"off ({s.untuned})"
+
+
+def publish_wait_text(s: TransferStatus) -> str:
+    """A publish waiting for its store while its worker heartbeats
+    (``s.publish_waiting_since``): ``waiting for s3://b/k (the destination) to
+    assemble 8 parts into the object since T (12 s)``; without a part count, ``to
+    answer``. Not a stall: S3 documents that completing a multipart upload "could take
+    several minutes" (AWS S3 API reference, CompleteMultipartUpload), and a ~6 s one
+    on moto read "stalled: publish"."""
+    servers = step_endpoints_named("publish", s.source, s.destination)
+    parts = s.publish_waiting_parts
+    if parts is not None:
+        destination = step_endpoints_named("publish", "", s.destination) or "the destination"
+        what = f"{destination} to assemble {units.counted(parts, 'part')} into the object"
+    else:
+        what = f"{servers} to answer" if servers else "the worker's file system"
+    waited = units.duration(s.publish_waiting_s) if s.publish_waiting_s is not None else "?"
+    return f"waiting for {what} since {s.publish_waiting_since} ({waited})"
+
+
+def publish_wait_note(s: TransferStatus) -> str:
+    """``status``' line of a publish waiting for its store (:func:`publish_wait_text`)
+    with what that means: its worker heartbeats, so it is not stalled; a store
+    assembling parts may take minutes, a server that says nothing is named so."""
+    why = (
+        "a store may take minutes to complete a large multipart upload"
+        if s.publish_waiting_parts is not None
+        else "a server that accepts connections and says nothing, or a very slow one"
+    )
+    return (
+        f"{publish_wait_text(s)}; its worker heartbeats, so it is not stalled ({why}); "
+        "the step gives up once its retries run out"
+    )
 
 
 def no_heartbeat_text(since: str, who: str = "batch") -> str:
@@ -156,6 +210,12 @@ def progress_text(s: TransferStatus) -> str:
         text = f"{text}, publishing: writing a fresh copy " + units.progress(
             s.publish_copied_bytes, total, rate, eta
         )
+        if s.publish_waiting_since:  # its bytes stopped moving: since when
+            text = f"{text}, {publish_wait_text(s)}"
+    elif s.phase == "publish" and s.state == TransferState.running and s.publish_waiting_since:
+        # its worker heartbeats: the store works (or does not answer) within the step's
+        # timeout; not a stall
+        text = f"{text}, publishing: {publish_wait_text(s)}"
     if s.idle_since and s.stalled_step:
         # a short step (stat, prepare, ...) waits for its endpoint: which, and since when
         text = f"{text}, stalled: {step_wait_text(s, line=True)}"
@@ -344,13 +404,15 @@ def status_lines(s: TransferStatus) -> list[str]:
             shown = "chosen by the tuner (per-link optimizer); unknown until a worker answers"
         elif key == "chunk_size":
             shown = units.size(value)
+        elif key == "untuned":
+            key, shown = "tuning", untuned_text(s)
         elif key == "tuning" and s.tuning is not None:
             shown = tuning_text(s.tuning, ended=s.state.value in _ENDED)
         elif key == "idle_since" and s.stalled_step:
             key, shown = "stalled", step_wait_text(s)
         elif key == "idle_since":
             key, shown = "stalled", idle_text(value, "stream", s.phase)
-        elif key == "stalled_step":
+        elif key in ("stalled_step", "stalled_heartbeat"):
             continue  # said on the stalled line
         elif key == "staged_bytes":
             share = units.percent(value, s.bytes_total)
@@ -366,7 +428,15 @@ def status_lines(s: TransferStatus) -> list[str]:
             shown = "writing a fresh copy " + units.progress(
                 value, s.publish_bytes_total, s.publish_rate_bytes_per_s, None
             )
+            if s.publish_waiting_since:
+                shown = f"{shown}; {publish_wait_note(s)}"
         elif key in ("publish_bytes_total", "publish_rate_bytes_per_s"):
+            continue  # said on the publishing line
+        elif key == "publish_waiting_since":
+            if s.publish_copied_bytes:
+                continue  # said on the fresh copy's publishing line
+            key, shown = "publishing", publish_wait_note(s)
+        elif key in ("publish_waiting_s", "publish_waiting_parts"):
             continue  # said on the publishing line
         elif key in ("verify_bytes_total", "segments_copied_again"):
             continue  # said on the verified and verify lines

@@ -70,7 +70,15 @@ class Motion:
     """When bytes last moved (``time.monotonic()`` seconds), shared by the threads of
     one activity attempt (:func:`motion_tracker`)."""
 
-    __slots__ = ("at", "began", "elsewhere", "read_back", "fresh_copied", "fresh_began")
+    __slots__ = (
+        "at",
+        "began",
+        "elsewhere",
+        "read_back",
+        "fresh_copied",
+        "fresh_began",
+        "assembling",
+    )
 
     def __init__(self) -> None:
         self.at = self.began = time.monotonic()
@@ -83,6 +91,9 @@ class Motion:
         #: and when (``time.monotonic()``) that copy began (None: none began)
         self.fresh_copied = 0
         self.fresh_began: float | None = None
+        #: parts the store is assembling into the object while a publish waits for it
+        #: (:func:`assembling`: S3 CompleteMultipartUpload); None otherwise
+        self.assembling: int | None = None
 
 
 _motion: ContextVar[Motion | None] = ContextVar("staccato_motion", default=None)
@@ -120,6 +131,26 @@ def fresh_copied(nbytes: int) -> None:
         if tracker.fresh_began is None:
             tracker.fresh_began = tracker.at
         tracker.fresh_copied += nbytes
+
+
+@contextlib.contextmanager
+def assembling(parts: int) -> Iterator[None]:
+    """For a publish's call in which the store assembles ``parts`` parts into the
+    object (S3 CompleteMultipartUpload): the attempt's tracker says so
+    (``Motion.assembling``, the publish's heartbeat details), so ``status`` says the
+    publish waits for the store to assemble them, not that it stalled. AWS: "Processing
+    of a Complete Multipart Upload request could take several minutes" (S3 API
+    reference, CompleteMultipartUpload); moto took ~6 s. No-op outside a tracked
+    attempt."""
+    tracker = _motion.get()
+    if tracker is None:
+        yield
+        return
+    tracker.assembling = parts
+    try:
+        yield
+    finally:
+        tracker.assembling = None
 
 
 @contextlib.contextmanager

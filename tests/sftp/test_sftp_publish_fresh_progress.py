@@ -10,7 +10,9 @@ at full speed) the copy takes ~12 s; ``status`` said ``stalled: publish: waiting
 it last moved bytes and how many (``PublishBeat``): ``status`` shows
 ``publish_copied_bytes`` growing, the cp line ``publishing: writing a fresh copy``, and
 no ``stalled_step`` while the bytes move; once the server stops answering (its relay
-SIGSTOPped mid-copy) the publish is ``stalled_step`` again.
+SIGSTOPped mid-copy) the publish waits for it (``publish_waiting_since``: its worker
+heartbeats, so not ``stalled_step``, which is for a publish whose heartbeats stopped;
+tests/s3/test_s3_publish_wait.py).
 """
 
 from __future__ import annotations
@@ -109,14 +111,14 @@ async def test_a_publish_writing_a_fresh_copy_shows_it_moving_not_stalled(
         assert not stalled, f"a publish writing a fresh copy was shown as stalled: {stalled[0]}"
         moving = [s for s in publishing if getattr(s, "publish_copied_bytes", None)]
         assert moving, f"no status showed the fresh copy's progress: {publishing[-1:]}"
-        # the server stops answering mid-copy: the publish is stalled again, since its
-        # last bytes moved
+        # the server stops answering mid-copy: the publish waits for it, since its
+        # last bytes moved (its worker heartbeats: not a stalled step)
         relays = _relays(sftp_paced_fresh)
         assert relays, "no relay process of the paced server"
         signal_all(relays, signal.SIGSTOP)
         try:
             stall_seen = await wait_for_status(
-                client, transfer, lambda s: s.stalled_step == "publish", timeout_s=60
+                client, transfer, lambda s: s.publish_waiting_since is not None, timeout_s=60
             )
         finally:
             signal_all(relays, signal.SIGCONT)
@@ -130,7 +132,9 @@ async def test_a_publish_writing_a_fresh_copy_shows_it_moving_not_stalled(
     assert "publishing: writing a fresh copy" in text and "stalled" not in text, text
     print(f"{len(publishing)} statuses in publish, {len(moving)} with the fresh copy: {text}")
     stall_text = progress_text(stall_seen)
-    assert "stalled: publish: waiting for" in stall_text, stall_text
+    assert "publishing: writing a fresh copy " in stall_text, stall_text
+    assert "waiting for sftp://" in stall_text and "to answer since" in stall_text, stall_text
+    assert "stalled" not in stall_text and stall_seen.stalled_step is None, stall_seen
     assert stall_seen.publish_rate_bytes_per_s is None, stall_seen
     print(f"server stopped: {stall_text}")
     assert result.bytes == size

@@ -547,8 +547,13 @@ def check_parent(parent: Path, url: EndpointURL) -> None:
     try:
         parent_mode = os.stat(parent).st_mode
     except FileNotFoundError:
+        # found by the worker, which does the I/O: a client on another machine sees
+        # none of its paths, so a missing directory there is no evidence (README,
+        # "Local destinations: what is refused before the transfer starts")
         raise DestinationMissingError(
-            f"destination directory {parent} does not exist (for {url}); create it first"
+            f"destination directory {parent} does not exist on the worker's file system "
+            f"(for {url}); nothing was written: create it (mkdir -p {parent}) where the "
+            "workers run, then copy again"
         ) from None
     except NotADirectoryError:  # ENOTDIR: a component of the path is a file
         raise DestinationMissingError(

@@ -30,6 +30,7 @@ from staccato.endpoints.base import (
     Features,
     Reader,
     WholeReads,
+    assembling,
     keepalive,
     moved,
     parts_digest,
@@ -1146,12 +1147,13 @@ class S3Driver(Driver):
             )
         write_fence()  # a dataset batch publishes under its lease
         try:
-            client.complete_multipart_upload(
-                Bucket=target.bucket,
-                Key=target.key,
-                UploadId=target.upload_id,
-                MultipartUpload={"Parts": listed},
-            )
+            with assembling(len(listed)):  # may take minutes (status says so)
+                client.complete_multipart_upload(
+                    Bucket=target.bucket,
+                    Key=target.key,
+                    UploadId=target.upload_id,
+                    MultipartUpload={"Parts": listed},
+                )
         except ClientError as err:
             if _code(err) == "NoSuchUpload":
                 head = self._own_object(target)
