@@ -86,6 +86,21 @@ def test_bad_urls(text: str, message: str) -> None:
         parse_url(text)
 
 
+def test_spaces_mean_one_thing_per_scheme() -> None:
+    """A space is a character of an S3 key, an SFTP path or a local name (tester75
+    checked they copy), but no URI holds one (RFC 3986): an http(s) URL with one is
+    refused naming ``%20``, and non-ASCII in it is encoded as UTF-8 as httpx sends it."""
+    assert parse_url("s3://bucket/a dir/x y.bin").key == "a dir/x y.bin"
+    assert parse_url("sftp://u@h/a dir/x y.bin").path == "/a dir/x y.bin"
+    assert parse_url("/tmp/a b").path == "/tmp/a b"
+    for bad in ("http://h/a dir/x", "https://h/x?q=a b", "http://h/a\x7fb"):
+        with pytest.raises(InvalidURLError, match="write it as %"):
+            parse_url(bad)
+    assert parse_url("http://h/caf\N{LATIN SMALL LETTER E WITH ACUTE}?q={x}").canonical == (
+        "http://h/caf%C3%A9?q=%7Bx%7D"
+    )
+
+
 def test_transfer_id_is_per_destination() -> None:
     assert transfer_id("/tmp/x") == transfer_id("file:///tmp/../tmp/x")
     assert transfer_id("/tmp/x") != transfer_id("/tmp/y")
