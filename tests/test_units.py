@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
+from pathlib import Path
 
 import crc32c
 import pytest
 import typer
 
-from staccato import checksums, errors
+from staccato import checksums, errors, units
 from staccato.cli import parse_size
 from staccato.client import transfer_id
 from staccato.errors import InvalidURLError
@@ -261,3 +263,21 @@ def test_rates_durations_percentages() -> None:
         "512.0 MiB / 1.0 GiB (50%) at 20.0 MiB/s, ETA 26 s"
     )
     assert units.progress(0, None) == "0 B / ?"
+
+
+def test_stream_counts_are_worded_by_number() -> None:
+    """No message says ``1 streams`` (tester75: ``1 streams waiting`` for worker
+    capacity, ``(1 streams)`` in a governor's line): every count of streams in an
+    f-string goes through ``units.counted``. ``staccato/tuning.py`` (``holding 1
+    streams``) is being rewritten on another branch and is left out here."""
+    root = Path(__file__).resolve().parent.parent / "staccato"
+    bare = re.compile(r"\{[^{}]*\} streams\b")
+    found = [
+        f"{path.relative_to(root)}:{number}: {line.strip()}"
+        for path in sorted(root.rglob("*.py"))
+        if path.name != "tuning.py"
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if bare.search(line)
+    ]
+    assert found == [], found
+    assert units.counted(1, "stream") == "1 stream" and units.counted(2, "stream") == "2 streams"
