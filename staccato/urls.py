@@ -275,8 +275,12 @@ def redact(url: str) -> str:
     For ``http``/``https`` URLs every query value is replaced (``?X-Amz-Signature=…``,
     ``?token=…``, ``?sig=…``: presigned URLs carry their credential in the query, and
     which parameter is secret cannot be known in general); a bare query item without
-    ``=`` is replaced whole. For every scheme, user info holding a password
-    (``user:pass@``) becomes ``REDACTED@`` and a fragment becomes ``#REDACTED``.
+    ``=`` is replaced whole, and so is a fragment (``#access_token=…``: OAuth's
+    implicit grant hands tokens there). For every scheme, user info holding a password
+    (``user:pass@``) becomes ``REDACTED@``. An ``s3``, ``sftp`` or ``file`` URL has
+    no fragment: a ``#`` there is part of the key or path the user typed (or refused
+    as such: ``s3://b/q?hash#x``), never a secret, and is kept as typed (tester75 read
+    ``q?hash#REDACTED`` in an error); unknown schemes keep the fragment's redaction.
     Parameter names, order and everything else are kept, so the text still says
     which object is meant. Text that is not a URL is returned unchanged.
     """
@@ -289,7 +293,7 @@ def redact(url: str) -> str:
         if ":" in userinfo or scheme in SOURCE_ONLY_SCHEMES:
             authority = f"{REDACTED}@{hostport}"
     fragment = ""
-    if "#" in rest:
+    if "#" in rest and scheme not in _NO_FRAGMENT_SCHEMES:
         rest, _, fragment_text = rest.partition("#")
         fragment = f"#{REDACTED}" if fragment_text else "#"
     if scheme in SOURCE_ONLY_SCHEMES and "?" in rest:
@@ -304,6 +308,11 @@ def redact(url: str) -> str:
                 items.append(REDACTED)
         rest = f"{path}?{'&'.join(items)}"
     return f"{match.group(1)}://{authority}{rest}{fragment}"
+
+
+#: schemes whose URLs have no fragment: a ``#`` is part of the key or path (S3), or
+#: refused naming it (sftp, file), and is shown as typed by :func:`redact`
+_NO_FRAGMENT_SCHEMES = ("s3", "sftp", "file")
 
 
 # a URL inside free text ends at white space, a quote or a bracket (RFC 3986, appendix C)

@@ -38,6 +38,8 @@ def source(data_dir: Path) -> Path:
         (["http://", "{dst}"], "malformed URL 'http://'"),
         (["http://h:99999/x", "{dst}"], "'http://h:99999/x': the port must be 1-65535"),
         (["{src}", "s3://Bad_Bucket/key"], "invalid S3 bucket name 'Bad_Bucket'"),
+        # the URL as typed: an S3 key has no fragment to redact (tester75: 'q?hash#REDACTED')
+        (["s3://demo/odd/q?hash#x", "{dst}"], "malformed S3 URL 's3://demo/odd/q?hash#x'"),
         (["sftp://user:secret@host/file", "{dst}"], "refusing a password in URL"),
         # an empty user name was taken silently (a tester's typo)
         (["{src}", "sftp://@127.0.0.1:7412/x"], "the user name before '@' is empty"),
