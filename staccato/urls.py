@@ -168,12 +168,14 @@ def _parse(text: str, cwd: str | None) -> EndpointURL:
             raise InvalidURLError(
                 f"refusing credentials in URL {redact(text)}: configure them on the worker"
             )
+        _refuse_http_blanks(text)
         host = parts.hostname.lower()
         netloc = f"[{host}]" if ":" in host else host
         if port is not None and port != _DEFAULT_PORTS[scheme]:
             netloc += f":{port}"
-        path = parts.path or "/"
-        canonical = f"{scheme}://{netloc}{path}" + (f"?{parts.query}" if parts.query else "")
+        path = quote(parts.path or "/", safe=_HTTP_KEPT)
+        query = quote(parts.query, safe=_HTTP_KEPT + "?")
+        canonical = f"{scheme}://{netloc}{path}" + (f"?{query}" if query else "")
         return EndpointURL(scheme, canonical, path, host=host, port=port)
     if scheme == "s3":
         return _s3_url(text)
@@ -185,6 +187,41 @@ def _parse(text: str, cwd: str | None) -> EndpointURL:
             "(a name with '#' is written %23)"
         )
     return _sftp_url(text, parts.hostname, port, parts.username, parts.path, parts.query)
+
+
+#: what an http(s) URL's path and query keep as written: RFC 3986's unreserved and
+#: reserved characters and ``%`` (escapes already made); the rest (non-ASCII, and
+#: ``"<>\\^`{|}``) is percent-encoded as UTF-8 (RFC 3987 section 3.1), as httpx
+#: and browsers send it, so the stat (httpx) and the reads (http.client) ask for one URL
+_HTTP_KEPT = "-._~:/@!$&'()*+,;=%"
+
+#: characters no http(s) URL may hold (RFC 3986 section 2: not in a URI at all):
+#: space, the C0 controls and DEL
+_HTTP_BLANK = re.compile(r"[\x00-\x20\x7f]")
+
+
+def _refuse_http_blanks(text: str) -> None:
+    """Refuse an http(s) URL holding a space or a control character.
+
+    RFC 3986 section 2 allows neither in a URI; curl refuses such a URL ("URL using
+    bad/illegal format", exit 3) and ``http.client`` raises ``InvalidURL`` for it
+    while httpx quietly sends ``%20``: one URL once meant two requests (the stat
+    found the file, every read failed). Refused before anything starts, naming the
+    character and its escape, so the user writes the URL they mean.
+
+    Raises:
+        InvalidURLError: naming the URL, the character's position and ``%XX``.
+    """
+    blank = _HTTP_BLANK.search(text)
+    if blank is None:
+        return
+    char = blank.group(0)
+    what = "a space" if char == " " else f"the control character {char!r}"
+    raise InvalidURLError(
+        f"malformed URL {redact(text)!r}: it contains {what} (at character "
+        f"{blank.start() + 1}), which a URL cannot hold (RFC 3986); write it as "
+        f"%{ord(char):02X}"
+    )
 
 
 #: a ``%`` that does not start a percent-escape, with what follows it (up to 2 chars)
@@ -238,8 +275,12 @@ def redact(url: str) -> str:
     For ``http``/``https`` URLs every query value is replaced (``?X-Amz-Signature=…``,
     ``?token=…``, ``?sig=…``: presigned URLs carry their credential in the query, and
     which parameter is secret cannot be known in general); a bare query item without
-    ``=`` is replaced whole. For every scheme, user info holding a password
-    (``user:pass@``) becomes ``REDACTED@`` and a fragment becomes ``#REDACTED``.
+    ``=`` is replaced whole, and so is a fragment (``#access_token=…``: OAuth's
+    implicit grant hands tokens there). For every scheme, user info holding a password
+    (``user:pass@``) becomes ``REDACTED@``. An ``s3``, ``sftp`` or ``file`` URL has
+    no fragment: a ``#`` there is part of the key or path the user typed (or refused
+    as such: ``s3://b/q?hash#x``), never a secret, and is kept as typed (tester75 read
+    ``q?hash#REDACTED`` in an error); unknown schemes keep the fragment's redaction.
     Parameter names, order and everything else are kept, so the text still says
     which object is meant. Text that is not a URL is returned unchanged.
     """
@@ -252,7 +293,7 @@ def redact(url: str) -> str:
         if ":" in userinfo or scheme in SOURCE_ONLY_SCHEMES:
             authority = f"{REDACTED}@{hostport}"
     fragment = ""
-    if "#" in rest:
+    if "#" in rest and scheme not in _NO_FRAGMENT_SCHEMES:
         rest, _, fragment_text = rest.partition("#")
         fragment = f"#{REDACTED}" if fragment_text else "#"
     if scheme in SOURCE_ONLY_SCHEMES and "?" in rest:
@@ -267,6 +308,11 @@ def redact(url: str) -> str:
                 items.append(REDACTED)
         rest = f"{path}?{'&'.join(items)}"
     return f"{match.group(1)}://{authority}{rest}{fragment}"
+
+
+#: schemes whose URLs have no fragment: a ``#`` is part of the key or path (S3), or
+#: refused naming it (sftp, file), and is shown as typed by :func:`redact`
+_NO_FRAGMENT_SCHEMES = ("s3", "sftp", "file")
 
 
 # a URL inside free text ends at white space, a quote or a bracket (RFC 3986, appendix C)

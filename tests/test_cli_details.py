@@ -742,7 +742,9 @@ def test_a_checksum_read_back_is_not_called_every_byte() -> None:
 
     def status(level: VerifyMode) -> TransferStatus:
         # only the two fields the line reads
-        return TransferStatus.model_construct(verify_level=level, segments_copied_again=0)
+        return TransferStatus.model_construct(
+            verify_level=level, segments_copied_again=0, destination="file:///d/x.bin"
+        )
 
     full = render.verify_level_text(status(VerifyMode.full))
     assert full == "full: every byte read back before publish, 0 segments copied again"

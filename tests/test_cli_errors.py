@@ -38,6 +38,8 @@ def source(data_dir: Path) -> Path:
         (["http://", "{dst}"], "malformed URL 'http://'"),
         (["http://h:99999/x", "{dst}"], "'http://h:99999/x': the port must be 1-65535"),
         (["{src}", "s3://Bad_Bucket/key"], "invalid S3 bucket name 'Bad_Bucket'"),
+        # the URL as typed: an S3 key has no fragment to redact (tester75: 'q?hash#REDACTED')
+        (["s3://demo/odd/q?hash#x", "{dst}"], "malformed S3 URL 's3://demo/odd/q?hash#x'"),
         (["sftp://user:secret@host/file", "{dst}"], "refusing a password in URL"),
         # an empty user name was taken silently (a tester's typo)
         (["{src}", "sftp://@127.0.0.1:7412/x"], "the user name before '@' is empty"),
@@ -88,6 +90,45 @@ def test_usage_errors_exit_2(
     assert expected in result.stderr, result.stderr
     assert "secret" not in result.stderr
     assert not destination.exists()
+
+
+def test_http_url_with_a_space_is_refused_before_anything_starts(
+    cli, nginx_ranges, http_root: Path, data_dir: Path
+) -> None:
+    """An http URL with a literal space (tester75): httpx sent ``%20`` at stat, every
+    read (http.client) failed with ``InvalidURL`` and was retried for 24 h. RFC 3986
+    allows no space in a URI and curl refuses one: refused, exit 2, naming the URL,
+    the character and ``%20``; written ``%20`` it copies (non-ASCII is encoded as
+    UTF-8, as httpx does, and copies too)."""
+    folder = http_root / "odd75" / "a dir"
+    folder.mkdir(parents=True, exist_ok=True)
+    digest = write_random(folder / "with space.txt", 70_000)
+    write_random(folder / "caf\N{LATIN SMALL LETTER E WITH ACUTE}.bin", 1000)
+    destination = data_dir / "dst.bin"
+    result = cli(
+        "cp", nginx_ranges.url("odd75/a dir/with space.txt"), str(destination), "--retry-for", "5s"
+    )
+    assert result.returncode == 2, result
+    assert "odd75/a dir/with space.txt" in result.stderr, result.stderr
+    assert "contains a space" in result.stderr and "%20" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not destination.exists()
+    result = cli("cp", nginx_ranges.url("odd75/a%20dir/with%20space.txt"), str(destination))
+    assert result.returncode == 0, result
+    assert sha256_file(destination) == digest
+    accented = data_dir / "accented.bin"
+    result = cli(
+        "cp",
+        nginx_ranges.url("odd75/a%20dir/caf\N{LATIN SMALL LETTER E WITH ACUTE}.bin"),
+        str(accented),
+        "--retry-for",
+        "5s",
+    )
+    assert result.returncode == 0, result
+    assert (
+        accented.read_bytes()
+        == (folder / "caf\N{LATIN SMALL LETTER E WITH ACUTE}.bin").read_bytes()
+    )
 
 
 @pytest.mark.parametrize("scheme", ["file", "sftp", "s3-key"])

@@ -233,3 +233,33 @@ def test_ctrl_c_while_watch_loads_does_not_say_nothing_was_started(
     assert process.returncode == 130, (process.returncode, err)
     assert err.strip() == "staccato: interrupted", err
     assert "Traceback" not in err and out == "", (out, err)
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_watch_q_says_nothing_when_stopped(
+    temporal_server, worker, data_dir: Path, sig: signal.Signals, code: int
+) -> None:
+    """``watch -q TRANSFER_ID`` stopped by Ctrl-C or SIGTERM: quiet means quiet, no
+    three-line note (the user named the id), only the exit code; the transfer goes
+    on. Its ``-h`` says nothing of a submit (tester75: "submit still prints the id")."""
+    env = _env(temporal_server, worker)
+    source = data_dir / "quiet.bin"
+    write_random(source, 8 * MiB, seed=75)
+    started = _cli("submit", "--max-rate", "1MB/s", str(source), str(data_dir / "q.out"), env=env)
+    assert started.returncode == 0, started.stderr
+    transfer = started.stdout.strip()
+    port = int(temporal_server.address.rsplit(":", 1)[1])
+    process = _popen("watch", "-q", transfer, env=env)
+    deadline = time.monotonic() + 60
+    while not _connected(process.pid, port) and process.poll() is None:
+        assert time.monotonic() < deadline, "watch -q never connected to Temporal"
+        time.sleep(0.002)
+    process.send_signal(sig)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == code, (process.returncode, err)
+    assert (out, err) == ("", ""), (out, err)
+    assert _state(transfer, env) in ("scheduled", "running", "completed")  # it went on
+    _cancel(transfer, env)
+    shown = _cli("watch", "-h", env=env)
+    assert shown.returncode == 0, shown
+    assert "submit" not in shown.stdout and "-q" in shown.stdout, shown.stdout

@@ -65,11 +65,22 @@ async def test_a_batch_on_a_full_local_disk_gives_up_at_retry_for(
     assert first.files_failed == FILES - len(published), first
     # the batch retried the full disk and gave up itself, --retry-for after its last
     # file, with the free space as its last error (before: each file failed at once)
+    # the error is one file's (its path, the space it needs): that file's reason; the
+    # others name that file as the one their batch failed on, never as their own
+    # (tester75: f0088 failed with "not enough space for .../f0080.bin")
+    own = [f for f in first.failures if "its batch failed: gave up" in f.reason]
+    assert len(own) == 1, [f.reason for f in first.failures]
+    assert f"{destination / own[0].name}" in own[0].reason, own[0]
     for failure in first.failures:
-        assert "its batch failed: gave up: the copy_batch step" in failure.reason, failure
+        assert "gave up: the copy_batch step" in failure.reason, failure
         assert "--retry-for 15 s without progress" in failure.reason, failure
         assert f"mounted at {small_fs}" in failure.reason, failure
         assert "bytes free" in failure.reason, failure
+        if failure is not own[0]:
+            lead = f"its batch failed on another of its files, {own[0].name}: gave up"
+            assert failure.reason.startswith(lead), failure
+        others = [name for name in files if name != failure.name and name != own[0].name]
+        assert not any(f"/{name}" in failure.reason for name in others), failure
     assert leftovers(destination) == []
 
     # room again: --retry-failed copies only the files that failed

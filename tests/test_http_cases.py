@@ -22,7 +22,13 @@ import pytest
 
 from staccato.client import StaccatoClient
 from staccato.endpoints.http import HTTPDriver
-from staccato.errors import NotFoundError, RetryableError, StaccatoError, TransferFailedError
+from staccato.errors import (
+    InvalidURLError,
+    NotFoundError,
+    RetryableError,
+    StaccatoError,
+    TransferFailedError,
+)
 from staccato.models import TransferOptions, TransferState
 from staccato.urls import parse_url
 from tests.helpers import MiB, WorkerProcess, leftovers, sha256_file, wait_for_status, write_random
@@ -664,3 +670,32 @@ def test_dripping_headers_are_bounded_in_a_thread(quirky, monkeypatch: pytest.Mo
     elapsed, message = outcome[0]  # type: ignore[misc]
     assert elapsed < DRIPPED_WITHIN_S and "took longer than 1 s" in message
     assert outcome[1] == len(data)
+
+
+def test_redirect_location_with_a_space_and_a_bad_port(quirky) -> None:
+    """A server's ``Location`` holding a space: httpx (stat) sent it as ``%20``, the
+    reads (http.client) raised ``InvalidURL``, retried as transient for 24 h (tester75);
+    now the reads encode it as the stat did and read the data. A ``Location`` no URL
+    library can use (port 99999) is an ``InvalidURLError`` (permanent, naming the URL)
+    at stat and at the read, not a retry and not an internal error."""
+    data = os.urandom(200_000)
+    target = _serve(quirky, QuirkyServer(data))
+    spaced = _serve(quirky, QuirkyServer(b"", redirect_to=target.url("/a dir/with space.bin")))
+    driver = HTTPDriver()
+    url = parse_url(spaced.url())
+    info = driver.stat(url)
+    assert info.size == len(data)
+    with driver.open_read(url, info, 7, len(data) - 7) as reader:
+        buffer = memoryview(bytearray(len(data) - 7))
+        assert reader.readinto_full(buffer) == len(data) - 7
+    assert bytes(buffer) == data[7:]
+    assert {r for _, m, r, _, _ in target.requests if m == "GET"} >= {f"bytes=7-{len(data) - 1}"}
+
+    broken = _serve(quirky, QuirkyServer(b"", redirect_to="http://127.0.0.1:99999/x.bin"))
+    with pytest.raises(InvalidURLError) as at_stat:
+        driver.stat(parse_url(broken.url()))
+    assert broken.url() in str(at_stat.value), at_stat.value
+    with pytest.raises(InvalidURLError) as at_read:
+        driver.open_read(parse_url(broken.url()), info.model_copy(update={"extra": {}}), 0, 100)
+    assert "127.0.0.1:99999/x.bin" in str(at_read.value), at_read.value
+    assert not at_read.value.retryable

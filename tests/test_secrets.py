@@ -363,6 +363,11 @@ def test_redact() -> None:
     assert redact("s3://bucket/key?profile=prod") == "s3://bucket/key?profile=prod"
     assert redact("sftp://alice@host/p") == "sftp://alice@host/p"
     assert redact("https://h/p#access_token=x") == "https://h/p#REDACTED"
+    # no fragment in an S3, SFTP or file URL: a '#' is the key's or path's, shown as
+    # typed (tester75 read 'q?hash#REDACTED'); a password there still is not
+    assert redact("s3://demo/odd/q?hash#x") == "s3://demo/odd/q?hash#x"
+    assert redact("sftp://u:pw@h/a#b") == "sftp://REDACTED@h/a#b"
+    assert redact("file:///d/a#b") == "file:///d/a#b"
     assert (
         redact_text("Client error '403' for url 'https://h/x?sig=abc' via http://u:p@proxy:1")
         == "Client error '403' for url 'https://h/x?sig=REDACTED' via http://REDACTED@proxy:1"

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
+from pathlib import Path
 
 import crc32c
 import pytest
 import typer
 
-from staccato import checksums, errors
+from staccato import checksums, errors, units
 from staccato.cli import parse_size
 from staccato.client import transfer_id
 from staccato.errors import InvalidURLError
@@ -84,6 +86,21 @@ def test_relative_path_is_made_absolute() -> None:
 def test_bad_urls(text: str, message: str) -> None:
     with pytest.raises(InvalidURLError, match=message.replace("?", r"\?")):
         parse_url(text)
+
+
+def test_spaces_mean_one_thing_per_scheme() -> None:
+    """A space is a character of an S3 key, an SFTP path or a local name (tester75
+    checked they copy), but no URI holds one (RFC 3986): an http(s) URL with one is
+    refused naming ``%20``, and non-ASCII in it is encoded as UTF-8 as httpx sends it."""
+    assert parse_url("s3://bucket/a dir/x y.bin").key == "a dir/x y.bin"
+    assert parse_url("sftp://u@h/a dir/x y.bin").path == "/a dir/x y.bin"
+    assert parse_url("/tmp/a b").path == "/tmp/a b"
+    for bad in ("http://h/a dir/x", "https://h/x?q=a b", "http://h/a\x7fb"):
+        with pytest.raises(InvalidURLError, match="write it as %"):
+            parse_url(bad)
+    assert parse_url("http://h/caf\N{LATIN SMALL LETTER E WITH ACUTE}?q={x}").canonical == (
+        "http://h/caf%C3%A9?q=%7Bx%7D"
+    )
 
 
 def test_transfer_id_is_per_destination() -> None:
@@ -246,3 +263,21 @@ def test_rates_durations_percentages() -> None:
         "512.0 MiB / 1.0 GiB (50%) at 20.0 MiB/s, ETA 26 s"
     )
     assert units.progress(0, None) == "0 B / ?"
+
+
+def test_stream_counts_are_worded_by_number() -> None:
+    """No message says ``1 streams`` (tester75: ``1 streams waiting`` for worker
+    capacity, ``(1 streams)`` in a governor's line): every count of streams in an
+    f-string goes through ``units.counted``. ``staccato/tuning.py`` (``holding 1
+    streams``) is being rewritten on another branch and is left out here."""
+    root = Path(__file__).resolve().parent.parent / "staccato"
+    bare = re.compile(r"\{[^{}]*\} streams\b")
+    found = [
+        f"{path.relative_to(root)}:{number}: {line.strip()}"
+        for path in sorted(root.rglob("*.py"))
+        if path.name != "tuning.py"
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if bare.search(line)
+    ]
+    assert found == [], found
+    assert units.counted(1, "stream") == "1 stream" and units.counted(2, "stream") == "2 streams"

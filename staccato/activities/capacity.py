@@ -85,7 +85,7 @@ class MemoryBudget:
                     reason = (
                         f"waiting for worker capacity: chunk buffers "
                         f"{units.size(self.used)} of {units.size(self.capacity)} in use in "
-                        f"its worker process, {len(self._queue)} streams waiting "
+                        f"its worker process, {units.counted(len(self._queue), 'stream')} waiting "
                         "(STACCATO_WORKER_MEMORY_BYTES)"
                     )
                 wait(reason)

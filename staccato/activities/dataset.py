@@ -61,7 +61,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TypeVar
@@ -1109,12 +1109,9 @@ def _resume(
         else:
             if first is None:
                 first = index
-            _apply(
-                state,
-                request,
-                index,
-                _copy_one(request, index, root, destination_root, beat, pacer=pacer),
-            )
+            with _failing_file(state, request, index):
+                outcome = _copy_one(request, index, root, destination_root, beat, pacer=pacer)
+            _apply(state, request, index, outcome)
         state.next_index = index + 1
         _prune_ended_after(state)
     if first is None:
@@ -1516,12 +1513,9 @@ def _copy_in_flight(
         for index in range(state.next_index, files):
             state.current = request.files[index].name
             beat()
-            _apply(
-                state,
-                request,
-                index,
-                _copy_one(request, index, root, destination_root, beat, pacer=pacer),
-            )
+            with _failing_file(state, request, index):
+                outcome = _copy_one(request, index, root, destination_root, beat, pacer=pacer)
+            _apply(state, request, index, outcome)
             state.next_index = index + 1
         return
     stop = threading.Event()
@@ -1696,6 +1690,9 @@ def _copy_in_flight(
                         error = future.exception()
                         if error is not None and failure is None:
                             failure = error
+                            # its message is this file's: the files failed with the
+                            # batch name it (tester75: f0088's reason named f0080)
+                            state.failed_file = request.files[index].name
                 while first_open in ended and ended[first_open].exception() is None:
                     waiting.append(ended.pop(first_open).result())
                     first_open += 1
@@ -1828,6 +1825,18 @@ def _prune_ended_after(state: BatchCheckpoint | FanOutBatchCheckpoint) -> None:
             state.ended_after = None
 
 
+@contextlib.contextmanager
+def _failing_file(state: BatchCheckpoint, request: BatchInput, index: int) -> Iterator[None]:
+    """Name file ``index`` in ``state.failed_file`` if its copy raises a
+    :class:`StaccatoError` (which then fails the attempt: its message is that
+    file's, and the batch's other files that fail with it name the file)."""
+    try:
+        yield
+    except StaccatoError:
+        state.failed_file = request.files[index].name
+        raise
+
+
 class _InlineExecutor(Executor):
     """Runs each task at once in the caller's thread (a done future)."""
 
@@ -1943,7 +1952,10 @@ def _previous(request: BatchInput) -> BatchCheckpoint:
     details = activity.info().heartbeat_details
     if details:
         try:
-            return BatchCheckpoint.model_validate(details[0])
+            # which file failed an earlier attempt is no news of this one
+            return BatchCheckpoint.model_validate(details[0]).model_copy(
+                update={"failed_file": None}
+            )
         except ValidationError:
             pass
     return BatchCheckpoint()

@@ -44,6 +44,7 @@ from staccato.cli.options import (
     SyncLevelOption,
     TransferArg,
     VerifyOption,
+    WatchQuietOption,
     check_verify_full,
     choice_option,
     int_range_option,
@@ -475,7 +476,7 @@ def cp(
     _exit_for(run(go, starts=True), quiet)
 
 
-def watch(transfer: TransferArg, quiet: QuietOption = False) -> None:
+def watch(transfer: TransferArg, quiet: WatchQuietOption = False) -> None:
     """Follow a transfer or dataset with a progress bar until it ends (exit codes as
     for cp: 0 completed, 1 failed or cancelled, 130 Ctrl-C or 143 SIGTERM, after which
     it goes on). With -q, wait without progress and say only errors and warnings (a
@@ -500,9 +501,11 @@ def watch(transfer: TransferArg, quiet: QuietOption = False) -> None:
             if await _is_dataset_root(client, transfer):
                 return None
             raise
-        return await _follow(client, transfer, quiet=quiet)
+        return await follow_or_hint(
+            "transfer", transfer, render.follow(client, transfer, quiet=quiet), quiet=quiet
+        )
 
-    followed = run(go)
+    followed = run(go, quiet=quiet)
     if followed is None:  # a dataset's destination root
         datasets.watch(transfer, quiet=quiet)
         return
@@ -513,13 +516,6 @@ async def _is_dataset_root(client: StaccatoClient, destination: str) -> bool:
     """Whether ``destination`` (a path, relative or not, or a URL) is the destination
     root of a dataset Temporal knows."""
     return await _dataset_at_root(client, destination) is not None
-
-
-async def _follow(client: StaccatoClient, transfer: str, *, quiet: bool) -> TransferStatus:
-    """:func:`render.follow`; on Ctrl-C (the run is cancelled) say that the transfer
-    goes on and how to watch or cancel it, and end the command with exit 130
-    (:data:`staccato.cli.common.EXIT_INTERRUPTED`) and no further message."""
-    return await follow_or_hint("transfer", transfer, render.follow(client, transfer, quiet=quiet))
 
 
 class _Polled(Protocol):

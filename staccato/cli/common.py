@@ -102,7 +102,13 @@ def _quiet_teardown() -> None:
     sys.unraisablehook = lambda unraisable: None
 
 
-def run(factory: Callable[[], Awaitable[T]], *, sigterm: bool = True, starts: bool = False) -> T:
+def run(
+    factory: Callable[[], Awaitable[T]],
+    *,
+    sigterm: bool = True,
+    starts: bool = False,
+    quiet: bool = False,
+) -> T:
     """Run a coroutine, turning Staccato errors into messages and exit codes: a bad URL
     or STACCATO_* setting (a malformed key too: :class:`KeySettingError`, whichever
     command reads it) exits 2, any other :class:`StaccatoError` (Temporal
@@ -114,8 +120,15 @@ def run(factory: Callable[[], Awaitable[T]], *, sigterm: bool = True, starts: bo
     ``starts``: the coroutine starts a run, its start awaited in :func:`start_or_hint`
     and any follow in :func:`follow_or_hint` (which say what goes on): an interruption
     that reaches here came before the start, and the message says nothing was
-    started."""
+    started. ``quiet``: ``watch -q``, which says nothing when interrupted (the exit
+    code alone: 130 or 143)."""
     before = "; nothing was started" if starts else ""
+
+    def stop(message: str, code: int) -> NoReturn:
+        if quiet:
+            raise typer.Exit(code)
+        stopped(message, code)
+
     if starts:  # only a start seals URL tokens: status, list, ... read no key file
         warn_unknown_settings()
         warn_malformed_seal_key()
@@ -124,7 +137,7 @@ def run(factory: Callable[[], Awaitable[T]], *, sigterm: bool = True, starts: bo
     except asyncio.CancelledError:
         if not _terminated.is_set():
             raise
-        stopped(f"terminated (SIGTERM){before}", EXIT_TERMINATED)
+        stop(f"terminated (SIGTERM){before}", EXIT_TERMINATED)
     except (InvalidURLError, SettingsError, KeySettingError) as err:
         fail(str(err), EXIT_USAGE)
     except StaccatoError as err:
@@ -141,7 +154,7 @@ def run(factory: Callable[[], Awaitable[T]], *, sigterm: bool = True, starts: bo
         )
     except KeyboardInterrupt:
         _quiet_teardown()
-        stopped(f"interrupted{before}", EXIT_INTERRUPTED)
+        stop(f"interrupted{before}", EXIT_INTERRUPTED)
     except Exception as err:
         message = temporal_rpc_message(err)
         if message is None:
@@ -205,14 +218,20 @@ def say_ignored(kind: str, run_id: str, ignored: Sequence[str]) -> None:
     )
 
 
-def interrupted(kind: str, run_id: str, *, started: bool) -> NoReturn:
+def interrupted(kind: str, run_id: str, *, started: bool, quiet: bool = False) -> NoReturn:
     """Say that Ctrl-C or SIGTERM stopped the command, not the ``kind`` ``run_id``
     (a transfer, group or dataset), and how to follow or cancel it; exit 130
     (:data:`EXIT_INTERRUPTED`; SIGTERM: 143, :data:`EXIT_TERMINATED`). ``started``:
     the start was confirmed (it goes on), else it was being started or attached to
     (it may be running, started now or earlier). The one wording of every command that
-    starts or follows a run."""
+    starts or follows a run.
+
+    ``quiet``: ``watch -q`` of a run the user named (tester75): no note at all, only
+    the exit code (a note is not an error or a warning, and the user holds the id);
+    ``cp -q`` still prints it, as the id it names is printed nowhere else."""
     terminated = _terminated.is_set()
+    if quiet and started:
+        raise typer.Exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
     why = " (SIGTERM)" if terminated else ""
     if started:
         head = f"stopped following{why}; {kind} {run_id} goes on without you."
@@ -231,17 +250,20 @@ def interrupted(kind: str, run_id: str, *, started: bool) -> NoReturn:
     raise typer.Exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
 
 
-async def follow_or_hint(kind: str, run_id: str, following: Awaitable[T]) -> T:
+async def follow_or_hint(
+    kind: str, run_id: str, following: Awaitable[T], *, quiet: bool = False
+) -> T:
     """Await ``following`` (a client following a transfer, group or dataset); on
     Ctrl-C or SIGTERM (the follow is cancelled, the run is not) say that the ``kind``
     ``run_id`` goes on and how to watch or cancel it (:func:`interrupted`); when
     Temporal stops answering (``staccato down``, a crash) say so in one line naming
     its address, that the run goes on once Temporal is up again, and how to follow
-    it then; exit 1 (:data:`EXIT_FAILED`, a service error)."""
+    it then; exit 1 (:data:`EXIT_FAILED`, a service error). ``quiet``: ``watch -q``
+    (the Ctrl-C note left out: :func:`interrupted`)."""
     try:
         return await following
     except (asyncio.CancelledError, KeyboardInterrupt):
-        interrupted(kind, run_id, started=True)
+        interrupted(kind, run_id, started=True, quiet=quiet)
     except Exception as err:
         message = temporal_rpc_message(
             err,

@@ -802,9 +802,11 @@ def watch(dataset: str, *, quiet: bool = False) -> None:
         from staccato.client import StaccatoClient
 
         client = await StaccatoClient.connect()
-        return await follow_or_hint("dataset", dataset, follow(client, dataset, quiet=quiet))
+        return await follow_or_hint(
+            "dataset", dataset, follow(client, dataset, quiet=quiet), quiet=quiet
+        )
 
-    exit_for(run(go), quiet)
+    exit_for(run(go, quiet=quiet), quiet)
 
 
 def list_row(s: DatasetStatus) -> str:

@@ -112,9 +112,11 @@ def watch(group: str, *, quiet: bool = False) -> None:
 
     async def go() -> GroupStatus:
         client = await StaccatoClient.connect()
-        return await follow_or_hint("group", group, _follow(client, group, quiet=quiet))
+        return await follow_or_hint(
+            "group", group, _follow(client, group, quiet=quiet), quiet=quiet
+        )
 
-    exit_for(run(go), quiet)
+    exit_for(run(go, quiet=quiet), quiet)
 
 
 async def _follow(client: StaccatoClient, group: str, *, quiet: bool) -> GroupStatus:

@@ -384,6 +384,16 @@ QuietOption = Annotated[
         "such as 'attached' or 'queued'; submit still prints the id).",
     ),
 ]
+#: ``watch``'s -q: no submit to speak of (tester75), and no note on Ctrl-C
+WatchQuietOption = Annotated[
+    bool,
+    typer.Option(
+        "--quiet",
+        "-q",
+        help="Print nothing but errors and warnings: no progress, no summary, no note "
+        "on Ctrl-C (the exit code says how it ended).",
+    ),
+]
 
 
 def _named(value: str) -> str:

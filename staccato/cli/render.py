@@ -226,19 +226,37 @@ def progress_text(s: TransferStatus) -> str:
 
 
 def verify_level_text(s: TransferStatus) -> str:
-    """A completed transfer's verify level, and for one read back before publish how
-    many segments that read-back copied again: ``full: every byte read back before
-    publish, 0 segments copied again``; ``checksum`` (read back after a pause or a
-    resume): ``checksum: read back before publish (the copy was paused or resumed), 0
-    segments copied again``."""
+    """A completed transfer's verify level, and for one checked whole before publish
+    what that check was and how many segments it copied again, as done on the
+    destination's kind (the workflow checks before publish when a chunk was not
+    verified as it was written: ``staccato.workflows.transfer``):
+
+    * a local file, ``full``: ``full: every byte read back before publish, 0 segments
+      copied again``;
+    * a local file, ``checksum``: its chunks are read back as they are written, so a
+      whole check ran because the copy was paused or resumed: ``checksum: read back
+      before publish (the copy was paused or resumed), 0 segments copied again``;
+    * SFTP: every copy's temp file is checked before publish, paused or not (the
+      server hashes it, or it is read back over SFTP: docs/sftp.md, "Verifying an
+      upload"): ``checksum: temp file checked against the source's checksums before
+      publish (hashed on the server, or read back over SFTP), 0 segments copied
+      again``.
+    """
     level = s.verify_level.value if s.verify_level is not None else "?"
     if s.segments_copied_again is None:
         return level
     again = units.counted(s.segments_copied_again, "segment")
     if level == "full":
         return f"{level}: every byte read back before publish, {again} copied again"
-    # checksum: a read-back ran only because the copy was paused or resumed by another
-    # worker, and it reads the chunks that need it (README "Integrity"), not
+    if s.destination.startswith("sftp://"):
+        # tester75: a 1 GiB copy never interrupted said "paused or resumed"; an SFTP
+        # writer cannot read a chunk back as it writes, so this check is every copy's
+        return (
+            f"{level}: temp file checked against the source's checksums before publish "
+            f"(hashed on the server, or read back over SFTP), {again} copied again"
+        )
+    # a local file: a read-back ran only because the copy was paused or resumed by
+    # another worker, and it reads the chunks that need it (README "Integrity"), not
     # necessarily every byte (tester74 read "every byte" after a pause)
     return (
         f"{level}: read back before publish (the copy was paused or resumed), {again} copied again"

@@ -621,7 +621,7 @@ class BatchCheckpoint(BatchResult):
             out of the JSON): none open, or a worker before the field.
     """
 
-    _omit_when = omitted_while_none("not_handled", "ended_after", "uploads")
+    _omit_when = omitted_while_none("not_handled", "ended_after", "uploads", "failed_file")
 
     next_index: int = 0
     current: str | None = None
@@ -641,6 +641,12 @@ class BatchCheckpoint(BatchResult):
     moved_at: float | None = None
     ended_after: dict[str, str] | None = None
     uploads: dict[str, str] | None = None
+    #: a failed attempt's checkpoint: the name of the file whose error failed it (the
+    #: error's message is that file's: its path, its destination's free space), so the
+    #: batch's other files that fail with it say which file it was (tester75); None (left
+    #: out of the JSON): the attempt failed for another reason (a group commit, a
+    #: lease), in a heartbeat, or a worker before the field
+    failed_file: str | None = None
 
 
 class DatasetProgress(LeanModel):

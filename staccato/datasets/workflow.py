@@ -330,6 +330,11 @@ DATASET_CANCEL_SESSIONS_PATCH = "dataset-cancel-left-sessions"
 #: that the governor names the waiting ticket (``slot_queued``); runs from before held
 #: their slots while queued
 DATASET_HOLD_NONE_PATCH = "dataset-hold-none-while-queued"
+#: ``workflow.patched`` id: the files of a batch that failed for good because one of
+#: its files failed say which one (``BatchCheckpoint.failed_file``) instead of
+#: carrying that file's error as their own (tester75: f0088 failed with "not enough
+#: space for .../f0080.bin"); runs from before gave every file the batch's error
+DATASET_FAILED_FILE_PATCH = "dataset-failed-file-named"
 #: the files of a batch stopped by a cancel whose sessions may be open (at most the
 #: batch's files in flight: ``activities.dataset.FILES_IN_FLIGHT``)
 CANCEL_IN_FLIGHT = 4
@@ -926,6 +931,7 @@ class DatasetWorkflow:
             # up to date: ``ended_after``); the others fail
             unclean_from = 0
             ended_after: set[int] = set()
+            last: BatchCheckpoint | None = None
             if workflow.patched(DATASET_FAILED_BATCH_COUNTS_PATCH):
                 last = _failed_checkpoint(err, BatchCheckpoint)
                 if last is not None:
@@ -950,8 +956,16 @@ class DatasetWorkflow:
                 # others fail once compared (below)
                 count_from, to_fail, counted = unclean_from, (failing, why), ended_after
                 return
+            failed_file = last.failed_file if last is not None else None
+            named = failed_file is not None and workflow.patched(DATASET_FAILED_FILE_PATCH)
             for index in failing:
-                self._fail(batch.files[index].name, f"its batch failed: {why}")
+                name = batch.files[index].name
+                self._fail(
+                    name,
+                    f"its batch failed on another of its files, {failed_file}: {why}"
+                    if named and name != failed_file
+                    else f"its batch failed: {why}",
+                )
             return
         finally:
             self._reading.discard(number)

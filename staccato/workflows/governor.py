@@ -73,6 +73,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
+    from staccato import units
     from staccato.models import (
         GovernorState,
         HolderRef,
@@ -386,7 +387,7 @@ class GovernorWorkflow:
         limits = ", ".join(f"{k}={v}" for k, v in s.limits.model_dump().items() if v is not None)
         workflow.set_current_details(
             f"**{s.name}**: {limits or 'no limits'}; {len(s.holders)} active "
-            f"({sum(h.streams for h in s.holders)} streams), {len(s.waiters)} queued"
+            f"({units.counted(sum(h.streams for h in s.holders), 'stream')}), {len(s.waiters)} queued"
         )
 
     @workflow.signal(name=ACQUIRE_SIGNAL)
@@ -453,7 +454,7 @@ class GovernorWorkflow:
                     busy = f"{len(s.holders)}/{s.limits.max_active} active"
                 elif s.limits.max_streams is not None:
                     held = sum(h.streams for h in s.holders)
-                    busy = f"{held}/{s.limits.max_streams} streams in use"
+                    busy = f"{held}/{units.counted(s.limits.max_streams, 'stream')} in use"
                 else:
                     busy = f"{len(s.holders)} active"
                 opens = self._closed_until()

@@ -20,6 +20,7 @@ import hashlib
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from staccato import units
     from staccato.tuning import LinkMemory
 
 RECORD_SIGNAL = "record"
@@ -66,7 +67,7 @@ class LinkTuningWorkflow:
         self._memory = LinkMemory.model_validate(memory)
         self._records += 1
         workflow.set_current_details(
-            f"{self._memory.link}: {self._memory.streams} streams x "
+            f"{self._memory.link}: {units.counted(self._memory.streams, 'stream')} x "
             f"{self._memory.chunk_size // (1024 * 1024)} MiB"
         )
 

@@ -2147,7 +2147,7 @@ class TransferWorkflow:
         eta = units.eta(p.bytes_total - done, rate) if p.bytes_total is not None else None
         line = f"**{p.state.value}** ({p.phase}): {units.progress(done, p.bytes_total, rate, eta)}"
         if p.phase == "copy" and p.state == TransferState.running:
-            line += f"; {len(self._running)} of {p.streams} streams running"
+            line += f"; {len(self._running)} of {units.counted(p.streams, 'stream')} running"
         line += f"; {p.segments_done}/{p.segments_total} segments done"
         workflow.set_current_details(line + (f"\n\nerror: {p.error}" if p.error else ""))
 

@@ -11,6 +11,7 @@ import asyncio
 import time
 from pathlib import Path
 
+from staccato.cli import render
 from staccato.client import StaccatoClient
 from staccato.endpoints.sftp.journal import JOURNAL_RECORD_BYTES
 from staccato.models import TransferOptions, TransferState
@@ -70,6 +71,10 @@ async def test_a_pause_inside_a_chunk_to_sftp_keeps_what_the_streams_read_of_it(
     kept = _kept_in_journal(journal.read_bytes())
     await sftp_client.resume(transfer)
     result = await asyncio.wait_for(sftp_client.wait(transfer), 180)
+    # the check before publish is every SFTP copy's, not the resume's (tester75)
+    verified = render.verify_level_text(await sftp_client.status(transfer))
+    assert verified.startswith("checksum: temp file checked against the source's"), verified
+    assert "hashed on the server" in verified and "paused" not in verified, verified
     sent = paced_nginx.bytes_sent()
     resent = sent - SIZE
     numbers = (

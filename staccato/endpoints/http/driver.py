@@ -23,7 +23,7 @@ from staccato.endpoints.http.messages import (
     version_of,
 )
 from staccato.endpoints.http.read import HTTPReader
-from staccato.errors import PermanentError
+from staccato.errors import InvalidURLError, PermanentError
 from staccato.models import ObjectInfo
 from staccato.urls import EndpointURL, redact
 
@@ -66,6 +66,7 @@ class HTTPDriver(Driver):
         Raises:
             httpx.HTTPError: transport failures.
             PermanentError: too many redirects.
+            InvalidURLError: a redirect to a URL with a port out of range.
         """
         origin = origin_of(url)
         request = self._client.build_request(
@@ -77,7 +78,14 @@ class HTTPDriver(Driver):
             if following is None:
                 return response
             response.close()
-            if origin_of(following.url) != origin:
+            try:
+                elsewhere = origin_of(following.url) != origin
+            except ValueError as err:  # a port out of range: every try would fail
+                raise InvalidURLError(
+                    f"cannot read {redact(url)}: it redirects to the malformed URL "
+                    f"{redact(str(following.url))}: {err}"
+                ) from None
+            if elsewhere:
                 for name in CREDENTIAL_HEADERS:
                     following.headers.pop(name, None)
             request = following
@@ -110,7 +118,7 @@ class HTTPDriver(Driver):
             ):
                 head = self._request("HEAD", url, {"Accept-Encoding": "identity"})
                 head.close()
-        except httpx.HTTPError as err:
+        except (httpx.HTTPError, httpx.InvalidURL) as err:
             raise transport_error(err, url) from None
         code = head.status_code
         # 401/403 to HEAD alone is no answer yet: a presigned URL (S3 SigV4/SigV2, GCS,
@@ -137,7 +145,7 @@ class HTTPDriver(Driver):
                 return self._info_from_probe(response, url)
             finally:
                 response.close()
-        except httpx.HTTPError as err:
+        except (httpx.HTTPError, httpx.InvalidURL) as err:
             raise transport_error(err, url) from None
 
     def _info_from_probe(self, response: httpx.Response, url: str) -> ObjectInfo:

@@ -18,6 +18,7 @@ import httpx
 
 from staccato.errors import (
     IncompleteReadError,
+    InvalidURLError,
     NotFoundError,
     PermanentError,
     PermissionDeniedError,
@@ -96,12 +97,19 @@ def scrubbed(text: str, *urls: str) -> str:
     return text
 
 
-def transport_error(err: httpx.HTTPError, url: str) -> StaccatoError:
+def transport_error(err: httpx.HTTPError | httpx.InvalidURL, url: str) -> StaccatoError:
+    """The Staccato error for an httpx failure of a request to ``url``: a URL httpx
+    refuses as malformed or of an unsupported scheme (``url`` itself or where a
+    redirect led) is :class:`InvalidURLError` (permanent: every try would fail the
+    same way), a connection broken mid-response :class:`IncompleteReadError`, the
+    rest :class:`RetryableError`; every message names the URL, query values redacted."""
     shown = redact(url)
     urls = [url]
-    with contextlib.suppress(RuntimeError):  # no request attached to the error
-        urls.append(str(err.request.url))
+    with contextlib.suppress(RuntimeError, AttributeError):  # no request attached
+        urls.append(str(err.request.url))  # type: ignore[union-attr]
     detail = scrubbed(str(err), *urls)
+    if isinstance(err, httpx.InvalidURL | httpx.UnsupportedProtocol):
+        return InvalidURLError(f"cannot read {shown}: the URL is malformed: {detail}")
     if isinstance(err, httpx.RemoteProtocolError):
         return IncompleteReadError(f"connection to {shown} broke mid-response: {detail}")
     return RetryableError(f"cannot read {shown}: {type(err).__name__}: {detail}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import http.client
 from collections.abc import Mapping
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 from staccato.endpoints.base import Reader, keepalive
 from staccato.endpoints.http.bounded_io import connection_for, open_connection, response_class
@@ -18,11 +18,20 @@ from staccato.endpoints.http.messages import (
     version_of,
     without_credentials,
 )
-from staccato.errors import IncompleteReadError, PermanentError, RetryableError, SourceChangedError
+from staccato.errors import (
+    IncompleteReadError,
+    InvalidURLError,
+    PermanentError,
+    RetryableError,
+    SourceChangedError,
+)
 from staccato.models import ObjectInfo
 from staccato.urls import redact
 
 MAX_READ = 1 << 20  # bytes per readinto call
+#: kept as written in a redirect's Location: RFC 3986's reserved and unreserved
+#: characters and ``%`` (escapes the server made); the rest is percent-encoded
+_LOCATION_KEPT = "-._~:/?#[]@!$&'()*+,;=%"
 
 
 class HTTPReader(Reader):
@@ -95,18 +104,30 @@ class HTTPReader(Reader):
             RetryableError: connection or protocol failure (message redacted).
         """
         sent = dict(headers)
-        if credentials:
-            sent.update(
-                credentials
-                if origin_of(location) == origin_of(self._url)
-                else without_credentials(credentials)
-            )
         try:
+            if credentials:
+                sent.update(
+                    credentials
+                    if origin_of(location) == origin_of(self._url)
+                    else without_credentials(credentials)
+                )
             self._connection, path = connection_for(urlsplit(location))
             self._connection.response_class = response_class(location)
             open_connection(self._connection, location)
             self._connection.request("GET", path, headers=sent)
             return self._connection.getresponse()
+        except (http.client.InvalidURL, UnicodeError, ValueError) as err:
+            # http.client refuses the URL itself (a space or control character, a
+            # non-ASCII request target, a bad port): the same request fails on every
+            # try, so it is not retried (for --retry-for, 24 h by default)
+            self.close()
+            detail = scrubbed(f"{type(err).__name__}: {err}", self._url, location)
+            shown = redact(location)
+            raise InvalidURLError(
+                f"cannot read {self._shown}: the URL {shown} is malformed: {detail}"
+                if shown != self._shown
+                else f"cannot read {self._shown}: the URL is malformed: {detail}"
+            ) from None
         except (OSError, http.client.HTTPException) as err:
             self.close()
             detail = scrubbed(f"{type(err).__name__}: {err}", self._url, location)
@@ -117,11 +138,15 @@ class HTTPReader(Reader):
 
     @staticmethod
     def _redirect(location: str, response: http.client.HTTPResponse) -> str | None:
-        """The absolute URL a 301/302/303/307/308 response points to, else None."""
+        """The absolute URL a 301/302/303/307/308 response points to, else None.
+
+        What a URL cannot hold as written (a space, non-ASCII, ``"<>{}|``) is
+        percent-encoded as httpx does when the stat follows the same redirect (and
+        curl and browsers do), so the reads ask for the URL the stat found."""
         target = response.getheader("location")
         if response.status not in (301, 302, 303, 307, 308) or not target:
             return None
-        return urljoin(location, target)
+        return quote(urljoin(location, target), safe=_LOCATION_KEPT)
 
     def _check_response(
         self, response: http.client.HTTPResponse, ranged: bool, offset: int, length: int
