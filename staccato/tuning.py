@@ -661,7 +661,8 @@ def cap_reason(
     if by_budget <= max_streams:
         return (
             f"the worker's memory budget {units.size(budget)} holds {by_budget} x "
-            f"{BUFFERS_PER_STREAM} x {units.size(chunk_size)} chunks"
+            f"{BUFFERS_PER_STREAM} x {units.size(chunk_size)} chunks "
+            "(STACCATO_WORKER_MEMORY_BYTES, STACCATO_TUNING_MEMORY_BYTES)"
         )
     return max_streams_reason or f"{max_streams} streams allowed"
 

@@ -716,7 +716,10 @@ def test_the_cap_says_what_set_it() -> None:
     link's 16 MiB chunks: 4 streams)."""
     state, decision = tuning.start(None, budget=128 * MiB, sweep=True, knee=True)
     assert state.max_streams == 8
-    why = "the worker's memory budget 128.0 MiB holds 8 x 2 x 8.0 MiB chunks"
+    why = (
+        "the worker's memory budget 128.0 MiB holds 8 x 2 x 8.0 MiB chunks "
+        "(STACCATO_WORKER_MEMORY_BYTES, STACCATO_TUNING_MEMORY_BYTES)"
+    )
     assert state.cap_reason == why and why in decision.reason, decision
     state, decision = tuning.start(
         None, max_streams=4, max_streams_reason="the worker runs 4 streams at once", sweep=True

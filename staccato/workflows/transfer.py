@@ -2260,10 +2260,16 @@ class TransferWorkflow:
         self._tune_uncapped = knee and workflow.patched(TUNE_REMEMBER_UNCAPPED_PATCH)
         worker, connections = recall.worker_processes, self._connection_cap
         max_streams = min(tuning.MAX_STREAMS, worker or tuning.MAX_STREAMS)
-        max_streams_reason = f"the worker runs {worker} streams at once (processes x threads)"
+        max_streams_reason = (
+            f"the worker runs {worker} streams at once "
+            "(STACCATO_WORKER_PROCESSES x STACCATO_WORKER_THREADS)"
+        )
         if connections and connections < max_streams:
             max_streams = connections
-            max_streams_reason = f"the worker opens at most {connections} connections per host"
+            max_streams_reason = (
+                f"the worker opens at most {connections} connections to the host "
+                "(STACCATO_SFTP_MAX_CONNECTIONS)"
+            )
         state, _ = tuning.start(
             memory,
             budget=recall.memory_budget,
