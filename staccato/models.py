@@ -1079,6 +1079,8 @@ class TuningView(BaseModel):
         streams: streams running now (at the end: the last choice).
         chunk_size: bytes per chunk (fixed at the start).
         max_streams: the most it may run (bounds, memory budget, a ``max-streams`` grant).
+        max_streams_reason: what set ``max_streams`` below 16, in words (the worker's
+            memory budget or streams at once, a limit's grant); None: nothing did.
         rate_bytes_per_s: the moving-average rate measured at ``streams``; None before
             the first measurement.
         decisions: decisions made so far.
@@ -1099,6 +1101,7 @@ class TuningView(BaseModel):
     streams: int
     chunk_size: int
     max_streams: int
+    max_streams_reason: str | None = None
     rate_bytes_per_s: float | None = None
     decisions: int = 0
     reasons: list[str] = Field(default_factory=list)

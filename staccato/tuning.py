@@ -171,6 +171,11 @@ class LinkMemory(BaseModel):
         reasons: the last decisions' reasons, newest last.
         sweeping: the last transfer ended before its sweep did: the next one sweeps on
             from ``streams`` (memories stored before the sweep: False).
+        capped: the cap (streams) ``streams`` was learned under when the search ended
+            at it (an endpoint or link limit, the worker's memory budget or streams at
+            once): a transfer allowed more sweeps on from there (:func:`start`
+            ``uncapped``); None: not bound by a cap (or stored before this field).
+        cap_reason: what set ``capped``, in words.
     """
 
     link: str
@@ -181,6 +186,8 @@ class LinkMemory(BaseModel):
     transfers: int = 0
     reasons: list[str] = Field(default_factory=list)
     sweeping: bool = False
+    capped: int | None = None
+    cap_reason: str | None = None
 
 
 class TuningState(BaseModel):
@@ -208,6 +215,8 @@ class TuningState(BaseModel):
             measured (the module doc); False: as before patch ``tune-knee``.
         bracket: the knee was put between these streams (fewer, more), and the next
             window measures the estimate between them; None: not searching for it.
+        cap_reason: what bounds ``max_streams`` below :data:`MAX_STREAMS`, in words (the
+            memory budget, the worker, a limit's grant); None: nothing does.
     """
 
     streams: int
@@ -226,6 +235,7 @@ class TuningState(BaseModel):
     warm_up: bool = False
     knee: bool = False
     bracket: tuple[int, int] | None = None
+    cap_reason: str | None = None
 
     @property
     def last(self) -> Decision | None:
@@ -322,6 +332,8 @@ def start(
     chunk_size: int | None = None,
     sweep: bool = False,
     knee: bool = False,
+    max_streams_reason: str | None = None,
+    uncapped: bool = False,
 ) -> tuple[TuningState, Decision]:
     """The first setting of a transfer.
 
@@ -341,6 +353,12 @@ def start(
         sweep: search with the sweep (transfers started since patch ``tune-sweep``).
         knee: steps up must pay, and the optimizer settles on and steps down to the
             knee (transfers started since patch ``tune-knee``; the module doc).
+        max_streams_reason: what set ``max_streams`` below :data:`MAX_STREAMS`, in
+            words (shown when it bounds the streams: every decision has a reason).
+        uncapped: with ``sweep``, a memory learned under a cap lower than this
+            transfer's (``LinkMemory.capped``) sweeps on from its streams: the search
+            that learned it was stopped by the cap, not by the link (tester75; patch
+            ``tune-remember-uncapped``).
     """
     chunk = chunk_size or (memory.chunk_size if memory else START_CHUNK)
     fit = SWEEP_STREAMS if sweep and memory is None else START_STREAMS
@@ -349,13 +367,23 @@ def start(
         # more memory per stream than the budget allows for even the start: smaller chunks
         while chunk > MIN_CHUNK and chunk * BUFFERS_PER_STREAM * fit > budget:
             chunk //= 2
-    cap = max(MIN_STREAMS, min(max_streams, streams_within_budget(chunk, budget)))
+    by_budget = streams_within_budget(chunk, budget)
+    cap = max(MIN_STREAMS, min(max_streams, by_budget))
+    why = cap_reason(cap, chunk, budget, by_budget, max_streams, max_streams_reason)
+    up_to = f"{cap} ({why})" if why else f"{cap}"
+    resumed = (
+        uncapped
+        and memory is not None
+        and memory.capped is not None
+        and cap > memory.capped
+        and memory.streams >= memory.capped
+    )
     if streams is not None:
         state = TuningState(
             streams=streams, chunk_size=chunk, max_streams=streams, pinned_streams=True, step=0
         )
         decision = Decision(streams=streams, chunk_size=chunk, reason="streams given by the user")
-    elif memory is not None and sweep and memory.sweeping:
+    elif memory is not None and sweep and (memory.sweeping or resumed):
         first = min(memory.streams, cap)
         state = TuningState(
             streams=first,
@@ -374,7 +402,11 @@ def start(
             rate=memory.rate,
             reason=(
                 f"link memory: the last transfer ended mid-sweep at {memory.streams} streams"
-                f" x {units.size(chunk)}; sweeping on from {first}, up to {cap}"
+                f" x {units.size(chunk)}; sweeping on from {first}, up to {up_to}"
+                if memory.sweeping
+                else f"link memory: {memory.streams} streams x {units.size(chunk)} learned "
+                f"at most {memory.capped} ({memory.cap_reason or 'a cap'}); that cap is "
+                f"gone: sweeping on from {first}, up to {up_to}"
             ),
         )
     elif memory is not None:
@@ -396,7 +428,11 @@ def start(
             reason=(
                 f"link memory: {memory.streams} streams x {units.size(chunk)}"
                 + (f" at {units.rate(memory.rate)}" if memory.rate else "")
-                + (f", capped at {cap} (memory budget or grant)" if first < memory.streams else "")
+                + (
+                    f", capped at {cap} ({why or 'memory budget or grant'})"
+                    if first < memory.streams
+                    else (f", at most {up_to}" if why else "")
+                )
             ),
         )
     elif sweep:
@@ -416,7 +452,7 @@ def start(
             chunk_size=chunk,
             reason=(
                 f"cold start: {first} streams x {units.size(chunk)}, sweeping up by half "
-                f"the streams while it gains, up to {cap}"
+                f"the streams while it gains, up to {up_to}"
             ),
         )
     else:
@@ -427,9 +463,10 @@ def start(
         decision = Decision(
             streams=first,
             chunk_size=chunk,
-            reason=f"cold start: {first} streams x {units.size(chunk)}, probing up to {cap}",
+            reason=f"cold start: {first} streams x {units.size(chunk)}, probing up to {up_to}",
         )
     state.knee = knee and not state.pinned_streams
+    state.cap_reason = why if not state.pinned_streams else None
     return _log(state, decision), decision
 
 
@@ -600,8 +637,43 @@ def observe(state: TuningState, window: Window) -> tuple[TuningState, Decision]:
     return _decide(state, s, ema, f"holding {s} streams at {units.rate(ema)}")
 
 
+def cap_reason(
+    cap: int,
+    chunk_size: int,
+    budget: int,
+    by_budget: int,
+    max_streams: int,
+    max_streams_reason: str | None,
+) -> str | None:
+    """What bounds a transfer at ``cap`` streams, in words; None when nothing below
+    :data:`MAX_STREAMS` does.
+
+    Args:
+        cap: the most streams allowed (``min(max_streams, by_budget)``).
+        chunk_size: bytes per chunk.
+        budget: bytes of stream buffers the transfer may hold.
+        by_budget: the streams ``budget`` holds (:func:`streams_within_budget`).
+        max_streams: the other bound (the worker's streams at once, a connection cap).
+        max_streams_reason: what set ``max_streams``, if known.
+    """
+    if cap >= MAX_STREAMS:
+        return None
+    if by_budget <= max_streams:
+        return (
+            f"the worker's memory budget {units.size(budget)} holds {by_budget} x "
+            f"{BUFFERS_PER_STREAM} x {units.size(chunk_size)} chunks "
+            "(STACCATO_WORKER_MEMORY_BYTES, STACCATO_TUNING_MEMORY_BYTES)"
+        )
+    return max_streams_reason or f"{max_streams} streams allowed"
+
+
 def remember(
-    state: TuningState, link: str, memory: LinkMemory | None, *, held: bool = False
+    state: TuningState,
+    link: str,
+    memory: LinkMemory | None,
+    *,
+    held: bool = False,
+    uncapped: bool = False,
 ) -> LinkMemory:
     """What ``link`` keeps from a transfer that ended in ``state``: the best setting
     measured below any that saw errors (the fewest streams within :data:`GAIN` of the
@@ -614,8 +686,39 @@ def remember(
     within :data:`GAIN` of the setting it came from, whose average may since have
     drifted), so the best-of-all rule could name another: tester74's reasons ended
     "118.6 MiB/s at 3 streams ... no worse with fewer, holding 3" while ``staccato
-    limit learned`` said "4 streams at 90.5 MiB/s"."""
+    limit learned`` said "4 streams at 90.5 MiB/s".
+
+    With ``uncapped`` (patch ``tune-remember-uncapped``): a transfer capped below what
+    the link learned (``state.max_streams`` < ``memory.streams``: an endpoint or link
+    limit's max-streams, the worker's memory budget or streams at once) measured only
+    settings up to its cap, so the link keeps what it learned (a newcomer's link that
+    learned 5 streams learned 1 under a ``--max-streams 2`` limit, and stayed there
+    after the limit was removed: tester75). A transfer whose search ended at its cap
+    records the cap (``capped``, ``cap_reason``): a later transfer allowed more
+    sweeps on from there instead of holding.
+
+    Returns:
+        The link's new memory (``transfers`` counts this transfer either way).
+    """
     transfers = (memory.transfers if memory else 0) + 1
+    cap = state.max_streams
+    if (
+        uncapped
+        and memory is not None
+        and not state.pinned_streams
+        and cap < memory.streams
+        and (state.ceiling is None or state.ceiling > cap)
+    ):
+        return memory.model_copy(
+            update={
+                "transfers": transfers,
+                "reasons": [d.reason for d in state.decisions[-4:]]
+                + [
+                    f"capped at {cap} ({state.cap_reason or 'a cap'}): the link keeps "
+                    f"{memory.streams} streams learned without that cap"
+                ],
+            }
+        )
     # a setting that saw errors is not remembered, however fast it measured
     rates = {k: v for k, v in state.rates.items() if state.ceiling is None or k < state.ceiling}
     holding = (
@@ -642,6 +745,11 @@ def remember(
         transfers=transfers,
         reasons=[d.reason for d in state.decisions[-5:]],
         sweeping=state.sweeping,
+        **(
+            {"capped": cap, "cap_reason": state.cap_reason}
+            if uncapped and not state.pinned_streams and cap < MAX_STREAMS and streams >= cap
+            else {}
+        ),
     )
 
 

@@ -707,3 +707,79 @@ def test_the_link_remembers_the_setting_its_reasons_end_holding() -> None:
     assert (learned.streams, round(learned.rate or 0)) == (3, 90 * MiB)
     assert learned.reasons[-1] == decision.reason
     assert tuning.remember(state, memory.link, memory).streams == 4  # runs before the patch
+
+
+def test_the_cap_says_what_set_it() -> None:
+    """Every decision has a reason, the cap's too (tester75: ``at most 4`` with no
+    word of why): a worker with STACCATO_WORKER_MEMORY_BYTES=1GiB (4 processes) has
+    128 MiB of stream buffers: a cold sweep's 8 streams of 2 x 8 MiB chunks (a warm
+    link's 16 MiB chunks: 4 streams)."""
+    state, decision = tuning.start(None, budget=128 * MiB, sweep=True, knee=True)
+    assert state.max_streams == 8
+    why = (
+        "the worker's memory budget 128.0 MiB holds 8 x 2 x 8.0 MiB chunks "
+        "(STACCATO_WORKER_MEMORY_BYTES, STACCATO_TUNING_MEMORY_BYTES)"
+    )
+    assert state.cap_reason == why and why in decision.reason, decision
+    state, decision = tuning.start(
+        None, max_streams=4, max_streams_reason="the worker runs 4 streams at once", sweep=True
+    )
+    assert state.cap_reason == "the worker runs 4 streams at once", state
+    assert "up to 4 (the worker runs 4 streams at once)" in decision.reason, decision
+    state, decision = tuning.start(None, sweep=True, knee=True)
+    assert state.cap_reason is None and decision.reason.endswith("up to 16"), decision
+
+
+def test_a_capped_transfer_does_not_lower_what_the_link_learned() -> None:
+    """A link that learned 12 streams, a transfer capped at 4 (a 1 GiB worker's memory
+    budget; tester75 saw 12 become 4) or at 2 (an endpoint limit; 5 became 1): the
+    link keeps 12 and says why; the next transfer allowed 16 starts from 12. Without
+    the patch (``uncapped`` False) the capped setting replaced it, as before."""
+    link = "s3://demo:9000,file://"
+    learned = LinkMemory(link=link, streams=12, chunk_size=16 * MiB, rate=900 * MB, transfers=3)
+    state, _ = tuning.start(learned, budget=128 * MiB, sweep=True, knee=True, uncapped=True)
+    assert (
+        state.streams == 4
+        and "capped at 4 (the worker's memory budget" in state.decisions[0].reason
+    )
+    state, _ = run(state, lambda s: (s * 50 * MB, 0), 8)
+    kept = tuning.remember(state, link, learned, held=True, uncapped=True)
+    assert (kept.streams, kept.rate, kept.transfers) == (12, 900 * MB, 4), kept
+    assert "the link keeps 12 streams learned without that cap" in kept.reasons[-1]
+    assert tuning.remember(state, link, learned, held=True).streams == 4  # before the patch
+    warm, decision = tuning.start(kept, sweep=True, knee=True, uncapped=True)
+    assert decision.streams == 12 and warm.max_streams == 16
+
+
+def test_a_link_learned_at_its_cap_sweeps_on_once_the_cap_is_gone() -> None:
+    """A cold link's transfer capped at 2 (an endpoint limit) ends at its cap: the link
+    records the cap, and the next transfer allowed 16 sweeps up from 2 (its search was
+    stopped by the cap, not by the link) with segments not sized by the capped rate;
+    one as capped as before holds 2."""
+    link = "s3://demo:9000,file://"
+    state, _ = tuning.start(None, sweep=True, knee=True, uncapped=True)
+    state.max_streams, state.streams = 2, 2  # the grant (workflow _tune_to_grant)
+    state.cap_reason = "the limit on s3://demo:9000 granted 2"
+    state, _ = run(state, lambda s: (s * 100 * MB, 0), 4)
+    memory = tuning.remember(state, link, None, held=True, uncapped=True)
+    assert (memory.streams, memory.capped) == (2, 2), memory
+    assert memory.cap_reason == "the limit on s3://demo:9000 granted 2"
+    warm, decision = tuning.start(memory, sweep=True, knee=True, uncapped=True)
+    assert warm.sweeping and decision.streams == 2, decision
+    assert "that cap is gone: sweeping on from 2, up to 16" in decision.reason
+    warm, decisions = run(warm, lambda s: (s * 100 * MB, 0), 6)
+    assert max(d.streams for d in decisions) > 4, decisions
+    held, decision = tuning.start(memory, max_streams=2, sweep=True, knee=True, uncapped=True)
+    assert not held.sweeping and decision.streams == 2
+    old, _ = tuning.start(memory, sweep=True, knee=True)  # before the patch: held
+    assert not old.sweeping
+
+
+def test_a_warm_link_at_one_stream_reprobes_up() -> None:
+    """A link learned at 1 stream, nothing capping it: the warm start re-probes up
+    soon (after two windows) and climbs while streams pay."""
+    memory = LinkMemory(link="s3://demo:9000,file://", streams=1, rate=100 * MB)
+    state, decision = tuning.start(memory, sweep=True, knee=True, uncapped=True)
+    assert decision.streams == 1 and state.max_streams == 16
+    _, decisions = run(state, lambda s: (s * 100 * MB, 0), 8)
+    assert decisions[1].streams == 2 and max(d.streams for d in decisions) >= 3, decisions

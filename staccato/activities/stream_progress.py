@@ -143,6 +143,12 @@ class StreamProgress:
         #: no (:meth:`checkpoint`)
         self.rate_counts_in_flight = True
         self._started = time.monotonic()
+        #: when the stream first began to read its source (monotonic; None: not yet):
+        #: the rate's clock starts there, not at the attempt's start, whose set-up
+        #: (connections, the destination's durable chunks, the pacer's first word)
+        #: moved nothing (tester75: a resumed attempt's rate read half its bytes')
+        self._reading_since: float | None = None
+
         #: the stream's pacer's rate now (bytes/s; None: not paced), which bounds the
         #: rate a checkpoint shows (:meth:`checkpoint`); None: not paced at all
         self.rate_cap: Callable[[], float | None] | None = None
@@ -176,6 +182,8 @@ class StreamProgress:
 
     def reading(self, active: bool) -> None:
         """The stream starts (True) or stops (False) waiting on its source."""
+        if active and self._reading_since is None:
+            self._reading_since = time.monotonic()
         if self.watchdog is not None:
             self.watchdog.reading(active)
 
@@ -207,12 +215,8 @@ class StreamProgress:
         """The stream's checkpoint as of ``now`` (monotonic seconds; None: now); its
         rate 0 when ``stopped`` (the stream moves nothing any more)."""
         now = time.monotonic() if now is None else now
-        elapsed = max(now - self._started, 1e-6)
         done = max(self.bytes_done + self.in_flight, self.reported_before)
-        # a retry's rate is of durable progress only: attempts that each read a chunk
-        # and fail to write it (a full disk) show none, not the rate they read at
-        moving = self._copied + (self.in_flight if self.rate_counts_in_flight else 0)
-        rate = 0.0 if stopped else moving / elapsed
+        rate = 0.0 if stopped else self._rate(now)
         cap = self.rate_cap() if self.rate_cap is not None and rate > 0 else None
         if cap is not None:
             # a paced stream reads at most its pacer's rate over time, after a start
@@ -242,6 +246,28 @@ class StreamProgress:
             moved_at=self.moved_at,
             reached_at=self.reached_at,
         )
+
+    def _rate(self, now: float) -> float:
+        """The attempt's bytes (durable and being read) over the time it moved them
+        (bytes/s, not capped): from its first read, not its start (its set-up moved
+        nothing), until ``now``. A retry (``rate_counts_in_flight`` False) shows none
+        until one of its chunks is durable (attempts that each read a chunk and fail to
+        write it, a full disk, show none, not the rate they read at), then counts its
+        chunk being read too. Before, a retry's rate counted only its durable chunks
+        over all its time, the set-up and the chunk being read in it: after a worker
+        kill it read ~0.6x the rate its bytes moved at (tester75). At least a second
+        is measured (less only while the attempt is younger), so a first read that
+        arrives at once is no spike."""
+        began = self._reading_since if self._reading_since is not None else self._started
+        if self.rate_counts_in_flight or self._copied > 0:
+            # a retry that made a chunk durable writes: its chunk being read counts
+            moving, until = self._copied + self.in_flight, now
+        else:
+            moving, until = 0, now
+        if moving <= 0:
+            return 0.0
+        elapsed = max(until - began, min(1.0, until - self._started), 1e-6)
+        return moving / elapsed
 
     def source_bytes(self) -> int:
         """Bytes received from the source so far, including those of the open reader

@@ -385,12 +385,18 @@ _LOCAL_NOT_TUNED = (
 
 
 def learned_text(memory: LinkMemory) -> str:
-    """``8 streams x 16.0 MiB at 190.7 MiB/s (3 transfers)``."""
+    """``8 streams x 16.0 MiB at 190.7 MiB/s (3 transfers)``; a setting learned at
+    a cap adds ``, at most 4: <what set it>``."""
     rate = f" at {units.rate(memory.rate)}" if memory.rate else ""
     ceiling = f", errors at {memory.ceiling}" if memory.ceiling else ""
+    capped = (
+        f", at most {memory.capped}: {memory.cap_reason or 'a cap'}"
+        if memory.capped is not None
+        else ""
+    )
     return (
         f"{units.counted(memory.streams, 'stream')} x {units.size(memory.chunk_size)}{rate} "
-        f"({units.counted(memory.transfers, 'transfer')}{ceiling})"
+        f"({units.counted(memory.transfers, 'transfer')}{ceiling}{capped})"
     )
 
 

@@ -286,13 +286,20 @@ def tuning_text(t: TuningView, ended: bool = False) -> str:
         if t.rate_bytes_per_s and t.learned_streams != t.streams:
             used += f" at {units.rate(t.rate_bytes_per_s)}"
         decisions = f" after {t.decisions} decision{'s' if t.decisions != 1 else ''}"
-        return f"{learned}{used} (at most {t.max_streams}){decisions}"
-    text = f"{units.counted(t.streams, 'stream')} x {units.size(t.chunk_size)} (at most {t.max_streams})"
+        return f"{learned}{used} ({_at_most(t)}){decisions}"
+    text = f"{units.counted(t.streams, 'stream')} x {units.size(t.chunk_size)} ({_at_most(t)})"
     if t.rate_bytes_per_s:
         text += f" at {units.rate(t.rate_bytes_per_s)}"
     if t.reasons:
         text += f"; last: {t.reasons[-1]}"
     return text
+
+
+def _at_most(t: TuningView) -> str:
+    """``at most 4: the worker's memory budget ...`` (what set the cap, when known)."""
+    return f"at most {t.max_streams}" + (
+        f": {t.max_streams_reason}" if t.max_streams_reason else ""
+    )
 
 
 #: states of a transfer whose optimizer made its last decision

@@ -251,6 +251,13 @@ TUNE_SEGMENT_SECONDS_PATCH = "tune-segment-seconds"
 #: another (tester74); the ``record_link_tuning`` input differs; a marker event once
 #: per recorded tuned transfer
 TUNE_REMEMBER_HELD_PATCH = "tune-remember-held"
+#: a transfer capped below what its link learned (an endpoint or link limit's
+#: max-streams, the worker's memory budget or streams at once) leaves the link's
+#: memory as it was, one whose search ended at its cap records the cap, and a later
+#: transfer allowed more sweeps on from there (``tuning.remember``/``tuning.start``
+#: ``uncapped``: tester75's link learned 1 stream under a max-streams 2 limit and kept
+#: it after); decisions differ; a marker event once per tuned transfer
+TUNE_REMEMBER_UNCAPPED_PATCH = "tune-remember-uncapped"
 RECALL_TUNING = "recall_link_tuning"
 #: the control lookups before the first stream (tuning memory, known copy, governors)
 #: run as one activity, ``look_up_start``, instead of one each: one activity and one
@@ -554,6 +561,7 @@ class TransferWorkflow:
         self._tune_socket_buffer: int | None = None
         self._tune_record: workflow.ActivityHandle[None] | None = None
         self._tune_learned: LinkMemory | None = None  # what the link keeps (copy over)
+        self._tune_uncapped = False  # TUNE_REMEMBER_UNCAPPED_PATCH, asked at the start
         self._tune_not_recorded: str | None = None  # why the link learned nothing
         # known copies (staccato.known_copies): whether this run records and looks
         # them up (patch), the copy the streams read (None: the origin), and the
@@ -1069,8 +1077,12 @@ class TransferWorkflow:
             # more, smaller segments: the streams can change between them; on a warm
             # fast link, segments of a few seconds each (patch tune-segment-seconds)
             self._tuner.chunk_size = chunk_size
-            timed = tuning.segment_bytes(self._tune_memory) is not None and workflow.patched(
-                TUNE_SEGMENT_SECONDS_PATCH
+            # (not when it sweeps: a memory learned under a lower cap, resumed as a
+            # sweep, needs many segments; mid-sweep memories have no segment_bytes)
+            timed = (
+                not self._tuner.sweeping
+                and tuning.segment_bytes(self._tune_memory) is not None
+                and workflow.patched(TUNE_SEGMENT_SECONDS_PATCH)
             )
             ways = tuning.segments_for(
                 info.size, chunk_size, options.streams, self._tune_memory if timed else None
@@ -1100,6 +1112,7 @@ class TransferWorkflow:
                     self._tune_link,
                     self._tune_memory,
                     held=workflow.patched(TUNE_REMEMBER_HELD_PATCH),
+                    uncapped=self._tune_uncapped,
                 )
                 self._show_tuning()
                 self._tune_record = workflow.start_activity(
@@ -2243,16 +2256,28 @@ class TransferWorkflow:
         memory = None if recall.memory is None else LinkMemory.model_validate(recall.memory)
         # no more streams than a worker runs at once (the rest would queue)
         sweep = workflow.patched(TUNE_SWEEP_PATCH)
+        knee = sweep and workflow.patched(TUNE_KNEE_PATCH)
+        self._tune_uncapped = knee and workflow.patched(TUNE_REMEMBER_UNCAPPED_PATCH)
+        worker, connections = recall.worker_processes, self._connection_cap
+        max_streams = min(tuning.MAX_STREAMS, worker or tuning.MAX_STREAMS)
+        max_streams_reason = (
+            f"the worker runs {worker} streams at once "
+            "(STACCATO_WORKER_PROCESSES x STACCATO_WORKER_THREADS)"
+        )
+        if connections and connections < max_streams:
+            max_streams = connections
+            max_streams_reason = (
+                f"the worker opens at most {connections} connections to the host "
+                "(STACCATO_SFTP_MAX_CONNECTIONS)"
+            )
         state, _ = tuning.start(
             memory,
             budget=recall.memory_budget,
-            max_streams=min(
-                tuning.MAX_STREAMS,
-                recall.worker_processes or tuning.MAX_STREAMS,
-                self._connection_cap or tuning.MAX_STREAMS,
-            ),
+            max_streams=max_streams,
             sweep=sweep,
-            knee=sweep and workflow.patched(TUNE_KNEE_PATCH),
+            knee=knee,
+            max_streams_reason=max_streams_reason,
+            uncapped=self._tune_uncapped,
         )
         self._tuner, self._tune_link, self._tune_memory = state, link, memory
         self._tune_socket_buffer = recall.socket_buffer_bytes
@@ -2403,10 +2428,16 @@ class TransferWorkflow:
         rate = self._tuner.rates.get(self._tuner.streams)
         return None if rate is None else rate / self._tuner.streams
 
-    def _tune_to_grant(self, granted: int) -> int:
-        """The streams to run under a governor's grant of ``granted``: the optimizer
-        never goes past it."""
+    def _tune_to_grant(self, granted: int, by: str | None = None) -> int:
+        """The streams to run under a governor's grant of ``granted`` (by the governor
+        ``by``, named as the cap's reason when it lowers the cap): the optimizer never
+        goes past it."""
         assert self._tuner is not None
+        if granted < self._tuner.max_streams and by is not None:
+            self._tuner.cap_reason = (
+                f"the limit on {by} granted {granted} (`staccato limit set ... --max-streams`"
+                ", shared among the transfers it admits)"
+            )
         self._tuner.max_streams = max(1, min(self._tuner.max_streams, granted))
         self._tuner.streams = min(self._tuner.streams, self._tuner.max_streams)
         self._show_tuning()
@@ -2422,6 +2453,7 @@ class TransferWorkflow:
             streams=t.streams,
             chunk_size=t.chunk_size,
             max_streams=t.max_streams,
+            max_streams_reason=t.cap_reason,
             rate_bytes_per_s=t.rates.get(t.streams),
             decisions=len(t.decisions),
             reasons=[d.reason for d in t.decisions[-3:]],
@@ -2478,6 +2510,7 @@ class TransferWorkflow:
         # a governor divides its max_rate over the streams granted: ask for no more
         # than can run (signal input only, no command)
         streams = min(request.options.streams, self._most_segments or request.options.streams)
+        wanted = streams
         while True:
             # the first name (sorted) not held: one given back while the transfer
             # waited at a later one is asked again once that one granted
@@ -2505,7 +2538,9 @@ class TransferWorkflow:
         if self._tuner is None:
             self._lanes = self._progress.streams = streams  # status shows what was granted
         else:
-            self._lanes = self._tune_to_grant(streams)
+            # the governor whose grant set the cap (not the source's few segments)
+            by = next((n for n in sorted(self._granted) if self._granted[n].streams < wanted), None)
+            self._lanes = self._tune_to_grant(streams, by)
         self._progress.queued_reason = self._progress.queued_for = None
         self._progress.queued_ticket = None
         if self._progress.state == TransferState.queued:
