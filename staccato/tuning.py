@@ -54,6 +54,25 @@ quarter fewer streams (not half: a probe below the knee costs while it is measur
 Before the patch, a small gain held the more streams (8 -> 12 at +18 %: 12), and only
 a re-probe every :data:`REPROBE_EVERY` windows, one stream at a time, could walk down.
 
+A CPU-bound window (transfers started since patch ``tune-cpu-busy``): each segment
+reports how busy the worker host's CPUs were while it ran (the fraction of non-idle
+time over all CPUs, ``/proc/stat``: :mod:`staccato.host_cpu`), and the window carries
+their mean weighted by the segments' seconds. At :data:`CPU_SATURATED` or more, more
+streams only split the same CPU among more streams (SSH in Python, a loopback link, a
+machine busy with other work) and the windows' rates are noise (+-30 % on a busy
+2-core worker, where a lucky window made a step up look like a gain: 12-16 streams to
+SFTP, slower than 4). So the optimizer adds none: a probe up measured so settles on
+the fewer streams, the cold sweep's first comparison tries a quarter fewer instead of
+more (kept if within :data:`GAIN`), a held setting re-probes only downward (a step
+down that keeps the rate within :data:`GAIN` is kept), and a held window says why
+(``CPU 97 % busy: more streams cannot help, holding 6``).
+
+Near the copy's end (since patch ``tune-no-late-probe``): with less than
+:data:`LATE_WINDOWS` windows' bytes left (``Window.bytes_left``) it holds: no probe
+up, no re-probe, no step down to the knee. A probe there is measured on the tail,
+where the streams run out of work (the WAN bench's last 512 MiB ran 241-258 MB/s
+where its best fixed setting ran 382).
+
 Bounds: :data:`MIN_STREAMS`..:data:`MAX_STREAMS` streams, chunk
 :data:`MIN_CHUNK`..:data:`MAX_CHUNK`, and a worker's memory budget:
 ``streams x chunk x BUFFERS_PER_STREAM <= budget`` (a stream holds a chunk buffer and
