@@ -624,7 +624,8 @@ def observe(state: TuningState, window: Window) -> tuple[TuningState, Decision]:
         )
     if ema < best * (1 - 2 * DROP) and state.held > 1:
         better = max(state.rates, key=lambda k: state.rates[k])
-        if better != s and better <= cap and (not no_up or better < s):
+        # (CPU-bound: only to fewer streams; near the end: not at all)
+        if better != s and better <= cap and not late and (not busy or better < s):
             state.held = 0
             return _decide(
                 state,
