@@ -897,8 +897,13 @@ class StreamResult(LeanModel):
     #: None where the destination keeps no tags (file, SFTP) or one is unknown.
     #: Publish completes the upload only if the parts still have these tags
     parts: str | None = None
+    #: (complete only) the fraction (0..1) of the worker host's CPU time, all CPUs,
+    #: that was busy while the attempt ran (:func:`staccato.host_cpu.busy_between`);
+    #: None where it is not measured (not Linux, a dataset's file, older workers).
+    #: The optimizer adds no streams while it is saturated (``tuning.CPU_SATURATED``)
+    cpu_busy: float | None = None
 
-    _omit_when = {"parts": None}
+    _omit_when = {"parts": None, "cpu_busy": None}
 
 
 class PrepareInput(LeanModel):

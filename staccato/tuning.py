@@ -54,6 +54,25 @@ quarter fewer streams (not half: a probe below the knee costs while it is measur
 Before the patch, a small gain held the more streams (8 -> 12 at +18 %: 12), and only
 a re-probe every :data:`REPROBE_EVERY` windows, one stream at a time, could walk down.
 
+A CPU-bound window (transfers started since patch ``tune-cpu-busy``): each segment
+reports how busy the worker host's CPUs were while it ran (the fraction of non-idle
+time over all CPUs, ``/proc/stat``: :mod:`staccato.host_cpu`), and the window carries
+their mean weighted by the segments' seconds. At :data:`CPU_SATURATED` or more, more
+streams only split the same CPU among more streams (SSH in Python, a loopback link, a
+machine busy with other work) and the windows' rates are noise (+-30 % on a busy
+2-core worker, where a lucky window made a step up look like a gain: 12-16 streams to
+SFTP, slower than 4). So the optimizer adds none: a probe up measured so settles on
+the fewer streams, the cold sweep's first comparison tries a quarter fewer instead of
+more (kept if within :data:`GAIN`), a held setting re-probes only downward (a step
+down that keeps the rate within :data:`GAIN` is kept), and a held window says why
+(``CPU 97 % busy: more streams cannot help, holding 6``).
+
+Near the copy's end (since patch ``tune-no-late-probe``): with less than
+:data:`LATE_WINDOWS` windows' bytes left (``Window.bytes_left``) it holds: no probe
+up, no re-probe, no step down to the knee. A probe there is measured on the tail,
+where the streams run out of work (the WAN bench's last 512 MiB ran 241-258 MB/s
+where its best fixed setting ran 382).
+
 Bounds: :data:`MIN_STREAMS`..:data:`MAX_STREAMS` streams, chunk
 :data:`MIN_CHUNK`..:data:`MAX_CHUNK`, and a worker's memory budget:
 ``streams x chunk x BUFFERS_PER_STREAM <= budget`` (a stream holds a chunk buffer and
@@ -119,6 +138,14 @@ MAX_SEGMENTS = 256
 TAPER_CHUNKS = 4
 #: decisions kept in the log (state and memory stay small: Temporal payloads)
 LOG_SIZE = 20
+#: a window whose segments ran while the worker host's CPUs were at least this busy
+#: (the fraction of non-idle CPU time, all CPUs) is CPU-bound: more streams only split
+#: the same CPU, so the optimizer adds none (patch ``tune-cpu-busy``)
+CPU_SATURATED = 0.9
+#: with less left to copy than this many windows' bytes, the optimizer holds: a probe
+#: there is measured on the tail, where streams run out of work (patch
+#: ``tune-no-late-probe``)
+LATE_WINDOWS = 2
 
 
 class Window(BaseModel):
@@ -132,6 +159,14 @@ class Window(BaseModel):
         lost: attempts among them lost with their worker (killed, or its heartbeat
             timed out): not the link's doing, so not errors; their time holds the
             heartbeat timeout, so the window measures nothing.
+        cpu_busy: the fraction (0..1) of the worker host's CPU time that was busy while
+            the segments ran, their mean weighted by each one's seconds (the segments
+            measure it, ``StreamResult.cpu_busy``); None: not measured (runs before
+            patch ``tune-cpu-busy``, not Linux). At or above :data:`CPU_SATURATED` the
+            optimizer adds no streams (the module doc).
+        bytes_left: bytes of the object not yet copied when the window closed; None:
+            not known (runs before patch ``tune-no-late-probe``). Less than
+            :data:`LATE_WINDOWS` windows' bytes: the optimizer holds.
     """
 
     bytes: int = Field(ge=0)
@@ -139,6 +174,8 @@ class Window(BaseModel):
     segments: int = Field(1, ge=1)
     errors: int = Field(0, ge=0)
     lost: int = Field(0, ge=0)
+    cpu_busy: float | None = Field(None, ge=0, le=1)
+    bytes_left: int | None = Field(None, ge=0)
 
 
 class Decision(BaseModel):
@@ -523,19 +560,45 @@ def observe(state: TuningState, window: Window) -> tuple[TuningState, Decision]:
             f"streams; back to {back} and holding",
         )
     cap = state.max_streams if state.ceiling is None else min(state.max_streams, state.ceiling - 1)
+    busy = _saturated(window)
+    late = _late(window)
+    no_up = late or busy
     if state.knee and state.bracket is not None:  # the knee's estimate measured
-        return _bracketed(state, ema, cap)
+        return _bracketed(state, ema, cap, no_up)
     if state.previous is not None:  # probing: compare with the setting probed from
         before = state.rates.get(state.previous)
         if before is None:  # the first window of a cold start
             if state.sweeping:
                 state.step = max(1, s // SWEEP_DIVISOR)
-            return _probe_up(state, ema, cap, f"{units.rate(ema)} at {s} streams")
+            fewer = s - max(1, s // KNEE_DOWN_DIVISOR)
+            if busy and not late and fewer >= MIN_STREAMS:
+                # CPU-bound from the start: fewer streams may carry as much (kept if so)
+                state.previous = s
+                state.held = 0
+                state.sweeping = False
+                state.step = max(1, fewer // STEP_DIVISOR)
+                return _decide(
+                    state,
+                    fewer,
+                    ema,
+                    f"{units.rate(ema)} at {s} streams, {busy}: trying {fewer}, kept if as fast",
+                )
+            return _probe_up(state, ema, cap, f"{units.rate(ema)} at {s} streams", no_up)
         change = ema / before - 1 if before > 0 else 1.0
         said = (
             f"{units.rate(ema)} at {s} streams vs {units.rate(before)} at "
             f"{state.previous} ({change:+.0%})"
         )
+        if busy and s > state.previous:
+            # a gain measured while the CPUs were saturated is the windows' noise: the
+            # same CPU split among more streams (a busy 2-core worker: +-30 %)
+            back = state.previous
+            state.previous = None
+            state.held = 0
+            state.sweeping = False
+            state.bracket = None
+            state.step = max(1, back // STEP_DIVISOR)
+            return _decide(state, back, ema, f"{said}: {busy}, back to {back}")
         if s < state.previous:  # a probe down (re-probes alternate): fewer if no worse
             if change >= -GAIN:
                 state.previous = None
@@ -548,12 +611,12 @@ def observe(state: TuningState, window: Window) -> tuple[TuningState, Decision]:
             state.step = max(1, back // STEP_DIVISOR)
             return _decide(state, back, ema, f"{said}: fewer is slower, back to {back}")
         if state.knee:
-            return _climb_or_settle(state, ema, cap, change, said)
+            return _climb_or_settle(state, ema, cap, change, said, no_up)
         if change > GAIN and state.sweeping:
             paid = SWEEP_EFFICIENCY * (s / state.previous - 1) if state.previous else 0.0
             if change >= paid:
                 state.step = max(1, s // SWEEP_DIVISOR)
-                return _probe_up(state, ema, cap, said)
+                return _probe_up(state, ema, cap, said, no_up)
             # better, but the added streams carried little each: the knee is near
             state.previous = None
             state.held = 0
@@ -561,7 +624,7 @@ def observe(state: TuningState, window: Window) -> tuple[TuningState, Decision]:
             state.step = max(1, s // STEP_DIVISOR)
             return _decide(state, s, ema, f"{said}: less than {paid:.0%}, sweep over, holding {s}")
         if change > GAIN:
-            return _probe_up(state, ema, cap, said)
+            return _probe_up(state, ema, cap, said, no_up)
         back = state.previous if change < -DROP else min(state.previous, s)
         state.previous = None
         state.held = 0
@@ -581,7 +644,7 @@ def observe(state: TuningState, window: Window) -> tuple[TuningState, Decision]:
     state.held += 1
     # the link changed under a held setting (it fell well below its best measured)
     best = max(state.rates.values())
-    if ema < best * (1 - 2 * DROP) and state.held > 1 and state.knee:
+    if ema < best * (1 - 2 * DROP) and state.held > 1 and state.knee and not no_up:
         # what the other settings measured is of the link before: forgotten, and a
         # sweep from here finds the knee again (a settle after it looks below too)
         better = max(state.rates, key=lambda k: state.rates[k])
@@ -598,7 +661,8 @@ def observe(state: TuningState, window: Window) -> tuple[TuningState, Decision]:
         )
     if ema < best * (1 - 2 * DROP) and state.held > 1:
         better = max(state.rates, key=lambda k: state.rates[k])
-        if better != s and better <= cap:
+        # (CPU-bound: only to fewer streams; near the end: not at all)
+        if better != s and better <= cap and not late and (not busy or better < s):
             state.held = 0
             return _decide(
                 state,
@@ -607,7 +671,7 @@ def observe(state: TuningState, window: Window) -> tuple[TuningState, Decision]:
                 f"{units.rate(ema)} at {s} streams is below the {units.rate(best)} measured "
                 f"at {better}: trying {better}",
             )
-    if state.knee:
+    if state.knee and not late:
         fewer = _knee_of(state.rates, cap)
         if fewer < s:
             # adding streams stopped raising the total: fewer carry as much
@@ -620,20 +684,27 @@ def observe(state: TuningState, window: Window) -> tuple[TuningState, Decision]:
                 f"{units.rate(ema)} at {s} streams, {_rates_text(state.rates)}: {fewer} "
                 f"streams are within {GAIN:.0%} of the best, trying {fewer}",
             )
-    if state.held >= REPROBE_EVERY and state.alternate:
-        down = state.down_next
+    if state.held >= REPROBE_EVERY and state.alternate and not late:
+        # CPU-bound: re-probes go down only (fewer streams kept if as fast)
+        down = state.down_next or bool(busy)
         state.down_next = not down
         if down and s - max(1, state.step) >= MIN_STREAMS:
             lower = s - max(1, state.step)
             state.previous = s
             held, state.held = state.held, 0
             return _decide(
-                state, lower, ema, f"re-probing down after {held} windows held: trying {lower}"
+                state,
+                lower,
+                ema,
+                (f"{busy}; " if busy else "")
+                + f"re-probing down after {held} windows held: trying {lower}",
             )
         if not down and s + max(1, state.step) <= cap:
             return _probe_up(state, ema, cap, f"re-probing after {state.held} windows held")
-    elif state.held >= REPROBE_EVERY and s + max(1, state.step) <= cap:
+    elif state.held >= REPROBE_EVERY and not no_up and s + max(1, state.step) <= cap:
         return _probe_up(state, ema, cap, f"re-probing after {state.held} windows held")
+    if no_up:
+        return _decide(state, s, ema, f"{units.rate(ema)} at {s} streams, {no_up}, holding {s}")
     return _decide(state, s, ema, f"holding {s} streams at {units.rate(ema)}")
 
 
@@ -753,6 +824,26 @@ def remember(
     )
 
 
+def _saturated(window: Window) -> str:
+    """Why ``window`` was CPU-bound (``CPU 97 % busy: more streams cannot help``), or
+    "" when its segments did not measure the host's CPUs at or above
+    :data:`CPU_SATURATED`."""
+    if window.cpu_busy is None or window.cpu_busy < CPU_SATURATED:
+        return ""
+    return f"CPU {window.cpu_busy * 100:.0f} % busy: more streams cannot help"
+
+
+def _late(window: Window) -> str:
+    """Why no probe follows ``window`` near the copy's end (``300.0 MiB left, less than
+    2 windows' worth: no probe``), or "" when more than :data:`LATE_WINDOWS` windows'
+    bytes are left (or it is not known)."""
+    if window.bytes_left is None or window.bytes_left >= LATE_WINDOWS * window.bytes:
+        return ""
+    return (
+        f"{units.size(window.bytes_left)} left, less than {LATE_WINDOWS} windows' worth: no probe"
+    )
+
+
 def _knee_of(rates: dict[int, float], cap: int) -> int:
     """The fewest streams at most ``cap`` whose rate is within :data:`GAIN` of the best
     measured there (``cap`` when none was measured)."""
@@ -769,17 +860,18 @@ def _rates_text(rates: dict[int, float]) -> str:
 
 
 def _climb_or_settle(
-    state: TuningState, ema: float, cap: int, change: float, said: str
+    state: TuningState, ema: float, cap: int, change: float, said: str, no_up: str = ""
 ) -> tuple[TuningState, Decision]:
     """With the knee: the verdict on a step up from ``state.previous`` to
-    ``state.streams`` that changed the total by ``change`` (a fraction)."""
+    ``state.streams`` that changed the total by ``change`` (a fraction); ``no_up``:
+    why no further step up follows (it holds instead), if any."""
     a, b = state.previous or 1, state.streams
     added = b / a - 1
     paid = max(GAIN, SWEEP_EFFICIENCY * added)
     if change >= paid and change > GAIN:
         if state.sweeping:
             state.step = max(1, b // SWEEP_DIVISOR)
-        return _probe_up(state, ema, cap, f"{said}: pays for +{added:.0%} streams")
+        return _probe_up(state, ema, cap, f"{said}: pays for +{added:.0%} streams", no_up)
     said = f"{said}: less than the +{paid:.0%} that +{added:.0%} streams must pay"
     if change > GAIN and b - a >= 2:
         # a gain, but the added streams carried little each: the knee is between a and b,
@@ -795,17 +887,20 @@ def _climb_or_settle(
     return _settle(state, ema, cap, said)
 
 
-def _bracketed(state: TuningState, ema: float, cap: int) -> tuple[TuningState, Decision]:
+def _bracketed(
+    state: TuningState, ema: float, cap: int, no_up: str = ""
+) -> tuple[TuningState, Decision]:
     """With the knee: the verdict on the knee's estimate ``state.streams`` between
     ``state.bracket``. Carrying as much per stream as the fewer streams did, it is
     below the knee: the more streams are measured afresh (their one window was low:
-    noise on a link that keeps scaling), else the optimizer settles."""
+    noise on a link that keeps scaling; not when ``no_up`` says why not), else the
+    optimizer settles."""
     assert state.bracket is not None
     (a, b), s = state.bracket, state.streams
     state.bracket = None
     said = f"{units.rate(ema)} at {s} streams"
     before = state.rates.get(a)
-    if before and ema >= before * s / a * (1 - GAIN) and s < b <= cap:
+    if before and ema >= before * s / a * (1 - GAIN) and s < b <= cap and not no_up:
         state.rates.pop(b, None)
         state.previous = s
         state.held = 0
@@ -844,8 +939,20 @@ def _settle(state: TuningState, ema: float, cap: int, said: str) -> tuple[Tuning
     )
 
 
-def _probe_up(state: TuningState, ema: float, cap: int, said: str) -> tuple[TuningState, Decision]:
+def _probe_up(
+    state: TuningState, ema: float, cap: int, said: str, no_up: str = ""
+) -> tuple[TuningState, Decision]:
+    """One step up from ``state.streams`` (at most ``cap``), to be compared with it;
+    with ``no_up`` (why not: the CPUs saturated, the copy near its end) it holds."""
     s = state.streams
+    if no_up:
+        state.previous = None
+        state.held = 0
+        state.bracket = None
+        if state.knee or state.sweeping:
+            state.sweeping = False
+            state.step = max(1, s // STEP_DIVISOR)
+        return _decide(state, s, ema, f"{said}: {no_up}, holding {s}")
     step = max(1, state.step)
     nxt = min(cap, s + step)
     if nxt <= s:

@@ -4,8 +4,9 @@ every window says what it measured)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
-from staccato import tuning
+from staccato import host_cpu, tuning
 from staccato.tuning import Decision, LinkMemory, TuningState, Window
 
 MB = 1_000_000
@@ -783,3 +784,109 @@ def test_a_warm_link_at_one_stream_reprobes_up() -> None:
     assert decision.streams == 1 and state.max_streams == 16
     _, decisions = run(state, lambda s: (s * 100 * MB, 0), 8)
     assert decisions[1].streams == 2 and max(d.streams for d in decisions) >= 3, decisions
+
+
+def busy_window(rate: float, streams: int, busy: float | None, left: int | None = None) -> Window:
+    """:func:`window` whose segments measured the host's CPUs ``busy`` (0..1) and
+    closed with ``left`` bytes of the object still to copy."""
+    w = window(rate, streams)
+    return w.model_copy(update={"cpu_busy": busy, "bytes_left": left})
+
+
+#: a CPU-bound link (file -> SFTP on a busy 2-core worker, paramiko's SSH in Python):
+#: the total is the same at any streams, and each window measures it +-30 % (recorded
+#: at load 10-12: tuned 12-16 streams took 12-15 s for 1 GiB, 4 fixed ones 7-9 s)
+CPU_BOUND_NOISE = [0.9, 1.0, 1.3, 0.95, 1.25, 0.8, 1.1, 1.3, 0.85, 1.2, 0.9, 1.3, 1.0, 0.75]
+
+
+def _cpu_bound(busy: float | None) -> list[Decision]:
+    state, _ = tuning.start(None, sweep=True, knee=True)
+    decisions = []
+    for noise in CPU_BOUND_NOISE:
+        s = state.streams
+        state, decision = tuning.observe(state, busy_window(90 * MB * noise, s, busy))
+        decisions.append(decision)
+    return decisions
+
+
+def test_a_saturated_cpu_adds_no_streams_on_a_noisy_series() -> None:
+    """The lucky window (+30 % at 12 streams) made the sweep climb on a CPU-bound link
+    (main: to 16); with the host's CPUs measured 97 % busy the optimizer never goes
+    past its start, tries fewer (kept: as fast) and says why."""
+    decisions = _cpu_bound(0.97)
+    assert max(d.streams for d in decisions) <= tuning.SWEEP_STREAMS, decisions
+    assert decisions[-1].streams < tuning.SWEEP_STREAMS, decisions
+    reason = decisions[1].reason
+    assert "CPU 97 % busy: more streams cannot help: trying 6, kept if as fast" in reason, reason
+    # the same series, its CPUs not saturated (or not measured: older runs) climbs
+    for busy in (0.5, None):
+        assert max(d.streams for d in _cpu_bound(busy)) > tuning.SWEEP_STREAMS
+
+
+def test_a_probe_up_measured_while_cpu_bound_settles_on_the_fewer_streams() -> None:
+    state, _ = tuning.start(None, sweep=True, knee=True)
+    state, _ = tuning.observe(state, busy_window(100 * MB, 8, 0.5))  # start-up
+    state, up = tuning.observe(state, busy_window(100 * MB, 8, 0.5))
+    assert up.streams == 12
+    state, back = tuning.observe(state, busy_window(160 * MB, 12, 0.93))  # +60 %: pays
+    assert back.streams == 8, back
+    assert back.reason.endswith("(+60%): CPU 93 % busy: more streams cannot help, back to 8")
+    assert not state.sweeping and state.previous is None
+
+
+def test_held_under_a_saturated_cpu_reprobes_only_down() -> None:
+    """A warm link held at 6 streams: every re-probe goes down (kept while the rate
+    holds within 5 %), none up, and a held window says why it does not climb."""
+    memory = LinkMemory(link="sftp://h:22,file://", streams=6, rate=90 * MB)
+    state, _ = tuning.start(memory, sweep=True, knee=True)
+    decisions = []
+    for _ in range(30):
+        s = state.streams
+        state, decision = tuning.observe(state, busy_window(90 * MB, s, 0.99))
+        decisions.append(decision)
+    assert max(d.streams for d in decisions) <= 6
+    assert decisions[-1].streams < 6
+    assert any("re-probing down" in d.reason for d in decisions)
+    held = [d.reason for d in decisions if d.reason.endswith("cannot help, holding 6")]
+    assert held and "streams, CPU 99 % busy: more streams cannot help" in held[0], held
+
+
+def test_no_probe_near_the_copys_end() -> None:
+    """With less than two windows' bytes left, a step up that pays holds instead, and a
+    held setting does not re-probe (either way): a probe there is measured on the tail."""
+    state, _ = tuning.start(None, sweep=True, knee=True)
+    state, _ = tuning.observe(state, busy_window(100 * MB, 8, None))  # start-up
+    w = window(100 * MB, 8)
+    state, hold = tuning.observe(state, busy_window(100 * MB, 8, None, left=2 * w.bytes - 1))
+    assert hold.streams == 8, hold
+    assert "left, less than 2 windows' worth: no probe, holding 8" in hold.reason, hold.reason
+    # enough left: the same window steps up
+    state2, _ = tuning.start(None, sweep=True, knee=True)
+    state2, _ = tuning.observe(state2, busy_window(100 * MB, 8, None))
+    _, up = tuning.observe(state2, busy_window(100 * MB, 8, None, left=2 * w.bytes))
+    assert up.streams == 12
+    # held (a warm link, re-probing soon): no re-probe while late
+    memory = LinkMemory(link="http://a:80,file://", streams=8, rate=100 * MB)
+    warm, _ = tuning.start(memory, sweep=True, knee=True)
+    for _ in range(2 * tuning.REPROBE_EVERY):
+        warm, decision = tuning.observe(warm, busy_window(100 * MB, 8, None, left=w.bytes))
+        assert decision.streams == 8, decision
+    assert warm.previous is None
+
+
+def test_host_cpu_busy_fraction_from_proc_stat(tmp_path: Path) -> None:
+    """``/proc/stat``'s first line: busy is everything but idle and iowait; None where
+    it cannot be read or no time passed."""
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 1 2 3 4\n")
+    start = host_cpu.sample(stat)
+    assert start == (150, 1000)
+    stat.write_text("cpu  250 10 80 830 60 5 5 0 0 0\n")
+    end = host_cpu.sample(stat)
+    assert end == (350, 1240)
+    assert host_cpu.busy_between(start, end) == 200 / 240
+    assert host_cpu.busy_between(start, start) is None
+    assert host_cpu.busy_between(None, end) is None
+    assert host_cpu.sample(tmp_path / "missing") is None
+    stat.write_text("intr 1 2 3\n")
+    assert host_cpu.sample(stat) is None

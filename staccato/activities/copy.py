@@ -34,7 +34,7 @@ from typing import Any
 
 from temporalio import activity
 
-from staccato import checksums, secrets, settings, sockets
+from staccato import checksums, host_cpu, secrets, settings, sockets
 from staccato.activities import capacity
 from staccato.activities.errors import mapped_errors
 from staccato.activities.liveness import send_heartbeat
@@ -272,6 +272,7 @@ def _copy_segment(request: StreamInput, waiting: WaitingBeat) -> StreamResult:
     where the destination holds them without a checksum)."""
     copy = _SegmentCopy(request)
     waiting.progress = copy.progress
+    cpu_at_start = host_cpu.sample()
     try:
         copy.progress.beat(force=True)
         copy.copy_all()
@@ -283,7 +284,9 @@ def _copy_segment(request: StreamInput, waiting: WaitingBeat) -> StreamResult:
         if worker_stopping():
             raise stopped_by_shutdown(copy.progress.checkpoint(stopped=True)) from None
         return copy.stopped_result()
-    return copy.complete_result()
+    result = copy.complete_result()
+    result.cpu_busy = host_cpu.busy_between(cpu_at_start, host_cpu.sample())
+    return result
 
 
 def copy_segment_in_process(

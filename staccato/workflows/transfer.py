@@ -258,6 +258,16 @@ TUNE_REMEMBER_HELD_PATCH = "tune-remember-held"
 #: ``uncapped``: tester75's link learned 1 stream under a max-streams 2 limit and kept
 #: it after); decisions differ; a marker event once per tuned transfer
 TUNE_REMEMBER_UNCAPPED_PATCH = "tune-remember-uncapped"
+#: the optimizer adds no streams while the worker host's CPUs are saturated: the
+#: window carries the busy fraction its segments measured (``StreamResult.cpu_busy``;
+#: ``tuning.CPU_SATURATED``); a busy 2-core worker held 12-16 streams to SFTP on noise
+#: and was slower than 4. Decisions, so the segments' scheduling, differ; a marker
+#: event once per tuned transfer
+TUNE_CPU_BUSY_PATCH = "tune-cpu-busy"
+#: no probe with less than ``tuning.LATE_WINDOWS`` windows' bytes left to copy: the
+#: window carries the bytes left; a probe there is measured on the tail, where the
+#: streams run out of work. A marker event once per tuned transfer
+TUNE_NO_LATE_PROBE_PATCH = "tune-no-late-probe"
 RECALL_TUNING = "recall_link_tuning"
 #: the control lookups before the first stream (tuning memory, known copy, governors)
 #: run as one activity, ``look_up_start``, instead of one each: one activity and one
@@ -550,13 +560,16 @@ class TransferWorkflow:
         self._restaging = False
         # per-link tuning (options.tuning): the optimizer's state, the link, the setting
         # epoch (segments started in an older one are not measured), and the window of
-        # finished segments being summed: [bytes, stream seconds, segments, errors]
+        # finished segments being summed: [bytes, stream seconds, segments, errors,
+        # lost, CPU-busy x seconds, seconds of the segments that measured the CPU]
         self._tuner: TuningState | None = None
         self._tune_link = ""
         self._tune_memory: LinkMemory | None = None
         self._tune_epoch = 0
-        self._tune_window: list[float] = [0, 0.0, 0, 0, 0]
+        self._tune_window: list[float] = [0, 0.0, 0, 0, 0, 0.0, 0.0]
         self._tune_endpoint_errors = False
+        self._tune_cpu_busy = False  # patch tune-cpu-busy
+        self._tune_late = False  # patch tune-no-late-probe
         self._tune_draining: set[int] = set()  # running when fewer streams were chosen
         self._tune_socket_buffer: int | None = None
         self._tune_record: workflow.ActivityHandle[None] | None = None
@@ -2279,6 +2292,9 @@ class TransferWorkflow:
             max_streams_reason=max_streams_reason,
             uncapped=self._tune_uncapped,
         )
+        if state.knee:
+            self._tune_cpu_busy = workflow.patched(TUNE_CPU_BUSY_PATCH)
+            self._tune_late = workflow.patched(TUNE_NO_LATE_PROBE_PATCH)
         self._tuner, self._tune_link, self._tune_memory = state, link, memory
         self._tune_socket_buffer = recall.socket_buffer_bytes
         options = request.options.model_copy(
@@ -2294,12 +2310,20 @@ class TransferWorkflow:
     def _tune_measure(self, length: int, took: timedelta, result: StreamResult) -> None:
         """Count a segment finished under the current setting; once the window holds
         enough of them (half the streams, at least 2), let the optimizer decide, and
-        run the streams it chose from the next segment on."""
-        assert self._tuner is not None
+        run the streams it chose from the next segment on.
+
+        With patch ``tune-cpu-busy`` the window carries the host's CPU busy fraction
+        the segments measured (``StreamResult.cpu_busy``, their mean weighted by their
+        seconds), with ``tune-no-late-probe`` the bytes not yet copied: numbers from
+        activity results and the workflow's own progress, so decisions replay."""
+        assert self._tuner is not None and self._progress is not None
         w = self._tune_window
         w[0] += length
         w[1] += took.total_seconds()
         w[2] += 1
+        if self._tune_cpu_busy and result.cpu_busy is not None:
+            w[5] += result.cpu_busy * took.total_seconds()
+            w[6] += took.total_seconds()
         failed = max(0, result.attempt - 1)
         if self._tune_endpoint_errors:
             w[3] += min(failed, result.endpoint_errors)
@@ -2308,9 +2332,10 @@ class TransferWorkflow:
             w[3] += failed
         if w[2] < max(2, (self._tuner.streams + 1) // 2):
             return
-        self._tune_window = [0, 0.0, 0, 0, 0]
+        self._tune_window = [0, 0.0, 0, 0, 0, 0.0, 0.0]
         if w[1] <= 0:  # no time passed (a time-skipping test server): nothing measured
             return
+        total = self._progress.bytes_total
         self._tuner, decision = tuning.observe(
             self._tuner,
             Window(
@@ -2319,6 +2344,12 @@ class TransferWorkflow:
                 segments=int(w[2]),
                 errors=int(w[3]),
                 lost=int(w[4]),
+                cpu_busy=min(1.0, w[5] / w[6]) if w[6] > 0 else None,
+                bytes_left=(
+                    max(0, total - self._progress.bytes_committed)
+                    if self._tune_late and total is not None
+                    else None
+                ),
             ),
         )
         if decision.streams != self._lanes:

@@ -656,6 +656,8 @@ SCENARIOS: dict[str, tuple[Scenario, str | tuple[str, ...]]] = {
             "look_up_start",
             "tune-sweep",
             "tune-knee",
+            "tune-cpu-busy",
+            "tune-no-late-probe",
             "record_link_tuning",
             "WORKFLOW_EXECUTION_COMPLETED",
         ),

@@ -342,3 +342,43 @@ async def test_recall_of_a_local_copy_says_tuning_is_off(env: WorkflowEnvironmen
     link = f"http://h-{uuid.uuid4().hex[:8]}:80,file://"
     remote = await ActivityEnvironment().run(activities.recall_link_tuning, link)
     assert remote.enabled is True, remote
+
+
+async def test_a_cpu_bound_link_gets_no_more_streams(start: Start) -> None:
+    """Segments whose worker measured its CPUs 99 % busy (``StreamResult.cpu_busy``,
+    patch ``tune-cpu-busy``): the cold sweep never runs more than its 8 streams, and a
+    reason says why. Before, the same streams (each one as fast alone as beside the
+    others) climbed to 12 and 16."""
+    endpoint = Endpoint(info=ObjectInfo(size=SIZE, version="v1"))
+    plain = refusing_past(endpoint, 16)
+
+    async def busy(request: StreamInput) -> StreamResult:
+        result = await plain(request)
+        return result.model_copy(update={"cpu_busy": 0.99})
+
+    endpoint.hooks["copy_stream"] = busy
+    control = Control()
+    seen: list[int] = []
+
+    async def watch() -> None:
+        while True:
+            seen.append(endpoint.running_streams)
+            await asyncio.sleep(0.01)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        handle = await start(endpoint, control, TUNED)
+        result: TransferResult = await finished(handle)
+    finally:
+        watcher.cancel()
+    assert result.bytes == SIZE and result.tuning is not None
+    assert max(seen) <= tuning.SWEEP_STREAMS, seen
+    (memory,) = control.recorded
+    assert memory.streams <= tuning.SWEEP_STREAMS, memory
+    assert any("CPU 99 % busy: more streams cannot help" in r for r in memory.reasons), memory
+    patches = [
+        json.loads(e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data)["id"]
+        async for e in handle.fetch_history_events()
+        if e.marker_recorded_event_attributes.marker_name == "core_patch"
+    ]
+    assert {"tune-cpu-busy", "tune-no-late-probe"} <= set(patches), patches
