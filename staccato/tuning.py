@@ -64,7 +64,8 @@ machine busy with other work) and the windows' rates are noise (+-30 % on a busy
 SFTP, slower than 4). So the optimizer adds none: a probe up measured so settles on
 the fewer streams, the cold sweep's first comparison tries a quarter fewer instead of
 more (kept if within :data:`GAIN`), a held setting re-probes only downward (a step
-down that keeps the rate within :data:`GAIN` is kept), and a held window says why
+down that keeps the rate within :data:`GAIN` is kept, never below
+:data:`CPU_BOUND_FLOOR`), and a held window says why
 (``CPU 97 % busy: more streams cannot help, holding 6``).
 
 Near the copy's end (since patch ``tune-no-late-probe``): with less than
@@ -84,8 +85,8 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from staccato import units
+from staccato.models import DEFAULT_STREAMS, Segment
 from staccato.models import MIN_TUNED_BYTES as MIN_TUNED_BYTES  # re-exported: the tuner's rule
-from staccato.models import Segment
 
 MiB = 1024 * 1024
 MIN_STREAMS = 1
@@ -142,6 +143,11 @@ LOG_SIZE = 20
 #: (the fraction of non-idle CPU time, all CPUs) is CPU-bound: more streams only split
 #: the same CPU, so the optimizer adds none (patch ``tune-cpu-busy``)
 CPU_SATURATED = 0.9
+#: CPU-bound, the optimizer steps down no lower than this many streams (the fixed
+#: default's): a window's noise (+-30 %) let "no worse with fewer" walk a busy worker down
+#: to 1-3 streams, and fewer streams than the worker's processes get less of a CPU that
+#: other work competes for
+CPU_BOUND_FLOOR = DEFAULT_STREAMS
 #: with less left to copy than this many windows' bytes, the optimizer holds: a probe
 #: there is measured on the tail, where streams run out of work (patch
 #: ``tune-no-late-probe``)
@@ -571,7 +577,7 @@ def observe(state: TuningState, window: Window) -> tuple[TuningState, Decision]:
             if state.sweeping:
                 state.step = max(1, s // SWEEP_DIVISOR)
             fewer = s - max(1, s // KNEE_DOWN_DIVISOR)
-            if busy and not late and fewer >= MIN_STREAMS:
+            if busy and not late and fewer >= CPU_BOUND_FLOOR:
                 # CPU-bound from the start: fewer streams may carry as much (kept if so)
                 state.previous = s
                 state.held = 0
@@ -688,7 +694,8 @@ def observe(state: TuningState, window: Window) -> tuple[TuningState, Decision]:
         # CPU-bound: re-probes go down only (fewer streams kept if as fast)
         down = state.down_next or bool(busy)
         state.down_next = not down
-        if down and s - max(1, state.step) >= MIN_STREAMS:
+        floor = min(s, CPU_BOUND_FLOOR) if busy else MIN_STREAMS
+        if down and s - max(1, state.step) >= floor:
             lower = s - max(1, state.step)
             state.previous = s
             held, state.held = state.held, 0

@@ -847,6 +847,9 @@ def test_held_under_a_saturated_cpu_reprobes_only_down() -> None:
     assert max(d.streams for d in decisions) <= 6
     assert decisions[-1].streams < 6
     assert any("re-probing down" in d.reason for d in decisions)
+    # never below the fixed default's 4: on noise, "no worse with fewer" walked a busy
+    # worker down to 1-3 streams
+    assert min(d.streams for d in decisions) == tuning.CPU_BOUND_FLOOR == 4, decisions
     held = [d.reason for d in decisions if d.reason.endswith("cannot help, holding 6")]
     assert held and "streams, CPU 99 % busy: more streams cannot help" in held[0], held
 
