@@ -519,7 +519,10 @@ def test_segments_are_hashed_over_one_exec_channel(
     expected = checksums.combine(
         "crc32c",
         [
-            (checksums.combine("crc32c", [(digests[i], CHUNK) for i in range(first, end)]), 2 * CHUNK)
+            (
+                checksums.combine("crc32c", [(digests[i], CHUNK) for i in range(first, end)]),
+                2 * CHUNK,
+            )
             for first, end in segments
         ],
     )
