@@ -13,13 +13,14 @@ after ``STACCATO_SFTP_IDLE_TIMEOUT_S`` or at once when another process waits for
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
-from staccato import settings
+from staccato import interrupts, settings
 from staccato.endpoints.sftp.connection import (
     Connection,
     connect,
@@ -69,12 +70,14 @@ class Pool:
                 if existing.alive():
                     existing.users += 1
                     existing.leases += 1
+                    _interruptible(existing)
                     return existing
                 if existing.users == 0:
                     self._connections.pop(key, None)
                     existing.close()
             adopted = self._adopt_idle(target, key)
             if adopted is not None:
+                _interruptible(adopted)
                 return adopted
         slot = acquire_slot(target)
         try:
@@ -186,6 +189,20 @@ class Pool:
             self._connections.clear()
         for connection in connections:
             connection.close()
+
+
+def _interruptible(connection: Connection) -> None:
+    """Register ``connection``'s TCP socket (paramiko's transport; an OpenSSH
+    transport has none) with the calling thread only, so the stream guard's
+    :func:`staccato.interrupts.interrupt` of this thread shuts it down: a connection
+    is registered by the thread that opened it, and that registration ends with the
+    activity (``forget_sockets``), so a connection cached for a later activity, of
+    this thread or another (:meth:`Pool._adopt_idle`), is registered again; and an
+    interrupt of the thread that used it before no longer shuts it down."""
+    sock = getattr(connection.transport, "sock", None)
+    sock = getattr(sock, "_sock", sock)  # inside protocol.BufferedSocket
+    if isinstance(sock, socket.socket):
+        interrupts.claim_socket(sock)
 
 
 POOL = Pool()
