@@ -59,6 +59,19 @@ def register_socket(sock: socket.socket) -> None:
         _sockets.setdefault(ident, weakref.WeakSet()).add(sock)
 
 
+def claim_socket(sock: socket.socket) -> None:
+    """Register ``sock`` with the calling thread only (as :func:`register_socket`),
+    dropping it from any other thread's: a pooled connection taken over by another
+    thread (``staccato.endpoints.sftp.pool``) is no longer shut down by an
+    :func:`interrupt` of the thread that used it before."""
+    ident = threading.get_ident()
+    with _lock:
+        for other, registered in _sockets.items():
+            if other != ident:
+                registered.discard(sock)
+        _sockets.setdefault(ident, weakref.WeakSet()).add(sock)
+
+
 def forget_sockets() -> None:
     """Drop the calling thread's registered sockets (its activity is over; the next
     one on this thread registers its own)."""

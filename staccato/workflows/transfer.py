@@ -429,6 +429,15 @@ PUBLISH_PART_DIGEST_PATCH = "s3-publish-part-digest"
 #: segments copied again, then read once more), and another destination kind fails
 #: before prepare. Only runs asked for ``full`` call it: a marker event per such run
 VERIFY_FULL_PATCH = "verify-full"
+#: the read-back before publish runs at most one ``verify`` per stream lane, each over a
+#: run of consecutive segments, instead of one per segment: a tuned copy's ~64 MiB
+#: segments (20 for 1 GiB) each paid a verify activity's fixed cost (its schedule, a
+#: connection, a stat and journal read, one exec channel on an SFTP server: ~0.5 s on
+#: a loaded loopback worker, bench/segcost_phases.py), 8 s of read-back where 4
+#: segments took 2 s (issue 14). The same bytes are checked against the same
+#: checksums; a mismatch copies the part's segments again. A marker event per run
+#: with more segments than lanes
+VERIFY_GROUPED_PATCH = "verify-grouped-parts"
 #: the tuning activities are best effort: a worker without them runs the fixed defaults
 _TUNING_RETRY = RetryPolicy(maximum_attempts=3, maximum_interval=timedelta(seconds=2))
 T = TypeVar("T")
@@ -485,6 +494,17 @@ def _rate_part(request: TransferRequest) -> str | None:
         return None
     parent = workflow.info().parent
     return None if parent is not None and parent.workflow_id.startswith(LOCK_ID_PREFIX) else "write"
+
+
+def _consecutive_groups(segments: list[Segment], count: int) -> list[list[Segment]]:
+    """``segments`` in byte order cut into ``count`` runs (at least 1) of adjacent
+    segments whose sizes differ by at most one: the ``verify`` parts of
+    :data:`VERIFY_GROUPED_PATCH` (a mismatch names the part's byte range).
+    E.g. 20 segments, 3 runs: 6, 7 and 7 segments."""
+    ordered = sorted(segments, key=lambda s: s.first_chunk)
+    count = max(1, min(count, len(ordered)))
+    n = len(ordered)
+    return [ordered[k * n // count : (k + 1) * n // count] for k in range(count)]
 
 
 # A start with no input or with several (any Temporal client can start this workflow)
@@ -1596,6 +1616,21 @@ class TransferWorkflow:
                 )
                 for s in segments
             ]
+            width = max(1, self._lanes)
+            if len(segments) > width and workflow.patched(VERIFY_GROUPED_PATCH):
+                parts = [
+                    verify.model_copy(
+                        update={
+                            "segments": [(s.first_chunk, s.end_chunk) for s in group],
+                            "expected": checksums.combine(
+                                options.checksum.value,
+                                [(results[s.index].checksum or "", s.length) for s in group],
+                            ),
+                            "whole_object": False,
+                        }
+                    )
+                    for group in _consecutive_groups(segments, width)
+                ]
 
         # the progress query's figures of this read-back (status: bytes verified of
         # the size; the running parts' bytes are their heartbeats'). State only: no
@@ -1647,7 +1682,9 @@ class TransferWorkflow:
                 and isinstance(outcome, ActivityError)
                 and reason_type(outcome) == CHECKSUM_MISMATCH
             ):
-                bad.update(s.index for s in segments if s.first_chunk == part.segments[0][0])
+                # the part's segments (one, or a run of them: VERIFY_GROUPED_PATCH)
+                firsts = {first for first, _ in part.segments}
+                bad.update(s.index for s in segments if s.first_chunk in firsts)
                 continue
             raise outcome
         return bad

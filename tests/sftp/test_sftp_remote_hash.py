@@ -490,3 +490,41 @@ def test_torn_hash_records_are_ignored() -> None:
         hash_record(0, "f" * 64, sha)
     with pytest.raises(ValueError, match="not a server hash"):
         hash_record(0, "1234abcd", ServerHash(CKSUM, "4294967296"))
+
+
+def _exec_sessions(server: SshdServer) -> int:
+    """Exec requests the sshd has started (its VERBOSE log: one line each)."""
+    return server.sshd_log_path.read_text(errors="replace").count("Starting session: command")
+
+
+def test_segments_are_hashed_over_one_exec_channel(
+    hash_driver_env: None, sftp_exec_logged: SshdServer, data_dir: Path
+) -> None:
+    """A verify part of several segments (a tuned copy's read-back runs one part per
+    stream lane) has the server hash all their chunks over one exec channel, not one
+    per segment (a channel costs ~0.5 s on a loaded worker), and the checksum is the
+    segments' combined."""
+    driver = get_driver("sftp")
+    data = os.urandom(6 * CHUNK)
+    session, digests = _write_session(sftp_exec_logged, data_dir, data, "rh-segments")
+    url = parse_url(driver.session_url(session) or "")
+    segments = [(0, 2), (2, 4), (4, 6)]
+    # the probe (once per host) is an exec of its own: done before counting
+    driver.segments_checksum(url, len(data), CHUNK, [(0, 6)], "crc32c")
+    before_ranges = remote_hash.stats["ranges"]
+    before = _exec_sessions(sftp_exec_logged)
+    actual = driver.segments_checksum(url, len(data), CHUNK, segments, "crc32c")
+    assert remote_hash.stats["ranges"] - before_ranges == 6
+    assert _exec_sessions(sftp_exec_logged) - before == 1
+    expected = checksums.combine(
+        "crc32c",
+        [
+            (
+                checksums.combine("crc32c", [(digests[i], CHUNK) for i in range(first, end)]),
+                2 * CHUNK,
+            )
+            for first, end in segments
+        ],
+    )
+    assert actual == expected
+    driver.abort(session)

@@ -19,7 +19,7 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from staccato import tuning
+from staccato import checksums, tuning
 from staccato.ids import transfer_id
 from staccato.models import (
     ObjectInfo,
@@ -37,7 +37,7 @@ from staccato.workflows.front import control_queue
 from staccato.workflows.slots import FIND_GOVERNORS
 from staccato.workflows.transfer import TransferWorkflow
 
-from .conftest import DESTINATION, SOURCE, WAIT_S, Endpoint, segment_checksum
+from .conftest import DESTINATION, SOURCE, WAIT_S, Endpoint, failing, segment_checksum
 
 MiB = 1024 * 1024
 SIZE = 1024 * MiB  # the fake activities move no bytes: only the plan's arithmetic
@@ -382,3 +382,75 @@ async def test_a_cpu_bound_link_gets_no_more_streams(start: Start) -> None:
         if e.marker_recorded_event_attributes.marker_name == "core_patch"
     ]
     assert {"tune-cpu-busy", "tune-no-late-probe"} <= set(patches), patches
+
+
+def _read_back(endpoint: Endpoint) -> list[Any]:
+    """The ``verify`` calls before publish (of the temp data)."""
+    return [v for v in endpoint.called("verify") if v.url == endpoint.session_url]
+
+
+def _expected(part: Any) -> str:
+    """The checksum a read-back part must find: its segments' (as the fake streams
+    computed them), combined in order."""
+    pieces = []
+    for first, end in part.segments:
+        offset = first * part.chunk_size
+        length = min(part.size, end * part.chunk_size) - offset
+        pieces.append((segment_checksum(offset, length), length))
+    return checksums.combine(part.checksum.value, pieces)
+
+
+async def test_a_tuned_copy_reads_back_in_one_part_per_lane(start: Start) -> None:
+    """Many segments (32), streams not verified on write: the read-back before
+    publish runs at most one ``verify`` per stream lane, each over a run of
+    consecutive segments with their combined checksum, together every segment once
+    (patch verify-grouped-parts; before, one ``verify`` per segment: 32)."""
+    endpoint = Endpoint(info=ObjectInfo(size=SIZE, version="v1"), verified_on_write=False)
+    handle = await start(endpoint, Control(), TUNED)
+    result: TransferResult = await finished(handle)
+    assert result.bytes == SIZE
+    streams = endpoint.called("copy_stream")
+    assert len(streams) == 32
+    parts = _read_back(endpoint)
+    assert 1 <= len(parts) <= tuning.MAX_STREAMS < len(streams)
+    covered = sorted(first for part in parts for first, _ in part.segments)
+    assert covered == sorted(s.segment.first_chunk for s in streams)
+    for part in parts:
+        assert not part.whole_object
+        assert part.expected == _expected(part)
+        ends = [end for _, end in part.segments]
+        assert [first for first, _ in part.segments[1:]] == ends[:-1]  # consecutive
+
+
+async def test_a_mismatched_read_back_part_copies_its_segments_again(start: Start) -> None:
+    """The first read-back part mismatches once: its segments (and only they) are
+    copied again, then the whole temp data is read back again and published."""
+    endpoint = Endpoint(info=ObjectInfo(size=SIZE, version="v1"), verified_on_write=False)
+    mismatch = failing("ChecksumMismatch", "the temp file does not match")
+    first_part: list[Any] = []
+
+    async def hook(request: Any) -> Any:
+        if request.url == endpoint.session_url and not first_part:
+            first_part.append(request)
+            return await mismatch(request)
+        return None
+
+    endpoint.hooks["verify"] = hook
+    handle = await start(endpoint, Control(), TUNED)
+    result: TransferResult = await finished(handle)
+    assert result.bytes == SIZE
+    (bad,) = first_part
+    assert len(bad.segments) > 1
+    streams = endpoint.called("copy_stream")
+    again = [s.segment.first_chunk for s in streams[32:]]
+    assert sorted(again) == [first for first, _ in bad.segments]
+    # then the whole temp data read back once more, and published
+    last_copy = max(i for i, (name, _) in enumerate(endpoint.calls) if name == "copy_stream")
+    second = [
+        arg
+        for name, arg in endpoint.calls[last_copy:]
+        if name == "verify" and arg.url == endpoint.session_url
+    ]
+    covered = sorted(first for part in second for first, _ in part.segments)
+    assert covered == sorted(s.segment.first_chunk for s in streams[:32])
+    assert endpoint.names()[-2:] == ["publish", "verify"]

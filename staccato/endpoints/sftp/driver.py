@@ -744,14 +744,19 @@ class SFTPDriver(Driver):
             server_hash = _server_hash(checksum, found)
             if server_hash is not None:
                 expected[index] = (checksum, server_hash)
+        # every segment's ranges over one exec channel (up to its batch size): a channel
+        # costs ~0.5 s on a loaded loopback worker (an ssh process through the
+        # ControlMaster, a shell on the server; bench/segcost_phases.py), the hashing of
+        # a 16 MiB chunk ~2 ms per MiB
+        ranges = [
+            (index, *chunk_bounds(index, size, chunk_size), expected[index][1].kind)
+            for first, end in segments
+            for index in range(first, end)
+            if index in expected
+        ]
+        hashes = self._remote_hashes(url, url.path, ranges) if ranges else {}
         segment_digests: list[tuple[str, int]] = []
         for first, end in segments:
-            ranges = [
-                (index, *chunk_bounds(index, size, chunk_size), expected[index][1].kind)
-                for index in range(first, end)
-                if index in expected
-            ]
-            hashes = self._remote_hashes(url, url.path, ranges) if ranges else {}
             parts: list[tuple[str, int]] = []
             index = first
             while index < end:

@@ -2,8 +2,10 @@
 :func:`run`, which runs an idempotent operation on a pooled connection and once more on
 a fresh one if a reused connection turns out to be dead.
 
-One connection per (host, port, user, known_hosts name) and process, shared by that
-process's readers and writers (why: :mod:`staccato.endpoints.sftp.connection`). Each
+One connection per (host, port, user, known_hosts name) and thread in use, shared by
+that thread's readers and writers (why: :mod:`staccato.endpoints.sftp.connection`); an
+idle one (no lease holds it) passes to the next thread of the process that wants one
+(:meth:`Pool._adopt_idle`) rather than that thread opening another. Each
 holds a slot (:mod:`staccato.endpoints.sftp.slots`); a reaper thread closes idle ones
 after ``STACCATO_SFTP_IDLE_TIMEOUT_S`` or at once when another process waits for a slot.
 """
@@ -11,13 +13,14 @@ after ``STACCATO_SFTP_IDLE_TIMEOUT_S`` or at once when another process waits for
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
-from staccato import settings
+from staccato import interrupts, settings
 from staccato.endpoints.sftp.connection import (
     Connection,
     connect,
@@ -67,10 +70,15 @@ class Pool:
                 if existing.alive():
                     existing.users += 1
                     existing.leases += 1
+                    _interruptible(existing)
                     return existing
                 if existing.users == 0:
                     self._connections.pop(key, None)
                     existing.close()
+            adopted = self._adopt_idle(target, key)
+            if adopted is not None:
+                _interruptible(adopted)
+                return adopted
         slot = acquire_slot(target)
         try:
             connection = connect(target, slot)
@@ -86,6 +94,37 @@ class Pool:
         if replaced is not None and replaced.users == 0:
             replaced.close()
         return connection
+
+    def _adopt_idle(
+        self, target: SSHHost, key: tuple[tuple[str, int, str, str], int]
+    ) -> Connection | None:
+        """An idle live connection to ``target`` that another thread of this process
+        cached, moved to this thread's ``key`` (caller holds the lock); None if none.
+
+        Why: activities run on whichever of a process's threads is free
+        (:mod:`staccato.workers.threaded_pool`), so a tuned copy's next segment (one
+        ``copy_stream`` per ~64 MiB) mostly lands on another thread than the last one;
+        keyed by thread alone, it opened a connection of its own (an ``ssh`` process,
+        key exchange, authentication: 37 logins for a 20-segment 1 GiB copy,
+        ``bench/bench_segcost.py``) and, at the per-host cap, waited for another
+        process to close its idle one. Handing over an idle connection keeps the rule
+        that a connection serves one thread at a time: ``users == 0`` means no lease,
+        reader or writer holds it, so no request of another thread is in flight on it.
+        Counted as reused (``leases``), so :func:`run` retries once on a fresh one if
+        it died while idle."""
+        for other_key, other in list(self._connections.items()):
+            if other_key[0] != target.key or other_key == key or other.users:
+                continue
+            if not other.alive():
+                continue  # the reaper closes it
+            # this thread's own entry, if any, is a dead one still in use (the caller
+            # closed an idle dead one): its last release closes it
+            del self._connections[other_key]
+            self._connections[key] = other
+            other.users = 1
+            other.leases += 1
+            return other
+        return None
 
     def release(self, connection: Connection) -> None:
         """Give a connection back; a broken one is closed (its slot freed) at once."""
@@ -150,6 +189,20 @@ class Pool:
             self._connections.clear()
         for connection in connections:
             connection.close()
+
+
+def _interruptible(connection: Connection) -> None:
+    """Register ``connection``'s TCP socket (paramiko's transport; an OpenSSH
+    transport has none) with the calling thread only, so the stream guard's
+    :func:`staccato.interrupts.interrupt` of this thread shuts it down: a connection
+    is registered by the thread that opened it, and that registration ends with the
+    activity (``forget_sockets``), so a connection cached for a later activity, of
+    this thread or another (:meth:`Pool._adopt_idle`), is registered again; and an
+    interrupt of the thread that used it before no longer shuts it down."""
+    sock = getattr(connection.transport, "sock", None)
+    sock = getattr(sock, "_sock", sock)  # inside protocol.BufferedSocket
+    if isinstance(sock, socket.socket):
+        interrupts.claim_socket(sock)
 
 
 POOL = Pool()
