@@ -2311,7 +2311,7 @@ class TransferWorkflow:
         worker, connections = recall.worker_processes, self._connection_cap
         max_streams = min(tuning.MAX_STREAMS, worker or tuning.MAX_STREAMS)
         max_streams_reason = (
-            f"the worker runs {worker} streams at once "
+            f"the worker runs {units.counted(worker or tuning.MAX_STREAMS, 'stream')} at once "
             "(STACCATO_WORKER_PROCESSES x STACCATO_WORKER_THREADS)"
         )
         if connections and connections < max_streams:
