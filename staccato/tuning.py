@@ -444,10 +444,10 @@ def start(
             chunk_size=chunk,
             rate=memory.rate,
             reason=(
-                f"link memory: the last transfer ended mid-sweep at {memory.streams} streams"
+                f"link memory: the last transfer ended mid-sweep at {units.counted(memory.streams, 'stream')}"
                 f" x {units.size(chunk)}; sweeping on from {first}, up to {up_to}"
                 if memory.sweeping
-                else f"link memory: {memory.streams} streams x {units.size(chunk)} learned "
+                else f"link memory: {units.counted(memory.streams, 'stream')} x {units.size(chunk)} learned "
                 f"at most {memory.capped} ({memory.cap_reason or 'a cap'}); that cap is "
                 f"gone: sweeping on from {first}, up to {up_to}"
             ),
@@ -469,7 +469,7 @@ def start(
             chunk_size=chunk,
             rate=memory.rate,
             reason=(
-                f"link memory: {memory.streams} streams x {units.size(chunk)}"
+                f"link memory: {units.counted(memory.streams, 'stream')} x {units.size(chunk)}"
                 + (f" at {units.rate(memory.rate)}" if memory.rate else "")
                 + (
                     f", capped at {cap} ({why or 'memory budget or grant'})"
@@ -494,7 +494,7 @@ def start(
             streams=first,
             chunk_size=chunk,
             reason=(
-                f"cold start: {first} streams x {units.size(chunk)}, sweeping up by half "
+                f"cold start: {units.counted(first, 'stream')} x {units.size(chunk)}, sweeping up by half "
                 f"the streams while it gains, up to {up_to}"
             ),
         )
@@ -506,7 +506,7 @@ def start(
         decision = Decision(
             streams=first,
             chunk_size=chunk,
-            reason=f"cold start: {first} streams x {units.size(chunk)}, probing up to {up_to}",
+            reason=f"cold start: {units.counted(first, 'stream')} x {units.size(chunk)}, probing up to {up_to}",
         )
     state.knee = knee and not state.pinned_streams
     state.cap_reason = why if not state.pinned_streams else None
@@ -528,7 +528,7 @@ def observe(state: TuningState, window: Window) -> tuple[TuningState, Decision]:
             s,
             state.rates.get(s) or 0.0,
             f"{window.lost} attempts lost with a worker in {window.segments} segments: "
-            f"not the link's errors, not measured; holding {s} streams",
+            f"not the link's errors, not measured; holding {units.counted(s, 'stream')}",
         )
     rate = window.bytes / window.stream_seconds * s
     if state.warm_up and window.errors / window.segments <= ERROR_RATE:
@@ -536,7 +536,7 @@ def observe(state: TuningState, window: Window) -> tuple[TuningState, Decision]:
         # measured low, it would make any step up look like a gain
         state = state.model_copy(update={"warm_up": False}, deep=True)
         return _decide(
-            state, s, rate, f"{units.rate(rate)} at {s} streams in the first window (start-up "
+            state, s, rate, f"{units.rate(rate)} at {units.counted(s, 'stream')} in the first window (start-up "
             f"in it): not compared, measuring {s} again"
         )  # fmt: skip
     old = state.rates.get(s)
@@ -587,12 +587,14 @@ def observe(state: TuningState, window: Window) -> tuple[TuningState, Decision]:
                     state,
                     fewer,
                     ema,
-                    f"{units.rate(ema)} at {s} streams, {busy}: trying {fewer}, kept if as fast",
+                    f"{units.rate(ema)} at {units.counted(s, 'stream')}, {busy}: trying {fewer}, kept if as fast",
                 )
-            return _probe_up(state, ema, cap, f"{units.rate(ema)} at {s} streams", no_up)
+            return _probe_up(
+                state, ema, cap, f"{units.rate(ema)} at {units.counted(s, 'stream')}", no_up
+            )
         change = ema / before - 1 if before > 0 else 1.0
         said = (
-            f"{units.rate(ema)} at {s} streams vs {units.rate(before)} at "
+            f"{units.rate(ema)} at {units.counted(s, 'stream')} vs {units.rate(before)} at "
             f"{state.previous} ({change:+.0%})"
         )
         if busy and s > state.previous:
@@ -662,7 +664,7 @@ def observe(state: TuningState, window: Window) -> tuple[TuningState, Decision]:
             state,
             rate,
             cap,
-            f"{units.rate(rate)} at {s} streams is below the {units.rate(best)} measured at "
+            f"{units.rate(rate)} at {units.counted(s, 'stream')} is below the {units.rate(best)} measured at "
             f"{better} before: the link changed, those measurements forgotten, sweeping up",
         )
     if ema < best * (1 - 2 * DROP) and state.held > 1:
@@ -674,7 +676,7 @@ def observe(state: TuningState, window: Window) -> tuple[TuningState, Decision]:
                 state,
                 better,
                 ema,
-                f"{units.rate(ema)} at {s} streams is below the {units.rate(best)} measured "
+                f"{units.rate(ema)} at {units.counted(s, 'stream')} is below the {units.rate(best)} measured "
                 f"at {better}: trying {better}",
             )
     if state.knee and not late:
@@ -687,7 +689,7 @@ def observe(state: TuningState, window: Window) -> tuple[TuningState, Decision]:
                 state,
                 fewer,
                 ema,
-                f"{units.rate(ema)} at {s} streams, {_rates_text(state.rates)}: {fewer} "
+                f"{units.rate(ema)} at {units.counted(s, 'stream')}, {_rates_text(state.rates)}: {fewer} "
                 f"streams are within {GAIN:.0%} of the best, trying {fewer}",
             )
     if state.held >= REPROBE_EVERY and state.alternate and not late:
@@ -711,8 +713,13 @@ def observe(state: TuningState, window: Window) -> tuple[TuningState, Decision]:
     elif state.held >= REPROBE_EVERY and not no_up and s + max(1, state.step) <= cap:
         return _probe_up(state, ema, cap, f"re-probing after {state.held} windows held")
     if no_up:
-        return _decide(state, s, ema, f"{units.rate(ema)} at {s} streams, {no_up}, holding {s}")
-    return _decide(state, s, ema, f"holding {s} streams at {units.rate(ema)}")
+        return _decide(
+            state,
+            s,
+            ema,
+            f"{units.rate(ema)} at {units.counted(s, 'stream')}, {no_up}, holding {s}",
+        )
+    return _decide(state, s, ema, f"holding {units.counted(s, 'stream')} at {units.rate(ema)}")
 
 
 def cap_reason(
@@ -742,7 +749,7 @@ def cap_reason(
             f"{BUFFERS_PER_STREAM} x {units.size(chunk_size)} chunks "
             "(STACCATO_WORKER_MEMORY_BYTES, STACCATO_TUNING_MEMORY_BYTES)"
         )
-    return max_streams_reason or f"{max_streams} streams allowed"
+    return max_streams_reason or f"{units.counted(max_streams, 'stream')} allowed"
 
 
 def remember(
@@ -793,7 +800,7 @@ def remember(
                 "reasons": [d.reason for d in state.decisions[-4:]]
                 + [
                     f"capped at {cap} ({state.cap_reason or 'a cap'}): the link keeps "
-                    f"{memory.streams} streams learned without that cap"
+                    f"{units.counted(memory.streams, 'stream')} learned without that cap"
                 ],
             }
         )
@@ -905,7 +912,7 @@ def _bracketed(
     assert state.bracket is not None
     (a, b), s = state.bracket, state.streams
     state.bracket = None
-    said = f"{units.rate(ema)} at {s} streams"
+    said = f"{units.rate(ema)} at {units.counted(s, 'stream')}"
     before = state.rates.get(a)
     if before and ema >= before * s / a * (1 - GAIN) and s < b <= cap and not no_up:
         state.rates.pop(b, None)
