@@ -23,6 +23,14 @@ from temporalio.worker import Replayer
 
 REPO = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024
+#: bytes a paced HTTP source (nginx ``limit_rate``) may count as sent on one stream that
+#: the stream never read when a pause or stop ends it: nginx counts what it handed its
+#: kernel, so the bytes in both sockets' buffers (its send buffer, the worker's receive
+#: buffer) are "sent". On a busy worker the streams read slower than the pace and those
+#: buffers fill: ci110 at load lost 1.02 MiB a stream, over the 1 MiB bound then. A pause
+#: that kept nothing of a chunk loses what each stream had read of it, 4 MiB or more in
+#: the tests that use this.
+IN_FLIGHT_PER_STREAM = 2 * MiB
 #: ``TransferOptions.cleanup_for_s`` of the scenes that hang (SIGSTOP) a server while a
 #: failed or cancelled transfer cleans up: its clean-up gives up against the frozen
 #: server after this (plus one 10 s backoff; a failed one's after ``--retry-for`` when

@@ -19,6 +19,7 @@ from staccato.client import StaccatoClient
 from staccato.models import TransferOptions, TransferState
 from staccato.temp_names import JOURNAL_SUFFIX
 from tests.helpers import (
+    IN_FLIGHT_PER_STREAM,
     MiB,
     WorkerProcess,
     at_rest,
@@ -40,7 +41,7 @@ OPTIONS = TransferOptions(chunk_size=CHUNK, streams=STREAMS, heartbeat_timeout_s
 PAUSE_AT = 16 * MiB
 #: what the source may send again in all: the bytes in the sockets and the readers'
 #: buffers when the pause stopped the streams (a chunk per stream was 64 MiB here)
-RESENT_BOUND = STREAMS * MiB
+RESENT_BOUND = STREAMS * IN_FLIGHT_PER_STREAM
 
 # each connection at 1 MB/s: a chunk takes ~16 s, so the pause (or stop) asked for at
 # ~4 s lands inside it with ~12 s to spare. At 2 MB/s it had ~6 s, which a pause's way

@@ -15,7 +15,15 @@ from staccato.cli import render
 from staccato.client import StaccatoClient
 from staccato.endpoints.sftp.journal import JOURNAL_RECORD_BYTES
 from staccato.models import TransferOptions, TransferState
-from tests.helpers import MiB, at_rest, leftovers, sha256_file, wait_for_status, write_random
+from tests.helpers import (
+    IN_FLIGHT_PER_STREAM,
+    MiB,
+    at_rest,
+    leftovers,
+    sha256_file,
+    wait_for_status,
+    write_random,
+)
 from tests.servers.nginx import NginxServer, nginx_fixture
 
 CHUNK = 16 * MiB
@@ -23,7 +31,9 @@ STREAMS = 4
 SIZE = STREAMS * CHUNK  # one chunk per stream
 OPTIONS = TransferOptions(chunk_size=CHUNK, streams=STREAMS, heartbeat_timeout_s=5)
 PAUSE_AT = 16 * MiB  # ~4 MiB of each chunk
-RESENT_BOUND = STREAMS * MiB  # a chunk per stream is 64 MiB here
+#: what the source may send again in all: the bytes in the sockets and the readers'
+#: buffers when the pause stopped the streams (a chunk per stream was 64 MiB here)
+RESENT_BOUND = STREAMS * IN_FLIGHT_PER_STREAM
 
 # each connection at 2 MB/s: a chunk takes ~8 s, so the pause lands inside it
 paced_nginx = nginx_fixture("http_root", scope="function", extra_server_config="limit_rate 2m;")
