@@ -18,6 +18,15 @@ one stream times the streams running. Under a per-connection cap ``c`` and an
 aggregate cap ``C`` that is ``min(streams x c, C)``, and a server that refuses
 connections past a limit shows up as errors and longer segments.
 
+Since patch ``tune-wall-rate`` the workflow's windows come from a :class:`WallMeter`:
+a setting is rated by what the link moved per second of workflow time while it ran
+(``Window.seconds``: every segment that ran in the window counts for the part of its
+own time inside it), not by the first segments to finish, which are not a fair
+sample of it (the WAN bench's cold sweep rated 8 streams by the slow half of its
+first wave and 12 looked 16-33 % better). Stream-seconds remain the measure of the
+transfer's first window (not compared) and of the tail, where fewer streams run than
+the setting.
+
 Search (``sweep=False``, runs recorded before the sweep): start at
 :data:`START_STREAMS`, the first step doubles the streams (4 -> 8); every later step
 halves after a drop or a flat result, so the search narrows onto the knee (where one
@@ -81,6 +90,8 @@ may read it back into a second one).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 from pydantic import BaseModel, Field
 
@@ -173,6 +184,12 @@ class Window(BaseModel):
         bytes_left: bytes of the object not yet copied when the window closed; None:
             not known (runs before patch ``tune-no-late-probe``). Less than
             :data:`LATE_WINDOWS` windows' bytes: the optimizer holds.
+        seconds: workflow seconds from the window's opening to its closing (patch
+            ``tune-wall-rate``, :class:`WallMeter`): then ``bytes`` is what the link
+            moved in that time, ``stream_seconds`` the streams' seconds in it, and the
+            rate is ``bytes / seconds``. None: the rate is
+            ``streams x bytes / stream_seconds`` (runs before the patch, and a window
+            in which streams ran out of work: the copy's tail).
     """
 
     bytes: int = Field(ge=0)
@@ -182,6 +199,213 @@ class Window(BaseModel):
     lost: int = Field(0, ge=0)
     cpu_busy: float | None = Field(None, ge=0, le=1)
     bytes_left: int | None = Field(None, ge=0)
+    seconds: float | None = Field(None, gt=0)
+
+
+class Span(NamedTuple):
+    """One segment as the workflow saw it run, in workflow seconds (``workflow.now()``
+    when its activity was scheduled and when its result was handled).
+
+    Attributes:
+        start: seconds (epoch) it was scheduled.
+        end: seconds (epoch) its result came.
+        length: its bytes.
+        errors: its attempts that failed with an endpoint's error.
+        lost: its attempts lost with a worker.
+        cpu_busy: the host's busy CPU fraction it measured (0..1), if any.
+    """
+
+    start: float
+    end: float
+    length: int
+    errors: int = 0
+    lost: int = 0
+    cpu_busy: float | None = None
+
+
+class WallMeter:
+    """What the link moved per second of workflow time while one setting ran (patch
+    ``tune-wall-rate``): the workflow's windows since that patch.
+
+    Why not stream-seconds: a window of the first ``max(2, ceil(streams / 2))``
+    segments to finish rates a setting by those segments alone, and they are not a
+    fair sample of it. The first of a setting's segments to finish are its quick ones
+    (a step up to 12 streams was rated by its fast half), and the cold start's second
+    window at 8 streams held the slow half of the first wave, start-up and all: on
+    the WAN bench (profile B) that window measured 251-276 MiB/s while the link moved
+    ~372, so 12 streams looked 16-33 % better and the search held 12, past the knee.
+    Here every segment that ran in the window counts, slow or quick, for the part of
+    its own time inside it.
+
+    The window opens when the setting runs alone: at the first segment's start; after
+    a decision that keeps the streams, where the last window closed (windows follow
+    each other); after a change (more or fewer streams), when the last segment started
+    before the decision ended; after the transfer's first window, when the last
+    segment of the first wave ended (its start-up is in them). It closes at the
+    earliest start of the segments still running (``known``): up to there, every
+    segment that ran has ended and the workflow knows its time. Each segment's bytes
+    count for the part of its own ``[start, end]`` inside ``[opened, known]`` (it is
+    taken to move them evenly over its time: the workflow sees no more of it, and
+    this replays). Once those bytes reach ``max(2, ceil(streams / 2))`` segments'
+    worth (the old windows' size), the verdict::
+
+        bytes   = sum(length x overlap / (end - start))   # each segment that ran in it
+        seconds = known - opened                          # Window.seconds
+        rate    = bytes / seconds
+
+    A decision so comes about one segment's time after the bytes it rates moved, and
+    a change of streams costs that time again before the next window opens (the old
+    windows decided sooner, on half the streams' segments). The transfer's first
+    window is not compared (:attr:`TuningState.warm_up`): it closes as before, on
+    ``max(2, ceil(streams / 2))`` segments started in it, rated by their
+    stream-seconds. A window in which a lane found no segment left to copy (the tail:
+    fewer streams ran than the setting, and no more segments may come to fill it)
+    closes once ``max(2, ceil(streams / 2))`` segments that ran in it ended, and is
+    rated by stream-seconds too, ``streams x bytes / stream_seconds`` (:meth:`ran_out`). Errors count from the segments started
+    in the window (``Window.segments``; one started while the last setting drained may
+    have met its crowd), lost attempts from every segment that ran in it (a heartbeat
+    timeout is then in its time). A pause or a segment that ended without
+    its result (stopped, failed, copied again) discards the window (:meth:`reset`,
+    :meth:`dropped`); the next opens at the next segment's start.
+
+    All times are workflow seconds (``workflow.now()``), so the decisions replay.
+    """
+
+    def __init__(self) -> None:
+        #: segment -> its start, of the segments running
+        self.running: dict[int, float] = {}
+        self.opened: float | None = None
+        self.closing: float | None = None
+        #: segments whose end opens the next window (started under another setting)
+        self.waiting: set[int] = set()
+        self.spans: list[Span] = []
+        self.starved = False
+        self.warm_up = False
+
+    def started(self, index: int, now: float) -> None:
+        """Segment ``index`` was scheduled at ``now`` under the current setting; a
+        window opens if none is open and none waits."""
+        self.running[index] = now
+        if self.opened is None and not self.waiting:
+            self.opened, self.spans = now, []
+
+    def dropped(self, index: int) -> None:
+        """Segment ``index`` ended without its result (stopped by a pause, failed, to
+        be copied again): its bytes in the window are unknown, so is the window's."""
+        self.running.pop(index, None)
+        self.reset()
+
+    def reset(self) -> None:
+        """Discard the window (a pause, a segment ended without its result); the next
+        opens at the next segment's start."""
+        self.opened = self.closing = None
+        self.waiting, self.spans = set(), []
+        self.starved = self.warm_up = False
+
+    def ran_out(self) -> None:
+        """A lane found no segment left to copy: the rest of the copy runs fewer
+        streams than the setting (rated by stream-seconds, see the class doc)."""
+        self.starved = True
+
+    def finished(self, index: int, span: Span, streams: int, *, warm_up: bool = False) -> bool:
+        """Count segment ``index`` that ended at ``span.end`` under ``streams``
+        streams. True: the window closed and its verdict is due (:meth:`window`, then
+        :meth:`decided`). ``warm_up``: the window is the transfer's first, not compared
+        (closed on its segments started in it, rated by their stream-seconds)."""
+        self.running.pop(index, None)
+        if self.waiting:
+            self.waiting.discard(index)
+            if not self.waiting:
+                self.opened, self.spans = span.end, []
+            return False
+        if self.opened is None:
+            return False
+        opened = self.opened
+        if span.end > opened or span.start >= opened:
+            self.spans.append(span)
+        wanted = max(2, (streams + 1) // 2)
+        if warm_up or self.starved:
+            # as before the patch: on the segments started in it (the first window),
+            # or ended in it (the tail: no more may come to fill it)
+            counted = [x for x in self.spans if x.start >= opened or not warm_up]
+            if len(counted) < wanted:
+                return False
+            self.closing, self.warm_up = span.end, warm_up
+            return True
+        known = min(self.running.values(), default=span.end)
+        if known <= opened or not self.spans:
+            return False
+        typical = sum(x.length for x in self.spans) / len(self.spans)
+        if self._moved(opened, known) < wanted * typical:
+            return False
+        self.closing = known
+        return True
+
+    def _moved(self, lo: float, hi: float) -> float:
+        """Bytes the spans moved between ``lo`` and ``hi`` (each evenly over its time)."""
+        return sum(x.length * _share(x, lo, hi) for x in self.spans)
+
+    def window(self, streams: int, bytes_left: int | None = None) -> Window | None:
+        """The closed window (after :meth:`finished` said it closed); None when no time
+        passed in it (a time-skipping test server)."""
+        assert self.opened is not None and self.closing is not None
+        lo, hi = self.opened, self.closing
+        moved = inside = busy = busy_seconds = 0.0
+        segments = errors = lost = 0
+        for x in self.spans:
+            share = _share(x, lo, hi)
+            if share <= 0:
+                continue
+            overlap = max(0.0, min(x.end, hi) - max(x.start, lo))
+            moved += x.length * share
+            inside += overlap
+            lost += x.lost  # its time (a heartbeat timeout) is in the window's
+            if x.start >= lo:  # started under the setting alone: its errors are its
+                segments += 1
+                errors += x.errors
+            if x.cpu_busy is not None and overlap > 0:
+                busy += x.cpu_busy * overlap
+                busy_seconds += overlap
+        if inside <= 0 or hi <= lo:
+            return None
+        return Window(
+            bytes=int(moved),
+            stream_seconds=inside,
+            segments=max(1, segments),
+            errors=errors,
+            lost=lost,
+            cpu_busy=min(1.0, busy / busy_seconds) if busy_seconds > 0 else None,
+            bytes_left=bytes_left,
+            seconds=None if self.starved or self.warm_up else hi - lo,
+        )
+
+    def decided(self, now: float, before: int, after: int) -> None:
+        """The optimizer decided at ``now`` to run ``after`` streams instead of
+        ``before``: the next window opens where this one closed (the same streams), or
+        once every segment running now ended (a change; after the first window, the
+        segments of its first wave)."""
+        closed, self.closing = self.closing, None
+        if self.warm_up or after != before or closed is None:
+            # after the first window held: its first wave; after a change: all
+            first = self.opened if self.warm_up and after == before else None
+            self.warm_up = False
+            self.waiting = {
+                i for i, start in self.running.items() if first is None or start <= first
+            }
+            self.spans = []
+            self.opened = None if self.waiting else now
+            return
+        self.opened = closed
+        self.spans = [x for x in self.spans if x.end > closed]
+
+
+def _share(span: Span, lo: float, hi: float) -> float:
+    """The part (0..1) of ``span``'s time between ``lo`` and ``hi`` (a span of no
+    time: 1 inside, 0 outside)."""
+    took = span.end - span.start
+    if took <= 0:
+        return 1.0 if lo <= span.start and span.end <= hi else 0.0
+    return max(0.0, min(span.end, hi) - max(span.start, lo)) / took
 
 
 class Decision(BaseModel):
@@ -530,7 +754,11 @@ def observe(state: TuningState, window: Window) -> tuple[TuningState, Decision]:
             f"{window.lost} attempts lost with a worker in {window.segments} segments: "
             f"not the link's errors, not measured; holding {units.counted(s, 'stream')}",
         )
-    rate = window.bytes / window.stream_seconds * s
+    rate = (
+        window.bytes / window.seconds
+        if window.seconds
+        else window.bytes / window.stream_seconds * s
+    )
     if state.warm_up and window.errors / window.segments <= ERROR_RATE:
         # the transfer's first window holds its start-up (processes, connections):
         # measured low, it would make any step up look like a gain

@@ -126,7 +126,7 @@ with workflow.unsafe.imports_passed_through():
         WriteSession,
     )
     from staccato.plan import plan_segments
-    from staccato.tuning import LinkMemory, TuningState, Window
+    from staccato.tuning import LinkMemory, Span, TuningState, WallMeter, Window
     from staccato.workflows import search_attributes as sa
 
 from staccato.workflows import front, slots, sync
@@ -268,6 +268,13 @@ TUNE_CPU_BUSY_PATCH = "tune-cpu-busy"
 #: window carries the bytes left; a probe there is measured on the tail, where the
 #: streams run out of work. A marker event once per tuned transfer
 TUNE_NO_LATE_PROBE_PATCH = "tune-no-late-probe"
+#: the optimizer rates a setting by what the link moved per second of workflow time
+#: while it ran (``tuning.WallMeter``: every segment that ran in the window, for its
+#: part of its time in it), not by the first segments to finish's stream-seconds
+#: (the cold sweep's second window at 8 streams held the first wave's slow half, and
+#: 12 streams looked 16-33 % better on the WAN bench's profile B). Decisions, so the
+#: segments' scheduling, differ; a marker event once per tuned transfer
+TUNE_WALL_RATE_PATCH = "tune-wall-rate"
 RECALL_TUNING = "recall_link_tuning"
 #: the control lookups before the first stream (tuning memory, known copy, governors)
 #: run as one activity, ``look_up_start``, instead of one each: one activity and one
@@ -590,6 +597,7 @@ class TransferWorkflow:
         self._tune_endpoint_errors = False
         self._tune_cpu_busy = False  # patch tune-cpu-busy
         self._tune_late = False  # patch tune-no-late-probe
+        self._tune_meter: WallMeter | None = None  # patch tune-wall-rate
         self._tune_draining: set[int] = set()  # running when fewer streams were chosen
         self._tune_socket_buffer: int | None = None
         self._tune_record: workflow.ActivityHandle[None] | None = None
@@ -1332,6 +1340,8 @@ class TransferWorkflow:
         """Run the segments, ``streams`` at a time; returns each segment's result."""
         assert self._progress is not None
         self._failure = None  # a failure of an earlier write session is handled
+        if self._tune_meter is not None:  # a copy again (a read-back found damage)
+            self._tune_meter = WallMeter()
         queue: deque[Segment] = deque(segments)
         results: dict[int, StreamResult] = {}
         attempts: dict[int, int] = {}
@@ -1356,6 +1366,8 @@ class TransferWorkflow:
                 )
                 raise_if_cancelling()
                 if self._failure is not None or not queue:
+                    if not queue and self._tune_meter is not None:
+                        self._tune_meter.ran_out()  # fewer streams than the setting run on
                     return
                 if self._reacquire:  # resumed after a pause gave the slots back
                     await self._reacquire_slots()
@@ -1373,6 +1385,8 @@ class TransferWorkflow:
                     and not self._tune_draining.intersection(self._running)
                     else -1
                 )
+                if self._tune_meter is not None:
+                    self._tune_meter.started(segment.index, started.timestamp())
                 staged_by = self._stagings  # the staging the stream reads from
                 from_copy = self._known_copy is not None  # it reads the known copy
                 attempts[segment.index] = attempts.get(segment.index, 0) + 1
@@ -1406,6 +1420,8 @@ class TransferWorkflow:
                 try:
                     result = await handle
                 except ActivityError as err:
+                    if self._tune_meter is not None:  # its bytes in the window are unknown
+                        self._tune_meter.dropped(segment.index)
                     if segment.index in self._stopped_by_pause and (
                         isinstance(err.cause, CancelledError)
                         or (
@@ -1468,9 +1484,13 @@ class TransferWorkflow:
                     self._progress.durable.pop(segment.index, None)
                     if workflow.patched(PROGRESS_MEMO_PATCH):
                         workflow.upsert_memo({"bytes_committed": self._progress.bytes_committed})
-                    if self._tuner is not None and epoch == self._tune_epoch:
+                    if self._tuner is not None and self._tune_meter is not None:
+                        self._tune_finished(segment, started, result)
+                    elif self._tuner is not None and epoch == self._tune_epoch:
                         self._tune_measure(segment.length, workflow.now() - started, result)
                 else:
+                    if self._tune_meter is not None:  # stopped: its bytes in it unknown
+                        self._tune_meter.dropped(segment.index)
                     kept = self._progress.partial.get(segment.index, 0)
                     # stopped because another stream failed: never below what its
                     # heartbeats showed (_keep_streams_moved); a pause's is the truth
@@ -2332,6 +2352,8 @@ class TransferWorkflow:
         if state.knee:
             self._tune_cpu_busy = workflow.patched(TUNE_CPU_BUSY_PATCH)
             self._tune_late = workflow.patched(TUNE_NO_LATE_PROBE_PATCH)
+            if workflow.patched(TUNE_WALL_RATE_PATCH):
+                self._tune_meter = WallMeter()
         self._tuner, self._tune_link, self._tune_memory = state, link, memory
         self._tune_socket_buffer = recall.socket_buffer_bytes
         options = request.options.model_copy(
@@ -2394,6 +2416,52 @@ class TransferWorkflow:
             self._tune_draining = set(self._running) if decision.streams < self._lanes else set()
             self._lanes = decision.streams
         self._show_tuning()
+
+    def _tune_finished(self, segment: Segment, started: datetime, result: StreamResult) -> None:
+        """Patch ``tune-wall-rate``: count a finished segment in the window
+        (:class:`staccato.tuning.WallMeter`), and once its verdict is due let the
+        optimizer decide and run the streams it chose from the next segment on.
+        Numbers from ``workflow.now()``, segment lengths and activity results: the
+        decisions replay."""
+        assert self._tuner is not None and self._tune_meter is not None
+        failed = max(0, result.attempt - 1)
+        errors = min(failed, result.endpoint_errors) if self._tune_endpoint_errors else failed
+        span = Span(
+            start=started.timestamp(),
+            end=workflow.now().timestamp(),
+            length=segment.length,
+            errors=errors,
+            lost=failed - errors,
+            cpu_busy=result.cpu_busy if self._tune_cpu_busy else None,
+        )
+        if self._tune_meter.finished(segment.index, span, self._lanes, warm_up=self._tuner.warm_up):
+            self._tune_verdict()
+
+    def _tune_verdict(self) -> None:
+        """Let the optimizer decide on the window the meter closed, and run the streams
+        it chose from the next segment on."""
+        assert self._tuner is not None and self._tune_meter is not None
+        assert self._progress is not None
+        before, total = self._lanes, self._progress.bytes_total
+        now = workflow.now().timestamp()
+        window = self._tune_meter.window(
+            before,
+            bytes_left=(
+                max(0, total - self._progress.bytes_committed)
+                if self._tune_late and total is not None
+                else None
+            ),
+        )
+        after = before
+        if window is not None:  # None: no time passed (a time-skipping test server)
+            self._tuner, decision = tuning.observe(self._tuner, window)
+            after = decision.streams
+            if after != self._lanes:
+                self._tune_epoch += 1
+                self._tune_draining = set(self._running) if after < self._lanes else set()
+                self._lanes = after
+            self._show_tuning()
+        self._tune_meter.decided(now, before, after)
 
     def _not_the_links_rate(self) -> str | None:
         """Why the streams' rates are not the tuned link's (they read a known copy or a
@@ -2764,6 +2832,8 @@ class TransferWorkflow:
         self._paused = True
         self._was_paused = True
         self._tune_epoch += 1  # segments stopped by the pause measure nothing
+        if self._tune_meter is not None:  # a window with a pause in it measures the pause
+            self._tune_meter.reset()
         if self._progress is not None:
             self._set_state(TransferState.paused)
         for index, handle in list(self._running.items()):
