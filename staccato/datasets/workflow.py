@@ -311,6 +311,14 @@ DATASET_LIST_RETRY_FOR_PATCH = "dataset-list-retry-for"
 #: journals (``sweep_leftovers``) before it lists; best effort. Before, they stayed
 #: until removed by hand (tester T15). A marker and one activity in such a run
 DATASET_SWEEP_PATCH = "dataset-sweep-left-sessions"
+#: ``workflow.patched`` id: a dataset that swept the write sessions its last run left
+#: (``DatasetRequest.sweep``) sweeps them again once everything is copied, before it
+#: ends: the cancelled run's requests may still reach the server after the first sweep
+#: (e.g. an attempt of its large file's transfer that a frozen server held: its late
+#: ``prepare`` opens the session again, temp file, journal and writers directory, under
+#: the old key; ci110 found them after a ``cp -r`` that exited 0). Before, they stayed.
+#: A marker and one activity more in such a dataset's last run
+DATASET_SWEEP_AT_END_PATCH = "dataset-sweep-again-at-end"
 #: ``workflow.patched`` id: a batch stopped by its dataset's cancel (its result names
 #: the files it did not handle) has the write sessions of its files that may have been
 #: in flight (the first :data:`CANCEL_IN_FLIGHT` not handled) removed by key
@@ -471,6 +479,8 @@ class DatasetWorkflow:
             if request.carried is None and request.sweep and workflow.patched(DATASET_SWEEP_PATCH):
                 await self._sweep(request, request.sweep)
             more = await self._copy_all(request)
+            if not more and request.sweep and workflow.patched(DATASET_SWEEP_AT_END_PATCH):
+                await self._sweep(request, request.sweep)
         except asyncio.CancelledError:
             await self._stop_in_flight()
             self._record_end_counts()
@@ -573,7 +583,9 @@ class DatasetWorkflow:
     async def _sweep(self, request: DatasetRequest, urls: list[str]) -> None:
         """Remove the leftover write sessions of the files ``urls`` (an earlier run's
         clean-up did not reach their destination: :data:`DATASET_SWEEP_PATCH`) before
-        they are copied again; best effort: a failure is logged and the run goes on."""
+        they are copied again, and once more after (:data:`DATASET_SWEEP_AT_END_PATCH`:
+        what the earlier run's late requests opened again meanwhile); best effort: a
+        failure is logged and the run goes on."""
         try:
             await self._clean_up("sweep_leftovers", SweepInput(urls=urls), request)
         except Exception as err:  # noqa: BLE001

@@ -115,3 +115,47 @@ def test_a_retry_sweeps_what_an_ended_batch_left(
     assert Path(kept_temp).exists() and Path(kept_journal).exists()
     for name, data in users.items():
         assert (tmp_path / "d" / name).read_bytes() == data, name
+
+
+@pytest.mark.parametrize("journaled", ["partial", "hash"])
+def test_sftp_sweep_removes_a_session_whose_journal_has_no_chunk_record_yet(
+    driver_env: Path, sftp_url, tmp_path: Path, journaled: str
+) -> None:
+    """ci110: a dataset cancelled while its large file's stream was in its first chunk
+    left a session whose journal held only that chunk's partial record (the stopped
+    stream keeps what it wrote, ``write_partial``); the next ``cp -r``'s sweep kept its
+    temp file, journal and writers directory ("no journal Staccato wrote beside it":
+    only chunk records counted) and the run exited 0 with them in the destination. A
+    journal with only a hash record (a stream stopped between a chunk's two records)
+    was kept the same way. Both are Staccato's: the sweep removes all three."""
+    from staccato.endpoints.sftp.journal import (
+        CKSUM,
+        JOURNAL_RECORD_BYTES,
+        ServerHash,
+        hash_record,
+        hash_slot,
+    )
+
+    out = tmp_path / "out"
+    out.mkdir()
+    driver = SFTPDriver()
+    url = parse_url(sftp_url(out / "L2.bin"))
+    size, chunk = 6 << 20, 1 << 20
+    session = driver.open_session(url, size, chunk, "the-cancelled-run")
+    if journaled == "partial":
+        writer = driver.open_writer(session)
+        try:
+            writer.write_partial(0, memoryview(b"x" * 60_000), "364b3fb7")
+        finally:
+            writer.close()
+    else:
+        slot = hash_slot(0, size // chunk) * JOURNAL_RECORD_BYTES
+        record = hash_record(0, "364b3fb7", ServerHash(CKSUM, "12345"))
+        with open(session.data["journal"], "r+b") as journal:
+            journal.seek(slot)
+            journal.write(record)
+    left = sorted(p.name for p in out.iterdir())
+    assert len(left) == 3 and Path(session.data["journal"]).stat().st_size > 0, left
+    removed = driver.remove_leftovers(url, "the-next-run")
+    assert sorted(Path(p).name for p in removed) == left
+    assert sorted(p.name for p in out.iterdir()) == []

@@ -227,10 +227,18 @@ LARGEST_JOURNAL_BYTES = (3 * 100_000 + 1) * JOURNAL_RECORD_BYTES
 def written_by_staccato(sftp: StaccatoSFTP, path: str) -> bool:
     """Whether the file at ``path`` is a write session's journal: empty (no chunk
     journaled yet), or at most :data:`LARGEST_JOURNAL_BYTES` holding at least one valid
-    chunk record (its CRC-32 checked). The leftover sweep removes a temp file and its
-    journal only then: a user's files of the pattern (a copied tree) were removed as
-    leftovers (a tester's case). False when it is missing, not a regular file, or
-    cannot be read."""
+    record of any kind in its slot (:func:`holds_a_record`: a chunk, hash or partial
+    record, or the publish marker; its CRC-32 checked). The leftover sweep removes a
+    temp file and its journal only then: a user's files of the pattern (a copied tree)
+    were removed as leftovers (a tester's case). False when it is missing, not a
+    regular file, or cannot be read.
+
+    Why any kind: a stream stopped in its first chunk (a dataset's cancel) journals
+    only that chunk's partial record (:func:`partial_record`, past the hash slots), and
+    a stream stopped between a chunk's two records only its hash record; with chunk
+    records alone such a journal was not "Staccato's", so the next run's sweep kept
+    the session's temp file, journal and writers directory (ci110: after a ``cp -r``
+    that exited 0)."""
     try:
         attrs = stat_or_none(sftp, path)
         if attrs is None or not stat_module.S_ISREG(attrs.st_mode or 0):
@@ -245,4 +253,19 @@ def written_by_staccato(sftp: StaccatoSFTP, path: str) -> bool:
         return False
     if not data:
         return False
-    return bool(parse_journal(data, len(data) // JOURNAL_RECORD_BYTES))
+    return holds_a_record(data)
+
+
+def holds_a_record(data: bytes) -> bool:
+    """Whether journal bytes ``data`` hold at least one whole record of any kind in
+    its fixed-size slot: ``BODY CRC`` with CRC the 8 lower hex digits of the CRC-32 of
+    BODY, space-padded to :data:`JOURNAL_RECORD_BYTES` with a final newline (what
+    every record writer here writes: chunk, hash, partial and marker records)."""
+    for slot in range(len(data) // JOURNAL_RECORD_BYTES):
+        record = data[slot * JOURNAL_RECORD_BYTES : (slot + 1) * JOURNAL_RECORD_BYTES]
+        if not record.endswith(b"\n"):
+            continue
+        body, _, crc = record[:-1].decode("ascii", "replace").rstrip(" ").rpartition(" ")
+        if body.strip() and crc == f"{zlib.crc32(body.encode()):08x}":
+            return True
+    return False
