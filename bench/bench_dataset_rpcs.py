@@ -128,12 +128,13 @@ def history_events(service: Service, workflow_id: str) -> Counter[str]:
 
 
 def groups(service: Service, seaweed: SeaweedS3) -> dict[str, list[int]]:
-    """Process ids per group now (the manager: the worker's child that runs no pool)."""
+    """Process ids per group now."""
     assert service.worker is not None
     worker = service.worker.pid
     children = _children(worker)
-    # the manager is the worker's first child (started before the pool)
-    manager = [min(children)] if children else []
+    # the worker's first children, started before the pool: multiprocessing's resource
+    # tracker, then the manager
+    manager = sorted(children)[:2]
     return {
         "worker": [worker],
         "manager": manager,
