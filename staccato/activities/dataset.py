@@ -70,14 +70,14 @@ from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 
-from staccato.activities import retry_deadline
+from staccato.activities import retry_deadline, stream_lease
 from staccato.activities.errors import mapped_errors
 from staccato.activities.liveness import heartbeating, resent_while_blocked
 from staccato.activities.object_copy import copy_object, up_to_date
 from staccato.activities.pacing import SharedPacer, beating_wait, group_key, paced_by, slot_key
 from staccato.activities.resume_counts import batch_scheduled_at, published_since
 from staccato.activities.small_copy import SMALL_OBJECT_MAX, stage_small_url
-from staccato.activities.stream_lease import Lease, leased
+from staccato.activities.stream_lease import HEARTBEAT_THROTTLE_S, Lease, leased
 from staccato.activities.stream_progress import StreamStopped, heartbeat
 from staccato.activities.transfer import check_file_roots, stat_source
 from staccato.datasets.models import (
@@ -141,6 +141,9 @@ from staccato.models import ListPage, SyncLevel, TransferOptions, WriteSession
 from staccato.temp_names import LEFT_OUT_NAMES_KEPT, reserved_segment, session_temp
 from staccato.urls import EndpointURL, directory_prefix, parse_url, redact
 
+#: seconds between two looks of a batch or listing page at its cancel, its lease and
+#: its worker (a byte of shared memory: ``workers.flags``), and between two heartbeats
+#: handed to the worker when its heartbeat timeout is short (see :func:`hand_off_every`)
 _HEARTBEAT_EVERY_S = 0.5
 _T = TypeVar("_T")
 #: attempts per file in one batch when its copy proved bad (a checksum mismatch after
@@ -194,11 +197,38 @@ _ENTRY_OVERHEAD = 90
 ROOT_PARENTS_WAIT_S = 2.0
 
 
+def hand_off_every() -> float:
+    """Seconds between two heartbeats a batch or listing page hands to its worker: the
+    worker's heartbeat throttle (``stream_lease.HEARTBEAT_THROTTLE_S``, 1 s: Temporal's
+    worker sends at most one heartbeat per activity that often, so one handed more
+    often only replaces the one waiting) while an eighth of the attempt's heartbeat
+    timeout is at least that long; else an eighth of it, at least
+    :data:`_HEARTBEAT_EVERY_S` (a short timeout: its lease, renewed by each heartbeat,
+    keeps its slack); :data:`_HEARTBEAT_EVERY_S` without a heartbeat timeout.
+
+    Each heartbeat handed goes through the worker's multiprocessing manager and main
+    process; every 0.5 s (before issue 11's dsetcpu round) they were twice what reached
+    the server."""
+    timeout = activity.info().heartbeat_timeout
+    if not timeout:
+        return _HEARTBEAT_EVERY_S
+    return max(_HEARTBEAT_EVERY_S, min(HEARTBEAT_THROTTLE_S, timeout.total_seconds() / 8))
+
+
 class _Beat:
-    """A heartbeat hook at most every 0.5 s with the given details (at once when
-    ``sessions`` recorded a new write session since the last one: its id goes out in
-    the next heartbeat, not one beat later); raises :class:`StreamStopped` when the
-    activity is cancelled or the worker is gone."""
+    """A heartbeat hook: hands the given details to the worker every
+    :func:`hand_off_every` seconds (1 s with the default heartbeat timeout), the first
+    one interval after the attempt began (a page listed or a batch copied within it
+    sends none: its result says everything; before, one went out at once, the
+    Temporal server's request and history write for every activity), and at once when
+    ``sessions`` recorded a new write session since the last one (its id goes out in
+    the next heartbeat, not one beat later); in between, every
+    :data:`_HEARTBEAT_EVERY_S`, looks at the attempt's cancel, lease and worker.
+
+    Raises:
+        StreamStopped: the activity is cancelled or the worker is gone.
+        StreamLeaseExpiredError: the attempt's lease expired (its process was frozen).
+    """
 
     def __init__(
         self,
@@ -209,7 +239,8 @@ class _Beat:
         self.details = details
         self._before = before  # brings the details up to date before each heartbeat
         self._sessions = sessions
-        self._last = 0.0
+        self._every = hand_off_every()
+        self._last = self._looked = time.monotonic()
         self._parent = os.getppid()
         #: run before ``before`` when a heartbeat goes out (a batch's pass names in the
         #: checkpoint the files it ended past ``next_index``: ``_copy_in_flight``)
@@ -218,8 +249,12 @@ class _Beat:
     def __call__(self, force: bool = False) -> None:
         now = time.monotonic()
         opened = self._sessions is not None and self._sessions.changed.is_set()
-        if not force and not opened and now - self._last < _HEARTBEAT_EVERY_S:
+        if not force and not opened and now - self._last < self._every:
+            if now - self._looked >= _HEARTBEAT_EVERY_S:
+                self._looked = now
+                self._look()
             return
+        self._looked = now
         if self._sessions is not None:
             self._sessions.changed.clear()  # (before the snapshot ``before`` takes)
         self._last = now
@@ -230,6 +265,15 @@ class _Beat:
         if self._before is not None:
             self._before()
         heartbeat(self.details)
+
+    def _look(self) -> None:
+        """Between heartbeats: stop as a heartbeat would (the cancel is a byte of
+        shared memory, no round trip)."""
+        if os.getppid() != self._parent:
+            raise StreamStopped("worker process is gone")
+        stream_lease.check()
+        if activity.is_cancelled():
+            raise StreamStopped("cancelled", cancelled=True)
 
 
 def _listing_endpoints(request: ListInput) -> str:
