@@ -5,12 +5,23 @@ Real servers: the source is an S3 prefix on SeaweedFS reached through an nginx p
 whose access log counts every GET at the server. The batch's first file is served
 slowly (``limit_rate``), so the three after it end (published at every root) while it
 is still read: the batch's heartbeat names them (``ended_after``) past its
-``next_index`` (still the slow file). Once a heartbeat sent after they were seen at
-the destination reached the server, the worker is SIGKILLed and started again (the
-proxy now at full speed): the retried attempt copies the slow file and counts the
-three without a GET of them. Through 0.37 the retry's resume compared them with
-their sources at the checksum level, one GET each again (CI: the fan-out read-once
-test's "retried attempt" slack).
+``next_index`` (still the slow file). Once the server holds a checkpoint naming all
+three, the worker is SIGKILLed and started again (the proxy now at full speed): the
+retried attempt copies the slow file and counts the three without a GET of them.
+Through 0.37 the retry's resume compared them with their sources at the checksum
+level, one GET each again and at every root (CI: the fan-out read-once test's
+"retried attempt" slack).
+
+The kill waits for that checkpoint itself, not for a time after the files showed at
+their roots: a file is visible once renamed, and ends (is named) only after its
+directory's ``fsync`` and its other roots, and the checkpoint then goes through the
+worker's manager, its main process and the heartbeat throttle: from the files
+showing at both roots to the first checkpoint naming them at the server took
+1.46-2.36 s at load 3-7 (10 runs), against the 2 s the test used to allow. ci110
+(load 20-30) killed on a heartbeat that reached the server 2 s after the three
+showed and named b1 only: its one retry compared b2 and b3 with their sources at
+both roots, a GET each per root (``{'b2.bin': 3, 'b1.bin': 1, 'b3.bin': 3,
+'a-slow.bin': 2}``), as a resume does for a file its checkpoint does not name.
 """
 
 from __future__ import annotations
@@ -29,7 +40,7 @@ from temporalio.api.enums.v1 import PendingActivityState
 
 from staccato.client import StaccatoClient
 from staccato.dataset_client import submit_dataset
-from staccato.datasets.models import DatasetState
+from staccato.datasets.models import BatchCheckpoint, DatasetState, FanOutBatchCheckpoint
 from staccato.models import TransferOptions
 from tests.dataset_checks import MiB, tree, wait_dataset
 from tests.helpers import WorkerProcess
@@ -144,29 +155,39 @@ async def test_a_killed_batch_retry_reads_no_finished_file_again(
         dataset = await submit_dataset(client, f"s3://{bucket}/src/", roots, OPTIONS)
         handle = client.temporal.get_workflow_handle(dataset)
 
-        async def batch_beat_at() -> float | None:
-            """When the running batch attempt's last heartbeat reached the server
-            (Unix seconds); None while no batch attempt runs."""
+        async def ended_at_server() -> tuple[int, int] | None:
+            """(attempt, files named ended past ``next_index``) of the running batch
+            attempt's checkpoint as the server holds it (the last heartbeat that
+            reached it: what a retry starts from); None while no batch attempt runs
+            or none of its checkpoints reached the server."""
             description = await handle.describe()
             for p in description.raw_description.pending_activities:
+                kind = p.activity_type.name
                 if (
-                    p.activity_type.name in ("copy_batch", "copy_batch_to_many")
+                    kind in ("copy_batch", "copy_batch_to_many")
                     and p.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
-                    and p.HasField("last_heartbeat_time")
+                    and p.heartbeat_details.payloads
                 ):
-                    return p.last_heartbeat_time.ToDatetime().timestamp()
+                    model = BatchCheckpoint if kind == "copy_batch" else FanOutBatchCheckpoint
+                    (checkpoint,) = await client.temporal.data_converter.decode(
+                        p.heartbeat_details.payloads, [model]
+                    )
+                    return p.attempt, len(checkpoint.ended_after or {})
             return None
 
         deadline = time.monotonic() + 120
         while published() != set(FAST):
             assert time.monotonic() < deadline, f"the fast files never ended: {published()}"
             await asyncio.sleep(0.05)
-        seen = time.time()
-        # a heartbeat handed over after they ended (beats every 0.5 s, sent at most
-        # every 1 s) reached the server: it is the checkpoint the retry starts from
-        while (beat := await batch_beat_at()) is None or beat < seen + 2.0:
-            assert time.monotonic() < deadline, "no heartbeat reached the server after"
+        # the checkpoint the retry starts from names the three ended (the slow file,
+        # the batch's first, is its next_index): not a time after they showed at their
+        # roots (see the module)
+        while (at_server := await ended_at_server()) is None or at_server[1] < len(FAST):
+            assert time.monotonic() < deadline, f"no checkpoint named them: {at_server}"
             await asyncio.sleep(0.1)
+        named_by_attempt = at_server[0]
+        # what was read until the server held it: nothing of theirs is read after
+        gets_when_named = _gets(proxy, bucket)
         slow_there = (one / SLOW).exists() if shape == "two local roots" else False
         worker.kill()
         assert not slow_there, "the slow file ended before the kill: nothing was in flight"
@@ -193,11 +214,17 @@ async def test_a_killed_batch_retry_reads_no_finished_file_again(
         retried = await _retried_attempts(client, dataset)
         assert retried, "no batch attempt was retried"
         gets = _gets(proxy, bucket)
-        print(f"{shape}: GETs per source object {gets}; retried: {retried}")
-        assert gets.get(SLOW, 0) >= 2, gets  # read by both attempts: the counts are real
-        assert {n: gets.get(n, 0) for n in FAST} == {n: 1 for n in FAST}, (
-            f"the retry read finished files again: {gets}"
+        print(
+            f"{shape}: GETs per source object {gets} ({gets_when_named} when attempt {named_by_attempt} named them); retried: {retried}"
         )
+        assert gets.get(SLOW, 0) >= 2, gets  # read by both attempts: the counts are real
+        assert {n: gets.get(n, 0) for n in FAST} == {n: gets_when_named[n] for n in FAST}, (
+            f"the retry read finished files again: {gets} (when named: {gets_when_named})"
+        )
+        if named_by_attempt == 1:
+            # (an attempt that its heartbeat timeout ended at load before it named them
+            # leaves them to the next one's compare: read again before they were named)
+            assert {n: gets[n] for n in FAST} == {n: 1 for n in FAST}, gets
         if shape == "two local roots":
             expected = tree(one)
             assert expected == tree(two) and set(expected) == {SLOW, *FAST}, expected
