@@ -128,6 +128,30 @@ def _settled(read: Callable[[], set[Any]], quiet_s: float = 1.0, limit_s: float 
     return last
 
 
+def _sessions_ended(server_pid: int | None, limit_s: float = 30.0) -> None:
+    """Wait until the session processes the server ``server_pid`` ran at the call (an
+    sshd: one per connection of the killed worker) have exited (at most ``limit_s``):
+    a session runs the requests its client sent before it died, then exits. Only then
+    is what the destination holds what the retry finds (ci111 at load: two files the
+    killed attempt published showed after the 1 s quiet of :func:`_settled`). No-op
+    for ``None`` (a local destination)."""
+    if server_pid is None:
+        return
+    from tests.servers.temporal_server import _descendants
+
+    sessions = [pid for pid, _ in _descendants(server_pid)]
+    until = time.monotonic() + limit_s
+
+    def alive(pid: int) -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            return False
+
+    while any(alive(pid) for pid in sessions) and time.monotonic() < until:
+        time.sleep(0.1)
+
+
 def _wake(worker: WorkerProcess) -> None:
     """SIGCONT what :func:`_hold_still` froze (the worker's activity processes)."""
     assert worker.process is not None
@@ -187,8 +211,10 @@ async def sync_rerun_with_kill(
     url_of: Callable[[Path], str] = str,
     env: Mapping[str, str] | None = None,
     change_time: bool = True,
+    server_pid: int | None = None,
 ) -> None:
-    """A sync re-run to ``url_of(data_dir / "dst")`` (a worker with ``env``), its
+    """A sync re-run to ``url_of(data_dir / "dst")`` (a worker with ``env``; the
+    destination's server ``server_pid``, waited for after the kill), its
     worker SIGKILLed while a batch with skipped files is under way: only the changed
     files are written, and counted as a run without the crash counts them (where the
     destination keeps no change time, ``change_time`` False: SFTP, but for the files
@@ -237,6 +263,7 @@ async def sync_rerun_with_kill(
         checkpoint = await _checkpoint(client, handle) or checkpoint
         assert checkpoint.current
         batch = next(b for b in batches if checkpoint.current in b)
+        await asyncio.to_thread(_sessions_ended, server_pid)
         rewritten_at_kill = _settled(
             lambda: {n for n in names if _mark(destination / n) != marks[n]}
         )
@@ -298,9 +325,11 @@ async def empty_destination_with_kill(
     change_time: bool = True,
     held: Callable[[], dict[str, tuple[int, str]]] | None = None,
     start: Callable[[WorkerProcess], object] = WorkerProcess.start,
+    server_pid: int | None = None,
 ) -> None:
     """A dataset at ``--sync-level checksum`` to an empty destination
-    ``url_of(data_dir / "dst")`` (a worker with ``env``), its worker frozen then
+    ``url_of(data_dir / "dst")`` (a worker with ``env``; the destination's server
+    ``server_pid``, waited for after the kill), its worker frozen then
     SIGKILLed while its batch is under way, with files published past its last
     delivered checkpoint: every file was written by this run, so all count as copied,
     none as up to date (tester: an empty destination, a worker SIGSTOPped 70 s: 25,669
@@ -366,6 +395,7 @@ async def empty_destination_with_kill(
         # it was sent after the client froze: a -n 6 run at load ~30 counted 2 files
         # up to date where the read while frozen had seen 1 published)
         checkpoint = await _checkpoint(client, handle) or checkpoint
+        await asyncio.to_thread(_sessions_ended, server_pid)
         there = _settled(lambda: set(held()))
         published_unseen = [n for n in names[checkpoint.next_index :] if n in there]
         assert published_unseen, "no file was published past the last checkpoint"
