@@ -162,7 +162,7 @@ SLOW_TESTS: dict[str, float] = {
     # (and this one, unlisted before) are ci95's scaled by the ratio a -n 2 run measured
     # before and after (0.45-0.7)
     "tests/sftp/test_sftp_dataset_cancel_large_left.py::test_a_cancelled_datasets_large_files_left_behind_are_named_in_its_status": 48,
-    # leftrace (2026-12-07): the same scene, then a paced cp -r (-n 1 at load 15-20: 95-120 s)
+    # 0.41.0 (2026-12-07): the same scene, then a paced cp -r (-n 1 at load 15-20: 95-120 s)
     "tests/sftp/test_sftp_dataset_cancel_large_left.py::test_a_late_prepare_of_the_cancelled_run_leaves_nothing_after_the_next_run": 70,
     # ci102 (2026-12-07, -n 4, 1,704 s): the tests of its 40 slowest that were not listed
     # (10 of them, 29-36 s each: unlisted, their files ran in collection order, and one
